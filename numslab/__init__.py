@@ -1,0 +1,58 @@
+"""numslab: the Linux kernel's SLUB slab allocator in NumPy arrays and Numba kernels.
+
+``SlabAllocator`` is one simulated machine; the kernel-named functions at module level act
+on a default allocator (created on first use) so that ``numslab.kfree(numslab.kmalloc(64))``
+just works.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import flags
+from ._layout import NIL, NULL, ZERO_SIZE_PTR
+from .allocator import SlabAllocator, parse_size
+from .cache import KmemCache
+from .errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidSizeError,
+                     SlabCorruptionError, SlabError, WrongCacheError)
+from .flags import *  # noqa: F401,F403  (GFP_*, SLAB_*, stat names)
+from .geometry import Geometry, calculate_geometry
+
+__version__ = "0.1.0"
+
+_default: SlabAllocator | None = None
+
+
+def default_allocator() -> SlabAllocator:
+    """The module-level allocator (``os.cpu_count()`` CPUs, one node, 256 MiB), made on
+    first use."""
+    global _default
+    if _default is None:
+        _default = SlabAllocator()
+    return _default
+
+
+def set_default_allocator(sa: SlabAllocator | None) -> None:
+    """Replace the module-level allocator (``None``: make a fresh one on next use)."""
+    global _default
+    _default = sa
+
+
+def _forward(name: str):
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(default_allocator(), name)(*args, **kwargs)
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"``SlabAllocator.{name}`` on the default allocator."
+    return call
+
+
+_API = ("kmem_cache_create", "kmem_cache_destroy", "kmem_cache_alloc", "kmem_cache_alloc_node",
+        "kmem_cache_free", "kmem_cache_shrink", "kmalloc", "kzalloc", "kfree", "ksize",
+        "alloc_pages", "free_pages", "slabinfo", "buddyinfo", "validate")
+for _name in _API:
+    globals()[_name] = _forward(_name)
+del _name
+
+__all__ = ["SlabAllocator", "KmemCache", "SlabError", "BadAddressError", "WrongCacheError",
+           "DoubleFreeError", "InvalidSizeError", "CacheLeakError", "SlabCorruptionError",
+           "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",
+           "parse_size", "flags", "NIL", "NULL", "ZERO_SIZE_PTR", *_API]

@@ -1,0 +1,158 @@
+"""The allocator's whole state: one int64 buffer carved into named struct-of-arrays fields.
+
+Kernels take the buffer (plus the arena) and find each field through a small header, so a
+call from Python unboxes two arrays however many fields there are. ARCHITECTURE.md lists
+every field with its shape, meaning and sentinel; this module is the single definition.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit
+from .flags import NR_STATS
+from .geometry import MAX_PAGE_ORDER
+
+NIL = -1            #: "no page / no slab / no cache" in every index field
+NULL = 0            #: the null object address; page frame 0 is reserved so it is never handed out
+ZERO_SIZE_PTR = 16  #: what ``kmalloc(0)`` returns, as in the kernel; ``kfree`` ignores it
+
+# ---- page flags (pg_flags) ----------------------------------------------------------------
+PG_HEAD = 1            #: first page of an allocated block (slab, large kmalloc or raw pages)
+PG_TAIL = 2            #: a later page of an allocated block; ``pg_head`` names its head
+PG_BUDDY = 4           #: first page of a free buddy block of order ``pg_order``
+PG_SLAB = 8            #: (head) the block is a slab; the ``sl_*`` fields are valid
+PG_LARGE = 16          #: (head) the block is a large kmalloc (> 8 KiB)
+PG_RESERVED = 32       #: never allocated (page frame 0, so that address 0 is NULL)
+PG_FROZEN = 64         #: (slab) owned by a CPU as its cpu slab
+PG_NODE_PARTIAL = 128  #: (slab) on its node's partial list
+PG_CPU_PARTIAL = 256   #: (slab) on some CPU's partial list
+
+# ---- scalars (field G) --------------------------------------------------------------------
+(G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_RNG, G_NPENDING,
+ G_ERR0, G_ERR1, G_ERR2, G_NSCALARS) = range(11)
+
+# ---- cache table columns (field CA, shape [max_caches, CA_NCOLS]) -------------------------
+(CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS, CA_ORDER,
+ CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL, CA_CPU_PARTIAL,
+ CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_CTOR, CA_SHEAF_CAPACITY,
+ CA_NCOLS) = range(19)
+
+# ---- kmem_cache_cpu columns (field CPU, shape [max_caches * ncpus, C_NCOLS]) --------------
+C_FREELIST, C_SLAB, C_PARTIAL, C_TID, C_LIVE, C_NCOLS = range(6)
+
+# ---- kmem_cache_node columns (field NODE, shape [max_caches * nnodes, N_NCOLS]) -----------
+N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, N_NCOLS = range(6)
+
+# ---- buddy free-area columns (field BUDDY, shape [nnodes * (MAX_ORDER+1), B_NCOLS]) -------
+B_HEAD, B_COUNT, B_NCOLS = range(3)
+NR_ORDERS = MAX_PAGE_ORDER + 1
+
+# ---- the fields, in buffer order ----------------------------------------------------------
+(F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
+ F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
+ F_PENDING, F_LIVE, NFIELDS) = range(20)
+
+#: name, fill value (the sentinel of a fresh buffer) for each field, in F_* order.
+FIELDS = (
+    ("g", 0), ("pg_flags", 0), ("pg_order", NIL), ("pg_head", NIL), ("pg_next", NIL),
+    ("pg_prev", NIL), ("sl_cache", NIL), ("sl_freelist", NULL), ("sl_inuse", 0),
+    ("sl_objects", 0), ("sl_slabs", 0), ("ca", 0), ("cpu", 0), ("node", 0), ("stats", 0),
+    ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0),
+)
+
+
+def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list[int]:
+    """Length in int64 words of every field, in F_* order."""
+    return [G_NSCALARS] + [npages] * 10 + [
+        max_caches * CA_NCOLS, max_caches * ncpus * C_NCOLS, max_caches * nnodes * N_NCOLS,
+        max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
+        npages * 4096 // 512]
+
+
+def view(buf: np.ndarray, field: int) -> np.ndarray:
+    """The 1-D view of one field of a state buffer (Python side)."""
+    return buf[buf[2 * field]:buf[2 * field] + buf[2 * field + 1]]
+
+
+def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int) -> np.ndarray:
+    """Allocate and initialise the state buffer (int64, 1-D) for a fresh machine."""
+    lengths = field_lengths(npages, nnodes, ncpus, max_caches)
+    header = 2 * NFIELDS
+    buf = np.zeros(header + sum(lengths), dtype=np.int64)
+    off = header
+    for f, n in enumerate(lengths):
+        buf[2 * f], buf[2 * f + 1] = off, n
+        fill = FIELDS[f][1]
+        if fill:
+            buf[off:off + n] = fill
+        off += n
+    g = buf[buf[2 * F_G]:buf[2 * F_G] + G_NSCALARS]
+    g[G_NPAGES], g[G_NNODES], g[G_NCPUS] = npages, nnodes, ncpus
+    g[G_PAGES_PER_NODE], g[G_MAX_CACHES] = npages // nnodes, max_caches
+    g[G_RNG] = (seed * 0x9E3779B97F4A7C15 + 0x2545F4914F6CDD1D) & 0x7FFFFFFFFFFFFFFF or 1
+    view(buf, F_BUDDY)[B_HEAD::B_NCOLS] = NIL          # every free area starts empty
+    cpu_node = view(buf, F_CPU_NODE)
+    cpu_node[:] = np.arange(ncpus) * nnodes // ncpus
+    return buf
+
+
+class SlabState:
+    """Named NumPy views of a state buffer, for inspection, tests and the facade.
+
+    Every attribute is a view into ``buf``: writing through it changes the allocator.
+    See ARCHITECTURE.md for the meaning, shape and sentinel of each field.
+    """
+
+    def __init__(self, buf: np.ndarray) -> None:
+        self.buf = buf
+        g = view(buf, F_G)
+        ncaches, ncpus, nnodes = int(g[G_MAX_CACHES]), int(g[G_NCPUS]), int(g[G_NNODES])
+        for f, (name, _) in enumerate(FIELDS):
+            setattr(self, name, view(buf, f))
+        self.ca = self.ca.reshape(ncaches, CA_NCOLS)
+        self.cpu = self.cpu.reshape(ncaches, ncpus, C_NCOLS)
+        self.node = self.node.reshape(ncaches, nnodes, N_NCOLS)
+        self.stats = self.stats.reshape(ncaches, ncpus, NR_STATS)
+        self.buddy = self.buddy.reshape(nnodes, NR_ORDERS, B_NCOLS)
+
+
+# ---- kernel-side access -------------------------------------------------------------------
+@jit(inline="always")
+def _f(state, field):
+    """The 1-D view of ``field`` inside a kernel."""
+    o = state[2 * field]
+    return state[o:o + state[2 * field + 1]]
+
+
+@jit(inline="always")
+def _g(state, item):
+    """Read scalar ``item`` of field G."""
+    return state[state[2 * F_G] + item]
+
+
+@jit(inline="always")
+def _set_g(state, item, value):
+    """Write scalar ``item`` of field G."""
+    state[state[2 * F_G] + item] = value
+
+
+@jit(inline="always")
+def _rand(state):
+    """Next value of the allocator's xorshift64* generator (deterministic per seed)."""
+    i = state[2 * F_G] + G_RNG
+    x = state[i]
+    x ^= x >> 12
+    x ^= (x << 25) & 0x7FFFFFFFFFFFFFFF
+    x ^= x >> 27
+    x &= 0x7FFFFFFFFFFFFFFF
+    if x == 0:
+        x = 1
+    state[i] = x
+    return (x * 2685821657736338717) & 0x7FFFFFFFFFFFFFFF
+
+
+@jit(inline="always")
+def _stat(state, cache, cpu, item, n):
+    """Add ``n`` to SLUB statistic ``item`` of ``cache`` on ``cpu``."""
+    st = _f(state, F_STATS)
+    st[(cache * _g(state, G_NCPUS) + cpu) * NR_STATS + item] += n

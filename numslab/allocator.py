@@ -1,0 +1,508 @@
+"""The facade: ``SlabAllocator`` is one simulated machine (CPUs, NUMA nodes, an arena of
+page frames) with the kernel's slab API; it validates, converts and calls the kernels."""
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import re
+import threading
+from functools import lru_cache
+from typing import Any, Callable
+
+import numba as nb
+import numpy as np
+
+from . import debug
+from ._jit import fastcall, jit
+from ._layout import (CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
+                      CA_DEFRAG_RATIO, CA_FLAGS, CA_HAS_CPU_PARTIAL, CA_INUSE,
+                      CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS, CA_OBJECT_SIZE,
+                      CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SHEAF_CAPACITY, CA_SIZE, F_G,
+                      G_ERR0, G_ERR1, G_ERR2, G_NPENDING, NIL, PG_HEAD, PG_LARGE, PG_SLAB,
+                      ZERO_SIZE_PTR, SlabState, new_state, view)
+from .cache import KmemCache
+from .cpucache import _flush_all, _slab_alloc, _slab_free_checked
+from .errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidSizeError,
+                     SlabCorruptionError, SlabError, WrongCacheError)
+from .flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAGS,
+                    __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
+from .geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
+                       MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry, get_order)
+from .kmalloc import _kfree, _kmalloc, kmalloc_cache_name, kmalloc_index_table
+from .pages import _alloc_block, _free_block_checked, _init_buddy
+from .slablists import _shrink_node
+from .stats import SLABINFO_HEADER, slabinfo_line
+
+log = logging.getLogger("numslab")
+# Module-level aliases: a ``__GFP_*`` name inside a class body would be name-mangled.
+_NOWARN, _THISNODE, _ZERO = __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO
+_KMALLOC_INDEX = kmalloc_index_table()
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(memory: int | str) -> int:
+    """Bytes from an int or a string such as ``"256M"``, ``"1G"``, ``"64KiB"``."""
+    if isinstance(memory, (int, np.integer)):
+        return int(memory)
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B)?\s*", str(memory), re.IGNORECASE)
+    if not m:
+        raise InvalidSizeError(f"cannot read a memory size from {memory!r}")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+@lru_cache(maxsize=None)
+def _entries() -> dict[str, Callable]:
+    """Native entry points of the hot kernels (compiled, or loaded from cache, once)."""
+    st = np.zeros(1, np.int64)
+    i = 0
+    return {
+        "alloc": fastcall(_slab_alloc, st, st, i, i, i, i),
+        "free": fastcall(_slab_free_checked, st, st, i, i, i),
+        "kmalloc": fastcall(_kmalloc, st, st, i, i, i, i, i, i),
+        "kfree": fastcall(_kfree, st, st, i, i),
+    }
+
+
+@jit
+def _shrink(state, mem, cache, nnodes):
+    """``__kmem_cache_shrink``: flush every CPU, then shrink every node; slabs freed."""
+    _flush_all(state, mem, cache)
+    freed = 0
+    for node in range(nnodes):
+        freed += _shrink_node(state, cache, node)
+    return freed
+
+
+@jit(cache=False)
+def _run_ctor(ctor, mem8, base, size, n):
+    """Call a jitted constructor on the ``n`` objects of a new slab at ``base``."""
+    for i in range(n):
+        ctor(mem8, base + i * size)
+
+
+class SlabAllocator:
+    """A simulated machine running SLUB: CPUs, NUMA nodes, page frames and slab caches.
+
+    Parameters
+    ----------
+    nr_cpus : int, optional
+        Simulated CPUs (default ``os.cpu_count()``); drives the geometry as in the kernel.
+    nr_nodes : int
+        NUMA nodes; CPUs are spread over them in contiguous blocks.
+    memory : int or str
+        Memory per node, e.g. ``"256M"`` (rounded up to 4 MiB). The arena is an anonymous
+        mapping, so untouched pages cost no RAM.
+    max_caches : int
+        Room for caches (the kmalloc caches take 13).
+    seed : int
+        Seed of the allocator's own random generator (remote-node draws).
+
+    Attributes
+    ----------
+    memory : numpy.ndarray
+        uint8[nr_nodes * memory], the arena. Object ``addr`` is ``memory[addr:addr+size]``.
+    state : SlabState
+        Named views of every state array (see ARCHITECTURE.md).
+    """
+
+    def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1,
+                 memory: int | str = "256M", *, max_caches: int = 256, seed: int = 0) -> None:
+        if nr_cpus is None:
+            nr_cpus = os.cpu_count() or 1
+        if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
+            raise SlabError(f"nr_cpus {nr_cpus!r} is not in 1..4096")
+        if not (isinstance(nr_nodes, int) and 1 <= nr_nodes <= min(nr_cpus, 64)):
+            raise SlabError(f"nr_nodes {nr_nodes!r} must be in 1..min(nr_cpus, 64)")
+        per_node = parse_size(memory)
+        block = PAGE_SIZE << MAX_PAGE_ORDER
+        if per_node <= 0:
+            raise InvalidSizeError(f"memory per node must be positive, not {memory!r}")
+        per_node = -(-per_node // block) * block
+        self.nr_cpus, self.nr_nodes = nr_cpus, nr_nodes
+        self.pages_per_node = per_node // PAGE_SIZE
+        self.nr_pages = self.pages_per_node * nr_nodes
+        self._mmap = mmap.mmap(-1, self.nr_pages * PAGE_SIZE,
+                               flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.memory = np.frombuffer(self._mmap, dtype=np.uint8)
+        self._mem = self.memory.view(np.int64)
+        self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed)
+        self.state = SlabState(self._buf)
+        _init_buddy(self._buf, 1)
+        self._g = view(self._buf, F_G)
+        self._caches: dict[int, KmemCache] = {}
+        self._names: dict[str, KmemCache] = {}
+        self._tls = threading.local()
+        self._next_cpu = 0
+        self._cpu_lock = threading.Lock()
+        e = _entries()
+        self._k_alloc, self._k_free = e["alloc"], e["free"]
+        self._k_kmalloc, self._k_kfree = e["kmalloc"], e["kfree"]
+        self.kmalloc_caches = [self.kmem_cache_create(kmalloc_cache_name(s), s,
+                                                      flags=SLAB_KMALLOC)
+                               for s in KMALLOC_SIZES]
+        self._kmalloc_ids = [c._id for c in self.kmalloc_caches]
+
+    # ---- CPUs ---------------------------------------------------------------------------------
+    def _cpu(self) -> int:
+        """The simulated CPU of the calling thread (threads are bound round-robin on first
+        use; the first thread gets CPU 0)."""
+        try:
+            return self._tls.cpu
+        except AttributeError:
+            with self._cpu_lock:
+                self._tls.cpu = self._next_cpu % self.nr_cpus
+                self._next_cpu += 1
+            return self._tls.cpu
+
+    def set_cpu(self, cpu: int) -> None:
+        """Bind the calling thread to simulated CPU ``cpu``."""
+        self._tls.cpu = self._check_cpu(cpu)
+
+    def _check_cpu(self, cpu: Any) -> int:
+        if cpu is None:
+            return self._cpu()
+        if not isinstance(cpu, (int, np.integer)) or not 0 <= cpu < self.nr_cpus:
+            raise SlabError(f"cpu {cpu!r} is not in 0..{self.nr_cpus - 1}")
+        return int(cpu)
+
+    def cpu_to_node(self, cpu: int) -> int:
+        """NUMA node of simulated CPU ``cpu``."""
+        return int(self.state.cpu_node[self._check_cpu(cpu)])
+
+    # ---- caches -------------------------------------------------------------------------------
+    def kmem_cache_create(self, name: str, size: int, align: int = 0, flags: int = 0,
+                          ctor: Callable[[np.ndarray, int], Any] | None = None,
+                          freeptr_offset: int | None = None, **kwargs: Any) -> KmemCache:
+        """Create a slab cache with SLUB's geometry for this machine.
+
+        Parameters
+        ----------
+        name : str
+            Unique cache name.
+        size : int
+            Object size in bytes (1 to 4 MiB).
+        align : int
+            Required alignment (0 or a power of two).
+        flags : int
+            SLAB_* flags.
+        ctor : callable, optional
+            ``ctor(memory, addr)``, run once on every object when its slab is created; a
+            Numba ``@njit`` ctor runs from jitted code.
+        freeptr_offset : int, optional
+            Free-pointer offset for SLAB_TYPESAFE_BY_RCU caches (kernel 6.13+).
+        """
+        if kwargs:
+            raise TypeError(f"kmem_cache_create() got unexpected arguments {sorted(kwargs)}")
+        if not isinstance(name, str) or not name or name in self._names:
+            raise SlabError(f"kmem_cache_create: name {name!r} is empty or already in use")
+        if not isinstance(flags, int) or flags & ~SLAB_VALID_FLAGS:
+            raise SlabError(f"kmem_cache_create({name}): unknown flags {flags!r:}")
+        if flags & SLAB_DEBUG_FLAGS:
+            raise NotImplementedError(f"kmem_cache_create({name}): debug flags "
+                                      f"{flags & SLAB_DEBUG_FLAGS:#x} are not implemented yet")
+        if ctor is not None and not callable(ctor):
+            raise SlabError(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
+        geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
+                                 freeptr_offset)
+        ca = self.state.ca
+        free = np.flatnonzero(ca[:, CA_ACTIVE] == 0)
+        if not len(free):
+            raise SlabError(f"kmem_cache_create({name}): all {len(ca)} cache slots in use")
+        cid = int(free[0])
+        row = np.zeros(CA_NCOLS, np.int64)
+        row[[CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS,
+             CA_ORDER, CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL,
+             CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO,
+             CA_CTOR, CA_SHEAF_CAPACITY]] = [
+            1, geo.slab_size, geo.object_size, geo.inuse, geo.offset, geo.align, flags,
+            geo.order, geo.objs_per_slab, geo.min_order, geo.min_objects, geo.min_partial,
+            geo.cpu_partial, geo.cpu_partial_slabs, int(not flags & SLAB_DEBUG_FLAGS), 1000,
+            int(ctor is not None), 0]
+        self.state.node[cid] = 0
+        self.state.node[cid, :, 0:2] = NIL
+        self.state.cpu[cid] = 0
+        self.state.cpu[cid, :, 1:3] = NIL
+        self.state.stats[cid] = 0
+        ca[cid] = row
+        cache = KmemCache(self, cid, name, ctor)
+        self._caches[cid] = cache
+        self._names[name] = cache
+        return cache
+
+    def kmem_cache_destroy(self, cache: KmemCache) -> None:
+        """Destroy an empty cache, releasing all its slabs.
+
+        Raises
+        ------
+        CacheLeakError
+            If objects are still allocated; the cache is left untouched, as the kernel
+            leaves a cache it cannot destroy.
+        """
+        self._own(cache, "kmem_cache_destroy")
+        if cache in self.kmalloc_caches:
+            raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
+        live = cache.live_objects
+        if live:
+            raise CacheLeakError(f"kmem_cache_destroy {cache.name}: Slab cache still has "
+                                 f"objects: {live} live object(s) of {cache.object_size} bytes")
+        _shrink(self._buf, self._mem, cache._id, self.nr_nodes)
+        if cache.slabs:  # pragma: no cover - shrink frees every empty slab
+            raise SlabCorruptionError(f"{cache.name}: slabs left after shrinking an empty cache")
+        self.state.ca[cache._id] = 0
+        del self._caches[cache._id], self._names[cache.name]
+        cache._id = -1
+
+    def find_cache(self, name: str) -> KmemCache:
+        """The cache called ``name``."""
+        try:
+            return self._names[name]
+        except KeyError:
+            raise SlabError(f"no cache named {name!r}") from None
+
+    @property
+    def caches(self) -> list[KmemCache]:
+        """Every live cache, oldest first."""
+        return list(self._caches.values())
+
+    def _own(self, cache: Any, fn: str) -> int:
+        if type(cache) is not KmemCache or cache._sa is not self or cache._id < 0:
+            raise WrongCacheError(f"{fn}: {cache!r} is not a live cache of this allocator")
+        return cache._id
+
+    # ---- allocation -------------------------------------------------------------------------
+    def kmem_cache_alloc(self, cache: KmemCache, gfp: int = GFP_KERNEL,
+                         cpu: int | None = None) -> int:
+        """Allocate one object; its address, or 0 (NULL) when memory is exhausted."""
+        if type(cache) is not KmemCache or cache._sa is not self or cache._id < 0:
+            self._own(cache, "kmem_cache_alloc")
+        addr = self._k_alloc(self._buf, self._mem, cache._id,
+                             self._cpu() if cpu is None else self._check_cpu(cpu), -1, gfp)
+        if cache.ctor is not None or not addr:
+            return self._after_alloc(cache, addr, gfp, -1)
+        return addr
+
+    def kmem_cache_alloc_node(self, cache: KmemCache, gfp: int = GFP_KERNEL, node: int = -1,
+                              cpu: int | None = None) -> int:
+        """Allocate one object from ``node`` (-1: any); 0 when memory is exhausted."""
+        cid = self._own(cache, "kmem_cache_alloc_node")
+        node = self._check_node(node)
+        addr = self._k_alloc(self._buf, self._mem, cid, self._check_cpu(cpu), node, gfp)
+        return self._after_alloc(cache, addr, gfp, node)
+
+    def _check_node(self, node: Any) -> int:
+        if not isinstance(node, (int, np.integer)) or not -1 <= node < self.nr_nodes:
+            raise SlabError(f"node {node!r} is not -1 or in 0..{self.nr_nodes - 1}")
+        return int(node)
+
+    def _after_alloc(self, cache: KmemCache | None, addr: int, gfp: int, node: int) -> int:
+        """Run constructors of new slabs; report exhaustion as the kernel does."""
+        if self._g[G_NPENDING]:
+            self._run_ctors()
+        if not addr and not gfp & _NOWARN:
+            name = cache.name if cache is not None else "kmalloc-large"
+            log.warning("SLUB: Unable to allocate memory on node %d, gfp=%#x: cache %s",
+                        node, gfp, name)
+        return addr
+
+    def _run_ctors(self) -> None:
+        """Construct every object of the slabs created since the last call."""
+        n = int(self._g[G_NPENDING])
+        pending = self.state.pending[:n].copy()
+        self.state.pending[:n] = NIL
+        self._g[G_NPENDING] = 0
+        for slab in pending:
+            if not self.state.pg_flags[slab] & PG_SLAB:
+                continue
+            cache = self._caches[int(self.state.sl_cache[slab])]
+            base, size = int(slab) << 12, cache.slab_size
+            nobj = int(self.state.sl_objects[slab])
+            if isinstance(cache.ctor, nb.core.registry.CPUDispatcher):
+                _run_ctor(cache.ctor, self.memory, base, size, nobj)
+            else:
+                for i in range(nobj):
+                    cache.ctor(self.memory, base + i * size)
+
+    def kmem_cache_free(self, cache: KmemCache, addr: int, cpu: int | None = None) -> None:
+        """Free object ``addr`` of ``cache``.
+
+        Raises
+        ------
+        BadAddressError, WrongCacheError, DoubleFreeError
+            If ``addr`` is not a live object of ``cache``; nothing is changed then.
+        """
+        if type(cache) is not KmemCache or cache._sa is not self or cache._id < 0:
+            self._own(cache, "kmem_cache_free")
+        if type(addr) is not int:
+            addr = self._as_addr(addr, "kmem_cache_free")
+        err = self._k_free(self._buf, self._mem, cache._id,
+                           self._cpu() if cpu is None else self._check_cpu(cpu), addr)
+        if err:
+            self._raise(err, f"kmem_cache_free({cache.name})", addr, cache)
+
+    @staticmethod
+    def _as_addr(addr: Any, fn: str) -> int:
+        if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool):
+            return int(addr)
+        raise BadAddressError(f"{fn}: address {addr!r} is not an integer")
+
+    # ---- kmalloc ------------------------------------------------------------------------------
+    def kmalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None,
+                node: int = -1) -> int:
+        """Allocate ``size`` bytes from the kmalloc caches, or whole pages above 8 KiB.
+
+        Returns the address, ``ZERO_SIZE_PTR`` (16) for size 0, or 0 when memory is
+        exhausted. Raises InvalidSizeError above KMALLOC_MAX_SIZE (4 MiB).
+        """
+        if type(size) is not int or not 0 < size <= KMALLOC_MAX_CACHE_SIZE:
+            return self._kmalloc_other(size, gfp, cpu, node)
+        cpu = self._cpu() if cpu is None else self._check_cpu(cpu)
+        if node != -1:
+            node = self._check_node(node)
+        addr = self._k_kmalloc(self._buf, self._mem, self._kmalloc_ids[_KMALLOC_INDEX[size]],
+                               cpu, node, gfp, size, 0)
+        if not addr:
+            return self._after_alloc(None, addr, gfp, node)
+        return addr
+
+    def _kmalloc_other(self, size: Any, gfp: int, cpu: int | None, node: int) -> int:
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+            raise InvalidSizeError(f"kmalloc: size {size!r} is not an integer")
+        size = int(size)
+        if size == 0:
+            return ZERO_SIZE_PTR
+        if size < 0 or size > KMALLOC_MAX_SIZE:
+            raise InvalidSizeError(f"kmalloc: size {size} is not in 0..{KMALLOC_MAX_SIZE}")
+        cpu = self._check_cpu(cpu)
+        node = self._check_node(node)
+        if size <= KMALLOC_MAX_CACHE_SIZE:
+            cid = self._kmalloc_ids[_KMALLOC_INDEX[size]]
+            order = 0
+        else:
+            cid, order = NIL, get_order(size)
+        addr = self._k_kmalloc(self._buf, self._mem, cid, cpu, node, gfp, size, order)
+        return self._after_alloc(None, addr, gfp, node)
+
+    def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None) -> int:
+        """``kmalloc`` with ``_ZERO``."""
+        return self.kmalloc(size, gfp | _ZERO, cpu)
+
+    def kfree(self, addr: int, cpu: int | None = None) -> None:
+        """Free memory from ``kmalloc`` (NULL and ZERO_SIZE_PTR are ignored)."""
+        if type(addr) is not int:
+            addr = self._as_addr(addr, "kfree")
+        if addr == 0 or addr == ZERO_SIZE_PTR:
+            return
+        err = self._k_kfree(self._buf, self._mem,
+                            self._cpu() if cpu is None else self._check_cpu(cpu), addr)
+        if err:
+            self._raise(err, "kfree", addr, None)
+
+    def ksize(self, addr: int) -> int:
+        """Usable size of the allocation at ``addr`` (the object size of its cache, or the
+        whole block of a large kmalloc)."""
+        addr = self._as_addr(addr, "ksize")
+        if addr == ZERO_SIZE_PTR:
+            return 0
+        err, slab = self._locate(addr)
+        if err == debug.E_LARGE:
+            return PAGE_SIZE << int(self._g[G_ERR1])
+        if err:
+            self._raise(err, "ksize", addr, None)
+        return self._caches[int(self.state.sl_cache[slab])].object_size
+
+    def _locate(self, addr: int, cache: int = NIL) -> tuple[int, int]:
+        return debug._locate(self._buf, addr, cache)
+
+    # ---- pages --------------------------------------------------------------------------------
+    def alloc_pages(self, order: int, node: int = -1, gfp: int = GFP_KERNEL) -> int:
+        """Allocate ``2**order`` contiguous pages from the buddy allocator; address or 0."""
+        if not isinstance(order, int) or not 0 <= order <= MAX_PAGE_ORDER:
+            raise InvalidSizeError(f"alloc_pages: order {order!r} is not in 0..{MAX_PAGE_ORDER}")
+        node = self._check_node(node)
+        pnode = node if node >= 0 else self.cpu_to_node(self._cpu())
+        addr = _alloc_block(self._buf, pnode, order, bool(gfp & _THISNODE), 0)
+        return self._after_alloc(None, addr, gfp | _NOWARN, node)
+
+    def free_pages(self, addr: int, order: int) -> None:
+        """Free a block from ``alloc_pages``; raises if ``addr``/``order`` do not match one."""
+        addr = self._as_addr(addr, "free_pages")
+        err = _free_block_checked(self._buf, addr, order, 0)
+        if err == -2:
+            raise InvalidSizeError(f"free_pages: block at {addr:#x} is not of order {order}")
+        if err:
+            raise BadAddressError(f"free_pages: {addr:#x} is not the start of a block "
+                                  f"from alloc_pages")
+
+    def buddyinfo(self) -> str:
+        """Free blocks per order and node, formatted as ``/proc/buddyinfo``."""
+        counts = self.state.buddy[:, :, 1]
+        return "".join(f"Node {n}, zone   Normal " + "".join(f"{int(c):7d}" for c in row) + "\n"
+                       for n, row in enumerate(counts))
+
+    def free_pages_count(self) -> int:
+        """Pages free in the buddy allocator."""
+        counts = self.state.buddy[:, :, 1]
+        return int((counts * (1 << np.arange(counts.shape[1]))).sum())
+
+    # ---- shrink, statistics, validation -----------------------------------------------------
+    def kmem_cache_shrink(self, cache: KmemCache) -> int:
+        """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
+        the head of each node's list (the kernel's ``kmem_cache_shrink``). Slabs freed."""
+        cid = self._own(cache, "kmem_cache_shrink")
+        return int(_shrink(self._buf, self._mem, cid, self.nr_nodes))
+
+    def slabinfo(self) -> str:
+        """``/proc/slabinfo`` (version 2.1) for every cache, newest first as the kernel lists."""
+        lines = [SLABINFO_HEADER]
+        for c in reversed(self.caches):
+            total = c.total_objects
+            lines.append(slabinfo_line(c.name, c.objects, total, c.slab_size,
+                                       c.objs_per_slab, c.order, c.slabs))
+        return "".join(lines)
+
+    def validate(self, cache: KmemCache | None = None) -> None:
+        """Check every invariant of one cache, or of all caches and the page allocator.
+
+        Raises
+        ------
+        SlabCorruptionError
+            Naming the first broken invariant and where.
+        """
+        cid = NIL if cache is None else self._own(cache, "validate")
+        err = debug._validate_all(self._buf, self._mem, cid)
+        if err:
+            what, where = int(self._g[G_ERR0]), int(self._g[G_ERR1])
+            bad = self._caches.get(cid if cid != NIL else int(self._g[G_ERR2]))
+            raise SlabCorruptionError(f"validate: {debug.CORRUPTION[what]} (cache "
+                                      f"{bad.name if bad else '-'}, at {where})")
+
+    check_invariants = validate
+
+    # ---- errors -------------------------------------------------------------------------------
+    def _raise(self, err: int, fn: str, addr: int, cache: KmemCache | None) -> None:
+        """Turn a kernel error code into the matching exception."""
+        g0 = int(self._g[G_ERR0])
+        where = f"{fn}: {addr:#x}"
+        if err == debug.E_OUTSIDE:
+            raise BadAddressError(f"{where} is outside the arena [0x1000, "
+                                  f"{self.nr_pages * PAGE_SIZE:#x})")
+        if err == debug.E_NOT_SLAB:
+            raise BadAddressError(f"{where} is not on a slab page (page frame "
+                                  f"{addr >> 12} is free or not a slab)")
+        if err == debug.E_WRONG_CACHE:
+            raise WrongCacheError(f"{where}: Wrong slab cache. {cache.name if cache else '?'} "
+                                  f"but object is from {self._caches[g0].name}")
+        if err == debug.E_MISALIGNED:
+            c = self._caches[int(self.state.sl_cache[g0])]
+            off = addr - (g0 << 12)
+            raise BadAddressError(f"{where} is not the start of an object of {c.name}: the "
+                                  f"slab at {g0 << 12:#x} has objects every {c.slab_size} "
+                                  f"bytes (offset {off} is {off % c.slab_size} past one)")
+        if err == debug.E_DOUBLE_FREE:
+            raise DoubleFreeError(f"{where}: double free, the object is already free")
+        if err in (debug.E_LARGE, debug.E_NOT_HEAD):
+            raise BadAddressError(f"{where} is inside a large kmalloc block at {g0 << 12:#x}, "
+                                  f"not at its start" if err == debug.E_NOT_HEAD else
+                                  f"{where} is a large kmalloc block, not a slab object")
+        raise SlabError(f"{where}: error {err}")  # pragma: no cover

@@ -1,0 +1,177 @@
+"""``KmemCache``: the Python handle of one slab cache, whose attributes read the allocator's
+state arrays and are named as the files in ``/sys/kernel/slab/<name>/``."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from ._layout import (C_LIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS,
+                      CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER,
+                      CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS)
+from .flags import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
+                    SLAB_TYPESAFE_BY_RCU, STAT_NAMES)
+from .stats import _cpu_partial_slabs, _partial_counts, per_node
+
+if TYPE_CHECKING:
+    from .allocator import SlabAllocator
+
+
+class KmemCache:
+    """A slab cache of one allocator; create it with ``SlabAllocator.kmem_cache_create``.
+
+    Geometry attributes (``object_size``, ``slab_size``, ``align``, ``order``,
+    ``objs_per_slab``, ``min_partial``, ``cpu_partial``, ``offset``) are fixed; the counters
+    (``objects``, ``total_objects``, ``slabs``, ``partial``, ``cpu_slabs``,
+    ``objects_partial``) are read live with the kernel's meaning; ``live_objects`` is the
+    exact number of allocated objects.
+    """
+
+    def __init__(self, sa: "SlabAllocator", cid: int, name: str,
+                 ctor: Callable[[np.ndarray, int], Any] | None) -> None:
+        self._sa = sa
+        self._id = cid
+        self.name = name
+        self.ctor = ctor
+        self._row = sa.state.ca[cid]
+
+    def __repr__(self) -> str:
+        return (f"<KmemCache {self.name!r} object_size={self.object_size} "
+                f"slab_size={self.slab_size} order={self.order} objs={self.objs_per_slab}>")
+
+    # --- geometry ---------------------------------------------------------------------------
+    object_size = property(lambda self: int(self._row[CA_OBJECT_SIZE]),
+                           doc="Bytes of the object the user asked for.")
+    slab_size = property(lambda self: int(self._row[CA_SIZE]),
+                         doc="Stride between objects (``s->size``).")
+    size = slab_size
+    align = property(lambda self: int(self._row[CA_ALIGN]), doc="Object alignment.")
+    order = property(lambda self: int(self._row[CA_ORDER]), doc="Slab page order.")
+    objs_per_slab = property(lambda self: int(self._row[CA_OBJECTS]),
+                             doc="Objects in a slab of ``order``.")
+    min_partial = property(lambda self: int(self._row[CA_MIN_PARTIAL]),
+                           doc="Empty slabs each node keeps on its partial list.")
+    cpu_partial = property(lambda self: int(self._row[CA_CPU_PARTIAL]),
+                           doc="Objects (approximately) kept on each CPU's partial list.")
+    offset = property(lambda self: int(self._row[CA_OFFSET]),
+                      doc="Byte offset of the free pointer inside a free object.")
+    flags = property(lambda self: int(self._row[CA_FLAGS]), doc="SLAB_* flags.")
+    hwcache_align = property(lambda self: int(bool(self.flags & SLAB_HWCACHE_ALIGN)))
+    destroy_by_rcu = property(lambda self: int(bool(self.flags & SLAB_TYPESAFE_BY_RCU)))
+    reclaim_account = property(lambda self: int(bool(self.flags & SLAB_RECLAIM_ACCOUNT)))
+
+    @property
+    def remote_node_defrag_ratio(self) -> int:
+        """Percent chance to refill from another node's partial list (sysfs scale 0..100)."""
+        return int(self._row[CA_DEFRAG_RATIO]) // 10
+
+    @remote_node_defrag_ratio.setter
+    def remote_node_defrag_ratio(self, ratio: int) -> None:
+        if not 0 <= ratio <= 100:
+            from .errors import SlabError
+            raise SlabError(f"{self.name}: remote_node_defrag_ratio {ratio} not in 0..100")
+        self._row[CA_DEFRAG_RATIO] = ratio * 10
+
+    # --- live counters ----------------------------------------------------------------------
+    def _node(self, col: int) -> np.ndarray:
+        return self._sa.state.node[self._id, :, col]
+
+    def _partial(self) -> np.ndarray:
+        out = np.zeros((self._sa.nr_nodes, 2), np.int64)
+        _partial_counts(self._sa.state.buf, self._id, out)
+        return out
+
+    def _cpus(self) -> np.ndarray:
+        out = np.zeros((self._sa.nr_cpus, 2), np.int64)
+        _cpu_partial_slabs(self._sa.state.buf, self._id, out)
+        return out
+
+    @property
+    def total_objects(self) -> int:
+        """Objects in all slabs of the cache."""
+        return int(self._node(N_TOTAL_OBJECTS).sum())
+
+    @property
+    def slabs(self) -> int:
+        """Slabs of the cache."""
+        return int(self._node(N_NR_SLABS).sum())
+
+    @property
+    def partial(self) -> int:
+        """Slabs on the node partial lists."""
+        return int(self._node(N_NR_PARTIAL).sum())
+
+    @property
+    def objects(self) -> int:
+        """Objects in use as the kernel counts them: all objects less the free ones on node
+        partial lists (objects cached by CPUs count as in use)."""
+        return self.total_objects - int(self._partial()[:, 1].sum())
+
+    @property
+    def objects_partial(self) -> int:
+        """Objects in use on slabs of the node partial lists."""
+        return int(self._partial()[:, 0].sum())
+
+    @property
+    def cpu_slabs(self) -> int:
+        """CPU slabs plus slabs on CPU partial lists."""
+        return int(self._cpus().sum())
+
+    @property
+    def slabs_cpu_partial(self) -> str:
+        """``objects(slabs) C0=objects(slabs) ...`` as sysfs prints it (objects estimated as
+        half of each slab, as the kernel does)."""
+        per_cpu = self._cpus()[:, 1]
+        half = lambda n: n * self.objs_per_slab // 2  # noqa: E731
+        out = f"{half(int(per_cpu.sum()))}({int(per_cpu.sum())})"
+        out += "".join(f" C{c}={half(int(n))}({int(n)})" for c, n in enumerate(per_cpu) if n)
+        return out
+
+    @property
+    def live_objects(self) -> int:
+        """Exact number of allocated objects (numslab's own counter)."""
+        return int(self._sa.state.cpu[self._id, :, C_LIVE].sum())
+
+    def sysfs(self) -> dict[str, str]:
+        """The cache's attributes as ``/sys/kernel/slab/<name>/`` files would print them."""
+        out = {k: str(getattr(self, k)) for k in (
+            "object_size", "slab_size", "align", "order", "objs_per_slab", "min_partial",
+            "cpu_partial", "hwcache_align", "destroy_by_rcu", "reclaim_account",
+            "remote_node_defrag_ratio", "slabs_cpu_partial")}
+        out["objects"] = per_node(self.total_objects_per_node() - self._partial()[:, 1])
+        out["total_objects"] = per_node(self._node(N_TOTAL_OBJECTS))
+        out["slabs"] = per_node(self._node(N_NR_SLABS))
+        out["partial"] = per_node(self._node(N_NR_PARTIAL))
+        out["objects_partial"] = per_node(self._partial()[:, 0])
+        out["ctor"] = getattr(self.ctor, "__name__", "") if self.ctor else ""
+        return out
+
+    def total_objects_per_node(self) -> np.ndarray:
+        """Objects per node, int64[nr_nodes]."""
+        return self._node(N_TOTAL_OBJECTS).copy()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """SLUB event counters (``CONFIG_SLUB_STATS``) summed over CPUs."""
+        tot = self._sa.state.stats[self._id].sum(axis=0)
+        return {name: int(v) for name, v in zip(STAT_NAMES, tot)}
+
+    def stats_per_cpu(self) -> np.ndarray:
+        """Event counters per CPU, int64[nr_cpus, len(STAT_NAMES)] (a copy)."""
+        return self._sa.state.stats[self._id].copy()
+
+    # --- Pythonic conveniences -------------------------------------------------------------
+    def alloc(self, gfp: int = GFP_KERNEL) -> int:
+        """Allocate one object; raise MemoryError when memory is exhausted."""
+        addr = self._sa.kmem_cache_alloc(self, gfp)
+        if not addr:
+            raise MemoryError(f"{self.name}: out of memory")
+        return addr
+
+    def free(self, addr: int) -> None:
+        """Free one object of this cache."""
+        self._sa.kmem_cache_free(self, addr)
+
+    def shrink(self) -> int:
+        """``kmem_cache_shrink`` this cache."""
+        return self._sa.kmem_cache_shrink(self)

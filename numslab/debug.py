@@ -1,0 +1,265 @@
+"""Checks: the live-object bitmap, address validation for every free, and ``validate``,
+which walks every slab and list and checks the invariants written in ARCHITECTURE.md."""
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import jit
+from ._layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_LIVE, C_PARTIAL, C_SLAB,
+                      CA_ACTIVE, CA_OBJECTS, CA_OFFSET, CA_SIZE, F_BUDDY, F_CPU, F_G, F_LIVE,
+                      F_NODE, F_PG_FLAGS, F_PG_NEXT, F_PG_ORDER, F_PG_PREV, F_SL_CACHE,
+                      F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, G_ERR0, G_ERR1, G_ERR2, G_MAX_CACHES,
+                      G_NCPUS, G_NNODES, G_NPAGES, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
+                      N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, PG_BUDDY,
+                      PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_SLAB,
+                      _f, _g, _set_g)
+from .pages import _page_block
+from .slablists import _ca, _cpu_row, _get_fp, _node_row, _slab_nid
+
+# ---- error codes returned by kernels (negative; 0 is success / NULL) -----------------------
+E_OUTSIDE = -1        #: address outside the arena
+E_NOT_SLAB = -2       #: address on a page that is free, reserved or not a slab
+E_WRONG_CACHE = -3    #: object of another cache (G_ERR0 = its cache id)
+E_MISALIGNED = -4     #: not on the object grid of its slab (G_ERR0 = slab frame)
+E_DOUBLE_FREE = -5    #: object already free
+E_LARGE = -6          #: start of a large kmalloc block (G_ERR0 = head frame, G_ERR1 = order)
+E_NOT_HEAD = -7       #: inside an allocated block but not at its start
+E_CORRUPT = -8        #: ``validate`` found a broken invariant (G_ERR0 = what, G_ERR1 = where)
+
+#: What ``validate`` reports in G_ERR0 with E_CORRUPT.
+CORRUPTION = (
+    "cpu slab is not a frozen slab of this cache",
+    "free list leaves its slab or the object grid",
+    "free list holds a live object",
+    "free list is longer than the slab",
+    "cpu partial slab is not marked or not of this cache",
+    "node partial list link or mark is broken",
+    "node partial list count or tail is wrong",
+    "inuse + free objects != objects",
+    "frozen slab is no CPU's cpu slab",
+    "slab with free objects is on no list",
+    "node slab or object count is wrong",
+    "live objects differ from the per-CPU live counters",
+    "buddy free list is broken",
+    "full slab on a node partial list",
+)
+
+
+@jit(inline="always")
+def _live_test(state, addr):
+    """1 if the object at ``addr`` is allocated (its bit in the live bitmap is set)."""
+    return (_f(state, F_LIVE)[addr >> 9] >> ((addr >> 3) & 63)) & 1
+
+
+@jit(inline="always")
+def _live_set(state, addr):
+    """Mark the object at ``addr`` allocated."""
+    _f(state, F_LIVE)[addr >> 9] |= np.int64(1) << ((addr >> 3) & 63)
+
+
+@jit(inline="always")
+def _live_clear(state, addr):
+    """Mark the object at ``addr`` free."""
+    _f(state, F_LIVE)[addr >> 9] &= ~(np.int64(1) << ((addr >> 3) & 63))
+
+
+@jit
+def _locate(state, addr, cache):
+    """Check that ``addr`` is a live object (of ``cache`` unless it is NIL) without changing
+    anything. Returns (0, slab head frame) or (error code, NIL) with details in G_ERR*."""
+    if addr <= 0 or addr >= _g(state, G_NPAGES) << 12:
+        return E_OUTSIDE, NIL
+    head, order, flags = _page_block(state, addr >> 12)
+    if head == NIL:
+        return E_NOT_SLAB, NIL
+    if not flags & PG_SLAB:
+        _set_g(state, G_ERR0, head)
+        _set_g(state, G_ERR1, order)
+        if flags & PG_LARGE and addr == head << 12:
+            return E_LARGE, NIL
+        if flags & PG_LARGE:
+            return E_NOT_HEAD, NIL
+        return E_NOT_SLAB, NIL
+    owner = _f(state, F_SL_CACHE)[head]
+    if cache != NIL and owner != cache:
+        _set_g(state, G_ERR0, owner)
+        return E_WRONG_CACHE, NIL
+    off = addr - (head << 12)
+    size = _ca(state, owner, CA_SIZE)
+    if off % size or off // size >= _f(state, F_SL_OBJECTS)[head]:
+        _set_g(state, G_ERR0, head)
+        return E_MISALIGNED, NIL
+    if not _live_test(state, addr):
+        return E_DOUBLE_FREE, NIL
+    return 0, head
+
+
+@jit
+def _corrupt(state, what, where):
+    """Record a broken invariant and return E_CORRUPT."""
+    _set_g(state, G_ERR0, what)
+    _set_g(state, G_ERR1, where)
+    return E_CORRUPT
+
+
+@jit
+def _walk_freelist(state, mem, cache, slab, obj):
+    """Length of the free list from ``obj`` inside ``slab``, or a negative code."""
+    size = _ca(state, cache, CA_SIZE)
+    offset = _ca(state, cache, CA_OFFSET)
+    base = slab << 12
+    nobj = _f(state, F_SL_OBJECTS)[slab]
+    n = 0
+    while obj != 0:
+        off = obj - base
+        if off < 0 or off % size or off // size >= nobj:
+            return -2
+        if _live_test(state, obj):
+            return -3
+        n += 1
+        if n > nobj:
+            return -4
+        obj = _get_fp(mem, offset, obj)
+    return n
+
+
+@jit
+def _validate_cache(state, mem, cache):
+    """Check every invariant of one cache; 0 or E_CORRUPT (details in G_ERR0/G_ERR1)."""
+    flags = _f(state, F_PG_FLAGS)
+    nxt = _f(state, F_PG_NEXT)
+    prv = _f(state, F_PG_PREV)
+    owner = _f(state, F_SL_CACHE)
+    inuse = _f(state, F_SL_INUSE)
+    objects = _f(state, F_SL_OBJECTS)
+    sfl = _f(state, F_SL_FREELIST)
+    cpt = _f(state, F_CPU)
+    nd = _f(state, F_NODE)
+    npages = _g(state, G_NPAGES)
+    ncpus = _g(state, G_NCPUS)
+    nnodes = _g(state, G_NNODES)
+    cpu_free = np.zeros(npages, np.int64)     # objects on a cpu freelist, per cpu slab
+    is_cpu_slab = np.zeros(npages, np.bool_)
+    live_counter = 0
+    for cpu in range(ncpus):
+        c = _cpu_row(state, cache, cpu)
+        live_counter += cpt[c + C_LIVE]
+        slab = cpt[c + C_SLAB]
+        if slab != NIL:
+            if (flags[slab] & (PG_SLAB | PG_FROZEN)) != (PG_SLAB | PG_FROZEN) \
+                    or owner[slab] != cache or flags[slab] & (PG_NODE_PARTIAL | PG_CPU_PARTIAL):
+                return _corrupt(state, 0, slab)
+            n = _walk_freelist(state, mem, cache, slab, cpt[c + C_FREELIST])
+            if n < 0:
+                return _corrupt(state, -n - 1, slab)
+            cpu_free[slab] = n
+            is_cpu_slab[slab] = True
+        elif cpt[c + C_FREELIST] != 0:
+            return _corrupt(state, 0, cpu)
+        slab = cpt[c + C_PARTIAL]
+        k = 0
+        while slab != NIL:
+            if flags[slab] & (PG_SLAB | PG_CPU_PARTIAL | PG_FROZEN | PG_NODE_PARTIAL) \
+                    != (PG_SLAB | PG_CPU_PARTIAL) or owner[slab] != cache:
+                return _corrupt(state, 4, slab)
+            k += 1
+            if k > npages:
+                return _corrupt(state, 4, slab)
+            slab = nxt[slab]
+    for node in range(nnodes):
+        r = _node_row(state, cache, node)
+        slab = nd[r + N_PARTIAL_HEAD]
+        prev = NIL
+        k = 0
+        while slab != NIL:
+            if flags[slab] & (PG_SLAB | PG_NODE_PARTIAL | PG_FROZEN | PG_CPU_PARTIAL) \
+                    != (PG_SLAB | PG_NODE_PARTIAL) or owner[slab] != cache \
+                    or prv[slab] != prev or _slab_nid(state, slab) != node:
+                return _corrupt(state, 5, slab)
+            if inuse[slab] >= objects[slab]:
+                return _corrupt(state, 13, slab)
+            k += 1
+            if k > npages:
+                return _corrupt(state, 5, slab)
+            prev = slab
+            slab = nxt[slab]
+        if k != nd[r + N_NR_PARTIAL] or nd[r + N_PARTIAL_TAIL] != prev:
+            return _corrupt(state, 6, node)
+    nslabs = np.zeros(nnodes, np.int64)
+    nobjs = np.zeros(nnodes, np.int64)
+    live_total = 0
+    size = _ca(state, cache, CA_SIZE)
+    for slab in range(npages):
+        if not (flags[slab] & PG_HEAD and flags[slab] & PG_SLAB and owner[slab] == cache):
+            continue
+        node = _slab_nid(state, slab)
+        nslabs[node] += 1
+        nobjs[node] += objects[slab]
+        n = _walk_freelist(state, mem, cache, slab, sfl[slab])
+        if n < 0:
+            return _corrupt(state, -n - 1, slab)
+        if inuse[slab] + n != objects[slab]:
+            return _corrupt(state, 7, slab)
+        if flags[slab] & PG_FROZEN and not is_cpu_slab[slab]:
+            return _corrupt(state, 8, slab)
+        if n > 0 and not flags[slab] & (PG_FROZEN | PG_NODE_PARTIAL | PG_CPU_PARTIAL):
+            return _corrupt(state, 9, slab)
+        live = 0
+        base = slab << 12
+        for i in range(objects[slab]):
+            live += _live_test(state, base + i * size)
+        if live != objects[slab] - n - cpu_free[slab]:
+            return _corrupt(state, 7, slab)
+        live_total += live
+    for node in range(nnodes):
+        r = _node_row(state, cache, node)
+        if nslabs[node] != nd[r + N_NR_SLABS] or nobjs[node] != nd[r + N_TOTAL_OBJECTS]:
+            return _corrupt(state, 10, node)
+    if live_total != live_counter:
+        return _corrupt(state, 11, cache)
+    return 0
+
+
+@jit
+def _validate_pages(state):
+    """Check the buddy free lists: links, marks, counts and that no free block overlaps an
+    allocated one. 0 or E_CORRUPT."""
+    flags = _f(state, F_PG_FLAGS)
+    pord = _f(state, F_PG_ORDER)
+    nxt = _f(state, F_PG_NEXT)
+    prv = _f(state, F_PG_PREV)
+    bd = _f(state, F_BUDDY)
+    ppn = _g(state, G_NPAGES) // _g(state, G_NNODES)
+    for node in range(_g(state, G_NNODES)):
+        for order in range(NR_ORDERS):
+            row = (node * NR_ORDERS + order) * B_NCOLS
+            pfn = bd[row + B_HEAD]
+            prev = NIL
+            k = 0
+            while pfn != NIL:
+                if flags[pfn] != PG_BUDDY or pord[pfn] != order or prv[pfn] != prev \
+                        or pfn // ppn != node or (pfn - node * ppn) & ((1 << order) - 1):
+                    return _corrupt(state, 12, pfn)
+                for t in range(pfn + 1, pfn + (1 << order)):
+                    if flags[t] != 0:
+                        return _corrupt(state, 12, t)
+                k += 1
+                prev = pfn
+                pfn = nxt[pfn]
+            if k != bd[row + B_COUNT]:
+                return _corrupt(state, 12, node)
+    return 0
+
+
+@jit
+def _validate_all(state, mem, cache):
+    """Validate one cache, or every active cache and the page allocator if ``cache`` is NIL."""
+    if cache != NIL:
+        return _validate_cache(state, mem, cache)
+    for c in range(_g(state, G_MAX_CACHES)):
+        if _ca(state, c, CA_ACTIVE):
+            err = _validate_cache(state, mem, c)
+            if err:
+                _set_g(state, G_ERR2, c)
+                return err
+    return _validate_pages(state)

@@ -1,0 +1,34 @@
+"""Exceptions raised by numslab.
+
+Every misuse of the allocator raises a subclass of :class:`SlabError`; the message names the
+call, the cache and the address, in the spirit of the kernel's own reports.
+"""
+
+
+class SlabError(Exception):
+    """Base class of all numslab errors."""
+
+
+class BadAddressError(SlabError, ValueError):
+    """An address that is not an allocated object: outside the arena, not on a slab page,
+    or not on the object grid of its slab."""
+
+
+class WrongCacheError(SlabError, ValueError):
+    """An object freed to a cache other than the one it was allocated from."""
+
+
+class DoubleFreeError(SlabError, ValueError):
+    """An object freed while already free."""
+
+
+class InvalidSizeError(SlabError, ValueError):
+    """A size, alignment or order that no cache or page block can have."""
+
+
+class CacheLeakError(SlabError):
+    """A cache destroyed while objects are still allocated from it."""
+
+
+class SlabCorruptionError(SlabError):
+    """``validate`` found a slab, list or counter that breaks an invariant."""

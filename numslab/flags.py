@@ -1,0 +1,87 @@
+"""Kernel flag values: GFP flags, SLAB_* cache flags, the array-allocation modes and SLUB's
+statistics items, numbered as in ``include/linux/gfp_types.h``, ``include/linux/slab.h`` and
+``mm/slub.c`` (Linux 6.18)."""
+from __future__ import annotations
+
+# --- GFP flags (include/linux/gfp_types.h; bit numbers as in 6.18 without lockdep) ---------
+__GFP_DMA = 0x01
+__GFP_HIGHMEM = 0x02
+__GFP_DMA32 = 0x04
+__GFP_MOVABLE = 0x08
+__GFP_RECLAIMABLE = 0x10
+__GFP_HIGH = 0x20
+__GFP_IO = 0x40
+__GFP_FS = 0x80
+__GFP_ZERO = 0x100
+__GFP_DIRECT_RECLAIM = 0x400
+__GFP_KSWAPD_RECLAIM = 0x800
+__GFP_WRITE = 0x1000
+__GFP_NOWARN = 0x2000
+__GFP_RETRY_MAYFAIL = 0x4000
+__GFP_NOFAIL = 0x8000
+__GFP_NORETRY = 0x10000
+__GFP_MEMALLOC = 0x20000
+__GFP_COMP = 0x40000
+__GFP_NOMEMALLOC = 0x80000
+__GFP_HARDWALL = 0x100000
+__GFP_THISNODE = 0x200000
+__GFP_ACCOUNT = 0x400000
+
+__GFP_RECLAIM = __GFP_DIRECT_RECLAIM | __GFP_KSWAPD_RECLAIM
+GFP_ATOMIC = __GFP_HIGH | __GFP_KSWAPD_RECLAIM
+GFP_KERNEL = __GFP_RECLAIM | __GFP_IO | __GFP_FS
+GFP_NOWAIT = __GFP_KSWAPD_RECLAIM
+GFP_NOIO = __GFP_RECLAIM
+GFP_NOFS = __GFP_RECLAIM | __GFP_IO
+
+# --- SLAB_* cache flags (include/linux/slab.h) ---------------------------------------------
+SLAB_CONSISTENCY_CHECKS = 1 << 8
+SLAB_RED_ZONE = 1 << 10
+SLAB_POISON = 1 << 11
+SLAB_KMALLOC = 1 << 12
+SLAB_HWCACHE_ALIGN = 1 << 13
+SLAB_CACHE_DMA = 1 << 14
+SLAB_CACHE_DMA32 = 1 << 15
+SLAB_STORE_USER = 1 << 16
+SLAB_PANIC = 1 << 18
+SLAB_TYPESAFE_BY_RCU = 1 << 19
+SLAB_TRACE = 1 << 21
+SLAB_NOLEAKTRACE = 1 << 23
+SLAB_NO_MERGE = 1 << 24
+SLAB_ACCOUNT = 1 << 26
+SLAB_RECLAIM_ACCOUNT = 1 << 28
+
+#: Flags that turn on SLUB debugging (``kmem_cache_debug``): no cpu partial lists then.
+SLAB_DEBUG_FLAGS = (SLAB_CONSISTENCY_CHECKS | SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER
+                    | SLAB_TRACE)
+#: Every flag ``kmem_cache_create`` accepts.
+SLAB_VALID_FLAGS = (SLAB_DEBUG_FLAGS | SLAB_KMALLOC | SLAB_HWCACHE_ALIGN | SLAB_CACHE_DMA
+                    | SLAB_CACHE_DMA32 | SLAB_PANIC | SLAB_TYPESAFE_BY_RCU | SLAB_NOLEAKTRACE
+                    | SLAB_NO_MERGE | SLAB_ACCOUNT | SLAB_RECLAIM_ACCOUNT)
+
+# --- The seed's array-allocation modes (RFC "slab infrastructure for array operations") ---
+SLAB_ARRAY_ALLOC_LOCAL = 0x10000
+SLAB_ARRAY_ALLOC_PARTIAL = 0x20000
+SLAB_ARRAY_ALLOC_NEW = 0x40000
+SLAB_ARRAY_ALLOC_FULL_COUNT = 0x80000
+SLAB_ARRAY_ALLOC = (SLAB_ARRAY_ALLOC_LOCAL | SLAB_ARRAY_ALLOC_PARTIAL | SLAB_ARRAY_ALLOC_NEW)
+
+# --- SLUB statistics (enum stat_item, mm/slub.c) -------------------------------------------
+STAT_NAMES = (
+    "alloc_fastpath", "alloc_slowpath", "free_fastpath", "free_slowpath", "free_frozen",
+    "free_add_partial", "free_remove_partial", "alloc_from_partial", "alloc_slab",
+    "alloc_refill", "alloc_node_mismatch", "free_slab", "cpuslab_flush", "deactivate_full",
+    "deactivate_empty", "deactivate_to_head", "deactivate_to_tail", "deactivate_remote_frees",
+    "deactivate_bypass", "order_fallback", "cmpxchg_double_cpu_fail", "cmpxchg_double_fail",
+    "cpu_partial_alloc", "cpu_partial_free", "cpu_partial_node", "cpu_partial_drain",
+    # numslab's own items: remote-node partial hits and the array modes.
+    "alloc_remote_partial", "alloc_array_local", "alloc_array_partial", "alloc_array_new",
+)
+(ALLOC_FASTPATH, ALLOC_SLOWPATH, FREE_FASTPATH, FREE_SLOWPATH, FREE_FROZEN, FREE_ADD_PARTIAL,
+ FREE_REMOVE_PARTIAL, ALLOC_FROM_PARTIAL, ALLOC_SLAB, ALLOC_REFILL, ALLOC_NODE_MISMATCH,
+ FREE_SLAB, CPUSLAB_FLUSH, DEACTIVATE_FULL, DEACTIVATE_EMPTY, DEACTIVATE_TO_HEAD,
+ DEACTIVATE_TO_TAIL, DEACTIVATE_REMOTE_FREES, DEACTIVATE_BYPASS, ORDER_FALLBACK,
+ CMPXCHG_DOUBLE_CPU_FAIL, CMPXCHG_DOUBLE_FAIL, CPU_PARTIAL_ALLOC, CPU_PARTIAL_FREE,
+ CPU_PARTIAL_NODE, CPU_PARTIAL_DRAIN, ALLOC_REMOTE_PARTIAL, ALLOC_ARRAY_LOCAL,
+ ALLOC_ARRAY_PARTIAL, ALLOC_ARRAY_NEW) = range(len(STAT_NAMES))
+NR_STATS = len(STAT_NAMES)

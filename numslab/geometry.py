@@ -1,0 +1,175 @@
+"""SLUB cache geometry: object layout, alignment, slab order and list limits, computed
+exactly as ``calculate_sizes``/``calculate_order`` in Linux 6.18 ``mm/slub.c`` do."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import InvalidSizeError
+from .flags import (SLAB_DEBUG_FLAGS, SLAB_HWCACHE_ALIGN, SLAB_KMALLOC, SLAB_POISON,
+                    SLAB_TYPESAFE_BY_RCU)
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+MAX_PAGE_ORDER = 10
+SLUB_MAX_ORDER = 3            # PAGE_ALLOC_COSTLY_ORDER
+SLUB_MIN_ORDER = 0
+MAX_OBJS_PER_PAGE = 32767
+MIN_PARTIAL = 5
+MAX_PARTIAL = 10
+CACHE_LINE_SIZE = 64
+ARCH_SLAB_MINALIGN = 8
+ARCH_KMALLOC_MINALIGN = 8
+KMALLOC_MAX_CACHE_SIZE = 2 * PAGE_SIZE           # 8192: larger kmallocs take whole pages
+KMALLOC_MAX_SIZE = PAGE_SIZE << MAX_PAGE_ORDER   # 4 MiB
+#: kmalloc cache sizes, kmalloc-8 to kmalloc-8k with the two odd sizes 96 and 192.
+KMALLOC_SIZES = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
+
+
+def align_up(x: int, a: int) -> int:
+    """Round ``x`` up to a multiple of the power of two ``a`` (the kernel's ``ALIGN``)."""
+    return (x + a - 1) & ~(a - 1)
+
+
+def fls(x: int) -> int:
+    """Find last set bit, 1-based (``fls(0) == 0``), as the kernel's ``fls``."""
+    return x.bit_length()
+
+
+def get_order(size: int) -> int:
+    """Smallest page order whose block holds ``size`` bytes (the kernel's ``get_order``)."""
+    return max(0, (size - 1) >> PAGE_SHIFT).bit_length() if size > 0 else 0
+
+
+def order_objects(order: int, size: int) -> int:
+    """Objects of ``size`` bytes that fit in a slab of ``order``."""
+    return (PAGE_SIZE << order) // size
+
+
+def calculate_alignment(flags: int, align: int, size: int) -> int:
+    """Object alignment: cache-line for HWCACHE_ALIGN (halved for small objects), at least 8."""
+    if flags & SLAB_HWCACHE_ALIGN:
+        ralign = CACHE_LINE_SIZE
+        while size <= ralign // 2:
+            ralign //= 2
+        align = max(align, ralign)
+    align = max(align, ARCH_SLAB_MINALIGN)
+    return align_up(align, 8)
+
+
+def calc_slab_order(size: int, min_order: int, max_order: int, fract_leftover: int) -> int:
+    """First order in ``[min_order, max_order]`` wasting at most ``1/fract_leftover``."""
+    order = min_order
+    while order <= max_order:
+        slab_size = PAGE_SIZE << order
+        if slab_size % size <= slab_size // fract_leftover:
+            break
+        order += 1
+    return order
+
+
+def calculate_order(size: int, nr_cpus: int) -> int:
+    """Slab order for objects of ``size`` bytes on a machine of ``nr_cpus`` present CPUs."""
+    min_objects = 4 * (fls(nr_cpus) + 1)
+    max_objects = max(order_objects(SLUB_MAX_ORDER, size), 1)
+    min_objects = min(min_objects, max_objects)
+    min_order = max(SLUB_MIN_ORDER, get_order(min_objects * size))
+    if order_objects(min_order, size) > MAX_OBJS_PER_PAGE:
+        return get_order(size * MAX_OBJS_PER_PAGE) - 1
+    for fraction in (16, 8, 4, 2):
+        order = calc_slab_order(size, min_order, SLUB_MAX_ORDER, fraction)
+        if order <= SLUB_MAX_ORDER:
+            return order
+    order = get_order(size)
+    if order <= MAX_PAGE_ORDER:
+        return order
+    raise InvalidSizeError(f"object size {size} does not fit in a slab of order {MAX_PAGE_ORDER}")
+
+
+def cpu_partial_objects(size: int, debug: bool) -> int:
+    """``set_cpu_partial``: objects kept on a CPU's partial list (0 for debug caches)."""
+    if debug:
+        return 0
+    if size >= PAGE_SIZE:
+        return 6
+    if size >= 1024:
+        return 24
+    if size >= 256:
+        return 52
+    return 120
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The layout SLUB computes for one cache (names as in ``/sys/kernel/slab/<name>/``)."""
+
+    object_size: int        #: bytes the user asked for
+    inuse: int              #: ``s->inuse``: bytes of the object proper, aligned to 8
+    slab_size: int          #: ``s->size``: stride between objects
+    align: int              #: object alignment
+    offset: int             #: free-pointer offset inside each free object
+    order: int              #: preferred slab order (``oo``)
+    objs_per_slab: int      #: objects in a slab of ``order``
+    min_order: int          #: fallback order (``s->min``) when ``order`` is not available
+    min_objects: int        #: objects in a slab of ``min_order``
+    min_partial: int        #: empty slabs a node keeps on its partial list
+    cpu_partial: int        #: objects (approximate) on a CPU's partial list
+    cpu_partial_slabs: int  #: slabs allowed on a CPU's partial list
+
+
+def kmalloc_align(size: int) -> int:
+    """kmalloc caches align to the largest power-of-two divisor of their size."""
+    return max(ARCH_KMALLOC_MINALIGN, size & -size)
+
+
+def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
+                       nr_cpus: int, freeptr_offset: int | None = None) -> Geometry:
+    """Compute a cache's geometry as ``do_kmem_cache_create``/``calculate_sizes`` do.
+
+    Raises
+    ------
+    InvalidSizeError
+        For a size, alignment or free-pointer offset the kernel refuses.
+    """
+    if not isinstance(object_size, int) or object_size <= 0 or object_size > KMALLOC_MAX_SIZE:
+        raise InvalidSizeError(f"object size {object_size!r} is not in 1..{KMALLOC_MAX_SIZE}")
+    if not isinstance(align, int) or align < 0 or (align & (align - 1)):
+        raise InvalidSizeError(f"align {align!r} is not zero or a power of two")
+    if flags & SLAB_KMALLOC:
+        align = max(align, kmalloc_align(object_size))
+    size = align_up(object_size, 8)
+    inuse = size
+    align = calculate_alignment(flags, align, object_size)
+    if freeptr_offset is not None and (
+            not flags & SLAB_TYPESAFE_BY_RCU or freeptr_offset < 0 or freeptr_offset % 8
+            or freeptr_offset + 8 > object_size):
+        raise InvalidSizeError(
+            f"freeptr_offset {freeptr_offset} needs SLAB_TYPESAFE_BY_RCU and an 8-aligned "
+            f"word inside the {object_size}-byte object")
+    if ((flags & SLAB_TYPESAFE_BY_RCU and freeptr_offset is None) or flags & SLAB_POISON
+            or has_ctor):
+        offset = size            # free pointer after the object
+        size += 8
+    elif freeptr_offset is not None:
+        offset = freeptr_offset
+    else:
+        offset = (object_size // 2) & ~7
+    size = align_up(size, align)
+    order = calculate_order(size, nr_cpus)
+    objs = order_objects(order, size)
+    min_order = get_order(size)
+    min_partial = min(MAX_PARTIAL, max(MIN_PARTIAL, (size.bit_length() - 1) // 2))
+    cpu_partial = cpu_partial_objects(size, bool(flags & SLAB_DEBUG_FLAGS))
+    cpu_partial_slabs = -(-cpu_partial * 2 // objs) if cpu_partial else 0
+    return Geometry(object_size=object_size, inuse=inuse, slab_size=size, align=align,
+                    offset=offset, order=order, objs_per_slab=objs, min_order=min_order,
+                    min_objects=order_objects(min_order, size), min_partial=min_partial,
+                    cpu_partial=cpu_partial, cpu_partial_slabs=cpu_partial_slabs)
+
+
+def kmalloc_cache_size(size: int) -> int:
+    """The kmalloc cache size serving a request of ``size`` bytes (1..8192)."""
+    if size <= 192:
+        for s in KMALLOC_SIZES:
+            if size <= s:
+                return s
+    return 1 << (size - 1).bit_length()
