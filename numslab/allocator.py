@@ -19,7 +19,7 @@ from ._layout import (CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
                       CA_DEFRAG_RATIO, CA_FLAGS, CA_HAS_CPU_PARTIAL, CA_INUSE,
                       CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS, CA_OBJECT_SIZE,
                       CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SHEAF_CAPACITY, CA_SIZE, F_G,
-                      G_ERR0, G_ERR1, G_ERR2, G_NPENDING, NIL, PG_HEAD, PG_LARGE, PG_SLAB,
+                      G_ERR0, G_ERR1, G_ERR2, G_NPENDING, NIL, PG_RESERVED, PG_SLAB,
                       ZERO_SIZE_PTR, SlabState, new_state, view)
 from .cache import KmemCache
 from .cpucache import _flush_all, _slab_alloc, _slab_free_checked
@@ -488,8 +488,9 @@ class SlabAllocator:
             raise BadAddressError(f"{where} is outside the arena [0x1000, "
                                   f"{self.nr_pages * PAGE_SIZE:#x})")
         if err == debug.E_NOT_SLAB:
-            raise BadAddressError(f"{where} is not on a slab page (page frame "
-                                  f"{addr >> 12} is free or not a slab)")
+            free = not self.state.pg_flags[addr >> 12] & PG_RESERVED
+            raise BadAddressError(f"{where} is not on a slab page (page frame {addr >> 12} "
+                                  + ("is free: already freed?)" if free else "is reserved)"))
         if err == debug.E_WRONG_CACHE:
             raise WrongCacheError(f"{where}: Wrong slab cache. {cache.name if cache else '?'} "
                                   f"but object is from {self._caches[g0].name}")

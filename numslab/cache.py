@@ -11,7 +11,7 @@ from ._layout import (C_LIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAG
                       CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS)
 from .flags import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
                     SLAB_TYPESAFE_BY_RCU, STAT_NAMES)
-from .stats import _cpu_partial_slabs, _partial_counts, per_node
+from .stats import _cpu_partial_slabs, _partial_counts, _partial_list, per_node
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -125,6 +125,17 @@ class KmemCache:
         half = lambda n: n * self.objs_per_slab // 2  # noqa: E731
         out = f"{half(int(per_cpu.sum()))}({int(per_cpu.sum())})"
         out += "".join(f" C{c}={half(int(n))}({int(n)})" for c, n in enumerate(per_cpu) if n)
+        return out
+
+    def partial_list(self, node: int = 0) -> np.ndarray:
+        """The node's partial list, head first: int64[n, 3] of (slab address, inuse,
+        objects)."""
+        node = self._sa._check_node(node)
+        if node < 0:
+            raise ValueError("partial_list needs a node, not -1")
+        n = int(self._node(N_NR_PARTIAL)[node])
+        out = np.zeros((n, 3), np.int64)
+        _partial_list(self._sa.state.buf, self._id, node, out)
         return out
 
     @property

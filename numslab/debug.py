@@ -141,6 +141,8 @@ def _validate_cache(state, mem, cache):
     cpu_free = np.zeros(npages, np.int64)     # objects on a cpu freelist, per cpu slab
     is_cpu_slab = np.zeros(npages, np.bool_)
     live_counter = 0
+    on_cpu_lists = 0
+    on_node_lists = np.zeros(nnodes, np.int64)
     for cpu in range(ncpus):
         c = _cpu_row(state, cache, cpu)
         live_counter += cpt[c + C_LIVE]
@@ -166,6 +168,7 @@ def _validate_cache(state, mem, cache):
             if k > npages:
                 return _corrupt(state, 4, slab)
             slab = nxt[slab]
+        on_cpu_lists += k
     for node in range(nnodes):
         r = _node_row(state, cache, node)
         slab = nd[r + N_PARTIAL_HEAD]
@@ -185,6 +188,7 @@ def _validate_cache(state, mem, cache):
             slab = nxt[slab]
         if k != nd[r + N_NR_PARTIAL] or nd[r + N_PARTIAL_TAIL] != prev:
             return _corrupt(state, 6, node)
+        on_node_lists[node] = k
     nslabs = np.zeros(nnodes, np.int64)
     nobjs = np.zeros(nnodes, np.int64)
     live_total = 0
@@ -193,6 +197,10 @@ def _validate_cache(state, mem, cache):
         if not (flags[slab] & PG_HEAD and flags[slab] & PG_SLAB and owner[slab] == cache):
             continue
         node = _slab_nid(state, slab)
+        if flags[slab] & PG_NODE_PARTIAL:
+            on_node_lists[node] -= 1
+        if flags[slab] & PG_CPU_PARTIAL:
+            on_cpu_lists -= 1
         nslabs[node] += 1
         nobjs[node] += objects[slab]
         n = _walk_freelist(state, mem, cache, slab, sfl[slab])
@@ -215,6 +223,11 @@ def _validate_cache(state, mem, cache):
         r = _node_row(state, cache, node)
         if nslabs[node] != nd[r + N_NR_SLABS] or nobjs[node] != nd[r + N_TOTAL_OBJECTS]:
             return _corrupt(state, 10, node)
+    if on_cpu_lists != 0:
+        return _corrupt(state, 4, cache)
+    for node in range(nnodes):
+        if on_node_lists[node] != 0:
+            return _corrupt(state, 5, node)
     if live_total != live_counter:
         return _corrupt(state, 11, cache)
     return 0

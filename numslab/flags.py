@@ -85,3 +85,6 @@ STAT_NAMES = (
  CPU_PARTIAL_NODE, CPU_PARTIAL_DRAIN, ALLOC_REMOTE_PARTIAL, ALLOC_ARRAY_LOCAL,
  ALLOC_ARRAY_PARTIAL, ALLOC_ARRAY_NEW) = range(len(STAT_NAMES))
 NR_STATS = len(STAT_NAMES)
+
+#: Everything above, ``__GFP_*`` included (``import *`` would skip the underscored names).
+__all__ = [n for n in dir() if n.isupper() and (n[0].isalpha() or n.startswith("__GFP_"))]

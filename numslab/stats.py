@@ -61,3 +61,22 @@ def slabinfo_line(name: str, active_objs: int, num_objs: int, size: int, objpers
     return (f"{name:<17s} {active_objs:6d} {num_objs:6d} {size:6d} {objperslab:4d} "
             f"{1 << order:4d} : tunables {0:4d} {0:4d} {0:4d} : slabdata {nr_slabs:6d} "
             f"{nr_slabs:6d} {0:6d}\n")
+
+
+@jit
+def _partial_list(state, cache, node, out):
+    """Fill ``out`` (int64[n, 3]) with (slab address, inuse, objects) along ``node``'s
+    partial list, head first; returns the list length (rows beyond ``n`` are not written)."""
+    nxt = _f(state, F_PG_NEXT)
+    inuse = _f(state, F_SL_INUSE)
+    objects = _f(state, F_SL_OBJECTS)
+    slab = _f(state, F_NODE)[_node_row(state, cache, node) + N_PARTIAL_HEAD]
+    k = 0
+    while slab != NIL:
+        if k < out.shape[0]:
+            out[k, 0] = slab << 12
+            out[k, 1] = inuse[slab]
+            out[k, 2] = objects[slab]
+        k += 1
+        slab = nxt[slab]
+    return k

@@ -113,14 +113,14 @@ _NS = 1_000_000_000
 
 
 # --------------------------------------------------------------------------- kernels
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _rd16(buf: np.ndarray, p: int, be: bool) -> int:
     if be:
         return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
     return (np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _rd32(buf: np.ndarray, p: int, be: bool) -> int:
     if be:
         return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16)

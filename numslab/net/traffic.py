@@ -61,13 +61,13 @@ class TrafficTruth(NamedTuple):
 
 
 # --------------------------------------------------------------------------- kernel
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _put16(out, p, v):
     out[p] = (v >> 8) & 0xFF
     out[p + 1] = v & 0xFF
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _put32(out, p, v):
     out[p] = (v >> 24) & 0xFF
     out[p + 1] = (v >> 16) & 0xFF
@@ -75,7 +75,7 @@ def _put32(out, p, v):
     out[p + 3] = v & 0xFF
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _sum16(buf, p, n):
     """Sum of the big-endian 16-bit words of ``buf[p:p+n]`` (``n`` even)."""
     s = 0
@@ -84,7 +84,7 @@ def _sum16(buf, p, n):
     return s
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _fold(s):
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
@@ -342,7 +342,8 @@ def generate_traffic_with_truth(
     lab_s = rng.integers(0, 1 << 20, F)
     media_size = rng.integers(160, 1200, F)
     span = n / rate_pps * 1e9
-    dur = np.minimum(m * np.exp(rng.uniform(np.log(2e4), np.log(2e8), F)), span)
+    dur = np.minimum(m * np.exp(rng.uniform(np.log(2e4), np.log(2e8), F)),
+                     span * rng.uniform(0.5, 1.0, F))  # long flows get 50-100% of the span
     t0 = rng.random(F) * (span - dur)
     idle = (rng.random(F) < idle_fraction) & (m >= 3)
     brk = 1 + (rng.random(F) * (m - 1)).astype(np.int64)

@@ -1,0 +1,41 @@
+"""Shared fixtures: small allocators whose invariants are checked after every test."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numslab
+from numslab._layout import G_ERR0, G_ERR2
+
+
+@pytest.fixture
+def sa():
+    """A 2-CPU, 1-node allocator with 64 MiB; validated when the test ends."""
+    a = numslab.SlabAllocator(nr_cpus=2, nr_nodes=1, memory="64M")
+    yield a
+    a.validate()
+
+
+@pytest.fixture
+def sa2():
+    """A 4-CPU, 2-node allocator with 16 MiB per node; validated when the test ends."""
+    a = numslab.SlabAllocator(nr_cpus=4, nr_nodes=2, memory="16M")
+    yield a
+    a.validate()
+
+
+def snapshot(a: numslab.SlabAllocator) -> tuple[np.ndarray, np.ndarray]:
+    """Copy of every state word (less the error scratch registers) and of the arena."""
+    buf = a.state.buf.copy()
+    g = a.state.g
+    start = int(a.state.buf[0])          # field G starts where the header says
+    buf[start + G_ERR0:start + G_ERR2 + 1] = 0
+    return buf, a.memory.copy()
+
+
+def assert_unchanged(a: numslab.SlabAllocator, snap: tuple[np.ndarray, np.ndarray]) -> None:
+    """Assert that nothing in the allocator changed since ``snap``."""
+    buf, mem = snapshot(a)
+    assert np.array_equal(buf, snap[0]), "state arrays changed"
+    assert np.array_equal(mem, snap[1]), "arena bytes changed"
+    a.validate()

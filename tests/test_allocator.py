@@ -1,0 +1,227 @@
+"""The facade: kernel-named API, kmalloc, constructors, destroy, misuse and threads."""
+from __future__ import annotations
+
+import threading
+
+import numba
+import numpy as np
+import pytest
+
+import numslab
+from numslab import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_TYPESAFE_BY_RCU, ZERO_SIZE_PTR,
+                     __GFP_ZERO)
+
+from conftest import assert_unchanged, snapshot
+
+
+def test_module_level_api_just_works():
+    a = numslab.kmalloc(64)
+    assert a and a % 64 == 0
+    assert numslab.ksize(a) == 64
+    numslab.kfree(a)
+    numslab.default_allocator().validate()
+
+
+@pytest.mark.parametrize("size,cache", [(1, "kmalloc-8"), (13, "kmalloc-16"),
+                                        (65, "kmalloc-96"), (150, "kmalloc-192"),
+                                        (1000, "kmalloc-1k"), (8192, "kmalloc-8k")])
+def test_kmalloc_size_classes(sa, size, cache):
+    a = sa.kmalloc(size)
+    c = sa.find_cache(cache)
+    assert c.live_objects == 1 and sa.ksize(a) == c.object_size
+    sa.kfree(a)
+    assert c.live_objects == 0
+
+
+def test_kmalloc_zero_and_null(sa):
+    assert sa.kmalloc(0) == ZERO_SIZE_PTR
+    assert sa.ksize(ZERO_SIZE_PTR) == 0
+    sa.kfree(ZERO_SIZE_PTR)
+    sa.kfree(0)
+
+
+def test_large_kmalloc_goes_to_the_page_allocator(sa):
+    free = sa.free_pages_count()
+    a = sa.kmalloc(8193)
+    assert a % 4096 == 0 and sa.ksize(a) == 4096 * 4
+    assert sa.free_pages_count() == free - 4
+    b = sa.kzalloc(100_000)
+    assert not sa.memory[b:b + 100_000].any()
+    sa.kfree(a)
+    sa.kfree(b)
+    assert sa.free_pages_count() == free
+
+
+def test_kzalloc_zeroes(sa):
+    a = sa.kmalloc(200)
+    sa.memory[a:a + 200] = 7
+    sa.kfree(a)
+    b = sa.kmalloc(200, GFP_KERNEL | __GFP_ZERO)
+    assert b == a and not sa.memory[b:b + 200].any()
+    sa.kfree(b)
+
+
+@pytest.mark.parametrize("bad", [-1, 4 * 1024 * 1024 + 1, 2.0, "8", None, True])
+def test_impossible_kmalloc_sizes(sa, bad):
+    snap = snapshot(sa)
+    with pytest.raises(numslab.InvalidSizeError):
+        sa.kmalloc(bad)
+    assert_unchanged(sa, snap)
+
+
+@pytest.fixture
+def populated(sa):
+    c = sa.kmem_cache_create("obj", 200)
+    d = sa.kmem_cache_create("other", 200)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(30)]
+    for a in objs[::3]:
+        sa.kmem_cache_free(c, a)
+    live = [a for i, a in enumerate(objs) if i % 3]
+    for a in live:
+        sa.memory[a:a + 200] = a % 251
+    other = sa.kmem_cache_alloc(d)
+    big = sa.kmalloc(20000)
+    return sa, c, d, live, objs[0], other, big
+
+
+MISUSE = {
+    "outside": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(c, 1 << 40),
+                numslab.BadAddressError, "outside the arena"),
+    "null": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(c, 0),
+             numslab.BadAddressError, "outside"),
+    "free page": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(
+        c, (sa.nr_pages - 1) * 4096), numslab.BadAddressError, "not on a slab page"),
+    "misaligned": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(c, live[0] + 8),
+                   numslab.BadAddressError, "not the start of an object"),
+    "past last object": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(
+        c, (live[0] & ~4095) + 200 * c.objs_per_slab), numslab.BadAddressError, "not the start"),
+    "wrong cache": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(d, live[0]),
+                    numslab.WrongCacheError, "Wrong slab cache. other but object is from obj"),
+    "double free": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(c, dead),
+                    numslab.DoubleFreeError, "double free"),
+    "double kfree": (lambda sa, c, d, live, dead, other, big: sa.kfree(dead),
+                     numslab.DoubleFreeError, "double free"),
+    "kfree inside large": (lambda sa, c, d, live, dead, other, big: sa.kfree(big + 4096),
+                           numslab.BadAddressError, "inside a large kmalloc"),
+    "free large to cache": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(c, big),
+                            numslab.BadAddressError, "large kmalloc"),
+    "not an int": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(c, 4096.0),
+                   numslab.BadAddressError, "not an integer"),
+    "foreign cache": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(
+        numslab.SlabAllocator(nr_cpus=1, memory="4M").kmalloc_caches[0], live[0]),
+        numslab.WrongCacheError, "not a live cache of this allocator"),
+    "not a cache": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_alloc("obj"),
+                    numslab.WrongCacheError, "not a live cache"),
+    "bad cpu": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_alloc(c, cpu=2),
+                numslab.SlabError, "cpu 2"),
+    "bad node": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_alloc_node(c, node=1),
+                 numslab.SlabError, "node 1"),
+    "leak": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_destroy(c),
+             numslab.CacheLeakError, "obj: Slab cache still has objects: 20 live"),
+    "duplicate name": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_create("obj", 8),
+                       numslab.SlabError, "already in use"),
+}
+
+
+@pytest.mark.parametrize("case", list(MISUSE))
+def test_misuse_raises_clearly_and_changes_nothing(populated, case):
+    sa, *rest = populated
+    call, exc, text = MISUSE[case]
+    snap = snapshot(sa)
+    with pytest.raises(exc, match=text.replace(".", r"\.").replace("(", r"\(")):
+        call(sa, *rest)
+    assert_unchanged(sa, snap)
+    for a in rest[2]:
+        assert (sa.memory[a:a + 200] == a % 251).all()
+
+
+def test_destroy_empty_cache_returns_its_pages(sa):
+    free = sa.free_pages_count()
+    c = sa.kmem_cache_create("gone", 1000)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(100)]
+    for a in objs:
+        sa.kmem_cache_free(c, a)
+    sa.kmem_cache_destroy(c)
+    assert sa.free_pages_count() == free
+    with pytest.raises(numslab.WrongCacheError):
+        sa.kmem_cache_alloc(c)
+    sa.kmem_cache_create("gone", 64)                    # the name and slot are free again
+
+
+def test_debug_flags_not_yet(sa):
+    with pytest.raises(NotImplementedError):
+        sa.kmem_cache_create("dbg", 64, flags=numslab.SLAB_RED_ZONE)
+
+
+def test_python_ctor_runs_once_per_object_when_the_slab_is_made(sa):
+    seen = []
+
+    def ctor(mem, addr):
+        seen.append(addr)
+        mem[addr:addr + 4] = (1, 2, 3, 4)
+
+    c = sa.kmem_cache_create("ctor", 100, ctor=ctor)
+    assert c.offset == 104                               # free pointer after the object
+    a = sa.kmem_cache_alloc(c)
+    assert len(seen) == c.objs_per_slab and a in seen
+    assert list(sa.memory[a:a + 4]) == [1, 2, 3, 4]
+    sa.kmem_cache_free(c, a)
+    b = sa.kmem_cache_alloc(c)                           # reused: no second construction
+    assert b == a and len(seen) == c.objs_per_slab
+    assert list(sa.memory[b:b + 4]) == [1, 2, 3, 4]      # free pointer did not clobber it
+
+
+@numba.njit
+def _jit_ctor(mem, addr):
+    mem[addr] = 0x5A
+
+
+def test_njit_ctor_runs_in_jitted_code(sa):
+    c = sa.kmem_cache_create("jctor", 24, ctor=_jit_ctor)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(c.objs_per_slab + 1)]
+    assert all(sa.memory[a] == 0x5A for a in objs)
+
+
+def test_rcu_cache_keeps_the_object_intact_while_free(sa):
+    c = sa.kmem_cache_create("rcu", 64, flags=SLAB_TYPESAFE_BY_RCU | SLAB_HWCACHE_ALIGN)
+    assert c.offset == 64 and c.slab_size == 128
+    a = sa.kmem_cache_alloc(c)
+    sa.memory[a:a + 64] = 9
+    sa.kmem_cache_free(c, a)
+    assert (sa.memory[a:a + 64] == 9).all()
+
+
+def test_threads_get_their_own_cpu(sa):
+    c = sa.kmem_cache_create("thr", 64)
+    sa.kmem_cache_alloc(c)
+    seen = {}
+
+    def work():
+        seen["cpu"] = sa._cpu()
+        seen["addr"] = sa.kmem_cache_alloc(c)
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert sa._cpu() == 0 and seen["cpu"] == 1
+    per_cpu = c.stats_per_cpu()
+    assert per_cpu[1].sum() > 0 and per_cpu[0].sum() > 0
+    sa.set_cpu(1)
+    assert sa._cpu() == 1
+
+
+def test_memory_is_lazily_reserved():
+    sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory="1G")
+    assert sa.memory.nbytes == 2 << 30
+    a = sa.kmalloc(64)
+    assert a and sa.memory.base is not None
+
+
+def test_memory_sizes():
+    assert numslab.parse_size("256M") == 256 << 20
+    assert numslab.parse_size("1GiB") == 1 << 30
+    assert numslab.parse_size(4096) == 4096
+    with pytest.raises(numslab.InvalidSizeError):
+        numslab.parse_size("lots")
+    with pytest.raises(numslab.SlabError):
+        numslab.SlabAllocator(nr_cpus=0)

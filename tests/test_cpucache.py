@@ -1,0 +1,232 @@
+"""Every allocation and free path of the CPU layer, asserted through SLUB's own counters."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numslab
+from numslab import GFP_KERNEL, SLAB_HWCACHE_ALIGN, __GFP_THISNODE, __GFP_ZERO
+
+OBJS = 16   # 256-byte HWCACHE_ALIGN objects per order-0 slab
+
+
+@pytest.fixture
+def cache(sa):
+    return sa.kmem_cache_create("t256", 256, flags=SLAB_HWCACHE_ALIGN)
+
+
+def alloc(sa, cache, n, cpu=0):
+    out = [sa.kmem_cache_alloc(cache, cpu=cpu) for _ in range(n)]
+    assert all(out)
+    return out
+
+
+def slab_of(addr):
+    return addr >> 12
+
+
+def test_fast_and_slow_alloc(sa, cache):
+    objs = alloc(sa, cache, OBJS + 1)
+    st = cache.stats
+    assert st["alloc_slowpath"] == 2 and st["alloc_slab"] == 2
+    assert st["alloc_fastpath"] == OBJS - 1
+    assert st["deactivate_bypass"] == 1          # the exhausted cpu slab is dropped, full
+    assert len({slab_of(a) for a in objs}) == 2
+    assert cache.slabs == 2 and cache.cpu_slabs == 1
+    sa.validate(cache)
+
+
+def test_objects_come_in_address_order_from_a_fresh_slab(sa, cache):
+    objs = alloc(sa, cache, OBJS)
+    assert np.all(np.diff(objs) == 256)
+    assert objs[0] % 4096 == 0
+
+
+def test_fast_free_to_the_cpu_slab_is_reused_lifo(sa, cache):
+    a, b = alloc(sa, cache, 2)
+    sa.kmem_cache_free(cache, b)
+    sa.kmem_cache_free(cache, a)
+    assert cache.stats["free_fastpath"] == 2
+    assert sa.kmem_cache_alloc(cache) == a
+    assert sa.kmem_cache_alloc(cache) == b
+
+
+def test_free_to_a_full_slab_puts_it_on_the_cpu_partial_list(sa, cache):
+    first = alloc(sa, cache, OBJS)
+    alloc(sa, cache, 1)                          # a new cpu slab; the first is full
+    sa.kmem_cache_free(cache, first[3])
+    st = cache.stats
+    assert st["free_slowpath"] == 1 and st["cpu_partial_free"] == 1
+    assert cache.slabs_cpu_partial == f"{OBJS // 2}(1) C0={OBJS // 2}(1)"
+    alloc(sa, cache, OBJS - 1)                   # exhaust the cpu slab
+    assert sa.kmem_cache_alloc(cache) == first[3]
+    assert cache.stats["cpu_partial_alloc"] == 1
+
+
+def test_remote_free_to_a_frozen_slab_then_refill(sa, cache):
+    objs = alloc(sa, cache, OBJS)                # the whole cpu slab of CPU 0
+    sa.kmem_cache_free(cache, objs[5], cpu=1)    # CPU 1 frees into CPU 0's frozen slab
+    assert cache.stats["free_frozen"] == 1
+    assert sa.kmem_cache_alloc(cache, cpu=0) == objs[5]
+    assert cache.stats["alloc_refill"] == 1
+
+
+def test_cpu_partial_drain_and_alloc_from_node_partial(sa, cache):
+    slabs = [alloc(sa, cache, OBJS) for _ in range(10)]
+    for s in slabs[:9]:                          # 9 full slabs get their first free object
+        sa.kmem_cache_free(cache, s[0])
+    st = cache.stats
+    assert st["cpu_partial_free"] == 9
+    assert st["cpu_partial_drain"] == 1          # cpu_partial_slabs = ceil(52*2/16) = 7
+    assert st["free_add_partial"] == 7 and cache.partial == 7
+    sa.kmem_cache_alloc(cache, cpu=1)            # CPU 1 has nothing: node partial list
+    st = cache.stats
+    assert st["alloc_from_partial"] == 1 and st["cpu_partial_node"] == 6
+    assert cache.partial == 0
+    sa.validate()
+
+
+def test_empty_slab_freed_only_beyond_min_partial(sa, cache):
+    slabs = [alloc(sa, cache, OBJS) for _ in range(10)]
+    for s in slabs[:8]:
+        sa.kmem_cache_free(cache, s[0])          # 7 slabs drained to the node list
+    assert cache.partial == 7 >= cache.min_partial
+    victim = slabs[0]
+    for a in victim[1:]:                         # empty a node-partial slab
+        sa.kmem_cache_free(cache, a, cpu=1)
+    st = cache.stats
+    assert st["free_remove_partial"] == 1 and st["free_slab"] == 1
+    assert cache.partial == 6 and cache.slabs == 9
+
+
+def test_empty_slab_kept_while_node_has_few_partials(sa, cache):
+    cache2 = sa.kmem_cache_create("few", 256, flags=SLAB_HWCACHE_ALIGN)
+    objs = alloc(sa, cache2, OBJS)
+    alloc(sa, cache2, 1)
+    sa.kmem_cache_shrink(cache2)                 # both slabs to the node list
+    assert cache2.partial == 1                   # the one-object slab; the full one: none
+    for a in objs:
+        sa.kmem_cache_free(cache2, a)
+    assert cache2.stats["free_slab"] == 0        # partial count 1 < min_partial 5
+    assert cache2.slabs == 2
+
+
+def test_deactivate_kinds(sa, cache):
+    alloc(sa, cache, 3)
+    sa.kmem_cache_shrink(cache)                  # cpu slab with free objects: to head
+    assert cache.stats["deactivate_to_head"] == 1 and cache.stats["cpuslab_flush"] == 1
+    objs = alloc(sa, cache, OBJS + 3)            # refill, then full cpu slab...
+    sa.kmem_cache_free(cache, objs[-1], cpu=1)   # ...with a remote free
+    sa.kmem_cache_shrink(cache)
+    st = cache.stats
+    assert st["deactivate_remote_frees"] >= 1 and st["deactivate_to_tail"] >= 1
+
+
+def test_deactivate_full(sa, cache):
+    alloc(sa, cache, OBJS)
+    sa.kmem_cache_shrink(cache)
+    assert cache.stats["deactivate_full"] == 1
+    assert cache.partial == 0 and cache.slabs == 1
+
+
+def test_zeroed_allocation(sa, cache):
+    a = sa.kmem_cache_alloc(cache)
+    sa.memory[a:a + 256] = 0xAB
+    sa.kmem_cache_free(cache, a)
+    b = sa.kmem_cache_alloc(cache, GFP_KERNEL | __GFP_ZERO)
+    assert b == a and not sa.memory[b:b + 256].any()
+
+
+def test_node_mismatch_switches_cpu_slab(sa2):
+    c = sa2.kmem_cache_create("n", 128)
+    a = sa2.kmem_cache_alloc(c, cpu=0)
+    assert a // 4096 // sa2.pages_per_node == 0
+    b = sa2.kmem_cache_alloc_node(c, GFP_KERNEL, node=1, cpu=0)
+    assert b // 4096 // sa2.pages_per_node == 1
+    assert c.stats["alloc_node_mismatch"] == 1
+    assert sa2.cpu_to_node(3) == 1 and sa2.cpu_to_node(1) == 0
+
+
+def make_remote_partials(sa2, c, nslabs=11):
+    """Leave more than min_partial partial slabs on node 1 (CPU 2 lives there)."""
+    per = c.objs_per_slab
+    slabs = [[sa2.kmem_cache_alloc(c, cpu=2) for _ in range(per)] for _ in range(nslabs + 1)]
+    for s in slabs[:nslabs]:
+        sa2.kmem_cache_free(c, s[0], cpu=2)
+    sa2.kmem_cache_shrink(c)
+    return slabs
+
+
+def test_get_any_partial_takes_remote_node_slabs(sa2):
+    c = sa2.kmem_cache_create("r", 256, flags=SLAB_HWCACHE_ALIGN)
+    make_remote_partials(sa2, c)
+    assert c.partial > c.min_partial
+    hits = 0
+    for _ in range(4):
+        a = sa2.kmem_cache_alloc(c, cpu=0)
+        hits += a // 4096 // sa2.pages_per_node == 1
+        sa2.kmem_cache_shrink(c)
+    assert hits >= 3                             # ratio 100 -> a draw passes 1001 of 1024
+    assert c.stats["alloc_remote_partial"] == hits
+
+
+def test_remote_node_defrag_ratio_zero_keeps_allocations_local(sa2):
+    c = sa2.kmem_cache_create("r0", 256, flags=SLAB_HWCACHE_ALIGN)
+    make_remote_partials(sa2, c)
+    c.remote_node_defrag_ratio = 0
+    a = sa2.kmem_cache_alloc(c, cpu=0)
+    assert a // 4096 // sa2.pages_per_node == 0
+    assert c.stats["alloc_remote_partial"] == 0
+    with pytest.raises(numslab.SlabError):
+        c.remote_node_defrag_ratio = 101
+
+
+def test_thisnode_allocations_never_go_remote(sa2):
+    c = sa2.kmem_cache_create("tn", 256, flags=SLAB_HWCACHE_ALIGN)
+    make_remote_partials(sa2, c)
+    a = sa2.kmem_cache_alloc_node(c, GFP_KERNEL | __GFP_THISNODE, node=0, cpu=0)
+    assert a // 4096 // sa2.pages_per_node == 0
+
+
+def test_order_fallback_when_high_orders_are_fragmented():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    c = sa.kmem_cache_create("big", 2048)
+    assert c.order == 3
+    pages = []
+    while (p := sa.alloc_pages(0)):
+        pages.append(p)
+    for p in pages[::2]:
+        sa.free_pages(p, 0)                      # only isolated single pages are free
+    a = sa.kmem_cache_alloc(c)
+    assert a and c.stats["order_fallback"] == 1
+    assert c.total_objects == 2                  # an order-0 slab holds two 2048-byte objects
+    sa.validate()
+
+
+def test_exhaustion_returns_null_and_keeps_everything(caplog):
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("x", 4096)
+    got = []
+    while (a := sa.kmem_cache_alloc(c)):
+        got.append(a)
+        sa.memory[a:a + 8] = np.frombuffer(a.to_bytes(8, "little"), np.uint8)
+    assert "Unable to allocate memory" in caplog.text
+    assert len(got) == c.live_objects > 0
+    assert sa.kmem_cache_alloc(c, numslab.GFP_KERNEL | numslab.__GFP_NOWARN) == 0
+    for a in got:
+        assert int.from_bytes(sa.memory[a:a + 8].tobytes(), "little") == a
+    sa.validate()
+    for a in got:
+        sa.kmem_cache_free(c, a)
+    sa.kmem_cache_shrink(c)
+    assert c.slabs == 0
+    sa.validate()
+
+
+def test_flush_moves_everything_off_the_cpus(sa, cache):
+    slabs = [alloc(sa, cache, OBJS) for _ in range(4)]
+    for s in slabs:
+        sa.kmem_cache_free(cache, s[1])
+    sa.kmem_cache_shrink(cache)
+    assert cache.cpu_slabs == 0
+    assert cache.stats["cpuslab_flush"] == 1

@@ -1,0 +1,74 @@
+"""``validate`` catches every kind of broken invariant it claims to check."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import numslab
+from numslab import _layout as L
+
+
+@pytest.fixture
+def world():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("v", 128)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(c.objs_per_slab * 3)]
+    for a in objs[::4]:
+        sa.kmem_cache_free(c, a)
+    sa.kmem_cache_shrink(c)
+    sa.validate()
+    return sa, c, objs
+
+
+def corrupt_freepointer(sa, c, objs):
+    head = int(sa.state.node[c._id, 0, L.N_PARTIAL_HEAD])
+    first = int(sa.state.sl_freelist[head])
+    sa._mem[(first + c.offset) >> 3] = first + 8           # points off the grid
+
+
+def corrupt_inuse(sa, c, objs):
+    head = int(sa.state.node[c._id, 0, L.N_PARTIAL_HEAD])
+    sa.state.sl_inuse[head] += 1
+
+
+def corrupt_partial_count(sa, c, objs):
+    sa.state.node[c._id, 0, L.N_NR_PARTIAL] += 1
+
+
+def corrupt_live_bit(sa, c, objs):
+    a = objs[1]
+    sa.state.live[a >> 9] &= ~(1 << ((a >> 3) & 63))
+
+
+def corrupt_total(sa, c, objs):
+    sa.state.node[c._id, 0, L.N_TOTAL_OBJECTS] -= 1
+
+
+def corrupt_buddy(sa, c, objs):
+    sa.state.buddy[0, 0, L.B_COUNT] += 1
+
+
+def lose_a_slab(sa, c, objs):
+    head = int(sa.state.node[c._id, 0, L.N_PARTIAL_HEAD])
+    nxt = int(sa.state.pg_next[head])
+    sa.state.node[c._id, 0, L.N_PARTIAL_HEAD] = nxt
+    sa.state.pg_prev[nxt] = L.NIL
+    sa.state.node[c._id, 0, L.N_NR_PARTIAL] -= 1
+
+
+@pytest.mark.parametrize("damage,what", [
+    (corrupt_freepointer, "free list leaves its slab or the object grid"),
+    (corrupt_inuse, "inuse + free objects != objects"),
+    (corrupt_partial_count, "node partial list count or tail is wrong"),
+    (corrupt_live_bit, "inuse + free objects != objects"),
+    (corrupt_total, "node slab or object count is wrong"),
+    (corrupt_buddy, "buddy free list is broken"),
+    (lose_a_slab, "partial list link or mark is broken|slab with free objects is on no list"),
+])
+def test_validate_finds_corruption(world, damage, what):
+    sa, c, objs = world
+    damage(sa, c, objs)
+    pattern = "|".join(re.escape(w) for w in what.split("|"))
+    with pytest.raises(numslab.SlabCorruptionError, match=pattern):
+        sa.validate()

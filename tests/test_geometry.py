@@ -1,0 +1,133 @@
+"""Geometry against a real kernel: every cache of /sys/kernel/slab on a 6.18 2-CPU machine."""
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+import numslab
+from numslab import flags as F
+from numslab.geometry import (calculate_geometry, calculate_order, get_order,
+                              kmalloc_cache_size)
+
+DATA = Path(__file__).parent / "data" / "kernel_slab.csv"
+# Caches that pass kmem_cache_args.freeptr_offset in 6.18 (fs/file_table.c, mm/vma_init.c);
+# the value only has to be a word inside the object for the geometry.
+FREEPTR_OFFSET = {"filp": 8, "bfilp": 8, "vm_area_struct": 8}
+
+
+def kernel_rows() -> list[dict[str, str]]:
+    with DATA.open() as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def cache_flags(row: dict[str, str]) -> int:
+    fl = 0
+    fl |= F.SLAB_HWCACHE_ALIGN if row["hwcache_align"] == "1" else 0
+    fl |= F.SLAB_TYPESAFE_BY_RCU if row["destroy_by_rcu"] == "1" else 0
+    fl |= F.SLAB_RECLAIM_ACCOUNT if row["reclaim_account"] == "1" else 0
+    fl |= F.SLAB_KMALLOC if "kmalloc-" in row["name"] else 0
+    return fl
+
+
+ROWS = kernel_rows()
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r["name"] for r in ROWS])
+def test_geometry_matches_real_kernel(row):
+    geo = calculate_geometry(int(row["object_size"]), int(row["align"]), cache_flags(row),
+                             row["ctor"] == "1", int(row["nr_cpus"]),
+                             FREEPTR_OFFSET.get(row["name"]))
+    got = (geo.slab_size, geo.order, geo.objs_per_slab, geo.min_partial, geo.cpu_partial,
+           geo.align)
+    want = tuple(int(row[k]) for k in ("slab_size", "order", "objs_per_slab", "min_partial",
+                                       "cpu_partial", "align"))
+    assert got == want
+
+
+def test_table_covers_the_interesting_cases():
+    names = {r["name"] for r in ROWS}
+    assert {"kmalloc-8", "kmalloc-96", "kmalloc-192", "kmalloc-8k", "anon_vma"} <= names
+    assert any(r["ctor"] == "1" for r in ROWS) and any(r["destroy_by_rcu"] == "1" for r in ROWS)
+    assert {"0", "1", "2", "3"} <= {r["order"] for r in ROWS}
+
+
+def test_allocator_caches_match_real_kernel_kmalloc():
+    sa = numslab.SlabAllocator(nr_cpus=int(ROWS[0]["nr_cpus"]), memory="4M")
+    real = {r["name"]: r for r in ROWS}
+    for c in sa.kmalloc_caches:
+        r = real[c.name]
+        assert (c.slab_size, c.order, c.objs_per_slab, c.min_partial, c.cpu_partial,
+                c.align) == tuple(int(r[k]) for k in ("slab_size", "order", "objs_per_slab",
+                                                       "min_partial", "cpu_partial", "align"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel/slab/kmalloc-64"),
+                    reason="needs a Linux /sys/kernel/slab")
+def test_live_kernel_of_this_machine():
+    """Whatever kernel runs the tests: its kmalloc caches for its own present CPU count."""
+    present = open("/sys/devices/system/cpu/present").read().strip()
+    ncpu = sum(int(b) - int(a) + 1 if "-" in r else 1
+               for r in present.split(",") for a, _, b in [r.partition("-")])
+    root = Path("/sys/kernel/slab")
+    for size in (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192):
+        name = f"kmalloc-{size // 1024}k" if size >= 1024 else f"kmalloc-{size}"
+        d = root / name
+        if not d.is_dir() or (d / "red_zone").read_text().strip() != "0":
+            continue
+        geo = calculate_geometry(size, 0, F.SLAB_KMALLOC, False, ncpu)
+        assert geo.order == int((d / "order").read_text())
+        assert geo.objs_per_slab == int((d / "objs_per_slab").read_text())
+        assert geo.slab_size == int((d / "slab_size").read_text())
+
+
+def test_reference_examples():
+    """The examples of REFERENCE.md, read off a 2-CPU kernel."""
+    assert calculate_geometry(64, 0, F.SLAB_KMALLOC, False, 2).objs_per_slab == 64
+    assert calculate_geometry(192, 0, F.SLAB_KMALLOC, False, 2).objs_per_slab == 21
+    g = calculate_geometry(344, 0, 0, False, 2)
+    assert (g.order, g.objs_per_slab) == (1, 23)
+    g = calculate_geometry(4096, 0, F.SLAB_KMALLOC, False, 2)
+    assert (g.order, g.objs_per_slab, g.min_partial, g.cpu_partial) == (3, 8, 6, 6)
+    g = calculate_geometry(96, 0, F.SLAB_TYPESAFE_BY_RCU, True, 2)
+    assert (g.slab_size, g.offset) == (104, 96)
+
+
+def test_free_pointer_placement():
+    assert calculate_geometry(100, 0, 0, False, 2).offset == 48          # mid-object
+    assert calculate_geometry(100, 0, 0, True, 2).offset == 104          # after, ctor
+    g = calculate_geometry(192, 0, F.SLAB_TYPESAFE_BY_RCU | F.SLAB_HWCACHE_ALIGN, False, 2,
+                           freeptr_offset=40)
+    assert (g.offset, g.slab_size) == (40, 192)
+    with pytest.raises(numslab.InvalidSizeError):
+        calculate_geometry(192, 0, 0, False, 2, freeptr_offset=40)       # needs RCU
+    with pytest.raises(numslab.InvalidSizeError):
+        calculate_geometry(192, 0, F.SLAB_TYPESAFE_BY_RCU, False, 2, freeptr_offset=190)
+
+
+@pytest.mark.parametrize("ncpu,min_objects", [(1, 8), (2, 12), (3, 12), (4, 16), (7, 16),
+                                              (8, 20), (64, 32)])
+def test_min_objects_scales_with_cpus(ncpu, min_objects):
+    # 4 * (fls(ncpu) + 1) objects at least, unless the order would pass slub_max_order
+    size = 256
+    order = calculate_order(size, ncpu)
+    assert order == min(get_order(min_objects * size), 3)
+
+
+def test_kmalloc_size_classes():
+    assert [kmalloc_cache_size(s) for s in (1, 8, 9, 64, 65, 96, 97, 128, 129, 192, 193,
+                                            257, 4097, 8192)] == \
+        [8, 8, 16, 64, 96, 96, 128, 128, 192, 192, 256, 512, 8192, 8192]
+
+
+@pytest.mark.parametrize("bad", [0, -8, 5 << 20, 3.5, "64"])
+def test_impossible_sizes_raise(bad):
+    with pytest.raises(numslab.InvalidSizeError):
+        calculate_geometry(bad, 0, 0, False, 2)
+
+
+def test_bad_alignment_raises():
+    with pytest.raises(numslab.InvalidSizeError):
+        calculate_geometry(64, 24, 0, False, 2)

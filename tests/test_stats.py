@@ -1,0 +1,66 @@
+"""Counters and /proc/slabinfo text, against the kernel's formats and meanings."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numslab
+
+REAL = (Path(__file__).parent / "data" / "proc_slabinfo.txt").read_text().splitlines()
+
+
+def test_slabinfo_header_is_the_kernels():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    ours = sa.slabinfo().splitlines()
+    assert ours[:2] == REAL[:2]
+
+
+def test_slabinfo_lines_parse_like_the_kernels():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("bio-312", 312, flags=numslab.SLAB_HWCACHE_ALIGN)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(30)]
+    line = next(l for l in sa.slabinfo().splitlines() if l.startswith("bio-312"))
+    real = next(l for l in REAL if l.startswith("bio-312 "))
+    shape = lambda l: re.sub(r"\d+", "N", re.sub(r"^\S+\s+", "", l))  # noqa: E731
+    assert shape(line) == shape(real)
+    f = line.split()
+    assert f[3:6] == real.split()[3:6]                  # objsize, objperslab, pagesperslab
+    assert int(f[1]) == c.objects == 36 and int(f[2]) == c.total_objects == 36
+    assert int(f[13]) == c.slabs == 3
+    assert sa.slabinfo().index("bio-312") < sa.slabinfo().index("kmalloc-8 ")  # newest first
+    for a in objs:
+        sa.kmem_cache_free(c, a)
+
+
+def test_counters_follow_sysfs_semantics():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("k", 64, flags=numslab.SLAB_KMALLOC)
+    per = c.objs_per_slab
+    objs = [sa.kmem_cache_alloc(c) for _ in range(per * 4)]
+    for a in objs[: per * 3: 2]:                       # half of the first three slabs
+        sa.kmem_cache_free(c, a)
+    sa.kmem_cache_shrink(c)
+    assert c.partial == 3 and c.slabs == 4 and c.cpu_slabs == 0
+    assert c.objects_partial == 3 * per // 2
+    assert c.objects == c.total_objects - 3 * per // 2 == c.live_objects
+    fs = c.sysfs()
+    assert fs["slabs"] == "4 N0=4" and fs["partial"] == "3 N0=3"
+    assert fs["objects"] == f"{c.objects} N0={c.objects}"
+    assert fs["slabs_cpu_partial"] == "0(0)"
+
+
+def test_objects_counts_cpu_cached_objects_as_in_use_like_the_kernel():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("k", 64)
+    a = sa.kmem_cache_alloc(c)
+    assert c.live_objects == 1
+    assert c.objects == c.total_objects == c.objs_per_slab   # the cpu slab counts as in use
+    sa.kmem_cache_free(c, a)
+    assert c.live_objects == 0
+
+
+def test_stat_names_follow_the_kernel_enum():
+    st = numslab.default_allocator().kmalloc_caches[0].stats
+    names = list(st)
+    assert names[:4] == ["alloc_fastpath", "alloc_slowpath", "free_fastpath", "free_slowpath"]
+    assert names.index("cpu_partial_drain") == 25
