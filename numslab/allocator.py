@@ -57,11 +57,18 @@ def _entries() -> dict[str, Callable]:
     st = np.zeros(1, np.int64)
     i = 0
     return {
-        "alloc": fastcall(_slab_alloc, st, st, i, i, i, i),
+        "alloc": fastcall(_alloc_any_node, st, st, i, i, i),
+        "alloc_node": fastcall(_slab_alloc, st, st, i, i, i, i),
         "free": fastcall(_slab_free_checked, st, st, i, i, i),
         "kmalloc": fastcall(_kmalloc, st, st, i, i, i, i, i, i),
         "kfree": fastcall(_kfree, st, st, i, i),
     }
+
+
+@jit
+def _alloc_any_node(state, mem, cache, cpu, gfp):
+    """``kmem_cache_alloc``: one object from any node (one argument fewer to unbox)."""
+    return _slab_alloc(state, mem, cache, cpu, -1, gfp)
 
 
 @jit
@@ -137,6 +144,7 @@ class SlabAllocator:
         self._cpu_lock = threading.Lock()
         e = _entries()
         self._k_alloc, self._k_free = e["alloc"], e["free"]
+        self._k_alloc_node = e["alloc_node"]
         self._k_kmalloc, self._k_kfree = e["kmalloc"], e["kfree"]
         self.kmalloc_caches = [self.kmem_cache_create(kmalloc_cache_name(s), s,
                                                       flags=SLAB_KMALLOC)
@@ -251,7 +259,7 @@ class SlabAllocator:
             raise SlabCorruptionError(f"{cache.name}: slabs left after shrinking an empty cache")
         self.state.ca[cache._id] = 0
         del self._caches[cache._id], self._names[cache.name]
-        cache._id = -1
+        cache._sa, cache._id = None, -1         # a destroyed cache belongs to no allocator
 
     def find_cache(self, name: str) -> KmemCache:
         """The cache called ``name``."""
@@ -266,7 +274,8 @@ class SlabAllocator:
         return list(self._caches.values())
 
     def _own(self, cache: Any, fn: str) -> int:
-        if type(cache) is not KmemCache or cache._sa is not self or cache._id < 0:
+        """The id of ``cache`` after checking it is a live cache of this allocator."""
+        if type(cache) is not KmemCache or cache._sa is not self:
             raise WrongCacheError(f"{fn}: {cache!r} is not a live cache of this allocator")
         return cache._id
 
@@ -274,10 +283,16 @@ class SlabAllocator:
     def kmem_cache_alloc(self, cache: KmemCache, gfp: int = GFP_KERNEL,
                          cpu: int | None = None) -> int:
         """Allocate one object; its address, or 0 (NULL) when memory is exhausted."""
-        if type(cache) is not KmemCache or cache._sa is not self or cache._id < 0:
+        if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc")
-        addr = self._k_alloc(self._buf, self._mem, cache._id,
-                             self._cpu() if cpu is None else self._check_cpu(cpu), -1, gfp)
+        if cpu is None:
+            try:
+                cpu = self._tls.cpu
+            except AttributeError:
+                cpu = self._cpu()
+        else:
+            cpu = self._check_cpu(cpu)
+        addr = self._k_alloc(self._buf, self._mem, cache._id, cpu, gfp)
         if cache.ctor is not None or not addr:
             return self._after_alloc(cache, addr, gfp, -1)
         return addr
@@ -287,7 +302,7 @@ class SlabAllocator:
         """Allocate one object from ``node`` (-1: any); 0 when memory is exhausted."""
         cid = self._own(cache, "kmem_cache_alloc_node")
         node = self._check_node(node)
-        addr = self._k_alloc(self._buf, self._mem, cid, self._check_cpu(cpu), node, gfp)
+        addr = self._k_alloc_node(self._buf, self._mem, cid, self._check_cpu(cpu), node, gfp)
         return self._after_alloc(cache, addr, gfp, node)
 
     def _check_node(self, node: Any) -> int:
@@ -331,12 +346,18 @@ class SlabAllocator:
         BadAddressError, WrongCacheError, DoubleFreeError
             If ``addr`` is not a live object of ``cache``; nothing is changed then.
         """
-        if type(cache) is not KmemCache or cache._sa is not self or cache._id < 0:
+        if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_free")
         if type(addr) is not int:
             addr = self._as_addr(addr, "kmem_cache_free")
-        err = self._k_free(self._buf, self._mem, cache._id,
-                           self._cpu() if cpu is None else self._check_cpu(cpu), addr)
+        if cpu is None:
+            try:
+                cpu = self._tls.cpu
+            except AttributeError:
+                cpu = self._cpu()
+        else:
+            cpu = self._check_cpu(cpu)
+        err = self._k_free(self._buf, self._mem, cache._id, cpu, addr)
         if err:
             self._raise(err, f"kmem_cache_free({cache.name})", addr, cache)
 

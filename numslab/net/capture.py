@@ -421,6 +421,14 @@ def read_capture(path: str | os.PathLike, *, mmap: bool = True) -> Packets:
         The file is empty, not a capture, truncated or corrupt (the message names the byte
         offset), a pcap record's caplen exceeds the file's snaplen, or pcapng packets come
         from interfaces with different linktypes.
+
+    Notes
+    -----
+    Every returned packet lies inside ``data``. A pcap record with caplen above the file
+    header's snaplen (262144 when that is 0) is an error, stricter than libpcap, which
+    reads such records up to 262144 bytes. pcapng packets are bounded by their block
+    length instead, and an interface's snaplen only truncates simple packet blocks.
+    ``caplen > wirelen`` is passed through unchecked.
     """
     size = os.path.getsize(path)
     if size == 0:
