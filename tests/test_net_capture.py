@@ -55,7 +55,8 @@ def pad4(b: bytes) -> bytes:
 def block(btype: int, body: bytes, be: bool = False) -> bytes:
     o = ">" if be else "<"
     body = pad4(body)
-    return struct.pack(o + "II", btype, 12 + len(body)) + body + struct.pack(o + "I", 12 + len(body))
+    n = 12 + len(body)
+    return struct.pack(o + "II", btype, n) + body + struct.pack(o + "I", n)
 
 
 def shb(be: bool = False, major: int = 1) -> bytes:
@@ -95,6 +96,11 @@ def frames(n: int, seed: int = 1) -> list[bytes]:
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, int(rng.integers(14, 200))).astype(np.uint8).tobytes()
             for _ in range(n)]
+
+
+def patch(content: bytes, pos: int, value: int) -> bytes:
+    """``content`` with the little-endian 32-bit word at ``pos`` replaced by ``value``."""
+    return content[:pos] + struct.pack("<I", value) + content[pos + 4:]
 
 
 def as_bytes(p: Packets) -> list[bytes]:
@@ -249,10 +255,11 @@ def test_scapy_pcapng_two_interfaces(tmp_path):
 def test_by_hand_pcapng(tmp_path, be):
     d = frames(8, seed=be)
     b = 7  # units of the first interface: nanoseconds
+    q8 = ">q" if be else "<q"
     content = (
         shb(be)
         + idb(1, 0, opt(2, b"eth0", be) + opt(9, bytes([9]), be), be)
-        + idb(1, 256, opt(9, bytes([3]), be) + opt(14, struct.pack(">q" if be else "<q", 100), be), be)
+        + idb(1, 256, opt(9, bytes([3]), be) + opt(14, struct.pack(q8, 100), be), be)  # ms, +100 s
         + idb(1, 0, opt(9, bytes([0x80 | 20]), be), be)  # 2**-20 s
         + block(0x00000BAD, b"custom", be) + block(4, b"\0" * 8, be)  # custom block, NRB
         + epb(0, T0 * 10**9 + 123_456_789, d[0], be=be)
@@ -362,24 +369,20 @@ def test_corrupt_files(tmp_path):
     fails(b"\xde\xad\xbe\xef" + content[4:], "unknown magic 0xdeadbeef at byte 0")
     fails(b"", "empty capture file")
     big = pcap_bytes([(T0, 0, b"\0" * 60, 60), (T0, 0, b"\0" * 40, 70000)])
-    fails(big[:24 + 76 + 8] + struct.pack("<I", 70000) + big[24 + 76 + 12:],
-          "record at byte 100 claims caplen 70000 > snaplen 65535")
+    fails(patch(big, 100 + 8, 70000), "record at byte 100 claims caplen 70000 > snaplen 65535")
     zero = pcap_bytes([(T0, 0, b"\0" * 60, 60)], snaplen=0)
-    fails(zero[:32] + struct.pack("<I", 300000) + zero[36:],
-          "record at byte 24 claims caplen 300000 > maximum 262144")
+    fails(patch(zero, 32, 300000), "record at byte 24 claims caplen 300000 > maximum 262144")
 
     ng, ends = good_pcapng()
     at = ends[1]
-    fails(ng[:at + 4] + struct.pack("<I", 7) + ng[at + 8:], f"bad pcapng block length 7 at byte {at}")
-    fails(ng[:at + 4] + struct.pack("<I", 30) + ng[at + 8:], f"bad pcapng block length 30 at byte {at}")
+    fails(patch(ng, at + 4, 7), f"bad pcapng block length 7 at byte {at}")
+    fails(patch(ng, at + 4, 30), f"bad pcapng block length 30 at byte {at}")
     blen = ends[2] - ends[1]
-    fails(ng[:ends[2] - 4] + struct.pack("<I", blen + 4) + ng[ends[2]:],
-          f"block at byte {at}: trailing block length {blen + 4}")
-    fails(ng[:at + 20] + struct.pack("<I", 9999) + ng[at + 24:],
-          f"packet block at byte {at} claims caplen 9999")
-    fails(ng[:at + 8] + struct.pack("<I", 3) + ng[at + 12:],
-          f"block at byte {at} refers to interface 3 but its section defines 1")
-    fails(ng[:8] + b"\x01\x02\x03\x04" + ng[12:], "bad pcapng byte-order magic 0x04030201 at byte 8")
+    fails(patch(ng, ends[2] - 4, blen + 4), f"block at byte {at}: trailing block length {blen + 4}")
+    fails(patch(ng, at + 20, 9999), f"packet block at byte {at} claims caplen 9999")
+    fails(patch(ng, at + 8, 3), f"block at byte {at} refers to interface 3 but its section "
+          "defines 1")
+    fails(patch(ng, 8, 0x04030201), "bad pcapng byte-order magic 0x04030201 at byte 8")
     fails(shb(major=2), "unsupported pcapng version 2.0 in section header at byte 0")
     fails(shb() + epb(0, 0, b"abcd"), "refers to interface 0 but its section defines 0")
     fails(shb() + block(1, struct.pack("<HHI", 1, 0, 0) + struct.pack("<HH", 2, 200)),

@@ -9,7 +9,7 @@ import struct
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from .._jit import jit
 
 __all__ = ["CaptureError", "Packets", "read_capture", "write_pcap"]
 
@@ -113,14 +113,14 @@ _NS = 1_000_000_000
 
 
 # --------------------------------------------------------------------------- kernels
-@njit(cache=True)
+@jit
 def _rd16(buf: np.ndarray, p: int, be: bool) -> int:
     if be:
         return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
     return (np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
 
 
-@njit(cache=True)
+@jit
 def _rd32(buf: np.ndarray, p: int, be: bool) -> int:
     if be:
         return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16)
@@ -129,7 +129,7 @@ def _rd32(buf: np.ndarray, p: int, be: bool) -> int:
             | (np.int64(buf[p + 1]) << 8) | np.int64(buf[p]))
 
 
-@njit(cache=True)
+@jit
 def _scan_pcap(buf, start, be, nano, hdrlen, limit, fill, off, cap, wire, ts):
     """Walk classic pcap records from ``start``; fill the columns when ``fill``.
 
@@ -157,7 +157,7 @@ def _scan_pcap(buf, start, be, nano, hdrlen, limit, fill, off, cap, wire, ts):
     return n, _E_OK, 0, 0, 0
 
 
-@njit(cache=True)
+@jit
 def _units_to_ns(units, pow2, mul, div, exp, tsoff_s):
     """Convert a pcapng timestamp in interface units (``uint64``) to ``int64`` ns."""
     billion = np.uint64(1_000_000_000)
@@ -178,7 +178,7 @@ def _units_to_ns(units, pow2, mul, div, exp, tsoff_s):
     return np.int64(ns) + tsoff_s * 1_000_000_000
 
 
-@njit(cache=True)
+@jit
 def _pow10(k):
     """``10**k`` as ``uint64``, saturated for ``k > 19`` (ticks below a nanosecond)."""
     if k > 19:
@@ -189,14 +189,14 @@ def _pow10(k):
     return r
 
 
-@njit(cache=True)
+@jit
 def _grow(a, n):
     b = np.empty(max(2 * a.size, n), a.dtype)
     b[:a.size] = a
     return b
 
 
-@njit(cache=True)
+@jit
 def _scan_pcapng(buf, fill, off, cap, wire, ts, ifc):
     """Walk pcapng blocks; fill the columns (and interface index ``ifc``) when ``fill``.
 
@@ -328,7 +328,7 @@ def _scan_pcapng(buf, fill, off, cap, wire, ts, ifc):
     return n, _E_OK, 0, 0, 0, n_if, if_link
 
 
-@njit(cache=True)
+@jit
 def _pack_pcap(out, pos, data, offset, caplen, wirelen, sec, frac):
     """Write little-endian pcap records (16-byte headers + data) into ``out`` at ``pos``."""
     for i in range(offset.size):

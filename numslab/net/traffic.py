@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from .._jit import jit
 
 from .capture import Packets
 
@@ -61,13 +61,13 @@ class TrafficTruth(NamedTuple):
 
 
 # --------------------------------------------------------------------------- kernel
-@njit(cache=True)
+@jit
 def _put16(out, p, v):
     out[p] = (v >> 8) & 0xFF
     out[p + 1] = v & 0xFF
 
 
-@njit(cache=True)
+@jit
 def _put32(out, p, v):
     out[p] = (v >> 24) & 0xFF
     out[p + 1] = (v >> 16) & 0xFF
@@ -75,7 +75,7 @@ def _put32(out, p, v):
     out[p + 3] = v & 0xFF
 
 
-@njit(cache=True)
+@jit
 def _sum16(buf, p, n):
     """Sum of the big-endian 16-bit words of ``buf[p:p+n]`` (``n`` even)."""
     s = 0
@@ -84,14 +84,14 @@ def _sum16(buf, p, n):
     return s
 
 
-@njit(cache=True)
+@jit
 def _fold(s):
     while s >> 16:
         s = (s & 0xFFFF) + (s >> 16)
     return (~s) & 0xFFFF
 
 
-@njit(cache=True)
+@jit
 def _put_addr(out, p, v6, server, key):
     """Write a client (10.0.0.0/8, fd00:0:0:1::/64) or server (198.18.0.0/15,
     2001:db8::/64) address numbered ``key``; return its length."""
@@ -109,7 +109,7 @@ def _put_addr(out, p, v6, server, key):
     return 16
 
 
-@njit(cache=True)
+@jit
 def _emit_frames(out, offset, vlan, v6, udp, c2s, ckey, skey, cport, sport, seq, ack,
                  flags, thl, win, ttl, ipid, label, plen, poff, pattern, pattern_sum):
     """Write every frame into ``out`` (pre-zeroed, so Ethernet padding is zero)."""
