@@ -35,13 +35,21 @@ PG_CPU_PARTIAL = 256   #: (slab) on some CPU's partial list
 (CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS, CA_ORDER,
  CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL, CA_CPU_PARTIAL,
  CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_CTOR, CA_SHEAF_CAPACITY,
- CA_NCOLS) = range(19)
+ CA_USER_SHEAVES, CA_NCOLS) = range(20)
 
 # ---- kmem_cache_cpu columns (field CPU, shape [max_caches * ncpus, C_NCOLS]) --------------
-C_FREELIST, C_SLAB, C_PARTIAL, C_TID, C_LIVE, C_NCOLS = range(6)
+C_FREELIST, C_SLAB, C_PARTIAL, C_TID, C_LIVE, C_MAIN, C_SPARE, C_NCOLS = range(8)
 
 # ---- kmem_cache_node columns (field NODE, shape [max_caches * nnodes, N_NCOLS]) -----------
-N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, N_NCOLS = range(6)
+(N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, N_BARN_FULL,
+ N_BARN_EMPTY, N_NR_FULL, N_NR_EMPTY, N_NCOLS) = range(10)
+
+# ---- a sheaf (struct slab_sheaf), kmalloc'ed in the arena: int64 words at its address -----
+SH_NEXT, SH_CAPACITY, SH_CACHE, SH_SIZE, SH_OBJECTS = range(5)   #: objects[] from word 4
+SHEAF_HEADER = 32                                                 #: bytes before objects[]
+MAX_FULL_SHEAVES = 10
+MAX_EMPTY_SHEAVES = 10
+NR_KMALLOC = 13
 
 # ---- buddy free-area columns (field BUDDY, shape [nnodes * (MAX_ORDER+1), B_NCOLS]) -------
 B_HEAD, B_COUNT, B_NCOLS = range(3)
@@ -50,14 +58,14 @@ NR_ORDERS = MAX_PAGE_ORDER + 1
 # ---- the fields, in buffer order ----------------------------------------------------------
 (F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
  F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
- F_PENDING, F_LIVE, NFIELDS) = range(20)
+ F_PENDING, F_LIVE, F_KMALLOC, NFIELDS) = range(21)
 
 #: name, fill value (the sentinel of a fresh buffer) for each field, in F_* order.
 FIELDS = (
     ("g", 0), ("pg_flags", 0), ("pg_order", NIL), ("pg_head", NIL), ("pg_next", NIL),
     ("pg_prev", NIL), ("sl_cache", NIL), ("sl_freelist", NULL), ("sl_inuse", 0),
     ("sl_objects", 0), ("sl_slabs", 0), ("ca", 0), ("cpu", 0), ("node", 0), ("stats", 0),
-    ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0),
+    ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0), ("kmalloc", NIL),
 )
 
 
@@ -66,7 +74,7 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
     return [G_NSCALARS] + [npages] * 10 + [
         max_caches * CA_NCOLS, max_caches * ncpus * C_NCOLS, max_caches * nnodes * N_NCOLS,
         max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
-        npages * 4096 // 512]
+        npages * 4096 // 512, NR_KMALLOC]
 
 
 def view(buf: np.ndarray, field: int) -> np.ndarray:

@@ -18,20 +18,23 @@ from ._jit import fastcall, jit
 from ._layout import (CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
                       CA_DEFRAG_RATIO, CA_FLAGS, CA_HAS_CPU_PARTIAL, CA_INUSE,
                       CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS, CA_OBJECT_SIZE,
-                      CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SHEAF_CAPACITY, CA_SIZE, F_G,
+                      CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SHEAF_CAPACITY, CA_SIZE,
+                      CA_USER_SHEAVES, F_G,
                       G_ERR0, G_ERR1, G_ERR2, G_NPENDING, NIL, PG_RESERVED, PG_SLAB,
                       ZERO_SIZE_PTR, SlabState, new_state, view)
 from .cache import KmemCache
-from .cpucache import _flush_all, _slab_alloc, _slab_free_checked
 from .errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidSizeError,
                      SlabCorruptionError, SlabError, WrongCacheError)
 from .flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAGS,
                     __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
 from .geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                        MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry, get_order)
-from .kmalloc import _kfree, _kmalloc, kmalloc_cache_name, kmalloc_index_table
+from .kmalloc import _kmalloc, kmalloc_cache_name, kmalloc_index_table
+from .entry import (_cache_release, _cache_shrink, _kfree, _kmem_cache_alloc,
+                    _kmem_cache_alloc_any, _kmem_cache_free)
+from .sheaves import _init_percpu_sheaves
+from .batchapi import BatchAPI
 from .pages import _alloc_block, _free_block_checked, _init_buddy
-from .slablists import _shrink_node
 from .stats import SLABINFO_HEADER, slabinfo_line
 
 log = logging.getLogger("numslab")
@@ -57,28 +60,12 @@ def _entries() -> dict[str, Callable]:
     st = np.zeros(1, np.int64)
     i = 0
     return {
-        "alloc": fastcall(_alloc_any_node, st, st, i, i, i),
-        "alloc_node": fastcall(_slab_alloc, st, st, i, i, i, i),
-        "free": fastcall(_slab_free_checked, st, st, i, i, i),
+        "alloc": fastcall(_kmem_cache_alloc_any, st, st, i, i, i),
+        "alloc_node": fastcall(_kmem_cache_alloc, st, st, i, i, i, i),
+        "free": fastcall(_kmem_cache_free, st, st, i, i, i),
         "kmalloc": fastcall(_kmalloc, st, st, i, i, i, i, i, i),
         "kfree": fastcall(_kfree, st, st, i, i),
     }
-
-
-@jit
-def _alloc_any_node(state, mem, cache, cpu, gfp):
-    """``kmem_cache_alloc``: one object from any node (one argument fewer to unbox)."""
-    return _slab_alloc(state, mem, cache, cpu, -1, gfp)
-
-
-@jit
-def _shrink(state, mem, cache, nnodes):
-    """``__kmem_cache_shrink``: flush every CPU, then shrink every node; slabs freed."""
-    _flush_all(state, mem, cache)
-    freed = 0
-    for node in range(nnodes):
-        freed += _shrink_node(state, cache, node)
-    return freed
 
 
 @jit(cache=False)
@@ -88,7 +75,7 @@ def _run_ctor(ctor, mem8, base, size, n):
         ctor(mem8, base + i * size)
 
 
-class SlabAllocator:
+class SlabAllocator(BatchAPI):
     """A simulated machine running SLUB: CPUs, NUMA nodes, page frames and slab caches.
 
     Parameters
@@ -146,10 +133,12 @@ class SlabAllocator:
         self._k_alloc, self._k_free = e["alloc"], e["free"]
         self._k_alloc_node = e["alloc_node"]
         self._k_kmalloc, self._k_kfree = e["kmalloc"], e["kfree"]
+        self._batch_init()
         self.kmalloc_caches = [self.kmem_cache_create(kmalloc_cache_name(s), s,
                                                       flags=SLAB_KMALLOC)
                                for s in KMALLOC_SIZES]
         self._kmalloc_ids = [c._id for c in self.kmalloc_caches]
+        self.state.kmalloc[:] = self._kmalloc_ids
 
     # ---- CPUs ---------------------------------------------------------------------------------
     def _cpu(self) -> int:
@@ -181,7 +170,8 @@ class SlabAllocator:
     # ---- caches -------------------------------------------------------------------------------
     def kmem_cache_create(self, name: str, size: int, align: int = 0, flags: int = 0,
                           ctor: Callable[[np.ndarray, int], Any] | None = None,
-                          freeptr_offset: int | None = None, **kwargs: Any) -> KmemCache:
+                          freeptr_offset: int | None = None, sheaf_capacity: int = 0,
+                          dtype: Any = None, **kwargs: Any) -> KmemCache:
         """Create a slab cache with SLUB's geometry for this machine.
 
         Parameters
@@ -199,6 +189,10 @@ class SlabAllocator:
             Numba ``@njit`` ctor runs from jitted code.
         freeptr_offset : int, optional
             Free-pointer offset for SLAB_TYPESAFE_BY_RCU caches (kernel 6.13+).
+        sheaf_capacity : int
+            Give the cache per-CPU sheaves of this many objects (kernel 6.18); 0: none.
+        dtype : numpy.dtype, optional
+            A record type; ``size`` may then be omitted (pass 0) and is ``dtype.itemsize``.
         """
         if kwargs:
             raise TypeError(f"kmem_cache_create() got unexpected arguments {sorted(kwargs)}")
@@ -209,6 +203,15 @@ class SlabAllocator:
         if flags & SLAB_DEBUG_FLAGS:
             raise NotImplementedError(f"kmem_cache_create({name}): debug flags "
                                       f"{flags & SLAB_DEBUG_FLAGS:#x} are not implemented yet")
+        if dtype is not None:
+            dtype = np.dtype(dtype)
+            size = size or dtype.itemsize
+            if size < dtype.itemsize:
+                raise InvalidSizeError(f"kmem_cache_create({name}): size {size} is smaller "
+                                       f"than the {dtype.itemsize}-byte dtype")
+        if not isinstance(sheaf_capacity, int) or not 0 <= sheaf_capacity <= 4096:
+            raise InvalidSizeError(f"kmem_cache_create({name}): sheaf_capacity "
+                                   f"{sheaf_capacity!r} is not in 0..4096")
         if ctor is not None and not callable(ctor):
             raise SlabError(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
         geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
@@ -226,16 +229,21 @@ class SlabAllocator:
             1, geo.slab_size, geo.object_size, geo.inuse, geo.offset, geo.align, flags,
             geo.order, geo.objs_per_slab, geo.min_order, geo.min_objects, geo.min_partial,
             geo.cpu_partial, geo.cpu_partial_slabs, int(not flags & SLAB_DEBUG_FLAGS), 1000,
-            int(ctor is not None), 0]
+            int(ctor is not None), sheaf_capacity]
         self.state.node[cid] = 0
         self.state.node[cid, :, 0:2] = NIL
         self.state.cpu[cid] = 0
         self.state.cpu[cid, :, 1:3] = NIL
         self.state.stats[cid] = 0
         ca[cid] = row
-        cache = KmemCache(self, cid, name, ctor)
+        cache = KmemCache(self, cid, name, ctor, dtype)
         self._caches[cid] = cache
         self._names[name] = cache
+        if sheaf_capacity and not _init_percpu_sheaves(self._buf, self._mem, cid):
+            _cache_release(self._buf, self._mem, cid)
+            ca[cid] = 0
+            del self._caches[cid], self._names[name]
+            raise MemoryError(f"kmem_cache_create({name}): no memory for the per-CPU sheaves")
         return cache
 
     def kmem_cache_destroy(self, cache: KmemCache) -> None:
@@ -254,7 +262,10 @@ class SlabAllocator:
         if live:
             raise CacheLeakError(f"kmem_cache_destroy {cache.name}: Slab cache still has "
                                  f"objects: {live} live object(s) of {cache.object_size} bytes")
-        _shrink(self._buf, self._mem, cache._id, self.nr_nodes)
+        if self.state.ca[cache._id, CA_USER_SHEAVES]:
+            raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
+                                 f"still outstanding; return them first")
+        _cache_release(self._buf, self._mem, cache._id)
         if cache.slabs:  # pragma: no cover - shrink frees every empty slab
             raise SlabCorruptionError(f"{cache.name}: slabs left after shrinking an empty cache")
         self.state.ca[cache._id] = 0
@@ -471,7 +482,7 @@ class SlabAllocator:
         """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
         the head of each node's list (the kernel's ``kmem_cache_shrink``). Slabs freed."""
         cid = self._own(cache, "kmem_cache_shrink")
-        return int(_shrink(self._buf, self._mem, cid, self.nr_nodes))
+        return int(_cache_shrink(self._buf, self._mem, cid))
 
     def slabinfo(self) -> str:
         """``/proc/slabinfo`` (version 2.1) for every cache, newest first as the kernel lists."""

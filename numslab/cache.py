@@ -28,11 +28,13 @@ class KmemCache:
     """
 
     def __init__(self, sa: "SlabAllocator", cid: int, name: str,
-                 ctor: Callable[[np.ndarray, int], Any] | None) -> None:
+                 ctor: Callable[[np.ndarray, int], Any] | None,
+                 dtype: np.dtype | None = None) -> None:
         self._sa = sa
         self._id = cid
         self.name = name
         self.ctor = ctor
+        self.dtype = dtype
         self._row = sa.state.ca[cid]
 
     def __repr__(self) -> str:

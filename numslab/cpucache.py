@@ -124,10 +124,34 @@ def _slab_alloc_slow(state, mem, cache, cpu, node, gfp):
         return 0
 
 
+@jit(inline="always")
+def _slab_alloc_obj(state, mem, cache, cpu, node):
+    """``__slab_alloc_node`` without hooks: pop the CPU freelist (fast path) or take the
+    slow path. The object is not marked allocated. Returns its address or 0."""
+    cpt = _f(state, F_CPU)
+    c = _cpu_row(state, cache, cpu)
+    obj = cpt[c + C_FREELIST]
+    if obj != 0 and (node < 0 or _slab_nid(state, cpt[c + C_SLAB]) == node):
+        cpt[c + C_FREELIST] = _get_fp(mem, _ca(state, cache, CA_OFFSET), obj)
+        cpt[c + C_TID] += 1
+        _stat(state, cache, cpu, ALLOC_FASTPATH, 1)
+        return obj
+    return _slab_alloc_slow(state, mem, cache, cpu, node, 0)
+
+
+@jit(inline="always")
+def _hand_out(state, mem, cache, cpu, obj, gfp):
+    """``slab_post_alloc_hook``: zero on __GFP_ZERO, mark the object allocated, count it."""
+    if gfp & __GFP_ZERO:
+        _zero(mem, obj, _ca(state, cache, CA_OBJECT_SIZE))
+    _live_set(state, obj)
+    _f(state, F_CPU)[_cpu_row(state, cache, cpu) + C_LIVE] += 1
+
+
 @jit
 def _slab_alloc(state, mem, cache, cpu, node, gfp):
-    """``slab_alloc_node``: one object for ``cache`` on ``cpu`` (``node`` -1 for any).
-    Returns its address, or 0 when memory is exhausted."""
+    """``slab_alloc_node`` through the CPU slab (no sheaves): one object for ``cache`` on
+    ``cpu`` (``node`` -1 for any). Returns its address, or 0 when memory is exhausted."""
     cpt = _f(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
     obj = cpt[c + C_FREELIST]
@@ -139,10 +163,7 @@ def _slab_alloc(state, mem, cache, cpu, node, gfp):
         obj = _slab_alloc_slow(state, mem, cache, cpu, node, gfp)
         if obj == 0:
             return 0
-    if gfp & __GFP_ZERO:
-        _zero(mem, obj, _ca(state, cache, CA_OBJECT_SIZE))
-    _live_set(state, obj)
-    cpt[c + C_LIVE] += 1
+    _hand_out(state, mem, cache, cpu, obj, gfp)
     return obj
 
 
@@ -164,21 +185,34 @@ def _slab_free_checked(state, mem, cache, cpu, addr):
 
 
 @jit(inline="always")
-def _do_slab_free(state, mem, cache, cpu, slab, addr):
-    """``do_slab_free`` for one object: push it on the CPU freelist if ``slab`` is the
-    CPU slab, else ``__slab_free``."""
+def _take_back(state, cache, cpu, addr):
+    """``slab_free_hook``: mark the object free and uncount it."""
+    _live_clear(state, addr)
+    _f(state, F_CPU)[_cpu_row(state, cache, cpu) + C_LIVE] -= 1
+
+
+@jit
+def _do_slab_free_chain(state, mem, cache, cpu, slab, head, tail, cnt):
+    """``do_slab_free``: a chain ``head..tail`` of ``cnt`` objects of ``slab``, linked
+    through their free pointers, goes in front of the CPU freelist if ``slab`` is the CPU
+    slab (``FREE_FASTPATH`` += cnt), else to the slab (``__slab_free``, one slow path)."""
     cpt = _f(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
-    _live_clear(state, addr)
-    cpt[c + C_LIVE] -= 1
     if cpt[c + C_SLAB] == slab:
-        _set_fp(mem, _ca(state, cache, CA_OFFSET), addr, cpt[c + C_FREELIST])
-        cpt[c + C_FREELIST] = addr
+        _set_fp(mem, _ca(state, cache, CA_OFFSET), tail, cpt[c + C_FREELIST])
+        cpt[c + C_FREELIST] = head
         cpt[c + C_TID] += 1
-        _stat(state, cache, cpu, FREE_FASTPATH, 1)
+        _stat(state, cache, cpu, FREE_FASTPATH, cnt)
     else:
-        _slab_free(state, mem, cache, cpu, slab, addr, addr, 1)
+        _slab_free(state, mem, cache, cpu, slab, head, tail, cnt)
         _stat(state, cache, cpu, FREE_SLOWPATH, 1)
+
+
+@jit(inline="always")
+def _do_slab_free(state, mem, cache, cpu, slab, addr):
+    """Free one allocated object through the CPU slab layer (no sheaves)."""
+    _take_back(state, cache, cpu, addr)
+    _do_slab_free_chain(state, mem, cache, cpu, slab, addr, addr, 1)
 
 
 @jit

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
-from ._layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_LIVE, C_PARTIAL, C_SLAB,
-                      CA_ACTIVE, CA_OBJECTS, CA_OFFSET, CA_SIZE, F_BUDDY, F_CPU, F_G, F_LIVE,
+from ._layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_LIVE, C_MAIN, C_PARTIAL, C_SLAB,
+                      C_SPARE, CA_NCOLS, CA_USER_SHEAVES, F_CA, N_BARN_EMPTY, N_BARN_FULL,
+                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, CA_ACTIVE, CA_OBJECTS, CA_OFFSET, CA_SIZE, F_BUDDY, F_CPU, F_G, F_LIVE,
                       F_NODE, F_PG_FLAGS, F_PG_NEXT, F_PG_ORDER, F_PG_PREV, F_SL_CACHE,
                       F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, G_ERR0, G_ERR1, G_ERR2, G_MAX_CACHES,
                       G_NCPUS, G_NNODES, G_NPAGES, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
@@ -42,6 +43,7 @@ CORRUPTION = (
     "live objects differ from the per-CPU live counters",
     "buddy free list is broken",
     "full slab on a node partial list",
+    "sheaf holds a live object, a foreign object or too many objects",
 )
 
 
@@ -124,6 +126,32 @@ def _walk_freelist(state, mem, cache, slab, obj):
 
 
 @jit
+def _count_sheaf(state, mem, cache, sheaf, cached):
+    """Add the objects of ``sheaf`` (0: none) to ``cached`` per slab; 1 if one is live, not
+    an object of ``cache`` or the sheaf is over capacity."""
+    if sheaf == 0:
+        return 0
+    w = sheaf >> 3
+    size = mem[w + SH_SIZE]
+    if size < 0 or size > mem[w + SH_CAPACITY] or mem[w + SH_CACHE] != cache:
+        return 1
+    flags = _f(state, F_PG_FLAGS)
+    for i in range(size):
+        obj = mem[w + SH_OBJECTS + i]
+        if obj <= 0 or obj >= _g(state, G_NPAGES) << 12:
+            return 1
+        head, order, f = _page_block(state, obj >> 12)
+        if head == NIL or not f & PG_SLAB or _f(state, F_SL_CACHE)[head] != cache \
+                or _live_test(state, obj):
+            return 1
+        off = obj - (head << 12)
+        if off % _ca(state, cache, CA_SIZE):
+            return 1
+        cached[head] += 1
+    return 0
+
+
+@jit
 def _validate_cache(state, mem, cache):
     """Check every invariant of one cache; 0 or E_CORRUPT (details in G_ERR0/G_ERR1)."""
     flags = _f(state, F_PG_FLAGS)
@@ -138,7 +166,7 @@ def _validate_cache(state, mem, cache):
     npages = _g(state, G_NPAGES)
     ncpus = _g(state, G_NCPUS)
     nnodes = _g(state, G_NNODES)
-    cpu_free = np.zeros(npages, np.int64)     # objects on a cpu freelist, per cpu slab
+    cpu_free = np.zeros(npages, np.int64)     # objects on a cpu freelist or in sheaves, per slab
     is_cpu_slab = np.zeros(npages, np.bool_)
     live_counter = 0
     on_cpu_lists = 0
@@ -169,6 +197,24 @@ def _validate_cache(state, mem, cache):
                 return _corrupt(state, 4, slab)
             slab = nxt[slab]
         on_cpu_lists += k
+    for cpu in range(ncpus):
+        c = _cpu_row(state, cache, cpu)
+        for col in (C_MAIN, C_SPARE):
+            if _count_sheaf(state, mem, cache, cpt[c + col], cpu_free):
+                return _corrupt(state, 14, cpt[c + col])
+    for node in range(nnodes):
+        r = _node_row(state, cache, node)
+        for col in (N_BARN_FULL, N_BARN_EMPTY):
+            sheaf = nd[r + col]
+            while sheaf:
+                if _count_sheaf(state, mem, cache, sheaf, cpu_free):
+                    return _corrupt(state, 14, sheaf)
+                sheaf = mem[(sheaf >> 3) + SH_NEXT]
+    sheaf = _f(state, F_CA)[cache * CA_NCOLS + CA_USER_SHEAVES]
+    while sheaf:
+        if _count_sheaf(state, mem, cache, sheaf, cpu_free):
+            return _corrupt(state, 14, sheaf)
+        sheaf = mem[(sheaf >> 3) + SH_NEXT]
     for node in range(nnodes):
         r = _node_row(state, cache, node)
         slab = nd[r + N_PARTIAL_HEAD]

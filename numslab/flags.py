@@ -59,31 +59,45 @@ SLAB_VALID_FLAGS = (SLAB_DEBUG_FLAGS | SLAB_KMALLOC | SLAB_HWCACHE_ALIGN | SLAB_
                     | SLAB_CACHE_DMA32 | SLAB_PANIC | SLAB_TYPESAFE_BY_RCU | SLAB_NOLEAKTRACE
                     | SLAB_NO_MERGE | SLAB_ACCOUNT | SLAB_RECLAIM_ACCOUNT)
 
-# --- The seed's array-allocation modes (RFC "slab infrastructure for array operations") ---
-SLAB_ARRAY_ALLOC_LOCAL = 0x10000
-SLAB_ARRAY_ALLOC_PARTIAL = 0x20000
-SLAB_ARRAY_ALLOC_NEW = 0x40000
-SLAB_ARRAY_ALLOC_FULL_COUNT = 0x80000
-SLAB_ARRAY_ALLOC = (SLAB_ARRAY_ALLOC_LOCAL | SLAB_ARRAY_ALLOC_PARTIAL | SLAB_ARRAY_ALLOC_NEW)
+# --- The seed's array-allocation modes (Lameter's RFC "Slab allocator array operations",
+# January 2015, where they were the gfp bits GFP_SLAB_ARRAY_*; values as in the RFC) ------
+SLAB_ARRAY_ALLOC_LOCAL = 0x40000000       #: objects the CPU already holds
+SLAB_ARRAY_ALLOC_PARTIAL = 0x20000000     #: whole partial slabs
+SLAB_ARRAY_ALLOC_NEW = 0x10000000         #: whole fresh slabs, no free list ever built
+SLAB_ARRAY_ALLOC_FULL_COUNT = 0x08000000  #: top up one by one until the count is reached
+SLAB_ARRAY_ALLOC_ALL = (SLAB_ARRAY_ALLOC_LOCAL | SLAB_ARRAY_ALLOC_PARTIAL | SLAB_ARRAY_ALLOC_NEW
+                        | SLAB_ARRAY_ALLOC_FULL_COUNT)
+GFP_SLAB_ARRAY_LOCAL = SLAB_ARRAY_ALLOC_LOCAL
+GFP_SLAB_ARRAY_PARTIAL = SLAB_ARRAY_ALLOC_PARTIAL
+GFP_SLAB_ARRAY_NEW = SLAB_ARRAY_ALLOC_NEW
+GFP_SLAB_ARRAY_FULL_COUNT = SLAB_ARRAY_ALLOC_FULL_COUNT
 
-# --- SLUB statistics (enum stat_item, mm/slub.c) -------------------------------------------
+# --- SLUB statistics (enum stat_item, mm/slub.c, Linux 6.18 order) ----------------------------
 STAT_NAMES = (
-    "alloc_fastpath", "alloc_slowpath", "free_fastpath", "free_slowpath", "free_frozen",
-    "free_add_partial", "free_remove_partial", "alloc_from_partial", "alloc_slab",
-    "alloc_refill", "alloc_node_mismatch", "free_slab", "cpuslab_flush", "deactivate_full",
-    "deactivate_empty", "deactivate_to_head", "deactivate_to_tail", "deactivate_remote_frees",
-    "deactivate_bypass", "order_fallback", "cmpxchg_double_cpu_fail", "cmpxchg_double_fail",
-    "cpu_partial_alloc", "cpu_partial_free", "cpu_partial_node", "cpu_partial_drain",
-    # numslab's own items: remote-node partial hits and the array modes.
+    "alloc_cpu_sheaf", "alloc_fastpath", "alloc_slowpath", "free_cpu_sheaf", "free_rcu_sheaf",
+    "free_rcu_sheaf_fail", "free_fastpath", "free_slowpath", "free_frozen", "free_add_partial",
+    "free_remove_partial", "alloc_from_partial", "alloc_slab", "alloc_refill",
+    "alloc_node_mismatch", "free_slab", "cpuslab_flush", "deactivate_full", "deactivate_empty",
+    "deactivate_to_head", "deactivate_to_tail", "deactivate_remote_frees", "deactivate_bypass",
+    "order_fallback", "cmpxchg_double_cpu_fail", "cmpxchg_double_fail", "cpu_partial_alloc",
+    "cpu_partial_free", "cpu_partial_node", "cpu_partial_drain", "sheaf_flush", "sheaf_refill",
+    "sheaf_alloc", "sheaf_free", "barn_get", "barn_get_fail", "barn_put", "barn_put_fail",
+    "sheaf_prefill_fast", "sheaf_prefill_slow", "sheaf_prefill_oversize", "sheaf_return_fast",
+    "sheaf_return_slow",
+    # numslab's own items: remote-node partial hits and objects served by each array mode.
     "alloc_remote_partial", "alloc_array_local", "alloc_array_partial", "alloc_array_new",
+    "alloc_array_full_count",
 )
-(ALLOC_FASTPATH, ALLOC_SLOWPATH, FREE_FASTPATH, FREE_SLOWPATH, FREE_FROZEN, FREE_ADD_PARTIAL,
- FREE_REMOVE_PARTIAL, ALLOC_FROM_PARTIAL, ALLOC_SLAB, ALLOC_REFILL, ALLOC_NODE_MISMATCH,
- FREE_SLAB, CPUSLAB_FLUSH, DEACTIVATE_FULL, DEACTIVATE_EMPTY, DEACTIVATE_TO_HEAD,
- DEACTIVATE_TO_TAIL, DEACTIVATE_REMOTE_FREES, DEACTIVATE_BYPASS, ORDER_FALLBACK,
- CMPXCHG_DOUBLE_CPU_FAIL, CMPXCHG_DOUBLE_FAIL, CPU_PARTIAL_ALLOC, CPU_PARTIAL_FREE,
- CPU_PARTIAL_NODE, CPU_PARTIAL_DRAIN, ALLOC_REMOTE_PARTIAL, ALLOC_ARRAY_LOCAL,
- ALLOC_ARRAY_PARTIAL, ALLOC_ARRAY_NEW) = range(len(STAT_NAMES))
+(ALLOC_PCS, ALLOC_FASTPATH, ALLOC_SLOWPATH, FREE_PCS, FREE_RCU_SHEAF, FREE_RCU_SHEAF_FAIL,
+ FREE_FASTPATH, FREE_SLOWPATH, FREE_FROZEN, FREE_ADD_PARTIAL, FREE_REMOVE_PARTIAL,
+ ALLOC_FROM_PARTIAL, ALLOC_SLAB, ALLOC_REFILL, ALLOC_NODE_MISMATCH, FREE_SLAB, CPUSLAB_FLUSH,
+ DEACTIVATE_FULL, DEACTIVATE_EMPTY, DEACTIVATE_TO_HEAD, DEACTIVATE_TO_TAIL,
+ DEACTIVATE_REMOTE_FREES, DEACTIVATE_BYPASS, ORDER_FALLBACK, CMPXCHG_DOUBLE_CPU_FAIL,
+ CMPXCHG_DOUBLE_FAIL, CPU_PARTIAL_ALLOC, CPU_PARTIAL_FREE, CPU_PARTIAL_NODE, CPU_PARTIAL_DRAIN,
+ SHEAF_FLUSH, SHEAF_REFILL, SHEAF_ALLOC, SHEAF_FREE, BARN_GET, BARN_GET_FAIL, BARN_PUT,
+ BARN_PUT_FAIL, SHEAF_PREFILL_FAST, SHEAF_PREFILL_SLOW, SHEAF_PREFILL_OVERSIZE,
+ SHEAF_RETURN_FAST, SHEAF_RETURN_SLOW, ALLOC_REMOTE_PARTIAL, ALLOC_ARRAY_LOCAL,
+ ALLOC_ARRAY_PARTIAL, ALLOC_ARRAY_NEW, ALLOC_ARRAY_FULL_COUNT) = range(len(STAT_NAMES))
 NR_STATS = len(STAT_NAMES)
 
 #: Everything above, ``__GFP_*`` included (``import *`` would skip the underscored names).

@@ -3,12 +3,11 @@ SLUB caches, and large requests served straight from the page allocator, as in t
 from __future__ import annotations
 
 from ._jit import jit
-from ._layout import F_CPU_NODE, F_SL_CACHE, G_ERR0, PG_LARGE, _f, _g
-from .cpucache import _do_slab_free, _slab_alloc, _zero
-from .debug import E_LARGE, _locate
+from ._layout import F_CPU_NODE, PG_LARGE, _f
+from .cpucache import _slab_alloc, _zero
 from .flags import __GFP_THISNODE, __GFP_ZERO
 from .geometry import KMALLOC_SIZES, PAGE_SIZE, kmalloc_cache_size
-from .pages import _alloc_block, _free_block_checked
+from .pages import _alloc_block
 
 NIL = -1
 
@@ -26,19 +25,6 @@ def _kmalloc(state, mem, cache, cpu, node, gfp, size, order):
     return addr
 
 
-@jit
-def _kfree(state, mem, cpu, addr):
-    """``kfree``: find the slab (or large block) from the address alone and free it.
-    0, or a negative code from ``debug._locate`` with nothing changed."""
-    err, slab = _locate(state, addr, NIL)
-    if err == E_LARGE:
-        return _free_block_checked(state, addr, -1, PG_LARGE)
-    if err:
-        return err
-    _do_slab_free(state, mem, _f(state, F_SL_CACHE)[slab], cpu, slab, addr)
-    return 0
-
-
 def kmalloc_index_table() -> list[int]:
     """For every request size 0..8192, the index into KMALLOC_SIZES serving it (0 maps to
     the 8-byte class but kmalloc(0) never reaches it)."""
@@ -52,5 +38,3 @@ def kmalloc_cache_name(size: int) -> str:
     """``kmalloc-64``, ``kmalloc-1k``, ``kmalloc-8k``: the kernel's names."""
     return f"kmalloc-{size // 1024}k" if size >= 1024 else f"kmalloc-{size}"
 
-
-__all__ = ["_kmalloc", "_kfree", "kmalloc_index_table", "kmalloc_cache_name", "G_ERR0", "_g"]

@@ -62,5 +62,5 @@ def test_objects_counts_cpu_cached_objects_as_in_use_like_the_kernel():
 def test_stat_names_follow_the_kernel_enum():
     st = numslab.default_allocator().kmalloc_caches[0].stats
     names = list(st)
-    assert names[:4] == ["alloc_fastpath", "alloc_slowpath", "free_fastpath", "free_slowpath"]
-    assert names.index("cpu_partial_drain") == 25
+    assert names[:4] == ["alloc_cpu_sheaf", "alloc_fastpath", "alloc_slowpath", "free_cpu_sheaf"]
+    assert names.index("cpu_partial_drain") == 29 and names.index("sheaf_return_slow") == 42

@@ -1,0 +1,217 @@
+"""The facade's batch operations: the bulk API as merged (4.3/4.4), the seed's array API and
+the 6.18 prefilled-sheaf API, each one checked Python call around one kernel."""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from ._jit import fastcall
+from ._layout import (CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_ERR2, G_NPENDING, NIL,
+                      SH_CAPACITY, SH_SIZE)
+from .cache import KmemCache
+from .entry import (E_BAD_ARRAY, _alloc_array_entry, _alloc_bulk_entry, _alloc_from_sheaf,
+                    _free_bulk_entry)
+from .errors import BadAddressError, InvalidSizeError, SlabError
+from .flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
+from .sheaves import (_prefill_sheaf, _refill_user_sheaf, _return_sheaf,
+                      _user_sheaf_unlink)
+
+if TYPE_CHECKING:
+    from .allocator import SlabAllocator
+
+_I64 = np.dtype(np.int64)
+_NOWARN = __GFP_NOWARN        # a __GFP name in a class body would be name-mangled
+
+
+@lru_cache(maxsize=None)
+def _batch_entries() -> dict[str, Callable]:
+    """Native entry points of the batch kernels."""
+    a = np.zeros(1, np.int64)
+    i = 0
+    return {"alloc_bulk": fastcall(_alloc_bulk_entry, a, a, i, i, i, i, a),
+            "free_bulk": fastcall(_free_bulk_entry, a, a, i, i, i, a),
+            "alloc_array": fastcall(_alloc_array_entry, a, a, i, i, i, i, a, i)}
+
+
+class BatchAPI:
+    """Batch methods of :class:`SlabAllocator` (kept in their own module)."""
+
+    _last_array: np.ndarray | None = None
+
+    def _batch_init(self: "SlabAllocator") -> None:
+        e = _batch_entries()
+        self._k_alloc_bulk, self._k_free_bulk = e["alloc_bulk"], e["free_bulk"]
+        self._k_alloc_array = e["alloc_array"]
+
+    def _array(self, arr: Any, nr: Any, fn: str) -> None:
+        """Check once that ``arr`` is a writable C-contiguous int64 array (the kernels check
+        its length and stride again on every call) and that ``nr`` is a count."""
+        if arr is not self._last_array:
+            if type(arr) is not np.ndarray or arr.dtype is not _I64 or arr.ndim != 1 \
+                    or not arr.flags.c_contiguous or not arr.flags.writeable:
+                raise SlabError(f"{fn}: the object array must be a writable contiguous 1-D "
+                                f"int64 ndarray, not {type(arr).__name__} "
+                                f"{getattr(arr, 'dtype', '')}")
+            self._last_array = arr
+        if type(nr) is not int or nr < 0:
+            raise InvalidSizeError(f"{fn}: count {nr!r} is not a non-negative int")
+
+    def _cpu_of(self: "SlabAllocator", cpu: int | None) -> int:
+        if cpu is None:
+            try:
+                return self._tls.cpu
+            except AttributeError:
+                return self._cpu()
+        return self._check_cpu(cpu)
+
+    # ---- the bulk API ---------------------------------------------------------------------
+    def kmem_cache_alloc_bulk(self: "SlabAllocator", cache: KmemCache, gfp: int, nr: int,
+                              out: np.ndarray, cpu: int | None = None) -> int:
+        """Allocate ``nr`` objects into ``out[:nr]`` (int64): returns ``nr``, or 0 with nothing
+        taken (all or nothing, as the kernel's ``kmem_cache_alloc_bulk``)."""
+        if type(cache) is not KmemCache or cache._sa is not self:
+            self._own(cache, "kmem_cache_alloc_bulk")
+        if out is not self._last_array or type(nr) is not int:
+            self._array(out, nr, "kmem_cache_alloc_bulk")
+        got = self._k_alloc_bulk(self._buf, self._mem, cache._id, self._cpu_of(cpu), gfp, nr,
+                                 out)
+        if got <= 0 or cache.ctor is not None:
+            return self._bulk_done(cache, got, nr, gfp, "kmem_cache_alloc_bulk")
+        return got
+
+    def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
+                   fn: str) -> int:
+        if got == E_BAD_ARRAY:
+            raise InvalidSizeError(f"{fn}({cache.name}): the array is shorter than {nr}")
+        if nr:
+            self._after_alloc(cache, got, gfp, -1)
+        return max(got, 0)
+
+    def kmem_cache_free_bulk(self: "SlabAllocator", cache: KmemCache, nr: int,
+                             objs: np.ndarray, cpu: int | None = None) -> None:
+        """Free ``objs[:nr]`` of ``cache`` through detached freelists (or the sheaves).
+
+        Every address is checked as a single free would be; on a bad one nothing is freed
+        and the error names the element. As in the kernel, ``objs[:nr]`` is reordered.
+        """
+        if type(cache) is not KmemCache or cache._sa is not self:
+            self._own(cache, "kmem_cache_free_bulk")
+        if objs is not self._last_array or type(nr) is not int:
+            self._array(objs, nr, "kmem_cache_free_bulk")
+        err = self._k_free_bulk(self._buf, self._mem, cache._id, self._cpu_of(cpu), nr, objs)
+        if err:
+            self._batch_error(err, f"kmem_cache_free_bulk({cache.name})", nr, objs, cache)
+
+    def kfree_bulk(self: "SlabAllocator", nr: int, objs: np.ndarray,
+                   cpu: int | None = None) -> None:
+        """``kfree`` of ``objs[:nr]``, objects of any caches or large kmallocs, in batches."""
+        if objs is not self._last_array or type(nr) is not int:
+            self._array(objs, nr, "kfree_bulk")
+        err = self._k_free_bulk(self._buf, self._mem, NIL, self._cpu_of(cpu), nr, objs)
+        if err:
+            self._batch_error(err, "kfree_bulk", nr, objs, None)
+
+    def _batch_error(self: "SlabAllocator", err: int, fn: str, nr: int, objs: np.ndarray,
+                     cache: KmemCache | None) -> None:
+        if err == E_BAD_ARRAY:
+            raise InvalidSizeError(f"{fn}: the array is shorter than {nr}")
+        i = int(self._g[G_ERR2])          # index of the bad element
+        self._raise(err, f"{fn}: element {i}", int(objs[i]), cache)
+
+    # ---- the seed's array API ---------------------------------------------------------------
+    def kmem_cache_alloc_array(self: "SlabAllocator", cache: KmemCache, gfp: int, nr: int,
+                               out: np.ndarray, flags: int = 0,
+                               cpu: int | None = None) -> int:
+        """Allocate up to ``nr`` objects into ``out`` with the RFC's modes.
+
+        ``flags`` combines SLAB_ARRAY_ALLOC_PARTIAL (whole partial slabs, CPU then node),
+        _NEW (whole fresh slabs, no free list built), _LOCAL (objects the CPU holds) and
+        _FULL_COUNT (top up one by one); 0 means all, tried in that order. Returns the count
+        allocated, which may be short of ``nr`` without FULL_COUNT.
+        """
+        if type(cache) is not KmemCache or cache._sa is not self:
+            self._own(cache, "kmem_cache_alloc_array")
+        if out is not self._last_array or type(nr) is not int:
+            self._array(out, nr, "kmem_cache_alloc_array")
+        if type(flags) is not int or flags & ~SLAB_ARRAY_ALLOC_ALL:
+            raise SlabError(f"kmem_cache_alloc_array: unknown flags {flags!r}")
+        got = self._k_alloc_array(self._buf, self._mem, cache._id, self._cpu_of(cpu), gfp, nr,
+                                  out, flags)
+        if got < nr or cache.ctor is not None:
+            return self._bulk_done(cache, got, nr, gfp | _NOWARN, "kmem_cache_alloc_array")
+        return got
+
+    def kmem_cache_free_array(self: "SlabAllocator", cache: KmemCache, nr: int,
+                              objs: np.ndarray, cpu: int | None = None) -> None:
+        """Free an array of objects (the RFC's counterpart; detached freelists as bulk)."""
+        self.kmem_cache_free_bulk(cache, nr, objs, cpu)
+
+    # ---- prefilled sheaves (6.18) -----------------------------------------------------------
+    def _sheaf_cache(self: "SlabAllocator", cache: KmemCache, fn: str) -> int:
+        cid = self._own(cache, fn)
+        if not self.state.ca[cid, CA_SHEAF_CAPACITY]:
+            raise SlabError(f"{fn}({cache.name}): the cache has no sheaves "
+                            f"(create it with sheaf_capacity)")
+        return cid
+
+    def _user_sheaf(self: "SlabAllocator", cid: int, sheaf: Any, fn: str) -> int:
+        sheaf = self._as_addr(sheaf, fn)
+        s = int(self.state.ca[cid, CA_USER_SHEAVES])
+        while s and s != sheaf:
+            s = int(self._mem[s >> 3])
+        if not s:
+            raise BadAddressError(f"{fn}: {sheaf:#x} is not a prefilled sheaf of this cache")
+        return sheaf
+
+    def kmem_cache_prefill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
+                                 size: int, cpu: int | None = None) -> int:
+        """A sheaf (an opaque handle) holding at least ``size`` objects, for later
+        allocations that must not fail; 0 when memory is exhausted."""
+        cid = self._sheaf_cache(cache, "kmem_cache_prefill_sheaf")
+        if not isinstance(size, int) or size < 0 or size > 1 << 20:
+            raise InvalidSizeError(f"kmem_cache_prefill_sheaf: size {size!r}")
+        sheaf = int(_prefill_sheaf(self._buf, self._mem, cid, self._cpu_of(cpu), gfp, size))
+        if self._g[G_NPENDING]:          # constructors of new slabs
+            self._run_ctors()
+        return sheaf
+
+    def kmem_cache_alloc_from_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
+                                    sheaf: int, cpu: int | None = None) -> int:
+        """Take one object from a prefilled sheaf; 0 if it is empty (no fallback)."""
+        cid = self._sheaf_cache(cache, "kmem_cache_alloc_from_sheaf")
+        sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_alloc_from_sheaf")
+        return int(_alloc_from_sheaf(self._buf, self._mem, cid, self._cpu_of(cpu), gfp, sheaf))
+
+    def kmem_cache_refill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int, sheaf: int,
+                                size: int, cpu: int | None = None) -> int:
+        """Make ``sheaf`` hold at least ``size`` objects. Returns the sheaf to use from now
+        on (a new one if it had to grow), or 0 on -ENOMEM with the old one untouched."""
+        cid = self._sheaf_cache(cache, "kmem_cache_refill_sheaf")
+        sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_refill_sheaf")
+        new = int(_refill_user_sheaf(self._buf, self._mem, cid, self._cpu_of(cpu), gfp, sheaf,
+                                     size))
+        if self._g[G_NPENDING]:
+            self._run_ctors()
+        return new
+
+    def kmem_cache_return_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
+                                sheaf: int, cpu: int | None = None) -> None:
+        """Give a prefilled sheaf back (as the CPU's spare, to the barn, or flushed)."""
+        cid = self._sheaf_cache(cache, "kmem_cache_return_sheaf")
+        sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_return_sheaf")
+        _user_sheaf_unlink(self._buf, self._mem, cid, sheaf)
+        _return_sheaf(self._buf, self._mem, cid, self._cpu_of(cpu), gfp, sheaf)
+
+    def kmem_cache_sheaf_size(self: "SlabAllocator", sheaf: int) -> int:
+        """Objects left in a prefilled sheaf."""
+        sheaf = self._as_addr(sheaf, "kmem_cache_sheaf_size")
+        if sheaf <= 0 or sheaf % 8 or sheaf >= self.nr_pages * 4096:
+            raise BadAddressError(f"kmem_cache_sheaf_size: {sheaf:#x} is not a sheaf")
+        return int(self._mem[(sheaf >> 3) + SH_SIZE])
+
+    def sheaf_capacity_of(self: "SlabAllocator", sheaf: int) -> int:
+        """Capacity of a prefilled sheaf (larger than the cache's for an oversize one)."""
+        return int(self._mem[(self._as_addr(sheaf, "sheaf") >> 3) + SH_CAPACITY])
+

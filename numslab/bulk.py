@@ -1,0 +1,231 @@
+"""Batches: ``__kmem_cache_alloc_bulk``, the kernel's detached-freelist bulk free, batch
+validation, and the seed's array modes (LOCAL, PARTIAL, NEW) from Lameter's 2015 RFC."""
+from __future__ import annotations
+
+from ._jit import jit
+from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, C_TID, CA_MIN_OBJECTS, CA_MIN_ORDER,
+                      CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, F_CPU, F_CPU_NODE, F_NODE,
+                      F_PG_FLAGS, F_PG_HEAD, F_PG_NEXT, F_PG_ORDER, F_SL_CACHE,
+                      F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, G_ERR2,
+                      N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _f,
+                      _set_g, _stat)
+from .cpucache import _do_slab_free_chain, _hand_out, _slab_alloc_slow
+from .debug import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _locate
+from .flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
+                    ORDER_FALLBACK)
+from .pages import _alloc_pages, _free_pages
+from .slablists import (_ca, _cpu_row, _get_fp, _init_slab, _node_row, _remove_partial,
+                        _set_fp)
+
+
+@jit(inline="always")
+def _head_frame(state, pfn):
+    """``compound_head``: the head frame of the block holding ``pfn``."""
+    if _f(state, F_PG_FLAGS)[pfn] & PG_TAIL:
+        return _f(state, F_PG_HEAD)[pfn]
+    return pfn
+
+
+# ---- allocation ------------------------------------------------------------------------------
+@jit
+def _alloc_bulk_slab(state, mem, cache, cpu, gfp, nr, p, start):
+    """``__kmem_cache_alloc_bulk``: fill ``p[start:start+nr]`` (int64) with objects popped
+    from the CPU freelist, taking the slow path once whenever it runs dry. Objects are not
+    marked allocated. Returns ``nr``, or 0 after giving back what it took."""
+    cpt = _f(state, F_CPU)
+    c = _cpu_row(state, cache, cpu)
+    offset = _ca(state, cache, CA_OFFSET)
+    fast = 0
+    for i in range(nr):
+        obj = cpt[c + C_FREELIST]
+        if obj == 0:
+            obj = _slab_alloc_slow(state, mem, cache, cpu, -1, gfp)
+            if obj == 0:
+                _stat(state, cache, cpu, ALLOC_FASTPATH, fast)
+                _free_bulk_raw(state, mem, cache, cpu, i, p[start:start + i])
+                return 0
+            p[start + i] = obj
+            continue
+        cpt[c + C_FREELIST] = _get_fp(mem, offset, obj)
+        p[start + i] = obj
+        fast += 1
+    cpt[c + C_TID] += 1
+    _stat(state, cache, cpu, ALLOC_FASTPATH, fast)
+    return nr
+
+
+# ---- freeing -----------------------------------------------------------------------------------
+@jit
+def _build_detached_freelist(state, mem, cache, size, p):
+    """``build_detached_freelist`` (6.x): take the last object of ``p[:size]``, link every
+    other object of its slab found scanning down (stopping at the third object of another
+    slab) into a chain through their free pointers, and swap them to ``p[same:size]``.
+
+    Returns (same, slab, owner cache, head, tail, cnt); slab is NIL when the object was a
+    large kmalloc, which is freed here (``kfree_bulk`` only, ``cache`` NIL)."""
+    flags = _f(state, F_PG_FLAGS)
+    size -= 1
+    obj = p[size]
+    slab = _head_frame(state, obj >> 12)
+    if cache == NIL and not flags[slab] & PG_SLAB:
+        _free_pages(state, slab, _f(state, F_PG_ORDER)[slab])
+        return size, NIL, NIL, 0, 0, 0
+    owner = _f(state, F_SL_CACHE)[slab] if cache == NIL else cache
+    offset = _ca(state, owner, CA_OFFSET)
+    _set_fp(mem, offset, obj, 0)
+    head = obj
+    tail = obj
+    cnt = 1
+    lookahead = 3
+    same = size
+    while size:
+        size -= 1
+        obj = p[size]
+        if _head_frame(state, obj >> 12) == slab:
+            _set_fp(mem, offset, obj, head)
+            head = obj
+            cnt += 1
+            same -= 1
+            if size != same:
+                p[size], p[same] = p[same], p[size]
+            continue
+        lookahead -= 1
+        if lookahead == 0:
+            break
+    return same, slab, owner, head, tail, cnt
+
+
+@jit
+def _free_bulk_raw(state, mem, cache, cpu, size, p):
+    """``__kmem_cache_free_bulk``: give ``p[:size]`` back to their slabs one detached
+    freelist at a time (no checks, no live-bit changes; ``p`` is permuted)."""
+    while size:
+        size, slab, owner, head, tail, cnt = _build_detached_freelist(state, mem, cache,
+                                                                      size, p)
+        if slab != NIL:
+            _do_slab_free_chain(state, mem, owner, cpu, slab, head, tail, cnt)
+
+
+@jit
+def _check_batch(state, cache, nr, p):
+    """Check that ``p[:nr]`` are distinct live objects (of ``cache`` unless NIL, when
+    large kmalloc blocks are allowed too) and take them back (live bits cleared, per-CPU
+    live counts fixed by the caller). On the first bad element restore everything and
+    return its error code, with its index in G_ERR2; else 0."""
+    flags = _f(state, F_PG_FLAGS)
+    for i in range(nr):
+        err, slab = _locate(state, p[i], cache)
+        if err == E_LARGE and cache == NIL:
+            flags[p[i] >> 12] &= ~PG_LARGE          # a duplicate will now look freed
+            continue
+        if err:
+            if err < 0 and cache == NIL and err != E_DOUBLE_FREE:
+                for j in range(i):                  # was it a large block seen earlier?
+                    if p[j] == p[i]:
+                        err = E_DOUBLE_FREE
+            for j in range(i):                      # undo: nothing in the batch is freed
+                pf = _head_frame(state, p[j] >> 12)
+                if flags[pf] & PG_SLAB:
+                    _live_set(state, p[j])
+                else:
+                    flags[pf] |= PG_LARGE
+            _set_g(state, G_ERR2, i)
+            return err
+        _live_clear(state, p[i])
+    return 0
+
+
+@jit
+def _uncount(state, cpu, nr, p):
+    """Subtract the slab objects of ``p[:nr]`` from their caches' live counts on ``cpu``."""
+    flags = _f(state, F_PG_FLAGS)
+    owner = _f(state, F_SL_CACHE)
+    cpt = _f(state, F_CPU)
+    for i in range(nr):
+        pf = _head_frame(state, p[i] >> 12)
+        if flags[pf] & PG_SLAB:
+            cpt[_cpu_row(state, owner[pf], cpu) + C_LIVE] -= 1
+
+
+# ---- the seed's array modes ------------------------------------------------------------------
+@jit(inline="always")
+def _take_slab(state, mem, cache, cpu, gfp, slab, p, at):
+    """Hand out every free object of a partial ``slab`` (now full, on no list) into
+    ``p[at:]``, walking its free list; returns how many."""
+    fl = _f(state, F_SL_FREELIST)
+    offset = _ca(state, cache, CA_OFFSET)
+    obj = fl[slab]
+    fl[slab] = 0
+    _f(state, F_SL_INUSE)[slab] = _f(state, F_SL_OBJECTS)[slab]
+    n = 0
+    while obj != 0:
+        nxt = _get_fp(mem, offset, obj)
+        p[at + n] = obj
+        _hand_out(state, mem, cache, cpu, obj, gfp)
+        n += 1
+        obj = nxt
+    return n
+
+
+@jit
+def _alloc_partial_slabs(state, mem, cache, cpu, gfp, nr, p, start):
+    """SLAB_ARRAY_ALLOC_PARTIAL: take whole partial slabs, first from the CPU partial list,
+    then from the local node's, while each one's free objects fit in what is still wanted.
+    Returns the objects allocated into ``p[start:]``."""
+    cpt = _f(state, F_CPU)
+    nxt = _f(state, F_PG_NEXT)
+    inuse = _f(state, F_SL_INUSE)
+    objects = _f(state, F_SL_OBJECTS)
+    flags = _f(state, F_PG_FLAGS)
+    c = _cpu_row(state, cache, cpu)
+    got = 0
+    slab = cpt[c + C_PARTIAL]
+    while slab != NIL and objects[slab] - inuse[slab] <= nr - got:
+        cpt[c + C_PARTIAL] = nxt[slab]
+        nxt[slab] = NIL
+        flags[slab] &= ~PG_CPU_PARTIAL
+        got += _take_slab(state, mem, cache, cpu, gfp, slab, p, start + got)
+        slab = cpt[c + C_PARTIAL]
+    nd = _f(state, F_NODE)
+    r = _node_row(state, cache, _f(state, F_CPU_NODE)[cpu])
+    slab = nd[r + N_PARTIAL_HEAD]
+    while slab != NIL and objects[slab] - inuse[slab] <= nr - got:
+        _remove_partial(state, cache, slab)
+        got += _take_slab(state, mem, cache, cpu, gfp, slab, p, start + got)
+        slab = nd[r + N_PARTIAL_HEAD]
+    _stat(state, cache, cpu, ALLOC_ARRAY_PARTIAL, got)
+    return got
+
+
+@jit
+def _alloc_new_slabs(state, mem, cache, cpu, gfp, nr, p, start):
+    """SLAB_ARRAY_ALLOC_NEW: carve whole fresh slabs straight into ``p[start:]`` with no
+    free list ever built, while a whole slab's worth is still wanted (so the count may come
+    back short). Returns the objects allocated."""
+    per = _ca(state, cache, CA_OBJECTS)
+    size = _ca(state, cache, CA_SIZE)
+    order = _ca(state, cache, CA_ORDER)
+    node = _f(state, F_CPU_NODE)[cpu]
+    got = 0
+    while nr - got >= per:
+        objs = per
+        slab = _alloc_pages(state, node, order, False)
+        if slab == NIL and _ca(state, cache, CA_MIN_ORDER) < order:
+            slab = _alloc_pages(state, node, _ca(state, cache, CA_MIN_ORDER), False)
+            objs = _ca(state, cache, CA_MIN_OBJECTS)
+            if slab != NIL:
+                _stat(state, cache, cpu, ORDER_FALLBACK, 1)
+        if slab == NIL:
+            break
+        _init_slab(state, cache, slab, objs)
+        _f(state, F_SL_INUSE)[slab] = objs
+        _stat(state, cache, cpu, ALLOC_SLAB, 1)
+        obj = slab << 12
+        for i in range(objs):
+            p[start + got + i] = obj
+            _hand_out(state, mem, cache, cpu, obj, gfp)
+            obj += size
+        got += objs
+    _stat(state, cache, cpu, ALLOC_ARRAY_NEW, got)
+    return got
+
