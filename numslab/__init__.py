@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import flags
+from . import flags, jit
 from ._layout import NIL, NULL, ZERO_SIZE_PTR
 from .allocator import SlabAllocator, parse_size
 from .cache import KmemCache

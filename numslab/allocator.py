@@ -163,6 +163,12 @@ class SlabAllocator(BatchAPI):
             raise SlabError(f"cpu {cpu!r} is not in 0..{self.nr_cpus - 1}")
         return int(cpu)
 
+    @property
+    def handle(self) -> "SlabHandle":
+        """What ``numslab.jit`` functions take to reach this allocator from @njit code."""
+        from .jit import SlabHandle
+        return SlabHandle(self._buf, self._mem)
+
     def cpu_to_node(self, cpu: int) -> int:
         """NUMA node of simulated CPU ``cpu``."""
         return int(self.state.cpu_node[self._check_cpu(cpu)])

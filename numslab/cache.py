@@ -188,3 +188,52 @@ class KmemCache:
     def shrink(self) -> int:
         """``kmem_cache_shrink`` this cache."""
         return self._sa.kmem_cache_shrink(self)
+
+    def alloc_bulk(self, n: int, gfp: int = GFP_KERNEL) -> np.ndarray:
+        """``n`` objects as a new int64 array; raise MemoryError (taking nothing) if they
+        cannot all be had."""
+        out = np.empty(n, np.int64)
+        if n and not self._sa.kmem_cache_alloc_bulk(self, gfp, n, out):
+            raise MemoryError(f"{self.name}: cannot allocate {n} objects")
+        return out
+
+    def free_bulk(self, addrs: np.ndarray) -> None:
+        """Free every object of ``addrs`` (left untouched: a copy is reordered)."""
+        objs = np.array(addrs, dtype=np.int64, copy=True).ravel()
+        self._sa.kmem_cache_free_bulk(self, len(objs), objs)
+
+    @property
+    def id(self) -> int:
+        """The cache's id, for ``numslab.jit`` functions."""
+        return self._id
+
+    # --- typed access -----------------------------------------------------------------------
+    @property
+    def view(self) -> np.ndarray:
+        """The arena as records of ``dtype`` starting at every byte: ``view[addr]`` is the
+        record at ``addr``, in Python and inside ``@njit`` code (a zero-copy view)."""
+        if self.dtype is None:
+            raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
+        mem = self._sa.memory
+        return np.ndarray(shape=(mem.size - self.dtype.itemsize + 1,), dtype=self.dtype,
+                          buffer=mem, offset=0, strides=(1,))
+
+    def _checked(self, addrs: Any, fn: str) -> np.ndarray:
+        from .errors import BadAddressError
+        from .jit import _first_bad
+        a = np.ascontiguousarray(addrs, dtype=np.int64).ravel()
+        bad = int(_first_bad(self._sa.state.buf, self._id, a))
+        if bad >= 0:
+            raise BadAddressError(f"{self.name}.{fn}: element {bad} ({int(a[bad]):#x}) is not "
+                                  f"an allocated object of this cache")
+        return a
+
+    def records(self, addrs: Any) -> np.ndarray:
+        """Gather the records at ``addrs`` (allocated objects of this cache) into a new
+        array of ``dtype``."""
+        return self.view[self._checked(addrs, "records")]
+
+    def store(self, addrs: Any, values: Any) -> None:
+        """Scatter ``values`` (records of ``dtype``, or a scalar record) into the objects at
+        ``addrs``."""
+        self.view[self._checked(addrs, "store")] = values
