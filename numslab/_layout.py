@@ -35,10 +35,10 @@ PG_CPU_PARTIAL = 256   #: (slab) on some CPU's partial list
 (CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS, CA_ORDER,
  CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL, CA_CPU_PARTIAL,
  CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_CTOR, CA_SHEAF_CAPACITY,
- CA_USER_SHEAVES, CA_NCOLS) = range(20)
+ CA_USER_SHEAVES, CA_RECIP, CA_NCOLS) = range(21)
 
 # ---- kmem_cache_cpu columns (field CPU, shape [max_caches * ncpus, C_NCOLS]) --------------
-C_FREELIST, C_SLAB, C_PARTIAL, C_TID, C_LIVE, C_MAIN, C_SPARE, C_NCOLS = range(8)
+C_FREELIST, C_SLAB, C_PARTIAL, C_LIVE, C_MAIN, C_SPARE, C_NCOLS = range(7)
 
 # ---- kmem_cache_node columns (field NODE, shape [max_caches * nnodes, N_NCOLS]) -----------
 (N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, N_BARN_FULL,
@@ -133,6 +133,14 @@ def _f(state, field):
 
 
 @jit(inline="always")
+def _o(state, field):
+    """Index of the first word of ``field`` in the state buffer: kernels read and write
+    ``state[_o(state, F_X) + i]`` rather than slicing a view (a view costs an atomic
+    reference-count increment and decrement whenever it crosses a call)."""
+    return state[2 * field]
+
+
+@jit(inline="always")
 def _g(state, item):
     """Read scalar ``item`` of field G."""
     return state[state[2 * F_G] + item]
@@ -160,7 +168,13 @@ def _rand(state):
 
 
 @jit(inline="always")
+def _stat_at(state, c, item, n):
+    """Add ``n`` to statistic ``item`` of the (cache, cpu) whose CPU-table row starts at
+    ``c`` (saves recomputing the row on fast paths)."""
+    state[_o(state, F_STATS) + (c // C_NCOLS) * NR_STATS + item] += n
+
+
+@jit(inline="always")
 def _stat(state, cache, cpu, item, n):
     """Add ``n`` to SLUB statistic ``item`` of ``cache`` on ``cpu``."""
-    st = _f(state, F_STATS)
-    st[(cache * _g(state, G_NCPUS) + cpu) * NR_STATS + item] += n
+    state[_o(state, F_STATS) + (cache * _g(state, G_NCPUS) + cpu) * NR_STATS + item] += n

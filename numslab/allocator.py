@@ -19,7 +19,7 @@ from ._layout import (CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
                       CA_DEFRAG_RATIO, CA_FLAGS, CA_HAS_CPU_PARTIAL, CA_INUSE,
                       CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS, CA_OBJECT_SIZE,
                       CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SHEAF_CAPACITY, CA_SIZE,
-                      CA_USER_SHEAVES, F_G,
+                      CA_RECIP, CA_USER_SHEAVES, F_G,
                       G_ERR0, G_ERR1, G_ERR2, G_NPENDING, NIL, PG_RESERVED, PG_SLAB,
                       ZERO_SIZE_PTR, SlabState, new_state, view)
 from .cache import KmemCache
@@ -231,11 +231,11 @@ class SlabAllocator(BatchAPI):
         row[[CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS,
              CA_ORDER, CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL,
              CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO,
-             CA_CTOR, CA_SHEAF_CAPACITY]] = [
+             CA_CTOR, CA_SHEAF_CAPACITY, CA_RECIP]] = [
             1, geo.slab_size, geo.object_size, geo.inuse, geo.offset, geo.align, flags,
             geo.order, geo.objs_per_slab, geo.min_order, geo.min_objects, geo.min_partial,
             geo.cpu_partial, geo.cpu_partial_slabs, int(not flags & SLAB_DEBUG_FLAGS), 1000,
-            int(ctor is not None), sheaf_capacity]
+            int(ctor is not None), sheaf_capacity, -(-(1 << 32) // geo.slab_size)]
         self.state.node[cid] = 0
         self.state.node[cid, :, 0:2] = NIL
         self.state.cpu[cid] = 0

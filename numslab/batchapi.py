@@ -35,6 +35,11 @@ def _batch_entries() -> dict[str, Callable]:
             "alloc_array": fastcall(_alloc_array_entry, a, a, i, i, i, i, a, i)}
 
 
+def _count_problem(nr: int) -> str:
+    """Why a count was refused by a kernel's array check."""
+    return f"count {nr} is negative" if nr < 0 else f"the array is shorter than {nr}"
+
+
 class BatchAPI:
     """Batch methods of :class:`SlabAllocator` (kept in their own module)."""
 
@@ -48,13 +53,12 @@ class BatchAPI:
     def _array(self, arr: Any, nr: Any, fn: str) -> None:
         """Check once that ``arr`` is a writable C-contiguous int64 array (the kernels check
         its length and stride again on every call) and that ``nr`` is a count."""
-        if arr is not self._last_array:
-            if type(arr) is not np.ndarray or arr.dtype is not _I64 or arr.ndim != 1 \
-                    or not arr.flags.c_contiguous or not arr.flags.writeable:
-                raise SlabError(f"{fn}: the object array must be a writable contiguous 1-D "
-                                f"int64 ndarray, not {type(arr).__name__} "
-                                f"{getattr(arr, 'dtype', '')}")
-            self._last_array = arr
+        if type(arr) is not np.ndarray or arr.dtype is not _I64 or arr.ndim != 1 \
+                or not arr.flags.c_contiguous or not arr.flags.writeable:
+            raise SlabError(f"{fn}: the object array must be a writable contiguous 1-D "
+                            f"int64 ndarray, not {type(arr).__name__} "
+                            f"{getattr(arr, 'dtype', '')}")
+        self._last_array = arr
         if type(nr) is not int or nr < 0:
             raise InvalidSizeError(f"{fn}: count {nr!r} is not a non-negative int")
 
@@ -73,7 +77,7 @@ class BatchAPI:
         taken (all or nothing, as the kernel's ``kmem_cache_alloc_bulk``)."""
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc_bulk")
-        if out is not self._last_array or type(nr) is not int:
+        if out is not self._last_array or type(nr) is not int or not out.flags.writeable:
             self._array(out, nr, "kmem_cache_alloc_bulk")
         got = self._k_alloc_bulk(self._buf, self._mem, cache._id, self._cpu_of(cpu), gfp, nr,
                                  out)
@@ -84,7 +88,7 @@ class BatchAPI:
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    fn: str) -> int:
         if got == E_BAD_ARRAY:
-            raise InvalidSizeError(f"{fn}({cache.name}): the array is shorter than {nr}")
+            raise InvalidSizeError(f"{fn}({cache.name}): " + _count_problem(nr))
         if nr:
             self._after_alloc(cache, got, gfp, -1)
         return max(got, 0)
@@ -98,7 +102,7 @@ class BatchAPI:
         """
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_free_bulk")
-        if objs is not self._last_array or type(nr) is not int:
+        if objs is not self._last_array or type(nr) is not int or not objs.flags.writeable:
             self._array(objs, nr, "kmem_cache_free_bulk")
         err = self._k_free_bulk(self._buf, self._mem, cache._id, self._cpu_of(cpu), nr, objs)
         if err:
@@ -107,7 +111,7 @@ class BatchAPI:
     def kfree_bulk(self: "SlabAllocator", nr: int, objs: np.ndarray,
                    cpu: int | None = None) -> None:
         """``kfree`` of ``objs[:nr]``, objects of any caches or large kmallocs, in batches."""
-        if objs is not self._last_array or type(nr) is not int:
+        if objs is not self._last_array or type(nr) is not int or not objs.flags.writeable:
             self._array(objs, nr, "kfree_bulk")
         err = self._k_free_bulk(self._buf, self._mem, NIL, self._cpu_of(cpu), nr, objs)
         if err:
@@ -116,7 +120,7 @@ class BatchAPI:
     def _batch_error(self: "SlabAllocator", err: int, fn: str, nr: int, objs: np.ndarray,
                      cache: KmemCache | None) -> None:
         if err == E_BAD_ARRAY:
-            raise InvalidSizeError(f"{fn}: the array is shorter than {nr}")
+            raise InvalidSizeError(f"{fn}: " + _count_problem(nr))
         i = int(self._g[G_ERR2])          # index of the bad element
         self._raise(err, f"{fn}: element {i}", int(objs[i]), cache)
 
@@ -133,7 +137,7 @@ class BatchAPI:
         """
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc_array")
-        if out is not self._last_array or type(nr) is not int:
+        if out is not self._last_array or type(nr) is not int or not out.flags.writeable:
             self._array(out, nr, "kmem_cache_alloc_array")
         if type(flags) is not int or flags & ~SLAB_ARRAY_ALLOC_ALL:
             raise SlabError(f"kmem_cache_alloc_array: unknown flags {flags!r}")

@@ -3,11 +3,11 @@ validation, and the seed's array modes (LOCAL, PARTIAL, NEW) from Lameter's 2015
 from __future__ import annotations
 
 from ._jit import jit
-from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, C_TID, CA_MIN_OBJECTS, CA_MIN_ORDER,
+from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
                       CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, F_CPU, F_CPU_NODE, F_NODE,
                       F_PG_FLAGS, F_PG_HEAD, F_PG_NEXT, F_PG_ORDER, F_SL_CACHE,
                       F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, G_ERR2,
-                      N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _f,
+                      N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _f, _o,
                       _set_g, _stat)
 from .cpucache import _do_slab_free_chain, _hand_out, _slab_alloc_slow
 from .debug import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _locate
@@ -21,8 +21,8 @@ from .slablists import (_ca, _cpu_row, _get_fp, _init_slab, _node_row, _remove_p
 @jit(inline="always")
 def _head_frame(state, pfn):
     """``compound_head``: the head frame of the block holding ``pfn``."""
-    if _f(state, F_PG_FLAGS)[pfn] & PG_TAIL:
-        return _f(state, F_PG_HEAD)[pfn]
+    if state[_o(state, F_PG_FLAGS) + pfn] & PG_TAIL:
+        return state[_o(state, F_PG_HEAD) + pfn]
     return pfn
 
 
@@ -32,12 +32,12 @@ def _alloc_bulk_slab(state, mem, cache, cpu, gfp, nr, p, start):
     """``__kmem_cache_alloc_bulk``: fill ``p[start:start+nr]`` (int64) with objects popped
     from the CPU freelist, taking the slow path once whenever it runs dry. Objects are not
     marked allocated. Returns ``nr``, or 0 after giving back what it took."""
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
     offset = _ca(state, cache, CA_OFFSET)
     fast = 0
     for i in range(nr):
-        obj = cpt[c + C_FREELIST]
+        obj = state[cpt + c + C_FREELIST]
         if obj == 0:
             obj = _slab_alloc_slow(state, mem, cache, cpu, -1, gfp)
             if obj == 0:
@@ -46,10 +46,9 @@ def _alloc_bulk_slab(state, mem, cache, cpu, gfp, nr, p, start):
                 return 0
             p[start + i] = obj
             continue
-        cpt[c + C_FREELIST] = _get_fp(mem, offset, obj)
+        state[cpt + c + C_FREELIST] = _get_fp(mem, offset, obj)
         p[start + i] = obj
         fast += 1
-    cpt[c + C_TID] += 1
     _stat(state, cache, cpu, ALLOC_FASTPATH, fast)
     return nr
 
@@ -63,14 +62,14 @@ def _build_detached_freelist(state, mem, cache, size, p):
 
     Returns (same, slab, owner cache, head, tail, cnt); slab is NIL when the object was a
     large kmalloc, which is freed here (``kfree_bulk`` only, ``cache`` NIL)."""
-    flags = _f(state, F_PG_FLAGS)
+    flags = _o(state, F_PG_FLAGS)
     size -= 1
     obj = p[size]
     slab = _head_frame(state, obj >> 12)
-    if cache == NIL and not flags[slab] & PG_SLAB:
-        _free_pages(state, slab, _f(state, F_PG_ORDER)[slab])
+    if cache == NIL and not state[flags + slab] & PG_SLAB:
+        _free_pages(state, slab, state[_o(state, F_PG_ORDER) + slab])
         return size, NIL, NIL, 0, 0, 0
-    owner = _f(state, F_SL_CACHE)[slab] if cache == NIL else cache
+    owner = state[_o(state, F_SL_CACHE) + slab] if cache == NIL else cache
     offset = _ca(state, owner, CA_OFFSET)
     _set_fp(mem, offset, obj, 0)
     head = obj
@@ -112,11 +111,11 @@ def _check_batch(state, cache, nr, p):
     large kmalloc blocks are allowed too) and take them back (live bits cleared, per-CPU
     live counts fixed by the caller). On the first bad element restore everything and
     return its error code, with its index in G_ERR2; else 0."""
-    flags = _f(state, F_PG_FLAGS)
+    flags = _o(state, F_PG_FLAGS)
     for i in range(nr):
         err, slab = _locate(state, p[i], cache)
         if err == E_LARGE and cache == NIL:
-            flags[p[i] >> 12] &= ~PG_LARGE          # a duplicate will now look freed
+            state[flags + (p[i] >> 12)] &= ~PG_LARGE          # a duplicate will now look freed
             continue
         if err:
             if err < 0 and cache == NIL and err != E_DOUBLE_FREE:
@@ -125,10 +124,10 @@ def _check_batch(state, cache, nr, p):
                         err = E_DOUBLE_FREE
             for j in range(i):                      # undo: nothing in the batch is freed
                 pf = _head_frame(state, p[j] >> 12)
-                if flags[pf] & PG_SLAB:
+                if state[flags + pf] & PG_SLAB:
                     _live_set(state, p[j])
                 else:
-                    flags[pf] |= PG_LARGE
+                    state[flags + pf] |= PG_LARGE
             _set_g(state, G_ERR2, i)
             return err
         _live_clear(state, p[i])
@@ -138,13 +137,13 @@ def _check_batch(state, cache, nr, p):
 @jit
 def _uncount(state, cpu, nr, p):
     """Subtract the slab objects of ``p[:nr]`` from their caches' live counts on ``cpu``."""
-    flags = _f(state, F_PG_FLAGS)
-    owner = _f(state, F_SL_CACHE)
-    cpt = _f(state, F_CPU)
+    flags = _o(state, F_PG_FLAGS)
+    owner = _o(state, F_SL_CACHE)
+    cpt = _o(state, F_CPU)
     for i in range(nr):
         pf = _head_frame(state, p[i] >> 12)
-        if flags[pf] & PG_SLAB:
-            cpt[_cpu_row(state, owner[pf], cpu) + C_LIVE] -= 1
+        if state[flags + pf] & PG_SLAB:
+            state[cpt + _cpu_row(state, state[owner + pf], cpu) + C_LIVE] -= 1
 
 
 # ---- the seed's array modes ------------------------------------------------------------------
@@ -152,11 +151,11 @@ def _uncount(state, cpu, nr, p):
 def _take_slab(state, mem, cache, cpu, gfp, slab, p, at):
     """Hand out every free object of a partial ``slab`` (now full, on no list) into
     ``p[at:]``, walking its free list; returns how many."""
-    fl = _f(state, F_SL_FREELIST)
+    fl = _o(state, F_SL_FREELIST)
     offset = _ca(state, cache, CA_OFFSET)
-    obj = fl[slab]
-    fl[slab] = 0
-    _f(state, F_SL_INUSE)[slab] = _f(state, F_SL_OBJECTS)[slab]
+    obj = state[fl + slab]
+    state[fl + slab] = 0
+    state[_o(state, F_SL_INUSE) + slab] = state[_o(state, F_SL_OBJECTS) + slab]
     n = 0
     while obj != 0:
         nxt = _get_fp(mem, offset, obj)
@@ -172,27 +171,27 @@ def _alloc_partial_slabs(state, mem, cache, cpu, gfp, nr, p, start):
     """SLAB_ARRAY_ALLOC_PARTIAL: take whole partial slabs, first from the CPU partial list,
     then from the local node's, while each one's free objects fit in what is still wanted.
     Returns the objects allocated into ``p[start:]``."""
-    cpt = _f(state, F_CPU)
-    nxt = _f(state, F_PG_NEXT)
-    inuse = _f(state, F_SL_INUSE)
-    objects = _f(state, F_SL_OBJECTS)
-    flags = _f(state, F_PG_FLAGS)
+    cpt = _o(state, F_CPU)
+    nxt = _o(state, F_PG_NEXT)
+    inuse = _o(state, F_SL_INUSE)
+    objects = _o(state, F_SL_OBJECTS)
+    flags = _o(state, F_PG_FLAGS)
     c = _cpu_row(state, cache, cpu)
     got = 0
-    slab = cpt[c + C_PARTIAL]
-    while slab != NIL and objects[slab] - inuse[slab] <= nr - got:
-        cpt[c + C_PARTIAL] = nxt[slab]
-        nxt[slab] = NIL
-        flags[slab] &= ~PG_CPU_PARTIAL
+    slab = state[cpt + c + C_PARTIAL]
+    while slab != NIL and state[objects + slab] - state[inuse + slab] <= nr - got:
+        state[cpt + c + C_PARTIAL] = state[nxt + slab]
+        state[nxt + slab] = NIL
+        state[flags + slab] &= ~PG_CPU_PARTIAL
         got += _take_slab(state, mem, cache, cpu, gfp, slab, p, start + got)
-        slab = cpt[c + C_PARTIAL]
-    nd = _f(state, F_NODE)
-    r = _node_row(state, cache, _f(state, F_CPU_NODE)[cpu])
-    slab = nd[r + N_PARTIAL_HEAD]
-    while slab != NIL and objects[slab] - inuse[slab] <= nr - got:
+        slab = state[cpt + c + C_PARTIAL]
+    nd = _o(state, F_NODE)
+    r = _node_row(state, cache, state[_o(state, F_CPU_NODE) + cpu])
+    slab = state[nd + r + N_PARTIAL_HEAD]
+    while slab != NIL and state[objects + slab] - state[inuse + slab] <= nr - got:
         _remove_partial(state, cache, slab)
         got += _take_slab(state, mem, cache, cpu, gfp, slab, p, start + got)
-        slab = nd[r + N_PARTIAL_HEAD]
+        slab = state[nd + r + N_PARTIAL_HEAD]
     _stat(state, cache, cpu, ALLOC_ARRAY_PARTIAL, got)
     return got
 
@@ -205,7 +204,7 @@ def _alloc_new_slabs(state, mem, cache, cpu, gfp, nr, p, start):
     per = _ca(state, cache, CA_OBJECTS)
     size = _ca(state, cache, CA_SIZE)
     order = _ca(state, cache, CA_ORDER)
-    node = _f(state, F_CPU_NODE)[cpu]
+    node = state[_o(state, F_CPU_NODE) + cpu]
     got = 0
     while nr - got >= per:
         objs = per
@@ -218,7 +217,7 @@ def _alloc_new_slabs(state, mem, cache, cpu, gfp, nr, p, start):
         if slab == NIL:
             break
         _init_slab(state, cache, slab, objs)
-        _f(state, F_SL_INUSE)[slab] = objs
+        state[_o(state, F_SL_INUSE) + slab] = objs
         _stat(state, cache, cpu, ALLOC_SLAB, 1)
         obj = slab << 12
         for i in range(objs):

@@ -6,14 +6,14 @@ import numpy as np
 
 from ._jit import jit
 from ._layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_LIVE, C_MAIN, C_PARTIAL, C_SLAB,
-                      C_SPARE, CA_NCOLS, CA_USER_SHEAVES, F_CA, N_BARN_EMPTY, N_BARN_FULL,
+                      C_SPARE, CA_NCOLS, CA_RECIP, CA_USER_SHEAVES, F_CA, F_PG_HEAD, PG_TAIL, N_BARN_EMPTY, N_BARN_FULL,
                       SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, CA_ACTIVE, CA_OBJECTS, CA_OFFSET, CA_SIZE, F_BUDDY, F_CPU, F_G, F_LIVE,
                       F_NODE, F_PG_FLAGS, F_PG_NEXT, F_PG_ORDER, F_PG_PREV, F_SL_CACHE,
                       F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, G_ERR0, G_ERR1, G_ERR2, G_MAX_CACHES,
                       G_NCPUS, G_NNODES, G_NPAGES, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
                       N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, PG_BUDDY,
                       PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_SLAB,
-                      _f, _g, _set_g)
+                      _f, _g, _o, _set_g)
 from .pages import _page_block
 from .slablists import _ca, _cpu_row, _get_fp, _node_row, _slab_nid
 
@@ -50,45 +50,50 @@ CORRUPTION = (
 @jit(inline="always")
 def _live_test(state, addr):
     """1 if the object at ``addr`` is allocated (its bit in the live bitmap is set)."""
-    return (_f(state, F_LIVE)[addr >> 9] >> ((addr >> 3) & 63)) & 1
+    return (state[_o(state, F_LIVE) + (addr >> 9)] >> ((addr >> 3) & 63)) & 1
 
 
 @jit(inline="always")
 def _live_set(state, addr):
     """Mark the object at ``addr`` allocated."""
-    _f(state, F_LIVE)[addr >> 9] |= np.int64(1) << ((addr >> 3) & 63)
+    state[_o(state, F_LIVE) + (addr >> 9)] |= np.int64(1) << ((addr >> 3) & 63)
 
 
 @jit(inline="always")
 def _live_clear(state, addr):
     """Mark the object at ``addr`` free."""
-    _f(state, F_LIVE)[addr >> 9] &= ~(np.int64(1) << ((addr >> 3) & 63))
+    state[_o(state, F_LIVE) + (addr >> 9)] &= ~(np.int64(1) << ((addr >> 3) & 63))
 
 
-@jit
+@jit(inline="always")
 def _locate(state, addr, cache):
     """Check that ``addr`` is a live object (of ``cache`` unless it is NIL) without changing
     anything. Returns (0, slab head frame) or (error code, NIL) with details in G_ERR*."""
     if addr <= 0 or addr >= _g(state, G_NPAGES) << 12:
         return E_OUTSIDE, NIL
-    head, order, flags = _page_block(state, addr >> 12)
-    if head == NIL:
+    pfn = addr >> 12
+    flags = _o(state, F_PG_FLAGS)
+    f = state[flags + pfn]
+    if f & PG_TAIL:
+        head = state[_o(state, F_PG_HEAD) + pfn]
+        f = state[flags + head]
+    elif f & PG_HEAD:
+        head = pfn
+    else:
         return E_NOT_SLAB, NIL
-    if not flags & PG_SLAB:
+    if not f & PG_SLAB:
         _set_g(state, G_ERR0, head)
-        _set_g(state, G_ERR1, order)
-        if flags & PG_LARGE and addr == head << 12:
-            return E_LARGE, NIL
-        if flags & PG_LARGE:
-            return E_NOT_HEAD, NIL
+        _set_g(state, G_ERR1, state[_o(state, F_PG_ORDER) + head])
+        if f & PG_LARGE:
+            return (E_LARGE if addr == head << 12 else E_NOT_HEAD), NIL
         return E_NOT_SLAB, NIL
-    owner = _f(state, F_SL_CACHE)[head]
+    owner = state[_o(state, F_SL_CACHE) + head]
     if cache != NIL and owner != cache:
         _set_g(state, G_ERR0, owner)
         return E_WRONG_CACHE, NIL
     off = addr - (head << 12)
-    size = _ca(state, owner, CA_SIZE)
-    if off % size or off // size >= _f(state, F_SL_OBJECTS)[head]:
+    idx = (off * _ca(state, owner, CA_RECIP)) >> 32       # off // size, exact for off < 2**22
+    if idx * _ca(state, owner, CA_SIZE) != off or idx >= state[_o(state, F_SL_OBJECTS) + head]:
         _set_g(state, G_ERR0, head)
         return E_MISALIGNED, NIL
     if not _live_test(state, addr):
@@ -110,7 +115,7 @@ def _walk_freelist(state, mem, cache, slab, obj):
     size = _ca(state, cache, CA_SIZE)
     offset = _ca(state, cache, CA_OFFSET)
     base = slab << 12
-    nobj = _f(state, F_SL_OBJECTS)[slab]
+    nobj = state[_o(state, F_SL_OBJECTS) + slab]
     n = 0
     while obj != 0:
         off = obj - base
@@ -135,13 +140,13 @@ def _count_sheaf(state, mem, cache, sheaf, cached):
     size = mem[w + SH_SIZE]
     if size < 0 or size > mem[w + SH_CAPACITY] or mem[w + SH_CACHE] != cache:
         return 1
-    flags = _f(state, F_PG_FLAGS)
+    flags = _o(state, F_PG_FLAGS)
     for i in range(size):
         obj = mem[w + SH_OBJECTS + i]
         if obj <= 0 or obj >= _g(state, G_NPAGES) << 12:
             return 1
         head, order, f = _page_block(state, obj >> 12)
-        if head == NIL or not f & PG_SLAB or _f(state, F_SL_CACHE)[head] != cache \
+        if head == NIL or not f & PG_SLAB or state[_o(state, F_SL_CACHE) + head] != cache \
                 or _live_test(state, obj):
             return 1
         off = obj - (head << 12)
@@ -154,15 +159,15 @@ def _count_sheaf(state, mem, cache, sheaf, cached):
 @jit
 def _validate_cache(state, mem, cache):
     """Check every invariant of one cache; 0 or E_CORRUPT (details in G_ERR0/G_ERR1)."""
-    flags = _f(state, F_PG_FLAGS)
-    nxt = _f(state, F_PG_NEXT)
-    prv = _f(state, F_PG_PREV)
-    owner = _f(state, F_SL_CACHE)
-    inuse = _f(state, F_SL_INUSE)
-    objects = _f(state, F_SL_OBJECTS)
-    sfl = _f(state, F_SL_FREELIST)
-    cpt = _f(state, F_CPU)
-    nd = _f(state, F_NODE)
+    flags = _o(state, F_PG_FLAGS)
+    nxt = _o(state, F_PG_NEXT)
+    prv = _o(state, F_PG_PREV)
+    owner = _o(state, F_SL_CACHE)
+    inuse = _o(state, F_SL_INUSE)
+    objects = _o(state, F_SL_OBJECTS)
+    sfl = _o(state, F_SL_FREELIST)
+    cpt = _o(state, F_CPU)
+    nd = _o(state, F_NODE)
     npages = _g(state, G_NPAGES)
     ncpus = _g(state, G_NCPUS)
     nnodes = _g(state, G_NNODES)
@@ -173,66 +178,66 @@ def _validate_cache(state, mem, cache):
     on_node_lists = np.zeros(nnodes, np.int64)
     for cpu in range(ncpus):
         c = _cpu_row(state, cache, cpu)
-        live_counter += cpt[c + C_LIVE]
-        slab = cpt[c + C_SLAB]
+        live_counter += state[cpt + c + C_LIVE]
+        slab = state[cpt + c + C_SLAB]
         if slab != NIL:
-            if (flags[slab] & (PG_SLAB | PG_FROZEN)) != (PG_SLAB | PG_FROZEN) \
-                    or owner[slab] != cache or flags[slab] & (PG_NODE_PARTIAL | PG_CPU_PARTIAL):
+            if (state[flags + slab] & (PG_SLAB | PG_FROZEN)) != (PG_SLAB | PG_FROZEN) \
+                    or state[owner + slab] != cache or state[flags + slab] & (PG_NODE_PARTIAL | PG_CPU_PARTIAL):
                 return _corrupt(state, 0, slab)
-            n = _walk_freelist(state, mem, cache, slab, cpt[c + C_FREELIST])
+            n = _walk_freelist(state, mem, cache, slab, state[cpt + c + C_FREELIST])
             if n < 0:
                 return _corrupt(state, -n - 1, slab)
             cpu_free[slab] = n
             is_cpu_slab[slab] = True
-        elif cpt[c + C_FREELIST] != 0:
+        elif state[cpt + c + C_FREELIST] != 0:
             return _corrupt(state, 0, cpu)
-        slab = cpt[c + C_PARTIAL]
+        slab = state[cpt + c + C_PARTIAL]
         k = 0
         while slab != NIL:
-            if flags[slab] & (PG_SLAB | PG_CPU_PARTIAL | PG_FROZEN | PG_NODE_PARTIAL) \
-                    != (PG_SLAB | PG_CPU_PARTIAL) or owner[slab] != cache:
+            if state[flags + slab] & (PG_SLAB | PG_CPU_PARTIAL | PG_FROZEN | PG_NODE_PARTIAL) \
+                    != (PG_SLAB | PG_CPU_PARTIAL) or state[owner + slab] != cache:
                 return _corrupt(state, 4, slab)
             k += 1
             if k > npages:
                 return _corrupt(state, 4, slab)
-            slab = nxt[slab]
+            slab = state[nxt + slab]
         on_cpu_lists += k
     for cpu in range(ncpus):
         c = _cpu_row(state, cache, cpu)
         for col in (C_MAIN, C_SPARE):
-            if _count_sheaf(state, mem, cache, cpt[c + col], cpu_free):
-                return _corrupt(state, 14, cpt[c + col])
+            if _count_sheaf(state, mem, cache, state[cpt + c + col], cpu_free):
+                return _corrupt(state, 14, state[cpt + c + col])
     for node in range(nnodes):
         r = _node_row(state, cache, node)
         for col in (N_BARN_FULL, N_BARN_EMPTY):
-            sheaf = nd[r + col]
+            sheaf = state[nd + r + col]
             while sheaf:
                 if _count_sheaf(state, mem, cache, sheaf, cpu_free):
                     return _corrupt(state, 14, sheaf)
                 sheaf = mem[(sheaf >> 3) + SH_NEXT]
-    sheaf = _f(state, F_CA)[cache * CA_NCOLS + CA_USER_SHEAVES]
+    sheaf = state[_o(state, F_CA) + cache * CA_NCOLS + CA_USER_SHEAVES]
     while sheaf:
         if _count_sheaf(state, mem, cache, sheaf, cpu_free):
             return _corrupt(state, 14, sheaf)
         sheaf = mem[(sheaf >> 3) + SH_NEXT]
     for node in range(nnodes):
         r = _node_row(state, cache, node)
-        slab = nd[r + N_PARTIAL_HEAD]
+        slab = state[nd + r + N_PARTIAL_HEAD]
         prev = NIL
         k = 0
         while slab != NIL:
-            if flags[slab] & (PG_SLAB | PG_NODE_PARTIAL | PG_FROZEN | PG_CPU_PARTIAL) \
-                    != (PG_SLAB | PG_NODE_PARTIAL) or owner[slab] != cache \
-                    or prv[slab] != prev or _slab_nid(state, slab) != node:
+            if state[flags + slab] & (PG_SLAB | PG_NODE_PARTIAL | PG_FROZEN | PG_CPU_PARTIAL) \
+                    != (PG_SLAB | PG_NODE_PARTIAL) or state[owner + slab] != cache \
+                    or state[prv + slab] != prev or _slab_nid(state, slab) != node:
                 return _corrupt(state, 5, slab)
-            if inuse[slab] >= objects[slab]:
+            if state[inuse + slab] >= state[objects + slab]:
                 return _corrupt(state, 13, slab)
             k += 1
             if k > npages:
                 return _corrupt(state, 5, slab)
             prev = slab
-            slab = nxt[slab]
-        if k != nd[r + N_NR_PARTIAL] or nd[r + N_PARTIAL_TAIL] != prev:
+            slab = state[nxt + slab]
+        if k != state[nd + r + N_NR_PARTIAL] or state[nd + r + N_PARTIAL_TAIL] != prev:
             return _corrupt(state, 6, node)
         on_node_lists[node] = k
     nslabs = np.zeros(nnodes, np.int64)
@@ -240,34 +245,34 @@ def _validate_cache(state, mem, cache):
     live_total = 0
     size = _ca(state, cache, CA_SIZE)
     for slab in range(npages):
-        if not (flags[slab] & PG_HEAD and flags[slab] & PG_SLAB and owner[slab] == cache):
+        if not (state[flags + slab] & PG_HEAD and state[flags + slab] & PG_SLAB and state[owner + slab] == cache):
             continue
         node = _slab_nid(state, slab)
-        if flags[slab] & PG_NODE_PARTIAL:
+        if state[flags + slab] & PG_NODE_PARTIAL:
             on_node_lists[node] -= 1
-        if flags[slab] & PG_CPU_PARTIAL:
+        if state[flags + slab] & PG_CPU_PARTIAL:
             on_cpu_lists -= 1
         nslabs[node] += 1
-        nobjs[node] += objects[slab]
-        n = _walk_freelist(state, mem, cache, slab, sfl[slab])
+        nobjs[node] += state[objects + slab]
+        n = _walk_freelist(state, mem, cache, slab, state[sfl + slab])
         if n < 0:
             return _corrupt(state, -n - 1, slab)
-        if inuse[slab] + n != objects[slab]:
+        if state[inuse + slab] + n != state[objects + slab]:
             return _corrupt(state, 7, slab)
-        if flags[slab] & PG_FROZEN and not is_cpu_slab[slab]:
+        if state[flags + slab] & PG_FROZEN and not is_cpu_slab[slab]:
             return _corrupt(state, 8, slab)
-        if n > 0 and not flags[slab] & (PG_FROZEN | PG_NODE_PARTIAL | PG_CPU_PARTIAL):
+        if n > 0 and not state[flags + slab] & (PG_FROZEN | PG_NODE_PARTIAL | PG_CPU_PARTIAL):
             return _corrupt(state, 9, slab)
         live = 0
         base = slab << 12
-        for i in range(objects[slab]):
+        for i in range(state[objects + slab]):
             live += _live_test(state, base + i * size)
-        if live != objects[slab] - n - cpu_free[slab]:
+        if live != state[objects + slab] - n - cpu_free[slab]:
             return _corrupt(state, 7, slab)
         live_total += live
     for node in range(nnodes):
         r = _node_row(state, cache, node)
-        if nslabs[node] != nd[r + N_NR_SLABS] or nobjs[node] != nd[r + N_TOTAL_OBJECTS]:
+        if nslabs[node] != state[nd + r + N_NR_SLABS] or nobjs[node] != state[nd + r + N_TOTAL_OBJECTS]:
             return _corrupt(state, 10, node)
     if on_cpu_lists != 0:
         return _corrupt(state, 4, cache)
@@ -283,29 +288,29 @@ def _validate_cache(state, mem, cache):
 def _validate_pages(state):
     """Check the buddy free lists: links, marks, counts and that no free block overlaps an
     allocated one. 0 or E_CORRUPT."""
-    flags = _f(state, F_PG_FLAGS)
-    pord = _f(state, F_PG_ORDER)
-    nxt = _f(state, F_PG_NEXT)
-    prv = _f(state, F_PG_PREV)
-    bd = _f(state, F_BUDDY)
+    flags = _o(state, F_PG_FLAGS)
+    pord = _o(state, F_PG_ORDER)
+    nxt = _o(state, F_PG_NEXT)
+    prv = _o(state, F_PG_PREV)
+    bd = _o(state, F_BUDDY)
     ppn = _g(state, G_NPAGES) // _g(state, G_NNODES)
     for node in range(_g(state, G_NNODES)):
         for order in range(NR_ORDERS):
             row = (node * NR_ORDERS + order) * B_NCOLS
-            pfn = bd[row + B_HEAD]
+            pfn = state[bd + row + B_HEAD]
             prev = NIL
             k = 0
             while pfn != NIL:
-                if flags[pfn] != PG_BUDDY or pord[pfn] != order or prv[pfn] != prev \
+                if state[flags + pfn] != PG_BUDDY or state[pord + pfn] != order or state[prv + pfn] != prev \
                         or pfn // ppn != node or (pfn - node * ppn) & ((1 << order) - 1):
                     return _corrupt(state, 12, pfn)
                 for t in range(pfn + 1, pfn + (1 << order)):
-                    if flags[t] != 0:
+                    if state[flags + t] != 0:
                         return _corrupt(state, 12, t)
                 k += 1
                 prev = pfn
-                pfn = nxt[pfn]
-            if k != bd[row + B_COUNT]:
+                pfn = state[nxt + pfn]
+            if k != state[bd + row + B_COUNT]:
                 return _corrupt(state, 12, node)
     return 0
 

@@ -3,9 +3,9 @@ CPU slab), shared by the Python facade and by ``numslab.jit`` for users' own @nj
 from __future__ import annotations
 
 from ._jit import jit
-from ._layout import (C_FREELIST, C_MAIN, C_SPARE, C_TID, CA_OBJECTS, CA_OFFSET,
+from ._layout import (C_FREELIST, C_MAIN, C_SPARE, CA_OBJECTS, CA_OFFSET,
                       CA_SHEAF_CAPACITY, F_CPU, F_CPU_NODE, F_SL_CACHE, G_NCPUS, G_NNODES,
-                      NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _f, _g, _stat)
+                      NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _f, _g, _o, _stat)
 from .bulk import (_alloc_bulk_slab, _alloc_new_slabs, _alloc_partial_slabs, _check_batch,
                    _free_bulk_raw, _uncount)
 from .cpucache import _do_slab_free_chain, _flush_cpu, _hand_out, _slab_alloc, _take_back
@@ -19,7 +19,7 @@ from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _barn_shrink, _free
 from .slablists import _ca, _cpu_row, _get_fp, _shrink_node, _slab_nid
 
 
-@jit
+@jit(inline="always")
 def _kmem_cache_alloc(state, mem, cache, cpu, node, gfp):
     """``kmem_cache_alloc_node``: from the CPU's sheaves when the cache has them, else (or
     if they cannot serve) through the CPU slab. Address or 0."""
@@ -43,13 +43,13 @@ def _slab_free_one(state, mem, cache, cpu, slab, addr):
     cache has them, else (or if they are full) to the CPU slab layer."""
     _take_back(state, cache, cpu, addr)
     if _ca(state, cache, CA_SHEAF_CAPACITY) and \
-            _slab_nid(state, slab) == _f(state, F_CPU_NODE)[cpu]:
+            _slab_nid(state, slab) == state[_o(state, F_CPU_NODE) + cpu]:
         if _free_to_pcs(state, mem, cache, cpu, addr):
             return
     _do_slab_free_chain(state, mem, cache, cpu, slab, addr, addr, 1)
 
 
-@jit
+@jit(inline="always")
 def _kmem_cache_free(state, mem, cache, cpu, addr):
     """``kmem_cache_free``: 0, or a negative error code with nothing changed."""
     err, slab = _locate(state, addr, cache)
@@ -59,7 +59,7 @@ def _kmem_cache_free(state, mem, cache, cpu, addr):
     return 0
 
 
-@jit
+@jit(inline="always")
 def _kfree(state, mem, cpu, addr):
     """``kfree``: find the slab (or large block) from the address alone and free it.
     0, or a negative code with nothing changed."""
@@ -68,7 +68,7 @@ def _kfree(state, mem, cpu, addr):
         return _free_block_checked(state, addr, -1, PG_LARGE)
     if err:
         return err
-    _slab_free_one(state, mem, _f(state, F_SL_CACHE)[slab], cpu, slab, addr)
+    _slab_free_one(state, mem, state[_o(state, F_SL_CACHE) + slab], cpu, slab, addr)
     return 0
 
 
@@ -112,10 +112,10 @@ def _alloc_local(state, mem, cache, cpu, gfp, nr, p, start):
     then its lockless freelist. Returns how many went into ``p[start:]``."""
     got = 0
     if _ca(state, cache, CA_SHEAF_CAPACITY):
-        cpt = _f(state, F_CPU)
+        cpt = _o(state, F_CPU)
         c = _cpu_row(state, cache, cpu)
         for col in (C_MAIN, C_SPARE):
-            sheaf = cpt[c + col]
+            sheaf = state[cpt + c + col]
             if not sheaf:
                 continue
             size = mem[_w(sheaf, SH_SIZE)]
@@ -124,16 +124,15 @@ def _alloc_local(state, mem, cache, cpu, gfp, nr, p, start):
             p[start + got:start + got + take] = mem[o:o + take]
             mem[_w(sheaf, SH_SIZE)] = size - take
             got += take
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
     offset = _ca(state, cache, CA_OFFSET)
-    obj = cpt[c + C_FREELIST]
+    obj = state[cpt + c + C_FREELIST]
     while obj != 0 and got < nr:
         p[start + got] = obj
         got += 1
         obj = _get_fp(mem, offset, obj)
-    cpt[c + C_FREELIST] = obj
-    cpt[c + C_TID] += 1
+    state[cpt + c + C_FREELIST] = obj
     for j in range(start, start + got):
         _hand_out(state, mem, cache, cpu, p[j], gfp)
     _stat(state, cache, cpu, ALLOC_ARRAY_LOCAL, got)
@@ -190,12 +189,12 @@ def _cache_release(state, mem, cache):
     that no object and no prefilled sheaf is outstanding."""
     _cache_shrink(state, mem, cache)
     if _ca(state, cache, CA_SHEAF_CAPACITY):
-        cpt = _f(state, F_CPU)
+        cpt = _o(state, F_CPU)
         for cpu in range(_g(state, G_NCPUS)):
             c = _cpu_row(state, cache, cpu)
-            if cpt[c + C_MAIN]:
-                _free_empty_sheaf(state, mem, cache, 0, cpt[c + C_MAIN])
-                cpt[c + C_MAIN] = 0
+            if state[cpt + c + C_MAIN]:
+                _free_empty_sheaf(state, mem, cache, 0, state[cpt + c + C_MAIN])
+                state[cpt + c + C_MAIN] = 0
     for cpu in range(_g(state, G_NCPUS)):         # barn flushes may have refilled CPU lists
         _flush_cpu(state, mem, cache, cpu)
     for node in range(_g(state, G_NNODES)):
@@ -203,13 +202,13 @@ def _cache_release(state, mem, cache):
 
 
 # ---- checked wrappers for the facade (arrays re-checked at run time) --------------------------
-E_BAD_ARRAY = -9      #: the object array is shorter than ``nr`` or not a contiguous int64 array
+E_BAD_ARRAY = -9      #: ``nr`` < 0, or the array is shorter than ``nr`` or not contiguous int64
 
 
 @jit(inline="always")
 def _bad_array(p, nr):
     """True when ``p`` cannot hold ``nr`` int64 entries contiguously."""
-    return nr > p.shape[0] or (p.shape[0] > 1 and p.strides[0] != 8)
+    return nr < 0 or nr > p.shape[0] or (p.shape[0] > 1 and p.strides[0] != 8)
 
 
 @jit

@@ -22,7 +22,8 @@ from typing import NamedTuple
 import numpy as np
 
 from ._jit import jit
-from ._layout import CA_CTOR, NIL, ZERO_SIZE_PTR
+from ._layout import (CA_ACTIVE, CA_CTOR, G_MAX_CACHES, G_NCPUS, NIL, ZERO_SIZE_PTR,
+                      _g)
 from .debug import (E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB,
                     E_OUTSIDE, E_WRONG_CACHE, _locate)
 from .entry import (_kfree, _kmem_cache_alloc, _kmem_cache_alloc_array,
@@ -60,7 +61,17 @@ def _raise(err):
 
 
 @jit(inline="always")
-def _no_ctor(h, cache):
+def _check(h, cache, cpu):
+    """Refuse a cache id that is not a live cache, or a CPU out of range."""
+    if cache < 0 or cache >= _g(h.state, G_MAX_CACHES) or not _ca(h.state, cache, CA_ACTIVE):
+        raise WrongCacheError("numslab.jit: not the id of a live cache")
+    if cpu < 0 or cpu >= _g(h.state, G_NCPUS):
+        raise SlabError("numslab.jit: cpu out of range")
+
+
+@jit(inline="always")
+def _no_ctor(h, cache, cpu):
+    _check(h, cache, cpu)
     if _ca(h.state, cache, CA_CTOR):
         raise SlabError("numslab.jit: caches with a constructor are allocated from Python")
 
@@ -68,20 +79,21 @@ def _no_ctor(h, cache):
 @jit
 def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     """One object of cache id ``cache`` on ``cpu``; its address or 0 (out of memory)."""
-    _no_ctor(h, cache)
+    _no_ctor(h, cache, cpu)
     return _kmem_cache_alloc(h.state, h.mem, cache, cpu, -1, gfp)
 
 
 @jit
 def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     """One object from NUMA ``node``; its address or 0."""
-    _no_ctor(h, cache)
+    _no_ctor(h, cache, cpu)
     return _kmem_cache_alloc(h.state, h.mem, cache, cpu, node, gfp)
 
 
 @jit
 def kmem_cache_free(h, cache, addr, cpu=0):
     """Free one object; raises on a bad address, wrong cache or double free."""
+    _check(h, cache, cpu)
     err = _kmem_cache_free(h.state, h.mem, cache, cpu, addr)
     if err:
         _raise(err)
@@ -90,7 +102,7 @@ def kmem_cache_free(h, cache, addr, cpu=0):
 @jit
 def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken."""
-    _no_ctor(h, cache)
+    _no_ctor(h, cache, cpu)
     if nr > out.shape[0] or nr < 0:
         raise InvalidSizeError("numslab.jit: count larger than the array")
     return _kmem_cache_alloc_bulk(h.state, h.mem, cache, cpu, gfp, nr, out)
@@ -99,6 +111,7 @@ def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
 @jit
 def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     """Free ``objs[:nr]`` (reordered in place); on a bad element nothing is freed."""
+    _check(h, cache, cpu)
     if nr > objs.shape[0] or nr < 0:
         raise InvalidSizeError("numslab.jit: count larger than the array")
     err = _kmem_cache_free_bulk(h.state, h.mem, cache, cpu, nr, objs)
@@ -109,7 +122,7 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
 @jit
 def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     """The seed's array allocation (SLAB_ARRAY_ALLOC_* ``flags``); the count allocated."""
-    _no_ctor(h, cache)
+    _no_ctor(h, cache, cpu)
     if nr > out.shape[0] or nr < 0:
         raise InvalidSizeError("numslab.jit: count larger than the array")
     return _kmem_cache_alloc_array(h.state, h.mem, cache, cpu, gfp, nr, out, flags)
@@ -124,6 +137,8 @@ def kmem_cache_free_array(h, cache, nr, objs, cpu=0):
 @jit
 def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     """``size`` bytes from the kmalloc caches (or whole pages); address, 16 for 0, or 0."""
+    if cpu < 0 or cpu >= _g(h.state, G_NCPUS):
+        raise SlabError("numslab.jit: cpu out of range")
     if size == 0:
         return ZERO_SIZE_PTR
     if size < 0 or size > 4 << 20:
@@ -134,6 +149,8 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
 @jit
 def kfree(h, addr, cpu=0):
     """Free a kmalloc allocation (NULL and ZERO_SIZE_PTR are ignored)."""
+    if cpu < 0 or cpu >= _g(h.state, G_NCPUS):
+        raise SlabError("numslab.jit: cpu out of range")
     if addr == 0 or addr == ZERO_SIZE_PTR:
         return
     err = _kfree(h.state, h.mem, cpu, addr)
@@ -144,6 +161,8 @@ def kfree(h, addr, cpu=0):
 @jit
 def kfree_bulk(h, nr, objs, cpu=0):
     """``kfree`` of ``objs[:nr]`` of any caches."""
+    if cpu < 0 or cpu >= _g(h.state, G_NCPUS):
+        raise SlabError("numslab.jit: cpu out of range")
     if nr > objs.shape[0] or nr < 0:
         raise InvalidSizeError("numslab.jit: count larger than the array")
     err = _kmem_cache_free_bulk(h.state, h.mem, NIL, cpu, nr, objs)

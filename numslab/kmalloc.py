@@ -3,7 +3,7 @@ SLUB caches, and large requests served straight from the page allocator, as in t
 from __future__ import annotations
 
 from ._jit import jit
-from ._layout import F_CPU_NODE, PG_LARGE, _f
+from ._layout import F_CPU_NODE, PG_LARGE, _o
 from .cpucache import _slab_alloc, _zero
 from .flags import __GFP_THISNODE, __GFP_ZERO
 from .geometry import KMALLOC_SIZES, PAGE_SIZE, kmalloc_cache_size
@@ -18,7 +18,7 @@ def _kmalloc(state, mem, cache, cpu, node, gfp, size, order):
     block of ``order`` pages. Returns the address or 0."""
     if cache != NIL:
         return _slab_alloc(state, mem, cache, cpu, node, gfp)
-    page_node = node if node >= 0 else _f(state, F_CPU_NODE)[cpu]
+    page_node = node if node >= 0 else state[_o(state, F_CPU_NODE) + cpu]
     addr = _alloc_block(state, page_node, order, (gfp & __GFP_THISNODE) != 0, PG_LARGE)
     if addr and gfp & __GFP_ZERO:
         _zero(mem, addr, size)

@@ -5,46 +5,46 @@ from __future__ import annotations
 from ._jit import jit
 from ._layout import (B_COUNT, B_HEAD, B_NCOLS, F_BUDDY, F_PG_FLAGS, F_PG_HEAD, F_PG_NEXT,
                       F_PG_ORDER, F_PG_PREV, G_NNODES, G_NPAGES, G_PAGES_PER_NODE, NIL,
-                      NR_ORDERS, PG_BUDDY, PG_HEAD, PG_RESERVED, PG_TAIL, _f, _g)
+                      NR_ORDERS, PG_BUDDY, PG_HEAD, PG_RESERVED, PG_TAIL, _f, _g, _o)
 
 
 @jit
 def _area_push(state, node, order, pfn):
     """Put the free block at ``pfn`` at the head of free area (node, order)."""
-    bd = _f(state, F_BUDDY)
-    nxt = _f(state, F_PG_NEXT)
-    prv = _f(state, F_PG_PREV)
+    bd = _o(state, F_BUDDY)
+    nxt = _o(state, F_PG_NEXT)
+    prv = _o(state, F_PG_PREV)
     row = (node * NR_ORDERS + order) * B_NCOLS
-    head = bd[row + B_HEAD]
-    nxt[pfn] = head
-    prv[pfn] = NIL
+    head = state[bd + row + B_HEAD]
+    state[nxt + pfn] = head
+    state[prv + pfn] = NIL
     if head != NIL:
-        prv[head] = pfn
-    bd[row + B_HEAD] = pfn
-    bd[row + B_COUNT] += 1
-    _f(state, F_PG_FLAGS)[pfn] = PG_BUDDY
-    _f(state, F_PG_ORDER)[pfn] = order
+        state[prv + head] = pfn
+    state[bd + row + B_HEAD] = pfn
+    state[bd + row + B_COUNT] += 1
+    state[_o(state, F_PG_FLAGS) + pfn] = PG_BUDDY
+    state[_o(state, F_PG_ORDER) + pfn] = order
 
 
 @jit
 def _area_del(state, node, order, pfn):
     """Take the free block at ``pfn`` out of free area (node, order)."""
-    bd = _f(state, F_BUDDY)
-    nxt = _f(state, F_PG_NEXT)
-    prv = _f(state, F_PG_PREV)
+    bd = _o(state, F_BUDDY)
+    nxt = _o(state, F_PG_NEXT)
+    prv = _o(state, F_PG_PREV)
     row = (node * NR_ORDERS + order) * B_NCOLS
-    n, p = nxt[pfn], prv[pfn]
+    n, p = state[nxt + pfn], state[prv + pfn]
     if p != NIL:
-        nxt[p] = n
+        state[nxt + p] = n
     else:
-        bd[row + B_HEAD] = n
+        state[bd + row + B_HEAD] = n
     if n != NIL:
-        prv[n] = p
-    nxt[pfn] = NIL
-    prv[pfn] = NIL
-    bd[row + B_COUNT] -= 1
-    _f(state, F_PG_FLAGS)[pfn] = 0
-    _f(state, F_PG_ORDER)[pfn] = NIL
+        state[prv + n] = p
+    state[nxt + pfn] = NIL
+    state[prv + pfn] = NIL
+    state[bd + row + B_COUNT] -= 1
+    state[_o(state, F_PG_FLAGS) + pfn] = 0
+    state[_o(state, F_PG_ORDER) + pfn] = NIL
 
 
 @jit
@@ -52,9 +52,9 @@ def _init_buddy(state, reserved):
     """Free every page frame of every node into the buddy lists, except ``reserved`` frames
     at the start of node 0 (frame 0 makes address 0 NULL)."""
     ppn = _g(state, G_PAGES_PER_NODE)
-    flags = _f(state, F_PG_FLAGS)
+    flags = _o(state, F_PG_FLAGS)
     for pfn in range(reserved):
-        flags[pfn] = PG_RESERVED
+        state[flags + pfn] = PG_RESERVED
     for node in range(_g(state, G_NNODES)):
         pfn = node * ppn + (reserved if node == 0 else 0)
         end = (node + 1) * ppn
@@ -72,22 +72,22 @@ def _init_buddy(state, reserved):
 @jit
 def _mark_allocated(state, pfn, order):
     """Make the block at ``pfn`` an allocated compound block: head and tail pages."""
-    flags = _f(state, F_PG_FLAGS)
-    head = _f(state, F_PG_HEAD)
-    _f(state, F_PG_ORDER)[pfn] = order
-    flags[pfn] = PG_HEAD
-    head[pfn] = pfn
+    flags = _o(state, F_PG_FLAGS)
+    head = _o(state, F_PG_HEAD)
+    state[_o(state, F_PG_ORDER) + pfn] = order
+    state[flags + pfn] = PG_HEAD
+    state[head + pfn] = pfn
     for t in range(pfn + 1, pfn + (1 << order)):
-        flags[t] = PG_TAIL
-        head[t] = pfn
+        state[flags + t] = PG_TAIL
+        state[head + t] = pfn
 
 
 @jit
 def _rmqueue(state, node, order):
     """Take a block of ``order`` from ``node`` (splitting larger ones); NIL if none."""
-    bd = _f(state, F_BUDDY)
+    bd = _o(state, F_BUDDY)
     for cur in range(order, NR_ORDERS):
-        pfn = bd[(node * NR_ORDERS + cur) * B_NCOLS + B_HEAD]
+        pfn = state[bd + (node * NR_ORDERS + cur) * B_NCOLS + B_HEAD]
         if pfn == NIL:
             continue
         _area_del(state, node, cur, pfn)
@@ -117,19 +117,19 @@ def _alloc_pages(state, node, order, thisnode):
 @jit
 def _free_pages(state, pfn, order):
     """Return the allocated block at ``pfn`` of ``order``, merging it with free buddies."""
-    flags = _f(state, F_PG_FLAGS)
-    pord = _f(state, F_PG_ORDER)
-    head = _f(state, F_PG_HEAD)
+    flags = _o(state, F_PG_FLAGS)
+    pord = _o(state, F_PG_ORDER)
+    head = _o(state, F_PG_HEAD)
     for t in range(pfn, pfn + (1 << order)):
-        flags[t] = 0
-        head[t] = NIL
-    pord[pfn] = NIL
+        state[flags + t] = 0
+        state[head + t] = NIL
+    state[pord + pfn] = NIL
     ppn = _g(state, G_PAGES_PER_NODE)
     node = pfn // ppn
     base = node * ppn
     while order < NR_ORDERS - 1:
         buddy = base + ((pfn - base) ^ (1 << order))
-        if buddy >= base + ppn or flags[buddy] != PG_BUDDY or pord[buddy] != order:
+        if buddy >= base + ppn or state[flags + buddy] != PG_BUDDY or state[pord + buddy] != order:
             break
         _area_del(state, node, order, buddy)
         pfn = min(pfn, buddy)
@@ -143,13 +143,13 @@ def _page_block(state, pfn):
     the frame is free, reserved or out of range."""
     if pfn < 0 or pfn >= _g(state, G_NPAGES):
         return NIL, NIL, 0
-    flags = _f(state, F_PG_FLAGS)
-    f = flags[pfn]
+    flags = _o(state, F_PG_FLAGS)
+    f = state[flags + pfn]
     if f & PG_HEAD:
-        return pfn, _f(state, F_PG_ORDER)[pfn], f
+        return pfn, state[_o(state, F_PG_ORDER) + pfn], f
     if f & PG_TAIL:
-        h = _f(state, F_PG_HEAD)[pfn]
-        return h, _f(state, F_PG_ORDER)[h], flags[h]
+        h = state[_o(state, F_PG_HEAD) + pfn]
+        return h, state[_o(state, F_PG_ORDER) + h], state[flags + h]
     return NIL, NIL, f
 
 
@@ -160,7 +160,7 @@ def _alloc_block(state, node, order, thisnode, kind):
     pfn = _alloc_pages(state, node, order, thisnode)
     if pfn == NIL:
         return 0
-    _f(state, F_PG_FLAGS)[pfn] |= kind
+    state[_o(state, F_PG_FLAGS) + pfn] |= kind
     return pfn << 12
 
 
@@ -172,10 +172,10 @@ def _free_block_checked(state, addr, order, kind):
     if addr <= 0 or addr & 4095 or addr >= _g(state, G_NPAGES) << 12:
         return -1
     pfn = addr >> 12
-    f = _f(state, F_PG_FLAGS)[pfn]
+    f = state[_o(state, F_PG_FLAGS) + pfn]
     if not f & PG_HEAD or (f & ~PG_HEAD) != kind:
         return -1
-    real = _f(state, F_PG_ORDER)[pfn]
+    real = state[_o(state, F_PG_ORDER) + pfn]
     if order >= 0 and real != order:
         return -2
     _free_pages(state, pfn, real)

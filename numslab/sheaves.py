@@ -11,7 +11,7 @@ from ._jit import jit
 from ._layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, F_CA, F_CPU,
                       F_CPU_NODE, F_KMALLOC, F_NODE, F_SL_CACHE, MAX_FULL_SHEAVES, N_BARN_EMPTY,
                       N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC, SH_CACHE, SH_CAPACITY,
-                      SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, CA_NCOLS, PG_LARGE, _f,
+                      SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, CA_NCOLS, PG_LARGE, _f, _o,
                       _stat)
 from .bulk import _alloc_bulk_slab, _free_bulk_raw
 from .cpucache import _do_slab_free
@@ -39,10 +39,10 @@ def _w(sheaf, word):
 def _kmalloc_internal(state, mem, cpu, size, gfp):
     """kmalloc from inside a kernel (sizes up to 4 MiB); address or 0."""
     if size <= 8192:
-        km = _f(state, F_KMALLOC)
+        km = _o(state, F_KMALLOC)
         for i in range(NR_KMALLOC):
             if size <= KMALLOC_CLASS[i]:
-                return _kmalloc(state, mem, km[i], cpu, -1, gfp, size, 0)
+                return _kmalloc(state, mem, state[km + i], cpu, -1, gfp, size, 0)
     order = 0
     while (4096 << order) < size:
         order += 1
@@ -56,7 +56,7 @@ def _kfree_internal(state, mem, cpu, addr):
     if err == E_LARGE:
         _free_block_checked(state, addr, -1, PG_LARGE)
     elif err == 0:
-        _do_slab_free(state, mem, _f(state, F_SL_CACHE)[slab], cpu, slab, addr)
+        _do_slab_free(state, mem, state[_o(state, F_SL_CACHE) + slab], cpu, slab, addr)
 
 
 @jit
@@ -110,7 +110,7 @@ def _sheaf_flush_unused(state, mem, cache, cpu, sheaf):
 @jit
 def _sheaf_flush_main(state, mem, cache, cpu):
     """``sheaf_flush_main``: empty the CPU's main sheaf in batches of 32 from the top."""
-    sheaf = _f(state, F_CPU)[_cpu_row(state, cache, cpu) + C_MAIN]
+    sheaf = state[_o(state, F_CPU) + _cpu_row(state, cache, cpu) + C_MAIN]
     objs = _objs(mem, sheaf)
     size = mem[_w(sheaf, SH_SIZE)]
     while size:
@@ -125,28 +125,28 @@ def _sheaf_flush_main(state, mem, cache, cpu):
 @jit(inline="always")
 def _barn(state, cache, cpu):
     """Row of the barn of ``cpu``'s node (``get_barn``) in field NODE."""
-    return _node_row(state, cache, _f(state, F_CPU_NODE)[cpu])
+    return _node_row(state, cache, state[_o(state, F_CPU_NODE) + cpu])
 
 
 @jit
 def _barn_pop(state, mem, r, head_col, count_col):
     """Take the first sheaf of a barn list; 0 if empty."""
-    nd = _f(state, F_NODE)
-    sheaf = nd[r + head_col]
+    nd = _o(state, F_NODE)
+    sheaf = state[nd + r + head_col]
     if sheaf:
-        nd[r + head_col] = mem[_w(sheaf, SH_NEXT)]
+        state[nd + r + head_col] = mem[_w(sheaf, SH_NEXT)]
         mem[_w(sheaf, SH_NEXT)] = 0
-        nd[r + count_col] -= 1
+        state[nd + r + count_col] -= 1
     return sheaf
 
 
 @jit
 def _barn_push(state, mem, r, head_col, count_col, sheaf):
     """``list_add`` a sheaf to a barn list (limits are the caller's business)."""
-    nd = _f(state, F_NODE)
-    mem[_w(sheaf, SH_NEXT)] = nd[r + head_col]
-    nd[r + head_col] = sheaf
-    nd[r + count_col] += 1
+    nd = _o(state, F_NODE)
+    mem[_w(sheaf, SH_NEXT)] = state[nd + r + head_col]
+    state[nd + r + head_col] = sheaf
+    state[nd + r + count_col] += 1
 
 
 # ---- allocation ------------------------------------------------------------------------------
@@ -154,19 +154,19 @@ def _barn_push(state, mem, r, head_col, count_col, sheaf):
 def _replace_empty_main(state, mem, cache, cpu, gfp):
     """``__pcs_replace_empty_main``: give the CPU a main sheaf with objects (spare, barn,
     or a newly filled one if ``gfp`` may block). True if main now has objects."""
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
-    spare = cpt[c + C_SPARE]
+    spare = state[cpt + c + C_SPARE]
     if spare and mem[_w(spare, SH_SIZE)] > 0:
-        cpt[c + C_SPARE] = cpt[c + C_MAIN]
-        cpt[c + C_MAIN] = spare
+        state[cpt + c + C_SPARE] = state[cpt + c + C_MAIN]
+        state[cpt + c + C_MAIN] = spare
         return True
     r = _barn(state, cache, cpu)
-    nd = _f(state, F_NODE)
-    if nd[r + N_NR_FULL]:                                   # barn_replace_empty_sheaf
+    nd = _o(state, F_NODE)
+    if state[nd + r + N_NR_FULL]:                                   # barn_replace_empty_sheaf
         full = _barn_pop(state, mem, r, N_BARN_FULL, N_NR_FULL)
-        _barn_push(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY, cpt[c + C_MAIN])
-        cpt[c + C_MAIN] = full
+        _barn_push(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY, state[cpt + c + C_MAIN])
+        state[cpt + c + C_MAIN] = full
         _stat(state, cache, cpu, BARN_GET, 1)
         return True
     _stat(state, cache, cpu, BARN_GET_FAIL, 1)
@@ -174,7 +174,7 @@ def _replace_empty_main(state, mem, cache, cpu, gfp):
         return False
     empty = spare
     if empty:
-        cpt[c + C_SPARE] = 0
+        state[cpt + c + C_SPARE] = 0
     else:
         empty = _barn_pop(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY)
     if empty:
@@ -191,15 +191,15 @@ def _replace_empty_main(state, mem, cache, cpu, gfp):
         if _refill_sheaf(state, mem, cache, cpu, full, gfp):
             _free_empty_sheaf(state, mem, cache, cpu, full)
             return False
-    main = cpt[c + C_MAIN]
+    main = state[cpt + c + C_MAIN]
     if mem[_w(main, SH_SIZE)] == 0:
         _barn_push(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY, main)
-        cpt[c + C_MAIN] = full
-    elif not cpt[c + C_SPARE]:
-        cpt[c + C_SPARE] = full
-    elif mem[_w(cpt[c + C_SPARE], SH_SIZE)] == 0:
-        _barn_push(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY, cpt[c + C_SPARE])
-        cpt[c + C_SPARE] = full
+        state[cpt + c + C_MAIN] = full
+    elif not state[cpt + c + C_SPARE]:
+        state[cpt + c + C_SPARE] = full
+    elif mem[_w(state[cpt + c + C_SPARE], SH_SIZE)] == 0:
+        _barn_push(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY, state[cpt + c + C_SPARE])
+        state[cpt + c + C_SPARE] = full
     else:
         _barn_push(state, mem, r, N_BARN_FULL, N_NR_FULL, full)
         _stat(state, cache, cpu, BARN_PUT, 1)
@@ -210,15 +210,15 @@ def _replace_empty_main(state, mem, cache, cpu, gfp):
 def _alloc_from_pcs(state, mem, cache, cpu, gfp, node):
     """``alloc_from_pcs``: pop the CPU's main sheaf (replacing it if empty); 0 if the
     request wants another node or no sheaf with objects can be had."""
-    if node >= 0 and node != _f(state, F_CPU_NODE)[cpu]:
+    if node >= 0 and node != state[_o(state, F_CPU_NODE) + cpu]:
         return 0
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
-    main = cpt[c + C_MAIN]
+    main = state[cpt + c + C_MAIN]
     if mem[_w(main, SH_SIZE)] == 0:
         if not _replace_empty_main(state, mem, cache, cpu, gfp):
             return 0
-        main = cpt[c + C_MAIN]
+        main = state[cpt + c + C_MAIN]
     size = mem[_w(main, SH_SIZE)]
     obj = mem[_w(main, SH_OBJECTS) + size - 1]
     if node >= 0 and _slab_nid(state, obj >> 12) != node:
@@ -232,26 +232,26 @@ def _alloc_from_pcs(state, mem, cache, cpu, gfp, node):
 def _alloc_from_pcs_bulk(state, mem, cache, cpu, nr, p, start):
     """``alloc_from_pcs_bulk``: copy objects from main, spare and full barn sheaves into
     ``p[start:start+nr]`` (array order kept); stops when the barn has no full sheaf."""
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
     got = 0
     while got < nr:
-        main = cpt[c + C_MAIN]
+        main = state[cpt + c + C_MAIN]
         if mem[_w(main, SH_SIZE)] == 0:
-            spare = cpt[c + C_SPARE]
+            spare = state[cpt + c + C_SPARE]
             if spare and mem[_w(spare, SH_SIZE)] > 0:
-                cpt[c + C_SPARE] = main
-                cpt[c + C_MAIN] = spare
+                state[cpt + c + C_SPARE] = main
+                state[cpt + c + C_MAIN] = spare
             else:
                 r = _barn(state, cache, cpu)
-                if not _f(state, F_NODE)[r + N_NR_FULL]:
+                if not state[_o(state, F_NODE) + r + N_NR_FULL]:
                     _stat(state, cache, cpu, BARN_GET_FAIL, 1)
                     break
                 full = _barn_pop(state, mem, r, N_BARN_FULL, N_NR_FULL)
                 _barn_push(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY, main)
-                cpt[c + C_MAIN] = full
+                state[cpt + c + C_MAIN] = full
                 _stat(state, cache, cpu, BARN_GET, 1)
-            main = cpt[c + C_MAIN]
+            main = state[cpt + c + C_MAIN]
         size = mem[_w(main, SH_SIZE)]
         batch = min(nr - got, size)
         size -= batch
@@ -268,47 +268,47 @@ def _alloc_from_pcs_bulk(state, mem, cache, cpu, nr, p, start):
 def _replace_full_main(state, mem, cache, cpu):
     """``__pcs_replace_full_main``: make room in the CPU's main sheaf (swap with spare,
     trade with the barn, or flush); True if main now has room."""
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
     cap = _ca(state, cache, CA_SHEAF_CAPACITY)
     r = _barn(state, cache, cpu)
-    nd = _f(state, F_NODE)
-    spare = cpt[c + C_SPARE]
+    nd = _o(state, F_NODE)
+    spare = state[cpt + c + C_SPARE]
     if not spare:
         empty = _barn_pop(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY)
         if empty:
-            cpt[c + C_SPARE] = cpt[c + C_MAIN]
-            cpt[c + C_MAIN] = empty
+            state[cpt + c + C_SPARE] = state[cpt + c + C_MAIN]
+            state[cpt + c + C_MAIN] = empty
             return True
         empty = _alloc_empty_sheaf(state, mem, cache, cpu, cap, 0)
         if empty:
-            cpt[c + C_SPARE] = cpt[c + C_MAIN]
-            cpt[c + C_MAIN] = empty
+            state[cpt + c + C_SPARE] = state[cpt + c + C_MAIN]
+            state[cpt + c + C_MAIN] = empty
             return True
         _sheaf_flush_main(state, mem, cache, cpu)
         return True
     if mem[_w(spare, SH_SIZE)] < cap:
-        cpt[c + C_SPARE] = cpt[c + C_MAIN]
-        cpt[c + C_MAIN] = spare
+        state[cpt + c + C_SPARE] = state[cpt + c + C_MAIN]
+        state[cpt + c + C_MAIN] = spare
         return True
-    if nd[r + N_NR_FULL] >= MAX_FULL_SHEAVES:               # -E2BIG: flush the spare
+    if state[nd + r + N_NR_FULL] >= MAX_FULL_SHEAVES:               # -E2BIG: flush the spare
         _stat(state, cache, cpu, BARN_PUT_FAIL, 1)
-        cpt[c + C_SPARE] = 0
+        state[cpt + c + C_SPARE] = 0
         _sheaf_flush_unused(state, mem, cache, cpu, spare)
-        cpt[c + C_SPARE] = cpt[c + C_MAIN]                  # install the emptied sheaf
-        cpt[c + C_MAIN] = spare
+        state[cpt + c + C_SPARE] = state[cpt + c + C_MAIN]                  # install the emptied sheaf
+        state[cpt + c + C_MAIN] = spare
         return True
-    if nd[r + N_NR_EMPTY]:                                  # barn_replace_full_sheaf
+    if state[nd + r + N_NR_EMPTY]:                                  # barn_replace_full_sheaf
         empty = _barn_pop(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY)
-        _barn_push(state, mem, r, N_BARN_FULL, N_NR_FULL, cpt[c + C_MAIN])
-        cpt[c + C_MAIN] = empty
+        _barn_push(state, mem, r, N_BARN_FULL, N_NR_FULL, state[cpt + c + C_MAIN])
+        state[cpt + c + C_MAIN] = empty
         _stat(state, cache, cpu, BARN_PUT, 1)
         return True
     empty = _alloc_empty_sheaf(state, mem, cache, cpu, cap, 0)   # -ENOMEM: a new one
     if empty:
-        _barn_push(state, mem, r, N_BARN_FULL, N_NR_FULL, cpt[c + C_MAIN])
+        _barn_push(state, mem, r, N_BARN_FULL, N_NR_FULL, state[cpt + c + C_MAIN])
         _stat(state, cache, cpu, BARN_PUT, 1)
-        cpt[c + C_MAIN] = empty
+        state[cpt + c + C_MAIN] = empty
         return True
     _stat(state, cache, cpu, BARN_PUT_FAIL, 1)
     _sheaf_flush_main(state, mem, cache, cpu)
@@ -318,13 +318,13 @@ def _replace_full_main(state, mem, cache, cpu):
 @jit
 def _free_to_pcs(state, mem, cache, cpu, obj):
     """``free_to_pcs``: push a local-node object on the CPU's main sheaf. True if done."""
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
-    main = cpt[c + C_MAIN]
+    main = state[cpt + c + C_MAIN]
     if mem[_w(main, SH_SIZE)] == _ca(state, cache, CA_SHEAF_CAPACITY):
         if not _replace_full_main(state, mem, cache, cpu):
             return False
-        main = cpt[c + C_MAIN]
+        main = state[cpt + c + C_MAIN]
     size = mem[_w(main, SH_SIZE)]
     mem[_w(main, SH_OBJECTS) + size] = obj
     mem[_w(main, SH_SIZE)] = size + 1
@@ -337,10 +337,10 @@ def _free_to_pcs_bulk(state, mem, cache, cpu, nr, p):
     """``free_to_pcs_bulk``: copy local-node objects of ``p[:nr]`` into sheaves (swapping
     with the spare or trading a full main for an empty barn sheaf); remote objects and what
     does not fit go to the slabs. ``p`` is permuted."""
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
     cap = _ca(state, cache, CA_SHEAF_CAPACITY)
-    local = _f(state, F_CPU_NODE)[cpu]
+    local = state[_o(state, F_CPU_NODE) + cpu]
     size = nr
     i = 0
     while i < size:                                   # remote objects to the tail
@@ -351,29 +351,29 @@ def _free_to_pcs_bulk(state, mem, cache, cpu, nr, p):
             i += 1
     done = 0
     r = _barn(state, cache, cpu)
-    nd = _f(state, F_NODE)
+    nd = _o(state, F_NODE)
     while done < size:
-        main = cpt[c + C_MAIN]
+        main = state[cpt + c + C_MAIN]
         if mem[_w(main, SH_SIZE)] == cap:
-            spare = cpt[c + C_SPARE]
+            spare = state[cpt + c + C_SPARE]
             if not spare:
                 empty = _barn_pop(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY)
                 if not empty:
                     break
-                cpt[c + C_SPARE] = main
-                cpt[c + C_MAIN] = empty
+                state[cpt + c + C_SPARE] = main
+                state[cpt + c + C_MAIN] = empty
             elif mem[_w(spare, SH_SIZE)] < cap:
-                cpt[c + C_SPARE] = main
-                cpt[c + C_MAIN] = spare
-            elif nd[r + N_NR_FULL] < MAX_FULL_SHEAVES and nd[r + N_NR_EMPTY]:
+                state[cpt + c + C_SPARE] = main
+                state[cpt + c + C_MAIN] = spare
+            elif state[nd + r + N_NR_FULL] < MAX_FULL_SHEAVES and state[nd + r + N_NR_EMPTY]:
                 empty = _barn_pop(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY)
                 _barn_push(state, mem, r, N_BARN_FULL, N_NR_FULL, main)
-                cpt[c + C_MAIN] = empty
+                state[cpt + c + C_MAIN] = empty
                 _stat(state, cache, cpu, BARN_PUT, 1)
             else:
                 _stat(state, cache, cpu, BARN_PUT_FAIL, 1)
                 break
-            main = cpt[c + C_MAIN]
+            main = state[cpt + c + C_MAIN]
         msize = mem[_w(main, SH_SIZE)]
         batch = min(size - done, cap - msize)
         o = _w(main, SH_OBJECTS) + msize
@@ -389,14 +389,14 @@ def _free_to_pcs_bulk(state, mem, cache, cpu, nr, p):
 @jit
 def _pcs_flush_all(state, mem, cache, cpu):
     """``pcs_flush_all``: flush and free the spare, flush the main (which stays)."""
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
-    spare = cpt[c + C_SPARE]
-    cpt[c + C_SPARE] = 0
+    spare = state[cpt + c + C_SPARE]
+    state[cpt + c + C_SPARE] = 0
     if spare:
         _sheaf_flush_unused(state, mem, cache, cpu, spare)
         _free_empty_sheaf(state, mem, cache, cpu, spare)
-    if cpt[c + C_MAIN]:
+    if state[cpt + c + C_MAIN]:
         _sheaf_flush_main(state, mem, cache, cpu)
 
 
@@ -421,18 +421,18 @@ def _barn_shrink(state, mem, cache, node, cpu):
 @jit
 def _user_sheaf_link(state, mem, cache, sheaf):
     """Record a sheaf handed to the user (so ``validate`` and destroy can find it)."""
-    ca = _f(state, F_CA)
-    mem[_w(sheaf, SH_NEXT)] = ca[cache * CA_NCOLS + CA_USER_SHEAVES]
-    ca[cache * CA_NCOLS + CA_USER_SHEAVES] = sheaf
+    ca = _o(state, F_CA)
+    mem[_w(sheaf, SH_NEXT)] = state[ca + cache * CA_NCOLS + CA_USER_SHEAVES]
+    state[ca + cache * CA_NCOLS + CA_USER_SHEAVES] = sheaf
 
 
 @jit
 def _user_sheaf_unlink(state, mem, cache, sheaf):
     """Forget a user sheaf; False if ``sheaf`` is not one of this cache's."""
-    ca = _f(state, F_CA)
+    ca = _o(state, F_CA)
     i = cache * CA_NCOLS + CA_USER_SHEAVES
     prev = 0
-    s = ca[i]
+    s = state[ca + i]
     while s and s != sheaf:
         prev = s
         s = mem[_w(s, SH_NEXT)]
@@ -441,7 +441,7 @@ def _user_sheaf_unlink(state, mem, cache, sheaf):
     if prev:
         mem[_w(prev, SH_NEXT)] = mem[_w(s, SH_NEXT)]
     else:
-        ca[i] = mem[_w(s, SH_NEXT)]
+        state[ca + i] = mem[_w(s, SH_NEXT)]
     mem[_w(s, SH_NEXT)] = 0
     return True
 
@@ -464,11 +464,11 @@ def _prefill_sheaf(state, mem, cache, cpu, gfp, size):
         mem[_w(sheaf, SH_SIZE)] = size
         _user_sheaf_link(state, mem, cache, sheaf)
         return sheaf
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
-    sheaf = cpt[c + C_SPARE]
+    sheaf = state[cpt + c + C_SPARE]
     if sheaf:
-        cpt[c + C_SPARE] = 0
+        state[cpt + c + C_SPARE] = 0
         _stat(state, cache, cpu, SHEAF_PREFILL_FAST, 1)
     else:
         _stat(state, cache, cpu, SHEAF_PREFILL_SLOW, 1)
@@ -502,15 +502,15 @@ def _return_sheaf(state, mem, cache, cpu, gfp, sheaf):
         _sheaf_flush_unused(state, mem, cache, cpu, sheaf)
         _kfree_internal(state, mem, cpu, sheaf)
         return
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     c = _cpu_row(state, cache, cpu)
-    if not cpt[c + C_SPARE]:
-        cpt[c + C_SPARE] = sheaf
+    if not state[cpt + c + C_SPARE]:
+        state[cpt + c + C_SPARE] = sheaf
         _stat(state, cache, cpu, SHEAF_RETURN_FAST, 1)
         return
     _stat(state, cache, cpu, SHEAF_RETURN_SLOW, 1)
     r = _barn(state, cache, cpu)
-    if _f(state, F_NODE)[r + N_NR_FULL] >= MAX_FULL_SHEAVES or \
+    if state[_o(state, F_NODE) + r + N_NR_FULL] >= MAX_FULL_SHEAVES or \
             _refill_sheaf(state, mem, cache, cpu, sheaf, gfp):
         _sheaf_flush_unused(state, mem, cache, cpu, sheaf)
         _free_empty_sheaf(state, mem, cache, cpu, sheaf)
@@ -549,11 +549,11 @@ def _refill_user_sheaf(state, mem, cache, cpu, gfp, sheaf, size):
 @jit
 def _init_percpu_sheaves(state, mem, cache):
     """``init_percpu_sheaves``: an empty main sheaf for every CPU; False if out of memory."""
-    cpt = _f(state, F_CPU)
+    cpt = _o(state, F_CPU)
     for cpu in range(_f(state, F_CPU_NODE).shape[0]):
         sheaf = _alloc_empty_sheaf(state, mem, cache, 0,
                                    _ca(state, cache, CA_SHEAF_CAPACITY), 0)
         if not sheaf:
             return False
-        cpt[_cpu_row(state, cache, cpu) + C_MAIN] = sheaf
+        state[cpt + _cpu_row(state, cache, cpu) + C_MAIN] = sheaf
     return True

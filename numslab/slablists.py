@@ -17,7 +17,7 @@ from ._layout import (C_NCOLS, C_PARTIAL, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, 
                       F_SL_OBJECTS, F_SL_SLABS, G_NCPUS, G_NNODES, G_NPENDING,
                       G_PAGES_PER_NODE, N_NCOLS, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
                       N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN,
-                      PG_HEAD, PG_NODE_PARTIAL, PG_SLAB, _f, _g, _rand, _set_g, _stat)
+                      PG_HEAD, PG_NODE_PARTIAL, PG_SLAB, _f, _g, _o, _rand, _set_g, _stat)
 from .flags import (CPU_PARTIAL_DRAIN, CPU_PARTIAL_NODE, DEACTIVATE_EMPTY, FREE_ADD_PARTIAL,
                     FREE_FROZEN, FREE_REMOVE_PARTIAL, FREE_SLAB, ALLOC_FROM_PARTIAL,
                     ALLOC_REMOTE_PARTIAL, CPU_PARTIAL_FREE, ORDER_FALLBACK)
@@ -60,58 +60,58 @@ def _node_row(state, cache, node):
 @jit(inline="always")
 def _ca(state, cache, col):
     """Column ``col`` of cache ``cache``."""
-    return _f(state, F_CA)[cache * CA_NCOLS + col]
+    return state[_o(state, F_CA) + cache * CA_NCOLS + col]
 
 
 # ---- node partial list ---------------------------------------------------------------------
 @jit
 def _add_partial(state, cache, slab, tail):
     """``add_partial``: put ``slab`` on its node's partial list, at the tail if ``tail``."""
-    nd = _f(state, F_NODE)
-    nxt = _f(state, F_PG_NEXT)
-    prv = _f(state, F_PG_PREV)
+    nd = _o(state, F_NODE)
+    nxt = _o(state, F_PG_NEXT)
+    prv = _o(state, F_PG_PREV)
     r = _node_row(state, cache, _slab_nid(state, slab))
-    if nd[r + N_PARTIAL_HEAD] == NIL:
-        nxt[slab] = NIL
-        prv[slab] = NIL
-        nd[r + N_PARTIAL_HEAD] = slab
-        nd[r + N_PARTIAL_TAIL] = slab
+    if state[nd + r + N_PARTIAL_HEAD] == NIL:
+        state[nxt + slab] = NIL
+        state[prv + slab] = NIL
+        state[nd + r + N_PARTIAL_HEAD] = slab
+        state[nd + r + N_PARTIAL_TAIL] = slab
     elif tail:
-        t = nd[r + N_PARTIAL_TAIL]
-        nxt[t] = slab
-        prv[slab] = t
-        nxt[slab] = NIL
-        nd[r + N_PARTIAL_TAIL] = slab
+        t = state[nd + r + N_PARTIAL_TAIL]
+        state[nxt + t] = slab
+        state[prv + slab] = t
+        state[nxt + slab] = NIL
+        state[nd + r + N_PARTIAL_TAIL] = slab
     else:
-        h = nd[r + N_PARTIAL_HEAD]
-        prv[h] = slab
-        nxt[slab] = h
-        prv[slab] = NIL
-        nd[r + N_PARTIAL_HEAD] = slab
-    nd[r + N_NR_PARTIAL] += 1
-    _f(state, F_PG_FLAGS)[slab] |= PG_NODE_PARTIAL
+        h = state[nd + r + N_PARTIAL_HEAD]
+        state[prv + h] = slab
+        state[nxt + slab] = h
+        state[prv + slab] = NIL
+        state[nd + r + N_PARTIAL_HEAD] = slab
+    state[nd + r + N_NR_PARTIAL] += 1
+    state[_o(state, F_PG_FLAGS) + slab] |= PG_NODE_PARTIAL
 
 
 @jit
 def _remove_partial(state, cache, slab):
     """``remove_partial``: take ``slab`` off its node's partial list."""
-    nd = _f(state, F_NODE)
-    nxt = _f(state, F_PG_NEXT)
-    prv = _f(state, F_PG_PREV)
+    nd = _o(state, F_NODE)
+    nxt = _o(state, F_PG_NEXT)
+    prv = _o(state, F_PG_PREV)
     r = _node_row(state, cache, _slab_nid(state, slab))
-    n, p = nxt[slab], prv[slab]
+    n, p = state[nxt + slab], state[prv + slab]
     if p != NIL:
-        nxt[p] = n
+        state[nxt + p] = n
     else:
-        nd[r + N_PARTIAL_HEAD] = n
+        state[nd + r + N_PARTIAL_HEAD] = n
     if n != NIL:
-        prv[n] = p
+        state[prv + n] = p
     else:
-        nd[r + N_PARTIAL_TAIL] = p
-    nxt[slab] = NIL
-    prv[slab] = NIL
-    nd[r + N_NR_PARTIAL] -= 1
-    _f(state, F_PG_FLAGS)[slab] &= ~PG_NODE_PARTIAL
+        state[nd + r + N_PARTIAL_TAIL] = p
+    state[nxt + slab] = NIL
+    state[prv + slab] = NIL
+    state[nd + r + N_NR_PARTIAL] -= 1
+    state[_o(state, F_PG_FLAGS) + slab] &= ~PG_NODE_PARTIAL
 
 
 # ---- slab creation and release ---------------------------------------------------------------
@@ -139,7 +139,7 @@ def _new_slab(state, mem, cache, cpu, node, thisnode):
         _set_fp(mem, offset, obj, obj + size)
         obj += size
     _set_fp(mem, offset, obj, 0)
-    _f(state, F_SL_FREELIST)[slab] = base
+    state[_o(state, F_SL_FREELIST) + slab] = base
     return slab
 
 
@@ -147,35 +147,35 @@ def _new_slab(state, mem, cache, cpu, node, thisnode):
 def _init_slab(state, cache, slab, objects):
     """Turn the allocated block at ``slab`` into an empty slab of ``cache`` (no free list
     yet: the caller builds one or hands out every object at once) and count it."""
-    _f(state, F_PG_FLAGS)[slab] = PG_HEAD | PG_SLAB
-    _f(state, F_SL_CACHE)[slab] = cache
-    _f(state, F_SL_OBJECTS)[slab] = objects
-    _f(state, F_SL_INUSE)[slab] = 0
-    _f(state, F_SL_FREELIST)[slab] = 0
-    _f(state, F_SL_SLABS)[slab] = 0
-    nd = _f(state, F_NODE)
+    state[_o(state, F_PG_FLAGS) + slab] = PG_HEAD | PG_SLAB
+    state[_o(state, F_SL_CACHE) + slab] = cache
+    state[_o(state, F_SL_OBJECTS) + slab] = objects
+    state[_o(state, F_SL_INUSE) + slab] = 0
+    state[_o(state, F_SL_FREELIST) + slab] = 0
+    state[_o(state, F_SL_SLABS) + slab] = 0
+    nd = _o(state, F_NODE)
     r = _node_row(state, cache, _slab_nid(state, slab))
-    nd[r + N_NR_SLABS] += 1
-    nd[r + N_TOTAL_OBJECTS] += objects
+    state[nd + r + N_NR_SLABS] += 1
+    state[nd + r + N_TOTAL_OBJECTS] += objects
     if _ca(state, cache, CA_CTOR):
-        pend = _f(state, F_PENDING)
+        pend = _o(state, F_PENDING)
         n = _g(state, G_NPENDING)
-        pend[n] = slab
+        state[pend + n] = slab
         _set_g(state, G_NPENDING, n + 1)
 
 
 @jit
 def _discard_slab(state, cache, slab):
     """``discard_slab``: uncount the slab and give its pages back to the page allocator."""
-    nd = _f(state, F_NODE)
+    nd = _o(state, F_NODE)
     r = _node_row(state, cache, _slab_nid(state, slab))
-    nd[r + N_NR_SLABS] -= 1
-    nd[r + N_TOTAL_OBJECTS] -= _f(state, F_SL_OBJECTS)[slab]
-    _f(state, F_SL_CACHE)[slab] = NIL
-    _f(state, F_SL_OBJECTS)[slab] = 0
-    _f(state, F_SL_INUSE)[slab] = 0
-    _f(state, F_SL_FREELIST)[slab] = 0
-    _free_pages(state, slab, _f(state, F_PG_ORDER)[slab])
+    state[nd + r + N_NR_SLABS] -= 1
+    state[nd + r + N_TOTAL_OBJECTS] -= state[_o(state, F_SL_OBJECTS) + slab]
+    state[_o(state, F_SL_CACHE) + slab] = NIL
+    state[_o(state, F_SL_OBJECTS) + slab] = 0
+    state[_o(state, F_SL_INUSE) + slab] = 0
+    state[_o(state, F_SL_FREELIST) + slab] = 0
+    _free_pages(state, slab, state[_o(state, F_PG_ORDER) + slab])
 
 
 # ---- taking a slab for a CPU ---------------------------------------------------------------
@@ -183,15 +183,15 @@ def _discard_slab(state, cache, slab):
 def _freeze_slab(state, slab):
     """``freeze_slab``/``get_freelist``: take the slab's whole free list for a CPU; the
     slab counts every object as in use and is frozen while the free list is non-empty."""
-    fl = _f(state, F_SL_FREELIST)
-    freelist = fl[slab]
-    fl[slab] = 0
-    _f(state, F_SL_INUSE)[slab] = _f(state, F_SL_OBJECTS)[slab]
-    flags = _f(state, F_PG_FLAGS)
+    fl = _o(state, F_SL_FREELIST)
+    freelist = state[fl + slab]
+    state[fl + slab] = 0
+    state[_o(state, F_SL_INUSE) + slab] = state[_o(state, F_SL_OBJECTS) + slab]
+    flags = _o(state, F_PG_FLAGS)
     if freelist != 0:
-        flags[slab] |= PG_FROZEN
+        state[flags + slab] |= PG_FROZEN
     else:
-        flags[slab] &= ~PG_FROZEN
+        state[flags + slab] &= ~PG_FROZEN
     return freelist
 
 
@@ -199,28 +199,28 @@ def _freeze_slab(state, slab):
 def _put_partials(state, cache, cpu, chain):
     """``__put_partials``: move a chain of CPU-partial slabs to their node lists, freeing
     empty ones once the node already keeps ``min_partial`` partial slabs."""
-    nxt = _f(state, F_PG_NEXT)
-    flags = _f(state, F_PG_FLAGS)
-    inuse = _f(state, F_SL_INUSE)
-    nd = _f(state, F_NODE)
+    nxt = _o(state, F_PG_NEXT)
+    flags = _o(state, F_PG_FLAGS)
+    inuse = _o(state, F_SL_INUSE)
+    nd = _o(state, F_NODE)
     min_partial = _ca(state, cache, CA_MIN_PARTIAL)
     discard = NIL
     slab = chain
     while slab != NIL:
-        following = nxt[slab]
-        flags[slab] &= ~PG_CPU_PARTIAL
-        nxt[slab] = NIL
+        following = state[nxt + slab]
+        state[flags + slab] &= ~PG_CPU_PARTIAL
+        state[nxt + slab] = NIL
         r = _node_row(state, cache, _slab_nid(state, slab))
-        if inuse[slab] == 0 and nd[r + N_NR_PARTIAL] >= min_partial:
-            nxt[slab] = discard
+        if state[inuse + slab] == 0 and state[nd + r + N_NR_PARTIAL] >= min_partial:
+            state[nxt + slab] = discard
             discard = slab
         else:
             _add_partial(state, cache, slab, True)
             _stat(state, cache, cpu, FREE_ADD_PARTIAL, 1)
         slab = following
     while discard != NIL:
-        following = nxt[discard]
-        nxt[discard] = NIL
+        following = state[nxt + discard]
+        state[nxt + discard] = NIL
         _stat(state, cache, cpu, DEACTIVATE_EMPTY, 1)
         _discard_slab(state, cache, discard)
         _stat(state, cache, cpu, FREE_SLAB, 1)
@@ -231,23 +231,23 @@ def _put_partials(state, cache, cpu, chain):
 def _put_cpu_partial(state, cache, cpu, slab, drain):
     """``put_cpu_partial``: push ``slab`` on ``cpu``'s partial list; when ``drain`` and the
     list already holds ``cpu_partial_slabs``, first move the whole list to the node."""
-    cpt = _f(state, F_CPU)
-    nxt = _f(state, F_PG_NEXT)
-    nslabs = _f(state, F_SL_SLABS)
+    cpt = _o(state, F_CPU)
+    nxt = _o(state, F_PG_NEXT)
+    nslabs = _o(state, F_SL_SLABS)
     c = _cpu_row(state, cache, cpu)
-    old = cpt[c + C_PARTIAL]
+    old = state[cpt + c + C_PARTIAL]
     slabs = 0
     to_put = NIL
     if old != NIL:
-        if drain and nslabs[old] >= _ca(state, cache, CA_CPU_PARTIAL_SLABS):
+        if drain and state[nslabs + old] >= _ca(state, cache, CA_CPU_PARTIAL_SLABS):
             to_put = old
             old = NIL
         else:
-            slabs = nslabs[old]
-    nslabs[slab] = slabs + 1
-    nxt[slab] = old
-    _f(state, F_PG_FLAGS)[slab] |= PG_CPU_PARTIAL
-    cpt[c + C_PARTIAL] = slab
+            slabs = state[nslabs + old]
+    state[nslabs + slab] = slabs + 1
+    state[nxt + slab] = old
+    state[_o(state, F_PG_FLAGS) + slab] |= PG_CPU_PARTIAL
+    state[cpt + c + C_PARTIAL] = slab
     if to_put != NIL:
         _put_partials(state, cache, cpu, to_put)
         _stat(state, cache, cpu, CPU_PARTIAL_DRAIN, 1)
@@ -258,15 +258,15 @@ def _get_partial_node(state, cache, cpu, node):
     """``get_partial_node``: take the first slab of ``node``'s partial list for the CPU
     (frozen by the caller) and move up to ``cpu_partial / 2`` more to the CPU's partial
     list. Returns the slab or NIL."""
-    nd = _f(state, F_NODE)
-    nxt = _f(state, F_PG_NEXT)
+    nd = _o(state, F_NODE)
+    nxt = _o(state, F_PG_NEXT)
     r = _node_row(state, cache, node)
     cpu_partial = _ca(state, cache, CA_CPU_PARTIAL)
     partial = NIL
     partial_slabs = 0
-    slab = nd[r + N_PARTIAL_HEAD]
+    slab = state[nd + r + N_PARTIAL_HEAD]
     while slab != NIL:
-        following = nxt[slab]
+        following = state[nxt + slab]
         _remove_partial(state, cache, slab)
         if partial == NIL:
             partial = slab
@@ -288,7 +288,7 @@ def _get_partial(state, cache, cpu, node, thisnode):
     """``get_partial``: the local (or requested) node first, then ``get_any_partial``:
     other nodes holding more than ``min_partial`` partial slabs, if the random draw passes
     ``remote_node_defrag_ratio`` and the request did not pin a node."""
-    cpu_node = _f(state, F_CPU_NODE)[cpu]
+    cpu_node = state[_o(state, F_CPU_NODE) + cpu]
     search = cpu_node if node < 0 else node
     slab = _get_partial_node(state, cache, cpu, search)
     if slab != NIL or (node >= 0 and thisnode):
@@ -297,11 +297,11 @@ def _get_partial(state, cache, cpu, node, thisnode):
     if ratio == 0 or _rand(state) % 1024 > ratio:
         return NIL
     nnodes = _g(state, G_NNODES)
-    nd = _f(state, F_NODE)
+    nd = _o(state, F_NODE)
     min_partial = _ca(state, cache, CA_MIN_PARTIAL)
     for i in range(nnodes):
         n = (cpu_node + i) % nnodes
-        if nd[_node_row(state, cache, n) + N_NR_PARTIAL] > min_partial:
+        if state[nd + _node_row(state, cache, n) + N_NR_PARTIAL] > min_partial:
             slab = _get_partial_node(state, cache, cpu, n)
             if slab != NIL:
                 if n != cpu_node:
@@ -315,15 +315,15 @@ def _get_partial(state, cache, cpu, node, thisnode):
 def _slab_free(state, mem, cache, cpu, slab, head, tail, cnt):
     """``__slab_free``: put the chain ``head..tail`` of ``cnt`` objects (already linked
     through their free pointers) on ``slab``'s free list and fix the slab's list place."""
-    fl = _f(state, F_SL_FREELIST)
-    inuse_a = _f(state, F_SL_INUSE)
-    flags = _f(state, F_PG_FLAGS)
-    prior = fl[slab]
+    fl = _o(state, F_SL_FREELIST)
+    inuse_a = _o(state, F_SL_INUSE)
+    flags = _o(state, F_PG_FLAGS)
+    prior = state[fl + slab]
     _set_fp(mem, _ca(state, cache, CA_OFFSET), tail, prior)
-    fl[slab] = head
-    inuse = inuse_a[slab] - cnt
-    inuse_a[slab] = inuse
-    if flags[slab] & PG_FROZEN:
+    state[fl + slab] = head
+    inuse = state[inuse_a + slab] - cnt
+    state[inuse_a + slab] = inuse
+    if state[flags + slab] & PG_FROZEN:
         _stat(state, cache, cpu, FREE_FROZEN, 1)
         return
     has_cpu_partial = _ca(state, cache, CA_HAS_CPU_PARTIAL)
@@ -333,11 +333,11 @@ def _slab_free(state, mem, cache, cpu, slab, head, tail, cnt):
         return
     if inuse != 0 and prior != 0:
         return
-    if prior != 0 and not flags[slab] & PG_NODE_PARTIAL:
+    if prior != 0 and not state[flags + slab] & PG_NODE_PARTIAL:
         return                      # on a CPU's partial list: it stays there
-    nd = _f(state, F_NODE)
+    nd = _o(state, F_NODE)
     r = _node_row(state, cache, _slab_nid(state, slab))
-    if inuse == 0 and nd[r + N_NR_PARTIAL] >= _ca(state, cache, CA_MIN_PARTIAL):
+    if inuse == 0 and state[nd + r + N_NR_PARTIAL] >= _ca(state, cache, CA_MIN_PARTIAL):
         if prior != 0:
             _remove_partial(state, cache, slab)
             _stat(state, cache, cpu, FREE_REMOVE_PARTIAL, 1)
@@ -354,26 +354,26 @@ def _slab_free(state, mem, cache, cpu, slab, head, tail, cnt):
 def _shrink_node(state, cache, node):
     """``__kmem_cache_do_shrink`` for one node: free every empty partial slab and move the
     slabs with 1..32 free objects to the head, fewest free first. Returns slabs freed."""
-    nd = _f(state, F_NODE)
-    nxt = _f(state, F_PG_NEXT)
-    prv = _f(state, F_PG_PREV)
-    inuse = _f(state, F_SL_INUSE)
-    objects = _f(state, F_SL_OBJECTS)
+    nd = _o(state, F_NODE)
+    nxt = _o(state, F_PG_NEXT)
+    prv = _o(state, F_PG_PREV)
+    inuse = _o(state, F_SL_INUSE)
+    objects = _o(state, F_SL_OBJECTS)
     r = _node_row(state, cache, node)
     bucket_head = np.full(SHRINK_PROMOTE_MAX, NIL, np.int64)   # list_move: head insert
     discard = NIL
     freed = 0
-    slab = nd[r + N_PARTIAL_HEAD]
+    slab = state[nd + r + N_PARTIAL_HEAD]
     while slab != NIL:
-        following = nxt[slab]
-        free = objects[slab] - inuse[slab]
-        if free == objects[slab]:
+        following = state[nxt + slab]
+        free = state[objects + slab] - state[inuse + slab]
+        if free == state[objects + slab]:
             _remove_partial(state, cache, slab)
-            nxt[slab] = discard
+            state[nxt + slab] = discard
             discard = slab
         elif free <= SHRINK_PROMOTE_MAX:
             _remove_partial(state, cache, slab)
-            nxt[slab] = bucket_head[free - 1]
+            state[nxt + slab] = bucket_head[free - 1]
             bucket_head[free - 1] = slab
         slab = following
     for i in range(SHRINK_PROMOTE_MAX - 1, -1, -1):    # list_splice each bucket to the head
@@ -381,13 +381,13 @@ def _shrink_node(state, cache, node):
         s = bucket_head[i]
         while s != NIL:
             chain.append(s)
-            s = nxt[s]
+            s = state[nxt + s]
         for j in range(len(chain) - 1, -1, -1):
             _add_partial(state, cache, chain[j], False)
     while discard != NIL:
-        following = nxt[discard]
-        nxt[discard] = NIL
-        prv[discard] = NIL
+        following = state[nxt + discard]
+        state[nxt + discard] = NIL
+        state[prv + discard] = NIL
         _discard_slab(state, cache, discard)
         freed += 1
         discard = following

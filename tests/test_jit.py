@@ -1,0 +1,305 @@
+"""``numslab.jit``: the allocator called from users' own ``@njit`` code. Every call goes
+through the same kernels as the Python facade, so the same sequence of operations must
+leave a twin allocator driven from Python in exactly the same state."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import numslab
+from numslab import GFP_KERNEL, SLAB_HWCACHE_ALIGN
+from numslab import jit as nj
+from numslab.geometry import get_order, kmalloc_cache_size
+
+from conftest import assert_unchanged, snapshot
+
+
+# ---- user code --------------------------------------------------------------------------------
+@numba.njit
+def scenario(h, cid, other, n):
+    """A bit of everything, in a fixed order (mirrored by ``scenario_py``)."""
+    out = np.empty(n, np.int64)
+    got = nj.kmem_cache_alloc_bulk(h, cid, n, out)
+    singles = np.empty(3, np.int64)
+    for i in range(3):
+        singles[i] = nj.kmem_cache_alloc(h, cid)
+    arr = np.empty(40, np.int64)
+    na = nj.kmem_cache_alloc_array(h, cid, 40, arr, 0)
+    nd = nj.kmem_cache_alloc_node(h, cid, 0)
+    k = np.empty(4, np.int64)
+    k[0] = nj.kmalloc(h, 24)
+    k[1] = nj.kmalloc(h, 700)
+    k[2] = nj.kmalloc(h, 20000)
+    k[3] = nj.kmem_cache_alloc(h, other)
+    live = nj.is_live(h, cid, singles[0])
+    nj.kmem_cache_free(h, cid, singles[0])
+    dead = not nj.is_live(h, cid, singles[0])
+    nj.kfree_bulk(h, 4, k)
+    nj.kmem_cache_free_bulk(h, cid, n, out)
+    nj.kmem_cache_free_array(h, cid, 10, arr)
+    z = nj.kmalloc(h, 0)
+    nj.kfree(h, z)
+    nj.kfree(h, 0)
+    return got, na, live, dead, z, singles, arr, nd
+
+
+def scenario_py(sa, c, other, n):
+    out = np.empty(n, np.int64)
+    got = sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, n, out, cpu=0)
+    singles = np.array([sa.kmem_cache_alloc(c, cpu=0) for _ in range(3)], np.int64)
+    arr = np.empty(40, np.int64)
+    na = sa.kmem_cache_alloc_array(c, GFP_KERNEL, 40, arr, flags=0, cpu=0)
+    nd = sa.kmem_cache_alloc_node(c, GFP_KERNEL, 0, cpu=0)
+    k = np.array([sa.kmalloc(24, cpu=0), sa.kmalloc(700, cpu=0), sa.kmalloc(20000, cpu=0),
+                  sa.kmem_cache_alloc(other, cpu=0)], np.int64)
+    sa.kmem_cache_free(c, int(singles[0]), cpu=0)
+    sa.kfree_bulk(4, k, cpu=0)
+    sa.kmem_cache_free_bulk(c, n, out, cpu=0)
+    sa.kmem_cache_free_array(c, 10, arr, cpu=0)
+    return got, na, singles, arr, nd
+
+
+@numba.njit
+def free_one(h, cid, addr):
+    nj.kmem_cache_free(h, cid, addr)
+
+
+@numba.njit
+def kfree_one(h, addr):
+    nj.kfree(h, addr)
+
+
+@numba.njit
+def free_many(h, cid, nr, objs):
+    nj.kmem_cache_free_bulk(h, cid, nr, objs)
+
+
+@numba.njit
+def kfree_many(h, nr, objs):
+    nj.kfree_bulk(h, nr, objs)
+
+
+@numba.njit
+def alloc_one(h, cid):
+    return nj.kmem_cache_alloc(h, cid)
+
+
+@numba.njit
+def alloc_many(h, cid, nr, out):
+    return nj.kmem_cache_alloc_bulk(h, cid, nr, out)
+
+
+@numba.njit
+def alloc_arr(h, cid, nr, out, flags):
+    return nj.kmem_cache_alloc_array(h, cid, nr, out, flags)
+
+
+@numba.njit
+def kmalloc_many(h, sizes):
+    out = np.empty(sizes.shape[0], np.int64)
+    for i in range(sizes.shape[0]):
+        out[i] = nj.kmalloc(h, sizes[i])
+    return out
+
+
+def pair():
+    return [numslab.SlabAllocator(nr_cpus=2, memory="64M") for _ in range(2)]
+
+
+# ---- the same state as the facade ------------------------------------------------------------
+@pytest.mark.parametrize("sheaves", [0, 8])
+def test_njit_code_leaves_the_same_state_as_python(sheaves):
+    (a, b) = pair()
+    ca = a.kmem_cache_create("c", 192, sheaf_capacity=sheaves)
+    oa = a.kmem_cache_create("o", 64, flags=SLAB_HWCACHE_ALIGN)
+    cb = b.kmem_cache_create("c", 192, sheaf_capacity=sheaves)
+    ob = b.kmem_cache_create("o", 64, flags=SLAB_HWCACHE_ALIGN)
+    got, na, live, dead, z, singles, arr, nd = scenario(a.handle, ca.id, oa.id, 50)
+    assert (got, na, live, dead, z) == (50, 40, True, True, numslab.ZERO_SIZE_PTR)
+    pgot, pna, psingles, parr, pnd = scenario_py(b, cb, ob, 50)
+    assert (pgot, pna) == (got, na)
+    assert psingles.tolist() == singles.tolist() and parr.tolist() == arr.tolist()
+    assert pnd == nd
+    sa_, sb_ = snapshot(a), snapshot(b)
+    assert np.array_equal(sa_[0], sb_[0]), "state differs from the Python twin"
+    assert np.array_equal(sa_[1], sb_[1]), "arena differs from the Python twin"
+    # and Python reads the njit side's work
+    assert ca.live_objects == 2 + 30 + 1
+    assert ca.stats == cb.stats and ca.stats["alloc_array_full_count"] >= 0
+    if sheaves:
+        assert ca.stats["alloc_cpu_sheaf"] > 0 and ca.stats["free_cpu_sheaf"] > 0
+    assert all(a.ksize(int(x)) == 192 for x in list(singles[1:]) + list(arr[10:]) + [nd])
+    for k in a.kmalloc_caches:
+        assert k.live_objects == b.find_cache(k.name).live_objects
+    a.validate()
+    b.validate()
+    # the Python side can free what njit code allocated, and the other way round
+    for x in list(singles[1:]) + [nd]:
+        a.kmem_cache_free(ca, int(x))
+    free_many(a.handle, ca.id, 30, arr[10:].copy())
+    assert ca.live_objects == 0
+    a.validate()
+
+
+def test_njit_kmalloc_uses_the_same_size_classes(sa):
+    sizes = np.array(list(range(1, 300)) + [500, 511, 512, 513, 1000, 1024, 1025, 4096,
+                                            5000, 8191, 8192, 8193, 12288, 20000, 65536,
+                                            4 << 20], np.int64)
+    addrs = kmalloc_many(sa.handle, sizes)
+    assert addrs.all()
+    for s, a in zip(sizes.tolist(), addrs.tolist()):
+        want = kmalloc_cache_size(s) if s <= 8192 else 4096 << get_order(s)
+        assert sa.ksize(a) == want, s
+    sa.validate()
+    kfree_many(sa.handle, len(addrs), addrs)
+    assert all(k.live_objects == 0 for k in sa.kmalloc_caches)
+    sa.validate()
+
+
+def test_njit_bulk_alloc_is_all_or_nothing():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("x", 1024)
+    out = np.empty(5000, np.int64)
+    assert alloc_many(sa.handle, c.id, 5000, out) == 0
+    assert c.live_objects == 0
+    sa.validate()
+    n = c.total_objects                                 # every slab the attempt made
+    assert alloc_many(sa.handle, c.id, n, out) == n
+    assert c.live_objects == n
+    sa.validate()
+
+
+# ---- errors raised inside njit code -----------------------------------------------------------
+@pytest.fixture
+def world(sa):
+    c = sa.kmem_cache_create("j", 128)
+    other = sa.kmem_cache_create("other", 128)
+    objs = c.alloc_bulk(20)
+    gone = c.alloc()
+    c.free(gone)
+    return sa, c, other, objs, gone
+
+
+def test_njit_double_free_raises_and_changes_nothing(world):
+    sa, c, other, objs, gone = world
+    snap = snapshot(sa)
+    with pytest.raises(numslab.DoubleFreeError, match="double free"):
+        free_one(sa.handle, c.id, gone)
+    with pytest.raises(numslab.DoubleFreeError):
+        kfree_one(sa.handle, gone)
+    arr = objs.copy()
+    arr[7] = arr[2]
+    with pytest.raises(numslab.DoubleFreeError):
+        free_many(sa.handle, c.id, 20, arr)
+    assert (arr[:7] == objs[:7]).all()                  # not permuted
+    with pytest.raises(numslab.DoubleFreeError):
+        kfree_many(sa.handle, 20, arr)
+    assert_unchanged(sa, snap)
+
+
+def test_njit_wrong_cache_and_bad_addresses_raise(world):
+    sa, c, other, objs, gone = world
+    theirs = other.alloc()
+    large = sa.kmalloc(20000)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.WrongCacheError, match="another cache"):
+        free_one(sa.handle, c.id, theirs)
+    with pytest.raises(numslab.WrongCacheError):
+        free_many(sa.handle, c.id, 2, np.array([objs[0], theirs]))
+    for bad in (int(objs[3]) + 8, 1 << 40, 0, -8, large, large + 4096):
+        with pytest.raises(numslab.BadAddressError):
+            free_one(sa.handle, c.id, bad)
+    with pytest.raises(numslab.BadAddressError):
+        kfree_one(sa.handle, large + 4096)
+    with pytest.raises(numslab.DoubleFreeError):
+        kfree_many(sa.handle, 2, np.array([large, large]))
+    assert_unchanged(sa, snap)
+    kfree_one(sa.handle, large)
+    with pytest.raises(numslab.BadAddressError):       # its pages are free now
+        kfree_one(sa.handle, large)
+    sa.validate()
+
+
+def test_njit_count_checks(world):
+    sa, c, other, objs, gone = world
+    snap = snapshot(sa)
+    for nr in (21, -1):
+        with pytest.raises(numslab.InvalidSizeError):
+            free_many(sa.handle, c.id, nr, objs.copy())
+        with pytest.raises(numslab.InvalidSizeError):
+            kfree_many(sa.handle, nr, objs.copy())
+        with pytest.raises(numslab.InvalidSizeError):
+            alloc_many(sa.handle, c.id, nr, np.empty(20, np.int64))
+        with pytest.raises(numslab.InvalidSizeError):
+            alloc_arr(sa.handle, c.id, nr, np.empty(20, np.int64), 0)
+    for size in (-1, (4 << 20) + 1):
+        with pytest.raises(numslab.InvalidSizeError):
+            kmalloc_many(sa.handle, np.array([size], np.int64))
+    assert_unchanged(sa, snap)
+    assert alloc_many(sa.handle, c.id, 0, np.empty(0, np.int64)) == 0
+    assert_unchanged(sa, snap)
+
+
+def test_njit_refuses_caches_with_a_constructor(sa):
+    @numba.njit
+    def ctor(mem, addr):
+        mem[addr] = 0x42
+
+    c = sa.kmem_cache_create("ctor", 64, ctor=ctor)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.SlabError, match="constructor"):
+        alloc_one(sa.handle, c.id)
+    with pytest.raises(numslab.SlabError, match="constructor"):
+        alloc_many(sa.handle, c.id, 4, np.empty(4, np.int64))
+    with pytest.raises(numslab.SlabError, match="constructor"):
+        alloc_arr(sa.handle, c.id, 4, np.empty(4, np.int64), 0)
+    assert_unchanged(sa, snap)
+    a = c.alloc()                                       # built from Python...
+    assert sa.memory[a] == 0x42
+    free_one(sa.handle, c.id, a)                        # ...freed from njit code
+    assert c.live_objects == 0
+    sa.validate()
+
+
+def test_njit_allocations_are_seen_by_python(sa):
+    c = sa.kmem_cache_create("seen", 256, sheaf_capacity=4)
+    out = np.empty(30, np.int64)
+    assert alloc_many(sa.handle, c.id, 30, out) == 30
+    assert c.live_objects == 30
+    assert c.stats["alloc_slowpath"] >= 1
+    x = alloc_one(sa.handle, c.id)
+    assert c.stats["alloc_cpu_sheaf"] == 1 and c.stats["sheaf_refill"] == 4
+    c.free_bulk(out)                                    # Python frees njit's objects
+    sa.kmem_cache_free(c, x)
+    assert c.live_objects == 0
+    sa.validate()
+
+
+@numba.njit
+def alloc_on(h, cid, cpu):
+    return nj.kmem_cache_alloc(h, cid, cpu)
+
+
+
+
+def test_njit_refuses_a_destroyed_cache_id():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    d = sa.kmem_cache_create("d", 64)
+    cid = d.id
+    sa.kmem_cache_destroy(d)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.SlabError):
+        alloc_on(sa.handle, cid, 0)
+    assert_unchanged(sa, snap)
+    sa.kmem_cache_create("e", 64)                       # reuses the slot
+    sa.validate()
+
+
+def test_njit_refuses_a_cpu_out_of_range():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("c", 64)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.SlabError):
+        alloc_on(sa.handle, c.id, 2)
+    assert_unchanged(sa, snap)

@@ -1,0 +1,649 @@
+"""Per-CPU sheaves (Linux 6.18) and the prefilled-sheaf API, against kernel_bulk_sheaves.md
+part 2: main/spare/barn transitions with their stat items, the barn limit of 10 full
+sheaves, bulk paths through the sheaves, remote-node objects, shrink and destroy."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numslab
+from numslab import GFP_ATOMIC, GFP_KERNEL, SLAB_ARRAY_ALLOC_LOCAL, SLAB_HWCACHE_ALIGN
+from numslab._layout import (C_MAIN, C_SPARE, CA_USER_SHEAVES, N_BARN_FULL, N_NR_EMPTY,
+                             N_NR_FULL, SH_NEXT, SH_OBJECTS, SH_SIZE)
+
+from conftest import assert_unchanged, snapshot
+
+CAP = 4
+OBJS = 16
+
+
+# ---- helpers ------------------------------------------------------------------------------
+@pytest.fixture
+def sc(sa):
+    """A 256-byte cache with 4-object sheaves on the 2-CPU allocator."""
+    c = sa.kmem_cache_create("sh", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=CAP)
+    assert c.objs_per_slab == OBJS
+    return c
+
+
+def words(sa):
+    return sa.memory.view(np.int64)
+
+
+def sheaf_size(sa, sheaf):
+    return int(words(sa)[(sheaf >> 3) + SH_SIZE])
+
+
+def sheaf_objs(sa, sheaf):
+    w = (sheaf >> 3) + SH_OBJECTS
+    return words(sa)[w:w + sheaf_size(sa, sheaf)].tolist()
+
+
+def pcs(sa, c, cpu=0):
+    """(main size, spare size or None) of ``cpu``."""
+    row = sa.state.cpu[c.id, cpu]
+    spare = int(row[C_SPARE])
+    return sheaf_size(sa, int(row[C_MAIN])), (sheaf_size(sa, spare) if spare else None)
+
+
+def main_of(sa, c, cpu=0):
+    return int(sa.state.cpu[c.id, cpu, C_MAIN])
+
+
+def spare_of(sa, c, cpu=0):
+    return int(sa.state.cpu[c.id, cpu, C_SPARE])
+
+
+def barn(sa, c, node=0):
+    """(full sheaves, empty sheaves) in the node's barn."""
+    return int(sa.state.node[c.id, node, N_NR_FULL]), int(sa.state.node[c.id, node, N_NR_EMPTY])
+
+
+def barn_full_sheaves(sa, c, node=0):
+    out, s = [], int(sa.state.node[c.id, node, N_BARN_FULL])
+    while s:
+        out.append(s)
+        s = int(words(sa)[(s >> 3) + SH_NEXT])
+    return out
+
+
+def delta(cache, before):
+    return {k: v - before[k] for k, v in cache.stats.items() if v != before[k]}
+
+
+def bulk(sa, c, n, cpu=0):
+    out = np.empty(n, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, n, out, cpu=cpu) == n
+    return out
+
+
+def node_of(sa, addr):
+    return int(addr) // 4096 // sa.pages_per_node
+
+
+def km(sa, name):
+    return sa.find_cache(name)
+
+
+def fill_barn(sa, c):
+    """Free 60 objects one by one on CPU 0 of a fresh cache: main and spare end full and
+    the barn holds MAX_FULL_SHEAVES = 10 full sheaves; returns the stat delta."""
+    objs = bulk(sa, c, 60)                         # fresh: from the slabs
+    st = c.stats
+    for a in objs:
+        sa.kmem_cache_free(c, int(a), cpu=0)
+        assert barn(sa, c)[0] <= 10
+    assert pcs(sa, c) == (4, 4) and barn(sa, c) == (10, 0)
+    return delta(c, st)
+
+
+# ---- sheaves are kmalloc objects ----------------------------------------------------------
+@pytest.mark.parametrize("cap, kmalloc, nbytes", [
+    (4, "kmalloc-64", 64), (12, "kmalloc-128", 128), (13, "kmalloc-192", 192),
+    (32, "kmalloc-512", 512), (1000, "kmalloc-8k", 8192)])
+def test_sheaves_are_kmalloc_objects(sa, cap, kmalloc, nbytes):
+    k = km(sa, kmalloc)
+    base = k.live_objects
+    c = sa.kmem_cache_create("s", 256, sheaf_capacity=cap)   # 32 + 8 * cap bytes each
+    assert k.live_objects == base + sa.nr_cpus                # an empty main per CPU
+    assert c.stats["sheaf_alloc"] == sa.nr_cpus
+    for cpu in range(sa.nr_cpus):
+        assert sa.ksize(main_of(sa, c, cpu)) == nbytes
+        assert pcs(sa, c, cpu) == (0, None)
+    assert barn(sa, c) == (0, 0)
+    a = sa.kmem_cache_alloc(c, cpu=0)                         # a full sheaf is made
+    assert k.live_objects == base + sa.nr_cpus + 1
+    assert pcs(sa, c) == (min(cap, 2 * 16) - 1, None) or cap > 32
+    sa.validate()
+    sa.kmem_cache_free(c, a, cpu=0)
+    sa.kmem_cache_destroy(c)
+    assert k.live_objects == base
+    sa.validate()
+
+
+def test_large_sheaves_are_large_kmallocs(sa):
+    pages = sa.free_pages_count()
+    c = sa.kmem_cache_create("big", 64, sheaf_capacity=2000)  # 16032 bytes: order 2
+    assert sa.ksize(main_of(sa, c)) == 16384
+    assert sa.free_pages_count() == pages - 2 * 4
+    sa.kmem_cache_destroy(c)
+    assert sa.free_pages_count() == pages
+    sa.validate()
+
+
+# ---- allocation through the main sheaf ------------------------------------------------------
+def test_first_alloc_refills_a_new_sheaf_from_the_slabs(sa, sc):
+    st = sc.stats
+    a = sa.kmem_cache_alloc(sc, cpu=0)
+    assert delta(sc, st) == {"alloc_cpu_sheaf": 1, "sheaf_refill": CAP, "sheaf_alloc": 1,
+                             "barn_get_fail": 1, "alloc_slowpath": 1, "alloc_fastpath": 3,
+                             "alloc_slab": 1}
+    base = a - 3 * 256                             # the refill took objects 0..3 of a slab
+    assert base % 4096 == 0
+    assert pcs(sa, sc) == (3, None)
+    assert barn(sa, sc) == (0, 1)                  # the empty main went to the barn
+    rest = [sa.kmem_cache_alloc(sc, cpu=0) for _ in range(3)]
+    assert rest == [base + 512, base + 256, base]  # LIFO: top of the sheaf first
+    st = sc.stats
+    b = sa.kmem_cache_alloc(sc, cpu=0)             # empty main: the barn's empty is refilled
+    assert delta(sc, st) == {"alloc_cpu_sheaf": 1, "sheaf_refill": CAP, "barn_get_fail": 1,
+                             "alloc_fastpath": 4}
+    assert b == base + 7 * 256
+    assert pcs(sa, sc) == (3, None) and barn(sa, sc) == (0, 1)
+    assert sc.live_objects == 5
+    sa.validate()
+
+
+def test_free_fills_main_then_spare_then_the_barn_up_to_ten(sa, sc):
+    k = km(sa, "kmalloc-64")
+    base = k.live_objects
+    d = fill_barn(sa, sc)
+    # frees 1-4 fill main; 5: a new empty sheaf, main becomes spare; 9, 13, ..., 45: main
+    # (full) goes to the barn for a new empty one; 49, 53, 57: the barn is full, so the
+    # spare is flushed to the slabs and becomes main
+    assert d["free_cpu_sheaf"] == 60
+    assert d["sheaf_alloc"] == 11 and d["barn_put"] == 10
+    assert d["barn_put_fail"] == 3 and d["sheaf_flush"] == 12
+    assert d.get("sheaf_free", 0) == 0
+    assert k.live_objects == base + 11
+    assert sc.live_objects == 0
+    sa.validate()
+
+
+def test_alloc_uses_main_then_spare_then_full_barn_sheaves(sa, sc):
+    fill_barn(sa, sc)
+    main, spare = sheaf_objs(sa, main_of(sa, sc)), sheaf_objs(sa, spare_of(sa, sc))
+    head = barn_full_sheaves(sa, sc)[0]
+    from_barn = sheaf_objs(sa, head)
+    st = sc.stats
+    got = [sa.kmem_cache_alloc(sc, cpu=0) for _ in range(8)]
+    assert got == main[::-1] + spare[::-1]
+    assert delta(sc, st) == {"alloc_cpu_sheaf": 8}
+    assert barn(sa, sc) == (10, 0)
+    st = sc.stats
+    assert sa.kmem_cache_alloc(sc, cpu=0) == from_barn[-1]
+    assert delta(sc, st) == {"alloc_cpu_sheaf": 1, "barn_get": 1}
+    assert main_of(sa, sc) == head
+    assert barn(sa, sc) == (9, 1)
+    sa.validate()
+
+
+def test_gfp_atomic_never_refills_a_sheaf(sa, sc):
+    st = sc.stats
+    a = sa.kmem_cache_alloc(sc, GFP_ATOMIC, cpu=0)
+    d = delta(sc, st)
+    assert d == {"barn_get_fail": 1, "alloc_slowpath": 1, "alloc_slab": 1}
+    assert pcs(sa, sc) == (0, None) and barn(sa, sc) == (0, 0)
+    sa.kmem_cache_free(sc, a, cpu=0)
+    assert pcs(sa, sc) == (1, None)
+    st = sc.stats
+    assert sa.kmem_cache_alloc(sc, GFP_ATOMIC, cpu=0) == a
+    assert delta(sc, st) == {"alloc_cpu_sheaf": 1}
+    sa.validate()
+
+
+def test_alloc_node_for_another_node_bypasses_the_sheaves(sa2):
+    c = sa2.kmem_cache_create("n", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=CAP)
+    assert sa2.cpu_to_node(0) == 0 and sa2.cpu_to_node(2) == 1
+    sa2.kmem_cache_alloc(c, cpu=0)                 # CPU 0's main now holds 3 objects
+    st = c.stats
+    a = sa2.kmem_cache_alloc_node(c, GFP_KERNEL, node=1, cpu=0)
+    assert node_of(sa2, a) == 1
+    d = delta(c, st)
+    assert "alloc_cpu_sheaf" not in d and d["alloc_node_mismatch"] == 1
+    assert pcs(sa2, c) == (3, None)
+    st = c.stats
+    b = sa2.kmem_cache_alloc_node(c, GFP_KERNEL, node=0, cpu=0)
+    assert node_of(sa2, b) == 0 and delta(c, st) == {"alloc_cpu_sheaf": 1}
+    sa2.validate()
+
+
+# ---- bulk paths ---------------------------------------------------------------------------
+def test_bulk_alloc_drains_main_spare_and_barn_then_the_slabs(sa, sc):
+    fill_barn(sa, sc)
+    expect = (sheaf_objs(sa, main_of(sa, sc)) + sheaf_objs(sa, spare_of(sa, sc))
+              + sum((sheaf_objs(sa, s) for s in barn_full_sheaves(sa, sc)), []))
+    st = sc.stats
+    out = bulk(sa, sc, 20)
+    assert out.tolist() == expect[:20]             # each sheaf's top block, in array order
+    assert delta(sc, st) == {"alloc_cpu_sheaf": 20, "barn_get": 3}
+    assert pcs(sa, sc) == (0, 0) and barn(sa, sc) == (7, 3)
+    st = sc.stats
+    out2 = bulk(sa, sc, 40)                        # 28 from the barn, 12 from the slabs
+    assert out2[:28].tolist() == expect[20:48]
+    d = delta(sc, st)
+    assert d["alloc_cpu_sheaf"] == 28 and d["barn_get"] == 7 and d["barn_get_fail"] == 1
+    assert d.get("alloc_fastpath", 0) + d["alloc_slowpath"] == 12
+    assert "sheaf_refill" not in d and "sheaf_alloc" not in d   # bulk never makes sheaves
+    assert barn(sa, sc) == (0, 10)
+    assert sc.live_objects == 60 and len(set(out.tolist() + out2.tolist())) == 60
+    sa.validate()
+
+
+def test_bulk_free_fills_sheaves_but_never_allocates_one(sa, sc):
+    objs = bulk(sa, sc, 10)
+    arr = objs.copy()
+    st = sc.stats
+    sa.kmem_cache_free_bulk(sc, 10, arr, cpu=0)
+    d = delta(sc, st)
+    # main takes 4; it is full, there is no spare and the barn has no empty sheaf: the
+    # other 6 go to the slabs (the CPU slab: one detached freelist, fast path)
+    assert d == {"free_cpu_sheaf": 4, "free_fastpath": 6}
+    assert sheaf_objs(sa, main_of(sa, sc)) == objs[:4].tolist()
+    assert pcs(sa, sc) == (4, None) and barn(sa, sc) == (0, 0)
+    assert sc.live_objects == 0
+    sa.validate()
+
+
+def test_bulk_free_swaps_spare_and_trades_with_the_barn(sa, sc):
+    fill_barn(sa, sc)
+    objs = bulk(sa, sc, 20)                        # pcs (0, 0), barn (7 full, 3 empty)
+    st = sc.stats
+    sa.kmem_cache_free_bulk(sc, 12, objs[:12].copy(), cpu=0)
+    # main 0 -> 4; full, spare empty: swap, 4 more; both full: main to the barn for an
+    # empty one, 4 more
+    assert delta(sc, st) == {"free_cpu_sheaf": 12, "barn_put": 1}
+    assert pcs(sa, sc) == (4, 4) and barn(sa, sc) == (8, 2)
+    st = sc.stats
+    sa.kmem_cache_free_bulk(sc, 8, objs[12:].copy(), cpu=0)
+    assert delta(sc, st) == {"free_cpu_sheaf": 8, "barn_put": 2}
+    assert barn(sa, sc) == (10, 0)
+    more = bulk(sa, sc, 8)                         # main and spare again
+    st = sc.stats
+    sa.kmem_cache_free_bulk(sc, 8, more.copy(), cpu=0)
+    assert pcs(sa, sc) == (4, 4)
+    st = sc.stats
+    last = sa.kmem_cache_alloc(sc, cpu=0)          # main 3
+    sa.kmem_cache_free_bulk(sc, 1, np.array([last]), cpu=0)
+    assert delta(sc, st)["free_cpu_sheaf"] == 1
+    extra = np.empty(17, np.int64)                 # a fresh slab, not through sheaves
+    assert sa.kmem_cache_alloc_array(sc, GFP_KERNEL, 17, extra,
+                                     flags=numslab.SLAB_ARRAY_ALLOC_NEW, cpu=1) == 16
+    st = sc.stats
+    sa.kmem_cache_free_bulk(sc, 16, extra, cpu=0)
+    # both full and the barn holds 10: BARN_PUT_FAIL, everything to the slabs
+    d = delta(sc, st)
+    assert d["barn_put_fail"] == 1 and "free_cpu_sheaf" not in d
+    assert barn(sa, sc) == (10, 0) and pcs(sa, sc) == (4, 4)
+    assert sc.live_objects == 0
+    sa.validate()
+
+
+def test_bulk_alloc_failure_gives_sheaf_objects_to_the_slabs():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("x", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=8)
+    held = []
+    out = np.empty(160, np.int64)
+    while sa.kmem_cache_alloc_bulk(c, GFP_KERNEL | numslab.__GFP_NOWARN, 160, out):
+        held += out.tolist()
+    for a in held[:8]:
+        sa.kmem_cache_free(c, a, cpu=0)
+    held = held[8:]
+    assert pcs(sa, c) == (8, None)
+    st = c.stats
+    live = c.live_objects
+    big = np.empty(300, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL | numslab.__GFP_NOWARN, 300, big) == 0
+    d = delta(c, st)
+    assert d["alloc_cpu_sheaf"] == 8                 # taken from main first...
+    assert pcs(sa, c) == (0, None)                   # ...and given to slabs, not sheaves
+    assert "free_cpu_sheaf" not in d
+    assert c.live_objects == live
+    sa.validate()
+    spare = c.total_objects - live                   # all of them can still be had
+    out = np.empty(spare, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, spare, out) == spare
+    sa.validate()
+
+
+def test_kfree_bulk_never_uses_sheaves(sa, sc):
+    objs = bulk(sa, sc, 10)
+    st = sc.stats
+    sa.kfree_bulk(10, objs.copy(), cpu=0)
+    d = delta(sc, st)
+    assert "free_cpu_sheaf" not in d and d == {"free_fastpath": 10}
+    assert pcs(sa, sc) == (0, None)
+    sa.validate()
+
+
+def test_free_bulk_misuse_on_a_sheaf_cache_changes_nothing(sa, sc):
+    objs = bulk(sa, sc, 12)
+    sa.kmem_cache_free(sc, int(objs[3]), cpu=0)      # now in CPU 0's main sheaf
+    for arr, at in ((objs.copy(), 3), (np.append(objs[4:], objs[5]), 8)):
+        snap = snapshot(sa)
+        with pytest.raises(numslab.DoubleFreeError, match=rf"element {at}\b"):
+            sa.kmem_cache_free_bulk(sc, len(arr), arr, cpu=0)
+        assert_unchanged(sa, snap)
+
+
+def test_array_local_takes_main_and_spare_then_the_cpu_freelist(sa, sc):
+    fill_barn(sa, sc)
+    main, spare = sheaf_objs(sa, main_of(sa, sc)), sheaf_objs(sa, spare_of(sa, sc))
+    a = sa.kmem_cache_alloc(sc, GFP_ATOMIC, cpu=0)   # from main: 3 left
+    out = np.empty(20, np.int64)
+    st = sc.stats
+    got = sa.kmem_cache_alloc_array(sc, GFP_KERNEL, 20, out, flags=SLAB_ARRAY_ALLOC_LOCAL,
+                                    cpu=0)
+    assert a == main[-1]
+    assert out[:7].tolist() == main[:3] + spare and got >= 7
+    assert delta(sc, st) == {"alloc_array_local": got}
+    assert pcs(sa, sc) == (0, 0) and barn(sa, sc) == (10, 0)   # the barn is not LOCAL
+    assert sc.live_objects == 1 + got
+    sa.validate()
+
+
+# ---- remote-node objects ----------------------------------------------------------------------
+def test_remote_node_objects_bypass_the_sheaves(sa2):
+    c = sa2.kmem_cache_create("r", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=8)
+    remote = bulk(sa2, c, 9, cpu=2)                  # CPU 2 is on node 1
+    local = bulk(sa2, c, 6, cpu=0)
+    assert {node_of(sa2, a) for a in remote} == {1} and {node_of(sa2, a) for a in local} == {0}
+    before = c.stats_per_cpu()[0]
+    sa2.kmem_cache_free(c, int(remote[0]), cpu=0)
+    names = numslab.flags.STAT_NAMES
+    d0 = dict(zip(names, c.stats_per_cpu()[0] - before))
+    assert d0["free_cpu_sheaf"] == 0 and d0["free_slowpath"] == 1
+    assert pcs(sa2, c) == (0, None)
+    arr = np.empty(14, np.int64)
+    arr[0:12:2], arr[1:12:2], arr[12:] = remote[1:7], local, remote[7:9]
+    local_set = set(local.tolist())
+    before = c.stats_per_cpu()[0]
+    sa2.kmem_cache_free_bulk(c, 14, arr, cpu=0)
+    d0 = dict(zip(names, c.stats_per_cpu()[0] - before))
+    assert d0["free_cpu_sheaf"] == 6
+    assert set(sheaf_objs(sa2, main_of(sa2, c))) == local_set
+    assert set(arr[:6].tolist()) == local_set        # remote objects were moved out
+    assert d0["free_slowpath"] >= 1 and d0["free_fastpath"] == 0
+    assert sc_live(c) == 0
+    # for CPU 2 those are local objects: its own sheaves, and node 1's barn
+    a = sa2.kmem_cache_alloc(c, cpu=2)
+    assert node_of(sa2, a) == 1 and pcs(sa2, c, 2) == (7, None)
+    assert barn(sa2, c, 1) == (0, 1) and barn(sa2, c, 0) == (0, 0)
+    before = c.stats_per_cpu()[2]
+    sa2.kmem_cache_free(c, a, cpu=2)
+    d2 = dict(zip(names, c.stats_per_cpu()[2] - before))
+    assert d2["free_cpu_sheaf"] == 1 and pcs(sa2, c, 2) == (8, None)
+    sa2.validate()
+
+
+def sc_live(c):
+    return c.live_objects
+
+
+# ---- shrink and destroy -------------------------------------------------------------------------
+def test_shrink_flushes_main_and_spare_and_frees_the_spare(sa, sc):
+    k = km(sa, "kmalloc-64")
+    objs = [sa.kmem_cache_alloc(sc, cpu=0) for _ in range(8)]
+    for a in objs:
+        sa.kmem_cache_free(sc, a, cpu=0)
+    assert pcs(sa, sc) == (4, 4) and barn(sa, sc) == (0, 0)
+    base = k.live_objects
+    st = sc.stats
+    sa.kmem_cache_shrink(sc)
+    d = delta(sc, st)
+    assert d["sheaf_flush"] == 8 and d["sheaf_free"] == 1
+    assert pcs(sa, sc) == (0, None) and barn(sa, sc) == (0, 0)
+    assert sc.slabs == 0 and sc.live_objects == 0
+    assert k.live_objects == base - 1                # only the spare was freed
+    sa.validate()
+
+
+def test_shrink_empties_the_barn(sa, sc):
+    k = km(sa, "kmalloc-64")
+    base = k.live_objects                            # the two mains
+    fill_barn(sa, sc)
+    st = sc.stats
+    sa.kmem_cache_shrink(sc)
+    d = delta(sc, st)
+    assert d["sheaf_flush"] == 48 and d["sheaf_free"] == 11   # spare + 10 from the barn
+    assert pcs(sa, sc) == (0, None) and barn(sa, sc) == (0, 0)
+    assert k.live_objects == base
+    assert sc.live_objects == 0
+    # 6.18 flushes the barn's sheaves after flushing the CPUs: slabs that were full get
+    # put on the shrinking CPU's partial list (put_cpu_partial), where they stay, empty
+    assert sc.partial == 0 and sc.slabs == sc.cpu_slabs
+    sa.validate()
+    sa.kmem_cache_shrink(sc)
+    assert sc.slabs == 0
+    sa.validate()
+
+
+def test_destroy_frees_every_sheaf(sa):
+    k = km(sa, "kmalloc-64")
+    base = k.live_objects
+    c = sa.kmem_cache_create("d", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=CAP)
+    fill_barn(sa, c)
+    assert k.live_objects == base + 2 + 11
+    sa.kmem_cache_destroy(c)
+    assert k.live_objects == base
+    sa.kmem_cache_create("d", 256, sheaf_capacity=CAP)   # the name is free again
+    sa.validate()
+
+
+# ---- the prefill API -----------------------------------------------------------------------------
+def test_prefill_refill_and_return(sa, sc):
+    k128 = km(sa, "kmalloc-128")
+    st = sc.stats
+    s = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 3)
+    assert s and delta(sc, st) == {"sheaf_prefill_slow": 1, "barn_get_fail": 1,
+                                   "sheaf_alloc": 1, "sheaf_refill": CAP,
+                                   "alloc_slowpath": 1, "alloc_fastpath": 3,
+                                   "alloc_slab": 1}
+    assert sa.kmem_cache_sheaf_size(s) == CAP >= 3   # refilled to the full capacity
+    assert sa.sheaf_capacity_of(s) == CAP
+    assert sc.live_objects == 0                      # objects in a sheaf are not handed out
+    sa.validate()
+    inside = sheaf_objs(sa, s)
+    got = [sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, s) for _ in range(CAP)]
+    assert got == inside[::-1]
+    assert sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, s) == 0   # empty: no fallback
+    assert sa.kmem_cache_sheaf_size(s) == 0 and sc.live_objects == CAP
+    sa.validate()
+
+    st = sc.stats
+    assert sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, s, 2) == s
+    assert sa.kmem_cache_sheaf_size(s) == CAP and delta(sc, st)["sheaf_refill"] == CAP
+    assert sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, s, CAP) == s  # already enough
+
+    k_base = k128.live_objects
+    st = sc.stats
+    big = sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, s, 10)         # needs a bigger one
+    assert big and big != s
+    assert sa.sheaf_capacity_of(big) == 10 and sa.kmem_cache_sheaf_size(big) == 10
+    d = delta(sc, st)
+    assert d["sheaf_prefill_oversize"] == 1 and d["sheaf_return_fast"] == 1
+    assert "sheaf_alloc" not in d and "sheaf_refill" not in d
+    assert spare_of(sa, sc) == s and pcs(sa, sc) == (0, CAP)         # old one: the spare
+    assert k128.live_objects == k_base + 1            # 32 + 8 * 10 bytes
+    with pytest.raises(numslab.BadAddressError):
+        sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, s)             # no longer the user's
+    sa.validate()
+
+    st = sc.stats
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, big)   # oversize: flushed and kfree'd
+    d = delta(sc, st)
+    assert d["sheaf_flush"] == 10
+    assert not {"sheaf_free", "sheaf_return_fast", "sheaf_return_slow", "barn_put"} & set(d)
+    assert k128.live_objects == k_base
+    with pytest.raises(numslab.BadAddressError):
+        sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, big)
+    sa.validate()
+
+    st = sc.stats
+    s2 = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 2)   # the spare, as it is
+    assert s2 == s and delta(sc, st) == {"sheaf_prefill_fast": 1}
+    s3 = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, CAP)
+    assert s3 not in (0, s)
+    st = sc.stats
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, s2)        # no spare: becomes it
+    assert delta(sc, st) == {"sheaf_return_fast": 1}
+    sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, s3)     # 3 left
+    st = sc.stats
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, s3)        # topped up into the barn
+    d = delta(sc, st)
+    assert d["sheaf_return_slow"] == 1 and d["barn_put"] == 1 and d["sheaf_refill"] == 1
+    assert barn(sa, sc) == (1, 0) and barn_full_sheaves(sa, sc) == [s3]
+    st = sc.stats
+    assert sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 1) == s2      # spare first
+    assert sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 1) == s3      # then the barn
+    assert delta(sc, st) == {"sheaf_prefill_fast": 1, "sheaf_prefill_slow": 1,
+                             "barn_get": 1}
+    for h in (s2, s3):
+        sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, h)
+    sa.validate()
+
+
+def test_return_to_a_full_barn_flushes_and_frees(sa, sc):
+    handles = [sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, CAP) for _ in range(12)]
+    assert len(set(handles)) == 12 and all(handles)
+    st = sc.stats
+    for h in handles[:11]:
+        sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, h)
+    assert barn(sa, sc) == (10, 0) and spare_of(sa, sc) == handles[0]
+    d = delta(sc, st)
+    assert d == {"sheaf_return_fast": 1, "sheaf_return_slow": 10, "barn_put": 10}
+    st = sc.stats
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, handles[11])
+    d = delta(sc, st)
+    assert d["sheaf_return_slow"] == 1 and d["sheaf_flush"] == CAP and d["sheaf_free"] == 1
+    assert "barn_put" not in d and barn(sa, sc) == (10, 0)
+    sa.validate()
+
+
+def test_prefill_oversize_sheaf(sa, sc):
+    st = sc.stats
+    s = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 6)
+    d = delta(sc, st)
+    assert d["sheaf_prefill_oversize"] == 1
+    assert not {"sheaf_alloc", "sheaf_refill", "sheaf_prefill_slow"} & set(d)
+    assert sa.sheaf_capacity_of(s) == 6 and sa.kmem_cache_sheaf_size(s) == 6
+    a, b = (sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, s) for _ in range(2))
+    assert sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, s, 5) == s   # fits: filled to 6
+    assert sa.kmem_cache_sheaf_size(s) == 6
+    sa.validate()
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, s)
+    assert spare_of(sa, sc) == 0                      # oversize never becomes the spare
+    sa.kmem_cache_free(sc, a)
+    sa.kmem_cache_free(sc, b)
+    sa.validate()
+
+
+def test_prefill_sheaf_objects_can_be_zeroed(sa, sc):
+    s = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, CAP)
+    for a in sheaf_objs(sa, s):
+        sa.memory[a:a + 256] = 0x5A
+    a = sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL | numslab.__GFP_ZERO, s)
+    assert not sa.memory[a:a + 256].any()
+    sa.kmem_cache_free(sc, a)
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, s)
+
+
+def test_destroy_with_an_outstanding_prefilled_sheaf(sa, sc):
+    k = km(sa, "kmalloc-64")
+    before_cache = k.live_objects - sa.nr_cpus       # the fixture made the two mains
+    s = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 2)
+    with pytest.raises(numslab.CacheLeakError, match="prefilled"):
+        sa.kmem_cache_destroy(sc)
+    a = sa.kmem_cache_alloc(sc)                       # the cache still works
+    sa.kmem_cache_free(sc, a)
+    sa.validate()
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, s)
+    assert spare_of(sa, sc) == s and barn(sa, sc) == (0, 1)
+    sa.kmem_cache_destroy(sc)                         # mains, spare and barn all freed
+    assert k.live_objects == before_cache
+    sa.validate()
+
+
+def test_bad_sheaf_handles_are_refused(sa, sc):
+    other = sa.kmem_cache_create("other", 64, sheaf_capacity=CAP)
+    theirs = sa.kmem_cache_prefill_sheaf(other, GFP_KERNEL, 1)
+    mine = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 1)
+    returned = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 1)
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, returned)
+    obj = sa.kmalloc(64)
+    snap = snapshot(sa)
+    for bad in (0, 8, 12345 * 8, obj, theirs, main_of(sa, sc), returned, -8, 1 << 40):
+        with pytest.raises(numslab.BadAddressError):
+            sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, bad)
+        with pytest.raises(numslab.BadAddressError):
+            sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, bad, 3)
+        with pytest.raises(numslab.BadAddressError):
+            sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, bad)
+    for bad in ("0x1000", 1.5, None, True):
+        with pytest.raises(numslab.BadAddressError):
+            sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, bad)
+    assert_unchanged(sa, snap)
+    for c, h in ((sc, mine), (other, theirs)):
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, h)
+    assert sa.state.ca[sc.id, CA_USER_SHEAVES] == 0
+    sa.validate()
+
+
+def test_caches_without_sheaves_refuse_the_prefill_api(sa):
+    plain = sa.kmem_cache_create("plain", 64)
+    snap = snapshot(sa)
+    for c in (plain, sa.kmalloc_caches[3]):
+        with pytest.raises(numslab.SlabError, match="no sheaves"):
+            sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 1)
+        with pytest.raises(numslab.SlabError, match="no sheaves"):
+            sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, 4096)
+        with pytest.raises(numslab.SlabError, match="no sheaves"):
+            sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, 4096, 1)
+        with pytest.raises(numslab.SlabError, match="no sheaves"):
+            sa.kmem_cache_return_sheaf(c, GFP_KERNEL, 4096)
+    with pytest.raises(numslab.InvalidSizeError):
+        sa.kmem_cache_create("neg", 64, sheaf_capacity=-1)
+    assert_unchanged(sa, snap)
+
+
+def exhaust(sa, c):
+    """Allocate every object the cache can get; returns them."""
+    held = []
+    nowarn = GFP_KERNEL | numslab.__GFP_NOWARN
+    for n in (64, 1):
+        out = np.empty(n, np.int64)
+        while sa.kmem_cache_alloc_bulk(c, nowarn, n, out):
+            held += out.tolist()
+    return held
+
+
+def test_prefill_and_refill_when_memory_runs_out():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("x", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=CAP)
+    s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, CAP)
+    sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s)
+    sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s)
+    held = exhaust(sa, c)
+    assert held and sa.free_pages_count() == 0
+    km64 = km(sa, "kmalloc-64").live_objects
+    snap_live = c.live_objects
+    assert sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, CAP) == 0
+    assert sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 50) == 0      # oversize too
+    assert sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, CAP) == 0   # -ENOMEM...
+    assert sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, 50) == 0
+    assert sa.kmem_cache_sheaf_size(s) == 2                         # ...sheaf untouched
+    assert sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s)         # and still usable
+    assert km(sa, "kmalloc-64").live_objects == km64 and c.live_objects == snap_live + 1
+    sa.validate()
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
+    sa.validate()

@@ -1,0 +1,220 @@
+"""Typed caches: a NumPy record dtype gives the object size, ``store``/``records`` move
+records in and out of allocated objects (checked), and ``view[addr]`` is a zero-copy record
+usable from ``@njit`` code."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import numslab
+from numslab import GFP_KERNEL, __GFP_ZERO
+
+from conftest import assert_unchanged, snapshot
+
+PKT = np.dtype([("src", np.uint32), ("dst", np.uint32), ("len", np.uint16),
+                ("proto", np.uint8), ("ts", np.float64), ("tag", "S6")])
+PKT_ALIGNED = np.dtype(PKT.descr, align=True)
+
+
+@pytest.fixture
+def pc(sa):
+    return sa.kmem_cache_create("pkt", 0, dtype=PKT)
+
+
+def sample(n, seed=0):
+    rng = np.random.default_rng(seed)
+    v = np.zeros(n, PKT)
+    v["src"] = rng.integers(0, 2 ** 32, n, dtype=np.uint32)
+    v["dst"] = rng.integers(0, 2 ** 32, n, dtype=np.uint32)
+    v["len"] = rng.integers(0, 2 ** 16, n, dtype=np.uint16)
+    v["proto"] = rng.integers(0, 256, n, dtype=np.uint8)
+    v["ts"] = rng.random(n) * 1e9
+    v["tag"] = [b"tag%03d" % (i % 1000) for i in range(n)]
+    return v
+
+
+# ---- the dtype sets the size -------------------------------------------------------------------
+@pytest.mark.parametrize("dtype, size, object_size", [
+    (PKT, 0, PKT.itemsize), (PKT_ALIGNED, 0, PKT_ALIGNED.itemsize), (PKT, 64, 64),
+    (np.dtype(np.float64), 0, 8), (np.dtype((np.int32, 5)), 0, 20),
+])
+def test_dtype_sets_the_object_size(sa, dtype, size, object_size):
+    c = sa.kmem_cache_create("t", size, dtype=dtype)
+    assert c.object_size == object_size and c.dtype == dtype
+    assert c.slab_size >= object_size and c.slab_size % 8 == 0
+    assert PKT.itemsize == 25 and PKT_ALIGNED.itemsize == 32
+    sa.validate()
+
+
+def test_size_smaller_than_the_dtype_is_refused(sa):
+    snap = snapshot(sa)
+    with pytest.raises(numslab.InvalidSizeError, match="smaller than the 25-byte dtype"):
+        sa.kmem_cache_create("small", 24, dtype=PKT)
+    with pytest.raises(TypeError):
+        sa.kmem_cache_create("bad", 0, dtype="not a dtype")
+    assert_unchanged(sa, snap)
+    sa.kmem_cache_create("small", 25, dtype=PKT)     # the name was not taken
+
+
+def test_untyped_cache_has_no_view(sa):
+    c = sa.kmem_cache_create("raw", 64)
+    assert c.dtype is None
+    with pytest.raises(TypeError, match="no dtype"):
+        c.view
+    with pytest.raises(TypeError):
+        c.records([c.alloc()])
+
+
+# ---- store / records --------------------------------------------------------------------------
+def test_store_records_round_trip(sa, pc):
+    addrs = pc.alloc_bulk(300)
+    vals = sample(300)
+    pc.store(addrs, vals)
+    back = pc.records(addrs)
+    assert back.dtype == PKT and np.array_equal(back, vals)
+    for a, v in zip(addrs[:20], vals[:20]):             # the bytes really are in the arena
+        assert sa.memory[a:a + PKT.itemsize].tobytes() == v.tobytes()
+    perm = np.random.default_rng(1).permutation(300)
+    assert np.array_equal(pc.records(addrs[perm]), vals[perm])
+    assert np.array_equal(pc.records(list(addrs[:3])), vals[:3])   # any sequence
+    one = np.zeros((), PKT)
+    one["proto"], one["tag"] = 17, b"udp"
+    pc.store(addrs[:5], one)                             # a scalar record is broadcast
+    assert (pc.records(addrs[:5])["proto"] == 17).all()
+    assert (pc.records(addrs[:5])["tag"] == b"udp").all()
+    assert np.array_equal(pc.records(addrs[5:]), vals[5:])   # neighbours untouched
+    sa.validate()
+
+
+def test_records_survive_cache_churn(sa, pc):
+    keep = pc.alloc_bulk(100)
+    vals = sample(100, seed=2)
+    pc.store(keep, vals)
+    for _ in range(5):                                   # others come and go around them
+        tmp = pc.alloc_bulk(150)
+        pc.store(tmp, sample(150, seed=3))
+        pc.free_bulk(tmp[::-1])
+    assert np.array_equal(pc.records(keep), vals)
+    sa.validate()
+
+
+def test_zeroed_typed_allocation(sa, pc):
+    addrs = pc.alloc_bulk(40)
+    pc.store(addrs, sample(40))
+    pc.free_bulk(addrs)
+    out = np.empty(40, np.int64)
+    assert sa.kmem_cache_alloc_bulk(pc, GFP_KERNEL | __GFP_ZERO, 40, out) == 40
+    assert not pc.records(out).tobytes().strip(b"\0")
+
+
+def test_records_and_store_refuse_objects_that_are_not_live(sa, pc):
+    other = sa.kmem_cache_create("other", 0, dtype=PKT)
+    addrs = pc.alloc_bulk(10)
+    pc.store(addrs, sample(10))
+    freed = pc.alloc()
+    pc.free(freed)
+    theirs = other.alloc()
+    cases = {
+        "freed": freed,
+        "other cache": theirs,
+        "misaligned": int(addrs[4]) + 1,
+        "outside": 1 << 40,
+        "null": 0,
+        "kmalloc": sa.kmalloc(32),
+        "large": sa.kmalloc(20000),
+    }
+    for what, bad in cases.items():
+        arr = addrs.copy()
+        arr[6] = bad
+        snap = snapshot(sa)
+        with pytest.raises(numslab.BadAddressError, match=r"element 6 .*not an allocated"):
+            pc.records(arr)
+        with pytest.raises(numslab.BadAddressError, match=r"element 6 "):
+            pc.store(arr, sample(10, seed=9))
+        assert_unchanged(sa, snap)                       # nothing written, not even 0..5
+    assert np.array_equal(pc.records(addrs), sample(10))
+
+
+def test_free_bulk_convenience_leaves_its_argument_alone(sa, pc):
+    addrs = pc.alloc_bulk(50)
+    shuffled = np.random.default_rng(4).permutation(addrs)
+    keep = shuffled.copy()
+    pc.free_bulk(shuffled)
+    assert np.array_equal(shuffled, keep)
+    assert pc.live_objects == 0
+    with pytest.raises(numslab.DoubleFreeError):
+        pc.free_bulk(keep[:3])
+    assert len(pc.alloc_bulk(0)) == 0
+    sa.validate()
+
+
+def test_alloc_bulk_convenience_is_all_or_nothing():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("big", 0, dtype=np.dtype((np.uint8, 2000)))
+    with pytest.raises(MemoryError):
+        c.alloc_bulk(10_000)
+    assert c.live_objects == 0
+    sa.validate()
+
+
+# ---- view[addr] --------------------------------------------------------------------------------
+@numba.njit
+def tally(view, addrs):
+    """Sum a field, then rewrite two fields of every record in place."""
+    total = 0
+    for a in addrs:
+        total += view[a].len
+        view[a].proto = 6
+        view[a].ts = view[a].ts * 2.0
+    return total
+
+
+def test_view_is_a_zero_copy_record_array(sa, pc):
+    addrs = pc.alloc_bulk(64)
+    vals = sample(64)
+    pc.store(addrs, vals)
+    v = pc.view
+    assert v.dtype == PKT and v.base is not None
+    a = int(addrs[7])
+    assert v[a] == vals[7] and v[a]["src"] == vals[7]["src"]
+    v[a]["len"] = 1234                                   # writes reach the arena
+    assert pc.records([a])["len"][0] == 1234
+    assert np.shares_memory(v, sa.memory)
+
+
+def test_view_field_access_in_njit(sa, pc):
+    addrs = pc.alloc_bulk(200)
+    vals = sample(200)
+    pc.store(addrs, vals)
+    total = tally(pc.view, addrs)
+    assert total == int(vals["len"].astype(np.int64).sum())
+    back = pc.records(addrs)
+    assert (back["proto"] == 6).all()
+    assert np.array_equal(back["ts"], vals["ts"] * 2.0)
+    assert np.array_equal(back["src"], vals["src"]) and np.array_equal(back["tag"],
+                                                                       vals["tag"])
+    sa.validate()
+
+
+def test_view_with_njit_allocation(sa):
+    from numslab import jit as nj
+
+    rec = np.dtype([("key", np.int64), ("val", np.float64)])
+    c = sa.kmem_cache_create("kv", 0, dtype=rec)
+
+    @numba.njit
+    def build(h, cid, view, n):
+        out = np.empty(n, np.int64)
+        nj.kmem_cache_alloc_bulk(h, cid, n, out)
+        for i in range(n):
+            view[out[i]].key = i
+            view[out[i]].val = i * 0.5
+        return out
+
+    addrs = build(sa.handle, c.id, c.view, 100)
+    r = c.records(addrs)
+    assert np.array_equal(r["key"], np.arange(100))
+    assert np.array_equal(r["val"], np.arange(100) * 0.5)
+    assert c.live_objects == 100
+    sa.validate()
