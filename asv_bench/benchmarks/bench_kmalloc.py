@@ -1,0 +1,75 @@
+"""Suite 3: kmalloc/kfree of mixed sizes and typed record gather/scatter, with peers."""
+import numpy as np
+
+import numslab
+from numslab import bench
+from numslab.geometry import KMALLOC_SIZES, kmalloc_cache_size
+
+N = 4096
+RNG = np.random.default_rng(1)
+SIZES = RNG.choice([16, 40, 64, 100, 200, 500, 1000, 1500, 3000, 6000], N)
+
+
+class KmallocMixed:
+    """4096 mixed-size allocations then 4096 frees, from Python."""
+
+    params = (["slab-single", "slab-kfree_bulk", "deque-per-class", "jit-stack-per-class"],)
+    param_names = ["impl"]
+
+    def setup(self, impl):
+        self.sa = numslab.SlabAllocator(nr_cpus=1, memory="64M")
+        self.sizes = [int(s) for s in SIZES]
+        self.out = np.zeros(N, np.int64)
+        classes = [KMALLOC_SIZES.index(kmalloc_cache_size(s)) for s in self.sizes]
+        self.classes = classes
+        self.pools = [bench.DequePool(N) for _ in KMALLOC_SIZES]
+        self.stacks = [bench.JitStack(N) for _ in KMALLOC_SIZES]
+        self.time_pairs(impl)
+
+    def time_pairs(self, impl):
+        if impl == "slab-single":
+            km, kf = self.sa.kmalloc, self.sa.kfree
+            addrs = [km(s) for s in self.sizes]
+            for a in addrs:
+                kf(a)
+        elif impl == "slab-kfree_bulk":
+            km, out = self.sa.kmalloc, self.out
+            for i, s in enumerate(self.sizes):
+                out[i] = km(s)
+            self.sa.kfree_bulk(N, out)
+        elif impl == "deque-per-class":
+            pools = self.pools
+            got = [pools[c].alloc() for c in self.classes]
+            for c, a in zip(self.classes, got):
+                pools[c].free(a)
+        else:
+            st = self.stacks
+            got = [st[c].alloc() for c in self.classes]
+            for c, a in zip(self.classes, got):
+                st[c].free(a)
+
+
+class TypedRecords:
+    """Gather and scatter 4096 records by address (numslab) or index (NumPy peer)."""
+
+    params = (["slab", "numpy-structured"],)
+    param_names = ["impl"]
+    DT = np.dtype([("length", np.int32), ("ts", np.int64), ("sport", np.uint16),
+                   ("dport", np.uint16), ("proto", np.uint8)])
+
+    def setup(self, impl):
+        self.sa = numslab.SlabAllocator(nr_cpus=1, memory="64M")
+        self.c = self.sa.kmem_cache_create("rec", 0, dtype=self.DT)
+        self.addrs = self.c.alloc_bulk(N)
+        RNG.shuffle(self.addrs)
+        self.table = np.zeros(N, self.DT)
+        self.idx = RNG.permutation(N)
+        self.vals = np.zeros(N, self.DT)
+
+    def time_gather_scatter(self, impl):
+        if impl == "slab":
+            r = self.c.records(self.addrs)
+            self.c.store(self.addrs, r)
+        else:
+            r = self.table[self.idx]
+            self.table[self.idx] = r

@@ -1,0 +1,74 @@
+"""Suite 4: peak memory for one million live 64-byte objects, import plus first allocation
+with Numba's cache warm, and the cost per pair with few and with 10 million live objects."""
+import numpy as np
+
+import numslab
+from numslab import bench
+
+MILLION = 1_000_000
+
+
+def _slab_million():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="68M")
+    c = sa.kmem_cache_create("obj64", 64)
+    out = np.zeros(MILLION, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, MILLION, out) == MILLION
+    return sa, out
+
+
+class PeakMemory:
+    """Process peak RSS. Compare ``slab`` and ``jit-stack`` (records + index stack) with
+    ``baseline`` (the same imports and an allocator with nothing in it): the difference is
+    the cost of a million objects, against their own 64 MB."""
+
+    def setup(self):
+        _slab_million()                          # compile before measuring
+
+    def peakmem_baseline(self):
+        numslab.SlabAllocator(nr_cpus=1, memory="68M")
+
+    def peakmem_slab_million_64B(self):
+        _slab_million()
+
+    def peakmem_jit_stack_million_64B(self):
+        st = bench.JitStack(MILLION)
+        records = np.zeros((MILLION, 64), np.uint8)
+        out = np.zeros(MILLION, np.int64)
+        st.alloc_bulk(MILLION, out)
+        records[out] = 1
+
+
+def timeraw_import_and_first_alloc():
+    """A fresh interpreter: import numslab, make an allocator, kmalloc once (cache warm)."""
+    return """
+import numslab
+sa = numslab.SlabAllocator(nr_cpus=2, memory="64M")
+c = sa.kmem_cache_create("t", 256)
+sa.kmem_cache_free(c, sa.kmem_cache_alloc(c))
+sa.kfree(sa.kmalloc(64))
+"""
+
+
+class Scale:
+    """Cost of 4096 alloc+free pairs (bulk 64, inside @njit) with 1 thousand or 10 million
+    other objects live."""
+
+    params = ([1_000, 10_000_000],)
+    param_names = ["live"]
+    timeout = 600
+
+    def setup(self, live):
+        self.sa = numslab.SlabAllocator(nr_cpus=1, memory="1G")
+        self.c = self.sa.kmem_cache_create("obj64", 64)
+        self.keep = np.zeros(live, np.int64)
+        for i in range(0, live, 1 << 20):
+            n = min(1 << 20, live - i)
+            chunk = self.keep[i:i + n].copy()
+            assert self.sa.kmem_cache_alloc_bulk(self.c, numslab.GFP_KERNEL, n, chunk) == n
+            self.keep[i:i + n] = chunk
+        self.out = np.zeros(64, np.int64)
+        self.h, self.cid = self.sa.handle, self.c.id
+        bench.slab_loop_bulk(self.h, self.cid, 64, 2, self.out)
+
+    def time_pairs(self, live):
+        bench.slab_loop_bulk(self.h, self.cid, 64, 64, self.out)

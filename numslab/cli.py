@@ -1,0 +1,79 @@
+"""The ``numslab`` command: ``numslab bench`` prints the ``slab_bulk_test01``-shaped table
+(ns per alloc+free pair) for numslab and its peers, with the kernel's published figures."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import bench
+
+
+def format_table(table: dict[str, dict[int, float]], sizes: tuple[int, ...],
+                 title: str) -> str:
+    """A text table: one row per bulk size, one column per implementation, then the
+    kernel's published SLUB figure (Brouer 2015, i7-4790K) where there is one."""
+    impls = list(table)
+    head = f"{'bulk':>5} " + " ".join(f"{i:>12}" for i in impls) + f" {'kernel(2015)':>13}"
+    lines = [title, head, "-" * len(head)]
+    for b in sizes:
+        ref = bench.KERNEL_NS.get(b)
+        lines.append(f"{b:>5} " + " ".join(f"{table[i][b]:12.1f}" for i in impls)
+                     + (f" {ref:13.1f}" if ref else f" {'':>13}"))
+    return "\n".join(lines)
+
+
+def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
+         path: str) -> None:
+    """Draw ns per object against bulk size for every implementation (needs matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 4.8), squeeze=False)
+    for ax, (title, table) in zip(axes[0], tables.items()):
+        for impl, row in table.items():
+            ax.plot(sizes, [row[b] for b in sizes], marker="o", ms=3, label=impl)
+        ks = [b for b in sizes if b in bench.KERNEL_NS]
+        ax.plot(ks, [bench.KERNEL_NS[b] for b in ks], "k--", label="kernel SLUB (2015)")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("bulk size (objects per call)")
+        ax.set_ylabel("ns per alloc+free pair")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``numslab`` console script."""
+    ap = argparse.ArgumentParser(prog="numslab", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench", help="slab_bulk_test01-shaped table against the peers")
+    b.add_argument("--sizes", type=int, nargs="+", default=list(bench.BULK_SIZES))
+    b.add_argument("--where", choices=("python", "jit", "both"), default="both",
+                   help="call from Python, from inside @njit, or both")
+    b.add_argument("--objects", type=int, default=1 << 15,
+                   help="alloc+free pairs per measurement")
+    b.add_argument("--repeat", type=int, default=5)
+    b.add_argument("--plot", metavar="FILE.png", help="also draw ns per object vs bulk size")
+    args = ap.parse_args(argv)
+    sizes = tuple(args.sizes)
+    tables = {}
+    if args.where in ("python", "both"):
+        tables["called from Python"] = bench.bulk_table(sizes, bench.PY_IMPLS, False,
+                                                        args.objects, args.repeat)
+    if args.where in ("jit", "both"):
+        tables["inside @njit"] = bench.bulk_table(sizes, bench.JIT_IMPLS, True,
+                                                  args.objects, args.repeat)
+    for title, table in tables.items():
+        print(format_table(table, sizes, f"ns per alloc+free pair, {title}"))
+        print()
+    if args.plot:
+        plot(tables, sizes, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":   # pragma: no cover
+    sys.exit(main())
