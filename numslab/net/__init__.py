@@ -4,8 +4,10 @@ Capture files (pcap, pcapng) and seeded synthetic traffic, both as a flat :class
 table of NumPy arrays ready for ``@njit`` header parsers.
 """
 from .capture import CaptureError, Packets, read_capture, write_pcap
+from .pipeline import FLOW_DTYPE, MODES, SKB_DTYPE, LeakError, PipelineResult, run_pipeline
 from .traffic import (TrafficTruth, count_flow_sessions, generate_traffic,
                       generate_traffic_with_truth)
 
-__all__ = ["CaptureError", "Packets", "TrafficTruth", "count_flow_sessions",
-           "generate_traffic", "generate_traffic_with_truth", "read_capture", "write_pcap"]
+__all__ = ["CaptureError", "FLOW_DTYPE", "LeakError", "MODES", "Packets", "PipelineResult",
+           "SKB_DTYPE", "TrafficTruth", "count_flow_sessions", "generate_traffic",
+           "generate_traffic_with_truth", "read_capture", "run_pipeline", "write_pcap"]

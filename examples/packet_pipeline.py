@@ -1,0 +1,221 @@
+"""The packet-batch pipeline from the command line: a thin front end over
+:mod:`numslab.net.pipeline` (input, progress bar, summary, JSON and the mode comparison).
+
+Examples::
+
+    python examples/packet_pipeline.py                       # 200000 generated packets
+    python examples/packet_pipeline.py --pcap trace.pcapng --mode single --json
+    python examples/packet_pipeline.py --compare --packets 200000
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from numslab.errors import SlabError
+from numslab.net import (MODES, CaptureError, LeakError, Packets, PipelineResult,
+                         generate_traffic, read_capture, run_pipeline)
+
+PROG = "packet_pipeline"
+EPILOG = """Flows are bidirectional TCP/UDP 5-tuples (VLAN tags are not part of the key).
+Non-IP frames, other IP protocols, non-first fragments and truncated headers are counted
+in packets and bytes but make no flow. A flow entry is freed on a TCP FIN or RST, or after
+--idle-timeout seconds without a packet (by packet timestamps); a later packet of the same
+5-tuple creates a new entry, and 'flows' counts every entry created. Exit status: 0 ok,
+1 leak or failure, 2 unreadable input or bad arguments."""
+
+
+def head(packets: Packets, n: int) -> Packets:
+    """The first ``n`` packets of a table (sharing its data)."""
+    return packets._replace(offset=packets.offset[:n], caplen=packets.caplen[:n],
+                            wirelen=packets.wirelen[:n], ts_ns=packets.ts_ns[:n])
+
+
+def compare_modes(packets: Packets, modes: Sequence[str] = MODES, *, repeat: int = 1,
+                  warmup: int = 4096,
+                  progress: Callable[[str], Callable[[int], Any] | None] | None = None,
+                  **kwargs: Any) -> dict[str, PipelineResult]:
+    """Run every mode on the same packets: mode name to its fastest result.
+
+    Each mode first runs untimed on the first ``warmup`` packets (so JIT compilation and
+    loading are not timed); then ``repeat`` rounds run every mode in turn (so noise hits
+    all modes alike), each run on a fresh allocator. ``progress(mode)`` gives the progress
+    callback of a timed run; ``kwargs`` go to :func:`run_pipeline`.
+
+    Raises
+    ------
+    RuntimeError
+        Two modes disagree on a count.
+    """
+    for mode in modes:
+        run_pipeline(head(packets, min(warmup, len(packets.offset))), mode, **kwargs)
+    out: dict[str, PipelineResult] = {}
+    for _ in range(max(1, repeat)):
+        for mode in modes:
+            r = run_pipeline(packets, mode, progress=progress(mode) if progress else None,
+                             **kwargs)
+            if mode not in out or r.elapsed_s < out[mode].elapsed_s:
+                out[mode] = r
+    first = next(iter(out.values()), None)
+    for r in out.values():
+        diff = [k for k in ("packets", "bytes", "flows", "active_flows", "counters")
+                if getattr(r, k) != getattr(first, k)]
+        if diff:
+            raise RuntimeError(f"modes {first.mode} and {r.mode} disagree on {diff}")
+    return out
+
+
+def top_caches(slabinfo: str, k: int = 5) -> list[str]:
+    """The header and the ``k`` lines of ``slabinfo`` text with the most memory in slabs
+    (``num_objs * objsize``), largest first; caches with no slab are left out."""
+    lines = slabinfo.splitlines()
+    head_ = [ln for ln in lines if ln.startswith(("slabinfo", "#"))]
+    size = lambda ln: int(ln.split()[2]) * int(ln.split()[3])   # noqa: E731
+    rows = [ln for ln in lines if ln and not ln.startswith(("slabinfo", "#")) and size(ln)]
+    return head_ + sorted(rows, key=size, reverse=True)[:k]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line."""
+    ap = argparse.ArgumentParser(
+        prog=PROG, description="Run numslab's packet-batch RX pipeline over a capture or "
+        "generated traffic:\nper packet an sk_buff-like slab record, a kmalloc buffer, header "
+        "parsing\nand a flow table of slab objects.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_argument_group("input")
+    src.add_argument("--pcap", metavar="FILE", help="capture to read (pcap us/ns either "
+                     "byte order, or pcapng); default: generated traffic")
+    src.add_argument("--packets", type=int, default=200_000, metavar="N",
+                     help="packets of generated traffic (default %(default)s)")
+    src.add_argument("--seed", type=int, default=0, help="seed of generated traffic")
+    run = ap.add_argument_group("pipeline")
+    run.add_argument("--mode", choices=MODES, default="bulk",
+                     help="allocation mode (default %(default)s)")
+    run.add_argument("--batch", type=int, default=64, help="packets per batch (default 64)")
+    run.add_argument("--idle-timeout", type=float, default=30.0, metavar="SEC",
+                     help="free a flow after SEC seconds without a packet (default 30)")
+    run.add_argument("--compare", action="store_true",
+                     help="run every mode on the same input and compare their speed")
+    run.add_argument("--repeat", type=int, default=3, metavar="R",
+                     help="with --compare: timed runs per mode, fastest kept (default 3)")
+    run.add_argument("--cpus", type=int, default=4, help="simulated CPUs (default 4)")
+    run.add_argument("--memory", default="256M", help="allocator memory (default 256M)")
+    out = ap.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print one JSON object")
+    out.add_argument("--quiet", action="store_true", help="no progress bar")
+    out.add_argument("--top", type=int, default=5, metavar="K",
+                     help="caches listed in the summary (default 5)")
+    args = ap.parse_args(argv)
+    if args.packets < 0 or args.batch < 1 or args.repeat < 1 or not args.idle_timeout >= 0:
+        ap.error("--packets must be >= 0, --batch and --repeat >= 1, --idle-timeout >= 0")
+    return args
+
+
+def load(args: argparse.Namespace) -> tuple[Packets, str]:
+    """The input packets and a description of where they came from."""
+    if args.pcap:
+        p = read_capture(args.pcap)
+        return p, f"{args.pcap} (linktype {p.linktype})"
+    return generate_traffic(args.packets, args.seed), f"generated traffic (seed {args.seed})"
+
+
+def progress_bar(args: argparse.Namespace, total: int) -> Callable[[str], Any]:
+    """``bar(mode)``: a progress callback for one run, or None when bars are off (with
+    --quiet or when stdout is not a terminal). Bars appear only after 0.5 s."""
+    if args.quiet or not sys.stdout.isatty():
+        return lambda mode: None
+    from tqdm import tqdm
+
+    def bar(mode: str) -> Callable[[int], Any]:
+        t = tqdm(total=total, desc=mode, unit="pkt", unit_scale=True, delay=0.5,
+                 leave=False, file=sys.stderr)
+        def update(n: int) -> None:
+            t.update(n)
+            if t.n >= total:
+                t.close()
+        return update
+    return bar
+
+
+def summary(r: PipelineResult, source: str, top: int) -> str:
+    """The human summary of one run."""
+    c = r.counters
+    lines = [
+        f"input      {source}",
+        f"mode       {r.mode}, batch {r.batch}, {r.batches:,} batches",
+        f"packets    {r.packets:,}",
+        f"bytes      {r.bytes:,} on the wire ({c['captured_bytes']:,} captured)",
+        f"flows      {r.flows:,} seen, {r.active_flows:,} active at the end "
+        f"({c['closed_flows']:,} closed by FIN/RST, {c['expired_flows']:,} idle; "
+        f"at most {c['max_active_flows']:,} at once)",
+        f"traffic    IPv4 {c['ipv4']:,}, IPv6 {c['ipv6']:,}, TCP {c['tcp']:,}, "
+        f"UDP {c['udp']:,}, VLAN {c['vlan']:,}, other IP {c['other_ip']:,}, "
+        f"non-IP {c['non_ip']:,}, truncated {c['truncated']:,}",
+        f"speed      {r.ns_per_packet:,.1f} ns/packet, {r.pps:,.0f} packets/s",
+        "caches     (slabinfo after the last batch, most memory first)"]
+    lines += ["  " + ln for ln in top_caches(r.slabinfo, top)]
+    return "\n".join(lines)
+
+
+def compare_table(res: dict[str, PipelineResult], source: str) -> str:
+    """Modes side by side with the speed-up over ``single``."""
+    base = res.get("single", next(iter(res.values())))
+    r = next(iter(res.values()))
+    lines = [f"input    {source}: {r.packets:,} packets, {r.bytes:,} bytes, "
+             f"{r.flows:,} flows, {r.active_flows:,} active at the end (same in every mode)",
+             f"{'mode':<8} {'ns/packet':>10} {'Mpps':>8} {'speed-up':>9}"]
+    for mode, x in res.items():
+        speedup = base.ns_per_packet / x.ns_per_packet if x.ns_per_packet else 0.0
+        lines.append(f"{mode:<8} {x.ns_per_packet:10.1f} {x.pps / 1e6:8.3f} {speedup:8.2f}x")
+    return "\n".join(lines)
+
+
+def compare_json(res: dict[str, PipelineResult], source: str) -> dict[str, Any]:
+    """The comparison as one JSON object."""
+    r = next(iter(res.values()))
+    base = res.get("single", r).ns_per_packet
+    modes = {}
+    for mode, x in res.items():
+        d = x.to_dict()
+        d["speedup"] = base / x.ns_per_packet if x.ns_per_packet else 0.0
+        modes[mode] = d
+    return {"mode": "compare", "source": source, "packets": r.packets, "bytes": r.bytes,
+            "flows": r.flows, "active_flows": r.active_flows, "batch": r.batch,
+            "ns_per_packet": {m: x.ns_per_packet for m, x in res.items()}, "modes": modes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; the exit status (0 ok, 1 leak or failure, 2 bad input)."""
+    args = parse_args(argv)
+    try:
+        packets, source = load(args)
+        bar = progress_bar(args, len(packets.offset))
+        kw = dict(batch=args.batch, idle_timeout=args.idle_timeout, nr_cpus=args.cpus,
+                  memory=args.memory)
+        if args.compare:
+            res = compare_modes(packets, repeat=args.repeat, progress=bar, **kw)
+            print(json.dumps(compare_json(res, source)) if args.json
+                  else compare_table(res, source))
+        else:
+            r = run_pipeline(packets, args.mode, progress=bar(args.mode), **kw)
+            print(json.dumps({"source": source, **r.to_dict()}) if args.json
+                  else summary(r, source, args.top))
+    except CaptureError as e:
+        print(f"{PROG}: error: {args.pcap}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    except LeakError as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except (MemoryError, RuntimeError, ValueError, SlabError) as e:
+        print(f"{PROG}: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""Tests of numslab.net.pipeline and examples/packet_pipeline.py: exact counts on captures
+with known answers in every mode, flow semantics against reference meters, leak checks, CLI."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, IPv6,
+                       IPv6ExtHdrHopByHop, Raw, raw)
+from scapy.utils import PcapNgWriter, RawPcapNgReader, RawPcapReader, wrpcap
+
+import numslab.jit as nsj
+from numslab import SlabAllocator
+from numslab.net import (MODES, CaptureError, LeakError, Packets, count_flow_sessions,
+                         generate_traffic_with_truth, read_capture, run_pipeline, write_pcap)
+from numslab.net import pipeline as pl
+
+ROOT = Path(__file__).absolute().parent.parent
+CLI = ROOT / "examples" / "packet_pipeline.py"
+sys.path.insert(0, str(CLI.parent))
+import packet_pipeline as cli  # noqa: E402
+
+T0 = 1_700_000_000
+FIN, RST = 0x01, 0x04
+TIMEOUT = 30.0
+COUNTS = ("packets", "bytes", "flows", "active_flows")
+
+
+# --------------------------------------------------------------------------- known answers
+def known_frames() -> tuple[list, dict]:
+    """Frames (scapy packets with ``time``) whose counts are worked out by hand."""
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    a_c = IP(src="10.0.0.1", dst="10.0.0.2")
+    a_s = IP(src="10.0.0.2", dst="10.0.0.1")
+    b_c = IPv6(src="fd00::1", dst="2001:db8::2")
+    b_s = IPv6(src="2001:db8::2", dst="fd00::1")
+    g = eth / IP(src="10.4.0.1", dst="10.4.0.2") / UDP(sport=100, dport=200) / b"g"
+    g2 = g.copy()
+    full = eth / IP(src="10.9.0.1", dst="10.9.0.2") / TCP(sport=9, dport=9) / (b"x" * 20)
+    trunc = Raw(raw(full)[:30])
+    trunc.wirelen = len(full)
+    frames = [                                             # time (s), flow made
+        (0.0, eth / a_c / TCP(sport=1000, dport=80, flags="S")),        # A      #1
+        (0.1, eth / a_s / TCP(sport=80, dport=1000, flags="SA")),       # A
+        (0.2, eth / a_c / TCP(sport=1000, dport=80, flags="PA") / (b"p" * 100)),
+        (0.3, eth / b_c / UDP(sport=5353, dport=53) / b"q"),            # B      #2
+        (0.4, eth / b_s / UDP(sport=53, dport=5353) / (b"r" * 40)),     # B
+        (0.5, Ether(src="02:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff") / ARP()),  # non-IP
+        (0.6, eth / a_c / ICMP()),                                      # other IP
+        (0.7, eth / Dot1Q(vlan=10) / IP(src="10.1.0.1", dst="10.1.0.2")
+         / TCP(sport=2000, dport=443, flags="S")),                      # C      #3
+        (0.8, eth / Dot1AD(vlan=100) / Dot1Q(vlan=200) / IP(src="10.2.0.1", dst="10.2.0.2")
+         / UDP(sport=3000, dport=4000)),                                # D      #4
+        (0.9, eth / IPv6(src="fd00::5", dst="fd00::6") / IPv6ExtHdrHopByHop()
+         / UDP(sport=6000, dport=7000)),                                # E      #5
+        (1.0, eth / IP(src="10.0.0.1", dst="10.0.0.2", proto=17, frag=185) / (b"f" * 30)),
+        (1.1, eth / a_c / TCP(sport=1000, dport=80, flags="FA")),       # A closed
+        (1.2, eth / a_s / TCP(sport=80, dport=1000, flags="FA")),       # A'     #6 closed
+        (1.3, eth / a_c / TCP(sport=1000, dport=80, flags="A")),        # A''    #7
+        (1.4, eth / IP(src="10.3.0.1", dst="10.3.0.2")
+         / TCP(sport=5000, dport=22, flags="R")),                       # F      #8 closed
+        (1.5, trunc),                                                   # truncated
+        (31.0, eth / b_s / UDP(sport=53, dport=5353)),     # B idle 30.6 s: B' #9; C D E idle
+        (31.0, g),                                                      # G      #10
+        (61.0, g2),                 # G again after exactly 30 s: same flow; A'' idle
+        (61.0, eth / IPv6(src="fd00::7", dst="2001:db8::8")
+         / TCP(sport=8000, dport=443, flags="S")),                      # H      #11
+    ]
+    pkts = []
+    for t, p in frames:
+        p.time = Decimal(T0) + Decimal(str(t))
+        pkts.append(p)
+    answer = {"packets": 20, "bytes": sum(p.wirelen or len(raw(p)) for p in pkts),
+              "flows": 11, "active_flows": 3}              # B', G, H
+    counters = {"non_ip": 1, "other_ip": 2, "truncated": 1, "vlan": 2, "closed_flows": 3,
+                "expired_flows": 5, "ipv4": 13, "ipv6": 5, "tcp": 9, "udp": 7}
+    return pkts, {**answer, "counters": counters}
+
+
+@pytest.fixture(scope="module", params=["pcap-us", "pcap-ns", "pcapng"])
+def known_capture(request, tmp_path_factory):
+    pkts, answer = known_frames()
+    path = tmp_path_factory.mktemp("cap") / f"known.{request.param}"
+    if request.param == "pcapng":
+        with PcapNgWriter(str(path)) as w:
+            for p in pkts:
+                w.write(p)
+    else:
+        wrpcap(str(path), pkts, linktype=1, nano=request.param == "pcap-ns")
+    return path, answer
+
+
+def wire_totals(path: Path) -> tuple[int, int]:
+    """Packets and wire bytes as an independent reader (scapy's) counts them."""
+    reader = RawPcapNgReader if path.suffix == ".pcapng" else RawPcapReader
+    n = b = 0
+    with reader(str(path)) as r:
+        for _, meta in r:
+            n += 1
+            b += meta.wirelen
+    return n, b
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_known_capture_every_mode(known_capture, mode):
+    path, answer = known_capture
+    assert wire_totals(path) == (answer["packets"], answer["bytes"])
+    r = run_pipeline(read_capture(path), mode, batch=4, idle_timeout=TIMEOUT)
+    assert {k: getattr(r, k) for k in COUNTS} == {k: answer[k] for k in COUNTS}
+    for k, v in answer["counters"].items():
+        assert r.counters[k] == v, k
+    assert r.counters["captured_bytes"] == answer["bytes"] - 44   # the truncated frame
+
+
+@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
+def test_packets_and_bytes_match_tcpdump(known_capture, tmp_path):
+    gen = tmp_path / "gen.pcap"
+    write_pcap(gen, generate_traffic_with_truth(3000, seed=11)[0])
+    for path in (known_capture[0], gen):
+        out = subprocess.run(["tcpdump", "-r", str(path), "-nn", "-e"], capture_output=True,
+                             text=True, check=True).stdout.splitlines()
+        lengths = [int(re.search(r", length (\d+):", ln).group(1)) for ln in out]
+        r = run_pipeline(read_capture(path), "bulk")
+        assert (r.packets, r.bytes) == (len(lengths), sum(lengths))
+
+
+# --------------------------------------------------------------------------- generated traffic
+def reference_meter(flow_id, ts_ns, tcp_flags, is_tcp, timeout_ns) -> tuple[int, int]:
+    """The pipeline's flow semantics in plain Python: (flows created, active at the end)."""
+    last: dict[int, int] = {}
+    active: set[int] = set()
+    created = 0
+    for f, t, fl, tcp in zip(flow_id.tolist(), ts_ns.tolist(), tcp_flags.tolist(),
+                             is_tcp.tolist()):
+        if f in active and t - last[f] > timeout_ns:
+            active.discard(f)
+        if f not in active:
+            created += 1
+            active.add(f)
+        last[f] = t
+        if tcp and fl & (FIN | RST):
+            active.discard(f)
+    end = int(ts_ns[-1]) if len(ts_ns) else 0
+    return created, sum(end - last[f] <= timeout_ns for f in active)
+
+
+@pytest.fixture(scope="module")
+def traffic():
+    return generate_traffic_with_truth(20_000, seed=3, idle_fraction=0.2, idle_gap_s=40.0)
+
+
+def all_modes(packets, **kw):
+    res = {m: run_pipeline(packets, m, **kw) for m in MODES}
+    first = res["single"]
+    for r in res.values():
+        assert {k: getattr(r, k) for k in COUNTS} == {k: getattr(first, k) for k in COUNTS}
+        assert r.counters == first.counters
+    return first
+
+
+@pytest.mark.parametrize("timeout", [30.0, 0.002, float("inf")])
+def test_generated_traffic_matches_reference(traffic, timeout):
+    p, t = traffic
+    r = all_modes(p, idle_timeout=timeout)
+    tns = pl._timeout_ns(timeout)
+    assert r.packets == len(p.offset) and r.bytes == int(p.wirelen.sum())
+    assert (r.flows, r.active_flows) == reference_meter(t.flow_id, p.ts_ns, t.tcp_flags,
+                                                       t.l4_proto == 6, tns)
+    c = r.counters
+    assert c["ipv4"] == (t.ip_version == 4).sum() and c["ipv6"] == (t.ip_version == 6).sum()
+    assert c["tcp"] == (t.l4_proto == 6).sum() and c["udp"] == (t.l4_proto == 17).sum()
+    assert c["vlan"] == t.vlan.sum()
+    assert c["non_ip"] == c["other_ip"] == c["truncated"] == 0
+    assert c["closed_flows"] + c["expired_flows"] + r.active_flows == r.flows
+
+
+def test_udp_flows_are_idle_sessions():
+    """Without FIN/RST the flow count is exactly count_flow_sessions."""
+    p, t = generate_traffic_with_truth(8000, seed=5, udp_fraction=1.0, idle_fraction=0.3,
+                                       idle_gap_s=31.0)
+    r = all_modes(p, idle_timeout=30.0)
+    assert r.flows == count_flow_sessions(t.flow_id, p.ts_ns, 30 * 10**9) > t.n_flows
+    r = run_pipeline(p, "bulk", idle_timeout=float("inf"))
+    assert r.flows == r.active_flows == t.n_flows
+
+
+def test_flows_agree_with_scapy_dissection(tmp_path):
+    """Flow keys from an independent dissector (scapy) through the reference meter."""
+    p, _ = generate_traffic_with_truth(1500, seed=8, n_flows=80, idle_fraction=0.3)
+    path = tmp_path / "g.pcap"
+    write_pcap(path, p, nanosecond=True)
+    keys, flags, tcp = [], [], []
+    for i in range(len(p.offset)):
+        e = Ether(bytes(p.packet(i)))
+        l3 = e[IP] if IP in e else e[IPv6]
+        l4 = e[TCP] if TCP in e else e[UDP]
+        keys.append((type(l4).__name__, frozenset([(l3.src, l4.sport), (l3.dst, l4.dport)])))
+        tcp.append(TCP in e)
+        flags.append(int(l4.flags) if TCP in e else 0)
+    ids = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    want = reference_meter(np.array([ids[k] for k in keys]), p.ts_ns, np.array(flags),
+                           np.array(tcp), 30 * 10**9)
+    r = all_modes(read_capture(path))
+    assert (r.flows, r.active_flows) == want
+    assert (r.packets, r.bytes) == wire_totals(path)
+
+
+def test_buffer_sizes_jumbo_empty_and_raw_ip(tmp_path):
+    """Jumbo frames (large kmalloc), empty captures (no buffer) and linktype 101 (raw IP)."""
+    frames = [raw(IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / (b"j" * n))
+              for n in (9000, 20, 8165, 8164, 0, 60000)]
+    frames += [raw(IPv6(src="::1", dst="::2") / TCP(sport=5, dport=6, flags="R")), b""]
+    data = np.frombuffer(b"".join(frames), np.uint8)
+    cap = np.array([len(f) for f in frames])
+    n = len(frames)
+    pk = Packets(data, np.cumsum(cap) - cap, cap, np.maximum(cap, 60),
+                 (T0 + np.arange(n)) * 10**9, 101)
+    r = all_modes(pk)
+    assert (r.packets, r.flows, r.active_flows) == (n, 2, 1)
+    assert r.counters["large_buffers"] == 3 and r.counters["truncated"] == 1
+    path = tmp_path / "raw.pcap"
+    write_pcap(path, pk, snaplen=100_000)
+    assert run_pipeline(read_capture(path), "new").flows == 2
+
+
+def test_unknown_linktype_counts_packets_without_flows():
+    p, _ = generate_traffic_with_truth(300, seed=1)
+    with pytest.warns(UserWarning, match="linktype 147"):
+        r = run_pipeline(p._replace(linktype=147), "bulk")
+    assert (r.packets, r.flows, r.counters["non_ip"]) == (300, 0, 300)
+
+
+def test_batch_sizes_and_chunks_do_not_change_counts(traffic):
+    p, _ = traffic
+    base = run_pipeline(p, "single")
+    for mode, batch, chunk in (("bulk", 1, 100), ("local", 7, 1000), ("partial", 300, 64),
+                               ("new", 1024, 5000)):
+        r = run_pipeline(p, mode, batch=batch, chunk=chunk)
+        assert r.counters == {**base.counters, "batches": -(-len(p.offset) // batch)}
+
+
+# --------------------------------------------------------------------------- leaks, errors
+def test_allocator_left_clean(traffic):
+    sa = SlabAllocator(nr_cpus=2, memory="64M")
+    before = {c.name: c.live_objects for c in sa.caches}
+    for mode in MODES:
+        run_pipeline(traffic[0], mode, sa=sa)
+    assert {c.name: c.live_objects for c in sa.caches} == before   # own caches destroyed
+    sa.validate()
+
+
+def test_leaked_flows_are_detected(traffic, monkeypatch):
+    monkeypatch.setattr(pl, "_release_flows", lambda *a: None)
+    with pytest.raises(LeakError, match=r"flow_cache: \d+ live object"):
+        run_pipeline(traffic[0], "bulk")
+
+
+def test_leaked_kmalloc_is_detected(traffic, monkeypatch):
+    release = pl._release_flows
+
+    def leaky(h, *args):
+        release(h, *args)
+        nsj.kmalloc(h, 300)
+    monkeypatch.setattr(pl, "_release_flows", leaky)
+    with pytest.raises(LeakError, match=r"kmalloc-512: \+1 live object"):
+        run_pipeline(traffic[0], "single")
+
+
+def test_out_of_memory_is_reported():
+    p, _ = generate_traffic_with_truth(50_000, seed=2, n_flows=50_000, idle_fraction=0)
+    with pytest.raises(MemoryError, match="flow entries"):
+        run_pipeline(p, "single", memory="4M", idle_timeout=float("inf"))
+
+
+def test_bad_arguments():
+    p, _ = generate_traffic_with_truth(100, seed=1)
+    for kw in ({"mode": "fast"}, {"batch": 0}, {"idle_timeout": -1}):
+        with pytest.raises(ValueError):
+            run_pipeline(p, **kw)
+    with pytest.raises(ValueError, match="outside"):
+        run_pipeline(p._replace(caplen=p.caplen + 10_000))
+
+
+def test_compare_modes_runs_all_and_agrees(traffic):
+    res = cli.compare_modes(cli.head(traffic[0], 5000), warmup=500, repeat=2)
+    assert list(res) == list(MODES)
+    assert len({(r.flows, r.bytes, r.active_flows) for r in res.values()}) == 1
+
+
+# --------------------------------------------------------------------------- CLI
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, str(CLI), *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_cli_json_on_a_capture(known_capture):
+    path, answer = known_capture
+    out = run_cli("--pcap", str(path), "--mode", "partial", "--json")
+    assert out.returncode == 0, out.stderr
+    d = json.loads(out.stdout)
+    assert {k: d[k] for k in COUNTS} == {k: answer[k] for k in COUNTS}
+    assert d["mode"] == "partial" and d["ns_per_packet"] > 0 and d["pps"] > 0
+
+
+def test_cli_corrupt_capture_exits_with_message(tmp_path):
+    pkts, _ = known_frames()
+    path = tmp_path / "cut.pcap"
+    wrpcap(str(path), pkts)
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(CaptureError, match=r"truncated packet data at byte \d+"):
+        read_capture(path)
+    out = run_cli("--pcap", str(path))
+    assert out.returncode == 2 and out.stdout == ""
+    assert "error" in out.stderr and "at byte" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_cli_in_process(tmp_path, capsys, monkeypatch):
+    assert cli.main(["--packets", "3000", "--compare", "--repeat", "1"]) == 0
+    text = capsys.readouterr().out
+    for mode in MODES:
+        assert f"\n{mode} " in text
+    assert "speed-up" in text and "1.00x" in text
+    assert cli.main(["--packets", "2000", "--json", "--compare", "--repeat", "1"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert set(d["modes"]) == set(MODES) and d["packets"] == 2000
+    assert cli.main(["--packets", "2000", "--mode", "local", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "packets    2,000" in text and "ns/packet" in text and "slabinfo" in text
+    assert cli.main(["--pcap", str(tmp_path / "missing.pcap")]) == 2
+    assert "error" in capsys.readouterr().err
+    monkeypatch.setattr(pl, "_release_flows", lambda *a: None)
+    assert cli.main(["--packets", "2000", "--quiet"]) == 1
+    assert "memory leak" in capsys.readouterr().err
