@@ -169,6 +169,12 @@ class SlabAllocator(BatchAPI):
         from .jit import SlabHandle
         return SlabHandle(self._buf, self._mem)
 
+    def populate(self) -> None:
+        """Touch every page of the arena once, so that later first uses of a page do not
+        pay the operating system's page fault (as a kernel's memory is already present).
+        Benchmarks call it; ordinary use does not need it."""
+        self.memory[::PAGE_SIZE] = self.memory[::PAGE_SIZE]
+
     def cpu_to_node(self, cpu: int) -> int:
         """NUMA node of simulated CPU ``cpu``."""
         return int(self.state.cpu_node[self._check_cpu(cpu)])

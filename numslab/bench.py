@@ -199,6 +199,7 @@ JIT_IMPLS = ("jit-stack", "slab-single", "slab-bulk", "slab-local", "slab-partia
 def new_bench_cache(nr_cpus: int = 1, memory: str = "64M") -> tuple:
     """A fresh allocator and a 256-byte HWCACHE_ALIGN cache (the kernel test's shape)."""
     sa = numslab.SlabAllocator(nr_cpus=nr_cpus, memory=memory)
+    sa.populate()
     return sa, sa.kmem_cache_create("slab_bench_test", OBJECT_SIZE, flags=SLAB_HWCACHE_ALIGN)
 
 

@@ -218,22 +218,36 @@ class KmemCache:
         return np.ndarray(shape=(mem.size - self.dtype.itemsize + 1,), dtype=self.dtype,
                           buffer=mem, offset=0, strides=(1,))
 
-    def _checked(self, addrs: Any, fn: str) -> np.ndarray:
-        from .errors import BadAddressError
-        from .jit import _first_bad
-        a = np.ascontiguousarray(addrs, dtype=np.int64).ravel()
-        bad = int(_first_bad(self._sa.state.buf, self._id, a))
-        if bad >= 0:
-            raise BadAddressError(f"{self.name}.{fn}: element {bad} ({int(a[bad]):#x}) is not "
-                                  f"an allocated object of this cache")
-        return a
-
     def records(self, addrs: Any) -> np.ndarray:
         """Gather the records at ``addrs`` (allocated objects of this cache) into a new
-        array of ``dtype``."""
-        return self.view[self._checked(addrs, "records")]
+        array of ``dtype`` (one jitted copy; every address is checked)."""
+        from .jit import _gather
+        if self.dtype is None:
+            raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
+        a = np.ascontiguousarray(addrs, dtype=np.int64).ravel()
+        out = np.empty(len(a), self.dtype)
+        bad = int(_gather(self._sa.state.buf, self._sa._mem, self._id, a,
+                          out.view(np.uint8).reshape(len(a), self.dtype.itemsize)))
+        if bad >= 0:
+            self._bad(a, bad, "records")
+        return out
 
     def store(self, addrs: Any, values: Any) -> None:
-        """Scatter ``values`` (records of ``dtype``, or a scalar record) into the objects at
-        ``addrs``."""
-        self.view[self._checked(addrs, "store")] = values
+        """Scatter ``values`` (records of ``dtype``, or one record for all) into the
+        objects at ``addrs`` (every address is checked before anything is written)."""
+        from .jit import _scatter
+        if self.dtype is None:
+            raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
+        a = np.ascontiguousarray(addrs, dtype=np.int64).ravel()
+        vals = np.ascontiguousarray(np.asarray(values, dtype=self.dtype)).ravel()
+        if len(vals) not in (1, len(a)):
+            raise ValueError(f"{self.name}.store: {len(vals)} values for {len(a)} addresses")
+        bad = int(_scatter(self._sa.state.buf, self._sa._mem, self._id, a,
+                           vals.view(np.uint8).reshape(len(vals), self.dtype.itemsize)))
+        if bad >= 0:
+            self._bad(a, bad, "store")
+
+    def _bad(self, a: np.ndarray, i: int, fn: str) -> None:
+        from .errors import BadAddressError
+        raise BadAddressError(f"{self.name}.{fn}: element {i} ({int(a[i]):#x}) is not an "
+                              f"allocated object of this cache")

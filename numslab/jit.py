@@ -188,3 +188,39 @@ def _first_bad(state, cache, addrs):
     return -1
 
 
+
+
+@jit
+def _gather(state, mem, cache, addrs, out):
+    """Copy the record at each of ``addrs`` into row i of ``out`` (uint8[n, itemsize]);
+    -1, or the index of the first address that is not a live object of ``cache`` (then
+    nothing useful was copied)."""
+    m8 = mem.view(np.uint8)
+    n = out.shape[1]
+    for i in range(addrs.shape[0]):
+        err, _ = _locate(state, addrs[i], cache)
+        if err:
+            return i
+        a = addrs[i]
+        for j in range(n):
+            out[i, j] = m8[a + j]
+    return -1
+
+
+@jit
+def _scatter(state, mem, cache, addrs, rows):
+    """Copy row i of ``rows`` (uint8[n, itemsize], or one row for all) into the object at
+    ``addrs[i]``, after checking every address; -1 or the first bad index."""
+    for i in range(addrs.shape[0]):
+        err, _ = _locate(state, addrs[i], cache)
+        if err:
+            return i
+    m8 = mem.view(np.uint8)
+    n = rows.shape[1]
+    one = rows.shape[0] == 1
+    for i in range(addrs.shape[0]):
+        a = addrs[i]
+        r = 0 if one else i
+        for j in range(n):
+            m8[a + j] = rows[r, j]
+    return -1

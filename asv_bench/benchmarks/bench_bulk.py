@@ -1,6 +1,8 @@
 """Suites 1 and 2: the kernel's ``slab_bulk_test01`` shape (alloc N, free N; one timed call
 is 4096 alloc+free pairs, so time / 4096 is the cost per pair) and large batches per mode,
 with the peers (deque pool, NumPy free stack, jitted free stack) in the same run."""
+import time
+
 import numpy as np
 
 from numslab import bench
@@ -54,47 +56,68 @@ class Bulk4096Python:
 
 
 class LargeBatches:
-    """Allocation alone of 1..64 slabs' worth in one call: LOCAL (objects the CPU holds:
-    its freelist after freeing), PARTIAL (a cache fragmented in setup: every slab on the
-    node partial list with one object in use), NEW (fresh slabs, no free list built), and
-    the bulk API for comparison. Time per call; divide by slabs * 16 objects."""
+    """1..64 slabs' worth in one call, per mode: LOCAL (objects the CPU holds: at most its
+    freelist), PARTIAL (a cache whose slabs are all partial, one object in use each), NEW
+    (fresh slabs, no free list built) and the bulk API. ``time_round`` is a steady-state
+    round (allocate, then free the same objects); ``track_alloc_ns_per_object`` is the
+    allocation alone, best of 20 shots, each after the cache is put back as it was."""
 
     params = ([1, 4, 16, 64], ["local", "partial", "new", "bulk"])
     param_names = ["slabs", "mode"]
-    number = 1
-    repeat = 20
-    warmup_time = 0
+    timeout = 300
 
     def setup(self, slabs, mode):
         self.sa, self.c = bench.new_bench_cache(memory="64M")
         per = self.c.objs_per_slab
-        self.n = slabs * per
-        self.out = np.zeros(self.n, np.int64)
         self.flags = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PARTIAL,
                       "new": SLAB_ARRAY_ALLOC_NEW}.get(mode, 0)
-        if mode == "partial":                  # slabs + 1 partial slabs with 15 free each
-            keep = []
-            for _ in range(slabs + 1):
-                objs = self.c.alloc_bulk(per)
-                keep.append(objs[0])
-                self.c.free_bulk(objs[1:])
-            self.sa.kmem_cache_shrink(self.c)
-            self.n = slabs * (per - 1)
-        elif mode == "local":                  # the CPU freelist holds one slab's worth...
-            self.n = min(self.n, per)
-        warm = np.zeros(per * 2, np.int64)     # compile and warm every path once
-        for f in (SLAB_ARRAY_ALLOC_LOCAL, SLAB_ARRAY_ALLOC_PARTIAL, SLAB_ARRAY_ALLOC_NEW):
-            k = self.sa.kmem_cache_alloc_array(self.c, GFP_KERNEL, 0, warm, f)
-        if mode == "local":
-            got = self.c.alloc_bulk(self.n)
-            self.c.free_bulk(got)
+        self.n = {"local": per, "partial": slabs * (per - 1)}.get(mode, slabs * per)
+        self.out = np.zeros(self.n, np.int64)
+        self.keep = []
+        if mode == "partial":                  # slabs + 1 slabs with one object in use
+            objs = self.c.alloc_bulk((slabs + 1) * per)
+            self.keep = objs[::per].copy()
+            self.c.free_bulk(np.delete(objs, np.arange(0, len(objs), per)))
+        self.reset()
+        self.got = self.alloc()                 # compile and warm every path once
+        self.release()
 
-    def time_alloc(self, slabs, mode):
+    def alloc(self):
         if self.flags:
-            self.sa.kmem_cache_alloc_array(self.c, GFP_KERNEL, self.n, self.out, self.flags)
-        else:
-            self.sa.kmem_cache_alloc_bulk(self.c, GFP_KERNEL, self.n, self.out)
+            return self.sa.kmem_cache_alloc_array(self.c, GFP_KERNEL, self.n, self.out,
+                                                  self.flags)
+        return self.sa.kmem_cache_alloc_bulk(self.c, GFP_KERNEL, self.n, self.out)
 
-    def track_objects(self, slabs, mode):
-        """Objects one call allocates (divide the time by this)."""
-        return self.n
+    def warm(self):
+        """A call for no objects, so the timed call finds the call path in the caches."""
+        if self.flags:
+            self.sa.kmem_cache_alloc_array(self.c, GFP_KERNEL, 0, self.out, self.flags)
+        else:
+            self.sa.kmem_cache_alloc_bulk(self.c, GFP_KERNEL, 0, self.out)
+
+    def release(self):
+        self.sa.kmem_cache_free_bulk(self.c, self.got, self.out) if self.got else None
+
+    def reset(self):
+        """Put the cache back: partial slabs on the node list, or the CPU freelist full."""
+        self.sa.kmem_cache_shrink(self.c)
+        if self.flags == SLAB_ARRAY_ALLOC_LOCAL:
+            objs = self.c.alloc_bulk(self.n)
+            self.c.free_bulk(objs)
+        self.got = 0
+
+    def time_round(self, slabs, mode):
+        self.got = self.alloc()
+        self.release()
+
+    def track_alloc_ns_per_object(self, slabs, mode):
+        best = float("inf")
+        for _ in range(20):
+            self.reset()
+            self.warm()
+            t0 = time.perf_counter()
+            self.got = self.alloc()
+            best = min(best, (time.perf_counter() - t0) / max(self.got, 1) * 1e9)
+            self.release()
+        return best
+    track_alloc_ns_per_object.unit = "ns"

@@ -65,6 +65,7 @@ class TypedRecords:
         self.table = np.zeros(N, self.DT)
         self.idx = RNG.permutation(N)
         self.vals = np.zeros(N, self.DT)
+        self.time_gather_scatter(impl)          # compile before timing
 
     def time_gather_scatter(self, impl):
         if impl == "slab":
