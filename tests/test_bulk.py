@@ -193,10 +193,9 @@ def test_alloc_bulk_rejects_short_or_bad_arrays(sa, cache):
     assert_unchanged(sa, snap)
 
 
-
-
 def test_alloc_bulk_negative_count_on_the_cached_array_is_refused(sa, cache):
-    """The facade skips its argument checks when the array is the one it checked last."""
+    """The facade skips its Python-side checks when the array is the one it checked last;
+    the kernel's own array check must still refuse a negative count."""
     out = bulk(sa, cache, 4)
     with pytest.raises(numslab.InvalidSizeError):
         sa.kmem_cache_alloc_bulk(cache, GFP_KERNEL, -1, out)
@@ -204,8 +203,9 @@ def test_alloc_bulk_negative_count_on_the_cached_array_is_refused(sa, cache):
 
 
 def test_free_bulk_negative_count_on_the_cached_array_is_refused():
-    """Same check on the free side; run in a child process because the unchecked call
-    walks ``p[-2], p[-3], ...`` out of bounds and crashes the interpreter."""
+    """Same check on the free side; run in a child process because an unchecked call
+    walks ``p[-2], p[-3], ...`` out of bounds and crashed the interpreter (fixed in
+    244f9ae: ``entry._bad_array`` refuses nr < 0)."""
     code = textwrap.dedent("""
         import numpy as np, numslab
         sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
@@ -418,6 +418,33 @@ def test_free_bulk_misuse_names_the_element_and_changes_nothing(sa, cache, world
         sa.kmem_cache_free_array(cache, len(arr), arr)
     assert (arr == arr_copy).all()                  # not permuted either
     assert_unchanged(sa, snap)
+
+
+@pytest.mark.parametrize("size", [8, 24, 100, 192, 700, 1000, 3000, 5000, 12345, 100_000,
+                                  999_999, 3_000_000])
+def test_free_bulk_checks_the_object_grid_for_any_size(sa, size):
+    """Every offset that is not a multiple of slab_size, or lies past the last object of
+    the slab, is refused; every real object is accepted (large, odd slab sizes too)."""
+    c = sa.kmem_cache_create(f"g{size}", size)
+    per, stride = c.objs_per_slab, c.slab_size
+    objs = bulk(sa, c, min(per, 40))
+    base = int(objs[0]) & ~((4096 << c.order) - 1)
+    assert (int(objs[0]) - base) % stride == 0
+    bad = {int(objs[-1]) + d for d in (1, 8, stride // 2 & ~7, stride - 8) if 0 < d < stride}
+    if per * stride + 8 <= 4096 << c.order:
+        bad.add(base + per * stride)                      # the unused tail of the slab
+    snap = snapshot(sa)
+    for addr in sorted(bad):
+        arr = objs.copy()
+        arr[-1] = addr
+        with pytest.raises(numslab.BadAddressError, match=rf"element {len(arr) - 1}\b"):
+            sa.kmem_cache_free_bulk(c, len(arr), arr)
+        with pytest.raises(numslab.BadAddressError, match="not the start of an object"):
+            sa.kmem_cache_free(c, addr)
+    assert_unchanged(sa, snap)
+    sa.kmem_cache_free_bulk(c, len(objs), objs.copy())
+    assert c.live_objects == 0
+    sa.validate()
 
 
 @pytest.mark.parametrize("first, second", [(0, 1), (3, 30), (38, 39), (0, 39)])

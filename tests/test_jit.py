@@ -281,25 +281,68 @@ def alloc_on(h, cid, cpu):
     return nj.kmem_cache_alloc(h, cid, cpu)
 
 
+@numba.njit
+def free_on(h, cid, addr, cpu):
+    nj.kmem_cache_free(h, cid, addr, cpu)
 
 
-def test_njit_refuses_a_destroyed_cache_id():
+@numba.njit
+def kmalloc_on(h, size, cpu):
+    return nj.kmalloc(h, size, cpu)
+
+
+@numba.njit
+def kfree_on(h, addr, cpu):
+    nj.kfree(h, addr, cpu)
+
+
+def test_njit_refuses_a_destroyed_or_unknown_cache_id():
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("c", 64)
+    a = c.alloc()
     d = sa.kmem_cache_create("d", 64)
-    cid = d.id
+    dead = d.id
     sa.kmem_cache_destroy(d)
+    h = sa.handle
     snap = snapshot(sa)
-    with pytest.raises(numslab.SlabError):
-        alloc_on(sa.handle, cid, 0)
+    for cid in (dead, -1, 10_000, sa.state.ca.shape[0]):
+        with pytest.raises(numslab.WrongCacheError, match="live cache"):
+            alloc_on(h, cid, 0)
+        with pytest.raises(numslab.WrongCacheError):
+            alloc_many(h, cid, 2, np.empty(2, np.int64))
+        with pytest.raises(numslab.WrongCacheError):
+            alloc_arr(h, cid, 2, np.empty(2, np.int64), 0)
+        with pytest.raises(numslab.WrongCacheError):
+            free_one(h, cid, a)
+        with pytest.raises(numslab.WrongCacheError):
+            free_many(h, cid, 1, np.array([a]))
     assert_unchanged(sa, snap)
-    sa.kmem_cache_create("e", 64)                       # reuses the slot
+    e = sa.kmem_cache_create("e", 64)                   # reuses the slot
+    assert e.id == dead
+    x = alloc_on(h, e.id, 1)                            # and the id is live again
+    assert e.live_objects == 1
+    free_on(h, e.id, x, 0)
     sa.validate()
 
 
 def test_njit_refuses_a_cpu_out_of_range():
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
     c = sa.kmem_cache_create("c", 64)
+    a = c.alloc()
+    k = sa.kmalloc(100)
+    h = sa.handle
     snap = snapshot(sa)
-    with pytest.raises(numslab.SlabError):
-        alloc_on(sa.handle, c.id, 2)
+    for cpu in (2, -1, 1000):
+        with pytest.raises(numslab.SlabError, match="cpu out of range"):
+            alloc_on(h, c.id, cpu)
+        with pytest.raises(numslab.SlabError, match="cpu out of range"):
+            free_on(h, c.id, a, cpu)
+        with pytest.raises(numslab.SlabError, match="cpu out of range"):
+            kmalloc_on(h, 64, cpu)
+        with pytest.raises(numslab.SlabError, match="cpu out of range"):
+            kfree_on(h, k, cpu)
     assert_unchanged(sa, snap)
+    free_on(h, c.id, a, 1)                              # the last CPU is fine
+    kfree_on(h, k, 1)
+    assert c.live_objects == 0
+    sa.validate()

@@ -15,6 +15,7 @@ from conftest import assert_unchanged, snapshot
 PKT = np.dtype([("src", np.uint32), ("dst", np.uint32), ("len", np.uint16),
                 ("proto", np.uint8), ("ts", np.float64), ("tag", "S6")])
 PKT_ALIGNED = np.dtype(PKT.descr, align=True)
+assert PKT.itemsize == 25 and PKT_ALIGNED.itemsize == 32
 
 
 @pytest.fixture
@@ -43,7 +44,6 @@ def test_dtype_sets_the_object_size(sa, dtype, size, object_size):
     c = sa.kmem_cache_create("t", size, dtype=dtype)
     assert c.object_size == object_size and c.dtype == dtype
     assert c.slab_size >= object_size and c.slab_size % 8 == 0
-    assert PKT.itemsize == 25 and PKT_ALIGNED.itemsize == 32
     sa.validate()
 
 
@@ -85,6 +85,25 @@ def test_store_records_round_trip(sa, pc):
     assert (pc.records(addrs[:5])["tag"] == b"udp").all()
     assert np.array_equal(pc.records(addrs[5:]), vals[5:])   # neighbours untouched
     sa.validate()
+
+
+def test_records_is_a_copy_and_store_accepts_any_record_sequence(sa, pc):
+    addrs = pc.alloc_bulk(3)
+    pc.store(addrs, [(1, 2, 3, 4, 5.0, b"a"), (6, 7, 8, 9, 10.0, b"bb"),
+                     (11, 12, 13, 14, 15.0, b"ccc")])
+    r = pc.records(addrs)
+    assert r["src"].tolist() == [1, 6, 11] and r["tag"].tolist() == [b"a", b"bb", b"ccc"]
+    r["src"] = 99                                        # a copy: the arena is untouched
+    assert pc.records(addrs)["src"].tolist() == [1, 6, 11]
+    pc.store(addrs[1], (0, 0, 0, 0, 0.5, b"one"))       # one address, one record
+    assert pc.records(addrs)["ts"].tolist() == [5.0, 0.5, 15.0]
+    empty = pc.records(np.empty(0, np.int64))
+    assert empty.dtype == PKT and empty.shape == (0,)
+    pc.store([], np.empty(0, PKT))
+    snap = snapshot(sa)
+    with pytest.raises(ValueError):
+        pc.store(addrs, sample(2))                       # 2 values for 3 addresses
+    assert_unchanged(sa, snap)
 
 
 def test_records_survive_cache_churn(sa, pc):
