@@ -3,14 +3,14 @@ validation, and the seed's array modes (LOCAL, PARTIAL, NEW) from Lameter's 2015
 from __future__ import annotations
 
 from ._jit import jit
-from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
+from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_RECIP, CA_MIN_ORDER,
                       CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, F_CPU, F_CPU_NODE, F_NODE,
                       F_PG_FLAGS, F_PG_HEAD, F_PG_NEXT, F_PG_ORDER, F_SL_CACHE,
                       F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, G_ERR2,
                       N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _f, _o,
                       _set_g, _stat)
 from .cpucache import _do_slab_free_chain, _hand_out, _slab_alloc_slow
-from .debug import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _locate
+from .debug import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _live_test, _locate
 from .flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                     ORDER_FALLBACK)
 from .pages import _alloc_pages, _free_pages
@@ -112,15 +112,27 @@ def _check_batch(state, cache, nr, p):
     live counts fixed by the caller). On the first bad element restore everything and
     return its error code, with its index in G_ERR2; else 0."""
     flags = _o(state, F_PG_FLAGS)
+    last_pfn = -1
+    base = 0
+    nobj = 0
+    size = 0
+    recip = 0
     for i in range(nr):
-        err, slab = _locate(state, p[i], cache)
+        a = p[i]
+        if cache != NIL and a > 0 and a >> 12 == last_pfn and _live_test(state, a):
+            off = a - base                       # same page as the previous object
+            idx = (off * recip) >> 32
+            if idx * size == off and idx < nobj:
+                _live_clear(state, a)
+                continue
+        err, slab = _locate(state, a, cache)
         if err == E_LARGE and cache == NIL:
-            state[flags + (p[i] >> 12)] &= ~PG_LARGE          # a duplicate will now look freed
+            state[flags + (a >> 12)] &= ~PG_LARGE   # a duplicate will now look freed
             continue
         if err:
             if err < 0 and cache == NIL and err != E_DOUBLE_FREE:
                 for j in range(i):                  # was it a large block seen earlier?
-                    if p[j] == p[i]:
+                    if p[j] == a:
                         err = E_DOUBLE_FREE
             for j in range(i):                      # undo: nothing in the batch is freed
                 pf = _head_frame(state, p[j] >> 12)
@@ -130,7 +142,13 @@ def _check_batch(state, cache, nr, p):
                     state[flags + pf] |= PG_LARGE
             _set_g(state, G_ERR2, i)
             return err
-        _live_clear(state, p[i])
+        _live_clear(state, a)
+        if cache != NIL:
+            last_pfn = a >> 12
+            base = slab << 12
+            nobj = state[_o(state, F_SL_OBJECTS) + slab]
+            size = _ca(state, cache, CA_SIZE)
+            recip = _ca(state, cache, CA_RECIP)
     return 0
 
 

@@ -3,14 +3,15 @@ CPU slab), shared by the Python facade and by ``numslab.jit`` for users' own @nj
 from __future__ import annotations
 
 from ._jit import jit
-from ._layout import (C_FREELIST, C_MAIN, C_SPARE, CA_OBJECTS, CA_OFFSET,
+from ._layout import (C_FREELIST, C_LIVE, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET,
                       CA_SHEAF_CAPACITY, F_CPU, F_CPU_NODE, F_SL_CACHE, G_NCPUS, G_NNODES,
                       NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _f, _g, _o, _stat)
 from .bulk import (_alloc_bulk_slab, _alloc_new_slabs, _alloc_partial_slabs, _check_batch,
                    _free_bulk_raw, _uncount)
-from .cpucache import _do_slab_free_chain, _flush_cpu, _hand_out, _slab_alloc, _take_back
-from .debug import E_LARGE, _locate
-from .flags import (ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL,
+from .cpucache import (_do_slab_free_chain, _flush_cpu, _hand_out, _slab_alloc, _take_back,
+                       _zero)
+from .debug import E_LARGE, _live_set, _locate
+from .flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL,
                     SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                     SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .pages import _free_block_checked
@@ -84,8 +85,13 @@ def _kmem_cache_alloc_bulk(state, mem, cache, cpu, gfp, nr, p):
         if i:
             _free_bulk_raw(state, mem, cache, cpu, i, p)
         return 0
+    if gfp & __GFP_ZERO:
+        size = _ca(state, cache, CA_OBJECT_SIZE)
+        for j in range(nr):
+            _zero(mem, p[j], size)
     for j in range(nr):
-        _hand_out(state, mem, cache, cpu, p[j], gfp)
+        _live_set(state, p[j])
+    state[_o(state, F_CPU) + _cpu_row(state, cache, cpu) + C_LIVE] += nr
     return nr
 
 
@@ -97,7 +103,10 @@ def _kmem_cache_free_bulk(state, mem, cache, cpu, nr, p):
     err = _check_batch(state, cache, nr, p)
     if err:
         return err
-    _uncount(state, cpu, nr, p)
+    if cache == NIL:
+        _uncount(state, cpu, nr, p)
+    else:
+        state[_o(state, F_CPU) + _cpu_row(state, cache, cpu) + C_LIVE] -= nr
     if cache != NIL and _ca(state, cache, CA_SHEAF_CAPACITY):
         _free_to_pcs_bulk(state, mem, cache, cpu, nr, p)
     else:

@@ -76,7 +76,7 @@ def _no_ctor(h, cache, cpu):
         raise SlabError("numslab.jit: caches with a constructor are allocated from Python")
 
 
-@jit
+@jit(inline="always")
 def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     """One object of cache id ``cache`` on ``cpu``; its address or 0 (out of memory)."""
     _no_ctor(h, cache, cpu)
@@ -90,7 +90,7 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     return _kmem_cache_alloc(h.state, h.mem, cache, cpu, node, gfp)
 
 
-@jit
+@jit(inline="always")
 def kmem_cache_free(h, cache, addr, cpu=0):
     """Free one object; raises on a bad address, wrong cache or double free."""
     _check(h, cache, cpu)
@@ -134,7 +134,7 @@ def kmem_cache_free_array(h, cache, nr, objs, cpu=0):
     kmem_cache_free_bulk(h, cache, nr, objs, cpu)
 
 
-@jit
+@jit(inline="always")
 def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     """``size`` bytes from the kmalloc caches (or whole pages); address, 16 for 0, or 0."""
     if cpu < 0 or cpu >= _g(h.state, G_NCPUS):
@@ -146,7 +146,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     return _kmalloc_internal(h.state, h.mem, cpu, size, gfp)
 
 
-@jit
+@jit(inline="always")
 def kfree(h, addr, cpu=0):
     """Free a kmalloc allocation (NULL and ZERO_SIZE_PTR are ignored)."""
     if cpu < 0 or cpu >= _g(h.state, G_NCPUS):
