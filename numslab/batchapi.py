@@ -46,9 +46,19 @@ class BatchAPI:
     _last_array: np.ndarray | None = None
 
     def _batch_init(self: "SlabAllocator") -> None:
-        e = _batch_entries()
-        self._k_alloc_bulk, self._k_free_bulk = e["alloc_bulk"], e["free_bulk"]
-        self._k_alloc_array = e["alloc_array"]
+        """Bind the batch entry points lazily: the first batch call loads them, so that
+        import and a first single allocation stay fast."""
+        self._k_alloc_bulk = self._lazy("alloc_bulk")
+        self._k_free_bulk = self._lazy("free_bulk")
+        self._k_alloc_array = self._lazy("alloc_array")
+
+    def _lazy(self: "SlabAllocator", name: str) -> Callable:
+        def first_call(*args: Any) -> Any:
+            e = _batch_entries()
+            self._k_alloc_bulk, self._k_free_bulk = e["alloc_bulk"], e["free_bulk"]
+            self._k_alloc_array = e["alloc_array"]
+            return e[name](*args)
+        return first_call
 
     def _array(self, arr: Any, nr: Any, fn: str) -> None:
         """Check once that ``arr`` is a writable C-contiguous int64 array (the kernels check

@@ -3,6 +3,7 @@ is 4096 alloc+free pairs, so time / 4096 is the cost per pair) and large batches
 with the peers (deque pool, NumPy free stack, jitted free stack) in the same run."""
 import time
 
+import numba as nb
 import numpy as np
 
 from numslab import bench
@@ -121,3 +122,43 @@ class LargeBatches:
             self.release()
         return best
     track_alloc_ns_per_object.unit = "ns"
+
+
+@nb.njit(cache=True)
+def _empty(a):
+    """The reference: an empty jitted function taking one array."""
+    return 0
+
+
+class CallOverhead:
+    """From Python: 1000 ``kmem_cache_alloc`` + 1000 ``kmem_cache_free`` calls (so 2000
+    calls) against 2000 calls of an empty @njit function taking one array, and the jitted
+    free stack's single calls. Divide by 2000 for the cost of one call."""
+
+    params = (["empty-njit", "slab-alloc+free", "kmalloc+kfree", "jit-stack-alloc+free"],)
+    param_names = ["impl"]
+
+    def setup(self, impl):
+        self.sa, self.c = bench.new_bench_cache()
+        self.arr = np.zeros(1, np.int64)
+        self.stack = bench.JitStack(1 << 12)
+        _empty(self.arr)
+        self.time_calls(impl)
+
+    def time_calls(self, impl):
+        if impl == "empty-njit":
+            e, a = _empty, self.arr
+            for _ in range(2000):
+                e(a)
+        elif impl == "slab-alloc+free":
+            al, fr, c = self.sa.kmem_cache_alloc, self.sa.kmem_cache_free, self.c
+            for _ in range(1000):
+                fr(c, al(c))
+        elif impl == "kmalloc+kfree":
+            km, kf = self.sa.kmalloc, self.sa.kfree
+            for _ in range(1000):
+                kf(km(200))
+        else:
+            al, fr = self.stack.alloc, self.stack.free
+            for _ in range(1000):
+                fr(al())
