@@ -123,7 +123,7 @@ def _slab_alloc_slow(state, mem, cache, cpu, node, gfp):
 
 
 @jit(inline="always")
-def _slab_alloc_obj(state, mem, cache, cpu, node):
+def _slab_alloc_obj(state, mem, cache, cpu, node, gfp):
     """``__slab_alloc_node`` without hooks: pop the CPU freelist (fast path) or take the
     slow path. The object is not marked allocated. Returns its address or 0."""
     cpt = _o(state, F_CPU)
@@ -133,7 +133,7 @@ def _slab_alloc_obj(state, mem, cache, cpu, node):
         state[cpt + c + C_FREELIST] = _get_fp(mem, _ca(state, cache, CA_OFFSET), obj)
         _stat_at(state, c, ALLOC_FASTPATH, 1)
         return obj
-    return _slab_alloc_slow(state, mem, cache, cpu, node, 0)
+    return _slab_alloc_slow(state, mem, cache, cpu, node, gfp)
 
 
 @jit(inline="always")
@@ -149,16 +149,9 @@ def _hand_out(state, mem, cache, cpu, obj, gfp):
 def _slab_alloc(state, mem, cache, cpu, node, gfp):
     """``slab_alloc_node`` through the CPU slab (no sheaves): one object for ``cache`` on
     ``cpu`` (``node`` -1 for any). Returns its address, or 0 when memory is exhausted."""
-    cpt = _o(state, F_CPU)
-    c = _cpu_row(state, cache, cpu)
-    obj = state[cpt + c + C_FREELIST]
-    if obj != 0 and (node < 0 or _slab_nid(state, state[cpt + c + C_SLAB]) == node):
-        state[cpt + c + C_FREELIST] = _get_fp(mem, _ca(state, cache, CA_OFFSET), obj)
-        _stat_at(state, c, ALLOC_FASTPATH, 1)
-    else:
-        obj = _slab_alloc_slow(state, mem, cache, cpu, node, gfp)
-        if obj == 0:
-            return 0
+    obj = _slab_alloc_obj(state, mem, cache, cpu, node, gfp)
+    if obj == 0:
+        return 0
     _hand_out(state, mem, cache, cpu, obj, gfp)
     return obj
 

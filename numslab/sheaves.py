@@ -149,6 +149,21 @@ def _barn_push(state, mem, r, head_col, count_col, sheaf):
     state[nd + r + count_col] += 1
 
 
+@jit
+def _barn_trade(state, mem, cache, cpu, r, want_full):
+    """``barn_replace_empty_sheaf`` (``want_full``) or ``barn_replace_full_sheaf``: give the
+    CPU's main sheaf to the barn and take one of the other kind as the new main. The
+    caller checked that the barn has one."""
+    c = _o(state, F_CPU) + _cpu_row(state, cache, cpu) + C_MAIN
+    if want_full:
+        got = _barn_pop(state, mem, r, N_BARN_FULL, N_NR_FULL)
+        _barn_push(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY, state[c])
+    else:
+        got = _barn_pop(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY)
+        _barn_push(state, mem, r, N_BARN_FULL, N_NR_FULL, state[c])
+    state[c] = got
+
+
 # ---- allocation ------------------------------------------------------------------------------
 @jit
 def _replace_empty_main(state, mem, cache, cpu, gfp):
@@ -164,9 +179,7 @@ def _replace_empty_main(state, mem, cache, cpu, gfp):
     r = _barn(state, cache, cpu)
     nd = _o(state, F_NODE)
     if state[nd + r + N_NR_FULL]:                                   # barn_replace_empty_sheaf
-        full = _barn_pop(state, mem, r, N_BARN_FULL, N_NR_FULL)
-        _barn_push(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY, state[cpt + c + C_MAIN])
-        state[cpt + c + C_MAIN] = full
+        _barn_trade(state, mem, cache, cpu, r, True)
         _stat(state, cache, cpu, BARN_GET, 1)
         return True
     _stat(state, cache, cpu, BARN_GET_FAIL, 1)
@@ -247,9 +260,7 @@ def _alloc_from_pcs_bulk(state, mem, cache, cpu, nr, p, start):
                 if not state[_o(state, F_NODE) + r + N_NR_FULL]:
                     _stat(state, cache, cpu, BARN_GET_FAIL, 1)
                     break
-                full = _barn_pop(state, mem, r, N_BARN_FULL, N_NR_FULL)
-                _barn_push(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY, main)
-                state[cpt + c + C_MAIN] = full
+                _barn_trade(state, mem, cache, cpu, r, True)
                 _stat(state, cache, cpu, BARN_GET, 1)
             main = state[cpt + c + C_MAIN]
         size = mem[_w(main, SH_SIZE)]
@@ -299,9 +310,7 @@ def _replace_full_main(state, mem, cache, cpu):
         state[cpt + c + C_MAIN] = spare
         return True
     if state[nd + r + N_NR_EMPTY]:                                  # barn_replace_full_sheaf
-        empty = _barn_pop(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY)
-        _barn_push(state, mem, r, N_BARN_FULL, N_NR_FULL, state[cpt + c + C_MAIN])
-        state[cpt + c + C_MAIN] = empty
+        _barn_trade(state, mem, cache, cpu, r, False)
         _stat(state, cache, cpu, BARN_PUT, 1)
         return True
     empty = _alloc_empty_sheaf(state, mem, cache, cpu, cap, 0)   # -ENOMEM: a new one
@@ -366,9 +375,7 @@ def _free_to_pcs_bulk(state, mem, cache, cpu, nr, p):
                 state[cpt + c + C_SPARE] = main
                 state[cpt + c + C_MAIN] = spare
             elif state[nd + r + N_NR_FULL] < MAX_FULL_SHEAVES and state[nd + r + N_NR_EMPTY]:
-                empty = _barn_pop(state, mem, r, N_BARN_EMPTY, N_NR_EMPTY)
-                _barn_push(state, mem, r, N_BARN_FULL, N_NR_FULL, main)
-                state[cpt + c + C_MAIN] = empty
+                _barn_trade(state, mem, cache, cpu, r, False)
                 _stat(state, cache, cpu, BARN_PUT, 1)
             else:
                 _stat(state, cache, cpu, BARN_PUT_FAIL, 1)
