@@ -55,4 +55,4 @@ del _name
 __all__ = ["SlabAllocator", "KmemCache", "SlabError", "BadAddressError", "WrongCacheError",
            "DoubleFreeError", "InvalidSizeError", "CacheLeakError", "SlabCorruptionError",
            "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",
-           "parse_size", "flags", "NIL", "NULL", "ZERO_SIZE_PTR", *_API, *flags.__all__]
+           "parse_size", "flags", "jit", "NIL", "NULL", "ZERO_SIZE_PTR", *_API, *flags.__all__]

@@ -8,7 +8,7 @@ import os
 import re
 import threading
 from functools import lru_cache
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numba as nb
 import numpy as np
@@ -36,6 +36,9 @@ from .sheaves import _init_percpu_sheaves
 from .batchapi import BatchAPI
 from .pages import _alloc_block, _free_block_checked, _init_buddy
 from .stats import SLABINFO_HEADER, slabinfo_line
+
+if TYPE_CHECKING:
+    from .jit import SlabHandle
 
 log = logging.getLogger("numslab")
 # Module-level aliases: a ``__GFP_*`` name inside a class body would be name-mangled.

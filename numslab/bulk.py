@@ -7,7 +7,7 @@ from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_RECIP, C
                       CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, F_CPU, F_CPU_NODE, F_NODE,
                       F_PG_FLAGS, F_PG_HEAD, F_PG_NEXT, F_PG_ORDER, F_SL_CACHE,
                       F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, G_ERR2,
-                      N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _f, _o,
+                      N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _o,
                       _set_g, _stat)
 from .cpucache import _do_slab_free_chain, _hand_out, _slab_alloc_slow
 from .debug import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _live_test, _locate

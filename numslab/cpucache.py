@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
-from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, C_SLAB, CA_HAS_CPU_PARTIAL,
-                      CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OFFSET, F_CPU, F_CPU_NODE, F_NODE,
-                      F_PG_FLAGS, F_PG_NEXT, F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS,
-                      G_NCPUS, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _g, _o, _stat,
+from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OFFSET, F_CPU, F_CPU_NODE, F_NODE,
+                      F_PG_FLAGS, F_PG_NEXT, F_SL_FREELIST, F_SL_INUSE, G_NCPUS, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _g, _o, _stat,
                       _stat_at)
 from .debug import _live_clear, _live_set
 from .flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISMATCH,

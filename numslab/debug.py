@@ -7,13 +7,13 @@ import numpy as np
 from ._jit import jit
 from ._layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_LIVE, C_MAIN, C_PARTIAL, C_SLAB,
                       C_SPARE, CA_NCOLS, CA_RECIP, CA_USER_SHEAVES, F_CA, F_PG_HEAD, PG_TAIL, N_BARN_EMPTY, N_BARN_FULL,
-                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, CA_ACTIVE, CA_OBJECTS, CA_OFFSET, CA_SIZE, F_BUDDY, F_CPU, F_G, F_LIVE,
+                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, CA_ACTIVE, CA_OFFSET, CA_SIZE, F_BUDDY, F_CPU, F_LIVE,
                       F_NODE, F_PG_FLAGS, F_PG_NEXT, F_PG_ORDER, F_PG_PREV, F_SL_CACHE,
                       F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, G_ERR0, G_ERR1, G_ERR2, G_MAX_CACHES,
                       G_NCPUS, G_NNODES, G_NPAGES, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
                       N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, PG_BUDDY,
                       PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_SLAB,
-                      _f, _g, _o, _set_g)
+                      _g, _o, _set_g)
 from .pages import _page_block
 from .slablists import _ca, _cpu_row, _get_fp, _node_row, _slab_nid
 
@@ -140,7 +140,6 @@ def _count_sheaf(state, mem, cache, sheaf, cached):
     size = mem[w + SH_SIZE]
     if size < 0 or size > mem[w + SH_CAPACITY] or mem[w + SH_CACHE] != cache:
         return 1
-    flags = _o(state, F_PG_FLAGS)
     for i in range(size):
         obj = mem[w + SH_OBJECTS + i]
         if obj <= 0 or obj >= _g(state, G_NPAGES) << 12:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._jit import jit
 from ._layout import (C_FREELIST, C_LIVE, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET,
                       CA_SHEAF_CAPACITY, F_CPU, F_CPU_NODE, F_SL_CACHE, G_NCPUS, G_NNODES,
-                      NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _f, _g, _o, _stat)
+                      NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _g, _o, _stat)
 from .bulk import (_alloc_bulk_slab, _alloc_new_slabs, _alloc_partial_slabs, _check_batch,
                    _free_bulk_raw, _uncount)
 from .cpucache import (_do_slab_free_chain, _flush_cpu, _hand_out, _slab_alloc, _take_back,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._jit import jit
 from ._layout import (B_COUNT, B_HEAD, B_NCOLS, F_BUDDY, F_PG_FLAGS, F_PG_HEAD, F_PG_NEXT,
                       F_PG_ORDER, F_PG_PREV, G_NNODES, G_NPAGES, G_PAGES_PER_NODE, NIL,
-                      NR_ORDERS, PG_BUDDY, PG_HEAD, PG_RESERVED, PG_TAIL, _f, _g, _o)
+                      NR_ORDERS, PG_BUDDY, PG_HEAD, PG_RESERVED, PG_TAIL, _g, _o)
 
 
 @jit

@@ -17,7 +17,7 @@ from ._layout import (C_NCOLS, C_PARTIAL, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, 
                       F_SL_OBJECTS, F_SL_SLABS, G_NCPUS, G_NNODES, G_NPENDING,
                       G_PAGES_PER_NODE, N_NCOLS, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
                       N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN,
-                      PG_HEAD, PG_NODE_PARTIAL, PG_SLAB, _f, _g, _o, _rand, _set_g, _stat)
+                      PG_HEAD, PG_NODE_PARTIAL, PG_SLAB, _g, _o, _rand, _set_g, _stat)
 from .flags import (CPU_PARTIAL_DRAIN, CPU_PARTIAL_NODE, DEACTIVATE_EMPTY, FREE_ADD_PARTIAL,
                     FREE_FROZEN, FREE_REMOVE_PARTIAL, FREE_SLAB, ALLOC_FROM_PARTIAL,
                     ALLOC_REMOTE_PARTIAL, CPU_PARTIAL_FREE, ORDER_FALLBACK)

@@ -6,7 +6,7 @@ import numpy as np
 
 from ._jit import jit
 from ._layout import (C_PARTIAL, C_SLAB, F_CPU, F_NODE, F_PG_NEXT, F_SL_INUSE, F_SL_OBJECTS,
-                      F_SL_SLABS, G_NNODES, G_NCPUS, N_PARTIAL_HEAD, NIL, _f, _g, _o)
+                      F_SL_SLABS, G_NNODES, G_NCPUS, N_PARTIAL_HEAD, NIL, _g, _o)
 from .slablists import _cpu_row, _node_row
 
 
