@@ -46,9 +46,21 @@ class SlabHandle(NamedTuple):
     mem: np.ndarray     #: int64[:], the arena as words
 
 
+E_DEAD_CACHE = -20    #: not the id of a live cache
+E_BAD_CPU = -21       #: CPU out of range
+E_CTOR = -22          #: the cache has a Python constructor
+
+
 @jit
 def _raise(err):
-    """Raise the numslab exception for kernel error code ``err``."""
+    """Raise the numslab exception for error code ``err`` (kept out of line: the hot
+    paths only test and branch here)."""
+    if err == E_DEAD_CACHE:
+        raise WrongCacheError("numslab.jit: not the id of a live cache")
+    if err == E_BAD_CPU:
+        raise SlabError("numslab.jit: cpu out of range")
+    if err == E_CTOR:
+        raise SlabError("numslab.jit: caches with a constructor are allocated from Python")
     if err == E_DOUBLE_FREE:
         raise DoubleFreeError("numslab.jit: double free (the object is already free)")
     if err == E_WRONG_CACHE:
@@ -63,17 +75,19 @@ def _raise(err):
 @jit(inline="always")
 def _check(h, cache, cpu):
     """Refuse a cache id that is not a live cache, or a CPU out of range."""
-    if cache < 0 or cache >= _g(h.state, G_MAX_CACHES) or not _ca(h.state, cache, CA_ACTIVE):
-        raise WrongCacheError("numslab.jit: not the id of a live cache")
-    if cpu < 0 or cpu >= _g(h.state, G_NCPUS):
-        raise SlabError("numslab.jit: cpu out of range")
+    st = h.state
+    if cache < 0 or cache >= _g(st, G_MAX_CACHES) or not _ca(st, cache, CA_ACTIVE):
+        _raise(E_DEAD_CACHE)
+    if cpu < 0 or cpu >= _g(st, G_NCPUS):
+        _raise(E_BAD_CPU)
 
 
 @jit(inline="always")
 def _no_ctor(h, cache, cpu):
+    """:func:`_check`, and refuse caches with a constructor (allocation only)."""
     _check(h, cache, cpu)
     if _ca(h.state, cache, CA_CTOR):
-        raise SlabError("numslab.jit: caches with a constructor are allocated from Python")
+        _raise(E_CTOR)
 
 
 @jit(inline="always")
@@ -138,7 +152,7 @@ def kmem_cache_free_array(h, cache, nr, objs, cpu=0):
 def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     """``size`` bytes from the kmalloc caches (or whole pages); address, 16 for 0, or 0."""
     if cpu < 0 or cpu >= _g(h.state, G_NCPUS):
-        raise SlabError("numslab.jit: cpu out of range")
+        _raise(E_BAD_CPU)
     if size == 0:
         return ZERO_SIZE_PTR
     if size < 0 or size > 4 << 20:
@@ -150,7 +164,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
 def kfree(h, addr, cpu=0):
     """Free a kmalloc allocation (NULL and ZERO_SIZE_PTR are ignored)."""
     if cpu < 0 or cpu >= _g(h.state, G_NCPUS):
-        raise SlabError("numslab.jit: cpu out of range")
+        _raise(E_BAD_CPU)
     if addr == 0 or addr == ZERO_SIZE_PTR:
         return
     err = _kfree(h.state, h.mem, cpu, addr)
@@ -162,7 +176,7 @@ def kfree(h, addr, cpu=0):
 def kfree_bulk(h, nr, objs, cpu=0):
     """``kfree`` of ``objs[:nr]`` of any caches."""
     if cpu < 0 or cpu >= _g(h.state, G_NCPUS):
-        raise SlabError("numslab.jit: cpu out of range")
+        _raise(E_BAD_CPU)
     if nr > objs.shape[0] or nr < 0:
         raise InvalidSizeError("numslab.jit: count larger than the array")
     err = _kmem_cache_free_bulk(h.state, h.mem, NIL, cpu, nr, objs)
