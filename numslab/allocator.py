@@ -57,18 +57,24 @@ def parse_size(memory: int | str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
+#: The hot kernels the facade calls through native entry points: name -> (kernel, the
+#: argument kinds, "a" an int64 array and "i" an int).
+_ENTRY_SPECS = {
+    "alloc": (_kmem_cache_alloc_any, "aaiii"),
+    "alloc_node": (_kmem_cache_alloc, "aaiiii"),
+    "free": (_kmem_cache_free, "aaiii"),
+    "kmalloc": (_kmalloc, "aaiiiiii"),
+    "kfree": (_kfree, "aaii"),
+}
+
+
 @lru_cache(maxsize=None)
-def _entries() -> dict[str, Callable]:
-    """Native entry points of the hot kernels (compiled, or loaded from cache, once)."""
-    st = np.zeros(1, np.int64)
-    i = 0
-    return {
-        "alloc": fastcall(_kmem_cache_alloc_any, st, st, i, i, i),
-        "alloc_node": fastcall(_kmem_cache_alloc, st, st, i, i, i, i),
-        "free": fastcall(_kmem_cache_free, st, st, i, i, i),
-        "kmalloc": fastcall(_kmalloc, st, st, i, i, i, i, i, i),
-        "kfree": fastcall(_kfree, st, st, i, i),
-    }
+def entry_point(name: str) -> Callable:
+    """The native entry point of kernel ``name`` (compiled, or loaded from cache, once)."""
+    from .batchapi import BATCH_SPECS
+    kernel, kinds = {**_ENTRY_SPECS, **BATCH_SPECS}[name]
+    a = np.zeros(1, np.int64)
+    return fastcall(kernel, *[a if k == "a" else 0 for k in kinds])
 
 
 @jit(cache=False)
@@ -132,16 +138,25 @@ class SlabAllocator(BatchAPI):
         self._tls = threading.local()
         self._next_cpu = 0
         self._cpu_lock = threading.Lock()
-        e = _entries()
-        self._k_alloc, self._k_free = e["alloc"], e["free"]
-        self._k_alloc_node = e["alloc_node"]
-        self._k_kmalloc, self._k_kfree = e["kmalloc"], e["kfree"]
-        self._batch_init()
+        for attr, name in (("_k_alloc", "alloc"), ("_k_alloc_node", "alloc_node"),
+                           ("_k_free", "free"), ("_k_kmalloc", "kmalloc"), ("_k_kfree", "kfree"),
+                           ("_k_alloc_bulk", "alloc_bulk"), ("_k_free_bulk", "free_bulk"),
+                           ("_k_alloc_array", "alloc_array")):
+            self._bind_lazily(attr, name)
         self.kmalloc_caches = [self.kmem_cache_create(kmalloc_cache_name(s), s,
                                                       flags=SLAB_KMALLOC)
                                for s in KMALLOC_SIZES]
         self._kmalloc_ids = [c._id for c in self.kmalloc_caches]
         self.state.kmalloc[:] = self._kmalloc_ids
+
+    def _bind_lazily(self, attr: str, name: str) -> None:
+        """Make ``self.<attr>`` load entry point ``name`` on its first call and then be it,
+        so that start-up loads only the kernels that are used."""
+        def first_call(*args: Any) -> Any:
+            fn = entry_point(name)
+            setattr(self, attr, fn)
+            return fn(*args)
+        setattr(self, attr, first_call)
 
     # ---- CPUs ---------------------------------------------------------------------------------
     def _cpu(self) -> int:

@@ -2,12 +2,10 @@
 the 6.18 prefilled-sheaf API, each one checked Python call around one kernel."""
 from __future__ import annotations
 
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._jit import fastcall
 from ._layout import (CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_ERR2, G_NPENDING, NIL,
                       SH_CAPACITY, SH_SIZE)
 from .cache import KmemCache
@@ -25,14 +23,12 @@ _I64 = np.dtype(np.int64)
 _NOWARN = __GFP_NOWARN        # a __GFP name in a class body would be name-mangled
 
 
-@lru_cache(maxsize=None)
-def _batch_entries() -> dict[str, Callable]:
-    """Native entry points of the batch kernels."""
-    a = np.zeros(1, np.int64)
-    i = 0
-    return {"alloc_bulk": fastcall(_alloc_bulk_entry, a, a, i, i, i, i, a),
-            "free_bulk": fastcall(_free_bulk_entry, a, a, i, i, i, a),
-            "alloc_array": fastcall(_alloc_array_entry, a, a, i, i, i, i, a, i)}
+#: Batch kernels behind native entry points (see ``allocator.entry_point``).
+BATCH_SPECS = {
+    "alloc_bulk": (_alloc_bulk_entry, "aaiiiia"),
+    "free_bulk": (_free_bulk_entry, "aaiiia"),
+    "alloc_array": (_alloc_array_entry, "aaiiiiai"),
+}
 
 
 def _count_problem(nr: int) -> str:
@@ -44,21 +40,6 @@ class BatchAPI:
     """Batch methods of :class:`SlabAllocator` (kept in their own module)."""
 
     _last_array: np.ndarray | None = None
-
-    def _batch_init(self: "SlabAllocator") -> None:
-        """Bind the batch entry points lazily: the first batch call loads them, so that
-        import and a first single allocation stay fast."""
-        self._k_alloc_bulk = self._lazy("alloc_bulk")
-        self._k_free_bulk = self._lazy("free_bulk")
-        self._k_alloc_array = self._lazy("alloc_array")
-
-    def _lazy(self: "SlabAllocator", name: str) -> Callable:
-        def first_call(*args: Any) -> Any:
-            e = _batch_entries()
-            self._k_alloc_bulk, self._k_free_bulk = e["alloc_bulk"], e["free_bulk"]
-            self._k_alloc_array = e["alloc_array"]
-            return e[name](*args)
-        return first_call
 
     def _array(self, arr: Any, nr: Any, fn: str) -> None:
         """Check once that ``arr`` is a writable C-contiguous int64 array (the kernels check
