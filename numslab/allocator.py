@@ -326,7 +326,7 @@ class SlabAllocator(BatchAPI):
         """Allocate one object; its address, or 0 (NULL) when memory is exhausted."""
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc")
-        if cpu is None:
+        if cpu is None:         # inlined here and in kmem_cache_free: a call costs ~50 ns
             try:
                 cpu = self._tls.cpu
             except AttributeError:
