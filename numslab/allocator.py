@@ -446,7 +446,7 @@ class SlabAllocator(BatchAPI):
         return self._after_alloc(None, addr, gfp, node)
 
     def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None) -> int:
-        """``kmalloc`` with ``_ZERO``."""
+        """``kmalloc`` with ``__GFP_ZERO``."""
         return self.kmalloc(size, gfp | _ZERO, cpu)
 
     def kfree(self, addr: int, cpu: int | None = None) -> None:

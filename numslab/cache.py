@@ -151,11 +151,13 @@ class KmemCache:
             "object_size", "slab_size", "align", "order", "objs_per_slab", "min_partial",
             "cpu_partial", "hwcache_align", "destroy_by_rcu", "reclaim_account",
             "remote_node_defrag_ratio", "slabs_cpu_partial")}
-        out["objects"] = per_node(self.total_objects_per_node() - self._partial()[:, 1])
-        out["total_objects"] = per_node(self._node(N_TOTAL_OBJECTS))
+        partial = self._partial()                   # one walk of every node's partial list
+        total = self._node(N_TOTAL_OBJECTS)
+        out["objects"] = per_node(total - partial[:, 1])
+        out["total_objects"] = per_node(total)
         out["slabs"] = per_node(self._node(N_NR_SLABS))
         out["partial"] = per_node(self._node(N_NR_PARTIAL))
-        out["objects_partial"] = per_node(self._partial()[:, 0])
+        out["objects_partial"] = per_node(partial[:, 0])
         out["ctor"] = getattr(self.ctor, "__name__", "") if self.ctor else ""
         return out
 

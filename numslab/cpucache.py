@@ -6,7 +6,7 @@ import numpy as np
 
 from ._jit import jit
 from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OFFSET, F_CPU, F_CPU_NODE, F_NODE,
-                      F_PG_FLAGS, F_PG_NEXT, F_SL_FREELIST, F_SL_INUSE, G_NCPUS, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _g, _o, _stat,
+                      F_PG_FLAGS, F_PG_NEXT, F_SL_FREELIST, F_SL_INUSE, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _o, _stat,
                       _stat_at)
 from .debug import _live_clear, _live_set
 from .flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISMATCH,
@@ -206,10 +206,3 @@ def _flush_cpu(state, mem, cache, cpu):
     state[cpt + c + C_PARTIAL] = NIL
     if chain != NIL:
         _put_partials(state, cache, cpu, chain)
-
-
-@jit
-def _flush_all(state, mem, cache):
-    """``flush_all``: flush every CPU of ``cache``."""
-    for cpu in range(_g(state, G_NCPUS)):
-        _flush_cpu(state, mem, cache, cpu)

@@ -192,19 +192,6 @@ def is_live(h, cache, addr):
 
 
 @jit
-def _first_bad(state, cache, addrs):
-    """Index of the first element of ``addrs`` that is not a live object of ``cache``,
-    or -1; changes nothing."""
-    for i in range(addrs.shape[0]):
-        err, _ = _locate(state, addrs[i], cache)
-        if err:
-            return i
-    return -1
-
-
-
-
-@jit
 def _gather(state, mem, cache, addrs, out):
     """Copy the record at each of ``addrs`` into row i of ``out`` (uint8[n, itemsize]);
     -1, or the index of the first address that is not a live object of ``cache`` (then
