@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import flags, jit
+from ._jit import drop_stale_cache
+
+drop_stale_cache()        # before any kernel is loaded from Numba's cache
+
+from . import flags, jit  # noqa: E402
 from ._layout import NIL, NULL, ZERO_SIZE_PTR
 from .allocator import SlabAllocator, parse_size
 from .cache import KmemCache

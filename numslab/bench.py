@@ -188,19 +188,26 @@ BULK_SIZES = (1, 2, 3, 4, 8, 16, 30, 32, 34, 48, 64, 128, 158, 250)
 KERNEL_NS = {1: 11.25, 2: 7.5, 4: 5.0, 8: 4.7, 16: 4.5, 32: 4.7, 64: 5.1, 128: 6.8, 250: 9.3}
 #: sk_buff-sized objects on a HWCACHE_ALIGN cache, as the kernel test; 256 bytes here.
 OBJECT_SIZE = 256
+#: Sheaf capacity of the ``slab-sheaves`` cache: the largest bulk size of the table, so that
+#: in steady state a batch is served from the CPU's sheaves (6.18's per-CPU object arrays).
+SHEAF_CAPACITY = 256
 ARRAY_MODES = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PARTIAL,
                "new": SLAB_ARRAY_ALLOC_NEW}
 #: Implementations called from Python and from inside @njit.
-PY_IMPLS = ("deque", "numpy-stack", "jit-stack", "slab-single", "slab-bulk", "slab-local",
-            "slab-partial", "slab-new")
-JIT_IMPLS = ("jit-stack", "slab-single", "slab-bulk", "slab-local", "slab-partial", "slab-new")
+PY_IMPLS = ("deque", "numpy-stack", "jit-stack", "slab-single", "slab-bulk", "slab-sheaves",
+            "slab-local", "slab-partial", "slab-new")
+JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-sheaves",
+             "slab-local", "slab-partial", "slab-new")
 
 
-def new_bench_cache(nr_cpus: int = 1, memory: str = "64M") -> tuple:
-    """A fresh allocator and a 256-byte HWCACHE_ALIGN cache (the kernel test's shape)."""
+def new_bench_cache(nr_cpus: int = 1, memory: str = "64M", sheaves: bool = False) -> tuple:
+    """A fresh allocator and a 256-byte HWCACHE_ALIGN cache (the kernel test's shape), with
+    per-CPU sheaves of :data:`SHEAF_CAPACITY` objects if ``sheaves``."""
     sa = numslab.SlabAllocator(nr_cpus=nr_cpus, memory=memory)
     sa.populate()
-    return sa, sa.kmem_cache_create("slab_bench_test", OBJECT_SIZE, flags=SLAB_HWCACHE_ALIGN)
+    cap = {"sheaf_capacity": SHEAF_CAPACITY} if sheaves else {}
+    return sa, sa.kmem_cache_create("slab_bench_test", OBJECT_SIZE, flags=SLAB_HWCACHE_ALIGN,
+                                    **cap)
 
 
 def make_round(impl: str, bulk: int, inside_jit: bool = False) -> Callable[[int], None]:
@@ -215,10 +222,13 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False) -> Callable[[int]
             for _ in range(rounds):
                 pool.alloc_bulk(bulk, buf)
                 pool.free_bulk(bulk, buf)
-    elif impl in ("numpy-stack", "jit-stack"):
+    elif impl in ("numpy-stack", "jit-stack", "jit-stack-single"):
         st = (NumpyStack if impl == "numpy-stack" else JitStack)(cap)
         out = np.zeros(bulk, np.int64)
-        if inside_jit:
+        if impl == "jit-stack-single":
+            def run(rounds: int) -> None:
+                jit_stack_loop_single(st.stack, st.top, bulk, rounds, out)
+        elif inside_jit:
             def run(rounds: int) -> None:
                 jit_stack_loop_bulk(st.stack, st.top, bulk, rounds, out)
         else:
@@ -228,10 +238,11 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False) -> Callable[[int]
                     a(bulk, out)
                     f(bulk, out)
     else:
-        sa, c = new_bench_cache()
+        sa, c = new_bench_cache(sheaves=impl == "slab-sheaves")
         out = np.zeros(bulk, np.int64)
         h, cid = sa.handle, c.id
         mode = impl.split("-", 1)[1]
+        mode = "bulk" if mode == "sheaves" else mode
         if inside_jit:
             if mode == "single":
                 def run(rounds: int) -> None:

@@ -2,13 +2,15 @@
 validation, and the seed's array modes (LOCAL, PARTIAL, NEW) from Lameter's 2015 RFC."""
 from __future__ import annotations
 
+import numpy as np
+
 from ._jit import jit
 from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_RECIP, CA_MIN_ORDER,
                       CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, F_CPU, F_CPU_NODE, F_NODE,
                       F_PG_FLAGS, F_PG_HEAD, F_PG_NEXT, F_PG_ORDER, F_SL_CACHE,
-                      F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, G_ERR2,
+                      F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, F_LIVE, G_ERR2, G_NPAGES,
                       N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _o,
-                      _set_g, _stat)
+                      _g, _set_g, _stat)
 from .cpucache import _do_slab_free_chain, _hand_out, _slab_alloc_slow
 from .debug import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _live_test, _locate
 from .flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
@@ -32,23 +34,25 @@ def _alloc_bulk_slab(state, mem, cache, cpu, gfp, nr, p, start):
     """``__kmem_cache_alloc_bulk``: fill ``p[start:start+nr]`` (int64) with objects popped
     from the CPU freelist, taking the slow path once whenever it runs dry. Objects are not
     marked allocated. Returns ``nr``, or 0 after giving back what it took."""
-    cpt = _o(state, F_CPU)
-    c = _cpu_row(state, cache, cpu)
+    fl = _o(state, F_CPU) + _cpu_row(state, cache, cpu) + C_FREELIST
     offset = _ca(state, cache, CA_OFFSET)
     fast = 0
+    obj = state[fl]                  # the CPU freelist head, kept in a register meanwhile
     for i in range(nr):
-        obj = state[cpt + c + C_FREELIST]
         if obj == 0:
+            state[fl] = 0
             obj = _slab_alloc_slow(state, mem, cache, cpu, -1, gfp)
             if obj == 0:
                 _stat(state, cache, cpu, ALLOC_FASTPATH, fast)
                 _free_bulk_raw(state, mem, cache, cpu, i, p[start:start + i])
                 return 0
             p[start + i] = obj
+            obj = state[fl]
             continue
-        state[cpt + c + C_FREELIST] = _get_fp(mem, offset, obj)
         p[start + i] = obj
+        obj = _get_fp(mem, offset, obj)
         fast += 1
+    state[fl] = obj
     _stat(state, cache, cpu, ALLOC_FASTPATH, fast)
     return nr
 
@@ -105,10 +109,90 @@ def _free_bulk_raw(state, mem, cache, cpu, size, p):
             _do_slab_free_chain(state, mem, owner, cpu, slab, head, tail, cnt)
 
 
+@jit(inline="always")
+def _check_objects(state, cache, nr, p):
+    """The loop of :func:`_check_batch` for one cache (not NIL), inlined into the bulk fast
+    paths: -1 if ``p[:nr]`` are distinct live objects of ``cache``, now marked free; else
+    the index of the first that is not, with the ones before it not yet given back.
+
+    An object on the page of the one before costs two loads (itself, its live word), no
+    call and, for a power-of-two size, no multiplication; indices are unsigned so that
+    Numba emits no wraparound code for negative ones."""
+    flags = _o(state, F_PG_FLAGS)
+    heads = _o(state, F_PG_HEAD)
+    owners = _o(state, F_SL_CACHE)
+    nobjs = _o(state, F_SL_OBJECTS)
+    live = _o(state, F_LIVE)
+    limit = _g(state, G_NPAGES) << 12
+    size = _ca(state, cache, CA_SIZE)
+    recip = _ca(state, cache, CA_RECIP)
+    mask = size - 1 if size & (size - 1) == 0 else -1       # -1: not a power of two
+    last = -1                           # page of the previous object, and what it told
+    base = 0
+    end = 0
+    for i in range(nr):
+        a = p[np.uint64(i)]
+        if a <= 0 or a >= limit:
+            return i
+        pfn = a >> 12
+        if pfn != last:                 # objects of one batch are mostly page neighbours
+            head = pfn
+            f = state[np.uint64(flags + pfn)]
+            if f & PG_TAIL:
+                head = state[np.uint64(heads + pfn)]
+                f = state[np.uint64(flags + head)]
+            if not f & PG_SLAB or state[np.uint64(owners + head)] != cache:
+                return i
+            last = pfn
+            base = head << 12
+            end = base + state[np.uint64(nobjs + head)] * size
+        off = a - base
+        if mask >= 0:
+            if off & mask:
+                return i
+        elif ((off * recip) >> 32) * size != off:
+            return i
+        w = np.uint64(live + (a >> 9))
+        bit = np.int64(1) << ((a >> 3) & 63)
+        word = state[w]
+        if a >= end or not word & bit:
+            return i
+        state[w] = word & ~bit
+    return -1
+
+
 @jit
 def _check_batch(state, cache, nr, p):
-    """Check that ``p[:nr]`` are distinct live objects (of ``cache`` unless NIL, when
-    large kmalloc blocks are allowed too) and take them back (live bits cleared, per-CPU
+    """Check that ``p[:nr]`` are distinct live objects of ``cache`` (NIL: any cache, or large
+    kmalloc blocks) and take them back (live bits cleared; the caller fixes the per-CPU live
+    counts). On the first bad element restore everything and return its error code, with
+    its index in G_ERR2; else 0."""
+    if cache == NIL:
+        return _check_batch_any(state, cache, nr, p)
+    bad = _check_objects(state, cache, nr, p)
+    if bad >= 0:
+        return _batch_fail(state, cache, bad, p)
+    return 0
+
+
+@jit
+def _batch_fail(state, cache, i, p):
+    """Element ``i`` of ``p`` failed :func:`_check_batch`: find its error code (a duplicate
+    of an earlier element now reads as a double free), give ``p[:i]`` their live bits back
+    and record ``i`` in G_ERR2."""
+    err, _ = _locate(state, p[i], cache)
+    if err == 0:                                      # pragma: no cover - cannot happen
+        err = E_DOUBLE_FREE
+    for j in range(i):
+        _live_set(state, p[j])
+    _set_g(state, G_ERR2, i)
+    return err
+
+
+@jit
+def _check_batch_any(state, cache, nr, p):
+    """The general :func:`_check_batch`: ``p[:nr]`` are distinct live objects (of ``cache``
+    unless NIL, when large kmalloc blocks are allowed too); take them back (live bits cleared, per-CPU
     live counts fixed by the caller). On the first bad element restore everything and
     return its error code, with its index in G_ERR2; else 0."""
     flags = _o(state, F_PG_FLAGS)

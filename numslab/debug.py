@@ -155,7 +155,7 @@ def _count_sheaf(state, mem, cache, sheaf, cached):
     return 0
 
 
-@jit
+@jit(nrt=True)
 def _validate_cache(state, mem, cache):
     """Check every invariant of one cache; 0 or E_CORRUPT (details in G_ERR0/G_ERR1)."""
     flags = _o(state, F_PG_FLAGS)
@@ -283,7 +283,7 @@ def _validate_cache(state, mem, cache):
     return 0
 
 
-@jit
+@jit(nrt=True)
 def _validate_pages(state):
     """Check the buddy free lists: links, marks, counts and that no free block overlaps an
     allocated one. 0 or E_CORRUPT."""
@@ -314,7 +314,7 @@ def _validate_pages(state):
     return 0
 
 
-@jit
+@jit(nrt=True)
 def _validate_all(state, mem, cache):
     """Validate one cache, or every active cache and the page allocator if ``cache`` is NIL."""
     if cache != NIL:

@@ -26,8 +26,9 @@ from ._layout import (CA_ACTIVE, CA_CTOR, G_MAX_CACHES, G_NCPUS, NIL, ZERO_SIZE_
                       _g)
 from .debug import (E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB,
                     E_OUTSIDE, E_WRONG_CACHE, _locate)
-from .entry import (_kfree, _kmem_cache_alloc, _kmem_cache_alloc_array,
-                    _kmem_cache_alloc_bulk, _kmem_cache_free, _kmem_cache_free_bulk)
+from .entry import (_alloc_bulk_fast, _free_bulk_fast, _kfree, _kmem_cache_alloc,
+                    _kmem_cache_alloc_array, _kmem_cache_alloc_bulk, _kmem_cache_free,
+                    _kmem_cache_free_bulk)
 from .errors import (BadAddressError, DoubleFreeError, InvalidSizeError, SlabError,
                      WrongCacheError)
 from .flags import GFP_KERNEL
@@ -90,7 +91,7 @@ def _no_ctor(h, cache, cpu):
         _raise(E_CTOR)
 
 
-@jit(inline="always")
+@jit
 def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     """One object of cache id ``cache`` on ``cpu``; its address or 0 (out of memory)."""
     _no_ctor(h, cache, cpu)
@@ -104,7 +105,7 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     return _kmem_cache_alloc(h.state, h.mem, cache, cpu, node, gfp)
 
 
-@jit(inline="always")
+@jit
 def kmem_cache_free(h, cache, addr, cpu=0):
     """Free one object; raises on a bad address, wrong cache or double free."""
     _check(h, cache, cpu)
@@ -119,6 +120,9 @@ def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     _no_ctor(h, cache, cpu)
     if nr > out.shape[0] or nr < 0:
         raise InvalidSizeError("numslab.jit: count larger than the array")
+    n = _alloc_bulk_fast(h.state, h.mem, cache, cpu, gfp, nr, out)
+    if n >= 0:
+        return n
     return _kmem_cache_alloc_bulk(h.state, h.mem, cache, cpu, gfp, nr, out)
 
 
@@ -128,7 +132,9 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     _check(h, cache, cpu)
     if nr > objs.shape[0] or nr < 0:
         raise InvalidSizeError("numslab.jit: count larger than the array")
-    err = _kmem_cache_free_bulk(h.state, h.mem, cache, cpu, nr, objs)
+    err = _free_bulk_fast(h.state, h.mem, cache, cpu, nr, objs)
+    if err > 0:
+        err = _kmem_cache_free_bulk(h.state, h.mem, cache, cpu, nr, objs)
     if err:
         _raise(err)
 
@@ -148,7 +154,7 @@ def kmem_cache_free_array(h, cache, nr, objs, cpu=0):
     kmem_cache_free_bulk(h, cache, nr, objs, cpu)
 
 
-@jit(inline="always")
+@jit
 def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     """``size`` bytes from the kmalloc caches (or whole pages); address, 16 for 0, or 0."""
     if cpu < 0 or cpu >= _g(h.state, G_NCPUS):
@@ -160,7 +166,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     return _kmalloc_internal(h.state, h.mem, cpu, size, gfp)
 
 
-@jit(inline="always")
+@jit
 def kfree(h, addr, cpu=0):
     """Free a kmalloc allocation (NULL and ZERO_SIZE_PTR are ignored)."""
     if cpu < 0 or cpu >= _g(h.state, G_NCPUS):

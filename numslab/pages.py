@@ -47,7 +47,7 @@ def _area_del(state, node, order, pfn):
     state[_o(state, F_PG_ORDER) + pfn] = NIL
 
 
-@jit
+@jit(nrt=True)
 def _init_buddy(state, reserved):
     """Free every page frame of every node into the buddy lists, except ``reserved`` frames
     at the start of node 0 (frame 0 makes address 0 NULL)."""

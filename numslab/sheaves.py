@@ -11,8 +11,8 @@ from ._jit import jit
 from ._layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, F_CA, F_CPU,
                       F_CPU_NODE, F_KMALLOC, F_NODE, F_SL_CACHE, MAX_FULL_SHEAVES, N_BARN_EMPTY,
                       N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC, SH_CACHE, SH_CAPACITY,
-                      SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, CA_NCOLS, PG_LARGE, _f, _o,
-                      _stat)
+                      SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, CA_NCOLS, G_NNODES, PG_LARGE,
+                      _f, _g, _o, _stat)
 from .bulk import _alloc_bulk_slab, _free_bulk_raw
 from .cpucache import _do_slab_free
 from .debug import E_LARGE, _locate
@@ -267,7 +267,8 @@ def _alloc_from_pcs_bulk(state, mem, cache, cpu, nr, p, start):
         batch = min(nr - got, size)
         size -= batch
         o = _w(main, SH_OBJECTS) + size
-        p[start + got:start + got + batch] = mem[o:o + batch]
+        for k in range(batch):
+            p[start + got + k] = mem[o + k]
         mem[_w(main, SH_SIZE)] = size
         _stat(state, cache, cpu, ALLOC_PCS, batch)
         got += batch
@@ -352,7 +353,7 @@ def _free_to_pcs_bulk(state, mem, cache, cpu, nr, p):
     local = state[_o(state, F_CPU_NODE) + cpu]
     size = nr
     i = 0
-    while i < size:                                   # remote objects to the tail
+    while i < size and _g(state, G_NNODES) > 1:      # remote objects to the tail
         if _slab_nid(state, p[i] >> 12) != local:
             size -= 1
             p[i], p[size] = p[size], p[i]
@@ -384,7 +385,8 @@ def _free_to_pcs_bulk(state, mem, cache, cpu, nr, p):
         msize = mem[_w(main, SH_SIZE)]
         batch = min(size - done, cap - msize)
         o = _w(main, SH_OBJECTS) + msize
-        mem[o:o + batch] = p[done:done + batch]
+        for k in range(batch):
+            mem[o + k] = p[done + k]
         mem[_w(main, SH_SIZE)] = msize + batch
         _stat(state, cache, cpu, FREE_PCS, batch)
         done += batch

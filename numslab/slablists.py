@@ -350,7 +350,7 @@ def _slab_free(state, mem, cache, cpu, slab, head, tail, cnt):
 
 
 # ---- shrinking -------------------------------------------------------------------------------
-@jit
+@jit(nrt=True)
 def _shrink_node(state, cache, node):
     """``__kmem_cache_do_shrink`` for one node: free every empty partial slab and move the
     slabs with 1..32 free objects to the head, fewest free first. Returns slabs freed."""

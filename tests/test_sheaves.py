@@ -3,6 +3,7 @@ part 2: main/spare/barn transitions with their stat items, the barn limit of 10 
 sheaves, bulk paths through the sheaves, remote-node objects, shrink and destroy."""
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -643,4 +644,80 @@ def test_prefill_and_refill_when_memory_runs_out():
     assert km(sa, "kmalloc-64").live_objects == km64 and c.live_objects == snap_live + 1
     sa.validate()
     sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
+    sa.validate()
+
+
+# ---- the inlined fast paths: the batch is served by, or fits in, the main sheaf ----------------
+@pytest.fixture
+def wide(sa):
+    """A 256-byte cache whose 64-object sheaves take a whole batch (the fast paths)."""
+    return sa.kmem_cache_create("wide", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=64)
+
+
+def test_fast_free_then_alloc_go_through_the_main_sheaf_in_array_order(sa, wide):
+    objs = bulk(sa, wide, 20)
+    st = wide.stats
+    sa.kmem_cache_free_bulk(wide, 20, objs.copy(), cpu=0)
+    assert sheaf_objs(sa, main_of(sa, wide)) == objs.tolist()   # one batch, order kept
+    assert wide.stats["free_cpu_sheaf"] - st["free_cpu_sheaf"] == 20
+    assert wide.live_objects == 0
+    out = bulk(sa, wide, 12)
+    assert out.tolist() == objs[8:].tolist()                      # the top 12, in order
+    assert sheaf_objs(sa, main_of(sa, wide)) == objs[:8].tolist()
+    assert wide.stats["alloc_cpu_sheaf"] - st["alloc_cpu_sheaf"] == 12
+    assert wide.live_objects == 12
+    sa.validate()
+
+
+def test_fast_free_misuse_changes_nothing(sa, wide):
+    objs = bulk(sa, wide, 24)
+    other = sa.kmem_cache_create("other", 256, flags=SLAB_HWCACHE_ALIGN)
+    foreign = sa.kmem_cache_alloc(other, GFP_KERNEL, cpu=0)
+    big = sa.kmalloc(64 << 10)
+    cases = {          # bad element at index 5 of 10 (every other one is a live object)
+        "double free in the batch": (objs[1], numslab.DoubleFreeError),
+        "another cache": (foreign, numslab.WrongCacheError),
+        "off the object grid": (objs[2] + 8, numslab.BadAddressError),
+        "outside the arena": (sa.nr_pages * 4096 + 256, numslab.BadAddressError),
+        "a free page": (sa.nr_pages * 4096 - 4096, numslab.BadAddressError),
+        "a large kmalloc": (big, numslab.BadAddressError),
+        "a tail page of a large kmalloc": (big + 4096, numslab.BadAddressError),
+    }
+    for bad, exc in cases.values():
+        arr = objs[:10].copy()
+        arr[5] = bad
+        snap = snapshot(sa)
+        with pytest.raises(exc, match=r"element 5\b"):
+            sa.kmem_cache_free_bulk(wide, 10, arr, cpu=0)
+        assert_unchanged(sa, snap)
+    sa.kmem_cache_free_bulk(wide, 24, objs, cpu=0)                # all still live
+    sa.validate()
+
+
+def test_jit_fast_paths_match_the_facade_and_raise_on_misuse(sa, wide):
+    h, cid = sa.handle, wide.id
+
+    @numba.njit
+    def cycle(h, cid, n, out):
+        numslab.jit.kmem_cache_alloc_bulk(h, cid, n, out)
+        numslab.jit.kmem_cache_free_bulk(h, cid, n, out)
+        return numslab.jit.kmem_cache_alloc_bulk(h, cid, n, out)
+
+    @numba.njit
+    def free(h, cid, n, objs):
+        numslab.jit.kmem_cache_free_bulk(h, cid, n, objs)
+
+    out = np.empty(16, np.int64)
+    st = wide.stats
+    assert cycle(h, cid, 16, out) == 16
+    assert wide.live_objects == 16 and len(set(out.tolist())) == 16
+    assert wide.stats["free_cpu_sheaf"] - st["free_cpu_sheaf"] == 16
+    bad = out.copy()
+    bad[7] = bad[3]
+    snap = snapshot(sa)
+    with pytest.raises(numslab.DoubleFreeError):
+        free(h, cid, 16, bad)
+    assert_unchanged(sa, snap)
+    free(h, cid, 16, out)
+    assert wide.live_objects == 0
     sa.validate()

@@ -46,7 +46,7 @@ class SlabBulkTest01Jit:
 class Bulk4096Python:
     """Batches of 4096 from Python: slabs go back to the page allocator and come again."""
 
-    params = (["jit-stack", "deque", "numpy-stack", "slab-bulk", "slab-new"],)
+    params = (["jit-stack", "deque", "numpy-stack", "slab-bulk", "slab-sheaves", "slab-new"],)
     param_names = ["impl"]
 
     def setup(self, impl):

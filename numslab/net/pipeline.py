@@ -23,7 +23,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 import numslab.jit as nsj
-from .._jit import jit
+from .._jit import jit_rt as jit   # this code creates arrays: Numba runtime on
 from .._layout import PG_LARGE
 from ..allocator import SlabAllocator
 from ..errors import CacheLeakError
