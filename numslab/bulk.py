@@ -126,13 +126,15 @@ def _check_objects(state, cache, nr, p):
     limit = _g(state, G_NPAGES) << 12
     size = _ca(state, cache, CA_SIZE)
     recip = _ca(state, cache, CA_RECIP)
-    mask = size - 1 if size & (size - 1) == 0 else -1       # -1: not a power of two
+    pow2 = size & (size - 1) == 0
+    mask = size - 1 if pow2 else 0
     last = -1                           # page of the previous object, and what it told
     base = 0
     end = 0
+    top = np.uint64(limit - 1)
     for i in range(nr):
         a = p[np.uint64(i)]
-        if a <= 0 or a >= limit:
+        if np.uint64(a - 1) >= top:     # a <= 0 or a >= limit, in one unsigned compare
             return i
         pfn = a >> 12
         if pfn != last:                 # objects of one batch are mostly page neighbours
@@ -147,15 +149,12 @@ def _check_objects(state, cache, nr, p):
             base = head << 12
             end = base + state[np.uint64(nobjs + head)] * size
         off = a - base
-        if mask >= 0:
-            if off & mask:
-                return i
-        elif ((off * recip) >> 32) * size != off:
+        if not pow2 and ((off * recip) >> 32) * size != off:
             return i
         w = np.uint64(live + (a >> 9))
         bit = np.int64(1) << ((a >> 3) & 63)
         word = state[w]
-        if a >= end or not word & bit:
+        if ((off & mask) != 0) | (a >= end) | ((word & bit) == 0):   # one branch, not three
             return i
         state[w] = word & ~bit
     return -1
