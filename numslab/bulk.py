@@ -11,7 +11,7 @@ from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_RECIP, C
                       F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, F_LIVE, G_ERR2, G_NPAGES,
                       N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _o,
                       _g, _set_g, _stat)
-from .cpucache import _do_slab_free_chain, _hand_out, _slab_alloc_slow
+from .cpucache import _do_slab_free_chain, _hand_out_run, _slab_alloc_slow
 from .debug import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _live_test, _locate
 from .flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                     ORDER_FALLBACK)
@@ -259,11 +259,10 @@ def _take_slab(state, mem, cache, cpu, gfp, slab, p, at):
     state[_o(state, F_SL_INUSE) + slab] = state[_o(state, F_SL_OBJECTS) + slab]
     n = 0
     while obj != 0:
-        nxt = _get_fp(mem, offset, obj)
         p[at + n] = obj
-        _hand_out(state, mem, cache, cpu, obj, gfp)
         n += 1
-        obj = nxt
+        obj = _get_fp(mem, offset, obj)
+    _hand_out_run(state, mem, cache, cpu, gfp, p, at, n)
     return n
 
 
@@ -321,10 +320,10 @@ def _alloc_new_slabs(state, mem, cache, cpu, gfp, nr, p, start):
         state[_o(state, F_SL_INUSE) + slab] = objs
         _stat(state, cache, cpu, ALLOC_SLAB, 1)
         obj = slab << 12
-        for i in range(objs):
-            p[start + got + i] = obj
-            _hand_out(state, mem, cache, cpu, obj, gfp)
+        for i in range(start + got, start + got + objs):
+            p[np.uint64(i)] = obj
             obj += size
+        _hand_out_run(state, mem, cache, cpu, gfp, p, start + got, objs)
         got += objs
     _stat(state, cache, cpu, ALLOC_ARRAY_NEW, got)
     return got

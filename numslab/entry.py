@@ -10,8 +10,8 @@ from ._layout import (C_FREELIST, C_LIVE, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OB
                       G_NNODES, NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _g, _o, _stat, _stat_at)
 from .bulk import (_alloc_bulk_slab, _alloc_new_slabs, _alloc_partial_slabs, _batch_fail,
                    _check_batch, _check_objects, _free_bulk_raw, _uncount)
-from .cpucache import (_do_slab_free_chain, _flush_cpu, _hand_out, _slab_alloc, _take_back,
-                       _zero)
+from .cpucache import (_do_slab_free_chain, _flush_cpu, _hand_out, _hand_out_run, _slab_alloc,
+                       _take_back, _zero)
 from .debug import E_LARGE, _live_set, _locate
 from .flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, ALLOC_PCS, FREE_PCS,
                     SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
@@ -199,8 +199,7 @@ def _alloc_local(state, mem, cache, cpu, gfp, nr, p, start):
         got += 1
         obj = _get_fp(mem, offset, obj)
     state[cpt + c + C_FREELIST] = obj
-    for j in range(start, start + got):
-        _hand_out(state, mem, cache, cpu, p[j], gfp)
+    _hand_out_run(state, mem, cache, cpu, gfp, p, start, got)
     _stat(state, cache, cpu, ALLOC_ARRAY_LOCAL, got)
     return got
 
