@@ -27,7 +27,6 @@ def sa2():
 def snapshot(a: numslab.SlabAllocator) -> tuple[np.ndarray, np.ndarray]:
     """Copy of every state word (less the error scratch registers) and of the arena."""
     buf = a.state.buf.copy()
-    g = a.state.g
     start = int(a.state.buf[0])          # field G starts where the header says
     buf[start + G_ERR0:start + G_ERR2 + 1] = 0
     return buf, a.memory.copy()

@@ -4,7 +4,6 @@ from __future__ import annotations
 import threading
 
 import numba
-import numpy as np
 import pytest
 
 import numslab

@@ -5,7 +5,6 @@ object boundary, every byte written into a live object is still there, the count
 with the model, and ``validate`` finds every invariant intact."""
 from __future__ import annotations
 
-import numpy as np
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
                                  rule)

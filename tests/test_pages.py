@@ -1,7 +1,6 @@
 """The buddy page allocator: splitting, merging, nodes, exhaustion and misuse."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
