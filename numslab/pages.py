@@ -8,7 +8,7 @@ from ._layout import (B_COUNT, B_HEAD, B_NCOLS, F_BUDDY, F_PG_FLAGS, F_PG_HEAD, 
                       NR_ORDERS, PG_BUDDY, PG_HEAD, PG_RESERVED, PG_TAIL, _g, _o)
 
 
-@jit
+@jit(inline="always")
 def _area_push(state, node, order, pfn):
     """Put the free block at ``pfn`` at the head of free area (node, order)."""
     bd = _o(state, F_BUDDY)
@@ -26,7 +26,7 @@ def _area_push(state, node, order, pfn):
     state[_o(state, F_PG_ORDER) + pfn] = order
 
 
-@jit
+@jit(inline="always")
 def _area_del(state, node, order, pfn):
     """Take the free block at ``pfn`` out of free area (node, order)."""
     bd = _o(state, F_BUDDY)
@@ -69,7 +69,7 @@ def _init_buddy(state, reserved):
             _area_push(state, node, blocks[i][1], blocks[i][0])
 
 
-@jit
+@jit(inline="always")
 def _mark_allocated(state, pfn, order):
     """Make the block at ``pfn`` an allocated compound block: head and tail pages."""
     flags = _o(state, F_PG_FLAGS)
@@ -82,7 +82,7 @@ def _mark_allocated(state, pfn, order):
         state[head + t] = pfn
 
 
-@jit
+@jit(inline="always")
 def _rmqueue(state, node, order):
     """Take a block of ``order`` from ``node`` (splitting larger ones); NIL if none."""
     bd = _o(state, F_BUDDY)

@@ -143,7 +143,7 @@ def _new_slab(state, mem, cache, cpu, node, thisnode):
     return slab
 
 
-@jit
+@jit(inline="always")
 def _init_slab(state, cache, slab, objects):
     """Turn the allocated block at ``slab`` into an empty slab of ``cache`` (no free list
     yet: the caller builds one or hands out every object at once) and count it."""
