@@ -54,12 +54,7 @@ class BatchAPI:
             raise InvalidSizeError(f"{fn}: count {nr!r} is not a non-negative int")
 
     def _cpu_of(self: "SlabAllocator", cpu: int | None) -> int:
-        if cpu is None:
-            try:
-                return self._tls.cpu
-            except AttributeError:
-                return self._cpu()
-        return self._check_cpu(cpu)
+        return self._tls.cpu if cpu is None else self._check_cpu(cpu)
 
     # ---- the bulk API ---------------------------------------------------------------------
     def kmem_cache_alloc_bulk(self: "SlabAllocator", cache: KmemCache, gfp: int, nr: int,
@@ -70,13 +65,7 @@ class BatchAPI:
             self._own(cache, "kmem_cache_alloc_bulk")
         if out is not self._last_array or type(nr) is not int or not out.flags.writeable:
             self._array(out, nr, "kmem_cache_alloc_bulk")
-        if cpu is None:             # inlined: a method call costs ~50 ns
-            try:
-                cpu = self._tls.cpu
-            except AttributeError:
-                cpu = self._cpu()
-        else:
-            cpu = self._check_cpu(cpu)
+        cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
         got = self._k_alloc_bulk(self._buf, self._mem, cache._id, cpu, gfp, nr, out)
         if got <= 0 or cache.ctor is not None:
             return self._bulk_done(cache, got, nr, gfp, "kmem_cache_alloc_bulk")
@@ -101,13 +90,7 @@ class BatchAPI:
             self._own(cache, "kmem_cache_free_bulk")
         if objs is not self._last_array or type(nr) is not int or not objs.flags.writeable:
             self._array(objs, nr, "kmem_cache_free_bulk")
-        if cpu is None:
-            try:
-                cpu = self._tls.cpu
-            except AttributeError:
-                cpu = self._cpu()
-        else:
-            cpu = self._check_cpu(cpu)
+        cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
         err = self._k_free_bulk(self._buf, self._mem, cache._id, cpu, nr, objs)
         if err:
             self._batch_error(err, f"kmem_cache_free_bulk({cache.name})", nr, objs, cache)
