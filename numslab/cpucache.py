@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
-from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OFFSET, F_CPU, F_CPU_NODE, F_LIVE, F_NODE,
+from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OFFSET, F_CPU, F_CPU_NODE, F_NODE,
                       F_PG_FLAGS, F_PG_NEXT, F_SL_FREELIST, F_SL_INUSE, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _o, _stat,
                       _stat_at)
 from .debug import _live_clear, _live_set
@@ -146,14 +146,13 @@ def _hand_out(state, mem, cache, cpu, obj, gfp):
 @jit(inline="always")
 def _hand_out_run(state, mem, cache, cpu, gfp, p, start, n):
     """:func:`_hand_out` for the ``n`` objects ``p[start:start+n]``, counted once."""
-    live = _o(state, F_LIVE)
     zero = gfp & __GFP_ZERO
     nbytes = _ca(state, cache, CA_OBJECT_SIZE)
     for k in range(start, start + n):
         a = p[np.uint64(k)]
         if zero:
             _zero(mem, a, nbytes)
-        state[np.uint64(live + (a >> 9))] |= np.int64(1) << ((a >> 3) & 63)
+        _live_set(state, a)
     state[_o(state, F_CPU) + _cpu_row(state, cache, cpu) + C_LIVE] += n
 
 

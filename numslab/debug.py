@@ -49,20 +49,22 @@ CORRUPTION = (
 
 @jit(inline="always")
 def _live_test(state, addr):
-    """1 if the object at ``addr`` is allocated (its bit in the live bitmap is set)."""
-    return (state[_o(state, F_LIVE) + (addr >> 9)] >> ((addr >> 3) & 63)) & 1
+    """1 if the object at ``addr`` is allocated (its bit in the live bitmap is set). The
+    three bitmap helpers index with an unsigned word number (``addr`` > 0 is checked by
+    the callers), so Numba emits no negative-index wraparound code in batch loops."""
+    return (state[np.uint64(_o(state, F_LIVE) + (addr >> 9))] >> ((addr >> 3) & 63)) & 1
 
 
 @jit(inline="always")
 def _live_set(state, addr):
     """Mark the object at ``addr`` allocated."""
-    state[_o(state, F_LIVE) + (addr >> 9)] |= np.int64(1) << ((addr >> 3) & 63)
+    state[np.uint64(_o(state, F_LIVE) + (addr >> 9))] |= np.int64(1) << ((addr >> 3) & 63)
 
 
 @jit(inline="always")
 def _live_clear(state, addr):
     """Mark the object at ``addr`` free."""
-    state[_o(state, F_LIVE) + (addr >> 9)] &= ~(np.int64(1) << ((addr >> 3) & 63))
+    state[np.uint64(_o(state, F_LIVE) + (addr >> 9))] &= ~(np.int64(1) << ((addr >> 3) & 63))
 
 
 @jit(inline="always")

@@ -2,23 +2,22 @@
 CPU slab), shared by the Python facade and by ``numslab.jit`` for users' own @njit code."""
 from __future__ import annotations
 
-import numpy as np
 
 from ._jit import jit
 from ._layout import (C_FREELIST, C_LIVE, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET,
-                      CA_SHEAF_CAPACITY, F_CPU, F_CPU_NODE, F_LIVE, F_SL_CACHE, G_NCPUS,
-                      G_NNODES, NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _g, _o, _stat, _stat_at)
+                      CA_SHEAF_CAPACITY, F_CPU, F_CPU_NODE, F_SL_CACHE, G_NCPUS,
+                      G_NNODES, NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _g, _o, _stat)
 from .bulk import (_alloc_bulk_slab, _alloc_new_slabs, _alloc_partial_slabs, _batch_fail,
                    _check_batch, _check_objects, _free_bulk_raw, _uncount)
 from .cpucache import (_do_slab_free_chain, _flush_cpu, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, _zero)
 from .debug import E_LARGE, _live_set, _locate
-from .flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, ALLOC_PCS, FREE_PCS,
-                    SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
+from .flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                     SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .pages import _free_block_checked
 from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _barn_shrink, _free_empty_sheaf,
-                      _free_to_pcs, _free_to_pcs_bulk, _pcs_flush_all, _w)
+                      _free_to_pcs, _free_to_pcs_bulk, _pcs_flush_all, _sheaf_put, _sheaf_take,
+                      _w)
 from .slablists import _ca, _cpu_row, _get_fp, _shrink_node, _slab_nid
 
 
@@ -120,53 +119,32 @@ def _kmem_cache_free_bulk(state, mem, cache, cpu, nr, p):
 @jit(inline="always")
 def _alloc_bulk_fast(state, mem, cache, cpu, gfp, nr, p):
     """``kmem_cache_alloc_bulk``'s common case on a cache with sheaves: the CPU's main sheaf
-    holds ``nr`` objects. Copy them out (what ``alloc_from_pcs_bulk`` does in one batch)
-    and mark them allocated. Returns ``nr``, or -1 if the case does not apply."""
-    cpt = _o(state, F_CPU)
-    c = _cpu_row(state, cache, cpu)
-    main = state[cpt + c + C_MAIN]
-    if main == 0 or gfp & __GFP_ZERO:
+    holds ``nr`` objects. Take them (``alloc_from_pcs_bulk`` in one batch) and hand them
+    out. Returns ``nr``, or -1 if the case does not apply."""
+    main = state[_o(state, F_CPU) + _cpu_row(state, cache, cpu) + C_MAIN]
+    if main == 0 or mem[_w(main, SH_SIZE)] < nr:
         return -1
-    w = _w(main, 0)
-    size = mem[w + SH_SIZE] - nr
-    if size < 0:
-        return -1
-    o = w + SH_OBJECTS + size
-    live = _o(state, F_LIVE)
-    for k in range(nr):                     # unsigned indices: no wraparound code
-        a = mem[np.uint64(o + k)]
-        p[np.uint64(k)] = a
-        state[np.uint64(live + (a >> 9))] |= np.int64(1) << ((a >> 3) & 63)
-    mem[w + SH_SIZE] = size
-    state[cpt + c + C_LIVE] += nr
-    _stat_at(state, c, ALLOC_PCS, nr)
+    _sheaf_take(state, mem, cache, cpu, main, nr, p, 0)
+    _hand_out_run(state, mem, cache, cpu, gfp, p, 0, nr)
     return nr
 
 
 @jit(inline="always")
 def _free_bulk_fast(state, mem, cache, cpu, nr, p):
     """``kmem_cache_free_bulk``'s common case on a cache with sheaves on one node: ``nr``
-    objects fit in the CPU's main sheaf. Check them all, then copy them in (what
+    objects fit in the CPU's main sheaf. Check them all, then put them in (what
     ``free_to_pcs_bulk`` does in one batch). Returns 0 when done, 1 if the case does not
     apply, or a negative error code with nothing freed (index in G_ERR2)."""
-    cpt = _o(state, F_CPU)
-    c = _cpu_row(state, cache, cpu)
-    main = state[cpt + c + C_MAIN]
-    if main == 0 or _g(state, G_NNODES) != 1:
-        return 1
-    w = _w(main, 0)
-    size = mem[w + SH_SIZE]
-    if size + nr > _ca(state, cache, CA_SHEAF_CAPACITY):
+    c = _o(state, F_CPU) + _cpu_row(state, cache, cpu)
+    main = state[c + C_MAIN]
+    if main == 0 or _g(state, G_NNODES) != 1 or \
+            mem[_w(main, SH_SIZE)] + nr > _ca(state, cache, CA_SHEAF_CAPACITY):
         return 1
     bad = _check_objects(state, cache, nr, p)
-    if bad >= 0:
+    if bad >= 0:                    # nothing written yet: the sheaf's bytes stay as they were
         return _batch_fail(state, cache, bad, p)
-    o = w + SH_OBJECTS + size
-    for k in range(nr):             # only now: a failed batch leaves the sheaf's bytes alone
-        mem[np.uint64(o + k)] = p[np.uint64(k)]
-    mem[w + SH_SIZE] = size + nr
-    state[cpt + c + C_LIVE] -= nr
-    _stat_at(state, c, FREE_PCS, nr)
+    _sheaf_put(state, mem, cache, cpu, main, nr, p, 0)
+    state[c + C_LIVE] -= nr
     return 0
 
 

@@ -7,6 +7,8 @@ Objects in sheaves are allocated from their slabs but not handed out (live bit c
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ._jit import jit
 from ._layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, F_CA, F_CPU,
                       F_CPU_NODE, F_KMALLOC, F_NODE, F_SL_CACHE, MAX_FULL_SHEAVES, N_BARN_EMPTY,
@@ -241,6 +243,31 @@ def _alloc_from_pcs(state, mem, cache, cpu, gfp, node):
     return obj
 
 
+@jit(inline="always")
+def _sheaf_take(state, mem, cache, cpu, sheaf, n, p, at):
+    """Pop the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``, their order kept
+    (``alloc_from_pcs_bulk``'s memcpy); ALLOC_PCS += n. Indices are unsigned: no
+    wraparound code."""
+    size = mem[_w(sheaf, SH_SIZE)] - n
+    o = _w(sheaf, SH_OBJECTS) + size
+    for k in range(n):
+        p[np.uint64(at + k)] = mem[np.uint64(o + k)]
+    mem[_w(sheaf, SH_SIZE)] = size
+    _stat(state, cache, cpu, ALLOC_PCS, n)
+
+
+@jit(inline="always")
+def _sheaf_put(state, mem, cache, cpu, sheaf, n, p, at):
+    """Push ``p[at:at+n]`` on top of ``sheaf``, their order kept (``free_to_pcs_bulk``'s
+    memcpy); FREE_PCS += n."""
+    size = mem[_w(sheaf, SH_SIZE)]
+    o = _w(sheaf, SH_OBJECTS) + size
+    for k in range(n):
+        mem[np.uint64(o + k)] = p[np.uint64(at + k)]
+    mem[_w(sheaf, SH_SIZE)] = size + n
+    _stat(state, cache, cpu, FREE_PCS, n)
+
+
 @jit
 def _alloc_from_pcs_bulk(state, mem, cache, cpu, nr, p, start):
     """``alloc_from_pcs_bulk``: copy objects from main, spare and full barn sheaves into
@@ -263,14 +290,8 @@ def _alloc_from_pcs_bulk(state, mem, cache, cpu, nr, p, start):
                 _barn_trade(state, mem, cache, cpu, r, True)
                 _stat(state, cache, cpu, BARN_GET, 1)
             main = state[cpt + c + C_MAIN]
-        size = mem[_w(main, SH_SIZE)]
-        batch = min(nr - got, size)
-        size -= batch
-        o = _w(main, SH_OBJECTS) + size
-        for k in range(batch):
-            p[start + got + k] = mem[o + k]
-        mem[_w(main, SH_SIZE)] = size
-        _stat(state, cache, cpu, ALLOC_PCS, batch)
+        batch = min(nr - got, mem[_w(main, SH_SIZE)])
+        _sheaf_take(state, mem, cache, cpu, main, batch, p, start + got)
         got += batch
     return got
 
@@ -382,13 +403,8 @@ def _free_to_pcs_bulk(state, mem, cache, cpu, nr, p):
                 _stat(state, cache, cpu, BARN_PUT_FAIL, 1)
                 break
             main = state[cpt + c + C_MAIN]
-        msize = mem[_w(main, SH_SIZE)]
-        batch = min(size - done, cap - msize)
-        o = _w(main, SH_OBJECTS) + msize
-        for k in range(batch):
-            mem[o + k] = p[done + k]
-        mem[_w(main, SH_SIZE)] = msize + batch
-        _stat(state, cache, cpu, FREE_PCS, batch)
+        batch = min(size - done, cap - mem[_w(main, SH_SIZE)])
+        _sheaf_put(state, mem, cache, cpu, main, batch, p, done)
         done += batch
     if done < nr:
         _free_bulk_raw(state, mem, cache, cpu, nr - done, p[done:nr])
