@@ -26,6 +26,7 @@ PG_RESERVED = 32       #: never allocated (page frame 0, so that address 0 is NU
 PG_FROZEN = 64         #: (slab) owned by a CPU as its cpu slab
 PG_NODE_PARTIAL = 128  #: (slab) on its node's partial list
 PG_CPU_PARTIAL = 256   #: (slab) on some CPU's partial list
+PG_PCP = 512           #: first page of a free block of order ``pg_order`` on a CPU's pcp list
 
 # ---- scalars (field G) --------------------------------------------------------------------
 (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_RNG, G_NPENDING,
@@ -55,10 +56,16 @@ NR_KMALLOC = 13
 B_HEAD, B_COUNT, B_NCOLS = range(3)
 NR_ORDERS = MAX_PAGE_ORDER + 1
 
+# ---- per-CPU page lists (field PCP, shape [ncpus * nnodes, P_NCOLS]): struct per_cpu_pages
+#: count (pages on the lists), high, batch, free_factor, then (head, tail) for orders 0..3.
+P_COUNT, P_HIGH, P_BATCH, P_FREE_FACTOR, P_LISTS = range(5)
+PCP_MAX_ORDER = 3                       #: PAGE_ALLOC_COSTLY_ORDER: higher orders skip the pcp
+P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
+
 # ---- the fields, in buffer order ----------------------------------------------------------
 (F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
  F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
- F_PENDING, F_LIVE, F_KMALLOC, NFIELDS) = range(21)
+ F_PENDING, F_LIVE, F_KMALLOC, F_PCP, NFIELDS) = range(22)
 
 #: name, fill value (the sentinel of a fresh buffer) for each field, in F_* order.
 FIELDS = (
@@ -66,6 +73,7 @@ FIELDS = (
     ("pg_prev", NIL), ("sl_cache", NIL), ("sl_freelist", NULL), ("sl_inuse", 0),
     ("sl_objects", 0), ("sl_slabs", 0), ("ca", 0), ("cpu", 0), ("node", 0), ("stats", 0),
     ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0), ("kmalloc", NIL),
+    ("pcp", 0),
 )
 
 
@@ -74,7 +82,7 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
     return [G_NSCALARS] + [npages] * 10 + [
         max_caches * CA_NCOLS, max_caches * ncpus * C_NCOLS, max_caches * nnodes * N_NCOLS,
         max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
-        npages * 4096 // 512, NR_KMALLOC]
+        npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS]
 
 
 def view(buf: np.ndarray, field: int) -> np.ndarray:
@@ -101,7 +109,43 @@ def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int) 
     view(buf, F_BUDDY)[B_HEAD::B_NCOLS] = NIL          # every free area starts empty
     cpu_node = view(buf, F_CPU_NODE)
     cpu_node[:] = np.arange(ncpus) * nnodes // ncpus
+    pcp = view(buf, F_PCP).reshape(ncpus, nnodes, P_NCOLS)
+    pcp[:, :, P_LISTS:] = NIL                          # every pcp list starts empty
+    batch = zone_batchsize(npages // nnodes)
+    low = low_wmark_pages(npages // nnodes, npages)
+    for node in range(nnodes):                         # zone_set_pageset_high_and_batch
+        pcp[:, node, P_BATCH] = batch
+        pcp[:, node, P_HIGH] = zone_highsize(low, batch, int((cpu_node == node).sum()))
     return buf
+
+
+def zone_batchsize(managed_pages: int) -> int:
+    """``zone_batchsize``: pages a CPU's pcp list takes from, or gives to, the buddy lists at
+    once: a quarter of managed/1024 (at most 1 MiB), times 1.5, rounded down to a power of
+    two, minus one (63 for zones of 1 GiB and more); at least 1, as
+    ``zone_set_pageset_high_and_batch`` takes it."""
+    batch = min(managed_pages >> 10, (1 << 20) // 4096) // 4
+    batch = max(batch, 1)
+    return max(1, (1 << ((batch + batch // 2).bit_length() - 1)) - 1)
+
+
+def min_free_kbytes(lowmem_pages: int) -> int:
+    """``calculate_min_free_kbytes``: sqrt(lowmem KiB * 16), clamped to [128, 262144]."""
+    import math
+    return min(max(math.isqrt(lowmem_pages * 4 * 16), 128), 262144)
+
+
+def low_wmark_pages(managed_pages: int, lowmem_pages: int) -> int:
+    """The zone's low watermark (``__setup_per_zone_wmarks``): its share of min_free_kbytes,
+    plus the larger of a quarter of that and watermark_scale_factor (10) / 10000 of it."""
+    wmin = (min_free_kbytes(lowmem_pages) >> 2) * managed_pages // lowmem_pages
+    return wmin + max(wmin >> 2, managed_pages * 10 // 10000)
+
+
+def zone_highsize(low_wmark: int, batch: int, cpus_on_node: int) -> int:
+    """``zone_highsize`` (5.14 to 6.6): the low watermark split over the node's CPUs, at least
+    four batches; a pcp list holding this many pages frees some back to the buddy lists."""
+    return max(low_wmark // max(cpus_on_node, 1), batch << 2)
 
 
 class SlabState:
@@ -122,6 +166,7 @@ class SlabState:
         self.node = self.node.reshape(ncaches, nnodes, N_NCOLS)
         self.stats = self.stats.reshape(ncaches, ncpus, NR_STATS)
         self.buddy = self.buddy.reshape(nnodes, NR_ORDERS, B_NCOLS)
+        self.pcp = self.pcp.reshape(ncpus, nnodes, P_NCOLS)
 
 
 # ---- kernel-side access -------------------------------------------------------------------

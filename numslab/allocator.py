@@ -21,7 +21,7 @@ from ._layout import (CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
                       CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SHEAF_CAPACITY, CA_SIZE,
                       CA_RECIP, CA_USER_SHEAVES, F_G,
                       G_ERR0, G_ERR1, G_ERR2, G_NPENDING, NIL, PG_RESERVED, PG_SLAB,
-                      ZERO_SIZE_PTR, SlabState, new_state, view)
+                      P_COUNT, ZERO_SIZE_PTR, SlabState, new_state, view)
 from .cache import KmemCache
 from .errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidSizeError,
                      SlabCorruptionError, SlabError, WrongCacheError)
@@ -34,7 +34,7 @@ from .entry import (_cache_release, _cache_shrink, _kfree, _kmem_cache_alloc,
                     _kmem_cache_alloc_any, _kmem_cache_free)
 from .sheaves import _init_percpu_sheaves
 from .batchapi import BatchAPI
-from .pages import _alloc_block, _free_block_checked, _init_buddy
+from .pages import _alloc_block, _drain_all_pages, _free_block_checked, _init_buddy
 from .stats import SLABINFO_HEADER, slabinfo_line
 
 if TYPE_CHECKING:
@@ -280,7 +280,7 @@ class SlabAllocator(BatchAPI):
         self._caches[cid] = cache
         self._names[name] = cache
         if sheaf_capacity and not _init_percpu_sheaves(self._buf, self._mem, cid):
-            _cache_release(self._buf, self._mem, cid)
+            _cache_release(self._buf, self._mem, cid, self._cpu())
             ca[cid] = 0
             del self._caches[cid], self._names[name]
             raise MemoryError(f"kmem_cache_create({name}): no memory for the per-CPU sheaves")
@@ -305,7 +305,7 @@ class SlabAllocator(BatchAPI):
         if self.state.ca[cache._id, CA_USER_SHEAVES]:
             raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
                                  f"still outstanding; return them first")
-        _cache_release(self._buf, self._mem, cache._id)
+        _cache_release(self._buf, self._mem, cache._id, self._cpu())
         if cache.slabs:  # pragma: no cover - shrink frees every empty slab
             raise SlabCorruptionError(f"{cache.name}: slabs left after shrinking an empty cache")
         self.state.ca[cache._id] = 0
@@ -481,13 +481,13 @@ class SlabAllocator(BatchAPI):
             raise InvalidSizeError(f"alloc_pages: order {order!r} is not in 0..{MAX_PAGE_ORDER}")
         node = self._check_node(node)
         pnode = node if node >= 0 else self.cpu_to_node(self._cpu())
-        addr = _alloc_block(self._buf, pnode, order, bool(gfp & _THISNODE), 0)
+        addr = _alloc_block(self._buf, self._cpu(), pnode, order, bool(gfp & _THISNODE), 0)
         return self._after_alloc(None, addr, gfp | _NOWARN, node)
 
     def free_pages(self, addr: int, order: int) -> None:
         """Free a block from ``alloc_pages``; raises if ``addr``/``order`` do not match one."""
         addr = self._as_addr(addr, "free_pages")
-        err = _free_block_checked(self._buf, addr, order, 0)
+        err = _free_block_checked(self._buf, self._cpu(), addr, order, 0)
         if err == -2:
             raise InvalidSizeError(f"free_pages: block at {addr:#x} is not of order {order}")
         if err:
@@ -501,16 +501,26 @@ class SlabAllocator(BatchAPI):
                        for n, row in enumerate(counts))
 
     def free_pages_count(self) -> int:
-        """Pages free in the buddy allocator."""
+        """Pages free in the buddy lists (as the kernel's NR_FREE_PAGES: not counting the
+        pages held on the per-CPU page lists, see :meth:`pcp_pages_count`)."""
         counts = self.state.buddy[:, :, 1]
         return int((counts * (1 << np.arange(counts.shape[1]))).sum())
+
+    def pcp_pages_count(self) -> int:
+        """Free pages held on the per-CPU page lists (orders 0 to 3), every CPU and node."""
+        return int(self.state.pcp[:, :, P_COUNT].sum())
+
+    def drain_all_pages(self) -> int:
+        """Give every page on every per-CPU page list back to the buddy lists (the kernel's
+        ``drain_all_pages``); the pages drained."""
+        return int(_drain_all_pages(self._buf))
 
     # ---- shrink, statistics, validation -----------------------------------------------------
     def kmem_cache_shrink(self, cache: KmemCache) -> int:
         """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
         the head of each node's list (the kernel's ``kmem_cache_shrink``). Slabs freed."""
         cid = self._own(cache, "kmem_cache_shrink")
-        return int(_cache_shrink(self._buf, self._mem, cid))
+        return int(_cache_shrink(self._buf, self._mem, cid, self._cpu()))
 
     def slabinfo(self) -> str:
         """``/proc/slabinfo`` (version 2.1) for every cache, newest first as the kernel lists."""

@@ -294,3 +294,67 @@ def bulk_table(sizes=BULK_SIZES, impls=PY_IMPLS, inside_jit: bool = False,
     """ns per alloc+free pair for every implementation and bulk size."""
     return {impl: {b: time_per_object(make_round(impl, b, inside_jit), b, objects, repeat)
                    for b in sizes} for impl in impls}
+
+
+# ---- a stream of large batches: NEW against PARTIAL (the seed's claim) -----------------------
+@nb.njit(cache=True)
+def slab_stream_array(h, cid, n, outs, flags):
+    """Inside @njit: one ``kmem_cache_alloc_array`` of ``n`` objects into each row of
+    ``outs``; the total allocated."""
+    got = 0
+    for b in range(outs.shape[0]):
+        got += sjit.kmem_cache_alloc_array(h, cid, n, outs[b], flags, 0, GFP_ATOMIC)
+    return got
+
+
+def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
+                 memory: str = "64M") -> Callable[[], float]:
+    """A function timing one stream of ``batches`` array allocations of ``slabs`` slabs'
+    worth each, through the facade (or inside @njit through ``numslab.jit``); it returns ns
+    per object of the allocations alone.
+
+    Each batch takes slabs no earlier batch touched, as a stream of requests would: NEW
+    carves fresh slabs, PARTIAL takes whole partial slabs of a fragmented cache (every slab
+    of it has one object in use, so a batch of ``slabs`` slabs gets ``slabs * (per - 1)``
+    objects and walks their free lists). Between streams everything is freed and the cache
+    is made fragmented again (untimed)."""
+    sa, c = new_bench_cache(memory=memory)
+    per = c.objs_per_slab
+    flags = {"new": SLAB_ARRAY_ALLOC_NEW, "partial": SLAB_ARRAY_ALLOC_PARTIAL}[mode]
+    n = slabs * per if mode == "new" else slabs * (per - 1)
+    rows = np.zeros((batches, n), np.int64)
+    outs = list(rows)                          # one array per batch for the facade
+    keep = np.zeros(0, np.int64)
+    h, cid = sa.handle, c.id
+
+    def prepare() -> None:
+        nonlocal keep
+        if mode == "partial":                  # batches * slabs + 1 slabs, one object kept
+            objs = c.alloc_bulk((batches * slabs + 1) * per)
+            keep = objs[::per].copy()
+            c.free_bulk(np.delete(objs, np.arange(0, len(objs), per)))
+        rows[:] = 0                            # the arrays' pages are touched before timing
+
+    def stream() -> float:
+        prepare()
+        alloc = sa.kmem_cache_alloc_array
+        alloc(c, GFP_ATOMIC, 0, outs[0], flags)
+        t0 = timeit.default_timer()
+        if inside_jit:
+            got = slab_stream_array(h, cid, n, rows, flags)
+        else:
+            got = 0
+            for o in outs:
+                got += alloc(c, GFP_ATOMIC, n, o, flags)
+        t = timeit.default_timer() - t0
+        if got != n * batches:                 # pragma: no cover - a setup error
+            raise RuntimeError(f"{mode}: got {got} of {n * batches}")
+        for o in outs:
+            c.free_bulk(o)
+        if len(keep):
+            c.free_bulk(keep)
+        sa.kmem_cache_shrink(c)
+        return t / (batches * n) * 1e9
+
+    stream()                                   # compile and warm every path once
+    return stream

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
-from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_RECIP, CA_MIN_ORDER,
+from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_OBJECT_SIZE, CA_RECIP, CA_MIN_ORDER,
                       CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, F_CPU, F_CPU_NODE, F_NODE,
                       F_PG_FLAGS, F_PG_HEAD, F_PG_NEXT, F_PG_ORDER, F_SL_CACHE,
                       F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, F_LIVE, G_ERR2, G_NPAGES,
                       N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _o,
                       _g, _set_g, _stat)
-from .cpucache import _do_slab_free_chain, _hand_out_run, _slab_alloc_slow
-from .debug import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _live_test, _locate
-from .flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
+from .cpucache import _do_slab_free_chain, _hand_out_run, _slab_alloc_slow, _zero
+from .debug import (E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _live_set_slab,
+                    _live_test, _locate)
+from .flags import (__GFP_ZERO, ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                     ORDER_FALLBACK)
 from .pages import _alloc_pages, _free_pages
 from .slablists import (_ca, _cpu_row, _get_fp, _init_slab, _node_row, _remove_partial,
@@ -59,7 +60,7 @@ def _alloc_bulk_slab(state, mem, cache, cpu, gfp, nr, p, start):
 
 # ---- freeing -----------------------------------------------------------------------------------
 @jit
-def _build_detached_freelist(state, mem, cache, size, p):
+def _build_detached_freelist(state, mem, cache, cpu, size, p):
     """``build_detached_freelist`` (6.x): take the last object of ``p[:size]``, link every
     other object of its slab found scanning down (stopping at the third object of another
     slab) into a chain through their free pointers, and swap them to ``p[same:size]``.
@@ -71,7 +72,7 @@ def _build_detached_freelist(state, mem, cache, size, p):
     obj = p[size]
     slab = _head_frame(state, obj >> 12)
     if cache == NIL and not state[flags + slab] & PG_SLAB:
-        _free_pages(state, slab, state[_o(state, F_PG_ORDER) + slab])
+        _free_pages(state, cpu, slab, state[_o(state, F_PG_ORDER) + slab])
         return size, NIL, NIL, 0, 0, 0
     owner = state[_o(state, F_SL_CACHE) + slab] if cache == NIL else cache
     offset = _ca(state, owner, CA_OFFSET)
@@ -103,7 +104,7 @@ def _free_bulk_raw(state, mem, cache, cpu, size, p):
     """``__kmem_cache_free_bulk``: give ``p[:size]`` back to their slabs one detached
     freelist at a time (no checks, no live-bit changes; ``p`` is permuted)."""
     while size:
-        size, slab, owner, head, tail, cnt = _build_detached_freelist(state, mem, cache,
+        size, slab, owner, head, tail, cnt = _build_detached_freelist(state, mem, cache, cpu,
                                                                       size, p)
         if slab != NIL:
             _do_slab_free_chain(state, mem, owner, cpu, slab, head, tail, cnt)
@@ -115,49 +116,62 @@ def _check_objects(state, cache, nr, p):
     paths: -1 if ``p[:nr]`` are distinct live objects of ``cache``, now marked free; else
     the index of the first that is not, with the ones before it not yet given back.
 
-    An object on the page of the one before costs two loads (itself, its live word), no
-    call and, for a power-of-two size, no multiplication; indices are unsigned so that
-    Numba emits no wraparound code for negative ones."""
+    Objects of one batch mostly come in runs on one page, so the outer loop looks a page up
+    once and an inner loop takes the run: per object, one load of the address, a page
+    compare, a grid test (a mask for a power-of-two size), a bound and the live bit, kept
+    in a register while neighbours share its word (see ``_live_set_run``). Indices are
+    unsigned so that Numba emits no wraparound code."""
     flags = _o(state, F_PG_FLAGS)
     heads = _o(state, F_PG_HEAD)
     owners = _o(state, F_SL_CACHE)
     nobjs = _o(state, F_SL_OBJECTS)
     live = _o(state, F_LIVE)
-    limit = _g(state, G_NPAGES) << 12
     size = _ca(state, cache, CA_SIZE)
     recip = _ca(state, cache, CA_RECIP)
     pow2 = size & (size - 1) == 0
-    mask = size - 1 if pow2 else 0
-    last = -1                           # page of the previous object, and what it told
-    base = 0
-    end = 0
-    top = np.uint64(limit - 1)
-    for i in range(nr):
+    mask = size - 1
+    top = np.uint64((_g(state, G_NPAGES) << 12) - 1)
+    cw = np.uint64(live)
+    cval = state[cw]
+    i = 0
+    while i < nr:
         a = p[np.uint64(i)]
         if np.uint64(a - 1) >= top:     # a <= 0 or a >= limit, in one unsigned compare
-            return i
+            break
         pfn = a >> 12
-        if pfn != last:                 # objects of one batch are mostly page neighbours
-            head = pfn
-            f = state[np.uint64(flags + pfn)]
-            if f & PG_TAIL:
-                head = state[np.uint64(heads + pfn)]
-                f = state[np.uint64(flags + head)]
-            if not f & PG_SLAB or state[np.uint64(owners + head)] != cache:
+        head = pfn
+        f = state[np.uint64(flags + pfn)]
+        if f & PG_TAIL:
+            head = state[np.uint64(heads + pfn)]
+            f = state[np.uint64(flags + head)]
+        if not f & PG_SLAB or state[np.uint64(owners + head)] != cache:
+            break
+        base = head << 12
+        end = base + state[np.uint64(nobjs + head)] * size
+        while True:                     # the run of objects on page pfn, from p[i] == a
+            off = a - base
+            if pow2:
+                bad = (off & mask) != 0
+            else:
+                bad = ((off * recip) >> 32) * size != off
+            w = np.uint64(live + (a >> 9))
+            if w != cw:
+                state[cw] = cval
+                cw = w
+                cval = state[w]
+            bit = np.int64(1) << ((a >> 3) & 63)
+            if bad | (a >= end) | ((cval & bit) == 0):   # one branch, not three
+                state[cw] = cval
                 return i
-            last = pfn
-            base = head << 12
-            end = base + state[np.uint64(nobjs + head)] * size
-        off = a - base
-        if not pow2 and ((off * recip) >> 32) * size != off:
-            return i
-        w = np.uint64(live + (a >> 9))
-        bit = np.int64(1) << ((a >> 3) & 63)
-        word = state[w]
-        if ((off & mask) != 0) | (a >= end) | ((word & bit) == 0):   # one branch, not three
-            return i
-        state[w] = word & ~bit
-    return -1
+            cval &= ~bit
+            i += 1
+            if i >= nr:
+                break
+            a = p[np.uint64(i)]
+            if a >> 12 != pfn:
+                break
+    state[cw] = cval
+    return -1 if i >= nr else i
 
 
 @jit
@@ -308,9 +322,9 @@ def _alloc_new_slabs(state, mem, cache, cpu, gfp, nr, p, start):
     got = 0
     while nr - got >= per:
         objs = per
-        slab = _alloc_pages(state, node, order, False)
+        slab = _alloc_pages(state, cpu, node, order, False)
         if slab == NIL and _ca(state, cache, CA_MIN_ORDER) < order:
-            slab = _alloc_pages(state, node, _ca(state, cache, CA_MIN_ORDER), False)
+            slab = _alloc_pages(state, cpu, node, _ca(state, cache, CA_MIN_ORDER), False)
             objs = _ca(state, cache, CA_MIN_OBJECTS)
             if slab != NIL:
                 _stat(state, cache, cpu, ORDER_FALLBACK, 1)
@@ -319,12 +333,17 @@ def _alloc_new_slabs(state, mem, cache, cpu, gfp, nr, p, start):
         _init_slab(state, cache, slab, objs)
         state[_o(state, F_SL_INUSE) + slab] = objs
         _stat(state, cache, cpu, ALLOC_SLAB, 1)
-        obj = slab << 12
+        base = slab << 12
+        obj = base
         for i in range(start + got, start + got + objs):
             p[np.uint64(i)] = obj
             obj += size
-        _hand_out_run(state, mem, cache, cpu, gfp, p, start + got, objs)
+        if gfp & __GFP_ZERO:
+            for i in range(start + got, start + got + objs):
+                _zero(mem, p[np.uint64(i)], _ca(state, cache, CA_OBJECT_SIZE))
+        _live_set_slab(state, base, size, objs)
         got += objs
+    state[_o(state, F_CPU) + _cpu_row(state, cache, cpu) + C_LIVE] += got
     _stat(state, cache, cpu, ALLOC_ARRAY_NEW, got)
     return got
 

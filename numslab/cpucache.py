@@ -8,7 +8,7 @@ from ._jit import jit
 from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OFFSET, F_CPU, F_CPU_NODE, F_NODE,
                       F_PG_FLAGS, F_PG_NEXT, F_SL_FREELIST, F_SL_INUSE, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _o, _stat,
                       _stat_at)
-from .debug import _live_clear, _live_set
+from .debug import _live_clear, _live_set, _live_set_run
 from .flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISMATCH,
                     ALLOC_REFILL, ALLOC_SLAB, ALLOC_SLOWPATH, CPU_PARTIAL_ALLOC,
                     CPUSLAB_FLUSH, DEACTIVATE_BYPASS, DEACTIVATE_EMPTY, DEACTIVATE_FULL,
@@ -47,7 +47,7 @@ def _deactivate_slab(state, mem, cache, cpu, slab, freelist):
     if state[inuse + slab] == 0 and state[nd + _node_row(state, cache, _slab_nid(state, slab)) + N_NR_PARTIAL] \
             >= _ca(state, cache, CA_MIN_PARTIAL):
         _stat(state, cache, cpu, DEACTIVATE_EMPTY, 1)
-        _discard_slab(state, cache, slab)
+        _discard_slab(state, cache, cpu, slab)
         _stat(state, cache, cpu, FREE_SLAB, 1)
     elif state[sfl + slab] != 0:
         _add_partial(state, cache, slab, tail)
@@ -146,13 +146,11 @@ def _hand_out(state, mem, cache, cpu, obj, gfp):
 @jit(inline="always")
 def _hand_out_run(state, mem, cache, cpu, gfp, p, start, n):
     """:func:`_hand_out` for the ``n`` objects ``p[start:start+n]``, counted once."""
-    zero = gfp & __GFP_ZERO
-    nbytes = _ca(state, cache, CA_OBJECT_SIZE)
-    for k in range(start, start + n):
-        a = p[np.uint64(k)]
-        if zero:
-            _zero(mem, a, nbytes)
-        _live_set(state, a)
+    if gfp & __GFP_ZERO:
+        nbytes = _ca(state, cache, CA_OBJECT_SIZE)
+        for k in range(start, start + n):
+            _zero(mem, p[np.uint64(k)], nbytes)
+    _live_set_run(state, p, start, n)
     state[_o(state, F_CPU) + _cpu_row(state, cache, cpu) + C_LIVE] += n
 
 

@@ -13,7 +13,7 @@ from ._layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_LIVE, C_MAIN, C_PA
                       G_NCPUS, G_NNODES, G_NPAGES, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
                       N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, PG_BUDDY,
                       PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_SLAB,
-                      _g, _o, _set_g)
+                      F_PCP, P_COUNT, P_LISTS, P_NCOLS, PCP_MAX_ORDER, PG_PCP, _g, _o, _set_g)
 from .pages import _page_block
 from .slablists import _ca, _cpu_row, _get_fp, _node_row, _slab_nid
 
@@ -59,6 +59,47 @@ def _live_test(state, addr):
 def _live_set(state, addr):
     """Mark the object at ``addr`` allocated."""
     state[np.uint64(_o(state, F_LIVE) + (addr >> 9))] |= np.int64(1) << ((addr >> 3) & 63)
+
+
+@jit(inline="always")
+def _live_set_run(state, p, start, n):
+    """Mark the objects ``p[start:start+n]`` allocated. Neighbouring objects share a bitmap
+    word, so the word stays in a register while they do: a store and a reload of the same
+    word in consecutive iterations would stall on store forwarding (or a memory-order
+    misprediction) every time."""
+    if n <= 0:
+        return
+    live = _o(state, F_LIVE)
+    cw = np.uint64(live + (p[np.uint64(start)] >> 9))
+    cval = state[cw]
+    for k in range(start, start + n):
+        a = p[np.uint64(k)]
+        w = np.uint64(live + (a >> 9))
+        if w != cw:
+            state[cw] = cval
+            cw = w
+            cval = state[w]
+        cval |= np.int64(1) << ((a >> 3) & 63)
+    state[cw] = cval
+
+
+@jit(inline="always")
+def _live_set_slab(state, base, size, n):
+    """Mark the ``n`` objects ``base + k * size`` of a fresh slab allocated, each bitmap word
+    written once (no addresses read back)."""
+    live = _o(state, F_LIVE)
+    cw = np.uint64(live + (base >> 9))
+    cval = state[cw]
+    a = base
+    for _ in range(n):
+        w = np.uint64(live + (a >> 9))
+        if w != cw:
+            state[cw] = cval
+            cw = w
+            cval = state[w]
+        cval |= np.int64(1) << ((a >> 3) & 63)
+        a += size
+    state[cw] = cval
 
 
 @jit(inline="always")
@@ -287,8 +328,8 @@ def _validate_cache(state, mem, cache):
 
 @jit(nrt=True)
 def _validate_pages(state):
-    """Check the buddy free lists: links, marks, counts and that no free block overlaps an
-    allocated one. 0 or E_CORRUPT."""
+    """Check the buddy free lists and the per-CPU page lists: links, marks, counts and that
+    no free block overlaps an allocated one. 0 or E_CORRUPT."""
     flags = _o(state, F_PG_FLAGS)
     pord = _o(state, F_PG_ORDER)
     nxt = _o(state, F_PG_NEXT)
@@ -312,6 +353,30 @@ def _validate_pages(state):
                 prev = pfn
                 pfn = state[nxt + pfn]
             if k != state[bd + row + B_COUNT]:
+                return _corrupt(state, 12, node)
+    ncpus = _g(state, G_NCPUS)
+    nnodes = _g(state, G_NNODES)
+    for cpu in range(ncpus):                    # the per-CPU page lists
+        for node in range(nnodes):
+            row = _o(state, F_PCP) + (cpu * nnodes + node) * P_NCOLS
+            pages = 0
+            for order in range(PCP_MAX_ORDER + 1):
+                pfn = state[row + P_LISTS + 2 * order]
+                prev = NIL
+                while pfn != NIL:
+                    if state[flags + pfn] != PG_PCP or state[pord + pfn] != order \
+                            or state[prv + pfn] != prev or pfn // ppn != node \
+                            or (pfn - node * ppn) & ((1 << order) - 1):
+                        return _corrupt(state, 12, pfn)
+                    for t in range(pfn + 1, pfn + (1 << order)):
+                        if state[flags + t] != 0:
+                            return _corrupt(state, 12, t)
+                    pages += 1 << order
+                    prev = pfn
+                    pfn = state[nxt + pfn]
+                if prev != state[row + P_LISTS + 2 * order + 1]:
+                    return _corrupt(state, 12, node)
+            if pages != state[row + P_COUNT]:
                 return _corrupt(state, 12, node)
     return 0
 

@@ -67,7 +67,7 @@ def _kfree(state, mem, cpu, addr):
     0, or a negative code with nothing changed."""
     err, slab = _locate(state, addr, NIL)
     if err == E_LARGE:
-        return _free_block_checked(state, addr, -1, PG_LARGE)
+        return _free_block_checked(state, cpu, addr, -1, PG_LARGE)
     if err:
         return err
     _slab_free_one(state, mem, state[_o(state, F_SL_CACHE) + slab], cpu, slab, addr)
@@ -210,7 +210,7 @@ def _kmem_cache_alloc_array(state, mem, cache, cpu, gfp, nr, p, flags):
 
 # ---- whole-cache operations -------------------------------------------------------------------------
 @jit
-def _cache_shrink(state, mem, cache):
+def _cache_shrink(state, mem, cache, cpu):
     """``__kmem_cache_shrink``: flush every CPU (sheaves, then CPU slab and partials), then
     per node empty the barn, free empty slabs and re-order the partial list. Slabs freed."""
     sheaves = _ca(state, cache, CA_SHEAF_CAPACITY) != 0
@@ -222,15 +222,15 @@ def _cache_shrink(state, mem, cache):
     for node in range(_g(state, G_NNODES)):
         if sheaves:
             _barn_shrink(state, mem, cache, node, 0)
-        freed += _shrink_node(state, cache, node)
+        freed += _shrink_node(state, cache, cpu, node)
     return freed
 
 
 @jit
-def _cache_release(state, mem, cache):
+def _cache_release(state, mem, cache, cpu):
     """Last step of destroy: shrink, then free every CPU's main sheaf. The caller checked
     that no object and no prefilled sheaf is outstanding."""
-    _cache_shrink(state, mem, cache)
+    _cache_shrink(state, mem, cache, cpu)
     if _ca(state, cache, CA_SHEAF_CAPACITY):
         cpt = _o(state, F_CPU)
         for cpu in range(_g(state, G_NCPUS)):
@@ -241,7 +241,7 @@ def _cache_release(state, mem, cache):
     for cpu in range(_g(state, G_NCPUS)):         # barn flushes may have refilled CPU lists
         _flush_cpu(state, mem, cache, cpu)
     for node in range(_g(state, G_NNODES)):
-        _shrink_node(state, cache, node)
+        _shrink_node(state, cache, cpu, node)
 
 
 # ---- checked wrappers for the facade (arrays re-checked at run time) --------------------------

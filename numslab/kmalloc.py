@@ -19,7 +19,7 @@ def _kmalloc(state, mem, cache, cpu, node, gfp, size, order):
     if cache != NIL:
         return _slab_alloc(state, mem, cache, cpu, node, gfp)
     page_node = node if node >= 0 else state[_o(state, F_CPU_NODE) + cpu]
-    addr = _alloc_block(state, page_node, order, (gfp & __GFP_THISNODE) != 0, PG_LARGE)
+    addr = _alloc_block(state, cpu, page_node, order, (gfp & __GFP_THISNODE) != 0, PG_LARGE)
     if addr and gfp & __GFP_ZERO:
         _zero(mem, addr, size)
     return addr

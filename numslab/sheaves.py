@@ -56,7 +56,7 @@ def _kfree_internal(state, mem, cpu, addr):
     """kfree of a kmalloc object made by :func:`_kmalloc_internal`."""
     err, slab = _locate(state, addr, -1)
     if err == E_LARGE:
-        _free_block_checked(state, addr, -1, PG_LARGE)
+        _free_block_checked(state, cpu, addr, -1, PG_LARGE)
     elif err == 0:
         _do_slab_free(state, mem, state[_o(state, F_SL_CACHE) + slab], cpu, slab, addr)
 

@@ -121,11 +121,11 @@ def _new_slab(state, mem, cache, cpu, node, thisnode):
     list through every object and account the slab to its node. NIL when out of memory."""
     order = _ca(state, cache, CA_ORDER)
     objects = _ca(state, cache, CA_OBJECTS)
-    slab = _alloc_pages(state, node, order, thisnode)
+    slab = _alloc_pages(state, cpu, node, order, thisnode)
     if slab == NIL and _ca(state, cache, CA_MIN_ORDER) < order:
         order = _ca(state, cache, CA_MIN_ORDER)
         objects = _ca(state, cache, CA_MIN_OBJECTS)
-        slab = _alloc_pages(state, node, order, thisnode)
+        slab = _alloc_pages(state, cpu, node, order, thisnode)
         if slab != NIL:
             _stat(state, cache, cpu, ORDER_FALLBACK, 1)
     if slab == NIL:
@@ -165,8 +165,9 @@ def _init_slab(state, cache, slab, objects):
 
 
 @jit
-def _discard_slab(state, cache, slab):
-    """``discard_slab``: uncount the slab and give its pages back to the page allocator."""
+def _discard_slab(state, cache, cpu, slab):
+    """``discard_slab``: uncount the slab and give its pages back to the page allocator
+    (to the pcp lists of ``cpu`` for small orders)."""
     nd = _o(state, F_NODE)
     r = _node_row(state, cache, _slab_nid(state, slab))
     state[nd + r + N_NR_SLABS] -= 1
@@ -175,7 +176,7 @@ def _discard_slab(state, cache, slab):
     state[_o(state, F_SL_OBJECTS) + slab] = 0
     state[_o(state, F_SL_INUSE) + slab] = 0
     state[_o(state, F_SL_FREELIST) + slab] = 0
-    _free_pages(state, slab, state[_o(state, F_PG_ORDER) + slab])
+    _free_pages(state, cpu, slab, state[_o(state, F_PG_ORDER) + slab])
 
 
 # ---- taking a slab for a CPU ---------------------------------------------------------------
@@ -222,7 +223,7 @@ def _put_partials(state, cache, cpu, chain):
         following = state[nxt + discard]
         state[nxt + discard] = NIL
         _stat(state, cache, cpu, DEACTIVATE_EMPTY, 1)
-        _discard_slab(state, cache, discard)
+        _discard_slab(state, cache, cpu, discard)
         _stat(state, cache, cpu, FREE_SLAB, 1)
         discard = following
 
@@ -342,7 +343,7 @@ def _slab_free(state, mem, cache, cpu, slab, head, tail, cnt):
             _remove_partial(state, cache, slab)
             _stat(state, cache, cpu, FREE_REMOVE_PARTIAL, 1)
         _stat(state, cache, cpu, FREE_SLAB, 1)
-        _discard_slab(state, cache, slab)
+        _discard_slab(state, cache, cpu, slab)
         return
     if not has_cpu_partial and prior == 0:
         _add_partial(state, cache, slab, True)
@@ -351,7 +352,7 @@ def _slab_free(state, mem, cache, cpu, slab, head, tail, cnt):
 
 # ---- shrinking -------------------------------------------------------------------------------
 @jit(nrt=True)
-def _shrink_node(state, cache, node):
+def _shrink_node(state, cache, cpu, node):
     """``__kmem_cache_do_shrink`` for one node: free every empty partial slab and move the
     slabs with 1..32 free objects to the head, fewest free first. Returns slabs freed."""
     nd = _o(state, F_NODE)
@@ -388,7 +389,7 @@ def _shrink_node(state, cache, node):
         following = state[nxt + discard]
         state[nxt + discard] = NIL
         state[prv + discard] = NIL
-        _discard_slab(state, cache, discard)
+        _discard_slab(state, cache, cpu, discard)
         freed += 1
         discard = following
     return freed

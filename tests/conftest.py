@@ -38,3 +38,8 @@ def assert_unchanged(a: numslab.SlabAllocator, snap: tuple[np.ndarray, np.ndarra
     assert np.array_equal(buf, snap[0]), "state arrays changed"
     assert np.array_equal(mem, snap[1]), "arena bytes changed"
     a.validate()
+
+
+def free_total(a: numslab.SlabAllocator) -> int:
+    """Free pages of the machine: in the buddy lists plus on the per-CPU page lists."""
+    return a.free_pages_count() + a.pcp_pages_count()

@@ -21,7 +21,7 @@ from numslab import (GFP_KERNEL, SLAB_ARRAY_ALLOC_FULL_COUNT,
 from numslab._layout import (C_FREELIST, C_PARTIAL, C_SLAB, NIL, PG_CPU_PARTIAL,
                              PG_FROZEN, PG_HEAD, PG_NODE_PARTIAL, PG_SLAB)
 
-from conftest import assert_unchanged, snapshot
+from conftest import assert_unchanged, free_total, snapshot
 
 OBJS = 16            # 256-byte HWCACHE_ALIGN objects per order-0 slab (2 CPUs)
 PARTIAL, NEW, LOCAL, FULL = (SLAB_ARRAY_ALLOC_PARTIAL, SLAB_ARRAY_ALLOC_NEW,
@@ -238,7 +238,7 @@ def fill_memory(sa, c, step=160):
     """Bulk-allocate until the page allocator is nearly dry; each object holds its address."""
     got = []
     out = np.empty(step, np.int64)
-    while sa.free_pages_count() > 5:
+    while free_total(sa) > 5:
         assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, step, out) == step
         got.extend(out.tolist())
     for a in got:
@@ -256,7 +256,7 @@ def test_alloc_bulk_is_all_or_nothing_when_memory_runs_out(caplog):
     sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("x", 256, flags=SLAB_HWCACHE_ALIGN)
     held = fill_memory(sa, c)
-    live, pages = c.live_objects, sa.free_pages_count()
+    live, pages = c.live_objects, free_total(sa)
     assert live == len(held) and 0 < pages <= 5
     st = c.stats
     big = np.full(200, SENTINEL, np.int64)
@@ -268,7 +268,7 @@ def test_alloc_bulk_is_all_or_nothing_when_memory_runs_out(caplog):
     assert intact(sa, c, held)
     d = delta(c, st)
     # every free page became a slab; the objects taken were handed back to those slabs
-    assert d["alloc_slab"] == pages and sa.free_pages_count() == 0
+    assert d["alloc_slab"] == pages and free_total(sa) == 0
     assert d["alloc_slowpath"] == pages + 1            # the last refill failed
     # nothing leaked: exactly the objects of those slabs can still be had, one more cannot
     spare = c.total_objects - live
@@ -517,13 +517,13 @@ def test_kfree_bulk_frees_objects_of_many_caches_and_large_kmallocs(sa):
     assert addrs.all()
     large = sum(large_pages(s) for s in sizes if s > 8192)
     assert large > 0
-    pages = sa.free_pages_count()
+    pages = free_total(sa)
     before = {c.name: c.stats for c in sa.kmalloc_caches}
     arr = addrs.copy()
     sa.kfree_bulk(len(arr), arr)
     assert sorted(arr.tolist()) == sorted(addrs.tolist())   # a permutation of the input
     assert {c.name: c.live_objects for c in sa.kmalloc_caches} == base
-    assert sa.free_pages_count() == pages + large           # large blocks went back whole
+    assert free_total(sa) == pages + large           # large blocks went back whole
     for c in sa.kmalloc_caches:                             # never through the sheaves
         d = delta(c, before[c.name])
         assert d.get("free_cpu_sheaf", 0) == 0
@@ -783,10 +783,10 @@ def test_array_errors(sa, cache):
 def test_array_new_when_memory_runs_out_returns_what_it_got():
     sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("x", 256, flags=SLAB_HWCACHE_ALIGN)
-    pages = sa.free_pages_count()
+    pages = free_total(sa)
     out = np.empty(pages * 16 + 64, np.int64)
     got = sa.kmem_cache_alloc_array(c, GFP_KERNEL | NOWARN, len(out), out, flags=NEW)
-    assert got == pages * c.objs_per_slab and sa.free_pages_count() == 0
+    assert got == pages * c.objs_per_slab and free_total(sa) == 0
     assert sa.kmem_cache_alloc_array(c, GFP_KERNEL | NOWARN, 10, out, flags=FULL) == 0
     sa.validate()
     sa.kmem_cache_free_array(c, got, out)

@@ -1,10 +1,15 @@
-"""The buddy page allocator: splitting, merging, nodes, exhaustion and misuse."""
+"""The page allocator: buddy splitting and merging, per-CPU page lists, nodes, exhaustion
+and misuse."""
 from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import threading
+from pathlib import Path
+
 import numslab
+from numslab import _layout as L
 from numslab.geometry import PAGE_SIZE
 
 from conftest import assert_unchanged, snapshot
@@ -27,6 +32,10 @@ def test_split_and_merge_restore_the_free_lists():
     assert sa.free_pages_count() == 2047 - 1 - 8
     sa.free_pages(b, 3)
     sa.free_pages(a, 0)
+    assert sa.pcp_pages_count() == 9        # orders 0..3 wait on the CPU's pcp lists
+    assert sa.free_pages_count() == 2047 - 9
+    sa.validate()
+    assert sa.drain_all_pages() == 9
     assert sa.buddyinfo() == before
     sa.validate()
 
@@ -40,8 +49,9 @@ def test_exhaustion_returns_null_and_nothing_is_lost():
     assert sa.alloc_pages(0) == 0
     for addr in blocks:
         sa.free_pages(addr, 0)
-    assert sa.free_pages_count() == 1023
-    assert sa.alloc_pages(9) != 0
+    assert sa.free_pages_count() + sa.pcp_pages_count() == 1023
+    assert 0 < sa.pcp_pages_count() < sa.state.pcp[0, 0, L.P_HIGH]
+    assert sa.alloc_pages(9) != 0            # found after draining the pcp lists
     sa.validate()
 
 
@@ -93,5 +103,113 @@ def test_random_alloc_free_keeps_blocks_disjoint(ops):
             sa.free_pages(addr, live.pop(addr))
         spans = sorted((a, a + (PAGE_SIZE << o)) for a, o in live.items())
         assert all(e <= s for (_, e), (s, _) in zip(spans, spans[1:]))
-        assert sa.free_pages_count() == 1023 - sum(1 << o for o in live.values())
+        assert sa.free_pages_count() + sa.pcp_pages_count() == \
+            1023 - sum(1 << o for o in live.values())
+    sa.validate()
+
+
+# ---- per-CPU page lists ------------------------------------------------------------------------
+def pcp_row(sa, cpu=0, node=0):
+    return sa.state.pcp[cpu, node]
+
+
+def test_pcp_geometry_follows_the_kernel_formulas():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="256M")     # 65536 pages, one zone
+    row = pcp_row(sa)
+    assert row[L.P_BATCH] == 15                              # (65536 >> 10) / 4 -> 24 -> 16 - 1
+    # min_free_kbytes = sqrt(262144 * 16) = 2048 KiB = 512 pages; low = 512 + 512 / 4 = 640
+    assert row[L.P_HIGH] == 640 // 2 and pcp_row(sa, 1)[L.P_HIGH] == 320
+    assert L.zone_batchsize(1 << 18) == 63 and L.zone_batchsize(3840) == 1
+
+
+def zoneinfo_batches():
+    text = Path("/proc/zoneinfo").read_text()
+    out = []
+    for zone in text.split("\nNode ")[0:]:
+        managed = [int(line.split()[1]) for line in zone.splitlines()
+                   if line.strip().startswith("managed")]
+        batches = {int(line.split()[1]) for line in zone.splitlines()
+                   if line.strip().startswith("batch:")}
+        if managed and managed[0] and len(batches) == 1:
+            out.append((managed[0], batches.pop()))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/zoneinfo").exists(), reason="no /proc/zoneinfo")
+def test_pcp_batch_matches_this_machines_kernel():
+    zones = zoneinfo_batches()
+    assert zones, "no zone with managed pages in /proc/zoneinfo"
+    for managed, batch in zones:
+        assert L.zone_batchsize(managed) == batch, (managed, batch)
+
+
+def test_a_freed_page_is_the_next_one_handed_out():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="64M")      # batch 3
+    a = sa.alloc_pages(0)
+    assert sa.pcp_pages_count() == 2                         # a batch of 3 came, 1 went
+    b = sa.alloc_pages(0)
+    sa.free_pages(a, 0)
+    assert sa.alloc_pages(0) == a                            # hot page first (list head)
+    sa.free_pages(b, 0)
+    sa.free_pages(a, 0)
+    sa.validate()
+
+
+def test_higher_orders_refill_smaller_batches_and_skip_the_pcp_above_order_3():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="64M")
+    a = sa.alloc_pages(1)                                    # max(3 >> 1, 2) = 2 blocks
+    assert sa.pcp_pages_count() == 2
+    free = sa.free_pages_count()
+    b = sa.alloc_pages(4)
+    sa.free_pages(b, 4)                                      # straight back to the buddy
+    assert sa.free_pages_count() == free and sa.pcp_pages_count() == 2
+    sa.free_pages(a, 1)
+    assert sa.pcp_pages_count() == 4
+    sa.validate()
+
+
+def test_a_full_pcp_list_gives_its_oldest_pages_back():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="64M")
+    high, batch = pcp_row(sa)[L.P_HIGH], pcp_row(sa)[L.P_BATCH]
+    pages = [sa.alloc_pages(0) for _ in range(high + 10)]
+    sa.drain_all_pages()
+    total = sa.free_pages_count()
+    counts = []
+    for p in pages:
+        sa.free_pages(p, 0)
+        counts.append(sa.pcp_pages_count())
+        assert sa.pcp_pages_count() < high
+        assert sa.free_pages_count() + sa.pcp_pages_count() == total + len(counts)
+    drop = next(i for i in range(1, len(counts)) if counts[i] < counts[i - 1])
+    assert counts[drop - 1] == high - 1 and counts[drop] == high - batch
+    assert pages[0] >> 12 != 0 and (pages[0] >> 12) not in pcp_frames(sa)   # oldest went
+    sa.validate()
+
+
+def pcp_frames(sa, cpu=0, node=0, order=0):
+    row = pcp_row(sa, cpu, node)
+    out, pfn = [], int(row[L.P_LISTS + 2 * order])
+    while pfn != L.NIL:
+        out.append(pfn)
+        pfn = int(sa.state.pg_next[pfn])
+    return out
+
+
+def test_exhaustion_drains_the_other_cpus_lists():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    mine = []
+    while (addr := sa.alloc_pages(0)):
+        mine.append(addr)
+    theirs = mine[:100]
+
+    def other_cpu():
+        assert sa._cpu() == 1
+        for p in theirs:
+            sa.free_pages(p, 0)
+    t = threading.Thread(target=other_cpu)
+    t.start()
+    t.join()
+    assert sa.state.pcp[1, 0, L.P_COUNT] > 0
+    again = [sa.alloc_pages(0) for _ in range(100)]          # CPU 0 finds them all
+    assert sorted(again) == sorted(theirs) and sa.alloc_pages(0) == 0
     sa.validate()

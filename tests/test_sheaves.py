@@ -12,7 +12,7 @@ from numslab import GFP_ATOMIC, GFP_KERNEL, SLAB_ARRAY_ALLOC_LOCAL, SLAB_HWCACHE
 from numslab._layout import (C_MAIN, C_SPARE, CA_USER_SHEAVES, N_BARN_FULL, N_NR_EMPTY,
                              N_NR_FULL, SH_NEXT, SH_OBJECTS, SH_SIZE)
 
-from conftest import assert_unchanged, snapshot
+from conftest import assert_unchanged, free_total, snapshot
 
 CAP = 4
 OBJS = 16
@@ -123,12 +123,12 @@ def test_sheaves_are_kmalloc_objects(sa, cap, kmalloc, nbytes):
 
 
 def test_large_sheaves_are_large_kmallocs(sa):
-    pages = sa.free_pages_count()
+    pages = free_total(sa)
     c = sa.kmem_cache_create("big", 64, sheaf_capacity=2000)  # 16032 bytes: order 2
     assert sa.ksize(main_of(sa, c)) == 16384
-    assert sa.free_pages_count() == pages - 2 * 4
+    assert free_total(sa) == pages - 2 * 4
     sa.kmem_cache_destroy(c)
-    assert sa.free_pages_count() == pages
+    assert free_total(sa) == pages
     sa.validate()
 
 
@@ -632,7 +632,7 @@ def test_prefill_and_refill_when_memory_runs_out():
     sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s)
     sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s)
     held = exhaust(sa, c)
-    assert held and sa.free_pages_count() == 0
+    assert held and free_total(sa) == 0
     km64 = km(sa, "kmalloc-64").live_objects
     snap_live = c.live_objects
     assert sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, CAP) == 0

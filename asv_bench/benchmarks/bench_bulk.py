@@ -124,6 +124,26 @@ class LargeBatches:
     track_alloc_ns_per_object.unit = "ns"
 
 
+class ArrayStream:
+    """NEW against PARTIAL on a stream of batches of 4 to 64 slabs' worth: the allocation
+    alone, per object, best of 5 streams (``bench.array_stream``), from Python (one facade
+call per batch) and inside @njit (``numslab.jit``, no call overhead). Each batch takes slabs
+    no earlier one touched: fresh ones for NEW, the partial slabs of a fragmented cache (one
+    object in use each) for PARTIAL, whose free lists it walks."""
+
+    params = ([4, 16, 64], ["partial", "new"], ["python", "jit"])
+    param_names = ["slabs", "mode", "caller"]
+    timeout = 300
+
+    def setup(self, slabs, mode, caller):
+        self.stream = bench.array_stream(mode, slabs, batches=max(8, 512 // slabs),
+                                         inside_jit=caller == "jit")
+
+    def track_ns_per_object(self, slabs, mode, caller):
+        return min(self.stream() for _ in range(5))
+    track_ns_per_object.unit = "ns"
+
+
 @nb.njit(cache=True)
 def _empty(a):
     """The reference: an empty jitted function taking one array."""
