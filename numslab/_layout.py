@@ -135,11 +135,20 @@ def min_free_kbytes(lowmem_pages: int) -> int:
     return min(max(math.isqrt(lowmem_pages * 4 * 16), 128), 262144)
 
 
+def zone_watermarks(managed_pages: int, lowmem_pages: int, min_kbytes: int | None = None,
+                    scale_factor: int = 10) -> tuple[int, int, int]:
+    """The zone's (min, low, high) watermarks in pages (``__setup_per_zone_wmarks``): its
+    share of ``min_free_kbytes`` (by default ``calculate_min_free_kbytes``), then steps of
+    the larger of a quarter of that and ``watermark_scale_factor`` / 10000 of the zone."""
+    kbytes = min_free_kbytes(lowmem_pages) if min_kbytes is None else min_kbytes
+    wmin = (kbytes >> 2) * managed_pages // lowmem_pages
+    step = max(wmin >> 2, managed_pages * scale_factor // 10000)
+    return wmin, wmin + step, wmin + 2 * step
+
+
 def low_wmark_pages(managed_pages: int, lowmem_pages: int) -> int:
-    """The zone's low watermark (``__setup_per_zone_wmarks``): its share of min_free_kbytes,
-    plus the larger of a quarter of that and watermark_scale_factor (10) / 10000 of it."""
-    wmin = (min_free_kbytes(lowmem_pages) >> 2) * managed_pages // lowmem_pages
-    return wmin + max(wmin >> 2, managed_pages * 10 // 10000)
+    """The zone's low watermark (see :func:`zone_watermarks`)."""
+    return zone_watermarks(managed_pages, lowmem_pages)[1]
 
 
 def zone_highsize(low_wmark: int, batch: int, cpus_on_node: int) -> int:

@@ -21,7 +21,8 @@ from ._layout import (CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
                       CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SHEAF_CAPACITY, CA_SIZE,
                       CA_RECIP, CA_USER_SHEAVES, F_G,
                       G_ERR0, G_ERR1, G_ERR2, G_NPENDING, NIL, PG_RESERVED, PG_SLAB,
-                      P_COUNT, ZERO_SIZE_PTR, SlabState, new_state, view)
+                      P_BATCH, P_COUNT, P_HIGH, ZERO_SIZE_PTR, SlabState, new_state, view,
+                      zone_watermarks)
 from .cache import KmemCache
 from .errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidSizeError,
                      SlabCorruptionError, SlabError, WrongCacheError)
@@ -505,6 +506,24 @@ class SlabAllocator(BatchAPI):
         pages held on the per-CPU page lists, see :meth:`pcp_pages_count`)."""
         counts = self.state.buddy[:, :, 1]
         return int((counts * (1 << np.arange(counts.shape[1]))).sum())
+
+    def zoneinfo(self) -> str:
+        """Each node's zone as ``/proc/zoneinfo`` shows it, in part: free pages, watermarks,
+        managed pages and every CPU's pcp ``count``, ``high`` and ``batch``."""
+        wmin, low, high = zone_watermarks(self.pages_per_node, self.nr_pages)
+        free = self.state.buddy[:, :, 1] * (1 << np.arange(self.state.buddy.shape[1]))
+        out = []
+        for node in range(self.nr_nodes):
+            out += [f"Node {node}, zone   Normal", f"  pages free     {int(free[node].sum())}",
+                    f"        min      {wmin}", f"        low      {low}",
+                    f"        high     {high}", f"        managed  {self.pages_per_node}",
+                    "  pagesets"]
+            for cpu in range(self.nr_cpus):
+                row = self.state.pcp[cpu, node]
+                out += [f"    cpu: {cpu}", f"              count:    {int(row[P_COUNT])}",
+                        f"              high:     {int(row[P_HIGH])}",
+                        f"              batch:    {int(row[P_BATCH])}"]
+        return "\n".join(out) + "\n"
 
     def pcp_pages_count(self) -> int:
         """Free pages held on the per-CPU page lists (orders 0 to 3), every CPU and node."""

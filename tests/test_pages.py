@@ -213,3 +213,46 @@ def test_exhaustion_drains_the_other_cpus_lists():
     again = [sa.alloc_pages(0) for _ in range(100)]          # CPU 0 finds them all
     assert sorted(again) == sorted(theirs) and sa.alloc_pages(0) == 0
     sa.validate()
+
+
+def zoneinfo_fields(text):
+    """{(node, zone): {"managed": .., "min": .., "low": .., "high": ..}} from zoneinfo text."""
+    out, key = {}, None
+    for line in text.splitlines():
+        if line.startswith("Node "):
+            parts = line.replace(",", "").split()
+            key = (int(parts[1]), parts[3])
+            out[key] = {}
+        elif key and line.startswith("        ") and len(line.split()) == 2 \
+                and line.split()[0] in ("min", "low", "high", "managed"):
+            out[key][line.split()[0]] = int(line.split()[1])
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/zoneinfo").exists() or
+                    not Path("/proc/sys/vm/min_free_kbytes").exists(), reason="no procfs")
+def test_watermarks_match_this_machines_kernel():
+    zones = zoneinfo_fields(Path("/proc/zoneinfo").read_text())
+    kbytes = int(Path("/proc/sys/vm/min_free_kbytes").read_text())
+    wsf = Path("/proc/sys/vm/watermark_scale_factor")
+    scale = int(wsf.read_text()) if wsf.exists() else 10
+    lowmem = sum(z.get("managed", 0) for z in zones.values())
+    checked = 0
+    for key, z in zones.items():
+        if z.get("managed") and {"min", "low", "high"} <= z.keys():
+            assert L.zone_watermarks(z["managed"], lowmem, kbytes, scale) == \
+                (z["min"], z["low"], z["high"]), key
+            checked += 1
+    assert checked
+
+
+def test_zoneinfo_shows_watermarks_and_every_cpus_pcp():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="64M")
+    a = sa.alloc_pages(0)
+    text = sa.zoneinfo()
+    z = zoneinfo_fields(text)[(0, "Normal")]
+    assert z == {"min": 256, "low": 320, "high": 384, "managed": 16384}
+    counts = [int(line.split()[1]) for line in text.splitlines() if "count:" in line]
+    assert counts == [2, 0] and sum(counts) == sa.pcp_pages_count()
+    assert text.count("batch:    3") == 2 and text.count("high:     160") == 2
+    sa.free_pages(a, 0)
