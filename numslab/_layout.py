@@ -6,6 +6,8 @@ every field with its shape, meaning and sentinel; this module is the single defi
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._jit import jit
@@ -112,7 +114,7 @@ def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int) 
     pcp = view(buf, F_PCP).reshape(ncpus, nnodes, P_NCOLS)
     pcp[:, :, P_LISTS:] = NIL                          # every pcp list starts empty
     batch = zone_batchsize(npages // nnodes)
-    low = low_wmark_pages(npages // nnodes, npages)
+    low = zone_watermarks(npages // nnodes, npages)[1]
     for node in range(nnodes):                         # zone_set_pageset_high_and_batch
         pcp[:, node, P_BATCH] = batch
         pcp[:, node, P_HIGH] = zone_highsize(low, batch, int((cpu_node == node).sum()))
@@ -131,7 +133,6 @@ def zone_batchsize(managed_pages: int) -> int:
 
 def min_free_kbytes(lowmem_pages: int) -> int:
     """``calculate_min_free_kbytes``: sqrt(lowmem KiB * 16), clamped to [128, 262144]."""
-    import math
     return min(max(math.isqrt(lowmem_pages * 4 * 16), 128), 262144)
 
 
@@ -144,11 +145,6 @@ def zone_watermarks(managed_pages: int, lowmem_pages: int, min_kbytes: int | Non
     wmin = (kbytes >> 2) * managed_pages // lowmem_pages
     step = max(wmin >> 2, managed_pages * scale_factor // 10000)
     return wmin, wmin + step, wmin + 2 * step
-
-
-def low_wmark_pages(managed_pages: int, lowmem_pages: int) -> int:
-    """The zone's low watermark (see :func:`zone_watermarks`)."""
-    return zone_watermarks(managed_pages, lowmem_pages)[1]
 
 
 def zone_highsize(low_wmark: int, batch: int, cpus_on_node: int) -> int:

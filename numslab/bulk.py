@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
-from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_OBJECT_SIZE, CA_RECIP, CA_MIN_ORDER,
+from ._layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_RECIP, CA_MIN_ORDER,
                       CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, F_CPU, F_CPU_NODE, F_NODE,
                       F_PG_FLAGS, F_PG_HEAD, F_PG_NEXT, F_PG_ORDER, F_SL_CACHE,
                       F_SL_FREELIST, F_SL_INUSE, F_SL_OBJECTS, F_LIVE, G_ERR2, G_NPAGES,
                       N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _o,
                       _g, _set_g, _stat)
-from .cpucache import _do_slab_free_chain, _hand_out_run, _slab_alloc_slow, _zero
-from .debug import (E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _live_set_slab,
-                    _live_test, _locate)
-from .flags import (__GFP_ZERO, ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
+from .cpucache import _do_slab_free_chain, _hand_out_run, _slab_alloc_slow
+from .debug import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _live_test, _locate
+from .flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                     ORDER_FALLBACK)
 from .pages import _alloc_pages, _free_pages
 from .slablists import (_ca, _cpu_row, _get_fp, _init_slab, _node_row, _remove_partial,
@@ -333,17 +332,12 @@ def _alloc_new_slabs(state, mem, cache, cpu, gfp, nr, p, start):
         _init_slab(state, cache, slab, objs)
         state[_o(state, F_SL_INUSE) + slab] = objs
         _stat(state, cache, cpu, ALLOC_SLAB, 1)
-        base = slab << 12
-        obj = base
+        obj = slab << 12
         for i in range(start + got, start + got + objs):
             p[np.uint64(i)] = obj
             obj += size
-        if gfp & __GFP_ZERO:
-            for i in range(start + got, start + got + objs):
-                _zero(mem, p[np.uint64(i)], _ca(state, cache, CA_OBJECT_SIZE))
-        _live_set_slab(state, base, size, objs)
+        _hand_out_run(state, mem, cache, cpu, gfp, p, start + got, objs)
         got += objs
-    state[_o(state, F_CPU) + _cpu_row(state, cache, cpu) + C_LIVE] += got
     _stat(state, cache, cpu, ALLOC_ARRAY_NEW, got)
     return got
 

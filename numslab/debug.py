@@ -84,25 +84,6 @@ def _live_set_run(state, p, start, n):
 
 
 @jit(inline="always")
-def _live_set_slab(state, base, size, n):
-    """Mark the ``n`` objects ``base + k * size`` of a fresh slab allocated, each bitmap word
-    written once (no addresses read back)."""
-    live = _o(state, F_LIVE)
-    cw = np.uint64(live + (base >> 9))
-    cval = state[cw]
-    a = base
-    for _ in range(n):
-        w = np.uint64(live + (a >> 9))
-        if w != cw:
-            state[cw] = cval
-            cw = w
-            cval = state[w]
-        cval |= np.int64(1) << ((a >> 3) & 63)
-        a += size
-    state[cw] = cval
-
-
-@jit(inline="always")
 def _live_clear(state, addr):
     """Mark the object at ``addr`` free."""
     state[np.uint64(_o(state, F_LIVE) + (addr >> 9))] &= ~(np.int64(1) << ((addr >> 3) & 63))
