@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import deque
 
 import timeit
+from pathlib import Path
 from typing import Callable
 
 import numba as nb
@@ -70,6 +71,8 @@ class NumpyStack:
         self.top += n
 
     def alloc(self) -> int:
+        if self.top == 0:
+            return -1
         self.top -= 1
         return int(self.stack[self.top])
 
@@ -212,7 +215,13 @@ def new_bench_cache(nr_cpus: int = 1, memory: str = "64M", sheaves: bool = False
 
 def make_round(impl: str, bulk: int, inside_jit: bool = False) -> Callable[[int], None]:
     """A function ``run(rounds)`` doing ``rounds`` times: allocate ``bulk`` objects with
-    ``impl`` and free them (``slab_bulk_test01``'s loop), warmed up once."""
+    ``impl`` and free them (``slab_bulk_test01``'s loop), warmed up once.
+
+    The array modes run with FULL_COUNT, so that every round has ``bulk`` objects: NEW only
+    acts on more than a slab's worth (16 objects here), so up to 16 ``slab-new`` is all
+    FULL_COUNT top-up, one object at a time."""
+    if impl not in PY_IMPLS + JIT_IMPLS:
+        raise ValueError(f"unknown implementation {impl!r}: one of {PY_IMPLS + JIT_IMPLS}")
     cap = 1 << 16
     if impl == "deque":
         pool = DequePool(cap)
@@ -307,8 +316,31 @@ def slab_stream_array(h, cid, n, outs, flags):
     return got
 
 
+_EVICT: list[np.ndarray] = []
+
+
+def llc_bytes() -> int:
+    """This machine's last-level cache in bytes (from sysfs; 32 MiB if it does not say)."""
+    best = 0
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        txt = f.read_text().strip().upper()
+        try:
+            best = max(best, int(txt.rstrip("KMG")) << {"K": 10, "M": 20, "G": 30}.get(txt[-1], 0))
+        except ValueError:
+            pass
+    return best or 32 << 20
+
+
+def evict_caches() -> None:
+    """Write a buffer of twice the last-level cache (at least 64 MiB, kept for the next
+    call), so that what came before is cold."""
+    if not _EVICT:
+        _EVICT.append(np.zeros(max(2 * llc_bytes(), 64 << 20) // 8, np.int64))
+    _EVICT[0][::8] += 1                        # one store per 64-byte line
+
+
 def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
-                 memory: str = "64M") -> Callable[[], float]:
+                 memory: str = "64M", cold: bool = False) -> Callable[[], float]:
     """A function timing one stream of ``batches`` array allocations of ``slabs`` slabs'
     worth each, through the facade (or inside @njit through ``numslab.jit``); it returns ns
     per object of the allocations alone.
@@ -317,12 +349,18 @@ def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
     carves fresh slabs, PARTIAL takes whole partial slabs of a fragmented cache (every slab
     of it has one object in use, so a batch of ``slabs`` slabs gets ``slabs * (per - 1)``
     objects and walks their free lists). Between streams everything is freed and the cache
-    is made fragmented again (untimed)."""
+    is made fragmented again (untimed).
+
+    ``cold`` sweeps the caches after that set-up, as a stream would find slabs freed long
+    before: the seed's case for NEW, whose fresh slabs need no free list, against PARTIAL,
+    whose free-list walk then misses the cache on every object. Without it the partial slabs
+    were written just before, and their free lists are warm."""
     sa, c = new_bench_cache(memory=memory)
     per = c.objs_per_slab
     flags = {"new": SLAB_ARRAY_ALLOC_NEW, "partial": SLAB_ARRAY_ALLOC_PARTIAL}[mode]
     n = slabs * per if mode == "new" else slabs * (per - 1)
-    rows = np.zeros((batches, n), np.int64)
+    ask = n + 1 if mode == "new" else n        # the RFC's NEW acts on more than a slab's
+    rows = np.zeros((batches, ask), np.int64)  # worth: asked n + 1, it gives the n whole
     outs = list(rows)                          # one array per batch for the facade
     keep = np.zeros(0, np.int64)
     h, cid = sa.handle, c.id
@@ -333,6 +371,8 @@ def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
             objs = c.alloc_bulk((batches * slabs + 1) * per)
             keep = objs[::per].copy()
             c.free_bulk(np.delete(objs, np.arange(0, len(objs), per)))
+        if cold:
+            evict_caches()
         rows[:] = 0                            # the arrays' pages are touched before timing
 
     def stream() -> float:
@@ -341,16 +381,16 @@ def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
         alloc(c, GFP_ATOMIC, 0, outs[0], flags)
         t0 = timeit.default_timer()
         if inside_jit:
-            got = slab_stream_array(h, cid, n, rows, flags)
+            got = slab_stream_array(h, cid, ask, rows, flags)
         else:
             got = 0
             for o in outs:
-                got += alloc(c, GFP_ATOMIC, n, o, flags)
+                got += alloc(c, GFP_ATOMIC, ask, o, flags)
         t = timeit.default_timer() - t0
         if got != n * batches:                 # pragma: no cover - a setup error
             raise RuntimeError(f"{mode}: got {got} of {n * batches}")
         for o in outs:
-            c.free_bulk(o)
+            c.free_bulk(o[:n])
         if len(keep):
             c.free_bulk(keep)
         sa.kmem_cache_shrink(c)

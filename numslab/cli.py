@@ -13,11 +13,13 @@ def format_table(table: dict[str, dict[int, float]], sizes: tuple[int, ...],
     """A text table: one row per bulk size, one column per implementation, then the
     kernel's published SLUB figure (Brouer 2015, i7-4790K) where there is one."""
     impls = list(table)
-    head = f"{'bulk':>5} " + " ".join(f"{i:>12}" for i in impls) + f" {'kernel(2015)':>13}"
+    widths = [max(12, len(i)) for i in impls]
+    head = f"{'bulk':>5} " + " ".join(f"{i:>{w}}" for i, w in zip(impls, widths)) \
+        + f" {'kernel(2015)':>13}"
     lines = [title, head, "-" * len(head)]
     for b in sizes:
         ref = bench.KERNEL_NS.get(b)
-        lines.append(f"{b:>5} " + " ".join(f"{table[i][b]:12.1f}" for i in impls)
+        lines.append(f"{b:>5} " + " ".join(f"{table[i][b]:{w}.1f}" for i, w in zip(impls, widths))
                      + (f" {ref:13.1f}" if ref else f" {'':>13}"))
     return "\n".join(lines)
 
@@ -25,10 +27,9 @@ def format_table(table: dict[str, dict[int, float]], sizes: tuple[int, ...],
 def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
          path: str) -> None:
     """Draw ns per object against bulk size for every implementation (needs matplotlib)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 4.8), squeeze=False)
+    from matplotlib.figure import Figure     # no pyplot: the process's backend is left alone
+    fig = Figure(figsize=(6.5 * len(tables), 4.8))
+    axes = fig.subplots(1, len(tables), squeeze=False)
     for ax, (title, table) in zip(axes[0], tables.items()):
         for impl, row in table.items():
             ax.plot(sizes, [row[b] for b in sizes], marker="o", ms=3, label=impl)
@@ -45,17 +46,25 @@ def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
     fig.savefig(path, dpi=110)
 
 
+def _positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``numslab`` console script."""
     ap = argparse.ArgumentParser(prog="numslab", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="slab_bulk_test01-shaped table against the peers")
-    b.add_argument("--sizes", type=int, nargs="+", default=list(bench.BULK_SIZES))
+    b.add_argument("--sizes", type=_positive, nargs="+", default=list(bench.BULK_SIZES))
     b.add_argument("--where", choices=("python", "jit", "both"), default="both",
                    help="call from Python, from inside @njit, or both")
-    b.add_argument("--objects", type=int, default=1 << 15,
+    b.add_argument("--objects", type=_positive, default=1 << 15,
                    help="alloc+free pairs per measurement")
-    b.add_argument("--repeat", type=int, default=5)
+    b.add_argument("--repeat", type=_positive, default=5)
     b.add_argument("--plot", metavar="FILE.png", help="also draw ns per object vs bulk size")
     args = ap.parse_args(argv)
     sizes = tuple(args.sizes)

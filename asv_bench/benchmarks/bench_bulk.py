@@ -73,6 +73,8 @@ class LargeBatches:
         self.flags = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PARTIAL,
                       "new": SLAB_ARRAY_ALLOC_NEW}.get(mode, 0)
         self.n = {"local": per, "partial": slabs * (per - 1)}.get(mode, slabs * per)
+        if mode == "new":               # NEW acts on more than a slab's worth (the RFC):
+            self.n += 1                 # asked one more, it takes the slabs whole
         self.out = np.zeros(self.n, np.int64)
         self.keep = []
         if mode == "partial":                  # slabs + 1 slabs with one object in use
@@ -129,17 +131,19 @@ class ArrayStream:
     alone, per object, best of 5 streams (``bench.array_stream``), from Python (one facade
 call per batch) and inside @njit (``numslab.jit``, no call overhead). Each batch takes slabs
     no earlier one touched: fresh ones for NEW, the partial slabs of a fragmented cache (one
-    object in use each) for PARTIAL, whose free lists it walks."""
+    object in use each) for PARTIAL, whose free lists it walks. ``cold`` sweeps the caches
+    after the set-up (slabs freed long before, the seed's case); ``warm`` leaves the partial
+    slabs' free lists in cache, as written just before."""
 
-    params = ([4, 16, 64], ["partial", "new"], ["python", "jit"])
-    param_names = ["slabs", "mode", "caller"]
+    params = ([4, 16, 64], ["partial", "new"], ["python", "jit"], ["warm", "cold"])
+    param_names = ["slabs", "mode", "caller", "caches"]
     timeout = 300
 
-    def setup(self, slabs, mode, caller):
+    def setup(self, slabs, mode, caller, caches):
         self.stream = bench.array_stream(mode, slabs, batches=max(8, 512 // slabs),
-                                         inside_jit=caller == "jit")
+                                         inside_jit=caller == "jit", cold=caches == "cold")
 
-    def track_ns_per_object(self, slabs, mode, caller):
+    def track_ns_per_object(self, slabs, mode, caller, caches):
         return min(self.stream() for _ in range(5))
     track_ns_per_object.unit = "ns"
 
