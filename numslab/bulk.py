@@ -65,16 +65,21 @@ def _build_detached_freelist(state, mem, cache, cpu, size, p):
     slab) into a chain through their free pointers, and swap them to ``p[same:size]``.
 
     Returns (same, slab, owner cache, head, tail, cnt); slab is NIL when the object was a
-    large kmalloc, which is freed here (``kfree_bulk`` only, ``cache`` NIL)."""
+    large kmalloc, which is freed here (``kfree_bulk`` only, ``cache`` NIL).
+
+    For a cache whose slabs are all order 0 an object's own frame is its slab, so the scan
+    skips ``compound_head``'s load (the same answer, one dependent load fewer per object).
+    Indices are unsigned: no wraparound code."""
     flags = _o(state, F_PG_FLAGS)
     size -= 1
-    obj = p[size]
+    obj = p[np.uint64(size)]
     slab = _head_frame(state, obj >> 12)
     if cache == NIL and not state[flags + slab] & PG_SLAB:
         _free_pages(state, cpu, slab, state[_o(state, F_PG_ORDER) + slab])
         return size, NIL, NIL, 0, 0, 0
     owner = state[_o(state, F_SL_CACHE) + slab] if cache == NIL else cache
     offset = _ca(state, owner, CA_OFFSET)
+    order0 = cache != NIL and _ca(state, cache, CA_ORDER) == 0
     _set_fp(mem, offset, obj, 0)
     head = obj
     tail = obj
@@ -83,14 +88,15 @@ def _build_detached_freelist(state, mem, cache, cpu, size, p):
     same = size
     while size:
         size -= 1
-        obj = p[size]
-        if _head_frame(state, obj >> 12) == slab:
+        obj = p[np.uint64(size)]
+        pfn = obj >> 12
+        if (pfn if order0 else _head_frame(state, pfn)) == slab:
             _set_fp(mem, offset, obj, head)
             head = obj
             cnt += 1
             same -= 1
             if size != same:
-                p[size], p[same] = p[same], p[size]
+                p[np.uint64(size)], p[np.uint64(same)] = p[np.uint64(same)], p[np.uint64(size)]
             continue
         lookahead -= 1
         if lookahead == 0:

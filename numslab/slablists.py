@@ -30,13 +30,13 @@ SHRINK_PROMOTE_MAX = 32
 @jit(inline="always")
 def _get_fp(mem, offset, obj):
     """The next-free pointer stored in free object ``obj`` (``get_freepointer``)."""
-    return mem[(obj + offset) >> 3]
+    return mem[np.uint64((obj + offset) >> 3)]     # unsigned: no wraparound code
 
 
 @jit(inline="always")
 def _set_fp(mem, offset, obj, nxt):
     """Store ``nxt`` as the next-free pointer of free object ``obj``."""
-    mem[(obj + offset) >> 3] = nxt
+    mem[np.uint64((obj + offset) >> 3)] = nxt
 
 
 @jit(inline="always")
