@@ -46,10 +46,10 @@ def _alloc_bulk_slab(state, mem, cache, cpu, gfp, nr, p, start):
                 _stat(state, cache, cpu, ALLOC_FASTPATH, fast)
                 _free_bulk_raw(state, mem, cache, cpu, i, p[start:start + i])
                 return 0
-            p[start + i] = obj
+            p[np.uint64(start + i)] = obj
             obj = state[fl]
             continue
-        p[start + i] = obj
+        p[np.uint64(start + i)] = obj          # unsigned: no wraparound code
         obj = _get_fp(mem, offset, obj)
         fast += 1
     state[fl] = obj
@@ -278,7 +278,7 @@ def _take_slab(state, mem, cache, cpu, gfp, slab, p, at):
     state[_o(state, F_SL_INUSE) + slab] = state[_o(state, F_SL_OBJECTS) + slab]
     n = 0
     while obj != 0:
-        p[at + n] = obj
+        p[np.uint64(at + n)] = obj
         n += 1
         obj = _get_fp(mem, offset, obj)
     _hand_out_run(state, mem, cache, cpu, gfp, p, at, n)
