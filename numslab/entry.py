@@ -211,17 +211,19 @@ def _kmem_cache_alloc_array(state, mem, cache, cpu, gfp, nr, p, flags):
 # ---- whole-cache operations -------------------------------------------------------------------------
 @jit
 def _cache_shrink(state, mem, cache, cpu):
-    """``__kmem_cache_shrink``: flush every CPU (sheaves, then CPU slab and partials), then
-    per node empty the barn, free empty slabs and re-order the partial list. Slabs freed."""
+    """``__kmem_cache_shrink`` run on ``cpu``: flush every CPU (sheaves, then CPU slab and
+    partials, each on its own CPU as ``flush_all`` does), then per node empty the barn, free
+    empty slabs (their pages to ``cpu``'s pcp lists) and re-order the partial list. Slabs
+    freed."""
     sheaves = _ca(state, cache, CA_SHEAF_CAPACITY) != 0
-    for cpu in range(_g(state, G_NCPUS)):
+    for other in range(_g(state, G_NCPUS)):
         if sheaves:
-            _pcs_flush_all(state, mem, cache, cpu)
-        _flush_cpu(state, mem, cache, cpu)
+            _pcs_flush_all(state, mem, cache, other)
+        _flush_cpu(state, mem, cache, other)
     freed = 0
     for node in range(_g(state, G_NNODES)):
         if sheaves:
-            _barn_shrink(state, mem, cache, node, 0)
+            _barn_shrink(state, mem, cache, node, cpu)
         freed += _shrink_node(state, cache, cpu, node)
     return freed
 
@@ -233,13 +235,13 @@ def _cache_release(state, mem, cache, cpu):
     _cache_shrink(state, mem, cache, cpu)
     if _ca(state, cache, CA_SHEAF_CAPACITY):
         cpt = _o(state, F_CPU)
-        for cpu in range(_g(state, G_NCPUS)):
-            c = _cpu_row(state, cache, cpu)
+        for other in range(_g(state, G_NCPUS)):
+            c = _cpu_row(state, cache, other)
             if state[cpt + c + C_MAIN]:
-                _free_empty_sheaf(state, mem, cache, 0, state[cpt + c + C_MAIN])
+                _free_empty_sheaf(state, mem, cache, cpu, state[cpt + c + C_MAIN])
                 state[cpt + c + C_MAIN] = 0
-    for cpu in range(_g(state, G_NCPUS)):         # barn flushes may have refilled CPU lists
-        _flush_cpu(state, mem, cache, cpu)
+    for other in range(_g(state, G_NCPUS)):       # barn flushes may have refilled CPU lists
+        _flush_cpu(state, mem, cache, other)
     for node in range(_g(state, G_NNODES)):
         _shrink_node(state, cache, cpu, node)
 

@@ -5,6 +5,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 import numslab
+from numslab._layout import P_COUNT
 
 from conftest import free_total
 
@@ -59,6 +60,32 @@ def test_shrink_frees_all_empty_slabs_regardless_of_min_partial():
     assert c.slabs == 0 and c.partial == 0 and c.cpu_slabs == 0
     assert free_total(sa) == sa.nr_pages - 1 - sum(
         k.slabs << k.order for k in sa.caches)
+    sa.validate()
+
+
+def test_shrink_gives_pages_to_the_calling_cpus_page_lists():
+    """``kmem_cache_shrink`` runs on the caller's CPU: the empty slabs it frees from the node
+    list go to that CPU's pcp lists; a CPU's own flush uses its own; a third CPU that took
+    no part gets nothing."""
+    sa = numslab.SlabAllocator(nr_cpus=3, memory="64M")  # pcp high far above what is freed
+    c = sa.kmem_cache_create("home", 512)
+    objs = [sa.kmem_cache_alloc(c, cpu=1) for _ in range(c.objs_per_slab * 12)]
+    for a in objs:
+        sa.kmem_cache_free(c, a, cpu=1)
+    assert c.partial >= 1                               # empty slabs kept on the node list
+
+    def pcp(cpu):
+        return int(sa.state.pcp[cpu, 0, P_COUNT])
+    before = [pcp(cpu) for cpu in range(3)]
+    slabs = c.slabs
+    sa.set_cpu(0)
+    freed = sa.kmem_cache_shrink(c)                     # counts the node lists' slabs
+    assert c.slabs == 0 and freed >= 1
+    gained = [pcp(cpu) - before[cpu] for cpu in range(3)]
+    assert sum(gained) == slabs << c.order              # every freed page on a pcp list
+    assert gained[0] == freed << c.order                # the node lists': the caller's
+    assert gained[1] == (slabs - freed) << c.order      # CPU 1's partial list: its own flush
+    assert gained[2] == 0                               # not the last CPU's
     sa.validate()
 
 
