@@ -481,8 +481,9 @@ class SlabAllocator(BatchAPI):
         if not isinstance(order, int) or not 0 <= order <= MAX_PAGE_ORDER:
             raise InvalidSizeError(f"alloc_pages: order {order!r} is not in 0..{MAX_PAGE_ORDER}")
         node = self._check_node(node)
-        pnode = node if node >= 0 else self.cpu_to_node(self._cpu())
-        addr = _alloc_block(self._buf, self._cpu(), pnode, order, bool(gfp & _THISNODE), 0)
+        cpu = self._cpu()
+        pnode = node if node >= 0 else self.cpu_to_node(cpu)
+        addr = _alloc_block(self._buf, cpu, pnode, order, bool(gfp & _THISNODE), 0)
         return self._after_alloc(None, addr, gfp | _NOWARN, node)
 
     def free_pages(self, addr: int, order: int) -> None:
@@ -501,20 +502,24 @@ class SlabAllocator(BatchAPI):
         return "".join(f"Node {n}, zone   Normal " + "".join(f"{int(c):7d}" for c in row) + "\n"
                        for n, row in enumerate(counts))
 
+    def _buddy_free_per_node(self) -> np.ndarray:
+        """Pages free in each node's buddy lists (int64, shape (nr_nodes,))."""
+        counts = self.state.buddy[:, :, 1]
+        return (counts * (1 << np.arange(counts.shape[1]))).sum(axis=1)
+
     def free_pages_count(self) -> int:
         """Pages free in the buddy lists (as the kernel's NR_FREE_PAGES: not counting the
         pages held on the per-CPU page lists, see :meth:`pcp_pages_count`)."""
-        counts = self.state.buddy[:, :, 1]
-        return int((counts * (1 << np.arange(counts.shape[1]))).sum())
+        return int(self._buddy_free_per_node().sum())
 
     def zoneinfo(self) -> str:
         """Each node's zone as ``/proc/zoneinfo`` shows it, in part: free pages, watermarks,
         managed pages and every CPU's pcp ``count``, ``high`` and ``batch``."""
         wmin, low, high = zone_watermarks(self.pages_per_node, self.nr_pages)
-        free = self.state.buddy[:, :, 1] * (1 << np.arange(self.state.buddy.shape[1]))
+        free = self._buddy_free_per_node()
         out = []
         for node in range(self.nr_nodes):
-            out += [f"Node {node}, zone   Normal", f"  pages free     {int(free[node].sum())}",
+            out += [f"Node {node}, zone   Normal", f"  pages free     {int(free[node])}",
                     f"        min      {wmin}", f"        low      {low}",
                     f"        high     {high}", f"        managed  {self.pages_per_node}",
                     "  pagesets"]

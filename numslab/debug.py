@@ -13,8 +13,8 @@ from ._layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_LIVE, C_MAIN, C_PA
                       G_NCPUS, G_NNODES, G_NPAGES, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
                       N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, PG_BUDDY,
                       PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_SLAB,
-                      F_PCP, P_COUNT, P_LISTS, P_NCOLS, PCP_MAX_ORDER, PG_PCP, _g, _o, _set_g)
-from .pages import _page_block
+                      P_COUNT, P_LISTS, PCP_MAX_ORDER, PG_PCP, _g, _o, _set_g)
+from .pages import _page_block, _pcp_row
 from .slablists import _ca, _cpu_row, _get_fp, _node_row, _slab_nid
 
 # ---- error codes returned by kernels (negative; 0 is success / NULL) -----------------------
@@ -339,7 +339,7 @@ def _validate_pages(state):
     nnodes = _g(state, G_NNODES)
     for cpu in range(ncpus):                    # the per-CPU page lists
         for node in range(nnodes):
-            row = _o(state, F_PCP) + (cpu * nnodes + node) * P_NCOLS
+            row = _pcp_row(state, cpu, node)
             pages = 0
             for order in range(PCP_MAX_ORDER + 1):
                 pfn = state[row + P_LISTS + 2 * order]

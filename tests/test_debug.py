@@ -49,6 +49,17 @@ def corrupt_buddy(sa, c, objs):
     sa.state.buddy[0, 0, L.B_COUNT] += 1
 
 
+def corrupt_pcp_count(sa, c, objs):
+    sa.state.pcp[0, 0, L.P_COUNT] += 1
+
+
+def corrupt_pcp_mark(sa, c, objs):
+    addr = sa.alloc_pages(0)
+    sa.free_pages(addr, 0)                                # now first on the CPU's list
+    assert sa.state.pcp[sa._cpu(), 0, L.P_LISTS] == addr >> 12
+    sa.state.pg_flags[addr >> 12] = L.PG_BUDDY            # looks like a buddy block
+
+
 def lose_a_slab(sa, c, objs):
     head = int(sa.state.node[c._id, 0, L.N_PARTIAL_HEAD])
     nxt = int(sa.state.pg_next[head])
@@ -64,6 +75,8 @@ def lose_a_slab(sa, c, objs):
     (corrupt_live_bit, "inuse + free objects != objects"),
     (corrupt_total, "node slab or object count is wrong"),
     (corrupt_buddy, "buddy free list is broken"),
+    (corrupt_pcp_count, "buddy free list is broken"),
+    (corrupt_pcp_mark, "buddy free list is broken"),
     (lose_a_slab, "partial list link or mark is broken|slab with free objects is on no list"),
 ])
 def test_validate_finds_corruption(world, damage, what):
