@@ -46,6 +46,16 @@ def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
     fig.savefig(path, dpi=110)
 
 
+def format_parts(parts: dict[str, float]) -> str:
+    """A text table of :func:`numslab.bench.slab_path_parts`: ns per object of each part
+    and its ratio to the jitted stack's whole alloc+free pair."""
+    stack = parts["jit-stack pair"]
+    lines = ["ns per object of the parts of a bulk round of 4096, inside @njit",
+             f"{'part':<15} {'ns/object':>10} {'x stack pair':>13}", "-" * 40]
+    lines += [f"{k:<15} {v:10.2f} {v / stack:13.2f}" for k, v in parts.items()]
+    return "\n".join(lines)
+
+
 def _positive(text: str) -> int:
     """An argparse type: an integer of at least 1."""
     n = int(text)
@@ -66,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="alloc+free pairs per measurement")
     b.add_argument("--repeat", type=_positive, default=5)
     b.add_argument("--plot", metavar="FILE.png", help="also draw ns per object vs bulk size")
+    b.add_argument("--parts", action="store_true",
+                   help="also time, part by part, what a bulk round of 4096 must do")
     args = ap.parse_args(argv)
     sizes = tuple(args.sizes)
     tables = {}
@@ -77,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                                                   args.objects, args.repeat)
     for title, table in tables.items():
         print(format_table(table, sizes, f"ns per alloc+free pair, {title}"))
+        print()
+    if args.parts:
+        print(format_parts(bench.slab_path_parts(repeat=args.repeat)))
         print()
     if args.plot:
         plot(tables, sizes, args.plot)

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import numslab
 from numslab import bench
 from numslab.flags import GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT
 
@@ -432,3 +433,49 @@ def test_evict_caches_writes_one_word_per_line_of_a_big_buffer():
     bench.evict_caches()
     assert len(bench._EVICT) == 1 and bench._EVICT[0] is buf   # made once, reused
     assert np.array_equal(buf[:16] - before, [1] + [0] * 7 + [1] + [0] * 7)
+
+
+# ---- the parts of a 4096 round ----------------------------------------------------------------
+def test_slab_path_parts_shape():
+    parts = bench.slab_path_parts(nr=64, rounds=2, repeat=1)
+    assert tuple(parts) == bench.PARTS
+    assert all(is_finite_positive(parts[k]) for k in bench.PARTS if k != "check")
+    assert math.isfinite(parts["check"])        # a difference of two timings
+    assert parts["parts"] == pytest.approx(parts["check"] + parts["mark"] + parts["detached"]
+                                           + parts["pages"])
+
+
+def test_parts_kernels_leave_the_allocator_as_they_found_it():
+    from numslab.flags import SLAB_ARRAY_ALLOC_NEW
+    sa, c = bench.new_bench_cache(memory="8M")
+    h = sa.handle
+    p = np.zeros(4 * c.objs_per_slab + 1, np.int64)
+    got = sa.kmem_cache_alloc_array(c, GFP_ATOMIC, len(p), p, SLAB_ARRAY_ALLOC_NEW)
+    assert got == 4 * c.objs_per_slab
+    objs = set(p[:got].tolist())
+    free_before = sa.free_pages_count() + sa.pcp_pages_count()
+    bench._part_mark(h.state, p, got, 3)
+    assert bench._part_check_mark(h.state, c.id, p, got, 3) == 0
+    bench._part_detached(h.state, h.mem, c.id, p, got, 3)
+    assert set(p[:got].tolist()) == objs                # permuted within itself
+    pages = np.zeros(4, np.int64)
+    bench._part_pages(h.state, c.order, pages, 3)
+    assert len(set(pages.tolist())) == 4 and (pages > 0).all()
+    assert sa.free_pages_count() + sa.pcp_pages_count() == free_before
+    assert c.live_objects == got
+    assert all(numslab.jit.is_live(h, c.id, int(a)) for a in p[:got])
+    sa.validate()
+    sa.kmem_cache_free_bulk(c, got, p)
+    assert c.live_objects == 0
+    sa.validate()
+
+
+def test_part_check_mark_counts_failures():
+    sa, c = bench.new_bench_cache(memory="8M")
+    p = c.alloc_bulk(3)
+    c.free(int(p[1]))                                   # now a double free in the batch
+    assert bench._part_check_mark(sa.handle.state, c.id, p, 3, 2) == 2
+    sa.validate()                                       # p[0] given back its live bit
+    c.free_bulk(p[[0, 2]])
+    assert c.live_objects == 0
+    sa.validate()

@@ -104,6 +104,31 @@ def test_main_bench_python(capsys):
     assert "plot written" not in out
 
 
+def test_main_bench_parts(capsys):
+    assert cli.main(["bench", "--sizes", "1", "--where", "jit", "--objects", "16",
+                     "--repeat", "1", "--parts"]) == 0
+    out = capsys.readouterr().out
+    assert list(parse_tables(out)) == ["inside @njit"]
+    rows = {}
+    for line in out.split("ns per object of the parts")[1].splitlines()[3:]:
+        if line.strip():
+            name, ns, ratio = line.rsplit(None, 2)
+            rows[name] = (float(ns), float(ratio))
+    assert list(rows) == list(bench.PARTS)
+    assert rows["jit-stack pair"][1] == 1.0
+    for name, (ns, ratio) in rows.items():
+        assert ratio == pytest.approx(ns / rows["jit-stack pair"][0], rel=0.02, abs=0.02)
+    assert rows["parts"][0] == pytest.approx(sum(rows[k][0] for k in bench.PARTS[1:-1]),
+                                             abs=0.03)
+
+
+def test_format_parts():
+    text = cli.format_parts({"jit-stack pair": 2.0, "check": 3.0, "parts": 7.0})
+    assert text.splitlines()[3:] == ["jit-stack pair        2.00          1.00",
+                                     "check                 3.00          1.50",
+                                     "parts                 7.00          3.50"]
+
+
 def test_main_bench_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"

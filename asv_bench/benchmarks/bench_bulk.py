@@ -46,7 +46,8 @@ class SlabBulkTest01Jit:
 class Bulk4096Python:
     """Batches of 4096 from Python: slabs go back to the page allocator and come again."""
 
-    params = (["jit-stack", "deque", "numpy-stack", "slab-bulk", "slab-sheaves", "slab-new"],)
+    params = (["jit-stack", "deque", "numpy-stack", "slab-bulk", "slab-sheaves", "slab-new",
+               "slab-jit-round"],)
     param_names = ["impl"]
 
     def setup(self, impl):
@@ -54,6 +55,25 @@ class Bulk4096Python:
 
     def time_pairs(self, impl):
         self.run(1)
+
+
+class SlabPathParts4096:
+    """Inside @njit, ns per object of the parts of a bulk round of 4096 that the rules
+    require (``bench.slab_path_parts``): the batch check of every freed address, the live
+    bit set at allocation, the kernel's detached freelists, and the round's 256 slabs from
+    the page allocator and back; ``parts`` is their sum, against the jitted stack's whole
+    alloc+free pair in the same run (``jit-stack pair``)."""
+
+    params = (list(bench.PARTS),)
+    param_names = ["part"]
+    timeout = 300
+
+    def setup_cache(self):
+        return bench.slab_path_parts()
+
+    def track_ns_per_object(self, parts, part):
+        return parts[part]
+    track_ns_per_object.unit = "ns"
 
 
 class LargeBatches:

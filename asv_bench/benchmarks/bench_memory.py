@@ -1,5 +1,10 @@
 """Suite 4: peak memory for one million live 64-byte objects, import plus first allocation
 with Numba's cache warm, and the cost per pair with few and with 10 million live objects."""
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
 import numpy as np
 
 import numslab
@@ -45,15 +50,46 @@ class PeakMemory:
             records[out[:n]] = 1
 
 
-def timeraw_import_and_first_alloc():
-    """A fresh interpreter: import numslab, make an allocator, kmalloc once (cache warm)."""
-    return """
+_FIRST_ALLOC = """
 import numslab
 sa = numslab.SlabAllocator(nr_cpus=2, memory="64M")
 c = sa.kmem_cache_create("t", 256)
 sa.kmem_cache_free(c, sa.kmem_cache_alloc(c))
 sa.kfree(sa.kmalloc(64))
 """
+#: Numba's own floor: import Numba and call one trivial function from its warm cache
+#: (``numba_floor_probe.py`` beside this file). Numba sets up its CPU target on the first
+#: cache load (LLVM, its registries, and SciPy's BLAS where SciPy is installed), which any
+#: Numba package pays; what numslab adds is the difference.
+_NUMBA_FLOOR = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import numpy, numba_floor_probe
+numba_floor_probe.first(numpy.zeros(1))
+"""
+
+
+def _warm(code: str) -> Callable[[], None]:
+    """A setup that runs ``code`` once in a fresh interpreter, so that Numba's cache is
+    warm before the timed interpreters start (``--quick`` times a single one)."""
+    def setup() -> None:
+        subprocess.run([sys.executable, "-c", code], check=True)
+    return setup
+
+
+def timeraw_import_and_first_alloc():
+    """A fresh interpreter: import numslab, make an allocator, kmalloc once (cache warm)."""
+    return _FIRST_ALLOC
+
+
+def timeraw_numba_floor():
+    """The peer of ``timeraw_import_and_first_alloc``: a fresh interpreter that imports
+    Numba and calls one trivial cached function, as every Numba package must."""
+    return _NUMBA_FLOOR
+
+
+timeraw_import_and_first_alloc.setup = _warm(_FIRST_ALLOC)
+timeraw_numba_floor.setup = _warm(_NUMBA_FLOOR)
 
 
 class Scale:
