@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from . import bench
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def format_table(table: dict[str, dict[int, float]], sizes: tuple[int, ...],
@@ -24,15 +28,25 @@ def format_table(table: dict[str, dict[int, float]], sizes: tuple[int, ...],
     return "\n".join(lines)
 
 
+#: Columns that are floors rather than numslab paths (drawn dotted).
+FLOORS = ("slab-jit-round",)
+
+
 def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
-         path: str) -> None:
-    """Draw ns per object against bulk size for every implementation (needs matplotlib)."""
+         path: str) -> "Figure":
+    """Draw ns per object against bulk size for every implementation, one colour per
+    implementation in every panel, floors dotted (needs matplotlib); returns the figure."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure     # no pyplot: the process's backend is left alone
     fig = Figure(figsize=(6.5 * len(tables), 4.8))
     axes = fig.subplots(1, len(tables), squeeze=False)
+    names = list(dict.fromkeys(i for table in tables.values() for i in table))
+    tab20 = colormaps["tab20"]                # one colour per implementation in every panel
+    colour = {n: tab20((2 * k) % 20 + (2 * k) // 20) for k, n in enumerate(names)}
     for ax, (title, table) in zip(axes[0], tables.items()):
         for impl, row in table.items():
-            ax.plot(sizes, [row[b] for b in sizes], marker="o", ms=3, label=impl)
+            ax.plot(sizes, [row[b] for b in sizes], marker="o", ms=3, label=impl,
+                    color=colour[impl], ls=":" if impl in FLOORS else "-")
         ks = [b for b in sizes if b in bench.KERNEL_NS]
         ax.plot(ks, [bench.KERNEL_NS[b] for b in ks], "k--", label="kernel SLUB (2015)")
         ax.set_xscale("log", base=2)
@@ -44,6 +58,7 @@ def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    return fig
 
 
 def format_parts(parts: dict[str, float]) -> str:
