@@ -480,12 +480,11 @@ def slab_path_parts(nr: int = 4096, rounds: int = 50, repeat: int = 7) -> dict[s
     pages = np.zeros(got // c.objs_per_slab, np.int64)
     st, out = JitStack(1 << 16), np.zeros(nr, np.int64)
 
-    def best(run: Callable[[int], object]) -> float:
-        run(2)
-        return min(timeit.repeat(lambda: run(rounds), number=1, repeat=repeat)) \
-            / (rounds * got) * 1e9
+    def best(run: Callable[[int], object], per_round: int = got) -> float:
+        run(2)                                  # compiled and warm before timing
+        return time_per_object(run, per_round, rounds * per_round, repeat)
 
-    stack = best(lambda r: jit_stack_loop_bulk(st.stack, st.top, nr, r, out)) * got / nr
+    stack = best(lambda r: jit_stack_loop_bulk(st.stack, st.top, nr, r, out), nr)
     mark = best(lambda r: _part_mark(h.state, p, got, r))
     check = best(lambda r: _part_check_mark(h.state, c.id, p, got, r)) - mark
     detached = best(lambda r: _part_detached(h.state, h.mem, c.id, p, got, r))
