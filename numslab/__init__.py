@@ -8,14 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._jit import drop_stale_cache
-
-drop_stale_cache()        # before any kernel is loaded from Numba's cache
-
-from . import flags, jit  # noqa: E402
-from ._layout import NIL, NULL, ZERO_SIZE_PTR
-from .allocator import SlabAllocator, parse_size
-from .cache import KmemCache
+from . import engine, flags, jit  # noqa: F401  (engine first: it fixes the unit table)
+from .engine.layout import NIL, NULL, ZERO_SIZE_PTR
+from .facade.allocator import SlabAllocator, parse_size
+from .facade.cache import KmemCache
 from .errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidSizeError,
                      SlabCorruptionError, SlabError, WrongCacheError)
 from .flags import *  # noqa: F401,F403  (GFP_*, SLAB_*, stat names)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import numslab
-from numslab._layout import G_ERR0, G_ERR2
+from numslab.engine.layout import F_G, F_SCRATCH, G_ERR0, G_ERR2, H_MEM, view
 
 
 @pytest.fixture
@@ -25,10 +25,12 @@ def sa2():
 
 
 def snapshot(a: numslab.SlabAllocator) -> tuple[np.ndarray, np.ndarray]:
-    """Copy of every state word (less the error scratch registers) and of the arena."""
+    """Copy of every state word (less the arena's address, the error registers and the
+    kernels' scratch words) and of the arena."""
     buf = a.state.buf.copy()
-    start = int(a.state.buf[0])          # field G starts where the header says
-    buf[start + G_ERR0:start + G_ERR2 + 1] = 0
+    buf[H_MEM] = 0
+    view(buf, F_G)[G_ERR0:G_ERR2 + 1] = 0
+    view(buf, F_SCRATCH)[:] = 0
     return buf, a.memory.copy()
 
 

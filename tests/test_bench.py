@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import numslab
-from numslab import bench
+from numslab.tools import bench
 from numslab.flags import GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT
 
 SENTINEL = -7

@@ -18,7 +18,7 @@ import numslab
 from numslab import (GFP_KERNEL, SLAB_ARRAY_ALLOC_FULL_COUNT,
                      SLAB_ARRAY_ALLOC_LOCAL, SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL,
                      SLAB_HWCACHE_ALIGN, __GFP_NOWARN, __GFP_ZERO)
-from numslab._layout import (C_FREELIST, C_PARTIAL, C_SLAB, NIL, PG_CPU_PARTIAL,
+from numslab.engine.layout import (C_FREELIST, C_PARTIAL, C_SLAB, NIL, PG_CPU_PARTIAL,
                              PG_FROZEN, PG_HEAD, PG_NODE_PARTIAL, PG_SLAB)
 
 from conftest import assert_unchanged, free_total, snapshot

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from numslab import bench, cli
+from numslab.tools import bench, cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -177,7 +177,7 @@ def test_main_rejects_bad_arguments(argv, capsys):
 
 def test_console_script():
     exe = shutil.which("numslab")
-    cmd = [exe] if exe else [sys.executable, "-m", "numslab.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "numslab.tools.cli"]
     p = subprocess.run(cmd + ["bench", "--sizes", "2", "--where", "jit", "--objects", "32",
                               "--repeat", "1"], check=False, capture_output=True, text=True,
                        timeout=300)

@@ -6,7 +6,7 @@ import re
 import pytest
 
 import numslab
-from numslab import _layout as L
+from numslab.engine import layout as L
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import numslab
-from numslab import _layout as L
+from numslab.engine import layout as L
 from numslab.geometry import PAGE_SIZE
 
 from conftest import assert_unchanged, snapshot

@@ -9,7 +9,7 @@ import pytest
 
 import numslab
 from numslab import GFP_ATOMIC, GFP_KERNEL, SLAB_ARRAY_ALLOC_LOCAL, SLAB_HWCACHE_ALIGN
-from numslab._layout import (C_MAIN, C_SPARE, CA_USER_SHEAVES, N_BARN_FULL, N_NR_EMPTY,
+from numslab.engine.layout import (C_MAIN, C_SPARE, CA_USER_SHEAVES, N_BARN_FULL, N_NR_EMPTY,
                              N_NR_FULL, SH_NEXT, SH_OBJECTS, SH_SIZE)
 
 from conftest import assert_unchanged, free_total, snapshot

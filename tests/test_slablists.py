@@ -5,7 +5,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 import numslab
-from numslab._layout import P_COUNT
+from numslab.engine.layout import P_COUNT
 
 from conftest import free_total
 

@@ -9,7 +9,7 @@ import struct
 from typing import NamedTuple
 
 import numpy as np
-from .._jit import jit_rt as jit   # this code creates arrays: Numba runtime on
+from ..engine.native import jit_rt as jit   # this code creates arrays: Numba runtime on
 
 __all__ = ["CaptureError", "Packets", "read_capture", "write_pcap"]
 

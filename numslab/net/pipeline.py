@@ -23,14 +23,14 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 import numslab.jit as nsj
-from .._jit import jit_rt as jit   # this code creates arrays: Numba runtime on
-from .._layout import PG_LARGE
-from ..allocator import SlabAllocator
+from ..engine.native import jit_rt as jit   # this code creates arrays: Numba runtime on
+from ..engine.layout import PG_LARGE
+from ..engine.kmalloc import kmalloc_cache_name
+from ..facade.allocator import SlabAllocator
 from ..errors import CacheLeakError
 from ..flags import (SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, kmalloc_cache_size
-from ..kmalloc import kmalloc_cache_name
 from .capture import Packets
 
 __all__ = ["FLOW_DTYPE", "MODES", "SKB_DTYPE", "LeakError", "PipelineResult", "run_pipeline"]
@@ -410,7 +410,7 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
     the buffers, records and dropped flows. Returns the flow table (grown if needed); on
     running out of memory stops with an error code in ``st[S_ERR]``.
     """
-    m8 = h.mem.view(np.uint8)
+    m8 = nsj.arena(h)
     skbs, bufs, grp, perm = ws[_W_SKB], ws[_W_BUF], ws[_W_GRP], ws[_W_PERM]
     kcls, stash, dead = ws[_W_CLS], ws[_W_STASH], ws[_W_DEAD]
     cnt = np.zeros(_C_NONE + 1, np.int64)

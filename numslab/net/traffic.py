@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from .._jit import jit_rt as jit   # this code creates arrays: Numba runtime on
+from ..engine.native import jit_rt as jit   # this code creates arrays: Numba runtime on
 
 from .capture import Packets
 

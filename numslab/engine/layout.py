@@ -1,8 +1,9 @@
 """The allocator's whole state: one int64 buffer carved into named struct-of-arrays fields.
 
-Kernels take the buffer (plus the arena) and find each field through a small header, so a
-call from Python unboxes two arrays however many fields there are. ARCHITECTURE.md lists
-every field with its shape, meaning and sentinel; this module is the single definition.
+Kernels take a ``State`` pointer to the buffer and reach each field as ``st.<name>`` through a
+small header (which also holds the arena's address), so every call passes one pointer however
+many fields there are. ARCHITECTURE.md lists every field with its shape, meaning and sentinel;
+this module is the single definition.
 """
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import math
 
 import numpy as np
 
-from ._jit import jit
-from .flags import NR_STATS
-from .geometry import MAX_PAGE_ORDER
+from ..flags import NR_STATS
+from ..geometry import MAX_PAGE_ORDER
+from . import native
 
 NIL = -1            #: "no page / no slab / no cache" in every index field
 NULL = 0            #: the null object address; page frame 0 is reserved so it is never handed out
@@ -67,7 +68,14 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 # ---- the fields, in buffer order ----------------------------------------------------------
 (F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
  F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
- F_PENDING, F_LIVE, F_KMALLOC, F_PCP, NFIELDS) = range(22)
+ F_PENDING, F_LIVE, F_KMALLOC, F_PCP, F_SCRATCH, NFIELDS) = range(23)
+
+# ---- the header: words before the fields ----------------------------------------------------
+#: ``H_MAGIC`` identifies a state buffer; ``H_MEM``/``H_MEMSIZE`` are the arena's address and
+#: size in bytes; ``H_WORDS`` the buffer's length; then (offset, length) of every field.
+H_MAGIC, H_MEM, H_MEMSIZE, H_WORDS, H_FIELDS = range(5)
+MAGIC = 0x534C554230373030       #: "SLUB0700"
+HEADER = H_FIELDS + 2 * NFIELDS
 
 #: name, fill value (the sentinel of a fresh buffer) for each field, in F_* order.
 FIELDS = (
@@ -75,7 +83,7 @@ FIELDS = (
     ("pg_prev", NIL), ("sl_cache", NIL), ("sl_freelist", NULL), ("sl_inuse", 0),
     ("sl_objects", 0), ("sl_slabs", 0), ("ca", 0), ("cpu", 0), ("node", 0), ("stats", 0),
     ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0), ("kmalloc", NIL),
-    ("pcp", 0),
+    ("pcp", 0), ("scratch", 0),
 )
 
 
@@ -84,27 +92,41 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
     return [G_NSCALARS] + [npages] * 10 + [
         max_caches * CA_NCOLS, max_caches * ncpus * C_NCOLS, max_caches * nnodes * N_NCOLS,
         max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
-        npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS]
+        npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS, max(npages, 64)]
+
+
+# Kernels read the fields as ``st.<name>``, the fixed scalars as ``st.npages`` and so on, and
+# the arena as ``st.mem`` (see ``native.State``).
+native.FIELD_ATTRS.update({name: H_FIELDS + 2 * f for f, (name, _) in enumerate(FIELDS)})
+native.SCALAR_ATTRS.update({name: (H_FIELDS + 2 * F_G, item) for name, item in (
+    ("npages", G_NPAGES), ("nnodes", G_NNODES), ("ncpus", G_NCPUS),
+    ("pages_per_node", G_PAGES_PER_NODE), ("max_caches", G_MAX_CACHES))})
+native.ADDRESS_ATTRS["mem"] = H_MEM
+native.HEADER_ATTRS["mem_size"] = H_MEMSIZE
 
 
 def view(buf: np.ndarray, field: int) -> np.ndarray:
     """The 1-D view of one field of a state buffer (Python side)."""
-    return buf[buf[2 * field]:buf[2 * field] + buf[2 * field + 1]]
+    off, n = buf[H_FIELDS + 2 * field], buf[H_FIELDS + 2 * field + 1]
+    return buf[off:off + n]
 
 
-def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int) -> np.ndarray:
-    """Allocate and initialise the state buffer (int64, 1-D) for a fresh machine."""
+def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int,
+              mem_address: int, mem_size: int) -> np.ndarray:
+    """Allocate and initialise the state buffer (int64, 1-D) for a fresh machine whose arena
+    of ``mem_size`` bytes is at ``mem_address``."""
     lengths = field_lengths(npages, nnodes, ncpus, max_caches)
-    header = 2 * NFIELDS
-    buf = np.zeros(header + sum(lengths), dtype=np.int64)
-    off = header
+    buf = np.zeros(HEADER + sum(lengths), dtype=np.int64)
+    buf[H_MAGIC], buf[H_MEM], buf[H_MEMSIZE], buf[H_WORDS] = (MAGIC, mem_address, mem_size,
+                                                             len(buf))
+    off = HEADER
     for f, n in enumerate(lengths):
-        buf[2 * f], buf[2 * f + 1] = off, n
+        buf[H_FIELDS + 2 * f], buf[H_FIELDS + 2 * f + 1] = off, n
         fill = FIELDS[f][1]
         if fill:
             buf[off:off + n] = fill
         off += n
-    g = buf[buf[2 * F_G]:buf[2 * F_G] + G_NSCALARS]
+    g = view(buf, F_G)
     g[G_NPAGES], g[G_NNODES], g[G_NCPUS] = npages, nnodes, ncpus
     g[G_PAGES_PER_NODE], g[G_MAX_CACHES] = npages // nnodes, max_caches
     g[G_RNG] = (seed * 0x9E3779B97F4A7C15 + 0x2545F4914F6CDD1D) & 0x7FFFFFFFFFFFFFFF or 1
@@ -174,57 +196,47 @@ class SlabState:
         self.pcp = self.pcp.reshape(ncpus, nnodes, P_NCOLS)
 
 
-# ---- kernel-side access -------------------------------------------------------------------
-@jit(inline="always")
-def _f(state, field):
-    """The 1-D view of ``field`` inside a kernel."""
-    o = state[2 * field]
-    return state[o:o + state[2 * field + 1]]
-
-
-@jit(inline="always")
-def _o(state, field):
-    """Index of the first word of ``field`` in the state buffer: kernels read and write
-    ``state[_o(state, F_X) + i]`` rather than slicing a view (a view costs an atomic
-    reference-count increment and decrement whenever it crosses a call)."""
-    return state[2 * field]
-
-
-@jit(inline="always")
-def _g(state, item):
-    """Read scalar ``item`` of field G."""
-    return state[state[2 * F_G] + item]
-
-
-@jit(inline="always")
-def _set_g(state, item, value):
-    """Write scalar ``item`` of field G."""
-    state[state[2 * F_G] + item] = value
-
-
-@jit(inline="always")
-def _rand(state):
+# ---- kernel-side helpers ------------------------------------------------------------------
+@native.jit
+def _rand(st):
     """Next value of the allocator's xorshift64* generator (deterministic per seed)."""
-    i = state[2 * F_G] + G_RNG
-    x = state[i]
+    g = st.g
+    x = g[G_RNG]
     x ^= x >> 12
     x ^= (x << 25) & 0x7FFFFFFFFFFFFFFF
     x ^= x >> 27
     x &= 0x7FFFFFFFFFFFFFFF
     if x == 0:
         x = 1
-    state[i] = x
+    g[G_RNG] = x
     return (x * 2685821657736338717) & 0x7FFFFFFFFFFFFFFF
 
 
-@jit(inline="always")
-def _stat_at(state, c, item, n):
-    """Add ``n`` to statistic ``item`` of the (cache, cpu) whose CPU-table row starts at
-    ``c`` (saves recomputing the row on fast paths)."""
-    state[_o(state, F_STATS) + (c // C_NCOLS) * NR_STATS + item] += n
-
-
-@jit(inline="always")
-def _stat(state, cache, cpu, item, n):
+@native.jit
+def _stat(st, cache, cpu, item, n):
     """Add ``n`` to SLUB statistic ``item`` of ``cache`` on ``cpu``."""
-    state[_o(state, F_STATS) + (cache * _g(state, G_NCPUS) + cpu) * NR_STATS + item] += n
+    st.stats[(cache * st.ncpus + cpu) * NR_STATS + item] += n
+
+
+@native.jit
+def _ca(st, cache, col):
+    """Column ``col`` of cache ``cache`` (``struct kmem_cache``)."""
+    return st.ca[cache * CA_NCOLS + col]
+
+
+@native.jit
+def _cpu_row(st, cache, cpu):
+    """Index of the first column of ``kmem_cache_cpu`` (cache, cpu) in field ``cpu``."""
+    return (cache * st.ncpus + cpu) * C_NCOLS
+
+
+@native.jit
+def _node_row(st, cache, node):
+    """Index of the first column of ``kmem_cache_node`` (cache, node) in field ``node``."""
+    return (cache * st.nnodes + node) * N_NCOLS
+
+
+@native.jit
+def _slab_nid(st, slab):
+    """NUMA node of the slab whose head frame is ``slab``."""
+    return slab // st.pages_per_node

@@ -2,26 +2,24 @@
 SLUB caches, and large requests served straight from the page allocator, as in the kernel."""
 from __future__ import annotations
 
-from ._jit import jit
-from ._layout import F_CPU_NODE, PG_LARGE, _o
-from .cpucache import _slab_alloc, _zero
-from .flags import __GFP_THISNODE, __GFP_ZERO
-from .geometry import KMALLOC_SIZES, PAGE_SIZE, kmalloc_cache_size
-from .pages import _alloc_block
-
-NIL = -1
+from ..flags import __GFP_THISNODE, __GFP_ZERO
+from ..geometry import KMALLOC_SIZES, PAGE_SIZE, kmalloc_cache_size
+from .cpucache import _slab_alloc
+from .layout import NIL, PG_LARGE
+from .native import unit, zero_bytes
+from .pages import alloc_block
 
 
-@jit
-def _kmalloc(state, mem, cache, cpu, node, gfp, size, order):
+@unit
+def kmalloc(st, cache, cpu, node, gfp, size, order):
     """One kmalloc: from ``cache`` when it is a kmalloc cache, else (``cache`` NIL) a large
     block of ``order`` pages. Returns the address or 0."""
     if cache != NIL:
-        return _slab_alloc(state, mem, cache, cpu, node, gfp)
-    page_node = node if node >= 0 else state[_o(state, F_CPU_NODE) + cpu]
-    addr = _alloc_block(state, cpu, page_node, order, (gfp & __GFP_THISNODE) != 0, PG_LARGE)
+        return _slab_alloc(st, cache, cpu, node, gfp)
+    page_node = node if node >= 0 else st.cpu_node[cpu]
+    addr = alloc_block(st, cpu, page_node, order, (gfp & __GFP_THISNODE) != 0, PG_LARGE)
     if addr and gfp & __GFP_ZERO:
-        _zero(mem, addr, size)
+        zero_bytes(st.mem, addr, size)
     return addr
 
 
@@ -37,4 +35,3 @@ def kmalloc_index_table() -> list[int]:
 def kmalloc_cache_name(size: int) -> str:
     """``kmalloc-64``, ``kmalloc-1k``, ``kmalloc-8k``: the kernel's names."""
     return f"kmalloc-{size // 1024}k" if size >= 1024 else f"kmalloc-{size}"
-

@@ -7,39 +7,40 @@ import mmap
 import os
 import re
 import threading
-from functools import lru_cache
+import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
 import numba as nb
 import numpy as np
 
-from . import debug
-from ._jit import fastcall, jit
-from ._layout import (CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
-                      CA_DEFRAG_RATIO, CA_FLAGS, CA_HAS_CPU_PARTIAL, CA_INUSE,
-                      CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS, CA_OBJECT_SIZE,
-                      CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SHEAF_CAPACITY, CA_SIZE,
-                      CA_RECIP, CA_USER_SHEAVES, F_G,
-                      G_ERR0, G_ERR1, G_ERR2, G_NPENDING, NIL, PG_RESERVED, PG_SLAB,
-                      P_BATCH, P_COUNT, P_HIGH, ZERO_SIZE_PTR, SlabState, new_state, view,
-                      zone_watermarks)
-from .cache import KmemCache
-from .errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidSizeError,
-                     SlabCorruptionError, SlabError, WrongCacheError)
-from .flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAGS,
-                    __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
-from .geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
-                       MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry, get_order)
-from .kmalloc import _kmalloc, kmalloc_cache_name, kmalloc_index_table
-from .entry import (_cache_release, _cache_shrink, _kfree, _kmem_cache_alloc,
-                    _kmem_cache_alloc_any, _kmem_cache_free)
-from .sheaves import _init_percpu_sheaves
+from ..drivers import handles
+from ..drivers.calls import bound
+from ..engine import checks, ops
+from ..engine.kmalloc import kmalloc as _kmalloc_unit
+from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
+from ..engine.layout import (CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
+                             CA_DEFRAG_RATIO, CA_FLAGS, CA_HAS_CPU_PARTIAL, CA_INUSE,
+                             CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
+                             CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP,
+                             CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
+                             G_ERR2, G_NPENDING, NIL, P_BATCH, P_COUNT, P_HIGH, PG_RESERVED,
+                             PG_SLAB, ZERO_SIZE_PTR, SlabState, new_state, view,
+                             zone_watermarks)
+from ..engine.native import jit
+from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
+from ..engine.sheaves import init_percpu_sheaves
+from ..errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidSizeError,
+                      SlabCorruptionError, SlabError, WrongCacheError)
+from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAGS,
+                     __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
+from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
+                        MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry, get_order)
 from .batchapi import BatchAPI
-from .pages import _alloc_block, _drain_all_pages, _free_block_checked, _init_buddy
-from .stats import SLABINFO_HEADER, slabinfo_line
+from .cache import KmemCache
+from ..engine.stats import SLABINFO_HEADER, slabinfo_line
 
 if TYPE_CHECKING:
-    from .jit import SlabHandle
+    from ..drivers.handles import SlabHandle
 
 log = logging.getLogger("numslab")
 # Module-level aliases: a ``__GFP_*`` name inside a class body would be name-mangled.
@@ -56,26 +57,6 @@ def parse_size(memory: int | str) -> int:
     if not m:
         raise InvalidSizeError(f"cannot read a memory size from {memory!r}")
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
-
-
-#: The hot kernels the facade calls through native entry points: name -> (kernel, the
-#: argument kinds, "a" an int64 array and "i" an int).
-_ENTRY_SPECS = {
-    "alloc": (_kmem_cache_alloc_any, "aaiii"),
-    "alloc_node": (_kmem_cache_alloc, "aaiiii"),
-    "free": (_kmem_cache_free, "aaiii"),
-    "kmalloc": (_kmalloc, "aaiiiiii"),
-    "kfree": (_kfree, "aaii"),
-}
-
-
-@lru_cache(maxsize=None)
-def entry_point(name: str) -> Callable:
-    """The native entry point of kernel ``name`` (compiled, or loaded from cache, once)."""
-    from .batchapi import BATCH_SPECS
-    kernel, kinds = {**_ENTRY_SPECS, **BATCH_SPECS}[name]
-    a = np.zeros(1, np.int64)
-    return fastcall(kernel, *[a if k == "a" else 0 for k in kinds])
 
 
 @jit(cache=False)
@@ -139,31 +120,38 @@ class SlabAllocator(BatchAPI):
                                flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.memory = np.frombuffer(self._mmap, dtype=np.uint8)
         self._mem = self.memory.view(np.int64)
-        self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed)
+        self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed,
+                              self.memory.ctypes.data, self.memory.size)
+        self._st = self._buf.ctypes.data          #: the state's address: units take it
         self.state = SlabState(self._buf)
-        _init_buddy(self._buf, 1)
+        init_buddy(self._st, 1)
         self._g = view(self._buf, F_G)
+        self._handle = handles.register(self._st)
+        weakref.finalize(self, handles.unregister, self._handle)
         self._caches: dict[int, KmemCache] = {}
         self._names: dict[str, KmemCache] = {}
         self._next_cpu = 0
         self._cpu_lock = threading.Lock()
         self._tls = _ThreadCpu(self)
-        for attr, name in (("_k_alloc", "alloc"), ("_k_alloc_node", "alloc_node"),
-                           ("_k_free", "free"), ("_k_kmalloc", "kmalloc"), ("_k_kfree", "kfree"),
-                           ("_k_alloc_bulk", "alloc_bulk"), ("_k_free_bulk", "free_bulk"),
-                           ("_k_alloc_array", "alloc_array")):
-            self._bind_lazily(attr, name)
+        for attr, u, array in (("_k_alloc", ops.kmem_cache_alloc_node, False),
+                               ("_k_free", ops.kmem_cache_free, False),
+                               ("_k_kmalloc", _kmalloc_unit, False), ("_k_kfree", ops.kfree, False),
+                               ("_k_alloc_bulk", ops.alloc_bulk, True),
+                               ("_k_free_bulk", ops.free_bulk, True),
+                               ("_k_alloc_array", ops.kmem_cache_alloc_array, True)):
+            self._bind_lazily(attr, u, array)
         self.kmalloc_caches = [self.kmem_cache_create(kmalloc_cache_name(s), s,
                                                       flags=SLAB_KMALLOC)
                                for s in KMALLOC_SIZES]
         self._kmalloc_ids = [c._id for c in self.kmalloc_caches]
         self.state.kmalloc[:] = self._kmalloc_ids
 
-    def _bind_lazily(self, attr: str, name: str) -> None:
-        """Make ``self.<attr>`` load entry point ``name`` on its first call and then be it,
-        so that start-up loads only the kernels that are used."""
+    def _bind_lazily(self, attr: str, u: Any, array: bool) -> None:
+        """Make ``self.<attr>(*args)`` call unit ``u`` on this allocator: on its first call it
+        binds the trampoline's native entry point (compiled or loaded then), and then is it,
+        so that start-up loads only what is used."""
         def first_call(*args: Any) -> Any:
-            fn = entry_point(name)
+            fn = bound(u, self._st, array)
             setattr(self, attr, fn)
             return fn(*args)
         setattr(self, attr, first_call)
@@ -195,8 +183,7 @@ class SlabAllocator(BatchAPI):
     @property
     def handle(self) -> "SlabHandle":
         """What ``numslab.jit`` functions take to reach this allocator from @njit code."""
-        from .jit import SlabHandle
-        return SlabHandle(self._buf, self._mem)
+        return handles.SlabHandle(self._handle, self)
 
     def populate(self) -> None:
         """Touch every page of the arena once, so that later first uses of a page do not
@@ -280,8 +267,8 @@ class SlabAllocator(BatchAPI):
         cache = KmemCache(self, cid, name, ctor, dtype)
         self._caches[cid] = cache
         self._names[name] = cache
-        if sheaf_capacity and not _init_percpu_sheaves(self._buf, self._mem, cid):
-            _cache_release(self._buf, self._mem, cid, self._cpu())
+        if sheaf_capacity and init_percpu_sheaves(self._st, cid) < 0:
+            ops.cache_release(self._st, cid, self._cpu())
             ca[cid] = 0
             del self._caches[cid], self._names[name]
             raise MemoryError(f"kmem_cache_create({name}): no memory for the per-CPU sheaves")
@@ -306,7 +293,7 @@ class SlabAllocator(BatchAPI):
         if self.state.ca[cache._id, CA_USER_SHEAVES]:
             raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
                                  f"still outstanding; return them first")
-        _cache_release(self._buf, self._mem, cache._id, self._cpu())
+        ops.cache_release(self._st, cache._id, self._cpu())
         if cache.slabs:  # pragma: no cover - shrink frees every empty slab
             raise SlabCorruptionError(f"{cache.name}: slabs left after shrinking an empty cache")
         self.state.ca[cache._id] = 0
@@ -338,7 +325,7 @@ class SlabAllocator(BatchAPI):
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
-        addr = self._k_alloc(self._buf, self._mem, cache._id, cpu, gfp)
+        addr = self._k_alloc(cache._id, cpu, -1, gfp)
         if cache.ctor is not None or not addr:
             return self._after_alloc(cache, addr, gfp, -1)
         return addr
@@ -348,7 +335,7 @@ class SlabAllocator(BatchAPI):
         """Allocate one object from ``node`` (-1: any); 0 when memory is exhausted."""
         cid = self._own(cache, "kmem_cache_alloc_node")
         node = self._check_node(node)
-        addr = self._k_alloc_node(self._buf, self._mem, cid, self._check_cpu(cpu), node, gfp)
+        addr = self._k_alloc(cid, self._check_cpu(cpu), node, gfp)
         return self._after_alloc(cache, addr, gfp, node)
 
     def _check_node(self, node: Any) -> int:
@@ -397,7 +384,7 @@ class SlabAllocator(BatchAPI):
         if type(addr) is not int:
             addr = self._as_addr(addr, "kmem_cache_free")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
-        err = self._k_free(self._buf, self._mem, cache._id, cpu, addr)
+        err = self._k_free(cache._id, cpu, addr)
         if err:
             self._raise(err, f"kmem_cache_free({cache.name})", addr, cache)
 
@@ -420,8 +407,7 @@ class SlabAllocator(BatchAPI):
         cpu = self._cpu() if cpu is None else self._check_cpu(cpu)
         if node != -1:
             node = self._check_node(node)
-        addr = self._k_kmalloc(self._buf, self._mem, self._kmalloc_ids[_KMALLOC_INDEX[size]],
-                               cpu, node, gfp, size, 0)
+        addr = self._k_kmalloc(self._kmalloc_ids[_KMALLOC_INDEX[size]], cpu, node, gfp, size, 0)
         if not addr:
             return self._after_alloc(None, addr, gfp, node)
         return addr
@@ -441,7 +427,7 @@ class SlabAllocator(BatchAPI):
             order = 0
         else:
             cid, order = NIL, get_order(size)
-        addr = self._k_kmalloc(self._buf, self._mem, cid, cpu, node, gfp, size, order)
+        addr = self._k_kmalloc(cid, cpu, node, gfp, size, order)
         return self._after_alloc(None, addr, gfp, node)
 
     def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None) -> int:
@@ -454,8 +440,7 @@ class SlabAllocator(BatchAPI):
             addr = self._as_addr(addr, "kfree")
         if addr == 0 or addr == ZERO_SIZE_PTR:
             return
-        err = self._k_kfree(self._buf, self._mem,
-                            self._cpu() if cpu is None else self._check_cpu(cpu), addr)
+        err = self._k_kfree(self._cpu() if cpu is None else self._check_cpu(cpu), addr)
         if err:
             self._raise(err, "kfree", addr, None)
 
@@ -466,14 +451,17 @@ class SlabAllocator(BatchAPI):
         if addr == ZERO_SIZE_PTR:
             return 0
         err, slab = self._locate(addr)
-        if err == debug.E_LARGE:
+        if err == checks.E_LARGE:
             return PAGE_SIZE << int(self._g[G_ERR1])
         if err:
             self._raise(err, "ksize", addr, None)
         return self._caches[int(self.state.sl_cache[slab])].object_size
 
     def _locate(self, addr: int, cache: int = NIL) -> tuple[int, int]:
-        return debug._locate(self._buf, addr, cache)
+        """(0, slab head frame) if ``addr`` is a live object (of ``cache`` unless NIL), else
+        (error code, NIL) with details in the error registers."""
+        err = checks.locate(self._st, addr, cache)
+        return err, int(self._g[G_ERR2])
 
     # ---- pages --------------------------------------------------------------------------------
     def alloc_pages(self, order: int, node: int = -1, gfp: int = GFP_KERNEL) -> int:
@@ -483,13 +471,13 @@ class SlabAllocator(BatchAPI):
         node = self._check_node(node)
         cpu = self._cpu()
         pnode = node if node >= 0 else self.cpu_to_node(cpu)
-        addr = _alloc_block(self._buf, cpu, pnode, order, bool(gfp & _THISNODE), 0)
+        addr = alloc_block(self._st, cpu, pnode, order, int(bool(gfp & _THISNODE)), 0)
         return self._after_alloc(None, addr, gfp | _NOWARN, node)
 
     def free_pages(self, addr: int, order: int) -> None:
         """Free a block from ``alloc_pages``; raises if ``addr``/``order`` do not match one."""
         addr = self._as_addr(addr, "free_pages")
-        err = _free_block_checked(self._buf, self._cpu(), addr, order, 0)
+        err = free_block_checked(self._st, self._cpu(), addr, order, 0)
         if err == -2:
             raise InvalidSizeError(f"free_pages: block at {addr:#x} is not of order {order}")
         if err:
@@ -537,14 +525,14 @@ class SlabAllocator(BatchAPI):
     def drain_all_pages(self) -> int:
         """Give every page on every per-CPU page list back to the buddy lists (the kernel's
         ``drain_all_pages``); the pages drained."""
-        return int(_drain_all_pages(self._buf))
+        return int(drain_all_pages(self._st))
 
     # ---- shrink, statistics, validation -----------------------------------------------------
     def kmem_cache_shrink(self, cache: KmemCache) -> int:
         """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
         the head of each node's list (the kernel's ``kmem_cache_shrink``). Slabs freed."""
         cid = self._own(cache, "kmem_cache_shrink")
-        return int(_cache_shrink(self._buf, self._mem, cid, self._cpu()))
+        return int(ops.kmem_cache_shrink(self._st, cid, self._cpu()))
 
     def slabinfo(self) -> str:
         """``/proc/slabinfo`` (version 2.1) for every cache, newest first as the kernel lists."""
@@ -564,11 +552,11 @@ class SlabAllocator(BatchAPI):
             Naming the first broken invariant and where.
         """
         cid = NIL if cache is None else self._own(cache, "validate")
-        err = debug._validate_all(self._buf, self._mem, cid)
+        err = checks.validate(self._st, cid)
         if err:
             what, where = int(self._g[G_ERR0]), int(self._g[G_ERR1])
             bad = self._caches.get(cid if cid != NIL else int(self._g[G_ERR2]))
-            raise SlabCorruptionError(f"validate: {debug.CORRUPTION[what]} (cache "
+            raise SlabCorruptionError(f"validate: {checks.CORRUPTION[what]} (cache "
                                       f"{bad.name if bad else '-'}, at {where})")
 
     check_invariants = validate
@@ -578,26 +566,26 @@ class SlabAllocator(BatchAPI):
         """Turn a kernel error code into the matching exception."""
         g0 = int(self._g[G_ERR0])
         where = f"{fn}: {addr:#x}"
-        if err == debug.E_OUTSIDE:
+        if err == checks.E_OUTSIDE:
             raise BadAddressError(f"{where} is outside the arena [0x1000, "
                                   f"{self.nr_pages * PAGE_SIZE:#x})")
-        if err == debug.E_NOT_SLAB:
+        if err == checks.E_NOT_SLAB:
             free = not self.state.pg_flags[addr >> 12] & PG_RESERVED
             raise BadAddressError(f"{where} is not on a slab page (page frame {addr >> 12} "
                                   + ("is free: already freed?)" if free else "is reserved)"))
-        if err == debug.E_WRONG_CACHE:
+        if err == checks.E_WRONG_CACHE:
             raise WrongCacheError(f"{where}: Wrong slab cache. {cache.name if cache else '?'} "
                                   f"but object is from {self._caches[g0].name}")
-        if err == debug.E_MISALIGNED:
+        if err == checks.E_MISALIGNED:
             c = self._caches[int(self.state.sl_cache[g0])]
             off = addr - (g0 << 12)
             raise BadAddressError(f"{where} is not the start of an object of {c.name}: the "
                                   f"slab at {g0 << 12:#x} has objects every {c.slab_size} "
                                   f"bytes (offset {off} is {off % c.slab_size} past one)")
-        if err == debug.E_DOUBLE_FREE:
+        if err == checks.E_DOUBLE_FREE:
             raise DoubleFreeError(f"{where}: double free, the object is already free")
-        if err in (debug.E_LARGE, debug.E_NOT_HEAD):
+        if err in (checks.E_LARGE, checks.E_NOT_HEAD):
             raise BadAddressError(f"{where} is inside a large kmalloc block at {g0 << 12:#x}, "
-                                  f"not at its start" if err == debug.E_NOT_HEAD else
+                                  f"not at its start" if err == checks.E_NOT_HEAD else
                                   f"{where} is a large kmalloc block, not a slab object")
         raise SlabError(f"{where}: error {err}")  # pragma: no cover

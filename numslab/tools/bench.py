@@ -22,10 +22,7 @@ import numpy as np
 
 import numslab
 from numslab import jit as sjit
-from numslab._jit import fastcall
-from numslab.bulk import _build_detached_freelist, _check_objects
-from numslab.debug import _live_set_run
-from numslab.pages import _alloc_pages, _free_pages
+from numslab.drivers.calls import fastcall
 from numslab.flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                            SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL, SLAB_HWCACHE_ALIGN)
 
@@ -414,84 +411,3 @@ def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
     return stream
 
 
-# ---- what a round of 4096 cannot skip: the parts of the slab path, each timed alone ----------
-@nb.njit(cache=True)
-def _part_mark(state, p, n, rounds):
-    """``rounds`` times: mark ``p[:n]`` allocated in the live bitmap (idempotent)."""
-    for _ in range(rounds):
-        _live_set_run(state, p, 0, n)
-
-
-@nb.njit(cache=True)
-def _part_check_mark(state, cache, p, n, rounds):
-    """``rounds`` times: check ``p[:n]`` as a batch free does (the live bits cleared), then
-    mark what it cleared allocated again; how many checks failed (0 when the set-up is
-    right; a failed check clears only the elements before the bad one)."""
-    bad = 0
-    for _ in range(rounds):
-        i = _check_objects(state, cache, n, p)
-        _live_set_run(state, p, 0, n if i < 0 else i)
-        bad += i >= 0
-    return bad
-
-
-@nb.njit(cache=True)
-def _part_detached(state, mem, cache, p, n, rounds):
-    """``rounds`` times: build the detached freelists of ``p[:n]`` (free pointers written,
-    ``p`` permuted within itself), with no slab freed."""
-    for _ in range(rounds):
-        size = n
-        while size:
-            size = _build_detached_freelist(state, mem, cache, 0, size, p)[0]
-
-
-@nb.njit(cache=True)
-def _part_pages(state, order, pages, rounds):
-    """``rounds`` times: allocate ``len(pages)`` blocks of ``order`` on CPU 0, node 0
-    (through its pcp lists) and free them again."""
-    for _ in range(rounds):
-        for j in range(pages.shape[0]):
-            pages[j] = _alloc_pages(state, 0, 0, order, False)
-        for j in range(pages.shape[0]):
-            _free_pages(state, 0, pages[j], order)
-
-
-#: The parts of :func:`slab_path_parts`, in its order.
-PARTS = ("jit-stack pair", "check", "mark", "detached", "pages", "parts")
-
-
-def slab_path_parts(nr: int = 4096, rounds: int = 50, repeat: int = 7) -> dict[str, float]:
-    """ns per object of the parts of a bulk round of ``nr`` objects (256-byte objects, whole
-    fresh slabs) that the issue's rules require, each timed alone on numslab's own kernels
-    inside @njit, with the jitted stack's whole alloc+free pair at ``nr`` in the same run.
-
-    * ``check``: every freed address checked as a single free would be, live bit cleared
-      (``_check_objects``, one pass);
-    * ``mark``: the live bit set at allocation (what catches every double free);
-    * ``detached``: the kernel's ``build_detached_freelist``, a free pointer written into
-      every object and one chain per slab;
-    * ``pages``: the round's slabs from the page allocator and back (pcp lists, buddy);
-    * ``parts``: their sum. The slab-list moves, slab set-up and node counters come on top.
-    """
-    sa, c = new_bench_cache()
-    h = sa.handle
-    p = np.zeros(nr + 1, np.int64)
-    got = sa.kmem_cache_alloc_array(c, GFP_ATOMIC, nr + 1, p, SLAB_ARRAY_ALLOC_NEW)
-    pages = np.zeros(got // c.objs_per_slab, np.int64)
-    st, out = JitStack(1 << 16), np.zeros(nr, np.int64)
-
-    def best(run: Callable[[int], object], per_round: int = got) -> float:
-        run(2)                                  # compiled and warm before timing
-        return time_per_object(run, per_round, rounds * per_round, repeat)
-
-    stack = best(lambda r: jit_stack_loop_bulk(st.stack, st.top, nr, r, out), nr)
-    mark = best(lambda r: _part_mark(h.state, p, got, r))
-    check = best(lambda r: _part_check_mark(h.state, c.id, p, got, r)) - mark
-    detached = best(lambda r: _part_detached(h.state, h.mem, c.id, p, got, r))
-    page = best(lambda r: _part_pages(h.state, c.order, pages, r))
-    if _part_check_mark(h.state, c.id, p, got, 1):      # pragma: no cover - a setup error
-        raise RuntimeError("slab_path_parts: the objects did not pass the batch check")
-    sa.kmem_cache_free_bulk(c, got, p)
-    sa.kmem_cache_shrink(c)
-    return dict(zip(PARTS, (stack, check, mark, detached, page,
-                            check + mark + detached + page)))

@@ -6,15 +6,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._layout import (CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_ERR2, G_NPENDING, NIL,
-                      SH_CAPACITY, SH_SIZE)
+from ..engine.layout import (CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_ERR2, G_NPENDING, NIL,
+                             SH_CAPACITY, SH_SIZE)
+from ..engine.ops import alloc_from_sheaf
+from ..engine.sheaves import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
+from ..errors import BadAddressError, InvalidSizeError, SlabError
+from ..flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
 from .cache import KmemCache
-from .entry import (E_BAD_ARRAY, _alloc_array_entry, _alloc_bulk_entry, _alloc_from_sheaf,
-                    _free_bulk_entry)
-from .errors import BadAddressError, InvalidSizeError, SlabError
-from .flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
-from .sheaves import (_prefill_sheaf, _refill_user_sheaf, _return_sheaf,
-                      _user_sheaf_unlink)
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -23,35 +21,23 @@ _I64 = np.dtype(np.int64)
 _NOWARN = __GFP_NOWARN        # a __GFP name in a class body would be name-mangled
 
 
-#: Batch kernels behind native entry points (see ``allocator.entry_point``).
-BATCH_SPECS = {
-    "alloc_bulk": (_alloc_bulk_entry, "aaiiiia"),
-    "free_bulk": (_free_bulk_entry, "aaiiia"),
-    "alloc_array": (_alloc_array_entry, "aaiiiiai"),
-}
-
-
-def _count_problem(nr: int) -> str:
-    """Why a count was refused by a kernel's array check."""
-    return f"count {nr} is negative" if nr < 0 else f"the array is shorter than {nr}"
-
 
 class BatchAPI:
     """Batch methods of :class:`SlabAllocator` (kept in their own module)."""
 
-    _last_array: np.ndarray | None = None
-
     def _array(self, arr: Any, nr: Any, fn: str) -> None:
-        """Check once that ``arr`` is a writable C-contiguous int64 array (the kernels check
-        its length and stride again on every call) and that ``nr`` is a count."""
+        """Check that ``arr`` is a writable C-contiguous 1-D int64 ndarray holding at least
+        ``nr`` entries and that ``nr`` is a count (on every call: an array can be reshaped,
+        retyped or made read-only in place between calls)."""
         if type(arr) is not np.ndarray or arr.dtype is not _I64 or arr.ndim != 1 \
                 or not arr.flags.c_contiguous or not arr.flags.writeable:
             raise SlabError(f"{fn}: the object array must be a writable contiguous 1-D "
                             f"int64 ndarray, not {type(arr).__name__} "
-                            f"{getattr(arr, 'dtype', '')}")
-        self._last_array = arr
+                            f"{getattr(arr, 'dtype', '')} {getattr(arr, 'shape', '')}")
         if type(nr) is not int or nr < 0:
             raise InvalidSizeError(f"{fn}: count {nr!r} is not a non-negative int")
+        if nr > arr.shape[0]:
+            raise InvalidSizeError(f"{fn}: the array is shorter than {nr}")
 
     def _cpu_of(self: "SlabAllocator", cpu: int | None) -> int:
         return self._tls.cpu if cpu is None else self._check_cpu(cpu)
@@ -63,18 +49,15 @@ class BatchAPI:
         taken (all or nothing, as the kernel's ``kmem_cache_alloc_bulk``)."""
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc_bulk")
-        if out is not self._last_array or type(nr) is not int or not out.flags.writeable:
-            self._array(out, nr, "kmem_cache_alloc_bulk")
+        self._array(out, nr, "kmem_cache_alloc_bulk")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
-        got = self._k_alloc_bulk(self._buf, self._mem, cache._id, cpu, gfp, nr, out)
+        got = self._k_alloc_bulk(cache._id, cpu, gfp, nr, out)
         if got <= 0 or cache.ctor is not None:
             return self._bulk_done(cache, got, nr, gfp, "kmem_cache_alloc_bulk")
         return got
 
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    fn: str) -> int:
-        if got == E_BAD_ARRAY:
-            raise InvalidSizeError(f"{fn}({cache.name}): " + _count_problem(nr))
         if nr:
             self._after_alloc(cache, got, gfp, -1)
         return max(got, 0)
@@ -88,26 +71,22 @@ class BatchAPI:
         """
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_free_bulk")
-        if objs is not self._last_array or type(nr) is not int or not objs.flags.writeable:
-            self._array(objs, nr, "kmem_cache_free_bulk")
+        self._array(objs, nr, "kmem_cache_free_bulk")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
-        err = self._k_free_bulk(self._buf, self._mem, cache._id, cpu, nr, objs)
+        err = self._k_free_bulk(cache._id, cpu, nr, objs)
         if err:
             self._batch_error(err, f"kmem_cache_free_bulk({cache.name})", nr, objs, cache)
 
     def kfree_bulk(self: "SlabAllocator", nr: int, objs: np.ndarray,
                    cpu: int | None = None) -> None:
         """``kfree`` of ``objs[:nr]``, objects of any caches or large kmallocs, in batches."""
-        if objs is not self._last_array or type(nr) is not int or not objs.flags.writeable:
-            self._array(objs, nr, "kfree_bulk")
-        err = self._k_free_bulk(self._buf, self._mem, NIL, self._cpu_of(cpu), nr, objs)
+        self._array(objs, nr, "kfree_bulk")
+        err = self._k_free_bulk(NIL, self._cpu_of(cpu), nr, objs)
         if err:
             self._batch_error(err, "kfree_bulk", nr, objs, None)
 
     def _batch_error(self: "SlabAllocator", err: int, fn: str, nr: int, objs: np.ndarray,
                      cache: KmemCache | None) -> None:
-        if err == E_BAD_ARRAY:
-            raise InvalidSizeError(f"{fn}: " + _count_problem(nr))
         i = int(self._g[G_ERR2])          # index of the bad element
         self._raise(err, f"{fn}: element {i}", int(objs[i]), cache)
 
@@ -124,12 +103,10 @@ class BatchAPI:
         """
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc_array")
-        if out is not self._last_array or type(nr) is not int or not out.flags.writeable:
-            self._array(out, nr, "kmem_cache_alloc_array")
+        self._array(out, nr, "kmem_cache_alloc_array")
         if type(flags) is not int or flags & ~SLAB_ARRAY_ALLOC_ALL:
             raise SlabError(f"kmem_cache_alloc_array: unknown flags {flags!r}")
-        got = self._k_alloc_array(self._buf, self._mem, cache._id, self._cpu_of(cpu), gfp, nr,
-                                  out, flags)
+        got = self._k_alloc_array(cache._id, self._cpu_of(cpu), gfp, flags, nr, out)
         if got <= 0 or cache.ctor is not None:   # a short count is normal here: no warning
             return self._bulk_done(cache, got, nr, gfp | _NOWARN, "kmem_cache_alloc_array")
         return got
@@ -163,7 +140,7 @@ class BatchAPI:
         cid = self._sheaf_cache(cache, "kmem_cache_prefill_sheaf")
         if not isinstance(size, int) or size < 0 or size > 1 << 20:
             raise InvalidSizeError(f"kmem_cache_prefill_sheaf: size {size!r}")
-        sheaf = int(_prefill_sheaf(self._buf, self._mem, cid, self._cpu_of(cpu), gfp, size))
+        sheaf = int(prefill_sheaf(self._st, cid, self._cpu_of(cpu), gfp, size))
         if self._g[G_NPENDING]:          # constructors of new slabs
             self._run_ctors()
         return sheaf
@@ -173,7 +150,7 @@ class BatchAPI:
         """Take one object from a prefilled sheaf; 0 if it is empty (no fallback)."""
         cid = self._sheaf_cache(cache, "kmem_cache_alloc_from_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_alloc_from_sheaf")
-        return int(_alloc_from_sheaf(self._buf, self._mem, cid, self._cpu_of(cpu), gfp, sheaf))
+        return int(alloc_from_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf))
 
     def kmem_cache_refill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int, sheaf: int,
                                 size: int, cpu: int | None = None) -> int:
@@ -181,8 +158,7 @@ class BatchAPI:
         on (a new one if it had to grow), or 0 on -ENOMEM with the old one untouched."""
         cid = self._sheaf_cache(cache, "kmem_cache_refill_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_refill_sheaf")
-        new = int(_refill_user_sheaf(self._buf, self._mem, cid, self._cpu_of(cpu), gfp, sheaf,
-                                     size))
+        new = int(refill_user_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf, size))
         if self._g[G_NPENDING]:
             self._run_ctors()
         return new
@@ -192,8 +168,8 @@ class BatchAPI:
         """Give a prefilled sheaf back (as the CPU's spare, to the barn, or flushed)."""
         cid = self._sheaf_cache(cache, "kmem_cache_return_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_return_sheaf")
-        _user_sheaf_unlink(self._buf, self._mem, cid, sheaf)
-        _return_sheaf(self._buf, self._mem, cid, self._cpu_of(cpu), gfp, sheaf)
+        user_sheaf_unlink(self._st, cid, sheaf)
+        return_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf)
 
     def kmem_cache_sheaf_size(self: "SlabAllocator", sheaf: int) -> int:
         """Objects left in a prefilled sheaf."""

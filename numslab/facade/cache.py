@@ -6,12 +6,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ._layout import (C_LIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS,
+from ..engine.layout import (C_LIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS,
                       CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER,
                       CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS)
-from .flags import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
+from ..flags import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
                     SLAB_TYPESAFE_BY_RCU, STAT_NAMES)
-from .stats import _cpu_partial_slabs, _partial_counts, _partial_list, per_node
+from ..engine.ops import gather, scatter
+from ..engine.stats import cpu_partial_slabs, partial_counts, partial_list, per_node
+from ..errors import BadAddressError, SlabError
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -70,7 +72,6 @@ class KmemCache:
     @remote_node_defrag_ratio.setter
     def remote_node_defrag_ratio(self, ratio: int) -> None:
         if not 0 <= ratio <= 100:
-            from .errors import SlabError
             raise SlabError(f"{self.name}: remote_node_defrag_ratio {ratio} not in 0..100")
         self._row[CA_DEFRAG_RATIO] = ratio * 10
 
@@ -80,12 +81,12 @@ class KmemCache:
 
     def _partial(self) -> np.ndarray:
         out = np.zeros((self._sa.nr_nodes, 2), np.int64)
-        _partial_counts(self._sa.state.buf, self._id, out)
+        partial_counts(self._sa._st, self._id, out.ctypes.data)
         return out
 
     def _cpus(self) -> np.ndarray:
         out = np.zeros((self._sa.nr_cpus, 2), np.int64)
-        _cpu_partial_slabs(self._sa.state.buf, self._id, out)
+        cpu_partial_slabs(self._sa._st, self._id, out.ctypes.data)
         return out
 
     @property
@@ -137,7 +138,7 @@ class KmemCache:
             raise ValueError("partial_list needs a node, not -1")
         n = int(self._node(N_NR_PARTIAL)[node])
         out = np.zeros((n, 3), np.int64)
-        _partial_list(self._sa.state.buf, self._id, node, out)
+        partial_list(self._sa._st, self._id, node, n, out.ctypes.data)
         return out
 
     @property
@@ -223,13 +224,12 @@ class KmemCache:
     def records(self, addrs: Any) -> np.ndarray:
         """Gather the records at ``addrs`` (allocated objects of this cache) into a new
         array of ``dtype`` (one jitted copy; every address is checked)."""
-        from .jit import _gather
         if self.dtype is None:
             raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
         a = np.ascontiguousarray(addrs, dtype=np.int64).ravel()
         out = np.empty(len(a), self.dtype)
-        bad = int(_gather(self._sa.state.buf, self._sa._mem, self._id, a,
-                          out.view(np.uint8).reshape(len(a), self.dtype.itemsize)))
+        bad = int(gather(self._sa._st, self._id, len(a), self.dtype.itemsize, out.ctypes.data,
+                         a.ctypes.data))
         if bad >= 0:
             self._bad(a, bad, "records")
         return out
@@ -237,19 +237,17 @@ class KmemCache:
     def store(self, addrs: Any, values: Any) -> None:
         """Scatter ``values`` (records of ``dtype``, or one record for all) into the
         objects at ``addrs`` (every address is checked before anything is written)."""
-        from .jit import _scatter
         if self.dtype is None:
             raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
         a = np.ascontiguousarray(addrs, dtype=np.int64).ravel()
         vals = np.ascontiguousarray(np.asarray(values, dtype=self.dtype)).ravel()
         if len(vals) not in (1, len(a)):
             raise ValueError(f"{self.name}.store: {len(vals)} values for {len(a)} addresses")
-        bad = int(_scatter(self._sa.state.buf, self._sa._mem, self._id, a,
-                           vals.view(np.uint8).reshape(len(vals), self.dtype.itemsize)))
+        bad = int(scatter(self._sa._st, self._id, len(a), self.dtype.itemsize,
+                          len(vals) == 1, vals.ctypes.data, a.ctypes.data))
         if bad >= 0:
             self._bad(a, bad, "store")
 
     def _bad(self, a: np.ndarray, i: int, fn: str) -> None:
-        from .errors import BadAddressError
         raise BadAddressError(f"{self.name}.{fn}: element {i} ({int(a[i]):#x}) is not an "
                               f"allocated object of this cache")

@@ -1,0 +1,118 @@
+"""Allocators as compiled code sees them: a process-wide table of live allocators' state
+buffers, and ``SlabHandle`` (``sa.handle``), a slot of that table passed into @njit code as one
+integer, with no reference count.
+
+A handle is ``(generation << 16) | slot``. Compiled code looks the slot up on every call and
+refuses a handle whose allocator is gone (its slot cleared or reused under a new generation),
+so a handle kept past its allocator raises instead of touching freed memory. The handle's
+Numba type is named after the engine's ABI: a user's function cached against another numslab
+has another signature and is compiled again rather than loaded.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+from llvmlite import binding as ll
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import (NativeValue, intrinsic, models, register_model, typeof_impl,
+                             unbox)
+
+from ..engine.native import ABI, State, table_load
+
+MAX_ALLOCATORS = 1 << 16
+#: (state address, generation) per slot; never freed or moved (symbol ``numslab_allocators``).
+ALLOCATOR_TABLE = np.zeros(2 * MAX_ALLOCATORS, np.int64)
+ALLOCATOR_SYMBOL = "numslab_allocators"
+ll.add_symbol(ALLOCATOR_SYMBOL, ALLOCATOR_TABLE.ctypes.data)
+_lock = threading.Lock()
+_free_slots = list(range(MAX_ALLOCATORS - 1, 0, -1))     # slot 0 is never used
+_generation = [0]
+
+
+def register(state_address: int) -> int:
+    """Enter a state buffer in the table; its handle value."""
+    with _lock:
+        if not _free_slots:
+            raise RuntimeError(f"more than {MAX_ALLOCATORS - 1} live allocators")
+        slot = _free_slots.pop()
+        _generation[0] = _generation[0] % ((1 << 47) - 1) + 1
+        gen = _generation[0]
+        ALLOCATOR_TABLE[2 * slot + 1] = gen
+        ALLOCATOR_TABLE[2 * slot] = state_address
+    return (gen << 16) | slot
+
+
+def unregister(handle: int) -> None:
+    """Clear a handle's slot (its allocator is gone): compiled code then refuses it."""
+    slot = handle & 0xFFFF
+    with _lock:
+        if ALLOCATOR_TABLE[2 * slot + 1] == handle >> 16:
+            ALLOCATOR_TABLE[2 * slot] = 0
+            ALLOCATOR_TABLE[2 * slot + 1] = 0
+            _free_slots.append(slot)
+
+
+class SlabHandle:
+    """What a jitted function needs to reach one allocator (``SlabAllocator.handle``).
+
+    Pass it into your ``@njit`` function; inside, it is a plain integer. It keeps its
+    allocator alive while Python holds it."""
+
+    __slots__ = ("value", "_owner")
+
+    def __init__(self, value: int, owner: Any) -> None:
+        self.value = value
+        self._owner = owner
+
+    def __repr__(self) -> str:
+        return f"<SlabHandle slot {self.value & 0xFFFF}>"
+
+
+class SlabHandleType(types.Type):
+    """Numba type of :class:`SlabHandle`: an int64, named after the engine's ABI."""
+
+    def __init__(self) -> None:
+        super().__init__(name=f"numslab.SlabHandle[{ABI}]")
+
+
+slab_handle = SlabHandleType()
+
+
+@typeof_impl.register(SlabHandle)
+def _typeof_handle(val: SlabHandle, c: Any) -> SlabHandleType:
+    return slab_handle
+
+
+@register_model(SlabHandleType)
+class _HandleModel(models.PrimitiveModel):
+    def __init__(self, dmm: Any, fe_type: Any) -> None:
+        super().__init__(dmm, fe_type, ir.IntType(64))
+
+
+@unbox(SlabHandleType)
+def _unbox_handle(typ: Any, obj: Any, c: Any) -> NativeValue:
+    value = c.pyapi.object_getattr_string(obj, "value")
+    native = c.pyapi.long_as_longlong(value)
+    c.pyapi.decref(value)
+    return NativeValue(native, is_error=cgutils.is_not_null(c.builder, c.pyapi.err_occurred()))
+
+
+@intrinsic
+def state_of(typingctx: Any, h: Any) -> Any:
+    """The State of handle ``h``, or a null State if its allocator is gone."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        i64 = ir.IntType(64)
+        value = args[0]
+        slot = builder.and_(value, ir.Constant(i64, 0xFFFF))
+        addr = table_load(builder, ALLOCATOR_SYMBOL, builder.shl(slot, ir.Constant(i64, 1)))
+        gen = table_load(builder, ALLOCATOR_SYMBOL,
+                         builder.add(builder.shl(slot, ir.Constant(i64, 1)), ir.Constant(i64, 1)))
+        ok = builder.icmp_unsigned("==", gen, builder.lshr(value, ir.Constant(i64, 16)))
+        addr = builder.select(ok, addr, ir.Constant(i64, 0))
+        return builder.inttoptr(addr, i64.as_pointer())
+    if isinstance(h, SlabHandleType):
+        return State(h), codegen

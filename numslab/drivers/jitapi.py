@@ -1,0 +1,303 @@
+"""Allocation from users' own ``@njit`` code (``numslab.jit``): pass ``sa.handle`` and
+``cache.id`` into your jitted function and call these, with no return to Python.
+
+Example::
+
+    h, cid = sa.handle, cache.id
+
+    @numba.njit
+    def build(h, cid, n):
+        out = np.empty(n, np.int64)
+        numslab.jit.kmem_cache_alloc_bulk(h, cid, n, out)
+        return out
+
+Each function checks its arguments, does the common case in a few instructions that Numba
+inlines into your loop (the CPU's sheaf or lockless freelist, every check of a free), and
+calls the engine's compiled slow paths through the unit table otherwise: your function's
+machine code holds no slow path and your loop touches no reference count. Errors raise
+numslab exceptions with a fixed message (Numba cannot format them); call the Python facade
+for a message with the address. Caches with a constructor, whose objects must be built by
+Python-side code, are refused here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from ..engine import ops
+from ..engine.checks import (E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB,
+                             E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set, _locate)
+from ..engine.kmalloc import kmalloc as kmalloc_unit
+from ..engine.layout import (C_FREELIST, C_LIVE, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
+                             CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY, NIL, NR_KMALLOC,
+                             SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _slab_nid,
+                             _stat)
+from ..engine.native import address, byte_array, jit, zero_bytes
+from ..engine.sheaves import KMALLOC_CLASS
+from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError, SlabError,
+                      WrongCacheError)
+from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
+                     GFP_KERNEL)
+from .handles import SlabHandle, state_of
+
+__all__ = ["SlabHandle", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
+           "kmem_cache_alloc_bulk", "kmem_cache_free_bulk", "kmem_cache_alloc_array",
+           "kmem_cache_free_array", "kmalloc", "kfree", "kfree_bulk", "is_live", "arena"]
+
+E_DEAD_CACHE = -20    #: not the id of a live cache
+E_BAD_CPU = -21       #: CPU out of range
+E_CTOR = -22          #: the cache has a Python constructor
+E_GONE = -23          #: the handle's allocator is gone
+E_BAD_NODE = -24      #: node out of range
+
+
+@jit
+def _raise(err):
+    """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
+    test and branch here)."""
+    if err == E_GONE:
+        raise SlabError("numslab.jit: the handle's allocator no longer exists")
+    if err == E_DEAD_CACHE:
+        raise WrongCacheError("numslab.jit: not the id of a live cache")
+    if err == E_BAD_CPU:
+        raise SlabError("numslab.jit: cpu out of range")
+    if err == E_BAD_NODE:
+        raise SlabError("numslab.jit: node is not -1 or a node of this machine")
+    if err == E_CTOR:
+        raise SlabError("numslab.jit: caches with a constructor are allocated from Python")
+    if err == E_DOUBLE_FREE:
+        raise DoubleFreeError("numslab.jit: double free (the object is already free)")
+    if err == E_WRONG_CACHE:
+        raise WrongCacheError("numslab.jit: the object belongs to another cache")
+    if err == E_MISALIGNED or err == E_NOT_HEAD:
+        raise BadAddressError("numslab.jit: address is not the start of an object")
+    if err == E_OUTSIDE or err == E_NOT_SLAB or err == E_LARGE:
+        raise BadAddressError("numslab.jit: address is not an allocated slab object")
+    raise SlabError("numslab.jit: invalid argument")
+
+
+@jit
+def _state(h, cpu):
+    """The State of handle ``h`` after checking the handle and the CPU."""
+    st = state_of(h)
+    if address(st) == 0:
+        _raise(E_GONE)
+    if cpu < 0 or cpu >= st.ncpus:
+        _raise(E_BAD_CPU)
+    return st
+
+
+@jit
+def _cache_state(h, cache, cpu, allocating):
+    """:func:`_state`, and refuse a cache id that is not a live cache (and, when
+    ``allocating``, a cache with a constructor)."""
+    st = _state(h, cpu)
+    if cache < 0 or cache >= st.max_caches or not _ca(st, cache, CA_ACTIVE):
+        _raise(E_DEAD_CACHE)
+    if allocating and _ca(st, cache, CA_CTOR):
+        _raise(E_CTOR)
+    return st
+
+
+@intrinsic
+def _out_array(typingctx: Any, arr: Any) -> Any:
+    """Typing guard: object arrays must be 1-D int64 and contiguous (an int32 array would
+    truncate addresses); the array's address otherwise."""
+    if isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1 \
+            and arr.layout == "C":
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            ary = context.make_array(sig.args[0])(context, builder, args[0])
+            return builder.ptrtoint(ary.data, ir.IntType(64))
+        return types.int64(arr), codegen
+    raise TypeError(f"numslab.jit: object arrays must be contiguous 1-D int64 arrays, "
+                    f"not {arr}")
+
+
+@jit
+def _checked_array(out, nr):
+    """The address of ``out`` after checking that it holds ``nr`` entries."""
+    if nr < 0 or nr > out.shape[0]:
+        raise InvalidSizeError("numslab.jit: count negative or larger than the array")
+    return _out_array(out)
+
+
+# ---- the inlined fast paths --------------------------------------------------------------------
+@jit
+def _alloc_fast(st, cache, cpu, gfp):
+    """The common case of an allocation: pop the CPU's main sheaf (if the cache has
+    sheaves) or its lockless freelist, and hand the object out; 0 if neither has one."""
+    cpt = st.cpu
+    mem = st.mem
+    c = _cpu_row(st, cache, cpu)
+    if _ca(st, cache, CA_SHEAF_CAPACITY):
+        main = cpt[c + C_MAIN]
+        size = mem[(main >> 3) + SH_SIZE] - 1
+        if size < 0:
+            return 0
+        mem[(main >> 3) + SH_SIZE] = size
+        obj = mem[(main >> 3) + SH_OBJECTS + size]
+        _stat(st, cache, cpu, ALLOC_PCS, 1)
+    else:
+        obj = cpt[c + C_FREELIST]
+        if obj == 0:
+            return 0
+        cpt[c + C_FREELIST] = mem[(obj + _ca(st, cache, CA_OFFSET)) >> 3]
+        _stat(st, cache, cpu, ALLOC_FASTPATH, 1)
+    if gfp & __GFP_ZERO:
+        zero_bytes(mem, obj, _ca(st, cache, CA_OBJECT_SIZE))
+    _live_set(st, obj)
+    cpt[c + C_LIVE] += 1
+    return obj
+
+
+@jit
+def _free_checked(st, cache, cpu, slab, addr):
+    """Free a checked object of ``cache`` in ``slab``: the common case inline (room in the
+    main sheaf, or the object's slab is the CPU slab), the rest in the engine."""
+    cpt = st.cpu
+    mem = st.mem
+    c = _cpu_row(st, cache, cpu)
+    if _ca(st, cache, CA_SHEAF_CAPACITY) and _slab_nid(st, slab) == st.cpu_node[cpu]:
+        main = cpt[c + C_MAIN]
+        size = mem[(main >> 3) + SH_SIZE]
+        if size < _ca(st, cache, CA_SHEAF_CAPACITY):
+            _live_clear(st, addr)
+            cpt[c + C_LIVE] -= 1
+            mem[(main >> 3) + SH_OBJECTS + size] = addr
+            mem[(main >> 3) + SH_SIZE] = size + 1
+            _stat(st, cache, cpu, FREE_PCS, 1)
+            return
+    elif cpt[c + C_SLAB] == slab:
+        _live_clear(st, addr)
+        cpt[c + C_LIVE] -= 1
+        mem[(addr + _ca(st, cache, CA_OFFSET)) >> 3] = cpt[c + C_FREELIST]
+        cpt[c + C_FREELIST] = addr
+        _stat(st, cache, cpu, FREE_FASTPATH, 1)
+        return
+    ops.free_checked(st, cache, cpu, slab, addr)
+
+
+# ---- the API ------------------------------------------------------------------------------------
+@jit
+def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
+    """One object of cache id ``cache`` on ``cpu``; its address or 0 (out of memory)."""
+    st = _cache_state(h, cache, cpu, True)
+    obj = _alloc_fast(st, cache, cpu, gfp)
+    if obj:
+        return obj
+    return ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp)
+
+
+@jit
+def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
+    """One object from NUMA ``node`` (-1: any); its address or 0."""
+    st = _cache_state(h, cache, cpu, True)
+    if node < -1 or node >= st.nnodes:
+        _raise(E_BAD_NODE)
+    return ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp)
+
+
+@jit
+def kmem_cache_free(h, cache, addr, cpu=0):
+    """Free one object; raises on a bad address, wrong cache or double free."""
+    st = _cache_state(h, cache, cpu, False)
+    err, slab = _locate(st, addr, cache)
+    if err:
+        _raise(err)
+    _free_checked(st, cache, cpu, slab, addr)
+
+
+@jit
+def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
+    """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken."""
+    st = _cache_state(h, cache, cpu, True)
+    return ops.alloc_bulk(st, cache, cpu, gfp, nr, _checked_array(out, nr))
+
+
+@jit
+def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
+    """Free ``objs[:nr]`` (reordered in place); on a bad element nothing is freed."""
+    st = _cache_state(h, cache, cpu, False)
+    err = ops.free_bulk(st, cache, cpu, nr, _checked_array(objs, nr))
+    if err:
+        _raise(err)
+
+
+@jit
+def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
+    """The seed's array allocation (SLAB_ARRAY_ALLOC_* ``flags``); the count allocated."""
+    st = _cache_state(h, cache, cpu, True)
+    return ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr,
+                                      _checked_array(out, nr))
+
+
+@jit
+def kmem_cache_free_array(h, cache, nr, objs, cpu=0):
+    """Free an array of objects (as ``kmem_cache_free_bulk``)."""
+    kmem_cache_free_bulk(h, cache, nr, objs, cpu)
+
+
+@jit
+def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
+    """``size`` bytes from the kmalloc caches (or whole pages); address, 16 for 0, or 0."""
+    st = _state(h, cpu)
+    if size == 0:
+        return ZERO_SIZE_PTR
+    if size < 0 or size > 4 << 20:
+        raise InvalidSizeError("numslab.jit: kmalloc size not in 0..4 MiB")
+    if size <= 8192:
+        for i in range(NR_KMALLOC):
+            if size <= KMALLOC_CLASS[i]:
+                cache = st.kmalloc[i]
+                obj = _alloc_fast(st, cache, cpu, gfp)
+                if obj:
+                    return obj
+                return kmalloc_unit(st, cache, cpu, -1, gfp, size, 0)
+    order = 0
+    while (4096 << order) < size:
+        order += 1
+    return kmalloc_unit(st, NIL, cpu, -1, gfp, size, order)
+
+
+@jit
+def kfree(h, addr, cpu=0):
+    """Free a kmalloc allocation (NULL and ZERO_SIZE_PTR are ignored)."""
+    st = _state(h, cpu)
+    if addr == 0 or addr == ZERO_SIZE_PTR:
+        return
+    err, slab = _locate(st, addr, NIL)
+    if err == E_LARGE:
+        err = ops.kfree(st, cpu, addr)
+    elif err == 0:
+        _free_checked(st, st.sl_cache[slab], cpu, slab, addr)
+    if err:
+        _raise(err)
+
+
+@jit
+def kfree_bulk(h, nr, objs, cpu=0):
+    """``kfree`` of ``objs[:nr]`` of any caches."""
+    st = _state(h, cpu)
+    err = ops.free_bulk(st, NIL, cpu, nr, _checked_array(objs, nr))
+    if err:
+        _raise(err)
+
+
+@jit
+def is_live(h, cache, addr):
+    """True if ``addr`` is an allocated object of ``cache`` (NIL: of any cache)."""
+    st = _state(h, 0)
+    err, _ = _locate(st, addr, cache)
+    return err == 0
+
+
+@jit(nrt=True)
+def arena(h):
+    """The allocator's arena as a uint8 array (zero-copy): the object at address ``a`` is
+    ``arena(h)[a:a + size]``. It does not keep the allocator alive: use it while ``h``'s
+    allocator exists."""
+    st = _state(h, 0)
+    return byte_array(st.mem, st.mem_size)

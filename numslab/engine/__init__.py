@@ -1,0 +1,6 @@
+"""Tier 1, the compiled engine: the state layout and SLUB's layers as Numba kernels over raw
+pointers (no checks of their arguments, no Python objects). Operations are ``units``, compiled
+once on their first call (see ``native``); the modules are imported here in one fixed order,
+which fixes every unit's slot in the process-wide table."""
+from . import native, layout, pages, slablists, checks, cpucache, bulk, kmalloc  # noqa: F401
+from . import sheaves, stats, ops  # noqa: F401

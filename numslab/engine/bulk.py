@@ -1,0 +1,336 @@
+"""Batches: ``__kmem_cache_alloc_bulk``, the kernel's detached-freelist bulk free, batch
+validation, and the seed's array modes (LOCAL, PARTIAL, NEW) from Lameter's 2015 RFC.
+
+Object arrays reach units as byte addresses (``words_at`` makes them Words); ``p`` below is
+always the Words of an int64 array of object addresses."""
+from __future__ import annotations
+
+from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
+                     ORDER_FALLBACK)
+from .checks import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _live_test, _locate
+from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
+from .layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECTS,
+                     CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, N_PARTIAL_HEAD, NIL,
+                     PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _ca, _cpu_row, _node_row,
+                     _stat)
+from .native import jit, unit, words_at
+from .pages import alloc_pages, free_pages
+from .slablists import _get_fp, _init_slab, _remove_partial, _set_fp
+
+
+@jit
+def _head_frame(st, pfn):
+    """``compound_head``: the head frame of the block holding ``pfn``."""
+    if st.pg_flags[pfn] & PG_TAIL:
+        return st.pg_head[pfn]
+    return pfn
+
+
+# ---- allocation ------------------------------------------------------------------------------
+@unit
+def alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
+    """``__kmem_cache_alloc_bulk``: fill the ``nr`` words at ``paddr`` with objects popped
+    from the CPU freelist, taking the slow path once whenever it runs dry. Objects are not
+    marked allocated. Returns ``nr``, or 0 after giving back what it took."""
+    p = words_at(paddr)
+    cpt = st.cpu
+    fl = _cpu_row(st, cache, cpu) + C_FREELIST
+    offset = _ca(st, cache, CA_OFFSET)
+    mem = st.mem
+    fast = 0
+    obj = cpt[fl]                    # the CPU freelist head, kept in a register meanwhile
+    for i in range(nr):
+        if obj == 0:
+            cpt[fl] = 0
+            obj = slab_alloc_slow(st, cache, cpu, -1, gfp)
+            if obj == 0:
+                _stat(st, cache, cpu, ALLOC_FASTPATH, fast)
+                free_bulk_raw(st, cache, cpu, i, paddr)
+                return 0
+            p[i] = obj
+            obj = cpt[fl]
+            continue
+        p[i] = obj
+        obj = _get_fp(mem, offset, obj)
+        fast += 1
+    cpt[fl] = obj
+    _stat(st, cache, cpu, ALLOC_FASTPATH, fast)
+    return nr
+
+
+# ---- freeing -----------------------------------------------------------------------------------
+@jit
+def _build_detached_freelist(st, cache, cpu, size, p):
+    """``build_detached_freelist`` (6.x): take the last object of ``p[:size]``, link every
+    other object of its slab found scanning down (stopping at the third object of another
+    slab) into a chain through their free pointers, and swap them to ``p[same:size]``.
+
+    Returns (same, slab, owner cache, head, tail, cnt); slab is NIL when the object was a
+    large kmalloc, which is freed here (``kfree_bulk`` only, ``cache`` NIL).
+
+    For a cache whose slabs are all order 0 an object's own frame is its slab, so the scan
+    skips ``compound_head``'s load (the same answer, one dependent load fewer per object)."""
+    mem = st.mem
+    size -= 1
+    obj = p[size]
+    slab = _head_frame(st, obj >> 12)
+    if cache == NIL and not st.pg_flags[slab] & PG_SLAB:
+        free_pages(st, cpu, slab, st.pg_order[slab])
+        return size, NIL, NIL, 0, 0, 0
+    owner = st.sl_cache[slab] if cache == NIL else cache
+    offset = _ca(st, owner, CA_OFFSET)
+    order0 = cache != NIL and _ca(st, cache, CA_ORDER) == 0
+    _set_fp(mem, offset, obj, 0)
+    head = obj
+    tail = obj
+    cnt = 1
+    lookahead = 3
+    same = size
+    while size:
+        size -= 1
+        obj = p[size]
+        pfn = obj >> 12
+        if (pfn if order0 else _head_frame(st, pfn)) == slab:
+            _set_fp(mem, offset, obj, head)
+            head = obj
+            cnt += 1
+            same -= 1
+            if size != same:
+                t = p[size]
+                p[size] = p[same]
+                p[same] = t
+            continue
+        lookahead -= 1
+        if lookahead == 0:
+            break
+    return same, slab, owner, head, tail, cnt
+
+
+@unit
+def free_bulk_raw(st, cache, cpu, size, paddr):
+    """``__kmem_cache_free_bulk``: give the ``size`` objects at ``paddr`` back to their slabs
+    one detached freelist at a time (no checks, no live-bit changes; the array is permuted).
+    0."""
+    p = words_at(paddr)
+    while size:
+        size, slab, owner, head, tail, cnt = _build_detached_freelist(st, cache, cpu, size, p)
+        if slab != NIL:
+            _do_slab_free_chain(st, owner, cpu, slab, head, tail, cnt)
+    return 0
+
+
+@jit
+def _check_objects(st, cache, nr, p):
+    """-1 if ``p[:nr]`` are distinct live objects of ``cache`` (not NIL), now marked free;
+    else the index of the first that is not, with the ones before it not yet given back.
+
+    Objects of one batch mostly come in runs on one page, so the outer loop looks a page up
+    once and an inner loop takes the run: per object, one load of the address, a page
+    compare, a grid test (a mask for a power-of-two size), a bound and the live bit, kept
+    in a register while neighbours share its word (see ``_live_set_run``)."""
+    flags = st.pg_flags
+    heads = st.pg_head
+    owners = st.sl_cache
+    nobjs = st.sl_objects
+    live = st.live
+    size = _ca(st, cache, CA_SIZE)
+    recip = _ca(st, cache, CA_RECIP)
+    pow2 = size & (size - 1) == 0
+    mask = size - 1
+    limit = st.npages << 12
+    cw = 0
+    cval = live[0]
+    i = 0
+    while i < nr:
+        a = p[i]
+        if a <= 0 or a >= limit:
+            break
+        pfn = a >> 12
+        head = pfn
+        f = flags[pfn]
+        if f & PG_TAIL:
+            head = heads[pfn]
+            f = flags[head]
+        if not f & PG_SLAB or owners[head] != cache:
+            break
+        base = head << 12
+        end = base + nobjs[head] * size
+        while True:                     # the run of objects on page pfn, from p[i] == a
+            off = a - base
+            if pow2:
+                bad = (off & mask) != 0
+            else:
+                bad = ((off * recip) >> 32) * size != off
+            w = a >> 9
+            if w != cw:
+                live[cw] = cval
+                cw = w
+                cval = live[w]
+            bit = 1 << ((a >> 3) & 63)
+            if bad | (a >= end) | ((cval & bit) == 0):   # one branch, not three
+                live[cw] = cval
+                return i
+            cval &= ~bit
+            i += 1
+            if i >= nr:
+                break
+            a = p[i]
+            if a >> 12 != pfn:
+                break
+    live[cw] = cval
+    return -1 if i >= nr else i
+
+
+@jit
+def _batch_fail(st, cache, i, p):
+    """Element ``i`` of ``p`` failed the batch check: find its error code (a duplicate of an
+    earlier element now reads as a double free), give ``p[:i]`` their live bits back and
+    record ``i`` in G_ERR2."""
+    err, _ = _locate(st, p[i], cache)
+    if err == 0:                                      # pragma: no cover - cannot happen
+        err = E_DOUBLE_FREE
+    for j in range(i):
+        _live_set(st, p[j])
+    st.g[G_ERR2] = i
+    return err
+
+
+@jit
+def _check_batch_any(st, nr, p):
+    """The batch check of ``kfree_bulk``: ``p[:nr]`` are distinct live objects of any cache,
+    or large kmalloc blocks; take them back (live bits cleared, per-CPU live counts fixed by
+    the caller). On the first bad element restore everything and return its error code,
+    with its index in G_ERR2; else 0."""
+    flags = st.pg_flags
+    for i in range(nr):
+        a = p[i]
+        err, slab = _locate(st, a, NIL)
+        if err == E_LARGE:
+            flags[a >> 12] &= ~PG_LARGE                 # a duplicate will now look freed
+            continue
+        if err:
+            if err != E_DOUBLE_FREE:
+                for j in range(i):                  # was it a large block seen earlier?
+                    if p[j] == a:
+                        err = E_DOUBLE_FREE
+            for j in range(i):                      # undo: nothing in the batch is freed
+                pf = _head_frame(st, p[j] >> 12)
+                if flags[pf] & PG_SLAB:
+                    _live_set(st, p[j])
+                else:
+                    flags[pf] |= PG_LARGE
+            st.g[G_ERR2] = i
+            return err
+        _live_clear(st, a)
+    return 0
+
+
+@unit
+def check_batch(st, cache, nr, paddr):
+    """Check that the ``nr`` objects at ``paddr`` are distinct live objects of ``cache``
+    (NIL: of any cache, or large kmalloc blocks) and take them back (live bits cleared; the
+    caller fixes the live counts). On the first bad element restore everything and return
+    its error code, with its index in G_ERR2; else 0."""
+    p = words_at(paddr)
+    if cache == NIL:
+        return _check_batch_any(st, nr, p)
+    bad = _check_objects(st, cache, nr, p)
+    if bad >= 0:
+        return _batch_fail(st, cache, bad, p)
+    return 0
+
+
+@jit
+def _uncount(st, cpu, nr, p):
+    """Subtract the slab objects of ``p[:nr]`` from their caches' live counts on ``cpu``."""
+    flags = st.pg_flags
+    owner = st.sl_cache
+    cpt = st.cpu
+    for i in range(nr):
+        pf = _head_frame(st, p[i] >> 12)
+        if flags[pf] & PG_SLAB:
+            cpt[_cpu_row(st, owner[pf], cpu) + C_LIVE] -= 1
+
+
+# ---- the seed's array modes ------------------------------------------------------------------
+@jit
+def _take_slab(st, cache, cpu, gfp, slab, p, at):
+    """Hand out every free object of a partial ``slab`` (now full, on no list) into
+    ``p[at:]``, walking its free list; returns how many."""
+    mem = st.mem
+    offset = _ca(st, cache, CA_OFFSET)
+    obj = st.sl_freelist[slab]
+    st.sl_freelist[slab] = 0
+    st.sl_inuse[slab] = st.sl_objects[slab]
+    n = 0
+    while obj != 0:
+        p[at + n] = obj
+        n += 1
+        obj = _get_fp(mem, offset, obj)
+    _hand_out_run(st, cache, cpu, gfp, p, at, n)
+    return n
+
+
+@unit
+def alloc_partial_slabs(st, cache, cpu, gfp, nr, paddr):
+    """SLAB_ARRAY_ALLOC_PARTIAL: take whole partial slabs, first from the CPU partial list,
+    then from the local node's, while each one's free objects fit in what is still wanted.
+    Returns the objects allocated into the words at ``paddr``."""
+    p = words_at(paddr)
+    cpt = st.cpu
+    nxt = st.pg_next
+    inuse = st.sl_inuse
+    objects = st.sl_objects
+    c = _cpu_row(st, cache, cpu)
+    got = 0
+    slab = cpt[c + C_PARTIAL]
+    while slab != NIL and objects[slab] - inuse[slab] <= nr - got:
+        cpt[c + C_PARTIAL] = nxt[slab]
+        nxt[slab] = NIL
+        st.pg_flags[slab] &= ~PG_CPU_PARTIAL
+        got += _take_slab(st, cache, cpu, gfp, slab, p, got)
+        slab = cpt[c + C_PARTIAL]
+    nd = st.node
+    r = _node_row(st, cache, st.cpu_node[cpu])
+    slab = nd[r + N_PARTIAL_HEAD]
+    while slab != NIL and objects[slab] - inuse[slab] <= nr - got:
+        _remove_partial(st, cache, slab)
+        got += _take_slab(st, cache, cpu, gfp, slab, p, got)
+        slab = nd[r + N_PARTIAL_HEAD]
+    _stat(st, cache, cpu, ALLOC_ARRAY_PARTIAL, got)
+    return got
+
+
+@unit
+def alloc_new_slabs(st, cache, cpu, gfp, nr, paddr):
+    """SLAB_ARRAY_ALLOC_NEW: carve whole fresh slabs straight into the words at ``paddr``
+    with no free list ever built, while a whole slab's worth is still wanted (so the count
+    may come back short). Returns the objects allocated."""
+    p = words_at(paddr)
+    per = _ca(st, cache, CA_OBJECTS)
+    size = _ca(st, cache, CA_SIZE)
+    order = _ca(st, cache, CA_ORDER)
+    node = st.cpu_node[cpu]
+    got = 0
+    while nr - got >= per:
+        objs = per
+        slab = alloc_pages(st, cpu, node, order, False)
+        if slab == NIL and _ca(st, cache, CA_MIN_ORDER) < order:
+            slab = alloc_pages(st, cpu, node, _ca(st, cache, CA_MIN_ORDER), False)
+            objs = _ca(st, cache, CA_MIN_OBJECTS)
+            if slab != NIL:
+                _stat(st, cache, cpu, ORDER_FALLBACK, 1)
+        if slab == NIL:
+            break
+        _init_slab(st, cache, slab, objs)
+        st.sl_inuse[slab] = objs
+        _stat(st, cache, cpu, ALLOC_SLAB, 1)
+        obj = slab << 12
+        for i in range(got, got + objs):
+            p[i] = obj
+            obj += size
+        _hand_out_run(st, cache, cpu, gfp, p, got, objs)
+        got += objs
+    _stat(st, cache, cpu, ALLOC_ARRAY_NEW, got)
+    return got
+

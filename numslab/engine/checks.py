@@ -1,0 +1,382 @@
+"""Checks: the live-object bitmap, address validation for every free, and ``validate``,
+which walks every slab and list and checks the invariants written in ARCHITECTURE.md."""
+from __future__ import annotations
+
+from .layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_LIVE, C_MAIN, C_PARTIAL, C_SLAB,
+                     C_SPARE, CA_ACTIVE, CA_OFFSET, CA_RECIP, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1,
+                     G_ERR2, N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS,
+                     N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, P_COUNT,
+                     P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD,
+                     PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_SLAB, PG_TAIL, SH_CACHE, SH_CAPACITY,
+                     SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _node_row, _slab_nid)
+from .native import jit, unit
+from .pages import _page_block, _pcp_row
+from .slablists import _get_fp
+
+# ---- error codes returned by kernels (negative; 0 is success / NULL) -----------------------
+E_OUTSIDE = -1        #: address outside the arena
+E_NOT_SLAB = -2       #: address on a page that is free, reserved or not a slab
+E_WRONG_CACHE = -3    #: object of another cache (G_ERR0 = its cache id)
+E_MISALIGNED = -4     #: not on the object grid of its slab (G_ERR0 = slab frame)
+E_DOUBLE_FREE = -5    #: object already free
+E_LARGE = -6          #: start of a large kmalloc block (G_ERR0 = head frame, G_ERR1 = order)
+E_NOT_HEAD = -7       #: inside an allocated block but not at its start
+E_CORRUPT = -8        #: ``validate`` found a broken invariant (G_ERR0 = what, G_ERR1 = where)
+
+#: What ``validate`` reports in G_ERR0 with E_CORRUPT.
+CORRUPTION = (
+    "cpu slab is not a frozen slab of this cache",
+    "free list leaves its slab or the object grid",
+    "free list holds a live object",
+    "free list is longer than the slab",
+    "cpu partial slab is not marked or not of this cache",
+    "node partial list link or mark is broken",
+    "node partial list count or tail is wrong",
+    "inuse + free objects != objects",
+    "frozen slab is no CPU's cpu slab",
+    "slab with free objects is on no list",
+    "node slab or object count is wrong",
+    "live objects differ from the per-CPU live counters",
+    "buddy free list is broken",
+    "full slab on a node partial list",
+    "sheaf holds a live object, a foreign object or too many objects",
+)
+
+
+# ---- the live-object bitmap: one bit per 8-byte granule, set at the start of each object
+# handed to the user (word addr >> 9, bit (addr >> 3) & 63) --------------------------------
+@jit
+def _live_test(st, addr):
+    """1 if the object at ``addr`` is allocated (its bit in the live bitmap is set)."""
+    return (st.live[addr >> 9] >> ((addr >> 3) & 63)) & 1
+
+
+@jit
+def _live_set(st, addr):
+    """Mark the object at ``addr`` allocated."""
+    st.live[addr >> 9] |= 1 << ((addr >> 3) & 63)
+
+
+@jit
+def _live_clear(st, addr):
+    """Mark the object at ``addr`` free."""
+    st.live[addr >> 9] &= ~(1 << ((addr >> 3) & 63))
+
+
+@jit
+def _live_set_run(st, p, start, n):
+    """Mark the objects ``p[start:start+n]`` (Words) allocated. Neighbouring objects share a
+    bitmap word, so the word stays in a register while they do: a store and a reload of the
+    same word in consecutive iterations would stall on store forwarding every time."""
+    if n <= 0:
+        return
+    live = st.live
+    cw = p[start] >> 9
+    cval = live[cw]
+    for k in range(start, start + n):
+        a = p[k]
+        w = a >> 9
+        if w != cw:
+            live[cw] = cval
+            cw = w
+            cval = live[w]
+        cval |= 1 << ((a >> 3) & 63)
+    live[cw] = cval
+
+
+@jit
+def _locate(st, addr, cache):
+    """Check that ``addr`` is a live object (of ``cache`` unless it is NIL) without changing
+    anything. Returns (0, slab head frame) or (error code, NIL) with details in G_ERR*."""
+    g = st.g
+    if addr <= 0 or addr >= st.npages << 12:
+        return E_OUTSIDE, NIL
+    pfn = addr >> 12
+    flags = st.pg_flags
+    f = flags[pfn]
+    if f & PG_TAIL:
+        head = st.pg_head[pfn]
+        f = flags[head]
+    elif f & PG_HEAD:
+        head = pfn
+    else:
+        return E_NOT_SLAB, NIL
+    if not f & PG_SLAB:
+        g[G_ERR0] = head
+        g[G_ERR1] = st.pg_order[head]
+        if f & PG_LARGE:
+            return (E_LARGE if addr == head << 12 else E_NOT_HEAD), NIL
+        return E_NOT_SLAB, NIL
+    owner = st.sl_cache[head]
+    if cache != NIL and owner != cache:
+        g[G_ERR0] = owner
+        return E_WRONG_CACHE, NIL
+    off = addr - (head << 12)
+    idx = (off * _ca(st, owner, CA_RECIP)) >> 32        # off // size, exact for off < 2**22
+    if idx * _ca(st, owner, CA_SIZE) != off or idx >= st.sl_objects[head]:
+        g[G_ERR0] = head
+        return E_MISALIGNED, NIL
+    if not _live_test(st, addr):
+        return E_DOUBLE_FREE, NIL
+    return 0, head
+
+
+@unit
+def locate(st, addr, cache):
+    """:func:`_locate` for the facade: 0 or an error code; the slab's head frame in G_ERR2."""
+    err, slab = _locate(st, addr, cache)
+    st.g[G_ERR2] = slab
+    return err
+
+
+# ---- validate ----------------------------------------------------------------------------------
+@jit
+def _corrupt(st, what, where):
+    """Record a broken invariant and return E_CORRUPT."""
+    st.g[G_ERR0] = what
+    st.g[G_ERR1] = where
+    return E_CORRUPT
+
+
+@jit
+def _walk_freelist(st, cache, slab, obj):
+    """Length of the free list from ``obj`` inside ``slab``, or a negative code."""
+    size = _ca(st, cache, CA_SIZE)
+    offset = _ca(st, cache, CA_OFFSET)
+    mem = st.mem
+    base = slab << 12
+    nobj = st.sl_objects[slab]
+    n = 0
+    while obj != 0:
+        off = obj - base
+        if off < 0 or off % size or off // size >= nobj:
+            return -2
+        if _live_test(st, obj):
+            return -3
+        n += 1
+        if n > nobj:
+            return -4
+        obj = _get_fp(mem, offset, obj)
+    return n
+
+
+#: In validate's scratch (one word per page frame), the bit marking a CPU slab; the low bits
+#: count the objects the CPUs hold of each slab (on CPU freelists and in sheaves).
+_CPU_SLAB = 1 << 40
+
+
+@jit
+def _count_sheaf(st, cache, sheaf):
+    """Add the objects of ``sheaf`` (0: none) to the scratch counts per slab; 1 if one is
+    live, not an object of ``cache``, or the sheaf is over capacity."""
+    if sheaf == 0:
+        return 0
+    mem = st.mem
+    cached = st.scratch
+    w = sheaf >> 3
+    size = mem[w + SH_SIZE]
+    if size < 0 or size > mem[w + SH_CAPACITY] or mem[w + SH_CACHE] != cache:
+        return 1
+    for i in range(size):
+        obj = mem[w + SH_OBJECTS + i]
+        if obj <= 0 or obj >= st.npages << 12:
+            return 1
+        head, order, f = _page_block(st, obj >> 12)
+        if head == NIL or not f & PG_SLAB or st.sl_cache[head] != cache or _live_test(st, obj):
+            return 1
+        if (obj - (head << 12)) % _ca(st, cache, CA_SIZE):
+            return 1
+        cached[head] += 1
+    return 0
+
+
+@jit
+def _validate_cache(st, cache):
+    """Check every invariant of one cache; 0 or E_CORRUPT (details in G_ERR0/G_ERR1)."""
+    mem = st.mem
+    flags = st.pg_flags
+    nxt = st.pg_next
+    prv = st.pg_prev
+    owner = st.sl_cache
+    inuse = st.sl_inuse
+    objects = st.sl_objects
+    sfl = st.sl_freelist
+    cpt = st.cpu
+    nd = st.node
+    npages = st.npages
+    scratch = st.scratch        # per slab: objects held by CPUs, | _CPU_SLAB for a CPU slab
+    for i in range(npages):
+        scratch[i] = 0
+    live_counter = 0
+    on_cpu_lists = 0
+    for cpu in range(st.ncpus):
+        c = _cpu_row(st, cache, cpu)
+        live_counter += cpt[c + C_LIVE]
+        slab = cpt[c + C_SLAB]
+        if slab != NIL:
+            if (flags[slab] & (PG_SLAB | PG_FROZEN)) != (PG_SLAB | PG_FROZEN) \
+                    or owner[slab] != cache or flags[slab] & (PG_NODE_PARTIAL | PG_CPU_PARTIAL):
+                return _corrupt(st, 0, slab)
+            n = _walk_freelist(st, cache, slab, cpt[c + C_FREELIST])
+            if n < 0:
+                return _corrupt(st, -n - 1, slab)
+            scratch[slab] = n | _CPU_SLAB
+        elif cpt[c + C_FREELIST] != 0:
+            return _corrupt(st, 0, cpu)
+        slab = cpt[c + C_PARTIAL]
+        k = 0
+        while slab != NIL:
+            if flags[slab] & (PG_SLAB | PG_CPU_PARTIAL | PG_FROZEN | PG_NODE_PARTIAL) \
+                    != (PG_SLAB | PG_CPU_PARTIAL) or owner[slab] != cache:
+                return _corrupt(st, 4, slab)
+            k += 1
+            if k > npages:
+                return _corrupt(st, 4, slab)
+            slab = nxt[slab]
+        on_cpu_lists += k
+    for cpu in range(st.ncpus):
+        c = _cpu_row(st, cache, cpu)
+        for col in (C_MAIN, C_SPARE):
+            if _count_sheaf(st, cache, cpt[c + col]):
+                return _corrupt(st, 14, cpt[c + col])
+    for node in range(st.nnodes):
+        r = _node_row(st, cache, node)
+        for col in (N_BARN_FULL, N_BARN_EMPTY):
+            sheaf = nd[r + col]
+            while sheaf:
+                if _count_sheaf(st, cache, sheaf):
+                    return _corrupt(st, 14, sheaf)
+                sheaf = mem[(sheaf >> 3) + SH_NEXT]
+    sheaf = _ca(st, cache, CA_USER_SHEAVES)
+    while sheaf:
+        if _count_sheaf(st, cache, sheaf):
+            return _corrupt(st, 14, sheaf)
+        sheaf = mem[(sheaf >> 3) + SH_NEXT]
+    size = _ca(st, cache, CA_SIZE)
+    ppn = st.pages_per_node
+    live_total = 0
+    for node in range(st.nnodes):
+        r = _node_row(st, cache, node)
+        slab = nd[r + N_PARTIAL_HEAD]
+        prev = NIL
+        on_list = 0
+        while slab != NIL:
+            if flags[slab] & (PG_SLAB | PG_NODE_PARTIAL | PG_FROZEN | PG_CPU_PARTIAL) \
+                    != (PG_SLAB | PG_NODE_PARTIAL) or owner[slab] != cache \
+                    or prv[slab] != prev or _slab_nid(st, slab) != node:
+                return _corrupt(st, 5, slab)
+            if inuse[slab] >= objects[slab]:
+                return _corrupt(st, 13, slab)
+            on_list += 1
+            if on_list > npages:
+                return _corrupt(st, 5, slab)
+            prev = slab
+            slab = nxt[slab]
+        if on_list != nd[r + N_NR_PARTIAL] or nd[r + N_PARTIAL_TAIL] != prev:
+            return _corrupt(st, 6, node)
+        nslabs = 0
+        nobjs = 0
+        for slab in range(node * ppn, (node + 1) * ppn):
+            f = flags[slab]
+            if not (f & PG_HEAD and f & PG_SLAB and owner[slab] == cache):
+                continue
+            if f & PG_NODE_PARTIAL:
+                on_list -= 1
+            if f & PG_CPU_PARTIAL:
+                on_cpu_lists -= 1
+            nslabs += 1
+            nobjs += objects[slab]
+            n = _walk_freelist(st, cache, slab, sfl[slab])
+            if n < 0:
+                return _corrupt(st, -n - 1, slab)
+            if inuse[slab] + n != objects[slab]:
+                return _corrupt(st, 7, slab)
+            if f & PG_FROZEN and not scratch[slab] & _CPU_SLAB:
+                return _corrupt(st, 8, slab)
+            if n > 0 and not f & (PG_FROZEN | PG_NODE_PARTIAL | PG_CPU_PARTIAL):
+                return _corrupt(st, 9, slab)
+            live = 0
+            base = slab << 12
+            for i in range(objects[slab]):
+                live += _live_test(st, base + i * size)
+            if live != objects[slab] - n - (scratch[slab] & (_CPU_SLAB - 1)):
+                return _corrupt(st, 7, slab)
+            live_total += live
+        if nslabs != nd[r + N_NR_SLABS] or nobjs != nd[r + N_TOTAL_OBJECTS]:
+            return _corrupt(st, 10, node)
+        if on_list != 0:
+            return _corrupt(st, 5, node)
+    if on_cpu_lists != 0:
+        return _corrupt(st, 4, cache)
+    if live_total != live_counter:
+        return _corrupt(st, 11, cache)
+    return 0
+
+
+@jit
+def _validate_pages(st):
+    """Check the buddy free lists and the per-CPU page lists: links, marks, counts and that
+    no free block overlaps an allocated one. 0 or E_CORRUPT."""
+    flags = st.pg_flags
+    pord = st.pg_order
+    nxt = st.pg_next
+    prv = st.pg_prev
+    bd = st.buddy
+    pcp = st.pcp
+    ppn = st.pages_per_node
+    for node in range(st.nnodes):
+        for order in range(NR_ORDERS):
+            row = (node * NR_ORDERS + order) * B_NCOLS
+            pfn = bd[row + B_HEAD]
+            prev = NIL
+            k = 0
+            while pfn != NIL:
+                if flags[pfn] != PG_BUDDY or pord[pfn] != order or prv[pfn] != prev \
+                        or pfn // ppn != node or (pfn - node * ppn) & ((1 << order) - 1):
+                    return _corrupt(st, 12, pfn)
+                for t in range(pfn + 1, pfn + (1 << order)):
+                    if flags[t] != 0:
+                        return _corrupt(st, 12, t)
+                k += 1
+                prev = pfn
+                pfn = nxt[pfn]
+            if k != bd[row + B_COUNT]:
+                return _corrupt(st, 12, node)
+    for cpu in range(st.ncpus):                 # the per-CPU page lists
+        for node in range(st.nnodes):
+            row = _pcp_row(st, cpu, node)
+            pages = 0
+            for order in range(PCP_MAX_ORDER + 1):
+                pfn = pcp[row + P_LISTS + 2 * order]
+                prev = NIL
+                while pfn != NIL:
+                    if flags[pfn] != PG_PCP or pord[pfn] != order or prv[pfn] != prev \
+                            or pfn // ppn != node or (pfn - node * ppn) & ((1 << order) - 1):
+                        return _corrupt(st, 12, pfn)
+                    for t in range(pfn + 1, pfn + (1 << order)):
+                        if flags[t] != 0:
+                            return _corrupt(st, 12, t)
+                    pages += 1 << order
+                    prev = pfn
+                    pfn = nxt[pfn]
+                if prev != pcp[row + P_LISTS + 2 * order + 1]:
+                    return _corrupt(st, 12, node)
+            if pages != pcp[row + P_COUNT]:
+                return _corrupt(st, 12, node)
+    return 0
+
+
+@unit
+def validate(st, cache):
+    """Validate one cache, or every active cache and the page allocator if ``cache`` is NIL:
+    0 or E_CORRUPT (what in G_ERR0, where in G_ERR1, the cache in G_ERR2)."""
+    if cache != NIL:
+        st.g[G_ERR2] = cache
+        return _validate_cache(st, cache)
+    for c in range(st.max_caches):
+        if _ca(st, c, CA_ACTIVE):
+            err = _validate_cache(st, c)
+            if err:
+                st.g[G_ERR2] = c
+                return err
+    return _validate_pages(st)

@@ -1,0 +1,423 @@
+"""The engine's compile machinery: the ``State`` and ``Words`` pointer types the kernels work
+on, the one options factory for helpers (``jit``) and ``unit``, an operation compiled once as a
+C function, reached through a process-wide table and compiled on its first call.
+
+Why it is built this way (measured in ARCHITECTURE.md, "What is compiled when"):
+
+* Numba compiles each ``@njit`` function into its own library and links the libraries of the
+  functions it calls into its own, so a slow path called from ten entry points is optimised and
+  stored ten times. A unit is compiled once; every caller (other units, the facade's call gate,
+  users' ``@njit`` code through ``numslab.jit``) calls it through ``numslab_units[slot]``, a
+  symbol of this process, so no caller embeds it and a cached caller never holds a stale copy.
+* Kernels index raw pointers (``Words``), not NumPy arrays: a pointer has no reference count to
+  update when it crosses a call, no bounds or wraparound code, and is several times cheaper for
+  Numba to type and lower than an array subscript.
+* Every unit's cache key carries :data:`ABI`, a hash of the sources compiled into the engine
+  and of the unit table's layout, so a cache written by another version of numslab is never
+  loaded (Numba alone keys a function on its own file only).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import operator
+from pathlib import Path
+from typing import Any, Callable
+
+import numba as nb
+import numpy as np
+from llvmlite import binding as ll
+from llvmlite import ir
+from numba import types
+from numba.core.caching import FunctionCache
+from numba.core.ccallback import CFunc
+from numba.core.typing.templates import (AbstractTemplate, AttributeTemplate, infer_getattr,
+                                         infer_global, signature)
+from numba.extending import (intrinsic, lower_builtin, lower_getattr_generic, models,
+                             register_model)
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+_I64 = ir.IntType(64)
+_P64 = _I64.as_pointer()
+_I8P = ir.IntType(8).as_pointer()
+
+
+def _source_hash() -> str:
+    """Hash of every source whose code is compiled into engine or driver functions."""
+    h = hashlib.sha256(nb.__version__.encode())
+    files = [*_PACKAGE.glob("engine/*.py"), *_PACKAGE.glob("drivers/*.py"),
+             _PACKAGE / "flags.py", _PACKAGE / "errors.py"]
+    for f in sorted(files):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+#: The engine's ABI: changes whenever a source compiled into the engine changes.
+ABI = _source_hash()
+
+#: Options of every compiled helper: nopython, no bounds checks, no Numba runtime (kernels
+#: create no arrays, so they need no reference counts: see ARCHITECTURE.md).
+OPTIONS: dict[str, Any] = {"boundscheck": False, "_nrt": False}
+
+
+class EngineCache(FunctionCache):
+    """Numba's on-disk function cache, keyed also on :data:`ABI` and the unit table's layout,
+    so that a function is never loaded from a cache that another numslab wrote."""
+
+    def _index_key(self, sig: Any, codegen: Any) -> tuple:
+        return (*super()._index_key(sig, codegen), ABI, unit_table_hash())
+
+
+def jit(func: Callable | None = None, *, cache: bool = True, **overrides: Any) -> Any:
+    """Compile ``func`` with the engine's options (a decorator, usable with arguments).
+
+    ``nrt=True`` turns the Numba runtime on, for code that creates arrays (``numslab.net``);
+    ``inline="always"`` inlines in Numba's IR (only for the few tiny fast paths that users'
+    loops must hold without a call)."""
+    if "nrt" in overrides:
+        overrides["_nrt"] = overrides.pop("nrt")
+    options = {**OPTIONS, **overrides}
+
+    def wrap(f: Callable) -> Any:
+        d = nb.njit(**options)(f)
+        if cache and hasattr(d, "enable_caching"):      # not under NUMBA_DISABLE_JIT
+            d._cache = EngineCache(f)
+        return d
+    return wrap if func is None else wrap(func)
+
+
+def jit_rt(func: Callable | None = None, **overrides: Any) -> Any:
+    """:func:`jit` with the Numba runtime on, for code that creates arrays."""
+    return jit(func, nrt=True, **overrides)
+
+
+# ---- Words: a raw pointer to int64 words --------------------------------------------------------
+class WordsType(types.Type):
+    """A raw pointer to int64 words: ``w[i]`` loads word ``i`` and ``w[i] = v`` stores it, with
+    no bounds check and no reference count. Every field of the state and the arena are Words."""
+
+    def __init__(self) -> None:
+        super().__init__(name="numslab.Words")
+
+
+Words = WordsType()
+
+
+@register_model(WordsType)
+class _WordsModel(models.PrimitiveModel):
+    def __init__(self, dmm: Any, fe_type: Any) -> None:
+        super().__init__(dmm, fe_type, _P64)
+
+
+@infer_global(operator.getitem)
+class _WordsGetItem(AbstractTemplate):
+    def generic(self, args: tuple, kws: dict) -> Any:
+        if len(args) == 2 and args[0] is Words and isinstance(args[1], types.Integer):
+            return signature(types.int64, Words, args[1])
+
+
+@infer_global(operator.setitem)
+class _WordsSetItem(AbstractTemplate):
+    def generic(self, args: tuple, kws: dict) -> Any:
+        if len(args) == 3 and args[0] is Words and isinstance(args[1], types.Integer) \
+                and isinstance(args[2], (types.Integer, types.Boolean)):
+            return signature(types.none, Words, args[1], args[2])
+
+
+@lower_builtin(operator.getitem, WordsType, types.Integer)
+def _words_get(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+    ptr, i = args
+    return builder.load(builder.gep(ptr, [context.cast(builder, i, sig.args[1], types.int64)]))
+
+
+@lower_builtin(operator.setitem, WordsType, types.Integer, types.Any)
+def _words_set(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+    ptr, i, v = args
+    builder.store(context.cast(builder, v, sig.args[2], types.int64),
+                  builder.gep(ptr, [context.cast(builder, i, sig.args[1], types.int64)]))
+    return context.get_dummy_value()
+
+
+@intrinsic
+def words_at(typingctx: Any, addr: Any) -> Any:
+    """The Words at byte address ``addr`` (an int)."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], _P64)
+    return Words(types.int64), codegen
+
+
+@intrinsic
+def address(typingctx: Any, w: Any) -> Any:
+    """The byte address of Words (or of a State) ``w``, as an int."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.ptrtoint(args[0], _I64)
+    if w is Words or w is State:
+        return types.int64(w), codegen
+
+
+@intrinsic
+def byte_array(typingctx: Any, w: Any, n: Any) -> Any:
+    """The ``n`` bytes at Words ``w`` as a uint8 array (no reference count: it owns nothing)."""
+    arrty = types.Array(types.uint8, 1, "C")
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        ary = context.make_array(arrty)(context, builder)
+        n = context.cast(builder, args[1], sig.args[1], types.intp)
+        one = ir.Constant(n.type, 1)
+        context.populate_array(ary, data=builder.bitcast(args[0], ary.data.type),
+                               shape=[n], strides=[one], itemsize=one, meminfo=None)
+        return ary._getvalue()
+    if w is Words and isinstance(n, types.Integer):
+        return arrty(w, n), codegen
+
+
+@intrinsic
+def shift(typingctx: Any, w: Any, i: Any) -> Any:
+    """``w`` advanced by ``i`` words (``&w[i]``)."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.gep(args[0], [context.cast(builder, args[1], sig.args[1], types.int64)])
+    if w is Words and isinstance(i, types.Integer):
+        return Words(Words, i), codegen
+
+
+@intrinsic
+def zero_bytes(typingctx: Any, w: Any, off: Any, n: Any) -> Any:
+    """``memset`` the ``n`` bytes at byte offset ``off`` of ``w`` to zero."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        base = builder.bitcast(args[0], _I8P)
+        dst = builder.gep(base, [context.cast(builder, args[1], sig.args[1], types.int64)])
+        size = context.cast(builder, args[2], sig.args[2], types.int64)
+        builder.call(builder.module.declare_intrinsic("llvm.memset", [_I8P, _I64]),
+                     [dst, ir.Constant(ir.IntType(8), 0), size, ir.Constant(ir.IntType(1), 0)])
+        return context.get_dummy_value()
+    if w is Words and isinstance(off, types.Integer) and isinstance(n, types.Integer):
+        return types.none(w, off, n), codegen
+
+
+@intrinsic
+def copy_bytes(typingctx: Any, dst: Any, doff: Any, src: Any, soff: Any, n: Any) -> Any:
+    """``memmove`` ``n`` bytes from byte offset ``soff`` of ``src`` to ``doff`` of ``dst``."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        d = builder.gep(builder.bitcast(args[0], _I8P),
+                        [context.cast(builder, args[1], sig.args[1], types.int64)])
+        s = builder.gep(builder.bitcast(args[2], _I8P),
+                        [context.cast(builder, args[3], sig.args[3], types.int64)])
+        size = context.cast(builder, args[4], sig.args[4], types.int64)
+        builder.call(builder.module.declare_intrinsic("llvm.memmove", [_I8P, _I8P, _I64]),
+                     [d, s, size, ir.Constant(ir.IntType(1), 0)])
+        return context.get_dummy_value()
+    if dst is Words and src is Words:
+        return types.none(dst, doff, src, soff, n), codegen
+
+
+# ---- State: the state buffer, its fields as attributes ------------------------------------------
+class StateType(types.Type):
+    """A pointer to an allocator's state buffer. ``st.<field>`` is the Words of a field (the
+    header word holding its offset is read once and may be hoisted: it never changes),
+    ``st.<scalar>`` a fixed scalar such as ``st.npages``, ``st.mem`` the arena's words."""
+
+    def __init__(self) -> None:
+        super().__init__(name="numslab.State")
+
+
+State = StateType()
+
+#: Filled by ``layout``: attribute name -> header word holding the field's offset.
+FIELD_ATTRS: dict[str, int] = {}
+#: Filled by ``layout``: attribute name -> (header word of field ``g``'s offset, item): fixed
+#: scalars (they never change once the state is made).
+SCALAR_ATTRS: dict[str, tuple[int, int]] = {}
+#: Filled by ``layout``: attribute name -> header word holding an address (the arena).
+ADDRESS_ATTRS: dict[str, int] = {}
+#: Filled by ``layout``: attribute name -> header word holding a fixed int (the arena's size).
+HEADER_ATTRS: dict[str, int] = {}
+
+
+@register_model(StateType)
+class _StateModel(models.PrimitiveModel):
+    def __init__(self, dmm: Any, fe_type: Any) -> None:
+        super().__init__(dmm, fe_type, _P64)
+
+
+@infer_getattr
+class _StateAttributes(AttributeTemplate):
+    key = State
+
+    def generic_resolve(self, typ: Any, attr: str) -> Any:
+        if attr in FIELD_ATTRS or attr in ADDRESS_ATTRS:
+            return Words
+        if attr in SCALAR_ATTRS or attr in HEADER_ATTRS:
+            return types.int64
+
+
+def _invariant_load(builder: Any, ptr: Any) -> Any:
+    """A load the optimiser may hoist and merge: the word never changes while code runs."""
+    value = builder.load(ptr)
+    value.set_metadata("invariant.load", builder.module.add_metadata([]))
+    return value
+
+
+@lower_getattr_generic(StateType)
+def _state_getattr(context: Any, builder: Any, typ: Any, st: Any, attr: str) -> Any:
+    if attr in FIELD_ATTRS:
+        off = _invariant_load(builder, builder.gep(st, [ir.Constant(_I64, FIELD_ATTRS[attr])]))
+        return builder.gep(st, [off])
+    if attr in ADDRESS_ATTRS:
+        addr = _invariant_load(builder, builder.gep(st, [ir.Constant(_I64, ADDRESS_ATTRS[attr])]))
+        return builder.inttoptr(addr, _P64)
+    if attr in HEADER_ATTRS:
+        return _invariant_load(builder, builder.gep(st, [ir.Constant(_I64, HEADER_ATTRS[attr])]))
+    hdr, item = SCALAR_ATTRS[attr]
+    off = _invariant_load(builder, builder.gep(st, [ir.Constant(_I64, hdr)]))
+    return _invariant_load(builder, builder.gep(st, [builder.add(off, ir.Constant(_I64, item))]))
+
+
+@intrinsic
+def state_at(typingctx: Any, addr: Any) -> Any:
+    """The State whose buffer starts at byte address ``addr``."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], _P64)
+    return State(types.int64), codegen
+
+
+# ---- units: operations compiled once, called through a table --------------------------------
+MAX_UNITS = 512
+#: Entry addresses of the units, by slot: a unit's compiled C function once it is compiled,
+#: until then a stub that compiles it. Never freed or moved: compiled code finds it by the
+#: process symbol ``numslab_units``.
+UNIT_TABLE = np.zeros(MAX_UNITS, np.int64)
+UNITS: list["Unit"] = []
+UNIT_SYMBOL = "numslab_units"
+ll.add_symbol(UNIT_SYMBOL, UNIT_TABLE.ctypes.data)
+_table_hash: list[str] = []
+
+
+def unit_table_hash() -> str:
+    """Hash of the unit table's layout (every unit's slot and arity), fixed once first asked:
+    part of every cache key, since compiled callers reach units by slot."""
+    if not _table_hash:
+        _table_hash.append(hashlib.sha256(repr([(u.name, u.slot, u.nargs) for u in UNITS])
+                                          .encode()).hexdigest()[:16])
+    return _table_hash[0]
+
+
+def table_load(builder: Any, symbol: str, index: Any) -> Any:
+    """Load word ``index`` (an LLVM i64 value) of the process table ``symbol``."""
+    mod = builder.module
+    try:
+        table = mod.get_global(symbol)
+    except KeyError:
+        table = ir.GlobalVariable(mod, _I64, symbol)
+        table.linkage = "external"
+    return builder.load(builder.gep(builder.bitcast(table, _P64), [index]))
+
+
+class Unit:
+    """An engine operation ``f(st, a, b, ...) -> int`` (``st`` a State, the rest int64), compiled
+    once as a C function on its first call and reached through :data:`UNIT_TABLE`.
+
+    Jitted code calls it like a function; Python calls ``unit(state_address, a, b, ...)``
+    (through ctypes: slow, for set-up and tests; the facade's hot paths go through
+    ``drivers.calls``)."""
+
+    def __init__(self, func: Callable) -> None:
+        if _table_hash:
+            raise RuntimeError(f"unit {func.__qualname__} defined after the table was fixed")
+        if len(UNITS) >= MAX_UNITS:
+            raise RuntimeError("too many units")
+        self.py_func = func
+        self.name = f"{func.__module__}.{func.__qualname__}"
+        self.__name__ = func.__name__
+        self.__qualname__ = func.__qualname__
+        self.__module__ = func.__module__
+        self.__doc__ = func.__doc__
+        self.nargs = func.__code__.co_argcount
+        self.sig = types.int64(State, *[types.int64] * (self.nargs - 1))
+        self.slot = len(UNITS)
+        self.address = 0                        #: the compiled C function, once compiled
+        self._cfunc: CFunc | None = None
+        self._ctypes: Any = None
+        proto = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * self.nargs)
+        self._proto = proto
+        self._stub = proto(self._first_call)    # kept alive: the table points at it
+        UNITS.append(self)
+        UNIT_TABLE[self.slot] = ctypes.cast(self._stub, ctypes.c_void_p).value
+        _register_unit_call(self)
+
+    def __repr__(self) -> str:
+        return f"<unit {self.name} slot {self.slot}{' compiled' if self.address else ''}>"
+
+    def _first_call(self, *args: int) -> int:
+        """The table's stub: compile, then run this call (a compiled caller got here)."""
+        return self.compile()(*args)
+
+    def compile(self) -> Callable[..., int]:
+        """Compile (or load from the cache) and install in the table; the ctypes function."""
+        if self._ctypes is None:
+            cf = CFunc(self.py_func, (self.sig.args, self.sig.return_type), {}, dict(OPTIONS))
+            cf._cache = EngineCache(self.py_func)
+            cf.compile()
+            self._cfunc = cf
+            self.address = cf.address
+            UNIT_TABLE[self.slot] = cf.address
+            self._ctypes = self._proto(cf.address)
+        return self._ctypes
+
+    @property
+    def cache_hits(self) -> int:
+        """1 if the compiled code came from Numba's cache (0 if compiled or not yet loaded)."""
+        return self._cfunc._cache_hits if self._cfunc is not None else 0
+
+    def inspect_llvm(self) -> str:
+        """The optimised LLVM IR of the compiled unit."""
+        self.compile()
+        return self._cfunc.inspect_llvm()
+
+    def __call__(self, *args: int) -> int:
+        if len(args) != self.nargs:
+            raise TypeError(f"{self.name} takes {self.nargs} arguments, not {len(args)}")
+        return self.compile()(*args)
+
+
+def _register_unit_call(u: Unit) -> None:
+    """Type and lower calls of unit ``u`` from jitted code: an indirect call through its slot."""
+    key = f"numslab.unit.{u.name}"
+
+    @infer_global(u, typing_key=key)
+    class _Call(AbstractTemplate):
+        def generic(self, args: tuple, kws: dict) -> Any:
+            if kws or len(args) != u.nargs or args[0] is not State:
+                return None
+            if all(isinstance(a, (types.Integer, types.Boolean)) for a in args[1:]):
+                return u.sig
+
+    @lower_builtin(key, *u.sig.args)
+    def _lower(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        fnty = ir.FunctionType(_I64, [_P64] + [_I64] * (u.nargs - 1))
+        fn = builder.inttoptr(table_load(builder, UNIT_SYMBOL, ir.Constant(_I64, u.slot)),
+                              fnty.as_pointer())
+        return builder.call(fn, args)
+
+
+def unit(func: Callable) -> Unit:
+    """Decorator: make ``func(st, ...)`` a :class:`Unit`."""
+    return Unit(func)
+
+
+@intrinsic
+def call_slot(typingctx: Any, slot: Any, st: Any, args: Any) -> Any:
+    """Call the unit in table slot ``slot`` (a run-time int) with ``st`` and the tuple ``args``
+    of ints: the drivers' trampolines use it."""
+    if not isinstance(args, types.BaseTuple) or not all(
+            isinstance(a, types.Integer) for a in args):
+        return None
+
+    def codegen(context: Any, builder: Any, sig: Any, llargs: Any) -> Any:
+        n = len(sig.args[2])
+        fnty = ir.FunctionType(_I64, [_P64] + [_I64] * n)
+        fn = builder.inttoptr(table_load(builder, UNIT_SYMBOL, llargs[0]), fnty.as_pointer())
+        vals = [context.cast(builder, builder.extract_value(llargs[2], i), sig.args[2][i],
+                             types.int64) for i in range(n)]
+        return builder.call(fn, [llargs[1], *vals])
+    return types.int64(slot, st, args), codegen

@@ -1,0 +1,323 @@
+"""The public operations as units (sheaves first, then the CPU slab), shared by the Python
+facade's call gate and by ``numslab.jit`` in users' own @njit code. Each takes a checked
+cache id and CPU; addresses are checked here, arrays arrive as byte addresses."""
+from __future__ import annotations
+
+from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL,
+                     SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
+                     SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
+from .bulk import (_batch_fail, _check_objects, _uncount, alloc_bulk_slab, alloc_new_slabs,
+                   alloc_partial_slabs, check_batch, free_bulk_raw)
+from .checks import E_LARGE, _live_set, _locate
+from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
+                       _take_back, flush_cpu)
+from .layout import (C_FREELIST, C_LIVE, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS,
+                     CA_OFFSET, CA_SHEAF_CAPACITY, NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _ca,
+                     _cpu_row, _slab_nid, _stat)
+from .native import copy_bytes, jit, unit, words_at, zero_bytes
+from .pages import free_block_checked
+from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _free_empty_sheaf, _free_to_pcs,
+                      _free_to_pcs_bulk, _sheaf_put, _sheaf_take, _w, barn_shrink,
+                      pcs_flush_all)
+from .slablists import _get_fp, shrink_node
+
+
+# ---- single objects -----------------------------------------------------------------------------
+@unit
+def kmem_cache_alloc_node(st, cache, cpu, node, gfp):
+    """``kmem_cache_alloc_node``: from the CPU's sheaves when the cache has them, else (or
+    if they cannot serve) through the CPU slab. Address or 0."""
+    if _ca(st, cache, CA_SHEAF_CAPACITY):
+        obj = _alloc_from_pcs(st, cache, cpu, gfp, node)
+        if obj:
+            _hand_out(st, cache, cpu, obj, gfp)
+            return obj
+    return _slab_alloc(st, cache, cpu, node, gfp)
+
+
+@jit
+def _slab_free_one(st, cache, cpu, slab, addr):
+    """``slab_free`` of a checked object: a local-node object goes to the sheaves if the
+    cache has them, else (or if they are full) to the CPU slab layer."""
+    _take_back(st, cache, cpu, addr)
+    if _ca(st, cache, CA_SHEAF_CAPACITY) and _slab_nid(st, slab) == st.cpu_node[cpu]:
+        if _free_to_pcs(st, cache, cpu, addr):
+            return
+    _do_slab_free_chain(st, cache, cpu, slab, addr, addr, 1)
+
+
+@unit
+def free_checked(st, cache, cpu, slab, addr):
+    """A free whose checks passed (``numslab.jit`` does them inline, with the common case):
+    take the object back and free it to the sheaves or the CPU slab layer. 0."""
+    _slab_free_one(st, cache, cpu, slab, addr)
+    return 0
+
+
+@unit
+def kmem_cache_free(st, cache, cpu, addr):
+    """``kmem_cache_free``: 0, or a negative error code with nothing changed."""
+    err, slab = _locate(st, addr, cache)
+    if err:
+        return err
+    _slab_free_one(st, cache, cpu, slab, addr)
+    return 0
+
+
+@unit
+def kfree(st, cpu, addr):
+    """``kfree``: find the slab (or large block) from the address alone and free it.
+    0, or a negative code with nothing changed."""
+    err, slab = _locate(st, addr, NIL)
+    if err == E_LARGE:
+        return free_block_checked(st, cpu, addr, -1, PG_LARGE)
+    if err:
+        return err
+    _slab_free_one(st, st.sl_cache[slab], cpu, slab, addr)
+    return 0
+
+
+# ---- bulk ---------------------------------------------------------------------------------------
+@unit
+def kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
+    """``kmem_cache_alloc_bulk``: the ``nr`` words at ``paddr`` from the sheaves, then the
+    CPU slab. Returns ``nr``, or 0 with nothing taken (all or nothing)."""
+    p = words_at(paddr)
+    i = 0
+    if _ca(st, cache, CA_SHEAF_CAPACITY):
+        i = _alloc_from_pcs_bulk(st, cache, cpu, nr, p, 0)
+    if i < nr and alloc_bulk_slab(st, cache, cpu, gfp, nr - i, paddr + 8 * i) == 0:
+        if i:
+            free_bulk_raw(st, cache, cpu, i, paddr)
+        return 0
+    if gfp & __GFP_ZERO:
+        size = _ca(st, cache, CA_OBJECT_SIZE)
+        mem = st.mem
+        for j in range(nr):
+            zero_bytes(mem, p[j], size)
+    for j in range(nr):
+        _live_set(st, p[j])
+    st.cpu[_cpu_row(st, cache, cpu) + C_LIVE] += nr
+    return nr
+
+
+@unit
+def kmem_cache_free_bulk(st, cache, cpu, nr, paddr):
+    """``kmem_cache_free_bulk`` (``cache`` NIL: ``kfree_bulk``): check every element as a
+    single free would, then free through the sheaves or detached freelists. 0, or the first
+    bad element's error code (index in G_ERR2) with nothing freed. The array is permuted."""
+    err = check_batch(st, cache, nr, paddr)
+    if err:
+        return err
+    p = words_at(paddr)
+    if cache == NIL:
+        _uncount(st, cpu, nr, p)
+    else:
+        st.cpu[_cpu_row(st, cache, cpu) + C_LIVE] -= nr
+    if cache != NIL and _ca(st, cache, CA_SHEAF_CAPACITY):
+        _free_to_pcs_bulk(st, cache, cpu, nr, p)
+    else:
+        free_bulk_raw(st, cache, cpu, nr, paddr)
+    return 0
+
+
+@jit
+def _alloc_bulk_fast(st, cache, cpu, gfp, nr, p):
+    """``kmem_cache_alloc_bulk``'s common case on a cache with sheaves: the CPU's main sheaf
+    holds ``nr`` objects. Take them (``alloc_from_pcs_bulk`` in one batch) and hand them
+    out. Returns ``nr``, or -1 if the case does not apply."""
+    main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
+    if main == 0 or st.mem[_w(main, SH_SIZE)] < nr:
+        return -1
+    _sheaf_take(st, cache, cpu, main, nr, p, 0)
+    _hand_out_run(st, cache, cpu, gfp, p, 0, nr)
+    return nr
+
+
+@jit
+def _free_bulk_fast(st, cache, cpu, nr, p):
+    """``kmem_cache_free_bulk``'s common case on a cache with sheaves on one node: ``nr``
+    objects fit in the CPU's main sheaf. Check them all, then put them in (what
+    ``free_to_pcs_bulk`` does in one batch). Returns 0 when done, 1 if the case does not
+    apply, or a negative error code with nothing freed (index in G_ERR2)."""
+    c = _cpu_row(st, cache, cpu)
+    main = st.cpu[c + C_MAIN]
+    if main == 0 or st.nnodes != 1 or \
+            st.mem[_w(main, SH_SIZE)] + nr > _ca(st, cache, CA_SHEAF_CAPACITY):
+        return 1
+    bad = _check_objects(st, cache, nr, p)
+    if bad >= 0:                    # nothing written yet: the sheaf's bytes stay as they were
+        return _batch_fail(st, cache, bad, p)
+    _sheaf_put(st, cache, cpu, main, nr, p, 0)
+    st.cpu[c + C_LIVE] -= nr
+    return 0
+
+
+@unit
+def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
+    """The facade's ``kmem_cache_alloc_bulk``: the common sheaf case inline, else the unit."""
+    n = _alloc_bulk_fast(st, cache, cpu, gfp, nr, words_at(paddr))
+    if n >= 0:
+        return n
+    return kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr)
+
+
+@unit
+def free_bulk(st, cache, cpu, nr, paddr):
+    """The facade's ``kmem_cache_free_bulk``/``kfree_bulk`` (``cache`` NIL): the common sheaf
+    case inline, else the unit. 0 or an error code."""
+    if cache != NIL:
+        err = _free_bulk_fast(st, cache, cpu, nr, words_at(paddr))
+        if err <= 0:
+            return err
+    return kmem_cache_free_bulk(st, cache, cpu, nr, paddr)
+
+
+# ---- the seed's array API -------------------------------------------------------------------------
+@unit
+def alloc_local(st, cache, cpu, gfp, nr, paddr):
+    """SLAB_ARRAY_ALLOC_LOCAL: objects the CPU already holds: its main and spare sheaves,
+    then its lockless freelist. Returns how many went into the words at ``paddr``."""
+    p = words_at(paddr)
+    mem = st.mem
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    got = 0
+    if _ca(st, cache, CA_SHEAF_CAPACITY):
+        for col in (C_MAIN, C_SPARE):
+            sheaf = cpt[c + col]
+            if not sheaf:
+                continue
+            size = mem[_w(sheaf, SH_SIZE)]
+            take = min(size, nr - got)
+            o = _w(sheaf, SH_OBJECTS) + size - take
+            for k in range(take):
+                p[got + k] = mem[o + k]
+            mem[_w(sheaf, SH_SIZE)] = size - take
+            got += take
+    offset = _ca(st, cache, CA_OFFSET)
+    obj = cpt[c + C_FREELIST]
+    while obj != 0 and got < nr:
+        p[got] = obj
+        got += 1
+        obj = _get_fp(mem, offset, obj)
+    cpt[c + C_FREELIST] = obj
+    _hand_out_run(st, cache, cpu, gfp, p, 0, got)
+    _stat(st, cache, cpu, ALLOC_ARRAY_LOCAL, got)
+    return got
+
+
+@unit
+def kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, paddr):
+    """``kmem_cache_alloc_array`` (RFC, January 2015): PARTIAL, then NEW while more than a
+    slab's worth is wanted, then LOCAL, then FULL_COUNT one by one; no flags means all.
+    Returns the objects allocated into the words at ``paddr`` (may be short without
+    FULL_COUNT)."""
+    if flags & SLAB_ARRAY_ALLOC_ALL == 0:
+        flags |= SLAB_ARRAY_ALLOC_ALL
+    i = 0
+    if flags & SLAB_ARRAY_ALLOC_PARTIAL and i < nr:
+        i += alloc_partial_slabs(st, cache, cpu, gfp, nr - i, paddr + 8 * i)
+    if flags & SLAB_ARRAY_ALLOC_NEW and nr - i > _ca(st, cache, CA_OBJECTS):
+        i += alloc_new_slabs(st, cache, cpu, gfp, nr - i, paddr + 8 * i)
+    if flags & SLAB_ARRAY_ALLOC_LOCAL and i < nr:
+        i += alloc_local(st, cache, cpu, gfp, nr - i, paddr + 8 * i)
+    if flags & SLAB_ARRAY_ALLOC_FULL_COUNT:
+        p = words_at(paddr)
+        start = i
+        while i < nr:
+            obj = kmem_cache_alloc_node(st, cache, cpu, -1, gfp)
+            if obj == 0:
+                break
+            p[i] = obj
+            i += 1
+        _stat(st, cache, cpu, ALLOC_ARRAY_FULL_COUNT, i - start)
+    return i
+
+
+@unit
+def alloc_from_sheaf(st, cache, cpu, gfp, sheaf):
+    """``kmem_cache_alloc_from_sheaf``: pop the user's prefilled sheaf; 0 if it is empty."""
+    mem = st.mem
+    size = mem[_w(sheaf, SH_SIZE)]
+    if size == 0:
+        return 0
+    size -= 1
+    mem[_w(sheaf, SH_SIZE)] = size
+    obj = mem[_w(sheaf, SH_OBJECTS) + size]
+    _hand_out(st, cache, cpu, obj, gfp)
+    return obj
+
+
+# ---- whole-cache operations -------------------------------------------------------------------------
+@unit
+def kmem_cache_shrink(st, cache, cpu):
+    """``__kmem_cache_shrink`` run on ``cpu``: flush every CPU (sheaves, then CPU slab and
+    partials, each on its own CPU as ``flush_all`` does), then per node empty the barn, free
+    empty slabs (their pages to ``cpu``'s pcp lists) and re-order the partial list. Slabs
+    freed."""
+    sheaves = _ca(st, cache, CA_SHEAF_CAPACITY) != 0
+    for other in range(st.ncpus):
+        if sheaves:
+            pcs_flush_all(st, cache, other)
+        flush_cpu(st, cache, other)
+    freed = 0
+    for node in range(st.nnodes):
+        if sheaves:
+            barn_shrink(st, cache, node, cpu)
+        freed += shrink_node(st, cache, cpu, node)
+    return freed
+
+
+@unit
+def cache_release(st, cache, cpu):
+    """Last step of destroy: shrink, then free every CPU's main sheaf. The caller checked
+    that no object and no prefilled sheaf is outstanding. 0."""
+    kmem_cache_shrink(st, cache, cpu)
+    cpt = st.cpu
+    if _ca(st, cache, CA_SHEAF_CAPACITY):
+        for other in range(st.ncpus):
+            c = _cpu_row(st, cache, other)
+            if cpt[c + C_MAIN]:
+                _free_empty_sheaf(st, cache, cpu, cpt[c + C_MAIN])
+                cpt[c + C_MAIN] = 0
+    for other in range(st.ncpus):       # barn flushes may have refilled CPU lists
+        flush_cpu(st, cache, other)
+    for node in range(st.nnodes):
+        shrink_node(st, cache, cpu, node)
+    return 0
+
+
+# ---- typed records ------------------------------------------------------------------------------------
+@unit
+def gather(st, cache, n, itemsize, outaddr, addrs):
+    """Copy the record (``itemsize`` bytes) at each of the ``n`` addresses at ``addrs`` into
+    row i of the records at ``outaddr``: -1, or the index of the first address that is not
+    a live object of ``cache`` (nothing is copied then)."""
+    a = words_at(addrs)
+    for i in range(n):
+        err, _ = _locate(st, a[i], cache)
+        if err:
+            return i
+    out = words_at(outaddr)
+    mem = st.mem
+    for i in range(n):
+        copy_bytes(out, i * itemsize, mem, a[i], itemsize)
+    return -1
+
+
+@unit
+def scatter(st, cache, n, itemsize, one, rowsaddr, addrs):
+    """Copy row i of the records at ``rowsaddr`` (row 0 for all if ``one``) into the object
+    at the i-th of the ``n`` addresses at ``addrs``, after checking every address; -1 or the
+    first bad index."""
+    a = words_at(addrs)
+    for i in range(n):
+        err, _ = _locate(st, a[i], cache)
+        if err:
+            return i
+    rows = words_at(rowsaddr)
+    mem = st.mem
+    for i in range(n):
+        copy_bytes(mem, a[i], rows, 0 if one else i * itemsize, itemsize)
+    return -1

@@ -1,0 +1,362 @@
+"""The page allocator: a binary buddy allocator per NUMA node, orders 0 to 10, over the
+page frames of the arena, with per-CPU page lists (pcp) in front for orders 0 to 3, as
+``mm/page_alloc.c`` hands out pages to SLUB and kmalloc (pcp rules of 5.14 to 6.6)."""
+from __future__ import annotations
+
+from .layout import (B_COUNT, B_HEAD, B_NCOLS, NIL, NR_ORDERS, P_BATCH, P_COUNT,
+                     P_FREE_FACTOR, P_HIGH, P_LISTS, P_NCOLS, PCP_MAX_ORDER, PG_BUDDY, PG_HEAD,
+                     PG_PCP, PG_RESERVED, PG_TAIL)
+from .native import jit, unit
+
+
+# ---- buddy free areas ------------------------------------------------------------------------
+@jit
+def _area_push(st, node, order, pfn):
+    """Put the free block at ``pfn`` at the head of free area (node, order)."""
+    bd = st.buddy
+    nxt = st.pg_next
+    prv = st.pg_prev
+    row = (node * NR_ORDERS + order) * B_NCOLS
+    head = bd[row + B_HEAD]
+    nxt[pfn] = head
+    prv[pfn] = NIL
+    if head != NIL:
+        prv[head] = pfn
+    bd[row + B_HEAD] = pfn
+    bd[row + B_COUNT] += 1
+    st.pg_flags[pfn] = PG_BUDDY
+    st.pg_order[pfn] = order
+
+
+@jit
+def _area_del(st, node, order, pfn):
+    """Take the free block at ``pfn`` out of free area (node, order)."""
+    bd = st.buddy
+    nxt = st.pg_next
+    prv = st.pg_prev
+    row = (node * NR_ORDERS + order) * B_NCOLS
+    n = nxt[pfn]
+    p = prv[pfn]
+    if p != NIL:
+        nxt[p] = n
+    else:
+        bd[row + B_HEAD] = n
+    if n != NIL:
+        prv[n] = p
+    nxt[pfn] = NIL
+    prv[pfn] = NIL
+    bd[row + B_COUNT] -= 1
+    st.pg_flags[pfn] = 0
+    st.pg_order[pfn] = NIL
+
+
+@unit
+def init_buddy(st, reserved):
+    """Free every page frame of every node into the buddy lists, except ``reserved`` frames
+    at the start of node 0 (frame 0 makes address 0 NULL); the lowest block of each order
+    ends up at the head of its list. Returns 0."""
+    ppn = st.pages_per_node
+    flags = st.pg_flags
+    blocks = st.scratch                         # the node's blocks, in address order
+    for pfn in range(reserved):
+        flags[pfn] = PG_RESERVED
+    for node in range(st.nnodes):
+        pfn = node * ppn + (reserved if node == 0 else 0)
+        end = (node + 1) * ppn
+        n = 0
+        while pfn < end:
+            order = NR_ORDERS - 1
+            while order > 0 and ((pfn & ((1 << order) - 1)) or pfn + (1 << order) > end):
+                order -= 1
+            blocks[n] = pfn | (order << 48)
+            n += 1
+            pfn += 1 << order
+        for i in range(n - 1, -1, -1):
+            _area_push(st, node, blocks[i] >> 48, blocks[i] & ((1 << 48) - 1))
+    return 0
+
+
+@jit
+def _mark_allocated(st, pfn, order):
+    """Make the block at ``pfn`` an allocated compound block: head and tail pages."""
+    flags = st.pg_flags
+    head = st.pg_head
+    st.pg_order[pfn] = order
+    flags[pfn] = PG_HEAD
+    head[pfn] = pfn
+    for t in range(pfn + 1, pfn + (1 << order)):
+        flags[t] = PG_TAIL
+        head[t] = pfn
+
+
+@jit
+def _rmqueue_smallest(st, node, order):
+    """``__rmqueue_smallest``: take a free block of ``order`` out of the buddy lists of
+    ``node`` (splitting a larger one), unmarked; NIL if none."""
+    bd = st.buddy
+    for cur in range(order, NR_ORDERS):
+        pfn = bd[(node * NR_ORDERS + cur) * B_NCOLS + B_HEAD]
+        if pfn == NIL:
+            continue
+        _area_del(st, node, cur, pfn)
+        while cur > order:                      # expand(): give back the upper halves
+            cur -= 1
+            _area_push(st, node, cur, pfn + (1 << cur))
+        return pfn
+    return NIL
+
+
+# ---- per-CPU page lists (struct per_cpu_pages) ------------------------------------------------
+# A pcp list holds free blocks of one order for one CPU and one node, most recently freed at
+# the head. Its blocks are free for the system but not in the buddy lists (so not counted by
+# buddyinfo, as in the kernel): the head page is marked PG_PCP with its order and linked
+# through pg_next/pg_prev. Allocation pops the head and, when the list is empty, first moves
+# ``batch`` blocks (fewer for higher orders) from the buddy lists to its tail; a free pushes
+# the head and, once the CPU holds ``high`` pages, gives the oldest back to the buddy lists.
+@jit
+def _pcp_row(st, cpu, node):
+    """Index of the first word of the pcp row of (``cpu``, ``node``) in field ``pcp``."""
+    return (cpu * st.nnodes + node) * P_NCOLS
+
+
+@jit
+def _pcp_add(st, row, order, pfn, at_head):
+    """Link the free block at ``pfn`` into pcp list ``order`` of ``row`` (head or tail)."""
+    pcp = st.pcp
+    nxt = st.pg_next
+    prv = st.pg_prev
+    h = row + P_LISTS + 2 * order
+    if at_head:
+        first = pcp[h]
+        nxt[pfn] = first
+        prv[pfn] = NIL
+        if first != NIL:
+            prv[first] = pfn
+        else:
+            pcp[h + 1] = pfn
+        pcp[h] = pfn
+    else:
+        last = pcp[h + 1]
+        prv[pfn] = last
+        nxt[pfn] = NIL
+        if last != NIL:
+            nxt[last] = pfn
+        else:
+            pcp[h] = pfn
+        pcp[h + 1] = pfn
+    st.pg_flags[pfn] = PG_PCP
+    st.pg_order[pfn] = order
+    pcp[row + P_COUNT] += 1 << order
+
+
+@jit
+def _pcp_del(st, row, order, pfn):
+    """Unlink the block at ``pfn`` from pcp list ``order`` of ``row`` (marks cleared)."""
+    pcp = st.pcp
+    nxt = st.pg_next
+    prv = st.pg_prev
+    h = row + P_LISTS + 2 * order
+    n = nxt[pfn]
+    p = prv[pfn]
+    if p != NIL:
+        nxt[p] = n
+    else:
+        pcp[h] = n
+    if n != NIL:
+        prv[n] = p
+    else:
+        pcp[h + 1] = p
+    nxt[pfn] = NIL
+    prv[pfn] = NIL
+    st.pg_flags[pfn] = 0
+    st.pg_order[pfn] = NIL
+    pcp[row + P_COUNT] -= 1 << order
+
+
+@jit
+def _rmqueue_pcplist(st, cpu, node, order):
+    """``rmqueue_pcplist``: a block of ``order`` (at most PCP_MAX_ORDER) from the pcp list
+    of (``cpu``, ``node``), refilled from the buddy lists (``rmqueue_bulk``) with ``batch``
+    blocks (``batch >> order``, at least 2, for higher orders) when empty; NIL if none."""
+    pcp = st.pcp
+    row = _pcp_row(st, cpu, node)
+    pcp[row + P_FREE_FACTOR] >>= 1              # allocations shrink the next bulk free
+    h = row + P_LISTS + 2 * order
+    if pcp[h] == NIL:
+        batch = pcp[row + P_BATCH]
+        if batch > 1:
+            batch = max(batch >> order, 2)
+        for _ in range(batch):
+            pfn = _rmqueue_smallest(st, node, order)
+            if pfn == NIL:
+                break
+            _pcp_add(st, row, order, pfn, False)
+        if pcp[h] == NIL:
+            return NIL
+    pfn = pcp[h]
+    _pcp_del(st, row, order, pfn)
+    return pfn
+
+
+@jit
+def _rmqueue(st, cpu, node, order):
+    """``rmqueue``: a block of ``order`` from ``node``, through the CPU's pcp list for
+    orders up to PCP_MAX_ORDER, marked allocated; NIL if none."""
+    if order <= PCP_MAX_ORDER:
+        pfn = _rmqueue_pcplist(st, cpu, node, order)
+    else:
+        pfn = _rmqueue_smallest(st, node, order)
+    if pfn != NIL:
+        _mark_allocated(st, pfn, order)
+    return pfn
+
+
+@unit
+def alloc_pages(st, cpu, node, order, thisnode):
+    """Allocate ``2**order`` pages on ``cpu``, preferring ``node``; fall back to the other
+    nodes in distance order unless ``thisnode``. When nothing is free, drain every CPU's pcp
+    lists and try once more (``__alloc_pages_direct_reclaim``). Head page frame or NIL."""
+    nnodes = st.nnodes
+    for attempt in range(2):
+        pfn = _rmqueue(st, cpu, node, order)
+        if pfn != NIL:
+            return pfn
+        if not thisnode:
+            for i in range(1, nnodes):
+                pfn = _rmqueue(st, cpu, (node + i) % nnodes, order)
+                if pfn != NIL:
+                    return pfn
+        if attempt == 0 and drain_all_pages(st) == 0:
+            break
+    return NIL
+
+
+@jit
+def _free_one_page(st, pfn, order):
+    """``__free_one_page``: put the block at ``pfn`` into the buddy lists, merging it with
+    free buddies."""
+    flags = st.pg_flags
+    pord = st.pg_order
+    ppn = st.pages_per_node
+    node = pfn // ppn
+    base = node * ppn
+    while order < NR_ORDERS - 1:
+        buddy = base + ((pfn - base) ^ (1 << order))
+        if buddy >= base + ppn or flags[buddy] != PG_BUDDY or pord[buddy] != order:
+            break
+        _area_del(st, node, order, buddy)
+        pfn = min(pfn, buddy)
+        order += 1
+    _area_push(st, node, order, pfn)
+
+
+@jit
+def _free_pcppages_bulk(st, row, count, order):
+    """``free_pcppages_bulk``: give at least ``count`` pages from the tails (the oldest
+    blocks) of the pcp lists of ``row`` back to the buddy lists, taking the lists round
+    robin from the one after ``order``. Returns the pages freed."""
+    pcp = st.pcp
+    prv = st.pg_prev
+    freed = 0
+    cur = order
+    while freed < count and pcp[row + P_COUNT] > 0:
+        cur = (cur + 1) % (PCP_MAX_ORDER + 1)
+        t = pcp[row + P_LISTS + 2 * cur + 1]
+        while t != NIL and freed < count:
+            prev = prv[t]
+            _pcp_del(st, row, cur, t)
+            _free_one_page(st, t, cur)
+            freed += 1 << cur
+            t = prev
+    return freed
+
+
+@unit
+def drain_all_pages(st):
+    """``drain_all_pages``: give every block on every pcp list back to the buddy lists.
+    Returns the pages drained."""
+    pcp = st.pcp
+    drained = 0
+    for cpu in range(st.ncpus):
+        for node in range(st.nnodes):
+            row = _pcp_row(st, cpu, node)
+            n = pcp[row + P_COUNT]
+            if n:
+                drained += _free_pcppages_bulk(st, row, n, 0)
+    return drained
+
+
+@unit
+def free_pages(st, cpu, pfn, order):
+    """Return the allocated block at ``pfn`` of ``order`` from ``cpu``: to the CPU's pcp list
+    of the block's node for orders up to PCP_MAX_ORDER (``free_unref_page``; past ``high``
+    pages the list gives ``nr_pcp_free`` back), else straight to the buddy lists. 0."""
+    flags = st.pg_flags
+    head = st.pg_head
+    for t in range(pfn, pfn + (1 << order)):
+        flags[t] = 0
+        head[t] = NIL
+    st.pg_order[pfn] = NIL
+    if order > PCP_MAX_ORDER:
+        _free_one_page(st, pfn, order)
+        return 0
+    pcp = st.pcp
+    row = _pcp_row(st, cpu, pfn // st.pages_per_node)
+    _pcp_add(st, row, order, pfn, True)
+    high = pcp[row + P_HIGH]
+    if pcp[row + P_COUNT] >= high:
+        batch = pcp[row + P_BATCH]              # nr_pcp_free: batch << free_factor, kept in
+        if high < batch:                        # [batch, high - batch]; it doubles while
+            n = 1                               # frees follow frees
+        else:
+            n = batch << pcp[row + P_FREE_FACTOR]
+            if n < high - batch:
+                pcp[row + P_FREE_FACTOR] += 1
+            n = min(max(n, batch), high - batch)
+        _free_pcppages_bulk(st, row, n, order)
+    return 0
+
+
+@jit
+def _page_block(st, pfn):
+    """(head frame, order, head flags) of the allocated block holding ``pfn``; NIL head if
+    the frame is free, reserved or out of range."""
+    if pfn < 0 or pfn >= st.npages:
+        return NIL, NIL, 0
+    flags = st.pg_flags
+    f = flags[pfn]
+    if f & PG_HEAD:
+        return pfn, st.pg_order[pfn], f
+    if f & PG_TAIL:
+        h = st.pg_head[pfn]
+        return h, st.pg_order[h], flags[h]
+    return NIL, NIL, f
+
+
+@unit
+def alloc_block(st, cpu, node, order, thisnode, kind):
+    """Allocate a block for a caller outside SLUB (raw pages, or ``kind`` PG_LARGE for a
+    large kmalloc); its address, or 0 when no block of ``order`` is free."""
+    pfn = alloc_pages(st, cpu, node, order, thisnode)
+    if pfn == NIL:
+        return 0
+    st.pg_flags[pfn] |= kind
+    return pfn << 12
+
+
+@unit
+def free_block_checked(st, cpu, addr, order, kind):
+    """Free a block from :func:`alloc_block` after checking that ``addr`` starts an
+    allocated block of ``kind`` and ``order`` (order -1: any). 0, or -1 (not such a block)
+    / -2 (wrong order) with nothing changed."""
+    if addr <= 0 or addr & 4095 or addr >= st.npages << 12:
+        return -1
+    pfn = addr >> 12
+    f = st.pg_flags[pfn]
+    if not f & PG_HEAD or (f & ~PG_HEAD) != kind:
+        return -1
+    real = st.pg_order[pfn]
+    if order >= 0 and real != order:
+        return -2
+    free_pages(st, cpu, pfn, real)
+    return 0

@@ -1,0 +1,602 @@
+"""Per-CPU sheaves (Linux 6.18): arrays of object pointers in front of the CPU slab, a
+``main`` and a ``spare`` per CPU, and a barn of full and empty sheaves per node.
+
+A sheaf is a kmalloc'ed object in the arena, as in the kernel: int64 words ``SH_NEXT``
+(barn or user list link), ``SH_CAPACITY``, ``SH_CACHE``, ``SH_SIZE``, then ``objects[]``.
+Objects in sheaves are allocated from their slabs but not handed out (live bit clear).
+"""
+from __future__ import annotations
+
+from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_ZERO, ALLOC_PCS, BARN_GET, BARN_GET_FAIL,
+                     BARN_PUT, BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE,
+                     SHEAF_PREFILL_FAST, SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW,
+                     SHEAF_REFILL, SHEAF_RETURN_FAST, SHEAF_RETURN_SLOW)
+from .bulk import alloc_bulk_slab, free_bulk_raw
+from .checks import E_LARGE, _locate
+from .cpucache import _do_slab_free
+from .kmalloc import kmalloc
+from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, MAX_FULL_SHEAVES,
+                     N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC, PG_LARGE,
+                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, CA_NCOLS,
+                     _ca, _cpu_row, _node_row, _slab_nid, _stat)
+from .native import address, jit, unit
+from .pages import free_block_checked
+
+PCS_BATCH_MAX = 32
+KMALLOC_CLASS = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
+
+
+# ---- sheaf memory: kmalloc in the arena ------------------------------------------------------
+@jit
+def _w(sheaf, word):
+    """Index of int64 ``word`` of the sheaf at address ``sheaf`` in ``st.mem``."""
+    return (sheaf >> 3) + word
+
+
+@jit
+def _objs_at(st, sheaf):
+    """Byte address (in this process) of the sheaf's ``objects[]``, for units taking an
+    object array."""
+    return address(st.mem) + sheaf + SHEAF_HEADER
+
+
+@unit
+def kmalloc_internal(st, cpu, size, gfp):
+    """kmalloc from inside a kernel (sizes up to 4 MiB); address or 0."""
+    if size <= 8192:
+        km = st.kmalloc
+        for i in range(NR_KMALLOC):
+            if size <= KMALLOC_CLASS[i]:
+                return kmalloc(st, km[i], cpu, -1, gfp, size, 0)
+    order = 0
+    while (4096 << order) < size:
+        order += 1
+    return kmalloc(st, -1, cpu, -1, gfp, size, order)
+
+
+@unit
+def kfree_internal(st, cpu, addr):
+    """kfree of a kmalloc object made by :func:`kmalloc_internal`. 0."""
+    err, slab = _locate(st, addr, -1)
+    if err == E_LARGE:
+        free_block_checked(st, cpu, addr, -1, PG_LARGE)
+    elif err == 0:
+        _do_slab_free(st, st.sl_cache[slab], cpu, slab, addr)
+    return 0
+
+
+@jit
+def _alloc_empty_sheaf(st, cache, cpu, capacity, gfp):
+    """``alloc_empty_sheaf``: kzalloc a sheaf for ``capacity`` objects; address or 0."""
+    sheaf = kmalloc_internal(st, cpu, SHEAF_HEADER + 8 * capacity, gfp | __GFP_ZERO)
+    if sheaf:
+        mem = st.mem
+        mem[_w(sheaf, SH_CAPACITY)] = capacity
+        mem[_w(sheaf, SH_CACHE)] = cache
+        _stat(st, cache, cpu, SHEAF_ALLOC, 1)
+    return sheaf
+
+
+@jit
+def _free_empty_sheaf(st, cache, cpu, sheaf):
+    """``free_empty_sheaf``: kfree the sheaf."""
+    kfree_internal(st, cpu, sheaf)
+    _stat(st, cache, cpu, SHEAF_FREE, 1)
+
+
+@unit
+def refill_sheaf(st, cache, cpu, sheaf, gfp):
+    """``refill_sheaf``: fill the sheaf to the cache's capacity (all or nothing); 0 or -1."""
+    mem = st.mem
+    size = mem[_w(sheaf, SH_SIZE)]
+    to_fill = _ca(st, cache, CA_SHEAF_CAPACITY) - size
+    if to_fill <= 0:
+        return 0
+    filled = alloc_bulk_slab(st, cache, cpu, gfp, to_fill, _objs_at(st, sheaf) + 8 * size)
+    mem[_w(sheaf, SH_SIZE)] = size + filled
+    _stat(st, cache, cpu, SHEAF_REFILL, filled)
+    return 0 if filled == to_fill else -1
+
+
+@unit
+def sheaf_flush_unused(st, cache, cpu, sheaf):
+    """``sheaf_flush_unused``: give every object of a detached sheaf back to its slab. 0."""
+    mem = st.mem
+    size = mem[_w(sheaf, SH_SIZE)]
+    if size:
+        _stat(st, cache, cpu, SHEAF_FLUSH, size)
+        free_bulk_raw(st, cache, cpu, size, _objs_at(st, sheaf))
+        mem[_w(sheaf, SH_SIZE)] = 0
+    return 0
+
+
+@unit
+def sheaf_flush_main(st, cache, cpu):
+    """``sheaf_flush_main``: empty the CPU's main sheaf in batches of 32 from the top. 0."""
+    mem = st.mem
+    sheaf = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
+    objs = _objs_at(st, sheaf)
+    size = mem[_w(sheaf, SH_SIZE)]
+    while size:
+        batch = min(PCS_BATCH_MAX, size)
+        size -= batch
+        mem[_w(sheaf, SH_SIZE)] = size
+        free_bulk_raw(st, cache, cpu, batch, objs + 8 * size)
+        _stat(st, cache, cpu, SHEAF_FLUSH, batch)
+    return 0
+
+
+# ---- the barn ---------------------------------------------------------------------------------
+@jit
+def _barn(st, cache, cpu):
+    """Row of the barn of ``cpu``'s node (``get_barn``) in field ``node``."""
+    return _node_row(st, cache, st.cpu_node[cpu])
+
+
+@jit
+def _barn_pop(st, r, head_col, count_col):
+    """Take the first sheaf of a barn list; 0 if empty."""
+    nd = st.node
+    mem = st.mem
+    sheaf = nd[r + head_col]
+    if sheaf:
+        nd[r + head_col] = mem[_w(sheaf, SH_NEXT)]
+        mem[_w(sheaf, SH_NEXT)] = 0
+        nd[r + count_col] -= 1
+    return sheaf
+
+
+@jit
+def _barn_push(st, r, head_col, count_col, sheaf):
+    """``list_add`` a sheaf to a barn list (limits are the caller's business)."""
+    nd = st.node
+    st.mem[_w(sheaf, SH_NEXT)] = nd[r + head_col]
+    nd[r + head_col] = sheaf
+    nd[r + count_col] += 1
+
+
+@jit
+def _barn_trade(st, cache, cpu, r, want_full):
+    """``barn_replace_empty_sheaf`` (``want_full``) or ``barn_replace_full_sheaf``: give the
+    CPU's main sheaf to the barn and take one of the other kind as the new main. The
+    caller checked that the barn has one."""
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu) + C_MAIN
+    if want_full:
+        got = _barn_pop(st, r, N_BARN_FULL, N_NR_FULL)
+        _barn_push(st, r, N_BARN_EMPTY, N_NR_EMPTY, cpt[c])
+    else:
+        got = _barn_pop(st, r, N_BARN_EMPTY, N_NR_EMPTY)
+        _barn_push(st, r, N_BARN_FULL, N_NR_FULL, cpt[c])
+    cpt[c] = got
+
+
+# ---- allocation ------------------------------------------------------------------------------
+@unit
+def replace_empty_main(st, cache, cpu, gfp):
+    """``__pcs_replace_empty_main``: give the CPU a main sheaf with objects (spare, barn,
+    or a newly filled one if ``gfp`` may block). 1 if main now has objects, else 0."""
+    mem = st.mem
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    spare = cpt[c + C_SPARE]
+    if spare and mem[_w(spare, SH_SIZE)] > 0:
+        cpt[c + C_SPARE] = cpt[c + C_MAIN]
+        cpt[c + C_MAIN] = spare
+        return 1
+    r = _barn(st, cache, cpu)
+    nd = st.node
+    if nd[r + N_NR_FULL]:                                   # barn_replace_empty_sheaf
+        _barn_trade(st, cache, cpu, r, True)
+        _stat(st, cache, cpu, BARN_GET, 1)
+        return 1
+    _stat(st, cache, cpu, BARN_GET_FAIL, 1)
+    if not gfp & __GFP_DIRECT_RECLAIM:
+        return 0
+    empty = spare
+    if empty:
+        cpt[c + C_SPARE] = 0
+    else:
+        empty = _barn_pop(st, r, N_BARN_EMPTY, N_NR_EMPTY)
+    if empty:
+        if refill_sheaf(st, cache, cpu, empty, gfp):
+            sheaf_flush_unused(st, cache, cpu, empty)
+            _free_empty_sheaf(st, cache, cpu, empty)
+            return 0
+        full = empty
+    else:
+        full = _alloc_empty_sheaf(st, cache, cpu, _ca(st, cache, CA_SHEAF_CAPACITY), gfp)
+        if not full:
+            return 0
+        if refill_sheaf(st, cache, cpu, full, gfp):
+            _free_empty_sheaf(st, cache, cpu, full)
+            return 0
+    main = cpt[c + C_MAIN]
+    if mem[_w(main, SH_SIZE)] == 0:
+        _barn_push(st, r, N_BARN_EMPTY, N_NR_EMPTY, main)
+        cpt[c + C_MAIN] = full
+    elif not cpt[c + C_SPARE]:
+        cpt[c + C_SPARE] = full
+    elif mem[_w(cpt[c + C_SPARE], SH_SIZE)] == 0:
+        _barn_push(st, r, N_BARN_EMPTY, N_NR_EMPTY, cpt[c + C_SPARE])
+        cpt[c + C_SPARE] = full
+    else:
+        _barn_push(st, r, N_BARN_FULL, N_NR_FULL, full)
+        _stat(st, cache, cpu, BARN_PUT, 1)
+    return 1
+
+
+@jit
+def _alloc_from_pcs(st, cache, cpu, gfp, node):
+    """``alloc_from_pcs``: pop the CPU's main sheaf (replacing it if empty); 0 if the
+    request wants another node or no sheaf with objects can be had."""
+    if node >= 0 and node != st.cpu_node[cpu]:
+        return 0
+    mem = st.mem
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    main = cpt[c + C_MAIN]
+    if mem[_w(main, SH_SIZE)] == 0:
+        if not replace_empty_main(st, cache, cpu, gfp):
+            return 0
+        main = cpt[c + C_MAIN]
+    size = mem[_w(main, SH_SIZE)]
+    obj = mem[_w(main, SH_OBJECTS) + size - 1]
+    if node >= 0 and _slab_nid(st, obj >> 12) != node:
+        return 0
+    mem[_w(main, SH_SIZE)] = size - 1
+    _stat(st, cache, cpu, ALLOC_PCS, 1)
+    return obj
+
+
+@jit
+def _sheaf_take(st, cache, cpu, sheaf, n, p, at):
+    """Pop the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``, their order kept
+    (``alloc_from_pcs_bulk``'s memcpy); ALLOC_PCS += n."""
+    mem = st.mem
+    size = mem[_w(sheaf, SH_SIZE)] - n
+    o = _w(sheaf, SH_OBJECTS) + size
+    for k in range(n):
+        p[at + k] = mem[o + k]
+    mem[_w(sheaf, SH_SIZE)] = size
+    _stat(st, cache, cpu, ALLOC_PCS, n)
+
+
+@jit
+def _sheaf_put(st, cache, cpu, sheaf, n, p, at):
+    """Push ``p[at:at+n]`` on top of ``sheaf``, their order kept (``free_to_pcs_bulk``'s
+    memcpy); FREE_PCS += n."""
+    mem = st.mem
+    size = mem[_w(sheaf, SH_SIZE)]
+    o = _w(sheaf, SH_OBJECTS) + size
+    for k in range(n):
+        mem[o + k] = p[at + k]
+    mem[_w(sheaf, SH_SIZE)] = size + n
+    _stat(st, cache, cpu, FREE_PCS, n)
+
+
+@jit
+def _alloc_from_pcs_bulk(st, cache, cpu, nr, p, start):
+    """``alloc_from_pcs_bulk``: copy objects from main, spare and full barn sheaves into
+    ``p[start:start+nr]`` (array order kept); stops when the barn has no full sheaf."""
+    mem = st.mem
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    got = 0
+    while got < nr:
+        main = cpt[c + C_MAIN]
+        if mem[_w(main, SH_SIZE)] == 0:
+            spare = cpt[c + C_SPARE]
+            if spare and mem[_w(spare, SH_SIZE)] > 0:
+                cpt[c + C_SPARE] = main
+                cpt[c + C_MAIN] = spare
+            else:
+                r = _barn(st, cache, cpu)
+                if not st.node[r + N_NR_FULL]:
+                    _stat(st, cache, cpu, BARN_GET_FAIL, 1)
+                    break
+                _barn_trade(st, cache, cpu, r, True)
+                _stat(st, cache, cpu, BARN_GET, 1)
+            main = cpt[c + C_MAIN]
+        batch = min(nr - got, mem[_w(main, SH_SIZE)])
+        _sheaf_take(st, cache, cpu, main, batch, p, start + got)
+        got += batch
+    return got
+
+
+# ---- free ----------------------------------------------------------------------------------------
+@unit
+def replace_full_main(st, cache, cpu):
+    """``__pcs_replace_full_main``: make room in the CPU's main sheaf (swap with spare,
+    trade with the barn, or flush). 1 (main now has room)."""
+    mem = st.mem
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    r = _barn(st, cache, cpu)
+    nd = st.node
+    spare = cpt[c + C_SPARE]
+    if not spare:
+        empty = _barn_pop(st, r, N_BARN_EMPTY, N_NR_EMPTY)
+        if empty:
+            cpt[c + C_SPARE] = cpt[c + C_MAIN]
+            cpt[c + C_MAIN] = empty
+            return 1
+        empty = _alloc_empty_sheaf(st, cache, cpu, cap, 0)
+        if empty:
+            cpt[c + C_SPARE] = cpt[c + C_MAIN]
+            cpt[c + C_MAIN] = empty
+            return 1
+        sheaf_flush_main(st, cache, cpu)
+        return 1
+    if mem[_w(spare, SH_SIZE)] < cap:
+        cpt[c + C_SPARE] = cpt[c + C_MAIN]
+        cpt[c + C_MAIN] = spare
+        return 1
+    if nd[r + N_NR_FULL] >= MAX_FULL_SHEAVES:               # -E2BIG: flush the spare
+        _stat(st, cache, cpu, BARN_PUT_FAIL, 1)
+        cpt[c + C_SPARE] = 0
+        sheaf_flush_unused(st, cache, cpu, spare)
+        cpt[c + C_SPARE] = cpt[c + C_MAIN]                  # install the emptied sheaf
+        cpt[c + C_MAIN] = spare
+        return 1
+    if nd[r + N_NR_EMPTY]:                                  # barn_replace_full_sheaf
+        _barn_trade(st, cache, cpu, r, False)
+        _stat(st, cache, cpu, BARN_PUT, 1)
+        return 1
+    empty = _alloc_empty_sheaf(st, cache, cpu, cap, 0)      # -ENOMEM: a new one
+    if empty:
+        _barn_push(st, r, N_BARN_FULL, N_NR_FULL, cpt[c + C_MAIN])
+        _stat(st, cache, cpu, BARN_PUT, 1)
+        cpt[c + C_MAIN] = empty
+        return 1
+    _stat(st, cache, cpu, BARN_PUT_FAIL, 1)
+    sheaf_flush_main(st, cache, cpu)
+    return 1
+
+
+@jit
+def _free_to_pcs(st, cache, cpu, obj):
+    """``free_to_pcs``: push a local-node object on the CPU's main sheaf. True if done."""
+    mem = st.mem
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    main = cpt[c + C_MAIN]
+    if mem[_w(main, SH_SIZE)] == _ca(st, cache, CA_SHEAF_CAPACITY):
+        if not replace_full_main(st, cache, cpu):
+            return False
+        main = cpt[c + C_MAIN]
+    size = mem[_w(main, SH_SIZE)]
+    mem[_w(main, SH_OBJECTS) + size] = obj
+    mem[_w(main, SH_SIZE)] = size + 1
+    _stat(st, cache, cpu, FREE_PCS, 1)
+    return True
+
+
+@jit
+def _free_to_pcs_bulk(st, cache, cpu, nr, p):
+    """``free_to_pcs_bulk``: copy local-node objects of ``p[:nr]`` into sheaves (swapping with the spare or trading a full main for an empty
+    barn sheaf); remote objects and what does not fit go to the slabs. ``p`` is permuted."""
+    mem = st.mem
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    local = st.cpu_node[cpu]
+    size = nr
+    i = 0
+    while i < size and st.nnodes > 1:           # remote objects to the tail
+        if _slab_nid(st, p[i] >> 12) != local:
+            size -= 1
+            t = p[i]
+            p[i] = p[size]
+            p[size] = t
+        else:
+            i += 1
+    done = 0
+    r = _barn(st, cache, cpu)
+    nd = st.node
+    while done < size:
+        main = cpt[c + C_MAIN]
+        if mem[_w(main, SH_SIZE)] == cap:
+            spare = cpt[c + C_SPARE]
+            if not spare:
+                empty = _barn_pop(st, r, N_BARN_EMPTY, N_NR_EMPTY)
+                if not empty:
+                    break
+                cpt[c + C_SPARE] = main
+                cpt[c + C_MAIN] = empty
+            elif mem[_w(spare, SH_SIZE)] < cap:
+                cpt[c + C_SPARE] = main
+                cpt[c + C_MAIN] = spare
+            elif nd[r + N_NR_FULL] < MAX_FULL_SHEAVES and nd[r + N_NR_EMPTY]:
+                _barn_trade(st, cache, cpu, r, False)
+                _stat(st, cache, cpu, BARN_PUT, 1)
+            else:
+                _stat(st, cache, cpu, BARN_PUT_FAIL, 1)
+                break
+            main = cpt[c + C_MAIN]
+        batch = min(size - done, cap - mem[_w(main, SH_SIZE)])
+        _sheaf_put(st, cache, cpu, main, batch, p, done)
+        done += batch
+    if done < nr:
+        free_bulk_raw(st, cache, cpu, nr - done, address(p) + 8 * done)
+
+
+# ---- flushing --------------------------------------------------------------------------------------
+@unit
+def pcs_flush_all(st, cache, cpu):
+    """``pcs_flush_all``: flush and free the spare, flush the main (which stays). 0."""
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    spare = cpt[c + C_SPARE]
+    cpt[c + C_SPARE] = 0
+    if spare:
+        sheaf_flush_unused(st, cache, cpu, spare)
+        _free_empty_sheaf(st, cache, cpu, spare)
+    if cpt[c + C_MAIN]:
+        sheaf_flush_main(st, cache, cpu)
+    return 0
+
+
+@unit
+def barn_shrink(st, cache, node, cpu):
+    """``barn_shrink``: flush every full sheaf of the node's barn and free all sheaves. 0."""
+    r = _node_row(st, cache, node)
+    while True:
+        sheaf = _barn_pop(st, r, N_BARN_FULL, N_NR_FULL)
+        if not sheaf:
+            break
+        sheaf_flush_unused(st, cache, cpu, sheaf)
+        _free_empty_sheaf(st, cache, cpu, sheaf)
+    while True:
+        sheaf = _barn_pop(st, r, N_BARN_EMPTY, N_NR_EMPTY)
+        if not sheaf:
+            break
+        _free_empty_sheaf(st, cache, cpu, sheaf)
+    return 0
+
+
+# ---- the prefill API ------------------------------------------------------------------------------
+@jit
+def _user_sheaf_link(st, cache, sheaf):
+    """Record a sheaf handed to the user (so ``validate`` and destroy can find it)."""
+    ca = st.ca
+    st.mem[_w(sheaf, SH_NEXT)] = ca[cache * CA_NCOLS + CA_USER_SHEAVES]
+    ca[cache * CA_NCOLS + CA_USER_SHEAVES] = sheaf
+
+
+@unit
+def user_sheaf_unlink(st, cache, sheaf):
+    """Forget a user sheaf; 0 if ``sheaf`` is not one of this cache's, else 1."""
+    ca = st.ca
+    mem = st.mem
+    i = cache * CA_NCOLS + CA_USER_SHEAVES
+    prev = 0
+    s = ca[i]
+    while s and s != sheaf:
+        prev = s
+        s = mem[_w(s, SH_NEXT)]
+    if not s:
+        return 0
+    if prev:
+        mem[_w(prev, SH_NEXT)] = mem[_w(s, SH_NEXT)]
+    else:
+        ca[i] = mem[_w(s, SH_NEXT)]
+    mem[_w(s, SH_NEXT)] = 0
+    return 1
+
+
+@unit
+def prefill_sheaf(st, cache, cpu, gfp, size):
+    """``kmem_cache_prefill_sheaf``: a sheaf holding at least ``size`` objects (an
+    oversize one if ``size`` exceeds the capacity); its address or 0."""
+    mem = st.mem
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    if size > cap:
+        sheaf = kmalloc_internal(st, cpu, SHEAF_HEADER + 8 * size, gfp | __GFP_ZERO)
+        if not sheaf:
+            return 0
+        _stat(st, cache, cpu, SHEAF_PREFILL_OVERSIZE, 1)
+        mem[_w(sheaf, SH_CAPACITY)] = size
+        mem[_w(sheaf, SH_CACHE)] = cache
+        if alloc_bulk_slab(st, cache, cpu, gfp, size, _objs_at(st, sheaf)) == 0:
+            kfree_internal(st, cpu, sheaf)
+            return 0
+        mem[_w(sheaf, SH_SIZE)] = size
+        _user_sheaf_link(st, cache, sheaf)
+        return sheaf
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    sheaf = cpt[c + C_SPARE]
+    if sheaf:
+        cpt[c + C_SPARE] = 0
+        _stat(st, cache, cpu, SHEAF_PREFILL_FAST, 1)
+    else:
+        _stat(st, cache, cpu, SHEAF_PREFILL_SLOW, 1)
+        r = _barn(st, cache, cpu)
+        sheaf = _barn_pop(st, r, N_BARN_FULL, N_NR_FULL)
+        if not sheaf:
+            sheaf = _barn_pop(st, r, N_BARN_EMPTY, N_NR_EMPTY)
+        if sheaf and mem[_w(sheaf, SH_SIZE)] > 0:
+            _stat(st, cache, cpu, BARN_GET, 1)
+        else:
+            _stat(st, cache, cpu, BARN_GET_FAIL, 1)
+    if not sheaf:
+        sheaf = _alloc_empty_sheaf(st, cache, cpu, cap, gfp)
+        if not sheaf:
+            return 0
+    if mem[_w(sheaf, SH_SIZE)] < size:
+        if refill_sheaf(st, cache, cpu, sheaf, gfp):
+            sheaf_flush_unused(st, cache, cpu, sheaf)
+            _free_empty_sheaf(st, cache, cpu, sheaf)
+            return 0
+    _user_sheaf_link(st, cache, sheaf)
+    return sheaf
+
+
+@unit
+def return_sheaf(st, cache, cpu, gfp, sheaf):
+    """``kmem_cache_return_sheaf``: an oversize sheaf is flushed and freed; a normal one
+    becomes the CPU's spare, or is topped up into the barn, or flushed and freed. 0."""
+    mem = st.mem
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    if mem[_w(sheaf, SH_CAPACITY)] != cap:
+        sheaf_flush_unused(st, cache, cpu, sheaf)
+        kfree_internal(st, cpu, sheaf)
+        return 0
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    if not cpt[c + C_SPARE]:
+        cpt[c + C_SPARE] = sheaf
+        _stat(st, cache, cpu, SHEAF_RETURN_FAST, 1)
+        return 0
+    _stat(st, cache, cpu, SHEAF_RETURN_SLOW, 1)
+    r = _barn(st, cache, cpu)
+    if st.node[r + N_NR_FULL] >= MAX_FULL_SHEAVES or \
+            refill_sheaf(st, cache, cpu, sheaf, gfp):
+        sheaf_flush_unused(st, cache, cpu, sheaf)
+        _free_empty_sheaf(st, cache, cpu, sheaf)
+        return 0
+    _barn_push(st, r, N_BARN_FULL, N_NR_FULL, sheaf)
+    _stat(st, cache, cpu, BARN_PUT, 1)
+    return 0
+
+
+@unit
+def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
+    """``kmem_cache_refill_sheaf``: make ``sheaf`` hold at least ``size`` objects. Returns
+    the sheaf to use from now on (a new one if it had to grow), or 0 on -ENOMEM (the old
+    sheaf is then left as it was)."""
+    mem = st.mem
+    have = mem[_w(sheaf, SH_SIZE)]
+    if have >= size:
+        return sheaf
+    capacity = mem[_w(sheaf, SH_CAPACITY)]
+    if capacity >= size:
+        if capacity == _ca(st, cache, CA_SHEAF_CAPACITY):
+            if refill_sheaf(st, cache, cpu, sheaf, gfp):
+                return 0
+        else:
+            if alloc_bulk_slab(st, cache, cpu, gfp, capacity - have,
+                               _objs_at(st, sheaf) + 8 * have) == 0:
+                return 0
+            mem[_w(sheaf, SH_SIZE)] = capacity
+        return sheaf
+    new = prefill_sheaf(st, cache, cpu, gfp, size)
+    if not new:
+        return 0
+    user_sheaf_unlink(st, cache, sheaf)
+    return_sheaf(st, cache, cpu, gfp, sheaf)
+    return new
+
+
+@unit
+def init_percpu_sheaves(st, cache):
+    """``init_percpu_sheaves``: an empty main sheaf for every CPU; 0, or -1 out of memory."""
+    cpt = st.cpu
+    for cpu in range(st.ncpus):
+        sheaf = _alloc_empty_sheaf(st, cache, 0, _ca(st, cache, CA_SHEAF_CAPACITY), 0)
+        if not sheaf:
+            return -1
+        cpt[_cpu_row(st, cache, cpu) + C_MAIN] = sheaf
+    return 0

@@ -1,0 +1,382 @@
+"""The slab layer: slabs carved from pages, the free list inside free objects, and the
+per-node and per-CPU partial lists, following Linux 6.18 ``mm/slub.c`` function by function.
+
+Free pointers live in the arena (``st.mem``, int64 words) at ``CA_OFFSET`` inside each free
+object; a slab's fields live in the ``sl_*`` page arrays at the slab's head page frame.
+"""
+from __future__ import annotations
+
+from ..flags import (ALLOC_FROM_PARTIAL, ALLOC_REMOTE_PARTIAL, CPU_PARTIAL_DRAIN,
+                     CPU_PARTIAL_FREE, CPU_PARTIAL_NODE, DEACTIVATE_EMPTY, FREE_ADD_PARTIAL,
+                     FREE_FROZEN, FREE_REMOVE_PARTIAL, FREE_SLAB, ORDER_FALLBACK)
+from .layout import (C_PARTIAL, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
+                     CA_DEFRAG_RATIO, CA_HAS_CPU_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
+                     CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, G_NPENDING,
+                     N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
+                     N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD,
+                     PG_NODE_PARTIAL, PG_SLAB, _ca, _cpu_row, _node_row, _rand, _slab_nid,
+                     _stat)
+from .native import jit, unit
+from .pages import alloc_pages, free_pages
+
+SHRINK_PROMOTE_MAX = 32
+
+
+# ---- free pointers -------------------------------------------------------------------------
+@jit
+def _get_fp(mem, offset, obj):
+    """The next-free pointer stored in free object ``obj`` (``get_freepointer``)."""
+    return mem[(obj + offset) >> 3]
+
+
+@jit
+def _set_fp(mem, offset, obj, nxt):
+    """Store ``nxt`` as the next-free pointer of free object ``obj``."""
+    mem[(obj + offset) >> 3] = nxt
+
+
+# ---- node partial list ---------------------------------------------------------------------
+@jit
+def _add_partial(st, cache, slab, tail):
+    """``add_partial``: put ``slab`` on its node's partial list, at the tail if ``tail``."""
+    nd = st.node
+    nxt = st.pg_next
+    prv = st.pg_prev
+    r = _node_row(st, cache, _slab_nid(st, slab))
+    if nd[r + N_PARTIAL_HEAD] == NIL:
+        nxt[slab] = NIL
+        prv[slab] = NIL
+        nd[r + N_PARTIAL_HEAD] = slab
+        nd[r + N_PARTIAL_TAIL] = slab
+    elif tail:
+        t = nd[r + N_PARTIAL_TAIL]
+        nxt[t] = slab
+        prv[slab] = t
+        nxt[slab] = NIL
+        nd[r + N_PARTIAL_TAIL] = slab
+    else:
+        h = nd[r + N_PARTIAL_HEAD]
+        prv[h] = slab
+        nxt[slab] = h
+        prv[slab] = NIL
+        nd[r + N_PARTIAL_HEAD] = slab
+    nd[r + N_NR_PARTIAL] += 1
+    st.pg_flags[slab] |= PG_NODE_PARTIAL
+
+
+@jit
+def _remove_partial(st, cache, slab):
+    """``remove_partial``: take ``slab`` off its node's partial list."""
+    nd = st.node
+    nxt = st.pg_next
+    prv = st.pg_prev
+    r = _node_row(st, cache, _slab_nid(st, slab))
+    n = nxt[slab]
+    p = prv[slab]
+    if p != NIL:
+        nxt[p] = n
+    else:
+        nd[r + N_PARTIAL_HEAD] = n
+    if n != NIL:
+        prv[n] = p
+    else:
+        nd[r + N_PARTIAL_TAIL] = p
+    nxt[slab] = NIL
+    prv[slab] = NIL
+    nd[r + N_NR_PARTIAL] -= 1
+    st.pg_flags[slab] &= ~PG_NODE_PARTIAL
+
+
+# ---- slab creation and release ---------------------------------------------------------------
+@jit
+def _init_slab(st, cache, slab, objects):
+    """Turn the allocated block at ``slab`` into an empty slab of ``cache`` (no free list
+    yet: the caller builds one or hands out every object at once) and count it."""
+    st.pg_flags[slab] = PG_HEAD | PG_SLAB
+    st.sl_cache[slab] = cache
+    st.sl_objects[slab] = objects
+    st.sl_inuse[slab] = 0
+    st.sl_freelist[slab] = 0
+    st.sl_slabs[slab] = 0
+    nd = st.node
+    r = _node_row(st, cache, _slab_nid(st, slab))
+    nd[r + N_NR_SLABS] += 1
+    nd[r + N_TOTAL_OBJECTS] += objects
+    if _ca(st, cache, CA_CTOR):
+        g = st.g
+        n = g[G_NPENDING]
+        st.pending[n] = slab
+        g[G_NPENDING] = n + 1
+
+
+@unit
+def allocate_slab(st, cache, cpu, node, thisnode):
+    """The pages of a new slab of ``cache`` (``allocate_slab``, falling back to the minimum
+    order), turned into an empty slab with no free list; its head frame, or NIL."""
+    order = _ca(st, cache, CA_ORDER)
+    objects = _ca(st, cache, CA_OBJECTS)
+    slab = alloc_pages(st, cpu, node, order, thisnode)
+    if slab == NIL and _ca(st, cache, CA_MIN_ORDER) < order:
+        order = _ca(st, cache, CA_MIN_ORDER)
+        objects = _ca(st, cache, CA_MIN_OBJECTS)
+        slab = alloc_pages(st, cpu, node, order, thisnode)
+        if slab != NIL:
+            _stat(st, cache, cpu, ORDER_FALLBACK, 1)
+    if slab != NIL:
+        _init_slab(st, cache, slab, objects)
+    return slab
+
+
+@unit
+def new_slab(st, cache, cpu, node, thisnode):
+    """``new_slab``: a new slab with its free list built through every object, accounted to
+    its node. Its head frame, or NIL when out of memory."""
+    slab = allocate_slab(st, cache, cpu, node, thisnode)
+    if slab == NIL:
+        return NIL
+    mem = st.mem
+    size = _ca(st, cache, CA_SIZE)
+    offset = _ca(st, cache, CA_OFFSET)
+    base = slab << 12
+    obj = base
+    for _ in range(st.sl_objects[slab] - 1):
+        _set_fp(mem, offset, obj, obj + size)
+        obj += size
+    _set_fp(mem, offset, obj, 0)
+    st.sl_freelist[slab] = base
+    return slab
+
+
+@unit
+def discard_slab(st, cache, cpu, slab):
+    """``discard_slab``: uncount the slab and give its pages back to the page allocator
+    (to the pcp lists of ``cpu`` for small orders). 0."""
+    nd = st.node
+    r = _node_row(st, cache, _slab_nid(st, slab))
+    nd[r + N_NR_SLABS] -= 1
+    nd[r + N_TOTAL_OBJECTS] -= st.sl_objects[slab]
+    st.sl_cache[slab] = NIL
+    st.sl_objects[slab] = 0
+    st.sl_inuse[slab] = 0
+    st.sl_freelist[slab] = 0
+    return free_pages(st, cpu, slab, st.pg_order[slab])
+
+
+# ---- taking a slab for a CPU ---------------------------------------------------------------
+@jit
+def _freeze_slab(st, slab):
+    """``freeze_slab``/``get_freelist``: take the slab's whole free list for a CPU; the
+    slab counts every object as in use and is frozen while the free list is non-empty."""
+    freelist = st.sl_freelist[slab]
+    st.sl_freelist[slab] = 0
+    st.sl_inuse[slab] = st.sl_objects[slab]
+    if freelist != 0:
+        st.pg_flags[slab] |= PG_FROZEN
+    else:
+        st.pg_flags[slab] &= ~PG_FROZEN
+    return freelist
+
+
+@unit
+def put_partials(st, cache, cpu, chain):
+    """``__put_partials``: move a chain of CPU-partial slabs to their node lists, freeing
+    empty ones once the node already keeps ``min_partial`` partial slabs. 0."""
+    nxt = st.pg_next
+    flags = st.pg_flags
+    inuse = st.sl_inuse
+    nd = st.node
+    min_partial = _ca(st, cache, CA_MIN_PARTIAL)
+    discard = NIL
+    slab = chain
+    while slab != NIL:
+        following = nxt[slab]
+        flags[slab] &= ~PG_CPU_PARTIAL
+        nxt[slab] = NIL
+        r = _node_row(st, cache, _slab_nid(st, slab))
+        if inuse[slab] == 0 and nd[r + N_NR_PARTIAL] >= min_partial:
+            nxt[slab] = discard
+            discard = slab
+        else:
+            _add_partial(st, cache, slab, True)
+            _stat(st, cache, cpu, FREE_ADD_PARTIAL, 1)
+        slab = following
+    while discard != NIL:
+        following = nxt[discard]
+        nxt[discard] = NIL
+        _stat(st, cache, cpu, DEACTIVATE_EMPTY, 1)
+        discard_slab(st, cache, cpu, discard)
+        _stat(st, cache, cpu, FREE_SLAB, 1)
+        discard = following
+    return 0
+
+
+@jit
+def _put_cpu_partial(st, cache, cpu, slab, drain):
+    """``put_cpu_partial``: push ``slab`` on ``cpu``'s partial list; when ``drain`` and the
+    list already holds ``cpu_partial_slabs``, first move the whole list to the node."""
+    cpt = st.cpu
+    nxt = st.pg_next
+    nslabs = st.sl_slabs
+    c = _cpu_row(st, cache, cpu)
+    old = cpt[c + C_PARTIAL]
+    slabs = 0
+    to_put = NIL
+    if old != NIL:
+        if drain and nslabs[old] >= _ca(st, cache, CA_CPU_PARTIAL_SLABS):
+            to_put = old
+            old = NIL
+        else:
+            slabs = nslabs[old]
+    nslabs[slab] = slabs + 1
+    nxt[slab] = old
+    st.pg_flags[slab] |= PG_CPU_PARTIAL
+    cpt[c + C_PARTIAL] = slab
+    if to_put != NIL:
+        put_partials(st, cache, cpu, to_put)
+        _stat(st, cache, cpu, CPU_PARTIAL_DRAIN, 1)
+
+
+@jit
+def _get_partial_node(st, cache, cpu, node):
+    """``get_partial_node``: take the first slab of ``node``'s partial list for the CPU
+    (frozen by the caller) and move up to ``cpu_partial / 2`` more to the CPU's partial
+    list. Returns the slab or NIL."""
+    nd = st.node
+    nxt = st.pg_next
+    r = _node_row(st, cache, node)
+    cpu_partial = _ca(st, cache, CA_CPU_PARTIAL)
+    partial = NIL
+    partial_slabs = 0
+    slab = nd[r + N_PARTIAL_HEAD]
+    while slab != NIL:
+        following = nxt[slab]
+        _remove_partial(st, cache, slab)
+        if partial == NIL:
+            partial = slab
+            _stat(st, cache, cpu, ALLOC_FROM_PARTIAL, 1)
+            if cpu_partial == 0:
+                break
+        else:
+            _put_cpu_partial(st, cache, cpu, slab, False)
+            _stat(st, cache, cpu, CPU_PARTIAL_NODE, 1)
+            partial_slabs += 1
+            if partial_slabs > cpu_partial // 2:
+                break
+        slab = following
+    return partial
+
+
+@unit
+def get_partial(st, cache, cpu, node, thisnode):
+    """``get_partial``: the local (or requested) node first, then ``get_any_partial``:
+    other nodes holding more than ``min_partial`` partial slabs, if the random draw passes
+    ``remote_node_defrag_ratio`` and the request did not pin a node. The slab or NIL."""
+    cpu_node = st.cpu_node[cpu]
+    search = cpu_node if node < 0 else node
+    slab = _get_partial_node(st, cache, cpu, search)
+    if slab != NIL or (node >= 0 and thisnode):
+        return slab
+    ratio = _ca(st, cache, CA_DEFRAG_RATIO)
+    if ratio == 0 or _rand(st) % 1024 > ratio:
+        return NIL
+    nnodes = st.nnodes
+    nd = st.node
+    min_partial = _ca(st, cache, CA_MIN_PARTIAL)
+    for i in range(nnodes):
+        n = (cpu_node + i) % nnodes
+        if nd[_node_row(st, cache, n) + N_NR_PARTIAL] > min_partial:
+            slab = _get_partial_node(st, cache, cpu, n)
+            if slab != NIL:
+                if n != cpu_node:
+                    _stat(st, cache, cpu, ALLOC_REMOTE_PARTIAL, 1)
+                return slab
+    return NIL
+
+
+# ---- freeing to a slab that is not the CPU's -----------------------------------------------
+@unit
+def slab_free(st, cache, cpu, slab, head, tail, cnt):
+    """``__slab_free``: put the chain ``head..tail`` of ``cnt`` objects (already linked
+    through their free pointers) on ``slab``'s free list and fix the slab's list place. 0."""
+    fl = st.sl_freelist
+    flags = st.pg_flags
+    prior = fl[slab]
+    _set_fp(st.mem, _ca(st, cache, CA_OFFSET), tail, prior)
+    fl[slab] = head
+    inuse = st.sl_inuse[slab] - cnt
+    st.sl_inuse[slab] = inuse
+    if flags[slab] & PG_FROZEN:
+        _stat(st, cache, cpu, FREE_FROZEN, 1)
+        return 0
+    has_cpu_partial = _ca(st, cache, CA_HAS_CPU_PARTIAL)
+    if prior == 0 and has_cpu_partial:
+        _put_cpu_partial(st, cache, cpu, slab, True)
+        _stat(st, cache, cpu, CPU_PARTIAL_FREE, 1)
+        return 0
+    if inuse != 0 and prior != 0:
+        return 0
+    if prior != 0 and not flags[slab] & PG_NODE_PARTIAL:
+        return 0                    # on a CPU's partial list: it stays there
+    r = _node_row(st, cache, _slab_nid(st, slab))
+    if inuse == 0 and st.node[r + N_NR_PARTIAL] >= _ca(st, cache, CA_MIN_PARTIAL):
+        if prior != 0:
+            _remove_partial(st, cache, slab)
+            _stat(st, cache, cpu, FREE_REMOVE_PARTIAL, 1)
+        _stat(st, cache, cpu, FREE_SLAB, 1)
+        discard_slab(st, cache, cpu, slab)
+        return 0
+    if not has_cpu_partial and prior == 0:
+        _add_partial(st, cache, slab, True)
+        _stat(st, cache, cpu, FREE_ADD_PARTIAL, 1)
+    return 0
+
+
+# ---- shrinking -------------------------------------------------------------------------------
+@unit
+def shrink_node(st, cache, cpu, node):
+    """``__kmem_cache_do_shrink`` for one node: free every empty partial slab and move the
+    slabs with 1..32 free objects to the head, fewest free first. Returns slabs freed."""
+    nd = st.node
+    nxt = st.pg_next
+    prv = st.pg_prev
+    inuse = st.sl_inuse
+    objects = st.sl_objects
+    r = _node_row(st, cache, node)
+    bucket = st.scratch             # bucket[i]: slabs with i + 1 free objects (list_move)
+    for i in range(SHRINK_PROMOTE_MAX):
+        bucket[i] = NIL
+    discard = NIL
+    freed = 0
+    slab = nd[r + N_PARTIAL_HEAD]
+    while slab != NIL:
+        following = nxt[slab]
+        free = objects[slab] - inuse[slab]
+        if free == objects[slab]:
+            _remove_partial(st, cache, slab)
+            nxt[slab] = discard
+            discard = slab
+        elif free <= SHRINK_PROMOTE_MAX:
+            _remove_partial(st, cache, slab)
+            nxt[slab] = bucket[free - 1]
+            bucket[free - 1] = slab
+        slab = following
+    for i in range(SHRINK_PROMOTE_MAX - 1, -1, -1):     # list_splice each bucket to the head
+        s = bucket[i]                   # the bucket is a stack: reverse it, then push each,
+        rev = NIL                       # so that its first member ends up first
+        while s != NIL:
+            following = nxt[s]
+            nxt[s] = rev
+            rev = s
+            s = following
+        while rev != NIL:
+            following = nxt[rev]
+            _add_partial(st, cache, rev, False)
+            rev = following
+    while discard != NIL:
+        following = nxt[discard]
+        nxt[discard] = NIL
+        prv[discard] = NIL
+        discard_slab(st, cache, cpu, discard)
+        freed += 1
+        discard = following
+    return freed

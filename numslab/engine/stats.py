@@ -1,0 +1,84 @@
+"""Statistics: the sysfs-style counters of ``/sys/kernel/slab/<cache>/``, the SLUB event
+counters of ``CONFIG_SLUB_STATS`` and ``/proc/slabinfo`` version 2.1 text."""
+from __future__ import annotations
+
+import numpy as np
+
+from .layout import C_PARTIAL, C_SLAB, N_PARTIAL_HEAD, NIL, _cpu_row, _node_row
+from .native import unit, words_at
+
+
+@unit
+def partial_counts(st, cache, outaddr):
+    """Per node: ``out[2 * node: 2 * node + 2] = (inuse, free)`` summed over the node's
+    partial slabs (``count_partial``), ``out`` the int64[nnodes, 2] at ``outaddr``. 0."""
+    out = words_at(outaddr)
+    nxt = st.pg_next
+    inuse = st.sl_inuse
+    objects = st.sl_objects
+    for node in range(st.nnodes):
+        used = 0
+        free = 0
+        slab = st.node[_node_row(st, cache, node) + N_PARTIAL_HEAD]
+        while slab != NIL:
+            used += inuse[slab]
+            free += objects[slab] - inuse[slab]
+            slab = nxt[slab]
+        out[2 * node] = used
+        out[2 * node + 1] = free
+    return 0
+
+
+@unit
+def cpu_partial_slabs(st, cache, outaddr):
+    """Per CPU: ``(has cpu slab, slabs on cpu partial list as the head's ``slabs`` field
+    says)`` into the int64[ncpus, 2] at ``outaddr``. 0."""
+    out = words_at(outaddr)
+    cpt = st.cpu
+    for cpu in range(st.ncpus):
+        c = _cpu_row(st, cache, cpu)
+        out[2 * cpu] = 1 if cpt[c + C_SLAB] != NIL else 0
+        head = cpt[c + C_PARTIAL]
+        out[2 * cpu + 1] = st.sl_slabs[head] if head != NIL else 0
+    return 0
+
+
+def per_node(values: np.ndarray) -> str:
+    """Format a per-node counter as sysfs does: ``"total N0=a N1=b"``."""
+    parts = [str(int(values.sum()))]
+    parts += [f"N{i}={int(v)}" for i, v in enumerate(values) if v]
+    return " ".join(parts)
+
+
+SLABINFO_HEADER = (
+    "slabinfo - version: 2.1\n"
+    "# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab>"
+    " : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs>"
+    " <num_slabs> <sharedavail>\n")
+
+
+def slabinfo_line(name: str, active_objs: int, num_objs: int, size: int, objperslab: int,
+                  order: int, nr_slabs: int) -> str:
+    """One ``/proc/slabinfo`` line, formatted as ``slabinfo_show`` does."""
+    return (f"{name:<17s} {active_objs:6d} {num_objs:6d} {size:6d} {objperslab:4d} "
+            f"{1 << order:4d} : tunables {0:4d} {0:4d} {0:4d} : slabdata {nr_slabs:6d} "
+            f"{nr_slabs:6d} {0:6d}\n")
+
+
+@unit
+def partial_list(st, cache, node, rows, outaddr):
+    """Fill the int64[rows, 3] at ``outaddr`` with (slab address, inuse, objects) along
+    ``node``'s partial list, head first; returns the list length (rows beyond ``rows`` are
+    not written)."""
+    out = words_at(outaddr)
+    nxt = st.pg_next
+    slab = st.node[_node_row(st, cache, node) + N_PARTIAL_HEAD]
+    k = 0
+    while slab != NIL:
+        if k < rows:
+            out[3 * k] = slab << 12
+            out[3 * k + 1] = st.sl_inuse[slab]
+            out[3 * k + 2] = st.sl_objects[slab]
+        k += 1
+        slab = nxt[slab]
+    return k

@@ -1,0 +1,3 @@
+"""Tier 3, the facade: ``SlabAllocator``, ``KmemCache`` and the batch API, which validate and
+convert their arguments, call the engine through the drivers and turn error codes into
+exceptions."""
