@@ -21,7 +21,7 @@ from numba.core import cgutils
 from numba.extending import (NativeValue, intrinsic, models, register_model, typeof_impl,
                              unbox)
 
-from ..engine.native import ABI, State, table_load
+from ..engine.native import ABI, State, invariant_load, table_address
 
 MAX_ALLOCATORS = 1 << 16
 #: (state address, generation) per slot; never freed or moved (symbol ``numslab_allocators``).
@@ -108,9 +108,12 @@ def state_of(typingctx: Any, h: Any) -> Any:
         i64 = ir.IntType(64)
         value = args[0]
         slot = builder.and_(value, ir.Constant(i64, 0xFFFF))
-        addr = table_load(builder, ALLOCATOR_SYMBOL, builder.shl(slot, ir.Constant(i64, 1)))
-        gen = table_load(builder, ALLOCATOR_SYMBOL,
-                         builder.add(builder.shl(slot, ir.Constant(i64, 1)), ir.Constant(i64, 1)))
+        # The slot cannot change while the caller runs: the SlabHandle passed in keeps its
+        # allocator alive. So the loads may be hoisted out of the caller's loops.
+        entry = builder.gep(table_address(builder, ALLOCATOR_SYMBOL),
+                            [builder.shl(slot, ir.Constant(i64, 1))])
+        addr = invariant_load(builder, entry)
+        gen = invariant_load(builder, builder.gep(entry, [ir.Constant(i64, 1)]))
         ok = builder.icmp_unsigned("==", gen, builder.lshr(value, ir.Constant(i64, 16)))
         addr = builder.select(ok, addr, ir.Constant(i64, 0))
         return builder.inttoptr(addr, i64.as_pointer())

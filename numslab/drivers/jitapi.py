@@ -79,7 +79,7 @@ def _raise(err):
     raise SlabError("numslab.jit: invalid argument")
 
 
-@jit
+@jit(inline=True)
 def _state(h, cpu):
     """The State of handle ``h`` after checking the handle and the CPU."""
     st = state_of(h)
@@ -90,7 +90,7 @@ def _state(h, cpu):
     return st
 
 
-@jit
+@jit(inline=True)
 def _cache_state(h, cache, cpu, allocating):
     """:func:`_state`, and refuse a cache id that is not a live cache (and, when
     ``allocating``, a cache with a constructor)."""
@@ -116,7 +116,7 @@ def _out_array(typingctx: Any, arr: Any) -> Any:
                     f"not {arr}")
 
 
-@jit
+@jit(inline=True)
 def _checked_array(out, nr):
     """The address of ``out`` after checking that it holds ``nr`` entries."""
     if nr < 0 or nr > out.shape[0]:
@@ -125,7 +125,7 @@ def _checked_array(out, nr):
 
 
 # ---- the inlined fast paths --------------------------------------------------------------------
-@jit
+@jit(inline=True)
 def _alloc_fast(st, cache, cpu, gfp):
     """The common case of an allocation: pop the CPU's main sheaf (if the cache has
     sheaves) or its lockless freelist, and hand the object out; 0 if neither has one."""
@@ -153,7 +153,7 @@ def _alloc_fast(st, cache, cpu, gfp):
     return obj
 
 
-@jit
+@jit(inline=True)
 def _free_checked(st, cache, cpu, slab, addr):
     """Free a checked object of ``cache`` in ``slab``: the common case inline (room in the
     main sheaf, or the object's slab is the CPU slab), the rest in the engine."""
@@ -181,7 +181,7 @@ def _free_checked(st, cache, cpu, slab, addr):
 
 
 # ---- the API ------------------------------------------------------------------------------------
-@jit
+@jit(inline=True)
 def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     """One object of cache id ``cache`` on ``cpu``; its address or 0 (out of memory)."""
     st = _cache_state(h, cache, cpu, True)
@@ -191,7 +191,7 @@ def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     return ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp)
 
 
-@jit
+@jit(inline=True)
 def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     """One object from NUMA ``node`` (-1: any); its address or 0."""
     st = _cache_state(h, cache, cpu, True)
@@ -200,7 +200,7 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     return ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp)
 
 
-@jit
+@jit(inline=True)
 def kmem_cache_free(h, cache, addr, cpu=0):
     """Free one object; raises on a bad address, wrong cache or double free."""
     st = _cache_state(h, cache, cpu, False)
@@ -210,14 +210,14 @@ def kmem_cache_free(h, cache, addr, cpu=0):
     _free_checked(st, cache, cpu, slab, addr)
 
 
-@jit
+@jit(inline=True)
 def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken."""
     st = _cache_state(h, cache, cpu, True)
     return ops.alloc_bulk(st, cache, cpu, gfp, nr, _checked_array(out, nr))
 
 
-@jit
+@jit(inline=True)
 def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     """Free ``objs[:nr]`` (reordered in place); on a bad element nothing is freed."""
     st = _cache_state(h, cache, cpu, False)
@@ -226,7 +226,7 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
         _raise(err)
 
 
-@jit
+@jit(inline=True)
 def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     """The seed's array allocation (SLAB_ARRAY_ALLOC_* ``flags``); the count allocated."""
     st = _cache_state(h, cache, cpu, True)
@@ -234,13 +234,13 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
                                       _checked_array(out, nr))
 
 
-@jit
+@jit(inline=True)
 def kmem_cache_free_array(h, cache, nr, objs, cpu=0):
     """Free an array of objects (as ``kmem_cache_free_bulk``)."""
     kmem_cache_free_bulk(h, cache, nr, objs, cpu)
 
 
-@jit
+@jit(inline=True)
 def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     """``size`` bytes from the kmalloc caches (or whole pages); address, 16 for 0, or 0."""
     st = _state(h, cpu)
@@ -262,7 +262,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     return kmalloc_unit(st, NIL, cpu, -1, gfp, size, order)
 
 
-@jit
+@jit(inline=True)
 def kfree(h, addr, cpu=0):
     """Free a kmalloc allocation (NULL and ZERO_SIZE_PTR are ignored)."""
     st = _state(h, cpu)
@@ -277,7 +277,7 @@ def kfree(h, addr, cpu=0):
         _raise(err)
 
 
-@jit
+@jit(inline=True)
 def kfree_bulk(h, nr, objs, cpu=0):
     """``kfree`` of ``objs[:nr]`` of any caches."""
     st = _state(h, cpu)
@@ -286,7 +286,7 @@ def kfree_bulk(h, nr, objs, cpu=0):
         _raise(err)
 
 
-@jit
+@jit(inline=True)
 def is_live(h, cache, addr):
     """True if ``addr`` is an allocated object of ``cache`` (NIL: of any cache)."""
     st = _state(h, 0)

@@ -45,19 +45,19 @@ CORRUPTION = (
 
 # ---- the live-object bitmap: one bit per 8-byte granule, set at the start of each object
 # handed to the user (word addr >> 9, bit (addr >> 3) & 63) --------------------------------
-@jit
+@jit(inline=True)
 def _live_test(st, addr):
     """1 if the object at ``addr`` is allocated (its bit in the live bitmap is set)."""
     return (st.live[addr >> 9] >> ((addr >> 3) & 63)) & 1
 
 
-@jit
+@jit(inline=True)
 def _live_set(st, addr):
     """Mark the object at ``addr`` allocated."""
     st.live[addr >> 9] |= 1 << ((addr >> 3) & 63)
 
 
-@jit
+@jit(inline=True)
 def _live_clear(st, addr):
     """Mark the object at ``addr`` free."""
     st.live[addr >> 9] &= ~(1 << ((addr >> 3) & 63))
@@ -84,7 +84,7 @@ def _live_set_run(st, p, start, n):
     live[cw] = cval
 
 
-@jit
+@jit(inline=True)
 def _locate(st, addr, cache):
     """Check that ``addr`` is a live object (of ``cache`` unless it is NIL) without changing
     anything. Returns (0, slab head frame) or (error code, NIL) with details in G_ERR*."""

@@ -212,31 +212,34 @@ def _rand(st):
     return (x * 2685821657736338717) & 0x7FFFFFFFFFFFFFFF
 
 
-@native.jit
+@native.jit(inline=True)
 def _stat(st, cache, cpu, item, n):
     """Add ``n`` to SLUB statistic ``item`` of ``cache`` on ``cpu``."""
     st.stats[(cache * st.ncpus + cpu) * NR_STATS + item] += n
 
 
-@native.jit
+@native.jit(inline=True)
 def _ca(st, cache, col):
     """Column ``col`` of cache ``cache`` (``struct kmem_cache``)."""
     return st.ca[cache * CA_NCOLS + col]
 
 
-@native.jit
+@native.jit(inline=True)
 def _cpu_row(st, cache, cpu):
     """Index of the first column of ``kmem_cache_cpu`` (cache, cpu) in field ``cpu``."""
     return (cache * st.ncpus + cpu) * C_NCOLS
 
 
-@native.jit
+@native.jit(inline=True)
 def _node_row(st, cache, node):
     """Index of the first column of ``kmem_cache_node`` (cache, node) in field ``node``."""
     return (cache * st.nnodes + node) * N_NCOLS
 
 
-@native.jit
+@native.jit(inline=True)
 def _slab_nid(st, slab):
-    """NUMA node of the slab whose head frame is ``slab``."""
+    """NUMA node of the slab whose head frame is ``slab`` (no division on one node: a
+    64-bit divide costs more than the rest of a fast path)."""
+    if st.nnodes == 1:
+        return 0
     return slab // st.pages_per_node

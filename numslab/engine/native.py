@@ -30,6 +30,7 @@ from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
 from numba.core.caching import FunctionCache
+from numba.core.registry import CPUDispatcher
 from numba.core.ccallback import CFunc
 from numba.core.typing.templates import (AbstractTemplate, AttributeTemplate, infer_getattr,
                                          infer_global, signature)
@@ -69,19 +70,47 @@ class EngineCache(FunctionCache):
         return (*super()._index_key(sig, codegen), ABI, unit_table_hash())
 
 
-def jit(func: Callable | None = None, *, cache: bool = True, **overrides: Any) -> Any:
+class EngineDispatcher(CPUDispatcher):
+    """Numba's CPU dispatcher, but a call from jitted code with constant arguments compiles
+    the function for their plain types, not once per constant: Numba would otherwise compile
+    ``_stat(st, c, cpu, 6, n)`` and ``_stat(st, c, cpu, 7, n)`` as two functions, and the
+    engine passes constants everywhere."""
+
+    #: Mark every compiled overload ``alwaysinline`` for LLVM (see :func:`jit`).
+    always_inline = False
+
+    def get_call_template(self, args: tuple, kws: dict) -> Any:
+        return super().get_call_template(tuple(types.unliteral(a) for a in args),
+                                         {k: types.unliteral(v) for k, v in kws.items()})
+
+    def add_overload(self, cres: Any) -> None:
+        if self.always_inline:
+            # Callers link this module and optimise it with their own code: the attribute
+            # makes LLVM inline the function into every caller, whatever its size heuristics
+            # say (a fast path is only fast without the call).
+            fn = cres.library._get_module_for_linking().get_function(cres.fndesc.llvm_func_name)
+            fn.add_function_attribute("alwaysinline")
+        super().add_overload(cres)
+
+
+def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = False,
+        **overrides: Any) -> Any:
     """Compile ``func`` with the engine's options (a decorator, usable with arguments).
 
-    ``nrt=True`` turns the Numba runtime on, for code that creates arrays (``numslab.net``);
-    ``inline="always"`` inlines in Numba's IR (only for the few tiny fast paths that users'
-    loops must hold without a call)."""
+    ``inline=True`` makes LLVM inline the function into every jitted caller (``numslab.jit``'s
+    fast paths, so that users' loops hold them without a call); ``nrt=True`` turns the
+    Numba runtime on, for code that creates arrays (``numslab.net``). Every jitted function
+    of numslab is made here."""
     if "nrt" in overrides:
         overrides["_nrt"] = overrides.pop("nrt")
     options = {**OPTIONS, **overrides}
 
     def wrap(f: Callable) -> Any:
-        d = nb.njit(**options)(f)
-        if cache and hasattr(d, "enable_caching"):      # not under NUMBA_DISABLE_JIT
+        if nb.config.DISABLE_JIT:
+            return f
+        d = EngineDispatcher(f, targetoptions=options)
+        d.always_inline = inline
+        if cache:
             d._cache = EngineCache(f)
         return d
     return wrap if func is None else wrap(func)
@@ -251,7 +280,7 @@ class _StateAttributes(AttributeTemplate):
             return types.int64
 
 
-def _invariant_load(builder: Any, ptr: Any) -> Any:
+def invariant_load(builder: Any, ptr: Any) -> Any:
     """A load the optimiser may hoist and merge: the word never changes while code runs."""
     value = builder.load(ptr)
     value.set_metadata("invariant.load", builder.module.add_metadata([]))
@@ -261,16 +290,16 @@ def _invariant_load(builder: Any, ptr: Any) -> Any:
 @lower_getattr_generic(StateType)
 def _state_getattr(context: Any, builder: Any, typ: Any, st: Any, attr: str) -> Any:
     if attr in FIELD_ATTRS:
-        off = _invariant_load(builder, builder.gep(st, [ir.Constant(_I64, FIELD_ATTRS[attr])]))
+        off = invariant_load(builder, builder.gep(st, [ir.Constant(_I64, FIELD_ATTRS[attr])]))
         return builder.gep(st, [off])
     if attr in ADDRESS_ATTRS:
-        addr = _invariant_load(builder, builder.gep(st, [ir.Constant(_I64, ADDRESS_ATTRS[attr])]))
+        addr = invariant_load(builder, builder.gep(st, [ir.Constant(_I64, ADDRESS_ATTRS[attr])]))
         return builder.inttoptr(addr, _P64)
     if attr in HEADER_ATTRS:
-        return _invariant_load(builder, builder.gep(st, [ir.Constant(_I64, HEADER_ATTRS[attr])]))
+        return invariant_load(builder, builder.gep(st, [ir.Constant(_I64, HEADER_ATTRS[attr])]))
     hdr, item = SCALAR_ATTRS[attr]
-    off = _invariant_load(builder, builder.gep(st, [ir.Constant(_I64, hdr)]))
-    return _invariant_load(builder, builder.gep(st, [builder.add(off, ir.Constant(_I64, item))]))
+    off = invariant_load(builder, builder.gep(st, [ir.Constant(_I64, hdr)]))
+    return invariant_load(builder, builder.gep(st, [builder.add(off, ir.Constant(_I64, item))]))
 
 
 @intrinsic
@@ -302,15 +331,20 @@ def unit_table_hash() -> str:
     return _table_hash[0]
 
 
-def table_load(builder: Any, symbol: str, index: Any) -> Any:
-    """Load word ``index`` (an LLVM i64 value) of the process table ``symbol``."""
+def table_address(builder: Any, symbol: str) -> Any:
+    """An i64 pointer to the process table ``symbol`` (resolved when the code is loaded)."""
     mod = builder.module
     try:
         table = mod.get_global(symbol)
     except KeyError:
         table = ir.GlobalVariable(mod, _I64, symbol)
         table.linkage = "external"
-    return builder.load(builder.gep(builder.bitcast(table, _P64), [index]))
+    return builder.bitcast(table, _P64)
+
+
+def table_load(builder: Any, symbol: str, index: Any) -> Any:
+    """Load word ``index`` (an LLVM i64 value) of the process table ``symbol``."""
+    return builder.load(builder.gep(table_address(builder, symbol), [index]))
 
 
 class Unit:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numba as nb
 import numpy as np
 
-from ..drivers import handles
+from ..drivers import gate, handles
 from ..drivers.calls import bound
 from ..engine import checks, ops
 from ..engine.kmalloc import kmalloc as _kmalloc_unit
@@ -145,6 +145,8 @@ class SlabAllocator(BatchAPI):
                                for s in KMALLOC_SIZES]
         self._kmalloc_ids = [c._id for c in self.kmalloc_caches]
         self.state.kmalloc[:] = self._kmalloc_ids
+        self._gate = None
+        gate.install(self)          # the hot calls through the C gate, when it is built
 
     def _bind_lazily(self, attr: str, u: Any, array: bool) -> None:
         """Make ``self.<attr>(*args)`` call unit ``u`` on this allocator: on its first call it
@@ -172,6 +174,8 @@ class SlabAllocator(BatchAPI):
     def set_cpu(self, cpu: int) -> None:
         """Bind the calling thread to simulated CPU ``cpu``."""
         self._tls.cpu = self._check_cpu(cpu)
+        if self._gate is not None:
+            self._gate.forget_thread()
 
     def _check_cpu(self, cpu: Any) -> int:
         if cpu is None:

@@ -29,6 +29,9 @@ class KmemCache:
     exact number of allocated objects.
     """
 
+    # Slots: the call gate reads ``_sa`` and ``_id`` at their fixed offsets.
+    __slots__ = ("_sa", "_id", "name", "ctor", "dtype", "_row", "__weakref__")
+
     def __init__(self, sa: "SlabAllocator", cid: int, name: str,
                  ctor: Callable[[np.ndarray, int], Any] | None,
                  dtype: np.dtype | None = None) -> None:

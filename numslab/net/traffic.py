@@ -175,7 +175,8 @@ def _emit_frames(out, offset, vlan, v6, udp, c2s, ckey, skey, cport, sport, seq,
         # payload from the pattern, and the L4 checksum via the pattern's word prefix sums
         n = plen[i]
         o = poff[i]
-        out[l4 + l4hdr:l4 + l4len] = pattern[o:o + n]
+        for k in range(n):          # a loop: a slice copy compiles a broadcast check and
+            out[l4 + l4hdr + k] = pattern[o + k]    # its error formatting (2 s)
         s = pattern_sum[(o + n) // 2] - pattern_sum[o // 2]
         if n & 1:
             s += np.int64(pattern[o + n - 1]) << 8

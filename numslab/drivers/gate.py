@@ -1,0 +1,74 @@
+"""From Python to the engine with no bytecode on the way: the C call gate (``_gate.c``), built
+with the package, put in front of an allocator's hot facade calls.
+
+Each gated method checks in C that its arguments are those of the common case and calls the
+unit; anything else, and every error, runs the allocator's Python method of the same name
+(the reference implementation, and the whole path when the gate is not built or
+``NUMSLAB_GATE=0``). See ARCHITECTURE.md, "How a call reaches the engine".
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..engine import ops
+from ..engine.kmalloc import kmalloc as kmalloc_unit
+from ..engine.layout import CA_CTOR, CA_NCOLS, F_CA, F_G, G_NPENDING, view
+from ..engine.native import UNIT_TABLE
+from ..errors import SlabError
+from ..flags import GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL
+
+try:
+    from . import _gate
+except ImportError:             # not built (no compiler): the facade's Python methods serve
+    _gate = None
+
+if TYPE_CHECKING:
+    from ..facade.allocator import SlabAllocator
+
+#: The facade methods the gate serves, as instance attributes of a gated allocator.
+GATED = ("kmem_cache_alloc", "kmem_cache_free", "kmalloc", "kfree", "kmem_cache_alloc_bulk",
+         "kmem_cache_free_bulk", "kfree_bulk", "kmem_cache_alloc_array",
+         "kmem_cache_free_array")
+#: The units behind them, in the gate's order.
+UNITS = (ops.kmem_cache_alloc_node, ops.kmem_cache_free, kmalloc_unit, ops.kfree,
+         ops.alloc_bulk, ops.free_bulk, ops.kmem_cache_alloc_array)
+
+
+@lru_cache(maxsize=1)
+def available() -> bool:
+    """True if the gate is built, enabled, and reads NumPy arrays as this NumPy lays them
+    out (checked once on probe arrays)."""
+    if _gate is None or os.environ.get("NUMSLAB_GATE", "1") == "0":
+        return False
+    a = np.zeros(5, np.int64)
+    ro = a[::2]
+    ro.flags.writeable = False
+    data, nd, n, flags, descr = _gate.probe(a)
+    if (data, nd, n, descr) != (a.ctypes.data, 1, 5, a.dtype) or flags & 0x0401 != 0x0401:
+        return False
+    data, nd, n, flags, descr = _gate.probe(ro)
+    return (data, nd, n) == (ro.ctypes.data, 1, 3) and flags & 0x0401 == 0
+
+
+def install(sa: "SlabAllocator") -> bool:
+    """Put the gate in front of ``sa``'s hot calls; False (nothing changed) if unavailable."""
+    if not available():
+        return False
+    from ..facade.cache import KmemCache
+    from ..engine.kmalloc import kmalloc_index_table
+    table = kmalloc_index_table()
+    kmalloc_cache = [sa._kmalloc_ids[table[size]] for size in range(len(table))]
+    gate = _gate.Gate(
+        sa=sa, keep=(sa._buf, sa.memory), error_type=SlabError, cache_type=KmemCache, array_type=np.ndarray, int64_descr=np.dtype(np.int64),
+        st=sa._st, table=UNIT_TABLE.ctypes.data, slots=[u.slot for u in UNITS],
+        ca=view(sa._buf, F_CA).ctypes.data, ca_ncols=CA_NCOLS, ca_ctor=CA_CTOR,
+        g=view(sa._buf, F_G).ctypes.data, g_npending=G_NPENDING, kmalloc_table=kmalloc_cache,
+        gfp_kernel=GFP_KERNEL, array_flags_all=SLAB_ARRAY_ALLOC_ALL)
+    sa._gate = gate
+    for name in GATED:
+        setattr(sa, name, getattr(gate, name))
+    return True
