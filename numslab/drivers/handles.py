@@ -21,6 +21,7 @@ from numba.core import cgutils
 from numba.extending import (NativeValue, intrinsic, models, register_model, typeof_impl,
                              unbox)
 
+from ..engine.layout import HEADER
 from ..engine.native import ABI, State, invariant_load, table_address
 
 MAX_ALLOCATORS = 1 << 16
@@ -112,10 +113,13 @@ def state_of(typingctx: Any, h: Any) -> Any:
         # allocator alive. So the loads may be hoisted out of the caller's loops.
         entry = builder.gep(table_address(builder, ALLOCATOR_SYMBOL),
                             [builder.shl(slot, ir.Constant(i64, 1))])
-        addr = invariant_load(builder, entry)
         gen = invariant_load(builder, builder.gep(entry, [ir.Constant(i64, 1)]))
         ok = builder.icmp_unsigned("==", gen, builder.lshr(value, ir.Constant(i64, 16)))
-        addr = builder.select(ok, addr, ir.Constant(i64, 0))
-        return builder.inttoptr(addr, i64.as_pointer())
+        # Loaded as a pointer known to reach over the whole header (or null): the header's
+        # words may then be loaded ahead of the checks and out of the caller's loops.
+        ptr = invariant_load(builder, builder.bitcast(entry, i64.as_pointer().as_pointer()))
+        ptr.set_metadata("dereferenceable_or_null", builder.module.add_metadata(
+            [ir.Constant(i64, 8 * HEADER)]))
+        return builder.select(ok, ptr, ir.Constant(i64.as_pointer(), None))
     if isinstance(h, SlabHandleType):
         return State(h), codegen

@@ -29,9 +29,10 @@ from numba.extending import intrinsic
 
 from ..engine import ops
 from ..engine.checks import (E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB,
-                             E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set, _locate)
+                             E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set, _locate,
+                             _slab_of)
 from ..engine.kmalloc import kmalloc as kmalloc_unit
-from ..engine.layout import (C_FREELIST, C_LIVE, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
+from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
                              CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY, NIL, NR_KMALLOC,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _slab_nid,
                              _stat)
@@ -149,7 +150,6 @@ def _alloc_fast(st, cache, cpu, gfp):
     if gfp & __GFP_ZERO:
         zero_bytes(mem, obj, _ca(st, cache, CA_OBJECT_SIZE))
     _live_set(st, obj)
-    cpt[c + C_LIVE] += 1
     return obj
 
 
@@ -160,19 +160,18 @@ def _free_checked(st, cache, cpu, slab, addr):
     cpt = st.cpu
     mem = st.mem
     c = _cpu_row(st, cache, cpu)
-    if _ca(st, cache, CA_SHEAF_CAPACITY) and _slab_nid(st, slab) == st.cpu_node[cpu]:
+    if _ca(st, cache, CA_SHEAF_CAPACITY) and (st.nnodes == 1 or
+                                             _slab_nid(st, slab) == st.cpu_node[cpu]):
         main = cpt[c + C_MAIN]
         size = mem[(main >> 3) + SH_SIZE]
         if size < _ca(st, cache, CA_SHEAF_CAPACITY):
             _live_clear(st, addr)
-            cpt[c + C_LIVE] -= 1
             mem[(main >> 3) + SH_OBJECTS + size] = addr
             mem[(main >> 3) + SH_SIZE] = size + 1
             _stat(st, cache, cpu, FREE_PCS, 1)
             return
     elif cpt[c + C_SLAB] == slab:
         _live_clear(st, addr)
-        cpt[c + C_LIVE] -= 1
         mem[(addr + _ca(st, cache, CA_OFFSET)) >> 3] = cpt[c + C_FREELIST]
         cpt[c + C_FREELIST] = addr
         _stat(st, cache, cpu, FREE_FASTPATH, 1)
@@ -204,9 +203,9 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
 def kmem_cache_free(h, cache, addr, cpu=0):
     """Free one object; raises on a bad address, wrong cache or double free."""
     st = _cache_state(h, cache, cpu, False)
-    err, slab = _locate(st, addr, cache)
-    if err:
-        _raise(err)
+    slab = _slab_of(st, addr, cache)
+    if slab == NIL:
+        _raise(_locate(st, addr, cache)[0])
     _free_checked(st, cache, cpu, slab, addr)
 
 

@@ -9,7 +9,7 @@ from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC
                      ORDER_FALLBACK)
 from .checks import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _live_test, _locate
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
-from .layout import (C_FREELIST, C_LIVE, C_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECTS,
+from .layout import (C_FREELIST, C_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECTS,
                      CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, N_PARTIAL_HEAD, NIL,
                      PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _ca, _cpu_row, _node_row,
                      _stat)
@@ -238,18 +238,6 @@ def check_batch(st, cache, nr, paddr):
     if bad >= 0:
         return _batch_fail(st, cache, bad, p)
     return 0
-
-
-@jit
-def _uncount(st, cpu, nr, p):
-    """Subtract the slab objects of ``p[:nr]`` from their caches' live counts on ``cpu``."""
-    flags = st.pg_flags
-    owner = st.sl_cache
-    cpt = st.cpu
-    for i in range(nr):
-        pf = _head_frame(st, p[i] >> 12)
-        if flags[pf] & PG_SLAB:
-            cpt[_cpu_row(st, owner[pf], cpu) + C_LIVE] -= 1
 
 
 # ---- the seed's array modes ------------------------------------------------------------------

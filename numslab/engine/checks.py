@@ -2,7 +2,7 @@
 which walks every slab and list and checks the invariants written in ARCHITECTURE.md."""
 from __future__ import annotations
 
-from .layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_LIVE, C_MAIN, C_PARTIAL, C_SLAB,
+from .layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB,
                      C_SPARE, CA_ACTIVE, CA_OFFSET, CA_RECIP, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1,
                      G_ERR2, N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS,
                      N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, P_COUNT,
@@ -12,6 +12,7 @@ from .layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_LIVE, C_MAIN, C_PAR
 from .native import jit, unit
 from .pages import _page_block, _pcp_row
 from .slablists import _get_fp
+from .stats import live_objects
 
 # ---- error codes returned by kernels (negative; 0 is success / NULL) -----------------------
 E_OUTSIDE = -1        #: address outside the arena
@@ -36,7 +37,7 @@ CORRUPTION = (
     "frozen slab is no CPU's cpu slab",
     "slab with free objects is on no list",
     "node slab or object count is wrong",
-    "live objects differ from the per-CPU live counters",
+    "live objects differ from the live bitmap's count",
     "buddy free list is broken",
     "full slab on a node partial list",
     "sheaf holds a live object, a foreign object or too many objects",
@@ -119,6 +120,32 @@ def _locate(st, addr, cache):
     if not _live_test(st, addr):
         return E_DOUBLE_FREE, NIL
     return 0, head
+
+
+@jit(inline=True)
+def _slab_of(st, addr, cache):
+    """The fast form of ``_locate(st, addr, cache)`` for a cache (not NIL): the head frame
+    of ``addr``'s slab if ``addr`` is a live object of ``cache``, else NIL (``_locate`` then
+    says why). A slab's head frame is the only frame whose ``sl_cache`` is its cache (every
+    other frame holds NIL), so one load replaces the page-flag tests of the common case,
+    and the grid, bound and live-bit tests share one branch."""
+    if addr <= 0 or addr >= st.npages << 12:
+        return NIL
+    head = addr >> 12
+    owner = st.sl_cache
+    if owner[head] != cache:
+        if not st.pg_flags[head] & PG_TAIL:
+            return NIL
+        head = st.pg_head[head]
+        if owner[head] != cache:
+            return NIL
+    off = addr - (head << 12)
+    size = _ca(st, cache, CA_SIZE)
+    idx = (off * _ca(st, cache, CA_RECIP)) >> 32        # off // size, exact for off < 2**22
+    bit = (st.live[addr >> 9] >> ((addr >> 3) & 63)) & 1
+    if (idx * size != off) | (idx >= st.sl_objects[head]) | (bit == 0):
+        return NIL
+    return head
 
 
 @unit
@@ -207,11 +234,9 @@ def _validate_cache(st, cache):
     scratch = st.scratch        # per slab: objects held by CPUs, | _CPU_SLAB for a CPU slab
     for i in range(npages):
         scratch[i] = 0
-    live_counter = 0
     on_cpu_lists = 0
     for cpu in range(st.ncpus):
         c = _cpu_row(st, cache, cpu)
-        live_counter += cpt[c + C_LIVE]
         slab = cpt[c + C_SLAB]
         if slab != NIL:
             if (flags[slab] & (PG_SLAB | PG_FROZEN)) != (PG_SLAB | PG_FROZEN) \
@@ -308,7 +333,7 @@ def _validate_cache(st, cache):
             return _corrupt(st, 5, node)
     if on_cpu_lists != 0:
         return _corrupt(st, 4, cache)
-    if live_total != live_counter:
+    if live_total != live_objects(st, cache):
         return _corrupt(st, 11, cache)
     return 0
 

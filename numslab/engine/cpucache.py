@@ -8,7 +8,7 @@ from ..flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISM
                      DEACTIVATE_REMOTE_FREES, DEACTIVATE_TO_HEAD, DEACTIVATE_TO_TAIL,
                      FREE_FASTPATH, FREE_SLAB, FREE_SLOWPATH)
 from .checks import _live_clear, _live_set, _live_set_run
-from .layout import (C_FREELIST, C_LIVE, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SIZE,
+from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SIZE,
                      CA_OFFSET, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _ca, _cpu_row,
                      _node_row, _slab_nid, _stat)
 from .native import jit, unit, zero_bytes
@@ -135,23 +135,21 @@ def _slab_alloc_obj(st, cache, cpu, node, gfp):
 
 @jit
 def _hand_out(st, cache, cpu, obj, gfp):
-    """``slab_post_alloc_hook``: zero on __GFP_ZERO, mark the object allocated, count it."""
+    """``slab_post_alloc_hook``: zero on __GFP_ZERO, mark the object allocated."""
     if gfp & __GFP_ZERO:
         zero_bytes(st.mem, obj, _ca(st, cache, CA_OBJECT_SIZE))
     _live_set(st, obj)
-    st.cpu[_cpu_row(st, cache, cpu) + C_LIVE] += 1
 
 
 @jit
 def _hand_out_run(st, cache, cpu, gfp, p, start, n):
-    """:func:`_hand_out` for the ``n`` objects ``p[start:start+n]`` (Words), counted once."""
+    """:func:`_hand_out` for the ``n`` objects ``p[start:start+n]`` (Words)."""
     if gfp & __GFP_ZERO:
         nbytes = _ca(st, cache, CA_OBJECT_SIZE)
         mem = st.mem
         for k in range(start, start + n):
             zero_bytes(mem, p[k], nbytes)
     _live_set_run(st, p, start, n)
-    st.cpu[_cpu_row(st, cache, cpu) + C_LIVE] += n
 
 
 @jit
@@ -167,9 +165,8 @@ def _slab_alloc(st, cache, cpu, node, gfp):
 
 @jit
 def _take_back(st, cache, cpu, addr):
-    """``slab_free_hook``: mark the object free and uncount it."""
+    """``slab_free_hook``: mark the object free."""
     _live_clear(st, addr)
-    st.cpu[_cpu_row(st, cache, cpu) + C_LIVE] -= 1
 
 
 @jit

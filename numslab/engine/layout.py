@@ -42,7 +42,7 @@ PG_PCP = 512           #: first page of a free block of order ``pg_order`` on a 
  CA_USER_SHEAVES, CA_RECIP, CA_NCOLS) = range(21)
 
 # ---- kmem_cache_cpu columns (field CPU, shape [max_caches * ncpus, C_NCOLS]) --------------
-C_FREELIST, C_SLAB, C_PARTIAL, C_LIVE, C_MAIN, C_SPARE, C_NCOLS = range(7)
+C_FREELIST, C_SLAB, C_PARTIAL, C_MAIN, C_SPARE, C_NCOLS = range(6)
 
 # ---- kmem_cache_node columns (field NODE, shape [max_caches * nnodes, N_NCOLS]) -----------
 (N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, N_BARN_FULL,

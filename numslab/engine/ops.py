@@ -6,12 +6,12 @@ from __future__ import annotations
 from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL,
                      SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
-from .bulk import (_batch_fail, _check_objects, _uncount, alloc_bulk_slab, alloc_new_slabs,
+from .bulk import (_batch_fail, _check_objects, alloc_bulk_slab, alloc_new_slabs,
                    alloc_partial_slabs, check_batch, free_bulk_raw)
 from .checks import E_LARGE, _live_set, _locate
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
-from .layout import (C_FREELIST, C_LIVE, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS,
+from .layout import (C_FREELIST, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS,
                      CA_OFFSET, CA_SHEAF_CAPACITY, NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _ca,
                      _cpu_row, _slab_nid, _stat)
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
@@ -97,7 +97,6 @@ def kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
             zero_bytes(mem, p[j], size)
     for j in range(nr):
         _live_set(st, p[j])
-    st.cpu[_cpu_row(st, cache, cpu) + C_LIVE] += nr
     return nr
 
 
@@ -109,13 +108,8 @@ def kmem_cache_free_bulk(st, cache, cpu, nr, paddr):
     err = check_batch(st, cache, nr, paddr)
     if err:
         return err
-    p = words_at(paddr)
-    if cache == NIL:
-        _uncount(st, cpu, nr, p)
-    else:
-        st.cpu[_cpu_row(st, cache, cpu) + C_LIVE] -= nr
     if cache != NIL and _ca(st, cache, CA_SHEAF_CAPACITY):
-        _free_to_pcs_bulk(st, cache, cpu, nr, p)
+        _free_to_pcs_bulk(st, cache, cpu, nr, words_at(paddr))
     else:
         free_bulk_raw(st, cache, cpu, nr, paddr)
     return 0
@@ -149,7 +143,6 @@ def _free_bulk_fast(st, cache, cpu, nr, p):
     if bad >= 0:                    # nothing written yet: the sheaf's bytes stay as they were
         return _batch_fail(st, cache, bad, p)
     _sheaf_put(st, cache, cpu, main, nr, p, 0)
-    st.cpu[c + C_LIVE] -= nr
     return 0
 
 

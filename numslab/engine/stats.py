@@ -4,8 +4,59 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import C_PARTIAL, C_SLAB, N_PARTIAL_HEAD, NIL, _cpu_row, _node_row
+from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_OFFSET,
+                     CA_USER_SHEAVES, N_BARN_FULL, N_PARTIAL_HEAD, N_TOTAL_OBJECTS, NIL, SH_NEXT,
+                     SH_SIZE, _ca, _cpu_row, _node_row)
 from .native import unit, words_at
+from .slablists import _get_fp
+
+
+@unit
+def live_objects(st, cache):
+    """Objects of ``cache`` handed out and not yet freed. As the kernel counts ``objects``
+    (all objects less the free ones on partial slabs), less also what the CPUs hold: the
+    free objects of their slabs and freelists and of every sheaf (a slab with a free object
+    is always on a partial list or a CPU's, so these are all of them)."""
+    nd = st.node
+    nxt = st.pg_next
+    inuse = st.sl_inuse
+    objects = st.sl_objects
+    cpt = st.cpu
+    mem = st.mem
+    live = 0
+    for node in range(st.nnodes):
+        r = _node_row(st, cache, node)
+        live += nd[r + N_TOTAL_OBJECTS]
+        slab = nd[r + N_PARTIAL_HEAD]
+        while slab != NIL:
+            live -= objects[slab] - inuse[slab]
+            slab = nxt[slab]
+        sheaf = nd[r + N_BARN_FULL]
+        while sheaf:
+            live -= mem[(sheaf >> 3) + SH_SIZE]
+            sheaf = mem[(sheaf >> 3) + SH_NEXT]
+    offset = _ca(st, cache, CA_OFFSET)
+    for cpu in range(st.ncpus):
+        c = _cpu_row(st, cache, cpu)
+        slab = cpt[c + C_SLAB]
+        if slab != NIL:
+            live -= objects[slab] - inuse[slab]
+            obj = cpt[c + C_FREELIST]
+            while obj != 0:
+                live -= 1
+                obj = _get_fp(mem, offset, obj)
+        slab = cpt[c + C_PARTIAL]
+        while slab != NIL:
+            live -= objects[slab] - inuse[slab]
+            slab = nxt[slab]
+        for col in (C_MAIN, C_SPARE):
+            if cpt[c + col]:
+                live -= mem[(cpt[c + col] >> 3) + SH_SIZE]
+    sheaf = _ca(st, cache, CA_USER_SHEAVES)
+    while sheaf:
+        live -= mem[(sheaf >> 3) + SH_SIZE]
+        sheaf = mem[(sheaf >> 3) + SH_NEXT]
+    return live
 
 
 @unit

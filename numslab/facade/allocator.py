@@ -18,7 +18,7 @@ from ..drivers.calls import bound
 from ..engine import checks, ops
 from ..engine.kmalloc import kmalloc as _kmalloc_unit
 from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
-from ..engine.layout import (CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
+from ..engine.layout import (C_PARTIAL, C_SLAB, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
                              CA_DEFRAG_RATIO, CA_FLAGS, CA_HAS_CPU_PARTIAL, CA_INUSE,
                              CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP,
@@ -265,7 +265,8 @@ class SlabAllocator(BatchAPI):
         self.state.node[cid] = 0
         self.state.node[cid, :, 0:2] = NIL
         self.state.cpu[cid] = 0
-        self.state.cpu[cid, :, 1:3] = NIL
+        self.state.cpu[cid, :, C_SLAB] = NIL
+        self.state.cpu[cid, :, C_PARTIAL] = NIL
         self.state.stats[cid] = 0
         ca[cid] = row
         cache = KmemCache(self, cid, name, ctor, dtype)

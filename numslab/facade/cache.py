@@ -6,13 +6,14 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..engine.layout import (C_LIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS,
+from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS,
                       CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER,
                       CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS)
 from ..flags import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
                     SLAB_TYPESAFE_BY_RCU, STAT_NAMES)
 from ..engine.ops import gather, scatter
-from ..engine.stats import cpu_partial_slabs, partial_counts, partial_list, per_node
+from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
+                            per_node)
 from ..errors import BadAddressError, SlabError
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ class KmemCache:
     @property
     def live_objects(self) -> int:
         """Exact number of allocated objects (numslab's own counter)."""
-        return int(self._sa.state.cpu[self._id, :, C_LIVE].sum())
+        return int(live_objects(self._sa._st, self._id))
 
     def sysfs(self) -> dict[str, str]:
         """The cache's attributes as ``/sys/kernel/slab/<name>/`` files would print them."""
