@@ -1,6 +1,8 @@
 """Shared fixtures: small allocators whose invariants are checked after every test."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 
@@ -45,3 +47,9 @@ def assert_unchanged(a: numslab.SlabAllocator, snap: tuple[np.ndarray, np.ndarra
 def free_total(a: numslab.SlabAllocator) -> int:
     """Free pages of the machine: in the buddy lists plus on the per-CPU page lists."""
     return a.free_pages_count() + a.pcp_pages_count()
+
+
+def require_tool(name: str) -> None:
+    """Fail (not skip: CI must run every test) when an external oracle is not installed."""
+    if shutil.which(name) is None:
+        pytest.fail(f"{name} is not installed: install Debian's {name} (.ci/run does)")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import struct
 import subprocess
 from decimal import Decimal
@@ -16,6 +15,7 @@ from scapy.all import IP, TCP, UDP, Ether, IPv6, Raw
 from scapy.utils import PcapNgWriter, wrpcap
 
 from numslab.net.capture import CaptureError, Packets, read_capture, write_pcap
+from conftest import require_tool
 
 T0 = 1_700_000_000
 
@@ -412,10 +412,11 @@ def test_fuzzed_files_never_crash(tmp_path_factory, which, cut, flips):
 
 
 # --------------------------------------------------------------------------- external tools
-def _tool_totals(path) -> tuple[int, int, int] | None:
+def _tool_totals(tool: str, path) -> tuple[int, int | None, int]:
     """Packet count, captured and wire byte totals by tshark, or count and wire bytes by
     tcpdump (captured total then None)."""
-    if shutil.which("tshark"):
+    require_tool(tool)
+    if tool == "tshark":
         out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "frame.cap_len",
                               "-e", "frame.len"], capture_output=True, text=True, check=True)
         rows = [line.split() for line in out.stdout.splitlines() if line.strip()]
@@ -427,9 +428,8 @@ def _tool_totals(path) -> tuple[int, int, int] | None:
     return len(lines), None, wire
 
 
-@pytest.mark.skipif(not (shutil.which("tshark") or shutil.which("tcpdump")),
-                    reason="neither tshark nor tcpdump on PATH")
-def test_against_tshark_or_tcpdump(tmp_path):
+@pytest.mark.parametrize("tool", ["tshark", "tcpdump"])
+def test_against_tshark_and_tcpdump(tmp_path, tool):
     pkts = scapy_packets(30, seed=13)
     wrpcap(str(tmp_path / "a.pcap"), pkts)
     with PcapNgWriter(str(tmp_path / "a.pcapng")) as w:
@@ -437,7 +437,7 @@ def test_against_tshark_or_tcpdump(tmp_path):
             w.write(x)
     for name in ("a.pcap", "a.pcapng"):
         p = read_capture(tmp_path / name)
-        count, cap, wire = _tool_totals(tmp_path / name)
+        count, cap, wire = _tool_totals(tool, tmp_path / name)
         assert count == len(p.offset)
         assert wire == int(p.wirelen.sum())
         if cap is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from decimal import Decimal
@@ -22,6 +21,7 @@ from numslab import SlabAllocator
 from numslab.net import (MODES, CaptureError, LeakError, Packets, count_flow_sessions,
                          generate_traffic_with_truth, read_capture, run_pipeline, write_pcap)
 from numslab.net import pipeline as pl
+from conftest import require_tool
 
 ROOT = Path(__file__).absolute().parent.parent
 CLI = ROOT / "examples" / "packet_pipeline.py"
@@ -120,8 +120,8 @@ def test_known_capture_every_mode(known_capture, mode):
     assert r.counters["captured_bytes"] == answer["bytes"] - 44   # the truncated frame
 
 
-@pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is not installed")
 def test_packets_and_bytes_match_tcpdump(known_capture, tmp_path):
+    require_tool("tcpdump")
     gen = tmp_path / "gen.pcap"
     write_pcap(gen, generate_traffic_with_truth(3000, seed=11)[0])
     for path in (known_capture[0], gen):

@@ -102,24 +102,40 @@ def _unbox_handle(typ: Any, obj: Any, c: Any) -> NativeValue:
     return NativeValue(native, is_error=cgutils.is_not_null(c.builder, c.pyapi.err_occurred()))
 
 
+def _entry(builder: Any, value: Any) -> Any:
+    """Pointer to the table entry (state address, generation) of handle value ``value``."""
+    i64 = ir.IntType(64)
+    slot = builder.and_(value, ir.Constant(i64, 0xFFFF))
+    return builder.gep(table_address(builder, ALLOCATOR_SYMBOL),
+                       [builder.shl(slot, ir.Constant(i64, 1))])
+
+
+# The slot cannot change while a caller runs (the SlabHandle passed in keeps its allocator
+# alive), so its loads are invariant: they may be hoisted out of the caller's loops.
 @intrinsic
 def state_of(typingctx: Any, h: Any) -> Any:
-    """The State of handle ``h``, or a null State if its allocator is gone."""
+    """The State in handle ``h``'s slot: null if the slot is free, another allocator's if the
+    slot was reused (:func:`handle_live` tells). Loaded as a pointer known to reach over the
+    whole header (or null), so that header words may be loaded ahead of the checks and out
+    of the caller's loops."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         i64 = ir.IntType(64)
-        value = args[0]
-        slot = builder.and_(value, ir.Constant(i64, 0xFFFF))
-        # The slot cannot change while the caller runs: the SlabHandle passed in keeps its
-        # allocator alive. So the loads may be hoisted out of the caller's loops.
-        entry = builder.gep(table_address(builder, ALLOCATOR_SYMBOL),
-                            [builder.shl(slot, ir.Constant(i64, 1))])
-        gen = invariant_load(builder, builder.gep(entry, [ir.Constant(i64, 1)]))
-        ok = builder.icmp_unsigned("==", gen, builder.lshr(value, ir.Constant(i64, 16)))
-        # Loaded as a pointer known to reach over the whole header (or null): the header's
-        # words may then be loaded ahead of the checks and out of the caller's loops.
-        ptr = invariant_load(builder, builder.bitcast(entry, i64.as_pointer().as_pointer()))
+        ptr = invariant_load(builder, builder.bitcast(_entry(builder, args[0]),
+                                                      i64.as_pointer().as_pointer()))
         ptr.set_metadata("dereferenceable_or_null", builder.module.add_metadata(
             [ir.Constant(i64, 8 * HEADER)]))
-        return builder.select(ok, ptr, ir.Constant(i64.as_pointer(), None))
+        return ptr
     if isinstance(h, SlabHandleType):
         return State(h), codegen
+
+
+@intrinsic
+def handle_live(typingctx: Any, h: Any) -> Any:
+    """True if handle ``h``'s allocator still holds its slot (the generations match)."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        i64 = ir.IntType(64)
+        gen = invariant_load(builder, builder.gep(_entry(builder, args[0]),
+                                                  [ir.Constant(i64, 1)]))
+        return builder.icmp_unsigned("==", gen, builder.lshr(args[0], ir.Constant(i64, 16)))
+    if isinstance(h, SlabHandleType):
+        return types.boolean(h), codegen

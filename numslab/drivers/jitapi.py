@@ -42,7 +42,7 @@ from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError, SlabEr
                       WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
                      GFP_KERNEL)
-from .handles import SlabHandle, state_of
+from .handles import SlabHandle, handle_live, state_of
 
 __all__ = ["SlabHandle", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
            "kmem_cache_alloc_bulk", "kmem_cache_free_bulk", "kmem_cache_alloc_array",
@@ -84,7 +84,7 @@ def _raise(err):
 def _state(h, cpu):
     """The State of handle ``h`` after checking the handle and the CPU."""
     st = state_of(h)
-    if address(st) == 0:
+    if not handle_live(h) or address(st) == 0:
         _raise(E_GONE)
     if cpu < 0 or cpu >= st.ncpus:
         _raise(E_BAD_CPU)

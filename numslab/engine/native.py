@@ -124,13 +124,28 @@ def jit_rt(func: Callable | None = None, **overrides: Any) -> Any:
 # ---- Words: a raw pointer to int64 words --------------------------------------------------------
 class WordsType(types.Type):
     """A raw pointer to int64 words: ``w[i]`` loads word ``i`` and ``w[i] = v`` stores it, with
-    no bounds check and no reference count. Every field of the state and the arena are Words."""
+    no bounds check and no reference count. Every field of the state and the arena are Words.
 
-    def __init__(self) -> None:
-        super().__init__(name="numslab.Words")
+    Words of a named ``region`` (a field of the state, or ``mem``, the arena) mark their loads
+    and stores with LLVM type-based alias metadata of that region: the fields of a state and
+    the arena never overlap, so the optimiser may keep a field's words in registers across
+    stores to other regions (what lets the inlined fast paths of two calls share their loads).
+    Plain ``Words`` (``words_at``: arrays passed in) carry no mark and may alias anything."""
+
+    def __init__(self, region: str = "") -> None:
+        self.region = region
+        super().__init__(name=f"numslab.Words[{region}]" if region else "numslab.Words")
 
 
 Words = WordsType()
+_REGIONS: dict[str, WordsType] = {}
+
+
+def words_of(region: str) -> WordsType:
+    """The Words type of a named region (one instance per region)."""
+    if region not in _REGIONS:
+        _REGIONS[region] = WordsType(region)
+    return _REGIONS[region]
 
 
 @register_model(WordsType)
@@ -142,29 +157,45 @@ class _WordsModel(models.PrimitiveModel):
 @infer_global(operator.getitem)
 class _WordsGetItem(AbstractTemplate):
     def generic(self, args: tuple, kws: dict) -> Any:
-        if len(args) == 2 and args[0] is Words and isinstance(args[1], types.Integer):
-            return signature(types.int64, Words, args[1])
+        if len(args) == 2 and isinstance(args[0], WordsType) \
+                and isinstance(args[1], types.Integer):
+            return signature(types.int64, args[0], args[1])
 
 
 @infer_global(operator.setitem)
 class _WordsSetItem(AbstractTemplate):
     def generic(self, args: tuple, kws: dict) -> Any:
-        if len(args) == 3 and args[0] is Words and isinstance(args[1], types.Integer) \
+        if len(args) == 3 and isinstance(args[0], WordsType) \
+                and isinstance(args[1], types.Integer) \
                 and isinstance(args[2], (types.Integer, types.Boolean)):
-            return signature(types.none, Words, args[1], args[2])
+            return signature(types.none, args[0], args[1], args[2])
+
+
+def _mark_region(builder: Any, instr: Any, region: str) -> None:
+    """Attach the TBAA access tag of ``region`` to a load or store (none for plain Words)."""
+    if not region:
+        return
+    mod = builder.module
+    root = mod.add_metadata([ir.MetaDataString(mod, "numslab regions")])
+    node = mod.add_metadata([ir.MetaDataString(mod, f"numslab.{region}"), root,
+                             ir.Constant(_I64, 0)])
+    instr.set_metadata("tbaa", mod.add_metadata([node, node, ir.Constant(_I64, 0)]))
 
 
 @lower_builtin(operator.getitem, WordsType, types.Integer)
 def _words_get(context: Any, builder: Any, sig: Any, args: Any) -> Any:
     ptr, i = args
-    return builder.load(builder.gep(ptr, [context.cast(builder, i, sig.args[1], types.int64)]))
+    value = builder.load(builder.gep(ptr, [context.cast(builder, i, sig.args[1], types.int64)]))
+    _mark_region(builder, value, sig.args[0].region)
+    return value
 
 
 @lower_builtin(operator.setitem, WordsType, types.Integer, types.Any)
 def _words_set(context: Any, builder: Any, sig: Any, args: Any) -> Any:
     ptr, i, v = args
-    builder.store(context.cast(builder, v, sig.args[2], types.int64),
-                  builder.gep(ptr, [context.cast(builder, i, sig.args[1], types.int64)]))
+    store = builder.store(context.cast(builder, v, sig.args[2], types.int64),
+                          builder.gep(ptr, [context.cast(builder, i, sig.args[1], types.int64)]))
+    _mark_region(builder, store, sig.args[0].region)
     return context.get_dummy_value()
 
 
@@ -181,7 +212,7 @@ def address(typingctx: Any, w: Any) -> Any:
     """The byte address of Words (or of a State) ``w``, as an int."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         return builder.ptrtoint(args[0], _I64)
-    if w is Words or w is State:
+    if isinstance(w, WordsType) or w is State:
         return types.int64(w), codegen
 
 
@@ -197,7 +228,7 @@ def byte_array(typingctx: Any, w: Any, n: Any) -> Any:
         context.populate_array(ary, data=builder.bitcast(args[0], ary.data.type),
                                shape=[n], strides=[one], itemsize=one, meminfo=None)
         return ary._getvalue()
-    if w is Words and isinstance(n, types.Integer):
+    if isinstance(w, WordsType) and isinstance(n, types.Integer):
         return arrty(w, n), codegen
 
 
@@ -206,8 +237,8 @@ def shift(typingctx: Any, w: Any, i: Any) -> Any:
     """``w`` advanced by ``i`` words (``&w[i]``)."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         return builder.gep(args[0], [context.cast(builder, args[1], sig.args[1], types.int64)])
-    if w is Words and isinstance(i, types.Integer):
-        return Words(Words, i), codegen
+    if isinstance(w, WordsType) and isinstance(i, types.Integer):
+        return w(w, i), codegen
 
 
 @intrinsic
@@ -220,7 +251,8 @@ def zero_bytes(typingctx: Any, w: Any, off: Any, n: Any) -> Any:
         builder.call(builder.module.declare_intrinsic("llvm.memset", [_I8P, _I64]),
                      [dst, ir.Constant(ir.IntType(8), 0), size, ir.Constant(ir.IntType(1), 0)])
         return context.get_dummy_value()
-    if w is Words and isinstance(off, types.Integer) and isinstance(n, types.Integer):
+    if isinstance(w, WordsType) and isinstance(off, types.Integer) \
+            and isinstance(n, types.Integer):
         return types.none(w, off, n), codegen
 
 
@@ -236,7 +268,7 @@ def copy_bytes(typingctx: Any, dst: Any, doff: Any, src: Any, soff: Any, n: Any)
         builder.call(builder.module.declare_intrinsic("llvm.memmove", [_I8P, _I8P, _I64]),
                      [d, s, size, ir.Constant(ir.IntType(1), 0)])
         return context.get_dummy_value()
-    if dst is Words and src is Words:
+    if isinstance(dst, WordsType) and isinstance(src, WordsType):
         return types.none(dst, doff, src, soff, n), codegen
 
 
@@ -275,7 +307,7 @@ class _StateAttributes(AttributeTemplate):
 
     def generic_resolve(self, typ: Any, attr: str) -> Any:
         if attr in FIELD_ATTRS or attr in ADDRESS_ATTRS:
-            return Words
+            return words_of(attr)
         if attr in SCALAR_ATTRS or attr in HEADER_ATTRS:
             return types.int64
 
