@@ -64,7 +64,7 @@ typedef struct {
     int64_t *kmalloc_cache;    /* cache id serving each kmalloc size 0..8192 */
     int64_t gfp_kernel;
     int64_t array_flags_all;
-    unsigned long thread;      /* the last thread seen and its CPU */
+    uint64_t thread;           /* the last thread seen (its thread state's unique id) and CPU */
     int64_t cpu;
     int have_thread;
 } Gate;
@@ -83,17 +83,19 @@ static PyObject *owner(Gate *self)
     return sa;
 }
 
-/* The calling thread's CPU: cached for the last thread, else asked of sa._cpu(). */
+/* The calling thread's CPU, after checking that the allocator still exists: cached for the
+ * last thread (by its thread state's id, which no later thread reuses, unlike the OS's
+ * thread id), else asked of sa._cpu(). */
 static int thread_cpu(Gate *self, int64_t *cpu)
 {
-    unsigned long t = PyThread_get_thread_ident();
+    PyObject *sa = owner(self);
+    if (sa == NULL)
+        return -1;
+    uint64_t t = PyThreadState_GetID(PyThreadState_Get());
     if (self->have_thread && self->thread == t) {
         *cpu = self->cpu;
         return 0;
     }
-    PyObject *sa = owner(self);
-    if (sa == NULL)
-        return -1;
     PyObject *r = PyObject_CallMethod(sa, "_cpu", NULL);
     if (r == NULL)
         return -1;
@@ -124,6 +126,9 @@ static int64_t cache_id(Gate *self, PyObject *c)
     }
     return v;
 }
+
+/* GFP flags: an int in 0..2**32-1 (else the Python method refuses it). */
+#define GFP_OK(gfp) ((gfp) >= 0 && (gfp) < ((int64_t)1 << 32))
 
 /* A plain int argument (exactly int, within int64), or -1 with *ok = 0. */
 static int64_t plain_int(PyObject *o, int *ok)
@@ -166,17 +171,18 @@ static PyObject *python_path(Gate *self, const char *name, PyObject *const *args
     PyObject *m = PyObject_GetAttrString((PyObject *)Py_TYPE(sa), name);
     if (m == NULL)
         return NULL;
-    PyObject *full[8];
+    PyObject *stack[8], **full = stack;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    if (nargs + nkw + 1 > 8) {
+    if (nargs + nkw + 1 > 8 && (full = PyMem_Malloc((nargs + nkw + 1) * sizeof(PyObject *))) == NULL) {
         Py_DECREF(m);
-        PyErr_SetString(PyExc_TypeError, "too many arguments");
-        return NULL;
+        return PyErr_NoMemory();
     }
     full[0] = sa;
     for (Py_ssize_t i = 0; i < nargs + nkw; i++)
         full[i + 1] = args[i];
     PyObject *r = PyObject_Vectorcall(m, full, nargs + 1, kwnames);
+    if (full != stack)
+        PyMem_Free(full);
     Py_DECREF(m);
     return r;
 }
@@ -212,7 +218,7 @@ static PyObject *g_alloc(Gate *self, PyObject *const *args, Py_ssize_t nargs, Py
     int64_t cid = cache_id(self, args[0]);
     if (nargs >= 2)
         gfp = plain_int(args[1], &ok);
-    if (cid < 0 || !ok)
+    if (cid < 0 || !ok || !GFP_OK(gfp))
         SLOW("kmem_cache_alloc");
     if (thread_cpu(self, &cpu))
         return NULL;
@@ -253,7 +259,7 @@ static PyObject *g_kmalloc(Gate *self, PyObject *const *args, Py_ssize_t nargs,
         gfp = plain_int(args[1], &ok);
     if (nargs == 4 && plain_int(args[3], &ok) != -1)
         ok = 0;
-    if (!ok || size <= 0 || size > 8192)
+    if (!ok || size <= 0 || size > 8192 || !GFP_OK(gfp))
         SLOW("kmalloc");
     if (thread_cpu(self, &cpu))
         return NULL;
@@ -295,7 +301,7 @@ static PyObject *g_alloc_bulk(Gate *self, PyObject *const *args, Py_ssize_t narg
     int64_t cid = cache_id(self, args[0]);
     int64_t gfp = plain_int(args[1], &ok);
     int64_t nr = plain_int(args[2], &ok);
-    if (cid < 0 || !ok)
+    if (cid < 0 || !ok || !GFP_OK(gfp))
         SLOW("kmem_cache_alloc_bulk");
     int64_t p = object_array(self, args[3], nr);
     if (p == 0)
@@ -363,7 +369,7 @@ static PyObject *g_alloc_array(Gate *self, PyObject *const *args, Py_ssize_t nar
     int64_t nr = plain_int(args[2], &ok);
     if (nargs >= 5)
         flags = plain_int(args[4], &ok);
-    if (cid < 0 || !ok || (flags & ~self->array_flags_all))
+    if (cid < 0 || !ok || !GFP_OK(gfp) || (flags & ~self->array_flags_all))
         SLOW("kmem_cache_alloc_array");
     int64_t p = object_array(self, args[3], nr);
     if (p == 0)

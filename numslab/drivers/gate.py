@@ -16,6 +16,7 @@ import numpy as np
 
 from ..engine import ops
 from ..engine.kmalloc import kmalloc as kmalloc_unit
+from ..engine.kmalloc import kmalloc_index_table
 from ..engine.layout import CA_CTOR, CA_NCOLS, F_CA, F_G, G_NPENDING, view
 from ..engine.native import UNIT_TABLE
 from ..errors import SlabError
@@ -54,21 +55,22 @@ def available() -> bool:
     return (data, nd, n) == (ro.ctypes.data, 1, 3) and flags & 0x0401 == 0
 
 
-def install(sa: "SlabAllocator") -> bool:
-    """Put the gate in front of ``sa``'s hot calls; False (nothing changed) if unavailable."""
+def install(sa: "SlabAllocator", base: type, cache_type: type) -> bool:
+    """Put the gate in front of ``sa``'s hot calls (those its class ``base`` defines and a
+    subclass did not override), for caches of ``cache_type``; False (nothing changed) if the
+    gate is unavailable."""
     if not available():
         return False
-    from ..facade.cache import KmemCache
-    from ..engine.kmalloc import kmalloc_index_table
     table = kmalloc_index_table()
     kmalloc_cache = [sa._kmalloc_ids[table[size]] for size in range(len(table))]
     gate = _gate.Gate(
-        sa=sa, keep=(sa._buf, sa.memory), error_type=SlabError, cache_type=KmemCache, array_type=np.ndarray, int64_descr=np.dtype(np.int64),
+        sa=sa, keep=(sa._buf, sa.memory), error_type=SlabError, cache_type=cache_type, array_type=np.ndarray, int64_descr=np.dtype(np.int64),
         st=sa._st, table=UNIT_TABLE.ctypes.data, slots=[u.slot for u in UNITS],
         ca=view(sa._buf, F_CA).ctypes.data, ca_ncols=CA_NCOLS, ca_ctor=CA_CTOR,
         g=view(sa._buf, F_G).ctypes.data, g_npending=G_NPENDING, kmalloc_table=kmalloc_cache,
         gfp_kernel=GFP_KERNEL, array_flags_all=SLAB_ARRAY_ALLOC_ALL)
     sa._gate = gate
     for name in GATED:
-        setattr(sa, name, getattr(gate, name))
+        if getattr(type(sa), name) is getattr(base, name):
+            setattr(sa, name, getattr(gate, name))
     return True

@@ -47,7 +47,7 @@ def _source_hash() -> str:
     """Hash of every source whose code is compiled into engine or driver functions."""
     h = hashlib.sha256(nb.__version__.encode())
     files = [*_PACKAGE.glob("engine/*.py"), *_PACKAGE.glob("drivers/*.py"),
-             _PACKAGE / "flags.py", _PACKAGE / "errors.py"]
+             *(_PACKAGE / name for name in ("flags.py", "errors.py", "geometry.py"))]
     for f in sorted(files):
         h.update(f.name.encode())
         h.update(f.read_bytes())

@@ -35,6 +35,7 @@ from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAG
                      __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry, get_order)
+from .args import check_gfp
 from .batchapi import BatchAPI
 from .cache import KmemCache
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
@@ -146,7 +147,7 @@ class SlabAllocator(BatchAPI):
         self._kmalloc_ids = [c._id for c in self.kmalloc_caches]
         self.state.kmalloc[:] = self._kmalloc_ids
         self._gate = None
-        gate.install(self)          # the hot calls through the C gate, when it is built
+        gate.install(self, SlabAllocator, KmemCache)    # hot calls through the C gate
 
     def _bind_lazily(self, attr: str, u: Any, array: bool) -> None:
         """Make ``self.<attr>(*args)`` call unit ``u`` on this allocator: on its first call it
@@ -180,7 +181,8 @@ class SlabAllocator(BatchAPI):
     def _check_cpu(self, cpu: Any) -> int:
         if cpu is None:
             return self._cpu()
-        if not isinstance(cpu, (int, np.integer)) or not 0 <= cpu < self.nr_cpus:
+        if not isinstance(cpu, (int, np.integer)) or isinstance(cpu, bool) \
+                or not 0 <= cpu < self.nr_cpus:
             raise SlabError(f"cpu {cpu!r} is not in 0..{self.nr_cpus - 1}")
         return int(cpu)
 
@@ -330,7 +332,7 @@ class SlabAllocator(BatchAPI):
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
-        addr = self._k_alloc(cache._id, cpu, -1, gfp)
+        addr = self._k_alloc(cache._id, cpu, -1, check_gfp(gfp, "kmem_cache_alloc"))
         if cache.ctor is not None or not addr:
             return self._after_alloc(cache, addr, gfp, -1)
         return addr
@@ -340,11 +342,13 @@ class SlabAllocator(BatchAPI):
         """Allocate one object from ``node`` (-1: any); 0 when memory is exhausted."""
         cid = self._own(cache, "kmem_cache_alloc_node")
         node = self._check_node(node)
-        addr = self._k_alloc(cid, self._check_cpu(cpu), node, gfp)
+        addr = self._k_alloc(cid, self._check_cpu(cpu), node,
+                             check_gfp(gfp, "kmem_cache_alloc_node"))
         return self._after_alloc(cache, addr, gfp, node)
 
     def _check_node(self, node: Any) -> int:
-        if not isinstance(node, (int, np.integer)) or not -1 <= node < self.nr_nodes:
+        if not isinstance(node, (int, np.integer)) or isinstance(node, bool) \
+                or not -1 <= node < self.nr_nodes:
             raise SlabError(f"node {node!r} is not -1 or in 0..{self.nr_nodes - 1}")
         return int(node)
 
@@ -386,7 +390,7 @@ class SlabAllocator(BatchAPI):
         """
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_free")
-        if type(addr) is not int:
+        if type(addr) is not int or not -(1 << 63) <= addr < 1 << 63:
             addr = self._as_addr(addr, "kmem_cache_free")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
         err = self._k_free(cache._id, cpu, addr)
@@ -396,7 +400,9 @@ class SlabAllocator(BatchAPI):
     @staticmethod
     def _as_addr(addr: Any, fn: str) -> int:
         if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool):
-            return int(addr)
+            if -(1 << 63) <= addr < 1 << 63:
+                return int(addr)
+            raise BadAddressError(f"{fn}: address {addr!r} is outside the arena")
         raise BadAddressError(f"{fn}: address {addr!r} is not an integer")
 
     # ---- kmalloc ------------------------------------------------------------------------------
@@ -412,7 +418,8 @@ class SlabAllocator(BatchAPI):
         cpu = self._cpu() if cpu is None else self._check_cpu(cpu)
         if node != -1:
             node = self._check_node(node)
-        addr = self._k_kmalloc(self._kmalloc_ids[_KMALLOC_INDEX[size]], cpu, node, gfp, size, 0)
+        addr = self._k_kmalloc(self._kmalloc_ids[_KMALLOC_INDEX[size]], cpu, node,
+                               check_gfp(gfp, "kmalloc"), size, 0)
         if not addr:
             return self._after_alloc(None, addr, gfp, node)
         return addr
@@ -432,7 +439,7 @@ class SlabAllocator(BatchAPI):
             order = 0
         else:
             cid, order = NIL, get_order(size)
-        addr = self._k_kmalloc(cid, cpu, node, gfp, size, order)
+        addr = self._k_kmalloc(cid, cpu, node, check_gfp(gfp, "kmalloc"), size, order)
         return self._after_alloc(None, addr, gfp, node)
 
     def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None) -> int:
@@ -441,7 +448,7 @@ class SlabAllocator(BatchAPI):
 
     def kfree(self, addr: int, cpu: int | None = None) -> None:
         """Free memory from ``kmalloc`` (NULL and ZERO_SIZE_PTR are ignored)."""
-        if type(addr) is not int:
+        if type(addr) is not int or not -(1 << 63) <= addr < 1 << 63:
             addr = self._as_addr(addr, "kfree")
         if addr == 0 or addr == ZERO_SIZE_PTR:
             return
@@ -476,6 +483,7 @@ class SlabAllocator(BatchAPI):
         node = self._check_node(node)
         cpu = self._cpu()
         pnode = node if node >= 0 else self.cpu_to_node(cpu)
+        gfp = check_gfp(gfp, "alloc_pages")
         addr = alloc_block(self._st, cpu, pnode, order, int(bool(gfp & _THISNODE)), 0)
         return self._after_alloc(None, addr, gfp | _NOWARN, node)
 

@@ -12,6 +12,7 @@ from ..engine.ops import alloc_from_sheaf
 from ..engine.sheaves import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
 from ..errors import BadAddressError, InvalidSizeError, SlabError
 from ..flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
+from .args import check_gfp
 from .cache import KmemCache
 
 if TYPE_CHECKING:
@@ -29,8 +30,8 @@ class BatchAPI:
         """Check that ``arr`` is a writable C-contiguous 1-D int64 ndarray holding at least
         ``nr`` entries and that ``nr`` is a count (on every call: an array can be reshaped,
         retyped or made read-only in place between calls)."""
-        if type(arr) is not np.ndarray or arr.dtype is not _I64 or arr.ndim != 1 \
-                or not arr.flags.c_contiguous or not arr.flags.writeable:
+        if type(arr) is not np.ndarray or arr.dtype != _I64 or arr.ndim != 1 \
+                or not (flags := arr.flags).c_contiguous or not flags.writeable:
             raise SlabError(f"{fn}: the object array must be a writable contiguous 1-D "
                             f"int64 ndarray, not {type(arr).__name__} "
                             f"{getattr(arr, 'dtype', '')} {getattr(arr, 'shape', '')}")
@@ -51,6 +52,7 @@ class BatchAPI:
             self._own(cache, "kmem_cache_alloc_bulk")
         self._array(out, nr, "kmem_cache_alloc_bulk")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
+        gfp = check_gfp(gfp, "kmem_cache_alloc_bulk")
         got = self._k_alloc_bulk(cache._id, cpu, gfp, nr, out)
         if got <= 0 or cache.ctor is not None:
             return self._bulk_done(cache, got, nr, gfp, "kmem_cache_alloc_bulk")
@@ -106,6 +108,7 @@ class BatchAPI:
         self._array(out, nr, "kmem_cache_alloc_array")
         if type(flags) is not int or flags & ~SLAB_ARRAY_ALLOC_ALL:
             raise SlabError(f"kmem_cache_alloc_array: unknown flags {flags!r}")
+        gfp = check_gfp(gfp, "kmem_cache_alloc_array")
         got = self._k_alloc_array(cache._id, self._cpu_of(cpu), gfp, flags, nr, out)
         if got <= 0 or cache.ctor is not None:   # a short count is normal here: no warning
             return self._bulk_done(cache, got, nr, gfp | _NOWARN, "kmem_cache_alloc_array")
@@ -140,6 +143,7 @@ class BatchAPI:
         cid = self._sheaf_cache(cache, "kmem_cache_prefill_sheaf")
         if not isinstance(size, int) or size < 0 or size > 1 << 20:
             raise InvalidSizeError(f"kmem_cache_prefill_sheaf: size {size!r}")
+        gfp = check_gfp(gfp, "kmem_cache_prefill_sheaf")
         sheaf = int(prefill_sheaf(self._st, cid, self._cpu_of(cpu), gfp, size))
         if self._g[G_NPENDING]:          # constructors of new slabs
             self._run_ctors()
@@ -150,6 +154,7 @@ class BatchAPI:
         """Take one object from a prefilled sheaf; 0 if it is empty (no fallback)."""
         cid = self._sheaf_cache(cache, "kmem_cache_alloc_from_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_alloc_from_sheaf")
+        gfp = check_gfp(gfp, "kmem_cache_alloc_from_sheaf")
         return int(alloc_from_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf))
 
     def kmem_cache_refill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int, sheaf: int,
@@ -158,6 +163,7 @@ class BatchAPI:
         on (a new one if it had to grow), or 0 on -ENOMEM with the old one untouched."""
         cid = self._sheaf_cache(cache, "kmem_cache_refill_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_refill_sheaf")
+        gfp = check_gfp(gfp, "kmem_cache_refill_sheaf")
         new = int(refill_user_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf, size))
         if self._g[G_NPENDING]:
             self._run_ctors()
@@ -169,7 +175,8 @@ class BatchAPI:
         cid = self._sheaf_cache(cache, "kmem_cache_return_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_return_sheaf")
         user_sheaf_unlink(self._st, cid, sheaf)
-        return_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf)
+        return_sheaf(self._st, cid, self._cpu_of(cpu), check_gfp(gfp, "kmem_cache_return_sheaf"),
+                     sheaf)
 
     def kmem_cache_sheaf_size(self: "SlabAllocator", sheaf: int) -> int:
         """Objects left in a prefilled sheaf."""

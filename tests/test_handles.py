@@ -1,0 +1,184 @@
+"""``numslab.drivers.handles``: ``sa.handle`` inside @njit code, the process table of live
+allocators, generations that make a stale handle fail cleanly, and the handle's Numba type
+named after the engine's ABI."""
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numba
+import numpy as np
+import pytest
+
+import numslab
+from numslab import jit as nj
+from numslab.drivers import handles
+from numslab.drivers.handles import ALLOCATOR_TABLE, SlabHandle
+from numslab.engine import native
+
+
+@numba.njit
+def live(h, cid, addr):
+    return nj.is_live(h, cid, addr)
+
+
+@numba.njit
+def alloc(h, cid):
+    return nj.kmem_cache_alloc(h, cid)
+
+
+@numba.njit
+def free(h, cid, addr):
+    nj.kmem_cache_free(h, cid, addr)
+
+
+@numba.njit
+def kmalloc(h, size):
+    return nj.kmalloc(h, size)
+
+
+@numba.njit
+def alloc_n(h, cid, n):
+    out = np.empty(n, np.int64)
+    got = nj.kmem_cache_alloc_bulk(h, cid, n, out)
+    return got, out
+
+
+def _slot_and_generation(value: int) -> tuple[int, int]:
+    return value & 0xFFFF, value >> 16
+
+
+def test_a_handle_works_inside_njit(sa):
+    c = sa.kmem_cache_create("c", 64)
+    h = sa.handle
+    a = alloc(h, c.id)
+    assert live(h, c.id, a) and c.live_objects == 1
+    got, out = alloc_n(h, c.id, 5)
+    assert got == 5 and all(live(h, c.id, int(x)) for x in out)
+    free(h, c.id, a)
+    assert not live(h, c.id, a)
+    sa.kmem_cache_free_bulk(c, 5, out)
+    assert c.live_objects == 0
+    p = kmalloc(h, 100)
+    assert live(h, numslab.NIL, p)
+    sa.kfree(p)
+
+
+def test_a_handle_is_its_allocators_table_entry(sa):
+    h = sa.handle
+    slot, gen = _slot_and_generation(h.value)
+    assert 0 < slot < handles.MAX_ALLOCATORS and gen > 0
+    assert ALLOCATOR_TABLE[2 * slot] == sa._st
+    assert ALLOCATOR_TABLE[2 * slot + 1] == gen
+    assert sa.handle.value == h.value                  # one value per allocator
+    other = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    assert _slot_and_generation(other.handle.value)[0] != slot
+
+
+def test_a_handle_keeps_its_allocator_alive():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    c = sa.kmem_cache_create("c", 64)
+    cid = c.id
+    a = c.alloc()
+    h = sa.handle
+    gone = weakref.ref(sa)
+    del sa, c
+    gc.collect()
+    assert gone() is not None                          # the handle holds it
+    assert live(h, cid, a)
+    b = alloc(h, cid)
+    free(h, cid, b)
+    free(h, cid, a)
+    assert not live(h, cid, a)
+    gone().validate()
+
+
+def test_a_saved_handle_value_is_refused_once_its_allocator_is_gone():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    c = sa.kmem_cache_create("c", 64)
+    cid, a = c.id, c.alloc()
+    h = sa.handle
+    value = h.value
+    slot, _ = _slot_and_generation(value)
+    gone = weakref.ref(sa)
+    del sa, c, h
+    gc.collect()
+    assert gone() is None
+    assert ALLOCATOR_TABLE[2 * slot] == 0 and ALLOCATOR_TABLE[2 * slot + 1] == 0
+    stale = SlabHandle(value, None)
+    for call in (lambda: live(stale, cid, a), lambda: alloc(stale, cid),
+                 lambda: free(stale, cid, a), lambda: kmalloc(stale, 64),
+                 lambda: alloc_n(stale, cid, 3)):
+        with pytest.raises(numslab.SlabError, match="no longer exists"):
+            call()
+
+
+@pytest.mark.parametrize("value", [0, -1, 1, 0xFFFF, (1 << 63) - 1, -(1 << 63), True])
+def test_forged_handle_values_are_refused(value):
+    keep = numslab.SlabAllocator(nr_cpus=2, memory="4M")   # some slot is live meanwhile
+    c = keep.kmem_cache_create("c", 64)
+    with pytest.raises(numslab.SlabError, match="no longer exists"):
+        alloc(SlabHandle(value, None), c.id)
+    assert c.live_objects == 0
+
+
+@pytest.mark.parametrize("value, error", [(1 << 64, OverflowError), (1.5, TypeError),
+                                          ("1", TypeError), (None, TypeError)])
+def test_handle_values_that_are_not_int64_fail_to_unbox(value, error):
+    with pytest.raises(error):
+        alloc(SlabHandle(value, None), 0)
+
+
+def test_slots_are_reused_with_a_new_generation():
+    gc.collect()                               # nothing else is freed meanwhile
+    first = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    c = first.kmem_cache_create("c", 64)
+    cid = c.id
+    old = first.handle.value
+    del first, c
+    gc.collect()
+    second = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    new = second.handle.value
+    (s1, g1), (s2, g2) = _slot_and_generation(old), _slot_and_generation(new)
+    assert s2 == s1 and g2 != g1 and g2 > 0
+    with pytest.raises(numslab.SlabError, match="no longer exists"):
+        alloc(SlabHandle(old, None), cid)          # the slot's new allocator is not reached
+    assert second.kmem_cache_create("c", 64).live_objects == 0
+    d = second.find_cache("c")
+    a = alloc(second.handle, d.id)
+    assert d.live_objects == 1
+    free(second.handle, d.id, a)
+
+
+def test_every_allocator_gives_its_slot_back():
+    gc.collect()
+    free_before = len(handles._free_slots)
+    made = [numslab.SlabAllocator(nr_cpus=1, memory="4M") for _ in range(5)]
+    values = {sa.handle.value for sa in made}
+    assert len(values) == 5 and len(handles._free_slots) == free_before - 5
+    del made
+    gc.collect()
+    assert len(handles._free_slots) == free_before
+    for v in values:
+        slot = v & 0xFFFF
+        assert ALLOCATOR_TABLE[2 * slot] == 0 or ALLOCATOR_TABLE[2 * slot + 1] != v >> 16
+
+
+def test_unregister_ignores_a_stale_handle():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    value = sa.handle.value
+    slot, gen = _slot_and_generation(value)
+    handles.unregister(((gen + 1) << 16) | slot)     # another generation: not this one
+    assert ALLOCATOR_TABLE[2 * slot] == sa._st
+    c = sa.kmem_cache_create("c", 64)
+    free(sa.handle, c.id, alloc(sa.handle, c.id))
+
+
+def test_the_handle_type_is_named_after_the_abi(sa):
+    t = numba.typeof(sa.handle)
+    assert isinstance(t, handles.SlabHandleType)
+    assert native.ABI in t.name and native.ABI in str(t)
+    assert t == numba.typeof(SlabHandle(0, None))
+    live(sa.handle, 0, 0)
+    # a user's function is compiled (and cached) for this ABI's handle type
+    assert any(native.ABI in str(sig[0]) for sig in live.signatures)
