@@ -34,9 +34,9 @@ from ..engine.checks import (E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD, E
 from ..engine.kmalloc import kmalloc as kmalloc_unit
 from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
                              CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY, NIL, NR_KMALLOC,
-                             SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _slab_nid,
+                             SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _cpu_row, _geo, _slab_nid,
                              _stat)
-from ..engine.native import address, byte_array, jit, zero_bytes
+from ..engine.native import address, byte_array, fixed, jit, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS
 from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError, SlabError,
                       WrongCacheError)
@@ -96,9 +96,9 @@ def _cache_state(h, cache, cpu, allocating):
     """:func:`_state`, and refuse a cache id that is not a live cache (and, when
     ``allocating``, a cache with a constructor)."""
     st = _state(h, cpu)
-    if cache < 0 or cache >= st.max_caches or not _ca(st, cache, CA_ACTIVE):
+    if cache < 0 or cache >= st.max_caches or not _geo(st, cache, CA_ACTIVE):
         _raise(E_DEAD_CACHE)
-    if allocating and _ca(st, cache, CA_CTOR):
+    if allocating and _geo(st, cache, CA_CTOR):
         _raise(E_CTOR)
     return st
 
@@ -133,7 +133,7 @@ def _alloc_fast(st, cache, cpu, gfp):
     cpt = st.cpu
     mem = st.mem
     c = _cpu_row(st, cache, cpu)
-    if _ca(st, cache, CA_SHEAF_CAPACITY):
+    if _geo(st, cache, CA_SHEAF_CAPACITY):
         main = cpt[c + C_MAIN]
         size = mem[(main >> 3) + SH_SIZE] - 1
         if size < 0:
@@ -145,10 +145,10 @@ def _alloc_fast(st, cache, cpu, gfp):
         obj = cpt[c + C_FREELIST]
         if obj == 0:
             return 0
-        cpt[c + C_FREELIST] = mem[(obj + _ca(st, cache, CA_OFFSET)) >> 3]
+        cpt[c + C_FREELIST] = mem[(obj + _geo(st, cache, CA_OFFSET)) >> 3]
         _stat(st, cache, cpu, ALLOC_FASTPATH, 1)
     if gfp & __GFP_ZERO:
-        zero_bytes(mem, obj, _ca(st, cache, CA_OBJECT_SIZE))
+        zero_bytes(mem, obj, _geo(st, cache, CA_OBJECT_SIZE))
     _live_set(st, obj)
     return obj
 
@@ -160,11 +160,11 @@ def _free_checked(st, cache, cpu, slab, addr):
     cpt = st.cpu
     mem = st.mem
     c = _cpu_row(st, cache, cpu)
-    if _ca(st, cache, CA_SHEAF_CAPACITY) and (st.nnodes == 1 or
+    if _geo(st, cache, CA_SHEAF_CAPACITY) and (st.nnodes == 1 or
                                              _slab_nid(st, slab) == st.cpu_node[cpu]):
         main = cpt[c + C_MAIN]
         size = mem[(main >> 3) + SH_SIZE]
-        if size < _ca(st, cache, CA_SHEAF_CAPACITY):
+        if 0 <= size < _geo(st, cache, CA_SHEAF_CAPACITY):
             _live_clear(st, addr)
             mem[(main >> 3) + SH_OBJECTS + size] = addr
             mem[(main >> 3) + SH_SIZE] = size + 1
@@ -172,7 +172,7 @@ def _free_checked(st, cache, cpu, slab, addr):
             return
     elif cpt[c + C_SLAB] == slab:
         _live_clear(st, addr)
-        mem[(addr + _ca(st, cache, CA_OFFSET)) >> 3] = cpt[c + C_FREELIST]
+        mem[(addr + _geo(st, cache, CA_OFFSET)) >> 3] = cpt[c + C_FREELIST]
         cpt[c + C_FREELIST] = addr
         _stat(st, cache, cpu, FREE_FASTPATH, 1)
         return

@@ -8,7 +8,7 @@ from .layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL, C_
                      N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, P_COUNT,
                      P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD,
                      PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_SLAB, PG_TAIL, SH_CACHE, SH_CAPACITY,
-                     SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _node_row, _slab_nid)
+                     SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _geo, _node_row, _slab_nid)
 from .native import jit, unit
 from .pages import _page_block, _pcp_row
 from .slablists import _get_fp
@@ -140,8 +140,8 @@ def _slab_of(st, addr, cache):
         if owner[head] != cache:
             return NIL
     off = addr - (head << 12)
-    size = _ca(st, cache, CA_SIZE)
-    idx = (off * _ca(st, cache, CA_RECIP)) >> 32        # off // size, exact for off < 2**22
+    size = _geo(st, cache, CA_SIZE)
+    idx = (off * _geo(st, cache, CA_RECIP)) >> 32        # off // size, exact for off < 2**22
     bit = (st.live[addr >> 9] >> ((addr >> 3) & 63)) & 1
     if (idx * size != off) | (idx >= st.sl_objects[head]) | (bit == 0):
         return NIL

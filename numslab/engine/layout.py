@@ -225,6 +225,14 @@ def _ca(st, cache, col):
 
 
 @native.jit(inline=True)
+def _geo(st, cache, col):
+    """Column ``col`` of cache ``cache`` when it is fixed while compiled code runs (its
+    geometry, ``CA_ACTIVE``, ``CA_CTOR``, ``CA_SHEAF_CAPACITY``: set by Python at create and
+    destroy): an invariant load, for the fast paths users' loops inline."""
+    return native.fixed(st.ca, cache * CA_NCOLS + col)
+
+
+@native.jit(inline=True)
 def _cpu_row(st, cache, cpu):
     """Index of the first column of ``kmem_cache_cpu`` (cache, cpu) in field ``cpu``."""
     return (cache * st.ncpus + cpu) * C_NCOLS

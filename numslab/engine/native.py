@@ -200,6 +200,20 @@ def _words_set(context: Any, builder: Any, sig: Any, args: Any) -> Any:
 
 
 @intrinsic
+def fixed(typingctx: Any, w: Any, i: Any) -> Any:
+    """``w[i]`` for a word that does not change while compiled code runs (a cache's geometry:
+    only Python, between calls, writes it): an invariant load, which the optimiser may merge
+    and hoist across stores."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        value = invariant_load(builder, builder.gep(args[0], [
+            context.cast(builder, args[1], sig.args[1], types.int64)]))
+        _mark_region(builder, value, sig.args[0].region)
+        return value
+    if isinstance(w, WordsType) and isinstance(i, types.Integer):
+        return types.int64(w, i), codegen
+
+
+@intrinsic
 def words_at(typingctx: Any, addr: Any) -> Any:
     """The Words at byte address ``addr`` (an int)."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:

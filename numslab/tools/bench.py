@@ -7,7 +7,15 @@ each allocates indices of a preallocated record array:
 * ``DequePool`` — a pure-Python pool: a ``collections.deque`` of free indices.
 * ``NumpyStack`` — a NumPy free stack: slices of an index array and a top counter.
 * ``JitStack`` — a minimal ``@njit`` free-index stack (state: the stack array and a
-  one-element top array), callable from Python and from inside ``@njit`` code.
+  one-element top array), callable from Python and from inside ``@njit`` code; inside @njit
+  the benchmark loops write its operations in the loop, as a competent Numba user would, so
+  that they pay no reference-count traffic.
+
+Issue 11's other measures live here too: the single alloc+free pair inside @njit against a
+FIFO ring (``single_pair_table``), the cost of one bulk call from Python against the @njit
+function a user would write (``call_cost_table``), the cold starts and a user's compile in
+fresh interpreters (``COLD_CASES``, ``user_compile_code``), and the LLVM IR checks of the
+loops (``refcount_calls_in_loops``, ``units_defined``).
 """
 from __future__ import annotations
 
@@ -542,7 +550,8 @@ def xorshift_victims(rounds: int, live: int = SINGLE_LIVE, seed: int = SINGLE_SE
 def make_single_pair(impl: str, live: int = SINGLE_LIVE) -> Callable[[int], int]:
     """A function ``run(rounds)`` running the single-pair loop of ``impl`` (one of
     :data:`SINGLE_IMPLS`) for ``rounds`` rounds and returning its sum, warmed up once. Its
-    closure holds the state (``ring``/``records`` or ``sa``/``c``) for inspection."""
+    closure holds the state for inspection: ``ring``, ``pos`` and ``records``, or ``h`` (whose
+    ``_owner`` is the allocator) and ``cid``."""
     if impl not in SINGLE_IMPLS:
         raise ValueError(f"unknown implementation {impl!r}: one of {SINGLE_IMPLS}")
     slots = np.zeros(live, np.int64)
@@ -832,10 +841,14 @@ def exercise_public_api() -> numslab.SlabAllocator:
 # A user's small simulation, in three variants (single objects, bulk, kmalloc), each written
 # on numslab.jit and on free-index stacks: the subjects of the compile-time benchmark
 # (asv ``timeraw_user_compile``). They are plain functions: the benchmark compiles them with
-# ``numba.njit(cache=False)`` in a fresh interpreter, so they never come from a cache.
-def user_sim_single(h, cid, live, rounds):
-    """Keep ``len(live)`` objects; each step replaces one and reads its neighbour's word."""
-    mem = sjit.arena(h).view(np.int64)
+# ``numba.njit(cache=False)`` in a fresh interpreter, so they never come from a cache. The
+# numslab variants take the allocator's memory as int64 words (``sa.memory.view(np.int64)``)
+# rather than view ``numslab.jit.arena(h)`` inside: Numba lowers ``ndarray.view`` by compiling
+# a helper of its own, ~0.4 s of the first compile in a process, which is Numba's, not
+# numslab's.
+def user_sim_single(h, cid, mem, live, rounds):
+    """Keep ``len(live)`` objects; each step replaces one and reads its neighbour's word
+    (``mem``: the allocator's memory as int64 words)."""
     n = live.shape[0]
     for k in range(n):
         live[k] = sjit.kmem_cache_alloc(h, cid)
@@ -864,7 +877,7 @@ def user_sim_single_stack(stack, top, records, live, rounds):
     acc = 0
     for r in range(rounds):
         j = (r * 7919) % n
-        stack[t] = live[j]
+        stack[t] = live[j]                     # free, then alloc: LIFO, the same index
         obj = stack[t]
         records[obj, 0] = r
         live[j] = obj
@@ -876,9 +889,8 @@ def user_sim_single_stack(stack, top, records, live, rounds):
     return acc
 
 
-def user_sim_bulk(h, cid, batch, rounds):
+def user_sim_bulk(h, cid, mem, batch, rounds):
     """Each step allocates a batch, writes and reads a word of every object, frees it."""
-    mem = sjit.arena(h).view(np.int64)
     n = batch.shape[0]
     acc = 0
     for r in range(rounds):
@@ -914,9 +926,8 @@ def user_sim_bulk_stack(stack, top, records, batch, rounds):
     return acc
 
 
-def user_sim_kmalloc(h, sizes, addrs, rounds):
+def user_sim_kmalloc(h, mem, sizes, addrs, rounds):
     """Each step kmallocs one object of every size, writes a word, reads it back, kfrees."""
-    mem = sjit.arena(h).view(np.int64)
     acc = 0
     for r in range(rounds):
         for i in range(sizes.shape[0]):
@@ -967,13 +978,13 @@ def user_sim(variant: str, impl: str) -> tuple[Callable, tuple]:
     cap = 1 << 10
     if impl == "numslab":
         sa, c = new_bench_cache(memory="16M")
-        h = sa.handle
+        h, mem = sa.handle, sa.memory.view(np.int64)
         if variant == "single":
-            return fn, (h, c.id, np.zeros(64, np.int64), 1)
+            return fn, (h, c.id, mem, np.zeros(64, np.int64), 1)
         if variant == "bulk":
-            return fn, (h, c.id, np.zeros(16, np.int64), 1)
+            return fn, (h, c.id, mem, np.zeros(16, np.int64), 1)
         sizes = np.array(USER_SIM_SIZES, np.int64)
-        return fn, (h, sizes, np.zeros(len(sizes), np.int64), 1)
+        return fn, (h, mem, sizes, np.zeros(len(sizes), np.int64), 1)
     stack, top = np.arange(cap, dtype=np.int64), np.array([cap], np.int64)
     records = np.zeros((cap, OBJECT_SIZE // 8), np.int64)
     if variant == "single":

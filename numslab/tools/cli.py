@@ -1,5 +1,8 @@
 """The ``numslab`` command: ``numslab bench`` prints the ``slab_bulk_test01``-shaped table
-(ns per alloc+free pair) for numslab and its peers, with the kernel's published figures."""
+(ns per alloc+free pair) for numslab and its peers, with the kernel's published figures, and
+on request issue 11's measures against their peers: the single alloc+free pair inside @njit
+(``--single``), the cost of one bulk call from Python (``--calls``), and the cold starts and
+a user's compile in fresh interpreters (``--compile``)."""
 from __future__ import annotations
 
 import argparse
@@ -61,13 +64,53 @@ def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
     return fig
 
 
-def format_parts(parts: dict[str, float]) -> str:
-    """A text table of :func:`numslab.bench.slab_path_parts`: ns per object of each part
-    and its ratio to the jitted stack's whole alloc+free pair."""
-    stack = parts["jit-stack pair"]
-    lines = ["ns per object of the parts of a bulk round of 4096, inside @njit",
-             f"{'part':<15} {'ns/object':>10} {'x stack pair':>13}", "-" * 40]
-    lines += [f"{k:<15} {v:10.2f} {v / stack:13.2f}" for k, v in parts.items()]
+def format_single(table: dict[str, float]) -> str:
+    """A text table of :func:`bench.single_pair_table`: ns per round of the single
+    alloc+free pair inside @njit, and its ratio to the FIFO ring's (the first row)."""
+    ref = next(iter(table.values()))
+    lines = [f"ns per round of the single alloc+free pair inside @njit ({bench.SINGLE_LIVE} "
+             f"live, a random one replaced each round)",
+             f"{'impl':<15} {'ns/round':>10} {'x ' + next(iter(table)):>13}", "-" * 40]
+    lines += [f"{k:<15} {v:10.2f} {v / ref:13.2f}" for k, v in table.items()]
+    return "\n".join(lines)
+
+
+def format_calls(table: dict[str, dict[str, float]]) -> str:
+    """A text table of :func:`bench.call_cost_table`: ns per call from Python of
+    ``kmem_cache_alloc_bulk`` and ``kmem_cache_free_bulk``, then the facade's ratio to each
+    peer (issue 11's target: at most 1.3)."""
+    ops = bench.CALL_OPS
+    lines = [f"ns per call from Python, {bench.CALL_BULK} objects served by the sheaf",
+             f"{'impl':<22} " + " ".join(f"{op:>11}" for op in ops), "-" * 46]
+    lines += [f"{impl:<22} " + " ".join(f"{row[op]:11.1f}" for op in ops)
+              for impl, row in table.items()]
+    if "facade" in table:
+        lines += [f"{'facade / ' + impl:<22} "
+                  + " ".join(f"{table['facade'][op] / row[op]:11.2f}" for op in ops)
+                  for impl, row in table.items() if impl != "facade"]
+    return "\n".join(lines)
+
+
+def format_compile(cold: dict[str, float], user: dict[str, dict[str, float]]) -> str:
+    """Text tables of the cold starts (seconds, ratio to Numba's floor, issue 11's limit)
+    and of the user's compile (seconds on numslab and on stacks, and their ratio)."""
+    lines = []
+    if cold:
+        floor = cold.get("numba-floor")
+        lines += ["seconds in a fresh interpreter with an empty Numba cache",
+                  f"{'case':<15} {'seconds':>8} {'x floor':>8} {'limit':>6}", "-" * 40]
+        for case, t in cold.items():
+            ratio = f"{t / floor:8.2f}" if floor else f"{'':>8}"
+            limit = bench.COLD_LIMITS.get(case)
+            lines.append(f"{case:<15} {t:8.2f} {ratio} " +
+                         (f"{limit:6.0f}" if limit else f"{'':>6}"))
+    if user:
+        if lines:
+            lines.append("")
+        lines += ["seconds to compile a user's function, numslab's cache warm (limit: 1.5x)",
+                  f"{'variant':<10} {'numslab':>8} {'stack':>8} {'ratio':>6}", "-" * 35]
+        lines += [f"{v:<10} {r['numslab']:8.3f} {r['stack']:8.3f} "
+                  f"{r['numslab'] / r['stack']:6.2f}" for v, r in user.items()]
     return "\n".join(lines)
 
 
@@ -85,14 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="slab_bulk_test01-shaped table against the peers")
     b.add_argument("--sizes", type=_positive, nargs="+", default=list(bench.BULK_SIZES))
-    b.add_argument("--where", choices=("python", "jit", "both"), default="both",
-                   help="call from Python, from inside @njit, or both")
+    b.add_argument("--where", choices=("python", "jit", "both", "none"), default="both",
+                   help="the bulk tables: called from Python, inside @njit, both or none")
     b.add_argument("--objects", type=_positive, default=1 << 15,
-                   help="alloc+free pairs per measurement")
+                   help="alloc+free pairs per measurement (rounds of --single)")
     b.add_argument("--repeat", type=_positive, default=5)
     b.add_argument("--plot", metavar="FILE.png", help="also draw ns per object vs bulk size")
-    b.add_argument("--parts", action="store_true",
-                   help="also time, part by part, what a bulk round of 4096 must do")
+    b.add_argument("--single", action="store_true",
+                   help="also the single alloc+free pair inside @njit against a FIFO ring")
+    b.add_argument("--calls", action="store_true",
+                   help="also the cost of one bulk call from Python against @njit peers")
+    b.add_argument("--compile", action="store_true",
+                   help="also cold starts and a user's compile, in fresh interpreters "
+                        "(minutes)")
     args = ap.parse_args(argv)
     sizes = tuple(args.sizes)
     tables = {}
@@ -105,10 +153,18 @@ def main(argv: list[str] | None = None) -> int:
     for title, table in tables.items():
         print(format_table(table, sizes, f"ns per alloc+free pair, {title}"))
         print()
-    if args.parts:
-        print(format_parts(bench.slab_path_parts(repeat=args.repeat)))
+    if args.single:
+        print(format_single(bench.single_pair_table(args.objects, args.repeat)))
         print()
-    if args.plot:
+    if args.calls:
+        print(format_calls(bench.call_cost_table(repeat=10 * args.repeat)))
+        print()
+    if args.compile:
+        cold = {case: bench.cold_start(case) for case in bench.COLD_CASES
+                if case != "main-job" or bench.MAIN_JOB.exists()}
+        print(format_compile(cold, bench.user_compile_table(args.repeat)))
+        print()
+    if args.plot and tables:
         plot(tables, sizes, args.plot)
         print(f"plot written to {args.plot}")
     return 0
