@@ -1,7 +1,8 @@
-"""``numslab.bench``: the peers numslab is measured against (DequePool, NumpyStack, JitStack)
-checked against a plain-Python free-list oracle, the numslab kernels of the benchmark loops
-checked for leaks, and the timing helpers checked for shape only (never for speed: timings
-are only required to be finite and positive)."""
+"""``numslab.tools.bench``: the peers numslab is measured against (DequePool, NumpyStack,
+JitStack, the jitted stack loops, the FIFO ring) checked against plain-Python oracles, the
+numslab kernels of the benchmark loops checked for leaks, the loops' LLVM IR checked for
+reference-count traffic and for the engine's slow paths, and the timing helpers checked for
+shape only (never for speed: timings are only required to be finite and positive)."""
 from __future__ import annotations
 
 import math
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import numslab
-from numslab.tools import bench
+from numslab.tools import bench, coldstart
 from numslab.flags import GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT
 
 SENTINEL = -7
@@ -435,47 +436,214 @@ def test_evict_caches_writes_one_word_per_line_of_a_big_buffer():
     assert np.array_equal(buf[:16] - before, [1] + [0] * 7 + [1] + [0] * 7)
 
 
-# ---- the parts of a 4096 round ----------------------------------------------------------------
-def test_slab_path_parts_shape():
-    parts = bench.slab_path_parts(nr=64, rounds=2, repeat=1)
-    assert tuple(parts) == bench.PARTS
-    assert all(is_finite_positive(parts[k]) for k in bench.PARTS if k != "check")
-    assert math.isfinite(parts["check"])        # a difference of two timings
-    assert parts["parts"] == pytest.approx(parts["check"] + parts["mark"] + parts["detached"]
-                                           + parts["pages"])
+# ---- the jitted stack loops: the helpers' semantics, written in the loop -----------------------
+def python_stack_rounds(st_, bulk: int, rounds: int, out: np.ndarray, single: bool) -> None:
+    """The loops' oracle: the same rounds through JitStack's helpers, called from Python."""
+    for _ in range(rounds):
+        if single:
+            for i in range(bulk):
+                out[i] = st_.alloc()
+            for i in range(bulk):
+                st_.free(int(out[i]))
+        else:
+            st_.alloc_bulk(bulk, out)
+            st_.free_bulk(bulk, out)
 
 
-def test_parts_kernels_leave_the_allocator_as_they_found_it():
-    from numslab.flags import SLAB_ARRAY_ALLOC_NEW
+@pytest.mark.parametrize("single", [False, True], ids=["bulk", "single"])
+@pytest.mark.parametrize("cap,bulk,rounds", [(8, 1, 3), (8, 5, 4), (16, 16, 2), (4, 6, 2),
+                                             (0, 2, 1)])
+def test_jit_stack_loops_match_the_helpers(single, cap, bulk, rounds):
+    """The loops write the stack's operations inline; they do what the helpers do, empty or
+    short stacks included (-1 from an empty single pop, nothing from a short bulk pop)."""
+    loop = bench.jit_stack_loop_single if single else bench.jit_stack_loop_bulk
+    fast, slow = bench.JitStack(cap), bench.JitStack(cap)
+    fast.stack = np.concatenate([fast.stack, np.full(2 * bulk, SENTINEL, np.int64)])
+    slow.stack = fast.stack.copy()                  # room above: a short pop's free pushes
+    out_f = np.arange(100, 100 + bulk, dtype=np.int64)
+    out_s = out_f.copy()
+    loop(fast.stack, fast.top, bulk, rounds, out_f)
+    python_stack_rounds(slow, bulk, rounds, out_s, single)
+    assert int(fast.top[0]) == int(slow.top[0])
+    assert np.array_equal(fast.stack, slow.stack)
+    assert np.array_equal(out_f, out_s)
+
+
+# ---- reference counts in the loops' LLVM IR ----------------------------------------------------
+def _loop_cases():
+    st_ = bench.JitStack(64)
+    out = np.zeros(4, np.int64)
     sa, c = bench.new_bench_cache(memory="8M")
-    h = sa.handle
-    p = np.zeros(4 * c.objs_per_slab + 1, np.int64)
-    got = sa.kmem_cache_alloc_array(c, GFP_ATOMIC, len(p), p, SLAB_ARRAY_ALLOC_NEW)
-    assert got == 4 * c.objs_per_slab
-    objs = set(p[:got].tolist())
-    free_before = sa.free_pages_count() + sa.pcp_pages_count()
-    bench._part_mark(h.state, p, got, 3)
-    assert bench._part_check_mark(h.state, c.id, p, got, 3) == 0
-    bench._part_detached(h.state, h.mem, c.id, p, got, 3)
-    assert set(p[:got].tolist()) == objs                # permuted within itself
-    pages = np.zeros(4, np.int64)
-    bench._part_pages(h.state, c.order, pages, 3)
-    assert len(set(pages.tolist())) == 4 and (pages > 0).all()
-    assert sa.free_pages_count() + sa.pcp_pages_count() == free_before
-    assert c.live_objects == got
-    assert all(numslab.jit.is_live(h, c.id, int(a)) for a in p[:got])
+    h, cid = sa.handle, c.id
+    return {
+        "jit_stack_loop_bulk": (bench.jit_stack_loop_bulk, (st_.stack, st_.top, 4, 2, out)),
+        "jit_stack_loop_single": (bench.jit_stack_loop_single,
+                                  (st_.stack, st_.top, 4, 2, out)),
+        "ring_single_pair": (bench.ring_single_pair, (np.zeros((16, 2), np.int64), 16, 4, 2, 1)),
+        "slab_loop_bulk": (bench.slab_loop_bulk, (h, cid, 4, 2, out)),
+        "slab_loop_single": (bench.slab_loop_single, (h, cid, 4, 2, out)),
+        "slab_loop_array": (bench.slab_loop_array, (h, cid, 4, 2, out, 0)),
+        "slab_single_pair": (bench.slab_single_pair, (h, cid, 4, 2, 1)),
+    }
+
+
+LOOPS = list(_loop_cases())
+
+
+@pytest.mark.parametrize("name", LOOPS)
+def test_benchmark_loops_make_no_refcount_calls(name):
+    """Every peer's and every numslab loop calls no NRT_incref/decref (or any other Numba
+    runtime function) in its loops; the numslab loops reach the engine only through the
+    unit table (indirect calls) and define none of its units."""
+    func, args = _loop_cases()[name]
+    ir, fname = coldstart.fresh_llvm(func, *args)
+    calls = coldstart.loop_calls(ir, fname)
+    assert [c for c in calls if c.startswith("NRT_")] == []
+    assert coldstart.units_defined(ir) == []
+    if name.startswith("slab"):
+        assert "<indirect>" in calls and "numslab_units" in ir
+
+
+# ---- the single alloc+free pair ---------------------------------------------------------------
+def test_xorshift_victims_are_in_range_and_spread():
+    v = bench.xorshift_victims(4096)
+    assert all(0 <= j < bench.SINGLE_LIVE for j in v)
+    assert len(set(v)) == bench.SINGLE_LIVE          # every slot gets hit
+    assert bench.xorshift_victims(3, live=1) == [0, 0, 0]
+    assert bench.xorshift_victims(8, seed=1) != bench.xorshift_victims(8)
+
+
+@pytest.mark.parametrize("cap,live,rounds", [(16, 4, 50), (4096, 256, 1000), (8, 8, 3)])
+def test_ring_single_pair_matches_a_fifo_oracle(cap, live, rounds):
+    from collections import deque
+    free = deque(range(cap))                                 # the ring starts 0..cap-1, head first
+    records = np.full((cap, 3), SENTINEL, np.int64)
+    want_rec = records.copy()
+    got = bench.ring_single_pair(records, cap, live, rounds, bench.SINGLE_SEED)
+    held = []
+    for k in range(live):
+        held.append(free.popleft())
+        want_rec[held[k], 0] = k
+    acc = 0
+    for r, j in enumerate(bench.xorshift_victims(rounds, live)):
+        free.append(held[j])                       # FIFO: the freed index goes last
+        held[j] = free.popleft()
+        want_rec[held[j], 0] = r
+        acc += held[j]
+    assert got == acc
+    assert np.array_equal(records, want_rec)
+
+
+@pytest.mark.parametrize("sheaf_capacity", [0, bench.SINGLE_SHEAF_CAPACITY])
+def test_slab_single_pair_matches_the_facade_and_frees_everything(sheaf_capacity):
+    """The jitted loop allocates exactly what the same rounds through the facade allocate
+    (the same engine), writes its words, and leaves nothing live."""
+    rounds = 400
+    sa, c = bench.new_bench_cache(memory="8M", sheaf_capacity=sheaf_capacity)
+    ref, rc = bench.new_bench_cache(memory="8M", sheaf_capacity=sheaf_capacity)
+    got = bench.slab_single_pair(sa.handle, c.id, bench.SINGLE_LIVE, rounds, bench.SINGLE_SEED)
+    held = [ref.kmem_cache_alloc(rc, GFP_ATOMIC) for _ in range(bench.SINGLE_LIVE)]
+    word = list(range(bench.SINGLE_LIVE))           # the word each slot's object holds
+    acc = 0
+    for r, j in enumerate(bench.xorshift_victims(rounds)):
+        ref.kmem_cache_free(rc, held[j])
+        held[j] = ref.kmem_cache_alloc(rc, GFP_ATOMIC)
+        word[j] = r
+        acc += held[j]
+    assert got == acc                                # the same addresses, round by round
+    assert c.offset != 0                             # the free pointer leaves word 0 alone
+    slots = np.array(held, np.int64)                 # the same engine: the same last objects
+    assert sa.memory.view(np.int64)[slots >> 3].tolist() == word
+    assert len(set(held)) == bench.SINGLE_LIVE
+    assert c.live_objects == 0
+    assert (c.stats["alloc_cpu_sheaf"] > 0) == bool(sheaf_capacity)
     sa.validate()
-    sa.kmem_cache_free_bulk(c, got, p)
+    for a in held:
+        ref.kmem_cache_free(rc, a)
+    assert rc.live_objects == 0
+
+
+@pytest.mark.parametrize("impl", bench.SINGLE_IMPLS)
+def test_make_single_pair_runs_again_and_again(impl):
+    run = bench.make_single_pair(impl)
+    first, again = run(300), run(300)
+    assert first == bench.make_single_pair(impl)(300) != 0   # the same from the same state
+    assert again != 0
+    if impl == "fifo-ring":
+        assert first == again                        # the ring starts afresh on every run
+        assert cell(run, "records").shape == (bench.RING_CAPACITY, bench.OBJECT_SIZE // 8)
+    else:
+        sa = cell(run, "h")._owner                   # the handle keeps its allocator
+        c = sa.find_cache("slab_bench_test")
+        assert c.id == cell(run, "cid") and c.live_objects == 0
+        assert (c.object_size, c.align) == (bench.OBJECT_SIZE, 64)
+        assert sa.state.ca[c.id, numslab.engine.layout.CA_SHEAF_CAPACITY] == (
+            bench.SINGLE_SHEAF_CAPACITY if impl == "slab-sheaves" else 0)
+        sa.validate()
+
+
+def test_make_single_pair_refuses_an_unknown_impl():
+    with pytest.raises(ValueError, match="unknown implementation 'lifo'"):
+        bench.make_single_pair("lifo")
+
+
+def test_single_pair_table_shape():
+    table = bench.single_pair_table(rounds=256, repeat=1)
+    assert list(table) == list(bench.SINGLE_IMPLS)
+    assert all(is_finite_positive(v) for v in table.values())
+    assert bench.RING_CAPACITY >= 4096 and bench.RING_CAPACITY & (bench.RING_CAPACITY - 1) == 0
+
+
+# ---- the cost of one call from Python ---------------------------------------------------------
+@pytest.mark.parametrize("impl", bench.CALL_IMPLS)
+def test_make_calls_serves_every_call_from_the_sheaf(impl):
+    bulk, calls = 4, 6
+    alloc_all, free_all, sa, c, rows = bench.make_calls(impl, bulk, calls)
+    assert c.live_objects == 0
+    before = c.stats
+    alloc_all()
+    taken = np.concatenate(rows)
+    assert (taken > 0).all() and len(np.unique(taken)) == bulk * calls
+    assert c.live_objects == bulk * calls
+    assert all(numslab.jit.is_live(sa.handle, c.id, int(a)) for a in taken)
+    free_all()
+    after = c.stats
+    assert c.live_objects == 0
+    assert after["alloc_cpu_sheaf"] - before["alloc_cpu_sheaf"] == bulk * calls
+    assert after["free_cpu_sheaf"] - before["free_cpu_sheaf"] == bulk * calls
+    assert after["alloc_slowpath"] == before["alloc_slowpath"]
+    sa.validate()
+
+
+def test_make_calls_refuses_an_unknown_impl():
+    with pytest.raises(ValueError, match="unknown implementation 'ctypes'"):
+        bench.make_calls("ctypes")
+
+
+def test_user_bulk_peers_raise_as_the_facade_does():
+    sa, c = bench.new_bench_cache(memory="8M", sheaf_capacity=16)
+    out = np.zeros(4, np.int64)
+    assert bench.user_alloc_bulk(sa.handle, c.id, GFP_ATOMIC, 4, out) == 4
+    bench.user_free_bulk(sa.handle, c.id, 4, out)
+    with pytest.raises(numslab.DoubleFreeError):
+        bench.user_free_bulk(sa.handle, c.id, 4, out)
     assert c.live_objects == 0
     sa.validate()
 
 
-def test_part_check_mark_counts_failures():
-    sa, c = bench.new_bench_cache(memory="8M")
-    p = c.alloc_bulk(3)
-    c.free(int(p[1]))                                   # now a double free in the batch
-    assert bench._part_check_mark(sa.handle.state, c.id, p, 3, 2) == 2
-    sa.validate()                                       # p[0] given back its live bit
-    c.free_bulk(p[[0, 2]])
-    assert c.live_objects == 0
-    sa.validate()
+def test_call_cost_tables_shape():
+    one = bench.call_cost("facade", bulk=2, calls=3, repeat=2)
+    assert list(one) == list(bench.CALL_OPS) and all(map(is_finite_positive, one.values()))
+    table = bench.call_cost_table(bulk=2, calls=3, repeat=2)
+    assert list(table) == list(bench.CALL_IMPLS)
+    for row in table.values():
+        assert list(row) == list(bench.CALL_OPS)
+        assert all(is_finite_positive(v) for v in row.values())
+
+
+# ---- the public API and a user's simulation ---------------------------------------------------
+
+
+# ---- fresh interpreters -----------------------------------------------------------------------
+
+

@@ -1,6 +1,7 @@
 """The ``numslab`` console script: ``numslab bench`` prints the slab_bulk_test01-shaped tables
-(one per caller) with the kernel's published figures, and can draw them. Timings are only
-checked for being finite and positive."""
+(one per caller) with the kernel's published figures, and can draw them; ``--single``,
+``--calls`` and ``--compile`` add issue 11's tables. Timings are only checked for being
+finite and positive."""
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ import sys
 
 import pytest
 
-from numslab.tools import bench, cli
+from numslab.tools import bench, cli, coldstart
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -104,33 +105,90 @@ def test_main_bench_python(capsys):
     assert "plot written" not in out
 
 
-def test_main_bench_parts(capsys):
-    assert cli.main(["bench", "--sizes", "1", "--where", "jit", "--objects", "16",
-                     "--repeat", "1", "--parts"]) == 0
+def parse_block(text: str, title_start: str) -> list[list[str]]:
+    """The rows (split into cells) of the printed block whose title starts so."""
+    for block in text.strip().split("\n\n"):
+        lines = block.splitlines()
+        if lines[0].startswith(title_start):
+            title, head, rule, *rows = lines
+            assert set(rule) == {"-"}
+            return [head.split()] + [r.split() for r in rows]
+    raise AssertionError(f"no block titled {title_start!r} in:\n{text}")
+
+
+def test_format_single():
+    text = cli.format_single({"fifo-ring": 2.0, "slab": 30.0, "slab-sheaves": 5.0})
+    title, head, rule, *rows = text.splitlines()
+    assert title.startswith("ns per round of the single alloc+free pair inside @njit (256 live")
+    assert head.split() == ["impl", "ns/round", "x", "fifo-ring"]
+    assert rule == "-" * 40
+    assert [r.split() for r in rows] == [["fifo-ring", "2.00", "1.00"],
+                                         ["slab", "30.00", "15.00"],
+                                         ["slab-sheaves", "5.00", "2.50"]]
+
+
+def test_format_calls():
+    table = {"facade": {"alloc_bulk": 60.0, "free_bulk": 50.0},
+             "njit-call": {"alloc_bulk": 1200.0, "free_bulk": 1000.0},
+             "njit-fastcall": {"alloc_bulk": 50.0, "free_bulk": 40.0}}
+    rows = parse_block(cli.format_calls(table), "ns per call from Python")
+    assert rows == [["impl", "alloc_bulk", "free_bulk"], ["facade", "60.0", "50.0"],
+                    ["njit-call", "1200.0", "1000.0"], ["njit-fastcall", "50.0", "40.0"],
+                    ["facade", "/", "njit-call", "0.05", "0.05"],
+                    ["facade", "/", "njit-fastcall", "1.20", "1.25"]]
+    # without the facade there is no ratio
+    assert len(cli.format_calls({"njit-call": table["njit-call"]}).splitlines()) == 4
+
+
+def test_format_compile():
+    cold = {"numba-floor": 0.5, "first-kmalloc": 4.0, "public-api": 15.0}
+    user = {"single": {"numslab": 0.3, "stack": 0.2}, "bulk": {"numslab": 0.1, "stack": 0.2}}
+    text = cli.format_compile(cold, user)
+    assert parse_block(text, "seconds in a fresh interpreter") == [
+        ["case", "seconds", "x", "floor", "limit"], ["numba-floor", "0.50", "1.00"],
+        ["first-kmalloc", "4.00", "8.00", "10"], ["public-api", "15.00", "30.00", "60"]]
+    assert parse_block(text, "seconds to compile a user's function") == [
+        ["variant", "numslab", "stack", "ratio"], ["single", "0.300", "0.200", "1.50"],
+        ["bulk", "0.100", "0.200", "0.50"]]
+    no_floor = cli.format_compile({"first-kmalloc": 4.0}, {})
+    assert no_floor.splitlines()[-1].split() == ["first-kmalloc", "4.00", "10"]
+    assert cli.format_compile({}, user).startswith("seconds to compile")
+
+
+def test_main_bench_single_and_calls(capsys):
+    assert cli.main(["bench", "--where", "none", "--single", "--calls", "--objects", "256",
+                     "--repeat", "1", "--plot", "never.png"]) == 0
     out = capsys.readouterr().out
-    assert list(parse_tables(out)) == ["inside @njit"]
-    rows = {}
-    for line in out.split("ns per object of the parts")[1].splitlines()[3:]:
-        if line.strip():
-            name, ns, ratio = line.rsplit(None, 2)
-            rows[name] = (float(ns), float(ratio))
-    assert list(rows) == list(bench.PARTS)
-    assert rows["jit-stack pair"][1] == 1.0
-    for name, (ns, ratio) in rows.items():
-        assert ratio == pytest.approx(ns / rows["jit-stack pair"][0], rel=0.02, abs=0.02)
-    assert rows["parts"][0] == pytest.approx(sum(rows[k][0] for k in bench.PARTS[1:-1]),
-                                             abs=0.03)
+    assert parse_tables(out) == {}                      # --where none: no bulk table
+    assert "plot written" not in out                    # and nothing to draw
+    single = parse_block(out, "ns per round of the single")
+    assert [r[0] for r in single[1:]] == list(bench.SINGLE_IMPLS)
+    assert all(float(x) > 0 for r in single[1:] for x in r[1:])
+    assert single[1][2] == "1.00"
+    calls = parse_block(out, "ns per call from Python")
+    assert [r[0] for r in calls[1:len(bench.CALL_IMPLS) + 1]] == list(bench.CALL_IMPLS)
+    assert len(calls) == 1 + len(bench.CALL_IMPLS) + len(bench.CALL_IMPLS) - 1
+    assert all(math.isfinite(float(x)) and float(x) > 0 for r in calls[1:] for x in r[-2:])
 
 
-def test_format_parts():
-    text = cli.format_parts({"jit-stack pair": 2.0, "check": 3.0, "parts": 7.0})
-    assert text.splitlines()[3:] == ["jit-stack pair        2.00          1.00",
-                                     "check                 3.00          1.50",
-                                     "parts                 7.00          3.50"]
+def test_main_bench_compile(capsys, monkeypatch):
+    """``--compile`` times every cold case and the user's compile (stubbed here: the real
+    ones take minutes, and are the asv suite's ``timeraw`` benchmarks)."""
+    asked = []
+    monkeypatch.setattr(coldstart, "cold_start", lambda case: asked.append(case) or 1.0 + len(asked))
+    monkeypatch.setattr(coldstart, "user_compile_table", lambda repeat: {
+        v: {"numslab": 0.3, "stack": 0.2} for v in coldstart.USER_SIM_VARIANTS})
+    assert cli.main(["bench", "--where", "none", "--compile", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert asked == list(coldstart.COLD_CASES)
+    cold = parse_block(out, "seconds in a fresh interpreter")
+    assert [r[0] for r in cold[1:]] == list(coldstart.COLD_CASES)
+    user = parse_block(out, "seconds to compile a user's function")
+    assert [r[0] for r in user[1:]] == list(coldstart.USER_SIM_VARIANTS)
+    assert all(r[-1] == "1.50" for r in user[1:])
 
 
 def test_main_bench_plot(tmp_path, capsys):
-    pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"
     assert cli.main(["bench", "--sizes", "1", "2", "--where", "both", "--objects", "32",
                      "--repeat", "1", "--plot", str(png)]) == 0
@@ -143,7 +201,6 @@ def test_main_bench_plot(tmp_path, capsys):
 
 
 def test_plot_one_panel(tmp_path):
-    pytest.importorskip("matplotlib")
     png = tmp_path / "one.png"
     table = {"deque": {1: 50.0, 8: 20.0}, "slab-bulk": {1: 30.0, 8: 6.0}}
     cli.plot({"called from Python": table}, (1, 8), str(png))
@@ -151,7 +208,6 @@ def test_plot_one_panel(tmp_path):
 
 
 def test_plot_keeps_one_colour_per_implementation(tmp_path):
-    pytest.importorskip("matplotlib")
     tables = {"called from Python": {"deque": {1: 5.0}, "slab-bulk": {1: 3.0},
                                      "slab-jit-round": {1: 1.0}},
               "inside @njit": {"jit-stack-single": {1: 2.0}, "slab-bulk": {1: 4.0}}}
@@ -166,6 +222,7 @@ def test_plot_keeps_one_colour_per_implementation(tmp_path):
 
 
 @pytest.mark.parametrize("argv", [["frobnicate"], [], ["bench", "--where", "gpu"],
+                                  ["bench", "--parts"],
                                   ["bench", "--sizes", "x"], ["bench", "--sizes", "0"],
                                   ["bench", "--repeat", "0"], ["bench", "--objects", "-4"]])
 def test_main_rejects_bad_arguments(argv, capsys):

@@ -6,7 +6,7 @@ import time
 import numba as nb
 import numpy as np
 
-from numslab import bench
+from numslab.tools import bench
 from numslab.flags import (SLAB_ARRAY_ALLOC_LOCAL, SLAB_ARRAY_ALLOC_NEW,
                            SLAB_ARRAY_ALLOC_PARTIAL, GFP_KERNEL)
 
@@ -29,7 +29,9 @@ class SlabBulkTest01Python:
 
 
 class SlabBulkTest01Jit:
-    """The same loop inside one @njit function (numslab through ``numslab.jit``)."""
+    """The same loop inside one @njit function (numslab through ``numslab.jit``; the jitted
+    stack's operations written in the loop, as a competent Numba user writes them, so that
+    no array's reference count is touched per operation)."""
 
     params = (list(bench.BULK_SIZES) + [4096], list(bench.JIT_IMPLS))
     param_names = ["bulk", "impl"]
@@ -55,25 +57,6 @@ class Bulk4096Python:
 
     def time_pairs(self, impl):
         self.run(1)
-
-
-class SlabPathParts4096:
-    """Inside @njit, ns per object of the parts of a bulk round of 4096 that the rules
-    require (``bench.slab_path_parts``): the batch check of every freed address, the live
-    bit set at allocation, the kernel's detached freelists, and the round's 256 slabs from
-    the page allocator and back; ``parts`` is their sum, against the jitted stack's whole
-    alloc+free pair in the same run (``jit-stack pair``)."""
-
-    params = (list(bench.PARTS),)
-    param_names = ["part"]
-    timeout = 300
-
-    def setup_cache(self):
-        return bench.slab_path_parts()
-
-    def track_ns_per_object(self, parts, part):
-        return parts[part]
-    track_ns_per_object.unit = "ns"
 
 
 class LargeBatches:
@@ -177,7 +160,8 @@ def _empty(a):
 class CallOverhead:
     """From Python: 1000 ``kmem_cache_alloc`` + 1000 ``kmem_cache_free`` calls (so 2000
     calls) against 2000 calls of an empty @njit function taking one array, and the jitted
-    free stack's single calls. Divide by 2000 for the cost of one call."""
+    free stack's single calls. Divide by 2000 for the cost of one call. (Issue 11's bulk
+    call against the @njit function a user would write: ``bench_calls.CallCost``.)"""
 
     params = (["empty-njit", "slab-alloc+free", "kmalloc+kfree", "jit-stack-alloc+free"],)
     param_names = ["impl"]

@@ -2,7 +2,7 @@
 import numpy as np
 
 import numslab
-from numslab import bench
+from numslab.tools import bench
 from numslab.geometry import KMALLOC_SIZES, kmalloc_cache_size
 
 N = 4096

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 import numslab
-from numslab import bench
+from numslab.tools import bench
 
 MILLION = 1_000_000
 

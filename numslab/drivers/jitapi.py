@@ -36,7 +36,7 @@ from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
                              CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY, NIL, NR_KMALLOC,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _cpu_row, _geo, _slab_nid,
                              _stat)
-from ..engine.native import address, byte_array, fixed, jit, zero_bytes
+from ..engine.native import address, byte_array, jit, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS
 from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError, SlabError,
                       WrongCacheError)

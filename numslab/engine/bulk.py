@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                      ORDER_FALLBACK)
-from .checks import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _live_test, _locate
+from .checks import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _locate
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECTS,
                      CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, N_PARTIAL_HEAD, NIL,

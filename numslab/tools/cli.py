@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from . import bench
+from . import bench, coldstart
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -101,7 +101,7 @@ def format_compile(cold: dict[str, float], user: dict[str, dict[str, float]]) ->
                   f"{'case':<15} {'seconds':>8} {'x floor':>8} {'limit':>6}", "-" * 40]
         for case, t in cold.items():
             ratio = f"{t / floor:8.2f}" if floor else f"{'':>8}"
-            limit = bench.COLD_LIMITS.get(case)
+            limit = coldstart.COLD_LIMITS.get(case)
             lines.append(f"{case:<15} {t:8.2f} {ratio} " +
                          (f"{limit:6.0f}" if limit else f"{'':>6}"))
     if user:
@@ -160,9 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         print(format_calls(bench.call_cost_table(repeat=10 * args.repeat)))
         print()
     if args.compile:
-        cold = {case: bench.cold_start(case) for case in bench.COLD_CASES
-                if case != "main-job" or bench.MAIN_JOB.exists()}
-        print(format_compile(cold, bench.user_compile_table(args.repeat)))
+        cold = {case: coldstart.cold_start(case) for case in coldstart.COLD_CASES
+                if case != "main-job" or coldstart.MAIN_JOB.exists()}
+        print(format_compile(cold, coldstart.user_compile_table(args.repeat)))
         print()
     if args.plot and tables:
         plot(tables, sizes, args.plot)
