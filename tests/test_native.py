@@ -65,7 +65,7 @@ def state(u):
     return {"address": u.address, "table": int(UNIT_TABLE[u.slot]), "stub": stub}
 
 watched = {"free": ops.kmem_cache_free, "kfree": ops.kfree,
-           "free_bulk_unit": ops.kmem_cache_free_bulk, "scatter": ops.scatter}
+           "free_bulk_unit": ops.free_bulk, "scatter": ops.scatter}
 out = {"before": {k: state(u) for k, u in watched.items()}}
 sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
 c = sa.kmem_cache_create("c", 64)
@@ -76,7 +76,7 @@ sa.kmem_cache_free(c, a)                 # through the gate: its table slot, the
 out["after_free"] = {k: state(u) for k, u in watched.items()}
 type(sa).kfree(sa, p)                    # the class's Python method
 objs = np.array([b], np.int64)
-sa.kmem_cache_free_bulk(c, 1, objs)      # ops.free_bulk calls ops.kmem_cache_free_bulk
+sa.kmem_cache_free_bulk(c, 1, objs)      # the gate calls ops.free_bulk
 out["after_all"] = {k: state(u) for k, u in watched.items()}
 out["compiled"] = sorted(u.name for u in native.UNITS if u.address)
 print(json.dumps(out))
@@ -99,6 +99,8 @@ def test_units_compile_lazily_on_their_first_call():
     s = r["after_all"]["scatter"]
     assert s["address"] == 0 and s["table"] == s["stub"]
     assert "numslab.engine.ops.scatter" not in r["compiled"]
+    # the first allocation's slow path is a unit called from a unit: compiled by its stub
+    assert "numslab.engine.cpucache.slab_alloc_slow" in r["compiled"]
     assert "numslab.engine.sheaves.prefill_sheaf" not in r["compiled"]
 
 
@@ -113,13 +115,13 @@ from numslab.engine import native, ops, stats
 from numslab.engine.native import UNIT_TABLE
 
 made = {}
-Orig = native.CFunc
+Orig = native._UnitCFunc
 class Counting(Orig):
     def __init__(self, pyfunc, *args, **kwargs):
         key = pyfunc.__module__ + "." + pyfunc.__qualname__
         made[key] = made.get(key, 0) + 1
         super().__init__(pyfunc, *args, **kwargs)
-native.CFunc = Counting
+native._UnitCFunc = Counting
 
 @numba.njit
 def jit_round(h, cid, n):
@@ -408,8 +410,8 @@ def test_jit_options():
     assert isinstance(d, EngineDispatcher)
     assert d.targetoptions["_nrt"] is False and d.targetoptions["boundscheck"] is False
     assert d._cache.__class__.__name__ == "NullCache"
-    assert not d.always_inline
-    assert jit(cache=False, inline=True)(_plain).always_inline
+    assert not d.targetoptions["forceinline"]
+    assert jit(cache=False, inline=True)(_plain).targetoptions["forceinline"]
     assert jit(cache=False, nrt=True)(_plain).targetoptions["_nrt"] is True
     assert native.jit_rt(cache=False)(_plain).targetoptions["_nrt"] is True
 

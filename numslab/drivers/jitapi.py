@@ -55,7 +55,7 @@ E_GONE = -23          #: the handle's allocator is gone
 E_BAD_NODE = -24      #: node out of range
 
 
-@jit
+@jit(inline=False)
 def _raise(err):
     """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
     test and branch here)."""

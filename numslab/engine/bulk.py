@@ -18,7 +18,7 @@ from .pages import alloc_pages, free_pages
 from .slablists import _get_fp, _init_slab, _remove_partial, _set_fp
 
 
-@jit
+@jit(inline=True)
 def _head_frame(st, pfn):
     """``compound_head``: the head frame of the block holding ``pfn``."""
     if st.pg_flags[pfn] & PG_TAIL:
@@ -27,8 +27,8 @@ def _head_frame(st, pfn):
 
 
 # ---- allocation ------------------------------------------------------------------------------
-@unit
-def alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
+@jit(inline=True)
+def _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
     """``__kmem_cache_alloc_bulk``: fill the ``nr`` words at ``paddr`` with objects popped
     from the CPU freelist, taking the slow path once whenever it runs dry. Objects are not
     marked allocated. Returns ``nr``, or 0 after giving back what it took."""
@@ -45,7 +45,7 @@ def alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
             obj = slab_alloc_slow(st, cache, cpu, -1, gfp)
             if obj == 0:
                 _stat(st, cache, cpu, ALLOC_FASTPATH, fast)
-                free_bulk_raw(st, cache, cpu, i, paddr)
+                _free_bulk_raw(st, cache, cpu, i, paddr)
                 return 0
             p[i] = obj
             obj = cpt[fl]
@@ -58,8 +58,14 @@ def alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
     return nr
 
 
+@unit
+def alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
+    """:func:`_alloc_bulk_slab` for callers outside a bulk call (sheaf refills)."""
+    return _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr)
+
+
 # ---- freeing -----------------------------------------------------------------------------------
-@jit
+@jit(inline=True)
 def _build_detached_freelist(st, cache, cpu, size, p):
     """``build_detached_freelist`` (6.x): take the last object of ``p[:size]``, link every
     other object of its slab found scanning down (stopping at the third object of another
@@ -106,8 +112,8 @@ def _build_detached_freelist(st, cache, cpu, size, p):
     return same, slab, owner, head, tail, cnt
 
 
-@unit
-def free_bulk_raw(st, cache, cpu, size, paddr):
+@jit(inline=True)
+def _free_bulk_raw(st, cache, cpu, size, paddr):
     """``__kmem_cache_free_bulk``: give the ``size`` objects at ``paddr`` back to their slabs
     one detached freelist at a time (no checks, no live-bit changes; the array is permuted).
     0."""
@@ -119,7 +125,13 @@ def free_bulk_raw(st, cache, cpu, size, paddr):
     return 0
 
 
-@jit
+@unit
+def free_bulk_raw(st, cache, cpu, size, paddr):
+    """:func:`_free_bulk_raw` for callers outside a bulk call (sheaf flushes). 0."""
+    return _free_bulk_raw(st, cache, cpu, size, paddr)
+
+
+@jit(inline=True)
 def _check_objects(st, cache, nr, p):
     """-1 if ``p[:nr]`` are distinct live objects of ``cache`` (not NIL), now marked free;
     else the index of the first that is not, with the ones before it not yet given back.
@@ -225,8 +237,8 @@ def _check_batch_any(st, nr, p):
     return 0
 
 
-@unit
-def check_batch(st, cache, nr, paddr):
+@jit(inline=True)
+def _check_batch(st, cache, nr, paddr):
     """Check that the ``nr`` objects at ``paddr`` are distinct live objects of ``cache``
     (NIL: of any cache, or large kmalloc blocks) and take them back (live bits cleared; the
     caller fixes the live counts). On the first bad element restore everything and return

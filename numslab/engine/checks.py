@@ -64,7 +64,7 @@ def _live_clear(st, addr):
     st.live[addr >> 9] &= ~(1 << ((addr >> 3) & 63))
 
 
-@jit
+@jit(inline=True)
 def _live_set_run(st, p, start, n):
     """Mark the objects ``p[start:start+n]`` (Words) allocated. Neighbouring objects share a
     bitmap word, so the word stays in a register while they do: a store and a reload of the

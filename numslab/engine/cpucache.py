@@ -54,7 +54,7 @@ def deactivate_slab(st, cache, cpu, slab, freelist):
     return 0
 
 
-@jit
+@jit(inline=True)
 def _load_freelist(st, cache, c, slab, freelist):
     """``load_freelist``: make ``slab`` the CPU slab, keep the rest of ``freelist`` on the
     CPU and return its first object."""
@@ -119,7 +119,7 @@ def slab_alloc_slow(st, cache, cpu, node, gfp):
         return 0
 
 
-@jit
+@jit(inline=True)
 def _slab_alloc_obj(st, cache, cpu, node, gfp):
     """``__slab_alloc_node`` without hooks: pop the CPU freelist (fast path) or take the
     slow path. The object is not marked allocated. Returns its address or 0."""
@@ -133,7 +133,7 @@ def _slab_alloc_obj(st, cache, cpu, node, gfp):
     return slab_alloc_slow(st, cache, cpu, node, gfp)
 
 
-@jit
+@jit(inline=True)
 def _hand_out(st, cache, cpu, obj, gfp):
     """``slab_post_alloc_hook``: zero on __GFP_ZERO, mark the object allocated."""
     if gfp & __GFP_ZERO:
@@ -141,7 +141,7 @@ def _hand_out(st, cache, cpu, obj, gfp):
     _live_set(st, obj)
 
 
-@jit
+@jit(inline=True)
 def _hand_out_run(st, cache, cpu, gfp, p, start, n):
     """:func:`_hand_out` for the ``n`` objects ``p[start:start+n]`` (Words)."""
     if gfp & __GFP_ZERO:
@@ -152,7 +152,7 @@ def _hand_out_run(st, cache, cpu, gfp, p, start, n):
     _live_set_run(st, p, start, n)
 
 
-@jit
+@jit(inline=True)
 def _slab_alloc(st, cache, cpu, node, gfp):
     """``slab_alloc_node`` through the CPU slab (no sheaves): one object for ``cache`` on
     ``cpu`` (``node`` -1 for any). Returns its address, or 0 when memory is exhausted."""
@@ -163,13 +163,13 @@ def _slab_alloc(st, cache, cpu, node, gfp):
     return obj
 
 
-@jit
+@jit(inline=True)
 def _take_back(st, cache, cpu, addr):
     """``slab_free_hook``: mark the object free."""
     _live_clear(st, addr)
 
 
-@jit
+@jit(inline=True)
 def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
     """``do_slab_free``: a chain ``head..tail`` of ``cnt`` objects of ``slab``, linked
     through their free pointers, goes in front of the CPU freelist if ``slab`` is the CPU
@@ -185,7 +185,7 @@ def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
         _stat(st, cache, cpu, FREE_SLOWPATH, 1)
 
 
-@jit
+@jit(inline=True)
 def _do_slab_free(st, cache, cpu, slab, addr):
     """Free one allocated object through the CPU slab layer (no sheaves)."""
     _take_back(st, cache, cpu, addr)

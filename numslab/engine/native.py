@@ -31,7 +31,7 @@ from llvmlite import ir
 from numba import types
 from numba.core.caching import FunctionCache
 from numba.core.registry import CPUDispatcher
-from numba.core.ccallback import CFunc
+from numba.core.ccallback import CFunc, _CFuncCompiler
 from numba.core.typing.templates import (AbstractTemplate, AttributeTemplate, infer_getattr,
                                          infer_global, signature)
 from numba.extending import (intrinsic, lower_builtin, lower_getattr_generic, models,
@@ -57,9 +57,11 @@ def _source_hash() -> str:
 #: The engine's ABI: changes whenever a source compiled into the engine changes.
 ABI = _source_hash()
 
-#: Options of every compiled helper: nopython, no bounds checks, no Numba runtime (kernels
-#: create no arrays, so they need no reference counts: see ARCHITECTURE.md).
-OPTIONS: dict[str, Any] = {"boundscheck": False, "_nrt": False}
+#: Options of every compiled function: no bounds checks, no Numba runtime (kernels create no
+#: arrays, so they need no reference counts: see ARCHITECTURE.md), and NumPy's error model
+#: (an integer division by zero gives 0 instead of raising: the engine never divides by
+#: zero, and without the raising branches a unit has no exception path at all).
+OPTIONS: dict[str, Any] = {"boundscheck": False, "_nrt": False, "error_model": "numpy"}
 
 
 class EngineCache(FunctionCache):
@@ -76,40 +78,30 @@ class EngineDispatcher(CPUDispatcher):
     ``_stat(st, c, cpu, 6, n)`` and ``_stat(st, c, cpu, 7, n)`` as two functions, and the
     engine passes constants everywhere."""
 
-    #: Mark every compiled overload ``alwaysinline`` for LLVM (see :func:`jit`).
-    always_inline = False
-
     def get_call_template(self, args: tuple, kws: dict) -> Any:
         return super().get_call_template(tuple(types.unliteral(a) for a in args),
                                          {k: types.unliteral(v) for k, v in kws.items()})
-
-    def add_overload(self, cres: Any) -> None:
-        if self.always_inline:
-            # Callers link this module and optimise it with their own code: the attribute
-            # makes LLVM inline the function into every caller, whatever its size heuristics
-            # say (a fast path is only fast without the call).
-            fn = cres.library._get_module_for_linking().get_function(cres.fndesc.llvm_func_name)
-            fn.add_function_attribute("alwaysinline")
-        super().add_overload(cres)
 
 
 def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = False,
         **overrides: Any) -> Any:
     """Compile ``func`` with the engine's options (a decorator, usable with arguments).
 
-    ``inline=True`` makes LLVM inline the function into every jitted caller (``numslab.jit``'s
-    fast paths, so that users' loops hold them without a call); ``nrt=True`` turns the
-    Numba runtime on, for code that creates arrays (``numslab.net``). Every jitted function
-    of numslab is made here."""
+    ``inline=True`` makes LLVM inline the function into every jitted caller (Numba's
+    ``forceinline``): the helpers of the fast paths are marked so, since a call between Numba
+    functions costs a status word, an exception check and spilled registers (a bulk call of
+    one object cost 280 instructions with its helpers called). The others are left to
+    LLVM's judgement: inlining every helper everywhere made a first ``kmalloc`` compile 50%
+    longer. ``nrt=True`` turns the Numba runtime on, for code that creates arrays
+    (``numslab.net``). Every jitted function of numslab is made here."""
     if "nrt" in overrides:
         overrides["_nrt"] = overrides.pop("nrt")
-    options = {**OPTIONS, **overrides}
+    options = {**OPTIONS, "forceinline": bool(inline), **overrides}
 
     def wrap(f: Callable) -> Any:
         if nb.config.DISABLE_JIT:
             return f
         d = EngineDispatcher(f, targetoptions=options)
-        d.always_inline = inline
         if cache:
             d._cache = EngineCache(f)
         return d
@@ -117,7 +109,9 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
 
 
 def jit_rt(func: Callable | None = None, **overrides: Any) -> Any:
-    """:func:`jit` with the Numba runtime on, for code that creates arrays."""
+    """:func:`jit` with the Numba runtime on, for code that creates arrays (not inlined
+    unless asked)."""
+    overrides.setdefault("inline", False)
     return jit(func, nrt=True, **overrides)
 
 
@@ -435,7 +429,8 @@ class Unit:
     def compile(self) -> Callable[..., int]:
         """Compile (or load from the cache) and install in the table; the ctypes function."""
         if self._ctypes is None:
-            cf = CFunc(self.py_func, (self.sig.args, self.sig.return_type), {}, dict(OPTIONS))
+            cf = _UnitCFunc(self.py_func, (self.sig.args, self.sig.return_type), {},
+                            dict(OPTIONS))
             cf._cache = EngineCache(self.py_func)
             cf.compile()
             self._cfunc = cf
@@ -458,6 +453,48 @@ class Unit:
         if len(args) != self.nargs:
             raise TypeError(f"{self.name} takes {self.nargs} arguments, not {len(args)}")
         return self.compile()(*args)
+
+
+class _UnitCompiler(_CFuncCompiler):
+    """Numba's C-callback compiler, but the function is marked ``alwaysinline`` and no C
+    wrapper is made (``_UnitCFunc`` adds its own)."""
+
+    def _customize_flags(self, flags: Any) -> Any:
+        flags = super()._customize_flags(flags)
+        flags.no_cfunc_wrapper = True
+        flags.forceinline = True
+        return flags
+
+
+class _UnitCFunc(CFunc):
+    """A unit's C function. Numba's own C wrapper calls the compiled function through a call
+    marked ``noinline``: a second call (status word, return slot, spilled registers) inside
+    every unit call. This wrapper is the same C function with the call inlined."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        c = self._compiler
+        self._compiler = _UnitCompiler(c.py_func, c.targetdescr, c.targetoptions, c.locals,
+                                       pipeline_class=c.pipeline_class)
+
+    def _compile_uncached(self) -> Any:
+        cres = super()._compile_uncached()
+        context, fndesc = cres.target_context, cres.fndesc
+        module = context.create_module("unit_wrapper")
+        callee = ir.Function(module, context.call_conv.get_function_type(
+            fndesc.restype, fndesc.argtypes), fndesc.llvm_func_name)
+        wrapper = ir.Function(module, ir.FunctionType(
+            context.get_value_type(fndesc.restype),
+            [context.get_value_type(t) for t in fndesc.argtypes]),
+            fndesc.llvm_cfunc_wrapper_name)
+        builder = ir.IRBuilder(wrapper.append_basic_block("entry"))
+        status, out = context.call_conv.call_function(builder, callee, fndesc.restype,
+                                                      fndesc.argtypes, wrapper.args)
+        with builder.if_then(status.is_error, likely=False):   # engine code never raises
+            builder.ret(context.get_constant(fndesc.restype, 0))
+        builder.ret(out)
+        cres.library.add_ir_module(module)
+        return cres
 
 
 def _register_unit_call(u: Unit) -> None:

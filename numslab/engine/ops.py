@@ -6,8 +6,8 @@ from __future__ import annotations
 from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL,
                      SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
-from .bulk import (_batch_fail, _check_objects, alloc_bulk_slab, alloc_new_slabs,
-                   alloc_partial_slabs, check_batch, free_bulk_raw)
+from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
+                   _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
 from .checks import E_LARGE, _live_set, _locate
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
@@ -35,7 +35,7 @@ def kmem_cache_alloc_node(st, cache, cpu, node, gfp):
     return _slab_alloc(st, cache, cpu, node, gfp)
 
 
-@jit
+@jit(inline=True)
 def _slab_free_one(st, cache, cpu, slab, addr):
     """``slab_free`` of a checked object: a local-node object goes to the sheaves if the
     cache has them, else (or if they are full) to the CPU slab layer."""
@@ -78,17 +78,17 @@ def kfree(st, cpu, addr):
 
 
 # ---- bulk ---------------------------------------------------------------------------------------
-@unit
-def kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
+@jit(inline=True)
+def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     """``kmem_cache_alloc_bulk``: the ``nr`` words at ``paddr`` from the sheaves, then the
     CPU slab. Returns ``nr``, or 0 with nothing taken (all or nothing)."""
     p = words_at(paddr)
     i = 0
     if _ca(st, cache, CA_SHEAF_CAPACITY):
         i = _alloc_from_pcs_bulk(st, cache, cpu, nr, p, 0)
-    if i < nr and alloc_bulk_slab(st, cache, cpu, gfp, nr - i, paddr + 8 * i) == 0:
+    if i < nr and _alloc_bulk_slab(st, cache, cpu, gfp, nr - i, paddr + 8 * i) == 0:
         if i:
-            free_bulk_raw(st, cache, cpu, i, paddr)
+            _free_bulk_raw(st, cache, cpu, i, paddr)
         return 0
     if gfp & __GFP_ZERO:
         size = _ca(st, cache, CA_OBJECT_SIZE)
@@ -100,22 +100,22 @@ def kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     return nr
 
 
-@unit
-def kmem_cache_free_bulk(st, cache, cpu, nr, paddr):
+@jit(inline=True)
+def _kmem_cache_free_bulk(st, cache, cpu, nr, paddr):
     """``kmem_cache_free_bulk`` (``cache`` NIL: ``kfree_bulk``): check every element as a
     single free would, then free through the sheaves or detached freelists. 0, or the first
     bad element's error code (index in G_ERR2) with nothing freed. The array is permuted."""
-    err = check_batch(st, cache, nr, paddr)
+    err = _check_batch(st, cache, nr, paddr)
     if err:
         return err
     if cache != NIL and _ca(st, cache, CA_SHEAF_CAPACITY):
         _free_to_pcs_bulk(st, cache, cpu, nr, words_at(paddr))
     else:
-        free_bulk_raw(st, cache, cpu, nr, paddr)
+        _free_bulk_raw(st, cache, cpu, nr, paddr)
     return 0
 
 
-@jit
+@jit(inline=True)
 def _alloc_bulk_fast(st, cache, cpu, gfp, nr, p):
     """``kmem_cache_alloc_bulk``'s common case on a cache with sheaves: the CPU's main sheaf
     holds ``nr`` objects. Take them (``alloc_from_pcs_bulk`` in one batch) and hand them
@@ -128,7 +128,7 @@ def _alloc_bulk_fast(st, cache, cpu, gfp, nr, p):
     return nr
 
 
-@jit
+@jit(inline=True)
 def _free_bulk_fast(st, cache, cpu, nr, p):
     """``kmem_cache_free_bulk``'s common case on a cache with sheaves on one node: ``nr``
     objects fit in the CPU's main sheaf. Check them all, then put them in (what
@@ -152,7 +152,7 @@ def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     n = _alloc_bulk_fast(st, cache, cpu, gfp, nr, words_at(paddr))
     if n >= 0:
         return n
-    return kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr)
+    return _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr)
 
 
 @unit
@@ -163,7 +163,7 @@ def free_bulk(st, cache, cpu, nr, paddr):
         err = _free_bulk_fast(st, cache, cpu, nr, words_at(paddr))
         if err <= 0:
             return err
-    return kmem_cache_free_bulk(st, cache, cpu, nr, paddr)
+    return _kmem_cache_free_bulk(st, cache, cpu, nr, paddr)
 
 
 # ---- the seed's array API -------------------------------------------------------------------------

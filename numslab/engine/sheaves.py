@@ -27,13 +27,13 @@ KMALLOC_CLASS = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
 
 
 # ---- sheaf memory: kmalloc in the arena ------------------------------------------------------
-@jit
+@jit(inline=True)
 def _w(sheaf, word):
     """Index of int64 ``word`` of the sheaf at address ``sheaf`` in ``st.mem``."""
     return (sheaf >> 3) + word
 
 
-@jit
+@jit(inline=True)
 def _objs_at(st, sheaf):
     """Byte address (in this process) of the sheaf's ``objects[]``, for units taking an
     object array."""
@@ -127,7 +127,7 @@ def sheaf_flush_main(st, cache, cpu):
 
 
 # ---- the barn ---------------------------------------------------------------------------------
-@jit
+@jit(inline=True)
 def _barn(st, cache, cpu):
     """Row of the barn of ``cpu``'s node (``get_barn``) in field ``node``."""
     return _node_row(st, cache, st.cpu_node[cpu])
@@ -226,7 +226,7 @@ def replace_empty_main(st, cache, cpu, gfp):
     return 1
 
 
-@jit
+@jit(inline=True)
 def _alloc_from_pcs(st, cache, cpu, gfp, node):
     """``alloc_from_pcs``: pop the CPU's main sheaf (replacing it if empty); 0 if the
     request wants another node or no sheaf with objects can be had."""
@@ -249,7 +249,7 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
     return obj
 
 
-@jit
+@jit(inline=True)
 def _sheaf_take(st, cache, cpu, sheaf, n, p, at):
     """Pop the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``, their order kept
     (``alloc_from_pcs_bulk``'s memcpy); ALLOC_PCS += n."""
@@ -262,7 +262,7 @@ def _sheaf_take(st, cache, cpu, sheaf, n, p, at):
     _stat(st, cache, cpu, ALLOC_PCS, n)
 
 
-@jit
+@jit(inline=True)
 def _sheaf_put(st, cache, cpu, sheaf, n, p, at):
     """Push ``p[at:at+n]`` on top of ``sheaf``, their order kept (``free_to_pcs_bulk``'s
     memcpy); FREE_PCS += n."""
@@ -355,7 +355,7 @@ def replace_full_main(st, cache, cpu):
     return 1
 
 
-@jit
+@jit(inline=True)
 def _free_to_pcs(st, cache, cpu, obj):
     """``free_to_pcs``: push a local-node object on the CPU's main sheaf. True if done."""
     mem = st.mem

@@ -23,13 +23,13 @@ SHRINK_PROMOTE_MAX = 32
 
 
 # ---- free pointers -------------------------------------------------------------------------
-@jit
+@jit(inline=True)
 def _get_fp(mem, offset, obj):
     """The next-free pointer stored in free object ``obj`` (``get_freepointer``)."""
     return mem[(obj + offset) >> 3]
 
 
-@jit
+@jit(inline=True)
 def _set_fp(mem, offset, obj, nxt):
     """Store ``nxt`` as the next-free pointer of free object ``obj``."""
     mem[(obj + offset) >> 3] = nxt
