@@ -10,6 +10,7 @@ has another signature and is compiled again rather than loaded.
 """
 from __future__ import annotations
 
+import operator
 import threading
 from typing import Any
 
@@ -57,20 +58,25 @@ def unregister(handle: int) -> None:
             _free_slots.append(slot)
 
 
-class SlabHandle:
+class SlabHandle(int):
     """What a jitted function needs to reach one allocator (``SlabAllocator.handle``).
 
-    Pass it into your ``@njit`` function; inside, it is a plain integer. It keeps its
+    Pass it into your ``@njit`` function; inside, it is a plain integer (its value: it is an
+    ``int``, so that compiled code reads it without a Python attribute lookup). It keeps its
     allocator alive while Python holds it."""
 
-    __slots__ = ("value", "_owner")
-
-    def __init__(self, value: int, owner: Any) -> None:
-        self.value = value
+    def __new__(cls, value: int, owner: Any) -> "SlabHandle":
+        self = super().__new__(cls, operator.index(value))     # an integer, not a float
         self._owner = owner
+        return self
+
+    @property
+    def value(self) -> int:
+        """The handle as a plain int: ``(generation << 16) | slot``."""
+        return int(self)
 
     def __repr__(self) -> str:
-        return f"<SlabHandle slot {self.value & 0xFFFF}>"
+        return f"<SlabHandle slot {int(self) & 0xFFFF}>"
 
 
 class SlabHandleType(types.Type):
@@ -99,9 +105,7 @@ class _HandleModel(models.PrimitiveModel):
 
 @unbox(SlabHandleType)
 def _unbox_handle(typ: Any, obj: Any, c: Any) -> NativeValue:
-    value = c.pyapi.object_getattr_string(obj, "value")
-    native = c.pyapi.long_as_longlong(value)
-    c.pyapi.decref(value)
+    native = c.pyapi.long_as_longlong(obj)             # a SlabHandle is an int
     return NativeValue(native, is_error=cgutils.is_not_null(c.builder, c.pyapi.err_occurred()))
 
 

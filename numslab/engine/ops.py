@@ -23,8 +23,8 @@ from .slablists import _get_fp, shrink_node
 
 
 # ---- single objects -----------------------------------------------------------------------------
-@unit
-def kmem_cache_alloc_node(st, cache, cpu, node, gfp):
+@jit(inline=True)
+def _kmem_cache_alloc_node(st, cache, cpu, node, gfp):
     """``kmem_cache_alloc_node``: from the CPU's sheaves when the cache has them, else (or
     if they cannot serve) through the CPU slab. Address or 0."""
     if _ca(st, cache, CA_SHEAF_CAPACITY):
@@ -33,6 +33,12 @@ def kmem_cache_alloc_node(st, cache, cpu, node, gfp):
             _hand_out(st, cache, cpu, obj, gfp)
             return obj
     return _slab_alloc(st, cache, cpu, node, gfp)
+
+
+@unit
+def kmem_cache_alloc_node(st, cache, cpu, node, gfp):
+    """``kmem_cache_alloc_node`` (:func:`_kmem_cache_alloc_node`). Address or 0."""
+    return _kmem_cache_alloc_node(st, cache, cpu, node, gfp)
 
 
 @jit(inline=True)
@@ -219,7 +225,7 @@ def kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, paddr):
         p = words_at(paddr)
         start = i
         while i < nr:
-            obj = kmem_cache_alloc_node(st, cache, cpu, -1, gfp)
+            obj = _kmem_cache_alloc_node(st, cache, cpu, -1, gfp)
             if obj == 0:
                 break
             p[i] = obj
@@ -282,16 +288,26 @@ def cache_release(st, cache, cpu):
 
 
 # ---- typed records ------------------------------------------------------------------------------------
+@jit
+def _first_not_live(st, cache, n, a):
+    """Index of the first of the ``n`` addresses of Words ``a`` that is not a live object of
+    ``cache``, or -1."""
+    for i in range(n):
+        err, _ = _locate(st, a[i], cache)
+        if err:
+            return i
+    return -1
+
+
 @unit
 def gather(st, cache, n, itemsize, outaddr, addrs):
     """Copy the record (``itemsize`` bytes) at each of the ``n`` addresses at ``addrs`` into
     row i of the records at ``outaddr``: -1, or the index of the first address that is not
     a live object of ``cache`` (nothing is copied then)."""
     a = words_at(addrs)
-    for i in range(n):
-        err, _ = _locate(st, a[i], cache)
-        if err:
-            return i
+    bad = _first_not_live(st, cache, n, a)
+    if bad >= 0:
+        return bad
     out = words_at(outaddr)
     mem = st.mem
     for i in range(n):
@@ -305,10 +321,9 @@ def scatter(st, cache, n, itemsize, one, rowsaddr, addrs):
     at the i-th of the ``n`` addresses at ``addrs``, after checking every address; -1 or the
     first bad index."""
     a = words_at(addrs)
-    for i in range(n):
-        err, _ = _locate(st, a[i], cache)
-        if err:
-            return i
+    bad = _first_not_live(st, cache, n, a)
+    if bad >= 0:
+        return bad
     rows = words_at(rowsaddr)
     mem = st.mem
     for i in range(n):
