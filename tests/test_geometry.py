@@ -10,7 +10,7 @@ import pytest
 import numslab
 from numslab import flags as F
 from numslab.geometry import (calculate_geometry, calculate_order, get_order,
-                              kmalloc_cache_size)
+                              KMALLOC_SIZES, kmalloc_cache_size)
 
 DATA = Path(__file__).parent / "data" / "kernel_slab.csv"
 # Caches that pass kmem_cache_args.freeptr_offset in 6.18 (fs/file_table.c, mm/vma_init.c);
@@ -120,6 +120,14 @@ def test_kmalloc_size_classes():
     assert [kmalloc_cache_size(s) for s in (1, 8, 9, 64, 65, 96, 97, 128, 129, 192, 193,
                                             257, 4097, 8192)] == \
         [8, 8, 16, 64, 96, 96, 128, 128, 192, 192, 256, 512, 8192, 8192]
+
+
+def test_kmalloc_index_table_follows_the_size_rule():
+    # the facade's and the gate's lookup table: every size 1..8192 to its class
+    from numslab.engine.kmalloc import kmalloc_index_table
+    table = kmalloc_index_table()
+    assert len(table) == 8193
+    assert all(KMALLOC_SIZES[table[s]] == kmalloc_cache_size(s) for s in range(1, 8193))
 
 
 @pytest.mark.parametrize("bad", [0, -8, 5 << 20, 3.5, "64"])

@@ -2,8 +2,12 @@
 SLUB caches, and large requests served straight from the page allocator, as in the kernel."""
 from __future__ import annotations
 
+import functools
+
+import numpy as np
+
 from ..flags import __GFP_THISNODE, __GFP_ZERO
-from ..geometry import KMALLOC_SIZES, PAGE_SIZE, kmalloc_cache_size
+from ..geometry import KMALLOC_SIZES, PAGE_SIZE
 from .cpucache import _slab_alloc
 from .layout import NIL, PG_LARGE
 from .native import unit, zero_bytes
@@ -23,13 +27,13 @@ def kmalloc(st, cache, cpu, node, gfp, size, order):
     return addr
 
 
-def kmalloc_index_table() -> list[int]:
-    """For every request size 0..8192, the index into KMALLOC_SIZES serving it (0 maps to
-    the 8-byte class but kmalloc(0) never reaches it)."""
-    table = [0] * (2 * PAGE_SIZE + 1)
-    for size in range(1, 2 * PAGE_SIZE + 1):
-        table[size] = KMALLOC_SIZES.index(kmalloc_cache_size(size))
-    return table
+@functools.cache
+def kmalloc_index_table() -> tuple[int, ...]:
+    """For every request size 0..8192, the index into KMALLOC_SIZES serving it: the smallest
+    class at least that size, which is ``kmalloc_cache_size``'s rule (0 maps to the 8-byte
+    class but kmalloc(0) never reaches it). Computed once (it is read at import)."""
+    sizes = np.arange(2 * PAGE_SIZE + 1)
+    return tuple(np.searchsorted(np.asarray(KMALLOC_SIZES), sizes, side="left").tolist())
 
 
 def kmalloc_cache_name(size: int) -> str:
