@@ -26,6 +26,7 @@ __GFP_NOMEMALLOC = 0x80000
 __GFP_HARDWALL = 0x100000
 __GFP_THISNODE = 0x200000
 __GFP_ACCOUNT = 0x400000
+__GFP_NO_OBJ_EXT = 0x8000000     #: 7.0: no sheaf may be allocated for this allocation
 
 __GFP_RECLAIM = __GFP_DIRECT_RECLAIM | __GFP_KSWAPD_RECLAIM
 GFP_ATOMIC = __GFP_HIGH | __GFP_KSWAPD_RECLAIM
@@ -99,6 +100,32 @@ STAT_NAMES = (
  SHEAF_RETURN_FAST, SHEAF_RETURN_SLOW, ALLOC_REMOTE_PARTIAL, ALLOC_ARRAY_LOCAL,
  ALLOC_ARRAY_PARTIAL, ALLOC_ARRAY_NEW, ALLOC_ARRAY_FULL_COUNT) = range(len(STAT_NAMES))
 NR_STATS = len(STAT_NAMES)
+
+#: The counters a 6.18 kernel shows (its enum stat_item, in order): the engine's items less
+#: numslab's own.
+STAT_NAMES_6_18 = STAT_NAMES[:ALLOC_REMOTE_PARTIAL]
+#: Linux 7.0's enum stat_item, in order (26 items: no CPU slab, CPU freelist or CPU partial
+#: list to count), each with the engine items it sums. Under 7.0 the engine counts an
+#: allocation or free served by the sheaves as ALLOC_PCS/FREE_PCS, which 7.0 calls the fast
+#: path; ALLOC_FASTPATH/FREE_FASTPATH (the CPU freelist) never move there.
+STAT_ITEMS_7_0 = (
+    ("alloc_fastpath", (ALLOC_PCS, ALLOC_FASTPATH)), ("alloc_slowpath", (ALLOC_SLOWPATH,)),
+    ("free_rcu_sheaf", (FREE_RCU_SHEAF,)), ("free_rcu_sheaf_fail", (FREE_RCU_SHEAF_FAIL,)),
+    ("free_fastpath", (FREE_PCS, FREE_FASTPATH)), ("free_slowpath", (FREE_SLOWPATH,)),
+    ("free_add_partial", (FREE_ADD_PARTIAL,)), ("free_remove_partial", (FREE_REMOVE_PARTIAL,)),
+    ("alloc_slab", (ALLOC_SLAB,)), ("alloc_node_mismatch", (ALLOC_NODE_MISMATCH,)),
+    ("free_slab", (FREE_SLAB,)), ("order_fallback", (ORDER_FALLBACK,)),
+    ("cmpxchg_double_fail", (CMPXCHG_DOUBLE_FAIL,)), ("sheaf_flush", (SHEAF_FLUSH,)),
+    ("sheaf_refill", (SHEAF_REFILL,)), ("sheaf_alloc", (SHEAF_ALLOC,)),
+    ("sheaf_free", (SHEAF_FREE,)), ("barn_get", (BARN_GET,)), ("barn_get_fail", (BARN_GET_FAIL,)),
+    ("barn_put", (BARN_PUT,)), ("barn_put_fail", (BARN_PUT_FAIL,)),
+    ("sheaf_prefill_fast", (SHEAF_PREFILL_FAST,)), ("sheaf_prefill_slow", (SHEAF_PREFILL_SLOW,)),
+    ("sheaf_prefill_oversize", (SHEAF_PREFILL_OVERSIZE,)),
+    ("sheaf_return_fast", (SHEAF_RETURN_FAST,)), ("sheaf_return_slow", (SHEAF_RETURN_SLOW,)),
+)
+STAT_NAMES_7_0 = tuple(name for name, _ in STAT_ITEMS_7_0)
+#: numslab's own counters, after the kernel's in ``KmemCache.stats`` on both generations.
+STAT_NAMES_NUMSLAB = STAT_NAMES[ALLOC_REMOTE_PARTIAL:]
 
 #: Everything above, ``__GFP_*`` included (``import *`` would skip the underscored names).
 __all__ = [n for n in dir() if n.isupper() and (n[0].isalpha() or n.startswith("__GFP_"))]

@@ -173,3 +173,24 @@ def kmalloc_cache_size(size: int) -> int:
             if size <= s:
                 return s
     return 1 << (size - 1).bit_length()
+
+
+SHEAF_HEADER_BYTES = 32        #: sizeof(struct slab_sheaf) before objects[] on 64-bit
+
+
+def calculate_sheaf_capacity(size: int, wanted: int = 0) -> int:
+    """``calculate_sheaf_capacity`` (Linux 7.0): objects per per-CPU sheaf for objects of
+    ``size`` bytes (``s->size``): 4 from a page up, 12 from 1 KiB, 26 from 256 bytes, else
+    60, rounded up so that the sheaf fills the kmalloc size class it is allocated from,
+    then at least ``wanted`` (the cache's ``sheaf_capacity`` argument, taken as given).
+    (Debug caches get no sheaves; the caller decides that.)"""
+    if size >= PAGE_SIZE:
+        capacity = 4
+    elif size >= 1024:
+        capacity = 12
+    elif size >= 256:
+        capacity = 26
+    else:
+        capacity = 60
+    nbytes = kmalloc_cache_size(SHEAF_HEADER_BYTES + 8 * capacity)   # kmalloc_size_roundup
+    return max((nbytes - SHEAF_HEADER_BYTES) // 8, wanted)

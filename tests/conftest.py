@@ -10,20 +10,38 @@ import numslab
 from numslab.engine.layout import F_G, F_SCRATCH, G_ERR0, G_ERR2, H_MEM, view
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run a test using the ``kernel`` fixture on every SLUB generation of its module's
+    ``KERNELS``: ``("7.0", "6.18")`` where the behaviour is shared, the default ``("6.18",)``
+    for the 6.18 rules (CPU slabs, CPU partial lists, opt-in sheaves) and ``("7.0",)`` for
+    7.0's own."""
+    if "kernel" in metafunc.fixturenames:
+        metafunc.parametrize("kernel", getattr(metafunc.module, "KERNELS", ("6.18",)))
+
+
 @pytest.fixture
-def sa():
+def sa(kernel):
     """A 2-CPU, 1-node allocator with 64 MiB; validated when the test ends."""
-    a = numslab.SlabAllocator(nr_cpus=2, nr_nodes=1, memory="64M")
+    a = numslab.SlabAllocator(nr_cpus=2, nr_nodes=1, memory="64M", kernel=kernel)
     yield a
     a.validate()
 
 
 @pytest.fixture
-def sa2():
+def sa2(kernel):
     """A 4-CPU, 2-node allocator with 16 MiB per node; validated when the test ends."""
-    a = numslab.SlabAllocator(nr_cpus=4, nr_nodes=2, memory="16M")
+    a = numslab.SlabAllocator(nr_cpus=4, nr_nodes=2, memory="16M", kernel=kernel)
     yield a
     a.validate()
+
+
+def sheaf_counts(c: numslab.KmemCache) -> tuple[int, int]:
+    """(allocations, frees) the CPUs' sheaves served for cache ``c``: 7.0 counts them as its
+    fast paths, 6.18 as ``alloc_cpu_sheaf``/``free_cpu_sheaf``."""
+    st = c.stats
+    if c._sa.kernel == "7.0":
+        return st["alloc_fastpath"], st["free_fastpath"]
+    return st["alloc_cpu_sheaf"], st["free_cpu_sheaf"]
 
 
 def snapshot(a: numslab.SlabAllocator) -> tuple[np.ndarray, np.ndarray]:

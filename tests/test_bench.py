@@ -17,6 +17,9 @@ import numslab
 from numslab.tools import bench, coldstart
 from numslab.flags import GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT
 
+from conftest import sheaf_counts
+
+KERNELS = ("7.0", "6.18")       #: the benchmark loops run on both generations
 SENTINEL = -7
 PEERS = (bench.DequePool, bench.NumpyStack, bench.JitStack)
 
@@ -252,29 +255,30 @@ def test_jit_stack_loops_leave_every_index_free(loop, bulk):
 
 
 # ---- numslab's benchmark kernels: nothing leaks ------------------------------------------------
-KERNELS = [("bulk", False), ("sheaves", True), ("single", False)] + \
-          [(m, False) for m in bench.ARRAY_MODES]
+LOOPS = [("bulk", False), ("sheaves", True), ("single", False)] + \
+        [(m, False) for m in bench.ARRAY_MODES]
 
 
-@pytest.mark.parametrize("kernel,sheaves", KERNELS, ids=[k for k, _ in KERNELS])
+@pytest.mark.parametrize("loop,sheaves", LOOPS, ids=[k for k, _ in LOOPS])
 @pytest.mark.parametrize("bulk", [1, 16, 250])
-def test_slab_kernel_frees_everything_it_allocates(kernel, sheaves, bulk):
-    sa, c = bench.new_bench_cache(memory="16M", sheaves=sheaves)
+def test_slab_kernel_frees_everything_it_allocates(loop, sheaves, bulk, kernel):
+    sa, c = bench.new_bench_cache(memory="16M", sheaves=sheaves, kernel=kernel)
     assert (c.object_size, c.objs_per_slab) == (bench.OBJECT_SIZE, 16)
     out = np.zeros(bulk, np.int64)
     h, cid = sa.handle, c.id
-    if kernel in ("bulk", "sheaves"):
+    if loop in ("bulk", "sheaves"):
         bench.slab_loop_bulk(h, cid, bulk, 3, out)
-    elif kernel == "single":
+    elif loop == "single":
         bench.slab_loop_single(h, cid, bulk, 3, out)
     else:
-        flags = bench.ARRAY_MODES[kernel] | SLAB_ARRAY_ALLOC_FULL_COUNT
+        flags = bench.ARRAY_MODES[loop] | SLAB_ARRAY_ALLOC_FULL_COUNT
         bench.slab_loop_array(h, cid, bulk, 3, out, flags)
     # the last round's objects were real, distinct and aligned to the 256-byte slots
     assert len(set(out.tolist())) == bulk and (out > 0).all()
     assert (out % bench.OBJECT_SIZE == 0).all()
     assert c.live_objects == 0
-    assert (c.stats["alloc_cpu_sheaf"] > 0) == sheaves
+    if loop in ("bulk", "sheaves", "single"):       # the array modes count their own items
+        assert (sheaf_counts(c)[0] > 0) == (sheaves or kernel == "7.0")   # 7.0: every cache
     sa.check_invariants()
     sa.validate(c)
 
@@ -293,15 +297,15 @@ def test_array_modes_with_full_count_fill_the_batch(mode, bulk):
     sa.validate()
 
 
-def test_new_bench_cache_sheaves_serve_the_largest_bulk():
-    sa, c = bench.new_bench_cache(nr_cpus=2, memory="16M", sheaves=True)
+def test_new_bench_cache_sheaves_serve_the_largest_bulk(kernel):
+    sa, c = bench.new_bench_cache(nr_cpus=2, memory="16M", sheaves=True, kernel=kernel)
     assert sa.nr_cpus == 2 and c.name == "slab_bench_test"
     assert bench.SHEAF_CAPACITY >= max(bench.BULK_SIZES)
     out = np.zeros(max(bench.BULK_SIZES), np.int64)
     bench.slab_loop_bulk(sa.handle, c.id, len(out), 2, out)
     # the second round is served from the CPU's sheaf and freed back into it
-    assert c.stats["alloc_cpu_sheaf"] >= len(out)
-    assert c.stats["free_cpu_sheaf"] == 2 * len(out)
+    assert sheaf_counts(c)[0] >= len(out)
+    assert sheaf_counts(c)[1] == 2 * len(out)
     assert c.live_objects == 0
     sa.validate()
 
@@ -380,8 +384,9 @@ def test_bulk_table_shape(impls, inside_jit):
 @pytest.mark.parametrize("inside_jit", [False, True], ids=["python", "jit"])
 @pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])
 @pytest.mark.parametrize("mode,slabs", [("new", 1), ("new", 2), ("partial", 1), ("partial", 2)])
-def test_array_stream(mode, slabs, cold, inside_jit):
-    stream = bench.array_stream(mode, slabs, 2, inside_jit=inside_jit, memory="8M", cold=cold)
+def test_array_stream(mode, slabs, cold, inside_jit, kernel):
+    stream = bench.array_stream(mode, slabs, 2, inside_jit=inside_jit, memory="8M", cold=cold,
+                                kernel=kernel)
     sa, c = cell(stream, "sa"), cell(stream, "c")
     per = c.objs_per_slab
     assert cell(stream, "n") == (slabs * per if mode == "new" else slabs * (per - 1))
@@ -535,12 +540,12 @@ def test_ring_single_pair_matches_a_fifo_oracle(cap, live, rounds):
 
 
 @pytest.mark.parametrize("sheaf_capacity", [0, bench.SINGLE_SHEAF_CAPACITY])
-def test_slab_single_pair_matches_the_facade_and_frees_everything(sheaf_capacity):
+def test_slab_single_pair_matches_the_facade_and_frees_everything(sheaf_capacity, kernel):
     """The jitted loop allocates exactly what the same rounds through the facade allocate
     (the same engine), writes its words, and leaves nothing live."""
     rounds = 400
-    sa, c = bench.new_bench_cache(memory="8M", sheaf_capacity=sheaf_capacity)
-    ref, rc = bench.new_bench_cache(memory="8M", sheaf_capacity=sheaf_capacity)
+    sa, c = bench.new_bench_cache(memory="8M", sheaf_capacity=sheaf_capacity, kernel=kernel)
+    ref, rc = bench.new_bench_cache(memory="8M", sheaf_capacity=sheaf_capacity, kernel=kernel)
     got = bench.slab_single_pair(sa.handle, c.id, bench.SINGLE_LIVE, rounds, bench.SINGLE_SEED)
     held = [ref.kmem_cache_alloc(rc, GFP_ATOMIC) for _ in range(bench.SINGLE_LIVE)]
     word = list(range(bench.SINGLE_LIVE))           # the word each slot's object holds
@@ -556,7 +561,7 @@ def test_slab_single_pair_matches_the_facade_and_frees_everything(sheaf_capacity
     assert sa.memory.view(np.int64)[slots >> 3].tolist() == word
     assert len(set(held)) == bench.SINGLE_LIVE
     assert c.live_objects == 0
-    assert (c.stats["alloc_cpu_sheaf"] > 0) == bool(sheaf_capacity)
+    assert (sheaf_counts(c)[0] > 0) == (bool(sheaf_capacity) or kernel == "7.0")
     sa.validate()
     for a in held:
         ref.kmem_cache_free(rc, a)
@@ -564,10 +569,10 @@ def test_slab_single_pair_matches_the_facade_and_frees_everything(sheaf_capacity
 
 
 @pytest.mark.parametrize("impl", bench.SINGLE_IMPLS)
-def test_make_single_pair_runs_again_and_again(impl):
-    run = bench.make_single_pair(impl)
+def test_make_single_pair_runs_again_and_again(impl, kernel):
+    run = bench.make_single_pair(impl, kernel=kernel)
     first, again = run(300), run(300)
-    assert first == bench.make_single_pair(impl)(300) != 0   # the same from the same state
+    assert first == bench.make_single_pair(impl, kernel=kernel)(300) != 0   # same state
     assert again != 0
     if impl == "fifo-ring":
         assert first == again                        # the ring starts afresh on every run
@@ -577,8 +582,9 @@ def test_make_single_pair_runs_again_and_again(impl):
         c = sa.find_cache("slab_bench_test")
         assert c.id == cell(run, "cid") and c.live_objects == 0
         assert (c.object_size, c.align) == (bench.OBJECT_SIZE, 64)
+        default = 28 if kernel == "7.0" else 0      # 7.0's calculate_sheaf_capacity(256)
         assert sa.state.ca[c.id, numslab.engine.layout.CA_SHEAF_CAPACITY] == (
-            bench.SINGLE_SHEAF_CAPACITY if impl == "slab-sheaves" else 0)
+            max(bench.SINGLE_SHEAF_CAPACITY, default) if impl == "slab-sheaves" else default)
         sa.validate()
 
 
@@ -596,11 +602,12 @@ def test_single_pair_table_shape():
 
 # ---- the cost of one call from Python ---------------------------------------------------------
 @pytest.mark.parametrize("impl", bench.CALL_IMPLS)
-def test_make_calls_serves_every_call_from_the_sheaf(impl):
+def test_make_calls_serves_every_call_from_the_sheaf(impl, kernel):
     bulk, calls = 4, 6
-    alloc_all, free_all, sa, c, rows = bench.make_calls(impl, bulk, calls)
+    alloc_all, free_all, sa, c, rows = bench.make_calls(impl, bulk, calls, kernel)
     assert c.live_objects == 0
     before = c.stats
+    fast_before = sheaf_counts(c)
     alloc_all()
     taken = np.concatenate(rows)
     assert (taken > 0).all() and len(np.unique(taken)) == bulk * calls
@@ -609,8 +616,9 @@ def test_make_calls_serves_every_call_from_the_sheaf(impl):
     free_all()
     after = c.stats
     assert c.live_objects == 0
-    assert after["alloc_cpu_sheaf"] - before["alloc_cpu_sheaf"] == bulk * calls
-    assert after["free_cpu_sheaf"] - before["free_cpu_sheaf"] == bulk * calls
+    fast = sheaf_counts(c)
+    assert fast[0] - fast_before[0] == bulk * calls
+    assert fast[1] - fast_before[1] == bulk * calls
     assert after["alloc_slowpath"] == before["alloc_slowpath"]
     sa.validate()
 

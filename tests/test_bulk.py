@@ -208,7 +208,7 @@ def test_free_bulk_negative_count_on_the_cached_array_is_refused():
     244f9ae: ``entry._bad_array`` refuses nr < 0)."""
     code = textwrap.dedent("""
         import numpy as np, numslab
-        sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+        sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="8M")
         c = sa.kmem_cache_create("x", 256)
         out = np.empty(10, np.int64)
         sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, 10, out)
@@ -253,7 +253,7 @@ def intact(sa, c, objs):
 
 
 def test_alloc_bulk_is_all_or_nothing_when_memory_runs_out(caplog):
-    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("x", 256, flags=SLAB_HWCACHE_ALIGN)
     held = fill_memory(sa, c)
     live, pages = c.live_objects, free_total(sa)
@@ -492,7 +492,7 @@ def test_free_bulk_with_a_destroyed_or_foreign_cache_is_refused(sa, cache):
     objs = bulk(sa, cache, 4)
     gone = sa.kmem_cache_create("gone", 64)
     sa.kmem_cache_destroy(gone)
-    other_sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    other_sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
     foreign = other_sa.kmem_cache_create("b256", 256, flags=SLAB_HWCACHE_ALIGN)
     snap = snapshot(sa)
     for c in (gone, foreign):
@@ -781,7 +781,7 @@ def test_array_errors(sa, cache):
 
 
 def test_array_new_when_memory_runs_out_returns_what_it_got():
-    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("x", 256, flags=SLAB_HWCACHE_ALIGN)
     pages = free_total(sa)
     out = np.empty(pages * 16 + 64, np.int64)
@@ -807,7 +807,7 @@ class BatchModel(RuleBasedStateMachine):
                 sheaves=st.sampled_from([0, 0, 4, 13]), cpus=st.integers(1, 3),
                 nodes=st.integers(1, 2))
     def setup(self, size, sheaves, cpus, nodes):
-        self.sa = numslab.SlabAllocator(nr_cpus=max(cpus, nodes), nr_nodes=nodes,
+        self.sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=max(cpus, nodes), nr_nodes=nodes,
                                         memory="8M", seed=5)
         self.c = self.sa.kmem_cache_create("m", size, sheaf_capacity=sheaves)
         self.cap = sheaves

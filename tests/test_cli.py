@@ -91,8 +91,8 @@ def test_main_bench_jit(capsys):
     assert cli.main(["bench", "--sizes", "1", "4", "--where", "jit", "--objects", "64",
                      "--repeat", "1"]) == 0
     tables = parse_tables(capsys.readouterr().out)
-    assert list(tables) == ["inside @njit"]
-    check_table(*tables["inside @njit"], bench.JIT_IMPLS, (1, 4))
+    assert list(tables) == ["inside @njit, kernel 7.0"]          # the default generation
+    check_table(*tables["inside @njit, kernel 7.0"], bench.JIT_IMPLS, (1, 4))
 
 
 def test_main_bench_python(capsys):
@@ -100,8 +100,8 @@ def test_main_bench_python(capsys):
                      "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     tables = parse_tables(out)
-    assert list(tables) == ["called from Python"]
-    check_table(*tables["called from Python"], bench.PY_IMPLS, (3, 2))
+    assert list(tables) == ["called from Python, kernel 7.0"]
+    check_table(*tables["called from Python, kernel 7.0"], bench.PY_IMPLS, (3, 2))
     assert "plot written" not in out
 
 
@@ -155,6 +155,17 @@ def test_format_compile():
     assert cli.format_compile({}, user).startswith("seconds to compile")
 
 
+def test_main_bench_both_kernels(capsys):
+    assert cli.main(["bench", "--sizes", "2", "--where", "jit", "--objects", "32",
+                     "--repeat", "1", "--kernel", "6.18,7.0", "--single"]) == 0
+    out = capsys.readouterr().out
+    tables = parse_tables(out)
+    assert list(tables) == ["inside @njit, kernel 6.18", "inside @njit, kernel 7.0"]
+    for table in tables.values():
+        check_table(*table, bench.JIT_IMPLS, (2,))
+    assert out.count("ns per round of the single") == 2 and ", kernel 6.18" in out
+
+
 def test_main_bench_single_and_calls(capsys):
     assert cli.main(["bench", "--where", "none", "--single", "--calls", "--objects", "256",
                      "--repeat", "1", "--plot", "never.png"]) == 0
@@ -193,7 +204,8 @@ def test_main_bench_plot(tmp_path, capsys):
     assert cli.main(["bench", "--sizes", "1", "2", "--where", "both", "--objects", "32",
                      "--repeat", "1", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
-    assert list(parse_tables(out)) == ["called from Python", "inside @njit"]
+    assert list(parse_tables(out)) == ["called from Python, kernel 7.0",
+                                       "inside @njit, kernel 7.0"]
     assert f"plot written to {png}" in out
     assert png.stat().st_size > 0
     w, h = png_size(png)                                  # one panel per table
@@ -224,7 +236,8 @@ def test_plot_keeps_one_colour_per_implementation(tmp_path):
 @pytest.mark.parametrize("argv", [["frobnicate"], [], ["bench", "--where", "gpu"],
                                   ["bench", "--parts"],
                                   ["bench", "--sizes", "x"], ["bench", "--sizes", "0"],
-                                  ["bench", "--repeat", "0"], ["bench", "--objects", "-4"]])
+                                  ["bench", "--repeat", "0"], ["bench", "--objects", "-4"],
+                                  ["bench", "--kernel", "5.4"], ["bench", "--kernel", ","]])
 def test_main_rejects_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)
@@ -240,7 +253,7 @@ def test_console_script():
                        timeout=300)
     assert p.returncode == 0, p.stderr
     tables = parse_tables(p.stdout)
-    check_table(*tables["inside @njit"], bench.JIT_IMPLS, (2,))
+    check_table(*tables["inside @njit, kernel 7.0"], bench.JIT_IMPLS, (2,))
     bad = subprocess.run(cmd + ["frobnicate"], check=False, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr

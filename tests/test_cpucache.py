@@ -189,7 +189,7 @@ def test_thisnode_allocations_never_go_remote(sa2):
 
 
 def test_order_fallback_when_high_orders_are_fragmented():
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="4M")
     c = sa.kmem_cache_create("big", 2048)
     assert c.order == 3
     pages = []
@@ -204,7 +204,7 @@ def test_order_fallback_when_high_orders_are_fragmented():
 
 
 def test_exhaustion_returns_null_and_keeps_everything(caplog):
-    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("x", 4096)
     got = []
     while (a := sa.kmem_cache_alloc(c)):

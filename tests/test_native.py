@@ -67,7 +67,7 @@ def state(u):
 watched = {"free": ops.kmem_cache_free, "kfree": ops.kfree,
            "free_bulk_unit": ops.free_bulk, "scatter": ops.scatter}
 out = {"before": {k: state(u) for k, u in watched.items()}}
-sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="4M")
 c = sa.kmem_cache_create("c", 64)
 a, b = sa.kmem_cache_alloc(c), sa.kmem_cache_alloc(c)
 p = sa.kmalloc(100)
@@ -150,12 +150,12 @@ def work(sa, c, d):
         stats.live_objects(sa._st, c.id)
         jit_round(sa.handle, c.id, 8)
 
-sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="8M")
 c = sa.kmem_cache_create("c", 64)
 d = sa.kmem_cache_create("d", 96, sheaf_capacity=8)
 work(sa, c, d)
 first = {u.name: (u.address, id(u._cfunc)) for u in native.UNITS if u.address}
-sb = numslab.SlabAllocator(nr_cpus=2, memory="8M")     # a second allocator, a thread
+sb = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="8M")     # a second allocator, a thread
 t = threading.Thread(target=work, args=(sb, sb.kmem_cache_create("c", 64),
                                         sb.kmem_cache_create("d", 96, sheaf_capacity=8)))
 t.start(); t.join()
@@ -576,7 +576,7 @@ def _state_writes(st_addr, v):
 
 
 def test_state_attributes_read_the_state_buffer():
-    sa = numslab.SlabAllocator(nr_cpus=3, nr_nodes=1, memory="4M", max_caches=20)
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=3, nr_nodes=1, memory="4M", max_caches=20)
     r = _state_scalars(sa._st)
     assert r == (sa._st, sa.nr_pages, 1, 3, sa.pages_per_node, 20, sa.memory.ctypes.data,
                  sa.memory.size, view(sa._buf, F_G).ctypes.data,
@@ -584,7 +584,7 @@ def test_state_attributes_read_the_state_buffer():
 
 
 def test_state_stores_are_seen_through_aliases_and_by_python():
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="4M")
     sc = view(sa._buf, F_SCRATCH)
     sc[1] = 10
     last, word = _state_writes(sa._st, 5)

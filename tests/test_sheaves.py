@@ -291,7 +291,7 @@ def test_bulk_free_swaps_spare_and_trades_with_the_barn(sa, sc):
 
 
 def test_bulk_alloc_failure_gives_sheaf_objects_to_the_slabs():
-    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("x", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=8)
     held = []
     out = np.empty(160, np.int64)
@@ -626,7 +626,7 @@ def exhaust(sa, c):
 
 
 def test_prefill_and_refill_when_memory_runs_out():
-    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("x", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=CAP)
     s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, CAP)
     sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s)

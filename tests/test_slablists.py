@@ -30,7 +30,7 @@ def shrink_oracle(partial: np.ndarray) -> list[int]:
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.integers(0, 127), min_size=1, max_size=12), st.randoms(use_true_random=False))
 def test_shrink_orders_partial_list_like_the_kernel(frees, rnd):
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="8M")
     c = sa.kmem_cache_create("s32", 32)                  # 128 objects per slab
     per = c.objs_per_slab
     slabs = [[sa.kmem_cache_alloc(c) for _ in range(per)] for _ in range(len(frees) + 1)]
@@ -50,7 +50,7 @@ def test_shrink_orders_partial_list_like_the_kernel(frees, rnd):
 
 
 def test_shrink_frees_all_empty_slabs_regardless_of_min_partial():
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="8M")
     c = sa.kmem_cache_create("e", 512)
     objs = [sa.kmem_cache_alloc(c) for _ in range(c.objs_per_slab * 3)]
     for a in objs:
@@ -67,7 +67,7 @@ def test_shrink_gives_pages_to_the_calling_cpus_page_lists():
     """``kmem_cache_shrink`` runs on the caller's CPU: the empty slabs it frees from the node
     list go to that CPU's pcp lists; a CPU's own flush uses its own; a third CPU that took
     no part gets nothing."""
-    sa = numslab.SlabAllocator(nr_cpus=3, memory="64M")  # pcp high far above what is freed
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=3, memory="64M")  # pcp high far above what is freed
     c = sa.kmem_cache_create("home", 512)
     objs = [sa.kmem_cache_alloc(c, cpu=1) for _ in range(c.objs_per_slab * 12)]
     for a in objs:
@@ -90,7 +90,7 @@ def test_shrink_gives_pages_to_the_calling_cpus_page_lists():
 
 
 def test_partial_list_reports_fill():
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="8M")
     c = sa.kmem_cache_create("p", 256)
     objs = [sa.kmem_cache_alloc(c) for _ in range(40)]
     sa.kmem_cache_free(c, objs[0])

@@ -10,13 +10,13 @@ REAL = (Path(__file__).parent / "data" / "proc_slabinfo.txt").read_text().splitl
 
 
 def test_slabinfo_header_is_the_kernels():
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="4M")
     ours = sa.slabinfo().splitlines()
     assert ours[:2] == REAL[:2]
 
 
 def test_slabinfo_lines_parse_like_the_kernels():
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="8M")
     c = sa.kmem_cache_create("bio-312", 312, flags=numslab.SLAB_HWCACHE_ALIGN)
     objs = [sa.kmem_cache_alloc(c) for _ in range(30)]
     line = next(l for l in sa.slabinfo().splitlines() if l.startswith("bio-312"))
@@ -33,7 +33,7 @@ def test_slabinfo_lines_parse_like_the_kernels():
 
 
 def test_counters_follow_sysfs_semantics():
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="8M")
     c = sa.kmem_cache_create("k", 64, flags=numslab.SLAB_KMALLOC)
     per = c.objs_per_slab
     objs = [sa.kmem_cache_alloc(c) for _ in range(per * 4)]
@@ -50,7 +50,7 @@ def test_counters_follow_sysfs_semantics():
 
 
 def test_objects_counts_cpu_cached_objects_as_in_use_like_the_kernel():
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="8M")
     c = sa.kmem_cache_create("k", 64)
     a = sa.kmem_cache_alloc(c)
     assert c.live_objects == 1
@@ -60,7 +60,19 @@ def test_objects_counts_cpu_cached_objects_as_in_use_like_the_kernel():
 
 
 def test_stat_names_follow_the_kernel_enum():
-    st = numslab.default_allocator().kmalloc_caches[0].stats
+    st = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M").kmalloc_caches[0].stats
     names = list(st)
     assert names[:4] == ["alloc_cpu_sheaf", "alloc_fastpath", "alloc_slowpath", "free_cpu_sheaf"]
     assert names.index("cpu_partial_drain") == 29 and names.index("sheaf_return_slow") == 42
+
+
+def test_stat_names_of_7_0_are_its_26_items_in_order():
+    # enum stat_item of Linux 7.0 (mm/slub.c), then numslab's own counters
+    names = list(numslab.SlabAllocator(nr_cpus=1, memory="4M").kmalloc_caches[0].stats)
+    kernel = names[:26]
+    assert kernel[:6] == ["alloc_fastpath", "alloc_slowpath", "free_rcu_sheaf",
+                          "free_rcu_sheaf_fail", "free_fastpath", "free_slowpath"]
+    assert kernel[-1] == "sheaf_return_slow" and kernel.index("barn_get") == 17
+    assert not {"alloc_cpu_sheaf", "cpuslab_flush", "cpu_partial_alloc", "free_frozen",
+                "deactivate_full", "alloc_refill"} & set(names)
+    assert names[26:] == list(numslab.flags.STAT_NAMES_NUMSLAB)

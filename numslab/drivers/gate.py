@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..engine import ops
-from ..engine.kmalloc import kmalloc as kmalloc_unit
 from ..engine.kmalloc import kmalloc_index_table
 from ..engine.layout import CA_CTOR, CA_NCOLS, F_CA, F_G, G_NPENDING, view
 from ..engine.native import UNIT_TABLE
@@ -35,7 +34,7 @@ GATED = ("kmem_cache_alloc", "kmem_cache_free", "kmalloc", "kfree", "kmem_cache_
          "kmem_cache_free_bulk", "kfree_bulk", "kmem_cache_alloc_array",
          "kmem_cache_free_array")
 #: The units behind them, in the gate's order.
-UNITS = (ops.kmem_cache_alloc_node, ops.kmem_cache_free, kmalloc_unit, ops.kfree,
+UNITS = (ops.kmem_cache_alloc_node, ops.kmem_cache_free, ops.kmalloc, ops.kfree,
          ops.alloc_bulk, ops.free_bulk, ops.kmem_cache_alloc_array)
 
 

@@ -31,7 +31,6 @@ from ..engine import ops
 from ..engine.checks import (E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB,
                              E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set, _locate,
                              _slab_of)
-from ..engine.kmalloc import kmalloc as kmalloc_unit
 from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
                              CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY, NIL, NR_KMALLOC,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _cpu_row, _geo, _slab_nid,
@@ -254,11 +253,11 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
                 obj = _alloc_fast(st, cache, cpu, gfp)
                 if obj:
                     return obj
-                return kmalloc_unit(st, cache, cpu, -1, gfp, size, 0)
+                return ops.kmalloc(st, cache, cpu, -1, gfp, size, 0)
     order = 0
     while (4096 << order) < size:
         order += 1
-    return kmalloc_unit(st, NIL, cpu, -1, gfp, size, order)
+    return ops.kmalloc(st, NIL, cpu, -1, gfp, size, order)
 
 
 @jit(inline=True)

@@ -6,14 +6,16 @@ always the Words of an int64 array of object addresses."""
 from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
-                     ORDER_FALLBACK)
+                     ALLOC_SLOWPATH, ORDER_FALLBACK)
 from .checks import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _locate
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECTS,
-                     CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, N_PARTIAL_HEAD, NIL,
+                     CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, KERNEL_7_0,
+                     N_PARTIAL_HEAD, NIL,
                      PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _ca, _cpu_row, _node_row,
                      _stat)
 from .native import jit, unit, words_at
+from .nocpu import refill_objects
 from .pages import alloc_pages, free_pages
 from .slablists import _get_fp, _init_slab, _remove_partial, _set_fp
 
@@ -31,7 +33,15 @@ def _head_frame(st, pfn):
 def _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
     """``__kmem_cache_alloc_bulk``: fill the ``nr`` words at ``paddr`` with objects popped
     from the CPU freelist, taking the slow path once whenever it runs dry. Objects are not
-    marked allocated. Returns ``nr``, or 0 after giving back what it took."""
+    marked allocated. Returns ``nr``, or 0 after giving back what it took. Under 7.0 (no CPU
+    freelist): ``refill_objects`` for exactly ``nr`` (ALLOC_SLOWPATH += nr)."""
+    if st.kernel == KERNEL_7_0:
+        got = refill_objects(st, cache, cpu, gfp, nr, nr, paddr)
+        if got < nr:
+            _free_bulk_raw(st, cache, cpu, got, paddr)
+            return 0
+        _stat(st, cache, cpu, ALLOC_SLOWPATH, nr)
+        return nr
     p = words_at(paddr)
     cpt = st.cpu
     fl = _cpu_row(st, cache, cpu) + C_FREELIST

@@ -1,5 +1,6 @@
 """The per-CPU layer (``kmem_cache_cpu``): the lockless fast paths, the ``___slab_alloc``
-slow path, ``deactivate_slab`` and flushing, as in Linux 6.18 ``mm/slub.c``."""
+slow path, ``deactivate_slab`` and flushing, as in Linux 6.18 ``mm/slub.c``; under 7.0 the
+single-object path goes to ``nocpu`` and every free to the slab."""
 from __future__ import annotations
 
 from ..flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISMATCH,
@@ -9,9 +10,10 @@ from ..flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISM
                      FREE_FASTPATH, FREE_SLAB, FREE_SLOWPATH)
 from .checks import _live_clear, _live_set, _live_set_run
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SIZE,
-                     CA_OFFSET, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _ca, _cpu_row,
+                     CA_OFFSET, KERNEL_7_0, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _ca, _cpu_row,
                      _node_row, _slab_nid, _stat)
 from .native import jit, unit, zero_bytes
+from .nocpu import slab_alloc_single
 from .slablists import (_add_partial, _freeze_slab, _get_fp, _set_fp, discard_slab,
                         get_partial, new_slab, put_partials, slab_free)
 
@@ -122,7 +124,10 @@ def slab_alloc_slow(st, cache, cpu, node, gfp):
 @jit(inline=True)
 def _slab_alloc_obj(st, cache, cpu, node, gfp):
     """``__slab_alloc_node`` without hooks: pop the CPU freelist (fast path) or take the
-    slow path. The object is not marked allocated. Returns its address or 0."""
+    slow path; under 7.0 (no CPU freelist) ``___slab_alloc`` straight from the slabs. The
+    object is not marked allocated. Returns its address or 0."""
+    if st.kernel == KERNEL_7_0:
+        return slab_alloc_single(st, cache, cpu, node, gfp)
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     obj = cpt[c + C_FREELIST]
@@ -173,7 +178,8 @@ def _take_back(st, cache, cpu, addr):
 def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
     """``do_slab_free``: a chain ``head..tail`` of ``cnt`` objects of ``slab``, linked
     through their free pointers, goes in front of the CPU freelist if ``slab`` is the CPU
-    slab (``FREE_FASTPATH`` += cnt), else to the slab (``__slab_free``, one slow path)."""
+    slab (``FREE_FASTPATH`` += cnt), else to the slab (``__slab_free``, one slow path; 7.0
+    has no CPU slab, so every chain takes this way)."""
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     if cpt[c + C_SLAB] == slab:
@@ -182,7 +188,8 @@ def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
         _stat(st, cache, cpu, FREE_FASTPATH, cnt)
     else:
         slab_free(st, cache, cpu, slab, head, tail, cnt)
-        _stat(st, cache, cpu, FREE_SLOWPATH, 1)
+        # 6.18 counts each slow-path free once; 7.0 counts its objects (slab_free_bulk)
+        _stat(st, cache, cpu, FREE_SLOWPATH, cnt if st.kernel == KERNEL_7_0 else 1)
 
 
 @jit(inline=True)

@@ -32,8 +32,12 @@ PG_CPU_PARTIAL = 256   #: (slab) on some CPU's partial list
 PG_PCP = 512           #: first page of a free block of order ``pg_order`` on a CPU's pcp list
 
 # ---- scalars (field G) --------------------------------------------------------------------
-(G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_RNG, G_NPENDING,
- G_ERR0, G_ERR1, G_ERR2, G_NSCALARS) = range(11)
+#: ``G_KERNEL`` is the SLUB generation modelled: KERNEL_6_18 (sheaves opt-in, CPU slabs and
+#: CPU partial lists) or KERNEL_7_0 (sheaves for every cache, no ``kmem_cache_cpu``).
+(G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL, G_RNG, G_NPENDING,
+ G_ERR0, G_ERR1, G_ERR2, G_NSCALARS) = range(12)
+KERNEL_6_18, KERNEL_7_0 = 618, 700
+KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0}      #: the generations, by release name
 
 # ---- cache table columns (field CA, shape [max_caches, CA_NCOLS]) -------------------------
 (CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS, CA_ORDER,
@@ -100,7 +104,8 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
 native.FIELD_ATTRS.update({name: H_FIELDS + 2 * f for f, (name, _) in enumerate(FIELDS)})
 native.SCALAR_ATTRS.update({name: (H_FIELDS + 2 * F_G, item) for name, item in (
     ("npages", G_NPAGES), ("nnodes", G_NNODES), ("ncpus", G_NCPUS),
-    ("pages_per_node", G_PAGES_PER_NODE), ("max_caches", G_MAX_CACHES))})
+    ("pages_per_node", G_PAGES_PER_NODE), ("max_caches", G_MAX_CACHES),
+    ("kernel", G_KERNEL))})
 native.ADDRESS_ATTRS["mem"] = H_MEM
 native.HEADER_ATTRS["mem_size"] = H_MEMSIZE
 
@@ -112,9 +117,9 @@ def view(buf: np.ndarray, field: int) -> np.ndarray:
 
 
 def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int,
-              mem_address: int, mem_size: int) -> np.ndarray:
+              mem_address: int, mem_size: int, kernel: int = KERNEL_7_0) -> np.ndarray:
     """Allocate and initialise the state buffer (int64, 1-D) for a fresh machine whose arena
-    of ``mem_size`` bytes is at ``mem_address``."""
+    of ``mem_size`` bytes is at ``mem_address``, modelling SLUB generation ``kernel``."""
     lengths = field_lengths(npages, nnodes, ncpus, max_caches)
     buf = np.zeros(HEADER + sum(lengths), dtype=np.int64)
     buf[H_MAGIC], buf[H_MEM], buf[H_MEMSIZE], buf[H_WORDS] = (MAGIC, mem_address, mem_size,
@@ -128,7 +133,7 @@ def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int,
         off += n
     g = view(buf, F_G)
     g[G_NPAGES], g[G_NNODES], g[G_NCPUS] = npages, nnodes, ncpus
-    g[G_PAGES_PER_NODE], g[G_MAX_CACHES] = npages // nnodes, max_caches
+    g[G_PAGES_PER_NODE], g[G_MAX_CACHES], g[G_KERNEL] = npages // nnodes, max_caches, kernel
     g[G_RNG] = (seed * 0x9E3779B97F4A7C15 + 0x2545F4914F6CDD1D) & 0x7FFFFFFFFFFFFFFF or 1
     view(buf, F_BUDDY)[B_HEAD::B_NCOLS] = NIL          # every free area starts empty
     cpu_node = view(buf, F_CPU_NODE)

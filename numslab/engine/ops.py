@@ -15,6 +15,7 @@ from .layout import (C_FREELIST, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS,
                      CA_OFFSET, CA_SHEAF_CAPACITY, NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _ca,
                      _cpu_row, _slab_nid, _stat)
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
+from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
 from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _free_empty_sheaf, _free_to_pcs,
                       _free_to_pcs_bulk, _sheaf_put, _sheaf_take, _w, barn_shrink,
@@ -33,6 +34,15 @@ def _kmem_cache_alloc_node(st, cache, cpu, node, gfp):
             _hand_out(st, cache, cpu, obj, gfp)
             return obj
     return _slab_alloc(st, cache, cpu, node, gfp)
+
+
+@unit
+def kmalloc(st, cache, cpu, node, gfp, size, order):
+    """``kmalloc``: from kmalloc cache ``cache`` as ``kmem_cache_alloc_node`` (its sheaves
+    first under 7.0), or (``cache`` NIL) a large block of ``order`` pages. Address or 0."""
+    if cache != NIL:
+        return _kmem_cache_alloc_node(st, cache, cpu, node, gfp)
+    return kmalloc_large(st, NIL, cpu, node, gfp, size, order)
 
 
 @unit

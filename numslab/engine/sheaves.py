@@ -1,5 +1,6 @@
-"""Per-CPU sheaves (Linux 6.18): arrays of object pointers in front of the CPU slab, a
-``main`` and a ``spare`` per CPU, and a barn of full and empty sheaves per node.
+"""Per-CPU sheaves: arrays of object pointers, a ``main`` and a ``spare`` per CPU, and a barn
+of full and empty sheaves per node; in front of the CPU slab (6.18, opt-in) or of the slabs
+themselves (7.0, every cache).
 
 A sheaf is a kmalloc'ed object in the arena, as in the kernel: int64 words ``SH_NEXT``
 (barn or user list link), ``SH_CAPACITY``, ``SH_CACHE``, ``SH_SIZE``, then ``objects[]``.
@@ -7,19 +8,22 @@ Objects in sheaves are allocated from their slabs but not handed out (live bit c
 """
 from __future__ import annotations
 
-from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_ZERO, ALLOC_PCS, BARN_GET, BARN_GET_FAIL,
+from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_ZERO, ALLOC_NODE_MISMATCH,
+                     ALLOC_PCS, SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL,
                      BARN_PUT, BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE,
                      SHEAF_PREFILL_FAST, SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW,
                      SHEAF_REFILL, SHEAF_RETURN_FAST, SHEAF_RETURN_SLOW)
 from .bulk import alloc_bulk_slab, free_bulk_raw
 from .checks import E_LARGE, _locate
-from .cpucache import _do_slab_free
+from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .kmalloc import kmalloc
-from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, MAX_FULL_SHEAVES,
+from .layout import (C_MAIN, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
+                     MAX_FULL_SHEAVES,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC, PG_LARGE,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, CA_NCOLS,
                      _ca, _cpu_row, _node_row, _slab_nid, _stat)
 from .native import address, jit, unit
+from .nocpu import refill_objects
 from .pages import free_block_checked
 
 PCS_BATCH_MAX = 32
@@ -42,12 +46,19 @@ def _objs_at(st, sheaf):
 
 @unit
 def kmalloc_internal(st, cpu, size, gfp):
-    """kmalloc from inside a kernel (sizes up to 4 MiB); address or 0."""
+    """kmalloc from inside a kernel (sizes up to 4 MiB); address or 0. A kmalloc cache with
+    sheaves (7.0) serves it from them first, with __GFP_NO_OBJ_EXT (no new sheaf)."""
     if size <= 8192:
         km = st.kmalloc
         for i in range(NR_KMALLOC):
             if size <= KMALLOC_CLASS[i]:
-                return kmalloc(st, km[i], cpu, -1, gfp, size, 0)
+                cache = km[i]
+                if _ca(st, cache, CA_SHEAF_CAPACITY):
+                    obj = _alloc_from_pcs(st, cache, cpu, gfp | __GFP_NO_OBJ_EXT, -1)
+                    if obj:
+                        _hand_out(st, cache, cpu, obj, gfp)
+                        return obj
+                return kmalloc(st, cache, cpu, -1, gfp, size, 0)
     order = 0
     while (4096 << order) < size:
         order += 1
@@ -61,13 +72,23 @@ def kfree_internal(st, cpu, addr):
     if err == E_LARGE:
         free_block_checked(st, cpu, addr, -1, PG_LARGE)
     elif err == 0:
-        _do_slab_free(st, st.sl_cache[slab], cpu, slab, addr)
+        cache = st.sl_cache[slab]
+        _take_back(st, cache, cpu, addr)
+        if not (_ca(st, cache, CA_SHEAF_CAPACITY) and _slab_nid(st, slab) == st.cpu_node[cpu]
+                and _free_to_pcs(st, cache, cpu, addr)):
+            _do_slab_free_chain(st, cache, cpu, slab, addr, addr, 1)
     return 0
 
 
 @jit
 def _alloc_empty_sheaf(st, cache, cpu, capacity, gfp):
-    """``alloc_empty_sheaf``: kzalloc a sheaf for ``capacity`` objects; address or 0."""
+    """``alloc_empty_sheaf``: kzalloc a sheaf for ``capacity`` objects; address or 0. Not
+    under __GFP_NO_OBJ_EXT, and a kmalloc cache's own sheaf is kmalloc'ed with that flag
+    (no recursion to the same cache)."""
+    if gfp & __GFP_NO_OBJ_EXT:
+        return 0
+    if _ca(st, cache, CA_FLAGS) & SLAB_KMALLOC:
+        gfp |= __GFP_NO_OBJ_EXT
     sheaf = kmalloc_internal(st, cpu, SHEAF_HEADER + 8 * capacity, gfp | __GFP_ZERO)
     if sheaf:
         mem = st.mem
@@ -92,6 +113,12 @@ def refill_sheaf(st, cache, cpu, sheaf, gfp):
     to_fill = _ca(st, cache, CA_SHEAF_CAPACITY) - size
     if to_fill <= 0:
         return 0
+    if st.kernel == KERNEL_7_0:                # refill_objects: what it got stays
+        filled = refill_objects(st, cache, cpu, gfp, to_fill, to_fill,
+                                _objs_at(st, sheaf) + 8 * size)
+        mem[_w(sheaf, SH_SIZE)] = size + filled
+        _stat(st, cache, cpu, SHEAF_REFILL, filled)
+        return 0 if filled == to_fill else -1
     filled = alloc_bulk_slab(st, cache, cpu, gfp, to_fill, _objs_at(st, sheaf) + 8 * size)
     mem[_w(sheaf, SH_SIZE)] = size + filled
     _stat(st, cache, cpu, SHEAF_REFILL, filled)
@@ -231,6 +258,8 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
     """``alloc_from_pcs``: pop the CPU's main sheaf (replacing it if empty); 0 if the
     request wants another node or no sheaf with objects can be had."""
     if node >= 0 and node != st.cpu_node[cpu]:
+        if st.kernel == KERNEL_7_0:
+            _stat(st, cache, cpu, ALLOC_NODE_MISMATCH, 1)
         return 0
     mem = st.mem
     cpt = st.cpu
@@ -243,6 +272,8 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
     size = mem[_w(main, SH_SIZE)]
     obj = mem[_w(main, SH_OBJECTS) + size - 1]
     if node >= 0 and _slab_nid(st, obj >> 12) != node:
+        if st.kernel == KERNEL_7_0:
+            _stat(st, cache, cpu, ALLOC_NODE_MISMATCH, 1)
         return 0
     mem[_w(main, SH_SIZE)] = size - 1
     _stat(st, cache, cpu, ALLOC_PCS, 1)

@@ -16,14 +16,14 @@ import numpy as np
 from ..drivers import gate, handles
 from ..drivers.calls import bound
 from ..engine import checks, ops
-from ..engine.kmalloc import kmalloc as _kmalloc_unit
 from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
-from ..engine.layout import (C_PARTIAL, C_SLAB, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
+from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N_BARN_FULL,
+                             SH_NEXT, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
                              CA_DEFRAG_RATIO, CA_FLAGS, CA_HAS_CPU_PARTIAL, CA_INUSE,
                              CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
-                             G_ERR2, G_NPENDING, NIL, P_BATCH, P_COUNT, P_HIGH, PG_RESERVED,
+                             G_ERR2, G_NPENDING, KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH, PG_RESERVED,
                              PG_SLAB, ZERO_SIZE_PTR, SlabState, new_state, view,
                              zone_watermarks)
 from ..engine.native import jit
@@ -34,7 +34,8 @@ from ..errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidS
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAGS,
                      __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
-                        MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry, get_order)
+                        MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
+                        calculate_sheaf_capacity, get_order)
 from .args import check_gfp
 from .batchapi import BatchAPI
 from .cache import KmemCache
@@ -47,6 +48,7 @@ log = logging.getLogger("numslab")
 # Module-level aliases: a ``__GFP_*`` name inside a class body would be name-mangled.
 _NOWARN, _THISNODE, _ZERO = __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO
 _KMALLOC_INDEX = kmalloc_index_table()
+DEFAULT_KERNEL = "7.0"      #: the SLUB generation of a SlabAllocator made without ``kernel``
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -92,6 +94,11 @@ class SlabAllocator(BatchAPI):
         Room for caches (the kmalloc caches take 13).
     seed : int
         Seed of the allocator's own random generator (remote-node draws).
+    kernel : {"7.0", "6.18"}
+        The SLUB generation modelled. ``"7.0"`` (the default): per-CPU sheaves for every
+        cache, with the capacity of ``calculate_sheaf_capacity``, and no CPU slab, CPU
+        freelist or CPU partial list. ``"6.18"``: sheaves only where ``sheaf_capacity`` asks
+        for them, in front of the CPU slab layer (``kmem_cache_cpu``).
 
     Attributes
     ----------
@@ -99,16 +106,22 @@ class SlabAllocator(BatchAPI):
         uint8[nr_nodes * memory], the arena. Object ``addr`` is ``memory[addr:addr+size]``.
     state : SlabState
         Named views of every state array (see ARCHITECTURE.md).
+    kernel : str
+        The generation modelled, ``"7.0"`` or ``"6.18"``.
     """
 
     def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1,
-                 memory: int | str = "256M", *, max_caches: int = 256, seed: int = 0) -> None:
+                 memory: int | str = "256M", *, max_caches: int = 256, seed: int = 0,
+                 kernel: str = DEFAULT_KERNEL) -> None:
         if nr_cpus is None:
             nr_cpus = os.cpu_count() or 1
         if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
             raise SlabError(f"nr_cpus {nr_cpus!r} is not in 1..4096")
         if not (isinstance(nr_nodes, int) and 1 <= nr_nodes <= min(nr_cpus, 64)):
             raise SlabError(f"nr_nodes {nr_nodes!r} must be in 1..min(nr_cpus, 64)")
+        if kernel not in KERNELS:
+            raise SlabError(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
+        self.kernel = kernel
         per_node = parse_size(memory)
         block = PAGE_SIZE << MAX_PAGE_ORDER
         if per_node <= 0:
@@ -122,7 +135,7 @@ class SlabAllocator(BatchAPI):
         self.memory = np.frombuffer(self._mmap, dtype=np.uint8)
         self._mem = self.memory.view(np.int64)
         self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed,
-                              self.memory.ctypes.data, self.memory.size)
+                              self.memory.ctypes.data, self.memory.size, KERNELS[kernel])
         self._st = self._buf.ctypes.data          #: the state's address: units take it
         self.state = SlabState(self._buf)
         init_buddy(self._st, 1)
@@ -136,7 +149,7 @@ class SlabAllocator(BatchAPI):
         self._tls = _ThreadCpu(self)
         for attr, u, array in (("_k_alloc", ops.kmem_cache_alloc_node, False),
                                ("_k_free", ops.kmem_cache_free, False),
-                               ("_k_kmalloc", _kmalloc_unit, False), ("_k_kfree", ops.kfree, False),
+                               ("_k_kmalloc", ops.kmalloc, False), ("_k_kfree", ops.kfree, False),
                                ("_k_alloc_bulk", ops.alloc_bulk, True),
                                ("_k_free_bulk", ops.free_bulk, True),
                                ("_k_alloc_array", ops.kmem_cache_alloc_array, True)):
@@ -146,6 +159,9 @@ class SlabAllocator(BatchAPI):
                                for s in KMALLOC_SIZES]
         self._kmalloc_ids = [c._id for c in self.kmalloc_caches]
         self.state.kmalloc[:] = self._kmalloc_ids
+        for c in self.kmalloc_caches:           # bootstrap_kmalloc_sheaves: kmalloc works now
+            if self.state.ca[c._id, CA_SHEAF_CAPACITY] and init_percpu_sheaves(self._st, c._id):
+                raise MemoryError("SlabAllocator: no memory for the kmalloc caches' sheaves")
         self._gate = None
         gate.install(self, SlabAllocator, KmemCache)    # hot calls through the C gate
 
@@ -224,7 +240,9 @@ class SlabAllocator(BatchAPI):
         freeptr_offset : int, optional
             Free-pointer offset for SLAB_TYPESAFE_BY_RCU caches (kernel 6.13+).
         sheaf_capacity : int
-            Give the cache per-CPU sheaves of this many objects (kernel 6.18); 0: none.
+            Per-CPU sheaves of this many objects. Under ``kernel="6.18"`` only caches asking
+            for them have sheaves (0: none); under ``"7.0"`` every cache has them and this is
+            the minimum capacity (``calculate_sheaf_capacity``).
         dtype : numpy.dtype, optional
             A record type; ``size`` may then be omitted (pass 0) and is ``dtype.itemsize``.
         """
@@ -250,6 +268,9 @@ class SlabAllocator(BatchAPI):
             raise SlabError(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
         geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
                                  freeptr_offset)
+        gen7 = KERNELS[self.kernel] == KERNEL_7_0
+        if gen7 and not flags & SLAB_DEBUG_FLAGS:
+            sheaf_capacity = calculate_sheaf_capacity(geo.slab_size, sheaf_capacity)
         ca = self.state.ca
         free = np.flatnonzero(ca[:, CA_ACTIVE] == 0)
         if not len(free):
@@ -262,7 +283,8 @@ class SlabAllocator(BatchAPI):
              CA_CTOR, CA_SHEAF_CAPACITY, CA_RECIP]] = [
             1, geo.slab_size, geo.object_size, geo.inuse, geo.offset, geo.align, flags,
             geo.order, geo.objs_per_slab, geo.min_order, geo.min_objects, geo.min_partial,
-            geo.cpu_partial, geo.cpu_partial_slabs, int(not flags & SLAB_DEBUG_FLAGS), 1000,
+            0 if gen7 else geo.cpu_partial, 0 if gen7 else geo.cpu_partial_slabs,
+            int(not gen7 and not flags & SLAB_DEBUG_FLAGS), 1000,
             int(ctor is not None), sheaf_capacity, -(-(1 << 32) // geo.slab_size)]
         self.state.node[cid] = 0
         self.state.node[cid, :, 0:2] = NIL
@@ -274,7 +296,8 @@ class SlabAllocator(BatchAPI):
         cache = KmemCache(self, cid, name, ctor, dtype)
         self._caches[cid] = cache
         self._names[name] = cache
-        if sheaf_capacity and init_percpu_sheaves(self._st, cid) < 0:
+        booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
+        if sheaf_capacity and not booting and init_percpu_sheaves(self._st, cid) < 0:
             ops.cache_release(self._st, cid, self._cpu())
             ca[cid] = 0
             del self._caches[cid], self._names[name]
@@ -555,6 +578,24 @@ class SlabAllocator(BatchAPI):
             lines.append(slabinfo_line(c.name, c.objects, total, c.slab_size,
                                        c.objs_per_slab, c.order, c.slabs))
         return "".join(lines)
+
+    def sheaf_addresses(self) -> np.ndarray:
+        """Addresses of every sheaf the allocator holds, int64[n]: the CPUs' main and spare
+        sheaves of every cache, the barns' full and empty sheaves and the prefilled sheaves
+        handed to users (each is a kmalloc object)."""
+        st = self.state
+        cpu = st.cpu[:, :, [C_MAIN, C_SPARE]]
+        out = [cpu[cpu != 0]]
+        words = self._mem
+        heads = np.concatenate([st.node[:, :, [N_BARN_FULL, N_BARN_EMPTY]].ravel(),
+                                st.ca[:, CA_USER_SHEAVES]])
+        for sheaf in heads[heads != 0].tolist():
+            chain = []
+            while sheaf:
+                chain.append(sheaf)
+                sheaf = int(words[(sheaf >> 3) + SH_NEXT])
+            out.append(np.array(chain, np.int64))
+        return np.concatenate(out).astype(np.int64)
 
     def validate(self, cache: KmemCache | None = None) -> None:
         """Check every invariant of one cache, or of all caches and the page allocator.

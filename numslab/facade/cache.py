@@ -8,9 +8,10 @@ import numpy as np
 
 from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS,
                       CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER,
-                      CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS)
+                      CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, PG_TAIL)
 from ..flags import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
-                    SLAB_TYPESAFE_BY_RCU, STAT_NAMES)
+                    SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES, STAT_NAMES_6_18,
+                    STAT_NAMES_NUMSLAB)
 from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
@@ -147,8 +148,22 @@ class KmemCache:
 
     @property
     def live_objects(self) -> int:
-        """Exact number of allocated objects (numslab's own counter)."""
+        """Exact number of allocated objects (numslab's own counter). For a kmalloc cache
+        this includes the sheaves the allocator kmallocs for itself (see ``sheaf_objects``)."""
         return int(live_objects(self._sa._st, self._id))
+
+    @property
+    def sheaf_objects(self) -> int:
+        """How many of this cache's live objects are the allocator's own sheaves (CPU,
+        barn and prefilled): a sheaf is a kmalloc object, as in the kernel, and under 7.0
+        every cache has them. ``live_objects - sheaf_objects`` is what users hold."""
+        addrs = self._sa.sheaf_addresses()
+        if not len(addrs):
+            return 0
+        st = self._sa.state
+        pfn = addrs >> 12
+        head = np.where(st.pg_flags[pfn] & PG_TAIL, st.pg_head[pfn], pfn)
+        return int(np.count_nonzero(st.sl_cache[head] == self._id))
 
     def sysfs(self) -> dict[str, str]:
         """The cache's attributes as ``/sys/kernel/slab/<name>/`` files would print them."""
@@ -172,9 +187,17 @@ class KmemCache:
 
     @property
     def stats(self) -> dict[str, int]:
-        """SLUB event counters (``CONFIG_SLUB_STATS``) summed over CPUs."""
-        tot = self._sa.state.stats[self._id].sum(axis=0)
-        return {name: int(v) for name, v in zip(STAT_NAMES, tot)}
+        """SLUB event counters (``CONFIG_SLUB_STATS``) summed over CPUs: the items of the
+        allocator's kernel generation in its order (7.0: 26, 6.18: 43), then numslab's own
+        (remote partial hits and the array modes)."""
+        tot = [int(v) for v in self._sa.state.stats[self._id].sum(axis=0)]
+        if self._sa.kernel == "7.0":
+            out = {name: sum(tot[i] for i in items) for name, items in STAT_ITEMS_7_0}
+        else:
+            out = dict(zip(STAT_NAMES_6_18, tot))
+        base = len(STAT_NAMES) - len(STAT_NAMES_NUMSLAB)
+        out.update(zip(STAT_NAMES_NUMSLAB, tot[base:]))
+        return out
 
     def stats_per_cpu(self) -> np.ndarray:
         """Event counters per CPU, int64[nr_cpus, len(STAT_NAMES)] (a copy)."""

@@ -219,6 +219,9 @@ BULK_SIZES = (1, 2, 3, 4, 8, 16, 30, 32, 34, 48, 64, 128, 158, 250)
 KERNEL_NS = {1: 11.25, 2: 7.5, 4: 5.0, 8: 4.7, 16: 4.5, 32: 4.7, 64: 5.1, 128: 6.8, 250: 9.3}
 #: sk_buff-sized objects on a HWCACHE_ALIGN cache, as the kernel test; 256 bytes here.
 OBJECT_SIZE = 256
+#: The SLUB generation benchmarked unless told (numslab's default); ``KERNELS`` both.
+KERNEL = "7.0"
+KERNELS = ("7.0", "6.18")
 #: Sheaf capacity of the ``slab-sheaves`` cache: the largest bulk size of the table, so that
 #: in steady state a batch is served from the CPU's sheaves (6.18's per-CPU object arrays).
 SHEAF_CAPACITY = 256
@@ -235,11 +238,12 @@ JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-
 
 
 def new_bench_cache(nr_cpus: int = 1, memory: str = "64M", sheaves: bool = False,
-                    sheaf_capacity: int | None = None) -> tuple:
-    """A fresh allocator and a 256-byte HWCACHE_ALIGN cache (the kernel test's shape), with
-    per-CPU sheaves of :data:`SHEAF_CAPACITY` objects if ``sheaves``, or of
-    ``sheaf_capacity`` objects if that is given (0: none)."""
-    sa = numslab.SlabAllocator(nr_cpus=nr_cpus, memory=memory)
+                    sheaf_capacity: int | None = None, kernel: str = KERNEL) -> tuple:
+    """A fresh allocator of SLUB generation ``kernel`` and a 256-byte HWCACHE_ALIGN cache (the
+    kernel test's shape), with per-CPU sheaves of :data:`SHEAF_CAPACITY` objects if
+    ``sheaves``, or of ``sheaf_capacity`` objects if that is given (0: the generation's
+    default: none under 6.18, ``calculate_sheaf_capacity``'s 28 under 7.0)."""
+    sa = numslab.SlabAllocator(nr_cpus=nr_cpus, memory=memory, kernel=kernel)
     sa.populate()
     if sheaf_capacity is None:
         sheaf_capacity = SHEAF_CAPACITY if sheaves else 0
@@ -248,7 +252,8 @@ def new_bench_cache(nr_cpus: int = 1, memory: str = "64M", sheaves: bool = False
                                     **cap)
 
 
-def make_round(impl: str, bulk: int, inside_jit: bool = False) -> Callable[[int], None]:
+def make_round(impl: str, bulk: int, inside_jit: bool = False,
+               kernel: str = KERNEL) -> Callable[[int], None]:
     """A function ``run(rounds)`` doing ``rounds`` times: allocate ``bulk`` objects with
     ``impl`` and free them (``slab_bulk_test01``'s loop), warmed up once.
 
@@ -282,7 +287,8 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False) -> Callable[[int]
                     a(bulk, out)
                     f(bulk, out)
     else:
-        sa, c = new_bench_cache(sheaves=impl in ("slab-sheaves", "slab-jit-round"))
+        sa, c = new_bench_cache(sheaves=impl in ("slab-sheaves", "slab-jit-round"),
+                                kernel=kernel)
         out = np.zeros(bulk, np.int64)
         h, cid = sa.handle, c.id
         mode = impl.split("-", 1)[1]
@@ -341,9 +347,12 @@ def time_per_object(run: Callable[[int], None], bulk: int, objects: int = 1 << 1
 
 
 def bulk_table(sizes=BULK_SIZES, impls=PY_IMPLS, inside_jit: bool = False,
-               objects: int = 1 << 15, repeat: int = 5) -> dict[str, dict[int, float]]:
-    """ns per alloc+free pair for every implementation and bulk size."""
-    return {impl: {b: time_per_object(make_round(impl, b, inside_jit), b, objects, repeat)
+               objects: int = 1 << 15, repeat: int = 5,
+               kernel: str = KERNEL) -> dict[str, dict[int, float]]:
+    """ns per alloc+free pair for every implementation and bulk size (numslab's on SLUB
+    generation ``kernel``)."""
+    return {impl: {b: time_per_object(make_round(impl, b, inside_jit, kernel), b, objects,
+                                      repeat)
                    for b in sizes} for impl in impls}
 
 
@@ -382,7 +391,8 @@ def evict_caches() -> None:
 
 
 def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
-                 memory: str = "64M", cold: bool = False) -> Callable[[], float]:
+                 memory: str = "64M", cold: bool = False,
+                 kernel: str = KERNEL) -> Callable[[], float]:
     """A function timing one stream of ``batches`` array allocations of ``slabs`` slabs'
     worth each, through the facade (or inside @njit through ``numslab.jit``); it returns ns
     per object of the allocations alone.
@@ -397,7 +407,7 @@ def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
     before: the seed's case for NEW, whose fresh slabs need no free list, against PARTIAL,
     whose free-list walk then misses the cache on every object. Without it the partial slabs
     were written just before, and their free lists are warm."""
-    sa, c = new_bench_cache(memory=memory)
+    sa, c = new_bench_cache(memory=memory, kernel=kernel)
     per = c.objs_per_slab
     flags = {"new": SLAB_ARRAY_ALLOC_NEW, "partial": SLAB_ARRAY_ALLOC_PARTIAL}[mode]
     n = slabs * per if mode == "new" else slabs * (per - 1)
@@ -413,6 +423,8 @@ def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
             objs = c.alloc_bulk((batches * slabs + 1) * per)
             keep = objs[::per].copy()
             c.free_bulk(np.delete(objs, np.arange(0, len(objs), per)))
+            sa.kmem_cache_shrink(c)            # frees held by the CPU (7.0: its sheaves)
+                                               # go back to their slabs
         if cold:
             evict_caches()
         rows[:] = 0                            # the arrays' pages are touched before timing
@@ -543,7 +555,8 @@ def xorshift_victims(rounds: int, live: int = SINGLE_LIVE, seed: int = SINGLE_SE
     return out
 
 
-def make_single_pair(impl: str, live: int = SINGLE_LIVE) -> Callable[[int], int]:
+def make_single_pair(impl: str, live: int = SINGLE_LIVE,
+                     kernel: str = KERNEL) -> Callable[[int], int]:
     """A function ``run(rounds)`` running the single-pair loop of ``impl`` (one of
     :data:`SINGLE_IMPLS`) for ``rounds`` rounds and returning its sum, warmed up once. Its
     closure holds the state for inspection: ``records``, or ``h`` (whose ``_owner`` is the
@@ -557,7 +570,7 @@ def make_single_pair(impl: str, live: int = SINGLE_LIVE) -> Callable[[int], int]
             return ring_single_pair(records, RING_CAPACITY, live, rounds, SINGLE_SEED)
     else:
         sa, c = new_bench_cache(sheaf_capacity=SINGLE_SHEAF_CAPACITY
-                                if impl == "slab-sheaves" else 0)
+                                if impl == "slab-sheaves" else 0, kernel=kernel)
         h, cid = sa.handle, c.id
 
         def run(rounds: int) -> int:
@@ -567,11 +580,11 @@ def make_single_pair(impl: str, live: int = SINGLE_LIVE) -> Callable[[int], int]
 
 
 def single_pair_table(rounds: int = SINGLE_ROUNDS, repeat: int = 5,
-                      impls=SINGLE_IMPLS) -> dict[str, float]:
+                      impls=SINGLE_IMPLS, kernel: str = KERNEL) -> dict[str, float]:
     """ns per round of the single-pair loop for every implementation (best of ``repeat``;
     the set-up and release of the live set are in the timing, 2 * SINGLE_LIVE operations
     against ``2 * rounds``)."""
-    runs = {impl: make_single_pair(impl) for impl in impls}
+    runs = {impl: make_single_pair(impl, kernel=kernel) for impl in impls}
     best = {impl: float("inf") for impl in impls}
     for _ in range(repeat):                     # interleaved: noise hits every impl alike
         for impl, run in runs.items():
@@ -601,7 +614,8 @@ def user_free_bulk(h, cid, nr, objs):
     sjit.kmem_cache_free_bulk(h, cid, nr, objs, 0)
 
 
-def make_calls(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS) -> tuple:
+def make_calls(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS,
+               kernel: str = KERNEL) -> tuple:
     """``(alloc_all, free_all, sa, c, rows)``: ``alloc_all()`` makes ``calls`` allocation
     calls of ``bulk`` objects through ``impl`` (one of :data:`CALL_IMPLS`), one row of
     ``rows`` each, and ``free_all()`` frees them row by row. The cache's sheaves hold every
@@ -609,7 +623,7 @@ def make_calls(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS) -> tup
     is served by the CPU's main sheaf."""
     if impl not in CALL_IMPLS:
         raise ValueError(f"unknown implementation {impl!r}: one of {CALL_IMPLS}")
-    sa, c = new_bench_cache(sheaf_capacity=bulk * calls)
+    sa, c = new_bench_cache(sheaf_capacity=bulk * calls, kernel=kernel)
     rows = list(np.zeros((calls, bulk), np.int64))
     gfp = GFP_ATOMIC
     if impl == "facade":
@@ -652,9 +666,9 @@ def call_cost(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS,
 
 
 def call_cost_table(bulk: int = CALL_BULK, calls: int = CALL_CALLS, repeat: int = 50,
-                    impls=CALL_IMPLS) -> dict[str, dict[str, float]]:
+                    impls=CALL_IMPLS, kernel: str = KERNEL) -> dict[str, dict[str, float]]:
     """:func:`call_cost` of every implementation, samples interleaved."""
-    made = {impl: make_calls(impl, bulk, calls)[:2] for impl in impls}
+    made = {impl: make_calls(impl, bulk, calls, kernel)[:2] for impl in impls}
     clock = timeit.default_timer
     best = {impl: {op: float("inf") for op in CALL_OPS} for impl in impls}
     for _ in range(repeat):

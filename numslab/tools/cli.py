@@ -2,7 +2,8 @@
 (ns per alloc+free pair) for numslab and its peers, with the kernel's published figures, and
 on request issue 11's measures against their peers: the single alloc+free pair inside @njit
 (``--single``), the cost of one bulk call from Python (``--calls``), and the cold starts and
-a user's compile in fresh interpreters (``--compile``)."""
+a user's compile in fresh interpreters (``--compile``), on one SLUB generation or both
+(``--kernel 7.0,6.18``)."""
 from __future__ import annotations
 
 import argparse
@@ -64,23 +65,25 @@ def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
     return fig
 
 
-def format_single(table: dict[str, float]) -> str:
+def format_single(table: dict[str, float], kernel: str = "") -> str:
     """A text table of :func:`bench.single_pair_table`: ns per round of the single
-    alloc+free pair inside @njit, and its ratio to the FIFO ring's (the first row)."""
+    alloc+free pair inside @njit, and its ratio to the FIFO ring's (the first row); the
+    title names ``kernel`` if given."""
     ref = next(iter(table.values()))
     lines = [f"ns per round of the single alloc+free pair inside @njit ({bench.SINGLE_LIVE} "
-             f"live, a random one replaced each round)",
+             f"live, a random one replaced each round)" + (f", kernel {kernel}" if kernel else ""),
              f"{'impl':<15} {'ns/round':>10} {'x ' + next(iter(table)):>13}", "-" * 40]
     lines += [f"{k:<15} {v:10.2f} {v / ref:13.2f}" for k, v in table.items()]
     return "\n".join(lines)
 
 
-def format_calls(table: dict[str, dict[str, float]]) -> str:
+def format_calls(table: dict[str, dict[str, float]], kernel: str = "") -> str:
     """A text table of :func:`bench.call_cost_table`: ns per call from Python of
     ``kmem_cache_alloc_bulk`` and ``kmem_cache_free_bulk``, then the facade's ratio to each
-    peer (issue 11's target: at most 1.3)."""
+    peer (issue 11's target: at most 1.3); the title names ``kernel`` if given."""
     ops = bench.CALL_OPS
-    lines = [f"ns per call from Python, {bench.CALL_BULK} objects served by the sheaf",
+    lines = [f"ns per call from Python, {bench.CALL_BULK} objects served by the sheaf"
+             + (f", kernel {kernel}" if kernel else ""),
              f"{'impl':<22} " + " ".join(f"{op:>11}" for op in ops), "-" * 46]
     lines += [f"{impl:<22} " + " ".join(f"{row[op]:11.1f}" for op in ops)
               for impl, row in table.items()]
@@ -122,6 +125,15 @@ def _positive(text: str) -> int:
     return n
 
 
+def _kernels(text: str) -> list[str]:
+    """An argparse type: comma-separated SLUB generations (``7.0``, ``6.18``)."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [n for n in names if n not in bench.KERNELS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: kernels are {', '.join(bench.KERNELS)}")
+    return list(dict.fromkeys(names))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``numslab`` console script."""
     ap = argparse.ArgumentParser(prog="numslab", description=__doc__)
@@ -138,26 +150,32 @@ def main(argv: list[str] | None = None) -> int:
                    help="also the single alloc+free pair inside @njit against a FIFO ring")
     b.add_argument("--calls", action="store_true",
                    help="also the cost of one bulk call from Python against @njit peers")
+    b.add_argument("--kernel", type=_kernels, default=[bench.KERNEL], metavar="7.0,6.18",
+                   help="the SLUB generations to run numslab on, comma-separated "
+                        f"(default {bench.KERNEL}); each gets its own tables")
     b.add_argument("--compile", action="store_true",
                    help="also cold starts and a user's compile, in fresh interpreters "
                         "(minutes)")
     args = ap.parse_args(argv)
     sizes = tuple(args.sizes)
     tables = {}
-    if args.where in ("python", "both"):
-        tables["called from Python"] = bench.bulk_table(sizes, bench.PY_IMPLS, False,
-                                                        args.objects, args.repeat)
-    if args.where in ("jit", "both"):
-        tables["inside @njit"] = bench.bulk_table(sizes, bench.JIT_IMPLS, True,
-                                                  args.objects, args.repeat)
+    for kernel in args.kernel:
+        if args.where in ("python", "both"):
+            tables[f"called from Python, kernel {kernel}"] = bench.bulk_table(
+                sizes, bench.PY_IMPLS, False, args.objects, args.repeat, kernel)
+        if args.where in ("jit", "both"):
+            tables[f"inside @njit, kernel {kernel}"] = bench.bulk_table(
+                sizes, bench.JIT_IMPLS, True, args.objects, args.repeat, kernel)
     for title, table in tables.items():
         print(format_table(table, sizes, f"ns per alloc+free pair, {title}"))
         print()
-    if args.single:
-        print(format_single(bench.single_pair_table(args.objects, args.repeat)))
+    for kernel in args.kernel if args.single else ():
+        print(format_single(bench.single_pair_table(args.objects, args.repeat, kernel=kernel),
+                            kernel))
         print()
-    if args.calls:
-        print(format_calls(bench.call_cost_table(repeat=10 * args.repeat)))
+    for kernel in args.kernel if args.calls else ():
+        print(format_calls(bench.call_cost_table(repeat=10 * args.repeat, kernel=kernel),
+                           kernel))
         print()
     if args.compile:
         cold = {case: coldstart.cold_start(case) for case in coldstart.COLD_CASES

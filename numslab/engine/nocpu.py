@@ -1,0 +1,206 @@
+"""Linux 7.0's slab layer, with no ``kmem_cache_cpu``: single objects straight from partial or
+new slabs (``___slab_alloc``) and ``refill_objects`` for sheaf refills and bulk allocation.
+
+Under 7.0 nothing is frozen and no CPU owns a slab: a slab is on its node's partial list (it
+has free objects), or full and on no list, or taken off the list for the moment of a refill.
+Objects taken here are not marked allocated; the caller hands them out.
+"""
+from __future__ import annotations
+
+from ..flags import __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
+from .layout import (CA_DEFRAG_RATIO, CA_MIN_PARTIAL, CA_OFFSET, N_NR_PARTIAL,
+                     N_PARTIAL_HEAD, NIL, _ca, _node_row, _rand, _stat)
+from .native import jit, unit, words_at
+from .slablists import _add_partial, _get_fp, _remove_partial, discard_slab, new_slab, slab_free
+
+
+# ---- one object -------------------------------------------------------------------------------
+@jit
+def _get_from_partial_node(st, cache, node):
+    """``get_from_partial_node``: one object from the first slab of ``node``'s partial list
+    (the slab leaves the list when that was its last free object); 0 if the list is empty."""
+    slab = st.node[_node_row(st, cache, node) + N_PARTIAL_HEAD]
+    if slab == NIL:
+        return 0
+    obj = st.sl_freelist[slab]
+    st.sl_freelist[slab] = _get_fp(st.mem, _ca(st, cache, CA_OFFSET), obj)
+    st.sl_inuse[slab] += 1
+    if st.sl_freelist[slab] == 0:
+        _remove_partial(st, cache, slab)
+    return obj
+
+
+@jit
+def _remote_allowed(st, cache):
+    """The ``remote_node_defrag_ratio`` draw of ``get_from_any_partial`` (a ratio of 0
+    never allows another node; 1000, sysfs's 100, almost always does)."""
+    ratio = _ca(st, cache, CA_DEFRAG_RATIO)
+    return ratio != 0 and _rand(st) % 1024 <= ratio
+
+
+@jit
+def _get_from_partial(st, cache, cpu, node, thisnode):
+    """``get_from_partial``: the requested (or local) node's partial list, then, unless the
+    request pins its node, ``get_from_any_partial``: nodes in distance order (the local
+    one first) holding more than ``min_partial`` partial slabs. An object or 0."""
+    local = st.cpu_node[cpu]
+    obj = _get_from_partial_node(st, cache, local if node < 0 else node)
+    if obj or (node >= 0 and thisnode):
+        return obj
+    if not _remote_allowed(st, cache):
+        return 0
+    nnodes = st.nnodes
+    min_partial = _ca(st, cache, CA_MIN_PARTIAL)
+    for i in range(nnodes):
+        n = (local + i) % nnodes
+        if st.node[_node_row(st, cache, n) + N_NR_PARTIAL] > min_partial:
+            obj = _get_from_partial_node(st, cache, n)
+            if obj:
+                return obj
+    return 0
+
+
+@jit
+def _alloc_from_new_slab(st, cache, slab, p, at, count):
+    """``alloc_from_new_slab``: up to ``count`` objects of a new slab into ``p[at:]``; the
+    slab goes to the head of its node's partial list if objects remain. How many."""
+    mem = st.mem
+    offset = _ca(st, cache, CA_OFFSET)
+    needs_add_partial = st.sl_objects[slab] > count
+    obj = st.sl_freelist[slab]
+    got = 0
+    while obj != 0 and got < count:
+        p[at + got] = obj
+        obj = _get_fp(mem, offset, obj)
+        got += 1
+    st.sl_freelist[slab] = obj
+    st.sl_inuse[slab] += got
+    if needs_add_partial:
+        _add_partial(st, cache, slab, False)
+    return got
+
+
+@unit
+def slab_alloc_single(st, cache, cpu, node, gfp):
+    """``___slab_alloc`` (7.0): one object from a partial slab, else from a new slab. With a
+    preferred node (not pinned by __GFP_THISNODE) the node is tried alone first, then any.
+    The object's address (not yet handed out), or 0 when memory is exhausted."""
+    _stat(st, cache, cpu, ALLOC_SLOWPATH, 1)
+    try_thisnode = True
+    pinned_by_gfp = (gfp & __GFP_THISNODE) != 0
+    page_node = node if node >= 0 else st.cpu_node[cpu]
+    while True:
+        thisnode = pinned_by_gfp or (node >= 0 and try_thisnode)
+        obj = _get_from_partial(st, cache, cpu, node, thisnode)
+        if obj:
+            return obj
+        slab = new_slab(st, cache, cpu, page_node, thisnode)
+        if slab != NIL:
+            _stat(st, cache, cpu, ALLOC_SLAB, 1)
+            obj = st.sl_freelist[slab]              # alloc_from_new_slab of one object
+            st.sl_freelist[slab] = _get_fp(st.mem, _ca(st, cache, CA_OFFSET), obj)
+            st.sl_inuse[slab] = 1
+            if st.sl_objects[slab] > 1:
+                _add_partial(st, cache, slab, False)
+            return obj
+        if node >= 0 and not pinned_by_gfp and try_thisnode:
+            try_thisnode = False
+            continue
+        return 0
+
+
+# ---- many objects -------------------------------------------------------------------------------
+@jit
+def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
+    """``__refill_objects_node``: take partial slabs off ``node``'s list until their free
+    objects reach ``lo`` (not passing ``hi`` once ``lo`` is reached: ``get_partial_node_bulk``),
+    then empty their free lists into ``p[at:]`` up to ``hi`` objects; what a slab has beyond
+    goes back to it (``__slab_free``), slabs not reached go back to the head of the list (or
+    to the page allocator if empty and the node keeps ``min_partial``). How many taken."""
+    nd = st.node
+    nxt = st.pg_next
+    r = _node_row(st, cache, node)
+    total = 0
+    taken = NIL                         # pc.slabs: list_add, so the last taken comes first
+    slab = nd[r + N_PARTIAL_HEAD]
+    while slab != NIL:
+        following = nxt[slab]
+        free = st.sl_objects[slab] - st.sl_inuse[slab]
+        if total >= lo and total + free > hi:
+            break
+        _remove_partial(st, cache, slab)
+        nxt[slab] = taken
+        taken = slab
+        total += free
+        if total >= hi:
+            break
+        slab = following
+    if total == 0:
+        return 0
+    mem = st.mem
+    offset = _ca(st, cache, CA_OFFSET)
+    got = 0
+    while taken != NIL:
+        slab = taken
+        taken = nxt[slab]
+        nxt[slab] = NIL
+        obj = st.sl_freelist[slab]                     # get_freelist_nofreeze
+        st.sl_freelist[slab] = 0
+        st.sl_inuse[slab] = st.sl_objects[slab]
+        while obj != 0 and got < hi:
+            p[at + got] = obj
+            obj = _get_fp(mem, offset, obj)
+            got += 1
+        if obj != 0:                                   # more than fits: back to the slab
+            head = obj
+            cnt = 0
+            tail = obj
+            while obj != 0:
+                tail = obj
+                cnt += 1
+                obj = _get_fp(mem, offset, obj)
+            slab_free(st, cache, cpu, slab, head, tail, cnt)
+        if got >= hi:
+            break
+    min_partial = _ca(st, cache, CA_MIN_PARTIAL)
+    while taken != NIL:                                # slabs not reached
+        slab = taken
+        taken = nxt[slab]
+        nxt[slab] = NIL
+        if st.sl_inuse[slab] == 0 and nd[r + N_NR_PARTIAL] >= min_partial:
+            discard_slab(st, cache, cpu, slab)
+        else:
+            _add_partial(st, cache, slab, False)
+    return got
+
+
+@unit
+def refill_objects(st, cache, cpu, gfp, lo, hi, paddr):
+    """``refill_objects``: at least ``lo`` and at most ``hi`` objects into the words at
+    ``paddr``: the local node's partial slabs, then other nodes' (``__refill_objects_any``:
+    the ``remote_node_defrag_ratio`` draw, nodes with more than ``min_partial`` partial
+    slabs), then new slabs on the local node. Returns how many (fewer than ``lo`` only when
+    memory is exhausted); the objects are not handed out."""
+    p = words_at(paddr)
+    local = st.cpu_node[cpu]
+    got = _refill_objects_node(st, cache, cpu, p, 0, lo, hi, local)
+    if got >= lo:
+        return got
+    if _remote_allowed(st, cache):
+        nnodes = st.nnodes
+        min_partial = _ca(st, cache, CA_MIN_PARTIAL)
+        for i in range(nnodes):
+            n = (local + i) % nnodes
+            if st.node[_node_row(st, cache, n) + N_NR_PARTIAL] <= min_partial:
+                continue
+            r = _refill_objects_node(st, cache, cpu, p, got, lo - got, hi - got, n)
+            got += r
+            if got >= lo:
+                return got
+    while got < lo:
+        slab = new_slab(st, cache, cpu, local, False)
+        if slab == NIL:
+            break
+        _stat(st, cache, cpu, ALLOC_SLAB, 1)
+        got += _alloc_from_new_slab(st, cache, slab, p, got, hi - got)
+    return got
