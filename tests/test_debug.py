@@ -8,6 +8,8 @@ import pytest
 import numslab
 from numslab.engine import layout as L
 
+KERNELS = ("7.0", "6.18")       #: the behaviour tested here is both generations
+
 
 @pytest.fixture
 def world():

@@ -33,6 +33,8 @@ from numslab.drivers import gate
 
 from conftest import assert_unchanged, snapshot
 
+KERNELS = ("7.0", "6.18")       #: the behaviour tested here is both generations
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 GATED = gate.GATED

@@ -16,6 +16,8 @@ from numslab.drivers import handles
 from numslab.drivers.handles import ALLOCATOR_TABLE, SlabHandle
 from numslab.engine import native
 
+KERNELS = ("7.0", "6.18")       #: the behaviour tested here is both generations
+
 
 @numba.njit
 def live(h, cid, addr):

@@ -12,6 +12,8 @@ from numslab import GFP_KERNEL, __GFP_ZERO
 
 from conftest import assert_unchanged, snapshot
 
+KERNELS = ("7.0", "6.18")       #: the behaviour tested here is both generations
+
 PKT = np.dtype([("src", np.uint32), ("dst", np.uint32), ("len", np.uint16),
                 ("proto", np.uint8), ("ts", np.float64), ("tag", "S6")])
 PKT_ALIGNED = np.dtype(PKT.descr, align=True)

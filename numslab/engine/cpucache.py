@@ -179,7 +179,8 @@ def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
     """``do_slab_free``: a chain ``head..tail`` of ``cnt`` objects of ``slab``, linked
     through their free pointers, goes in front of the CPU freelist if ``slab`` is the CPU
     slab (``FREE_FASTPATH`` += cnt), else to the slab (``__slab_free``, one slow path; 7.0
-    has no CPU slab, so every chain takes this way)."""
+    has no CPU slab, so every chain takes this way, and FREE_SLOWPATH is its callers' to
+    count: ``slab_free`` and bulk frees count their objects, sheaf flushes nothing)."""
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     if cpt[c + C_SLAB] == slab:
@@ -188,8 +189,8 @@ def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
         _stat(st, cache, cpu, FREE_FASTPATH, cnt)
     else:
         slab_free(st, cache, cpu, slab, head, tail, cnt)
-        # 6.18 counts each slow-path free once; 7.0 counts its objects (slab_free_bulk)
-        _stat(st, cache, cpu, FREE_SLOWPATH, cnt if st.kernel == KERNEL_7_0 else 1)
+        if st.kernel != KERNEL_7_0:     # 7.0's callers count (a sheaf flush does not)
+            _stat(st, cache, cpu, FREE_SLOWPATH, 1)
 
 
 @jit(inline=True)

@@ -3,7 +3,7 @@ facade's call gate and by ``numslab.jit`` in users' own @njit code. Each takes a
 cache id and CPU; addresses are checked here, arrays arrive as byte addresses."""
 from __future__ import annotations
 
-from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL,
+from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE_SLOWPATH,
                      SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
@@ -12,7 +12,7 @@ from .checks import E_LARGE, _live_set, _locate
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
 from .layout import (C_FREELIST, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS,
-                     CA_OFFSET, CA_SHEAF_CAPACITY, NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _ca,
+                     CA_OFFSET, CA_SHEAF_CAPACITY, KERNEL_7_0, NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _ca,
                      _cpu_row, _slab_nid, _stat)
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
@@ -60,6 +60,8 @@ def _slab_free_one(st, cache, cpu, slab, addr):
         if _free_to_pcs(st, cache, cpu, addr):
             return
     _do_slab_free_chain(st, cache, cpu, slab, addr, addr, 1)
+    if st.kernel == KERNEL_7_0:
+        _stat(st, cache, cpu, FREE_SLOWPATH, 1)
 
 
 @unit
@@ -127,6 +129,8 @@ def _kmem_cache_free_bulk(st, cache, cpu, nr, paddr):
     if cache != NIL and _ca(st, cache, CA_SHEAF_CAPACITY):
         _free_to_pcs_bulk(st, cache, cpu, nr, words_at(paddr))
     else:
+        if st.kernel == KERNEL_7_0 and cache != NIL:     # slab_free_bulk: its objects
+            _stat(st, cache, cpu, FREE_SLOWPATH, nr)
         _free_bulk_raw(st, cache, cpu, nr, paddr)
     return 0
 

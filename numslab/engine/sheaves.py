@@ -9,7 +9,7 @@ Objects in sheaves are allocated from their slabs but not handed out (live bit c
 from __future__ import annotations
 
 from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_ZERO, ALLOC_NODE_MISMATCH,
-                     ALLOC_PCS, SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL,
+                     ALLOC_PCS, FREE_SLOWPATH, SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL,
                      BARN_PUT, BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE,
                      SHEAF_PREFILL_FAST, SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW,
                      SHEAF_REFILL, SHEAF_RETURN_FAST, SHEAF_RETURN_SLOW)
@@ -77,6 +77,8 @@ def kfree_internal(st, cpu, addr):
         if not (_ca(st, cache, CA_SHEAF_CAPACITY) and _slab_nid(st, slab) == st.cpu_node[cpu]
                 and _free_to_pcs(st, cache, cpu, addr)):
             _do_slab_free_chain(st, cache, cpu, slab, addr, addr, 1)
+            if st.kernel == KERNEL_7_0:
+                _stat(st, cache, cpu, FREE_SLOWPATH, 1)
     return 0
 
 
@@ -450,6 +452,8 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
         _sheaf_put(st, cache, cpu, main, batch, p, done)
         done += batch
     if done < nr:
+        if st.kernel == KERNEL_7_0:             # the fallback and the remote objects
+            _stat(st, cache, cpu, FREE_SLOWPATH, nr - done)
         free_bulk_raw(st, cache, cpu, nr - done, address(p) + 8 * done)
 
 

@@ -213,6 +213,12 @@ class SlabAllocator(BatchAPI):
         Benchmarks call it; ordinary use does not need it."""
         self.memory[::PAGE_SIZE] = self.memory[::PAGE_SIZE]
 
+    def page_to_nid(self, addr: int) -> int:
+        """NUMA node of the page frame holding byte address ``addr`` (``page_to_nid``)."""
+        if not isinstance(addr, (int, np.integer)) or not 0 <= addr < self.nr_pages * PAGE_SIZE:
+            raise BadAddressError(f"page_to_nid: {addr!r} is not an address of the arena")
+        return int(addr) // PAGE_SIZE // self.pages_per_node
+
     def cpu_to_node(self, cpu: int) -> int:
         """NUMA node of simulated CPU ``cpu``."""
         return int(self.state.cpu_node[self._check_cpu(cpu)])

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS,
+                      CA_SHEAF_CAPACITY,
                       CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER,
                       CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, PG_TAIL)
 from ..flags import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
@@ -62,6 +63,8 @@ class KmemCache:
                            doc="Empty slabs each node keeps on its partial list.")
     cpu_partial = property(lambda self: int(self._row[CA_CPU_PARTIAL]),
                            doc="Objects (approximately) kept on each CPU's partial list.")
+    sheaf_capacity = property(lambda self: int(self._row[CA_SHEAF_CAPACITY]),
+                              doc="Objects per per-CPU sheaf (0: the cache has none).")
     offset = property(lambda self: int(self._row[CA_OFFSET]),
                       doc="Byte offset of the free pointer inside a free object.")
     flags = property(lambda self: int(self._row[CA_FLAGS]), doc="SLAB_* flags.")
@@ -171,6 +174,9 @@ class KmemCache:
             "object_size", "slab_size", "align", "order", "objs_per_slab", "min_partial",
             "cpu_partial", "hwcache_align", "destroy_by_rcu", "reclaim_account",
             "remote_node_defrag_ratio", "slabs_cpu_partial")}
+        if self._sa.kernel == "7.0":    # 7.0 added it; cpu_partial and friends print 0
+            out["sheaf_capacity"] = str(self.sheaf_capacity)
+        out["cpu_slabs"] = str(self.cpu_slabs)
         partial = self._partial()                   # one walk of every node's partial list
         total = self._node(N_TOTAL_OBJECTS)
         out["objects"] = per_node(total - partial[:, 1])

@@ -1,0 +1,267 @@
+"""Linux 7.0's rules (engine/nocpu.py and the 7.0 paths of the sheaves): every cache has
+sheaves of ``calculate_sheaf_capacity``, no CPU slab, ``___slab_alloc`` and
+``refill_objects`` straight from the slabs, remote objects freed to their slab, and the
+counters 7.0 keeps. Each expectation is read from Linux 7.0 ``mm/slub.c``."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import numslab
+from numslab import GFP_ATOMIC, GFP_KERNEL
+from numslab.flags import __GFP_THISNODE
+from numslab.geometry import calculate_sheaf_capacity
+
+from conftest import assert_unchanged, snapshot
+
+KERNELS = ("7.0",)
+
+
+def fresh(kernel="7.0", **kw):
+    kw.setdefault("nr_cpus", 2)
+    kw.setdefault("memory", "16M")
+    return numslab.SlabAllocator(kernel=kernel, **kw)
+
+
+def fragment(sa, c, frees_per_slab):
+    """Fill ``len(frees_per_slab)`` slabs, free ``frees_per_slab[i]`` objects of slab ``i``
+    and shrink, so that the frees reach their slabs (7.0 holds them in sheaves). The slabs'
+    addresses, in the order they were filled."""
+    per = c.objs_per_slab
+    objs = c.alloc_bulk(per * len(frees_per_slab))
+    by_slab = {}
+    for a in objs.tolist():
+        by_slab.setdefault(a >> 12 << 12, []).append(a)
+    slabs = sorted(by_slab)
+    assert [len(by_slab[s]) for s in slabs] == [per] * len(slabs)
+    kept = []
+    for s, k in zip(slabs, frees_per_slab):
+        c.free_bulk(np.array(by_slab[s][:k], np.int64))
+        kept += by_slab[s][k:]
+    sa.kmem_cache_shrink(c)
+    return slabs, kept
+
+
+# ---- which caches get sheaves, and how many objects ---------------------------------------
+@pytest.mark.parametrize("size,cap", [(8, 60), (192, 60), (255, 60), (256, 28), (1000, 28),
+                                      (1024, 12), (4000, 12), (4096, 4), (8192, 4)])
+def test_calculate_sheaf_capacity_fills_a_kmalloc_size(size, cap):
+    # 60/26/12/4 by s->size, rounded up so that 32 + 8 * cap is a kmalloc size class
+    assert calculate_sheaf_capacity(size) == cap
+    assert 32 + 8 * cap in numslab.geometry.KMALLOC_SIZES
+    assert calculate_sheaf_capacity(size, 300) == 300        # a request is a minimum
+    assert calculate_sheaf_capacity(size, 3) == cap
+
+
+def test_every_cache_has_sheaves_and_sysfs_says_so():
+    sa = fresh()
+    assert sa.kernel == "7.0" and numslab.SlabAllocator(memory="4M").kernel == "7.0"
+    c = sa.kmem_cache_create("c", 300)
+    assert c.sheaf_capacity == 28 == calculate_sheaf_capacity(c.slab_size)
+    assert all(k.sheaf_capacity == calculate_sheaf_capacity(k.slab_size)
+               for k in sa.kmalloc_caches)
+    # every CPU has a main sheaf from the start, kmalloc'ed from the kmalloc caches
+    assert (sa.state.cpu[c.id, :, numslab.engine.layout.C_MAIN] != 0).all()
+    assert sum(k.sheaf_objects for k in sa.kmalloc_caches) == \
+        len(sa.sheaf_addresses()) == sa.nr_cpus * (len(sa.kmalloc_caches) + 1)
+    fs = c.sysfs()
+    assert fs["sheaf_capacity"] == "28"
+    assert (fs["cpu_partial"], fs["slabs_cpu_partial"], fs["cpu_slabs"]) == ("0", "0(0)", "0")
+    assert "sheaf_capacity" not in fresh("6.18").kmem_cache_create("d", 300).sysfs()
+
+
+def test_a_6_18_cache_keeps_its_cpu_slab_layer():
+    sa = fresh("6.18")
+    c = sa.kmem_cache_create("c", 64)
+    a = c.alloc()
+    assert c.sheaf_capacity == 0 and c.cpu_slabs == 1 and c.stats["alloc_slowpath"] == 1
+    c.free(a)
+    assert c.stats["free_fastpath"] == 1
+    with pytest.raises(numslab.SlabError, match="kernel '5.4'"):
+        numslab.SlabAllocator(memory="4M", kernel="5.4")
+
+
+# ---- one object ----------------------------------------------------------------------------
+def test_atomic_alloc_with_empty_sheaves_takes_one_object_from_a_new_slab():
+    sa = fresh()
+    c = sa.kmem_cache_create("c", 64)
+    a = sa.kmem_cache_alloc(c, GFP_ATOMIC)      # cannot refill a sheaf: ___slab_alloc
+    st = c.stats
+    assert (st["alloc_fastpath"], st["alloc_slowpath"], st["alloc_slab"]) == (0, 1, 1)
+    assert st["barn_get_fail"] == 1 and st["sheaf_refill"] == 0
+    part = c.partial_list(0)                    # the rest of the new slab: partial, at head
+    assert part.tolist() == [[a >> 12 << 12, 1, c.objs_per_slab]]
+    b = sa.kmem_cache_alloc(c, GFP_ATOMIC)      # get_from_partial_node: one object
+    assert b >> 12 == a >> 12 and c.stats["alloc_slab"] == 1
+    assert c.partial_list(0)[0, 1] == 2 and c.live_objects == 2
+
+
+def test_alloc_that_may_block_refills_the_main_sheaf():
+    sa = fresh()
+    c = sa.kmem_cache_create("c", 64)
+    a = sa.kmem_cache_alloc(c, GFP_KERNEL)
+    st = c.stats
+    assert st["sheaf_refill"] == 60 and st["alloc_fastpath"] == 1
+    assert st["alloc_slowpath"] == 0 and st["barn_get_fail"] == 1
+    assert c.live_objects == 1 and c.slabs == 1          # 64 objects per slab, 60 taken
+    main = sa.state.cpu[c.id, 0, numslab.engine.layout.C_MAIN]
+    assert sa._mem[(main >> 3) + numslab.engine.layout.SH_SIZE] == 59
+    c.free(a)
+    assert c.stats["free_fastpath"] == 1 and c.stats["free_slowpath"] == 0
+
+
+def test_a_node_request_off_the_cpus_node_is_a_mismatch_served_by_the_slabs(sa2):
+    c = sa2.kmem_cache_create("c", 64)
+    a = sa2.kmem_cache_alloc_node(c, GFP_KERNEL, 1, cpu=0)     # CPU 0 is on node 0
+    assert sa2.page_to_nid(a) == 1
+    st = c.stats
+    assert st["alloc_node_mismatch"] == 1 and st["alloc_slowpath"] == 1
+    sa2.kmem_cache_free(c, a, cpu=0)                # a remote object: straight to its slab
+    st = c.stats
+    assert st["free_slowpath"] == 1 and st["free_fastpath"] == 0
+    b = sa2.kmem_cache_alloc_node(c, GFP_KERNEL | __GFP_THISNODE, 1, cpu=0)
+    assert sa2.page_to_nid(b) == 1
+    sa2.kmem_cache_free(c, b, cpu=3)                # CPU 3 is on node 1: its sheaf
+    assert c.stats["free_fastpath"] == 1
+
+
+# ---- many objects: refill_objects ----------------------------------------------------------
+def refill_oracle(partial, lo, hi, min_partial):
+    """``__refill_objects_node`` on a partial list of (slab, free) pairs, head first: the
+    slabs taken (in the order their objects are copied), how many objects, and the partial
+    list after (slab, free) with put-backs."""
+    taken, total = [], 0
+    rest = list(partial)
+    while rest:
+        slab, free = rest[0]
+        if total >= lo and total + free > hi:
+            break
+        rest.pop(0)
+        taken.insert(0, (slab, free))          # list_add: the last taken comes first
+        total += free
+        if total >= hi:
+            break
+    got, used, leftover = 0, [], []
+    for k, (slab, free) in enumerate(taken):
+        n = min(free, hi - got)
+        used.append((slab, n))
+        got += n
+        if n < free:                           # back to the slab: __slab_free, to the tail
+            leftover.append((slab, free - n))
+        if got >= hi:
+            unreached = taken[k + 1:]
+            break
+    else:
+        unreached = []
+    after = rest + leftover
+    for slab, free in unreached:               # add_partial(ADD_TO_HEAD), in list order
+        after.insert(0, (slab, free))
+    return used, got, after
+
+
+@settings(max_examples=40, deadline=None)
+@given(frees=st.lists(st.integers(1, 15), min_size=1, max_size=8),    # shrink frees empty ones
+       want=st.integers(1, 150))
+def test_bulk_alloc_takes_whole_partial_slabs_as_refill_objects_does(frees, want):
+    sa = fresh(nr_cpus=1)
+    c = sa.kmem_cache_create("c", 256)          # 16 per slab, sheaf capacity 28
+    slabs, kept = fragment(sa, c, frees)
+    partial = [(int(s), int(o - u)) for s, u, o in c.partial_list(0)]
+    assert sorted(f for _, f in partial) == sorted(frees)
+    used, got, after = refill_oracle(partial, want, want, c.min_partial)
+    out = np.zeros(want, np.int64)
+    before = c.stats
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, want, out) == want
+    st = c.stats
+    assert st["alloc_slowpath"] - before["alloc_slowpath"] == want     # stat_add(.., i)
+    assert st["alloc_fastpath"] == before["alloc_fastpath"]             # sheaves were empty
+    new_slabs = st["alloc_slab"] - before["alloc_slab"]
+    assert new_slabs == -(-(want - got) // c.objs_per_slab)
+    # the objects came slab by slab as the oracle took them, then from new slabs
+    assert [a >> 12 << 12 for a in out[:got].tolist()] == \
+        [s for s, n in used for _ in range(n)]
+    if not new_slabs:
+        assert [(int(s), int(o - u)) for s, u, o in c.partial_list(0)] == after
+    assert len(set(out.tolist()) | set(kept)) == want + len(kept)
+    sa.validate()
+
+
+def test_leftover_objects_go_back_and_their_slab_to_the_tail():
+    sa = fresh(nr_cpus=1)
+    c = sa.kmem_cache_create("c", 256)
+    fragment(sa, c, [5, 7, 9])
+    head = [int(s) for s in c.partial_list(0)[:, 0]]
+    before = c.stats["free_add_partial"]
+    out = np.zeros(3, np.int64)
+    sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 3, out)     # 3 of the head slab's 5
+    part = c.partial_list(0)
+    assert [int(s) for s in part[:, 0]] == head[1:] + head[:1]
+    assert part[-1, 2] - part[-1, 1] == 2
+    assert c.stats["free_add_partial"] == before + 1
+
+
+def test_sheaf_flushes_are_not_slow_path_frees():
+    sa = fresh(nr_cpus=1)
+    c = sa.kmem_cache_create("c", 64)
+    objs = c.alloc_bulk(100)
+    c.free_bulk(objs)                         # into the sheaves (60 fit, then a barn trade)
+    st = c.stats
+    sa.kmem_cache_shrink(c)                    # flushes them to the slabs
+    after = c.stats
+    assert after["free_slowpath"] == st["free_slowpath"]
+    assert after["sheaf_flush"] > st["sheaf_flush"]
+    assert c.live_objects == 0 and c.slabs <= c.min_partial
+
+
+def test_bulk_free_of_remote_objects_counts_them_as_slow_path(sa2):
+    c = sa2.kmem_cache_create("c", 64)
+    remote = np.array([sa2.kmem_cache_alloc_node(c, GFP_KERNEL, 1, cpu=0)
+                       for _ in range(5)], np.int64)
+    local = c.alloc_bulk(7) if sa2.cpu_to_node(sa2._cpu()) == 0 else None
+    before = c.stats
+    sa2.kmem_cache_free_bulk(c, 5, remote.copy(), cpu=0)
+    st = c.stats
+    assert st["free_slowpath"] - before["free_slowpath"] == 5
+    assert st["free_fastpath"] == before["free_fastpath"]
+    if local is not None:
+        c.free_bulk(local)
+
+
+def test_a_failed_bulk_alloc_takes_nothing():
+    sa = fresh(nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("big", 4096)
+    out = np.zeros(5000, np.int64)              # more than 4 MiB of 4 KiB objects
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 5000, out) == 0
+    assert c.live_objects == 0                  # (the array may hold what was given back)
+    sa.validate()
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 10, out) == 10    # and it still serves
+
+
+# ---- the kmalloc caches' own sheaves ---------------------------------------------------------
+def test_kmalloc_caches_sheaves_do_not_recurse_and_are_accounted():
+    sa = fresh(nr_cpus=1)
+    held = {k.name: k.live_objects - k.sheaf_objects for k in sa.kmalloc_caches}
+    assert all(v == 0 for v in held.values())
+    addrs = [sa.kmalloc(s) for s in (8, 100, 500, 1000, 3000, 8000) for _ in range(200)]
+    assert all(addrs) and len(set(addrs)) == len(addrs)
+    sa.validate()
+    for a in addrs:
+        sa.kfree(a)
+    assert all(k.live_objects == k.sheaf_objects for k in sa.kmalloc_caches)
+    for k in sa.kmalloc_caches:
+        k.shrink()
+    # after shrinking only the main sheaves remain, one per CPU and cache
+    assert len(sa.sheaf_addresses()) == sa.nr_cpus * len(sa.kmalloc_caches)
+    sa.validate()
+
+
+def test_misuse_on_7_0_changes_nothing(sa):
+    c = sa.kmem_cache_create("c", 64)
+    a = c.alloc()
+    c.free(a)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.DoubleFreeError):
+        c.free(a)
+    assert_unchanged(sa, snap)
