@@ -6,6 +6,7 @@ Examples::
     python examples/packet_pipeline.py                       # 200000 generated packets
     python examples/packet_pipeline.py --pcap trace.pcapng --mode single --json
     python examples/packet_pipeline.py --compare --packets 200000
+    python examples/packet_pipeline.py --compare --kernel 6.18,7.0   # generations side by side
 """
 from __future__ import annotations
 
@@ -34,12 +35,14 @@ def head(packets: Packets, n: int) -> Packets:
 
 
 def compare_modes(packets: Packets, modes: Sequence[str] = MODES, *, repeat: int = 1,
-                  warmup: int = 4096,
+                  warmup: int = 4096, kernels: Sequence[str] | None = None,
                   progress: Callable[[str], Callable[[int], Any] | None] | None = None,
                   **kwargs: Any) -> dict[str, PipelineResult]:
-    """Run every mode on the same packets: mode name to its fastest result.
+    """Run every mode on the same packets: mode name to its fastest result (with several
+    ``kernels``, ``"mode@kernel"`` for each SLUB generation, generations in the order
+    given).
 
-    Each mode first runs untimed on the first ``warmup`` packets (so JIT compilation and
+    Each run first runs untimed on the first ``warmup`` packets (so JIT compilation and
     loading are not timed); then ``repeat`` rounds run every mode in turn (so noise hits
     all modes alike), each run on a fresh allocator. ``progress(mode)`` gives the progress
     callback of a timed run; ``kwargs`` go to :func:`run_pipeline`.
@@ -47,23 +50,28 @@ def compare_modes(packets: Packets, modes: Sequence[str] = MODES, *, repeat: int
     Raises
     ------
     RuntimeError
-        Two modes disagree on a count.
+        Two runs disagree on a count.
     """
-    for mode in modes:
-        run_pipeline(head(packets, min(warmup, len(packets.offset))), mode, **kwargs)
+    runs = [(mode, {}) for mode in modes] if not kernels else \
+        [(f"{mode}@{k}", {"kernel": k}) for k in kernels for mode in modes]
+    for name, kw in runs:
+        run_pipeline(head(packets, min(warmup, len(packets.offset))), name.split("@")[0],
+                     **kwargs, **kw)
     out: dict[str, PipelineResult] = {}
     for _ in range(max(1, repeat)):
-        for mode in modes:
+        for name, kw in runs:
+            mode = name.split("@")[0]
             r = run_pipeline(packets, mode, progress=progress(mode) if progress else None,
-                             **kwargs)
-            if mode not in out or r.elapsed_s < out[mode].elapsed_s:
-                out[mode] = r
+                             **kwargs, **kw)
+            if name not in out or r.elapsed_s < out[name].elapsed_s:
+                out[name] = r
     first = next(iter(out.values()), None)
     for r in out.values():
         diff = [k for k in ("packets", "bytes", "flows", "active_flows", "counters")
                 if getattr(r, k) != getattr(first, k)]
         if diff:
-            raise RuntimeError(f"modes {first.mode} and {r.mode} disagree on {diff}")
+            raise RuntimeError(f"runs {first.mode}@{first.kernel} and {r.mode}@{r.kernel} "
+                               f"disagree on {diff}")
     return out
 
 
@@ -75,6 +83,14 @@ def top_caches(slabinfo: str, k: int = 5) -> list[str]:
     size = lambda ln: int(ln.split()[2]) * int(ln.split()[3])   # noqa: E731
     rows = [ln for ln in lines if ln and not ln.startswith(("slabinfo", "#")) and size(ln)]
     return head_ + sorted(rows, key=size, reverse=True)[:k]
+
+
+def kernels(text: str) -> list[str]:
+    """An argparse type: comma-separated SLUB generations (7.0, 6.18)."""
+    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not names or any(n not in ("7.0", "6.18") for n in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: generations are 7.0 and 6.18")
+    return names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,6 +117,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--repeat", type=int, default=3, metavar="R",
                      help="with --compare: timed runs per mode, fastest kept (default 3)")
     run.add_argument("--cpus", type=int, default=4, help="simulated CPUs (default 4)")
+    run.add_argument("--kernel", type=kernels, default=["7.0"], metavar="7.0,6.18",
+                     help="SLUB generation(s) to model (default 7.0); with --compare, "
+                          "comma-separated generations are run side by side")
     run.add_argument("--memory", default="256M", help="allocator memory (default 256M)")
     out = ap.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object")
@@ -144,7 +163,7 @@ def summary(r: PipelineResult, source: str, top: int) -> str:
     c = r.counters
     lines = [
         f"input      {source}",
-        f"mode       {r.mode}, batch {r.batch}, {r.batches:,} batches",
+        f"mode       {r.mode}, batch {r.batch}, {r.batches:,} batches, kernel {r.kernel}",
         f"packets    {r.packets:,}",
         f"bytes      {r.bytes:,} on the wire ({c['captured_bytes']:,} captured)",
         f"flows      {r.flows:,} seen, {r.active_flows:,} active at the end "
@@ -160,27 +179,36 @@ def summary(r: PipelineResult, source: str, top: int) -> str:
 
 
 def compare_table(res: dict[str, PipelineResult], source: str) -> str:
-    """Modes side by side with the speed-up over ``single``."""
-    base = res.get("single", next(iter(res.values())))
+    """Modes side by side with the speed-up over ``single`` (of the same generation), and
+    with several generations each run's time against the first generation's same mode."""
     r = next(iter(res.values()))
+    first = r.kernel
+    multi = any(x.kernel != first for x in res.values())
     lines = [f"input    {source}: {r.packets:,} packets, {r.bytes:,} bytes, "
-             f"{r.flows:,} flows, {r.active_flows:,} active at the end (same in every mode)",
-             f"{'mode':<8} {'ns/packet':>10} {'Mpps':>8} {'speed-up':>9}"]
-    for mode, x in res.items():
+             f"{r.flows:,} flows, {r.active_flows:,} active at the end (same in every run)",
+             f"{'mode':<8} {'kernel':>6} {'ns/packet':>10} {'Mpps':>8} {'speed-up':>9}"
+             + (f" {'time x ' + first:>11}" if multi else "")]
+    for x in res.values():
+        base = res.get(f"single@{x.kernel}", res.get("single", x))
         speedup = base.ns_per_packet / x.ns_per_packet if x.ns_per_packet else 0.0
-        lines.append(f"{mode:<8} {x.ns_per_packet:10.1f} {x.pps / 1e6:8.3f} {speedup:8.2f}x")
+        row = f"{x.mode:<8} {x.kernel:>6} {x.ns_per_packet:10.1f} {x.pps / 1e6:8.3f} " \
+              f"{speedup:8.2f}x"
+        if multi:
+            ref = res.get(f"{x.mode}@{first}", x)
+            row += f" {x.ns_per_packet / ref.ns_per_packet:11.2f}"
+        lines.append(row)
     return "\n".join(lines)
 
 
 def compare_json(res: dict[str, PipelineResult], source: str) -> dict[str, Any]:
     """The comparison as one JSON object."""
     r = next(iter(res.values()))
-    base = res.get("single", r).ns_per_packet
     modes = {}
-    for mode, x in res.items():
+    for name, x in res.items():
+        base = res.get(f"single@{x.kernel}", res.get("single", r)).ns_per_packet
         d = x.to_dict()
         d["speedup"] = base / x.ns_per_packet if x.ns_per_packet else 0.0
-        modes[mode] = d
+        modes[name] = d
     return {"mode": "compare", "source": source, "packets": r.packets, "bytes": r.bytes,
             "flows": r.flows, "active_flows": r.active_flows, "batch": r.batch,
             "ns_per_packet": {m: x.ns_per_packet for m, x in res.items()}, "modes": modes}
@@ -195,11 +223,19 @@ def main(argv: list[str] | None = None) -> int:
         kw = dict(batch=args.batch, idle_timeout=args.idle_timeout, nr_cpus=args.cpus,
                   memory=args.memory)
         if args.compare:
-            res = compare_modes(packets, repeat=args.repeat, progress=bar, **kw)
+            if len(args.kernel) > 1:
+                res = compare_modes(packets, repeat=args.repeat, progress=bar,
+                                    kernels=args.kernel, **kw)
+            else:
+                res = compare_modes(packets, repeat=args.repeat, progress=bar,
+                                    kernel=args.kernel[0], **kw)
             print(json.dumps(compare_json(res, source)) if args.json
                   else compare_table(res, source))
         else:
-            r = run_pipeline(packets, args.mode, progress=bar(args.mode), **kw)
+            if len(args.kernel) > 1:
+                raise ValueError("several --kernel values need --compare")
+            r = run_pipeline(packets, args.mode, progress=bar(args.mode),
+                             kernel=args.kernel[0], **kw)
             print(json.dumps({"source": source, **r.to_dict()}) if args.json
                   else summary(r, source, args.top))
     except CaptureError as e:

@@ -294,7 +294,36 @@ def test_bad_arguments():
 def test_compare_modes_runs_all_and_agrees(traffic):
     res = cli.compare_modes(cli.head(traffic[0], 5000), warmup=500, repeat=2)
     assert list(res) == list(MODES)
+    assert {r.kernel for r in res.values()} == {"7.0"}               # the default
     assert len({(r.flows, r.bytes, r.active_flows) for r in res.values()}) == 1
+
+
+def test_compare_puts_generations_side_by_side(traffic, capsys):
+    res = cli.compare_modes(cli.head(traffic[0], 3000), ("single", "bulk"), warmup=300,
+                            kernels=("6.18", "7.0"))
+    assert list(res) == ["single@6.18", "bulk@6.18", "single@7.0", "bulk@7.0"]
+    assert [(r.mode, r.kernel) for r in res.values()] == [
+        ("single", "6.18"), ("bulk", "6.18"), ("single", "7.0"), ("bulk", "7.0")]
+    assert len({(r.flows, r.bytes, r.active_flows, str(r.counters))
+                for r in res.values()}) == 1                     # the same work on both
+    # SLUB's own counters differ: 6.18 serves the records' cache from its CPU slab
+    skb = [next(v for k, v in r.caches.items() if k.startswith("skbuff"))
+           for r in res.values()]
+    assert "alloc_cpu_sheaf" not in skb[2]["stats"] and "cpuslab_flush" not in skb[2]["stats"]
+    table = cli.compare_table(res, "t").splitlines()
+    assert table[1].split()[-3:] == ["speed-up", "time", "x"] or "time x 6.18" in table[1]
+    assert [ln.split()[:2] for ln in table[2:]] == [["single", "6.18"], ["bulk", "6.18"],
+                                                    ["single", "7.0"], ["bulk", "7.0"]]
+    assert all(ln.split()[-1] == "1.00" for ln in table[2:4])      # against themselves
+    assert cli.main(["--packets", "1500", "--compare", "--repeat", "1", "--quiet",
+                     "--kernel", "7.0,6.18"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(" 6.18 ") == 5 and out.count(" 7.0 ") == 5
+    assert cli.main(["--packets", "1500", "--quiet", "--kernel", "6.18"]) == 0
+    assert "kernel 6.18" in capsys.readouterr().out
+    assert cli.main(["--packets", "1500", "--quiet", "--kernel", "6.18,7.0"]) == 1
+    with pytest.raises(SystemExit):
+        cli.main(["--kernel", "2.6"])
 
 
 # --------------------------------------------------------------------------- CLI

@@ -1,6 +1,7 @@
 """Suites 1 and 2: the kernel's ``slab_bulk_test01`` shape (alloc N, free N; one timed call
 is 4096 alloc+free pairs, so time / 4096 is the cost per pair) and large batches per mode,
-with the peers (deque pool, NumPy free stack, jitted free stack) in the same run."""
+with the peers (deque pool, NumPy free stack, jitted free stack) in the same run; numslab on
+each SLUB generation (``kernel``: 7.0, the default, and 6.18; the peers ignore it)."""
 import time
 
 import numba as nb
@@ -16,15 +17,15 @@ PAIRS = 4096
 class SlabBulkTest01Python:
     """Called from Python, one call per batch (numslab single: one call per object)."""
 
-    params = (list(bench.BULK_SIZES), list(bench.PY_IMPLS))
-    param_names = ["bulk", "impl"]
+    params = (list(bench.BULK_SIZES), list(bench.PY_IMPLS), list(bench.KERNELS))
+    param_names = ["bulk", "impl", "kernel"]
     timeout = 300
 
-    def setup(self, bulk, impl):
-        self.run = bench.make_round(impl, bulk)
+    def setup(self, bulk, impl, kernel):
+        self.run = bench.make_round(impl, bulk, kernel=kernel)
         self.rounds = max(1, PAIRS // bulk)
 
-    def time_pairs(self, bulk, impl):
+    def time_pairs(self, bulk, impl, kernel):
         self.run(self.rounds)
 
 
@@ -33,15 +34,15 @@ class SlabBulkTest01Jit:
     stack's operations written in the loop, as a competent Numba user writes them, so that
     no array's reference count is touched per operation)."""
 
-    params = (list(bench.BULK_SIZES) + [4096], list(bench.JIT_IMPLS))
-    param_names = ["bulk", "impl"]
+    params = (list(bench.BULK_SIZES) + [4096], list(bench.JIT_IMPLS), list(bench.KERNELS))
+    param_names = ["bulk", "impl", "kernel"]
     timeout = 300
 
-    def setup(self, bulk, impl):
-        self.run = bench.make_round(impl, bulk, inside_jit=True)
+    def setup(self, bulk, impl, kernel):
+        self.run = bench.make_round(impl, bulk, inside_jit=True, kernel=kernel)
         self.rounds = max(1, PAIRS // bulk)
 
-    def time_pairs(self, bulk, impl):
+    def time_pairs(self, bulk, impl, kernel):
         self.run(self.rounds)
 
 
@@ -49,13 +50,13 @@ class Bulk4096Python:
     """Batches of 4096 from Python: slabs go back to the page allocator and come again."""
 
     params = (["jit-stack", "deque", "numpy-stack", "slab-bulk", "slab-sheaves", "slab-new",
-               "slab-jit-round"],)
-    param_names = ["impl"]
+               "slab-jit-round"], list(bench.KERNELS))
+    param_names = ["impl", "kernel"]
 
-    def setup(self, impl):
-        self.run = bench.make_round(impl, 4096)
+    def setup(self, impl, kernel):
+        self.run = bench.make_round(impl, 4096, kernel=kernel)
 
-    def time_pairs(self, impl):
+    def time_pairs(self, impl, kernel):
         self.run(1)
 
 
@@ -66,12 +67,12 @@ class LargeBatches:
     round (allocate, then free the same objects); ``track_alloc_ns_per_object`` is the
     allocation alone, best of 20 shots, each after the cache is put back as it was."""
 
-    params = ([1, 4, 16, 64], ["local", "partial", "new", "bulk"])
-    param_names = ["slabs", "mode"]
+    params = ([1, 4, 16, 64], ["local", "partial", "new", "bulk"], list(bench.KERNELS))
+    param_names = ["slabs", "mode", "kernel"]
     timeout = 300
 
-    def setup(self, slabs, mode):
-        self.sa, self.c = bench.new_bench_cache(memory="64M")
+    def setup(self, slabs, mode, kernel):
+        self.sa, self.c = bench.new_bench_cache(memory="64M", kernel=kernel)
         per = self.c.objs_per_slab
         self.flags = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PARTIAL,
                       "new": SLAB_ARRAY_ALLOC_NEW}.get(mode, 0)
@@ -112,11 +113,11 @@ class LargeBatches:
             self.c.free_bulk(objs)
         self.got = 0
 
-    def time_round(self, slabs, mode):
+    def time_round(self, slabs, mode, kernel):
         self.got = self.alloc()
         self.release()
 
-    def track_alloc_ns_per_object(self, slabs, mode):
+    def track_alloc_ns_per_object(self, slabs, mode, kernel):
         best = float("inf")
         for _ in range(20):
             self.reset()
@@ -138,15 +139,17 @@ call per batch) and inside @njit (``numslab.jit``, no call overhead). Each batch
     after the set-up (slabs freed long before, the seed's case); ``warm`` leaves the partial
     slabs' free lists in cache, as written just before."""
 
-    params = ([4, 16, 64], ["partial", "new"], ["python", "jit"], ["warm", "cold"])
-    param_names = ["slabs", "mode", "caller", "caches"]
+    params = ([4, 16, 64], ["partial", "new"], ["python", "jit"], ["warm", "cold"],
+              list(bench.KERNELS))
+    param_names = ["slabs", "mode", "caller", "caches", "kernel"]
     timeout = 300
 
-    def setup(self, slabs, mode, caller, caches):
+    def setup(self, slabs, mode, caller, caches, kernel):
         self.stream = bench.array_stream(mode, slabs, batches=max(8, 512 // slabs),
-                                         inside_jit=caller == "jit", cold=caches == "cold")
+                                         inside_jit=caller == "jit", cold=caches == "cold",
+                                         kernel=kernel)
 
-    def track_ns_per_object(self, slabs, mode, caller, caches):
+    def track_ns_per_object(self, slabs, mode, caller, caches, kernel):
         return min(self.stream() for _ in range(5))
     track_ns_per_object.unit = "ns"
 

@@ -12,15 +12,15 @@ class CallCost:
     """ns per call, best of 50 samples of 32 calls (``bench.call_cost``); the Python loop
     over the 32 rows is in every figure."""
 
-    params = (list(bench.CALL_IMPLS), list(bench.CALL_OPS))
-    param_names = ["impl", "op"]
+    params = (list(bench.CALL_IMPLS), list(bench.CALL_OPS), list(bench.KERNELS))
+    param_names = ["impl", "op", "kernel"]
     timeout = 300
 
-    def setup(self, impl, op):
-        bench.make_calls(impl)                   # compile outside the measurement
+    def setup(self, impl, op, kernel):
+        bench.make_calls(impl, kernel=kernel)    # compile outside the measurement
 
-    def track_ns_per_call(self, impl, op):
-        return bench.call_cost(impl)[op]
+    def track_ns_per_call(self, impl, op, kernel):
+        return bench.call_cost_table(impls=(impl,), kernel=kernel)[impl][op]
     track_ns_per_call.unit = "ns"
 
 
@@ -28,13 +28,13 @@ class CallCostRound:
     """32 ``kmem_cache_alloc_bulk`` calls of 16 then 32 ``kmem_cache_free_bulk`` calls
     (divide by 64 for one call)."""
 
-    params = (list(bench.CALL_IMPLS),)
-    param_names = ["impl"]
+    params = (list(bench.CALL_IMPLS), list(bench.KERNELS))
+    param_names = ["impl", "kernel"]
     timeout = 300
 
-    def setup(self, impl):
-        self.alloc_all, self.free_all, *_ = bench.make_calls(impl)
+    def setup(self, impl, kernel):
+        self.alloc_all, self.free_all, *_ = bench.make_calls(impl, kernel=kernel)
 
-    def time_calls(self, impl):
+    def time_calls(self, impl, kernel):
         self.alloc_all()
         self.free_all()

@@ -12,18 +12,18 @@ ROUNDS = bench.SINGLE_ROUNDS
 
 
 class SinglePairJit:
-    params = (list(bench.SINGLE_IMPLS),)
-    param_names = ["impl"]
+    params = (list(bench.SINGLE_IMPLS), list(bench.KERNELS))
+    param_names = ["impl", "kernel"]
     timeout = 300
 
-    def setup(self, impl):
-        self.run = bench.make_single_pair(impl)
+    def setup(self, impl, kernel):
+        self.run = bench.make_single_pair(impl, kernel=kernel)
 
-    def time_rounds(self, impl):
+    def time_rounds(self, impl, kernel):
         """ROUNDS rounds (and the set-up and release of the 256 live objects)."""
         self.run(ROUNDS)
 
-    def track_ns_per_round(self, impl):
+    def track_ns_per_round(self, impl, kernel):
         """Best of 5 runs of ROUNDS rounds, in ns per round."""
         return min(bench.time_per_object(self.run, 1, ROUNDS, 1) for _ in range(5))
     track_ns_per_round.unit = "ns"

@@ -541,6 +541,7 @@ class PipelineResult:
 
     mode: str
     batch: int
+    kernel: str
     packets: int
     bytes: int
     flows: int
@@ -634,7 +635,7 @@ def _cache_report(cache: Any, before: dict[str, int]) -> dict[str, Any]:
 
 def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
                  idle_timeout: float = 30.0, *, sa: SlabAllocator | None = None,
-                 nr_cpus: int = 4, memory: int | str = "256M",
+                 nr_cpus: int = 4, memory: int | str = "256M", kernel: str = "7.0",
                  progress: Callable[[int], Any] | None = None, chunk: int = 16384,
                  check_leaks: bool = True) -> PipelineResult:
     """Run the RX loop over ``packets`` in one allocation mode.
@@ -657,7 +658,8 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
     idle_timeout : float
         Seconds without a packet after which a flow entry is freed (``inf``: never).
     sa : SlabAllocator, optional
-        Default: a fresh one with ``nr_cpus`` CPUs and ``memory`` per node. The run makes
+        Default: a fresh one with ``nr_cpus`` CPUs and ``memory`` per node, modelling SLUB
+        generation ``kernel`` ("7.0" or "6.18"; a given ``sa`` keeps its own). The run makes
         its two caches in it and, with ``check_leaks``, destroys them at the end.
     progress : callable, optional
         Called after every ``chunk`` packets (one jitted call) with the packets processed.
@@ -679,7 +681,7 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
     if link == _LINK_NONE and n:
         warnings.warn(f"linktype {packets.linktype} is not parsed: every packet counts as "
                       "non-IP and no flows are made", stacklevel=2)
-    sa = SlabAllocator(nr_cpus=nr_cpus, memory=memory) if sa is None else sa
+    sa = SlabAllocator(nr_cpus=nr_cpus, memory=memory, kernel=kernel) if sa is None else sa
     skb = sa.kmem_cache_create(_unique_name(sa, "skbuff_head_cache"), 0, dtype=SKB_DTYPE)
     flow = sa.kmem_cache_create(_unique_name(sa, "flow_cache"), 0, dtype=FLOW_DTYPE)
     km = np.array([sa.find_cache(kmalloc_cache_name(s)).id for s in KMALLOC_SIZES], np.int64)
@@ -717,7 +719,7 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
         sa.kmem_cache_destroy(skb)
         sa.kmem_cache_destroy(flow)
     return PipelineResult(
-        mode=mode, batch=batch, packets=n, bytes=counters["bytes"], flows=counters["flows"],
+        mode=mode, batch=batch, kernel=sa.kernel, packets=n, bytes=counters["bytes"], flows=counters["flows"],
         active_flows=counters["active_flows"],
         ns_per_packet=elapsed * 1e9 / n if n else 0.0, pps=n / elapsed if elapsed else 0.0,
         batches=counters["batches"], elapsed_s=elapsed, counters=counters, caches=caches,
