@@ -14,7 +14,8 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SI
                      _node_row, _slab_nid, _stat)
 from .native import jit, unit, zero_bytes
 from .nocpu import slab_alloc_single
-from .slablists import (_add_partial, _freeze_slab, _get_fp, _set_fp, discard_slab,
+from .slablists import (_add_partial, _freeze_slab, _get_fp, _set_fp, _slab_free_fast,
+                        discard_slab,
                         get_partial, new_slab, put_partials, slab_free)
 
 
@@ -188,7 +189,8 @@ def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
         cpt[c + C_FREELIST] = head
         _stat(st, cache, cpu, FREE_FASTPATH, cnt)
     else:
-        slab_free(st, cache, cpu, slab, head, tail, cnt)
+        if not _slab_free_fast(st, cache, slab, head, tail, cnt):
+            slab_free(st, cache, cpu, slab, head, tail, cnt)
         if st.kernel != KERNEL_7_0:     # 7.0's callers count (a sheaf flush does not)
             _stat(st, cache, cpu, FREE_SLOWPATH, 1)
 

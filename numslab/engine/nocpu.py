@@ -8,10 +8,12 @@ Objects taken here are not marked allocated; the caller hands them out.
 from __future__ import annotations
 
 from ..flags import __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
-from .layout import (CA_DEFRAG_RATIO, CA_MIN_PARTIAL, CA_OFFSET, N_NR_PARTIAL,
+from .layout import (CA_DEFRAG_RATIO, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_SIZE,
+                     N_NR_PARTIAL,
                      N_PARTIAL_HEAD, NIL, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
-from .slablists import _add_partial, _get_fp, _remove_partial, discard_slab, new_slab, slab_free
+from .slablists import (_add_partial, _get_fp, _remove_partial, allocate_slab, discard_slab,
+                        new_slab, slab_free)
 
 
 # ---- one object -------------------------------------------------------------------------------
@@ -197,7 +199,23 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr):
             got += r
             if got >= lo:
                 return got
+    size = _ca(st, cache, CA_SIZE)
     while got < lo:
+        if hi - got >= _ca(st, cache, CA_OBJECTS):
+            # every object of the slab goes out: no free list is built only to be walked
+            # (the kernel's own TODO in refill_objects); objects are at base + i * size
+            slab = allocate_slab(st, cache, cpu, local, False)
+            if slab == NIL:
+                break
+            _stat(st, cache, cpu, ALLOC_SLAB, 1)
+            n = st.sl_objects[slab]
+            obj = slab << 12
+            for i in range(got, got + n):
+                p[i] = obj
+                obj += size
+            st.sl_inuse[slab] = n
+            got += n
+            continue
         slab = new_slab(st, cache, cpu, local, False)
         if slab == NIL:
             break

@@ -294,6 +294,22 @@ def get_partial(st, cache, cpu, node, thisnode):
 
 
 # ---- freeing to a slab that is not the CPU's -----------------------------------------------
+@jit(inline=True)
+def _slab_free_fast(st, cache, slab, head, tail, cnt):
+    """``__slab_free``'s common case, inline: the slab keeps free objects before and after
+    and is not frozen, so no list changes: splice the chain, lower ``inuse``. False (nothing
+    done) when :func:`slab_free` must handle it."""
+    fl = st.sl_freelist
+    prior = fl[slab]
+    inuse = st.sl_inuse[slab] - cnt
+    if prior == 0 or inuse == 0 or st.pg_flags[slab] & PG_FROZEN:
+        return False
+    _set_fp(st.mem, _ca(st, cache, CA_OFFSET), tail, prior)
+    fl[slab] = head
+    st.sl_inuse[slab] = inuse
+    return True
+
+
 @unit
 def slab_free(st, cache, cpu, slab, head, tail, cnt):
     """``__slab_free``: put the chain ``head..tail`` of ``cnt`` objects (already linked
