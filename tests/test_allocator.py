@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 
 import numba
+import numpy as np
 import pytest
 
 import numslab
@@ -228,3 +229,65 @@ def test_memory_sizes():
         numslab.parse_size("lots")
     with pytest.raises(numslab.SlabError):
         numslab.SlabAllocator(nr_cpus=0)
+
+
+# ---- misuse that used to crash or corrupt (issue 13) --------------------------------------
+def test_a_dtype_with_python_objects_is_refused(sa):
+    with pytest.raises(numslab.SlabError, match="Python objects"):
+        sa.kmem_cache_create("objs", 0, dtype=np.dtype([("a", np.int64), ("o", object)]))
+    assert "objs" not in [c.name for c in sa.caches]
+
+
+@pytest.mark.parametrize("order", [-1, 11, 1.0, True, "1"])
+def test_free_pages_refuses_a_bad_order(sa, order):
+    a = sa.alloc_pages(1)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.InvalidSizeError, match="order"):
+        sa.free_pages(a, order)
+    assert_unchanged(sa, snap)
+    sa.free_pages(a, 1)
+
+
+def test_zeroing_covers_the_whole_block(sa):
+    a = sa.alloc_pages(2)
+    sa.memory[a:a + 4 * 4096] = 0xAB
+    sa.free_pages(a, 2)
+    b = sa.alloc_pages(2, gfp=GFP_KERNEL | numslab.flags.__GFP_ZERO)
+    assert b == a and not sa.memory[b:b + 4 * 4096].any()
+    sa.free_pages(b, 2)
+    k = sa.kmalloc(20000)                    # a large kmalloc: 5 pages, order 3
+    sa.memory[k:k + sa.ksize(k)] = 0xCD
+    sa.kfree(k)
+    z = sa.kzalloc(20000)
+    assert z == k and sa.ksize(z) == 32768 and not sa.memory[z:z + sa.ksize(z)].any()
+    sa.kfree(z)
+
+
+def test_memory_that_is_rounded_up_says_so():
+    with pytest.warns(UserWarning, match="rounded up to 4 MiB"):
+        sa = numslab.SlabAllocator(nr_cpus=1, memory="64K")
+    assert sa.pages_per_node * 4096 == 4 << 20
+
+
+def test_a_destroyed_cache_says_so(sa):
+    c = sa.kmem_cache_create("gone", 64)
+    a = c.alloc()
+    assert len(c) == 1
+    c.free(a)
+    assert len(c) == 0
+    sa.kmem_cache_destroy(c)
+    assert c.name == "gone" and "destroyed" in repr(c)
+    for use in (lambda: c.alloc(), lambda: c.free(a), lambda: c.stats, lambda: c.objects,
+                lambda: c.object_size, lambda: len(c), lambda: c.sysfs()):
+        with pytest.raises(numslab.WrongCacheError, match="'gone' was destroyed"):
+            use()
+    with pytest.raises(numslab.WrongCacheError):
+        sa.kmem_cache_alloc(c)
+
+
+def test_kmalloc_caches_len_leaves_out_the_allocators_sheaves(sa):
+    k = sa.kmalloc_caches[8]                  # kmalloc-512: 7.0 kmallocs 60-object sheaves
+    assert len(k) == 0 and k.live_objects == k.sheaf_objects
+    a = sa.kmalloc(300)
+    assert len(k) == 1
+    sa.kfree(a)

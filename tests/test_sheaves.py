@@ -721,3 +721,26 @@ def test_jit_fast_paths_match_the_facade_and_raise_on_misuse(sa, wide):
     free(h, cid, 16, out)
     assert wide.live_objects == 0
     sa.validate()
+
+
+@pytest.mark.parametrize("size", [-1, 1.5, 2 ** 61, True, (1 << 20) + 1])
+def test_refill_and_prefill_refuse_an_impossible_size(sa, size):
+    c = sa.kmem_cache_create("s", 64, sheaf_capacity=8)
+    sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 4)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.InvalidSizeError, match="size"):
+        sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, sheaf, size)
+    with pytest.raises(numslab.InvalidSizeError, match="size"):
+        sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, size)
+    assert_unchanged(sa, snap)
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, sheaf)
+
+
+def test_sheaf_size_of_something_that_is_not_a_sheaf_is_refused(sa):
+    c = sa.kmem_cache_create("s", 64, sheaf_capacity=8)
+    sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 4)
+    assert sa.kmem_cache_sheaf_size(sheaf) >= 4
+    for bad in (sheaf + 8, c.alloc(), 4096, -8, 2 ** 40):
+        with pytest.raises(numslab.BadAddressError, match="not a prefilled sheaf"):
+            sa.kmem_cache_sheaf_size(bad)
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, sheaf)

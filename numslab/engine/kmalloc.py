@@ -22,8 +22,8 @@ def kmalloc(st, cache, cpu, node, gfp, size, order):
         return _slab_alloc(st, cache, cpu, node, gfp)
     page_node = node if node >= 0 else st.cpu_node[cpu]
     addr = alloc_block(st, cpu, page_node, order, (gfp & __GFP_THISNODE) != 0, PG_LARGE)
-    if addr and gfp & __GFP_ZERO:
-        zero_bytes(st.mem, addr, size)
+    if addr and gfp & __GFP_ZERO:              # the whole block, as ksize reports it
+        zero_bytes(st.mem, addr, 4096 << order)
     return addr
 
 

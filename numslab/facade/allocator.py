@@ -7,6 +7,7 @@ import mmap
 import os
 import re
 import threading
+import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -38,7 +39,7 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         calculate_sheaf_capacity, get_order)
 from .args import check_gfp
 from .batchapi import BatchAPI
-from .cache import KmemCache
+from .cache import DestroyedCache, KmemCache
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
 
 if TYPE_CHECKING:
@@ -126,12 +127,17 @@ class SlabAllocator(BatchAPI):
         block = PAGE_SIZE << MAX_PAGE_ORDER
         if per_node <= 0:
             raise InvalidSizeError(f"memory per node must be positive, not {memory!r}")
+        if per_node % block:
+            warnings.warn(f"SlabAllocator: memory {memory!r} per node rounded up to "
+                          f"{-(-per_node // block) * block >> 20} MiB (whole "
+                          f"{block >> 20} MiB blocks of the largest page order)", stacklevel=2)
         per_node = -(-per_node // block) * block
         self.nr_cpus, self.nr_nodes = nr_cpus, nr_nodes
         self.pages_per_node = per_node // PAGE_SIZE
         self.nr_pages = self.pages_per_node * nr_nodes
-        self._mmap = mmap.mmap(-1, self.nr_pages * PAGE_SIZE,
-                               flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._mmap = mmap.mmap(-1, self.nr_pages * PAGE_SIZE,     # reserved, not committed
+                               flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS |
+                               getattr(mmap, "MAP_NORESERVE", 0))
         self.memory = np.frombuffer(self._mmap, dtype=np.uint8)
         self._mem = self.memory.view(np.int64)
         self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed,
@@ -263,6 +269,9 @@ class SlabAllocator(BatchAPI):
                                       f"{flags & SLAB_DEBUG_FLAGS:#x} are not implemented yet")
         if dtype is not None:
             dtype = np.dtype(dtype)
+            if dtype.hasobject:
+                raise SlabError(f"kmem_cache_create({name}): dtype {dtype} holds Python "
+                                f"objects, which cannot live in slab memory")
             size = size or dtype.itemsize
             if size < dtype.itemsize:
                 raise InvalidSizeError(f"kmem_cache_create({name}): size {size} is smaller "
@@ -335,6 +344,7 @@ class SlabAllocator(BatchAPI):
         self.state.ca[cache._id] = 0
         del self._caches[cache._id], self._names[cache.name]
         cache._sa, cache._id = None, -1         # a destroyed cache belongs to no allocator
+        cache.__class__ = DestroyedCache
 
     def find_cache(self, name: str) -> KmemCache:
         """The cache called ``name``."""
@@ -507,18 +517,22 @@ class SlabAllocator(BatchAPI):
     # ---- pages --------------------------------------------------------------------------------
     def alloc_pages(self, order: int, node: int = -1, gfp: int = GFP_KERNEL) -> int:
         """Allocate ``2**order`` contiguous pages from the buddy allocator; address or 0."""
-        if not isinstance(order, int) or not 0 <= order <= MAX_PAGE_ORDER:
+        if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
             raise InvalidSizeError(f"alloc_pages: order {order!r} is not in 0..{MAX_PAGE_ORDER}")
         node = self._check_node(node)
         cpu = self._cpu()
         pnode = node if node >= 0 else self.cpu_to_node(cpu)
         gfp = check_gfp(gfp, "alloc_pages")
         addr = alloc_block(self._st, cpu, pnode, order, int(bool(gfp & _THISNODE)), 0)
+        if addr and gfp & _ZERO:
+            self.memory[addr:addr + (PAGE_SIZE << order)] = 0
         return self._after_alloc(None, addr, gfp | _NOWARN, node)
 
     def free_pages(self, addr: int, order: int) -> None:
         """Free a block from ``alloc_pages``; raises if ``addr``/``order`` do not match one."""
         addr = self._as_addr(addr, "free_pages")
+        if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
+            raise InvalidSizeError(f"free_pages: order {order!r} is not in 0..{MAX_PAGE_ORDER}")
         err = free_block_checked(self._st, self._cpu(), addr, order, 0)
         if err == -2:
             raise InvalidSizeError(f"free_pages: block at {addr:#x} is not of order {order}")

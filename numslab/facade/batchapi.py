@@ -23,6 +23,13 @@ _NOWARN = __GFP_NOWARN        # a __GFP name in a class body would be name-mangl
 
 
 
+def _check_sheaf_size(size: Any, fn: str) -> None:
+    """A sheaf's object count must be an int (not a bool) in 0..2**20."""
+    if type(size) is not int and not (isinstance(size, np.integer) and
+                                      not isinstance(size, np.bool_)) or not 0 <= size <= 1 << 20:
+        raise InvalidSizeError(f"{fn}: size {size!r} is not an object count in 0..{1 << 20}")
+
+
 class BatchAPI:
     """Batch methods of :class:`SlabAllocator` (kept in their own module)."""
 
@@ -127,12 +134,16 @@ class BatchAPI:
                             f"(create it with sheaf_capacity)")
         return cid
 
-    def _user_sheaf(self: "SlabAllocator", cid: int, sheaf: Any, fn: str) -> int:
-        sheaf = self._as_addr(sheaf, fn)
+    def _is_user_sheaf(self: "SlabAllocator", cid: int, sheaf: int) -> bool:
+        """True if ``sheaf`` is on cache ``cid``'s list of prefilled sheaves."""
         s = int(self.state.ca[cid, CA_USER_SHEAVES])
         while s and s != sheaf:
             s = int(self._mem[s >> 3])
-        if not s:
+        return s != 0
+
+    def _user_sheaf(self: "SlabAllocator", cid: int, sheaf: Any, fn: str) -> int:
+        sheaf = self._as_addr(sheaf, fn)
+        if not self._is_user_sheaf(cid, sheaf):
             raise BadAddressError(f"{fn}: {sheaf:#x} is not a prefilled sheaf of this cache")
         return sheaf
 
@@ -141,8 +152,7 @@ class BatchAPI:
         """A sheaf (an opaque handle) holding at least ``size`` objects, for later
         allocations that must not fail; 0 when memory is exhausted."""
         cid = self._sheaf_cache(cache, "kmem_cache_prefill_sheaf")
-        if not isinstance(size, int) or size < 0 or size > 1 << 20:
-            raise InvalidSizeError(f"kmem_cache_prefill_sheaf: size {size!r}")
+        _check_sheaf_size(size, "kmem_cache_prefill_sheaf")
         gfp = check_gfp(gfp, "kmem_cache_prefill_sheaf")
         sheaf = int(prefill_sheaf(self._st, cid, self._cpu_of(cpu), gfp, size))
         if self._g[G_NPENDING]:          # constructors of new slabs
@@ -163,6 +173,7 @@ class BatchAPI:
         on (a new one if it had to grow), or 0 on -ENOMEM with the old one untouched."""
         cid = self._sheaf_cache(cache, "kmem_cache_refill_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_refill_sheaf")
+        _check_sheaf_size(size, "kmem_cache_refill_sheaf")
         gfp = check_gfp(gfp, "kmem_cache_refill_sheaf")
         new = int(refill_user_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf, size))
         if self._g[G_NPENDING]:
@@ -181,8 +192,10 @@ class BatchAPI:
     def kmem_cache_sheaf_size(self: "SlabAllocator", sheaf: int) -> int:
         """Objects left in a prefilled sheaf."""
         sheaf = self._as_addr(sheaf, "kmem_cache_sheaf_size")
-        if sheaf <= 0 or sheaf % 8 or sheaf >= self.nr_pages * 4096:
-            raise BadAddressError(f"kmem_cache_sheaf_size: {sheaf:#x} is not a sheaf")
+        owners = [int(c) for c in np.flatnonzero(self.state.ca[:, CA_USER_SHEAVES])]
+        if not any(self._is_user_sheaf(c, sheaf) for c in owners):
+            raise BadAddressError(f"kmem_cache_sheaf_size: {sheaf:#x} is not a prefilled "
+                                  f"sheaf")
         return int(self._mem[(sheaf >> 3) + SH_SIZE])
 
     def sheaf_capacity_of(self: "SlabAllocator", sheaf: int) -> int:

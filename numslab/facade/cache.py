@@ -16,7 +16,7 @@ from ..flags import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
 from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
-from ..errors import BadAddressError, SlabError
+from ..errors import BadAddressError, SlabError, WrongCacheError
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -44,6 +44,11 @@ class KmemCache:
         self.ctor = ctor
         self.dtype = dtype
         self._row = sa.state.ca[cid]
+
+    def __len__(self) -> int:
+        """Objects of this cache that users hold (``live_objects`` less the allocator's own
+        sheaves, which only kmalloc caches hold)."""
+        return self.live_objects - self.sheaf_objects
 
     def __repr__(self) -> str:
         return (f"<KmemCache {self.name!r} object_size={self.object_size} "
@@ -284,3 +289,24 @@ class KmemCache:
     def _bad(self, a: np.ndarray, i: int, fn: str) -> None:
         raise BadAddressError(f"{self.name}.{fn}: element {i} ({int(a[i]):#x}) is not an "
                               f"allocated object of this cache")
+
+
+class DestroyedCache(KmemCache):
+    """What a ``KmemCache`` becomes when ``kmem_cache_destroy`` ends it: its name and repr
+    remain; anything else raises ``WrongCacheError`` (its slot may hold another cache)."""
+
+    __slots__ = ()
+    _KEPT = frozenset({"name", "__class__", "__repr__", "__dict__", "__slots__", "_sa",
+                       "_id"})
+
+    def __getattribute__(self, attr: str) -> Any:
+        if attr in DestroyedCache._KEPT or attr.startswith("__"):
+            return object.__getattribute__(self, attr)
+        raise WrongCacheError(f"cache {object.__getattribute__(self, 'name')!r} was "
+                              f"destroyed: {attr} is not available")
+
+    def __repr__(self) -> str:
+        return f"<KmemCache {object.__getattribute__(self, 'name')!r} destroyed>"
+
+    def __len__(self) -> int:
+        raise WrongCacheError(f"cache {object.__getattribute__(self, 'name')!r} was destroyed")
