@@ -23,11 +23,13 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable
 
+import numba
 import numpy as np
 import pytest
 
 import numslab
 from numslab import GFP_KERNEL
+from numslab import jit as nj
 from numslab.flags import __GFP_NOWARN as NOWARN, __GFP_ZERO as ZERO
 from numslab.drivers import gate
 
@@ -974,17 +976,39 @@ def test_a_bool_is_not_a_cpu():
         sa.kmem_cache_alloc(c, GFP_KERNEL, True)
 
 
-@pytest.mark.xfail(strict=True, reason="doubtful: the sheaves the allocator kmallocs for "
-                   "itself are live kmalloc objects, so kfree of such an address (a user's "
-                   "stale or guessed pointer) frees the allocator's own sheaf, and the next "
-                   "kmalloc hands its memory out while the cache still uses it")
-def test_kfree_refuses_the_allocators_own_sheaves():
+def test_no_user_free_takes_the_allocators_own_sheaves(kernel):
+    """A sheaf is a live kmalloc object the allocator holds (a CPU's main sheaf, a prefilled
+    sheaf, an oversize one): kfree, kfree_bulk, kmem_cache_free on its kmalloc cache and
+    numslab.jit's frees refuse it, change nothing, and the allocator goes on serving."""
     from numslab.engine.layout import C_MAIN
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
     c = sa.kmem_cache_create("c", 192, sheaf_capacity=8)
-    main = int(sa.state.cpu[c.id, 0, C_MAIN])
     c.free(c.alloc())
+    main = int(sa.state.cpu[c.id, 0, C_MAIN])
+    big = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 2000)      # oversize: a large kmalloc
+    small = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 4)
+    owner = next(k for k in sa.kmalloc_caches if k.id == sa.state.sl_cache[main >> 12])
+    user = sa.kmalloc(owner.object_size)                        # a user object beside them
     snap = snapshot(sa)
+    for sheaf in (main, small, big):
+        with pytest.raises(numslab.BadAddressError, match="sheaf the allocator"):
+            sa.kfree(sheaf)
+        with pytest.raises(numslab.BadAddressError, match="sheaf the allocator"):
+            sa.kfree_bulk(2, np.array([user, sheaf], np.int64))
+        with pytest.raises(numslab.BadAddressError):
+            nj.kfree(sa.handle, sheaf)
+    with pytest.raises(numslab.BadAddressError, match="sheaf the allocator"):
+        sa.kmem_cache_free(owner, main)
     with pytest.raises(numslab.BadAddressError):
-        sa.kfree(main)
+        _jit_free_on(sa.handle, owner.id, main)
     assert_unchanged(sa, snap)
+    sa.kfree(user)
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, small)
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, big)
+    sa.kmem_cache_shrink(c)
+    sa.validate()
+
+
+@numba.njit
+def _jit_free_on(h, cid, addr):
+    nj.kmem_cache_free(h, cid, addr)

@@ -28,9 +28,9 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..engine import ops
-from ..engine.checks import (E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB,
-                             E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set, _locate,
-                             _slab_of)
+from ..engine.checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD,
+                             E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set,
+                             _locate, _slab_of)
 from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
                              CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY, NIL, NR_KMALLOC,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _cpu_row, _geo, _slab_nid,
@@ -76,6 +76,9 @@ def _raise(err):
         raise BadAddressError("numslab.jit: address is not the start of an object")
     if err == E_OUTSIDE or err == E_NOT_SLAB or err == E_LARGE:
         raise BadAddressError("numslab.jit: address is not an allocated slab object")
+    if err == E_ALLOCATORS:
+        raise BadAddressError("numslab.jit: address is a sheaf the allocator uses, not an "
+                              "object of yours")
     raise SlabError("numslab.jit: invalid argument")
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                      ALLOC_SLOWPATH, ORDER_FALLBACK)
-from .checks import E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _locate
+from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _locate,
+                     _own_test)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECTS,
                      CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, KERNEL_7_0,
@@ -159,6 +160,7 @@ def _check_objects(st, cache, nr, p):
     recip = _ca(st, cache, CA_RECIP)
     pow2 = size & (size - 1) == 0
     mask = size - 1
+    ownm = -(size >= 16)            # the allocator's own objects: their second granule's bit
     limit = st.npages << 12
     cw = 0
     cval = live[0]
@@ -189,7 +191,7 @@ def _check_objects(st, cache, nr, p):
                 cw = w
                 cval = live[w]
             bit = 1 << ((a >> 3) & 63)
-            if bad | (a >= end) | ((cval & bit) == 0):   # one branch, not three
+            if bad | (a >= end) | ((cval & bit) == 0) | ((cval & (bit << 1) & ownm) != 0):
                 live[cw] = cval
                 return i
             cval &= ~bit
@@ -227,6 +229,8 @@ def _check_batch_any(st, nr, p):
     for i in range(nr):
         a = p[i]
         err, slab = _locate(st, a, NIL)
+        if err == E_LARGE and _own_test(st, a, 16):     # an oversize sheaf of the allocator
+            err = E_ALLOCATORS
         if err == E_LARGE:
             flags[a >> 12] &= ~PG_LARGE                 # a duplicate will now look freed
             continue

@@ -23,6 +23,7 @@ E_DOUBLE_FREE = -5    #: object already free
 E_LARGE = -6          #: start of a large kmalloc block (G_ERR0 = head frame, G_ERR1 = order)
 E_NOT_HEAD = -7       #: inside an allocated block but not at its start
 E_CORRUPT = -8        #: ``validate`` found a broken invariant (G_ERR0 = what, G_ERR1 = where)
+E_ALLOCATORS = -9     #: a live object the allocator holds for itself (a sheaf), not the user's
 
 #: What ``validate`` reports in G_ERR0 with E_CORRUPT.
 CORRUPTION = (
@@ -62,6 +63,28 @@ def _live_set(st, addr):
 def _live_clear(st, addr):
     """Mark the object at ``addr`` free."""
     st.live[addr >> 9] &= ~(1 << ((addr >> 3) & 63))
+
+
+# An object the allocator kmallocs for itself (a sheaf) also has the bit of its second granule
+# set: no object starts there in a cache of objects of 16 bytes and more, and sheaves (64
+# bytes and more, aligned to their size) never have their second granule in the next word.
+@jit(inline=True)
+def _own_set(st, addr):
+    """Mark the (live, >= 16-byte) object at ``addr`` as the allocator's own."""
+    st.live[addr >> 9] |= 2 << ((addr >> 3) & 63)
+
+
+@jit(inline=True)
+def _own_clear(st, addr):
+    """Unmark the allocator's own object at ``addr``."""
+    st.live[addr >> 9] &= ~(2 << ((addr >> 3) & 63))
+
+
+@jit(inline=True)
+def _own_test(st, addr, size):
+    """1 if the live object at ``addr`` of a cache of ``size``-byte objects is the
+    allocator's own (0 for caches of 8-byte objects, which never hold one)."""
+    return (st.live[addr >> 9] & (2 << ((addr >> 3) & 63))) != 0 and size >= 16
 
 
 @jit(inline=True)
@@ -119,6 +142,9 @@ def _locate(st, addr, cache):
         return E_MISALIGNED, NIL
     if not _live_test(st, addr):
         return E_DOUBLE_FREE, NIL
+    if _own_test(st, addr, _ca(st, owner, CA_SIZE)):
+        g[G_ERR0] = owner
+        return E_ALLOCATORS, NIL
     return 0, head
 
 
@@ -142,9 +168,12 @@ def _slab_of(st, addr, cache):
     off = addr - (head << 12)
     size = _geo(st, cache, CA_SIZE)
     idx = (off * _geo(st, cache, CA_RECIP)) >> 32        # off // size, exact for off < 2**22
-    bit = (st.live[addr >> 9] >> ((addr >> 3) & 63)) & 1
-    if (idx * size != off) | (idx >= st.sl_objects[head]) | (bit == 0):
-        return NIL
+    word = st.live[addr >> 9]
+    sh = (addr >> 3) & 63
+    bit = (word >> sh) & 1
+    own = word & (2 << sh) & -(size >= 16)      # 2 << 63 is 0: never for the last granule
+    if (idx * size != off) | (idx >= st.sl_objects[head]) | (bit == 0) | (own != 0):
+        return NIL                  # not on the grid, past the end, free, or a sheaf
     return head
 
 

@@ -8,7 +8,7 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
-from .checks import E_LARGE, _live_set, _locate
+from .checks import E_ALLOCATORS, E_LARGE, _live_set, _locate, _own_test
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
 from .layout import (C_FREELIST, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS,
@@ -88,6 +88,8 @@ def kfree(st, cpu, addr):
     0, or a negative code with nothing changed."""
     err, slab = _locate(st, addr, NIL)
     if err == E_LARGE:
+        if _own_test(st, addr, 16):             # an oversize sheaf the allocator holds
+            return E_ALLOCATORS
         return free_block_checked(st, cpu, addr, -1, PG_LARGE)
     if err:
         return err

@@ -14,7 +14,7 @@ from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_ZERO, ALLOC_N
                      SHEAF_PREFILL_FAST, SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW,
                      SHEAF_REFILL, SHEAF_RETURN_FAST, SHEAF_RETURN_SLOW)
 from .bulk import alloc_bulk_slab, free_bulk_raw
-from .checks import E_LARGE, _locate
+from .checks import E_LARGE, _locate, _own_clear, _own_set
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .kmalloc import kmalloc
 from .layout import (C_MAIN, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
@@ -48,6 +48,7 @@ def _objs_at(st, sheaf):
 def kmalloc_internal(st, cpu, size, gfp):
     """kmalloc from inside a kernel (sizes up to 4 MiB); address or 0. A kmalloc cache with
     sheaves (7.0) serves it from them first, with __GFP_NO_OBJ_EXT (no new sheaf)."""
+    obj = 0
     if size <= 8192:
         km = st.kmalloc
         for i in range(NR_KMALLOC):
@@ -57,17 +58,23 @@ def kmalloc_internal(st, cpu, size, gfp):
                     obj = _alloc_from_pcs(st, cache, cpu, gfp | __GFP_NO_OBJ_EXT, -1)
                     if obj:
                         _hand_out(st, cache, cpu, obj, gfp)
-                        return obj
-                return kmalloc(st, cache, cpu, -1, gfp, size, 0)
-    order = 0
-    while (4096 << order) < size:
-        order += 1
-    return kmalloc(st, -1, cpu, -1, gfp, size, order)
+                if not obj:
+                    obj = kmalloc(st, cache, cpu, -1, gfp, size, 0)
+                break
+    else:
+        order = 0
+        while (4096 << order) < size:
+            order += 1
+        obj = kmalloc(st, -1, cpu, -1, gfp, size, order)
+    if obj:
+        _own_set(st, obj)               # the allocator's own: no user free may take it
+    return obj
 
 
 @unit
 def kfree_internal(st, cpu, addr):
     """kfree of a kmalloc object made by :func:`kmalloc_internal`. 0."""
+    _own_clear(st, addr)
     err, slab = _locate(st, addr, -1)
     if err == E_LARGE:
         free_block_checked(st, cpu, addr, -1, PG_LARGE)

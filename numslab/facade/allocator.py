@@ -504,6 +504,8 @@ class SlabAllocator(BatchAPI):
         err, slab = self._locate(addr)
         if err == checks.E_LARGE:
             return PAGE_SIZE << int(self._g[G_ERR1])
+        if err == checks.E_ALLOCATORS:           # a sheaf: reading its size harms nothing
+            return self._caches[int(self._g[G_ERR0])].object_size
         if err:
             self._raise(err, "ksize", addr, None)
         return self._caches[int(self.state.sl_cache[slab])].object_size
@@ -662,4 +664,7 @@ class SlabAllocator(BatchAPI):
             raise BadAddressError(f"{where} is inside a large kmalloc block at {g0 << 12:#x}, "
                                   f"not at its start" if err == checks.E_NOT_HEAD else
                                   f"{where} is a large kmalloc block, not a slab object")
+        if err == checks.E_ALLOCATORS:
+            raise BadAddressError(f"{where} is a sheaf the allocator itself uses (a kmalloc "
+                                  f"object it holds), not an object of yours")
         raise SlabError(f"{where}: error {err}")  # pragma: no cover
