@@ -14,7 +14,7 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SI
                      _node_row, _slab_nid, _stat)
 from .native import jit, unit, zero_bytes
 from .nocpu import slab_alloc_single
-from .slablists import (_add_partial, _freeze_slab, _get_fp, _set_fp, _slab_free_fast,
+from .slablists import (_add_partial, _chain_tail, _freeze_slab, _get_fp, _set_fp, _slab_free_fast,
                         discard_slab,
                         get_partial, new_slab, put_partials, slab_free)
 
@@ -32,13 +32,7 @@ def deactivate_slab(st, cache, cpu, slab, freelist):
     if sfl[slab] != 0:
         _stat(st, cache, cpu, DEACTIVATE_REMOTE_FREES, 1)
         tail = True
-    n = 0
-    last = 0
-    obj = freelist
-    while obj != 0:
-        last = obj
-        n += 1
-        obj = _get_fp(mem, offset, obj)
+    last, n = _chain_tail(mem, offset, freelist)
     if last != 0:
         _set_fp(mem, offset, last, sfl[slab])
         sfl[slab] = freelist

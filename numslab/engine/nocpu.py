@@ -12,7 +12,7 @@ from .layout import (CA_DEFRAG_RATIO, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_
                      N_NR_PARTIAL,
                      N_PARTIAL_HEAD, NIL, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
-from .slablists import (_add_partial, _get_fp, _remove_partial, allocate_slab, discard_slab,
+from .slablists import (_add_partial, _chain_tail, _get_fp, _remove_partial, allocate_slab, discard_slab,
                         new_slab, slab_free)
 
 
@@ -154,14 +154,8 @@ def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
             obj = _get_fp(mem, offset, obj)
             got += 1
         if obj != 0:                                   # more than fits: back to the slab
-            head = obj
-            cnt = 0
-            tail = obj
-            while obj != 0:
-                tail = obj
-                cnt += 1
-                obj = _get_fp(mem, offset, obj)
-            slab_free(st, cache, cpu, slab, head, tail, cnt)
+            tail, cnt = _chain_tail(mem, offset, obj)
+            slab_free(st, cache, cpu, slab, obj, tail, cnt)
         if got >= hi:
             break
     min_partial = _ca(st, cache, CA_MIN_PARTIAL)

@@ -36,6 +36,19 @@ def _set_fp(mem, offset, obj, nxt):
 
 
 # ---- node partial list ---------------------------------------------------------------------
+@jit(inline=True)
+def _chain_tail(mem, offset, head):
+    """The last object of the free-pointer chain from ``head`` (0 if empty) and its length."""
+    tail = 0
+    n = 0
+    obj = head
+    while obj != 0:
+        tail = obj
+        n += 1
+        obj = _get_fp(mem, offset, obj)
+    return tail, n
+
+
 @jit
 def _add_partial(st, cache, slab, tail):
     """``add_partial``: put ``slab`` on its node's partial list, at the tail if ``tail``."""
