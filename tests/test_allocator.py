@@ -291,3 +291,18 @@ def test_kmalloc_caches_len_leaves_out_the_allocators_sheaves(sa):
     a = sa.kmalloc(300)
     assert len(k) == 1
     sa.kfree(a)
+
+
+def test_messages_name_what_an_address_really_is(sa):
+    c = sa.kmem_cache_create("m", 64)
+    a = c.alloc()
+    c.free(a)
+    with pytest.raises(numslab.BadAddressError, match="a free object of m, not an allocation"):
+        sa.ksize(a)
+    p = sa.alloc_pages(1)
+    for addr in (p, p + 4096):
+        with pytest.raises(numslab.BadAddressError, match="block from alloc_pages"):
+            sa.kfree(addr)
+    sa.free_pages(p, 1)
+    with pytest.raises(numslab.BadAddressError, match="already freed"):
+        sa.kfree(p)

@@ -239,3 +239,37 @@ def test_view_with_njit_allocation(sa):
     assert np.array_equal(r["val"], np.arange(100) * 0.5)
     assert c.live_objects == 100
     sa.validate()
+
+
+# ---- misuse (issue 13, item 10) ------------------------------------------------------------
+def test_records_and_store_refuse_float_addresses_and_foreign_values(sa):
+    c = sa.kmem_cache_create("t", 0, dtype=np.dtype([("a", np.int64), ("b", np.float64)]))
+    a = c.alloc()
+    rec = np.zeros(1, c.dtype)
+    rec["a"] = 7
+    c.store(np.array([a]), rec)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.BadAddressError, match="integers"):
+        c.records(np.array([a + 0.5]))
+    with pytest.raises(numslab.BadAddressError, match="integers"):
+        c.store(np.array([float(a)]), rec)
+    with pytest.raises(TypeError, match="records of"):
+        c.store(np.array([a]), np.array([1.5]))          # not copied into every field
+    with pytest.raises(TypeError, match="records of"):
+        c.store(np.array([a]), [1.5, 2.5])
+    assert_unchanged(sa, snap)
+    assert c.records([a])["a"].tolist() == [7]
+    c.store(np.array([a], np.uint32), rec[0])             # one record for all, unsigned ok
+    c.free(a)
+
+
+@pytest.mark.parametrize("n", [-1, 1.5, True, 10 ** 12, "3"])
+def test_alloc_bulk_refuses_an_impossible_count(sa, n):
+    c = sa.kmem_cache_create("t", 64)
+    if n == 10 ** 12:                   # more than the arena holds: no 7 TiB array is tried
+        with pytest.raises(MemoryError, match="the arena holds at most"):
+            c.alloc_bulk(n)
+    else:
+        with pytest.raises(numslab.InvalidSizeError, match="count of objects"):
+            c.alloc_bulk(n)
+    assert c.live_objects == 0

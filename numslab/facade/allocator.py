@@ -24,7 +24,8 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
-                             G_ERR2, G_NPENDING, KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH, PG_RESERVED,
+                             G_ERR2, G_NPENDING, KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH, PG_HEAD,
+                             PG_RESERVED, PG_TAIL,
                              PG_SLAB, ZERO_SIZE_PTR, SlabState, new_state, view,
                              zone_watermarks)
 from ..engine.native import jit
@@ -506,9 +507,18 @@ class SlabAllocator(BatchAPI):
             return PAGE_SIZE << int(self._g[G_ERR1])
         if err == checks.E_ALLOCATORS:           # a sheaf: reading its size harms nothing
             return self._caches[int(self._g[G_ERR0])].object_size
+        if err == checks.E_DOUBLE_FREE:
+            raise BadAddressError(f"ksize: {addr:#x} is a free object of "
+                                  f"{self._caches[int(self.state.sl_cache[self._slab_head(addr)])].name}, "
+                                  f"not an allocation")
         if err:
             self._raise(err, "ksize", addr, None)
         return self._caches[int(self.state.sl_cache[slab])].object_size
+
+    def _slab_head(self, addr: int) -> int:
+        """The head frame of the block holding ``addr``."""
+        pfn = addr >> 12
+        return int(self.state.pg_head[pfn]) if self.state.pg_flags[pfn] & PG_TAIL else pfn
 
     def _locate(self, addr: int, cache: int = NIL) -> tuple[int, int]:
         """(0, slab head frame) if ``addr`` is a live object (of ``cache`` unless NIL), else
@@ -646,9 +656,12 @@ class SlabAllocator(BatchAPI):
             raise BadAddressError(f"{where} is outside the arena [0x1000, "
                                   f"{self.nr_pages * PAGE_SIZE:#x})")
         if err == checks.E_NOT_SLAB:
-            free = not self.state.pg_flags[addr >> 12] & PG_RESERVED
+            f = int(self.state.pg_flags[addr >> 12])
+            state = ("is reserved" if f & PG_RESERVED else
+                     "is part of a block from alloc_pages: free it with free_pages"
+                     if f & (PG_HEAD | PG_TAIL) else "is free: already freed?")
             raise BadAddressError(f"{where} is not on a slab page (page frame {addr >> 12} "
-                                  + ("is free: already freed?)" if free else "is reserved)"))
+                                  f"{state})")
         if err == checks.E_WRONG_CACHE:
             raise WrongCacheError(f"{where}: Wrong slab cache. {cache.name if cache else '?'} "
                                   f"but object is from {self._caches[g0].name}")

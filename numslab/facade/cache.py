@@ -16,7 +16,7 @@ from ..flags import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
 from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
-from ..errors import BadAddressError, SlabError, WrongCacheError
+from ..errors import BadAddressError, InvalidSizeError, SlabError, WrongCacheError
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -233,6 +233,13 @@ class KmemCache:
     def alloc_bulk(self, n: int, gfp: int = GFP_KERNEL) -> np.ndarray:
         """``n`` objects as a new int64 array; raise MemoryError (taking nothing) if they
         cannot all be had."""
+        if type(n) is not int and not isinstance(n, np.integer) or isinstance(n, bool) \
+                or n < 0:
+            raise InvalidSizeError(f"{self.name}.alloc_bulk: {n!r} is not a count of objects")
+        most = self._sa.nr_pages * 4096 // self.slab_size
+        if n > most:
+            raise MemoryError(f"{self.name}: cannot allocate {n} objects: the arena holds at "
+                              f"most {most}")
         out = np.empty(n, np.int64)
         if n and not self._sa.kmem_cache_alloc_bulk(self, gfp, n, out):
             raise MemoryError(f"{self.name}: cannot allocate {n} objects")
@@ -264,7 +271,7 @@ class KmemCache:
         array of ``dtype`` (one jitted copy; every address is checked)."""
         if self.dtype is None:
             raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
-        a = np.ascontiguousarray(addrs, dtype=np.int64).ravel()
+        a = self._addresses(addrs, "records")
         out = np.empty(len(a), self.dtype)
         bad = int(gather(self._sa._st, self._id, len(a), self.dtype.itemsize, out.ctypes.data,
                          a.ctypes.data))
@@ -277,7 +284,15 @@ class KmemCache:
         objects at ``addrs`` (every address is checked before anything is written)."""
         if self.dtype is None:
             raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
-        a = np.ascontiguousarray(addrs, dtype=np.int64).ravel()
+        a = self._addresses(addrs, "store")
+        if isinstance(values, (np.ndarray, np.void)):
+            ok = values.dtype == self.dtype
+        else:       # a record as a tuple, or a list of them (not bare numbers for every field)
+            ok = isinstance(values, tuple) or isinstance(values, list) and all(
+                isinstance(v, (tuple, np.void)) for v in values)
+        if not ok:
+            raise TypeError(f"{self.name}.store: values must be records of {self.dtype}, "
+                            f"not {getattr(values, 'dtype', type(values).__name__)}")
         vals = np.ascontiguousarray(np.asarray(values, dtype=self.dtype)).ravel()
         if len(vals) not in (1, len(a)):
             raise ValueError(f"{self.name}.store: {len(vals)} values for {len(a)} addresses")
@@ -285,6 +300,15 @@ class KmemCache:
                           len(vals) == 1, vals.ctypes.data, a.ctypes.data))
         if bad >= 0:
             self._bad(a, bad, "store")
+
+    def _addresses(self, addrs: Any, fn: str) -> np.ndarray:
+        """``addrs`` as a contiguous int64 array; integers only (a float address is refused,
+        not truncated)."""
+        a = np.asarray(addrs)
+        if a.size and (a.dtype.kind not in "iu" or a.dtype == np.uint64 and a.max() >= 1 << 63):
+            raise BadAddressError(f"{self.name}.{fn}: addresses must be integers, not "
+                                  f"{a.dtype}")
+        return np.ascontiguousarray(a, dtype=np.int64).ravel()
 
     def _bad(self, a: np.ndarray, i: int, fn: str) -> None:
         raise BadAddressError(f"{self.name}.{fn}: element {i} ({int(a[i]):#x}) is not an "
