@@ -1,7 +1,9 @@
 """Node partial lists and ``kmem_cache_shrink``'s re-ordering, against a naive oracle."""
 from __future__ import annotations
 
+import numba
 import numpy as np
+import pytest
 from hypothesis import given, settings, strategies as st
 
 import numslab
@@ -99,3 +101,133 @@ def test_partial_list_reports_fill():
     assert pl.shape[1] == 3 and len(pl) == c.partial
     assert (pl[:, 1] < pl[:, 2]).all()
     assert int(pl[:, 1].sum()) == c.objects_partial
+
+
+# ---- guarded free pointers (issue 13): a stray write into freed memory ---------------------
+REC = np.dtype([("left", np.int64), ("right", np.int64), ("key", np.int64), ("val", np.int64)])
+
+
+def fragmented(kernel="7.0", n=600, every=128):
+    """A typed cache of 32-byte records whose slabs keep one live record each, with every
+    other object free in its slab's free list (the sheaves flushed by a shrink)."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=kernel)
+    c = sa.kmem_cache_create("rec", 0, dtype=REC)
+    objs = c.alloc_bulk(n)
+    keep = objs[::every].copy()
+    free = np.setdiff1d(objs, keep)
+    c.free_bulk(free.copy())
+    sa.kmem_cache_shrink(c)
+    assert c.offset == 16                       # the free pointer is in the "key" field
+    return sa, c, keep, free
+
+
+def valid(sa, c, a):
+    return 0 < a < sa.nr_pages * 4096 and sa.state.sl_cache[a >> 12] == c.id and \
+        (a & 4095) % c.slab_size == 0
+
+
+@pytest.mark.parametrize("bad", [123456789, -1, 8, 0x7FFF_FFFF_FFFF_FFF8, "live", "misaligned",
+                                 "other slab"])
+def test_a_corrupted_free_pointer_is_never_followed(bad):
+    sa, c, keep, free = fragmented()
+    victim = int(free[5])
+    slab = victim >> 12 << 12
+    value = {"live": int(keep[0]) if keep[0] >> 12 == victim >> 12 else
+             int(next(k for k in keep if k >> 12 == victim >> 12)),
+             "misaligned": victim + 8,
+             "other slab": int(next(f for f in free if f >> 12 != victim >> 12))}.get(bad, bad)
+    c.view[victim]["key"] = value
+    got, errors = [], []
+    for _ in range(len(free) + 50):
+        try:
+            got.append(c.alloc())
+        except numslab.SlabCorruptionError as e:
+            errors.append(str(e))
+    assert len(errors) == 1
+    assert "rec: Freepointer corrupt" in errors[0] and f"{slab:#x}" in errors[0] \
+        and f"{value & (2 ** 64 - 1) if value < 0 else value:#x}" in errors[0] or value < 0
+    assert sa.isolated_slabs().tolist() == [slab]
+    assert all(valid(sa, c, a) for a in got) and len(set(got)) == len(got)
+    assert not set(got) & set(keep.tolist())              # no live record handed out twice
+    assert all(a >> 12 << 12 != slab for a in got[-40:])  # the isolated slab is not used
+    sa.validate()
+    for a in got + keep.tolist():
+        c.free(a)                                          # an isolated slab's frees leak
+    assert c.live_objects == 0
+    sa.validate()
+
+
+def test_a_bulk_alloc_that_meets_corruption_takes_nothing_and_the_next_one_works():
+    sa, c, keep, free = fragmented()
+    c.view[int(free[3])]["key"] = 4096 * 3 + 1
+    out = np.zeros(len(free), np.int64)
+    live = c.live_objects
+    with pytest.raises(numslab.SlabCorruptionError, match="Freepointer corrupt"):
+        sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, len(free), out)
+    assert c.live_objects == live
+    assert sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, len(free), out) == len(free)
+    assert all(valid(sa, c, int(a)) for a in out) and len(set(out.tolist())) == len(out)
+    sa.validate()
+
+
+@numba.njit
+def _alloc_many(h, cid, n, out):
+    for i in range(n):
+        out[i] = numslab.jit.kmem_cache_alloc(h, cid)
+
+
+def test_numslab_jit_raises_on_a_corrupted_free_pointer():
+    sa, c, keep, free = fragmented()
+    c.view[int(free[7])]["key"] = 99
+    out = np.zeros(len(free), np.int64)
+    with pytest.raises(numslab.SlabCorruptionError, match="Freepointer corrupt"):
+        _alloc_many(sa.handle, c.id, len(free), out)
+    assert sa.isolated_slabs().size == 1
+    _alloc_many(sa.handle, c.id, 100, out)                 # it goes on serving
+    assert all(valid(sa, c, int(a)) for a in out[:100])
+    sa.validate()
+
+
+@settings(max_examples=25, deadline=None)
+@given(writes=st.lists(st.tuples(st.integers(0, 499), st.integers(-2 ** 63, 2 ** 63 - 1)),
+                       min_size=1, max_size=12))
+def test_random_stray_writes_never_hand_out_a_bad_address(writes):
+    sa, c, keep, free = fragmented()
+    for i, value in writes:
+        c.view[int(free[i % len(free)])]["key"] = value
+    got = []
+    for _ in range(len(free) + 100):
+        try:
+            got.append(c.alloc())
+        except numslab.SlabCorruptionError:
+            pass
+    assert all(valid(sa, c, a) for a in got) and len(set(got)) == len(got)
+    assert not set(got) & set(keep.tolist())
+    sa.validate()
+
+
+@pytest.mark.parametrize("loop", ["self", "back"])
+def test_a_free_list_looped_by_a_stray_write_hands_nothing_out_twice(loop):
+    sa, c, keep, free = fragmented()
+    slab_free_objs = [int(f) for f in free if f >> 12 == free[0] >> 12]
+    a, b = slab_free_objs[2], slab_free_objs[0]
+    c.view[a]["key"] = a if loop == "self" else b          # a -> a, or a -> an earlier one
+    got = []
+    for _ in range(len(free) + 50):
+        try:
+            got.append(c.alloc())
+        except numslab.SlabCorruptionError:
+            pass
+    assert len(set(got)) == len(got) and all(valid(sa, c, x) for x in got)
+    out = np.zeros(64, np.int64)
+    sa2, c2, keep2, free2 = fragmented()
+    objs2 = [int(f) for f in free2 if f >> 12 == free2[0] >> 12]
+    c2.view[objs2[3]]["key"] = objs2[1]
+    for _ in range(12):
+        try:
+            n = sa2.kmem_cache_alloc_bulk(c2, numslab.GFP_KERNEL, 64, out)
+            assert n == 64 and len(set(out.tolist())) == 64
+        except numslab.SlabCorruptionError:
+            pass
+    sa.validate()
+    sa2.validate()

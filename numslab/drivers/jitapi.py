@@ -32,13 +32,14 @@ from ..engine.checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED,
                              E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set,
                              _locate, _slab_of)
 from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
-                             CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY, NIL, NR_KMALLOC,
+                             CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY, G_FAULT_CACHE,
+                             G_FAULT_SLAB, G_FAULT_VALUE, NIL, NR_KMALLOC,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _cpu_row, _geo, _slab_nid,
                              _stat)
 from ..engine.native import address, byte_array, jit, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS
-from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError, SlabError,
-                      WrongCacheError)
+from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError,
+                      SlabCorruptionError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
                      GFP_KERNEL)
 from .handles import SlabHandle, handle_live, state_of
@@ -80,6 +81,28 @@ def _raise(err):
         raise BadAddressError("numslab.jit: address is a sheaf the allocator uses, not an "
                               "object of yours")
     raise SlabError("numslab.jit: invalid argument")
+
+
+@jit(inline=False)
+def _fault(st):
+    """A corrupted free pointer was found (the engine isolated its slab and gave back what
+    the call took): clear the report and raise."""
+    g = st.g
+    g[G_FAULT_CACHE] = 0
+    g[G_FAULT_SLAB] = 0
+    g[G_FAULT_VALUE] = 0
+    raise SlabCorruptionError("numslab.jit: Freepointer corrupt (a write into freed memory?): "
+                              "its slab is isolated, nothing was allocated; see "
+                              "SlabAllocator.isolated_slabs()")
+
+
+@jit(inline=True)
+def _checked(st, got):
+    """``got`` from an allocation's slow path, unless it met a corrupted free pointer (it
+    then took nothing and returned 0 or -1): raise."""
+    if got <= 0 and st.g[G_FAULT_CACHE]:
+        _fault(st)
+    return got
 
 
 @jit(inline=True)
@@ -189,7 +212,7 @@ def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     obj = _alloc_fast(st, cache, cpu, gfp)
     if obj:
         return obj
-    return ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp)
+    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp))
 
 
 @jit(inline=True)
@@ -198,7 +221,7 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     st = _cache_state(h, cache, cpu, True)
     if node < -1 or node >= st.nnodes:
         _raise(E_BAD_NODE)
-    return ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp)
+    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp))
 
 
 @jit(inline=True)
@@ -215,7 +238,7 @@ def kmem_cache_free(h, cache, addr, cpu=0):
 def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken."""
     st = _cache_state(h, cache, cpu, True)
-    return ops.alloc_bulk(st, cache, cpu, gfp, nr, _checked_array(out, nr))
+    return _checked(st, ops.alloc_bulk(st, cache, cpu, gfp, nr, _checked_array(out, nr)))
 
 
 @jit(inline=True)
@@ -231,8 +254,8 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
 def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     """The seed's array allocation (SLAB_ARRAY_ALLOC_* ``flags``); the count allocated."""
     st = _cache_state(h, cache, cpu, True)
-    return ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr,
-                                      _checked_array(out, nr))
+    return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr,
+                                                   _checked_array(out, nr)))
 
 
 @jit(inline=True)
@@ -256,7 +279,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
                 obj = _alloc_fast(st, cache, cpu, gfp)
                 if obj:
                     return obj
-                return ops.kmalloc(st, cache, cpu, -1, gfp, size, 0)
+                return _checked(st, ops.kmalloc(st, cache, cpu, -1, gfp, size, 0))
     order = 0
     while (4096 << order) < size:
         order += 1

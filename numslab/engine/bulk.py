@@ -18,7 +18,7 @@ from .layout import (C_FREELIST, C_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJ
 from .native import jit, unit, words_at
 from .nocpu import refill_objects
 from .pages import alloc_pages, free_pages
-from .slablists import _get_fp, _init_slab, _remove_partial, _set_fp
+from .slablists import _fp_next, _get_fp, _init_slab, _isolate, _remove_partial, _set_fp
 
 
 @jit(inline=True)
@@ -271,16 +271,19 @@ def _check_batch(st, cache, nr, paddr):
 def _take_slab(st, cache, cpu, gfp, slab, p, at):
     """Hand out every free object of a partial ``slab`` (now full, on no list) into
     ``p[at:]``, walking its free list; returns how many."""
-    mem = st.mem
-    offset = _ca(st, cache, CA_OFFSET)
+    free = st.sl_objects[slab] - st.sl_inuse[slab]
     obj = st.sl_freelist[slab]
     st.sl_freelist[slab] = 0
     st.sl_inuse[slab] = st.sl_objects[slab]
     n = 0
-    while obj != 0:
+    while obj > 0 and n < free:
         p[at + n] = obj
         n += 1
-        obj = _get_fp(mem, offset, obj)
+        obj = _fp_next(st, cache, slab, obj)   # -1: corrupted, the slab isolated
+    if obj != 0 or n < free:                   # a bad pointer, a loop or a list cut short:
+        if obj >= 0:                           # nothing from this slab
+            _isolate(st, cache, slab, obj)
+        return 0
     _hand_out_run(st, cache, cpu, gfp, p, at, n)
     return n
 

@@ -2,7 +2,7 @@
 which walks every slab and list and checks the invariants written in ARCHITECTURE.md."""
 from __future__ import annotations
 
-from .layout import (B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB,
+from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB,
                      C_SPARE, CA_ACTIVE, CA_OFFSET, CA_RECIP, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1,
                      G_ERR2, N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS,
                      N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, P_COUNT,
@@ -353,7 +353,8 @@ def _validate_cache(st, cache):
             base = slab << 12
             for i in range(objects[slab]):
                 live += _live_test(st, base + i * size)
-            if live != objects[slab] - n - (scratch[slab] & (_CPU_SLAB - 1)):
+            if live != objects[slab] - n - (scratch[slab] & (_CPU_SLAB - 1)) \
+                    and not f & PG_ISOLATED:        # an isolated slab's free list leaked
                 return _corrupt(st, 7, slab)
             live_total += live
         if nslabs != nd[r + N_NR_SLABS] or nobjs != nd[r + N_TOTAL_OBJECTS]:

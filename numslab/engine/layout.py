@@ -30,12 +30,17 @@ PG_FROZEN = 64         #: (slab) owned by a CPU as its cpu slab
 PG_NODE_PARTIAL = 128  #: (slab) on its node's partial list
 PG_CPU_PARTIAL = 256   #: (slab) on some CPU's partial list
 PG_PCP = 512           #: first page of a free block of order ``pg_order`` on a CPU's pcp list
+PG_ISOLATED = 1024     #: (slab) a corrupted free pointer was found: no longer allocated from
 
 # ---- scalars (field G) --------------------------------------------------------------------
 #: ``G_KERNEL`` is the SLUB generation modelled: KERNEL_6_18 (sheaves opt-in, CPU slabs and
 #: CPU partial lists) or KERNEL_7_0 (sheaves for every cache, no ``kmem_cache_cpu``).
+#: ``G_FAULT_CACHE`` (cache id + 1, 0: none), ``G_FAULT_SLAB`` and ``G_FAULT_VALUE`` report the
+#: last corrupted free pointer found (the slab is isolated; the caller raises and clears them).
+#: ``G_NISOLATED`` counts the slabs ever isolated (live counts then look at them).
 (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL, G_RNG, G_NPENDING,
- G_ERR0, G_ERR1, G_ERR2, G_NSCALARS) = range(12)
+ G_ERR0, G_ERR1, G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED,
+ G_NSCALARS) = range(16)
 KERNEL_6_18, KERNEL_7_0 = 618, 700
 KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0}      #: the generations, by release name
 

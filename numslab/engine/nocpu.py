@@ -12,7 +12,9 @@ from .layout import (CA_DEFRAG_RATIO, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_
                      N_NR_PARTIAL,
                      N_PARTIAL_HEAD, NIL, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
-from .slablists import (_add_partial, _chain_tail, _get_fp, _remove_partial, allocate_slab, discard_slab,
+from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _remove_partial,
+                        allocate_slab,
+                        discard_slab,
                         new_slab, slab_free)
 
 
@@ -25,9 +27,18 @@ def _get_from_partial_node(st, cache, node):
     if slab == NIL:
         return 0
     obj = st.sl_freelist[slab]
-    st.sl_freelist[slab] = _get_fp(st.mem, _ca(st, cache, CA_OFFSET), obj)
+    if (st.live[obj >> 9] >> ((obj >> 3) & 63)) & 1:     # a loop back to a live object
+        _isolate(st, cache, slab, obj)
+        return 0
+    nxt = _fp_next(st, cache, slab, obj)
+    if nxt < 0:                     # corrupted: the slab is isolated, obj not handed out
+        return 0
+    if nxt == 0 and st.sl_inuse[slab] + 1 < st.sl_objects[slab]:
+        _isolate(st, cache, slab, 0)    # the list ends before the slab's free objects do
+        return 0
+    st.sl_freelist[slab] = nxt
     st.sl_inuse[slab] += 1
-    if st.sl_freelist[slab] == 0:
+    if nxt == 0:
         _remove_partial(st, cache, slab)
     return obj
 
@@ -139,23 +150,36 @@ def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
         slab = following
     if total == 0:
         return 0
-    mem = st.mem
-    offset = _ca(st, cache, CA_OFFSET)
     got = 0
     while taken != NIL:
         slab = taken
         taken = nxt[slab]
         nxt[slab] = NIL
+        free = st.sl_objects[slab] - st.sl_inuse[slab]
         obj = st.sl_freelist[slab]                     # get_freelist_nofreeze
         st.sl_freelist[slab] = 0
         st.sl_inuse[slab] = st.sl_objects[slab]
-        while obj != 0 and got < hi:
+        start = got
+        while obj > 0 and got < hi:
             p[at + got] = obj
-            obj = _get_fp(mem, offset, obj)
+            obj = _fp_next(st, cache, slab, obj)       # -1: corrupted, the slab isolated
             got += 1
-        if obj != 0:                                   # more than fits: back to the slab
-            tail, cnt = _chain_tail(mem, offset, obj)
-            slab_free(st, cache, cpu, slab, obj, tail, cnt)
+        # The whole list is walked (what does not fit goes back), and a list longer than the
+        # slab's free objects has a loop: then nothing of this slab is handed out.
+        head = obj
+        tail = obj
+        cnt = 0
+        while obj > 0 and got - start + cnt <= free:
+            tail = obj
+            cnt += 1
+            obj = _fp_next(st, cache, slab, obj)
+        if got - start + cnt > free or obj == 0 and got - start + cnt < free:
+            _isolate(st, cache, slab, obj)             # a loop, or a list cut short
+            got = start
+        elif obj == 0 and cnt:                         # more than fits: back to the slab
+            slab_free(st, cache, cpu, slab, head, tail, cnt)
+        elif obj < 0:
+            got = start                                # a bad pointer: this slab gives none
         if got >= hi:
             break
     min_partial = _ca(st, cache, CA_MIN_PARTIAL)

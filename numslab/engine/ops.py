@@ -12,7 +12,7 @@ from .checks import E_ALLOCATORS, E_LARGE, _live_set, _locate, _own_test
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
 from .layout import (C_FREELIST, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS,
-                     CA_OFFSET, CA_SHEAF_CAPACITY, KERNEL_7_0, NIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _ca,
+                     CA_OFFSET, CA_SHEAF_CAPACITY, G_FAULT_CACHE, KERNEL_7_0, NIL, PG_TAIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _ca,
                      _cpu_row, _slab_nid, _stat)
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
@@ -41,14 +41,39 @@ def kmalloc(st, cache, cpu, node, gfp, size, order):
     """``kmalloc``: from kmalloc cache ``cache`` as ``kmem_cache_alloc_node`` (its sheaves
     first under 7.0), or (``cache`` NIL) a large block of ``order`` pages. Address or 0."""
     if cache != NIL:
-        return _kmem_cache_alloc_node(st, cache, cpu, node, gfp)
+        return _give_back_on_fault(st, cache, cpu, _kmem_cache_alloc_node(st, cache, cpu,
+                                                                          node, gfp))
     return kmalloc_large(st, NIL, cpu, node, gfp, size, order)
 
 
 @unit
 def kmem_cache_alloc_node(st, cache, cpu, node, gfp):
-    """``kmem_cache_alloc_node`` (:func:`_kmem_cache_alloc_node`). Address or 0."""
-    return _kmem_cache_alloc_node(st, cache, cpu, node, gfp)
+    """``kmem_cache_alloc_node`` (:func:`_kmem_cache_alloc_node`). Address or 0 (also when
+    a corrupted free pointer was met: G_FAULT_* say so and the caller raises)."""
+    return _give_back_on_fault(st, cache, cpu, _kmem_cache_alloc_node(st, cache, cpu, node,
+                                                                      gfp))
+
+
+@jit
+def _give_back_on_fault(st, cache, cpu, obj):
+    """``obj`` if no corrupted free pointer was met (G_FAULT_CACHE clear), else 0 after
+    freeing ``obj`` again: the call then raises, and must have taken nothing."""
+    if st.g[G_FAULT_CACHE] == 0 or obj == 0:
+        return obj
+    slab = obj >> 12
+    if st.pg_flags[slab] & PG_TAIL:
+        slab = st.pg_head[slab]
+    _slab_free_one(st, cache, cpu, slab, obj)
+    return 0
+
+
+@jit
+def _give_back_many_on_fault(st, cache, cpu, n, paddr):
+    """The bulk form of :func:`_give_back_on_fault`: ``n``, or -1 after freeing them."""
+    if st.g[G_FAULT_CACHE] == 0 or n <= 0:
+        return n
+    _kmem_cache_free_bulk(st, cache, cpu, n, paddr)
+    return -1
 
 
 @jit(inline=True)
@@ -174,7 +199,9 @@ def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     n = _alloc_bulk_fast(st, cache, cpu, gfp, nr, words_at(paddr))
     if n >= 0:
         return n
-    return _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr)
+    return _give_back_many_on_fault(st, cache, cpu,
+                                    _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr),
+                                    paddr)
 
 
 @unit
@@ -247,7 +274,7 @@ def kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, paddr):
             p[i] = obj
             i += 1
         _stat(st, cache, cpu, ALLOC_ARRAY_FULL_COUNT, i - start)
-    return i
+    return _give_back_many_on_fault(st, cache, cpu, i, paddr)
 
 
 @unit

@@ -11,9 +11,10 @@ from ..flags import (ALLOC_FROM_PARTIAL, ALLOC_REMOTE_PARTIAL, CPU_PARTIAL_DRAIN
                      FREE_FROZEN, FREE_REMOVE_PARTIAL, FREE_SLAB, ORDER_FALLBACK)
 from .layout import (C_PARTIAL, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
                      CA_DEFRAG_RATIO, CA_HAS_CPU_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
-                     CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, G_NPENDING,
+                     CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE,
+                     G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NPENDING,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
-                     N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD,
+                     N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
                      PG_NODE_PARTIAL, PG_SLAB, _ca, _cpu_row, _node_row, _rand, _slab_nid,
                      _stat)
 from .native import jit, unit
@@ -36,6 +37,42 @@ def _set_fp(mem, offset, obj, nxt):
 
 
 # ---- node partial list ---------------------------------------------------------------------
+# ---- guarded free pointers: nothing is followed unless it is a free object of the slab -------
+@jit
+def _isolate(st, cache, slab, bad):
+    """A free pointer of ``slab`` read ``bad``: report it (G_FAULT_*) and stop using the slab
+    as the kernel does after a failed consistency check: its free list is dropped (those
+    objects leak), it counts as full, leaves its list and is never allocated from again;
+    its live objects stay valid, and their frees are leaked."""
+    g = st.g
+    g[G_FAULT_CACHE] = cache + 1
+    g[G_FAULT_SLAB] = slab
+    g[G_FAULT_VALUE] = bad
+    g[G_NISOLATED] += 1
+    st.sl_freelist[slab] = 0
+    st.sl_inuse[slab] = st.sl_objects[slab]
+    if st.pg_flags[slab] & PG_NODE_PARTIAL:
+        _remove_partial(st, cache, slab)
+    st.pg_flags[slab] |= PG_ISOLATED
+
+
+@jit(inline=True)
+def _fp_next(st, cache, slab, obj):
+    """The free pointer of free object ``obj`` of ``slab``, checked: 0 (end), a free object
+    of the same slab on its grid, or -1 after :func:`_isolate` (the pointer is not followed)."""
+    nxt = _get_fp(st.mem, _ca(st, cache, CA_OFFSET), obj)
+    if nxt == 0:
+        return 0
+    off = nxt - (slab << 12)
+    size = _ca(st, cache, CA_SIZE)
+    if 0 <= off < st.sl_objects[slab] * size:
+        if ((off * _ca(st, cache, CA_RECIP)) >> 32) * size == off and \
+                not (st.live[nxt >> 9] >> ((nxt >> 3) & 63)) & 1:
+            return nxt
+    _isolate(st, cache, slab, nxt)
+    return -1
+
+
 @jit(inline=True)
 def _chain_tail(mem, offset, head):
     """The last object of the free-pointer chain from ``head`` (0 if empty) and its length."""
@@ -315,7 +352,7 @@ def _slab_free_fast(st, cache, slab, head, tail, cnt):
     fl = st.sl_freelist
     prior = fl[slab]
     inuse = st.sl_inuse[slab] - cnt
-    if prior == 0 or inuse == 0 or st.pg_flags[slab] & PG_FROZEN:
+    if prior == 0 or inuse == 0 or st.pg_flags[slab] & (PG_FROZEN | PG_ISOLATED):
         return False
     _set_fp(st.mem, _ca(st, cache, CA_OFFSET), tail, prior)
     fl[slab] = head
@@ -329,6 +366,8 @@ def slab_free(st, cache, cpu, slab, head, tail, cnt):
     through their free pointers) on ``slab``'s free list and fix the slab's list place. 0."""
     fl = st.sl_freelist
     flags = st.pg_flags
+    if flags[slab] & PG_ISOLATED:       # never trusted again: its frees are leaked
+        return 0
     prior = fl[slab]
     _set_fp(st.mem, _ca(st, cache, CA_OFFSET), tail, prior)
     fl[slab] = head

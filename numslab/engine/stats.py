@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_OFFSET,
-                     CA_USER_SHEAVES, N_BARN_FULL, N_PARTIAL_HEAD, N_TOTAL_OBJECTS, NIL, SH_NEXT,
+from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_OFFSET, CA_SIZE,
+                     CA_USER_SHEAVES, G_NISOLATED, N_BARN_EMPTY, N_BARN_FULL, N_PARTIAL_HEAD,
+                     N_TOTAL_OBJECTS, NIL, PG_ISOLATED, PG_SLAB, PG_TAIL, SH_NEXT, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _node_row)
-from .native import unit, words_at
+from .native import jit, unit, words_at
 from .slablists import _get_fp
 
 
@@ -56,7 +57,60 @@ def live_objects(st, cache):
     while sheaf:
         live -= mem[(sheaf >> 3) + SH_SIZE]
         sheaf = mem[(sheaf >> 3) + SH_NEXT]
+    if st.g[G_NISOLATED]:
+        live -= _isolated_leak(st, cache)
     return live
+
+
+@jit
+def _sheaf_isolated(st, sheaf):
+    """Objects of ``sheaf`` (0: none) that belong to isolated slabs."""
+    if not sheaf:
+        return 0
+    mem = st.mem
+    flags = st.pg_flags
+    n = 0
+    o = (sheaf >> 3) + SH_OBJECTS
+    for k in range(mem[(sheaf >> 3) + SH_SIZE]):
+        pfn = mem[o + k] >> 12
+        head = st.pg_head[pfn] if flags[pfn] & PG_TAIL else pfn
+        n += (flags[head] & PG_ISOLATED) != 0
+    return n
+
+
+@jit
+def _isolated_leak(st, cache):
+    """What the isolated slabs of ``cache`` count as in use but nobody holds: their objects
+    less the live ones and less those still in sheaves (they leaked with the free list)."""
+    flags = st.pg_flags
+    mem = st.mem
+    size = _ca(st, cache, CA_SIZE)
+    leak = 0
+    for pfn in range(st.npages):
+        if flags[pfn] & PG_ISOLATED and flags[pfn] & PG_SLAB and st.sl_cache[pfn] == cache:
+            base = pfn << 12
+            n = st.sl_objects[pfn]
+            leak += n
+            for i in range(n):
+                a = base + i * size
+                leak -= (st.live[a >> 9] >> ((a >> 3) & 63)) & 1
+    cpt = st.cpu
+    for cpu in range(st.ncpus):
+        c = _cpu_row(st, cache, cpu)
+        leak -= _sheaf_isolated(st, cpt[c + C_MAIN]) + _sheaf_isolated(st, cpt[c + C_SPARE])
+    nd = st.node
+    for node in range(st.nnodes):
+        r = _node_row(st, cache, node)
+        for col in (N_BARN_FULL, N_BARN_EMPTY):
+            sheaf = nd[r + col]
+            while sheaf:
+                leak -= _sheaf_isolated(st, sheaf)
+                sheaf = mem[(sheaf >> 3) + SH_NEXT]
+    sheaf = _ca(st, cache, CA_USER_SHEAVES)
+    while sheaf:
+        leak -= _sheaf_isolated(st, sheaf)
+        sheaf = mem[(sheaf >> 3) + SH_NEXT]
+    return leak
 
 
 @unit

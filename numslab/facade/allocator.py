@@ -24,8 +24,9 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
-                             G_ERR2, G_NPENDING, KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH, PG_HEAD,
-                             PG_RESERVED, PG_TAIL,
+                             G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING,
+                             KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH, PG_HEAD,
+                             PG_ISOLATED, PG_RESERVED, PG_TAIL,
                              PG_SLAB, ZERO_SIZE_PTR, SlabState, new_state, view,
                              zone_watermarks)
 from ..engine.native import jit
@@ -393,7 +394,10 @@ class SlabAllocator(BatchAPI):
         return int(node)
 
     def _after_alloc(self, cache: KmemCache | None, addr: int, gfp: int, node: int) -> int:
-        """Run constructors of new slabs; report exhaustion as the kernel does."""
+        """Run constructors of new slabs; report a corrupted free pointer (the engine gave
+        back what it took) and exhaustion as the kernel does."""
+        if self._g[G_FAULT_CACHE]:
+            self._raise_fault()
         if self._g[G_NPENDING]:
             self._run_ctors()
         if not addr and not gfp & _NOWARN:
@@ -401,6 +405,24 @@ class SlabAllocator(BatchAPI):
             log.warning("SLUB: Unable to allocate memory on node %d, gfp=%#x: cache %s",
                         node, gfp, name)
         return addr
+
+    def _raise_fault(self) -> None:
+        """Raise ``SlabCorruptionError`` for the corrupted free pointer the engine found (and
+        clear its report). The slab it was in is isolated: never allocated from again."""
+        g = self._g
+        cid, slab, bad = int(g[G_FAULT_CACHE]) - 1, int(g[G_FAULT_SLAB]), int(g[G_FAULT_VALUE])
+        g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
+        name = self._caches[cid].name if cid in self._caches else f"cache {cid}"
+        raise SlabCorruptionError(
+            f"{name}: Freepointer corrupt: a free object of the slab at {slab << 12:#x} points "
+            f"to {bad:#x}, which is not a free object of that slab (a write into freed memory?); "
+            f"the slab is isolated and no longer allocated from, nothing was allocated")
+
+    def isolated_slabs(self) -> np.ndarray:
+        """Addresses of the slabs isolated after a corrupted free pointer, int64[n]."""
+        f = self.state.pg_flags
+        return (np.flatnonzero(((f & PG_ISOLATED) != 0) & ((f & PG_SLAB) != 0)) << 12
+                ).astype(np.int64)
 
     def _run_ctors(self) -> None:
         """Construct every object of the slabs created since the last call."""
