@@ -6,11 +6,11 @@ always the Words of an int64 array of object addresses."""
 from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
-                     ALLOC_SLOWPATH, ORDER_FALLBACK)
+                     ALLOC_SLOWPATH, ORDER_FALLBACK, SLAB_KMALLOC)
 from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _locate,
                      _own_test)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
-from .layout import (C_FREELIST, C_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECTS,
+from .layout import (C_FREELIST, C_PARTIAL, CA_FLAGS, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECTS,
                      CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, KERNEL_7_0,
                      N_PARTIAL_HEAD, NIL,
                      PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _ca, _cpu_row, _node_row,
@@ -144,6 +144,16 @@ def free_bulk_raw(st, cache, cpu, size, paddr):
 
 @jit(inline=True)
 def _check_objects(st, cache, nr, p):
+    """:func:`_check_runs`, specialised: only kmalloc caches can hold the allocator's own
+    sheaves, so only their batches pay for that test (inlined with a constant, LLVM drops it
+    from the loop of every other cache)."""
+    if _ca(st, cache, CA_FLAGS) & SLAB_KMALLOC:
+        return _check_runs(st, cache, nr, p, True)
+    return _check_runs(st, cache, nr, p, False)
+
+
+@jit(inline=True)
+def _check_runs(st, cache, nr, p, kmalloc):
     """-1 if ``p[:nr]`` are distinct live objects of ``cache`` (not NIL), now marked free;
     else the index of the first that is not, with the ones before it not yet given back.
 
@@ -160,7 +170,7 @@ def _check_objects(st, cache, nr, p):
     recip = _ca(st, cache, CA_RECIP)
     pow2 = size & (size - 1) == 0
     mask = size - 1
-    ownm = -(size >= 16)            # the allocator's own objects: their second granule's bit
+    ownm = -(size >= 16) if kmalloc else 0      # the allocator's own: second granule's bit
     limit = st.npages << 12
     cw = 0
     cval = live[0]
