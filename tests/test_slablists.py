@@ -128,8 +128,9 @@ def valid(sa, c, a):
 
 @pytest.mark.parametrize("bad", [123456789, -1, 8, 0x7FFF_FFFF_FFFF_FFF8, "live", "misaligned",
                                  "other slab"])
-def test_a_corrupted_free_pointer_is_never_followed(bad):
-    sa, c, keep, free = fragmented()
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+def test_a_corrupted_free_pointer_is_never_followed(bad, gen):
+    sa, c, keep, free = fragmented(gen)
     victim = int(free[5])
     slab = victim >> 12 << 12
     value = {"live": int(keep[0]) if keep[0] >> 12 == victim >> 12 else
@@ -143,10 +144,10 @@ def test_a_corrupted_free_pointer_is_never_followed(bad):
             got.append(c.alloc())
         except numslab.SlabCorruptionError as e:
             errors.append(str(e))
-    assert len(errors) == 1
+    assert len(errors) >= 1                 # (6.18 may meet it again in another list)
     assert "rec: Freepointer corrupt" in errors[0] and f"{slab:#x}" in errors[0] \
         and f"{value & (2 ** 64 - 1) if value < 0 else value:#x}" in errors[0] or value < 0
-    assert sa.isolated_slabs().tolist() == [slab]
+    assert slab in sa.isolated_slabs().tolist()
     assert all(valid(sa, c, a) for a in got) and len(set(got)) == len(got)
     assert not set(got) & set(keep.tolist())              # no live record handed out twice
     assert all(a >> 12 << 12 != slab for a in got[-40:])  # the isolated slab is not used
@@ -190,9 +191,9 @@ def test_numslab_jit_raises_on_a_corrupted_free_pointer():
 
 @settings(max_examples=25, deadline=None)
 @given(writes=st.lists(st.tuples(st.integers(0, 499), st.integers(-2 ** 63, 2 ** 63 - 1)),
-                       min_size=1, max_size=12))
-def test_random_stray_writes_never_hand_out_a_bad_address(writes):
-    sa, c, keep, free = fragmented()
+                       min_size=1, max_size=12), gen=st.sampled_from(["7.0", "6.18"]))
+def test_random_stray_writes_never_hand_out_a_bad_address(writes, gen):
+    sa, c, keep, free = fragmented(gen)
     for i, value in writes:
         c.view[int(free[i % len(free)])]["key"] = value
     got = []
@@ -207,8 +208,9 @@ def test_random_stray_writes_never_hand_out_a_bad_address(writes):
 
 
 @pytest.mark.parametrize("loop", ["self", "back"])
-def test_a_free_list_looped_by_a_stray_write_hands_nothing_out_twice(loop):
-    sa, c, keep, free = fragmented()
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+def test_a_free_list_looped_by_a_stray_write_hands_nothing_out_twice(loop, gen):
+    sa, c, keep, free = fragmented(gen)
     slab_free_objs = [int(f) for f in free if f >> 12 == free[0] >> 12]
     a, b = slab_free_objs[2], slab_free_objs[0]
     c.view[a]["key"] = a if loop == "self" else b          # a -> a, or a -> an earlier one
@@ -220,7 +222,7 @@ def test_a_free_list_looped_by_a_stray_write_hands_nothing_out_twice(loop):
             pass
     assert len(set(got)) == len(got) and all(valid(sa, c, x) for x in got)
     out = np.zeros(64, np.int64)
-    sa2, c2, keep2, free2 = fragmented()
+    sa2, c2, keep2, free2 = fragmented(gen)
     objs2 = [int(f) for f in free2 if f >> 12 == free2[0] >> 12]
     c2.view[objs2[3]]["key"] = objs2[1]
     for _ in range(12):

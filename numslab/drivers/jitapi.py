@@ -38,6 +38,7 @@ from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
                              _stat)
 from ..engine.native import address, byte_array, jit, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS
+from ..engine.slablists import _cpu_pop
 from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError,
                       SlabCorruptionError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
@@ -167,10 +168,9 @@ def _alloc_fast(st, cache, cpu, gfp):
         obj = mem[(main >> 3) + SH_OBJECTS + size]
         _stat(st, cache, cpu, ALLOC_PCS, 1)
     else:
-        obj = cpt[c + C_FREELIST]
+        obj = _cpu_pop(st, cache, c)        # checked: 0 if empty or corrupted
         if obj == 0:
             return 0
-        cpt[c + C_FREELIST] = mem[(obj + _geo(st, cache, CA_OFFSET)) >> 3]
         _stat(st, cache, cpu, ALLOC_FASTPATH, 1)
     if gfp & __GFP_ZERO:
         zero_bytes(mem, obj, _geo(st, cache, CA_OBJECT_SIZE))

@@ -10,15 +10,16 @@ from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC
 from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _locate,
                      _own_test)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
-from .layout import (C_FREELIST, C_PARTIAL, CA_FLAGS, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECTS,
-                     CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, KERNEL_7_0,
+from .layout import (C_PARTIAL, CA_FLAGS, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECTS,
+                     CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, G_FAULT_CACHE, KERNEL_7_0,
                      N_PARTIAL_HEAD, NIL,
                      PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _ca, _cpu_row, _node_row,
                      _stat)
 from .native import jit, unit, words_at
 from .nocpu import refill_objects
 from .pages import alloc_pages, free_pages
-from .slablists import _fp_next, _get_fp, _init_slab, _isolate, _remove_partial, _set_fp
+from .slablists import (_cpu_pop, _fp_next, _init_slab, _isolate, _remove_partial,
+                        _set_fp)
 
 
 @jit(inline=True)
@@ -44,27 +45,24 @@ def _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
         _stat(st, cache, cpu, ALLOC_SLOWPATH, nr)
         return nr
     p = words_at(paddr)
-    cpt = st.cpu
-    fl = _cpu_row(st, cache, cpu) + C_FREELIST
-    offset = _ca(st, cache, CA_OFFSET)
-    mem = st.mem
+    c = _cpu_row(st, cache, cpu)
     fast = 0
-    obj = cpt[fl]                    # the CPU freelist head, kept in a register meanwhile
     for i in range(nr):
-        if obj == 0:
-            cpt[fl] = 0
+        obj = _cpu_pop(st, cache, c)               # checked (6.18's lockless freelist)
+        if obj == 0 and not st.g[G_FAULT_CACHE]:
             obj = slab_alloc_slow(st, cache, cpu, -1, gfp)
-            if obj == 0:
-                _stat(st, cache, cpu, ALLOC_FASTPATH, fast)
-                _free_bulk_raw(st, cache, cpu, i, paddr)
-                return 0
-            p[i] = obj
-            obj = cpt[fl]
-            continue
+        elif obj:
+            fast += 1
+        if obj == 0:                               # out of memory, or a corrupted list
+            for j in range(i):
+                _live_clear(st, p[j])
+            _stat(st, cache, cpu, ALLOC_FASTPATH, fast)
+            _free_bulk_raw(st, cache, cpu, i, paddr)
+            return 0
+        _live_set(st, obj)          # marked while the loop runs: a loop in a list shows
         p[i] = obj
-        obj = _get_fp(mem, offset, obj)
-        fast += 1
-    cpt[fl] = obj
+    for i in range(nr):
+        _live_clear(st, p[i])       # not handed out yet: the caller does that
     _stat(st, cache, cpu, ALLOC_FASTPATH, fast)
     return nr
 

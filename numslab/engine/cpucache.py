@@ -14,9 +14,9 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SI
                      _node_row, _slab_nid, _stat)
 from .native import jit, unit, zero_bytes
 from .nocpu import slab_alloc_single
-from .slablists import (_add_partial, _chain_tail, _freeze_slab, _get_fp, _set_fp, _slab_free_fast,
-                        discard_slab,
-                        get_partial, new_slab, put_partials, slab_free)
+from .slablists import (_add_partial, _chain_tail_checked, _cpu_pop, _freeze_slab, _set_fp,
+                        _slab_free_fast, discard_slab, get_partial, new_slab, put_partials,
+                        slab_free)
 
 
 @unit
@@ -32,7 +32,10 @@ def deactivate_slab(st, cache, cpu, slab, freelist):
     if sfl[slab] != 0:
         _stat(st, cache, cpu, DEACTIVATE_REMOTE_FREES, 1)
         tail = True
-    last, n = _chain_tail(mem, offset, freelist)
+    last, n = _chain_tail_checked(st, cache, slab, freelist, st.sl_objects[slab])
+    if last < 0:                        # corrupted: the slab was isolated
+        st.pg_flags[slab] &= ~PG_FROZEN
+        return 0
     if last != 0:
         _set_fp(mem, offset, last, sfl[slab])
         sfl[slab] = freelist
@@ -57,8 +60,8 @@ def _load_freelist(st, cache, c, slab, freelist):
     CPU and return its first object."""
     cpt = st.cpu
     cpt[c + C_SLAB] = slab
-    cpt[c + C_FREELIST] = _get_fp(st.mem, _ca(st, cache, CA_OFFSET), freelist)
-    return freelist
+    cpt[c + C_FREELIST] = freelist
+    return _cpu_pop(st, cache, c)       # checked: 0 if the free list is corrupted
 
 
 @unit
@@ -125,9 +128,10 @@ def _slab_alloc_obj(st, cache, cpu, node, gfp):
         return slab_alloc_single(st, cache, cpu, node, gfp)
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
-    obj = cpt[c + C_FREELIST]
-    if obj != 0 and (node < 0 or _slab_nid(st, cpt[c + C_SLAB]) == node):
-        cpt[c + C_FREELIST] = _get_fp(st.mem, _ca(st, cache, CA_OFFSET), obj)
+    if cpt[c + C_FREELIST] != 0 and (node < 0 or _slab_nid(st, cpt[c + C_SLAB]) == node):
+        obj = _cpu_pop(st, cache, c)
+        if obj == 0:                    # corrupted: the CPU slab is isolated, the call fails
+            return 0
         _stat(st, cache, cpu, ALLOC_FASTPATH, 1)
         return obj
     return slab_alloc_slow(st, cache, cpu, node, gfp)

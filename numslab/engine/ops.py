@@ -11,16 +11,16 @@ from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
 from .checks import E_ALLOCATORS, E_LARGE, _live_set, _locate, _own_test
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
-from .layout import (C_FREELIST, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS,
-                     CA_OFFSET, CA_SHEAF_CAPACITY, G_FAULT_CACHE, KERNEL_7_0, NIL, PG_TAIL, PG_LARGE, SH_OBJECTS, SH_SIZE, _ca,
-                     _cpu_row, _slab_nid, _stat)
+from .layout import (C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
+                     G_FAULT_CACHE, KERNEL_7_0, NIL, PG_LARGE, PG_TAIL, SH_OBJECTS, SH_SIZE,
+                     _ca, _cpu_row, _slab_nid, _stat)
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
 from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _free_empty_sheaf, _free_to_pcs,
                       _free_to_pcs_bulk, _sheaf_put, _sheaf_take, _w, barn_shrink,
                       pcs_flush_all)
-from .slablists import _get_fp, shrink_node
+from .slablists import _cpu_pop, shrink_node
 
 
 # ---- single objects -----------------------------------------------------------------------------
@@ -237,13 +237,13 @@ def alloc_local(st, cache, cpu, gfp, nr, paddr):
                 p[got + k] = mem[o + k]
             mem[_w(sheaf, SH_SIZE)] = size - take
             got += take
-    offset = _ca(st, cache, CA_OFFSET)
-    obj = cpt[c + C_FREELIST]
-    while obj != 0 and got < nr:
+    while got < nr:                         # checked pops, each marked at once (loops)
+        obj = _cpu_pop(st, cache, c)
+        if obj == 0:
+            break
+        _live_set(st, obj)
         p[got] = obj
         got += 1
-        obj = _get_fp(mem, offset, obj)
-    cpt[c + C_FREELIST] = obj
     _hand_out_run(st, cache, cpu, gfp, p, 0, got)
     _stat(st, cache, cpu, ALLOC_ARRAY_LOCAL, got)
     return got

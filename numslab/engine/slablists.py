@@ -9,7 +9,7 @@ from __future__ import annotations
 from ..flags import (ALLOC_FROM_PARTIAL, ALLOC_REMOTE_PARTIAL, CPU_PARTIAL_DRAIN,
                      CPU_PARTIAL_FREE, CPU_PARTIAL_NODE, DEACTIVATE_EMPTY, FREE_ADD_PARTIAL,
                      FREE_FROZEN, FREE_REMOVE_PARTIAL, FREE_SLAB, ORDER_FALLBACK)
-from .layout import (C_PARTIAL, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
+from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
                      CA_DEFRAG_RATIO, CA_HAS_CPU_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
                      CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE,
                      G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NPENDING,
@@ -71,6 +71,57 @@ def _fp_next(st, cache, slab, obj):
             return nxt
     _isolate(st, cache, slab, nxt)
     return -1
+
+
+@jit
+def _isolate_cpu_slab(st, cache, c, slab, bad):
+    """:func:`_isolate` for a CPU's slab (6.18): the CPU lets it go (unfrozen, on no list)
+    with its lockless freelist, whose objects leak with the slab's."""
+    if not st.pg_flags[slab] & PG_ISOLATED:
+        _isolate(st, cache, slab, bad)
+    st.pg_flags[slab] &= ~PG_FROZEN
+    cpt = st.cpu
+    cpt[c + C_SLAB] = NIL
+    cpt[c + C_FREELIST] = 0
+
+
+@jit(inline=True)
+def _cpu_pop(st, cache, c):
+    """Pop the CPU's lockless freelist (6.18), checked: its head must not be live and its
+    free pointer must be 0 or a free object of the CPU slab; else the CPU slab is isolated.
+    The object (not yet marked allocated), or 0 if the list is empty or corrupted."""
+    cpt = st.cpu
+    obj = cpt[c + C_FREELIST]
+    if obj == 0:
+        return 0
+    slab = cpt[c + C_SLAB]
+    nxt = -1
+    if not (st.live[obj >> 9] >> ((obj >> 3) & 63)) & 1:     # a loop back to a live object
+        nxt = _fp_next(st, cache, slab, obj)
+    if nxt < 0:                 # (a bad pointer was reported by _fp_next; a loop, here)
+        _isolate_cpu_slab(st, cache, c, slab, obj)
+        return 0
+    cpt[c + C_FREELIST] = nxt
+    return obj
+
+
+@jit
+def _chain_tail_checked(st, cache, slab, head, limit):
+    """:func:`_chain_tail` through checked free pointers, at most ``limit`` objects: the
+    tail and the length, or (-1, 0) after isolating the slab (a bad pointer or a loop)."""
+    tail = 0
+    n = 0
+    obj = head
+    while obj > 0:
+        tail = obj
+        n += 1
+        if n > limit:
+            _isolate(st, cache, slab, obj)
+            return -1, 0
+        obj = _fp_next(st, cache, slab, obj)
+    if obj < 0:
+        return -1, 0
+    return tail, n
 
 
 @jit(inline=True)

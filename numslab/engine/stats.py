@@ -42,9 +42,13 @@ def live_objects(st, cache):
         slab = cpt[c + C_SLAB]
         if slab != NIL:
             live -= objects[slab] - inuse[slab]
-            obj = cpt[c + C_FREELIST]
-            while obj != 0:
+            obj = cpt[c + C_FREELIST]       # counted without following a pointer that
+            base = slab << 12               # leaves the slab, at most its objects
+            end = base + objects[slab] * _ca(st, cache, CA_SIZE)
+            k = 0
+            while base <= obj < end and k < objects[slab]:
                 live -= 1
+                k += 1
                 obj = _get_fp(mem, offset, obj)
         slab = cpt[c + C_PARTIAL]
         while slab != NIL:
