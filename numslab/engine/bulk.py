@@ -7,18 +7,19 @@ from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                      ALLOC_SLOWPATH, ORDER_FALLBACK, SLAB_KMALLOC)
-from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set, _locate,
+from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
+                     _live_set_run, _locate,
                      _own_test)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
-from .layout import (C_PARTIAL, CA_FLAGS, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECTS,
-                     CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, G_FAULT_CACHE, KERNEL_7_0,
+from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_MIN_OBJECTS, CA_MIN_ORDER,
+                     CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, KERNEL_7_0,
                      N_PARTIAL_HEAD, NIL,
                      PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _ca, _cpu_row, _node_row,
                      _stat)
 from .native import jit, unit, words_at
 from .nocpu import refill_objects
 from .pages import alloc_pages, free_pages
-from .slablists import (_cpu_pop, _fp_next, _init_slab, _isolate, _remove_partial,
+from .slablists import (_fp_next, _isolate_cpu_slab, _init_slab, _isolate, _remove_partial,
                         _set_fp)
 
 
@@ -34,8 +35,9 @@ def _head_frame(st, pfn):
 @jit(inline=True)
 def _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
     """``__kmem_cache_alloc_bulk``: fill the ``nr`` words at ``paddr`` with objects popped
-    from the CPU freelist, taking the slow path once whenever it runs dry. Objects are not
-    marked allocated. Returns ``nr``, or 0 after giving back what it took. Under 7.0 (no CPU
+    from the CPU freelist, taking the slow path once whenever it runs dry. The objects come
+    back marked allocated (live bits set: a refill marks what it pops, so a loop in a free
+    list shows). Returns ``nr``, or 0 after giving back what it took. Under 7.0 (no CPU
     freelist): ``refill_objects`` for exactly ``nr`` (ALLOC_SLOWPATH += nr)."""
     if st.kernel == KERNEL_7_0:
         got = refill_objects(st, cache, cpu, gfp, nr, nr, paddr)
@@ -43,34 +45,64 @@ def _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
             _free_bulk_raw(st, cache, cpu, got, paddr)
             return 0
         _stat(st, cache, cpu, ALLOC_SLOWPATH, nr)
+        _live_set_run(st, words_at(paddr), 0, nr)
         return nr
     p = words_at(paddr)
+    cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
+    live = st.live
     fast = 0
+    slab = cpt[c + C_SLAB]
+    obj = cpt[c + C_FREELIST]       # the CPU freelist head, kept in a register meanwhile
     for i in range(nr):
-        obj = _cpu_pop(st, cache, c)               # checked (6.18's lockless freelist)
-        if obj == 0 and not st.g[G_FAULT_CACHE]:
+        if obj == 0:
+            cpt[c + C_FREELIST] = 0
             obj = slab_alloc_slow(st, cache, cpu, -1, gfp)
-        elif obj:
-            fast += 1
-        if obj == 0:                               # out of memory, or a corrupted list
-            for j in range(i):
-                _live_clear(st, p[j])
-            _stat(st, cache, cpu, ALLOC_FASTPATH, fast)
-            _free_bulk_raw(st, cache, cpu, i, paddr)
-            return 0
-        _live_set(st, obj)          # marked while the loop runs: a loop in a list shows
+            if obj == 0:                           # out of memory, or a corrupted list
+                return _alloc_bulk_fail(st, cache, cpu, i, paddr, fast)
+            p[i] = obj
+            live[obj >> 9] |= 1 << ((obj >> 3) & 63)
+            obj = cpt[c + C_FREELIST]
+            slab = cpt[c + C_SLAB]
+            continue
+        # checked pop: the head not live (a loop: popped objects are marked while the loop
+        # runs), its pointer 0 or a free object of the CPU slab
+        nxt = -1
+        if not (live[obj >> 9] >> ((obj >> 3) & 63)) & 1:
+            nxt = _fp_next(st, cache, slab, obj)
+        if nxt < 0:
+            _isolate_cpu_slab(st, cache, c, slab, obj)
+            return _alloc_bulk_fail(st, cache, cpu, i, paddr, fast)
+        live[obj >> 9] |= 1 << ((obj >> 3) & 63)
         p[i] = obj
-    for i in range(nr):
-        _live_clear(st, p[i])       # not handed out yet: the caller does that
+        obj = nxt
+        fast += 1
+    cpt[c + C_FREELIST] = obj
     _stat(st, cache, cpu, ALLOC_FASTPATH, fast)
     return nr
 
 
+@jit
+def _alloc_bulk_fail(st, cache, cpu, i, paddr, fast):
+    """Give back the ``i`` objects a failed :func:`_alloc_bulk_slab` took (unmarked first);
+    0."""
+    p = words_at(paddr)
+    for j in range(i):
+        _live_clear(st, p[j])
+    _stat(st, cache, cpu, ALLOC_FASTPATH, fast)
+    _free_bulk_raw(st, cache, cpu, i, paddr)
+    return 0
+
+
 @unit
 def alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
-    """:func:`_alloc_bulk_slab` for callers outside a bulk call (sheaf refills)."""
-    return _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr)
+    """:func:`_alloc_bulk_slab` for callers outside a bulk call (sheaf refills): the objects
+    go into a sheaf, so they come back not marked allocated."""
+    got = _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr)
+    p = words_at(paddr)
+    for i in range(got):
+        _live_clear(st, p[i])
+    return got
 
 
 # ---- freeing -----------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
         mem = st.mem
         for j in range(nr):
             zero_bytes(mem, p[j], size)
-    for j in range(nr):
+    for j in range(i):                      # the slab layer's come marked already
         _live_set(st, p[j])
     return nr
 
