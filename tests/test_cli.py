@@ -257,3 +257,14 @@ def test_console_script():
     bad = subprocess.run(cmd + ["frobnicate"], check=False, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_plot_without_matplotlib_fails_before_measuring(monkeypatch, capsys):
+    import sys as _sys
+    monkeypatch.setitem(_sys.modules, "matplotlib", None)      # import matplotlib fails
+    measured = []
+    monkeypatch.setattr(bench, "bulk_table", lambda *a, **k: measured.append(a) or {})
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--plot", "x.png"])
+    assert e.value.code == 2 and not measured
+    assert "--plot needs matplotlib" in capsys.readouterr().err

@@ -368,6 +368,7 @@ def test_cli_in_process(tmp_path, capsys, monkeypatch):
     assert cli.main(["--packets", "2000", "--mode", "local", "--quiet"]) == 0
     text = capsys.readouterr().out
     assert "packets    2,000" in text and "ns/packet" in text and "slabinfo" in text
+    assert "leaks      none" in text
     assert cli.main(["--pcap", str(tmp_path / "missing.pcap")]) == 2
     assert "error" in capsys.readouterr().err
     monkeypatch.setattr(pl, "_release_flows", lambda *a: None)

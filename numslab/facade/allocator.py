@@ -26,7 +26,7 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
                              G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING,
                              KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH, PG_HEAD,
-                             PG_ISOLATED, PG_RESERVED, PG_TAIL,
+                             PG_ISOLATED, PG_LARGE, PG_RESERVED, PG_TAIL,
                              PG_SLAB, ZERO_SIZE_PTR, SlabState, new_state, view,
                              zone_watermarks)
 from ..engine.native import jit
@@ -321,8 +321,41 @@ class SlabAllocator(BatchAPI):
             raise MemoryError(f"kmem_cache_create({name}): no memory for the per-CPU sheaves")
         return cache
 
-    def kmem_cache_destroy(self, cache: KmemCache) -> None:
-        """Destroy an empty cache, releasing all its slabs.
+    def __repr__(self) -> str:
+        return (f"<SlabAllocator kernel={self.kernel} cpus={self.nr_cpus} "
+                f"nodes={self.nr_nodes} memory={self.nr_pages * PAGE_SIZE >> 20} MiB "
+                f"caches={len(self._caches)} "
+                f"free pages={self.free_pages_count() + self.pcp_pages_count()}>")
+
+    def find(self, addr: int) -> dict[str, Any]:
+        """What ``addr`` is: ``kind`` ("object", "free object", "sheaf" (the allocator's own),
+        "large kmalloc", "pages", "free page", "reserved" or "outside"), and where it applies
+        ``cache`` (a KmemCache), ``slab`` (its address), ``index`` and ``offset`` inside the
+        object."""
+        addr = self._as_addr(addr, "find")
+        if not 0 <= addr < self.nr_pages * PAGE_SIZE:
+            return {"kind": "outside"}
+        st = self.state
+        pfn = addr >> 12
+        head = self._slab_head(addr)
+        f = int(st.pg_flags[head])
+        if not f & (PG_HEAD | PG_TAIL) and not st.pg_flags[pfn] & (PG_HEAD | PG_TAIL):
+            return {"kind": "reserved" if f & PG_RESERVED else "free page"}
+        if not f & PG_SLAB:
+            kind = "large kmalloc" if f & PG_LARGE else "pages"
+            return {"kind": kind, "block": head << 12, "order": int(st.pg_order[head])}
+        cache = self._caches[int(st.sl_cache[head])]
+        off = addr - (head << 12)
+        index, inside = divmod(off, cache.slab_size)
+        obj = (head << 12) + index * cache.slab_size
+        err, _ = self._locate(obj)
+        kind = {0: "object", checks.E_ALLOCATORS: "sheaf"}.get(err, "free object")
+        return {"kind": kind, "cache": cache, "slab": head << 12, "index": index,
+                "object": obj, "offset": inside}
+
+    def kmem_cache_destroy(self, cache: KmemCache, force: bool = False) -> None:
+        """Destroy an empty cache, releasing all its slabs (``force``: free every object
+        users still hold first).
 
         Raises
         ------
@@ -333,6 +366,10 @@ class SlabAllocator(BatchAPI):
         self._own(cache, "kmem_cache_destroy")
         if cache in self.kmalloc_caches:
             raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
+        if force:
+            held = cache.live_addresses()
+            if len(held):
+                self.kmem_cache_free_bulk(cache, len(held), held)
         live = cache.live_objects
         if live:
             raise CacheLeakError(f"kmem_cache_destroy {cache.name}: Slab cache still has "

@@ -9,7 +9,7 @@ import numpy as np
 from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS,
                       CA_SHEAF_CAPACITY,
                       CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER,
-                      CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, PG_TAIL)
+                      CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL)
 from ..flags import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
                     SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES, STAT_NAMES_6_18,
                     STAT_NAMES_NUMSLAB)
@@ -52,7 +52,26 @@ class KmemCache:
 
     def __repr__(self) -> str:
         return (f"<KmemCache {self.name!r} object_size={self.object_size} "
-                f"slab_size={self.slab_size} order={self.order} objs={self.objs_per_slab}>")
+                f"slab_size={self.slab_size} order={self.order} objs={self.objs_per_slab} "
+                f"slabs={self.slabs} held={len(self)}>")
+
+    def live_addresses(self) -> np.ndarray:
+        """Addresses of the objects users hold, int64[n], in address order (the allocator's
+        own sheaves left out)."""
+        st = self._sa.state
+        f = st.pg_flags
+        heads = np.flatnonzero(((f & PG_SLAB) != 0) & (st.sl_cache == self._id))
+        if not len(heads):
+            return np.zeros(0, np.int64)
+        size = self.slab_size
+        n = st.sl_objects[heads]
+        objs = np.concatenate([(h << 12) + np.arange(k) * size for h, k in zip(heads, n)])
+        words = st.live.view(np.uint64)[objs >> 9]
+        sh = ((objs >> 3) & 63).astype(np.uint64)
+        live = (words >> sh) & np.uint64(1)
+        own = (words >> np.minimum(sh + np.uint64(1), np.uint64(63))) & np.uint64(1)
+        own &= (sh < np.uint64(63)) & np.bool_(size >= 16)
+        return objs[(live == 1) & (own == 0)].astype(np.int64)
 
     # --- geometry ---------------------------------------------------------------------------
     object_size = property(lambda self: int(self._row[CA_OBJECT_SIZE]),

@@ -157,6 +157,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="also cold starts and a user's compile, in fresh interpreters "
                         "(minutes)")
     args = ap.parse_args(argv)
+    if args.plot:                       # before minutes of measuring, not after
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            ap.error("--plot needs matplotlib: pip install matplotlib "
+                     "(or numslab's test extra)")
     sizes = tuple(args.sizes)
     tables = {}
     for kernel in args.kernel:
