@@ -335,3 +335,55 @@ def test_find_live_addresses_force_destroy_and_reprs(sa):
     assert "f" not in [x.name for x in sa.caches]
     sa.free_pages(p, 1)
     sa.kfree(k)
+
+
+def test_no_thread_gets_an_object_before_its_constructor_ran(sa):
+    import time as _time
+
+    def ctor(mem, addr):
+        _time.sleep(0.0002)              # a slow constructor: the window another thread used
+        mem[addr:addr + 4] = (7, 7, 7, 7)
+
+    c = sa.kmem_cache_create("slowctor", 64, ctor=ctor)
+    seen, errors = [], []
+
+    def worker():
+        sa.set_cpu(0)                    # both threads on one CPU, sharing its slab/sheaf
+        for _ in range(40):
+            a = c.alloc()
+            if list(sa.memory[a:a + 4]) != [7, 7, 7, 7]:
+                errors.append(a)
+            seen.append(a)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(set(seen)) == 80
+    for a in seen:
+        c.free(a)
+
+
+def test_a_constructor_that_raises_hands_nothing_out_and_resumes(sa):
+    calls = []
+
+    def ctor(mem, addr):
+        calls.append(addr)
+        if len(calls) == 5:
+            raise ValueError("boom")
+        mem[addr] = 1
+
+    c = sa.kmem_cache_create("raising", 128, ctor=ctor)
+    with pytest.raises(numslab.SlabError, match="constructor raised ValueError"):
+        c.alloc()
+    assert c.live_objects == 0
+    a = c.alloc()                         # the slab's constructors resume where they stopped
+    assert sa.memory[a] == 1
+    made = c.slabs * c.objs_per_slab
+    assert len(calls) == made + 1 and len(set(calls)) == made     # the failed one again
+    out = np.zeros(3, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 3, out) == 3
+    assert all(sa.memory[int(x)] == 1 for x in out)
+    c.free(a)
+    c.free_bulk(out)

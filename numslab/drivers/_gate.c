@@ -206,6 +206,14 @@ static int needs_python(Gate *self, int64_t cid)
         (cid >= 0 && self->ca[cid * self->ca_ncols + self->ca_ctor] != 0);
 }
 
+/* A cache with a constructor is allocated from by the Python method alone: it holds the
+ * allocator's constructor lock from the engine's call until the new slabs are constructed,
+ * so no other thread can be handed an object before its constructor ran. */
+static int has_ctor(Gate *self, int64_t cid)
+{
+    return self->ca[cid * self->ca_ncols + self->ca_ctor] != 0;
+}
+
 #define SLOW(name) return python_path(self, name, args, nargs, kwnames)
 
 /* kmem_cache_alloc(cache, gfp=GFP_KERNEL, cpu=None) */
@@ -218,7 +226,7 @@ static PyObject *g_alloc(Gate *self, PyObject *const *args, Py_ssize_t nargs, Py
     int64_t cid = cache_id(self, args[0]);
     if (nargs >= 2)
         gfp = plain_int(args[1], &ok);
-    if (cid < 0 || !ok || !GFP_OK(gfp))
+    if (cid < 0 || !ok || !GFP_OK(gfp) || has_ctor(self, cid))
         SLOW("kmem_cache_alloc");
     if (thread_cpu(self, &cpu))
         return NULL;
@@ -301,7 +309,7 @@ static PyObject *g_alloc_bulk(Gate *self, PyObject *const *args, Py_ssize_t narg
     int64_t cid = cache_id(self, args[0]);
     int64_t gfp = plain_int(args[1], &ok);
     int64_t nr = plain_int(args[2], &ok);
-    if (cid < 0 || !ok || !GFP_OK(gfp))
+    if (cid < 0 || !ok || !GFP_OK(gfp) || has_ctor(self, cid))
         SLOW("kmem_cache_alloc_bulk");
     int64_t p = object_array(self, args[3], nr);
     if (p == 0)
@@ -369,7 +377,8 @@ static PyObject *g_alloc_array(Gate *self, PyObject *const *args, Py_ssize_t nar
     int64_t nr = plain_int(args[2], &ok);
     if (nargs >= 5)
         flags = plain_int(args[4], &ok);
-    if (cid < 0 || !ok || !GFP_OK(gfp) || (flags & ~self->array_flags_all))
+    if (cid < 0 || !ok || !GFP_OK(gfp) || (flags & ~self->array_flags_all) ||
+        has_ctor(self, cid))
         SLOW("kmem_cache_alloc_array");
     int64_t p = object_array(self, args[3], nr);
     if (p == 0)

@@ -154,6 +154,11 @@ class SlabAllocator(BatchAPI):
         self._names: dict[str, KmemCache] = {}
         self._next_cpu = 0
         self._cpu_lock = threading.Lock()
+        #: Held from an allocation on a cache with a constructor until its new slabs are
+        #: constructed (no thread is handed an unconstructed object); the slab a raising
+        #: constructor left part-way resumes at ``_ctor_resume[slab]``.
+        self._ctor_lock = threading.RLock()
+        self._ctor_resume: dict[int, int] = {}
         self._tls = _ThreadCpu(self)
         for attr, u, array in (("_k_alloc", ops.kmem_cache_alloc_node, False),
                                ("_k_free", ops.kmem_cache_free, False),
@@ -410,8 +415,12 @@ class SlabAllocator(BatchAPI):
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
+        if cache.ctor is not None:
+            with self._ctor_lock:
+                addr = self._k_alloc(cache._id, cpu, -1, check_gfp(gfp, "kmem_cache_alloc"))
+                return self._after_alloc(cache, addr, gfp, -1)
         addr = self._k_alloc(cache._id, cpu, -1, check_gfp(gfp, "kmem_cache_alloc"))
-        if cache.ctor is not None or not addr:
+        if not addr:
             return self._after_alloc(cache, addr, gfp, -1)
         return addr
 
@@ -420,9 +429,9 @@ class SlabAllocator(BatchAPI):
         """Allocate one object from ``node`` (-1: any); 0 when memory is exhausted."""
         cid = self._own(cache, "kmem_cache_alloc_node")
         node = self._check_node(node)
-        addr = self._k_alloc(cid, self._check_cpu(cpu), node,
-                             check_gfp(gfp, "kmem_cache_alloc_node"))
-        return self._after_alloc(cache, addr, gfp, node)
+        cpu, gfp = self._check_cpu(cpu), check_gfp(gfp, "kmem_cache_alloc_node")
+        with self._ctor_lock:
+            return self._after_alloc(cache, self._k_alloc(cid, cpu, node, gfp), gfp, node)
 
     def _check_node(self, node: Any) -> int:
         if not isinstance(node, (int, np.integer)) or isinstance(node, bool) \
@@ -436,7 +445,12 @@ class SlabAllocator(BatchAPI):
         if self._g[G_FAULT_CACHE]:
             self._raise_fault()
         if self._g[G_NPENDING]:
-            self._run_ctors()
+            try:
+                self._run_ctors()
+            except SlabError:
+                if addr > 0 and cache is not None:      # nothing is handed out unconstructed
+                    self.kmem_cache_free(cache, addr)
+                raise
         if not addr and not gfp & _NOWARN:
             name = cache.name if cache is not None else "kmalloc-large"
             log.warning("SLUB: Unable to allocate memory on node %d, gfp=%#x: cache %s",
@@ -464,20 +478,31 @@ class SlabAllocator(BatchAPI):
     def _run_ctors(self) -> None:
         """Construct every object of the slabs created since the last call."""
         n = int(self._g[G_NPENDING])
-        pending = self.state.pending[:n].copy()
+        pending = [int(x) for x in self.state.pending[:n]]
         self.state.pending[:n] = NIL
         self._g[G_NPENDING] = 0
-        for slab in pending:
+        for k, slab in enumerate(pending):
             if not self.state.pg_flags[slab] & PG_SLAB:
                 continue
             cache = self._caches[int(self.state.sl_cache[slab])]
-            base, size = int(slab) << 12, cache.slab_size
+            base, size = slab << 12, cache.slab_size
             nobj = int(self.state.sl_objects[slab])
-            if isinstance(cache.ctor, nb.core.registry.CPUDispatcher):
-                _run_ctor(cache.ctor, self.memory, base, size, nobj)
-            else:
-                for i in range(nobj):
-                    cache.ctor(self.memory, base + i * size)
+            i = self._ctor_resume.pop(slab, 0)
+            try:
+                if isinstance(cache.ctor, nb.core.registry.CPUDispatcher):
+                    _run_ctor(cache.ctor, self.memory, base + i * size, size, nobj - i)
+                    i = nobj
+                else:
+                    while i < nobj:
+                        cache.ctor(self.memory, base + i * size)
+                        i += 1
+            except Exception as e:      # resume there at the next allocation of the cache
+                rest = pending[k:]
+                self._ctor_resume[slab] = i
+                self.state.pending[:len(rest)] = rest
+                self._g[G_NPENDING] = len(rest)
+                raise SlabError(f"{cache.name}: the constructor raised {e!r} on the object at "
+                                f"{base + i * size:#x}; nothing was allocated") from e
 
     def kmem_cache_free(self, cache: KmemCache, addr: int, cpu: int | None = None) -> None:
         """Free object ``addr`` of ``cache``.

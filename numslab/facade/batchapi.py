@@ -60,10 +60,25 @@ class BatchAPI:
         self._array(out, nr, "kmem_cache_alloc_bulk")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
         gfp = check_gfp(gfp, "kmem_cache_alloc_bulk")
+        if cache.ctor is not None:
+            with self._ctor_lock:
+                return self._bulk_ctor(cache, self._k_alloc_bulk(cache._id, cpu, gfp, nr, out),
+                                       nr, gfp, out, "kmem_cache_alloc_bulk")
         got = self._k_alloc_bulk(cache._id, cpu, gfp, nr, out)
-        if got <= 0 or cache.ctor is not None:
+        if got <= 0:
             return self._bulk_done(cache, got, nr, gfp, "kmem_cache_alloc_bulk")
         return got
+
+    def _bulk_ctor(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
+                   out: np.ndarray, fn: str) -> int:
+        """:meth:`_bulk_done` for a cache with a constructor: a constructor that raises
+        gives the batch back."""
+        try:
+            return self._bulk_done(cache, got, nr, gfp, fn)
+        except SlabError:
+            if got > 0:
+                self.kmem_cache_free_bulk(cache, got, out)
+            raise
 
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    fn: str) -> int:
@@ -116,8 +131,13 @@ class BatchAPI:
         if type(flags) is not int or flags & ~SLAB_ARRAY_ALLOC_ALL:
             raise SlabError(f"kmem_cache_alloc_array: unknown flags {flags!r}")
         gfp = check_gfp(gfp, "kmem_cache_alloc_array")
+        if cache.ctor is not None:
+            with self._ctor_lock:
+                return self._bulk_ctor(cache, self._k_alloc_array(
+                    cache._id, self._cpu_of(cpu), gfp, flags, nr, out), nr, gfp | _NOWARN,
+                    out, "kmem_cache_alloc_array")
         got = self._k_alloc_array(cache._id, self._cpu_of(cpu), gfp, flags, nr, out)
-        if got <= 0 or cache.ctor is not None:   # a short count is normal here: no warning
+        if got <= 0:                            # a short count is normal here: no warning
             return self._bulk_done(cache, got, nr, gfp | _NOWARN, "kmem_cache_alloc_array")
         return got
 
