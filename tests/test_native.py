@@ -591,3 +591,12 @@ def test_state_stores_are_seen_through_aliases_and_by_python():
     assert sc[0] == 5 and sc[1] == 15 and last == 15
     assert sa.memory[4096 + 5] == 77
     assert word == int(sa.memory[4096:4096 + 8].view(np.int64)[0])
+
+
+def test_units_called_from_python_keep_the_gil():
+    # ctypes' CFUNCTYPE releases the GIL around a call: another thread could then enter the
+    # same allocator's state; a unit's Python-side caller must hold it (PYFUNCTYPE)
+    import ctypes as _ct
+    from numslab.engine import stats
+    fn = stats.live_objects.compile()
+    assert fn._flags_ & _ct._FUNCFLAG_PYTHONAPI

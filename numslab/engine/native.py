@@ -436,7 +436,10 @@ class Unit:
             self._cfunc = cf
             self.address = cf.address
             UNIT_TABLE[self.slot] = cf.address
-            self._ctypes = self._proto(cf.address)
+            # Called from Python with the GIL held (PYFUNCTYPE): ctypes would otherwise
+            # release it, and two threads could be inside one allocator's state at once.
+            self._ctypes = ctypes.PYFUNCTYPE(ctypes.c_int64,
+                                             *[ctypes.c_int64] * self.nargs)(cf.address)
         return self._ctypes
 
     @property
