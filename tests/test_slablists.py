@@ -233,3 +233,40 @@ def test_a_free_list_looped_by_a_stray_write_hands_nothing_out_twice(loop, gen):
             pass
     sa.validate()
     sa2.validate()
+
+
+def _swab(x: int) -> int:
+    return int.from_bytes((x & (2 ** 64 - 1)).to_bytes(8, "little"), "big")
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+def test_free_pointers_are_stored_hardened_by_default(gen):
+    # CONFIG_SLAB_FREELIST_HARDENED: ptr ^ s->random ^ swab(address of the pointer)
+    from numslab.engine.layout import CA_FP_KEY
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=gen)
+    plain = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=gen, freelist_hardened=False)
+    assert sa.freelist_hardened and not plain.freelist_hardened
+    for a in (sa, plain):
+        c = a.kmem_cache_create("h", 64)
+        objs = c.alloc_bulk(200)
+        keep = objs[::64]                             # every slab keeps one: none is freed
+        c.free_bulk(np.setdiff1d(objs, keep))
+        a.kmem_cache_shrink(c)                        # the free lists are in the objects now
+        key = int(a.state.ca[c.id, CA_FP_KEY])
+        assert (key != 0) == a.freelist_hardened
+        words = a.memory.view(np.int64)
+        slab = int(keep[0]) >> 12
+        head = int(a.state.sl_freelist[slab])
+        where = head + c.offset
+        stored = int(words[where >> 3]) & (2 ** 64 - 1)
+        nxt = stored ^ ((key ^ _swab(where)) if key else 0)
+        assert nxt == 0 or (nxt >> 12 == slab and (nxt - (slab << 12)) % c.slab_size == 0)
+        if key:
+            assert stored != nxt                      # not the plain pointer
+        a.validate()
+    k2 = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=gen)
+    k2.kmem_cache_create("h", 64)               # the same seed and order: the same key
+    sa.kmem_cache_create("h2", 64)
+    c1, c2 = sa.find_cache("h"), k2.find_cache("h")
+    assert sa.state.ca[c1.id, CA_FP_KEY] == k2.state.ca[c2.id, CA_FP_KEY]   # seeded
+    assert len({int(k) for k in sa.state.ca[:, CA_FP_KEY] if k}) == len(sa.caches)

@@ -32,13 +32,14 @@ from ..engine.checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED,
                              E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set,
                              _locate, _slab_of)
 from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
-                             CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY, G_FAULT_CACHE,
+                             CA_FP_KEY, CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY,
+                             G_FAULT_CACHE,
                              G_FAULT_SLAB, G_FAULT_VALUE, NIL, NR_KMALLOC,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _cpu_row, _geo, _slab_nid,
                              _stat)
 from ..engine.native import address, byte_array, jit, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS
-from ..engine.slablists import _cpu_pop
+from ..engine.slablists import _cpu_pop, _set_fp
 from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError,
                       SlabCorruptionError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
@@ -197,7 +198,8 @@ def _free_checked(st, cache, cpu, slab, addr):
             return
     elif cpt[c + C_SLAB] == slab:
         _live_clear(st, addr)
-        mem[(addr + _geo(st, cache, CA_OFFSET)) >> 3] = cpt[c + C_FREELIST]
+        _set_fp(mem, _geo(st, cache, CA_OFFSET), _geo(st, cache, CA_FP_KEY), addr,
+                cpt[c + C_FREELIST])
         cpt[c + C_FREELIST] = addr
         _stat(st, cache, cpu, FREE_FASTPATH, 1)
         return

@@ -11,7 +11,7 @@ from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_se
                      _live_set_run, _locate,
                      _own_test)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
-from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_MIN_OBJECTS, CA_MIN_ORDER,
+from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_OBJECTS, CA_MIN_ORDER,
                      CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, KERNEL_7_0,
                      N_PARTIAL_HEAD, NIL,
                      PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _ca, _cpu_row, _node_row,
@@ -126,8 +126,9 @@ def _build_detached_freelist(st, cache, cpu, size, p):
         return size, NIL, NIL, 0, 0, 0
     owner = st.sl_cache[slab] if cache == NIL else cache
     offset = _ca(st, owner, CA_OFFSET)
+    key = _ca(st, owner, CA_FP_KEY)
     order0 = cache != NIL and _ca(st, cache, CA_ORDER) == 0
-    _set_fp(mem, offset, obj, 0)
+    _set_fp(mem, offset, key, obj, 0)
     head = obj
     tail = obj
     cnt = 1
@@ -138,7 +139,7 @@ def _build_detached_freelist(st, cache, cpu, size, p):
         obj = p[size]
         pfn = obj >> 12
         if (pfn if order0 else _head_frame(st, pfn)) == slab:
-            _set_fp(mem, offset, obj, head)
+            _set_fp(mem, offset, key, obj, head)
             head = obj
             cnt += 1
             same -= 1

@@ -3,7 +3,7 @@ which walks every slab and list and checks the invariants written in ARCHITECTUR
 from __future__ import annotations
 
 from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB,
-                     C_SPARE, CA_ACTIVE, CA_OFFSET, CA_RECIP, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1,
+                     C_SPARE, CA_ACTIVE, CA_FP_KEY, CA_OFFSET, CA_RECIP, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1,
                      G_ERR2, N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS,
                      N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, P_COUNT,
                      P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD,
@@ -199,6 +199,7 @@ def _walk_freelist(st, cache, slab, obj):
     """Length of the free list from ``obj`` inside ``slab``, or a negative code."""
     size = _ca(st, cache, CA_SIZE)
     offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
     mem = st.mem
     base = slab << 12
     nobj = st.sl_objects[slab]
@@ -212,7 +213,7 @@ def _walk_freelist(st, cache, slab, obj):
         n += 1
         if n > nobj:
             return -4
-        obj = _get_fp(mem, offset, obj)
+        obj = _get_fp(mem, offset, key, obj)
     return n
 
 

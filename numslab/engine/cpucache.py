@@ -9,7 +9,7 @@ from ..flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISM
                      DEACTIVATE_REMOTE_FREES, DEACTIVATE_TO_HEAD, DEACTIVATE_TO_TAIL,
                      FREE_FASTPATH, FREE_SLAB, FREE_SLOWPATH)
 from .checks import _live_clear, _live_set, _live_set_run
-from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_MIN_PARTIAL, CA_OBJECT_SIZE,
+from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECT_SIZE,
                      CA_OFFSET, KERNEL_7_0, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _ca, _cpu_row,
                      _node_row, _slab_nid, _stat)
 from .native import jit, unit, zero_bytes
@@ -37,7 +37,7 @@ def deactivate_slab(st, cache, cpu, slab, freelist):
         st.pg_flags[slab] &= ~PG_FROZEN
         return 0
     if last != 0:
-        _set_fp(mem, offset, last, sfl[slab])
+        _set_fp(mem, offset, _ca(st, cache, CA_FP_KEY), last, sfl[slab])
         sfl[slab] = freelist
         inuse[slab] -= n
     st.pg_flags[slab] &= ~PG_FROZEN
@@ -183,7 +183,8 @@ def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     if cpt[c + C_SLAB] == slab:
-        _set_fp(st.mem, _ca(st, cache, CA_OFFSET), tail, cpt[c + C_FREELIST])
+        _set_fp(st.mem, _ca(st, cache, CA_OFFSET), _ca(st, cache, CA_FP_KEY), tail,
+                cpt[c + C_FREELIST])
         cpt[c + C_FREELIST] = head
         _stat(st, cache, cpu, FREE_FASTPATH, cnt)
     else:

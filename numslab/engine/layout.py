@@ -45,10 +45,12 @@ KERNEL_6_18, KERNEL_7_0 = 618, 700
 KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0}      #: the generations, by release name
 
 # ---- cache table columns (field CA, shape [max_caches, CA_NCOLS]) -------------------------
+#: ``CA_FP_KEY`` is ``s->random`` of CONFIG_SLAB_FREELIST_HARDENED: a free pointer is stored as
+#: ``ptr ^ key ^ swab(its own address)``; 0 when the cache's pointers are stored plain.
 (CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS, CA_ORDER,
  CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL, CA_CPU_PARTIAL,
  CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_CTOR, CA_SHEAF_CAPACITY,
- CA_USER_SHEAVES, CA_RECIP, CA_NCOLS) = range(21)
+ CA_USER_SHEAVES, CA_RECIP, CA_FP_KEY, CA_NCOLS) = range(22)
 
 # ---- kmem_cache_cpu columns (field CPU, shape [max_caches * ncpus, C_NCOLS]) --------------
 C_FREELIST, C_SLAB, C_PARTIAL, C_MAIN, C_SPARE, C_NCOLS = range(6)

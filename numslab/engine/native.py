@@ -241,6 +241,16 @@ def byte_array(typingctx: Any, w: Any, n: Any) -> Any:
 
 
 @intrinsic
+def swab(typingctx: Any, x: Any) -> Any:
+    """The 8 bytes of int64 ``x`` in reverse order (the kernel's ``swab``)."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        v = context.cast(builder, args[0], sig.args[0], types.int64)
+        return builder.call(builder.module.declare_intrinsic("llvm.bswap", [_I64]), [v])
+    if isinstance(x, types.Integer):
+        return types.int64(x), codegen
+
+
+@intrinsic
 def shift(typingctx: Any, w: Any, i: Any) -> Any:
     """``w`` advanced by ``i`` words (``&w[i]``)."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:

@@ -8,7 +8,7 @@ Objects taken here are not marked allocated; the caller hands them out.
 from __future__ import annotations
 
 from ..flags import __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
-from .layout import (CA_DEFRAG_RATIO, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_SIZE,
+from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_SIZE,
                      N_NR_PARTIAL,
                      N_PARTIAL_HEAD, NIL, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
@@ -84,7 +84,7 @@ def _alloc_from_new_slab(st, cache, slab, p, at, count):
     got = 0
     while obj != 0 and got < count:
         p[at + got] = obj
-        obj = _get_fp(mem, offset, obj)
+        obj = _get_fp(mem, offset, _ca(st, cache, CA_FP_KEY), obj)
         got += 1
     st.sl_freelist[slab] = obj
     st.sl_inuse[slab] += got
@@ -111,7 +111,8 @@ def slab_alloc_single(st, cache, cpu, node, gfp):
         if slab != NIL:
             _stat(st, cache, cpu, ALLOC_SLAB, 1)
             obj = st.sl_freelist[slab]              # alloc_from_new_slab of one object
-            st.sl_freelist[slab] = _get_fp(st.mem, _ca(st, cache, CA_OFFSET), obj)
+            st.sl_freelist[slab] = _get_fp(st.mem, _ca(st, cache, CA_OFFSET),
+                                           _ca(st, cache, CA_FP_KEY), obj)
             st.sl_inuse[slab] = 1
             if st.sl_objects[slab] > 1:
                 _add_partial(st, cache, slab, False)

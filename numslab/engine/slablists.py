@@ -10,14 +10,14 @@ from ..flags import (ALLOC_FROM_PARTIAL, ALLOC_REMOTE_PARTIAL, CPU_PARTIAL_DRAIN
                      CPU_PARTIAL_FREE, CPU_PARTIAL_NODE, DEACTIVATE_EMPTY, FREE_ADD_PARTIAL,
                      FREE_FROZEN, FREE_REMOVE_PARTIAL, FREE_SLAB, ORDER_FALLBACK)
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
-                     CA_DEFRAG_RATIO, CA_HAS_CPU_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
+                     CA_DEFRAG_RATIO, CA_FP_KEY, CA_HAS_CPU_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
                      CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE,
                      G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NPENDING,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
                      N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
                      PG_NODE_PARTIAL, PG_SLAB, _ca, _cpu_row, _node_row, _rand, _slab_nid,
                      _stat)
-from .native import jit, unit
+from .native import jit, swab, unit
 from .pages import alloc_pages, free_pages
 
 SHRINK_PROMOTE_MAX = 32
@@ -25,15 +25,26 @@ SHRINK_PROMOTE_MAX = 32
 
 # ---- free pointers -------------------------------------------------------------------------
 @jit(inline=True)
-def _get_fp(mem, offset, obj):
-    """The next-free pointer stored in free object ``obj`` (``get_freepointer``)."""
-    return mem[(obj + offset) >> 3]
+def _fp_mask(key, where):
+    """What a free pointer stored at byte address ``where`` is XORed with: ``key ^
+    swab(where)`` when the cache's pointers are hardened (``key`` not 0), else 0."""
+    return (key ^ swab(where)) & -(key != 0)
 
 
 @jit(inline=True)
-def _set_fp(mem, offset, obj, nxt):
-    """Store ``nxt`` as the next-free pointer of free object ``obj``."""
-    mem[(obj + offset) >> 3] = nxt
+def _get_fp(mem, offset, key, obj):
+    """The next-free pointer stored in free object ``obj`` (``get_freepointer``: decoded
+    with the cache's ``key``, CONFIG_SLAB_FREELIST_HARDENED)."""
+    where = obj + offset
+    return mem[where >> 3] ^ _fp_mask(key, where)
+
+
+@jit(inline=True)
+def _set_fp(mem, offset, key, obj, nxt):
+    """Store ``nxt`` as the next-free pointer of free object ``obj`` (encoded with
+    ``key``)."""
+    where = obj + offset
+    mem[where >> 3] = nxt ^ _fp_mask(key, where)
 
 
 # ---- node partial list ---------------------------------------------------------------------
@@ -60,7 +71,9 @@ def _isolate(st, cache, slab, bad):
 def _fp_next(st, cache, slab, obj):
     """The free pointer of free object ``obj`` of ``slab``, checked: 0 (end), a free object
     of the same slab on its grid, or -1 after :func:`_isolate` (the pointer is not followed)."""
-    nxt = _get_fp(st.mem, _ca(st, cache, CA_OFFSET), obj)
+    where = obj + _ca(st, cache, CA_OFFSET)
+    raw = st.mem[where >> 3]                    # what is stored (reported if it is bad)
+    nxt = raw ^ _fp_mask(_ca(st, cache, CA_FP_KEY), where)
     if nxt == 0:
         return 0
     off = nxt - (slab << 12)
@@ -69,7 +82,7 @@ def _fp_next(st, cache, slab, obj):
         if ((off * _ca(st, cache, CA_RECIP)) >> 32) * size == off and \
                 not (st.live[nxt >> 9] >> ((nxt >> 3) & 63)) & 1:
             return nxt
-    _isolate(st, cache, slab, nxt)
+    _isolate(st, cache, slab, raw)
     return -1
 
 
@@ -121,19 +134,6 @@ def _chain_tail_checked(st, cache, slab, head, limit):
         obj = _fp_next(st, cache, slab, obj)
     if obj < 0:
         return -1, 0
-    return tail, n
-
-
-@jit(inline=True)
-def _chain_tail(mem, offset, head):
-    """The last object of the free-pointer chain from ``head`` (0 if empty) and its length."""
-    tail = 0
-    n = 0
-    obj = head
-    while obj != 0:
-        tail = obj
-        n += 1
-        obj = _get_fp(mem, offset, obj)
     return tail, n
 
 
@@ -238,12 +238,13 @@ def new_slab(st, cache, cpu, node, thisnode):
     mem = st.mem
     size = _ca(st, cache, CA_SIZE)
     offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
     base = slab << 12
     obj = base
     for _ in range(st.sl_objects[slab] - 1):
-        _set_fp(mem, offset, obj, obj + size)
+        _set_fp(mem, offset, key, obj, obj + size)
         obj += size
-    _set_fp(mem, offset, obj, 0)
+    _set_fp(mem, offset, key, obj, 0)
     st.sl_freelist[slab] = base
     return slab
 
@@ -405,7 +406,7 @@ def _slab_free_fast(st, cache, slab, head, tail, cnt):
     inuse = st.sl_inuse[slab] - cnt
     if prior == 0 or inuse == 0 or st.pg_flags[slab] & (PG_FROZEN | PG_ISOLATED):
         return False
-    _set_fp(st.mem, _ca(st, cache, CA_OFFSET), tail, prior)
+    _set_fp(st.mem, _ca(st, cache, CA_OFFSET), _ca(st, cache, CA_FP_KEY), tail, prior)
     fl[slab] = head
     st.sl_inuse[slab] = inuse
     return True
@@ -420,7 +421,7 @@ def slab_free(st, cache, cpu, slab, head, tail, cnt):
     if flags[slab] & PG_ISOLATED:       # never trusted again: its frees are leaked
         return 0
     prior = fl[slab]
-    _set_fp(st.mem, _ca(st, cache, CA_OFFSET), tail, prior)
+    _set_fp(st.mem, _ca(st, cache, CA_OFFSET), _ca(st, cache, CA_FP_KEY), tail, prior)
     fl[slab] = head
     inuse = st.sl_inuse[slab] - cnt
     st.sl_inuse[slab] = inuse

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_OFFSET, CA_SIZE,
+from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_FP_KEY, CA_OFFSET, CA_SIZE,
                      CA_USER_SHEAVES, G_NISOLATED, N_BARN_EMPTY, N_BARN_FULL, N_PARTIAL_HEAD,
                      N_TOTAL_OBJECTS, NIL, PG_ISOLATED, PG_SLAB, PG_TAIL, SH_NEXT, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _node_row)
@@ -49,7 +49,7 @@ def live_objects(st, cache):
             while base <= obj < end and k < objects[slab]:
                 live -= 1
                 k += 1
-                obj = _get_fp(mem, offset, obj)
+                obj = _get_fp(mem, offset, _ca(st, cache, CA_FP_KEY), obj)
         slab = cpt[c + C_PARTIAL]
         while slab != NIL:
             live -= objects[slab] - inuse[slab]

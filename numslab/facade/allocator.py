@@ -20,7 +20,7 @@ from ..engine import checks, ops
 from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N_BARN_FULL,
                              SH_NEXT, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
-                             CA_DEFRAG_RATIO, CA_FLAGS, CA_HAS_CPU_PARTIAL, CA_INUSE,
+                             CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL, CA_INUSE,
                              CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
@@ -97,6 +97,9 @@ class SlabAllocator(BatchAPI):
         Room for caches (the kmalloc caches take 13).
     seed : int
         Seed of the allocator's own random generator (remote-node draws).
+    freelist_hardened : bool
+        CONFIG_SLAB_FREELIST_HARDENED (on, as distribution kernels build it): every free
+        pointer is stored as ``ptr ^ s->random ^ swab(its address)`` with a random per cache.
     kernel : {"7.0", "6.18"}
         The SLUB generation modelled. ``"7.0"`` (the default): per-CPU sheaves for every
         cache, with the capacity of ``calculate_sheaf_capacity``, and no CPU slab, CPU
@@ -115,7 +118,7 @@ class SlabAllocator(BatchAPI):
 
     def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1,
                  memory: int | str = "256M", *, max_caches: int = 256, seed: int = 0,
-                 kernel: str = DEFAULT_KERNEL) -> None:
+                 kernel: str = DEFAULT_KERNEL, freelist_hardened: bool = True) -> None:
         if nr_cpus is None:
             nr_cpus = os.cpu_count() or 1
         if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
@@ -125,6 +128,8 @@ class SlabAllocator(BatchAPI):
         if kernel not in KERNELS:
             raise SlabError(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
         self.kernel = kernel
+        self.freelist_hardened = bool(freelist_hardened)
+        self._seed = seed
         per_node = parse_size(memory)
         block = PAGE_SIZE << MAX_PAGE_ORDER
         if per_node <= 0:
@@ -314,6 +319,9 @@ class SlabAllocator(BatchAPI):
         self.state.cpu[cid, :, C_SLAB] = NIL
         self.state.cpu[cid, :, C_PARTIAL] = NIL
         self.state.stats[cid] = 0
+        if self.freelist_hardened:         # s->random: get_random_long(), seeded here
+            row[CA_FP_KEY] = int(np.random.default_rng([self._seed, cid, len(self._names)])
+                                 .integers(1, 1 << 62))
         ca[cid] = row
         cache = KmemCache(self, cid, name, ctor, dtype)
         self._caches[cid] = cache
@@ -465,9 +473,10 @@ class SlabAllocator(BatchAPI):
         g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
         name = self._caches[cid].name if cid in self._caches else f"cache {cid}"
         raise SlabCorruptionError(
-            f"{name}: Freepointer corrupt: a free object of the slab at {slab << 12:#x} points "
-            f"to {bad:#x}, which is not a free object of that slab (a write into freed memory?); "
-            f"the slab is isolated and no longer allocated from, nothing was allocated")
+            f"{name}: Freepointer corrupt: a free object of the slab at {slab << 12:#x} holds "
+            f"{bad:#x} where its free pointer belongs, which does not lead to a free object of "
+            f"that slab (a write into freed memory?); the slab is isolated and no longer "
+            f"allocated from, nothing was allocated")
 
     def isolated_slabs(self) -> np.ndarray:
         """Addresses of the slabs isolated after a corrupted free pointer, int64[n]."""
