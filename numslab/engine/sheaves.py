@@ -274,6 +274,8 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     main = cpt[c + C_MAIN]
+    if main == 0:                       # a kmalloc cache whose sheaves are being made
+        return 0
     if mem[_w(main, SH_SIZE)] == 0:
         if not replace_empty_main(st, cache, cpu, gfp):
             return 0
@@ -402,6 +404,8 @@ def _free_to_pcs(st, cache, cpu, obj):
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     main = cpt[c + C_MAIN]
+    if main == 0:                       # a kmalloc cache whose sheaves are being made
+        return False
     if mem[_w(main, SH_SIZE)] == _ca(st, cache, CA_SHEAF_CAPACITY):
         if not replace_full_main(st, cache, cpu):
             return False
