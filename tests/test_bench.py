@@ -655,3 +655,15 @@ def test_call_cost_tables_shape():
 # ---- fresh interpreters -----------------------------------------------------------------------
 
 
+
+
+@pytest.mark.parametrize("hardened", [True, False])
+def test_new_bench_cache_switches_freelist_hardening(hardened):
+    from numslab.engine.layout import CA_FP_KEY
+    sa, c = bench.new_bench_cache(memory="8M", hardened=hardened)
+    assert sa.freelist_hardened is hardened
+    assert (sa.state.ca[c.id, CA_FP_KEY] != 0) == hardened
+    out = np.zeros(64, np.int64)
+    bench.slab_loop_bulk(sa.handle, c.id, 64, 3, out)       # the loop runs either way
+    assert c.live_objects == 0
+    sa.validate()

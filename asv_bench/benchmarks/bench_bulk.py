@@ -193,3 +193,24 @@ class CallOverhead:
             al, fr = self.stack.alloc, self.stack.free
             for _ in range(1000):
                 fr(al())
+
+
+class FreelistHardening:
+    """What CONFIG_SLAB_FREELIST_HARDENED (on by default) costs: the bulk API inside @njit on
+    the default cache, whose batches above a sheaf run on the slab layer's free lists, with
+    the hardening on and off (compare the two ``hardened`` values of one run)."""
+
+    params = ([16, 250, 4096], [True, False], list(bench.KERNELS))
+    param_names = ["bulk", "hardened", "kernel"]
+    timeout = 300
+
+    def setup(self, bulk, hardened, kernel):
+        sa, c = bench.new_bench_cache(kernel=kernel, hardened=hardened)
+        self.keep = sa
+        self.out = np.zeros(bulk, np.int64)
+        self.h, self.cid = sa.handle, c.id
+        self.rounds = max(1, PAIRS // bulk)
+        bench.slab_loop_bulk(self.h, self.cid, bulk, 2, self.out)
+
+    def time_pairs(self, bulk, hardened, kernel):
+        bench.slab_loop_bulk(self.h, self.cid, bulk, self.rounds, self.out)

@@ -238,12 +238,15 @@ JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-
 
 
 def new_bench_cache(nr_cpus: int = 1, memory: str = "64M", sheaves: bool = False,
-                    sheaf_capacity: int | None = None, kernel: str = KERNEL) -> tuple:
+                    sheaf_capacity: int | None = None, kernel: str = KERNEL,
+                    hardened: bool = True) -> tuple:
     """A fresh allocator of SLUB generation ``kernel`` and a 256-byte HWCACHE_ALIGN cache (the
     kernel test's shape), with per-CPU sheaves of :data:`SHEAF_CAPACITY` objects if
     ``sheaves``, or of ``sheaf_capacity`` objects if that is given (0: the generation's
-    default: none under 6.18, ``calculate_sheaf_capacity``'s 28 under 7.0)."""
-    sa = numslab.SlabAllocator(nr_cpus=nr_cpus, memory=memory, kernel=kernel)
+    default: none under 6.18, ``calculate_sheaf_capacity``'s 28 under 7.0); ``hardened``:
+    CONFIG_SLAB_FREELIST_HARDENED."""
+    sa = numslab.SlabAllocator(nr_cpus=nr_cpus, memory=memory, kernel=kernel,
+                               freelist_hardened=hardened)
     sa.populate()
     if sheaf_capacity is None:
         sheaf_capacity = SHEAF_CAPACITY if sheaves else 0
