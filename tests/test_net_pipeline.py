@@ -18,7 +18,8 @@ from scapy.utils import PcapNgWriter, RawPcapNgReader, RawPcapReader, wrpcap
 
 import numslab.jit as nsj
 from numslab import SlabAllocator
-from numslab.net import (MODES, CaptureError, LeakError, Packets, count_flow_sessions,
+from numslab.net.capture import CaptureTruncatedWarning
+from numslab.net import (MODES, LeakError, Packets, count_flow_sessions,
                          generate_traffic_with_truth, read_capture, run_pipeline, write_pcap)
 from numslab.net import pipeline as pl
 from conftest import require_tool
@@ -343,17 +344,25 @@ def test_cli_json_on_a_capture(known_capture):
     assert d["mode"] == "partial" and d["ns_per_packet"] > 0 and d["pps"] > 0
 
 
-def test_cli_corrupt_capture_exits_with_message(tmp_path):
+def test_cli_reads_a_cut_capture_up_to_the_cut_and_stdin(tmp_path):
     pkts, _ = known_frames()
     path = tmp_path / "cut.pcap"
     wrpcap(str(path), pkts)
-    path.write_bytes(path.read_bytes()[:-7])
-    with pytest.raises(CaptureError, match=r"truncated packet data at byte \d+"):
-        read_capture(path)
-    out = run_cli("--pcap", str(path))
-    assert out.returncode == 2 and out.stdout == ""
-    assert "error" in out.stderr and "at byte" in out.stderr
-    assert "Traceback" not in out.stderr
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-7])                     # a killed tcpdump leaves such files
+    with pytest.warns(CaptureTruncatedWarning, match=r"truncated packet data at byte \d+"):
+        assert len(read_capture(path).offset) == len(pkts) - 1
+    out = run_cli("--pcap", str(path), "--json")
+    assert out.returncode == 0 and json.loads(out.stdout)["packets"] == len(pkts) - 1
+    assert "cut at byte" in out.stderr and "Traceback" not in out.stderr
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    piped = subprocess.run([sys.executable, str(CLI), "--pcap", "-", "--json"], input=whole,
+                           capture_output=True, env=env, timeout=300)
+    assert piped.returncode == 0 and json.loads(piped.stdout)["packets"] == len(pkts)
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(b"\xde\xad\xbe\xef" + whole[4:])
+    out = run_cli("--pcap", str(bad))
+    assert out.returncode == 2 and out.stdout == "" and "unknown magic" in out.stderr
 
 
 def test_cli_in_process(tmp_path, capsys, monkeypatch):

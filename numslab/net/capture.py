@@ -5,6 +5,8 @@ The file is memory-mapped and scanned by Numba kernels; packet bytes are never c
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 import struct
 from typing import NamedTuple
 
@@ -16,6 +18,15 @@ __all__ = ["CaptureError", "Packets", "read_capture", "write_pcap"]
 
 class CaptureError(ValueError):
     """A capture file that is truncated, corrupt or not a capture file at all."""
+
+
+class CaptureTruncatedWarning(UserWarning):
+    """The capture ends inside a record (as a killed tcpdump leaves it): the packets before
+    the cut are read, as tcpdump reads them."""
+
+
+#: Errors that mean "the file ends inside a record": the packets before it are kept.
+_CUT = frozenset({1, 3, 5, 13})      # _E_TRUNC_RECORD, _E_TRUNC_DATA, _E_TRUNC_BLOCK(_HDR)
 
 
 class Packets(NamedTuple):
@@ -350,6 +361,11 @@ def _fail(code: int, pos: int, a: int, b: int) -> CaptureError:
     return CaptureError(_MESSAGES[code].format(pos=pos, a=a, b=b))
 
 
+def _warn_cut(code: int, pos: int, a: int, b: int, n: int) -> None:
+    warnings.warn(f"capture cut at byte {pos} ({_MESSAGES[code].format(pos=pos, a=a, b=b)}); "
+                  f"the {n} packets before it are read", CaptureTruncatedWarning, stacklevel=4)
+
+
 def _empty_columns(n: int) -> tuple[np.ndarray, ...]:
     return tuple(np.empty(n, np.int64) for _ in range(4))
 
@@ -366,7 +382,9 @@ def _read_pcap(buf: np.ndarray, be: bool, nano: bool, hdrlen: int) -> Packets:
     if err == _E_CAPLEN_SNAPLEN and snaplen == 0:
         raise CaptureError(f"record at byte {pos} claims caplen {a} > maximum {b} "
                            "(file header snaplen is 0)")
-    if err != _E_OK:
+    if err in _CUT:
+        _warn_cut(err, pos, a, b, n)
+    elif err != _E_OK:
         raise _fail(err, pos, a, b)
     cols = _empty_columns(n)
     _scan_pcap(buf, 24, be, nano, hdrlen, limit, True, *cols)
@@ -377,7 +395,9 @@ def _read_pcapng(buf: np.ndarray) -> Packets:
     dummy = _empty_columns(0)
     ifc = np.empty(0, np.int32)
     n, err, pos, a, b, n_if, if_link = _scan_pcapng(buf, False, *dummy, ifc)
-    if err != _E_OK:
+    if err in _CUT:
+        _warn_cut(err, pos, a, b, n)
+    elif err != _E_OK:
         raise _fail(err, pos, a, b)
     cols = _empty_columns(n)
     ifc = np.empty(n, np.int32)
@@ -404,7 +424,7 @@ def read_capture(path: str | os.PathLike, *, mmap: bool = True) -> Packets:
     Parameters
     ----------
     path : str or os.PathLike
-        The capture file.
+        The capture file; ``"-"`` reads standard input.
     mmap : bool, default True
         Memory-map the file (read-only, no copy); otherwise read it into memory.
 
@@ -430,13 +450,16 @@ def read_capture(path: str | os.PathLike, *, mmap: bool = True) -> Packets:
     length instead, and an interface's snaplen only truncates simple packet blocks.
     ``caplen > wirelen`` is passed through unchecked.
     """
-    size = os.path.getsize(path)
-    if size == 0:
-        raise CaptureError("empty capture file: no magic number at byte 0")
-    if mmap:
+    if str(path) == "-":                # standard input, read whole
+        buf = np.frombuffer(sys.stdin.buffer.read(), dtype=np.uint8)
+    elif os.path.getsize(path) == 0:
+        buf = np.zeros(0, np.uint8)
+    elif mmap:
         buf = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
     else:
         buf = np.fromfile(path, dtype=np.uint8)
+    if buf.size == 0:
+        raise CaptureError("empty capture file: no magic number at byte 0")
     head = bytes(buf[:4])
     if head == _PCAPNG_SHB:
         return _read_pcapng(buf)
