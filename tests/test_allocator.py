@@ -387,3 +387,36 @@ def test_a_constructor_that_raises_hands_nothing_out_and_resumes(sa):
     assert all(sa.memory[int(x)] == 1 for x in out)
     c.free(a)
     c.free_bulk(out)
+
+
+def test_save_and_load_restore_the_whole_machine_exactly(sa, tmp_path):
+    rec = np.dtype([("a", np.int64), ("b", np.float64)])
+    t = sa.kmem_cache_create("typed", 0, dtype=rec)
+    c = sa.kmem_cache_create("plain", 200, sheaf_capacity=8)
+    objs = c.alloc_bulk(300)
+    c.free_bulk(objs[::3].copy())
+    recs = t.alloc_bulk(50)
+    t.store(recs, np.array([(i, i / 2) for i in range(50)], rec))
+    ks = [sa.kmalloc(s) for s in (10, 100, 1000, 20000)]
+    path = tmp_path / "machine.npz"
+    sa.save(path)
+    back = numslab.SlabAllocator.load(path)
+    assert back.kernel == sa.kernel and back.nr_cpus == sa.nr_cpus
+    assert [x.name for x in back.caches] == [x.name for x in sa.caches]
+    a, b = snapshot(sa), snapshot(back)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    back.validate()
+    bt = back.find_cache("typed")
+    assert bt.dtype == rec and bt.records(recs)["a"].tolist() == list(range(50))
+    # it then behaves exactly as the original would
+    for x, y in ((sa, "plain"), (back, "plain")):
+        x.find_cache(y).alloc_bulk(7)
+    assert sa.find_cache("plain").alloc() == back.find_cache("plain").alloc()
+    assert sa.kmalloc(64) == back.kmalloc(64)
+    for k in ks:
+        back.kfree(k)
+    back.validate()
+    ctor = sa.kmem_cache_create("withctor", 64, ctor=lambda mem, a: None)
+    with pytest.raises(numslab.SlabError, match="constructors"):
+        sa.save(tmp_path / "no.npz")
+    sa.kmem_cache_destroy(ctor)

@@ -39,6 +39,7 @@ from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAG
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
+from . import persist
 from .args import check_gfp
 from .batchapi import BatchAPI
 from .cache import DestroyedCache, KmemCache
@@ -333,6 +334,15 @@ class SlabAllocator(BatchAPI):
             del self._caches[cid], self._names[name]
             raise MemoryError(f"kmem_cache_create({name}): no memory for the per-CPU sheaves")
         return cache
+
+    def save(self, path: str) -> None:
+        """Write the whole machine to ``path`` (``SlabAllocator.load`` restores it exactly)."""
+        persist.save(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> "SlabAllocator":
+        """The machine ``save`` wrote to ``path``, exactly (with a new handle)."""
+        return persist.load(cls, path)
 
     def __repr__(self) -> str:
         return (f"<SlabAllocator kernel={self.kernel} cpus={self.nr_cpus} "

@@ -1,0 +1,68 @@
+"""Saving a whole simulated machine to a file and loading it back exactly: the state buffer,
+the arena's bytes and the caches' Python side (names, dtypes), as ``SlabAllocator.save`` and
+``SlabAllocator.load`` offer them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..engine.layout import CA_ACTIVE, G_NPENDING, H_MEM
+from ..errors import SlabError
+from .cache import KmemCache
+
+if TYPE_CHECKING:
+    from .allocator import SlabAllocator
+
+FORMAT = 1      #: the file's layout version
+
+
+def save(sa: "SlabAllocator", path: str | Path) -> None:
+    """Write ``sa`` to ``path`` (a compressed ``.npz``): its state words, its arena and the
+    caches' names and dtypes. Constructors are Python code and are not saved: a machine with
+    a cache that has one is refused, as is one with constructors still pending."""
+    withctor = [c.name for c in sa.caches if c.ctor is not None]
+    if withctor:
+        raise SlabError(f"save: caches {withctor} have constructors, which cannot be saved")
+    if sa._g[G_NPENDING]:                       # pragma: no cover - only mid-allocation
+        raise SlabError("save: constructors are still pending")
+    meta = {"format": FORMAT, "nr_cpus": sa.nr_cpus, "nr_nodes": sa.nr_nodes,
+            "memory": sa.pages_per_node * 4096, "max_caches": int(sa.state.ca.shape[0]),
+            "seed": sa._seed, "kernel": sa.kernel, "freelist_hardened": sa.freelist_hardened,
+            "caches": [{"id": c.id, "name": c.name,
+                        "dtype": None if c.dtype is None else c.dtype.descr}
+                       for c in sa.caches]}
+    with open(path, "wb") as f:
+        np.savez_compressed(f, state=sa._buf, arena=sa.memory, meta=np.array(json.dumps(meta)))
+
+
+def load(cls: type, path: str | Path) -> "SlabAllocator":
+    """A new machine of class ``cls`` exactly as :func:`save` wrote it: the same state, bytes
+    and caches, so that it then behaves as the saved one would have (its handle is new)."""
+    with np.load(path, allow_pickle=False) as z:
+        meta: dict[str, Any] = json.loads(str(z["meta"]))
+        state, arena = z["state"], z["arena"]
+    if meta.get("format") != FORMAT:
+        raise SlabError(f"load: {path} is not a numslab machine of format {FORMAT}")
+    sa = cls(nr_cpus=meta["nr_cpus"], nr_nodes=meta["nr_nodes"], memory=meta["memory"],
+             max_caches=meta["max_caches"], seed=meta["seed"], kernel=meta["kernel"],
+             freelist_hardened=meta["freelist_hardened"])
+    if state.shape != sa._buf.shape or arena.shape != sa.memory.shape:
+        raise SlabError(f"load: {path} does not fit the machine it describes")
+    address = int(sa._buf[H_MEM])
+    sa._buf[:] = state                          # in place: the gate and units hold pointers
+    sa._buf[H_MEM] = address
+    sa.memory[:] = arena
+    kmalloc = {c.id for c in sa.kmalloc_caches}
+    for c in meta["caches"]:
+        if c["id"] in kmalloc:
+            continue
+        dtype = None if c["dtype"] is None else np.dtype([tuple(f) for f in c["dtype"]])
+        cache = KmemCache(sa, c["id"], c["name"], None, dtype)
+        sa._caches[c["id"]] = cache
+        sa._names[c["name"]] = cache
+    if sorted(sa._caches) != sorted(int(i) for i in np.flatnonzero(sa.state.ca[:, CA_ACTIVE])):
+        raise SlabError(f"load: {path}: its caches do not match its state")
+    return sa
