@@ -420,3 +420,38 @@ def test_save_and_load_restore_the_whole_machine_exactly(sa, tmp_path):
     with pytest.raises(numslab.SlabError, match="constructors"):
         sa.save(tmp_path / "no.npz")
     sa.kmem_cache_destroy(ctor)
+
+
+def test_krealloc_in_place_and_moving(sa):
+    a = sa.kmalloc(18)                              # kmalloc-32
+    sa.memory[a:a + 18] = np.arange(18)
+    assert sa.krealloc(a, 30) == a                  # fits the size class: in place
+    sa.memory[a + 18:a + 32] = 0xEE
+    assert sa.krealloc(a, 20, GFP_KERNEL | numslab.flags.__GFP_ZERO) == a
+    assert not sa.memory[a + 20:a + 32].any()       # the tail beyond the new size zeroed
+    b = sa.krealloc(a, 100)                         # grows past kmalloc-32: moves
+    assert b != a and sa.ksize(b) == 128
+    assert list(sa.memory[b:b + 18]) == list(range(18))
+    with pytest.raises(numslab.DoubleFreeError):
+        sa.kfree(a)                                 # the old one was freed
+    assert sa.krealloc(b, 0) == numslab.ZERO_SIZE_PTR
+    c = sa.krealloc(0, 50)
+    assert sa.ksize(c) == 64
+    with pytest.raises(numslab.InvalidSizeError):
+        sa.krealloc(c, -1)
+    sa.kfree(c)
+
+
+def test_kfree_rcu_frees_after_the_grace_period(sa):
+    a, b = sa.kmalloc(64), sa.kmalloc(64)
+    sa.kfree_rcu(a)
+    sa.kfree_rcu(b)
+    assert sa.ksize(a) == 64                        # still allocated until the grace period
+    with pytest.raises(numslab.DoubleFreeError):
+        sa.kfree_rcu(a)
+    with pytest.raises(numslab.BadAddressError):
+        sa.kfree_rcu(12345)
+    assert sa.synchronize_rcu() == 2
+    with pytest.raises(numslab.DoubleFreeError):
+        sa.kfree(a)
+    assert sa.rcu_barrier() == 0

@@ -43,6 +43,7 @@ from . import persist
 from .args import check_gfp
 from .batchapi import BatchAPI
 from .cache import DestroyedCache, KmemCache
+from .kmallocapi import KmallocAPI
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ class _ThreadCpu(threading.local):
         self.cpu = sa._next_thread_cpu()
 
 
-class SlabAllocator(BatchAPI):
+class SlabAllocator(BatchAPI, KmallocAPI):
     """A simulated machine running SLUB: CPUs, NUMA nodes, page frames and slab caches.
 
     Parameters

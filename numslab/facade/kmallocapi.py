@@ -1,0 +1,73 @@
+"""The kmalloc API beyond kmalloc and kfree, on ``SlabAllocator``: ``krealloc`` (in place when
+the object's size class allows, as ``__do_krealloc``) and ``kfree_rcu`` with the grace period
+the caller ends (``synchronize_rcu``, ``rcu_barrier``)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..engine.layout import ZERO_SIZE_PTR
+from ..errors import DoubleFreeError, InvalidSizeError
+from ..flags import GFP_KERNEL, __GFP_ZERO
+from ..geometry import KMALLOC_MAX_SIZE
+
+if TYPE_CHECKING:
+    from .allocator import SlabAllocator
+
+_ZERO = __GFP_ZERO
+
+
+class KmallocAPI:
+    """``krealloc`` and RCU-deferred frees, mixed into ``SlabAllocator``."""
+
+    def krealloc(self: "SlabAllocator", addr: int, new_size: int, gfp: int = GFP_KERNEL,
+                 cpu: int | None = None) -> int:
+        """``krealloc``: ``addr`` resized to ``new_size`` bytes. In place while the size fits
+        what ``ksize`` reports (with ``__GFP_ZERO`` the bytes from ``new_size`` up to it are
+        zeroed on a shrink, and a grow keeps them zero); else a new allocation with the
+        contents copied (up to the smaller size) and the old one freed. ``addr`` NULL:
+        ``kmalloc``; ``new_size`` 0: ``kfree`` and ``ZERO_SIZE_PTR``. Returns the address,
+        or 0 (the old object untouched) when memory is exhausted."""
+        if type(new_size) is not int or not 0 <= new_size <= KMALLOC_MAX_SIZE:
+            raise InvalidSizeError(f"krealloc: size {new_size!r} is not in "
+                                   f"0..{KMALLOC_MAX_SIZE}")
+        addr = self._as_addr(addr, "krealloc")
+        if new_size == 0:
+            self.kfree(addr, cpu)
+            return ZERO_SIZE_PTR
+        if addr in (0, ZERO_SIZE_PTR):
+            return self.kmalloc(new_size, gfp, cpu)
+        ks = self.ksize(addr)                   # raises on a bad address, nothing changed
+        if new_size <= ks:
+            if gfp & _ZERO:
+                self.memory[addr + new_size:addr + ks] = 0
+            return addr
+        new = self.kmalloc(new_size, gfp, cpu)
+        if not new:
+            return 0
+        self.memory[new:new + ks] = self.memory[addr:addr + ks]
+        self.kfree(addr, cpu)
+        return new
+
+    def kfree_rcu(self: "SlabAllocator", addr: int, cpu: int | None = None) -> None:
+        """Free ``addr`` after the current RCU grace period: checked now (a bad address
+        raises at once), freed by the next ``synchronize_rcu`` or ``rcu_barrier``."""
+        addr = self._as_addr(addr, "kfree_rcu")
+        if addr in (0, ZERO_SIZE_PTR):
+            return
+        self.ksize(addr)                        # the checks of kfree, nothing changed yet
+        pending: list[Any] = self.__dict__.setdefault("_rcu_pending", [])
+        if any(a == addr for a, _ in pending):
+            raise DoubleFreeError(f"kfree_rcu: {addr:#x} is already waiting for a grace "
+                                  f"period (double free)")
+        pending.append((addr, cpu))
+
+    def synchronize_rcu(self: "SlabAllocator") -> int:
+        """End the grace period: every ``kfree_rcu`` so far is freed. How many."""
+        pending = self.__dict__.pop("_rcu_pending", [])
+        for addr, cpu in pending:
+            self.kfree(addr, cpu)
+        return len(pending)
+
+    def rcu_barrier(self: "SlabAllocator") -> int:
+        """Wait for every pending RCU callback: here as ``synchronize_rcu``."""
+        return self.synchronize_rcu()
