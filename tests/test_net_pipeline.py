@@ -290,6 +290,11 @@ def test_bad_arguments():
             run_pipeline(p, **kw)
     with pytest.raises(ValueError, match="outside"):
         run_pipeline(p._replace(caplen=p.caplen + 10_000))
+    big = np.zeros(5 << 20, np.uint8)                       # one 5 MiB packet, at byte 64
+    huge = p._replace(data=big, offset=np.array([0, 64]), caplen=np.array([60, (5 << 20) - 64]),
+                      wirelen=np.array([60, 5 << 20]), ts_ns=np.array([0, 1]))
+    with pytest.raises(ValueError, match=r"packet 1 \(record data at byte 64\) .* 4 MiB"):
+        run_pipeline(huge)
 
 
 def test_compare_modes_runs_all_and_agrees(traffic):

@@ -594,7 +594,9 @@ def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
     if off.size and (off.min() < 0 or cap.min() < 0 or (off + cap).max() > data.size):
         raise ValueError("a packet lies outside the packet table's data")
     if off.size and cap.max() > 4 << 20:
-        raise ValueError(f"captured length {int(cap.max())} exceeds kmalloc's 4 MiB limit")
+        i = int(np.argmax(cap > 4 << 20))
+        raise ValueError(f"packet {i} (record data at byte {int(off[i])}) has a captured "
+                         f"length of {int(cap[i])} bytes, above kmalloc's 4 MiB limit")
     return (data, *cols)
 
 
