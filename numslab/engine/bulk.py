@@ -11,11 +11,10 @@ from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_se
                      _live_set_run, _locate,
                      _own_test)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
-from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_OBJECTS, CA_MIN_ORDER,
-                     CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2, KERNEL_7_0,
-                     N_PARTIAL_HEAD, NIL,
-                     PG_CPU_PARTIAL, PG_LARGE, PG_SLAB, PG_TAIL, _ca, _cpu_row, _node_row,
-                     _stat)
+from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_OBJECTS,
+                     CA_MIN_ORDER, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2,
+                     KERNEL_7_0, N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB,
+                     PG_TAIL, _ca, _cpu_row, _node_row, _stat)
 from .native import jit, unit, words_at
 from .nocpu import refill_objects
 from .pages import alloc_pages, free_pages

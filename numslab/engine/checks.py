@@ -2,13 +2,14 @@
 which walks every slab and list and checks the invariants written in ARCHITECTURE.md."""
 from __future__ import annotations
 
-from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB,
-                     C_SPARE, CA_ACTIVE, CA_FP_KEY, CA_OFFSET, CA_RECIP, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1,
-                     G_ERR2, N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS,
-                     N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, P_COUNT,
-                     P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD,
-                     PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_SLAB, PG_TAIL, SH_CACHE, SH_CAPACITY,
-                     SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _geo, _node_row, _slab_nid)
+from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL,
+                     C_SLAB, C_SPARE, CA_ACTIVE, CA_FP_KEY, CA_OFFSET, CA_RECIP, CA_SIZE,
+                     CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, N_BARN_EMPTY, N_BARN_FULL,
+                     N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS,
+                     NIL, NR_ORDERS, P_COUNT, P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL,
+                     PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_SLAB, PG_TAIL,
+                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _geo,
+                     _node_row, _slab_nid)
 from .native import jit, unit
 from .pages import _page_block, _pcp_row
 from .slablists import _get_fp

@@ -10,8 +10,8 @@ from ..flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISM
                      FREE_FASTPATH, FREE_SLAB, FREE_SLOWPATH)
 from .checks import _live_clear, _live_set, _live_set_run
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECT_SIZE,
-                     CA_OFFSET, KERNEL_7_0, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _ca, _cpu_row,
-                     _node_row, _slab_nid, _stat)
+                     CA_OFFSET, KERNEL_7_0, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _ca,
+                     _cpu_row, _node_row, _slab_nid, _stat)
 from .native import jit, unit, zero_bytes
 from .nocpu import slab_alloc_single
 from .slablists import (_add_partial, _chain_tail_checked, _cpu_pop, _freeze_slab, _set_fp,

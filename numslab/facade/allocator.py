@@ -19,16 +19,15 @@ from ..drivers.calls import bound
 from ..engine import checks, ops
 from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N_BARN_FULL,
-                             SH_NEXT, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
-                             CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL, CA_INUSE,
-                             CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
+                             SH_NEXT, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
+                             CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
+                             CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
                              G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING,
                              KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH, PG_HEAD,
-                             PG_ISOLATED, PG_LARGE, PG_RESERVED, PG_TAIL,
-                             PG_SLAB, ZERO_SIZE_PTR, SlabState, new_state, view,
-                             zone_watermarks)
+                             PG_ISOLATED, PG_LARGE, PG_RESERVED, PG_TAIL, PG_SLAB,
+                             ZERO_SIZE_PTR, SlabState, new_state, view, zone_watermarks)
 from ..engine.native import jit
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
 from ..engine.sheaves import init_percpu_sheaves
@@ -612,9 +611,9 @@ class SlabAllocator(BatchAPI, KmallocAPI):
         if err == checks.E_ALLOCATORS:           # a sheaf: reading its size harms nothing
             return self._caches[int(self._g[G_ERR0])].object_size
         if err == checks.E_DOUBLE_FREE:
-            raise BadAddressError(f"ksize: {addr:#x} is a free object of "
-                                  f"{self._caches[int(self.state.sl_cache[self._slab_head(addr)])].name}, "
-                                  f"not an allocation")
+            owner = self._caches[int(self.state.sl_cache[self._slab_head(addr)])]
+            raise BadAddressError(f"ksize: {addr:#x} is a free object of {owner.name}, not an "
+                                  f"allocation")
         if err:
             self._raise(err, "ksize", addr, None)
         return self._caches[int(self.state.sl_cache[slab])].object_size

@@ -721,7 +721,8 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
         sa.kmem_cache_destroy(skb)
         sa.kmem_cache_destroy(flow)
     return PipelineResult(
-        mode=mode, batch=batch, kernel=sa.kernel, packets=n, bytes=counters["bytes"], flows=counters["flows"],
+        mode=mode, batch=batch, kernel=sa.kernel, packets=n, bytes=counters["bytes"],
+        flows=counters["flows"],
         active_flows=counters["active_flows"],
         ns_per_packet=elapsed * 1e9 / n if n else 0.0, pps=n / elapsed if elapsed else 0.0,
         batches=counters["batches"], elapsed_s=elapsed, counters=counters, caches=caches,
