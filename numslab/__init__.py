@@ -13,7 +13,7 @@ from .engine.layout import NIL, NULL, ZERO_SIZE_PTR
 from .facade.allocator import SlabAllocator, parse_size
 from .facade.cache import KmemCache
 from .errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidSizeError,
-                     SlabCorruptionError, SlabError, WrongCacheError)
+                     SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from .flags import *  # noqa: F401,F403  (GFP_*, SLAB_*, stat names)
 from .geometry import Geometry, calculate_geometry
 
@@ -54,5 +54,6 @@ del _name
 
 __all__ = ["SlabAllocator", "KmemCache", "SlabError", "BadAddressError", "WrongCacheError",
            "DoubleFreeError", "InvalidSizeError", "CacheLeakError", "SlabCorruptionError",
+           "SlabDebugError",
            "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",
            "parse_size", "flags", "jit", "NIL", "NULL", "ZERO_SIZE_PTR", *_API, *flags.__all__]

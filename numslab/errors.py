@@ -32,3 +32,14 @@ class CacheLeakError(SlabError):
 
 class SlabCorruptionError(SlabError):
     """``validate`` found a slab, list or counter that breaks an invariant."""
+
+
+class SlabDebugError(SlabCorruptionError):
+    """A slab_debug check failed on an allocation or a free (``alloc_debug_processing`` /
+    ``free_debug_processing``): the message holds the kernel's report (cache, object, first
+    bad byte), also kept in ``SlabAllocator.slab_reports()``. A refused free leaves the
+    object allocated; a failed allocation isolated the slab and allocated nothing."""
+
+    def __init__(self, message: str, reports: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reports = list(reports or [])

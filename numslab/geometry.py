@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .errors import InvalidSizeError
 from .flags import (SLAB_DEBUG_FLAGS, SLAB_HWCACHE_ALIGN, SLAB_KMALLOC, SLAB_POISON,
-                    SLAB_TYPESAFE_BY_RCU)
+                    SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TYPESAFE_BY_RCU)
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -23,6 +23,9 @@ KMALLOC_MAX_CACHE_SIZE = 2 * PAGE_SIZE           # 8192: larger kmallocs take wh
 KMALLOC_MAX_SIZE = PAGE_SIZE << MAX_PAGE_ORDER   # 4 MiB
 #: kmalloc cache sizes, kmalloc-8 to kmalloc-8k with the two odd sizes 96 and 192.
 KMALLOC_SIZES = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
+#: ``sizeof(struct track)`` on 64-bit with CONFIG_STACKDEPOT (which CONFIG_SLUB_DEBUG selects):
+#: ``addr`` (8), ``handle`` (4), ``cpu`` (4), ``pid`` (4, then 4 of padding), ``when`` (8).
+TRACK_SIZE = 32
 
 
 def align_up(x: int, a: int) -> int:
@@ -114,6 +117,10 @@ class Geometry:
     min_partial: int        #: empty slabs a node keeps on its partial list
     cpu_partial: int        #: objects (approximate) on a CPU's partial list
     cpu_partial_slabs: int  #: slabs allowed on a CPU's partial list
+    red_left_pad: int = 0   #: ``s->red_left_pad``: left red zone before each object (Z)
+    object_poison: bool = False  #: ``__OBJECT_POISON``: P without RCU or a constructor
+    track_offset: int = 0   #: ``get_info_end``: the two ``struct track`` (U), from the object
+    orig_size_offset: int = 0  #: the ``orig_size`` word of a kmalloc U cache (0: none)
 
 
 def kmalloc_align(size: int) -> int:
@@ -137,6 +144,10 @@ def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
     if flags & SLAB_KMALLOC:
         align = max(align, kmalloc_align(object_size))
     size = align_up(object_size, 8)
+    object_poison = bool(flags & SLAB_POISON and not flags & SLAB_TYPESAFE_BY_RCU
+                         and not has_ctor)
+    if flags & SLAB_RED_ZONE and size == object_size:
+        size += 8                # a right red zone of a word when there is no slack
     inuse = size
     align = calculate_alignment(flags, align, object_size)
     if freeptr_offset is not None and (
@@ -145,14 +156,27 @@ def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
         raise InvalidSizeError(
             f"freeptr_offset {freeptr_offset} needs SLAB_TYPESAFE_BY_RCU and an 8-aligned "
             f"word inside the {object_size}-byte object")
+    orig_size = bool(flags & SLAB_STORE_USER and flags & SLAB_KMALLOC)   # slub_debug_orig_size
     if ((flags & SLAB_TYPESAFE_BY_RCU and freeptr_offset is None) or flags & SLAB_POISON
-            or has_ctor):
+            or has_ctor or (flags & SLAB_RED_ZONE and (object_size < 8 or orig_size))):
         offset = size            # free pointer after the object
         size += 8
     elif freeptr_offset is not None:
         offset = freeptr_offset
     else:
         offset = (object_size // 2) & ~7
+    track_offset = orig_size_offset = 0
+    if flags & SLAB_STORE_USER:
+        track_offset = size      # get_info_end: after the moved free pointer, else inuse
+        size += 2 * TRACK_SIZE
+        if flags & SLAB_KMALLOC:
+            orig_size_offset = size
+            size += 4            # sizeof(unsigned int)
+    red_left_pad = 0
+    if flags & SLAB_RED_ZONE:
+        size += 8                # padding catching overwrites from the object before
+        red_left_pad = align_up(8, align)
+        size += red_left_pad
     size = align_up(size, align)
     order = calculate_order(size, nr_cpus)
     objs = order_objects(order, size)
@@ -163,7 +187,9 @@ def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
     return Geometry(object_size=object_size, inuse=inuse, slab_size=size, align=align,
                     offset=offset, order=order, objs_per_slab=objs, min_order=min_order,
                     min_objects=order_objects(min_order, size), min_partial=min_partial,
-                    cpu_partial=cpu_partial, cpu_partial_slabs=cpu_partial_slabs)
+                    cpu_partial=cpu_partial, cpu_partial_slabs=cpu_partial_slabs,
+                    red_left_pad=red_left_pad, object_poison=object_poison,
+                    track_offset=track_offset, orig_size_offset=orig_size_offset)
 
 
 def kmalloc_cache_size(size: int) -> int:

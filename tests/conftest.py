@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import numslab
-from numslab.engine.layout import F_G, F_SCRATCH, G_ERR0, G_ERR2, H_MEM, view
+from numslab.engine.layout import (F_G, F_REPORTS, F_SCRATCH, G_ERR0, G_ERR2, G_NREPORTS,
+                                   H_MEM, view)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -45,12 +46,15 @@ def sheaf_counts(c: numslab.KmemCache) -> tuple[int, int]:
 
 
 def snapshot(a: numslab.SlabAllocator) -> tuple[np.ndarray, np.ndarray]:
-    """Copy of every state word (less the arena's address, the error registers and the
-    kernels' scratch words) and of the arena."""
+    """Copy of every state word (less the arena's address, the error registers, the
+    kernels' scratch words and the slab_debug reports, which a refused call may add: the
+    kernel prints them) and of the arena."""
     buf = a.state.buf.copy()
     buf[H_MEM] = 0
     view(buf, F_G)[G_ERR0:G_ERR2 + 1] = 0
+    view(buf, F_G)[G_NREPORTS] = 0
     view(buf, F_SCRATCH)[:] = 0
+    view(buf, F_REPORTS)[:] = 0
     return buf, a.memory.copy()
 
 

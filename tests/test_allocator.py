@@ -150,11 +150,6 @@ def test_destroy_empty_cache_returns_its_pages(sa):
     sa.kmem_cache_create("gone", 64)                    # the name and slot are free again
 
 
-def test_debug_flags_not_yet(sa):
-    with pytest.raises(NotImplementedError):
-        sa.kmem_cache_create("dbg", 64, flags=numslab.SLAB_RED_ZONE)
-
-
 def test_python_ctor_runs_once_per_object_when_the_slab_is_made(sa):
     seen = []
 

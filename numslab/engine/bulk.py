@@ -13,6 +13,7 @@ from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_se
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_OBJECTS,
                      CA_MIN_ORDER, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2,
+                     CA_RED_LEFT,
                      KERNEL_7_0, N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB,
                      PG_TAIL, _ca, _cpu_row, _node_row, _stat)
 from .native import jit, unit, words_at
@@ -198,6 +199,7 @@ def _check_runs(st, cache, nr, p, kmalloc):
     live = st.live
     size = _ca(st, cache, CA_SIZE)
     recip = _ca(st, cache, CA_RECIP)
+    red = _ca(st, cache, CA_RED_LEFT)
     pow2 = size & (size - 1) == 0
     mask = size - 1
     ownm = -(size >= 16) if kmalloc else 0      # the allocator's own: second granule's bit
@@ -217,7 +219,7 @@ def _check_runs(st, cache, nr, p, kmalloc):
             f = flags[head]
         if not f & PG_SLAB or owners[head] != cache:
             break
-        base = head << 12
+        base = (head << 12) + red
         end = base + nobjs[head] * size
         while True:                     # the run of objects on page pfn, from p[i] == a
             off = a - base
@@ -382,7 +384,7 @@ def alloc_new_slabs(st, cache, cpu, gfp, nr, paddr):
         _init_slab(st, cache, slab, objs)
         st.sl_inuse[slab] = objs
         _stat(st, cache, cpu, ALLOC_SLAB, 1)
-        obj = slab << 12
+        obj = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
         for i in range(got, got + objs):
             p[i] = obj
             obj += size

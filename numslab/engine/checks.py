@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL,
                      C_SLAB, C_SPARE, CA_ACTIVE, CA_FP_KEY, CA_OFFSET, CA_RECIP, CA_SIZE,
+                     CA_RED_LEFT,
                      CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, N_BARN_EMPTY, N_BARN_FULL,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS,
                      NIL, NR_ORDERS, P_COUNT, P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL,
@@ -136,9 +137,9 @@ def _locate(st, addr, cache):
     if cache != NIL and owner != cache:
         g[G_ERR0] = owner
         return E_WRONG_CACHE, NIL
-    off = addr - (head << 12)
+    off = addr - (head << 12) - _ca(st, owner, CA_RED_LEFT)
     idx = (off * _ca(st, owner, CA_RECIP)) >> 32        # off // size, exact for off < 2**22
-    if idx * _ca(st, owner, CA_SIZE) != off or idx >= st.sl_objects[head]:
+    if off < 0 or idx * _ca(st, owner, CA_SIZE) != off or idx >= st.sl_objects[head]:
         g[G_ERR0] = head
         return E_MISALIGNED, NIL
     if not _live_test(st, addr):
@@ -166,14 +167,15 @@ def _slab_of(st, addr, cache):
         head = st.pg_head[head]
         if owner[head] != cache:
             return NIL
-    off = addr - (head << 12)
+    off = addr - (head << 12) - _geo(st, cache, CA_RED_LEFT)
     size = _geo(st, cache, CA_SIZE)
     idx = (off * _geo(st, cache, CA_RECIP)) >> 32        # off // size, exact for off < 2**22
     word = st.live[addr >> 9]
     sh = (addr >> 3) & 63
     bit = (word >> sh) & 1
     own = word & (2 << sh) & -(size >= 16)      # 2 << 63 is 0: never for the last granule
-    if (idx * size != off) | (idx >= st.sl_objects[head]) | (bit == 0) | (own != 0):
+    if (idx * size != off) | (idx >= st.sl_objects[head]) | (bit == 0) | (own != 0) \
+            | (off < 0):
         return NIL                  # not on the grid, past the end, free, or a sheaf
     return head
 
@@ -202,7 +204,7 @@ def _walk_freelist(st, cache, slab, obj):
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
     mem = st.mem
-    base = slab << 12
+    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
     nobj = st.sl_objects[slab]
     n = 0
     while obj != 0:
@@ -242,7 +244,7 @@ def _count_sheaf(st, cache, sheaf):
         head, order, f = _page_block(st, obj >> 12)
         if head == NIL or not f & PG_SLAB or st.sl_cache[head] != cache or _live_test(st, obj):
             return 1
-        if (obj - (head << 12)) % _ca(st, cache, CA_SIZE):
+        if (obj - (head << 12) - _ca(st, cache, CA_RED_LEFT)) % _ca(st, cache, CA_SIZE):
             return 1
         cached[head] += 1
     return 0
@@ -352,7 +354,7 @@ def _validate_cache(st, cache):
             if n > 0 and not f & (PG_FROZEN | PG_NODE_PARTIAL | PG_CPU_PARTIAL):
                 return _corrupt(st, 9, slab)
             live = 0
-            base = slab << 12
+            base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
             for i in range(objects[slab]):
                 live += _live_test(st, base + i * size)
             if live != objects[slab] - n - (scratch[slab] & (_CPU_SLAB - 1)) \

@@ -11,8 +11,10 @@ from ..flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISM
 from .checks import _live_clear, _live_set, _live_set_run
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECT_SIZE,
                      CA_OFFSET, KERNEL_7_0, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _ca,
+                     CA_DEBUG, _geo,
                      _cpu_row, _node_row, _slab_nid, _stat)
 from .native import jit, unit, zero_bytes
+from .debug import slab_alloc_debug
 from .nocpu import slab_alloc_single
 from .slablists import (_add_partial, _chain_tail_checked, _cpu_pop, _freeze_slab, _set_fp,
                         _slab_free_fast, discard_slab, get_partial, new_slab, put_partials,
@@ -160,6 +162,8 @@ def _hand_out_run(st, cache, cpu, gfp, p, start, n):
 def _slab_alloc(st, cache, cpu, node, gfp):
     """``slab_alloc_node`` through the CPU slab (no sheaves): one object for ``cache`` on
     ``cpu`` (``node`` -1 for any). Returns its address, or 0 when memory is exhausted."""
+    if _geo(st, cache, CA_DEBUG):           # slab_debug: the slow path, checked
+        return slab_alloc_debug(st, cache, cpu, node, gfp, _geo(st, cache, CA_OBJECT_SIZE))
     obj = _slab_alloc_obj(st, cache, cpu, node, gfp)
     if obj == 0:
         return 0

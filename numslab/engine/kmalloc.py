@@ -9,7 +9,8 @@ import numpy as np
 from ..flags import __GFP_THISNODE, __GFP_ZERO
 from ..geometry import KMALLOC_SIZES, PAGE_SIZE
 from .cpucache import _slab_alloc
-from .layout import NIL, PG_LARGE
+from .debug import slab_alloc_debug
+from .layout import CA_DEBUG, NIL, PG_LARGE, _ca
 from .native import unit, zero_bytes
 from .pages import alloc_block
 
@@ -19,6 +20,8 @@ def kmalloc(st, cache, cpu, node, gfp, size, order):
     """One kmalloc: from ``cache`` when it is a kmalloc cache, else (``cache`` NIL) a large
     block of ``order`` pages. Returns the address or 0."""
     if cache != NIL:
+        if _ca(st, cache, CA_DEBUG):        # slab_debug keeps the size asked for
+            return slab_alloc_debug(st, cache, cpu, node, gfp, size)
         return _slab_alloc(st, cache, cpu, node, gfp)
     page_node = node if node >= 0 else st.cpu_node[cpu]
     addr = alloc_block(st, cpu, page_node, order, (gfp & __GFP_THISNODE) != 0, PG_LARGE)

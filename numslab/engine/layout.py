@@ -38,19 +38,36 @@ PG_ISOLATED = 1024     #: (slab) a corrupted free pointer was found: no longer a
 #: ``G_FAULT_CACHE`` (cache id + 1, 0: none), ``G_FAULT_SLAB`` and ``G_FAULT_VALUE`` report the
 #: last corrupted free pointer found (the slab is isolated; the caller raises and clears them).
 #: ``G_NISOLATED`` counts the slabs ever isolated (live counts then look at them).
+#: slab_debug: ``G_SITE`` is the call site the facade sets for the next track record (0: an
+#: ``@njit`` caller), ``G_TICKS`` the clock of track records (one tick per debug alloc or
+#: free), ``G_NREPORTS`` the reports ever written to field ``reports`` (a ring).
+#: ``G_NDEBUG`` counts the live debug caches (a batch free then frees one by one).
 (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL, G_RNG, G_NPENDING,
  G_ERR0, G_ERR1, G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED,
- G_NSCALARS) = range(16)
+ G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_NSCALARS) = range(20)
 KERNEL_6_18, KERNEL_7_0 = 618, 700
 KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0}      #: the generations, by release name
 
 # ---- cache table columns (field CA, shape [max_caches, CA_NCOLS]) -------------------------
 #: ``CA_FP_KEY`` is ``s->random`` of CONFIG_SLAB_FREELIST_HARDENED: a free pointer is stored as
 #: ``ptr ^ key ^ swab(its own address)``; 0 when the cache's pointers are stored plain.
+#: slab_debug (all 0 for other caches): ``CA_DEBUG`` the debug flags (``SLAB_*`` bits, with
+#: ``SLAB_KMALLOC`` and ``D_OBJECT_POISON``; nonzero means ``kmem_cache_debug``),
+#: ``CA_RED_LEFT`` ``s->red_left_pad`` (objects start at ``slab + i * size + CA_RED_LEFT``),
+#: ``CA_TRACK`` the offset of the two ``struct track`` from the object, ``CA_ORIG`` that of
+#: the ``orig_size`` word of a kmalloc cache with U (0: none).
 (CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS, CA_ORDER,
  CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL, CA_CPU_PARTIAL,
  CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_CTOR, CA_SHEAF_CAPACITY,
- CA_USER_SHEAVES, CA_RECIP, CA_FP_KEY, CA_NCOLS) = range(22)
+ CA_USER_SHEAVES, CA_RECIP, CA_FP_KEY, CA_DEBUG, CA_RED_LEFT, CA_TRACK, CA_ORIG,
+ CA_NCOLS) = range(26)
+D_OBJECT_POISON = 1 << 40      #: ``__OBJECT_POISON`` in ``CA_DEBUG``: poison the object
+
+# ---- slab_debug reports (field REPORTS, a ring of R_MAX records of R_NCOLS words) ----------
+#: kind, cache, slab (head frame), object, then four words whose meaning depends on the kind
+#: (``debug.py``: first and last bad byte, byte found, byte expected for a byte check).
+R_KIND, R_CACHE, R_SLAB, R_OBJECT, R_A, R_B, R_C, R_D, R_NCOLS = range(9)
+R_MAX = 256
 
 # ---- kmem_cache_cpu columns (field CPU, shape [max_caches * ncpus, C_NCOLS]) --------------
 C_FREELIST, C_SLAB, C_PARTIAL, C_MAIN, C_SPARE, C_NCOLS = range(6)
@@ -79,7 +96,7 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 # ---- the fields, in buffer order ----------------------------------------------------------
 (F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
  F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
- F_PENDING, F_LIVE, F_KMALLOC, F_PCP, F_SCRATCH, NFIELDS) = range(23)
+ F_PENDING, F_LIVE, F_KMALLOC, F_PCP, F_SCRATCH, F_REPORTS, NFIELDS) = range(24)
 
 # ---- the header: words before the fields ----------------------------------------------------
 #: ``H_MAGIC`` identifies a state buffer; ``H_MEM``/``H_MEMSIZE`` are the arena's address and
@@ -94,7 +111,7 @@ FIELDS = (
     ("pg_prev", NIL), ("sl_cache", NIL), ("sl_freelist", NULL), ("sl_inuse", 0),
     ("sl_objects", 0), ("sl_slabs", 0), ("ca", 0), ("cpu", 0), ("node", 0), ("stats", 0),
     ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0), ("kmalloc", NIL),
-    ("pcp", 0), ("scratch", 0),
+    ("pcp", 0), ("scratch", 0), ("reports", 0),
 )
 
 
@@ -103,7 +120,8 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
     return [G_NSCALARS] + [npages] * 10 + [
         max_caches * CA_NCOLS, max_caches * ncpus * C_NCOLS, max_caches * nnodes * N_NCOLS,
         max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
-        npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS, max(npages, 64)]
+        npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS, max(npages, 64),
+        R_MAX * R_NCOLS]
 
 
 # Kernels read the fields as ``st.<name>``, the fixed scalars as ``st.npages`` and so on, and
@@ -206,6 +224,7 @@ class SlabState:
         self.stats = self.stats.reshape(ncaches, ncpus, NR_STATS)
         self.buddy = self.buddy.reshape(nnodes, NR_ORDERS, B_NCOLS)
         self.pcp = self.pcp.reshape(ncpus, nnodes, P_NCOLS)
+        self.reports = self.reports.reshape(R_MAX, R_NCOLS)
 
 
 # ---- kernel-side helpers ------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..flags import __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_SIZE,
+                     CA_RED_LEFT,
                      N_NR_PARTIAL,
                      N_PARTIAL_HEAD, NIL, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
@@ -228,7 +229,7 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr):
                 break
             _stat(st, cache, cpu, ALLOC_SLAB, 1)
             n = st.sl_objects[slab]
-            obj = slab << 12
+            obj = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
             for i in range(got, got + n):
                 p[i] = obj
                 obj += size

@@ -8,10 +8,12 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
-from .checks import E_ALLOCATORS, E_LARGE, _live_set, _locate, _own_test
+from .checks import E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_set, _locate, _own_test
+from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
-from .layout import (C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
+from .layout import (CA_DEBUG, G_ERR2, G_NDEBUG,
+                     C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
                      G_FAULT_CACHE, KERNEL_7_0, NIL, PG_LARGE, PG_TAIL, SH_OBJECTS, SH_SIZE,
                      _ca, _cpu_row, _slab_nid, _stat)
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
@@ -41,6 +43,9 @@ def kmalloc(st, cache, cpu, node, gfp, size, order):
     """``kmalloc``: from kmalloc cache ``cache`` as ``kmem_cache_alloc_node`` (its sheaves
     first under 7.0), or (``cache`` NIL) a large block of ``order`` pages. Address or 0."""
     if cache != NIL:
+        if _ca(st, cache, CA_DEBUG):        # slab_debug keeps the size asked for
+            return _give_back_on_fault(st, cache, cpu, slab_alloc_debug(st, cache, cpu, node,
+                                                                        gfp, size))
         return _give_back_on_fault(st, cache, cpu, _kmem_cache_alloc_node(st, cache, cpu,
                                                                           node, gfp))
     return kmalloc_large(st, NIL, cpu, node, gfp, size, order)
@@ -79,32 +84,37 @@ def _give_back_many_on_fault(st, cache, cpu, n, paddr):
 @jit(inline=True)
 def _slab_free_one(st, cache, cpu, slab, addr):
     """``slab_free`` of a checked object: a local-node object goes to the sheaves if the
-    cache has them, else (or if they are full) to the CPU slab layer."""
+    cache has them, else (or if they are full) to the CPU slab layer; a debug cache's to
+    ``slab_free_debug``. 0, or E_DEBUG when a slab_debug check refused the free."""
+    if _ca(st, cache, CA_DEBUG):
+        return slab_free_debug(st, cache, cpu, slab, addr)
     _take_back(st, cache, cpu, addr)
     if _ca(st, cache, CA_SHEAF_CAPACITY) and _slab_nid(st, slab) == st.cpu_node[cpu]:
         if _free_to_pcs(st, cache, cpu, addr):
-            return
+            return 0
     _do_slab_free_chain(st, cache, cpu, slab, addr, addr, 1)
     if st.kernel == KERNEL_7_0:
         _stat(st, cache, cpu, FREE_SLOWPATH, 1)
+    return 0
 
 
 @unit
 def free_checked(st, cache, cpu, slab, addr):
     """A free whose checks passed (``numslab.jit`` does them inline, with the common case):
-    take the object back and free it to the sheaves or the CPU slab layer. 0."""
-    _slab_free_one(st, cache, cpu, slab, addr)
-    return 0
+    take the object back and free it to the sheaves or the CPU slab layer. 0 or E_DEBUG."""
+    return _slab_free_one(st, cache, cpu, slab, addr)
 
 
 @unit
 def kmem_cache_free(st, cache, cpu, addr):
-    """``kmem_cache_free``: 0, or a negative error code with nothing changed."""
+    """``kmem_cache_free``: 0, or a negative error code with nothing changed (a double
+    free in a cache with slab_debug F is also reported; E_DEBUG: a check refused it)."""
     err, slab = _locate(st, addr, cache)
+    if err == E_DOUBLE_FREE:
+        return report_double_free(st, cache, addr)
     if err:
         return err
-    _slab_free_one(st, cache, cpu, slab, addr)
-    return 0
+    return _slab_free_one(st, cache, cpu, slab, addr)
 
 
 @unit
@@ -116,9 +126,62 @@ def kfree(st, cpu, addr):
         if _own_test(st, addr, 16):             # an oversize sheaf the allocator holds
             return E_ALLOCATORS
         return free_block_checked(st, cpu, addr, -1, PG_LARGE)
+    if err == E_DOUBLE_FREE:
+        return report_double_free(st, _slab_owner(st, addr), addr)
     if err:
         return err
-    _slab_free_one(st, st.sl_cache[slab], cpu, slab, addr)
+    return _slab_free_one(st, st.sl_cache[slab], cpu, slab, addr)
+
+
+@jit
+def _slab_owner(st, addr):
+    """The cache of the slab holding ``addr`` (an address ``_locate`` found on a slab)."""
+    head = addr >> 12
+    if st.pg_flags[head] & PG_TAIL:
+        head = st.pg_head[head]
+    return st.sl_cache[head]
+
+
+@jit
+def _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr):
+    """A debug cache's bulk allocation: ``nr`` single allocations (each checked), all or
+    nothing. ``nr`` or 0."""
+    p = words_at(paddr)
+    got = 0
+    while got < nr:
+        obj = _kmem_cache_alloc_node(st, cache, cpu, -1, gfp)
+        if obj:
+            p[got] = obj
+            got += 1
+        if obj == 0 or st.g[G_FAULT_CACHE]:
+            for j in range(got):
+                a = p[j]
+                head = a >> 12
+                if st.pg_flags[head] & PG_TAIL:
+                    head = st.pg_head[head]
+                _slab_free_one(st, cache, cpu, head, a)
+            return 0
+    return nr
+
+
+@jit
+def _free_one_by_one(st, cache, cpu, nr, paddr):
+    """A batch free while debug caches exist: each object checked and freed as a single
+    free (``kfree`` when ``cache`` is NIL). 0, or the first failing element's error code
+    (its index in G_ERR2; the elements before it are freed)."""
+    p = words_at(paddr)
+    for i in range(nr):
+        addr = p[i]
+        err, slab = _locate(st, addr, cache)
+        if err == E_LARGE and cache == NIL:
+            err = free_block_checked(st, cpu, addr, -1, PG_LARGE)
+        elif err == E_DOUBLE_FREE:
+            err = report_double_free(st, _slab_owner(st, addr), addr)
+        elif err == 0:
+            err = _slab_free_one(st, st.sl_cache[slab], cpu, slab, addr)
+        if err:
+            st.g[G_ERR2] = i
+            return err
     return 0
 
 
@@ -195,7 +258,10 @@ def _free_bulk_fast(st, cache, cpu, nr, p):
 
 @unit
 def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
-    """The facade's ``kmem_cache_alloc_bulk``: the common sheaf case inline, else the unit."""
+    """The facade's ``kmem_cache_alloc_bulk``: the common sheaf case inline, else the unit
+    (a debug cache: one by one)."""
+    if _ca(st, cache, CA_DEBUG):
+        return _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr)
     n = _alloc_bulk_fast(st, cache, cpu, gfp, nr, words_at(paddr))
     if n >= 0:
         return n
@@ -207,7 +273,10 @@ def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
 @unit
 def free_bulk(st, cache, cpu, nr, paddr):
     """The facade's ``kmem_cache_free_bulk``/``kfree_bulk`` (``cache`` NIL): the common sheaf
-    case inline, else the unit. 0 or an error code."""
+    case inline, else the unit. 0 or an error code. While debug caches exist a ``kfree_bulk``,
+    and always a debug cache's batch, frees one by one (stopping at the first bad element)."""
+    if (cache == NIL and st.g[G_NDEBUG]) or (cache != NIL and _ca(st, cache, CA_DEBUG)):
+        return _free_one_by_one(st, cache, cpu, nr, paddr)
     if cache != NIL:
         err = _free_bulk_fast(st, cache, cpu, nr, words_at(paddr))
         if err <= 0:
@@ -257,6 +326,8 @@ def kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, paddr):
     FULL_COUNT)."""
     if flags & SLAB_ARRAY_ALLOC_ALL == 0:
         flags |= SLAB_ARRAY_ALLOC_ALL
+    if _ca(st, cache, CA_DEBUG):        # a debug cache takes the checked path: FULL_COUNT
+        flags = SLAB_ARRAY_ALLOC_FULL_COUNT
     i = 0
     if flags & SLAB_ARRAY_ALLOC_PARTIAL and i < nr:
         i += alloc_partial_slabs(st, cache, cpu, gfp, nr - i, paddr + 8 * i)

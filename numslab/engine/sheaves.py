@@ -16,8 +16,9 @@ from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_ZERO, ALLOC_N
 from .bulk import alloc_bulk_slab, free_bulk_raw
 from .checks import E_LARGE, _locate, _own_clear, _own_set
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
+from .debug import slab_free_debug
 from .kmalloc import kmalloc
-from .layout import (C_MAIN, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
+from .layout import (CA_DEBUG, C_MAIN, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
                      MAX_FULL_SHEAVES,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC, PG_LARGE,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, CA_NCOLS,
@@ -80,6 +81,9 @@ def kfree_internal(st, cpu, addr):
         free_block_checked(st, cpu, addr, -1, PG_LARGE)
     elif err == 0:
         cache = st.sl_cache[slab]
+        if _ca(st, cache, CA_DEBUG):          # a debug kmalloc cache: checked, no sheaves
+            slab_free_debug(st, cache, cpu, slab, addr)
+            return 0
         _take_back(st, cache, cpu, addr)
         if not (_ca(st, cache, CA_SHEAF_CAPACITY) and _slab_nid(st, slab) == st.cpu_node[cpu]
                 and _free_to_pcs(st, cache, cpu, addr)):

@@ -12,6 +12,7 @@ from ..flags import (ALLOC_FROM_PARTIAL, ALLOC_REMOTE_PARTIAL, CPU_PARTIAL_DRAIN
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
                      CA_DEFRAG_RATIO, CA_FP_KEY, CA_HAS_CPU_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
                      CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE,
+                     CA_DEBUG, CA_RED_LEFT,
                      G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NPENDING,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
                      N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
@@ -19,6 +20,7 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      _stat)
 from .native import jit, swab, unit
 from .pages import alloc_pages, free_pages
+from .redzone import setup_slab_debug
 
 SHRINK_PROMOTE_MAX = 32
 
@@ -76,7 +78,7 @@ def _fp_next(st, cache, slab, obj):
     nxt = raw ^ _fp_mask(_ca(st, cache, CA_FP_KEY), where)
     if nxt == 0:
         return 0
-    off = nxt - (slab << 12)
+    off = nxt - (slab << 12) - _ca(st, cache, CA_RED_LEFT)
     size = _ca(st, cache, CA_SIZE)
     if 0 <= off < st.sl_objects[slab] * size:
         if ((off * _ca(st, cache, CA_RECIP)) >> 32) * size == off and \
@@ -239,7 +241,9 @@ def new_slab(st, cache, cpu, node, thisnode):
     size = _ca(st, cache, CA_SIZE)
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
-    base = slab << 12
+    if _ca(st, cache, CA_DEBUG):
+        setup_slab_debug(st, cache, slab)
+    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
     obj = base
     for _ in range(st.sl_objects[slab] - 1):
         _set_fp(mem, offset, key, obj, obj + size)

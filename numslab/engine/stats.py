@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_FP_KEY, CA_OFFSET, CA_SIZE,
+                     CA_RED_LEFT,
                      CA_USER_SHEAVES, G_NISOLATED, N_BARN_EMPTY, N_BARN_FULL, N_PARTIAL_HEAD,
                      N_TOTAL_OBJECTS, NIL, PG_ISOLATED, PG_SLAB, PG_TAIL, SH_NEXT, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _node_row)
@@ -92,7 +93,7 @@ def _isolated_leak(st, cache):
     leak = 0
     for pfn in range(st.npages):
         if flags[pfn] & PG_ISOLATED and flags[pfn] & PG_SLAB and st.sl_cache[pfn] == cache:
-            base = pfn << 12
+            base = (pfn << 12) + _ca(st, cache, CA_RED_LEFT)
             n = st.sl_objects[pfn]
             leak += n
             for i in range(n):

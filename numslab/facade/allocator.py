@@ -24,6 +24,8 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
+                             CA_DEBUG, CA_ORIG, CA_RED_LEFT, CA_TRACK, D_OBJECT_POISON,
+                             G_NDEBUG,
                              G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING,
                              KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH, PG_HEAD,
                              PG_ISOLATED, PG_LARGE, PG_RESERVED, PG_TAIL, PG_SLAB,
@@ -31,7 +33,7 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
 from ..engine.native import jit
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
 from ..engine.sheaves import init_percpu_sheaves
-from ..errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidSizeError,
+from ..errors import (BadAddressError, CacheLeakError, InvalidSizeError,
                       SlabCorruptionError, SlabError, WrongCacheError)
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAGS,
                      __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
@@ -42,6 +44,8 @@ from . import persist
 from .args import check_gfp
 from .batchapi import BatchAPI
 from .cache import DestroyedCache, KmemCache
+from .debugapi import DebugAPI
+from .raising import RaiseAPI
 from .kmallocapi import KmallocAPI
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
 
@@ -82,7 +86,7 @@ class _ThreadCpu(threading.local):
         self.cpu = sa._next_thread_cpu()
 
 
-class SlabAllocator(BatchAPI, KmallocAPI):
+class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
     """A simulated machine running SLUB: CPUs, NUMA nodes, page frames and slab caches.
 
     Parameters
@@ -106,6 +110,11 @@ class SlabAllocator(BatchAPI, KmallocAPI):
         cache, with the capacity of ``calculate_sheaf_capacity``, and no CPU slab, CPU
         freelist or CPU partial list. ``"6.18"``: sheaves only where ``sheaf_capacity`` asks
         for them, in front of the CPU slab layer (``kmem_cache_cpu``).
+    slab_debug : str, optional
+        The kernel's ``slab_debug`` boot parameter: ``"FZPU"`` for every cache (the kmalloc
+        caches too), ``"FZ,kmalloc-*"`` for chosen caches, ``""`` for F, Z, P and U
+        everywhere (``debugapi.parse_slab_debug``). An allocator with a debug cache runs
+        its calls through the Python methods (no C gate).
 
     Attributes
     ----------
@@ -119,7 +128,8 @@ class SlabAllocator(BatchAPI, KmallocAPI):
 
     def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1,
                  memory: int | str = "256M", *, max_caches: int = 256, seed: int = 0,
-                 kernel: str = DEFAULT_KERNEL, freelist_hardened: bool = True) -> None:
+                 kernel: str = DEFAULT_KERNEL, freelist_hardened: bool = True,
+                 slab_debug: str | None = None) -> None:
         if nr_cpus is None:
             nr_cpus = os.cpu_count() or 1
         if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
@@ -129,6 +139,7 @@ class SlabAllocator(BatchAPI, KmallocAPI):
         if kernel not in KERNELS:
             raise SlabError(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
         self.kernel = kernel
+        self._debug_init(slab_debug)
         self.freelist_hardened = bool(freelist_hardened)
         self._seed = seed
         per_node = parse_size(memory)
@@ -182,7 +193,8 @@ class SlabAllocator(BatchAPI, KmallocAPI):
             if self.state.ca[c._id, CA_SHEAF_CAPACITY] and init_percpu_sheaves(self._st, c._id):
                 raise MemoryError("SlabAllocator: no memory for the kmalloc caches' sheaves")
         self._gate = None
-        gate.install(self, SlabAllocator, KmemCache)    # hot calls through the C gate
+        if not self._debug_on:
+            gate.install(self, SlabAllocator, KmemCache)    # hot calls through the C gate
 
     def _bind_lazily(self, attr: str, u: Any, array: bool) -> None:
         """Make ``self.<attr>(*args)`` call unit ``u`` on this allocator: on its first call it
@@ -277,9 +289,7 @@ class SlabAllocator(BatchAPI, KmallocAPI):
             raise SlabError(f"kmem_cache_create: name {name!r} is empty or already in use")
         if not isinstance(flags, int) or flags & ~SLAB_VALID_FLAGS:
             raise SlabError(f"kmem_cache_create({name}): unknown flags {flags!r:}")
-        if flags & SLAB_DEBUG_FLAGS:
-            raise NotImplementedError(f"kmem_cache_create({name}): debug flags "
-                                      f"{flags & SLAB_DEBUG_FLAGS:#x} are not implemented yet")
+        flags = self._slab_debug_of(name, flags)
         if dtype is not None:
             dtype = np.dtype(dtype)
             if dtype.hasobject:
@@ -297,7 +307,10 @@ class SlabAllocator(BatchAPI, KmallocAPI):
         geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
                                  freeptr_offset)
         gen7 = KERNELS[self.kernel] == KERNEL_7_0
-        if gen7 and not flags & SLAB_DEBUG_FLAGS:
+        debug = flags & SLAB_DEBUG_FLAGS
+        if debug:                                   # debug caches have no sheaves
+            sheaf_capacity = 0
+        elif gen7:
             sheaf_capacity = calculate_sheaf_capacity(geo.slab_size, sheaf_capacity)
         ca = self.state.ca
         free = np.flatnonzero(ca[:, CA_ACTIVE] == 0)
@@ -314,6 +327,11 @@ class SlabAllocator(BatchAPI, KmallocAPI):
             0 if gen7 else geo.cpu_partial, 0 if gen7 else geo.cpu_partial_slabs,
             int(not gen7 and not flags & SLAB_DEBUG_FLAGS), 1000,
             int(ctor is not None), sheaf_capacity, -(-(1 << 32) // geo.slab_size)]
+        if debug:
+            row[[CA_DEBUG, CA_RED_LEFT, CA_TRACK, CA_ORIG]] = [
+                flags & (SLAB_DEBUG_FLAGS | SLAB_KMALLOC)
+                | (D_OBJECT_POISON if geo.object_poison else 0),
+                geo.red_left_pad, geo.track_offset, geo.orig_size_offset]
         self.state.node[cid] = 0
         self.state.node[cid, :, 0:2] = NIL
         self.state.cpu[cid] = 0
@@ -327,6 +345,8 @@ class SlabAllocator(BatchAPI, KmallocAPI):
         cache = KmemCache(self, cid, name, ctor, dtype)
         self._caches[cid] = cache
         self._names[name] = cache
+        if debug:
+            self._debug_cache_created(cid)
         booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
         if sheaf_capacity and not booting and init_percpu_sheaves(self._st, cid) < 0:
             ops.cache_release(self._st, cid, self._cpu())
@@ -368,9 +388,9 @@ class SlabAllocator(BatchAPI, KmallocAPI):
             kind = "large kmalloc" if f & PG_LARGE else "pages"
             return {"kind": kind, "block": head << 12, "order": int(st.pg_order[head])}
         cache = self._caches[int(st.sl_cache[head])]
-        off = addr - (head << 12)
+        off = addr - (head << 12) - cache.red_left_pad
         index, inside = divmod(off, cache.slab_size)
-        obj = (head << 12) + index * cache.slab_size
+        obj = (head << 12) + cache.red_left_pad + index * cache.slab_size
         err, _ = self._locate(obj)
         kind = {0: "object", checks.E_ALLOCATORS: "sheaf"}.get(err, "free object")
         return {"kind": kind, "cache": cache, "slab": head << 12, "index": index,
@@ -389,12 +409,15 @@ class SlabAllocator(BatchAPI, KmallocAPI):
         self._own(cache, "kmem_cache_destroy")
         if cache in self.kmalloc_caches:
             raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
+        if getattr(self, "_rcu_pending", None):     # kvfree_rcu_barrier_on_cache
+            self.rcu_barrier()
         if force:
             held = cache.live_addresses()
             if len(held):
                 self.kmem_cache_free_bulk(cache, len(held), held)
         live = cache.live_objects
         if live:
+            self._report_leaks(cache._id)       # list_slab_objects
             raise CacheLeakError(f"kmem_cache_destroy {cache.name}: Slab cache still has "
                                  f"objects: {live} live object(s) of {cache.object_size} bytes")
         if self.state.ca[cache._id, CA_USER_SHEAVES]:
@@ -403,6 +426,8 @@ class SlabAllocator(BatchAPI, KmallocAPI):
         ops.cache_release(self._st, cache._id, self._cpu())
         if cache.slabs:  # pragma: no cover - shrink frees every empty slab
             raise SlabCorruptionError(f"{cache.name}: slabs left after shrinking an empty cache")
+        if self.state.ca[cache._id, CA_DEBUG]:
+            self._g[G_NDEBUG] -= 1
         self.state.ca[cache._id] = 0
         del self._caches[cache._id], self._names[cache.name]
         cache._sa, cache._id = None, -1         # a destroyed cache belongs to no allocator
@@ -461,6 +486,10 @@ class SlabAllocator(BatchAPI, KmallocAPI):
         """Run constructors of new slabs; report a corrupted free pointer (the engine gave
         back what it took) and exhaustion as the kernel does."""
         if self._g[G_FAULT_CACHE]:
+            if self._last_reports:              # a slab_debug check failed
+                g = self._g
+                g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
+                raise self._debug_error("allocation", addr)
             self._raise_fault()
         if self._g[G_NPENDING]:
             try:
@@ -474,19 +503,6 @@ class SlabAllocator(BatchAPI, KmallocAPI):
             log.warning("SLUB: Unable to allocate memory on node %d, gfp=%#x: cache %s",
                         node, gfp, name)
         return addr
-
-    def _raise_fault(self) -> None:
-        """Raise ``SlabCorruptionError`` for the corrupted free pointer the engine found (and
-        clear its report). The slab it was in is isolated: never allocated from again."""
-        g = self._g
-        cid, slab, bad = int(g[G_FAULT_CACHE]) - 1, int(g[G_FAULT_SLAB]), int(g[G_FAULT_VALUE])
-        g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
-        name = self._caches[cid].name if cid in self._caches else f"cache {cid}"
-        raise SlabCorruptionError(
-            f"{name}: Freepointer corrupt: a free object of the slab at {slab << 12:#x} holds "
-            f"{bad:#x} where its free pointer belongs, which does not lead to a free object of "
-            f"that slab (a write into freed memory?); the slab is isolated and no longer "
-            f"allocated from, nothing was allocated")
 
     def isolated_slabs(self) -> np.ndarray:
         """Addresses of the slabs isolated after a corrupted free pointer, int64[n]."""
@@ -504,7 +520,7 @@ class SlabAllocator(BatchAPI, KmallocAPI):
             if not self.state.pg_flags[slab] & PG_SLAB:
                 continue
             cache = self._caches[int(self.state.sl_cache[slab])]
-            base, size = slab << 12, cache.slab_size
+            base, size = (slab << 12) + cache.red_left_pad, cache.slab_size
             nobj = int(self.state.sl_objects[slab])
             i = self._ctor_resume.pop(slab, 0)
             try:
@@ -749,38 +765,3 @@ class SlabAllocator(BatchAPI, KmallocAPI):
                                       f"{bad.name if bad else '-'}, at {where})")
 
     check_invariants = validate
-
-    # ---- errors -------------------------------------------------------------------------------
-    def _raise(self, err: int, fn: str, addr: int, cache: KmemCache | None) -> None:
-        """Turn a kernel error code into the matching exception."""
-        g0 = int(self._g[G_ERR0])
-        where = f"{fn}: {addr:#x}"
-        if err == checks.E_OUTSIDE:
-            raise BadAddressError(f"{where} is outside the arena [0x1000, "
-                                  f"{self.nr_pages * PAGE_SIZE:#x})")
-        if err == checks.E_NOT_SLAB:
-            f = int(self.state.pg_flags[addr >> 12])
-            state = ("is reserved" if f & PG_RESERVED else
-                     "is part of a block from alloc_pages: free it with free_pages"
-                     if f & (PG_HEAD | PG_TAIL) else "is free: already freed?")
-            raise BadAddressError(f"{where} is not on a slab page (page frame {addr >> 12} "
-                                  f"{state})")
-        if err == checks.E_WRONG_CACHE:
-            raise WrongCacheError(f"{where}: Wrong slab cache. {cache.name if cache else '?'} "
-                                  f"but object is from {self._caches[g0].name}")
-        if err == checks.E_MISALIGNED:
-            c = self._caches[int(self.state.sl_cache[g0])]
-            off = addr - (g0 << 12)
-            raise BadAddressError(f"{where} is not the start of an object of {c.name}: the "
-                                  f"slab at {g0 << 12:#x} has objects every {c.slab_size} "
-                                  f"bytes (offset {off} is {off % c.slab_size} past one)")
-        if err == checks.E_DOUBLE_FREE:
-            raise DoubleFreeError(f"{where}: double free, the object is already free")
-        if err in (checks.E_LARGE, checks.E_NOT_HEAD):
-            raise BadAddressError(f"{where} is inside a large kmalloc block at {g0 << 12:#x}, "
-                                  f"not at its start" if err == checks.E_NOT_HEAD else
-                                  f"{where} is a large kmalloc block, not a slab object")
-        if err == checks.E_ALLOCATORS:
-            raise BadAddressError(f"{where} is a sheaf the allocator itself uses (a kmalloc "
-                                  f"object it holds), not an object of yours")
-        raise SlabError(f"{where}: error {err}")  # pragma: no cover

@@ -9,8 +9,9 @@ import numpy as np
 from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS,
                       CA_SHEAF_CAPACITY,
                       CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER,
-                      CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL)
-from ..flags import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
+                      CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL,
+                      CA_INUSE, CA_RED_LEFT)
+from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
                     SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES, STAT_NAMES_6_18,
                     STAT_NAMES_NUMSLAB)
 from ..engine.ops import gather, scatter
@@ -65,7 +66,9 @@ class KmemCache:
             return np.zeros(0, np.int64)
         size = self.slab_size
         n = st.sl_objects[heads]
-        objs = np.concatenate([(h << 12) + np.arange(k) * size for h, k in zip(heads, n)])
+        red = self.red_left_pad
+        objs = np.concatenate([(h << 12) + red + np.arange(k) * size
+                               for h, k in zip(heads, n)])
         words = st.live.view(np.uint64)[objs >> 9]
         sh = ((objs >> 3) & 63).astype(np.uint64)
         live = (words >> sh) & np.uint64(1)
@@ -91,6 +94,14 @@ class KmemCache:
                               doc="Objects per per-CPU sheaf (0: the cache has none).")
     offset = property(lambda self: int(self._row[CA_OFFSET]),
                       doc="Byte offset of the free pointer inside a free object.")
+    red_left_pad = property(lambda self: int(self._row[CA_RED_LEFT]),
+                            doc="Left red zone before each object (``s->red_left_pad``, "
+                                "slab_debug Z; 0 otherwise).")
+    inuse = property(lambda self: int(self._row[CA_INUSE]),
+                     doc="``s->inuse``: the object with its right red zone (``/sys`` "
+                         "``object_size`` + red zone).")
+    debug_flags = property(lambda self: int(self._row[CA_FLAGS]) & SLAB_DEBUG_FLAGS,
+                           doc="The slab_debug flags of the cache (``SLAB_*``; 0: none).")
     flags = property(lambda self: int(self._row[CA_FLAGS]), doc="SLAB_* flags.")
     hwcache_align = property(lambda self: int(bool(self.flags & SLAB_HWCACHE_ALIGN)))
     destroy_by_rcu = property(lambda self: int(bool(self.flags & SLAB_TYPESAFE_BY_RCU)))

@@ -1,0 +1,305 @@
+"""slab_debug on ``SlabAllocator``: the ``slab_debug=`` option parsed as the kernel's boot
+parameter, the engine's reports turned into the kernel's text, ``kmem_cache_validate``,
+and the Python-side part of SLAB_STORE_USER (call sites) and SLAB_TRACE (a log line)."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from ..drivers import gate
+from ..drivers.calls import bound
+from ..engine import debug, ops
+from ..engine.layout import (CA_DEBUG, CA_TRACK, G_NDEBUG, G_NREPORTS, G_SITE, G_TICKS, NIL,
+                             PG_SLAB, R_A, R_B, R_C, R_CACHE, R_D, R_KIND, R_MAX,
+                             R_OBJECT, R_SLAB)
+from ..engine import redzone as rz
+from ..errors import SlabDebugError, SlabError
+from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
+                     SLAB_TRACE)
+
+if TYPE_CHECKING:
+    from .allocator import SlabAllocator
+    from .cache import KmemCache
+
+log = logging.getLogger("numslab")
+
+#: ``DEBUG_DEFAULT_FLAGS``: what ``slab_debug`` with no letters turns on (F, Z, P, U).
+DEBUG_DEFAULT_FLAGS = SLAB_CONSISTENCY_CHECKS | SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER
+_LETTERS = {"f": SLAB_CONSISTENCY_CHECKS, "z": SLAB_RED_ZONE, "p": SLAB_POISON,
+            "u": SLAB_STORE_USER, "t": SLAB_TRACE}
+
+#: What each byte check names (``check_bytes_and_report``'s ``what``), by report kind.
+_WHAT = ("Left Redzone", "Right Redzone", "kmalloc Redzone", "Poison", "End Poison",
+         "Alignment padding", "Object padding", "Padding")
+#: The message of the other error reports (``object_err``/``slab_err``), by kind.
+_ERRORS = {rz.K_FREEPOINTER: "Freepointer corrupt", rz.K_FREECHAIN: "Freechain corrupt",
+           rz.K_FREELIST: "Freepointer corrupt", rz.K_CYCLE: "Freelist cycle detected",
+           rz.K_ALREADY_FREE: "Object already free",
+           rz.K_REMAINING: "Objects remaining on __kmem_cache_shutdown()"}
+#: The engine units behind the facade's ``_k_*`` calls, and what each does (for T).
+_K_UNITS = (("_k_alloc", ops.kmem_cache_alloc_node, False, "alloc"),
+            ("_k_free", ops.kmem_cache_free, False, "free"),
+            ("_k_kmalloc", ops.kmalloc, False, "alloc"), ("_k_kfree", ops.kfree, False, "kfree"),
+            ("_k_alloc_bulk", ops.alloc_bulk, True, ""),
+            ("_k_free_bulk", ops.free_bulk, True, ""),
+            ("_k_alloc_array", ops.kmem_cache_alloc_array, True, ""))
+
+Blocks = list[tuple[int, list[str]]]
+
+
+def parse_slab_debug(spec: str | None) -> tuple[int, Blocks]:
+    """Read a ``slab_debug`` boot parameter as ``setup_slub_debug`` does.
+
+    Parameters
+    ----------
+    spec : str or None
+        ``None``: no debugging. ``""``: full debugging (``DEBUG_DEFAULT_FLAGS``, as a bare
+        ``slab_debug``). Otherwise blocks separated by ``;``, each ``<letters>[,<cache>...]``:
+        letters ``F Z P U T`` (any case; ``-`` switches off what came before it; none at
+        all, as in ``",dentry"``, means F, Z, P and U), then cache names, where a ``*``
+        ends a prefix (``kmalloc-*``). A block without names sets the flags of every cache.
+
+    Returns
+    -------
+    tuple
+        The flags for every cache not named in a block, and the blocks that name caches as
+        ``(flags, [names])``.
+
+    Raises
+    ------
+    SlabError
+        For a letter the kernel does not know or numslab does not model (``A``, ``O``).
+    """
+    if spec is None:
+        return 0, []
+    if not isinstance(spec, str):
+        raise SlabError(f"slab_debug {spec!r} is not a string")
+    if not spec.strip():
+        return DEBUG_DEFAULT_FLAGS, []
+    global_flags, blocks = 0, []
+    for block in spec.split(";"):
+        letters, _, names = block.partition(",")
+        if block.startswith(","):
+            flags = DEBUG_DEFAULT_FLAGS
+        else:
+            flags = 0
+            for ch in letters.strip():
+                if ch == "-":
+                    flags = 0
+                elif ch.lower() in _LETTERS:
+                    flags |= _LETTERS[ch.lower()]
+                else:
+                    raise SlabError(f"slab_debug option {ch!r} unknown or not modelled "
+                                    f"(numslab has F, Z, P, U, T and -)")
+        caches = [n.strip() for n in names.split(",") if n.strip()]
+        if caches:
+            blocks.append((flags, caches))
+        else:
+            global_flags = flags
+    return global_flags, blocks
+
+
+def slab_debug_flags(parsed: tuple[int, Blocks], name: str, flags: int) -> int:
+    """``kmem_cache_flags``: ``flags`` with the debug flags ``slab_debug`` gives cache
+    ``name`` (the first block naming it, by exact name or ``prefix*``, else the global
+    flags)."""
+    global_flags, blocks = parsed
+    for block_flags, patterns in blocks:
+        for pat in patterns:
+            star = pat.find("*")
+            if (name.startswith(pat[:star]) if star >= 0 else name == pat):
+                return flags | block_flags
+    return flags | global_flags
+
+
+class DebugAPI:
+    """slab_debug's facade, mixed into ``SlabAllocator``."""
+
+    # ---- set-up ------------------------------------------------------------------------------
+    def _debug_init(self: "SlabAllocator", slab_debug: str | None) -> None:
+        """Parse ``slab_debug`` and reset the report bookkeeping (before any cache)."""
+        self._slab_debug = parse_slab_debug(slab_debug)
+        self._debug_on = False
+        self._reports: list[str] = []
+        self._last_reports: list[str] = []
+        self._reports_seen = 0
+        self._sites: dict[str, int] = {}
+        self._site_names: list[str] = []
+
+    def _debug_cache_created(self: "SlabAllocator", cid: int) -> None:
+        """A debug cache exists: count it, and send this allocator's calls through the
+        Python methods (the C gate calls units directly, with no call site or report)."""
+        self._g[G_NDEBUG] += 1
+        if self._debug_on:
+            return
+        self._debug_on = True
+        for name in gate.GATED:
+            self.__dict__.pop(name, None)
+        self._gate = None
+        for attr, u, array, kind in _K_UNITS:
+            setattr(self, attr, self._debug_call(u, array, kind))
+
+    def _debug_call(self: "SlabAllocator", u: Any, array: bool,
+                    kind: str) -> Callable[..., int]:
+        """A ``_k_*`` call that records the caller's site for U caches before the unit,
+        and after it logs T lines and collects the reports it wrote."""
+        fn: list[Callable[..., int]] = []
+
+        def call(*args: Any) -> int:
+            if not fn:
+                fn.append(bound(u, self._st, array))
+            g = self._g
+            g[G_SITE] = self._site_id()
+            cid = self._cache_of(args[1]) if kind == "kfree" else args[0]
+            try:
+                r = fn[0](*args)
+            finally:
+                g[G_SITE] = 0
+            if kind and cid in self._caches and self.state.ca[cid, CA_DEBUG] & SLAB_TRACE:
+                addr = args[2] if kind == "free" else args[1] if kind == "kfree" else r
+                if (r > 0) if kind == "alloc" else (r == 0):
+                    self._trace(cid, "alloc" if kind == "alloc" else "free", addr)
+            self._last_reports = (self._drain_reports() if g[G_NREPORTS] != self._reports_seen
+                                  else [])
+            return r
+        return call
+
+    def _cache_of(self: "SlabAllocator", addr: Any) -> int:
+        """The cache id of the slab holding ``addr``, or NIL."""
+        if not isinstance(addr, int) or not 0 < addr < self.nr_pages << 12:
+            return NIL
+        head = self._slab_head(addr)
+        return int(self.state.sl_cache[head]) if self.state.pg_flags[head] & PG_SLAB else NIL
+
+    def _site_id(self: "SlabAllocator") -> int:
+        """The caller outside numslab as a site number for ``struct track``'s ``addr``."""
+        f = sys._getframe(2)
+        while f is not None and f.f_globals.get("__name__", "").split(".")[0] == "numslab":
+            f = f.f_back
+        if f is None:
+            return 0
+        site = f"{f.f_code.co_name} {f.f_code.co_filename}:{f.f_lineno}"
+        sid = self._sites.get(site)
+        if sid is None:
+            self._site_names.append(site)
+            sid = self._sites[site] = len(self._site_names)
+        return sid
+
+    def _trace(self: "SlabAllocator", cid: int, op: str, addr: int) -> None:
+        """SLAB_TRACE: ``trace()``'s line for one alloc or free."""
+        head = self._slab_head(addr)
+        st = self.state
+        log.info("TRACE %s %s %#x inuse=%d fp=%#x", self._caches[cid].name, op, addr,
+                 int(st.sl_inuse[head]), int(st.sl_freelist[head]))
+
+    # ---- reports -----------------------------------------------------------------------------
+    def _drain_reports(self: "SlabAllocator") -> list[str]:
+        """Turn the reports the engine wrote since the last call into text: kept for
+        ``slab_reports``, logged on the ``numslab`` logger, and returned."""
+        n = int(self._g[G_NREPORTS])
+        seen = self._reports_seen
+        out = []
+        first = max(seen, n - R_MAX)
+        if first > seen:
+            out.append(f"numslab: {first - seen} slab_debug report(s) lost (the ring holds "
+                       f"{R_MAX})")
+        rep = self.state.reports
+        for k in range(first, n):
+            out.append(self._format_report(rep[k % R_MAX]))
+        self._reports_seen = n
+        self._reports.extend(out)
+        for text in out:
+            log.error("%s", text)
+        return out
+
+    def slab_reports(self: "SlabAllocator", clear: bool = False) -> list[str]:
+        """Every slab_debug report so far, in the kernel's words (one string per report:
+        a ``BUG`` with its details, or a ``FIX``), oldest first; ``clear`` empties the list."""
+        self._drain_reports()
+        out = list(self._reports)
+        if clear:
+            self._reports.clear()
+        return out
+
+    def _format_report(self: "SlabAllocator", r: np.ndarray) -> str:
+        kind, cid, slab, obj = int(r[R_KIND]), int(r[R_CACHE]), int(r[R_SLAB]), int(r[R_OBJECT])
+        a, b, c, d = int(r[R_A]), int(r[R_B]), int(r[R_C]), int(r[R_D])
+        cache = self._caches.get(cid)
+        name = cache.name if cache is not None else f"cache {cid}"
+        base = slab << 12
+        if kind == rz.K_FIX_RESTORE:
+            return f"FIX {name}: Restoring {_WHAT[c]} {a:#x}-{b:#x}={d:#x}"
+        fixes = {rz.K_FIX_COUNT: "Object count adjusted", rz.K_FIX_CLEARED: "Freelist cleared",
+                 rz.K_FIX_ALL_USED: "Marking all objects used",
+                 rz.K_FIX_NOT_FREED: f"Object at {obj:#x} not freed"}
+        if kind in fixes:
+            return f"FIX {name}: {fixes[kind]}"
+        if kind <= rz.K_SLAB_PAD:
+            head = [f"BUG {name} (Not tainted): {_WHAT[kind]} overwritten",
+                    f"{a:#x}-{b:#x} @offset={a - base}. First byte {c:#x} instead of {d:#x}"]
+        elif kind == rz.K_WRONG_COUNT:
+            head = [f"BUG {name} (Not tainted): Wrong object count. Counter is {a} but "
+                    f"counted were {b}"]
+        elif kind == rz.K_REMAINING_OBJECT:
+            head = [f"Object {obj:#x} @offset={obj - base}"]
+        else:
+            head = [f"BUG {name} (Not tainted): {_ERRORS[kind]}"]
+            if kind in (rz.K_FREEPOINTER, rz.K_FREELIST, rz.K_FREECHAIN):
+                head.append(f"Free pointer read {a:#x}")
+        return "\n".join(head + self._trailer(cid, slab, obj))
+
+    def _trailer(self: "SlabAllocator", cid: int, slab: int, obj: int) -> list[str]:
+        """``print_trailer``'s lines: the object's tracks (U), its slab, the object."""
+        st = self.state
+        out = []
+        if obj and cid in self._caches and st.ca[cid, CA_DEBUG] & SLAB_STORE_USER:
+            now = int(self._g[G_TICKS])
+            for i, what in enumerate(("Allocated", "Freed")):
+                w = (obj + int(st.ca[cid, CA_TRACK]) + i * rz.TRACK_SIZE) >> 3
+                site, cpu_word, pid, when = (int(x) for x in self._mem[w:w + 4])
+                if when:
+                    where = (self._site_names[site - 1] if 0 < site <= len(self._site_names)
+                             else "an @njit function")
+                    out.append(f"{what} in {where} age={now - when} cpu={cpu_word >> 32} "
+                               f"pid={pid}")
+        if slab > 0 and st.pg_flags[slab] & PG_SLAB:
+            out.append(f"Slab {slab << 12:#x} objects={int(st.sl_objects[slab])} "
+                       f"used={int(st.sl_inuse[slab])} fp={int(st.sl_freelist[slab]):#x}")
+        if obj:
+            out.append(f"Object {obj:#x} @offset={obj - (slab << 12)}")
+        return out
+
+    def _debug_error(self: "SlabAllocator", fn: str, addr: int) -> SlabDebugError:
+        """The exception for a call a slab_debug check refused, with its reports."""
+        reports = self._last_reports
+        first = reports[0].splitlines()[0] if reports else "slab_debug check failed"
+        return SlabDebugError(f"{fn}: {addr:#x}: {first}\n" + "\n".join(reports[1:2]),
+                              reports)
+
+    # ---- validate ----------------------------------------------------------------------------
+    def kmem_cache_validate(self: "SlabAllocator", cache: "KmemCache") -> int:
+        """``validate_slab_cache``: check every object of every partial slab of a debug cache
+        (and every full slab with U) as ``/sys/kernel/slab/<cache>/validate`` does. Returns
+        the errors found, counted as the kernel's KUnit tests count them (each report and
+        each fix); their text is in ``slab_reports()`` and on the ``numslab`` logger. Bad
+        bytes are restored, so a second call finds 0. A cache without debug flags: 0.
+
+        ``validate()`` remains the check of numslab's structural invariants."""
+        cid = self._own(cache, "kmem_cache_validate")
+        self._drain_reports()
+        n = int(debug.validate_slab_cache(self._st, cid))
+        self._last_reports = self._drain_reports()
+        return n
+
+    def _report_leaks(self: "SlabAllocator", cid: int) -> list[str]:
+        """``list_slab_objects``' reports for a cache destroyed with objects."""
+        self._drain_reports()
+        debug.report_leaks(self._st, cid)
+        return self._drain_reports()
+
+    def _slab_debug_of(self: "SlabAllocator", name: str, flags: int) -> int:
+        """The flags of a new cache called ``name`` with the ``slab_debug`` option applied."""
+        return slab_debug_flags(self._slab_debug, name, flags)

@@ -1,0 +1,71 @@
+"""Errors on ``SlabAllocator``: the engine's negative error codes and fault registers turned
+into numslab exceptions whose messages name the call, the cache and the address."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..engine import checks, debug
+from ..engine.layout import (G_ERR0, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, PG_HEAD,
+                             PG_RESERVED, PG_TAIL)
+from ..errors import (BadAddressError, DoubleFreeError, SlabCorruptionError, SlabError,
+                      WrongCacheError)
+from ..geometry import PAGE_SIZE
+
+if TYPE_CHECKING:
+    from .allocator import SlabAllocator
+    from .cache import KmemCache
+
+
+class RaiseAPI:
+    """The facade's error reporting, mixed into ``SlabAllocator``."""
+
+    def _raise_fault(self: "SlabAllocator") -> None:
+        """Raise ``SlabCorruptionError`` for the corrupted free pointer the engine found (and
+        clear its report). The slab it was in is isolated: never allocated from again."""
+        g = self._g
+        cid, slab, bad = int(g[G_FAULT_CACHE]) - 1, int(g[G_FAULT_SLAB]), int(g[G_FAULT_VALUE])
+        g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
+        name = self._caches[cid].name if cid in self._caches else f"cache {cid}"
+        raise SlabCorruptionError(
+            f"{name}: Freepointer corrupt: a free object of the slab at {slab << 12:#x} holds "
+            f"{bad:#x} where its free pointer belongs, which does not lead to a free object of "
+            f"that slab (a write into freed memory?); the slab is isolated and no longer "
+            f"allocated from, nothing was allocated")
+
+    def _raise(self: "SlabAllocator", err: int, fn: str, addr: int,
+               cache: "KmemCache | None") -> None:
+        """Turn a kernel error code into the matching exception."""
+        g0 = int(self._g[G_ERR0])
+        where = f"{fn}: {addr:#x}"
+        if err == checks.E_OUTSIDE:
+            raise BadAddressError(f"{where} is outside the arena [0x1000, "
+                                  f"{self.nr_pages * PAGE_SIZE:#x})")
+        if err == checks.E_NOT_SLAB:
+            f = int(self.state.pg_flags[addr >> 12])
+            state = ("is reserved" if f & PG_RESERVED else
+                     "is part of a block from alloc_pages: free it with free_pages"
+                     if f & (PG_HEAD | PG_TAIL) else "is free: already freed?")
+            raise BadAddressError(f"{where} is not on a slab page (page frame {addr >> 12} "
+                                  f"{state})")
+        if err == checks.E_WRONG_CACHE:
+            raise WrongCacheError(f"{where}: Wrong slab cache. {cache.name if cache else '?'} "
+                                  f"but object is from {self._caches[g0].name}")
+        if err == checks.E_MISALIGNED:
+            c = self._caches[int(self.state.sl_cache[g0])]
+            off = addr - (g0 << 12) - c.red_left_pad
+            raise BadAddressError(f"{where} is not the start of an object of {c.name}: the "
+                                  f"slab at {g0 << 12:#x} has objects every {c.slab_size} "
+                                  f"bytes (offset {off} is {off % c.slab_size} past one)")
+        if err == checks.E_DOUBLE_FREE:
+            detail = "".join("\n" + r for r in self._last_reports[:1])   # F: "Object already free"
+            raise DoubleFreeError(f"{where}: double free, the object is already free{detail}")
+        if err in (checks.E_LARGE, checks.E_NOT_HEAD):
+            raise BadAddressError(f"{where} is inside a large kmalloc block at {g0 << 12:#x}, "
+                                  f"not at its start" if err == checks.E_NOT_HEAD else
+                                  f"{where} is a large kmalloc block, not a slab object")
+        if err == debug.E_DEBUG:
+            raise self._debug_error(fn, addr)
+        if err == checks.E_ALLOCATORS:
+            raise BadAddressError(f"{where} is a sheaf the allocator itself uses (a kmalloc "
+                                  f"object it holds), not an object of yours")
+        raise SlabError(f"{where}: error {err}")  # pragma: no cover
