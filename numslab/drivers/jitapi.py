@@ -37,11 +37,12 @@ from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
                              G_FAULT_SLAB, G_FAULT_VALUE, NIL, NR_KMALLOC,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _cpu_row, _geo, _slab_nid,
                              _stat)
+from ..engine.debug import E_DEBUG
 from ..engine.native import address, byte_array, jit, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS
 from ..engine.slablists import _cpu_pop, _set_fp
 from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError,
-                      SlabCorruptionError, SlabError, WrongCacheError)
+                      SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
                      GFP_KERNEL)
 from .handles import SlabHandle, handle_live, state_of
@@ -79,6 +80,9 @@ def _raise(err):
         raise BadAddressError("numslab.jit: address is not the start of an object")
     if err == E_OUTSIDE or err == E_NOT_SLAB or err == E_LARGE:
         raise BadAddressError("numslab.jit: address is not an allocated slab object")
+    if err == E_DEBUG:
+        raise SlabDebugError("numslab.jit: a slab_debug check refused the free (the object "
+                             "stays allocated); see SlabAllocator.slab_reports()")
     if err == E_ALLOCATORS:
         raise BadAddressError("numslab.jit: address is a sheaf the allocator uses, not an "
                               "object of yours")
@@ -93,9 +97,10 @@ def _fault(st):
     g[G_FAULT_CACHE] = 0
     g[G_FAULT_SLAB] = 0
     g[G_FAULT_VALUE] = 0
-    raise SlabCorruptionError("numslab.jit: Freepointer corrupt (a write into freed memory?): "
-                              "its slab is isolated, nothing was allocated; see "
-                              "SlabAllocator.isolated_slabs()")
+    raise SlabCorruptionError("numslab.jit: Freepointer corrupt (a write into freed memory?) "
+                              "or a slab_debug check failed: the slab is isolated, nothing "
+                              "was allocated; see SlabAllocator.isolated_slabs() and "
+                              "slab_reports()")
 
 
 @jit(inline=True)
@@ -182,7 +187,9 @@ def _alloc_fast(st, cache, cpu, gfp):
 @jit(inline=True)
 def _free_checked(st, cache, cpu, slab, addr):
     """Free a checked object of ``cache`` in ``slab``: the common case inline (room in the
-    main sheaf, or the object's slab is the CPU slab), the rest in the engine."""
+    main sheaf, or the object's slab is the CPU slab), the rest in the engine (a debug
+    cache has neither: its checked free is there). 0, or E_DEBUG (a slab_debug check
+    refused the free)."""
     cpt = st.cpu
     mem = st.mem
     c = _cpu_row(st, cache, cpu)
@@ -195,15 +202,15 @@ def _free_checked(st, cache, cpu, slab, addr):
             mem[(main >> 3) + SH_OBJECTS + size] = addr
             mem[(main >> 3) + SH_SIZE] = size + 1
             _stat(st, cache, cpu, FREE_PCS, 1)
-            return
+            return 0
     elif cpt[c + C_SLAB] == slab:
         _live_clear(st, addr)
         _set_fp(mem, _geo(st, cache, CA_OFFSET), _geo(st, cache, CA_FP_KEY), addr,
                 cpt[c + C_FREELIST])
         cpt[c + C_FREELIST] = addr
         _stat(st, cache, cpu, FREE_FASTPATH, 1)
-        return
-    ops.free_checked(st, cache, cpu, slab, addr)
+        return 0
+    return ops.free_checked(st, cache, cpu, slab, addr)
 
 
 # ---- the API ------------------------------------------------------------------------------------
@@ -233,7 +240,8 @@ def kmem_cache_free(h, cache, addr, cpu=0):
     slab = _slab_of(st, addr, cache)
     if slab == NIL:
         _raise(_locate(st, addr, cache)[0])
-    _free_checked(st, cache, cpu, slab, addr)
+    if _free_checked(st, cache, cpu, slab, addr):
+        _raise(E_DEBUG)
 
 
 @jit(inline=True)
@@ -298,7 +306,7 @@ def kfree(h, addr, cpu=0):
     if err == E_LARGE:
         err = ops.kfree(st, cpu, addr)
     elif err == 0:
-        _free_checked(st, st.sl_cache[slab], cpu, slab, addr)
+        err = _free_checked(st, st.sl_cache[slab], cpu, slab, addr)
     if err:
         _raise(err)
 

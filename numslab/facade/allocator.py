@@ -617,7 +617,17 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
 
     def ksize(self, addr: int) -> int:
         """Usable size of the allocation at ``addr`` (the object size of its cache, or the
-        whole block of a large kmalloc)."""
+        whole block of a large kmalloc). The caller may use all of it, so a kmalloc cache
+        with slab_debug U stops red-zoning past the size asked (``skip_orig_size_check``)."""
+        size = self._ksize(addr)
+        addr = int(addr)
+        cid = self._cache_of(addr)
+        if self._orig_size(cid, addr):
+            self._set_orig_size(cid, addr, size)
+        return size
+
+    def _ksize(self, addr: int) -> int:
+        """``ksize`` without touching the object (its checks raise on a bad address)."""
         addr = self._as_addr(addr, "ksize")
         if addr == ZERO_SIZE_PTR:
             return 0

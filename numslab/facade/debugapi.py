@@ -275,9 +275,8 @@ class DebugAPI:
     def _debug_error(self: "SlabAllocator", fn: str, addr: int) -> SlabDebugError:
         """The exception for a call a slab_debug check refused, with its reports."""
         reports = self._last_reports
-        first = reports[0].splitlines()[0] if reports else "slab_debug check failed"
-        return SlabDebugError(f"{fn}: {addr:#x}: {first}\n" + "\n".join(reports[1:2]),
-                              reports)
+        bug = reports[0].splitlines()[:2] if reports else ["slab_debug check failed"]
+        return SlabDebugError(f"{fn}: {addr:#x}: " + "\n".join(bug), reports)
 
     # ---- validate ----------------------------------------------------------------------------
     def kmem_cache_validate(self: "SlabAllocator", cache: "KmemCache") -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..engine.layout import ZERO_SIZE_PTR
+from ..engine.layout import CA_DEBUG, CA_ORIG, ZERO_SIZE_PTR
 from ..errors import DoubleFreeError, InvalidSizeError
-from ..flags import GFP_KERNEL, __GFP_ZERO
+from ..flags import GFP_KERNEL, SLAB_RED_ZONE, __GFP_ZERO
 from ..geometry import KMALLOC_MAX_SIZE
 
 if TYPE_CHECKING:
@@ -36,17 +36,39 @@ class KmallocAPI:
             return ZERO_SIZE_PTR
         if addr in (0, ZERO_SIZE_PTR):
             return self.kmalloc(new_size, gfp, cpu)
-        ks = self.ksize(addr)                   # raises on a bad address, nothing changed
+        ks = self._ksize(addr)                  # raises on a bad address, nothing changed
+        cid = self._cache_of(addr)
+        orig = self._orig_size(cid, addr)       # 0: not stored (not a kmalloc cache with U)
         if new_size <= ks:
             if gfp & _ZERO:
-                self.memory[addr + new_size:addr + ks] = 0
+                if orig and orig < new_size:
+                    self.memory[addr + orig:addr + new_size] = 0
+                else:
+                    self.memory[addr + new_size:addr + ks] = 0
+            if orig:                            # slub_debug_orig_size: the new size and,
+                self._set_orig_size(cid, addr, new_size)       # with Z, its red zone
+                if self.state.ca[cid, CA_DEBUG] & SLAB_RED_ZONE and new_size < ks:
+                    self.memory[addr + new_size:addr + ks] = 0xcc
             return addr
         new = self.kmalloc(new_size, gfp, cpu)
         if not new:
             return 0
-        self.memory[new:new + ks] = self.memory[addr:addr + ks]
+        keep = orig or ks
+        self.memory[new:new + keep] = self.memory[addr:addr + keep]
         self.kfree(addr, cpu)
         return new
+
+    def _orig_size(self: "SlabAllocator", cid: int, addr: int) -> int:
+        """``get_orig_size`` of a live object of cache ``cid`` whose size is stored (a
+        kmalloc cache with slab_debug U), else 0."""
+        if cid < 0 or not self.state.ca[cid, CA_ORIG]:
+            return 0
+        return int(self._mem[(addr + int(self.state.ca[cid, CA_ORIG])) >> 3]) & 0xffffffff
+
+    def _set_orig_size(self: "SlabAllocator", cid: int, addr: int, size: int) -> None:
+        """``set_orig_size`` (the low half of an aligned word, little-endian)."""
+        w = (addr + int(self.state.ca[cid, CA_ORIG])) >> 3
+        self._mem[w] = (int(self._mem[w]) & ~0xffffffff) | size
 
     def kfree_rcu(self: "SlabAllocator", addr: int, cpu: int | None = None) -> None:
         """Free ``addr`` after the current RCU grace period: checked now (a bad address
@@ -54,7 +76,7 @@ class KmallocAPI:
         addr = self._as_addr(addr, "kfree_rcu")
         if addr in (0, ZERO_SIZE_PTR):
             return
-        self.ksize(addr)                        # the checks of kfree, nothing changed yet
+        self._ksize(addr)                       # the checks of kfree, nothing changed yet
         pending: list[Any] = self.__dict__.setdefault("_rcu_pending", [])
         if any(a == addr for a, _ in pending):
             raise DoubleFreeError(f"kfree_rcu: {addr:#x} is already waiting for a grace "

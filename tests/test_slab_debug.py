@@ -1,0 +1,262 @@
+"""slab_debug (F, Z, P, U, T): the debug layout, the ``slab_debug=`` option, the checked slow
+paths with their reports and refusals, and ``kmem_cache_validate``'s repairs."""
+from __future__ import annotations
+
+import logging
+
+import numba
+import numpy as np
+import pytest
+
+import numslab
+from numslab import (SLAB_CONSISTENCY_CHECKS as F, SLAB_KMALLOC, SLAB_POISON as P,
+                     SLAB_RED_ZONE as Z, SLAB_STORE_USER as U, SLAB_TRACE as T)
+from numslab.facade.debugapi import DEBUG_DEFAULT_FLAGS, parse_slab_debug
+from numslab.geometry import calculate_geometry
+
+KERNELS = ("7.0", "6.18")
+
+
+# ---- geometry -------------------------------------------------------------------------------------
+#: (object size, flags, kmalloc align) -> (s->size, inuse, offset, red_left_pad), worked out by
+#: hand from calculate_sizes (mm/slub.c) with sizeof(struct track) = 32:
+#: * 64 Z: 64 == object_size so inuse 72; pointer stays at 32; +8 pad, +8 left = 88.
+#: * 64 P: inuse 64; pointer moved to 64, size 72 (test_next_pointer's s->offset 64).
+#: * 64 FZPU: inuse 72; pointer at 72, 80; tracks 144; +8 pad 152, +8 left 160.
+#: * kmalloc-32 FZPU (align 32): inuse 40; pointer 40 -> 48; tracks 112; orig_size 116; +8
+#:   pad 124; left pad ALIGN(8, 32) = 32 -> 156, ALIGN(156, 32) = 160.
+#: * kmalloc-64 ZU (align 64): inuse 72; orig_size moves the pointer: 72 -> 80; tracks 144;
+#:   orig 148; +8 156; left 64 -> 220 -> 256.
+#: * 1 Z: size 8 != 1 (no extra word), inuse 8; pointer moved (object < a word): 16; +8 +8 = 32.
+GEOMETRY = [
+    (64, Z, 0, (88, 72, 32, 8)),
+    (64, P, 0, (72, 64, 64, 0)),
+    (64, F | Z | P | U, 0, (160, 72, 72, 8)),
+    (32, F | Z | P | U | SLAB_KMALLOC, 0, (160, 40, 40, 32)),
+    (64, Z | U | SLAB_KMALLOC, 0, (256, 72, 72, 64)),
+    (1, Z, 0, (32, 8, 8, 8)),
+    (24, U, 0, (88, 24, 8, 0)),        # pointer at ALIGN_DOWN(12, 8); 24 + 64 tracks
+]
+
+
+@pytest.mark.parametrize("size,flags,align,want", GEOMETRY)
+def test_debug_geometry_follows_calculate_sizes(size, flags, align, want):
+    g = calculate_geometry(size, align, flags, False, 2)
+    assert (g.slab_size, g.inuse, g.offset, g.red_left_pad) == want
+    assert g.objs_per_slab == (4096 << g.order) // g.slab_size
+    assert g.cpu_partial == 0                           # debug caches keep no CPU partials
+
+
+def test_non_debug_geometry_is_unchanged():
+    for size in (8, 24, 64, 100, 4096):
+        g = calculate_geometry(size, 0, 0, False, 2)
+        assert g.red_left_pad == 0 and g.track_offset == 0 and g.orig_size_offset == 0
+
+
+def test_allocator_cache_reports_the_debug_layout():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="FZPU")
+    c = sa.find_cache("kmalloc-32")
+    assert (c.slab_size, c.red_left_pad, c.offset, c.inuse) == (160, 32, 40, 40)
+    assert c.debug_flags == DEBUG_DEFAULT_FLAGS and c.sheaf_capacity == 0
+
+
+# ---- the slab_debug option -------------------------------------------------------------------------
+def test_parse_slab_debug_as_the_boot_parameter():
+    assert parse_slab_debug(None) == (0, [])
+    assert parse_slab_debug("") == (DEBUG_DEFAULT_FLAGS, [])
+    assert parse_slab_debug("fzpu") == (F | Z | P | U, [])
+    assert parse_slab_debug("FZ,kmalloc-*,dentry") == (0, [(F | Z, ["kmalloc-*", "dentry"])])
+    assert parse_slab_debug(",dentry") == (0, [(DEBUG_DEFAULT_FLAGS, ["dentry"])])
+    assert parse_slab_debug("P;Z,a") == (P, [(Z, ["a"])])
+    assert parse_slab_debug("FZ-P") == (P, [])           # '-' drops what came before
+    with pytest.raises(numslab.SlabError, match="'x'"):
+        parse_slab_debug("Fx")
+
+
+def test_slab_debug_picks_caches_by_name_and_prefix():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="FZ,kmalloc-*;U,dentry;P")
+    assert all(c.debug_flags == F | Z for c in sa.kmalloc_caches)
+    assert sa.kmem_cache_create("dentry", 192).debug_flags == U
+    assert sa.kmem_cache_create("dentry2", 192).debug_flags == P      # exact names only
+    assert sa.kmem_cache_create("other", 64, flags=T).debug_flags == P | T
+    plain = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="-")
+    assert plain.find_cache("kmalloc-64").debug_flags == 0
+
+
+# ---- bytes ------------------------------------------------------------------------------------------
+def expected_bytes(c, active: bool) -> np.ndarray:
+    """Naive oracle: the bytes of an object slot [object - red_left, object + inuse) of an
+    F/Z/P cache as init_object writes them."""
+    rz = 0xcc if active else 0xbb
+    out = [rz] * c.red_left_pad + [0x6b] * (c.object_size - 1) + [0xa5]
+    out += [rz] * (c.inuse - c.object_size)
+    return np.array(out, np.uint8)
+
+
+def test_poison_and_red_zones_around_live_and_free_objects(kernel):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("c", 100, flags=F | Z | P)
+    a = sa.kmem_cache_alloc(c)
+    b = sa.kmem_cache_alloc(c)
+    lo = c.red_left_pad
+    assert (a - lo - (a & ~4095)) % c.slab_size == 0    # slot start on the grid
+    assert np.array_equal(sa.memory[a - lo:a + c.inuse], expected_bytes(c, True))
+    sa.kmem_cache_free(c, a)
+    assert np.array_equal(sa.memory[a - lo:a + c.inuse], expected_bytes(c, False))
+    end = a + c.offset + 8                              # after the moved free pointer
+    assert (sa.memory[end:a - lo + c.slab_size] == 0x5a).all()     # padding
+    assert sa.kmem_cache_validate(c) == 0
+    stats = c.stats
+    assert stats.get("alloc_fastpath", 0) == 0 and stats["alloc_slowpath"] == 2
+    sa.kmem_cache_free(c, b)
+    sa.validate()
+
+
+def test_zeroed_kmalloc_keeps_the_red_zone_past_the_size_asked():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="ZU,kmalloc-64")
+    p = sa.kzalloc(40)
+    assert (sa.memory[p:p + 40] == 0).all() and (sa.memory[p + 40:p + 72] == 0xcc).all()
+    sa.kfree(p)
+
+
+# ---- checked allocation and free ---------------------------------------------------------------------
+def test_write_after_free_is_caught_at_the_next_allocation(kernel):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("uaf", 64, flags=F | P)
+    keep = sa.kmem_cache_alloc(c)
+    a = sa.kmem_cache_alloc(c)
+    sa.kmem_cache_free(c, a)
+    sa.memory[a + 10] = 0x42
+    with pytest.raises(numslab.SlabDebugError, match="Poison overwritten") as e:
+        sa.kmem_cache_alloc(c)
+    text = "\n".join(e.value.reports)
+    assert "First byte 0x42 instead of 0x6b" in text
+    assert f"{a + 10:#x}-{a + 10:#x}" in text and "FIX uaf: Marking all objects used" in text
+    assert len(sa.isolated_slabs()) == 1                # slab_fix: no longer allocated from
+    b = sa.kmem_cache_alloc(c)                          # a new slab serves
+    assert b >> 12 != a >> 12
+    sa.kmem_cache_free(c, b)
+    sa.kmem_cache_free(c, keep)
+    sa.validate()
+
+
+def test_overflow_refuses_the_free_and_names_the_first_bad_byte(kernel):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("ovf", 64, flags=F | Z | U)
+    a = sa.kmem_cache_alloc(c)
+    sa.memory[a + 64:a + 67] = (1, 2, 3)
+    with pytest.raises(numslab.SlabDebugError) as e:
+        sa.kmem_cache_free(c, a)
+    msg = str(e.value)
+    assert "BUG ovf (Not tainted): Right Redzone overwritten" in msg
+    assert f"{a + 64:#x}-{a + 66:#x}" in msg and "First byte 0x1 instead of 0xcc" in msg
+    assert "Allocated in test_overflow_refuses_the_free" in "\n".join(e.value.reports)
+    assert sa.find(a)["kind"] == "object"               # refused: still allocated
+    assert (sa.memory[a + 64:a + 72] == 0xcc).all()     # restore_bytes repaired it
+    sa.kmem_cache_free(c, a)                            # so a second free goes through
+    assert sa.find(a)["kind"] == "free object"
+    sa.validate()
+
+
+def test_double_free_is_reported_as_object_already_free():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("df", 64, flags=F)
+    a = sa.kmem_cache_alloc(c)
+    sa.kmem_cache_free(c, a)
+    with pytest.raises(numslab.DoubleFreeError, match="Object already free"):
+        sa.kmem_cache_free(c, a)
+    assert any("FIX df: Object at" in r and "not freed" in r for r in sa.slab_reports())
+
+
+def test_free_track_names_the_freeing_line():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("trk", 64, flags=Z | P | U)
+    keep = sa.kmem_cache_alloc(c)
+    a = sa.kmem_cache_alloc(c)
+    sa.kmem_cache_free(c, a)                            # the line the report must name
+    line = test_free_track_names_the_freeing_line.__code__.co_firstlineno + 5
+    sa.memory[a] = 0
+    assert sa.kmem_cache_validate(c) == 2
+    text = "\n".join(sa.slab_reports())
+    assert f"Freed in test_free_track_names_the_freeing_line {__file__}:{line}" in text
+    assert "Poison overwritten" in text
+    sa.kmem_cache_free(c, keep)
+
+
+def test_trace_logs_each_alloc_and_free(caplog):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="T,tr")
+    c = sa.kmem_cache_create("tr", 64)
+    with caplog.at_level(logging.INFO, logger="numslab"):
+        a = sa.kmem_cache_alloc(c)
+        sa.kmem_cache_free(c, a)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("TRACE")]
+    assert lines[0].startswith(f"TRACE tr alloc {a:#x} inuse=1")
+    assert lines[1].startswith(f"TRACE tr free {a:#x} inuse=0")
+
+
+def test_batches_and_arrays_take_the_checked_path(kernel):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, slab_debug="FZP")
+    c = sa.kmem_cache_create("b", 200)
+    out = np.zeros(100, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, 100, out) == 100
+    assert all(sa.memory[a + 199] == 0xa5 for a in out)         # init_object ran on each
+    arr = np.zeros(40, np.int64)
+    assert sa.kmem_cache_alloc_array(c, numslab.GFP_KERNEL, 40, arr) == 40
+    sa.validate()
+    sa.memory[out[50] + 200] = 7                       # overflow into one red zone
+    with pytest.raises(numslab.SlabDebugError, match="Right Redzone"):
+        sa.kmem_cache_free_bulk(c, 100, out)
+    sa.kfree_bulk(40, arr)
+    live = np.array([a for a in out if sa.find(int(a))["kind"] == "object"], np.int64)
+    sa.kmem_cache_free_bulk(c, len(live), live)
+    assert c.live_objects == 0
+    sa.validate()
+
+
+def test_njit_calls_on_a_debug_cache_are_checked(kernel):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("j", 64, flags=F | Z | U)
+    h, cid = sa.handle, c.id
+
+    @numba.njit
+    def alloc(h, cid):
+        return numslab.jit.kmem_cache_alloc(h, cid)
+
+    @numba.njit
+    def free(h, cid, a):
+        numslab.jit.kmem_cache_free(h, cid, a)
+
+    a = alloc(h, cid)
+    assert (sa.memory[a + 64:a + 72] == 0xcc).all()
+    sa.memory[a + 70] = 0
+    with pytest.raises(numslab.SlabDebugError):
+        free(h, cid, a)
+    assert "Allocated in an @njit function" in "\n".join(sa.slab_reports())
+    free(h, cid, a)
+    sa.validate()
+
+
+def test_debug_allocator_runs_the_python_methods():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="F")
+    assert "kmem_cache_alloc" not in sa.__dict__        # no C gate in front
+    assert type(sa).kmem_cache_alloc is numslab.SlabAllocator.kmem_cache_alloc
+
+
+# ---- validate ----------------------------------------------------------------------------------------
+def test_validate_repairs_so_a_second_pass_finds_nothing():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("v", 64, flags=Z | P)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(10)]
+    for a in objs[::2]:
+        sa.kmem_cache_free(c, a)
+    sa.memory[objs[0] + 3] = 1                          # a free object's poison
+    sa.memory[objs[1] - 1] = 2                          # a live object's left red zone
+    before = sa.memory.copy()
+    # validate_slab stops at the first bad object of a slab (in address order), so each
+    # pass reports and repairs one: 1 error + 1 fix (restore_bytes) each
+    assert sa.kmem_cache_validate(c) == 2 and sa.memory[objs[0] + 3] == 0x6b
+    assert sa.memory[objs[1] - 1] == 2
+    assert sa.kmem_cache_validate(c) == 2 and sa.memory[objs[1] - 1] == 0xcc
+    assert sa.kmem_cache_validate(c) == 0
+    assert int((sa.memory != before).sum()) == 2       # nothing else touched
+    sa.validate()
