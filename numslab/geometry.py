@@ -171,7 +171,7 @@ def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
         size += 2 * TRACK_SIZE
         if flags & SLAB_KMALLOC:
             orig_size_offset = size
-            size += 4            # sizeof(unsigned int)
+            size += 8            # sizeof(unsigned long) since 6.18 (word-aligned metadata)
     red_left_pad = 0
     if flags & SLAB_RED_ZONE:
         size += 8                # padding catching overwrites from the object before

@@ -23,10 +23,12 @@ KERNELS = ("7.0", "6.18")
 #: * 64 Z: 64 == object_size so inuse 72; pointer stays at 32; +8 pad, +8 left = 88.
 #: * 64 P: inuse 64; pointer moved to 64, size 72 (test_next_pointer's s->offset 64).
 #: * 64 FZPU: inuse 72; pointer at 72, 80; tracks 144; +8 pad 152, +8 left 160.
-#: * kmalloc-32 FZPU (align 32): inuse 40; pointer 40 -> 48; tracks 112; orig_size 116; +8
-#:   pad 124; left pad ALIGN(8, 32) = 32 -> 156, ALIGN(156, 32) = 160.
+#: * kmalloc-32 FZPU (align 32): inuse 40; pointer 40 -> 48; tracks 112; orig_size (an
+#:   unsigned long since 6.18) 120; +8 pad 128; left pad ALIGN(8, 32) = 32 -> 160.
 #: * kmalloc-64 ZU (align 64): inuse 72; orig_size moves the pointer: 72 -> 80; tracks 144;
-#:   orig 148; +8 156; left 64 -> 220 -> 256.
+#:   orig 152; +8 160; left 64 -> 224 -> ALIGN(224, 64) = 256.
+#: * kmalloc-16 FZPU (align 16): inuse 24; pointer 32; tracks 96; orig 104; +8 112; left 16
+#:   -> 128.
 #: * 1 Z: size 8 != 1 (no extra word), inuse 8; pointer moved (object < a word): 16; +8 +8 = 32.
 GEOMETRY = [
     (64, Z, 0, (88, 72, 32, 8)),
@@ -35,6 +37,7 @@ GEOMETRY = [
     (32, F | Z | P | U | SLAB_KMALLOC, 0, (160, 40, 40, 32)),
     (64, Z | U | SLAB_KMALLOC, 0, (256, 72, 72, 64)),
     (1, Z, 0, (32, 8, 8, 8)),
+    (16, F | Z | P | U | SLAB_KMALLOC, 0, (128, 24, 24, 16)),
     (24, U, 0, (88, 24, 8, 0)),        # pointer at ALIGN_DOWN(12, 8); 24 + 64 tracks
 ]
 
@@ -260,3 +263,33 @@ def test_validate_repairs_so_a_second_pass_finds_nothing():
     assert sa.kmem_cache_validate(c) == 0
     assert int((sa.memory != before).sum()) == 2       # nothing else touched
     sa.validate()
+
+
+def test_save_and_load_keep_debug_caches_and_call_sites(tmp_path):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="ZPU,kmalloc-*")
+    c = sa.kmem_cache_create("s", 64, flags=F | Z | U)
+    a = sa.kmem_cache_alloc(c)
+    p = sa.kmalloc(20)
+    sa.save(tmp_path / "m.npz")
+    sb = numslab.SlabAllocator.load(tmp_path / "m.npz")
+    assert sb.find_cache("kmalloc-32").debug_flags == Z | P | U
+    assert "kmem_cache_alloc" not in sb.__dict__ and sb.slab_reports() == []
+    sb.memory[a + 64] = 0
+    with pytest.raises(numslab.SlabDebugError, match="Right Redzone"):
+        sb.kmem_cache_free(sb.find_cache("s"), a)
+    assert "Allocated in test_save_and_load_keep_debug" in "\n".join(sb.slab_reports())
+    sb.kfree(p)
+    sb.validate()
+
+
+def test_slab_padding_is_checked_and_restored():
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("pad", 64, flags=P)         # 4096 % 72 = 64 bytes of padding
+    a = sa.kmem_cache_alloc(c)
+    end = (a & ~4095) + 4096
+    assert (sa.memory[end - 64:end] == 0x5a).all()
+    sa.memory[end - 10] = 0
+    assert sa.kmem_cache_validate(c) == 2
+    assert "Padding overwritten" in sa.slab_reports()[-2]
+    assert sa.memory[end - 10] == 0x5a and sa.kmem_cache_validate(c) == 0
+    sa.kmem_cache_free(c, a)

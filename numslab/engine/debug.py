@@ -66,7 +66,7 @@ def check_pad_bytes(st, m8, cache, slab, obj):
     if flags & SLAB_STORE_USER:
         off += 2 * TRACK_SIZE
         if _ca(st, cache, CA_ORIG):
-            off += 4
+            off += 8                    # orig_size: an unsigned long
     end = _ca(st, cache, CA_SIZE)
     if flags & SLAB_RED_ZONE:
         end -= _ca(st, cache, CA_RED_LEFT)
@@ -143,6 +143,7 @@ def slab_alloc_debug(st, cache, cpu, node, gfp, orig_size):
     if st.pg_flags[slab] & PG_TAIL:
         slab = st.pg_head[slab]
     if flags & SLAB_CONSISTENCY_CHECKS:
+        slab_pad_check(st, m8, cache, slab)         # check_slab (reports, never refuses)
         if not check_object(st, m8, cache, slab, obj, RED_INACTIVE):
             _report(st, K_FIX_ALL_USED, cache, slab, obj, 0, 0, 0, 0)
             _isolate(st, cache, slab, obj)
@@ -171,6 +172,7 @@ def slab_free_debug(st, cache, cpu, slab, addr):
     flags = _ca(st, cache, CA_DEBUG)
     m8 = byte_array(st.mem, st.mem_size)
     if flags & SLAB_CONSISTENCY_CHECKS:
+        slab_pad_check(st, m8, cache, slab)         # check_slab
         if not check_object(st, m8, cache, slab, addr, RED_ACTIVE):
             _report(st, K_FIX_NOT_FREED, cache, slab, addr, 0, 0, 0, 0)
             return E_DEBUG

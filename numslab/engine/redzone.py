@@ -91,12 +91,12 @@ def check_bytes(st, m8, cache, slab, obj, what, start, value, n):
 
 @jit(inline=True)
 def get_orig_size(st, m8, cache, obj):
-    """``get_orig_size``: the size a kmalloc asked for (the object size if not stored). The
-    ``unsigned int`` is the low half of an 8-aligned word (little-endian)."""
+    """``get_orig_size``: the size a kmalloc asked for (the object size if not stored), an
+    ``unsigned long`` after the tracks."""
     off = _ca(st, cache, CA_ORIG)
     if off == 0:
         return _ca(st, cache, CA_OBJECT_SIZE)
-    return st.mem[(obj + off) >> 3] & 0xffffffff
+    return st.mem[(obj + off) >> 3]
 
 
 @jit
@@ -104,8 +104,7 @@ def set_orig_size(st, m8, cache, obj, size):
     """``set_orig_size``: store the size a kmalloc asked for (kmalloc caches with U)."""
     off = _ca(st, cache, CA_ORIG)
     if off:
-        w = (obj + off) >> 3
-        st.mem[w] = (st.mem[w] & ~0xffffffff) | size
+        st.mem[(obj + off) >> 3] = size
 
 
 @jit

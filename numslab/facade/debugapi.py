@@ -122,6 +122,7 @@ class DebugAPI:
     def _debug_init(self: "SlabAllocator", slab_debug: str | None) -> None:
         """Parse ``slab_debug`` and reset the report bookkeeping (before any cache)."""
         self._slab_debug = parse_slab_debug(slab_debug)
+        self._slab_debug_spec = slab_debug
         self._debug_on = False
         self._reports: list[str] = []
         self._last_reports: list[str] = []
@@ -133,6 +134,10 @@ class DebugAPI:
         """A debug cache exists: count it, and send this allocator's calls through the
         Python methods (the C gate calls units directly, with no call site or report)."""
         self._g[G_NDEBUG] += 1
+        self._debug_calls()
+
+    def _debug_calls(self: "SlabAllocator") -> None:
+        """Route this allocator's calls through the Python methods and ``_debug_call``."""
         if self._debug_on:
             return
         self._debug_on = True

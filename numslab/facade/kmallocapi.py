@@ -63,12 +63,11 @@ class KmallocAPI:
         kmalloc cache with slab_debug U), else 0."""
         if cid < 0 or not self.state.ca[cid, CA_ORIG]:
             return 0
-        return int(self._mem[(addr + int(self.state.ca[cid, CA_ORIG])) >> 3]) & 0xffffffff
+        return int(self._mem[(addr + int(self.state.ca[cid, CA_ORIG])) >> 3])
 
     def _set_orig_size(self: "SlabAllocator", cid: int, addr: int, size: int) -> None:
-        """``set_orig_size`` (the low half of an aligned word, little-endian)."""
-        w = (addr + int(self.state.ca[cid, CA_ORIG])) >> 3
-        self._mem[w] = (int(self._mem[w]) & ~0xffffffff) | size
+        """``set_orig_size`` (an ``unsigned long`` after the tracks)."""
+        self._mem[(addr + int(self.state.ca[cid, CA_ORIG])) >> 3] = size
 
     def kfree_rcu(self: "SlabAllocator", addr: int, cpu: int | None = None) -> None:
         """Free ``addr`` after the current RCU grace period: checked now (a bad address

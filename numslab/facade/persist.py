@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.layout import CA_ACTIVE, G_NPENDING, H_MEM
+from ..engine.layout import CA_ACTIVE, CA_DEBUG, G_NPENDING, G_NREPORTS, H_MEM
 from ..errors import SlabError
 from .cache import KmemCache
 
@@ -31,6 +31,7 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
     meta = {"format": FORMAT, "nr_cpus": sa.nr_cpus, "nr_nodes": sa.nr_nodes,
             "memory": sa.pages_per_node * 4096, "max_caches": int(sa.state.ca.shape[0]),
             "seed": sa._seed, "kernel": sa.kernel, "freelist_hardened": sa.freelist_hardened,
+            "slab_debug": sa._slab_debug_spec, "sites": sa._site_names,
             "caches": [{"id": c.id, "name": c.name,
                         "dtype": None if c.dtype is None else c.dtype.descr}
                        for c in sa.caches]}
@@ -48,7 +49,7 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
         raise SlabError(f"load: {path} is not a numslab machine of format {FORMAT}")
     sa = cls(nr_cpus=meta["nr_cpus"], nr_nodes=meta["nr_nodes"], memory=meta["memory"],
              max_caches=meta["max_caches"], seed=meta["seed"], kernel=meta["kernel"],
-             freelist_hardened=meta["freelist_hardened"])
+             freelist_hardened=meta["freelist_hardened"], slab_debug=meta["slab_debug"])
     if state.shape != sa._buf.shape or arena.shape != sa.memory.shape:
         raise SlabError(f"load: {path} does not fit the machine it describes")
     address = int(sa._buf[H_MEM])
@@ -63,6 +64,11 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
         cache = KmemCache(sa, c["id"], c["name"], None, dtype)
         sa._caches[c["id"]] = cache
         sa._names[c["name"]] = cache
+    sa._site_names = list(meta["sites"])           # slab_debug U: the call sites recorded
+    sa._sites = {site: i + 1 for i, site in enumerate(sa._site_names)}
+    sa._reports_seen = int(sa._g[G_NREPORTS])     # reports already seen before the save
+    if sa.state.ca[:, CA_DEBUG].any():
+        sa._debug_calls()
     if sorted(sa._caches) != sorted(int(i) for i in np.flatnonzero(sa.state.ca[:, CA_ACTIVE])):
         raise SlabError(f"load: {path}: its caches do not match its state")
     return sa
