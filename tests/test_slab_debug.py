@@ -293,3 +293,20 @@ def test_slab_padding_is_checked_and_restored():
     assert "Padding overwritten" in sa.slab_reports()[-2]
     assert sa.memory[end - 10] == 0x5a and sa.kmem_cache_validate(c) == 0
     sa.kmem_cache_free(c, a)
+
+
+def test_sheaves_of_plain_caches_come_from_debug_kmalloc_caches(kernel):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel,
+                               slab_debug="FZPU,kmalloc-*")
+    c = sa.kmem_cache_create("plain", 64, sheaf_capacity=8)
+    assert c.debug_flags == 0 and c.sheaf_capacity >= 8
+    for cpu in (0, 1):
+        objs = [sa.kmem_cache_alloc(c, cpu=cpu) for _ in range(500)]
+        for a in objs:
+            sa.kmem_cache_free(c, a, cpu=cpu)
+    sa.kmem_cache_shrink(c)
+    sa.validate()
+    assert sum(sa.kmem_cache_validate(k) for k in sa.kmalloc_caches) == 0
+    sa.kmem_cache_destroy(c)
+    sa.validate()
+    assert sa.slab_reports() == []
