@@ -428,6 +428,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
             raise SlabCorruptionError(f"{cache.name}: slabs left after shrinking an empty cache")
         if self.state.ca[cache._id, CA_DEBUG]:
             self._g[G_NDEBUG] -= 1
+            self._trace_ids.discard(cache._id)
         self.state.ca[cache._id] = 0
         del self._caches[cache._id], self._names[cache.name]
         cache._sa, cache._id = None, -1         # a destroyed cache belongs to no allocator

@@ -129,12 +129,22 @@ class DebugAPI:
         self._reports_seen = 0
         self._sites: dict[str, int] = {}
         self._site_names: list[str] = []
+        self._debug_user = False                #: a cache with U exists: record call sites
+        self._trace_ids: set[int] = set()       #: the caches with T
 
     def _debug_cache_created(self: "SlabAllocator", cid: int) -> None:
         """A debug cache exists: count it, and send this allocator's calls through the
         Python methods (the C gate calls units directly, with no call site or report)."""
         self._g[G_NDEBUG] += 1
         self._debug_calls()
+        self._debug_flags_seen(cid)
+
+    def _debug_flags_seen(self: "SlabAllocator", cid: int) -> None:
+        """Note what the Python side must do for debug cache ``cid`` (U: call sites; T)."""
+        flags = int(self.state.ca[cid, CA_DEBUG])
+        self._debug_user |= bool(flags & SLAB_STORE_USER)
+        if flags & SLAB_TRACE:
+            self._trace_ids.add(cid)
 
     def _debug_calls(self: "SlabAllocator") -> None:
         """Route this allocator's calls through the Python methods and ``_debug_call``."""
@@ -157,18 +167,25 @@ class DebugAPI:
             if not fn:
                 fn.append(bound(u, self._st, array))
             g = self._g
-            g[G_SITE] = self._site_id()
-            cid = self._cache_of(args[1]) if kind == "kfree" else args[0]
-            try:
+            user, traced = self._debug_user, self._trace_ids
+            if traced:
+                cid = self._cache_of(args[1]) if kind == "kfree" else args[0]
+            if user:
+                g[G_SITE] = self._site_id()
+                try:
+                    r = fn[0](*args)
+                finally:
+                    g[G_SITE] = 0
+            else:
                 r = fn[0](*args)
-            finally:
-                g[G_SITE] = 0
-            if kind and cid in self._caches and self.state.ca[cid, CA_DEBUG] & SLAB_TRACE:
+            if traced and kind and cid in traced:
                 addr = args[2] if kind == "free" else args[1] if kind == "kfree" else r
                 if (r > 0) if kind == "alloc" else (r == 0):
                     self._trace(cid, "alloc" if kind == "alloc" else "free", addr)
-            self._last_reports = (self._drain_reports() if g[G_NREPORTS] != self._reports_seen
-                                  else [])
+            if g[G_NREPORTS] != self._reports_seen:
+                self._last_reports = self._drain_reports()
+            elif self._last_reports:
+                self._last_reports = []
             return r
         return call
 
@@ -182,7 +199,7 @@ class DebugAPI:
     def _site_id(self: "SlabAllocator") -> int:
         """The caller outside numslab as a site number for ``struct track``'s ``addr``."""
         f = sys._getframe(2)
-        while f is not None and f.f_globals.get("__name__", "").split(".")[0] == "numslab":
+        while f is not None and (f.f_globals.get("__name__", "") + ".").startswith("numslab."):
             f = f.f_back
         if f is None:
             return 0

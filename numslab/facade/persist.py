@@ -69,6 +69,9 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
     sa._reports_seen = int(sa._g[G_NREPORTS])     # reports already seen before the save
     if sa.state.ca[:, CA_DEBUG].any():
         sa._debug_calls()
+        for cid in sa._caches:
+            if sa.state.ca[cid, CA_DEBUG]:
+                sa._debug_flags_seen(cid)
     if sorted(sa._caches) != sorted(int(i) for i in np.flatnonzero(sa.state.ca[:, CA_ACTIVE])):
         raise SlabError(f"load: {path}: its caches do not match its state")
     return sa
