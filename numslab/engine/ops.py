@@ -77,7 +77,10 @@ def _give_back_many_on_fault(st, cache, cpu, n, paddr):
     """The bulk form of :func:`_give_back_on_fault`: ``n``, or -1 after freeing them."""
     if st.g[G_FAULT_CACHE] == 0 or n <= 0:
         return n
-    _kmem_cache_free_bulk(st, cache, cpu, n, paddr)
+    if _ca(st, cache, CA_DEBUG):            # checked frees, each restoring its poison
+        _free_one_by_one(st, cache, cpu, n, paddr)
+    else:
+        _kmem_cache_free_bulk(st, cache, cpu, n, paddr)
     return -1
 
 
