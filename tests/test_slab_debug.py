@@ -8,6 +8,8 @@ import numba
 import numpy as np
 import pytest
 
+from conftest import assert_unchanged, snapshot
+
 import numslab
 from numslab import (SLAB_CONSISTENCY_CHECKS as F, SLAB_KMALLOC, SLAB_POISON as P,
                      SLAB_RED_ZONE as Z, SLAB_STORE_USER as U, SLAB_TRACE as T)
@@ -310,3 +312,27 @@ def test_sheaves_of_plain_caches_come_from_debug_kmalloc_caches(kernel):
     sa.kmem_cache_destroy(c)
     sa.validate()
     assert sa.slab_reports() == []
+
+
+def test_misuse_and_refused_frees_change_nothing_else(kernel):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, slab_debug="FZPU")
+    c = sa.kmem_cache_create("m", 64)
+    other = sa.kmem_cache_create("o", 64)
+    a = sa.kmem_cache_alloc(c)
+    b = sa.kmem_cache_alloc(other)
+    snap = snapshot(sa)
+    for bad in (lambda: sa.kmem_cache_free(other, a), lambda: sa.kmem_cache_free(c, a + 8),
+                lambda: sa.kfree(a - c.red_left_pad)):
+        with pytest.raises(numslab.SlabError):
+            bad()
+        assert_unchanged(sa, snap)
+    sa.memory[a - 3] = 9                                # into the left red zone
+    buf, mem = snapshot(sa)
+    with pytest.raises(numslab.SlabDebugError, match="Left Redzone"):
+        sa.kmem_cache_free(c, a)
+    after_buf, after_mem = snapshot(sa)
+    assert np.array_equal(after_buf, buf)               # no count, list or bit moved
+    assert np.flatnonzero(after_mem != mem).tolist() == [a - 3]     # only the repair
+    sa.kmem_cache_free(c, a)
+    sa.kmem_cache_free(other, b)
+    sa.validate()
