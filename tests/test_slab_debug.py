@@ -19,7 +19,7 @@ from numslab.geometry import calculate_geometry
 KERNELS = ("7.0", "6.18")
 
 
-# ---- geometry -------------------------------------------------------------------------------------
+# ---- geometry --------------------------------------------------------------------------------
 #: (object size, flags, kmalloc align) -> (s->size, inuse, offset, red_left_pad), worked out by
 #: hand from calculate_sizes (mm/slub.c) with sizeof(struct track) = 32:
 #: * 64 Z: 64 == object_size so inuse 72; pointer stays at 32; +8 pad, +8 left = 88.
@@ -63,9 +63,13 @@ def test_allocator_cache_reports_the_debug_layout():
     c = sa.find_cache("kmalloc-32")
     assert (c.slab_size, c.red_left_pad, c.offset, c.inuse) == (160, 32, 40, 40)
     assert c.debug_flags == DEBUG_DEFAULT_FLAGS and c.sheaf_capacity == 0
+    files = c.sysfs()
+    assert [files[k] for k in ("sanity_checks", "red_zone", "poison", "store_user",
+                               "trace")] == ["1", "1", "1", "1", "0"]
+    assert files["slab_size"] == "160" and files["cpu_partial"] == "0"
 
 
-# ---- the slab_debug option -------------------------------------------------------------------------
+# ---- the slab_debug option -------------------------------------------------------------------
 def test_parse_slab_debug_as_the_boot_parameter():
     assert parse_slab_debug(None) == (0, [])
     assert parse_slab_debug("") == (DEBUG_DEFAULT_FLAGS, [])
@@ -88,7 +92,7 @@ def test_slab_debug_picks_caches_by_name_and_prefix():
     assert plain.find_cache("kmalloc-64").debug_flags == 0
 
 
-# ---- bytes ------------------------------------------------------------------------------------------
+# ---- bytes -----------------------------------------------------------------------------------
 def expected_bytes(c, active: bool) -> np.ndarray:
     """Naive oracle: the bytes of an object slot [object - red_left, object + inuse) of an
     F/Z/P cache as init_object writes them."""
@@ -124,7 +128,7 @@ def test_zeroed_kmalloc_keeps_the_red_zone_past_the_size_asked():
     sa.kfree(p)
 
 
-# ---- checked allocation and free ---------------------------------------------------------------------
+# ---- checked allocation and free -------------------------------------------------------------
 def test_write_after_free_is_caught_at_the_next_allocation(kernel):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
     c = sa.kmem_cache_create("uaf", 64, flags=F | P)
@@ -247,7 +251,7 @@ def test_debug_allocator_runs_the_python_methods():
     assert type(sa).kmem_cache_alloc is numslab.SlabAllocator.kmem_cache_alloc
 
 
-# ---- validate ----------------------------------------------------------------------------------------
+# ---- validate --------------------------------------------------------------------------------
 def test_validate_repairs_so_a_second_pass_finds_nothing():
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
     c = sa.kmem_cache_create("v", 64, flags=Z | P)

@@ -18,7 +18,8 @@ from .checks import E_LARGE, _locate, _own_clear, _own_set
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
-from .layout import (CA_DEBUG, C_MAIN, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
+from .layout import (CA_DEBUG, C_MAIN, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
+                     CA_USER_SHEAVES, KERNEL_7_0,
                      MAX_FULL_SHEAVES,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC, PG_LARGE,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, CA_NCOLS,

@@ -11,9 +11,10 @@ from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS
                       CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER,
                       CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL,
                       CA_INUSE, CA_RED_LEFT)
-from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_HWCACHE_ALIGN, SLAB_RECLAIM_ACCOUNT,
-                    SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES, STAT_NAMES_6_18,
-                    STAT_NAMES_NUMSLAB)
+from ..flags import (GFP_KERNEL, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS, SLAB_POISON,
+                    SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
+                    SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES,
+                    STAT_NAMES_6_18, STAT_NAMES_NUMSLAB)
 from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
@@ -220,6 +221,11 @@ class KmemCache:
         out["partial"] = per_node(self._node(N_NR_PARTIAL))
         out["objects_partial"] = per_node(partial[:, 0])
         out["ctor"] = getattr(self.ctor, "__name__", "") if self.ctor else ""
+        for name, flag in (("sanity_checks", SLAB_CONSISTENCY_CHECKS),
+                           ("red_zone", SLAB_RED_ZONE), ("poison", SLAB_POISON),
+                           ("store_user", SLAB_STORE_USER), ("trace", SLAB_TRACE)):
+            # CONFIG_SLUB_DEBUG's files
+            out[name] = str(int(bool(self.flags & flag)))
         return out
 
     def total_objects_per_node(self) -> np.ndarray:
