@@ -229,8 +229,11 @@ class DebugAPI:
             out.append(f"numslab: {first - seen} slab_debug report(s) lost (the ring holds "
                        f"{R_MAX})")
         rep = self.state.reports
+        self._last_object = 0                   # the object of the first report naming one
         for k in range(first, n):
             out.append(self._format_report(rep[k % R_MAX]))
+            if not self._last_object:
+                self._last_object = int(rep[k % R_MAX, R_OBJECT])
         self._reports_seen = n
         self._reports.extend(out)
         for text in out:
@@ -298,7 +301,8 @@ class DebugAPI:
         """The exception for a call a slab_debug check refused, with its reports."""
         reports = self._last_reports
         bug = reports[0].splitlines()[:2] if reports else ["slab_debug check failed"]
-        return SlabDebugError(f"{fn}: {addr:#x}: " + "\n".join(bug), reports)
+        obj = addr or getattr(self, "_last_object", 0)
+        return SlabDebugError(f"{fn}: object {obj:#x}: " + "\n".join(bug), reports)
 
     # ---- validate ----------------------------------------------------------------------------
     def kmem_cache_validate(self: "SlabAllocator", cache: "KmemCache") -> int:
