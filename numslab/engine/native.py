@@ -275,6 +275,22 @@ def zero_bytes(typingctx: Any, w: Any, off: Any, n: Any) -> Any:
 
 
 @intrinsic
+def fill_bytes(typingctx: Any, w: Any, off: Any, value: Any, n: Any) -> Any:
+    """``memset`` the ``n`` bytes at byte offset ``off`` of ``w`` to ``value`` (0..255)."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        base = builder.bitcast(args[0], _I8P)
+        dst = builder.gep(base, [context.cast(builder, args[1], sig.args[1], types.int64)])
+        byte = builder.trunc(context.cast(builder, args[2], sig.args[2], types.int64),
+                             ir.IntType(8))
+        size = context.cast(builder, args[3], sig.args[3], types.int64)
+        builder.call(builder.module.declare_intrinsic("llvm.memset", [_I8P, _I64]),
+                     [dst, byte, size, ir.Constant(ir.IntType(1), 0)])
+        return context.get_dummy_value()
+    if isinstance(w, WordsType) and all(isinstance(a, types.Integer) for a in (off, value, n)):
+        return types.none(w, off, value, n), codegen
+
+
+@intrinsic
 def copy_bytes(typingctx: Any, dst: Any, doff: Any, src: Any, soff: Any, n: Any) -> Any:
     """``memmove`` ``n`` bytes from byte offset ``soff`` of ``src`` to ``doff`` of ``dst``."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:

@@ -13,7 +13,7 @@ from ..flags import SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER
 from .layout import (CA_DEBUG, CA_INUSE, CA_OBJECT_SIZE, CA_ORIG, CA_RED_LEFT,
                      CA_SIZE, CA_TRACK, D_OBJECT_POISON, G_NREPORTS, G_SITE, G_TICKS, R_A,
                      R_B, R_C, R_CACHE, R_D, R_KIND, R_MAX, R_NCOLS, R_OBJECT, R_SLAB, _ca)
-from .native import byte_array, jit
+from .native import byte_array, fill_bytes, jit
 
 POISON_INUSE = 0x5a     #: padding and never-allocated bytes (``POISON_INUSE``)
 POISON_FREE = 0x6b      #: a free object's bytes (``POISON_FREE``)
@@ -62,11 +62,11 @@ def _report(st, kind, cache, slab, obj, a, b, c, d):
     g[G_NREPORTS] = n + 1
 
 
-@jit
-def _fill(m8, start, value, n):
-    """``memset(start, value, n)`` on the arena bytes ``m8``."""
-    for i in range(start, start + n):
-        m8[i] = value
+@jit(inline=True)
+def _fill(st, start, value, n):
+    """``memset(start, value, n)`` on the arena."""
+    if n > 0:
+        fill_bytes(st.mem, start, value, n)
 
 
 @jit
@@ -76,16 +76,21 @@ def check_bytes(st, m8, cache, slab, obj, what, start, value, n):
     (``restore_bytes``, a ``slab_fix``: a second report) and return 0."""
     end = start + n
     i = start
+    pattern = value * 0x0101010101010101        # the byte in every lane of a word
+    mem = st.mem
     while i < end and m8[i] == value:
         i += 1
-    if i == end:
+        if i & 7 == 0:                          # aligned: a word at a time
+            while i + 8 <= end and mem[i >> 3] == pattern:
+                i += 8
+    if i >= end:
         return 1
     e = end
     while e > i and m8[e - 1] == value:
         e -= 1
     _report(st, what, cache, slab, obj, i, e - 1, np.int64(m8[i]), value)
     _report(st, K_FIX_RESTORE, cache, slab, obj, i, e - 1, what, value)
-    _fill(m8, i, value, e - i)
+    _fill(st, i, value, e - i)
     return 0
 
 
@@ -116,14 +121,14 @@ def init_object(st, m8, cache, obj, val):
     poison_size = _ca(st, cache, CA_OBJECT_SIZE)
     if flags & SLAB_RED_ZONE:
         red = _ca(st, cache, CA_RED_LEFT)
-        _fill(m8, obj - red, val, red)
+        _fill(st, obj - red, val, red)
         if _ca(st, cache, CA_ORIG) and val == RED_ACTIVE:
             poison_size = get_orig_size(st, m8, cache, obj)
     if flags & D_OBJECT_POISON:
-        _fill(m8, obj, POISON_FREE, poison_size - 1)
+        _fill(st, obj, POISON_FREE, poison_size - 1)
         m8[obj + poison_size - 1] = POISON_END
     if flags & SLAB_RED_ZONE:
-        _fill(m8, obj + poison_size, val, _ca(st, cache, CA_INUSE) - poison_size)
+        _fill(st, obj + poison_size, val, _ca(st, cache, CA_INUSE) - poison_size)
 
 
 @jit
@@ -152,7 +157,7 @@ def setup_slab_debug(st, cache, slab):
     n = st.sl_objects[slab]
     if flags & SLAB_POISON:
         nbytes = 4096 << st.pg_order[slab]
-        _fill(m8, base, POISON_INUSE, nbytes)
+        _fill(st, base, POISON_INUSE, nbytes)
     if not flags & (SLAB_STORE_USER | SLAB_RED_ZONE | D_OBJECT_POISON):
         return
     obj = base + _ca(st, cache, CA_RED_LEFT)
@@ -160,5 +165,5 @@ def setup_slab_debug(st, cache, slab):
     for _ in range(n):
         init_object(st, m8, cache, obj, RED_INACTIVE)
         if flags & SLAB_STORE_USER:
-            _fill(m8, obj + track, 0, 2 * TRACK_SIZE)
+            _fill(st, obj + track, 0, 2 * TRACK_SIZE)
         obj += size

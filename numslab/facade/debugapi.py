@@ -127,7 +127,8 @@ class DebugAPI:
         self._reports: list[str] = []
         self._last_reports: list[str] = []
         self._reports_seen = 0
-        self._sites: dict[str, int] = {}
+        self._sites: dict[str, int] = {}       #: site text -> number (track ``addr``)
+        self._site_keys: dict[tuple, int] = {}  #: (file, line) -> number, the fast lookup
         self._site_names: list[str] = []
         self._debug_user = False                #: a cache with U exists: record call sites
         self._trace_ids: set[int] = set()       #: the caches with T
@@ -203,11 +204,15 @@ class DebugAPI:
             f = f.f_back
         if f is None:
             return 0
-        site = f"{f.f_code.co_name} {f.f_code.co_filename}:{f.f_lineno}"
-        sid = self._sites.get(site)
+        key = (f.f_code.co_filename, f.f_lineno)      # strings cache their hash
+        sid = self._site_keys.get(key)
         if sid is None:
-            self._site_names.append(site)
-            sid = self._sites[site] = len(self._site_names)
+            site = f"{f.f_code.co_name} {f.f_code.co_filename}:{f.f_lineno}"
+            sid = self._sites.get(site)
+            if sid is None:
+                self._site_names.append(site)
+                sid = self._sites[site] = len(self._site_names)
+            self._site_keys[key] = sid
         return sid
 
     def _trace(self: "SlabAllocator", cid: int, op: str, addr: int) -> None:
