@@ -149,7 +149,8 @@ def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
 def _kmem_cache_free_bulk(st, cache, cpu, nr, paddr):
     """``kmem_cache_free_bulk`` (``cache`` NIL: ``kfree_bulk``): check every element as a
     single free would, then free through the sheaves or detached freelists. 0, or the first
-    bad element's error code (index in G_ERR2) with nothing freed. The array is permuted."""
+    bad element's error code with its index (``err - i * E_AT``), nothing freed. The array
+    is permuted."""
     err = _check_batch(st, cache, nr, paddr)
     if err:
         return err
@@ -180,7 +181,8 @@ def _free_bulk_fast(st, cache, cpu, nr, p):
     """``kmem_cache_free_bulk``'s common case on a cache with sheaves on one node: ``nr``
     objects fit in the CPU's main sheaf. Check them all, then put them in (what
     ``free_to_pcs_bulk`` does in one batch). Returns 0 when done, 1 if the case does not
-    apply, or a negative error code with nothing freed (index in G_ERR2)."""
+    apply, or a negative error code with the bad index (``err - i * E_AT``), nothing
+    freed."""
     c = _cpu_row(st, cache, cpu)
     main = st.cpu[c + C_MAIN]
     if main == 0 or st.nnodes != 1 or \

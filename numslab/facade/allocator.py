@@ -459,8 +459,10 @@ class SlabAllocator(BatchAPI, KmallocAPI):
 
     def _after_alloc(self, cache: KmemCache | None, addr: int, gfp: int, node: int) -> int:
         """Run constructors of new slabs; report a corrupted free pointer (the engine gave
-        back what it took) and exhaustion as the kernel does."""
-        if self._g[G_FAULT_CACHE]:
+        back what it took and returned ``addr`` 0, or -1 for a batch) and exhaustion as the
+        kernel does. A call that got memory never takes up a fault: another thread's call
+        may have met it since (two calls that fail at once may swap their reports)."""
+        if addr <= 0 and self._g[G_FAULT_CACHE]:
             self._raise_fault()
         if self._g[G_NPENDING]:
             try:
@@ -607,9 +609,9 @@ class SlabAllocator(BatchAPI, KmallocAPI):
             return 0
         err, slab = self._locate(addr)
         if err == checks.E_LARGE:
-            return PAGE_SIZE << int(self._g[G_ERR1])
+            return PAGE_SIZE << int(self.state.pg_order[addr >> 12])
         if err == checks.E_ALLOCATORS:           # a sheaf: reading its size harms nothing
-            return self._caches[int(self._g[G_ERR0])].object_size
+            return self._caches[int(self.state.sl_cache[self._slab_head(addr)])].object_size
         if err == checks.E_DOUBLE_FREE:
             owner = self._caches[int(self.state.sl_cache[self._slab_head(addr)])]
             raise BadAddressError(f"ksize: {addr:#x} is a free object of {owner.name}, not an "
@@ -625,9 +627,9 @@ class SlabAllocator(BatchAPI, KmallocAPI):
 
     def _locate(self, addr: int, cache: int = NIL) -> tuple[int, int]:
         """(0, slab head frame) if ``addr`` is a live object (of ``cache`` unless NIL), else
-        (error code, NIL) with details in the error registers."""
-        err = checks.locate(self._st, addr, cache)
-        return err, int(self._g[G_ERR2])
+        (error code, NIL)."""
+        r = checks.locate(self._st, addr, cache)
+        return (0, r) if r >= 0 else (r, NIL)
 
     # ---- pages --------------------------------------------------------------------------------
     def alloc_pages(self, order: int, node: int = -1, gfp: int = GFP_KERNEL) -> int:
@@ -752,9 +754,11 @@ class SlabAllocator(BatchAPI, KmallocAPI):
 
     # ---- errors -------------------------------------------------------------------------------
     def _raise(self, err: int, fn: str, addr: int, cache: KmemCache | None) -> None:
-        """Turn a kernel error code into the matching exception."""
-        g0 = int(self._g[G_ERR0])
+        """Turn a kernel error code into the matching exception. Its details are read from
+        the state at ``addr`` (another thread may have run a kernel since this one failed,
+        so no error register is trusted here)."""
         where = f"{fn}: {addr:#x}"
+        head = self._slab_head(addr) if 0 <= addr < self.nr_pages * PAGE_SIZE else NIL
         if err == checks.E_OUTSIDE:
             raise BadAddressError(f"{where} is outside the arena [0x1000, "
                                   f"{self.nr_pages * PAGE_SIZE:#x})")
@@ -766,18 +770,19 @@ class SlabAllocator(BatchAPI, KmallocAPI):
             raise BadAddressError(f"{where} is not on a slab page (page frame {addr >> 12} "
                                   f"{state})")
         if err == checks.E_WRONG_CACHE:
+            owner = self._caches[int(self.state.sl_cache[head])]
             raise WrongCacheError(f"{where}: Wrong slab cache. {cache.name if cache else '?'} "
-                                  f"but object is from {self._caches[g0].name}")
+                                  f"but object is from {owner.name}")
         if err == checks.E_MISALIGNED:
-            c = self._caches[int(self.state.sl_cache[g0])]
-            off = addr - (g0 << 12)
+            c = self._caches[int(self.state.sl_cache[head])]
+            off = addr - (head << 12)
             raise BadAddressError(f"{where} is not the start of an object of {c.name}: the "
-                                  f"slab at {g0 << 12:#x} has objects every {c.slab_size} "
+                                  f"slab at {head << 12:#x} has objects every {c.slab_size} "
                                   f"bytes (offset {off} is {off % c.slab_size} past one)")
         if err == checks.E_DOUBLE_FREE:
             raise DoubleFreeError(f"{where}: double free, the object is already free")
         if err in (checks.E_LARGE, checks.E_NOT_HEAD):
-            raise BadAddressError(f"{where} is inside a large kmalloc block at {g0 << 12:#x}, "
+            raise BadAddressError(f"{where} is inside a large kmalloc block at {head << 12:#x}, "
                                   f"not at its start" if err == checks.E_NOT_HEAD else
                                   f"{where} is a large kmalloc block, not a slab object")
         if err == checks.E_ALLOCATORS:
