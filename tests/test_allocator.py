@@ -1,7 +1,9 @@
 """The facade: kernel-named API, kmalloc, constructors, destroy, misuse and threads."""
 from __future__ import annotations
 
+import sys
 import threading
+import time
 
 import numba
 import numpy as np
@@ -450,3 +452,48 @@ def test_kfree_rcu_frees_after_the_grace_period(sa):
     with pytest.raises(numslab.DoubleFreeError):
         sa.kfree(a)
     assert sa.rcu_barrier() == 0
+
+
+def test_error_details_do_not_cross_threads():
+    # Issue 13 item 7: error details reach the facade in return values and are read from
+    # the state at the bad address, never from shared registers another thread may have
+    # overwritten in between (a register read gave KeyError(-1) and wrong elements). Thread
+    # switches are forced every microsecond while three threads fail in three ways.
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M")
+    c, d = sa.kmem_cache_create("r", 64), sa.kmem_cache_create("s", 128)
+    big = sa.kmalloc(20000)
+    objs, other = c.alloc_bulk(64), d.alloc_bulk(8)
+    bad_batch = objs.copy()
+    bad_batch[5] += 8                                     # misaligned: element 5
+    wrong, stop = [], threading.Event()
+
+    def expect(call, exc, text):
+        while not stop.is_set():
+            try:
+                call()
+                wrong.append("no error")
+            except exc as e:
+                if text not in str(e):
+                    wrong.append(repr(e))
+            except Exception as e:                            # noqa: BLE001
+                wrong.append(repr(e))
+
+    cases = [(lambda: sa.kmem_cache_free(c, int(other[3])), numslab.WrongCacheError,
+              "object is from s"),
+             (lambda: sa.kfree(big + 4096), numslab.BadAddressError, f"{big:#x}"),
+             (lambda: c.free_bulk(bad_batch.copy()), numslab.BadAddressError, "element 5")]
+    threads = [threading.Thread(target=expect, args=case) for case in cases]
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        sys.setswitchinterval(old)
+    assert not wrong, wrong[:3]
+    assert c.live_objects == 64 and d.live_objects == 8
+    sa.validate()

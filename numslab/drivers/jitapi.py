@@ -28,7 +28,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..engine import ops
-from ..engine.checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD,
+from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD,
                              E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set,
                              _locate, _slab_of)
 from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
@@ -61,7 +61,8 @@ E_BAD_NODE = -24      #: node out of range
 @jit(inline=False)
 def _raise(err):
     """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
-    test and branch here)."""
+    test and branch here); a batch call's code carries the bad element's index too."""
+    err = -(-err % E_AT)
     if err == E_GONE:
         raise SlabError("numslab.jit: the handle's allocator no longer exists")
     if err == E_DEAD_CACHE:

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                      ALLOC_SLOWPATH, ORDER_FALLBACK, SLAB_KMALLOC)
-from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
+from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
                      _live_set_run, _locate,
                      _own_test)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_OBJECTS,
-                     CA_MIN_ORDER, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, G_ERR2,
+                     CA_MIN_ORDER, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE,
                      CA_RED_LEFT,
                      KERNEL_7_0, N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB,
                      PG_TAIL, _ca, _cpu_row, _node_row, _stat)
@@ -251,22 +251,21 @@ def _check_runs(st, cache, nr, p, kmalloc):
 def _batch_fail(st, cache, i, p):
     """Element ``i`` of ``p`` failed the batch check: find its error code (a duplicate of an
     earlier element now reads as a double free), give ``p[:i]`` their live bits back and
-    record ``i`` in G_ERR2."""
+    return the code with ``i`` (``err - i * E_AT``)."""
     err, _ = _locate(st, p[i], cache)
     if err == 0:                                      # pragma: no cover - cannot happen
         err = E_DOUBLE_FREE
     for j in range(i):
         _live_set(st, p[j])
-    st.g[G_ERR2] = i
-    return err
+    return err - i * E_AT
 
 
 @jit
 def _check_batch_any(st, nr, p):
     """The batch check of ``kfree_bulk``: ``p[:nr]`` are distinct live objects of any cache,
     or large kmalloc blocks; take them back (live bits cleared, per-CPU live counts fixed by
-    the caller). On the first bad element restore everything and return its error code,
-    with its index in G_ERR2; else 0."""
+    the caller). On the first bad element restore everything and return its error code
+    with its index (``err - i * E_AT``); else 0."""
     flags = st.pg_flags
     for i in range(nr):
         a = p[i]
@@ -287,8 +286,7 @@ def _check_batch_any(st, nr, p):
                     _live_set(st, p[j])
                 else:
                     flags[pf] |= PG_LARGE
-            st.g[G_ERR2] = i
-            return err
+            return err - i * E_AT
         _live_clear(st, a)
     return 0
 
@@ -298,7 +296,7 @@ def _check_batch(st, cache, nr, paddr):
     """Check that the ``nr`` objects at ``paddr`` are distinct live objects of ``cache``
     (NIL: of any cache, or large kmalloc blocks) and take them back (live bits cleared; the
     caller fixes the live counts). On the first bad element restore everything and return
-    its error code, with its index in G_ERR2; else 0."""
+    its error code with its index (``err - i * E_AT``); else 0."""
     p = words_at(paddr)
     if cache == NIL:
         return _check_batch_any(st, nr, p)

@@ -27,6 +27,13 @@ E_NOT_HEAD = -7       #: inside an allocated block but not at its start
 E_CORRUPT = -8        #: ``validate`` found a broken invariant (G_ERR0 = what, G_ERR1 = where)
 E_ALLOCATORS = -9     #: a live object the allocator holds for itself (a sheaf), not the user's
 
+# A batch call that fails returns its error code and the index of the bad element in one
+# word: ``err - index * E_AT`` (the facade decodes it with :func:`batch_error`). Error details
+# travel in return values, never in shared registers alone: another thread may run a kernel
+# between a kernel's return and the facade's read of a register. The G_ERR* words still hold
+# them for kernels that chain (and for ``validate``, a whole-machine report).
+E_AT = 1 << 8         #: the unit of the element index in a batch error
+
 #: What ``validate`` reports in G_ERR0 with E_CORRUPT.
 CORRUPTION = (
     "cpu slab is not a frozen slab of this cache",
@@ -182,10 +189,15 @@ def _slab_of(st, addr, cache):
 
 @unit
 def locate(st, addr, cache):
-    """:func:`_locate` for the facade: 0 or an error code; the slab's head frame in G_ERR2."""
+    """:func:`_locate` for the facade: the slab's head frame (>= 0) if ``addr`` is a live
+    object (of ``cache`` unless NIL), else the error code (negative)."""
     err, slab = _locate(st, addr, cache)
-    st.g[G_ERR2] = slab
-    return err
+    return err if err else slab
+
+
+def batch_error(ret: int) -> tuple[int, int]:
+    """(error code, index of the bad element) of a batch call's failed return ``ret``."""
+    return -(-ret % E_AT), -ret // E_AT
 
 
 # ---- validate ----------------------------------------------------------------------------------

@@ -8,11 +8,11 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
-from .checks import E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_set, _locate, _own_test
+from .checks import E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_set, _locate, _own_test
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
-from .layout import (CA_DEBUG, G_ERR2, G_NDEBUG,
+from .layout import (CA_DEBUG, G_NDEBUG,
                      C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
                      G_FAULT_CACHE, KERNEL_7_0, NIL, PG_LARGE, PG_TAIL, SH_OBJECTS, SH_SIZE,
                      _ca, _cpu_row, _slab_nid, _stat)
@@ -171,7 +171,7 @@ def _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr):
 def _free_one_by_one(st, cache, cpu, nr, paddr):
     """A batch free while debug caches exist: each object checked and freed as a single
     free (``kfree`` when ``cache`` is NIL). 0, or the first failing element's error code
-    (its index in G_ERR2; the elements before it are freed)."""
+    with its index (``err - i * E_AT``; the elements before it are freed)."""
     p = words_at(paddr)
     for i in range(nr):
         addr = p[i]
@@ -183,8 +183,7 @@ def _free_one_by_one(st, cache, cpu, nr, paddr):
         elif err == 0:
             err = _slab_free_one(st, st.sl_cache[slab], cpu, slab, addr)
         if err:
-            st.g[G_ERR2] = i
-            return err
+            return err - i * E_AT
     return 0
 
 
@@ -215,7 +214,8 @@ def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
 def _kmem_cache_free_bulk(st, cache, cpu, nr, paddr):
     """``kmem_cache_free_bulk`` (``cache`` NIL: ``kfree_bulk``): check every element as a
     single free would, then free through the sheaves or detached freelists. 0, or the first
-    bad element's error code (index in G_ERR2) with nothing freed. The array is permuted."""
+    bad element's error code with its index (``err - i * E_AT``), nothing freed. The array
+    is permuted."""
     err = _check_batch(st, cache, nr, paddr)
     if err:
         return err
@@ -246,7 +246,8 @@ def _free_bulk_fast(st, cache, cpu, nr, p):
     """``kmem_cache_free_bulk``'s common case on a cache with sheaves on one node: ``nr``
     objects fit in the CPU's main sheaf. Check them all, then put them in (what
     ``free_to_pcs_bulk`` does in one batch). Returns 0 when done, 1 if the case does not
-    apply, or a negative error code with nothing freed (index in G_ERR2)."""
+    apply, or a negative error code with the bad index (``err - i * E_AT``), nothing
+    freed."""
     c = _cpu_row(st, cache, cpu)
     main = st.cpu[c + C_MAIN]
     if main == 0 or st.nnodes != 1 or \

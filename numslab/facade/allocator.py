@@ -485,8 +485,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
 
     def _after_alloc(self, cache: KmemCache | None, addr: int, gfp: int, node: int) -> int:
         """Run constructors of new slabs; report a corrupted free pointer (the engine gave
-        back what it took) and exhaustion as the kernel does."""
-        if self._g[G_FAULT_CACHE]:
+        back what it took and returned ``addr`` 0, or -1 for a batch) and exhaustion as the
+        kernel does. A call that got memory never takes up a fault: another thread's call
+        may have met it since (two calls that fail at once may swap their reports)."""
+        if addr <= 0 and self._g[G_FAULT_CACHE]:
             if self._last_reports:              # a slab_debug check failed
                 g = self._g
                 g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
@@ -634,9 +636,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
             return 0
         err, slab = self._locate(addr)
         if err == checks.E_LARGE:
-            return PAGE_SIZE << int(self._g[G_ERR1])
+            return PAGE_SIZE << int(self.state.pg_order[addr >> 12])
         if err == checks.E_ALLOCATORS:           # a sheaf: reading its size harms nothing
-            return self._caches[int(self._g[G_ERR0])].object_size
+            return self._caches[int(self.state.sl_cache[self._slab_head(addr)])].object_size
         if err == checks.E_DOUBLE_FREE:
             owner = self._caches[int(self.state.sl_cache[self._slab_head(addr)])]
             raise BadAddressError(f"ksize: {addr:#x} is a free object of {owner.name}, not an "
@@ -652,9 +654,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
 
     def _locate(self, addr: int, cache: int = NIL) -> tuple[int, int]:
         """(0, slab head frame) if ``addr`` is a live object (of ``cache`` unless NIL), else
-        (error code, NIL) with details in the error registers."""
-        err = checks.locate(self._st, addr, cache)
-        return err, int(self._g[G_ERR2])
+        (error code, NIL)."""
+        r = checks.locate(self._st, addr, cache)
+        return (0, r) if r >= 0 else (r, NIL)
 
     # ---- pages --------------------------------------------------------------------------------
     def alloc_pages(self, order: int, node: int = -1, gfp: int = GFP_KERNEL) -> int:

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.layout import (CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_ERR2, G_NPENDING, NIL,
+from ..engine import checks
+from ..engine.layout import (CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_NPENDING, NIL,
                              SH_CAPACITY, SH_SIZE)
 from ..engine.ops import alloc_from_sheaf
 from ..engine.sheaves import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
@@ -111,7 +112,7 @@ class BatchAPI:
 
     def _batch_error(self: "SlabAllocator", err: int, fn: str, nr: int, objs: np.ndarray,
                      cache: KmemCache | None) -> None:
-        i = int(self._g[G_ERR2])          # index of the bad element
+        err, i = checks.batch_error(err)
         self._raise(err, f"{fn}: element {i}", int(objs[i]), cache)
 
     # ---- the seed's array API ---------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..engine import checks, debug
-from ..engine.layout import (G_ERR0, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, PG_HEAD,
+from ..engine.layout import (G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, PG_HEAD,
                              PG_RESERVED, PG_TAIL)
 from ..errors import (BadAddressError, DoubleFreeError, SlabCorruptionError, SlabError,
                       WrongCacheError)
@@ -34,9 +34,11 @@ class RaiseAPI:
 
     def _raise(self: "SlabAllocator", err: int, fn: str, addr: int,
                cache: "KmemCache | None") -> None:
-        """Turn a kernel error code into the matching exception."""
-        g0 = int(self._g[G_ERR0])
+        """Turn a kernel error code into the matching exception. Its details are read from
+        the state at ``addr`` (another thread may have run a kernel since this one failed,
+        so no error register is trusted here)."""
         where = f"{fn}: {addr:#x}"
+        head = self._slab_head(addr) if 0 <= addr < self.nr_pages * PAGE_SIZE else -1
         if err == checks.E_OUTSIDE:
             raise BadAddressError(f"{where} is outside the arena [0x1000, "
                                   f"{self.nr_pages * PAGE_SIZE:#x})")
@@ -49,18 +51,19 @@ class RaiseAPI:
                                   f"{state})")
         if err == checks.E_WRONG_CACHE:
             raise WrongCacheError(f"{where}: Wrong slab cache. {cache.name if cache else '?'} "
-                                  f"but object is from {self._caches[g0].name}")
+                                  f"but object is from "
+                                  f"{self._caches[int(self.state.sl_cache[head])].name}")
         if err == checks.E_MISALIGNED:
-            c = self._caches[int(self.state.sl_cache[g0])]
-            off = addr - (g0 << 12) - c.red_left_pad
+            c = self._caches[int(self.state.sl_cache[head])]
+            off = addr - (head << 12) - c.red_left_pad
             raise BadAddressError(f"{where} is not the start of an object of {c.name}: the "
-                                  f"slab at {g0 << 12:#x} has objects every {c.slab_size} "
+                                  f"slab at {head << 12:#x} has objects every {c.slab_size} "
                                   f"bytes (offset {off} is {off % c.slab_size} past one)")
         if err == checks.E_DOUBLE_FREE:
             detail = "".join("\n" + r for r in self._last_reports[:1])   # F: "Object already free"
             raise DoubleFreeError(f"{where}: double free, the object is already free{detail}")
         if err in (checks.E_LARGE, checks.E_NOT_HEAD):
-            raise BadAddressError(f"{where} is inside a large kmalloc block at {g0 << 12:#x}, "
+            raise BadAddressError(f"{where} is inside a large kmalloc block at {head << 12:#x}, "
                                   f"not at its start" if err == checks.E_NOT_HEAD else
                                   f"{where} is a large kmalloc block, not a slab object")
         if err == debug.E_DEBUG:
