@@ -24,7 +24,7 @@ from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES
 from . import kernels as K
 from .result import ReplayResult, Series
 from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
-                    EV_OTHER, Trace, read_trace)
+                    EV_OTHER, Trace, load_bytes, read_trace)
 
 __all__ = ["Config", "parse_config", "load_snapshot", "prepare", "replay", "replay_trace",
            "Prepared", "KERNELS", "POLICIES"]
@@ -94,14 +94,14 @@ def parse_config(text: str, base: Config) -> Config:
 
 
 def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
-    """A ``/sys/kernel/slab`` snapshot (``numslab snapshot`` JSON) as cache name -> its
-    attributes (an alias name gets the attributes of the cache it is an alias of)."""
+    """A ``/sys/kernel/slab`` snapshot (``numslab snapshot`` JSON, plain, gz or xz) as cache
+    name -> its attributes (an alias gets the attributes of the cache it is an alias of)."""
     if isinstance(source, dict):
         data = source
     else:
         try:
-            data = json.loads(Path(source).read_text())
-        except (OSError, ValueError) as e:
+            data = json.loads(load_bytes(source))
+        except (OSError, ValueError, SlabError) as e:
             raise SlabError(f"snapshot {source}: cannot read it as JSON ({e})") from None
     caches = data.get("caches") if isinstance(data, dict) else None
     if not isinstance(caches, list):
@@ -399,7 +399,7 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
                         replayed=int(counts[K.K_REPLAYED]), skipped=skipped,
                         untraced_frees=int(counts[K.K_UNTRACED_FREE]), seconds=seconds,
                         stats=[c.stats for c in objs], memory_per_node=mem,
-                        flags=np.array([c.flags for c in objs], np.int64))
+                        flags=np.array([c.flags for c in objs], np.int64), allocator=sa)
 
 
 def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | dict | None = None,

@@ -68,7 +68,8 @@ class Series:
 class ReplayResult:
     """One configuration's replay of a trace: ``caches`` (final values and peaks per cache,
     arrays in the order of ``names``), ``series`` (the time series), the accounting of
-    every line, SLUB's counters per cache (``stats``) and, after ``--compare``, every
+    every line, SLUB's counters per cache (``stats``), the ``allocator`` replayed on (its
+    end state, e.g. for ``allocator.validate()``) and, after ``--compare``, every
     configuration's result in ``configs``."""
 
     config: "Config"
@@ -87,6 +88,7 @@ class ReplayResult:
     stats: list[dict[str, int]]
     memory_per_node: int
     flags: np.ndarray | None = None
+    allocator: Any = None
     parse_seconds: float = 0.0
     configs: dict[str, "ReplayResult"] = field(default_factory=dict)
 
@@ -152,8 +154,9 @@ class ReplayResult:
         t = self.parse_seconds + self.seconds
         return self.lines / t if t > 0 else 0.0
 
-    def to_json(self) -> dict[str, Any]:
-        """The result as one JSON-ready object (with ``configs`` after a compare)."""
+    def to_json(self, configs: bool = True) -> dict[str, Any]:
+        """The result as one JSON-ready object (with ``configs`` after a compare, unless
+        ``configs`` is false)."""
         c = self.caches
         cfg = self.config
         out: dict[str, Any] = {
@@ -183,9 +186,8 @@ class ReplayResult:
                             "geometry": self.geometry[k]}
                        for k, nm in enumerate(self.names)},
         }
-        if self.configs:
-            out["configs"] = {name: {k: v for k, v in r.to_json().items() if k != "configs"}
-                              for name, r in self.configs.items()}
+        if self.configs and configs:
+            out["configs"] = {name: r.to_json(False) for name, r in self.configs.items()}
         return out
 
     def table(self, all_caches: bool = False, sort: str = "slab_bytes") -> str:

@@ -312,7 +312,7 @@ def _parse(buf, skip_bad, gkeys, gvals, ekeys, evals, kind, lineno, cpu, ts, ptr
                 c0 = buf[k0]
                 if kl == 3 and c0 == 112:                             # ptr
                     v, ok = _hex(buf, v0, v1)
-                    if not ok and v1 - v0 == 6 and buf[v0] == 40:      # "(null)"
+                    if not ok and 5 <= v1 - v0 <= 6 and buf[v0] == 40:  # (null), (nil)
                         v, ok = 0, True
                     ptr[row] = v
                     have_ptr = True
