@@ -36,9 +36,9 @@ class RecordError(SlabError, OSError):
 
 
 def _write(path: Path, text: str) -> None:
-    """Write ``text`` to a tracefs file, as ``echo`` would."""
+    """Write ``text`` and a newline to a tracefs file, as ``echo`` would."""
     with open(path, "w") as f:
-        f.write(text)
+        f.write(text + "\n")
 
 
 def ensure_tracefs(root: str | Path = TRACEFS) -> Path:
