@@ -113,7 +113,10 @@ def test_one_line_of_each_kind():
                                 EV_CACHE_FREE]
     assert tr.gfp[0] == F.GFP_KERNEL | F.__GFP_ZERO
     assert tr.gfp[4] == 0x500cc0 and tr.node[4] == 1 and tr.cpu[0] == 1
-    assert tr.names == ["dentry"] and tr.ptr[0] == 0xdeadbeef
+    assert tr.names == ["kmalloc-96", "dentry"] and tr.ptr[0] == 0xdeadbeef
+    assert tr.row[0] == 0 and tr.row[4] == 1 and tr.name[4] == tr.name[5] == 1
+    assert tr.name[0] == -1 and tr.row[3] == tr.row[2] < -5
+    assert tr.pid[0] == tr.pid[1] != tr.pid[4] == tr.pid[5] and tr.npid == 2
     assert tr.line.tolist() == [1, 2, 3, 4, 5, 6]
 
 

@@ -14,16 +14,10 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_ACTIVE, CA_N
                              N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL, SH_NEXT,
                              _cpu_row, _node_row)
 from ..engine.stats import live_objects
+from .parse import ROW_FAILED, ROW_LARGE, ROW_NULL, ROW_ZERO, ROW_ZERO_PTR
 
 # ---- what an event does (``op``) and why an event is skipped (``counts`` slots) ----------------
 OP_SKIP, OP_ALLOC, OP_FREE = 0, 1, 2
-#: row values of an allocation that is not a slab object
-ROW_LARGE = -1        #: a kmalloc above the largest kmalloc cache: whole pages
-ROW_ZERO = -2         #: kmalloc(0): ZERO_SIZE_PTR, nothing allocated
-ROW_FAILED = -3       #: the traced allocation returned NULL
-#: row values of a free
-ROW_NULL = -4         #: free of NULL
-ROW_ZERO_PTR = -5     #: free of ZERO_SIZE_PTR
 
 (K_REPLAYED, K_UNTRACED_ALLOC, K_NULL, K_ZERO_PTR, K_ZERO_ALLOC, K_FAILED, K_UNTRACED_FREE,
  K_LARGE_BYTES, K_OOM_AT, K_NCOUNTS) = range(10)

@@ -20,7 +20,6 @@ import numpy as np
 from .. import flags as F
 from ..errors import SlabError
 from ..facade.allocator import SlabAllocator
-from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES
 from . import kernels as K
 from .result import ReplayResult, Series
 from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
@@ -34,7 +33,6 @@ KERNELS = ("6.18", "7.0")
 #: least N objects (under 6.18 this is the opt-in ``sheaf_capacity``; under 7.0 a minimum);
 #: ``nosheaves``: 6.18 without the sheaves a snapshot gives some caches.
 POLICIES = ("default", "sheaves=N", "nosheaves")
-ZERO_SIZE_PTR = 16
 SAMPLES = 256
 
 
@@ -114,20 +112,6 @@ def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
     return out
 
 
-def kmalloc_name(size: int, gfp: int) -> str:
-    """The kmalloc cache the kernel picks for a ``size``-byte class and ``gfp``
-    (``kmalloc_type``: ``__GFP_DMA`` first, then ``__GFP_RECLAIMABLE``, then
-    ``__GFP_ACCOUNT``), e.g. ``kmalloc-cg-64``."""
-    s = f"{size // 1024}k" if size >= 1024 else str(size)
-    if gfp & F.__GFP_DMA:
-        return f"dma-kmalloc-{s}"
-    if gfp & F.__GFP_RECLAIMABLE:
-        return f"kmalloc-rcl-{s}"
-    if gfp & F.__GFP_ACCOUNT:
-        return f"kmalloc-cg-{s}"
-    return f"kmalloc-{s}"
-
-
 _KM_FLAGS = {"dma-": F.SLAB_CACHE_DMA, "kmalloc-rcl-": F.SLAB_RECLAIM_ACCOUNT,
              "kmalloc-cg-": F.SLAB_ACCOUNT}
 
@@ -153,79 +137,17 @@ class Prepared:
 
 
 def prepare(tr: Trace) -> Prepared:
-    """Give each event of ``tr`` its op, cache row and dense pointer id (NumPy only)."""
+    """Give each event of ``tr`` its op (the parser gave its cache row and pointer id)."""
     kind = tr.kind
-    is_calloc = kind == EV_CACHE_ALLOC
-    is_kmalloc = kind == EV_KMALLOC
-    is_alloc = is_calloc | is_kmalloc
-    is_free = (kind == EV_KFREE) | (kind == EV_CACHE_FREE)
-    n = len(tr)
-    op = np.zeros(n, np.int8)
-    op[is_alloc] = K.OP_ALLOC
-    op[is_free] = K.OP_FREE
-    row = np.zeros(n, np.int32)
-    # cache rows: the trace's named caches first (by name index), then kmalloc classes
-    names = list(tr.names)
-    sizes = [0] * len(names)
-    kmsize = [0] * len(names)
-    ba = tr.bytes_alloc
-    rows_named = tr.name[is_calloc]
-    if len(rows_named):
-        mx = np.zeros(len(names), np.int64)
-        np.maximum.at(mx, rows_named, ba[is_calloc])
-        sizes = mx.tolist()
-    row[is_calloc] = rows_named
-    km = np.flatnonzero(is_kmalloc)
-    kb = ba[km]
-    large = kb > KMALLOC_MAX_CACHE_SIZE
-    zero = kb == 0
-    small = ~large & ~zero
-    cls = np.searchsorted(np.asarray(KMALLOC_SIZES), kb[small])      # bytes_alloc's class
-    ktype = np.zeros(len(km), np.int64)
-    g = tr.gfp[km]
-    ktype[g & F.__GFP_ACCOUNT != 0] = 1
-    ktype[g & F.__GFP_RECLAIMABLE != 0] = 2
-    ktype[g & F.__GFP_DMA != 0] = 3
-    key = ktype[small] * 64 + cls
-    index = {nm: k for k, nm in enumerate(names)}
-    krow = np.empty(len(key), np.int32)
-    type_gfp = (0, F.__GFP_ACCOUNT, F.__GFP_RECLAIMABLE, F.__GFP_DMA)
-    for u in np.unique(key).tolist():
-        size = KMALLOC_SIZES[u % 64]
-        nm = kmalloc_name(size, type_gfp[u // 64])
-        if nm not in index:
-            index[nm] = len(names)
-            names.append(nm)
-            sizes.append(size)
-            kmsize.append(size)
-        krow[key == u] = index[nm]
-    rkm = np.empty(len(km), np.int32)
-    rkm[small] = krow
-    rkm[large] = K.ROW_LARGE
-    rkm[zero] = K.ROW_ZERO
-    row[km] = rkm
-    for k, nm in enumerate(names):                   # a trace cache named as a kmalloc one
-        if not kmsize[k] and nm.startswith(("kmalloc-", "dma-kmalloc-")):
-            s = nm.rsplit("-", 1)[1]
-            s2 = int(s[:-1]) * 1024 if s.endswith("k") and s[:-1].isdigit() else \
-                (int(s) if s.isdigit() else 0)
-            kmsize[k] = s2 if s2 in KMALLOC_SIZES else 0
-    nbytes = np.where(is_kmalloc, ba, 0).astype(np.int64)
-    # pointers: dense ids over allocation and free events
-    ptr = tr.ptr
-    ev = is_alloc | is_free
-    pid = np.full(n, -1, np.int64)
-    uniq, inv = np.unique(ptr[ev], return_inverse=True)
-    pid[ev] = inv
-    zero_ptrs = np.unique(np.concatenate([ptr[km[zero]], np.array([ZERO_SIZE_PTR], np.uint64)]))
-    row[is_alloc & (ptr == 0)] = K.ROW_FAILED
-    row[is_free & (ptr == 0)] = K.ROW_NULL
-    row[is_free & (ptr != 0) & np.isin(ptr, zero_ptrs)] = K.ROW_ZERO_PTR
-    skipped = {"other_event": int(np.count_nonzero(kind == EV_OTHER)),
-               "lost_events_line": int(np.count_nonzero(kind == EV_LOST)),
-               "bad_line": int(np.count_nonzero(kind == EV_BAD))}
-    return Prepared(tr, op, row, pid, tr.gfp & ~F.__GFP_NO_OBJ_EXT, nbytes, names, sizes,
-                    kmsize, len(uniq), skipped)
+    op = np.zeros(len(tr), np.int8)
+    op[(kind == EV_CACHE_ALLOC) | (kind == EV_KMALLOC)] = K.OP_ALLOC
+    op[(kind == EV_KFREE) | (kind == EV_CACHE_FREE)] = K.OP_FREE
+    counts = np.bincount(kind.view(np.uint8), minlength=8)
+    skipped = {"other_event": int(counts[EV_OTHER]), "lost_events_line": int(counts[EV_LOST]),
+               "bad_line": int(counts[EV_BAD])}
+    nbytes = np.where(tr.row == K.ROW_LARGE, tr.bytes_alloc, 0).astype(np.int64)
+    return Prepared(tr, op, tr.row, tr.pid, tr.gfp & ~F.__GFP_NO_OBJ_EXT, nbytes,
+                    list(tr.names), tr.sizes.tolist(), tr.kmalloc.tolist(), tr.npid, skipped)
 
 
 def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,

@@ -1,25 +1,30 @@
 """The lab's trace reader: text of the kernel's ``kmem`` tracepoints (tracefs ``trace`` and
 ``trace_pipe``, ``trace-cmd report``, ``perf script``; plain, gz or xz) to NumPy arrays.
 
-The whole text is read as bytes into a ``uint8`` array and parsed by one compiled kernel
-(:func:`_parse`) into a struct of arrays, one row per event line; no Python runs per line.
+The text is read a few MiB at a time into one reused ``uint8`` buffer and parsed by one
+compiled kernel (:func:`~numslab.lab.parse.parse_chunk`) into a struct of arrays, one row per
+event line, cache names and pointers interned on the way; no Python runs per line.
 """
 from __future__ import annotations
 
 import gzip
+import io
 import lzma
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import numba
 import numpy as np
 
 from .. import flags as F
 from ..errors import SlabError
+from . import parse as P
+from .parse import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
+                    EV_OTHER)
 
-__all__ = ["TraceFormatError", "Trace", "read_trace", "parse_bytes", "load_bytes",
+__all__ = ["TraceFormatError", "Trace", "read_trace", "parse_bytes", "load_bytes", "repeat_trace",
            "EV_CACHE_ALLOC", "EV_KMALLOC", "EV_KFREE", "EV_CACHE_FREE", "EV_OTHER", "EV_LOST",
            "EV_BAD", "GFP_NAMES"]
 
@@ -27,15 +32,6 @@ __all__ = ["TraceFormatError", "Trace", "read_trace", "parse_bytes", "load_bytes
 class TraceFormatError(SlabError, ValueError):
     """A line of a trace is not a tracepoint line the reader understands (names the line)."""
 
-
-# ---- event kinds (one per parsed line) ---------------------------------------------------------
-EV_CACHE_ALLOC = 0   #: kmem_cache_alloc (and the old kmem_cache_alloc_node)
-EV_KMALLOC = 1       #: kmalloc (and the old kmalloc_node)
-EV_KFREE = 2         #: kfree
-EV_CACHE_FREE = 3    #: kmem_cache_free
-EV_OTHER = 4         #: a tracepoint line of another event
-EV_LOST = 5          #: "CPU:n [LOST m EVENTS]": the ring buffer overflowed
-EV_BAD = 6           #: a malformed line (kept only with ``skip_bad``)
 
 #: symbolic gfp names as the kmem events print them (``show_gfp_flags``), to numslab's bits
 GFP_NAMES: dict[str, int] = {
@@ -67,16 +63,12 @@ GFP_NAMES: dict[str, int] = {
     "__GFP_NO_OBJ_EXT": F.__GFP_NO_OBJ_EXT,
 }
 
-FNV_OFFSET = np.uint64(0xcbf29ce484222325)
-FNV_PRIME = np.uint64(0x100000001b3)
-
-
 def _fnv(text: str) -> int:
-    """FNV-1a 64 of ``text``'s ASCII bytes (as :func:`_hash` computes it in compiled code)."""
-    h = int(FNV_OFFSET)
+    """FNV-1a 64 of ``text``'s ASCII bytes (as the compiled ``parse._fnv`` computes it)."""
+    h = 0xcbf29ce484222325
     for b in text.encode():
-        h = ((h ^ b) * int(FNV_PRIME)) & 0xFFFFFFFFFFFFFFFF
-    return h
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h or 1
 
 
 _GFP_ITEMS = sorted((_fnv(k), v) for k, v in GFP_NAMES.items())
@@ -84,303 +76,41 @@ _GFP_ITEMS = sorted((_fnv(k), v) for k, v in GFP_NAMES.items())
 GFP_HASH = np.array([h for h, _ in _GFP_ITEMS], np.uint64)
 GFP_VALUE = np.array([v for _, v in _GFP_ITEMS], np.int64)
 
-_EVENTS = {"kmem_cache_alloc": EV_CACHE_ALLOC, "kmem_cache_alloc_node": EV_CACHE_ALLOC,
-           "kmalloc": EV_KMALLOC, "kmalloc_node": EV_KMALLOC, "kfree": EV_KFREE,
-           "kmem_cache_free": EV_CACHE_FREE}
-_EV_ITEMS = sorted((_fnv(k), v) for k, v in _EVENTS.items())
-EV_HASH = np.array([h for h, _ in _EV_ITEMS], np.uint64)
-EV_VALUE = np.array([v for _, v in _EV_ITEMS], np.int64)
-
-# error codes of _parse
-ERR_NONE, ERR_NO_TIMESTAMP, ERR_NO_CPU, ERR_FIELD, ERR_MISSING = 0, 1, 2, 3, 4
-ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an event name",
-            ERR_NO_CPU: "no '[cpu]' field", ERR_FIELD: "a field's value does not parse",
-            ERR_MISSING: "a kmem event without its ptr, name or bytes_alloc field"}
-
-
-@numba.njit(cache=True, nogil=True)
-def _hash(buf, a, b):
-    """FNV-1a 64 of ``buf[a:b]``."""
-    h = np.uint64(0xcbf29ce484222325)
-    for i in range(a, b):
-        h = (h ^ np.uint64(buf[i])) * np.uint64(0x100000001b3)
-    return h
-
-
-@numba.njit(cache=True, nogil=True)
-def _lookup(keys, values, h):
-    """``values[k]`` where ``keys[k] == h`` (``keys`` sorted), or -1."""
-    k = np.searchsorted(keys, h)
-    if k < keys.shape[0] and keys[k] == h:
-        return values[k]
-    return -1
-
-
-@numba.njit(cache=True, nogil=True)
-def _int(buf, a, b):
-    """The integer in ``buf[a:b]`` (decimal, ``-`` allowed, or ``0x`` hex); (value, ok)."""
-    neg = False
-    if a < b and buf[a] == 45:
-        neg = True
-        a += 1
-    if a >= b:
-        return 0, False
-    if b - a > 2 and buf[a] == 48 and (buf[a + 1] == 120 or buf[a + 1] == 88):
-        v, ok = _hex(buf, a + 2, b)
-        return (-v if neg else v), ok
-    v = 0
-    for i in range(a, b):
-        c = buf[i]
-        if c < 48 or c > 57:
-            return 0, False
-        v = v * 10 + (c - 48)
-    return (-v if neg else v), True
-
-
-@numba.njit(cache=True, nogil=True)
-def _hex(buf, a, b):
-    """The hexadecimal number in ``buf[a:b]`` (an optional ``0x``); (value, ok)."""
-    if b - a > 2 and buf[a] == 48 and (buf[a + 1] == 120 or buf[a + 1] == 88):
-        a += 2
-    if a >= b or b - a > 16:
-        return 0, False
-    v = np.uint64(0)
-    for i in range(a, b):
-        c = buf[i]
-        if 48 <= c <= 57:
-            d = c - 48
-        elif 97 <= c <= 102:
-            d = c - 87
-        elif 65 <= c <= 70:
-            d = c - 55
-        else:
-            return 0, False
-        v = (v << np.uint64(4)) | np.uint64(d)
-    return np.int64(v), True
-
-
-@numba.njit(cache=True, nogil=True)
-def _gfp(buf, a, b, gkeys, gvals):
-    """The gfp bits of ``buf[a:b]``: a number, or names joined by ``|``; (bits, ok)."""
-    if a < b and 48 <= buf[a] <= 57:
-        return _int(buf, a, b)
-    bits = 0
-    s = a
-    for i in range(a, b + 1):
-        if i == b or buf[i] == 124:
-            if i > s:
-                v = _lookup(gkeys, gvals, _hash(buf, s, i))
-                if v >= 0:
-                    bits |= v
-            s = i + 1
-    return bits, True
-
-
-@numba.njit(cache=True, nogil=True)
-def _parse(buf, skip_bad, gkeys, gvals, ekeys, evals, kind, lineno, cpu, ts, ptr, name_hash,
-           name_off, name_len, req, alloc, gfp, node):
-    """Parse the trace text ``buf`` (uint8[n]) into the output arrays, one row per event
-    line (comments, blank lines and a ``cpus=`` header are not rows).
-
-    Returns ``(rows, bad_line, err)``: ``bad_line`` is the 1-based number of the first
-    malformed line and ``err`` its ``ERR_*`` code when ``skip_bad`` is false (0, 0
-    otherwise; malformed lines are then rows of kind ``EV_BAD``).
-    """
-    n = buf.shape[0]
-    pos = 0
-    line = 0
-    row = 0
-    while pos < n:
-        line += 1
-        end = pos
-        while end < n and buf[end] != 10:
-            end += 1
-        nxt = end + 1
-        p = pos
-        while p < end and (buf[p] == 32 or buf[p] == 9):
-            p += 1
-        e2 = end
-        while e2 > p and (buf[e2 - 1] == 13 or buf[e2 - 1] == 32):
-            e2 -= 1
-        if p >= e2 or buf[p] == 35:                     # blank or '#' comment
-            pos = nxt
-            continue
-        if e2 - p >= 5 and buf[p] == 99 and buf[p + 1] == 112 and buf[p + 2] == 117 \
-                and buf[p + 3] == 115 and buf[p + 4] == 61:       # "cpus=" (trace-cmd)
-            pos = nxt
-            continue
-        lineno[row] = line
-        cpu[row] = -1
-        ts[row] = 0.0
-        ptr[row] = 0
-        name_hash[row] = 0
-        name_off[row] = 0
-        name_len[row] = 0
-        req[row] = -1
-        alloc[row] = -1
-        gfp[row] = 0
-        node[row] = -1
-        if e2 - p >= 4 and buf[p] == 67 and buf[p + 1] == 80 and buf[p + 2] == 85 \
-                and buf[p + 3] == 58:                    # "CPU:n [LOST m EVENTS]"
-            kind[row] = EV_LOST
-            row += 1
-            pos = nxt
-            continue
-        err = ERR_NONE
-        # tokens: find "[cpu]", then "secs.frac:" then the event name "...:"
-        ev = -2
-        c = -1
-        q = p
-        evs = 0
-        eve = 0
-        while q < e2:
-            while q < e2 and buf[q] == 32:
-                q += 1
-            t0 = q
-            while q < e2 and buf[q] != 32:
-                q += 1
-            t1 = q
-            if t1 - t0 >= 3 and buf[t0] == 91 and buf[t1 - 1] == 93 and c < 0:
-                v, ok = _int(buf, t0 + 1, t1 - 1)
-                if ok:
-                    c = v
-                    continue
-            if t1 - t0 >= 4 and buf[t1 - 1] == 58 and 48 <= buf[t0] <= 57:
-                dot = -1
-                good = True
-                for i in range(t0, t1 - 1):
-                    if buf[i] == 46 and dot < 0:
-                        dot = i
-                    elif buf[i] < 48 or buf[i] > 57:
-                        good = False
-                        break
-                if good and dot > 0:
-                    whole, _ = _int(buf, t0, dot)
-                    frac = 0.0
-                    scale = 1.0
-                    for i in range(dot + 1, t1 - 1):
-                        frac = frac * 10.0 + (buf[i] - 48)
-                        scale *= 10.0
-                    ts[row] = whole + frac / scale
-                    # the event name: the next token ending in ':' (perf may put a
-                    # numeric period first)
-                    while q < e2:
-                        while q < e2 and buf[q] == 32:
-                            q += 1
-                        t0 = q
-                        while q < e2 and buf[q] != 32:
-                            q += 1
-                        if q - t0 >= 2 and buf[q - 1] == 58:
-                            evs = t0
-                            eve = q - 1
-                            for i in range(t0, q - 1):      # "kmem:kfree" -> "kfree"
-                                if buf[i] == 58:
-                                    evs = i + 1
-                            ev = _lookup(ekeys, evals, _hash(buf, evs, eve))
-                            break
-                    break
-        if ev == -2:
-            err = ERR_NO_TIMESTAMP
-        elif c < 0:
-            err = ERR_NO_CPU
-        elif ev < 0:
-            kind[row] = EV_OTHER
-            cpu[row] = c
-            row += 1
-            pos = nxt
-            continue
-        if err == ERR_NONE:
-            cpu[row] = c
-            kind[row] = ev
-            have_ptr = False
-            have_name = False
-            while q < e2 and err == ERR_NONE:
-                while q < e2 and buf[q] == 32:
-                    q += 1
-                k0 = q
-                while q < e2 and buf[q] != 61 and buf[q] != 32:
-                    q += 1
-                if q >= e2 or buf[q] != 61:
-                    continue
-                k1 = q
-                q += 1
-                v0 = q
-                while q < e2 and buf[q] != 32:
-                    q += 1
-                v1 = q
-                kl = k1 - k0
-                c0 = buf[k0]
-                if kl == 3 and c0 == 112:                             # ptr
-                    v, ok = _hex(buf, v0, v1)
-                    if not ok and 5 <= v1 - v0 <= 6 and buf[v0] == 40:  # (null), (nil)
-                        v, ok = 0, True
-                    ptr[row] = v
-                    have_ptr = True
-                    if not ok:
-                        err = ERR_FIELD
-                elif kl == 4 and c0 == 110 and buf[k0 + 1] == 97:     # name
-                    name_hash[row] = _hash(buf, v0, v1)
-                    name_off[row] = v0
-                    name_len[row] = v1 - v0
-                    have_name = v1 > v0
-                elif kl == 4 and c0 == 110:                           # node
-                    v, ok = _int(buf, v0, v1)
-                    node[row] = v
-                    if not ok:
-                        err = ERR_FIELD
-                elif kl == 9 and c0 == 98:                            # bytes_req
-                    v, ok = _int(buf, v0, v1)
-                    req[row] = v
-                    if not ok:
-                        err = ERR_FIELD
-                elif kl == 11 and c0 == 98:                           # bytes_alloc
-                    v, ok = _int(buf, v0, v1)
-                    alloc[row] = v
-                    if not ok:
-                        err = ERR_FIELD
-                elif kl == 9 and c0 == 103:                           # gfp_flags
-                    v, ok = _gfp(buf, v0, v1, gkeys, gvals)
-                    gfp[row] = v
-                    if not ok:
-                        err = ERR_FIELD
-            if err == ERR_NONE:
-                if not have_ptr:
-                    err = ERR_MISSING
-                elif (ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE) and not have_name:
-                    err = ERR_MISSING
-                elif (ev == EV_CACHE_ALLOC or ev == EV_KMALLOC) and alloc[row] < 0:
-                    err = ERR_MISSING
-        if err != ERR_NONE:
-            if not skip_bad:
-                return row, line, err
-            kind[row] = EV_BAD
-        row += 1
-        pos = nxt
-    return row, 0, 0
-
-
 @dataclass
 class Trace:
-    """A parsed trace: one entry per event line, struct of arrays.
+    """A parsed trace: one entry per event line (struct of arrays, length ``n``), and one
+    cache *row* per cache the events name or kmalloc class they use.
 
     Attributes
     ----------
     kind : numpy.ndarray
         int8[n], ``EV_*``.
     line : numpy.ndarray
-        int64[n], the 1-based line number in the text.
+        int32[n], the 1-based line number in the text.
     cpu, node : numpy.ndarray
-        int32[n]: the traced CPU; the ``node`` field (-1: any).
+        int32[n]: the traced CPU (-1 on a lost-events line); the ``node`` field (-1: any).
     ts : numpy.ndarray
         float64[n], seconds.
     ptr : numpy.ndarray
         uint64[n], the (usually hashed) pointer.
     name : numpy.ndarray
-        int32[n], index into ``names`` (-1: the event names no cache).
+        int32[n], the row of the cache the event names (-1: no ``name`` field).
     bytes_req, bytes_alloc, gfp : numpy.ndarray
-        int64[n] (-1 where absent; ``gfp`` as numslab's ``__GFP_*`` bits).
+        int32[n] (-1 where absent; ``gfp`` as numslab's ``__GFP_*`` bits).
+    row : numpy.ndarray
+        int32[n]: an allocation's cache row (a kmalloc one by ``kmalloc_type`` and size),
+        or ``parse.ROW_*``; 0 for a free of a pointer; ``ROW_NONE`` for other lines.
+    pid : numpy.ndarray
+        int32[n], a dense id per distinct pointer (-1: none).
     names : list of str
-        The cache names of the trace, in order of first appearance.
+        The cache rows' names, in order of first appearance (kmalloc rows named as the
+        kernel names them: ``kmalloc-64``, ``kmalloc-cg-1k``, ``dma-kmalloc-8``).
+    sizes : numpy.ndarray
+        int64[K]: the largest ``bytes_alloc`` seen per row (a kmalloc row: its class).
+    kmalloc : numpy.ndarray
+        int64[K]: the class size of a kmalloc row, 0 for other caches.
+    npid : int
+        Distinct pointers.
     """
 
     kind: np.ndarray
@@ -393,83 +123,239 @@ class Trace:
     bytes_alloc: np.ndarray
     gfp: np.ndarray
     node: np.ndarray
+    row: np.ndarray
+    pid: np.ndarray
     names: list[str] = field(default_factory=list)
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    kmalloc: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    npid: int = 0
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
 
 
-def load_bytes(source: str | Path | BinaryIO | bytes) -> bytes:
-    """The text of ``source``: a path (``.gz``/``.xz`` decompressed, by magic bytes), ``-``
-    for standard input, a binary file object, or bytes."""
+_KM_PREFIX = ("kmalloc-", "kmalloc-cg-", "kmalloc-rcl-", "dma-kmalloc-")
+CHUNK = 4 << 20
+
+
+def _km_name(key: int) -> tuple[str, int]:
+    """Name and class size of the kmalloc row with ``name_kind`` ``1 + key``."""
+    size = int(P.KM_SIZES[key % 16])
+    s = f"{size // 1024}k" if size >= 1024 else str(size)
+    return _KM_PREFIX[key // 16] + s, size
+
+
+def _km_size(name: str) -> int:
+    """The class size of a cache named like a kmalloc cache (``kmalloc-1k``), else 0."""
+    if not name.startswith(_KM_PREFIX):
+        return 0
+    s = name.rsplit("-", 1)[1]
+    v = int(s[:-1]) * 1024 if s.endswith("k") and s[:-1].isdigit() else \
+        (int(s) if s.isdigit() else 0)
+    return v if v in P.KM_SIZES else 0
+
+
+class _Reader:
+    """The arrays and tables of one parse, grown as needed between chunks."""
+
+    COLS = (("kind", np.int8), ("line", np.int32), ("cpu", np.int32), ("ts", np.float64),
+            ("ptr", np.uint64), ("name", np.int32), ("req", np.int32), ("alloc", np.int32),
+            ("gfp", np.int32), ("node", np.int32), ("row", np.int32), ("pid", np.int32))
+
+    def __init__(self, rows: int, skip_bad: bool) -> None:
+        self.skip_bad = skip_bad
+        self.cols = {k: np.empty(max(rows, 1024), t) for k, t in self.COLS}
+        self.sv = np.zeros(P.SV_NCOLS, np.int64)
+        self.nt_keys = np.zeros(16384, np.uint64)
+        self.nt_vals = np.zeros(16384, np.int32)
+        self.name_bytes = np.zeros(1 << 20, np.uint8)
+        self.name_off = np.zeros(P.NAME_MAX_ROWS + 1, np.int64)
+        self.name_kind = np.zeros(P.NAME_MAX_ROWS, np.int32)
+        self.name_size = np.zeros(P.NAME_MAX_ROWS, np.int64)
+        self.km_row = np.full(64, -1, np.int32)
+        self._pids(1 << 16)
+
+    def _pids(self, cap: int) -> None:
+        """A pointer table of ``cap`` slots (the old one's pointers moved in)."""
+        keys, vals = np.zeros(cap, np.uint64), np.zeros(cap, np.int32)
+        zero = np.zeros(cap // 2 + 1, np.uint8)
+        if hasattr(self, "pt_keys"):
+            P.pid_rehash(self.pt_keys, self.pt_vals, keys, vals)
+            zero[:len(self.pid_zero)] = self.pid_zero
+        self.pt_keys, self.pt_vals, self.pid_zero = keys, vals, zero
+
+    def feed(self, buf: np.ndarray, n: int) -> tuple[int, int]:
+        """Parse ``buf[:n]`` (ending in a newline); (bytes consumed, status)."""
+        c = self.cols
+        return P.parse_chunk(buf, n, self.skip_bad, GFP_HASH, GFP_VALUE, self.sv,
+                             c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"], c["name"],
+                             c["req"], c["alloc"], c["gfp"], c["node"], c["row"], c["pid"],
+                             self.nt_keys, self.nt_vals, self.name_bytes, self.name_off,
+                             self.name_kind, self.name_size, self.km_row, self.pt_keys,
+                             self.pt_vals, self.pid_zero)
+
+    def grow(self, status: int) -> None:
+        """Make room after a ``ST_ROWS``/``ST_PIDS`` status."""
+        if status == P.ST_ROWS:
+            for k, a in self.cols.items():
+                b = np.empty(2 * len(a), a.dtype)
+                b[:len(a)] = a
+                self.cols[k] = b
+        elif status == P.ST_PIDS:
+            self._pids(4 * len(self.pt_keys))
+
+    def trace(self) -> Trace:
+        """The parsed :class:`Trace`."""
+        n = int(self.sv[P.SV_ROWS])
+        c = {k: a[:n] for k, a in self.cols.items()}
+        k = int(self.sv[P.SV_NNAMES])
+        names, kms = [], []
+        for r in range(k):
+            if self.name_kind[r]:
+                nm, size = _km_name(int(self.name_kind[r]) - 1)
+            else:
+                nm = bytes(self.name_bytes[self.name_off[r]:self.name_off[r + 1]]).decode(
+                    errors="replace")
+                size = _km_size(nm)
+            names.append(nm)
+            kms.append(size)
+        sizes = np.where(self.name_kind[:k] > 0, kms, self.name_size[:k]).astype(np.int64)
+        kmalloc = np.asarray(kms, np.int64)
+        row, name = c["row"], c["name"]
+        if len(set(names)) < len(names):          # a trace cache named as a kmalloc row
+            first: dict[str, int] = {}
+            for nm in names:
+                first.setdefault(nm, len(first))
+            remap = np.array([first[nm] for nm in names], np.int32)
+            sz = np.zeros(len(first), np.int64)
+            km = np.zeros(len(first), np.int64)
+            for r, t in enumerate(remap.tolist()):
+                sz[t] = max(sz[t], sizes[r])
+                km[t] = max(km[t], kmalloc[r])
+            row = np.where(row >= 0, remap[np.maximum(row, 0)], row).astype(np.int32)
+            name = np.where(name >= 0, remap[np.maximum(name, 0)], name).astype(np.int32)
+            names, sizes, kmalloc = list(first), sz, km
+        return Trace(c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"], name, c["req"],
+                     c["alloc"], c["gfp"], c["node"], row, c["pid"], names, sizes, kmalloc,
+                     int(self.sv[P.SV_NPIDS]))
+
+
+def _open(source: str | Path | BinaryIO | bytes) -> tuple[BinaryIO, int, str]:
+    """A binary stream of the decompressed text, a row-count guess, and a name for errors."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-    elif hasattr(source, "read"):
-        data = source.read()                       # type: ignore[union-attr]
-    elif str(source) == "-":
-        data = sys.stdin.buffer.read()
-    else:
-        try:
-            data = Path(source).read_bytes()
-        except OSError as e:
-            raise TraceFormatError(f"cannot read trace {source}: {e.strerror}") from None
-    if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    elif data[:6] == b"\xfd7zXZ\x00":
-        data = lzma.decompress(data)
-    return data
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        elif data[:6] == b"\xfd7zXZ\x00":
+            data = lzma.decompress(data)
+        return io.BytesIO(data), len(data) // 150, "trace"
+    if hasattr(source, "read"):
+        return _open(source.read())                 # type: ignore[union-attr]
+    if str(source) == "-":
+        return _open(sys.stdin.buffer.read())
+    path = Path(source)
+    try:
+        f = open(path, "rb")
+        size = path.stat().st_size
+    except OSError as e:
+        raise TraceFormatError(f"cannot read trace {source}: {e.strerror}") from None
+    magic = f.read(6)
+    f.seek(0)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=f), size // 20, str(source)
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(f), size // 15, str(source)
+    return f, size // 150, str(source)
 
 
-def parse_bytes(data: bytes, skip_bad: bool = False, where: str = "trace") -> Trace:
-    """Parse trace text into a :class:`Trace`.
+def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
+               chunk: int = CHUNK) -> Trace:
+    """Read and parse a trace: a path (plain, gz or xz, told by its first bytes), ``"-"``
+    for standard input, a binary file object or bytes; read ``chunk`` bytes at a time.
 
     Raises
     ------
     TraceFormatError
-        Naming the first malformed line, unless ``skip_bad``.
+        Naming the first malformed line, unless ``skip_bad`` (such lines are then rows of
+        kind ``EV_BAD``); or when the source cannot be read.
     """
-    buf = np.frombuffer(data, np.uint8)
-    cap = int(np.count_nonzero(buf == 10)) + 1
-    kind = np.empty(cap, np.int8)
-    line = np.empty(cap, np.int64)
-    cpu = np.empty(cap, np.int32)
-    ts = np.empty(cap, np.float64)
-    ptr = np.empty(cap, np.uint64)
-    nh = np.empty(cap, np.uint64)
-    noff = np.empty(cap, np.int64)
-    nlen = np.empty(cap, np.int32)
-    req = np.empty(cap, np.int64)
-    alloc = np.empty(cap, np.int64)
-    gfp = np.empty(cap, np.int64)
-    node = np.empty(cap, np.int32)
-    rows, bad, err = _parse(buf, skip_bad, GFP_HASH, GFP_VALUE, EV_HASH, EV_VALUE, kind, line,
-                            cpu, ts, ptr, nh, noff, nlen, req, alloc, gfp, node)
-    if bad:
-        start = 0
-        for _ in range(bad - 1):
-            start = data.index(b"\n", start) + 1
-        stop = data.find(b"\n", start)
-        text = data[start:stop if stop >= 0 else len(data)].decode(errors="replace")
-        raise TraceFormatError(f"{where}, line {bad}: {ERR_TEXT[err]}: {text[:200]!r}")
-    sl = slice(0, rows)
-    nh, noff, nlen = nh[sl], noff[sl], nlen[sl]
-    named = nlen > 0
-    uniq, first, inv = np.unique(nh[named], return_index=True, return_inverse=True)
-    idx_named = np.flatnonzero(named)
-    names_u = [data[noff[idx_named[f]]:noff[idx_named[f]] + nlen[idx_named[f]]].decode(
-        errors="replace") for f in first]
-    order = np.argsort(first, kind="stable")      # names in order of first appearance
-    rank = np.empty(len(order), np.int32)
-    rank[order] = np.arange(len(order), dtype=np.int32)
-    name = np.full(rows, -1, np.int32)
-    name[named] = rank[inv]
-    names = [names_u[k] for k in order]
-    return Trace(kind[sl], line[sl], cpu[sl], ts[sl], ptr[sl], name, req[sl], alloc[sl],
-                 gfp[sl], node[sl], names)
+    f, guess, where = _open(source)
+    rd = _Reader(guess + 1024, skip_bad)
+    buf = np.empty(chunk + 1, np.uint8)         # + 1: room for a last newline
+    rest = 0
+    with f:
+        while True:
+            got = f.readinto(memoryview(buf)[rest:len(buf) - 1]) or 0
+            n = rest + got
+            if got == 0:                         # the end: a last line without its newline
+                if n == 0:
+                    break
+                buf[n] = 10
+                end = n + 1
+            else:
+                end = P.last_newline(buf, n)
+                if end == 0:                     # a line longer than the buffer
+                    nb = np.empty(2 * len(buf), np.uint8)
+                    nb[:n] = buf[:n]
+                    buf, rest = nb, n
+                    continue
+            start = 0
+            while True:
+                used, status = rd.feed(buf[start:], end - start)
+                start += used
+                if status == P.ST_DONE:
+                    break
+                if status == P.ST_ERROR:
+                    stop = start
+                    while buf[stop] != 10:
+                        stop += 1
+                    text = bytes(buf[start:stop]).decode(errors="replace")
+                    raise TraceFormatError(f"{where}, line {int(rd.sv[P.SV_BADLINE])}: "
+                                           f"{P.ERR_TEXT[int(rd.sv[P.SV_ERR])]}: "
+                                           f"{text[:200]!r}")
+                if status == P.ST_NAMES:
+                    raise TraceFormatError(f"{where}: more than {P.NAME_MAX_ROWS} caches or "
+                                           f"1 MiB of cache names")
+                rd.grow(status)
+            if got == 0:
+                break
+            rest = n - end
+            buf[:rest] = buf[end:n].copy()
+    return rd.trace()
 
 
-def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False) -> Trace:
-    """Read and parse a trace (see :func:`load_bytes` for ``source``)."""
-    where = "trace" if isinstance(source, (bytes, bytearray, memoryview)) or \
-        hasattr(source, "read") else str(source)
-    return parse_bytes(load_bytes(source), skip_bad, where)
+def parse_bytes(data: bytes, skip_bad: bool = False, where: str = "trace") -> Trace:
+    """Parse trace text held in memory (see :func:`read_trace`)."""
+    try:
+        return read_trace(data, skip_bad)
+    except TraceFormatError as e:
+        if where != "trace":
+            raise TraceFormatError(str(e).replace("trace,", f"{where},", 1)) from None
+        raise
+
+
+def load_bytes(source: str | Path | BinaryIO | bytes) -> bytes:
+    """The whole decompressed text of ``source`` (as :func:`read_trace` takes it)."""
+    f, _, _ = _open(source)
+    with f:
+        return f.read()
+
+
+_PTR = re.compile(rb"ptr=(0x)?([0-9a-fA-F]{1,16})")
+
+
+def repeat_trace(text: bytes, copies: int) -> bytes:
+    """A longer trace made of ``copies`` copies of ``text``'s event lines (comments dropped),
+    each copy's pointers shifted into its own range (``copy << 40`` added; NULL stays NULL),
+    so that every copy's objects are distinct: the benchmarks' million-event trace."""
+    body = b"\n".join(ln for ln in text.split(b"\n") if ln.strip() and not ln.lstrip()
+                      .startswith(b"#")) + b"\n"
+    out = []
+    for k in range(copies):
+        shift = k << 40
+
+        def sub(m: re.Match, shift: int = shift) -> bytes:
+            v = int(m.group(2), 16)
+            return b"ptr=" + (m.group(1) or b"") + (b"%016x" % (v + shift) if v else m.group(2))
+        out.append(_PTR.sub(sub, body) if k else body)
+    return b"".join(out)
