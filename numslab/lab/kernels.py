@@ -28,17 +28,20 @@ SKIP_REASONS = {K_UNTRACED_ALLOC: "untraced_alloc", K_NULL: "null_free",
 
 
 @numba.njit(cache=True)
-def peak_live_bytes(op, row, pid, nbytes, npid):
-    """The replay's peak of live bytes (``nbytes`` per allocation), with the replay's rules
-    (a pointer allocated while live frees it first; frees of unknown pointers ignored)."""
+def peak_live_bytes(op, row, pid, sizes, nbytes, npid):
+    """The replay's peak of live bytes (``sizes[row]`` per slab object, ``nbytes`` rounded up
+    to pages per large kmalloc), with the replay's rules (a pointer allocated while live
+    frees it first; frees of unknown pointers ignored)."""
     live = np.zeros(npid, np.int64)
     cur = 0
     peak = 0
     for i in range(op.shape[0]):
         p = pid[i]
-        if op[i] == OP_ALLOC and row[i] >= ROW_LARGE:
-            cur += nbytes[i] - live[p]
-            live[p] = nbytes[i]
+        r = row[i]
+        if op[i] == OP_ALLOC and r >= ROW_LARGE:
+            b = sizes[r] if r >= 0 else (nbytes[i] + 4095) // 4096 * 4096
+            cur += b - live[p]
+            live[p] = b
             if cur > peak:
                 peak = cur
         elif op[i] == OP_FREE and p >= 0:

@@ -230,10 +230,8 @@ def _memory(p: Prepared, cfg: Config) -> int:
     """Arena bytes per node: four times the trace's peak of live bytes (a pre-pass with the
     replay's rules), plus 1 MiB per cache and CPU for partial and CPU slabs, plus 64 MiB;
     rounded up to 4 MiB."""
-    nb = np.where(p.row >= 0, np.asarray(p.sizes + [0], np.int64)[np.maximum(p.row, 0)],
-                  p.nbytes)
-    nb = np.where(p.row == K.ROW_LARGE, ((p.nbytes + 4095) // 4096) * 4096, nb)
-    peak = int(K.peak_live_bytes(p.op, p.row, p.pid, nb.astype(np.int64), max(p.npid, 1)))
+    peak = int(K.peak_live_bytes(p.op, p.row, p.pid, np.asarray(p.sizes + [0], np.int64),
+                                 p.nbytes, max(p.npid, 1)))
     need = 4 * peak + len(p.names) * cfg.cpus * (1 << 20) + (64 << 20)
     return -(-need // (4 << 20)) * (4 << 20)
 

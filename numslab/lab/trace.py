@@ -173,26 +173,31 @@ class _Reader:
         self.name_kind = np.zeros(P.NAME_MAX_ROWS, np.int32)
         self.name_size = np.zeros(P.NAME_MAX_ROWS, np.int64)
         self.km_row = np.full(64, -1, np.int32)
+        self.sp = self.dl = self.ky = np.zeros(0, np.uint64)
         self._pids(1 << 16)
 
     def _pids(self, cap: int) -> None:
         """A pointer table of ``cap`` slots (the old one's pointers moved in)."""
-        keys, vals = np.zeros(cap, np.uint64), np.zeros(cap, np.int32)
+        table = np.zeros(2 * cap, np.uint64)
         zero = np.zeros(cap // 2 + 1, np.uint8)
-        if hasattr(self, "pt_keys"):
-            P.pid_rehash(self.pt_keys, self.pt_vals, keys, vals)
+        if hasattr(self, "ptab"):
+            P.pid_rehash(self.ptab, table)
             zero[:len(self.pid_zero)] = self.pid_zero
-        self.pt_keys, self.pt_vals, self.pid_zero = keys, vals, zero
+        self.ptab, self.pid_zero = table, zero
 
     def feed(self, buf: np.ndarray, n: int) -> tuple[int, int]:
         """Parse ``buf[:n]`` (ending in a newline); (bytes consumed, status)."""
         c = self.cols
+        words = n // 64 + 2
+        if len(self.sp) < words:
+            self.sp, self.dl, self.ky = (np.zeros(2 * words, np.uint64) for _ in range(3))
+        P.bitmaps(buf, n, self.sp, self.dl, self.ky)
         return P.parse_chunk(buf, n, self.skip_bad, GFP_HASH, GFP_VALUE, self.sv,
                              c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"], c["name"],
                              c["req"], c["alloc"], c["gfp"], c["node"], c["row"], c["pid"],
                              self.nt_keys, self.nt_vals, self.name_bytes, self.name_off,
-                             self.name_kind, self.name_size, self.km_row, self.pt_keys,
-                             self.pt_vals, self.pid_zero)
+                             self.name_kind, self.name_size, self.km_row, self.ptab,
+                             self.pid_zero, self.sp, self.dl, self.ky)
 
     def grow(self, status: int) -> None:
         """Make room after a ``ST_ROWS``/``ST_PIDS`` status."""
@@ -202,7 +207,7 @@ class _Reader:
                 b[:len(a)] = a
                 self.cols[k] = b
         elif status == P.ST_PIDS:
-            self._pids(4 * len(self.pt_keys))
+            self._pids(2 * len(self.ptab))
 
     def trace(self) -> Trace:
         """The parsed :class:`Trace`."""
@@ -281,11 +286,11 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
     """
     f, guess, where = _open(source)
     rd = _Reader(guess + 1024, skip_bad)
-    buf = np.empty(chunk + 1, np.uint8)         # + 1: room for a last newline
+    buf = np.zeros(chunk + 65, np.uint8)        # room for a last newline, and slack
     rest = 0
     with f:
         while True:
-            got = f.readinto(memoryview(buf)[rest:len(buf) - 1]) or 0
+            got = f.readinto(memoryview(buf)[rest:len(buf) - 65]) or 0
             n = rest + got
             if got == 0:                         # the end: a last line without its newline
                 if n == 0:
@@ -295,7 +300,7 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
             else:
                 end = P.last_newline(buf, n)
                 if end == 0:                     # a line longer than the buffer
-                    nb = np.empty(2 * len(buf), np.uint8)
+                    nb = np.zeros(2 * len(buf), np.uint8)
                     nb[:n] = buf[:n]
                     buf, rest = nb, n
                     continue
