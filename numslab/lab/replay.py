@@ -285,8 +285,11 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     h = sa.handle
     bar = None
     if progress or (progress is None and len(tr) >= 2_000_000):
-        from tqdm import tqdm
-        bar = tqdm(total=len(tr), unit="ev", desc=f"replay {cfg.name}", leave=False)
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=len(tr), unit="ev", desc=f"replay {cfg.name}", leave=False)
+        except ImportError:                 # tqdm is optional (the examples extra)
+            bar = None
     start = 0
     try:
         for s, stop in enumerate(points.tolist()):
