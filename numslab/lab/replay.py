@@ -29,9 +29,10 @@ __all__ = ["Config", "parse_config", "load_snapshot", "prepare", "replay", "repl
            "Prepared", "KERNELS", "POLICIES"]
 
 KERNELS = ("6.18", "7.0")
-#: ``default``: the generation's own rules; ``sheaves=N``: every cache gets sheaves of at
-#: least N objects (under 6.18 this is the opt-in ``sheaf_capacity``; under 7.0 a minimum);
-#: ``nosheaves``: 6.18 without the sheaves a snapshot gives some caches.
+#: ``default``: the generation's own rules; ``sheaves=N``: every cache the trace uses, but
+#: numslab's own kmalloc caches, gets sheaves of at least N objects (under 6.18 the opt-in
+#: ``sheaf_capacity``; under 7.0 a minimum); ``nosheaves``: 6.18 without the sheaves a
+#: snapshot gives some caches (7.0 keeps its own: every cache has them).
 POLICIES = ("default", "sheaves=N", "nosheaves")
 SAMPLES = 256
 

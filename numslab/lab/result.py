@@ -207,8 +207,9 @@ class ReplayResult:
             ef = int(c["live_bytes"][k] * 100 // c["slab_bytes"][k]) if c["slab_bytes"][k] \
                 else 100
             flg = self._flags(k)
+            space = store_size(int(c["slab_bytes"][k]))
             lines.append(f"{self.names[k][:21]:<21s} {int(c['live_objects'][k]):8d} "
-                         f"{int(self.object_size[k]):7d} {store_size(int(c['slab_bytes'][k])):>15s} "
+                         f"{int(self.object_size[k]):7d} {space:>15s} "
                          f"{dist:>14s} {int(self.objs_per_slab[k]):4d} {int(self.order[k]):1d} "
                          f"{fr:3d} {ef:3d} {flg}")
         return "\n".join(lines)
