@@ -285,7 +285,7 @@ def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, na
         q = _next_clear(sp, pos)
         c0 = buf[q]
         # blank, '#' comment, trace-cmd's "cpus=": no row
-        if c0 == 10 or c0 == 13 or c0 == 9 or c0 == 35 or (
+        if c0 == 10 or c0 == 13 or c0 == 35 or (
                 c0 == 99 and buf[q + 1] == 112 and buf[q + 2] == 117
                 and buf[q + 3] == 115 and buf[q + 4] == 61):
             while buf[q] != 10:
