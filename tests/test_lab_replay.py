@@ -137,3 +137,44 @@ def test_configurations_parse_and_refuse():
             parse_config(bad, base)
     with pytest.raises(SlabError):
         numslab.replay(DATA / TRACES["net"], kernel="9.9")
+
+
+def _line(ev: str, ptr: int, cpu: int = 0, **f: object) -> str:
+    fields = " ".join(f"{k}={v}" for k, v in f.items())
+    return (f"  t-1 [{cpu:03d}] ..... 1.{ptr % 999999:06d}: {ev}: call_site=x+0x1/0x2 "
+            f"ptr={ptr:016x} {fields}\n")
+
+
+def test_node_and_thisnode_are_honoured():
+    lines = [_line("kmem_cache_alloc", 0x100 + i, cpu=0, name="obj", bytes_req=64,
+                   bytes_alloc=64, gfp_flags="GFP_KERNEL|__GFP_THISNODE", node=1)
+             for i in range(200)]
+    r = numslab.replay("".join(lines).encode(), kernel="6.18", cpus=2, nodes=2)
+    sa = r.allocator
+    c = sa.find_cache("obj")
+    assert c.live_objects == 200
+    assert c.total_objects_per_node()[0] == 0 and c.total_objects_per_node()[1] >= 200
+
+
+def test_large_kmallocs_take_pages_and_come_back():
+    lines = [_line("kmalloc", 0x500, bytes_req=20000, bytes_alloc=20480, gfp_flags="GFP_KERNEL",
+                   node=-1),
+             _line("kmalloc", 0x600, bytes_req=0, bytes_alloc=0, gfp_flags="GFP_KERNEL",
+                   node=-1),
+             _line("kfree", 0x600), _line("kfree", 0x500), _line("kfree", 0x500)]
+    r = numslab.replay("".join(lines).encode(), kernel="7.0", cpus=1, samples=5)
+    assert r.series.large_bytes.tolist() == [20480, 20480, 20480, 0, 0]
+    assert r.skipped["zero_size_alloc"] == 1 and r.skipped["zero_size_ptr_free"] == 1
+    assert r.skipped["untraced_alloc"] == 1 and r.replayed == 2
+    assert r.allocator.buddyinfo() is not None
+    r.allocator.validate()
+
+
+def test_a_repeated_trace_replays_each_copy_apart():
+    from numslab.lab.trace import repeat_trace
+    raw = text("net").encode()
+    one = numslab.replay(raw, kernel="7.0")
+    three = numslab.replay(repeat_trace(raw, 3), kernel="7.0")
+    assert three.lines == 3 * one.lines
+    assert three.replayed == 3 * one.replayed
+    assert three.series.live_objects[-1].sum() == 3 * one.series.live_objects[-1].sum()
