@@ -183,7 +183,8 @@ class ReplayResult:
                             "peak_slab_bytes": int(c["peak_slab_bytes"][k]),
                             "slabs_allocated": int(c["slabs_allocated"][k]),
                             "slabs_freed": int(c["slabs_freed"][k]),
-                            "geometry": self.geometry[k]}
+                            "geometry": self.geometry[k],
+                            "counters": {n: int(v) for n, v in self.stats[k].items() if v}}
                        for k, nm in enumerate(self.names)},
         }
         if self.configs and configs:
