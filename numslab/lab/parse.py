@@ -191,30 +191,24 @@ def _event(buf, a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def bitmaps(buf, n, sp, dl, ky):
-    """Bit ``i`` of ``sp``, ``dl``, ``ky`` (uint64[>= n // 64 + 2]) is set where ``buf[i]`` is a
-    space; a space or newline (ends a token); a space, newline or ``=`` (ends a key). A
-    loop the compiler vectorises: about 0.1 ns a byte."""
+def bitmaps(buf, n, sp, dl):
+    """Bit ``i`` of ``sp`` and ``dl`` (uint64[>= n // 64 + 2]) is set where ``buf[i]`` is a
+    space; a space or a newline (ends a token). A loop the compiler vectorises."""
     full = n // 64
     for w in range(full):
         a = np.uint64(0)
         b = np.uint64(0)
-        c = np.uint64(0)
         base = w * 64
         for j in range(64):
             ch = buf[base + j]
             s_ = np.uint64(ch == 32)
-            d_ = s_ | np.uint64(ch == 10)
             a |= s_ << np.uint64(j)
-            b |= d_ << np.uint64(j)
-            c |= (d_ | np.uint64(ch == 61)) << np.uint64(j)
+            b |= (s_ | np.uint64(ch == 10)) << np.uint64(j)
         sp[w] = a
         dl[w] = b
-        ky[w] = c
     for w in range(full, min(full + 2, sp.shape[0])):
         a = np.uint64(0)
         b = np.uint64(0)
-        c = np.uint64(0)
         for j in range(64):
             i = w * 64 + j
             if i < n:
@@ -223,11 +217,8 @@ def bitmaps(buf, n, sp, dl, ky):
                     a |= np.uint64(1) << np.uint64(j)
                 if ch == 32 or ch == 10:
                     b |= np.uint64(1) << np.uint64(j)
-                if ch == 32 or ch == 10 or ch == 61:
-                    c |= np.uint64(1) << np.uint64(j)
         sp[w] = a
         dl[w] = b
-        ky[w] = c
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -261,9 +252,9 @@ def _next_clear(bm, q):
 @numba.njit(cache=True, nogil=True)
 def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, name, req,
                 alloc, gfp, node, row, pid, nt_keys, nt_vals, name_bytes, name_off, name_kind,
-                name_size, km_row, ptab, pid_zero, sp, dl, ky):
+                name_size, km_row, ptab, pid_zero, sp, dl):
     """Parse the lines of ``buf[:n]`` (``buf[n - 1]`` must be a newline, so that no scan
-    inside a line needs a bound; ``sp``, ``dl``, ``ky`` its :func:`bitmaps`) into the row
+    inside a line needs a bound; ``sp``, ``dl`` its :func:`bitmaps`) into the row
     arrays from row ``sv[SV_ROWS]``; returns ``(consumed bytes, status)``: ``ST_DONE``, or
     ``ST_ROWS``/``ST_PIDS``/``ST_NAMES`` (grow that and call again on the rest), or
     ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its ``ERR_*``)."""

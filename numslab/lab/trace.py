@@ -173,7 +173,7 @@ class _Reader:
         self.name_kind = np.zeros(P.NAME_MAX_ROWS, np.int32)
         self.name_size = np.zeros(P.NAME_MAX_ROWS, np.int64)
         self.km_row = np.full(64, -1, np.int32)
-        self.sp = self.dl = self.ky = np.zeros(0, np.uint64)
+        self.sp = self.dl = np.zeros(0, np.uint64)
         self._pids(1 << 16)
 
     def _pids(self, cap: int) -> None:
@@ -190,14 +190,14 @@ class _Reader:
         c = self.cols
         words = n // 64 + 2
         if len(self.sp) < words:
-            self.sp, self.dl, self.ky = (np.zeros(2 * words, np.uint64) for _ in range(3))
-        P.bitmaps(buf, n, self.sp, self.dl, self.ky)
+            self.sp, self.dl = np.zeros(2 * words, np.uint64), np.zeros(2 * words, np.uint64)
+        P.bitmaps(buf, n, self.sp, self.dl)
         return P.parse_chunk(buf, n, self.skip_bad, GFP_HASH, GFP_VALUE, self.sv,
                              c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"], c["name"],
                              c["req"], c["alloc"], c["gfp"], c["node"], c["row"], c["pid"],
                              self.nt_keys, self.nt_vals, self.name_bytes, self.name_off,
                              self.name_kind, self.name_size, self.km_row, self.ptab,
-                             self.pid_zero, self.sp, self.dl, self.ky)
+                             self.pid_zero, self.sp, self.dl)
 
     def grow(self, status: int) -> None:
         """Make room after a ``ST_ROWS``/``ST_PIDS`` status."""
