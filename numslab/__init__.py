@@ -19,6 +19,13 @@ from .geometry import Geometry, calculate_geometry
 
 __version__ = "0.1.0"
 
+
+def replay(trace: Any, **kwargs: Any) -> Any:
+    """Replay a kernel kmem trace through numslab's SLUB: ``numslab.lab.replay.replay``
+    (imported on first use), returning a ``ReplayResult``."""
+    from .lab.replay import replay as _replay
+    return _replay(trace, **kwargs)
+
 _default: SlabAllocator | None = None
 
 
@@ -56,4 +63,4 @@ __all__ = ["SlabAllocator", "KmemCache", "SlabError", "BadAddressError", "WrongC
            "DoubleFreeError", "InvalidSizeError", "CacheLeakError", "SlabCorruptionError",
            "SlabDebugError",
            "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",
-           "parse_size", "flags", "jit", "NIL", "NULL", "ZERO_SIZE_PTR", *_API, *flags.__all__]
+           "parse_size", "flags", "jit", "replay", "NIL", "NULL", "ZERO_SIZE_PTR", *_API, *flags.__all__]

@@ -90,9 +90,10 @@ def _tier(name: str) -> str:
 
 #: what each tier must never import ("common" is errors, flags, geometry, jit and the root)
 FORBIDDEN = {
-    "engine": {"drivers", "facade", "tools", "net"},
-    "drivers": {"facade", "tools", "net"},
-    "facade": {"tools", "net"},
+    "engine": {"drivers", "facade", "tools", "net", "lab"},
+    "drivers": {"facade", "tools", "net", "lab"},
+    "facade": {"tools", "net", "lab"},
+    "lab": {"tools", "net"},
 }
 LEAVES = {"numslab.errors", "numslab.flags", "numslab.geometry"}
 

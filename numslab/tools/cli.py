@@ -3,14 +3,15 @@
 on request issue 11's measures against their peers: the single alloc+free pair inside @njit
 (``--single``), the cost of one bulk call from Python (``--calls``), and the cold starts and
 a user's compile in fresh interpreters (``--compile``), on one SLUB generation or both
-(``--kernel 7.0,6.18``)."""
+(``--kernel 7.0,6.18``); and the SLUB laboratory's ``replay``, ``record`` and
+``snapshot`` (``labcli``)."""
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from . import bench, coldstart
+from . import bench, coldstart, labcli
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -156,7 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--compile", action="store_true",
                    help="also cold starts and a user's compile, in fresh interpreters "
                         "(minutes)")
+    labcli.add_commands(sub)
     args = ap.parse_args(argv)
+    if args.cmd != "bench":
+        return labcli.run(args)
     if args.plot:                       # before minutes of measuring, not after
         try:
             import matplotlib  # noqa: F401

@@ -1,0 +1,82 @@
+"""Suite 9: the SLUB laboratory's trace replay. Parse plus replay of a kmem trace of over a
+million events (a committed real trace repeated with shifted pointers) against a bare Python
+loop that only reads the same file and calls ``line.split()`` on each line, in the same run;
+``track_lines_per_second_ratio`` is the replay's lines per second over the loop's (issue 14's
+target: at least 2), ``peakmem_replay`` the replay's peak memory."""
+import lzma
+import os
+import time
+from pathlib import Path
+
+import numslab
+from numslab.lab.trace import repeat_trace
+
+DATA = Path(numslab.__file__).resolve().parents[1] / "tests" / "data" / "kmem_git_tar.txt.xz"
+COPIES = 275          # 4,000 event lines each: 1.1 million events
+
+
+def make_trace(path: str) -> int:
+    """Write the benchmark trace to ``path``; its line count."""
+    text = repeat_trace(lzma.decompress(DATA.read_bytes()), COPIES)
+    Path(path).write_bytes(text)
+    return text.count(b"\n")
+
+
+def split_loop(path: str) -> int:
+    """The peer: read the file and split each line, nothing else."""
+    n = 0
+    with open(path, "rb") as f:
+        for line in f:
+            line.split()
+            n += 1
+    return n
+
+
+def replay(path: str, kernel: str):
+    """Parse and replay the file on one configuration (2 CPUs, as traced)."""
+    return numslab.replay(path, kernel=kernel, cpus=2, progress=False)
+
+
+class TraceReplay:
+    """Parse + replay of a 1.1M-event trace against the split loop, same run."""
+
+    params = (["7.0", "6.18"],)
+    param_names = ["kernel"]
+    timeout = 600
+    number = 1
+    repeat = 3
+
+    def setup_cache(self):
+        path = os.path.abspath("kmem_bench_trace.txt")
+        make_trace(path)
+        replay(path, "7.0")             # compile (Numba's cache) outside the timings
+        replay(path, "6.18")
+        return path
+
+    def time_split_loop(self, path, kernel):
+        split_loop(path)
+
+    def time_replay(self, path, kernel):
+        replay(path, kernel)
+
+    def peakmem_replay(self, path, kernel):
+        replay(path, kernel)
+
+    def track_lines_per_second_ratio(self, path, kernel):
+        """Replay lines/s over split-loop lines/s: best of 3 interleaved runs each."""
+        best_split = best_replay = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            n = split_loop(path)
+            best_split = min(best_split, time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            r = replay(path, kernel)
+            best_replay = min(best_replay, time.perf_counter() - t0)
+        assert r.lines == n
+        return (n / best_replay) / (n / best_split)
+    track_lines_per_second_ratio.unit = "x"
+
+    def track_events_per_second(self, path, kernel):
+        """Lines per second of parse plus replay (the result's own timing)."""
+        return replay(path, kernel).events_per_second
+    track_events_per_second.unit = "lines/s"

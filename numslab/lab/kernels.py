@@ -1,0 +1,176 @@
+"""The replay's compiled loops: drive a parsed trace's events through ``numslab.jit`` on one
+allocator, and read every cache's slabs, partial slabs and live objects between chunks.
+
+Compiled once per process (module-level ``@njit``, cached); no per-event Python.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .. import jit as nj
+from ..drivers.handles import state_of
+from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_ACTIVE, CA_NCOLS, N_BARN_EMPTY,
+                             N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL, SH_NEXT,
+                             _cpu_row, _node_row)
+from ..engine.stats import live_objects
+from .parse import ROW_FAILED, ROW_LARGE, ROW_NULL, ROW_ZERO, ROW_ZERO_PTR
+
+# ---- what an event does (``op``) and why an event is skipped (``counts`` slots) ----------------
+OP_SKIP, OP_ALLOC, OP_FREE = 0, 1, 2
+
+(K_REPLAYED, K_UNTRACED_ALLOC, K_NULL, K_ZERO_PTR, K_ZERO_ALLOC, K_FAILED, K_UNTRACED_FREE,
+ K_LARGE_BYTES, K_OOM_AT, K_NCOUNTS) = range(10)
+#: skip reasons, by ``counts`` slot
+SKIP_REASONS = {K_UNTRACED_ALLOC: "untraced_alloc", K_NULL: "null_free",
+                K_ZERO_PTR: "zero_size_ptr_free", K_ZERO_ALLOC: "zero_size_alloc",
+                K_FAILED: "failed_alloc"}
+
+
+@numba.njit(cache=True)
+def peak_live_bytes(op, row, pid, sizes, nbytes, npid):
+    """The replay's peak of live bytes (``sizes[row]`` per slab object, ``nbytes`` rounded up
+    to pages per large kmalloc), with the replay's rules (a pointer allocated while live
+    frees it first; frees of unknown pointers ignored)."""
+    live = np.zeros(npid, np.int64)
+    cur = 0
+    peak = 0
+    for i in range(op.shape[0]):
+        p = pid[i]
+        r = row[i]
+        if op[i] == OP_ALLOC and r >= ROW_LARGE:
+            b = sizes[r] if r >= 0 else (nbytes[i] + 4095) // 4096 * 4096
+            cur += b - live[p]
+            live[p] = b
+            if cur > peak:
+                peak = cur
+        elif op[i] == OP_FREE and p >= 0:
+            cur -= live[p]
+            live[p] = 0
+    return peak
+
+
+@numba.njit(cache=True)
+def replay_chunk(h, start, stop, op, cpu, row, pid, gfp, node, nbytes, cids, addr, owner,
+                 lbytes, counts):
+    """Replay events ``start:stop`` on the allocator of handle ``h``.
+
+    ``op``, ``row`` (cache row, or ``ROW_*``), ``pid`` (dense pointer id, -1 none), ``cpu``
+    and ``node`` (already on the simulated machine), ``gfp``, ``nbytes`` (bytes of a large
+    kmalloc) are per event; ``cids`` maps a cache row to its numslab cache id; ``addr`` and
+    ``owner`` (int64[npid], int32[npid]) hold each live pointer's numslab address and cache
+    row, ``lbytes`` (int64[npid]) the bytes of each live large kmalloc. Returns 0, or 1
+    when the arena ran out (``counts[K_OOM_AT]`` is the event).
+    """
+    for i in range(start, stop):
+        o = op[i]
+        if o == OP_SKIP:
+            continue
+        r = row[i]
+        c = cpu[i]
+        p = pid[i]
+        if o == OP_ALLOC:
+            if r == ROW_ZERO:
+                counts[K_ZERO_ALLOC] += 1
+                continue
+            if r == ROW_FAILED:
+                counts[K_FAILED] += 1
+                continue
+            a = addr[p]
+            if a != 0:                          # its free was never traced (bulk free)
+                w = owner[p]
+                if w == ROW_LARGE:
+                    nj.kfree(h, a, c)
+                    counts[K_LARGE_BYTES] -= lbytes[p]
+                else:
+                    nj.kmem_cache_free(h, cids[w], a, c)
+                counts[K_UNTRACED_FREE] += 1
+            if r == ROW_LARGE:
+                a = nj.kmalloc(h, nbytes[i], c, gfp[i])
+                lbytes[p] = nbytes[i]
+                counts[K_LARGE_BYTES] += nbytes[i]
+            elif node[i] >= 0:
+                a = nj.kmem_cache_alloc_node(h, cids[r], node[i], c, gfp[i])
+            else:
+                a = nj.kmem_cache_alloc(h, cids[r], c, gfp[i])
+            if a == 0:
+                addr[p] = 0
+                counts[K_OOM_AT] = i
+                return 1
+            addr[p] = a
+            owner[p] = r
+            counts[K_REPLAYED] += 1
+        else:
+            if r == ROW_NULL:
+                counts[K_NULL] += 1
+                continue
+            if r == ROW_ZERO_PTR:
+                counts[K_ZERO_PTR] += 1
+                continue
+            a = addr[p]
+            if a == 0:
+                counts[K_UNTRACED_ALLOC] += 1
+                continue
+            w = owner[p]
+            if w == ROW_LARGE:
+                nj.kfree(h, a, c)
+                counts[K_LARGE_BYTES] -= lbytes[p]
+            else:
+                nj.kmem_cache_free(h, cids[w], a, c)
+            addr[p] = 0
+            counts[K_REPLAYED] += 1
+    return 0
+
+
+@numba.njit(cache=True)
+def _sheaf_owner(st, sheaf, sheaves):
+    """Count the sheaf at ``sheaf`` (0: none) for the cache whose slab holds it."""
+    if sheaf:
+        pfn = sheaf >> 12
+        if st.pg_flags[pfn] & PG_TAIL:
+            pfn = st.pg_head[pfn]
+        sheaves[st.sl_cache[pfn]] += 1
+
+
+@numba.njit(cache=True)
+def sample(h, cids, live, slabs, partial, cpu_slabs, sheaves):
+    """Per cache row ``k`` (numslab id ``cids[k]``): the live objects users hold (the
+    engine's exact count less the allocator's own sheaves), slabs, partial slabs (node
+    lists) and CPU slabs (CPU slab and CPU partial slabs), into the int64[K] outputs;
+    ``sheaves`` is int64[max_caches] scratch."""
+    st = state_of(h)
+    sheaves[:] = 0
+    for cache in range(st.max_caches):
+        if st.ca[cache * CA_NCOLS + CA_ACTIVE] == 0:
+            continue
+        for cpu in range(st.ncpus):
+            r = _cpu_row(st, cache, cpu)
+            _sheaf_owner(st, st.cpu[r + C_MAIN], sheaves)
+            _sheaf_owner(st, st.cpu[r + C_SPARE], sheaves)
+        for node in range(st.nnodes):
+            r = _node_row(st, cache, node)
+            for col in (N_BARN_FULL, N_BARN_EMPTY):
+                sh = st.node[r + col]
+                while sh:
+                    _sheaf_owner(st, sh, sheaves)
+                    sh = st.mem[(sh >> 3) + SH_NEXT]
+    for k in range(cids.shape[0]):
+        cache = cids[k]
+        live[k] = live_objects(st, cache) - sheaves[cache]
+        s = 0
+        p = 0
+        for node in range(st.nnodes):
+            r = _node_row(st, cache, node)
+            s += st.node[r + N_NR_SLABS]
+            p += st.node[r + N_NR_PARTIAL]
+        slabs[k] = s
+        partial[k] = p
+        u = 0
+        for cpu in range(st.ncpus):
+            r = _cpu_row(st, cache, cpu)
+            if st.cpu[r + C_SLAB] != NIL:
+                u += 1
+            head = st.cpu[r + C_PARTIAL]
+            if head != NIL:
+                u += st.sl_slabs[head]
+        cpu_slabs[k] = u

@@ -1,0 +1,558 @@
+"""The trace reader's compiled kernel: one pass over each line's bytes, into a struct of
+arrays, interning cache names and pointers (dense ids) in open-addressing tables as it goes.
+
+Called on chunks of the text (:func:`parse_chunk`); the tables and counters persist from one
+chunk to the next, so a trace is read in a few MiB at a time. The byte loops index a
+``uint8`` array directly: no Python runs per line.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
+
+# ---- event kinds (one per parsed line) ---------------------------------------------------------
+EV_CACHE_ALLOC = 0   #: kmem_cache_alloc (and the old kmem_cache_alloc_node)
+EV_KMALLOC = 1       #: kmalloc (and the old kmalloc_node)
+EV_KFREE = 2         #: kfree
+EV_CACHE_FREE = 3    #: kmem_cache_free
+EV_OTHER = 4         #: a tracepoint line of another event
+EV_LOST = 5          #: "CPU:n [LOST m EVENTS]": the ring buffer overflowed
+EV_BAD = 6           #: a malformed line (kept only with ``skip_bad``)
+
+# ---- rows that are not a cache (``row`` of an event) ------------------------------------------
+ROW_LARGE = -1        #: a kmalloc above the largest kmalloc cache: whole pages
+ROW_ZERO = -2         #: kmalloc(0): ZERO_SIZE_PTR, nothing allocated
+ROW_FAILED = -3       #: the traced allocation returned NULL
+ROW_NULL = -4         #: free of NULL
+ROW_ZERO_PTR = -5     #: free of ZERO_SIZE_PTR
+ROW_NONE = -6         #: not an allocation or free
+
+# ---- the state vector ``sv`` -------------------------------------------------------------------
+(SV_ROWS, SV_LINE, SV_NNAMES, SV_NPIDS, SV_NAMEBYTES, SV_BADLINE, SV_ERR, SV_NCOLS) = range(8)
+# statuses of parse_chunk
+ST_DONE, ST_ROWS, ST_PIDS, ST_NAMES, ST_ERROR = 0, 1, 2, 3, 4
+# error codes
+ERR_NONE, ERR_NO_TIMESTAMP, ERR_NO_CPU, ERR_FIELD, ERR_MISSING, ERR_LONG = 0, 1, 2, 3, 4, 5
+ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an event name",
+            ERR_NO_CPU: "no '[cpu]' field", ERR_FIELD: "a field's value does not parse",
+            ERR_MISSING: "a kmem event without its ptr, name or bytes_alloc field",
+            ERR_LONG: "a line longer than the read buffer"}
+
+#: the kmalloc size classes (bytes_alloc of a kmalloc event is one of them, or pages)
+KM_SIZES = np.array([8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192], np.int64)
+KM_MAX = 8192
+# gfp bits deciding the kmalloc type (numslab's values, as include/linux/gfp_types.h)
+_DMA, _RECLAIMABLE, _ACCOUNT = 0x01, 0x10, 0x400000
+ZERO_SIZE_PTR = 16
+#: hex digit values by byte (-1: not a hex digit)
+HEX = np.full(256, -1, np.int8)
+HEX[48:58] = np.arange(10)
+HEX[97:103] = np.arange(10, 16)
+HEX[65:71] = np.arange(10, 16)
+NAME_MAX_ROWS = 4096
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fnv(buf, a, b):
+    """FNV-1a 64 of ``buf[a:b]`` (never 0: 0 marks an empty table slot)."""
+    h = np.uint64(0xcbf29ce484222325)
+    for i in range(a, b):
+        h = (h ^ np.uint64(buf[i])) * np.uint64(0x100000001b3)
+    if h == 0:
+        h = np.uint64(1)
+    return h
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _gfp_lookup(keys, values, h):
+    """``values[k]`` where ``keys[k] == h`` (``keys`` sorted), or 0."""
+    k = np.searchsorted(keys, h)
+    if k < keys.shape[0] and keys[k] == h:
+        return values[k]
+    return 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _slot(key, mask):
+    """Home slot of a 64-bit key in a power-of-two table."""
+    return np.int64((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & mask
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def pid_insert(table, key, sv):
+    """The dense id of pointer ``key`` (a new one if unseen); ``table`` is uint64[2 * cap],
+    (key, id) pairs side by side so that a probe touches one cache line."""
+    mask = (table.shape[0] >> 1) - 1
+    s = _slot(key, mask)
+    while True:
+        k = table[2 * s]
+        if k == key:
+            return np.int64(table[2 * s + 1])
+        if k == 0:
+            v = sv[SV_NPIDS]
+            table[2 * s] = key
+            table[2 * s + 1] = v
+            sv[SV_NPIDS] = v + 1
+            return v
+        s = (s + 1) & mask
+
+
+@numba.njit(cache=True)
+def pid_rehash(old, new):
+    """Move every pointer of the old table into the (larger, empty) new one."""
+    mask = (new.shape[0] >> 1) - 1
+    for i in range(old.shape[0] >> 1):
+        key = old[2 * i]
+        if key != 0:
+            s = _slot(key, mask)
+            while new[2 * s] != 0:
+                s = (s + 1) & mask
+            new[2 * s] = key
+            new[2 * s + 1] = old[2 * i + 1]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _name_row(buf, a, b, h, nt_keys, nt_vals, name_bytes, name_off, name_kind, sv):
+    """The row of the cache named ``buf[a:b]`` (hash ``h``), added if new; -1 if the name
+    table is full."""
+    mask = nt_keys.shape[0] - 1
+    s = _slot(h, mask)
+    while True:
+        k = nt_keys[s]
+        if k == h:
+            return nt_vals[s]
+        if k == 0:
+            v = sv[SV_NNAMES]
+            nb = sv[SV_NAMEBYTES]
+            if v >= name_kind.shape[0] or nb + (b - a) > name_bytes.shape[0]:
+                return -1
+            for i in range(a, b):
+                name_bytes[nb + i - a] = buf[i]
+            name_off[v] = nb
+            name_off[v + 1] = nb + (b - a)
+            name_kind[v] = 0
+            nt_keys[s] = h
+            nt_vals[s] = v
+            sv[SV_NNAMES] = v + 1
+            sv[SV_NAMEBYTES] = nb + (b - a)
+            return v
+        s = (s + 1) & mask
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _kmalloc_row(nbytes, gfp, km_row, name_off, name_kind, sv):
+    """The row of the kmalloc cache serving a ``nbytes``-byte class under ``gfp``
+    (``kmalloc_type``: DMA, then reclaimable, then accounted), added if new; -1 if full."""
+    cls = 0
+    while cls < 12 and KM_SIZES[cls] < nbytes:
+        cls += 1
+    t = 0
+    if gfp & _DMA:
+        t = 3
+    elif gfp & _RECLAIMABLE:
+        t = 2
+    elif gfp & _ACCOUNT:
+        t = 1
+    key = t * 16 + cls
+    r = km_row[key]
+    if r < 0:
+        r = sv[SV_NNAMES]
+        if r >= name_kind.shape[0]:
+            return -1
+        name_off[r + 1] = name_off[r]
+        name_kind[r] = 1 + key
+        km_row[key] = r
+        sv[SV_NNAMES] = r + 1
+    return r
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _event(buf, a, b):
+    """The kmem event named ``buf[a:b]`` (``EV_*``), or EV_OTHER."""
+    n = b - a
+    if n < 5 or buf[a] != 107:                       # 'k'
+        return EV_OTHER
+    if n == 5 and buf[a + 1] == 102 and buf[a + 2] == 114 and buf[a + 3] == 101 \
+            and buf[a + 4] == 101:
+        return EV_KFREE
+    if (n == 7 or n == 12) and buf[a + 1] == 109 and buf[a + 2] == 97 and buf[a + 3] == 108 \
+            and buf[a + 4] == 108 and buf[a + 5] == 111 and buf[a + 6] == 99:
+        if n == 7 or buf[a + 7] == 95:              # kmalloc, kmalloc_node
+            return EV_KMALLOC
+        return EV_OTHER
+    if n >= 15 and buf[a + 1] == 109 and buf[a + 2] == 101 and buf[a + 3] == 109 \
+            and buf[a + 4] == 95 and buf[a + 5] == 99 and buf[a + 10] == 95:   # kmem_cache_
+        if n == 15 and buf[a + 11] == 102 and buf[a + 14] == 101:         # kmem_cache_free
+            return EV_CACHE_FREE
+        if (n == 16 or n == 21) and buf[a + 11] == 97 and buf[a + 15] == 99:  # _alloc(_node)
+            return EV_CACHE_ALLOC
+    return EV_OTHER
+
+
+@numba.njit(cache=True, nogil=True)
+def bitmaps(buf, n, sp, dl):
+    """Bit ``i`` of ``sp`` and ``dl`` (uint64[>= n // 64 + 2]) is set where ``buf[i]`` is a
+    space; a space or a newline (ends a token). A loop the compiler vectorises."""
+    full = n // 64
+    for w in range(full):
+        a = np.uint64(0)
+        b = np.uint64(0)
+        base = w * 64
+        for j in range(64):
+            ch = buf[base + j]
+            s_ = np.uint64(ch == 32)
+            a |= s_ << np.uint64(j)
+            b |= (s_ | np.uint64(ch == 10)) << np.uint64(j)
+        sp[w] = a
+        dl[w] = b
+    for w in range(full, min(full + 2, sp.shape[0])):
+        a = np.uint64(0)
+        b = np.uint64(0)
+        for j in range(64):
+            i = w * 64 + j
+            if i < n:
+                ch = buf[i]
+                if ch == 32:
+                    a |= np.uint64(1) << np.uint64(j)
+                if ch == 32 or ch == 10:
+                    b |= np.uint64(1) << np.uint64(j)
+        sp[w] = a
+        dl[w] = b
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _next_set(bm, q):
+    """The first position at or after ``q`` whose bit is set in ``bm``."""
+    w = bm[q >> 6] >> np.uint64(q & 63)
+    if w:
+        return q + np.int64(trailing_zeros(w))
+    q = (q | 63) + 1
+    while True:
+        w = bm[q >> 6]
+        if w:
+            return q + np.int64(trailing_zeros(w))
+        q += 64
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _next_clear(bm, q):
+    """The first position at or after ``q`` whose bit is clear in ``bm``."""
+    w = ~bm[q >> 6] >> np.uint64(q & 63)
+    if w:
+        return q + np.int64(trailing_zeros(w))
+    q = (q | 63) + 1
+    while True:
+        w = ~bm[q >> 6]
+        if w:
+            return q + np.int64(trailing_zeros(w))
+        q += 64
+
+
+@numba.njit(cache=True, nogil=True)
+def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, name, req,
+                alloc, gfp, node, row, pid, nt_keys, nt_vals, name_bytes, name_off, name_kind,
+                name_size, km_row, ptab, pid_zero, sp, dl):
+    """Parse the lines of ``buf[:n]`` (``buf[n - 1]`` must be a newline, so that no scan
+    inside a line needs a bound; ``sp``, ``dl`` its :func:`bitmaps`) into the row
+    arrays from row ``sv[SV_ROWS]``; returns ``(consumed bytes, status)``: ``ST_DONE``, or
+    ``ST_ROWS``/``ST_PIDS``/``ST_NAMES`` (grow that and call again on the rest), or
+    ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its ``ERR_*``)."""
+    pos = 0
+    cap = kind.shape[0]
+    ptcap = ptab.shape[0] >> 1
+    nrows = sv[SV_ROWS]
+    nline = sv[SV_LINE]
+    while pos < n:
+        if nrows >= cap:
+            sv[SV_ROWS] = nrows
+            sv[SV_LINE] = nline
+            return pos, ST_ROWS
+        if 2 * (sv[SV_NPIDS] + 1) >= ptcap:
+            sv[SV_ROWS] = nrows
+            sv[SV_LINE] = nline
+            return pos, ST_PIDS
+        r = nrows
+        q = _next_clear(sp, pos)
+        c0 = buf[q]
+        # blank, '#' comment, trace-cmd's "cpus=": no row
+        if c0 == 10 or c0 == 13 or c0 == 35 or (
+                c0 == 99 and buf[q + 1] == 112 and buf[q + 2] == 117
+                and buf[q + 3] == 115 and buf[q + 4] == 61):
+            while buf[q] != 10:
+                q += 1
+            nline += 1
+            pos = q + 1
+            continue
+        ln = nline + 1
+        line[r] = ln
+        cpu[r] = -1
+        ts[r] = 0.0
+        ptr[r] = 0
+        name[r] = -1
+        req[r] = -1
+        alloc[r] = -1
+        gfp[r] = 0
+        node[r] = -1
+        row[r] = ROW_NONE
+        pid[r] = -1
+        err = ERR_NONE
+        ev = EV_OTHER
+        nm0 = -1
+        nm1 = -1
+        nh = np.uint64(0)
+        if c0 == 67 and buf[q + 1] == 80 and buf[q + 2] == 85 and buf[q + 3] == 58:
+            ev = EV_LOST                                  # "CPU:n [LOST m EVENTS]"
+            q = _next_set(dl, q)
+            while buf[q] != 10:
+                q = _next_set(dl, q + 1)
+        else:
+            c = -1
+            found = False
+            evs = -1
+            while True:                                   # tokens up to the event name
+                e = _next_set(dl, q)                      # token buf[q:e]
+                t0 = buf[q]
+                if c < 0:
+                    if t0 == 91 and e - q >= 3 and buf[e - 1] == 93:     # "[cpu]"
+                        v = 0
+                        ok = True
+                        for i in range(q + 1, e - 1):
+                            d = buf[i] - 48
+                            if d < 0 or d > 9:
+                                ok = False
+                            v = v * 10 + d
+                        if ok:
+                            c = v
+                elif not found:
+                    if 48 <= t0 <= 57 and buf[e - 1] == 58:              # "secs.frac:"
+                        whole = 0
+                        i = q
+                        while buf[i] != 46 and i < e - 1:
+                            whole = whole * 10 + (buf[i] - 48)
+                            i += 1
+                        if i < e - 1:
+                            frac = 0
+                            scale = 1.0
+                            ok = i > q
+                            for j in range(i + 1, e - 1):
+                                d = buf[j] - 48
+                                if d < 0 or d > 9:
+                                    ok = False
+                                frac = frac * 10 + d
+                                scale *= 10.0
+                            for j in range(q, i):
+                                if buf[j] < 48 or buf[j] > 57:
+                                    ok = False
+                            if ok and e - 1 > i + 1:
+                                ts[r] = whole + frac / scale
+                                found = True
+                else:
+                    if e - q >= 2 and buf[e - 1] == 58:                   # "event:"
+                        evs = q
+                        for i in range(q, e - 1):                         # kmem:kfree:
+                            if buf[i] == 58:
+                                evs = i + 1
+                        ev = _event(buf, evs, e - 1)
+                        q = e
+                        break
+                if buf[e] == 10:
+                    q = e
+                    break
+                q = _next_clear(sp, e)
+                if buf[q] == 10:
+                    break
+            if c < 0:
+                err = ERR_NO_CPU
+            elif not found or evs < 0:
+                err = ERR_NO_TIMESTAMP
+            else:
+                cpu[r] = c
+        if err == ERR_NONE and ev <= EV_CACHE_FREE:
+            have_ptr = False
+            # fields "key=value", told by a few bytes of the key (the buffer has 64 bytes of
+            # slack past n, so looking ahead of a short last token reads no foreign memory)
+            while err == ERR_NONE:
+                ch = buf[q]
+                if ch == 32:
+                    q = _next_clear(sp, q)
+                    ch = buf[q]
+                if ch == 10 or (ch == 13 and buf[q + 1] == 10):
+                    break
+                if ch == 99 and buf[q + 4] == 95 and buf[q + 9] == 61:            # call_site=
+                    q = _next_set(dl, q + 10)
+                elif ch == 112 and buf[q + 1] == 116 and buf[q + 3] == 61:        # ptr=
+                    q += 4
+                    v0 = q
+                    if buf[q] == 48 and buf[q + 1] == 120:
+                        q += 2
+                    a0 = q
+                    v = np.uint64(0)
+                    while True:
+                        d = HEX[buf[q]]
+                        if d < 0:
+                            break
+                        v = (v << np.uint64(4)) | np.uint64(d)
+                        q += 1
+                    t = buf[q]
+                    if q == a0 or q - a0 > 16 or not (t == 32 or t == 10 or t == 13):
+                        v = np.uint64(0)
+                        q = _next_set(dl, q)
+                        if not (buf[v0] == 40 and 5 <= q - v0 <= 6):              # (nil)
+                            err = ERR_FIELD
+                    ptr[r] = v
+                    have_ptr = True
+                elif ch == 110 and buf[q + 1] == 97 and buf[q + 4] == 61:         # name=
+                    q += 5
+                    nm0 = q
+                    h = np.uint64(0xcbf29ce484222325)
+                    while True:
+                        t = buf[q]
+                        if t == 32 or t == 10 or t == 13:
+                            break
+                        h = (h ^ np.uint64(t)) * np.uint64(0x100000001b3)
+                        q += 1
+                    nm1 = q
+                    nh = h if h != 0 else np.uint64(1)
+                elif ch == 103 and buf[q + 3] == 95 and buf[q + 9] == 61 \
+                        and not 48 <= buf[q + 10] <= 57:                          # gfp_flags=
+                    q += 10
+                    v2 = 0
+                    s0 = q
+                    while True:
+                        t = buf[q]
+                        if t == 124 or t == 32 or t == 10 or t == 13:
+                            if q > s0:
+                                v2 |= _gfp_lookup(gkeys, gvals, _fnv(buf, s0, q))
+                            if t != 124:
+                                break
+                            s0 = q + 1
+                        q += 1
+                    gfp[r] = v2
+                else:
+                    which = 0
+                    if ch == 98 and buf[q + 6] == 114 and buf[q + 9] == 61:       # bytes_req=
+                        which = 1
+                        q += 10
+                    elif ch == 98 and buf[q + 6] == 97 and buf[q + 11] == 61:     # bytes_alloc=
+                        which = 2
+                        q += 12
+                    elif ch == 103 and buf[q + 3] == 95 and buf[q + 9] == 61:     # gfp_flags=0x
+                        which = 3
+                        q += 10
+                    elif ch == 110 and buf[q + 1] == 111 and buf[q + 4] == 61:    # node=
+                        which = 4
+                        q += 5
+                    if which == 0:                                                # other
+                        q = _next_set(dl, q)
+                        continue
+                    neg = buf[q] == 45
+                    if neg:
+                        q += 1
+                    a0 = q
+                    v2 = 0
+                    if buf[q] == 48 and buf[q + 1] == 120:
+                        q += 2
+                        a0 = q
+                        while True:
+                            d = HEX[buf[q]]
+                            if d < 0:
+                                break
+                            v2 = v2 * 16 + d
+                            q += 1
+                    else:
+                        while True:
+                            t = buf[q]
+                            if t < 48 or t > 57:
+                                break
+                            v2 = v2 * 10 + (t - 48)
+                            q += 1
+                    t = buf[q]
+                    if q == a0 or not (t == 32 or t == 10 or t == 13):
+                        err = ERR_FIELD
+                        q = _next_set(dl, q)
+                    if neg:
+                        v2 = -v2
+                    if which == 1:
+                        req[r] = v2
+                    elif which == 2:
+                        alloc[r] = v2
+                    elif which == 3:
+                        gfp[r] = v2
+                    else:
+                        node[r] = v2
+            if err == ERR_NONE:
+                if not have_ptr:
+                    err = ERR_MISSING
+                elif (ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE) and nm0 < 0:
+                    err = ERR_MISSING
+                elif (ev == EV_CACHE_ALLOC or ev == EV_KMALLOC) and alloc[r] < 0:
+                    err = ERR_MISSING
+        # the rest of the line
+        while buf[q] != 10:
+            q = _next_set(dl, q + 1)
+        if err != ERR_NONE:
+            if not skip_bad:
+                sv[SV_BADLINE] = ln
+                sv[SV_ERR] = err
+                sv[SV_ROWS] = nrows
+                sv[SV_LINE] = nline
+                return pos, ST_ERROR
+            ev = EV_BAD
+        kind[r] = ev
+        if ev <= EV_CACHE_FREE:
+            nr = -1
+            if nm0 >= 0:
+                nr = _name_row(buf, nm0, nm1, nh, nt_keys, nt_vals, name_bytes, name_off,
+                               name_kind, sv)
+                if nr < 0:
+                    sv[SV_ROWS] = nrows
+                    sv[SV_LINE] = nline
+                    return pos, ST_NAMES
+                name[r] = nr
+            p = ptr[r]
+            if p != 0:
+                pid[r] = pid_insert(ptab, p, sv)
+            ba = alloc[r]
+            if ev == EV_CACHE_ALLOC or ev == EV_KMALLOC:
+                if p == 0:
+                    row[r] = ROW_FAILED
+                elif ev == EV_KMALLOC:
+                    if ba == 0:
+                        row[r] = ROW_ZERO
+                        pid_zero[pid[r]] = 1
+                    elif ba > KM_MAX:
+                        row[r] = ROW_LARGE
+                    else:
+                        kr = _kmalloc_row(ba, gfp[r], km_row, name_off, name_kind, sv)
+                        if kr < 0:
+                            sv[SV_ROWS] = nrows
+                            sv[SV_LINE] = nline
+                            return pos, ST_NAMES
+                        row[r] = kr
+                else:
+                    row[r] = nr
+                    if ba > name_size[nr]:
+                        name_size[nr] = ba
+            else:
+                if p == 0:
+                    row[r] = ROW_NULL
+                elif p == ZERO_SIZE_PTR or pid_zero[pid[r]]:
+                    row[r] = ROW_ZERO_PTR
+                else:
+                    row[r] = 0
+        nrows = r + 1
+        nline = ln
+        pos = q + 1
+    sv[SV_ROWS] = nrows
+    sv[SV_LINE] = nline
+    return pos, ST_DONE
+
+
+@numba.njit(cache=True, nogil=True)
+def last_newline(buf, n):
+    """One past the last newline in ``buf[:n]``, 0 if there is none."""
+    for i in range(n - 1, -1, -1):
+        if buf[i] == 10:
+            return i + 1
+    return 0

@@ -1,0 +1,186 @@
+"""Recording on the live kernel: the ``kmem`` tracepoints through tracefs (``numslab
+record``) and ``/sys/kernel/slab`` as JSON (``numslab snapshot``).
+
+Every change to tracefs is undone in a ``finally``: the events' enables, ``tracing_on`` and
+the buffer size are put back as they were, however the recording ends.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import lzma
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import SlabError
+
+__all__ = ["RecordError", "EVENTS", "TRACEFS", "record", "snapshot", "ensure_tracefs"]
+
+TRACEFS = "/sys/kernel/tracing"
+SLAB_ROOT = "/sys/kernel/slab"
+#: the kmem events a replay reads
+EVENTS = ("kmalloc", "kfree", "kmem_cache_alloc", "kmem_cache_free")
+#: the attributes of each /sys/kernel/slab/<cache>/ a snapshot keeps
+SLAB_ATTRS = ("object_size", "slab_size", "align", "order", "objs_per_slab", "min_partial",
+              "cpu_partial", "hwcache_align", "destroy_by_rcu", "reclaim_account",
+              "sheaf_capacity", "ctor", "aliases", "objects", "slabs", "partial", "cpu_slabs",
+              "total_objects", "objects_partial", "slabs_cpu_partial")
+
+
+class RecordError(SlabError, OSError):
+    """Tracing or the slab directory is not available here (not root, no tracefs, ...)."""
+
+
+def _write(path: Path, text: str) -> None:
+    """Write ``text`` and a newline to a tracefs file, as ``echo`` would."""
+    with open(path, "w") as f:
+        f.write(text + "\n")
+
+
+def ensure_tracefs(root: str | Path = TRACEFS) -> Path:
+    """``root`` as a usable tracefs (mounted here if it is the empty mount point).
+
+    Raises
+    ------
+    RecordError
+        When it is absent, cannot be mounted, or its kmem events are missing.
+    """
+    root = Path(root)
+    if not (root / "events").is_dir():
+        if root.is_dir() and os.geteuid() == 0:
+            r = subprocess.run(["mount", "-t", "tracefs", "nodev", str(root)],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RecordError(f"record: {root} has no tracefs and mounting it failed: "
+                                  f"{r.stderr.strip() or r.returncode}")
+        if not (root / "events").is_dir():
+            raise RecordError(f"record: no tracefs at {root} (as root: mount -t tracefs "
+                              f"nodev {root})")
+    missing = [e for e in EVENTS if not (root / "events" / "kmem" / e / "enable").exists()]
+    if missing:
+        raise RecordError(f"record: this kernel's tracefs at {root} lacks the kmem events "
+                          f"{', '.join(missing)}")
+    return root
+
+
+def _read(path: Path) -> str:
+    """A tracefs file's text, stripped."""
+    return path.read_text().strip()
+
+
+def record(out: str | Path, command: Sequence[str] | None = None, seconds: float | None = None,
+           root: str | Path = TRACEFS, buffer_kb: int = 65536) -> dict[str, Any]:
+    """Record the kmem events while ``command`` runs (or for ``seconds``) and write the
+    tracefs ``trace`` text to ``out`` (xz or gz by its suffix).
+
+    Returns
+    -------
+    dict
+        ``lines`` written, ``lost`` (lines reporting lost events), the command's
+        ``returncode`` (None without a command) and ``seconds``.
+
+    Raises
+    ------
+    RecordError
+        When tracing is not permitted or available; tracefs is left as it was.
+    """
+    if command is None and seconds is None:
+        seconds = 1.0
+    root = ensure_tracefs(root)
+    ev = [root / "events" / "kmem" / e / "enable" for e in EVENTS]
+    try:
+        saved = {"on": _read(root / "tracing_on"), "buf": _read(root / "buffer_size_kb"),
+                 "ev": [_read(p) for p in ev]}
+    except OSError as e:
+        raise RecordError(f"record: cannot read {root}: {e.strerror}") from None
+    rc = None
+    t0 = time.monotonic()
+    try:
+        try:
+            _write(root / "tracing_on", "0")
+            _write(root / "buffer_size_kb", str(int(buffer_kb)))
+            _write(root / "trace", "")
+            for p in ev:
+                _write(p, "1")
+            _write(root / "tracing_on", "1")
+        except PermissionError as e:
+            raise RecordError(f"record: not permitted to change tracing ({e.filename}); "
+                              "run as root") from None
+        except OSError as e:
+            raise RecordError(f"record: cannot set up tracing ({e.filename}: "
+                              f"{e.strerror})") from None
+        if command:
+            rc = subprocess.run(list(command)).returncode
+        else:
+            time.sleep(float(seconds or 0))
+        _write(root / "tracing_on", "0")
+        text = (root / "trace").read_text(errors="replace")
+    finally:
+        for p, v in zip(ev, saved["ev"]):
+            _try_write(p, v)
+        _try_write(root / "trace", "")
+        _try_write(root / "buffer_size_kb", saved["buf"])
+        _try_write(root / "tracing_on", saved["on"])
+    out = Path(out)
+    data = text.encode()
+    if out.suffix == ".xz":
+        data = lzma.compress(data)
+    elif out.suffix == ".gz":
+        data = gzip.compress(data)
+    out.write_bytes(data)
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    return {"lines": len(lines), "lost": sum("LOST" in ln for ln in lines
+                                             if ln.startswith("CPU:")),
+            "returncode": rc, "seconds": time.monotonic() - t0}
+
+
+def _try_write(path: Path, text: str) -> None:
+    """Restore one tracefs file, ignoring a failure (the others are still restored)."""
+    try:
+        _write(path, text)
+    except OSError:
+        pass
+
+
+def snapshot(root: str | Path = SLAB_ROOT) -> dict[str, Any]:
+    """The live kernel's ``/sys/kernel/slab`` as a JSON-ready dict: ``kernel`` release,
+    ``nr_cpus``, ``nr_nodes`` and ``caches`` (each cache's attributes as text, an alias as
+    ``{"name", "alias_of"}``), the format :func:`~numslab.lab.replay.load_snapshot` reads.
+
+    Raises
+    ------
+    RecordError
+        When the slab directory is missing or unreadable.
+    """
+    root = Path(root)
+    try:
+        names = sorted(os.listdir(root))
+    except OSError as e:
+        raise RecordError(f"snapshot: cannot list {root}: {e.strerror}") from None
+    caches = []
+    for name in names:
+        p = root / name
+        if p.is_symlink():
+            caches.append({"name": name, "alias_of": os.path.basename(os.readlink(p))})
+            continue
+        entry = {"name": name}
+        for a in SLAB_ATTRS:
+            try:
+                entry[a] = (p / a).read_text().strip()
+            except OSError:
+                pass
+        caches.append(entry)
+    nodes = len([d for d in Path("/sys/devices/system/node").glob("node[0-9]*")]) or 1
+    return {"kernel": platform.release(), "nr_cpus": os.cpu_count() or 1, "nr_nodes": nodes,
+            "caches": caches}
+
+
+def write_snapshot(out: str | Path, root: str | Path = SLAB_ROOT) -> int:
+    """Write :func:`snapshot` as JSON to ``out``; the number of cache entries."""
+    snap = snapshot(root)
+    Path(out).write_text(json.dumps(snap, indent=1))
+    return len(snap["caches"])

@@ -1,0 +1,390 @@
+"""The replay driver: a parsed kmem trace through one numslab allocator per configuration
+(kernel generation, CPUs, nodes, policy), sampled into a :class:`ReplayResult`.
+
+Data flow: :func:`~numslab.lab.trace.read_trace` (text to arrays) → :func:`prepare` (cache
+rows, dense pointer ids, each event's op on the simulated machine, in NumPy) → for each
+configuration a ``SlabAllocator`` with the trace's caches, then
+:func:`~numslab.lab.kernels.replay_chunk` between sample points and
+:func:`~numslab.lab.kernels.sample` at each.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Sequence
+
+import numpy as np
+
+from .. import flags as F
+from ..errors import SlabError
+from ..facade.allocator import SlabAllocator
+from . import kernels as K
+from .result import ReplayResult, Series
+from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
+                    EV_OTHER, Trace, load_bytes, read_trace)
+
+__all__ = ["Config", "parse_config", "load_snapshot", "prepare", "replay", "replay_trace",
+           "Prepared", "KERNELS", "POLICIES"]
+
+KERNELS = ("6.18", "7.0")
+#: ``default``: the generation's own rules; ``sheaves=N``: every cache the trace uses, but
+#: numslab's own kmalloc caches, gets sheaves of at least N objects (under 6.18 the opt-in
+#: ``sheaf_capacity``; under 7.0 a minimum); ``nosheaves``: 6.18 without the sheaves a
+#: snapshot gives some caches (7.0 keeps its own: every cache has them).
+POLICIES = ("default", "sheaves=N", "nosheaves")
+SAMPLES = 256
+
+
+@dataclass(frozen=True)
+class Config:
+    """One simulated machine to replay on: SLUB generation, CPUs, nodes and policy."""
+
+    kernel: str = "7.0"
+    cpus: int = 2
+    nodes: int = 1
+    policy: str = "default"
+
+    @property
+    def name(self) -> str:
+        """``7.0``, ``6.18:cpus=4``, ``7.0:sheaves=32``: the configuration as ``--compare``
+        spells it (parts at their default for the trace left out by the caller)."""
+        parts = [self.kernel, f"cpus={self.cpus}"]
+        if self.nodes != 1:
+            parts.append(f"nodes={self.nodes}")
+        if self.policy != "default":
+            parts.append(self.policy)
+        return ":".join(parts)
+
+
+def _policy(text: str) -> str:
+    """Check a policy name (see :data:`POLICIES`)."""
+    if text in ("default", "nosheaves"):
+        return text
+    if text.startswith("sheaves="):
+        n = text.split("=", 1)[1]
+        if n.isdigit() and 0 < int(n) <= 4096:
+            return f"sheaves={int(n)}"
+    raise SlabError(f"policy {text!r} is not one of {', '.join(POLICIES)} (N in 1..4096)")
+
+
+def parse_config(text: str, base: Config) -> Config:
+    """``KERNEL[:cpus=N][:nodes=N][:POLICY]`` (any part may be left out; ``base`` fills it),
+    e.g. ``6.18``, ``7.0:cpus=8``, ``7.0:sheaves=64``."""
+    kernel, cpus, nodes, policy = base.kernel, base.cpus, base.nodes, base.policy
+    for part in [p.strip() for p in text.split(":") if p.strip()]:
+        if part in KERNELS:
+            kernel = part
+        elif part.startswith("cpus=") and part[5:].isdigit() and int(part[5:]) >= 1:
+            cpus = int(part[5:])
+        elif part.startswith("nodes=") and part[6:].isdigit() and int(part[6:]) >= 1:
+            nodes = int(part[6:])
+        else:
+            try:
+                policy = _policy(part)
+            except SlabError:
+                raise SlabError(f"configuration {text!r}: {part!r} is not a kernel "
+                                f"({', '.join(KERNELS)}), cpus=N, nodes=N or a policy "
+                                f"({', '.join(POLICIES)})") from None
+    if nodes > cpus:
+        raise SlabError(f"configuration {text!r}: more nodes ({nodes}) than CPUs ({cpus})")
+    return Config(kernel, cpus, nodes, policy)
+
+
+def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
+    """A ``/sys/kernel/slab`` snapshot (``numslab snapshot`` JSON, plain, gz or xz) as cache
+    name -> its attributes (an alias gets the attributes of the cache it is an alias of)."""
+    if isinstance(source, dict):
+        data = source
+    else:
+        try:
+            data = json.loads(load_bytes(source))
+        except (OSError, ValueError, SlabError) as e:
+            raise SlabError(f"snapshot {source}: cannot read it as JSON ({e})") from None
+    caches = data.get("caches") if isinstance(data, dict) else None
+    if not isinstance(caches, list):
+        raise SlabError(f"snapshot {source}: no 'caches' list")
+    by_name = {c["name"]: c for c in caches if "alias_of" not in c}
+    out = dict(by_name)
+    for c in caches:
+        if "alias_of" in c and c["alias_of"] in by_name:
+            out[c["name"]] = by_name[c["alias_of"]]
+    return out
+
+
+_KM_FLAGS = {"dma-": F.SLAB_CACHE_DMA, "kmalloc-rcl-": F.SLAB_RECLAIM_ACCOUNT,
+             "kmalloc-cg-": F.SLAB_ACCOUNT}
+
+
+@dataclass
+class Prepared:
+    """A trace ready to replay: per event ``op``, ``row``, ``pid``, ``cpu``, ``node``,
+    ``gfp``, ``nbytes`` (int arrays of the trace's length); cache rows ``names`` with
+    ``sizes`` (bytes_alloc seen) and ``kmalloc`` (the kmalloc class size, or 0); ``npid``
+    pointers; the counts of skipped lines by reason that need no replay."""
+
+    trace: Trace
+    op: np.ndarray
+    row: np.ndarray
+    pid: np.ndarray
+    gfp: np.ndarray
+    nbytes: np.ndarray
+    names: list[str]
+    sizes: list[int]
+    kmalloc: list[int]
+    npid: int
+    skipped: dict[str, int]
+
+
+def prepare(tr: Trace) -> Prepared:
+    """Give each event of ``tr`` its op (the parser gave its cache row and pointer id)."""
+    kind = tr.kind
+    op = np.zeros(len(tr), np.int8)
+    op[(kind == EV_CACHE_ALLOC) | (kind == EV_KMALLOC)] = K.OP_ALLOC
+    op[(kind == EV_KFREE) | (kind == EV_CACHE_FREE)] = K.OP_FREE
+    counts = np.bincount(kind.view(np.uint8), minlength=8)
+    skipped = {"other_event": int(counts[EV_OTHER]), "lost_events_line": int(counts[EV_LOST]),
+               "bad_line": int(counts[EV_BAD])}
+    nbytes = np.where(tr.row == K.ROW_LARGE, tr.bytes_alloc, 0).astype(np.int64)
+    return Prepared(tr, op, tr.row, tr.pid, tr.gfp & ~F.__GFP_NO_OBJ_EXT, nbytes,
+                    list(tr.names), tr.sizes.tolist(), tr.kmalloc.tolist(), tr.npid, skipped)
+
+
+def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
+              policy: str, kernel: str) -> tuple[dict[str, Any], int, str]:
+    """``kmem_cache_create`` arguments for a trace cache, its object size (for live bytes)
+    and where the geometry came from: the snapshot (``snapshot``; ``snapshot-size`` when
+    the cache has a constructor or a free pointer placement numslab cannot be told, so its
+    slab size is used as the object size) or the trace's ``bytes_alloc`` (``trace``)."""
+    s = snap.get(name) if snap else None
+    sheaf = 0
+    if policy.startswith("sheaves="):
+        sheaf = int(policy.split("=")[1])
+    if s is None or "object_size" not in s:
+        return {"size": max(8, size), "sheaf_capacity": sheaf}, max(8, size), "trace"
+    flags = 0
+    if int(s.get("hwcache_align", 0)):
+        flags |= F.SLAB_HWCACHE_ALIGN
+    if int(s.get("reclaim_account", 0)):
+        flags |= F.SLAB_RECLAIM_ACCOUNT
+    if int(s.get("destroy_by_rcu", 0)):
+        flags |= F.SLAB_TYPESAFE_BY_RCU
+    if policy == "default" or policy == "nosheaves":
+        snap_sheaf = int(s.get("sheaf_capacity", 0) or 0)
+        sheaf = 0 if policy == "nosheaves" else snap_sheaf
+    args = {"size": int(s["object_size"]), "align": int(s.get("align", 0) or 0),
+            "flags": flags, "sheaf_capacity": sheaf}
+    if s.get("ctor"):
+        return {"size": int(s["slab_size"]), "align": args["align"], "flags":
+                flags & ~F.SLAB_TYPESAFE_BY_RCU, "sheaf_capacity": sheaf}, \
+            int(s["object_size"]), "snapshot-size"
+    return args, int(s["object_size"]), "snapshot"
+
+
+def _align_ok(align: int) -> int:
+    """The snapshot's ``align`` as ``kmem_cache_create`` takes it (a power of two or 0)."""
+    return align if align > 0 and align & (align - 1) == 0 else 0
+
+
+def _build(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
+           memory: int) -> tuple[SlabAllocator, np.ndarray, np.ndarray, list[str]]:
+    """The allocator for ``cfg`` with every cache row created: (allocator, numslab id per
+    row int64[K], object size per row int64[K], geometry source per row)."""
+    sa = SlabAllocator(nr_cpus=cfg.cpus, nr_nodes=cfg.nodes, memory=memory,
+                       max_caches=len(p.names) + 32, kernel=cfg.kernel)
+    builtin = {c.name: c for c in sa.kmalloc_caches}
+    cids = np.empty(len(p.names), np.int64)
+    osize = np.empty(len(p.names), np.int64)
+    source = []
+    for k, nm in enumerate(p.names):
+        if nm in builtin:
+            c = builtin[nm]
+            cids[k], osize[k] = c.id, c.object_size
+            source.append("kmalloc")
+            continue
+        if p.kmalloc[k]:
+            extra = next((v for pre, v in _KM_FLAGS.items() if nm.startswith(pre)), 0)
+            sheaf = int(cfg.policy.split("=")[1]) if cfg.policy.startswith("sheaves=") else 0
+            c = sa.kmem_cache_create(nm, p.kmalloc[k], flags=F.SLAB_KMALLOC | extra,
+                                     sheaf_capacity=sheaf)
+            cids[k], osize[k] = c.id, p.kmalloc[k]
+            source.append("kmalloc")
+            continue
+        args, objsize, src = _geometry(nm, p.sizes[k], snap, cfg.policy, cfg.kernel)
+        if "align" in args:
+            args["align"] = _align_ok(args["align"])
+        c = sa.kmem_cache_create(nm, **args)
+        if src == "snapshot" and snap and int(snap[nm].get("slab_size", c.slab_size)) \
+                != c.slab_size:                     # e.g. a typesafe-by-RCU free pointer
+            sa.kmem_cache_destroy(c)
+            args = dict(args, size=int(snap[nm]["slab_size"]),
+                        flags=args["flags"] & ~F.SLAB_TYPESAFE_BY_RCU)
+            c = sa.kmem_cache_create(nm, **args)
+            src = "snapshot-size"
+        cids[k], osize[k] = c.id, objsize
+        source.append(src)
+    return sa, cids, osize, source
+
+
+def _memory(p: Prepared, cfg: Config) -> int:
+    """Arena bytes per node: four times the trace's peak of live bytes (a pre-pass with the
+    replay's rules), plus 1 MiB per cache and CPU for partial and CPU slabs, plus 64 MiB;
+    rounded up to 4 MiB."""
+    peak = int(K.peak_live_bytes(p.op, p.row, p.pid, np.asarray(p.sizes + [0], np.int64),
+                                 p.nbytes, max(p.npid, 1)))
+    need = 4 * peak + len(p.names) * cfg.cpus * (1 << 20) + (64 << 20)
+    return -(-need // (4 << 20)) * (4 << 20)
+
+
+def _sample_points(n: int, samples: int) -> np.ndarray:
+    """Event indices (exclusive ends) at which to sample: ``samples`` evenly spaced, the
+    last at ``n``; at most one per event."""
+    if n == 0:
+        return np.zeros(1, np.int64)
+    k = min(samples, n)
+    return np.unique(np.linspace(0, n, k + 1)[1:].round().astype(np.int64))
+
+
+def replay_prepared(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None = None,
+                    samples: int = SAMPLES, progress: bool | None = None,
+                    memory: int | None = None) -> ReplayResult:
+    """Replay a :class:`Prepared` trace on one configuration."""
+    tr = p.trace
+    mem = memory or _memory(p, cfg)
+    for _ in range(4):
+        res = _run(p, cfg, snapshot, samples, progress, mem)
+        if res is not None:
+            return res
+        mem *= 2                                    # the arena ran out: twice as large
+    raise SlabError(f"replay ({cfg.name}): out of memory with a {mem >> 21} MiB arena per "
+                    f"node, {len(tr)} events")
+
+
+def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, samples: int,
+         progress: bool | None, mem: int) -> ReplayResult | None:
+    """One replay attempt; None if the arena ran out."""
+    t0 = time.perf_counter()
+    tr = p.trace
+    sa, cids, osize, source = _build(p, cfg, snapshot, mem)
+    cpu = (tr.cpu.astype(np.int64) % cfg.cpus).astype(np.int32)
+    cpu[tr.cpu < 0] = 0
+    node = np.where(tr.node >= 0, tr.node % cfg.nodes, -1).astype(np.int32)
+    npid = max(p.npid, 1)
+    addr = np.zeros(npid, np.int64)
+    owner = np.zeros(npid, np.int32)
+    lbytes = np.zeros(npid, np.int64)
+    counts = np.zeros(K.K_NCOUNTS, np.int64)
+    points = _sample_points(len(tr), samples)
+    S, Kn = len(points), len(p.names)
+    live = np.zeros((S, Kn), np.int64)
+    slabs = np.zeros((S, Kn), np.int64)
+    partial = np.zeros((S, Kn), np.int64)
+    cpus = np.zeros((S, Kn), np.int64)
+    large = np.zeros(S, np.int64)
+    sheaves = np.zeros(sa.state.ca.shape[0], np.int64)
+    h = sa.handle
+    bar = None
+    if progress or (progress is None and len(tr) >= 2_000_000):
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=len(tr), unit="ev", desc=f"replay {cfg.name}", leave=False)
+        except ImportError:                 # tqdm is optional (the examples extra)
+            bar = None
+    start = 0
+    try:
+        for s, stop in enumerate(points.tolist()):
+            if K.replay_chunk(h, start, stop, p.op, cpu, p.row, p.pid, p.gfp, node, p.nbytes,
+                              cids, addr, owner, lbytes, counts):
+                return None
+            K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
+            large[s] = counts[K.K_LARGE_BYTES]
+            if bar is not None:
+                bar.update(stop - start)
+            start = stop
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - t0
+    skipped = dict(p.skipped)
+    for k, reason in K.SKIP_REASONS.items():
+        skipped[reason] = int(counts[k])
+    last = np.maximum(points - 1, 0)
+    line = tr.line[last] if len(tr) else np.zeros(1, np.int64)
+    ts = tr.ts[last] if len(tr) else np.zeros(1)
+    series = Series(t=ts, line=line, event=points, live_objects=live, slabs=slabs,
+                    partial=partial, cpu_slabs=cpus, large_bytes=large)
+    objs = [sa.find_cache(nm) for nm in p.names]
+    return ReplayResult(config=cfg, names=list(p.names), object_size=osize,
+                        order=np.array([c.order for c in objs], np.int64),
+                        objs_per_slab=np.array([c.objs_per_slab for c in objs], np.int64),
+                        slab_size=np.array([c.slab_size for c in objs], np.int64),
+                        geometry=source, series=series, lines=len(tr),
+                        replayed=int(counts[K.K_REPLAYED]), skipped=skipped,
+                        untraced_frees=int(counts[K.K_UNTRACED_FREE]), seconds=seconds,
+                        stats=[c.stats for c in objs], memory_per_node=mem,
+                        flags=np.array([c.flags for c in objs], np.int64), allocator=sa)
+
+
+def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | dict | None = None,
+                 samples: int = SAMPLES, progress: bool | None = None,
+                 parse_seconds: float = 0.0) -> list[ReplayResult]:
+    """Replay a parsed trace on each configuration (the same prepared events)."""
+    t0 = time.perf_counter()
+    snap = load_snapshot(snapshot) if snapshot is not None else None
+    p = prepare(tr)
+    prep = time.perf_counter() - t0
+    out = []
+    for cfg in configs:
+        r = replay_prepared(p, cfg, snap, samples, progress)
+        r.parse_seconds = parse_seconds + prep
+        out.append(r)
+    return out
+
+
+def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path | dict | None
+           = None, kernel: str = "7.0", cpus: int | None = None, nodes: int = 1,
+           policy: str = "default", compare: Sequence[str] | str | None = None,
+           skip_bad: bool = False, samples: int = SAMPLES, progress: bool | None = None
+           ) -> ReplayResult:
+    """Replay a kernel kmem trace through numslab's SLUB.
+
+    Parameters
+    ----------
+    trace : path, ``"-"``, binary file, bytes or Trace
+        ``/sys/kernel/tracing/trace`` or ``trace_pipe`` text, ``trace-cmd report`` or
+        ``perf script`` text of the kmem events; plain, gz or xz.
+    snapshot : path or dict, optional
+        ``numslab snapshot`` JSON: the caches' geometry; else it comes from the events.
+    kernel, cpus, nodes, policy
+        The configuration (``cpus`` defaults to the trace's CPU count).
+    compare : sequence of str, optional
+        Further configurations (``KERNEL[:cpus=N][:nodes=N][:POLICY]``); their results
+        are in ``result.configs`` (the first is the result itself).
+    skip_bad : bool
+        Count malformed lines (``skipped["bad_line"]``) instead of raising.
+    samples : int
+        Points of the time series (at least 200 unless the trace is shorter).
+
+    Returns
+    -------
+    ReplayResult
+    """
+    t0 = time.perf_counter()
+    tr = trace if isinstance(trace, Trace) else read_trace(trace, skip_bad)
+    parse = time.perf_counter() - t0
+    if kernel not in KERNELS:
+        raise SlabError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+    if cpus is None:
+        cpus = int(tr.cpu.max()) + 1 if len(tr) and tr.cpu.max() >= 0 else 1
+    base = Config(kernel, int(cpus), int(nodes), _policy(policy))
+    if base.nodes > base.cpus or base.cpus < 1:
+        raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= cpus")
+    if isinstance(compare, str):
+        compare = [c for c in compare.split(",") if c.strip()]
+    configs = [parse_config(c, base) for c in compare] if compare else [base]
+    results = replay_trace(tr, configs, snapshot, samples, progress, parse)
+    first = results[0]
+    if compare:
+        first.configs = {r.config.name: r for r in results}
+    return first

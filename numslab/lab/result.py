@@ -1,0 +1,319 @@
+"""The replay's result: per-cache tables and time series as NumPy arrays, the
+``tools/mm/slabinfo``-style table, the JSON object and the plot of a replay.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import flags as F
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .replay import Config
+
+__all__ = ["Series", "ReplayResult", "store_size", "format_compare", "plot_results"]
+
+PAGE_SIZE = 4096
+
+
+@dataclass
+class Series:
+    """The replay sampled at ``S`` points over the trace, for each of ``K`` caches.
+
+    Attributes
+    ----------
+    t : numpy.ndarray
+        float64[S], the trace's timestamp (seconds) of the last event before each point.
+    line : numpy.ndarray
+        int64[S], the line number of that event in the text.
+    event : numpy.ndarray
+        int64[S], events (parsed lines) replayed before each point.
+    live_objects, slabs, partial, cpu_slabs : numpy.ndarray
+        int64[S, K]: objects users hold (the engine's exact count less the allocator's own
+        sheaves), slabs, partial slabs on the node lists, CPU slabs (6.18's CPU slab and CPU
+        partial slabs).
+    live_bytes, slab_bytes : numpy.ndarray
+        int64[S, K]: live objects times the object size; slabs times the slab's bytes.
+    large_bytes : numpy.ndarray
+        int64[S], bytes of live kmallocs above the largest kmalloc cache (whole pages).
+    """
+
+    t: np.ndarray
+    line: np.ndarray
+    event: np.ndarray
+    live_objects: np.ndarray
+    slabs: np.ndarray
+    partial: np.ndarray
+    cpu_slabs: np.ndarray
+    large_bytes: np.ndarray
+    live_bytes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    slab_bytes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+
+    @property
+    def total_live_bytes(self) -> np.ndarray:
+        """int64[S]: live bytes of every cache."""
+        return self.live_bytes.sum(axis=1)
+
+    @property
+    def total_slab_bytes(self) -> np.ndarray:
+        """int64[S]: slab bytes of every cache."""
+        return self.slab_bytes.sum(axis=1)
+
+
+@dataclass
+class ReplayResult:
+    """One configuration's replay of a trace: ``caches`` (final values and peaks per cache,
+    arrays in the order of ``names``), ``series`` (the time series), the accounting of
+    every line, SLUB's counters per cache (``stats``), the ``allocator`` replayed on (its
+    end state, e.g. for ``allocator.validate()``) and, after ``--compare``, every
+    configuration's result in ``configs``."""
+
+    config: "Config"
+    names: list[str]
+    object_size: np.ndarray
+    order: np.ndarray
+    objs_per_slab: np.ndarray
+    slab_size: np.ndarray
+    geometry: list[str]
+    series: Series
+    lines: int
+    replayed: int
+    skipped: dict[str, int]
+    untraced_frees: int
+    seconds: float
+    stats: list[dict[str, int]]
+    memory_per_node: int
+    flags: np.ndarray | None = None
+    allocator: Any = None
+    parse_seconds: float = 0.0
+    configs: dict[str, "ReplayResult"] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        s = self.series
+        s.live_bytes = s.live_objects * self.object_size[None, :]
+        s.slab_bytes = s.slabs * (PAGE_SIZE << self.order)[None, :]
+
+    # ---- the table ------------------------------------------------------------------------
+    @property
+    def caches(self) -> dict[str, np.ndarray]:
+        """Per cache, at the end of the trace (arrays over ``names``): ``live_objects``,
+        ``live_bytes``, ``slabs``, ``slab_bytes``, ``partial``, ``cpu_slabs``, ``frac_partial``
+        (``%Fr``), ``efficiency`` (``%Ef``), ``loss`` (slab bytes less live bytes), the
+        peaks over the samples, ``slabs_allocated`` and ``slabs_freed``; int64 except the
+        two percentages (float64)."""
+        s = self.series
+        slabs = s.slabs[-1]
+        slab_bytes = s.slab_bytes[-1]
+        live_bytes = s.live_bytes[-1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fr = np.where(slabs > 0, s.partial[-1] * 100.0 / np.maximum(slabs, 1), 100.0)
+            ef = np.where(slab_bytes > 0, live_bytes * 100.0 / np.maximum(slab_bytes, 1),
+                          100.0)
+        return {
+            "live_objects": s.live_objects[-1], "live_bytes": live_bytes, "slabs": slabs,
+            "slab_bytes": slab_bytes, "partial": s.partial[-1], "cpu_slabs": s.cpu_slabs[-1],
+            "frac_partial": fr, "efficiency": ef, "loss": slab_bytes - live_bytes,
+            "peak_live_objects": s.live_objects.max(axis=0),
+            "peak_live_bytes": s.live_bytes.max(axis=0),
+            "peak_slabs": s.slabs.max(axis=0), "peak_slab_bytes": s.slab_bytes.max(axis=0),
+            "slabs_allocated": np.array([st.get("alloc_slab", 0) for st in self.stats],
+                                        np.int64),
+            "slabs_freed": np.array([st.get("free_slab", 0) for st in self.stats], np.int64),
+        }
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """The generation's SLUB counters summed over every cache."""
+        out: dict[str, int] = {}
+        for st in self.stats:
+            for k, v in st.items():
+                out[k] = out.get(k, 0) + int(v)
+        return out
+
+    @property
+    def totals(self) -> dict[str, int | float]:
+        """The whole machine at the end and at its peak: live and slab bytes, slabs,
+        partial slabs, ``%Ef``, and the large kmallocs' pages."""
+        s = self.series
+        lb, sb = s.total_live_bytes, s.total_slab_bytes
+        return {"live_bytes": int(lb[-1]), "slab_bytes": int(sb[-1]),
+                "slabs": int(s.slabs[-1].sum()), "partial": int(s.partial[-1].sum()),
+                "efficiency": float(lb[-1] * 100.0 / sb[-1]) if sb[-1] else 100.0,
+                "loss": int(sb[-1] - lb[-1]),
+                "peak_live_bytes": int(lb.max()), "peak_slab_bytes": int(sb.max()),
+                "mean_efficiency": float(np.mean(lb * 100.0 / np.maximum(sb, 1))),
+                "large_bytes": int(s.large_bytes[-1])}
+
+    @property
+    def events_per_second(self) -> float:
+        """Lines read per second of parsing and replay."""
+        t = self.parse_seconds + self.seconds
+        return self.lines / t if t > 0 else 0.0
+
+    def to_json(self, configs: bool = True) -> dict[str, Any]:
+        """The result as one JSON-ready object (with ``configs`` after a compare, unless
+        ``configs`` is false)."""
+        c = self.caches
+        cfg = self.config
+        out: dict[str, Any] = {
+            "config": cfg.name, "kernel": cfg.kernel, "cpus": cfg.cpus, "nodes": cfg.nodes,
+            "policy": cfg.policy, "lines": self.lines, "replayed": self.replayed,
+            "skipped": dict(self.skipped), "untraced_frees": self.untraced_frees,
+            "events_per_second": round(self.events_per_second, 1),
+            "seconds": round(self.seconds, 4), "parse_seconds": round(self.parse_seconds, 4),
+            "memory_per_node": self.memory_per_node, "samples": int(len(self.series.t)),
+            "totals": self.totals, "counters": self.counters,
+            "caches": {nm: {"live_objects": int(c["live_objects"][k]),
+                            "live_bytes": int(c["live_bytes"][k]),
+                            "slabs": int(c["slabs"][k]), "slab_bytes": int(c["slab_bytes"][k]),
+                            "partial": int(c["partial"][k]),
+                            "cpu_slabs": int(c["cpu_slabs"][k]),
+                            "object_size": int(self.object_size[k]),
+                            "slab_size": int(self.slab_size[k]),
+                            "order": int(self.order[k]),
+                            "objs_per_slab": int(self.objs_per_slab[k]),
+                            "frac_partial": round(float(c["frac_partial"][k]), 2),
+                            "efficiency": round(float(c["efficiency"][k]), 2),
+                            "loss": int(c["loss"][k]),
+                            "peak_live_objects": int(c["peak_live_objects"][k]),
+                            "peak_slab_bytes": int(c["peak_slab_bytes"][k]),
+                            "slabs_allocated": int(c["slabs_allocated"][k]),
+                            "slabs_freed": int(c["slabs_freed"][k]),
+                            "geometry": self.geometry[k],
+                            "counters": {n: int(v) for n, v in self.stats[k].items() if v}}
+                       for k, nm in enumerate(self.names)},
+        }
+        if self.configs and configs:
+            out["configs"] = {name: r.to_json(False) for name, r in self.configs.items()}
+        return out
+
+    def table(self, all_caches: bool = False, sort: str = "slab_bytes") -> str:
+        """``tools/mm/slabinfo``'s table of the end state: Name, Objects, Objsize, Space,
+        Slabs/Part/Cpu, O/S, O, %Fr, %Ef, Flg; caches with no slab left out unless
+        ``all_caches``; largest ``sort`` first."""
+        c = self.caches
+        keys = np.argsort(-c[sort], kind="stable")
+        lines = ["Name                   Objects Objsize           Space Slabs/Part/Cpu  O/S O "
+                 "%Fr %Ef Flg"]
+        for k in keys.tolist():
+            if not all_caches and c["slabs"][k] == 0 and c["live_objects"][k] == 0:
+                continue
+            slabs, cpu = int(c["slabs"][k]), int(c["cpu_slabs"][k])
+            dist = f"{max(slabs - cpu, 0)}/{int(c['partial'][k])}/{cpu}"
+            fr = int(c["partial"][k] * 100 // slabs) if slabs else 100
+            ef = int(c["live_bytes"][k] * 100 // c["slab_bytes"][k]) if c["slab_bytes"][k] \
+                else 100
+            flg = self._flags(k)
+            space = store_size(int(c["slab_bytes"][k]))
+            lines.append(f"{self.names[k][:21]:<21s} {int(c['live_objects'][k]):8d} "
+                         f"{int(self.object_size[k]):7d} {space:>15s} "
+                         f"{dist:>14s} {int(self.objs_per_slab[k]):4d} {int(self.order[k]):1d} "
+                         f"{fr:3d} {ef:3d} {flg}")
+        return "\n".join(lines)
+
+    def _flags(self, k: int) -> str:
+        """slabinfo's Flg column for cache row ``k``: ``d`` DMA, ``A`` hardware-cache
+        aligned, ``a`` reclaim accounted."""
+        f = int(self.flags[k]) if self.flags is not None else 0
+        return ("d" if f & F.SLAB_CACHE_DMA else "") + ("A" if f & F.SLAB_HWCACHE_ALIGN else "") \
+            + ("a" if f & F.SLAB_RECLAIM_ACCOUNT else "")
+
+    def summary(self) -> str:
+        """The accounting of the lines and the whole machine's figures, as text."""
+        t = self.totals
+        sk = ", ".join(f"{k} {v}" for k, v in self.skipped.items() if v) or "none"
+        return (f"{self.config.name}: {self.lines} lines, {self.replayed} replayed, skipped: "
+                f"{sk}; {self.untraced_frees} untraced frees (a pointer allocated again while "
+                f"live)\n"
+                f"end: live {store_size(t['live_bytes'])}B in {store_size(t['slab_bytes'])}B of "
+                f"slabs (%Ef {t['efficiency']:.1f}, loss {store_size(t['loss'])}B, "
+                f"{t['slabs']} slabs, {t['partial']} partial); peaks: live "
+                f"{store_size(t['peak_live_bytes'])}B, slabs {store_size(t['peak_slab_bytes'])}B; "
+                f"{self.events_per_second:,.0f} lines/s")
+
+
+def store_size(value: int) -> str:
+    """A byte count as ``tools/mm/slabinfo``'s ``store_size`` prints it: ``24.8M``,
+    ``286.7K``, ``1.2G`` (one decimal, truncated), plain below 1000."""
+    divisor, trailer = 1, ""
+    if value > 1_000_000_000:
+        divisor, trailer = 100_000_000, "G"
+    elif value > 1_000_000:
+        divisor, trailer = 100_000, "M"
+    elif value > 1000:
+        divisor, trailer = 100, "K"
+    s = str(value // divisor)
+    if trailer:
+        s = s[:-1] + "." + s[-1] + trailer
+    return s
+
+
+def format_compare(results: list[ReplayResult], top: int = 12) -> str:
+    """The configurations side by side: the machine's totals, then the caches with the
+    most slab memory (slab bytes and %Ef per configuration)."""
+    names = [r.config.name for r in results]
+    w = max(14, *(len(n) for n in names))
+    rows = [("live bytes", "live_bytes"), ("slab bytes", "slab_bytes"), ("loss", "loss"),
+            ("slabs", "slabs"), ("partial slabs", "partial"),
+            ("peak slab bytes", "peak_slab_bytes"), ("peak live bytes", "peak_live_bytes")]
+    out = [f"{'machine':<22}" + "".join(f"{n:>{w + 1}}" for n in names)]
+    for label, key in rows:
+        out.append(f"{label:<22}" + "".join(f"{store_size(r.totals[key]):>{w + 1}}"
+                                             for r in results))
+    out.append(f"{'%Ef at the end':<22}" + "".join(f"{r.totals['efficiency']:>{w + 1}.1f}"
+                                                   for r in results))
+    out.append(f"{'%Ef mean over time':<22}" + "".join(
+        f"{r.totals['mean_efficiency']:>{w + 1}.1f}" for r in results))
+    out.append(f"{'slabs allocated':<22}" + "".join(
+        f"{int(r.caches['slabs_allocated'].sum()):>{w + 1}d}" for r in results))
+    out.append("")
+    first = results[0]
+    big = np.argsort(-np.max([r.caches["slab_bytes"] for r in results], axis=0))[:top]
+    out.append(f"{'cache (slab bytes %Ef)':<22}" + "".join(f"{n:>{w + 1}}" for n in names))
+    for k in big.tolist():
+        cells = [f"{store_size(int(r.caches['slab_bytes'][k]))} "
+                 f"{r.caches['efficiency'][k]:3.0f}%" for r in results]
+        out.append(f"{first.names[k][:22]:<22}" + "".join(f"{c:>{w + 1}}" for c in cells))
+    return "\n".join(out)
+
+
+def plot_results(results: list[ReplayResult], path: str, top: int = 15) -> "Figure":
+    """Draw, for each configuration, slab memory against live bytes over the trace (left),
+    and the utilisation (%Ef) per cache at the end for the caches with the most slab memory
+    (right); saved to ``path`` (needs matplotlib)."""
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(13, 5))
+    ax1, ax2 = fig.subplots(1, 2)
+    colours = colormaps["tab10"]
+    t0 = results[0].series.t[0] if len(results[0].series.t) else 0.0
+    for i, r in enumerate(results):
+        s = r.series
+        col = colours(i % 10)
+        ax1.plot(s.t - t0, s.total_slab_bytes / 2**20, color=col, label=f"{r.config.name} slabs")
+        ax1.plot(s.t - t0, s.total_live_bytes / 2**20, color=col, ls="--",
+                 label=f"{r.config.name} live")
+    ax1.set_xlabel("seconds into the trace")
+    ax1.set_ylabel("MiB")
+    ax1.set_title("slab memory (solid) against live bytes (dashed)")
+    ax1.grid(True, alpha=0.3)
+    ax1.legend(fontsize=7)
+    big = np.argsort(-np.max([r.caches["slab_bytes"] for r in results], axis=0))[:top]
+    width = 0.8 / len(results)
+    for i, r in enumerate(results):
+        ax2.barh(np.arange(len(big)) + i * width, r.caches["efficiency"][big], height=width,
+                 color=colours(i % 10), label=r.config.name)
+    ax2.set_yticks(np.arange(len(big)) + 0.4 - width / 2)
+    ax2.set_yticklabels([results[0].names[k] for k in big.tolist()], fontsize=7)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("%Ef at the end (live bytes * 100 / slab bytes)")
+    ax2.set_title("utilisation of the caches with the most slab memory")
+    ax2.grid(True, axis="x", alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig

@@ -1,0 +1,366 @@
+"""The lab's trace reader: text of the kernel's ``kmem`` tracepoints (tracefs ``trace`` and
+``trace_pipe``, ``trace-cmd report``, ``perf script``; plain, gz or xz) to NumPy arrays.
+
+The text is read a few MiB at a time into one reused ``uint8`` buffer and parsed by one
+compiled kernel (:func:`~numslab.lab.parse.parse_chunk`) into a struct of arrays, one row per
+event line, cache names and pointers interned on the way; no Python runs per line.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from .. import flags as F
+from ..errors import SlabError
+from . import parse as P
+from .parse import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
+                    EV_OTHER)
+
+__all__ = ["TraceFormatError", "Trace", "read_trace", "parse_bytes", "load_bytes", "repeat_trace",
+           "EV_CACHE_ALLOC", "EV_KMALLOC", "EV_KFREE", "EV_CACHE_FREE", "EV_OTHER", "EV_LOST",
+           "EV_BAD", "GFP_NAMES"]
+
+
+class TraceFormatError(SlabError, ValueError):
+    """A line of a trace is not a tracepoint line the reader understands (names the line)."""
+
+
+#: symbolic gfp names as the kmem events print them (``show_gfp_flags``), to numslab's bits
+GFP_NAMES: dict[str, int] = {
+    "GFP_TRANSHUGE": F.GFP_KERNEL | F.__GFP_COMP | F.__GFP_NOMEMALLOC | F.__GFP_NOWARN,
+    "GFP_TRANSHUGE_LIGHT": F.__GFP_COMP | F.__GFP_NOMEMALLOC | F.__GFP_NOWARN,
+    "GFP_HIGHUSER_MOVABLE": F.GFP_KERNEL | F.__GFP_HARDWALL | F.__GFP_HIGHMEM | F.__GFP_MOVABLE,
+    "GFP_HIGHUSER": F.GFP_KERNEL | F.__GFP_HARDWALL | F.__GFP_HIGHMEM,
+    "GFP_USER": F.GFP_KERNEL | F.__GFP_HARDWALL,
+    "GFP_KERNEL_ACCOUNT": F.GFP_KERNEL | F.__GFP_ACCOUNT,
+    "GFP_KERNEL": F.GFP_KERNEL,
+    "GFP_NOFS": F.GFP_NOFS,
+    "GFP_ATOMIC": F.GFP_ATOMIC,
+    "GFP_NOIO": F.GFP_NOIO,
+    "GFP_NOWAIT": F.GFP_NOWAIT,
+    "GFP_DMA": F.__GFP_DMA,
+    "GFP_DMA32": F.__GFP_DMA32,
+    "GFP_NOWAIT|__GFP_NOWARN": F.GFP_NOWAIT | F.__GFP_NOWARN,
+    "__GFP_HIGH": F.__GFP_HIGH, "__GFP_IO": F.__GFP_IO, "__GFP_FS": F.__GFP_FS,
+    "__GFP_NOWARN": F.__GFP_NOWARN, "__GFP_RETRY_MAYFAIL": F.__GFP_RETRY_MAYFAIL,
+    "__GFP_NOFAIL": F.__GFP_NOFAIL, "__GFP_NORETRY": F.__GFP_NORETRY,
+    "__GFP_COMP": F.__GFP_COMP, "__GFP_ZERO": F.__GFP_ZERO,
+    "__GFP_NOMEMALLOC": F.__GFP_NOMEMALLOC, "__GFP_MEMALLOC": F.__GFP_MEMALLOC,
+    "__GFP_HARDWALL": F.__GFP_HARDWALL, "__GFP_THISNODE": F.__GFP_THISNODE,
+    "__GFP_RECLAIMABLE": F.__GFP_RECLAIMABLE, "__GFP_MOVABLE": F.__GFP_MOVABLE,
+    "__GFP_ACCOUNT": F.__GFP_ACCOUNT, "__GFP_WRITE": F.__GFP_WRITE,
+    "__GFP_RECLAIM": F.__GFP_RECLAIM, "__GFP_DIRECT_RECLAIM": F.__GFP_DIRECT_RECLAIM,
+    "__GFP_KSWAPD_RECLAIM": F.__GFP_KSWAPD_RECLAIM, "__GFP_DMA": F.__GFP_DMA,
+    "__GFP_HIGHMEM": F.__GFP_HIGHMEM, "__GFP_DMA32": F.__GFP_DMA32,
+    "__GFP_NO_OBJ_EXT": F.__GFP_NO_OBJ_EXT,
+}
+
+def _fnv(text: str) -> int:
+    """FNV-1a 64 of ``text``'s ASCII bytes (as the compiled ``parse._fnv`` computes it)."""
+    h = 0xcbf29ce484222325
+    for b in text.encode():
+        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h or 1
+
+
+_GFP_ITEMS = sorted((_fnv(k), v) for k, v in GFP_NAMES.items())
+#: sorted FNV hashes of the gfp names, uint64[n], and their bits, int64[n]
+GFP_HASH = np.array([h for h, _ in _GFP_ITEMS], np.uint64)
+GFP_VALUE = np.array([v for _, v in _GFP_ITEMS], np.int64)
+
+@dataclass
+class Trace:
+    """A parsed trace: one entry per event line (struct of arrays, length ``n``), and one
+    cache *row* per cache the events name or kmalloc class they use.
+
+    Attributes
+    ----------
+    kind : numpy.ndarray
+        int8[n], ``EV_*``.
+    line : numpy.ndarray
+        int32[n], the 1-based line number in the text.
+    cpu, node : numpy.ndarray
+        int32[n]: the traced CPU (-1 on a lost-events line); the ``node`` field (-1: any).
+    ts : numpy.ndarray
+        float64[n], seconds.
+    ptr : numpy.ndarray
+        uint64[n], the (usually hashed) pointer.
+    name : numpy.ndarray
+        int32[n], the row of the cache the event names (-1: no ``name`` field).
+    bytes_req, bytes_alloc, gfp : numpy.ndarray
+        int32[n] (-1 where absent; ``gfp`` as numslab's ``__GFP_*`` bits).
+    row : numpy.ndarray
+        int32[n]: an allocation's cache row (a kmalloc one by ``kmalloc_type`` and size),
+        or ``parse.ROW_*``; 0 for a free of a pointer; ``ROW_NONE`` for other lines.
+    pid : numpy.ndarray
+        int32[n], a dense id per distinct pointer (-1: none).
+    names : list of str
+        The cache rows' names, in order of first appearance (kmalloc rows named as the
+        kernel names them: ``kmalloc-64``, ``kmalloc-cg-1k``, ``dma-kmalloc-8``).
+    sizes : numpy.ndarray
+        int64[K]: the largest ``bytes_alloc`` seen per row (a kmalloc row: its class).
+    kmalloc : numpy.ndarray
+        int64[K]: the class size of a kmalloc row, 0 for other caches.
+    npid : int
+        Distinct pointers.
+    """
+
+    kind: np.ndarray
+    line: np.ndarray
+    cpu: np.ndarray
+    ts: np.ndarray
+    ptr: np.ndarray
+    name: np.ndarray
+    bytes_req: np.ndarray
+    bytes_alloc: np.ndarray
+    gfp: np.ndarray
+    node: np.ndarray
+    row: np.ndarray
+    pid: np.ndarray
+    names: list[str] = field(default_factory=list)
+    sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    kmalloc: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    npid: int = 0
+
+    def __len__(self) -> int:
+        return int(self.kind.shape[0])
+
+
+_KM_PREFIX = ("kmalloc-", "kmalloc-cg-", "kmalloc-rcl-", "dma-kmalloc-")
+CHUNK = 4 << 20
+
+
+def _km_name(key: int) -> tuple[str, int]:
+    """Name and class size of the kmalloc row with ``name_kind`` ``1 + key``."""
+    size = int(P.KM_SIZES[key % 16])
+    s = f"{size // 1024}k" if size >= 1024 else str(size)
+    return _KM_PREFIX[key // 16] + s, size
+
+
+def _km_size(name: str) -> int:
+    """The class size of a cache named like a kmalloc cache (``kmalloc-1k``), else 0."""
+    if not name.startswith(_KM_PREFIX):
+        return 0
+    s = name.rsplit("-", 1)[1]
+    v = int(s[:-1]) * 1024 if s.endswith("k") and s[:-1].isdigit() else \
+        (int(s) if s.isdigit() else 0)
+    return v if v in P.KM_SIZES else 0
+
+
+class _Reader:
+    """The arrays and tables of one parse, grown as needed between chunks."""
+
+    COLS = (("kind", np.int8), ("line", np.int32), ("cpu", np.int32), ("ts", np.float64),
+            ("ptr", np.uint64), ("name", np.int32), ("req", np.int32), ("alloc", np.int32),
+            ("gfp", np.int32), ("node", np.int32), ("row", np.int32), ("pid", np.int32))
+
+    def __init__(self, rows: int, skip_bad: bool) -> None:
+        self.skip_bad = skip_bad
+        self.cols = {k: np.empty(max(rows, 1024), t) for k, t in self.COLS}
+        self.sv = np.zeros(P.SV_NCOLS, np.int64)
+        self.nt_keys = np.zeros(16384, np.uint64)
+        self.nt_vals = np.zeros(16384, np.int32)
+        self.name_bytes = np.zeros(1 << 20, np.uint8)
+        self.name_off = np.zeros(P.NAME_MAX_ROWS + 1, np.int64)
+        self.name_kind = np.zeros(P.NAME_MAX_ROWS, np.int32)
+        self.name_size = np.zeros(P.NAME_MAX_ROWS, np.int64)
+        self.km_row = np.full(64, -1, np.int32)
+        self.sp = self.dl = np.zeros(0, np.uint64)
+        self._pids(1 << 16)
+
+    def _pids(self, cap: int) -> None:
+        """A pointer table of ``cap`` slots (the old one's pointers moved in)."""
+        table = np.zeros(2 * cap, np.uint64)
+        zero = np.zeros(cap // 2 + 1, np.uint8)
+        if hasattr(self, "ptab"):
+            P.pid_rehash(self.ptab, table)
+            zero[:len(self.pid_zero)] = self.pid_zero
+        self.ptab, self.pid_zero = table, zero
+
+    def feed(self, buf: np.ndarray, n: int) -> tuple[int, int]:
+        """Parse ``buf[:n]`` (ending in a newline); (bytes consumed, status)."""
+        c = self.cols
+        words = n // 64 + 2
+        if len(self.sp) < words:
+            self.sp, self.dl = np.zeros(2 * words, np.uint64), np.zeros(2 * words, np.uint64)
+        P.bitmaps(buf, n, self.sp, self.dl)
+        return P.parse_chunk(buf, n, self.skip_bad, GFP_HASH, GFP_VALUE, self.sv,
+                             c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"], c["name"],
+                             c["req"], c["alloc"], c["gfp"], c["node"], c["row"], c["pid"],
+                             self.nt_keys, self.nt_vals, self.name_bytes, self.name_off,
+                             self.name_kind, self.name_size, self.km_row, self.ptab,
+                             self.pid_zero, self.sp, self.dl)
+
+    def grow(self, status: int) -> None:
+        """Make room after a ``ST_ROWS``/``ST_PIDS`` status."""
+        if status == P.ST_ROWS:
+            for k, a in self.cols.items():
+                b = np.empty(2 * len(a), a.dtype)
+                b[:len(a)] = a
+                self.cols[k] = b
+        elif status == P.ST_PIDS:
+            self._pids(2 * len(self.ptab))
+
+    def trace(self) -> Trace:
+        """The parsed :class:`Trace`."""
+        n = int(self.sv[P.SV_ROWS])
+        c = {k: a[:n] for k, a in self.cols.items()}
+        k = int(self.sv[P.SV_NNAMES])
+        names, kms = [], []
+        for r in range(k):
+            if self.name_kind[r]:
+                nm, size = _km_name(int(self.name_kind[r]) - 1)
+            else:
+                nm = bytes(self.name_bytes[self.name_off[r]:self.name_off[r + 1]]).decode(
+                    errors="replace")
+                size = _km_size(nm)
+            names.append(nm)
+            kms.append(size)
+        sizes = np.where(self.name_kind[:k] > 0, kms, self.name_size[:k]).astype(np.int64)
+        kmalloc = np.asarray(kms, np.int64)
+        row, name = c["row"], c["name"]
+        if len(set(names)) < len(names):          # a trace cache named as a kmalloc row
+            first: dict[str, int] = {}
+            for nm in names:
+                first.setdefault(nm, len(first))
+            remap = np.array([first[nm] for nm in names], np.int32)
+            sz = np.zeros(len(first), np.int64)
+            km = np.zeros(len(first), np.int64)
+            for r, t in enumerate(remap.tolist()):
+                sz[t] = max(sz[t], sizes[r])
+                km[t] = max(km[t], kmalloc[r])
+            row = np.where(row >= 0, remap[np.maximum(row, 0)], row).astype(np.int32)
+            name = np.where(name >= 0, remap[np.maximum(name, 0)], name).astype(np.int32)
+            names, sizes, kmalloc = list(first), sz, km
+        return Trace(c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"], name, c["req"],
+                     c["alloc"], c["gfp"], c["node"], row, c["pid"], names, sizes, kmalloc,
+                     int(self.sv[P.SV_NPIDS]))
+
+
+def _open(source: str | Path | BinaryIO | bytes) -> tuple[BinaryIO, int, str]:
+    """A binary stream of the decompressed text, a row-count guess, and a name for errors."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        elif data[:6] == b"\xfd7zXZ\x00":
+            data = lzma.decompress(data)
+        return io.BytesIO(data), len(data) // 150, "trace"
+    if hasattr(source, "read"):
+        return _open(source.read())                 # type: ignore[union-attr]
+    if str(source) == "-":
+        return _open(sys.stdin.buffer.read())
+    path = Path(source)
+    try:
+        f = open(path, "rb")
+        size = path.stat().st_size
+    except OSError as e:
+        raise TraceFormatError(f"cannot read trace {source}: {e.strerror}") from None
+    magic = f.read(6)
+    f.seek(0)
+    if magic[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=f), size // 20, str(source)
+    if magic == b"\xfd7zXZ\x00":
+        return lzma.LZMAFile(f), size // 15, str(source)
+    return f, size // 150, str(source)
+
+
+def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
+               chunk: int = CHUNK) -> Trace:
+    """Read and parse a trace: a path (plain, gz or xz, told by its first bytes), ``"-"``
+    for standard input, a binary file object or bytes; read ``chunk`` bytes at a time.
+
+    Raises
+    ------
+    TraceFormatError
+        Naming the first malformed line, unless ``skip_bad`` (such lines are then rows of
+        kind ``EV_BAD``); or when the source cannot be read.
+    """
+    f, guess, where = _open(source)
+    rd = _Reader(guess + 1024, skip_bad)
+    buf = np.zeros(chunk + 65, np.uint8)        # room for a last newline, and slack
+    rest = 0
+    with f:
+        while True:
+            got = f.readinto(memoryview(buf)[rest:len(buf) - 65]) or 0
+            n = rest + got
+            if got == 0:                         # the end: a last line without its newline
+                if n == 0:
+                    break
+                buf[n] = 10
+                end = n + 1
+            else:
+                end = P.last_newline(buf, n)
+                if end == 0:                     # a line longer than the buffer
+                    nb = np.zeros(2 * len(buf), np.uint8)
+                    nb[:n] = buf[:n]
+                    buf, rest = nb, n
+                    continue
+            start = 0
+            while True:
+                used, status = rd.feed(buf[start:], end - start)
+                start += used
+                if status == P.ST_DONE:
+                    break
+                if status == P.ST_ERROR:
+                    stop = start
+                    while buf[stop] != 10:
+                        stop += 1
+                    text = bytes(buf[start:stop]).decode(errors="replace")
+                    raise TraceFormatError(f"{where}, line {int(rd.sv[P.SV_BADLINE])}: "
+                                           f"{P.ERR_TEXT[int(rd.sv[P.SV_ERR])]}: "
+                                           f"{text[:200]!r}")
+                if status == P.ST_NAMES:
+                    raise TraceFormatError(f"{where}: more than {P.NAME_MAX_ROWS} caches or "
+                                           f"1 MiB of cache names")
+                rd.grow(status)
+            if got == 0:
+                break
+            rest = n - end
+            buf[:rest] = buf[end:n].copy()
+    return rd.trace()
+
+
+def parse_bytes(data: bytes, skip_bad: bool = False, where: str = "trace") -> Trace:
+    """Parse trace text held in memory (see :func:`read_trace`)."""
+    try:
+        return read_trace(data, skip_bad)
+    except TraceFormatError as e:
+        if where != "trace":
+            raise TraceFormatError(str(e).replace("trace,", f"{where},", 1)) from None
+        raise
+
+
+def load_bytes(source: str | Path | BinaryIO | bytes) -> bytes:
+    """The whole decompressed text of ``source`` (as :func:`read_trace` takes it)."""
+    f, _, _ = _open(source)
+    with f:
+        return f.read()
+
+
+_PTR = re.compile(rb"ptr=(0x)?([0-9a-fA-F]{1,16})")
+
+
+def repeat_trace(text: bytes, copies: int) -> bytes:
+    """A longer trace made of ``copies`` copies of ``text``'s event lines (comments dropped),
+    each copy's pointers shifted into its own range (``copy << 40`` added; NULL stays NULL),
+    so that every copy's objects are distinct: the benchmarks' million-event trace."""
+    body = b"\n".join(ln for ln in text.split(b"\n") if ln.strip() and not ln.lstrip()
+                      .startswith(b"#")) + b"\n"
+    out = []
+    for k in range(copies):
+        shift = k << 40
+
+        def sub(m: re.Match, shift: int = shift) -> bytes:
+            v = int(m.group(2), 16)
+            return b"ptr=" + (m.group(1) or b"") + (b"%016x" % (v + shift) if v else m.group(2))
+        out.append(_PTR.sub(sub, body) if k else body)
+    return b"".join(out)

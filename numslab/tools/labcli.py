@@ -1,0 +1,97 @@
+"""The lab's subcommands of the ``numslab`` command: ``replay`` (a kernel kmem trace through
+numslab's SLUB, one configuration or several side by side), ``record`` (the kmem events of
+the live kernel) and ``snapshot`` (its ``/sys/kernel/slab``)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from ..errors import SlabError
+from ..lab import record as rec
+from ..lab.replay import KERNELS, POLICIES, replay
+from ..lab.result import format_compare, plot_results
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``replay``, ``record`` and ``snapshot`` to the ``numslab`` subparsers ``sub``."""
+    r = sub.add_parser("replay", help="replay a kernel kmem trace through numslab's SLUB")
+    r.add_argument("trace", help="tracefs trace/trace_pipe text, trace-cmd report or perf "
+                                 "script text of the kmem events (plain, .gz, .xz; - for stdin)")
+    r.add_argument("--snapshot", metavar="FILE", help="numslab snapshot JSON: cache geometry")
+    r.add_argument("--kernel", choices=KERNELS, default="7.0")
+    r.add_argument("--cpus", type=int, help="simulated CPUs (default: the trace's)")
+    r.add_argument("--nodes", type=int, default=1)
+    r.add_argument("--policy", default="default", help=f"one of {', '.join(POLICIES)}")
+    r.add_argument("--compare", metavar="CONFIG,CONFIG",
+                   help="configurations side by side: KERNEL[:cpus=N][:nodes=N][:POLICY], "
+                        "e.g. 6.18,7.0 or 7.0,7.0:cpus=8,7.0:sheaves=64")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.add_argument("--plot", metavar="FILE.png", help="draw slab memory against live bytes "
+                                                     "over time, and the utilisation per cache")
+    r.add_argument("--skip-bad", action="store_true", help="count malformed lines, skip them")
+    r.add_argument("--samples", type=int, default=256, help="points of the time series")
+    r.add_argument("--all", action="store_true", help="every cache in the table")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c = sub.add_parser("record", help="record the live kernel's kmem events (root)")
+    c.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="trace text (.xz or .gz compressed by suffix)")
+    c.add_argument("--seconds", type=float, help="record this long (without a command)")
+    c.add_argument("--tracefs", default=rec.TRACEFS, help=argparse.SUPPRESS)
+    c.add_argument("--buffer-kb", type=int, default=65536, help="ring buffer per CPU")
+    c.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...: record while "
+                                                             "it runs")
+    s = sub.add_parser("snapshot", help="the live kernel's /sys/kernel/slab as JSON")
+    s.add_argument("-o", "--output", required=True, metavar="FILE")
+    s.add_argument("--slab-root", default=rec.SLAB_ROOT, help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run a lab subcommand; its exit status (errors print one line and give 1)."""
+    try:
+        if args.cmd == "replay":
+            return _replay(args)
+        if args.cmd == "record":
+            cmd = [a for a in args.command if a != "--"] if args.command else None
+            info = rec.record(args.output, cmd or None, args.seconds, args.tracefs,
+                              args.buffer_kb)
+            print(f"{info['lines']} lines written to {args.output}"
+                  + (f" ({info['lost']} lines of lost events: a larger --buffer-kb?)"
+                     if info["lost"] else ""))
+            return 0 if not info["returncode"] else int(info["returncode"])
+        n = rec.write_snapshot(args.output, args.slab_root)
+        print(f"{n} cache entries written to {args.output}")
+        return 0
+    except SlabError as e:
+        print(f"numslab {args.cmd}: {e}", file=sys.stderr)
+        return 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    """``numslab replay``."""
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SlabError("--plot needs matplotlib: pip install matplotlib") from None
+    compare = [c for c in args.compare.split(",") if c.strip()] if args.compare else None
+    res = replay(args.trace, snapshot=args.snapshot, kernel=args.kernel, cpus=args.cpus,
+                 nodes=args.nodes, policy=args.policy, compare=compare,
+                 skip_bad=args.skip_bad, samples=args.samples,
+                 progress=False if args.no_progress or args.json else None)
+    results = list(res.configs.values()) if res.configs else [res]
+    if args.json:
+        print(json.dumps(res.to_json()))
+    else:
+        for r in results:
+            print(r.summary())
+            print(r.table(all_caches=args.all))
+            print()
+        if len(results) > 1:
+            print(format_compare(results))
+    if args.plot:
+        plot_results(results, args.plot)
+        if not args.json:
+            print(f"plot written to {args.plot}")
+    return 0

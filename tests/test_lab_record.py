@@ -1,0 +1,132 @@
+"""Recording and snapshots: a real recording on this machine (root), tracefs left as it was
+however the recording ends (a fake tracefs directory), clear errors, and the commands."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import numslab
+from numslab.lab import record as rec
+from numslab.lab.replay import load_snapshot
+from numslab.lab.trace import read_trace
+from numslab.tools import cli
+
+from lab_oracle import DATA, SNAPSHOTS, TRACES
+
+TRACEFS = Path(rec.TRACEFS)
+
+
+def _state(root: Path) -> dict[str, str]:
+    """The tracefs settings a recording touches."""
+    out = {"on": (root / "tracing_on").read_text().strip(),
+           "buf": (root / "buffer_size_kb").read_text().strip()}
+    for e in rec.EVENTS:
+        out[e] = (root / "events" / "kmem" / e / "enable").read_text().strip()
+    return out
+
+
+def _fake_tracefs(tmp_path: Path) -> Path:
+    """A directory shaped like tracefs (regular files), events off, tracing on."""
+    root = tmp_path / "tracing"
+    for e in rec.EVENTS:
+        d = root / "events" / "kmem" / e
+        d.mkdir(parents=True)
+        (d / "enable").write_text("0\n")
+    (root / "tracing_on").write_text("1\n")
+    (root / "buffer_size_kb").write_text("1408\n")
+    (root / "trace").write_text("")
+    return root
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not (TRACEFS / "events").is_dir(),
+                    reason="recording needs root and tracefs")
+def test_a_real_recording_replays_and_leaves_tracing_as_it_was(tmp_path):
+    before = _state(TRACEFS)
+    out = tmp_path / "rec.txt.xz"
+    info = rec.record(out, ["ls", "-R", str(Path(numslab.__file__).parent)], buffer_kb=4096)
+    assert _state(TRACEFS) == before
+    assert info["returncode"] == 0 and info["lines"] > 0
+    tr = read_trace(out)
+    assert len(tr) == info["lines"]
+    r = numslab.replay(out, kernel="7.0")
+    assert r.replayed + sum(r.skipped.values()) == r.lines == info["lines"]
+
+
+def test_the_fake_tracefs_is_restored_after_the_command_fails(tmp_path):
+    root = _fake_tracefs(tmp_path)
+    before = _state(root)
+    info = rec.record(tmp_path / "out.txt", ["sh", "-c", "exit 3"], root=root, buffer_kb=512)
+    assert info["returncode"] == 3
+    assert _state(root) == before
+    # and while it ran the events were on: run a command that copies the state
+    cmd = ["sh", "-c", f"cat {root}/events/kmem/kmalloc/enable {root}/tracing_on "
+                       f"{root}/buffer_size_kb > {tmp_path}/during"]
+    rec.record(tmp_path / "out.txt", cmd, root=root, buffer_kb=512)
+    assert (tmp_path / "during").read_text().split() == ["1", "1", "512"]
+    assert _state(root) == before
+
+
+def test_an_interrupted_recording_restores_tracefs(tmp_path, monkeypatch):
+    root = _fake_tracefs(tmp_path)
+    before = _state(root)
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rec.subprocess, "run", boom)
+    with pytest.raises(KeyboardInterrupt):
+        rec.record(tmp_path / "out.txt", ["true"], root=root)
+    assert _state(root) == before
+
+
+def test_no_tracefs_is_a_clear_error(tmp_path):
+    with pytest.raises(rec.RecordError, match="no tracefs"):
+        rec.record(tmp_path / "o.txt", ["true"], root=tmp_path / "missing")
+    root = _fake_tracefs(tmp_path)
+    (root / "events" / "kmem" / "kfree" / "enable").unlink()
+    with pytest.raises(rec.RecordError, match="lacks the kmem events kfree"):
+        rec.record(tmp_path / "o.txt", ["true"], root=root)
+    assert cli.main(["record", "-o", str(tmp_path / "o.txt"), "--tracefs",
+                     str(tmp_path / "missing"), "--", "true"]) == 1
+
+
+def test_not_permitted_is_a_clear_error(tmp_path):
+    root = _fake_tracefs(tmp_path)
+    before = _state(root)
+    (root / "trace").unlink()
+    (root / "trace").mkdir()                 # writing it fails as EPERM/EISDIR would
+    with pytest.raises(rec.RecordError, match="cannot set up tracing|not permitted"):
+        rec.record(tmp_path / "o.txt", ["true"], root=root)
+    assert _state(root) == before
+
+
+def test_the_snapshot_of_this_kernel_reads_back(tmp_path):
+    out = tmp_path / "snap.json"
+    assert cli.main(["snapshot", "-o", str(out)]) == 0
+    j = json.loads(out.read_text())
+    assert j["kernel"] == os.uname().release and j["nr_cpus"] == os.cpu_count()
+    snap = load_snapshot(out)
+    k = snap["kmalloc-64"]
+    assert int(k["object_size"]) == 64 and int(k["objs_per_slab"]) >= 1
+    assert any("alias_of" in c for c in j["caches"])
+    with pytest.raises(rec.RecordError):
+        rec.snapshot(tmp_path / "nothing")
+
+
+def test_replay_command_tables_json_compare_and_plot(tmp_path, capsys):
+    png = tmp_path / "p.png"
+    assert cli.main(["replay", str(DATA / TRACES["git_tar"]), "--snapshot",
+                     str(DATA / SNAPSHOTS["git_tar"]), "--compare", "6.18,7.0",
+                     "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "Slabs/Part/Cpu" in out and "6.18:cpus=2" in out and "%Ef at the end" in out
+    assert png.stat().st_size > 10_000
+    assert cli.main(["replay", str(DATA / TRACES["net"]), "--json", "--compare",
+                     "7.0,7.0:cpus=4"]) == 0
+    j = json.loads(capsys.readouterr().out)
+    assert set(j["configs"]) == {"7.0:cpus=2", "7.0:cpus=4"}
+    assert cli.main(["replay", str(tmp_path / "none.txt")]) == 1
+    assert "cannot read trace" in capsys.readouterr().err

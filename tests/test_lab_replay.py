@@ -1,0 +1,180 @@
+"""The trace replay against a plain-Python oracle on real traces: live objects of every cache
+at every sampled point, every line accounted for, the snapshot's geometry, JSON, compare."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import numslab
+from numslab.errors import SlabError
+from numslab.lab.replay import Config, parse_config
+
+from lab_oracle import DATA, SNAPSHOTS, TRACES, live_at, text
+
+KERNELS = ("7.0", "6.18")
+
+
+@pytest.mark.parametrize("name", sorted(TRACES))
+def test_live_objects_of_every_cache_at_every_sample_match_the_oracle(name, kernel):
+    snap = DATA / SNAPSHOTS[name] if name in SNAPSHOTS else None
+    r = numslab.replay(DATA / TRACES[name], kernel=kernel, snapshot=snap)
+    s = r.series
+    assert len(s.t) >= 200
+    want = live_at(text(name), s.line.tolist())
+    assert len(want) == len(s.line)
+    for k, counts in enumerate(want):
+        got = {nm: int(v) for nm, v in zip(r.names, s.live_objects[k]) if v}
+        assert got == {nm: v for nm, v in counts.items() if v}, f"sample {k}, line {s.line[k]}"
+    o = live_at.oracle
+    assert r.lines == o.lines
+    assert r.replayed == o.replayed
+    assert r.untraced_frees == o.untraced_frees
+    assert {k: v for k, v in r.skipped.items() if v} == dict(o.skipped)
+    assert r.replayed + sum(r.skipped.values()) == r.lines        # every line accounted for
+    r.allocator.validate()
+
+
+def test_the_shared_trace_shape_is_replayed_with_untraced_frees():
+    # the git/tar trace has bulk allocations: pointers allocated again while live
+    r = numslab.replay(DATA / TRACES["git_tar"], kernel="7.0")
+    assert r.untraced_frees > 0
+    assert r.skipped["null_free"] > 0
+
+
+def test_the_snapshot_gives_the_kernel_geometry():
+    snap = json.loads(__import__("lzma").decompress((DATA / SNAPSHOTS["git_tar"]).read_bytes()))
+    by = {c["name"]: c for c in snap["caches"]}
+    r = numslab.replay(DATA / TRACES["git_tar"], kernel="6.18", cpus=2,
+                       snapshot=DATA / SNAPSHOTS["git_tar"])
+    checked = 0
+    for k, nm in enumerate(r.names):
+        c = by.get(nm)
+        if c is None or r.geometry[k] != "snapshot":
+            continue
+        c = by.get(c.get("alias_of"), c)
+        assert r.object_size[k] == int(c["object_size"]), nm
+        assert r.slab_size[k] == int(c["slab_size"]), nm
+        assert r.objs_per_slab[k] == int(c["objs_per_slab"]), nm
+        assert r.order[k] == int(c["order"]), nm
+        checked += 1
+    assert checked >= 20
+    assert r.geometry[r.names.index("kmalloc-64")] == "kmalloc"
+
+
+def test_without_a_snapshot_bytes_alloc_is_the_object_size():
+    r = numslab.replay(DATA / TRACES["git_tar"], kernel="7.0")
+    from numslab.lab.trace import read_trace
+    tr = read_trace(DATA / TRACES["git_tar"])
+    for k, nm in enumerate(r.names):
+        if r.geometry[k] == "trace":
+            rows = tr.name == tr.names.index(nm)
+            assert r.object_size[k] == max(8, int(tr.bytes_alloc[rows].max()))
+
+
+def test_json_has_the_documented_fields():
+    r = numslab.replay(DATA / TRACES["git_tar"], kernel="6.18")
+    j = json.loads(json.dumps(r.to_json()))
+    for key in ("lines", "replayed", "skipped", "events_per_second", "caches"):
+        assert key in j
+    assert j["lines"] == r.lines and j["replayed"] == r.replayed
+    for nm, c in j["caches"].items():
+        assert set(c) >= {"live_objects", "live_bytes", "slabs", "slab_bytes", "partial"}
+        k = r.names.index(nm)
+        assert c["live_objects"] == r.series.live_objects[-1, k]
+        assert c["slab_bytes"] == r.series.slabs[-1, k] * (4096 << int(r.order[k]))
+        assert c["live_bytes"] == c["live_objects"] * r.object_size[k]
+    assert any(nm.startswith("kmalloc-cg-") for nm in j["caches"])
+
+
+def test_compare_runs_every_configuration_on_the_same_trace():
+    r = numslab.replay(DATA / TRACES["file"], compare=["6.18", "7.0", "7.0:cpus=4",
+                                                       "6.18:sheaves=32"])
+    j = r.to_json()
+    assert list(j["configs"]) == ["6.18:cpus=2", "7.0:cpus=2", "7.0:cpus=4",
+                                  "6.18:cpus=2:sheaves=32"]
+    lives = [np.asarray(c.series.live_objects) for c in r.configs.values()]
+    for other in lives[1:]:                    # the same live objects, whatever the machine
+        assert np.array_equal(other, lives[0])
+    c4 = r.configs["7.0:cpus=4"]
+    assert c4.allocator.nr_cpus == 4 and c4.allocator.kernel == "7.0"
+    sh = r.configs["6.18:cpus=2:sheaves=32"]
+    assert all(c.sheaf_capacity >= 32 for c in sh.allocator.caches
+               if c.name in sh.names and not c.name.startswith("kmalloc-"))
+    assert j["configs"]["6.18:cpus=2"]["counters"]["alloc_cpu_sheaf"] == 0
+    assert j["configs"]["6.18:cpus=2:sheaves=32"]["counters"]["alloc_cpu_sheaf"] > 0
+
+
+def test_more_cpus_and_nodes_spread_the_events():
+    r = numslab.replay(DATA / TRACES["net"], kernel="7.0", cpus=4, nodes=2)
+    assert r.allocator.nr_nodes == 2
+    r.allocator.validate()
+
+
+def test_series_bytes_and_table():
+    r = numslab.replay(DATA / TRACES["file"], kernel="7.0",
+                       snapshot=DATA / SNAPSHOTS["net"])
+    s = r.series
+    assert s.live_bytes.shape == s.slabs.shape == (len(s.t), len(r.names))
+    assert np.all(s.slab_bytes >= s.live_bytes)        # objects live inside slabs
+    assert np.all(np.diff(s.t) >= 0) and np.all(np.diff(s.line) > 0)
+    tab = r.table().splitlines()
+    assert tab[0].split() == ["Name", "Objects", "Objsize", "Space", "Slabs/Part/Cpu", "O/S",
+                              "O", "%Fr", "%Ef", "Flg"]
+    c = r.caches
+    k = int(np.argmax(c["slab_bytes"]))
+    row = next(ln for ln in tab[1:] if ln.split()[0] == r.names[k][:21])
+    assert int(row.split()[1]) == c["live_objects"][k]
+
+
+def test_configurations_parse_and_refuse():
+    base = Config("7.0", 2, 1, "default")
+    assert parse_config("6.18:cpus=8:sheaves=16", base) == Config("6.18", 8, 1, "sheaves=16")
+    assert parse_config("nosheaves", base).policy == "nosheaves"
+    for bad in ("5.4", "7.0:cpus=x", "7.0:nodes=4", "7.0:sheaves=0"):
+        with pytest.raises(SlabError):
+            parse_config(bad, base)
+    with pytest.raises(SlabError):
+        numslab.replay(DATA / TRACES["net"], kernel="9.9")
+
+
+def _line(ev: str, ptr: int, cpu: int = 0, **f: object) -> str:
+    fields = " ".join(f"{k}={v}" for k, v in f.items())
+    return (f"  t-1 [{cpu:03d}] ..... 1.{ptr % 999999:06d}: {ev}: call_site=x+0x1/0x2 "
+            f"ptr={ptr:016x} {fields}\n")
+
+
+def test_node_and_thisnode_are_honoured():
+    lines = [_line("kmem_cache_alloc", 0x100 + i, cpu=0, name="obj", bytes_req=64,
+                   bytes_alloc=64, gfp_flags="GFP_KERNEL|__GFP_THISNODE", node=1)
+             for i in range(200)]
+    r = numslab.replay("".join(lines).encode(), kernel="6.18", cpus=2, nodes=2)
+    sa = r.allocator
+    c = sa.find_cache("obj")
+    assert c.live_objects == 200
+    assert c.total_objects_per_node()[0] == 0 and c.total_objects_per_node()[1] >= 200
+
+
+def test_large_kmallocs_take_pages_and_come_back():
+    lines = [_line("kmalloc", 0x500, bytes_req=20000, bytes_alloc=20480, gfp_flags="GFP_KERNEL",
+                   node=-1),
+             _line("kmalloc", 0x600, bytes_req=0, bytes_alloc=0, gfp_flags="GFP_KERNEL",
+                   node=-1),
+             _line("kfree", 0x600), _line("kfree", 0x500), _line("kfree", 0x500)]
+    r = numslab.replay("".join(lines).encode(), kernel="7.0", cpus=1, samples=5)
+    assert r.series.large_bytes.tolist() == [20480, 20480, 20480, 0, 0]
+    assert r.skipped["zero_size_alloc"] == 1 and r.skipped["zero_size_ptr_free"] == 1
+    assert r.skipped["untraced_alloc"] == 1 and r.replayed == 2
+    assert r.allocator.buddyinfo() is not None
+    r.allocator.validate()
+
+
+def test_a_repeated_trace_replays_each_copy_apart():
+    from numslab.lab.trace import repeat_trace
+    raw = text("net").encode()
+    one = numslab.replay(raw, kernel="7.0")
+    three = numslab.replay(repeat_trace(raw, 3), kernel="7.0")
+    assert three.lines == 3 * one.lines
+    assert three.replayed == 3 * one.replayed
+    assert three.series.live_objects[-1].sum() == 3 * one.series.live_objects[-1].sum()

@@ -1,0 +1,145 @@
+"""The kmem trace reader: every format (tracefs trace/trace_pipe, trace-cmd report, perf
+script) on real samples, plain/gz/xz/stdin, malformed lines, and the fields of each event."""
+from __future__ import annotations
+
+import gzip
+import io
+import lzma
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from numslab import flags as F
+from numslab.lab.trace import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC,
+                               EV_LOST, EV_OTHER, TraceFormatError, parse_bytes, read_trace)
+
+from lab_oracle import DATA, TRACES, text
+
+KINDS = {"kmem_cache_alloc": EV_CACHE_ALLOC, "kmalloc": EV_KMALLOC, "kfree": EV_KFREE,
+         "kmem_cache_free": EV_CACHE_FREE}
+
+
+def _naive(trace_text: str) -> list[dict]:
+    """Each event line as a dict, by ``str.split`` (the test's own reading)."""
+    out = []
+    for k, ln in enumerate(trace_text.split("\n"), 1):
+        s = ln.strip()
+        if not s or s[0] == "#" or s.startswith("cpus="):
+            continue
+        toks = s.split()
+        cpu = next(int(t[1:-1]) for t in toks if t[0] == "[" and t[-1] == "]")
+        i = next(i for i, t in enumerate(toks) if t[-1] == ":" and "." in t
+                 and t[:-1].replace(".", "").isdigit())
+        ev = next(t for t in toks[i + 1:] if t.endswith(":"))[:-1].split(":")[-1]
+        f = dict(t.split("=", 1) for t in toks if "=" in t)
+        out.append({"line": k, "cpu": cpu, "ts": float(toks[i][:-1]), "ev": ev, **f})
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(TRACES))
+def test_every_field_of_every_event_matches_a_naive_reading(name):
+    t = text(name)
+    tr = parse_bytes(t.encode())
+    want = _naive(t)
+    assert len(tr) == len(want) > 700
+    for k, w in enumerate(want):
+        assert tr.line[k] == w["line"]
+        assert tr.kind[k] == KINDS.get(w["ev"], EV_OTHER)
+        assert tr.cpu[k] == w["cpu"]
+        assert tr.ts[k] == pytest.approx(w["ts"], abs=1e-7)
+        p = w["ptr"]
+        assert int(tr.ptr[k]) == (0 if p in ("(nil)", "(null)") else int(p, 16))
+        if "name" in w:
+            assert tr.names[tr.name[k]] == w["name"]
+        else:
+            assert tr.name[k] == -1
+        assert tr.bytes_alloc[k] == int(w.get("bytes_alloc", -1))
+        assert tr.bytes_req[k] == int(w.get("bytes_req", -1))
+        assert tr.node[k] == int(w.get("node", -1))
+        bits = 0
+        for g in w.get("gfp_flags", "").split("|"):
+            if g:
+                bits |= {"GFP_KERNEL": F.GFP_KERNEL, "GFP_NOFS": F.GFP_NOFS,
+                         "GFP_ATOMIC": F.GFP_ATOMIC, "GFP_NOWAIT": F.GFP_NOWAIT,
+                         "GFP_KERNEL_ACCOUNT": F.GFP_KERNEL | F.__GFP_ACCOUNT,
+                         "GFP_NOIO": F.GFP_NOIO, "GFP_USER": F.GFP_KERNEL | F.__GFP_HARDWALL,
+                         }.get(g) or getattr(F, g)
+        assert tr.gfp[k] == bits, w.get("gfp_flags")
+
+
+def test_formats_and_compression_read_the_same(tmp_path):
+    raw = text("git_tar").encode()
+    ref = parse_bytes(raw)
+    (tmp_path / "t.txt").write_bytes(raw)
+    (tmp_path / "t.gz").write_bytes(gzip.compress(raw))
+    (tmp_path / "t.xz").write_bytes(lzma.compress(raw))
+    for f in ("t.txt", "t.gz", "t.xz"):
+        tr = read_trace(tmp_path / f)
+        assert np.array_equal(tr.ptr, ref.ptr) and tr.names == ref.names
+    tr = read_trace(io.BytesIO(gzip.compress(raw)))
+    assert np.array_equal(tr.kind, ref.kind)
+    # trace_pipe text is the trace's lines with no header
+    body = b"\n".join(ln for ln in raw.split(b"\n") if not ln.startswith(b"#"))
+    tp = parse_bytes(body)
+    assert np.array_equal(tp.ptr, ref.ptr) and np.array_equal(tp.kind, ref.kind)
+
+
+def test_standard_input_through_the_command(tmp_path):
+    raw = lzma.decompress((DATA / TRACES["net"]).read_bytes())
+    r = subprocess.run([sys.executable, "-m", "numslab.tools.cli", "replay", "-", "--json",
+                        "--kernel", "6.18"], input=raw, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    import json
+    j = json.loads(r.stdout)
+    assert j["lines"] == len(parse_bytes(raw))
+
+
+LINE = ("  bash-1 [001] ..... 10.000001: kmalloc: call_site=f+0x1/0x2 ptr=00000000deadbeef "
+        "bytes_req=72 bytes_alloc=96 gfp_flags=GFP_KERNEL|__GFP_ZERO node=-1 accounted=false")
+
+
+def test_one_line_of_each_kind():
+    lines = [LINE,
+             "  bash-1 [000] d.... 10.000002: kfree: call_site=f+0x1/0x2 ptr=00000000deadbeef",
+             "CPU:1 [LOST 42 EVENTS]",
+             "  bash-1 [000] ..... 10.000003: sched_switch: prev_comm=bash prev_pid=1",
+             "  my task-7 [000] ..... 10.000004: kmem_cache_alloc: call_site=g ptr=0x10 "
+             "name=dentry bytes_req=192 bytes_alloc=192 gfp_flags=0x500cc0 node=1",
+             "  a-1 [000] ..... 10.000005: kmem_cache_free: call_site=g ptr=0x10 name=dentry"]
+    tr = parse_bytes("\n".join(lines).encode())
+    assert tr.kind.tolist() == [EV_KMALLOC, EV_KFREE, EV_LOST, EV_OTHER, EV_CACHE_ALLOC,
+                                EV_CACHE_FREE]
+    assert tr.gfp[0] == F.GFP_KERNEL | F.__GFP_ZERO
+    assert tr.gfp[4] == 0x500cc0 and tr.node[4] == 1 and tr.cpu[0] == 1
+    assert tr.names == ["kmalloc-96", "dentry"] and tr.ptr[0] == 0xdeadbeef
+    assert tr.row[0] == 0 and tr.row[4] == 1 and tr.name[4] == tr.name[5] == 1
+    assert tr.name[0] == -1 and tr.row[3] == tr.row[2] < -5
+    assert tr.pid[0] == tr.pid[1] != tr.pid[4] == tr.pid[5] and tr.npid == 2
+    assert tr.line.tolist() == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("bad", [
+    "garbage without a timestamp",
+    "  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=xyz bytes_alloc=8",
+    "  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=00000000deadbeef",
+    "  bash-1 [001] ..... 10.000001: kmem_cache_free: call_site=f ptr=0000000000000001",
+    "  bash-1 ..... 10.000001: kfree: call_site=f ptr=0000000000000001",
+    "  bash-1 [001] ..... 10.000001: kmalloc: ptr=1 bytes_alloc=9x",
+])
+def test_a_malformed_line_is_an_error_naming_it_unless_skipped(bad):
+    text_ = "# header\n" + LINE + "\n\n" + bad + "\n" + LINE + "\n"
+    with pytest.raises(TraceFormatError, match=r"line 4\b"):
+        parse_bytes(text_.encode())
+    tr = parse_bytes(text_.encode(), skip_bad=True)
+    assert tr.kind.tolist() == [EV_KMALLOC, EV_BAD, EV_KMALLOC]
+    import numslab
+    r = numslab.replay(text_.encode(), skip_bad=True, kernel="7.0")
+    assert r.skipped["bad_line"] == 1 and r.lines == 3
+    assert r.replayed + sum(r.skipped.values()) == r.lines
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(TraceFormatError, match="cannot read trace"):
+        read_trace(tmp_path / "nope.txt")
