@@ -1,0 +1,108 @@
+"""A fuzzer of the prefilled-sheaf API (issue 13) with a shadow model: random sequences of
+``kmem_cache_prefill_sheaf``, ``_alloc_from_sheaf``, ``_refill_sheaf``, ``_return_sheaf`` and
+``kmem_cache_sheaf_size`` calls, good and bad (handles that are no sheaf, a returned sheaf, a
+CPU's own sheaf, another cache's sheaf, impossible sizes, wrong types), on both generations.
+Every refusal is a ``SlabError`` that changes nothing; the allocator agrees with the model
+about every held sheaf's size and every live object; every invariant holds after every step."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import numslab
+from numslab import GFP_KERNEL
+
+from conftest import assert_unchanged, snapshot
+
+KERNELS = ("7.0", "6.18")
+BAD_SIZES = [-1, 2 ** 21, 2 ** 61, 1.5, True, "3", None]
+
+OPS = st.lists(st.tuples(st.sampled_from(["prefill", "alloc", "refill", "return", "free",
+                                           "size", "bad_handle", "bad_size", "foreign",
+                                           "cpu_sheaf", "stale"]),
+                         st.integers(0, 10 ** 6), st.sampled_from(BAD_SIZES)),
+               min_size=5, max_size=40)
+
+
+@settings(max_examples=30, deadline=None)
+@given(ops=OPS, kernel=st.sampled_from(KERNELS))
+def test_random_sheaf_calls_agree_with_a_model(ops, kernel):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("s", 96, sheaf_capacity=8)
+    d = sa.kmem_cache_create("t", 96, sheaf_capacity=8)
+    held: dict[int, int] = {}            # the model: sheaf -> objects it holds
+    live: set[int] = set()               # objects the user holds
+    stale: list[int] = []                # sheaves given back or replaced
+    dsheaf = sa.kmem_cache_prefill_sheaf(d, GFP_KERNEL, 3)
+    for op, n, bad in ops:
+        snap = snapshot(sa)
+        mine = sorted(held)
+        if op == "prefill":
+            s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, n % 20)
+            assert s and s not in held and sa.kmem_cache_sheaf_size(s) >= n % 20
+            held[s] = sa.kmem_cache_sheaf_size(s)
+        elif op == "alloc" and mine:
+            s = mine[n % len(mine)]
+            a = sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s)
+            if held[s]:
+                assert a and a not in live
+                live.add(a)
+                held[s] -= 1
+            else:
+                assert a == 0
+                assert_unchanged(sa, snap)
+        elif op == "refill" and mine:
+            s = mine[n % len(mine)]
+            new = sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, n % 24)
+            assert new and sa.kmem_cache_sheaf_size(new) >= max(n % 24, held[s])
+            del held[s]
+            if new != s:
+                stale.append(s)
+            held[new] = sa.kmem_cache_sheaf_size(new)
+        elif op == "return" and mine:
+            s = mine[n % len(mine)]
+            sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
+            del held[s]
+            stale.append(s)
+        elif op == "free" and live:
+            a = sorted(live)[n % len(live)]
+            c.free(a)
+            live.remove(a)
+        elif op == "size":
+            for s, k in held.items():
+                assert sa.kmem_cache_sheaf_size(s) == k
+        elif op in ("bad_handle", "foreign", "cpu_sheaf", "stale"):
+            s = {"bad_handle": 8 * (n % 500000) + 8 if n % 3 else bad,
+                 "foreign": dsheaf,
+                 "cpu_sheaf": int(sa.sheaf_addresses()[n % len(sa.sheaf_addresses())])
+                 if len(sa.sheaf_addresses()) else 24,
+                 "stale": stale[n % len(stale)] if stale else 40}[op]
+            if s in held:
+                continue
+            call = [lambda: sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s),
+                    lambda: sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, 4),
+                    lambda: sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s),
+                    lambda: sa.kmem_cache_sheaf_size(s)][n % 4]
+            if op == "foreign" and n % 4 == 3:
+                continue                 # the size of d's own sheaf is a fair question
+            with pytest.raises((numslab.SlabError, TypeError)):
+                call()
+            assert_unchanged(sa, snap)
+        elif op == "bad_size":
+            call = [lambda: sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, bad),
+                    lambda: sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, mine[0], bad)
+                    if mine else sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, bad)][n % 2]
+            with pytest.raises((numslab.SlabError, TypeError)):
+                call()
+            assert_unchanged(sa, snap)
+        sa.validate()
+        assert set(c.live_addresses().tolist()) == live
+        assert {s: sa.kmem_cache_sheaf_size(s) for s in held} == held
+    for s in list(held):
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
+    sa.kmem_cache_return_sheaf(d, GFP_KERNEL, dsheaf)
+    for a in live:
+        c.free(a)
+    assert len(c) == 0 and len(d) == 0
+    sa.validate()
