@@ -50,7 +50,11 @@ KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0}      #: the generations, by r
 (CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS, CA_ORDER,
  CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL, CA_CPU_PARTIAL,
  CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_CTOR, CA_SHEAF_CAPACITY,
- CA_USER_SHEAVES, CA_RECIP, CA_FP_KEY, CA_NCOLS) = range(22)
+ CA_USER_SHEAVES, CA_RECIP, CA_FP_KEY, CA_USED_RATIO, CA_MOVED, CA_MOVE_FREED,
+ CA_NCOLS) = range(25)
+#: ``CA_USED_RATIO`` is the movable-objects ``defrag_used_ratio`` (0: the default, 30);
+#: ``CA_MOVED``/``CA_MOVE_FREED`` count objects moved and slabs freed by compaction
+#: (``engine/defrag.py``).
 
 # ---- kmem_cache_cpu columns (field CPU, shape [max_caches * ncpus, C_NCOLS]) --------------
 C_FREELIST, C_SLAB, C_PARTIAL, C_MAIN, C_SPARE, C_NCOLS = range(6)

@@ -42,6 +42,7 @@ from . import persist
 from .args import check_gfp
 from .batchapi import BatchAPI
 from .cache import DestroyedCache, KmemCache
+from .defragapi import DefragAPI
 from .kmallocapi import KmallocAPI
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
 
@@ -82,7 +83,7 @@ class _ThreadCpu(threading.local):
         self.cpu = sa._next_thread_cpu()
 
 
-class SlabAllocator(BatchAPI, KmallocAPI):
+class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
     """A simulated machine running SLUB: CPUs, NUMA nodes, page frames and slab caches.
 
     Parameters
@@ -703,9 +704,11 @@ class SlabAllocator(BatchAPI, KmallocAPI):
     # ---- shrink, statistics, validation -----------------------------------------------------
     def kmem_cache_shrink(self, cache: KmemCache) -> int:
         """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
-        the head of each node's list (the kernel's ``kmem_cache_shrink``). Slabs freed."""
+        the head of each node's list (the kernel's ``kmem_cache_shrink``); for a cache with
+        movable objects (``kmem_cache_setup_mobility``), then move the objects of its slabs
+        used below ``defrag_used_ratio`` and free those slabs too. Slabs freed."""
         cid = self._own(cache, "kmem_cache_shrink")
-        return int(ops.kmem_cache_shrink(self._st, cid, self._cpu()))
+        return int(ops.kmem_cache_shrink(self._st, cid, self._cpu())) + self._shrink_moves(cid)
 
     def slabinfo(self) -> str:
         """``/proc/slabinfo`` (version 2.1) for every cache, newest first as the kernel lists."""

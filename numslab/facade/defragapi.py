@@ -1,0 +1,187 @@
+"""The facade's remedies against fragmentation: movable objects (``kmem_cache_setup_mobility``,
+``compact``), checked Python calls around the units of ``engine/defrag.py``.
+
+Mixed into :class:`SlabAllocator` (``DefragAPI``) and :class:`KmemCache` (``MovableCache``).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from ..engine.defrag import DEFRAG_USED_RATIO, compact
+from ..engine.layout import CA_MOVE_FREED, CA_MOVED, CA_USED_RATIO, G_FAULT_CACHE
+from ..errors import InvalidSizeError, SlabError
+
+if TYPE_CHECKING:
+    from .allocator import SlabAllocator
+    from .cache import KmemCache
+
+#: ``isolate(objs) -> private``: pins the objects about to move (int64[n] addresses).
+IsolateFn = Callable[[np.ndarray], Any]
+#: ``migrate(old, new, private)``: the objects at ``old[i]`` now live at ``new[i]``.
+MigrateFn = Callable[[np.ndarray, np.ndarray, Any], Any]
+
+
+def _check_ratio(ratio: Any, fn: str) -> int:
+    """``ratio`` as a percentage 0..100 (``None``: -1, the cache's own ratio)."""
+    if ratio is None:
+        return -1
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, np.integer)) \
+            or not 0 <= ratio <= 100:
+        raise InvalidSizeError(f"{fn}: ratio {ratio!r} is not a percentage 0..100")
+    return int(ratio)
+
+
+def _run_compact(cache: "KmemCache", ratio: int, cpu: int, plan: bool
+                 ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Call the ``compact`` unit with arrays as long as the objects users hold (no move can
+    exceed them); with ``plan`` nothing moves and ``new`` is empty. ``(old, new, fault)``:
+    ``fault`` when a corrupted free pointer stopped the moves (the pairs are those made)."""
+    sa = cache._sa
+    room = len(cache)
+    old = np.empty(room, np.int64)
+    new = np.empty(0 if plan else room, np.int64)
+    got = int(compact(sa._st, cache._id, cpu, ratio, room, old.ctypes.data,
+                      0 if plan else new.ctypes.data))
+    fault = got < 0
+    if fault:
+        got = -1 - got
+    return old[:got].copy(), new[:got].copy(), fault
+
+
+def _fault(sa: "SlabAllocator", old: np.ndarray, new: np.ndarray) -> None:
+    """Raise the ``SlabCorruptionError`` of a compaction that met a corrupted free pointer,
+    carrying the moves it made as ``moved = (old, new)``."""
+    try:
+        sa._raise_fault()
+    except SlabError as e:
+        e.moved = (old, new)
+        e.args = (f"{e.args[0]}; compaction stopped after {len(old)} moves (in .moved)",)
+        raise
+
+
+class MovableCache:
+    """Methods of :class:`KmemCache` for movable objects (kept in their own module)."""
+
+    __slots__ = ()
+
+    @property
+    def defrag_used_ratio(self: "KmemCache") -> int:
+        """Slabs used below this percentage are emptied by moving their objects (Harding's
+        sysfs ``defrag_used_ratio``; 30 unless set)."""
+        r = int(self._row[CA_USED_RATIO])
+        return DEFRAG_USED_RATIO if r == 0 else max(r, 0)
+
+    @defrag_used_ratio.setter
+    def defrag_used_ratio(self: "KmemCache", ratio: int) -> None:
+        r = _check_ratio(ratio, f"{self.name}.defrag_used_ratio")
+        if r < 0:
+            raise InvalidSizeError(f"{self.name}.defrag_used_ratio: None is not a percentage")
+        self._row[CA_USED_RATIO] = r if r > 0 else -1     # -1: 0 asked for (0 = default)
+
+    @property
+    def objects_moved(self: "KmemCache") -> int:
+        """Objects moved to another slab by compaction since the cache was created."""
+        return int(self._row[CA_MOVED])
+
+    @property
+    def slabs_freed_by_moving(self: "KmemCache") -> int:
+        """Slabs that compaction emptied and gave back to the page allocator."""
+        return int(self._row[CA_MOVE_FREED])
+
+    def compact(self: "KmemCache", ratio: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Move the objects of sparse slabs into the fullest slabs and free the emptied ones,
+        with no callbacks: the caller remaps its references with the result.
+
+        Parameters
+        ----------
+        ratio : int, optional
+            Slabs used below this percentage give up their objects (default
+            ``defrag_used_ratio``); ``100`` packs the cache as tightly as its slabs allow.
+
+        Returns
+        -------
+        old, new : numpy.ndarray
+            int64[n] each: the object at ``old[i]`` now lives at ``new[i]``, its bytes copied
+            (every moved object once, nothing else).
+        """
+        r = _check_ratio(ratio, f"{self.name}.compact")
+        old, new, fault = _run_compact(self, r, self._sa._cpu(), False)
+        if fault:
+            _fault(self._sa, old, new)
+        return old, new
+
+
+class DefragAPI:
+    """Methods of :class:`SlabAllocator` for movable objects (kept in their own module)."""
+
+    def kmem_cache_setup_mobility(self: "SlabAllocator", cache: "KmemCache",
+                                  isolate: IsolateFn | None, migrate: MigrateFn) -> None:
+        """Make the objects of ``cache`` movable (Harding's ``kmem_cache_setup_mobility``).
+
+        Parameters
+        ----------
+        cache : KmemCache
+        isolate : callable or None
+            ``isolate(objs) -> private``, called with the int64[n] addresses about to move
+            before any moves: the owner pins them (it must not free them) and returns
+            anything, passed on to ``migrate``.
+        migrate : callable
+            ``migrate(old, new, private)`` after the moves (int64[n] each; the bytes are
+            already at ``new``): the owner updates its references. A Python callable or an
+            ``@njit`` function.
+
+        Afterwards ``kmem_cache_shrink`` and ``kmem_cache_compact`` move the objects of slabs
+        used below ``cache.defrag_used_ratio`` percent.
+        """
+        self._own(cache, "kmem_cache_setup_mobility")
+        if isolate is not None and not callable(isolate) or not callable(migrate):
+            raise SlabError("kmem_cache_setup_mobility: isolate must be callable or None and "
+                            "migrate callable")
+        self._mobility_table()[cache._id] = (isolate, migrate)
+
+    def _mobility_table(self: "SlabAllocator") -> dict[int, tuple[Any, Any]]:
+        table = self.__dict__.get("_mobility")
+        if table is None:
+            table = self.__dict__["_mobility"] = {}
+        return table
+
+    def kmem_cache_compact(self: "SlabAllocator", cache: "KmemCache",
+                           ratio: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Move the objects of slabs used below ``ratio`` percent (default the cache's
+        ``defrag_used_ratio``) into fuller slabs, calling the cache's ``isolate`` and
+        ``migrate`` if it has them (:meth:`kmem_cache_setup_mobility`); returns
+        ``(old, new)``, int64[n] each, as :meth:`KmemCache.compact`."""
+        cid = self._own(cache, "kmem_cache_compact")
+        r = _check_ratio(ratio, "kmem_cache_compact")
+        return self._move_objects(cid, r)
+
+    def _move_objects(self: "SlabAllocator", cid: int, ratio: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Compaction with the cache's callbacks (none: a plain ``compact``)."""
+        cache = self._caches[cid]
+        cpu = self._cpu()
+        isolate, migrate = self._mobility_table().get(cid, (None, None))
+        private = None
+        if isolate is not None:
+            planned = _run_compact(cache, ratio, cpu, True)[0]
+            if not len(planned):
+                return planned, planned.copy()
+            private = isolate(planned.copy())
+        old, new, fault = _run_compact(cache, ratio, cpu, False)
+        if migrate is not None and len(old):
+            migrate(old, new, private)
+        if fault:
+            _fault(self, old, new)
+        return old, new
+
+    def _shrink_moves(self: "SlabAllocator", cid: int) -> int:
+        """Part of ``kmem_cache_shrink`` for a cache with mobility: compaction at its
+        ``defrag_used_ratio``, with its callbacks. The slabs it freed."""
+        if cid not in self.__dict__.get("_mobility", ()):
+            return 0
+        before = int(self.state.ca[cid, CA_MOVE_FREED])
+        self._move_objects(cid, -1)
+        return int(self.state.ca[cid, CA_MOVE_FREED]) - before
