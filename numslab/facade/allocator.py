@@ -706,9 +706,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
         """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
         the head of each node's list (the kernel's ``kmem_cache_shrink``); for a cache with
         movable objects (``kmem_cache_setup_mobility``), then move the objects of its slabs
-        used below ``defrag_used_ratio`` and free those slabs too. Slabs freed."""
+        used below ``defrag_used_ratio`` and free those slabs too; last, free blocks of
+        ``release_order`` pages and more go back to the OS (``madvise``). Slabs freed."""
         cid = self._own(cache, "kmem_cache_shrink")
-        return int(ops.kmem_cache_shrink(self._st, cid, self._cpu())) + self._shrink_moves(cid)
+        return int(ops.kmem_cache_shrink(self._st, cid, self._cpu())) + self._after_shrink(cid)
 
     def slabinfo(self) -> str:
         """``/proc/slabinfo`` (version 2.1) for every cache, newest first as the kernel lists."""

@@ -1,17 +1,20 @@
 """The facade's remedies against fragmentation: movable objects (``kmem_cache_setup_mobility``,
-``compact``), checked Python calls around the units of ``engine/defrag.py``.
+``compact``) around the units of ``engine/defrag.py``, and memory given back to the OS.
 
 Mixed into :class:`SlabAllocator` (``DefragAPI``) and :class:`KmemCache` (``MovableCache``).
 """
 from __future__ import annotations
 
+import mmap
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from ..engine.defrag import DEFRAG_USED_RATIO, compact
-from ..engine.layout import CA_MOVE_FREED, CA_MOVED, CA_USED_RATIO, G_FAULT_CACHE
+from ..engine.layout import CA_MOVE_FREED, CA_MOVED, CA_USED_RATIO, PG_BUDDY, PG_PCP
+from ..engine.pages import drain_all_pages
 from ..errors import InvalidSizeError, SlabError
+from ..geometry import PAGE_SIZE
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -114,8 +117,59 @@ class MovableCache:
         return old, new
 
 
+#: Free blocks of at least this order (64 KiB) are returned to the OS after a shrink: the
+#: pcp lists keep orders 0..3 for reuse, and a whole free arena merges into order-10 blocks,
+#: so a handful of ``madvise`` calls covers it (README "Fighting fragmentation").
+RELEASE_ORDER = 4
+
+
 class DefragAPI:
-    """Methods of :class:`SlabAllocator` for movable objects (kept in their own module)."""
+    """Methods of :class:`SlabAllocator` for movable objects and for giving memory back to
+    the OS (kept in their own module).
+
+    Attributes
+    ----------
+    release_order : int or None
+        After every ``kmem_cache_shrink``, free buddy blocks of this order and above are
+        returned to the OS (``madvise(MADV_DONTNEED)``); ``None`` turns that off.
+    released_bytes : int
+        Bytes handed to ``madvise(MADV_DONTNEED)`` so far (a block released twice counts
+        twice).
+    """
+
+    release_order: int | None = RELEASE_ORDER
+    released_bytes: int = 0
+
+    def release_memory(self: "SlabAllocator", min_order: int = 0) -> int:
+        """Give the free memory of the arena back to the operating system: drain the pcp
+        lists to the buddy lists, then ``madvise(MADV_DONTNEED)`` every free block of order
+        ``min_order`` and above (its pages read as zeros when next touched, and stop counting
+        in the process's resident memory). Bytes released."""
+        if isinstance(min_order, bool) or not isinstance(min_order, int) \
+                or not 0 <= min_order <= 10:
+            raise InvalidSizeError(f"release_memory: min_order {min_order!r} is not in 0..10")
+        drain_all_pages(self._st)
+        return self._release_free_blocks(min_order)
+
+    def _release_free_blocks(self: "SlabAllocator", min_order: int) -> int:
+        """``madvise(MADV_DONTNEED)`` the free buddy blocks (not those on pcp lists) of order
+        ``min_order`` and above, adjacent blocks as one range. Bytes released."""
+        st = self.state
+        heads = np.flatnonzero((st.pg_flags & (PG_BUDDY | PG_PCP)) == PG_BUDDY)
+        orders = st.pg_order[heads]
+        keep = orders >= min_order
+        heads, orders = heads[keep], orders[keep]
+        if not len(heads):
+            return 0
+        ends = heads + (1 << orders)
+        starts = np.flatnonzero(np.r_[True, heads[1:] != ends[:-1]])
+        stops = np.r_[starts[1:], len(heads)] - 1
+        total = 0
+        for a, b in zip(heads[starts].tolist(), ends[stops].tolist()):
+            self._mmap.madvise(mmap.MADV_DONTNEED, a * PAGE_SIZE, (b - a) * PAGE_SIZE)
+            total += (b - a) * PAGE_SIZE
+        self.released_bytes += total
+        return total
 
     def kmem_cache_setup_mobility(self: "SlabAllocator", cache: "KmemCache",
                                   isolate: IsolateFn | None, migrate: MigrateFn) -> None:
@@ -177,11 +231,15 @@ class DefragAPI:
             _fault(self, old, new)
         return old, new
 
-    def _shrink_moves(self: "SlabAllocator", cid: int) -> int:
-        """Part of ``kmem_cache_shrink`` for a cache with mobility: compaction at its
-        ``defrag_used_ratio``, with its callbacks. The slabs it freed."""
-        if cid not in self.__dict__.get("_mobility", ()):
-            return 0
-        before = int(self.state.ca[cid, CA_MOVE_FREED])
-        self._move_objects(cid, -1)
-        return int(self.state.ca[cid, CA_MOVE_FREED]) - before
+    def _after_shrink(self: "SlabAllocator", cid: int) -> int:
+        """The end of ``kmem_cache_shrink``: for a cache with mobility, compaction at its
+        ``defrag_used_ratio`` with its callbacks; then free blocks of ``release_order`` and
+        above go back to the OS. The slabs compaction freed."""
+        freed = 0
+        if cid in self.__dict__.get("_mobility", ()):
+            before = int(self.state.ca[cid, CA_MOVE_FREED])
+            self._move_objects(cid, -1)
+            freed = int(self.state.ca[cid, CA_MOVE_FREED]) - before
+        if self.release_order is not None:
+            self._release_free_blocks(self.release_order)
+        return freed
