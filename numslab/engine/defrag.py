@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .checks import _live_clear, _live_set, _own_test
 from .layout import (CA_FP_KEY, CA_MOVE_FREED, CA_MOVED, CA_NCOLS, CA_OFFSET, CA_SIZE,
-                     CA_USED_RATIO, N_PARTIAL_HEAD, NIL, PG_ISOLATED, PG_NODE_PARTIAL, _ca,
+                     CA_PARTIAL_ORDER, CA_USED_RATIO, N_PARTIAL_HEAD, NIL, PG_ISOLATED, _ca,
                      _node_row)
 from .native import copy_bytes, jit, unit, words_at
 from .ops import kmem_cache_shrink
@@ -154,16 +154,13 @@ def _move_node(st, cache, a, n, old, new, done):
 
 @jit
 def _relist_node(st, cache, cpu, a, n):
-    """Put the node's partial slabs back in their sorted order, leave the full ones off the
-    lists and give the emptied ones to the page allocator. Slabs freed."""
+    """Put the node's partial slabs (taken off the list for the moves) back in their sorted
+    order, leave the full ones off the lists and give the emptied ones to the page
+    allocator. Slabs freed."""
     freed = 0
     for k in range(n):
-        s = a[k]
-        if s < 0:
-            s = -s - 2
-            a[k] = s
-        if st.pg_flags[s] & PG_NODE_PARTIAL:
-            _remove_partial(st, cache, s)
+        if a[k] < 0:
+            a[k] = -a[k] - 2
     for k in range(n):
         s = a[k]
         if st.pg_flags[s] & PG_ISOLATED:
@@ -203,6 +200,9 @@ def compact(st, cache, cpu, ratio, room, old, new):
         if _plan_node(st, cache, a, n, ratio, room - done) == 0:
             continue
         start = done
+        if new != 0:                    # off the list while the free counts change
+            for k in range(n):
+                _remove_partial(st, cache, a[k] if a[k] >= 0 else -a[k] - 2)
         done = _move_node(st, cache, a, n, old, new, done)
         if new == 0:
             for k in range(n):
@@ -217,3 +217,26 @@ def compact(st, cache, cpu, ratio, room, old, new):
         if fault:
             return -1 - done
     return done
+
+
+@unit
+def set_partial_order(st, cache, on):
+    """Keep the node partial lists of ``cache`` sorted by free objects (``on`` 1) or in the
+    kernel's order (0): every listed slab leaves its list and joins it again in list order,
+    under the new rule. 0."""
+    if (_ca(st, cache, CA_PARTIAL_ORDER) != 0) == (on != 0):
+        return 0
+    a = st.scratch
+    counts = 0
+    for node in range(st.nnodes):
+        s = st.node[_node_row(st, cache, node) + N_PARTIAL_HEAD]
+        while s != NIL:
+            a[counts] = s
+            counts += 1
+            s = st.pg_next[s]
+    for k in range(counts):
+        _remove_partial(st, cache, a[k])
+    st.ca[cache * CA_NCOLS + CA_PARTIAL_ORDER] = 1 if on != 0 else 0
+    for k in range(counts):
+        _add_partial(st, cache, a[k], True)
+    return 0

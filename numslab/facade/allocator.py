@@ -22,7 +22,8 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              SH_NEXT, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
-                             CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP,
+                             CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_PARTIAL_ORDER,
+                             CA_RECIP,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
                              G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING,
                              KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH, PG_HEAD,
@@ -42,7 +43,7 @@ from . import persist
 from .args import check_gfp
 from .batchapi import BatchAPI
 from .cache import DestroyedCache, KmemCache
-from .defragapi import DefragAPI
+from .defragapi import DefragAPI, check_partial_order
 from .kmallocapi import KmallocAPI
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
 
@@ -107,6 +108,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
         cache, with the capacity of ``calculate_sheaf_capacity``, and no CPU slab, CPU
         freelist or CPU partial list. ``"6.18"``: sheaves only where ``sheaf_capacity`` asks
         for them, in front of the CPU slab layer (``kmem_cache_cpu``).
+    partial_order : {"kernel", "sorted"}
+        The order of every cache's node partial lists unless ``kmem_cache_create`` says
+        otherwise: the kernel's (``"kernel"``) or kept sorted by free objects, fewest first
+        (``"sorted"``, the seed article's proposal; ``KmemCache.partial_order``).
 
     Attributes
     ----------
@@ -120,7 +125,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
 
     def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1,
                  memory: int | str = "256M", *, max_caches: int = 256, seed: int = 0,
-                 kernel: str = DEFAULT_KERNEL, freelist_hardened: bool = True) -> None:
+                 kernel: str = DEFAULT_KERNEL, freelist_hardened: bool = True,
+                 partial_order: str = "kernel") -> None:
         if nr_cpus is None:
             nr_cpus = os.cpu_count() or 1
         if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
@@ -130,6 +136,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
         if kernel not in KERNELS:
             raise SlabError(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
         self.kernel = kernel
+        self.partial_order = check_partial_order(partial_order, "SlabAllocator")
         self.freelist_hardened = bool(freelist_hardened)
         self._seed = seed
         per_node = parse_size(memory)
@@ -247,7 +254,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
     def kmem_cache_create(self, name: str, size: int, align: int = 0, flags: int = 0,
                           ctor: Callable[[np.ndarray, int], Any] | None = None,
                           freeptr_offset: int | None = None, sheaf_capacity: int = 0,
-                          dtype: Any = None, **kwargs: Any) -> KmemCache:
+                          dtype: Any = None, partial_order: str | None = None,
+                          **kwargs: Any) -> KmemCache:
         """Create a slab cache with SLUB's geometry for this machine.
 
         Parameters
@@ -269,6 +277,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
             Per-CPU sheaves of this many objects. Under ``kernel="6.18"`` only caches asking
             for them have sheaves (0: none); under ``"7.0"`` every cache has them and this is
             the minimum capacity (``calculate_sheaf_capacity``).
+        partial_order : {"kernel", "sorted"}, optional
+            The order of the node partial lists (default: the allocator's
+            ``partial_order``): the kernel's, or kept sorted by free objects.
         dtype : numpy.dtype, optional
             A record type; ``size`` may then be omitted (pass 0) and is ``dtype.itemsize``.
         """
@@ -293,6 +304,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
         if not isinstance(sheaf_capacity, int) or not 0 <= sheaf_capacity <= 4096:
             raise InvalidSizeError(f"kmem_cache_create({name}): sheaf_capacity "
                                    f"{sheaf_capacity!r} is not in 0..4096")
+        order = check_partial_order(self.partial_order if partial_order is None
+                                    else partial_order, f"kmem_cache_create({name})")
         if ctor is not None and not callable(ctor):
             raise SlabError(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
         geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
@@ -324,6 +337,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
         if self.freelist_hardened:         # s->random: get_random_long(), seeded here
             row[CA_FP_KEY] = int(np.random.default_rng([self._seed, cid, len(self._names)])
                                  .integers(1, 1 << 62))
+        row[CA_PARTIAL_ORDER] = order == "sorted"
         ca[cid] = row
         cache = KmemCache(self, cid, name, ctor, dtype)
         self._caches[cid] = cache

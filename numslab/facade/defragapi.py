@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..engine.defrag import DEFRAG_USED_RATIO, compact
-from ..engine.layout import CA_MOVE_FREED, CA_MOVED, CA_USED_RATIO, PG_BUDDY, PG_PCP
+from ..engine.defrag import DEFRAG_USED_RATIO, compact, set_partial_order
+from ..engine.layout import (CA_MOVE_FREED, CA_MOVED, CA_PARTIAL_ORDER, CA_USED_RATIO,
+                             PG_BUDDY, PG_PCP)
 from ..engine.pages import drain_all_pages
 from ..errors import InvalidSizeError, SlabError
 from ..geometry import PAGE_SIZE
@@ -24,6 +25,16 @@ if TYPE_CHECKING:
 IsolateFn = Callable[[np.ndarray], Any]
 #: ``migrate(old, new, private)``: the objects at ``old[i]`` now live at ``new[i]``.
 MigrateFn = Callable[[np.ndarray, np.ndarray, Any], Any]
+
+
+PARTIAL_ORDERS = ("kernel", "sorted")      #: the orders a node partial list can keep
+
+
+def check_partial_order(order: Any, fn: str) -> str:
+    """``order`` if it is one of :data:`PARTIAL_ORDERS`, else ``SlabError``."""
+    if not isinstance(order, str) or order not in PARTIAL_ORDERS:
+        raise SlabError(f"{fn}: partial_order {order!r} is not one of {PARTIAL_ORDERS}")
+    return order
 
 
 def _check_ratio(ratio: Any, fn: str) -> int:
@@ -68,6 +79,19 @@ class MovableCache:
     """Methods of :class:`KmemCache` for movable objects (kept in their own module)."""
 
     __slots__ = ()
+
+    @property
+    def partial_order(self: "KmemCache") -> str:
+        """``"kernel"``: the node partial lists keep the kernel's order (new partial slabs at
+        the head or tail as the source does, sorted only by ``kmem_cache_shrink``);
+        ``"sorted"``: they are kept sorted by free objects, fewest first, as slabs move.
+        Setting it re-files the slabs listed now."""
+        return PARTIAL_ORDERS[int(self._row[CA_PARTIAL_ORDER] != 0)]
+
+    @partial_order.setter
+    def partial_order(self: "KmemCache", order: str) -> None:
+        order = check_partial_order(order, f"{self.name}.partial_order")
+        set_partial_order(self._sa._st, self._id, int(order == "sorted"))
 
     @property
     def defrag_used_ratio(self: "KmemCache") -> int:
