@@ -109,9 +109,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
         freelist or CPU partial list. ``"6.18"``: sheaves only where ``sheaf_capacity`` asks
         for them, in front of the CPU slab layer (``kmem_cache_cpu``).
     partial_order : {"kernel", "sorted"}
-        The order of every cache's node partial lists unless ``kmem_cache_create`` says
-        otherwise: the kernel's (``"kernel"``) or kept sorted by free objects, fewest first
-        (``"sorted"``, the seed article's proposal; ``KmemCache.partial_order``).
+        Default order of the node partial lists (``KmemCache.partial_order``).
 
     Attributes
     ----------
@@ -278,8 +276,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
             for them have sheaves (0: none); under ``"7.0"`` every cache has them and this is
             the minimum capacity (``calculate_sheaf_capacity``).
         partial_order : {"kernel", "sorted"}, optional
-            The order of the node partial lists (default: the allocator's
-            ``partial_order``): the kernel's, or kept sorted by free objects.
+            Order of its node partial lists (default: the allocator's).
         dtype : numpy.dtype, optional
             A record type; ``size`` may then be omitted (pass 0) and is ``dtype.itemsize``.
         """
@@ -716,15 +713,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
         return int(drain_all_pages(self._st))
 
     # ---- shrink, statistics, validation -----------------------------------------------------
-    def kmem_cache_shrink(self, cache: KmemCache) -> int:
-        """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
-        the head of each node's list (the kernel's ``kmem_cache_shrink``); for a cache with
-        movable objects (``kmem_cache_setup_mobility``), then move the objects of its slabs
-        used below ``defrag_used_ratio`` and free those slabs too; last, free blocks of
-        ``release_order`` pages and more go back to the OS (``madvise``). Slabs freed."""
-        cid = self._own(cache, "kmem_cache_shrink")
-        return int(ops.kmem_cache_shrink(self._st, cid, self._cpu())) + self._after_shrink(cid)
-
     def slabinfo(self) -> str:
         """``/proc/slabinfo`` (version 2.1) for every cache, newest first as the kernel lists."""
         lines = [SLABINFO_HEADER]

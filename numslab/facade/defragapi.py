@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from ..engine import ops
 from ..engine.defrag import DEFRAG_USED_RATIO, compact, set_partial_order
 from ..engine.layout import (CA_MOVE_FREED, CA_MOVED, CA_PARTIAL_ORDER, CA_USED_RATIO,
                              PG_BUDDY, PG_PCP)
@@ -254,6 +255,15 @@ class DefragAPI:
         if fault:
             _fault(self, old, new)
         return old, new
+
+    def kmem_cache_shrink(self: "SlabAllocator", cache: "KmemCache") -> int:
+        """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
+        the head of each node's list (the kernel's ``kmem_cache_shrink``); for a cache with
+        movable objects (``kmem_cache_setup_mobility``), then move the objects of its slabs
+        used below ``defrag_used_ratio`` and free those slabs too; last, free blocks of
+        ``release_order`` pages and more go back to the OS (``madvise``). Slabs freed."""
+        cid = self._own(cache, "kmem_cache_shrink")
+        return int(ops.kmem_cache_shrink(self._st, cid, self._cpu())) + self._after_shrink(cid)
 
     def _after_shrink(self: "SlabAllocator", cid: int) -> int:
         """The end of ``kmem_cache_shrink``: for a cache with mobility, compaction at its
