@@ -44,6 +44,7 @@ from .args import check_gfp
 from .batchapi import BatchAPI
 from .cache import DestroyedCache, KmemCache
 from .defragapi import DefragAPI, check_partial_order
+from .evictapi import EvictAPI
 from .kmallocapi import KmallocAPI
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
 
@@ -84,7 +85,7 @@ class _ThreadCpu(threading.local):
         self.cpu = sa._next_thread_cpu()
 
 
-class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI):
+class SlabAllocator(BatchAPI, KmallocAPI, DefragAPI, EvictAPI):
     """A simulated machine running SLUB: CPUs, NUMA nodes, page frames and slab caches.
 
     Parameters

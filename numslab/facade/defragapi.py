@@ -259,21 +259,26 @@ class DefragAPI:
     def kmem_cache_shrink(self: "SlabAllocator", cache: "KmemCache") -> int:
         """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
         the head of each node's list (the kernel's ``kmem_cache_shrink``); for a cache with
-        movable objects (``kmem_cache_setup_mobility``), then move the objects of its slabs
-        used below ``defrag_used_ratio`` and free those slabs too; last, free blocks of
+        evictable objects (``kmem_cache_setup_defrag``), ask the owners of every partial
+        slab's objects to free them; for one with movable objects
+        (``kmem_cache_setup_mobility``), move the objects of its slabs used below
+        ``defrag_used_ratio`` and free those slabs too; last, free blocks of
         ``release_order`` pages and more go back to the OS (``madvise``). Slabs freed."""
         cid = self._own(cache, "kmem_cache_shrink")
         return int(ops.kmem_cache_shrink(self._st, cid, self._cpu())) + self._after_shrink(cid)
 
     def _after_shrink(self: "SlabAllocator", cid: int) -> int:
-        """The end of ``kmem_cache_shrink``: for a cache with mobility, compaction at its
+        """The end of ``kmem_cache_shrink``: for a cache with ``get``/``kick`` callbacks, the
+        eviction of every partial slab; for a cache with mobility, compaction at its
         ``defrag_used_ratio`` with its callbacks; then free blocks of ``release_order`` and
-        above go back to the OS. The slabs compaction freed."""
+        above go back to the OS. The slabs eviction and compaction freed."""
         freed = 0
+        if cid in self.__dict__.get("_evict_callbacks", ()):   # every partial slab (2007)
+            freed += self._evict(cid, 100)
         if cid in self.__dict__.get("_mobility", ()):
             before = int(self.state.ca[cid, CA_MOVE_FREED])
             self._move_objects(cid, -1)
-            freed = int(self.state.ca[cid, CA_MOVE_FREED]) - before
+            freed += int(self.state.ca[cid, CA_MOVE_FREED]) - before
         if self.release_order is not None:
             self._release_free_blocks(self.release_order)
         return freed
