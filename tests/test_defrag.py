@@ -86,7 +86,8 @@ def test_default_ratio_empties_exactly_the_slabs_below_30_percent(sa, kernel):
     assert c.slabs_freed_by_moving == len(sparse)
     assert set((new >> 12).tolist()) <= set(before) - sparse
     # the fullest slabs are filled first (the kernel's shrink order: fewest free first)
-    full_first = sorted({f for f in set(before) - sparse if before[f] < k}, key=lambda f: (k - before[f], f))
+    partial = {f for f in set(before) - sparse if before[f] < k}
+    full_first = sorted(partial, key=lambda f: (k - before[f], f))
     filled = [f for f in full_first if after.get(f, 0) > before[f]]
     assert filled == full_first[:len(filled)]
     _check_map(sa, c, objs[keepmask], data[keepmask], old, new)

@@ -120,3 +120,28 @@ class PartialOrder:
 
     def track_average_slabs(self, kernel, order):
         return _churn(self.sa, self.c)
+
+
+class Evict:
+    """Seconds to evict the slabs used below 30% of the fragmented cache of ``Compact``, the
+    owner freeing every object it is kicked for (one Python call per slab and object), and
+    the slabs left; against ``Compact.time_compact_default`` on the same workload."""
+
+    params = ["7.0", "6.18"]
+    param_names = ["kernel"]
+    number = 1
+    repeat = 5
+    warmup_time = 0
+
+    def setup(self, kernel):
+        self.sa, self.c = _fragmented(kernel)
+        sa, c = self.sa, self.c
+        sa.kmem_cache_setup_defrag(c, lambda objs: None,
+                                   lambda objs, private: c.free_bulk(objs))
+
+    def time_defrag_30(self, kernel):
+        self.sa.kmem_cache_defrag(self.c, 30)
+
+    def track_slabs_after_defrag_30(self, kernel):
+        self.sa.kmem_cache_defrag(self.c, 30)
+        return self.c.slabs
