@@ -310,3 +310,20 @@ def test_a_corrupted_free_pointer_stops_compaction_and_reports_the_moves(sa, ker
     assert (target >> 12) in (sa.isolated_slabs() >> 12).tolist()
     _check_map(sa, c, keep, data, old, new)
     sa.validate()
+
+
+def test_a_pending_kfree_rcu_follows_its_object(sa, kernel):
+    c = sa.find_cache("kmalloc-256")
+    objs = np.array([sa.kmalloc(200) for _ in range(2000)], np.int64)
+    for a in objs[1::2].tolist():
+        sa.kfree(a)
+    waiting = objs[::8].tolist()
+    for a in waiting:
+        sa.kfree_rcu(a)
+    old, new = c.compact(100)
+    where = dict(zip(old.tolist(), new.tolist()))
+    assert any(a in where for a in waiting)
+    assert sa.synchronize_rcu() == len(waiting)     # frees the objects where they are now
+    still = set(c.live_addresses().tolist()) - set(sa.sheaf_addresses().tolist())
+    assert still == {where.get(a, a) for a in objs[::2].tolist()} - \
+        {where.get(a, a) for a in waiting}

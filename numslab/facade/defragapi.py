@@ -62,7 +62,12 @@ def _run_compact(cache: "KmemCache", ratio: int, cpu: int, plan: bool
     fault = got < 0
     if fault:
         got = -1 - got
-    return old[:got].copy(), new[:got].copy(), fault
+    old, new = old[:got].copy(), new[:got].copy()
+    pending = sa.__dict__.get("_rcu_pending")
+    if pending and not plan and got:    # a kfree_rcu waiting for its grace period follows
+        where = dict(zip(old.tolist(), new.tolist()))
+        pending[:] = [(where.get(a, a), cpu) for a, cpu in pending]
+    return old, new, fault
 
 
 def _fault(sa: "SlabAllocator", old: np.ndarray, new: np.ndarray) -> None:
