@@ -80,28 +80,34 @@ class ResidentAfterFree:
         return (_rss() - before) / (1 << 20)
 
 
-def _churn(sa, c, rounds: int = 40, seed: int = 3) -> int:
-    """Random batches of single and bulk allocations and frees (a steady-state churn around
-    20,000 live objects); the time-averaged slabs the cache holds."""
+def _churn(sa, c, rounds: int = 30, seed: int = 1) -> float:
+    """30,000 live objects; each round frees 3,000 of them at random one by one and
+    allocates 3,000 one by one, and every tenth round half of them die at once (a bulk free
+    and a shrink) and 5,000 are born: the time-averaged utilisation, live bytes over slab
+    bytes."""
     rng = np.random.default_rng(seed)
-    held = np.zeros(0, np.int64)
-    slabs = 0
-    for _ in range(rounds):
-        held = np.concatenate([held, c.alloc_bulk(int(rng.integers(1000, 4000)))])
-        for _ in range(200):
-            held = np.append(held, sa.kmem_cache_alloc(c))
+    held = c.alloc_bulk(30_000).tolist()
+    per_slab = 4096 << c.order
+    util = 0.0
+    for r in range(rounds):
         rng.shuffle(held)
-        k = max(0, len(held) - 20_000) + int(rng.integers(0, 2000))
-        c.free_bulk(held[:k])
-        held = held[k:]
-        slabs += c.slabs
-    return slabs // rounds
+        for a in held[:3000]:
+            sa.kmem_cache_free(c, a)
+        held = held[3000:] + [sa.kmem_cache_alloc(c) for _ in range(3000)]
+        if r % 10 == 9:
+            rng.shuffle(held)
+            c.free_bulk(np.array(held[:len(held) // 2], np.int64))
+            held = held[len(held) // 2:]
+            c.shrink()
+            held += [sa.kmem_cache_alloc(c) for _ in range(5000)]
+        util += len(c) * c.slab_size / (c.slabs * per_slab)
+    return util / rounds
 
 
 class PartialOrder:
     """The same churn with the kernel's partial-list order and with the lists kept sorted by
-    free objects: its time (the cost of keeping the order) and the slabs held on average
-    (what the order buys)."""
+    free objects: its time (the cost of keeping the order) and the time-averaged
+    utilisation and final slabs (what the order buys)."""
 
     params = (["7.0", "6.18"], ["kernel", "sorted"])
     param_names = ["kernel", "partial_order"]
@@ -113,13 +119,17 @@ class PartialOrder:
         self.sa = numslab.SlabAllocator(nr_cpus=2, memory="64M", kernel=kernel,
                                         partial_order=order)
         self.c = self.sa.kmem_cache_create("obj", 192)
-        _churn(self.sa, self.sa.kmem_cache_create("warm", 192), 2)
+        _churn(self.sa, self.sa.kmem_cache_create("warm", 192), 1)
 
     def time_churn(self, kernel, order):
         _churn(self.sa, self.c)
 
-    def track_average_slabs(self, kernel, order):
-        return _churn(self.sa, self.c)
+    def track_utilisation_percent(self, kernel, order):
+        return 100 * _churn(self.sa, self.c)
+
+    def track_slabs_after_churn(self, kernel, order):
+        _churn(self.sa, self.c)
+        return self.c.slabs
 
 
 class Evict:
