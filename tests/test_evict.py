@@ -103,3 +103,22 @@ def test_eviction_refuses_bad_arguments_with_nothing_changed(sa, kernel):
             sa.kmem_cache_defrag(c, ratio)
     assert_unchanged(sa, snap)
     assert owner.gets == []
+
+
+def test_a_destroyed_cache_takes_its_callbacks_and_counters_along(sa, kernel):
+    c, objs = _sparse_cache(sa, "old")
+    owner = Owner(sa, c, objs)
+    sa.kmem_cache_setup_defrag(c, owner.get, owner.kick)
+    sa.kmem_cache_setup_mobility(c, None, lambda o, n, p: None)
+    assert sa.kmem_cache_defrag(c) > 0
+    cid = c.id
+    c.free_bulk(np.array(sorted(owner.held), np.int64))
+    sa.kmem_cache_destroy(c)
+    d, dobjs = _sparse_cache(sa, "new")
+    assert d.id == cid                                # the same slot
+    assert sa.defrag_stats(d) == {"slabs_freed": 0, "objects_kicked": 0, "refusals": 0}
+    with pytest.raises(SlabError):
+        sa.kmem_cache_defrag(d)
+    gets = len(owner.gets)
+    sa.kmem_cache_shrink(d)
+    assert len(owner.gets) == gets and d.objects_moved == 0

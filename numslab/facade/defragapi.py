@@ -224,12 +224,14 @@ class DefragAPI:
         if isolate is not None and not callable(isolate) or not callable(migrate):
             raise SlabError("kmem_cache_setup_mobility: isolate must be callable or None and "
                             "migrate callable")
-        self._mobility_table()[cache._id] = (isolate, migrate)
+        self._per_cache("_mobility")[cache._id] = (cache, isolate, migrate)
 
-    def _mobility_table(self: "SlabAllocator") -> dict[int, tuple[Any, Any]]:
-        table = self.__dict__.get("_mobility")
-        if table is None:
-            table = self.__dict__["_mobility"] = {}
+    def _per_cache(self: "SlabAllocator", name: str) -> dict[int, tuple[Any, ...]]:
+        """The allocator's table ``name`` of per-cache entries ``(cache, ...)`` by cache id,
+        less the entries of destroyed caches (whose slot a new cache may hold)."""
+        table = self.__dict__.setdefault(name, {})
+        for cid in [cid for cid, v in table.items() if self._caches.get(cid) is not v[0]]:
+            del table[cid]
         return table
 
     def kmem_cache_compact(self: "SlabAllocator", cache: "KmemCache",
@@ -247,7 +249,7 @@ class DefragAPI:
         """Compaction with the cache's callbacks (none: a plain ``compact``)."""
         cache = self._caches[cid]
         cpu = self._cpu()
-        isolate, migrate = self._mobility_table().get(cid, (None, None))
+        _, isolate, migrate = self._per_cache("_mobility").get(cid, (None, None, None))
         private = None
         if isolate is not None:
             planned = _run_compact(cache, ratio, cpu, True)[0]
@@ -278,9 +280,9 @@ class DefragAPI:
         ``defrag_used_ratio`` with its callbacks; then free blocks of ``release_order`` and
         above go back to the OS. The slabs eviction and compaction freed."""
         freed = 0
-        if cid in self.__dict__.get("_evict_callbacks", ()):   # every partial slab (2007)
+        if cid in self._per_cache("_evict_callbacks"):      # every partial slab (2007)
             freed += self._evict(cid, 100)
-        if cid in self.__dict__.get("_mobility", ()):
+        if cid in self._per_cache("_mobility"):
             before = int(self.state.ca[cid, CA_MOVE_FREED])
             self._move_objects(cid, -1)
             freed += int(self.state.ca[cid, CA_MOVE_FREED]) - before

@@ -53,20 +53,14 @@ class EvictAPI:
         self._own(cache, "kmem_cache_setup_defrag")
         if not callable(get) or not callable(kick):
             raise SlabError("kmem_cache_setup_defrag: get and kick must be callable")
-        self._evict_table()[cache._id] = (get, kick)
-
-    def _evict_table(self: "SlabAllocator") -> dict[int, tuple[GetFn, KickFn]]:
-        table = self.__dict__.get("_evict_callbacks")
-        if table is None:
-            table = self.__dict__["_evict_callbacks"] = {}
-        return table
+        self._per_cache("_evict_callbacks")[cache._id] = (cache, get, kick)
 
     def defrag_stats(self: "SlabAllocator", cache: "KmemCache") -> dict[str, int]:
         """Counters of eviction for ``cache``: ``slabs_freed``, ``objects_kicked`` (objects
         the owners freed when kicked) and ``refusals`` (slabs kept because an object was not
         freed)."""
         cid = self._own(cache, "defrag_stats")
-        freed, kicked, refused = self.__dict__.get("_evict_counts", {}).get(cid, (0, 0, 0))
+        _, freed, kicked, refused = self._per_cache("_evict_counts").get(cid, (0, 0, 0, 0))
         return {"slabs_freed": freed, "objects_kicked": kicked, "refusals": refused}
 
     def kmem_cache_defrag(self: "SlabAllocator", cache: "KmemCache | None" = None,
@@ -76,7 +70,7 @@ class EvictAPI:
         ``cache`` is None (Lameter's ``kmem_cache_defrag``). Slabs freed."""
         r = _check_ratio(ratio, "kmem_cache_defrag")
         r = DEFRAG_RATIO if r < 0 else r
-        table = self._evict_table()
+        table = self._per_cache("_evict_callbacks")
         if cache is None:
             return sum(self._evict(cid, r) for cid in list(table))
         cid = self._own(cache, "kmem_cache_defrag")
@@ -88,8 +82,7 @@ class EvictAPI:
     def _evict(self: "SlabAllocator", cid: int, ratio: int) -> int:
         """Flush the cache, ask the owners of each partial slab used below ``ratio`` percent
         to free its objects, flush again so that the emptied slabs are freed. Slabs freed."""
-        get, kick = self._evict_table()[cid]
-        cache = self._caches[cid]
+        cache, get, kick = self._per_cache("_evict_callbacks")[cid]
         cpu = self._cpu()
         ops.kmem_cache_shrink(self._st, cid, cpu)
         sparse = [(int(a) >> 12, int(used)) for node in range(self.nr_nodes)
@@ -118,7 +111,7 @@ class EvictAPI:
             else:
                 kicked += len(objs)
                 freed += 1
-        counts = self.__dict__.setdefault("_evict_counts", {})
-        f0, k0, r0 = counts.get(cid, (0, 0, 0))
-        counts[cid] = (f0 + freed, k0 + kicked, r0 + refused)
+        counts = self._per_cache("_evict_counts")
+        _, f0, k0, r0 = counts.get(cid, (None, 0, 0, 0))
+        counts[cid] = (cache, f0 + freed, k0 + kicked, r0 + refused)
         return freed
