@@ -327,3 +327,14 @@ def test_a_pending_kfree_rcu_follows_its_object(sa, kernel):
     still = set(c.live_addresses().tolist()) - set(sa.sheaf_addresses().tolist())
     assert still == {where.get(a, a) for a in objs[::2].tolist()} - \
         {where.get(a, a) for a in waiting}
+
+
+def test_remap_against_a_dictionary():
+    rng = np.random.default_rng(10)
+    old = rng.choice(1 << 20, 500, replace=False).astype(np.int64) * 8
+    new = rng.choice(1 << 20, 500, replace=False).astype(np.int64) * 8 + (1 << 24)
+    refs = np.concatenate([old[::2], rng.integers(0, 1 << 23, 300) * 8]).reshape(2, -1)
+    where = dict(zip(old.tolist(), new.tolist()))
+    want = np.array([where.get(a, a) for a in refs.ravel().tolist()]).reshape(refs.shape)
+    assert np.array_equal(numslab.remap(refs, old, new), want)
+    assert np.array_equal(numslab.remap(refs, old[:0], new[:0]), refs)

@@ -48,6 +48,30 @@ def _check_ratio(ratio: Any, fn: str) -> int:
     return int(ratio)
 
 
+def remap(addrs: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """A table of references after a compaction, in one vectorised step.
+
+    Parameters
+    ----------
+    addrs : numpy.ndarray
+        int64, any shape: object addresses (other values pass through unchanged).
+    old, new : numpy.ndarray
+        int64[n] each, as ``compact`` returns them.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64, the shape of ``addrs``: ``new[i]`` where ``addrs`` held ``old[i]``.
+    """
+    a = np.asarray(addrs, np.int64)
+    if not len(old):
+        return a.copy()
+    order = np.argsort(old, kind="stable")
+    so = old[order]
+    i = np.minimum(np.searchsorted(so, a), len(so) - 1)
+    return np.where(so[i] == a, new[order][i], a)
+
+
 def _run_compact(cache: "KmemCache", ratio: int, cpu: int, plan: bool
                  ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Call the ``compact`` unit with arrays as long as the objects users hold (no move can
