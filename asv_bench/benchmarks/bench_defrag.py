@@ -1,6 +1,7 @@
-"""Suite: the remedies against fragmentation (issue 15): the time of ``cache.compact`` against
-a plain shrink of the same fragmented cache, and the resident memory left after a workload
-frees everything, with the memory release after shrink on and off."""
+"""Suite: the remedies against fragmentation (issue 15): the time of ``cache.compact`` and of
+eviction against a plain shrink of the same fragmented cache, a churn under each policy
+(partial-list order, compaction), and the resident memory left after a workload frees
+everything, with the memory release after shrink on and off."""
 import os
 
 import numpy as np
@@ -80,55 +81,66 @@ class ResidentAfterFree:
         return (_rss() - before) / (1 << 20)
 
 
-def _churn(sa, c, rounds: int = 30, seed: int = 1) -> float:
+def _churn(sa, c, rounds: int = 30, seed: int = 1, ratio: int | None = None) -> float:
     """30,000 live objects; each round frees 3,000 of them at random one by one and
     allocates 3,000 one by one, and every tenth round half of them die at once (a bulk free
-    and a shrink) and 5,000 are born: the time-averaged utilisation, live bytes over slab
-    bytes."""
+    and a shrink) and 5,000 are born; with ``ratio``, each round ends with
+    ``c.compact(ratio)`` and the table of references remapped. The time-averaged
+    utilisation, live bytes over slab bytes, sampled at the end of each round."""
     rng = np.random.default_rng(seed)
-    held = c.alloc_bulk(30_000).tolist()
+    held = c.alloc_bulk(30_000)
     per_slab = 4096 << c.order
     util = 0.0
     for r in range(rounds):
         rng.shuffle(held)
-        for a in held[:3000]:
+        for a in held[:3000].tolist():
             sa.kmem_cache_free(c, a)
-        held = held[3000:] + [sa.kmem_cache_alloc(c) for _ in range(3000)]
+        held = np.concatenate([held[3000:], [sa.kmem_cache_alloc(c) for _ in range(3000)]])
         if r % 10 == 9:
             rng.shuffle(held)
-            c.free_bulk(np.array(held[:len(held) // 2], np.int64))
+            c.free_bulk(held[:len(held) // 2])
             held = held[len(held) // 2:]
             c.shrink()
-            held += [sa.kmem_cache_alloc(c) for _ in range(5000)]
+            held = np.concatenate([held, [sa.kmem_cache_alloc(c) for _ in range(5000)]])
+        held = held.astype(np.int64)
+        if ratio is not None:
+            held = numslab.remap(held, *c.compact(ratio))
         util += len(c) * c.slab_size / (c.slabs * per_slab)
     return util / rounds
 
 
-class PartialOrder:
-    """The same churn with the kernel's partial-list order and with the lists kept sorted by
-    free objects: its time (the cost of keeping the order) and the time-averaged
-    utilisation and final slabs (what the order buys)."""
+#: The churn's policies: the partial-list order and compaction after every round.
+POLICIES = {"kernel": ("kernel", None), "sorted": ("sorted", None),
+            "mobility": ("kernel", 30), "mobility100": ("kernel", 100)}
 
-    params = (["7.0", "6.18"], ["kernel", "sorted"])
-    param_names = ["kernel", "partial_order"]
+
+class Policies:
+    """The same churn under each policy: the kernel's partial-list order, the lists kept
+    sorted by free objects, and compaction after every round (slabs below 30%, or all):
+    its time (what each costs) and the time-averaged utilisation and final slabs (what each
+    buys)."""
+
+    params = (["7.0", "6.18"], list(POLICIES))
+    param_names = ["kernel", "policy"]
     number = 1
     repeat = 5
     warmup_time = 0
 
-    def setup(self, kernel, order):
+    def setup(self, kernel, policy):
+        order, self.ratio = POLICIES[policy]
         self.sa = numslab.SlabAllocator(nr_cpus=2, memory="64M", kernel=kernel,
                                         partial_order=order)
         self.c = self.sa.kmem_cache_create("obj", 192)
-        _churn(self.sa, self.sa.kmem_cache_create("warm", 192), 1)
+        _churn(self.sa, self.sa.kmem_cache_create("warm", 192), 1, ratio=self.ratio)
 
-    def time_churn(self, kernel, order):
-        _churn(self.sa, self.c)
+    def time_churn(self, kernel, policy):
+        _churn(self.sa, self.c, ratio=self.ratio)
 
-    def track_utilisation_percent(self, kernel, order):
-        return 100 * _churn(self.sa, self.c)
+    def track_utilisation_percent(self, kernel, policy):
+        return 100 * _churn(self.sa, self.c, ratio=self.ratio)
 
-    def track_slabs_after_churn(self, kernel, order):
-        _churn(self.sa, self.c)
+    def track_slabs_after_churn(self, kernel, policy):
+        _churn(self.sa, self.c, ratio=self.ratio)
         return self.c.slabs
 
 
