@@ -40,7 +40,7 @@ def _sparse_cache(sa: numslab.SlabAllocator, name: str):
     k = c.objs_per_slab
     objs = c.alloc_bulk(k * 12)
     frames = objs >> 12
-    uses = [1, 2, 3, k // 4, -(-3 * k // 10), k // 2, k // 2, k - 3, k - 2, k - 1, k, k]
+    uses = [1, 2, 3, 30 * k // 100, 30 * k // 100 + 1, k // 2, k // 2, k - 3, k - 2, k - 1, k, k]
     keep = np.zeros(len(objs), bool)
     for f, u in zip(np.unique(frames), uses):
         keep[np.flatnonzero(frames == f)[:u]] = True
@@ -54,12 +54,12 @@ def _usage(c: numslab.KmemCache) -> dict[int, list[int]]:
     return {int(f): sorted(live[(live >> 12) == f].tolist()) for f in np.unique(live >> 12)}
 
 
-def test_defrag_evicts_the_slabs_below_the_ratio_and_a_refusal_keeps_one(sa, kernel):
+def test_defrag_evicts_the_slabs_up_to_the_ratio_and_a_refusal_keeps_one(sa, kernel):
     c, objs = _sparse_cache(sa, "obj128")
     k = c.objs_per_slab
     owner = Owner(sa, c, objs)
     before = _usage(c)
-    sparse = {f for f, o in before.items() if len(o) * 100 < 30 * k}
+    sparse = {f for f, o in before.items() if len(o) <= 30 * k // 100}
     assert len(sparse) == 4
     stubborn = min(sparse)
     owner.busy.add(before[stubborn][0])

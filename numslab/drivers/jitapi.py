@@ -325,7 +325,7 @@ def is_live(h, cache, addr):
 @jit(inline=True)
 def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     """``cache.compact(ratio)`` (-1: the cache's ``defrag_used_ratio``): move the objects of
-    slabs used below ``ratio`` percent into the fullest slabs, writing the pairs to ``old``
+    slabs used at most ``ratio`` percent into the fullest slabs, writing the pairs to ``old``
     and ``new`` (int64, at most ``min(len(old), len(new))`` moves: pass arrays as long as
     the live objects to move them all). The number of moves; ``-1 - moves`` if a corrupted
     free pointer stopped them (the slab is isolated; the moves made are in the arrays)."""

@@ -2,8 +2,8 @@
 Harding's Slab Movable Objects, 2019), as units over a checked cache id and CPU.
 
 ``compact`` first flushes the cache as ``kmem_cache_shrink`` does, then on each node sorts the
-partial slabs by free objects (fewest first), takes the emptiest slabs whose usage is below
-the ratio as sources and moves each of their live objects into a free object of the fullest
+partial slabs by free objects (fewest first), takes the emptiest slabs used at most the ratio
+(percent of their objects) as sources and moves each of their live objects into a free object of the fullest
 slabs (never into a source), copying its bytes; emptied sources go back to the page allocator.
 """
 from __future__ import annotations
@@ -83,7 +83,8 @@ def _movable(st, cache, slab):
 @jit
 def _plan_node(st, cache, a, n, ratio, room):
     """Choose the sources among the ``n`` sorted partial slabs ``a`` (fewest free first):
-    from the emptiest, each slab below ``ratio`` percent use whose objects all fit in the
+    from the emptiest, each slab with at most ``ratio * objects / 100`` objects in use (the
+    test of Harding's ``kmem_cache_defrag``) whose objects all fit in the
     free objects of the slabs before it (less those already promised) and in ``room`` map
     entries; a source is marked ``-slab - 2``. Objects to move."""
     avail = 0
@@ -94,7 +95,7 @@ def _plan_node(st, cache, a, n, ratio, room):
     while i > 0:
         s = a[i]
         used = st.sl_inuse[s]
-        if used * 100 < ratio * st.sl_objects[s] and _movable(st, cache, s):
+        if used <= ratio * st.sl_objects[s] // 100 and _movable(st, cache, s):
             if used > avail - moved or moved + used > room:
                 break
             a[i] = -s - 2
@@ -176,7 +177,7 @@ def _relist_node(st, cache, cpu, a, n):
 @unit
 def compact(st, cache, cpu, ratio, room, old, new):
     """Compact ``cache`` on ``cpu`` (the movable objects' ``kmem_cache_defrag``): flush and
-    shrink it, then on each node move the objects of partial slabs used below ``ratio``
+    shrink it, then on each node move the objects of partial slabs used at most ``ratio``
     percent (outside 0..100: the cache's ``defrag_used_ratio``) into the fullest partial
     slabs, writing at most ``room`` (old, new) address pairs to the int64 arrays at byte
     addresses ``old`` and ``new``. With ``new`` 0 nothing moves: the old addresses that

@@ -125,8 +125,8 @@ class MovableCache:
 
     @property
     def defrag_used_ratio(self: "KmemCache") -> int:
-        """Slabs used below this percentage are emptied by moving their objects (Harding's
-        sysfs ``defrag_used_ratio``; 30 unless set)."""
+        """Slabs with at most this percentage of their objects in use are emptied by moving
+        their objects (Harding's sysfs ``defrag_used_ratio``; 30 unless set; 0: none)."""
         r = int(self._row[CA_USED_RATIO])
         return DEFRAG_USED_RATIO if r == 0 else max(r, 0)
 
@@ -155,8 +155,9 @@ class MovableCache:
         Parameters
         ----------
         ratio : int, optional
-            Slabs used below this percentage give up their objects (default
-            ``defrag_used_ratio``); ``100`` packs the cache as tightly as its slabs allow.
+            Slabs with at most this percentage of their objects in use give up their objects
+            (default ``defrag_used_ratio``); ``100`` packs the cache as tightly as its slabs
+            allow.
 
         Returns
         -------
@@ -241,8 +242,9 @@ class DefragAPI:
             already at ``new``): the owner updates its references. A Python callable or an
             ``@njit`` function.
 
-        Afterwards ``kmem_cache_shrink`` and ``kmem_cache_compact`` move the objects of slabs
-        used below ``cache.defrag_used_ratio`` percent.
+        Afterwards ``kmem_cache_shrink`` moves the objects of every partial slab it can, and
+        ``kmem_cache_compact`` those of slabs used at most ``cache.defrag_used_ratio``
+        percent.
         """
         self._own(cache, "kmem_cache_setup_mobility")
         if isolate is not None and not callable(isolate) or not callable(migrate):
@@ -260,7 +262,7 @@ class DefragAPI:
 
     def kmem_cache_compact(self: "SlabAllocator", cache: "KmemCache",
                            ratio: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Move the objects of slabs used below ``ratio`` percent (default the cache's
+        """Move the objects of slabs used at most ``ratio`` percent (default the cache's
         ``defrag_used_ratio``) into fuller slabs, calling the cache's ``isolate`` and
         ``migrate`` if it has them (:meth:`kmem_cache_setup_mobility`); returns
         ``(old, new)``, int64[n] each, as :meth:`KmemCache.compact`."""
@@ -292,23 +294,24 @@ class DefragAPI:
         the head of each node's list (the kernel's ``kmem_cache_shrink``); for a cache with
         evictable objects (``kmem_cache_setup_defrag``), ask the owners of every partial
         slab's objects to free them; for one with movable objects
-        (``kmem_cache_setup_mobility``), move the objects of its slabs used below
-        ``defrag_used_ratio`` and free those slabs too; last, free blocks of
+        (``kmem_cache_setup_mobility``), move the objects of every partial slab it can (ratio
+        100, as Harding's ``__kmem_cache_shrink``) and free the emptied slabs; last, free
+        blocks of
         ``release_order`` pages and more go back to the OS (``madvise``). Slabs freed."""
         cid = self._own(cache, "kmem_cache_shrink")
         return int(ops.kmem_cache_shrink(self._st, cid, self._cpu())) + self._after_shrink(cid)
 
     def _after_shrink(self: "SlabAllocator", cid: int) -> int:
         """The end of ``kmem_cache_shrink``: for a cache with ``get``/``kick`` callbacks, the
-        eviction of every partial slab; for a cache with mobility, compaction at its
-        ``defrag_used_ratio`` with its callbacks; then free blocks of ``release_order`` and
+        eviction of every partial slab; for a cache with mobility, compaction of every
+        partial slab (ratio 100) with its callbacks; then free blocks of ``release_order`` and
         above go back to the OS. The slabs eviction and compaction freed."""
         freed = 0
         if cid in self._per_cache("_evict_callbacks"):      # every partial slab (2007)
             freed += self._evict(cid, 100)
-        if cid in self._per_cache("_mobility"):
+        if cid in self._per_cache("_mobility"):         # ratio 100, as Harding's shrink
             before = int(self.state.ca[cid, CA_MOVE_FREED])
-            self._move_objects(cid, -1)
+            self._move_objects(cid, 100)
             freed += int(self.state.ca[cid, CA_MOVE_FREED]) - before
         if self.release_order is not None:
             self._release_free_blocks(self.release_order)

@@ -25,7 +25,7 @@ GetFn = Callable[[np.ndarray], Any]
 #: ``kick(objs, private)``: ask their owners to free them (``kmem_cache_free``).
 KickFn = Callable[[np.ndarray, Any], Any]
 
-#: Slabs used below this percentage are evicted by ``kmem_cache_defrag`` unless told
+#: Slabs used at most this percentage are evicted by ``kmem_cache_defrag`` unless told
 #: otherwise (the 2007 series' ``defrag_ratio`` default).
 DEFRAG_RATIO = 30
 
@@ -37,7 +37,7 @@ class EvictAPI:
                                 kick: KickFn) -> None:
         """Make the objects of ``cache`` evictable (Lameter's ``kmem_cache_setup_defrag``):
         ``kmem_cache_shrink`` then evicts every partial slab it can, and
-        ``kmem_cache_defrag`` the slabs used below a ratio.
+        ``kmem_cache_defrag`` the slabs used at most a ratio.
 
         Parameters
         ----------
@@ -65,7 +65,7 @@ class EvictAPI:
 
     def kmem_cache_defrag(self: "SlabAllocator", cache: "KmemCache | None" = None,
                           ratio: int | None = None) -> int:
-        """Evict the objects of the partial slabs used below ``ratio`` percent (default 30)
+        """Evict the objects of the partial slabs used at most ``ratio`` percent (default 30)
         of ``cache``, or of every cache with ``kmem_cache_setup_defrag`` callbacks if
         ``cache`` is None (Lameter's ``kmem_cache_defrag``). Slabs freed."""
         r = _check_ratio(ratio, "kmem_cache_defrag")
@@ -80,14 +80,14 @@ class EvictAPI:
         return self._evict(cid, r)
 
     def _evict(self: "SlabAllocator", cid: int, ratio: int) -> int:
-        """Flush the cache, ask the owners of each partial slab used below ``ratio`` percent
+        """Flush the cache, ask the owners of each partial slab used at most ``ratio`` percent
         to free its objects, flush again so that the emptied slabs are freed. Slabs freed."""
         cache, get, kick = self._per_cache("_evict_callbacks")[cid]
         cpu = self._cpu()
         ops.kmem_cache_shrink(self._st, cid, cpu)
         sparse = [(int(a) >> 12, int(used)) for node in range(self.nr_nodes)
                   for a, used, objs in cache.partial_list(node).tolist()
-                  if 0 < used and used * 100 < ratio * objs]
+                  if 0 < used <= ratio * objs // 100]
         if not sparse:
             return 0
         live = cache.live_addresses()
