@@ -12,6 +12,7 @@ from . import engine, flags, jit  # noqa: F401  (engine first: it fixes the unit
 from .engine.layout import NIL, NULL, ZERO_SIZE_PTR
 from .facade.allocator import SlabAllocator, parse_size
 from .facade.cache import KmemCache
+from .facade.defragapi import remap
 from .errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidSizeError,
                      SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from .flags import *  # noqa: F401,F403  (GFP_*, SLAB_*, stat names)
@@ -59,7 +60,7 @@ for _name in _API:
     globals()[_name] = _forward(_name)
 del _name
 
-__all__ = ["SlabAllocator", "KmemCache", "SlabError", "BadAddressError", "WrongCacheError",
+__all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError", "WrongCacheError",
            "DoubleFreeError", "InvalidSizeError", "CacheLeakError", "SlabCorruptionError",
            "SlabDebugError",
            "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",

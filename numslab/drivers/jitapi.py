@@ -27,7 +27,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ..engine import ops
+from ..engine import defrag, ops
 from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD,
                              E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set,
                              _locate, _slab_of)
@@ -49,7 +49,8 @@ from .handles import SlabHandle, handle_live, state_of
 
 __all__ = ["SlabHandle", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
            "kmem_cache_alloc_bulk", "kmem_cache_free_bulk", "kmem_cache_alloc_array",
-           "kmem_cache_free_array", "kmalloc", "kfree", "kfree_bulk", "is_live", "arena"]
+           "kmem_cache_free_array", "kmalloc", "kfree", "kfree_bulk", "is_live", "arena",
+           "kmem_cache_compact"]
 
 E_DEAD_CACHE = -20    #: not the id of a live cache
 E_BAD_CPU = -21       #: CPU out of range
@@ -327,6 +328,26 @@ def is_live(h, cache, addr):
     st = _state(h, 0)
     err, _ = _locate(st, addr, cache)
     return err == 0
+
+
+@jit(inline=True)
+def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
+    """``cache.compact(ratio)`` (-1: the cache's ``defrag_used_ratio``): move the objects of
+    slabs used at most ``ratio`` percent into the fullest slabs, writing the pairs to ``old``
+    and ``new`` (int64, at most ``min(len(old), len(new))`` moves: pass arrays as long as
+    the live objects to move them all). The number of moves; ``-1 - moves`` if a corrupted
+    free pointer stopped them (the slab is isolated; the moves made are in the arrays)."""
+    st = _cache_state(h, cache, cpu, False)
+    if ratio > 100:
+        raise InvalidSizeError("numslab.jit: ratio above 100")
+    room = min(old.shape[0], new.shape[0])
+    got = defrag.compact(st, cache, cpu, ratio, room, _out_array(old), _out_array(new))
+    if got < 0:
+        g = st.g
+        g[G_FAULT_CACHE] = 0
+        g[G_FAULT_SLAB] = 0
+        g[G_FAULT_VALUE] = 0
+    return got
 
 
 @jit(nrt=True)

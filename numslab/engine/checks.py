@@ -11,6 +11,7 @@ from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, 
                      PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_SLAB, PG_TAIL,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _geo,
                      _node_row, _slab_nid)
+from .partialorder import _check_order
 from .native import jit, unit
 from .pages import _page_block, _pcp_row
 from .slablists import _get_fp
@@ -51,6 +52,7 @@ CORRUPTION = (
     "buddy free list is broken",
     "full slab on a node partial list",
     "sheaf holds a live object, a foreign object or too many objects",
+    "sorted node partial list is out of order or its bucket heads are wrong",
 )
 
 
@@ -437,16 +439,26 @@ def _validate_pages(st):
     return 0
 
 
+@jit
+def _validate_cache_and_order(st, cache):
+    """:func:`_validate_cache`, then the order of a sorted cache's partial lists."""
+    err = _validate_cache(st, cache)
+    if err:
+        return err
+    bad = _check_order(st, cache)
+    return _corrupt(st, 15, bad) if bad != NIL else 0
+
+
 @unit
 def validate(st, cache):
     """Validate one cache, or every active cache and the page allocator if ``cache`` is NIL:
     0 or E_CORRUPT (what in G_ERR0, where in G_ERR1, the cache in G_ERR2)."""
     if cache != NIL:
         st.g[G_ERR2] = cache
-        return _validate_cache(st, cache)
+        return _validate_cache_and_order(st, cache)
     for c in range(st.max_caches):
         if _ca(st, c, CA_ACTIVE):
-            err = _validate_cache(st, c)
+            err = _validate_cache_and_order(st, c)
             if err:
                 st.g[G_ERR2] = c
                 return err

@@ -31,6 +31,7 @@ PG_NODE_PARTIAL = 128  #: (slab) on its node's partial list
 PG_CPU_PARTIAL = 256   #: (slab) on some CPU's partial list
 PG_PCP = 512           #: first page of a free block of order ``pg_order`` on a CPU's pcp list
 PG_ISOLATED = 1024     #: (slab) a corrupted free pointer was found: no longer allocated from
+PG_SORTED = 2048       #: (slab) on a node partial list kept sorted (``engine/partialorder.py``)
 
 # ---- scalars (field G) --------------------------------------------------------------------
 #: ``G_KERNEL`` is the SLUB generation modelled: KERNEL_6_18 (sheaves opt-in, CPU slabs and
@@ -60,8 +61,12 @@ KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0}      #: the generations, by r
  CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL, CA_CPU_PARTIAL,
  CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_CTOR, CA_SHEAF_CAPACITY,
  CA_USER_SHEAVES, CA_RECIP, CA_FP_KEY, CA_DEBUG, CA_RED_LEFT, CA_TRACK, CA_ORIG,
- CA_NCOLS) = range(26)
+ CA_USED_RATIO, CA_MOVED, CA_MOVE_FREED, CA_PARTIAL_ORDER, CA_NCOLS) = range(30)
 D_OBJECT_POISON = 1 << 40      #: ``__OBJECT_POISON`` in ``CA_DEBUG``: poison the object
+#: ``CA_USED_RATIO`` is the movable-objects ``defrag_used_ratio`` (0: the default, 30);
+#: ``CA_MOVED``/``CA_MOVE_FREED`` count objects moved and slabs freed by compaction
+#: (``engine/defrag.py``); ``CA_PARTIAL_ORDER`` is 1 when the node partial lists are kept
+#: sorted by free objects (``engine/partialorder.py``), 0 for the kernel's order.
 
 # ---- slab_debug reports (field REPORTS, a ring of R_MAX records of R_NCOLS words) ----------
 #: kind, cache, slab (head frame), object, then four words whose meaning depends on the kind
@@ -96,7 +101,9 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 # ---- the fields, in buffer order ----------------------------------------------------------
 (F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
  F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
- F_PENDING, F_LIVE, F_KMALLOC, F_PCP, F_SCRATCH, F_REPORTS, NFIELDS) = range(24)
+ F_PENDING, F_LIVE, F_KMALLOC, F_PCP, F_SCRATCH, F_REPORTS, F_SL_BUCKET, F_PBUCKETS,
+ NFIELDS) = range(26)
+NR_PBUCKETS = 48    #: buckets of a sorted partial list (``engine/partialorder.py``)
 
 # ---- the header: words before the fields ----------------------------------------------------
 #: ``H_MAGIC`` identifies a state buffer; ``H_MEM``/``H_MEMSIZE`` are the arena's address and
@@ -111,7 +118,7 @@ FIELDS = (
     ("pg_prev", NIL), ("sl_cache", NIL), ("sl_freelist", NULL), ("sl_inuse", 0),
     ("sl_objects", 0), ("sl_slabs", 0), ("ca", 0), ("cpu", 0), ("node", 0), ("stats", 0),
     ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0), ("kmalloc", NIL),
-    ("pcp", 0), ("scratch", 0), ("reports", 0),
+    ("pcp", 0), ("scratch", 0), ("reports", 0), ("sl_bucket", NIL), ("pbuckets", NIL),
 )
 
 
@@ -121,7 +128,7 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
         max_caches * CA_NCOLS, max_caches * ncpus * C_NCOLS, max_caches * nnodes * N_NCOLS,
         max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
         npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS, max(npages, 64),
-        R_MAX * R_NCOLS]
+        R_MAX * R_NCOLS, npages, max_caches * nnodes * NR_PBUCKETS]
 
 
 # Kernels read the fields as ``st.<name>``, the fixed scalars as ``st.npages`` and so on, and
@@ -225,6 +232,7 @@ class SlabState:
         self.buddy = self.buddy.reshape(nnodes, NR_ORDERS, B_NCOLS)
         self.pcp = self.pcp.reshape(ncpus, nnodes, P_NCOLS)
         self.reports = self.reports.reshape(R_MAX, R_NCOLS)
+        self.pbuckets = self.pbuckets.reshape(ncaches, nnodes, NR_PBUCKETS)
 
 
 # ---- kernel-side helpers ------------------------------------------------------------------

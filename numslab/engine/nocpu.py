@@ -11,8 +11,9 @@ from ..flags import __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_SIZE,
                      CA_RED_LEFT,
                      N_NR_PARTIAL,
-                     N_PARTIAL_HEAD, NIL, _ca, _node_row, _rand, _stat)
+                     N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
+from .partialorder import _sorted_refile
 from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _remove_partial,
                         allocate_slab,
                         discard_slab,
@@ -41,6 +42,8 @@ def _get_from_partial_node(st, cache, node):
     st.sl_inuse[slab] += 1
     if nxt == 0:
         _remove_partial(st, cache, slab)
+    elif st.pg_flags[slab] & PG_SORTED:         # a sorted list: to its new place
+        _sorted_refile(st, cache, slab)
     return obj
 
 

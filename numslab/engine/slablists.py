@@ -16,9 +16,10 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NPENDING,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
                      N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
-                     PG_NODE_PARTIAL, PG_SLAB, _ca, _cpu_row, _node_row, _rand, _slab_nid,
-                     _stat)
+                     PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, _ca, _cpu_row,
+                     _node_row, _rand, _slab_nid, _stat)
 from .native import jit, swab, unit
+from .partialorder import _sorted_add, _sorted_refile, _sorted_unfile
 from .pages import alloc_pages, free_pages
 from .redzone import setup_slab_debug
 
@@ -141,7 +142,11 @@ def _chain_tail_checked(st, cache, slab, head, limit):
 
 @jit
 def _add_partial(st, cache, slab, tail):
-    """``add_partial``: put ``slab`` on its node's partial list, at the tail if ``tail``."""
+    """``add_partial``: put ``slab`` on its node's partial list, at the tail if ``tail``
+    (a cache whose lists are sorted files it by its free objects instead)."""
+    if _ca(st, cache, CA_PARTIAL_ORDER):
+        _sorted_add(st, cache, slab)
+        return
     nd = st.node
     nxt = st.pg_next
     prv = st.pg_prev
@@ -170,6 +175,8 @@ def _add_partial(st, cache, slab, tail):
 @jit
 def _remove_partial(st, cache, slab):
     """``remove_partial``: take ``slab`` off its node's partial list."""
+    if st.pg_flags[slab] & PG_SORTED:
+        _sorted_unfile(st, cache, slab)
     nd = st.node
     nxt = st.pg_next
     prv = st.pg_prev
@@ -408,7 +415,7 @@ def _slab_free_fast(st, cache, slab, head, tail, cnt):
     fl = st.sl_freelist
     prior = fl[slab]
     inuse = st.sl_inuse[slab] - cnt
-    if prior == 0 or inuse == 0 or st.pg_flags[slab] & (PG_FROZEN | PG_ISOLATED):
+    if prior == 0 or inuse == 0 or st.pg_flags[slab] & (PG_FROZEN | PG_ISOLATED | PG_SORTED):
         return False
     _set_fp(st.mem, _ca(st, cache, CA_OFFSET), _ca(st, cache, CA_FP_KEY), tail, prior)
     fl[slab] = head
@@ -429,6 +436,8 @@ def slab_free(st, cache, cpu, slab, head, tail, cnt):
     fl[slab] = head
     inuse = st.sl_inuse[slab] - cnt
     st.sl_inuse[slab] = inuse
+    if flags[slab] & PG_SORTED:         # a sorted list: to its new place
+        _sorted_refile(st, cache, slab)
     if flags[slab] & PG_FROZEN:
         _stat(st, cache, cpu, FREE_FROZEN, 1)
         return 0

@@ -22,7 +22,8 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              SH_NEXT, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
-                             CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP,
+                             CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_PARTIAL_ORDER,
+                             CA_RECIP,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
                              CA_DEBUG, CA_ORIG, CA_RED_LEFT, CA_TRACK, D_OBJECT_POISON,
                              G_NDEBUG,
@@ -45,6 +46,8 @@ from .args import check_gfp
 from .batchapi import BatchAPI
 from .cache import DestroyedCache, KmemCache
 from .debugapi import DebugAPI
+from .defragapi import DefragAPI, check_partial_order
+from .evictapi import EvictAPI
 from .raising import RaiseAPI
 from .kmallocapi import KmallocAPI
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
@@ -86,7 +89,7 @@ class _ThreadCpu(threading.local):
         self.cpu = sa._next_thread_cpu()
 
 
-class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
+class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAPI):
     """A simulated machine running SLUB: CPUs, NUMA nodes, page frames and slab caches.
 
     Parameters
@@ -115,6 +118,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
         caches too), ``"FZ,kmalloc-*"`` for chosen caches, ``""`` for F, Z, P and U
         everywhere (``debugapi.parse_slab_debug``). An allocator with a debug cache runs
         its calls through the Python methods (no C gate).
+    partial_order : {"kernel", "sorted"}
+        Default order of the node partial lists (``KmemCache.partial_order``).
 
     Attributes
     ----------
@@ -129,7 +134,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
     def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1,
                  memory: int | str = "256M", *, max_caches: int = 256, seed: int = 0,
                  kernel: str = DEFAULT_KERNEL, freelist_hardened: bool = True,
-                 slab_debug: str | None = None) -> None:
+                 slab_debug: str | None = None, partial_order: str = "kernel") -> None:
         if nr_cpus is None:
             nr_cpus = os.cpu_count() or 1
         if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
@@ -140,6 +145,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
             raise SlabError(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
         self.kernel = kernel
         self._debug_init(slab_debug)
+        self.partial_order = check_partial_order(partial_order, "SlabAllocator")
         self.freelist_hardened = bool(freelist_hardened)
         self._seed = seed
         per_node = parse_size(memory)
@@ -258,7 +264,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
     def kmem_cache_create(self, name: str, size: int, align: int = 0, flags: int = 0,
                           ctor: Callable[[np.ndarray, int], Any] | None = None,
                           freeptr_offset: int | None = None, sheaf_capacity: int = 0,
-                          dtype: Any = None, **kwargs: Any) -> KmemCache:
+                          dtype: Any = None, partial_order: str | None = None,
+                          **kwargs: Any) -> KmemCache:
         """Create a slab cache with SLUB's geometry for this machine.
 
         Parameters
@@ -280,6 +287,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
             Per-CPU sheaves of this many objects. Under ``kernel="6.18"`` only caches asking
             for them have sheaves (0: none); under ``"7.0"`` every cache has them and this is
             the minimum capacity (``calculate_sheaf_capacity``).
+        partial_order : {"kernel", "sorted"}, optional
+            Order of its node partial lists (default: the allocator's).
         dtype : numpy.dtype, optional
             A record type; ``size`` may then be omitted (pass 0) and is ``dtype.itemsize``.
         """
@@ -302,6 +311,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
         if not isinstance(sheaf_capacity, int) or not 0 <= sheaf_capacity <= 4096:
             raise InvalidSizeError(f"kmem_cache_create({name}): sheaf_capacity "
                                    f"{sheaf_capacity!r} is not in 0..4096")
+        order = check_partial_order(self.partial_order if partial_order is None
+                                    else partial_order, f"kmem_cache_create({name})")
         if ctor is not None and not callable(ctor):
             raise SlabError(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
         geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
@@ -341,6 +352,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
         if self.freelist_hardened:         # s->random: get_random_long(), seeded here
             row[CA_FP_KEY] = int(np.random.default_rng([self._seed, cid, len(self._names)])
                                  .integers(1, 1 << 62))
+        row[CA_PARTIAL_ORDER] = order == "sorted"
         ca[cid] = row
         cache = KmemCache(self, cid, name, ctor, dtype)
         self._caches[cid] = cache
@@ -728,12 +740,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI):
         return int(drain_all_pages(self._st))
 
     # ---- shrink, statistics, validation -----------------------------------------------------
-    def kmem_cache_shrink(self, cache: KmemCache) -> int:
-        """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
-        the head of each node's list (the kernel's ``kmem_cache_shrink``). Slabs freed."""
-        cid = self._own(cache, "kmem_cache_shrink")
-        return int(ops.kmem_cache_shrink(self._st, cid, self._cpu()))
-
     def slabinfo(self) -> str:
         """``/proc/slabinfo`` (version 2.1) for every cache, newest first as the kernel lists."""
         lines = [SLABINFO_HEADER]

@@ -19,12 +19,13 @@ from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
 from ..errors import BadAddressError, InvalidSizeError, SlabError, WrongCacheError
+from .defragapi import MovableCache
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
 
 
-class KmemCache:
+class KmemCache(MovableCache):
     """A slab cache of one allocator; create it with ``SlabAllocator.kmem_cache_create``.
 
     Geometry attributes (``object_size``, ``slab_size``, ``align``, ``order``,

@@ -1,0 +1,318 @@
+"""The facade's remedies against fragmentation: movable objects (``kmem_cache_setup_mobility``,
+``compact``) around the units of ``engine/defrag.py``, and memory given back to the OS.
+
+Mixed into :class:`SlabAllocator` (``DefragAPI``) and :class:`KmemCache` (``MovableCache``).
+"""
+from __future__ import annotations
+
+import mmap
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from ..engine import ops
+from ..engine.defrag import DEFRAG_USED_RATIO, compact, set_partial_order
+from ..engine.layout import (CA_MOVE_FREED, CA_MOVED, CA_PARTIAL_ORDER, CA_USED_RATIO,
+                             PG_BUDDY, PG_PCP)
+from ..engine.pages import drain_all_pages
+from ..errors import InvalidSizeError, SlabError
+from ..geometry import PAGE_SIZE
+
+if TYPE_CHECKING:
+    from .allocator import SlabAllocator
+    from .cache import KmemCache
+
+#: ``isolate(objs) -> private``: pins the objects about to move (int64[n] addresses).
+IsolateFn = Callable[[np.ndarray], Any]
+#: ``migrate(old, new, private)``: the objects at ``old[i]`` now live at ``new[i]``.
+MigrateFn = Callable[[np.ndarray, np.ndarray, Any], Any]
+
+
+PARTIAL_ORDERS = ("kernel", "sorted")      #: the orders a node partial list can keep
+
+
+def check_partial_order(order: Any, fn: str) -> str:
+    """``order`` if it is one of :data:`PARTIAL_ORDERS`, else ``SlabError``."""
+    if not isinstance(order, str) or order not in PARTIAL_ORDERS:
+        raise SlabError(f"{fn}: partial_order {order!r} is not one of {PARTIAL_ORDERS}")
+    return order
+
+
+def _check_ratio(ratio: Any, fn: str) -> int:
+    """``ratio`` as a percentage 0..100 (``None``: -1, the cache's own ratio)."""
+    if ratio is None:
+        return -1
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, np.integer)) \
+            or not 0 <= ratio <= 100:
+        raise InvalidSizeError(f"{fn}: ratio {ratio!r} is not a percentage 0..100")
+    return int(ratio)
+
+
+def remap(addrs: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """A table of references after a compaction, in one vectorised step.
+
+    Parameters
+    ----------
+    addrs : numpy.ndarray
+        int64, any shape: object addresses (other values pass through unchanged).
+    old, new : numpy.ndarray
+        int64[n] each, as ``compact`` returns them.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64, the shape of ``addrs``: ``new[i]`` where ``addrs`` held ``old[i]``.
+    """
+    a = np.asarray(addrs, np.int64)
+    if not len(old):
+        return a.copy()
+    order = np.argsort(old, kind="stable")
+    so = old[order]
+    i = np.minimum(np.searchsorted(so, a), len(so) - 1)
+    return np.where(so[i] == a, new[order][i], a)
+
+
+def _run_compact(cache: "KmemCache", ratio: int, cpu: int, plan: bool
+                 ) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Call the ``compact`` unit with arrays as long as the objects users hold (no move can
+    exceed them); with ``plan`` nothing moves and ``new`` is empty. ``(old, new, fault)``:
+    ``fault`` when a corrupted free pointer stopped the moves (the pairs are those made)."""
+    sa = cache._sa
+    room = len(cache)
+    old = np.empty(room, np.int64)
+    new = np.empty(0 if plan else room, np.int64)
+    got = int(compact(sa._st, cache._id, cpu, ratio, room, old.ctypes.data,
+                      0 if plan else new.ctypes.data))
+    fault = got < 0
+    if fault:
+        got = -1 - got
+    old, new = old[:got].copy(), new[:got].copy()
+    pending = sa.__dict__.get("_rcu_pending")
+    if pending and not plan and got:    # a kfree_rcu waiting for its grace period follows
+        where = dict(zip(old.tolist(), new.tolist()))
+        pending[:] = [(where.get(a, a), cpu) for a, cpu in pending]
+    return old, new, fault
+
+
+def _fault(sa: "SlabAllocator", old: np.ndarray, new: np.ndarray) -> None:
+    """Raise the ``SlabCorruptionError`` of a compaction that met a corrupted free pointer,
+    carrying the moves it made as ``moved = (old, new)``."""
+    try:
+        sa._raise_fault()
+    except SlabError as e:
+        e.moved = (old, new)
+        e.args = (f"{e.args[0]}; compaction stopped after {len(old)} moves (in .moved)",)
+        raise
+
+
+class MovableCache:
+    """Methods of :class:`KmemCache` for movable objects (kept in their own module)."""
+
+    __slots__ = ()
+
+    @property
+    def partial_order(self: "KmemCache") -> str:
+        """``"kernel"``: the node partial lists keep the kernel's order (new partial slabs at
+        the head or tail as the source does, sorted only by ``kmem_cache_shrink``);
+        ``"sorted"``: they are kept sorted by free objects, fewest first, as slabs move.
+        Setting it re-files the slabs listed now."""
+        return PARTIAL_ORDERS[int(self._row[CA_PARTIAL_ORDER] != 0)]
+
+    @partial_order.setter
+    def partial_order(self: "KmemCache", order: str) -> None:
+        order = check_partial_order(order, f"{self.name}.partial_order")
+        set_partial_order(self._sa._st, self._id, int(order == "sorted"))
+
+    @property
+    def defrag_used_ratio(self: "KmemCache") -> int:
+        """Slabs with at most this percentage of their objects in use are emptied by moving
+        their objects (Harding's sysfs ``defrag_used_ratio``; 30 unless set; 0: none)."""
+        r = int(self._row[CA_USED_RATIO])
+        return DEFRAG_USED_RATIO if r == 0 else max(r, 0)
+
+    @defrag_used_ratio.setter
+    def defrag_used_ratio(self: "KmemCache", ratio: int) -> None:
+        r = _check_ratio(ratio, f"{self.name}.defrag_used_ratio")
+        if r < 0:
+            raise InvalidSizeError(f"{self.name}.defrag_used_ratio: None is not a percentage")
+        self._row[CA_USED_RATIO] = r if r > 0 else -1     # -1: 0 asked for (0 = default)
+
+    @property
+    def objects_moved(self: "KmemCache") -> int:
+        """Objects moved to another slab by compaction since the cache was created."""
+        return int(self._row[CA_MOVED])
+
+    @property
+    def slabs_freed_by_moving(self: "KmemCache") -> int:
+        """Slabs that compaction emptied and gave back to the page allocator."""
+        return int(self._row[CA_MOVE_FREED])
+
+    def compact(self: "KmemCache", ratio: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Move the objects of sparse slabs into the fullest slabs and free the emptied ones,
+        with no callbacks: the caller remaps its references with the result.
+
+        Parameters
+        ----------
+        ratio : int, optional
+            Slabs with at most this percentage of their objects in use give up their objects
+            (default ``defrag_used_ratio``); ``100`` packs the cache as tightly as its slabs
+            allow.
+
+        Returns
+        -------
+        old, new : numpy.ndarray
+            int64[n] each: the object at ``old[i]`` now lives at ``new[i]``, its bytes copied
+            (every moved object once, nothing else).
+        """
+        r = _check_ratio(ratio, f"{self.name}.compact")
+        old, new, fault = _run_compact(self, r, self._sa._cpu(), False)
+        if fault:
+            _fault(self._sa, old, new)
+        return old, new
+
+
+#: Free blocks of at least this order (64 KiB) are returned to the OS after a shrink: the
+#: pcp lists keep orders 0..3 for reuse, and a whole free arena merges into order-10 blocks,
+#: so a handful of ``madvise`` calls covers it (README "Fighting fragmentation").
+RELEASE_ORDER = 4
+
+
+class DefragAPI:
+    """Methods of :class:`SlabAllocator` for movable objects and for giving memory back to
+    the OS (kept in their own module).
+
+    Attributes
+    ----------
+    release_order : int or None
+        After every ``kmem_cache_shrink``, free buddy blocks of this order and above are
+        returned to the OS (``madvise(MADV_DONTNEED)``); ``None`` turns that off.
+    released_bytes : int
+        Bytes handed to ``madvise(MADV_DONTNEED)`` so far (a block released twice counts
+        twice).
+    """
+
+    release_order: int | None = RELEASE_ORDER
+    released_bytes: int = 0
+
+    def release_memory(self: "SlabAllocator", min_order: int = 0) -> int:
+        """Give the free memory of the arena back to the operating system: drain the pcp
+        lists to the buddy lists, then ``madvise(MADV_DONTNEED)`` every free block of order
+        ``min_order`` and above (its pages read as zeros when next touched, and stop counting
+        in the process's resident memory). Bytes released."""
+        if isinstance(min_order, bool) or not isinstance(min_order, int) \
+                or not 0 <= min_order <= 10:
+            raise InvalidSizeError(f"release_memory: min_order {min_order!r} is not in 0..10")
+        drain_all_pages(self._st)
+        return self._release_free_blocks(min_order)
+
+    def _release_free_blocks(self: "SlabAllocator", min_order: int) -> int:
+        """``madvise(MADV_DONTNEED)`` the free buddy blocks (not those on pcp lists) of order
+        ``min_order`` and above, adjacent blocks as one range. Bytes released."""
+        st = self.state
+        heads = np.flatnonzero((st.pg_flags & (PG_BUDDY | PG_PCP)) == PG_BUDDY)
+        orders = st.pg_order[heads]
+        keep = orders >= min_order
+        heads, orders = heads[keep], orders[keep]
+        if not len(heads):
+            return 0
+        ends = heads + (1 << orders)
+        starts = np.flatnonzero(np.r_[True, heads[1:] != ends[:-1]])
+        stops = np.r_[starts[1:], len(heads)] - 1
+        total = 0
+        for a, b in zip(heads[starts].tolist(), ends[stops].tolist()):
+            self._mmap.madvise(mmap.MADV_DONTNEED, a * PAGE_SIZE, (b - a) * PAGE_SIZE)
+            total += (b - a) * PAGE_SIZE
+        self.released_bytes += total
+        return total
+
+    def kmem_cache_setup_mobility(self: "SlabAllocator", cache: "KmemCache",
+                                  isolate: IsolateFn | None, migrate: MigrateFn) -> None:
+        """Make the objects of ``cache`` movable (Harding's ``kmem_cache_setup_mobility``).
+
+        Parameters
+        ----------
+        cache : KmemCache
+        isolate : callable or None
+            ``isolate(objs) -> private``, called with the int64[n] addresses about to move
+            before any moves: the owner pins them (it must not free them) and returns
+            anything, passed on to ``migrate``.
+        migrate : callable
+            ``migrate(old, new, private)`` after the moves (int64[n] each; the bytes are
+            already at ``new``): the owner updates its references. A Python callable or an
+            ``@njit`` function.
+
+        Afterwards ``kmem_cache_shrink`` moves the objects of every partial slab it can, and
+        ``kmem_cache_compact`` those of slabs used at most ``cache.defrag_used_ratio``
+        percent.
+        """
+        self._own(cache, "kmem_cache_setup_mobility")
+        if isolate is not None and not callable(isolate) or not callable(migrate):
+            raise SlabError("kmem_cache_setup_mobility: isolate must be callable or None and "
+                            "migrate callable")
+        self._per_cache("_mobility")[cache._id] = (cache, isolate, migrate)
+
+    def _per_cache(self: "SlabAllocator", name: str) -> dict[int, tuple[Any, ...]]:
+        """The allocator's table ``name`` of per-cache entries ``(cache, ...)`` by cache id,
+        less the entries of destroyed caches (whose slot a new cache may hold)."""
+        table = self.__dict__.setdefault(name, {})
+        for cid in [cid for cid, v in table.items() if self._caches.get(cid) is not v[0]]:
+            del table[cid]
+        return table
+
+    def kmem_cache_compact(self: "SlabAllocator", cache: "KmemCache",
+                           ratio: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Move the objects of slabs used at most ``ratio`` percent (default the cache's
+        ``defrag_used_ratio``) into fuller slabs, calling the cache's ``isolate`` and
+        ``migrate`` if it has them (:meth:`kmem_cache_setup_mobility`); returns
+        ``(old, new)``, int64[n] each, as :meth:`KmemCache.compact`."""
+        cid = self._own(cache, "kmem_cache_compact")
+        r = _check_ratio(ratio, "kmem_cache_compact")
+        return self._move_objects(cid, r)
+
+    def _move_objects(self: "SlabAllocator", cid: int, ratio: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Compaction with the cache's callbacks (none: a plain ``compact``)."""
+        cache = self._caches[cid]
+        cpu = self._cpu()
+        _, isolate, migrate = self._per_cache("_mobility").get(cid, (None, None, None))
+        private = None
+        if isolate is not None:
+            planned = _run_compact(cache, ratio, cpu, True)[0]
+            if not len(planned):
+                return planned, planned.copy()
+            private = isolate(planned.copy())
+        old, new, fault = _run_compact(cache, ratio, cpu, False)
+        if migrate is not None and len(old):
+            migrate(old, new, private)
+        if fault:
+            _fault(self, old, new)
+        return old, new
+
+    def kmem_cache_shrink(self: "SlabAllocator", cache: "KmemCache") -> int:
+        """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
+        the head of each node's list (the kernel's ``kmem_cache_shrink``); for a cache with
+        evictable objects (``kmem_cache_setup_defrag``), ask the owners of every partial
+        slab's objects to free them; for one with movable objects
+        (``kmem_cache_setup_mobility``), move the objects of every partial slab it can (ratio
+        100, as Harding's ``__kmem_cache_shrink``) and free the emptied slabs; last, free
+        blocks of
+        ``release_order`` pages and more go back to the OS (``madvise``). Slabs freed."""
+        cid = self._own(cache, "kmem_cache_shrink")
+        return int(ops.kmem_cache_shrink(self._st, cid, self._cpu())) + self._after_shrink(cid)
+
+    def _after_shrink(self: "SlabAllocator", cid: int) -> int:
+        """The end of ``kmem_cache_shrink``: for a cache with ``get``/``kick`` callbacks, the
+        eviction of every partial slab; for a cache with mobility, compaction of every
+        partial slab (ratio 100) with its callbacks; then free blocks of ``release_order`` and
+        above go back to the OS. The slabs eviction and compaction freed."""
+        freed = 0
+        if cid in self._per_cache("_evict_callbacks"):      # every partial slab (2007)
+            freed += self._evict(cid, 100)
+        if cid in self._per_cache("_mobility"):         # ratio 100, as Harding's shrink
+            before = int(self.state.ca[cid, CA_MOVE_FREED])
+            self._move_objects(cid, 100)
+            freed += int(self.state.ca[cid, CA_MOVE_FREED]) - before
+        if self.release_order is not None:
+            self._release_free_blocks(self.release_order)
+        return freed

@@ -1,0 +1,117 @@
+"""The facade's defragmentation by eviction (Christoph Lameter's slab defragmentation,
+2007-2009): the owners of a sparse slab's objects are asked to free them, so the slab empties.
+
+Mixed into :class:`SlabAllocator` (``EvictAPI``). ``get(objs) -> private`` pins the objects of
+one slab (int64[n] addresses) for the owner; ``kick(objs, private)`` asks the owner to free
+them (with ``kmem_cache_free``); an object it does not free keeps its slab (a refusal).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from ..engine import ops
+from ..engine.layout import PG_SLAB
+from ..errors import SlabError
+from .defragapi import _check_ratio
+
+if TYPE_CHECKING:
+    from .allocator import SlabAllocator
+    from .cache import KmemCache
+
+#: ``get(objs) -> private``: pin the objects of one sparse slab (int64[n] addresses).
+GetFn = Callable[[np.ndarray], Any]
+#: ``kick(objs, private)``: ask their owners to free them (``kmem_cache_free``).
+KickFn = Callable[[np.ndarray, Any], Any]
+
+#: Slabs used at most this percentage are evicted by ``kmem_cache_defrag`` unless told
+#: otherwise (the 2007 series' ``defrag_ratio`` default).
+DEFRAG_RATIO = 30
+
+
+class EvictAPI:
+    """Methods of :class:`SlabAllocator` for defragmentation by eviction."""
+
+    def kmem_cache_setup_defrag(self: "SlabAllocator", cache: "KmemCache", get: GetFn,
+                                kick: KickFn) -> None:
+        """Make the objects of ``cache`` evictable (Lameter's ``kmem_cache_setup_defrag``):
+        ``kmem_cache_shrink`` then evicts every partial slab it can, and
+        ``kmem_cache_defrag`` the slabs used at most a ratio.
+
+        Parameters
+        ----------
+        cache : KmemCache
+        get : callable
+            ``get(objs) -> private``: called with the int64[n] addresses of the live objects
+            of one sparse slab; the owner pins them (they stay valid until ``kick``) and
+            returns anything, passed on to ``kick``.
+        kick : callable
+            ``kick(objs, private)``: the owner frees the objects it can with
+            ``kmem_cache_free``; one it keeps makes the slab stay (a refusal).
+        """
+        self._own(cache, "kmem_cache_setup_defrag")
+        if not callable(get) or not callable(kick):
+            raise SlabError("kmem_cache_setup_defrag: get and kick must be callable")
+        self._per_cache("_evict_callbacks")[cache._id] = (cache, get, kick)
+
+    def defrag_stats(self: "SlabAllocator", cache: "KmemCache") -> dict[str, int]:
+        """Counters of eviction for ``cache``: ``slabs_freed``, ``objects_kicked`` (objects
+        the owners freed when kicked) and ``refusals`` (slabs kept because an object was not
+        freed)."""
+        cid = self._own(cache, "defrag_stats")
+        _, freed, kicked, refused = self._per_cache("_evict_counts").get(cid, (0, 0, 0, 0))
+        return {"slabs_freed": freed, "objects_kicked": kicked, "refusals": refused}
+
+    def kmem_cache_defrag(self: "SlabAllocator", cache: "KmemCache | None" = None,
+                          ratio: int | None = None) -> int:
+        """Evict the objects of the partial slabs used at most ``ratio`` percent (default 30)
+        of ``cache``, or of every cache with ``kmem_cache_setup_defrag`` callbacks if
+        ``cache`` is None (Lameter's ``kmem_cache_defrag``). Slabs freed."""
+        r = _check_ratio(ratio, "kmem_cache_defrag")
+        r = DEFRAG_RATIO if r < 0 else r
+        table = self._per_cache("_evict_callbacks")
+        if cache is None:
+            return sum(self._evict(cid, r) for cid in list(table))
+        cid = self._own(cache, "kmem_cache_defrag")
+        if cid not in table:
+            raise SlabError(f"kmem_cache_defrag: {cache.name} has no get/kick callbacks "
+                            f"(kmem_cache_setup_defrag)")
+        return self._evict(cid, r)
+
+    def _evict(self: "SlabAllocator", cid: int, ratio: int) -> int:
+        """Flush the cache, ask the owners of each partial slab used at most ``ratio`` percent
+        to free its objects, flush again so that the emptied slabs are freed. Slabs freed."""
+        cache, get, kick = self._per_cache("_evict_callbacks")[cid]
+        cpu = self._cpu()
+        ops.kmem_cache_shrink(self._st, cid, cpu)
+        sparse = [(int(a) >> 12, int(used)) for node in range(self.nr_nodes)
+                  for a, used, objs in cache.partial_list(node).tolist()
+                  if 0 < used <= ratio * objs // 100]
+        if not sparse:
+            return 0
+        live = cache.live_addresses()
+        frames = live >> 12
+        kicked = refused = freed = 0
+        tried = []
+        for slab, used in sparse:
+            objs = live[frames == slab]
+            if len(objs) != used:       # objects held in prefilled sheaves: not evictable
+                continue
+            private = get(objs.copy())
+            kick(objs.copy(), private)
+            tried.append((slab, objs))
+        ops.kmem_cache_shrink(self._st, cid, cpu)
+        st = self.state
+        live_after = cache.live_addresses()
+        for slab, objs in tried:
+            if st.sl_cache[slab] == cid and st.pg_flags[slab] & PG_SLAB:     # kept
+                kicked += len(objs) - int(np.isin(objs, live_after).sum())
+                refused += 1
+            else:
+                kicked += len(objs)
+                freed += 1
+        counts = self._per_cache("_evict_counts")
+        _, f0, k0, r0 = counts.get(cid, (None, 0, 0, 0))
+        counts[cid] = (cache, f0 + freed, k0 + kicked, r0 + refused)
+        return freed

@@ -1,0 +1,376 @@
+"""Movable objects (Harding's Slab Movable Objects): ``cache.compact``, ``kmem_cache_compact``
+with ``kmem_cache_setup_mobility`` callbacks, and ``numslab.jit.kmem_cache_compact``."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import numslab
+from conftest import assert_unchanged, snapshot
+from numslab.engine.layout import C_MAIN
+from numslab.errors import InvalidSizeError, SlabError
+
+KERNELS = ("7.0", "6.18")
+
+
+def _fill(sa: numslab.SlabAllocator, objs: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Write random bytes into every object (objects on a ``size`` grid of the arena)."""
+    data = np.random.default_rng(seed).integers(0, 256, (len(objs), size), dtype=np.uint8)
+    sa.memory.reshape(-1, size)[objs // size] = data
+    return data
+
+
+def _slab_usage(c: numslab.KmemCache) -> dict[int, int]:
+    """Live objects per slab frame (the oracle: from the live addresses)."""
+    frames, counts = np.unique(c.live_addresses() >> 12, return_counts=True)
+    return dict(zip(frames.tolist(), counts.tolist()))
+
+
+def _check_map(sa, c, keep, data, old, new):
+    """Every live object's bytes intact at its new address; the map covers each moved object
+    once, moves only objects that were live, and lands on objects that were free."""
+    assert len(np.unique(old)) == len(old) and len(np.unique(new)) == len(new)
+    assert np.isin(old, keep).all()
+    assert not np.isin(new, keep[~np.isin(keep, old)]).any()
+    final = keep.copy()
+    order = np.argsort(old)
+    pos = np.searchsorted(old[order], keep)
+    hit = (pos < len(old)) & (old[order][np.minimum(pos, len(old) - 1)] == keep)
+    final[hit] = new[order][pos[hit]]
+    assert np.array_equal(np.sort(final), c.live_addresses())
+    size = c.slab_size
+    assert np.array_equal(sa.memory.reshape(-1, size)[final // size], data)
+
+
+def test_compact_100_packs_100k_objects_with_70_percent_freed(sa, kernel):
+    c = sa.kmem_cache_create("obj256", 256)
+    assert c.slab_size == 256
+    objs = c.alloc_bulk(100_000)
+    data = _fill(sa, objs, 256, 1)
+    gone = np.random.default_rng(2).random(len(objs)) < 0.7
+    c.free_bulk(objs[gone])
+    keep, data = objs[~gone], data[~gone]
+    slabs_before = c.slabs
+    old, new = c.compact(100)
+    c.shrink()
+    need = -(-len(keep) // c.objs_per_slab)
+    assert c.slabs <= 1.1 * need < slabs_before
+    _check_map(sa, c, keep, data, old, new)
+    assert c.objects_moved == len(old) > 0
+    assert c.slabs_freed_by_moving > 0
+    sa.validate()
+
+
+def test_default_ratio_empties_exactly_the_slabs_used_at_most_30_percent(sa, kernel):
+    c = sa.kmem_cache_create("obj128", 128)
+    k = c.objs_per_slab
+    objs = c.alloc_bulk(k * 12)
+    data = _fill(sa, objs, 128, 3)
+    frames = objs >> 12
+    order = np.unique(frames)
+    uses = [1, 2, k // 5, 30 * k // 100, 30 * k // 100 + 1, k // 2, k - 3, k - 2, k - 1, k - 1, k, k]
+    keepmask = np.zeros(len(objs), bool)
+    for f, u in zip(order, uses):
+        idx = np.flatnonzero(frames == f)
+        keepmask[idx[:u]] = True
+    c.free_bulk(objs[~keepmask])
+    c.shrink()
+    before = _slab_usage(c)
+    sparse = {f for f, u in before.items() if u <= 30 * k // 100}
+    assert len(sparse) == 4
+    old, new = c.compact()
+    assert set((old >> 12).tolist()) == sparse                  # every sparse slab, only they
+    after = _slab_usage(c)
+    assert not sparse & set(after)                              # emptied and freed
+    assert c.slabs_freed_by_moving == len(sparse)
+    assert set((new >> 12).tolist()) <= set(before) - sparse
+    # the fullest slabs are filled first (the kernel's shrink order: fewest free first)
+    partial = {f for f in set(before) - sparse if before[f] < k}
+    full_first = sorted(partial, key=lambda f: (k - before[f], f))
+    filled = [f for f in full_first if after.get(f, 0) > before[f]]
+    assert filled == full_first[:len(filled)]
+    _check_map(sa, c, objs[keepmask], data[keepmask], old, new)
+
+
+def test_ratio_zero_and_an_empty_cache_move_nothing(sa, kernel):
+    c = sa.kmem_cache_create("obj64", 64)
+    old, new = c.compact(100)
+    assert len(old) == len(new) == 0
+    objs = c.alloc_bulk(1000)
+    c.free_bulk(objs[::3])
+    old, new = c.compact(0)
+    assert len(old) == 0 and c.objects_moved == 0
+
+
+@pytest.mark.parametrize("ratio", [101, -1, 1.5, True, "30"])
+def test_a_bad_ratio_is_refused_with_nothing_changed(sa, kernel, ratio):
+    c = sa.kmem_cache_create("obj64", 64)
+    objs = c.alloc_bulk(500)
+    c.free_bulk(objs[::2])
+    snap = snapshot(sa)
+    with pytest.raises(InvalidSizeError):
+        c.compact(ratio)
+    with pytest.raises(InvalidSizeError):
+        sa.kmem_cache_compact(c, ratio)
+    with pytest.raises(InvalidSizeError):
+        c.defrag_used_ratio = ratio
+    assert_unchanged(sa, snap)
+
+
+def test_defrag_used_ratio_defaults_to_30_and_can_be_set(sa, kernel):
+    c = sa.kmem_cache_create("obj64", 64)
+    assert c.defrag_used_ratio == 30
+    c.defrag_used_ratio = 0
+    assert c.defrag_used_ratio == 0
+    objs = c.alloc_bulk(2000)
+    c.free_bulk(objs[::2])
+    assert len(c.compact()[0]) == 0                 # ratio 0: no slab is below it
+    c.defrag_used_ratio = 100
+    assert c.defrag_used_ratio == 100
+    assert len(c.compact()[0]) > 0
+
+
+def test_mobility_callbacks_keep_a_reference_table_valid(sa, kernel):
+    c = sa.kmem_cache_create("node", 96)
+    objs = c.alloc_bulk(3000)
+    ids = np.arange(len(objs))
+    for i, a in zip(ids.tolist(), objs.tolist()):
+        sa.memory[a:a + 8] = np.frombuffer(np.int64(i).tobytes(), np.uint8)
+    gone = np.random.default_rng(4).random(len(objs)) < 0.8
+    c.free_bulk(objs[gone])
+    table = {int(i): int(a) for i, a in zip(ids[~gone], objs[~gone])}
+    calls = []
+
+    def isolate(o):
+        calls.append(("isolate", o.copy()))
+        return "pinned"
+
+    def migrate(old, new, private):
+        calls.append(("migrate", old.copy(), new.copy(), private))
+        where = dict(zip(old.tolist(), new.tolist()))
+        for i, a in table.items():
+            table[i] = where.get(a, a)
+
+    sa.kmem_cache_setup_mobility(c, isolate, migrate)
+    c.defrag_used_ratio = 50
+    slabs = c.slabs
+    sa.kmem_cache_shrink(c)                         # shrink runs the moves of a movable cache
+    assert [k[0] for k in calls] == ["isolate", "migrate"]
+    assert np.array_equal(calls[0][1], calls[1][1]) and calls[1][3] == "pinned"
+    assert c.slabs < slabs
+    for i, a in table.items():
+        assert int(sa.memory[a:a + 8].view(np.int64)[0]) == i
+    assert sorted(table.values()) == c.live_addresses().tolist()
+
+
+def test_setup_mobility_refuses_what_is_not_callable(sa, kernel):
+    c = sa.kmem_cache_create("obj64", 64)
+    with pytest.raises(SlabError):
+        sa.kmem_cache_setup_mobility(c, None, 3)
+    with pytest.raises(SlabError):
+        sa.kmem_cache_setup_mobility(c, "x", lambda o, n, p: None)
+    other = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=kernel)
+    with pytest.raises(SlabError):
+        other.kmem_cache_setup_mobility(c, None, lambda o, n, p: None)
+
+
+def test_njit_migrate_callback(sa, kernel):
+    c = sa.kmem_cache_create("obj64", 64)
+    objs = c.alloc_bulk(2000)
+    c.free_bulk(objs[1::2])
+    refs = objs[::2].copy()
+
+    @numba.njit
+    def migrate(old, new, refs):                    # private: isolate's table of references
+        order = np.argsort(old)
+        so = old[order]
+        for i in range(refs.shape[0]):
+            p = np.searchsorted(so, refs[i])
+            if p < so.shape[0] and so[p] == refs[i]:
+                refs[i] = new[order[p]]
+
+    sa.kmem_cache_setup_mobility(c, lambda objs: refs, migrate)
+    old, new = sa.kmem_cache_compact(c, 100)
+    assert len(old) > 0
+    assert np.array_equal(np.sort(refs), c.live_addresses())
+
+
+def test_sheaves_of_kmalloc_caches_are_never_moved(sa, kernel):
+    c = sa.find_cache("kmalloc-512")
+    objs = np.array([sa.kmalloc(300) for _ in range(3000)], np.int64)
+    c2 = sa.kmem_cache_create("sheafy", 64, sheaf_capacity=32)  # its sheaves in kmalloc-512
+    held = c2.alloc_bulk(200)
+    for a in objs[::2].tolist():
+        sa.kfree(a)
+    sheaves = sa.sheaf_addresses()
+    mains = sa.state.cpu[c2.id, :, C_MAIN].copy()
+    old, new = c.compact(100)
+    assert len(old) > 0
+    assert not np.isin(old, sheaves).any()
+    assert np.array_equal(sa.state.cpu[c2.id, :, C_MAIN], mains)  # not moved (nor flushed)
+    assert np.isin(mains[mains != 0], sa.sheaf_addresses()).all() and mains.any()
+    c2.free_bulk(held)
+
+
+def test_typed_records_survive_compaction(sa, kernel):
+    dt = np.dtype([("key", np.int64), ("x", np.float64), ("tag", "S12")])
+    c = sa.kmem_cache_create("rec", dt.itemsize, dtype=dt)
+    objs = c.alloc_bulk(4000)
+    vals = np.zeros(len(objs), dt)
+    vals["key"] = np.arange(len(objs))
+    vals["x"] = np.arange(len(objs)) * 0.5
+    vals["tag"] = [b"t%d" % i for i in range(len(objs))]
+    c.store(objs, vals)
+    gone = np.random.default_rng(5).random(len(objs)) < 0.75
+    c.free_bulk(objs[gone])
+    keep, vals = objs[~gone], vals[~gone]
+    old, new = c.compact(100)
+    where = dict(zip(old.tolist(), new.tolist()))
+    now = np.array([where.get(a, a) for a in keep.tolist()], np.int64)
+    assert np.array_equal(c.records(now), vals)
+
+
+def test_moves_stay_on_their_node(sa2, kernel):
+    c = sa2.kmem_cache_create("obj128", 128)
+    objs = []
+    for node in (0, 1):
+        objs += [sa2.kmem_cache_alloc_node(c, node=node) for _ in range(1500)]
+    objs = np.array(objs, np.int64)
+    c.free_bulk(objs[np.random.default_rng(6).random(len(objs)) < 0.7])
+    old, new = c.compact(100)
+    assert len(old) > 0
+    nid = np.vectorize(sa2.page_to_nid)
+    assert np.array_equal(nid(old), nid(new))
+    assert set(nid(old).tolist()) == {0, 1}
+
+
+def _jit_compact_workload(kernel: str, use_jit: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel)
+    c = sa.kmem_cache_create("obj192", 192)
+    objs = c.alloc_bulk(5000)
+    c.free_bulk(objs[np.random.default_rng(7).random(len(objs)) < 0.6])
+    if not use_jit:
+        old, new = c.compact(100)
+        sa.validate()
+        return old, new, c.slabs
+    old = np.zeros(len(c), np.int64)
+    new = np.zeros(len(c), np.int64)
+    n = _jit_compact(sa.handle, c.id, old, new)
+    sa.validate()
+    return old[:n], new[:n], c.slabs
+
+
+@numba.njit
+def _jit_compact(h, cid, old, new):
+    return numslab.jit.kmem_cache_compact(h, cid, 100, old, new)
+
+
+def test_numslab_jit_compact_matches_the_facade(kernel):
+    o1, n1, s1 = _jit_compact_workload(kernel, False)
+    o2, n2, s2 = _jit_compact_workload(kernel, True)
+    assert len(o1) > 0 and s1 == s2
+    assert np.array_equal(o1, o2) and np.array_equal(n1, n2)
+
+
+def test_numslab_jit_compact_stops_at_the_room_given(kernel):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel)
+    c = sa.kmem_cache_create("obj192", 192)
+    objs = c.alloc_bulk(5000)
+    c.free_bulk(objs[::2])
+    old = np.zeros(10, np.int64)
+    new = np.zeros(50, np.int64)
+    n = _jit_compact(sa.handle, c.id, old, new)
+    assert 0 < n <= 10 and c.objects_moved == n
+    assert not new[n:].any()
+    sa.validate()
+
+
+def test_a_corrupted_free_pointer_stops_compaction_and_reports_the_moves(sa, kernel):
+    c = sa.kmem_cache_create("obj128", 128)
+    objs = c.alloc_bulk(3000)
+    data = _fill(sa, objs, 128, 8)
+    gone = np.random.default_rng(9).random(len(objs)) < 0.6
+    c.free_bulk(objs[gone])
+    keep, data = objs[~gone], data[~gone]
+    c.shrink()
+    plist = c.partial_list()
+    slabs = plist[:, 0]
+    assert len(slabs) > 4
+    # the second-fullest slab: the moves start at the fullest and meet the bad pointer next
+    target = int(slabs[1])
+    head = int(sa.state.sl_freelist[target >> 12])
+    sa._mem[(head + c.offset) >> 3] ^= 0x5A5A0000
+    with pytest.raises(numslab.errors.SlabCorruptionError) as e:
+        c.compact(100)
+    old, new = e.value.moved
+    free_in_first = int(plist[0, 2] - plist[0, 1])
+    assert len(old) == free_in_first
+    assert (new >> 12 == slabs[0] >> 12).all()
+    assert (target >> 12) in (sa.isolated_slabs() >> 12).tolist()
+    _check_map(sa, c, keep, data, old, new)
+    sa.validate()
+
+
+def test_a_pending_kfree_rcu_follows_its_object(sa, kernel):
+    c = sa.find_cache("kmalloc-256")
+    objs = np.array([sa.kmalloc(200) for _ in range(2000)], np.int64)
+    for a in objs[1::2].tolist():
+        sa.kfree(a)
+    waiting = objs[::8].tolist()
+    for a in waiting:
+        sa.kfree_rcu(a)
+    old, new = c.compact(100)
+    where = dict(zip(old.tolist(), new.tolist()))
+    assert any(a in where for a in waiting)
+    assert sa.synchronize_rcu() == len(waiting)     # frees the objects where they are now
+    still = set(c.live_addresses().tolist()) - set(sa.sheaf_addresses().tolist())
+    assert still == {where.get(a, a) for a in objs[::2].tolist()} - \
+        {where.get(a, a) for a in waiting}
+
+
+def test_remap_against_a_dictionary():
+    rng = np.random.default_rng(10)
+    old = rng.choice(1 << 20, 500, replace=False).astype(np.int64) * 8
+    new = rng.choice(1 << 20, 500, replace=False).astype(np.int64) * 8 + (1 << 24)
+    refs = np.concatenate([old[::2], rng.integers(0, 1 << 23, 300) * 8]).reshape(2, -1)
+    where = dict(zip(old.tolist(), new.tolist()))
+    want = np.array([where.get(a, a) for a in refs.ravel().tolist()]).reshape(refs.shape)
+    assert np.array_equal(numslab.remap(refs, old, new), want)
+    assert np.array_equal(numslab.remap(refs, old[:0], new[:0]), refs)
+
+
+def test_a_slab_debug_cache_compacts_with_its_red_zones_poison_and_tracks(kernel):
+    # slab_debug FZPU: objects sit red_left_pad bytes into their slot; a moved object keeps
+    # its red zones, tracks and bytes, and the slot it left is a free object again (poisoned,
+    # inactive red zone), so the debug checks find no error before or after and every moved
+    # object is freed through the checked path
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel, slab_debug="FZPU")
+    c = sa.kmem_cache_create("dbg", 64)
+    assert c.red_left_pad > 0 and c.slab_size > 64
+    objs = np.array([sa.kmem_cache_alloc(c) for _ in range(6 * c.objs_per_slab)], np.int64)
+    rng = np.random.default_rng(5)
+    data = rng.integers(0, 256, (len(objs), 64), dtype=np.uint8)
+    for a, d in zip(objs.tolist(), data):
+        sa.memory[a:a + 64] = d
+    gone = rng.random(len(objs)) < 0.7
+    for a in objs[gone].tolist():
+        sa.kmem_cache_free(c, a)
+    keep, data = objs[~gone], data[~gone]
+    assert sa.kmem_cache_validate(c) == 0
+    old, new = c.compact(100)
+    assert len(old) > 0
+    where = dict(zip(keep.tolist(), keep.tolist()))
+    where.update(zip(old.tolist(), new.tolist()))
+    final = np.array([where[a] for a in keep.tolist()], np.int64)
+    assert sorted(final.tolist()) == sorted(c.live_addresses().tolist())
+    for a, d in zip(final.tolist(), data):
+        assert (sa.memory[a:a + 64] == d).all()
+    reports = len(sa.slab_reports())
+    assert sa.kmem_cache_validate(c) == 0
+    sa.validate()
+    for a in final.tolist():
+        sa.kmem_cache_free(c, a)
+    assert len(sa.slab_reports()) == reports and c.live_objects == 0
+    assert sa.kmem_cache_validate(c) == 0
+    sa.validate()

@@ -1,0 +1,124 @@
+"""Defragmentation by eviction (Lameter's ``get``/``kick``, 2007-2009): the owners of a sparse
+slab's objects are asked to free them; one refusal keeps the slab."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numslab
+from conftest import assert_unchanged, snapshot
+from numslab.errors import InvalidSizeError, SlabError
+
+KERNELS = ("7.0", "6.18")
+
+
+class Owner:
+    """A cache's user: holds objects, refuses to free the ``busy`` ones, logs the calls."""
+
+    def __init__(self, sa: numslab.SlabAllocator, c: numslab.KmemCache, objs) -> None:
+        self.sa, self.c = sa, c
+        self.held = set(int(a) for a in objs)
+        self.busy: set[int] = set()
+        self.gets: list[list[int]] = []
+
+    def get(self, objs: np.ndarray):
+        assert set(objs.tolist()) <= self.held
+        self.gets.append(sorted(objs.tolist()))
+        return len(self.gets)
+
+    def kick(self, objs: np.ndarray, private) -> None:
+        assert private == len(self.gets)
+        for a in objs.tolist():
+            if a not in self.busy:
+                self.sa.kmem_cache_free(self.c, a)
+                self.held.discard(a)
+
+
+def _sparse_cache(sa: numslab.SlabAllocator, name: str):
+    """A cache with 12 slabs used 1, 2, 3, k/4, k/2, ..., k objects."""
+    c = sa.kmem_cache_create(name, 128)
+    k = c.objs_per_slab
+    objs = c.alloc_bulk(k * 12)
+    frames = objs >> 12
+    uses = [1, 2, 3, 30 * k // 100, 30 * k // 100 + 1, k // 2, k // 2, k - 3, k - 2, k - 1, k, k]
+    keep = np.zeros(len(objs), bool)
+    for f, u in zip(np.unique(frames), uses):
+        keep[np.flatnonzero(frames == f)[:u]] = True
+    c.free_bulk(objs[~keep])
+    c.shrink()
+    return c, objs[keep]
+
+
+def _usage(c: numslab.KmemCache) -> dict[int, list[int]]:
+    live = c.live_addresses()
+    return {int(f): sorted(live[(live >> 12) == f].tolist()) for f in np.unique(live >> 12)}
+
+
+def test_defrag_evicts_the_slabs_up_to_the_ratio_and_a_refusal_keeps_one(sa, kernel):
+    c, objs = _sparse_cache(sa, "obj128")
+    k = c.objs_per_slab
+    owner = Owner(sa, c, objs)
+    before = _usage(c)
+    sparse = {f for f, o in before.items() if len(o) <= 30 * k // 100}
+    assert len(sparse) == 4
+    stubborn = min(sparse)
+    owner.busy.add(before[stubborn][0])
+    sa.kmem_cache_setup_defrag(c, owner.get, owner.kick)
+    slabs = c.slabs
+    assert sa.kmem_cache_defrag(c, 30) == 3
+    assert sorted(owner.gets) == sorted(before[f] for f in sparse)    # one get per slab
+    after = _usage(c)
+    assert set(after) == set(before) - sparse | {stubborn}
+    assert after[stubborn] == [before[stubborn][0]]
+    assert c.slabs == slabs - 3
+    kicked = sum(len(before[f]) for f in sparse) - 1
+    assert sa.defrag_stats(c) == {"slabs_freed": 3, "objects_kicked": kicked, "refusals": 1}
+    assert sorted(owner.held) == c.live_addresses().tolist()
+
+
+def test_shrink_evicts_every_partial_slab_and_defrag_none_every_cache(sa, kernel):
+    c, objs = _sparse_cache(sa, "a")
+    d, dobjs = _sparse_cache(sa, "b")
+    oc, od = Owner(sa, c, objs), Owner(sa, d, dobjs)
+    sa.kmem_cache_setup_defrag(c, oc.get, oc.kick)
+    sa.kmem_cache_setup_defrag(d, od.get, od.kick)
+    sa.kmem_cache_shrink(c)
+    assert len(c.partial_list()) == 0 and len(oc.gets) == 10        # every partial slab
+    assert c.slabs == 2 and len(c) == 2 * c.objs_per_slab           # the full ones stay
+    assert sa.kmem_cache_defrag(None, 30) == 4 and len(od.gets) == 4
+    assert sa.defrag_stats(d)["refusals"] == 0
+
+
+def test_eviction_refuses_bad_arguments_with_nothing_changed(sa, kernel):
+    c, objs = _sparse_cache(sa, "obj128")
+    snap = snapshot(sa)
+    with pytest.raises(SlabError):
+        sa.kmem_cache_setup_defrag(c, None, lambda o, p: None)
+    with pytest.raises(SlabError):
+        sa.kmem_cache_defrag(c, 30)                 # no callbacks
+    owner = Owner(sa, c, objs)
+    sa.kmem_cache_setup_defrag(c, owner.get, owner.kick)
+    for ratio in (101, -5, 2.5, True):
+        with pytest.raises(InvalidSizeError):
+            sa.kmem_cache_defrag(c, ratio)
+    assert_unchanged(sa, snap)
+    assert owner.gets == []
+
+
+def test_a_destroyed_cache_takes_its_callbacks_and_counters_along(sa, kernel):
+    c, objs = _sparse_cache(sa, "old")
+    owner = Owner(sa, c, objs)
+    sa.kmem_cache_setup_defrag(c, owner.get, owner.kick)
+    sa.kmem_cache_setup_mobility(c, None, lambda o, n, p: None)
+    assert sa.kmem_cache_defrag(c) > 0
+    cid = c.id
+    c.free_bulk(np.array(sorted(owner.held), np.int64))
+    sa.kmem_cache_destroy(c)
+    d, dobjs = _sparse_cache(sa, "new")
+    assert d.id == cid                                # the same slot
+    assert sa.defrag_stats(d) == {"slabs_freed": 0, "objects_kicked": 0, "refusals": 0}
+    with pytest.raises(SlabError):
+        sa.kmem_cache_defrag(d)
+    gets = len(owner.gets)
+    sa.kmem_cache_shrink(d)
+    assert len(owner.gets) == gets and d.objects_moved == 0
