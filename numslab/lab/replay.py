@@ -21,6 +21,7 @@ from .. import flags as F
 from ..errors import SlabError
 from ..facade.allocator import SlabAllocator
 from . import kernels as K
+from . import policies
 from .result import ReplayResult, Series
 from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
                     EV_OTHER, Trace, load_bytes, read_trace)
@@ -33,7 +34,7 @@ KERNELS = ("6.18", "7.0")
 #: numslab's own kmalloc caches, gets sheaves of at least N objects (under 6.18 the opt-in
 #: ``sheaf_capacity``; under 7.0 a minimum); ``nosheaves``: 6.18 without the sheaves a
 #: snapshot gives some caches (7.0 keeps its own: every cache has them).
-POLICIES = ("default", "sheaves=N", "nosheaves")
+POLICIES = ("default", "sheaves=N", "nosheaves") + policies.REMEDIES
 SAMPLES = 256
 
 
@@ -62,6 +63,9 @@ def _policy(text: str) -> str:
     """Check a policy name (see :data:`POLICIES`)."""
     if text in ("default", "nosheaves"):
         return text
+    remedy = policies.check(text)
+    if remedy is not None:
+        return remedy
     if text.startswith("sheaves="):
         n = text.split("=", 1)[1]
         if n.isdigit() and 0 < int(n) <= 4096:
@@ -170,7 +174,7 @@ def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
         flags |= F.SLAB_RECLAIM_ACCOUNT
     if int(s.get("destroy_by_rcu", 0)):
         flags |= F.SLAB_TYPESAFE_BY_RCU
-    if policy == "default" or policy == "nosheaves":
+    if not policy.startswith("sheaves="):          # the snapshot's own (7.0: a minimum)
         snap_sheaf = int(s.get("sheaf_capacity", 0) or 0)
         sheaf = 0 if policy == "nosheaves" else snap_sheaf
     args = {"size": int(s["object_size"]), "align": int(s.get("align", 0) or 0),
@@ -192,7 +196,8 @@ def _build(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
     """The allocator for ``cfg`` with every cache row created: (allocator, numslab id per
     row int64[K], object size per row int64[K], geometry source per row)."""
     sa = SlabAllocator(nr_cpus=cfg.cpus, nr_nodes=cfg.nodes, memory=memory,
-                       max_caches=len(p.names) + 32, kernel=cfg.kernel)
+                       max_caches=len(p.names) + 32, kernel=cfg.kernel,
+                       **policies.allocator_options(cfg.policy))
     builtin = {c.name: c for c in sa.kmalloc_caches}
     cids = np.empty(len(p.names), np.int64)
     osize = np.empty(len(p.names), np.int64)
@@ -284,6 +289,9 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     large = np.zeros(S, np.int64)
     sheaves = np.zeros(sa.state.ca.shape[0], np.int64)
     h = sa.handle
+    caches = list(dict.fromkeys(sa.find_cache(nm) for nm in p.names))
+    policies.set_up(caches, cfg.policy)
+    moved = 0
     bar = None
     if progress or (progress is None and len(tr) >= 2_000_000):
         try:
@@ -299,6 +307,7 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
                 return None
             K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
             large[s] = counts[K.K_LARGE_BYTES]
+            moved += policies.at_sample(caches, cfg.policy, addr)
             if bar is not None:
                 bar.update(stop - start)
             start = stop

@@ -270,6 +270,7 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
         f"{r.totals['mean_efficiency']:>{w + 1}.1f}" for r in results))
     out.append(f"{'slabs allocated':<22}" + "".join(
         f"{int(r.caches['slabs_allocated'].sum()):>{w + 1}d}" for r in results))
+    out.append(f"{'replay seconds':<22}" + "".join(f"{r.seconds:>{w + 1}.2f}" for r in results))
     out.append("")
     first = results[0]
     big = np.argsort(-np.max([r.caches["slab_bytes"] for r in results], axis=0))[:top]
