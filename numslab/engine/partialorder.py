@@ -92,14 +92,10 @@ def _sorted_unfile(st, cache, slab):
     st.pg_flags[slab] &= ~PG_SORTED
 
 
-@jit
-def _sorted_refile(st, cache, slab):
-    """Move a listed ``slab`` whose free count changed to its new bucket's run (nothing to do
-    while it stays in the same bucket)."""
-    b = _bucket(st.sl_objects[slab] - st.sl_inuse[slab])
-    if b == st.sl_bucket[slab]:
-        return
-    _sorted_unfile(st, cache, slab)
+@jit(inline=True)
+def _unlink_partial(st, cache, slab):
+    """Take ``slab`` out of its node's partial list links and count (its own links and marks
+    are the caller's to set)."""
     nd = st.node
     nxt = st.pg_next
     prv = st.pg_prev
@@ -115,6 +111,17 @@ def _sorted_refile(st, cache, slab):
     else:
         nd[r + N_PARTIAL_TAIL] = p
     nd[r + N_NR_PARTIAL] -= 1
+
+
+@jit
+def _sorted_refile(st, cache, slab):
+    """Move a listed ``slab`` whose free count changed to its new bucket's run (nothing to do
+    while it stays in the same bucket)."""
+    b = _bucket(st.sl_objects[slab] - st.sl_inuse[slab])
+    if b == st.sl_bucket[slab]:
+        return
+    _sorted_unfile(st, cache, slab)
+    _unlink_partial(st, cache, slab)
     _sorted_add(st, cache, slab)
 
 

@@ -19,7 +19,7 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, _ca, _cpu_row,
                      _node_row, _rand, _slab_nid, _stat)
 from .native import jit, swab, unit
-from .partialorder import _sorted_add, _sorted_refile, _sorted_unfile
+from .partialorder import _sorted_add, _sorted_refile, _sorted_unfile, _unlink_partial
 from .pages import alloc_pages, free_pages
 from .redzone import setup_slab_debug
 
@@ -177,23 +177,9 @@ def _remove_partial(st, cache, slab):
     """``remove_partial``: take ``slab`` off its node's partial list."""
     if st.pg_flags[slab] & PG_SORTED:
         _sorted_unfile(st, cache, slab)
-    nd = st.node
-    nxt = st.pg_next
-    prv = st.pg_prev
-    r = _node_row(st, cache, _slab_nid(st, slab))
-    n = nxt[slab]
-    p = prv[slab]
-    if p != NIL:
-        nxt[p] = n
-    else:
-        nd[r + N_PARTIAL_HEAD] = n
-    if n != NIL:
-        prv[n] = p
-    else:
-        nd[r + N_PARTIAL_TAIL] = p
-    nxt[slab] = NIL
-    prv[slab] = NIL
-    nd[r + N_NR_PARTIAL] -= 1
+    _unlink_partial(st, cache, slab)
+    st.pg_next[slab] = NIL
+    st.pg_prev[slab] = NIL
     st.pg_flags[slab] &= ~PG_NODE_PARTIAL
 
 
