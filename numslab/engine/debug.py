@@ -186,7 +186,7 @@ def slab_free_debug(st, cache, cpu, slab, addr):
     return 0
 
 
-@jit
+@unit
 def report_double_free(st, cache, addr):
     """A free of an object that is already free, in a cache with F: ``object_err("Object
     already free")`` and ``slab_fix("Object at .. not freed")``. Returns E_DOUBLE_FREE."""

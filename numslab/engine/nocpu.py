@@ -13,7 +13,7 @@ from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_
                      N_NR_PARTIAL,
                      N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
-from .partialorder import _sorted_refile
+from .partialorder import sorted_refile
 from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _remove_partial,
                         allocate_slab,
                         discard_slab,
@@ -43,7 +43,7 @@ def _get_from_partial_node(st, cache, node):
     if nxt == 0:
         _remove_partial(st, cache, slab)
     elif st.pg_flags[slab] & PG_SORTED:         # a sorted list: to its new place
-        _sorted_refile(st, cache, slab)
+        sorted_refile(st, cache, slab)
     return obj
 
 

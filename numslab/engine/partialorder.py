@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .layout import (CA_PARTIAL_ORDER, N_NR_PARTIAL, N_PARTIAL_HEAD, N_PARTIAL_TAIL, NIL,
                      NR_PBUCKETS, PG_NODE_PARTIAL, PG_SORTED, _ca, _node_row, _slab_nid)
-from .native import jit
+from .native import jit, unit
 
 PROMOTE = 32        #: exact buckets (SHRINK_PROMOTE_MAX)
 
@@ -123,6 +123,29 @@ def _sorted_refile(st, cache, slab):
     _sorted_unfile(st, cache, slab)
     _unlink_partial(st, cache, slab)
     _sorted_add(st, cache, slab)
+
+
+# ---- the units slablists calls: compiled when a cache first keeps its lists sorted, so an
+# allocator that never sorts compiles none of this (a first kmalloc stays as quick as before)
+@unit
+def sorted_add(st, cache, slab):
+    """:func:`_sorted_add` as a unit. 0."""
+    _sorted_add(st, cache, slab)
+    return 0
+
+
+@unit
+def sorted_unfile(st, cache, slab):
+    """:func:`_sorted_unfile` as a unit. 0."""
+    _sorted_unfile(st, cache, slab)
+    return 0
+
+
+@unit
+def sorted_refile(st, cache, slab):
+    """:func:`_sorted_refile` as a unit. 0."""
+    _sorted_refile(st, cache, slab)
+    return 0
 
 
 @jit

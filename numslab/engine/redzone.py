@@ -13,7 +13,7 @@ from ..flags import SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER
 from .layout import (CA_DEBUG, CA_INUSE, CA_OBJECT_SIZE, CA_ORIG, CA_RED_LEFT,
                      CA_SIZE, CA_TRACK, D_OBJECT_POISON, G_NREPORTS, G_SITE, G_TICKS, R_A,
                      R_B, R_C, R_CACHE, R_D, R_KIND, R_MAX, R_NCOLS, R_OBJECT, R_SLAB, _ca)
-from .native import byte_array, fill_bytes, jit
+from .native import byte_array, fill_bytes, jit, unit
 
 POISON_INUSE = 0x5a     #: padding and never-allocated bytes (``POISON_INUSE``)
 POISON_FREE = 0x6b      #: a free object's bytes (``POISON_FREE``)
@@ -167,3 +167,11 @@ def setup_slab_debug(st, cache, slab):
         if flags & SLAB_STORE_USER:
             _fill(st, obj + track, 0, 2 * TRACK_SIZE)
         obj += size
+
+
+@unit
+def slab_debug_setup(st, cache, slab):
+    """:func:`setup_slab_debug` as a unit, for ``new_slab``: compiled when a debug cache
+    first makes a slab, so an allocator without one never compiles it. 0."""
+    setup_slab_debug(st, cache, slab)
+    return 0

@@ -19,9 +19,9 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, _ca, _cpu_row,
                      _node_row, _rand, _slab_nid, _stat)
 from .native import jit, swab, unit
-from .partialorder import _sorted_add, _sorted_refile, _sorted_unfile, _unlink_partial
+from .partialorder import _unlink_partial, sorted_add, sorted_refile, sorted_unfile
 from .pages import alloc_pages, free_pages
-from .redzone import setup_slab_debug
+from .redzone import slab_debug_setup
 
 SHRINK_PROMOTE_MAX = 32
 
@@ -145,7 +145,7 @@ def _add_partial(st, cache, slab, tail):
     """``add_partial``: put ``slab`` on its node's partial list, at the tail if ``tail``
     (a cache whose lists are sorted files it by its free objects instead)."""
     if _ca(st, cache, CA_PARTIAL_ORDER):
-        _sorted_add(st, cache, slab)
+        sorted_add(st, cache, slab)
         return
     nd = st.node
     nxt = st.pg_next
@@ -176,7 +176,7 @@ def _add_partial(st, cache, slab, tail):
 def _remove_partial(st, cache, slab):
     """``remove_partial``: take ``slab`` off its node's partial list."""
     if st.pg_flags[slab] & PG_SORTED:
-        _sorted_unfile(st, cache, slab)
+        sorted_unfile(st, cache, slab)
     _unlink_partial(st, cache, slab)
     st.pg_next[slab] = NIL
     st.pg_prev[slab] = NIL
@@ -235,7 +235,7 @@ def new_slab(st, cache, cpu, node, thisnode):
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
     if _ca(st, cache, CA_DEBUG):
-        setup_slab_debug(st, cache, slab)
+        slab_debug_setup(st, cache, slab)
     base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
     obj = base
     for _ in range(st.sl_objects[slab] - 1):
@@ -423,7 +423,7 @@ def slab_free(st, cache, cpu, slab, head, tail, cnt):
     inuse = st.sl_inuse[slab] - cnt
     st.sl_inuse[slab] = inuse
     if flags[slab] & PG_SORTED:         # a sorted list: to its new place
-        _sorted_refile(st, cache, slab)
+        sorted_refile(st, cache, slab)
     if flags[slab] & PG_FROZEN:
         _stat(st, cache, cpu, FREE_FROZEN, 1)
         return 0
