@@ -174,10 +174,57 @@ def exercise_public_api() -> numslab.SlabAllocator:
         sa.validate(c)
     sa.drain_all_pages()
     sa.check_invariants()
+    _exercise_later_api(sa, plain, rec)
     for c in made:
         sa.kmem_cache_destroy(c)
     sa.validate()
     return sa
+
+
+@nb.njit
+def _api_jit_compact(h, cid, old, new):
+    return sjit.kmem_cache_compact(h, cid, 100, old, new)
+
+
+def _exercise_later_api(sa: numslab.SlabAllocator, plain: numslab.KmemCache,
+                        rec: numslab.KmemCache) -> None:
+    """The operations added with slab_debug, krealloc/kfree_rcu, the lookups, and the
+    remedies against fragmentation, once each (part of :func:`exercise_public_api`)."""
+    a = sa.kmalloc(40)
+    a = sa.krealloc(a, 300)
+    sa.kfree_rcu(a)
+    sa.synchronize_rcu()
+    sa.rcu_barrier()
+    objs = plain.alloc_bulk(3 * plain.objs_per_slab)
+    assert sa.find(int(objs[0]))["kind"] == "object" and len(plain.live_addresses()) == len(plain)
+    sa.isolated_slabs()
+    plain.free_bulk(objs[::2])
+    old, new = plain.compact(100)                       # movable objects
+    keep = numslab.remap(objs[1::2], old, new)
+    sa.kmem_cache_setup_mobility(plain, None, lambda o, n, private: None)
+    sa.kmem_cache_compact(plain)
+    out = np.zeros(len(keep), np.int64)
+    _api_jit_compact(sa.handle, plain.id, out, out.copy())
+    plain.free_bulk(plain.live_addresses())
+    srt = sa.kmem_cache_create("api_sorted", 96, partial_order="sorted")
+    ev = sa.kmem_cache_create("api_evict", 96)
+    for c in (srt, ev):
+        held = c.alloc_bulk(2 * c.objs_per_slab)
+        c.free_bulk(held[::3])
+    sa.kmem_cache_setup_defrag(ev, lambda objs: None, lambda objs, private: None)
+    sa.kmem_cache_defrag(ev, 90)
+    sa.defrag_stats(ev)
+    for c in (srt, ev):
+        c.free_bulk(c.live_addresses())
+        sa.kmem_cache_destroy(c)
+    sa.release_memory()
+    dbg = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="FZPU,api_debug")
+    d = dbg.kmem_cache_create("api_debug", 64)
+    x = dbg.kmem_cache_alloc(d)
+    dbg.kmem_cache_free(d, x)
+    assert dbg.kmem_cache_validate(d) == 0 and dbg.slab_reports() == []
+    dbg.kmem_cache_destroy(d)
+    rec.free_bulk(rec.alloc_bulk(4))
 
 
 # A user's small simulation, in three variants (single objects, bulk, kmalloc), each written
