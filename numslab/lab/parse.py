@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import intrinsic
 
 # ---- event kinds (one per parsed line) ---------------------------------------------------------
 EV_CACHE_ALLOC = 0   #: kmem_cache_alloc (and the old kmem_cache_alloc_node)
@@ -51,6 +55,28 @@ HEX[48:58] = np.arange(10)
 HEX[97:103] = np.arange(10, 16)
 HEX[65:71] = np.arange(10, 16)
 NAME_MAX_ROWS = 4096
+#: rows ahead whose pointer-table slot :func:`intern_rows` prefetches
+PREFETCH = 8
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Hint the CPU to load the cache line of ``arr[idx]`` (``llvm.prefetch``, for reading,
+    high locality); no effect on results. ``arr`` a 1-d C-contiguous array."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]],
+                                       wraparound=False, boundscheck=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.none(arr, idx), codegen
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -250,17 +276,19 @@ def _next_clear(bm, q):
 
 
 @numba.njit(cache=True, nogil=True)
-def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, name, req,
-                alloc, gfp, node, row, pid, nt_keys, nt_vals, name_bytes, name_off, name_kind,
-                name_size, km_row, ptab, pid_zero, sp, dl):
-    """Parse the lines of ``buf[:n]`` (``buf[n - 1]`` must be a newline, so that no scan
-    inside a line needs a bound; ``sp``, ``dl`` its :func:`bitmaps`) into the row
-    arrays from row ``sv[SV_ROWS]``; returns ``(consumed bytes, status)``: ``ST_DONE``, or
-    ``ST_ROWS``/``ST_PIDS``/``ST_NAMES`` (grow that and call again on the rest), or
-    ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its ``ERR_*``)."""
+def scan_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, req, alloc, gfp,
+               node, nm0s, nm1s, nhs, sp, dl):
+    """Stage one (no shared state: chunks are scanned in parallel): parse the lines of
+    ``buf[:n]`` (``buf[n - 1]`` must be a newline, so that no scan inside a line needs a
+    bound; ``sp``, ``dl`` its :func:`bitmaps`) into the chunk's row arrays from row
+    ``sv[SV_ROWS]``, line numbers counted from ``sv[SV_LINE]``, each kmem event's ``name=``
+    as its span ``nm0s:nm1s`` (int32, -1: none) in ``buf`` and FNV hash ``nhs`` (uint64);
+    :func:`intern_rows` then gives the cache rows and pointer ids. Returns ``(consumed
+    bytes, status)``: ``ST_DONE``, ``ST_ROWS`` (grow the arrays and call again on the
+    rest), or ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its
+    ``ERR_*``)."""
     pos = 0
     cap = kind.shape[0]
-    ptcap = ptab.shape[0] >> 1
     nrows = sv[SV_ROWS]
     nline = sv[SV_LINE]
     while pos < n:
@@ -268,10 +296,6 @@ def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, na
             sv[SV_ROWS] = nrows
             sv[SV_LINE] = nline
             return pos, ST_ROWS
-        if 2 * (sv[SV_NPIDS] + 1) >= ptcap:
-            sv[SV_ROWS] = nrows
-            sv[SV_LINE] = nline
-            return pos, ST_PIDS
         r = nrows
         q = _next_clear(sp, pos)
         c0 = buf[q]
@@ -289,13 +313,10 @@ def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, na
         cpu[r] = -1
         ts[r] = 0.0
         ptr[r] = 0
-        name[r] = -1
         req[r] = -1
         alloc[r] = -1
         gfp[r] = 0
         node[r] = -1
-        row[r] = ROW_NONE
-        pid[r] = -1
         err = ERR_NONE
         ev = EV_OTHER
         nm0 = -1
@@ -500,35 +521,88 @@ def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, na
                 return pos, ST_ERROR
             ev = EV_BAD
         kind[r] = ev
+        nm0s[r] = nm0
+        nm1s[r] = nm1
+        nhs[r] = nh
+        nrows = r + 1
+        nline = ln
+        pos = q + 1
+    sv[SV_ROWS] = nrows
+    sv[SV_LINE] = nline
+    return pos, ST_DONE
+
+
+@numba.njit(cache=True, nogil=True)
+def intern_rows(buf, i0, m, lbase, ckind, cline, ccpu, cts, cptr, creq, calloc, cgfp, cnode,
+                nm0s, nm1s, nhs, sv, kind, line, cpu, ts, ptr, name, req, alloc, gfp, node, row,
+                pid, nt_keys, nt_vals, name_bytes, name_off, name_kind, name_size, km_row, ptab,
+                pid_zero):
+    """Stage two (in trace order, one chunk after another): rows ``i0:m`` of a chunk
+    :func:`scan_chunk` filled from ``buf`` appended to the trace's arrays at row
+    ``sv[SV_ROWS]`` (line numbers plus ``lbase``), with each event's cache row (names and
+    kmalloc classes interned in order of first appearance) and dense pointer id (the
+    pointer table's home slots prefetched a few rows ahead). Returns ``(next chunk row,
+    status)``: ``ST_DONE``, or ``ST_ROWS``/``ST_PIDS`` (grow that and call again from
+    there), ``ST_NAMES`` (the name table is full)."""
+    cap = kind.shape[0]
+    ptcap = ptab.shape[0] >> 1
+    pmask = ptcap - 1
+    r = sv[SV_ROWS]
+    for i in range(i0, m):
+        if r >= cap:
+            sv[SV_ROWS] = r
+            return i, ST_ROWS
+        if 2 * (sv[SV_NPIDS] + 1) >= ptcap:
+            sv[SV_ROWS] = r
+            return i, ST_PIDS
+        if i + PREFETCH < m:
+            pf = cptr[i + PREFETCH]
+            if pf != 0:
+                prefetch(ptab, 2 * _slot(pf, pmask))
+        ev = ckind[i]
+        kind[r] = ev
+        line[r] = cline[i] + lbase
+        cpu[r] = ccpu[i]
+        ts[r] = cts[i]
+        p = cptr[i]
+        ptr[r] = p
+        req[r] = creq[i]
+        ba = calloc[i]
+        alloc[r] = ba
+        g = cgfp[i]
+        gfp[r] = g
+        node[r] = cnode[i]
+        name[r] = -1
+        row[r] = ROW_NONE
+        pid[r] = -1
         if ev <= EV_CACHE_FREE:
             nr = -1
+            nm0 = nm0s[i]
             if nm0 >= 0:
-                nr = _name_row(buf, nm0, nm1, nh, nt_keys, nt_vals, name_bytes, name_off,
-                               name_kind, sv)
+                nr = _name_row(buf, nm0, nm1s[i], nhs[i], nt_keys, nt_vals, name_bytes,
+                               name_off, name_kind, sv)
                 if nr < 0:
-                    sv[SV_ROWS] = nrows
-                    sv[SV_LINE] = nline
-                    return pos, ST_NAMES
+                    sv[SV_ROWS] = r
+                    return i, ST_NAMES
                 name[r] = nr
-            p = ptr[r]
+            d = np.int64(-1)
             if p != 0:
-                pid[r] = pid_insert(ptab, p, sv)
-            ba = alloc[r]
+                d = pid_insert(ptab, p, sv)
+                pid[r] = d
             if ev == EV_CACHE_ALLOC or ev == EV_KMALLOC:
                 if p == 0:
                     row[r] = ROW_FAILED
                 elif ev == EV_KMALLOC:
                     if ba == 0:
                         row[r] = ROW_ZERO
-                        pid_zero[pid[r]] = 1
+                        pid_zero[d] = 1
                     elif ba > KM_MAX:
                         row[r] = ROW_LARGE
                     else:
-                        kr = _kmalloc_row(ba, gfp[r], km_row, name_off, name_kind, sv)
+                        kr = _kmalloc_row(ba, g, km_row, name_off, name_kind, sv)
                         if kr < 0:
-                            sv[SV_ROWS] = nrows
-                            sv[SV_LINE] = nline
-                            return pos, ST_NAMES
+                            sv[SV_ROWS] = r
+                            return i, ST_NAMES
                         row[r] = kr
                 else:
                     row[r] = nr
@@ -537,16 +611,13 @@ def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, na
             else:
                 if p == 0:
                     row[r] = ROW_NULL
-                elif p == ZERO_SIZE_PTR or pid_zero[pid[r]]:
+                elif p == ZERO_SIZE_PTR or pid_zero[d]:
                     row[r] = ROW_ZERO_PTR
                 else:
                     row[r] = 0
-        nrows = r + 1
-        nline = ln
-        pos = q + 1
-    sv[SV_ROWS] = nrows
-    sv[SV_LINE] = nline
-    return pos, ST_DONE
+        r += 1
+    sv[SV_ROWS] = r
+    return m, ST_DONE
 
 
 @numba.njit(cache=True, nogil=True)

@@ -12,6 +12,8 @@ import io
 import lzma
 import re
 import sys
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -155,8 +157,57 @@ def _km_size(name: str) -> int:
     return v if v in P.KM_SIZES else 0
 
 
+class _Chunk:
+    """One chunk of text in flight: its buffer (with 65 bytes of slack), bitmaps, and the rows
+    :func:`~numslab.lab.parse.scan_chunk` made of it (stage one, run by a worker thread)."""
+
+    COLS = (("kind", np.int8), ("line", np.int32), ("cpu", np.int32), ("ts", np.float64),
+            ("ptr", np.uint64), ("req", np.int32), ("alloc", np.int32), ("gfp", np.int32),
+            ("node", np.int32), ("nm0", np.int32), ("nm1", np.int32), ("nh", np.uint64))
+
+    def __init__(self, size: int) -> None:
+        self.buf = np.zeros(size + 65, np.uint8)
+        self.cols = {k: np.empty(size // 128 + 1024, t) for k, t in self.COLS}
+        self.sp = self.dl = np.zeros(0, np.uint64)
+        self.sv = np.zeros(P.SV_NCOLS, np.int64)
+        self.end = self.used = self.status = 0
+
+    def scan(self, skip_bad: bool) -> None:
+        """Parse ``buf[:end]`` (``sv``: rows, lines; ``used``: bytes parsed; ``status``:
+        ``ST_DONE`` or ``ST_ERROR``). Touches nothing outside this chunk."""
+        self.sv[:] = 0
+        start = 0
+        while True:
+            n = self.end - start
+            words = n // 64 + 2
+            if len(self.sp) < words:
+                self.sp = np.zeros(words + 1024, np.uint64)
+                self.dl = np.zeros(words + 1024, np.uint64)
+            buf = self.buf[start:]
+            P.bitmaps(buf, n, self.sp, self.dl)
+            r0 = int(self.sv[P.SV_ROWS])
+            c = self.cols
+            used, status = P.scan_chunk(buf, n, skip_bad, GFP_HASH, GFP_VALUE, self.sv,
+                                        c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"],
+                                        c["req"], c["alloc"], c["gfp"], c["node"], c["nm0"],
+                                        c["nm1"], c["nh"], self.sp, self.dl)
+            if start:                           # name spans from the buffer's start
+                r1 = int(self.sv[P.SV_ROWS])
+                for k in ("nm0", "nm1"):
+                    seg = c[k][r0:r1]
+                    seg[seg >= 0] += start
+            start += used
+            if status != P.ST_ROWS:
+                self.used, self.status = start, status
+                return
+            for k, a in c.items():
+                b = np.empty(2 * len(a), a.dtype)
+                b[:len(a)] = a
+                c[k] = b
+
+
 class _Reader:
-    """The arrays and tables of one parse, grown as needed between chunks."""
+    """The arrays and tables of one parse (stage two, in trace order), grown as needed."""
 
     COLS = (("kind", np.int8), ("line", np.int32), ("cpu", np.int32), ("ts", np.float64),
             ("ptr", np.uint64), ("name", np.int32), ("req", np.int32), ("alloc", np.int32),
@@ -173,7 +224,7 @@ class _Reader:
         self.name_kind = np.zeros(P.NAME_MAX_ROWS, np.int32)
         self.name_size = np.zeros(P.NAME_MAX_ROWS, np.int64)
         self.km_row = np.full(64, -1, np.int32)
-        self.sp = self.dl = np.zeros(0, np.uint64)
+        self.lines = 0
         self._pids(1 << 16)
 
     def _pids(self, cap: int) -> None:
@@ -185,29 +236,38 @@ class _Reader:
             zero[:len(self.pid_zero)] = self.pid_zero
         self.ptab, self.pid_zero = table, zero
 
-    def feed(self, buf: np.ndarray, n: int) -> tuple[int, int]:
-        """Parse ``buf[:n]`` (ending in a newline); (bytes consumed, status)."""
-        c = self.cols
-        words = n // 64 + 2
-        if len(self.sp) < words:
-            self.sp, self.dl = np.zeros(2 * words, np.uint64), np.zeros(2 * words, np.uint64)
-        P.bitmaps(buf, n, self.sp, self.dl)
-        return P.parse_chunk(buf, n, self.skip_bad, GFP_HASH, GFP_VALUE, self.sv,
-                             c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"], c["name"],
-                             c["req"], c["alloc"], c["gfp"], c["node"], c["row"], c["pid"],
-                             self.nt_keys, self.nt_vals, self.name_bytes, self.name_off,
-                             self.name_kind, self.name_size, self.km_row, self.ptab,
-                             self.pid_zero, self.sp, self.dl)
-
-    def grow(self, status: int) -> None:
-        """Make room after a ``ST_ROWS``/``ST_PIDS`` status."""
-        if status == P.ST_ROWS:
-            for k, a in self.cols.items():
-                b = np.empty(2 * len(a), a.dtype)
-                b[:len(a)] = a
-                self.cols[k] = b
-        elif status == P.ST_PIDS:
-            self._pids(2 * len(self.ptab))
+    def take(self, ch: _Chunk, where: str) -> None:
+        """Append a scanned chunk's rows (interning names and pointers); raise its error."""
+        i, m = 0, int(ch.sv[P.SV_ROWS])
+        c, s = self.cols, ch.cols
+        while True:
+            i, status = P.intern_rows(
+                ch.buf, i, m, self.lines, s["kind"], s["line"], s["cpu"], s["ts"], s["ptr"],
+                s["req"], s["alloc"], s["gfp"], s["node"], s["nm0"], s["nm1"], s["nh"],
+                self.sv, c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"], c["name"],
+                c["req"], c["alloc"], c["gfp"], c["node"], c["row"], c["pid"], self.nt_keys,
+                self.nt_vals, self.name_bytes, self.name_off, self.name_kind, self.name_size,
+                self.km_row, self.ptab, self.pid_zero)
+            if status == P.ST_DONE:
+                break
+            if status == P.ST_NAMES:
+                raise TraceFormatError(f"{where}: more than {P.NAME_MAX_ROWS} caches or "
+                                       f"1 MiB of cache names")
+            if status == P.ST_ROWS:
+                for k, a in c.items():
+                    b = np.empty(2 * len(a), a.dtype)
+                    b[:len(a)] = a
+                    c[k] = b
+            else:
+                self._pids(2 * len(self.ptab))
+        if ch.status == P.ST_ERROR:
+            stop = ch.used
+            while ch.buf[stop] != 10:
+                stop += 1
+            text = bytes(ch.buf[ch.used:stop]).decode(errors="replace")
+            raise TraceFormatError(f"{where}, line {self.lines + int(ch.sv[P.SV_BADLINE])}: "
+                                   f"{P.ERR_TEXT[int(ch.sv[P.SV_ERR])]}: {text[:200]!r}")
+        self.lines += int(ch.sv[P.SV_LINE])
 
     def trace(self) -> Trace:
         """The parsed :class:`Trace`."""
@@ -278,6 +338,12 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
     """Read and parse a trace: a path (plain, gz or xz, told by its first bytes), ``"-"``
     for standard input, a binary file object or bytes; read ``chunk`` bytes at a time.
 
+    When the text is longer than one chunk, two worker threads scan chunks (stage one,
+    :func:`~numslab.lab.parse.scan_chunk`, no shared state) while this thread reads the
+    next and appends the scanned ones in order (stage two,
+    :func:`~numslab.lab.parse.intern_rows`: names and pointers interned in order of first
+    appearance); the compiled code releases the GIL. The result does not depend on it.
+
     Raises
     ------
     TraceFormatError
@@ -286,46 +352,61 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
     """
     f, guess, where = _open(source)
     rd = _Reader(guess + 1024, skip_bad)
-    buf = np.zeros(chunk + 65, np.uint8)        # room for a last newline, and slack
+    free: list[_Chunk] = []
+    pending: deque[tuple[_Chunk, Future | None]] = deque()
+    pool: ThreadPoolExecutor | None = None
+    cur = _Chunk(chunk)
     rest = 0
-    with f:
-        while True:
-            got = f.readinto(memoryview(buf)[rest:len(buf) - 65]) or 0
-            n = rest + got
-            if got == 0:                         # the end: a last line without its newline
-                if n == 0:
-                    break
-                buf[n] = 10
-                end = n + 1
-            else:
-                end = P.last_newline(buf, n)
-                if end == 0:                     # a line longer than the buffer
-                    nb = np.zeros(2 * len(buf), np.uint8)
-                    nb[:n] = buf[:n]
-                    buf, rest = nb, n
-                    continue
-            start = 0
+    try:
+        with f:
             while True:
-                used, status = rd.feed(buf[start:], end - start)
-                start += used
-                if status == P.ST_DONE:
+                buf = cur.buf
+                got = f.readinto(memoryview(buf)[rest:len(buf) - 65]) or 0
+                n = rest + got
+                if got == 0:                     # the end: a last line without its newline
+                    if n == 0:
+                        break
+                    buf[n] = 10
+                    end = n + 1
+                else:
+                    end = P.last_newline(buf, n)
+                    if end == 0:                 # a line longer than the buffer
+                        nb = np.zeros(2 * len(buf), np.uint8)
+                        nb[:n] = buf[:n]
+                        cur.buf, rest = nb, n
+                        continue
+                    if pool is None and n == len(buf) - 65:     # more than one chunk
+                        pool = ThreadPoolExecutor(2, thread_name_prefix="numslab-trace")
+                cur.end = end
+                nxt = None
+                if got:
+                    nxt = free.pop() if free else _Chunk(chunk)
+                    rest = n - end
+                    if len(nxt.buf) < len(buf):
+                        nxt.buf = np.zeros(len(buf), np.uint8)
+                    nxt.buf[:rest] = buf[end:n]
+                if pool is None:
+                    cur.scan(skip_bad)
+                    pending.append((cur, None))
+                else:
+                    pending.append((cur, pool.submit(cur.scan, skip_bad)))
+                while len(pending) > (2 if nxt is not None else 0):
+                    ch, fut = pending.popleft()
+                    if fut is not None:
+                        fut.result()
+                    rd.take(ch, where)
+                    free.append(ch)
+                if nxt is None:
                     break
-                if status == P.ST_ERROR:
-                    stop = start
-                    while buf[stop] != 10:
-                        stop += 1
-                    text = bytes(buf[start:stop]).decode(errors="replace")
-                    raise TraceFormatError(f"{where}, line {int(rd.sv[P.SV_BADLINE])}: "
-                                           f"{P.ERR_TEXT[int(rd.sv[P.SV_ERR])]}: "
-                                           f"{text[:200]!r}")
-                if status == P.ST_NAMES:
-                    raise TraceFormatError(f"{where}: more than {P.NAME_MAX_ROWS} caches or "
-                                           f"1 MiB of cache names")
-                rd.grow(status)
-            if got == 0:
-                break
-            rest = n - end
-            buf[:rest] = buf[end:n].copy()
+                cur = nxt
+            while pending:
+                ch, fut = pending.popleft()
+                if fut is not None:
+                    fut.result()
+                rd.take(ch, where)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
     return rd.trace()
 
 
