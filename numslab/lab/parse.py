@@ -79,6 +79,55 @@ def prefetch(typingctx, arr, idx):
     return types.none(arr, idx), codegen
 
 
+@intrinsic
+def load8(typingctx, arr, idx):
+    """The 8 bytes ``arr[idx:idx + 8]`` of a 1-d C-contiguous uint8 array as one
+    little-endian uint64 (an unaligned load; no bounds check: the caller keeps slack)."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]],
+                                       wraparound=False, boundscheck=False)
+        i64 = ir.IntType(64)
+        val = builder.load(builder.bitcast(ptr, i64.as_pointer()), align=1)
+        return val
+    return types.uint64(arr, idx), codegen
+
+
+_LO = np.uint64(0x0101010101010101)
+_HI = np.uint64(0x8080808080808080)
+_CR = np.uint64(0x0D0D0D0D0D0D0D0D)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+#: slots of a chunk's cache of whole symbolic ``gfp_flags`` values
+GFP_CACHE = 256
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _word_hash(buf, a, b):
+    """A 64-bit hash of ``buf[a:b]`` taken 8 bytes at a time (never 0), and whether the
+    span holds a carriage return (then the caller takes the bytes one by one)."""
+    h = np.uint64(b - a) * _MIX
+    cr = np.uint64(0)
+    i = a
+    while i < b:
+        w = load8(buf, i)
+        if b - i < 8:
+            w &= (np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1)
+            x = w ^ _CR
+            x |= ~((np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1)) & _LO
+        else:
+            x = w ^ _CR
+        cr |= (x - _LO) & ~x & _HI
+        h = (h ^ w) * _MIX
+        h ^= h >> np.uint64(29)
+        i += 8
+    if h == 0:
+        h = np.uint64(1)
+    return h, cr != 0
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
 def _fnv(buf, a, b):
     """FNV-1a 64 of ``buf[a:b]`` (never 0: 0 marks an empty table slot)."""
@@ -276,13 +325,15 @@ def _next_clear(bm, q):
 
 
 @numba.njit(cache=True, nogil=True)
-def scan_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, req, alloc, gfp,
-               node, nm0s, nm1s, nhs, sp, dl):
+def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line, cpu, ts, ptr,
+               req, alloc, gfp, node, nm0s, nm1s, nhs, sp, dl):
     """Stage one (no shared state: chunks are scanned in parallel): parse the lines of
     ``buf[:n]`` (``buf[n - 1]`` must be a newline, so that no scan inside a line needs a
     bound; ``sp``, ``dl`` its :func:`bitmaps`) into the chunk's row arrays from row
     ``sv[SV_ROWS]``, line numbers counted from ``sv[SV_LINE]``, each kmem event's ``name=``
-    as its span ``nm0s:nm1s`` (int32, -1: none) in ``buf`` and FNV hash ``nhs`` (uint64);
+    as its span ``nm0s:nm1s`` (int32, -1: none) in ``buf`` and hash ``nhs`` (uint64);
+    whole symbolic ``gfp_flags`` values are cached by hash in ``gc_keys``, ``gc_vals``
+    (uint64[GFP_CACHE], int64[GFP_CACHE], the chunk's own; zeros: empty);
     :func:`intern_rows` then gives the cache rows and pointer ids. Returns ``(consumed
     bytes, status)``: ``ST_DONE``, ``ST_ROWS`` (grow the arrays and call again on the
     rest), or ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its
@@ -426,29 +477,39 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, req
                 elif ch == 110 and buf[q + 1] == 97 and buf[q + 4] == 61:         # name=
                     q += 5
                     nm0 = q
-                    h = np.uint64(0xcbf29ce484222325)
-                    while True:
-                        t = buf[q]
-                        if t == 32 or t == 10 or t == 13:
-                            break
-                        h = (h ^ np.uint64(t)) * np.uint64(0x100000001b3)
-                        q += 1
+                    q = _next_set(dl, q)
+                    nh, cr = _word_hash(buf, nm0, q)
+                    if cr:                                 # the name ends at a CR
+                        q = nm0
+                        while buf[q] != 13:
+                            q += 1
+                        nh, cr = _word_hash(buf, nm0, q)
                     nm1 = q
-                    nh = h if h != 0 else np.uint64(1)
                 elif ch == 103 and buf[q + 3] == 95 and buf[q + 9] == 61 \
                         and not 48 <= buf[q + 10] <= 57:                          # gfp_flags=
                     q += 10
-                    v2 = 0
-                    s0 = q
-                    while True:
-                        t = buf[q]
-                        if t == 124 or t == 32 or t == 10 or t == 13:
-                            if q > s0:
-                                v2 |= _gfp_lookup(gkeys, gvals, _fnv(buf, s0, q))
-                            if t != 124:
-                                break
-                            s0 = q + 1
-                        q += 1
+                    g0 = q
+                    ge = _next_set(dl, q)
+                    gh, cr = _word_hash(buf, g0, ge)
+                    gs = np.int64(gh >> np.uint64(56)) & (GFP_CACHE - 1)
+                    if not cr and gc_keys[gs] == gh:                  # seen in this chunk
+                        v2 = gc_vals[gs]
+                        q = ge
+                    else:                                              # flag by flag
+                        v2 = 0
+                        s0 = q
+                        while True:
+                            t = buf[q]
+                            if t == 124 or t == 32 or t == 10 or t == 13:
+                                if q > s0:
+                                    v2 |= _gfp_lookup(gkeys, gvals, _fnv(buf, s0, q))
+                                if t != 124:
+                                    break
+                                s0 = q + 1
+                            q += 1
+                        if not cr:
+                            gc_keys[gs] = gh
+                            gc_vals[gs] = v2
                     gfp[r] = v2
                 else:
                     which = 0
@@ -533,18 +594,17 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, req
 
 
 @numba.njit(cache=True, nogil=True)
-def intern_rows(buf, i0, m, lbase, ckind, cline, ccpu, cts, cptr, creq, calloc, cgfp, cnode,
-                nm0s, nm1s, nhs, sv, kind, line, cpu, ts, ptr, name, req, alloc, gfp, node, row,
-                pid, nt_keys, nt_vals, name_bytes, name_off, name_kind, name_size, km_row, ptab,
+def intern_rows(buf, i0, m, ckind, cptr, calloc, cgfp, nm0s, nm1s, nhs, sv, name, row, pid,
+                nt_keys, nt_vals, name_bytes, name_off, name_kind, name_size, km_row, ptab,
                 pid_zero):
-    """Stage two (in trace order, one chunk after another): rows ``i0:m`` of a chunk
-    :func:`scan_chunk` filled from ``buf`` appended to the trace's arrays at row
-    ``sv[SV_ROWS]`` (line numbers plus ``lbase``), with each event's cache row (names and
-    kmalloc classes interned in order of first appearance) and dense pointer id (the
-    pointer table's home slots prefetched a few rows ahead). Returns ``(next chunk row,
-    status)``: ``ST_DONE``, or ``ST_ROWS``/``ST_PIDS`` (grow that and call again from
+    """Stage two (in trace order, one chunk after another): for rows ``i0:m`` of a chunk
+    :func:`scan_chunk` filled from ``buf`` (its other columns copied by the caller), the
+    trace's ``name``, ``row`` and ``pid`` from row ``sv[SV_ROWS]``: each event's cache row
+    (names and kmalloc classes interned in order of first appearance) and dense pointer id
+    (the pointer table's home slots prefetched a few rows ahead). Returns ``(next chunk
+    row, status)``: ``ST_DONE``, or ``ST_ROWS``/``ST_PIDS`` (grow that and call again from
     there), ``ST_NAMES`` (the name table is full)."""
-    cap = kind.shape[0]
+    cap = name.shape[0]
     ptcap = ptab.shape[0] >> 1
     pmask = ptcap - 1
     r = sv[SV_ROWS]
@@ -560,18 +620,9 @@ def intern_rows(buf, i0, m, lbase, ckind, cline, ccpu, cts, cptr, creq, calloc, 
             if pf != 0:
                 prefetch(ptab, 2 * _slot(pf, pmask))
         ev = ckind[i]
-        kind[r] = ev
-        line[r] = cline[i] + lbase
-        cpu[r] = ccpu[i]
-        ts[r] = cts[i]
         p = cptr[i]
-        ptr[r] = p
-        req[r] = creq[i]
         ba = calloc[i]
-        alloc[r] = ba
         g = cgfp[i]
-        gfp[r] = g
-        node[r] = cnode[i]
         name[r] = -1
         row[r] = ROW_NONE
         pid[r] = -1

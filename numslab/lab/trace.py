@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+import mmap
+import os
 import re
 import sys
 from collections import deque
@@ -167,13 +169,16 @@ class _Chunk:
 
     def __init__(self, size: int) -> None:
         self.buf = np.zeros(size + 65, np.uint8)
+        self.text = self.buf                    # what is scanned: buf or a view of a mapping
         self.cols = {k: np.empty(size // 128 + 1024, t) for k, t in self.COLS}
         self.sp = self.dl = np.zeros(0, np.uint64)
         self.sv = np.zeros(P.SV_NCOLS, np.int64)
+        self.gc_keys = np.zeros(P.GFP_CACHE, np.uint64)
+        self.gc_vals = np.zeros(P.GFP_CACHE, np.int64)
         self.end = self.used = self.status = 0
 
     def scan(self, skip_bad: bool) -> None:
-        """Parse ``buf[:end]`` (``sv``: rows, lines; ``used``: bytes parsed; ``status``:
+        """Parse ``text[:end]`` (``sv``: rows, lines; ``used``: bytes parsed; ``status``:
         ``ST_DONE`` or ``ST_ERROR``). Touches nothing outside this chunk."""
         self.sv[:] = 0
         start = 0
@@ -183,11 +188,12 @@ class _Chunk:
             if len(self.sp) < words:
                 self.sp = np.zeros(words + 1024, np.uint64)
                 self.dl = np.zeros(words + 1024, np.uint64)
-            buf = self.buf[start:]
+            buf = self.text[start:]
             P.bitmaps(buf, n, self.sp, self.dl)
             r0 = int(self.sv[P.SV_ROWS])
             c = self.cols
-            used, status = P.scan_chunk(buf, n, skip_bad, GFP_HASH, GFP_VALUE, self.sv,
+            used, status = P.scan_chunk(buf, n, skip_bad, GFP_HASH, GFP_VALUE, self.gc_keys,
+                                        self.gc_vals, self.sv,
                                         c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"],
                                         c["req"], c["alloc"], c["gfp"], c["node"], c["nm0"],
                                         c["nm1"], c["nh"], self.sp, self.dl)
@@ -240,31 +246,32 @@ class _Reader:
         """Append a scanned chunk's rows (interning names and pointers); raise its error."""
         i, m = 0, int(ch.sv[P.SV_ROWS])
         c, s = self.cols, ch.cols
+        r0 = int(self.sv[P.SV_ROWS])
+        while r0 + m > len(c["kind"]):
+            for k, a in c.items():
+                b = np.empty(2 * len(a), a.dtype)
+                b[:len(a)] = a
+                c[k] = b
+        for k in ("kind", "cpu", "ts", "ptr", "req", "alloc", "gfp", "node"):
+            c[k][r0:r0 + m] = s[k][:m]
+        np.add(s["line"][:m], self.lines, out=c["line"][r0:r0 + m])
         while True:
             i, status = P.intern_rows(
-                ch.buf, i, m, self.lines, s["kind"], s["line"], s["cpu"], s["ts"], s["ptr"],
-                s["req"], s["alloc"], s["gfp"], s["node"], s["nm0"], s["nm1"], s["nh"],
-                self.sv, c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"], c["name"],
-                c["req"], c["alloc"], c["gfp"], c["node"], c["row"], c["pid"], self.nt_keys,
-                self.nt_vals, self.name_bytes, self.name_off, self.name_kind, self.name_size,
-                self.km_row, self.ptab, self.pid_zero)
+                ch.text, i, m, s["kind"], s["ptr"], s["alloc"], s["gfp"], s["nm0"], s["nm1"],
+                s["nh"], self.sv, c["name"], c["row"], c["pid"], self.nt_keys, self.nt_vals,
+                self.name_bytes, self.name_off, self.name_kind, self.name_size, self.km_row,
+                self.ptab, self.pid_zero)
             if status == P.ST_DONE:
                 break
             if status == P.ST_NAMES:
                 raise TraceFormatError(f"{where}: more than {P.NAME_MAX_ROWS} caches or "
                                        f"1 MiB of cache names")
-            if status == P.ST_ROWS:
-                for k, a in c.items():
-                    b = np.empty(2 * len(a), a.dtype)
-                    b[:len(a)] = a
-                    c[k] = b
-            else:
-                self._pids(2 * len(self.ptab))
+            self._pids(2 * len(self.ptab))
         if ch.status == P.ST_ERROR:
             stop = ch.used
-            while ch.buf[stop] != 10:
+            while ch.text[stop] != 10:
                 stop += 1
-            text = bytes(ch.buf[ch.used:stop]).decode(errors="replace")
+            text = bytes(ch.text[ch.used:stop]).decode(errors="replace")
             raise TraceFormatError(f"{where}, line {self.lines + int(ch.sv[P.SV_BADLINE])}: "
                                    f"{P.ERR_TEXT[int(ch.sv[P.SV_ERR])]}: {text[:200]!r}")
         self.lines += int(ch.sv[P.SV_LINE])
@@ -352,62 +359,119 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
     """
     f, guess, where = _open(source)
     rd = _Reader(guess + 1024, skip_bad)
-    free: list[_Chunk] = []
-    pending: deque[tuple[_Chunk, Future | None]] = deque()
-    pool: ThreadPoolExecutor | None = None
-    cur = _Chunk(chunk)
-    rest = 0
+    pipe = _Pipeline(rd, skip_bad, where)
     try:
         with f:
-            while True:
-                buf = cur.buf
-                got = f.readinto(memoryview(buf)[rest:len(buf) - 65]) or 0
-                n = rest + got
-                if got == 0:                     # the end: a last line without its newline
-                    if n == 0:
-                        break
-                    buf[n] = 10
-                    end = n + 1
-                else:
-                    end = P.last_newline(buf, n)
-                    if end == 0:                 # a line longer than the buffer
-                        nb = np.zeros(2 * len(buf), np.uint8)
-                        nb[:n] = buf[:n]
-                        cur.buf, rest = nb, n
-                        continue
-                    if pool is None and n == len(buf) - 65:     # more than one chunk
-                        pool = ThreadPoolExecutor(2, thread_name_prefix="numslab-trace")
-                cur.end = end
-                nxt = None
-                if got:
-                    nxt = free.pop() if free else _Chunk(chunk)
-                    rest = n - end
-                    if len(nxt.buf) < len(buf):
-                        nxt.buf = np.zeros(len(buf), np.uint8)
-                    nxt.buf[:rest] = buf[end:n]
-                if pool is None:
-                    cur.scan(skip_bad)
-                    pending.append((cur, None))
-                else:
-                    pending.append((cur, pool.submit(cur.scan, skip_bad)))
-                while len(pending) > (2 if nxt is not None else 0):
-                    ch, fut = pending.popleft()
-                    if fut is not None:
-                        fut.result()
-                    rd.take(ch, where)
-                    free.append(ch)
-                if nxt is None:
-                    break
-                cur = nxt
-            while pending:
-                ch, fut = pending.popleft()
-                if fut is not None:
-                    fut.result()
-                rd.take(ch, where)
+            start = _mapped(f, chunk, pipe)
+            if start:
+                f.seek(start)
+            _buffered(f, chunk, pipe)
+        pipe.drain(0)
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        pipe.close()
     return rd.trace()
+
+
+class _Pipeline:
+    """Chunks in flight: scanned by worker threads (once there is more than one chunk),
+    appended to the :class:`_Reader` in order by the calling thread."""
+
+    def __init__(self, rd: _Reader, skip_bad: bool, where: str) -> None:
+        self.rd, self.skip_bad, self.where = rd, skip_bad, where
+        self.free: list[_Chunk] = []
+        self.pending: deque[tuple[_Chunk, Future | None]] = deque()
+        self.pool: ThreadPoolExecutor | None = None
+
+    def chunk(self, size: int) -> _Chunk:
+        """A chunk no longer in flight, or a new one."""
+        return self.free.pop() if self.free else _Chunk(size)
+
+    def submit(self, ch: _Chunk, more: bool) -> None:
+        """Scan ``ch`` (in a worker once ``more`` chunks follow); append the oldest ones
+        while more than two are in flight."""
+        if more and self.pool is None:
+            self.pool = ThreadPoolExecutor(2, thread_name_prefix="numslab-trace")
+        if self.pool is None:
+            ch.scan(self.skip_bad)
+            self.pending.append((ch, None))
+        else:
+            self.pending.append((ch, self.pool.submit(ch.scan, self.skip_bad)))
+        self.drain(2)
+
+    def drain(self, keep: int) -> None:
+        """Append scanned chunks, oldest first, until ``keep`` are in flight."""
+        while len(self.pending) > keep:
+            ch, fut = self.pending.popleft()
+            if fut is not None:
+                fut.result()
+            self.rd.take(ch, self.where)
+            ch.text = ch.buf
+            self.free.append(ch)
+
+    def close(self) -> None:
+        """Stop the workers (after their current chunk)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _mapped(f: BinaryIO, chunk: int, pipe: _Pipeline) -> int:
+    """Submit the chunks of a plain file as views of its memory mapping (no copy), but the
+    last (it needs slack after it); the offset where reading must go on (0: none mapped)."""
+    if not isinstance(f, io.BufferedReader):
+        return 0
+    try:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+        if size < 2 * chunk + 65:
+            return 0
+        text = np.frombuffer(mmap.mmap(fd, 0, access=mmap.ACCESS_READ), np.uint8)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return 0
+    start = 0
+    while start + chunk + 65 <= size:
+        end = int(P.last_newline(text[start:start + chunk], chunk))
+        if end == 0:                              # a line longer than a chunk: read on
+            break
+        ch = pipe.chunk(chunk)
+        ch.text, ch.end = text[start:], end
+        pipe.submit(ch, True)
+        start += end
+    return start
+
+
+def _buffered(f: BinaryIO, chunk: int, pipe: _Pipeline) -> None:
+    """Submit the chunks of ``f`` read from where it is, each into a chunk's own buffer."""
+    cur = pipe.chunk(chunk)
+    rest = 0
+    while True:
+        buf = cur.buf
+        got = f.readinto(memoryview(buf)[rest:len(buf) - 65]) or 0
+        n = rest + got
+        if got == 0:                         # the end: a last line without its newline
+            if n == 0:
+                return
+            buf[n] = 10
+            end = n + 1
+        else:
+            end = P.last_newline(buf, n)
+            if end == 0:                     # a line longer than the buffer
+                nb = np.zeros(2 * len(buf), np.uint8)
+                nb[:n] = buf[:n]
+                cur.buf = cur.text = nb
+                rest = n
+                continue
+        cur.end = end
+        nxt = None
+        if got:
+            nxt = pipe.chunk(chunk)
+            rest = n - end
+            if len(nxt.buf) < len(buf):
+                nxt.buf = nxt.text = np.zeros(len(buf), np.uint8)
+            nxt.buf[:rest] = buf[end:n]
+        pipe.submit(cur, pipe.pool is not None or n == len(buf) - 65)
+        if nxt is None:
+            return
+        cur = nxt
 
 
 def parse_bytes(data: bytes, skip_bad: bool = False, where: str = "trace") -> Trace:
