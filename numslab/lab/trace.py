@@ -415,25 +415,29 @@ class _Pipeline:
 
 
 def _mapped(f: BinaryIO, chunk: int, pipe: _Pipeline) -> int:
-    """Submit the chunks of a plain file as views of its memory mapping (no copy), but the
-    last (it needs slack after it); the offset where reading must go on (0: none mapped)."""
+    """Submit the chunks of a plain file as views of memory mappings of it (no copy; each
+    chunk its own mapping, unmapped once appended, so that the mapped text does not add up),
+    but the last (it needs slack after it); the offset where reading must go on (0: none)."""
     if not isinstance(f, io.BufferedReader):
         return 0
     try:
         fd = f.fileno()
         size = os.fstat(fd).st_size
-        if size < 2 * chunk + 65:
-            return 0
-        text = np.frombuffer(mmap.mmap(fd, 0, access=mmap.ACCESS_READ), np.uint8)
     except (OSError, ValueError, io.UnsupportedOperation):
         return 0
     start = 0
     while start + chunk + 65 <= size:
-        end = int(P.last_newline(text[start:start + chunk], chunk))
+        base = start - start % mmap.ALLOCATIONGRANULARITY
+        try:
+            m = mmap.mmap(fd, start + chunk + 65 - base, offset=base, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            break
+        text = np.frombuffer(m, np.uint8)[start - base:]
+        end = int(P.last_newline(text, chunk))
         if end == 0:                              # a line longer than a chunk: read on
             break
         ch = pipe.chunk(chunk)
-        ch.text, ch.end = text[start:], end
+        ch.text, ch.end = text, end
         pipe.submit(ch, True)
         start += end
     return start
