@@ -1,9 +1,10 @@
-"""The trace reader's compiled kernel: one pass over each line's bytes, into a struct of
-arrays, interning cache names and pointers (dense ids) in open-addressing tables as it goes.
+"""The trace reader's compiled kernels: a scan of each chunk's lines into a struct of arrays
+(run in parallel), then in trace order the interning of cache names and pointers (dense ids).
 
-Called on chunks of the text (:func:`parse_chunk`); the tables and counters persist from one
-chunk to the next, so a trace is read in a few MiB at a time. The byte loops index a
-``uint8`` array directly: no Python runs per line.
+:func:`scan_chunk` reads one chunk of the text and touches nothing shared, so chunks are
+scanned by worker threads; :func:`intern_rows` appends each chunk's events in order, giving
+cache rows and pointer ids from open-addressing tables that persist from one chunk to the
+next. The byte loops index a ``uint8`` array directly: no Python runs per line.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ ROW_NONE = -6         #: not an allocation or free
 
 # ---- the state vector ``sv`` -------------------------------------------------------------------
 (SV_ROWS, SV_LINE, SV_NNAMES, SV_NPIDS, SV_NAMEBYTES, SV_BADLINE, SV_ERR, SV_NCOLS) = range(8)
-# statuses of parse_chunk
+# statuses of scan_chunk and intern_rows
 ST_DONE, ST_ROWS, ST_PIDS, ST_NAMES, ST_ERROR = 0, 1, 2, 3, 4
 # error codes
 ERR_NONE, ERR_NO_TIMESTAMP, ERR_NO_CPU, ERR_FIELD, ERR_MISSING, ERR_LONG = 0, 1, 2, 3, 4, 5

@@ -1,8 +1,10 @@
 """The lab's trace reader: text of the kernel's ``kmem`` tracepoints (tracefs ``trace`` and
 ``trace_pipe``, ``trace-cmd report``, ``perf script``; plain, gz or xz) to NumPy arrays.
 
-The text is read a few MiB at a time into one reused ``uint8`` buffer and parsed by one
-compiled kernel (:func:`~numslab.lab.parse.parse_chunk`) into a struct of arrays, one row per
+The text is taken a few MiB at a time (a plain file's as views of memory mappings, other
+sources read into reused ``uint8`` buffers), each chunk scanned by compiled code
+(:func:`~numslab.lab.parse.scan_chunk`, two worker threads) and appended in order
+(:func:`~numslab.lab.parse.intern_rows`) to a struct of arrays, one row per
 event line, cache names and pointers interned on the way; no Python runs per line.
 """
 from __future__ import annotations
