@@ -212,3 +212,17 @@ def test_the_gfp_cache_gives_each_value_its_own_bits():
     lines = [LINE.replace("GFP_KERNEL|__GFP_ZERO", g) for g in order]
     tr = parse_bytes("\n".join(lines).encode())
     assert tr.gfp.tolist() == [vals[g] for g in order]
+
+
+def test_a_kmalloc_of_any_size_goes_to_the_smallest_class_that_holds_it():
+    sizes = [1, 7, 8, 9, 16, 17, 95, 96, 97, 129, 192, 193, 257, 1000, 4096, 4097, 8192, 8193]
+    lines = [LINE.replace("bytes_alloc=96", f"bytes_alloc={n}").replace(
+        "deadbeef", f"{0x1000 + i:08x}") for i, n in enumerate(sizes)]
+    tr = parse_bytes("\n".join(lines).encode())
+    classes = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
+    for k, n in enumerate(sizes):
+        if n > 8192:
+            assert tr.row[k] < 0
+            continue
+        c = next(s for s in classes if s >= n)
+        assert tr.names[tr.row[k]] == (f"kmalloc-{c // 1024}k" if c >= 1024 else f"kmalloc-{c}")

@@ -47,6 +47,8 @@ ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an eve
 #: the kmalloc size classes (bytes_alloc of a kmalloc event is one of them, or pages)
 KM_SIZES = np.array([8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192], np.int64)
 KM_MAX = 8192
+#: the kmalloc class (index into KM_SIZES) of ``1 <= nbytes <= KM_MAX``, by ``(nbytes + 7) >> 3``
+KM_CLASS = np.searchsorted(KM_SIZES, 8 * np.arange(KM_MAX // 8 + 1)).astype(np.int8)
 # gfp bits deciding the kmalloc type (numslab's values, as include/linux/gfp_types.h)
 _DMA, _RECLAIMABLE, _ACCOUNT = 0x01, 0x10, 0x400000
 ZERO_SIZE_PTR = 16
@@ -221,8 +223,8 @@ def _kmalloc_row(nbytes, gfp, km_row, name_off, name_kind, sv):
     """The row of the kmalloc cache serving a ``nbytes``-byte class under ``gfp``
     (``kmalloc_type``: DMA, then reclaimable, then accounted), added if new; -1 if full."""
     cls = 0
-    while cls < 12 and KM_SIZES[cls] < nbytes:
-        cls += 1
+    if nbytes > 0:
+        cls = KM_CLASS[(nbytes + 7) >> 3]
     t = 0
     if gfp & _DMA:
         t = 3
