@@ -233,7 +233,8 @@ class _Reader:
         self.name_size = np.zeros(P.NAME_MAX_ROWS, np.int64)
         self.km_row = np.full(64, -1, np.int32)
         self.lines = 0
-        self._pids(1 << 16)
+        # no rehash while there are at most a quarter as many pointers as rows guessed
+        self._pids(max(1 << 16, 1 << (max(rows, 1) // 2).bit_length()))
 
     def _pids(self, cap: int) -> None:
         """A pointer table of ``cap`` slots (the old one's pointers moved in)."""
