@@ -143,3 +143,86 @@ def test_a_malformed_line_is_an_error_naming_it_unless_skipped(bad):
 def test_a_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(TraceFormatError, match="cannot read trace"):
         read_trace(tmp_path / "nope.txt")
+
+
+def _same(a, b) -> None:
+    """Two parses are identical, column by column."""
+    for k in ("kind", "line", "cpu", "ts", "ptr", "name", "bytes_req", "bytes_alloc", "gfp",
+              "node", "row", "pid", "sizes", "kmalloc"):
+        assert np.array_equal(getattr(a, k), getattr(b, k)), k
+    assert a.names == b.names and a.npid == b.npid
+
+
+@pytest.mark.parametrize("chunk", [4096, 65536])
+def test_small_chunks_through_the_threads_read_the_same(tmp_path, chunk):
+    # many chunks: scanned by the worker threads, from a file's mapping or from a stream
+    raw = text("git_tar").encode()
+    ref = parse_bytes(raw)
+    assert len(raw) > 8 * chunk
+    (tmp_path / "t.txt").write_bytes(raw)
+    (tmp_path / "t.gz").write_bytes(gzip.compress(raw))
+    _same(read_trace(tmp_path / "t.txt", chunk=chunk), ref)
+    _same(read_trace(tmp_path / "t.gz", chunk=chunk), ref)
+    _same(read_trace(io.BytesIO(raw), chunk=chunk), ref)
+
+
+def test_a_line_longer_than_a_chunk_in_a_mapped_file(tmp_path):
+    lines = text("net").split("\n")
+    lines.insert(len(lines) // 2, "# " + "x" * 20000)
+    raw = "\n".join(lines).encode()
+    (tmp_path / "t.txt").write_bytes(raw)
+    _same(read_trace(tmp_path / "t.txt", chunk=4096), parse_bytes(raw))
+
+
+def test_a_malformed_line_in_a_later_chunk_is_named_by_its_line(tmp_path):
+    lines = ["# header"] + [LINE] * 3000
+    lines[2500] = "  bash-1 [001] ..... 10.000001: kmalloc: ptr=1 bytes_alloc=9x"
+    raw = "\n".join(lines).encode()
+    (tmp_path / "t.txt").write_bytes(raw)
+    for src in (tmp_path / "t.txt", io.BytesIO(raw)):
+        with pytest.raises(TraceFormatError, match=r"line 2501\b"):
+            read_trace(src, chunk=4096)
+    tr = read_trace(tmp_path / "t.txt", chunk=4096, skip_bad=True)
+    assert tr.line[2499] == 2501 and tr.kind[2499] == EV_BAD
+    assert (np.delete(tr.kind, 2499) == EV_KMALLOC).all() and tr.line[-1] == 3001
+
+
+def test_crlf_lines_and_carriage_returns_inside_a_value():
+    rows = [LINE,
+            "  a-1 [000] ..... 10.000005: kmem_cache_alloc: call_site=g ptr=0x20 "
+            "name=dentry bytes_req=192 bytes_alloc=192 gfp_flags=GFP_NOFS|__GFP_ZERO",
+            "  a-1 [000] ..... 10.000006: kmem_cache_free: call_site=g ptr=0x20 name=dentry"]
+    lf = parse_bytes("\n".join(rows * 50).encode())
+    _same(parse_bytes("\r\n".join(rows * 50).encode()), lf)
+    # a value ends at a carriage return, as at a space
+    odd = [r.replace("GFP_NOFS|__GFP_ZERO", "GFP_NOFS\r|__GFP_ZERO").replace(
+        "name=dentry", "name=dentry\rxyz") for r in rows]
+    tr = parse_bytes("\n".join(odd).encode())
+    assert tr.names == ["kmalloc-96", "dentry"] and tr.gfp[1] == F.GFP_NOFS
+    assert tr.gfp[0] == F.GFP_KERNEL | F.__GFP_ZERO
+
+
+def test_the_gfp_cache_gives_each_value_its_own_bits():
+    vals = {"GFP_KERNEL": F.GFP_KERNEL, "GFP_KERNEL|__GFP_ZERO": F.GFP_KERNEL | F.__GFP_ZERO,
+            "GFP_NOWAIT|__GFP_NOWARN": F.GFP_NOWAIT | F.__GFP_NOWARN,
+            "__GFP_ZERO|GFP_KERNEL": F.GFP_KERNEL | F.__GFP_ZERO, "GFP_ATOMIC": F.GFP_ATOMIC,
+            "GFP_KERNEL_ACCOUNT|__GFP_ZERO|__GFP_NOWARN":
+                F.GFP_KERNEL | F.__GFP_ACCOUNT | F.__GFP_ZERO | F.__GFP_NOWARN}
+    order = [list(vals)[i % len(vals)] for i in range(0, 7 * 300, 7)]
+    lines = [LINE.replace("GFP_KERNEL|__GFP_ZERO", g) for g in order]
+    tr = parse_bytes("\n".join(lines).encode())
+    assert tr.gfp.tolist() == [vals[g] for g in order]
+
+
+def test_a_kmalloc_of_any_size_goes_to_the_smallest_class_that_holds_it():
+    sizes = [1, 7, 8, 9, 16, 17, 95, 96, 97, 129, 192, 193, 257, 1000, 4096, 4097, 8192, 8193]
+    lines = [LINE.replace("bytes_alloc=96", f"bytes_alloc={n}").replace(
+        "deadbeef", f"{0x1000 + i:08x}") for i, n in enumerate(sizes)]
+    tr = parse_bytes("\n".join(lines).encode())
+    classes = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
+    for k, n in enumerate(sizes):
+        if n > 8192:
+            assert tr.row[k] < 0
+            continue
+        c = next(s for s in classes if s >= n)
+        assert tr.names[tr.row[k]] == (f"kmalloc-{c // 1024}k" if c >= 1024 else f"kmalloc-{c}")

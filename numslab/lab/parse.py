@@ -1,15 +1,20 @@
-"""The trace reader's compiled kernel: one pass over each line's bytes, into a struct of
-arrays, interning cache names and pointers (dense ids) in open-addressing tables as it goes.
+"""The trace reader's compiled kernels: a scan of each chunk's lines into a struct of arrays
+(run in parallel), then in trace order the interning of cache names and pointers (dense ids).
 
-Called on chunks of the text (:func:`parse_chunk`); the tables and counters persist from one
-chunk to the next, so a trace is read in a few MiB at a time. The byte loops index a
-``uint8`` array directly: no Python runs per line.
+:func:`scan_chunk` reads one chunk of the text and touches nothing shared, so chunks are
+scanned by worker threads; :func:`intern_rows` appends each chunk's events in order, giving
+cache rows and pointer ids from open-addressing tables that persist from one chunk to the
+next. The byte loops index a ``uint8`` array directly: no Python runs per line.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
 from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.extending import intrinsic
 
 # ---- event kinds (one per parsed line) ---------------------------------------------------------
 EV_CACHE_ALLOC = 0   #: kmem_cache_alloc (and the old kmem_cache_alloc_node)
@@ -30,7 +35,7 @@ ROW_NONE = -6         #: not an allocation or free
 
 # ---- the state vector ``sv`` -------------------------------------------------------------------
 (SV_ROWS, SV_LINE, SV_NNAMES, SV_NPIDS, SV_NAMEBYTES, SV_BADLINE, SV_ERR, SV_NCOLS) = range(8)
-# statuses of parse_chunk
+# statuses of scan_chunk and intern_rows
 ST_DONE, ST_ROWS, ST_PIDS, ST_NAMES, ST_ERROR = 0, 1, 2, 3, 4
 # error codes
 ERR_NONE, ERR_NO_TIMESTAMP, ERR_NO_CPU, ERR_FIELD, ERR_MISSING, ERR_LONG = 0, 1, 2, 3, 4, 5
@@ -42,6 +47,8 @@ ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an eve
 #: the kmalloc size classes (bytes_alloc of a kmalloc event is one of them, or pages)
 KM_SIZES = np.array([8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192], np.int64)
 KM_MAX = 8192
+#: the kmalloc class (index into KM_SIZES) of ``1 <= nbytes <= KM_MAX``, by ``(nbytes + 7) >> 3``
+KM_CLASS = np.searchsorted(KM_SIZES, 8 * np.arange(KM_MAX // 8 + 1)).astype(np.int8)
 # gfp bits deciding the kmalloc type (numslab's values, as include/linux/gfp_types.h)
 _DMA, _RECLAIMABLE, _ACCOUNT = 0x01, 0x10, 0x400000
 ZERO_SIZE_PTR = 16
@@ -51,6 +58,77 @@ HEX[48:58] = np.arange(10)
 HEX[97:103] = np.arange(10, 16)
 HEX[65:71] = np.arange(10, 16)
 NAME_MAX_ROWS = 4096
+#: rows ahead whose pointer-table slot :func:`intern_rows` prefetches
+PREFETCH = 8
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Hint the CPU to load the cache line of ``arr[idx]`` (``llvm.prefetch``, for reading,
+    high locality); no effect on results. ``arr`` a 1-d C-contiguous array."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]],
+                                       wraparound=False, boundscheck=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.none(arr, idx), codegen
+
+
+@intrinsic
+def load8(typingctx, arr, idx):
+    """The 8 bytes ``arr[idx:idx + 8]`` of a 1-d C-contiguous uint8 array as one
+    little-endian uint64 (an unaligned load; no bounds check: the caller keeps slack)."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]],
+                                       wraparound=False, boundscheck=False)
+        i64 = ir.IntType(64)
+        val = builder.load(builder.bitcast(ptr, i64.as_pointer()), align=1)
+        return val
+    return types.uint64(arr, idx), codegen
+
+
+_LO = np.uint64(0x0101010101010101)
+_HI = np.uint64(0x8080808080808080)
+_CR = np.uint64(0x0D0D0D0D0D0D0D0D)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+#: slots of a chunk's cache of whole symbolic ``gfp_flags`` values
+GFP_CACHE = 256
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _word_hash(buf, a, b):
+    """A 64-bit hash of ``buf[a:b]`` taken 8 bytes at a time (never 0), and whether the
+    span holds a carriage return (then the caller takes the bytes one by one)."""
+    h = np.uint64(b - a) * _MIX
+    cr = np.uint64(0)
+    i = a
+    while i < b:
+        w = load8(buf, i)
+        if b - i < 8:
+            w &= (np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1)
+            x = w ^ _CR
+            x |= ~((np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1)) & _LO
+        else:
+            x = w ^ _CR
+        cr |= (x - _LO) & ~x & _HI
+        h = (h ^ w) * _MIX
+        h ^= h >> np.uint64(29)
+        i += 8
+    if h == 0:
+        h = np.uint64(1)
+    return h, cr != 0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -145,8 +223,8 @@ def _kmalloc_row(nbytes, gfp, km_row, name_off, name_kind, sv):
     """The row of the kmalloc cache serving a ``nbytes``-byte class under ``gfp``
     (``kmalloc_type``: DMA, then reclaimable, then accounted), added if new; -1 if full."""
     cls = 0
-    while cls < 12 and KM_SIZES[cls] < nbytes:
-        cls += 1
+    if nbytes > 0:
+        cls = KM_CLASS[(nbytes + 7) >> 3]
     t = 0
     if gfp & _DMA:
         t = 3
@@ -250,17 +328,21 @@ def _next_clear(bm, q):
 
 
 @numba.njit(cache=True, nogil=True)
-def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, name, req,
-                alloc, gfp, node, row, pid, nt_keys, nt_vals, name_bytes, name_off, name_kind,
-                name_size, km_row, ptab, pid_zero, sp, dl):
-    """Parse the lines of ``buf[:n]`` (``buf[n - 1]`` must be a newline, so that no scan
-    inside a line needs a bound; ``sp``, ``dl`` its :func:`bitmaps`) into the row
-    arrays from row ``sv[SV_ROWS]``; returns ``(consumed bytes, status)``: ``ST_DONE``, or
-    ``ST_ROWS``/``ST_PIDS``/``ST_NAMES`` (grow that and call again on the rest), or
-    ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its ``ERR_*``)."""
+def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line, cpu, ts, ptr,
+               req, alloc, gfp, node, nm0s, nm1s, nhs, sp, dl):
+    """Stage one (no shared state: chunks are scanned in parallel): parse the lines of
+    ``buf[:n]`` (``buf[n - 1]`` must be a newline, so that no scan inside a line needs a
+    bound; ``sp``, ``dl`` its :func:`bitmaps`) into the chunk's row arrays from row
+    ``sv[SV_ROWS]``, line numbers counted from ``sv[SV_LINE]``, each kmem event's ``name=``
+    as its span ``nm0s:nm1s`` (int32, -1: none) in ``buf`` and hash ``nhs`` (uint64);
+    whole symbolic ``gfp_flags`` values are cached by hash in ``gc_keys``, ``gc_vals``
+    (uint64[GFP_CACHE], int64[GFP_CACHE], the chunk's own; zeros: empty);
+    :func:`intern_rows` then gives the cache rows and pointer ids. Returns ``(consumed
+    bytes, status)``: ``ST_DONE``, ``ST_ROWS`` (grow the arrays and call again on the
+    rest), or ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its
+    ``ERR_*``)."""
     pos = 0
     cap = kind.shape[0]
-    ptcap = ptab.shape[0] >> 1
     nrows = sv[SV_ROWS]
     nline = sv[SV_LINE]
     while pos < n:
@@ -268,10 +350,6 @@ def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, na
             sv[SV_ROWS] = nrows
             sv[SV_LINE] = nline
             return pos, ST_ROWS
-        if 2 * (sv[SV_NPIDS] + 1) >= ptcap:
-            sv[SV_ROWS] = nrows
-            sv[SV_LINE] = nline
-            return pos, ST_PIDS
         r = nrows
         q = _next_clear(sp, pos)
         c0 = buf[q]
@@ -289,13 +367,10 @@ def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, na
         cpu[r] = -1
         ts[r] = 0.0
         ptr[r] = 0
-        name[r] = -1
         req[r] = -1
         alloc[r] = -1
         gfp[r] = 0
         node[r] = -1
-        row[r] = ROW_NONE
-        pid[r] = -1
         err = ERR_NONE
         ev = EV_OTHER
         nm0 = -1
@@ -405,29 +480,39 @@ def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, na
                 elif ch == 110 and buf[q + 1] == 97 and buf[q + 4] == 61:         # name=
                     q += 5
                     nm0 = q
-                    h = np.uint64(0xcbf29ce484222325)
-                    while True:
-                        t = buf[q]
-                        if t == 32 or t == 10 or t == 13:
-                            break
-                        h = (h ^ np.uint64(t)) * np.uint64(0x100000001b3)
-                        q += 1
+                    q = _next_set(dl, q)
+                    nh, cr = _word_hash(buf, nm0, q)
+                    if cr:                                 # the name ends at a CR
+                        q = nm0
+                        while buf[q] != 13:
+                            q += 1
+                        nh, cr = _word_hash(buf, nm0, q)
                     nm1 = q
-                    nh = h if h != 0 else np.uint64(1)
                 elif ch == 103 and buf[q + 3] == 95 and buf[q + 9] == 61 \
                         and not 48 <= buf[q + 10] <= 57:                          # gfp_flags=
                     q += 10
-                    v2 = 0
-                    s0 = q
-                    while True:
-                        t = buf[q]
-                        if t == 124 or t == 32 or t == 10 or t == 13:
-                            if q > s0:
-                                v2 |= _gfp_lookup(gkeys, gvals, _fnv(buf, s0, q))
-                            if t != 124:
-                                break
-                            s0 = q + 1
-                        q += 1
+                    g0 = q
+                    ge = _next_set(dl, q)
+                    gh, cr = _word_hash(buf, g0, ge)
+                    gs = np.int64(gh >> np.uint64(56)) & (GFP_CACHE - 1)
+                    if not cr and gc_keys[gs] == gh:                  # seen in this chunk
+                        v2 = gc_vals[gs]
+                        q = ge
+                    else:                                              # flag by flag
+                        v2 = 0
+                        s0 = q
+                        while True:
+                            t = buf[q]
+                            if t == 124 or t == 32 or t == 10 or t == 13:
+                                if q > s0:
+                                    v2 |= _gfp_lookup(gkeys, gvals, _fnv(buf, s0, q))
+                                if t != 124:
+                                    break
+                                s0 = q + 1
+                            q += 1
+                        if not cr:
+                            gc_keys[gs] = gh
+                            gc_vals[gs] = v2
                     gfp[r] = v2
                 else:
                     which = 0
@@ -500,35 +585,78 @@ def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, na
                 return pos, ST_ERROR
             ev = EV_BAD
         kind[r] = ev
+        nm0s[r] = nm0
+        nm1s[r] = nm1
+        nhs[r] = nh
+        nrows = r + 1
+        nline = ln
+        pos = q + 1
+    sv[SV_ROWS] = nrows
+    sv[SV_LINE] = nline
+    return pos, ST_DONE
+
+
+@numba.njit(cache=True, nogil=True)
+def intern_rows(buf, i0, m, ckind, cptr, calloc, cgfp, nm0s, nm1s, nhs, sv, name, row, pid,
+                nt_keys, nt_vals, name_bytes, name_off, name_kind, name_size, km_row, ptab,
+                pid_zero):
+    """Stage two (in trace order, one chunk after another): for rows ``i0:m`` of a chunk
+    :func:`scan_chunk` filled from ``buf`` (its other columns copied by the caller), the
+    trace's ``name``, ``row`` and ``pid`` from row ``sv[SV_ROWS]``: each event's cache row
+    (names and kmalloc classes interned in order of first appearance) and dense pointer id
+    (the pointer table's home slots prefetched a few rows ahead). Returns ``(next chunk
+    row, status)``: ``ST_DONE``, or ``ST_ROWS``/``ST_PIDS`` (grow that and call again from
+    there), ``ST_NAMES`` (the name table is full)."""
+    cap = name.shape[0]
+    ptcap = ptab.shape[0] >> 1
+    pmask = ptcap - 1
+    r = sv[SV_ROWS]
+    for i in range(i0, m):
+        if r >= cap:
+            sv[SV_ROWS] = r
+            return i, ST_ROWS
+        if 2 * (sv[SV_NPIDS] + 1) >= ptcap:
+            sv[SV_ROWS] = r
+            return i, ST_PIDS
+        if i + PREFETCH < m:
+            pf = cptr[i + PREFETCH]
+            if pf != 0:
+                prefetch(ptab, 2 * _slot(pf, pmask))
+        ev = ckind[i]
+        p = cptr[i]
+        ba = calloc[i]
+        g = cgfp[i]
+        name[r] = -1
+        row[r] = ROW_NONE
+        pid[r] = -1
         if ev <= EV_CACHE_FREE:
             nr = -1
+            nm0 = nm0s[i]
             if nm0 >= 0:
-                nr = _name_row(buf, nm0, nm1, nh, nt_keys, nt_vals, name_bytes, name_off,
-                               name_kind, sv)
+                nr = _name_row(buf, nm0, nm1s[i], nhs[i], nt_keys, nt_vals, name_bytes,
+                               name_off, name_kind, sv)
                 if nr < 0:
-                    sv[SV_ROWS] = nrows
-                    sv[SV_LINE] = nline
-                    return pos, ST_NAMES
+                    sv[SV_ROWS] = r
+                    return i, ST_NAMES
                 name[r] = nr
-            p = ptr[r]
+            d = np.int64(-1)
             if p != 0:
-                pid[r] = pid_insert(ptab, p, sv)
-            ba = alloc[r]
+                d = pid_insert(ptab, p, sv)
+                pid[r] = d
             if ev == EV_CACHE_ALLOC or ev == EV_KMALLOC:
                 if p == 0:
                     row[r] = ROW_FAILED
                 elif ev == EV_KMALLOC:
                     if ba == 0:
                         row[r] = ROW_ZERO
-                        pid_zero[pid[r]] = 1
+                        pid_zero[d] = 1
                     elif ba > KM_MAX:
                         row[r] = ROW_LARGE
                     else:
-                        kr = _kmalloc_row(ba, gfp[r], km_row, name_off, name_kind, sv)
+                        kr = _kmalloc_row(ba, g, km_row, name_off, name_kind, sv)
                         if kr < 0:
-                            sv[SV_ROWS] = nrows
-                            sv[SV_LINE] = nline
-                            return pos, ST_NAMES
+                            sv[SV_ROWS] = r
+                            return i, ST_NAMES
                         row[r] = kr
                 else:
                     row[r] = nr
@@ -537,16 +665,13 @@ def parse_chunk(buf, n, skip_bad, gkeys, gvals, sv, kind, line, cpu, ts, ptr, na
             else:
                 if p == 0:
                     row[r] = ROW_NULL
-                elif p == ZERO_SIZE_PTR or pid_zero[pid[r]]:
+                elif p == ZERO_SIZE_PTR or pid_zero[d]:
                     row[r] = ROW_ZERO_PTR
                 else:
                     row[r] = 0
-        nrows = r + 1
-        nline = ln
-        pos = q + 1
-    sv[SV_ROWS] = nrows
-    sv[SV_LINE] = nline
-    return pos, ST_DONE
+        r += 1
+    sv[SV_ROWS] = r
+    return m, ST_DONE
 
 
 @numba.njit(cache=True, nogil=True)

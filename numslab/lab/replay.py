@@ -272,9 +272,15 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     t0 = time.perf_counter()
     tr = p.trace
     sa, cids, osize, source = _build(p, cfg, snapshot, mem)
-    cpu = (tr.cpu.astype(np.int64) % cfg.cpus).astype(np.int32)
-    cpu[tr.cpu < 0] = 0
-    node = np.where(tr.node >= 0, tr.node % cfg.nodes, -1).astype(np.int32)
+    if len(tr) and int(tr.cpu.max()) >= cfg.cpus:
+        cpu = (tr.cpu.astype(np.int64) % cfg.cpus).astype(np.int32)
+        cpu[tr.cpu < 0] = 0
+    else:                                       # every traced CPU is a simulated one
+        cpu = np.maximum(tr.cpu, 0)
+    if cfg.nodes == 1:
+        node = np.where(tr.node >= 0, np.int32(0), np.int32(-1))
+    else:
+        node = np.where(tr.node >= 0, tr.node % cfg.nodes, -1).astype(np.int32)
     npid = max(p.npid, 1)
     addr = np.zeros(npid, np.int64)
     owner = np.zeros(npid, np.int32)

@@ -1,8 +1,10 @@
 """The lab's trace reader: text of the kernel's ``kmem`` tracepoints (tracefs ``trace`` and
 ``trace_pipe``, ``trace-cmd report``, ``perf script``; plain, gz or xz) to NumPy arrays.
 
-The text is read a few MiB at a time into one reused ``uint8`` buffer and parsed by one
-compiled kernel (:func:`~numslab.lab.parse.parse_chunk`) into a struct of arrays, one row per
+The text is taken a few MiB at a time (a plain file's as views of memory mappings, other
+sources read into reused ``uint8`` buffers), each chunk scanned by compiled code
+(:func:`~numslab.lab.parse.scan_chunk`, two worker threads) and appended in order
+(:func:`~numslab.lab.parse.intern_rows`) to a struct of arrays, one row per
 event line, cache names and pointers interned on the way; no Python runs per line.
 """
 from __future__ import annotations
@@ -10,8 +12,12 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+import mmap
+import os
 import re
 import sys
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -155,8 +161,61 @@ def _km_size(name: str) -> int:
     return v if v in P.KM_SIZES else 0
 
 
+class _Chunk:
+    """One chunk of text in flight: its buffer (with 65 bytes of slack), bitmaps, and the rows
+    :func:`~numslab.lab.parse.scan_chunk` made of it (stage one, run by a worker thread)."""
+
+    COLS = (("kind", np.int8), ("line", np.int32), ("cpu", np.int32), ("ts", np.float64),
+            ("ptr", np.uint64), ("req", np.int32), ("alloc", np.int32), ("gfp", np.int32),
+            ("node", np.int32), ("nm0", np.int32), ("nm1", np.int32), ("nh", np.uint64))
+
+    def __init__(self, size: int) -> None:
+        self.buf = np.zeros(size + 65, np.uint8)
+        self.text = self.buf                    # what is scanned: buf or a view of a mapping
+        self.cols = {k: np.empty(size // 128 + 1024, t) for k, t in self.COLS}
+        self.sp = self.dl = np.zeros(0, np.uint64)
+        self.sv = np.zeros(P.SV_NCOLS, np.int64)
+        self.gc_keys = np.zeros(P.GFP_CACHE, np.uint64)
+        self.gc_vals = np.zeros(P.GFP_CACHE, np.int64)
+        self.end = self.used = self.status = 0
+
+    def scan(self, skip_bad: bool) -> None:
+        """Parse ``text[:end]`` (``sv``: rows, lines; ``used``: bytes parsed; ``status``:
+        ``ST_DONE`` or ``ST_ERROR``). Touches nothing outside this chunk."""
+        self.sv[:] = 0
+        start = 0
+        while True:
+            n = self.end - start
+            words = n // 64 + 2
+            if len(self.sp) < words:
+                self.sp = np.zeros(words + 1024, np.uint64)
+                self.dl = np.zeros(words + 1024, np.uint64)
+            buf = self.text[start:]
+            P.bitmaps(buf, n, self.sp, self.dl)
+            r0 = int(self.sv[P.SV_ROWS])
+            c = self.cols
+            used, status = P.scan_chunk(buf, n, skip_bad, GFP_HASH, GFP_VALUE, self.gc_keys,
+                                        self.gc_vals, self.sv,
+                                        c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"],
+                                        c["req"], c["alloc"], c["gfp"], c["node"], c["nm0"],
+                                        c["nm1"], c["nh"], self.sp, self.dl)
+            if start:                           # name spans from the buffer's start
+                r1 = int(self.sv[P.SV_ROWS])
+                for k in ("nm0", "nm1"):
+                    seg = c[k][r0:r1]
+                    seg[seg >= 0] += start
+            start += used
+            if status != P.ST_ROWS:
+                self.used, self.status = start, status
+                return
+            for k, a in c.items():
+                b = np.empty(2 * len(a), a.dtype)
+                b[:len(a)] = a
+                c[k] = b
+
+
 class _Reader:
-    """The arrays and tables of one parse, grown as needed between chunks."""
+    """The arrays and tables of one parse (stage two, in trace order), grown as needed."""
 
     COLS = (("kind", np.int8), ("line", np.int32), ("cpu", np.int32), ("ts", np.float64),
             ("ptr", np.uint64), ("name", np.int32), ("req", np.int32), ("alloc", np.int32),
@@ -173,8 +232,9 @@ class _Reader:
         self.name_kind = np.zeros(P.NAME_MAX_ROWS, np.int32)
         self.name_size = np.zeros(P.NAME_MAX_ROWS, np.int64)
         self.km_row = np.full(64, -1, np.int32)
-        self.sp = self.dl = np.zeros(0, np.uint64)
-        self._pids(1 << 16)
+        self.lines = 0
+        # no rehash while there are at most a quarter as many pointers as rows guessed
+        self._pids(max(1 << 16, 1 << (max(rows, 1) // 2).bit_length()))
 
     def _pids(self, cap: int) -> None:
         """A pointer table of ``cap`` slots (the old one's pointers moved in)."""
@@ -185,29 +245,39 @@ class _Reader:
             zero[:len(self.pid_zero)] = self.pid_zero
         self.ptab, self.pid_zero = table, zero
 
-    def feed(self, buf: np.ndarray, n: int) -> tuple[int, int]:
-        """Parse ``buf[:n]`` (ending in a newline); (bytes consumed, status)."""
-        c = self.cols
-        words = n // 64 + 2
-        if len(self.sp) < words:
-            self.sp, self.dl = np.zeros(2 * words, np.uint64), np.zeros(2 * words, np.uint64)
-        P.bitmaps(buf, n, self.sp, self.dl)
-        return P.parse_chunk(buf, n, self.skip_bad, GFP_HASH, GFP_VALUE, self.sv,
-                             c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"], c["name"],
-                             c["req"], c["alloc"], c["gfp"], c["node"], c["row"], c["pid"],
-                             self.nt_keys, self.nt_vals, self.name_bytes, self.name_off,
-                             self.name_kind, self.name_size, self.km_row, self.ptab,
-                             self.pid_zero, self.sp, self.dl)
-
-    def grow(self, status: int) -> None:
-        """Make room after a ``ST_ROWS``/``ST_PIDS`` status."""
-        if status == P.ST_ROWS:
-            for k, a in self.cols.items():
+    def take(self, ch: _Chunk, where: str) -> None:
+        """Append a scanned chunk's rows (interning names and pointers); raise its error."""
+        i, m = 0, int(ch.sv[P.SV_ROWS])
+        c, s = self.cols, ch.cols
+        r0 = int(self.sv[P.SV_ROWS])
+        while r0 + m > len(c["kind"]):
+            for k, a in c.items():
                 b = np.empty(2 * len(a), a.dtype)
                 b[:len(a)] = a
-                self.cols[k] = b
-        elif status == P.ST_PIDS:
+                c[k] = b
+        for k in ("kind", "cpu", "ts", "ptr", "req", "alloc", "gfp", "node"):
+            c[k][r0:r0 + m] = s[k][:m]
+        np.add(s["line"][:m], self.lines, out=c["line"][r0:r0 + m])
+        while True:
+            i, status = P.intern_rows(
+                ch.text, i, m, s["kind"], s["ptr"], s["alloc"], s["gfp"], s["nm0"], s["nm1"],
+                s["nh"], self.sv, c["name"], c["row"], c["pid"], self.nt_keys, self.nt_vals,
+                self.name_bytes, self.name_off, self.name_kind, self.name_size, self.km_row,
+                self.ptab, self.pid_zero)
+            if status == P.ST_DONE:
+                break
+            if status == P.ST_NAMES:
+                raise TraceFormatError(f"{where}: more than {P.NAME_MAX_ROWS} caches or "
+                                       f"1 MiB of cache names")
             self._pids(2 * len(self.ptab))
+        if ch.status == P.ST_ERROR:
+            stop = ch.used
+            while ch.text[stop] != 10:
+                stop += 1
+            text = bytes(ch.text[ch.used:stop]).decode(errors="replace")
+            raise TraceFormatError(f"{where}, line {self.lines + int(ch.sv[P.SV_BADLINE])}: "
+                                   f"{P.ERR_TEXT[int(ch.sv[P.SV_ERR])]}: {text[:200]!r}")
+        self.lines += int(ch.sv[P.SV_LINE])
 
     def trace(self) -> Trace:
         """The parsed :class:`Trace`."""
@@ -278,6 +348,12 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
     """Read and parse a trace: a path (plain, gz or xz, told by its first bytes), ``"-"``
     for standard input, a binary file object or bytes; read ``chunk`` bytes at a time.
 
+    When the text is longer than one chunk, two worker threads scan chunks (stage one,
+    :func:`~numslab.lab.parse.scan_chunk`, no shared state) while this thread reads the
+    next and appends the scanned ones in order (stage two,
+    :func:`~numslab.lab.parse.intern_rows`: names and pointers interned in order of first
+    appearance); the compiled code releases the GIL. The result does not depend on it.
+
     Raises
     ------
     TraceFormatError
@@ -286,47 +362,123 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
     """
     f, guess, where = _open(source)
     rd = _Reader(guess + 1024, skip_bad)
-    buf = np.zeros(chunk + 65, np.uint8)        # room for a last newline, and slack
-    rest = 0
-    with f:
-        while True:
-            got = f.readinto(memoryview(buf)[rest:len(buf) - 65]) or 0
-            n = rest + got
-            if got == 0:                         # the end: a last line without its newline
-                if n == 0:
-                    break
-                buf[n] = 10
-                end = n + 1
-            else:
-                end = P.last_newline(buf, n)
-                if end == 0:                     # a line longer than the buffer
-                    nb = np.zeros(2 * len(buf), np.uint8)
-                    nb[:n] = buf[:n]
-                    buf, rest = nb, n
-                    continue
-            start = 0
-            while True:
-                used, status = rd.feed(buf[start:], end - start)
-                start += used
-                if status == P.ST_DONE:
-                    break
-                if status == P.ST_ERROR:
-                    stop = start
-                    while buf[stop] != 10:
-                        stop += 1
-                    text = bytes(buf[start:stop]).decode(errors="replace")
-                    raise TraceFormatError(f"{where}, line {int(rd.sv[P.SV_BADLINE])}: "
-                                           f"{P.ERR_TEXT[int(rd.sv[P.SV_ERR])]}: "
-                                           f"{text[:200]!r}")
-                if status == P.ST_NAMES:
-                    raise TraceFormatError(f"{where}: more than {P.NAME_MAX_ROWS} caches or "
-                                           f"1 MiB of cache names")
-                rd.grow(status)
-            if got == 0:
-                break
-            rest = n - end
-            buf[:rest] = buf[end:n].copy()
+    pipe = _Pipeline(rd, skip_bad, where)
+    try:
+        with f:
+            start = _mapped(f, chunk, pipe)
+            if start:
+                f.seek(start)
+            _buffered(f, chunk, pipe)
+        pipe.drain(0)
+    finally:
+        pipe.close()
     return rd.trace()
+
+
+class _Pipeline:
+    """Chunks in flight: scanned by worker threads (once there is more than one chunk),
+    appended to the :class:`_Reader` in order by the calling thread."""
+
+    def __init__(self, rd: _Reader, skip_bad: bool, where: str) -> None:
+        self.rd, self.skip_bad, self.where = rd, skip_bad, where
+        self.free: list[_Chunk] = []
+        self.pending: deque[tuple[_Chunk, Future | None]] = deque()
+        self.pool: ThreadPoolExecutor | None = None
+
+    def chunk(self, size: int) -> _Chunk:
+        """A chunk no longer in flight, or a new one."""
+        return self.free.pop() if self.free else _Chunk(size)
+
+    def submit(self, ch: _Chunk, more: bool) -> None:
+        """Scan ``ch`` (in a worker once ``more`` chunks follow); append the oldest ones
+        while more than two are in flight."""
+        if more and self.pool is None:
+            self.pool = ThreadPoolExecutor(2, thread_name_prefix="numslab-trace")
+        if self.pool is None:
+            ch.scan(self.skip_bad)
+            self.pending.append((ch, None))
+        else:
+            self.pending.append((ch, self.pool.submit(ch.scan, self.skip_bad)))
+        self.drain(2)
+
+    def drain(self, keep: int) -> None:
+        """Append scanned chunks, oldest first, until ``keep`` are in flight."""
+        while len(self.pending) > keep:
+            ch, fut = self.pending.popleft()
+            if fut is not None:
+                fut.result()
+            self.rd.take(ch, self.where)
+            ch.text = ch.buf
+            self.free.append(ch)
+
+    def close(self) -> None:
+        """Stop the workers (after their current chunk)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _mapped(f: BinaryIO, chunk: int, pipe: _Pipeline) -> int:
+    """Submit the chunks of a plain file as views of memory mappings of it (no copy; each
+    chunk its own mapping, unmapped once appended, so that the mapped text does not add up),
+    but the last (it needs slack after it); the offset where reading must go on (0: none)."""
+    if not isinstance(f, io.BufferedReader):
+        return 0
+    try:
+        fd = f.fileno()
+        size = os.fstat(fd).st_size
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return 0
+    start = 0
+    while start + chunk + 65 <= size:
+        base = start - start % mmap.ALLOCATIONGRANULARITY
+        try:
+            m = mmap.mmap(fd, start + chunk + 65 - base, offset=base, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            break
+        text = np.frombuffer(m, np.uint8)[start - base:]
+        end = int(P.last_newline(text, chunk))
+        if end == 0:                              # a line longer than a chunk: read on
+            break
+        ch = pipe.chunk(chunk)
+        ch.text, ch.end = text, end
+        pipe.submit(ch, True)
+        start += end
+    return start
+
+
+def _buffered(f: BinaryIO, chunk: int, pipe: _Pipeline) -> None:
+    """Submit the chunks of ``f`` read from where it is, each into a chunk's own buffer."""
+    cur = pipe.chunk(chunk)
+    rest = 0
+    while True:
+        buf = cur.buf
+        got = f.readinto(memoryview(buf)[rest:len(buf) - 65]) or 0
+        n = rest + got
+        if got == 0:                         # the end: a last line without its newline
+            if n == 0:
+                return
+            buf[n] = 10
+            end = n + 1
+        else:
+            end = P.last_newline(buf, n)
+            if end == 0:                     # a line longer than the buffer
+                nb = np.zeros(2 * len(buf), np.uint8)
+                nb[:n] = buf[:n]
+                cur.buf = cur.text = nb
+                rest = n
+                continue
+        cur.end = end
+        nxt = None
+        if got:
+            nxt = pipe.chunk(chunk)
+            rest = n - end
+            if len(nxt.buf) < len(buf):
+                nxt.buf = nxt.text = np.zeros(len(buf), np.uint8)
+            nxt.buf[:rest] = buf[end:n]
+        pipe.submit(cur, pipe.pool is not None or n == len(buf) - 65)
+        if nxt is None:
+            return
+        cur = nxt
 
 
 def parse_bytes(data: bytes, skip_bad: bool = False, where: str = "trace") -> Trace:
