@@ -3,14 +3,14 @@ which walks every slab and list and checks the invariants written in ARCHITECTUR
 from __future__ import annotations
 
 from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL,
-                     C_SLAB, C_SPARE, CA_ACTIVE, CA_FP_KEY, CA_OFFSET, CA_RECIP, CA_SIZE,
-                     CA_RED_LEFT,
-                     CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, N_BARN_EMPTY, N_BARN_FULL,
+                     C_SLAB, C_SPARE, CA_ACTIVE, CA_FLAGS, CA_FP_KEY, CA_OFFSET, CA_RECIP,
+                     CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, N_BARN_EMPTY, N_BARN_FULL,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS,
                      NIL, NR_ORDERS, P_COUNT, P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL,
                      PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_SLAB, PG_TAIL,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _geo,
                      _node_row, _slab_nid)
+from ..flags import SLAB_KMALLOC
 from .partialorder import _check_order
 from .native import jit, unit
 from .pages import _page_block, _pcp_row
@@ -58,6 +58,9 @@ CORRUPTION = (
 
 # ---- the live-object bitmap: one bit per 8-byte granule, set at the start of each object
 # handed to the user (word addr >> 9, bit (addr >> 3) & 63) --------------------------------
+_NOT_SIGN = (1 << 63) - 1      #: every bit of an int64 but the sign
+
+
 @jit(inline=True)
 def _live_test(st, addr):
     """1 if the object at ``addr`` is allocated (its bit in the live bitmap is set)."""
@@ -164,8 +167,15 @@ def _slab_of(st, addr, cache):
     """The fast form of ``_locate(st, addr, cache)`` for a cache (not NIL): the head frame
     of ``addr``'s slab if ``addr`` is a live object of ``cache``, else NIL (``_locate`` then
     says why). A slab's head frame is the only frame whose ``sl_cache`` is its cache (every
-    other frame holds NIL), so one load replaces the page-flag tests of the common case,
-    and the grid, bound and live-bit tests share one branch."""
+    other frame holds NIL), so one load replaces the page-flag tests of the common case.
+
+    No grid or bound test is needed: a live bit is set only at the start of an object
+    handed out (on the grid, ``CA_RED_LEFT`` included), and in a kmalloc cache also as a
+    sheaf's own mark, on the granule after the sheaf's start. In a cache of objects of 16
+    bytes and more neither granule next to an object's start is ever set, while a sheaf's
+    start has its mark after it and the mark has the start before it; so ``addr`` is a
+    user's live object exactly when its bit is set and, in a kmalloc cache, both
+    neighbours' bits are clear (kmalloc-8 holds no sheaf)."""
     if addr <= 0 or addr >= st.npages << 12:
         return NIL
     head = addr >> 12
@@ -176,16 +186,15 @@ def _slab_of(st, addr, cache):
         head = st.pg_head[head]
         if owner[head] != cache:
             return NIL
-    off = addr - (head << 12) - _geo(st, cache, CA_RED_LEFT)
-    size = _geo(st, cache, CA_SIZE)
-    idx = (off * _geo(st, cache, CA_RECIP)) >> 32        # off // size, exact for off < 2**22
     word = st.live[addr >> 9]
     sh = (addr >> 3) & 63
-    bit = (word >> sh) & 1
-    own = word & (2 << sh) & -(size >= 16)      # 2 << 63 is 0: never for the last granule
-    if (idx * size != off) | (idx >= st.sl_objects[head]) | (bit == 0) | (own != 0) \
-            | (off < 0):
-        return NIL                  # not on the grid, past the end, free, or a sheaf
+    if not (word >> sh) & 1:
+        return NIL                  # free, or never an object's start
+    if _geo(st, cache, CA_FLAGS) & SLAB_KMALLOC and _geo(st, cache, CA_SIZE) >= 16:
+        # the granules after and before addr's (2 << 63 is 0; the mask before granule 63 is
+        # bit 62 alone, before granule 0 nothing: an own mark never starts a bitmap word)
+        if word & ((2 << sh) | (((1 << sh) >> 1) & _NOT_SIGN)):
+            return NIL              # a sheaf, or its mark
     return head
 
 
