@@ -50,6 +50,18 @@ def peak_live_bytes(op, row, pid, sizes, nbytes, npid):
     return peak
 
 
+@numba.njit(cache=True, inline="always")
+def _free_held(h, p, c, cids, addr, owner, lbytes, counts):
+    """Free the object live pointer ``p`` holds, on simulated CPU ``c`` (a large kmalloc
+    through ``kfree``, its bytes uncounted; else ``kmem_cache_free`` to its cache)."""
+    w = owner[p]
+    if w == ROW_LARGE:
+        nj.kfree(h, addr[p], c)
+        counts[K_LARGE_BYTES] -= lbytes[p]
+    else:
+        nj.kmem_cache_free(h, cids[w], addr[p], c)
+
+
 @numba.njit(cache=True)
 def replay_chunk(h, start, stop, op, cpu, row, pid, gfp, node, nbytes, cids, addr, owner,
                  lbytes, counts):
@@ -76,14 +88,8 @@ def replay_chunk(h, start, stop, op, cpu, row, pid, gfp, node, nbytes, cids, add
             if r == ROW_FAILED:
                 counts[K_FAILED] += 1
                 continue
-            a = addr[p]
-            if a != 0:                          # its free was never traced (bulk free)
-                w = owner[p]
-                if w == ROW_LARGE:
-                    nj.kfree(h, a, c)
-                    counts[K_LARGE_BYTES] -= lbytes[p]
-                else:
-                    nj.kmem_cache_free(h, cids[w], a, c)
+            if addr[p] != 0:                    # its free was never traced (bulk free)
+                _free_held(h, p, c, cids, addr, owner, lbytes, counts)
                 counts[K_UNTRACED_FREE] += 1
             if r == ROW_LARGE:
                 a = nj.kmalloc(h, nbytes[i], c, gfp[i])
@@ -107,16 +113,10 @@ def replay_chunk(h, start, stop, op, cpu, row, pid, gfp, node, nbytes, cids, add
             if r == ROW_ZERO_PTR:
                 counts[K_ZERO_PTR] += 1
                 continue
-            a = addr[p]
-            if a == 0:
+            if addr[p] == 0:
                 counts[K_UNTRACED_ALLOC] += 1
                 continue
-            w = owner[p]
-            if w == ROW_LARGE:
-                nj.kfree(h, a, c)
-                counts[K_LARGE_BYTES] -= lbytes[p]
-            else:
-                nj.kmem_cache_free(h, cids[w], a, c)
+            _free_held(h, p, c, cids, addr, owner, lbytes, counts)
             addr[p] = 0
             counts[K_REPLAYED] += 1
     return 0
