@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
@@ -135,9 +134,11 @@ def _cache_state(h, cache, cpu, allocating):
     st = state_of(h)
     if not handle_live(h) or address(st) == 0:
         _raise(E_GONE)
-    # one branch for both ranges (unsigned compares), one for the cache's two words
-    if (np.uint64(cpu) >= np.uint64(st.ncpus)) | (np.uint64(cache) >= np.uint64(st.max_caches)):
-        _raise(E_BAD_CPU if np.uint64(cpu) >= np.uint64(st.ncpus) else E_DEAD_CACHE)
+    # one branch for both ranges (x in 0..n-1 exactly when x | (n - 1 - x) >= 0), one for
+    # the cache's two words
+    cpu_bad = cpu | (st.ncpus - 1 - cpu)
+    if (cpu_bad | cache | (st.max_caches - 1 - cache)) < 0:
+        _raise(E_BAD_CPU if cpu_bad < 0 else E_DEAD_CACHE)
     if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
         _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR)
     return st
