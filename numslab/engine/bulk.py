@@ -15,20 +15,12 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_
                      CA_MIN_ORDER, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE,
                      CA_RED_LEFT,
                      KERNEL_7_0, N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB,
-                     PG_TAIL, _ca, _cpu_row, _node_row, _stat)
+                     PG_TAIL, _ca, _cpu_row, _head_frame, _node_row, _stat)
 from .native import jit, unit, words_at
 from .nocpu import refill_objects
 from .pages import alloc_pages, free_pages
 from .slablists import (_fp_next, _isolate_cpu_slab, _init_slab, _isolate, _remove_partial,
                         _set_fp)
-
-
-@jit(inline=True)
-def _head_frame(st, pfn):
-    """``compound_head``: the head frame of the block holding ``pfn``."""
-    if st.pg_flags[pfn] & PG_TAIL:
-        return st.pg_head[pfn]
-    return pfn
 
 
 # ---- allocation ------------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from .checks import E_DOUBLE_FREE, _live_clear, _live_set, _live_test
 from .layout import (CA_DEBUG, CA_FP_KEY, CA_INUSE, CA_OBJECT_SIZE, CA_OFFSET, CA_ORIG,
                      CA_RED_LEFT, CA_SIZE, D_OBJECT_POISON, G_FAULT_CACHE,
                      G_FAULT_SLAB, G_FAULT_VALUE, G_NREPORTS, G_TICKS, NIL,
-                     N_PARTIAL_HEAD, PG_ISOLATED, PG_NODE_PARTIAL, PG_SLAB, PG_HEAD, PG_TAIL,
-                     _ca, _node_row, _stat)
+                     N_PARTIAL_HEAD, PG_ISOLATED, PG_NODE_PARTIAL, PG_SLAB, PG_HEAD, _ca,
+                     _head_frame, _node_row, _stat)
 from .native import byte_array, jit, unit, zero_bytes
 from .nocpu import slab_alloc_single
 from .redzone import (K_ALIGN_PAD, K_ALREADY_FREE, K_CYCLE, K_END_POISON, K_FIX_ALL_USED,
@@ -139,9 +139,7 @@ def slab_alloc_debug(st, cache, cpu, node, gfp, orig_size):
         return 0
     flags = _ca(st, cache, CA_DEBUG)
     m8 = byte_array(st.mem, st.mem_size)
-    slab = obj >> 12
-    if st.pg_flags[slab] & PG_TAIL:
-        slab = st.pg_head[slab]
+    slab = _head_frame(st, obj >> 12)
     if flags & SLAB_CONSISTENCY_CHECKS:
         slab_pad_check(st, m8, cache, slab)         # check_slab (reports, never refuses)
         if not check_object(st, m8, cache, slab, obj, RED_INACTIVE):
@@ -191,9 +189,7 @@ def report_double_free(st, cache, addr):
     """A free of an object that is already free, in a cache with F: ``object_err("Object
     already free")`` and ``slab_fix("Object at .. not freed")``. Returns E_DOUBLE_FREE."""
     if cache >= 0 and _ca(st, cache, CA_DEBUG) & SLAB_CONSISTENCY_CHECKS:
-        slab = addr >> 12
-        if st.pg_flags[slab] & PG_TAIL:
-            slab = st.pg_head[slab]
+        slab = _head_frame(st, addr >> 12)
         _report(st, K_ALREADY_FREE, cache, slab, addr, 0, 0, 0, 0)
         _report(st, K_FIX_NOT_FREED, cache, slab, addr, 0, 0, 0, 0)
     return E_DOUBLE_FREE

@@ -284,6 +284,14 @@ def _node_row(st, cache, node):
 
 
 @native.jit(inline=True)
+def _head_frame(st, pfn):
+    """``compound_head``: the head frame of the block holding frame ``pfn``."""
+    if st.pg_flags[pfn] & PG_TAIL:
+        return st.pg_head[pfn]
+    return pfn
+
+
+@native.jit(inline=True)
 def _slab_nid(st, slab):
     """NUMA node of the slab whose head frame is ``slab`` (no division on one node: a
     64-bit divide costs more than the rest of a fast path)."""

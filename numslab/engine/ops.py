@@ -14,8 +14,8 @@ from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_allo
                        _take_back, flush_cpu)
 from .layout import (CA_DEBUG, G_NDEBUG,
                      C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
-                     G_FAULT_CACHE, KERNEL_7_0, NIL, PG_LARGE, PG_TAIL, SH_OBJECTS, SH_SIZE,
-                     _ca, _cpu_row, _slab_nid, _stat)
+                     G_FAULT_CACHE, KERNEL_7_0, NIL, PG_LARGE, SH_OBJECTS, SH_SIZE,
+                     _ca, _cpu_row, _head_frame, _slab_nid, _stat)
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
@@ -65,10 +65,7 @@ def _give_back_on_fault(st, cache, cpu, obj):
     freeing ``obj`` again: the call then raises, and must have taken nothing."""
     if st.g[G_FAULT_CACHE] == 0 or obj == 0:
         return obj
-    slab = obj >> 12
-    if st.pg_flags[slab] & PG_TAIL:
-        slab = st.pg_head[slab]
-    _slab_free_one(st, cache, cpu, slab, obj)
+    _slab_free_one(st, cache, cpu, _head_frame(st, obj >> 12), obj)
     return 0
 
 
@@ -139,10 +136,7 @@ def kfree(st, cpu, addr):
 @jit
 def _slab_owner(st, addr):
     """The cache of the slab holding ``addr`` (an address ``_locate`` found on a slab)."""
-    head = addr >> 12
-    if st.pg_flags[head] & PG_TAIL:
-        head = st.pg_head[head]
-    return st.sl_cache[head]
+    return st.sl_cache[_head_frame(st, addr >> 12)]
 
 
 @jit
@@ -159,10 +153,7 @@ def _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr):
         if obj == 0 or st.g[G_FAULT_CACHE]:
             for j in range(got):
                 a = p[j]
-                head = a >> 12
-                if st.pg_flags[head] & PG_TAIL:
-                    head = st.pg_head[head]
-                _slab_free_one(st, cache, cpu, head, a)
+                _slab_free_one(st, cache, cpu, _head_frame(st, a >> 12), a)
             return 0
     return nr
 
