@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 from ..engine import defrag, ops
 from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD,
                              E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set,
-                             _locate, _slab_of)
+                             _locate, _slab_of, locate)
 from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
                              CA_FP_KEY, CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY,
                              G_FAULT_CACHE,
@@ -40,7 +40,7 @@ from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
 from ..engine.debug import E_DEBUG
 from ..engine.native import address, byte_array, jit, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS
-from ..engine.slablists import _cpu_pop, _set_fp
+from ..engine.slablists import _set_fp, cpu_pop
 from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
@@ -183,7 +183,7 @@ def _alloc_fast(st, cache, cpu, gfp):
         obj = mem[(main >> 3) + SH_OBJECTS + size]
         _stat(st, cache, cpu, ALLOC_PCS, 1)
     else:
-        obj = _cpu_pop(st, cache, c)        # checked: 0 if empty or corrupted
+        obj = cpu_pop(st, cache, c)         # checked: 0 if empty or corrupted
         if obj == 0:
             return 0
         _stat(st, cache, cpu, ALLOC_FASTPATH, 1)
@@ -248,7 +248,7 @@ def kmem_cache_free(h, cache, addr, cpu=0):
     st = _cache_state(h, cache, cpu, False)
     slab = _slab_of(st, addr, cache)
     if slab == NIL:
-        _raise(_locate(st, addr, cache)[0])
+        _raise(locate(st, addr, cache))     # why (out of line: an error path)
     if _free_checked(st, cache, cpu, slab, addr):
         _raise(E_DEBUG)
 
