@@ -41,7 +41,7 @@ from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAG
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
-from . import persist
+from . import persist, threads
 from .args import check_gfp
 from .batchapi import BatchAPI
 from .cache import DestroyedCache, KmemCache
@@ -168,6 +168,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed,
                               self.memory.ctypes.data, self.memory.size, KERNELS[kernel])
         self._st = self._buf.ctypes.data          #: the state's address: units take it
+        threads.register(self)
         self.state = SlabState(self._buf)
         init_buddy(self._st, 1)
         self._g = view(self._buf, F_G)

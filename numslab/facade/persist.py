@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine.layout import CA_ACTIVE, CA_DEBUG, G_NPENDING, G_NREPORTS, H_MEM
+from ..engine.native import wait_for_engine
 from ..errors import SlabError
 from .cache import KmemCache
 
@@ -23,6 +24,7 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
     """Write ``sa`` to ``path`` (a compressed ``.npz``): its state words, its arena and the
     caches' names and dtypes. Constructors are Python code and are not saved: a machine with
     a cache that has one is refused, as is one with constructors still pending."""
+    wait_for_engine()       # no other thread half-way through an operation (see native)
     withctor = [c.name for c in sa.caches if c.ctor is not None]
     if withctor:
         raise SlabError(f"save: caches {withctor} have constructors, which cannot be saved")
