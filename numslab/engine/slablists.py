@@ -16,8 +16,8 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NPENDING,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
                      N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
-                     PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, _ca, _cpu_row,
-                     _node_row, _rand, _slab_nid, _stat)
+                     PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, CA_RSEQ,
+                     CA_RSEQ_LEN, _ca, _cpu_row, _frand, _node_row, _rand, _slab_nid, _stat)
 from .native import jit, swab, unit
 from .partialorder import _unlink_partial, sorted_add, sorted_refile, sorted_unfile
 from .pages import alloc_pages, free_pages
@@ -223,26 +223,67 @@ def allocate_slab(st, cache, cpu, node, thisnode):
     return slab
 
 
+# ---- CONFIG_SLAB_FREELIST_RANDOM: the order in which a new slab's objects go out ------------
+@jit(inline=True)
+def _obj_iter_init(st, cache, slab):
+    """``init_slab_obj_iter``: the position a new ``slab``'s objects are taken from. When
+    the cache has a random sequence and the slab at least two objects, a draw below the
+    sequence's length (``get_random_u32_below(freelist_count)``, from ``G_FRNG``); else 0,
+    the first object in address order."""
+    n = _ca(st, cache, CA_RSEQ_LEN)
+    if n != 0 and st.sl_objects[slab] >= 2:
+        return _frand(st) % n
+    return 0
+
+
+@jit(inline=True)
+def _next_obj(st, cache, slab, pos):
+    """``next_slab_obj``: the next object of a new ``slab`` from position ``pos``, and the
+    position after it. With a random sequence: its entries read on from ``pos`` (wrapping
+    round), skipping those at or past the end of the slab (a slab of the fallback order has
+    fewer objects than the sequence); else the objects in address order. Every object of
+    the slab comes out once in ``sl_objects`` calls."""
+    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    size = _ca(st, cache, CA_SIZE)
+    n = _ca(st, cache, CA_RSEQ_LEN)
+    objects = st.sl_objects[slab]
+    if n != 0 and objects >= 2:
+        limit = objects * size
+        seq = _ca(st, cache, CA_RSEQ)
+        idx = st.rseq[seq + pos]
+        pos += 1
+        if pos >= n:
+            pos = 0
+        while idx >= limit:
+            idx = st.rseq[seq + pos]
+            pos += 1
+            if pos >= n:
+                pos = 0
+        return base + idx, pos
+    return base + pos * size, pos + 1
+
+
 @unit
 def new_slab(st, cache, cpu, node, thisnode):
-    """``new_slab``: a new slab with its free list built through every object, accounted to
-    its node. Its head frame, or NIL when out of memory."""
+    """``new_slab``: a new slab with its free list built through every object, in the
+    order of :func:`_next_obj` (``shuffle_freelist`` when the cache's free lists are
+    randomised), accounted to its node. Its head frame, or NIL when out of memory."""
     slab = allocate_slab(st, cache, cpu, node, thisnode)
     if slab == NIL:
         return NIL
     mem = st.mem
-    size = _ca(st, cache, CA_SIZE)
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
     if _ca(st, cache, CA_DEBUG):
         slab_debug_setup(st, cache, slab)
-    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-    obj = base
+    pos = _obj_iter_init(st, cache, slab)
+    obj, pos = _next_obj(st, cache, slab, pos)
+    st.sl_freelist[slab] = obj
     for _ in range(st.sl_objects[slab] - 1):
-        _set_fp(mem, offset, key, obj, obj + size)
-        obj += size
+        nxt, pos = _next_obj(st, cache, slab, pos)
+        _set_fp(mem, offset, key, obj, nxt)
+        obj = nxt
     _set_fp(mem, offset, key, obj, 0)
-    st.sl_freelist[slab] = base
     return slab
 
 
