@@ -19,8 +19,8 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_
 from .native import jit, unit, words_at
 from .nocpu import refill_objects
 from .pages import alloc_pages, free_pages
-from .slablists import (_fp_next, _isolate_cpu_slab, _init_slab, _isolate, _next_obj,
-                        _obj_iter_init, _remove_partial, _set_fp)
+from .slablists import (_fp_next, _isolate_cpu_slab, _init_slab, _isolate, _new_slab_objects,
+                        _remove_partial, _set_fp)
 
 
 # ---- allocation ------------------------------------------------------------------------------
@@ -373,10 +373,7 @@ def alloc_new_slabs(st, cache, cpu, gfp, nr, paddr):
         _init_slab(st, cache, slab, objs)
         st.sl_inuse[slab] = objs
         _stat(st, cache, cpu, ALLOC_SLAB, 1)
-        pos = _obj_iter_init(st, cache, slab)   # in allocation order (random or not)
-        for i in range(got, got + objs):
-            obj, pos = _next_obj(st, cache, slab, pos)
-            p[i] = obj
+        _new_slab_objects(st, cache, slab, p, got)   # in allocation order (random or not)
         _hand_out_run(st, cache, cpu, gfp, p, got, objs)
         got += objs
     _stat(st, cache, cpu, ALLOC_ARRAY_NEW, got)

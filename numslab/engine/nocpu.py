@@ -13,8 +13,8 @@ from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_
                      N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
-from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _next_obj,
-                        _obj_iter_init, _remove_partial, allocate_slab,
+from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _new_slab_objects,
+                        _remove_partial, allocate_slab,
                         discard_slab,
                         new_slab, slab_free)
 
@@ -229,11 +229,7 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr):
             if slab == NIL:
                 break
             _stat(st, cache, cpu, ALLOC_SLAB, 1)
-            n = st.sl_objects[slab]
-            pos = _obj_iter_init(st, cache, slab)       # alloc_from_new_slab's iterator
-            for i in range(got, got + n):
-                obj, pos = _next_obj(st, cache, slab, pos)
-                p[i] = obj
+            n = _new_slab_objects(st, cache, slab, p, got)
             st.sl_inuse[slab] = n
             got += n
             continue

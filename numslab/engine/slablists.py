@@ -232,8 +232,15 @@ def _obj_iter_init(st, cache, slab):
     the first object in address order."""
     n = _ca(st, cache, CA_RSEQ_LEN)
     if n != 0 and st.sl_objects[slab] >= 2:
-        return _frand(st) % n
+        return _below(st, n)
     return 0
+
+
+@jit(inline=True)
+def _below(st, n):
+    """``get_random_u32_below(n)`` from ``G_FRNG``: 32 random bits times ``n``, shifted
+    down 32 (Lemire's multiply-shift, as the kernel's: no division)."""
+    return ((_frand(st) >> 31) * n) >> 32
 
 
 @jit(inline=True)
@@ -263,6 +270,37 @@ def _next_obj(st, cache, slab, pos):
     return base + pos * size, pos + 1
 
 
+@jit(inline=True)
+def _new_slab_objects(st, cache, slab, p, at):
+    """Every object of a new ``slab``, in allocation order (:func:`_obj_iter_init` and
+    :func:`_next_obj`: ``alloc_from_new_slab`` taking them all), into ``p[at:]`` (Words), for
+    the paths that carve a whole slab with no free list. How many (``sl_objects``)."""
+    objects = st.sl_objects[slab]
+    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    n = _ca(st, cache, CA_RSEQ_LEN)
+    if n == objects and n >= 2:         # a slab of s->oo: the sequence from pos, then to pos
+        seq = _ca(st, cache, CA_RSEQ)
+        pos = _below(st, n)
+        rseq = st.rseq
+        k = at
+        for j in range(seq + pos, seq + n):
+            p[k] = base + rseq[j]
+            k += 1
+        for j in range(seq, seq + pos):
+            p[k] = base + rseq[j]
+            k += 1
+    elif n != 0 and objects >= 2:       # a fallback slab: entries past its end skipped
+        pos = _obj_iter_init(st, cache, slab)
+        for k in range(at, at + objects):
+            obj, pos = _next_obj(st, cache, slab, pos)
+            p[k] = obj
+    else:
+        size = _ca(st, cache, CA_SIZE)
+        for k in range(objects):
+            p[at + k] = base + k * size
+    return objects
+
+
 @unit
 def new_slab(st, cache, cpu, node, thisnode):
     """``new_slab``: a new slab with its free list built through every object, in the
@@ -276,13 +314,31 @@ def new_slab(st, cache, cpu, node, thisnode):
     key = _ca(st, cache, CA_FP_KEY)
     if _ca(st, cache, CA_DEBUG):
         slab_debug_setup(st, cache, slab)
-    pos = _obj_iter_init(st, cache, slab)
-    obj, pos = _next_obj(st, cache, slab, pos)
-    st.sl_freelist[slab] = obj
-    for _ in range(st.sl_objects[slab] - 1):
-        nxt, pos = _next_obj(st, cache, slab, pos)
-        _set_fp(mem, offset, key, obj, nxt)
-        obj = nxt
+    objects = st.sl_objects[slab]
+    n = _ca(st, cache, CA_RSEQ_LEN)
+    if n == objects and n >= 2:         # a slab of s->oo: the sequence from pos, then to pos
+        base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+        seq = _ca(st, cache, CA_RSEQ)
+        pos = _below(st, n)
+        rseq = st.rseq
+        obj = base + rseq[seq + pos]
+        st.sl_freelist[slab] = obj
+        for j in range(seq + pos + 1, seq + n):
+            nxt = base + rseq[j]
+            _set_fp(mem, offset, key, obj, nxt)
+            obj = nxt
+        for j in range(seq, seq + pos):
+            nxt = base + rseq[j]
+            _set_fp(mem, offset, key, obj, nxt)
+            obj = nxt
+    else:                               # address order, or a fallback slab's entries
+        pos = _obj_iter_init(st, cache, slab)
+        obj, pos = _next_obj(st, cache, slab, pos)
+        st.sl_freelist[slab] = obj
+        for _ in range(objects - 1):
+            nxt, pos = _next_obj(st, cache, slab, pos)
+            _set_fp(mem, offset, key, obj, nxt)
+            obj = nxt
     _set_fp(mem, offset, key, obj, 0)
     return slab
 
