@@ -103,6 +103,20 @@ def test_the_same_seed_lays_slabs_out_alike_and_another_seed_differently(kernel)
     assert (s0 != s1).any() and (o0 != o1).any()
 
 
+def test_any_integer_seed_works_and_anything_else_is_refused():
+    def layout(seed):
+        sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", seed=seed)
+        c = sa.kmem_cache_create("n", 64)
+        return c.random_seq, c.alloc_bulk(100), int(sa.state.ca[c.id, CA_FP_KEY])
+
+    a, b = layout(-1), layout(-1)
+    assert (a[0] == b[0]).all() and (a[1] == b[1]).all() and a[2] == b[2]
+    assert (layout(2 ** 70)[0] != a[0]).any()
+    for bad in (1.5, "7", None, True):
+        with pytest.raises(numslab.SlabError, match="seed"):
+            numslab.SlabAllocator(nr_cpus=1, memory="8M", seed=bad)
+
+
 def test_switched_off_every_new_slab_goes_out_in_address_order(kernel):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, freelist_random=False)
     assert not sa.freelist_random and "freelist=hardened " in repr(sa)

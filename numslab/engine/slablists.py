@@ -18,7 +18,7 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
                      PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, CA_RSEQ,
                      CA_RSEQ_LEN, _ca, _cpu_row, _frand, _node_row, _rand, _slab_nid, _stat)
-from .native import jit, swab, unit
+from .native import address, jit, swab, unit, words_at
 from .partialorder import _unlink_partial, sorted_add, sorted_refile, sorted_unfile
 from .pages import alloc_pages, free_pages
 from .redzone import slab_debug_setup
@@ -289,16 +289,43 @@ def _new_slab_objects(st, cache, slab, p, at):
         for j in range(seq, seq + pos):
             p[k] = base + rseq[j]
             k += 1
-    elif n != 0 and objects >= 2:       # a fallback slab: entries past its end skipped
-        pos = _obj_iter_init(st, cache, slab)
-        for k in range(at, at + objects):
-            obj, pos = _next_obj(st, cache, slab, pos)
-            p[k] = obj
-    else:
-        size = _ca(st, cache, CA_SIZE)
-        for k in range(objects):
-            p[at + k] = base + k * size
+    else:                               # address order, or a fallback slab: a unit apart
+        carve_slab_iter(st, cache, slab, address(p) + 8 * at)
     return objects
+
+
+@unit
+def carve_slab_iter(st, cache, slab, paddr):
+    """Every object of a new ``slab`` into the words at ``paddr`` in the order of
+    :func:`_next_obj`: :func:`_new_slab_objects` for a slab in address order or of the
+    fallback order (rarely run, so compiled apart from the refill and NEW paths). How
+    many."""
+    p = words_at(paddr)
+    objects = st.sl_objects[slab]
+    pos = _obj_iter_init(st, cache, slab)
+    for k in range(objects):
+        obj, pos = _next_obj(st, cache, slab, pos)
+        p[k] = obj
+    return objects
+
+
+@unit
+def build_freelist_iter(st, cache, slab):
+    """:func:`new_slab`'s free list through every object of ``slab`` in the order of
+    :func:`_next_obj`, for a slab in address order or of the fallback order (compiled apart
+    from ``new_slab``'s common case). 0."""
+    mem = st.mem
+    offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
+    pos = _obj_iter_init(st, cache, slab)
+    obj, pos = _next_obj(st, cache, slab, pos)
+    st.sl_freelist[slab] = obj
+    for _ in range(st.sl_objects[slab] - 1):
+        nxt, pos = _next_obj(st, cache, slab, pos)
+        _set_fp(mem, offset, key, obj, nxt)
+        obj = nxt
+    _set_fp(mem, offset, key, obj, 0)
+    return 0
 
 
 @unit
@@ -331,15 +358,9 @@ def new_slab(st, cache, cpu, node, thisnode):
             nxt = base + rseq[j]
             _set_fp(mem, offset, key, obj, nxt)
             obj = nxt
+        _set_fp(mem, offset, key, obj, 0)
     else:                               # address order, or a fallback slab's entries
-        pos = _obj_iter_init(st, cache, slab)
-        obj, pos = _next_obj(st, cache, slab, pos)
-        st.sl_freelist[slab] = obj
-        for _ in range(objects - 1):
-            nxt, pos = _next_obj(st, cache, slab, pos)
-            _set_fp(mem, offset, key, obj, nxt)
-            obj = nxt
-    _set_fp(mem, offset, key, obj, 0)
+        build_freelist_iter(st, cache, slab)
     return slab
 
 

@@ -153,7 +153,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self.partial_order = check_partial_order(partial_order, "SlabAllocator")
         self.freelist_hardened = bool(freelist_hardened)
         self.freelist_random = bool(freelist_random)
-        self._seed = seed
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise SlabError(f"seed {seed!r} is not an integer")
+        self._seed = int(seed) % (1 << 64)      # the generators take unsigned seeds
         per_node = parse_size(memory)
         block = PAGE_SIZE << MAX_PAGE_ORDER
         if per_node <= 0:

@@ -99,10 +99,12 @@ class KmemCache(MovableCache):
 
     @property
     def random_seq(self) -> np.ndarray | None:
-        """``s->random_seq`` (CONFIG_SLAB_FREELIST_RANDOM): a copy, int64[objs_per_slab],
-        of the byte offsets from a slab's first object in the order a new slab hands its
-        objects out (from a random start, wrapping round); None when the allocator's free
-        lists are not randomised or a slab holds one object."""
+        """``s->random_seq`` of CONFIG_SLAB_FREELIST_RANDOM, or None.
+
+        A copy, int64[objs_per_slab]: byte offsets from a slab's first object in the order
+        a new slab hands its objects out (from a random start, wrapping round). None when
+        the allocator's free lists are not randomised or a slab holds one object.
+        """
         n = int(self._row[CA_RSEQ_LEN])
         if not n:
             return None

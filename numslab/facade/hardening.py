@@ -16,8 +16,9 @@ from ..errors import SlabError
 
 
 def freelist_randomize(rng: np.random.Generator, count: int) -> np.ndarray:
-    """``freelist_randomize``: ``0..count-1`` in a random order (Fisher-Yates, from the last
-    entry down, each swapped with one drawn below its index + 1).
+    """``freelist_randomize``: ``0..count-1`` shuffled by Fisher-Yates.
+
+    From the last entry down, each is swapped with one drawn below its index + 1.
 
     Parameters
     ----------
@@ -40,10 +41,11 @@ def freelist_randomize(rng: np.random.Generator, count: int) -> np.ndarray:
 
 def init_cache_random_seq(rseq: np.ndarray, row: np.ndarray, cid: int, count: int,
                           size: int, seed: list[int]) -> None:
-    """``init_cache_random_seq`` for cache slot ``cid``: write its sequence (entries times
-    ``size``) to its window of field ``rseq`` and point ``row`` (its ``ca`` row, int64
-    [CA_NCOLS], not yet stored) at it; a cache of fewer than two objects per slab gets none
-    (``CA_RSEQ_LEN`` 0), as ``cache_random_seq_create`` returns early for it.
+    """``init_cache_random_seq``: make cache slot ``cid``'s random sequence.
+
+    Its entries (times ``size``) go to the slot's window of field ``rseq``, and ``row`` (the
+    cache's ``ca`` row, not yet stored) points at them; a cache of fewer than two objects
+    per slab gets none (``CA_RSEQ_LEN`` 0), as ``cache_random_seq_create`` returns early.
 
     Parameters
     ----------
