@@ -289,7 +289,11 @@ def _new_slab_objects(st, cache, slab, p, at):
         for j in range(seq, seq + pos):
             p[k] = base + rseq[j]
             k += 1
-    else:                               # address order, or a fallback slab: a unit apart
+    elif n == 0 or objects < 2:         # address order
+        size = _ca(st, cache, CA_SIZE)
+        for k in range(objects):
+            p[at + k] = base + k * size
+    else:                               # a fallback slab: rarely, so a unit apart
         carve_slab_iter(st, cache, slab, address(p) + 8 * at)
     return objects
 
@@ -297,9 +301,8 @@ def _new_slab_objects(st, cache, slab, p, at):
 @unit
 def carve_slab_iter(st, cache, slab, paddr):
     """Every object of a new ``slab`` into the words at ``paddr`` in the order of
-    :func:`_next_obj`: :func:`_new_slab_objects` for a slab in address order or of the
-    fallback order (rarely run, so compiled apart from the refill and NEW paths). How
-    many."""
+    :func:`_next_obj`: :func:`_new_slab_objects` for a slab of the fallback order (rarely
+    run, so compiled apart from the refill and NEW paths). How many."""
     p = words_at(paddr)
     objects = st.sl_objects[slab]
     pos = _obj_iter_init(st, cache, slab)
@@ -312,8 +315,8 @@ def carve_slab_iter(st, cache, slab, paddr):
 @unit
 def build_freelist_iter(st, cache, slab):
     """:func:`new_slab`'s free list through every object of ``slab`` in the order of
-    :func:`_next_obj`, for a slab in address order or of the fallback order (compiled apart
-    from ``new_slab``'s common case). 0."""
+    :func:`_next_obj`, for a slab of the fallback order with a random sequence (rarely run,
+    so compiled apart from ``new_slab``). 0."""
     mem = st.mem
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
@@ -359,7 +362,16 @@ def new_slab(st, cache, cpu, node, thisnode):
             _set_fp(mem, offset, key, obj, nxt)
             obj = nxt
         _set_fp(mem, offset, key, obj, 0)
-    else:                               # address order, or a fallback slab's entries
+    elif n == 0 or objects < 2:         # address order
+        size = _ca(st, cache, CA_SIZE)
+        base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+        obj = base
+        for _ in range(objects - 1):
+            _set_fp(mem, offset, key, obj, obj + size)
+            obj += size
+        _set_fp(mem, offset, key, obj, 0)
+        st.sl_freelist[slab] = base
+    else:                               # a fallback slab's entries: a unit apart
         build_freelist_iter(st, cache, slab)
     return slab
 
