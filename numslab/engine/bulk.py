@@ -19,8 +19,8 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_
 from .native import jit, unit, words_at
 from .nocpu import refill_objects
 from .pages import alloc_pages, free_pages
-from .slablists import (_fp_next, _isolate_cpu_slab, _init_slab, _isolate, _remove_partial,
-                        _set_fp)
+from .slablists import (_fp_next, _isolate_cpu_slab, _init_slab, _isolate, _new_slab_objects,
+                        _remove_partial, _set_fp)
 
 
 # ---- allocation ------------------------------------------------------------------------------
@@ -357,7 +357,6 @@ def alloc_new_slabs(st, cache, cpu, gfp, nr, paddr):
     may come back short). Returns the objects allocated."""
     p = words_at(paddr)
     per = _ca(st, cache, CA_OBJECTS)
-    size = _ca(st, cache, CA_SIZE)
     order = _ca(st, cache, CA_ORDER)
     node = st.cpu_node[cpu]
     got = 0
@@ -374,10 +373,7 @@ def alloc_new_slabs(st, cache, cpu, gfp, nr, paddr):
         _init_slab(st, cache, slab, objs)
         st.sl_inuse[slab] = objs
         _stat(st, cache, cpu, ALLOC_SLAB, 1)
-        obj = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-        for i in range(got, got + objs):
-            p[i] = obj
-            obj += size
+        _new_slab_objects(st, cache, slab, p, got)   # in allocation order (random or not)
         _hand_out_run(st, cache, cpu, gfp, p, got, objs)
         got += objs
     _stat(st, cache, cpu, ALLOC_ARRAY_NEW, got)

@@ -8,14 +8,13 @@ Objects taken here are not marked allocated; the caller hands them out.
 from __future__ import annotations
 
 from ..flags import __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
-from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_SIZE,
-                     CA_RED_LEFT,
+from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET,
                      N_NR_PARTIAL,
                      N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
-from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _remove_partial,
-                        allocate_slab,
+from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _new_slab_objects,
+                        _remove_partial, allocate_slab,
                         discard_slab,
                         new_slab, slab_free)
 
@@ -222,20 +221,15 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr):
             got += r
             if got >= lo:
                 return got
-    size = _ca(st, cache, CA_SIZE)
     while got < lo:
         if hi - got >= _ca(st, cache, CA_OBJECTS):
             # every object of the slab goes out: no free list is built only to be walked
-            # (the kernel's own TODO in refill_objects); objects are at base + i * size
+            # (alloc_from_new_slab with count >= objects), in allocation order (random or not)
             slab = allocate_slab(st, cache, cpu, local, False)
             if slab == NIL:
                 break
             _stat(st, cache, cpu, ALLOC_SLAB, 1)
-            n = st.sl_objects[slab]
-            obj = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-            for i in range(got, got + n):
-                p[i] = obj
-                obj += size
+            n = _new_slab_objects(st, cache, slab, p, got)
             st.sl_inuse[slab] = n
             got += n
             continue
