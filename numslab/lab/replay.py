@@ -1,8 +1,8 @@
 """The replay driver: a parsed kmem trace through one numslab allocator per configuration
 (kernel generation, CPUs, nodes, policy), sampled into a :class:`ReplayResult`.
 
-Data flow: :func:`~numslab.lab.trace.read_trace` (text to arrays) → :func:`prepare` (cache
-rows, dense pointer ids, each event's op on the simulated machine, in NumPy) → for each
+Data flow: :func:`~numslab.lab.trace.read_trace` (text to arrays: cache rows, dense pointer
+ids) → :func:`prepare` (the lines no replay needs, counted) → for each
 configuration a ``SlabAllocator`` with the trace's caches, then
 :func:`~numslab.lab.kernels.replay_chunk` between sample points and
 :func:`~numslab.lab.kernels.sample` at each.
@@ -23,8 +23,7 @@ from ..facade.allocator import SlabAllocator
 from . import kernels as K
 from . import policies
 from .result import ReplayResult, Series
-from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
-                    EV_OTHER, Trace, load_bytes, read_trace)
+from .trace import EV_BAD, EV_LOST, EV_OTHER, Trace, load_bytes, read_trace
 
 __all__ = ["Config", "parse_config", "load_snapshot", "prepare", "replay", "replay_trace",
            "Prepared", "KERNELS", "POLICIES"]
@@ -123,17 +122,13 @@ _KM_FLAGS = {"dma-": F.SLAB_CACHE_DMA, "kmalloc-rcl-": F.SLAB_RECLAIM_ACCOUNT,
 
 @dataclass
 class Prepared:
-    """A trace ready to replay: per event ``op``, ``row``, ``pid``, ``cpu``, ``node``,
-    ``gfp``, ``nbytes`` (int arrays of the trace's length); cache rows ``names`` with
-    ``sizes`` (bytes_alloc seen) and ``kmalloc`` (the kmalloc class size, or 0); ``npid``
-    pointers; the counts of skipped lines by reason that need no replay."""
+    """A trace ready to replay: the :class:`Trace` (whose ``kind``, ``row``, ``pid``,
+    ``cpu``, ``node``, ``gfp`` and ``bytes_alloc`` the replay kernel reads as they are),
+    cache rows ``names`` with ``sizes`` (bytes_alloc seen) and ``kmalloc`` (the kmalloc class
+    size, or 0); ``npid`` pointers; the counts of skipped lines by reason that need no
+    replay."""
 
     trace: Trace
-    op: np.ndarray
-    row: np.ndarray
-    pid: np.ndarray
-    gfp: np.ndarray
-    nbytes: np.ndarray
     names: list[str]
     sizes: list[int]
     kmalloc: list[int]
@@ -142,17 +137,12 @@ class Prepared:
 
 
 def prepare(tr: Trace) -> Prepared:
-    """Give each event of ``tr`` its op (the parser gave its cache row and pointer id)."""
-    kind = tr.kind
-    op = np.zeros(len(tr), np.int8)
-    op[(kind == EV_CACHE_ALLOC) | (kind == EV_KMALLOC)] = K.OP_ALLOC
-    op[(kind == EV_KFREE) | (kind == EV_CACHE_FREE)] = K.OP_FREE
-    counts = np.bincount(kind.view(np.uint8), minlength=8)
-    skipped = {"other_event": int(counts[EV_OTHER]), "lost_events_line": int(counts[EV_LOST]),
-               "bad_line": int(counts[EV_BAD])}
-    nbytes = np.where(tr.row == K.ROW_LARGE, tr.bytes_alloc, 0).astype(np.int64)
-    return Prepared(tr, op, tr.row, tr.pid, tr.gfp & ~F.__GFP_NO_OBJ_EXT, nbytes,
-                    list(tr.names), tr.sizes.tolist(), tr.kmalloc.tolist(), tr.npid, skipped)
+    """Count the lines of ``tr`` no replay needs (the parser gave each event its cache row
+    and pointer id; the replay kernel reads the trace's columns directly)."""
+    skipped = {reason: int(np.count_nonzero(tr.kind == ev)) for reason, ev in
+               (("other_event", EV_OTHER), ("lost_events_line", EV_LOST), ("bad_line", EV_BAD))}
+    return Prepared(tr, list(tr.names), tr.sizes.tolist(), tr.kmalloc.tolist(), tr.npid,
+                    skipped)
 
 
 def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
@@ -236,8 +226,9 @@ def _memory(p: Prepared, cfg: Config) -> int:
     """Arena bytes per node: four times the trace's peak of live bytes (a pre-pass with the
     replay's rules), plus 1 MiB per cache and CPU for partial and CPU slabs, plus 64 MiB;
     rounded up to 4 MiB."""
-    peak = int(K.peak_live_bytes(p.op, p.row, p.pid, np.asarray(p.sizes + [0], np.int64),
-                                 p.nbytes, max(p.npid, 1)))
+    tr = p.trace
+    peak = int(K.peak_live_bytes(tr.kind, tr.row, tr.pid, np.asarray(p.sizes + [0], np.int64),
+                                 tr.bytes_alloc, max(p.npid, 1)))
     need = 4 * peak + len(p.names) * cfg.cpus * (1 << 20) + (64 << 20)
     return -(-need // (4 << 20)) * (4 << 20)
 
@@ -272,15 +263,6 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     t0 = time.perf_counter()
     tr = p.trace
     sa, cids, osize, source = _build(p, cfg, snapshot, mem)
-    if len(tr) and int(tr.cpu.max()) >= cfg.cpus:
-        cpu = (tr.cpu.astype(np.int64) % cfg.cpus).astype(np.int32)
-        cpu[tr.cpu < 0] = 0
-    else:                                       # every traced CPU is a simulated one
-        cpu = np.maximum(tr.cpu, 0)
-    if cfg.nodes == 1:
-        node = np.where(tr.node >= 0, np.int32(0), np.int32(-1))
-    else:
-        node = np.where(tr.node >= 0, tr.node % cfg.nodes, -1).astype(np.int32)
     npid = max(p.npid, 1)
     addr = np.zeros(npid, np.int64)
     owner = np.zeros(npid, np.int32)
@@ -308,8 +290,9 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     start = 0
     try:
         for s, stop in enumerate(points.tolist()):
-            if K.replay_chunk(h, start, stop, p.op, cpu, p.row, p.pid, p.gfp, node, p.nbytes,
-                              cids, addr, owner, lbytes, counts):
+            if K.replay_chunk(h, start, stop, tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node,
+                              tr.bytes_alloc, cfg.cpus, cfg.nodes, cids, addr, owner, lbytes,
+                              counts):
                 return None
             K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
             large[s] = counts[K.K_LARGE_BYTES]
