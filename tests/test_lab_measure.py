@@ -157,3 +157,28 @@ def test_a_remedy_every_n_events_keeps_the_replay_exact_and_runs_there(kernel):
     base = numslab.replay(DATA / TRACES[name], kernel=kernel, snapshot=DATA / SNAPSHOTS[name])
     assert np.array_equal(never.series.slabs, base.series.slabs)
     assert fine.series.slabs[-1].sum() <= base.series.slabs[-1].sum()
+
+
+def test_the_packed_bound_against_a_naive_count_of_the_fewest_slabs():
+    name = "net"
+    r = numslab.replay(DATA / TRACES[name], kernel="7.0", snapshot=DATA / SNAPSHOTS[name],
+                       compare=["7.0", "7.0:mobility=100"])
+    base, moved = r.configs.values()
+    s = base.series
+    per_sample = []
+    for k in range(len(s.t)):
+        live = slab = 0
+        for j in range(len(base.names)):
+            n = int(s.live_objects[k, j])
+            live += n * int(base.object_size[j])
+            per = int(base.objs_per_slab[j])
+            slab += (n + per - 1) // per * (4096 << int(base.order[j]))
+        per_sample.append(live * 100.0 / max(slab, 1))
+    t = base.totals
+    assert t["packed_mean_efficiency"] == pytest.approx(sum(per_sample) / len(per_sample))
+    assert t["packed_time_mean_efficiency"] == pytest.approx(
+        _naive_time_mean(text(name), s.line.tolist(), per_sample), rel=1e-9)
+    # the same live objects whatever the policy: the same bound, above what each achieves
+    assert moved.totals["packed_mean_efficiency"] == t["packed_mean_efficiency"]
+    for x in (base, moved):
+        assert x.totals["mean_efficiency"] <= x.totals["packed_mean_efficiency"]

@@ -155,10 +155,17 @@ class ReplayResult:
         partial slabs, ``%Ef``, and the large kmallocs' pages; the utilisation (``%Ef``,
         live bytes over slab bytes) averaged over the samples (``mean_efficiency``: each
         sample alike, so weighted by events) and over trace time
-        (``time_mean_efficiency``: each sample weighted by the seconds it stands for)."""
+        (``time_mean_efficiency``: each sample weighted by the seconds it stands for); and
+        both means of the utilisation the same live objects would give packed into the
+        fewest slabs of their caches (``packed_mean_efficiency``,
+        ``packed_time_mean_efficiency``: nothing in sheaves or CPU slabs, no partial slab
+        but one per cache; what no remedy run at the sample points can beat)."""
         s = self.series
         lb, sb = s.total_live_bytes, s.total_slab_bytes
         ef = lb * 100.0 / np.maximum(sb, 1)
+        fewest = -(-s.live_objects // np.maximum(self.objs_per_slab, 1)[None, :])
+        packed = lb * 100.0 / np.maximum((fewest * (PAGE_SIZE << self.order)[None, :])
+                                         .sum(axis=1), 1)
         return {"live_bytes": int(lb[-1]), "slab_bytes": int(sb[-1]),
                 "slabs": int(s.slabs[-1].sum()), "partial": int(s.partial[-1].sum()),
                 "efficiency": float(lb[-1] * 100.0 / sb[-1]) if sb[-1] else 100.0,
@@ -166,6 +173,8 @@ class ReplayResult:
                 "peak_live_bytes": int(lb.max()), "peak_slab_bytes": int(sb.max()),
                 "mean_efficiency": float(np.mean(ef)),
                 "time_mean_efficiency": s.time_mean(ef),
+                "packed_mean_efficiency": float(np.mean(packed)),
+                "packed_time_mean_efficiency": s.time_mean(packed),
                 "large_bytes": int(s.large_bytes[-1])}
 
     @property
@@ -290,6 +299,8 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
         f"{r.totals['mean_efficiency']:>{w + 1}.1f}" for r in results))
     out.append(f"{'%Ef mean, trace time':<22}" + "".join(
         f"{r.totals['time_mean_efficiency']:>{w + 1}.1f}" for r in results))
+    out.append(f"{'  packed (bound)':<22}" + "".join(
+        f"{r.totals['packed_time_mean_efficiency']:>{w + 1}.1f}" for r in results))
     out.append(f"{'slabs allocated':<22}" + "".join(
         f"{int(r.caches['slabs_allocated'].sum()):>{w + 1}d}" for r in results))
     out.append(f"{'replay seconds':<22}" + "".join(f"{r.seconds:>{w + 1}.2f}" for r in results))
