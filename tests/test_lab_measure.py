@@ -182,3 +182,20 @@ def test_the_packed_bound_against_a_naive_count_of_the_fewest_slabs():
     assert moved.totals["packed_mean_efficiency"] == t["packed_mean_efficiency"]
     for x in (base, moved):
         assert x.totals["mean_efficiency"] <= x.totals["packed_mean_efficiency"]
+
+
+def test_every_from_the_function_and_the_command(capsys):
+    name = "net"
+    r = numslab.replay(DATA / TRACES[name], kernel="7.0", policy="mobility=100", every=700)
+    assert r.config.every == 700 and r.config.name.endswith(":mobility=100:every=700")
+    for bad in (-1, 1.5, "10", True):
+        with pytest.raises(SlabError):
+            numslab.replay(DATA / TRACES[name], kernel="7.0", every=bad)
+    import json
+
+    from numslab.tools import cli
+    assert cli.main(["replay", str(DATA / TRACES[name]), "--policy", "shrink", "--every",
+                     "5000", "--json"]) == 0
+    j = json.loads(capsys.readouterr().out)
+    assert j["config"].endswith(":shrink:every=5000")
+    assert j["totals"]["time_mean_efficiency"] <= j["totals"]["packed_time_mean_efficiency"]

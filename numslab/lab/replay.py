@@ -422,8 +422,8 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
 def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path | dict | None
            = None, kernel: str = "7.0", cpus: int | None = None, nodes: int = 1,
            policy: str = "default", compare: Sequence[str] | str | None = None,
-           skip_bad: bool = False, samples: int = SAMPLES, progress: bool | None = None
-           ) -> ReplayResult:
+           skip_bad: bool = False, samples: int = SAMPLES, progress: bool | None = None,
+           every: int = 0) -> ReplayResult:
     """Replay a kernel kmem trace through numslab's SLUB.
 
     Parameters
@@ -442,6 +442,9 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
         Count malformed lines (``skipped["bad_line"]``) instead of raising.
     samples : int
         Points of the time series (at least 200 unless the trace is shorter).
+    every : int
+        Run the policy's periodic work (``shrink``, ``mobility``) every this many events;
+        0 (the default): at the sample points.
 
     Returns
     -------
@@ -454,7 +457,9 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
         raise SlabError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
     if cpus is None:
         cpus = int(tr.cpu.max()) + 1 if len(tr) and tr.cpu.max() >= 0 else 1
-    base = Config(kernel, int(cpus), int(nodes), _policy(policy))
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:
+        raise SlabError(f"every={every!r}: a number of events >= 0 (0: at the sample points)")
+    base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every))
     if base.nodes > base.cpus or base.cpus < 1:
         raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= cpus")
     if isinstance(compare, str):
