@@ -15,14 +15,13 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_ACTIVE, CA_N
                              _cpu_row, _node_row)
 from ..engine.stats import live_objects
 from ..flags import __GFP_NO_OBJ_EXT
-from .parse import (PREFETCH, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, ROW_FAILED, ROW_LARGE, ROW_NULL,
-                    ROW_ZERO, ROW_ZERO_PTR, prefetch)
+from .parse import (EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, ROW_FAILED, ROW_LARGE, ROW_NULL,
+                    ROW_ZERO, ROW_ZERO_PTR)
 
 #: gfp bit the replay leaves out (only the allocator's own sheaves are allocated with it)
 NO_OBJ_EXT = __GFP_NO_OBJ_EXT
 
 # ---- why an event is skipped (``counts`` slots) -----------------------------------------------
-
 (K_REPLAYED, K_UNTRACED_ALLOC, K_NULL, K_ZERO_PTR, K_ZERO_ALLOC, K_FAILED, K_UNTRACED_FREE,
  K_LARGE_BYTES, K_OOM_AT, K_NCOUNTS) = range(10)
 #: skip reasons, by ``counts`` slot
@@ -83,8 +82,6 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
     when the arena ran out (``counts[K_OOM_AT]`` is the event).
     """
     for i in range(start, stop):
-        if i + PREFETCH < stop:             # the pointer map's slot of an event ahead
-            prefetch(addr, max(pid[i + PREFETCH], 0))
         o = kind[i]
         if o > EV_CACHE_FREE:
             continue
