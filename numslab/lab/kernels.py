@@ -66,7 +66,7 @@ def _free_held(h, p, c, cids, addr, owner, lbytes, counts):
         nj.kmem_cache_free(h, cids[w], addr[p], c)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True)        # holds the GIL: numslab.jit refuses nogil callers
 def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, nnodes, cids,
                  addr, owner, lbytes, counts):
     """Replay events ``start:stop`` on the allocator of handle ``h``.
