@@ -8,16 +8,12 @@ Objects taken here are not marked allocated; the caller hands them out.
 from __future__ import annotations
 
 from ..flags import __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
-from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_SIZE,
-                     CA_RED_LEFT,
-                     N_NR_PARTIAL,
-                     N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
+from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET,
+                     N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
-from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _remove_partial,
-                        allocate_slab,
-                        discard_slab,
-                        new_slab, slab_free)
+from .slablists import (_add_partial, _allocate_slab, _carve, _discard_slab, _fp_next,
+                        _get_fp, _isolate, _remove_partial, new_slab, slab_free)
 
 
 # ---- one object -------------------------------------------------------------------------------
@@ -193,7 +189,7 @@ def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
         taken = nxt[slab]
         nxt[slab] = NIL
         if st.sl_inuse[slab] == 0 and nd[r + N_NR_PARTIAL] >= min_partial:
-            discard_slab(st, cache, cpu, slab)
+            _discard_slab(st, cache, cpu, slab)
         else:
             _add_partial(st, cache, slab, False)
     return got
@@ -222,20 +218,15 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr):
             got += r
             if got >= lo:
                 return got
-    size = _ca(st, cache, CA_SIZE)
     while got < lo:
         if hi - got >= _ca(st, cache, CA_OBJECTS):
             # every object of the slab goes out: no free list is built only to be walked
-            # (the kernel's own TODO in refill_objects); objects are at base + i * size
-            slab = allocate_slab(st, cache, cpu, local, False)
+            # (the kernel's own TODO in refill_objects)
+            slab = _allocate_slab(st, cache, cpu, local, False)
             if slab == NIL:
                 break
             _stat(st, cache, cpu, ALLOC_SLAB, 1)
-            n = st.sl_objects[slab]
-            obj = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-            for i in range(got, got + n):
-                p[i] = obj
-                obj += size
+            n = _carve(st, cache, slab, p, got)
             st.sl_inuse[slab] = n
             got += n
             continue

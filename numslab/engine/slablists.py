@@ -20,7 +20,7 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      _node_row, _rand, _slab_nid, _stat)
 from .native import jit, swab, unit
 from .partialorder import _unlink_partial, sorted_add, sorted_refile, sorted_unfile
-from .pages import alloc_pages, free_pages
+from .pages import _alloc_pages_pcp, _free_pages_pcp, alloc_pages
 from .redzone import slab_debug_setup
 
 SHRINK_PROMOTE_MAX = 32
@@ -205,22 +205,51 @@ def _init_slab(st, cache, slab, objects):
         g[G_NPENDING] = n + 1
 
 
+@jit(inline=True)
+def _allocate_slab(st, cache, cpu, node, thisnode):
+    """``allocate_slab``: the pages of a new slab of ``cache`` (falling back to the minimum
+    order), turned into an empty slab with no free list; its head frame, or NIL. Inline for
+    the bulk paths (a pcp hit costs no unit call)."""
+    order = _ca(st, cache, CA_ORDER)
+    slab = _alloc_pages_pcp(st, cpu, node, order, thisnode)
+    if slab == NIL:
+        return allocate_slab_fallback(st, cache, cpu, node, thisnode)
+    _init_slab(st, cache, slab, _ca(st, cache, CA_OBJECTS))
+    return slab
+
+
+@unit
+def allocate_slab_fallback(st, cache, cpu, node, thisnode):
+    """The minimum-order fallback of :func:`_allocate_slab`, when no block of the cache's
+    order could be had: its head frame, or NIL."""
+    order = _ca(st, cache, CA_MIN_ORDER)
+    if order >= _ca(st, cache, CA_ORDER):
+        return NIL
+    slab = alloc_pages(st, cpu, node, order, thisnode)
+    if slab != NIL:
+        _stat(st, cache, cpu, ORDER_FALLBACK, 1)
+        _init_slab(st, cache, slab, _ca(st, cache, CA_MIN_OBJECTS))
+    return slab
+
+
 @unit
 def allocate_slab(st, cache, cpu, node, thisnode):
-    """The pages of a new slab of ``cache`` (``allocate_slab``, falling back to the minimum
-    order), turned into an empty slab with no free list; its head frame, or NIL."""
-    order = _ca(st, cache, CA_ORDER)
-    objects = _ca(st, cache, CA_OBJECTS)
-    slab = alloc_pages(st, cpu, node, order, thisnode)
-    if slab == NIL and _ca(st, cache, CA_MIN_ORDER) < order:
-        order = _ca(st, cache, CA_MIN_ORDER)
-        objects = _ca(st, cache, CA_MIN_OBJECTS)
-        slab = alloc_pages(st, cpu, node, order, thisnode)
-        if slab != NIL:
-            _stat(st, cache, cpu, ORDER_FALLBACK, 1)
-    if slab != NIL:
-        _init_slab(st, cache, slab, objects)
-    return slab
+    """:func:`_allocate_slab` as a unit."""
+    return _allocate_slab(st, cache, cpu, node, thisnode)
+
+
+@jit(inline=True)
+def _carve(st, cache, slab, p, at):
+    """The addresses of every object of the new ``slab``, in the order a new slab hands
+    them out, into ``p[at:at + n]``; ``n``. The one place a new slab's object addresses are
+    computed for handing out whole (``base + i * size``)."""
+    n = st.sl_objects[slab]
+    size = _ca(st, cache, CA_SIZE)
+    obj = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    for i in range(at, at + n):
+        p[i] = obj
+        obj += size
+    return n
 
 
 @unit
@@ -246,10 +275,10 @@ def new_slab(st, cache, cpu, node, thisnode):
     return slab
 
 
-@unit
-def discard_slab(st, cache, cpu, slab):
+@jit(inline=True)
+def _discard_slab(st, cache, cpu, slab):
     """``discard_slab``: uncount the slab and give its pages back to the page allocator
-    (to the pcp lists of ``cpu`` for small orders). 0."""
+    (to the pcp lists of ``cpu`` for small orders; the common case inline). 0."""
     nd = st.node
     r = _node_row(st, cache, _slab_nid(st, slab))
     nd[r + N_NR_SLABS] -= 1
@@ -258,7 +287,13 @@ def discard_slab(st, cache, cpu, slab):
     st.sl_objects[slab] = 0
     st.sl_inuse[slab] = 0
     st.sl_freelist[slab] = 0
-    return free_pages(st, cpu, slab, st.pg_order[slab])
+    return _free_pages_pcp(st, cpu, slab, st.pg_order[slab])
+
+
+@unit
+def discard_slab(st, cache, cpu, slab):
+    """:func:`_discard_slab` as a unit. 0."""
+    return _discard_slab(st, cache, cpu, slab)
 
 
 # ---- taking a slab for a CPU ---------------------------------------------------------------
