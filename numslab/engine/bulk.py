@@ -121,6 +121,11 @@ def _detach_run(st, cache, cpu, size, p):
     order0 = cache != NIL and _ca(st, cache, CA_ORDER) == 0
     lookahead = 3
     same = size
+    if order0:                  # the run below the last object, four at a time: no swaps
+        while size >= 4 and ((p[size - 1] >> 12) == slab) & ((p[size - 2] >> 12) == slab) \
+                & ((p[size - 3] >> 12) == slab) & ((p[size - 4] >> 12) == slab):
+            size -= 4
+        same = size
     while size:
         size -= 1
         obj = p[size]
