@@ -12,8 +12,8 @@ from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_
                      N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
-from .slablists import (_add_partial, _allocate_slab, _carve, _discard_slab, _fp_next,
-                        _get_fp, _isolate, _remove_partial, new_slab, slab_free)
+from .slablists import (_add_partial, _carve, _fp_next, _get_fp, _isolate, _remove_partial,
+                        allocate_slab_pcp, discard_slab, new_slab, slab_free)
 
 
 # ---- one object -------------------------------------------------------------------------------
@@ -189,7 +189,7 @@ def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
         taken = nxt[slab]
         nxt[slab] = NIL
         if st.sl_inuse[slab] == 0 and nd[r + N_NR_PARTIAL] >= min_partial:
-            _discard_slab(st, cache, cpu, slab)
+            discard_slab(st, cache, cpu, slab)
         else:
             _add_partial(st, cache, slab, False)
     return got
@@ -222,7 +222,7 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr):
         if hi - got >= _ca(st, cache, CA_OBJECTS):
             # every object of the slab goes out: no free list is built only to be walked
             # (the kernel's own TODO in refill_objects)
-            slab = _allocate_slab(st, cache, cpu, local, False)
+            slab = allocate_slab_pcp(st, cache, cpu, local, False)
             if slab == NIL:
                 break
             _stat(st, cache, cpu, ALLOC_SLAB, 1)

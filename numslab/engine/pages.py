@@ -319,10 +319,11 @@ def free_pages(st, cpu, pfn, order):
 
 # ---- the pcp hits, inline in the slab layer's bulk units --------------------------------------
 @jit(inline=True)
-def _alloc_pages_pcp(st, cpu, node, order, thisnode):
-    """:func:`alloc_pages` with its common case inline: the CPU's pcp list of ``order`` for
-    ``node`` has a block (``rmqueue_pcplist`` without a refill); anything else is the unit.
-    The same state either way; head frame or NIL."""
+def _pcp_take(st, cpu, node, order):
+    """:func:`alloc_pages`' common case, inline: the block at the head of the CPU's pcp
+    list of ``order`` for ``node`` (``rmqueue_pcplist`` with no refill), marked allocated,
+    leaving the state as the unit would; NIL (nothing changed) if the list is empty or the
+    order has no pcp list, so that the caller calls the unit."""
     if order <= PCP_MAX_ORDER:
         pcp = st.pcp
         row = _pcp_row(st, cpu, node)
@@ -332,7 +333,7 @@ def _alloc_pages_pcp(st, cpu, node, order, thisnode):
             _pcp_del(st, row, order, pfn)
             _mark_allocated(st, pfn, order)
             return pfn
-    return alloc_pages(st, cpu, node, order, thisnode)
+    return NIL
 
 
 @jit(inline=True)

@@ -20,7 +20,7 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      _node_row, _rand, _slab_nid, _stat)
 from .native import jit, swab, unit
 from .partialorder import _unlink_partial, sorted_add, sorted_refile, sorted_unfile
-from .pages import _alloc_pages_pcp, _free_pages_pcp, alloc_pages
+from .pages import _free_pages_pcp, _pcp_take, alloc_pages
 from .redzone import slab_debug_setup
 
 SHRINK_PROMOTE_MAX = 32
@@ -205,36 +205,39 @@ def _init_slab(st, cache, slab, objects):
         g[G_NPENDING] = n + 1
 
 
+@unit
+def allocate_slab(st, cache, cpu, node, thisnode):
+    """The pages of a new slab of ``cache`` (``allocate_slab``, falling back to the minimum
+    order), turned into an empty slab with no free list; its head frame, or NIL."""
+    order = _ca(st, cache, CA_ORDER)
+    objects = _ca(st, cache, CA_OBJECTS)
+    slab = alloc_pages(st, cpu, node, order, thisnode)
+    if slab == NIL and _ca(st, cache, CA_MIN_ORDER) < order:
+        order = _ca(st, cache, CA_MIN_ORDER)
+        objects = _ca(st, cache, CA_MIN_OBJECTS)
+        slab = alloc_pages(st, cpu, node, order, thisnode)
+        if slab != NIL:
+            _stat(st, cache, cpu, ORDER_FALLBACK, 1)
+    if slab != NIL:
+        _init_slab(st, cache, slab, objects)
+    return slab
+
+
 @jit(inline=True)
 def _allocate_slab(st, cache, cpu, node, thisnode):
-    """``allocate_slab``: the pages of a new slab of ``cache`` (falling back to the minimum
-    order), turned into an empty slab with no free list; its head frame, or NIL. Inline for
-    the bulk paths (a pcp hit costs no unit call)."""
-    order = _ca(st, cache, CA_ORDER)
-    slab = _alloc_pages_pcp(st, cpu, node, order, thisnode)
+    """:func:`allocate_slab` with the page allocator's common case inline (a block on the
+    CPU's pcp list: the same state as the unit would leave); anything else is the unit."""
+    slab = _pcp_take(st, cpu, node, _ca(st, cache, CA_ORDER))
     if slab == NIL:
-        return allocate_slab_fallback(st, cache, cpu, node, thisnode)
+        return allocate_slab(st, cache, cpu, node, thisnode)
     _init_slab(st, cache, slab, _ca(st, cache, CA_OBJECTS))
     return slab
 
 
 @unit
-def allocate_slab_fallback(st, cache, cpu, node, thisnode):
-    """The minimum-order fallback of :func:`_allocate_slab`, when no block of the cache's
-    order could be had: its head frame, or NIL."""
-    order = _ca(st, cache, CA_MIN_ORDER)
-    if order >= _ca(st, cache, CA_ORDER):
-        return NIL
-    slab = alloc_pages(st, cpu, node, order, thisnode)
-    if slab != NIL:
-        _stat(st, cache, cpu, ORDER_FALLBACK, 1)
-        _init_slab(st, cache, slab, _ca(st, cache, CA_MIN_OBJECTS))
-    return slab
-
-
-@unit
-def allocate_slab(st, cache, cpu, node, thisnode):
-    """:func:`_allocate_slab` as a unit."""
+def allocate_slab_pcp(st, cache, cpu, node, thisnode):
+    """:func:`_allocate_slab` as a unit, for the slab layer's whole-slab carves: one unit
+    call per slab on a pcp hit (compiled when a carve first runs, not by a first kmalloc)."""
     return _allocate_slab(st, cache, cpu, node, thisnode)
 
 
