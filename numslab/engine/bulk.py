@@ -12,7 +12,7 @@ from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_clear, _l
                      _own_test)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_PARTIAL,
-                     CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_RED_LEFT, CA_SIZE, KERNEL_7_0, N_NR_PARTIAL, N_PARTIAL_HEAD, NIL,
+                     CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, KERNEL_7_0, N_NR_PARTIAL, N_PARTIAL_HEAD, NIL,
                      PG_CPU_PARTIAL, PG_FROZEN, PG_ISOLATED, PG_LARGE, PG_NODE_PARTIAL,
                      PG_SLAB, PG_SORTED, PG_TAIL, _ca, _cpu_row, _head_frame, _node_row,
                      _slab_nid, _stat)
@@ -221,18 +221,17 @@ def _check_runs(st, cache, nr, p, kmalloc):
 
     Objects of one batch mostly come in runs on one page, so the outer loop looks a page up
     once and an inner loop takes the run: per object, one load of the address, a page
-    compare, a grid test (a mask for a power-of-two size), a bound and the live bit, kept
-    in a register while neighbours share its word (see ``_live_set_run``)."""
+    compare, the alignment and the live bit, kept in a register while neighbours share its
+    word (see ``_live_set_run``). As for a single free (``checks._slab_of``), the live bit
+    decides: it is set only at the start of an object handed out (and, in kmalloc caches, on
+    the granule after a sheaf's start, tested through ``ownm``), so an 8-byte aligned
+    address of this cache's slab with its bit set is on the object grid and inside the
+    slab."""
     flags = st.pg_flags
     heads = st.pg_head
     owners = st.sl_cache
-    nobjs = st.sl_objects
     live = st.live
     size = _ca(st, cache, CA_SIZE)
-    recip = _ca(st, cache, CA_RECIP)
-    red = _ca(st, cache, CA_RED_LEFT)
-    pow2 = size & (size - 1) == 0
-    mask = size - 1
     ownm = -(size >= 16) if kmalloc else 0      # the allocator's own: second granule's bit
     limit = st.npages << 12
     cw = 0
@@ -250,21 +249,14 @@ def _check_runs(st, cache, nr, p, kmalloc):
             f = flags[head]
         if not f & PG_SLAB or owners[head] != cache:
             break
-        base = (head << 12) + red
-        end = base + nobjs[head] * size
         while True:                     # the run of objects on page pfn, from p[i] == a
-            off = a - base
-            if pow2:
-                bad = (off & mask) != 0
-            else:
-                bad = ((off * recip) >> 32) * size != off
             w = a >> 9
             if w != cw:
                 live[cw] = cval
                 cw = w
                 cval = live[w]
             bit = 1 << ((a >> 3) & 63)
-            if bad | (a >= end) | ((cval & bit) == 0) | ((cval & (bit << 1) & ownm) != 0):
+            if ((a & 7) != 0) | ((cval & bit) == 0) | ((cval & (bit << 1) & ownm) != 0):
                 live[cw] = cval
                 return i
             cval &= ~bit
