@@ -4,12 +4,15 @@ until ``min_partial``, emptied ones back to the CPU's pcp list), so the counters
 list, every kept slab's free list and the pcp list come out as the model says."""
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
+import numslab
 from numslab import GFP_KERNEL, SLAB_ARRAY_ALLOC_PARTIAL, SLAB_HWCACHE_ALIGN
 from numslab.engine.layout import NIL, P_COUNT, P_LISTS
 
+from conftest import assert_unchanged, snapshot
 from test_bulk import detached_rounds, slab_of
 
 KERNELS = ("7.0",)
@@ -109,4 +112,38 @@ def test_bulk_free_past_the_sheaves_follows_the_kernel(sa, order):
     sa.kmem_cache_free_bulk(c, got, out)
     if len(keep):
         sa.kmem_cache_free_bulk(c, len(keep), keep.copy())
+    sa.validate()
+
+
+@numba.njit(cache=True)
+def jit_free_bulk(h, cid, n, arr):
+    """``numslab.jit.kmem_cache_free_bulk`` from a user's function."""
+    numslab.jit.kmem_cache_free_bulk(h, cid, n, arr)
+
+
+@pytest.mark.parametrize("generation", ["7.0", "6.18"])
+@pytest.mark.parametrize("cache_kind", ["b256", "kmalloc-64"])
+def test_batch_check_refuses_every_address_inside_an_object(generation, cache_kind):
+    """The batch check lets the live bit decide (no grid or bound test): byte offsets inside
+    a live object other than its start (unaligned ones too), from Python and inside @njit,
+    are refused with the element named and nothing changed."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=generation)
+    if cache_kind == "b256":
+        c = sa.kmem_cache_create("b256", 256, flags=SLAB_HWCACHE_ALIGN)
+    else:
+        c = next(k for k in sa.kmalloc_caches if k.name == "kmalloc-64")
+    objs = c.alloc_bulk(3 * OBJS)
+    size = c.slab_size
+    for off in list(range(1, 9)) + [16, size // 2, size - 8, size - 1]:
+        for where in (0, len(objs) - 1):
+            bad = objs.copy()
+            bad[where] += off
+            snap = snapshot(sa)
+            with pytest.raises(numslab.BadAddressError, match=f"element {where}"):
+                sa.kmem_cache_free_bulk(c, len(bad), bad.copy())
+            assert_unchanged(sa, snap)
+            with pytest.raises(numslab.SlabError):
+                jit_free_bulk(sa.handle, c.id, len(bad), bad.copy())
+            assert_unchanged(sa, snap)
+    sa.kmem_cache_free_bulk(c, len(objs), objs)
     sa.validate()
