@@ -30,6 +30,12 @@ class CacheLeakError(SlabError):
     """A cache destroyed while objects are still allocated from it."""
 
 
+class ConcurrentUseError(SlabError, RuntimeError):
+    """``numslab.jit`` called from code that may run without the GIL (a ``nogil`` or
+    ``parallel`` function): concurrent entry into an allocator from compiled threads is
+    refused when the caller is compiled."""
+
+
 class SlabCorruptionError(SlabError):
     """``validate`` found a slab, list or counter that breaks an invariant."""
 

@@ -8,7 +8,7 @@ import pytest
 
 import numslab
 from numslab.engine.layout import (F_G, F_REPORTS, F_SCRATCH, G_ERR0, G_ERR2, G_NREPORTS,
-                                   H_MEM, view)
+                                   H_MEM, PG_TAIL, view)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -75,3 +75,23 @@ def require_tool(name: str) -> None:
     """Fail (not skip: CI must run every test) when an external oracle is not installed."""
     if shutil.which(name) is None:
         pytest.fail(f"{name} is not installed: install Debian's {name} (.ci/run does)")
+
+
+def new_slab_order(c: numslab.KmemCache, first: int, objects: int | None = None) -> np.ndarray:
+    """The objects of the new slab of cache ``c`` whose first handed-out object is ``first``,
+    in the order the slab hands them out (int64[objects], ``objects`` defaulting to
+    ``c.objs_per_slab``): CONFIG_SLAB_FREELIST_RANDOM's sequence ``c.random_seq`` read on
+    from ``first``'s entry, wrapping round and skipping entries past the slab's end; address
+    order from the slab's first object when the cache has no sequence."""
+    n = c.objs_per_slab if objects is None else objects
+    seq = c.random_seq
+    if seq is None or n < 2:
+        return first + c.slab_size * np.arange(n, dtype=np.int64)
+    st = c._sa.state
+    pfn = int(first) >> 12
+    if st.pg_flags[pfn] & PG_TAIL:
+        pfn = int(st.pg_head[pfn])
+    base = (pfn << 12) + c.red_left_pad
+    entries = seq[seq < n * c.slab_size]                # a fallback slab skips the rest
+    at = int(np.flatnonzero(entries == int(first) - base)[0])
+    return base + np.roll(entries, -at)

@@ -497,3 +497,4 @@ def test_error_details_do_not_cross_threads():
     assert not wrong, wrong[:3]
     assert c.live_objects == 64 and d.live_objects == 8
     sa.validate()
+

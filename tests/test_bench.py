@@ -657,6 +657,17 @@ def test_call_cost_tables_shape():
 
 
 
+@pytest.mark.parametrize("random", [True, False])
+def test_new_bench_cache_switches_freelist_randomisation(random):
+    sa, c = bench.new_bench_cache(memory="8M", random=random)
+    assert sa.freelist_random is random and (c.random_seq is not None) == random
+    out = np.zeros(64, np.int64)
+    bench.slab_loop_array(sa.handle, c.id, 64, 1, out, numslab.SLAB_ARRAY_ALLOC_NEW)
+    assert c.stats["alloc_array_new"] == 64 and c.live_objects == 0
+    assert sorted(out.tolist()) != out.tolist() if random else (np.diff(out) > 0).all()
+    sa.validate()
+
+
 @pytest.mark.parametrize("hardened", [True, False])
 def test_new_bench_cache_switches_freelist_hardening(hardened):
     from numslab.engine.layout import CA_FP_KEY

@@ -21,7 +21,7 @@ from numslab import (GFP_KERNEL, SLAB_ARRAY_ALLOC_FULL_COUNT,
 from numslab.engine.layout import (C_FREELIST, C_PARTIAL, C_SLAB, NIL, PG_CPU_PARTIAL,
                              PG_FROZEN, PG_HEAD, PG_NODE_PARTIAL, PG_SLAB)
 
-from conftest import assert_unchanged, free_total, snapshot
+from conftest import assert_unchanged, free_total, new_slab_order, snapshot
 
 OBJS = 16            # 256-byte HWCACHE_ALIGN objects per order-0 slab (2 CPUs)
 PARTIAL, NEW, LOCAL, FULL = (SLAB_ARRAY_ALLOC_PARTIAL, SLAB_ARRAY_ALLOC_NEW,
@@ -130,11 +130,11 @@ def test_alloc_bulk_fills_out_with_distinct_live_objects(sa, cache):
     assert len(set(objs.tolist())) == 40
     assert all(is_live(sa, a) for a in objs)
     assert cache.live_objects == 40
-    # three fresh slabs, each handed out in address order from its first object
+    # three fresh slabs, each handed out in its allocation order (the cache's random
+    # sequence from a random start; address order with CONFIG_SLAB_FREELIST_RANDOM off)
     for k in range(0, 40, OBJS):
         chunk = objs[k:k + OBJS]
-        assert chunk[0] % 4096 == 0
-        assert (np.diff(chunk) == 256).all()
+        assert (chunk == new_slab_order(cache, chunk[0])[:len(chunk)]).all()
     st = cache.stats
     # one ___slab_alloc per refill (3 new slabs), every other object popped from the freelist
     assert st["alloc_slowpath"] == 3 and st["alloc_slab"] == 3
@@ -148,7 +148,7 @@ def test_alloc_bulk_counts_fastpath_per_object_and_slowpath_per_refill(sa, cache
     st = cache.stats
     more = bulk(sa, cache, 5)
     assert delta(cache, st) == {"alloc_fastpath": 5}
-    assert (more == first[-1] + 256 * np.arange(1, 6)).all()
+    assert (more == new_slab_order(cache, first[0])[8:13]).all()     # the same slab, on
     st = cache.stats
     bulk(sa, cache, 10)                            # 3 left, one refill, then 6 more
     d = delta(cache, st)
@@ -645,8 +645,8 @@ def test_array_new_carves_whole_fresh_slabs_in_address_order(sa, cache):
     assert got == 96                                   # 6 whole slabs; 4 short
     assert delta(cache, st) == {"alloc_array_new": 96, "alloc_slab": 6}
     groups = out.reshape(6, OBJS)
-    for g in groups:
-        assert g[0] % 4096 == 0 and (np.diff(g) == cache.slab_size).all()
+    for g in groups:                                   # each slab in its allocation order
+        assert (g == new_slab_order(cache, g[0])).all()
     slabs = [slab_of(g[0]) for g in groups]
     assert len(set(slabs)) == 6
     for s in slabs:                                    # born full, no free list, no list
@@ -699,7 +699,8 @@ def test_array_flags_zero_uses_new_only_beyond_one_slab(sa, cache):
     d = delta(c, st)
     assert (d["alloc_array_new"], d.get("alloc_array_local", 0),
             d["alloc_array_full_count"]) == (16, 0, 1)
-    assert (np.diff(out[:16]) == 256).all()
+    assert (out[:16] == new_slab_order(c, out[0])).all()
+    cpu_slab = new_slab_order(c, out[16])              # the object came from a new CPU slab
     st = c.stats
     got, out = array(sa, c, 40, 0)                     # NEW 32, then LOCAL 8 of 15
     assert got == 40
@@ -707,17 +708,18 @@ def test_array_flags_zero_uses_new_only_beyond_one_slab(sa, cache):
     assert (d.get("alloc_array_partial", 0), d["alloc_array_new"], d["alloc_array_local"],
             d.get("alloc_array_full_count", 0)) == (0, 32, 8, 0)
     free = int(cpu_row(sa, c)[C_FREELIST])
-    assert free == out[-1] + 256                       # LOCAL walked the CPU freelist
+    assert (out[-8:] == cpu_slab[1:9]).all() and free == cpu_slab[9]   # LOCAL walked it
     sa.validate()
 
 
 def test_array_local_takes_the_cpu_freelist(sa, cache):
     first = sa.kmem_cache_alloc(cache, cpu=0)          # CPU freelist: 15 objects
     st = cache.stats
+    order = new_slab_order(cache, first)
     got, out = array(sa, cache, 10, LOCAL)
-    assert got == 10 and (out == first + 256 * np.arange(1, 11)).all()
+    assert got == 10 and (out == order[1:11]).all()
     got2, out2 = array(sa, cache, 10, LOCAL)
-    assert got2 == 5 and (out2 == first + 256 * np.arange(11, 16)).all()
+    assert got2 == 5 and (out2 == order[11:16]).all()
     assert array(sa, cache, 10, LOCAL)[0] == 0
     assert array(sa, cache, 10, LOCAL, cpu=1)[0] == 0  # another CPU holds nothing
     assert delta(cache, st) == {"alloc_array_local": 15}

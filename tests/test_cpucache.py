@@ -7,6 +7,8 @@ import pytest
 import numslab
 from numslab import GFP_KERNEL, SLAB_HWCACHE_ALIGN, __GFP_THISNODE, __GFP_ZERO
 
+from conftest import new_slab_order
+
 OBJS = 16   # 256-byte HWCACHE_ALIGN objects per order-0 slab
 
 
@@ -36,8 +38,15 @@ def test_fast_and_slow_alloc(sa, cache):
     sa.validate(cache)
 
 
-def test_objects_come_in_address_order_from_a_fresh_slab(sa, cache):
+def test_objects_come_in_allocation_order_from_a_fresh_slab(sa, cache):
+    # CONFIG_SLAB_FREELIST_RANDOM (on by default): the cache's sequence from a random start
     objs = alloc(sa, cache, OBJS)
+    assert sorted(objs) == [(objs[0] >> 12 << 12) + 256 * i for i in range(OBJS)]
+    assert objs == new_slab_order(cache, objs[0]).tolist()
+    plain = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=sa.kernel,
+                                  freelist_random=False)     # off: address order
+    c = plain.kmem_cache_create("t256", 256, flags=SLAB_HWCACHE_ALIGN)
+    objs = alloc(plain, c, OBJS)
     assert np.all(np.diff(objs) == 256)
     assert objs[0] % 4096 == 0
 

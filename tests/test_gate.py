@@ -987,7 +987,9 @@ def test_no_user_free_takes_the_allocators_own_sheaves(kernel):
     main = int(sa.state.cpu[c.id, 0, C_MAIN])
     big = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 2000)      # oversize: a large kmalloc
     small = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 4)
-    owner = next(k for k in sa.kmalloc_caches if k.id == sa.state.sl_cache[main >> 12])
+    head = int(sa.state.pg_head[main >> 12])        # the slab's head (order > 0: any page)
+    head = main >> 12 if head < 0 else head
+    owner = next(k for k in sa.kmalloc_caches if k.id == sa.state.sl_cache[head])
     user = sa.kmalloc(owner.object_size)                        # a user object beside them
     snap = snapshot(sa)
     for sheaf in (main, small, big):

@@ -405,3 +405,72 @@ def test_njit_free_takes_exactly_the_live_objects_at_every_granule(size, kernel)
         _free_one(sa.handle, c.id, a)
     assert c.live_objects - c.sheaf_objects == 0
     sa.validate()
+
+
+# ---- compiled threads (issue 13 item 8) --------------------------------------------------------
+def _alloc_free(h, cid):
+    a = nj.kmem_cache_alloc(h, cid)
+    nj.kmem_cache_free(h, cid, a)
+    return a
+
+
+def _alloc_in_prange(h, cid, out):
+    for i in numba.prange(out.shape[0]):
+        out[i] = nj.kmem_cache_alloc(h, cid)
+
+
+def _helper_alloc(h, cid):
+    return nj.kmem_cache_alloc(h, cid)
+
+
+@pytest.mark.parametrize("options, where", [({"nogil": True}, "nogil=True"),
+                                            ({"parallel": True}, "parallel=True")])
+def test_njit_refuses_callers_that_may_run_without_the_gil(sa, options, where):
+    """A nogil or parallel caller is refused when it is compiled, before anything runs,
+    directly or through a helper compiled for it."""
+    c = sa.kmem_cache_create("threads", 64)
+    snap = snapshot(sa)
+    out = np.zeros(64, np.int64)
+    direct = numba.njit(**options)(_alloc_in_prange if "parallel" in options else _alloc_free)
+    args = (sa.handle, c.id, out) if "parallel" in options else (sa.handle, c.id)
+    with pytest.raises(numslab.ConcurrentUseError, match=f"kmem_cache_alloc called from a {where}"):
+        direct(*args)
+    helper = numba.njit(cache=False)(_helper_alloc)
+
+    def outer(h, cid):
+        return helper(h, cid)
+    with pytest.raises(numslab.ConcurrentUseError, match="compiled threads"):
+        numba.njit(**options)(outer)(sa.handle, c.id)
+    assert (out == 0).all()
+    assert_unchanged(sa, snap)
+    # the same functions holding the GIL run, from any Python thread
+    assert numba.njit(_alloc_free)(sa.handle, c.id) > 0
+    assert numba.njit(outer)(sa.handle, c.id) > 0
+
+
+def test_njit_from_python_threads_is_serialised(sa):
+    """Python threads, each running a GIL-holding compiled loop against the same cache (and
+    the facade between), take turns: every object is handed out once."""
+    import threading
+    c = sa.kmem_cache_create("turns", 64)
+    h, cid = sa.handle, c.id
+
+    @numba.njit
+    def churn(h, cid, out):
+        for i in range(out.shape[0]):
+            out[i] = nj.kmem_cache_alloc(h, cid)
+        for i in range(0, out.shape[0], 2):
+            nj.kmem_cache_free(h, cid, out[i])
+            out[i] = 0
+
+    outs = [np.zeros(4000, np.int64) for _ in range(4)]
+    churn(h, cid, np.zeros(2, np.int64))
+    threads = [threading.Thread(target=churn, args=(h, cid, o)) for o in outs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    held = np.concatenate([o[o != 0] for o in outs])
+    assert len(held) == 4 * 2000 and len(np.unique(held)) == len(held)
+    assert len(c) == len(held) + 1
+    sa.validate()

@@ -226,3 +226,55 @@ def test_a_kmalloc_of_any_size_goes_to_the_smallest_class_that_holds_it():
             continue
         c = next(s for s in classes if s >= n)
         assert tr.names[tr.row[k]] == (f"kmalloc-{c // 1024}k" if c >= 1024 else f"kmalloc-{c}")
+
+
+def _columns(tr) -> dict:
+    return {k: getattr(tr, k) for k in ("kind", "line", "cpu", "ts", "ptr", "name", "bytes_req",
+                                        "bytes_alloc", "gfp", "node", "row", "pid")}
+
+
+def test_tracefs_columns_read_at_fixed_places_give_what_the_token_walk_gives():
+    # the tracefs layout is read at fixed columns; one more leading space puts every line
+    # off those columns, so the general token walk reads it: the same fields must come out
+    body = text("git_tar").encode()
+    fixed = read_trace(body)
+    walked = read_trace(b"\n".join(b" " + ln if ln.strip() and not ln.lstrip().startswith(b"#")
+                                   else ln for ln in body.split(b"\n")))
+    assert len(fixed) > 3000
+    for k, a in _columns(fixed).items():
+        np.testing.assert_array_equal(a, _columns(walked)[k], err_msg=k)
+    assert fixed.names == walked.names
+
+
+@pytest.mark.parametrize("task, cpu", [
+    ("          a [7] b-1234", 7),      # a token of the task's that looks like a CPU: the walk
+    ("  bash[x]-99          ", 3),      # a '[' in the task that is no CPU token
+    ("  kworker/u8:2-1234   ", 3),      # colons in the task
+])
+def test_a_task_field_with_brackets_or_colons_is_read_as_the_walk_reads_it(task, cpu):
+    line = (f"{task:<23}  [003] d..1.  2626.406108: kmalloc: call_site=f+0x1/0x9 ptr=0000000012345678 "
+            f"bytes_req=72 bytes_alloc=96 gfp_flags=GFP_KERNEL node=-1 accounted=false\n")
+    tr = parse_bytes(line.encode())
+    assert (int(tr.cpu[0]), int(tr.kind[0]), int(tr.ptr[0]), float(tr.ts[0])) == \
+        (cpu, EV_KMALLOC, 0x12345678, 2626.406108)
+    # the same line with every column shifted by one (walked) reads the same
+    tr2 = parse_bytes(b" " + line.encode())
+    for k, a in _columns(tr).items():
+        np.testing.assert_array_equal(a, _columns(tr2)[k], err_msg=k)
+
+
+@pytest.mark.parametrize("head", [
+    "            bash-11801   [000] .....  2626.406108: ",     # tracefs: fixed columns
+    "            bash-11801   [000] ..... 123456.406108: ",    # seconds wider than 5 digits
+    "            bash-11801   [000] .....  2626.4061089: ",    # more than 6 decimals
+    "            bash-11801   [000]  2626.406108: ",           # no irq-info flags
+    "            bash-11801   [000] .....  2626.406108:  ",    # two spaces before the event
+])
+def test_each_header_shape_gives_the_naive_fields(head):
+    line = head + ("kmem_cache_alloc: call_site=f+0x1/0x9 ptr=00000000fff502a2 name=filp "
+                   "bytes_req=256 bytes_alloc=256 gfp_flags=GFP_KERNEL node=-1 accounted=true")
+    tr = parse_bytes((line + "\n").encode())
+    want = _naive(line)[0]
+    assert int(tr.kind[0]) == EV_CACHE_ALLOC and int(tr.cpu[0]) == want["cpu"]
+    assert float(tr.ts[0]) == want["ts"] and int(tr.ptr[0]) == int(want["ptr"], 16)
+    assert tr.names == ["filp"] and int(tr.bytes_alloc[0]) == 256

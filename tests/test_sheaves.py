@@ -12,7 +12,7 @@ from numslab import GFP_ATOMIC, GFP_KERNEL, SLAB_ARRAY_ALLOC_LOCAL, SLAB_HWCACHE
 from numslab.engine.layout import (C_MAIN, C_SPARE, CA_USER_SHEAVES, N_BARN_FULL, N_NR_EMPTY,
                              N_NR_FULL, SH_NEXT, SH_OBJECTS, SH_SIZE)
 
-from conftest import assert_unchanged, free_total, snapshot
+from conftest import assert_unchanged, free_total, new_slab_order, snapshot
 
 CAP = 4
 OBJS = 16
@@ -139,17 +139,16 @@ def test_first_alloc_refills_a_new_sheaf_from_the_slabs(sa, sc):
     assert delta(sc, st) == {"alloc_cpu_sheaf": 1, "sheaf_refill": CAP, "sheaf_alloc": 1,
                              "barn_get_fail": 1, "alloc_slowpath": 1, "alloc_fastpath": 3,
                              "alloc_slab": 1}
-    base = a - 3 * 256                             # the refill took objects 0..3 of a slab
-    assert base % 4096 == 0
     assert pcs(sa, sc) == (3, None)
     assert barn(sa, sc) == (0, 1)                  # the empty main went to the barn
     rest = [sa.kmem_cache_alloc(sc, cpu=0) for _ in range(3)]
-    assert rest == [base + 512, base + 256, base]  # LIFO: top of the sheaf first
+    order = new_slab_order(sc, rest[-1])           # the refill took a new slab's first 4
+    assert [a] + rest == order[3::-1].tolist()     # LIFO: top of the sheaf first
     st = sc.stats
     b = sa.kmem_cache_alloc(sc, cpu=0)             # empty main: the barn's empty is refilled
     assert delta(sc, st) == {"alloc_cpu_sheaf": 1, "sheaf_refill": CAP, "barn_get_fail": 1,
                              "alloc_fastpath": 4}
-    assert b == base + 7 * 256
+    assert b == order[7]
     assert pcs(sa, sc) == (3, None) and barn(sa, sc) == (0, 1)
     assert sc.live_objects == 5
     sa.validate()

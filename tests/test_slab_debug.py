@@ -259,14 +259,19 @@ def test_validate_repairs_so_a_second_pass_finds_nothing():
     objs = [sa.kmem_cache_alloc(c) for _ in range(10)]
     for a in objs[::2]:
         sa.kmem_cache_free(c, a)
+    assert objs[0] >> 12 == objs[1] >> 12               # one slab
     sa.memory[objs[0] + 3] = 1                          # a free object's poison
     sa.memory[objs[1] - 1] = 2                          # a live object's left red zone
     before = sa.memory.copy()
-    # validate_slab stops at the first bad object of a slab (in address order), so each
-    # pass reports and repairs one: 1 error + 1 fix (restore_bytes) each
-    assert sa.kmem_cache_validate(c) == 2 and sa.memory[objs[0] + 3] == 0x6b
-    assert sa.memory[objs[1] - 1] == 2
-    assert sa.kmem_cache_validate(c) == 2 and sa.memory[objs[1] - 1] == 0xcc
+    # validate_slab stops at the first bad object of a slab (in address order, whatever
+    # order the free list has), so each pass reports and repairs one: 1 error + 1 fix
+    # (restore_bytes) each
+    (lo, lo_good, _), (hi, _, hi_bad) = sorted([(objs[0] + 3, 0x6b, 1),
+                                                (objs[1] - 1, 0xcc, 2)])
+    assert sa.kmem_cache_validate(c) == 2 and sa.memory[lo] == lo_good
+    assert sa.memory[hi] == hi_bad
+    assert sa.kmem_cache_validate(c) == 2 and sa.memory[hi] != hi_bad
+    assert sa.memory[objs[0] + 3] == 0x6b and sa.memory[objs[1] - 1] == 0xcc
     assert sa.kmem_cache_validate(c) == 0
     assert int((sa.memory != before).sum()) == 2       # nothing else touched
     sa.validate()

@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 from ..engine import defrag, ops
 from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD,
                              E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set,
-                             _locate, _slab_of)
+                             _locate, _slab_of, locate)
 from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
                              CA_FP_KEY, CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY,
                              G_FAULT_CACHE,
@@ -40,7 +40,7 @@ from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
 from ..engine.debug import E_DEBUG
 from ..engine.native import address, byte_array, jit, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS
-from ..engine.slablists import _cpu_pop, _set_fp
+from ..engine.slablists import _set_fp, cpu_pop
 from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
@@ -183,7 +183,7 @@ def _alloc_fast(st, cache, cpu, gfp):
         obj = mem[(main >> 3) + SH_OBJECTS + size]
         _stat(st, cache, cpu, ALLOC_PCS, 1)
     else:
-        obj = _cpu_pop(st, cache, c)        # checked: 0 if empty or corrupted
+        obj = cpu_pop(st, cache, c)         # checked: 0 if empty or corrupted
         if obj == 0:
             return 0
         _stat(st, cache, cpu, ALLOC_FASTPATH, 1)
@@ -223,7 +223,7 @@ def _free_checked(st, cache, cpu, slab, addr):
 
 
 # ---- the API ------------------------------------------------------------------------------------
-@jit(inline=True)
+@jit(inline=True, api=True)
 def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     """One object of cache id ``cache`` on ``cpu``; its address or 0 (out of memory)."""
     st = _cache_state(h, cache, cpu, True)
@@ -233,7 +233,7 @@ def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp))
 
 
-@jit(inline=True)
+@jit(inline=True, api=True)
 def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     """One object from NUMA ``node`` (-1: any); its address or 0."""
     st = _cache_state(h, cache, cpu, True)
@@ -242,25 +242,25 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp))
 
 
-@jit(inline=True)
+@jit(inline=True, api=True)
 def kmem_cache_free(h, cache, addr, cpu=0):
     """Free one object; raises on a bad address, wrong cache or double free."""
     st = _cache_state(h, cache, cpu, False)
     slab = _slab_of(st, addr, cache)
     if slab == NIL:
-        _raise(_locate(st, addr, cache)[0])
+        _raise(locate(st, addr, cache))     # why (out of line: an error path)
     if _free_checked(st, cache, cpu, slab, addr):
         _raise(E_DEBUG)
 
 
-@jit(inline=True)
+@jit(inline=True, api=True)
 def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken."""
     st = _cache_state(h, cache, cpu, True)
     return _checked(st, ops.alloc_bulk(st, cache, cpu, gfp, nr, _checked_array(out, nr)))
 
 
-@jit(inline=True)
+@jit(inline=True, api=True)
 def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     """Free ``objs[:nr]`` (reordered in place); on a bad element nothing is freed."""
     st = _cache_state(h, cache, cpu, False)
@@ -269,7 +269,7 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
         _raise(err)
 
 
-@jit(inline=True)
+@jit(inline=True, api=True)
 def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     """The seed's array allocation (SLAB_ARRAY_ALLOC_* ``flags``); the count allocated."""
     st = _cache_state(h, cache, cpu, True)
@@ -277,13 +277,13 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
                                                    _checked_array(out, nr)))
 
 
-@jit(inline=True)
+@jit(inline=True, api=True)
 def kmem_cache_free_array(h, cache, nr, objs, cpu=0):
     """Free an array of objects (as ``kmem_cache_free_bulk``)."""
     kmem_cache_free_bulk(h, cache, nr, objs, cpu)
 
 
-@jit(inline=True)
+@jit(inline=True, api=True)
 def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     """``size`` bytes from the kmalloc caches (or whole pages); address, 16 for 0, or 0."""
     st = _state(h, cpu)
@@ -305,7 +305,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     return ops.kmalloc(st, NIL, cpu, -1, gfp, size, order)
 
 
-@jit(inline=True)
+@jit(inline=True, api=True)
 def kfree(h, addr, cpu=0):
     """Free a kmalloc allocation (NULL and ZERO_SIZE_PTR are ignored)."""
     st = _state(h, cpu)
@@ -320,7 +320,7 @@ def kfree(h, addr, cpu=0):
         _raise(err)
 
 
-@jit(inline=True)
+@jit(inline=True, api=True)
 def kfree_bulk(h, nr, objs, cpu=0):
     """``kfree`` of ``objs[:nr]`` of any caches."""
     st = _state(h, cpu)
@@ -329,7 +329,7 @@ def kfree_bulk(h, nr, objs, cpu=0):
         _raise(err)
 
 
-@jit(inline=True)
+@jit(inline=True, api=True)
 def is_live(h, cache, addr):
     """True if ``addr`` is an allocated object of ``cache`` (NIL: of any cache)."""
     st = _state(h, 0)
@@ -337,7 +337,7 @@ def is_live(h, cache, addr):
     return err == 0
 
 
-@jit(inline=True)
+@jit(inline=True, api=True)
 def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     """``cache.compact(ratio)`` (-1: the cache's ``defrag_used_ratio``): move the objects of
     slabs used at most ``ratio`` percent into the fullest slabs, writing the pairs to ``old``
@@ -357,7 +357,7 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     return got
 
 
-@jit(nrt=True)
+@jit(nrt=True, api=True)
 def arena(h):
     """The allocator's arena as a uint8 array (zero-copy): the object at address ``a`` is
     ``arena(h)[a:a + size]``. It does not keep the allocator alive: use it while ``h``'s

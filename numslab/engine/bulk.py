@@ -12,15 +12,16 @@ from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_clear, _l
                      _own_test)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_PARTIAL,
-                     CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, KERNEL_7_0, N_NR_PARTIAL, N_PARTIAL_HEAD, NIL,
+                     CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, KERNEL_7_0, N_NR_PARTIAL,
+                     N_PARTIAL_HEAD, NIL,
                      PG_CPU_PARTIAL, PG_FROZEN, PG_ISOLATED, PG_LARGE, PG_NODE_PARTIAL,
                      PG_SLAB, PG_SORTED, PG_TAIL, _ca, _cpu_row, _head_frame, _node_row,
                      _slab_nid, _stat)
 from .native import jit, unit, words_at
 from .nocpu import refill_objects
 from .pages import free_pages
-from .slablists import (_allocate_slab, _carve, _discard_slab, _fp_next, _isolate,
-                        _isolate_cpu_slab, _remove_partial, _set_fp)
+from .slablists import (_allocate_slab, _discard_slab, _fp_next, _isolate, _isolate_cpu_slab,
+                        _new_slab_objects, _remove_partial, _set_fp)
 
 
 # ---- allocation ------------------------------------------------------------------------------
@@ -394,7 +395,7 @@ def alloc_new_slabs(st, cache, cpu, gfp, nr, paddr):
         slab = _allocate_slab(st, cache, cpu, node, False)
         if slab == NIL:
             break
-        objs = _carve(st, cache, slab, p, got)
+        objs = _new_slab_objects(st, cache, slab, p, got)   # in allocation order
         st.sl_inuse[slab] = objs
         _stat(st, cache, cpu, ALLOC_SLAB, 1)
         _hand_out_run(st, cache, cpu, gfp, p, got, objs)

@@ -18,6 +18,11 @@ from . import native
 NIL = -1            #: "no page / no slab / no cache" in every index field
 NULL = 0            #: the null object address; page frame 0 is reserved so it is never handed out
 ZERO_SIZE_PTR = 16  #: what ``kmalloc(0)`` returns, as in the kernel; ``kfree`` ignores it
+#: A sheaf in reserved frame 0 whose size word is -1: empty to an allocation, full to a free.
+#: While a thread compiles a unit in the middle of an engine operation, every CPU's main
+#: sheaf points here, so that other threads' inlined fast paths (``numslab.jit``) take the
+#: units, which wait (``native.ENGINE_BUSY``).
+NO_SHEAF = 2048
 
 # ---- page flags (pg_flags) ----------------------------------------------------------------
 PG_HEAD = 1            #: first page of an allocated block (slab, large kmalloc or raw pages)
@@ -43,9 +48,12 @@ PG_SORTED = 2048       #: (slab) on a node partial list kept sorted (``engine/pa
 #: ``@njit`` caller), ``G_TICKS`` the clock of track records (one tick per debug alloc or
 #: free), ``G_NREPORTS`` the reports ever written to field ``reports`` (a ring).
 #: ``G_NDEBUG`` counts the live debug caches (a batch free then frees one by one).
+#: ``G_FRNG`` is the state of CONFIG_SLAB_FREELIST_RANDOM's generator (each new slab's start
+#: position in its cache's sequence), apart from ``G_RNG`` so that switching the option does
+#: not move the remote-node draws.
 (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL, G_RNG, G_NPENDING,
  G_ERR0, G_ERR1, G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED,
- G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_NSCALARS) = range(20)
+ G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_FRNG, G_NSCALARS) = range(21)
 KERNEL_6_18, KERNEL_7_0 = 618, 700
 KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0}      #: the generations, by release name
 
@@ -57,11 +65,15 @@ KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0}      #: the generations, by r
 #: ``CA_RED_LEFT`` ``s->red_left_pad`` (objects start at ``slab + i * size + CA_RED_LEFT``),
 #: ``CA_TRACK`` the offset of the two ``struct track`` from the object, ``CA_ORIG`` that of
 #: the ``orig_size`` word of a kmalloc cache with U (0: none).
+#: ``CA_RSEQ``/``CA_RSEQ_LEN`` are ``s->random_seq`` of CONFIG_SLAB_FREELIST_RANDOM: the
+#: cache's sequence is ``rseq[CA_RSEQ:CA_RSEQ + CA_RSEQ_LEN]`` (a permutation of the object
+#: indices of a slab of ``s->oo``, each times ``CA_SIZE``); ``CA_RSEQ_LEN`` 0: no sequence.
 (CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS, CA_ORDER,
  CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL, CA_CPU_PARTIAL,
  CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_CTOR, CA_SHEAF_CAPACITY,
  CA_USER_SHEAVES, CA_RECIP, CA_FP_KEY, CA_DEBUG, CA_RED_LEFT, CA_TRACK, CA_ORIG,
- CA_USED_RATIO, CA_MOVED, CA_MOVE_FREED, CA_PARTIAL_ORDER, CA_NCOLS) = range(30)
+ CA_USED_RATIO, CA_MOVED, CA_MOVE_FREED, CA_PARTIAL_ORDER, CA_RSEQ, CA_RSEQ_LEN,
+ CA_NCOLS) = range(32)
 D_OBJECT_POISON = 1 << 40      #: ``__OBJECT_POISON`` in ``CA_DEBUG``: poison the object
 #: ``CA_USED_RATIO`` is the movable-objects ``defrag_used_ratio`` (0: the default, 30);
 #: ``CA_MOVED``/``CA_MOVE_FREED`` count objects moved and slabs freed by compaction
@@ -102,8 +114,11 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 (F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
  F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
  F_PENDING, F_LIVE, F_KMALLOC, F_PCP, F_SCRATCH, F_REPORTS, F_SL_BUCKET, F_PBUCKETS,
- NFIELDS) = range(26)
+ F_RSEQ, NFIELDS) = range(27)
 NR_PBUCKETS = 48    #: buckets of a sorted partial list (``engine/partialorder.py``)
+#: Words of field ``rseq`` per cache slot: the most objects a slab of ``s->oo`` holds (8-byte
+#: objects in one page; ``calculate_order`` never gives a small cache a higher order).
+RSEQ_MAX = 512
 
 # ---- the header: words before the fields ----------------------------------------------------
 #: ``H_MAGIC`` identifies a state buffer; ``H_MEM``/``H_MEMSIZE`` are the arena's address and
@@ -119,6 +134,7 @@ FIELDS = (
     ("sl_objects", 0), ("sl_slabs", 0), ("ca", 0), ("cpu", 0), ("node", 0), ("stats", 0),
     ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0), ("kmalloc", NIL),
     ("pcp", 0), ("scratch", 0), ("reports", 0), ("sl_bucket", NIL), ("pbuckets", NIL),
+    ("rseq", 0),
 )
 
 
@@ -128,7 +144,7 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
         max_caches * CA_NCOLS, max_caches * ncpus * C_NCOLS, max_caches * nnodes * N_NCOLS,
         max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
         npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS, max(npages, 64),
-        R_MAX * R_NCOLS, npages, max_caches * nnodes * NR_PBUCKETS]
+        R_MAX * R_NCOLS, npages, max_caches * nnodes * NR_PBUCKETS, max_caches * RSEQ_MAX]
 
 
 # Kernels read the fields as ``st.<name>``, the fixed scalars as ``st.npages`` and so on, and
@@ -167,6 +183,7 @@ def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int,
     g[G_NPAGES], g[G_NNODES], g[G_NCPUS] = npages, nnodes, ncpus
     g[G_PAGES_PER_NODE], g[G_MAX_CACHES], g[G_KERNEL] = npages // nnodes, max_caches, kernel
     g[G_RNG] = (seed * 0x9E3779B97F4A7C15 + 0x2545F4914F6CDD1D) & 0x7FFFFFFFFFFFFFFF or 1
+    g[G_FRNG] = (seed * 0xD1B54A32D192ED03 + 0x8CB92BA72F3D8DD7) & 0x7FFFFFFFFFFFFFFF or 1
     view(buf, F_BUDDY)[B_HEAD::B_NCOLS] = NIL          # every free area starts empty
     cpu_node = view(buf, F_CPU_NODE)
     cpu_node[:] = np.arange(ncpus) * nnodes // ncpus
@@ -233,22 +250,38 @@ class SlabState:
         self.pcp = self.pcp.reshape(ncpus, nnodes, P_NCOLS)
         self.reports = self.reports.reshape(R_MAX, R_NCOLS)
         self.pbuckets = self.pbuckets.reshape(ncaches, nnodes, NR_PBUCKETS)
+        self.rseq = self.rseq.reshape(ncaches, RSEQ_MAX)
 
 
 # ---- kernel-side helpers ------------------------------------------------------------------
-@native.jit
-def _rand(st):
-    """Next value of the allocator's xorshift64* generator (deterministic per seed)."""
-    g = st.g
-    x = g[G_RNG]
+@native.jit(inline=True)
+def _xorshift(g, item):
+    """Step the xorshift64 generator whose state is word ``item`` of ``g``: the new state,
+    in 1..2**63-1."""
+    x = g[item]
     x ^= x >> 12
     x ^= (x << 25) & 0x7FFFFFFFFFFFFFFF
     x ^= x >> 27
     x &= 0x7FFFFFFFFFFFFFFF
     if x == 0:
         x = 1
-    g[G_RNG] = x
-    return (x * 2685821657736338717) & 0x7FFFFFFFFFFFFFFF
+    g[item] = x
+    return x
+
+
+@native.jit
+def _rand(st):
+    """Next value of the allocator's xorshift64* generator (deterministic per seed)."""
+    return (_xorshift(st.g, G_RNG) * 2685821657736338717) & 0x7FFFFFFFFFFFFFFF
+
+
+@native.jit
+def _frand(st):
+    """Next value of CONFIG_SLAB_FREELIST_RANDOM's generator (``G_FRNG``, from the seed):
+    the xorshift64 state itself, never negative. (Not scrambled by a multiply as ``_rand``
+    is: Numba marks an int64 multiply ``nsw``, so LLVM takes the product of two positives
+    for positive and drops the mask that follows; a negative draw then breaks ``% n``.)"""
+    return _xorshift(st.g, G_FRNG)
 
 
 @native.jit(inline=True)

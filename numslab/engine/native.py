@@ -21,6 +21,8 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import operator
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,10 +39,15 @@ from numba.core.typing.templates import (AbstractTemplate, AttributeTemplate, in
 from numba.extending import (intrinsic, lower_builtin, lower_getattr_generic, models,
                              register_model)
 
+from ..errors import ConcurrentUseError
+
 _PACKAGE = Path(__file__).resolve().parent.parent
 _I64 = ir.IntType(64)
 _P64 = _I64.as_pointer()
 _I8P = ir.IntType(8).as_pointer()
+_MACHINE = __import__("platform").machine()
+if _MACHINE == "x86_64":
+    ll.initialize_native_asmparser()    # Numba's LLVM reads no inline assembly without it
 
 
 def _source_hash() -> str:
@@ -83,8 +90,38 @@ class EngineDispatcher(CPUDispatcher):
                                          {k: types.unliteral(v) for k, v in kws.items()})
 
 
+def _threaded_callers() -> str:
+    """What, among the functions being compiled in this thread (the caller and every
+    function whose compile led to it), may run without the GIL: ``""`` if nothing."""
+    from numba.core.targetconfig import _FlagsStack
+    for flags in reversed(_FlagsStack()._stack):
+        if getattr(flags, "release_gil", False):
+            return "a nogil=True function"
+        par = getattr(flags, "auto_parallel", None)
+        if par is not None and getattr(par, "enabled", False):
+            return "a parallel=True function (prange)"
+    return ""
+
+
+class ApiDispatcher(EngineDispatcher):
+    """:class:`EngineDispatcher` for the functions of ``numslab.jit``: a call from a function
+    that may run without the GIL (``nogil=True``, ``parallel=True``) is refused when the
+    caller is compiled. numslab's structures are not safe for concurrent entry, and
+    compiled threads are the only way to enter one allocator twice at once (Python
+    threads and GIL-holding compiled code take turns); the test costs nothing at run time."""
+
+    def get_call_template(self, args: tuple, kws: dict) -> Any:
+        where = _threaded_callers()
+        if where:
+            raise ConcurrentUseError(
+                f"numslab.jit.{self.py_func.__name__} called from {where}: numslab does not "
+                f"support concurrent entry into an allocator from compiled threads yet; call "
+                f"numslab.jit from functions that hold the GIL (no nogil, no parallel)")
+        return super().get_call_template(args, kws)
+
+
 def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = False,
-        **overrides: Any) -> Any:
+        api: bool = False, **overrides: Any) -> Any:
     """Compile ``func`` with the engine's options (a decorator, usable with arguments).
 
     ``inline=True`` makes LLVM inline the function into every jitted caller (Numba's
@@ -93,7 +130,8 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
     one object cost 280 instructions with its helpers called). The others are left to
     LLVM's judgement: inlining every helper everywhere made a first ``kmalloc`` compile 50%
     longer. ``nrt=True`` turns the Numba runtime on, for code that creates arrays
-    (``numslab.net``). Every jitted function of numslab is made here."""
+    (``numslab.net``). ``api=True`` marks a function of ``numslab.jit``
+    (:class:`ApiDispatcher`). Every jitted function of numslab is made here."""
     if "nrt" in overrides:
         overrides["_nrt"] = overrides.pop("nrt")
     options = {**OPTIONS, "forceinline": bool(inline), **overrides}
@@ -101,7 +139,7 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
     def wrap(f: Callable) -> Any:
         if nb.config.DISABLE_JIT:
             return f
-        d = EngineDispatcher(f, targetoptions=options)
+        d = (ApiDispatcher if api else EngineDispatcher)(f, targetoptions=options)
         if cache:
             d._cache = EngineCache(f)
         return d
@@ -377,14 +415,31 @@ def state_at(typingctx: Any, addr: Any) -> Any:
 
 
 # ---- units: operations compiled once, called through a table --------------------------------
-MAX_UNITS = 512
+MAX_UNITS = 510
 #: Entry addresses of the units, by slot: a unit's compiled C function once it is compiled,
 #: until then a stub that compiles it. Never freed or moved: compiled code finds it by the
 #: process symbol ``numslab_units``.
-UNIT_TABLE = np.zeros(MAX_UNITS, np.int64)
+UNIT_TABLE = np.zeros(MAX_UNITS + 3, np.int64)
+#: Slots of :data:`UNIT_TABLE` after the units'. A unit compiled on its first call may be
+#: called in the middle of an engine operation (a unit calling another), and compiling lets
+#: other threads run. So the compiled caller of a unit that is still its stub raises
+#: ``ENGINE_BUSY`` and writes its thread's pointer (``pthread_self()``, which is
+#: ``threading.get_ident()``) to ``ENGINE_OWNER``, in compiled code where no other thread
+#: can run in between; until it lowers them, every unit's entry (and the call gate) makes
+#: other threads wait, in the function in ``ENGINE_WAIT``, and the park hooks keep them off
+#: the inlined fast paths (``numslab.jit``).
+ENGINE_BUSY, ENGINE_WAIT, ENGINE_OWNER = MAX_UNITS, MAX_UNITS + 1, MAX_UNITS + 2
+#: ``hook(state_address)`` before a thread compiles a unit in the middle of an operation on
+#: that state: it parks what inlined fast paths use (the facade points every CPU's main sheaf
+#: at ``layout.NO_SHEAF``) and returns the function that puts it back, or None.
+PARK_HOOKS: list[Callable[[int], Callable[[], None] | None]] = []
 UNITS: list["Unit"] = []
 UNIT_SYMBOL = "numslab_units"
 ll.add_symbol(UNIT_SYMBOL, UNIT_TABLE.ctypes.data)
+#: Each unit's stub, by slot: ``UNIT_TABLE`` holds it until the unit is compiled.
+STUB_TABLE = np.zeros(MAX_UNITS, np.int64)
+STUB_SYMBOL = "numslab_stubs"
+ll.add_symbol(STUB_SYMBOL, STUB_TABLE.ctypes.data)
 _table_hash: list[str] = []
 
 
@@ -442,15 +497,28 @@ class Unit:
         self._proto = proto
         self._stub = proto(self._first_call)    # kept alive: the table points at it
         UNITS.append(self)
-        UNIT_TABLE[self.slot] = ctypes.cast(self._stub, ctypes.c_void_p).value
+        UNIT_TABLE[self.slot] = STUB_TABLE[self.slot] = ctypes.cast(self._stub,
+                                                                    ctypes.c_void_p).value
         _register_unit_call(self)
 
     def __repr__(self) -> str:
         return f"<unit {self.name} slot {self.slot}{' compiled' if self.address else ''}>"
 
     def _first_call(self, *args: int) -> int:
-        """The table's stub: compile, then run this call (a compiled caller got here)."""
-        return self.compile()(*args)
+        """The table's stub: compile, then run this call. A compiled caller that got here made
+        this thread the engine's owner first (:data:`ENGINE_OWNER`): it may be a unit in the
+        middle of an operation, so other threads' entries wait while the compiler lets them
+        run, and the park hooks keep their inlined fast paths off this state meanwhile."""
+        nested = UNIT_TABLE[ENGINE_BUSY] != 0 and \
+            UNIT_TABLE[ENGINE_OWNER] == threading.get_ident()
+        undo = [hook(args[0]) for hook in PARK_HOOKS] if nested else []
+        try:
+            run = self.compile()
+        finally:
+            for restore in undo:
+                if restore is not None:
+                    restore()
+        return run(*args)
 
     def compile(self) -> Callable[..., int]:
         """Compile (or load from the cache) and install in the table; the ctypes function."""
@@ -479,9 +547,23 @@ class Unit:
         return self._cfunc.inspect_llvm()
 
     def __call__(self, *args: int) -> int:
+        if UNIT_TABLE[ENGINE_BUSY]:
+            wait_for_engine()
         if len(args) != self.nargs:
             raise TypeError(f"{self.name} takes {self.nargs} arguments, not {len(args)}")
         return self.compile()(*args)
+
+
+def wait_for_engine() -> int:
+    """Block (the GIL released) while another thread compiles a unit inside the engine. 0."""
+    me = threading.get_ident()
+    while UNIT_TABLE[ENGINE_BUSY] and UNIT_TABLE[ENGINE_OWNER] != me:
+        time.sleep(0.0002)
+    return 0
+
+
+_WAIT = ctypes.CFUNCTYPE(ctypes.c_int64)(wait_for_engine)      # kept alive: the table has it
+UNIT_TABLE[ENGINE_WAIT] = ctypes.cast(_WAIT, ctypes.c_void_p).value
 
 
 class _UnitCompiler(_CFuncCompiler):
@@ -517,6 +599,7 @@ class _UnitCFunc(CFunc):
             [context.get_value_type(t) for t in fndesc.argtypes]),
             fndesc.llvm_cfunc_wrapper_name)
         builder = ir.IRBuilder(wrapper.append_basic_block("entry"))
+        _wait_while_busy(builder)   # every way in (gate, ctypes, a compiled caller) waits
         status, out = context.call_conv.call_function(builder, callee, fndesc.restype,
                                                       fndesc.argtypes, wrapper.args)
         with builder.if_then(status.is_error, likely=False):   # engine code never raises
@@ -524,6 +607,52 @@ class _UnitCFunc(CFunc):
         builder.ret(out)
         cres.library.add_ir_module(module)
         return cres
+
+
+def _wait_while_busy(builder: Any) -> None:
+    """Emit: while another thread compiles in the middle of an engine operation
+    (:data:`ENGINE_BUSY`), call :func:`wait_for_engine` (it returns at once for that thread).
+    Every unit's C entry starts so."""
+    base = table_address(builder, UNIT_SYMBOL)
+    busy = builder.load(builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)]))
+    with builder.if_then(builder.icmp_signed("!=", busy, ir.Constant(_I64, 0)), likely=False):
+        wait = builder.inttoptr(builder.load(builder.gep(base, [
+            ir.Constant(_I64, ENGINE_WAIT)])), ir.FunctionType(_I64, []).as_pointer())
+        builder.call(wait, [])
+
+
+def _call_unit(builder: Any, slot: Any, args: list) -> Any:
+    """Emit a call of the unit in table slot ``slot`` (an LLVM i64) with ``args`` (the state
+    pointer, then i64s), as every compiled caller makes it. A unit not compiled yet is still
+    its Python stub: the caller raises :data:`ENGINE_BUSY` before it calls the stub, here
+    in compiled code, where no other thread can run in between (in the stub's Python code
+    one could), and lowers it after."""
+    _wait_while_busy(builder)
+    base = table_address(builder, UNIT_SYMBOL)
+    busy_at = builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)])
+    owner_at = builder.gep(base, [ir.Constant(_I64, ENGINE_OWNER)])
+    addr = builder.load(builder.gep(base, [slot]))
+    first = builder.icmp_signed("==", addr, table_load(builder, STUB_SYMBOL, slot))
+    one, zero = ir.Constant(_I64, 1), ir.Constant(_I64, 0)
+    with builder.if_then(first, likely=False):
+        builder.store(builder.add(builder.load(busy_at), one), busy_at)
+        builder.store(_thread_pointer(builder), owner_at)
+    fnty = ir.FunctionType(_I64, [_P64] + [_I64] * (len(args) - 1))
+    result = builder.call(builder.inttoptr(addr, fnty.as_pointer()), args)
+    with builder.if_then(first, likely=False):
+        busy = builder.sub(builder.load(busy_at), one)
+        builder.store(busy, busy_at)
+        with builder.if_then(builder.icmp_signed("==", busy, zero)):
+            builder.store(zero, owner_at)
+    return result
+
+
+def _thread_pointer(builder: Any) -> Any:
+    """The calling thread's pointer, which glibc's ``pthread_self()`` returns on x86-64
+    (``%fs:0``); -1 elsewhere (no thread is then taken for the engine's owner)."""
+    if _MACHINE != "x86_64":
+        return ir.Constant(_I64, -1)
+    return builder.asm(ir.FunctionType(_I64, []), "movq %fs:0, $0", "=r", [], False)
 
 
 def _register_unit_call(u: Unit) -> None:
@@ -540,10 +669,7 @@ def _register_unit_call(u: Unit) -> None:
 
     @lower_builtin(key, *u.sig.args)
     def _lower(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        fnty = ir.FunctionType(_I64, [_P64] + [_I64] * (u.nargs - 1))
-        fn = builder.inttoptr(table_load(builder, UNIT_SYMBOL, ir.Constant(_I64, u.slot)),
-                              fnty.as_pointer())
-        return builder.call(fn, args)
+        return _call_unit(builder, ir.Constant(_I64, u.slot), list(args))
 
 
 def unit(func: Callable) -> Unit:
@@ -554,16 +680,14 @@ def unit(func: Callable) -> Unit:
 @intrinsic
 def call_slot(typingctx: Any, slot: Any, st: Any, args: Any) -> Any:
     """Call the unit in table slot ``slot`` (a run-time int) with ``st`` and the tuple ``args``
-    of ints: the drivers' trampolines use it."""
+    of ints, after waiting while :data:`ENGINE_BUSY`: the drivers' trampolines use it."""
     if not isinstance(args, types.BaseTuple) or not all(
             isinstance(a, types.Integer) for a in args):
         return None
 
     def codegen(context: Any, builder: Any, sig: Any, llargs: Any) -> Any:
         n = len(sig.args[2])
-        fnty = ir.FunctionType(_I64, [_P64] + [_I64] * n)
-        fn = builder.inttoptr(table_load(builder, UNIT_SYMBOL, llargs[0]), fnty.as_pointer())
         vals = [context.cast(builder, builder.extract_value(llargs[2], i), sig.args[2][i],
                              types.int64) for i in range(n)]
-        return builder.call(fn, [llargs[1], *vals])
+        return _call_unit(builder, llargs[0], [llargs[1], *vals])
     return types.int64(slot, st, args), codegen

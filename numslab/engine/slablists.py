@@ -16,9 +16,9 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NPENDING,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
                      N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
-                     PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, _ca, _cpu_row,
-                     _node_row, _rand, _slab_nid, _stat)
-from .native import jit, swab, unit
+                     PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, CA_RSEQ,
+                     CA_RSEQ_LEN, _ca, _cpu_row, _frand, _node_row, _rand, _slab_nid, _stat)
+from .native import address, jit, swab, unit, words_at
 from .partialorder import _unlink_partial, sorted_add, sorted_refile, sorted_unfile
 from .pages import _free_pages_pcp, _pcp_take, alloc_pages
 from .redzone import slab_debug_setup
@@ -119,6 +119,14 @@ def _cpu_pop(st, cache, c):
         return 0
     cpt[c + C_FREELIST] = nxt
     return obj
+
+
+@unit
+def cpu_pop(st, cache, c):
+    """:func:`_cpu_pop` out of line: ``numslab.jit``'s 6.18 allocation calls it, so that a
+    user's function does not inline (and LLVM optimise) the checked pop at every call site
+    for a path that 7.0's caches never take."""
+    return _cpu_pop(st, cache, c)
 
 
 @jit
@@ -241,40 +249,156 @@ def allocate_slab_pcp(st, cache, cpu, node, thisnode):
     return _allocate_slab(st, cache, cpu, node, thisnode)
 
 
+# ---- CONFIG_SLAB_FREELIST_RANDOM: the order in which a new slab's objects go out ------------
 @jit(inline=True)
-def _carve(st, cache, slab, p, at):
-    """The addresses of every object of the new ``slab``, in the order a new slab hands
-    them out, into ``p[at:at + n]``; ``n``. The one place a new slab's object addresses are
-    computed for handing out whole (``base + i * size``)."""
-    n = st.sl_objects[slab]
+def _obj_iter_init(st, cache, slab):
+    """``init_slab_obj_iter``: the position a new ``slab``'s objects are taken from. When
+    the cache has a random sequence and the slab at least two objects, a draw below the
+    sequence's length (``get_random_u32_below(freelist_count)``, from ``G_FRNG``); else 0,
+    the first object in address order."""
+    n = _ca(st, cache, CA_RSEQ_LEN)
+    if n != 0 and st.sl_objects[slab] >= 2:
+        return _below(st, n)
+    return 0
+
+
+@jit(inline=True)
+def _below(st, n):
+    """``get_random_u32_below(n)`` from ``G_FRNG``: 32 random bits times ``n``, shifted
+    down 32 (Lemire's multiply-shift, as the kernel's: no division)."""
+    return ((_frand(st) >> 31) * n) >> 32
+
+
+@jit(inline=True)
+def _next_obj(st, cache, slab, pos):
+    """``next_slab_obj``: the next object of a new ``slab`` from position ``pos``, and the
+    position after it. With a random sequence: its entries read on from ``pos`` (wrapping
+    round), skipping those at or past the end of the slab (a slab of the fallback order has
+    fewer objects than the sequence); else the objects in address order. Every object of
+    the slab comes out once in ``sl_objects`` calls."""
+    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
     size = _ca(st, cache, CA_SIZE)
-    obj = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-    for i in range(at, at + n):
-        p[i] = obj
-        obj += size
-    return n
+    n = _ca(st, cache, CA_RSEQ_LEN)
+    objects = st.sl_objects[slab]
+    if n != 0 and objects >= 2:
+        limit = objects * size
+        seq = _ca(st, cache, CA_RSEQ)
+        idx = st.rseq[seq + pos]
+        pos += 1
+        if pos >= n:
+            pos = 0
+        while idx >= limit:
+            idx = st.rseq[seq + pos]
+            pos += 1
+            if pos >= n:
+                pos = 0
+        return base + idx, pos
+    return base + pos * size, pos + 1
+
+
+@jit(inline=True)
+def _new_slab_objects(st, cache, slab, p, at):
+    """Every object of a new ``slab``, in allocation order (:func:`_obj_iter_init` and
+    :func:`_next_obj`: ``alloc_from_new_slab`` taking them all), into ``p[at:]`` (Words), for
+    the paths that carve a whole slab with no free list. How many (``sl_objects``)."""
+    objects = st.sl_objects[slab]
+    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    n = _ca(st, cache, CA_RSEQ_LEN)
+    if n == objects and n >= 2:         # a slab of s->oo: the sequence from pos, then to pos
+        seq = _ca(st, cache, CA_RSEQ)
+        pos = _below(st, n)
+        rseq = st.rseq
+        k = at
+        for j in range(seq + pos, seq + n):
+            p[k] = base + rseq[j]
+            k += 1
+        for j in range(seq, seq + pos):
+            p[k] = base + rseq[j]
+            k += 1
+    elif n == 0 or objects < 2:         # address order
+        size = _ca(st, cache, CA_SIZE)
+        for k in range(objects):
+            p[at + k] = base + k * size
+    else:                               # a fallback slab: rarely, so a unit apart
+        carve_slab_iter(st, cache, slab, address(p) + 8 * at)
+    return objects
+
+
+@unit
+def carve_slab_iter(st, cache, slab, paddr):
+    """Every object of a new ``slab`` into the words at ``paddr`` in the order of
+    :func:`_next_obj`: :func:`_new_slab_objects` for a slab of the fallback order (rarely
+    run, so compiled apart from the refill and NEW paths). How many."""
+    p = words_at(paddr)
+    objects = st.sl_objects[slab]
+    pos = _obj_iter_init(st, cache, slab)
+    for k in range(objects):
+        obj, pos = _next_obj(st, cache, slab, pos)
+        p[k] = obj
+    return objects
+
+
+@unit
+def build_freelist_iter(st, cache, slab):
+    """:func:`new_slab`'s free list through every object of ``slab`` in the order of
+    :func:`_next_obj`, for a slab of the fallback order with a random sequence (rarely run,
+    so compiled apart from ``new_slab``). 0."""
+    mem = st.mem
+    offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
+    pos = _obj_iter_init(st, cache, slab)
+    obj, pos = _next_obj(st, cache, slab, pos)
+    st.sl_freelist[slab] = obj
+    for _ in range(st.sl_objects[slab] - 1):
+        nxt, pos = _next_obj(st, cache, slab, pos)
+        _set_fp(mem, offset, key, obj, nxt)
+        obj = nxt
+    _set_fp(mem, offset, key, obj, 0)
+    return 0
 
 
 @unit
 def new_slab(st, cache, cpu, node, thisnode):
-    """``new_slab``: a new slab with its free list built through every object, accounted to
-    its node. Its head frame, or NIL when out of memory."""
+    """``new_slab``: a new slab with its free list built through every object, in the
+    order of :func:`_next_obj` (``shuffle_freelist`` when the cache's free lists are
+    randomised), accounted to its node. Its head frame, or NIL when out of memory."""
     slab = allocate_slab(st, cache, cpu, node, thisnode)
     if slab == NIL:
         return NIL
     mem = st.mem
-    size = _ca(st, cache, CA_SIZE)
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
     if _ca(st, cache, CA_DEBUG):
         slab_debug_setup(st, cache, slab)
-    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-    obj = base
-    for _ in range(st.sl_objects[slab] - 1):
-        _set_fp(mem, offset, key, obj, obj + size)
-        obj += size
-    _set_fp(mem, offset, key, obj, 0)
-    st.sl_freelist[slab] = base
+    objects = st.sl_objects[slab]
+    n = _ca(st, cache, CA_RSEQ_LEN)
+    if n == objects and n >= 2:         # a slab of s->oo: the sequence from pos, then to pos
+        base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+        seq = _ca(st, cache, CA_RSEQ)
+        pos = _below(st, n)
+        rseq = st.rseq
+        obj = base + rseq[seq + pos]
+        st.sl_freelist[slab] = obj
+        for j in range(seq + pos + 1, seq + n):
+            nxt = base + rseq[j]
+            _set_fp(mem, offset, key, obj, nxt)
+            obj = nxt
+        for j in range(seq, seq + pos):
+            nxt = base + rseq[j]
+            _set_fp(mem, offset, key, obj, nxt)
+            obj = nxt
+        _set_fp(mem, offset, key, obj, 0)
+    elif n == 0 or objects < 2:         # address order
+        size = _ca(st, cache, CA_SIZE)
+        base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+        obj = base
+        for _ in range(objects - 1):
+            _set_fp(mem, offset, key, obj, obj + size)
+            obj += size
+        _set_fp(mem, offset, key, obj, 0)
+        st.sl_freelist[slab] = base
+    else:                               # a fallback slab's entries: a unit apart
+        build_freelist_iter(st, cache, slab)
     return slab
 
 

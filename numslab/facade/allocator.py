@@ -41,13 +41,14 @@ from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAG
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
-from . import persist
+from . import persist, threads
 from .args import check_gfp
 from .batchapi import BatchAPI
 from .cache import DestroyedCache, KmemCache
 from .debugapi import DebugAPI
 from .defragapi import DefragAPI, check_partial_order
 from .evictapi import EvictAPI
+from .hardening import init_cache_random_seq
 from .raising import RaiseAPI
 from .kmallocapi import KmallocAPI
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
@@ -108,6 +109,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     freelist_hardened : bool
         CONFIG_SLAB_FREELIST_HARDENED (on, as distribution kernels build it): every free
         pointer is stored as ``ptr ^ s->random ^ swab(its address)`` with a random per cache.
+    freelist_random : bool
+        CONFIG_SLAB_FREELIST_RANDOM (on, as distribution kernels build it): each new slab
+        hands out its objects in the order of a per-cache random permutation, from a random
+        start (``facade/hardening.py``; the draws come from ``seed``).
     kernel : {"7.0", "6.18"}
         The SLUB generation modelled. ``"7.0"`` (the default): per-CPU sheaves for every
         cache, with the capacity of ``calculate_sheaf_capacity``, and no CPU slab, CPU
@@ -134,7 +139,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1,
                  memory: int | str = "256M", *, max_caches: int = 256, seed: int = 0,
                  kernel: str = DEFAULT_KERNEL, freelist_hardened: bool = True,
-                 slab_debug: str | None = None, partial_order: str = "kernel") -> None:
+                 freelist_random: bool = True, slab_debug: str | None = None, partial_order: str = "kernel") -> None:
         if nr_cpus is None:
             nr_cpus = os.cpu_count() or 1
         if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
@@ -147,7 +152,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._debug_init(slab_debug)
         self.partial_order = check_partial_order(partial_order, "SlabAllocator")
         self.freelist_hardened = bool(freelist_hardened)
-        self._seed = seed
+        self.freelist_random = bool(freelist_random)
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise SlabError(f"seed {seed!r} is not an integer")
+        self._seed = int(seed) % (1 << 64)      # the generators take unsigned seeds
         per_node = parse_size(memory)
         block = PAGE_SIZE << MAX_PAGE_ORDER
         if per_node <= 0:
@@ -168,6 +176,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed,
                               self.memory.ctypes.data, self.memory.size, KERNELS[kernel])
         self._st = self._buf.ctypes.data          #: the state's address: units take it
+        threads.register(self)
         self.state = SlabState(self._buf)
         init_buddy(self._st, 1)
         self._g = view(self._buf, F_G)
@@ -352,6 +361,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if self.freelist_hardened:         # s->random: get_random_long(), seeded here
             row[CA_FP_KEY] = int(np.random.default_rng([self._seed, cid, len(self._names)])
                                  .integers(1, 1 << 62))
+        if self.freelist_random:           # s->random_seq: init_cache_random_seq
+            init_cache_random_seq(self.state.rseq, row, cid, geo.objs_per_slab, geo.slab_size,
+                                  [self._seed, cid, len(self._names), 1])
         row[CA_PARTIAL_ORDER] = order == "sorted"
         ca[cid] = row
         cache = KmemCache(self, cid, name, ctor, dtype)
@@ -377,9 +389,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return persist.load(cls, path)
 
     def __repr__(self) -> str:
+        hardening = "+".join(n for n, on in (("hardened", self.freelist_hardened),
+                                              ("random", self.freelist_random)) if on)
         return (f"<SlabAllocator kernel={self.kernel} cpus={self.nr_cpus} "
                 f"nodes={self.nr_nodes} memory={self.nr_pages * PAGE_SIZE >> 20} MiB "
-                f"caches={len(self._caches)} "
+                f"caches={len(self._caches)} freelist={hardening or 'plain'} "
                 f"free pages={self.free_pages_count() + self.pcp_pages_count()}>")
 
     def find(self, addr: int) -> dict[str, Any]:

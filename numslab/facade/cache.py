@@ -10,7 +10,7 @@ from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS
                       CA_SHEAF_CAPACITY,
                       CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER,
                       CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL,
-                      CA_INUSE, CA_RED_LEFT)
+                      CA_INUSE, CA_RED_LEFT, CA_RSEQ, CA_RSEQ_LEN)
 from ..flags import (GFP_KERNEL, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS, SLAB_POISON,
                     SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
                     SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES,
@@ -96,6 +96,21 @@ class KmemCache(MovableCache):
                               doc="Objects per per-CPU sheaf (0: the cache has none).")
     offset = property(lambda self: int(self._row[CA_OFFSET]),
                       doc="Byte offset of the free pointer inside a free object.")
+
+    @property
+    def random_seq(self) -> np.ndarray | None:
+        """``s->random_seq`` of CONFIG_SLAB_FREELIST_RANDOM, or None.
+
+        A copy, int64[objs_per_slab]: byte offsets from a slab's first object in the order
+        a new slab hands its objects out (from a random start, wrapping round). None when
+        the allocator's free lists are not randomised or a slab holds one object.
+        """
+        n = int(self._row[CA_RSEQ_LEN])
+        if not n:
+            return None
+        off = int(self._row[CA_RSEQ])
+        return self._sa.state.rseq.reshape(-1)[off:off + n].copy()
+
     red_left_pad = property(lambda self: int(self._row[CA_RED_LEFT]),
                             doc="Left red zone before each object (``s->red_left_pad``, "
                                 "slab_debug Z; 0 otherwise).")

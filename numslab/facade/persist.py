@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine.layout import CA_ACTIVE, CA_DEBUG, G_NPENDING, G_NREPORTS, H_MEM
+from ..engine.native import wait_for_engine
 from ..errors import SlabError
 from .cache import KmemCache
 
@@ -23,6 +24,7 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
     """Write ``sa`` to ``path`` (a compressed ``.npz``): its state words, its arena and the
     caches' names and dtypes. Constructors are Python code and are not saved: a machine with
     a cache that has one is refused, as is one with constructors still pending."""
+    wait_for_engine()       # no other thread half-way through an operation (see native)
     withctor = [c.name for c in sa.caches if c.ctor is not None]
     if withctor:
         raise SlabError(f"save: caches {withctor} have constructors, which cannot be saved")
@@ -31,6 +33,7 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
     meta = {"format": FORMAT, "nr_cpus": sa.nr_cpus, "nr_nodes": sa.nr_nodes,
             "memory": sa.pages_per_node * 4096, "max_caches": int(sa.state.ca.shape[0]),
             "seed": sa._seed, "kernel": sa.kernel, "freelist_hardened": sa.freelist_hardened,
+            "freelist_random": sa.freelist_random,
             "slab_debug": sa._slab_debug_spec, "sites": sa._site_names,
             "partial_order": sa.partial_order,
             "caches": [{"id": c.id, "name": c.name,
@@ -50,7 +53,8 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
         raise SlabError(f"load: {path} is not a numslab machine of format {FORMAT}")
     sa = cls(nr_cpus=meta["nr_cpus"], nr_nodes=meta["nr_nodes"], memory=meta["memory"],
              max_caches=meta["max_caches"], seed=meta["seed"], kernel=meta["kernel"],
-             freelist_hardened=meta["freelist_hardened"], slab_debug=meta["slab_debug"],
+             freelist_hardened=meta["freelist_hardened"],
+             freelist_random=meta.get("freelist_random", False), slab_debug=meta["slab_debug"],
              partial_order=meta.get("partial_order", "kernel"))
     if state.shape != sa._buf.shape or arena.shape != sa.memory.shape:
         raise SlabError(f"load: {path} does not fit the machine it describes")

@@ -14,11 +14,14 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_ACTIVE, CA_N
                              N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL, SH_NEXT,
                              _cpu_row, _node_row)
 from ..engine.stats import live_objects
-from .parse import ROW_FAILED, ROW_LARGE, ROW_NULL, ROW_ZERO, ROW_ZERO_PTR
+from ..flags import __GFP_NO_OBJ_EXT
+from .parse import (EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, ROW_FAILED, ROW_LARGE, ROW_NULL,
+                    ROW_ZERO, ROW_ZERO_PTR)
 
-# ---- what an event does (``op``) and why an event is skipped (``counts`` slots) ----------------
-OP_SKIP, OP_ALLOC, OP_FREE = 0, 1, 2
+#: gfp bit the replay leaves out (only the allocator's own sheaves are allocated with it)
+NO_OBJ_EXT = __GFP_NO_OBJ_EXT
 
+# ---- why an event is skipped (``counts`` slots) -----------------------------------------------
 (K_REPLAYED, K_UNTRACED_ALLOC, K_NULL, K_ZERO_PTR, K_ZERO_ALLOC, K_FAILED, K_UNTRACED_FREE,
  K_LARGE_BYTES, K_OOM_AT, K_NCOUNTS) = range(10)
 #: skip reasons, by ``counts`` slot
@@ -27,24 +30,25 @@ SKIP_REASONS = {K_UNTRACED_ALLOC: "untraced_alloc", K_NULL: "null_free",
                 K_FAILED: "failed_alloc"}
 
 
-@numba.njit(cache=True)
-def peak_live_bytes(op, row, pid, sizes, nbytes, npid):
+@numba.njit(cache=True, nogil=True)
+def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
     """The replay's peak of live bytes (``sizes[row]`` per slab object, ``nbytes`` rounded up
     to pages per large kmalloc), with the replay's rules (a pointer allocated while live
-    frees it first; frees of unknown pointers ignored)."""
+    frees it first; frees of unknown pointers ignored); ``kind`` is the trace's ``EV_*``."""
     live = np.zeros(npid, np.int64)
     cur = 0
     peak = 0
-    for i in range(op.shape[0]):
+    for i in range(kind.shape[0]):
+        k = kind[i]
         p = pid[i]
         r = row[i]
-        if op[i] == OP_ALLOC and r >= ROW_LARGE:
+        if k <= EV_KMALLOC and r >= ROW_LARGE:
             b = sizes[r] if r >= 0 else (nbytes[i] + 4095) // 4096 * 4096
             cur += b - live[p]
             live[p] = b
             if cur > peak:
                 peak = cur
-        elif op[i] == OP_FREE and p >= 0:
+        elif (k == EV_KFREE or k == EV_CACHE_FREE) and p >= 0:
             cur -= live[p]
             live[p] = 0
     return peak
@@ -62,26 +66,33 @@ def _free_held(h, p, c, cids, addr, owner, lbytes, counts):
         nj.kmem_cache_free(h, cids[w], addr[p], c)
 
 
-@numba.njit(cache=True)
-def replay_chunk(h, start, stop, op, cpu, row, pid, gfp, node, nbytes, cids, addr, owner,
-                 lbytes, counts):
+@numba.njit(cache=True)        # holds the GIL: numslab.jit refuses nogil callers
+def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, nnodes, cids,
+                 addr, owner, lbytes, counts):
     """Replay events ``start:stop`` on the allocator of handle ``h``.
 
-    ``op``, ``row`` (cache row, or ``ROW_*``), ``pid`` (dense pointer id, -1 none), ``cpu``
-    and ``node`` (already on the simulated machine), ``gfp``, ``nbytes`` (bytes of a large
-    kmalloc) are per event; ``cids`` maps a cache row to its numslab cache id; ``addr`` and
+    Per event, as the trace holds them: ``kind`` (``EV_*``: allocations and frees are
+    replayed, other lines skipped), ``row`` (cache row, or ``ROW_*``), ``pid`` (dense
+    pointer id, -1 none), ``cpu`` (the traced CPU, -1 none: run on CPU ``cpu % ncpus``, 0
+    for none), ``node`` (-1 any, else node ``node % nnodes``), ``gfp`` (``__GFP_NO_OBJ_EXT``
+    left out: the replay's caller is no sheaf), ``nbytes`` (``bytes_alloc``: the size of a
+    large kmalloc). ``cids`` maps a cache row to its numslab cache id; ``addr`` and
     ``owner`` (int64[npid], int32[npid]) hold each live pointer's numslab address and cache
     row, ``lbytes`` (int64[npid]) the bytes of each live large kmalloc. Returns 0, or 1
     when the arena ran out (``counts[K_OOM_AT]`` is the event).
     """
     for i in range(start, stop):
-        o = op[i]
-        if o == OP_SKIP:
+        o = kind[i]
+        if o > EV_CACHE_FREE:
             continue
         r = row[i]
         c = cpu[i]
+        if c < 0:
+            c = 0
+        elif c >= ncpus:
+            c %= ncpus
         p = pid[i]
-        if o == OP_ALLOC:
+        if o <= EV_KMALLOC:
             if r == ROW_ZERO:
                 counts[K_ZERO_ALLOC] += 1
                 continue
@@ -91,14 +102,19 @@ def replay_chunk(h, start, stop, op, cpu, row, pid, gfp, node, nbytes, cids, add
             if addr[p] != 0:                    # its free was never traced (bulk free)
                 _free_held(h, p, c, cids, addr, owner, lbytes, counts)
                 counts[K_UNTRACED_FREE] += 1
+            g = gfp[i] & ~NO_OBJ_EXT
+            nd = node[i]
             if r == ROW_LARGE:
-                a = nj.kmalloc(h, nbytes[i], c, gfp[i])
-                lbytes[p] = nbytes[i]
-                counts[K_LARGE_BYTES] += nbytes[i]
-            elif node[i] >= 0:
-                a = nj.kmem_cache_alloc_node(h, cids[r], node[i], c, gfp[i])
+                nb = np.int64(nbytes[i])
+                a = nj.kmalloc(h, nb, c, g)
+                lbytes[p] = nb
+                counts[K_LARGE_BYTES] += nb
+            elif nd >= 0:
+                if nd >= nnodes:
+                    nd %= nnodes
+                a = nj.kmem_cache_alloc_node(h, cids[r], nd, c, g)
             else:
-                a = nj.kmem_cache_alloc(h, cids[r], c, gfp[i])
+                a = nj.kmem_cache_alloc(h, cids[r], c, g)
             if a == 0:
                 addr[p] = 0
                 counts[K_OOM_AT] = i

@@ -13,7 +13,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.cpython.unsafe.numbers import trailing_zeros
+from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 from numba.extending import intrinsic
 
 # ---- event kinds (one per parsed line) ---------------------------------------------------------
@@ -327,6 +327,94 @@ def _next_clear(bm, q):
         q += 64
 
 
+_M7F = np.uint64(0x7F7F7F7F7F7F7F7F)
+_COLONS = np.uint64(0x3A3A3A3A3A3A3A3A)
+_BRACKETS = np.uint64(0x5B5B5B5B5B5B5B5B)
+_NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _zero_bytes(x):
+    """0x80 in each byte of ``x`` (uint64) that is zero, 0 elsewhere (exact: no borrow)."""
+    return ~(((x & _M7F) + _M7F) | x | _M7F)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _after_last_colon(buf, a, b):
+    """One past the last ``:`` in ``buf[a:b]``, or ``a`` if there is none (8 bytes at a time;
+    the buffer's slack covers the last load)."""
+    res = a
+    i = a
+    while i < b:
+        w = load8(buf, i)
+        if b - i < 8:                                 # bytes past b: never a colon
+            w |= ~((np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1))
+        z = _zero_bytes(w ^ _COLONS)
+        if z:
+            res = i + (63 - np.int64(leading_zeros(z))) // 8 + 1
+        i += 8
+    return res
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _tracefs_header(buf, b0, sp, dl):
+    """The header of a line at ``buf[b0]`` in tracefs's own layout (``%16s-%-7d [%03d]
+    <5 flags> %5lu.%06lu: event:``; the task and pid end at column 24), read at fixed
+    columns: ``(cpu, seconds, event start, event end)``, or cpu -1 when the line is not in
+    that layout exactly (then the general token walk reads it). Every check the walk makes
+    is made here, so both give the same fields."""
+    if not (buf[b0 + 24] == 32 and buf[b0 + 25] == 91 and buf[b0 + 29] == 93
+            and buf[b0 + 30] == 32 and buf[b0 + 36] == 32 and buf[b0 + 42] == 46
+            and buf[b0 + 49] == 58 and buf[b0 + 50] == 32):
+        return -1, 0.0, 0, 0
+    # columns 0..23 (the task): no '[' (no token there may look like the CPU) and no newline
+    z = np.uint64(0)
+    for k in range(3):
+        w = load8(buf, b0 + 8 * k)
+        z |= _zero_bytes(w ^ _BRACKETS) | _zero_bytes(w ^ _NEWLINES)
+    if z:
+        return -1, 0.0, 0, 0
+    c = 0
+    for i in range(b0 + 26, b0 + 29):
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            return -1, 0.0, 0, 0
+        c = c * 10 + d
+    # the flags: one token of five bytes that is not a timestamp
+    for i in range(b0 + 31, b0 + 36):
+        if buf[i] == 32 or buf[i] == 10:
+            return -1, 0.0, 0, 0
+    if 48 <= buf[b0 + 31] <= 57 and buf[b0 + 35] == 58:
+        return -1, 0.0, 0, 0
+    # seconds: spaces, then at least one digit, up to column 41; micros at 43..48
+    whole = 0
+    nd = 0
+    for i in range(b0 + 37, b0 + 42):
+        t = buf[i]
+        if t == 32 and nd == 0:
+            continue
+        d = np.int64(t) - 48
+        if d < 0 or d > 9:
+            return -1, 0.0, 0, 0
+        whole = whole * 10 + d
+        nd += 1
+    if nd == 0:
+        return -1, 0.0, 0, 0
+    frac = 0
+    for i in range(b0 + 43, b0 + 49):
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            return -1, 0.0, 0, 0
+        frac = frac * 10 + d
+    q = _next_clear(sp, b0 + 50)
+    if buf[q] == 10:
+        return -1, 0.0, 0, 0
+    e = _next_set(dl, q)
+    if e - q < 2 or buf[e - 1] != 58:
+        return -1, 0.0, 0, 0
+    return c, whole + frac / 1000000.0, q, e
+
+
 @numba.njit(cache=True, nogil=True)
 def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line, cpu, ts, ptr,
                req, alloc, gfp, node, nm0s, nm1s, nhs, sp, dl):
@@ -382,61 +470,64 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
             while buf[q] != 10:
                 q = _next_set(dl, q + 1)
         else:
-            c = -1
-            found = False
-            evs = -1
-            while True:                                   # tokens up to the event name
-                e = _next_set(dl, q)                      # token buf[q:e]
-                t0 = buf[q]
-                if c < 0:
-                    if t0 == 91 and e - q >= 3 and buf[e - 1] == 93:     # "[cpu]"
-                        v = 0
-                        ok = True
-                        for i in range(q + 1, e - 1):
-                            d = buf[i] - 48
-                            if d < 0 or d > 9:
-                                ok = False
-                            v = v * 10 + d
-                        if ok:
-                            c = v
-                elif not found:
-                    if 48 <= t0 <= 57 and buf[e - 1] == 58:              # "secs.frac:"
-                        whole = 0
-                        i = q
-                        while buf[i] != 46 and i < e - 1:
-                            whole = whole * 10 + (buf[i] - 48)
-                            i += 1
-                        if i < e - 1:
-                            frac = 0
-                            scale = 1.0
-                            ok = i > q
-                            for j in range(i + 1, e - 1):
-                                d = buf[j] - 48
+            c, tsv, evs, e = _tracefs_header(buf, pos, sp, dl)
+            found = c >= 0
+            if found:                                     # tracefs's layout: no walk
+                ts[r] = tsv
+                evs = _after_last_colon(buf, evs, e - 1)
+                ev = _event(buf, evs, e - 1)
+                q = e
+            else:
+                evs = -1
+                while True:                                   # tokens up to the event name
+                    e = _next_set(dl, q)                      # token buf[q:e]
+                    t0 = buf[q]
+                    if c < 0:
+                        if t0 == 91 and e - q >= 3 and buf[e - 1] == 93:     # "[cpu]"
+                            v = 0
+                            ok = True
+                            for i in range(q + 1, e - 1):
+                                d = buf[i] - 48
                                 if d < 0 or d > 9:
                                     ok = False
-                                frac = frac * 10 + d
-                                scale *= 10.0
-                            for j in range(q, i):
-                                if buf[j] < 48 or buf[j] > 57:
-                                    ok = False
-                            if ok and e - 1 > i + 1:
-                                ts[r] = whole + frac / scale
-                                found = True
-                else:
-                    if e - q >= 2 and buf[e - 1] == 58:                   # "event:"
-                        evs = q
-                        for i in range(q, e - 1):                         # kmem:kfree:
-                            if buf[i] == 58:
-                                evs = i + 1
-                        ev = _event(buf, evs, e - 1)
+                                v = v * 10 + d
+                            if ok:
+                                c = v
+                    elif not found:
+                        if 48 <= t0 <= 57 and buf[e - 1] == 58:              # "secs.frac:"
+                            whole = 0
+                            i = q
+                            while buf[i] != 46 and i < e - 1:
+                                whole = whole * 10 + (buf[i] - 48)
+                                i += 1
+                            if i < e - 1:
+                                frac = 0
+                                scale = 1.0
+                                ok = i > q
+                                for j in range(i + 1, e - 1):
+                                    d = buf[j] - 48
+                                    if d < 0 or d > 9:
+                                        ok = False
+                                    frac = frac * 10 + d
+                                    scale *= 10.0
+                                for j in range(q, i):
+                                    if buf[j] < 48 or buf[j] > 57:
+                                        ok = False
+                                if ok and e - 1 > i + 1:
+                                    ts[r] = whole + frac / scale
+                                    found = True
+                    else:
+                        if e - q >= 2 and buf[e - 1] == 58:                   # "event:"
+                            evs = _after_last_colon(buf, q, e - 1)            # kmem:kfree:
+                            ev = _event(buf, evs, e - 1)
+                            q = e
+                            break
+                    if buf[e] == 10:
                         q = e
                         break
-                if buf[e] == 10:
-                    q = e
-                    break
-                q = _next_clear(sp, e)
-                if buf[q] == 10:
-                    break
+                    q = _next_clear(sp, e)
+                    if buf[q] == 10:
+                        break
             if c < 0:
                 err = ERR_NO_CPU
             elif not found or evs < 0:

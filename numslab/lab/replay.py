@@ -1,8 +1,8 @@
 """The replay driver: a parsed kmem trace through one numslab allocator per configuration
 (kernel generation, CPUs, nodes, policy), sampled into a :class:`ReplayResult`.
 
-Data flow: :func:`~numslab.lab.trace.read_trace` (text to arrays) → :func:`prepare` (cache
-rows, dense pointer ids, each event's op on the simulated machine, in NumPy) → for each
+Data flow: :func:`~numslab.lab.trace.read_trace` (text to arrays: cache rows, dense pointer
+ids) → :func:`prepare` (the lines no replay needs, counted) → for each
 configuration a ``SlabAllocator`` with the trace's caches, then
 :func:`~numslab.lab.kernels.replay_chunk` between sample points and
 :func:`~numslab.lab.kernels.sample` at each.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
@@ -23,10 +23,10 @@ from ..facade.allocator import SlabAllocator
 from . import kernels as K
 from . import policies
 from .result import ReplayResult, Series
-from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
-                    EV_OTHER, Trace, load_bytes, read_trace)
+from .trace import EV_BAD, EV_LOST, EV_OTHER, Trace, load_bytes, read_trace
 
-__all__ = ["Config", "parse_config", "load_snapshot", "prepare", "replay", "replay_trace",
+__all__ = ["Config", "parse_config", "load_snapshot", "merge_aliases", "prepare", "replay",
+           "replay_trace", "sample_seconds",
            "Prepared", "KERNELS", "POLICIES"]
 
 KERNELS = ("6.18", "7.0")
@@ -46,6 +46,9 @@ class Config:
     cpus: int = 2
     nodes: int = 1
     policy: str = "default"
+    #: a remedy's periodic work (``shrink``, ``mobility``) every this many events; 0: at the
+    #: sample points (after each sample is taken)
+    every: int = 0
 
     @property
     def name(self) -> str:
@@ -56,6 +59,8 @@ class Config:
             parts.append(f"nodes={self.nodes}")
         if self.policy != "default":
             parts.append(self.policy)
+        if self.every:
+            parts.append(f"every={self.every}")
         return ":".join(parts)
 
 
@@ -74,9 +79,11 @@ def _policy(text: str) -> str:
 
 
 def parse_config(text: str, base: Config) -> Config:
-    """``KERNEL[:cpus=N][:nodes=N][:POLICY]`` (any part may be left out; ``base`` fills it),
-    e.g. ``6.18``, ``7.0:cpus=8``, ``7.0:sheaves=64``."""
-    kernel, cpus, nodes, policy = base.kernel, base.cpus, base.nodes, base.policy
+    """``KERNEL[:cpus=N][:nodes=N][:POLICY][:every=N]`` (any part may be left out; ``base``
+    fills it), e.g. ``6.18``, ``7.0:cpus=8``, ``7.0:sheaves=64``, ``7.0:mobility=100:every=3000``
+    (the remedy's work every 3,000 events rather than at the sample points)."""
+    kernel, cpus, nodes, policy, every = base.kernel, base.cpus, base.nodes, base.policy, \
+        base.every
     for part in [p.strip() for p in text.split(":") if p.strip()]:
         if part in KERNELS:
             kernel = part
@@ -84,16 +91,18 @@ def parse_config(text: str, base: Config) -> Config:
             cpus = int(part[5:])
         elif part.startswith("nodes=") and part[6:].isdigit() and int(part[6:]) >= 1:
             nodes = int(part[6:])
+        elif part.startswith("every=") and part[6:].isdigit() and int(part[6:]) >= 1:
+            every = int(part[6:])
         else:
             try:
                 policy = _policy(part)
             except SlabError:
                 raise SlabError(f"configuration {text!r}: {part!r} is not a kernel "
-                                f"({', '.join(KERNELS)}), cpus=N, nodes=N or a policy "
-                                f"({', '.join(POLICIES)})") from None
+                                f"({', '.join(KERNELS)}), cpus=N, nodes=N, every=N (N >= 1) "
+                                f"or a policy ({', '.join(POLICIES)})") from None
     if nodes > cpus:
         raise SlabError(f"configuration {text!r}: more nodes ({nodes}) than CPUs ({cpus})")
-    return Config(kernel, cpus, nodes, policy)
+    return Config(kernel, cpus, nodes, policy, every)
 
 
 def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
@@ -123,17 +132,13 @@ _KM_FLAGS = {"dma-": F.SLAB_CACHE_DMA, "kmalloc-rcl-": F.SLAB_RECLAIM_ACCOUNT,
 
 @dataclass
 class Prepared:
-    """A trace ready to replay: per event ``op``, ``row``, ``pid``, ``cpu``, ``node``,
-    ``gfp``, ``nbytes`` (int arrays of the trace's length); cache rows ``names`` with
-    ``sizes`` (bytes_alloc seen) and ``kmalloc`` (the kmalloc class size, or 0); ``npid``
-    pointers; the counts of skipped lines by reason that need no replay."""
+    """A trace ready to replay: the :class:`Trace` (whose ``kind``, ``row``, ``pid``,
+    ``cpu``, ``node``, ``gfp`` and ``bytes_alloc`` the replay kernel reads as they are),
+    cache rows ``names`` with ``sizes`` (bytes_alloc seen) and ``kmalloc`` (the kmalloc class
+    size, or 0); ``npid`` pointers; the counts of skipped lines by reason that need no
+    replay."""
 
     trace: Trace
-    op: np.ndarray
-    row: np.ndarray
-    pid: np.ndarray
-    gfp: np.ndarray
-    nbytes: np.ndarray
     names: list[str]
     sizes: list[int]
     kmalloc: list[int]
@@ -141,18 +146,41 @@ class Prepared:
     skipped: dict[str, int]
 
 
+def merge_aliases(tr: Trace, snap: dict[str, dict[str, Any]]) -> Trace:
+    """``tr`` with the cache rows of names the snapshot shows as one kernel cache (aliases:
+    ``/sys/kernel/slab`` symlinks to the merged cache, as :func:`load_snapshot` reads them)
+    made one row, named by the first of them in the trace, as the kernel shares one
+    ``kmem_cache`` and its slabs among them. A trace and a snapshot of the same boot never
+    need it (the kmem events print the merged cache's own name); ``tr`` itself when no two
+    rows merge."""
+    group: dict[str, int] = {}
+    remap = np.empty(len(tr.names), np.int32)
+    names: list[str] = []
+    for r, nm in enumerate(tr.names):
+        attrs = snap.get(nm)
+        key = attrs.get("name", nm) if attrs is not None else nm
+        if key not in group:
+            group[key] = len(names)
+            names.append(nm)
+        remap[r] = group[key]
+    if len(names) == len(tr.names):
+        return tr
+    sizes = np.zeros(len(names), np.int64)
+    kmalloc = np.zeros(len(names), np.int64)
+    np.maximum.at(sizes, remap, tr.sizes)
+    np.maximum.at(kmalloc, remap, tr.kmalloc)
+    row = np.where(tr.row >= 0, remap[np.maximum(tr.row, 0)], tr.row).astype(np.int32)
+    name = np.where(tr.name >= 0, remap[np.maximum(tr.name, 0)], tr.name).astype(np.int32)
+    return replace(tr, row=row, name=name, names=names, sizes=sizes, kmalloc=kmalloc)
+
+
 def prepare(tr: Trace) -> Prepared:
-    """Give each event of ``tr`` its op (the parser gave its cache row and pointer id)."""
-    kind = tr.kind
-    op = np.zeros(len(tr), np.int8)
-    op[(kind == EV_CACHE_ALLOC) | (kind == EV_KMALLOC)] = K.OP_ALLOC
-    op[(kind == EV_KFREE) | (kind == EV_CACHE_FREE)] = K.OP_FREE
-    counts = np.bincount(kind.view(np.uint8), minlength=8)
-    skipped = {"other_event": int(counts[EV_OTHER]), "lost_events_line": int(counts[EV_LOST]),
-               "bad_line": int(counts[EV_BAD])}
-    nbytes = np.where(tr.row == K.ROW_LARGE, tr.bytes_alloc, 0).astype(np.int64)
-    return Prepared(tr, op, tr.row, tr.pid, tr.gfp & ~F.__GFP_NO_OBJ_EXT, nbytes,
-                    list(tr.names), tr.sizes.tolist(), tr.kmalloc.tolist(), tr.npid, skipped)
+    """Count the lines of ``tr`` no replay needs (the parser gave each event its cache row
+    and pointer id; the replay kernel reads the trace's columns directly)."""
+    skipped = {reason: int(np.count_nonzero(tr.kind == ev)) for reason, ev in
+               (("other_event", EV_OTHER), ("lost_events_line", EV_LOST), ("bad_line", EV_BAD))}
+    return Prepared(tr, list(tr.names), tr.sizes.tolist(), tr.kmalloc.tolist(), tr.npid,
+                    skipped)
 
 
 def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
@@ -236,8 +264,9 @@ def _memory(p: Prepared, cfg: Config) -> int:
     """Arena bytes per node: four times the trace's peak of live bytes (a pre-pass with the
     replay's rules), plus 1 MiB per cache and CPU for partial and CPU slabs, plus 64 MiB;
     rounded up to 4 MiB."""
-    peak = int(K.peak_live_bytes(p.op, p.row, p.pid, np.asarray(p.sizes + [0], np.int64),
-                                 p.nbytes, max(p.npid, 1)))
+    tr = p.trace
+    peak = int(K.peak_live_bytes(tr.kind, tr.row, tr.pid, np.asarray(p.sizes + [0], np.int64),
+                                 tr.bytes_alloc, max(p.npid, 1)))
     need = 4 * peak + len(p.names) * cfg.cpus * (1 << 20) + (64 << 20)
     return -(-need // (4 << 20)) * (4 << 20)
 
@@ -249,6 +278,38 @@ def _sample_points(n: int, samples: int) -> np.ndarray:
         return np.zeros(1, np.int64)
     k = min(samples, n)
     return np.unique(np.linspace(0, n, k + 1)[1:].round().astype(np.int64))
+
+
+def _work_points(n: int, every: int, points: np.ndarray) -> np.ndarray:
+    """Event indices after which a remedy's periodic work runs: every ``every`` events
+    (``every`` 0: the sample points)."""
+    if not every:
+        return points
+    return np.arange(every, n + 1, every, dtype=np.int64)
+
+
+def sample_seconds(tr: Trace, points: np.ndarray) -> np.ndarray:
+    """float64[S]: the trace seconds each sample stands for: from the previous point's time
+    to this point's (the first from the trace's first timestamp), where a point's time is
+    the latest timestamp of the events before it (lines with no timestamp, lost-events and
+    malformed ones, left out; 0 when the trace has none)."""
+    dt = np.zeros(len(points))
+    kind, ts = tr.kind, tr.ts
+    first = 0
+    while first < len(tr) and kind[first] > EV_OTHER:
+        first += 1
+    if first == len(tr):
+        return dt
+    t = np.empty(len(points))
+    for s, stop in enumerate(points.tolist()):
+        i = stop - 1
+        while i > first and kind[i] > EV_OTHER:
+            i -= 1
+        t[s] = ts[max(i, first)]
+    # the kernel prints timestamps in order; a running maximum guards against a step back
+    t = np.maximum.accumulate(t)
+    dt[:] = np.diff(np.concatenate([[ts[first]], t]))
+    return dt
 
 
 def replay_prepared(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None = None,
@@ -272,15 +333,6 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     t0 = time.perf_counter()
     tr = p.trace
     sa, cids, osize, source = _build(p, cfg, snapshot, mem)
-    if len(tr) and int(tr.cpu.max()) >= cfg.cpus:
-        cpu = (tr.cpu.astype(np.int64) % cfg.cpus).astype(np.int32)
-        cpu[tr.cpu < 0] = 0
-    else:                                       # every traced CPU is a simulated one
-        cpu = np.maximum(tr.cpu, 0)
-    if cfg.nodes == 1:
-        node = np.where(tr.node >= 0, np.int32(0), np.int32(-1))
-    else:
-        node = np.where(tr.node >= 0, tr.node % cfg.nodes, -1).astype(np.int32)
     npid = max(p.npid, 1)
     addr = np.zeros(npid, np.int64)
     owner = np.zeros(npid, np.int32)
@@ -305,15 +357,24 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
             bar = tqdm(total=len(tr), unit="ev", desc=f"replay {cfg.name}", leave=False)
         except ImportError:                 # tqdm is optional (the examples extra)
             bar = None
+    work = _work_points(len(tr), cfg.every, points)
+    stops = np.union1d(points, work).tolist()
+    is_sample = set(points.tolist())
+    is_work = set(work.tolist())
     start = 0
+    s = 0
     try:
-        for s, stop in enumerate(points.tolist()):
-            if K.replay_chunk(h, start, stop, p.op, cpu, p.row, p.pid, p.gfp, node, p.nbytes,
-                              cids, addr, owner, lbytes, counts):
+        for stop in stops:
+            if K.replay_chunk(h, start, stop, tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node,
+                              tr.bytes_alloc, cfg.cpus, cfg.nodes, cids, addr, owner, lbytes,
+                              counts):
                 return None
-            K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
-            large[s] = counts[K.K_LARGE_BYTES]
-            moved += policies.at_sample(caches, cfg.policy, addr)
+            if stop in is_sample:                   # before the remedy's work at this point
+                K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
+                large[s] = counts[K.K_LARGE_BYTES]
+                s += 1
+            if stop in is_work:
+                moved += policies.at_sample(caches, cfg.policy, addr)
             if bar is not None:
                 bar.update(stop - start)
             start = stop
@@ -328,7 +389,8 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     line = tr.line[last] if len(tr) else np.zeros(1, np.int64)
     ts = tr.ts[last] if len(tr) else np.zeros(1)
     series = Series(t=ts, line=line, event=points, live_objects=live, slabs=slabs,
-                    partial=partial, cpu_slabs=cpus, large_bytes=large)
+                    partial=partial, cpu_slabs=cpus, large_bytes=large,
+                    dt=sample_seconds(tr, points))
     objs = [sa.find_cache(nm) for nm in p.names]
     return ReplayResult(config=cfg, names=list(p.names), object_size=osize,
                         order=np.array([c.order for c in objs], np.int64),
@@ -347,7 +409,7 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
     """Replay a parsed trace on each configuration (the same prepared events)."""
     t0 = time.perf_counter()
     snap = load_snapshot(snapshot) if snapshot is not None else None
-    p = prepare(tr)
+    p = prepare(merge_aliases(tr, snap) if snap else tr)
     prep = time.perf_counter() - t0
     out = []
     for cfg in configs:
@@ -360,8 +422,8 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
 def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path | dict | None
            = None, kernel: str = "7.0", cpus: int | None = None, nodes: int = 1,
            policy: str = "default", compare: Sequence[str] | str | None = None,
-           skip_bad: bool = False, samples: int = SAMPLES, progress: bool | None = None
-           ) -> ReplayResult:
+           skip_bad: bool = False, samples: int = SAMPLES, progress: bool | None = None,
+           every: int = 0) -> ReplayResult:
     """Replay a kernel kmem trace through numslab's SLUB.
 
     Parameters
@@ -380,6 +442,9 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
         Count malformed lines (``skipped["bad_line"]``) instead of raising.
     samples : int
         Points of the time series (at least 200 unless the trace is shorter).
+    every : int
+        Run the policy's periodic work (``shrink``, ``mobility``) every this many events;
+        0 (the default): at the sample points.
 
     Returns
     -------
@@ -392,7 +457,9 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
         raise SlabError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
     if cpus is None:
         cpus = int(tr.cpu.max()) + 1 if len(tr) and tr.cpu.max() >= 0 else 1
-    base = Config(kernel, int(cpus), int(nodes), _policy(policy))
+    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:
+        raise SlabError(f"every={every!r}: a number of events >= 0 (0: at the sample points)")
+    base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every))
     if base.nodes > base.cpus or base.cpus < 1:
         raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= cpus")
     if isinstance(compare, str):

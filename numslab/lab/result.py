@@ -40,6 +40,10 @@ class Series:
         int64[S, K]: live objects times the object size; slabs times the slab's bytes.
     large_bytes : numpy.ndarray
         int64[S], bytes of live kmallocs above the largest kmalloc cache (whole pages).
+    dt : numpy.ndarray
+        float64[S], the trace seconds each sample stands for: from the previous point's
+        timestamp to this one's (the first from the trace's first event); the weights of
+        the time-averaged figures. The points are evenly spaced in events, not in time.
     """
 
     t: np.ndarray
@@ -52,6 +56,17 @@ class Series:
     large_bytes: np.ndarray
     live_bytes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
     slab_bytes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
+    dt: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def time_mean(self, values: np.ndarray) -> float:
+        """The mean of ``values`` (float64[S], one per sample) over trace time: each sample
+        weighted by the seconds it stands for (``dt``); the plain mean over the samples when
+        the trace has no time span."""
+        w = self.dt if len(self.dt) == len(values) else np.zeros(len(values))
+        total = float(w.sum())
+        if total <= 0:
+            return float(np.mean(values)) if len(values) else 0.0
+        return float((values * w).sum() / total)
 
     @property
     def total_live_bytes(self) -> np.ndarray:
@@ -137,15 +152,29 @@ class ReplayResult:
     @property
     def totals(self) -> dict[str, int | float]:
         """The whole machine at the end and at its peak: live and slab bytes, slabs,
-        partial slabs, ``%Ef``, and the large kmallocs' pages."""
+        partial slabs, ``%Ef``, and the large kmallocs' pages; the utilisation (``%Ef``,
+        live bytes over slab bytes) averaged over the samples (``mean_efficiency``: each
+        sample alike, so weighted by events) and over trace time
+        (``time_mean_efficiency``: each sample weighted by the seconds it stands for); and
+        both means of the utilisation the same live objects would give packed into the
+        fewest slabs of their caches (``packed_mean_efficiency``,
+        ``packed_time_mean_efficiency``: nothing in sheaves or CPU slabs, no partial slab
+        but one per cache; what no remedy run at the sample points can beat)."""
         s = self.series
         lb, sb = s.total_live_bytes, s.total_slab_bytes
+        ef = lb * 100.0 / np.maximum(sb, 1)
+        fewest = -(-s.live_objects // np.maximum(self.objs_per_slab, 1)[None, :])
+        packed = lb * 100.0 / np.maximum((fewest * (PAGE_SIZE << self.order)[None, :])
+                                         .sum(axis=1), 1)
         return {"live_bytes": int(lb[-1]), "slab_bytes": int(sb[-1]),
                 "slabs": int(s.slabs[-1].sum()), "partial": int(s.partial[-1].sum()),
                 "efficiency": float(lb[-1] * 100.0 / sb[-1]) if sb[-1] else 100.0,
                 "loss": int(sb[-1] - lb[-1]),
                 "peak_live_bytes": int(lb.max()), "peak_slab_bytes": int(sb.max()),
-                "mean_efficiency": float(np.mean(lb * 100.0 / np.maximum(sb, 1))),
+                "mean_efficiency": float(np.mean(ef)),
+                "time_mean_efficiency": s.time_mean(ef),
+                "packed_mean_efficiency": float(np.mean(packed)),
+                "packed_time_mean_efficiency": s.time_mean(packed),
                 "large_bytes": int(s.large_bytes[-1])}
 
     @property
@@ -266,8 +295,12 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
                                              for r in results))
     out.append(f"{'%Ef at the end':<22}" + "".join(f"{r.totals['efficiency']:>{w + 1}.1f}"
                                                    for r in results))
-    out.append(f"{'%Ef mean over time':<22}" + "".join(
+    out.append(f"{'%Ef mean, per sample':<22}" + "".join(
         f"{r.totals['mean_efficiency']:>{w + 1}.1f}" for r in results))
+    out.append(f"{'%Ef mean, trace time':<22}" + "".join(
+        f"{r.totals['time_mean_efficiency']:>{w + 1}.1f}" for r in results))
+    out.append(f"{'  packed (bound)':<22}" + "".join(
+        f"{r.totals['packed_time_mean_efficiency']:>{w + 1}.1f}" for r in results))
     out.append(f"{'slabs allocated':<22}" + "".join(
         f"{int(r.caches['slabs_allocated'].sum()):>{w + 1}d}" for r in results))
     out.append(f"{'replay seconds':<22}" + "".join(f"{r.seconds:>{w + 1}.2f}" for r in results))

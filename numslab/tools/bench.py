@@ -239,14 +239,14 @@ JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-
 
 def new_bench_cache(nr_cpus: int = 1, memory: str = "64M", sheaves: bool = False,
                     sheaf_capacity: int | None = None, kernel: str = KERNEL,
-                    hardened: bool = True) -> tuple:
+                    hardened: bool = True, random: bool = True) -> tuple:
     """A fresh allocator of SLUB generation ``kernel`` and a 256-byte HWCACHE_ALIGN cache (the
     kernel test's shape), with per-CPU sheaves of :data:`SHEAF_CAPACITY` objects if
     ``sheaves``, or of ``sheaf_capacity`` objects if that is given (0: the generation's
     default: none under 6.18, ``calculate_sheaf_capacity``'s 28 under 7.0); ``hardened``:
-    CONFIG_SLAB_FREELIST_HARDENED."""
+    CONFIG_SLAB_FREELIST_HARDENED; ``random``: CONFIG_SLAB_FREELIST_RANDOM."""
     sa = numslab.SlabAllocator(nr_cpus=nr_cpus, memory=memory, kernel=kernel,
-                               freelist_hardened=hardened)
+                               freelist_hardened=hardened, freelist_random=random)
     sa.populate()
     if sheaf_capacity is None:
         sheaf_capacity = SHEAF_CAPACITY if sheaves else 0

@@ -25,13 +25,17 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--nodes", type=int, default=1)
     r.add_argument("--policy", default="default", help=f"one of {', '.join(POLICIES)}")
     r.add_argument("--compare", metavar="CONFIG,CONFIG",
-                   help="configurations side by side: KERNEL[:cpus=N][:nodes=N][:POLICY], "
+                   help="configurations side by side: KERNEL[:cpus=N][:nodes=N][:POLICY]"
+                        "[:every=N], "
                         "e.g. 6.18,7.0 or 7.0,7.0:cpus=8,7.0:sheaves=64")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--plot", metavar="FILE.png", help="draw slab memory against live bytes "
                                                      "over time, and the utilisation per cache")
     r.add_argument("--skip-bad", action="store_true", help="count malformed lines, skip them")
     r.add_argument("--samples", type=int, default=256, help="points of the time series")
+    r.add_argument("--every", type=int, default=0, metavar="N",
+                   help="run the policy's shrink or compaction every N events (default: at "
+                        "the sample points)")
     r.add_argument("--all", action="store_true", help="every cache in the table")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = sub.add_parser("record", help="record the live kernel's kmem events (root)")
@@ -78,7 +82,7 @@ def _replay(args: argparse.Namespace) -> int:
     compare = [c for c in args.compare.split(",") if c.strip()] if args.compare else None
     res = replay(args.trace, snapshot=args.snapshot, kernel=args.kernel, cpus=args.cpus,
                  nodes=args.nodes, policy=args.policy, compare=compare,
-                 skip_bad=args.skip_bad, samples=args.samples,
+                 skip_bad=args.skip_bad, samples=args.samples, every=args.every,
                  progress=False if args.no_progress or args.json else None)
     results = list(res.configs.values()) if res.configs else [res]
     if args.json:

@@ -1,0 +1,54 @@
+"""Threads and the engine: the facade's side of ``native.ENGINE_BUSY``. While a thread
+compiles a unit in the middle of an operation, other threads' inlined fast paths are parked.
+
+See ARCHITECTURE.md, "Threads: who may be inside the engine".
+"""
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from ..engine.layout import C_MAIN, C_SLAB, NIL, NO_SHEAF, SH_SIZE
+from ..engine.native import PARK_HOOKS
+
+if TYPE_CHECKING:
+    from .allocator import SlabAllocator
+
+#: Every live allocator, by its state's address.
+_BY_STATE: "weakref.WeakValueDictionary[int, SlabAllocator]" = weakref.WeakValueDictionary()
+
+
+def register(sa: "SlabAllocator") -> None:
+    """Make ``sa`` known to :func:`park_fast_paths` and write its ``NO_SHEAF`` sheaf (its
+    size word -1, in reserved frame 0)."""
+    sa._mem[(NO_SHEAF >> 3) + SH_SIZE] = -1
+    _BY_STATE[sa._st] = sa
+
+
+def park_fast_paths(st: int) -> Callable[[], None] | None:
+    """Before a thread compiles a unit in the middle of an operation on state ``st`` (the
+    compiler lets other threads run): point every CPU's main sheaf at ``NO_SHEAF`` and clear
+    every CPU slab, so that ``numslab.jit``'s inlined allocations and frees in other
+    threads take the units, which wait. Returns what puts them back (a row that Python
+    changed meanwhile, a new cache's, is left as it is now); None for an unknown state."""
+    sa = _BY_STATE.get(st)
+    if sa is None:
+        return None
+    cpt = sa.state.cpu
+    main, slab = cpt[..., C_MAIN].copy(), cpt[..., C_SLAB].copy()
+    cpt[..., C_MAIN] = np.where(main != 0, NO_SHEAF, 0)
+    cpt[..., C_SLAB] = NIL
+
+    def restore() -> None:
+        now = cpt[..., C_MAIN]
+        back = now == NO_SHEAF
+        now[back] = main[back]
+        now = cpt[..., C_SLAB]
+        back = now == NIL
+        now[back] = slab[back]
+    return restore
+
+
+PARK_HOOKS.append(park_fast_paths)

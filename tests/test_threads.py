@@ -1,0 +1,68 @@
+"""Threads and the engine (``facade/threads.py``, ``native.ENGINE_BUSY``): a unit compiled on
+its first call in the middle of an operation must not let another thread in."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from numslab.engine import native
+from numslab.engine.layout import C_MAIN, NO_SHEAF, SH_SIZE
+from numslab.facade import threads
+
+
+_THREADS_CHILD = """
+import random, threading, numslab
+sa = numslab.SlabAllocator()
+def work(seed):
+    rng = random.Random(seed); held = []
+    for i in range(6000):
+        if held and rng.random() < 0.45:
+            sa.kfree(held.pop(rng.randrange(len(held))))
+        else:
+            held.append(sa.kmalloc(rng.choice([16, 64, 200, 1000, 5000, 20000])))
+    for a in held:
+        sa.kfree(a)
+threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+sa.validate()
+print(sum(c.live_objects - c.sheaf_objects for c in sa.caches))
+"""
+
+
+@pytest.mark.parametrize("gate", ["1", "0"])
+def test_threads_meeting_units_on_their_first_call_take_turns(gate):
+    """In a fresh interpreter every unit is compiled (or loaded) on its first call, maybe in
+    the middle of another's operation, and that lets other threads run: they must wait
+    (native.ENGINE_BUSY), through the call gate and the Python path alike. Four threads
+    churning kmalloc/kfree leave a valid machine with nothing held."""
+    env = {**os.environ, "NUMSLAB_GATE": gate}
+    p = subprocess.run([sys.executable, "-c", _THREADS_CHILD], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split()[-1] == "0"
+
+
+def test_park_points_every_main_sheaf_at_no_sheaf_and_puts_them_back(sa):
+    """The park hook sends inlined fast paths to the units and restores every row, leaving a
+    row that Python changed meanwhile as it is."""
+    c = sa.kmem_cache_create("parked", 64)
+    a = c.alloc()
+    cpt = sa.state.cpu
+    before = cpt.copy()
+    assert sa._mem[(NO_SHEAF >> 3) + SH_SIZE] == -1
+    restore = threads.park_fast_paths(sa._st)
+    assert ((cpt[..., C_MAIN] == NO_SHEAF) == (before[..., C_MAIN] != 0)).all()
+    cpt[c.id, 0, C_MAIN] = 12345                 # as if Python changed it meanwhile
+    restore()
+    expect = before.copy()
+    expect[c.id, 0, C_MAIN] = 12345
+    assert (cpt == expect).all()
+    cpt[c.id, 0, C_MAIN] = before[c.id, 0, C_MAIN]
+    c.free(a)
+    sa.validate()
+    assert threads.park_fast_paths(12345) is None
+    assert native.UNIT_TABLE[native.ENGINE_BUSY] == 0
