@@ -214,7 +214,8 @@ def test_njit_wrong_cache_and_bad_addresses_raise(world):
         free_one(sa.handle, c.id, theirs)
     with pytest.raises(numslab.WrongCacheError):
         free_many(sa.handle, c.id, 2, np.array([objs[0], theirs]))
-    for bad in (int(objs[3]) + 8, 1 << 40, 0, -8, large, large + 4096):
+    for bad in (int(objs[3]) + 8, int(objs[3]) + 3, int(objs[3]) + 1, 1 << 40, 0, -8, large,
+                large + 4096):
         with pytest.raises(numslab.BadAddressError):
             free_one(sa.handle, c.id, bad)
     with pytest.raises(numslab.BadAddressError):

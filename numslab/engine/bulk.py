@@ -6,21 +6,22 @@ always the Words of an int64 array of object addresses."""
 from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
-                     ALLOC_SLOWPATH, ORDER_FALLBACK, SLAB_KMALLOC)
+                     ALLOC_SLOWPATH, FREE_REMOVE_PARTIAL, FREE_SLAB, SLAB_KMALLOC)
 from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
                      _live_set_run, _locate,
                      _own_test)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
-from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_OBJECTS,
-                     CA_MIN_ORDER, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE,
-                     CA_RED_LEFT,
-                     KERNEL_7_0, N_PARTIAL_HEAD, NIL, PG_CPU_PARTIAL, PG_LARGE, PG_SLAB,
-                     PG_TAIL, _ca, _cpu_row, _head_frame, _node_row, _stat)
+from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_PARTIAL,
+                     CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, KERNEL_7_0, N_NR_PARTIAL,
+                     N_PARTIAL_HEAD, NIL,
+                     PG_CPU_PARTIAL, PG_FROZEN, PG_ISOLATED, PG_LARGE, PG_NODE_PARTIAL,
+                     PG_SLAB, PG_SORTED, PG_TAIL, _ca, _cpu_row, _head_frame, _node_row,
+                     _slab_nid, _stat)
 from .native import jit, unit, words_at
 from .nocpu import refill_objects
-from .pages import alloc_pages, free_pages
-from .slablists import (_fp_next, _isolate_cpu_slab, _init_slab, _isolate, _new_slab_objects,
-                        _remove_partial, _set_fp)
+from .pages import free_pages
+from .slablists import (_allocate_slab, _discard_slab, _fp_next, _isolate, _isolate_cpu_slab,
+                        _new_slab_objects, _remove_partial, _set_fp)
 
 
 # ---- allocation ------------------------------------------------------------------------------
@@ -99,51 +100,89 @@ def alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
 
 # ---- freeing -----------------------------------------------------------------------------------
 @jit(inline=True)
-def _build_detached_freelist(st, cache, cpu, size, p):
-    """``build_detached_freelist`` (6.x): take the last object of ``p[:size]``, link every
-    other object of its slab found scanning down (stopping at the third object of another
-    slab) into a chain through their free pointers, and swap them to ``p[same:size]``.
+def _detach_run(st, cache, cpu, size, p):
+    """``build_detached_freelist``'s scan (6.x): take the last object of ``p[:size]``, find
+    every other object of its slab scanning down (stopping at the third object of another
+    slab) and swap them to ``p[same:size]``, so that the kernel's chain (head first, the
+    last element of the batch its tail) is exactly ``p[same:size]`` in array order; no free
+    pointer is written here (:func:`_free_run` writes the chain, or nothing at all).
 
-    Returns (same, slab, owner cache, head, tail, cnt); slab is NIL when the object was a
-    large kmalloc, which is freed here (``kfree_bulk`` only, ``cache`` NIL).
+    Returns (same, slab, owner cache); slab is NIL when the object was a large kmalloc, which
+    is freed here (``kfree_bulk`` only, ``cache`` NIL).
 
     For a cache whose slabs are all order 0 an object's own frame is its slab, so the scan
     skips ``compound_head``'s load (the same answer, one dependent load fewer per object)."""
-    mem = st.mem
     size -= 1
     obj = p[size]
     slab = _head_frame(st, obj >> 12)
     if cache == NIL and not st.pg_flags[slab] & PG_SLAB:
         free_pages(st, cpu, slab, st.pg_order[slab])
-        return size, NIL, NIL, 0, 0, 0
+        return size, NIL, NIL
     owner = st.sl_cache[slab] if cache == NIL else cache
-    offset = _ca(st, owner, CA_OFFSET)
-    key = _ca(st, owner, CA_FP_KEY)
     order0 = cache != NIL and _ca(st, cache, CA_ORDER) == 0
-    _set_fp(mem, offset, key, obj, 0)
-    head = obj
-    tail = obj
-    cnt = 1
     lookahead = 3
     same = size
+    if order0:                  # the run below the last object, four at a time: no swaps
+        while size >= 4 and ((p[size - 1] >> 12) == slab) & ((p[size - 2] >> 12) == slab) \
+                & ((p[size - 3] >> 12) == slab) & ((p[size - 4] >> 12) == slab):
+            size -= 4
+        same = size
     while size:
         size -= 1
         obj = p[size]
         pfn = obj >> 12
         if (pfn if order0 else _head_frame(st, pfn)) == slab:
-            _set_fp(mem, offset, key, obj, head)
-            head = obj
-            cnt += 1
             same -= 1
             if size != same:
-                t = p[size]
                 p[size] = p[same]
-                p[same] = t
+                p[same] = obj
             continue
         lookahead -= 1
         if lookahead == 0:
             break
-    return same, slab, owner, head, tail, cnt
+    return same, slab, owner
+
+
+@jit(inline=True)
+def _discards(st, cache, slab, cnt):
+    """Whether ``__slab_free`` of ``cnt`` objects empties ``slab`` and gives it straight
+    back to the page allocator (7.0: no CPU slab or partial list; the node keeps
+    ``min_partial`` partial slabs already; the slab full or on its node list, neither
+    isolated nor on a sorted list): then nobody reads the chain's free pointers."""
+    if st.kernel != KERNEL_7_0 or st.sl_inuse[slab] != cnt:
+        return False
+    f = st.pg_flags[slab]
+    if f & (PG_ISOLATED | PG_SORTED | PG_FROZEN | PG_CPU_PARTIAL):
+        return False
+    if st.sl_freelist[slab] != 0 and not f & PG_NODE_PARTIAL:
+        return False
+    r = _node_row(st, cache, _slab_nid(st, slab))
+    return st.node[r + N_NR_PARTIAL] >= _ca(st, cache, CA_MIN_PARTIAL)
+
+
+@jit(inline=True)
+def _free_run(st, cache, cpu, slab, p, lo, hi):
+    """``do_slab_free`` of the detached chain ``p[lo:hi]`` (all of ``slab``): if it empties
+    a slab that goes back to the page allocator, ``__slab_free``'s discard (its counters,
+    its list change) without writing the chain; else the chain is linked through the
+    objects' free pointers in one pass and spliced (:func:`_do_slab_free_chain`)."""
+    cnt = hi - lo
+    if _discards(st, cache, slab, cnt):
+        if st.sl_freelist[slab] != 0:
+            _remove_partial(st, cache, slab)
+            _stat(st, cache, cpu, FREE_REMOVE_PARTIAL, 1)
+        _stat(st, cache, cpu, FREE_SLAB, 1)
+        _discard_slab(st, cache, cpu, slab)
+        return
+    mem = st.mem
+    offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
+    obj = p[lo]
+    for k in range(lo + 1, hi):
+        nxt = p[k]
+        _set_fp(mem, offset, key, obj, nxt)
+        obj = nxt
+    _do_slab_free_chain(st, cache, cpu, slab, p[lo], obj, cnt)
 
 
 @jit(inline=True)
@@ -153,9 +192,10 @@ def _free_bulk_raw(st, cache, cpu, size, paddr):
     0."""
     p = words_at(paddr)
     while size:
-        size, slab, owner, head, tail, cnt = _build_detached_freelist(st, cache, cpu, size, p)
+        same, slab, owner = _detach_run(st, cache, cpu, size, p)
         if slab != NIL:
-            _do_slab_free_chain(st, owner, cpu, slab, head, tail, cnt)
+            _free_run(st, owner, cpu, slab, p, same, size)
+        size = same
     return 0
 
 
@@ -182,18 +222,17 @@ def _check_runs(st, cache, nr, p, kmalloc):
 
     Objects of one batch mostly come in runs on one page, so the outer loop looks a page up
     once and an inner loop takes the run: per object, one load of the address, a page
-    compare, a grid test (a mask for a power-of-two size), a bound and the live bit, kept
-    in a register while neighbours share its word (see ``_live_set_run``)."""
+    compare, the alignment and the live bit, kept in a register while neighbours share its
+    word (see ``_live_set_run``). As for a single free (``checks._slab_of``), the live bit
+    decides: it is set only at the start of an object handed out (and, in kmalloc caches, on
+    the granule after a sheaf's start, tested through ``ownm``), so an 8-byte aligned
+    address of this cache's slab with its bit set is on the object grid and inside the
+    slab."""
     flags = st.pg_flags
     heads = st.pg_head
     owners = st.sl_cache
-    nobjs = st.sl_objects
     live = st.live
     size = _ca(st, cache, CA_SIZE)
-    recip = _ca(st, cache, CA_RECIP)
-    red = _ca(st, cache, CA_RED_LEFT)
-    pow2 = size & (size - 1) == 0
-    mask = size - 1
     ownm = -(size >= 16) if kmalloc else 0      # the allocator's own: second granule's bit
     limit = st.npages << 12
     cw = 0
@@ -211,21 +250,14 @@ def _check_runs(st, cache, nr, p, kmalloc):
             f = flags[head]
         if not f & PG_SLAB or owners[head] != cache:
             break
-        base = (head << 12) + red
-        end = base + nobjs[head] * size
         while True:                     # the run of objects on page pfn, from p[i] == a
-            off = a - base
-            if pow2:
-                bad = (off & mask) != 0
-            else:
-                bad = ((off * recip) >> 32) * size != off
             w = a >> 9
             if w != cw:
                 live[cw] = cval
                 cw = w
                 cval = live[w]
             bit = 1 << ((a >> 3) & 63)
-            if bad | (a >= end) | ((cval & bit) == 0) | ((cval & (bit << 1) & ownm) != 0):
+            if ((a & 7) != 0) | ((cval & bit) == 0) | ((cval & (bit << 1) & ownm) != 0):
                 live[cw] = cval
                 return i
             cval &= ~bit
@@ -357,23 +389,15 @@ def alloc_new_slabs(st, cache, cpu, gfp, nr, paddr):
     may come back short). Returns the objects allocated."""
     p = words_at(paddr)
     per = _ca(st, cache, CA_OBJECTS)
-    order = _ca(st, cache, CA_ORDER)
     node = st.cpu_node[cpu]
     got = 0
     while nr - got >= per:
-        objs = per
-        slab = alloc_pages(st, cpu, node, order, False)
-        if slab == NIL and _ca(st, cache, CA_MIN_ORDER) < order:
-            slab = alloc_pages(st, cpu, node, _ca(st, cache, CA_MIN_ORDER), False)
-            objs = _ca(st, cache, CA_MIN_OBJECTS)
-            if slab != NIL:
-                _stat(st, cache, cpu, ORDER_FALLBACK, 1)
+        slab = _allocate_slab(st, cache, cpu, node, False)
         if slab == NIL:
             break
-        _init_slab(st, cache, slab, objs)
+        objs = _new_slab_objects(st, cache, slab, p, got)   # in allocation order
         st.sl_inuse[slab] = objs
         _stat(st, cache, cpu, ALLOC_SLAB, 1)
-        _new_slab_objects(st, cache, slab, p, got)   # in allocation order (random or not)
         _hand_out_run(st, cache, cpu, gfp, p, got, objs)
         got += objs
     _stat(st, cache, cpu, ALLOC_ARRAY_NEW, got)

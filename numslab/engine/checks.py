@@ -176,8 +176,8 @@ def _slab_of(st, addr, cache):
     start has its mark after it and the mark has the start before it; so ``addr`` is a
     user's live object exactly when its bit is set and, in a kmalloc cache, both
     neighbours' bits are clear (kmalloc-8 holds no sheaf)."""
-    if addr <= 0 or addr >= st.npages << 12:
-        return NIL
+    if addr <= 0 or addr >= st.npages << 12 or addr & 7:
+        return NIL                  # (an unaligned address shares its granule's bit)
     head = addr >> 12
     owner = st.sl_cache
     if owner[head] != cache:

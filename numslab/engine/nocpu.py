@@ -9,14 +9,11 @@ from __future__ import annotations
 
 from ..flags import __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET,
-                     N_NR_PARTIAL,
-                     N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
+                     N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
 from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _new_slab_objects,
-                        _remove_partial, allocate_slab,
-                        discard_slab,
-                        new_slab, slab_free)
+                        _remove_partial, allocate_slab_pcp, discard_slab, new_slab, slab_free)
 
 
 # ---- one object -------------------------------------------------------------------------------
@@ -225,7 +222,7 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr):
         if hi - got >= _ca(st, cache, CA_OBJECTS):
             # every object of the slab goes out: no free list is built only to be walked
             # (alloc_from_new_slab with count >= objects), in allocation order (random or not)
-            slab = allocate_slab(st, cache, cpu, local, False)
+            slab = allocate_slab_pcp(st, cache, cpu, local, False)
             if slab == NIL:
                 break
             _stat(st, cache, cpu, ALLOC_SLAB, 1)

@@ -317,6 +317,44 @@ def free_pages(st, cpu, pfn, order):
     return 0
 
 
+# ---- the pcp hits, inline in the slab layer's bulk units --------------------------------------
+@jit(inline=True)
+def _pcp_take(st, cpu, node, order):
+    """:func:`alloc_pages`' common case, inline: the block at the head of the CPU's pcp
+    list of ``order`` for ``node`` (``rmqueue_pcplist`` with no refill), marked allocated,
+    leaving the state as the unit would; NIL (nothing changed) if the list is empty or the
+    order has no pcp list, so that the caller calls the unit."""
+    if order <= PCP_MAX_ORDER:
+        pcp = st.pcp
+        row = _pcp_row(st, cpu, node)
+        pfn = pcp[row + P_LISTS + 2 * order]
+        if pfn != NIL:
+            pcp[row + P_FREE_FACTOR] >>= 1
+            _pcp_del(st, row, order, pfn)
+            _mark_allocated(st, pfn, order)
+            return pfn
+    return NIL
+
+
+@jit(inline=True)
+def _free_pages_pcp(st, cpu, pfn, order):
+    """:func:`free_pages` with its common case inline: a block of a pcp order goes to the
+    head of the CPU's list and leaves the CPU below ``high`` pages (no bulk free); anything
+    else is the unit. The same state either way. 0."""
+    if order <= PCP_MAX_ORDER:
+        pcp = st.pcp
+        row = _pcp_row(st, cpu, 0 if st.nnodes == 1 else pfn // st.pages_per_node)
+        if pcp[row + P_COUNT] + (1 << order) < pcp[row + P_HIGH]:
+            flags = st.pg_flags
+            head = st.pg_head
+            for t in range(pfn, pfn + (1 << order)):
+                flags[t] = 0
+                head[t] = NIL
+            _pcp_add(st, row, order, pfn, True)
+            return 0
+    return free_pages(st, cpu, pfn, order)
+
+
 @jit
 def _page_block(st, pfn):
     """(head frame, order, head flags) of the allocated block holding ``pfn``; NIL head if

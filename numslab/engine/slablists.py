@@ -20,7 +20,7 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      CA_RSEQ_LEN, _ca, _cpu_row, _frand, _node_row, _rand, _slab_nid, _stat)
 from .native import address, jit, swab, unit, words_at
 from .partialorder import _unlink_partial, sorted_add, sorted_refile, sorted_unfile
-from .pages import alloc_pages, free_pages
+from .pages import _free_pages_pcp, _pcp_take, alloc_pages
 from .redzone import slab_debug_setup
 
 SHRINK_PROMOTE_MAX = 32
@@ -231,6 +231,24 @@ def allocate_slab(st, cache, cpu, node, thisnode):
     return slab
 
 
+@jit(inline=True)
+def _allocate_slab(st, cache, cpu, node, thisnode):
+    """:func:`allocate_slab` with the page allocator's common case inline (a block on the
+    CPU's pcp list: the same state as the unit would leave); anything else is the unit."""
+    slab = _pcp_take(st, cpu, node, _ca(st, cache, CA_ORDER))
+    if slab == NIL:
+        return allocate_slab(st, cache, cpu, node, thisnode)
+    _init_slab(st, cache, slab, _ca(st, cache, CA_OBJECTS))
+    return slab
+
+
+@unit
+def allocate_slab_pcp(st, cache, cpu, node, thisnode):
+    """:func:`_allocate_slab` as a unit, for the slab layer's whole-slab carves: one unit
+    call per slab on a pcp hit (compiled when a carve first runs, not by a first kmalloc)."""
+    return _allocate_slab(st, cache, cpu, node, thisnode)
+
+
 # ---- CONFIG_SLAB_FREELIST_RANDOM: the order in which a new slab's objects go out ------------
 @jit(inline=True)
 def _obj_iter_init(st, cache, slab):
@@ -384,10 +402,10 @@ def new_slab(st, cache, cpu, node, thisnode):
     return slab
 
 
-@unit
-def discard_slab(st, cache, cpu, slab):
+@jit(inline=True)
+def _discard_slab(st, cache, cpu, slab):
     """``discard_slab``: uncount the slab and give its pages back to the page allocator
-    (to the pcp lists of ``cpu`` for small orders). 0."""
+    (to the pcp lists of ``cpu`` for small orders; the common case inline). 0."""
     nd = st.node
     r = _node_row(st, cache, _slab_nid(st, slab))
     nd[r + N_NR_SLABS] -= 1
@@ -396,7 +414,13 @@ def discard_slab(st, cache, cpu, slab):
     st.sl_objects[slab] = 0
     st.sl_inuse[slab] = 0
     st.sl_freelist[slab] = 0
-    return free_pages(st, cpu, slab, st.pg_order[slab])
+    return _free_pages_pcp(st, cpu, slab, st.pg_order[slab])
+
+
+@unit
+def discard_slab(st, cache, cpu, slab):
+    """:func:`_discard_slab` as a unit. 0."""
+    return _discard_slab(st, cache, cpu, slab)
 
 
 # ---- taking a slab for a CPU ---------------------------------------------------------------
