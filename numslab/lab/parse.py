@@ -357,6 +357,18 @@ def _after_last_colon(buf, a, b):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _fixed_digits(buf, a, b):
+    """The decimal number in ``buf[a:b]``, every byte a digit; -1 if one is not."""
+    v = 0
+    for i in range(a, b):
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            return -1
+        v = v * 10 + d
+    return v
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _tracefs_header(buf, b0, sp, dl):
     """The header of a line at ``buf[b0]`` in tracefs's own layout (``%16s-%-7d [%03d]
     <5 flags> %5lu.%06lu: event:``; the task and pid end at column 24), read at fixed
@@ -374,12 +386,9 @@ def _tracefs_header(buf, b0, sp, dl):
         z |= _zero_bytes(w ^ _BRACKETS) | _zero_bytes(w ^ _NEWLINES)
     if z:
         return -1, 0.0, 0, 0
-    c = 0
-    for i in range(b0 + 26, b0 + 29):
-        d = np.int64(buf[i]) - 48
-        if d < 0 or d > 9:
-            return -1, 0.0, 0, 0
-        c = c * 10 + d
+    c = _fixed_digits(buf, b0 + 26, b0 + 29)
+    if c < 0:
+        return -1, 0.0, 0, 0
     # the flags: one token of five bytes that is not a timestamp
     for i in range(b0 + 31, b0 + 36):
         if buf[i] == 32 or buf[i] == 10:
@@ -400,12 +409,9 @@ def _tracefs_header(buf, b0, sp, dl):
         nd += 1
     if nd == 0:
         return -1, 0.0, 0, 0
-    frac = 0
-    for i in range(b0 + 43, b0 + 49):
-        d = np.int64(buf[i]) - 48
-        if d < 0 or d > 9:
-            return -1, 0.0, 0, 0
-        frac = frac * 10 + d
+    frac = _fixed_digits(buf, b0 + 43, b0 + 49)
+    if frac < 0:
+        return -1, 0.0, 0, 0
     q = _next_clear(sp, b0 + 50)
     if buf[q] == 10:
         return -1, 0.0, 0, 0
