@@ -62,6 +62,14 @@ NAME_MAX_ROWS = 4096
 PREFETCH = 8
 
 
+def _item_pointer(context, builder, sig, args):
+    """In an intrinsic's codegen: the pointer to ``arr[idx]`` (its first two arguments), no
+    wraparound and no bounds check."""
+    ary = context.make_array(sig.args[0])(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]],
+                                    wraparound=False, boundscheck=False)
+
+
 @intrinsic
 def prefetch(typingctx, arr, idx):
     """Hint the CPU to load the cache line of ``arr[idx]`` (``llvm.prefetch``, for reading,
@@ -70,9 +78,7 @@ def prefetch(typingctx, arr, idx):
         return None
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]],
-                                       wraparound=False, boundscheck=False)
+        ptr = _item_pointer(context, builder, sig, args)
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
@@ -90,9 +96,7 @@ def load8(typingctx, arr, idx):
         return None
 
     def codegen(context, builder, sig, args):
-        ary = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]],
-                                       wraparound=False, boundscheck=False)
+        ptr = _item_pointer(context, builder, sig, args)
         i64 = ir.IntType(64)
         val = builder.load(builder.bitcast(ptr, i64.as_pointer()), align=1)
         return val
