@@ -19,16 +19,21 @@ def _fragmented(kernel: str, n: int = 100_000, size: int = 256, freed: float = 0
     return sa, c
 
 
-class Compact:
-    """Seconds to compact 100,000 256-byte objects with 70% freed at random: ``compact(100)``
-    (pack tightly), ``compact()`` (slabs used below 30%) and, as the same-run reference, the
-    plain ``kmem_cache_shrink`` every compaction starts with."""
+class _OneShotPerKernel:
+    """Timing options shared by the fragmented-cache benchmarks: each kernel generation, one
+    call per sample, five samples, no warm-up (the set-up compiles first)."""
 
     params = ["7.0", "6.18"]
     param_names = ["kernel"]
     number = 1
     repeat = 5
     warmup_time = 0
+
+
+class Compact(_OneShotPerKernel):
+    """Seconds to compact 100,000 256-byte objects with 70% freed at random: ``compact(100)``
+    (pack tightly), ``compact()`` (slabs used below 30%) and, as the same-run reference, the
+    plain ``kmem_cache_shrink`` every compaction starts with."""
 
     def setup(self, kernel):
         _fragmented(kernel, 2000)[1].compact(100)   # compiled (or loaded) before timing
@@ -144,16 +149,10 @@ class Policies:
         return self.c.slabs
 
 
-class Evict:
+class Evict(_OneShotPerKernel):
     """Seconds to evict the slabs used below 30% of the fragmented cache of ``Compact``, the
     owner freeing every object it is kicked for (one Python call per slab and object), and
     the slabs left; against ``Compact.time_compact_default`` on the same workload."""
-
-    params = ["7.0", "6.18"]
-    param_names = ["kernel"]
-    number = 1
-    repeat = 5
-    warmup_time = 0
 
     def setup(self, kernel):
         self.sa, self.c = _fragmented(kernel)
