@@ -66,3 +66,15 @@ def test_park_points_every_main_sheaf_at_no_sheaf_and_puts_them_back(sa):
     sa.validate()
     assert threads.park_fast_paths(12345) is None
     assert native.UNIT_TABLE[native.ENGINE_BUSY] == 0
+
+
+def test_load_writes_no_sheaf_whatever_was_saved(sa, tmp_path):
+    """A machine saved without ``NO_SHEAF``'s size word (an older save) gets it back on load,
+    so that parked fast paths still find an empty-and-full sheaf."""
+    sa._mem[(NO_SHEAF >> 3) + SH_SIZE] = 0
+    path = tmp_path / "m.npz"
+    sa.save(path)
+    sa._mem[(NO_SHEAF >> 3) + SH_SIZE] = -1
+    back = type(sa).load(path)
+    assert back._mem[(NO_SHEAF >> 3) + SH_SIZE] == -1
+    back.validate()

@@ -12,6 +12,7 @@ import numpy as np
 from ..engine.layout import CA_ACTIVE, CA_DEBUG, G_NPENDING, G_NREPORTS, H_MEM
 from ..engine.native import wait_for_engine
 from ..errors import SlabError
+from . import threads
 from .cache import KmemCache
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
     sa._buf[:] = state                          # in place: the gate and units hold pointers
     sa._buf[H_MEM] = address
     sa.memory[:] = arena
+    threads.register(sa)                        # NO_SHEAF's size word, whatever was saved
     kmalloc = {c.id for c in sa.kmalloc_caches}
     for c in meta["caches"]:
         if c["id"] in kmalloc:
