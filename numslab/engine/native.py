@@ -623,10 +623,44 @@ def _wait_while_busy(builder: Any) -> None:
 
 def _call_unit(builder: Any, slot: Any, args: list) -> Any:
     """Emit a call of the unit in table slot ``slot`` (an LLVM i64) with ``args`` (the state
-    pointer, then i64s), as every compiled caller makes it. A unit not compiled yet is still
-    its Python stub: the caller raises :data:`ENGINE_BUSY` before it calls the stub, here
-    in compiled code, where no other thread can run in between (in the stub's Python code
-    one could), and lowers it after."""
+    pointer, then i64s), as every compiled caller makes it: straight to the unit when it is
+    compiled and no thread owns the engine, else through :func:`_guarded_call` (out of line,
+    so that a user's loop carries three loads and a branch per call site, not the guard)."""
+    base = table_address(builder, UNIT_SYMBOL)
+    addr = builder.load(builder.gep(base, [slot]))
+    busy = builder.load(builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)]))
+    plain = builder.and_(builder.icmp_signed("!=", addr, table_load(builder, STUB_SYMBOL, slot)),
+                         builder.icmp_signed("==", busy, ir.Constant(_I64, 0)))
+    fnty = ir.FunctionType(_I64, [_P64] + [_I64] * (len(args) - 1))
+    with builder.if_else(plain, likely=True) as (then, otherwise):
+        with then:
+            direct = builder.call(builder.inttoptr(addr, fnty.as_pointer()), args)
+            direct_bb = builder.basic_block
+        with otherwise:
+            guarded = builder.call(_guarded_call(builder.module, len(args) - 1), [slot, *args])
+            guarded_bb = builder.basic_block
+    result = builder.phi(_I64)
+    result.add_incoming(direct, direct_bb)
+    result.add_incoming(guarded, guarded_bb)
+    return result
+
+
+def _guarded_call(module: Any, n: int) -> Any:
+    """The out-of-line call of a unit of ``n`` arguments after the state, in ``module``:
+    wait while another thread owns the engine; if the unit is still its Python stub, raise
+    :data:`ENGINE_BUSY` and name this thread ``ENGINE_OWNER`` first (in compiled code,
+    where no other thread can run in between; in the stub's Python code one could), and
+    lower them after."""
+    name = f"numslab_guarded_call_{n}"
+    try:
+        return module.get_global(name)
+    except KeyError:
+        pass
+    fn = ir.Function(module, ir.FunctionType(_I64, [_I64, _P64] + [_I64] * n), name)
+    fn.linkage = "linkonce_odr"
+    fn.attributes.add("noinline")
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    slot, *args = fn.args
     _wait_while_busy(builder)
     base = table_address(builder, UNIT_SYMBOL)
     busy_at = builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)])
@@ -637,14 +671,15 @@ def _call_unit(builder: Any, slot: Any, args: list) -> Any:
     with builder.if_then(first, likely=False):
         builder.store(builder.add(builder.load(busy_at), one), busy_at)
         builder.store(_thread_pointer(builder), owner_at)
-    fnty = ir.FunctionType(_I64, [_P64] + [_I64] * (len(args) - 1))
+    fnty = ir.FunctionType(_I64, [_P64] + [_I64] * n)
     result = builder.call(builder.inttoptr(addr, fnty.as_pointer()), args)
     with builder.if_then(first, likely=False):
         busy = builder.sub(builder.load(busy_at), one)
         builder.store(busy, busy_at)
         with builder.if_then(builder.icmp_signed("==", busy, zero)):
             builder.store(zero, owner_at)
-    return result
+    builder.ret(result)
+    return fn
 
 
 def _thread_pointer(builder: Any) -> Any:
