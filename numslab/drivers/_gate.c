@@ -42,10 +42,7 @@ typedef i64 (*unit5)(i64, i64, i64, i64, i64);
 typedef i64 (*unit6)(i64, i64, i64, i64, i64, i64);
 typedef i64 (*unit7)(i64, i64, i64, i64, i64, i64, i64);
 
-/* U_BUSY is not a unit: the table word that is nonzero while a thread compiles a unit on its
- * first call (native.ENGINE_BUSY); the Python path then waits for it. */
-enum { U_ALLOC, U_FREE, U_KMALLOC, U_KFREE, U_ALLOC_BULK, U_FREE_BULK, U_ALLOC_ARRAY, U_BUSY,
-       NUNITS };
+enum { U_ALLOC, U_FREE, U_KMALLOC, U_KFREE, U_ALLOC_BULK, U_FREE_BULK, U_ALLOC_ARRAY, NUNITS };
 
 typedef struct {
     PyObject_HEAD
@@ -74,8 +71,6 @@ typedef struct {
 
 /* The unit's entry now: its compiled function, or the stub that compiles it first. */
 #define UNIT(self, u, arity) ((arity)(intptr_t)(self)->table[(self)->slots[u]])
-/* Another thread is inside the engine, compiling a unit it met: no entry until it is done. */
-#define BUSY(self) ((self)->table[(self)->slots[U_BUSY]] != 0)
 
 /* The allocator (a borrowed reference), or NULL with SlabError set if it is gone. */
 static PyObject *owner(Gate *self)
@@ -235,8 +230,6 @@ static PyObject *g_alloc(Gate *self, PyObject *const *args, Py_ssize_t nargs, Py
         SLOW("kmem_cache_alloc");
     if (thread_cpu(self, &cpu))
         return NULL;
-    if (BUSY(self))             /* after thread_cpu: it may run Python */
-        SLOW("kmem_cache_alloc");
     int64_t addr = UNIT(self, U_ALLOC, unit5)(self->st, cid, cpu, (int64_t)-1, gfp);
     if (addr == 0 || needs_python(self, cid))
         return finish(self, "_after_alloc", "OLLi", args[0], addr, gfp, -1, NULL);
@@ -256,8 +249,6 @@ static PyObject *g_free(Gate *self, PyObject *const *args, Py_ssize_t nargs, PyO
         SLOW("kmem_cache_free");
     if (thread_cpu(self, &cpu))
         return NULL;
-    if (BUSY(self))             /* after thread_cpu: it may run Python */
-        SLOW("kmem_cache_free");
     if (UNIT(self, U_FREE, unit4)(self->st, cid, cpu, addr) != 0)
         SLOW("kmem_cache_free");              /* nothing changed: it raises the error */
     Py_RETURN_NONE;
@@ -280,8 +271,6 @@ static PyObject *g_kmalloc(Gate *self, PyObject *const *args, Py_ssize_t nargs,
         SLOW("kmalloc");
     if (thread_cpu(self, &cpu))
         return NULL;
-    if (BUSY(self))             /* after thread_cpu: it may run Python */
-        SLOW("kmalloc");
     int64_t cid = self->kmalloc_cache[size];
     int64_t addr = UNIT(self, U_KMALLOC, unit7)(self->st, cid, cpu, (int64_t)-1, gfp, size,
                                          (int64_t)0);
@@ -304,8 +293,6 @@ static PyObject *g_kfree(Gate *self, PyObject *const *args, Py_ssize_t nargs, Py
         Py_RETURN_NONE;
     if (thread_cpu(self, &cpu))
         return NULL;
-    if (BUSY(self))             /* after thread_cpu: it may run Python */
-        SLOW("kfree");
     if (UNIT(self, U_KFREE, unit3)(self->st, cpu, addr) != 0)
         SLOW("kfree");
     Py_RETURN_NONE;
@@ -329,8 +316,6 @@ static PyObject *g_alloc_bulk(Gate *self, PyObject *const *args, Py_ssize_t narg
         SLOW("kmem_cache_alloc_bulk");
     if (thread_cpu(self, &cpu))
         return NULL;
-    if (BUSY(self))             /* after thread_cpu: it may run Python */
-        SLOW("kmem_cache_alloc_bulk");
     int64_t got = UNIT(self, U_ALLOC_BULK, unit6)(self->st, cid, cpu, gfp, nr, p);
     if (got <= 0 || needs_python(self, cid))
         return finish(self, "_bulk_done", "OLLLs", args[0], got, nr, gfp,
@@ -356,8 +341,6 @@ static PyObject *free_bulk(Gate *self, PyObject *const *args, Py_ssize_t nargs,
         return python_path(self, name, args, nargs, kwnames);
     if (thread_cpu(self, &cpu))
         return NULL;
-    if (BUSY(self))             /* after thread_cpu: it may run Python */
-        return python_path(self, name, args, nargs, kwnames);
     if (UNIT(self, U_FREE_BULK, unit5)(self->st, cid, cpu, nr, p) != 0)
         return python_path(self, name, args, nargs, kwnames);
     Py_RETURN_NONE;
@@ -402,8 +385,6 @@ static PyObject *g_alloc_array(Gate *self, PyObject *const *args, Py_ssize_t nar
         SLOW("kmem_cache_alloc_array");
     if (thread_cpu(self, &cpu))
         return NULL;
-    if (BUSY(self))             /* after thread_cpu: it may run Python */
-        SLOW("kmem_cache_alloc_array");
     int64_t got = UNIT(self, U_ALLOC_ARRAY, unit7)(self->st, cid, cpu, gfp, flags, nr, p);
     if (got <= 0 || needs_python(self, cid))
         return finish(self, "_bulk_done", "OLLLs", args[0], got, nr, gfp | 0x2000,

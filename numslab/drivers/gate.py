@@ -17,7 +17,7 @@ import numpy as np
 from ..engine import ops
 from ..engine.kmalloc import kmalloc_index_table
 from ..engine.layout import CA_CTOR, CA_NCOLS, F_CA, F_G, G_NPENDING, view
-from ..engine.native import ENGINE_BUSY, UNIT_TABLE
+from ..engine.native import UNIT_TABLE
 from ..errors import SlabError
 from ..flags import GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL
 
@@ -64,7 +64,7 @@ def install(sa: "SlabAllocator", base: type, cache_type: type) -> bool:
     kmalloc_cache = [sa._kmalloc_ids[table[size]] for size in range(len(table))]
     gate = _gate.Gate(
         sa=sa, keep=(sa._buf, sa.memory), error_type=SlabError, cache_type=cache_type, array_type=np.ndarray, int64_descr=np.dtype(np.int64),
-        st=sa._st, table=UNIT_TABLE.ctypes.data, slots=[u.slot for u in UNITS] + [ENGINE_BUSY],
+        st=sa._st, table=UNIT_TABLE.ctypes.data, slots=[u.slot for u in UNITS],
         ca=view(sa._buf, F_CA).ctypes.data, ca_ncols=CA_NCOLS, ca_ctor=CA_CTOR,
         g=view(sa._buf, F_G).ctypes.data, g_npending=G_NPENDING, kmalloc_table=kmalloc_cache,
         gfp_kernel=GFP_KERNEL, array_flags_all=SLAB_ARRAY_ALLOC_ALL)

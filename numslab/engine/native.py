@@ -33,6 +33,7 @@ from llvmlite import ir
 from numba import types
 from numba.core.caching import FunctionCache
 from numba.core.registry import CPUDispatcher
+from numba.core.targetconfig import _FlagsStack
 from numba.core.ccallback import CFunc, _CFuncCompiler
 from numba.core.typing.templates import (AbstractTemplate, AttributeTemplate, infer_getattr,
                                          infer_global, signature)
@@ -93,7 +94,6 @@ class EngineDispatcher(CPUDispatcher):
 def _threaded_callers() -> str:
     """What, among the functions being compiled in this thread (the caller and every
     function whose compile led to it), may run without the GIL: ``""`` if nothing."""
-    from numba.core.targetconfig import _FlagsStack
     for flags in reversed(_FlagsStack()._stack):
         if getattr(flags, "release_gil", False):
             return "a nogil=True function"
@@ -547,8 +547,6 @@ class Unit:
         return self._cfunc.inspect_llvm()
 
     def __call__(self, *args: int) -> int:
-        if UNIT_TABLE[ENGINE_BUSY]:
-            wait_for_engine()
         if len(args) != self.nargs:
             raise TypeError(f"{self.name} takes {self.nargs} arguments, not {len(args)}")
         return self.compile()(*args)
