@@ -10,20 +10,11 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
-from numba.extending import intrinsic
 
-# ---- event kinds (one per parsed line) ---------------------------------------------------------
-EV_CACHE_ALLOC = 0   #: kmem_cache_alloc (and the old kmem_cache_alloc_node)
-EV_KMALLOC = 1       #: kmalloc (and the old kmalloc_node)
-EV_KFREE = 2         #: kfree
-EV_CACHE_FREE = 3    #: kmem_cache_free
-EV_OTHER = 4         #: a tracepoint line of another event
-EV_LOST = 5          #: "CPU:n [LOST m EVENTS]": the ring buffer overflowed
-EV_BAD = 6           #: a malformed line (kept only with ``skip_bad``)
+from .fixed import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
+                    EV_OTHER, GFP_CACHE, after_last_colon, delim, fixed_fields, gfp_symbolic,
+                    prefetch, skip_spaces, tracefs_event, tracefs_header, word_hash)
+
 
 # ---- rows that are not a cache (``row`` of an event) ------------------------------------------
 ROW_LARGE = -1        #: a kmalloc above the largest kmalloc cache: whole pages
@@ -61,98 +52,6 @@ NAME_MAX_ROWS = 4096
 #: rows ahead whose pointer-table slot :func:`intern_rows` prefetches
 PREFETCH = 8
 
-
-def _item_pointer(context, builder, sig, args):
-    """In an intrinsic's codegen: the pointer to ``arr[idx]`` (its first two arguments), no
-    wraparound and no bounds check."""
-    ary = context.make_array(sig.args[0])(context, builder, args[0])
-    return cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]],
-                                    wraparound=False, boundscheck=False)
-
-
-@intrinsic
-def prefetch(typingctx, arr, idx):
-    """Hint the CPU to load the cache line of ``arr[idx]`` (``llvm.prefetch``, for reading,
-    high locality); no effect on results. ``arr`` a 1-d C-contiguous array."""
-    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _item_pointer(context, builder, sig, args)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-    return types.none(arr, idx), codegen
-
-
-@intrinsic
-def load8(typingctx, arr, idx):
-    """The 8 bytes ``arr[idx:idx + 8]`` of a 1-d C-contiguous uint8 array as one
-    little-endian uint64 (an unaligned load; no bounds check: the caller keeps slack)."""
-    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _item_pointer(context, builder, sig, args)
-        i64 = ir.IntType(64)
-        val = builder.load(builder.bitcast(ptr, i64.as_pointer()), align=1)
-        return val
-    return types.uint64(arr, idx), codegen
-
-
-_LO = np.uint64(0x0101010101010101)
-_HI = np.uint64(0x8080808080808080)
-_CR = np.uint64(0x0D0D0D0D0D0D0D0D)
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-#: slots of a chunk's cache of whole symbolic ``gfp_flags`` values
-GFP_CACHE = 256
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _word_hash(buf, a, b):
-    """A 64-bit hash of ``buf[a:b]`` taken 8 bytes at a time (never 0), and whether the
-    span holds a carriage return (then the caller takes the bytes one by one)."""
-    h = np.uint64(b - a) * _MIX
-    cr = np.uint64(0)
-    i = a
-    while i < b:
-        w = load8(buf, i)
-        if b - i < 8:
-            w &= (np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1)
-            x = w ^ _CR
-            x |= ~((np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1)) & _LO
-        else:
-            x = w ^ _CR
-        cr |= (x - _LO) & ~x & _HI
-        h = (h ^ w) * _MIX
-        h ^= h >> np.uint64(29)
-        i += 8
-    if h == 0:
-        h = np.uint64(1)
-    return h, cr != 0
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _fnv(buf, a, b):
-    """FNV-1a 64 of ``buf[a:b]`` (never 0: 0 marks an empty table slot)."""
-    h = np.uint64(0xcbf29ce484222325)
-    for i in range(a, b):
-        h = (h ^ np.uint64(buf[i])) * np.uint64(0x100000001b3)
-    if h == 0:
-        h = np.uint64(1)
-    return h
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _gfp_lookup(keys, values, h):
-    """``values[k]`` where ``keys[k] == h`` (``keys`` sorted), or 0."""
-    k = np.searchsorted(keys, h)
-    if k < keys.shape[0] and keys[k] == h:
-        return values[k]
-    return 0
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -272,165 +171,13 @@ def _event(buf, a, b):
     return EV_OTHER
 
 
-@numba.njit(cache=True, nogil=True)
-def bitmaps(buf, n, sp, dl):
-    """Bit ``i`` of ``sp`` and ``dl`` (uint64[>= n // 64 + 2]) is set where ``buf[i]`` is a
-    space; a space or a newline (ends a token). A loop the compiler vectorises."""
-    full = n // 64
-    for w in range(full):
-        a = np.uint64(0)
-        b = np.uint64(0)
-        base = w * 64
-        for j in range(64):
-            ch = buf[base + j]
-            s_ = np.uint64(ch == 32)
-            a |= s_ << np.uint64(j)
-            b |= (s_ | np.uint64(ch == 10)) << np.uint64(j)
-        sp[w] = a
-        dl[w] = b
-    for w in range(full, min(full + 2, sp.shape[0])):
-        a = np.uint64(0)
-        b = np.uint64(0)
-        for j in range(64):
-            i = w * 64 + j
-            if i < n:
-                ch = buf[i]
-                if ch == 32:
-                    a |= np.uint64(1) << np.uint64(j)
-                if ch == 32 or ch == 10:
-                    b |= np.uint64(1) << np.uint64(j)
-        sp[w] = a
-        dl[w] = b
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _next_set(bm, q):
-    """The first position at or after ``q`` whose bit is set in ``bm``."""
-    w = bm[q >> 6] >> np.uint64(q & 63)
-    if w:
-        return q + np.int64(trailing_zeros(w))
-    q = (q | 63) + 1
-    while True:
-        w = bm[q >> 6]
-        if w:
-            return q + np.int64(trailing_zeros(w))
-        q += 64
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _next_clear(bm, q):
-    """The first position at or after ``q`` whose bit is clear in ``bm``."""
-    w = ~bm[q >> 6] >> np.uint64(q & 63)
-    if w:
-        return q + np.int64(trailing_zeros(w))
-    q = (q | 63) + 1
-    while True:
-        w = ~bm[q >> 6]
-        if w:
-            return q + np.int64(trailing_zeros(w))
-        q += 64
-
-
-_M7F = np.uint64(0x7F7F7F7F7F7F7F7F)
-_COLONS = np.uint64(0x3A3A3A3A3A3A3A3A)
-_BRACKETS = np.uint64(0x5B5B5B5B5B5B5B5B)
-_NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _zero_bytes(x):
-    """0x80 in each byte of ``x`` (uint64) that is zero, 0 elsewhere (exact: no borrow)."""
-    return ~(((x & _M7F) + _M7F) | x | _M7F)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _after_last_colon(buf, a, b):
-    """One past the last ``:`` in ``buf[a:b]``, or ``a`` if there is none (8 bytes at a time;
-    the buffer's slack covers the last load)."""
-    res = a
-    i = a
-    while i < b:
-        w = load8(buf, i)
-        if b - i < 8:                                 # bytes past b: never a colon
-            w |= ~((np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1))
-        z = _zero_bytes(w ^ _COLONS)
-        if z:
-            res = i + (63 - np.int64(leading_zeros(z))) // 8 + 1
-        i += 8
-    return res
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _fixed_digits(buf, a, b):
-    """The decimal number in ``buf[a:b]``, every byte a digit; -1 if one is not."""
-    v = 0
-    for i in range(a, b):
-        d = np.int64(buf[i]) - 48
-        if d < 0 or d > 9:
-            return -1
-        v = v * 10 + d
-    return v
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _tracefs_header(buf, b0, sp, dl):
-    """The header of a line at ``buf[b0]`` in tracefs's own layout (``%16s-%-7d [%03d]
-    <5 flags> %5lu.%06lu: event:``; the task and pid end at column 24), read at fixed
-    columns: ``(cpu, seconds, event start, event end)``, or cpu -1 when the line is not in
-    that layout exactly (then the general token walk reads it). Every check the walk makes
-    is made here, so both give the same fields."""
-    if not (buf[b0 + 24] == 32 and buf[b0 + 25] == 91 and buf[b0 + 29] == 93
-            and buf[b0 + 30] == 32 and buf[b0 + 36] == 32 and buf[b0 + 42] == 46
-            and buf[b0 + 49] == 58 and buf[b0 + 50] == 32):
-        return -1, 0.0, 0, 0
-    # columns 0..23 (the task): no '[' (no token there may look like the CPU) and no newline
-    z = np.uint64(0)
-    for k in range(3):
-        w = load8(buf, b0 + 8 * k)
-        z |= _zero_bytes(w ^ _BRACKETS) | _zero_bytes(w ^ _NEWLINES)
-    if z:
-        return -1, 0.0, 0, 0
-    c = _fixed_digits(buf, b0 + 26, b0 + 29)
-    if c < 0:
-        return -1, 0.0, 0, 0
-    # the flags: one token of five bytes that is not a timestamp
-    for i in range(b0 + 31, b0 + 36):
-        if buf[i] == 32 or buf[i] == 10:
-            return -1, 0.0, 0, 0
-    if 48 <= buf[b0 + 31] <= 57 and buf[b0 + 35] == 58:
-        return -1, 0.0, 0, 0
-    # seconds: spaces, then at least one digit, up to column 41; micros at 43..48
-    whole = 0
-    nd = 0
-    for i in range(b0 + 37, b0 + 42):
-        t = buf[i]
-        if t == 32 and nd == 0:
-            continue
-        d = np.int64(t) - 48
-        if d < 0 or d > 9:
-            return -1, 0.0, 0, 0
-        whole = whole * 10 + d
-        nd += 1
-    if nd == 0:
-        return -1, 0.0, 0, 0
-    frac = _fixed_digits(buf, b0 + 43, b0 + 49)
-    if frac < 0:
-        return -1, 0.0, 0, 0
-    q = _next_clear(sp, b0 + 50)
-    if buf[q] == 10:
-        return -1, 0.0, 0, 0
-    e = _next_set(dl, q)
-    if e - q < 2 or buf[e - 1] != 58:
-        return -1, 0.0, 0, 0
-    return c, whole + frac / 1000000.0, q, e
-
 
 @numba.njit(cache=True, nogil=True)
 def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line, cpu, ts, ptr,
-               req, alloc, gfp, node, nm0s, nm1s, nhs, sp, dl):
+               req, alloc, gfp, node, nm0s, nm1s, nhs):
     """Stage one (no shared state: chunks are scanned in parallel): parse the lines of
     ``buf[:n]`` (``buf[n - 1]`` must be a newline, so that no scan inside a line needs a
-    bound; ``sp``, ``dl`` its :func:`bitmaps`) into the chunk's row arrays from row
+    bound; the buffer keeps 64 bytes of slack after it) into the chunk's row arrays from row
     ``sv[SV_ROWS]``, line numbers counted from ``sv[SV_LINE]``, each kmem event's ``name=``
     as its span ``nm0s:nm1s`` (int32, -1: none) in ``buf`` and hash ``nhs`` (uint64);
     whole symbolic ``gfp_flags`` values are cached by hash in ``gc_keys``, ``gc_vals``
@@ -449,7 +196,7 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
             sv[SV_LINE] = nline
             return pos, ST_ROWS
         r = nrows
-        q = _next_clear(sp, pos)
+        q = skip_spaces(buf, pos)
         c0 = buf[q]
         # blank, '#' comment, trace-cmd's "cpus=": no row
         if c0 == 10 or c0 == 13 or c0 == 35 or (
@@ -461,6 +208,31 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
             pos = q + 1
             continue
         ln = nline + 1
+        lost = c0 == 67 and buf[q + 1] == 80 and buf[q + 2] == 85 and buf[q + 3] == 58
+        if not lost:
+            # the fast path: a kmem event in tracefs's layout, every field at its place
+            c, tsv, ev, e = tracefs_event(buf, pos)
+            if c >= 0:
+                fast, qf, pv, rq, al, gf, nd, n0, n1, h = fixed_fields(
+                    buf, e, ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE, ev <= EV_KMALLOC,
+                    gkeys, gvals, gc_keys, gc_vals)
+                if fast:
+                    line[r] = ln
+                    cpu[r] = c
+                    ts[r] = tsv
+                    kind[r] = ev
+                    ptr[r] = pv
+                    req[r] = rq
+                    alloc[r] = al
+                    gfp[r] = gf
+                    node[r] = nd
+                    nm0s[r] = n0
+                    nm1s[r] = n1
+                    nhs[r] = h
+                    nrows = r + 1
+                    nline = ln
+                    pos = qf + 1
+                    continue
         line[r] = ln
         cpu[r] = -1
         ts[r] = 0.0
@@ -474,23 +246,23 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
         nm0 = -1
         nm1 = -1
         nh = np.uint64(0)
-        if c0 == 67 and buf[q + 1] == 80 and buf[q + 2] == 85 and buf[q + 3] == 58:
+        if lost:
             ev = EV_LOST                                  # "CPU:n [LOST m EVENTS]"
-            q = _next_set(dl, q)
+            q = delim(buf, q)
             while buf[q] != 10:
-                q = _next_set(dl, q + 1)
+                q = delim(buf, q + 1)
         else:
-            c, tsv, evs, e = _tracefs_header(buf, pos, sp, dl)
+            c, tsv, evs, e = tracefs_header(buf, pos)
             found = c >= 0
             if found:                                     # tracefs's layout: no walk
                 ts[r] = tsv
-                evs = _after_last_colon(buf, evs, e - 1)
+                evs = after_last_colon(buf, evs, e - 1)
                 ev = _event(buf, evs, e - 1)
                 q = e
             else:
                 evs = -1
                 while True:                                   # tokens up to the event name
-                    e = _next_set(dl, q)                      # token buf[q:e]
+                    e = delim(buf, q)                      # token buf[q:e]
                     t0 = buf[q]
                     if c < 0:
                         if t0 == 91 and e - q >= 3 and buf[e - 1] == 93:     # "[cpu]"
@@ -528,14 +300,14 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
                                     found = True
                     else:
                         if e - q >= 2 and buf[e - 1] == 58:                   # "event:"
-                            evs = _after_last_colon(buf, q, e - 1)            # kmem:kfree:
+                            evs = after_last_colon(buf, q, e - 1)            # kmem:kfree:
                             ev = _event(buf, evs, e - 1)
                             q = e
                             break
                     if buf[e] == 10:
                         q = e
                         break
-                    q = _next_clear(sp, e)
+                    q = skip_spaces(buf, e)
                     if buf[q] == 10:
                         break
             if c < 0:
@@ -544,19 +316,34 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
                 err = ERR_NO_TIMESTAMP
             else:
                 cpu[r] = c
-        if err == ERR_NONE and ev <= EV_CACHE_FREE:
+        fast = False
+        if err == ERR_NONE and ev <= EV_CACHE_FREE:          # tracefs's field order
+            fast, qf, pv, rq, al, gf, nd, n0, n1, h = fixed_fields(
+                buf, q, ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE, ev <= EV_KMALLOC, gkeys,
+                gvals, gc_keys, gc_vals)
+            if fast:
+                ptr[r] = pv
+                req[r] = rq
+                alloc[r] = al
+                gfp[r] = gf
+                node[r] = nd
+                nm0 = n0
+                nm1 = n1
+                nh = h
+                q = qf
+        if err == ERR_NONE and ev <= EV_CACHE_FREE and not fast:   # any other: the walk
             have_ptr = False
             # fields "key=value", told by a few bytes of the key (the buffer has 64 bytes of
             # slack past n, so looking ahead of a short last token reads no foreign memory)
             while err == ERR_NONE:
                 ch = buf[q]
                 if ch == 32:
-                    q = _next_clear(sp, q)
+                    q = skip_spaces(buf, q)
                     ch = buf[q]
                 if ch == 10 or (ch == 13 and buf[q + 1] == 10):
                     break
                 if ch == 99 and buf[q + 4] == 95 and buf[q + 9] == 61:            # call_site=
-                    q = _next_set(dl, q + 10)
+                    q = delim(buf, q + 10)
                 elif ch == 112 and buf[q + 1] == 116 and buf[q + 3] == 61:        # ptr=
                     q += 4
                     v0 = q
@@ -573,7 +360,7 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
                     t = buf[q]
                     if q == a0 or q - a0 > 16 or not (t == 32 or t == 10 or t == 13):
                         v = np.uint64(0)
-                        q = _next_set(dl, q)
+                        q = delim(buf, q)
                         if not (buf[v0] == 40 and 5 <= q - v0 <= 6):              # (nil)
                             err = ERR_FIELD
                     ptr[r] = v
@@ -581,39 +368,19 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
                 elif ch == 110 and buf[q + 1] == 97 and buf[q + 4] == 61:         # name=
                     q += 5
                     nm0 = q
-                    q = _next_set(dl, q)
-                    nh, cr = _word_hash(buf, nm0, q)
+                    q = delim(buf, q)
+                    nh, cr = word_hash(buf, nm0, q)
                     if cr:                                 # the name ends at a CR
                         q = nm0
                         while buf[q] != 13:
                             q += 1
-                        nh, cr = _word_hash(buf, nm0, q)
+                        nh, cr = word_hash(buf, nm0, q)
                     nm1 = q
                 elif ch == 103 and buf[q + 3] == 95 and buf[q + 9] == 61 \
                         and not 48 <= buf[q + 10] <= 57:                          # gfp_flags=
                     q += 10
-                    g0 = q
-                    ge = _next_set(dl, q)
-                    gh, cr = _word_hash(buf, g0, ge)
-                    gs = np.int64(gh >> np.uint64(56)) & (GFP_CACHE - 1)
-                    if not cr and gc_keys[gs] == gh:                  # seen in this chunk
-                        v2 = gc_vals[gs]
-                        q = ge
-                    else:                                              # flag by flag
-                        v2 = 0
-                        s0 = q
-                        while True:
-                            t = buf[q]
-                            if t == 124 or t == 32 or t == 10 or t == 13:
-                                if q > s0:
-                                    v2 |= _gfp_lookup(gkeys, gvals, _fnv(buf, s0, q))
-                                if t != 124:
-                                    break
-                                s0 = q + 1
-                            q += 1
-                        if not cr:
-                            gc_keys[gs] = gh
-                            gc_vals[gs] = v2
+                    v2, q = gfp_symbolic(buf, q, delim(buf, q), gkeys, gvals, gc_keys,
+                                         gc_vals)
                     gfp[r] = v2
                 else:
                     which = 0
@@ -630,7 +397,7 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
                         which = 4
                         q += 5
                     if which == 0:                                                # other
-                        q = _next_set(dl, q)
+                        q = delim(buf, q)
                         continue
                     neg = buf[q] == 45
                     if neg:
@@ -656,7 +423,7 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
                     t = buf[q]
                     if q == a0 or not (t == 32 or t == 10 or t == 13):
                         err = ERR_FIELD
-                        q = _next_set(dl, q)
+                        q = delim(buf, q)
                     if neg:
                         v2 = -v2
                     if which == 1:
@@ -676,7 +443,7 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
                     err = ERR_MISSING
         # the rest of the line
         while buf[q] != 10:
-            q = _next_set(dl, q + 1)
+            q = delim(buf, q + 1)
         if err != ERR_NONE:
             if not skip_bad:
                 sv[SV_BADLINE] = ln

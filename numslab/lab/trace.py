@@ -162,7 +162,7 @@ def _km_size(name: str) -> int:
 
 
 class _Chunk:
-    """One chunk of text in flight: its buffer (with 65 bytes of slack), bitmaps, and the rows
+    """One chunk of text in flight: its buffer (with 65 bytes of slack) and the rows
     :func:`~numslab.lab.parse.scan_chunk` made of it (stage one, run by a worker thread)."""
 
     COLS = (("kind", np.int8), ("line", np.int32), ("cpu", np.int32), ("ts", np.float64),
@@ -173,7 +173,6 @@ class _Chunk:
         self.buf = np.zeros(size + 65, np.uint8)
         self.text = self.buf                    # what is scanned: buf or a view of a mapping
         self.cols = {k: np.empty(size // 128 + 1024, t) for k, t in self.COLS}
-        self.sp = self.dl = np.zeros(0, np.uint64)
         self.sv = np.zeros(P.SV_NCOLS, np.int64)
         self.gc_keys = np.zeros(P.GFP_CACHE, np.uint64)
         self.gc_vals = np.zeros(P.GFP_CACHE, np.int64)
@@ -186,19 +185,14 @@ class _Chunk:
         start = 0
         while True:
             n = self.end - start
-            words = n // 64 + 2
-            if len(self.sp) < words:
-                self.sp = np.zeros(words + 1024, np.uint64)
-                self.dl = np.zeros(words + 1024, np.uint64)
             buf = self.text[start:]
-            P.bitmaps(buf, n, self.sp, self.dl)
             r0 = int(self.sv[P.SV_ROWS])
             c = self.cols
             used, status = P.scan_chunk(buf, n, skip_bad, GFP_HASH, GFP_VALUE, self.gc_keys,
                                         self.gc_vals, self.sv,
                                         c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"],
                                         c["req"], c["alloc"], c["gfp"], c["node"], c["nm0"],
-                                        c["nm1"], c["nh"], self.sp, self.dl)
+                                        c["nm1"], c["nh"])
             if start:                           # name spans from the buffer's start
                 r1 = int(self.sv[P.SV_ROWS])
                 for k in ("nm0", "nm1"):

@@ -1,0 +1,495 @@
+"""The trace scanner's byte-level reads: 8 bytes at a time (SWAR), a tracefs line's header at
+its fixed columns, and each kmem event's fields in their fixed tracefs order (the fast path).
+
+Used by :func:`~numslab.lab.parse.scan_chunk`: :func:`tracefs_header` and
+:func:`fixed_fields` read a line only when every byte is where tracefs puts it, and refuse
+it otherwise, so that the scan's general token walk reads it (both give the same fields).
+Every load reads 8 bytes, so the buffer keeps slack after the chunk's last newline.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+from numba.extending import intrinsic
+
+# ---- event kinds (one per parsed line) ---------------------------------------------------------
+EV_CACHE_ALLOC = 0   #: kmem_cache_alloc (and the old kmem_cache_alloc_node)
+EV_KMALLOC = 1       #: kmalloc (and the old kmalloc_node)
+EV_KFREE = 2         #: kfree
+EV_CACHE_FREE = 3    #: kmem_cache_free
+EV_OTHER = 4         #: a tracepoint line of another event
+EV_LOST = 5          #: "CPU:n [LOST m EVENTS]": the ring buffer overflowed
+EV_BAD = 6           #: a malformed line (kept only with ``skip_bad``)
+
+
+def _item_pointer(context, builder, sig, args):
+    """In an intrinsic's codegen: the pointer to ``arr[idx]`` (its first two arguments), no
+    wraparound and no bounds check."""
+    ary = context.make_array(sig.args[0])(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]],
+                                    wraparound=False, boundscheck=False)
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Hint the CPU to load the cache line of ``arr[idx]`` (``llvm.prefetch``, for reading,
+    high locality); no effect on results. ``arr`` a 1-d C-contiguous array."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _item_pointer(context, builder, sig, args)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return types.none(arr, idx), codegen
+
+
+@intrinsic
+def load8(typingctx, arr, idx):
+    """The 8 bytes ``arr[idx:idx + 8]`` of a 1-d C-contiguous uint8 array as one
+    little-endian uint64 (an unaligned load; no bounds check: the caller keeps slack)."""
+    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _item_pointer(context, builder, sig, args)
+        i64 = ir.IntType(64)
+        val = builder.load(builder.bitcast(ptr, i64.as_pointer()), align=1)
+        return val
+    return types.uint64(arr, idx), codegen
+
+
+_LO = np.uint64(0x0101010101010101)
+_HI = np.uint64(0x8080808080808080)
+_CR = np.uint64(0x0D0D0D0D0D0D0D0D)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+#: slots of a chunk's cache of whole symbolic ``gfp_flags`` values
+GFP_CACHE = 256
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def word_hash(buf, a, b):
+    """A 64-bit hash of ``buf[a:b]`` taken 8 bytes at a time (never 0), and whether the
+    span holds a carriage return (then the caller takes the bytes one by one)."""
+    h = np.uint64(b - a) * _MIX
+    cr = np.uint64(0)
+    i = a
+    while i < b:
+        w = load8(buf, i)
+        if b - i < 8:
+            w &= (np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1)
+            x = w ^ _CR
+            x |= ~((np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1)) & _LO
+        else:
+            x = w ^ _CR
+        cr |= (x - _LO) & ~x & _HI
+        h = (h ^ w) * _MIX
+        h ^= h >> np.uint64(29)
+        i += 8
+    if h == 0:
+        h = np.uint64(1)
+    return h, cr != 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def fnv(buf, a, b):
+    """FNV-1a 64 of ``buf[a:b]`` (never 0: 0 marks an empty table slot)."""
+    h = np.uint64(0xcbf29ce484222325)
+    for i in range(a, b):
+        h = (h ^ np.uint64(buf[i])) * np.uint64(0x100000001b3)
+    if h == 0:
+        h = np.uint64(1)
+    return h
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def gfp_lookup(keys, values, h):
+    """``values[k]`` where ``keys[k] == h`` (``keys`` sorted), or 0."""
+    k = np.searchsorted(keys, h)
+    if k < keys.shape[0] and keys[k] == h:
+        return values[k]
+    return 0
+
+_M7F = np.uint64(0x7F7F7F7F7F7F7F7F)
+_COLONS = np.uint64(0x3A3A3A3A3A3A3A3A)
+_BRACKETS = np.uint64(0x5B5B5B5B5B5B5B5B)
+_NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _zero_bytes(x):
+    """0x80 in each byte of ``x`` (uint64) that is zero, 0 elsewhere (exact: no borrow)."""
+    return ~(((x & _M7F) + _M7F) | x | _M7F)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def after_last_colon(buf, a, b):
+    """One past the last ``:`` in ``buf[a:b]``, or ``a`` if there is none (8 bytes at a time;
+    the buffer's slack covers the last load)."""
+    res = a
+    i = a
+    while i < b:
+        w = load8(buf, i)
+        if b - i < 8:                                 # bytes past b: never a colon
+            w |= ~((np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1))
+        z = _zero_bytes(w ^ _COLONS)
+        if z:
+            res = i + (63 - np.int64(leading_zeros(z))) // 8 + 1
+        i += 8
+    return res
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fixed_digits(buf, a, b):
+    """The decimal number in ``buf[a:b]``, every byte a digit; -1 if one is not."""
+    v = 0
+    for i in range(a, b):
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            return -1
+        v = v * 10 + d
+    return v
+
+
+
+
+
+_SPACES = np.uint64(0x2020202020202020)
+_CTL = np.uint64(0x2121212121212121)
+_NIB = np.uint64(0x0F0F0F0F0F0F0F0F)
+_ZEROS = np.uint64(0x3030303030303030)
+
+
+def _word(text: bytes) -> np.uint64:
+    """``text`` (at most 8 bytes) as the little-endian word :func:`load8` reads."""
+    return np.uint64(int.from_bytes(text, "little"))
+
+
+def _mask(nbytes: int) -> np.uint64:
+    """The low ``nbytes`` bytes of a word set."""
+    return np.uint64((1 << (8 * nbytes)) - 1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def skip_spaces(buf, q):
+    """The first byte at or after ``q`` that is not a space (the chunk ends in a newline)."""
+    while True:
+        m = ~_zero_bytes(load8(buf, q) ^ _SPACES) & _HI
+        if m:
+            return q + (np.int64(trailing_zeros(m)) >> 3)
+        q += 8
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def delim(buf, q):
+    """The first space or newline at or after ``q`` (where a token ends)."""
+    while True:
+        w = load8(buf, q)
+        m = _zero_bytes(w ^ _SPACES) | _zero_bytes(w ^ _NEWLINES)
+        if m:
+            return q + (np.int64(trailing_zeros(m)) >> 3)
+        q += 8
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def ctl_end(buf, q):
+    """The first byte at or after ``q`` that is a space or below it (a newline, a carriage
+    return, a tab: the fast path refuses all but the separator it expects). The lowest
+    flagged byte of the word is exact (a borrow only flags bytes above it)."""
+    while True:
+        w = load8(buf, q)
+        m = (w - _CTL) & ~w & _HI
+        if m:
+            return q + (np.int64(trailing_zeros(m)) >> 3)
+        q += 8
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _in_range(x, lo, hi):
+    """0x80 in each byte of ``x`` (bytes below 0x80) within ``lo..hi`` (words of the bound
+    repeated), 0 elsewhere; no byte's sum carries into the next."""
+    return (x + (_HI - lo)) & ~(x + (_HI - _LO - hi)) & _HI
+
+
+_W0 = np.uint64(0x3030303030303030)
+_W9 = np.uint64(0x3939393939393939)
+_WA = np.uint64(0x6161616161616161)
+_WF = np.uint64(0x6666666666666666)
+_CASE = np.uint64(0x2020202020202020)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def hex8(w):
+    """``(ok, value)`` of 8 hex digits held in ``w`` (first digit the lowest byte, either
+    case); ``ok`` False if a byte is not a hex digit."""
+    ok = (w & _HI) == 0 and (_in_range(w, _W0, _W9) | _in_range(w | _CASE, _WA, _WF)) == _HI
+    v = (w & _NIB) + np.uint64(9) * ((w >> np.uint64(6)) & _LO)
+    v = ((v << np.uint64(4)) | (v >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
+    v = ((v << np.uint64(8)) | (v >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
+    v = ((v << np.uint64(16)) | (v >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
+    return ok, v
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def dec8(buf, i):
+    """``(digits, value)`` of the decimal number at ``buf[i]``: 0 digits when ``buf[i]`` is
+    not a digit, 8 (value meaningless) when 8 or more digits follow (callers refuse both)."""
+    w = load8(buf, i)
+    nd = ~(_in_range(w & _M7F, _W0, _W9) & ~w) & _HI
+    if nd == 0:
+        return 8, 0
+    k = np.int64(trailing_zeros(nd)) >> 3
+    if k == 0:
+        return 0, 0
+    x = (w & _NIB) << np.uint64(64 - 8 * k)
+    x = ((x * np.uint64(2561)) >> np.uint64(8)) & np.uint64(0x00FF00FF00FF00FF)
+    x = ((x * np.uint64(6553601)) >> np.uint64(16)) & np.uint64(0x0000FFFF0000FFFF)
+    x = (x * np.uint64(42949672960001)) >> np.uint64(32)
+    return k, np.int64(x)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def gfp_symbolic(buf, q, ge, gkeys, gvals, gc_keys, gc_vals):
+    """``(bits, end)`` of the symbolic ``gfp_flags`` value ``buf[q:ge]`` (``ge``: the
+    token's end): the whole value from the chunk's cache ``gc_keys``, ``gc_vals`` (by its
+    hash), else flag by flag (``|``-separated, up to a space, newline or carriage return)
+    from the sorted FNV hashes ``gkeys`` and bits ``gvals``, then cached."""
+    gh, cr = word_hash(buf, q, ge)
+    gs = np.int64(gh >> np.uint64(56)) & (GFP_CACHE - 1)
+    if not cr and gc_keys[gs] == gh:                  # seen in this chunk
+        return gc_vals[gs], ge
+    v2 = 0
+    s0 = q
+    while True:
+        t = buf[q]
+        if t == 124 or t == 32 or t == 10 or t == 13:
+            if q > s0:
+                v2 |= gfp_lookup(gkeys, gvals, fnv(buf, s0, q))
+            if t != 124:
+                break
+            s0 = q + 1
+        q += 1
+    if not cr:
+        gc_keys[gs] = gh
+        gc_vals[gs] = v2
+    return v2, q
+
+
+_W_OPEN = _word(b" [\0\0\0] ")            # columns 24..30 around the CPU
+_M_OPEN = _word(b"\xff\xff\0\0\0\xff\xff")
+_M_CPU = np.uint64(0x000000FFFFFF0000)
+_M_FLAGS = np.uint64(0x0000008080808080)
+_M_SECS = np.uint64(0x8080808080000000)
+_M_MICROS = np.uint64(0x0000808080808080)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _digits(x, mask):
+    """0x80 in each byte of word ``x`` that is a decimal digit, within ``mask`` (0x80s)."""
+    return _in_range(x & _M7F, _W0, _W9) & ~x & mask
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _value8(x):
+    """The decimal value of word ``x``'s 8 bytes, each a digit or 0 (first byte highest)."""
+    x = ((x & _NIB) * np.uint64(2561)) >> np.uint64(8)
+    x = ((x & np.uint64(0x00FF00FF00FF00FF)) * np.uint64(6553601)) >> np.uint64(16)
+    x = ((x & np.uint64(0x0000FFFF0000FFFF)) * np.uint64(42949672960001)) >> np.uint64(32)
+    return np.int64(x)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def header_columns(buf, b0):
+    """The CPU and seconds of a line at ``buf[b0]`` in tracefs's own layout (``%16s-%-7d
+    [%03d] <5 flags> %5lu.%06lu: ``; the task and pid end at column 24), read at fixed
+    columns 8 bytes at a time: ``(cpu, seconds)``, or cpu -1 when a byte is not where that
+    layout puts it (then the general token walk reads the line). Every check the walk makes
+    is made here, so both give the same fields."""
+    w = load8(buf, b0 + 24)                          # " [ddd] f"
+    if (w & _M_OPEN) != _W_OPEN or _digits(w, _M_CPU & _HI) != (_M_CPU & _HI):
+        return -1, 0.0
+    c = _value8((w & _M_CPU) << np.uint64(24))
+    if buf[b0 + 36] != 32 or buf[b0 + 42] != 46 or buf[b0 + 49] != 58 or buf[b0 + 50] != 32:
+        return -1, 0.0
+    # columns 0..23 (the task): no '[' (no token there may look like the CPU) and no newline
+    z = np.uint64(0)
+    for k in range(3):
+        w = load8(buf, b0 + 8 * k)
+        z |= _zero_bytes(w ^ _BRACKETS) | _zero_bytes(w ^ _NEWLINES)
+    if z:
+        return -1, 0.0
+    # the flags (31..35): one token of five bytes that is not a timestamp
+    w = load8(buf, b0 + 31)
+    if ((_zero_bytes(w ^ _SPACES) | _zero_bytes(w ^ _NEWLINES)) & _M_FLAGS) or (
+            48 <= buf[b0 + 31] <= 57 and buf[b0 + 35] == 58):
+        return -1, 0.0
+    # seconds (37..41): spaces, then at least one digit; micros (43..48): six digits
+    w = load8(buf, b0 + 34)
+    sp = _zero_bytes(w ^ _SPACES) & _M_SECS
+    dg = _digits(w, _M_SECS)
+    if (sp | dg) != _M_SECS or dg == 0 or sp >= (dg & (~dg + np.uint64(1))):
+        return -1, 0.0
+    whole = _value8((w | (sp >> np.uint64(3))) & ~np.uint64(0xFFFFFF))
+    w = load8(buf, b0 + 43)
+    if _digits(w, _M_MICROS) != _M_MICROS:
+        return -1, 0.0
+    frac = _value8((w & np.uint64(0x0000FFFFFFFFFFFF)) << np.uint64(16))
+    return c, whole + frac / 1000000.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def tracefs_header(buf, b0):
+    """:func:`header_columns` and the event token after them: ``(cpu, seconds, event start,
+    event end)`` (the token ``buf[start:end]`` ends in ``:``), or cpu -1 when the line is
+    not in tracefs's layout."""
+    c, ts = header_columns(buf, b0)
+    if c < 0:
+        return -1, 0.0, 0, 0
+    q = skip_spaces(buf, b0 + 50)
+    if buf[q] == 10:
+        return -1, 0.0, 0, 0
+    e = delim(buf, q)
+    if e - q < 2 or buf[e - 1] != 58:
+        return -1, 0.0, 0, 0
+    return c, ts, q, e
+
+
+_E_KFREE = _word(b"kfree: ")
+_E_KMALLOC = _word(b"kmalloc:")
+_E_CACHE = _word(b"kmem_cac")
+_E_FREE = _word(b"he_free:")
+_E_ALLOC = _word(b"he_alloc")
+_M7 = np.uint64((1 << 56) - 1)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def tracefs_event(buf, b0):
+    """A tracefs line's kmem event read at fixed columns: ``(cpu, seconds, EV_*, end of the
+    event name)`` for ``kmem_cache_alloc``, ``kmalloc``, ``kfree``, ``kmem_cache_free``
+    named right after the header (one space); cpu -1 for any other line."""
+    c, ts = header_columns(buf, b0)
+    if c < 0:
+        return -1, 0.0, EV_OTHER, 0
+    w = load8(buf, b0 + 51)
+    if (w & _M7) == _E_KFREE:
+        return c, ts, EV_KFREE, b0 + 57
+    if w == _E_KMALLOC and buf[b0 + 59] == 32:
+        return c, ts, EV_KMALLOC, b0 + 59
+    if w == _E_CACHE:
+        w = load8(buf, b0 + 59)
+        if w == _E_FREE and buf[b0 + 67] == 32:
+            return c, ts, EV_CACHE_FREE, b0 + 67
+        if w == _E_ALLOC and buf[b0 + 67] == 58 and buf[b0 + 68] == 32:
+            return c, ts, EV_CACHE_ALLOC, b0 + 68
+    return -1, 0.0, EV_OTHER, 0
+
+
+_K_CALL = _word(b" call_si")
+_K_CALL2 = _word(b"te=")
+_K_PTR = _word(b" ptr=")
+_K_NAME = _word(b" name=")
+_K_REQ = _word(b" bytes_r")
+_K_REQ2 = _word(b"eq=")
+_K_ALLOC = _word(b" bytes_a")
+_K_ALLOC2 = _word(b"lloc=")
+_K_GFP = _word(b" gfp_fla")
+_K_GFP2 = _word(b"gs=")
+_K_NODE = _word(b" node=")
+_K_NODE_ANY = _word(b"-1")
+_K_ACCT = _word(b" account")
+_K_ACCT2 = _word(b"ed=")
+_M2, _M3, _M5, _M6 = _mask(2), _mask(3), _mask(5), _mask(6)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _decimal_field(buf, q):
+    """``(value, end)`` of a decimal field value at ``buf[q]`` followed by a space (1 to 7
+    digits), or end -1."""
+    k, v = dec8(buf, q)
+    if k == 0 or k == 8 or buf[q + k] != 32:
+        return 0, -1
+    return v, q + k
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def fixed_fields(buf, q, has_name, has_sizes, gkeys, gvals, gc_keys, gc_vals):
+    """A kmem event's fields read in tracefs's order from ``buf[q]`` (the space after the
+    event name): `` call_site=S ptr=<16 hex digits>``, then `` name=N`` if ``has_name``,
+    then if ``has_sizes`` `` bytes_req=D bytes_alloc=D gfp_flags=<symbolic> node=D`` and
+    optionally `` accounted=W``, then the newline (S, N, W: no byte below ``!``; D: 1 to 7
+    digits, ``node`` also ``-1``). Returns ``(ok, newline, ptr, bytes_req, bytes_alloc, gfp,
+    node, name start, name end, name hash)``; ``ok`` False (the rest meaningless) when the
+    line deviates in any byte, and then the general walk reads the fields."""
+    bad = (False, q, np.uint64(0), -1, -1, 0, -1, -1, -1, np.uint64(0))
+    if load8(buf, q) != _K_CALL or (load8(buf, q + 8) & _M3) != _K_CALL2:
+        return bad
+    q = ctl_end(buf, q + 11)
+    if (load8(buf, q) & _M5) != _K_PTR:
+        return bad
+    ok0, hi = hex8(load8(buf, q + 5))
+    ok1, lo = hex8(load8(buf, q + 13))
+    t = buf[q + 21]
+    if not (ok0 and ok1) or not (t == 32 or t == 10):
+        return bad
+    p = (hi << np.uint64(32)) | lo
+    q += 21
+    nm0 = -1
+    nm1 = -1
+    nh = np.uint64(0)
+    if has_name:
+        if t != 32 or (load8(buf, q) & _M6) != _K_NAME:
+            return bad
+        nm0 = q + 6
+        q = ctl_end(buf, nm0)
+        t = buf[q]
+        if not (t == 32 or t == 10):
+            return bad
+        nm1 = q
+        nh, _ = word_hash(buf, nm0, nm1)
+    if not has_sizes:
+        if t != 10:
+            return bad
+        return True, q, p, -1, -1, 0, -1, nm0, nm1, nh
+    if t != 32 or load8(buf, q) != _K_REQ or (load8(buf, q + 8) & _M3) != _K_REQ2:
+        return bad
+    req, q = _decimal_field(buf, q + 11)
+    if q < 0 or load8(buf, q) != _K_ALLOC or (load8(buf, q + 8) & _M5) != _K_ALLOC2:
+        return bad
+    alloc, q = _decimal_field(buf, q + 13)
+    if q < 0 or load8(buf, q) != _K_GFP or (load8(buf, q + 8) & _M3) != _K_GFP2:
+        return bad
+    g0 = q + 11
+    if 48 <= buf[g0] <= 57:                           # a number: the walk reads it
+        return bad
+    ge = ctl_end(buf, g0)
+    if buf[ge] != 32:
+        return bad
+    gfp, q = gfp_symbolic(buf, g0, ge, gkeys, gvals, gc_keys, gc_vals)
+    if q != ge or (load8(buf, q) & _M6) != _K_NODE:
+        return bad
+    q += 6
+    if (load8(buf, q) & _M2) == _K_NODE_ANY:
+        node = -1
+        q += 2
+    else:
+        k, node = dec8(buf, q)
+        if k == 0 or k == 8:
+            return bad
+        q += k
+    t = buf[q]
+    if t == 32:                                        # accounted=W, the last field
+        if load8(buf, q) != _K_ACCT or (load8(buf, q + 8) & _M3) != _K_ACCT2:
+            return bad
+        q = ctl_end(buf, q + 11)
+        t = buf[q]
+    if t != 10:
+        return bad
+    return True, q, p, req, alloc, gfp, node, nm0, nm1, nh
