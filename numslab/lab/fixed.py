@@ -71,15 +71,35 @@ _LO = np.uint64(0x0101010101010101)
 _HI = np.uint64(0x8080808080808080)
 _CR = np.uint64(0x0D0D0D0D0D0D0D0D)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_CTL = np.uint64(0x2121212121212121)
 #: slots of a chunk's cache of whole symbolic ``gfp_flags`` values
 GFP_CACHE = 256
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _mix(h, w):
+    """One 8-byte step of the token hash."""
+    h = (h ^ w) * _MIX
+    return h ^ (h >> np.uint64(29))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _finish(h, n):
+    """The token hash after its words, given its length ``n`` (never 0: 0 marks an empty
+    table slot)."""
+    h = (h ^ np.uint64(n)) * _MIX
+    h ^= h >> np.uint64(32)
+    if h == 0:
+        h = np.uint64(1)
+    return h
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def word_hash(buf, a, b):
-    """A 64-bit hash of ``buf[a:b]`` taken 8 bytes at a time (never 0), and whether the
-    span holds a carriage return (then the caller takes the bytes one by one)."""
-    h = np.uint64(b - a) * _MIX
+    """A 64-bit hash of ``buf[a:b]`` taken 8 bytes at a time (never 0; the bytes of the
+    last word past ``b`` taken as 0), and whether the span holds a carriage return (then
+    the caller takes the bytes one by one)."""
+    h = _MIX
     cr = np.uint64(0)
     i = a
     while i < b:
@@ -91,12 +111,28 @@ def word_hash(buf, a, b):
         else:
             x = w ^ _CR
         cr |= (x - _LO) & ~x & _HI
-        h = (h ^ w) * _MIX
-        h ^= h >> np.uint64(29)
+        h = _mix(h, w)
         i += 8
-    if h == 0:
-        h = np.uint64(1)
-    return h, cr != 0
+    return _finish(h, b - a), cr != 0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def token_hash(buf, q):
+    """``(end, hash)`` of the token at ``buf[q]``: it ends at the first byte that is a space
+    or below (see :func:`ctl_end`), and its hash is :func:`word_hash`'s of ``buf[q:end]``,
+    found in the same pass."""
+    h = _MIX
+    i = q
+    while True:
+        w = load8(buf, i)
+        m = (w - _CTL) & ~w & _HI
+        if m:
+            k = np.int64(trailing_zeros(m)) >> 3
+            if k:
+                h = _mix(h, w & ((np.uint64(1) << np.uint64(8 * k)) - np.uint64(1)))
+            return i + k, _finish(h, i + k - q)
+        h = _mix(h, w)
+        i += 8
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -163,7 +199,6 @@ def _fixed_digits(buf, a, b):
 
 
 _SPACES = np.uint64(0x2020202020202020)
-_CTL = np.uint64(0x2121212121212121)
 _NIB = np.uint64(0x0F0F0F0F0F0F0F0F)
 _ZEROS = np.uint64(0x3030303030303030)
 
@@ -257,12 +292,12 @@ def dec8(buf, i):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def gfp_symbolic(buf, q, ge, gkeys, gvals, gc_keys, gc_vals):
+def gfp_symbolic(buf, q, ge, gh, cr, gkeys, gvals, gc_keys, gc_vals):
     """``(bits, end)`` of the symbolic ``gfp_flags`` value ``buf[q:ge]`` (``ge``: the
-    token's end): the whole value from the chunk's cache ``gc_keys``, ``gc_vals`` (by its
-    hash), else flag by flag (``|``-separated, up to a space, newline or carriage return)
-    from the sorted FNV hashes ``gkeys`` and bits ``gvals``, then cached."""
-    gh, cr = word_hash(buf, q, ge)
+    token's end; ``gh``, ``cr``: its :func:`word_hash`): the whole value from the chunk's
+    cache ``gc_keys``, ``gc_vals`` (by its hash), else flag by flag (``|``-separated, up to
+    a space, newline or carriage return) from the sorted FNV hashes ``gkeys`` and bits
+    ``gvals``, then cached."""
     gs = np.int64(gh >> np.uint64(56)) & (GFP_CACHE - 1)
     if not cr and gc_keys[gs] == gh:                  # seen in this chunk
         return gc_vals[gs], ge
@@ -406,6 +441,8 @@ _K_NODE = _word(b" node=")
 _K_NODE_ANY = _word(b"-1")
 _K_ACCT = _word(b" account")
 _K_ACCT2 = _word(b"ed=")
+_V_TRUE = _word(b"true\n")
+_V_FALSE = _word(b"false\n")
 _M2, _M3, _M5, _M6 = _mask(2), _mask(3), _mask(5), _mask(6)
 
 
@@ -448,12 +485,11 @@ def fixed_fields(buf, q, has_name, has_sizes, gkeys, gvals, gc_keys, gc_vals):
         if t != 32 or (load8(buf, q) & _M6) != _K_NAME:
             return bad
         nm0 = q + 6
-        q = ctl_end(buf, nm0)
+        q, nh = token_hash(buf, nm0)
         t = buf[q]
         if not (t == 32 or t == 10):
             return bad
         nm1 = q
-        nh, _ = word_hash(buf, nm0, nm1)
     if not has_sizes:
         if t != 10:
             return bad
@@ -469,10 +505,10 @@ def fixed_fields(buf, q, has_name, has_sizes, gkeys, gvals, gc_keys, gc_vals):
     g0 = q + 11
     if 48 <= buf[g0] <= 57:                           # a number: the walk reads it
         return bad
-    ge = ctl_end(buf, g0)
+    ge, gh = token_hash(buf, g0)
     if buf[ge] != 32:
         return bad
-    gfp, q = gfp_symbolic(buf, g0, ge, gkeys, gvals, gc_keys, gc_vals)
+    gfp, q = gfp_symbolic(buf, g0, ge, gh, False, gkeys, gvals, gc_keys, gc_vals)
     if q != ge or (load8(buf, q) & _M6) != _K_NODE:
         return bad
     q += 6
@@ -488,7 +524,13 @@ def fixed_fields(buf, q, has_name, has_sizes, gkeys, gvals, gc_keys, gc_vals):
     if t == 32:                                        # accounted=W, the last field
         if load8(buf, q) != _K_ACCT or (load8(buf, q + 8) & _M3) != _K_ACCT2:
             return bad
-        q = ctl_end(buf, q + 11)
+        w = load8(buf, q + 11)
+        if (w & _M5) == _V_TRUE:
+            q += 15
+        elif (w & _M6) == _V_FALSE:
+            q += 16
+        else:
+            q = ctl_end(buf, q + 11)
         t = buf[q]
     if t != 10:
         return bad

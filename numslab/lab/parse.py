@@ -60,25 +60,6 @@ def _slot(key, mask):
     return np.int64((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & mask
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def pid_insert(table, key, sv):
-    """The dense id of pointer ``key`` (a new one if unseen); ``table`` is uint64[2 * cap],
-    (key, id) pairs side by side so that a probe touches one cache line."""
-    mask = (table.shape[0] >> 1) - 1
-    s = _slot(key, mask)
-    while True:
-        k = table[2 * s]
-        if k == key:
-            return np.int64(table[2 * s + 1])
-        if k == 0:
-            v = sv[SV_NPIDS]
-            table[2 * s] = key
-            table[2 * s + 1] = v
-            sv[SV_NPIDS] = v + 1
-            return v
-        s = (s + 1) & mask
-
-
 @numba.njit(cache=True)
 def pid_rehash(old, new):
     """Move every pointer of the old table into the (larger, empty) new one."""
@@ -93,38 +74,30 @@ def pid_rehash(old, new):
             new[2 * s + 1] = old[2 * i + 1]
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _name_row(buf, a, b, h, nt_keys, nt_vals, name_bytes, name_off, name_kind, sv):
-    """The row of the cache named ``buf[a:b]`` (hash ``h``), added if new; -1 if the name
-    table is full."""
-    mask = nt_keys.shape[0] - 1
-    s = _slot(h, mask)
-    while True:
-        k = nt_keys[s]
-        if k == h:
-            return nt_vals[s]
-        if k == 0:
-            v = sv[SV_NNAMES]
-            nb = sv[SV_NAMEBYTES]
-            if v >= name_kind.shape[0] or nb + (b - a) > name_bytes.shape[0]:
-                return -1
-            for i in range(a, b):
-                name_bytes[nb + i - a] = buf[i]
-            name_off[v] = nb
-            name_off[v + 1] = nb + (b - a)
-            name_kind[v] = 0
-            nt_keys[s] = h
-            nt_vals[s] = v
-            sv[SV_NNAMES] = v + 1
-            sv[SV_NAMEBYTES] = nb + (b - a)
-            return v
-        s = (s + 1) & mask
+@numba.njit(cache=True, nogil=True)
+def _name_add(buf, a, b, h, s, nt_keys, nt_vals, name_bytes, name_off, name_kind, sv):
+    """Add the cache named ``buf[a:b]`` (hash ``h``) at the empty slot ``s`` of the name
+    table: its row, or -1 if the table is full (out of line: once per name)."""
+    v = sv[SV_NNAMES]
+    nb = sv[SV_NAMEBYTES]
+    if v >= name_kind.shape[0] or nb + (b - a) > name_bytes.shape[0]:
+        return -1
+    for i in range(a, b):
+        name_bytes[nb + i - a] = buf[i]
+    name_off[v] = nb
+    name_off[v + 1] = nb + (b - a)
+    name_kind[v] = 0
+    nt_keys[s] = h
+    nt_vals[s] = v
+    sv[SV_NNAMES] = v + 1
+    sv[SV_NAMEBYTES] = nb + (b - a)
+    return v
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _kmalloc_row(nbytes, gfp, km_row, name_off, name_kind, sv):
-    """The row of the kmalloc cache serving a ``nbytes``-byte class under ``gfp``
-    (``kmalloc_type``: DMA, then reclaimable, then accounted), added if new; -1 if full."""
+def _kmalloc_key(nbytes, gfp):
+    """``kmalloc_type * 16 + class`` of a ``nbytes``-byte kmalloc under ``gfp``
+    (``kmalloc_type``: DMA, then reclaimable, then accounted)."""
     cls = 0
     if nbytes > 0:
         cls = KM_CLASS[(nbytes + 7) >> 3]
@@ -135,16 +108,19 @@ def _kmalloc_row(nbytes, gfp, km_row, name_off, name_kind, sv):
         t = 2
     elif gfp & _ACCOUNT:
         t = 1
-    key = t * 16 + cls
-    r = km_row[key]
-    if r < 0:
-        r = sv[SV_NNAMES]
-        if r >= name_kind.shape[0]:
-            return -1
-        name_off[r + 1] = name_off[r]
-        name_kind[r] = 1 + key
-        km_row[key] = r
-        sv[SV_NNAMES] = r + 1
+    return t * 16 + cls
+
+
+@numba.njit(cache=True, nogil=True)
+def _kmalloc_add(key, km_row, name_off, name_kind, sv):
+    """Add the kmalloc row of ``key`` (:func:`_kmalloc_key`): its row, or -1 if full."""
+    r = sv[SV_NNAMES]
+    if r >= name_kind.shape[0]:
+        return -1
+    name_off[r + 1] = name_off[r]
+    name_kind[r] = 1 + key
+    km_row[key] = r
+    sv[SV_NNAMES] = r + 1
     return r
 
 
@@ -379,7 +355,9 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
                 elif ch == 103 and buf[q + 3] == 95 and buf[q + 9] == 61 \
                         and not 48 <= buf[q + 10] <= 57:                          # gfp_flags=
                     q += 10
-                    v2, q = gfp_symbolic(buf, q, delim(buf, q), gkeys, gvals, gc_keys,
+                    ge = delim(buf, q)
+                    gh, cr = word_hash(buf, q, ge)
+                    v2, q = gfp_symbolic(buf, q, ge, gh, cr, gkeys, gvals, gc_keys,
                                          gc_vals)
                     gfp[r] = v2
                 else:
@@ -471,74 +449,95 @@ def intern_rows(buf, i0, m, ckind, cptr, calloc, cgfp, nm0s, nm1s, nhs, sv, name
     """Stage two (in trace order, one chunk after another): for rows ``i0:m`` of a chunk
     :func:`scan_chunk` filled from ``buf`` (its other columns copied by the caller), the
     trace's ``name``, ``row`` and ``pid`` from row ``sv[SV_ROWS]``: each event's cache row
-    (names and kmalloc classes interned in order of first appearance) and dense pointer id
-    (the pointer table's home slots prefetched a few rows ahead). Returns ``(next chunk
-    row, status)``: ``ST_DONE``, or ``ST_ROWS``/``ST_PIDS`` (grow that and call again from
-    there), ``ST_NAMES`` (the name table is full)."""
+    (names and kmalloc classes interned in order of first appearance: open addressing by
+    the name's hash, ``nt_keys``/``nt_vals``) and dense pointer id (``ptab``: uint64[2 *
+    cap], (pointer, id) pairs side by side so that a probe touches one cache line; home
+    slots prefetched a few rows ahead). The probes are plain loops in line; a new name or
+    kmalloc class is added out of line. Returns ``(next chunk row, status)``: ``ST_DONE``,
+    or ``ST_ROWS``/``ST_PIDS`` (grow that and call again from there), ``ST_NAMES`` (the
+    name table is full)."""
     cap = name.shape[0]
     ptcap = ptab.shape[0] >> 1
     pmask = ptcap - 1
+    nmask = nt_keys.shape[0] - 1
     r = sv[SV_ROWS]
+    npids = sv[SV_NPIDS]
     for i in range(i0, m):
-        if r >= cap:
+        if r >= cap or 2 * (npids + 1) >= ptcap:
             sv[SV_ROWS] = r
-            return i, ST_ROWS
-        if 2 * (sv[SV_NPIDS] + 1) >= ptcap:
-            sv[SV_ROWS] = r
-            return i, ST_PIDS
+            sv[SV_NPIDS] = npids
+            return i, (ST_ROWS if r >= cap else ST_PIDS)
         if i + PREFETCH < m:
             pf = cptr[i + PREFETCH]
             if pf != 0:
                 prefetch(ptab, 2 * _slot(pf, pmask))
         ev = ckind[i]
-        p = cptr[i]
-        ba = calloc[i]
-        g = cgfp[i]
-        name[r] = -1
-        row[r] = ROW_NONE
-        pid[r] = -1
+        nr = -1
+        rw = ROW_NONE
+        d = -1
         if ev <= EV_CACHE_FREE:
-            nr = -1
             nm0 = nm0s[i]
             if nm0 >= 0:
-                nr = _name_row(buf, nm0, nm1s[i], nhs[i], nt_keys, nt_vals, name_bytes,
-                               name_off, name_kind, sv)
-                if nr < 0:
-                    sv[SV_ROWS] = r
-                    return i, ST_NAMES
-                name[r] = nr
-            d = np.int64(-1)
+                h = nhs[i]
+                s = _slot(h, nmask)
+                while nt_keys[s] != h and nt_keys[s] != 0:
+                    s = (s + 1) & nmask
+                if nt_keys[s] == h:
+                    nr = np.int64(nt_vals[s])
+                else:
+                    nr = _name_add(buf, nm0, nm1s[i], h, s, nt_keys, nt_vals, name_bytes,
+                                   name_off, name_kind, sv)
+                    if nr < 0:
+                        sv[SV_ROWS] = r
+                        sv[SV_NPIDS] = npids
+                        return i, ST_NAMES
+            p = cptr[i]
             if p != 0:
-                d = pid_insert(ptab, p, sv)
-                pid[r] = d
+                s = _slot(p, pmask)
+                while ptab[2 * s] != p and ptab[2 * s] != 0:
+                    s = (s + 1) & pmask
+                if ptab[2 * s] == p:
+                    d = np.int64(ptab[2 * s + 1])
+                else:
+                    d = npids
+                    ptab[2 * s] = p
+                    ptab[2 * s + 1] = d
+                    npids += 1
             if ev == EV_CACHE_ALLOC or ev == EV_KMALLOC:
+                ba = calloc[i]
                 if p == 0:
-                    row[r] = ROW_FAILED
+                    rw = ROW_FAILED
                 elif ev == EV_KMALLOC:
                     if ba == 0:
-                        row[r] = ROW_ZERO
+                        rw = ROW_ZERO
                         pid_zero[d] = 1
                     elif ba > KM_MAX:
-                        row[r] = ROW_LARGE
+                        rw = ROW_LARGE
                     else:
-                        kr = _kmalloc_row(ba, g, km_row, name_off, name_kind, sv)
-                        if kr < 0:
-                            sv[SV_ROWS] = r
-                            return i, ST_NAMES
-                        row[r] = kr
+                        key = _kmalloc_key(ba, cgfp[i])
+                        rw = km_row[key]
+                        if rw < 0:
+                            rw = _kmalloc_add(key, km_row, name_off, name_kind, sv)
+                            if rw < 0:
+                                sv[SV_ROWS] = r
+                                sv[SV_NPIDS] = npids
+                                return i, ST_NAMES
                 else:
-                    row[r] = nr
+                    rw = nr
                     if ba > name_size[nr]:
                         name_size[nr] = ba
+            elif p == 0:
+                rw = ROW_NULL
+            elif p == ZERO_SIZE_PTR or pid_zero[d]:
+                rw = ROW_ZERO_PTR
             else:
-                if p == 0:
-                    row[r] = ROW_NULL
-                elif p == ZERO_SIZE_PTR or pid_zero[d]:
-                    row[r] = ROW_ZERO_PTR
-                else:
-                    row[r] = 0
+                rw = 0
+        name[r] = nr
+        row[r] = rw
+        pid[r] = d
         r += 1
     sv[SV_ROWS] = r
+    sv[SV_NPIDS] = npids
     return m, ST_DONE
 
 
