@@ -2,7 +2,8 @@
 million events (a committed real trace repeated with shifted pointers) against a bare Python
 loop that only reads the same file and calls ``line.split()`` on each line, in the same run;
 ``track_lines_per_second_ratio`` is the replay's lines per second over the loop's (issue 14's
-target: at least 2), ``peakmem_replay`` the replay's peak memory."""
+target: at least 2), ``track_cpu_seconds_ratio`` the same by CPU seconds (every thread's),
+``peakmem_replay`` the replay's peak memory."""
 import lzma
 import os
 import time
@@ -31,24 +32,44 @@ def split_loop(path: str) -> None:
             line.split()
 
 
-def lines_per_second_ratio(path: str, kernel: str, rounds: int | None = None) -> float:
-    """Parse + replay lines per second over the split loop's: the best time of ``rounds``
-    (default ``ROUNDS``) runs of each, interleaved, which side first alternating."""
+def interleaved(path: str, kernel: str, rounds: int | None = None) -> dict[str, float]:
+    """Best wall and CPU seconds (``time.process_time``: every thread of the process) of
+    ``rounds`` (default ``ROUNDS``) runs of the split loop and of parse + replay,
+    interleaved in this process, which side runs first alternating by round (so that a busy
+    moment of a shared machine is as likely to fall on either)."""
     with open(path, "rb") as f:
         n = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
-    best_split = best_replay = float("inf")
+    best = {"split_wall": float("inf"), "split_cpu": float("inf"),
+            "replay_wall": float("inf"), "replay_cpu": float("inf")}
     r = None
     for k in range(rounds or ROUNDS):
-        for side in ((0, 1) if k % 2 == 0 else (1, 0)):
-            t0 = time.perf_counter()
-            if side == 0:
+        for side in (("split", "replay") if k % 2 == 0 else ("replay", "split")):
+            c0, t0 = time.process_time(), time.perf_counter()
+            if side == "split":
                 split_loop(path)
-                best_split = min(best_split, time.perf_counter() - t0)
             else:
                 r = replay(path, kernel)
-                best_replay = min(best_replay, time.perf_counter() - t0)
+            t1, c1 = time.perf_counter(), time.process_time()
+            best[side + "_wall"] = min(best[side + "_wall"], t1 - t0)
+            best[side + "_cpu"] = min(best[side + "_cpu"], c1 - c0)
     assert r is not None and r.lines == n
-    return (n / best_replay) / (n / best_split)
+    best["lines"] = n
+    return best
+
+
+def lines_per_second_ratio(path: str, kernel: str, rounds: int | None = None) -> float:
+    """Parse + replay lines per second over the split loop's: best wall times of
+    :func:`interleaved` runs."""
+    b = interleaved(path, kernel, rounds)
+    return b["split_wall"] / b["replay_wall"]
+
+
+def cpu_seconds_ratio(path: str, kernel: str, rounds: int | None = None) -> float:
+    """The split loop's CPU seconds over parse + replay's (every thread): best of
+    :func:`interleaved` runs; what the wall ratio tends to when other work holds the
+    cores."""
+    b = interleaved(path, kernel, rounds)
+    return b["split_cpu"] / b["replay_cpu"]
 
 
 def replay(path: str, kernel: str):
@@ -87,6 +108,17 @@ class TraceReplay:
         busy moment of a shared machine is as likely to fall on either)."""
         return lines_per_second_ratio(path, kernel)
     track_lines_per_second_ratio.unit = "x"
+
+    def track_cpu_seconds_ratio(self, path, kernel):
+        """Split-loop CPU seconds over parse + replay CPU seconds (every thread), best of
+        ``ROUNDS`` interleaved runs of each."""
+        return cpu_seconds_ratio(path, kernel)
+    track_cpu_seconds_ratio.unit = "x"
+
+    def track_cpu_seconds(self, path, kernel):
+        """CPU seconds of one parse + replay, every thread (best of ``ROUNDS``)."""
+        return interleaved(path, kernel)["replay_cpu"]
+    track_cpu_seconds.unit = "s"
 
     def track_events_per_second(self, path, kernel):
         """Lines per second of parse plus replay (the result's own timing)."""

@@ -12,9 +12,8 @@ import numba
 import numpy as np
 
 from .fixed import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
-                    EV_OTHER, GFP_CACHE, after_last_colon, delim, fixed_fields, gfp_symbolic,
-                    prefetch, skip_spaces, tracefs_event, tracefs_header, word_hash)
-
+                    EV_OTHER, after_last_colon, delim, fixed_fields, gfp_symbolic, prefetch,
+                    skip_spaces, tracefs_event, tracefs_header, word_hash)
 
 # ---- rows that are not a cache (``row`` of an event) ------------------------------------------
 ROW_LARGE = -1        #: a kmalloc above the largest kmalloc cache: whole pages
@@ -25,7 +24,9 @@ ROW_ZERO_PTR = -5     #: free of ZERO_SIZE_PTR
 ROW_NONE = -6         #: not an allocation or free
 
 # ---- the state vector ``sv`` -------------------------------------------------------------------
-(SV_ROWS, SV_LINE, SV_NNAMES, SV_NPIDS, SV_NAMEBYTES, SV_BADLINE, SV_ERR, SV_NCOLS) = range(8)
+# (SV_FAST: the rows of a chunk read by the fast path)
+(SV_ROWS, SV_LINE, SV_NNAMES, SV_NPIDS, SV_NAMEBYTES, SV_BADLINE, SV_ERR, SV_FAST,
+ SV_NCOLS) = range(9)
 # statuses of scan_chunk and intern_rows
 ST_DONE, ST_ROWS, ST_PIDS, ST_NAMES, ST_ERROR = 0, 1, 2, 3, 4
 # error codes
@@ -149,8 +150,8 @@ def _event(buf, a, b):
 
 
 @numba.njit(cache=True, nogil=True)
-def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line, cpu, ts, ptr,
-               req, alloc, gfp, node, nm0s, nm1s, nhs):
+def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, kind, line, cpu,
+               ts, ptr, req, alloc, gfp, node, nm0s, nm1s, nhs):
     """Stage one (no shared state: chunks are scanned in parallel): parse the lines of
     ``buf[:n]`` (``buf[n - 1]`` must be a newline, so that no scan inside a line needs a
     bound; the buffer keeps 64 bytes of slack after it) into the chunk's row arrays from row
@@ -158,18 +159,23 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
     as its span ``nm0s:nm1s`` (int32, -1: none) in ``buf`` and hash ``nhs`` (uint64);
     whole symbolic ``gfp_flags`` values are cached by hash in ``gc_keys``, ``gc_vals``
     (uint64[GFP_CACHE], int64[GFP_CACHE], the chunk's own; zeros: empty);
-    :func:`intern_rows` then gives the cache rows and pointer ids. Returns ``(consumed
-    bytes, status)``: ``ST_DONE``, ``ST_ROWS`` (grow the arrays and call again on the
+    :func:`intern_rows` then gives the cache rows and pointer ids. With ``fast_path`` a
+    kmem event line in tracefs's layout is read at fixed places
+    (:func:`~numslab.lab.fixed.tracefs_event`, :func:`~numslab.lab.fixed.fixed_fields`),
+    any other line by the general token walk (``sv[SV_FAST]`` counts the former); without
+    it (tests) every line is walked: both give the same rows. Returns ``(consumed bytes, status)``: ``ST_DONE``, ``ST_ROWS`` (grow the arrays and call again on the
     rest), or ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its
     ``ERR_*``)."""
     pos = 0
     cap = kind.shape[0]
     nrows = sv[SV_ROWS]
     nline = sv[SV_LINE]
+    nfast = 0
     while pos < n:
         if nrows >= cap:
             sv[SV_ROWS] = nrows
             sv[SV_LINE] = nline
+            sv[SV_FAST] += nfast
             return pos, ST_ROWS
         r = nrows
         q = skip_spaces(buf, pos)
@@ -185,7 +191,7 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
             continue
         ln = nline + 1
         lost = c0 == 67 and buf[q + 1] == 80 and buf[q + 2] == 85 and buf[q + 3] == 58
-        if not lost:
+        if fast_path and not lost:
             # the fast path: a kmem event in tracefs's layout, every field at its place
             c, tsv, ev, e = tracefs_event(buf, pos)
             if c >= 0:
@@ -207,6 +213,7 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
                     nhs[r] = h
                     nrows = r + 1
                     nline = ln
+                    nfast += 1
                     pos = qf + 1
                     continue
         line[r] = ln
@@ -293,7 +300,7 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
             else:
                 cpu[r] = c
         fast = False
-        if err == ERR_NONE and ev <= EV_CACHE_FREE:          # tracefs's field order
+        if fast_path and err == ERR_NONE and ev <= EV_CACHE_FREE:   # tracefs's field order
             fast, qf, pv, rq, al, gf, nd, n0, n1, h = fixed_fields(
                 buf, q, ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE, ev <= EV_KMALLOC, gkeys,
                 gvals, gc_keys, gc_vals)
@@ -428,6 +435,7 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
                 sv[SV_ERR] = err
                 sv[SV_ROWS] = nrows
                 sv[SV_LINE] = nline
+                sv[SV_FAST] += nfast
                 return pos, ST_ERROR
             ev = EV_BAD
         kind[r] = ev
@@ -439,6 +447,7 @@ def scan_chunk(buf, n, skip_bad, gkeys, gvals, gc_keys, gc_vals, sv, kind, line,
         pos = q + 1
     sv[SV_ROWS] = nrows
     sv[SV_LINE] = nline
+    sv[SV_FAST] += nfast
     return pos, ST_DONE
 
 
@@ -463,7 +472,7 @@ def intern_rows(buf, i0, m, ckind, cptr, calloc, cgfp, nm0s, nm1s, nhs, sv, name
     r = sv[SV_ROWS]
     npids = sv[SV_NPIDS]
     for i in range(i0, m):
-        if r >= cap or 2 * (npids + 1) >= ptcap:
+        if r >= cap or 4 * (npids + 1) >= 3 * ptcap:
             sv[SV_ROWS] = r
             sv[SV_NPIDS] = npids
             return i, (ST_ROWS if r >= cap else ST_PIDS)
