@@ -30,11 +30,12 @@ def _buf(data: bytes) -> np.ndarray:
 @numba.njit(cache=True)
 def _prims(buf, i):
     """Every primitive at ``buf[i]``, for the tests."""
-    ok0, v0 = X.hex8(X.load8(buf, i))
-    k, d = X.dec8(buf, i)
-    e, h = X.token_hash(buf, i)
-    h2, _ = X.word_hash(buf, i, e)
-    return (ok0, v0, k, d, X.ctl_end(buf, i), X.skip_spaces(buf, i), X.delim(buf, i), e, h,
+    bp = X.data_address(buf)
+    ok0, v0 = X.hex8(X.load8p(bp + i))
+    k, d = X.dec8(bp, i)
+    e, h = X.token_hash(bp, i)
+    h2, _ = X.word_hash(bp, i, e)
+    return (ok0, v0, k, d, X.ctl_end(bp, i), X.skip_spaces(bp, i), X.delim(bp, i), e, h,
             h2)
 
 

@@ -4,7 +4,8 @@ its fixed columns, and each kmem event's fields in their fixed tracefs order (th
 Used by :func:`~numslab.lab.parse.scan_chunk`: :func:`tracefs_header` and
 :func:`fixed_fields` read a line only when every byte is where tracefs puts it, and refuse
 it otherwise, so that the scan's general token walk reads it (both give the same fields).
-Every load reads 8 bytes, so the buffer keeps slack after the chunk's last newline.
+The helpers take the text by address (``bp``, from :func:`data_address`) and offsets into
+it; every load reads 8 bytes, so the buffer keeps slack after the chunk's last newline.
 """
 from __future__ import annotations
 
@@ -67,6 +68,44 @@ def load8(typingctx, arr, idx):
     return types.uint64(arr, idx), codegen
 
 
+@intrinsic
+def data_address(typingctx, arr):
+    """The address of a C-contiguous array's first element, as an int64 (the fast path's
+    helpers take the text by address: an array argument of an inlined helper costs a
+    reference count increment and decrement, atomic, at every call)."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        return builder.ptrtoint(ary.data, ir.IntType(64))
+    return types.int64(arr), codegen
+
+
+@intrinsic
+def load8p(typingctx, addr):
+    """The 8 bytes at address ``addr`` (an int64) as one little-endian uint64 (unaligned)."""
+    if not isinstance(addr, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        return builder.load(builder.inttoptr(args[0], i64.as_pointer()), align=1)
+    return types.uint64(addr), codegen
+
+
+@intrinsic
+def load1p(typingctx, addr):
+    """The byte at address ``addr`` (an int64)."""
+    if not isinstance(addr, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        i8 = ir.IntType(8)
+        return builder.load(builder.inttoptr(args[0], i8.as_pointer()))
+    return types.uint8(addr), codegen
+
+
 _LO = np.uint64(0x0101010101010101)
 _HI = np.uint64(0x8080808080808080)
 _CR = np.uint64(0x0D0D0D0D0D0D0D0D)
@@ -95,15 +134,15 @@ def _finish(h, n):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def word_hash(buf, a, b):
-    """A 64-bit hash of ``buf[a:b]`` taken 8 bytes at a time (never 0; the bytes of the
+def word_hash(bp, a, b):
+    """A 64-bit hash of ``load1p(bp + a:b)`` taken 8 bytes at a time (never 0; the bytes of the
     last word past ``b`` taken as 0), and whether the span holds a carriage return (then
     the caller takes the bytes one by one)."""
     h = _MIX
     cr = np.uint64(0)
     i = a
     while i < b:
-        w = load8(buf, i)
+        w = load8p(bp + i)
         if b - i < 8:
             w &= (np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1)
             x = w ^ _CR
@@ -117,14 +156,14 @@ def word_hash(buf, a, b):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def token_hash(buf, q):
-    """``(end, hash)`` of the token at ``buf[q]``: it ends at the first byte that is a space
-    or below (see :func:`ctl_end`), and its hash is :func:`word_hash`'s of ``buf[q:end]``,
+def token_hash(bp, q):
+    """``(end, hash)`` of the token at ``load1p(bp + q)``: it ends at the first byte that is a space
+    or below (see :func:`ctl_end`), and its hash is :func:`word_hash`'s of ``load1p(bp + q:end)``,
     found in the same pass."""
     h = _MIX
     i = q
     while True:
-        w = load8(buf, i)
+        w = load8p(bp + i)
         m = (w - _CTL) & ~w & _HI
         if m:
             k = np.int64(trailing_zeros(m)) >> 3
@@ -136,11 +175,11 @@ def token_hash(buf, q):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def fnv(buf, a, b):
-    """FNV-1a 64 of ``buf[a:b]`` (never 0: 0 marks an empty table slot)."""
+def fnv(bp, a, b):
+    """FNV-1a 64 of ``load1p(bp + a:b)`` (never 0: 0 marks an empty table slot)."""
     h = np.uint64(0xcbf29ce484222325)
     for i in range(a, b):
-        h = (h ^ np.uint64(buf[i])) * np.uint64(0x100000001b3)
+        h = (h ^ np.uint64(load1p(bp + i))) * np.uint64(0x100000001b3)
     if h == 0:
         h = np.uint64(1)
     return h
@@ -167,13 +206,13 @@ def _zero_bytes(x):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def after_last_colon(buf, a, b):
-    """One past the last ``:`` in ``buf[a:b]``, or ``a`` if there is none (8 bytes at a time;
+def after_last_colon(bp, a, b):
+    """One past the last ``:`` in ``load1p(bp + a:b)``, or ``a`` if there is none (8 bytes at a time;
     the buffer's slack covers the last load)."""
     res = a
     i = a
     while i < b:
-        w = load8(buf, i)
+        w = load8p(bp + i)
         if b - i < 8:                                 # bytes past b: never a colon
             w |= ~((np.uint64(1) << np.uint64(8 * (b - i))) - np.uint64(1))
         z = _zero_bytes(w ^ _COLONS)
@@ -184,11 +223,11 @@ def after_last_colon(buf, a, b):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _fixed_digits(buf, a, b):
-    """The decimal number in ``buf[a:b]``, every byte a digit; -1 if one is not."""
+def _fixed_digits(bp, a, b):
+    """The decimal number in ``load1p(bp + a:b)``, every byte a digit; -1 if one is not."""
     v = 0
     for i in range(a, b):
-        d = np.int64(buf[i]) - 48
+        d = np.int64(load1p(bp + i)) - 48
         if d < 0 or d > 9:
             return -1
         v = v * 10 + d
@@ -214,20 +253,20 @@ def _mask(nbytes: int) -> np.uint64:
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def skip_spaces(buf, q):
+def skip_spaces(bp, q):
     """The first byte at or after ``q`` that is not a space (the chunk ends in a newline)."""
     while True:
-        m = ~_zero_bytes(load8(buf, q) ^ _SPACES) & _HI
+        m = ~_zero_bytes(load8p(bp + q) ^ _SPACES) & _HI
         if m:
             return q + (np.int64(trailing_zeros(m)) >> 3)
         q += 8
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def delim(buf, q):
+def delim(bp, q):
     """The first space or newline at or after ``q`` (where a token ends)."""
     while True:
-        w = load8(buf, q)
+        w = load8p(bp + q)
         m = _zero_bytes(w ^ _SPACES) | _zero_bytes(w ^ _NEWLINES)
         if m:
             return q + (np.int64(trailing_zeros(m)) >> 3)
@@ -235,12 +274,12 @@ def delim(buf, q):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def ctl_end(buf, q):
+def ctl_end(bp, q):
     """The first byte at or after ``q`` that is a space or below it (a newline, a carriage
     return, a tab: the fast path refuses all but the separator it expects). The lowest
     flagged byte of the word is exact (a borrow only flags bytes above it)."""
     while True:
-        w = load8(buf, q)
+        w = load8p(bp + q)
         m = (w - _CTL) & ~w & _HI
         if m:
             return q + (np.int64(trailing_zeros(m)) >> 3)
@@ -274,10 +313,10 @@ def hex8(w):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def dec8(buf, i):
-    """``(digits, value)`` of the decimal number at ``buf[i]``: 0 digits when ``buf[i]`` is
+def dec8(bp, i):
+    """``(digits, value)`` of the decimal number at ``load1p(bp + i)``: 0 digits when ``load1p(bp + i)`` is
     not a digit, 8 (value meaningless) when 8 or more digits follow (callers refuse both)."""
-    w = load8(buf, i)
+    w = load8p(bp + i)
     nd = ~(_in_range(w & _M7F, _W0, _W9) & ~w) & _HI
     if nd == 0:
         return 8, 0
@@ -292,22 +331,29 @@ def dec8(buf, i):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def gfp_symbolic(buf, q, ge, gh, cr, gkeys, gvals, gc_keys, gc_vals):
-    """``(bits, end)`` of the symbolic ``gfp_flags`` value ``buf[q:ge]`` (``ge``: the
+def gfp_slot(gh):
+    """The slot of a gfp value's hash in a chunk's cache of whole values."""
+    return np.int64(gh >> np.uint64(56)) & (GFP_CACHE - 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def gfp_symbolic(bp, q, ge, gh, cr, gkeys, gvals, gc_keys, gc_vals):
+    """``(bits, end)`` of the symbolic ``gfp_flags`` value at ``bp + q`` up to ``ge`` (the
     token's end; ``gh``, ``cr``: its :func:`word_hash`): the whole value from the chunk's
-    cache ``gc_keys``, ``gc_vals`` (by its hash), else flag by flag (``|``-separated, up to
-    a space, newline or carriage return) from the sorted FNV hashes ``gkeys`` and bits
-    ``gvals``, then cached."""
-    gs = np.int64(gh >> np.uint64(56)) & (GFP_CACHE - 1)
+    cache ``gc_keys``, ``gc_vals`` (by its hash; slot ``gfp_slot(gh)``), else flag by flag
+    (``|``-separated, up to a space, newline or carriage return) from the sorted FNV
+    hashes ``gkeys`` and bits ``gvals``, then cached. Not inlined: callers look the cache
+    up themselves first."""
+    gs = gfp_slot(gh)
     if not cr and gc_keys[gs] == gh:                  # seen in this chunk
         return gc_vals[gs], ge
     v2 = 0
     s0 = q
     while True:
-        t = buf[q]
+        t = load1p(bp + q)
         if t == 124 or t == 32 or t == 10 or t == 13:
             if q > s0:
-                v2 |= gfp_lookup(gkeys, gvals, fnv(buf, s0, q))
+                v2 |= gfp_lookup(gkeys, gvals, fnv(bp, s0, q))
             if t != 124:
                 break
             s0 = q + 1
@@ -342,38 +388,38 @@ def _value8(x):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def header_columns(buf, b0):
-    """The CPU and seconds of a line at ``buf[b0]`` in tracefs's own layout (``%16s-%-7d
+def header_columns(bp, b0):
+    """The CPU and seconds of a line at ``load1p(bp + b0)`` in tracefs's own layout (``%16s-%-7d
     [%03d] <5 flags> %5lu.%06lu: ``; the task and pid end at column 24), read at fixed
     columns 8 bytes at a time: ``(cpu, seconds)``, or cpu -1 when a byte is not where that
     layout puts it (then the general token walk reads the line). Every check the walk makes
     is made here, so both give the same fields."""
-    w = load8(buf, b0 + 24)                          # " [ddd] f"
+    w = load8p(bp + b0 + 24)                          # " [ddd] f"
     if (w & _M_OPEN) != _W_OPEN or _digits(w, _M_CPU & _HI) != (_M_CPU & _HI):
         return -1, 0.0
     c = _value8((w & _M_CPU) << np.uint64(24))
-    if buf[b0 + 36] != 32 or buf[b0 + 42] != 46 or buf[b0 + 49] != 58 or buf[b0 + 50] != 32:
+    if load1p(bp + b0 + 36) != 32 or load1p(bp + b0 + 42) != 46 or load1p(bp + b0 + 49) != 58 or load1p(bp + b0 + 50) != 32:
         return -1, 0.0
     # columns 0..23 (the task): no '[' (no token there may look like the CPU) and no newline
     z = np.uint64(0)
     for k in range(3):
-        w = load8(buf, b0 + 8 * k)
+        w = load8p(bp + b0 + 8 * k)
         z |= _zero_bytes(w ^ _BRACKETS) | _zero_bytes(w ^ _NEWLINES)
     if z:
         return -1, 0.0
     # the flags (31..35): one token of five bytes that is not a timestamp
-    w = load8(buf, b0 + 31)
+    w = load8p(bp + b0 + 31)
     if ((_zero_bytes(w ^ _SPACES) | _zero_bytes(w ^ _NEWLINES)) & _M_FLAGS) or (
-            48 <= buf[b0 + 31] <= 57 and buf[b0 + 35] == 58):
+            48 <= load1p(bp + b0 + 31) <= 57 and load1p(bp + b0 + 35) == 58):
         return -1, 0.0
     # seconds (37..41): spaces, then at least one digit; micros (43..48): six digits
-    w = load8(buf, b0 + 34)
+    w = load8p(bp + b0 + 34)
     sp = _zero_bytes(w ^ _SPACES) & _M_SECS
     dg = _digits(w, _M_SECS)
     if (sp | dg) != _M_SECS or dg == 0 or sp >= (dg & (~dg + np.uint64(1))):
         return -1, 0.0
     whole = _value8((w | (sp >> np.uint64(3))) & ~np.uint64(0xFFFFFF))
-    w = load8(buf, b0 + 43)
+    w = load8p(bp + b0 + 43)
     if _digits(w, _M_MICROS) != _M_MICROS:
         return -1, 0.0
     frac = _value8((w & np.uint64(0x0000FFFFFFFFFFFF)) << np.uint64(16))
@@ -381,18 +427,18 @@ def header_columns(buf, b0):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def tracefs_header(buf, b0):
+def tracefs_header(bp, b0):
     """:func:`header_columns` and the event token after them: ``(cpu, seconds, event start,
-    event end)`` (the token ``buf[start:end]`` ends in ``:``), or cpu -1 when the line is
+    event end)`` (the token ``load1p(bp + start:end)`` ends in ``:``), or cpu -1 when the line is
     not in tracefs's layout."""
-    c, ts = header_columns(buf, b0)
+    c, ts = header_columns(bp, b0)
     if c < 0:
         return -1, 0.0, 0, 0
-    q = skip_spaces(buf, b0 + 50)
-    if buf[q] == 10:
+    q = skip_spaces(bp, b0 + 50)
+    if load1p(bp + q) == 10:
         return -1, 0.0, 0, 0
-    e = delim(buf, q)
-    if e - q < 2 or buf[e - 1] != 58:
+    e = delim(bp, q)
+    if e - q < 2 or load1p(bp + e - 1) != 58:
         return -1, 0.0, 0, 0
     return c, ts, q, e
 
@@ -406,23 +452,23 @@ _M7 = np.uint64((1 << 56) - 1)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def tracefs_event(buf, b0):
+def tracefs_event(bp, b0):
     """A tracefs line's kmem event read at fixed columns: ``(cpu, seconds, EV_*, end of the
     event name)`` for ``kmem_cache_alloc``, ``kmalloc``, ``kfree``, ``kmem_cache_free``
     named right after the header (one space); cpu -1 for any other line."""
-    c, ts = header_columns(buf, b0)
+    c, ts = header_columns(bp, b0)
     if c < 0:
         return -1, 0.0, EV_OTHER, 0
-    w = load8(buf, b0 + 51)
+    w = load8p(bp + b0 + 51)
     if (w & _M7) == _E_KFREE:
         return c, ts, EV_KFREE, b0 + 57
-    if w == _E_KMALLOC and buf[b0 + 59] == 32:
+    if w == _E_KMALLOC and load1p(bp + b0 + 59) == 32:
         return c, ts, EV_KMALLOC, b0 + 59
     if w == _E_CACHE:
-        w = load8(buf, b0 + 59)
-        if w == _E_FREE and buf[b0 + 67] == 32:
+        w = load8p(bp + b0 + 59)
+        if w == _E_FREE and load1p(bp + b0 + 67) == 32:
             return c, ts, EV_CACHE_FREE, b0 + 67
-        if w == _E_ALLOC and buf[b0 + 67] == 58 and buf[b0 + 68] == 32:
+        if w == _E_ALLOC and load1p(bp + b0 + 67) == 58 and load1p(bp + b0 + 68) == 32:
             return c, ts, EV_CACHE_ALLOC, b0 + 68
     return -1, 0.0, EV_OTHER, 0
 
@@ -447,33 +493,35 @@ _M2, _M3, _M5, _M6 = _mask(2), _mask(3), _mask(5), _mask(6)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _decimal_field(buf, q):
-    """``(value, end)`` of a decimal field value at ``buf[q]`` followed by a space (1 to 7
+def _decimal_field(bp, q):
+    """``(value, end)`` of a decimal field value at ``load1p(bp + q)`` followed by a space (1 to 7
     digits), or end -1."""
-    k, v = dec8(buf, q)
-    if k == 0 or k == 8 or buf[q + k] != 32:
+    k, v = dec8(bp, q)
+    if k == 0 or k == 8 or load1p(bp + q + k) != 32:
         return 0, -1
     return v, q + k
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def fixed_fields(buf, q, has_name, has_sizes, gkeys, gvals, gc_keys, gc_vals):
-    """A kmem event's fields read in tracefs's order from ``buf[q]`` (the space after the
+def fixed_fields(bp, q, has_name, has_sizes):
+    """A kmem event's fields read in tracefs's order from ``bp + q`` (the space after the
     event name): `` call_site=S ptr=<16 hex digits>``, then `` name=N`` if ``has_name``,
-    then if ``has_sizes`` `` bytes_req=D bytes_alloc=D gfp_flags=<symbolic> node=D`` and
-    optionally `` accounted=W``, then the newline (S, N, W: no byte below ``!``; D: 1 to 7
-    digits, ``node`` also ``-1``). Returns ``(ok, newline, ptr, bytes_req, bytes_alloc, gfp,
-    node, name start, name end, name hash)``; ``ok`` False (the rest meaningless) when the
-    line deviates in any byte, and then the general walk reads the fields."""
-    bad = (False, q, np.uint64(0), -1, -1, 0, -1, -1, -1, np.uint64(0))
-    if load8(buf, q) != _K_CALL or (load8(buf, q + 8) & _M3) != _K_CALL2:
+    then if ``has_sizes`` `` bytes_req=D bytes_alloc=D gfp_flags=G node=D`` and optionally
+    `` accounted=W``, then the newline (S, N, G, W: no byte below ``!``, G not starting
+    with a digit; D: 1 to 7 digits, ``node`` also ``-1``). Returns ``(ok, newline, ptr,
+    bytes_req, bytes_alloc, gfp start, gfp end, gfp hash, node, name start, name end, name
+    hash)`` (gfp start -1: none; the caller turns the gfp token into bits); ``ok`` False
+    (the rest meaningless) when the line deviates in any byte, and then the general walk
+    reads the fields."""
+    bad = (False, q, np.uint64(0), -1, -1, -1, -1, np.uint64(0), -1, -1, -1, np.uint64(0))
+    if load8p(bp + q) != _K_CALL or (load8p(bp + q + 8) & _M3) != _K_CALL2:
         return bad
-    q = ctl_end(buf, q + 11)
-    if (load8(buf, q) & _M5) != _K_PTR:
+    q = ctl_end(bp, q + 11)
+    if (load8p(bp + q) & _M5) != _K_PTR:
         return bad
-    ok0, hi = hex8(load8(buf, q + 5))
-    ok1, lo = hex8(load8(buf, q + 13))
-    t = buf[q + 21]
+    ok0, hi = hex8(load8p(bp + q + 5))
+    ok1, lo = hex8(load8p(bp + q + 13))
+    t = load1p(bp + q + 21)
     if not (ok0 and ok1) or not (t == 32 or t == 10):
         return bad
     p = (hi << np.uint64(32)) | lo
@@ -482,56 +530,56 @@ def fixed_fields(buf, q, has_name, has_sizes, gkeys, gvals, gc_keys, gc_vals):
     nm1 = -1
     nh = np.uint64(0)
     if has_name:
-        if t != 32 or (load8(buf, q) & _M6) != _K_NAME:
+        if t != 32 or (load8p(bp + q) & _M6) != _K_NAME:
             return bad
         nm0 = q + 6
-        q, nh = token_hash(buf, nm0)
-        t = buf[q]
+        q, nh = token_hash(bp, nm0)
+        t = load1p(bp + q)
         if not (t == 32 or t == 10):
             return bad
         nm1 = q
     if not has_sizes:
         if t != 10:
             return bad
-        return True, q, p, -1, -1, 0, -1, nm0, nm1, nh
-    if t != 32 or load8(buf, q) != _K_REQ or (load8(buf, q + 8) & _M3) != _K_REQ2:
+        return True, q, p, -1, -1, -1, -1, np.uint64(0), -1, nm0, nm1, nh
+    if t != 32 or load8p(bp + q) != _K_REQ or (load8p(bp + q + 8) & _M3) != _K_REQ2:
         return bad
-    req, q = _decimal_field(buf, q + 11)
-    if q < 0 or load8(buf, q) != _K_ALLOC or (load8(buf, q + 8) & _M5) != _K_ALLOC2:
+    req, q = _decimal_field(bp, q + 11)
+    if q < 0 or load8p(bp + q) != _K_ALLOC or (load8p(bp + q + 8) & _M5) != _K_ALLOC2:
         return bad
-    alloc, q = _decimal_field(buf, q + 13)
-    if q < 0 or load8(buf, q) != _K_GFP or (load8(buf, q + 8) & _M3) != _K_GFP2:
+    alloc, q = _decimal_field(bp, q + 13)
+    if q < 0 or load8p(bp + q) != _K_GFP or (load8p(bp + q + 8) & _M3) != _K_GFP2:
         return bad
     g0 = q + 11
-    if 48 <= buf[g0] <= 57:                           # a number: the walk reads it
+    if 48 <= load1p(bp + g0) <= 57:                           # a number: the walk reads it
         return bad
-    ge, gh = token_hash(buf, g0)
-    if buf[ge] != 32:
+    ge, gh = token_hash(bp, g0)
+    if load1p(bp + ge) != 32:
         return bad
-    gfp, q = gfp_symbolic(buf, g0, ge, gh, False, gkeys, gvals, gc_keys, gc_vals)
-    if q != ge or (load8(buf, q) & _M6) != _K_NODE:
+    q = ge
+    if (load8p(bp + q) & _M6) != _K_NODE:
         return bad
     q += 6
-    if (load8(buf, q) & _M2) == _K_NODE_ANY:
+    if (load8p(bp + q) & _M2) == _K_NODE_ANY:
         node = -1
         q += 2
     else:
-        k, node = dec8(buf, q)
+        k, node = dec8(bp, q)
         if k == 0 or k == 8:
             return bad
         q += k
-    t = buf[q]
+    t = load1p(bp + q)
     if t == 32:                                        # accounted=W, the last field
-        if load8(buf, q) != _K_ACCT or (load8(buf, q + 8) & _M3) != _K_ACCT2:
+        if load8p(bp + q) != _K_ACCT or (load8p(bp + q + 8) & _M3) != _K_ACCT2:
             return bad
-        w = load8(buf, q + 11)
+        w = load8p(bp + q + 11)
         if (w & _M5) == _V_TRUE:
             q += 15
         elif (w & _M6) == _V_FALSE:
             q += 16
         else:
-            q = ctl_end(buf, q + 11)
-        t = buf[q]
+            q = ctl_end(bp, q + 11)
+        t = load1p(bp + q)
     if t != 10:
         return bad
-    return True, q, p, req, alloc, gfp, node, nm0, nm1, nh
+    return True, q, p, req, alloc, g0, ge, gh, node, nm0, nm1, nh

@@ -54,18 +54,6 @@ def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
     return peak
 
 
-@numba.njit(cache=True, inline="always")
-def _free_held(h, p, c, cids, addr, owner, lbytes, counts):
-    """Free the object live pointer ``p`` holds, on simulated CPU ``c`` (a large kmalloc
-    through ``kfree``, its bytes uncounted; else ``kmem_cache_free`` to its cache)."""
-    w = owner[p]
-    if w == ROW_LARGE:
-        nj.kfree(h, addr[p], c)
-        counts[K_LARGE_BYTES] -= lbytes[p]
-    else:
-        nj.kmem_cache_free(h, cids[w], addr[p], c)
-
-
 @numba.njit(cache=True)        # holds the GIL: numslab.jit refuses nogil callers
 def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, nnodes, cids,
                  addr, owner, lbytes, counts):
@@ -100,7 +88,12 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                 counts[K_FAILED] += 1
                 continue
             if addr[p] != 0:                    # its free was never traced (bulk free)
-                _free_held(h, p, c, cids, addr, owner, lbytes, counts)
+                w = owner[p]                    # (in line: an inlined helper taking the
+                if w == ROW_LARGE:              # arrays would count references per event)
+                    nj.kfree(h, addr[p], c)
+                    counts[K_LARGE_BYTES] -= lbytes[p]
+                else:
+                    nj.kmem_cache_free(h, cids[w], addr[p], c)
                 counts[K_UNTRACED_FREE] += 1
             g = gfp[i] & ~NO_OBJ_EXT
             nd = node[i]
@@ -132,7 +125,12 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
             if addr[p] == 0:
                 counts[K_UNTRACED_ALLOC] += 1
                 continue
-            _free_held(h, p, c, cids, addr, owner, lbytes, counts)
+            w = owner[p]                        # free the object p holds, on CPU c
+            if w == ROW_LARGE:                  # a large kmalloc: kfree, bytes uncounted
+                nj.kfree(h, addr[p], c)
+                counts[K_LARGE_BYTES] -= lbytes[p]
+            else:
+                nj.kmem_cache_free(h, cids[w], addr[p], c)
             addr[p] = 0
             counts[K_REPLAYED] += 1
     return 0

@@ -12,8 +12,9 @@ import numba
 import numpy as np
 
 from .fixed import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
-                    EV_OTHER, after_last_colon, delim, fixed_fields, gfp_symbolic, prefetch,
-                    skip_spaces, tracefs_event, tracefs_header, word_hash)
+                    EV_OTHER, after_last_colon, data_address, delim, fixed_fields, gfp_slot,
+                    gfp_symbolic, load1p, prefetch, skip_spaces, tracefs_event, tracefs_header,
+                    word_hash)
 
 # ---- rows that are not a cache (``row`` of an event) ------------------------------------------
 ROW_LARGE = -1        #: a kmalloc above the largest kmalloc cache: whole pages
@@ -126,24 +127,24 @@ def _kmalloc_add(key, km_row, name_off, name_kind, sv):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _event(buf, a, b):
-    """The kmem event named ``buf[a:b]`` (``EV_*``), or EV_OTHER."""
+def _event(bp, a, b):
+    """The kmem event named ``load1p(bp + a:b)`` (``EV_*``), or EV_OTHER."""
     n = b - a
-    if n < 5 or buf[a] != 107:                       # 'k'
+    if n < 5 or load1p(bp + a) != 107:                       # 'k'
         return EV_OTHER
-    if n == 5 and buf[a + 1] == 102 and buf[a + 2] == 114 and buf[a + 3] == 101 \
-            and buf[a + 4] == 101:
+    if n == 5 and load1p(bp + a + 1) == 102 and load1p(bp + a + 2) == 114 and load1p(bp + a + 3) == 101 \
+            and load1p(bp + a + 4) == 101:
         return EV_KFREE
-    if (n == 7 or n == 12) and buf[a + 1] == 109 and buf[a + 2] == 97 and buf[a + 3] == 108 \
-            and buf[a + 4] == 108 and buf[a + 5] == 111 and buf[a + 6] == 99:
-        if n == 7 or buf[a + 7] == 95:              # kmalloc, kmalloc_node
+    if (n == 7 or n == 12) and load1p(bp + a + 1) == 109 and load1p(bp + a + 2) == 97 and load1p(bp + a + 3) == 108 \
+            and load1p(bp + a + 4) == 108 and load1p(bp + a + 5) == 111 and load1p(bp + a + 6) == 99:
+        if n == 7 or load1p(bp + a + 7) == 95:              # kmalloc, kmalloc_node
             return EV_KMALLOC
         return EV_OTHER
-    if n >= 15 and buf[a + 1] == 109 and buf[a + 2] == 101 and buf[a + 3] == 109 \
-            and buf[a + 4] == 95 and buf[a + 5] == 99 and buf[a + 10] == 95:   # kmem_cache_
-        if n == 15 and buf[a + 11] == 102 and buf[a + 14] == 101:         # kmem_cache_free
+    if n >= 15 and load1p(bp + a + 1) == 109 and load1p(bp + a + 2) == 101 and load1p(bp + a + 3) == 109 \
+            and load1p(bp + a + 4) == 95 and load1p(bp + a + 5) == 99 and load1p(bp + a + 10) == 95:   # kmem_cache_
+        if n == 15 and load1p(bp + a + 11) == 102 and load1p(bp + a + 14) == 101:         # kmem_cache_free
             return EV_CACHE_FREE
-        if (n == 16 or n == 21) and buf[a + 11] == 97 and buf[a + 15] == 99:  # _alloc(_node)
+        if (n == 16 or n == 21) and load1p(bp + a + 11) == 97 and load1p(bp + a + 15) == 99:  # _alloc(_node)
             return EV_CACHE_ALLOC
     return EV_OTHER
 
@@ -166,6 +167,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
     it (tests) every line is walked: both give the same rows. Returns ``(consumed bytes, status)``: ``ST_DONE``, ``ST_ROWS`` (grow the arrays and call again on the
     rest), or ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its
     ``ERR_*``)."""
+    bp = data_address(buf)
     pos = 0
     cap = kind.shape[0]
     nrows = sv[SV_ROWS]
@@ -178,7 +180,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
             sv[SV_FAST] += nfast
             return pos, ST_ROWS
         r = nrows
-        q = skip_spaces(buf, pos)
+        q = skip_spaces(bp, pos)
         c0 = buf[q]
         # blank, '#' comment, trace-cmd's "cpus=": no row
         if c0 == 10 or c0 == 13 or c0 == 35 or (
@@ -193,12 +195,19 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
         lost = c0 == 67 and buf[q + 1] == 80 and buf[q + 2] == 85 and buf[q + 3] == 58
         if fast_path and not lost:
             # the fast path: a kmem event in tracefs's layout, every field at its place
-            c, tsv, ev, e = tracefs_event(buf, pos)
+            c, tsv, ev, e = tracefs_event(bp, pos)
             if c >= 0:
-                fast, qf, pv, rq, al, gf, nd, n0, n1, h = fixed_fields(
-                    buf, e, ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE, ev <= EV_KMALLOC,
-                    gkeys, gvals, gc_keys, gc_vals)
+                fast, qf, pv, rq, al, g0, ge, gh, nd, n0, n1, h = fixed_fields(
+                    bp, e, ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE, ev <= EV_KMALLOC)
                 if fast:
+                    gf = 0
+                    if g0 >= 0:                                   # the chunk's gfp cache
+                        gs = gfp_slot(gh)
+                        if gc_keys[gs] == gh:
+                            gf = gc_vals[gs]
+                        else:
+                            gf, _ = gfp_symbolic(bp, g0, ge, gh, False, gkeys, gvals, gc_keys,
+                                                 gc_vals)
                     line[r] = ln
                     cpu[r] = c
                     ts[r] = tsv
@@ -231,21 +240,21 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
         nh = np.uint64(0)
         if lost:
             ev = EV_LOST                                  # "CPU:n [LOST m EVENTS]"
-            q = delim(buf, q)
+            q = delim(bp, q)
             while buf[q] != 10:
-                q = delim(buf, q + 1)
+                q = delim(bp, q + 1)
         else:
-            c, tsv, evs, e = tracefs_header(buf, pos)
+            c, tsv, evs, e = tracefs_header(bp, pos)
             found = c >= 0
             if found:                                     # tracefs's layout: no walk
                 ts[r] = tsv
-                evs = after_last_colon(buf, evs, e - 1)
-                ev = _event(buf, evs, e - 1)
+                evs = after_last_colon(bp, evs, e - 1)
+                ev = _event(bp, evs, e - 1)
                 q = e
             else:
                 evs = -1
                 while True:                                   # tokens up to the event name
-                    e = delim(buf, q)                      # token buf[q:e]
+                    e = delim(bp, q)                      # token buf[q:e]
                     t0 = buf[q]
                     if c < 0:
                         if t0 == 91 and e - q >= 3 and buf[e - 1] == 93:     # "[cpu]"
@@ -283,14 +292,14 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                                     found = True
                     else:
                         if e - q >= 2 and buf[e - 1] == 58:                   # "event:"
-                            evs = after_last_colon(buf, q, e - 1)            # kmem:kfree:
-                            ev = _event(buf, evs, e - 1)
+                            evs = after_last_colon(bp, q, e - 1)            # kmem:kfree:
+                            ev = _event(bp, evs, e - 1)
                             q = e
                             break
                     if buf[e] == 10:
                         q = e
                         break
-                    q = skip_spaces(buf, e)
+                    q = skip_spaces(bp, e)
                     if buf[q] == 10:
                         break
             if c < 0:
@@ -301,10 +310,12 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                 cpu[r] = c
         fast = False
         if fast_path and err == ERR_NONE and ev <= EV_CACHE_FREE:   # tracefs's field order
-            fast, qf, pv, rq, al, gf, nd, n0, n1, h = fixed_fields(
-                buf, q, ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE, ev <= EV_KMALLOC, gkeys,
-                gvals, gc_keys, gc_vals)
+            fast, qf, pv, rq, al, g0, ge, gh, nd, n0, n1, h = fixed_fields(
+                bp, q, ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE, ev <= EV_KMALLOC)
             if fast:
+                gf = 0
+                if g0 >= 0:
+                    gf, _ = gfp_symbolic(bp, g0, ge, gh, False, gkeys, gvals, gc_keys, gc_vals)
                 ptr[r] = pv
                 req[r] = rq
                 alloc[r] = al
@@ -321,12 +332,12 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
             while err == ERR_NONE:
                 ch = buf[q]
                 if ch == 32:
-                    q = skip_spaces(buf, q)
+                    q = skip_spaces(bp, q)
                     ch = buf[q]
                 if ch == 10 or (ch == 13 and buf[q + 1] == 10):
                     break
                 if ch == 99 and buf[q + 4] == 95 and buf[q + 9] == 61:            # call_site=
-                    q = delim(buf, q + 10)
+                    q = delim(bp, q + 10)
                 elif ch == 112 and buf[q + 1] == 116 and buf[q + 3] == 61:        # ptr=
                     q += 4
                     v0 = q
@@ -343,7 +354,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                     t = buf[q]
                     if q == a0 or q - a0 > 16 or not (t == 32 or t == 10 or t == 13):
                         v = np.uint64(0)
-                        q = delim(buf, q)
+                        q = delim(bp, q)
                         if not (buf[v0] == 40 and 5 <= q - v0 <= 6):              # (nil)
                             err = ERR_FIELD
                     ptr[r] = v
@@ -351,20 +362,20 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                 elif ch == 110 and buf[q + 1] == 97 and buf[q + 4] == 61:         # name=
                     q += 5
                     nm0 = q
-                    q = delim(buf, q)
-                    nh, cr = word_hash(buf, nm0, q)
+                    q = delim(bp, q)
+                    nh, cr = word_hash(bp, nm0, q)
                     if cr:                                 # the name ends at a CR
                         q = nm0
                         while buf[q] != 13:
                             q += 1
-                        nh, cr = word_hash(buf, nm0, q)
+                        nh, cr = word_hash(bp, nm0, q)
                     nm1 = q
                 elif ch == 103 and buf[q + 3] == 95 and buf[q + 9] == 61 \
                         and not 48 <= buf[q + 10] <= 57:                          # gfp_flags=
                     q += 10
-                    ge = delim(buf, q)
-                    gh, cr = word_hash(buf, q, ge)
-                    v2, q = gfp_symbolic(buf, q, ge, gh, cr, gkeys, gvals, gc_keys,
+                    ge = delim(bp, q)
+                    gh, cr = word_hash(bp, q, ge)
+                    v2, q = gfp_symbolic(bp, q, ge, gh, cr, gkeys, gvals, gc_keys,
                                          gc_vals)
                     gfp[r] = v2
                 else:
@@ -382,7 +393,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                         which = 4
                         q += 5
                     if which == 0:                                                # other
-                        q = delim(buf, q)
+                        q = delim(bp, q)
                         continue
                     neg = buf[q] == 45
                     if neg:
@@ -408,7 +419,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                     t = buf[q]
                     if q == a0 or not (t == 32 or t == 10 or t == 13):
                         err = ERR_FIELD
-                        q = delim(buf, q)
+                        q = delim(bp, q)
                     if neg:
                         v2 = -v2
                     if which == 1:
@@ -428,7 +439,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                     err = ERR_MISSING
         # the rest of the line
         while buf[q] != 10:
-            q = delim(buf, q + 1)
+            q = delim(bp, q + 1)
         if err != ERR_NONE:
             if not skip_bad:
                 sv[SV_BADLINE] = ln
