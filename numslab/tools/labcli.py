@@ -41,13 +41,15 @@ def add_commands(sub: Any) -> None:
     c = sub.add_parser("record", help="record the live kernel's kmem events (root)")
     c.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="trace text (.xz or .gz compressed by suffix)")
-    c.add_argument("--seconds", type=float, help="record this long (without a command)")
+    c.add_argument("--seconds", type=float,
+                   help="record this long (without a command; default 1 second)")
     c.add_argument("--tracefs", default=rec.TRACEFS, help=argparse.SUPPRESS)
-    c.add_argument("--buffer-kb", type=int, default=65536, help="ring buffer per CPU")
+    c.add_argument("--buffer-kb", type=int, default=65536,
+                   help="ring buffer per CPU, KiB (default 65536)")
     c.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...: record while "
                                                              "it runs")
     s = sub.add_parser("snapshot", help="the live kernel's /sys/kernel/slab as JSON")
-    s.add_argument("-o", "--output", required=True, metavar="FILE")
+    s.add_argument("-o", "--output", required=True, metavar="FILE", help="the JSON file")
     s.add_argument("--slab-root", default=rec.SLAB_ROOT, help=argparse.SUPPRESS)
 
 
@@ -57,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
         if args.cmd == "replay":
             return _replay(args)
         if args.cmd == "record":
-            cmd = [a for a in args.command if a != "--"] if args.command else None
+            cmd = list(args.command or [])
+            if cmd[:1] == ["--"]:                   # the separator, not the command's own
+                cmd = cmd[1:]
             info = rec.record(args.output, cmd or None, args.seconds, args.tracefs,
                               args.buffer_kb)
             print(f"{info['lines']} lines written to {args.output}"
