@@ -6,7 +6,21 @@ call, the cache and the address, in the spirit of the kernel's own reports.
 
 
 class SlabError(Exception):
-    """Base class of all numslab errors."""
+    """Base class of all numslab errors.
+
+    Raised from compiled code (``numslab.jit``), the arguments are the message, the address,
+    the cache id and the batch element concerned (-1 where it does not apply), and the text
+    names those that apply."""
+
+    def __str__(self) -> str:
+        a = self.args
+        if len(a) == 4 and isinstance(a[0], str) and all(isinstance(x, int) for x in a[1:]):
+            msg, addr, cache, index = a
+            where = [f"address {addr:#x}"] if addr >= 0 else []
+            where += [f"cache id {cache}"] if cache >= 0 else []
+            where += [f"element {index} of the batch"] if index >= 0 else []
+            return msg + (f" ({', '.join(where)})" if where else "")
+        return super().__str__()
 
 
 class BadAddressError(SlabError, ValueError):
@@ -46,6 +60,6 @@ class SlabDebugError(SlabCorruptionError):
     bad byte), also kept in ``SlabAllocator.slab_reports()``. A refused free leaves the
     object allocated; a failed allocation isolated the slab and allocated nothing."""
 
-    def __init__(self, message: str, reports: list[str] | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, reports: list[str] | None = None, *where: int) -> None:
+        super().__init__(message, *where)
         self.reports = list(reports or [])

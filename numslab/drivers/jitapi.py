@@ -59,36 +59,41 @@ E_GONE = -23          #: the handle's allocator is gone
 E_BAD_NODE = -24      #: node out of range
 
 
-@jit(inline=False)
-def _raise(err):
+@jit(inline=False, nrt=True)
+def _raise(err, addr=-1, cache=-1, index=-1):
     """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
-    test and branch here); a batch call's code carries the bad element's index too."""
+    test and branch here); a batch call's code carries the bad element's index too. The
+    exception's arguments after the message are the address, the cache id and the batch
+    element (-1: not known), which ``SlabError.__str__`` writes out (the runtime arguments
+    of a raise need the Numba runtime, on in this function only)."""
     err = -(-err % E_AT)
+    a, c, i = addr, cache, index
     if err == E_GONE:
-        raise SlabError("numslab.jit: the handle's allocator no longer exists")
+        raise SlabError("numslab.jit: the handle's allocator no longer exists", a, c, i)
     if err == E_DEAD_CACHE:
-        raise WrongCacheError("numslab.jit: not the id of a live cache")
+        raise WrongCacheError("numslab.jit: not the id of a live cache", a, c, i)
     if err == E_BAD_CPU:
-        raise SlabError("numslab.jit: cpu out of range")
+        raise SlabError("numslab.jit: cpu out of range", a, c, i)
     if err == E_BAD_NODE:
-        raise SlabError("numslab.jit: node is not -1 or a node of this machine")
+        raise SlabError("numslab.jit: node is not -1 or a node of this machine", a, c, i)
     if err == E_CTOR:
-        raise SlabError("numslab.jit: caches with a constructor are allocated from Python")
+        raise SlabError("numslab.jit: caches with a constructor are allocated from Python",
+                        a, c, i)
     if err == E_DOUBLE_FREE:
-        raise DoubleFreeError("numslab.jit: double free (the object is already free)")
+        raise DoubleFreeError("numslab.jit: double free (the object is already free)", a, c, i)
     if err == E_WRONG_CACHE:
-        raise WrongCacheError("numslab.jit: the object belongs to another cache")
+        raise WrongCacheError("numslab.jit: the object belongs to another cache", a, c, i)
     if err == E_MISALIGNED or err == E_NOT_HEAD:
-        raise BadAddressError("numslab.jit: address is not the start of an object")
+        raise BadAddressError("numslab.jit: address is not the start of an object", a, c, i)
     if err == E_OUTSIDE or err == E_NOT_SLAB or err == E_LARGE:
-        raise BadAddressError("numslab.jit: address is not an allocated slab object")
+        raise BadAddressError("numslab.jit: address is not an allocated slab object", a, c, i)
     if err == E_DEBUG:
         raise SlabDebugError("numslab.jit: a slab_debug check refused the free (the object "
-                             "stays allocated); see SlabAllocator.slab_reports()")
+                             "stays allocated); see SlabAllocator.slab_reports()", None, a, c, i)
     if err == E_ALLOCATORS:
         raise BadAddressError("numslab.jit: address is a sheaf the allocator uses, not an "
-                              "object of yours")
-    raise SlabError("numslab.jit: invalid argument")
+                              "object of yours", a, c, i)
+    raise SlabError("numslab.jit: invalid argument", a, c, i)
 
 
 @jit(inline=False)
@@ -138,9 +143,9 @@ def _cache_state(h, cache, cpu, allocating):
     # the cache's two words
     cpu_bad = cpu | (st.ncpus - 1 - cpu)
     if (cpu_bad | cache | (st.max_caches - 1 - cache)) < 0:
-        _raise(E_BAD_CPU if cpu_bad < 0 else E_DEAD_CACHE)
+        _raise(E_BAD_CPU if cpu_bad < 0 else E_DEAD_CACHE, -1, cache)
     if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
-        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR)
+        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, -1, cache)
     return st
 
 
@@ -248,9 +253,9 @@ def kmem_cache_free(h, cache, addr, cpu=0):
     st = _cache_state(h, cache, cpu, False)
     slab = _slab_of(st, addr, cache)
     if slab == NIL:
-        _raise(locate(st, addr, cache))     # why (out of line: an error path)
+        _raise(locate(st, addr, cache), addr, cache)    # why (out of line: an error path)
     if _free_checked(st, cache, cpu, slab, addr):
-        _raise(E_DEBUG)
+        _raise(E_DEBUG, addr, cache)
 
 
 @jit(inline=True, api=True)
@@ -266,7 +271,8 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     st = _cache_state(h, cache, cpu, False)
     err = ops.free_bulk(st, cache, cpu, nr, _checked_array(objs, nr))
     if err:
-        _raise(err)
+        i = -err // E_AT                        # the bad element (nothing was reordered)
+        _raise(err, objs[i], cache, i)
 
 
 @jit(inline=True, api=True)
@@ -317,7 +323,7 @@ def kfree(h, addr, cpu=0):
     elif err == 0:
         err = _free_checked(st, st.sl_cache[slab], cpu, slab, addr)
     if err:
-        _raise(err)
+        _raise(err, addr)
 
 
 @jit(inline=True, api=True)
@@ -326,7 +332,8 @@ def kfree_bulk(h, nr, objs, cpu=0):
     st = _state(h, cpu)
     err = ops.free_bulk(st, NIL, cpu, nr, _checked_array(objs, nr))
     if err:
-        _raise(err)
+        i = -err // E_AT
+        _raise(err, objs[i], -1, i)
 
 
 @jit(inline=True, api=True)
