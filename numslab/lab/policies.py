@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SlabError
-from ..facade.defragapi import remap
+from .kernels import NO_TRIGGER, compact_remap
 
 #: Policy words this module handles (``replay.POLICIES`` lists every policy).
 REMEDIES = ("sorted", "shrink", "mobility", "mobility=R", "drain=R")
@@ -65,26 +65,55 @@ def set_up(caches: list[Any], policy: str) -> None:
             c.remote_node_defrag_ratio = ratio
 
 
-def at_sample(caches: list[Any], policy: str, addr: np.ndarray) -> int:
+def work_ratio(policy: str) -> int:
+    """The compaction ratio of ``policy``'s work: R of ``mobility=R`` (-1 for ``mobility``:
+    each cache's ``defrag_used_ratio``), 0 for ``shrink`` (a compaction that moves nothing
+    is a ``kmem_cache_shrink``), ``kernels.NO_TRIGGER`` for a policy with no work."""
+    if policy == "shrink":
+        return 0
+    if policy.startswith("mobility"):
+        return int(policy.split("=")[1]) if "=" in policy else -1
+    return NO_TRIGGER
+
+
+def free_work(sa: Any, caches: list[Any], policy: str, after_free: bool, npid: int
+              ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The replay kernel's arguments for ``policy``'s work: ``(mem, ratio, floor,
+    per_slab, old, new)``. ``mem`` (int64 words of the arena; empty unless objects move)
+    lets the replay store each object's pointer id in its first word, so that a move finds
+    its owner; ``ratio`` is the compaction ratio run after a free (``after_free``, the
+    configuration's ``every=free``; else ``NO_TRIGGER``); ``floor`` and ``per_slab``
+    (int64[max_caches]) the free objects left on a cache's partial lists by its last
+    compaction, and its objects per slab; ``old``/``new`` (int64[npid]) the moves' room."""
+    ncache = sa.state.ca.shape[0]
+    moves = policy.startswith("mobility")
+    mem = sa.memory.view(np.int64) if moves else np.zeros(0, np.int64)
+    ratio = work_ratio(policy) if after_free else NO_TRIGGER
+    if after_free and ratio == NO_TRIGGER:
+        raise SlabError(f"every=free: policy {policy!r} has no work to run (shrink or "
+                        f"mobility)")
+    floor = np.zeros(ncache, np.int64)
+    per_slab = np.zeros(ncache, np.int64)
+    for c in caches:
+        per_slab[c.id] = c.objs_per_slab
+    room = npid if moves else 0
+    return mem, ratio, floor, per_slab, np.empty(room, np.int64), np.empty(room, np.int64)
+
+
+def at_sample(caches: list[Any], policy: str, addr: np.ndarray, mem: np.ndarray,
+              old: np.ndarray, new: np.ndarray) -> int:
     """Run ``policy``'s periodic work at a sample point: shrink or compact every cache.
-    ``addr`` (int64[npid], the replay's live pointers' addresses) is remapped in place
-    after moves. Objects moved."""
+    ``addr`` (int64[npid], the replay's live pointers' addresses) follows the moves (each
+    object's first word in ``mem`` names its pointer id); ``old``/``new`` are the moves'
+    room (int64[npid]). Objects moved."""
     if policy == "shrink":
         for c in caches:
             c.shrink()
         return 0
     if not policy.startswith("mobility"):
         return 0
-    ratio = int(policy.split("=")[1]) if "=" in policy else None
-    olds, news = [], []
+    ratio = work_ratio(policy)
+    moved = 0
     for c in caches:
-        old, new = c.compact(ratio)
-        if len(old):
-            olds.append(old)
-            news.append(new)
-    if not olds:
-        return 0
-    old, new = np.concatenate(olds), np.concatenate(news)
-    live = addr != 0
-    addr[live] = remap(addr[live], old, new)
-    return len(old)
+        moved += compact_remap(c._sa.handle, c.id, ratio, 0, mem, addr, old, new)
+    return moved
