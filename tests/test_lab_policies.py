@@ -173,3 +173,21 @@ def test_every_free_from_the_command(capsys):
     assert j["config"].endswith(":mobility=100:every=free") and j["work_runs"] > 0
     with pytest.raises(SystemExit):
         cli.main(["replay", str(DATA / TRACES["net"]), "--every", "often"])
+
+
+def test_compaction_under_618_also_packs_what_the_barns_flush_put_on_cpu_partial_lists():
+    # 6.18's shrink flushes the barn's full sheaves after the CPUs: __slab_free puts the
+    # full slabs that get a free object on the running CPU's partial list. The compaction
+    # flushes the CPUs again, so it packs those too: the fewest slabs (naive count)
+    from numslab.engine.layout import C_PARTIAL, N_BARN_FULL, NIL
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="64M", kernel="6.18")
+    c = sa.kmem_cache_create("movable", 256, sheaf_capacity=32)
+    refs = c.alloc_bulk(6000)
+    rng = np.random.default_rng(7)
+    for a in refs[rng.random(len(refs)) < 0.7].tolist():    # single frees: sheaves, barn
+        c.free(a)
+    assert sa.state.node[c.id, 0, N_BARN_FULL] != 0          # full sheaves in the barn
+    c.compact(100)
+    assert (sa.state.cpu[c.id, :, C_PARTIAL] == NIL).all()
+    assert c.slabs == -(-len(c) // c.objs_per_slab)
+    assert sa.validate() is None

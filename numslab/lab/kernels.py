@@ -1,6 +1,5 @@
-"""The replay's compiled loops: drive a parsed trace's events through ``numslab.jit`` on one
-allocator (with a policy's compactions after frees), and read every cache's slabs, partial
-slabs and live objects between chunks.
+"""The replay's compiled loops: a parsed trace's events through ``numslab.jit`` on one allocator
+(a policy's compactions after frees among them), every cache's slabs and live objects sampled.
 
 Compiled once per process (module-level ``@njit``, cached); no per-event Python.
 """
