@@ -17,6 +17,13 @@ A policy is one word of a configuration (``7.0:sorted``, ``6.18:nodes=2:drain=10
 * ``drain=R`` – every cache's ``remote_node_defrag_ratio`` set to R (0..100): how often a
   CPU may refill from another node's partial slabs (it matters on ``nodes=2`` and more).
 
+The work of ``shrink`` and ``mobility`` runs at the sample points, every N events
+(``every=N``) or, with ``every=free``, in the compiled replay loop on one cache after a
+free that leaves it a slab more than its live objects need (``kernels._free_trigger``; a
+shrink there is a compaction at ratio 0). Under ``mobility`` the replay writes each
+object's pointer id in its first word, so a moved object names its owner
+(``kernels.compact_remap``) and the pointer map is never remapped whole.
+
 Eviction (``get``/``kick``) is not a replay policy: its owners free the kicked objects, and a
 trace frees them later, so the replay would have to invent the workload.
 """
