@@ -116,16 +116,14 @@ def _naive_every_free(kernel: str, ratio: int):
     npid = max(p.npid, 1)
     addr, owner = np.zeros(npid, np.int64), np.zeros(npid, np.int32)
     lbytes, counts = np.zeros(npid, np.int64), np.zeros(K.K_NCOUNTS, np.int64)
-    nlive = np.zeros(sa.state.ca.shape[0], np.int64)
     caches = [sa.find_cache(nm) for nm in p.names]
-    words, _, unused, per_slab, old, new = P.free_work(sa, caches, cfg.policy, False, npid)
+    work = P.free_work(sa, caches, cfg.policy, False, npid)     # the bookkeeping, no trigger
     floor: dict[int, int] = {}
     runs = moved = 0
     for i in range(len(tr)):
         done = counts[K.K_REPLAYED]
         K.replay_chunk(sa.handle, i, i + 1, tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node,
-                       tr.bytes_alloc, 2, 1, cids, addr, owner, lbytes, counts, words,
-                       K.NO_TRIGGER, nlive, unused, per_slab, old, new)
+                       tr.bytes_alloc, 2, 1, cids, addr, owner, lbytes, counts, work)
         pid = int(tr.pid[i])
         if tr.kind[i] not in (K.EV_KFREE, K.EV_CACHE_FREE) or counts[K.K_REPLAYED] == done \
                 or owner[pid] == K.ROW_LARGE:

@@ -57,7 +57,7 @@ def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
 
 
 @numba.njit(cache=True, inline="always")
-def _free_held(h, p, c, cids, addr, owner, lbytes, counts, nlive):
+def _free_held(h, p, c, cids, addr, owner, lbytes, counts):
     """Free the object live pointer ``p`` holds, on simulated CPU ``c`` (a large kmalloc
     through ``kfree``, its bytes uncounted; else ``kmem_cache_free`` to its cache)."""
     w = owner[p]
@@ -66,12 +66,11 @@ def _free_held(h, p, c, cids, addr, owner, lbytes, counts, nlive):
         counts[K_LARGE_BYTES] -= lbytes[p]
     else:
         nj.kmem_cache_free(h, cids[w], addr[p], c)
-        nlive[cids[w]] -= 1
 
 
 @numba.njit(cache=True)        # holds the GIL: numslab.jit refuses nogil callers
 def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, nnodes, cids,
-                 addr, owner, lbytes, counts, mem, ratio, nlive, floor, per_slab, old, new):
+                 addr, owner, lbytes, counts, work):
     """Replay events ``start:stop`` on the allocator of handle ``h``.
 
     Per event, as the trace holds them: ``kind`` (``EV_*``: allocations and frees are
@@ -81,16 +80,18 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
     left out: the replay's caller is no sheaf), ``nbytes`` (``bytes_alloc``: the size of a
     large kmalloc). ``cids`` maps a cache row to its numslab cache id; ``addr`` and
     ``owner`` (int64[npid], int32[npid]) hold each live pointer's numslab address and cache
-    row, ``lbytes`` (int64[npid]) the bytes of each live large kmalloc; ``nlive``
-    (int64[max_caches]) the live objects of each numslab cache, kept here.
+    row, ``lbytes`` (int64[npid]) the bytes of each live large kmalloc.
 
-    Movable objects: when ``mem`` (the arena's int64 words) is not empty, each object
-    allocated gets its pointer id in its first word, the owner's back-reference a move
-    reads (:func:`compact_remap`). With ``ratio`` above ``NO_TRIGGER`` (``every=free``:
-    0 shrinks, -1 is each cache's own ratio, 1..100) a free is followed by
-    :func:`_free_trigger` with ``floor`` and ``per_slab`` (int64[max_caches]) and the
-    moves' room ``old``/``new`` (int64); ``counts[K_WORK]`` and ``counts[K_MOVED]`` count
-    the compactions run and the objects moved. Returns 0, or 1 when the arena ran out
+    ``work`` is None (no policy work in the loop: then it compiles to the bare replay) or
+    a policy's tuple ``(mem, nlive, floor, per_slab, old, new, ratio)``: ``nlive``
+    (int64[max_caches]) the live objects of each numslab cache, kept here; when ``mem``
+    (the arena's int64 words) is not empty, each object allocated gets its pointer id in
+    its first word, the owner's back-reference a move reads (:func:`compact_remap`); with
+    ``ratio`` above ``NO_TRIGGER`` (``every=free``: 0 shrinks, -1 is each cache's own
+    ratio, 1..100) a free is followed by :func:`_free_trigger`, with ``floor`` and
+    ``per_slab`` (int64[max_caches]) and the moves' room ``old``/``new`` (int64);
+    ``counts[K_WORK]`` and ``counts[K_MOVED]`` count the compactions run and the objects
+    moved. Returns 0, or 1 when the arena ran out
     (``counts[K_OOM_AT]`` is the event).
     """
     for i in range(start, stop):
@@ -112,7 +113,9 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                 counts[K_FAILED] += 1
                 continue
             if addr[p] != 0:                    # its free was never traced (bulk free)
-                _free_held(h, p, c, cids, addr, owner, lbytes, counts, nlive)
+                _free_held(h, p, c, cids, addr, owner, lbytes, counts)
+                if work is not None:
+                    _count_free(work, cids, owner[p])
                 counts[K_UNTRACED_FREE] += 1
             g = gfp[i] & ~NO_OBJ_EXT
             nd = node[i]
@@ -131,10 +134,8 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                 addr[p] = 0
                 counts[K_OOM_AT] = i
                 return 1
-            if r != ROW_LARGE:
-                nlive[cids[r]] += 1
-            if mem.shape[0] and r != ROW_LARGE:
-                mem[a >> 3] = p                 # the owner's back-reference, as a movable
+            if work is not None:
+                _count_alloc(work, cids, r, a, p)
             addr[p] = a
             owner[p] = r
             counts[K_REPLAYED] += 1
@@ -148,13 +149,32 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
             if addr[p] == 0:
                 counts[K_UNTRACED_ALLOC] += 1
                 continue
-            _free_held(h, p, c, cids, addr, owner, lbytes, counts, nlive)
+            _free_held(h, p, c, cids, addr, owner, lbytes, counts)
             addr[p] = 0
             counts[K_REPLAYED] += 1
-            if ratio > NO_TRIGGER and owner[p] != ROW_LARGE:
-                _free_trigger(h, cids[owner[p]], c, ratio, nlive, floor, per_slab, mem, addr,
-                              old, new, counts)
+            if work is not None:
+                _count_free(work, cids, owner[p])
+                _free_trigger(h, work, cids, owner[p], c, addr, counts)
     return 0
+
+
+@numba.njit(cache=True, inline="always")
+def _count_alloc(work, cids, r, a, p):
+    """A policy's bookkeeping of an allocation of row ``r`` at ``a`` for pointer ``p``: the
+    cache's live count and (when ``work``'s words of the arena are given) the owner's
+    back-reference in the object's first word, as a movable object's owner is found."""
+    if r != ROW_LARGE:
+        work[1][cids[r]] += 1
+        mem = work[0]
+        if mem.shape[0]:
+            mem[a >> 3] = p
+
+
+@numba.njit(cache=True, inline="always")
+def _count_free(work, cids, w):
+    """A policy's bookkeeping of a free of an object of row ``w``: the cache's live count."""
+    if w != ROW_LARGE:
+        work[1][cids[w]] -= 1
 
 
 @numba.njit(cache=True)
@@ -182,12 +202,18 @@ def excess_slabs(st, cache, live, per_slab):
 
 
 @numba.njit(cache=True)
-def _free_trigger(h, cache, cpu, ratio, nlive, floor, per_slab, mem, addr, old, new, counts):
-    """After a free of ``cache`` on ``cpu``: compact it at ``ratio`` when it holds more
-    slabs than its live objects need (:func:`excess_slabs`) by one more than ``floor[cache]``,
+def _free_trigger(h, work, cids, w, cpu, addr, counts):
+    """After a free of an object of row ``w`` on ``cpu`` (``work`` as
+    :func:`replay_chunk` takes it; nothing when its ratio is ``NO_TRIGGER`` or the object
+    was a large kmalloc): compact the row's cache at the ratio when it holds more slabs
+    than its live objects need (:func:`excess_slabs`) by one more than ``floor[cache]``,
     the fewest excess slabs seen since its last compaction (at first the excess that
     compaction left: slabs pinned by the allocator's own sheaves, a partial slab per
     node)."""
+    mem, nlive, floor, per_slab, old, new, ratio = work
+    if ratio == NO_TRIGGER or w == ROW_LARGE:
+        return
+    cache = cids[w]
     st = state_of(h)
     e = excess_slabs(st, cache, nlive[cache], per_slab[cache])
     floor[cache] = min(floor[cache], e)

@@ -84,35 +84,45 @@ def work_ratio(policy: str) -> int:
 
 
 def free_work(sa: Any, caches: list[Any], policy: str, after_free: bool, npid: int
-              ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The replay kernel's arguments for ``policy``'s work: ``(mem, ratio, floor,
-    per_slab, old, new)``. ``mem`` (int64 words of the arena; empty unless objects move)
-    lets the replay store each object's pointer id in its first word, so that a move finds
-    its owner; ``ratio`` is the compaction ratio run after a free (``after_free``, the
-    configuration's ``every=free``; else ``NO_TRIGGER``); ``floor`` and ``per_slab``
-    (int64[max_caches]) the free objects left on a cache's partial lists by its last
-    compaction, and its objects per slab; ``old``/``new`` (int64[npid]) the moves' room."""
-    ncache = sa.state.ca.shape[0]
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                         np.ndarray, int] | None:
+    """The replay kernel's ``work`` for ``policy``: None when the policy has no work that
+    needs the loop (no mobility, no ``every=free``), else ``(mem, nlive, floor, per_slab,
+    old, new, ratio)``. ``mem`` (int64 words of the arena; empty unless objects move) lets
+    the replay store each object's pointer id in its first word, so that a move finds its
+    owner; ``nlive`` (int64[max_caches]) the live objects per cache, kept by the loop;
+    ``floor`` and ``per_slab`` (int64[max_caches]) the excess slabs a cache's last
+    compaction left, and its objects per slab; ``old``/``new`` (int64[npid]) the moves'
+    room; ``ratio`` the compaction ratio run after a free (``after_free``, the
+    configuration's ``every=free``; else ``NO_TRIGGER``).
+
+    Raises
+    ------
+    SlabError
+        For ``every=free`` with a policy that has no work.
+    """
     moves = policy.startswith("mobility")
-    mem = sa.memory.view(np.int64) if moves else np.zeros(0, np.int64)
     ratio = work_ratio(policy) if after_free else NO_TRIGGER
     if after_free and ratio == NO_TRIGGER:
         raise SlabError(f"every=free: policy {policy!r} has no work to run (shrink or "
                         f"mobility)")
-    floor = np.zeros(ncache, np.int64)
+    if not moves and not after_free:
+        return None
+    ncache = sa.state.ca.shape[0]
+    mem = sa.memory.view(np.int64) if moves else np.zeros(0, np.int64)
     per_slab = np.zeros(ncache, np.int64)
     for c in caches:
         per_slab[c.id] = c.objs_per_slab
     room = npid if moves else 0
-    return mem, ratio, floor, per_slab, np.empty(room, np.int64), np.empty(room, np.int64)
+    return (mem, np.zeros(ncache, np.int64), np.zeros(ncache, np.int64), per_slab,
+            np.empty(room, np.int64), np.empty(room, np.int64), ratio)
 
 
-def at_sample(caches: list[Any], policy: str, addr: np.ndarray, mem: np.ndarray,
-              old: np.ndarray, new: np.ndarray) -> int:
+def at_sample(caches: list[Any], policy: str, addr: np.ndarray, work: tuple | None) -> int:
     """Run ``policy``'s periodic work at a sample point: shrink or compact every cache.
     ``addr`` (int64[npid], the replay's live pointers' addresses) follows the moves (each
-    object's first word in ``mem`` names its pointer id); ``old``/``new`` are the moves'
-    room (int64[npid]). Objects moved."""
+    object's first word in ``work``'s ``mem`` names its pointer id; ``work`` is
+    :func:`free_work`'s). Objects moved."""
     if policy == "shrink":
         for c in caches:
             c.shrink()
@@ -120,6 +130,7 @@ def at_sample(caches: list[Any], policy: str, addr: np.ndarray, mem: np.ndarray,
     if not policy.startswith("mobility"):
         return 0
     ratio = work_ratio(policy)
+    mem, old, new = work[0], work[4], work[5]
     moved = 0
     for c in caches:
         moved += compact_remap(c._sa.handle, c.id, ratio, 0, mem, addr, old, new)

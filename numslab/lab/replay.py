@@ -367,9 +367,7 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     h = sa.handle
     caches = list(dict.fromkeys(sa.find_cache(nm) for nm in p.names))
     policies.set_up(caches, cfg.policy)
-    nlive = np.zeros(sa.state.ca.shape[0], np.int64)
-    words, ratio, floor, per_slab, old, new = policies.free_work(sa, caches, cfg.policy,
-                                                               cfg.every == EVERY_FREE, npid)
+    work = policies.free_work(sa, caches, cfg.policy, cfg.every == EVERY_FREE, npid)
     nwork = 0
     bar = None
     if progress or (progress is None and len(tr) >= 2_000_000):
@@ -378,25 +376,24 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
             bar = tqdm(total=len(tr), unit="ev", desc=f"replay {cfg.name}", leave=False)
         except ImportError:                 # tqdm is optional (the examples extra)
             bar = None
-    work = _work_points(len(tr), cfg.every, points)
-    stops = np.union1d(points, work).tolist()
+    at = _work_points(len(tr), cfg.every, points)
+    stops = np.union1d(points, at).tolist()
     is_sample = set(points.tolist())
-    is_work = set(work.tolist())
+    is_work = set(at.tolist())
     start = 0
     s = 0
     try:
         for stop in stops:
             if K.replay_chunk(h, start, stop, tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node,
                               tr.bytes_alloc, cfg.cpus, cfg.nodes, cids, addr, owner, lbytes,
-                              counts, words, ratio, nlive, floor, per_slab, old, new):
+                              counts, work):
                 return None
             if stop in is_sample:                   # before the remedy's work at this point
                 K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
                 large[s] = counts[K.K_LARGE_BYTES]
                 s += 1
             if stop in is_work:
-                counts[K.K_MOVED] += policies.at_sample(caches, cfg.policy, addr, words, old,
-                                                        new)
+                counts[K.K_MOVED] += policies.at_sample(caches, cfg.policy, addr, work)
                 nwork += len(caches) if policies.work_ratio(cfg.policy) != K.NO_TRIGGER else 0
             if bar is not None:
                 bar.update(stop - start)
