@@ -77,13 +77,14 @@ def test_every_free_parses_and_refuses():
         numslab.replay(DATA / TRACES["net"], kernel="7.0", every="free")
 
 
-@pytest.mark.parametrize("policy", ["mobility=100", "mobility", "shrink"])
-def test_work_after_frees_keeps_the_replay_exact(policy, kernel):
+@pytest.mark.parametrize("policy,nodes", [("mobility=100", 1), ("mobility", 1), ("shrink", 1),
+                                          ("mobility=100", 2)])
+def test_work_after_frees_keeps_the_replay_exact(policy, nodes, kernel):
     # compactions run inside the compiled replay, the pointer map follows each move through
     # the objects' own back-references: the live objects at every sample are the oracle's
     name = "net"
     r = numslab.replay(DATA / TRACES[name], kernel=kernel, snapshot=DATA / SNAPSHOTS[name],
-                       policy=policy, every="free")
+                       policy=policy, every="free", cpus=2, nodes=nodes)
     want = live_at(text(name), r.series.line.tolist())
     for k, counts in enumerate(want):
         got = {nm: int(v) for nm, v in zip(r.names, r.series.live_objects[k]) if v}
