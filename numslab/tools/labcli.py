@@ -14,6 +14,17 @@ from ..lab.replay import KERNELS, POLICIES, replay
 from ..lab.result import format_compare, plot_results
 
 
+def _every(text: str) -> int | str:
+    """``--every``'s value: a number of events, or ``free``."""
+    if text == "free":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events or 'free'") \
+            from None
+
+
 def add_commands(sub: Any) -> None:
     """Add ``replay``, ``record`` and ``snapshot`` to the ``numslab`` subparsers ``sub``."""
     r = sub.add_parser("replay", help="replay a kernel kmem trace through numslab's SLUB")
@@ -26,16 +37,17 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--policy", default="default", help=f"one of {', '.join(POLICIES)}")
     r.add_argument("--compare", metavar="CONFIG,CONFIG",
                    help="configurations side by side: KERNEL[:cpus=N][:nodes=N][:POLICY]"
-                        "[:every=N], "
+                        "[:every=N|free], "
                         "e.g. 6.18,7.0 or 7.0,7.0:cpus=8,7.0:sheaves=64")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--plot", metavar="FILE.png", help="draw slab memory against live bytes "
                                                      "over time, and the utilisation per cache")
     r.add_argument("--skip-bad", action="store_true", help="count malformed lines, skip them")
     r.add_argument("--samples", type=int, default=256, help="points of the time series")
-    r.add_argument("--every", type=int, default=0, metavar="N",
+    r.add_argument("--every", type=_every, default=0, metavar="N|free",
                    help="run the policy's shrink or compaction every N events (default: at "
-                        "the sample points)")
+                        "the sample points), or 'free': on a cache after each free that "
+                        "leaves it a slab more than its live objects need")
     r.add_argument("--all", action="store_true", help="every cache in the table")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = sub.add_parser("record", help="record the live kernel's kmem events (root)")
