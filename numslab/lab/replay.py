@@ -458,8 +458,11 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     kernel, cpus, nodes, policy
         The configuration (``cpus`` defaults to the trace's CPU count).
     compare : sequence of str, optional
-        Further configurations (``KERNEL[:cpus=N][:nodes=N][:POLICY]``); their results
-        are in ``result.configs`` (the first is the result itself).
+        The configurations to run side by side, instead of the one above
+        (``KERNEL[:cpus=N][:nodes=N][:POLICY][:every=N]``; what one leaves out is taken from
+        ``kernel``, ``cpus``, ``nodes``, ``policy`` and ``every``). The result is the first
+        listed; ``result.configs`` holds them all by name and ``result.compare_table()``
+        prints them side by side.
     skip_bad : bool
         Count malformed lines (``skipped["bad_line"]``) instead of raising.
     samples : int
@@ -478,6 +481,8 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     parse = time.perf_counter() - t0
     if kernel not in KERNELS:
         raise SlabError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise SlabError(f"samples={samples!r}: the time series needs at least 1 point")
     if cpus is None:
         cpus = int(tr.cpu.max()) + 1 if len(tr) and tr.cpu.max() >= 0 else 1
     if every == "free":

@@ -250,6 +250,11 @@ class ReplayResult:
                          f"{fr:3d} {ef:3d} {flg}")
         return "\n".join(lines)
 
+    def compare_table(self, top: int = 12) -> str:
+        """Every configuration of the run side by side (``numslab replay --compare``'s
+        table: :func:`format_compare`); one column without ``compare``."""
+        return format_compare(list(self.configs.values()) if self.configs else [self], top)
+
     def _flags(self, k: int) -> str:
         """slabinfo's Flg column for cache row ``k``: ``d`` DMA, ``A`` hardware-cache
         aligned, ``a`` reclaim accounted."""
