@@ -25,6 +25,17 @@ def test_policy_words_parse_and_refuse():
             parse_config(bad, base)
 
 
+def assert_exact(r, name):
+    """The live objects of every cache at every sample point are the oracle's, every line
+    is accounted for, and the allocator's invariants hold."""
+    want = live_at(text(name), r.series.line.tolist())
+    for k, counts in enumerate(want):
+        got = {nm: int(v) for nm, v in zip(r.names, r.series.live_objects[k]) if v}
+        assert got == {nm: v for nm, v in counts.items() if v}, f"sample {k}"
+    assert r.replayed + sum(r.skipped.values()) == r.lines
+    assert r.allocator.validate() is None
+
+
 @pytest.mark.parametrize("policy", ["mobility", "mobility=100", "shrink", "sorted"])
 def test_a_remedy_keeps_the_replay_exact(policy, kernel):
     # compaction moves objects under the replay: the live objects of every cache at every
@@ -32,12 +43,7 @@ def test_a_remedy_keeps_the_replay_exact(policy, kernel):
     name = "net"
     r = numslab.replay(DATA / TRACES[name], kernel=kernel, snapshot=DATA / SNAPSHOTS[name],
                        policy=policy)
-    want = live_at(text(name), r.series.line.tolist())
-    for k, counts in enumerate(want):
-        got = {nm: int(v) for nm, v in zip(r.names, r.series.live_objects[k]) if v}
-        assert got == {nm: v for nm, v in counts.items() if v}, f"sample {k}"
-    assert r.replayed + sum(r.skipped.values()) == r.lines
-    assert r.allocator.validate() is None
+    assert_exact(r, name)
     if policy == "sorted":
         assert r.allocator.partial_order == "sorted"
 
@@ -85,12 +91,7 @@ def test_work_after_frees_keeps_the_replay_exact(policy, nodes, kernel):
     name = "net"
     r = numslab.replay(DATA / TRACES[name], kernel=kernel, snapshot=DATA / SNAPSHOTS[name],
                        policy=policy, every="free", cpus=2, nodes=nodes)
-    want = live_at(text(name), r.series.line.tolist())
-    for k, counts in enumerate(want):
-        got = {nm: int(v) for nm, v in zip(r.names, r.series.live_objects[k]) if v}
-        assert got == {nm: v for nm, v in counts.items() if v}, f"sample {k}"
-    assert r.replayed + sum(r.skipped.values()) == r.lines
-    assert r.allocator.validate() is None
+    assert_exact(r, name)
     assert r.work_runs > 0
     moved = sum(c.objects_moved for c in r.allocator.caches)
     assert r.objects_moved == moved
