@@ -6,6 +6,7 @@ just works.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from . import engine, flags, jit  # noqa: F401  (engine first: it fixes the unit table)
@@ -29,15 +30,20 @@ def replay(trace: Any, **kwargs: Any) -> Any:
     return _replay(trace, **kwargs)
 
 _default: SlabAllocator | None = None
+_default_lock = threading.Lock()
 
 
 def default_allocator() -> SlabAllocator:
     """The module-level allocator (``os.cpu_count()`` CPUs, one node, 256 MiB), made on
-    first use."""
+    first use, once: threads that ask at the same time get the same one."""
     global _default
-    if _default is None:
-        _default = SlabAllocator()
-    return _default
+    sa = _default
+    if sa is None:
+        with _default_lock:
+            if _default is None:
+                _default = SlabAllocator()
+            sa = _default
+    return sa
 
 
 def set_default_allocator(sa: SlabAllocator | None) -> None:

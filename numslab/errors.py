@@ -3,10 +3,41 @@
 Every misuse of the allocator raises a subclass of :class:`SlabError`; the message names the
 call, the cache and the address, in the spirit of the kernel's own reports.
 """
+from __future__ import annotations
+
+from typing import Callable
+
+#: Set by ``numslab.drivers.jitapi``: returns the address, cache id and batch element that
+#: compiled code recorded as it raised (-1: not known).
+_jit_error_detail: Callable[[], tuple[int, int, int]] | None = None
 
 
 class SlabError(Exception):
-    """Base class of all numslab errors."""
+    """Base class of all numslab errors.
+
+    Raised from compiled code (``numslab.jit``, messages starting ``numslab.jit:``), the
+    address, the cache id and the batch element concerned are in ``detail`` (-1 where not
+    known) and named in the text."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.detail = (-1, -1, -1)
+        if _jit_error_detail is not None and args and isinstance(args[0], str) \
+                and args[0].startswith("numslab.jit:"):
+            self.detail = _jit_error_detail()
+
+    def __reduce__(self) -> tuple:
+        # Numba pickles a compiled raise's exception when it compiles it: ``detail`` must be
+        # taken when the exception is made again at the raise, not restored from then
+        state = {k: v for k, v in self.__dict__.items() if k != "detail"}
+        return type(self), self.args, state
+
+    def __str__(self) -> str:
+        addr, cache, index = getattr(self, "detail", (-1, -1, -1))
+        where = [f"address {addr:#x}"] if addr >= 0 else []
+        where += [f"cache id {cache}"] if cache >= 0 else []
+        where += [f"element {index} of the batch"] if index >= 0 else []
+        return super().__str__() + (f" ({', '.join(where)})" if where else "")
 
 
 class BadAddressError(SlabError, ValueError):

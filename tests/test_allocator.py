@@ -139,6 +139,24 @@ def test_misuse_raises_clearly_and_changes_nothing(populated, case):
         assert (sa.memory[a:a + 200] == a % 251).all()
 
 
+def test_an_arena_larger_than_the_address_space_is_an_invalid_size():
+    """256 TiB is more than a process can map on x86-64 (47-bit user space): a clear
+    InvalidSizeError naming the size, not a bare OSError."""
+    with pytest.raises(numslab.InvalidSizeError, match="memory '256T'.*281,474,976,710,656"):
+        numslab.SlabAllocator(memory="256T")
+
+
+def test_wrong_cache_error_names_a_cache_holding_nothing(sa):
+    """A cache with no objects has length 0: the message must still name it."""
+    a_, b_ = sa.kmem_cache_create("holder", 64), sa.kmem_cache_create("empty", 64)
+    obj = sa.kmem_cache_alloc(a_)
+    assert len(b_) == 0
+    with pytest.raises(numslab.WrongCacheError,
+                       match="Wrong slab cache. empty but object is from holder"):
+        sa.kmem_cache_free(b_, obj)
+    sa.kmem_cache_free(a_, obj)
+
+
 def test_destroy_empty_cache_returns_its_pages(sa):
     free = free_total(sa)
     c = sa.kmem_cache_create("gone", 1000)

@@ -191,16 +191,19 @@ def world(sa):
 def test_njit_double_free_raises_and_changes_nothing(world):
     sa, c, other, objs, gone = world
     snap = snapshot(sa)
-    with pytest.raises(numslab.DoubleFreeError, match="double free"):
+    # the message names the address, the cache and, in a batch, the element
+    with pytest.raises(numslab.DoubleFreeError,
+                       match=f"double free .*\\(address {gone:#x}, cache id {c.id}\\)$"):
         free_one(sa.handle, c.id, gone)
-    with pytest.raises(numslab.DoubleFreeError):
+    with pytest.raises(numslab.DoubleFreeError, match=f"\\(address {gone:#x}\\)$"):
         kfree_one(sa.handle, gone)
     arr = objs.copy()
     arr[7] = arr[2]
-    with pytest.raises(numslab.DoubleFreeError):
+    with pytest.raises(numslab.DoubleFreeError,
+                       match=f"address {int(objs[2]):#x}, cache id {c.id}, element 7 of"):
         free_many(sa.handle, c.id, 20, arr)
     assert (arr[:7] == objs[:7]).all()                  # not permuted
-    with pytest.raises(numslab.DoubleFreeError):
+    with pytest.raises(numslab.DoubleFreeError, match=f"{int(objs[2]):#x}, element 7 of"):
         kfree_many(sa.handle, 20, arr)
     assert_unchanged(sa, snap)
 
@@ -210,7 +213,8 @@ def test_njit_wrong_cache_and_bad_addresses_raise(world):
     theirs = other.alloc()
     large = sa.kmalloc(20000)
     snap = snapshot(sa)
-    with pytest.raises(numslab.WrongCacheError, match="another cache"):
+    with pytest.raises(numslab.WrongCacheError,
+                       match=f"another cache \\(address {theirs:#x}, cache id {c.id}\\)"):
         free_one(sa.handle, c.id, theirs)
     with pytest.raises(numslab.WrongCacheError):
         free_many(sa.handle, c.id, 2, np.array([objs[0], theirs]))
@@ -446,6 +450,77 @@ def test_njit_refuses_callers_that_may_run_without_the_gil(sa, options, where):
     # the same functions holding the GIL run, from any Python thread
     assert numba.njit(_alloc_free)(sa.handle, c.id) > 0
     assert numba.njit(outer)(sa.handle, c.id) > 0
+
+
+@pytest.mark.parametrize("options, where", [({"nogil": True}, "nogil=True"),
+                                            ({"parallel": True}, "parallel=True")])
+def test_njit_refuses_threaded_callers_of_a_helper_compiled_before(sa, options, where):
+    """A helper first compiled for a caller holding the GIL, and then called from a nogil or
+    parallel function: Numba reuses its code without typing it again, and the caller is
+    still refused as it is compiled; a helper that does not reach numslab is not."""
+    c = sa.kmem_cache_create("threads2", 64)
+    helper = numba.njit(cache=False)(_helper_alloc)
+    a = helper(sa.handle, c.id)                     # compiled now, for Python
+    nj_free = numba.njit(lambda h, cid, x: nj.kmem_cache_free(h, cid, x))
+    nj_free(sa.handle, c.id, a)
+    snap = snapshot(sa)
+    out = np.zeros(64, np.int64)
+    if "parallel" in options:
+        def outer(h, cid, out):
+            for i in numba.prange(out.shape[0]):
+                out[i] = helper(h, cid)
+        args = (sa.handle, c.id, out)
+    else:
+        def outer(h, cid):
+            return helper(h, cid)
+        args = (sa.handle, c.id)
+    with pytest.raises(numslab.ConcurrentUseError,
+                       match=f"_helper_alloc \\(which calls numslab.jit\\) called from a {where}"):
+        numba.njit(**options)(outer)(*args)
+    assert (out == 0).all()
+    assert_unchanged(sa, snap)
+    plain = numba.njit(lambda x: x + 1)
+    plain(1)
+    assert numba.njit(**options)(lambda x: plain(x))(1) == 2
+
+
+HELPER_MODULE = """
+import numba, numslab
+from numslab import jit as nj
+
+@numba.njit(cache=True)
+def helper(h, cid):
+    return nj.kmem_cache_alloc(h, cid)
+
+sa = numslab.SlabAllocator(memory="4M")
+c = sa.kmem_cache_create("cached", 64)
+a = helper(sa.handle, c.id)
+print("hits", sum(helper.stats.cache_hits.values()))
+
+@numba.njit(nogil=True)
+def outer(h, cid):
+    return helper(h, cid)
+
+try:
+    outer(sa.handle, c.id)
+    print("ran")
+except numslab.ConcurrentUseError as e:
+    print("refused", e)
+sa.validate()
+"""
+
+
+def test_njit_refuses_threaded_callers_of_a_helper_loaded_from_the_cache(tmp_path):
+    """The same with the helper's code loaded from Numba's cache in a fresh process."""
+    import subprocess
+    import sys
+    (tmp_path / "helpermod.py").write_text(HELPER_MODULE)
+    runs = [subprocess.run([sys.executable, "helpermod.py"], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=300) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+        assert "refused helper (which calls numslab.jit) called from a nogil=True" in r.stdout
+    assert "hits 0" in runs[0].stdout and "hits 1" in runs[1].stdout
 
 
 def test_njit_from_python_threads_is_serialised(sa):

@@ -25,6 +25,17 @@ def test_policy_words_parse_and_refuse():
             parse_config(bad, base)
 
 
+def assert_exact(r, name):
+    """The live objects of every cache at every sample point are the oracle's, every line
+    is accounted for, and the allocator's invariants hold."""
+    want = live_at(text(name), r.series.line.tolist())
+    for k, counts in enumerate(want):
+        got = {nm: int(v) for nm, v in zip(r.names, r.series.live_objects[k]) if v}
+        assert got == {nm: v for nm, v in counts.items() if v}, f"sample {k}"
+    assert r.replayed + sum(r.skipped.values()) == r.lines
+    assert r.allocator.validate() is None
+
+
 @pytest.mark.parametrize("policy", ["mobility", "mobility=100", "shrink", "sorted"])
 def test_a_remedy_keeps_the_replay_exact(policy, kernel):
     # compaction moves objects under the replay: the live objects of every cache at every
@@ -32,12 +43,7 @@ def test_a_remedy_keeps_the_replay_exact(policy, kernel):
     name = "net"
     r = numslab.replay(DATA / TRACES[name], kernel=kernel, snapshot=DATA / SNAPSHOTS[name],
                        policy=policy)
-    want = live_at(text(name), r.series.line.tolist())
-    for k, counts in enumerate(want):
-        got = {nm: int(v) for nm, v in zip(r.names, r.series.live_objects[k]) if v}
-        assert got == {nm: v for nm, v in counts.items() if v}, f"sample {k}"
-    assert r.replayed + sum(r.skipped.values()) == r.lines
-    assert r.allocator.validate() is None
+    assert_exact(r, name)
     if policy == "sorted":
         assert r.allocator.partial_order == "sorted"
 
@@ -60,3 +66,128 @@ def test_drain_sets_every_caches_remote_node_defrag_ratio():
     r0 = numslab.replay(DATA / TRACES["net"], kernel="7.0", cpus=2, nodes=2, policy="drain=0")
     assert all(r0.allocator.find_cache(nm).remote_node_defrag_ratio == 0 for nm in r0.names)
     assert np.array_equal(r.series.live_objects, r0.series.live_objects)
+
+
+def test_every_free_parses_and_refuses():
+    from numslab.lab.replay import EVERY_FREE
+    base = Config("7.0", 2, 1, "default")
+    c = parse_config("6.18:mobility=100:every=free", base)
+    assert (c.kernel, c.policy, c.every) == ("6.18", "mobility=100", EVERY_FREE)
+    assert c.name == "6.18:cpus=2:mobility=100:every=free"
+    assert parse_config("shrink:every=free", base).every == EVERY_FREE
+    for bad in ("7.0:every=free", "sorted:every=free", "drain=10:every=free",
+                "mobility:every=frees", "mobility:every=Free"):
+        with pytest.raises(SlabError):
+            parse_config(bad, base)
+    with pytest.raises(SlabError, match="every=free"):
+        numslab.replay(DATA / TRACES["net"], kernel="7.0", every="free")
+
+
+@pytest.mark.parametrize("policy,nodes", [("mobility=100", 1), ("mobility", 1), ("shrink", 1),
+                                          ("mobility=100", 2)])
+def test_work_after_frees_keeps_the_replay_exact(policy, nodes, kernel):
+    # compactions run inside the compiled replay, the pointer map follows each move through
+    # the objects' own back-references: the live objects at every sample are the oracle's
+    name = "net"
+    r = numslab.replay(DATA / TRACES[name], kernel=kernel, snapshot=DATA / SNAPSHOTS[name],
+                       policy=policy, every="free", cpus=2, nodes=nodes)
+    assert_exact(r, name)
+    assert r.work_runs > 0
+    moved = sum(c.objects_moved for c in r.allocator.caches)
+    assert r.objects_moved == moved
+    assert (moved > 0) == (policy != "shrink")
+    assert r.to_json()["work_runs"] == r.work_runs
+
+
+def _naive_every_free(kernel: str, ratio: int):
+    """The trace replayed one event at a time with no work in the compiled loop, and the
+    rule of ``every=free`` applied in plain Python through the facade after each replayed
+    free of a slab object: the cache's slabs against the fewest that hold ``len(cache)``
+    objects, the floor kept per cache in a dict, ``cache.compact(ratio)`` on the freeing
+    CPU and ``numslab.remap`` of the whole pointer map. (allocator, compactions, moves,
+    pointer map)."""
+    from numslab.lab import kernels as K
+    from numslab.lab import policies as P
+    from numslab.lab import replay as R
+    from numslab.lab.trace import read_trace
+    snap = R.load_snapshot(DATA / SNAPSHOTS["net"])
+    p = R.prepare(R.merge_aliases(read_trace(DATA / TRACES["net"]), snap))
+    cfg = Config(kernel, 2, 1, f"mobility={ratio}", R.EVERY_FREE)
+    sa, cids, _, _ = R._build(p, cfg, snap, R._memory(p, cfg))
+    tr = p.trace
+    npid = max(p.npid, 1)
+    addr, owner = np.zeros(npid, np.int64), np.zeros(npid, np.int32)
+    lbytes, counts = np.zeros(npid, np.int64), np.zeros(K.K_NCOUNTS, np.int64)
+    caches = [sa.find_cache(nm) for nm in p.names]
+    work = P.free_work(sa, caches, cfg.policy, False, npid)     # the bookkeeping, no trigger
+    floor: dict[int, int] = {}
+    runs = moved = 0
+    for i in range(len(tr)):
+        done = counts[K.K_REPLAYED]
+        K.replay_chunk(sa.handle, i, i + 1, tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node,
+                       tr.bytes_alloc, 2, 1, cids, addr, owner, lbytes, counts, work)
+        pid = int(tr.pid[i])
+        if tr.kind[i] not in (K.EV_KFREE, K.EV_CACHE_FREE) or counts[K.K_REPLAYED] == done \
+                or owner[pid] == K.ROW_LARGE:
+            continue
+        c = caches[owner[pid]]
+        excess = c.slabs - -(-len(c) // c.objs_per_slab)
+        f = min(floor.get(c.id, 0), excess)
+        if excess > f:
+            sa.set_cpu(max(int(tr.cpu[i]), 0) % 2)
+            o, n = c.compact(ratio)
+            sa.set_cpu(0)
+            live = addr != 0
+            addr[live] = numslab.remap(addr[live], o, n)
+            runs += 1
+            moved += len(o)
+            f = c.slabs - -(-len(c) // c.objs_per_slab)
+        floor[c.id] = f
+    return sa, runs, moved, addr
+
+
+def test_work_after_frees_against_a_naive_python_rendering_of_the_rule(kernel):
+    # the compiled trigger (incremental live counts, the floor, compaction through
+    # numslab.jit and the objects' back-references) against the rule spelt in Python over
+    # the facade: the same compactions, the same moves, the same machine at the end
+    sa, runs, moved, addr = _naive_every_free(kernel, 100)
+    r = numslab.replay(DATA / TRACES["net"], kernel=kernel, snapshot=DATA / SNAPSHOTS["net"],
+                       policy="mobility=100", every="free")
+    assert runs > 20 and moved > 0
+    assert (r.work_runs, r.objects_moved) == (runs, moved)
+    got, want = r.allocator.state, sa.state
+    for name in ("node", "ca", "sl_inuse", "sl_freelist", "pg_flags", "live"):
+        assert np.array_equal(getattr(got, name), getattr(want, name)), name
+    end = r.allocator.memory.view(np.int64)
+    live = addr[addr != 0]
+    assert np.array_equal(end[live >> 3], sa.memory.view(np.int64)[live >> 3])
+
+
+def test_every_free_from_the_command(capsys):
+    import json
+
+    from numslab.tools import cli
+    assert cli.main(["replay", str(DATA / TRACES["net"]), "--policy", "mobility=100",
+                     "--every", "free", "--json"]) == 0
+    j = json.loads(capsys.readouterr().out)
+    assert j["config"].endswith(":mobility=100:every=free") and j["work_runs"] > 0
+    with pytest.raises(SystemExit):
+        cli.main(["replay", str(DATA / TRACES["net"]), "--every", "often"])
+
+
+def test_compaction_under_618_also_packs_what_the_barns_flush_put_on_cpu_partial_lists():
+    # 6.18's shrink flushes the barn's full sheaves after the CPUs: __slab_free puts the
+    # full slabs that get a free object on the running CPU's partial list. The compaction
+    # flushes the CPUs again, so it packs those too: the fewest slabs (naive count)
+    from numslab.engine.layout import C_PARTIAL, N_BARN_FULL, NIL
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="64M", kernel="6.18")
+    c = sa.kmem_cache_create("movable", 256, sheaf_capacity=32)
+    refs = c.alloc_bulk(6000)
+    rng = np.random.default_rng(7)
+    for a in refs[rng.random(len(refs)) < 0.7].tolist():    # single frees: sheaves, barn
+        c.free(a)
+    assert sa.state.node[c.id, 0, N_BARN_FULL] != 0          # full sheaves in the barn
+    c.compact(100)
+    assert (sa.state.cpu[c.id, :, C_PARTIAL] == NIL).all()
+    assert c.slabs == -(-len(c) // c.objs_per_slab)
+    assert sa.validate() is None

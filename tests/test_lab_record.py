@@ -69,6 +69,28 @@ def test_the_fake_tracefs_is_restored_after_the_command_fails(tmp_path):
     assert _state(root) == before
 
 
+def test_a_command_that_cannot_run_is_a_clear_error_and_tracefs_is_restored(tmp_path):
+    root = _fake_tracefs(tmp_path)
+    before = _state(root)
+    with pytest.raises(rec.RecordError, match="cannot run '/nonexistent/cmd'"):
+        rec.record(tmp_path / "out.txt", ["/nonexistent/cmd"], root=root, buffer_kb=512)
+    assert _state(root) == before
+
+
+def test_record_command_keeps_the_commands_own_double_dash(tmp_path, capsys):
+    """Only the separator after the options is numslab's: a ``--`` inside the command is
+    the command's."""
+    from numslab.tools import cli
+    root = _fake_tracefs(tmp_path)
+    rc = cli.main(["record", "-o", str(tmp_path / "t.txt"), "--tracefs", str(root), "--",
+                   "sh", "-c", f'echo "$*" > {tmp_path}/args', "sh", "--", "a"])
+    assert rc == 0
+    assert (tmp_path / "args").read_text().split() == ["--", "a"]
+    rc = cli.main(["record", "-o", str(tmp_path / "t.txt"), "--tracefs", str(root), "--",
+                   "/nonexistent/cmd"])
+    assert rc == 1 and "cannot run" in capsys.readouterr().err
+
+
 def test_an_interrupted_recording_restores_tracefs(tmp_path, monkeypatch):
     root = _fake_tracefs(tmp_path)
     before = _state(root)

@@ -104,6 +104,16 @@ def test_compare_runs_every_configuration_on_the_same_trace():
                if c.name in sh.names and not c.name.startswith("kmalloc-"))
     assert j["configs"]["6.18:cpus=2"]["counters"]["alloc_cpu_sheaf"] == 0
     assert j["configs"]["6.18:cpus=2:sheaves=32"]["counters"]["alloc_cpu_sheaf"] > 0
+    # the result is the first listed, and compare_table() puts them all side by side
+    assert r.config.name == "6.18:cpus=2"
+    head = r.compare_table().splitlines()[0].split()
+    assert head == ["machine", *j["configs"]]
+
+
+def test_samples_must_be_at_least_one():
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(numslab.SlabError, match="samples="):
+            numslab.replay(DATA / TRACES["file"], samples=bad)
 
 
 def test_more_cpus_and_nodes_spread_the_events():

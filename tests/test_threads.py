@@ -46,6 +46,34 @@ def test_threads_meeting_units_on_their_first_call_take_turns(gate):
     assert p.stdout.split()[-1] == "0"
 
 
+_DEFAULT_CHILD = """
+import threading, numslab
+errors = []
+def work(i):
+    try:
+        for k in range(300):
+            a = numslab.kmalloc(64 + (i * 37 + k) % 200)
+            numslab.kfree(a)
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+numslab.default_allocator().validate()
+print(len(errors), errors[:1])
+"""
+
+
+def test_threads_making_the_default_allocator_at_once_share_one():
+    """The module-level functions' allocator is made on first use: four threads whose first
+    call comes at the same time must get the same one (they once each made their own, the
+    last replacing the others, and frees met the wrong allocator as double frees)."""
+    p = subprocess.run([sys.executable, "-c", _DEFAULT_CHILD], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split()[0] == "0", p.stdout
+
+
 def test_park_points_every_main_sheaf_at_no_sheaf_and_puts_them_back(sa):
     """The park hook sends inlined fast paths to the units and restores every row, leaving a
     row that Python changed meanwhile as it is."""

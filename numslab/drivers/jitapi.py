@@ -15,14 +15,17 @@ Each function checks its arguments, does the common case in a few instructions t
 inlines into your loop (the CPU's sheaf or lockless freelist, every check of a free), and
 calls the engine's compiled slow paths through the unit table otherwise: your function's
 machine code holds no slow path and your loop touches no reference count. Errors raise
-numslab exceptions with a fixed message (Numba cannot format them); call the Python facade
-for a message with the address. Caches with a constructor, whose objects must be built by
-Python-side code, are refused here.
+numslab exceptions whose message names the address, the cache id and the batch element
+(recorded in :data:`ERROR_DETAIL` as the exception is raised, read when Python makes it).
+Caches with a constructor, whose objects must be built by Python-side code, are refused
+here.
 """
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
@@ -38,9 +41,10 @@ from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _cpu_row, _geo, _slab_nid,
                              _stat)
 from ..engine.debug import E_DEBUG
-from ..engine.native import address, byte_array, jit, zero_bytes
+from ..engine.native import address, byte_array, jit, table_address, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS
 from ..engine.slablists import _set_fp, cpu_pop
+from .. import errors
 from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
@@ -59,11 +63,43 @@ E_GONE = -23          #: the handle's allocator is gone
 E_BAD_NODE = -24      #: node out of range
 
 
+#: The address, cache id and batch element of the error being raised by compiled code (-1:
+#: not known), read by ``SlabError`` when Python makes the exception: Numba's
+#: exceptions with runtime arguments need its runtime (an allocation in every user's loop
+#: that could raise), so the arguments go here and the exceptions stay constant.
+ERROR_DETAIL = np.full(3, -1, np.int64)
+ERROR_SYMBOL = "numslab_jit_error"
+ll.add_symbol(ERROR_SYMBOL, ERROR_DETAIL.ctypes.data)
+
+
+def _take_error_detail() -> tuple[int, int, int]:
+    """The detail of the last compiled raise (every raise of ``numslab.jit`` records its
+    own first; Python makes the exception more than once, so it is not reset here)."""
+    return tuple(int(x) for x in ERROR_DETAIL)          # type: ignore[return-value]
+
+
+errors._jit_error_detail = _take_error_detail
+
+
+@intrinsic
+def _record_error(typingctx: Any, addr: Any, cache: Any, index: Any) -> Any:
+    """Store ``addr``, ``cache``, ``index`` in :data:`ERROR_DETAIL`."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        base = table_address(builder, ERROR_SYMBOL)
+        for k, v in enumerate(args):
+            builder.store(v, builder.gep(base, [ir.Constant(ir.IntType(64), k)]))
+        return context.get_dummy_value()
+    return types.none(types.int64, types.int64, types.int64), codegen
+
+
 @jit(inline=False)
-def _raise(err):
+def _raise(err, addr=-1, cache=-1, index=-1):
     """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
-    test and branch here); a batch call's code carries the bad element's index too."""
+    test and branch here); a batch call's code carries the bad element's index too. The
+    address, cache id and batch element (-1: not known) go to :data:`ERROR_DETAIL`, which
+    the exception's text names."""
     err = -(-err % E_AT)
+    _record_error(addr, cache, index)
     if err == E_GONE:
         raise SlabError("numslab.jit: the handle's allocator no longer exists")
     if err == E_DEAD_CACHE:
@@ -99,6 +135,7 @@ def _fault(st):
     g[G_FAULT_CACHE] = 0
     g[G_FAULT_SLAB] = 0
     g[G_FAULT_VALUE] = 0
+    _record_error(-1, -1, -1)
     raise SlabCorruptionError("numslab.jit: Freepointer corrupt (a write into freed memory?) "
                               "or a slab_debug check failed: the slab is isolated, nothing "
                               "was allocated; see SlabAllocator.isolated_slabs() and "
@@ -138,9 +175,9 @@ def _cache_state(h, cache, cpu, allocating):
     # the cache's two words
     cpu_bad = cpu | (st.ncpus - 1 - cpu)
     if (cpu_bad | cache | (st.max_caches - 1 - cache)) < 0:
-        _raise(E_BAD_CPU if cpu_bad < 0 else E_DEAD_CACHE)
+        _raise(E_BAD_CPU if cpu_bad < 0 else E_DEAD_CACHE, -1, cache)
     if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
-        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR)
+        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, -1, cache)
     return st
 
 
@@ -162,6 +199,7 @@ def _out_array(typingctx: Any, arr: Any) -> Any:
 def _checked_array(out, nr):
     """The address of ``out`` after checking that it holds ``nr`` entries."""
     if nr < 0 or nr > out.shape[0]:
+        _record_error(-1, -1, -1)
         raise InvalidSizeError("numslab.jit: count negative or larger than the array")
     return _out_array(out)
 
@@ -248,9 +286,9 @@ def kmem_cache_free(h, cache, addr, cpu=0):
     st = _cache_state(h, cache, cpu, False)
     slab = _slab_of(st, addr, cache)
     if slab == NIL:
-        _raise(locate(st, addr, cache))     # why (out of line: an error path)
+        _raise(locate(st, addr, cache), addr, cache)    # why (out of line: an error path)
     if _free_checked(st, cache, cpu, slab, addr):
-        _raise(E_DEBUG)
+        _raise(E_DEBUG, addr, cache)
 
 
 @jit(inline=True, api=True)
@@ -266,7 +304,8 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     st = _cache_state(h, cache, cpu, False)
     err = ops.free_bulk(st, cache, cpu, nr, _checked_array(objs, nr))
     if err:
-        _raise(err)
+        i = -err // E_AT                        # the bad element (nothing was reordered)
+        _raise(err, objs[i], cache, i)
 
 
 @jit(inline=True, api=True)
@@ -290,6 +329,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     if size == 0:
         return ZERO_SIZE_PTR
     if size < 0 or size > 4 << 20:
+        _record_error(-1, -1, -1)
         raise InvalidSizeError("numslab.jit: kmalloc size not in 0..4 MiB")
     if size <= 8192:
         for i in range(NR_KMALLOC):
@@ -317,7 +357,7 @@ def kfree(h, addr, cpu=0):
     elif err == 0:
         err = _free_checked(st, st.sl_cache[slab], cpu, slab, addr)
     if err:
-        _raise(err)
+        _raise(err, addr)
 
 
 @jit(inline=True, api=True)
@@ -326,7 +366,8 @@ def kfree_bulk(h, nr, objs, cpu=0):
     st = _state(h, cpu)
     err = ops.free_bulk(st, NIL, cpu, nr, _checked_array(objs, nr))
     if err:
-        _raise(err)
+        i = -err // E_AT
+        _raise(err, objs[i], -1, i)
 
 
 @jit(inline=True, api=True)
@@ -346,6 +387,7 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     free pointer stopped them (the slab is isolated; the moves made are in the arrays)."""
     st = _cache_state(h, cache, cpu, False)
     if ratio > 100:
+        _record_error(-1, -1, -1)
         raise InvalidSizeError("numslab.jit: ratio above 100")
     room = min(old.shape[0], new.shape[0])
     got = defrag.compact(st, cache, cpu, ratio, room, _out_array(old), _out_array(new))

@@ -15,6 +15,7 @@ from .layout import (CA_DEBUG, CA_FP_KEY, CA_MOVE_FREED, CA_MOVED, CA_NCOLS, CA_
                      PG_ISOLATED, _ca, _node_row)
 from .native import byte_array, copy_bytes, jit, unit, words_at
 from .redzone import RED_INACTIVE, TRACK_FREE, init_object, set_track
+from .cpucache import flush_cpu
 from .ops import kmem_cache_shrink
 from .slablists import _add_partial, _fp_next, _remove_partial, _set_fp, discard_slab
 
@@ -193,13 +194,19 @@ def _relist_node(st, cache, cpu, a, n):
 @unit
 def compact(st, cache, cpu, ratio, room, old, new):
     """Compact ``cache`` on ``cpu`` (the movable objects' ``kmem_cache_defrag``): flush and
-    shrink it, then on each node move the objects of partial slabs used at most ``ratio``
-    percent (outside 0..100: the cache's ``defrag_used_ratio``) into the fullest partial
-    slabs, writing at most ``room`` (old, new) address pairs to the int64 arrays at byte
-    addresses ``old`` and ``new``. With ``new`` 0 nothing moves: the old addresses that
+    shrink it, flush the CPU slabs again (the barn's flush may have refilled them), then on
+    each node move the objects of partial slabs used at most ``ratio`` percent (outside
+    0..100: the cache's ``defrag_used_ratio``) into the fullest partial slabs, writing at
+    most ``room`` (old, new) address pairs to the int64 arrays at byte addresses ``old``
+    and ``new``. With ``new`` 0 nothing moves: the old addresses that
     would move are written (if ``old`` is not 0) and counted. Entries written, or ``-1 -
     entries`` if a corrupted free pointer stopped the moves (G_FAULT_* say where)."""
     kmem_cache_shrink(st, cache, cpu)
+    # 6.18: the shrink's barn_shrink flushes full sheaves after flush_all, and __slab_free
+    # puts a full slab that gets a free object on the running CPU's partial list, out of
+    # the node lists the moves work on: flush the CPUs once more (7.0: nothing to flush)
+    for other in range(st.ncpus):
+        flush_cpu(st, cache, other)
     ratio = _used_ratio(st, cache, ratio)
     a = st.scratch
     done = 0

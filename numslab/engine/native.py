@@ -32,6 +32,7 @@ from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
 from numba.core.caching import FunctionCache
+from numba.core.dispatcher import Dispatcher
 from numba.core.registry import CPUDispatcher
 from numba.core.targetconfig import _FlagsStack
 from numba.core.ccallback import CFunc, _CFuncCompiler
@@ -118,6 +119,46 @@ class ApiDispatcher(EngineDispatcher):
                 f"support concurrent entry into an allocator from compiled threads yet; call "
                 f"numslab.jit from functions that hold the GIL (no nogil, no parallel)")
         return super().get_call_template(args, kws)
+
+
+def _calls_units(cres: Any) -> bool:
+    """Whether compiled code reaches numslab's engine: its module (with every function it
+    links in, compiled now or loaded from a cache) refers to the unit table."""
+    try:
+        mod = cres.library._get_module_for_linking()
+    except RuntimeError:                        # a library with no function to link
+        return False
+    return any(g.name == UNIT_SYMBOL for g in mod.global_variables)
+
+
+_NUMBA_CALL_TEMPLATE = Dispatcher.get_call_template
+
+
+def _call_template_refusing_threads(self: Dispatcher, args: tuple, kws: dict) -> Any:
+    """Numba's ``Dispatcher.get_call_template`` (how a jitted caller types a call of a
+    jitted function), refusing the call when the caller may run without the GIL and the
+    callee's compiled code reaches numslab. :class:`ApiDispatcher` refuses direct calls of
+    ``numslab.jit`` and helpers compiled for such a caller; this catches a user's helper
+    compiled earlier for a caller holding the GIL (or loaded from Numba's cache), which Numba
+    reuses without typing its body again. Compile time only; one module scan, only while a
+    nogil or parallel function is being compiled."""
+    found = _NUMBA_CALL_TEMPLATE(self, args, kws)
+    where = _threaded_callers() if not isinstance(self, EngineDispatcher) else ""
+    if where:
+        cres = self.overloads.get(tuple(found[2]))
+        if any(_calls_units(c) for c in ([cres] if cres is not None else
+                                         self.overloads.values())):
+            raise ConcurrentUseError(
+                f"{self.py_func.__name__} (which calls numslab.jit) called from {where}: "
+                f"numslab does not support concurrent entry into an allocator from compiled "
+                f"threads yet; call it from functions that hold the GIL (no nogil, no "
+                f"parallel)")
+    return found
+
+
+if not getattr(Dispatcher.get_call_template, "numslab", False):
+    _call_template_refusing_threads.numslab = True         # type: ignore[attr-defined]
+    Dispatcher.get_call_template = _call_template_refusing_threads
 
 
 def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = False,

@@ -8,7 +8,8 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
-from .checks import E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_set, _locate, _own_test
+from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_set, _live_set_run, _locate,
+                     _own_test)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
@@ -196,8 +197,7 @@ def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
         mem = st.mem
         for j in range(nr):
             zero_bytes(mem, p[j], size)
-    for j in range(i):                      # the slab layer's come marked already
-        _live_set(st, p[j])
+    _live_set_run(st, p, 0, i)              # the slab layer's come marked already
     return nr
 
 

@@ -28,8 +28,8 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              CA_DEBUG, CA_ORIG, CA_RED_LEFT, CA_TRACK, D_OBJECT_POISON,
                              G_NDEBUG,
                              G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING,
-                             KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH, PG_HEAD,
-                             PG_ISOLATED, PG_LARGE, PG_RESERVED, PG_TAIL, PG_SLAB,
+                             KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH,
+                             PG_ISOLATED, PG_TAIL, PG_SLAB,
                              ZERO_SIZE_PTR, SlabState, new_state, view, zone_watermarks)
 from ..engine.native import jit
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from ..drivers.handles import SlabHandle
 
 log = logging.getLogger("numslab")
+log.addHandler(logging.NullHandler())     # a library: the application decides what is shown
 # Module-level aliases: a ``__GFP_*`` name inside a class body would be name-mangled.
 _NOWARN, _THISNODE, _ZERO = __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO
 _KMALLOC_INDEX = kmalloc_index_table()
@@ -168,13 +169,18 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self.nr_cpus, self.nr_nodes = nr_cpus, nr_nodes
         self.pages_per_node = per_node // PAGE_SIZE
         self.nr_pages = self.pages_per_node * nr_nodes
-        self._mmap = mmap.mmap(-1, self.nr_pages * PAGE_SIZE,     # reserved, not committed
-                               flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS |
-                               getattr(mmap, "MAP_NORESERVE", 0))
-        self.memory = np.frombuffer(self._mmap, dtype=np.uint8)
-        self._mem = self.memory.view(np.int64)
-        self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed,
-                              self.memory.ctypes.data, self.memory.size, KERNELS[kernel])
+        try:
+            self._mmap = mmap.mmap(-1, self.nr_pages * PAGE_SIZE,  # reserved, not committed
+                                   flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS |
+                                   getattr(mmap, "MAP_NORESERVE", 0))
+            self.memory = np.frombuffer(self._mmap, dtype=np.uint8)
+            self._mem = self.memory.view(np.int64)
+            self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed,
+                                  self.memory.ctypes.data, self.memory.size, KERNELS[kernel])
+        except (OSError, MemoryError) as e:
+            raise InvalidSizeError(f"SlabAllocator: memory {memory!r} x {nr_nodes} node(s): "
+                                   f"cannot reserve {self.nr_pages * PAGE_SIZE:,} bytes of "
+                                   f"arena and its page arrays here ({e!r})") from None
         self._st = self._buf.ctypes.data          #: the state's address: units take it
         threads.register(self)
         self.state = SlabState(self._buf)
@@ -395,32 +401,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 f"nodes={self.nr_nodes} memory={self.nr_pages * PAGE_SIZE >> 20} MiB "
                 f"caches={len(self._caches)} freelist={hardening or 'plain'} "
                 f"free pages={self.free_pages_count() + self.pcp_pages_count()}>")
-
-    def find(self, addr: int) -> dict[str, Any]:
-        """What ``addr`` is: ``kind`` ("object", "free object", "sheaf" (the allocator's own),
-        "large kmalloc", "pages", "free page", "reserved" or "outside"), and where it applies
-        ``cache`` (a KmemCache), ``slab`` (its address), ``index`` and ``offset`` inside the
-        object."""
-        addr = self._as_addr(addr, "find")
-        if not 0 <= addr < self.nr_pages * PAGE_SIZE:
-            return {"kind": "outside"}
-        st = self.state
-        pfn = addr >> 12
-        head = self._slab_head(addr)
-        f = int(st.pg_flags[head])
-        if not f & (PG_HEAD | PG_TAIL) and not st.pg_flags[pfn] & (PG_HEAD | PG_TAIL):
-            return {"kind": "reserved" if f & PG_RESERVED else "free page"}
-        if not f & PG_SLAB:
-            kind = "large kmalloc" if f & PG_LARGE else "pages"
-            return {"kind": kind, "block": head << 12, "order": int(st.pg_order[head])}
-        cache = self._caches[int(st.sl_cache[head])]
-        off = addr - (head << 12) - cache.red_left_pad
-        index, inside = divmod(off, cache.slab_size)
-        obj = (head << 12) + cache.red_left_pad + index * cache.slab_size
-        err, _ = self._locate(obj)
-        kind = {0: "object", checks.E_ALLOCATORS: "sheaf"}.get(err, "free object")
-        return {"kind": kind, "cache": cache, "slab": head << 12, "index": index,
-                "object": obj, "offset": inside}
 
     def kmem_cache_destroy(self, cache: KmemCache, force: bool = False) -> None:
         """Destroy an empty cache, releasing all its slabs (``force``: free every object

@@ -11,12 +11,13 @@ import numpy as np
 
 from ..drivers import gate
 from ..drivers.calls import bound
-from ..engine import debug, ops
+from ..engine import checks, debug, ops
 from ..engine.layout import (CA_DEBUG, CA_TRACK, G_NDEBUG, G_NREPORTS, G_SITE, G_TICKS, NIL,
-                             PG_SLAB, R_A, R_B, R_C, R_CACHE, R_D, R_KIND, R_MAX,
-                             R_OBJECT, R_SLAB)
+                             PG_HEAD, PG_LARGE, PG_RESERVED, PG_SLAB, PG_TAIL, R_A, R_B, R_C,
+                             R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT, R_SLAB)
 from ..engine import redzone as rz
 from ..errors import SlabDebugError, SlabError
+from ..geometry import PAGE_SIZE
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
                      SLAB_TRACE)
 
@@ -222,6 +223,33 @@ class DebugAPI:
         log.info("TRACE %s %s %#x inuse=%d fp=%#x", self._caches[cid].name, op, addr,
                  int(st.sl_inuse[head]), int(st.sl_freelist[head]))
 
+    # ---- what an address is ----------------------------------------------------------------
+    def find(self: "SlabAllocator", addr: int) -> dict[str, Any]:
+        """What ``addr`` is: ``kind`` ("object", "free object", "sheaf" (the allocator's own),
+        "large kmalloc", "pages", "free page", "reserved" or "outside"), and where it applies
+        ``cache`` (a KmemCache), ``slab`` (its address), ``index`` and ``offset`` inside the
+        object."""
+        addr = self._as_addr(addr, "find")
+        if not 0 <= addr < self.nr_pages * PAGE_SIZE:
+            return {"kind": "outside"}
+        st = self.state
+        pfn = addr >> 12
+        head = self._slab_head(addr)
+        f = int(st.pg_flags[head])
+        if not f & (PG_HEAD | PG_TAIL) and not st.pg_flags[pfn] & (PG_HEAD | PG_TAIL):
+            return {"kind": "reserved" if f & PG_RESERVED else "free page"}
+        if not f & PG_SLAB:
+            kind = "large kmalloc" if f & PG_LARGE else "pages"
+            return {"kind": kind, "block": head << 12, "order": int(st.pg_order[head])}
+        cache = self._caches[int(st.sl_cache[head])]
+        off = addr - (head << 12) - cache.red_left_pad
+        index, inside = divmod(off, cache.slab_size)
+        obj = (head << 12) + cache.red_left_pad + index * cache.slab_size
+        err, _ = self._locate(obj)
+        kind = {0: "object", checks.E_ALLOCATORS: "sheaf"}.get(err, "free object")
+        return {"kind": kind, "cache": cache, "slab": head << 12, "index": index,
+                "object": obj, "offset": inside}
+
     # ---- reports -----------------------------------------------------------------------------
     def _drain_reports(self: "SlabAllocator") -> list[str]:
         """Turn the reports the engine wrote since the last call into text: kept for
@@ -273,16 +301,19 @@ class DebugAPI:
         elif kind == rz.K_WRONG_COUNT:
             head = [f"BUG {name} (Not tainted): Wrong object count. Counter is {a} but "
                     f"counted were {b}"]
-        elif kind == rz.K_REMAINING_OBJECT:
-            head = [f"Object {obj:#x} @offset={obj - base}"]
+        elif kind == rz.K_REMAINING_OBJECT:     # list_slab_objects: the object, its tracks
+            return "\n".join([f"Object {obj:#x} @offset={obj - base}"] +
+                             self._trailer(cid, slab, obj, tracks_only=True))
         else:
             head = [f"BUG {name} (Not tainted): {_ERRORS[kind]}"]
             if kind in (rz.K_FREEPOINTER, rz.K_FREELIST, rz.K_FREECHAIN):
                 head.append(f"Free pointer read {a:#x}")
         return "\n".join(head + self._trailer(cid, slab, obj))
 
-    def _trailer(self: "SlabAllocator", cid: int, slab: int, obj: int) -> list[str]:
-        """``print_trailer``'s lines: the object's tracks (U), its slab, the object."""
+    def _trailer(self: "SlabAllocator", cid: int, slab: int, obj: int,
+                 tracks_only: bool = False) -> list[str]:
+        """``print_trailer``'s lines: the object's tracks (U), its slab, the object (only the
+        tracks if ``tracks_only``: ``print_tracking``)."""
         st = self.state
         out = []
         if obj and cid in self._caches and st.ca[cid, CA_DEBUG] & SLAB_STORE_USER:
@@ -295,6 +326,8 @@ class DebugAPI:
                              else "an @njit function")
                     out.append(f"{what} in {where} age={now - when} cpu={cpu_word >> 32} "
                                f"pid={pid}")
+        if tracks_only:
+            return out
         if slab > 0 and st.pg_flags[slab] & PG_SLAB:
             out.append(f"Slab {slab << 12:#x} objects={int(st.sl_objects[slab])} "
                        f"used={int(st.sl_inuse[slab])} fp={int(st.sl_freelist[slab]):#x}")

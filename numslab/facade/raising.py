@@ -50,8 +50,8 @@ class RaiseAPI:
             raise BadAddressError(f"{where} is not on a slab page (page frame {addr >> 12} "
                                   f"{state})")
         if err == checks.E_WRONG_CACHE:
-            raise WrongCacheError(f"{where}: Wrong slab cache. {cache.name if cache else '?'} "
-                                  f"but object is from "
+            name = cache.name if cache is not None else "?"     # (a cache has a len)
+            raise WrongCacheError(f"{where}: Wrong slab cache. {name} but object is from "
                                   f"{self._caches[int(self.state.sl_cache[head])].name}")
         if err == checks.E_MISALIGNED:
             c = self._caches[int(self.state.sl_cache[head])]

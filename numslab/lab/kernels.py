@@ -1,5 +1,5 @@
-"""The replay's compiled loops: drive a parsed trace's events through ``numslab.jit`` on one
-allocator, and read every cache's slabs, partial slabs and live objects between chunks.
+"""The replay's compiled loops: a parsed trace's events through ``numslab.jit`` on one allocator
+(a policy's compactions after frees among them), every cache's slabs and live objects sampled.
 
 Compiled once per process (module-level ``@njit``, cached); no per-event Python.
 """
@@ -11,19 +11,21 @@ import numpy as np
 from .. import jit as nj
 from ..drivers.handles import state_of
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_ACTIVE, CA_NCOLS, N_BARN_EMPTY,
-                             N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL, SH_NEXT,
-                             _cpu_row, _node_row)
+                             N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL,
+                             SH_NEXT, _cpu_row, _node_row)
 from ..engine.stats import live_objects
 from ..flags import __GFP_NO_OBJ_EXT
 from .parse import (EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, ROW_FAILED, ROW_LARGE, ROW_NULL,
                     ROW_ZERO, ROW_ZERO_PTR)
 
+#: ``replay_chunk``'s ``ratio`` when no work follows a free (-1: the cache's own ratio)
+NO_TRIGGER = -2
 #: gfp bit the replay leaves out (only the allocator's own sheaves are allocated with it)
 NO_OBJ_EXT = __GFP_NO_OBJ_EXT
 
 # ---- why an event is skipped (``counts`` slots) -----------------------------------------------
 (K_REPLAYED, K_UNTRACED_ALLOC, K_NULL, K_ZERO_PTR, K_ZERO_ALLOC, K_FAILED, K_UNTRACED_FREE,
- K_LARGE_BYTES, K_OOM_AT, K_NCOUNTS) = range(10)
+ K_LARGE_BYTES, K_OOM_AT, K_WORK, K_MOVED, K_NCOUNTS) = range(12)
 #: skip reasons, by ``counts`` slot
 SKIP_REASONS = {K_UNTRACED_ALLOC: "untraced_alloc", K_NULL: "null_free",
                 K_ZERO_PTR: "zero_size_ptr_free", K_ZERO_ALLOC: "zero_size_alloc",
@@ -56,7 +58,7 @@ def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
 
 @numba.njit(cache=True)        # holds the GIL: numslab.jit refuses nogil callers
 def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, nnodes, cids,
-                 addr, owner, lbytes, counts):
+                 addr, owner, lbytes, counts, work):
     """Replay events ``start:stop`` on the allocator of handle ``h``.
 
     Per event, as the trace holds them: ``kind`` (``EV_*``: allocations and frees are
@@ -66,8 +68,19 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
     left out: the replay's caller is no sheaf), ``nbytes`` (``bytes_alloc``: the size of a
     large kmalloc). ``cids`` maps a cache row to its numslab cache id; ``addr`` and
     ``owner`` (int64[npid], int32[npid]) hold each live pointer's numslab address and cache
-    row, ``lbytes`` (int64[npid]) the bytes of each live large kmalloc. Returns 0, or 1
-    when the arena ran out (``counts[K_OOM_AT]`` is the event).
+    row, ``lbytes`` (int64[npid]) the bytes of each live large kmalloc.
+
+    ``work`` is None (no policy work in the loop: then it compiles to the bare replay) or
+    a policy's tuple ``(mem, nlive, floor, per_slab, old, new, ratio)``: ``nlive``
+    (int64[max_caches]) the live objects of each numslab cache, kept here; when ``mem``
+    (the arena's int64 words) is not empty, each object allocated gets its pointer id in
+    its first word, the owner's back-reference a move reads (:func:`compact_remap`); with
+    ``ratio`` above ``NO_TRIGGER`` (``every=free``: 0 shrinks, -1 is each cache's own
+    ratio, 1..100) a free is followed by :func:`_free_trigger`, with ``floor`` and
+    ``per_slab`` (int64[max_caches]) and the moves' room ``old``/``new`` (int64);
+    ``counts[K_WORK]`` and ``counts[K_MOVED]`` count the compactions run and the objects
+    moved. Returns 0, or 1 when the arena ran out
+    (``counts[K_OOM_AT]`` is the event).
     """
     for i in range(start, stop):
         o = kind[i]
@@ -94,6 +107,8 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                     counts[K_LARGE_BYTES] -= lbytes[p]
                 else:
                     nj.kmem_cache_free(h, cids[w], addr[p], c)
+                if work is not None:
+                    _count_free(work, cids, owner[p])
                 counts[K_UNTRACED_FREE] += 1
             g = gfp[i] & ~NO_OBJ_EXT
             nd = node[i]
@@ -112,6 +127,8 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                 addr[p] = 0
                 counts[K_OOM_AT] = i
                 return 1
+            if work is not None:
+                _count_alloc(work, cids, r, a, p)
             addr[p] = a
             owner[p] = r
             counts[K_REPLAYED] += 1
@@ -133,7 +150,75 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                 nj.kmem_cache_free(h, cids[w], addr[p], c)
             addr[p] = 0
             counts[K_REPLAYED] += 1
+            if work is not None:
+                _count_free(work, cids, owner[p])
+                _free_trigger(h, work, cids, owner[p], c, addr, counts)
     return 0
+
+
+@numba.njit(cache=True, inline="always")
+def _count_alloc(work, cids, r, a, p):
+    """A policy's bookkeeping of an allocation of row ``r`` at ``a`` for pointer ``p``: the
+    cache's live count and (when ``work``'s words of the arena are given) the owner's
+    back-reference in the object's first word, as a movable object's owner is found."""
+    if r != ROW_LARGE:
+        work[1][cids[r]] += 1
+        mem = work[0]
+        if mem.shape[0]:
+            mem[a >> 3] = p
+
+
+@numba.njit(cache=True, inline="always")
+def _count_free(work, cids, w):
+    """A policy's bookkeeping of a free of an object of row ``w``: the cache's live count."""
+    if w != ROW_LARGE:
+        work[1][cids[w]] -= 1
+
+
+@numba.njit(cache=True)
+def compact_remap(h, cache, ratio, cpu, mem, addr, old, new):
+    """Compact ``cache`` at ``ratio`` (0: shrink only) on ``cpu`` through ``numslab.jit`` and
+    point each moved object's owner (the pointer id its first word holds) at its new
+    address. Objects moved."""
+    n = nj.kmem_cache_compact(h, cache, ratio, old, new, cpu)
+    if n < 0:
+        n = -1 - n
+    for i in range(n):
+        a = new[i]
+        addr[mem[a >> 3]] = a
+    return n
+
+
+@numba.njit(cache=True)
+def excess_slabs(st, cache, live, per_slab):
+    """Slabs of ``cache`` (all nodes) beyond the fewest that hold its ``live`` objects at
+    ``per_slab`` objects a slab: the slabs a compaction could free at best."""
+    n = 0
+    for node in range(st.nnodes):
+        n += st.node[_node_row(st, cache, node) + N_NR_SLABS]
+    return n - (live + per_slab - 1) // per_slab
+
+
+@numba.njit(cache=True)
+def _free_trigger(h, work, cids, w, cpu, addr, counts):
+    """After a free of an object of row ``w`` on ``cpu`` (``work`` as
+    :func:`replay_chunk` takes it; nothing when its ratio is ``NO_TRIGGER`` or the object
+    was a large kmalloc): compact the row's cache at the ratio when it holds more slabs
+    than its live objects need (:func:`excess_slabs`) by one more than ``floor[cache]``,
+    the fewest excess slabs seen since its last compaction (at first the excess that
+    compaction left: slabs pinned by the allocator's own sheaves, a partial slab per
+    node)."""
+    mem, nlive, floor, per_slab, old, new, ratio = work
+    if ratio == NO_TRIGGER or w == ROW_LARGE:
+        return
+    cache = cids[w]
+    st = state_of(h)
+    e = excess_slabs(st, cache, nlive[cache], per_slab[cache])
+    floor[cache] = min(floor[cache], e)
+    if e > floor[cache]:
+        counts[K_MOVED] += compact_remap(h, cache, ratio, cpu, mem, addr, old, new)
+        counts[K_WORK] += 1
+        floor[cache] = excess_slabs(st, cache, nlive[cache], per_slab[cache])
 
 
 @numba.njit(cache=True)

@@ -17,6 +17,13 @@ A policy is one word of a configuration (``7.0:sorted``, ``6.18:nodes=2:drain=10
 * ``drain=R`` – every cache's ``remote_node_defrag_ratio`` set to R (0..100): how often a
   CPU may refill from another node's partial slabs (it matters on ``nodes=2`` and more).
 
+The work of ``shrink`` and ``mobility`` runs at the sample points, every N events
+(``every=N``) or, with ``every=free``, in the compiled replay loop on one cache after a
+free that leaves it a slab more than its live objects need (``kernels._free_trigger``; a
+shrink there is a compaction at ratio 0). Under ``mobility`` the replay writes each
+object's pointer id in its first word, so a moved object names its owner
+(``kernels.compact_remap``) and the pointer map is never remapped whole.
+
 Eviction (``get``/``kick``) is not a replay policy: its owners free the kicked objects, and a
 trace frees them later, so the replay would have to invent the workload.
 """
@@ -27,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SlabError
-from ..facade.defragapi import remap
+from .kernels import NO_TRIGGER, compact_remap
 
 #: Policy words this module handles (``replay.POLICIES`` lists every policy).
 REMEDIES = ("sorted", "shrink", "mobility", "mobility=R", "drain=R")
@@ -65,26 +72,66 @@ def set_up(caches: list[Any], policy: str) -> None:
             c.remote_node_defrag_ratio = ratio
 
 
-def at_sample(caches: list[Any], policy: str, addr: np.ndarray) -> int:
+def work_ratio(policy: str) -> int:
+    """The compaction ratio of ``policy``'s work: R of ``mobility=R`` (-1 for ``mobility``:
+    each cache's ``defrag_used_ratio``), 0 for ``shrink`` (a compaction that moves nothing
+    is a ``kmem_cache_shrink``), ``kernels.NO_TRIGGER`` for a policy with no work."""
+    if policy == "shrink":
+        return 0
+    if policy.startswith("mobility"):
+        return int(policy.split("=")[1]) if "=" in policy else -1
+    return NO_TRIGGER
+
+
+def free_work(sa: Any, caches: list[Any], policy: str, after_free: bool, npid: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                         np.ndarray, int] | None:
+    """The replay kernel's ``work`` for ``policy``: None when the policy has no work that
+    needs the loop (no mobility, no ``every=free``), else ``(mem, nlive, floor, per_slab,
+    old, new, ratio)``. ``mem`` (int64 words of the arena; empty unless objects move) lets
+    the replay store each object's pointer id in its first word, so that a move finds its
+    owner; ``nlive`` (int64[max_caches]) the live objects per cache, kept by the loop;
+    ``floor`` and ``per_slab`` (int64[max_caches]) the excess slabs a cache's last
+    compaction left, and its objects per slab; ``old``/``new`` (int64[npid]) the moves'
+    room; ``ratio`` the compaction ratio run after a free (``after_free``, the
+    configuration's ``every=free``; else ``NO_TRIGGER``).
+
+    Raises
+    ------
+    SlabError
+        For ``every=free`` with a policy that has no work.
+    """
+    moves = policy.startswith("mobility")
+    ratio = work_ratio(policy) if after_free else NO_TRIGGER
+    if after_free and ratio == NO_TRIGGER:
+        raise SlabError(f"every=free: policy {policy!r} has no work to run (shrink or "
+                        f"mobility)")
+    if not moves and not after_free:
+        return None
+    ncache = sa.state.ca.shape[0]
+    mem = sa.memory.view(np.int64) if moves else np.zeros(0, np.int64)
+    per_slab = np.zeros(ncache, np.int64)
+    for c in caches:
+        per_slab[c.id] = c.objs_per_slab
+    room = npid if moves else 0
+    return (mem, np.zeros(ncache, np.int64), np.zeros(ncache, np.int64), per_slab,
+            np.empty(room, np.int64), np.empty(room, np.int64), ratio)
+
+
+def at_sample(caches: list[Any], policy: str, addr: np.ndarray, work: tuple | None) -> int:
     """Run ``policy``'s periodic work at a sample point: shrink or compact every cache.
-    ``addr`` (int64[npid], the replay's live pointers' addresses) is remapped in place
-    after moves. Objects moved."""
+    ``addr`` (int64[npid], the replay's live pointers' addresses) follows the moves (each
+    object's first word in ``work``'s ``mem`` names its pointer id; ``work`` is
+    :func:`free_work`'s). Objects moved."""
     if policy == "shrink":
         for c in caches:
             c.shrink()
         return 0
     if not policy.startswith("mobility"):
         return 0
-    ratio = int(policy.split("=")[1]) if "=" in policy else None
-    olds, news = [], []
+    ratio = work_ratio(policy)
+    mem, old, new = work[0], work[4], work[5]
+    moved = 0
     for c in caches:
-        old, new = c.compact(ratio)
-        if len(old):
-            olds.append(old)
-            news.append(new)
-    if not olds:
-        return 0
-    old, new = np.concatenate(olds), np.concatenate(news)
-    live = addr != 0
-    addr[live] = remap(addr[live], old, new)
-    return len(old)
+        moved += compact_remap(c._sa.handle, c.id, ratio, 0, mem, addr, old, new)
+    return moved

@@ -114,7 +114,11 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
             raise RecordError(f"record: cannot set up tracing ({e.filename}: "
                               f"{e.strerror})") from None
         if command:
-            rc = subprocess.run(list(command)).returncode
+            try:
+                rc = subprocess.run(list(command)).returncode
+            except OSError as e:                    # not found, not executable
+                raise RecordError(f"record: cannot run {command[0]!r}: "
+                                  f"{e.strerror or e}") from None
         else:
             time.sleep(float(seconds or 0))
         _write(root / "tracing_on", "0")

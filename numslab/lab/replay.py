@@ -36,6 +36,8 @@ KERNELS = ("6.18", "7.0")
 #: snapshot gives some caches (7.0 keeps its own: every cache has them).
 POLICIES = ("default", "sheaves=N", "nosheaves") + policies.REMEDIES
 SAMPLES = 256
+#: ``Config.every`` for work after a free, when it would free a slab (``every=free``)
+EVERY_FREE = -1
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,9 @@ class Config:
     cpus: int = 2
     nodes: int = 1
     policy: str = "default"
-    #: a remedy's periodic work (``shrink``, ``mobility``) every this many events; 0: at the
+    #: a remedy's work (``shrink``, ``mobility``) every this many events; 0: at the
+    #: sample points; ``EVERY_FREE`` (-1, ``every=free``): per cache, after each free that
+    #: leaves the cache a slab more than its live objects need (``kernels._free_trigger``);
     #: sample points (after each sample is taken)
     every: int = 0
 
@@ -60,7 +64,7 @@ class Config:
         if self.policy != "default":
             parts.append(self.policy)
         if self.every:
-            parts.append(f"every={self.every}")
+            parts.append("every=free" if self.every == EVERY_FREE else f"every={self.every}")
         return ":".join(parts)
 
 
@@ -81,7 +85,9 @@ def _policy(text: str) -> str:
 def parse_config(text: str, base: Config) -> Config:
     """``KERNEL[:cpus=N][:nodes=N][:POLICY][:every=N]`` (any part may be left out; ``base``
     fills it), e.g. ``6.18``, ``7.0:cpus=8``, ``7.0:sheaves=64``, ``7.0:mobility=100:every=3000``
-    (the remedy's work every 3,000 events rather than at the sample points)."""
+    (the remedy's work every 3,000 events rather than at the sample points),
+    ``6.18:mobility=100:every=free`` (a cache's compaction after each free that leaves it a
+    slab more than its live objects need)."""
     kernel, cpus, nodes, policy, every = base.kernel, base.cpus, base.nodes, base.policy, \
         base.every
     for part in [p.strip() for p in text.split(":") if p.strip()]:
@@ -93,6 +99,8 @@ def parse_config(text: str, base: Config) -> Config:
             nodes = int(part[6:])
         elif part.startswith("every=") and part[6:].isdigit() and int(part[6:]) >= 1:
             every = int(part[6:])
+        elif part == "every=free":
+            every = EVERY_FREE
         else:
             try:
                 policy = _policy(part)
@@ -102,7 +110,15 @@ def parse_config(text: str, base: Config) -> Config:
                                 f"or a policy ({', '.join(POLICIES)})") from None
     if nodes > cpus:
         raise SlabError(f"configuration {text!r}: more nodes ({nodes}) than CPUs ({cpus})")
+    _check_every_free(policy, every, text)
     return Config(kernel, cpus, nodes, policy, every)
+
+
+def _check_every_free(policy: str, every: int, text: str) -> None:
+    """Refuse ``every=free`` with a policy that has no work to run."""
+    if every == EVERY_FREE and policies.work_ratio(policy) == K.NO_TRIGGER:
+        raise SlabError(f"configuration {text!r}: every=free needs a policy with work to "
+                        f"run after a free (shrink, mobility, mobility=R), not {policy!r}")
 
 
 def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
@@ -285,6 +301,8 @@ def _work_points(n: int, every: int, points: np.ndarray) -> np.ndarray:
     (``every`` 0: the sample points)."""
     if not every:
         return points
+    if every == EVERY_FREE:
+        return np.zeros(0, np.int64)
     return np.arange(every, n + 1, every, dtype=np.int64)
 
 
@@ -349,7 +367,8 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     h = sa.handle
     caches = list(dict.fromkeys(sa.find_cache(nm) for nm in p.names))
     policies.set_up(caches, cfg.policy)
-    moved = 0
+    work = policies.free_work(sa, caches, cfg.policy, cfg.every == EVERY_FREE, npid)
+    nwork = 0
     bar = None
     if progress or (progress is None and len(tr) >= 2_000_000):
         try:
@@ -357,24 +376,25 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
             bar = tqdm(total=len(tr), unit="ev", desc=f"replay {cfg.name}", leave=False)
         except ImportError:                 # tqdm is optional (the examples extra)
             bar = None
-    work = _work_points(len(tr), cfg.every, points)
-    stops = np.union1d(points, work).tolist()
+    at = _work_points(len(tr), cfg.every, points)
+    stops = np.union1d(points, at).tolist()
     is_sample = set(points.tolist())
-    is_work = set(work.tolist())
+    is_work = set(at.tolist())
     start = 0
     s = 0
     try:
         for stop in stops:
             if K.replay_chunk(h, start, stop, tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node,
                               tr.bytes_alloc, cfg.cpus, cfg.nodes, cids, addr, owner, lbytes,
-                              counts):
+                              counts, work):
                 return None
             if stop in is_sample:                   # before the remedy's work at this point
                 K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
                 large[s] = counts[K.K_LARGE_BYTES]
                 s += 1
             if stop in is_work:
-                moved += policies.at_sample(caches, cfg.policy, addr)
+                counts[K.K_MOVED] += policies.at_sample(caches, cfg.policy, addr, work)
+                nwork += len(caches) if policies.work_ratio(cfg.policy) != K.NO_TRIGGER else 0
             if bar is not None:
                 bar.update(stop - start)
             start = stop
@@ -400,7 +420,9 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
                         replayed=int(counts[K.K_REPLAYED]), skipped=skipped,
                         untraced_frees=int(counts[K.K_UNTRACED_FREE]), seconds=seconds,
                         stats=[c.stats for c in objs], memory_per_node=mem,
-                        flags=np.array([c.flags for c in objs], np.int64), allocator=sa)
+                        flags=np.array([c.flags for c in objs], np.int64), allocator=sa,
+                        work_runs=nwork + int(counts[K.K_WORK]),
+                        objects_moved=int(counts[K.K_MOVED]))
 
 
 def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | dict | None = None,
@@ -423,7 +445,7 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
            = None, kernel: str = "7.0", cpus: int | None = None, nodes: int = 1,
            policy: str = "default", compare: Sequence[str] | str | None = None,
            skip_bad: bool = False, samples: int = SAMPLES, progress: bool | None = None,
-           every: int = 0) -> ReplayResult:
+           every: int | str = 0) -> ReplayResult:
     """Replay a kernel kmem trace through numslab's SLUB.
 
     Parameters
@@ -436,15 +458,19 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     kernel, cpus, nodes, policy
         The configuration (``cpus`` defaults to the trace's CPU count).
     compare : sequence of str, optional
-        Further configurations (``KERNEL[:cpus=N][:nodes=N][:POLICY]``); their results
-        are in ``result.configs`` (the first is the result itself).
+        The configurations to run side by side, instead of the one above
+        (``KERNEL[:cpus=N][:nodes=N][:POLICY][:every=N]``; what one leaves out is taken from
+        ``kernel``, ``cpus``, ``nodes``, ``policy`` and ``every``). The result is the first
+        listed; ``result.configs`` holds them all by name and ``result.compare_table()``
+        prints them side by side.
     skip_bad : bool
         Count malformed lines (``skipped["bad_line"]``) instead of raising.
     samples : int
         Points of the time series (at least 200 unless the trace is shorter).
-    every : int
-        Run the policy's periodic work (``shrink``, ``mobility``) every this many events;
-        0 (the default): at the sample points.
+    every : int or ``"free"``
+        Run the policy's work (``shrink``, ``mobility``) every this many events; 0 (the
+        default): at the sample points; ``"free"``: on one cache, after each free that
+        leaves it a slab more than its live objects need.
 
     Returns
     -------
@@ -455,11 +481,17 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     parse = time.perf_counter() - t0
     if kernel not in KERNELS:
         raise SlabError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise SlabError(f"samples={samples!r}: the time series needs at least 1 point")
     if cpus is None:
         cpus = int(tr.cpu.max()) + 1 if len(tr) and tr.cpu.max() >= 0 else 1
-    if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:
-        raise SlabError(f"every={every!r}: a number of events >= 0 (0: at the sample points)")
+    if every == "free":
+        every = EVERY_FREE
+    elif isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:
+        raise SlabError(f"every={every!r}: a number of events >= 0 (0: at the sample points) "
+                        f"or 'free'")
     base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every))
+    _check_every_free(base.policy, base.every, base.name)
     if base.nodes > base.cpus or base.cpus < 1:
         raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= cpus")
     if isinstance(compare, str):

@@ -105,6 +105,11 @@ class ReplayResult:
     flags: np.ndarray | None = None
     allocator: Any = None
     parse_seconds: float = 0.0
+    #: times the policy's work (a shrink or compaction of one cache) ran: per cache at each
+    #: work point, or after the frees that triggered it (``every=free``)
+    work_runs: int = 0
+    #: objects the policy's compactions moved
+    objects_moved: int = 0
     configs: dict[str, "ReplayResult"] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -195,6 +200,7 @@ class ReplayResult:
             "events_per_second": round(self.events_per_second, 1),
             "seconds": round(self.seconds, 4), "parse_seconds": round(self.parse_seconds, 4),
             "memory_per_node": self.memory_per_node, "samples": int(len(self.series.t)),
+            "work_runs": self.work_runs, "objects_moved": self.objects_moved,
             "totals": self.totals, "counters": self.counters,
             "caches": {nm: {"live_objects": int(c["live_objects"][k]),
                             "live_bytes": int(c["live_bytes"][k]),
@@ -244,6 +250,11 @@ class ReplayResult:
                          f"{fr:3d} {ef:3d} {flg}")
         return "\n".join(lines)
 
+    def compare_table(self, top: int = 12) -> str:
+        """Every configuration of the run side by side (``numslab replay --compare``'s
+        table: :func:`format_compare`); one column without ``compare``."""
+        return format_compare(list(self.configs.values()) if self.configs else [self], top)
+
     def _flags(self, k: int) -> str:
         """slabinfo's Flg column for cache row ``k``: ``d`` DMA, ``A`` hardware-cache
         aligned, ``a`` reclaim accounted."""
@@ -262,7 +273,9 @@ class ReplayResult:
                 f"slabs (%Ef {t['efficiency']:.1f}, loss {store_size(t['loss'])}B, "
                 f"{t['slabs']} slabs, {t['partial']} partial); peaks: live "
                 f"{store_size(t['peak_live_bytes'])}B, slabs {store_size(t['peak_slab_bytes'])}B; "
-                f"{self.events_per_second:,.0f} lines/s")
+                f"{self.events_per_second:,.0f} lines/s"
+                + (f"; policy work run {self.work_runs} times, {self.objects_moved} objects "
+                   f"moved" if self.work_runs else ""))
 
 
 def store_size(value: int) -> str:

@@ -29,6 +29,7 @@ import numpy as np
 import numslab
 from numslab import jit as sjit
 from numslab.drivers.calls import fastcall
+from numslab.tools.floor import FloorRound, rounds_floor
 from numslab.flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                            SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL, SLAB_HWCACHE_ALIGN)
 
@@ -231,10 +232,12 @@ ARRAY_MODES = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PART
 #: ``slab-jit-round`` is a floor, not an API: from Python, one call per round into an @njit
 #: function that allocates and frees the batch through ``numslab.jit`` on the sheaves cache
 #: (half the crossings of any alloc-then-free API, and no facade).
+#: ``floor-7.0`` is a floor too: :mod:`numslab.tools.floor`'s fused prototype of the 7.0 round
+#: on the default cache (from Python, one call per round, as ``slab-jit-round``).
 PY_IMPLS = ("deque", "numpy-stack", "jit-stack", "slab-single", "slab-bulk", "slab-sheaves",
-            "slab-local", "slab-partial", "slab-new", "slab-jit-round")
+            "slab-local", "slab-partial", "slab-new", "slab-jit-round", "floor-7.0")
 JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-sheaves",
-             "slab-local", "slab-partial", "slab-new")
+             "slab-local", "slab-partial", "slab-new", "floor-7.0")
 
 
 def new_bench_cache(nr_cpus: int = 1, memory: str = "64M", sheaves: bool = False,
@@ -266,7 +269,20 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False,
     if impl not in PY_IMPLS + JIT_IMPLS:
         raise ValueError(f"unknown implementation {impl!r}: one of {PY_IMPLS + JIT_IMPLS}")
     cap = 1 << 16
-    if impl == "deque":
+    if impl == "floor-7.0":
+        fr = FloorRound(bulk)
+        if inside_jit:
+            run = fr.run
+        else:
+            one = fastcall(rounds_floor, fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool,
+                           fr.rseq, bulk, 1, fr.out, fr.limit)
+            args = (fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool, fr.rseq, bulk, 1, fr.out,
+                    fr.limit)
+
+            def run(rounds: int) -> None:
+                for _ in range(rounds):
+                    one(*args)
+    elif impl == "deque":
         pool = DequePool(cap)
         buf = [0] * bulk
 

@@ -118,6 +118,13 @@ def format_compile(cold: dict[str, float], user: dict[str, dict[str, float]]) ->
     return "\n".join(lines)
 
 
+DESCRIPTION = """numslab: the Linux kernel's SLUB slab allocator for NumPy and Numba.
+'bench' prints the slab_bulk_test01 table (ns per alloc+free pair) for numslab and its peers;
+'record', 'snapshot' and 'replay' are the SLUB laboratory: record a kernel's kmem trace,
+snapshot /sys/kernel/slab, and replay a trace through numslab's SLUB (7.0 or 6.18), comparing
+generations and fragmentation remedies."""
+
+
 def _positive(text: str) -> int:
     """An argparse type: an integer of at least 1."""
     n = int(text)
@@ -137,15 +144,20 @@ def _kernels(text: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``numslab`` console script."""
-    ap = argparse.ArgumentParser(prog="numslab", description=__doc__)
+    ap = argparse.ArgumentParser(prog="numslab", description=DESCRIPTION)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="slab_bulk_test01-shaped table against the peers")
-    b.add_argument("--sizes", type=_positive, nargs="+", default=list(bench.BULK_SIZES))
+    b.add_argument("--sizes", type=_positive, nargs="+", default=list(bench.BULK_SIZES),
+                   help="bulk sizes (default the kernel test's: "
+                        f"{' '.join(map(str, bench.BULK_SIZES))})")
     b.add_argument("--where", choices=("python", "jit", "both", "none"), default="both",
-                   help="the bulk tables: called from Python, inside @njit, both or none")
+                   help="the bulk tables: called from Python, inside @njit, both or none "
+                        "(default both)")
     b.add_argument("--objects", type=_positive, default=1 << 15,
-                   help="alloc+free pairs per measurement (rounds of --single)")
-    b.add_argument("--repeat", type=_positive, default=5)
+                   help="alloc+free pairs per measurement (rounds of --single; default "
+                        "32768)")
+    b.add_argument("--repeat", type=_positive, default=5,
+                   help="measurements per cell, the best kept (default 5)")
     b.add_argument("--plot", metavar="FILE.png", help="also draw ns per object vs bulk size")
     b.add_argument("--single", action="store_true",
                    help="also the single alloc+free pair inside @njit against a FIFO ring")

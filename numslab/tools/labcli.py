@@ -14,6 +14,17 @@ from ..lab.replay import KERNELS, POLICIES, replay
 from ..lab.result import format_compare, plot_results
 
 
+def _every(text: str) -> int | str:
+    """``--every``'s value: a number of events, or ``free``."""
+    if text == "free":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events or 'free'") \
+            from None
+
+
 def add_commands(sub: Any) -> None:
     """Add ``replay``, ``record`` and ``snapshot`` to the ``numslab`` subparsers ``sub``."""
     r = sub.add_parser("replay", help="replay a kernel kmem trace through numslab's SLUB")
@@ -26,28 +37,31 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--policy", default="default", help=f"one of {', '.join(POLICIES)}")
     r.add_argument("--compare", metavar="CONFIG,CONFIG",
                    help="configurations side by side: KERNEL[:cpus=N][:nodes=N][:POLICY]"
-                        "[:every=N], "
+                        "[:every=N|free], "
                         "e.g. 6.18,7.0 or 7.0,7.0:cpus=8,7.0:sheaves=64")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--plot", metavar="FILE.png", help="draw slab memory against live bytes "
                                                      "over time, and the utilisation per cache")
     r.add_argument("--skip-bad", action="store_true", help="count malformed lines, skip them")
     r.add_argument("--samples", type=int, default=256, help="points of the time series")
-    r.add_argument("--every", type=int, default=0, metavar="N",
+    r.add_argument("--every", type=_every, default=0, metavar="N|free",
                    help="run the policy's shrink or compaction every N events (default: at "
-                        "the sample points)")
+                        "the sample points), or 'free': on a cache after each free that "
+                        "leaves it a slab more than its live objects need")
     r.add_argument("--all", action="store_true", help="every cache in the table")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = sub.add_parser("record", help="record the live kernel's kmem events (root)")
     c.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="trace text (.xz or .gz compressed by suffix)")
-    c.add_argument("--seconds", type=float, help="record this long (without a command)")
+    c.add_argument("--seconds", type=float,
+                   help="record this long (without a command; default 1 second)")
     c.add_argument("--tracefs", default=rec.TRACEFS, help=argparse.SUPPRESS)
-    c.add_argument("--buffer-kb", type=int, default=65536, help="ring buffer per CPU")
+    c.add_argument("--buffer-kb", type=int, default=65536,
+                   help="ring buffer per CPU, KiB (default 65536)")
     c.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...: record while "
                                                              "it runs")
     s = sub.add_parser("snapshot", help="the live kernel's /sys/kernel/slab as JSON")
-    s.add_argument("-o", "--output", required=True, metavar="FILE")
+    s.add_argument("-o", "--output", required=True, metavar="FILE", help="the JSON file")
     s.add_argument("--slab-root", default=rec.SLAB_ROOT, help=argparse.SUPPRESS)
 
 
@@ -57,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
         if args.cmd == "replay":
             return _replay(args)
         if args.cmd == "record":
-            cmd = [a for a in args.command if a != "--"] if args.command else None
+            cmd = list(args.command or [])
+            if cmd[:1] == ["--"]:                   # the separator, not the command's own
+                cmd = cmd[1:]
             info = rec.record(args.output, cmd or None, args.seconds, args.tracefs,
                               args.buffer_kb)
             print(f"{info['lines']} lines written to {args.output}"
