@@ -135,7 +135,7 @@ def _finish(h, n):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def word_hash(bp, a, b):
-    """A 64-bit hash of ``load1p(bp + a:b)`` taken 8 bytes at a time (never 0; the bytes of the
+    """A 64-bit hash of bytes ``a:b`` taken 8 bytes at a time (never 0; the bytes of the
     last word past ``b`` taken as 0), and whether the span holds a carriage return (then
     the caller takes the bytes one by one)."""
     h = _MIX
@@ -157,8 +157,8 @@ def word_hash(bp, a, b):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def token_hash(bp, q):
-    """``(end, hash)`` of the token at ``load1p(bp + q)``: it ends at the first byte that is a space
-    or below (see :func:`ctl_end`), and its hash is :func:`word_hash`'s of ``load1p(bp + q:end)``,
+    """``(end, hash)`` of the token at offset ``q``: it ends at the first byte that is a space
+    or below (see :func:`ctl_end`), and its hash is :func:`word_hash`'s of bytes ``q:end``,
     found in the same pass."""
     h = _MIX
     i = q
@@ -176,7 +176,7 @@ def token_hash(bp, q):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def fnv(bp, a, b):
-    """FNV-1a 64 of ``load1p(bp + a:b)`` (never 0: 0 marks an empty table slot)."""
+    """FNV-1a 64 of bytes ``a:b`` (never 0: 0 marks an empty table slot)."""
     h = np.uint64(0xcbf29ce484222325)
     for i in range(a, b):
         h = (h ^ np.uint64(load1p(bp + i))) * np.uint64(0x100000001b3)
@@ -207,7 +207,7 @@ def _zero_bytes(x):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def after_last_colon(bp, a, b):
-    """One past the last ``:`` in ``load1p(bp + a:b)``, or ``a`` if there is none (8 bytes at a time;
+    """One past the last ``:`` in bytes ``a:b``, or ``a`` if there is none (8 bytes at a time;
     the buffer's slack covers the last load)."""
     res = a
     i = a
@@ -224,7 +224,7 @@ def after_last_colon(bp, a, b):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _fixed_digits(bp, a, b):
-    """The decimal number in ``load1p(bp + a:b)``, every byte a digit; -1 if one is not."""
+    """The decimal number in bytes ``a:b``, every byte a digit; -1 if one is not."""
     v = 0
     for i in range(a, b):
         d = np.int64(load1p(bp + i)) - 48
@@ -314,7 +314,7 @@ def hex8(w):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def dec8(bp, i):
-    """``(digits, value)`` of the decimal number at ``load1p(bp + i)``: 0 digits when ``load1p(bp + i)`` is
+    """``(digits, value)`` of the decimal number at offset ``i``: 0 digits when offset ``i`` is
     not a digit, 8 (value meaningless) when 8 or more digits follow (callers refuse both)."""
     w = load8p(bp + i)
     nd = ~(_in_range(w & _M7F, _W0, _W9) & ~w) & _HI
@@ -389,7 +389,7 @@ def _value8(x):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def header_columns(bp, b0):
-    """The CPU and seconds of a line at ``load1p(bp + b0)`` in tracefs's own layout (``%16s-%-7d
+    """The CPU and seconds of a line at offset ``b0`` in tracefs's own layout (``%16s-%-7d
     [%03d] <5 flags> %5lu.%06lu: ``; the task and pid end at column 24), read at fixed
     columns 8 bytes at a time: ``(cpu, seconds)``, or cpu -1 when a byte is not where that
     layout puts it (then the general token walk reads the line). Every check the walk makes
@@ -398,7 +398,8 @@ def header_columns(bp, b0):
     if (w & _M_OPEN) != _W_OPEN or _digits(w, _M_CPU & _HI) != (_M_CPU & _HI):
         return -1, 0.0
     c = _value8((w & _M_CPU) << np.uint64(24))
-    if load1p(bp + b0 + 36) != 32 or load1p(bp + b0 + 42) != 46 or load1p(bp + b0 + 49) != 58 or load1p(bp + b0 + 50) != 32:
+    if load1p(bp + b0 + 36) != 32 or load1p(bp + b0 + 42) != 46 \
+            or load1p(bp + b0 + 49) != 58 or load1p(bp + b0 + 50) != 32:
         return -1, 0.0
     # columns 0..23 (the task): no '[' (no token there may look like the CPU) and no newline
     z = np.uint64(0)
@@ -429,7 +430,7 @@ def header_columns(bp, b0):
 @numba.njit(cache=True, nogil=True, inline="always")
 def tracefs_header(bp, b0):
     """:func:`header_columns` and the event token after them: ``(cpu, seconds, event start,
-    event end)`` (the token ``load1p(bp + start:end)`` ends in ``:``), or cpu -1 when the line is
+    event end)`` (the token bytes ``start:end`` ends in ``:``), or cpu -1 when the line is
     not in tracefs's layout."""
     c, ts = header_columns(bp, b0)
     if c < 0:
@@ -494,7 +495,7 @@ _M2, _M3, _M5, _M6 = _mask(2), _mask(3), _mask(5), _mask(6)
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _decimal_field(bp, q):
-    """``(value, end)`` of a decimal field value at ``load1p(bp + q)`` followed by a space (1 to 7
+    """``(value, end)`` of a decimal field value at offset ``q`` followed by a space (1 to 7
     digits), or end -1."""
     k, v = dec8(bp, q)
     if k == 0 or k == 8 or load1p(bp + q + k) != 32:

@@ -128,24 +128,27 @@ def _kmalloc_add(key, km_row, name_off, name_kind, sv):
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _event(bp, a, b):
-    """The kmem event named ``load1p(bp + a:b)`` (``EV_*``), or EV_OTHER."""
+    """The kmem event named by bytes ``a:b`` of the text at ``bp`` (``EV_*``), or
+    EV_OTHER."""
     n = b - a
-    if n < 5 or load1p(bp + a) != 107:                       # 'k'
+    t = bp + a
+    if n < 5 or load1p(t) != 107:                                    # 'k'
         return EV_OTHER
-    if n == 5 and load1p(bp + a + 1) == 102 and load1p(bp + a + 2) == 114 and load1p(bp + a + 3) == 101 \
-            and load1p(bp + a + 4) == 101:
+    if n == 5 and load1p(t + 1) == 102 and load1p(t + 2) == 114 and load1p(t + 3) == 101 \
+            and load1p(t + 4) == 101:                                 # kfree
         return EV_KFREE
-    if (n == 7 or n == 12) and load1p(bp + a + 1) == 109 and load1p(bp + a + 2) == 97 and load1p(bp + a + 3) == 108 \
-            and load1p(bp + a + 4) == 108 and load1p(bp + a + 5) == 111 and load1p(bp + a + 6) == 99:
-        if n == 7 or load1p(bp + a + 7) == 95:              # kmalloc, kmalloc_node
+    if (n == 7 or n == 12) and load1p(t + 1) == 109 and load1p(t + 2) == 97 \
+            and load1p(t + 3) == 108 and load1p(t + 4) == 108 and load1p(t + 5) == 111 \
+            and load1p(t + 6) == 99:
+        if n == 7 or load1p(t + 7) == 95:                            # kmalloc, kmalloc_node
             return EV_KMALLOC
         return EV_OTHER
-    if n >= 15 and load1p(bp + a + 1) == 109 and load1p(bp + a + 2) == 101 and load1p(bp + a + 3) == 109 \
-            and load1p(bp + a + 4) == 95 and load1p(bp + a + 5) == 99 and load1p(bp + a + 10) == 95:   # kmem_cache_
-        if n == 15 and load1p(bp + a + 11) == 102 and load1p(bp + a + 14) == 101:         # kmem_cache_free
+    if n >= 15 and load1p(t + 1) == 109 and load1p(t + 2) == 101 and load1p(t + 3) == 109 \
+            and load1p(t + 4) == 95 and load1p(t + 5) == 99 and load1p(t + 10) == 95:
+        if n == 15 and load1p(t + 11) == 102 and load1p(t + 14) == 101:   # kmem_cache_free
             return EV_CACHE_FREE
-        if (n == 16 or n == 21) and load1p(bp + a + 11) == 97 and load1p(bp + a + 15) == 99:  # _alloc(_node)
-            return EV_CACHE_ALLOC
+        if (n == 16 or n == 21) and load1p(t + 11) == 97 and load1p(t + 15) == 99:
+            return EV_CACHE_ALLOC                                     # kmem_cache_alloc(_node)
     return EV_OTHER
 
 
@@ -164,8 +167,9 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
     kmem event line in tracefs's layout is read at fixed places
     (:func:`~numslab.lab.fixed.tracefs_event`, :func:`~numslab.lab.fixed.fixed_fields`),
     any other line by the general token walk (``sv[SV_FAST]`` counts the former); without
-    it (tests) every line is walked: both give the same rows. Returns ``(consumed bytes, status)``: ``ST_DONE``, ``ST_ROWS`` (grow the arrays and call again on the
-    rest), or ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its
+    it (tests) every line is walked: both give the same rows. Returns ``(consumed bytes,
+    status)``: ``ST_DONE``, ``ST_ROWS`` (grow the arrays and call again on the rest), or
+    ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its
     ``ERR_*``)."""
     bp = data_address(buf)
     pos = 0

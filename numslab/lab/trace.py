@@ -231,7 +231,7 @@ class _Reader:
         self.name_size = np.zeros(P.NAME_MAX_ROWS, np.int64)
         self.km_row = np.full(64, -1, np.int32)
         self.lines = 0
-        # no rehash while there are at most a quarter as many pointers as rows guessed
+        # more than rows/4 slots, filled to 3/4: no rehash below 3/16 as many pointers as rows
         self._pids(max(1 << 16, 1 << (max(rows, 1) // 4).bit_length()))
 
     def _pids(self, cap: int) -> None:
