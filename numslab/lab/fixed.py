@@ -9,13 +9,13 @@ it; every load reads 8 bytes, so the buffer keeps slack after the chunk's last n
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 from numba.extending import intrinsic
+from .compiled import lab_jit
 
 # ---- event kinds (one per parsed line) ---------------------------------------------------------
 EV_CACHE_ALLOC = 0   #: kmem_cache_alloc (and the old kmem_cache_alloc_node)
@@ -115,14 +115,14 @@ _CTL = np.uint64(0x2121212121212121)
 GFP_CACHE = 256
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def _mix(h, w):
     """One 8-byte step of the token hash."""
     h = (h ^ w) * _MIX
     return h ^ (h >> np.uint64(29))
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def _finish(h, n):
     """The token hash after its words, given its length ``n`` (never 0: 0 marks an empty
     table slot)."""
@@ -133,7 +133,7 @@ def _finish(h, n):
     return h
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def word_hash(bp, a, b):
     """A 64-bit hash of bytes ``a:b`` taken 8 bytes at a time (never 0; the bytes of the
     last word past ``b`` taken as 0), and whether the span holds a carriage return (then
@@ -155,7 +155,7 @@ def word_hash(bp, a, b):
     return _finish(h, b - a), cr != 0
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def token_hash(bp, q):
     """``(end, hash)`` of the token at offset ``q``: it ends at the first byte that is a space
     or below (see :func:`ctl_end`), and its hash is :func:`word_hash`'s of bytes ``q:end``,
@@ -174,7 +174,7 @@ def token_hash(bp, q):
         i += 8
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def fnv(bp, a, b):
     """FNV-1a 64 of bytes ``a:b`` (never 0: 0 marks an empty table slot)."""
     h = np.uint64(0xcbf29ce484222325)
@@ -185,7 +185,7 @@ def fnv(bp, a, b):
     return h
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def gfp_lookup(keys, values, h):
     """``values[k]`` where ``keys[k] == h`` (``keys`` sorted), or 0."""
     k = np.searchsorted(keys, h)
@@ -199,13 +199,13 @@ _BRACKETS = np.uint64(0x5B5B5B5B5B5B5B5B)
 _NEWLINES = np.uint64(0x0A0A0A0A0A0A0A0A)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def _zero_bytes(x):
     """0x80 in each byte of ``x`` (uint64) that is zero, 0 elsewhere (exact: no borrow)."""
     return ~(((x & _M7F) + _M7F) | x | _M7F)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def after_last_colon(bp, a, b):
     """One past the last ``:`` in bytes ``a:b``, or ``a`` if there is none (8 bytes at a time;
     the buffer's slack covers the last load)."""
@@ -222,7 +222,7 @@ def after_last_colon(bp, a, b):
     return res
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def _fixed_digits(bp, a, b):
     """The decimal number in bytes ``a:b``, every byte a digit; -1 if one is not."""
     v = 0
@@ -252,7 +252,7 @@ def _mask(nbytes: int) -> np.uint64:
     return np.uint64((1 << (8 * nbytes)) - 1)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def skip_spaces(bp, q):
     """The first byte at or after ``q`` that is not a space (the chunk ends in a newline)."""
     while True:
@@ -262,7 +262,7 @@ def skip_spaces(bp, q):
         q += 8
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def delim(bp, q):
     """The first space or newline at or after ``q`` (where a token ends)."""
     while True:
@@ -273,7 +273,7 @@ def delim(bp, q):
         q += 8
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def ctl_end(bp, q):
     """The first byte at or after ``q`` that is a space or below it (a newline, a carriage
     return, a tab: the fast path refuses all but the separator it expects). The lowest
@@ -286,7 +286,7 @@ def ctl_end(bp, q):
         q += 8
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def _in_range(x, lo, hi):
     """0x80 in each byte of ``x`` (bytes below 0x80) within ``lo..hi`` (words of the bound
     repeated), 0 elsewhere; no byte's sum carries into the next."""
@@ -300,7 +300,7 @@ _WF = np.uint64(0x6666666666666666)
 _CASE = np.uint64(0x2020202020202020)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def hex8(w):
     """``(ok, value)`` of 8 hex digits held in ``w`` (first digit the lowest byte, either
     case); ``ok`` False if a byte is not a hex digit."""
@@ -312,7 +312,7 @@ def hex8(w):
     return ok, v
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def dec8(bp, i):
     """``(digits, value)`` of the decimal number at offset ``i``: 0 digits when offset ``i`` is
     not a digit, 8 (value meaningless) when 8 or more digits follow (callers refuse both)."""
@@ -330,13 +330,13 @@ def dec8(bp, i):
     return k, np.int64(x)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def gfp_slot(gh):
     """The slot of a gfp value's hash in a chunk's cache of whole values."""
     return np.int64(gh >> np.uint64(56)) & (GFP_CACHE - 1)
 
 
-@numba.njit(cache=True, nogil=True)
+@lab_jit(nogil=True)
 def gfp_symbolic(bp, q, ge, gh, cr, gkeys, gvals, gc_keys, gc_vals):
     """``(bits, end)`` of the symbolic ``gfp_flags`` value at ``bp + q`` up to ``ge`` (the
     token's end; ``gh``, ``cr``: its :func:`word_hash`): the whole value from the chunk's
@@ -372,13 +372,13 @@ _M_SECS = np.uint64(0x8080808080000000)
 _M_MICROS = np.uint64(0x0000808080808080)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def _digits(x, mask):
     """0x80 in each byte of word ``x`` that is a decimal digit, within ``mask`` (0x80s)."""
     return _in_range(x & _M7F, _W0, _W9) & ~x & mask
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def _value8(x):
     """The decimal value of word ``x``'s 8 bytes, each a digit or 0 (first byte highest)."""
     x = ((x & _NIB) * np.uint64(2561)) >> np.uint64(8)
@@ -387,7 +387,7 @@ def _value8(x):
     return np.int64(x)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def header_columns(bp, b0):
     """The CPU and seconds of a line at offset ``b0`` in tracefs's own layout (``%16s-%-7d
     [%03d] <5 flags> %5lu.%06lu: ``; the task and pid end at column 24), read at fixed
@@ -427,7 +427,7 @@ def header_columns(bp, b0):
     return c, whole + frac / 1000000.0
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def tracefs_header(bp, b0):
     """:func:`header_columns` and the event token after them: ``(cpu, seconds, event start,
     event end)`` (the token bytes ``start:end`` ends in ``:``), or cpu -1 when the line is
@@ -452,7 +452,7 @@ _E_ALLOC = _word(b"he_alloc")
 _M7 = np.uint64((1 << 56) - 1)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def tracefs_event(bp, b0):
     """A tracefs line's kmem event read at fixed columns: ``(cpu, seconds, EV_*, end of the
     event name)`` for ``kmem_cache_alloc``, ``kmalloc``, ``kfree``, ``kmem_cache_free``
@@ -493,7 +493,7 @@ _V_FALSE = _word(b"false\n")
 _M2, _M3, _M5, _M6 = _mask(2), _mask(3), _mask(5), _mask(6)
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def _decimal_field(bp, q):
     """``(value, end)`` of a decimal field value at offset ``q`` followed by a space (1 to 7
     digits), or end -1."""
@@ -503,7 +503,7 @@ def _decimal_field(bp, q):
     return v, q + k
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def fixed_fields(bp, q, has_name, has_sizes):
     """A kmem event's fields read in tracefs's order from ``bp + q`` (the space after the
     event name): `` call_site=S ptr=<16 hex digits>``, then `` name=N`` if ``has_name``,

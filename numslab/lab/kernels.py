@@ -5,7 +5,6 @@ Compiled once per process (module-level ``@njit``, cached); no per-event Python.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from .. import jit as nj
@@ -15,6 +14,7 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_ACTIVE, CA_N
                              SH_NEXT, _cpu_row, _node_row)
 from ..engine.stats import live_objects
 from ..flags import __GFP_NO_OBJ_EXT
+from .compiled import lab_jit
 from .parse import (EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, ROW_FAILED, ROW_LARGE, ROW_NULL,
                     ROW_ZERO, ROW_ZERO_PTR)
 
@@ -32,7 +32,7 @@ SKIP_REASONS = {K_UNTRACED_ALLOC: "untraced_alloc", K_NULL: "null_free",
                 K_FAILED: "failed_alloc"}
 
 
-@numba.njit(cache=True, nogil=True)
+@lab_jit(nogil=True)
 def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
     """The replay's peak of live bytes (``sizes[row]`` per slab object, ``nbytes`` rounded up
     to pages per large kmalloc), with the replay's rules (a pointer allocated while live
@@ -56,7 +56,7 @@ def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
     return peak
 
 
-@numba.njit(cache=True)        # holds the GIL: numslab.jit refuses nogil callers
+@lab_jit()        # holds the GIL: numslab.jit refuses nogil callers
 def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, nnodes, cids,
                  addr, owner, lbytes, counts, work):
     """Replay events ``start:stop`` on the allocator of handle ``h``.
@@ -156,7 +156,7 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
     return 0
 
 
-@numba.njit(cache=True, inline="always")
+@lab_jit(inline=True)
 def _count_alloc(work, cids, r, a, p):
     """A policy's bookkeeping of an allocation of row ``r`` at ``a`` for pointer ``p``: the
     cache's live count and (when ``work``'s words of the arena are given) the owner's
@@ -168,14 +168,14 @@ def _count_alloc(work, cids, r, a, p):
             mem[a >> 3] = p
 
 
-@numba.njit(cache=True, inline="always")
+@lab_jit(inline=True)
 def _count_free(work, cids, w):
     """A policy's bookkeeping of a free of an object of row ``w``: the cache's live count."""
     if w != ROW_LARGE:
         work[1][cids[w]] -= 1
 
 
-@numba.njit(cache=True)
+@lab_jit()
 def compact_remap(h, cache, ratio, cpu, mem, addr, old, new):
     """Compact ``cache`` at ``ratio`` (0: shrink only) on ``cpu`` through ``numslab.jit`` and
     point each moved object's owner (the pointer id its first word holds) at its new
@@ -189,7 +189,7 @@ def compact_remap(h, cache, ratio, cpu, mem, addr, old, new):
     return n
 
 
-@numba.njit(cache=True)
+@lab_jit()
 def excess_slabs(st, cache, live, per_slab):
     """Slabs of ``cache`` (all nodes) beyond the fewest that hold its ``live`` objects at
     ``per_slab`` objects a slab: the slabs a compaction could free at best."""
@@ -199,7 +199,7 @@ def excess_slabs(st, cache, live, per_slab):
     return n - (live + per_slab - 1) // per_slab
 
 
-@numba.njit(cache=True)
+@lab_jit()
 def _free_trigger(h, work, cids, w, cpu, addr, counts):
     """After a free of an object of row ``w`` on ``cpu`` (``work`` as
     :func:`replay_chunk` takes it; nothing when its ratio is ``NO_TRIGGER`` or the object
@@ -221,7 +221,7 @@ def _free_trigger(h, work, cids, w, cpu, addr, counts):
         floor[cache] = excess_slabs(st, cache, nlive[cache], per_slab[cache])
 
 
-@numba.njit(cache=True)
+@lab_jit()
 def _sheaf_owner(st, sheaf, sheaves):
     """Count the sheaf at ``sheaf`` (0: none) for the cache whose slab holds it."""
     if sheaf:
@@ -231,7 +231,7 @@ def _sheaf_owner(st, sheaf, sheaves):
         sheaves[st.sl_cache[pfn]] += 1
 
 
-@numba.njit(cache=True)
+@lab_jit()
 def sample(h, cids, live, slabs, partial, cpu_slabs, sheaves):
     """Per cache row ``k`` (numslab id ``cids[k]``): the live objects users hold (the
     engine's exact count less the allocator's own sheaves), slabs, partial slabs (node

@@ -8,9 +8,9 @@ next. The byte loops index a ``uint8`` array directly: no Python runs per line.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
+from .compiled import lab_jit
 from .fixed import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
                     EV_OTHER, after_last_colon, data_address, delim, fixed_fields, gfp_slot,
                     gfp_symbolic, load1p, prefetch, skip_spaces, tracefs_event, tracefs_header,
@@ -56,13 +56,13 @@ PREFETCH = 8
 
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def _slot(key, mask):
     """Home slot of a 64-bit key in a power-of-two table."""
     return np.int64((key * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) & mask
 
 
-@numba.njit(cache=True)
+@lab_jit()
 def pid_rehash(old, new):
     """Move every pointer of the old table into the (larger, empty) new one."""
     mask = (new.shape[0] >> 1) - 1
@@ -76,7 +76,7 @@ def pid_rehash(old, new):
             new[2 * s + 1] = old[2 * i + 1]
 
 
-@numba.njit(cache=True, nogil=True)
+@lab_jit(nogil=True)
 def _name_add(buf, a, b, h, s, nt_keys, nt_vals, name_bytes, name_off, name_kind, sv):
     """Add the cache named ``buf[a:b]`` (hash ``h``) at the empty slot ``s`` of the name
     table: its row, or -1 if the table is full (out of line: once per name)."""
@@ -96,7 +96,7 @@ def _name_add(buf, a, b, h, s, nt_keys, nt_vals, name_bytes, name_off, name_kind
     return v
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def _kmalloc_key(nbytes, gfp):
     """``kmalloc_type * 16 + class`` of a ``nbytes``-byte kmalloc under ``gfp``
     (``kmalloc_type``: DMA, then reclaimable, then accounted)."""
@@ -113,7 +113,7 @@ def _kmalloc_key(nbytes, gfp):
     return t * 16 + cls
 
 
-@numba.njit(cache=True, nogil=True)
+@lab_jit(nogil=True)
 def _kmalloc_add(key, km_row, name_off, name_kind, sv):
     """Add the kmalloc row of ``key`` (:func:`_kmalloc_key`): its row, or -1 if full."""
     r = sv[SV_NNAMES]
@@ -126,7 +126,7 @@ def _kmalloc_add(key, km_row, name_off, name_kind, sv):
     return r
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@lab_jit(nogil=True, inline=True)
 def _event(bp, a, b):
     """The kmem event named by bytes ``a:b`` of the text at ``bp`` (``EV_*``), or
     EV_OTHER."""
@@ -153,7 +153,7 @@ def _event(bp, a, b):
 
 
 
-@numba.njit(cache=True, nogil=True)
+@lab_jit(nogil=True)
 def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, kind, line, cpu,
                ts, ptr, req, alloc, gfp, node, nm0s, nm1s, nhs):
     """Stage one (no shared state: chunks are scanned in parallel): parse the lines of
@@ -466,7 +466,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
     return pos, ST_DONE
 
 
-@numba.njit(cache=True, nogil=True)
+@lab_jit(nogil=True)
 def intern_rows(buf, i0, m, ckind, cptr, calloc, cgfp, nm0s, nm1s, nhs, sv, name, row, pid,
                 nt_keys, nt_vals, name_bytes, name_off, name_kind, name_size, km_row, ptab,
                 pid_zero):
@@ -565,7 +565,7 @@ def intern_rows(buf, i0, m, ckind, cptr, calloc, cgfp, nm0s, nm1s, nhs, sv, name
     return m, ST_DONE
 
 
-@numba.njit(cache=True, nogil=True)
+@lab_jit(nogil=True)
 def last_newline(buf, n):
     """One past the last newline in ``buf[:n]``, 0 if there is none."""
     for i in range(n - 1, -1, -1):

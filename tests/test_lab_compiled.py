@@ -1,0 +1,37 @@
+"""The lab's compiled kernels (``numslab.lab.compiled``): cached under a key that changes with
+every source compiled into them, so that no edit or upgrade runs stale code."""
+import shutil
+from pathlib import Path
+
+from numslab.engine import native
+from numslab.lab import compiled, fixed, kernels, parse
+
+
+def test_every_lab_kernel_is_cached_under_the_lab_key():
+    for mod in (fixed, parse, kernels):
+        for name in dir(mod):
+            f = getattr(mod, name)
+            if hasattr(f, "py_func") and f.py_func.__module__ == mod.__name__:
+                assert isinstance(f._cache, compiled.LabCache), f"{mod.__name__}.{name}"
+
+
+def test_the_key_changes_with_any_lab_source_and_with_the_engine(tmp_path, monkeypatch):
+    lab = Path(compiled.__file__).parent
+    copy = tmp_path / "lab"
+    shutil.copytree(lab, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert compiled._lab_hash(copy) == compiled.LAB_HASH
+    helper = copy / "fixed.py"                     # a helper inlined into parse's scan
+    helper.write_text(helper.read_text() + "\n# an edit\n")
+    assert compiled._lab_hash(copy) != compiled.LAB_HASH
+    monkeypatch.setattr(compiled, "ABI", native.ABI + "x")   # another engine
+    assert compiled._lab_hash(lab) != compiled.LAB_HASH
+
+
+def test_inline_helpers_are_inlined_by_llvm_not_by_numba():
+    """``inline=True`` is LLVM's always-inline (``forceinline``): the helper is compiled
+    once and its callers get its body; Numba's IR inliner (``inline="always"``) typed it
+    again at every call site and doubled the scan's compile. What the helpers compute is
+    ``test_lab_fixed``'s (against plain Python, and the fast path against the general walk)."""
+    assert fixed.word_hash.targetoptions.get("forceinline") is True
+    assert fixed.word_hash.targetoptions.get("inline", "never") == "never"
+    assert not parse.scan_chunk.targetoptions.get("forceinline")
