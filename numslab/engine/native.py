@@ -104,23 +104,6 @@ def _threaded_callers() -> str:
     return ""
 
 
-class ApiDispatcher(EngineDispatcher):
-    """:class:`EngineDispatcher` for the functions of ``numslab.jit``: a call from a function
-    that may run without the GIL (``nogil=True``, ``parallel=True``) is refused when the
-    caller is compiled. numslab's structures are not safe for concurrent entry, and
-    compiled threads are the only way to enter one allocator twice at once (Python
-    threads and GIL-holding compiled code take turns); the test costs nothing at run time."""
-
-    def get_call_template(self, args: tuple, kws: dict) -> Any:
-        where = _threaded_callers()
-        if where:
-            raise ConcurrentUseError(
-                f"numslab.jit.{self.py_func.__name__} called from {where}: numslab does not "
-                f"support concurrent entry into an allocator from compiled threads yet; call "
-                f"numslab.jit from functions that hold the GIL (no nogil, no parallel)")
-        return super().get_call_template(args, kws)
-
-
 def _calls_units(cres: Any) -> bool:
     """Whether compiled code reaches numslab's engine: its module (with every function it
     links in, compiled now or loaded from a cache) refers to the unit table."""
@@ -136,23 +119,28 @@ _NUMBA_CALL_TEMPLATE = Dispatcher.get_call_template
 
 def _call_template_refusing_threads(self: Dispatcher, args: tuple, kws: dict) -> Any:
     """Numba's ``Dispatcher.get_call_template`` (how a jitted caller types a call of a
-    jitted function), refusing the call when the caller may run without the GIL and the
-    callee's compiled code reaches numslab. :class:`ApiDispatcher` refuses direct calls of
-    ``numslab.jit`` and helpers compiled for such a caller; this catches a user's helper
-    compiled earlier for a caller holding the GIL (or loaded from Numba's cache), which Numba
-    reuses without typing its body again. Compile time only; one module scan, only while a
-    nogil or parallel function is being compiled."""
+    jitted function), refusing the call when the caller, or any function whose compile led
+    to it, may run without the GIL (``nogil=True``, ``parallel=True``) and the callee's
+    compiled code reaches numslab's engine: a ``numslab.jit`` function, or a user's helper
+    that calls one, whether compiled for this caller, compiled before for one holding the
+    GIL, or loaded from Numba's cache (Numba reuses those without typing their body again,
+    so the test is on the compiled code). numslab's structures are not safe for concurrent
+    entry, and compiled threads are the only way to enter one allocator twice at once
+    (Python threads and GIL-holding compiled code take turns). Compile time only; the
+    module scan runs only while a nogil or parallel function is being compiled."""
     found = _NUMBA_CALL_TEMPLATE(self, args, kws)
-    where = _threaded_callers() if not isinstance(self, EngineDispatcher) else ""
+    where = _threaded_callers()
     if where:
         cres = self.overloads.get(tuple(found[2]))
         if any(_calls_units(c) for c in ([cres] if cres is not None else
                                          self.overloads.values())):
+            name = self.py_func.__name__
+            what = f"numslab.jit.{name}" if getattr(self, "numslab_api", False) else \
+                f"{name} (which calls numslab.jit)"
             raise ConcurrentUseError(
-                f"{self.py_func.__name__} (which calls numslab.jit) called from {where}: "
-                f"numslab does not support concurrent entry into an allocator from compiled "
-                f"threads yet; call it from functions that hold the GIL (no nogil, no "
-                f"parallel)")
+                f"{what} called from {where}: numslab does not support concurrent entry into "
+                f"an allocator from compiled threads yet; call it from functions that hold "
+                f"the GIL (no nogil, no parallel)")
     return found
 
 
@@ -171,8 +159,9 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
     one object cost 280 instructions with its helpers called). The others are left to
     LLVM's judgement: inlining every helper everywhere made a first ``kmalloc`` compile 50%
     longer. ``nrt=True`` turns the Numba runtime on, for code that creates arrays
-    (``numslab.net``). ``api=True`` marks a function of ``numslab.jit``
-    (:class:`ApiDispatcher`). Every jitted function of numslab is made here."""
+    (``numslab.net``). ``api=True`` marks a function of ``numslab.jit`` (named so when
+    :func:`_call_template_refusing_threads` refuses a call). Every jitted function of numslab
+    is made here."""
     if "nrt" in overrides:
         overrides["_nrt"] = overrides.pop("nrt")
     options = {**OPTIONS, "forceinline": bool(inline), **overrides}
@@ -180,7 +169,8 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
     def wrap(f: Callable) -> Any:
         if nb.config.DISABLE_JIT:
             return f
-        d = (ApiDispatcher if api else EngineDispatcher)(f, targetoptions=options)
+        d = EngineDispatcher(f, targetoptions=options)
+        d.numslab_api = api
         if cache:
             d._cache = EngineCache(f)
         return d
