@@ -72,13 +72,13 @@ ERROR_SYMBOL = "numslab_jit_error"
 ll.add_symbol(ERROR_SYMBOL, ERROR_DETAIL.ctypes.data)
 
 
-def _take_error_detail() -> tuple[int, int, int]:
+def _read_error_detail() -> tuple[int, int, int]:
     """The detail of the last compiled raise (every raise of ``numslab.jit`` records its
     own first; Python makes the exception more than once, so it is not reset here)."""
     return tuple(int(x) for x in ERROR_DETAIL)          # type: ignore[return-value]
 
 
-errors._jit_error_detail = _take_error_detail
+errors._jit_error_detail = _read_error_detail
 
 
 @intrinsic

@@ -303,17 +303,15 @@ class DebugAPI:
                     f"counted were {b}"]
         elif kind == rz.K_REMAINING_OBJECT:     # list_slab_objects: the object, its tracks
             return "\n".join([f"Object {obj:#x} @offset={obj - base}"] +
-                             self._trailer(cid, slab, obj, tracks_only=True))
+                             self._tracking(cid, obj))
         else:
             head = [f"BUG {name} (Not tainted): {_ERRORS[kind]}"]
             if kind in (rz.K_FREEPOINTER, rz.K_FREELIST, rz.K_FREECHAIN):
                 head.append(f"Free pointer read {a:#x}")
         return "\n".join(head + self._trailer(cid, slab, obj))
 
-    def _trailer(self: "SlabAllocator", cid: int, slab: int, obj: int,
-                 tracks_only: bool = False) -> list[str]:
-        """``print_trailer``'s lines: the object's tracks (U), its slab, the object (only the
-        tracks if ``tracks_only``: ``print_tracking``)."""
+    def _tracking(self: "SlabAllocator", cid: int, obj: int) -> list[str]:
+        """``print_tracking``'s lines: where object ``obj`` was allocated and freed (U)."""
         st = self.state
         out = []
         if obj and cid in self._caches and st.ca[cid, CA_DEBUG] & SLAB_STORE_USER:
@@ -326,8 +324,13 @@ class DebugAPI:
                              else "an @njit function")
                     out.append(f"{what} in {where} age={now - when} cpu={cpu_word >> 32} "
                                f"pid={pid}")
-        if tracks_only:
-            return out
+        return out
+
+    def _trailer(self: "SlabAllocator", cid: int, slab: int, obj: int) -> list[str]:
+        """``print_trailer``'s lines: the object's tracks (:meth:`_tracking`), its slab, the
+        object."""
+        st = self.state
+        out = self._tracking(cid, obj)
         if slab > 0 and st.pg_flags[slab] & PG_SLAB:
             out.append(f"Slab {slab << 12:#x} objects={int(st.sl_objects[slab])} "
                        f"used={int(st.sl_inuse[slab])} fp={int(st.sl_freelist[slab]):#x}")
