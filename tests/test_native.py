@@ -239,12 +239,14 @@ def test_a_unit_call_from_jitted_code_needs_a_state():
 # ---- the cache: keyed on the ABI and on the unit table -------------------------------------------
 COMPILE_UNIT = r"""
 import json, re
-from numslab.engine import layout, native, pages
+from numba import types
+from numslab.engine import native, pages
+from numslab.drivers import calls
 {patch}
 u = pages.alloc_block
 u.compile()
-layout._rand.compile((native.State,))
-out = {{"hits": u.cache_hits, "helper_hits": sum(layout._rand._cache_hits.values()),
+calls._call1.compile((types.int64,) * 3)      # a cached function that is not a unit
+out = {{"hits": u.cache_hits, "jit_hits": sum(calls._call1._cache_hits.values()),
        "abi": native.ABI, "callee_compiled": pages.alloc_pages.address != 0}}
 if not u.cache_hits:
     ir = u.inspect_llvm()
@@ -260,7 +262,7 @@ print(json.dumps(out))
 def test_the_engine_cache_is_keyed_on_the_abi_and_the_unit_table(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     first = run_python(COMPILE_UNIT.format(patch=""), env)
-    assert first["hits"] == 0 and first["helper_hits"] == 0       # a fresh cache: compiled
+    assert first["hits"] == 0 and first["jit_hits"] == 0       # a fresh cache: compiled
     # compiling a unit compiles none of the units it calls: it reaches them by table slot
     assert not first["callee_compiled"]
     assert first["table_refs"] and first["loads_slot"]
@@ -275,10 +277,10 @@ def test_the_engine_cache_is_keyed_on_the_abi_and_the_unit_table(tmp_path):
             patch="native._table_hash[:] = ['0' * 16]   # another unit table"), env),
     }
     r = {k: finish(p) for k, p in procs.items()}
-    assert r["same"]["hits"] == 1 and r["same"]["helper_hits"] == 1   # loaded
+    assert r["same"]["hits"] == 1 and r["same"]["jit_hits"] == 1   # loaded
     assert r["same"]["abi"] == first["abi"]
-    assert r["abi"]["hits"] == 0 and r["abi"]["helper_hits"] == 0      # compiled again
-    assert r["table"]["hits"] == 0 and r["table"]["helper_hits"] == 0
+    assert r["abi"]["hits"] == 0 and r["abi"]["jit_hits"] == 0      # compiled again
+    assert r["table"]["hits"] == 0 and r["table"]["jit_hits"] == 0
 
 
 def _plain(x):

@@ -42,6 +42,7 @@ from numba.extending import (intrinsic, lower_builtin, lower_getattr_generic, mo
                              register_model)
 
 from ..errors import ConcurrentUseError
+from . import linkonly
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 _I64 = ir.IntType(64)
@@ -90,6 +91,22 @@ class EngineDispatcher(CPUDispatcher):
     def get_call_template(self, args: tuple, kws: dict) -> Any:
         return super().get_call_template(tuple(types.unliteral(a) for a in args),
                                          {k: types.unliteral(v) for k, v in kws.items()})
+
+
+class HelperDispatcher(EngineDispatcher):
+    """The dispatcher of an engine helper: compiled link-only (:mod:`.linkonly`), so Python
+    cannot call it; units and ``numslab.jit`` functions link it in."""
+
+    def __init__(self, py_func: Callable, locals: dict | None = None,
+                 targetoptions: dict | None = None, pipeline_class: Any = None) -> None:
+        super().__init__(py_func, locals=locals or {},
+                         targetoptions={**(targetoptions or {}), **linkonly.OPTIONS},
+                         pipeline_class=linkonly.LinkOnlyCompiler)
+
+    def __call__(self, *args: Any, **kws: Any) -> Any:
+        raise TypeError(f"{self.py_func.__module__}.{self.py_func.__qualname__} is an engine "
+                        f"helper, compiled only into the engine's units and numslab.jit "
+                        f"functions; it cannot be called from Python")
 
 
 def _threaded_callers() -> str:
@@ -160,8 +177,10 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
     LLVM's judgement: inlining every helper everywhere made a first ``kmalloc`` compile 50%
     longer. ``nrt=True`` turns the Numba runtime on, for code that creates arrays
     (``numslab.net``). ``api=True`` marks a function of ``numslab.jit`` (named so when
-    :func:`_call_template_refusing_threads` refuses a call). Every jitted function of numslab
-    is made here."""
+    :func:`_call_template_refusing_threads` refuses a call). A function of the engine tier
+    (``numslab/engine``, not a unit, not ``api``) is a helper: compiled link-only
+    (:class:`HelperDispatcher`) and not cached, since no caller loaded from the cache needs
+    it again. Every jitted function of numslab is made here."""
     if "nrt" in overrides:
         overrides["_nrt"] = overrides.pop("nrt")
     options = {**OPTIONS, "forceinline": bool(inline), **overrides}
@@ -169,9 +188,11 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
     def wrap(f: Callable) -> Any:
         if nb.config.DISABLE_JIT:
             return f
-        d = EngineDispatcher(f, targetoptions=options)
+        helper = f.__module__.startswith(__package__ + ".") and not api \
+            and not options["_nrt"]
+        d = (HelperDispatcher if helper else EngineDispatcher)(f, targetoptions=options)
         d.numslab_api = api
-        if cache:
+        if cache and not helper:
             d._cache = EngineCache(f)
         return d
     return wrap if func is None else wrap(func)
