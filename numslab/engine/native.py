@@ -23,8 +23,9 @@ import hashlib
 import operator
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numba as nb
 import numpy as np
@@ -32,14 +33,24 @@ from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
 from numba.core.caching import FunctionCache
+from numba.core.ccallback import CFunc, _CFuncCompiler
 from numba.core.dispatcher import Dispatcher
 from numba.core.registry import CPUDispatcher
 from numba.core.targetconfig import _FlagsStack
-from numba.core.ccallback import CFunc, _CFuncCompiler
-from numba.core.typing.templates import (AbstractTemplate, AttributeTemplate, infer_getattr,
-                                         infer_global, signature)
-from numba.extending import (intrinsic, lower_builtin, lower_getattr_generic, models,
-                             register_model)
+from numba.core.typing.templates import (
+    AbstractTemplate,
+    AttributeTemplate,
+    infer_getattr,
+    infer_global,
+    signature,
+)
+from numba.extending import (
+    intrinsic,
+    lower_builtin,
+    lower_getattr_generic,
+    models,
+    register_model,
+)
 
 from ..errors import ConcurrentUseError
 from . import linkonly
@@ -485,7 +496,7 @@ ENGINE_BUSY, ENGINE_WAIT, ENGINE_OWNER = MAX_UNITS, MAX_UNITS + 1, MAX_UNITS + 2
 #: that state: it parks what inlined fast paths use (the facade points every CPU's main sheaf
 #: at ``layout.NO_SHEAF``) and returns the function that puts it back, or None.
 PARK_HOOKS: list[Callable[[int], Callable[[], None] | None]] = []
-UNITS: list["Unit"] = []
+UNITS: list[Unit] = []
 UNIT_SYMBOL = "numslab_units"
 ll.add_symbol(UNIT_SYMBOL, UNIT_TABLE.ctypes.data)
 #: Each unit's stub, by slot: ``UNIT_TABLE`` holds it until the unit is compiled.
