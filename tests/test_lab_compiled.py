@@ -7,12 +7,19 @@ from numslab.engine import native
 from numslab.lab import compiled, fixed, kernels, parse
 
 
-def test_every_lab_kernel_is_cached_under_the_lab_key():
+def test_every_lab_kernel_is_cached_under_the_lab_key_and_its_helpers_link_only():
+    kinds = set()
     for mod in (fixed, parse, kernels):
         for name in dir(mod):
             f = getattr(mod, name)
             if hasattr(f, "py_func") and f.py_func.__module__ == mod.__name__:
-                assert isinstance(f._cache, compiled.LabCache), f"{mod.__name__}.{name}"
+                inline = f.targetoptions.get("forceinline", False)
+                # an inline helper is compiled link-only into the kernels (engine.linkonly):
+                # never cached, never callable from Python; a kernel is cached
+                assert isinstance(f, native.HelperDispatcher) == inline, f"{mod.__name__}.{name}"
+                assert isinstance(f._cache, compiled.LabCache) != inline, f"{mod.__name__}.{name}"
+                kinds.add(inline)
+    assert kinds == {True, False}
 
 
 def test_the_key_changes_with_any_lab_source_and_with_the_engine(tmp_path, monkeypatch):

@@ -6,7 +6,8 @@ helpers from other modules (``fixed``, ``parse``) and the engine's fast paths (`
 their keys carry the engine's ABI and a hash of the lab's sources. Helpers marked ``inline``
 are compiled once and inlined by LLVM (``forceinline``), not by Numba's IR inliner, which
 types a helper again at every call site: that halved the compile of the trace scan, with the
-same speed."""
+same speed. They are compiled link-only, as the engine's helpers are (``engine/linkonly.py``).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,7 @@ from typing import Any, Callable
 import numba
 from numba.core.caching import FunctionCache
 
-from ..engine.native import ABI, unit_table_hash
+from ..engine.native import ABI, HelperDispatcher, unit_table_hash
 
 
 def _lab_hash(folder: Path = Path(__file__).parent) -> str:
@@ -40,9 +41,14 @@ class LabCache(FunctionCache):
 
 
 def lab_jit(*, inline: bool = False, nogil: bool = False, **options: Any) -> Callable:
-    """``numba.njit`` for the lab's kernels: cached (:class:`LabCache`), ``nogil`` as asked,
-    ``inline`` meaning LLVM's always-inline (``forceinline``)."""
+    """``numba.njit`` for the lab's kernels: cached (:class:`LabCache`), ``nogil`` as asked.
+    ``inline`` marks a helper: LLVM's always-inline (``forceinline``) into the kernels that
+    call it, and compiled link-only like the engine's helpers (``engine/linkonly.py``: no
+    wrapper, machine code or cache entry of its own; Python cannot call it)."""
     def wrap(f: Callable) -> Any:
+        if inline and not numba.config.DISABLE_JIT:
+            return HelperDispatcher(f, targetoptions={"nopython": True, "nogil": nogil,
+                                                      "forceinline": True, **options})
         d = numba.njit(nogil=nogil, forceinline=inline, **options)(f)
         if hasattr(d, "enable_caching"):             # not NUMBA_DISABLE_JIT
             d._cache = LabCache(f)
