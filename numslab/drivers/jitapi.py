@@ -92,7 +92,7 @@ def _record_error(typingctx: Any, addr: Any, cache: Any, index: Any) -> Any:
     return types.none(types.int64, types.int64, types.int64), codegen
 
 
-@jit(inline=False)
+@jit(inline=False, helper=True)
 def _raise(err, addr=-1, cache=-1, index=-1):
     """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
     test and branch here); a batch call's code carries the bad element's index too. The
@@ -127,7 +127,7 @@ def _raise(err, addr=-1, cache=-1, index=-1):
     raise SlabError("numslab.jit: invalid argument")
 
 
-@jit(inline=False)
+@jit(inline=False, helper=True)
 def _fault(st):
     """A corrupted free pointer was found (the engine isolated its slab and gave back what
     the call took): clear the report and raise."""
@@ -142,7 +142,7 @@ def _fault(st):
                               "slab_reports()")
 
 
-@jit(inline=True)
+@jit(inline=True, helper=True)
 def _checked(st, got):
     """``got`` from an allocation's slow path, unless it met a corrupted free pointer (it
     then took nothing and returned 0 or -1): raise."""
@@ -151,7 +151,7 @@ def _checked(st, got):
     return got
 
 
-@jit(inline=True)
+@jit(inline=True, helper=True)
 def _state(h, cpu):
     """The State of handle ``h`` after checking the handle and the CPU."""
     st = state_of(h)
@@ -162,7 +162,7 @@ def _state(h, cpu):
     return st
 
 
-@jit(inline=True)
+@jit(inline=True, helper=True)
 def _cache_state(h, cache, cpu, allocating):
     """:func:`_state`'s checks, and refuse a cache id that is not a live cache (and, when
     ``allocating``, a cache with a constructor), in three predictable branches: every call
@@ -195,7 +195,7 @@ def _out_array(typingctx: Any, arr: Any) -> Any:
                     f"not {arr}")
 
 
-@jit(inline=True)
+@jit(inline=True, helper=True)
 def _checked_array(out, nr):
     """The address of ``out`` after checking that it holds ``nr`` entries."""
     if nr < 0 or nr > out.shape[0]:
@@ -205,7 +205,7 @@ def _checked_array(out, nr):
 
 
 # ---- the inlined fast paths --------------------------------------------------------------------
-@jit(inline=True)
+@jit(inline=True, helper=True)
 def _alloc_fast(st, cache, cpu, gfp):
     """The common case of an allocation: pop the CPU's main sheaf (if the cache has
     sheaves) or its lockless freelist, and hand the object out; 0 if neither has one."""
@@ -231,7 +231,7 @@ def _alloc_fast(st, cache, cpu, gfp):
     return obj
 
 
-@jit(inline=True)
+@jit(inline=True, helper=True)
 def _free_checked(st, cache, cpu, slab, addr):
     """Free a checked object of ``cache`` in ``slab``: the common case inline (room in the
     main sheaf, or the object's slab is the CPU slab), the rest in the engine (a debug

@@ -178,7 +178,7 @@ if not getattr(Dispatcher.get_call_template, "numslab", False):
 
 
 def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = False,
-        api: bool = False, **overrides: Any) -> Any:
+        api: bool = False, helper: bool | None = None, **overrides: Any) -> Any:
     """Compile ``func`` with the engine's options (a decorator, usable with arguments).
 
     ``inline=True`` makes LLVM inline the function into every jitted caller (Numba's
@@ -188,10 +188,11 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
     LLVM's judgement: inlining every helper everywhere made a first ``kmalloc`` compile 50%
     longer. ``nrt=True`` turns the Numba runtime on, for code that creates arrays
     (``numslab.net``). ``api=True`` marks a function of ``numslab.jit`` (named so when
-    :func:`_call_template_refusing_threads` refuses a call). A function of the engine tier
-    (``numslab/engine``, not a unit, not ``api``) is a helper: compiled link-only
-    (:class:`HelperDispatcher`) and not cached, since no caller loaded from the cache needs
-    it again. Every jitted function of numslab is made here."""
+    :func:`_call_template_refusing_threads` refuses a call). ``helper=True`` makes a function
+    that only compiled code calls (units, ``numslab.jit`` functions) a helper: compiled
+    link-only (:class:`HelperDispatcher`) and not cached, since no caller loaded from the
+    cache needs it again; every function of the engine tier (``numslab/engine``, not a unit)
+    is one unless it says ``helper=False``. Every jitted function of numslab is made here."""
     if "nrt" in overrides:
         overrides["_nrt"] = overrides.pop("nrt")
     options = {**OPTIONS, "forceinline": bool(inline), **overrides}
@@ -199,11 +200,10 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
     def wrap(f: Callable) -> Any:
         if nb.config.DISABLE_JIT:
             return f
-        helper = f.__module__.startswith(__package__ + ".") and not api \
-            and not options["_nrt"]
-        d = (HelperDispatcher if helper else EngineDispatcher)(f, targetoptions=options)
+        link_only = f.__module__.startswith(__package__ + ".") if helper is None else helper
+        d = (HelperDispatcher if link_only else EngineDispatcher)(f, targetoptions=options)
         d.numslab_api = api
-        if cache and not helper:
+        if cache and not link_only:
             d._cache = EngineCache(f)
         return d
     return wrap if func is None else wrap(func)
