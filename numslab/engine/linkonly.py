@@ -52,11 +52,12 @@ class LinkOnlyLowering(NativeLowering):
     def run_pass(self, state: Any) -> bool:
         ctx = state.targetctx
         library = state.library = LinkOnlyLibrary(ctx.codegen(), state.func_id.func_qualname)
-        made = type(ctx).get_executable
+        outer = ctx.__dict__.get("get_executable")         # a link-only lowering around this
+        made = outer or type(ctx).get_executable.__get__(ctx)
 
         def get_executable(lib: Any, fndesc: Any, env: Any) -> Any:
-            if lib is not library:                          # not this helper's: Numba's own
-                return made(ctx, lib, fndesc, env)
+            if lib is not library:                          # not this helper's
+                return made(lib, fndesc, env)
             return _dynfunc.make_function(fndesc.lookup_module(),
                                           fndesc.qualname.split(".")[-1],
                                           "numslab engine helper (compiled code only)",
@@ -65,7 +66,10 @@ class LinkOnlyLowering(NativeLowering):
         try:
             return super().run_pass(state)
         finally:
-            del ctx.get_executable
+            if outer is None:
+                del ctx.get_executable
+            else:
+                ctx.get_executable = outer
 
 
 class LinkOnlyCompiler(CompilerBase):
