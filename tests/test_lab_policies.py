@@ -227,21 +227,10 @@ def test_lean_sheaves_keep_the_replay_exact(policy, every):
 def _held(sa, cache):
     """Objects parked in the sheaves of ``cache`` (every CPU's main and spare, the barn's
     full ones), and the sheaf structs it has, read from the state in plain Python."""
-    from numslab.engine.layout import C_MAIN, C_SPARE, N_BARN_EMPTY, N_BARN_FULL, SH_NEXT, SH_SIZE
+    from numslab.engine.layout import SH_SIZE
     mem = sa.memory.view(np.int64)
-    held = structs = 0
-    sheaves = [int(s) for s in sa.state.cpu[cache.id, :, C_MAIN]]
-    sheaves += [int(s) for s in sa.state.cpu[cache.id, :, C_SPARE]]
-    for col in (N_BARN_FULL, N_BARN_EMPTY):
-        s = int(sa.state.node[cache.id, 0, col])
-        while s:
-            sheaves.append(s)
-            s = int(mem[(s >> 3) + SH_NEXT])
-    for s in sheaves:
-        if s:
-            held += int(mem[(s >> 3) + SH_SIZE])
-            structs += 1
-    return held, structs
+    sheaves = _sheaf_addresses(sa, cache)
+    return sum(int(mem[(s >> 3) + SH_SIZE]) for s in sheaves), len(sheaves)
 
 
 def _churn_trace(n: int = 3000) -> bytes:
@@ -290,3 +279,50 @@ def test_lean_sheaves_from_the_command(capsys):
                      "7.0,7.0:sorted:leansheaves:mobility=100:every=free", "--json"]) == 0
     j = json.loads(capsys.readouterr().out)
     assert any(k.endswith(":sorted:leansheaves:mobility=100:every=free") for k in j["configs"])
+
+
+def test_the_figure_with_sheaf_structs_counts_the_allocators_own_kmallocs():
+    # a second, labelled figure: the allocator's sheaf structs (kmalloc objects) counted as
+    # in use with the live bytes; the count per cache row at the last sample against a
+    # plain-Python walk of every cache's sheaves to the slab that holds each struct
+    from numslab.engine.layout import PG_TAIL
+    name = "net"
+    r = numslab.replay(DATA / TRACES[name], kernel="7.0", snapshot=DATA / SNAPSHOTS[name],
+                       cpus=2)
+    sa = r.allocator
+    st = sa.state
+    structs: dict[int, int] = {}
+    for c in {c.id: c for c in list(sa.caches) + list(sa.kmalloc_caches)}.values():
+        for s in _sheaf_addresses(sa, c):
+            pfn = s >> 12
+            if st.pg_flags[pfn] & PG_TAIL:
+                pfn = int(st.pg_head[pfn])
+            owner = int(st.sl_cache[pfn])
+            structs[owner] = structs.get(owner, 0) + 1
+    ids = [sa.find_cache(nm).id for nm in r.names]
+    want = [structs.get(i, 0) for i in ids]
+    assert r.series.sheaf_structs[-1].tolist() == want and sum(want) > 0
+    t = r.totals
+    lb = r.series.live_bytes[-1].sum()
+    own = (r.series.sheaf_structs[-1] * r.object_size).sum()
+    assert own > 0 and t["with_sheaves_time_mean_efficiency"] > t["time_mean_efficiency"]
+    sb = r.series.slab_bytes.sum(axis=1)
+    ef_own = (r.series.live_bytes.sum(axis=1) + (r.series.sheaf_structs * r.object_size)
+              .sum(axis=1)) * 100.0 / sb
+    assert t["with_sheaves_mean_efficiency"] == pytest.approx(ef_own.mean())
+    assert lb + own <= r.series.slab_bytes[-1].sum()
+    assert "sheaf structs in use" in r.compare_table()
+
+
+def _sheaf_addresses(sa, c):
+    """Every sheaf of cache ``c``: each CPU's main and spare, the barn's full and empty."""
+    from numslab.engine.layout import C_MAIN, C_SPARE, N_BARN_EMPTY, N_BARN_FULL, SH_NEXT
+    mem = sa.memory.view(np.int64)
+    out = [int(s) for col in (C_MAIN, C_SPARE) for s in sa.state.cpu[c.id, :, col] if s]
+    for node in range(sa.nr_nodes):
+        for col in (N_BARN_FULL, N_BARN_EMPTY):
+            s = int(sa.state.node[c.id, node, col])
+            while s:
+                out.append(s)
+                s = int(mem[(s >> 3) + SH_NEXT])
+    return out

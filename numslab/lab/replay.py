@@ -388,6 +388,7 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     partial = np.zeros((S, Kn), np.int64)
     cpus = np.zeros((S, Kn), np.int64)
     large = np.zeros(S, np.int64)
+    structs = np.zeros((S, Kn), np.int64)
     sheaves = np.zeros(sa.state.ca.shape[0], np.int64)
     h = sa.handle
     caches = list(dict.fromkeys(sa.find_cache(nm) for nm in p.names))
@@ -415,6 +416,7 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
                 return None
             if stop in is_sample:                   # before the remedy's work at this point
                 K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
+                structs[s] = sheaves[cids]
                 large[s] = counts[K.K_LARGE_BYTES]
                 s += 1
             if stop in is_work:
@@ -435,7 +437,7 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     ts = tr.ts[last] if len(tr) else np.zeros(1)
     series = Series(t=ts, line=line, event=points, live_objects=live, slabs=slabs,
                     partial=partial, cpu_slabs=cpus, large_bytes=large,
-                    dt=sample_seconds(tr, points))
+                    dt=sample_seconds(tr, points), sheaf_structs=structs)
     objs = [sa.find_cache(nm) for nm in p.names]
     return ReplayResult(config=cfg, names=list(p.names), object_size=osize,
                         order=np.array([c.order for c in objs], np.int64),
