@@ -140,7 +140,8 @@ def free_work(sa: Any, caches: list[Any], policy: str, after_free: bool, npid: i
     needs the loop (no mobility, no ``every=free``, no ``leansheaves``), else ``(mem,
     nlive, floor, per_slab, old, new, ratio, lean)``. ``mem`` (int64 words of the arena;
     empty unless objects move) lets the replay store each object's pointer id in its
-    first word, so that a move finds its owner; ``nlive`` (int64[max_caches]) the live objects per cache, kept by the loop;
+    first word, so that a move finds its owner; ``nlive`` (int64[max_caches]) the live
+    objects per cache, kept by the loop;
     ``floor`` and ``per_slab`` (int64[max_caches]) the excess slabs a cache's last
     compaction left, and its objects per slab; ``old``/``new`` (int64[npid]) the moves'
     room; ``ratio`` the compaction ratio run after a free (``after_free``, the

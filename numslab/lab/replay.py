@@ -97,7 +97,8 @@ def _remedy(text: str) -> str:
 
 def parse_config(text: str, base: Config) -> Config:
     """``KERNEL[:cpus=N][:nodes=N][:POLICY...][:every=N]`` (any part may be left out; ``base``
-    fills it; remedies combine, one of each kind), e.g. ``6.18``, ``7.0:cpus=8``, ``7.0:sheaves=64``, ``7.0:mobility=100:every=3000``
+    fills it; remedies combine, one of each kind), e.g. ``6.18``, ``7.0:cpus=8``,
+    ``7.0:sheaves=64``, ``7.0:mobility=100:every=3000``
     (the remedy's work every 3,000 events rather than at the sample points),
     ``6.18:mobility=100:every=free`` (a cache's compaction after each free that leaves it a
     slab more than its live objects need)."""
