@@ -191,3 +191,138 @@ def test_compaction_under_618_also_packs_what_the_barns_flush_put_on_cpu_partial
     assert (sa.state.cpu[c.id, :, C_PARTIAL] == NIL).all()
     assert c.slabs == -(-len(c) // c.objs_per_slab)
     assert sa.validate() is None
+
+
+# ---- remedies combined, and lean sheaves (sheaf-aware mobility) -------------------------------
+def test_remedies_combine_one_word_of_each_kind():
+    base = Config("7.0", 2, 1, "default")
+    c = parse_config("7.0:mobility=100:leansheaves:sorted:every=free", base)
+    assert c.policy == "sorted:leansheaves:mobility=100"        # canonical order
+    assert c.name == "7.0:cpus=2:sorted:leansheaves:mobility=100:every=free"
+    assert parse_config(c.name, base) == c                         # the name parses back
+    assert parse_config("sorted:drain=50", base).policy == "sorted:drain=50"
+    for bad in ("shrink:mobility", "mobility:mobility=100", "drain=1:drain=2",
+                "sorted:nosheaves", "sheaves=8:sorted", "default:sorted",
+                "6.18:leansheaves", "6.18:leansheaves:mobility=100:every=free",
+                "leansheaves:every=free"):
+        with pytest.raises(SlabError):
+            parse_config(bad, base)
+    with pytest.raises(SlabError, match="leansheaves"):
+        numslab.replay(DATA / TRACES["net"], kernel="6.18", policy="leansheaves")
+    r = numslab.replay(DATA / TRACES["net"], kernel="7.0", policy="mobility=100:sorted")
+    assert r.config.policy == "sorted:mobility=100"
+    assert r.allocator.partial_order == "sorted" and r.objects_moved > 0
+
+
+@pytest.mark.parametrize("policy,every", [("leansheaves", 0),
+                                          ("sorted:leansheaves:mobility=100", "free"),
+                                          ("leansheaves:mobility", 0)])
+def test_lean_sheaves_keep_the_replay_exact(policy, every):
+    name = "net"
+    r = numslab.replay(DATA / TRACES[name], kernel="7.0", snapshot=DATA / SNAPSHOTS[name],
+                       policy=policy, every=every, cpus=2)
+    assert_exact(r, name)
+
+
+def _held(sa, cache):
+    """Objects parked in the sheaves of ``cache`` (every CPU's main and spare, the barn's
+    full ones), and the sheaf structs it has, read from the state in plain Python."""
+    from numslab.engine.layout import SH_SIZE
+    mem = sa.memory.view(np.int64)
+    sheaves = _sheaf_addresses(sa, cache)
+    return sum(int(mem[(s >> 3) + SH_SIZE]) for s in sheaves), len(sheaves)
+
+
+def _churn_trace(n: int = 3000) -> bytes:
+    """``n`` dentries allocated on CPUs 0 and 1 in turn, then two thirds of them freed (runs
+    of 60 freed, 30 kept), then a tenth of that allocated again: a free-heavy phase whose
+    freed objects 7.0 parks in sheaves."""
+    a = ("  bash-1 [{cpu:03d}] ..... 10.{t:06d}: kmem_cache_alloc: call_site=f+0x1/0x9 "
+         "ptr=00000000{p:08x} name=dentry bytes_req=192 bytes_alloc=192 gfp_flags=GFP_KERNEL "
+         "node=-1 accounted=false\n")
+    f = ("  bash-1 [{cpu:03d}] ..... 11.{t:06d}: kmem_cache_free: call_site=f+0x1/0x9 "
+         "ptr=00000000{p:08x} name=dentry\n")
+    lines = [a.format(cpu=i % 2, t=i, p=0x1000 + 256 * i) for i in range(n)]
+    lines += [f.format(cpu=i % 2, t=i, p=0x1000 + 256 * i) for i in range(n) if i % 90 >= 30]
+    lines += [a.format(cpu=i % 2, t=n + i, p=0x1000 + 256 * (n + i)) for i in range(n // 10)]
+    return "".join(lines).encode()
+
+
+def test_lean_sheaves_hold_at_most_a_slab_of_free_objects_per_cache():
+    # the kernel's sheaves park the freed dentries (main, spare, full barn sheaves, each a
+    # sheaf struct of its own); lean sheaves hold at most a slab's objects shared by the
+    # CPUs, in the CPUs' main sheaves only, and leave fewer slabs for the same live objects
+    trace = _churn_trace()
+    r = numslab.replay(trace, kernel="7.0", cpus=2, compare=["7.0", "7.0:leansheaves"])
+    kern, lean = r.configs["7.0:cpus=2"], r.configs["7.0:cpus=2:leansheaves"]
+    assert np.array_equal(kern.series.live_objects, lean.series.live_objects)
+    ck, cl = (x.allocator.find_cache("dentry") for x in (kern, lean))
+    per_slab = cl.objs_per_slab
+    held_k, structs_k = _held(kern.allocator, ck)
+    held_l, structs_l = _held(lean.allocator, cl)
+    limit = max(1, min(cl.sheaf_capacity, per_slab // 2))
+    assert held_l <= 2 * limit <= per_slab
+    assert structs_l == 2                                  # one main sheaf per CPU
+    assert held_k > per_slab and structs_k > 2
+    assert lean.totals["slab_bytes"] < kern.totals["slab_bytes"]
+    assert lean.totals["time_mean_efficiency"] > kern.totals["time_mean_efficiency"]
+    assert ck.stats["sheaf_alloc"] > cl.stats["sheaf_alloc"]
+    for x in (kern, lean):
+        assert x.allocator.validate() is None
+
+
+def test_lean_sheaves_from_the_command(capsys):
+    import json
+
+    from numslab.tools import cli
+    assert cli.main(["replay", str(DATA / TRACES["net"]), "--kernel", "7.0", "--compare",
+                     "7.0,7.0:sorted:leansheaves:mobility=100:every=free", "--json"]) == 0
+    j = json.loads(capsys.readouterr().out)
+    assert any(k.endswith(":sorted:leansheaves:mobility=100:every=free") for k in j["configs"])
+
+
+def test_the_figure_with_sheaf_structs_counts_the_allocators_own_kmallocs():
+    # a second, labelled figure: the allocator's sheaf structs (kmalloc objects) counted as
+    # in use with the live bytes; the count per cache row at the last sample against a
+    # plain-Python walk of every cache's sheaves to the slab that holds each struct
+    from numslab.engine.layout import PG_TAIL
+    name = "net"
+    r = numslab.replay(DATA / TRACES[name], kernel="7.0", snapshot=DATA / SNAPSHOTS[name],
+                       cpus=2)
+    sa = r.allocator
+    st = sa.state
+    structs: dict[int, int] = {}
+    for c in {c.id: c for c in list(sa.caches) + list(sa.kmalloc_caches)}.values():
+        for s in _sheaf_addresses(sa, c):
+            pfn = s >> 12
+            if st.pg_flags[pfn] & PG_TAIL:
+                pfn = int(st.pg_head[pfn])
+            owner = int(st.sl_cache[pfn])
+            structs[owner] = structs.get(owner, 0) + 1
+    ids = [sa.find_cache(nm).id for nm in r.names]
+    want = [structs.get(i, 0) for i in ids]
+    assert r.series.sheaf_structs[-1].tolist() == want and sum(want) > 0
+    t = r.totals
+    lb = r.series.live_bytes[-1].sum()
+    own = (r.series.sheaf_structs[-1] * r.object_size).sum()
+    assert own > 0 and t["with_sheaves_time_mean_efficiency"] > t["time_mean_efficiency"]
+    sb = r.series.slab_bytes.sum(axis=1)
+    ef_own = (r.series.live_bytes.sum(axis=1) + (r.series.sheaf_structs * r.object_size)
+              .sum(axis=1)) * 100.0 / sb
+    assert t["with_sheaves_mean_efficiency"] == pytest.approx(ef_own.mean())
+    assert lb + own <= r.series.slab_bytes[-1].sum()
+    assert "sheaf structs in use" in r.compare_table()
+
+
+def _sheaf_addresses(sa, c):
+    """Every sheaf of cache ``c``: each CPU's main and spare, the barn's full and empty."""
+    from numslab.engine.layout import C_MAIN, C_SPARE, N_BARN_EMPTY, N_BARN_FULL, SH_NEXT
+    mem = sa.memory.view(np.int64)
+    out = [int(s) for col in (C_MAIN, C_SPARE) for s in sa.state.cpu[c.id, :, col] if s]
+    for node in range(sa.nr_nodes):
+        for col in (N_BARN_FULL, N_BARN_EMPTY):
+            s = int(sa.state.node[c.id, node, col])
+            while s:
+                out.append(s)
+                s = int(mem[(s >> 3) + SH_NEXT])
+    return out

@@ -18,14 +18,15 @@ from .checks import E_LARGE, _locate, _own_clear, _own_set
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
-from .layout import (CA_DEBUG, C_MAIN, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
+from .layout import (CA_DEBUG, C_MAIN, C_SPARE, CA_FLAGS, CA_OBJECTS, CA_SHEAF_CAPACITY,
                      CA_USER_SHEAVES, KERNEL_7_0,
                      MAX_FULL_SHEAVES,
-                     N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC, PG_LARGE,
+                     N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, N_NR_PARTIAL, NR_KMALLOC,
+                     PG_LARGE,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, CA_NCOLS,
                      _ca, _cpu_row, _node_row, _slab_nid, _stat)
 from .native import address, jit, unit
-from .nocpu import refill_objects
+from .nocpu import refill_objects, slab_alloc_single
 from .pages import free_block_checked
 
 PCS_BATCH_MAX = 32
@@ -471,6 +472,67 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
         if st.kernel == KERNEL_7_0:             # the fallback and the remote objects
             _stat(st, cache, cpu, FREE_SLOWPATH, nr - done)
         free_bulk_raw(st, cache, cpu, nr - done, address(p) + 8 * done)
+
+
+# ---- lean sheaves: sheaf-aware mobility (numslab's remedy for issue 15, in no kernel) ----
+# Off unless a caller asks (the lab's ``leansheaves`` policy calls these around its
+# allocations and frees); nothing of the kernel's own paths calls them.
+@jit(inline=True)
+def lean_limit(st, cache):
+    """The most objects a CPU's main sheaf of ``cache`` holds under lean sheaves: a slab's
+    objects shared among the CPUs (at least 1, at most the capacity), so that the sheaves
+    of all CPUs together hold at most one slab of free objects."""
+    return max(1, min(_ca(st, cache, CA_SHEAF_CAPACITY), _ca(st, cache, CA_OBJECTS) // st.ncpus))
+
+
+@unit
+def refill_main_lean(st, cache, cpu, gfp):
+    """Lean sheaves' allocation side, for an allocation about to find the CPU's sheaves
+    empty under 7.0 (main and spare empty, no full sheaf in the barn, ``gfp`` may block):
+    where ``__pcs_replace_empty_main`` fills a sheaf to capacity, taking new slabs for what
+    the partial slabs lack, fill the main sheaf in place with at most :func:`lean_limit`
+    objects of the partial slabs (``refill_objects``, at least one: the first slabs of the
+    list, the fullest under a sorted order), or, with no partial slab on the CPU's node,
+    with one object as ``___slab_alloc`` gives it when sheaves cannot serve (a new slab's
+    other objects stay free in it). No sheaf struct is made and free objects never fill
+    a slab of their own. Objects put in main (the caller's allocation pops one), 0 when it
+    did nothing."""
+    if st.kernel != KERNEL_7_0 or not gfp & __GFP_DIRECT_RECLAIM:
+        return 0
+    mem = st.mem
+    c = _cpu_row(st, cache, cpu)
+    main = st.cpu[c + C_MAIN]
+    spare = st.cpu[c + C_SPARE]
+    r = _barn(st, cache, cpu)
+    if main == 0 or mem[_w(main, SH_SIZE)] or (spare and mem[_w(spare, SH_SIZE)]) or \
+            st.node[r + N_NR_FULL]:
+        return 0
+    if st.node[r + N_NR_PARTIAL] == 0:
+        obj = slab_alloc_single(st, cache, cpu, -1, gfp)
+        mem[_w(main, SH_OBJECTS)] = obj
+        filled = 1 if obj else 0
+    else:
+        filled = refill_objects(st, cache, cpu, gfp, 1, lean_limit(st, cache),
+                                _objs_at(st, main))
+        _stat(st, cache, cpu, SHEAF_REFILL, filled)
+    mem[_w(main, SH_SIZE)] = filled
+    return filled
+
+
+@unit
+def flush_main_lean(st, cache, cpu):
+    """Lean sheaves' free side, before a free to the CPU's sheaves under 7.0: when the main
+    sheaf holds :func:`lean_limit` objects, give them back to their slabs
+    (:func:`sheaf_flush_main`), where the kernel fills it to capacity and then takes a
+    spare or barn sheaf (a new sheaf struct, more free objects held out of their slabs).
+    1 if it flushed, else 0."""
+    if st.kernel != KERNEL_7_0:
+        return 0
+    main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
+    if main == 0 or st.mem[_w(main, SH_SIZE)] < lean_limit(st, cache):
+        return 0
+    sheaf_flush_main(st, cache, cpu)
+    return 1
 
 
 # ---- flushing --------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from ..drivers.handles import state_of
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_ACTIVE, CA_NCOLS, N_BARN_EMPTY,
                              N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL,
                              SH_NEXT, _cpu_row, _node_row)
+from ..engine.sheaves import flush_main_lean, refill_main_lean
 from ..engine.stats import live_objects
 from ..flags import __GFP_NO_OBJ_EXT
 from .compiled import lab_jit
@@ -71,7 +72,7 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
     row, ``lbytes`` (int64[npid]) the bytes of each live large kmalloc.
 
     ``work`` is None (no policy work in the loop: then it compiles to the bare replay) or
-    a policy's tuple ``(mem, nlive, floor, per_slab, old, new, ratio)``: ``nlive``
+    a policy's tuple ``(mem, nlive, floor, per_slab, old, new, ratio, lean)``: ``nlive``
     (int64[max_caches]) the live objects of each numslab cache, kept here; when ``mem``
     (the arena's int64 words) is not empty, each object allocated gets its pointer id in
     its first word, the owner's back-reference a move reads (:func:`compact_remap`); with
@@ -79,8 +80,9 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
     ratio, 1..100) a free is followed by :func:`_free_trigger`, with ``floor`` and
     ``per_slab`` (int64[max_caches]) and the moves' room ``old``/``new`` (int64);
     ``counts[K_WORK]`` and ``counts[K_MOVED]`` count the compactions run and the objects
-    moved. Returns 0, or 1 when the arena ran out
-    (``counts[K_OOM_AT]`` is the event).
+    moved; ``lean`` 1 (``leansheaves``) runs ``engine.sheaves.refill_main_lean`` before an
+    allocation that names no node and ``flush_main_lean`` before a free (:func:`_free`).
+    Returns 0, or 1 when the arena ran out (``counts[K_OOM_AT]`` is the event).
     """
     for i in range(start, stop):
         o = kind[i]
@@ -106,7 +108,7 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                     nj.kfree(h, addr[p], c)
                     counts[K_LARGE_BYTES] -= lbytes[p]
                 else:
-                    nj.kmem_cache_free(h, cids[w], addr[p], c)
+                    _free(h, work, cids[w], addr[p], c)
                 if work is not None:
                     _count_free(work, cids, owner[p])
                 counts[K_UNTRACED_FREE] += 1
@@ -122,6 +124,9 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                     nd %= nnodes
                 a = nj.kmem_cache_alloc_node(h, cids[r], nd, c, g)
             else:
+                if work is not None:
+                    if work[7]:
+                        refill_main_lean(state_of(h), cids[r], c, g)
                 a = nj.kmem_cache_alloc(h, cids[r], c, g)
             if a == 0:
                 addr[p] = 0
@@ -147,13 +152,24 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                 nj.kfree(h, addr[p], c)
                 counts[K_LARGE_BYTES] -= lbytes[p]
             else:
-                nj.kmem_cache_free(h, cids[w], addr[p], c)
+                _free(h, work, cids[w], addr[p], c)
             addr[p] = 0
             counts[K_REPLAYED] += 1
             if work is not None:
                 _count_free(work, cids, owner[p])
                 _free_trigger(h, work, cids, owner[p], c, addr, counts)
     return 0
+
+
+@lab_jit(inline=True)
+def _free(h, work, cache, a, cpu):
+    """Free the object at ``a`` of numslab cache ``cache`` on ``cpu``
+    (``numslab.jit.kmem_cache_free``), under lean sheaves (``work[7]``) after
+    ``engine.sheaves.flush_main_lean``."""
+    if work is not None:
+        if work[7]:
+            flush_main_lean(state_of(h), cache, cpu)
+    nj.kmem_cache_free(h, cache, a, cpu)
 
 
 @lab_jit(inline=True)
@@ -208,7 +224,7 @@ def _free_trigger(h, work, cids, w, cpu, addr, counts):
     the fewest excess slabs seen since its last compaction (at first the excess that
     compaction left: slabs pinned by the allocator's own sheaves, a partial slab per
     node)."""
-    mem, nlive, floor, per_slab, old, new, ratio = work
+    mem, nlive, floor, per_slab, old, new, ratio, _ = work
     if ratio == NO_TRIGGER or w == ROW_LARGE:
         return
     cache = cids[w]

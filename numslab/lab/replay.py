@@ -69,7 +69,10 @@ class Config:
 
 
 def _policy(text: str) -> str:
-    """Check a policy name (see :data:`POLICIES`)."""
+    """Check a policy name (see :data:`POLICIES`), or remedies combined with ``:``
+    (``sorted:mobility=100``), spelt canonically (:func:`policies.combine`)."""
+    if ":" in text:
+        return policies.combine([_remedy(w) for w in text.split(":") if w.strip()])
     if text in ("default", "nosheaves"):
         return text
     remedy = policies.check(text)
@@ -82,14 +85,26 @@ def _policy(text: str) -> str:
     raise SlabError(f"policy {text!r} is not one of {', '.join(POLICIES)} (N in 1..4096)")
 
 
+def _remedy(text: str) -> str:
+    """Check one word of a remedy combination: a remedy, not ``default``, ``sheaves=N`` or
+    ``nosheaves``."""
+    word = _policy(text.strip())
+    if policies.check(word) is None:
+        raise SlabError(f"policy {word!r} does not combine with other policies (only the "
+                        f"remedies do: {', '.join(policies.REMEDIES)})")
+    return word
+
+
 def parse_config(text: str, base: Config) -> Config:
-    """``KERNEL[:cpus=N][:nodes=N][:POLICY][:every=N]`` (any part may be left out; ``base``
-    fills it), e.g. ``6.18``, ``7.0:cpus=8``, ``7.0:sheaves=64``, ``7.0:mobility=100:every=3000``
+    """``KERNEL[:cpus=N][:nodes=N][:POLICY...][:every=N]`` (any part may be left out; ``base``
+    fills it; remedies combine, one of each kind), e.g. ``6.18``, ``7.0:cpus=8``,
+    ``7.0:sheaves=64``, ``7.0:mobility=100:every=3000``
     (the remedy's work every 3,000 events rather than at the sample points),
     ``6.18:mobility=100:every=free`` (a cache's compaction after each free that leaves it a
     slab more than its live objects need)."""
     kernel, cpus, nodes, policy, every = base.kernel, base.cpus, base.nodes, base.policy, \
         base.every
+    chosen: list[str] = []
     for part in [p.strip() for p in text.split(":") if p.strip()]:
         if part in KERNELS:
             kernel = part
@@ -103,19 +118,30 @@ def parse_config(text: str, base: Config) -> Config:
             every = EVERY_FREE
         else:
             try:
-                policy = _policy(part)
+                chosen.append(_policy(part))
             except SlabError:
                 raise SlabError(f"configuration {text!r}: {part!r} is not a kernel "
                                 f"({', '.join(KERNELS)}), cpus=N, nodes=N, every=N (N >= 1) "
                                 f"or a policy ({', '.join(POLICIES)})") from None
+    if len(chosen) == 1:
+        policy = chosen[0]
+    elif chosen:
+        try:
+            policy = policies.combine([_remedy(w) for w in chosen])
+        except SlabError as e:
+            raise SlabError(f"configuration {text!r}: {e}") from None
     if nodes > cpus:
         raise SlabError(f"configuration {text!r}: more nodes ({nodes}) than CPUs ({cpus})")
-    _check_every_free(policy, every, text)
+    _check_every_free(policy, every, text, kernel)
     return Config(kernel, cpus, nodes, policy, every)
 
 
-def _check_every_free(policy: str, every: int, text: str) -> None:
-    """Refuse ``every=free`` with a policy that has no work to run."""
+def _check_every_free(policy: str, every: int, text: str, kernel: str = "7.0") -> None:
+    """Refuse ``every=free`` with a policy that has no work to run, and ``leansheaves``
+    (7.0's sheaves made lean) under 6.18."""
+    if kernel != "7.0" and "leansheaves" in policies.words(policy):
+        raise SlabError(f"configuration {text!r}: leansheaves changes 7.0's sheaves; "
+                        f"kernel {kernel} has none to change")
     if every == EVERY_FREE and policies.work_ratio(policy) == K.NO_TRIGGER:
         raise SlabError(f"configuration {text!r}: every=free needs a policy with work to "
                         f"run after a free (shrink, mobility, mobility=R), not {policy!r}")
@@ -363,6 +389,7 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     partial = np.zeros((S, Kn), np.int64)
     cpus = np.zeros((S, Kn), np.int64)
     large = np.zeros(S, np.int64)
+    structs = np.zeros((S, Kn), np.int64)
     sheaves = np.zeros(sa.state.ca.shape[0], np.int64)
     h = sa.handle
     caches = list(dict.fromkeys(sa.find_cache(nm) for nm in p.names))
@@ -390,6 +417,7 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
                 return None
             if stop in is_sample:                   # before the remedy's work at this point
                 K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
+                structs[s] = sheaves[cids]
                 large[s] = counts[K.K_LARGE_BYTES]
                 s += 1
             if stop in is_work:
@@ -410,7 +438,7 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     ts = tr.ts[last] if len(tr) else np.zeros(1)
     series = Series(t=ts, line=line, event=points, live_objects=live, slabs=slabs,
                     partial=partial, cpu_slabs=cpus, large_bytes=large,
-                    dt=sample_seconds(tr, points))
+                    dt=sample_seconds(tr, points), sheaf_structs=structs)
     objs = [sa.find_cache(nm) for nm in p.names]
     return ReplayResult(config=cfg, names=list(p.names), object_size=osize,
                         order=np.array([c.order for c in objs], np.int64),
@@ -491,7 +519,7 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
         raise SlabError(f"every={every!r}: a number of events >= 0 (0: at the sample points) "
                         f"or 'free'")
     base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every))
-    _check_every_free(base.policy, base.every, base.name)
+    _check_every_free(base.policy, base.every, base.name, base.kernel)
     if base.nodes > base.cpus or base.cpus < 1:
         raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= cpus")
     if isinstance(compare, str):
