@@ -170,6 +170,18 @@ def test_free_bulk_convenience_leaves_its_argument_alone(sa, pc):
     sa.validate()
 
 
+@pytest.mark.parametrize("bad", [lambda a: a + 0.5, lambda a: a.astype(np.float64),
+                                 lambda a: a.astype(str), lambda a: [str(x) for x in a]])
+def test_free_bulk_convenience_refuses_addresses_that_are_not_integers(sa, pc, bad):
+    addrs = pc.alloc_bulk(4)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.BadAddressError, match="free_bulk: addresses must be integers"):
+        pc.free_bulk(bad(addrs))                     # never truncated to another object
+    assert_unchanged(sa, snap)
+    pc.free_bulk(addrs.astype(np.uint32))            # unsigned integers are addresses
+    assert pc.live_objects == 0
+
+
 def test_alloc_bulk_convenience_is_all_or_nothing():
     sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("big", 0, dtype=np.dtype((np.uint8, 2000)))

@@ -298,8 +298,8 @@ class KmemCache(MovableCache):
         return out
 
     def free_bulk(self, addrs: np.ndarray) -> None:
-        """Free every object of ``addrs`` (left untouched: a copy is reordered)."""
-        objs = np.array(addrs, dtype=np.int64, copy=True).ravel()
+        """Free every object of ``addrs`` (integers; left untouched: a copy is reordered)."""
+        objs = self._addresses(addrs, "free_bulk").copy()
         self._sa.kmem_cache_free_bulk(self, len(objs), objs)
 
     @property
