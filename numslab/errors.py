@@ -67,6 +67,13 @@ class ConcurrentUseError(SlabError, RuntimeError):
     refused when the caller is compiled."""
 
 
+class NotPicklableError(SlabError, TypeError):
+    """An allocator, a cache or a handle pickled or copied: each is this process's memory
+    (the arena's anonymous mapping, the compiled code's table of allocators), so a copy
+    would not be the machine. ``SlabAllocator.save`` and ``SlabAllocator.load`` store and
+    restore a whole machine."""
+
+
 class SlabCorruptionError(SlabError):
     """``validate`` found a slab, list or counter that breaks an invariant."""
 

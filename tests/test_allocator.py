@@ -1,6 +1,8 @@
 """The facade: kernel-named API, kmalloc, constructors, destroy, misuse and threads."""
 from __future__ import annotations
 
+import copy
+import pickle
 import sys
 import threading
 import time
@@ -516,3 +518,17 @@ def test_error_details_do_not_cross_threads():
     assert c.live_objects == 64 and d.live_objects == 8
     sa.validate()
 
+
+
+@pytest.mark.parametrize("copier", [pickle.dumps, copy.copy, copy.deepcopy])
+def test_allocator_cache_and_handle_refuse_to_be_pickled_or_copied(sa, copier):
+    c = sa.kmem_cache_create("pk", 64)
+    a = c.alloc()
+    snap = snapshot(sa)
+    for what, match in ((sa, "sa.save"), (c, "cache 'pk' cannot be pickled"),
+                        (sa.handle, "SlabHandle slot .* cannot be pickled")):
+        with pytest.raises(numslab.NotPicklableError, match=match) as e:
+            copier(what)
+        assert isinstance(e.value, TypeError)          # what pickle's callers expect
+    assert_unchanged(sa, snap)
+    c.free(a)

@@ -34,7 +34,7 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
 from ..engine.native import jit
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
 from ..engine.sheaves import init_percpu_sheaves
-from ..errors import (BadAddressError, CacheLeakError, InvalidSizeError,
+from ..errors import (BadAddressError, CacheLeakError, InvalidSizeError, NotPicklableError,
                       SlabCorruptionError, SlabError, WrongCacheError)
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAGS,
                      __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
@@ -393,6 +393,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def load(cls, path: str) -> "SlabAllocator":
         """The machine ``save`` wrote to ``path``, exactly (with a new handle)."""
         return persist.load(cls, path)
+
+    def __reduce__(self) -> tuple:
+        raise NotPicklableError(f"{self!r} cannot be pickled or copied: its arena is this "
+                                "process's memory; store the machine with sa.save(path) and "
+                                "numslab.SlabAllocator.load(path)")
 
     def __repr__(self) -> str:
         hardening = "+".join(n for n, on in (("hardened", self.freelist_hardened),

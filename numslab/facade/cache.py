@@ -18,7 +18,8 @@ from ..flags import (GFP_KERNEL, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS, SLAB
 from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
-from ..errors import BadAddressError, InvalidSizeError, SlabError, WrongCacheError
+from ..errors import (BadAddressError, InvalidSizeError, NotPicklableError, SlabError,
+                      WrongCacheError)
 from .defragapi import MovableCache
 
 if TYPE_CHECKING:
@@ -52,6 +53,11 @@ class KmemCache(MovableCache):
         """Objects of this cache that users hold (``live_objects`` less the allocator's own
         sheaves, which only kmalloc caches hold)."""
         return self.live_objects - self.sheaf_objects
+
+    def __reduce__(self) -> tuple:
+        raise NotPicklableError(f"cache {self.name!r} cannot be pickled or copied: its objects "
+                                "are in its allocator's arena, this process's memory (save the "
+                                "whole machine with SlabAllocator.save)")
 
     def __repr__(self) -> str:
         return (f"<KmemCache {self.name!r} object_size={self.object_size} "
