@@ -23,8 +23,8 @@ from numba.extending import (NativeValue, intrinsic, models, register_model, typ
                              unbox)
 
 from ..engine.layout import HEADER
-from ..errors import NotPicklableError
 from ..engine.native import ABI, State, invariant_load, table_address
+from ..errors import NotPicklableError
 
 MAX_ALLOCATORS = 1 << 16
 #: (state address, generation) per slot; never freed or moved (symbol ``numslab_allocators``).
@@ -77,6 +77,7 @@ class SlabHandle(int):
         return int(self)
 
     def __reduce__(self) -> tuple:
+        """Refuse pickling and copying (``NotPicklableError``)."""
         raise NotPicklableError(f"{self!r} cannot be pickled or copied: it names an allocator "
                                 "of this process (pass sa.handle to compiled code here)")
 

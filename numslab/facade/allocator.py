@@ -395,6 +395,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return persist.load(cls, path)
 
     def __reduce__(self) -> tuple:
+        """Refuse pickling and copying (``NotPicklableError``): use ``save``/``load``."""
         raise NotPicklableError(f"{self!r} cannot be pickled or copied: its arena is this "
                                 "process's memory; store the machine with sa.save(path) and "
                                 "numslab.SlabAllocator.load(path)")

@@ -55,6 +55,7 @@ class KmemCache(MovableCache):
         return self.live_objects - self.sheaf_objects
 
     def __reduce__(self) -> tuple:
+        """Refuse pickling and copying (``NotPicklableError``): use ``save``/``load``."""
         raise NotPicklableError(f"cache {self.name!r} cannot be pickled or copied: its objects "
                                 "are in its allocator's arena, this process's memory (save the "
                                 "whole machine with SlabAllocator.save)")
