@@ -67,6 +67,11 @@ class ConcurrentUseError(SlabError, RuntimeError):
     refused when the caller is compiled."""
 
 
+class WrongTypeError(SlabError, TypeError):
+    """An argument of the wrong kind for the call: records asked of a cache created without
+    a ``dtype``, values that are not records of the cache's ``dtype``."""
+
+
 class NotPicklableError(SlabError, TypeError):
     """An allocator, a cache or a handle pickled or copied: each is this process's memory
     (the arena's anonymous mapping, the compiled code's table of allocators), so a copy

@@ -35,7 +35,7 @@ from ..engine.native import jit
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
 from ..engine.sheaves import init_percpu_sheaves
 from ..errors import (BadAddressError, CacheLeakError, InvalidSizeError, NotPicklableError,
-                      SlabCorruptionError, SlabError, WrongCacheError)
+                      SlabCorruptionError, SlabError, WrongCacheError, WrongTypeError)
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAGS,
                      __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
@@ -315,7 +315,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             raise SlabError(f"kmem_cache_create({name}): unknown flags {flags!r:}")
         flags = self._slab_debug_of(name, flags)
         if dtype is not None:
-            dtype = np.dtype(dtype)
+            try:
+                dtype = np.dtype(dtype)
+            except TypeError as e:
+                raise WrongTypeError(f"kmem_cache_create({name}): dtype {dtype!r} is not a "
+                                     f"NumPy dtype ({e})") from None
             if dtype.hasobject:
                 raise SlabError(f"kmem_cache_create({name}): dtype {dtype} holds Python "
                                 f"objects, which cannot live in slab memory")

@@ -19,7 +19,7 @@ from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
 from ..errors import (BadAddressError, InvalidSizeError, NotPicklableError, SlabError,
-                      WrongCacheError)
+                      WrongCacheError, WrongTypeError)
 from .defragapi import MovableCache
 
 if TYPE_CHECKING:
@@ -320,7 +320,7 @@ class KmemCache(MovableCache):
         """The arena as records of ``dtype`` starting at every byte: ``view[addr]`` is the
         record at ``addr``, in Python and inside ``@njit`` code (a zero-copy view)."""
         if self.dtype is None:
-            raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
+            raise WrongTypeError(f"{self.name} has no dtype (create it with dtype=...)")
         mem = self._sa.memory
         return np.ndarray(shape=(mem.size - self.dtype.itemsize + 1,), dtype=self.dtype,
                           buffer=mem, offset=0, strides=(1,))
@@ -329,7 +329,7 @@ class KmemCache(MovableCache):
         """Gather the records at ``addrs`` (allocated objects of this cache) into a new
         array of ``dtype`` (one jitted copy; every address is checked)."""
         if self.dtype is None:
-            raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
+            raise WrongTypeError(f"{self.name} has no dtype (create it with dtype=...)")
         a = self._addresses(addrs, "records")
         out = np.empty(len(a), self.dtype)
         bad = int(gather(self._sa._st, self._id, len(a), self.dtype.itemsize, out.ctypes.data,
@@ -342,7 +342,7 @@ class KmemCache(MovableCache):
         """Scatter ``values`` (records of ``dtype``, or one record for all) into the
         objects at ``addrs`` (every address is checked before anything is written)."""
         if self.dtype is None:
-            raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
+            raise WrongTypeError(f"{self.name} has no dtype (create it with dtype=...)")
         a = self._addresses(addrs, "store")
         if isinstance(values, (np.ndarray, np.void)):
             ok = values.dtype == self.dtype
@@ -350,11 +350,12 @@ class KmemCache(MovableCache):
             ok = isinstance(values, tuple) or isinstance(values, list) and all(
                 isinstance(v, (tuple, np.void)) for v in values)
         if not ok:
-            raise TypeError(f"{self.name}.store: values must be records of {self.dtype}, "
-                            f"not {getattr(values, 'dtype', type(values).__name__)}")
+            raise WrongTypeError(f"{self.name}.store: values must be records of {self.dtype}, "
+                                 f"not {getattr(values, 'dtype', type(values).__name__)}")
         vals = np.ascontiguousarray(np.asarray(values, dtype=self.dtype)).ravel()
         if len(vals) not in (1, len(a)):
-            raise ValueError(f"{self.name}.store: {len(vals)} values for {len(a)} addresses")
+            raise InvalidSizeError(f"{self.name}.store: {len(vals)} values for {len(a)} "
+                                   f"addresses")
         bad = int(scatter(self._sa._st, self._id, len(a), self.dtype.itemsize,
                           len(vals) == 1, vals.ctypes.data, a.ctypes.data))
         if bad >= 0:
