@@ -67,6 +67,18 @@ class ConcurrentUseError(SlabError, RuntimeError):
     refused when the caller is compiled."""
 
 
+class WrongTypeError(SlabError, TypeError):
+    """An argument of the wrong kind for the call: records asked of a cache created without
+    a ``dtype``, values that are not records of the cache's ``dtype``."""
+
+
+class NotPicklableError(SlabError, TypeError):
+    """An allocator, a cache or a handle pickled or copied: each is this process's memory
+    (the arena's anonymous mapping, the compiled code's table of allocators), so a copy
+    would not be the machine. ``SlabAllocator.save`` and ``SlabAllocator.load`` store and
+    restore a whole machine."""
+
+
 class SlabCorruptionError(SlabError):
     """``validate`` found a slab, list or counter that breaks an invariant."""
 

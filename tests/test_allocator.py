@@ -1,6 +1,8 @@
 """The facade: kernel-named API, kmalloc, constructors, destroy, misuse and threads."""
 from __future__ import annotations
 
+import copy
+import pickle
 import sys
 import threading
 import time
@@ -472,6 +474,38 @@ def test_kfree_rcu_frees_after_the_grace_period(sa):
     assert sa.rcu_barrier() == 0
 
 
+def test_a_free_of_an_object_waiting_for_its_grace_period_is_a_double_free(sa):
+    # freed at once and allocated again, the object would be freed under its new owner by
+    # the grace period's kfree (the same address handed out twice)
+    c = sa.kmem_cache_create("rcu", 64)
+    a, b = c.alloc(), c.alloc()
+    big = sa.kmalloc(20000)
+    sa.kfree_rcu(a)
+    sa.kfree_rcu(big)
+    snap = snapshot(sa)
+    for call, fn, element in (
+            (lambda: c.free(a), r"kmem_cache_free\(rcu\)", ""),
+            (lambda: sa.kfree(a), "kfree", ""),
+            (lambda: sa.kfree(big), "kfree", ""),
+            (lambda: c.free_bulk(np.array([b, a])), r"kmem_cache_free_bulk\(rcu\)",
+             "element 1: "),
+            (lambda: sa.kmem_cache_free_array(c, 2, np.array([b, a])), r"free_bulk\(rcu\)",
+             "element 1: "),
+            (lambda: sa.kfree_bulk(2, np.array([a, b])), "kfree_bulk", "element 0: "),
+            (lambda: sa.krealloc(a, 500), "krealloc", "")):
+        with pytest.raises(numslab.DoubleFreeError,
+                           match=f"{fn}: {element}0x[0-9a-f]+: double free, the object is "
+                                 f"waiting for an RCU grace period"):
+            call()
+        assert_unchanged(sa, snap)
+    c.free(b)                                       # others free as before
+    assert sa.synchronize_rcu() == 2 and len(c) == 0
+    again = c.alloc()
+    assert again == a                               # reused now, and freed normally
+    c.free(again)
+    sa.kfree(sa.kmalloc(64))
+
+
 def test_error_details_do_not_cross_threads():
     # Issue 13 item 7: error details reach the facade in return values and are read from
     # the state at the bad address, never from shared registers another thread may have
@@ -516,3 +550,17 @@ def test_error_details_do_not_cross_threads():
     assert c.live_objects == 64 and d.live_objects == 8
     sa.validate()
 
+
+
+@pytest.mark.parametrize("copier", [pickle.dumps, copy.copy, copy.deepcopy])
+def test_allocator_cache_and_handle_refuse_to_be_pickled_or_copied(sa, copier):
+    c = sa.kmem_cache_create("pk", 64)
+    a = c.alloc()
+    snap = snapshot(sa)
+    for what, match in ((sa, "sa.save"), (c, "cache 'pk' cannot be pickled"),
+                        (sa.handle, "SlabHandle slot .* cannot be pickled")):
+        with pytest.raises(numslab.NotPicklableError, match=match) as e:
+            copier(what)
+        assert isinstance(e.value, TypeError)          # what pickle's callers expect
+    assert_unchanged(sa, snap)
+    c.free(a)

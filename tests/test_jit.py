@@ -253,6 +253,25 @@ def test_njit_count_checks(world):
     assert_unchanged(sa, snap)
 
 
+def test_njit_refuses_read_only_object_arrays(world):
+    # every batch call writes or reorders its array (the facade refuses read-only ones too):
+    # a read-only buffer, here an immutable bytes object's, is never written
+    sa, c, other, objs, gone = world
+    frozen = np.frombuffer(objs.tobytes(), np.int64)
+    assert not frozen.flags.writeable
+    snap = snapshot(sa)
+    for call in (lambda: alloc_many(sa.handle, c.id, 4, np.frombuffer(bytes(32), np.int64)),
+                 lambda: free_many(sa.handle, c.id, 20, frozen),
+                 lambda: kfree_many(sa.handle, 20, frozen),
+                 lambda: alloc_arr(sa.handle, c.id, 4, np.frombuffer(bytes(32), np.int64), 0)):
+        with pytest.raises(TypeError, match="writable contiguous 1-D int64"):
+            call()
+    assert_unchanged(sa, snap)
+    assert np.array_equal(frozen, objs)
+    free_many(sa.handle, c.id, 20, objs.copy())       # a writable copy goes through
+    assert len(c) == 0
+
+
 def test_njit_refuses_caches_with_a_constructor(sa):
     @numba.njit
     def ctor(mem, addr):

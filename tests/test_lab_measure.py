@@ -199,3 +199,18 @@ def test_every_from_the_function_and_the_command(capsys):
     j = json.loads(capsys.readouterr().out)
     assert j["config"].endswith(":shrink:every=5000")
     assert j["totals"]["time_mean_efficiency"] <= j["totals"]["packed_time_mean_efficiency"]
+
+
+def test_the_plot_legend_of_the_caches_hides_no_bar(tmp_path):
+    from numslab.lab.result import plot_results
+    r = numslab.replay(DATA / TRACES["git_tar"], compare=["6.18", "7.0", "7.0:sorted",
+                                                          "7.0:shrink", "7.0:mobility"])
+    png = tmp_path / "p.png"
+    fig = plot_results(list(r.configs.values()), str(png))
+    bars = fig.axes[1]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    box = bars.get_legend().get_window_extent(renderer)
+    inside = bars.get_window_extent(renderer)
+    assert not box.overlaps(inside)          # below the axes: no bar drawn under it
+    assert inside.height > 100               # and the axes were not squeezed away

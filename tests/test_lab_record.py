@@ -115,6 +115,33 @@ def test_no_tracefs_is_a_clear_error(tmp_path):
                      str(tmp_path / "missing"), "--", "true"]) == 1
 
 
+@pytest.mark.parametrize("args, match", [
+    (dict(seconds=-1.0), "-1.0 is not a number of seconds"),
+    (dict(seconds=float("nan")), "nan is not a number of seconds"),
+    (dict(buffer_kb=0), "buffer size 0 KiB"),
+    (dict(out="missing-dir/t.txt"), "cannot write .*missing-dir"),
+    (dict(out="."), "cannot write"),
+])
+def test_bad_arguments_are_refused_before_tracefs_is_touched(tmp_path, args, match):
+    root = _fake_tracefs(tmp_path)
+    before = _state(root)
+    (root / "trace").write_text("left alone\n")
+    out = tmp_path / args.pop("out", "t.txt")
+    with pytest.raises(rec.RecordError, match=match):
+        rec.record(out, None, root=root, **{"seconds": 0.0, **args})
+    assert _state(root) == before and (root / "trace").read_text() == "left alone\n"
+    assert not out.is_file()
+
+
+def test_the_record_command_reports_a_bad_output_in_one_line(tmp_path, capsys):
+    root = _fake_tracefs(tmp_path)
+    for argv in (["-o", str(tmp_path / "no" / "t.txt"), "--seconds", "0"],
+                 ["-o", str(tmp_path / "t.txt"), "--seconds", "-1"]):
+        assert cli.main(["record", *argv, "--tracefs", str(root)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("numslab record: record: ") and err.count("\n") == 1
+
+
 def test_not_permitted_is_a_clear_error(tmp_path):
     root = _fake_tracefs(tmp_path)
     before = _state(root)

@@ -53,7 +53,7 @@ def test_size_smaller_than_the_dtype_is_refused(sa):
     snap = snapshot(sa)
     with pytest.raises(numslab.InvalidSizeError, match="smaller than the 25-byte dtype"):
         sa.kmem_cache_create("small", 24, dtype=PKT)
-    with pytest.raises(TypeError):
+    with pytest.raises(numslab.WrongTypeError, match="'not a dtype' is not a NumPy dtype"):
         sa.kmem_cache_create("bad", 0, dtype="not a dtype")
     assert_unchanged(sa, snap)
     sa.kmem_cache_create("small", 25, dtype=PKT)     # the name was not taken
@@ -62,10 +62,11 @@ def test_size_smaller_than_the_dtype_is_refused(sa):
 def test_untyped_cache_has_no_view(sa):
     c = sa.kmem_cache_create("raw", 64)
     assert c.dtype is None
-    with pytest.raises(TypeError, match="no dtype"):
-        c.view
-    with pytest.raises(TypeError):
-        c.records([c.alloc()])
+    for what in (lambda: c.view, lambda: c.records([c.alloc()]),
+                 lambda: c.store([c.alloc()], (1,))):
+        with pytest.raises(numslab.WrongTypeError, match="raw has no dtype") as e:
+            what()
+        assert isinstance(e.value, TypeError)         # still what NumPy users catch
 
 
 # ---- store / records --------------------------------------------------------------------------
@@ -103,8 +104,8 @@ def test_records_is_a_copy_and_store_accepts_any_record_sequence(sa, pc):
     assert empty.dtype == PKT and empty.shape == (0,)
     pc.store([], np.empty(0, PKT))
     snap = snapshot(sa)
-    with pytest.raises(ValueError):
-        pc.store(addrs, sample(2))                       # 2 values for 3 addresses
+    with pytest.raises(numslab.InvalidSizeError, match="2 values for 3 addresses"):
+        pc.store(addrs, sample(2))
     assert_unchanged(sa, snap)
 
 
@@ -168,6 +169,18 @@ def test_free_bulk_convenience_leaves_its_argument_alone(sa, pc):
         pc.free_bulk(keep[:3])
     assert len(pc.alloc_bulk(0)) == 0
     sa.validate()
+
+
+@pytest.mark.parametrize("bad", [lambda a: a + 0.5, lambda a: a.astype(np.float64),
+                                 lambda a: a.astype(str), lambda a: [str(x) for x in a]])
+def test_free_bulk_convenience_refuses_addresses_that_are_not_integers(sa, pc, bad):
+    addrs = pc.alloc_bulk(4)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.BadAddressError, match="free_bulk: addresses must be integers"):
+        pc.free_bulk(bad(addrs))                     # never truncated to another object
+    assert_unchanged(sa, snap)
+    pc.free_bulk(addrs.astype(np.uint32))            # unsigned integers are addresses
+    assert pc.live_objects == 0
 
 
 def test_alloc_bulk_convenience_is_all_or_nothing():
@@ -253,9 +266,9 @@ def test_records_and_store_refuse_float_addresses_and_foreign_values(sa):
         c.records(np.array([a + 0.5]))
     with pytest.raises(numslab.BadAddressError, match="integers"):
         c.store(np.array([float(a)]), rec)
-    with pytest.raises(TypeError, match="records of"):
+    with pytest.raises(numslab.WrongTypeError, match="records of"):
         c.store(np.array([a]), np.array([1.5]))          # not copied into every field
-    with pytest.raises(TypeError, match="records of"):
+    with pytest.raises(numslab.WrongTypeError, match="records of"):
         c.store(np.array([a]), [1.5, 2.5])
     assert_unchanged(sa, snap)
     assert c.records([a])["a"].tolist() == [7]

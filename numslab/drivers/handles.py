@@ -24,6 +24,7 @@ from numba.extending import (NativeValue, intrinsic, models, register_model, typ
 
 from ..engine.layout import HEADER
 from ..engine.native import ABI, State, invariant_load, table_address
+from ..errors import NotPicklableError
 
 MAX_ALLOCATORS = 1 << 16
 #: (state address, generation) per slot; never freed or moved (symbol ``numslab_allocators``).
@@ -74,6 +75,11 @@ class SlabHandle(int):
     def value(self) -> int:
         """The handle as a plain int: ``(generation << 16) | slot``."""
         return int(self)
+
+    def __reduce__(self) -> tuple:
+        """Refuse pickling and copying (``NotPicklableError``)."""
+        raise NotPicklableError(f"{self!r} cannot be pickled or copied: it names an allocator "
+                                "of this process (pass sa.handle to compiled code here)")
 
     def __repr__(self) -> str:
         return f"<SlabHandle slot {int(self) & 0xFFFF}>"

@@ -183,16 +183,17 @@ def _cache_state(h, cache, cpu, allocating):
 
 @intrinsic
 def _out_array(typingctx: Any, arr: Any) -> Any:
-    """Typing guard: object arrays must be 1-D int64 and contiguous (an int32 array would
-    truncate addresses); the array's address otherwise."""
+    """Typing guard: object arrays must be 1-D int64, contiguous (an int32 array would
+    truncate addresses) and writable (every call writes or reorders them, as the facade's
+    do); the array's address otherwise."""
     if isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1 \
-            and arr.layout == "C":
+            and arr.layout == "C" and arr.mutable:
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             ary = context.make_array(sig.args[0])(context, builder, args[0])
             return builder.ptrtoint(ary.data, ir.IntType(64))
         return types.int64(arr), codegen
-    raise TypeError(f"numslab.jit: object arrays must be contiguous 1-D int64 arrays, "
-                    f"not {arr}")
+    raise TypeError(f"numslab.jit: object arrays must be writable contiguous 1-D int64 "
+                    f"arrays, not {arr}")
 
 
 @jit(inline=True, helper=True)

@@ -250,7 +250,8 @@ def replace_empty_main(st, cache, cpu, gfp):
         full = _alloc_empty_sheaf(st, cache, cpu, _ca(st, cache, CA_SHEAF_CAPACITY), gfp)
         if not full:
             return 0
-        if refill_sheaf(st, cache, cpu, full, gfp):
+        if refill_sheaf(st, cache, cpu, full, gfp):      # alloc_full_sheaf
+            sheaf_flush_unused(st, cache, cpu, full)
             _free_empty_sheaf(st, cache, cpu, full)
             return 0
     main = cpt[c + C_MAIN]

@@ -34,8 +34,8 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
 from ..engine.native import jit
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
 from ..engine.sheaves import init_percpu_sheaves
-from ..errors import (BadAddressError, CacheLeakError, InvalidSizeError,
-                      SlabCorruptionError, SlabError, WrongCacheError)
+from ..errors import (BadAddressError, CacheLeakError, InvalidSizeError, NotPicklableError,
+                      SlabCorruptionError, SlabError, WrongCacheError, WrongTypeError)
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAGS,
                      __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
@@ -315,7 +315,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             raise SlabError(f"kmem_cache_create({name}): unknown flags {flags!r:}")
         flags = self._slab_debug_of(name, flags)
         if dtype is not None:
-            dtype = np.dtype(dtype)
+            try:
+                dtype = np.dtype(dtype)
+            except TypeError as e:
+                raise WrongTypeError(f"kmem_cache_create({name}): dtype {dtype!r} is not a "
+                                     f"NumPy dtype ({e})") from None
             if dtype.hasobject:
                 raise SlabError(f"kmem_cache_create({name}): dtype {dtype} holds Python "
                                 f"objects, which cannot live in slab memory")
@@ -393,6 +397,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def load(cls, path: str) -> "SlabAllocator":
         """The machine ``save`` wrote to ``path``, exactly (with a new handle)."""
         return persist.load(cls, path)
+
+    def __reduce__(self) -> tuple:
+        """Refuse pickling and copying (``NotPicklableError``): use ``save``/``load``."""
+        raise NotPicklableError(f"{self!r} cannot be pickled or copied: its arena is this "
+                                "process's memory; store the machine with sa.save(path) and "
+                                "numslab.SlabAllocator.load(path)")
 
     def __repr__(self) -> str:
         hardening = "+".join(n for n, on in (("hardened", self.freelist_hardened),
@@ -561,6 +571,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if type(addr) is not int or not -(1 << 63) <= addr < 1 << 63:
             addr = self._as_addr(addr, "kmem_cache_free")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
+        if self._rcu_pending:
+            self._rcu_refuse((addr,), f"kmem_cache_free({cache.name})", False)
         err = self._k_free(cache._id, cpu, addr)
         if err:
             self._raise(err, f"kmem_cache_free({cache.name})", addr, cache)
@@ -620,6 +632,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             addr = self._as_addr(addr, "kfree")
         if addr == 0 or addr == ZERO_SIZE_PTR:
             return
+        if self._rcu_pending:
+            self._rcu_refuse((addr,), "kfree", False)
         err = self._k_kfree(self._cpu() if cpu is None else self._check_cpu(cpu), addr)
         if err:
             self._raise(err, "kfree", addr, None)

@@ -18,7 +18,8 @@ from ..flags import (GFP_KERNEL, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS, SLAB
 from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
-from ..errors import BadAddressError, InvalidSizeError, SlabError, WrongCacheError
+from ..errors import (BadAddressError, InvalidSizeError, NotPicklableError, SlabError,
+                      WrongCacheError, WrongTypeError)
 from .defragapi import MovableCache
 
 if TYPE_CHECKING:
@@ -52,6 +53,12 @@ class KmemCache(MovableCache):
         """Objects of this cache that users hold (``live_objects`` less the allocator's own
         sheaves, which only kmalloc caches hold)."""
         return self.live_objects - self.sheaf_objects
+
+    def __reduce__(self) -> tuple:
+        """Refuse pickling and copying (``NotPicklableError``): use ``save``/``load``."""
+        raise NotPicklableError(f"cache {self.name!r} cannot be pickled or copied: its objects "
+                                "are in its allocator's arena, this process's memory (save the "
+                                "whole machine with SlabAllocator.save)")
 
     def __repr__(self) -> str:
         return (f"<KmemCache {self.name!r} object_size={self.object_size} "
@@ -298,8 +305,8 @@ class KmemCache(MovableCache):
         return out
 
     def free_bulk(self, addrs: np.ndarray) -> None:
-        """Free every object of ``addrs`` (left untouched: a copy is reordered)."""
-        objs = np.array(addrs, dtype=np.int64, copy=True).ravel()
+        """Free every object of ``addrs`` (integers; left untouched: a copy is reordered)."""
+        objs = self._addresses(addrs, "free_bulk").copy()
         self._sa.kmem_cache_free_bulk(self, len(objs), objs)
 
     @property
@@ -313,7 +320,7 @@ class KmemCache(MovableCache):
         """The arena as records of ``dtype`` starting at every byte: ``view[addr]`` is the
         record at ``addr``, in Python and inside ``@njit`` code (a zero-copy view)."""
         if self.dtype is None:
-            raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
+            raise WrongTypeError(f"{self.name} has no dtype (create it with dtype=...)")
         mem = self._sa.memory
         return np.ndarray(shape=(mem.size - self.dtype.itemsize + 1,), dtype=self.dtype,
                           buffer=mem, offset=0, strides=(1,))
@@ -322,7 +329,7 @@ class KmemCache(MovableCache):
         """Gather the records at ``addrs`` (allocated objects of this cache) into a new
         array of ``dtype`` (one jitted copy; every address is checked)."""
         if self.dtype is None:
-            raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
+            raise WrongTypeError(f"{self.name} has no dtype (create it with dtype=...)")
         a = self._addresses(addrs, "records")
         out = np.empty(len(a), self.dtype)
         bad = int(gather(self._sa._st, self._id, len(a), self.dtype.itemsize, out.ctypes.data,
@@ -335,7 +342,7 @@ class KmemCache(MovableCache):
         """Scatter ``values`` (records of ``dtype``, or one record for all) into the
         objects at ``addrs`` (every address is checked before anything is written)."""
         if self.dtype is None:
-            raise TypeError(f"{self.name} has no dtype (create it with dtype=...)")
+            raise WrongTypeError(f"{self.name} has no dtype (create it with dtype=...)")
         a = self._addresses(addrs, "store")
         if isinstance(values, (np.ndarray, np.void)):
             ok = values.dtype == self.dtype
@@ -343,11 +350,12 @@ class KmemCache(MovableCache):
             ok = isinstance(values, tuple) or isinstance(values, list) and all(
                 isinstance(v, (tuple, np.void)) for v in values)
         if not ok:
-            raise TypeError(f"{self.name}.store: values must be records of {self.dtype}, "
-                            f"not {getattr(values, 'dtype', type(values).__name__)}")
+            raise WrongTypeError(f"{self.name}.store: values must be records of {self.dtype}, "
+                                 f"not {getattr(values, 'dtype', type(values).__name__)}")
         vals = np.ascontiguousarray(np.asarray(values, dtype=self.dtype)).ravel()
         if len(vals) not in (1, len(a)):
-            raise ValueError(f"{self.name}.store: {len(vals)} values for {len(a)} addresses")
+            raise InvalidSizeError(f"{self.name}.store: {len(vals)} values for {len(a)} "
+                                   f"addresses")
         bad = int(scatter(self._sa._st, self._id, len(a), self.dtype.itemsize,
                           len(vals) == 1, vals.ctypes.data, a.ctypes.data))
         if bad >= 0:

@@ -16,8 +16,18 @@ if TYPE_CHECKING:
 _ZERO = __GFP_ZERO
 
 
+#: The calls that free, which the C gate serves when it is installed: while objects wait for
+#: their grace period these go through the Python methods, which refuse to free them.
+_RCU_ROUTED = ("kmem_cache_free", "kfree", "kmem_cache_free_bulk", "kfree_bulk",
+               "kmem_cache_free_array")
+
+
 class KmallocAPI:
     """``krealloc`` and RCU-deferred frees, mixed into ``SlabAllocator``."""
+
+    #: ``(address, cpu)`` of each ``kfree_rcu`` waiting for its grace period (an instance
+    #: list once there is one; empty: no free pays for the check).
+    _rcu_pending: "list[tuple[int, int | None]] | tuple[()]" = ()
 
     def krealloc(self: "SlabAllocator", addr: int, new_size: int, gfp: int = GFP_KERNEL,
                  cpu: int | None = None) -> int:
@@ -31,6 +41,8 @@ class KmallocAPI:
             raise InvalidSizeError(f"krealloc: size {new_size!r} is not in "
                                    f"0..{KMALLOC_MAX_SIZE}")
         addr = self._as_addr(addr, "krealloc")
+        if self._rcu_pending:
+            self._rcu_refuse((addr,), "krealloc", False)
         if new_size == 0:
             self.kfree(addr, cpu)
             return ZERO_SIZE_PTR
@@ -71,7 +83,10 @@ class KmallocAPI:
 
     def kfree_rcu(self: "SlabAllocator", addr: int, cpu: int | None = None) -> None:
         """Free ``addr`` after the current RCU grace period: checked now (a bad address
-        raises at once), freed by the next ``synchronize_rcu`` or ``rcu_barrier``."""
+        raises at once), freed by the next ``synchronize_rcu`` or ``rcu_barrier``. Until
+        then a free of it from Python (``kfree``, ``kmem_cache_free``, the bulk frees,
+        ``krealloc``) raises ``DoubleFreeError``: the grace period's free would free
+        whatever was allocated there meanwhile. ``numslab.jit`` cannot see the list."""
         addr = self._as_addr(addr, "kfree_rcu")
         if addr in (0, ZERO_SIZE_PTR):
             return
@@ -80,11 +95,26 @@ class KmallocAPI:
         if any(a == addr for a, _ in pending):
             raise DoubleFreeError(f"kfree_rcu: {addr:#x} is already waiting for a grace "
                                   f"period (double free)")
+        if not pending:                         # the frees through the checking methods
+            self.__dict__["_rcu_gated"] = {n: self.__dict__.pop(n) for n in _RCU_ROUTED
+                                           if n in self.__dict__}
         pending.append((addr, cpu))
+
+    def _rcu_refuse(self: "SlabAllocator", addrs: Any, fn: str, batch: bool) -> None:
+        """Raise ``DoubleFreeError`` if one of ``addrs`` waits for its grace period."""
+        waiting = {a for a, _ in self._rcu_pending}
+        for i, a in enumerate(addrs):
+            if int(a) in waiting:
+                raise DoubleFreeError(f"{fn}: {f'element {i}: ' if batch else ''}{int(a):#x}: "
+                                      f"double free, the object is waiting for an RCU grace "
+                                      f"period (kfree_rcu)")
 
     def synchronize_rcu(self: "SlabAllocator") -> int:
         """End the grace period: every ``kfree_rcu`` so far is freed. How many."""
         pending = self.__dict__.pop("_rcu_pending", [])
+        gated = self.__dict__.pop("_rcu_gated", {})
+        if self._gate is not None:              # (slab_debug may have routed them since)
+            self.__dict__.update(gated)
         for addr, cpu in pending:
             self.kfree(addr, cpu)
         return len(pending)

@@ -86,10 +86,21 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
     Raises
     ------
     RecordError
-        When tracing is not permitted or available; tracefs is left as it was.
+        When tracing is not permitted or available, or ``seconds``, ``buffer_kb`` or the
+        output's directory is unusable (checked before tracefs is touched); tracefs is
+        left as it was.
     """
     if command is None and seconds is None:
         seconds = 1.0
+    if seconds is not None and not (isinstance(seconds, (int, float)) and 0 <= seconds < 1e9):
+        raise RecordError(f"record: {seconds!r} is not a number of seconds (0 or more)")
+    if type(buffer_kb) is not int or buffer_kb < 1:
+        raise RecordError(f"record: buffer size {buffer_kb!r} KiB is not a positive int")
+    out = Path(out)
+    where = out.parent if str(out.parent) else Path(".")
+    if not where.is_dir() or not os.access(where, os.W_OK) or out.is_dir():
+        raise RecordError(f"record: cannot write {out} (no such writable directory "
+                          f"{where}, or it is a directory); nothing was recorded")
     root = ensure_tracefs(root)
     ev = [root / "events" / "kmem" / e / "enable" for e in EVENTS]
     try:
@@ -129,13 +140,15 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
         _try_write(root / "trace", "")
         _try_write(root / "buffer_size_kb", saved["buf"])
         _try_write(root / "tracing_on", saved["on"])
-    out = Path(out)
     data = text.encode()
     if out.suffix == ".xz":
         data = lzma.compress(data)
     elif out.suffix == ".gz":
         data = gzip.compress(data)
-    out.write_bytes(data)
+    try:
+        out.write_bytes(data)
+    except OSError as e:
+        raise RecordError(f"record: cannot write {out}: {e.strerror or e}") from None
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     return {"lines": len(lines), "lost": sum("LOST" in ln for ln in lines
                                              if ln.startswith("CPU:")),

@@ -375,7 +375,8 @@ def plot_results(results: list[ReplayResult], path: str, top: int = 15) -> "Figu
     ax2.set_xlabel("%Ef at the end (live bytes * 100 / slab bytes)")
     ax2.set_title("utilisation of the caches with the most slab memory")
     ax2.grid(True, axis="x", alpha=0.3)
-    ax2.legend(fontsize=7)
+    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12),   # not over bars
+               ncol=min(3, len(results)))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return fig
