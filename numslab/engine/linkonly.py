@@ -26,7 +26,7 @@ from numba.core.typed_passes import NativeLowering
 _NO_CODE = ctypes.cast(ctypes.pythonapi.PyObject_Call, ctypes.c_void_p).value
 
 #: Options a helper is compiled with on top of the engine's: no wrapper for Python or C.
-OPTIONS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+NO_WRAPPERS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
 
 
 class LinkOnlyLibrary(JITCodeLibrary):

@@ -111,7 +111,7 @@ class HelperDispatcher(EngineDispatcher):
     def __init__(self, py_func: Callable, locals: dict | None = None,
                  targetoptions: dict | None = None, pipeline_class: Any = None) -> None:
         super().__init__(py_func, locals=locals or {},
-                         targetoptions={**(targetoptions or {}), **linkonly.OPTIONS},
+                         targetoptions={**(targetoptions or {}), **linkonly.NO_WRAPPERS},
                          pipeline_class=linkonly.LinkOnlyCompiler)
 
     def __call__(self, *args: Any, **kws: Any) -> Any:
