@@ -110,6 +110,34 @@ def test_compare_runs_every_configuration_on_the_same_trace():
     assert head == ["machine", *j["configs"]]
 
 
+def test_a_configuration_given_twice_is_refused():
+    with pytest.raises(SlabError, match=r"7\.0:cpus=2 given twice"):
+        numslab.replay(DATA / TRACES["git_tar"], compare="7.0,6.18,7.0")
+
+
+COMPILE_SECONDS = r"""
+import json, numslab
+from lab_oracle import DATA, TRACES
+first = numslab.replay(DATA / TRACES["git_tar"], compare="7.0")
+again = numslab.replay(DATA / TRACES["git_tar"], compare="7.0")
+print(json.dumps({"first": first.compile_seconds, "again": again.compile_seconds,
+                  "json": first.to_json()["compile_seconds"],
+                  "table": first.compare_table()}))
+"""
+
+
+def test_compile_time_is_counted_apart_from_the_replay_seconds():
+    """A fresh interpreter compiles (or loads from Numba's cache) the parse, the replay loop
+    and the engine's units on its first replay: that time is ``compile_seconds``, not
+    ``seconds`` (a comparison must not charge it to whichever configuration ran first);
+    the same replay again compiles nothing."""
+    from test_gate import run_python
+    r = run_python(COMPILE_SECONDS)
+    assert r["first"] > 0 and r["again"] == 0.0
+    assert r["json"] == round(r["first"], 4)
+    assert "+ compiling" in r["table"]
+
+
 def test_samples_must_be_at_least_one():
     for bad in (0, -3, 2.5, True):
         with pytest.raises(numslab.SlabError, match="samples="):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
 import numpy as np
+from numba.core import event as numba_event
 
 from .. import flags as F
 from ..errors import SlabError
@@ -371,9 +372,41 @@ def replay_prepared(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]
                     f"node, {len(tr)} events")
 
 
+class CompileClock(numba_event.Listener):
+    """Wall seconds spent holding Numba's compiler lock (compiling, or loading from the
+    cache), counted once however deeply the lock is taken again inside."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.seconds = 0.0
+        self._since = 0.0
+
+    def on_start(self, event: Any) -> None:
+        if self.depth == 0:
+            self._since = time.perf_counter()
+        self.depth += 1
+
+    def on_end(self, event: Any) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            self.seconds += time.perf_counter() - self._since
+
+
 def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, samples: int,
          progress: bool | None, mem: int) -> ReplayResult | None:
-    """One replay attempt; None if the arena ran out."""
+    """One replay attempt; None if the arena ran out. Its ``seconds`` leave out what Numba
+    spent compiling or loading code on the way (``compile_seconds``): the first replay of a
+    configuration on a fresh machine compiles its kernels and units, and a comparison of
+    generations must not count that against whichever ran first."""
+    clock = CompileClock()
+    with numba_event.install_listener("numba:compiler_lock", clock):
+        return _run_timed(p, cfg, snapshot, samples, progress, mem, clock)
+
+
+def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None,
+               samples: int, progress: bool | None, mem: int,
+               clock: CompileClock) -> ReplayResult | None:
+    """:func:`_run`'s body, with ``clock`` counting the compile."""
     t0 = time.perf_counter()
     tr = p.trace
     sa, cids, osize, source = _build(p, cfg, snapshot, mem)
@@ -429,7 +462,7 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
     finally:
         if bar is not None:
             bar.close()
-    seconds = time.perf_counter() - t0
+    seconds = time.perf_counter() - t0 - clock.seconds
     skipped = dict(p.skipped)
     for k, reason in K.SKIP_REASONS.items():
         skipped[reason] = int(counts[k])
@@ -447,6 +480,7 @@ def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, s
                         geometry=source, series=series, lines=len(tr),
                         replayed=int(counts[K.K_REPLAYED]), skipped=skipped,
                         untraced_frees=int(counts[K.K_UNTRACED_FREE]), seconds=seconds,
+                        compile_seconds=clock.seconds,
                         stats=[c.stats for c in objs], memory_per_node=mem,
                         flags=np.array([c.flags for c in objs], np.int64), allocator=sa,
                         work_runs=nwork + int(counts[K.K_WORK]),
@@ -505,8 +539,10 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     ReplayResult
     """
     t0 = time.perf_counter()
-    tr = trace if isinstance(trace, Trace) else read_trace(trace, skip_bad)
-    parse = time.perf_counter() - t0
+    clock = CompileClock()
+    with numba_event.install_listener("numba:compiler_lock", clock):
+        tr = trace if isinstance(trace, Trace) else read_trace(trace, skip_bad)
+    parse = time.perf_counter() - t0 - clock.seconds
     if kernel not in KERNELS:
         raise SlabError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
@@ -525,8 +561,14 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     if isinstance(compare, str):
         compare = [c for c in compare.split(",") if c.strip()]
     configs = [parse_config(c, base) for c in compare] if compare else [base]
+    seen = [c.name for c in configs]
+    twice = sorted({n for n in seen if seen.count(n) > 1})
+    if twice:
+        raise SlabError(f"compare: {', '.join(twice)} given twice (each configuration is "
+                        f"replayed once and named by its configuration)")
     results = replay_trace(tr, configs, snapshot, samples, progress, parse)
     first = results[0]
+    first.compile_seconds += clock.seconds          # the parse's, with the first replay's
     if compare:
         first.configs = {r.config.name: r for r in results}
     return first

@@ -114,6 +114,10 @@ class ReplayResult:
     work_runs: int = 0
     #: objects the policy's compactions moved
     objects_moved: int = 0
+    #: seconds Numba spent compiling or loading code during the replay (and, for the first
+    #: configuration of ``numslab.replay``, the parse), left out of ``seconds`` and
+    #: ``parse_seconds``
+    compile_seconds: float = 0.0
     configs: dict[str, "ReplayResult"] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -212,6 +216,7 @@ class ReplayResult:
             "skipped": dict(self.skipped), "untraced_frees": self.untraced_frees,
             "events_per_second": round(self.events_per_second, 1),
             "seconds": round(self.seconds, 4), "parse_seconds": round(self.parse_seconds, 4),
+            "compile_seconds": round(self.compile_seconds, 4),
             "memory_per_node": self.memory_per_node, "samples": int(len(self.series.t)),
             "work_runs": self.work_runs, "objects_moved": self.objects_moved,
             "totals": self.totals, "counters": self.counters,
@@ -332,6 +337,9 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
     out.append(f"{'slabs allocated':<22}" + "".join(
         f"{int(r.caches['slabs_allocated'].sum()):>{w + 1}d}" for r in results))
     out.append(f"{'replay seconds':<22}" + "".join(f"{r.seconds:>{w + 1}.2f}" for r in results))
+    if any(r.compile_seconds >= 0.005 for r in results):
+        out.append(f"{'  + compiling':<22}" + "".join(
+            f"{r.compile_seconds:>{w + 1}.2f}" for r in results))
     out.append("")
     first = results[0]
     big = np.argsort(-np.max([r.caches["slab_bytes"] for r in results], axis=0))[:top]
