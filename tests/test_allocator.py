@@ -406,6 +406,21 @@ def test_a_constructor_that_raises_hands_nothing_out_and_resumes(sa):
     c.free_bulk(out)
 
 
+def test_load_of_a_file_that_is_not_a_machine_is_a_slab_error(sa, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a machine\n")
+    other = tmp_path / "other.npz"
+    np.savez(other, x=np.arange(3))
+    cut = tmp_path / "cut.npz"
+    sa.save(cut)
+    cut.write_bytes(cut.read_bytes()[:200])
+    for path in (text, other, cut):
+        with pytest.raises(numslab.SlabError, match="is not a numslab machine"):
+            numslab.SlabAllocator.load(path)
+    with pytest.raises(FileNotFoundError):          # the OS's error, naming the path
+        numslab.SlabAllocator.load(tmp_path / "missing.npz")
+
+
 def test_save_and_load_restore_the_whole_machine_exactly(sa, tmp_path):
     rec = np.dtype([("a", np.int64), ("b", np.float64)])
     t = sa.kmem_cache_create("typed", 0, dtype=rec)

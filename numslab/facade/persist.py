@@ -4,6 +4,7 @@ the arena's bytes and the caches' Python side (names, dtypes), as ``SlabAllocato
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,10 +48,16 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
 def load(cls: type, path: str | Path) -> "SlabAllocator":
     """A new machine of class ``cls`` exactly as :func:`save` wrote it: the same state, bytes
     and caches, so that it then behaves as the saved one would have (its handle is new)."""
-    with np.load(path, allow_pickle=False) as z:
-        meta: dict[str, Any] = json.loads(str(z["meta"]))
-        state, arena = z["state"], z["arena"]
-    if meta.get("format") != FORMAT:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta: dict[str, Any] = json.loads(str(z["meta"]))
+            state, arena = z["state"], z["arena"]
+    except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+        # not an .npz of ours (NumPy takes a text file for pickled data, says so, and asks
+        # for allow_pickle); a missing or unreadable file stays the OSError it is
+        raise SlabError(f"load: {path} is not a numslab machine ({type(e).__name__}: "
+                        f"{str(e)[:80]})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SlabError(f"load: {path} is not a numslab machine of format {FORMAT}")
     sa = cls(nr_cpus=meta["nr_cpus"], nr_nodes=meta["nr_nodes"], memory=meta["memory"],
              max_caches=meta["max_caches"], seed=meta["seed"], kernel=meta["kernel"],
