@@ -34,6 +34,50 @@ GFP_KERNEL = __GFP_RECLAIM | __GFP_IO | __GFP_FS
 GFP_NOWAIT = __GFP_KSWAPD_RECLAIM
 GFP_NOIO = __GFP_RECLAIM
 GFP_NOFS = __GFP_RECLAIM | __GFP_IO
+GFP_KERNEL_ACCOUNT = GFP_KERNEL | __GFP_ACCOUNT
+GFP_USER = __GFP_RECLAIM | __GFP_IO | __GFP_FS | __GFP_HARDWALL
+GFP_HIGHUSER = GFP_USER | __GFP_HIGHMEM
+GFP_HIGHUSER_MOVABLE = GFP_HIGHUSER | __GFP_MOVABLE
+GFP_TRANSHUGE_LIGHT = (GFP_HIGHUSER_MOVABLE | __GFP_COMP | __GFP_NOMEMALLOC
+                       | __GFP_NOWARN) & ~__GFP_RECLAIM
+GFP_TRANSHUGE = GFP_TRANSHUGE_LIGHT | __GFP_DIRECT_RECLAIM
+
+#: ``gfpflag_names`` (``include/trace/events/mmflags.h``): what ``%pGg`` prints, composites
+#: with the most bits first, then each flag in bit order.
+GFP_NAMES = tuple((v, n) for n, v in (
+    ("GFP_TRANSHUGE", GFP_TRANSHUGE), ("GFP_TRANSHUGE_LIGHT", GFP_TRANSHUGE_LIGHT),
+    ("GFP_HIGHUSER_MOVABLE", GFP_HIGHUSER_MOVABLE), ("GFP_HIGHUSER", GFP_HIGHUSER),
+    ("GFP_USER", GFP_USER), ("GFP_KERNEL_ACCOUNT", GFP_KERNEL_ACCOUNT),
+    ("GFP_KERNEL", GFP_KERNEL), ("GFP_NOFS", GFP_NOFS), ("GFP_ATOMIC", GFP_ATOMIC),
+    ("GFP_NOIO", GFP_NOIO), ("GFP_NOWAIT", GFP_NOWAIT), ("GFP_DMA", __GFP_DMA),
+    ("GFP_DMA32", __GFP_DMA32), ("__GFP_RECLAIM", __GFP_RECLAIM),
+    ("__GFP_DMA", __GFP_DMA), ("__GFP_HIGHMEM", __GFP_HIGHMEM), ("__GFP_DMA32", __GFP_DMA32),
+    ("__GFP_MOVABLE", __GFP_MOVABLE), ("__GFP_RECLAIMABLE", __GFP_RECLAIMABLE),
+    ("__GFP_HIGH", __GFP_HIGH), ("__GFP_IO", __GFP_IO), ("__GFP_FS", __GFP_FS),
+    ("__GFP_ZERO", __GFP_ZERO), ("__GFP_DIRECT_RECLAIM", __GFP_DIRECT_RECLAIM),
+    ("__GFP_KSWAPD_RECLAIM", __GFP_KSWAPD_RECLAIM), ("__GFP_WRITE", __GFP_WRITE),
+    ("__GFP_NOWARN", __GFP_NOWARN), ("__GFP_RETRY_MAYFAIL", __GFP_RETRY_MAYFAIL),
+    ("__GFP_NOFAIL", __GFP_NOFAIL), ("__GFP_NORETRY", __GFP_NORETRY),
+    ("__GFP_MEMALLOC", __GFP_MEMALLOC), ("__GFP_COMP", __GFP_COMP),
+    ("__GFP_NOMEMALLOC", __GFP_NOMEMALLOC), ("__GFP_HARDWALL", __GFP_HARDWALL),
+    ("__GFP_THISNODE", __GFP_THISNODE), ("__GFP_ACCOUNT", __GFP_ACCOUNT),
+    ("__GFP_NO_OBJ_EXT", __GFP_NO_OBJ_EXT)))
+
+
+def gfp_names(gfp: int) -> str:
+    """``gfp`` as the kernel's ``%pGg`` prints it (``format_flags``): the names of
+    :data:`GFP_NAMES` whose bits are all set, each taking its bits, joined by ``|``, and
+    what is left in hex (``GFP_KERNEL|__GFP_NOWARN``, ``GFP_ATOMIC|0x10000000``)."""
+    out = []
+    for mask, name in GFP_NAMES:
+        if not gfp:
+            break
+        if gfp & mask == mask:
+            out.append(name)
+            gfp &= ~mask
+    if gfp:
+        out.append(f"{gfp:#x}")
+    return "|".join(out)
 
 # --- SLAB_* cache flags (include/linux/slab.h) ---------------------------------------------
 SLAB_CONSISTENCY_CHECKS = 1 << 8

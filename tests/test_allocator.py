@@ -406,6 +406,36 @@ def test_a_constructor_that_raises_hands_nothing_out_and_resumes(sa):
     c.free_bulk(out)
 
 
+def test_exhaustion_warns_as_slab_out_of_memory(caplog):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    c = sa.kmem_cache_create("flow", 700)
+    while sa.kmem_cache_alloc(c, cpu=1):
+        pass
+    lines = caplog.records[-1].getMessage().splitlines()
+    sysfs = c.sysfs()
+    assert lines[0] == ("SLUB: Unable to allocate memory on CPU 1 (of node 0) on node -1, "
+                        "gfp=0xcc0(GFP_KERNEL)")
+    assert lines[1] == (f"  cache: flow, object size: 700, buffer size: {c.slab_size}, "
+                        f"default order: {c.order}, min order: 0")
+    free = int(sysfs["total_objects"].split()[0]) - int(sysfs["objects"].split()[0])
+    assert lines[2] == (f"  node 0: slabs: {sysfs['slabs'].split()[0]}, objs: "
+                        f"{sysfs['total_objects'].split()[0]}, free: {free}")
+    caplog.clear()
+    while sa.kmalloc(64, numslab.GFP_ATOMIC | numslab.__GFP_NOWARN):
+        pass
+    assert not caplog.records                                   # __GFP_NOWARN
+    assert sa.kmalloc(64, numslab.GFP_ATOMIC | numslab.__GFP_ZERO) == 0
+    assert caplog.records[-1].getMessage().splitlines()[:2] == [
+        "SLUB: Unable to allocate memory on CPU 0 (of node 0) on node -1, "
+        "gfp=0x920(GFP_ATOMIC|__GFP_ZERO)",
+        "  cache: kmalloc-64, object size: 64, buffer size: 64, default order: 0, "
+        "min order: 0"]
+    assert sa.kmalloc(1 << 20) == 0                 # pages: the page allocator's warning
+    assert caplog.records[-1].getMessage() == (
+        "python: page allocation failure: order:8, mode:0xcc0(GFP_KERNEL), nodemask=(null)")
+    sa.validate()
+
+
 def test_load_of_a_file_that_is_not_a_machine_is_a_slab_error(sa, tmp_path):
     text = tmp_path / "notes.txt"
     text.write_text("not a machine\n")

@@ -274,8 +274,13 @@ static PyObject *g_kmalloc(Gate *self, PyObject *const *args, Py_ssize_t nargs,
     int64_t cid = self->kmalloc_cache[size];
     int64_t addr = UNIT(self, U_KMALLOC, unit7)(self->st, cid, cpu, (int64_t)-1, gfp, size,
                                          (int64_t)0);
-    if (addr == 0 || needs_python(self, -1))
-        return finish(self, "_after_alloc", "OLLi", Py_None, addr, gfp, -1, NULL);
+    if (addr == 0 || needs_python(self, -1)) {
+        PyObject *sa = owner(self);
+        if (sa == NULL)
+            return NULL;
+        return PyObject_CallMethod(sa, "_after_kmalloc", "LLLL", (long long)addr,
+                                   (long long)gfp, (long long)cpu, (long long)size);
+    }
     return PyLong_FromLongLong(addr);
 }
 

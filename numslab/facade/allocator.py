@@ -478,10 +478,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if cache.ctor is not None:
             with self._ctor_lock:
                 addr = self._k_alloc(cache._id, cpu, -1, check_gfp(gfp, "kmem_cache_alloc"))
-                return self._after_alloc(cache, addr, gfp, -1)
+                return self._after_alloc(cache, addr, gfp, -1, cpu)
         addr = self._k_alloc(cache._id, cpu, -1, check_gfp(gfp, "kmem_cache_alloc"))
         if not addr:
-            return self._after_alloc(cache, addr, gfp, -1)
+            return self._after_alloc(cache, addr, gfp, -1, cpu)
         return addr
 
     def kmem_cache_alloc_node(self, cache: KmemCache, gfp: int = GFP_KERNEL, node: int = -1,
@@ -491,7 +491,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         node = self._check_node(node)
         cpu, gfp = self._check_cpu(cpu), check_gfp(gfp, "kmem_cache_alloc_node")
         with self._ctor_lock:
-            return self._after_alloc(cache, self._k_alloc(cid, cpu, node, gfp), gfp, node)
+            return self._after_alloc(cache, self._k_alloc(cid, cpu, node, gfp), gfp, node, cpu)
 
     def _check_node(self, node: Any) -> int:
         if not isinstance(node, (int, np.integer)) or isinstance(node, bool) \
@@ -499,7 +499,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             raise SlabError(f"node {node!r} is not -1 or in 0..{self.nr_nodes - 1}")
         return int(node)
 
-    def _after_alloc(self, cache: KmemCache | None, addr: int, gfp: int, node: int) -> int:
+    def _after_kmalloc(self, addr: int, gfp: int, cpu: int, size: int) -> int:
+        """:meth:`_after_alloc` of the C gate's ``kmalloc(size)`` on ``cpu``."""
+        return self._after_alloc(None, addr, gfp, -1, cpu, size)
+
+    def _after_alloc(self, cache: KmemCache | None, addr: int, gfp: int, node: int,
+                     cpu: int | None = None, size: int = 0) -> int:
         """Run constructors of new slabs; report a corrupted free pointer (the engine gave
         back what it took and returned ``addr`` 0, or -1 for a batch) and exhaustion as the
         kernel does. A call that got memory never takes up a fault: another thread's call
@@ -518,9 +523,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                     self.kmem_cache_free(cache, addr)
                 raise
         if not addr and not gfp & _NOWARN:
-            name = cache.name if cache is not None else "kmalloc-large"
-            log.warning("SLUB: Unable to allocate memory on node %d, gfp=%#x: cache %s",
-                        node, gfp, name)
+            self._warn_no_memory(cache, gfp, node, cpu, size)
         return addr
 
     def isolated_slabs(self) -> np.ndarray:
@@ -601,7 +604,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         addr = self._k_kmalloc(self._kmalloc_ids[_KMALLOC_INDEX[size]], cpu, node,
                                check_gfp(gfp, "kmalloc"), size, 0)
         if not addr:
-            return self._after_alloc(None, addr, gfp, node)
+            return self._after_alloc(None, addr, gfp, node, cpu, size)
         return addr
 
     def _kmalloc_other(self, size: Any, gfp: int, cpu: int | None, node: int) -> int:
@@ -620,7 +623,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         else:
             cid, order = NIL, get_order(size)
         addr = self._k_kmalloc(cid, cpu, node, check_gfp(gfp, "kmalloc"), size, order)
-        return self._after_alloc(None, addr, gfp, node)
+        return self._after_alloc(None, addr, gfp, node, cpu, size)
 
     def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None) -> int:
         """``kmalloc`` with ``__GFP_ZERO``."""

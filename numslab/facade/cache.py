@@ -14,7 +14,7 @@ from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS
 from ..flags import (GFP_KERNEL, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS, SLAB_POISON,
                     SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
                     SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES,
-                    STAT_NAMES_6_18, STAT_NAMES_NUMSLAB)
+                    STAT_NAMES_6_18, STAT_NAMES_NUMSLAB, gfp_names)
 from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
@@ -250,6 +250,29 @@ class KmemCache(MovableCache):
             # CONFIG_SLUB_DEBUG's files
             out[name] = str(int(bool(self.flags & flag)))
         return out
+
+    def _out_of_memory(self, cpu: int, node: int, gfp: int) -> str:
+        """The warning ``slab_out_of_memory`` prints when an allocation on ``cpu`` from
+        ``node`` (-1: any) with ``gfp`` finds no memory: the CPU and node, the flags as
+        ``%pGg`` names them, the cache's sizes and orders, each node's slabs, objects and
+        free objects on its partial list."""
+        def get_order(n: int) -> int:
+            return max(0, (n - 1).bit_length() - 12)
+
+        min_order = get_order(self.slab_size)
+        lines = [f"SLUB: Unable to allocate memory on CPU {cpu} (of node "
+                 f"{int(self._sa.state.cpu_node[cpu])}) on node {node}, gfp={gfp:#x}"
+                 f"({gfp_names(gfp)})",
+                 f"  cache: {self.name}, object size: {self.object_size}, buffer size: "
+                 f"{self.slab_size}, default order: {self.order}, min order: {min_order}"]
+        if min_order > get_order(self.object_size):
+            lines.append(f"  {self.name} debugging increased min order, use slab_debug=O "
+                         f"to disable.")
+        free = self._partial()[:, 1]
+        slabs, objs = self._node(N_NR_SLABS), self._node(N_TOTAL_OBJECTS)
+        lines += [f"  node {n}: slabs: {slabs[n]}, objs: {objs[n]}, free: {free[n]}"
+                  for n in range(self._sa.nr_nodes)]
+        return "\n".join(lines)
 
     def total_objects_per_node(self) -> np.ndarray:
         """Objects per node, int64[nr_nodes]."""

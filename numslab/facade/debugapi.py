@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -17,9 +18,9 @@ from ..engine.layout import (CA_DEBUG, CA_TRACK, G_NDEBUG, G_NREPORTS, G_SITE, G
                              R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT, R_SLAB)
 from ..engine import redzone as rz
 from ..errors import SlabDebugError, SlabError
-from ..geometry import PAGE_SIZE
+from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
-                     SLAB_TRACE)
+                     SLAB_TRACE, gfp_names)
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -117,7 +118,23 @@ def slab_debug_flags(parsed: tuple[int, Blocks], name: str, flags: int) -> int:
 
 
 class DebugAPI:
-    """slab_debug's facade, mixed into ``SlabAllocator``."""
+    """slab_debug's facade and the exhaustion warning, mixed into ``SlabAllocator``."""
+
+    # ---- exhaustion ----------------------------------------------------------------------------
+    def _warn_no_memory(self: "SlabAllocator", cache: "KmemCache | None", gfp: int, node: int,
+                        cpu: int | None, size: int) -> None:
+        """Log what the kernel prints when an allocation finds no memory: a slab cache's
+        ``slab_out_of_memory`` (a small kmalloc's too, for its kmalloc cache), or for a
+        large kmalloc the page allocator's ``warn_alloc`` line."""
+        cpu = self._cpu() if cpu is None else cpu
+        if cache is None and 0 < size <= KMALLOC_MAX_CACHE_SIZE:     # its kmalloc class
+            cache = self._caches[self._kmalloc_ids[bisect_left(KMALLOC_SIZES, size)]]
+        if cache is not None:
+            log.warning("%s", cache._out_of_memory(cpu, node, gfp))
+        else:
+            log.warning("python: page allocation failure: order:%d, mode:%#x(%s), "
+                        "nodemask=(null)", max(0, (size - 1).bit_length() - 12), gfp,
+                        gfp_names(gfp))
 
     # ---- set-up ------------------------------------------------------------------------------
     def _debug_init(self: "SlabAllocator", slab_debug: str | None) -> None:
