@@ -2,10 +2,12 @@
 chosen at random (xorshift64, the same sequence everywhere), allocates a new one in its place
 and writes a word into it. The peer is a FIFO ring of free indices written in the loop (a
 LIFO stack pair would be folded away by the compiler); numslab runs the same loop through
-``numslab.jit.kmem_cache_alloc``/``kmem_cache_free`` on the benchmark cache without sheaves
-(``slab``) and with 32-object sheaves (``slab-sheaves``). ``bench.ring_single_pair`` and
-``bench.slab_single_pair`` are the loops; compare the impls of one run (ns per round =
-time / ROUNDS)."""
+``numslab.jit.kmem_cache_alloc``/``kmem_cache_free`` on the benchmark cache as the
+generation makes it (``slab``: sheaves of 28 under 7.0, none under 6.18) and with sheaves
+asked for (``slab-sheaves``). ``bench.ring_single_pair`` and ``bench.slab_single_pair`` are the
+loops. ``track_ratio_to_ring`` is the issue's figure: numslab's time per round over the ring's,
+both measured in one process, interleaved, best of 9 (cells timed apart swing with the machine:
+the ring alone moved from 2.3 to 3.6 ns between runs here)."""
 from numslab.tools import bench
 
 ROUNDS = bench.SINGLE_ROUNDS
@@ -27,3 +29,15 @@ class SinglePairJit:
         """Best of 5 runs of ROUNDS rounds, in ns per round."""
         return min(bench.time_per_object(self.run, 1, ROUNDS, 1) for _ in range(5))
     track_ns_per_round.unit = "ns"
+
+
+class SinglePairRatio:
+    params = ([i for i in bench.SINGLE_IMPLS if i != "fifo-ring"], list(bench.KERNELS))
+    param_names = ["impl", "kernel"]
+    timeout = 300
+
+    def track_ratio_to_ring(self, impl, kernel):
+        """ns per round of ``impl`` over the FIFO ring's, same process, interleaved."""
+        best = bench.single_pair_table(repeat=9, impls=("fifo-ring", impl), kernel=kernel)
+        return best[impl] / best["fifo-ring"]
+    track_ratio_to_ring.unit = "x the ring"
