@@ -18,6 +18,7 @@ from ..flags import (GFP_KERNEL, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS, SLAB
 from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
+from ..geometry import get_order
 from ..errors import (BadAddressError, InvalidSizeError, NotPicklableError, SlabError,
                       WrongCacheError, WrongTypeError)
 from .defragapi import MovableCache
@@ -256,9 +257,6 @@ class KmemCache(MovableCache):
         ``node`` (-1: any) with ``gfp`` finds no memory: the CPU and node, the flags as
         ``%pGg`` names them, the cache's sizes and orders, each node's slabs, objects and
         free objects on its partial list."""
-        def get_order(n: int) -> int:
-            return max(0, (n - 1).bit_length() - 12)
-
         min_order = get_order(self.slab_size)
         lines = [f"SLUB: Unable to allocate memory on CPU {cpu} (of node "
                  f"{int(self._sa.state.cpu_node[cpu])}) on node {node}, gfp={gfp:#x}"

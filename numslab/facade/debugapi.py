@@ -18,7 +18,7 @@ from ..engine.layout import (CA_DEBUG, CA_TRACK, G_NDEBUG, G_NREPORTS, G_SITE, G
                              R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT, R_SLAB)
 from ..engine import redzone as rz
 from ..errors import SlabDebugError, SlabError
-from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE
+from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_order
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
                      SLAB_TRACE, gfp_names)
 
@@ -133,7 +133,7 @@ class DebugAPI:
             log.warning("%s", cache._out_of_memory(cpu, node, gfp))
         else:
             log.warning("python: page allocation failure: order:%d, mode:%#x(%s), "
-                        "nodemask=(null)", max(0, (size - 1).bit_length() - 12), gfp,
+                        "nodemask=(null)", get_order(size), gfp,
                         gfp_names(gfp))
 
     # ---- set-up ------------------------------------------------------------------------------
