@@ -175,7 +175,8 @@ class BatchAPI:
     def kmem_cache_prefill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
                                  size: int, cpu: int | None = None) -> int:
         """A sheaf (an opaque handle) holding at least ``size`` objects, for later
-        allocations that must not fail; 0 when memory is exhausted."""
+        allocations that must not fail; 0 when memory is exhausted, or under 7.0 for a
+        ``size`` of 0 (its ``kmem_cache_prefill_sheaf`` returns NULL at once)."""
         cid = self._sheaf_cache(cache, "kmem_cache_prefill_sheaf")
         _check_sheaf_size(size, "kmem_cache_prefill_sheaf")
         gfp = check_gfp(gfp, "kmem_cache_prefill_sheaf")

@@ -250,6 +250,25 @@ class KmemCache(MovableCache):
                            ("store_user", SLAB_STORE_USER), ("trace", SLAB_TRACE)):
             # CONFIG_SLUB_DEBUG's files
             out[name] = str(int(bool(self.flags & flag)))
+        out["aliases"] = "0"            # refcount - 1: numslab merges no cache
+        out["shrink"] = out["validate"] = ""        # write-only: their show prints nothing
+        out.update(self._stat_files())
+        return out
+
+    def _stat_files(self) -> dict[str, str]:
+        """CONFIG_SLUB_STATS's files, one per item of the generation's ``enum stat_item``,
+        as ``show_stat`` prints them: the sum over CPUs, then `` C<cpu>=<count>`` for each
+        CPU whose count is not 0."""
+        per_cpu = self._sa.state.stats[self._id]
+        if self._sa.kernel == "7.0":
+            items = [(name, list(cols)) for name, cols in STAT_ITEMS_7_0]
+        else:
+            items = [(name, [i]) for i, name in enumerate(STAT_NAMES_6_18)]
+        out = {}
+        for name, cols in items:
+            counts = per_cpu[:, cols].sum(axis=1)
+            out[name] = str(int(counts.sum())) + "".join(
+                f" C{cpu}={int(n)}" for cpu, n in enumerate(counts) if n)
         return out
 
     def _out_of_memory(self, cpu: int, node: int, gfp: int) -> str:
