@@ -167,3 +167,9 @@ def test_sysfs_shows_7_0s_files_and_stat_files_in_show_stat_format(sa):
     # init_percpu_sheaves ran on CPU 0 (each CPU's main), then a full sheaf per CPU
     assert fs["sheaf_alloc"] == "4 C0=3 C1=1"
     assert "alloc_cpu_sheaf" not in fs and "cpuslab_flush" not in fs
+    old = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel="6.18")    # its 43 items
+    o = old.kmem_cache_create("fs", 128)
+    old.kmem_cache_alloc(o, cpu=1)
+    ofs = o.sysfs()
+    assert ofs["alloc_slowpath"] == "1 C1=1" and ofs["cpuslab_flush"] == "0"
+    assert all(name in ofs for name in numslab.flags.STAT_NAMES_6_18)

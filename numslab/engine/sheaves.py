@@ -720,7 +720,7 @@ def return_sheaf(st, cache, cpu, gfp, sheaf):
 def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
     """``kmem_cache_refill_sheaf``: make ``sheaf`` hold at least ``size`` objects. Returns
     the sheaf to use from now on (a new one if it had to grow), or 0 on -ENOMEM (the old
-    sheaf is then left as it was)."""
+    sheaf then stays the user's, as it was but for what a 7.0 ``refill_sheaf`` put in)."""
     mem = st.mem
     have = mem[_w(sheaf, SH_SIZE)]
     if have >= size:

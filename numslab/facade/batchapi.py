@@ -196,7 +196,9 @@ class BatchAPI:
     def kmem_cache_refill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int, sheaf: int,
                                 size: int, cpu: int | None = None) -> int:
         """Make ``sheaf`` hold at least ``size`` objects. Returns the sheaf to use from now
-        on (a new one if it had to grow), or 0 on -ENOMEM with the old one untouched."""
+        on (a new one if it had to grow), or 0 on -ENOMEM with the old one still the user's:
+        untouched, except that under 7.0 a sheaf of the cache's capacity keeps the objects
+        ``refill_sheaf`` got before memory ran out (as the kernel's does)."""
         cid = self._sheaf_cache(cache, "kmem_cache_refill_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_refill_sheaf")
         _check_sheaf_size(size, "kmem_cache_refill_sheaf")
