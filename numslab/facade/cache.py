@@ -19,6 +19,8 @@ from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
 from ..geometry import get_order
+
+MAX_PARTIAL_TO_SCAN = 10000     #: ``count_partial_free_approx`` scans at most this many
 from ..errors import (BadAddressError, InvalidSizeError, NotPicklableError, SlabError,
                       WrongCacheError, WrongTypeError)
 from .defragapi import MovableCache
@@ -178,6 +180,24 @@ class KmemCache(MovableCache):
         partial lists (objects cached by CPUs count as in use)."""
         return self.total_objects - int(self._partial()[:, 1].sum())
 
+    def partial_free_approx(self) -> np.ndarray:
+        """Free objects on each node's partial list as ``count_partial_free_approx`` counts
+        them for ``/proc/slabinfo`` and the exhaustion warning, int64[nr_nodes]: exact up to
+        ``MAX_PARTIAL_TO_SCAN`` (10000) partial slabs; past that, the free objects of the
+        first and the last 5000 slabs scaled to the list (``mult_frac``), at most the
+        node's objects. (sysfs ``objects`` counts them exactly.)"""
+        out = self._partial()[:, 1]
+        nr_partial = self._node(N_NR_PARTIAL)
+        for node in np.flatnonzero(nr_partial > MAX_PARTIAL_TO_SCAN).tolist():
+            rows = self.partial_list(node)
+            free = rows[:, 2] - rows[:, 1]
+            half = MAX_PARTIAL_TO_SCAN // 2
+            x = int(free[:half].sum() + free[-half:].sum())
+            n, d = int(nr_partial[node]), MAX_PARTIAL_TO_SCAN
+            x = (x // d) * n + (x % d) * n // d                # mult_frac(x, n, d)
+            out[node] = min(x, int(self._node(N_TOTAL_OBJECTS)[node]))
+        return out
+
     @property
     def objects_partial(self) -> int:
         """Objects in use on slabs of the node partial lists."""
@@ -285,7 +305,7 @@ class KmemCache(MovableCache):
         if min_order > get_order(self.object_size):
             lines.append(f"  {self.name} debugging increased min order, use slab_debug=O "
                          f"to disable.")
-        free = self._partial()[:, 1]
+        free = self.partial_free_approx()
         slabs, objs = self._node(N_NR_SLABS), self._node(N_TOTAL_OBJECTS)
         lines += [f"  node {n}: slabs: {slabs[n]}, objs: {objs[n]}, free: {free[n]}"
                   for n in range(self._sa.nr_nodes)]
