@@ -215,3 +215,22 @@ def test_slabinfo_approximates_free_objects_past_10000_partial_slabs():
     assert int(line.split()[1]) == c.total_objects - approx
     assert c.objects == c.total_objects - exact
     assert int(c.sysfs()["objects"].split()[0]) == c.total_objects - exact
+
+
+def test_6_18_cpu_slabs_counts_per_node_and_only_cpus_with_a_slab():
+    """6.18's ``show_slab_objects(SO_CPU)``: per CPU, ``if (!slab) continue;`` then 1 for
+    the CPU slab on its node and the CPU partial list's ``slabs`` on its first slab's node,
+    printed as ``total N<node>=<n>``; 7.0 prints ``0`` (no CPU slabs)."""
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=4, nr_nodes=2, memory="16M")
+    c = sa.kmem_cache_create("cs", 64)
+    objs = [sa.kmem_cache_alloc(c, cpu=0) for _ in range(c.objs_per_slab + 1)]
+    assert c.sysfs()["cpu_slabs"] == "1 N0=1"
+    sa.kmem_cache_free(c, objs[0], cpu=1)      # a full slab's first free: CPU 1's partial
+    assert sa.state.cpu[c.id, 1, numslab.engine.layout.C_SLAB] == -1
+    assert c.slabs_cpu_partial == f"{c.objs_per_slab // 2}(1) C1={c.objs_per_slab // 2}(1)"
+    assert c.sysfs()["cpu_slabs"] == "1 N0=1"  # CPU 1 has no CPU slab: its list not counted
+    b = sa.kmem_cache_alloc(c, cpu=2)          # CPU 2 is on node 1
+    assert c.sysfs()["cpu_slabs"] == "2 N0=1 N1=1"
+    for a in objs[1:] + [b]:
+        sa.kmem_cache_free(c, a)
+    sa.validate()

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS,
+from ..engine.layout import (C_PARTIAL, C_SLAB, CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO,
+                      CA_FLAGS,
                       CA_SHEAF_CAPACITY,
                       CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER,
                       CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL,
@@ -205,8 +206,24 @@ class KmemCache(MovableCache):
 
     @property
     def cpu_slabs(self) -> int:
-        """CPU slabs plus slabs on CPU partial lists."""
+        """CPU slabs plus slabs on CPU partial lists (every CPU's; sysfs ``cpu_slabs``
+        counts a CPU's list only when the CPU has a slab, as the kernel does)."""
         return int(self._cpus().sum())
+
+    def _cpu_slabs_per_node(self) -> np.ndarray:
+        """sysfs ``cpu_slabs`` per node, int64[nr_nodes], as ``show_slab_objects(SO_CPU)``
+        counts: each CPU slab on its node and, only for a CPU that has a CPU slab, its CPU
+        partial list's ``slabs`` on the node of the list's first slab (all 0 under 7.0)."""
+        out = np.zeros(self._sa.nr_nodes, np.int64)
+        rows = self._sa.state.cpu[self._id]
+        per = self._sa.pages_per_node
+        for cpu, (has_slab, slabs) in enumerate(self._cpus().tolist()):
+            if not has_slab:
+                continue
+            out[int(rows[cpu, C_SLAB]) // per] += 1
+            if slabs:
+                out[int(rows[cpu, C_PARTIAL]) // per] += slabs
+        return out
 
     @property
     def slabs_cpu_partial(self) -> str:
@@ -256,7 +273,7 @@ class KmemCache(MovableCache):
             "remote_node_defrag_ratio", "slabs_cpu_partial")}
         if self._sa.kernel == "7.0":    # 7.0 added it; cpu_partial and friends print 0
             out["sheaf_capacity"] = str(self.sheaf_capacity)
-        out["cpu_slabs"] = str(self.cpu_slabs)
+        out["cpu_slabs"] = per_node(self._cpu_slabs_per_node())
         partial = self._partial()                   # one walk of every node's partial list
         total = self._node(N_TOTAL_OBJECTS)
         out["objects"] = per_node(total - partial[:, 1])
