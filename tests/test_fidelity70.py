@@ -234,3 +234,69 @@ def test_6_18_cpu_slabs_counts_per_node_and_only_cpus_with_a_slab():
     for a in objs[1:] + [b]:
         sa.kmem_cache_free(c, a)
     sa.validate()
+
+
+# ---- a debug cache's prefilled sheaves ----------------------------------------------------------
+def test_a_debug_cache_gets_oversize_prefilled_sheaves_through_its_checks():
+    """``kmem_cache_prefill_sheaf`` (7.0) on a debug cache (``calculate_sheaf_capacity``: 0
+    for ``SLAB_DEBUG_FLAGS``): ``size > s->sheaf_capacity``, so an oversize sheaf
+    (SHEAF_PREFILL_OVERSIZE, kzalloc'ed, no SHEAF_ALLOC) filled by
+    ``__kmem_cache_alloc_bulk``, which for ``kmem_cache_debug(s)`` calls ``___slab_alloc``
+    once per object (ALLOC_SLOWPATH each, alloc_debug_processing); ``kmem_cache_return_sheaf``
+    flushes it (``sheaf_flush_unused``: SHEAF_FLUSH, ``__kmem_cache_free_bulk``: per
+    detached freelist ``free_to_partial_list``, no FREE_SLOWPATH) and kfrees it."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("dbg", 96, flags=numslab.SLAB_CONSISTENCY_CHECKS
+                             | numslab.SLAB_RED_ZONE | numslab.SLAB_STORE_USER)
+    assert c.sheaf_capacity == 0
+    st = c.stats
+    s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 5, cpu=0)
+    assert s and sa.sheaf_capacity_of(s) == 5 and sa.kmem_cache_sheaf_size(s) == 5
+    assert delta(c, st) == {"sheaf_prefill_oversize": 1, "alloc_slowpath": 5, "alloc_slab": 1}
+    w = (s >> 3) + numslab.engine.layout.SH_OBJECTS
+    held = sa.memory.view(np.int64)[w:w + 5].tolist()
+    assert c.live_objects == 0 and sa.kmem_cache_validate(c) == 0    # active red zones
+    sa.validate()
+    a = sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s, cpu=0)
+    assert a == held[-1] and c.live_objects == 1
+    st = c.stats
+    assert sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, 5, cpu=0) == s       # capacity 5
+    assert delta(c, st) == {"alloc_slowpath": 1}
+    held = sa.memory.view(np.int64)[w:w + 5].tolist()
+    st = c.stats
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s, cpu=0)
+    assert delta(c, st) == {"sheaf_flush": 5}
+    assert c.live_objects == 1 and sa.kmem_cache_validate(c) == 0 and not sa.slab_reports()
+    sa.validate()
+    # one detached freelist: spliced head first, so the slab hands them out in array order
+    assert [sa.kmem_cache_alloc(c, cpu=0) for _ in range(5)] == held
+    assert sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 0) == 0
+    old = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
+    d = old.kmem_cache_create("dbg", 96, flags=numslab.SLAB_RED_ZONE)
+    try:
+        old.kmem_cache_prefill_sheaf(d, GFP_KERNEL, 2)
+        raise AssertionError("6.18 refuses a cache without sheaves")
+    except numslab.SlabError as e:
+        assert "no sheaves" in str(e)
+
+
+def test_a_debug_prefill_that_a_check_stops_raises_and_keeps_nothing():
+    """A failed ``alloc_debug_processing`` while ``__kmem_cache_alloc_bulk`` fills a debug
+    cache's prefilled sheaf: numslab isolates the slab and the call raises
+    ``SlabDebugError`` (ARCHITECTURE, slab_debug failures), the objects taken before given
+    back (``goto error: __kmem_cache_free_bulk``) and the sheaf kfreed."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M")
+    c = sa.kmem_cache_create("dbgf", 96, flags=numslab.SLAB_CONSISTENCY_CHECKS
+                             | numslab.SLAB_RED_ZONE)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(4)]
+    sa.kmem_cache_free(c, objs[1])
+    sa.kmem_cache_free(c, objs[2])              # the free list: objs[2], objs[1], ...
+    sa.memory[objs[1] + 96] = 0x11              # objs[1]'s right red zone
+    sheaves = len(sa.sheaf_addresses())
+    try:
+        sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 3)
+        raise AssertionError("the check must stop the prefill")
+    except numslab.SlabDebugError as e:
+        assert "Redzone" in str(e) or e.reports
+    assert c.live_objects == 2 and len(sa.sheaf_addresses()) == sheaves
+    sa.validate()

@@ -28,6 +28,7 @@ from .layout import (CA_DEBUG, C_MAIN, C_SPARE, CA_FLAGS, CA_OBJECTS, CA_SHEAF_C
 from .native import address, jit, unit
 from .nocpu import refill_objects, slab_alloc_single
 from .pages import free_block_checked
+from .sheafdebug import fill_debug, flush_debug
 
 PCS_BATCH_MAX = 32
 KMALLOC_CLASS = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
@@ -147,9 +148,21 @@ def sheaf_flush_unused(st, cache, cpu, sheaf):
     size = mem[_w(sheaf, SH_SIZE)]
     if size:
         _stat(st, cache, cpu, SHEAF_FLUSH, size)
-        free_bulk_raw(st, cache, cpu, size, _objs_at(st, sheaf))
+        if _ca(st, cache, CA_DEBUG):            # a debug cache's (oversize) prefilled sheaf
+            flush_debug(st, cache, cpu, size, _objs_at(st, sheaf))
+        else:
+            free_bulk_raw(st, cache, cpu, size, _objs_at(st, sheaf))
         mem[_w(sheaf, SH_SIZE)] = 0
     return 0
+
+
+@jit
+def _fill_oversize(st, cache, cpu, gfp, n, paddr):
+    """``__kmem_cache_alloc_bulk`` into an oversize sheaf: ``refill_objects``, or for a
+    debug cache one checked ``___slab_alloc`` per object. ``n``, or 0 with nothing taken."""
+    if _ca(st, cache, CA_DEBUG):
+        return fill_debug(st, cache, cpu, gfp, n, paddr)
+    return alloc_bulk_slab(st, cache, cpu, gfp, n, paddr)
 
 
 @unit
@@ -640,8 +653,9 @@ def user_sheaf_unlink(st, cache, sheaf):
 @unit
 def prefill_sheaf(st, cache, cpu, gfp, size):
     """``kmem_cache_prefill_sheaf``: a sheaf holding at least ``size`` objects (an
-    oversize one if ``size`` exceeds the capacity); its address, or 0 when memory runs out
-    or (7.0, which returns NULL for it) ``size`` is 0."""
+    oversize one if ``size`` exceeds the capacity, always for a debug cache, which has
+    none); its address, or 0 when memory runs out or (7.0, which returns NULL for it)
+    ``size`` is 0."""
     if size == 0 and st.kernel == KERNEL_7_0:
         return 0
     mem = st.mem
@@ -653,7 +667,7 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
         _stat(st, cache, cpu, SHEAF_PREFILL_OVERSIZE, 1)
         mem[_w(sheaf, SH_CAPACITY)] = size
         mem[_w(sheaf, SH_CACHE)] = cache
-        if alloc_bulk_slab(st, cache, cpu, gfp, size, _objs_at(st, sheaf)) == 0:
+        if _fill_oversize(st, cache, cpu, gfp, size, _objs_at(st, sheaf)) == 0:
             kfree_internal(st, cpu, sheaf)
             return 0
         mem[_w(sheaf, SH_SIZE)] = size
@@ -731,8 +745,8 @@ def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
             if refill_sheaf(st, cache, cpu, sheaf, gfp):
                 return 0
         else:
-            if alloc_bulk_slab(st, cache, cpu, gfp, capacity - have,
-                               _objs_at(st, sheaf) + 8 * have) == 0:
+            if _fill_oversize(st, cache, cpu, gfp, capacity - have,
+                              _objs_at(st, sheaf) + 8 * have) == 0:
                 return 0
             mem[_w(sheaf, SH_SIZE)] = capacity
         return sheaf
