@@ -300,3 +300,19 @@ def test_a_debug_prefill_that_a_check_stops_raises_and_keeps_nothing():
         assert "Redzone" in str(e) or e.reports
     assert c.live_objects == 2 and len(sa.sheaf_addresses()) == sheaves
     sa.validate()
+
+
+def test_returning_a_sheaf_with_bad_gfp_changes_nothing(sa):
+    """Bad input raises and changes nothing: the gfp of ``kmem_cache_return_sheaf`` is
+    checked before the sheaf leaves the user's list."""
+    c = sa.kmem_cache_create("rg", 128)
+    s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 3, cpu=0)
+    snap = snapshot(sa)
+    for bad in (-1, 1 << 40, "GFP_KERNEL", True):
+        try:
+            sa.kmem_cache_return_sheaf(c, bad, s, cpu=0)
+            raise AssertionError("a bad gfp must be refused")
+        except numslab.SlabError:
+            pass
+        assert_unchanged(sa, snap)
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s, cpu=0)
