@@ -40,6 +40,10 @@ def test_random_sheaf_calls_agree_with_a_model(ops, kernel):
         mine = sorted(held)
         if op == "prefill":
             s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, n % 20)
+            if n % 20 == 0 and kernel == "7.0":     # 7.0: a prefill of 0 objects is NULL
+                assert s == 0
+                assert_unchanged(sa, snap)
+                continue
             assert s and s not in held and sa.kmem_cache_sheaf_size(s) >= n % 20
             held[s] = sa.kmem_cache_sheaf_size(s)
         elif op == "alloc" and mine:

@@ -28,6 +28,7 @@ from .layout import (CA_DEBUG, C_MAIN, C_SPARE, CA_FLAGS, CA_OBJECTS, CA_SHEAF_C
 from .native import address, jit, unit
 from .nocpu import refill_objects, slab_alloc_single
 from .pages import free_block_checked
+from .sheafdebug import fill_debug, flush_debug
 
 PCS_BATCH_MAX = 32
 KMALLOC_CLASS = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
@@ -147,9 +148,21 @@ def sheaf_flush_unused(st, cache, cpu, sheaf):
     size = mem[_w(sheaf, SH_SIZE)]
     if size:
         _stat(st, cache, cpu, SHEAF_FLUSH, size)
-        free_bulk_raw(st, cache, cpu, size, _objs_at(st, sheaf))
+        if _ca(st, cache, CA_DEBUG):            # a debug cache's (oversize) prefilled sheaf
+            flush_debug(st, cache, cpu, size, _objs_at(st, sheaf))
+        else:
+            free_bulk_raw(st, cache, cpu, size, _objs_at(st, sheaf))
         mem[_w(sheaf, SH_SIZE)] = 0
     return 0
+
+
+@jit
+def _fill_oversize(st, cache, cpu, gfp, n, paddr):
+    """``__kmem_cache_alloc_bulk`` into an oversize sheaf: ``refill_objects``, or for a
+    debug cache one checked ``___slab_alloc`` per object. ``n``, or 0 with nothing taken."""
+    if _ca(st, cache, CA_DEBUG):
+        return fill_debug(st, cache, cpu, gfp, n, paddr)
+    return alloc_bulk_slab(st, cache, cpu, gfp, n, paddr)
 
 
 @unit
@@ -217,7 +230,9 @@ def _barn_trade(st, cache, cpu, r, want_full):
 @unit
 def replace_empty_main(st, cache, cpu, gfp):
     """``__pcs_replace_empty_main``: give the CPU a main sheaf with objects (spare, barn,
-    or a newly filled one if ``gfp`` may block). 1 if main now has objects, else 0."""
+    or a newly filled one if ``gfp`` may block). The empty main a filled sheaf replaces
+    becomes the spare when there is none (7.0), else goes to the barn's empty list (6.18
+    always). 1 if main now has objects, else 0."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
@@ -256,7 +271,10 @@ def replace_empty_main(st, cache, cpu, gfp):
             return 0
     main = cpt[c + C_MAIN]
     if mem[_w(main, SH_SIZE)] == 0:
-        _barn_push(st, r, N_BARN_EMPTY, N_NR_EMPTY, main)
+        if st.kernel == KERNEL_7_0 and not cpt[c + C_SPARE]:
+            cpt[c + C_SPARE] = main             # 7.0: the empty main becomes the spare
+        else:
+            _barn_push(st, r, N_BARN_EMPTY, N_NR_EMPTY, main)
         cpt[c + C_MAIN] = full
     elif not cpt[c + C_SPARE]:
         cpt[c + C_SPARE] = full
@@ -424,10 +442,35 @@ def _free_to_pcs(st, cache, cpu, obj):
     return True
 
 
+@jit(inline=True)
+def _flush_remote(st, cache, cpu, p, at, n):
+    """``free_to_pcs_bulk``'s ``flush_remote``: free one batch of remote objects, kept
+    newest first at ``p[at:at+n]``, to their slabs as ``__kmem_cache_free_bulk`` of the
+    kernel's ``remote_objects[]`` (oldest first: the slice is reversed in place first)."""
+    lo = at
+    hi = at + n - 1
+    while lo < hi:
+        t = p[lo]
+        p[lo] = p[hi]
+        p[hi] = t
+        lo += 1
+        hi -= 1
+    if st.kernel == KERNEL_7_0:
+        _stat(st, cache, cpu, FREE_SLOWPATH, n)
+    free_bulk_raw(st, cache, cpu, n, address(p) + 8 * at)
+
+
 @jit
 def _free_to_pcs_bulk(st, cache, cpu, nr, p):
-    """``free_to_pcs_bulk``: copy local-node objects of ``p[:nr]`` into sheaves (swapping with the spare or trading a full main for an empty
-    barn sheaf); remote objects and what does not fit go to the slabs. ``p`` is permuted."""
+    """``free_to_pcs_bulk``: copy the local-node objects of ``p[:nr]`` into sheaves
+    (swapping with the spare or trading a full main for an empty barn sheaf), the rest of
+    them to the slabs when no sheaf has room. Remote objects go to their slabs in batches
+    of ``PCS_BATCH_MAX`` (``remote_objects[]``, in the order the scan meets them), a full
+    batch as soon as it fills, the last one after the local objects. The scan removes an
+    object as the kernel does (``p[i] = p[--size]``); a removed remote object is kept in
+    the slot that frees, so ``p`` is permuted. Where the kernel, its 32nd remote object
+    being the last one scanned, returns without freeing the local objects (a leak), numslab
+    goes on and frees them (ARCHITECTURE: deliberate deviations)."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
@@ -435,18 +478,23 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
     local = st.cpu_node[cpu]
     size = nr
     i = 0
-    while i < size and st.nnodes > 1:           # remote objects to the tail
+    remote = 0
+    while i < size and st.nnodes > 1:           # next_remote_batch
         if _slab_nid(st, p[i] >> 12) != local:
             size -= 1
             t = p[i]
             p[i] = p[size]
             p[size] = t
+            remote += 1
+            if remote >= PCS_BATCH_MAX:
+                _flush_remote(st, cache, cpu, p, size, remote)
+                remote = 0
         else:
             i += 1
     done = 0
     r = _barn(st, cache, cpu)
     nd = st.node
-    while done < size:
+    while done < size:                          # next_batch
         main = cpt[c + C_MAIN]
         if mem[_w(main, SH_SIZE)] == cap:
             spare = cpt[c + C_SPARE]
@@ -469,10 +517,12 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
         batch = min(size - done, cap - mem[_w(main, SH_SIZE)])
         _sheaf_put(st, cache, cpu, main, batch, p, done)
         done += batch
-    if done < nr:
-        if st.kernel == KERNEL_7_0:             # the fallback and the remote objects
-            _stat(st, cache, cpu, FREE_SLOWPATH, nr - done)
-        free_bulk_raw(st, cache, cpu, nr - done, address(p) + 8 * done)
+    if done < size:                             # no_empty / fallback
+        if st.kernel == KERNEL_7_0:
+            _stat(st, cache, cpu, FREE_SLOWPATH, size - done)
+        free_bulk_raw(st, cache, cpu, size - done, address(p) + 8 * done)
+    if remote:                                  # flush_remote: the last batch
+        _flush_remote(st, cache, cpu, p, size, remote)
 
 
 # ---- lean sheaves: sheaf-aware mobility (numslab's remedy for issue 15, in no kernel) ----
@@ -603,7 +653,11 @@ def user_sheaf_unlink(st, cache, sheaf):
 @unit
 def prefill_sheaf(st, cache, cpu, gfp, size):
     """``kmem_cache_prefill_sheaf``: a sheaf holding at least ``size`` objects (an
-    oversize one if ``size`` exceeds the capacity); its address or 0."""
+    oversize one if ``size`` exceeds the capacity, always for a debug cache, which has
+    none); its address, or 0 when memory runs out or (7.0, which returns NULL for it)
+    ``size`` is 0."""
+    if size == 0 and st.kernel == KERNEL_7_0:
+        return 0
     mem = st.mem
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     if size > cap:
@@ -613,7 +667,7 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
         _stat(st, cache, cpu, SHEAF_PREFILL_OVERSIZE, 1)
         mem[_w(sheaf, SH_CAPACITY)] = size
         mem[_w(sheaf, SH_CACHE)] = cache
-        if alloc_bulk_slab(st, cache, cpu, gfp, size, _objs_at(st, sheaf)) == 0:
+        if _fill_oversize(st, cache, cpu, gfp, size, _objs_at(st, sheaf)) == 0:
             kfree_internal(st, cpu, sheaf)
             return 0
         mem[_w(sheaf, SH_SIZE)] = size
@@ -680,7 +734,7 @@ def return_sheaf(st, cache, cpu, gfp, sheaf):
 def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
     """``kmem_cache_refill_sheaf``: make ``sheaf`` hold at least ``size`` objects. Returns
     the sheaf to use from now on (a new one if it had to grow), or 0 on -ENOMEM (the old
-    sheaf is then left as it was)."""
+    sheaf then stays the user's, as it was but for what a 7.0 ``refill_sheaf`` put in)."""
     mem = st.mem
     have = mem[_w(sheaf, SH_SIZE)]
     if have >= size:
@@ -691,8 +745,8 @@ def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
             if refill_sheaf(st, cache, cpu, sheaf, gfp):
                 return 0
         else:
-            if alloc_bulk_slab(st, cache, cpu, gfp, capacity - have,
-                               _objs_at(st, sheaf) + 8 * have) == 0:
+            if _fill_oversize(st, cache, cpu, gfp, capacity - have,
+                              _objs_at(st, sheaf) + 8 * have) == 0:
                 return 0
             mem[_w(sheaf, SH_SIZE)] = capacity
         return sheaf

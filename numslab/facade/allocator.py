@@ -754,9 +754,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def slabinfo(self) -> str:
         """``/proc/slabinfo`` (version 2.1) for every cache, newest first as the kernel lists."""
         lines = [SLABINFO_HEADER]
-        for c in reversed(self.caches):
+        for c in reversed(self.caches):         # get_slabinfo: count_partial_free_approx
             total = c.total_objects
-            lines.append(slabinfo_line(c.name, c.objects, total, c.slab_size,
+            active = total - int(c.partial_free_approx().sum())
+            lines.append(slabinfo_line(c.name, active, total, c.slab_size,
                                        c.objs_per_slab, c.order, c.slabs))
         return "".join(lines)
 

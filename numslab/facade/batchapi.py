@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine import checks
-from ..engine.layout import (CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_NPENDING, NIL,
+from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAULT_CACHE,
+                             G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING, G_NREPORTS, G_SITE, NIL,
                              SH_CAPACITY, SH_SIZE)
 from ..engine.ops import alloc_from_sheaf
 from ..engine.sheaves import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
@@ -153,11 +154,36 @@ class BatchAPI:
 
     # ---- prefilled sheaves (6.18) -----------------------------------------------------------
     def _sheaf_cache(self: "SlabAllocator", cache: KmemCache, fn: str) -> int:
+        """The id of ``cache`` for the prefilled-sheaf API: under 7.0 any cache (a debug
+        cache, which has no sheaves, gets oversize ones), under 6.18 one with sheaves."""
         cid = self._own(cache, fn)
-        if not self.state.ca[cid, CA_SHEAF_CAPACITY]:
+        if not self.state.ca[cid, CA_SHEAF_CAPACITY] and not (
+                self.kernel == "7.0" and self.state.ca[cid, CA_DEBUG]):
             raise SlabError(f"{fn}({cache.name}): the cache has no sheaves "
                             f"(create it with sheaf_capacity)")
         return cid
+
+    def _sheaf_unit(self: "SlabAllocator", fn: str, u: Any, *args: int) -> int:
+        """Call a prefilled-sheaf unit; while debug caches exist, as their other calls go:
+        the caller's site recorded for U's tracks, the reports the unit wrote collected, and
+        a refill that a slab_debug check stopped raised as ``SlabDebugError``."""
+        if not self._debug_on:
+            return int(u(self._st, *args))
+        g = self._g
+        if self._debug_user:
+            g[G_SITE] = self._site_id()
+        try:
+            r = int(u(self._st, *args))
+        finally:
+            g[G_SITE] = 0
+        if g[G_NREPORTS] != self._reports_seen:
+            self._last_reports = self._drain_reports()
+        elif self._last_reports:
+            self._last_reports = []
+        if r == 0 and g[G_FAULT_CACHE] and self._last_reports:
+            g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
+            raise self._debug_error(fn, 0)
+        return r
 
     def _is_user_sheaf(self: "SlabAllocator", cid: int, sheaf: int) -> bool:
         """True if ``sheaf`` is on cache ``cid``'s list of prefilled sheaves."""
@@ -175,11 +201,13 @@ class BatchAPI:
     def kmem_cache_prefill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
                                  size: int, cpu: int | None = None) -> int:
         """A sheaf (an opaque handle) holding at least ``size`` objects, for later
-        allocations that must not fail; 0 when memory is exhausted."""
+        allocations that must not fail; 0 when memory is exhausted, or under 7.0 for a
+        ``size`` of 0 (its ``kmem_cache_prefill_sheaf`` returns NULL at once)."""
         cid = self._sheaf_cache(cache, "kmem_cache_prefill_sheaf")
         _check_sheaf_size(size, "kmem_cache_prefill_sheaf")
         gfp = check_gfp(gfp, "kmem_cache_prefill_sheaf")
-        sheaf = int(prefill_sheaf(self._st, cid, self._cpu_of(cpu), gfp, size))
+        sheaf = self._sheaf_unit("kmem_cache_prefill_sheaf", prefill_sheaf, cid,
+                                 self._cpu_of(cpu), gfp, size)
         if self._g[G_NPENDING]:          # constructors of new slabs
             self._run_ctors()
         return sheaf
@@ -195,12 +223,15 @@ class BatchAPI:
     def kmem_cache_refill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int, sheaf: int,
                                 size: int, cpu: int | None = None) -> int:
         """Make ``sheaf`` hold at least ``size`` objects. Returns the sheaf to use from now
-        on (a new one if it had to grow), or 0 on -ENOMEM with the old one untouched."""
+        on (a new one if it had to grow), or 0 on -ENOMEM with the old one still the user's:
+        untouched, except that under 7.0 a sheaf of the cache's capacity keeps the objects
+        ``refill_sheaf`` got before memory ran out (as the kernel's does)."""
         cid = self._sheaf_cache(cache, "kmem_cache_refill_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_refill_sheaf")
         _check_sheaf_size(size, "kmem_cache_refill_sheaf")
         gfp = check_gfp(gfp, "kmem_cache_refill_sheaf")
-        new = int(refill_user_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf, size))
+        new = self._sheaf_unit("kmem_cache_refill_sheaf", refill_user_sheaf, cid,
+                               self._cpu_of(cpu), gfp, sheaf, size)
         if self._g[G_NPENDING]:
             self._run_ctors()
         return new
@@ -210,9 +241,10 @@ class BatchAPI:
         """Give a prefilled sheaf back (as the CPU's spare, to the barn, or flushed)."""
         cid = self._sheaf_cache(cache, "kmem_cache_return_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_return_sheaf")
+        gfp = check_gfp(gfp, "kmem_cache_return_sheaf")
         user_sheaf_unlink(self._st, cid, sheaf)
-        return_sheaf(self._st, cid, self._cpu_of(cpu), check_gfp(gfp, "kmem_cache_return_sheaf"),
-                     sheaf)
+        self._sheaf_unit("kmem_cache_return_sheaf", return_sheaf, cid, self._cpu_of(cpu), gfp,
+                         sheaf)
 
     def kmem_cache_sheaf_size(self: "SlabAllocator", sheaf: int) -> int:
         """Objects left in a prefilled sheaf."""

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS,
+from ..engine.layout import (C_PARTIAL, C_SLAB, CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO,
+                      CA_FLAGS,
                       CA_SHEAF_CAPACITY,
                       CA_MIN_PARTIAL, CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER,
                       CA_SIZE, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL,
@@ -19,6 +20,8 @@ from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
 from ..geometry import get_order
+
+MAX_PARTIAL_TO_SCAN = 10000     #: ``count_partial_free_approx`` scans at most this many
 from ..errors import (BadAddressError, InvalidSizeError, NotPicklableError, SlabError,
                       WrongCacheError, WrongTypeError)
 from .defragapi import MovableCache
@@ -178,6 +181,24 @@ class KmemCache(MovableCache):
         partial lists (objects cached by CPUs count as in use)."""
         return self.total_objects - int(self._partial()[:, 1].sum())
 
+    def partial_free_approx(self) -> np.ndarray:
+        """Free objects on each node's partial list as ``count_partial_free_approx`` counts
+        them for ``/proc/slabinfo`` and the exhaustion warning, int64[nr_nodes]: exact up to
+        ``MAX_PARTIAL_TO_SCAN`` (10000) partial slabs; past that, the free objects of the
+        first and the last 5000 slabs scaled to the list (``mult_frac``), at most the
+        node's objects. (sysfs ``objects`` counts them exactly.)"""
+        out = self._partial()[:, 1]
+        nr_partial = self._node(N_NR_PARTIAL)
+        for node in np.flatnonzero(nr_partial > MAX_PARTIAL_TO_SCAN).tolist():
+            rows = self.partial_list(node)
+            free = rows[:, 2] - rows[:, 1]
+            half = MAX_PARTIAL_TO_SCAN // 2
+            x = int(free[:half].sum() + free[-half:].sum())
+            n, d = int(nr_partial[node]), MAX_PARTIAL_TO_SCAN
+            x = (x // d) * n + (x % d) * n // d                # mult_frac(x, n, d)
+            out[node] = min(x, int(self._node(N_TOTAL_OBJECTS)[node]))
+        return out
+
     @property
     def objects_partial(self) -> int:
         """Objects in use on slabs of the node partial lists."""
@@ -185,8 +206,24 @@ class KmemCache(MovableCache):
 
     @property
     def cpu_slabs(self) -> int:
-        """CPU slabs plus slabs on CPU partial lists."""
+        """CPU slabs plus slabs on CPU partial lists (every CPU's; sysfs ``cpu_slabs``
+        counts a CPU's list only when the CPU has a slab, as the kernel does)."""
         return int(self._cpus().sum())
+
+    def _cpu_slabs_per_node(self) -> np.ndarray:
+        """sysfs ``cpu_slabs`` per node, int64[nr_nodes], as ``show_slab_objects(SO_CPU)``
+        counts: each CPU slab on its node and, only for a CPU that has a CPU slab, its CPU
+        partial list's ``slabs`` on the node of the list's first slab (all 0 under 7.0)."""
+        out = np.zeros(self._sa.nr_nodes, np.int64)
+        rows = self._sa.state.cpu[self._id]
+        per = self._sa.pages_per_node
+        for cpu, (has_slab, slabs) in enumerate(self._cpus().tolist()):
+            if not has_slab:
+                continue
+            out[int(rows[cpu, C_SLAB]) // per] += 1
+            if slabs:
+                out[int(rows[cpu, C_PARTIAL]) // per] += slabs
+        return out
 
     @property
     def slabs_cpu_partial(self) -> str:
@@ -236,7 +273,7 @@ class KmemCache(MovableCache):
             "remote_node_defrag_ratio", "slabs_cpu_partial")}
         if self._sa.kernel == "7.0":    # 7.0 added it; cpu_partial and friends print 0
             out["sheaf_capacity"] = str(self.sheaf_capacity)
-        out["cpu_slabs"] = str(self.cpu_slabs)
+        out["cpu_slabs"] = per_node(self._cpu_slabs_per_node())
         partial = self._partial()                   # one walk of every node's partial list
         total = self._node(N_TOTAL_OBJECTS)
         out["objects"] = per_node(total - partial[:, 1])
@@ -250,6 +287,25 @@ class KmemCache(MovableCache):
                            ("store_user", SLAB_STORE_USER), ("trace", SLAB_TRACE)):
             # CONFIG_SLUB_DEBUG's files
             out[name] = str(int(bool(self.flags & flag)))
+        out["aliases"] = "0"            # refcount - 1: numslab merges no cache
+        out["shrink"] = out["validate"] = ""        # write-only: their show prints nothing
+        out.update(self._stat_files())
+        return out
+
+    def _stat_files(self) -> dict[str, str]:
+        """CONFIG_SLUB_STATS's files, one per item of the generation's ``enum stat_item``,
+        as ``show_stat`` prints them: the sum over CPUs, then `` C<cpu>=<count>`` for each
+        CPU whose count is not 0."""
+        per_cpu = self._sa.state.stats[self._id]
+        if self._sa.kernel == "7.0":
+            items = [(name, list(cols)) for name, cols in STAT_ITEMS_7_0]
+        else:
+            items = [(name, [i]) for i, name in enumerate(STAT_NAMES_6_18)]
+        out = {}
+        for name, cols in items:
+            counts = per_cpu[:, cols].sum(axis=1)
+            out[name] = str(int(counts.sum())) + "".join(
+                f" C{cpu}={int(n)}" for cpu, n in enumerate(counts) if n)
         return out
 
     def _out_of_memory(self, cpu: int, node: int, gfp: int) -> str:
@@ -266,7 +322,7 @@ class KmemCache(MovableCache):
         if min_order > get_order(self.object_size):
             lines.append(f"  {self.name} debugging increased min order, use slab_debug=O "
                          f"to disable.")
-        free = self._partial()[:, 1]
+        free = self.partial_free_approx()
         slabs, objs = self._node(N_NR_SLABS), self._node(N_TOTAL_OBJECTS)
         lines += [f"  node {n}: slabs: {slabs[n]}, objs: {objs[n]}, free: {free[n]}"
                   for n in range(self._sa.nr_nodes)]
