@@ -4,6 +4,7 @@ bulk free, a prefill of no objects, and the sysfs files 7.0 shows."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import numslab
 from numslab import GFP_KERNEL
@@ -316,3 +317,28 @@ def test_returning_a_sheaf_with_bad_gfp_changes_nothing(sa):
             pass
         assert_unchanged(sa, snap)
     sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s, cpu=0)
+
+
+# ---- kfree_bulk: kmem_cache_free_bulk(NULL, ...) -------------------------------------------------
+@pytest.mark.parametrize("debug_cache", [False, True])
+def test_kfree_bulk_frees_to_the_slabs_and_counts_free_slowpath_per_cache(sa, debug_cache):
+    """``kfree_bulk`` is ``kmem_cache_free_bulk(NULL, ...)``: with no cache it never takes the
+    sheaves (``free_to_pcs_bulk`` needs ``s``); each detached list goes to its slab through
+    ``slab_free_bulk``, which counts FREE_SLOWPATH for its objects on its own cache. The same
+    while a slab_debug cache exists (numslab then checks and frees one object at a time)."""
+    if debug_cache:
+        sa.kmem_cache_create("debugged", 40, flags=numslab.SLAB_RED_ZONE)
+    caches = {c.name: c for c in sa.kmalloc_caches}
+    sizes = [64] * 10 + [200] * 7 + [20000] + [64] * 3
+    addrs = np.array([sa.kmalloc(s, cpu=0) for s in sizes], np.int64)
+    want = {"kmalloc-64": 13, "kmalloc-256": 7}
+    live = {name: caches[name].live_objects - n for name, n in want.items()}
+    before = {name: dict(caches[name].stats) for name in want}
+    mains = {name: sheaf_size(sa, sa.state.cpu[caches[name].id, 0, C_MAIN]) for name in want}
+    sa.kfree_bulk(len(addrs), addrs, cpu=0)
+    for name, n in want.items():
+        d = delta(caches[name], before[name])
+        assert d.get("free_slowpath", 0) == n, (name, d)
+        assert d.get("free_fastpath", 0) == 0, (name, d)          # no sheaf took one
+        assert sheaf_size(sa, sa.state.cpu[caches[name].id, 0, C_MAIN]) == mains[name]
+    assert {name: caches[name].live_objects for name in want} == live

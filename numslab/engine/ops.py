@@ -15,7 +15,7 @@ from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_allo
                        _take_back, flush_cpu)
 from .layout import (CA_DEBUG, G_NDEBUG,
                      C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
-                     G_FAULT_CACHE, KERNEL_7_0, NIL, PG_LARGE, SH_OBJECTS, SH_SIZE,
+                     G_FAULT_CACHE, KERNEL_7_0, NIL, PG_LARGE, PG_SLAB, SH_OBJECTS, SH_SIZE,
                      _ca, _cpu_row, _head_frame, _slab_nid, _stat)
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
@@ -83,14 +83,16 @@ def _give_back_many_on_fault(st, cache, cpu, n, paddr):
 
 
 @jit(inline=True)
-def _slab_free_one(st, cache, cpu, slab, addr):
+def _slab_free_one(st, cache, cpu, slab, addr, sheaves=True):
     """``slab_free`` of a checked object: a local-node object goes to the sheaves if the
-    cache has them, else (or if they are full) to the CPU slab layer; a debug cache's to
-    ``slab_free_debug``. 0, or E_DEBUG when a slab_debug check refused the free."""
+    cache has them (and ``sheaves``: ``kfree_bulk``'s detached lists never use them), else
+    (or if they are full) to the CPU slab layer; a debug cache's to ``slab_free_debug``. 0,
+    or E_DEBUG when a slab_debug check refused the free."""
     if _ca(st, cache, CA_DEBUG):
         return slab_free_debug(st, cache, cpu, slab, addr)
     _take_back(st, cache, cpu, addr)
-    if _ca(st, cache, CA_SHEAF_CAPACITY) and _slab_nid(st, slab) == st.cpu_node[cpu]:
+    if sheaves and _ca(st, cache, CA_SHEAF_CAPACITY) and \
+            _slab_nid(st, slab) == st.cpu_node[cpu]:
         if _free_to_pcs(st, cache, cpu, addr):
             return 0
     _do_slab_free_chain(st, cache, cpu, slab, addr, addr, 1)
@@ -162,8 +164,9 @@ def _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr):
 @jit
 def _free_one_by_one(st, cache, cpu, nr, paddr):
     """A batch free while debug caches exist: each object checked and freed as a single
-    free (``kfree`` when ``cache`` is NIL). 0, or the first failing element's error code
-    with its index (``err - i * E_AT``; the elements before it are freed)."""
+    free (``kfree`` when ``cache`` is NIL: then, as ``kfree_bulk``'s detached lists, never
+    through the sheaves). 0, or the first failing element's error code with its index
+    (``err - i * E_AT``; the elements before it are freed)."""
     p = words_at(paddr)
     for i in range(nr):
         addr = p[i]
@@ -173,7 +176,7 @@ def _free_one_by_one(st, cache, cpu, nr, paddr):
         elif err == E_DOUBLE_FREE:
             err = report_double_free(st, _slab_owner(st, addr), addr)
         elif err == 0:
-            err = _slab_free_one(st, st.sl_cache[slab], cpu, slab, addr)
+            err = _slab_free_one(st, st.sl_cache[slab], cpu, slab, addr, cache != NIL)
         if err:
             return err - i * E_AT
     return 0
@@ -213,10 +216,24 @@ def _kmem_cache_free_bulk(st, cache, cpu, nr, paddr):
     if cache != NIL and _ca(st, cache, CA_SHEAF_CAPACITY):
         _free_to_pcs_bulk(st, cache, cpu, nr, words_at(paddr))
     else:
-        if st.kernel == KERNEL_7_0 and cache != NIL:     # slab_free_bulk: its objects
-            _stat(st, cache, cpu, FREE_SLOWPATH, nr)
+        if st.kernel == KERNEL_7_0:                 # slab_free_bulk: its objects, on the
+            if cache != NIL:                        # cache of each detached list
+                _stat(st, cache, cpu, FREE_SLOWPATH, nr)
+            else:
+                _count_slowpath_owners(st, cpu, nr, words_at(paddr))
         _free_bulk_raw(st, cache, cpu, nr, paddr)
     return 0
+
+
+@jit
+def _count_slowpath_owners(st, cpu, nr, p):
+    """7.0's ``kfree_bulk``: FREE_SLOWPATH += 1 on the cache of every slab object of the
+    checked ``p[:nr]`` (``slab_free_bulk`` counts each detached list's objects on its
+    cache; large kmalloc blocks are no cache's)."""
+    for i in range(nr):
+        slab = _head_frame(st, p[i] >> 12)
+        if st.pg_flags[slab] & PG_SLAB:
+            _stat(st, st.sl_cache[slab], cpu, FREE_SLOWPATH, 1)
 
 
 @jit(inline=True)

@@ -20,11 +20,12 @@ from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
 from ..geometry import get_order
-
-MAX_PARTIAL_TO_SCAN = 10000     #: ``count_partial_free_approx`` scans at most this many
 from ..errors import (BadAddressError, InvalidSizeError, NotPicklableError, SlabError,
                       WrongCacheError, WrongTypeError)
 from .defragapi import MovableCache
+
+#: ``count_partial_free_approx`` scans at most this many partial slabs of a node.
+MAX_PARTIAL_TO_SCAN = 10000
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
