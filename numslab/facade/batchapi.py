@@ -154,11 +154,13 @@ class BatchAPI:
 
     # ---- prefilled sheaves (6.18) -----------------------------------------------------------
     def _sheaf_cache(self: "SlabAllocator", cache: KmemCache, fn: str) -> int:
-        """The id of ``cache`` for the prefilled-sheaf API: under 7.0 any cache (a debug
-        cache, which has no sheaves, gets oversize ones), under 6.18 one with sheaves."""
+        """The id of ``cache`` for the prefilled-sheaf API: a cache with sheaves, or a debug
+        cache, which has none and gets oversize ones (``kmem_cache_prefill_sheaf`` of both
+        generations). Any other cache without sheaves (6.18, no ``sheaf_capacity``) is
+        refused: the kernel gives it oversize sheaves too, but after a WARN_ON_ONCE, as a
+        caller's bug."""
         cid = self._own(cache, fn)
-        if not self.state.ca[cid, CA_SHEAF_CAPACITY] and not (
-                self.kernel == "7.0" and self.state.ca[cid, CA_DEBUG]):
+        if not self.state.ca[cid, CA_SHEAF_CAPACITY] and not self.state.ca[cid, CA_DEBUG]:
             raise SlabError(f"{fn}({cache.name}): the cache has no sheaves "
                             f"(create it with sheaf_capacity)")
         return cid
