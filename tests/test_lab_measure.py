@@ -201,16 +201,23 @@ def test_every_from_the_function_and_the_command(capsys):
     assert j["totals"]["time_mean_efficiency"] <= j["totals"]["packed_time_mean_efficiency"]
 
 
-def test_the_plot_legend_of_the_caches_hides_no_bar(tmp_path):
+def test_the_plot_legend_hides_no_curve_and_no_bar(tmp_path):
+    """One legend, a colour per configuration, below both axes: it covers neither the
+    curves nor the bars, and the axes keep their height (9 configurations: 3 rows)."""
     from numslab.lab.result import plot_results
-    r = numslab.replay(DATA / TRACES["git_tar"], compare=["6.18", "7.0", "7.0:sorted",
-                                                          "7.0:shrink", "7.0:mobility"])
+    configs = ["6.18", "7.0", "7.0:sorted", "7.0:shrink", "7.0:mobility", "7.0:mobility=100",
+               "6.18:shrink", "6.18:mobility", "7.0:leansheaves"]
+    r = numslab.replay(DATA / TRACES["git_tar"], compare=configs)
     png = tmp_path / "p.png"
     fig = plot_results(list(r.configs.values()), str(png))
-    bars = fig.axes[1]
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     renderer = FigureCanvasAgg(fig).get_renderer()
-    box = bars.get_legend().get_window_extent(renderer)
-    inside = bars.get_window_extent(renderer)
-    assert not box.overlaps(inside)          # below the axes: no bar drawn under it
-    assert inside.height > 100               # and the axes were not squeezed away
+    assert [ax.get_legend() for ax in fig.axes] == [None, None]
+    (legend,) = fig.legends
+    names = [c.config.name for c in r.configs.values()]
+    assert [t.get_text() for t in legend.get_texts()] == names
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        inside = ax.get_window_extent(renderer)
+        assert not box.overlaps(inside)      # below the axes: nothing drawn under it
+        assert inside.height > 100           # and the axes were not squeezed away

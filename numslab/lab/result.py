@@ -354,7 +354,8 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
 def plot_results(results: list[ReplayResult], path: str, top: int = 15) -> "Figure":
     """Draw, for each configuration, slab memory against live bytes over the trace (left),
     and the utilisation (%Ef) per cache at the end for the caches with the most slab memory
-    (right); saved to ``path`` (needs matplotlib)."""
+    (right), one colour per configuration named in one legend below both; saved to
+    ``path`` (needs matplotlib)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     fig = Figure(figsize=(13, 5))
@@ -364,14 +365,12 @@ def plot_results(results: list[ReplayResult], path: str, top: int = 15) -> "Figu
     for i, r in enumerate(results):
         s = r.series
         col = colours(i % 10)
-        ax1.plot(s.t - t0, s.total_slab_bytes / 2**20, color=col, label=f"{r.config.name} slabs")
-        ax1.plot(s.t - t0, s.total_live_bytes / 2**20, color=col, ls="--",
-                 label=f"{r.config.name} live")
+        ax1.plot(s.t - t0, s.total_slab_bytes / 2**20, color=col)
+        ax1.plot(s.t - t0, s.total_live_bytes / 2**20, color=col, ls="--")
     ax1.set_xlabel("seconds into the trace")
     ax1.set_ylabel("MiB")
     ax1.set_title("slab memory (solid) against live bytes (dashed)")
     ax1.grid(True, alpha=0.3)
-    ax1.legend(fontsize=7)
     big = np.argsort(-np.max([r.caches["slab_bytes"] for r in results], axis=0))[:top]
     width = 0.8 / len(results)
     for i, r in enumerate(results):
@@ -383,8 +382,9 @@ def plot_results(results: list[ReplayResult], path: str, top: int = 15) -> "Figu
     ax2.set_xlabel("%Ef at the end (live bytes * 100 / slab bytes)")
     ax2.set_title("utilisation of the caches with the most slab memory")
     ax2.grid(True, axis="x", alpha=0.3)
-    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12),   # not over bars
-               ncol=min(3, len(results)))
-    fig.tight_layout()
+    rows = -(-len(results) // 4)               # one legend for both, below them: a colour
+    fig.legend(*ax2.get_legend_handles_labels(), fontsize=7, loc="lower center",  # per config
+               ncol=min(4, len(results)))
+    fig.tight_layout(rect=(0, 0.045 * rows + 0.01, 1, 1))
     fig.savefig(path, dpi=110)
     return fig
