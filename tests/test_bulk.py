@@ -518,16 +518,12 @@ def test_kfree_bulk_frees_objects_of_many_caches_and_large_kmallocs(sa):
     large = sum(large_pages(s) for s in sizes if s > 8192)
     assert large > 0
     pages = free_total(sa)
-    before = {c.name: c.stats for c in sa.kmalloc_caches}
     arr = addrs.copy()
     sa.kfree_bulk(len(arr), arr)
     assert sorted(arr.tolist()) == sorted(addrs.tolist())   # a permutation of the input
     assert {c.name: c.live_objects for c in sa.kmalloc_caches} == base
     assert free_total(sa) == pages + large           # large blocks went back whole
-    for c in sa.kmalloc_caches:                             # never through the sheaves
-        d = delta(c, before[c.name])
-        assert d.get("free_cpu_sheaf", 0) == 0
-    sa.validate()
+    sa.validate()           # (never through the sheaves: test_fidelity70's kfree_bulk test)
 
 
 def test_kfree_bulk_duplicate_large_kmalloc_is_a_double_free(sa):
