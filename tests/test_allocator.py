@@ -551,6 +551,35 @@ def test_a_free_of_an_object_waiting_for_its_grace_period_is_a_double_free(sa):
     sa.kfree(sa.kmalloc(64))
 
 
+
+def test_a_loaded_machine_keeps_the_kfree_rcu_objects_waiting(sa, tmp_path):
+    # saved while two objects wait for their grace period: the loaded machine must refuse
+    # their frees and free them at its own synchronize_rcu, as the original does (they
+    # were lost: kept allocated for ever, and a kfree of one went through)
+    c = sa.kmem_cache_create("rcu", 64)
+    a, keep = c.alloc(), c.alloc()
+    big = sa.kmalloc(20000)
+    sa.kfree_rcu(a, 1)
+    sa.kfree_rcu(big)
+    path = tmp_path / "machine.npz"
+    sa.save(path)
+    back = numslab.SlabAllocator.load(path)
+    bc = back.find_cache("rcu")
+    snap = snapshot(back)
+    for x in (back, sa):
+        with pytest.raises(numslab.DoubleFreeError, match="waiting for an RCU grace period"):
+            x.kfree(big)
+        with pytest.raises(numslab.DoubleFreeError, match="waiting for an RCU grace period"):
+            x.find_cache("rcu").free(a)
+    assert_unchanged(back, snap)
+    assert back.synchronize_rcu() == sa.synchronize_rcu() == 2
+    assert len(bc) == len(c) == 1 and back.find(a)["kind"] == "free object"
+    assert snapshot(back)[1].tobytes() == snapshot(sa)[1].tobytes()   # the same arena
+    for x in (back, sa):
+        x.find_cache("rcu").free(keep)
+    back.validate()
+
+
 def test_error_details_do_not_cross_threads():
     # Issue 13 item 7: error details reach the facade in return values and are read from
     # the state at the bad address, never from shared registers another thread may have
