@@ -138,7 +138,8 @@ def test_write_after_free_is_caught_at_the_next_allocation(kernel):
     sa.memory[a + 10] = 0x42
     with pytest.raises(numslab.SlabDebugError, match="Poison overwritten") as e:
         sa.kmem_cache_alloc(c)
-    assert str(e.value).startswith(f"allocation: object {a:#x}: BUG uaf (Not tainted)")
+    assert str(e.value).startswith(f"allocation: object {a:#x}: [Poison overwritten] ")
+    assert str(e.value).endswith("\nBUG uaf (Not tainted): Object corrupt")
     text = "\n".join(e.value.reports)
     assert "First byte 0x42 instead of 0x6b" in text
     assert f"{a + 10:#x}-{a + 10:#x}" in text and "FIX uaf: Marking all objects used" in text
@@ -158,7 +159,7 @@ def test_overflow_refuses_the_free_and_names_the_first_bad_byte(kernel):
     with pytest.raises(numslab.SlabDebugError) as e:
         sa.kmem_cache_free(c, a)
     msg = str(e.value)
-    assert "BUG ovf (Not tainted): Right Redzone overwritten" in msg
+    assert "[Right Redzone overwritten]" in msg and "BUG ovf (Not tainted): Object corrupt" in msg
     assert f"{a + 64:#x}-{a + 66:#x}" in msg and "First byte 0x1 instead of 0xcc" in msg
     assert "Allocated in test_overflow_refuses_the_free" in "\n".join(e.value.reports)
     assert sa.find(a)["kind"] == "object"               # refused: still allocated
@@ -167,6 +168,45 @@ def test_overflow_refuses_the_free_and_names_the_first_bad_byte(kernel):
     assert sa.find(a)["kind"] == "free object"
     sa.validate()
 
+
+
+@pytest.mark.parametrize("hardened", [True, False])
+def test_reports_read_as_6_18_and_7_0_print_them(kernel, hardened):
+    # check_bytes_and_report since 6.15: "[<what> overwritten] ..." for every bad range,
+    # object_err's "Object corrupt" with the trailer only for the object's first failing
+    # check; print_trailer's Object line names the free pointer (decoded as stored)
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel,
+                               freelist_hardened=hardened)
+    c = sa.kmem_cache_create("rep", 64, flags=Z | P | U)
+    keep, a = sa.kmem_cache_alloc(c), sa.kmem_cache_alloc(c)
+    sa.kmem_cache_free(c, a)
+    off = c.offset                      # outside the object (P): a free object's fp
+    word = int(sa.memory[a + off:a + off + 8].view(np.int64)[0])
+    sa.memory[a - 3] = 1                                # left red zone, then poison
+    sa.memory[a + 5:a + 7] = 2
+    sa.slab_reports(clear=True)
+    assert sa.kmem_cache_validate(c) == 4
+    first, fix1, second, fix2 = sa.slab_reports()
+    base = a & ~4095
+    lines = first.splitlines()
+    assert lines[0] == (f"[Left Redzone overwritten] {a - 3:#x}-{a - 3:#x} "
+                        f"@offset={a - 3 - base}. First byte 0x1 instead of 0xbb")
+    assert lines[1] == "BUG rep (Not tainted): Object corrupt"
+    assert lines[2].startswith("Allocated in test_reports_read_as") and \
+        lines[3].startswith("Freed in test_reports_read_as")
+    assert lines[4].startswith(f"Slab {base:#x} objects={c.objs_per_slab} used=")
+    # the free pointer: the next free object (or NULL), whatever the hardening stored
+    fp = int(lines[5].split("fp=")[1], 16)
+    assert lines[5] == f"Object {a:#x} @offset={a - base} fp={fp:#x}"
+    assert fp == 0 or sa.find(fp)["kind"] == "free object"
+    assert (word == fp) != hardened or fp == 0
+    assert second == (f"[Poison overwritten] {a + 5:#x}-{a + 6:#x} @offset={a + 5 - base}. "
+                      f"First byte 0x2 instead of 0x6b")     # no second object_err
+    assert fix1 == f"FIX rep: Restoring Left Redzone {a - 3:#x}-{a - 3:#x}=0xbb"
+    assert fix2 == f"FIX rep: Restoring Poison {a + 5:#x}-{a + 6:#x}=0x6b"
+    assert sa.kmem_cache_validate(c) == 0
+    sa.kmem_cache_free(c, keep)
+    sa.validate()
 
 def test_double_free_is_reported_as_object_already_free():
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
@@ -302,7 +342,12 @@ def test_slab_padding_is_checked_and_restored():
     assert (sa.memory[end - 64:end] == 0x5a).all()
     sa.memory[end - 10] = 0
     assert sa.kmem_cache_validate(c) == 2
-    assert "Padding overwritten" in sa.slab_reports()[-2]
+    bug, fix = sa.slab_reports()[-2:]
+    bad = f"{end - 10:#x}-{end - 10:#x}"
+    assert bug.splitlines()[0] == (f"BUG pad (Not tainted): Padding overwritten. {bad} "
+                                   f"@offset={4096 - 10}")        # slab_pad_check's slab_bug
+    assert bug.splitlines()[1].startswith(f"Slab {a & ~4095:#x} objects=56 ")
+    assert fix == f"FIX pad: Restoring slab padding {bad}=0x5a"
     assert sa.memory[end - 10] == 0x5a and sa.kmem_cache_validate(c) == 0
     sa.kmem_cache_free(c, a)
 

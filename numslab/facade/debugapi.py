@@ -13,8 +13,8 @@ import numpy as np
 from ..drivers import gate
 from ..drivers.calls import bound
 from ..engine import checks, debug, ops
-from ..engine.layout import (CA_DEBUG, CA_TRACK, G_NDEBUG, G_NREPORTS, G_SITE, G_TICKS, NIL,
-                             PG_HEAD, PG_LARGE, PG_RESERVED, PG_SLAB, PG_TAIL, R_A, R_B, R_C,
+from ..engine.layout import (CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK, G_NDEBUG, G_NREPORTS,
+                             G_SITE, G_TICKS, NIL, PG_HEAD, PG_LARGE, PG_RESERVED, PG_SLAB, PG_TAIL, R_A, R_B, R_C,
                              R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT, R_SLAB)
 from ..engine import redzone as rz
 from ..errors import SlabDebugError, SlabError
@@ -34,6 +34,7 @@ _LETTERS = {"f": SLAB_CONSISTENCY_CHECKS, "z": SLAB_RED_ZONE, "p": SLAB_POISON,
             "u": SLAB_STORE_USER, "t": SLAB_TRACE}
 
 #: What each byte check names (``check_bytes_and_report``'s ``what``), by report kind.
+_U64 = (1 << 64) - 1
 _WHAT = ("Left Redzone", "Right Redzone", "kmalloc Redzone", "Poison", "End Poison",
          "Alignment padding", "Object padding", "Padding")
 #: The message of the other error reports (``object_err``/``slab_err``), by kind.
@@ -280,10 +281,19 @@ class DebugAPI:
                        f"{R_MAX})")
         rep = self.state.reports
         self._last_object = 0                   # the object of the first report naming one
+        checked = -1        # the object whose check_object is reporting bad bytes, if any
         for k in range(first, n):
-            out.append(self._format_report(rep[k % R_MAX]))
+            r = rep[k % R_MAX]
+            kind, obj = int(r[R_KIND]), int(r[R_OBJECT])
+            # check_bytes_and_report calls object_err only for the first failing check of a
+            # check_object (its slab_obj_print is check_object's ret, still 1 until then)
+            out.append(self._format_report(r, kind >= rz.K_SLAB_PAD or obj != checked))
+            if kind < rz.K_SLAB_PAD:
+                checked = obj
+            elif kind != rz.K_FIX_RESTORE:
+                checked = -1
             if not self._last_object:
-                self._last_object = int(rep[k % R_MAX, R_OBJECT])
+                self._last_object = obj
         self._reports_seen = n
         self._reports.extend(out)
         for text in out:
@@ -299,23 +309,36 @@ class DebugAPI:
             self._reports.clear()
         return out
 
-    def _format_report(self: "SlabAllocator", r: np.ndarray) -> str:
+    def _format_report(self: "SlabAllocator", r: np.ndarray, first: bool = True) -> str:
+        """One report record in the kernel's words (6.18's and 7.0's ``mm/slub.c``): a bad
+        byte range as ``check_bytes_and_report`` prints it (``[<what> overwritten] ...``),
+        followed, for the ``first`` failing check of an object, by ``object_err``'s ``BUG
+        <cache> (Not tainted): Object corrupt`` and the trailer; ``slab_pad_check``'s,
+        ``slab_err``'s and ``object_err``'s reports; a ``slab_fix`` line."""
         kind, cid, slab, obj = int(r[R_KIND]), int(r[R_CACHE]), int(r[R_SLAB]), int(r[R_OBJECT])
         a, b, c, d = int(r[R_A]), int(r[R_B]), int(r[R_C]), int(r[R_D])
         cache = self._caches.get(cid)
         name = cache.name if cache is not None else f"cache {cid}"
         base = slab << 12
         if kind == rz.K_FIX_RESTORE:
-            return f"FIX {name}: Restoring {_WHAT[c]} {a:#x}-{b:#x}={d:#x}"
+            what = "slab padding" if c == rz.K_SLAB_PAD else _WHAT[c]
+            return f"FIX {name}: Restoring {what} {a:#x}-{b:#x}={d:#x}"
         fixes = {rz.K_FIX_COUNT: "Object count adjusted", rz.K_FIX_CLEARED: "Freelist cleared",
                  rz.K_FIX_ALL_USED: "Marking all objects used",
                  rz.K_FIX_NOT_FREED: f"Object at {obj:#x} not freed"}
         if kind in fixes:
             return f"FIX {name}: {fixes[kind]}"
-        if kind <= rz.K_SLAB_PAD:
-            head = [f"BUG {name} (Not tainted): {_WHAT[kind]} overwritten",
-                    f"{a:#x}-{b:#x} @offset={a - base}. First byte {c:#x} instead of {d:#x}"]
-        elif kind == rz.K_WRONG_COUNT:
+        if kind < rz.K_SLAB_PAD:
+            bad = (f"[{_WHAT[kind]} overwritten] {a:#x}-{b:#x} @offset={a - base}. First "
+                   f"byte {c:#x} instead of {d:#x}")
+            if not first:
+                return bad
+            return "\n".join([bad, f"BUG {name} (Not tainted): Object corrupt"] +
+                             self._trailer(cid, slab, obj))
+        if kind == rz.K_SLAB_PAD:               # slab_bug, then __slab_err's slab line
+            return "\n".join([f"BUG {name} (Not tainted): Padding overwritten. {a:#x}-{b:#x} "
+                              f"@offset={a - base}"] + self._trailer(cid, slab, 0))
+        if kind == rz.K_WRONG_COUNT:
             head = [f"BUG {name} (Not tainted): Wrong object count. Counter is {a} but "
                     f"counted were {b}"]
         elif kind == rz.K_REMAINING_OBJECT:     # list_slab_objects: the object, its tracks
@@ -323,8 +346,12 @@ class DebugAPI:
                              self._tracking(cid, obj))
         else:
             head = [f"BUG {name} (Not tainted): {_ERRORS[kind]}"]
-            if kind in (rz.K_FREEPOINTER, rz.K_FREELIST, rz.K_FREECHAIN):
-                head.append(f"Free pointer read {a:#x}")
+            if kind == rz.K_FREELIST:           # printed before the list was cleared
+                return "\n".join(head + self._trailer(cid, slab, 0, slab_fp=a))
+            if kind in (rz.K_FREEPOINTER, rz.K_FREECHAIN):
+                if obj:                         # printed before the pointer was zapped
+                    return "\n".join(head + self._trailer(cid, slab, obj, fp=a))
+                head.append(f"Free pointer read {a:#x}")   # numslab's free-pointer guard
         return "\n".join(head + self._trailer(cid, slab, obj))
 
     def _tracking(self: "SlabAllocator", cid: int, obj: int) -> list[str]:
@@ -343,17 +370,35 @@ class DebugAPI:
                                f"pid={pid}")
         return out
 
-    def _trailer(self: "SlabAllocator", cid: int, slab: int, obj: int) -> list[str]:
-        """``print_trailer``'s lines: the object's tracks (:meth:`_tracking`), its slab, the
-        object."""
+    def _trailer(self: "SlabAllocator", cid: int, slab: int, obj: int,
+                 fp: int | None = None, slab_fp: int | None = None) -> list[str]:
+        """``print_trailer``'s lines: the object's tracks (:meth:`_tracking`), its slab
+        (``print_slab_info``: the slab's free list ``slab_fp`` if given), the object with
+        its free pointer (``fp`` if given, else decoded from the arena). Not printed: the
+        hex dumps of ``print_section`` (the bad bytes are restored by the time a report is
+        read) and the page flags (``%pGp``: no page flags of this model's are the kernel's)."""
         st = self.state
         out = self._tracking(cid, obj)
         if slab > 0 and st.pg_flags[slab] & PG_SLAB:
+            sfp = int(st.sl_freelist[slab]) if slab_fp is None else slab_fp
             out.append(f"Slab {slab << 12:#x} objects={int(st.sl_objects[slab])} "
-                       f"used={int(st.sl_inuse[slab])} fp={int(st.sl_freelist[slab]):#x}")
+                       f"used={int(st.sl_inuse[slab])} fp={sfp:#x}")
         if obj:
-            out.append(f"Object {obj:#x} @offset={obj - (slab << 12)}")
+            if fp is None:
+                fp = self._get_freepointer(cid, obj)
+            out.append(f"Object {obj:#x} @offset={obj - (slab << 12)} fp={fp:#x}")
         return out
+
+    def _get_freepointer(self: "SlabAllocator", cid: int, obj: int) -> int:
+        """``get_freepointer(s, obj)``: the word at the cache's free-pointer offset, decoded
+        as the engine stores it (CONFIG_SLAB_FREELIST_HARDENED: ``ptr ^ s->random ^
+        swab(address)``)."""
+        where = obj + int(self.state.ca[cid, CA_OFFSET])
+        raw = int(self._mem[where >> 3]) & _U64
+        key = int(self.state.ca[cid, CA_FP_KEY]) & _U64
+        if key:
+            raw ^= key ^ int.from_bytes(where.to_bytes(8, "little"), "big")
+        return raw - (1 << 64) if raw >> 63 else raw
 
     def _debug_error(self: "SlabAllocator", fn: str, addr: int) -> SlabDebugError:
         """The exception for a call a slab_debug check refused, with its reports."""
