@@ -387,9 +387,10 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     the live objects to move them all). The number of moves; ``-1 - moves`` if a corrupted
     free pointer stopped them (the slab is isolated; the moves made are in the arrays)."""
     st = _cache_state(h, cache, cpu, False)
-    if ratio > 100:
-        _record_error(-1, -1, -1)
-        raise InvalidSizeError("numslab.jit: ratio above 100")
+    if ratio > 100 or ratio < -1:
+        _record_error(-1, cache, -1)
+        raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
+                               "defrag_used_ratio)")
     room = min(old.shape[0], new.shape[0])
     got = defrag.compact(st, cache, cpu, ratio, room, _out_array(old), _out_array(new))
     if got < 0:
