@@ -220,8 +220,11 @@ def test_njit_wrong_cache_and_bad_addresses_raise(world):
         free_many(sa.handle, c.id, 2, np.array([objs[0], theirs]))
     for bad in (int(objs[3]) + 8, int(objs[3]) + 3, int(objs[3]) + 1, 1 << 40, 0, -8, large,
                 large + 4096):
-        with pytest.raises(numslab.BadAddressError):
+        with pytest.raises(numslab.BadAddressError,        # the address named, however bad
+                           match=f"\\(address {bad:#x}, cache id {c.id}\\)$"):
             free_one(sa.handle, c.id, bad)
+    with pytest.raises(numslab.BadAddressError, match="\\(address -0x40\\)$"):
+        kfree_one(sa.handle, -64)
     with pytest.raises(numslab.BadAddressError):
         kfree_one(sa.handle, large + 4096)
     with pytest.raises(numslab.DoubleFreeError):
