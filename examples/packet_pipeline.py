@@ -129,8 +129,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--top", type=int, default=5, metavar="K",
                      help="caches listed in the summary (default 5)")
     args = ap.parse_args(argv)
-    if args.packets < 0 or args.batch < 1 or args.repeat < 1 or not args.idle_timeout >= 0:
-        ap.error("--packets must be >= 0, --batch and --repeat >= 1, --idle-timeout >= 0")
+    if args.packets < 0 or args.batch < 1 or args.repeat < 1 or not args.idle_timeout >= 0 \
+            or args.top < 0:
+        ap.error("--packets and --top must be >= 0, --batch and --repeat >= 1, "
+                 "--idle-timeout >= 0")
+    if len(args.kernel) > 1 and not args.compare:
+        ap.error(f"--kernel {','.join(args.kernel)}: several generations need --compare")
     return args
 
 
@@ -236,8 +240,6 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(compare_json(res, source)) if args.json
                   else compare_table(res, source))
         else:
-            if len(args.kernel) > 1:
-                raise ValueError("several --kernel values need --compare")
             # untimed on the first packets first, as compare_modes does, so that the speed
             # line measures the pipeline and not the JIT compiling it (a first run on an empty
             # Numba cache would otherwise report ~100x the speed of the next)
