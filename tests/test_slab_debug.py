@@ -236,12 +236,20 @@ def test_free_track_names_the_freeing_line():
 def test_trace_logs_each_alloc_and_free(caplog):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="T,tr")
     c = sa.kmem_cache_create("tr", 64)
+    # trace() prints the slab as the debug paths see it: an allocation after the object
+    # left the free list, a free before it joins it (free_debug_processing runs first)
     with caplog.at_level(logging.INFO, logger="numslab"):
         a = sa.kmem_cache_alloc(c)
+        after_a = int(sa.state.sl_freelist[a >> 12])
+        b = sa.kmem_cache_alloc(c)
+        head = int(sa.state.sl_freelist[a >> 12])
         sa.kmem_cache_free(c, a)
+        sa.kmem_cache_free(c, b)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("TRACE")]
-    assert lines[0].startswith(f"TRACE tr alloc {a:#x} inuse=1")
-    assert lines[1].startswith(f"TRACE tr free {a:#x} inuse=0")
+    assert lines == [f"TRACE tr alloc {a:#x} inuse=1 fp={after_a:#x}",
+                     f"TRACE tr alloc {b:#x} inuse=2 fp={head:#x}",
+                     f"TRACE tr free {a:#x} inuse=2 fp={head:#x}",
+                     f"TRACE tr free {b:#x} inuse=1 fp={a:#x}"]
 
 
 def test_batches_and_arrays_take_the_checked_path(kernel):

@@ -188,8 +188,11 @@ class DebugAPI:
                 fn.append(bound(u, self._st, array))
             g = self._g
             user, traced = self._debug_user, self._trace_ids
+            before = None
             if traced:
                 cid = self._cache_of(args[1]) if kind == "kfree" else args[0]
+                if kind in ("free", "kfree") and cid in traced:     # trace() runs in
+                    before = self._slab_words(args[2 if kind == "free" else 1])   # the checks
             if user:
                 g[G_SITE] = self._site_id()
                 try:
@@ -201,7 +204,7 @@ class DebugAPI:
             if traced and kind and cid in traced:
                 addr = args[2] if kind == "free" else args[1] if kind == "kfree" else r
                 if (r > 0) if kind == "alloc" else (r == 0):
-                    self._trace(cid, "alloc" if kind == "alloc" else "free", addr)
+                    self._trace(cid, "alloc" if kind == "alloc" else "free", addr, before)
             if g[G_NREPORTS] != self._reports_seen:
                 self._last_reports = self._drain_reports()
             elif self._last_reports:
@@ -234,12 +237,20 @@ class DebugAPI:
             self._site_keys[key] = sid
         return sid
 
-    def _trace(self: "SlabAllocator", cid: int, op: str, addr: int) -> None:
-        """SLAB_TRACE: ``trace()``'s line for one alloc or free."""
+    def _slab_words(self: "SlabAllocator", addr: int) -> tuple[int, int]:
+        """``slab->inuse`` and ``slab->freelist`` of the slab holding ``addr``."""
         head = self._slab_head(addr)
-        st = self.state
-        log.info("TRACE %s %s %#x inuse=%d fp=%#x", self._caches[cid].name, op, addr,
-                 int(st.sl_inuse[head]), int(st.sl_freelist[head]))
+        return int(self.state.sl_inuse[head]), int(self.state.sl_freelist[head])
+
+    def _trace(self: "SlabAllocator", cid: int, op: str, addr: int,
+               words: tuple[int, int] | None = None) -> None:
+        """SLAB_TRACE: ``trace()``'s line for one alloc or free, with the slab's ``inuse``
+        and ``freelist`` as ``trace()`` sees them: after the object left the free list
+        (``alloc_single_from_partial`` pops before ``alloc_debug_processing``), before it
+        joins it (``free_debug_processing`` runs before ``free_to_partial_list`` links it:
+        ``words``, read before the free)."""
+        inuse, fp = self._slab_words(addr) if words is None else words
+        log.info("TRACE %s %s %#x inuse=%d fp=%#x", self._caches[cid].name, op, addr, inuse, fp)
 
     # ---- what an address is ----------------------------------------------------------------
     def find(self: "SlabAllocator", addr: int) -> dict[str, Any]:
