@@ -178,7 +178,8 @@ def summary(r: PipelineResult, source: str, top: int) -> str:
         f"traffic    IPv4 {c['ipv4']:,}, IPv6 {c['ipv6']:,}, TCP {c['tcp']:,}, "
         f"UDP {c['udp']:,}, VLAN {c['vlan']:,}, other IP {c['other_ip']:,}, "
         f"non-IP {c['non_ip']:,}, truncated {c['truncated']:,}",
-        f"speed      {r.ns_per_packet:,.1f} ns/packet, {r.pps:,.0f} packets/s",
+        (f"speed      {r.ns_per_packet:,.1f} ns/packet, {r.pps:,.0f} packets/s" if r.packets
+         else "speed      none measured (no packets)"),
         "leaks      none: every cache is back to its live objects of before the run "
         "(checked)",
         "caches     (slabinfo after the last batch, most memory first)"]
@@ -196,6 +197,8 @@ def compare_table(res: dict[str, PipelineResult], source: str) -> str:
              f"{r.flows:,} flows, {r.active_flows:,} active at the end (same in every run)",
              f"{'mode':<8} {'kernel':>6} {'ns/packet':>10} {'Mpps':>8} {'speed-up':>9}"
              + (f" {'time x ' + first:>11}" if multi else "")]
+    if not r.packets:                           # nothing was timed: no speed to compare
+        return "\n".join(lines[:1] + ["no packets: no mode was timed"])
     for x in res.values():
         base = res.get(f"single@{x.kernel}", res.get("single", x))
         speedup = base.ns_per_packet / x.ns_per_packet if x.ns_per_packet else 0.0
