@@ -146,11 +146,15 @@ def test_anything_but_a_handle_is_refused_by_name_when_compiled():
     def pages(h):
         return nj.kmalloc(h, 5000)
 
-    for call in (lambda: one(int(sa.handle), c.id), lambda: one(c.id, sa.handle),
-                 lambda: pages(sa.handle.value), lambda: live(int(sa.handle), c.id, 64)):
+    for call in (lambda: one(int(sa.handle), c.id), lambda: pages(sa.handle.value),
+                 lambda: live(int(sa.handle), c.id, 64)):
         with pytest.raises(TypeError, match=r"numslab.jit: the first argument must be an "
                                             r"allocator's handle \(pass sa.handle itself"):
             call()
+    with pytest.raises(TypeError, match=r"numslab.jit: a cache id must be an integer, not "
+                                        r"numslab.SlabHandle\[.*\] \(sa.handle is the first "
+                                        r"argument\)$"):
+        one(c.id, sa.handle)                        # swapped
     assert c.live_objects == 0
     a = one(sa.handle, c.id)                        # the handle itself compiles and runs
     assert sa.find(a)["kind"] == "object"

@@ -275,6 +275,34 @@ def test_njit_refuses_read_only_object_arrays(world):
     assert len(c) == 0
 
 
+
+def test_njit_scalar_arguments_must_be_integers(world):
+    # a float address, count, cache id or cpu failed deep in Numba's typing of numslab's
+    # helpers (after object-mode fallback warnings); a uint64 address, which Numba mixes with
+    # int64 into float64, failed the same way instead of being taken
+    sa, c, other, objs, gone = world
+    snap = snapshot(sa)
+    a = int(objs[0])
+    for what, call in (("an address", lambda: free_one(sa.handle, c.id, float(a))),
+                       ("an address", lambda: kfree_one(sa.handle, a + 0.0)),
+                       ("a cache id", lambda: free_one(sa.handle, float(c.id), a)),
+                       ("a count or size", lambda: alloc_many(sa.handle, c.id, 2.0,
+                                                              np.zeros(4, np.int64))),
+                       ("a count or size", lambda: kmalloc_many(sa.handle,
+                                                                np.array([64.0]))),
+                       ("each of cpu, node, gfp, flags and ratio",
+                        lambda: alloc_arr(sa.handle, c.id, 2, np.zeros(4, np.int64), 0.5))):
+        with pytest.raises(TypeError, match=f"^numslab.jit: {what} must be an integer, not "
+                                            f"float64$"):
+            call()
+    assert_unchanged(sa, snap)
+    free_one(sa.handle, c.id, np.uint64(a))         # other integer types are taken
+    free_one(sa.handle, np.int32(c.id), np.int64(objs[1]))
+    assert len(c) == len(objs) - 2
+    with pytest.raises(numslab.BadAddressError, match="address -0x40\\)"):
+        kfree_one(sa.handle, np.uint64(2**64 - 64))  # above 2**63 - 1: negative, refused
+    sa.validate()
+
 def test_njit_refuses_caches_with_a_constructor(sa):
     @numba.njit
     def ctor(mem, addr):
