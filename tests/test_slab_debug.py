@@ -78,6 +78,14 @@ def test_parse_slab_debug_as_the_boot_parameter():
     assert parse_slab_debug(",dentry") == (0, [(DEBUG_DEFAULT_FLAGS, ["dentry"])])
     assert parse_slab_debug("P;Z,a") == (P, [(Z, ["a"])])
     assert parse_slab_debug("FZ-P") == (P, [])           # '-' drops what came before
+    # parse_slub_debug_flags skips empty blocks: a trailing or doubled ';' left the global
+    # flags at 0; a comma makes a slab list even with no name (setup_slub_debug tests the
+    # list pointer), so the global flags stay as they were
+    assert parse_slab_debug("F;") == (F, [])
+    assert parse_slab_debug("F;;Z,a") == (F, [(Z, ["a"])])
+    assert parse_slab_debug(";;P;") == (P, [])
+    assert parse_slab_debug("F,") == (0, [(F, [])])
+    assert parse_slab_debug("U;F,") == (U, [(F, [])])
     with pytest.raises(numslab.SlabError, match="'x'"):
         parse_slab_debug("Fx")
 

@@ -60,10 +60,12 @@ def parse_slab_debug(spec: str | None) -> tuple[int, Blocks]:
     ----------
     spec : str or None
         ``None``: no debugging. ``""``: full debugging (``DEBUG_DEFAULT_FLAGS``, as a bare
-        ``slab_debug``). Otherwise blocks separated by ``;``, each ``<letters>[,<cache>...]``:
-        letters ``F Z P U T`` (any case; ``-`` switches off what came before it; none at
-        all, as in ``",dentry"``, means F, Z, P and U), then cache names, where a ``*``
-        ends a prefix (``kmalloc-*``). A block without names sets the flags of every cache.
+        ``slab_debug``). Otherwise blocks separated by ``;`` (empty blocks are skipped, as
+        ``parse_slub_debug_flags`` skips them), each ``<letters>[,<cache>...]``: letters
+        ``F Z P U T`` (any case; ``-`` switches off what came before it; none at all, as in
+        ``",dentry"``, means F, Z, P and U), then cache names, where a ``*`` ends a prefix
+        (``kmalloc-*``). A block without a comma sets the flags of every cache not named in
+        a block; one with a comma (its list, even empty, is a slab list) names caches only.
 
     Returns
     -------
@@ -84,7 +86,9 @@ def parse_slab_debug(spec: str | None) -> tuple[int, Blocks]:
         return DEBUG_DEFAULT_FLAGS, []
     global_flags, blocks = 0, []
     for block in spec.split(";"):
-        letters, _, names = block.partition(",")
+        if not block:                           # "Skip any completely empty blocks"
+            continue
+        letters, comma, names = block.partition(",")
         if block.startswith(","):
             flags = DEBUG_DEFAULT_FLAGS
         else:
@@ -97,10 +101,9 @@ def parse_slab_debug(spec: str | None) -> tuple[int, Blocks]:
                 else:
                     raise SlabError(f"slab_debug option {ch!r} unknown or not modelled "
                                     f"(numslab has F, Z, P, U, T and -)")
-        caches = [n.strip() for n in names.split(",") if n.strip()]
-        if caches:
-            blocks.append((flags, caches))
-        else:
+        if comma:                               # a slab list (setup_slub_debug's test is
+            blocks.append((flags, [n.strip() for n in names.split(",") if n.strip()]))
+        else:                                   # on the list pointer, not its text)
             global_flags = flags
     return global_flags, blocks
 
