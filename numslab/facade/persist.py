@@ -39,7 +39,7 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
             "seed": sa._seed, "kernel": sa.kernel, "freelist_hardened": sa.freelist_hardened,
             "freelist_random": sa.freelist_random,
             "slab_debug": sa._slab_debug_spec, "sites": sa._site_names,
-            "partial_order": sa.partial_order,
+            "partial_order": sa.partial_order, "release_order": sa.release_order,
             "rcu_pending": [[int(a), cpu] for a, cpu in sa._rcu_pending],
             "caches": [{"id": c.id, "name": c.name,
                         "dtype": None if c.dtype is None else c.dtype.descr}
@@ -92,6 +92,7 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
                 sa._debug_flags_seen(cid)
     if sorted(sa._caches) != sorted(int(i) for i in np.flatnonzero(sa.state.ca[:, CA_ACTIVE])):
         raise SlabError(f"load: {path}: its caches do not match its state")
+    sa.release_order = meta.get("release_order", sa.release_order)
     for addr, cpu in meta.get("rcu_pending", []):     # (checked again: live objects)
         sa.kfree_rcu(addr, cpu)
     return sa
