@@ -300,8 +300,13 @@ class DebugAPI:
             r = rep[k % R_MAX]
             kind, obj = int(r[R_KIND]), int(r[R_OBJECT])
             # check_bytes_and_report calls object_err only for the first failing check of a
-            # check_object (its slab_obj_print is check_object's ret, still 1 until then)
-            out.append(self._format_report(r, kind >= rz.K_SLAB_PAD or obj != checked))
+            # check_object (its slab_obj_print is check_object's ret, still 1 until then);
+            # list_slab_objects prints its slab's line after the slab's last object
+            last = kind == rz.K_REMAINING_OBJECT and not (
+                k + 1 < n and rep[(k + 1) % R_MAX, R_KIND] == rz.K_REMAINING_OBJECT
+                and rep[(k + 1) % R_MAX, R_SLAB] == r[R_SLAB])
+            out.append(self._format_report(r, kind >= rz.K_SLAB_PAD or obj != checked
+                                           if kind != rz.K_REMAINING_OBJECT else last))
             if kind < rz.K_SLAB_PAD:
                 checked = obj
             elif kind != rz.K_FIX_RESTORE:
@@ -328,7 +333,9 @@ class DebugAPI:
         byte range as ``check_bytes_and_report`` prints it (``[<what> overwritten] ...``),
         followed, for the ``first`` failing check of an object, by ``object_err``'s ``BUG
         <cache> (Not tainted): Object corrupt`` and the trailer; ``slab_pad_check``'s,
-        ``slab_err``'s and ``object_err``'s reports; a ``slab_fix`` line."""
+        ``slab_err``'s and ``object_err``'s reports; ``list_slab_objects``' (its ``BUG``,
+        then each object with its tracks, the slab's line after the ``first`` = last one);
+        a ``slab_fix`` line."""
         kind, cid, slab, obj = int(r[R_KIND]), int(r[R_CACHE]), int(r[R_SLAB]), int(r[R_OBJECT])
         a, b, c, d = int(r[R_A]), int(r[R_B]), int(r[R_C]), int(r[R_D])
         cache = self._caches.get(cid)
@@ -355,11 +362,14 @@ class DebugAPI:
         if kind == rz.K_WRONG_COUNT:
             head = [f"BUG {name} (Not tainted): Wrong object count. Counter is {a} but "
                     f"counted were {b}"]
-        elif kind == rz.K_REMAINING_OBJECT:     # list_slab_objects: the object, its tracks
-            return "\n".join([f"Object {obj:#x} @offset={obj - base}"] +
-                             self._tracking(cid, obj))
+        elif kind == rz.K_REMAINING_OBJECT:     # list_slab_objects: the object, its tracks,
+            return "\n".join([f"Object {obj:#x} @offset={obj - base}"] +   # after the last
+                             self._tracking(cid, obj) +                   # one __slab_err's
+                             (self._trailer(cid, slab, 0) if first else []))   # slab line
         else:
             head = [f"BUG {name} (Not tainted): {_ERRORS[kind]}"]
+            if kind == rz.K_REMAINING:          # slab_bug; its objects follow
+                return head[0]
             if kind == rz.K_FREELIST:           # printed before the list was cleared
                 return "\n".join(head + self._trailer(cid, slab, 0, slab_fp=a))
             if kind in (rz.K_FREEPOINTER, rz.K_FREECHAIN):
