@@ -160,6 +160,25 @@ def test_anything_but_a_handle_is_refused_by_name_when_compiled():
     assert sa.find(a)["kind"] == "object"
     sa.kmem_cache_free(c, a)
 
+
+def test_a_handle_frozen_into_compiled_code_is_refused_by_name():
+    # a global (or closure variable) is frozen into the machine code: it keeps no allocator
+    # alive, and cached, in another process it names whichever allocator has its slot and
+    # generation; lowering it failed with a bare NumbaNotImplementedError
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    c = sa.kmem_cache_create("c", 64)
+    frozen, cid = sa.handle, c.id
+
+    @numba.njit
+    def from_global():
+        return nj.kmem_cache_alloc(frozen, cid)
+
+    with pytest.raises(TypeError, match=r"numslab.jit: <SlabHandle slot \d+> is a global or "
+                                        r"closure variable of compiled code; pass sa.handle"):
+        from_global()
+    assert c.live_objects == 0
+    assert alloc(sa.handle, cid) > 0                # as an argument it is taken
+
 def test_slots_are_reused_with_a_new_generation():
     gc.collect()                               # nothing else is freed meanwhile
     first = numslab.SlabAllocator(nr_cpus=2, memory="4M")

@@ -19,6 +19,7 @@ from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.typing.typeof import Purpose
 from numba.extending import (NativeValue, intrinsic, models, register_model, typeof_impl,
                              unbox)
 
@@ -100,6 +101,12 @@ SlabHandle._numba_type_ = slab_handle
 
 @typeof_impl.register(SlabHandle)
 def _typeof_handle(val: SlabHandle, c: Any) -> SlabHandleType:
+    if c.purpose == Purpose.constant:
+        # a global or closure variable of compiled code is frozen into its machine code (and
+        # into Numba's cache): it would not keep its allocator alive, and in another process
+        # would name whichever allocator holds its slot and generation there
+        raise TypeError(f"numslab.jit: {val!r} is a global or closure variable of compiled "
+                        f"code; pass sa.handle to the function as an argument")
     return slab_handle
 
 
