@@ -216,6 +216,34 @@ def test_reports_read_as_6_18_and_7_0_print_them(kernel, hardened):
     sa.kmem_cache_free(c, keep)
     sa.validate()
 
+
+def test_a_leaky_destroy_lists_what_free_partial_lists(kernel):
+    # __kmem_cache_shutdown: flush_all, then per node free_partial's list_slab_objects for
+    # the partial slabs holding objects, returning at the first node with slabs left: full
+    # slabs and the later nodes were listed too
+    sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory="8M", kernel=kernel,
+                               slab_debug="U,leak", freelist_random=False)
+    c = sa.kmem_cache_create("leak", 1024)
+    per = c.objs_per_slab
+    full = [sa.kmem_cache_alloc_node(c, node=0) for _ in range(2 * per)]
+    part = [sa.kmem_cache_alloc_node(c, node=0) for _ in range(3)]
+    other = [sa.kmem_cache_alloc_node(c, node=1) for _ in range(2)]
+    assert {sa.page_to_nid(a) for a in full + part} == {0} and \
+        {sa.page_to_nid(a) for a in other} == {1}
+    sa.kmem_cache_free(c, part[1])                  # the partial slab: objects 0 and 2 left
+    sa.slab_reports(clear=True)
+    with pytest.raises(numslab.CacheLeakError):
+        sa.kmem_cache_destroy(c)
+    reps = sa.slab_reports()
+    assert reps[0] == "BUG leak (Not tainted): Objects remaining on __kmem_cache_shutdown()"
+    listed = [int(r.split()[1], 16) for r in reps[1:]]
+    assert listed == [part[0], part[2]] and len(reps) == 3
+    assert reps[-1].splitlines()[-1].startswith(f"Slab {part[0] & ~4095:#x} ")
+    for a in full + [part[0], part[2]] + other:     # the cache was left as it was
+        sa.kmem_cache_free(c, a)
+    sa.kmem_cache_destroy(c)
+    sa.validate()
+
 def test_double_free_is_reported_as_object_already_free():
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
     c = sa.kmem_cache_create("df", 64, flags=F)
