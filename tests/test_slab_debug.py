@@ -151,6 +151,12 @@ def test_write_after_free_is_caught_at_the_next_allocation(kernel):
     text = "\n".join(e.value.reports)
     assert "First byte 0x42 instead of 0x6b" in text
     assert f"{a + 10:#x}-{a + 10:#x}" in text and "FIX uaf: Marking all objects used" in text
+    # the slab as the report saw it, before the fix marked its objects used (the object
+    # popped, keep's and a's of its objects in use, its free list past a): not as it is now
+    slab_line = next(ln for ln in text.splitlines() if ln.startswith("Slab "))
+    assert slab_line.startswith(f"Slab {a & ~4095:#x} objects={c.objs_per_slab} used=2 fp=0x")
+    assert int(slab_line.split("fp=")[1], 16) != 0
+    assert sa.state.sl_inuse[a >> 12] == c.objs_per_slab   # what the fix left
     assert len(sa.isolated_slabs()) == 1                # slab_fix: no longer allocated from
     b = sa.kmem_cache_alloc(c)                          # a new slab serves
     assert b >> 12 != a >> 12

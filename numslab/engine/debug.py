@@ -143,7 +143,10 @@ def slab_alloc_debug(st, cache, cpu, node, gfp, orig_size):
     if flags & SLAB_CONSISTENCY_CHECKS:
         slab_pad_check(st, m8, cache, slab)         # check_slab (reports, never refuses)
         if not check_object(st, m8, cache, slab, obj, RED_INACTIVE):
-            _report(st, K_FIX_ALL_USED, cache, slab, obj, 0, 0, 0, 0)
+            # (with the slab's inuse and freelist before the fix, which the reports above
+            # print: R_A, R_B, and R_C = 1 marking them)
+            _report(st, K_FIX_ALL_USED, cache, slab, obj, st.sl_inuse[slab],
+                    st.sl_freelist[slab], 1, 0)
             _isolate(st, cache, slab, obj)
             return 0
     if g[G_FAULT_CACHE] == cache + 1:        # the guard isolated a slab on the way
@@ -216,14 +219,16 @@ def on_freelist(st, cache, slab):
                 _set_fp(st.mem, offset, key, obj, 0)
                 break
             _report(st, K_FREELIST, cache, slab, 0, fp, 0, 0, 0)
-            _report(st, K_FIX_CLEARED, cache, slab, 0, 0, 0, 0, 0)
+            _report(st, K_FIX_CLEARED, cache, slab, 0, st.sl_inuse[slab],
+                    st.sl_freelist[slab], 1, 0)         # (as K_FIX_ALL_USED's)
             return 0
         obj = fp
         fp = _get_fp(st.mem, offset, key, obj)
         nr += 1
     if nr > nobj:
         _report(st, K_CYCLE, cache, slab, 0, 0, 0, 0, 0)
-        _report(st, K_FIX_CLEARED, cache, slab, 0, 0, 0, 0, 0)
+        _report(st, K_FIX_CLEARED, cache, slab, 0, st.sl_inuse[slab], st.sl_freelist[slab],
+                1, 0)
         return 0
     if st.sl_inuse[slab] != nobj - nr:
         _report(st, K_WRONG_COUNT, cache, slab, 0, st.sl_inuse[slab], nobj - nr, 0, 0)

@@ -296,9 +296,19 @@ class DebugAPI:
         rep = self.state.reports
         self._last_object = 0                   # the object of the first report naming one
         checked = -1        # the object whose check_object is reporting bad bytes, if any
+        # a slab fixed later in this drain ("Marking all objects used", "Freelist cleared"):
+        # its reports print its inuse and freelist from before the fix, as the kernel does
+        self._slab_before = {}
+        for k in range(n - 1, first - 1, -1):
+            r = rep[k % R_MAX]
+            if r[R_KIND] in (rz.K_FIX_ALL_USED, rz.K_FIX_CLEARED) and r[R_C] == 1:
+                self._slab_before[int(r[R_SLAB])] = (int(r[R_A]), int(r[R_B]), k)
         for k in range(first, n):
             r = rep[k % R_MAX]
             kind, obj = int(r[R_KIND]), int(r[R_OBJECT])
+            before = self._slab_before.get(int(r[R_SLAB]))
+            if before is not None and before[2] < k:
+                del self._slab_before[int(r[R_SLAB])]   # reports after the fix: as it is
             # check_bytes_and_report calls object_err only for the first failing check of a
             # check_object (its slab_obj_print is check_object's ret, still 1 until then);
             # list_slab_objects prints its slab's line after the slab's last object
@@ -313,6 +323,7 @@ class DebugAPI:
                 checked = -1
             if not self._last_object:
                 self._last_object = obj
+        self._slab_before = {}
         self._reports_seen = n
         self._reports.extend(out)
         for text in out:
@@ -404,9 +415,12 @@ class DebugAPI:
         st = self.state
         out = self._tracking(cid, obj)
         if slab > 0 and st.pg_flags[slab] & PG_SLAB:
-            sfp = int(st.sl_freelist[slab]) if slab_fp is None else slab_fp
+            inuse, sfp = int(st.sl_inuse[slab]), int(st.sl_freelist[slab])
+            if slab in getattr(self, "_slab_before", {}):       # fixed after this report
+                inuse, sfp = self._slab_before[slab][:2]
+            sfp = sfp if slab_fp is None else slab_fp
             out.append(f"Slab {slab << 12:#x} objects={int(st.sl_objects[slab])} "
-                       f"used={int(st.sl_inuse[slab])} fp={sfp:#x}")
+                       f"used={inuse} fp={sfp:#x}")
         if obj:
             if fp is None:
                 fp = self._get_freepointer(cid, obj)
