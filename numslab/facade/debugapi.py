@@ -14,8 +14,9 @@ from ..drivers import gate
 from ..drivers.calls import bound
 from ..engine import checks, debug, ops
 from ..engine.layout import (CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK, G_NDEBUG, G_NREPORTS,
-                             G_SITE, G_TICKS, NIL, PG_HEAD, PG_LARGE, PG_RESERVED, PG_SLAB, PG_TAIL, R_A, R_B, R_C,
-                             R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT, R_SLAB)
+                             G_SITE, G_TICKS, NIL, PG_HEAD, PG_LARGE, PG_RESERVED, PG_SLAB,
+                             PG_TAIL, R_A, R_B, R_C, R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT,
+                             R_SLAB)
 from ..engine import redzone as rz
 from ..errors import SlabDebugError, SlabError
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_order

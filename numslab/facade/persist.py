@@ -26,8 +26,9 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
     """Write ``sa`` to ``path`` (a compressed ``.npz``): its state words, its arena, the
     caches' names and dtypes and the ``kfree_rcu`` objects still waiting for their grace
     period (still allocated in the state: the loaded machine frees them at its own
-    ``synchronize_rcu`` and refuses other frees of them meanwhile). Constructors are Python code and are not saved: a machine with
-    a cache that has one is refused, as is one with constructors still pending."""
+    ``synchronize_rcu`` and refuses other frees of them meanwhile), ``release_order``.
+    Constructors are Python code and are not saved: a machine with a cache that has one is
+    refused, as is one with constructors still pending."""
     wait_for_engine()       # no other thread half-way through an operation (see native)
     withctor = [c.name for c in sa.caches if c.ctor is not None]
     if withctor:
