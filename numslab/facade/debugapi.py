@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from bisect import bisect_left
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -299,17 +300,17 @@ class DebugAPI:
         checked = -1        # the object whose check_object is reporting bad bytes, if any
         # a slab fixed later in this drain ("Marking all objects used", "Freelist cleared"):
         # its reports print its inuse and freelist from before the fix, as the kernel does
-        self._slab_before = {}
+        fixed: dict[int, tuple[int, int, int]] = {}     # slab -> (inuse, freelist, record)
         for k in range(n - 1, first - 1, -1):
             r = rep[k % R_MAX]
             if r[R_KIND] in (rz.K_FIX_ALL_USED, rz.K_FIX_CLEARED) and r[R_C] == 1:
-                self._slab_before[int(r[R_SLAB])] = (int(r[R_A]), int(r[R_B]), k)
+                fixed[int(r[R_SLAB])] = (int(r[R_A]), int(r[R_B]), k)
         for k in range(first, n):
             r = rep[k % R_MAX]
             kind, obj = int(r[R_KIND]), int(r[R_OBJECT])
-            before = self._slab_before.get(int(r[R_SLAB]))
+            before = fixed.get(int(r[R_SLAB]))
             if before is not None and before[2] < k:
-                del self._slab_before[int(r[R_SLAB])]   # reports after the fix: as it is
+                before = None                   # a report after the fix: the slab as it is
             # check_bytes_and_report calls object_err only for the first failing check of a
             # check_object (its slab_obj_print is check_object's ret, still 1 until then);
             # list_slab_objects prints its slab's line after the slab's last object
@@ -317,14 +318,14 @@ class DebugAPI:
                 k + 1 < n and rep[(k + 1) % R_MAX, R_KIND] == rz.K_REMAINING_OBJECT
                 and rep[(k + 1) % R_MAX, R_SLAB] == r[R_SLAB])
             out.append(self._format_report(r, kind >= rz.K_SLAB_PAD or obj != checked
-                                           if kind != rz.K_REMAINING_OBJECT else last))
+                                           if kind != rz.K_REMAINING_OBJECT else last,
+                                           None if before is None else before[:2]))
             if kind < rz.K_SLAB_PAD:
                 checked = obj
             elif kind != rz.K_FIX_RESTORE:
                 checked = -1
             if not self._last_object:
                 self._last_object = obj
-        self._slab_before = {}
         self._reports_seen = n
         self._reports.extend(out)
         for text in out:
@@ -340,7 +341,8 @@ class DebugAPI:
             self._reports.clear()
         return out
 
-    def _format_report(self: "SlabAllocator", r: np.ndarray, first: bool = True) -> str:
+    def _format_report(self: "SlabAllocator", r: np.ndarray, first: bool = True,
+                       slab_words: tuple[int, int] | None = None) -> str:
         """One report record in the kernel's words (6.18's and 7.0's ``mm/slub.c``): a bad
         byte range as ``check_bytes_and_report`` prints it (``[<what> overwritten] ...``),
         followed, for the ``first`` failing check of an object, by ``object_err``'s ``BUG
@@ -350,6 +352,7 @@ class DebugAPI:
         a ``slab_fix`` line."""
         kind, cid, slab, obj = int(r[R_KIND]), int(r[R_CACHE]), int(r[R_SLAB]), int(r[R_OBJECT])
         a, b, c, d = int(r[R_A]), int(r[R_B]), int(r[R_C]), int(r[R_D])
+        trailer = partial(self._trailer, cid, slab, words=slab_words)
         cache = self._caches.get(cid)
         name = cache.name if cache is not None else f"cache {cid}"
         base = slab << 12
@@ -367,28 +370,28 @@ class DebugAPI:
             if not first:
                 return bad
             return "\n".join([bad, f"BUG {name} (Not tainted): Object corrupt"] +
-                             self._trailer(cid, slab, obj))
+                             trailer(obj))
         if kind == rz.K_SLAB_PAD:               # slab_bug, then __slab_err's slab line
             return "\n".join([f"BUG {name} (Not tainted): Padding overwritten. {a:#x}-{b:#x} "
-                              f"@offset={a - base}"] + self._trailer(cid, slab, 0))
+                              f"@offset={a - base}"] + trailer(0))
         if kind == rz.K_WRONG_COUNT:
             head = [f"BUG {name} (Not tainted): Wrong object count. Counter is {a} but "
                     f"counted were {b}"]
         elif kind == rz.K_REMAINING_OBJECT:     # list_slab_objects: the object, its tracks,
             return "\n".join([f"Object {obj:#x} @offset={obj - base}"] +   # after the last
                              self._tracking(cid, obj) +                   # one __slab_err's
-                             (self._trailer(cid, slab, 0) if first else []))   # slab line
+                             (trailer(0) if first else []))   # slab line
         else:
             head = [f"BUG {name} (Not tainted): {_ERRORS[kind]}"]
             if kind == rz.K_REMAINING:          # slab_bug; its objects follow
                 return head[0]
             if kind == rz.K_FREELIST:           # printed before the list was cleared
-                return "\n".join(head + self._trailer(cid, slab, 0, slab_fp=a))
+                return "\n".join(head + trailer(0, slab_fp=a))
             if kind in (rz.K_FREEPOINTER, rz.K_FREECHAIN):
                 if obj:                         # printed before the pointer was zapped
-                    return "\n".join(head + self._trailer(cid, slab, obj, fp=a))
+                    return "\n".join(head + trailer(obj, fp=a))
                 head.append(f"Free pointer read {a:#x}")   # numslab's free-pointer guard
-        return "\n".join(head + self._trailer(cid, slab, obj))
+        return "\n".join(head + trailer(obj))
 
     def _tracking(self: "SlabAllocator", cid: int, obj: int) -> list[str]:
         """``print_tracking``'s lines: where object ``obj`` was allocated and freed (U)."""
@@ -407,9 +410,11 @@ class DebugAPI:
         return out
 
     def _trailer(self: "SlabAllocator", cid: int, slab: int, obj: int,
-                 fp: int | None = None, slab_fp: int | None = None) -> list[str]:
+                 fp: int | None = None, slab_fp: int | None = None,
+                 words: tuple[int, int] | None = None) -> list[str]:
         """``print_trailer``'s lines: the object's tracks (:meth:`_tracking`), its slab
-        (``print_slab_info``: the slab's free list ``slab_fp`` if given), the object with
+        (``print_slab_info``: its inuse and free list as ``words`` gives them when a fix
+        changed them after the report, the free list ``slab_fp`` if given), the object with
         its free pointer (``fp`` if given, else decoded from the arena). Not printed: the
         hex dumps of ``print_section`` (the bad bytes are restored by the time a report is
         read) and the page flags (``%pGp``: no page flags of this model's are the kernel's)."""
@@ -417,8 +422,8 @@ class DebugAPI:
         out = self._tracking(cid, obj)
         if slab > 0 and st.pg_flags[slab] & PG_SLAB:
             inuse, sfp = int(st.sl_inuse[slab]), int(st.sl_freelist[slab])
-            if slab in getattr(self, "_slab_before", {}):       # fixed after this report
-                inuse, sfp = self._slab_before[slab][:2]
+            if words is not None:               # the slab was fixed after this report
+                inuse, sfp = words
             sfp = sfp if slab_fp is None else slab_fp
             out.append(f"Slab {slab << 12:#x} objects={int(st.sl_objects[slab])} "
                        f"used={inuse} fp={sfp:#x}")
