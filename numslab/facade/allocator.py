@@ -653,10 +653,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return size
 
     def _ksize(self, addr: int, fn: str = "ksize") -> int:
-        """``ksize`` without touching the object (its checks raise on a bad address, naming
-        the call ``fn``). Only ``ksize`` itself accepts one of the allocator's own sheaves
-        (reading its size harms nothing); a ``krealloc`` or ``kfree_rcu`` of one is refused
-        as its ``kfree`` would be, before anything changes."""
+        """``ksize`` without touching the object (checks naming the call ``fn``); a sheaf
+        only for ``ksize`` (``krealloc``, ``kfree_rcu``: refused as their ``kfree``)."""
         addr = self._as_addr(addr, fn)
         if addr == ZERO_SIZE_PTR:
             return 0
