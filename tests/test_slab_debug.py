@@ -146,7 +146,7 @@ def test_write_after_free_is_caught_at_the_next_allocation(kernel):
     sa.memory[a + 10] = 0x42
     with pytest.raises(numslab.SlabDebugError, match="Poison overwritten") as e:
         sa.kmem_cache_alloc(c)
-    assert str(e.value).startswith(f"allocation: object {a:#x}: [Poison overwritten] ")
+    assert str(e.value).startswith(f"allocation from uaf: object {a:#x}: [Poison overwritten] ")
     assert str(e.value).endswith("\nBUG uaf (Not tainted): Object corrupt")
     text = "\n".join(e.value.reports)
     assert "First byte 0x42 instead of 0x6b" in text

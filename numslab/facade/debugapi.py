@@ -449,6 +449,9 @@ class DebugAPI:
         reports = self._last_reports
         bug = reports[0].splitlines()[:2] if reports else ["slab_debug check failed"]
         obj = addr or getattr(self, "_last_object", 0)
+        cid = self._cache_of(obj)
+        if fn == "allocation" and cid in self._caches:      # the cache that refused it
+            fn = f"allocation from {self._caches[cid].name}"
         return SlabDebugError(f"{fn}: object {obj:#x}: " + "\n".join(bug), reports)
 
     # ---- validate ----------------------------------------------------------------------------
