@@ -129,8 +129,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--top", type=int, default=5, metavar="K",
                      help="caches listed in the summary (default 5)")
     args = ap.parse_args(argv)
-    if args.packets < 0 or args.batch < 1 or args.repeat < 1 or not args.idle_timeout >= 0:
-        ap.error("--packets must be >= 0, --batch and --repeat >= 1, --idle-timeout >= 0")
+    if args.packets < 0 or args.batch < 1 or args.repeat < 1 or not args.idle_timeout >= 0 \
+            or args.top < 0:
+        ap.error("--packets and --top must be >= 0, --batch and --repeat >= 1, "
+                 "--idle-timeout >= 0")
+    if len(args.kernel) > 1 and not args.compare:
+        ap.error(f"--kernel {','.join(args.kernel)}: several generations need --compare")
     return args
 
 
@@ -174,7 +178,8 @@ def summary(r: PipelineResult, source: str, top: int) -> str:
         f"traffic    IPv4 {c['ipv4']:,}, IPv6 {c['ipv6']:,}, TCP {c['tcp']:,}, "
         f"UDP {c['udp']:,}, VLAN {c['vlan']:,}, other IP {c['other_ip']:,}, "
         f"non-IP {c['non_ip']:,}, truncated {c['truncated']:,}",
-        f"speed      {r.ns_per_packet:,.1f} ns/packet, {r.pps:,.0f} packets/s",
+        (f"speed      {r.ns_per_packet:,.1f} ns/packet, {r.pps:,.0f} packets/s" if r.packets
+         else "speed      none measured (no packets)"),
         "leaks      none: every cache is back to its live objects of before the run "
         "(checked)",
         "caches     (slabinfo after the last batch, most memory first)"]
@@ -192,6 +197,8 @@ def compare_table(res: dict[str, PipelineResult], source: str) -> str:
              f"{r.flows:,} flows, {r.active_flows:,} active at the end (same in every run)",
              f"{'mode':<8} {'kernel':>6} {'ns/packet':>10} {'Mpps':>8} {'speed-up':>9}"
              + (f" {'time x ' + first:>11}" if multi else "")]
+    if not r.packets:                           # nothing was timed: no speed to compare
+        return "\n".join(lines[:1] + ["no packets: no mode was timed"])
     for x in res.values():
         base = res.get(f"single@{x.kernel}", res.get("single", x))
         speedup = base.ns_per_packet / x.ns_per_packet if x.ns_per_packet else 0.0
@@ -236,8 +243,6 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(compare_json(res, source)) if args.json
                   else compare_table(res, source))
         else:
-            if len(args.kernel) > 1:
-                raise ValueError("several --kernel values need --compare")
             # untimed on the first packets first, as compare_modes does, so that the speed
             # line measures the pipeline and not the JIT compiling it (a first run on an empty
             # Numba cache would otherwise report ~100x the speed of the next)

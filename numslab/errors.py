@@ -17,7 +17,7 @@ class SlabError(Exception):
 
     Raised from compiled code (``numslab.jit``, messages starting ``numslab.jit:``), the
     address, the cache id and the batch element concerned are in ``detail`` (-1 where not
-    known) and named in the text."""
+    known) and named in the text (an address however wrong, negative ones too)."""
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
@@ -34,7 +34,7 @@ class SlabError(Exception):
 
     def __str__(self) -> str:
         addr, cache, index = getattr(self, "detail", (-1, -1, -1))
-        where = [f"address {addr:#x}"] if addr >= 0 else []
+        where = [f"address {addr:#x}"] if addr != -1 else []    # a negative one too
         where += [f"cache id {cache}"] if cache >= 0 else []
         where += [f"element {index} of the batch"] if index >= 0 else []
         return super().__str__() + (f" ({', '.join(where)})" if where else "")

@@ -504,6 +504,36 @@ def test_krealloc_in_place_and_moving(sa):
     sa.kfree(c)
 
 
+
+def test_krealloc_and_kfree_rcu_refuse_a_sheaf_before_anything_changes(kernel):
+    # a sheaf is a kmalloc object the allocator holds: ksize may read it, but krealloc
+    # allocated the new object before its kfree refused the sheaf (a leak), and kfree_rcu
+    # took it, so that synchronize_rcu raised and dropped the frees queued after it
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel)
+    c = sa.kmem_cache_create("sheafed", 64, sheaf_capacity=4)
+    c.free(c.alloc())
+    sheaf = int(sa.sheaf_addresses()[0])
+    assert sa.find(sheaf)["kind"] == "sheaf"
+    assert sa.ksize(sheaf) == sa.find(sheaf)["cache"].object_size
+    x = sa.kmalloc(64)
+    snap = snapshot(sa)
+    for fn, call in (("krealloc", lambda: sa.krealloc(sheaf, 3000)),
+                     ("krealloc", lambda: sa.krealloc(sheaf, 8)),
+                     ("kfree_rcu", lambda: sa.kfree_rcu(sheaf))):
+        with pytest.raises(numslab.BadAddressError,
+                           match=f"^{fn}: {sheaf:#x} is a sheaf the allocator itself uses"):
+            call()
+        assert_unchanged(sa, snap)
+    sa.kfree_rcu(x)
+    assert sa.synchronize_rcu() == 1 and sa.find(x)["kind"] == "free object"
+    # the other errors name the call too, not the ksize inside it
+    with pytest.raises(numslab.BadAddressError, match=f"^krealloc: {x:#x} is a free object"):
+        sa.krealloc(x, 100)
+    with pytest.raises(numslab.BadAddressError, match=f"^kfree_rcu: {x + 8:#x} is not the "
+                                                      f"start of an object"):
+        sa.kfree_rcu(x + 8)
+    sa.validate()
+
 def test_kfree_rcu_frees_after_the_grace_period(sa):
     a, b = sa.kmalloc(64), sa.kmalloc(64)
     sa.kfree_rcu(a)
@@ -549,6 +579,35 @@ def test_a_free_of_an_object_waiting_for_its_grace_period_is_a_double_free(sa):
     assert again == a                               # reused now, and freed normally
     c.free(again)
     sa.kfree(sa.kmalloc(64))
+
+
+
+def test_a_loaded_machine_keeps_the_kfree_rcu_objects_waiting(sa, tmp_path):
+    # saved while two objects wait for their grace period: the loaded machine must refuse
+    # their frees and free them at its own synchronize_rcu, as the original does (they
+    # were lost: kept allocated for ever, and a kfree of one went through)
+    c = sa.kmem_cache_create("rcu", 64)
+    a, keep = c.alloc(), c.alloc()
+    big = sa.kmalloc(20000)
+    sa.kfree_rcu(a, 1)
+    sa.kfree_rcu(big)
+    path = tmp_path / "machine.npz"
+    sa.save(path)
+    back = numslab.SlabAllocator.load(path)
+    bc = back.find_cache("rcu")
+    snap = snapshot(back)
+    for x in (back, sa):
+        with pytest.raises(numslab.DoubleFreeError, match="waiting for an RCU grace period"):
+            x.kfree(big)
+        with pytest.raises(numslab.DoubleFreeError, match="waiting for an RCU grace period"):
+            x.find_cache("rcu").free(a)
+    assert_unchanged(back, snap)
+    assert back.synchronize_rcu() == sa.synchronize_rcu() == 2
+    assert len(bc) == len(c) == 1 and back.find(a)["kind"] == "free object"
+    assert snapshot(back)[1].tobytes() == snapshot(sa)[1].tobytes()   # the same arena
+    for x in (back, sa):
+        x.find_cache("rcu").free(keep)
+    back.validate()
 
 
 def test_error_details_do_not_cross_threads():

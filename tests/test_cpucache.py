@@ -186,8 +186,12 @@ def test_remote_node_defrag_ratio_zero_keeps_allocations_local(sa2):
     a = sa2.kmem_cache_alloc(c, cpu=0)
     assert a // 4096 // sa2.pages_per_node == 0
     assert c.stats["alloc_remote_partial"] == 0
-    with pytest.raises(numslab.SlabError):
-        c.remote_node_defrag_ratio = 101
+    for bad in (101, -1, 50.5, "50", True, None):  # 50.5 was stored as 50, "50" TypeError
+        with pytest.raises(numslab.SlabError, match="remote_node_defrag_ratio"):
+            c.remote_node_defrag_ratio = bad
+        assert c.remote_node_defrag_ratio == 0
+    c.remote_node_defrag_ratio = np.int64(40)
+    assert c.remote_node_defrag_ratio == 40
 
 
 def test_thisnode_allocations_never_go_remote(sa2):

@@ -273,6 +273,28 @@ def test_numslab_jit_compact_matches_the_facade(kernel):
     assert np.array_equal(o1, o2) and np.array_equal(n1, n2)
 
 
+
+@numba.njit
+def _jit_compact_at(h, cid, ratio, old, new):
+    return numslab.jit.kmem_cache_compact(h, cid, ratio, old, new)
+
+
+def test_numslab_jit_compact_refuses_a_ratio_outside_0_to_100_or_minus_1(sa, kernel):
+    # -1 names the cache's defrag_used_ratio; -5 or -1000 were taken silently for it
+    c = sa.kmem_cache_create("obj64", 64)
+    objs = c.alloc_bulk(2000)
+    c.free_bulk(objs[np.arange(len(objs)) % 5 != 0])          # slabs 20% used
+    old, new = np.zeros(2000, np.int64), np.zeros(2000, np.int64)
+    snap = snapshot(sa)
+    for ratio in (101, -2, -5, -1000):
+        with pytest.raises(InvalidSizeError, match=r"ratio not in 0\.\.100 \(or -1"):
+            _jit_compact_at(sa.handle, c.id, ratio, old, new)
+        assert_unchanged(sa, snap)
+    assert not old.any() and not new.any()
+    moved = _jit_compact_at(sa.handle, c.id, -1, old, new)        # the cache's: 30%
+    assert moved == c.objects_moved and moved > 0
+    sa.validate()
+
 def test_numslab_jit_compact_stops_at_the_room_given(kernel):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel)
     c = sa.kmem_cache_create("obj192", 192)

@@ -131,6 +131,54 @@ def test_handle_values_that_are_not_int64_fail_to_unbox(value, error):
         alloc(SlabHandle(value, None), 0)
 
 
+
+def test_anything_but_a_handle_is_refused_by_name_when_compiled():
+    # int(sa.handle), or the arguments swapped, failed deep in Numba's typing of numslab's
+    # helpers (after a warning that it fell back to object mode), naming none of the user's
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    c = sa.kmem_cache_create("c", 64)
+
+    @numba.njit
+    def one(h, cid):
+        return nj.kmem_cache_alloc(h, cid)
+
+    @numba.njit
+    def pages(h):
+        return nj.kmalloc(h, 5000)
+
+    for call in (lambda: one(int(sa.handle), c.id), lambda: pages(sa.handle.value),
+                 lambda: live(int(sa.handle), c.id, 64)):
+        with pytest.raises(TypeError, match=r"numslab.jit: the first argument must be an "
+                                            r"allocator's handle \(pass sa.handle itself"):
+            call()
+    with pytest.raises(TypeError, match=r"numslab.jit: a cache id must be an integer, not "
+                                        r"numslab.SlabHandle\[.*\] \(sa.handle is the first "
+                                        r"argument\)$"):
+        one(c.id, sa.handle)                        # swapped
+    assert c.live_objects == 0
+    a = one(sa.handle, c.id)                        # the handle itself compiles and runs
+    assert sa.find(a)["kind"] == "object"
+    sa.kmem_cache_free(c, a)
+
+
+def test_a_handle_frozen_into_compiled_code_is_refused_by_name():
+    # a global (or closure variable) is frozen into the machine code: it keeps no allocator
+    # alive, and cached, in another process it names whichever allocator has its slot and
+    # generation; lowering it failed with a bare NumbaNotImplementedError
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    c = sa.kmem_cache_create("c", 64)
+    frozen, cid = sa.handle, c.id
+
+    @numba.njit
+    def from_global():
+        return nj.kmem_cache_alloc(frozen, cid)
+
+    with pytest.raises(TypeError, match=r"numslab.jit: <SlabHandle slot \d+> is a global or "
+                                        r"closure variable of compiled code; pass sa.handle"):
+        from_global()
+    assert c.live_objects == 0
+    assert alloc(sa.handle, cid) > 0                # as an argument it is taken
+
 def test_slots_are_reused_with_a_new_generation():
     gc.collect()                               # nothing else is freed meanwhile
     first = numslab.SlabAllocator(nr_cpus=2, memory="4M")

@@ -220,8 +220,11 @@ def test_njit_wrong_cache_and_bad_addresses_raise(world):
         free_many(sa.handle, c.id, 2, np.array([objs[0], theirs]))
     for bad in (int(objs[3]) + 8, int(objs[3]) + 3, int(objs[3]) + 1, 1 << 40, 0, -8, large,
                 large + 4096):
-        with pytest.raises(numslab.BadAddressError):
+        with pytest.raises(numslab.BadAddressError,        # the address named, however bad
+                           match=f"\\(address {bad:#x}, cache id {c.id}\\)$"):
             free_one(sa.handle, c.id, bad)
+    with pytest.raises(numslab.BadAddressError, match="\\(address -0x40\\)$"):
+        kfree_one(sa.handle, -64)
     with pytest.raises(numslab.BadAddressError):
         kfree_one(sa.handle, large + 4096)
     with pytest.raises(numslab.DoubleFreeError):
@@ -271,6 +274,34 @@ def test_njit_refuses_read_only_object_arrays(world):
     free_many(sa.handle, c.id, 20, objs.copy())       # a writable copy goes through
     assert len(c) == 0
 
+
+
+def test_njit_scalar_arguments_must_be_integers(world):
+    # a float address, count, cache id or cpu failed deep in Numba's typing of numslab's
+    # helpers (after object-mode fallback warnings); a uint64 address, which Numba mixes with
+    # int64 into float64, failed the same way instead of being taken
+    sa, c, other, objs, gone = world
+    snap = snapshot(sa)
+    a = int(objs[0])
+    for what, call in (("an address", lambda: free_one(sa.handle, c.id, float(a))),
+                       ("an address", lambda: kfree_one(sa.handle, a + 0.0)),
+                       ("a cache id", lambda: free_one(sa.handle, float(c.id), a)),
+                       ("a count or size", lambda: alloc_many(sa.handle, c.id, 2.0,
+                                                              np.zeros(4, np.int64))),
+                       ("a count or size", lambda: kmalloc_many(sa.handle,
+                                                                np.array([64.0]))),
+                       ("each of cpu, node, gfp, flags and ratio",
+                        lambda: alloc_arr(sa.handle, c.id, 2, np.zeros(4, np.int64), 0.5))):
+        with pytest.raises(TypeError, match=f"^numslab.jit: {what} must be an integer, not "
+                                            f"float64$"):
+            call()
+    assert_unchanged(sa, snap)
+    free_one(sa.handle, c.id, np.uint64(a))         # other integer types are taken
+    free_one(sa.handle, np.int32(c.id), np.int64(objs[1]))
+    assert len(c) == len(objs) - 2
+    with pytest.raises(numslab.BadAddressError, match="address -0x40\\)"):
+        kfree_one(sa.handle, np.uint64(2**64 - 64))  # above 2**63 - 1: negative, refused
+    sa.validate()
 
 def test_njit_refuses_caches_with_a_constructor(sa):
     @numba.njit

@@ -327,9 +327,21 @@ def test_compare_puts_generations_side_by_side(traffic, capsys):
     assert out.count(" 6.18 ") == 5 and out.count(" 7.0 ") == 5
     assert cli.main(["--packets", "1500", "--quiet", "--kernel", "6.18"]) == 0
     assert "kernel 6.18" in capsys.readouterr().out
-    assert cli.main(["--packets", "1500", "--quiet", "--kernel", "6.18,7.0"]) == 1
-    with pytest.raises(SystemExit):
-        cli.main(["--kernel", "2.6"])
+    for bad in (["--kernel", "2.6"], ["--kernel", "6.18,7.0"], ["--top", "-1"]):
+        with pytest.raises(SystemExit):             # usage errors, before any work
+            cli.main(["--packets", "1500", "--quiet", *bad])
+    err = capsys.readouterr().err
+    assert "--kernel 6.18,7.0: several generations need --compare" in err
+    assert "--packets and --top must be >= 0" in err
+    # no packets: no speed figures (0.0 ns/packet, 0.00x; a ZeroDivisionError with two
+    # generations), but the run and its leak check go through
+    assert cli.main(["--packets", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "speed      none measured (no packets)" in out and "ns/packet" not in out
+    assert cli.main(["--packets", "0", "--compare", "--repeat", "1", "--quiet",
+                     "--kernel", "6.18,7.0"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1:] == ["no packets: no mode was timed"]
 
 
 # --------------------------------------------------------------------------- CLI

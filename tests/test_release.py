@@ -71,3 +71,21 @@ def test_release_memory_refuses_a_bad_order(order):
     sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
     with pytest.raises(InvalidSizeError):
         sa.release_memory(order)
+
+
+@pytest.mark.parametrize("order", [-1, 11, 2.0, True, "4"])
+def test_release_order_refuses_a_bad_order_when_set(order, tmp_path):
+    # it was taken as set and failed inside the next kmem_cache_shrink, after its work
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("o64", 64)
+    c.free_bulk(c.alloc_bulk(500))
+    with pytest.raises(InvalidSizeError, match="release_order"):
+        sa.release_order = order
+    assert sa.release_order == 4
+    assert c.shrink() >= 0 and sa.released_bytes > 0
+    sa.release_order = None                         # None and 0..10 are taken, and saved
+    sa.save(tmp_path / "m.npz")
+    assert numslab.SlabAllocator.load(tmp_path / "m.npz").release_order is None
+    sa.release_order = 10
+    sa.save(tmp_path / "m.npz")
+    assert numslab.SlabAllocator.load(tmp_path / "m.npz").release_order == 10

@@ -78,6 +78,14 @@ def test_parse_slab_debug_as_the_boot_parameter():
     assert parse_slab_debug(",dentry") == (0, [(DEBUG_DEFAULT_FLAGS, ["dentry"])])
     assert parse_slab_debug("P;Z,a") == (P, [(Z, ["a"])])
     assert parse_slab_debug("FZ-P") == (P, [])           # '-' drops what came before
+    # parse_slub_debug_flags skips empty blocks: a trailing or doubled ';' left the global
+    # flags at 0; a comma makes a slab list even with no name (setup_slub_debug tests the
+    # list pointer), so the global flags stay as they were
+    assert parse_slab_debug("F;") == (F, [])
+    assert parse_slab_debug("F;;Z,a") == (F, [(Z, ["a"])])
+    assert parse_slab_debug(";;P;") == (P, [])
+    assert parse_slab_debug("F,") == (0, [(F, [])])
+    assert parse_slab_debug("U;F,") == (U, [(F, [])])
     with pytest.raises(numslab.SlabError, match="'x'"):
         parse_slab_debug("Fx")
 
@@ -138,10 +146,17 @@ def test_write_after_free_is_caught_at_the_next_allocation(kernel):
     sa.memory[a + 10] = 0x42
     with pytest.raises(numslab.SlabDebugError, match="Poison overwritten") as e:
         sa.kmem_cache_alloc(c)
-    assert str(e.value).startswith(f"allocation: object {a:#x}: BUG uaf (Not tainted)")
+    assert str(e.value).startswith(f"allocation from uaf: object {a:#x}: [Poison overwritten] ")
+    assert str(e.value).endswith("\nBUG uaf (Not tainted): Object corrupt")
     text = "\n".join(e.value.reports)
     assert "First byte 0x42 instead of 0x6b" in text
     assert f"{a + 10:#x}-{a + 10:#x}" in text and "FIX uaf: Marking all objects used" in text
+    # the slab as the report saw it, before the fix marked its objects used (the object
+    # popped, keep's and a's of its objects in use, its free list past a): not as it is now
+    slab_line = next(ln for ln in text.splitlines() if ln.startswith("Slab "))
+    assert slab_line.startswith(f"Slab {a & ~4095:#x} objects={c.objs_per_slab} used=2 fp=0x")
+    assert int(slab_line.split("fp=")[1], 16) != 0
+    assert sa.state.sl_inuse[a >> 12] == c.objs_per_slab   # what the fix left
     assert len(sa.isolated_slabs()) == 1                # slab_fix: no longer allocated from
     b = sa.kmem_cache_alloc(c)                          # a new slab serves
     assert b >> 12 != a >> 12
@@ -158,7 +173,7 @@ def test_overflow_refuses_the_free_and_names_the_first_bad_byte(kernel):
     with pytest.raises(numslab.SlabDebugError) as e:
         sa.kmem_cache_free(c, a)
     msg = str(e.value)
-    assert "BUG ovf (Not tainted): Right Redzone overwritten" in msg
+    assert "[Right Redzone overwritten]" in msg and "BUG ovf (Not tainted): Object corrupt" in msg
     assert f"{a + 64:#x}-{a + 66:#x}" in msg and "First byte 0x1 instead of 0xcc" in msg
     assert "Allocated in test_overflow_refuses_the_free" in "\n".join(e.value.reports)
     assert sa.find(a)["kind"] == "object"               # refused: still allocated
@@ -167,6 +182,73 @@ def test_overflow_refuses_the_free_and_names_the_first_bad_byte(kernel):
     assert sa.find(a)["kind"] == "free object"
     sa.validate()
 
+
+
+@pytest.mark.parametrize("hardened", [True, False])
+def test_reports_read_as_6_18_and_7_0_print_them(kernel, hardened):
+    # check_bytes_and_report since 6.15: "[<what> overwritten] ..." for every bad range,
+    # object_err's "Object corrupt" with the trailer only for the object's first failing
+    # check; print_trailer's Object line names the free pointer (decoded as stored)
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel,
+                               freelist_hardened=hardened)
+    c = sa.kmem_cache_create("rep", 64, flags=Z | P | U)
+    keep, a = sa.kmem_cache_alloc(c), sa.kmem_cache_alloc(c)
+    sa.kmem_cache_free(c, a)
+    off = c.offset                      # outside the object (P): a free object's fp
+    word = int(sa.memory[a + off:a + off + 8].view(np.int64)[0])
+    sa.memory[a - 3] = 1                                # left red zone, then poison
+    sa.memory[a + 5:a + 7] = 2
+    sa.slab_reports(clear=True)
+    assert sa.kmem_cache_validate(c) == 4
+    first, fix1, second, fix2 = sa.slab_reports()
+    base = a & ~4095
+    lines = first.splitlines()
+    assert lines[0] == (f"[Left Redzone overwritten] {a - 3:#x}-{a - 3:#x} "
+                        f"@offset={a - 3 - base}. First byte 0x1 instead of 0xbb")
+    assert lines[1] == "BUG rep (Not tainted): Object corrupt"
+    assert lines[2].startswith("Allocated in test_reports_read_as") and \
+        lines[3].startswith("Freed in test_reports_read_as")
+    assert lines[4].startswith(f"Slab {base:#x} objects={c.objs_per_slab} used=")
+    # the free pointer: the next free object (or NULL), whatever the hardening stored
+    fp = int(lines[5].split("fp=")[1], 16)
+    assert lines[5] == f"Object {a:#x} @offset={a - base} fp={fp:#x}"
+    assert fp == 0 or sa.find(fp)["kind"] == "free object"
+    assert (word == fp) != hardened or fp == 0
+    assert second == (f"[Poison overwritten] {a + 5:#x}-{a + 6:#x} @offset={a + 5 - base}. "
+                      f"First byte 0x2 instead of 0x6b")     # no second object_err
+    assert fix1 == f"FIX rep: Restoring Left Redzone {a - 3:#x}-{a - 3:#x}=0xbb"
+    assert fix2 == f"FIX rep: Restoring Poison {a + 5:#x}-{a + 6:#x}=0x6b"
+    assert sa.kmem_cache_validate(c) == 0
+    sa.kmem_cache_free(c, keep)
+    sa.validate()
+
+
+def test_a_leaky_destroy_lists_what_free_partial_lists(kernel):
+    # __kmem_cache_shutdown: flush_all, then per node free_partial's list_slab_objects for
+    # the partial slabs holding objects, returning at the first node with slabs left: full
+    # slabs and the later nodes were listed too
+    sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory="8M", kernel=kernel,
+                               slab_debug="U,leak", freelist_random=False)
+    c = sa.kmem_cache_create("leak", 1024)
+    per = c.objs_per_slab
+    full = [sa.kmem_cache_alloc_node(c, node=0) for _ in range(2 * per)]
+    part = [sa.kmem_cache_alloc_node(c, node=0) for _ in range(3)]
+    other = [sa.kmem_cache_alloc_node(c, node=1) for _ in range(2)]
+    assert {sa.page_to_nid(a) for a in full + part} == {0} and \
+        {sa.page_to_nid(a) for a in other} == {1}
+    sa.kmem_cache_free(c, part[1])                  # the partial slab: objects 0 and 2 left
+    sa.slab_reports(clear=True)
+    with pytest.raises(numslab.CacheLeakError):
+        sa.kmem_cache_destroy(c)
+    reps = sa.slab_reports()
+    assert reps[0] == "BUG leak (Not tainted): Objects remaining on __kmem_cache_shutdown()"
+    listed = [int(r.split()[1], 16) for r in reps[1:]]
+    assert listed == [part[0], part[2]] and len(reps) == 3
+    assert reps[-1].splitlines()[-1].startswith(f"Slab {part[0] & ~4095:#x} ")
+    for a in full + [part[0], part[2]] + other:     # the cache was left as it was
+        sa.kmem_cache_free(c, a)
+    sa.kmem_cache_destroy(c)
+    sa.validate()
 
 def test_double_free_is_reported_as_object_already_free():
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
@@ -196,12 +278,20 @@ def test_free_track_names_the_freeing_line():
 def test_trace_logs_each_alloc_and_free(caplog):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="T,tr")
     c = sa.kmem_cache_create("tr", 64)
+    # trace() prints the slab as the debug paths see it: an allocation after the object
+    # left the free list, a free before it joins it (free_debug_processing runs first)
     with caplog.at_level(logging.INFO, logger="numslab"):
         a = sa.kmem_cache_alloc(c)
+        after_a = int(sa.state.sl_freelist[a >> 12])
+        b = sa.kmem_cache_alloc(c)
+        head = int(sa.state.sl_freelist[a >> 12])
         sa.kmem_cache_free(c, a)
+        sa.kmem_cache_free(c, b)
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("TRACE")]
-    assert lines[0].startswith(f"TRACE tr alloc {a:#x} inuse=1")
-    assert lines[1].startswith(f"TRACE tr free {a:#x} inuse=0")
+    assert lines == [f"TRACE tr alloc {a:#x} inuse=1 fp={after_a:#x}",
+                     f"TRACE tr alloc {b:#x} inuse=2 fp={head:#x}",
+                     f"TRACE tr free {a:#x} inuse=2 fp={head:#x}",
+                     f"TRACE tr free {b:#x} inuse=1 fp={a:#x}"]
 
 
 def test_batches_and_arrays_take_the_checked_path(kernel):
@@ -302,7 +392,12 @@ def test_slab_padding_is_checked_and_restored():
     assert (sa.memory[end - 64:end] == 0x5a).all()
     sa.memory[end - 10] = 0
     assert sa.kmem_cache_validate(c) == 2
-    assert "Padding overwritten" in sa.slab_reports()[-2]
+    bug, fix = sa.slab_reports()[-2:]
+    bad = f"{end - 10:#x}-{end - 10:#x}"
+    assert bug.splitlines()[0] == (f"BUG pad (Not tainted): Padding overwritten. {bad} "
+                                   f"@offset={4096 - 10}")        # slab_pad_check's slab_bug
+    assert bug.splitlines()[1].startswith(f"Slab {a & ~4095:#x} objects=56 ")
+    assert fix == f"FIX pad: Restoring slab padding {bad}=0x5a"
     assert sa.memory[end - 10] == 0x5a and sa.kmem_cache_validate(c) == 0
     sa.kmem_cache_free(c, a)
 

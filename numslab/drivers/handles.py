@@ -19,6 +19,7 @@ from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
+from numba.core.typing.typeof import Purpose
 from numba.extending import (NativeValue, intrinsic, models, register_model, typeof_impl,
                              unbox)
 
@@ -100,6 +101,12 @@ SlabHandle._numba_type_ = slab_handle
 
 @typeof_impl.register(SlabHandle)
 def _typeof_handle(val: SlabHandle, c: Any) -> SlabHandleType:
+    if c.purpose == Purpose.constant:
+        # a global or closure variable of compiled code is frozen into its machine code (and
+        # into Numba's cache): it would not keep its allocator alive, and in another process
+        # would name whichever allocator holds its slot and generation there
+        raise TypeError(f"numslab.jit: {val!r} is a global or closure variable of compiled "
+                        f"code; pass sa.handle to the function as an argument")
     return slab_handle
 
 
@@ -123,6 +130,16 @@ def _entry(builder: Any, value: Any) -> Any:
                        [builder.shl(slot, ir.Constant(i64, 1))])
 
 
+def _check_handle(h: Any) -> None:
+    """Typing guard: refuse, with a message saying what to pass, anything but a
+    :class:`SlabHandle` where ``numslab.jit`` wants ``sa.handle`` (an integer such as
+    ``int(sa.handle)`` or a cache id in its place would otherwise fail in Numba's typing of
+    numslab's own helpers, far from the user's call)."""
+    if not isinstance(h, SlabHandleType):
+        raise TypeError(f"numslab.jit: the first argument must be an allocator's handle "
+                        f"(pass sa.handle itself, a SlabHandle), not {h}")
+
+
 # The slot cannot change while a caller runs (the SlabHandle passed in keeps its allocator
 # alive), so its loads are invariant: they may be hoisted out of the caller's loops.
 @intrinsic
@@ -138,8 +155,8 @@ def state_of(typingctx: Any, h: Any) -> Any:
         ptr.set_metadata("dereferenceable_or_null", builder.module.add_metadata(
             [ir.Constant(i64, 8 * HEADER)]))
         return ptr
-    if isinstance(h, SlabHandleType):
-        return State(h), codegen
+    _check_handle(h)
+    return State(h), codegen
 
 
 @intrinsic
@@ -150,5 +167,5 @@ def handle_live(typingctx: Any, h: Any) -> Any:
         gen = invariant_load(builder, builder.gep(_entry(builder, args[0]),
                                                   [ir.Constant(i64, 1)]))
         return builder.icmp_unsigned("==", gen, builder.lshr(args[0], ir.Constant(i64, 16)))
-    if isinstance(h, SlabHandleType):
-        return types.boolean(h), codegen
+    _check_handle(h)
+    return types.boolean(h), codegen

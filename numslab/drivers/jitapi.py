@@ -49,7 +49,7 @@ from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
                      GFP_KERNEL)
-from .handles import SlabHandle, handle_live, state_of
+from .handles import SlabHandle, SlabHandleType, handle_live, state_of
 
 __all__ = ["SlabHandle", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
            "kmem_cache_alloc_bulk", "kmem_cache_free_bulk", "kmem_cache_alloc_array",
@@ -205,6 +205,44 @@ def _checked_array(out, nr):
     return _out_array(out)
 
 
+def _as_int64(x: Any, what: str) -> Any:
+    """Typing guard of a scalar argument: an integer (or bool) type becomes int64 (no
+    instruction for an int64; a uint64 address above 2**63 - 1 turns negative and is refused
+    as an address), anything else is refused at compile time with a ``TypeError`` naming
+    the argument (a float address otherwise failed deep in the typing of numslab's
+    helpers, or a uint64 one, which Numba mixes with int64 into float64)."""
+    if isinstance(x, (types.Integer, types.Boolean)):
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            return context.cast(builder, args[0], sig.args[0], types.int64)
+        return types.int64(x), codegen
+    swapped = " (sa.handle is the first argument)" if isinstance(x, SlabHandleType) else ""
+    raise TypeError(f"numslab.jit: {what} must be an integer, not {x}{swapped}")
+
+
+@intrinsic
+def _addr_arg(typingctx: Any, x: Any) -> Any:
+    """An address argument as int64 (:func:`_as_int64`)."""
+    return _as_int64(x, "an address")
+
+
+@intrinsic
+def _cache_arg(typingctx: Any, x: Any) -> Any:
+    """A cache id argument as int64 (:func:`_as_int64`)."""
+    return _as_int64(x, "a cache id")
+
+
+@intrinsic
+def _count_arg(typingctx: Any, x: Any) -> Any:
+    """A count or size argument as int64 (:func:`_as_int64`)."""
+    return _as_int64(x, "a count or size")
+
+
+@intrinsic
+def _int_arg(typingctx: Any, x: Any) -> Any:
+    """A cpu, node, gfp, flags or ratio argument as int64 (:func:`_as_int64`)."""
+    return _as_int64(x, "each of cpu, node, gfp, flags and ratio")
+
+
 # ---- the inlined fast paths --------------------------------------------------------------------
 @jit(inline=True, helper=True)
 def _alloc_fast(st, cache, cpu, gfp):
@@ -265,6 +303,7 @@ def _free_checked(st, cache, cpu, slab, addr):
 @jit(inline=True, api=True)
 def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     """One object of cache id ``cache`` on ``cpu``; its address or 0 (out of memory)."""
+    cache, cpu, gfp = _cache_arg(cache), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True)
     obj = _alloc_fast(st, cache, cpu, gfp)
     if obj:
@@ -275,6 +314,7 @@ def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
 @jit(inline=True, api=True)
 def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     """One object from NUMA ``node`` (-1: any); its address or 0."""
+    cache, node, cpu, gfp = _cache_arg(cache), _int_arg(node), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True)
     if node < -1 or node >= st.nnodes:
         _raise(E_BAD_NODE)
@@ -284,6 +324,7 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
 @jit(inline=True, api=True)
 def kmem_cache_free(h, cache, addr, cpu=0):
     """Free one object; raises on a bad address, wrong cache or double free."""
+    cache, addr, cpu = _cache_arg(cache), _addr_arg(addr), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False)
     slab = _slab_of(st, addr, cache)
     if slab == NIL:
@@ -295,6 +336,7 @@ def kmem_cache_free(h, cache, addr, cpu=0):
 @jit(inline=True, api=True)
 def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken."""
+    cache, nr, cpu, gfp = _cache_arg(cache), _count_arg(nr), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True)
     return _checked(st, ops.alloc_bulk(st, cache, cpu, gfp, nr, _checked_array(out, nr)))
 
@@ -302,6 +344,7 @@ def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
 @jit(inline=True, api=True)
 def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     """Free ``objs[:nr]`` (reordered in place); on a bad element nothing is freed."""
+    cache, nr, cpu = _cache_arg(cache), _count_arg(nr), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False)
     err = ops.free_bulk(st, cache, cpu, nr, _checked_array(objs, nr))
     if err:
@@ -312,6 +355,8 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
 @jit(inline=True, api=True)
 def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     """The seed's array allocation (SLAB_ARRAY_ALLOC_* ``flags``); the count allocated."""
+    cache, nr, flags = _cache_arg(cache), _count_arg(nr), _int_arg(flags)
+    cpu, gfp = _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True)
     return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr,
                                                    _checked_array(out, nr)))
@@ -326,6 +371,7 @@ def kmem_cache_free_array(h, cache, nr, objs, cpu=0):
 @jit(inline=True, api=True)
 def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     """``size`` bytes from the kmalloc caches (or whole pages); address, 16 for 0, or 0."""
+    size, cpu, gfp = _count_arg(size), _int_arg(cpu), _int_arg(gfp)
     st = _state(h, cpu)
     if size == 0:
         return ZERO_SIZE_PTR
@@ -349,6 +395,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
 @jit(inline=True, api=True)
 def kfree(h, addr, cpu=0):
     """Free a kmalloc allocation (NULL and ZERO_SIZE_PTR are ignored)."""
+    addr, cpu = _addr_arg(addr), _int_arg(cpu)
     st = _state(h, cpu)
     if addr == 0 or addr == ZERO_SIZE_PTR:
         return
@@ -364,6 +411,7 @@ def kfree(h, addr, cpu=0):
 @jit(inline=True, api=True)
 def kfree_bulk(h, nr, objs, cpu=0):
     """``kfree`` of ``objs[:nr]`` of any caches."""
+    nr, cpu = _count_arg(nr), _int_arg(cpu)
     st = _state(h, cpu)
     err = ops.free_bulk(st, NIL, cpu, nr, _checked_array(objs, nr))
     if err:
@@ -374,6 +422,7 @@ def kfree_bulk(h, nr, objs, cpu=0):
 @jit(inline=True, api=True)
 def is_live(h, cache, addr):
     """True if ``addr`` is an allocated object of ``cache`` (NIL: of any cache)."""
+    cache, addr = _cache_arg(cache), _addr_arg(addr)
     st = _state(h, 0)
     err, _ = _locate(st, addr, cache)
     return err == 0
@@ -386,10 +435,12 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     and ``new`` (int64, at most ``min(len(old), len(new))`` moves: pass arrays as long as
     the live objects to move them all). The number of moves; ``-1 - moves`` if a corrupted
     free pointer stopped them (the slab is isolated; the moves made are in the arrays)."""
+    cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False)
-    if ratio > 100:
-        _record_error(-1, -1, -1)
-        raise InvalidSizeError("numslab.jit: ratio above 100")
+    if ratio > 100 or ratio < -1:
+        _record_error(-1, cache, -1)
+        raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
+                               "defrag_used_ratio)")
     room = min(old.shape[0], new.shape[0])
     got = defrag.compact(st, cache, cpu, ratio, room, _out_array(old), _out_array(new))
     if got < 0:

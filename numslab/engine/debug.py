@@ -143,7 +143,10 @@ def slab_alloc_debug(st, cache, cpu, node, gfp, orig_size):
     if flags & SLAB_CONSISTENCY_CHECKS:
         slab_pad_check(st, m8, cache, slab)         # check_slab (reports, never refuses)
         if not check_object(st, m8, cache, slab, obj, RED_INACTIVE):
-            _report(st, K_FIX_ALL_USED, cache, slab, obj, 0, 0, 0, 0)
+            # (with the slab's inuse and freelist before the fix, which the reports above
+            # print: R_A, R_B, and R_C = 1 marking them)
+            _report(st, K_FIX_ALL_USED, cache, slab, obj, st.sl_inuse[slab],
+                    st.sl_freelist[slab], 1, 0)
             _isolate(st, cache, slab, obj)
             return 0
     if g[G_FAULT_CACHE] == cache + 1:        # the guard isolated a slab on the way
@@ -216,14 +219,16 @@ def on_freelist(st, cache, slab):
                 _set_fp(st.mem, offset, key, obj, 0)
                 break
             _report(st, K_FREELIST, cache, slab, 0, fp, 0, 0, 0)
-            _report(st, K_FIX_CLEARED, cache, slab, 0, 0, 0, 0, 0)
+            _report(st, K_FIX_CLEARED, cache, slab, 0, st.sl_inuse[slab],
+                    st.sl_freelist[slab], 1, 0)         # (as K_FIX_ALL_USED's)
             return 0
         obj = fp
         fp = _get_fp(st.mem, offset, key, obj)
         nr += 1
     if nr > nobj:
         _report(st, K_CYCLE, cache, slab, 0, 0, 0, 0, 0)
-        _report(st, K_FIX_CLEARED, cache, slab, 0, 0, 0, 0, 0)
+        _report(st, K_FIX_CLEARED, cache, slab, 0, st.sl_inuse[slab], st.sl_freelist[slab],
+                1, 0)
         return 0
     if st.sl_inuse[slab] != nobj - nr:
         _report(st, K_WRONG_COUNT, cache, slab, 0, st.sl_inuse[slab], nobj - nr, 0, 0)
@@ -312,23 +317,36 @@ def validate_slab_cache(st, cache):
 
 @unit
 def report_leaks(st, cache):
-    """``list_slab_objects`` for every slab of ``cache`` holding objects (what
-    ``__kmem_cache_shutdown`` prints for a cache destroyed with objects): one report for the
-    slab and one per live object. Returns the reports written."""
+    """What ``__kmem_cache_shutdown`` prints for a cache destroyed with objects: after
+    ``flush_all`` (nothing is flushed here: numslab refuses the destroy with the cache as it
+    was) each node's ``free_partial`` calls ``list_slab_objects`` for the partial slabs
+    holding objects, i.e. the slabs with both live objects and objects the flush would
+    leave free (full slabs are on no list, an isolated one is off the lists): one report
+    for the slab and one per live object. The kernel returns at the first node that still
+    has slabs, so the later nodes are not listed. Returns the reports written."""
     before = st.g[G_NREPORTS]
     flags = st.pg_flags
     size = _ca(st, cache, CA_SIZE)
-    for pfn in range(st.npages):
-        f = flags[pfn]
-        if not (f & PG_HEAD and f & PG_SLAB and st.sl_cache[pfn] == cache):
-            continue
-        base = _obj_base(st, cache, pfn)
-        first = True
-        for i in range(st.sl_objects[pfn]):
-            a = base + i * size
-            if _live_test(st, a):
-                if first:
-                    _report(st, K_REMAINING, cache, pfn, 0, 0, 0, 0, 0)
-                    first = False
-                _report(st, K_REMAINING_OBJECT, cache, pfn, a, 0, 0, 0, 0)
+    for node in range(st.nnodes):
+        left = 0
+        for pfn in range(node * st.pages_per_node, (node + 1) * st.pages_per_node):
+            f = flags[pfn]
+            if not (f & PG_HEAD and f & PG_SLAB and st.sl_cache[pfn] == cache):
+                continue
+            base = _obj_base(st, cache, pfn)
+            live = 0
+            for i in range(st.sl_objects[pfn]):
+                live += _live_test(st, base + i * size)
+            if live == 0:
+                continue                        # empty: free_partial discards it
+            left += 1
+            if live == st.sl_objects[pfn] or f & PG_ISOLATED:
+                continue                        # on no partial list
+            _report(st, K_REMAINING, cache, pfn, 0, 0, 0, 0, 0)
+            for i in range(st.sl_objects[pfn]):
+                a = base + i * size
+                if _live_test(st, a):
+                    _report(st, K_REMAINING_OBJECT, cache, pfn, a, 0, 0, 0, 0)
+        if left:
+            break
     return st.g[G_NREPORTS] - before

@@ -38,8 +38,10 @@ TRACK_ALLOC, TRACK_FREE = 0, 1
  K_REMAINING_OBJECT,    # one leaked object of that slab
  K_FIX_RESTORE,         # slab_fix "Restoring <what> ..." (R_A..R_B bytes, R_C what, R_D value)
  K_FIX_COUNT,           # slab_fix "Object count adjusted"
- K_FIX_CLEARED,         # slab_fix "Freelist cleared"
- K_FIX_ALL_USED,        # slab_fix "Marking all objects used" (a failed alloc check)
+ K_FIX_CLEARED,         # slab_fix "Freelist cleared" (R_A, R_B: the slab's inuse and
+                        # freelist before, R_C = 1 when they are recorded)
+ K_FIX_ALL_USED,        # slab_fix "Marking all objects used" (a failed alloc check; R_A..R_C
+                        # as K_FIX_CLEARED's)
  K_FIX_NOT_FREED,       # slab_fix "Object at 0x.. not freed" (a failed free check)
  ) = range(21)
 

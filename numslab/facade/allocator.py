@@ -652,22 +652,23 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self._set_orig_size(cid, addr, size)
         return size
 
-    def _ksize(self, addr: int) -> int:
-        """``ksize`` without touching the object (its checks raise on a bad address)."""
-        addr = self._as_addr(addr, "ksize")
+    def _ksize(self, addr: int, fn: str = "ksize") -> int:
+        """``ksize`` without touching the object (checks naming the call ``fn``); a sheaf
+        only for ``ksize`` (``krealloc``, ``kfree_rcu``: refused as their ``kfree``)."""
+        addr = self._as_addr(addr, fn)
         if addr == ZERO_SIZE_PTR:
             return 0
         err, slab = self._locate(addr)
         if err == checks.E_LARGE:
             return PAGE_SIZE << int(self.state.pg_order[addr >> 12])
-        if err == checks.E_ALLOCATORS:           # a sheaf: reading its size harms nothing
+        if err == checks.E_ALLOCATORS and fn == "ksize":
             return self._caches[int(self.state.sl_cache[self._slab_head(addr)])].object_size
         if err == checks.E_DOUBLE_FREE:
             owner = self._caches[int(self.state.sl_cache[self._slab_head(addr)])]
-            raise BadAddressError(f"ksize: {addr:#x} is a free object of {owner.name}, not an "
+            raise BadAddressError(f"{fn}: {addr:#x} is a free object of {owner.name}, not an "
                                   f"allocation")
         if err:
-            self._raise(err, "ksize", addr, None)
+            self._raise(err, fn, addr, None)
         return self._caches[int(self.state.sl_cache[slab])].object_size
 
     def _slab_head(self, addr: int) -> int:

@@ -143,8 +143,11 @@ class KmemCache(MovableCache):
 
     @remote_node_defrag_ratio.setter
     def remote_node_defrag_ratio(self, ratio: int) -> None:
-        if not 0 <= ratio <= 100:
-            raise SlabError(f"{self.name}: remote_node_defrag_ratio {ratio} not in 0..100")
+        # an integer, as sysfs's kstrtouint takes (50.5 was stored as 505 // 10, "50" raised
+        # TypeError)
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, np.integer)) \
+                or not 0 <= ratio <= 100:
+            raise SlabError(f"{self.name}: remote_node_defrag_ratio {ratio!r} not in 0..100")
         self._row[CA_DEFRAG_RATIO] = ratio * 10
 
     # --- live counters ----------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import sys
 from bisect import bisect_left
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -13,9 +14,10 @@ import numpy as np
 from ..drivers import gate
 from ..drivers.calls import bound
 from ..engine import checks, debug, ops
-from ..engine.layout import (CA_DEBUG, CA_TRACK, G_NDEBUG, G_NREPORTS, G_SITE, G_TICKS, NIL,
-                             PG_HEAD, PG_LARGE, PG_RESERVED, PG_SLAB, PG_TAIL, R_A, R_B, R_C,
-                             R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT, R_SLAB)
+from ..engine.layout import (CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK, G_NDEBUG, G_NREPORTS,
+                             G_SITE, G_TICKS, NIL, PG_HEAD, PG_LARGE, PG_RESERVED, PG_SLAB,
+                             PG_TAIL, R_A, R_B, R_C, R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT,
+                             R_SLAB)
 from ..engine import redzone as rz
 from ..errors import SlabDebugError, SlabError
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_order
@@ -34,6 +36,7 @@ _LETTERS = {"f": SLAB_CONSISTENCY_CHECKS, "z": SLAB_RED_ZONE, "p": SLAB_POISON,
             "u": SLAB_STORE_USER, "t": SLAB_TRACE}
 
 #: What each byte check names (``check_bytes_and_report``'s ``what``), by report kind.
+_U64 = (1 << 64) - 1
 _WHAT = ("Left Redzone", "Right Redzone", "kmalloc Redzone", "Poison", "End Poison",
          "Alignment padding", "Object padding", "Padding")
 #: The message of the other error reports (``object_err``/``slab_err``), by kind.
@@ -59,10 +62,12 @@ def parse_slab_debug(spec: str | None) -> tuple[int, Blocks]:
     ----------
     spec : str or None
         ``None``: no debugging. ``""``: full debugging (``DEBUG_DEFAULT_FLAGS``, as a bare
-        ``slab_debug``). Otherwise blocks separated by ``;``, each ``<letters>[,<cache>...]``:
-        letters ``F Z P U T`` (any case; ``-`` switches off what came before it; none at
-        all, as in ``",dentry"``, means F, Z, P and U), then cache names, where a ``*``
-        ends a prefix (``kmalloc-*``). A block without names sets the flags of every cache.
+        ``slab_debug``). Otherwise blocks separated by ``;`` (empty blocks are skipped, as
+        ``parse_slub_debug_flags`` skips them), each ``<letters>[,<cache>...]``: letters
+        ``F Z P U T`` (any case; ``-`` switches off what came before it; none at all, as in
+        ``",dentry"``, means F, Z, P and U), then cache names, where a ``*`` ends a prefix
+        (``kmalloc-*``). A block without a comma sets the flags of every cache not named in
+        a block; one with a comma (its list, even empty, is a slab list) names caches only.
 
     Returns
     -------
@@ -83,7 +88,9 @@ def parse_slab_debug(spec: str | None) -> tuple[int, Blocks]:
         return DEBUG_DEFAULT_FLAGS, []
     global_flags, blocks = 0, []
     for block in spec.split(";"):
-        letters, _, names = block.partition(",")
+        if not block:                           # "Skip any completely empty blocks"
+            continue
+        letters, comma, names = block.partition(",")
         if block.startswith(","):
             flags = DEBUG_DEFAULT_FLAGS
         else:
@@ -96,10 +103,9 @@ def parse_slab_debug(spec: str | None) -> tuple[int, Blocks]:
                 else:
                     raise SlabError(f"slab_debug option {ch!r} unknown or not modelled "
                                     f"(numslab has F, Z, P, U, T and -)")
-        caches = [n.strip() for n in names.split(",") if n.strip()]
-        if caches:
-            blocks.append((flags, caches))
-        else:
+        if comma:                               # a slab list (setup_slub_debug's test is
+            blocks.append((flags, [n.strip() for n in names.split(",") if n.strip()]))
+        else:                                   # on the list pointer, not its text)
             global_flags = flags
     return global_flags, blocks
 
@@ -187,8 +193,11 @@ class DebugAPI:
                 fn.append(bound(u, self._st, array))
             g = self._g
             user, traced = self._debug_user, self._trace_ids
+            before = None
             if traced:
                 cid = self._cache_of(args[1]) if kind == "kfree" else args[0]
+                if kind in ("free", "kfree") and cid in traced:     # trace() runs in
+                    before = self._slab_words(args[2 if kind == "free" else 1])   # the checks
             if user:
                 g[G_SITE] = self._site_id()
                 try:
@@ -200,7 +209,7 @@ class DebugAPI:
             if traced and kind and cid in traced:
                 addr = args[2] if kind == "free" else args[1] if kind == "kfree" else r
                 if (r > 0) if kind == "alloc" else (r == 0):
-                    self._trace(cid, "alloc" if kind == "alloc" else "free", addr)
+                    self._trace(cid, "alloc" if kind == "alloc" else "free", addr, before)
             if g[G_NREPORTS] != self._reports_seen:
                 self._last_reports = self._drain_reports()
             elif self._last_reports:
@@ -233,12 +242,20 @@ class DebugAPI:
             self._site_keys[key] = sid
         return sid
 
-    def _trace(self: "SlabAllocator", cid: int, op: str, addr: int) -> None:
-        """SLAB_TRACE: ``trace()``'s line for one alloc or free."""
+    def _slab_words(self: "SlabAllocator", addr: int) -> tuple[int, int]:
+        """``slab->inuse`` and ``slab->freelist`` of the slab holding ``addr``."""
         head = self._slab_head(addr)
-        st = self.state
-        log.info("TRACE %s %s %#x inuse=%d fp=%#x", self._caches[cid].name, op, addr,
-                 int(st.sl_inuse[head]), int(st.sl_freelist[head]))
+        return int(self.state.sl_inuse[head]), int(self.state.sl_freelist[head])
+
+    def _trace(self: "SlabAllocator", cid: int, op: str, addr: int,
+               words: tuple[int, int] | None = None) -> None:
+        """SLAB_TRACE: ``trace()``'s line for one alloc or free, with the slab's ``inuse``
+        and ``freelist`` as ``trace()`` sees them: after the object left the free list
+        (``alloc_single_from_partial`` pops before ``alloc_debug_processing``), before it
+        joins it (``free_debug_processing`` runs before ``free_to_partial_list`` links it:
+        ``words``, read before the free)."""
+        inuse, fp = self._slab_words(addr) if words is None else words
+        log.info("TRACE %s %s %#x inuse=%d fp=%#x", self._caches[cid].name, op, addr, inuse, fp)
 
     # ---- what an address is ----------------------------------------------------------------
     def find(self: "SlabAllocator", addr: int) -> dict[str, Any]:
@@ -280,10 +297,35 @@ class DebugAPI:
                        f"{R_MAX})")
         rep = self.state.reports
         self._last_object = 0                   # the object of the first report naming one
+        checked = -1        # the object whose check_object is reporting bad bytes, if any
+        # a slab fixed later in this drain ("Marking all objects used", "Freelist cleared"):
+        # its reports print its inuse and freelist from before the fix, as the kernel does
+        fixed: dict[int, tuple[int, int, int]] = {}     # slab -> (inuse, freelist, record)
+        for k in range(n - 1, first - 1, -1):
+            r = rep[k % R_MAX]
+            if r[R_KIND] in (rz.K_FIX_ALL_USED, rz.K_FIX_CLEARED) and r[R_C] == 1:
+                fixed[int(r[R_SLAB])] = (int(r[R_A]), int(r[R_B]), k)
         for k in range(first, n):
-            out.append(self._format_report(rep[k % R_MAX]))
+            r = rep[k % R_MAX]
+            kind, obj = int(r[R_KIND]), int(r[R_OBJECT])
+            before = fixed.get(int(r[R_SLAB]))
+            if before is not None and before[2] < k:
+                before = None                   # a report after the fix: the slab as it is
+            # check_bytes_and_report calls object_err only for the first failing check of a
+            # check_object (its slab_obj_print is check_object's ret, still 1 until then);
+            # list_slab_objects prints its slab's line after the slab's last object
+            last = kind == rz.K_REMAINING_OBJECT and not (
+                k + 1 < n and rep[(k + 1) % R_MAX, R_KIND] == rz.K_REMAINING_OBJECT
+                and rep[(k + 1) % R_MAX, R_SLAB] == r[R_SLAB])
+            out.append(self._format_report(r, kind >= rz.K_SLAB_PAD or obj != checked
+                                           if kind != rz.K_REMAINING_OBJECT else last,
+                                           None if before is None else before[:2]))
+            if kind < rz.K_SLAB_PAD:
+                checked = obj
+            elif kind != rz.K_FIX_RESTORE:
+                checked = -1
             if not self._last_object:
-                self._last_object = int(rep[k % R_MAX, R_OBJECT])
+                self._last_object = obj
         self._reports_seen = n
         self._reports.extend(out)
         for text in out:
@@ -299,33 +341,57 @@ class DebugAPI:
             self._reports.clear()
         return out
 
-    def _format_report(self: "SlabAllocator", r: np.ndarray) -> str:
+    def _format_report(self: "SlabAllocator", r: np.ndarray, first: bool = True,
+                       slab_words: tuple[int, int] | None = None) -> str:
+        """One report record in the kernel's words (6.18's and 7.0's ``mm/slub.c``): a bad
+        byte range as ``check_bytes_and_report`` prints it (``[<what> overwritten] ...``),
+        followed, for the ``first`` failing check of an object, by ``object_err``'s ``BUG
+        <cache> (Not tainted): Object corrupt`` and the trailer; ``slab_pad_check``'s,
+        ``slab_err``'s and ``object_err``'s reports; ``list_slab_objects``' (its ``BUG``,
+        then each object with its tracks, the slab's line after the ``first`` = last one);
+        a ``slab_fix`` line."""
         kind, cid, slab, obj = int(r[R_KIND]), int(r[R_CACHE]), int(r[R_SLAB]), int(r[R_OBJECT])
         a, b, c, d = int(r[R_A]), int(r[R_B]), int(r[R_C]), int(r[R_D])
+        trailer = partial(self._trailer, cid, slab, words=slab_words)
         cache = self._caches.get(cid)
         name = cache.name if cache is not None else f"cache {cid}"
         base = slab << 12
         if kind == rz.K_FIX_RESTORE:
-            return f"FIX {name}: Restoring {_WHAT[c]} {a:#x}-{b:#x}={d:#x}"
+            what = "slab padding" if c == rz.K_SLAB_PAD else _WHAT[c]
+            return f"FIX {name}: Restoring {what} {a:#x}-{b:#x}={d:#x}"
         fixes = {rz.K_FIX_COUNT: "Object count adjusted", rz.K_FIX_CLEARED: "Freelist cleared",
                  rz.K_FIX_ALL_USED: "Marking all objects used",
                  rz.K_FIX_NOT_FREED: f"Object at {obj:#x} not freed"}
         if kind in fixes:
             return f"FIX {name}: {fixes[kind]}"
-        if kind <= rz.K_SLAB_PAD:
-            head = [f"BUG {name} (Not tainted): {_WHAT[kind]} overwritten",
-                    f"{a:#x}-{b:#x} @offset={a - base}. First byte {c:#x} instead of {d:#x}"]
-        elif kind == rz.K_WRONG_COUNT:
+        if kind < rz.K_SLAB_PAD:
+            bad = (f"[{_WHAT[kind]} overwritten] {a:#x}-{b:#x} @offset={a - base}. First "
+                   f"byte {c:#x} instead of {d:#x}")
+            if not first:
+                return bad
+            return "\n".join([bad, f"BUG {name} (Not tainted): Object corrupt"] +
+                             trailer(obj))
+        if kind == rz.K_SLAB_PAD:               # slab_bug, then __slab_err's slab line
+            return "\n".join([f"BUG {name} (Not tainted): Padding overwritten. {a:#x}-{b:#x} "
+                              f"@offset={a - base}"] + trailer(0))
+        if kind == rz.K_WRONG_COUNT:
             head = [f"BUG {name} (Not tainted): Wrong object count. Counter is {a} but "
                     f"counted were {b}"]
-        elif kind == rz.K_REMAINING_OBJECT:     # list_slab_objects: the object, its tracks
-            return "\n".join([f"Object {obj:#x} @offset={obj - base}"] +
-                             self._tracking(cid, obj))
+        elif kind == rz.K_REMAINING_OBJECT:     # list_slab_objects: the object, its tracks,
+            return "\n".join([f"Object {obj:#x} @offset={obj - base}"] +   # after the last
+                             self._tracking(cid, obj) +                   # one __slab_err's
+                             (trailer(0) if first else []))   # slab line
         else:
             head = [f"BUG {name} (Not tainted): {_ERRORS[kind]}"]
-            if kind in (rz.K_FREEPOINTER, rz.K_FREELIST, rz.K_FREECHAIN):
-                head.append(f"Free pointer read {a:#x}")
-        return "\n".join(head + self._trailer(cid, slab, obj))
+            if kind == rz.K_REMAINING:          # slab_bug; its objects follow
+                return head[0]
+            if kind == rz.K_FREELIST:           # printed before the list was cleared
+                return "\n".join(head + trailer(0, slab_fp=a))
+            if kind in (rz.K_FREEPOINTER, rz.K_FREECHAIN):
+                if obj:                         # printed before the pointer was zapped
+                    return "\n".join(head + trailer(obj, fp=a))
+                head.append(f"Free pointer read {a:#x}")   # numslab's free-pointer guard
+        return "\n".join(head + trailer(obj))
 
     def _tracking(self: "SlabAllocator", cid: int, obj: int) -> list[str]:
         """``print_tracking``'s lines: where object ``obj`` was allocated and freed (U)."""
@@ -343,23 +409,49 @@ class DebugAPI:
                                f"pid={pid}")
         return out
 
-    def _trailer(self: "SlabAllocator", cid: int, slab: int, obj: int) -> list[str]:
-        """``print_trailer``'s lines: the object's tracks (:meth:`_tracking`), its slab, the
-        object."""
+    def _trailer(self: "SlabAllocator", cid: int, slab: int, obj: int,
+                 fp: int | None = None, slab_fp: int | None = None,
+                 words: tuple[int, int] | None = None) -> list[str]:
+        """``print_trailer``'s lines: the object's tracks (:meth:`_tracking`), its slab
+        (``print_slab_info``: its inuse and free list as ``words`` gives them when a fix
+        changed them after the report, the free list ``slab_fp`` if given), the object with
+        its free pointer (``fp`` if given, else decoded from the arena). Not printed: the
+        hex dumps of ``print_section`` (the bad bytes are restored by the time a report is
+        read) and the page flags (``%pGp``: no page flags of this model's are the kernel's)."""
         st = self.state
         out = self._tracking(cid, obj)
         if slab > 0 and st.pg_flags[slab] & PG_SLAB:
+            inuse, sfp = int(st.sl_inuse[slab]), int(st.sl_freelist[slab])
+            if words is not None:               # the slab was fixed after this report
+                inuse, sfp = words
+            sfp = sfp if slab_fp is None else slab_fp
             out.append(f"Slab {slab << 12:#x} objects={int(st.sl_objects[slab])} "
-                       f"used={int(st.sl_inuse[slab])} fp={int(st.sl_freelist[slab]):#x}")
+                       f"used={inuse} fp={sfp:#x}")
         if obj:
-            out.append(f"Object {obj:#x} @offset={obj - (slab << 12)}")
+            if fp is None:
+                fp = self._get_freepointer(cid, obj)
+            out.append(f"Object {obj:#x} @offset={obj - (slab << 12)} fp={fp:#x}")
         return out
+
+    def _get_freepointer(self: "SlabAllocator", cid: int, obj: int) -> int:
+        """``get_freepointer(s, obj)``: the word at the cache's free-pointer offset, decoded
+        as the engine stores it (CONFIG_SLAB_FREELIST_HARDENED: ``ptr ^ s->random ^
+        swab(address)``)."""
+        where = obj + int(self.state.ca[cid, CA_OFFSET])
+        raw = int(self._mem[where >> 3]) & _U64
+        key = int(self.state.ca[cid, CA_FP_KEY]) & _U64
+        if key:
+            raw ^= key ^ int.from_bytes(where.to_bytes(8, "little"), "big")
+        return raw - (1 << 64) if raw >> 63 else raw
 
     def _debug_error(self: "SlabAllocator", fn: str, addr: int) -> SlabDebugError:
         """The exception for a call a slab_debug check refused, with its reports."""
         reports = self._last_reports
         bug = reports[0].splitlines()[:2] if reports else ["slab_debug check failed"]
         obj = addr or getattr(self, "_last_object", 0)
+        cid = self._cache_of(obj)
+        if fn == "allocation" and cid in self._caches:      # the cache that refused it
+            fn = f"allocation from {self._caches[cid].name}"
         return SlabDebugError(f"{fn}: object {obj:#x}: " + "\n".join(bug), reports)
 
     # ---- validate ----------------------------------------------------------------------------

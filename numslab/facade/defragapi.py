@@ -192,8 +192,22 @@ class DefragAPI:
         twice).
     """
 
-    release_order: int | None = RELEASE_ORDER
+    _release_order: int | None = RELEASE_ORDER
     released_bytes: int = 0
+
+    @property
+    def release_order(self: "SlabAllocator") -> int | None:
+        """The order from which free buddy blocks go back to the OS after every shrink
+        (None: never)."""
+        return self._release_order
+
+    @release_order.setter
+    def release_order(self: "SlabAllocator", order: int | None) -> None:
+        # checked here: a bad value set for later failed inside a shrink, after its work
+        if order is not None and (isinstance(order, bool) or not isinstance(order, int)
+                                  or not 0 <= order <= 10):
+            raise InvalidSizeError(f"release_order {order!r} is not None or an order 0..10")
+        self._release_order = order
 
     def release_memory(self: "SlabAllocator", min_order: int = 0) -> int:
         """Give the free memory of the arena back to the operating system: drain the pcp

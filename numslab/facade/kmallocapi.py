@@ -48,7 +48,7 @@ class KmallocAPI:
             return ZERO_SIZE_PTR
         if addr in (0, ZERO_SIZE_PTR):
             return self.kmalloc(new_size, gfp, cpu)
-        ks = self._ksize(addr)                  # raises on a bad address, nothing changed
+        ks = self._ksize(addr, "krealloc")      # raises on a bad address, nothing changed
         cid = self._cache_of(addr)
         orig = self._orig_size(cid, addr)       # 0: not stored (not a kmalloc cache with U)
         if new_size <= ks:
@@ -90,7 +90,7 @@ class KmallocAPI:
         addr = self._as_addr(addr, "kfree_rcu")
         if addr in (0, ZERO_SIZE_PTR):
             return
-        self._ksize(addr)                       # the checks of kfree, nothing changed yet
+        self._ksize(addr, "kfree_rcu")          # the checks of kfree, nothing changed yet
         pending: list[Any] = self.__dict__.setdefault("_rcu_pending", [])
         if any(a == addr for a, _ in pending):
             raise DoubleFreeError(f"kfree_rcu: {addr:#x} is already waiting for a grace "

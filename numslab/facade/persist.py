@@ -23,9 +23,12 @@ FORMAT = 1      #: the file's layout version
 
 
 def save(sa: "SlabAllocator", path: str | Path) -> None:
-    """Write ``sa`` to ``path`` (a compressed ``.npz``): its state words, its arena and the
-    caches' names and dtypes. Constructors are Python code and are not saved: a machine with
-    a cache that has one is refused, as is one with constructors still pending."""
+    """Write ``sa`` to ``path`` (a compressed ``.npz``): its state words, its arena, the
+    caches' names and dtypes and the ``kfree_rcu`` objects still waiting for their grace
+    period (still allocated in the state: the loaded machine frees them at its own
+    ``synchronize_rcu`` and refuses other frees of them meanwhile), ``release_order``.
+    Constructors are Python code and are not saved: a machine with a cache that has one is
+    refused, as is one with constructors still pending."""
     wait_for_engine()       # no other thread half-way through an operation (see native)
     withctor = [c.name for c in sa.caches if c.ctor is not None]
     if withctor:
@@ -37,7 +40,8 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
             "seed": sa._seed, "kernel": sa.kernel, "freelist_hardened": sa.freelist_hardened,
             "freelist_random": sa.freelist_random,
             "slab_debug": sa._slab_debug_spec, "sites": sa._site_names,
-            "partial_order": sa.partial_order,
+            "partial_order": sa.partial_order, "release_order": sa.release_order,
+            "rcu_pending": [[int(a), cpu] for a, cpu in sa._rcu_pending],
             "caches": [{"id": c.id, "name": c.name,
                         "dtype": None if c.dtype is None else c.dtype.descr}
                        for c in sa.caches]}
@@ -89,4 +93,7 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
                 sa._debug_flags_seen(cid)
     if sorted(sa._caches) != sorted(int(i) for i in np.flatnonzero(sa.state.ca[:, CA_ACTIVE])):
         raise SlabError(f"load: {path}: its caches do not match its state")
+    sa.release_order = meta.get("release_order", sa.release_order)
+    for addr, cpu in meta.get("rcu_pending", []):     # (checked again: live objects)
+        sa.kfree_rcu(addr, cpu)
     return sa
