@@ -101,7 +101,7 @@ def test_units_compile_lazily_on_their_first_call():
     assert "numslab.engine.ops.scatter" not in r["compiled"]
     # the first allocation's slow path is a unit called from a unit: compiled by its stub
     assert "numslab.engine.cpucache.slab_alloc_slow" in r["compiled"]
-    assert "numslab.engine.sheaves.prefill_sheaf" not in r["compiled"]
+    assert "numslab.engine.prefill.prefill_sheaf" not in r["compiled"]
 
 
 ONCE = r"""

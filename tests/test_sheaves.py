@@ -766,3 +766,79 @@ def test_single_allocations_until_memory_runs_out_lose_no_object(kernel_name):
     sa.validate()
     assert c.live_objects == 0 and c.objects == 0       # nothing stays in use
     sa.kmem_cache_destroy(c)
+
+
+# ---- a free pointer rewritten to name an object a sheaf holds --------------------------------
+def _point_a_free_list_at(sa, c, held):
+    """Rewrite one free list of ``c`` so that it names an object of ``held`` (a sheaf's) in
+    the same slab, in the place of the free object it led to, keeping its length: two
+    stray writes, plain pointers. The named object, or None when no slab fits."""
+    w, st = words(sa), sa.state
+    for slab in np.flatnonzero(st.sl_freelist).tolist():
+        f = int(st.sl_freelist[slab])
+        g = int(w[(f + c.offset) >> 3])
+        ys = [y for y in held if y >> 12 == slab]
+        if st.sl_cache[slab] == c.id and g and ys:
+            w[(f + c.offset) >> 3] = ys[0]
+            w[(ys[0] + c.offset) >> 3] = w[(g + c.offset) >> 3]
+            return ys[0]
+    return None
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+@pytest.mark.parametrize("how", ["single", "bulk", "jit", "prefilled"])
+def test_an_object_a_sheaf_holds_is_never_handed_out_twice(gen, how):
+    """The slab layer may hand out an object a sheaf holds (CPU 1's main sheaf, or a
+    prefilled one) when a free pointer is rewritten to name it: it passes the pointer
+    checks. CPU 0 then allocates through the slab layer (single, bulk, inside @njit), and
+    the sheaf is emptied after: no address may come out twice; the sheaf drops the entry,
+    a SlabCorruptionError reports it, its slab is isolated and the machine stays valid."""
+    for seed in range(40):                  # the first seed whose state has such a slab
+        sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=gen, seed=seed,
+                                   freelist_hardened=False, freelist_random=False)
+        c = sa.kmem_cache_create("x", 64, sheaf_capacity=8)
+        objs = np.zeros(400, np.int64)
+        assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 400, objs, cpu=1) == 400
+        for x in objs[np.random.default_rng(seed).permutation(400)][200:].tolist():
+            sa.kmem_cache_free(c, x, cpu=1)
+        if how == "prefilled":
+            sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 8, cpu=1)
+        else:
+            sheaf = int(sa.state.cpu[c.id, 1, C_MAIN])
+        held = sheaf_objs(sa, sheaf)
+        if held and _point_a_free_list_at(sa, c, held) is not None:
+            break
+    else:
+        raise AssertionError("no seed gave a slab to rewrite")
+
+    @numba.njit
+    def jit_alloc(h, cid, res):
+        for i in range(res.shape[0]):
+            res[i] = numslab.jit.kmem_cache_alloc(h, cid, 0)
+
+    out, errors = [], 0
+    for step in range(400):
+        try:
+            if step >= 200:                 # then the sheaf is emptied
+                if how != "prefilled":
+                    out.append(sa.kmem_cache_alloc(c, cpu=1))
+                elif sheaf_size(sa, sheaf):
+                    out.append(sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, sheaf, cpu=1))
+            elif how == "bulk":
+                res = np.zeros(12, np.int64)
+                out += res[:sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 12, res, cpu=0)].tolist()
+            elif how == "jit":
+                res = np.zeros(7, np.int64)
+                try:
+                    jit_alloc(sa.handle, c.id, res)
+                finally:
+                    out += [int(x) for x in res if x]
+            else:
+                out.append(sa.kmem_cache_alloc(c, cpu=0))
+        except numslab.SlabCorruptionError:
+            errors += 1
+        if len(out) > 5000:
+            break
+    assert len(out) == len(set(out)), "an address was handed out twice"
+    assert errors >= 1 and sa.isolated_slabs()
+    sa.validate()

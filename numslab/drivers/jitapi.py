@@ -256,8 +256,10 @@ def _alloc_fast(st, cache, cpu, gfp):
         size = mem[(main >> 3) + SH_SIZE] - 1
         if size < 0:
             return 0
-        mem[(main >> 3) + SH_SIZE] = size
         obj = mem[(main >> 3) + SH_OBJECTS + size]
+        if (st.live[obj >> 9] >> ((obj >> 3) & 63)) & 1:
+            return 0                    # a stale entry: the engine's pop purges and reports
+        mem[(main >> 3) + SH_SIZE] = size
         _stat(st, cache, cpu, ALLOC_PCS, 1)
     else:
         obj = cpu_pop(st, cache, c)         # checked: 0 if empty or corrupted

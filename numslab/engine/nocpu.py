@@ -3,7 +3,9 @@ new slabs (``___slab_alloc``) and ``refill_objects`` for sheaf refills and bulk 
 
 Under 7.0 nothing is frozen and no CPU owns a slab: a slab is on its node's partial list (it
 has free objects), or full and on no list, or taken off the list for the moment of a refill.
-Objects taken here are not marked allocated; the caller hands them out.
+Objects taken here are not handed out: the caller does that. Those ``refill_objects`` takes
+from partial slabs come back marked live (the mark refuses a pointer back to one during the
+walk); a sheaf refill takes the marks off.
 """
 from __future__ import annotations
 
@@ -128,7 +130,9 @@ def slab_alloc_single(st, cache, cpu, node, gfp):
 def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
     """``__refill_objects_node``: take partial slabs off ``node``'s list until their free
     objects reach ``lo`` (not passing ``hi`` once ``lo`` is reached: ``get_partial_node_bulk``),
-    then empty their free lists into ``p[at:]`` up to ``hi`` objects; what a slab has beyond
+    then empty their free lists into ``p[at:]`` up to ``hi`` objects, each marked live as it
+    is taken (so that a free pointer naming one already taken, or one the caller took from a
+    sheaf just before, is refused; a sheaf refill takes the marks off); what a slab has beyond
     goes back to it (``__slab_free``), slabs not reached go back to the head of the list (or
     to the page allocator if empty and the node keeps ``min_partial``). How many taken."""
     nd = st.node
@@ -161,8 +165,10 @@ def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
         st.sl_freelist[slab] = 0
         st.sl_inuse[slab] = st.sl_objects[slab]
         start = got
+        live = st.live
         while obj > 0 and got < hi:
-            p[at + got] = obj
+            p[at + got] = obj                          # marked while the walk runs, so a
+            live[obj >> 9] |= 1 << ((obj >> 3) & 63)   # pointer back to one is refused
             obj = _fp_next(st, cache, slab, obj)       # -1: corrupted, the slab isolated
             got += 1
         # The whole list is walked (what does not fit goes back), and a list longer than the
@@ -174,13 +180,15 @@ def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
             tail = obj
             cnt += 1
             obj = _fp_next(st, cache, slab, obj)
-        if got - start + cnt > free or obj == 0 and got - start + cnt < free:
-            _isolate(st, cache, slab, obj)             # a loop, or a list cut short
-            got = start
+        if got - start + cnt > free or obj == 0 and got - start + cnt < free or obj < 0:
+            for k in range(at + start, at + got):       # this slab gives none: unmarked
+                a = p[k]
+                live[a >> 9] &= ~(1 << ((a >> 3) & 63))
+            if obj >= 0:
+                _isolate(st, cache, slab, obj)         # a loop, or a list cut short
+            got = start                                # (a bad pointer: isolated already)
         elif obj == 0 and cnt:                         # more than fits: back to the slab
             slab_free(st, cache, cpu, slab, head, tail, cnt)
-        elif obj < 0:
-            got = start                                # a bad pointer: this slab gives none
         if got >= hi:
             break
     min_partial = _ca(st, cache, CA_MIN_PARTIAL)
@@ -201,7 +209,8 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr):
     ``paddr``: the local node's partial slabs, then other nodes' (``__refill_objects_any``:
     the ``remote_node_defrag_ratio`` draw, nodes with more than ``min_partial`` partial
     slabs), then new slabs on the local node. Returns how many (fewer than ``lo`` only when
-    memory is exhausted); the objects are not handed out."""
+    memory is exhausted); the objects are not handed out (those of partial slabs come back
+    marked live, those of new slabs not)."""
     p = words_at(paddr)
     local = st.cpu_node[cpu]
     got = _refill_objects_node(st, cache, cpu, p, 0, lo, hi, local)

@@ -8,7 +8,8 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
-from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_set, _live_set_run, _locate,
+from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
+                     _live_set_run, _locate,
                      _own_test)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
@@ -20,7 +21,8 @@ from .layout import (CA_DEBUG, G_NDEBUG,
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
-from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _free_empty_sheaf, _free_to_pcs,
+from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _any_live, _free_empty_sheaf,
+                      _free_to_pcs, _sheaf_purge,
                       _free_to_pcs_bulk, _sheaf_put, _sheaf_take, _w, barn_shrink,
                       pcs_flush_all)
 from .slablists import _cpu_pop, shrink_node
@@ -191,7 +193,10 @@ def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     i = 0
     if _ca(st, cache, CA_SHEAF_CAPACITY):
         i = _alloc_from_pcs_bulk(st, cache, cpu, nr, p, 0)
+    # the sheaves' objects come marked: while the slab layer walks, a free pointer naming
     if i < nr and _alloc_bulk_slab(st, cache, cpu, gfp, nr - i, paddr + 8 * i) == 0:
+        for j in range(i):                  # one of them is refused
+            _live_clear(st, p[j])
         if i:
             _free_bulk_raw(st, cache, cpu, i, paddr)
         return 0
@@ -200,7 +205,6 @@ def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
         mem = st.mem
         for j in range(nr):
             zero_bytes(mem, p[j], size)
-    _live_set_run(st, p, 0, i)              # the slab layer's come marked already
     return nr
 
 
@@ -242,10 +246,13 @@ def _alloc_bulk_fast(st, cache, cpu, gfp, nr, p):
     holds ``nr`` objects. Take them (``alloc_from_pcs_bulk`` in one batch) and hand them
     out. Returns ``nr``, or -1 if the case does not apply."""
     main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
-    if main == 0 or st.mem[_w(main, SH_SIZE)] < nr:
+    if main == 0 or st.mem[_w(main, SH_SIZE)] < nr or not _sheaf_take(st, cache, cpu, main,
+                                                                      nr, p, 0):
         return -1
-    _sheaf_take(st, cache, cpu, main, nr, p, 0)
-    _hand_out_run(st, cache, cpu, gfp, p, 0, nr)
+    if gfp & __GFP_ZERO:                    # (marked live by the take)
+        nbytes = _ca(st, cache, CA_OBJECT_SIZE)
+        for k in range(nr):
+            zero_bytes(st.mem, p[k], nbytes)
     return nr
 
 
@@ -311,6 +318,8 @@ def alloc_local(st, cache, cpu, gfp, nr, paddr):
             sheaf = cpt[c + col]
             if not sheaf:
                 continue
+            if _any_live(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
+                _sheaf_purge(st, cache, sheaf)      # stale entries: the call gives back
             size = mem[_w(sheaf, SH_SIZE)]
             take = min(size, nr - got)
             o = _w(sheaf, SH_OBJECTS) + size - take
@@ -318,6 +327,7 @@ def alloc_local(st, cache, cpu, gfp, nr, paddr):
                 p[got + k] = mem[o + k]
             mem[_w(sheaf, SH_SIZE)] = size - take
             got += take
+        _live_set_run(st, p, 0, got)        # before the freelist pops below check them
     while got < nr:                         # checked pops, each marked at once (loops)
         obj = _cpu_pop(st, cache, c)
         if obj == 0:
@@ -365,6 +375,10 @@ def alloc_from_sheaf(st, cache, cpu, gfp, sheaf):
     """``kmem_cache_alloc_from_sheaf``: pop the user's prefilled sheaf; 0 if it is empty."""
     mem = st.mem
     size = mem[_w(sheaf, SH_SIZE)]
+    if size and (st.live[mem[_w(sheaf, SH_OBJECTS) + size - 1] >> 9] >>
+                 ((mem[_w(sheaf, SH_OBJECTS) + size - 1] >> 3) & 63)) & 1:
+        _sheaf_purge(st, cache, sheaf)          # a stale entry: dropped, reported, none taken
+        return 0
     if size == 0:
         return 0
     size -= 1

@@ -5,29 +5,33 @@ themselves (7.0, every cache).
 A sheaf is a kmalloc'ed object in the arena, as in the kernel: int64 words ``SH_NEXT``
 (barn or user list link), ``SH_CAPACITY``, ``SH_CACHE``, ``SH_SIZE``, then ``objects[]``.
 Objects in sheaves are allocated from their slabs but not handed out (live bit clear).
+Every path that gives a sheaf's objects out (to a caller, or back to the slabs) first makes
+sure none of them is live: a free pointer rewritten to name an object a sheaf holds passes the
+free-pointer checks (in the slab, on the grid, not live), so the slab layer can hand it out
+while the sheaf still holds it; the sheaf then drops that entry (:func:`_sheaf_purge`) instead
+of handing the object out a second time.
 """
 from __future__ import annotations
 
 from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_ZERO, ALLOC_NODE_MISMATCH,
                      ALLOC_PCS, FREE_SLOWPATH, SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL,
                      BARN_PUT, BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE,
-                     SHEAF_PREFILL_FAST, SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW,
-                     SHEAF_REFILL, SHEAF_RETURN_FAST, SHEAF_RETURN_SLOW)
+                     SHEAF_REFILL)
 from .bulk import alloc_bulk_slab, free_bulk_raw
 from .checks import E_LARGE, _locate, _own_clear, _own_set
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
-from .layout import (CA_DEBUG, C_MAIN, C_SPARE, CA_FLAGS, CA_OBJECTS, CA_SHEAF_CAPACITY,
-                     CA_USER_SHEAVES, KERNEL_7_0,
+from .layout import (CA_DEBUG, C_MAIN, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
+                     G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, KERNEL_7_0,
                      MAX_FULL_SHEAVES,
-                     N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, N_NR_PARTIAL, NR_KMALLOC,
-                     PG_LARGE,
-                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, CA_NCOLS,
-                     _ca, _cpu_row, _node_row, _slab_nid, _stat)
+                     N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC,
+                     PG_ISOLATED, PG_LARGE,
+                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, _ca, _cpu_row, _head_frame, _node_row, _slab_nid, _stat)
 from .native import address, jit, unit
-from .nocpu import refill_objects, slab_alloc_single
+from .nocpu import refill_objects
 from .pages import free_block_checked
+from .slablists import _isolate
 from .sheafdebug import fill_debug, flush_debug
 
 PCS_BATCH_MAX = 32
@@ -132,6 +136,7 @@ def refill_sheaf(st, cache, cpu, sheaf, gfp):
     if st.kernel == KERNEL_7_0:                # refill_objects: what it got stays
         filled = refill_objects(st, cache, cpu, gfp, to_fill, to_fill,
                                 _objs_at(st, sheaf) + 8 * size)
+        _unmark(st, mem, _w(sheaf, SH_OBJECTS) + size, filled)
         mem[_w(sheaf, SH_SIZE)] = size + filled
         _stat(st, cache, cpu, SHEAF_REFILL, filled)
         return 0 if filled == to_fill else -1
@@ -141,10 +146,64 @@ def refill_sheaf(st, cache, cpu, sheaf, gfp):
     return 0 if filled == to_fill else -1
 
 
+@jit
+def _sheaf_purge(st, cache, sheaf):
+    """Drop every entry of ``sheaf`` whose object is live: the slab layer handed it out while
+    the sheaf held it (its slab's free list was rewritten to name it), so the slab is
+    isolated as for any corrupted free pointer (G_FAULT_* report it: the next allocation that
+    checks raises ``SlabCorruptionError``). The other entries keep their order. How many
+    were dropped."""
+    mem = st.mem
+    live = st.live
+    o = _w(sheaf, SH_OBJECTS)
+    size = mem[_w(sheaf, SH_SIZE)]
+    kept = 0
+    for i in range(size):
+        a = mem[o + i]
+        if (live[a >> 9] >> ((a >> 3) & 63)) & 1:
+            slab = _head_frame(st, a >> 12)
+            if st.pg_flags[slab] & PG_ISOLATED:
+                g = st.g
+                g[G_FAULT_CACHE] = cache + 1
+                g[G_FAULT_SLAB] = slab
+                g[G_FAULT_VALUE] = a
+            else:
+                _isolate(st, cache, slab, a)
+        else:
+            mem[o + kept] = a
+            kept += 1
+    mem[_w(sheaf, SH_SIZE)] = kept
+    return size - kept
+
+
+@jit(inline=True)
+def _unmark(st, mem, o, n):
+    """Clear the live bits of the ``n`` objects at ``mem[o:o+n]``: a refill's objects go
+    into a sheaf, not out (``refill_objects`` marks those it walks)."""
+    live = st.live
+    for k in range(n):
+        a = mem[o + k]
+        live[a >> 9] &= ~(1 << ((a >> 3) & 63))
+
+
+@jit(inline=True)
+def _any_live(st, mem, o, n):
+    """Whether one of the ``n`` objects at ``mem[o:o+n]`` (a sheaf's entries) is live."""
+    live = st.live
+    bad = 0
+    for k in range(n):
+        a = mem[o + k]
+        bad |= live[a >> 9] >> ((a >> 3) & 63)
+    return (bad & 1) != 0
+
+
 @unit
 def sheaf_flush_unused(st, cache, cpu, sheaf):
-    """``sheaf_flush_unused``: give every object of a detached sheaf back to its slab. 0."""
+    """``sheaf_flush_unused``: give every object of a detached sheaf back to its slab (none
+    that is live: :func:`_sheaf_purge`). 0."""
     mem = st.mem
+    if _any_live(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
+        _sheaf_purge(st, cache, sheaf)
     size = mem[_w(sheaf, SH_SIZE)]
     if size:
         _stat(st, cache, cpu, SHEAF_FLUSH, size)
@@ -167,10 +226,13 @@ def _fill_oversize(st, cache, cpu, gfp, n, paddr):
 
 @unit
 def sheaf_flush_main(st, cache, cpu):
-    """``sheaf_flush_main``: empty the CPU's main sheaf in batches of 32 from the top. 0."""
+    """``sheaf_flush_main``: empty the CPU's main sheaf in batches of 32 from the top (none
+    that is live: :func:`_sheaf_purge`). 0."""
     mem = st.mem
     sheaf = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
     objs = _objs_at(st, sheaf)
+    if _any_live(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
+        _sheaf_purge(st, cache, sheaf)
     size = mem[_w(sheaf, SH_SIZE)]
     while size:
         batch = min(PCS_BATCH_MAX, size)
@@ -307,6 +369,9 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
         main = cpt[c + C_MAIN]
     size = mem[_w(main, SH_SIZE)]
     obj = mem[_w(main, SH_OBJECTS) + size - 1]
+    if (st.live[obj >> 9] >> ((obj >> 3) & 63)) & 1:    # handed out already: a stale entry
+        _sheaf_purge(st, cache, main)
+        return 0
     if node >= 0 and _slab_nid(st, obj >> 12) != node:
         if st.kernel == KERNEL_7_0:
             _stat(st, cache, cpu, ALLOC_NODE_MISMATCH, 1)
@@ -319,14 +384,41 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
 @jit(inline=True)
 def _sheaf_take(st, cache, cpu, sheaf, n, p, at):
     """Pop the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``, their order kept
-    (``alloc_from_pcs_bulk``'s memcpy); ALLOC_PCS += n."""
+    (``alloc_from_pcs_bulk``'s memcpy), and mark them live (handed out); ALLOC_PCS += n.
+    True; or False with nothing taken when one of them was live already (a stale entry: the
+    marks are taken back, the sheaf purged by :func:`_sheaf_purge`; take again)."""
     mem = st.mem
+    live = st.live
     size = mem[_w(sheaf, SH_SIZE)] - n
     o = _w(sheaf, SH_OBJECTS) + size
-    for k in range(n):
+    for k in range(n):                              # the memcpy
         p[at + k] = mem[o + k]
+    bad = 0                                         # then the marks, the word in a register
+    cw = p[at] >> 9 if n else 0                     # while neighbours share it (see
+    cval = live[cw]                                 # checks._live_set_run)
+    for k in range(at, at + n):
+        a = p[k]
+        w = a >> 9
+        if w != cw:
+            live[cw] = cval
+            cw = w
+            cval = live[w]
+        bit = 1 << ((a >> 3) & 63)
+        if cval & bit:                              # stale (never, unless a free pointer
+            p[k] = a | 1                            # was rewritten): noted in bit 0, free
+            bad = 1                                 # as objects are 8-aligned
+        cval |= bit
+    live[cw] = cval
+    if bad:
+        for k in range(n):                          # marks back, but a stale one's
+            a = p[at + k]
+            if not a & 1:
+                live[a >> 9] &= ~(1 << ((a >> 3) & 63))
+        _sheaf_purge(st, cache, sheaf)
+        return False
     mem[_w(sheaf, SH_SIZE)] = size
     _stat(st, cache, cpu, ALLOC_PCS, n)
+    return True
 
 
 @jit(inline=True)
@@ -345,11 +437,13 @@ def _sheaf_put(st, cache, cpu, sheaf, n, p, at):
 @jit
 def _alloc_from_pcs_bulk(st, cache, cpu, nr, p, start):
     """``alloc_from_pcs_bulk``: copy objects from main, spare and full barn sheaves into
-    ``p[start:start+nr]`` (array order kept); stops when the barn has no full sheaf."""
+    ``p[start:start+nr]`` (array order kept), marked live; stops when the barn has no full
+    sheaf."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     got = 0
+    stale = 0
     while got < nr:
         main = cpt[c + C_MAIN]
         if mem[_w(main, SH_SIZE)] == 0:
@@ -366,8 +460,13 @@ def _alloc_from_pcs_bulk(st, cache, cpu, nr, p, start):
                 _stat(st, cache, cpu, BARN_GET, 1)
             main = cpt[c + C_MAIN]
         batch = min(nr - got, mem[_w(main, SH_SIZE)])
-        _sheaf_take(st, cache, cpu, main, batch, p, start + got)
-        got += batch
+        if _sheaf_take(st, cache, cpu, main, batch, p, start + got):
+            got += batch
+            stale = 0
+        else:
+            stale += 1
+            if stale > 1:                   # (purged: a second failure cannot happen)
+                break
     return got
 
 
@@ -525,67 +624,6 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
         _flush_remote(st, cache, cpu, p, size, remote)
 
 
-# ---- lean sheaves: sheaf-aware mobility (numslab's remedy for issue 15, in no kernel) ----
-# Off unless a caller asks (the lab's ``leansheaves`` policy calls these around its
-# allocations and frees); nothing of the kernel's own paths calls them.
-@jit(inline=True)
-def lean_limit(st, cache):
-    """The most objects a CPU's main sheaf of ``cache`` holds under lean sheaves: a slab's
-    objects shared among the CPUs (at least 1, at most the capacity), so that the sheaves
-    of all CPUs together hold at most one slab of free objects."""
-    return max(1, min(_ca(st, cache, CA_SHEAF_CAPACITY), _ca(st, cache, CA_OBJECTS) // st.ncpus))
-
-
-@unit
-def refill_main_lean(st, cache, cpu, gfp):
-    """Lean sheaves' allocation side, for an allocation about to find the CPU's sheaves
-    empty under 7.0 (main and spare empty, no full sheaf in the barn, ``gfp`` may block):
-    where ``__pcs_replace_empty_main`` fills a sheaf to capacity, taking new slabs for what
-    the partial slabs lack, fill the main sheaf in place with at most :func:`lean_limit`
-    objects of the partial slabs (``refill_objects``, at least one: the first slabs of the
-    list, the fullest under a sorted order), or, with no partial slab on the CPU's node,
-    with one object as ``___slab_alloc`` gives it when sheaves cannot serve (a new slab's
-    other objects stay free in it). No sheaf struct is made and free objects never fill
-    a slab of their own. Objects put in main (the caller's allocation pops one), 0 when it
-    did nothing."""
-    if st.kernel != KERNEL_7_0 or not gfp & __GFP_DIRECT_RECLAIM:
-        return 0
-    mem = st.mem
-    c = _cpu_row(st, cache, cpu)
-    main = st.cpu[c + C_MAIN]
-    spare = st.cpu[c + C_SPARE]
-    r = _barn(st, cache, cpu)
-    if main == 0 or mem[_w(main, SH_SIZE)] or (spare and mem[_w(spare, SH_SIZE)]) or \
-            st.node[r + N_NR_FULL]:
-        return 0
-    if st.node[r + N_NR_PARTIAL] == 0:
-        obj = slab_alloc_single(st, cache, cpu, -1, gfp)
-        mem[_w(main, SH_OBJECTS)] = obj
-        filled = 1 if obj else 0
-    else:
-        filled = refill_objects(st, cache, cpu, gfp, 1, lean_limit(st, cache),
-                                _objs_at(st, main))
-        _stat(st, cache, cpu, SHEAF_REFILL, filled)
-    mem[_w(main, SH_SIZE)] = filled
-    return filled
-
-
-@unit
-def flush_main_lean(st, cache, cpu):
-    """Lean sheaves' free side, before a free to the CPU's sheaves under 7.0: when the main
-    sheaf holds :func:`lean_limit` objects, give them back to their slabs
-    (:func:`sheaf_flush_main`), where the kernel fills it to capacity and then takes a
-    spare or barn sheaf (a new sheaf struct, more free objects held out of their slabs).
-    1 if it flushed, else 0."""
-    if st.kernel != KERNEL_7_0:
-        return 0
-    main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
-    if main == 0 or st.mem[_w(main, SH_SIZE)] < lean_limit(st, cache):
-        return 0
-    sheaf_flush_main(st, cache, cpu)
-    return 1
-
-
 # ---- flushing --------------------------------------------------------------------------------------
 @unit
 def pcs_flush_all(st, cache, cpu):
@@ -618,144 +656,6 @@ def barn_shrink(st, cache, node, cpu):
             break
         _free_empty_sheaf(st, cache, cpu, sheaf)
     return 0
-
-
-# ---- the prefill API ------------------------------------------------------------------------------
-@jit
-def _user_sheaf_link(st, cache, sheaf):
-    """Record a sheaf handed to the user (so ``validate`` and destroy can find it)."""
-    ca = st.ca
-    st.mem[_w(sheaf, SH_NEXT)] = ca[cache * CA_NCOLS + CA_USER_SHEAVES]
-    ca[cache * CA_NCOLS + CA_USER_SHEAVES] = sheaf
-
-
-@unit
-def user_sheaf_unlink(st, cache, sheaf):
-    """Forget a user sheaf; 0 if ``sheaf`` is not one of this cache's, else 1."""
-    ca = st.ca
-    mem = st.mem
-    i = cache * CA_NCOLS + CA_USER_SHEAVES
-    prev = 0
-    s = ca[i]
-    while s and s != sheaf:
-        prev = s
-        s = mem[_w(s, SH_NEXT)]
-    if not s:
-        return 0
-    if prev:
-        mem[_w(prev, SH_NEXT)] = mem[_w(s, SH_NEXT)]
-    else:
-        ca[i] = mem[_w(s, SH_NEXT)]
-    mem[_w(s, SH_NEXT)] = 0
-    return 1
-
-
-@unit
-def prefill_sheaf(st, cache, cpu, gfp, size):
-    """``kmem_cache_prefill_sheaf``: a sheaf holding at least ``size`` objects (an
-    oversize one if ``size`` exceeds the capacity, always for a debug cache, which has
-    none); its address, or 0 when memory runs out or (7.0, which returns NULL for it)
-    ``size`` is 0."""
-    if size == 0 and st.kernel == KERNEL_7_0:
-        return 0
-    mem = st.mem
-    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
-    if size > cap:
-        sheaf = kmalloc_internal(st, cpu, SHEAF_HEADER + 8 * size, gfp | __GFP_ZERO)
-        if not sheaf:
-            return 0
-        _stat(st, cache, cpu, SHEAF_PREFILL_OVERSIZE, 1)
-        mem[_w(sheaf, SH_CAPACITY)] = size
-        mem[_w(sheaf, SH_CACHE)] = cache
-        if _fill_oversize(st, cache, cpu, gfp, size, _objs_at(st, sheaf)) == 0:
-            kfree_internal(st, cpu, sheaf)
-            return 0
-        mem[_w(sheaf, SH_SIZE)] = size
-        _user_sheaf_link(st, cache, sheaf)
-        return sheaf
-    cpt = st.cpu
-    c = _cpu_row(st, cache, cpu)
-    sheaf = cpt[c + C_SPARE]
-    if sheaf:
-        cpt[c + C_SPARE] = 0
-        _stat(st, cache, cpu, SHEAF_PREFILL_FAST, 1)
-    else:
-        _stat(st, cache, cpu, SHEAF_PREFILL_SLOW, 1)
-        r = _barn(st, cache, cpu)
-        sheaf = _barn_pop(st, r, N_BARN_FULL, N_NR_FULL)
-        if not sheaf:
-            sheaf = _barn_pop(st, r, N_BARN_EMPTY, N_NR_EMPTY)
-        if sheaf and mem[_w(sheaf, SH_SIZE)] > 0:
-            _stat(st, cache, cpu, BARN_GET, 1)
-        else:
-            _stat(st, cache, cpu, BARN_GET_FAIL, 1)
-    if not sheaf:
-        sheaf = _alloc_empty_sheaf(st, cache, cpu, cap, gfp)
-        if not sheaf:
-            return 0
-    if mem[_w(sheaf, SH_SIZE)] < size:
-        if refill_sheaf(st, cache, cpu, sheaf, gfp):
-            sheaf_flush_unused(st, cache, cpu, sheaf)
-            _free_empty_sheaf(st, cache, cpu, sheaf)
-            return 0
-    _user_sheaf_link(st, cache, sheaf)
-    return sheaf
-
-
-@unit
-def return_sheaf(st, cache, cpu, gfp, sheaf):
-    """``kmem_cache_return_sheaf``: an oversize sheaf is flushed and freed; a normal one
-    becomes the CPU's spare, or is topped up into the barn, or flushed and freed. 0."""
-    mem = st.mem
-    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
-    if mem[_w(sheaf, SH_CAPACITY)] != cap:
-        sheaf_flush_unused(st, cache, cpu, sheaf)
-        kfree_internal(st, cpu, sheaf)
-        return 0
-    cpt = st.cpu
-    c = _cpu_row(st, cache, cpu)
-    if not cpt[c + C_SPARE]:
-        cpt[c + C_SPARE] = sheaf
-        _stat(st, cache, cpu, SHEAF_RETURN_FAST, 1)
-        return 0
-    _stat(st, cache, cpu, SHEAF_RETURN_SLOW, 1)
-    r = _barn(st, cache, cpu)
-    if st.node[r + N_NR_FULL] >= MAX_FULL_SHEAVES or \
-            refill_sheaf(st, cache, cpu, sheaf, gfp):
-        sheaf_flush_unused(st, cache, cpu, sheaf)
-        _free_empty_sheaf(st, cache, cpu, sheaf)
-        return 0
-    _barn_push(st, r, N_BARN_FULL, N_NR_FULL, sheaf)
-    _stat(st, cache, cpu, BARN_PUT, 1)
-    return 0
-
-
-@unit
-def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
-    """``kmem_cache_refill_sheaf``: make ``sheaf`` hold at least ``size`` objects. Returns
-    the sheaf to use from now on (a new one if it had to grow), or 0 on -ENOMEM (the old
-    sheaf then stays the user's, as it was but for what a 7.0 ``refill_sheaf`` put in)."""
-    mem = st.mem
-    have = mem[_w(sheaf, SH_SIZE)]
-    if have >= size:
-        return sheaf
-    capacity = mem[_w(sheaf, SH_CAPACITY)]
-    if capacity >= size:
-        if capacity == _ca(st, cache, CA_SHEAF_CAPACITY):
-            if refill_sheaf(st, cache, cpu, sheaf, gfp):
-                return 0
-        else:
-            if _fill_oversize(st, cache, cpu, gfp, capacity - have,
-                              _objs_at(st, sheaf) + 8 * have) == 0:
-                return 0
-            mem[_w(sheaf, SH_SIZE)] = capacity
-        return sheaf
-    new = prefill_sheaf(st, cache, cpu, gfp, size)
-    if not new:
-        return 0
-    user_sheaf_unlink(st, cache, sheaf)
-    return_sheaf(st, cache, cpu, gfp, sheaf)
-    return new
 
 
 @unit

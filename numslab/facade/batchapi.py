@@ -11,7 +11,7 @@ from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAU
                              G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING, G_NREPORTS, G_SITE, NIL,
                              SH_CAPACITY, SH_SIZE)
 from ..engine.ops import alloc_from_sheaf
-from ..engine.sheaves import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
+from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
 from ..errors import BadAddressError, InvalidSizeError, SlabError
 from ..flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
 from .args import check_gfp
@@ -220,7 +220,10 @@ class BatchAPI:
         cid = self._sheaf_cache(cache, "kmem_cache_alloc_from_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_alloc_from_sheaf")
         gfp = check_gfp(gfp, "kmem_cache_alloc_from_sheaf")
-        return int(alloc_from_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf))
+        obj = int(alloc_from_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf))
+        if obj == 0 and self._g[G_FAULT_CACHE]:     # it held an object handed out already
+            self._raise_fault()
+        return obj
 
     def kmem_cache_refill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int, sheaf: int,
                                 size: int, cpu: int | None = None) -> int:

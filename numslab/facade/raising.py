@@ -29,7 +29,8 @@ class RaiseAPI:
         raise SlabCorruptionError(
             f"{name}: Freepointer corrupt: a free object of the slab at {slab << 12:#x} holds "
             f"{bad:#x} where its free pointer belongs, which does not lead to a free object of "
-            f"that slab (a write into freed memory?); the slab is isolated and no longer "
+            f"that slab, or leads to one a sheaf holds (a write into freed memory?); the slab "
+            f"is isolated and no longer "
             f"allocated from, nothing was allocated")
 
     def _raise(self: "SlabAllocator", err: int, fn: str, addr: int,

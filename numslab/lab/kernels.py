@@ -12,7 +12,7 @@ from ..drivers.handles import state_of
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_ACTIVE, CA_NCOLS, N_BARN_EMPTY,
                              N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL,
                              SH_NEXT, _cpu_row, _node_row)
-from ..engine.sheaves import flush_main_lean, refill_main_lean
+from ..engine.leansheaves import flush_main_lean, refill_main_lean
 from ..engine.stats import live_objects
 from ..flags import __GFP_NO_OBJ_EXT
 from .compiled import lab_jit
@@ -80,7 +80,7 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
     ratio, 1..100) a free is followed by :func:`_free_trigger`, with ``floor`` and
     ``per_slab`` (int64[max_caches]) and the moves' room ``old``/``new`` (int64);
     ``counts[K_WORK]`` and ``counts[K_MOVED]`` count the compactions run and the objects
-    moved; ``lean`` 1 (``leansheaves``) runs ``engine.sheaves.refill_main_lean`` before an
+    moved; ``lean`` 1 (``leansheaves``) runs ``engine.leansheaves.refill_main_lean`` before an
     allocation that names no node and ``flush_main_lean`` before a free (:func:`_free`).
     Returns 0, or 1 when the arena ran out (``counts[K_OOM_AT]`` is the event).
     """
@@ -165,7 +165,7 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
 def _free(h, work, cache, a, cpu):
     """Free the object at ``a`` of numslab cache ``cache`` on ``cpu``
     (``numslab.jit.kmem_cache_free``), under lean sheaves (``work[7]``) after
-    ``engine.sheaves.flush_main_lean``."""
+    ``engine.leansheaves.flush_main_lean``."""
     if work is not None:
         if work[7]:
             flush_main_lean(state_of(h), cache, cpu)

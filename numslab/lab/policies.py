@@ -21,7 +21,7 @@ A policy is one word of a configuration (``7.0:sorted``, ``6.18:nodes=2:drain=10
   CPUs. An allocation that finds the sheaves empty refills main from the partial slabs
   only (or takes one object of a new slab as ``___slab_alloc`` does when sheaves cannot
   serve), and a free that finds main at that limit first gives its objects back to their
-  slabs (``engine.sheaves.refill_main_lean``, ``flush_main_lean``): no spare or barn
+  slabs (``engine.leansheaves.refill_main_lean``, ``flush_main_lean``): no spare or barn
   sheaves, no slab taken to fill a sheaf, so free objects parked in sheaves hold at most
   one slab of a cache, the slack ``every=free`` allows.
 

@@ -1,0 +1,156 @@
+"""The prefilled-sheaf API: ``kmem_cache_prefill_sheaf``, ``kmem_cache_refill_sheaf`` and
+``kmem_cache_return_sheaf`` (``kmem_cache_alloc_from_sheaf`` is ``ops.alloc_from_sheaf``).
+
+A sheaf held by a caller is on its cache's ``CA_USER_SHEAVES`` list (linked through
+``SH_NEXT``), so that ``validate`` and ``kmem_cache_destroy`` find it.
+"""
+from __future__ import annotations
+
+from ..flags import (__GFP_ZERO, BARN_GET, BARN_GET_FAIL, BARN_PUT, SHEAF_PREFILL_FAST,
+                     SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW, SHEAF_RETURN_FAST,
+                     SHEAF_RETURN_SLOW)
+from .layout import (C_SPARE, CA_NCOLS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
+                     MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL,
+                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_SIZE, SHEAF_HEADER, _ca, _cpu_row,
+                     _stat)
+from .native import jit, unit
+from .sheaves import (_alloc_empty_sheaf, _barn, _barn_pop, _barn_push, _fill_oversize,
+                      _free_empty_sheaf, _objs_at, _w, kfree_internal, kmalloc_internal,
+                      refill_sheaf, sheaf_flush_unused)
+
+
+@jit
+def _user_sheaf_link(st, cache, sheaf):
+    """Record a sheaf handed to the user (so ``validate`` and destroy can find it)."""
+    ca = st.ca
+    st.mem[_w(sheaf, SH_NEXT)] = ca[cache * CA_NCOLS + CA_USER_SHEAVES]
+    ca[cache * CA_NCOLS + CA_USER_SHEAVES] = sheaf
+
+
+@unit
+def user_sheaf_unlink(st, cache, sheaf):
+    """Forget a user sheaf; 0 if ``sheaf`` is not one of this cache's, else 1."""
+    ca = st.ca
+    mem = st.mem
+    i = cache * CA_NCOLS + CA_USER_SHEAVES
+    prev = 0
+    s = ca[i]
+    while s and s != sheaf:
+        prev = s
+        s = mem[_w(s, SH_NEXT)]
+    if not s:
+        return 0
+    if prev:
+        mem[_w(prev, SH_NEXT)] = mem[_w(s, SH_NEXT)]
+    else:
+        ca[i] = mem[_w(s, SH_NEXT)]
+    mem[_w(s, SH_NEXT)] = 0
+    return 1
+
+
+@unit
+def prefill_sheaf(st, cache, cpu, gfp, size):
+    """``kmem_cache_prefill_sheaf``: a sheaf holding at least ``size`` objects (an
+    oversize one if ``size`` exceeds the capacity, always for a debug cache, which has
+    none); its address, or 0 when memory runs out or (7.0, which returns NULL for it)
+    ``size`` is 0."""
+    if size == 0 and st.kernel == KERNEL_7_0:
+        return 0
+    mem = st.mem
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    if size > cap:
+        sheaf = kmalloc_internal(st, cpu, SHEAF_HEADER + 8 * size, gfp | __GFP_ZERO)
+        if not sheaf:
+            return 0
+        _stat(st, cache, cpu, SHEAF_PREFILL_OVERSIZE, 1)
+        mem[_w(sheaf, SH_CAPACITY)] = size
+        mem[_w(sheaf, SH_CACHE)] = cache
+        if _fill_oversize(st, cache, cpu, gfp, size, _objs_at(st, sheaf)) == 0:
+            kfree_internal(st, cpu, sheaf)
+            return 0
+        mem[_w(sheaf, SH_SIZE)] = size
+        _user_sheaf_link(st, cache, sheaf)
+        return sheaf
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    sheaf = cpt[c + C_SPARE]
+    if sheaf:
+        cpt[c + C_SPARE] = 0
+        _stat(st, cache, cpu, SHEAF_PREFILL_FAST, 1)
+    else:
+        _stat(st, cache, cpu, SHEAF_PREFILL_SLOW, 1)
+        r = _barn(st, cache, cpu)
+        sheaf = _barn_pop(st, r, N_BARN_FULL, N_NR_FULL)
+        if not sheaf:
+            sheaf = _barn_pop(st, r, N_BARN_EMPTY, N_NR_EMPTY)
+        if sheaf and mem[_w(sheaf, SH_SIZE)] > 0:
+            _stat(st, cache, cpu, BARN_GET, 1)
+        else:
+            _stat(st, cache, cpu, BARN_GET_FAIL, 1)
+    if not sheaf:
+        sheaf = _alloc_empty_sheaf(st, cache, cpu, cap, gfp)
+        if not sheaf:
+            return 0
+    if mem[_w(sheaf, SH_SIZE)] < size:
+        if refill_sheaf(st, cache, cpu, sheaf, gfp):
+            sheaf_flush_unused(st, cache, cpu, sheaf)
+            _free_empty_sheaf(st, cache, cpu, sheaf)
+            return 0
+    _user_sheaf_link(st, cache, sheaf)
+    return sheaf
+
+
+@unit
+def return_sheaf(st, cache, cpu, gfp, sheaf):
+    """``kmem_cache_return_sheaf``: an oversize sheaf is flushed and freed; a normal one
+    becomes the CPU's spare, or is topped up into the barn, or flushed and freed. 0."""
+    mem = st.mem
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    if mem[_w(sheaf, SH_CAPACITY)] != cap:
+        sheaf_flush_unused(st, cache, cpu, sheaf)
+        kfree_internal(st, cpu, sheaf)
+        return 0
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    if not cpt[c + C_SPARE]:
+        cpt[c + C_SPARE] = sheaf
+        _stat(st, cache, cpu, SHEAF_RETURN_FAST, 1)
+        return 0
+    _stat(st, cache, cpu, SHEAF_RETURN_SLOW, 1)
+    r = _barn(st, cache, cpu)
+    if st.node[r + N_NR_FULL] >= MAX_FULL_SHEAVES or \
+            refill_sheaf(st, cache, cpu, sheaf, gfp):
+        sheaf_flush_unused(st, cache, cpu, sheaf)
+        _free_empty_sheaf(st, cache, cpu, sheaf)
+        return 0
+    _barn_push(st, r, N_BARN_FULL, N_NR_FULL, sheaf)
+    _stat(st, cache, cpu, BARN_PUT, 1)
+    return 0
+
+
+@unit
+def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
+    """``kmem_cache_refill_sheaf``: make ``sheaf`` hold at least ``size`` objects. Returns
+    the sheaf to use from now on (a new one if it had to grow), or 0 on -ENOMEM (the old
+    sheaf then stays the user's, as it was but for what a 7.0 ``refill_sheaf`` put in)."""
+    mem = st.mem
+    have = mem[_w(sheaf, SH_SIZE)]
+    if have >= size:
+        return sheaf
+    capacity = mem[_w(sheaf, SH_CAPACITY)]
+    if capacity >= size:
+        if capacity == _ca(st, cache, CA_SHEAF_CAPACITY):
+            if refill_sheaf(st, cache, cpu, sheaf, gfp):
+                return 0
+        else:
+            if _fill_oversize(st, cache, cpu, gfp, capacity - have,
+                              _objs_at(st, sheaf) + 8 * have) == 0:
+                return 0
+            mem[_w(sheaf, SH_SIZE)] = capacity
+        return sheaf
+    new = prefill_sheaf(st, cache, cpu, gfp, size)
+    if not new:
+        return 0
+    user_sheaf_unlink(st, cache, sheaf)
+    return_sheaf(st, cache, cpu, gfp, sheaf)
+    return new
