@@ -102,15 +102,20 @@ def _own_test(st, addr, size):
 
 
 @jit(inline=True)
-def _live_set_run(st, p, start, n):
+def _live_set_run(st, p, start, n, note=False):
     """Mark the objects ``p[start:start+n]`` (Words) allocated. Neighbouring objects share a
     bitmap word, so the word stays in a register while they do: a store and a reload of the
-    same word in consecutive iterations would stall on store forwarding every time."""
+    same word in consecutive iterations would stall on store forwarding every time. With
+    ``note`` (a constant: ``sheaves._sheaf_take``), an object found marked already (a stale
+    sheaf entry) gets bit 0 of its ``p`` entry set (objects are 8-aligned), and the result
+    says whether there was one; without, objects may be marked already (a slab walk marks
+    what it takes) and the result is False."""
     if n <= 0:
-        return
+        return False
     live = st.live
     cw = p[start] >> 9
     cval = live[cw]
+    bad = False
     for k in range(start, start + n):
         a = p[k]
         w = a >> 9
@@ -118,8 +123,13 @@ def _live_set_run(st, p, start, n):
             live[cw] = cval
             cw = w
             cval = live[w]
-        cval |= 1 << ((a >> 3) & 63)
+        bit = 1 << ((a >> 3) & 63)
+        if note and cval & bit:
+            p[k] = a | 1
+            bad = True
+        cval |= bit
     live[cw] = cval
+    return bad
 
 
 @jit(inline=True)

@@ -18,7 +18,7 @@ from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_ZERO, ALLOC_N
                      BARN_PUT, BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE,
                      SHEAF_REFILL)
 from .bulk import alloc_bulk_slab, free_bulk_raw
-from .checks import E_LARGE, _locate, _own_clear, _own_set
+from .checks import E_LARGE, _live_set_run, _locate, _own_clear, _own_set
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
@@ -393,22 +393,7 @@ def _sheaf_take(st, cache, cpu, sheaf, n, p, at):
     o = _w(sheaf, SH_OBJECTS) + size
     for k in range(n):                              # the memcpy
         p[at + k] = mem[o + k]
-    bad = 0                                         # then the marks, the word in a register
-    cw = p[at] >> 9 if n else 0                     # while neighbours share it (see
-    cval = live[cw]                                 # checks._live_set_run)
-    for k in range(at, at + n):
-        a = p[k]
-        w = a >> 9
-        if w != cw:
-            live[cw] = cval
-            cw = w
-            cval = live[w]
-        bit = 1 << ((a >> 3) & 63)
-        if cval & bit:                              # stale (never, unless a free pointer
-            p[k] = a | 1                            # was rewritten): noted in bit 0, free
-            bad = 1                                 # as objects are 8-aligned
-        cval |= bit
-    live[cw] = cval
+    bad = _live_set_run(st, p, at, n, True)         # then the marks; a stale one noted
     if bad:
         for k in range(n):                          # marks back, but a stale one's
             a = p[at + k]
