@@ -33,7 +33,7 @@ from numba.extending import intrinsic
 from ..engine import defrag, ops
 from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD,
                              E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set,
-                             _locate, _slab_of, locate)
+                             _live_test, _locate, _slab_of, locate)
 from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
                              CA_FP_KEY, CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY,
                              G_FAULT_CACHE,
@@ -257,7 +257,7 @@ def _alloc_fast(st, cache, cpu, gfp):
         if size < 0:
             return 0
         obj = mem[(main >> 3) + SH_OBJECTS + size]
-        if (st.live[obj >> 9] >> ((obj >> 3) & 63)) & 1:
+        if _live_test(st, obj):
             return 0                    # a stale entry: the engine's pop purges and reports
         mem[(main >> 3) + SH_SIZE] = size
         _stat(st, cache, cpu, ALLOC_PCS, 1)

@@ -9,7 +9,7 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
 from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
-                     _live_set_run, _locate,
+                     _live_set_run, _live_test, _locate,
                      _own_test)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
@@ -193,9 +193,10 @@ def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     i = 0
     if _ca(st, cache, CA_SHEAF_CAPACITY):
         i = _alloc_from_pcs_bulk(st, cache, cpu, nr, p, 0)
-    # the sheaves' objects come marked: while the slab layer walks, a free pointer naming
+    # The sheaves' objects come marked live, so while the slab layer walks, a free pointer
+    # naming one of them is refused.
     if i < nr and _alloc_bulk_slab(st, cache, cpu, gfp, nr - i, paddr + 8 * i) == 0:
-        for j in range(i):                  # one of them is refused
+        for j in range(i):
             _live_clear(st, p[j])
         if i:
             _free_bulk_raw(st, cache, cpu, i, paddr)
@@ -375,15 +376,13 @@ def alloc_from_sheaf(st, cache, cpu, gfp, sheaf):
     """``kmem_cache_alloc_from_sheaf``: pop the user's prefilled sheaf; 0 if it is empty."""
     mem = st.mem
     size = mem[_w(sheaf, SH_SIZE)]
-    if size and (st.live[mem[_w(sheaf, SH_OBJECTS) + size - 1] >> 9] >>
-                 ((mem[_w(sheaf, SH_OBJECTS) + size - 1] >> 3) & 63)) & 1:
-        _sheaf_purge(st, cache, sheaf)          # a stale entry: dropped, reported, none taken
-        return 0
     if size == 0:
         return 0
-    size -= 1
-    mem[_w(sheaf, SH_SIZE)] = size
-    obj = mem[_w(sheaf, SH_OBJECTS) + size]
+    obj = mem[_w(sheaf, SH_OBJECTS) + size - 1]
+    if _live_test(st, obj):
+        _sheaf_purge(st, cache, sheaf)          # a stale entry: dropped, reported, none taken
+        return 0
+    mem[_w(sheaf, SH_SIZE)] = size - 1
     _hand_out(st, cache, cpu, obj, gfp)
     return obj
 

@@ -18,20 +18,21 @@ from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_ZERO, ALLOC_N
                      BARN_PUT, BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE,
                      SHEAF_REFILL)
 from .bulk import alloc_bulk_slab, free_bulk_raw
-from .checks import E_LARGE, _live_set_run, _locate, _own_clear, _own_set
+from .checks import E_LARGE, _live_set_run, _live_test, _locate, _own_clear, _own_set
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
 from .layout import (CA_DEBUG, C_MAIN, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
-                     G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, KERNEL_7_0,
+                     KERNEL_7_0,
                      MAX_FULL_SHEAVES,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC,
                      PG_ISOLATED, PG_LARGE,
-                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, _ca, _cpu_row, _head_frame, _node_row, _slab_nid, _stat)
+                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, _ca,
+                     _cpu_row, _head_frame, _node_row, _slab_nid, _stat)
 from .native import address, jit, unit
 from .nocpu import refill_objects
 from .pages import free_block_checked
-from .slablists import _isolate
+from .slablists import _fault_report, _isolate
 from .sheafdebug import fill_debug, flush_debug
 
 PCS_BATCH_MAX = 32
@@ -154,19 +155,15 @@ def _sheaf_purge(st, cache, sheaf):
     checks raises ``SlabCorruptionError``). The other entries keep their order. How many
     were dropped."""
     mem = st.mem
-    live = st.live
     o = _w(sheaf, SH_OBJECTS)
     size = mem[_w(sheaf, SH_SIZE)]
     kept = 0
     for i in range(size):
         a = mem[o + i]
-        if (live[a >> 9] >> ((a >> 3) & 63)) & 1:
+        if _live_test(st, a):
             slab = _head_frame(st, a >> 12)
             if st.pg_flags[slab] & PG_ISOLATED:
-                g = st.g
-                g[G_FAULT_CACHE] = cache + 1
-                g[G_FAULT_SLAB] = slab
-                g[G_FAULT_VALUE] = a
+                _fault_report(st, cache, slab, a)
             else:
                 _isolate(st, cache, slab, a)
         else:
@@ -369,7 +366,7 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
         main = cpt[c + C_MAIN]
     size = mem[_w(main, SH_SIZE)]
     obj = mem[_w(main, SH_OBJECTS) + size - 1]
-    if (st.live[obj >> 9] >> ((obj >> 3) & 63)) & 1:    # handed out already: a stale entry
+    if _live_test(st, obj):                             # handed out already: a stale entry
         _sheaf_purge(st, cache, main)
         return 0
     if node >= 0 and _slab_nid(st, obj >> 12) != node:
@@ -448,9 +445,9 @@ def _alloc_from_pcs_bulk(st, cache, cpu, nr, p, start):
         if _sheaf_take(st, cache, cpu, main, batch, p, start + got):
             got += batch
             stale = 0
-        else:
-            stale += 1
-            if stale > 1:                   # (purged: a second failure cannot happen)
+        else:                               # purged: the retake finds no live entry, but
+            stale += 1                      # an entry twice in one sheaf (no path makes
+            if stale > 1:                   # one) would fail every retake: give up
                 break
     return got
 

@@ -52,17 +52,24 @@ def _set_fp(mem, offset, key, obj, nxt):
 
 # ---- node partial list ---------------------------------------------------------------------
 # ---- guarded free pointers: nothing is followed unless it is a free object of the slab -------
+@jit(inline=True)
+def _fault_report(st, cache, slab, bad):
+    """Report a corrupted free pointer of ``slab`` that read ``bad`` (G_FAULT_*): the next
+    allocation that checks raises ``SlabCorruptionError`` naming them."""
+    g = st.g
+    g[G_FAULT_CACHE] = cache + 1
+    g[G_FAULT_SLAB] = slab
+    g[G_FAULT_VALUE] = bad
+
+
 @jit
 def _isolate(st, cache, slab, bad):
     """A free pointer of ``slab`` read ``bad``: report it (G_FAULT_*) and stop using the slab
     as the kernel does after a failed consistency check: its free list is dropped (those
     objects leak), it counts as full, leaves its list and is never allocated from again;
     its live objects stay valid, and their frees are leaked."""
-    g = st.g
-    g[G_FAULT_CACHE] = cache + 1
-    g[G_FAULT_SLAB] = slab
-    g[G_FAULT_VALUE] = bad
-    g[G_NISOLATED] += 1
+    _fault_report(st, cache, slab, bad)
+    st.g[G_NISOLATED] += 1
     st.sl_freelist[slab] = 0
     st.sl_inuse[slab] = st.sl_objects[slab]
     if st.pg_flags[slab] & PG_NODE_PARTIAL:
