@@ -222,12 +222,16 @@ def _check_runs(st, cache, nr, p, kmalloc):
 
     Objects of one batch mostly come in runs on one page, so the outer loop looks a page up
     once and an inner loop takes the run: per object, one load of the address, a page
-    compare, the alignment and the live bit, kept in a register while neighbours share its
-    word (see ``_live_set_run``). As for a single free (``checks._slab_of``), the live bit
-    decides: it is set only at the start of an object handed out (and, in kmalloc caches, on
-    the granule after a sheaf's start, tested through ``ownm``), so an 8-byte aligned
-    address of this cache's slab with its bit set is on the object grid and inside the
-    slab."""
+    compare, and a read-modify-write of its live-bitmap word that clears its bit. The tests
+    (alignment, live bit and, in kmalloc caches, the allocator's own mark on the granule after
+    a sheaf's start, through ``ownm``) are or-ed into a flag, with no branch: objects come in
+    no order within a slab, so a branch on them, or on whether the next object shares the
+    word, is mispredicted often. A run that fails gets the page's 8 bitmap words back (read
+    before it: objects starting on a page have their bits there) and
+    :func:`_check_run_exact` then finds the first bad object. As for a single free
+    (``checks._slab_of``), the live bit decides: it is set only at the start of an object
+    handed out, so an 8-byte aligned address of this cache's slab with its bit set is on the
+    object grid and inside the slab."""
     flags = st.pg_flags
     heads = st.pg_head
     owners = st.sl_cache
@@ -235,8 +239,6 @@ def _check_runs(st, cache, nr, p, kmalloc):
     size = _ca(st, cache, CA_SIZE)
     ownm = -(size >= 16) if kmalloc else 0      # the allocator's own: second granule's bit
     limit = st.npages << 12
-    cw = 0
-    cval = live[0]
     i = 0
     while i < nr:
         a = p[i]
@@ -250,25 +252,45 @@ def _check_runs(st, cache, nr, p, kmalloc):
             f = flags[head]
         if not f & PG_SLAB or owners[head] != cache:
             break
+        bw = pfn << 3                   # the page's bitmap words, kept to undo a bad run
+        s0, s1, s2, s3 = live[bw], live[bw + 1], live[bw + 2], live[bw + 3]
+        s4, s5, s6, s7 = live[bw + 4], live[bw + 5], live[bw + 6], live[bw + 7]
+        start = i
+        bad = False
         while True:                     # the run of objects on page pfn, from p[i] == a
             w = a >> 9
-            if w != cw:
-                live[cw] = cval
-                cw = w
-                cval = live[w]
+            v = live[w]
             bit = 1 << ((a >> 3) & 63)
-            if ((a & 7) != 0) | ((cval & bit) == 0) | ((cval & (bit << 1) & ownm) != 0):
-                live[cw] = cval
-                return i
-            cval &= ~bit
+            bad |= ((a & 7) != 0) | ((v & bit) == 0) | ((v & (bit << 1) & ownm) != 0)
+            live[w] = v & ~bit
             i += 1
             if i >= nr:
                 break
             a = p[i]
             if a >> 12 != pfn:
                 break
-    live[cw] = cval
+        if bad:
+            live[bw], live[bw + 1], live[bw + 2], live[bw + 3] = s0, s1, s2, s3
+            live[bw + 4], live[bw + 5], live[bw + 6], live[bw + 7] = s4, s5, s6, s7
+            return _check_run_exact(st, p, start, i, ownm)
     return -1 if i >= nr else i
+
+
+@jit
+def _check_run_exact(st, p, start, end, ownm):
+    """The run ``p[start:end]`` (one page of a slab of the cache) holds a bad object: clear
+    the live bits of the objects before the first bad one, one at a time, and return its
+    index."""
+    live = st.live
+    for i in range(start, end):
+        a = p[i]
+        w = a >> 9
+        bit = 1 << ((a >> 3) & 63)
+        v = live[w]
+        if ((a & 7) != 0) | ((v & bit) == 0) | ((v & (bit << 1) & ownm) != 0):
+            return i
+        live[w] = v & ~bit
+    return end                          # pragma: no cover - the run had a bad object
 
 
 @jit
