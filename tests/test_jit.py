@@ -146,6 +146,52 @@ def test_njit_code_leaves_the_same_state_as_python(sheaves, kernel):
     a.validate()
 
 
+@numba.njit
+def sheaf_batches(h, cid, sizes, gfps, out):
+    """For each size: a bulk allocation with that gfp into ``out`` (row i), then the free of
+    every other batch (most batches fit the CPU's main sheaf: numslab.jit's inline case)."""
+    got = np.zeros(sizes.shape[0], np.int64)
+    for i in range(sizes.shape[0]):
+        got[i] = nj.kmem_cache_alloc_bulk(h, cid, sizes[i], out[i], 0, gfps[i])
+        if i % 2:
+            nj.kmem_cache_free_bulk(h, cid, got[i], out[i])
+    return got
+
+
+def test_njit_bulk_from_the_main_sheaf_matches_python(kernel):
+    """Batches the main sheaf holds are taken inline in the user's function: the same
+    objects in the same order, the same counters and the same state as the facade's calls,
+    __GFP_ZERO (which the inline case leaves to the engine) included."""
+    from numslab import __GFP_ZERO
+    (a, b) = pair(kernel)
+    ca, cb = (x.kmem_cache_create("s", 64, sheaf_capacity=32) for x in (a, b))
+    sizes = np.array([1, 5, 16, 3, 32, 7, 40, 2, 9, 9, 1, 30], np.int64)
+    gfps = np.array([GFP_KERNEL | (__GFP_ZERO if i % 5 == 4 else 0)
+                     for i in range(len(sizes))], np.int64)
+    for x in (a, b):                            # stale bytes for __GFP_ZERO to clear
+        c = x.find_cache("s")
+        objs = c.alloc_bulk(64)
+        x.memory.view(np.int64)[objs >> 3] = -1
+        c.free_bulk(objs)
+    out_a = np.zeros((len(sizes), 40), np.int64)
+    got = sheaf_batches(a.handle, ca.id, sizes, gfps, out_a)
+    out_b = np.zeros((len(sizes), 40), np.int64)
+    for i, (n, g) in enumerate(zip(sizes.tolist(), gfps.tolist())):
+        assert b.kmem_cache_alloc_bulk(cb, g, n, out_b[i]) == got[i] == n
+        if i % 2:
+            b.kmem_cache_free_bulk(cb, n, out_b[i])
+    assert np.array_equal(out_a, out_b)
+    for i in np.flatnonzero(gfps & __GFP_ZERO):
+        objs = out_a[i, :sizes[i]]
+        assert not a.memory.view(np.int64)[objs >> 3].any()     # zeroed
+    pcs = "alloc_fastpath" if kernel == "7.0" else "alloc_cpu_sheaf"    # ALLOC_PCS
+    assert ca.stats == cb.stats and ca.stats[pcs] > 0
+    sa_, sb_ = snapshot(a), snapshot(b)
+    assert np.array_equal(sa_[0], sb_[0]) and np.array_equal(sa_[1], sb_[1])
+    a.validate()
+    b.validate()
+
+
 def test_njit_kmalloc_uses_the_same_size_classes(sa):
     sizes = np.array(list(range(1, 300)) + [500, 511, 512, 513, 1000, 1024, 1025, 4096,
                                             5000, 8191, 8192, 8193, 12288, 20000, 65536,

@@ -786,13 +786,15 @@ def _point_a_free_list_at(sa, c, held):
 
 
 @pytest.mark.parametrize("gen", ["7.0", "6.18"])
-@pytest.mark.parametrize("how", ["single", "bulk", "jit", "prefilled"])
+@pytest.mark.parametrize("how", ["single", "bulk", "jit", "jit-bulk", "prefilled"])
 def test_an_object_a_sheaf_holds_is_never_handed_out_twice(gen, how):
     """The slab layer may hand out an object a sheaf holds (CPU 1's main sheaf, or a
     prefilled one) when a free pointer is rewritten to name it: it passes the pointer
     checks. CPU 0 then allocates through the slab layer (single, bulk, inside @njit), and
-    the sheaf is emptied after: no address may come out twice; the sheaf drops the entry,
-    a SlabCorruptionError reports it, its slab is isolated and the machine stays valid."""
+    the sheaf is emptied after (``jit-bulk``: by ``numslab.jit``'s bulk allocation, whose
+    main-sheaf case is inline in the user's function): no address may come out twice; the
+    sheaf drops the entry, a SlabCorruptionError reports it, its slab is isolated and the
+    machine stays valid."""
     for seed in range(40):                  # the first seed whose state has such a slab
         sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=gen, seed=seed,
                                    freelist_hardened=False, freelist_random=False)
@@ -816,11 +818,18 @@ def test_an_object_a_sheaf_holds_is_never_handed_out_twice(gen, how):
         for i in range(res.shape[0]):
             res[i] = numslab.jit.kmem_cache_alloc(h, cid, 0)
 
+    @numba.njit
+    def jit_bulk(h, cid, res, cpu):
+        return numslab.jit.kmem_cache_alloc_bulk(h, cid, res.shape[0], res, cpu)
+
     out, errors = [], 0
     for step in range(400):
         try:
             if step >= 200:                 # then the sheaf is emptied
-                if how != "prefilled":
+                if how == "jit-bulk":
+                    res = np.zeros(3, np.int64)
+                    out += res[:jit_bulk(sa.handle, c.id, res, 1)].tolist()
+                elif how != "prefilled":
                     out.append(sa.kmem_cache_alloc(c, cpu=1))
                 elif sheaf_size(sa, sheaf):
                     out.append(sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, sheaf, cpu=1))

@@ -33,15 +33,15 @@ from numba.extending import intrinsic
 from ..engine import defrag, ops
 from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD,
                              E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set,
-                             _live_test, _locate, _slab_of, locate)
-from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR,
+                             _live_set_run, _live_test, _locate, _slab_of, locate)
+from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR, CA_DEBUG,
                              CA_FP_KEY, CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY,
                              G_FAULT_CACHE,
                              G_FAULT_SLAB, G_FAULT_VALUE, NIL, NR_KMALLOC,
-                             SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _cpu_row, _geo, _slab_nid,
-                             _stat)
+                             SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _geo,
+                             _slab_nid, _stat)
 from ..engine.debug import E_DEBUG
-from ..engine.native import address, byte_array, jit, table_address, zero_bytes
+from ..engine.native import address, byte_array, jit, table_address, words_at, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS
 from ..engine.slablists import _set_fp, cpu_pop
 from .. import errors
@@ -273,6 +273,40 @@ def _alloc_fast(st, cache, cpu, gfp):
 
 
 @jit(inline=True, helper=True)
+def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
+    """The common case of a bulk allocation: the CPU's main sheaf holds the whole batch and
+    no zeroing is asked. Take its top ``nr`` objects into the Words ``p`` (their order kept,
+    as ``alloc_from_pcs_bulk``) and mark them live. ``nr``; or -1 when the case does not
+    apply (a debug cache, no sheaves, too few objects, ``__GFP_ZERO``) or an entry is live
+    already (a stale one: the marks are taken back and the engine's take purges and
+    reports it). Inline in users' functions: it saves the unit call (bulk 16 inside
+    ``@njit`` 6-9% faster) for a small loop; the free's batch check stays in the unit
+    (inline, it took a user's bulk loop to 1.7x the jitted stack's compile time)."""
+    if (gfp & __GFP_ZERO) | (_ca(st, cache, CA_DEBUG) != 0) | \
+            (_geo(st, cache, CA_SHEAF_CAPACITY) == 0):
+        return -1
+    mem = st.mem
+    main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
+    if main == 0:
+        return -1
+    size = mem[(main >> 3) + SH_SIZE] - nr
+    if size < 0:
+        return -1
+    o = (main >> 3) + SH_OBJECTS + size
+    for k in range(nr):                             # the memcpy
+        p[k] = mem[o + k]
+    if _live_set_run(st, p, 0, nr, True):           # a stale entry: leave it to the engine
+        for k in range(nr):
+            a = p[k]
+            if not a & 1:
+                _live_clear(st, a)
+        return -1
+    mem[(main >> 3) + SH_SIZE] = size
+    _stat(st, cache, cpu, ALLOC_PCS, nr)
+    return nr
+
+
+@jit(inline=True, helper=True)
 def _free_checked(st, cache, cpu, slab, addr):
     """Free a checked object of ``cache`` in ``slab``: the common case inline (room in the
     main sheaf, or the object's slab is the CPU slab), the rest in the engine (a debug
@@ -340,7 +374,11 @@ def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken."""
     cache, nr, cpu, gfp = _cache_arg(cache), _count_arg(nr), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True)
-    return _checked(st, ops.alloc_bulk(st, cache, cpu, gfp, nr, _checked_array(out, nr)))
+    pa = _checked_array(out, nr)
+    n = _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, words_at(pa))
+    if n >= 0:
+        return n
+    return _checked(st, ops.alloc_bulk(st, cache, cpu, gfp, nr, pa))
 
 
 @jit(inline=True, api=True)
