@@ -279,3 +279,80 @@ def test_numslab_jit_refuses_an_object_in_an_rcu_sheaf(kernel):
     _jit_free(sa.handle, c.id, b)
     assert sa.kvfree_rcu_barrier() == 1 and len(c) == 0
     sa.validate()
+
+
+def _point_a_free_list_at(sa: numslab.SlabAllocator, c: numslab.KmemCache,
+                          held: set[int]) -> int | None:
+    """Rewrite one free list of ``c`` to name an object of ``held`` in the same slab, in the
+    place of the free object it led to (two stray writes, plain pointers, as in
+    test_sheaves); the named object, or None when no slab fits."""
+    w, st = sa.memory.view(np.int64), sa.state
+    for slab in np.flatnonzero(st.sl_freelist).tolist():
+        f = int(st.sl_freelist[slab])
+        g = int(w[(f + c.offset) >> 3])
+        ys = [y for y in sorted(held) if y >> 12 == slab]
+        if st.sl_cache[slab] == c.id and g and ys:
+            w[(f + c.offset) >> 3] = ys[0]
+            w[(ys[0] + c.offset) >> 3] = w[(g + c.offset) >> 3]
+            return ys[0]
+    return None
+
+
+def test_an_object_an_rcu_sheaf_holds_is_never_handed_out_twice(kernel):
+    """A free pointer rewritten to name an object waiting in an rcu sheaf lets the slab
+    layer hand it out; when the grace period ends the sheaf drops that entry (the guard of
+    every sheaf, ``_sheaf_purge``) instead of giving it out a second time."""
+    for seed in range(40):                  # the first seed whose state has such a slab
+        sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel, seed=seed,
+                                   freelist_hardened=False, freelist_random=False)
+        c = sa.kmem_cache_create("x", 64, sheaf_capacity=8)
+        objs = np.zeros(400, np.int64)
+        assert sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, 400, objs, cpu=1) == 400
+        order = objs[np.random.default_rng(seed).permutation(400)].tolist()
+        for x in order[200:]:
+            sa.kmem_cache_free(c, x, cpu=1)
+        for x in order[:c.sheaf_capacity + 3]:  # a full sheaf waiting, a part-full one
+            sa.kfree_rcu(x, 1)
+        assert waiting(sa) == 1 and rcu_size(sa, c, 1) == 3
+        if _point_a_free_list_at(sa, c, sa._rcu_sheaf_objects()) is not None:
+            break
+    else:
+        raise AssertionError("no seed gave a slab to rewrite")
+    out, errors = [], 0
+    for step in range(600):
+        if step == 300:                     # the grace period ends: the sheaves give out
+            sa.kvfree_rcu_barrier()
+            sa.validate()                   # no sheaf in the barn holds a live object
+        try:
+            out.append(sa.kmem_cache_alloc(c, cpu=0 if step < 300 else 1))
+        except numslab.SlabCorruptionError:
+            errors += 1
+    assert len(out) == len(set(out)), "an address was handed out twice"
+    assert errors >= 1 and len(sa.isolated_slabs())
+    sa.validate()
+
+
+def test_no_sheaf_to_be_had_counts_free_rcu_sheaf_fail_and_takes_the_list(kernel):
+    sa = machine(kernel, nr_cpus=1, memory="4M")
+    c = sheafed(sa)
+    cap = c.sheaf_capacity
+    objs = [c.alloc() for _ in range(4 * cap)]
+    size = 32 + 8 * cap                         # a sheaf: the header, then objects[]
+    while sa.alloc_pages(0):                    # memory exhausted: no new sheaf
+        pass
+    while sa.kmalloc(size):
+        pass
+    sa.validate()
+    taken = 0
+    for a in objs:                              # the spare and the barn's empties go first
+        sa.kfree_rcu(a, 0)
+        if c.stats["free_rcu_sheaf_fail"]:
+            break
+        taken += 1
+    assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (taken, 1)
+    assert taken < len(objs)
+    assert [x for x, _ in sa._rcu_pending] == [a] and sa.find(a)["kind"] == "object"
+    sa.validate()
+    assert sa.synchronize_rcu() == 1 + (taken // cap) * cap
+    assert sa.find(a)["kind"] == "free object"
+    sa.validate()
