@@ -3,4 +3,4 @@ pointers (no checks of their arguments, no Python objects). Operations are ``uni
 once on their first call (see ``native``); the modules are imported here in one fixed order,
 which fixes every unit's slot in the process-wide table."""
 from . import native, layout, pages, slablists, checks, cpucache, bulk, kmalloc  # noqa: F401
-from . import sheaves, prefill, leansheaves, stats, ops, defrag  # noqa: F401
+from . import sheaves, prefill, leansheaves, rcusheaves, stats, ops, defrag  # noqa: F401

@@ -3,7 +3,8 @@ which walks every slab and list and checks the invariants written in ARCHITECTUR
 from __future__ import annotations
 
 from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL,
-                     C_SLAB, C_SPARE, CA_ACTIVE, CA_FLAGS, CA_FP_KEY, CA_OFFSET, CA_RECIP,
+                     C_RCU_FREE, C_SLAB, C_SPARE, CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD,
+                     G_RCU_TAIL, CA_ACTIVE, CA_FLAGS, CA_FP_KEY, CA_OFFSET, CA_RECIP,
                      CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, N_BARN_EMPTY, N_BARN_FULL,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS,
                      NIL, NR_ORDERS, P_COUNT, P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL,
@@ -53,6 +54,7 @@ CORRUPTION = (
     "full slab on a node partial list",
     "sheaf holds a live object, a foreign object or too many objects",
     "sorted node partial list is out of order or its bucket heads are wrong",
+    "RCU sheaf list (link, count, tail or callback word) or a CPU's rcu_free sheaf is broken",
 )
 
 
@@ -264,11 +266,18 @@ def _count_sheaf(st, cache, sheaf):
     live, not an object of ``cache``, or the sheaf is over capacity."""
     if sheaf == 0:
         return 0
+    return _count_objects(st, cache, sheaf, st.mem[(sheaf >> 3) + SH_CAPACITY])
+
+
+@jit
+def _count_objects(st, cache, sheaf, cap):
+    """:func:`_count_sheaf` of a sheaf of capacity ``cap`` (a sheaf waiting for its grace
+    period has its ``rcu_head`` in the capacity word)."""
     mem = st.mem
     cached = st.scratch
     w = sheaf >> 3
     size = mem[w + SH_SIZE]
-    if size < 0 or size > mem[w + SH_CAPACITY] or mem[w + SH_CACHE] != cache:
+    if size < 0 or size > cap or mem[w + SH_CACHE] != cache:
         return 1
     for i in range(size):
         obj = mem[w + SH_OBJECTS + i]
@@ -327,9 +336,22 @@ def _validate_cache(st, cache):
         on_cpu_lists += k
     for cpu in range(st.ncpus):
         c = _cpu_row(st, cache, cpu)
-        for col in (C_MAIN, C_SPARE):
+        for col in (C_MAIN, C_SPARE, C_RCU_FREE):
             if _count_sheaf(st, cache, cpt[c + col]):
                 return _corrupt(st, 14, cpt[c + col])
+        rcu = cpt[c + C_RCU_FREE]       # never full: a full one went to call_rcu
+        if rcu and mem[(rcu >> 3) + SH_SIZE] >= _ca(st, cache, CA_SHEAF_CAPACITY):
+            return _corrupt(st, 16, rcu)
+    sheaf = st.g[G_RCU_HEAD]            # waiting for their grace period
+    k = 0
+    while sheaf:
+        k += 1
+        if k > st.g[G_NRCU]:
+            return _corrupt(st, 16, sheaf)
+        if mem[(sheaf >> 3) + SH_CACHE] == cache and _count_objects(
+                st, cache, sheaf, _ca(st, cache, CA_SHEAF_CAPACITY)):
+            return _corrupt(st, 14, sheaf)
+        sheaf = mem[(sheaf >> 3) + SH_NEXT]
     for node in range(st.nnodes):
         r = _node_row(st, cache, node)
         for col in (N_BARN_FULL, N_BARN_EMPTY):
@@ -475,6 +497,9 @@ def validate(st, cache):
     if cache != NIL:
         st.g[G_ERR2] = cache
         return _validate_cache_and_order(st, cache)
+    err = _validate_rcu_list(st)
+    if err:
+        return err
     for c in range(st.max_caches):
         if _ca(st, c, CA_ACTIVE):
             err = _validate_cache_and_order(st, c)
@@ -482,3 +507,30 @@ def validate(st, cache):
                 st.g[G_ERR2] = c
                 return err
     return _validate_pages(st)
+
+
+@jit
+def _validate_rcu_list(st):
+    """Check the list of sheaves waiting for their grace period (``engine/rcusheaves.py``):
+    links, count and tail, and each sheaf's callback word (a CPU) and cache (active, with
+    sheaves). 0 or E_CORRUPT (checked before any cache walks it)."""
+    mem = st.mem
+    g = st.g
+    sheaf = g[G_RCU_HEAD]
+    last = 0
+    n = 0
+    while sheaf:
+        n += 1
+        if n > g[G_NRCU] or sheaf <= 0 or sheaf >= st.npages << 12 or sheaf & 7:
+            return _corrupt(st, 16, sheaf)
+        w = sheaf >> 3
+        info = -1 - mem[w + SH_CAPACITY]
+        cache = mem[w + SH_CACHE]
+        if info < 0 or info >> 1 >= st.ncpus or cache < 0 or cache >= st.max_caches \
+                or not _ca(st, cache, CA_ACTIVE) or not _ca(st, cache, CA_SHEAF_CAPACITY):
+            return _corrupt(st, 16, sheaf)
+        last = sheaf
+        sheaf = mem[w + SH_NEXT]
+    if n != g[G_NRCU] or g[G_RCU_TAIL] != last:
+        return _corrupt(st, 16, n)
+    return 0

@@ -51,9 +51,13 @@ PG_SORTED = 2048       #: (slab) on a node partial list kept sorted (``engine/pa
 #: ``G_FRNG`` is the state of CONFIG_SLAB_FREELIST_RANDOM's generator (each new slab's start
 #: position in its cache's sequence), apart from ``G_RNG`` so that switching the option does
 #: not move the remote-node draws.
+#: ``G_RCU_HEAD``/``G_RCU_TAIL`` (sheaf addresses, 0: none) and ``G_NRCU`` are the sheaves
+#: handed to ``call_rcu`` and waiting for their grace period (``engine/rcusheaves.py``), of
+#: every cache, oldest first, linked through ``SH_NEXT``.
 (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL, G_RNG, G_NPENDING,
  G_ERR0, G_ERR1, G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED,
- G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_FRNG, G_NSCALARS) = range(21)
+ G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_FRNG, G_RCU_HEAD, G_RCU_TAIL, G_NRCU,
+ G_NSCALARS) = range(24)
 KERNEL_6_18, KERNEL_7_0 = 618, 700
 KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0}      #: the generations, by release name
 
@@ -87,7 +91,8 @@ R_KIND, R_CACHE, R_SLAB, R_OBJECT, R_A, R_B, R_C, R_D, R_NCOLS = range(9)
 R_MAX = 256
 
 # ---- kmem_cache_cpu columns (field CPU, shape [max_caches * ncpus, C_NCOLS]) --------------
-C_FREELIST, C_SLAB, C_PARTIAL, C_MAIN, C_SPARE, C_NCOLS = range(6)
+#: ``C_RCU_FREE`` is ``pcs->rcu_free``: the sheaf ``kfree_rcu`` fills on this CPU (0: none).
+C_FREELIST, C_SLAB, C_PARTIAL, C_MAIN, C_SPARE, C_RCU_FREE, C_NCOLS = range(7)
 
 # ---- kmem_cache_node columns (field NODE, shape [max_caches * nnodes, N_NCOLS]) -----------
 (N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, N_BARN_FULL,
@@ -95,6 +100,11 @@ C_FREELIST, C_SLAB, C_PARTIAL, C_MAIN, C_SPARE, C_NCOLS = range(6)
 
 # ---- a sheaf (struct slab_sheaf), kmalloc'ed in the arena: int64 words at its address -----
 SH_NEXT, SH_CAPACITY, SH_CACHE, SH_SIZE, SH_OBJECTS = range(5)   #: objects[] from word 4
+#: While a sheaf waits for its grace period its ``SH_NEXT``/``SH_CAPACITY`` words are its
+#: ``rcu_head`` (a union with ``capacity`` in the kernel): the next waiting sheaf, and
+#: ``-1 - (callback | cpu << 1)`` with callback RCU_CB_BARN (``rcu_free_sheaf``) or
+#: RCU_CB_NOBARN (``rcu_free_sheaf_nobarn``) and the CPU that called ``call_rcu``.
+RCU_CB_BARN, RCU_CB_NOBARN = 0, 1
 SHEAF_HEADER = 32                                                 #: bytes before objects[]
 MAX_FULL_SHEAVES = 10
 MAX_EMPTY_SHEAVES = 10

@@ -22,8 +22,8 @@ from .checks import E_LARGE, _live_set_run, _live_test, _locate, _own_clear, _ow
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
-from .layout import (CA_DEBUG, C_MAIN, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
-                     KERNEL_7_0,
+from .layout import (CA_DEBUG, C_MAIN, C_RCU_FREE, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
+                     G_NRCU, G_RCU_HEAD, G_RCU_TAIL, KERNEL_7_0, RCU_CB_NOBARN,
                      MAX_FULL_SHEAVES,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC,
                      PG_ISOLATED, PG_LARGE,
@@ -607,16 +607,39 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
 
 
 # ---- flushing --------------------------------------------------------------------------------------
+@jit
+def _call_rcu(st, sheaf, callback, cpu):
+    """``call_rcu(&sheaf->rcu_head, callback)`` on ``cpu``: append the sheaf to the list of
+    sheaves waiting for their grace period (``G_RCU_HEAD``..``G_RCU_TAIL``, oldest first;
+    ``engine/rcusheaves.py`` runs the callbacks), its ``rcu_head`` in ``SH_NEXT`` and
+    ``SH_CAPACITY``."""
+    mem = st.mem
+    g = st.g
+    mem[_w(sheaf, SH_NEXT)] = 0
+    mem[_w(sheaf, SH_CAPACITY)] = -1 - (callback | (cpu << 1))
+    if g[G_RCU_TAIL]:
+        mem[_w(g[G_RCU_TAIL], SH_NEXT)] = sheaf
+    else:
+        g[G_RCU_HEAD] = sheaf
+    g[G_RCU_TAIL] = sheaf
+    g[G_NRCU] += 1
+
+
 @unit
 def pcs_flush_all(st, cache, cpu):
-    """``pcs_flush_all``: flush and free the spare, flush the main (which stays). 0."""
+    """``pcs_flush_all``: flush and free the spare, hand the ``rcu_free`` sheaf to
+    ``call_rcu`` (``rcu_free_sheaf_nobarn``), flush the main (which stays). 0."""
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     spare = cpt[c + C_SPARE]
     cpt[c + C_SPARE] = 0
+    rcu_free = cpt[c + C_RCU_FREE]
+    cpt[c + C_RCU_FREE] = 0
     if spare:
         sheaf_flush_unused(st, cache, cpu, spare)
         _free_empty_sheaf(st, cache, cpu, spare)
+    if rcu_free:
+        _call_rcu(st, rcu_free, RCU_CB_NOBARN, cpu)
     if cpt[c + C_MAIN]:
         sheaf_flush_main(st, cache, cpu)
     return 0

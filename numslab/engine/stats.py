@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_FP_KEY, CA_OFFSET, CA_SIZE,
-                     CA_RED_LEFT,
-                     CA_USER_SHEAVES, G_NISOLATED, N_BARN_EMPTY, N_BARN_FULL, N_PARTIAL_HEAD,
+from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_FP_KEY,
+                     CA_OFFSET, CA_SIZE, CA_RED_LEFT, SH_CACHE,
+                     CA_USER_SHEAVES, G_NISOLATED, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_PARTIAL_HEAD,
                      N_TOTAL_OBJECTS, NIL, PG_ISOLATED, PG_SLAB, PG_TAIL, SH_NEXT, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _node_row)
 from .native import jit, unit, words_at
@@ -17,8 +17,9 @@ from .slablists import _get_fp
 def live_objects(st, cache):
     """Objects of ``cache`` handed out and not yet freed. As the kernel counts ``objects``
     (all objects less the free ones on partial slabs), less also what the CPUs hold: the
-    free objects of their slabs and freelists and of every sheaf (a slab with a free object
-    is always on a partial list or a CPU's, so these are all of them)."""
+    free objects of their slabs and freelists and of every sheaf, those waiting for their
+    grace period included (a slab with a free object is always on a partial list or a
+    CPU's, so these are all of them)."""
     nd = st.node
     nxt = st.pg_next
     inuse = st.sl_inuse
@@ -55,12 +56,17 @@ def live_objects(st, cache):
         while slab != NIL:
             live -= objects[slab] - inuse[slab]
             slab = nxt[slab]
-        for col in (C_MAIN, C_SPARE):
+        for col in (C_MAIN, C_SPARE, C_RCU_FREE):
             if cpt[c + col]:
                 live -= mem[(cpt[c + col] >> 3) + SH_SIZE]
     sheaf = _ca(st, cache, CA_USER_SHEAVES)
     while sheaf:
         live -= mem[(sheaf >> 3) + SH_SIZE]
+        sheaf = mem[(sheaf >> 3) + SH_NEXT]
+    sheaf = st.g[G_RCU_HEAD]                # sheaves waiting for their grace period
+    while sheaf:
+        if mem[(sheaf >> 3) + SH_CACHE] == cache:
+            live -= mem[(sheaf >> 3) + SH_SIZE]
         sheaf = mem[(sheaf >> 3) + SH_NEXT]
     if st.g[G_NISOLATED]:
         live -= _isolated_leak(st, cache)
@@ -103,6 +109,7 @@ def _isolated_leak(st, cache):
     for cpu in range(st.ncpus):
         c = _cpu_row(st, cache, cpu)
         leak -= _sheaf_isolated(st, cpt[c + C_MAIN]) + _sheaf_isolated(st, cpt[c + C_SPARE])
+        leak -= _sheaf_isolated(st, cpt[c + C_RCU_FREE])
     nd = st.node
     for node in range(st.nnodes):
         r = _node_row(st, cache, node)
@@ -114,6 +121,11 @@ def _isolated_leak(st, cache):
     sheaf = _ca(st, cache, CA_USER_SHEAVES)
     while sheaf:
         leak -= _sheaf_isolated(st, sheaf)
+        sheaf = mem[(sheaf >> 3) + SH_NEXT]
+    sheaf = st.g[G_RCU_HEAD]
+    while sheaf:
+        if mem[(sheaf >> 3) + SH_CACHE] == cache:
+            leak -= _sheaf_isolated(st, sheaf)
         sheaf = mem[(sheaf >> 3) + SH_NEXT]
     return leak
 

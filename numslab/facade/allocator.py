@@ -23,7 +23,7 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_PARTIAL_ORDER,
-                             CA_RECIP,
+                             CA_RECIP, C_RCU_FREE, G_RCU_HEAD,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
                              CA_DEBUG, CA_ORIG, CA_RED_LEFT, CA_TRACK, D_OBJECT_POISON,
                              G_NDEBUG,
@@ -425,8 +425,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._own(cache, "kmem_cache_destroy")
         if cache in self.kmalloc_caches:
             raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
-        if getattr(self, "_rcu_pending", None):     # kvfree_rcu_barrier_on_cache
-            self.rcu_barrier()
+        self._kvfree_rcu_barrier_on_cache(cache._id)     # nothing may wait: see kmallocapi
         if force:
             held = cache.live_addresses()
             if len(held):
@@ -763,15 +762,15 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return "".join(lines)
 
     def sheaf_addresses(self) -> np.ndarray:
-        """Addresses of every sheaf the allocator holds, int64[n]: the CPUs' main and spare
-        sheaves of every cache, the barns' full and empty sheaves and the prefilled sheaves
-        handed to users (each is a kmalloc object)."""
+        """Addresses of every sheaf the allocator holds, int64[n]: the CPUs' main, spare and
+        rcu_free sheaves of every cache, the barns' full and empty sheaves, the prefilled
+        sheaves handed to users and those waiting for a grace period (kmalloc objects)."""
         st = self.state
-        cpu = st.cpu[:, :, [C_MAIN, C_SPARE]]
+        cpu = st.cpu[:, :, [C_MAIN, C_SPARE, C_RCU_FREE]]
         out = [cpu[cpu != 0]]
         words = self._mem
         heads = np.concatenate([st.node[:, :, [N_BARN_FULL, N_BARN_EMPTY]].ravel(),
-                                st.ca[:, CA_USER_SHEAVES]])
+                                st.ca[:, CA_USER_SHEAVES], self._g[G_RCU_HEAD:G_RCU_HEAD + 1]])
         for sheaf in heads[heads != 0].tolist():
             chain = []
             while sheaf:

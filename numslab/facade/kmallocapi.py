@@ -1,11 +1,16 @@
 """The kmalloc API beyond kmalloc and kfree, on ``SlabAllocator``: ``krealloc`` (in place when
 the object's size class allows, as ``__do_krealloc``) and ``kfree_rcu`` with the grace period
-the caller ends (``synchronize_rcu``, ``rcu_barrier``)."""
+the caller ends (``synchronize_rcu``, ``rcu_barrier``, ``kvfree_rcu_barrier``): through the
+CPU's ``rcu_free`` sheaf when the object's cache has sheaves (``engine/rcusheaves.py``), else
+on a list of addresses freed at the end of the grace period."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..engine.layout import CA_DEBUG, CA_ORIG, ZERO_SIZE_PTR
+from ..engine.checks import E_DOUBLE_FREE
+from ..engine.layout import (C_RCU_FREE, CA_DEBUG, CA_ORIG, G_RCU_HEAD, NIL, SH_NEXT,
+                             SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR)
+from ..engine.rcusheaves import flush_rcu_sheaves, kfree_rcu_sheaf, rcu_run_callbacks
 from ..errors import DoubleFreeError, InvalidSizeError
 from ..flags import GFP_KERNEL, SLAB_RED_ZONE, __GFP_ZERO
 from ..geometry import KMALLOC_MAX_SIZE
@@ -43,6 +48,7 @@ class KmallocAPI:
         addr = self._as_addr(addr, "krealloc")
         if self._rcu_pending:
             self._rcu_refuse((addr,), "krealloc", False)
+        self._rcu_refuse_sheaved(addr, "krealloc")
         if new_size == 0:
             self.kfree(addr, cpu)
             return ZERO_SIZE_PTR
@@ -82,19 +88,35 @@ class KmallocAPI:
         self._mem[(addr + int(self.state.ca[cid, CA_ORIG])) >> 3] = size
 
     def kfree_rcu(self: "SlabAllocator", addr: int, cpu: int | None = None) -> None:
-        """Free ``addr`` after the current RCU grace period: checked now (a bad address
-        raises at once), freed by the next ``synchronize_rcu`` or ``rcu_barrier``. Until
-        then a free of it from Python (``kfree``, ``kmem_cache_free``, the bulk frees,
-        ``krealloc``) raises ``DoubleFreeError``: the grace period's free would free
-        whatever was allocated there meanwhile. ``numslab.jit`` cannot see the list."""
+        """Free ``addr`` after the current RCU grace period (``kvfree_call_rcu``): checked now
+        (a bad address raises at once, nothing changed). A slab object of a cache with
+        sheaves whose slab is on ``cpu``'s node goes into the CPU's ``rcu_free`` sheaf
+        (``kfree_rcu_sheaf``): no longer the caller's, not handed out again before its
+        sheaf's grace period ends, and a full sheaf then goes to the barn (or, past its
+        limit, to the slabs); a part-full one waits on the CPU until ``kmem_cache_shrink``,
+        ``kvfree_rcu_barrier`` or the cache's destroy hands it over. Any other object waits
+        on a list until ``synchronize_rcu`` or ``rcu_barrier`` frees it. Until then a free
+        of it (``kfree``, ``kmem_cache_free``, the bulk frees, ``krealloc``, ``kfree_rcu``)
+        raises ``DoubleFreeError``: the grace period's free would free whatever was
+        allocated there meanwhile. ``numslab.jit`` cannot see the list (the sheaves it can:
+        their objects are not live)."""
         addr = self._as_addr(addr, "kfree_rcu")
         if addr in (0, ZERO_SIZE_PTR):
             return
+        self._rcu_refuse_sheaved(addr, "kfree_rcu")
         self._ksize(addr, "kfree_rcu")          # the checks of kfree, nothing changed yet
-        pending: list[Any] = self.__dict__.setdefault("_rcu_pending", [])
-        if any(a == addr for a, _ in pending):
+        if any(a == addr for a, _ in self._rcu_pending):
             raise DoubleFreeError(f"kfree_rcu: {addr:#x} is already waiting for a grace "
                                   f"period (double free)")
+        if kfree_rcu_sheaf(self._st, self._cpu() if cpu is None else self._check_cpu(cpu),
+                           addr):
+            return
+        self._rcu_list_add(addr, cpu)
+
+    def _rcu_list_add(self: "SlabAllocator", addr: int, cpu: int | None) -> None:
+        """Put a checked live object on the list of ``kfree_rcu`` frees (the ordinary
+        ``kvfree_call_rcu`` path), routing the gate's frees through the checking methods."""
+        pending: list[Any] = self.__dict__.setdefault("_rcu_pending", [])
         if not pending:                         # the frees through the checking methods
             self.__dict__["_rcu_gated"] = {n: self.__dict__.pop(n) for n in _RCU_ROUTED
                                            if n in self.__dict__}
@@ -109,16 +131,60 @@ class KmallocAPI:
                                       f"double free, the object is waiting for an RCU grace "
                                       f"period (kfree_rcu)")
 
+    def _rcu_sheaf_objects(self: "SlabAllocator") -> set[int]:
+        """Addresses of the objects in the CPUs' ``rcu_free`` sheaves and in the sheaves
+        waiting for their grace period."""
+        words = self._mem
+        heads = self.state.cpu[:, :, C_RCU_FREE]
+        sheaves = heads[heads != 0].tolist()
+        s = int(self._g[G_RCU_HEAD])
+        while s:
+            sheaves.append(s)
+            s = int(words[(s >> 3) + SH_NEXT])
+        out: set[int] = set()
+        for s in sheaves:
+            o = (s >> 3) + SH_OBJECTS
+            out.update(words[o:o + int(words[(s >> 3) + SH_SIZE])].tolist())
+        return out
+
+    def _rcu_refuse_sheaved(self: "SlabAllocator", addr: int, fn: str) -> None:
+        """Raise ``DoubleFreeError`` if ``addr`` waits for its grace period in an RCU sheaf
+        (an object the engine finds free; ``kfree_rcu`` and ``krealloc`` would otherwise
+        call it a free object)."""
+        if self._locate(addr)[0] == E_DOUBLE_FREE and addr in self._rcu_sheaf_objects():
+            raise DoubleFreeError(f"{fn}: {addr:#x}: double free, the object is waiting for "
+                                  f"an RCU grace period (kfree_rcu, in an rcu_free sheaf)")
+
     def synchronize_rcu(self: "SlabAllocator") -> int:
-        """End the grace period: every ``kfree_rcu`` so far is freed. How many."""
+        """End the grace period: the callback of every sheaf handed to ``call_rcu`` runs
+        (``rcu_free_sheaf``: to the barn, or to the slabs; oldest first), then every
+        ``kfree_rcu`` on the list is freed. Objects whose grace period ended (those of a
+        CPU's part-full ``rcu_free`` sheaf wait on)."""
+        n = int(rcu_run_callbacks(self._st))
         pending = self.__dict__.pop("_rcu_pending", [])
         gated = self.__dict__.pop("_rcu_gated", {})
         if self._gate is not None:              # (slab_debug may have routed them since)
             self.__dict__.update(gated)
         for addr, cpu in pending:
             self.kfree(addr, cpu)
-        return len(pending)
+        return n + len(pending)
 
     def rcu_barrier(self: "SlabAllocator") -> int:
-        """Wait for every pending RCU callback: here as ``synchronize_rcu``."""
+        """Wait for every pending RCU callback (``rcu_barrier``): here as
+        ``synchronize_rcu``; the CPUs' part-full ``rcu_free`` sheaves stay."""
         return self.synchronize_rcu()
+
+    def kvfree_rcu_barrier(self: "SlabAllocator") -> int:
+        """Wait for every ``kfree_rcu`` so far (``kvfree_rcu_barrier``): every cache's
+        ``rcu_free`` sheaves go to ``call_rcu`` (``flush_all_rcu_sheaves``), then
+        ``rcu_barrier``. Objects freed."""
+        flush_rcu_sheaves(self._st, NIL)
+        return self.rcu_barrier()
+
+    def _kvfree_rcu_barrier_on_cache(self: "SlabAllocator", cid: int) -> None:
+        """What ``kmem_cache_destroy`` waits for first: 7.0's ``kvfree_rcu_barrier_on_cache``
+        (this cache's ``rcu_free`` sheaves, then the barrier), 6.18's ``kvfree_rcu_barrier``
+        (every cache's). Nothing of the cache then waits for a grace period."""
+        flush_rcu_sheaves(self._st, cid if self.kernel == "7.0" else NIL)
+        if self._rcu_pending or self._g[G_RCU_HEAD]:
+            self.rcu_barrier()

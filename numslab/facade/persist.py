@@ -19,14 +19,15 @@ from .cache import KmemCache
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
 
-FORMAT = 1      #: the file's layout version
+FORMAT = 2      #: the file's layout version (2: the rcu_free column and the RCU sheaf list)
 
 
 def save(sa: "SlabAllocator", path: str | Path) -> None:
     """Write ``sa`` to ``path`` (a compressed ``.npz``): its state words, its arena, the
     caches' names and dtypes and the ``kfree_rcu`` objects still waiting for their grace
-    period (still allocated in the state: the loaded machine frees them at its own
-    ``synchronize_rcu`` and refuses other frees of them meanwhile), ``release_order``.
+    period on the list (still allocated in the state: the loaded machine frees them at its
+    own ``synchronize_rcu`` and refuses other frees of them meanwhile; those in ``rcu_free``
+    sheaves and in sheaves handed to ``call_rcu`` are in the state), ``release_order``.
     Constructors are Python code and are not saved: a machine with a cache that has one is
     refused, as is one with constructors still pending."""
     wait_for_engine()       # no other thread half-way through an operation (see native)
@@ -95,5 +96,6 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
         raise SlabError(f"load: {path}: its caches do not match its state")
     sa.release_order = meta.get("release_order", sa.release_order)
     for addr, cpu in meta.get("rcu_pending", []):     # (checked again: live objects)
-        sa.kfree_rcu(addr, cpu)
+        sa._ksize(addr, "load")                 # on the list again, not into a sheaf: the
+        sa._rcu_list_add(addr, cpu)             # rcu_free sheaves are in the state
     return sa

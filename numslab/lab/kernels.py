@@ -9,8 +9,8 @@ import numpy as np
 
 from .. import jit as nj
 from ..drivers.handles import state_of
-from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, CA_ACTIVE, CA_NCOLS, N_BARN_EMPTY,
-                             N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL,
+from ..engine.layout import (C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_ACTIVE,
+                             CA_NCOLS, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL,
                              SH_NEXT, _cpu_row, _node_row)
 from ..engine.leansheaves import flush_main_lean, refill_main_lean
 from ..engine.stats import live_objects
@@ -262,6 +262,7 @@ def sample(h, cids, live, slabs, partial, cpu_slabs, sheaves):
             r = _cpu_row(st, cache, cpu)
             _sheaf_owner(st, st.cpu[r + C_MAIN], sheaves)
             _sheaf_owner(st, st.cpu[r + C_SPARE], sheaves)
+            _sheaf_owner(st, st.cpu[r + C_RCU_FREE], sheaves)
         for node in range(st.nnodes):
             r = _node_row(st, cache, node)
             for col in (N_BARN_FULL, N_BARN_EMPTY):
@@ -269,6 +270,10 @@ def sample(h, cids, live, slabs, partial, cpu_slabs, sheaves):
                 while sh:
                     _sheaf_owner(st, sh, sheaves)
                     sh = st.mem[(sh >> 3) + SH_NEXT]
+    sh = st.g[G_RCU_HEAD]                       # waiting for their grace period
+    while sh:
+        _sheaf_owner(st, sh, sheaves)
+        sh = st.mem[(sh >> 3) + SH_NEXT]
     for k in range(cids.shape[0]):
         cache = cids[k]
         live[k] = live_objects(st, cache) - sheaves[cache]

@@ -195,6 +195,7 @@ def _exercise_later_api(sa: numslab.SlabAllocator, plain: numslab.KmemCache,
     sa.kfree_rcu(a)
     sa.synchronize_rcu()
     sa.rcu_barrier()
+    sa.kvfree_rcu_barrier()                             # the rcu_free sheaves' hand-over
     objs = plain.alloc_bulk(3 * plain.objs_per_slab)
     assert sa.find(int(objs[0]))["kind"] == "object" and len(plain.live_addresses()) == len(plain)
     sa.isolated_slabs()

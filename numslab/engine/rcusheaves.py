@@ -1,0 +1,150 @@
+"""kfree_rcu through sheaves: ``kfree_rcu_sheaf`` fills the CPU's ``rcu_free`` sheaf, a full
+one waits for its grace period (``call_rcu``), and ``rcu_free_sheaf`` then puts it in the barn.
+
+A ``kfree_rcu``'d object of a cache with sheaves goes into the CPU's ``rcu_free`` sheaf
+(``C_RCU_FREE``), its live bit cleared at once (the kernel's ``slab_free_hook`` runs after the
+grace period; numslab clears the mark now so that a second free of it is refused as a double
+free and no allocation can hand it out). A full ``rcu_free`` sheaf is detached and handed to
+``call_rcu`` (``sheaves._call_rcu``: the list ``G_RCU_HEAD``..``G_RCU_TAIL``); so is a part-full
+one by ``pcs_flush_all`` or ``flush_rcu_sheaf``, with the callback ``rcu_free_sheaf_nobarn``.
+The grace period is the caller's: :func:`rcu_run_callbacks` (``synchronize_rcu``,
+``rcu_barrier``) runs every waiting sheaf's callback, oldest first.
+"""
+from __future__ import annotations
+
+from ..flags import BARN_PUT, BARN_PUT_FAIL, FREE_RCU_SHEAF, FREE_RCU_SHEAF_FAIL, GFP_NOWAIT
+from .checks import _locate
+from .cpucache import _take_back
+from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD,
+                     G_RCU_TAIL, KERNEL_7_0, MAX_EMPTY_SHEAVES, MAX_FULL_SHEAVES,
+                     N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NIL, RCU_CB_BARN,
+                     RCU_CB_NOBARN, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
+                     _cpu_row, _slab_nid, _stat)
+from .native import jit, unit
+from .sheaves import (_alloc_empty_sheaf, _any_live, _barn, _barn_pop, _barn_push, _call_rcu,
+                      _free_empty_sheaf, _sheaf_purge, _w, sheaf_flush_unused)
+
+
+@unit
+def kfree_rcu_sheaf(st, cpu, addr):
+    """``kfree_rcu_sheaf`` and ``__kfree_rcu_sheaf`` on ``cpu`` for ``addr``, a live object
+    (the caller checked it; a large kmalloc is never taken). 1 if it went into the CPU's
+    ``rcu_free`` sheaf (FREE_RCU_SHEAF), 0 if the ordinary ``kfree_rcu`` must take it: no
+    sheaves (6.18: ``s->cpu_sheaves`` NULL, nothing counted), a remote-node slab (nothing
+    counted), or (FREE_RCU_SHEAF_FAIL) a 7.0 cache without sheaves (debug) or no empty
+    sheaf to be had (spare, barn, ``alloc_empty_sheaf(GFP_NOWAIT)``)."""
+    err, slab = _locate(st, addr, NIL)
+    if err:
+        return 0
+    cache = st.sl_cache[slab]
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    if st.kernel != KERNEL_7_0 and not cap:         # kfree_rcu_sheaf: no s->cpu_sheaves
+        return 0
+    if _slab_nid(st, slab) != st.cpu_node[cpu]:     # not numa_mem_id(): the list's
+        return 0
+    mem = st.mem
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    rcu = cpt[c + C_RCU_FREE]
+    if not rcu:
+        if not cap:                                 # 7.0: a debug cache, no sheaves
+            _stat(st, cache, cpu, FREE_RCU_SHEAF_FAIL, 1)
+            return 0
+        spare = cpt[c + C_SPARE]
+        if spare and mem[_w(spare, SH_SIZE)] == 0:
+            rcu = spare
+            cpt[c + C_SPARE] = 0
+        else:
+            rcu = _barn_pop(st, _barn(st, cache, cpu), N_BARN_EMPTY, N_NR_EMPTY)
+            if not rcu:
+                rcu = _alloc_empty_sheaf(st, cache, cpu, cap, GFP_NOWAIT)
+                if not rcu:
+                    _stat(st, cache, cpu, FREE_RCU_SHEAF_FAIL, 1)
+                    return 0
+        cpt[c + C_RCU_FREE] = rcu
+    _take_back(st, cache, cpu, addr)                # no longer the user's (see the module)
+    size = mem[_w(rcu, SH_SIZE)]
+    mem[_w(rcu, SH_OBJECTS) + size] = addr
+    mem[_w(rcu, SH_SIZE)] = size + 1
+    if size + 1 >= cap:                             # full: detached, to call_rcu
+        cpt[c + C_RCU_FREE] = 0
+        _call_rcu(st, rcu, RCU_CB_BARN, cpu)
+    _stat(st, cache, cpu, FREE_RCU_SHEAF, 1)
+    return 1
+
+
+@unit
+def flush_rcu_sheaves(st, cache):
+    """``flush_rcu_sheaves_on_cache`` (``cache``), or ``flush_all_rcu_sheaves``'s walk of
+    every cache with sheaves (``cache`` NIL): ``flush_rcu_sheaf`` on every CPU hands its
+    ``rcu_free`` sheaf, if any, to ``call_rcu`` with ``rcu_free_sheaf_nobarn``. Sheaves
+    handed over."""
+    n = 0
+    for s in range(st.max_caches):
+        if cache != NIL and s != cache:
+            continue
+        if not (_ca(st, s, CA_ACTIVE) and _ca(st, s, CA_SHEAF_CAPACITY)):
+            continue
+        for cpu in range(st.ncpus):
+            c = _cpu_row(st, s, cpu)
+            rcu = st.cpu[c + C_RCU_FREE]
+            if rcu:
+                st.cpu[c + C_RCU_FREE] = 0
+                _call_rcu(st, rcu, RCU_CB_NOBARN, cpu)
+                n += 1
+    return n
+
+
+@jit
+def _rcu_free_sheaf(st, cache, cpu, sheaf):
+    """``rcu_free_sheaf``: after the grace period, a sheaf that still has objects goes to the
+    full list of the barn of its node (``sheaf->node``, that of ``cpu``) while it has fewer
+    than MAX_FULL_SHEAVES (BARN_PUT); else it is flushed to the slabs (BARN_PUT_FAIL,
+    ``sheaf_flush_unused``) and kept as an empty barn sheaf while there are fewer than
+    MAX_EMPTY_SHEAVES, else freed. Entries found live are dropped first (the guard of
+    ``sheaves._sheaf_purge``; the kernel's ``slab_free_hook`` may drop objects here too)."""
+    mem = st.mem
+    if _any_live(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
+        _sheaf_purge(st, cache, sheaf)
+    r = _barn(st, cache, cpu)
+    nd = st.node
+    if mem[_w(sheaf, SH_SIZE)]:
+        if nd[r + N_NR_FULL] < MAX_FULL_SHEAVES:
+            _stat(st, cache, cpu, BARN_PUT, 1)
+            _barn_push(st, r, N_BARN_FULL, N_NR_FULL, sheaf)
+            return
+        _stat(st, cache, cpu, BARN_PUT_FAIL, 1)
+        sheaf_flush_unused(st, cache, cpu, sheaf)
+    if nd[r + N_NR_EMPTY] < MAX_EMPTY_SHEAVES:
+        _barn_push(st, r, N_BARN_EMPTY, N_NR_EMPTY, sheaf)
+    else:
+        _free_empty_sheaf(st, cache, cpu, sheaf)
+
+
+@unit
+def rcu_run_callbacks(st):
+    """The end of a grace period: run the callback of every sheaf waiting for it, oldest
+    first, on the CPU that called ``call_rcu`` (:func:`_rcu_free_sheaf`, or
+    ``rcu_free_sheaf_nobarn``: flush to the slabs and free the sheaf). The objects they
+    held (stale entries dropped on the way included)."""
+    mem = st.mem
+    g = st.g
+    n = 0
+    while g[G_RCU_HEAD]:
+        sheaf = g[G_RCU_HEAD]
+        g[G_RCU_HEAD] = mem[_w(sheaf, SH_NEXT)]
+        if not g[G_RCU_HEAD]:
+            g[G_RCU_TAIL] = 0
+        g[G_NRCU] -= 1
+        info = -1 - mem[_w(sheaf, SH_CAPACITY)]
+        cpu = info >> 1
+        cache = mem[_w(sheaf, SH_CACHE)]
+        mem[_w(sheaf, SH_NEXT)] = 0                 # the rcu_head is capacity again
+        mem[_w(sheaf, SH_CAPACITY)] = _ca(st, cache, CA_SHEAF_CAPACITY)
+        n += mem[_w(sheaf, SH_SIZE)]
+        if info & 1 == RCU_CB_NOBARN:
+            sheaf_flush_unused(st, cache, cpu, sheaf)
+            _free_empty_sheaf(st, cache, cpu, sheaf)
+        else:
+            _rcu_free_sheaf(st, cache, cpu, sheaf)
+    return n

@@ -1,0 +1,358 @@
+"""kfree_rcu through the CPUs' rcu_free sheaves (``kfree_rcu_sheaf``, ``rcu_free_sheaf``,
+``pcs_flush_all``, ``flush_all_rcu_sheaves``), on both generations: 7.0's default caches,
+6.18's caches created with ``sheaf_capacity`` (and 6.18's others, which take the list)."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import numslab
+from numslab import jit as nj
+from numslab.engine.layout import (C_RCU_FREE, F_G, G_NRCU, G_RCU_HEAD, MAX_EMPTY_SHEAVES,
+                                   MAX_FULL_SHEAVES, N_NR_EMPTY, N_NR_FULL, SH_SIZE, view)
+
+from conftest import assert_unchanged, snapshot
+
+KERNELS = ("7.0", "6.18")
+
+
+def machine(kernel: str, **kw) -> numslab.SlabAllocator:
+    """A 2-CPU allocator (1 node unless ``nr_nodes`` says otherwise)."""
+    kw.setdefault("nr_cpus", 2)
+    kw.setdefault("memory", "32M")
+    return numslab.SlabAllocator(kernel=kernel, **kw)
+
+
+def sheafed(sa: numslab.SlabAllocator, name: str = "rcu") -> numslab.KmemCache:
+    """A cache with sheaves: 7.0's default, 6.18's opt-in with sheaf_capacity 4."""
+    if sa.kernel == "7.0":
+        return sa.kmem_cache_create(name, 64)
+    return sa.kmem_cache_create(name, 64, sheaf_capacity=4)
+
+
+def rcu_free(sa: numslab.SlabAllocator, c: numslab.KmemCache, cpu: int = 0) -> int:
+    """Address of ``cpu``'s rcu_free sheaf of ``c`` (0: none)."""
+    return int(sa.state.cpu[c.id, cpu, C_RCU_FREE])
+
+
+def rcu_size(sa: numslab.SlabAllocator, c: numslab.KmemCache, cpu: int = 0) -> int:
+    """Objects in ``cpu``'s rcu_free sheaf of ``c``."""
+    s = rcu_free(sa, c, cpu)
+    return int(sa._mem[(s >> 3) + SH_SIZE]) if s else 0
+
+
+def waiting(sa: numslab.SlabAllocator) -> int:
+    """Sheaves handed to call_rcu and waiting for their grace period."""
+    return int(view(sa.state.buf, F_G)[G_NRCU])
+
+
+def counters(c: numslab.KmemCache, *names: str) -> tuple[int, ...]:
+    st = c.stats
+    return tuple(st[n] for n in names)
+
+
+def test_kfree_rcu_fills_the_rcu_free_sheaf_and_a_full_one_reaches_the_barn(kernel):
+    sa = machine(kernel)
+    c = sheafed(sa)
+    cap = c.sheaf_capacity
+    objs = [c.alloc() for _ in range(cap + 2)]
+    for a in objs[:cap - 1]:
+        sa.kfree_rcu(a, 0)
+        sa.validate()
+    assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (cap - 1, 0)
+    assert rcu_size(sa, c) == cap - 1 and waiting(sa) == 0
+    assert not sa._rcu_pending                              # not on the list
+    assert all(sa.find(a)["kind"] == "free object" for a in objs[:cap - 1])
+    assert len(c) == 3                                      # no longer the user's
+    assert c.live_objects - c.sheaf_objects == 3            # held by the allocator
+    got = [sa.kmem_cache_alloc(c, cpu=cpu) for cpu in (0, 1) for _ in range(2 * cap)]
+    assert not set(got) & set(objs[:cap - 1])               # not handed out
+    sa.validate()
+    assert sa.synchronize_rcu() == 0                        # a part-full sheaf stays
+    assert rcu_size(sa, c) == cap - 1
+    sa.kfree_rcu(objs[cap - 1], 0)                          # full: to call_rcu
+    assert rcu_free(sa, c) == 0 and waiting(sa) == 1
+    assert int(view(sa.state.buf, F_G)[G_RCU_HEAD]) in sa.sheaf_addresses().tolist()
+    sa.validate()
+    more = [c.alloc() for _ in range(2 * cap)]              # still not handed out
+    assert not set(more) & set(objs[:cap])
+    sa.validate()
+    full, puts = int(sa.state.node[c.id, 0, N_NR_FULL]), c.stats["barn_put"]
+    assert sa.synchronize_rcu() == cap                      # rcu_free_sheaf: to the barn
+    assert waiting(sa) == 0
+    assert sa.state.node[c.id, 0, N_NR_FULL] == full + 1
+    assert c.stats["barn_put"] == puts + 1
+    sa.validate()
+    again = [c.alloc() for _ in range(3 * cap)]             # the barn's full sheaf serves
+    assert set(objs[:cap]) <= set(again)
+    sa.validate()
+
+
+def test_a_part_full_rcu_free_sheaf_goes_at_shrink_or_kvfree_rcu_barrier(kernel):
+    for end in ("shrink", "barrier"):
+        sa = machine(kernel)
+        c = sheafed(sa)
+        objs = [c.alloc() for _ in range(3)]
+        sa.kfree_rcu(objs[0], 0)
+        sa.kfree_rcu(objs[1], 1)
+        assert rcu_size(sa, c, 0) == rcu_size(sa, c, 1) == 1
+        if end == "shrink":                 # pcs_flush_all: to call_rcu, not yet freed
+            c.shrink()
+            assert rcu_free(sa, c, 0) == rcu_free(sa, c, 1) == 0 and waiting(sa) == 2
+            assert sa.state.sl_inuse[objs[0] >> 12] >= 1
+            sa.validate()
+        flushed, freed = counters(c, "sheaf_flush", "sheaf_free")
+        if end == "shrink":
+            assert sa.synchronize_rcu() == 2            # rcu_free_sheaf_nobarn
+        else:
+            assert sa.kvfree_rcu_barrier() == 2         # flush_all_rcu_sheaves + barrier
+        assert waiting(sa) == 0 and rcu_free(sa, c, 0) == 0
+        st = c.stats
+        assert st["sheaf_flush"] - flushed == 2 and st["sheaf_free"] - freed == 2
+        assert len(c) == 1
+        sa.validate()
+        c.free(objs[2])
+        sa.kmem_cache_destroy(c)
+        sa.validate()
+
+
+def test_past_max_full_sheaves_the_rcu_sheaf_is_flushed_to_the_slabs(kernel):
+    sa = machine(kernel, memory="64M")
+    c = sheafed(sa)
+    cap = c.sheaf_capacity
+    n = MAX_FULL_SHEAVES + 2
+    objs = [c.alloc() for _ in range(n * cap)]
+    full = int(sa.state.node[c.id, 0, N_NR_FULL])
+    for a in objs:
+        sa.kfree_rcu(a, 0)
+    assert waiting(sa) == n and rcu_free(sa, c) == 0
+    sa.validate()
+    before = counters(c, "barn_put", "barn_put_fail", "sheaf_flush")
+    empty = int(sa.state.node[c.id, 0, N_NR_EMPTY])
+    assert sa.synchronize_rcu() == n * cap
+    puts = MAX_FULL_SHEAVES - full
+    after = counters(c, "barn_put", "barn_put_fail", "sheaf_flush")
+    assert after[0] - before[0] == puts
+    assert after[1] - before[1] == n - puts
+    assert after[2] - before[2] == (n - puts) * cap
+    assert sa.state.node[c.id, 0, N_NR_FULL] == MAX_FULL_SHEAVES
+    assert sa.state.node[c.id, 0, N_NR_EMPTY] == min(empty + n - puts, MAX_EMPTY_SHEAVES)
+    assert len(c) == 0
+    sa.validate()
+
+
+def test_a_free_of_an_object_in_an_rcu_sheaf_is_a_double_free(kernel):
+    sa = machine(kernel)
+    c = sheafed(sa)
+    cap = c.sheaf_capacity
+    km = sa.find_cache("kmalloc-64")
+    objs = [c.alloc() for _ in range(cap + 1)]
+    for a in objs[:cap]:                        # one full sheaf waiting for call_rcu
+        sa.kfree_rcu(a, 0)
+    sa.kfree_rcu(objs[cap], 0)                  # one in the CPU's rcu_free sheaf
+    assert waiting(sa) == 1 and rcu_size(sa, c) == 1
+    k = sa.kmalloc(64)
+    if km.sheaf_capacity:                       # kmalloc-64 has sheaves: its rcu_free too
+        sa.kfree_rcu(k, 1)
+        assert rcu_size(sa, km, 1) == 1
+    keep = c.alloc()
+    snap = snapshot(sa)
+    msg = "double free, the object is waiting for an RCU grace period"
+    for a in (objs[0], objs[cap]):
+        for call in (lambda: c.free(a), lambda: sa.kfree(a), lambda: sa.kfree_rcu(a),
+                     lambda: c.free_bulk(np.array([keep, a])),
+                     lambda: sa.kfree_bulk(2, np.array([a, keep]))):
+            with pytest.raises(numslab.DoubleFreeError, match=msg):
+                call()
+            assert_unchanged(sa, snap)
+    for call in (lambda: sa.krealloc(k, 500), lambda: sa.kfree(k), lambda: sa.kfree_rcu(k)):
+        if km.sheaf_capacity:
+            with pytest.raises(numslab.DoubleFreeError, match=msg):
+                call()
+            assert_unchanged(sa, snap)
+    c.free(keep)
+    if not km.sheaf_capacity:
+        sa.kfree(k)
+    assert sa.kvfree_rcu_barrier() == cap + 1 + (km.sheaf_capacity > 0)
+    assert len(c) == 0
+    sa.validate()
+
+
+def test_remote_node_objects_and_caches_without_sheaves_take_the_list(kernel):
+    sa = machine(kernel, nr_cpus=4, nr_nodes=2)
+    c = sheafed(sa)
+    a = sa.kmem_cache_alloc_node(c, node=1)
+    local = sa.kmem_cache_alloc_node(c, node=0)
+    assert sa.cpu_to_node(0) == 0
+    sa.kfree_rcu(a, 0)                          # kfree_rcu_sheaf: slab_nid != numa_mem_id
+    assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (0, 0)
+    assert [x for x, _ in sa._rcu_pending] == [a] and sa.find(a)["kind"] == "object"
+    sa.kfree_rcu(local, 0)
+    assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (1, 0)
+    sa.validate()
+    if kernel == "6.18":                        # no s->cpu_sheaves: no stat at all
+        plain = sa.kmem_cache_create("plain", 64)
+        fail = 0
+    else:                                       # 7.0: a debug cache has no sheaves
+        plain = sa.kmem_cache_create("plain", 64, flags=numslab.SLAB_CONSISTENCY_CHECKS)
+        fail = 1
+    assert plain.sheaf_capacity == 0
+    p = plain.alloc()
+    sa.kfree_rcu(p, 0)
+    assert counters(plain, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (0, fail)
+    assert sa.find(p)["kind"] == "object"
+    with pytest.raises(numslab.DoubleFreeError, match="waiting for an RCU grace period"):
+        plain.free(p)
+    assert sa.synchronize_rcu() == 2            # the list; the rcu_free sheaf stays
+    assert sa.find(a)["kind"] == sa.find(p)["kind"] == "free object"
+    assert rcu_size(sa, c, 0) == 1
+    assert sa.kvfree_rcu_barrier() == 1
+    sa.validate()
+
+
+def test_save_and_load_keep_the_rcu_sheaves(kernel, tmp_path):
+    sa = machine(kernel)
+    c = sheafed(sa)
+    cap = c.sheaf_capacity
+    objs = [c.alloc() for _ in range(cap + 3)]
+    for a in objs[:cap + 2]:
+        sa.kfree_rcu(a, 1)                      # one full sheaf waiting, two on CPU 1
+    listed = sa.kmalloc(20000)                  # large: on the list
+    sa.kfree_rcu(listed)
+    path = tmp_path / "m.npz"
+    sa.save(path)
+    back = numslab.SlabAllocator.load(path)
+    bc = back.find_cache("rcu")
+    assert waiting(back) == 1 and rcu_size(back, bc, 1) == 2
+    assert back._rcu_pending == sa._rcu_pending
+    back.validate()
+    snap = snapshot(back)
+    for x, xc in ((back, bc), (sa, c)):
+        with pytest.raises(numslab.DoubleFreeError, match="waiting for an RCU grace period"):
+            xc.free(objs[0])
+        with pytest.raises(numslab.DoubleFreeError, match="waiting for an RCU grace period"):
+            x.kfree(objs[cap])
+    assert_unchanged(back, snap)
+    assert back.synchronize_rcu() == sa.synchronize_rcu() == cap + 1
+    assert back.kvfree_rcu_barrier() == sa.kvfree_rcu_barrier() == 2
+    assert snapshot(back)[1].tobytes() == snapshot(sa)[1].tobytes()
+    assert len(bc) == len(c) == 1
+    back.validate()
+    sa.validate()
+
+
+def test_destroy_waits_for_the_rcu_sheaves_in_flight(kernel):
+    sa = machine(kernel)
+    c = sheafed(sa)
+    other = sheafed(sa, "other")
+    cap = c.sheaf_capacity
+    objs = [c.alloc() for _ in range(cap + 2)]
+    o = other.alloc()
+    for a in objs:
+        sa.kfree_rcu(a, 0)
+    sa.kfree_rcu(o, 1)
+    assert waiting(sa) == 1 and rcu_size(sa, c) == 2
+    sa.kmem_cache_destroy(c)                    # no leak: nothing of it waits any more
+    assert c not in sa.caches and waiting(sa) == 0
+    assert rcu_size(sa, other, 1) == (1 if kernel == "7.0" else 0)
+    sa.validate()
+    sa.kvfree_rcu_barrier()
+    sa.kmem_cache_destroy(other)
+    sa.validate()
+
+
+@numba.njit
+def _jit_free(h, cid, addr):
+    nj.kmem_cache_free(h, cid, addr)
+
+
+def test_numslab_jit_refuses_an_object_in_an_rcu_sheaf(kernel):
+    sa = machine(kernel)
+    c = sheafed(sa)
+    a, b = c.alloc(), c.alloc()
+    sa.kfree_rcu(a, 0)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.DoubleFreeError):
+        _jit_free(sa.handle, c.id, a)
+    assert_unchanged(sa, snap)
+    _jit_free(sa.handle, c.id, b)
+    assert sa.kvfree_rcu_barrier() == 1 and len(c) == 0
+    sa.validate()
+
+
+def _point_a_free_list_at(sa: numslab.SlabAllocator, c: numslab.KmemCache,
+                          held: set[int]) -> int | None:
+    """Rewrite one free list of ``c`` to name an object of ``held`` in the same slab, in the
+    place of the free object it led to (two stray writes, plain pointers, as in
+    test_sheaves); the named object, or None when no slab fits."""
+    w, st = sa.memory.view(np.int64), sa.state
+    for slab in np.flatnonzero(st.sl_freelist).tolist():
+        f = int(st.sl_freelist[slab])
+        g = int(w[(f + c.offset) >> 3])
+        ys = [y for y in sorted(held) if y >> 12 == slab]
+        if st.sl_cache[slab] == c.id and g and ys:
+            w[(f + c.offset) >> 3] = ys[0]
+            w[(ys[0] + c.offset) >> 3] = w[(g + c.offset) >> 3]
+            return ys[0]
+    return None
+
+
+def test_an_object_an_rcu_sheaf_holds_is_never_handed_out_twice(kernel):
+    """A free pointer rewritten to name an object waiting in an rcu sheaf lets the slab
+    layer hand it out; when the grace period ends the sheaf drops that entry (the guard of
+    every sheaf, ``_sheaf_purge``) instead of giving it out a second time."""
+    for seed in range(40):                  # the first seed whose state has such a slab
+        sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel, seed=seed,
+                                   freelist_hardened=False, freelist_random=False)
+        c = sa.kmem_cache_create("x", 64, sheaf_capacity=8)
+        objs = np.zeros(400, np.int64)
+        assert sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, 400, objs, cpu=1) == 400
+        order = objs[np.random.default_rng(seed).permutation(400)].tolist()
+        for x in order[200:]:
+            sa.kmem_cache_free(c, x, cpu=1)
+        for x in order[:c.sheaf_capacity + 3]:  # a full sheaf waiting, a part-full one
+            sa.kfree_rcu(x, 1)
+        assert waiting(sa) == 1 and rcu_size(sa, c, 1) == 3
+        if _point_a_free_list_at(sa, c, sa._rcu_sheaf_objects()) is not None:
+            break
+    else:
+        raise AssertionError("no seed gave a slab to rewrite")
+    out, errors = [], 0
+    for step in range(600):
+        if step == 300:                     # the grace period ends: the sheaves give out
+            sa.kvfree_rcu_barrier()
+            sa.validate()                   # no sheaf in the barn holds a live object
+        try:
+            out.append(sa.kmem_cache_alloc(c, cpu=0 if step < 300 else 1))
+        except numslab.SlabCorruptionError:
+            errors += 1
+    assert len(out) == len(set(out)), "an address was handed out twice"
+    assert errors >= 1 and len(sa.isolated_slabs())
+    sa.validate()
+
+
+def test_no_sheaf_to_be_had_counts_free_rcu_sheaf_fail_and_takes_the_list(kernel):
+    sa = machine(kernel, nr_cpus=1, memory="4M")
+    c = sheafed(sa)
+    cap = c.sheaf_capacity
+    objs = [c.alloc() for _ in range(4 * cap)]
+    size = 32 + 8 * cap                         # a sheaf: the header, then objects[]
+    while sa.alloc_pages(0):                    # memory exhausted: no new sheaf
+        pass
+    while sa.kmalloc(size):
+        pass
+    sa.validate()
+    taken = 0
+    for a in objs:                              # the spare and the barn's empties go first
+        sa.kfree_rcu(a, 0)
+        if c.stats["free_rcu_sheaf_fail"]:
+            break
+        taken += 1
+    assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (taken, 1)
+    assert taken < len(objs)
+    assert [x for x, _ in sa._rcu_pending] == [a] and sa.find(a)["kind"] == "object"
+    sa.validate()
+    assert sa.synchronize_rcu() == 1 + (taken // cap) * cap
+    assert sa.find(a)["kind"] == "free object"
+    sa.validate()
