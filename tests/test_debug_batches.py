@@ -255,3 +255,27 @@ def test_a_growing_refill_traces_the_new_sheaf_then_the_old_ones_flush(kernel, c
     assert len(lines) == 30 + len(old)
     assert lines == twin
     assert sa._sheaf_objects(new, 0) == sb._sheaf_objects(grown, 0)
+
+
+@pytest.mark.parametrize("call", ["kmem_cache_free_bulk", "return_sheaf"])
+def test_free_slowpath_counts_as_each_generation_does(kernel, call):
+    """7.0: ``slab_free_bulk`` counts each chain's objects, ``__kmem_cache_free_bulk`` (a
+    sheaf's flush) none; 6.18: ``__slab_free`` counts one per chain either way."""
+    sa, c, out = setup(kernel, "F", n=60)
+    if call == "return_sheaf":
+        sa.kmem_cache_free_bulk(c, len(out), out)
+        sheaf = sa.kmem_cache_prefill_sheaf(c, GFP, 40)
+        arr = sa._sheaf_objects(sheaf, 0)
+    else:
+        arr = batch(out, np.random.default_rng(17))
+    chains, _ = kernel_chains(sa, arr)
+    before = c.stats.get("free_slowpath", 0)
+    if call == "return_sheaf":
+        sa.kmem_cache_return_sheaf(c, GFP, sheaf)
+    else:
+        sa.kmem_cache_free_bulk(c, len(arr), arr)
+    got = c.stats.get("free_slowpath", 0) - before
+    if kernel == "6.18":
+        assert got == len(chains)
+    else:
+        assert got == (len(arr) if call == "kmem_cache_free_bulk" else 0)

@@ -66,11 +66,14 @@ def free_bulk_debug(st, cache, cpu, size, paddr):
     """``__kmem_cache_free_bulk`` of ``size`` objects of debug cache ``cache`` at ``paddr``
     (int64 words, permuted as ``build_detached_freelist`` permutes them), objects marked
     allocated: per detached freelist ``free_to_partial_list`` (:func:`debug.free_chain_debug`;
-    ``__kmem_cache_free_bulk`` counts no FREE_SLOWPATH). A chain a check refuses stays
+    FREE_SLOWPATH: none under 7.0, whose ``__kmem_cache_free_bulk`` counts none, one per
+    chain under 6.18, whose ``__slab_free`` counts it). A chain a check refuses stays
     allocated (the kernel's "Object at .. not freed"). 0."""
     p = words_at(paddr)
     while size:
         same, slab, owner = _detach_run(st, cache, cpu, size, p)
+        if st.kernel != KERNEL_7_0:
+            _stat(st, cache, cpu, FREE_SLOWPATH, 1)
         for k in range(same, size):
             _live_clear(st, p[k])
         free_chain_debug(st, cache, cpu, slab, p, same, size)
