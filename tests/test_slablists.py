@@ -44,10 +44,10 @@ def test_shrink_orders_partial_list_like_the_kernel(frees, rnd):
             sa.kmem_cache_free(c, a, cpu=1)
     before = c.partial_list()
     expected = shrink_oracle(before)
-    freed = sa.kmem_cache_shrink(c)
+    assert sa.kmem_cache_shrink(c) == 1                 # slabs remain: the kernel's 1
     after = c.partial_list()
     assert after[:, 0].tolist() == expected
-    assert freed == int((before[:, 1] == 0).sum())
+    assert c.shrink_freed == int((before[:, 1] == 0).sum())
     sa.validate()
 
 
@@ -58,7 +58,8 @@ def test_shrink_frees_all_empty_slabs_regardless_of_min_partial():
     for a in objs:
         sa.kmem_cache_free(c, a)
     assert c.slabs == 3                                  # parked on the CPU partial list
-    assert sa.kmem_cache_shrink(c) >= 1
+    assert sa.kmem_cache_shrink(c) == 0                  # no slab left: the kernel's 0
+    assert c.shrink_freed >= 1
     assert c.slabs == 0 and c.partial == 0 and c.cpu_slabs == 0
     assert free_total(sa) == sa.nr_pages - 1 - sum(
         k.slabs << k.order for k in sa.caches)
@@ -81,7 +82,8 @@ def test_shrink_gives_pages_to_the_calling_cpus_page_lists():
     before = [pcp(cpu) for cpu in range(3)]
     slabs = c.slabs
     sa.set_cpu(0)
-    freed = sa.kmem_cache_shrink(c)                     # counts the node lists' slabs
+    assert sa.kmem_cache_shrink(c) == 0
+    freed = c.shrink_freed                              # counts the node lists' slabs
     assert c.slabs == 0 and freed >= 1
     gained = [pcp(cpu) - before[cpu] for cpu in range(3)]
     assert sum(gained) == slabs << c.order              # every freed page on a pcp list
@@ -270,3 +272,24 @@ def test_free_pointers_are_stored_hardened_by_default(gen):
     c1, c2 = sa.find_cache("h"), k2.find_cache("h")
     assert sa.state.ca[c1.id, CA_FP_KEY] == k2.state.ca[c2.id, CA_FP_KEY]   # seeded
     assert len({int(k) for k in sa.state.ca[:, CA_FP_KEY] if k}) == len(sa.caches)
+
+
+@pytest.mark.parametrize("generation", ["7.0", "6.18"])
+def test_kmem_cache_shrink_returns_whether_slabs_remain(generation):
+    """``kmem_cache_shrink`` returns ``__kmem_cache_shrink``'s value: 1 if a node still has
+    slabs of the cache (``node_nr_slabs``), else 0; the count of slabs freed is
+    ``cache.shrink_freed``."""
+    sa = numslab.SlabAllocator(kernel=generation, nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("ret", 512)
+    assert c.shrink_freed == 0
+    assert sa.kmem_cache_shrink(c) == 0                 # no slab at all
+    objs = [sa.kmem_cache_alloc(c) for _ in range(c.objs_per_slab * 3)]
+    assert sa.kmem_cache_shrink(c) == 1 and c.shrink_freed == 0     # all full: none freed
+    for a in objs[1:]:
+        sa.kmem_cache_free(c, a)
+    assert sa.kmem_cache_shrink(c) == 1                 # objs[0]'s slab remains
+    assert c.slabs == 1 and c.shrink_freed >= 1
+    sa.kmem_cache_free(c, objs[0])
+    assert c.shrink() == 0 and c.slabs == 0 and c.shrink_freed >= 1
+    assert c.shrink() == 0 and c.shrink_freed == 0
+    sa.validate()

@@ -187,6 +187,43 @@ def slab_free_debug(st, cache, cpu, slab, addr):
     return 0
 
 
+@jit
+def free_chain_debug(st, cache, cpu, slab, p, lo, hi):
+    """``free_to_partial_list`` of the detached freelist ``p[lo:hi]`` of debug cache
+    ``cache`` (head ``p[lo]``, tail ``p[hi - 1]``, all on ``slab``, their live bits already
+    cleared): ``free_debug_processing`` walks the chain from its head, with F
+    ``check_slab``'s pad check once, then per object ``check_object(RED_ACTIVE)``; each
+    object that passes gets its free track (U) and ``init_object(RED_INACTIVE)`` before the
+    next one is checked (``trace()`` runs there: the facade prints it). A failed check
+    refuses the whole chain ("Object at .. not freed"): every object of it stays allocated
+    (live bits set again), the ones before the failing one keeping their inactive bytes, as
+    in the kernel; returns the failing object's index. Else the chain is linked through its
+    free pointers and spliced by ``__slab_free`` (no FREE_SLOWPATH: the callers count) and
+    -1 is returned."""
+    flags = _ca(st, cache, CA_DEBUG)
+    m8 = byte_array(st.mem, st.mem_size)
+    if flags & SLAB_CONSISTENCY_CHECKS:
+        slab_pad_check(st, m8, cache, slab)         # check_slab
+    for k in range(lo, hi):
+        obj = p[k]
+        if flags & SLAB_CONSISTENCY_CHECKS and \
+                not check_object(st, m8, cache, slab, obj, RED_ACTIVE):
+            _report(st, K_FIX_NOT_FREED, cache, slab, obj, 0, 0, 0, 0)
+            for j in range(lo, hi):
+                _live_set(st, p[j])
+            return k
+        st.g[G_TICKS] += 1
+        if flags & SLAB_STORE_USER:
+            set_track(st, cache, obj, TRACK_FREE, cpu)
+        init_object(st, m8, cache, obj, RED_INACTIVE)
+    offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
+    for k in range(lo, hi - 1):
+        _set_fp(st.mem, offset, key, p[k], p[k + 1])
+    slab_free(st, cache, cpu, slab, p[lo], p[hi - 1], hi - lo)
+    return -1
+
+
 @unit
 def report_double_free(st, cache, addr):
     """A free of an object that is already free, in a cache with F: ``object_err("Object

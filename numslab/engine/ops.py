@@ -8,10 +8,11 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
-from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
+from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
                      _live_set_run, _live_test, _locate,
                      _own_test)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
+from .sheafdebug import free_bulk_checked, free_bulk_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
 from .layout import (CA_DEBUG, G_NDEBUG,
@@ -77,8 +78,8 @@ def _give_back_many_on_fault(st, cache, cpu, n, paddr):
     """The bulk form of :func:`_give_back_on_fault`: ``n``, or -1 after freeing them."""
     if st.g[G_FAULT_CACHE] == 0 or n <= 0:
         return n
-    if _ca(st, cache, CA_DEBUG):            # checked frees, each restoring its poison
-        _free_one_by_one(st, cache, cpu, n, paddr)
+    if _ca(st, cache, CA_DEBUG):            # checked frees, per detached freelist
+        free_bulk_debug(st, cache, cpu, n, paddr)
     else:
         _kmem_cache_free_bulk(st, cache, cpu, n, paddr)
     return -1
@@ -156,32 +157,9 @@ def _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr):
             p[got] = obj
             got += 1
         if obj == 0 or st.g[G_FAULT_CACHE]:
-            for j in range(got):
-                a = p[j]
-                _slab_free_one(st, cache, cpu, _head_frame(st, a >> 12), a)
+            free_bulk_debug(st, cache, cpu, got, paddr)     # __kmem_cache_free_bulk
             return 0
     return nr
-
-
-@jit
-def _free_one_by_one(st, cache, cpu, nr, paddr):
-    """A batch free while debug caches exist: each object checked and freed as a single
-    free (``kfree`` when ``cache`` is NIL: then, as ``kfree_bulk``'s detached lists, never
-    through the sheaves). 0, or the first failing element's error code with its index
-    (``err - i * E_AT``; the elements before it are freed)."""
-    p = words_at(paddr)
-    for i in range(nr):
-        addr = p[i]
-        err, slab = _locate(st, addr, cache)
-        if err == E_LARGE and cache == NIL:
-            err = free_block_checked(st, cpu, addr, -1, PG_LARGE)
-        elif err == E_DOUBLE_FREE:
-            err = report_double_free(st, _slab_owner(st, addr), addr)
-        elif err == 0:
-            err = _slab_free_one(st, st.sl_cache[slab], cpu, slab, addr, cache != NIL)
-        if err:
-            return err - i * E_AT
-    return 0
 
 
 # ---- bulk ---------------------------------------------------------------------------------------
@@ -294,9 +272,10 @@ def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
 def free_bulk(st, cache, cpu, nr, paddr):
     """The facade's ``kmem_cache_free_bulk``/``kfree_bulk`` (``cache`` NIL): the common sheaf
     case inline, else the unit. 0 or an error code. While debug caches exist a ``kfree_bulk``,
-    and always a debug cache's batch, frees one by one (stopping at the first bad element)."""
+    and always a debug cache's batch, go to ``sheafdebug.free_bulk_checked`` (detached
+    freelists, a debug cache's through ``free_debug_processing``)."""
     if (cache == NIL and st.g[G_NDEBUG]) or (cache != NIL and _ca(st, cache, CA_DEBUG)):
-        return _free_one_by_one(st, cache, cpu, nr, paddr)
+        return free_bulk_checked(st, cache, cpu, nr, paddr)
     if cache != NIL:
         err = _free_bulk_fast(st, cache, cpu, nr, words_at(paddr))
         if err <= 0:

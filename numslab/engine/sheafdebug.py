@@ -1,36 +1,82 @@
-"""Prefilled sheaves of slab_debug caches: a debug cache has no sheaves of its own, so every
-sheaf ``kmem_cache_prefill_sheaf`` gives it is oversize, filled and flushed through its checks.
+"""The batches of slab_debug caches: ``kmem_cache_free_bulk``/``kfree_bulk`` while debug caches
+exist, and the prefilled sheaves of debug caches (a debug cache has no sheaves of its own, so
+every sheaf ``kmem_cache_prefill_sheaf`` gives it is oversize, filled and flushed through its
+checks).
 
 ``__kmem_cache_alloc_bulk`` and ``__kmem_cache_free_bulk`` as they run for a debug cache
 (``kmem_cache_debug(s)``): one ``___slab_alloc`` per object (``alloc_debug_processing``, the
-alloc track), and per detached freelist ``free_to_partial_list`` (``free_debug_processing``,
-the free track). Units of their own, so that no other allocator compiles them.
+alloc track), and per detached freelist ``free_to_partial_list`` (``free_debug_processing``
+on the chain, the free track: :func:`debug.free_chain_debug`). Units of their own, so that no
+other allocator compiles them.
 """
 from __future__ import annotations
 
 from ..flags import __GFP_ZERO, FREE_SLOWPATH
-from .bulk import _detach_run
-from .checks import _live_clear, _live_set
-from .debug import slab_alloc_debug, slab_free_debug
-from .layout import CA_OBJECT_SIZE, _ca, _stat
+from .bulk import _check_batch, _detach_run, _free_run
+from .checks import E_AT, E_DOUBLE_FREE, _live_clear, _live_set
+from .debug import E_DEBUG, free_chain_debug, report_double_free, slab_alloc_debug
+from .layout import CA_DEBUG, CA_OBJECT_SIZE, KERNEL_7_0, NIL, _ca, _head_frame, _stat
 from .native import unit, words_at
+
+
+@unit
+def free_bulk_checked(st, cache, cpu, nr, paddr):
+    """``kmem_cache_free_bulk`` of a debug cache, or ``kfree_bulk`` (``cache`` NIL) while
+    debug caches exist: every element checked first as a single free would be (a bad
+    address, double free, wrong cache: its error code with its index, ``err - i * E_AT``,
+    nothing freed; a double free in a cache with F reported as the kernel's "Object already
+    free"); then ``build_detached_freelist``'s chains in the kernel's order, a debug cache's
+    through ``free_to_partial_list`` (:func:`debug.free_chain_debug`), any other cache's as
+    ``__slab_free`` frees them. A chain a slab_debug check refuses stays allocated and the
+    rest go on, as in the kernel; the call then returns E_DEBUG with the index of the first
+    refused object (in the order the chains were freed). FREE_SLOWPATH: 7.0's
+    ``slab_free_bulk`` counts each chain's objects, 6.18's ``__slab_free`` one per chain.
+    The array is permuted as the kernel permutes it."""
+    p = words_at(paddr)
+    err = _check_batch(st, cache, nr, paddr)
+    if err:
+        i = -err // E_AT
+        if err + i * E_AT == E_DOUBLE_FREE:
+            a = p[i]
+            report_double_free(st, st.sl_cache[_head_frame(st, a >> 12)], a)
+        return err
+    first = -1
+    size = nr
+    while size:
+        same, slab, owner = _detach_run(st, cache, cpu, size, p)
+        if slab != NIL:
+            if _ca(st, owner, CA_DEBUG):
+                _stat(st, owner, cpu, FREE_SLOWPATH,
+                      size - same if st.kernel == KERNEL_7_0 else 1)
+                k = free_chain_debug(st, owner, cpu, slab, p, same, size)
+                if k >= 0 and first < 0:
+                    first = k
+            else:
+                if st.kernel == KERNEL_7_0:
+                    _stat(st, owner, cpu, FREE_SLOWPATH, size - same)
+                _free_run(st, owner, cpu, slab, p, same, size)
+        size = same
+    if first >= 0:
+        return E_DEBUG - first * E_AT
+    return 0
 
 
 @unit
 def free_bulk_debug(st, cache, cpu, size, paddr):
     """``__kmem_cache_free_bulk`` of ``size`` objects of debug cache ``cache`` at ``paddr``
     (int64 words, permuted as ``build_detached_freelist`` permutes them), objects marked
-    allocated: per detached freelist, its objects through ``slab_free_debug`` one at a time
-    from the chain's tail to its head, so that the slab's free list ends as the spliced
-    chain would (head first); ``__kmem_cache_free_bulk`` counts no FREE_SLOWPATH, so the
-    single frees' counts are taken back. An object a check refuses stays allocated (the
-    kernel's "Object at .. not freed"). 0."""
+    allocated: per detached freelist ``free_to_partial_list`` (:func:`debug.free_chain_debug`;
+    FREE_SLOWPATH: none under 7.0, whose ``__kmem_cache_free_bulk`` counts none, one per
+    chain under 6.18, whose ``__slab_free`` counts it). A chain a check refuses stays
+    allocated (the kernel's "Object at .. not freed"). 0."""
     p = words_at(paddr)
     while size:
         same, slab, owner = _detach_run(st, cache, cpu, size, p)
-        for k in range(size - 1, same - 1, -1):
-            if slab_free_debug(st, cache, cpu, slab, p[k]) == 0:
-                _stat(st, cache, cpu, FREE_SLOWPATH, -1)
+        if st.kernel != KERNEL_7_0:
+            _stat(st, cache, cpu, FREE_SLOWPATH, 1)
+        for k in range(same, size):
+            _live_clear(st, p[k])
+        free_chain_debug(st, cache, cpu, slab, p, same, size)
         size = same
     return 0
 

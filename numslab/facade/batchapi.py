@@ -9,7 +9,7 @@ import numpy as np
 from ..engine import checks
 from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAULT_CACHE,
                              G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING, G_NREPORTS, G_SITE, NIL,
-                             SH_CAPACITY, SH_SIZE)
+                             SH_CAPACITY, SH_OBJECTS, SH_SIZE)
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
 from ..errors import BadAddressError, InvalidSizeError, SlabError
@@ -93,7 +93,10 @@ class BatchAPI:
         """Free ``objs[:nr]`` of ``cache`` through detached freelists (or the sheaves).
 
         Every address is checked as a single free would be; on a bad one nothing is freed
-        and the error names the element. As in the kernel, ``objs[:nr]`` is reordered.
+        and the error names the element. As in the kernel, ``objs[:nr]`` is reordered. On a
+        slab_debug cache a failed debug check refuses only that object's detached freelist
+        (it stays allocated, as the kernel's "Object at .. not freed"), the others are
+        freed, and then ``SlabDebugError`` names the first refused object.
         """
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_free_bulk")
@@ -210,9 +213,16 @@ class BatchAPI:
         gfp = check_gfp(gfp, "kmem_cache_prefill_sheaf")
         sheaf = self._sheaf_unit("kmem_cache_prefill_sheaf", prefill_sheaf, cid,
                                  self._cpu_of(cpu), gfp, size)
+        if sheaf and cid in self._trace_ids:     # T: each object's ___slab_alloc
+            self._trace_allocs(cid, self._sheaf_objects(sheaf, 0))
         if self._g[G_NPENDING]:          # constructors of new slabs
             self._run_ctors()
         return sheaf
+
+    def _sheaf_objects(self: "SlabAllocator", sheaf: int, start: int) -> list[int]:
+        """The objects a sheaf holds from ``objects[start]`` to its top."""
+        o = (sheaf >> 3) + SH_OBJECTS
+        return self._mem[o + start:o + int(self._mem[(sheaf >> 3) + SH_SIZE])].tolist()
 
     def kmem_cache_alloc_from_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
                                     sheaf: int, cpu: int | None = None) -> int:
@@ -235,8 +245,18 @@ class BatchAPI:
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_refill_sheaf")
         _check_sheaf_size(size, "kmem_cache_refill_sheaf")
         gfp = check_gfp(gfp, "kmem_cache_refill_sheaf")
+        have = int(self._mem[(sheaf >> 3) + SH_SIZE])
+        if cid in self._trace_ids and size > self.sheaf_capacity_of(sheaf):
+            # T: the unit's growth, in two calls so that each traces what it did: a new
+            # sheaf (kmem_cache_prefill_sheaf), then the old one given back
+            new = self.kmem_cache_prefill_sheaf(cache, gfp, size, cpu)
+            if new:
+                self.kmem_cache_return_sheaf(cache, gfp, sheaf, cpu)
+            return new
         new = self._sheaf_unit("kmem_cache_refill_sheaf", refill_user_sheaf, cid,
                                self._cpu_of(cpu), gfp, sheaf, size)
+        if new and cid in self._trace_ids and have < size:
+            self._trace_allocs(cid, self._sheaf_objects(new, have))
         if self._g[G_NPENDING]:
             self._run_ctors()
         return new
@@ -248,8 +268,14 @@ class BatchAPI:
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_return_sheaf")
         gfp = check_gfp(gfp, "kmem_cache_return_sheaf")
         user_sheaf_unlink(self._st, cid, sheaf)
+        plan = None
+        if cid in self._trace_ids:          # T: the flush's detached freelists
+            plan = self._free_plan(cid, self._sheaf_objects(sheaf, 0))
+            seen = int(self._g[G_NREPORTS])
         self._sheaf_unit("kmem_cache_return_sheaf", return_sheaf, cid, self._cpu_of(cpu), gfp,
                          sheaf)
+        if plan is not None:
+            self._trace_frees(plan, self._not_freed_since(seen))
 
     def kmem_cache_sheaf_size(self: "SlabAllocator", sheaf: int) -> int:
         """Objects left in a prefilled sheaf."""

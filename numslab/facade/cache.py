@@ -367,8 +367,16 @@ class KmemCache(MovableCache):
         self._sa.kmem_cache_free(self, addr)
 
     def shrink(self) -> int:
-        """``kmem_cache_shrink`` this cache."""
+        """``kmem_cache_shrink`` this cache: 1 if slabs remain, else 0 (the kernel's value);
+        the slabs freed are :attr:`shrink_freed`."""
         return self._sa.kmem_cache_shrink(self)
+
+    @property
+    def shrink_freed(self) -> int:
+        """Slabs the last ``kmem_cache_shrink`` of this cache freed (empty slabs, and those
+        its eviction or compaction emptied); 0 before any (not kept by ``save``)."""
+        entry = self._sa._per_cache("_shrink_freed").get(self._id)
+        return entry[1] if entry is not None else 0
 
     def alloc_bulk(self, n: int, gfp: int = GFP_KERNEL) -> np.ndarray:
         """``n`` objects as a new int64 array; raise MemoryError (taking nothing) if they

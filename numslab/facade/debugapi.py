@@ -48,9 +48,11 @@ _ERRORS = {rz.K_FREEPOINTER: "Freepointer corrupt", rz.K_FREECHAIN: "Freechain c
 _K_UNITS = (("_k_alloc", ops.kmem_cache_alloc_node, False, "alloc"),
             ("_k_free", ops.kmem_cache_free, False, "free"),
             ("_k_kmalloc", ops.kmalloc, False, "alloc"), ("_k_kfree", ops.kfree, False, "kfree"),
-            ("_k_alloc_bulk", ops.alloc_bulk, True, ""),
-            ("_k_free_bulk", ops.free_bulk, True, ""),
-            ("_k_alloc_array", ops.kmem_cache_alloc_array, True, ""))
+            ("_k_alloc_bulk", ops.alloc_bulk, True, "alloc_bulk"),
+            ("_k_free_bulk", ops.free_bulk, True, "free_bulk"),
+            ("_k_alloc_array", ops.kmem_cache_alloc_array, True, "alloc_array"))
+#: Where each batch kind's object array is among its ``_k_*`` call's arguments.
+_BATCH_ARRAY = {"alloc_bulk": 4, "alloc_array": 5, "free_bulk": 3}
 
 Blocks = list[tuple[int, list[str]]]
 
@@ -198,6 +200,9 @@ class DebugAPI:
                 cid = self._cache_of(args[1]) if kind == "kfree" else args[0]
                 if kind in ("free", "kfree") and cid in traced:     # trace() runs in
                     before = self._slab_words(args[2 if kind == "free" else 1])   # the checks
+                elif kind == "free_bulk" and (cid in traced or cid == NIL):
+                    before = self._free_plan(cid, args[3][:args[2]].tolist())
+                    seen = int(g[G_NREPORTS])
             if user:
                 g[G_SITE] = self._site_id()
                 try:
@@ -206,7 +211,14 @@ class DebugAPI:
                     g[G_SITE] = 0
             else:
                 r = fn[0](*args)
-            if traced and kind and cid in traced:
+            if traced and kind in _BATCH_ARRAY:
+                if kind != "free_bulk":
+                    if r > 0 and cid in traced:
+                        self._trace_allocs(cid, args[_BATCH_ARRAY[kind]][:r].tolist())
+                elif before is not None and (r == 0 or
+                                             checks.batch_error(r)[0] == debug.E_DEBUG):
+                    self._trace_frees(before, self._not_freed_since(seen))
+            elif traced and kind and cid in traced:
                 addr = args[2] if kind == "free" else args[1] if kind == "kfree" else r
                 if (r > 0) if kind == "alloc" else (r == 0):
                     self._trace(cid, "alloc" if kind == "alloc" else "free", addr, before)
@@ -256,6 +268,85 @@ class DebugAPI:
         ``words``, read before the free)."""
         inuse, fp = self._slab_words(addr) if words is None else words
         log.info("TRACE %s %s %#x inuse=%d fp=%#x", self._caches[cid].name, op, addr, inuse, fp)
+
+    def _trace_allocs(self: "SlabAllocator", cid: int, objs: list[int]) -> None:
+        """SLAB_TRACE of a batch allocation of debug cache ``cid``: each of ``objs`` came
+        from its own ``___slab_alloc`` (``alloc_debug_processing``) in this order, and the
+        batch freed nothing, so the slab as ``trace()`` saw each object's allocation is
+        found from the slab now: ``inuse`` less the batch's later objects on it, and ``fp``
+        the next of them it handed out (else its free list now)."""
+        st = self.state
+        later: dict[int, tuple[int, int]] = {}
+        lines = []
+        for a in reversed(objs):
+            s = self._slab_head(a)
+            n, nxt = later.get(s, (0, -1))
+            lines.append((a, int(st.sl_inuse[s]) - n, int(st.sl_freelist[s]) if n == 0 else nxt))
+            later[s] = (n + 1, a)
+        for a, inuse, fp in reversed(lines):
+            self._trace(cid, "alloc", a, (inuse, fp))
+
+    def _free_plan(self: "SlabAllocator", cid: int,
+                   objs: list[int]) -> tuple[list, dict] | None:
+        """Before a batch free of ``objs`` (``cid`` NIL: ``kfree_bulk``): the detached
+        freelists ``build_detached_freelist`` will make, in the order
+        ``__kmem_cache_free_bulk`` frees them, as (cache id, slab, chain from head to
+        tail), and each slab's ``inuse`` and ``freelist`` now (for :meth:`_trace_frees`).
+        None if an address is outside the arena (the call refuses the batch)."""
+        st = self.state
+        limit = self.nr_pages << 12
+        if not all(0 < a < limit for a in objs):
+            return None
+        p = list(objs)
+        size = len(p)
+        chains = []
+        pre: dict[int, tuple[int, int]] = {}
+        while size:
+            size -= 1
+            slab = self._slab_head(p[size])
+            if cid == NIL and not st.pg_flags[slab] & PG_SLAB:
+                continue                                    # a large kmalloc
+            end, same, lookahead = size + 1, size, 3
+            while size:
+                size -= 1
+                if self._slab_head(p[size]) == slab:
+                    same -= 1
+                    p[size], p[same] = p[same], p[size]
+                    continue
+                lookahead -= 1
+                if not lookahead:
+                    break
+            owner = int(st.sl_cache[slab]) if cid == NIL else cid
+            chains.append((owner, slab, p[same:end]))
+            pre.setdefault(slab, (int(st.sl_inuse[slab]), int(st.sl_freelist[slab])))
+            size = same
+        return chains, pre
+
+    def _not_freed_since(self: "SlabAllocator", seen: int) -> set[int]:
+        """The objects of the "Object at .. not freed" reports written since report
+        ``seen`` (a refused chain's failing object)."""
+        rep = self.state.reports
+        return {int(rep[i % R_MAX, R_OBJECT])
+                for i in range(max(seen, int(self._g[G_NREPORTS]) - R_MAX),
+                               int(self._g[G_NREPORTS]))
+                if rep[i % R_MAX, R_KIND] == rz.K_FIX_NOT_FREED}
+
+    def _trace_frees(self: "SlabAllocator", plan: tuple[list, dict], refused: set[int]) -> None:
+        """SLAB_TRACE of a batch free (a plan from :meth:`_free_plan`): per chain,
+        ``free_debug_processing`` traces each object from the head with the slab as it was
+        before the chain (the chain is spliced after the loop), up to the object a check
+        refused (the chain then stays allocated); the next chain sees the slab after."""
+        chains, sim = plan
+        traced = self._trace_ids
+        for owner, slab, chain in chains:
+            inuse, fp = sim[slab]
+            for a in chain:
+                if a in refused:
+                    break
+                if owner in traced:
+                    self._trace(owner, "free", a, (inuse, fp))
+            else:
+                sim[slab] = (inuse - len(chain), chain[0])
 
     # ---- what an address is ----------------------------------------------------------------
     def find(self: "SlabAllocator", addr: int) -> dict[str, Any]:

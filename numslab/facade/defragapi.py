@@ -13,7 +13,7 @@ import numpy as np
 from ..engine import ops
 from ..engine.defrag import DEFRAG_USED_RATIO, compact, set_partial_order
 from ..engine.layout import (CA_MOVE_FREED, CA_MOVED, CA_PARTIAL_ORDER, CA_USED_RATIO,
-                             PG_BUDDY, PG_PCP)
+                             N_NR_SLABS, PG_BUDDY, PG_PCP)
 from ..engine.pages import drain_all_pages
 from ..errors import InvalidSizeError, SlabError
 from ..geometry import PAGE_SIZE
@@ -311,9 +311,15 @@ class DefragAPI:
         (``kmem_cache_setup_mobility``), move the objects of every partial slab it can (ratio
         100, as Harding's ``__kmem_cache_shrink``) and free the emptied slabs; last, free
         blocks of
-        ``release_order`` pages and more go back to the OS (``madvise``). Slabs freed."""
+        ``release_order`` pages and more go back to the OS (``madvise``).
+
+        Returns the kernel's ``kmem_cache_shrink`` value (``__kmem_cache_do_shrink``'s): 1 if
+        any node still has slabs of the cache afterwards (``node_nr_slabs``), else 0. The
+        slabs it freed are ``cache.shrink_freed``."""
         cid = self._own(cache, "kmem_cache_shrink")
-        return int(ops.kmem_cache_shrink(self._st, cid, self._cpu())) + self._after_shrink(cid)
+        freed = int(ops.kmem_cache_shrink(self._st, cid, self._cpu())) + self._after_shrink(cid)
+        self._per_cache("_shrink_freed")[cid] = (cache, freed)
+        return int(bool(self.state.node[cid, :, N_NR_SLABS].any()))
 
     def _after_shrink(self: "SlabAllocator", cid: int) -> int:
         """The end of ``kmem_cache_shrink``: for a cache with ``get``/``kick`` callbacks, the

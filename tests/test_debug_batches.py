@@ -1,0 +1,281 @@
+"""A slab_debug cache's batches as the kernel runs them: ``kmem_cache_free_bulk`` and
+``kfree_bulk`` by ``build_detached_freelist``'s chains through ``free_debug_processing``
+(each slab's free list in the kernel's chain order; a refused chain stays allocated and the
+rest go on), and SLAB_TRACE's ``trace()`` line for every object of every batch path."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+import numslab
+from numslab import SLAB_TRACE as T
+from numslab.engine.layout import CA_FP_KEY, CA_OFFSET
+
+KERNELS = ("7.0", "6.18")
+GFP = numslab.GFP_KERNEL
+
+
+def slab_of(sa, a):
+    return int(a) >> 12         # order-0 slabs in these caches
+
+
+def walk(sa, c, slab):
+    """``slab``'s free list, head first (free pointers read from the arena)."""
+    key = int(sa.state.ca[c.id, CA_FP_KEY]) & (1 << 64) - 1
+    off = int(sa.state.ca[c.id, CA_OFFSET])
+    out, a = [], int(sa.state.sl_freelist[slab])
+    while a:
+        out.append(a)
+        w = a + off
+        raw = int.from_bytes(bytes(sa.memory[w:w + 8]), "little")
+        if key:                     # CONFIG_SLAB_FREELIST_HARDENED: key ^ swab(address)
+            raw ^= key ^ int.from_bytes(w.to_bytes(8, "little"), "big")
+        a = raw
+        assert len(out) <= 64
+    return out
+
+
+def kernel_chains(sa, objs):
+    """A Python oracle of ``__kmem_cache_free_bulk``: ``build_detached_freelist`` rounds over
+    ``objs`` (last element first, lookahead of three mismatches, matches swapped down), as
+    (slab, chain from head to tail), and the array as the kernel leaves it."""
+    p, size, chains = [int(a) for a in objs], len(objs), []
+    while size:
+        size -= 1
+        target, end, same, look = slab_of(sa, p[size]), size + 1, size, 3
+        while size:
+            size -= 1
+            if slab_of(sa, p[size]) == target:
+                same -= 1
+                p[size], p[same] = p[same], p[size]
+                continue
+            look -= 1
+            if not look:
+                break
+        chains.append((target, p[same:end]))   # freelist = the last match ... tail
+        size = same
+    return chains, p
+
+
+def setup(kernel, flags="FZP", n=120):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, slab_debug=flags)
+    c = sa.kmem_cache_create("dbg", 200)
+    out = np.zeros(n, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP, n, out) == n
+    return sa, c, out
+
+
+def batch(out, rng):
+    """Most objects, mixed across slabs; every slab keeps a few (no slab is discarded)."""
+    keep = np.append(out[::5], out[-1])
+    return rng.permutation(np.setdiff1d(out, keep)).astype(np.int64)
+
+
+@pytest.mark.parametrize("call", ["kmem_cache_free_bulk", "kfree_bulk"])
+def test_free_lists_end_in_the_kernels_chain_order(kernel, call):
+    sa, c, out = setup(kernel)
+    arr = batch(out, np.random.default_rng(3))
+    slabs = {slab_of(sa, a) for a in out}
+    expect = {s: walk(sa, c, s) for s in slabs}
+    chains, permuted = kernel_chains(sa, arr)
+    assert any(len(ch) > 1 for _, ch in chains)
+    for s, ch in chains:                   # free_to_partial_list: head ... tail -> prior
+        expect[s] = ch + expect[s]
+    if call == "kfree_bulk":
+        sa.kfree_bulk(len(arr), arr)
+    else:
+        sa.kmem_cache_free_bulk(c, len(arr), arr)
+    assert arr.tolist() == permuted
+    assert {s: walk(sa, c, s) for s in slabs} == expect
+    assert c.live_objects == len(out) - len(arr)
+    sa.validate()
+    assert sa.kmem_cache_validate(c) == 0
+
+
+def test_a_refused_chain_stays_allocated_and_the_others_are_freed(kernel):
+    sa, c, out = setup(kernel)
+    arr = batch(out, np.random.default_rng(5))
+    chains, _ = kernel_chains(sa, arr)
+    slab, chain = next((s, ch) for s, ch in chains[1:] if len(ch) >= 3)
+    bad = chain[1]                              # its head passes, its second fails
+    sa.memory[bad + 200] = 7                    # overflow into the right red zone
+    with pytest.raises(numslab.SlabDebugError, match="Right Redzone") as e:
+        sa.kmem_cache_free_bulk(c, len(arr), arr)
+    assert any(f"Object at {bad:#x} not freed" in r for r in e.value.reports)
+    live = {int(a) for a in c.live_addresses()}
+    assert set(chain) <= live                               # the whole chain refused
+    assert live - set(chain) == set(np.setdiff1d(out, arr).tolist())   # the rest freed
+    # free_debug_processing's init_object ran on the objects before the failing one
+    assert (sa.memory[chain[0] + 200:chain[0] + 208] == 0xbb).all()
+    assert (sa.memory[bad + 200:bad + 208] == 0xcc).all()   # restored, still active
+    assert (sa.memory[chain[2] + 200:chain[2] + 208] == 0xcc).all()
+    sa.validate()
+
+
+def test_a_bad_address_refuses_the_whole_batch(kernel):
+    from conftest import assert_unchanged, snapshot
+    sa, c, out = setup(kernel)
+    arr = batch(out, np.random.default_rng(7))
+    sa.kmem_cache_free(c, int(arr[10]))
+    snap = snapshot(sa)
+    with pytest.raises(numslab.DoubleFreeError, match="element 10"):
+        sa.kmem_cache_free_bulk(c, len(arr), arr.copy())
+    assert_unchanged(sa, snap)
+
+
+# ---- SLAB_TRACE ------------------------------------------------------------------------------
+def traces(caplog):
+    out = [r.getMessage() for r in caplog.records if r.getMessage().startswith("TRACE")]
+    caplog.clear()
+    return out
+
+
+def twins(kernel):
+    """Two identical allocators with a T cache (one for the batch, one for single calls)."""
+    out = []
+    for _ in range(2):
+        sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, seed=1,
+                                  freelist_random=False)
+        out.append((sa, sa.kmem_cache_create("tr", 200, flags=T)))
+    return out
+
+
+@pytest.mark.parametrize("how", ["bulk", "array", "prefill"])
+def test_batch_allocations_trace_each_object_as_single_allocations_do(kernel, how, caplog):
+    (sa, c), (sb, d) = twins(kernel)
+    pre = np.zeros(7, np.int64)              # a partial slab to start from
+    with caplog.at_level(logging.INFO, logger="numslab"):
+        for s, x in ((sa, c), (sb, d)):
+            assert s.kmem_cache_alloc_bulk(x, GFP, 7, pre) == 7
+            s.kmem_cache_free(x, int(pre[3]))
+        traces(caplog)
+        out = np.zeros(30, np.int64)
+        if how == "bulk":
+            assert sa.kmem_cache_alloc_bulk(c, GFP, 30, out) == 30
+        elif how == "array":
+            assert sa.kmem_cache_alloc_array(c, GFP, 30, out) == 30
+        else:
+            sheaf = sa.kmem_cache_prefill_sheaf(c, GFP, 30)
+            out[:] = [sa.kmem_cache_alloc_from_sheaf(c, GFP, sheaf) for _ in range(30)][::-1]
+        batch_lines = traces(caplog)
+        if how == "prefill":                # the twin kmallocs the sheaf's struct too
+            sb.kmalloc(32 + 8 * 30)
+        single = [sb.kmem_cache_alloc(d) for _ in range(30)]
+        single_lines = traces(caplog)
+    assert out.tolist() == single
+    assert len(batch_lines) == 30
+    assert batch_lines == single_lines
+
+
+def free_oracle(sa, chains, name="tr"):
+    """``trace()``'s lines for chains freed by ``free_to_partial_list``: each chain's objects
+    from its head, with the slab's inuse and freelist before the chain."""
+    st = sa.state
+    slab = {s: (int(st.sl_inuse[s]), int(st.sl_freelist[s])) for s, _ in chains}
+    lines = []
+    for s, ch in chains:
+        inuse, fp = slab[s]
+        lines += [f"TRACE {name} free {a:#x} inuse={inuse} fp={fp:#x}" for a in ch]
+        slab[s] = (inuse - len(ch), ch[0])
+    return lines
+
+
+@pytest.mark.parametrize("call", ["kmem_cache_free_bulk", "kfree_bulk",
+                                  "kmem_cache_free_array", "return_sheaf"])
+def test_batch_frees_trace_each_chain_as_free_debug_processing_does(kernel, call, caplog):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("tr", 200, flags=T)
+    out = np.zeros(60, np.int64)
+    with caplog.at_level(logging.INFO, logger="numslab"):
+        if call == "return_sheaf":
+            sheaf = sa.kmem_cache_prefill_sheaf(c, GFP, 60)
+            arr = np.array(sa._sheaf_objects(sheaf, 0), np.int64)
+            keep = [sa.kmem_cache_alloc_from_sheaf(c, GFP, sheaf) for _ in range(9)]
+            arr = arr[:len(arr) - len(keep)]
+        else:
+            assert sa.kmem_cache_alloc_bulk(c, GFP, 60, out) == 60
+            arr = batch(out, np.random.default_rng(11))
+        chains, _ = kernel_chains(sa, arr)
+        expect = free_oracle(sa, chains)
+        traces(caplog)
+        if call == "return_sheaf":
+            sa.kmem_cache_return_sheaf(c, GFP, sheaf)
+        elif call == "kfree_bulk":
+            sa.kfree_bulk(len(arr), arr)
+        else:
+            getattr(sa, call)(c, len(arr), arr)
+        lines = traces(caplog)
+    assert any(len(ch) > 1 for _, ch in chains)
+    assert len(lines) == len(arr)
+    assert lines == expect
+
+
+def test_a_refused_chain_is_traced_up_to_its_failing_object(kernel, caplog):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, slab_debug="FZT")
+    c = sa.kmem_cache_create("tr", 200)
+    out = np.zeros(60, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP, 60, out) == 60
+    arr = batch(out, np.random.default_rng(13))
+    chains, _ = kernel_chains(sa, arr)
+    k = next(i for i, (_, ch) in enumerate(chains) if i and len(ch) >= 3)
+    bad = chains[k][1][1]
+    sa.memory[bad + 200] = 7
+    expect = free_oracle(sa, chains[:k])
+    inuse, fp = (int(sa.state.sl_inuse[chains[k][0]]), int(sa.state.sl_freelist[chains[k][0]]))
+    if any(s == chains[k][0] for s, _ in chains[:k]):
+        pytest.skip("the refused chain's slab was freed to before")   # pragma: no cover
+    expect.append(f"TRACE tr free {chains[k][1][0]:#x} inuse={inuse} fp={fp:#x}")
+    rest = [(s, ch) for s, ch in chains[k + 1:]]
+    with caplog.at_level(logging.INFO, logger="numslab"):
+        traces(caplog)
+        with pytest.raises(numslab.SlabDebugError):
+            sa.kmem_cache_free_bulk(c, len(arr), arr)
+        lines = traces(caplog)
+    assert lines[:len(expect)] == expect
+    assert len(lines) == len(expect) + sum(len(ch) for _, ch in rest)
+
+
+def test_a_growing_refill_traces_the_new_sheaf_then_the_old_ones_flush(kernel, caplog):
+    (sa, c), (sb, d) = twins(kernel)
+    with caplog.at_level(logging.INFO, logger="numslab"):
+        sheaf = sa.kmem_cache_prefill_sheaf(c, GFP, 10)
+        sa.kmem_cache_alloc_from_sheaf(c, GFP, sheaf)
+        old = sa._sheaf_objects(sheaf, 0)
+        other = sb.kmem_cache_prefill_sheaf(d, GFP, 10)
+        sb.kmem_cache_alloc_from_sheaf(d, GFP, other)
+        traces(caplog)
+        new = sa.kmem_cache_refill_sheaf(c, GFP, sheaf, 30)
+        lines = traces(caplog)
+        grown = sb.kmem_cache_prefill_sheaf(d, GFP, 30)     # the twin, in two calls
+        sb.kmem_cache_return_sheaf(d, GFP, other)
+        twin = traces(caplog)
+    assert new and new != sheaf
+    assert len(lines) == 30 + len(old)
+    assert lines == twin
+    assert sa._sheaf_objects(new, 0) == sb._sheaf_objects(grown, 0)
+
+
+@pytest.mark.parametrize("call", ["kmem_cache_free_bulk", "return_sheaf"])
+def test_free_slowpath_counts_as_each_generation_does(kernel, call):
+    """7.0: ``slab_free_bulk`` counts each chain's objects, ``__kmem_cache_free_bulk`` (a
+    sheaf's flush) none; 6.18: ``__slab_free`` counts one per chain either way."""
+    sa, c, out = setup(kernel, "F", n=60)
+    if call == "return_sheaf":
+        sa.kmem_cache_free_bulk(c, len(out), out)
+        sheaf = sa.kmem_cache_prefill_sheaf(c, GFP, 40)
+        arr = sa._sheaf_objects(sheaf, 0)
+    else:
+        arr = batch(out, np.random.default_rng(17))
+    chains, _ = kernel_chains(sa, arr)
+    before = c.stats.get("free_slowpath", 0)
+    if call == "return_sheaf":
+        sa.kmem_cache_return_sheaf(c, GFP, sheaf)
+    else:
+        sa.kmem_cache_free_bulk(c, len(arr), arr)
+    got = c.stats.get("free_slowpath", 0) - before
+    if kernel == "6.18":
+        assert got == len(chains)
+    else:
+        assert got == (len(arr) if call == "kmem_cache_free_bulk" else 0)
