@@ -851,3 +851,80 @@ def test_an_object_a_sheaf_holds_is_never_handed_out_twice(gen, how):
     assert len(out) == len(set(out)), "an address was handed out twice"
     assert errors >= 1 and sa.isolated_slabs()
     sa.validate()
+
+
+def _stale_twice(gen):
+    """A sheaf naming an object twice: CPU 1's main sheaf holds X when a rewritten free
+    pointer lets CPU 0's slab-layer allocation hand X out; the user frees X on CPU 1, so the
+    main sheaf (one object taken off its top first) names it twice, neither entry live. (allocator, cache, X, the CPU 0 objects)"""
+    for seed in range(40):
+        sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=gen, seed=seed,
+                                   freelist_hardened=False, freelist_random=False)
+        c = sa.kmem_cache_create("x", 64, sheaf_capacity=8)
+        objs = np.zeros(400, np.int64)
+        assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 400, objs, cpu=1) == 400
+        for x in objs[np.random.default_rng(seed).permutation(400)][200:].tolist():
+            sa.kmem_cache_free(c, x, cpu=1)
+        held = sheaf_objs(sa, int(sa.state.cpu[c.id, 1, C_MAIN]))
+        x = _point_a_free_list_at(sa, c, held[:-1])     # not the top: the free goes above
+        if x is None:
+            continue
+        out = []
+        for _ in range(3000):
+            try:
+                a = sa.kmem_cache_alloc(c, cpu=0)
+            except numslab.SlabCorruptionError:
+                continue
+            if a == 0 or a == x:
+                break
+            out.append(a)
+        if a != x:
+            continue
+        out.append(sa.kmem_cache_alloc(c, cpu=1))     # room on top of the main sheaf
+        sa.kmem_cache_free(c, x, cpu=1)
+        if sheaf_objs(sa, int(sa.state.cpu[c.id, 1, C_MAIN])).count(x) == 2:
+            return sa, c, x, out
+    raise AssertionError("no seed gave a sheaf naming an object twice")
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+@pytest.mark.parametrize("how", ["local", "jit-local", "shrink", "bulk"])
+def test_an_object_a_sheaf_names_twice_is_handed_out_and_freed_once(gen, how):
+    """A sheaf that names a free object twice (a stale entry, then the same object freed
+    again) gives it out once and gives it back to its slab once: the array API's LOCAL
+    mode took both entries (the same address twice in one call), and a flush (shrink) put
+    it twice on its slab's free list (a cycle). The sheaf drops the repeated entry,
+    isolates the slab and reports it, as for a live one."""
+    sa, c, x, out = _stale_twice(gen)
+
+    @numba.njit
+    def jit_array(h, cid, res):
+        return numslab.jit.kmem_cache_alloc_array(h, cid, res.shape[0], res,
+                                                  SLAB_ARRAY_ALLOC_LOCAL, 1)
+
+    res = np.zeros(64, np.int64)
+    try:
+        if how == "local":
+            out += res[:sa.kmem_cache_alloc_array(c, GFP_KERNEL, 64, res,
+                                                  flags=SLAB_ARRAY_ALLOC_LOCAL, cpu=1)].tolist()
+        elif how == "jit-local":
+            out += res[:jit_array(sa.handle, c.id, res)].tolist()
+        elif how == "shrink":
+            sa.kmem_cache_shrink(c)
+        else:
+            out += res[:sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 64, res, cpu=1)].tolist()
+    except numslab.SlabCorruptionError:
+        pass
+    assert len(out) == len(set(out)), "an address was handed out twice"
+    sa.validate()
+    for _ in range(3000):                   # every object the cache can still give
+        try:
+            a = sa.kmem_cache_alloc(c, cpu=_ % 2)
+        except numslab.SlabCorruptionError:
+            continue
+        if a == 0:
+            break
+        out.append(a)
+    assert len(out) == len(set(out)), "an address was handed out twice"
+    assert sa.isolated_slabs()
+    sa.validate()

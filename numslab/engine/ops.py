@@ -22,7 +22,7 @@ from .layout import (CA_DEBUG, G_NDEBUG,
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
-from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _any_live, _free_empty_sheaf,
+from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _any_stale, _free_empty_sheaf,
                       _free_to_pcs, _sheaf_purge,
                       _free_to_pcs_bulk, _sheaf_put, _sheaf_take, _w, barn_shrink,
                       pcs_flush_all)
@@ -298,7 +298,7 @@ def alloc_local(st, cache, cpu, gfp, nr, paddr):
             sheaf = cpt[c + col]
             if not sheaf:
                 continue
-            if _any_live(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
+            if _any_stale(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
                 _sheaf_purge(st, cache, sheaf)      # stale entries: the call gives back
             size = mem[_w(sheaf, SH_SIZE)]
             take = min(size, nr - got)
@@ -306,8 +306,8 @@ def alloc_local(st, cache, cpu, gfp, nr, paddr):
             for k in range(take):
                 p[got + k] = mem[o + k]
             mem[_w(sheaf, SH_SIZE)] = size - take
-            got += take
-        _live_set_run(st, p, 0, got)        # before the freelist pops below check them
+            _live_set_run(st, p, got, take)     # now: the spare's check and the freelist
+            got += take                         # pops below must find them taken
     while got < nr:                         # checked pops, each marked at once (loops)
         obj = _cpu_pop(st, cache, c)
         if obj == 0:

@@ -21,7 +21,7 @@ from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_SHEAF_CAPACITY, G_NRCU, 
                      RCU_CB_NOBARN, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
                      _cpu_row, _slab_nid, _stat)
 from .native import jit, unit
-from .sheaves import (_alloc_empty_sheaf, _any_live, _barn, _barn_pop, _barn_push, _call_rcu,
+from .sheaves import (_alloc_empty_sheaf, _any_stale, _barn, _barn_pop, _barn_push, _call_rcu,
                       _free_empty_sheaf, _sheaf_purge, _w, sheaf_flush_unused)
 
 
@@ -104,7 +104,7 @@ def _rcu_free_sheaf(st, cache, cpu, sheaf):
     MAX_EMPTY_SHEAVES, else freed. Entries found live are dropped first (the guard of
     ``sheaves._sheaf_purge``; the kernel's ``slab_free_hook`` may drop objects here too)."""
     mem = st.mem
-    if _any_live(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
+    if _any_stale(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
         _sheaf_purge(st, cache, sheaf)
     r = _barn(st, cache, cpu)
     nd = st.node

@@ -22,17 +22,17 @@ from .checks import E_LARGE, _live_set_run, _live_test, _locate, _own_clear, _ow
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
-from .layout import (CA_DEBUG, C_MAIN, C_RCU_FREE, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
+from .layout import (CA_DEBUG, C_MAIN, C_RCU_FREE, C_SLAB, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
                      G_NRCU, G_RCU_HEAD, G_RCU_TAIL, KERNEL_7_0, RCU_CB_NOBARN,
                      MAX_FULL_SHEAVES,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC,
-                     PG_ISOLATED, PG_LARGE,
+                     PG_FROZEN, PG_ISOLATED, PG_LARGE,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, _ca,
                      _cpu_row, _head_frame, _node_row, _slab_nid, _stat)
 from .native import address, jit, unit
 from .nocpu import refill_objects
 from .pages import free_block_checked
-from .slablists import _fault_report, _isolate
+from .slablists import _fault_report, _isolate, _isolate_cpu_slab
 from .sheafdebug import fill_debug, flush_debug
 
 PCS_BATCH_MAX = 32
@@ -149,12 +149,15 @@ def refill_sheaf(st, cache, cpu, sheaf, gfp):
 
 @jit
 def _sheaf_purge(st, cache, sheaf):
-    """Drop every entry of ``sheaf`` whose object is live: the slab layer handed it out while
-    the sheaf held it (its slab's free list was rewritten to name it), so the slab is
-    isolated as for any corrupted free pointer (G_FAULT_* report it: the next allocation that
-    checks raises ``SlabCorruptionError``). The other entries keep their order. How many
+    """Drop every entry of ``sheaf`` whose object is live, or that names an object an entry
+    below it names too: the slab layer handed the object out while the sheaf held it (its
+    slab's free list was rewritten to name it), and a free of it may have put it in the
+    sheaf again. Its slab is isolated as for any corrupted free pointer (G_FAULT_* report
+    it: the next allocation that checks raises ``SlabCorruptionError``). The other entries
+    keep their order (marked live while the walk runs, so a repeat finds its bit). How many
     were dropped."""
     mem = st.mem
+    live = st.live
     o = _w(sheaf, SH_OBJECTS)
     size = mem[_w(sheaf, SH_SIZE)]
     kept = 0
@@ -165,12 +168,29 @@ def _sheaf_purge(st, cache, sheaf):
             if st.pg_flags[slab] & PG_ISOLATED:
                 _fault_report(st, cache, slab, a)
             else:
-                _isolate(st, cache, slab, a)
+                _isolate_slab_of(st, cache, slab, a)
         else:
+            live[a >> 9] |= 1 << ((a >> 3) & 63)
             mem[o + kept] = a
             kept += 1
+    _unmark(st, mem, o, kept)
     mem[_w(sheaf, SH_SIZE)] = kept
     return size - kept
+
+
+@jit
+def _isolate_slab_of(st, cache, slab, a):
+    """Isolate ``slab`` for a stale sheaf entry ``a``: a CPU's slab (6.18, frozen: the
+    slab-layer allocation that handed ``a`` out took it from there) through
+    ``_isolate_cpu_slab`` on that CPU, which lets its lockless freelist go with it; any
+    other through ``_isolate``."""
+    if st.pg_flags[slab] & PG_FROZEN:
+        for cpu in range(st.ncpus):
+            c = _cpu_row(st, cache, cpu)
+            if st.cpu[c + C_SLAB] == slab:
+                _isolate_cpu_slab(st, cache, c, slab, a)
+                return
+    _isolate(st, cache, slab, a)
 
 
 @jit(inline=True)
@@ -184,14 +204,23 @@ def _unmark(st, mem, o, n):
 
 
 @jit(inline=True)
-def _any_live(st, mem, o, n):
-    """Whether one of the ``n`` objects at ``mem[o:o+n]`` (a sheaf's entries) is live."""
+def _any_stale(st, mem, o, n):
+    """Whether one of the ``n`` objects at ``mem[o:o+n]`` (a sheaf's entries) is live, or
+    is named twice (a stale entry, then the object freed into the sheaf again): either must
+    go through :func:`_sheaf_purge` before the entries are handed out or given back to
+    their slabs (twice on a free list is a cycle). The entries are marked while the walk
+    runs and unmarked after; a live one stops it."""
     live = st.live
-    bad = 0
-    for k in range(n):
+    k = 0
+    while k < n:
         a = mem[o + k]
-        bad |= live[a >> 9] >> ((a >> 3) & 63)
-    return (bad & 1) != 0
+        bit = 1 << ((a >> 3) & 63)
+        if live[a >> 9] & bit:
+            break
+        live[a >> 9] |= bit
+        k += 1
+    _unmark(st, mem, o, k)
+    return k < n
 
 
 @unit
@@ -199,7 +228,7 @@ def sheaf_flush_unused(st, cache, cpu, sheaf):
     """``sheaf_flush_unused``: give every object of a detached sheaf back to its slab (none
     that is live: :func:`_sheaf_purge`). 0."""
     mem = st.mem
-    if _any_live(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
+    if _any_stale(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
         _sheaf_purge(st, cache, sheaf)
     size = mem[_w(sheaf, SH_SIZE)]
     if size:
@@ -228,7 +257,7 @@ def sheaf_flush_main(st, cache, cpu):
     mem = st.mem
     sheaf = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
     objs = _objs_at(st, sheaf)
-    if _any_live(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
+    if _any_stale(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
         _sheaf_purge(st, cache, sheaf)
     size = mem[_w(sheaf, SH_SIZE)]
     while size:
@@ -445,9 +474,9 @@ def _alloc_from_pcs_bulk(st, cache, cpu, nr, p, start):
         if _sheaf_take(st, cache, cpu, main, batch, p, start + got):
             got += batch
             stale = 0
-        else:                               # purged: the retake finds no live entry, but
-            stale += 1                      # an entry twice in one sheaf (no path makes
-            if stale > 1:                   # one) would fail every retake: give up
+        else:                               # purged: the retake finds no live or repeated
+            stale += 1                      # entry; a second failure would be a bug: give
+            if stale > 1:                   # up rather than loop
                 break
     return got
 
