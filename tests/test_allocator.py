@@ -591,6 +591,32 @@ def test_a_free_of_an_object_waiting_for_its_grace_period_is_a_double_free(sa):
 
 
 
+@numba.njit
+def _jit_kfree(h, addr):
+    numslab.jit.kfree(h, addr)
+
+
+def test_a_listed_kfree_rcu_freed_behind_the_list_does_not_lose_the_others(sa):
+    # numslab.jit cannot see the list of kfree_rcu objects: a block freed through it while
+    # it waits made synchronize_rcu raise at its kfree, having taken the whole list, so the
+    # objects after it were never freed (a leak) and the error named no grace period
+    big = [sa.kmalloc(20000) for _ in range(3)]
+    for b in big:
+        sa.kfree_rcu(b)
+    _jit_kfree(sa.handle, big[1])                   # behind the list's back (documented)
+    free_before = free_total(sa)
+    with pytest.raises(numslab.BadAddressError,
+                       match=rf"^synchronize_rcu: the kfree_rcu of {big[1]:#x}: kfree: "
+                             rf"{big[1]:#x} is not on a slab page .*; the other 2 objects "
+                             rf"waiting were freed"):
+        sa.synchronize_rcu()
+    assert not sa._rcu_pending and free_total(sa) == free_before + 2 * 8
+    for b in (big[0], big[2]):
+        with pytest.raises(numslab.BadAddressError):
+            sa.kfree(b)
+    assert sa.synchronize_rcu() == 0
+
+
 def test_a_loaded_machine_keeps_the_kfree_rcu_objects_waiting(sa, tmp_path):
     # saved while two objects wait for their grace period: the loaded machine must refuse
     # their frees and free them at its own synchronize_rcu, as the original does (they

@@ -11,7 +11,7 @@ from ..engine.checks import E_DOUBLE_FREE
 from ..engine.layout import (C_RCU_FREE, CA_DEBUG, CA_ORIG, G_RCU_HEAD, NIL, SH_NEXT,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR)
 from ..engine.rcusheaves import flush_rcu_sheaves, kfree_rcu_sheaf, rcu_run_callbacks
-from ..errors import DoubleFreeError, InvalidSizeError
+from ..errors import DoubleFreeError, InvalidSizeError, SlabError
 from ..flags import GFP_KERNEL, SLAB_RED_ZONE, __GFP_ZERO
 from ..geometry import KMALLOC_MAX_SIZE
 
@@ -159,14 +159,25 @@ class KmallocAPI:
         """End the grace period: the callback of every sheaf handed to ``call_rcu`` runs
         (``rcu_free_sheaf``: to the barn, or to the slabs; oldest first), then every
         ``kfree_rcu`` on the list is freed. Objects whose grace period ended (those of a
-        CPU's part-full ``rcu_free`` sheaf wait on)."""
+        CPU's part-full ``rcu_free`` sheaf wait on). An object of the list that was freed
+        meanwhile behind the list's back (``numslab.jit`` cannot see it) is refused by its
+        ``kfree``; the others are freed all the same, then that error is raised, naming it."""
         n = int(rcu_run_callbacks(self._st))
         pending = self.__dict__.pop("_rcu_pending", [])
         gated = self.__dict__.pop("_rcu_gated", {})
         if self._gate is not None:              # (slab_debug may have routed them since)
             self.__dict__.update(gated)
+        failed: list[tuple[int, SlabError]] = []
         for addr, cpu in pending:
-            self.kfree(addr, cpu)
+            try:
+                self.kfree(addr, cpu)
+            except SlabError as e:
+                failed.append((addr, e))
+        if failed:
+            addr, e = failed[0]
+            raise type(e)(f"synchronize_rcu: the kfree_rcu of {addr:#x}: {e}; the other "
+                          f"{len(pending) - len(failed)} objects waiting were freed (was it "
+                          f"freed meanwhile through numslab.jit, which cannot see the list?)")
         return n + len(pending)
 
     def rcu_barrier(self: "SlabAllocator") -> int:
