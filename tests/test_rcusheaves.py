@@ -10,7 +10,8 @@ import pytest
 import numslab
 from numslab import jit as nj
 from numslab.engine.layout import (C_RCU_FREE, F_G, G_NRCU, G_RCU_HEAD, MAX_EMPTY_SHEAVES,
-                                   MAX_FULL_SHEAVES, N_NR_EMPTY, N_NR_FULL, SH_SIZE, view)
+                                   MAX_FULL_SHEAVES, N_NR_EMPTY, N_NR_FULL, SH_OBJECTS, SH_SIZE,
+                                   view)
 
 from conftest import assert_unchanged, snapshot
 
@@ -356,3 +357,53 @@ def test_no_sheaf_to_be_had_counts_free_rcu_sheaf_fail_and_takes_the_list(kernel
     assert sa.synchronize_rcu() == 1 + (taken // cap) * cap
     assert sa.find(a)["kind"] == "free object"
     sa.validate()
+
+
+@pytest.mark.parametrize("words", [1, 4])
+def test_a_stray_write_into_a_waiting_sheaf_is_reported_not_followed(kernel, words):
+    """A sheaf waiting for its grace period is a kmalloc object among the user's: an overflow
+    of the object before it overwrote its link (1 word: the sheaves after it are found
+    again) or its whole header (4 words: it is left alone with its objects). The grace
+    period followed the words anywhere (a segfault); now it raises SlabCorruptionError
+    after running every callback it can."""
+    sa = machine(kernel)
+    c = sheafed(sa)
+    cap = c.sheaf_capacity
+    objs = [c.alloc() for _ in range(3 * cap)]
+    for a in objs:
+        sa.kfree_rcu(a, 0)                      # three full sheaves waiting
+    assert waiting(sa) == 3
+    first = int(view(sa.state.buf, F_G)[G_RCU_HEAD])
+    held = set(sa._mem[(first >> 3) + SH_OBJECTS:(first >> 3) + SH_OBJECTS + cap].tolist())
+    assert sa.find(first)["kind"] == "sheaf"    # (an 8-byte overflow of the object before
+    sa.memory[first:first + 8 * words] = 0x41   # it did this on this machine)
+    puts = c.stats["barn_put"]
+    with pytest.raises(numslab.SlabCorruptionError,
+                       match=rf"^synchronize_rcu: the sheaf at {first:#x} waiting for its "
+                             rf"grace period was overwritten .*: {words // 4} sheaves"):
+        sa.synchronize_rcu()
+    assert waiting(sa) == 0
+    assert c.stats["barn_put"] - puts == (3 if words == 1 else 2)     # the others' ran
+    got = [c.alloc() for _ in range(4 * cap)]   # nothing left alone is handed out
+    assert len(set(got)) == len(got) and (words == 1 or not set(got) & held)
+    assert sa.synchronize_rcu() == 0
+    if words == 1:                              # nothing lost: every invariant holds
+        sa.validate()
+
+
+def test_a_stray_write_into_the_rcu_free_sheafs_size_is_not_followed(kernel):
+    """The CPU's part-full rcu_free sheaf's size word overwritten: kfree_rcu wrote the object
+    wherever it pointed. It now hands that sheaf to call_rcu (its run leaves it alone and
+    reports it) and takes another."""
+    sa = machine(kernel)
+    c = sheafed(sa)
+    objs = [c.alloc() for _ in range(3)]
+    sa.kfree_rcu(objs[0], 0)
+    rcu = rcu_free(sa, c)
+    sa._mem[(rcu >> 3) + SH_SIZE] = 1 << 40
+    sa.kfree_rcu(objs[1], 0)                    # into a new rcu_free sheaf
+    assert rcu_free(sa, c) not in (0, rcu) and rcu_size(sa, c) == 1 and waiting(sa) == 1
+    with pytest.raises(numslab.SlabCorruptionError, match="1 sheaves whose words"):
+        sa.kvfree_rcu_barrier()
+    assert sa.find(objs[1])["kind"] == "free object" and waiting(sa) == 0
+    c.free(objs[2])

@@ -12,14 +12,16 @@ The grace period is the caller's: :func:`rcu_run_callbacks` (``synchronize_rcu``
 """
 from __future__ import annotations
 
-from ..flags import BARN_PUT, BARN_PUT_FAIL, FREE_RCU_SHEAF, FREE_RCU_SHEAF_FAIL, GFP_NOWAIT
-from .checks import _locate
+from ..flags import (BARN_PUT, BARN_PUT_FAIL, FREE_RCU_SHEAF, FREE_RCU_SHEAF_FAIL, GFP_NOWAIT,
+                     SLAB_KMALLOC)
+from .checks import E_ALLOCATORS, E_DOUBLE_FREE, _locate
 from .cpucache import _take_back
-from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD,
-                     G_RCU_TAIL, KERNEL_7_0, MAX_EMPTY_SHEAVES, MAX_FULL_SHEAVES,
+from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_FLAGS, CA_OBJECT_SIZE, CA_RED_LEFT,
+                     CA_SHEAF_CAPACITY, CA_SIZE, G_ERR0, G_ERR1, G_NRCU, G_RCU_HEAD,
+                     G_RCU_TAIL, PG_SLAB, KERNEL_7_0, MAX_EMPTY_SHEAVES, MAX_FULL_SHEAVES,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NIL, RCU_CB_BARN,
                      RCU_CB_NOBARN, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
-                     _cpu_row, _slab_nid, _stat)
+                     _cpu_row, _head_frame, _slab_nid, _stat)
 from .native import jit, unit
 from .sheaves import (_alloc_empty_sheaf, _any_stale, _barn, _barn_pop, _barn_push, _call_rcu,
                       _free_empty_sheaf, _sheaf_purge, _w, sheaf_flush_unused)
@@ -46,6 +48,10 @@ def kfree_rcu_sheaf(st, cpu, addr):
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     rcu = cpt[c + C_RCU_FREE]
+    if rcu and not 0 <= mem[_w(rcu, SH_SIZE)] < cap:   # its size overwritten (a stray write):
+        cpt[c + C_RCU_FREE] = 0                     # to call_rcu, whose run leaves it alone
+        _call_rcu(st, rcu, RCU_CB_NOBARN, cpu)      # and reports it; a new one here
+        rcu = 0
     if not rcu:
         if not cap:                                 # 7.0: a debug cache, no sheaves
             _stat(st, cache, cpu, FREE_RCU_SHEAF_FAIL, 1)
@@ -121,30 +127,119 @@ def _rcu_free_sheaf(st, cache, cpu, sheaf):
         _free_empty_sheaf(st, cache, cpu, sheaf)
 
 
+@jit
+def _rcu_sheaf_ok(st, sheaf):
+    """Whether ``sheaf``, met on the list of sheaves waiting for their grace period, is still
+    one: an object the allocator kmalloced for itself whose ``rcu_head`` names a CPU, whose
+    cache is active with sheaves, whose size fits its capacity and its object, and whose
+    entries are objects of that cache (free, or live: stale entries, which the callback
+    drops). A sheaf is a kmalloc object among the user's: a stray write into it (an
+    overflow of the object before it) would otherwise send the callback anywhere."""
+    if _locate(st, sheaf, NIL)[0] != E_ALLOCATORS:
+        return False
+    mem = st.mem
+    w = sheaf >> 3
+    info = -1 - mem[w + SH_CAPACITY]
+    cache = mem[w + SH_CACHE]
+    if info < 0 or info >> 1 >= st.ncpus or cache < 0 or cache >= st.max_caches:
+        return False
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    size = mem[w + SH_SIZE]
+    room = _ca(st, st.sl_cache[_head_frame(st, sheaf >> 12)], CA_OBJECT_SIZE) // 8
+    if not _ca(st, cache, CA_ACTIVE) or not 0 <= size <= cap or SH_OBJECTS + size > room:
+        return False
+    for i in range(size):
+        err = _locate(st, mem[w + SH_OBJECTS + i], cache)[0]
+        if err != 0 and err != E_DOUBLE_FREE:
+            return False
+    return True
+
+
+@jit
+def _rcu_find_waiting(st):
+    """After a link of the waiting list was found overwritten: put back on the list (in
+    address order) every sheaf still waiting, found by its ``rcu_head`` (a callback word
+    where a sheaf's capacity is; the callbacks that ran wrote the capacity back) among the
+    allocator's own objects of the kmalloc caches. How many."""
+    g = st.g
+    mem = st.mem
+    g[G_RCU_HEAD] = 0
+    g[G_RCU_TAIL] = 0
+    g[G_NRCU] = 0
+    for pfn in range(st.npages):
+        if not st.pg_flags[pfn] & PG_SLAB:
+            continue
+        cache = st.sl_cache[pfn]
+        if not _ca(st, cache, CA_FLAGS) & SLAB_KMALLOC:
+            continue
+        size = _ca(st, cache, CA_SIZE)
+        base = (pfn << 12) + _ca(st, cache, CA_RED_LEFT)
+        for i in range(st.sl_objects[pfn]):
+            sheaf = base + i * size
+            if mem[_w(sheaf, SH_CAPACITY)] < 0 and _rcu_sheaf_ok(st, sheaf):
+                mem[_w(sheaf, SH_NEXT)] = 0
+                if g[G_RCU_TAIL]:
+                    mem[_w(g[G_RCU_TAIL], SH_NEXT)] = sheaf
+                else:
+                    g[G_RCU_HEAD] = sheaf
+                g[G_RCU_TAIL] = sheaf
+                g[G_NRCU] += 1
+    return g[G_NRCU]
+
+
 @unit
 def rcu_run_callbacks(st):
     """The end of a grace period: run the callback of every sheaf waiting for it, oldest
     first, on the CPU that called ``call_rcu`` (:func:`_rcu_free_sheaf`, or
     ``rcu_free_sheaf_nobarn``: flush to the slabs and free the sheaf). The objects they
-    held (stale entries dropped on the way included)."""
+    held (stale entries dropped on the way included); or ``-1 -`` that count when a stray
+    write had overwritten a waiting sheaf (G_ERR0 its address, G_ERR1 the sheaves left
+    alone): one whose words no longer describe a sheaf (:func:`_rcu_sheaf_ok`) is left
+    alone with its objects (leaked, as an isolated slab's), and past an overwritten link
+    the sheaves still waiting are found again (:func:`_rcu_find_waiting`)."""
     mem = st.mem
     g = st.g
     n = 0
-    while g[G_RCU_HEAD]:
+    bad = 0
+    left = 0
+    while True:
         sheaf = g[G_RCU_HEAD]
-        g[G_RCU_HEAD] = mem[_w(sheaf, SH_NEXT)]
-        if not g[G_RCU_HEAD]:
-            g[G_RCU_TAIL] = 0
+        if sheaf and not _rcu_sheaf_ok(st, sheaf):
+            if not bad:
+                bad = sheaf
+            left += 1
+            sheaf = 0
+        if not sheaf:
+            if g[G_NRCU] <= 1 or not _rcu_find_waiting(st):
+                break
+            continue
         g[G_NRCU] -= 1
+        nxt = mem[_w(sheaf, SH_NEXT)]
         info = -1 - mem[_w(sheaf, SH_CAPACITY)]
         cpu = info >> 1
         cache = mem[_w(sheaf, SH_CACHE)]
-        mem[_w(sheaf, SH_NEXT)] = 0                 # the rcu_head is capacity again
-        mem[_w(sheaf, SH_CAPACITY)] = _ca(st, cache, CA_SHEAF_CAPACITY)
+        mem[_w(sheaf, SH_NEXT)] = 0                 # the rcu_head is capacity again (so
+        mem[_w(sheaf, SH_CAPACITY)] = _ca(st, cache, CA_SHEAF_CAPACITY)   # no search finds it)
+        if g[G_NRCU] == 0:
+            g[G_RCU_HEAD] = 0                       # the last: its link is not followed
+            g[G_RCU_TAIL] = 0
+        elif _rcu_sheaf_ok(st, nxt):
+            g[G_RCU_HEAD] = nxt
+        else:                                       # its link overwritten: the others are
+            if not bad:                             # found again
+                bad = sheaf
+            _rcu_find_waiting(st)
         n += mem[_w(sheaf, SH_SIZE)]
         if info & 1 == RCU_CB_NOBARN:
             sheaf_flush_unused(st, cache, cpu, sheaf)
             _free_empty_sheaf(st, cache, cpu, sheaf)
         else:
             _rcu_free_sheaf(st, cache, cpu, sheaf)
+    g[G_RCU_HEAD] = 0
+    g[G_RCU_TAIL] = 0
+    g[G_NRCU] = 0
+    if bad:
+        g[G_ERR0] = bad
+        g[G_ERR1] = left
+        return -1 - n
     return n

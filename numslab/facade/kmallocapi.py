@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..engine.checks import E_DOUBLE_FREE
-from ..engine.layout import (C_RCU_FREE, CA_DEBUG, CA_ORIG, G_RCU_HEAD, NIL, SH_NEXT,
+from ..engine.layout import (C_RCU_FREE, CA_DEBUG, CA_ORIG, G_ERR0, G_ERR1, G_NRCU,
+                             G_RCU_HEAD, NIL, SH_NEXT,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR)
 from ..engine.rcusheaves import flush_rcu_sheaves, kfree_rcu_sheaf, rcu_run_callbacks
-from ..errors import DoubleFreeError, InvalidSizeError, SlabError
+from ..errors import DoubleFreeError, InvalidSizeError, SlabCorruptionError, SlabError
 from ..flags import GFP_KERNEL, SLAB_RED_ZONE, __GFP_ZERO
 from ..geometry import KMALLOC_MAX_SIZE
 
@@ -138,13 +139,15 @@ class KmallocAPI:
         heads = self.state.cpu[:, :, C_RCU_FREE]
         sheaves = heads[heads != 0].tolist()
         s = int(self._g[G_RCU_HEAD])
-        while s:
+        for _ in range(int(self._g[G_NRCU])):  # (a link a stray write overwrote is not
+            if not 0 < s < len(words) * 8 - 8 * SH_OBJECTS or s & 7:       # followed)
+                break
             sheaves.append(s)
             s = int(words[(s >> 3) + SH_NEXT])
         out: set[int] = set()
         for s in sheaves:
             o = (s >> 3) + SH_OBJECTS
-            out.update(words[o:o + int(words[(s >> 3) + SH_SIZE])].tolist())
+            out.update(words[o:o + max(0, min(int(words[(s >> 3) + SH_SIZE]), 4096))].tolist())
         return out
 
     def _rcu_refuse_sheaved(self: "SlabAllocator", addr: int, fn: str) -> None:
@@ -163,6 +166,15 @@ class KmallocAPI:
         meanwhile behind the list's back (``numslab.jit`` cannot see it) is refused by its
         ``kfree``; the others are freed all the same, then that error is raised, naming it."""
         n = int(rcu_run_callbacks(self._st))
+        overwritten = None
+        if n < 0:                               # a waiting sheaf overwritten: reported
+            n = -1 - n                          # once the list is freed too
+            g = self._g
+            overwritten = SlabCorruptionError(
+                f"synchronize_rcu: the sheaf at {int(g[G_ERR0]):#x} waiting for its grace "
+                f"period was overwritten (a write past a neighbouring kmalloc object?): "
+                f"{int(g[G_ERR1])} sheaves whose words no longer describe one were left "
+                f"alone with their objects (leaked), the others' callbacks ran")
         pending = self.__dict__.pop("_rcu_pending", [])
         gated = self.__dict__.pop("_rcu_gated", {})
         if self._gate is not None:              # (slab_debug may have routed them since)
@@ -173,6 +185,8 @@ class KmallocAPI:
                 self.kfree(addr, cpu)
             except SlabError as e:
                 failed.append((addr, e))
+        if overwritten is not None:
+            raise overwritten
         if failed:
             addr, e = failed[0]
             raise type(e)(f"synchronize_rcu: the kfree_rcu of {addr:#x}: {e}; the other "
