@@ -14,6 +14,7 @@ import pytest
 import numslab
 from numslab import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_TYPESAFE_BY_RCU, ZERO_SIZE_PTR,
                      __GFP_ZERO)
+from numslab.engine.layout import SH_OBJECTS
 
 from conftest import assert_unchanged, free_total, snapshot
 
@@ -532,6 +533,29 @@ def test_krealloc_and_kfree_rcu_refuse_a_sheaf_before_anything_changes(kernel):
     with pytest.raises(numslab.BadAddressError, match=f"^kfree_rcu: {x + 8:#x} is not the "
                                                       f"start of an object"):
         sa.kfree_rcu(x + 8)
+    sa.validate()
+
+
+def test_kfree_rcu_of_a_free_object_is_a_double_free(kernel):
+    # kfree_rcu frees: of an object already free (freed, or held by a prefilled sheaf) it
+    # raised BadAddressError ("a free object ..., not an allocation", ksize's words) where
+    # kfree and the bulk frees raise DoubleFreeError
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel)
+    c = sa.kmem_cache_create("c", 64, sheaf_capacity=4)
+    a = c.alloc()
+    c.free(a)
+    sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 2)
+    held = int(sa._mem[(sheaf >> 3) + SH_OBJECTS])
+    snap = snapshot(sa)
+    for x in (a, held):
+        with pytest.raises(numslab.DoubleFreeError,
+                           match=f"^kfree_rcu: {x:#x}: double free, the object is already "
+                                 f"free"):
+            sa.kfree_rcu(x)
+        with pytest.raises(numslab.DoubleFreeError, match=f"^kfree: {x:#x}: double free"):
+            sa.kfree(x)
+        assert_unchanged(sa, snap)
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, sheaf)
     sa.validate()
 
 def test_kfree_rcu_frees_after_the_grace_period(sa):

@@ -105,6 +105,9 @@ class KmallocAPI:
         if addr in (0, ZERO_SIZE_PTR):
             return
         self._rcu_refuse_sheaved(addr, "kfree_rcu")
+        if self._locate(addr)[0] == E_DOUBLE_FREE:      # a free, as kfree says it
+            raise DoubleFreeError(f"kfree_rcu: {addr:#x}: double free, the object is already "
+                                  f"free")
         self._ksize(addr, "kfree_rcu")          # the checks of kfree, nothing changed yet
         if any(a == addr for a, _ in self._rcu_pending):
             raise DoubleFreeError(f"kfree_rcu: {addr:#x} is already waiting for a grace "
