@@ -5,6 +5,7 @@ CPU's ``rcu_free`` sheaf when the object's cache has sheaves (``engine/rcusheave
 on a list of addresses freed at the end of the grace period."""
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ..engine.checks import E_DOUBLE_FREE
@@ -20,6 +21,13 @@ if TYPE_CHECKING:
     from .allocator import SlabAllocator
 
 _ZERO = __GFP_ZERO
+
+#: Serialises the list of ``kfree_rcu`` objects across Python threads, which interleave
+#: between the facade's statements: a ``kfree_rcu``'s checks and queueing, and a grace
+#: period's taking of the list and its frees (a ``kfree_rcu`` appended to a list that
+#: ``synchronize_rcu`` had taken away was never freed). One for every allocator: it is held
+#: briefly, and no unit waits on it.
+_RCU_LOCK = threading.RLock()
 
 
 #: The calls that free, which the C gate serves when it is installed: while objects wait for
@@ -101,21 +109,22 @@ class KmallocAPI:
         raises ``DoubleFreeError``: the grace period's free would free whatever was
         allocated there meanwhile. ``numslab.jit`` cannot see the list (the sheaves it can:
         their objects are not live)."""
-        addr = self._as_addr(addr, "kfree_rcu")
-        if addr in (0, ZERO_SIZE_PTR):
-            return
-        self._rcu_refuse_sheaved(addr, "kfree_rcu")
-        if self._locate(addr)[0] == E_DOUBLE_FREE:      # a free, as kfree says it
-            raise DoubleFreeError(f"kfree_rcu: {addr:#x}: double free, the object is already "
-                                  f"free")
-        self._ksize(addr, "kfree_rcu")          # the checks of kfree, nothing changed yet
-        if any(a == addr for a, _ in self._rcu_pending):
-            raise DoubleFreeError(f"kfree_rcu: {addr:#x} is already waiting for a grace "
-                                  f"period (double free)")
-        if kfree_rcu_sheaf(self._st, self._cpu() if cpu is None else self._check_cpu(cpu),
-                           addr):
-            return
-        self._rcu_list_add(addr, cpu)
+        with _RCU_LOCK:
+            addr = self._as_addr(addr, "kfree_rcu")
+            if addr in (0, ZERO_SIZE_PTR):
+                return
+            self._rcu_refuse_sheaved(addr, "kfree_rcu")
+            if self._locate(addr)[0] == E_DOUBLE_FREE:      # a free, as kfree says it
+                raise DoubleFreeError(f"kfree_rcu: {addr:#x}: double free, the object is already "
+                                      f"free")
+            self._ksize(addr, "kfree_rcu")          # the checks of kfree, nothing changed yet
+            if any(a == addr for a, _ in self._rcu_pending):
+                raise DoubleFreeError(f"kfree_rcu: {addr:#x} is already waiting for a grace "
+                                      f"period (double free)")
+            if kfree_rcu_sheaf(self._st, self._cpu() if cpu is None else self._check_cpu(cpu),
+                               addr):
+                return
+            self._rcu_list_add(addr, cpu)
 
     def _rcu_list_add(self: "SlabAllocator", addr: int, cpu: int | None) -> None:
         """Put a checked live object on the list of ``kfree_rcu`` frees (the ordinary
@@ -168,34 +177,35 @@ class KmallocAPI:
         CPU's part-full ``rcu_free`` sheaf wait on). An object of the list that was freed
         meanwhile behind the list's back (``numslab.jit`` cannot see it) is refused by its
         ``kfree``; the others are freed all the same, then that error is raised, naming it."""
-        n = int(rcu_run_callbacks(self._st))
-        overwritten = None
-        if n < 0:                               # a waiting sheaf overwritten: reported
-            n = -1 - n                          # once the list is freed too
-            g = self._g
-            overwritten = SlabCorruptionError(
-                f"synchronize_rcu: the sheaf at {int(g[G_ERR0]):#x} waiting for its grace "
-                f"period was overwritten (a write past a neighbouring kmalloc object?): "
-                f"{int(g[G_ERR1])} sheaves whose words no longer describe one were left "
-                f"alone with their objects (leaked), the others' callbacks ran")
-        pending = self.__dict__.pop("_rcu_pending", [])
-        gated = self.__dict__.pop("_rcu_gated", {})
-        if self._gate is not None:              # (slab_debug may have routed them since)
-            self.__dict__.update(gated)
-        failed: list[tuple[int, SlabError]] = []
-        for addr, cpu in pending:
-            try:
-                self.kfree(addr, cpu)
-            except SlabError as e:
-                failed.append((addr, e))
-        if overwritten is not None:
-            raise overwritten
-        if failed:
-            addr, e = failed[0]
-            raise type(e)(f"synchronize_rcu: the kfree_rcu of {addr:#x}: {e}; the other "
-                          f"{len(pending) - len(failed)} objects waiting were freed (was it "
-                          f"freed meanwhile through numslab.jit, which cannot see the list?)")
-        return n + len(pending)
+        with _RCU_LOCK:
+            n = int(rcu_run_callbacks(self._st))
+            overwritten = None
+            if n < 0:                               # a waiting sheaf overwritten: reported
+                n = -1 - n                          # once the list is freed too
+                g = self._g
+                overwritten = SlabCorruptionError(
+                    f"synchronize_rcu: the sheaf at {int(g[G_ERR0]):#x} waiting for its grace "
+                    f"period was overwritten (a write past a neighbouring kmalloc object?): "
+                    f"{int(g[G_ERR1])} sheaves whose words no longer describe one were left "
+                    f"alone with their objects (leaked), the others' callbacks ran")
+            pending = self.__dict__.pop("_rcu_pending", [])
+            gated = self.__dict__.pop("_rcu_gated", {})
+            if self._gate is not None:              # (slab_debug may have routed them since)
+                self.__dict__.update(gated)
+            failed: list[tuple[int, SlabError]] = []
+            for addr, cpu in pending:
+                try:
+                    self.kfree(addr, cpu)
+                except SlabError as e:
+                    failed.append((addr, e))
+            if overwritten is not None:
+                raise overwritten
+            if failed:
+                addr, e = failed[0]
+                raise type(e)(f"synchronize_rcu: the kfree_rcu of {addr:#x}: {e}; the other "
+                              f"{len(pending) - len(failed)} objects waiting were freed (was it "
+                              f"freed meanwhile through numslab.jit, which cannot see the list?)")
+            return n + len(pending)
 
     def rcu_barrier(self: "SlabAllocator") -> int:
         """Wait for every pending RCU callback (``rcu_barrier``): here as
