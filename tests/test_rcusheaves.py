@@ -407,3 +407,33 @@ def test_a_stray_write_into_the_rcu_free_sheafs_size_is_not_followed(kernel):
         sa.kvfree_rcu_barrier()
     assert sa.find(objs[1])["kind"] == "free object" and waiting(sa) == 0
     c.free(objs[2])
+
+
+@pytest.mark.parametrize("where", ["link", "rcu_free size"])
+def test_the_lookups_survive_a_stray_write_into_an_rcu_sheaf(kernel, where):
+    """The counters, validate and sheaf_addresses walk the waiting list through the
+    sheaves' own links: one overwritten crashed validate and live_objects (a segfault) and
+    sheaf_addresses (IndexError); and validate named no cache for a cache its users hold
+    nothing of (``bad.name if bad``: the cache's length), or raised ValueError when that
+    length came out negative from an overwritten size word."""
+    sa = machine(kernel)
+    c = sheafed(sa)
+    objs = [c.alloc() for _ in range(3 * c.sheaf_capacity + 2)]
+    for a in objs:
+        sa.kfree_rcu(a, 0)                      # three sheaves waiting, two on CPU 0
+    if where == "link":
+        first = int(view(sa.state.buf, F_G)[G_RCU_HEAD])
+        sa.memory[first:first + 8] = 0x41
+    else:
+        sa._mem[(rcu_free(sa, c) >> 3) + SH_SIZE] = 0x7f7f7f7f7f7f7f7f
+    with pytest.raises(numslab.SlabCorruptionError,
+                       match=r"^validate: .* \(cache (x|rcu|kmalloc-\d+), at "):
+        sa.validate()
+    assert isinstance(c.live_objects, int) and isinstance(c.objects, int)
+    assert len(sa.sheaf_addresses()) and sa.slabinfo()
+    sa.kmem_cache_validate(c)
+    with pytest.raises(numslab.SlabCorruptionError, match="^synchronize_rcu: the sheaf at"):
+        sa.kvfree_rcu_barrier()
+    if where == "link":                         # every sheaf was found again
+        assert len(c) == 0
+        sa.validate()

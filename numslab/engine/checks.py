@@ -10,7 +10,7 @@ from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, 
                      NIL, NR_ORDERS, P_COUNT, P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL,
                      PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_SLAB, PG_TAIL,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _geo,
-                     _node_row, _slab_nid)
+                     _node_row, _slab_nid, _rcu_next)
 from ..flags import SLAB_KMALLOC
 from .partialorder import _check_order
 from .native import jit, unit
@@ -346,12 +346,10 @@ def _validate_cache(st, cache):
     k = 0
     while sheaf:
         k += 1
-        if k > st.g[G_NRCU]:
-            return _corrupt(st, 16, sheaf)
         if mem[(sheaf >> 3) + SH_CACHE] == cache and _count_objects(
                 st, cache, sheaf, _ca(st, cache, CA_SHEAF_CAPACITY)):
             return _corrupt(st, 14, sheaf)
-        sheaf = mem[(sheaf >> 3) + SH_NEXT]
+        sheaf = _rcu_next(st, sheaf, k)  # (a bad link: _validate_rcu_list reports it)
     for node in range(st.nnodes):
         r = _node_row(st, cache, node)
         for col in (N_BARN_FULL, N_BARN_EMPTY):
@@ -521,7 +519,8 @@ def _validate_rcu_list(st):
     n = 0
     while sheaf:
         n += 1
-        if n > g[G_NRCU] or sheaf <= 0 or sheaf >= st.npages << 12 or sheaf & 7:
+        if n > g[G_NRCU] or sheaf <= 0 or sheaf >= (st.npages << 12) - 8 * SH_OBJECTS \
+                or sheaf & 7:
             return _corrupt(st, 16, sheaf)
         w = sheaf >> 3
         info = -1 - mem[w + SH_CAPACITY]

@@ -335,6 +335,20 @@ def _head_frame(st, pfn):
 
 
 @native.jit(inline=True)
+def _rcu_next(st, sheaf, k):
+    """The sheaf after ``sheaf``, the ``k``-th (from 1) on the list of sheaves waiting for
+    their grace period: 0 at its end (``G_NRCU`` sheaves), or where a stray write into the
+    sheaf (a kmalloc object among the user's) left a link no sheaf can be at (outside the
+    arena, unaligned): such a link is not followed."""
+    if k >= st.g[G_NRCU]:
+        return 0
+    nxt = st.mem[(sheaf >> 3) + SH_NEXT]
+    if nxt <= 0 or nxt & 7 or nxt >= (st.npages << 12) - 8 * SH_OBJECTS:
+        return 0
+    return nxt
+
+
+@native.jit(inline=True)
 def _slab_nid(st, slab):
     """NUMA node of the slab whose head frame is ``slab`` (no division on one node: a
     64-bit divide costs more than the rest of a fast path)."""

@@ -8,7 +8,7 @@ from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE,
                      CA_OFFSET, CA_SIZE, CA_RED_LEFT, SH_CACHE,
                      CA_USER_SHEAVES, G_NISOLATED, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_PARTIAL_HEAD,
                      N_TOTAL_OBJECTS, NIL, PG_ISOLATED, PG_SLAB, PG_TAIL, SH_NEXT, SH_OBJECTS,
-                     SH_SIZE, _ca, _cpu_row, _node_row)
+                     SH_SIZE, _ca, _cpu_row, _node_row, _rcu_next)
 from .native import jit, unit, words_at
 from .slablists import _get_fp
 
@@ -64,10 +64,12 @@ def live_objects(st, cache):
         live -= mem[(sheaf >> 3) + SH_SIZE]
         sheaf = mem[(sheaf >> 3) + SH_NEXT]
     sheaf = st.g[G_RCU_HEAD]                # sheaves waiting for their grace period
+    k = 0
     while sheaf:
         if mem[(sheaf >> 3) + SH_CACHE] == cache:
             live -= mem[(sheaf >> 3) + SH_SIZE]
-        sheaf = mem[(sheaf >> 3) + SH_NEXT]
+        k += 1
+        sheaf = _rcu_next(st, sheaf, k)
     if st.g[G_NISOLATED]:
         live -= _isolated_leak(st, cache)
     return live
@@ -82,8 +84,10 @@ def _sheaf_isolated(st, sheaf):
     flags = st.pg_flags
     n = 0
     o = (sheaf >> 3) + SH_OBJECTS
-    for k in range(mem[(sheaf >> 3) + SH_SIZE]):
+    for k in range(min(mem[(sheaf >> 3) + SH_SIZE], (st.npages << 9) - o)):
         pfn = mem[o + k] >> 12
+        if not 0 <= pfn < st.npages:        # (words a stray write left: not followed)
+            continue
         head = st.pg_head[pfn] if flags[pfn] & PG_TAIL else pfn
         n += (flags[head] & PG_ISOLATED) != 0
     return n
@@ -123,10 +127,12 @@ def _isolated_leak(st, cache):
         leak -= _sheaf_isolated(st, sheaf)
         sheaf = mem[(sheaf >> 3) + SH_NEXT]
     sheaf = st.g[G_RCU_HEAD]
+    k = 0
     while sheaf:
         if mem[(sheaf >> 3) + SH_CACHE] == cache:
             leak -= _sheaf_isolated(st, sheaf)
-        sheaf = mem[(sheaf >> 3) + SH_NEXT]
+        k += 1
+        sheaf = _rcu_next(st, sheaf, k)
     return leak
 
 

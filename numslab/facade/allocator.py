@@ -772,8 +772,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         heads = np.concatenate([st.node[:, :, [N_BARN_FULL, N_BARN_EMPTY]].ravel(),
                                 st.ca[:, CA_USER_SHEAVES], self._g[G_RCU_HEAD:G_RCU_HEAD + 1]])
         for sheaf in heads[heads != 0].tolist():
-            chain = []
-            while sheaf:
+            chain = []                  # (a link a stray write left is not followed)
+            while 0 < sheaf < 8 * words.size and not sheaf & 7 and len(chain) < words.size:
                 chain.append(sheaf)
                 sheaf = int(words[(sheaf >> 3) + SH_NEXT])
             out.append(np.array(chain, np.int64))
@@ -793,6 +793,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             what, where = int(self._g[G_ERR0]), int(self._g[G_ERR1])
             bad = self._caches.get(cid if cid != NIL else int(self._g[G_ERR2]))
             raise SlabCorruptionError(f"validate: {checks.CORRUPTION[what]} (cache "
-                                      f"{bad.name if bad else '-'}, at {where})")
+                                      f"{bad.name if bad is not None else '-'}, at {where})")
 
     check_invariants = validate

@@ -11,7 +11,7 @@ from .. import jit as nj
 from ..drivers.handles import state_of
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_ACTIVE,
                              CA_NCOLS, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL,
-                             SH_NEXT, _cpu_row, _node_row)
+                             SH_NEXT, _cpu_row, _node_row, _rcu_next)
 from ..engine.leansheaves import flush_main_lean, refill_main_lean
 from ..engine.stats import live_objects
 from ..flags import __GFP_NO_OBJ_EXT
@@ -271,9 +271,11 @@ def sample(h, cids, live, slabs, partial, cpu_slabs, sheaves):
                     _sheaf_owner(st, sh, sheaves)
                     sh = st.mem[(sh >> 3) + SH_NEXT]
     sh = st.g[G_RCU_HEAD]                       # waiting for their grace period
+    k = 0
     while sh:
         _sheaf_owner(st, sh, sheaves)
-        sh = st.mem[(sh >> 3) + SH_NEXT]
+        k += 1
+        sh = _rcu_next(st, sh, k)
     for k in range(cids.shape[0]):
         cache = cids[k]
         live[k] = live_objects(st, cache) - sheaves[cache]
