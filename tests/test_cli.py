@@ -222,14 +222,16 @@ def test_plot_one_panel(tmp_path):
 def test_plot_keeps_one_colour_per_implementation(tmp_path):
     tables = {"called from Python": {"deque": {1: 5.0}, "slab-bulk": {1: 3.0},
                                      "slab-jit-round": {1: 1.0}},
-              "inside @njit": {"jit-stack-single": {1: 2.0}, "slab-bulk": {1: 4.0}}}
+              "inside @njit": {"jit-stack-single": {1: 2.0}, "slab-bulk": {1: 4.0},
+                               "floor-7.0": {1: 1.5}}}
     fig = cli.plot(tables, (1,), str(tmp_path / "c.png"))
     lines = [{ln.get_label(): ln for ln in ax.get_lines()} for ax in fig.axes]
     assert lines[0]["slab-bulk"].get_color() == lines[1]["slab-bulk"].get_color()
     colours = [ln.get_color() for ln in [*lines[0].values(), *lines[1].values()]
                if not ln.get_label().startswith("kernel")]
-    assert len(set(map(str, colours))) == 4               # 4 implementations, 4 colours
-    assert lines[0]["slab-jit-round"].get_linestyle() == ":"   # a floor, dotted
+    assert len(set(map(str, colours))) == 5               # 5 implementations, 5 colours
+    assert lines[0]["slab-jit-round"].get_linestyle() == ":"   # the floors, dotted
+    assert lines[1]["floor-7.0"].get_linestyle() == ":"
     assert lines[0]["slab-bulk"].get_linestyle() == "-"
 
 

@@ -34,7 +34,7 @@ def format_table(table: dict[str, dict[int, float]], sizes: tuple[int, ...],
 
 
 #: Columns that are floors rather than numslab paths (drawn dotted).
-FLOORS = ("slab-jit-round",)
+FLOORS = ("slab-jit-round", "floor-7.0")
 
 
 def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
