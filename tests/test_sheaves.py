@@ -769,6 +769,20 @@ def test_single_allocations_until_memory_runs_out_lose_no_object(kernel_name):
 
 
 # ---- a free pointer rewritten to name an object a sheaf holds --------------------------------
+def _half_freed_on_cpu1(gen, seed):
+    """A 2-CPU allocator of generation ``gen`` (free lists plain and in address order) with
+    a 64-byte cache of 8-object sheaves: 400 objects allocated on CPU 1, a random half of
+    them (drawn from ``seed``) freed there. (allocator, cache)"""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=gen, seed=seed,
+                               freelist_hardened=False, freelist_random=False)
+    c = sa.kmem_cache_create("x", 64, sheaf_capacity=8)
+    objs = np.zeros(400, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 400, objs, cpu=1) == 400
+    for x in objs[np.random.default_rng(seed).permutation(400)][200:].tolist():
+        sa.kmem_cache_free(c, x, cpu=1)
+    return sa, c
+
+
 def _point_a_free_list_at(sa, c, held):
     """Rewrite one free list of ``c`` so that it names an object of ``held`` (a sheaf's) in
     the same slab, in the place of the free object it led to, keeping its length: two
@@ -796,13 +810,7 @@ def test_an_object_a_sheaf_holds_is_never_handed_out_twice(gen, how):
     sheaf drops the entry, a SlabCorruptionError reports it, its slab is isolated and the
     machine stays valid."""
     for seed in range(40):                  # the first seed whose state has such a slab
-        sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=gen, seed=seed,
-                                   freelist_hardened=False, freelist_random=False)
-        c = sa.kmem_cache_create("x", 64, sheaf_capacity=8)
-        objs = np.zeros(400, np.int64)
-        assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 400, objs, cpu=1) == 400
-        for x in objs[np.random.default_rng(seed).permutation(400)][200:].tolist():
-            sa.kmem_cache_free(c, x, cpu=1)
+        sa, c = _half_freed_on_cpu1(gen, seed)
         if how == "prefilled":
             sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 8, cpu=1)
         else:
@@ -856,15 +864,10 @@ def test_an_object_a_sheaf_holds_is_never_handed_out_twice(gen, how):
 def _stale_twice(gen):
     """A sheaf naming an object twice: CPU 1's main sheaf holds X when a rewritten free
     pointer lets CPU 0's slab-layer allocation hand X out; the user frees X on CPU 1, so the
-    main sheaf (one object taken off its top first) names it twice, neither entry live. (allocator, cache, X, the CPU 0 objects)"""
+    main sheaf (one object taken off its top first) names it twice, neither entry live.
+    (allocator, cache, X, the CPU 0 objects)"""
     for seed in range(40):
-        sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=gen, seed=seed,
-                                   freelist_hardened=False, freelist_random=False)
-        c = sa.kmem_cache_create("x", 64, sheaf_capacity=8)
-        objs = np.zeros(400, np.int64)
-        assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 400, objs, cpu=1) == 400
-        for x in objs[np.random.default_rng(seed).permutation(400)][200:].tolist():
-            sa.kmem_cache_free(c, x, cpu=1)
+        sa, c = _half_freed_on_cpu1(gen, seed)
         held = sheaf_objs(sa, int(sa.state.cpu[c.id, 1, C_MAIN]))
         x = _point_a_free_list_at(sa, c, held[:-1])     # not the top: the free goes above
         if x is None:

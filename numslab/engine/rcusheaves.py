@@ -24,7 +24,7 @@ from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_FLAGS, CA_OBJECT_SIZE, C
                      _cpu_row, _head_frame, _slab_nid, _stat)
 from .native import jit, unit
 from .sheaves import (_alloc_empty_sheaf, _any_stale, _barn, _barn_pop, _barn_push, _call_rcu,
-                      _free_empty_sheaf, _sheaf_purge, _w, sheaf_flush_unused)
+                      _free_empty_sheaf, _rcu_append, _sheaf_purge, _w, sheaf_flush_unused)
 
 
 @unit
@@ -177,13 +177,7 @@ def _rcu_find_waiting(st):
         for i in range(st.sl_objects[pfn]):
             sheaf = base + i * size
             if mem[_w(sheaf, SH_CAPACITY)] < 0 and _rcu_sheaf_ok(st, sheaf):
-                mem[_w(sheaf, SH_NEXT)] = 0
-                if g[G_RCU_TAIL]:
-                    mem[_w(g[G_RCU_TAIL], SH_NEXT)] = sheaf
-                else:
-                    g[G_RCU_HEAD] = sheaf
-                g[G_RCU_TAIL] = sheaf
-                g[G_NRCU] += 1
+                _rcu_append(st, sheaf)
     return g[G_NRCU]
 
 

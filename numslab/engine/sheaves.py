@@ -642,10 +642,17 @@ def _call_rcu(st, sheaf, callback, cpu):
     sheaves waiting for their grace period (``G_RCU_HEAD``..``G_RCU_TAIL``, oldest first;
     ``engine/rcusheaves.py`` runs the callbacks), its ``rcu_head`` in ``SH_NEXT`` and
     ``SH_CAPACITY``."""
+    st.mem[_w(sheaf, SH_CAPACITY)] = -1 - (callback | (cpu << 1))
+    _rcu_append(st, sheaf)
+
+
+@jit(inline=True)
+def _rcu_append(st, sheaf):
+    """Append ``sheaf``, its ``rcu_head`` set, to the list of sheaves waiting for their grace
+    period (the tail's ``SH_NEXT``, ``G_RCU_TAIL``, ``G_NRCU``)."""
     mem = st.mem
     g = st.g
     mem[_w(sheaf, SH_NEXT)] = 0
-    mem[_w(sheaf, SH_CAPACITY)] = -1 - (callback | (cpu << 1))
     if g[G_RCU_TAIL]:
         mem[_w(g[G_RCU_TAIL], SH_NEXT)] = sheaf
     else:
