@@ -366,14 +366,18 @@ def test_remap_against_a_dictionary():
     assert np.array_equal(numslab.remap(refs, old[:0], new[:0]), refs)
 
 
-def test_a_slab_debug_cache_compacts_with_its_red_zones_poison_and_tracks(kernel):
+@pytest.mark.parametrize("debug", ["FZPU", "F", "Z", "U", "FZ"])
+def test_a_slab_debug_cache_compacts_with_its_red_zones_poison_and_tracks(kernel, debug):
     # slab_debug FZPU: objects sit red_left_pad bytes into their slot; a moved object keeps
     # its red zones, tracks and bytes, and the slot it left is a free object again (poisoned,
     # inactive red zone), so the debug checks find no error before or after and every moved
-    # object is freed through the checked path
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel, slab_debug="FZPU")
+    # object is freed through the checked path. Without P the free pointer stays inside the
+    # object (at its middle, as calculate_sizes puts it): the moved object's bytes there are
+    # its own, not the target slot's old free pointer
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel, slab_debug=debug)
     c = sa.kmem_cache_create("dbg", 64)
-    assert c.red_left_pad > 0 and c.slab_size > 64
+    assert (c.red_left_pad > 0) == ("Z" in debug)
+    assert (c.offset < c.inuse) == ("P" not in debug)
     objs = np.array([sa.kmem_cache_alloc(c) for _ in range(6 * c.objs_per_slab)], np.int64)
     rng = np.random.default_rng(5)
     data = rng.integers(0, 256, (len(objs), 64), dtype=np.uint8)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from ..flags import SLAB_STORE_USER
 from .checks import _live_clear, _live_set, _own_test
-from .layout import (CA_DEBUG, CA_FP_KEY, CA_MOVE_FREED, CA_MOVED, CA_NCOLS, CA_OFFSET,
-                     CA_PARTIAL_ORDER, CA_RED_LEFT, CA_SIZE, CA_USED_RATIO, N_PARTIAL_HEAD, NIL,
-                     PG_ISOLATED, _ca, _node_row)
+from .layout import (CA_DEBUG, CA_FP_KEY, CA_INUSE, CA_MOVE_FREED, CA_MOVED, CA_NCOLS,
+                     CA_OFFSET, CA_PARTIAL_ORDER, CA_RED_LEFT, CA_SIZE, CA_USED_RATIO,
+                     N_PARTIAL_HEAD, NIL, PG_ISOLATED, _ca, _node_row)
 from .native import byte_array, copy_bytes, jit, unit, words_at
 from .redzone import RED_INACTIVE, TRACK_FREE, init_object, set_track
 from .cpucache import flush_cpu
@@ -122,6 +122,9 @@ def _move_node(st, cache, a, n, old, new, done):
     inuse = st.sl_inuse
     red = _ca(st, cache, CA_RED_LEFT)
     debug = _ca(st, cache, CA_DEBUG)
+    # a free pointer outside the object (``freeptr_outside_object``: slab_debug P, or Z
+    # with a small object) keeps the target's own; inside, the object's bytes overwrite it
+    keep_fp = debug != 0 and offset >= _ca(st, cache, CA_INUSE)
     m8 = byte_array(mem, st.mem_size)
     j = 0
     for k in range(n - 1, -1, -1):
@@ -147,12 +150,12 @@ def _move_node(st, cache, a, n, old, new, done):
                 fl[t] = nxt
                 inuse[t] += 1
                 # the whole slot moves: with slab_debug its red zones, tracks and orig_size
-                # too (the object's slot starts ``red`` bytes before it); a debug cache's
-                # free pointer lies outside the object and keeps the target's own (a valid
-                # pointer of the target's slab, stored for the target's address)
+                # too (the object's slot starts ``red`` bytes before it); a free pointer
+                # outside the object keeps the target's own (a valid pointer of the
+                # target's slab, stored for the target's address)
                 fpw = mem[(obj + offset) >> 3]
                 copy_bytes(mem, obj - red, mem, addr - red, size)
-                if debug:
+                if keep_fp:
                     mem[(obj + offset) >> 3] = fpw
                 _live_set(st, obj)
                 _live_clear(st, addr)
