@@ -122,3 +122,38 @@ def test_a_destroyed_cache_takes_its_callbacks_and_counters_along(sa, kernel):
     gets = len(owner.gets)
     sa.kmem_cache_shrink(d)
     assert len(owner.gets) == gets and d.objects_moved == 0
+
+
+def test_get_is_given_the_objects_a_slab_holds_when_its_turn_comes(sa, kernel):
+    # an owner whose kick frees objects of other slabs too (objects owned in pairs across
+    # slabs) and allocates one: each later get is called with the live objects of its slab
+    # as they are then (the kernel reads them under the slab's lock), never with an address
+    # an earlier kick freed
+    c, objs = _sparse_cache(sa, "pairs")
+    k = c.objs_per_slab
+    owner = Owner(sa, c, objs)
+    before = _usage(c)
+    sparse = sorted(f for f, o in before.items() if len(o) <= 30 * k // 100)
+    assert len(sparse) == 4
+    seen = []
+
+    def get(o):
+        assert np.isin(o, c.live_addresses()).all() and (o >> 12 == o[0] >> 12).all()
+        seen.append(int(o[0]) >> 12)
+        return owner.get(o)
+
+    def kick(o, private):
+        owner.kick(o, private)
+        if len(seen) == 1:                  # the first slab's owner lets the pairs go
+            for f in sparse:
+                if f != seen[0]:
+                    owner.kick(np.array(before[f][:1], np.int64), private)
+            a = sa.kmem_cache_alloc(c)
+            owner.held.add(a)
+            owner.busy.add(a)
+
+    sa.kmem_cache_setup_defrag(c, get, kick)
+    sa.kmem_cache_defrag(c, 30)
+    assert len(seen) == 4 - sum(len(before[f]) == 1 for f in sparse if f != seen[0])
+    assert sorted(owner.held) == c.live_addresses().tolist()
+    sa.validate()

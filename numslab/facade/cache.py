@@ -75,7 +75,11 @@ class KmemCache(MovableCache):
         own sheaves left out)."""
         st = self._sa.state
         f = st.pg_flags
-        heads = np.flatnonzero(((f & PG_SLAB) != 0) & (st.sl_cache == self._id))
+        return self._live_in(np.flatnonzero(((f & PG_SLAB) != 0) & (st.sl_cache == self._id)))
+
+    def _live_in(self, heads: np.ndarray) -> np.ndarray:
+        """The objects users hold in the cache's slabs at page frames ``heads``, int64[n]."""
+        st = self._sa.state
         if not len(heads):
             return np.zeros(0, np.int64)
         size = self.slab_size

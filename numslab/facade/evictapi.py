@@ -94,15 +94,20 @@ class EvictAPI:
         frames = live >> 12
         kicked = refused = freed = 0
         tried = []
-        for slab, used in sparse:
-            objs = live[frames == slab]
-            if len(objs) != used:       # objects held in prefilled sheaves: not evictable
-                continue
-            private = get(objs.copy())
-            kick(objs.copy(), private)
+        st = self.state
+        # objects held in prefilled sheaves: not evictable
+        sparse = [slab for slab, used in sparse if np.count_nonzero(frames == slab) == used]
+        for slab in sparse:
+            # the slab's objects as they are now, as the kernel reads them under the slab's
+            # lock: an earlier kick may have freed some (or the whole slab) or allocated more
+            objs = live[:0]
+            if st.pg_flags[slab] & PG_SLAB and st.sl_cache[slab] == cid:
+                objs = cache._live_in(np.array([slab], np.int64))
+            if len(objs):
+                private = get(objs.copy())
+                kick(objs.copy(), private)
             tried.append((slab, objs))
         ops.kmem_cache_shrink(self._st, cid, cpu)
-        st = self.state
         live_after = cache.live_addresses()
         for slab, objs in tried:
             if st.sl_cache[slab] == cid and st.pg_flags[slab] & PG_SLAB:     # kept
