@@ -270,10 +270,31 @@ def test_records_and_store_refuse_float_addresses_and_foreign_values(sa):
         c.store(np.array([a]), np.array([1.5]))          # not copied into every field
     with pytest.raises(numslab.WrongTypeError, match="records of"):
         c.store(np.array([a]), [1.5, 2.5])
-    assert_unchanged(sa, snap)
+    for bad in ((1, 2, 3), [(1,)], (2 ** 70, 1.0), ("x", 1.0), [(1, 2.0), 5]):
+        with pytest.raises(numslab.WrongTypeError, match="records of"):
+            c.store(np.array([a]), bad)                   # NumPy's ValueError, TypeError and
+    assert_unchanged(sa, snap)                            # OverflowError are not let through
     assert c.records([a])["a"].tolist() == [7]
     c.store(np.array([a], np.uint32), rec[0])             # one record for all, unsigned ok
     c.free(a)
+
+
+def test_a_scalar_dtype_stores_numbers(sa):
+    # a cache of a plain dtype: its records are numbers, as a list, a Python number or a
+    # NumPy scalar of the dtype; a NumPy array must still be of the dtype
+    c = sa.kmem_cache_create("f8", 0, dtype=np.float64)
+    addrs = c.alloc_bulk(3)
+    c.store(addrs, [1.0, 2.0, 3.0])
+    assert c.records(addrs).tolist() == [1.0, 2.0, 3.0]
+    c.store(addrs, 5)
+    c.store(addrs[:1], np.float64(0.5))
+    assert c.records(addrs).tolist() == [0.5, 5.0, 5.0]
+    snap = snapshot(sa)
+    for bad in (np.arange(3), np.float32(1.0), "1.0", None, True, [1.0, "x", 2.0], [1.0, 2.0]):
+        with pytest.raises((numslab.WrongTypeError, numslab.InvalidSizeError)):
+            c.store(addrs, bad)
+    assert_unchanged(sa, snap)
+    c.free_bulk(addrs)
 
 
 @pytest.mark.parametrize("n", [-1, 1.5, True, 10 ** 12, "3"])

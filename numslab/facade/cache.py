@@ -437,15 +437,24 @@ class KmemCache(MovableCache):
         if self.dtype is None:
             raise WrongTypeError(f"{self.name} has no dtype (create it with dtype=...)")
         a = self._addresses(addrs, "store")
-        if isinstance(values, (np.ndarray, np.void)):
+        plain = self.dtype.names is None        # a scalar dtype: its records are numbers
+        if isinstance(values, (np.ndarray, np.generic)):
             ok = values.dtype == self.dtype
+        elif plain:
+            ok = isinstance(values, (int, float, complex, list, tuple)) \
+                and not isinstance(values, bool)
         else:       # a record as a tuple, or a list of them (not bare numbers for every field)
             ok = isinstance(values, tuple) or isinstance(values, list) and all(
                 isinstance(v, (tuple, np.void)) for v in values)
+        what = getattr(values, "dtype", type(values).__name__)
+        if ok:
+            try:
+                vals = np.ascontiguousarray(np.asarray(values, dtype=self.dtype)).ravel()
+            except (ValueError, TypeError, OverflowError) as e:
+                ok, what = False, f"{what} ({e})"       # a field's value, or a tuple's length
         if not ok:
             raise WrongTypeError(f"{self.name}.store: values must be records of {self.dtype}, "
-                                 f"not {getattr(values, 'dtype', type(values).__name__)}")
-        vals = np.ascontiguousarray(np.asarray(values, dtype=self.dtype)).ravel()
+                                 f"not {what}")
         if len(vals) not in (1, len(a)):
             raise InvalidSizeError(f"{self.name}.store: {len(vals)} values for {len(a)} "
                                    f"addresses")
