@@ -127,6 +127,21 @@ def test_one_line_of_each_kind():
     "  bash-1 [001] ..... 10.000001: kmem_cache_free: call_site=f ptr=0000000000000001",
     "  bash-1 ..... 10.000001: kfree: call_site=f ptr=0000000000000001",
     "  bash-1 [001] ..... 10.000001: kmalloc: ptr=1 bytes_alloc=9x",
+    # values past their column: refused, not wrapped (4294967360 was read as 64, a CPU of
+    # 4294967296 as CPU 0, 2147483648 bytes as a field missing)
+    "  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=64 "
+    "bytes_alloc=4294967360 gfp_flags=GFP_KERNEL node=-1",
+    "  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=64 "
+    "bytes_alloc=2147483648 gfp_flags=GFP_KERNEL node=-1",
+    "  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=64 "
+    "bytes_alloc=00000000064 gfp_flags=GFP_KERNEL node=-1",
+    "  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=64 "
+    "bytes_alloc=0x100000040 gfp_flags=GFP_KERNEL node=-1",
+    "  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=64 "
+    "bytes_alloc=64 gfp_flags=0x1000000cc0 node=-1",
+    "  bash-1 [001] ..... 10.000001: kmem_cache_alloc: call_site=f ptr=1 name=x "
+    "bytes_req=64 bytes_alloc=64 gfp_flags=GFP_KERNEL node=99999999999999999999",
+    "  bash-1 [4294967296] ..... 10.000001: kfree: call_site=f ptr=0000000000000001",
 ])
 def test_a_malformed_line_is_an_error_naming_it_unless_skipped(bad):
     text_ = "# header\n" + LINE + "\n\n" + bad + "\n" + LINE + "\n"
@@ -138,6 +153,15 @@ def test_a_malformed_line_is_an_error_naming_it_unless_skipped(bad):
     r = numslab.replay(text_.encode(), skip_bad=True, kernel="7.0")
     assert r.skipped["bad_line"] == 1 and r.lines == 3
     assert r.replayed + sum(r.skipped.values()) == r.lines
+
+
+def test_values_up_to_their_columns_are_read():
+    text_ = ("  bash-1 [999999999] ..... 10.000001: kmalloc: call_site=f ptr=1 "
+             "bytes_req=2147483647 bytes_alloc=2147483647 gfp_flags=0xffffffff "
+             "node=2147483647\n")
+    tr = parse_bytes(text_.encode())
+    assert tr.cpu[0] == 999999999 and tr.bytes_alloc[0] == tr.bytes_req[0] == 2 ** 31 - 1
+    assert tr.node[0] == 2 ** 31 - 1 and tr.gfp[0] == -1        # the 32 bits, in int32
 
 
 def test_a_missing_file_is_a_clear_error(tmp_path):

@@ -250,6 +250,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
         else:
             c, tsv, evs, e = tracefs_header(bp, pos)
             found = c >= 0
+            cbig = False                                  # a "[cpu]" past int32
             if found:                                     # tracefs's layout: no walk
                 ts[r] = tsv
                 evs = after_last_colon(bp, evs, e - 1)
@@ -269,6 +270,9 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                                 if d < 0 or d > 9:
                                     ok = False
                                 v = v * 10 + d
+                            if ok and e - q - 2 > 9:      # past int32: no wrap to a CPU
+                                ok = False
+                                cbig = True
                             if ok:
                                 c = v
                     elif not found:
@@ -307,7 +311,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                     if buf[q] == 10:
                         break
             if c < 0:
-                err = ERR_NO_CPU
+                err = ERR_FIELD if cbig else ERR_NO_CPU
             elif not found or evs < 0:
                 err = ERR_NO_TIMESTAMP
             else:
@@ -402,6 +406,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                     neg = buf[q] == 45
                     if neg:
                         q += 1
+                    v0 = q
                     a0 = q
                     v2 = 0
                     if buf[q] == 48 and buf[q + 1] == 120:
@@ -421,7 +426,10 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                             v2 = v2 * 10 + (t - 48)
                             q += 1
                     t = buf[q]
-                    if q == a0 or not (t == 32 or t == 10 or t == 13):
+                    # a value past its int32 column (gfp_t: 32 bits) is refused, not wrapped
+                    big = q - a0 > (8 if a0 > v0 + 1 else 10) or v2 > (
+                        0xFFFFFFFF if which == 3 else 0x7FFFFFFF)
+                    if q == a0 or big or not (t == 32 or t == 10 or t == 13):
                         err = ERR_FIELD
                         q = delim(bp, q)
                     if neg:
