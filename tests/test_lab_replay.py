@@ -216,3 +216,19 @@ def test_a_repeated_trace_replays_each_copy_apart():
     assert three.lines == 3 * one.lines
     assert three.replayed == 3 * one.replayed
     assert three.series.live_objects[-1].sum() == 3 * one.series.live_objects[-1].sum()
+
+
+def test_a_size_numslab_cannot_replay_is_an_error_naming_its_line():
+    # a kmalloc past KMALLOC_MAX_SIZE (the kernel returns NULL) and a cache of 5 MiB objects
+    # were refused from inside the replay, naming neither the line nor the cache
+    ok = _line("kmalloc", 0x500, bytes_req=64, bytes_alloc=64, gfp_flags="GFP_KERNEL", node=-1)
+    big = _line("kmalloc", 0x600, bytes_req=5 << 20, bytes_alloc=5 << 20,
+                gfp_flags="GFP_KERNEL", node=-1)
+    with pytest.raises(numslab.SlabError, match=r"line 2: a kmalloc of 5,242,880 bytes"):
+        numslab.replay((ok + big).encode())
+    assert numslab.replay((ok + big.replace("ptr=0000000000000600", "ptr=0000000000000000"))
+                          .encode()).skipped["failed_alloc"] == 1     # NULL: no object
+    huge = [_line("kmem_cache_alloc", 0x700 + 64 * i, name="vast", bytes_req=64 << i,
+                  bytes_alloc=64 << i, gfp_flags="GFP_KERNEL", node=-1) for i in (0, 17, 16)]
+    with pytest.raises(numslab.SlabError, match=r"line 3: cache 'vast' of 8,388,608 bytes"):
+        numslab.replay((ok + "".join(huge)).encode())

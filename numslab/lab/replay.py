@@ -21,10 +21,13 @@ from numba.core import event as numba_event
 from .. import flags as F
 from ..errors import SlabError
 from ..facade.allocator import SlabAllocator
+from ..geometry import KMALLOC_MAX_SIZE
 from . import kernels as K
 from . import policies
+from .parse import ROW_LARGE
 from .result import ReplayResult, Series
-from .trace import EV_BAD, EV_LOST, EV_OTHER, Trace, load_bytes, read_trace
+from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_KMALLOC, EV_LOST, EV_OTHER, Trace,
+                    TraceFormatError, load_bytes, read_trace)
 
 __all__ = ["Config", "parse_config", "load_snapshot", "merge_aliases", "prepare", "replay",
            "replay_trace", "sample_seconds",
@@ -220,6 +223,14 @@ def merge_aliases(tr: Trace, snap: dict[str, dict[str, Any]]) -> Trace:
 def prepare(tr: Trace) -> Prepared:
     """Count the lines of ``tr`` no replay needs (the parser gave each event its cache row
     and pointer id; the replay kernel reads the trace's columns directly)."""
+    big = np.flatnonzero((tr.kind == EV_KMALLOC) & (tr.row == ROW_LARGE)
+                         & (tr.bytes_alloc > KMALLOC_MAX_SIZE))
+    if len(big):                # the kernel's kmalloc returns NULL past KMALLOC_MAX_SIZE
+        i = int(big[0])
+        raise TraceFormatError(f"trace, line {int(tr.line[i])}: a kmalloc of "
+                               f"{int(tr.bytes_alloc[i]):,} bytes (bytes_alloc) returned an "
+                               f"object, past KMALLOC_MAX_SIZE ({KMALLOC_MAX_SIZE >> 20} MiB, "
+                               f"the largest block of the page allocator)")
     skipped = {reason: int(np.count_nonzero(tr.kind == ev)) for reason, ev in
                (("other_event", EV_OTHER), ("lost_events_line", EV_LOST), ("bad_line", EV_BAD))}
     return Prepared(tr, list(tr.names), tr.sizes.tolist(), tr.kmalloc.tolist(), tr.npid,
@@ -290,7 +301,7 @@ def _build(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
         args, objsize, src = _geometry(nm, p.sizes[k], snap, cfg.policy, cfg.kernel)
         if "align" in args:
             args["align"] = _align_ok(args["align"])
-        c = sa.kmem_cache_create(nm, **args)
+        c = _create(sa, p.trace, k, nm, args, src)
         if src == "snapshot" and snap and int(snap[nm].get("slab_size", c.slab_size)) \
                 != c.slab_size:                     # e.g. a typesafe-by-RCU free pointer
             sa.kmem_cache_destroy(c)
@@ -301,6 +312,22 @@ def _build(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
         cids[k], osize[k] = c.id, objsize
         source.append(src)
     return sa, cids, osize, source
+
+
+def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any],
+            src: str) -> Any:
+    """``kmem_cache_create`` of trace cache row ``k``; a geometry numslab cannot make is a
+    ``TraceFormatError`` naming the line whose size gave it (or a ``SlabError`` naming the
+    snapshot)."""
+    try:
+        return sa.kmem_cache_create(name, **args)
+    except SlabError as e:
+        if src != "trace":
+            raise SlabError(f"snapshot: cache {name!r}: {e}") from None
+        at = np.flatnonzero((tr.kind == EV_CACHE_ALLOC) & (tr.row == k))
+        i = int(at[np.argmax(tr.bytes_alloc[at])])      # the first of the largest
+        raise TraceFormatError(f"trace, line {int(tr.line[i])}: cache {name!r} of "
+                               f"{int(tr.bytes_alloc[i]):,} bytes (bytes_alloc): {e}") from None
 
 
 def _memory(p: Prepared, cfg: Config) -> int:
