@@ -179,3 +179,19 @@ def test_replay_command_tables_json_compare_and_plot(tmp_path, capsys):
     assert set(j["configs"]) == {"7.0:cpus=2", "7.0:cpus=4"}
     assert cli.main(["replay", str(tmp_path / "none.txt")]) == 1
     assert "cannot read trace" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where, says", [("nofolder/p.png", "does not exist"),
+                                         ("p.txt", "not 'txt'")])
+def test_a_plot_that_cannot_be_written_is_refused_before_the_replay(tmp_path, capsys,
+                                                                   monkeypatch, where, says):
+    # it was a FileNotFoundError or ValueError traceback after the whole replay
+    import numslab.tools.labcli as labcli
+    ran = []
+    monkeypatch.setattr(labcli, "replay", lambda *a, **k: ran.append(a))
+    assert cli.main(["replay", str(DATA / TRACES["git_tar"]), "--plot",
+                     str(tmp_path / where)]) == 1
+    assert says in capsys.readouterr().err and not ran
+    with pytest.raises(SystemExit) as e:                # the bench's --plot alike
+        cli.main(["bench", "--plot", str(tmp_path / where)])
+    assert e.value.code == 2 and says in capsys.readouterr().err

@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
+from ..errors import SlabError
 from . import bench, coldstart, labcli
 
 if TYPE_CHECKING:
@@ -175,10 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         return labcli.run(args)
     if args.plot:                       # before minutes of measuring, not after
         try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            ap.error("--plot needs matplotlib: pip install matplotlib "
-                     "(or numslab's test extra)")
+            labcli.check_plot(args.plot)
+        except SlabError as e:
+            ap.error(f"{e} (or numslab's test extra)" if "needs matplotlib" in str(e)
+                     else str(e))
     sizes = tuple(args.sizes)
     tables = {}
     for kernel in args.kernel:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -88,13 +89,28 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def check_plot(path: str) -> None:
+    """Refuse, before any work, a ``--plot`` file matplotlib cannot write: matplotlib
+    missing, a folder that does not exist, a format it does not draw (``SlabError``)."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise SlabError("--plot needs matplotlib: pip install matplotlib") from None
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise SlabError(f"--plot {path}: the folder {folder} does not exist")
+    ext = os.path.splitext(path)[1][1:].lower()
+    kinds = Figure().canvas.get_supported_filetypes()
+    if ext and ext not in kinds:                    # no suffix: matplotlib writes a png
+        raise SlabError(f"--plot {path}: matplotlib draws {', '.join(sorted(kinds))}, not "
+                        f"{ext!r}")
+
+
 def _replay(args: argparse.Namespace) -> int:
     """``numslab replay``."""
     if args.plot:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise SlabError("--plot needs matplotlib: pip install matplotlib") from None
+        check_plot(args.plot)
     compare = [c for c in args.compare.split(",") if c.strip()] if args.compare else None
     res = replay(args.trace, snapshot=args.snapshot, kernel=args.kernel, cpus=args.cpus,
                  nodes=args.nodes, policy=args.policy, compare=compare,
