@@ -232,3 +232,16 @@ def test_a_size_numslab_cannot_replay_is_an_error_naming_its_line():
                   bytes_alloc=64 << i, gfp_flags="GFP_KERNEL", node=-1) for i in (0, 17, 16)]
     with pytest.raises(numslab.SlabError, match=r"line 3: cache 'vast' of 8,388,608 bytes"):
         numslab.replay((ok + "".join(huge)).encode())
+
+
+def test_the_arena_grows_with_the_caches_each_cpu_uses_not_with_every_pair():
+    # 1 MiB per cache and simulated CPU made a 2-CPU trace replayed on 512 CPUs ask for 28
+    # GiB per node, which this machine could not reserve ("cannot reserve"); each CPU is
+    # now charged for the caches it allocates from, and every cache for its sheaf structs
+    r = numslab.replay(DATA / TRACES["git_tar"], snapshot=DATA / SNAPSHOTS["git_tar"],
+                       cpus=512, compare=["6.18", "7.0"])
+    for res in r.configs.values():
+        assert res.memory_per_node <= 256 << 20
+        res.allocator.validate()
+    two = numslab.replay(DATA / TRACES["git_tar"], cpus=2)
+    assert two.memory_per_node <= 128 << 20
