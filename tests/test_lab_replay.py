@@ -144,6 +144,19 @@ def test_samples_must_be_at_least_one():
             numslab.replay(DATA / TRACES["file"], samples=bad)
 
 
+@pytest.mark.parametrize("arg, bad", [("cpus", 2.5), ("cpus", "2"), ("cpus", True),
+                                      ("nodes", 1.5), ("nodes", None)])
+def test_cpus_and_nodes_must_be_whole_numbers_checked_before_the_parse(arg, bad,
+                                                                       monkeypatch):
+    # cpus=2.5 was replayed on 2 CPUs; and a bad argument was found after the whole parse
+    import numslab.lab.replay as R
+    monkeypatch.setattr(R, "read_trace", lambda *a: pytest.fail("parsed"))
+    with pytest.raises(numslab.SlabError, match=f"{arg}="):
+        numslab.replay(DATA / TRACES["file"], **{arg: bad})
+    with pytest.raises(numslab.SlabError, match="samples="):
+        numslab.replay(DATA / TRACES["file"], samples=0)
+
+
 def test_more_cpus_and_nodes_spread_the_events():
     r = numslab.replay(DATA / TRACES["net"], kernel="7.0", cpus=4, nodes=2)
     assert r.allocator.nr_nodes == 2

@@ -575,15 +575,18 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     -------
     ReplayResult
     """
+    if kernel not in KERNELS:                   # the arguments before the parse's work
+        raise SlabError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise SlabError(f"samples={samples!r}: the time series needs at least 1 point")
+    for what, v in (("cpus", 1 if cpus is None else cpus), ("nodes", nodes)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise SlabError(f"{what}={v!r}: a whole number of {what[:-1].upper()}s")
     t0 = time.perf_counter()
     clock = CompileClock()
     with numba_event.install_listener("numba:compiler_lock", clock):
         tr = trace if isinstance(trace, Trace) else read_trace(trace, skip_bad)
     parse = time.perf_counter() - t0 - clock.seconds
-    if kernel not in KERNELS:
-        raise SlabError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise SlabError(f"samples={samples!r}: the time series needs at least 1 point")
     if cpus is None:
         cpus = int(tr.cpu.max()) + 1 if len(tr) and tr.cpu.max() >= 0 else 1
     if every == "free":
