@@ -69,6 +69,24 @@ def test_the_fake_tracefs_is_restored_after_the_command_fails(tmp_path):
     assert _state(root) == before
 
 
+def test_a_buffer_size_tracefs_prints_in_another_form_is_restored_as_it_takes_it(tmp_path):
+    # before its first use the kernel prints "7 (expanded: 1408)", and "X" when CPUs differ;
+    # writing either back is refused (EINVAL), so the buffer kept the recording's size:
+    # restored as the expanded size, and per CPU
+    root = _fake_tracefs(tmp_path)
+    (root / "buffer_size_kb").write_text("7 (expanded: 1408)\n")
+    rec.record(tmp_path / "out.txt", ["true"], root=root, buffer_kb=512)
+    assert (root / "buffer_size_kb").read_text() == "1408\n"
+    (root / "buffer_size_kb").write_text("X\n")
+    for cpu, kb in ((0, "1408"), (1, "4096")):
+        (root / "per_cpu" / f"cpu{cpu}").mkdir(parents=True)
+        (root / "per_cpu" / f"cpu{cpu}" / "buffer_size_kb").write_text(kb + "\n")
+    spread = f"for f in {root}/per_cpu/cpu*/buffer_size_kb; do echo 512 > $f; done"
+    rec.record(tmp_path / "out.txt", ["sh", "-c", spread], root=root, buffer_kb=512)
+    assert [(root / "per_cpu" / f"cpu{c}" / "buffer_size_kb").read_text() for c in (0, 1)] \
+        == ["1408\n", "4096\n"]
+
+
 def test_a_command_that_cannot_run_is_a_clear_error_and_tracefs_is_restored(tmp_path):
     root = _fake_tracefs(tmp_path)
     before = _state(root)

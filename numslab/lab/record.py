@@ -11,6 +11,7 @@ import json
 import lzma
 import os
 import platform
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -72,6 +73,20 @@ def _read(path: Path) -> str:
     return path.read_text().strip()
 
 
+def _buffer_sizes(root: Path) -> list[tuple[Path, str]]:
+    """The ring buffer's size as tracefs takes it back: ``buffer_size_kb`` reads ``N
+    (expanded: M)`` before the buffer was first used (kept as M, the size the kernel
+    expands it to: N would shrink it, and the text itself is refused) and ``X`` when the
+    CPUs' sizes differ (each ``per_cpu/cpuK/buffer_size_kb`` kept)."""
+    text = _read(root / "buffer_size_kb")
+    m = re.fullmatch(r"\d+ \(expanded: (\d+)\)", text)
+    if m:
+        return [(root / "buffer_size_kb", m.group(1))]
+    if text == "X":
+        return [(p, _read(p)) for p in sorted((root / "per_cpu").glob("cpu*/buffer_size_kb"))]
+    return [(root / "buffer_size_kb", text)]
+
+
 def record(out: str | Path, command: Sequence[str] | None = None, seconds: float | None = None,
            root: str | Path = TRACEFS, buffer_kb: int = 65536) -> dict[str, Any]:
     """Record the kmem events while ``command`` runs (or for ``seconds``) and write the
@@ -104,7 +119,7 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
     root = ensure_tracefs(root)
     ev = [root / "events" / "kmem" / e / "enable" for e in EVENTS]
     try:
-        saved = {"on": _read(root / "tracing_on"), "buf": _read(root / "buffer_size_kb"),
+        saved = {"on": _read(root / "tracing_on"), "buf": _buffer_sizes(root),
                  "ev": [_read(p) for p in ev]}
     except OSError as e:
         raise RecordError(f"record: cannot read {root}: {e.strerror}") from None
@@ -138,7 +153,8 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
         for p, v in zip(ev, saved["ev"]):
             _try_write(p, v)
         _try_write(root / "trace", "")
-        _try_write(root / "buffer_size_kb", saved["buf"])
+        for p, v in saved["buf"]:
+            _try_write(p, v)
         _try_write(root / "tracing_on", saved["on"])
     data = text.encode()
     if out.suffix == ".xz":
