@@ -164,6 +164,26 @@ def test_values_up_to_their_columns_are_read():
     assert tr.node[0] == 2 ** 31 - 1 and tr.gfp[0] == -1        # the 32 bits, in int32
 
 
+@pytest.mark.parametrize("how", ["gz", "xz"])
+def test_a_compressed_trace_cut_short_or_corrupt_is_a_clear_error(tmp_path, how):
+    # EOFError, zlib.error and LZMAError came through as tracebacks
+    import gzip
+    import lzma
+    raw = text("git_tar").encode()
+    packed = gzip.compress(raw) if how == "gz" else lzma.compress(raw)
+    cut = tmp_path / f"cut.{how}"
+    cut.write_bytes(packed[:len(packed) // 2])
+    bad = tmp_path / f"bad.{how}"
+    bad.write_bytes(packed[:200] + bytes(range(256)) * 8 + packed[2248:])
+    for source in (cut, bad, cut.read_bytes()):
+        with pytest.raises(TraceFormatError, match="cut short or corrupt"):
+            read_trace(source)
+    import numslab
+    from numslab.lab.replay import load_snapshot
+    with pytest.raises(numslab.SlabError, match="cut short or corrupt"):
+        load_snapshot(cut)
+
+
 def test_a_missing_file_is_a_clear_error(tmp_path):
     with pytest.raises(TraceFormatError, match="cannot read trace"):
         read_trace(tmp_path / "nope.txt")

@@ -16,11 +16,12 @@ import mmap
 import os
 import re
 import sys
+import zlib
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -341,6 +342,17 @@ def _open(source: str | Path | BinaryIO | bytes) -> tuple[BinaryIO, int, str]:
     return f, size // 150, str(source)
 
 
+#: what gzip and lzma raise on a cut or corrupt stream (gzip's BadGzipFile is an OSError)
+_BROKEN = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
+
+
+def _broken(source: Any, e: Exception) -> TraceFormatError:
+    """The error of a compressed ``source`` that is cut short or corrupt."""
+    name = str(source) if isinstance(source, (str, Path)) else "trace"
+    return TraceFormatError(f"{name}: the compressed text is cut short or corrupt "
+                            f"({type(e).__name__}: {e})")
+
+
 def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
                chunk: int = CHUNK) -> Trace:
     """Read and parse a trace: a path (plain, gz or xz, told by its first bytes), ``"-"``
@@ -358,18 +370,21 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
         Naming the first malformed line, unless ``skip_bad`` (such lines are then rows of
         kind ``EV_BAD``); or when the source cannot be read.
     """
-    f, guess, where = _open(source)
-    rd = _Reader(guess + 1024, skip_bad)
-    pipe = _Pipeline(rd, skip_bad, where)
     try:
-        with f:
-            start = _mapped(f, chunk, pipe)
-            if start:
-                f.seek(start)
-            _buffered(f, chunk, pipe)
-        pipe.drain(0)
-    finally:
-        pipe.close()
+        f, guess, where = _open(source)
+        rd = _Reader(guess + 1024, skip_bad)
+        pipe = _Pipeline(rd, skip_bad, where)
+        try:
+            with f:
+                start = _mapped(f, chunk, pipe)
+                if start:
+                    f.seek(start)
+                _buffered(f, chunk, pipe)
+            pipe.drain(0)
+        finally:
+            pipe.close()
+    except _BROKEN as e:
+        raise _broken(source, e) from None
     return rd.trace()
 
 
@@ -491,9 +506,12 @@ def parse_bytes(data: bytes, skip_bad: bool = False, where: str = "trace") -> Tr
 
 def load_bytes(source: str | Path | BinaryIO | bytes) -> bytes:
     """The whole decompressed text of ``source`` (as :func:`read_trace` takes it)."""
-    f, _, _ = _open(source)
-    with f:
-        return f.read()
+    try:
+        f, _, _ = _open(source)
+        with f:
+            return f.read()
+    except _BROKEN as e:
+        raise _broken(source, e) from None
 
 
 _PTR = re.compile(rb"ptr=(0x)?([0-9a-fA-F]{1,16})")
