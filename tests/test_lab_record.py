@@ -213,3 +213,13 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_replay(tmp_path, ca
     with pytest.raises(SystemExit) as e:                # the bench's --plot alike
         cli.main(["bench", "--plot", str(tmp_path / where)])
     assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_snapshot_that_cannot_be_written_is_one_line(tmp_path, capsys):
+    # a FileNotFoundError or IsADirectoryError traceback
+    slab = tmp_path / "slab"
+    (slab / "dentry").mkdir(parents=True)
+    (slab / "dentry" / "object_size").write_text("192\n")
+    for out in (tmp_path / "nofolder" / "s.json", tmp_path):
+        assert cli.main(["snapshot", "-o", str(out), "--slab-root", str(slab)]) == 1
+        assert "cannot write" in capsys.readouterr().err

@@ -215,5 +215,8 @@ def snapshot(root: str | Path = SLAB_ROOT) -> dict[str, Any]:
 def write_snapshot(out: str | Path, root: str | Path = SLAB_ROOT) -> int:
     """Write :func:`snapshot` as JSON to ``out``; the number of cache entries."""
     snap = snapshot(root)
-    Path(out).write_text(json.dumps(snap, indent=1))
+    try:
+        Path(out).write_text(json.dumps(snap, indent=1))
+    except OSError as e:
+        raise RecordError(f"snapshot: cannot write {out}: {e.strerror or e}") from None
     return len(snap["caches"])
