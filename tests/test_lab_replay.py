@@ -258,3 +258,26 @@ def test_the_arena_grows_with_the_caches_each_cpu_uses_not_with_every_pair():
         res.allocator.validate()
     two = numslab.replay(DATA / TRACES["git_tar"], cpus=2)
     assert two.memory_per_node <= 128 << 20
+
+
+@pytest.mark.parametrize("snap, says", [
+    ([], "a path or a dict"),
+    ({"caches": ["dentry"]}, "is not a cache"),
+    ({"caches": [{"object_size": "192"}]}, "is not a cache"),
+    ({"caches": [{"name": "dentry", "object_size": "abc"}]}, "object_size 'abc' is not a whole"),
+    ({"caches": [{"name": "dentry", "object_size": None}]}, "object_size None is not a whole"),
+    ({"caches": [{"name": "dentry", "object_size": "192", "hwcache_align": "yes"}]},
+     "hwcache_align 'yes'"),
+    ({"caches": [{"name": "dentry", "object_size": "192", "ctor": "f"}]}, "no slab_size"),
+    ({"caches": [{"name": "dentry", "object_size": "192", "slab_size": "8"}]},
+     "slab_size 8 is below its object_size 192"),
+])
+def test_a_snapshot_the_replay_cannot_read_is_refused_naming_the_cache(snap, says):
+    # ValueError, KeyError and TypeError tracebacks from the geometry; a slab_size below
+    # the object size was replayed as 8-byte objects holding 192 live bytes each
+    trace = _line("kmem_cache_alloc", 0x100, name="dentry", bytes_req=192, bytes_alloc=192,
+                  gfp_flags="GFP_KERNEL", node=-1).encode()
+    with pytest.raises(numslab.SlabError, match=says):
+        numslab.replay(trace, snapshot=snap)
+    ok = {"caches": [{"name": "dentry", "object_size": 192, "align": "", "sheaf_capacity": None}]}
+    assert numslab.replay(trace, snapshot=ok).geometry == ["snapshot"]

@@ -156,6 +156,9 @@ def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
     name -> its attributes (an alias gets the attributes of the cache it is an alias of)."""
     if isinstance(source, dict):
         data = source
+    elif not isinstance(source, (str, Path)):
+        raise SlabError(f"snapshot {source!r:.60}: a path or a dict, not "
+                        f"{type(source).__name__}")
     else:
         try:
             data = json.loads(load_bytes(source))
@@ -164,12 +167,46 @@ def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
     caches = data.get("caches") if isinstance(data, dict) else None
     if not isinstance(caches, list):
         raise SlabError(f"snapshot {source}: no 'caches' list")
+    for c in caches:
+        _check_snapshot_entry(c, "(a dict)" if isinstance(source, dict) else source)
     by_name = {c["name"]: c for c in caches if "alias_of" not in c}
     out = dict(by_name)
     for c in caches:
         if "alias_of" in c and c["alias_of"] in by_name:
             out[c["name"]] = by_name[c["alias_of"]]
     return out
+
+
+#: the attributes :func:`_geometry` reads as numbers
+_NUMBERS = ("object_size", "slab_size", "align", "hwcache_align", "reclaim_account",
+            "destroy_by_rcu", "sheaf_capacity")
+
+
+def _check_snapshot_entry(c: Any, source: Any) -> None:
+    """Refuse a snapshot entry the replay cannot read: not a dict named by a string, a
+    number attribute that is not a whole number, a constructor's cache without its
+    ``slab_size``, a ``slab_size`` below the ``object_size``."""
+    if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+        raise SlabError(f"snapshot {source}: entry {c!r:.60} is not a cache (a dict with a "
+                        f"'name')")
+    num = {}
+    for a in _NUMBERS:
+        v = c.get(a)
+        if a not in c or v in (None, "") and a in ("align", "sheaf_capacity"):  # read as 0
+            continue
+        t = v.strip() if isinstance(v, str) else v
+        ok = isinstance(t, str) and t.lstrip("-").isdigit() or \
+            isinstance(t, int) and not isinstance(t, bool)
+        if not ok:
+            raise SlabError(f"snapshot {source}: cache {c['name']!r}: {a} {v!r} is not a "
+                            f"whole number")
+        num[a] = int(t)
+    if c.get("ctor") and "object_size" in num and "slab_size" not in num:
+        raise SlabError(f"snapshot {source}: cache {c['name']!r} has a constructor and no "
+                        f"slab_size")
+    if num.get("slab_size", 1 << 62) < num.get("object_size", 0):
+        raise SlabError(f"snapshot {source}: cache {c['name']!r}: slab_size "
+                        f"{num['slab_size']} is below its object_size {num['object_size']}")
 
 
 _KM_FLAGS = {"dma-": F.SLAB_CACHE_DMA, "kmalloc-rcl-": F.SLAB_RECLAIM_ACCOUNT,
