@@ -164,6 +164,26 @@ def test_mobility_callbacks_keep_a_reference_table_valid(sa, kernel):
     assert sorted(table.values()) == c.live_addresses().tolist()
 
 
+def test_a_migrate_that_raises_leaves_the_moves_on_its_exception(sa, kernel):
+    # the objects have moved when migrate runs: an owner whose callback failed had no way
+    # to learn where they went
+    c = sa.kmem_cache_create("node", 96)
+    objs = c.alloc_bulk(2000)
+    c.free_bulk(objs[np.random.default_rng(4).random(len(objs)) < 0.8])
+    keep = c.live_addresses()
+
+    def migrate(old, new, private):
+        raise KeyError("owner lost")
+
+    sa.kmem_cache_setup_mobility(c, None, migrate)
+    with pytest.raises(KeyError) as e:
+        sa.kmem_cache_compact(c, 100)
+    old, new = e.value.moved
+    assert len(old) > 0
+    assert sorted(numslab.remap(keep, old, new).tolist()) == c.live_addresses().tolist()
+    sa.validate()
+
+
 def test_setup_mobility_refuses_what_is_not_callable(sa, kernel):
     c = sa.kmem_cache_create("obj64", 64)
     with pytest.raises(SlabError):

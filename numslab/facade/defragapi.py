@@ -254,7 +254,8 @@ class DefragAPI:
         migrate : callable
             ``migrate(old, new, private)`` after the moves (int64[n] each; the bytes are
             already at ``new``): the owner updates its references. A Python callable or an
-            ``@njit`` function.
+            ``@njit`` function. If it raises, the moves stand and the exception carries
+            them as ``moved = (old, new)``.
 
         Afterwards ``kmem_cache_shrink`` moves the objects of every partial slab it can, and
         ``kmem_cache_compact`` those of slabs used at most ``cache.defrag_used_ratio``
@@ -298,7 +299,14 @@ class DefragAPI:
             private = isolate(planned.copy())
         old, new, fault = _run_compact(cache, ratio, cpu, False)
         if migrate is not None and len(old):
-            migrate(old, new, private)
+            try:
+                migrate(old, new, private)
+            except Exception as e:      # the moves stand: the owner still needs them
+                try:
+                    e.moved = (old, new)
+                except AttributeError:
+                    pass
+                raise
         if fault:
             _fault(self, old, new)
         return old, new
