@@ -184,6 +184,12 @@ def test_a_migrate_that_raises_leaves_the_moves_on_its_exception(sa, kernel):
     sa.validate()
 
 
+def test_release_order_and_release_memory_take_numpy_integers(sa, kernel):
+    sa.release_order = np.int64(6)
+    assert sa.release_order == 6 and type(sa.release_order) is int
+    assert sa.release_memory(np.int32(10)) >= 0
+
+
 def test_setup_mobility_refuses_what_is_not_callable(sa, kernel):
     c = sa.kmem_cache_create("obj64", 64)
     with pytest.raises(SlabError):

@@ -204,21 +204,21 @@ class DefragAPI:
     @release_order.setter
     def release_order(self: "SlabAllocator", order: int | None) -> None:
         # checked here: a bad value set for later failed inside a shrink, after its work
-        if order is not None and (isinstance(order, bool) or not isinstance(order, int)
-                                  or not 0 <= order <= 10):
+        if order is not None and (isinstance(order, bool) or not isinstance(
+                order, (int, np.integer)) or not 0 <= order <= 10):
             raise InvalidSizeError(f"release_order {order!r} is not None or an order 0..10")
-        self._release_order = order
+        self._release_order = None if order is None else int(order)
 
     def release_memory(self: "SlabAllocator", min_order: int = 0) -> int:
         """Give the free memory of the arena back to the operating system: drain the pcp
         lists to the buddy lists, then ``madvise(MADV_DONTNEED)`` every free block of order
         ``min_order`` and above (its pages read as zeros when next touched, and stop counting
         in the process's resident memory). Bytes released."""
-        if isinstance(min_order, bool) or not isinstance(min_order, int) \
+        if isinstance(min_order, bool) or not isinstance(min_order, (int, np.integer)) \
                 or not 0 <= min_order <= 10:
             raise InvalidSizeError(f"release_memory: min_order {min_order!r} is not in 0..10")
         drain_all_pages(self._st)
-        return self._release_free_blocks(min_order)
+        return self._release_free_blocks(int(min_order))
 
     def _release_free_blocks(self: "SlabAllocator", min_order: int) -> int:
         """``madvise(MADV_DONTNEED)`` the free buddy blocks (not those on pcp lists) of order
