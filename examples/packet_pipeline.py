@@ -15,6 +15,7 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
+from numslab import parse_size
 from numslab.errors import SlabError
 from numslab.net import (MODES, CaptureError, LeakError, Packets, PipelineResult,
                          generate_traffic, read_capture, run_pipeline)
@@ -133,6 +134,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             or args.top < 0:
         ap.error("--packets and --top must be >= 0, --batch and --repeat >= 1, "
                  "--idle-timeout >= 0")
+    if not 1 <= args.cpus <= 4096:
+        ap.error(f"--cpus {args.cpus}: simulated CPUs are 1..4096")
+    try:
+        if parse_size(args.memory) <= 0:
+            ap.error(f"--memory {args.memory}: must be positive")
+    except SlabError as e:
+        ap.error(f"--memory: {e}")
     if len(args.kernel) > 1 and not args.compare:
         ap.error(f"--kernel {','.join(args.kernel)}: several generations need --compare")
     return args

@@ -297,6 +297,16 @@ def test_bad_arguments():
         run_pipeline(huge)
 
 
+@pytest.mark.parametrize("bad", [["--cpus", "0"], ["--cpus", "5000"], ["--memory", "abc"],
+                                 ["--memory", "0"]])
+def test_cli_bad_cpus_or_memory_exit_2_before_any_work(bad, capsys):
+    # they exited 1 (a SlabError from the allocator) after the traffic was generated; the
+    # epilog promises 2 for bad arguments
+    with pytest.raises(SystemExit) as e:
+        cli.main(bad)
+    assert e.value.code == 2 and bad[0] in capsys.readouterr().err
+
+
 def test_compare_modes_runs_all_and_agrees(traffic):
     res = cli.compare_modes(cli.head(traffic[0], 5000), warmup=500, repeat=2)
     assert list(res) == list(MODES)
