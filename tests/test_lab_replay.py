@@ -281,3 +281,31 @@ def test_a_snapshot_the_replay_cannot_read_is_refused_naming_the_cache(snap, say
         numslab.replay(trace, snapshot=snap)
     ok = {"caches": [{"name": "dentry", "object_size": 192, "align": "", "sheaf_capacity": None}]}
     assert numslab.replay(trace, snapshot=ok).geometry == ["snapshot"]
+
+
+CHANGED_TRACE = """
+import sys, numpy as np, numslab
+from numslab.lab.trace import read_trace
+tr = read_trace(sys.argv[1])
+i = int(np.flatnonzero((tr.kind == {kind}) & (tr.row >= 0))[0])
+{change}
+try:
+    numslab.replay(tr)
+except numslab.SlabError as e:
+    print("refused:", e)
+"""
+
+
+@pytest.mark.parametrize("kind, change", [
+    (0, "tr.row[i] = 10 ** 6"), (0, "tr.pid[i] = tr.npid + 5"), (2, "tr.pid[i] = -7"),
+    (0, "tr.row[i] = -5"), (0, "tr.names.pop()"), (0, "tr.cpu = tr.cpu[:-1]"),
+    (0, "tr.row = tr.row.astype(np.int64)")])
+def test_a_trace_changed_by_hand_is_refused_not_replayed_out_of_bounds(kind, change):
+    # the compiled replay indexed its arrays by the Trace's rows and pointer ids: an id out
+    # of range killed the interpreter (a child interpreter here, so that a crash shows)
+    import subprocess
+    import sys
+    code = CHANGED_TRACE.format(kind=kind, change=change)
+    r = subprocess.run([sys.executable, "-c", code, str(DATA / TRACES["git_tar"])],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "refused: Trace" in r.stdout, r.stderr[-2000:]

@@ -27,7 +27,7 @@ from . import policies
 from .parse import ROW_LARGE
 from .result import ReplayResult, Series
 from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_KMALLOC, EV_LOST, EV_OTHER, Trace,
-                    TraceFormatError, load_bytes, read_trace)
+                    TraceFormatError, check_trace, load_bytes, read_trace)
 
 __all__ = ["Config", "parse_config", "load_snapshot", "merge_aliases", "prepare", "replay",
            "replay_trace", "sample_seconds",
@@ -623,6 +623,8 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     clock = CompileClock()
     with numba_event.install_listener("numba:compiler_lock", clock):
         tr = trace if isinstance(trace, Trace) else read_trace(trace, skip_bad)
+    if isinstance(trace, Trace):
+        check_trace(trace)                  # built or changed by hand: indexes compiled code
     parse = time.perf_counter() - t0 - clock.seconds
     if cpus is None:
         cpus = int(tr.cpu.max()) + 1 if len(tr) and tr.cpu.max() >= 0 else 1

@@ -32,9 +32,9 @@ from .fixed import GFP_CACHE
 from .parse import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
                     EV_OTHER)
 
-__all__ = ["TraceFormatError", "Trace", "read_trace", "parse_bytes", "load_bytes", "repeat_trace",
-           "EV_CACHE_ALLOC", "EV_KMALLOC", "EV_KFREE", "EV_CACHE_FREE", "EV_OTHER", "EV_LOST",
-           "EV_BAD", "GFP_NAMES"]
+__all__ = ["TraceFormatError", "Trace", "check_trace", "read_trace", "parse_bytes", "load_bytes",
+           "repeat_trace", "EV_CACHE_ALLOC", "EV_KMALLOC", "EV_KFREE", "EV_CACHE_FREE",
+           "EV_OTHER", "EV_LOST", "EV_BAD", "GFP_NAMES"]
 
 
 class TraceFormatError(SlabError, ValueError):
@@ -140,6 +140,44 @@ class Trace:
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
+
+
+#: the columns of a :class:`Trace` and their dtypes, as :func:`read_trace` makes them
+_COLUMNS = (("kind", np.int8), ("line", np.int32), ("cpu", np.int32), ("ts", np.float64),
+            ("ptr", np.uint64), ("name", np.int32), ("bytes_req", np.int32),
+            ("bytes_alloc", np.int32), ("gfp", np.int32), ("node", np.int32),
+            ("row", np.int32), ("pid", np.int32))
+
+
+def check_trace(tr: Trace) -> None:
+    """Refuse a :class:`Trace` the replay's compiled loops cannot read safely (one built or
+    changed by hand): columns of other lengths or dtypes, cache rows and pointer ids out of
+    range, per-row arrays not one per name (``TraceFormatError``)."""
+    if not isinstance(tr, Trace):
+        raise TraceFormatError(f"{type(tr).__name__} is not a Trace")
+    n = len(tr.kind) if isinstance(tr.kind, np.ndarray) else -1
+    for col, dt in _COLUMNS:
+        a = getattr(tr, col)
+        if not isinstance(a, np.ndarray) or a.dtype != dt or a.shape != (n,):
+            raise TraceFormatError(f"Trace.{col} is not {np.dtype(dt)}[{n}] as kind is")
+    k = len(tr.names)
+    for col in ("sizes", "kmalloc"):
+        a = getattr(tr, col)
+        if not isinstance(a, np.ndarray) or a.dtype != np.int64 or a.shape != (k,):
+            raise TraceFormatError(f"Trace.{col} is not int64[{k}], one per name")
+    ev = tr.kind <= EV_CACHE_FREE
+    alloc = tr.kind <= EV_KMALLOC
+    row, pid = tr.row, tr.pid
+    bad = ev & ~(alloc & (row >= P.ROW_FAILED) & (row < k) | ~alloc & (row >= P.ROW_ZERO_PTR))
+    skip = (alloc & ((row == P.ROW_ZERO) | (row == P.ROW_FAILED))) | (
+        ~alloc & ((row == P.ROW_NULL) | (row == P.ROW_ZERO_PTR)))
+    bad |= ev & ~skip & ((pid < 0) | (pid >= max(int(tr.npid), 0)))
+    bad |= (tr.kind < 0) | (tr.kind > EV_BAD)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise TraceFormatError(f"Trace event {i} (line {int(tr.line[i])}): kind {tr.kind[i]}, "
+                               f"cache row {row[i]} of {k}, pointer id {pid[i]} of {tr.npid} "
+                               f"do not go together")
 
 
 _KM_PREFIX = ("kmalloc-", "kmalloc-cg-", "kmalloc-rcl-", "dma-kmalloc-")
