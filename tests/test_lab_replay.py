@@ -260,6 +260,18 @@ def test_the_arena_grows_with_the_caches_each_cpu_uses_not_with_every_pair():
     assert two.memory_per_node <= 128 << 20
 
 
+@pytest.mark.parametrize("policy", ["default", "sheaves=4096"])
+def test_the_arena_estimate_holds_the_replay_without_a_second_run(policy):
+    # sheaves=4096 parks thousands of objects per cache and CPU: a 256-object estimate ran
+    # out, and the whole replay ran again on twice the arena
+    from numslab.lab import replay as R
+    from numslab.lab.trace import read_trace
+    p = R.prepare(read_trace(DATA / TRACES["git_tar"]))
+    for kernel in KERNELS:
+        cfg = R.Config(kernel, 2, 1, policy, 0)
+        assert R.replay_prepared(p, cfg).memory_per_node == R._memory(p, cfg)
+
+
 @pytest.mark.parametrize("snap, says", [
     ([], "a path or a dict"),
     ({"caches": ["dentry"]}, "is not a cache"),

@@ -370,9 +370,10 @@ def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any
 def _memory(p: Prepared, cfg: Config) -> int:
     """Arena bytes per node: four times the trace's peak of live bytes (a pre-pass with the
     replay's rules); for each cache and simulated CPU the trace allocates on, what that CPU
-    may keep besides live objects (CPU and CPU partial slabs, sheaves: 256 objects and a 32
-    KiB slab, at most 1 MiB); two sheaf structs per cache and CPU; plus 64 MiB; rounded up
-    to 4 MiB. Too little, and :func:`replay_prepared` runs again on twice the arena."""
+    may keep besides live objects (CPU and CPU partial slabs, sheaves: 256 objects, two
+    sheaves of ``sheaves=N`` more, and a 32 KiB slab; at most 1 MiB and 64 KiB per sheaf
+    object asked for); two sheaf structs per cache and CPU; plus 64 MiB; rounded up to 4
+    MiB. Too little, and :func:`replay_prepared` runs again on twice the arena."""
     tr = p.trace
     sizes = np.asarray(p.sizes + [0], np.int64)
     peak = int(K.peak_live_bytes(tr.kind, tr.row, tr.pid, sizes, tr.bytes_alloc,
@@ -380,8 +381,9 @@ def _memory(p: Prepared, cfg: Config) -> int:
     at = (tr.kind <= EV_KMALLOC) & (tr.row >= 0)
     pairs = np.unique(tr.row[at].astype(np.int64) * cfg.cpus
                       + np.maximum(tr.cpu[at], 0) % cfg.cpus)
-    held = np.minimum(256 * np.maximum(sizes[pairs // cfg.cpus], 8) + (32 << 10), 1 << 20)
     cap = int(cfg.policy.split("=")[1]) if cfg.policy.startswith("sheaves=") else 0
+    held = np.minimum((256 + 2 * cap) * np.maximum(sizes[pairs // cfg.cpus], 8) + (32 << 10),
+                      (1 << 20) + 16 * cap * 4096)
     struct = 1 << int(8 * max(cap, 60) + 64).bit_length()     # its kmalloc class
     need = 4 * peak + int(held.sum()) + 2 * struct * (len(p.names) + 32) * cfg.cpus \
         + (64 << 20)
