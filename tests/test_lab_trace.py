@@ -162,6 +162,11 @@ def test_values_up_to_their_columns_are_read():
     tr = parse_bytes(text_.encode())
     assert tr.cpu[0] == 999999999 and tr.bytes_alloc[0] == tr.bytes_req[0] == 2 ** 31 - 1
     assert tr.node[0] == 2 ** 31 - 1 and tr.gfp[0] == -1        # the 32 bits, in int32
+    # a failed kmalloc of a size_t past int32 (kvmalloc's first try): a failed allocation
+    failed = ("  bash-1 [000] ..... 10.000001: kmalloc: call_site=f ptr=0000000000000000 "
+              "bytes_req=3221225472 bytes_alloc=4294967296 gfp_flags=GFP_KERNEL node=-1\n")
+    tr = parse_bytes(failed.encode())
+    assert tr.kind[0] == EV_KMALLOC and tr.row[0] == -3          # parse.ROW_FAILED
 
 
 @pytest.mark.parametrize("how", ["gz", "xz"])

@@ -429,6 +429,9 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                     # a value past its int32 column (gfp_t: 32 bits) is refused, not wrapped
                     big = q - a0 > (8 if a0 > v0 + 1 else 10) or v2 > (
                         0xFFFFFFFF if which == 3 else 0x7FFFFFFF)
+                    if big and which <= 2 and have_ptr and ptr[r] == 0 and q - a0 <= 20:
+                        big = False             # a failed kvmalloc's size_t: never used
+                        v2 = 0x7FFFFFFF
                     if q == a0 or big or not (t == 32 or t == 10 or t == 13):
                         err = ERR_FIELD
                         q = delim(bp, q)
