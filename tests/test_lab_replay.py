@@ -311,7 +311,7 @@ except numslab.SlabError as e:
 @pytest.mark.parametrize("kind, change", [
     (0, "tr.row[i] = 10 ** 6"), (0, "tr.pid[i] = tr.npid + 5"), (2, "tr.pid[i] = -7"),
     (0, "tr.row[i] = -5"), (0, "tr.names.pop()"), (0, "tr.cpu = tr.cpu[:-1]"),
-    (0, "tr.row = tr.row.astype(np.int64)")])
+    (0, "tr.row = tr.row.astype(np.int64)"), (0, "tr.npid = 2 ** 40")])
 def test_a_trace_changed_by_hand_is_refused_not_replayed_out_of_bounds(kind, change):
     # the compiled replay indexed its arrays by the Trace's rows and pointer ids: an id out
     # of range killed the interpreter (a child interpreter here, so that a crash shows)

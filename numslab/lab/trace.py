@@ -160,6 +160,9 @@ def check_trace(tr: Trace) -> None:
         a = getattr(tr, col)
         if not isinstance(a, np.ndarray) or a.dtype != dt or a.shape != (n,):
             raise TraceFormatError(f"Trace.{col} is not {np.dtype(dt)}[{n}] as kind is")
+    if isinstance(tr.npid, bool) or not isinstance(tr.npid, (int, np.integer)) \
+            or not 0 <= tr.npid <= n:
+        raise TraceFormatError(f"Trace.npid {tr.npid!r} is not a count of pointers 0..{n}")
     k = len(tr.names)
     for col in ("sizes", "kmalloc"):
         a = getattr(tr, col)
