@@ -33,7 +33,7 @@ from numba.extending import intrinsic
 from ..engine import defrag, ops
 from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD,
                              E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set,
-                             _live_set_run, _live_test, _locate, _slab_of, locate)
+                             _live_test, _locate, _slab_of, locate)
 from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR, CA_DEBUG,
                              CA_FP_KEY, CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY,
                              G_FAULT_CACHE,
@@ -42,7 +42,7 @@ from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR, CA_
                              _slab_nid, _stat)
 from ..engine.debug import E_DEBUG
 from ..engine.native import address, byte_array, jit, table_address, words_at, zero_bytes
-from ..engine.sheaves import KMALLOC_CLASS
+from ..engine.sheaves import KMALLOC_CLASS, _sheaf_copy_top
 from ..engine.slablists import _set_fp, cpu_pop
 from .. import errors
 from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError,
@@ -290,17 +290,8 @@ def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
     if main == 0:
         return -1
     size = mem[(main >> 3) + SH_SIZE] - nr
-    if size < 0:
-        return -1
-    o = (main >> 3) + SH_OBJECTS + size
-    for k in range(nr):                             # the memcpy
-        p[k] = mem[o + k]
-    if _live_set_run(st, p, 0, nr, True):           # a stale entry: leave it to the engine
-        for k in range(nr):
-            a = p[k]
-            if not a & 1:
-                _live_clear(st, a)
-        return -1
+    if size < 0 or not _sheaf_copy_top(st, main, nr, p, 0):
+        return -1                                   # (a stale entry: left to the engine)
     mem[(main >> 3) + SH_SIZE] = size
     _stat(st, cache, cpu, ALLOC_PCS, nr)
     return nr

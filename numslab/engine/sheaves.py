@@ -408,26 +408,35 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
 
 
 @jit(inline=True)
-def _sheaf_take(st, cache, cpu, sheaf, n, p, at):
-    """Pop the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``, their order kept
-    (``alloc_from_pcs_bulk``'s memcpy), and mark them live (handed out); ALLOC_PCS += n.
-    True; or False with nothing taken when one of them was live already (a stale entry: the
-    marks are taken back, the sheaf purged by :func:`_sheaf_purge`; take again)."""
+def _sheaf_copy_top(st, sheaf, n, p, at):
+    """Copy the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``, their order kept
+    (``alloc_from_pcs_bulk``'s memcpy), and mark them live; the sheaf's size is the
+    caller's to lower. True; or False with the marks taken back when one of them was live
+    already (a stale entry, whose mark is not ours: it stays)."""
     mem = st.mem
     live = st.live
-    size = mem[_w(sheaf, SH_SIZE)] - n
-    o = _w(sheaf, SH_OBJECTS) + size
+    o = _w(sheaf, SH_OBJECTS) + mem[_w(sheaf, SH_SIZE)] - n
     for k in range(n):                              # the memcpy
         p[at + k] = mem[o + k]
-    bad = _live_set_run(st, p, at, n, True)         # then the marks; a stale one noted
-    if bad:
-        for k in range(n):                          # marks back, but a stale one's
+    if _live_set_run(st, p, at, n, True):           # then the marks; a stale one noted
+        for k in range(n):
             a = p[at + k]
             if not a & 1:
                 live[a >> 9] &= ~(1 << ((a >> 3) & 63))
+        return False
+    return True
+
+
+@jit(inline=True)
+def _sheaf_take(st, cache, cpu, sheaf, n, p, at):
+    """Pop the top ``n`` objects of ``sheaf`` into ``p[at:at+n]`` (:func:`_sheaf_copy_top`:
+    handed out, marked live); ALLOC_PCS += n. True; or False with nothing taken when one of
+    them was live already (a stale entry: the sheaf purged by :func:`_sheaf_purge`; take
+    again)."""
+    if not _sheaf_copy_top(st, sheaf, n, p, at):
         _sheaf_purge(st, cache, sheaf)
         return False
-    mem[_w(sheaf, SH_SIZE)] = size
+    st.mem[_w(sheaf, SH_SIZE)] -= n
     _stat(st, cache, cpu, ALLOC_PCS, n)
     return True
 
