@@ -17,7 +17,7 @@ KERNELS = ("7.0",)
 
 
 def sheaf_size(sa, sheaf):
-    return int(sa.memory.view(np.int64)[(sheaf >> 3) + SH_SIZE])
+    return int(sa._mem[(sheaf >> 3) + SH_SIZE])
 
 
 def delta(c, before):
@@ -103,7 +103,7 @@ def test_bulk_free_gives_remote_objects_back_in_batches_of_32_in_scan_order(sa2)
     assert d["free_add_partial"] == 1                   # the full slab's first free
     main = int(sa2.state.cpu[c.id, 0, C_MAIN])
     w = (main >> 3) + numslab.engine.layout.SH_OBJECTS
-    assert sa2.memory.view(np.int64)[w + sheaf_size(sa2, main) - 5:
+    assert sa2._mem[w + sheaf_size(sa2, main) - 5:
                                      w + sheaf_size(sa2, main)].tolist() == left
     # node 1's only partial slab gives its free list back from the head, to CPU 0's
     # node-1 requests (the sheaves are skipped for another node)
@@ -257,7 +257,7 @@ def test_a_debug_cache_gets_oversize_prefilled_sheaves_through_its_checks(gen):
     assert s and sa.sheaf_capacity_of(s) == 5 and sa.kmem_cache_sheaf_size(s) == 5
     assert delta(c, st) == {"sheaf_prefill_oversize": 1, "alloc_slowpath": 5, "alloc_slab": 1}
     w = (s >> 3) + numslab.engine.layout.SH_OBJECTS
-    held = sa.memory.view(np.int64)[w:w + 5].tolist()
+    held = sa._mem[w:w + 5].tolist()
     assert c.live_objects == 0 and sa.kmem_cache_validate(c) == 0    # active red zones
     sa.validate()
     a = sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s, cpu=0)
@@ -265,7 +265,7 @@ def test_a_debug_cache_gets_oversize_prefilled_sheaves_through_its_checks(gen):
     st = c.stats
     assert sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, 5, cpu=0) == s       # capacity 5
     assert delta(c, st) == {"alloc_slowpath": 1}
-    held = sa.memory.view(np.int64)[w:w + 5].tolist()
+    held = sa._mem[w:w + 5].tolist()
     st = c.stats
     sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s, cpu=0)
     slow = {} if gen == "7.0" else {"free_slowpath": 1}     # 6.18's __slab_free: per chain

@@ -984,7 +984,8 @@ def test_no_user_free_takes_the_allocators_own_sheaves(kernel):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
     c = sa.kmem_cache_create("c", 192, sheaf_capacity=8)
     c.free(c.alloc())
-    main = int(sa.state.cpu[c.id, 0, C_MAIN])
+    shadow = sa.memory.size                 # a sheaf's handle: its object's address + this
+    main = int(sa.state.cpu[c.id, 0, C_MAIN]) - shadow
     big = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 2000)      # oversize: a large kmalloc
     small = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 4)
     head = int(sa.state.pg_head[main >> 12])        # the slab's head (order > 0: any page)
@@ -992,13 +993,16 @@ def test_no_user_free_takes_the_allocators_own_sheaves(kernel):
     owner = next(k for k in sa.kmalloc_caches if k.id == sa.state.sl_cache[head])
     user = sa.kmalloc(owner.object_size)                        # a user object beside them
     snap = snapshot(sa)
-    for sheaf in (main, small, big):
+    for sheaf in (main, small - shadow, big - shadow):
         with pytest.raises(numslab.BadAddressError, match="sheaf the allocator"):
             sa.kfree(sheaf)
         with pytest.raises(numslab.BadAddressError, match="sheaf the allocator"):
             sa.kfree_bulk(2, np.array([user, sheaf], np.int64))
         with pytest.raises(numslab.BadAddressError):
             nj.kfree(sa.handle, sheaf)
+    for handle in (small, big):             # a handle is no address of the arena
+        with pytest.raises(numslab.BadAddressError, match="outside"):
+            sa.kfree(handle)
     with pytest.raises(numslab.BadAddressError, match="sheaf the allocator"):
         sa.kmem_cache_free(owner, main)
     with pytest.raises(numslab.BadAddressError):

@@ -228,7 +228,7 @@ def _held(sa, cache):
     """Objects parked in the sheaves of ``cache`` (every CPU's main and spare, the barn's
     full ones), and the sheaf structs it has, read from the state in plain Python."""
     from numslab.engine.layout import SH_SIZE
-    mem = sa.memory.view(np.int64)
+    mem = sa._mem                       # sheaves' words: the shadow half
     sheaves = _sheaf_addresses(sa, cache)
     return sum(int(mem[(s >> 3) + SH_SIZE]) for s in sheaves), len(sheaves)
 
@@ -294,7 +294,7 @@ def test_the_figure_with_sheaf_structs_counts_the_allocators_own_kmallocs():
     structs: dict[int, int] = {}
     for c in {c.id: c for c in list(sa.caches) + list(sa.kmalloc_caches)}.values():
         for s in _sheaf_addresses(sa, c):
-            pfn = s >> 12
+            pfn = (s - sa.memory.size) >> 12        # the handle's kmalloc object
             if st.pg_flags[pfn] & PG_TAIL:
                 pfn = int(st.pg_head[pfn])
             owner = int(st.sl_cache[pfn])
@@ -317,7 +317,7 @@ def test_the_figure_with_sheaf_structs_counts_the_allocators_own_kmallocs():
 def _sheaf_addresses(sa, c):
     """Every sheaf of cache ``c``: each CPU's main and spare, the barn's full and empty."""
     from numslab.engine.layout import C_MAIN, C_SPARE, N_BARN_EMPTY, N_BARN_FULL, SH_NEXT
-    mem = sa.memory.view(np.int64)
+    mem = sa._mem
     out = [int(s) for col in (C_MAIN, C_SPARE) for s in sa.state.cpu[c.id, :, col] if s]
     for node in range(sa.nr_nodes):
         for col in (N_BARN_FULL, N_BARN_EMPTY):

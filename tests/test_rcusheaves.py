@@ -74,7 +74,8 @@ def test_kfree_rcu_fills_the_rcu_free_sheaf_and_a_full_one_reaches_the_barn(kern
     assert rcu_size(sa, c) == cap - 1
     sa.kfree_rcu(objs[cap - 1], 0)                          # full: to call_rcu
     assert rcu_free(sa, c) == 0 and waiting(sa) == 1
-    assert int(view(sa.state.buf, F_G)[G_RCU_HEAD]) in sa.sheaf_addresses().tolist()
+    head = int(view(sa.state.buf, F_G)[G_RCU_HEAD])         # a handle: object + arena size
+    assert head - sa.memory.size in sa.sheaf_addresses().tolist()
     sa.validate()
     more = [c.alloc() for _ in range(2 * cap)]              # still not handed out
     assert not set(more) & set(objs[:cap])
@@ -359,13 +360,47 @@ def test_no_sheaf_to_be_had_counts_free_rcu_sheaf_fail_and_takes_the_list(kernel
     sa.validate()
 
 
+def test_a_stray_write_over_every_sheafs_object_changes_nothing(kernel):
+    """A sheaf is a kmalloc object among the user's, but its words live in the shadow half:
+    an overflow of the object before it (here: every byte of every sheaf's object, the
+    CPUs', the barn's, a prefilled one and those waiting for their grace period) reaches
+    none of them. Before, such a write into a main sheaf's size word or entries made the
+    next allocation read outside the arena (a segfault); the waiting ones were caught."""
+    sa = machine(kernel)
+    c = sheafed(sa)
+    cap = c.sheaf_capacity
+    objs = [c.alloc() for _ in range(5 * cap)]
+    for a in objs[:3 * cap]:
+        sa.kfree_rcu(a, 0)                      # three full sheaves waiting
+    for a in objs[3 * cap:]:
+        c.free(a)                               # main, spare (and the barn) full
+    pre = sa.kmem_cache_prefill_sheaf(c, numslab.GFP_KERNEL, cap)
+    assert waiting(sa) == 3
+    sheaves = sa.sheaf_addresses()
+    assert len(sheaves) >= sa.nr_cpus + 4
+    for obj in sheaves.tolist():
+        assert sa.find(obj)["kind"] == "sheaf"
+        sa.memory[obj:obj + sa.ksize(obj)] = 0x41
+    got = [c.alloc() for _ in range(8 * cap)]
+    assert len(set(got)) == len(got)
+    assert all(sa.find(a)["kind"] == "object" and sa.find(a)["cache"] is c for a in got)
+    assert sa.synchronize_rcu() == 3 * cap      # every callback ran, nothing reported
+    got += [sa.kmem_cache_alloc_from_sheaf(c, numslab.GFP_KERNEL, pre) for _ in range(cap)]
+    assert 0 not in got and len(set(got)) == len(got)
+    sa.validate()
+    c.free_bulk(np.array(got, np.int64))
+    sa.kmem_cache_return_sheaf(c, numslab.GFP_KERNEL, pre)
+    sa.validate()
+    assert len(c) == 0
+
+
 @pytest.mark.parametrize("words", [1, 4])
-def test_a_stray_write_into_a_waiting_sheaf_is_reported_not_followed(kernel, words):
-    """A sheaf waiting for its grace period is a kmalloc object among the user's: an overflow
-    of the object before it overwrote its link (1 word: the sheaves after it are found
-    again) or its whole header (4 words: it is left alone with its objects). The grace
-    period followed the words anywhere (a segfault); now it raises SlabCorruptionError
-    after running every callback it can."""
+def test_a_waiting_sheaf_set_wrong_is_reported_not_followed(kernel, words):
+    """The waiting list is still checked before it is followed, against words set wrong by
+    other means than a user's write (here through ``sa._mem``, the shadow half): its link
+    (1 word: the sheaves after it are found again) or its whole header (4 words: it is
+    left alone with its objects). The grace period raises SlabCorruptionError after running
+    every callback it can."""
     sa = machine(kernel)
     c = sheafed(sa)
     cap = c.sheaf_capacity
@@ -375,8 +410,8 @@ def test_a_stray_write_into_a_waiting_sheaf_is_reported_not_followed(kernel, wor
     assert waiting(sa) == 3
     first = int(view(sa.state.buf, F_G)[G_RCU_HEAD])
     held = set(sa._mem[(first >> 3) + SH_OBJECTS:(first >> 3) + SH_OBJECTS + cap].tolist())
-    assert sa.find(first)["kind"] == "sheaf"    # (an 8-byte overflow of the object before
-    sa.memory[first:first + 8 * words] = 0x41   # it did this on this machine)
+    assert sa.find(first - sa.memory.size)["kind"] == "sheaf"
+    sa._mem[first >> 3:(first >> 3) + words] = 0x4141414141414141
     puts = c.stats["barn_put"]
     with pytest.raises(numslab.SlabCorruptionError,
                        match=rf"^synchronize_rcu: the sheaf at {first:#x} waiting for its "
@@ -423,7 +458,7 @@ def test_the_lookups_survive_a_stray_write_into_an_rcu_sheaf(kernel, where):
         sa.kfree_rcu(a, 0)                      # three sheaves waiting, two on CPU 0
     if where == "link":
         first = int(view(sa.state.buf, F_G)[G_RCU_HEAD])
-        sa.memory[first:first + 8] = 0x41
+        sa._mem[first >> 3] = 0x4141414141414141        # its link, set wrong
     else:
         sa._mem[(rcu_free(sa, c) >> 3) + SH_SIZE] = 0x7f7f7f7f7f7f7f7f
     with pytest.raises(numslab.SlabCorruptionError,

@@ -28,7 +28,7 @@ def sc(sa):
 
 
 def words(sa):
-    return sa.memory.view(np.int64)
+    return sa._mem              # the arena and the shadow half where sheaves live
 
 
 def sheaf_size(sa, sheaf):
@@ -49,6 +49,12 @@ def pcs(sa, c, cpu=0):
 
 def main_of(sa, c, cpu=0):
     return int(sa.state.cpu[c.id, cpu, C_MAIN])
+
+
+def object_of(sa, sheaf):
+    """The kmalloc object of the sheaf with handle ``sheaf`` (its words are the arena's size
+    further on, in the shadow half)."""
+    return sheaf - sa.memory.size
 
 
 def spare_of(sa, c, cpu=0):
@@ -109,7 +115,7 @@ def test_sheaves_are_kmalloc_objects(sa, cap, kmalloc, nbytes):
     assert k.live_objects == base + sa.nr_cpus                # an empty main per CPU
     assert c.stats["sheaf_alloc"] == sa.nr_cpus
     for cpu in range(sa.nr_cpus):
-        assert sa.ksize(main_of(sa, c, cpu)) == nbytes
+        assert sa.ksize(object_of(sa, main_of(sa, c, cpu))) == nbytes
         assert pcs(sa, c, cpu) == (0, None)
     assert barn(sa, c) == (0, 0)
     a = sa.kmem_cache_alloc(c, cpu=0)                         # a full sheaf is made
@@ -125,7 +131,7 @@ def test_sheaves_are_kmalloc_objects(sa, cap, kmalloc, nbytes):
 def test_large_sheaves_are_large_kmallocs(sa):
     pages = free_total(sa)
     c = sa.kmem_cache_create("big", 64, sheaf_capacity=2000)  # 16032 bytes: order 2
-    assert sa.ksize(main_of(sa, c)) == 16384
+    assert sa.ksize(object_of(sa, main_of(sa, c))) == 16384
     assert free_total(sa) == pages - 2 * 4
     sa.kmem_cache_destroy(c)
     assert free_total(sa) == pages

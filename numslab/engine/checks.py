@@ -10,7 +10,7 @@ from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, 
                      NIL, NR_ORDERS, P_COUNT, P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL,
                      PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_SLAB, PG_TAIL,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _geo,
-                     _node_row, _slab_nid, _rcu_next)
+                     _node_row, _slab_nid, _rcu_next, _shadow)
 from ..flags import SLAB_KMALLOC
 from .partialorder import _check_order
 from .native import jit, unit
@@ -519,7 +519,7 @@ def _validate_rcu_list(st):
     n = 0
     while sheaf:
         n += 1
-        if n > g[G_NRCU] or sheaf <= 0 or sheaf >= (st.npages << 12) - 8 * SH_OBJECTS \
+        if n > g[G_NRCU] or sheaf <= _shadow(st) or sheaf >= 2 * _shadow(st) - 8 * SH_OBJECTS \
                 or sheaf & 7:
             return _corrupt(st, 16, sheaf)
         w = sheaf >> 3

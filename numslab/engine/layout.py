@@ -335,15 +335,22 @@ def _head_frame(st, pfn):
 
 
 @native.jit(inline=True)
+def _shadow(st):
+    """The sheaves' words sit this many bytes past their kmalloc objects: the arena's size.
+    A sheaf is known by its handle (its object's address plus this), so ``st.mem`` read at a
+    handle reads the shadow half of the mapping, which no user's address reaches."""
+    return st.npages << 12
+
+
+@native.jit(inline=True)
 def _rcu_next(st, sheaf, k):
     """The sheaf after ``sheaf``, the ``k``-th (from 1) on the list of sheaves waiting for
-    their grace period: 0 at its end (``G_NRCU`` sheaves), or where a stray write into the
-    sheaf (a kmalloc object among the user's) left a link no sheaf can be at (outside the
-    arena, unaligned): such a link is not followed."""
+    their grace period: 0 at its end (``G_NRCU`` sheaves), or where a link no sheaf can be
+    at (outside the shadow half, unaligned) was written: such a link is not followed."""
     if k >= st.g[G_NRCU]:
         return 0
     nxt = st.mem[(sheaf >> 3) + SH_NEXT]
-    if nxt <= 0 or nxt & 7 or nxt >= (st.npages << 12) - 8 * SH_OBJECTS:
+    if nxt <= _shadow(st) or nxt & 7 or nxt >= 2 * _shadow(st) - 8 * SH_OBJECTS:
         return 0
     return nxt
 

@@ -6,16 +6,16 @@ A sheaf held by a caller is on its cache's ``CA_USER_SHEAVES`` list (linked thro
 """
 from __future__ import annotations
 
-from ..flags import (__GFP_ZERO, BARN_GET, BARN_GET_FAIL, BARN_PUT, SHEAF_PREFILL_FAST,
+from ..flags import (BARN_GET, BARN_GET_FAIL, BARN_PUT, SHEAF_PREFILL_FAST,
                      SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW, SHEAF_RETURN_FAST,
                      SHEAF_RETURN_SLOW)
 from .layout import (C_SPARE, CA_NCOLS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
                      MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL,
-                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_SIZE, SHEAF_HEADER, _ca, _cpu_row,
+                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_SIZE, _ca, _cpu_row,
                      _stat)
 from .native import jit, unit
 from .sheaves import (_alloc_empty_sheaf, _barn, _barn_pop, _barn_push, _fill_oversize,
-                      _free_empty_sheaf, _objs_at, _w, kfree_internal, kmalloc_internal,
+                      _free_empty_sheaf, _objs_at, _sheaf_kfree, _sheaf_kmalloc, _w,
                       refill_sheaf, sheaf_flush_unused)
 
 
@@ -59,14 +59,14 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
     mem = st.mem
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     if size > cap:
-        sheaf = kmalloc_internal(st, cpu, SHEAF_HEADER + 8 * size, gfp | __GFP_ZERO)
+        sheaf = _sheaf_kmalloc(st, cpu, size, gfp)
         if not sheaf:
             return 0
         _stat(st, cache, cpu, SHEAF_PREFILL_OVERSIZE, 1)
         mem[_w(sheaf, SH_CAPACITY)] = size
         mem[_w(sheaf, SH_CACHE)] = cache
         if _fill_oversize(st, cache, cpu, gfp, size, _objs_at(st, sheaf)) == 0:
-            kfree_internal(st, cpu, sheaf)
+            _sheaf_kfree(st, cpu, sheaf)
             return 0
         mem[_w(sheaf, SH_SIZE)] = size
         _user_sheaf_link(st, cache, sheaf)
@@ -108,7 +108,7 @@ def return_sheaf(st, cache, cpu, gfp, sheaf):
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     if mem[_w(sheaf, SH_CAPACITY)] != cap:
         sheaf_flush_unused(st, cache, cpu, sheaf)
-        kfree_internal(st, cpu, sheaf)
+        _sheaf_kfree(st, cpu, sheaf)
         return 0
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)

@@ -21,7 +21,7 @@ from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_FLAGS, CA_OBJECT_SIZE, C
                      G_RCU_TAIL, PG_SLAB, KERNEL_7_0, MAX_EMPTY_SHEAVES, MAX_FULL_SHEAVES,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NIL, RCU_CB_BARN,
                      RCU_CB_NOBARN, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
-                     _cpu_row, _head_frame, _slab_nid, _stat)
+                     _cpu_row, _head_frame, _shadow, _slab_nid, _stat)
 from .native import jit, unit
 from .sheaves import (_alloc_empty_sheaf, _any_stale, _barn, _barn_pop, _barn_push, _call_rcu,
                       _free_empty_sheaf, _rcu_append, _sheaf_purge, _w, sheaf_flush_unused)
@@ -133,9 +133,10 @@ def _rcu_sheaf_ok(st, sheaf):
     one: an object the allocator kmalloced for itself whose ``rcu_head`` names a CPU, whose
     cache is active with sheaves, whose size fits its capacity and its object, and whose
     entries are objects of that cache (free, or live: stale entries, which the callback
-    drops). A sheaf is a kmalloc object among the user's: a stray write into it (an
-    overflow of the object before it) would otherwise send the callback anywhere."""
-    if _locate(st, sheaf, NIL)[0] != E_ALLOCATORS:
+    drops). A sheaf's words are in the shadow half, out of a user's reach; this guards the
+    list against a state written wrong by other means (a word set through ``sa._mem``)."""
+    obj = sheaf - _shadow(st)
+    if obj <= 0 or obj >= _shadow(st) or sheaf & 7 or _locate(st, obj, NIL)[0] != E_ALLOCATORS:
         return False
     mem = st.mem
     w = sheaf >> 3
@@ -145,7 +146,7 @@ def _rcu_sheaf_ok(st, sheaf):
         return False
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     size = mem[w + SH_SIZE]
-    room = _ca(st, st.sl_cache[_head_frame(st, sheaf >> 12)], CA_OBJECT_SIZE) // 8
+    room = _ca(st, st.sl_cache[_head_frame(st, obj >> 12)], CA_OBJECT_SIZE) // 8
     if not _ca(st, cache, CA_ACTIVE) or not 0 <= size <= cap or SH_OBJECTS + size > room:
         return False
     for i in range(size):
@@ -175,7 +176,7 @@ def _rcu_find_waiting(st):
         size = _ca(st, cache, CA_SIZE)
         base = (pfn << 12) + _ca(st, cache, CA_RED_LEFT)
         for i in range(st.sl_objects[pfn]):
-            sheaf = base + i * size
+            sheaf = base + i * size + _shadow(st)
             if mem[_w(sheaf, SH_CAPACITY)] < 0 and _rcu_sheaf_ok(st, sheaf):
                 _rcu_append(st, sheaf)
     return g[G_NRCU]

@@ -2,8 +2,11 @@
 of full and empty sheaves per node; in front of the CPU slab (6.18, opt-in) or of the slabs
 themselves (7.0, every cache).
 
-A sheaf is a kmalloc'ed object in the arena, as in the kernel: int64 words ``SH_NEXT``
-(barn or user list link), ``SH_CAPACITY``, ``SH_CACHE``, ``SH_SIZE``, then ``objects[]``.
+A sheaf is a kmalloc'ed object in the arena, as in the kernel, but its int64 words
+``SH_NEXT`` (barn or user list link), ``SH_CAPACITY``, ``SH_CACHE``, ``SH_SIZE``, then
+``objects[]`` live in the shadow half of the mapping (``layout._shadow`` bytes past the
+object), and the sheaf is known by that address, its handle: a user's stray write into the
+arena cannot reach a sheaf's words, so no sheaf path trusts anything a user could write.
 Objects in sheaves are allocated from their slabs but not handed out (live bit clear).
 Every path that gives a sheaf's objects out (to a caller, or back to the slabs) first makes
 sure none of them is live: a free pointer rewritten to name an object a sheaf holds passes the
@@ -28,7 +31,7 @@ from .layout import (CA_DEBUG, C_MAIN, C_RCU_FREE, C_SLAB, C_SPARE, CA_FLAGS, CA
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC,
                      PG_FROZEN, PG_ISOLATED, PG_LARGE,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, _ca,
-                     _cpu_row, _head_frame, _node_row, _slab_nid, _stat)
+                     _cpu_row, _shadow, _head_frame, _node_row, _slab_nid, _stat)
 from .native import address, jit, unit
 from .nocpu import refill_objects
 from .pages import free_block_checked
@@ -42,7 +45,7 @@ KMALLOC_CLASS = (8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192)
 # ---- sheaf memory: kmalloc in the arena ------------------------------------------------------
 @jit(inline=True)
 def _w(sheaf, word):
-    """Index of int64 ``word`` of the sheaf at address ``sheaf`` in ``st.mem``."""
+    """Index of int64 ``word`` of the sheaf with handle ``sheaf`` in ``st.mem``."""
     return (sheaf >> 3) + word
 
 
@@ -110,7 +113,7 @@ def _alloc_empty_sheaf(st, cache, cpu, capacity, gfp):
         return 0
     if _ca(st, cache, CA_FLAGS) & SLAB_KMALLOC:
         gfp |= __GFP_NO_OBJ_EXT
-    sheaf = kmalloc_internal(st, cpu, SHEAF_HEADER + 8 * capacity, gfp | __GFP_ZERO)
+    sheaf = _sheaf_kmalloc(st, cpu, capacity, gfp)
     if sheaf:
         mem = st.mem
         mem[_w(sheaf, SH_CAPACITY)] = capacity
@@ -120,9 +123,29 @@ def _alloc_empty_sheaf(st, cache, cpu, capacity, gfp):
 
 
 @jit
+def _sheaf_kmalloc(st, cpu, capacity, gfp):
+    """kzalloc of a sheaf for ``capacity`` objects (a kmalloc object in the arena, its words
+    zeroed in the shadow half); its handle (the object's address plus ``_shadow``) or 0."""
+    obj = kmalloc_internal(st, cpu, SHEAF_HEADER + 8 * capacity, gfp | __GFP_ZERO)
+    if not obj:
+        return 0
+    sheaf = obj + _shadow(st)
+    mem = st.mem
+    for i in range(_w(sheaf, 0), _w(sheaf, SH_OBJECTS) + capacity):
+        mem[i] = 0
+    return sheaf
+
+
+@jit
+def _sheaf_kfree(st, cpu, sheaf):
+    """kfree of the sheaf with handle ``sheaf`` (its kmalloc object)."""
+    kfree_internal(st, cpu, sheaf - _shadow(st))
+
+
+@jit
 def _free_empty_sheaf(st, cache, cpu, sheaf):
     """``free_empty_sheaf``: kfree the sheaf."""
-    kfree_internal(st, cpu, sheaf)
+    _sheaf_kfree(st, cpu, sheaf)
     _stat(st, cache, cpu, SHEAF_FREE, 1)
 
 

@@ -84,9 +84,9 @@ def _sheaf_isolated(st, sheaf):
     flags = st.pg_flags
     n = 0
     o = (sheaf >> 3) + SH_OBJECTS
-    for k in range(min(mem[(sheaf >> 3) + SH_SIZE], (st.npages << 9) - o)):
+    for k in range(min(mem[(sheaf >> 3) + SH_SIZE], (st.npages << 10) - o)):
         pfn = mem[o + k] >> 12
-        if not 0 <= pfn < st.npages:        # (words a stray write left: not followed)
+        if not 0 <= pfn < st.npages:        # (words set wrong: not followed)
             continue
         head = st.pg_head[pfn] if flags[pfn] & PG_TAIL else pfn
         n += (flags[head] & PG_ISOLATED) != 0

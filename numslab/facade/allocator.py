@@ -170,11 +170,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self.pages_per_node = per_node // PAGE_SIZE
         self.nr_pages = self.pages_per_node * nr_nodes
         try:
-            self._mmap = mmap.mmap(-1, self.nr_pages * PAGE_SIZE,  # reserved, not committed
-                                   flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS |
-                                   getattr(mmap, "MAP_NORESERVE", 0))
-            self.memory = np.frombuffer(self._mmap, dtype=np.uint8)
-            self._mem = self.memory.view(np.int64)
+            arena = self.nr_pages * PAGE_SIZE   # and the sheaves' shadow half (sheaves.py)
+            self._mmap = mmap.mmap(-1, 2 * arena, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                                   | getattr(mmap, "MAP_NORESERVE", 0))
+            self._mem = np.frombuffer(self._mmap, dtype=np.int64)
+            self.memory = self._mem.view(np.uint8)[:arena]
             self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed,
                                   self.memory.ctypes.data, self.memory.size, KERNELS[kernel])
         except (OSError, MemoryError) as e:
@@ -764,7 +764,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def sheaf_addresses(self) -> np.ndarray:
         """Addresses of every sheaf the allocator holds, int64[n]: the CPUs' main, spare and
         rcu_free sheaves of every cache, the barns' full and empty sheaves, the prefilled
-        sheaves handed to users and those waiting for a grace period (kmalloc objects)."""
+        sheaves handed to users and those waiting for a grace period (their kmalloc objects
+        in the arena; a sheaf's handle is that address plus the arena's size)."""
         st = self.state
         cpu = st.cpu[:, :, [C_MAIN, C_SPARE, C_RCU_FREE]]
         out = [cpu[cpu != 0]]
@@ -773,11 +774,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                                 st.ca[:, CA_USER_SHEAVES], self._g[G_RCU_HEAD:G_RCU_HEAD + 1]])
         for sheaf in heads[heads != 0].tolist():
             chain = []                  # (a link a stray write left is not followed)
-            while 0 < sheaf < 8 * words.size and not sheaf & 7 and len(chain) < words.size:
+            while self.memory.size < sheaf < 8 * words.size and not sheaf & 7 \
+                    and len(chain) < words.size:
                 chain.append(sheaf)
                 sheaf = int(words[(sheaf >> 3) + SH_NEXT])
             out.append(np.array(chain, np.int64))
-        return np.concatenate(out).astype(np.int64)
+        return np.concatenate(out).astype(np.int64) - self.memory.size
 
     def validate(self, cache: KmemCache | None = None) -> None:
         """Check every invariant of one cache, or of all caches and the page allocator.

@@ -19,7 +19,9 @@ from .cache import KmemCache
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
 
-FORMAT = 2      #: the file's layout version (2: the rcu_free column and the RCU sheaf list)
+#: The file's layout version (2: the rcu_free column and the RCU sheaf list; 3: the sheaves'
+#: words in the shadow half, saved as its pages that are not all zero).
+FORMAT = 3
 
 
 def save(sa: "SlabAllocator", path: str | Path) -> None:
@@ -46,8 +48,16 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
             "caches": [{"id": c.id, "name": c.name,
                         "dtype": None if c.dtype is None else c.dtype.descr}
                        for c in sa.caches]}
+    pages = _shadow_pages(sa)
+    used = np.flatnonzero(pages.any(axis=1))
     with open(path, "wb") as f:
-        np.savez_compressed(f, state=sa._buf, arena=sa.memory, meta=np.array(json.dumps(meta)))
+        np.savez_compressed(f, state=sa._buf, arena=sa.memory, shadow_pages=used,
+                            shadow=pages[used], meta=np.array(json.dumps(meta)))
+
+
+def _shadow_pages(sa: "SlabAllocator") -> np.ndarray:
+    """The shadow half of ``sa``'s mapping (the sheaves' words), uint8[pages, 4096]."""
+    return sa._mem.view(np.uint8)[sa.memory.size:].reshape(-1, 4096)
 
 
 def load(cls: type, path: str | Path) -> "SlabAllocator":
@@ -57,6 +67,8 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
         with np.load(path, allow_pickle=False) as z:
             meta: dict[str, Any] = json.loads(str(z["meta"]))
             state, arena = z["state"], z["arena"]
+            if "shadow" in z.files:     # (older formats have none: refused below)
+                used, shadow = z["shadow_pages"], z["shadow"]
     except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         # not an .npz of ours (NumPy takes a text file for pickled data, says so, and asks
         # for allow_pickle); a missing or unreadable file stays the OSError it is
@@ -69,12 +81,16 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
              freelist_hardened=meta["freelist_hardened"],
              freelist_random=meta.get("freelist_random", False), slab_debug=meta["slab_debug"],
              partial_order=meta.get("partial_order", "kernel"))
-    if state.shape != sa._buf.shape or arena.shape != sa.memory.shape:
+    pages = _shadow_pages(sa)
+    if state.shape != sa._buf.shape or arena.shape != sa.memory.shape or \
+            shadow.shape != (len(used), 4096) or (len(used) and not
+                                                  0 <= used.min() <= used.max() < len(pages)):
         raise SlabError(f"load: {path} does not fit the machine it describes")
     address = int(sa._buf[H_MEM])
     sa._buf[:] = state                          # in place: the gate and units hold pointers
     sa._buf[H_MEM] = address
     sa.memory[:] = arena
+    pages[used] = shadow
     threads.register(sa)                        # NO_SHEAF's size word, whatever was saved
     kmalloc = {c.id for c in sa.kmalloc_caches}
     for c in meta["caches"]:

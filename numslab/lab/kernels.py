@@ -11,7 +11,7 @@ from .. import jit as nj
 from ..drivers.handles import state_of
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_ACTIVE,
                              CA_NCOLS, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL,
-                             SH_NEXT, _cpu_row, _node_row, _rcu_next)
+                             SH_NEXT, _cpu_row, _node_row, _rcu_next, _shadow)
 from ..engine.leansheaves import flush_main_lean, refill_main_lean
 from ..engine.stats import live_objects
 from ..flags import __GFP_NO_OBJ_EXT
@@ -239,9 +239,10 @@ def _free_trigger(h, work, cids, w, cpu, addr, counts):
 
 @lab_jit()
 def _sheaf_owner(st, sheaf, sheaves):
-    """Count the sheaf at ``sheaf`` (0: none) for the cache whose slab holds it."""
+    """Count the sheaf with handle ``sheaf`` (0: none) for the cache whose slab holds its
+    kmalloc object."""
     if sheaf:
-        pfn = sheaf >> 12
+        pfn = (sheaf - _shadow(st)) >> 12
         if st.pg_flags[pfn] & PG_TAIL:
             pfn = st.pg_head[pfn]
         sheaves[st.sl_cache[pfn]] += 1
