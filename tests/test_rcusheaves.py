@@ -381,6 +381,7 @@ def test_a_stray_write_over_every_sheafs_object_changes_nothing(kernel):
     for obj in sheaves.tolist():
         assert sa.find(obj)["kind"] == "sheaf"
         sa.memory[obj:obj + sa.ksize(obj)] = 0x41
+    sa.memory[:4096] = 0x41                     # and reserved frame 0 (NO_SHEAF is not there)
     got = [c.alloc() for _ in range(8 * cap)]
     assert len(set(got)) == len(got)
     assert all(sa.find(a)["kind"] == "object" and sa.find(a)["cache"] is c for a in got)

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from numslab.engine import native
-from numslab.engine.layout import C_MAIN, NO_SHEAF, SH_SIZE
+from numslab.engine.layout import C_MAIN, SH_SIZE
+from numslab.facade.threads import no_sheaf
 from numslab.facade import threads
 
 
@@ -81,9 +82,9 @@ def test_park_points_every_main_sheaf_at_no_sheaf_and_puts_them_back(sa):
     a = c.alloc()
     cpt = sa.state.cpu
     before = cpt.copy()
-    assert sa._mem[(NO_SHEAF >> 3) + SH_SIZE] == -1
+    assert sa._mem[(no_sheaf(sa) >> 3) + SH_SIZE] == -1
     restore = threads.park_fast_paths(sa._st)
-    assert ((cpt[..., C_MAIN] == NO_SHEAF) == (before[..., C_MAIN] != 0)).all()
+    assert ((cpt[..., C_MAIN] == no_sheaf(sa)) == (before[..., C_MAIN] != 0)).all()
     cpt[c.id, 0, C_MAIN] = 12345                 # as if Python changed it meanwhile
     restore()
     expect = before.copy()
@@ -99,10 +100,10 @@ def test_park_points_every_main_sheaf_at_no_sheaf_and_puts_them_back(sa):
 def test_load_writes_no_sheaf_whatever_was_saved(sa, tmp_path):
     """A machine saved without ``NO_SHEAF``'s size word (an older save) gets it back on load,
     so that parked fast paths still find an empty-and-full sheaf."""
-    sa._mem[(NO_SHEAF >> 3) + SH_SIZE] = 0
+    sa._mem[(no_sheaf(sa) >> 3) + SH_SIZE] = 0
     path = tmp_path / "m.npz"
     sa.save(path)
-    sa._mem[(NO_SHEAF >> 3) + SH_SIZE] = -1
+    sa._mem[(no_sheaf(sa) >> 3) + SH_SIZE] = -1
     back = type(sa).load(path)
-    assert back._mem[(NO_SHEAF >> 3) + SH_SIZE] == -1
+    assert back._mem[(no_sheaf(back) >> 3) + SH_SIZE] == -1
     back.validate()

@@ -18,10 +18,11 @@ from . import native
 NIL = -1            #: "no page / no slab / no cache" in every index field
 NULL = 0            #: the null object address; page frame 0 is reserved so it is never handed out
 ZERO_SIZE_PTR = 16  #: what ``kmalloc(0)`` returns, as in the kernel; ``kfree`` ignores it
-#: A sheaf in reserved frame 0 whose size word is -1: empty to an allocation, full to a free.
-#: While a thread compiles a unit in the middle of an engine operation, every CPU's main
-#: sheaf points here, so that other threads' inlined fast paths (``numslab.jit``) take the
-#: units, which wait (``native.ENGINE_BUSY``).
+#: A sheaf in the shadow half's frame 0 (handle ``_shadow + NO_SHEAF``, as frame 0 of the arena
+#: is reserved) whose size word is -1: empty to an allocation, full to a free. While a thread
+#: compiles a unit in the middle of an engine operation, every CPU's main sheaf points here,
+#: so that other threads' inlined fast paths (``numslab.jit``) take the units, which wait
+#: (``native.ENGINE_BUSY``).
 NO_SHEAF = 2048
 
 # ---- page flags (pg_flags) ----------------------------------------------------------------

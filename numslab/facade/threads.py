@@ -22,9 +22,14 @@ _BY_STATE: "weakref.WeakValueDictionary[int, SlabAllocator]" = weakref.WeakValue
 
 def register(sa: "SlabAllocator") -> None:
     """Make ``sa`` known to :func:`park_fast_paths` and write its ``NO_SHEAF`` sheaf (its
-    size word -1, in reserved frame 0)."""
-    sa._mem[(NO_SHEAF >> 3) + SH_SIZE] = -1
+    size word -1, in the shadow half's frame 0, which no sheaf and no user reaches)."""
+    sa._mem[(no_sheaf(sa) >> 3) + SH_SIZE] = -1
     _BY_STATE[sa._st] = sa
+
+
+def no_sheaf(sa: "SlabAllocator") -> int:
+    """The handle of ``sa``'s ``NO_SHEAF`` sheaf."""
+    return sa.memory.size + NO_SHEAF
 
 
 def park_fast_paths(st: int) -> Callable[[], None] | None:
@@ -38,12 +43,13 @@ def park_fast_paths(st: int) -> Callable[[], None] | None:
         return None
     cpt = sa.state.cpu
     main, slab = cpt[..., C_MAIN].copy(), cpt[..., C_SLAB].copy()
-    cpt[..., C_MAIN] = np.where(main != 0, NO_SHEAF, 0)
+    parked = no_sheaf(sa)
+    cpt[..., C_MAIN] = np.where(main != 0, parked, 0)
     cpt[..., C_SLAB] = NIL
 
     def restore() -> None:
         now = cpt[..., C_MAIN]
-        back = now == NO_SHEAF
+        back = now == parked
         now[back] = main[back]
         now = cpt[..., C_SLAB]
         back = now == NIL
