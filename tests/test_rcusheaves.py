@@ -64,7 +64,7 @@ def test_kfree_rcu_fills_the_rcu_free_sheaf_and_a_full_one_reaches_the_barn(kern
     assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (cap - 1, 0)
     assert rcu_size(sa, c) == cap - 1 and waiting(sa) == 0
     assert not sa._rcu_pending                              # not on the list
-    assert all(sa.find(a)["kind"] == "free object" for a in objs[:cap - 1])
+    assert all(sa.find(a)["kind"] == "kfree_rcu" for a in objs[:cap - 1])
     assert len(c) == 3                                      # no longer the user's
     assert c.live_objects - c.sheaf_objects == 3            # held by the allocator
     got = [sa.kmem_cache_alloc(c, cpu=cpu) for cpu in (0, 1) for _ in range(2 * cap)]
@@ -189,7 +189,7 @@ def test_remote_node_objects_and_caches_without_sheaves_take_the_list(kernel):
     assert sa.cpu_to_node(0) == 0
     sa.kfree_rcu(a, 0)                          # kfree_rcu_sheaf: slab_nid != numa_mem_id
     assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (0, 0)
-    assert [x for x, _ in sa._rcu_pending] == [a] and sa.find(a)["kind"] == "object"
+    assert [x for x, _ in sa._rcu_pending] == [a] and sa.find(a)["kind"] == "kfree_rcu"
     sa.kfree_rcu(local, 0)
     assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (1, 0)
     sa.validate()
@@ -203,7 +203,7 @@ def test_remote_node_objects_and_caches_without_sheaves_take_the_list(kernel):
     p = plain.alloc()
     sa.kfree_rcu(p, 0)
     assert counters(plain, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (0, fail)
-    assert sa.find(p)["kind"] == "object"
+    assert sa.find(p)["kind"] == "kfree_rcu"
     with pytest.raises(numslab.DoubleFreeError, match="waiting for an RCU grace period"):
         plain.free(p)
     assert sa.synchronize_rcu() == 2            # the list; the rcu_free sheaf stays
@@ -353,7 +353,7 @@ def test_no_sheaf_to_be_had_counts_free_rcu_sheaf_fail_and_takes_the_list(kernel
         taken += 1
     assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (taken, 1)
     assert taken < len(objs)
-    assert [x for x, _ in sa._rcu_pending] == [a] and sa.find(a)["kind"] == "object"
+    assert [x for x, _ in sa._rcu_pending] == [a] and sa.find(a)["kind"] == "kfree_rcu"
     sa.validate()
     assert sa.synchronize_rcu() == 1 + (taken // cap) * cap
     assert sa.find(a)["kind"] == "free object"

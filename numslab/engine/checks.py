@@ -8,7 +8,7 @@ from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, 
                      CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, N_BARN_EMPTY, N_BARN_FULL,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS,
                      NIL, NR_ORDERS, P_COUNT, P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL,
-                     PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_SLAB, PG_TAIL,
+                     PG_FROZEN, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_RCU, PG_SLAB, PG_TAIL,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _geo,
                      _node_row, _slab_nid, _rcu_next, _shadow)
 from ..flags import SLAB_KMALLOC
@@ -155,6 +155,8 @@ def _locate(st, addr, cache):
         g[G_ERR0] = head
         g[G_ERR1] = st.pg_order[head]
         if f & PG_LARGE:
+            if f & PG_RCU and addr == head << 12:     # waiting for its grace period
+                return E_DOUBLE_FREE, NIL
             return (E_LARGE if addr == head << 12 else E_NOT_HEAD), NIL
         return E_NOT_SLAB, NIL
     owner = st.sl_cache[head]

@@ -38,6 +38,7 @@ PG_CPU_PARTIAL = 256   #: (slab) on some CPU's partial list
 PG_PCP = 512           #: first page of a free block of order ``pg_order`` on a CPU's pcp list
 PG_ISOLATED = 1024     #: (slab) a corrupted free pointer was found: no longer allocated from
 PG_SORTED = 2048       #: (slab) on a node partial list kept sorted (``engine/partialorder.py``)
+PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list: no free takes it
 
 # ---- scalars (field G) --------------------------------------------------------------------
 #: ``G_KERNEL`` is the SLUB generation modelled: KERNEL_6_18 (sheaves opt-in, CPU slabs and

@@ -141,8 +141,10 @@ def kfree(st, cpu, addr):
 
 @jit
 def _slab_owner(st, addr):
-    """The cache of the slab holding ``addr`` (an address ``_locate`` found on a slab)."""
-    return st.sl_cache[_head_frame(st, addr >> 12)]
+    """The cache of the slab holding ``addr`` (NIL: a large kmalloc waiting for its grace
+    period, which ``_locate`` calls a double free too)."""
+    head = _head_frame(st, addr >> 12)
+    return st.sl_cache[head] if st.pg_flags[head] & PG_SLAB else NIL
 
 
 @jit

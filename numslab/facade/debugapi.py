@@ -15,7 +15,7 @@ from ..drivers import gate
 from ..drivers.calls import bound
 from ..engine import checks, debug, ops
 from ..engine.layout import (CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK, G_NDEBUG, G_NREPORTS,
-                             G_SITE, G_TICKS, NIL, PG_HEAD, PG_LARGE, PG_RESERVED, PG_SLAB,
+                             G_SITE, G_TICKS, NIL, PG_HEAD, PG_LARGE, PG_RCU, PG_RESERVED, PG_SLAB,
                              PG_TAIL, R_A, R_B, R_C, R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT,
                              R_SLAB)
 from ..engine import redzone as rz
@@ -350,8 +350,9 @@ class DebugAPI:
 
     # ---- what an address is ----------------------------------------------------------------
     def find(self: "SlabAllocator", addr: int) -> dict[str, Any]:
-        """What ``addr`` is: ``kind`` ("object", "free object", "sheaf" (the allocator's own),
-        "large kmalloc", "pages", "free page", "reserved" or "outside"), and where it applies
+        """What ``addr`` is: ``kind`` ("object", "free object", "kfree_rcu" (waiting for its
+        grace period), "sheaf" (the allocator's own), "large kmalloc", "pages", "free page",
+        "reserved" or "outside"), and where it applies
         ``cache`` (a KmemCache), ``slab`` (its address), ``index`` and ``offset`` inside the
         object."""
         addr = self._as_addr(addr, "find")
@@ -364,7 +365,7 @@ class DebugAPI:
         if not f & (PG_HEAD | PG_TAIL) and not st.pg_flags[pfn] & (PG_HEAD | PG_TAIL):
             return {"kind": "reserved" if f & PG_RESERVED else "free page"}
         if not f & PG_SLAB:
-            kind = "large kmalloc" if f & PG_LARGE else "pages"
+            kind = "kfree_rcu" if f & PG_RCU else "large kmalloc" if f & PG_LARGE else "pages"
             return {"kind": kind, "block": head << 12, "order": int(st.pg_order[head])}
         cache = self._caches[int(st.sl_cache[head])]
         off = addr - (head << 12) - cache.red_left_pad
@@ -372,6 +373,9 @@ class DebugAPI:
         obj = (head << 12) + cache.red_left_pad + index * cache.slab_size
         err, _ = self._locate(obj)
         kind = {0: "object", checks.E_ALLOCATORS: "sheaf"}.get(err, "free object")
+        if kind == "free object" and (any(a == obj for a, _ in self._rcu_pending)
+                                      or obj in self._rcu_sheaf_objects()):
+            kind = "kfree_rcu"
         return {"kind": kind, "cache": cache, "slab": head << 12, "index": index,
                 "object": obj, "offset": inside}
 
@@ -556,7 +560,8 @@ class DebugAPI:
         ``validate()`` remains the check of numslab's structural invariants."""
         cid = self._own(cache, "kmem_cache_validate")
         self._drain_reports()
-        n = int(debug.validate_slab_cache(self._st, cid))
+        with self._rcu_marks_lifted():          # kfree_rcu's list: allocated, not live
+            n = int(debug.validate_slab_cache(self._st, cid))
         self._last_reports = self._drain_reports()
         return n
 

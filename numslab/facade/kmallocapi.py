@@ -6,11 +6,14 @@ on a list of addresses freed at the end of the grace period."""
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
 
 from ..engine.checks import E_DOUBLE_FREE
 from ..engine.layout import (C_RCU_FREE, CA_DEBUG, CA_ORIG, G_ERR0, G_ERR1, G_NRCU,
-                             G_RCU_HEAD, NIL, SH_NEXT,
+                             G_RCU_HEAD, NIL, PG_LARGE, PG_RCU, PG_TAIL, SH_NEXT,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR)
 from ..engine.rcusheaves import flush_rcu_sheaves, kfree_rcu_sheaf, rcu_run_callbacks
 from ..errors import DoubleFreeError, InvalidSizeError, SlabCorruptionError, SlabError
@@ -105,22 +108,21 @@ class KmallocAPI:
         limit, to the slabs); a part-full one waits on the CPU until ``kmem_cache_shrink``,
         ``kvfree_rcu_barrier`` or the cache's destroy hands it over. Any other object waits
         on a list until ``synchronize_rcu`` or ``rcu_barrier`` frees it. Until then a free
-        of it (``kfree``, ``kmem_cache_free``, the bulk frees, ``krealloc``, ``kfree_rcu``)
-        raises ``DoubleFreeError``: the grace period's free would free whatever was
-        allocated there meanwhile. ``numslab.jit`` cannot see the list (the sheaves it can:
-        their objects are not live)."""
+        of it (``kfree``, ``kmem_cache_free``, the bulk frees, ``krealloc``, ``kfree_rcu``,
+        ``numslab.jit``'s) raises ``DoubleFreeError``: the grace period's free would free
+        whatever was allocated there meanwhile."""
         with _RCU_LOCK:
             addr = self._as_addr(addr, "kfree_rcu")
             if addr in (0, ZERO_SIZE_PTR):
                 return
+            if any(a == addr for a, _ in self._rcu_pending):
+                raise DoubleFreeError(f"kfree_rcu: {addr:#x} is already waiting for a grace "
+                                      f"period (double free)")
             self._rcu_refuse_sheaved(addr, "kfree_rcu")
             if self._locate(addr)[0] == E_DOUBLE_FREE:      # a free, as kfree says it
                 raise DoubleFreeError(f"kfree_rcu: {addr:#x}: double free, the object is already "
                                       f"free")
             self._ksize(addr, "kfree_rcu")          # the checks of kfree, nothing changed yet
-            if any(a == addr for a, _ in self._rcu_pending):
-                raise DoubleFreeError(f"kfree_rcu: {addr:#x} is already waiting for a grace "
-                                      f"period (double free)")
             if kfree_rcu_sheaf(self._st, self._cpu() if cpu is None else self._check_cpu(cpu),
                                addr):
                 return
@@ -134,6 +136,35 @@ class KmallocAPI:
             self.__dict__["_rcu_gated"] = {n: self.__dict__.pop(n) for n in _RCU_ROUTED
                                            if n in self.__dict__}
         pending.append((addr, cpu))
+        self._rcu_mark(addr, True)
+
+    def _rcu_mark(self: "SlabAllocator", addr: int, on: bool) -> None:
+        """Put out of every free's reach (``on``), or back, an object on the ``kfree_rcu``
+        list: a slab object's live bit is cleared (it stays allocated from its slab, as one
+        in an ``rcu_free`` sheaf), a large kmalloc's head page is marked ``PG_RCU``; either
+        way the engine then calls any free of it, ``numslab.jit``'s too, a double free."""
+        flags = self.state.pg_flags
+        pfn = addr >> 12
+        if not flags[pfn] & PG_TAIL and flags[pfn] & PG_LARGE:
+            flags[pfn] = flags[pfn] | PG_RCU if on else flags[pfn] & ~PG_RCU
+            return
+        word = self.state.live.view(np.uint64)
+        bit = np.uint64(1 << ((addr >> 3) & 63))
+        word[addr >> 9] = word[addr >> 9] & ~bit if on else word[addr >> 9] | bit
+
+    @contextmanager
+    def _rcu_marks_lifted(self: "SlabAllocator") -> Iterator[None]:
+        """The objects on the ``kfree_rcu`` list as the engine knows any allocated object for
+        the time of a walk that counts or moves them (``validate``, compaction, ``save``):
+        marked again afterwards, at the addresses the list then names."""
+        with _RCU_LOCK:
+            for addr, _ in self._rcu_pending:
+                self._rcu_mark(addr, False)
+            try:
+                yield
+            finally:
+                for addr, _ in self._rcu_pending:
+                    self._rcu_mark(addr, True)
 
     def _rcu_refuse(self: "SlabAllocator", addrs: Any, fn: str, batch: bool) -> None:
         """Raise ``DoubleFreeError`` if one of ``addrs`` waits for its grace period."""
@@ -174,9 +205,8 @@ class KmallocAPI:
         """End the grace period: the callback of every sheaf handed to ``call_rcu`` runs
         (``rcu_free_sheaf``: to the barn, or to the slabs; oldest first), then every
         ``kfree_rcu`` on the list is freed. Objects whose grace period ended (those of a
-        CPU's part-full ``rcu_free`` sheaf wait on). An object of the list that was freed
-        meanwhile behind the list's back (``numslab.jit`` cannot see it) is refused by its
-        ``kfree``; the others are freed all the same, then that error is raised, naming it."""
+        CPU's part-full ``rcu_free`` sheaf wait on). Should a free of the list refuse an
+        object, the others are freed all the same, then that error is raised, naming it."""
         with _RCU_LOCK:
             n = int(rcu_run_callbacks(self._st))
             overwritten = None
@@ -185,7 +215,7 @@ class KmallocAPI:
                 g = self._g
                 overwritten = SlabCorruptionError(
                     f"synchronize_rcu: the sheaf at {int(g[G_ERR0]):#x} waiting for its grace "
-                    f"period was overwritten (a write past a neighbouring kmalloc object?): "
+                    f"period was overwritten (its words set wrong): "
                     f"{int(g[G_ERR1])} sheaves whose words no longer describe one were left "
                     f"alone with their objects (leaked), the others' callbacks ran")
             pending = self.__dict__.pop("_rcu_pending", [])
@@ -194,6 +224,7 @@ class KmallocAPI:
                 self.__dict__.update(gated)
             failed: list[tuple[int, SlabError]] = []
             for addr, cpu in pending:
+                self._rcu_mark(addr, False)
                 try:
                     self.kfree(addr, cpu)
                 except SlabError as e:
@@ -203,8 +234,7 @@ class KmallocAPI:
             if failed:
                 addr, e = failed[0]
                 raise type(e)(f"synchronize_rcu: the kfree_rcu of {addr:#x}: {e}; the other "
-                              f"{len(pending) - len(failed)} objects waiting were freed (was it "
-                              f"freed meanwhile through numslab.jit, which cannot see the list?)")
+                              f"{len(pending) - len(failed)} objects waiting were freed")
             return n + len(pending)
 
     def rcu_barrier(self: "SlabAllocator") -> int:

@@ -50,7 +50,7 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
                        for c in sa.caches]}
     pages = _shadow_pages(sa)
     used = np.flatnonzero(pages.any(axis=1))
-    with open(path, "wb") as f:
+    with open(path, "wb") as f, sa._rcu_marks_lifted():    # load marks the list again
         np.savez_compressed(f, state=sa._buf, arena=sa.memory, shadow_pages=used,
                             shadow=pages[used], meta=np.array(json.dumps(meta)))
 
