@@ -81,18 +81,12 @@ def _run_compact(cache: "KmemCache", ratio: int, cpu: int, plan: bool
     room = len(cache)
     old = np.empty(room, np.int64)
     new = np.empty(0 if plan else room, np.int64)
-    with sa._rcu_marks_lifted():        # objects on kfree_rcu's list move too (the list follows)
-        got = int(compact(sa._st, cache._id, cpu, ratio, room, old.ctypes.data,
-                          0 if plan else new.ctypes.data))
-        fault = got < 0
-        if fault:
-            got = -1 - got
-        old, new = old[:got].copy(), new[:got].copy()
-        pending = sa.__dict__.get("_rcu_pending")
-        if pending and not plan and got:    # a kfree_rcu waiting for its grace period follows
-            where = dict(zip(old.tolist(), new.tolist()))
-            pending[:] = [(where.get(a, a), cpu) for a, cpu in pending]
-    return old, new, fault
+    got = int(compact(sa._st, cache._id, cpu, ratio, room, old.ctypes.data,
+                      0 if plan else new.ctypes.data))
+    fault = got < 0
+    if fault:
+        got = -1 - got
+    return old[:got].copy(), new[:got].copy(), fault
 
 
 def _fault(sa: "SlabAllocator", old: np.ndarray, new: np.ndarray) -> None:
