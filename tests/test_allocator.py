@@ -647,6 +647,12 @@ def test_numslab_jit_refuses_a_free_of_what_waits_on_the_kfree_rcu_list(sa, tmp_
                 _jit_cache_free(sa.handle, c.id, a)
     assert_unchanged(sa, snap)
     sa.validate()
+    dbg = sa.kmem_cache_create("dbg", 64, flags=numslab.SLAB_DEBUG_FLAGS)  # on the list too
+    d = dbg.alloc()
+    sa.kfree_rcu(d, 0)
+    assert sa.kmem_cache_validate(dbg) == 0 and sa.find(d)["kind"] == "kfree_rcu"
+    with pytest.raises(numslab.DoubleFreeError):
+        _jit_cache_free(sa.handle, dbg.id, d)
     held = [c.alloc() for _ in range(8)]
     assert not set(held) & set(objs)                # not handed out while they wait
     sa.save(tmp_path / "m.npz")
@@ -654,7 +660,7 @@ def test_numslab_jit_refuses_a_free_of_what_waits_on_the_kfree_rcu_list(sa, tmp_
     for m in (sa, back):
         with pytest.raises(numslab.DoubleFreeError):
             _jit_kfree(m.handle, big[1])
-        assert m.synchronize_rcu() + m.kvfree_rcu_barrier() == len(objs) + len(big)
+        assert m.synchronize_rcu() + m.kvfree_rcu_barrier() == len(objs) + len(big) + 1
         m.validate()
         got = [m.kmem_cache_alloc(m.find_cache("listed")) for _ in range(3)]
         assert not set(got) & set(held)

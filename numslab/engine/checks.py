@@ -13,7 +13,7 @@ from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, 
                      _node_row, _slab_nid, _rcu_next, _shadow)
 from ..flags import SLAB_KMALLOC
 from .partialorder import _check_order
-from .native import jit, unit
+from .native import jit, unit, words_at
 from .pages import _page_block, _pcp_row
 from .slablists import _get_fp
 from .stats import live_objects
@@ -490,10 +490,47 @@ def _validate_cache_and_order(st, cache):
     return _corrupt(st, 15, bad) if bad != NIL else 0
 
 
+@jit
+def _rcu_list_marks(st, n, p, on):
+    """Put out of every free's reach (``on``), or back, the ``n`` objects at Words ``p``
+    waiting on the facade's ``kfree_rcu`` list: a slab object's live bit cleared (it stays
+    allocated from its slab), a large kmalloc's head page marked PG_RCU; :func:`_locate`
+    then calls any free of one a double free."""
+    flags = st.pg_flags
+    for i in range(n):
+        a = p[i]
+        pfn = a >> 12
+        if not flags[pfn] & PG_TAIL and flags[pfn] & PG_LARGE:
+            flags[pfn] = flags[pfn] | PG_RCU if on else flags[pfn] & ~PG_RCU
+        elif on:
+            _live_clear(st, a)
+        else:
+            _live_set(st, a)
+
+
 @unit
-def validate(st, cache):
+def rcu_list_mark(st, n, paddr, on):
+    """:func:`_rcu_list_marks` of the ``n`` objects at ``paddr``. 0."""
+    _rcu_list_marks(st, n, words_at(paddr), on)
+    return 0
+
+
+@unit
+def validate(st, cache, n, paddr):
     """Validate one cache, or every active cache and the page allocator if ``cache`` is NIL:
-    0 or E_CORRUPT (what in G_ERR0, where in G_ERR1, the cache in G_ERR2)."""
+    0 or E_CORRUPT (what in G_ERR0, where in G_ERR1, the cache in G_ERR2). The ``n`` objects
+    at ``paddr`` wait on the ``kfree_rcu`` list: counted as allocated (their marks lifted
+    for the check and put back, in this one engine call)."""
+    p = words_at(paddr)
+    _rcu_list_marks(st, n, p, False)
+    err = _validate(st, cache)
+    _rcu_list_marks(st, n, p, True)
+    return err
+
+
+@jit
+def _validate(st, cache):
+    """:func:`validate` of the state as it stands."""
     if cache != NIL:
         st.g[G_ERR2] = cache
         return _validate_cache_and_order(st, cache)

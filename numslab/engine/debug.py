@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from ..flags import (__GFP_ZERO, FREE_SLOWPATH, SLAB_CONSISTENCY_CHECKS, SLAB_POISON,
                      SLAB_RED_ZONE, SLAB_STORE_USER)
-from .checks import E_DOUBLE_FREE, _live_clear, _live_set, _live_test
+from .checks import E_DOUBLE_FREE, _live_clear, _live_set, _live_test, _rcu_list_marks
 from .layout import (CA_DEBUG, CA_FP_KEY, CA_INUSE, CA_OBJECT_SIZE, CA_OFFSET, CA_ORIG,
                      CA_RED_LEFT, CA_SIZE, D_OBJECT_POISON, G_FAULT_CACHE,
                      G_FAULT_SLAB, G_FAULT_VALUE, G_NREPORTS, G_TICKS, NIL,
                      N_PARTIAL_HEAD, PG_ISOLATED, PG_NODE_PARTIAL, PG_SLAB, PG_HEAD, _ca,
                      _head_frame, _node_row, _stat)
-from .native import byte_array, jit, unit, zero_bytes
+from .native import byte_array, jit, unit, words_at, zero_bytes
 from .nocpu import slab_alloc_single
 from .redzone import (K_ALIGN_PAD, K_ALREADY_FREE, K_CYCLE, K_END_POISON, K_FIX_ALL_USED,
                       K_FIX_CLEARED, K_FIX_COUNT, K_FIX_NOT_FREED, K_FREECHAIN, K_FREELIST,
@@ -327,12 +327,24 @@ def validate_slab(st, m8, cache, slab):
 
 
 @unit
-def validate_slab_cache(st, cache):
+def validate_slab_cache(st, cache, n, paddr):
     """``validate_slab_cache``: ``validate_slab`` on every slab of every node's partial list
     and, with U (the kernel keeps a full list then), every full slab. Returns the reports
-    written (the errors the kernel's KUnit tests count); bad bytes are restored."""
+    written (the errors the kernel's KUnit tests count); bad bytes are restored. The ``n``
+    objects at ``paddr`` (the ``kfree_rcu`` list) are checked as the allocated objects they
+    are (``checks.validate``)."""
     if not _ca(st, cache, CA_DEBUG):
         return 0
+    p = words_at(paddr)
+    _rcu_list_marks(st, n, p, False)
+    r = _validate_slab_cache(st, cache)
+    _rcu_list_marks(st, n, p, True)
+    return r
+
+
+@jit
+def _validate_slab_cache(st, cache):
+    """:func:`validate_slab_cache` of the state as it stands."""
     m8 = byte_array(st.mem, st.mem_size)
     before = st.g[G_NREPORTS]
     nxt = st.pg_next

@@ -790,11 +790,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             Naming the first broken invariant and where.
         """
         cid = NIL if cache is None else self._own(cache, "validate")
-        with self._rcu_marks_lifted():          # kfree_rcu's list: allocated, not live
-            if checks.validate(self._st, cid):
-                what, where = int(self._g[G_ERR0]), int(self._g[G_ERR1])
-                bad = self._caches.get(cid if cid != NIL else int(self._g[G_ERR2]))
-                raise SlabCorruptionError(f"validate: {checks.CORRUPTION[what]} (cache "
-                                          f"{bad.name if bad is not None else '-'}, at {where})")
+        listed = self._rcu_listed()             # kfree_rcu's list: allocated, not live
+        if checks.validate(self._st, cid, len(listed), listed.ctypes.data):
+            what, where = int(self._g[G_ERR0]), int(self._g[G_ERR1])
+            bad = self._caches.get(cid if cid != NIL else int(self._g[G_ERR2]))
+            raise SlabCorruptionError(f"validate: {checks.CORRUPTION[what]} (cache "
+                                      f"{bad.name if bad is not None else '-'}, at {where})")
 
     check_invariants = validate

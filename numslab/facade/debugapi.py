@@ -560,8 +560,8 @@ class DebugAPI:
         ``validate()`` remains the check of numslab's structural invariants."""
         cid = self._own(cache, "kmem_cache_validate")
         self._drain_reports()
-        with self._rcu_marks_lifted():          # kfree_rcu's list: allocated, not live
-            n = int(debug.validate_slab_cache(self._st, cid))
+        listed = self._rcu_listed()             # kfree_rcu's list: allocated, not live
+        n = int(debug.validate_slab_cache(self._st, cid, len(listed), listed.ctypes.data))
         self._last_reports = self._drain_reports()
         return n
 

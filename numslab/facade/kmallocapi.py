@@ -6,14 +6,13 @@ on a list of addresses freed at the end of the grace period."""
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.checks import E_DOUBLE_FREE
+from ..engine.checks import E_DOUBLE_FREE, rcu_list_mark
 from ..engine.layout import (C_RCU_FREE, CA_DEBUG, CA_ORIG, G_ERR0, G_ERR1, G_NRCU,
-                             G_RCU_HEAD, NIL, PG_LARGE, PG_RCU, PG_TAIL, SH_NEXT,
+                             G_RCU_HEAD, NIL, SH_NEXT,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR)
 from ..engine.rcusheaves import flush_rcu_sheaves, kfree_rcu_sheaf, rcu_run_callbacks
 from ..errors import DoubleFreeError, InvalidSizeError, SlabCorruptionError, SlabError
@@ -140,31 +139,14 @@ class KmallocAPI:
 
     def _rcu_mark(self: "SlabAllocator", addr: int, on: bool) -> None:
         """Put out of every free's reach (``on``), or back, an object on the ``kfree_rcu``
-        list: a slab object's live bit is cleared (it stays allocated from its slab, as one
-        in an ``rcu_free`` sheaf), a large kmalloc's head page is marked ``PG_RCU``; either
-        way the engine then calls any free of it, ``numslab.jit``'s too, a double free."""
-        flags = self.state.pg_flags
-        pfn = addr >> 12
-        if not flags[pfn] & PG_TAIL and flags[pfn] & PG_LARGE:
-            flags[pfn] = flags[pfn] | PG_RCU if on else flags[pfn] & ~PG_RCU
-            return
-        word = self.state.live.view(np.uint64)
-        bit = np.uint64(1 << ((addr >> 3) & 63))
-        word[addr >> 9] = word[addr >> 9] & ~bit if on else word[addr >> 9] | bit
+        list (``checks.rcu_list_mark``): the engine then calls any free of it, numslab.jit's
+        too, a double free."""
+        one = np.array([addr], np.int64)
+        rcu_list_mark(self._st, 1, one.ctypes.data, int(on))
 
-    @contextmanager
-    def _rcu_marks_lifted(self: "SlabAllocator") -> Iterator[None]:
-        """The objects on the ``kfree_rcu`` list as the engine knows any allocated object for
-        the time of a walk that counts or moves them (``validate``, compaction, ``save``):
-        marked again afterwards, at the addresses the list then names."""
-        with _RCU_LOCK:
-            for addr, _ in self._rcu_pending:
-                self._rcu_mark(addr, False)
-            try:
-                yield
-            finally:
-                for addr, _ in self._rcu_pending:
-                    self._rcu_mark(addr, True)
+    def _rcu_listed(self: "SlabAllocator") -> np.ndarray:
+        """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks."""
+        return np.array([a for a, _ in self._rcu_pending], np.int64)
 
     def _rcu_refuse(self: "SlabAllocator", addrs: Any, fn: str, batch: bool) -> None:
         """Raise ``DoubleFreeError`` if one of ``addrs`` waits for its grace period."""

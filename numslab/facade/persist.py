@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine.checks import rcu_list_mark
 from ..engine.layout import CA_ACTIVE, CA_DEBUG, G_NPENDING, G_NREPORTS, H_MEM
 from ..engine.native import wait_for_engine
 from ..errors import SlabError
@@ -50,8 +51,11 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
                        for c in sa.caches]}
     pages = _shadow_pages(sa)
     used = np.flatnonzero(pages.any(axis=1))
-    with open(path, "wb") as f, sa._rcu_marks_lifted():    # load marks the list again
-        np.savez_compressed(f, state=sa._buf, arena=sa.memory, shadow_pages=used,
+    state = sa._buf.copy()              # the kfree_rcu list as allocated objects (load marks
+    listed = sa._rcu_listed()           # it again): lifted in the copy, not in the machine
+    rcu_list_mark(state.ctypes.data, len(listed), listed.ctypes.data, 0)
+    with open(path, "wb") as f:
+        np.savez_compressed(f, state=state, arena=sa.memory, shadow_pages=used,
                             shadow=pages[used], meta=np.array(json.dumps(meta)))
 
 
