@@ -183,6 +183,23 @@ def test_overflow_refuses_the_free_and_names_the_first_bad_byte(kernel):
     sa.validate()
 
 
+@pytest.mark.parametrize("fill", [0x81, 0x41])
+def test_an_overflow_over_the_stored_orig_size_is_reported_not_followed(kernel, fill):
+    """A kmalloc object's ``orig_size`` (after its tracks, in the arena) overwritten by a
+    user's overflow: the checks never reach past the object. Before, a negative one made
+    ``check_object`` read and restore bytes far outside the arena (a segfault)."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, slab_debug="FZPU")
+    a = sa.kmalloc(100)
+    c = sa.find(a)["cache"]
+    sa.memory[a + 128:a + c.slab_size - c.red_left_pad] = fill
+    with pytest.raises(numslab.SlabDebugError):
+        sa.kfree(a)
+    assert sa.find(a)["kind"] == "object"
+    sa.kfree(a)
+    assert sa.find(a)["kind"] == "free object"
+    sa.validate()
+
+
 
 @pytest.mark.parametrize("hardened", [True, False])
 def test_reports_read_as_6_18_and_7_0_print_them(kernel, hardened):

@@ -101,9 +101,11 @@ def get_orig_size(st, m8, cache, obj):
     """``get_orig_size``: the size a kmalloc asked for (the object size if not stored), an
     ``unsigned long`` after the tracks."""
     off = _ca(st, cache, CA_ORIG)
+    osz = _ca(st, cache, CA_OBJECT_SIZE)
     if off == 0:
-        return _ca(st, cache, CA_OBJECT_SIZE)
-    return st.mem[(obj + off) >> 3]
+        return osz
+    size = st.mem[(obj + off) >> 3]
+    return size if 0 <= size <= osz else osz    # a stray write: never past the object
 
 
 @jit

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine.checks import E_DOUBLE_FREE, rcu_list_mark
-from ..engine.layout import (C_RCU_FREE, CA_DEBUG, CA_ORIG, G_ERR0, G_ERR1, G_NRCU,
-                             G_RCU_HEAD, NIL, SH_NEXT,
+from ..engine.layout import (C_RCU_FREE, CA_DEBUG, CA_OBJECT_SIZE, CA_ORIG, G_ERR0, G_ERR1,
+                             G_NRCU, G_RCU_HEAD, NIL, SH_NEXT,
                              SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR)
 from ..engine.rcusheaves import flush_rcu_sheaves, kfree_rcu_sheaf, rcu_run_callbacks
 from ..errors import DoubleFreeError, InvalidSizeError, SlabCorruptionError, SlabError
@@ -92,7 +92,9 @@ class KmallocAPI:
         kmalloc cache with slab_debug U), else 0."""
         if cid < 0 or not self.state.ca[cid, CA_ORIG]:
             return 0
-        return int(self._mem[(addr + int(self.state.ca[cid, CA_ORIG])) >> 3])
+        size = int(self._mem[(addr + int(self.state.ca[cid, CA_ORIG])) >> 3])
+        osz = int(self.state.ca[cid, CA_OBJECT_SIZE])
+        return size if 0 <= size <= osz else osz    # a stray write: never past the object
 
     def _set_orig_size(self: "SlabAllocator", cid: int, addr: int, size: int) -> None:
         """``set_orig_size`` (an ``unsigned long`` after the tracks)."""
