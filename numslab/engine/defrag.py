@@ -17,7 +17,8 @@ from .native import byte_array, copy_bytes, jit, unit, words_at
 from .redzone import RED_INACTIVE, TRACK_FREE, init_object, set_track
 from .cpucache import flush_cpu
 from .ops import kmem_cache_shrink
-from .slablists import _add_partial, _fp_next, _remove_partial, _set_fp, discard_slab
+from .slablists import (_add_partial, _fp_next, _isolate, _remove_partial, _set_fp,
+                        discard_slab)
 
 DEFRAG_USED_RATIO = 30      #: Harding's default ``defrag_used_ratio`` (percent)
 
@@ -140,8 +141,16 @@ def _move_node(st, cache, a, n, old, new, done):
                     done += 1
                     addr += size
                     continue
-                while a[j] < 0 or fl[a[j]] == 0 or st.pg_flags[a[j]] & PG_ISOLATED:
+                while j < n and (a[j] < 0 or fl[a[j]] == 0 or st.pg_flags[a[j]] & PG_ISOLATED):
                     j += 1
+                if j == n:              # a free list cut short (a free pointer set to 0)
+                    for i in range(n):
+                        t = a[i]
+                        if t >= 0 and fl[t] == 0 and inuse[t] < st.sl_objects[t] and \
+                                not st.pg_flags[t] & PG_ISOLATED:
+                            _isolate(st, cache, t, 0)
+                            break
+                    return -1 - done
                 t = a[j]
                 obj = fl[t]
                 nxt = _fp_next(st, cache, t, obj)
