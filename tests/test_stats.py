@@ -76,3 +76,25 @@ def test_stat_names_of_7_0_are_its_26_items_in_order():
     assert not {"alloc_cpu_sheaf", "cpuslab_flush", "cpu_partial_alloc", "free_frozen",
                 "deactivate_full", "alloc_refill"} & set(names)
     assert names[26:] == list(numslab.flags.STAT_NAMES_NUMSLAB)
+
+
+def test_a_cycle_in_the_cpu_freelist_counts_each_object_once():
+    """6.18, unhardened: a stray write points the head of the CPU's lockless freelist at
+    itself. Before, ``live_objects`` walked the cycle up to the slab's object count, so with
+    objects in the sheaves it went negative and ``len(cache)`` (and ``compact``) raised
+    ValueError."""
+    from numslab.engine.layout import C_FREELIST
+    sa = numslab.SlabAllocator(memory="16M", nr_cpus=1, kernel="6.18", freelist_hardened=False)
+    c = sa.kmem_cache_create("cycle", 24, sheaf_capacity=4)
+    objs = [c.alloc() for _ in range(8)]
+    for a in objs[:3]:
+        c.free(a)
+    head = int(sa.state.cpu[c.id, 0, C_FREELIST])
+    sa.memory[head + c.offset:head + c.offset + 8] = list(head.to_bytes(8, "little"))
+    live = sa.state.live.copy()
+    assert c.live_objects >= len(c) >= len(c.live_addresses()) == 5
+    assert (sa.state.live == live).all()        # the walk's marks are gone
+    try:
+        c.compact(100)
+    except numslab.SlabCorruptionError:
+        pass

@@ -45,12 +45,18 @@ def live_objects(st, cache):
         if slab != NIL:
             live -= objects[slab] - inuse[slab]
             obj = cpt[c + C_FREELIST]       # counted without following a pointer that
-            base = slab << 12               # leaves the slab, at most its objects
-            end = base + objects[slab] * _ca(st, cache, CA_SIZE)
-            k = 0
-            while base <= obj < end and k < objects[slab]:
+            base = slab << 12               # leaves the slab, at most its objects, each
+            end = base + objects[slab] * _ca(st, cache, CA_SIZE)    # once: marked live
+            k = 0                           # while the walk runs (a stray write's cycle)
+            while base <= obj < end and k < objects[slab] and \
+                    not (st.live[obj >> 9] >> ((obj >> 3) & 63)) & 1:
+                st.live[obj >> 9] |= 1 << ((obj >> 3) & 63)
                 live -= 1
                 k += 1
+                obj = _get_fp(mem, offset, _ca(st, cache, CA_FP_KEY), obj)
+            obj = cpt[c + C_FREELIST]
+            for _ in range(k):
+                st.live[obj >> 9] &= ~(1 << ((obj >> 3) & 63))
                 obj = _get_fp(mem, offset, _ca(st, cache, CA_FP_KEY), obj)
         slab = cpt[c + C_PARTIAL]
         while slab != NIL:
