@@ -385,6 +385,34 @@ def test_free_lists_cut_short_stop_compaction_inside_its_slabs(kernel):
     assert len(c.live_addresses()) == keep.sum()
 
 
+def test_a_free_pointer_naming_its_own_object_stops_compaction(kernel):
+    """A stray write made a target slab's first free object name itself (unhardened): the
+    walk took it as the next free object, so every move landed on the same address, over
+    the object moved there before (the fuzzer saw an address handed out twice). Like the
+    kernel's hardened ``set_freepointer`` (``object == fp``), the walk now refuses it."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel, freelist_hardened=False)
+    c = sa.kmem_cache_create("self", 64)
+    per = c.objs_per_slab
+    objs = c.alloc_bulk(4 * per)
+    frames = np.unique(objs >> 12)
+    rank = np.array([np.sum(objs[:i] >> 12 == objs[i] >> 12) for i in range(len(objs))])
+    keep = (objs >> 12 == frames[0]) & (rank < per - 8)     # the target: 8 free objects
+    keep |= (objs >> 12 == frames[1]) & (rank < 4)           # a source: 4 objects
+    c.free_bulk(objs[~keep])
+    sa.kmem_cache_shrink(c)                                  # sheaves flushed to the slabs
+    head = int(sa.state.sl_freelist[frames[0]])
+    assert head >> 12 == frames[0]
+    sa.memory[head + c.offset:head + c.offset + 8] = np.frombuffer(
+        np.int64(head).tobytes(), np.uint8)
+    try:
+        old, new = c.compact(100)
+    except numslab.errors.SlabCorruptionError as e:
+        old, new = e.moved
+    assert len(set(new.tolist())) == len(new)                # no address reached twice
+    held = set(objs[keep].tolist()) - set(old.tolist()) | set(new.tolist())
+    assert set(c.live_addresses().tolist()) - set(sa.sheaf_addresses().tolist()) == held
+
+
 def test_an_object_waiting_for_its_grace_period_does_not_move(sa, kernel, tmp_path):
     # an RCU reader may hold it until the grace period ends: its slab is no source, on the
     # kfree_rcu list (6.18: no sheaves; such objects used to move, the list following) or

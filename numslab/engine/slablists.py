@@ -89,7 +89,7 @@ def _fp_next(st, cache, slab, obj):
     off = nxt - (slab << 12) - _ca(st, cache, CA_RED_LEFT)
     size = _ca(st, cache, CA_SIZE)
     if 0 <= off < st.sl_objects[slab] * size:
-        if ((off * _ca(st, cache, CA_RECIP)) >> 32) * size == off and \
+        if ((off * _ca(st, cache, CA_RECIP)) >> 32) * size == off and nxt != obj and \
                 not (st.live[nxt >> 9] >> ((nxt >> 3) & 63)) & 1:
             return nxt
     _isolate(st, cache, slab, raw)
