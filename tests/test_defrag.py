@@ -361,12 +361,11 @@ def test_a_corrupted_free_pointer_stops_compaction_and_reports_the_moves(sa, ker
     sa.validate()
 
 
-def test_free_lists_cut_short_stop_compaction_inside_its_slabs(kernel):
-    """Free pointers set to 0 by stray writes (unhardened) leave free lists shorter than the
-    slabs' free counts: the moves stop at the last target slab. Before, they ran on past the
-    table of target slabs (a segfault, or objects moved into another cache's slab)."""
+def _target_and_source(kernel):
+    """An unhardened machine whose cache has a target slab (8 free objects) and a source
+    slab (4 objects): (sa, cache, objects allocated, the mask of those kept, their frames)."""
     sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel, freelist_hardened=False)
-    c = sa.kmem_cache_create("cut", 64)
+    c = sa.kmem_cache_create("c", 64)
     per = c.objs_per_slab
     objs = c.alloc_bulk(4 * per)
     frames = np.unique(objs >> 12)
@@ -374,6 +373,14 @@ def test_free_lists_cut_short_stop_compaction_inside_its_slabs(kernel):
     keep = (objs >> 12 == frames[0]) & (rank < per - 8)
     keep |= (objs >> 12 == frames[1]) & (rank < 4)
     c.free_bulk(objs[~keep])
+    return sa, c, objs, keep, frames
+
+
+def test_free_lists_cut_short_stop_compaction_inside_its_slabs(kernel):
+    """Free pointers set to 0 by stray writes (unhardened) leave free lists shorter than the
+    slabs' free counts: the moves stop at the last target slab. Before, they ran on past the
+    table of target slabs (a segfault, or objects moved into another cache's slab)."""
+    sa, c, objs, keep, _ = _target_and_source(kernel)
     for a in objs[~keep].tolist():
         sa.memory[a + c.offset:a + c.offset + 8] = 0    # every free list cut after its head
     try:
@@ -390,15 +397,7 @@ def test_a_free_pointer_naming_its_own_object_stops_compaction(kernel):
     walk took it as the next free object, so every move landed on the same address, over
     the object moved there before (the fuzzer saw an address handed out twice). Like the
     kernel's hardened ``set_freepointer`` (``object == fp``), the walk now refuses it."""
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel, freelist_hardened=False)
-    c = sa.kmem_cache_create("self", 64)
-    per = c.objs_per_slab
-    objs = c.alloc_bulk(4 * per)
-    frames = np.unique(objs >> 12)
-    rank = np.array([np.sum(objs[:i] >> 12 == objs[i] >> 12) for i in range(len(objs))])
-    keep = (objs >> 12 == frames[0]) & (rank < per - 8)     # the target: 8 free objects
-    keep |= (objs >> 12 == frames[1]) & (rank < 4)           # a source: 4 objects
-    c.free_bulk(objs[~keep])
+    sa, c, objs, keep, frames = _target_and_source(kernel)
     sa.kmem_cache_shrink(c)                                  # sheaves flushed to the slabs
     head = int(sa.state.sl_freelist[frames[0]])
     assert head >> 12 == frames[0]
