@@ -551,6 +551,20 @@ def test_prefill_oversize_sheaf(sa, sc):
     sa.validate()
 
 
+def test_sheaf_capacity_of_refuses_what_is_no_prefilled_sheaf(sa, sc):
+    s = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 4)
+    arena = sa.memory.size
+    # before: read any word of the state (-8: the last), or raised IndexError past it
+    for bad in (-8, 0, 4096, s - arena, s + 8, 2 * arena + 8, 4 * arena):
+        with pytest.raises(numslab.BadAddressError, match="sheaf_capacity_of"):
+            sa.sheaf_capacity_of(bad)
+    assert sa.sheaf_capacity_of(s) >= 4
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, s)
+    with pytest.raises(numslab.BadAddressError):
+        sa.sheaf_capacity_of(s)
+    sa.validate()
+
+
 def test_prefill_sheaf_objects_can_be_zeroed(sa, sc):
     s = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, CAP)
     for a in sheaf_objs(sa, s):

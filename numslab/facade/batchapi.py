@@ -277,16 +277,21 @@ class BatchAPI:
         if plan is not None:
             self._trace_frees(plan, self._not_freed_since(seen))
 
-    def kmem_cache_sheaf_size(self: "SlabAllocator", sheaf: int) -> int:
-        """Objects left in a prefilled sheaf."""
-        sheaf = self._as_addr(sheaf, "kmem_cache_sheaf_size")
+    def _any_user_sheaf(self: "SlabAllocator", sheaf: Any, fn: str) -> int:
+        """``sheaf`` after checking it is a prefilled sheaf of some cache."""
+        sheaf = self._as_addr(sheaf, fn)
         owners = [int(c) for c in np.flatnonzero(self.state.ca[:, CA_USER_SHEAVES])]
         if not any(self._is_user_sheaf(c, sheaf) for c in owners):
-            raise BadAddressError(f"kmem_cache_sheaf_size: {sheaf:#x} is not a prefilled "
-                                  f"sheaf")
+            raise BadAddressError(f"{fn}: {sheaf:#x} is not a prefilled sheaf")
+        return sheaf
+
+    def kmem_cache_sheaf_size(self: "SlabAllocator", sheaf: int) -> int:
+        """Objects left in a prefilled sheaf."""
+        sheaf = self._any_user_sheaf(sheaf, "kmem_cache_sheaf_size")
         return int(self._mem[(sheaf >> 3) + SH_SIZE])
 
     def sheaf_capacity_of(self: "SlabAllocator", sheaf: int) -> int:
         """Capacity of a prefilled sheaf (larger than the cache's for an oversize one)."""
-        return int(self._mem[(self._as_addr(sheaf, "sheaf") >> 3) + SH_CAPACITY])
+        sheaf = self._any_user_sheaf(sheaf, "sheaf_capacity_of")
+        return int(self._mem[(sheaf >> 3) + SH_CAPACITY])
 
