@@ -452,6 +452,32 @@ def test_load_of_a_file_that_is_not_a_machine_is_a_slab_error(sa, tmp_path):
         numslab.SlabAllocator.load(tmp_path / "missing.npz")
 
 
+def test_load_of_a_damaged_machine_file_is_a_slab_error(sa, tmp_path):
+    import json
+    c = sa.kmem_cache_create("damaged", 96)
+    sa.kmem_cache_alloc(c)
+    sa.save(tmp_path / "good.npz")
+    z = dict(np.load(tmp_path / "good.npz"))
+    meta = json.loads(str(z["meta"]))
+
+    def with_meta(**kw):
+        return {"meta": np.array(json.dumps({**meta, **kw}))}
+    lacking = {k: v for k, v in meta.items() if k != "nr_cpus"}
+    damaged = [{"meta": np.array(json.dumps(lacking))},          # before: KeyError
+               with_meta(caches="x"), with_meta(sites=5),         # TypeError
+               with_meta(caches=[{"id": 10 ** 6, "name": "q", "dtype": None}]),  # IndexError
+               with_meta(caches=[{"id": c.id, "name": "q", "dtype": [["a", "zz"]]}]),
+               {"shadow": None, "shadow_pages": None},            # UnboundLocalError
+               {"shadow_pages": z["shadow_pages"].astype(float)},  # IndexError
+               {"state": np.array(["a"] * len(z["state"]))}]       # ValueError
+    for k, change in enumerate(damaged):
+        d = {key: v for key, v in {**z, **change}.items() if v is not None}
+        np.savez(tmp_path / f"bad{k}.npz", **d)
+        with pytest.raises(numslab.SlabError, match="load: "):
+            numslab.SlabAllocator.load(tmp_path / f"bad{k}.npz")
+    assert len(numslab.SlabAllocator.load(tmp_path / "good.npz").find_cache("damaged")) == 1
+
+
 def test_save_and_load_restore_the_whole_machine_exactly(sa, tmp_path):
     rec = np.dtype([("a", np.int64), ("b", np.float64)])
     t = sa.kmem_cache_create("typed", 0, dtype=rec)

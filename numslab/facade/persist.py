@@ -71,8 +71,7 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
         with np.load(path, allow_pickle=False) as z:
             meta: dict[str, Any] = json.loads(str(z["meta"]))
             state, arena = z["state"], z["arena"]
-            if "shadow" in z.files:     # (older formats have none: refused below)
-                used, shadow = z["shadow_pages"], z["shadow"]
+            used, shadow = z["shadow_pages"], z["shadow"]     # (older formats have none)
     except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         # not an .npz of ours (NumPy takes a text file for pickled data, says so, and asks
         # for allow_pickle); a missing or unreadable file stays the OSError it is
@@ -80,15 +79,20 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
                         f"{str(e)[:80]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SlabError(f"load: {path} is not a numslab machine of format {FORMAT}")
-    sa = cls(nr_cpus=meta["nr_cpus"], nr_nodes=meta["nr_nodes"], memory=meta["memory"],
-             max_caches=meta["max_caches"], seed=meta["seed"], kernel=meta["kernel"],
-             freelist_hardened=meta["freelist_hardened"],
-             freelist_random=meta.get("freelist_random", False), slab_debug=meta["slab_debug"],
-             partial_order=meta.get("partial_order", "kernel"))
+    try:
+        sa = cls(nr_cpus=meta["nr_cpus"], nr_nodes=meta["nr_nodes"], memory=meta["memory"],
+                 max_caches=meta["max_caches"], seed=meta["seed"], kernel=meta["kernel"],
+                 freelist_hardened=meta["freelist_hardened"],
+                 freelist_random=meta.get("freelist_random", False),
+                 slab_debug=meta["slab_debug"], partial_order=meta.get("partial_order", "kernel"))
+    except KeyError as e:
+        raise SlabError(f"load: {path} lacks the machine's {e}") from None
     pages = _shadow_pages(sa)
-    if state.shape != sa._buf.shape or arena.shape != sa.memory.shape or \
-            shadow.shape != (len(used), 4096) or (len(used) and not
-                                                  0 <= used.min() <= used.max() < len(pages)):
+    if state.shape != sa._buf.shape or state.dtype != sa._buf.dtype or \
+            arena.shape != sa.memory.shape or arena.dtype != sa.memory.dtype or \
+            shadow.shape != (len(used), 4096) or shadow.dtype != pages.dtype or \
+            used.ndim != 1 or used.dtype.kind not in "iu" or \
+            (len(used) and not 0 <= used.min() <= used.max() < len(pages)):
         raise SlabError(f"load: {path} does not fit the machine it describes")
     address = int(sa._buf[H_MEM])
     sa._buf[:] = state                          # in place: the gate and units hold pointers
@@ -97,14 +101,20 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
     pages[used] = shadow
     threads.register(sa)                        # NO_SHEAF's size word, whatever was saved
     kmalloc = {c.id for c in sa.kmalloc_caches}
-    for c in meta["caches"]:
-        if c["id"] in kmalloc:
-            continue
-        dtype = None if c["dtype"] is None else np.dtype([tuple(f) for f in c["dtype"]])
-        cache = KmemCache(sa, c["id"], c["name"], None, dtype)
-        sa._caches[c["id"]] = cache
-        sa._names[c["name"]] = cache
-    sa._site_names = list(meta["sites"])           # slab_debug U: the call sites recorded
+    try:
+        for c in meta["caches"]:
+            if c["id"] in kmalloc:
+                continue
+            if type(c["id"]) is not int or not 0 <= c["id"] < len(sa.state.ca):
+                raise ValueError(f"cache id {c['id']!r}")
+            dtype = None if c["dtype"] is None else np.dtype([tuple(f) for f in c["dtype"]])
+            cache = KmemCache(sa, c["id"], c["name"], None, dtype)
+            sa._caches[c["id"]] = cache
+            sa._names[c["name"]] = cache
+        sa._site_names = [str(site) for site in meta["sites"]]  # slab_debug U's call sites
+    except (KeyError, TypeError, ValueError) as e:
+        raise SlabError(f"load: {path}: its caches or sites are not readable "
+                        f"({type(e).__name__}: {str(e)[:80]})") from None
     sa._sites = {site: i + 1 for i, site in enumerate(sa._site_names)}
     sa._reports_seen = int(sa._g[G_NREPORTS])     # reports already seen before the save
     if sa.state.ca[:, CA_DEBUG].any():
