@@ -478,6 +478,22 @@ def test_load_of_a_damaged_machine_file_is_a_slab_error(sa, tmp_path):
     assert len(numslab.SlabAllocator.load(tmp_path / "good.npz").find_cache("damaged")) == 1
 
 
+def test_load_refuses_a_state_whose_header_is_not_the_machines(sa, tmp_path):
+    from numslab.engine.layout import F_LIVE, G_NCPUS, G_NPAGES, H_FIELDS, H_MEMSIZE
+    sa.save(tmp_path / "good.npz")
+    z = dict(np.load(tmp_path / "good.npz"))
+    g0 = int(z["state"][H_FIELDS])
+    # before: a field's offset or npages out of place crashed the interpreter at the first
+    # call, H_MEMSIZE gave numslab.jit.arena a view past the mapping, ncpus fed validate
+    for k, word in enumerate((H_FIELDS + 2 * F_LIVE, g0 + G_NPAGES, H_MEMSIZE, g0 + G_NCPUS)):
+        state = z["state"].copy()
+        state[word] += 1 << 30
+        np.savez(tmp_path / f"bad{k}.npz", **{**z, "state": state})
+        with pytest.raises(numslab.SlabError, match="header does not fit"):
+            numslab.SlabAllocator.load(tmp_path / f"bad{k}.npz")
+    numslab.SlabAllocator.load(tmp_path / "good.npz").validate()
+
+
 def test_save_and_load_restore_the_whole_machine_exactly(sa, tmp_path):
     rec = np.dtype([("a", np.int64), ("b", np.float64)])
     t = sa.kmem_cache_create("typed", 0, dtype=rec)

@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine.checks import rcu_list_mark
-from ..engine.layout import CA_ACTIVE, CA_DEBUG, G_NPENDING, G_NREPORTS, H_MEM
+from ..engine.layout import (CA_ACTIVE, CA_DEBUG, F_G, G_KERNEL, G_MAX_CACHES, G_NCPUS,
+                             G_NNODES, G_NPAGES, G_NPENDING, G_NREPORTS, G_PAGES_PER_NODE,
+                             H_FIELDS, H_MAGIC, H_MEM, H_MEMSIZE, HEADER)
 from ..engine.native import wait_for_engine
 from ..errors import SlabError
 from . import threads
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 #: The file's layout version (2: the rcu_free column and the RCU sheaf list; 3: the sheaves'
 #: words in the shadow half, saved as its pages that are not all zero).
 FORMAT = 3
+#: The words of field ``g`` fixed when a machine is made (``layout.new_state``).
+_FIXED = (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL)
 
 
 def save(sa: "SlabAllocator", path: str | Path) -> None:
@@ -94,6 +98,11 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
             used.ndim != 1 or used.dtype.kind not in "iu" or \
             (len(used) and not 0 <= used.min() <= used.max() < len(pages)):
         raise SlabError(f"load: {path} does not fit the machine it describes")
+    g0 = int(sa._buf[H_FIELDS + 2 * F_G])          # the header and fixed scalars: the kernels'
+    fixed = np.r_[H_MAGIC, H_MEMSIZE:HEADER, g0 + np.array(_FIXED)]     # offsets and bounds
+    if not np.array_equal(state[fixed], sa._buf[fixed]):
+        raise SlabError(f"load: {path}: its state's header does not fit the machine it "
+                        f"describes")
     address = int(sa._buf[H_MEM])
     sa._buf[:] = state                          # in place: the gate and units hold pointers
     sa._buf[H_MEM] = address
