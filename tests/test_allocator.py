@@ -407,6 +407,20 @@ def test_a_constructor_that_raises_hands_nothing_out_and_resumes(sa):
     c.free_bulk(out)
 
 
+def test_a_constructor_that_raises_in_a_bulk_allocation_is_the_error_raised(sa):
+    def ctor(mem, addr):
+        raise ValueError("boom")
+
+    c = sa.kmem_cache_create("raising", 128, ctor=ctor)
+    out = np.zeros(4, np.int64)
+    # before: the batch's count (4) was freed as an address: BadAddressError about 0x4
+    with pytest.raises(numslab.SlabError, match="constructor raised ValueError") as e:
+        sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 4, out)
+    assert not isinstance(e.value, numslab.BadAddressError)
+    assert c.live_objects == 0
+    sa.validate()
+
+
 def test_exhaustion_warns_as_slab_out_of_memory(caplog):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
     c = sa.kmem_cache_create("flow", 700)

@@ -84,8 +84,8 @@ class BatchAPI:
 
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    fn: str) -> int:
-        if nr:
-            self._after_alloc(cache, got, gfp, -1)
+        if nr:          # (a count, not an address: no cache for the single free of a ctor's)
+            self._after_alloc(cache if got <= 0 else None, got, gfp, -1)
         return max(got, 0)
 
     def kmem_cache_free_bulk(self: "SlabAllocator", cache: KmemCache, nr: int,
