@@ -421,6 +421,26 @@ def test_a_constructor_that_raises_in_a_bulk_allocation_is_the_error_raised(sa):
     sa.validate()
 
 
+def test_destroying_a_cache_forgets_the_constructors_still_due_on_its_slabs(sa):
+    def ctor(mem, addr):
+        raise ValueError("boom")
+
+    c = sa.kmem_cache_create("raising", 32, ctor=ctor)
+    with pytest.raises(numslab.SlabError, match="constructor raised ValueError"):
+        c.alloc()
+    sa.kmem_cache_destroy(c)
+    # before: the destroyed cache's slab stayed due, was reused by kmalloc-32 and every later
+    # allocation raised "kmalloc-32: the constructor raised TypeError"
+    a = sa.kmalloc(24)
+    made = []
+    d = sa.kmem_cache_create("counting", 32, ctor=lambda mem, addr: made.append(addr))
+    b = d.alloc()
+    assert len(made) == d.slabs * d.objs_per_slab and b in made   # none skipped
+    sa.kfree(a)
+    d.free(b)
+    sa.validate()
+
+
 def test_exhaustion_warns_as_slab_out_of_memory(caplog):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
     c = sa.kmem_cache_create("flow", 700)

@@ -438,7 +438,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if self.state.ca[cache._id, CA_USER_SHEAVES]:
             raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
                                  f"still outstanding; return them first")
-        ops.cache_release(self._st, cache._id, self._cpu())
+        self._cache_release(cache._id)
         if cache.slabs:  # pragma: no cover - shrink frees every empty slab
             raise SlabCorruptionError(f"{cache.name}: slabs left after shrinking an empty cache")
         if self.state.ca[cache._id, CA_DEBUG]:

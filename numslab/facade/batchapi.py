@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine import checks
+from ..engine import checks, ops
 from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAULT_CACHE,
                              G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING, G_NREPORTS, G_SITE, NIL,
                              SH_CAPACITY, SH_OBJECTS, SH_SIZE)
@@ -81,6 +81,18 @@ class BatchAPI:
             if got > 0:
                 self.kmem_cache_free_bulk(cache, got, out)
             raise
+
+    def _cache_release(self: "SlabAllocator", cid: int) -> None:
+        """Release the slabs of cache ``cid`` (being destroyed), forgetting the constructors
+        still due on them (those slabs are reused by other caches)."""
+        n = int(self._g[G_NPENDING])
+        keep = [s for s in self.state.pending[:n].tolist() if self.state.sl_cache[s] != cid]
+        self.state.pending[:n] = NIL
+        self.state.pending[:len(keep)] = keep
+        self._g[G_NPENDING] = len(keep)
+        for slab in [s for s in self._ctor_resume if self.state.sl_cache[s] == cid]:
+            del self._ctor_resume[slab]
+        ops.cache_release(self._st, cid, self._cpu())
 
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    fn: str) -> int:
