@@ -183,6 +183,20 @@ def test_overflow_refuses_the_free_and_names_the_first_bad_byte(kernel):
     sa.validate()
 
 
+def test_a_krealloc_whose_free_is_refused_keeps_no_new_object(kernel):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, slab_debug="FZ")
+    a = sa.kmalloc(64)
+    sa.memory[a + 64] = 1                               # into the right red zone
+    live = sum(c.live_objects for c in sa.kmalloc_caches)
+    with pytest.raises(numslab.SlabDebugError, match="Right Redzone"):
+        sa.krealloc(a, 500)             # grows: kmalloc(500), copy, then kfree(a) refused
+    # before: the kmalloc(500) object stayed allocated, its address never handed out
+    assert sum(c.live_objects for c in sa.kmalloc_caches) == live
+    assert sa.find(a)["kind"] == "object"
+    assert sa.krealloc(a, 500) != a                     # the zone restored: now it moves
+    sa.validate()
+
+
 @pytest.mark.parametrize("fill", [0x81, 0x41])
 def test_an_overflow_over_the_stored_orig_size_is_reported_not_followed(kernel, fill):
     """A kmalloc object's ``orig_size`` (after its tracks, in the arena) overwritten by a
