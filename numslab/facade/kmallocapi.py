@@ -170,8 +170,8 @@ class KmallocAPI:
         heads = self.state.cpu[:, :, C_RCU_FREE]
         sheaves = heads[heads != 0].tolist()
         s = int(self._g[G_RCU_HEAD])
-        for _ in range(int(self._g[G_NRCU])):  # (a link a stray write overwrote is not
-            if not 0 < s < len(words) * 8 - 8 * SH_OBJECTS or s & 7:       # followed)
+        for _ in range(int(self._g[G_NRCU])):  # (a link outside the shadow half, as
+            if not self.memory.size < s < len(words) * 8 - 8 * SH_OBJECTS or s & 7:  # _rcu_next)
                 break
             sheaves.append(s)
             s = int(words[(s >> 3) + SH_NEXT])
