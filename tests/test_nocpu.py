@@ -72,6 +72,32 @@ def test_every_cache_has_sheaves_and_sysfs_says_so():
     assert "sheaf_capacity" not in fresh("6.18").kmem_cache_create("d", 300).sysfs()
 
 
+def test_a_noleaktrace_cache_gets_no_sheaves_under_7_0_only():
+    """``calculate_sheaf_capacity`` returns 0 for SLAB_NOLEAKTRACE (kmemleak's own caches,
+    which a sheaf's kzalloc would recurse into), whatever ``sheaf_capacity`` asks; the cache
+    works from its slabs (FREE_RCU_SHEAF_FAIL for ``kfree_rcu``). 6.18 has no such rule."""
+    from numslab.flags import SLAB_NOLEAKTRACE
+    sa = fresh()
+    c = sa.kmem_cache_create("kmemleak_object", 300, flags=SLAB_NOLEAKTRACE, sheaf_capacity=8)
+    assert c.sheaf_capacity == 0 and c.sysfs()["sheaf_capacity"] == "0"
+    assert (sa.state.cpu[c.id, :, numslab.engine.layout.C_MAIN] == 0).all()
+    objs = c.alloc_bulk(40)
+    a = c.alloc()
+    c.free_bulk(objs[:20])
+    for x in objs[20:].tolist():
+        sa.kfree_rcu(x)
+    assert c.stats["free_rcu_sheaf_fail"] == 20 and c.stats["alloc_fastpath"] == 0
+    assert c.stats["free_fastpath"] == 0 and c.stats["alloc_slowpath"] == 41
+    with pytest.raises(numslab.SlabError, match="no sheaves .SLAB_NOLEAKTRACE"):
+        sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 4)
+    sa.synchronize_rcu()
+    c.free(a)
+    assert len(c) == 0
+    sa.check_invariants()
+    assert fresh("6.18").kmem_cache_create("k", 300, flags=SLAB_NOLEAKTRACE,
+                                           sheaf_capacity=8).sheaf_capacity == 8
+
+
 def test_a_6_18_cache_keeps_its_cpu_slab_layer():
     sa = fresh("6.18")
     c = sa.kmem_cache_create("c", 64)

@@ -36,8 +36,8 @@ from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, ini
 from ..engine.sheaves import init_percpu_sheaves
 from ..errors import (BadAddressError, CacheLeakError, InvalidSizeError, NotPicklableError,
                       SlabCorruptionError, SlabError, WrongCacheError, WrongTypeError)
-from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_VALID_FLAGS,
-                     __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
+from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE,
+                     SLAB_VALID_FLAGS, __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
@@ -300,8 +300,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             Free-pointer offset for SLAB_TYPESAFE_BY_RCU caches (kernel 6.13+).
         sheaf_capacity : int
             Per-CPU sheaves of this many objects. Under ``kernel="6.18"`` only caches asking
-            for them have sheaves (0: none); under ``"7.0"`` every cache has them and this is
-            the minimum capacity (``calculate_sheaf_capacity``).
+            for them have sheaves (0: none); under ``"7.0"`` every cache but a debug or
+            SLAB_NOLEAKTRACE one has them and this is the minimum capacity.
         partial_order : {"kernel", "sorted"}, optional
             Order of its node partial lists (default: the allocator's).
         dtype : numpy.dtype, optional
@@ -338,7 +338,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                                  freeptr_offset)
         gen7 = KERNELS[self.kernel] == KERNEL_7_0
         debug = flags & SLAB_DEBUG_FLAGS
-        if debug:                                   # debug caches have no sheaves
+        if debug or (gen7 and flags & SLAB_NOLEAKTRACE):   # calculate_sheaf_capacity: 0
             sheaf_capacity = 0
         elif gen7:
             sheaf_capacity = calculate_sheaf_capacity(geo.slab_size, sheaf_capacity)

@@ -171,13 +171,13 @@ class BatchAPI:
     def _sheaf_cache(self: "SlabAllocator", cache: KmemCache, fn: str) -> int:
         """The id of ``cache`` for the prefilled-sheaf API: a cache with sheaves, or a debug
         cache, which has none and gets oversize ones (``kmem_cache_prefill_sheaf`` of both
-        generations). Any other cache without sheaves (6.18, no ``sheaf_capacity``) is
-        refused: the kernel gives it oversize sheaves too, but after a WARN_ON_ONCE, as a
-        caller's bug."""
+        generations). Any other cache without sheaves (6.18, no ``sheaf_capacity``; 7.0, a
+        SLAB_NOLEAKTRACE cache) is refused: the kernel gives it oversize sheaves too, but
+        after a WARN_ON_ONCE, as a caller's bug."""
         cid = self._own(cache, fn)
         if not self.state.ca[cid, CA_SHEAF_CAPACITY] and not self.state.ca[cid, CA_DEBUG]:
-            raise SlabError(f"{fn}({cache.name}): the cache has no sheaves "
-                            f"(create it with sheaf_capacity)")
+            why = "SLAB_NOLEAKTRACE" if self.kernel == "7.0" else "create it with sheaf_capacity"
+            raise SlabError(f"{fn}({cache.name}): the cache has no sheaves ({why})")
         return cid
 
     def _sheaf_unit(self: "SlabAllocator", fn: str, u: Any, *args: int) -> int:
