@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import pickle
+import re
 import sys
 import threading
 import time
@@ -486,8 +488,19 @@ def test_load_of_a_file_that_is_not_a_machine_is_a_slab_error(sa, tmp_path):
         numslab.SlabAllocator.load(tmp_path / "missing.npz")
 
 
+def _save_signed(path, arrays):
+    """Write ``arrays`` as a machine file whose digest fits them: a file edited on purpose,
+    which passes the digest and meets the checks behind it."""
+    from numslab.facade.persist import digest
+    meta = json.loads(str(arrays["meta"]))
+    rest = {k: v for k, v in arrays.items() if k != "meta"}
+    if isinstance(meta, dict):
+        meta["digest"] = digest(meta, {k: rest[k] for k in ("state", "arena", "shadow_pages",
+                                                           "shadow") if k in rest})
+    np.savez(path, meta=np.array(json.dumps(meta)), **rest)
+
+
 def test_load_of_a_damaged_machine_file_is_a_slab_error(sa, tmp_path):
-    import json
     c = sa.kmem_cache_create("damaged", 96)
     sa.kmem_cache_alloc(c)
     sa.save(tmp_path / "good.npz")
@@ -506,7 +519,7 @@ def test_load_of_a_damaged_machine_file_is_a_slab_error(sa, tmp_path):
                {"state": np.array(["a"] * len(z["state"]))}]       # ValueError
     for k, change in enumerate(damaged):
         d = {key: v for key, v in {**z, **change}.items() if v is not None}
-        np.savez(tmp_path / f"bad{k}.npz", **d)
+        _save_signed(tmp_path / f"bad{k}.npz", d)       # the checks behind the digest
         with pytest.raises(numslab.SlabError, match="load: "):
             numslab.SlabAllocator.load(tmp_path / f"bad{k}.npz")
     assert len(numslab.SlabAllocator.load(tmp_path / "good.npz").find_cache("damaged")) == 1
@@ -522,10 +535,85 @@ def test_load_refuses_a_state_whose_header_is_not_the_machines(sa, tmp_path):
     for k, word in enumerate((H_FIELDS + 2 * F_LIVE, g0 + G_NPAGES, H_MEMSIZE, g0 + G_NCPUS)):
         state = z["state"].copy()
         state[word] += 1 << 30
-        np.savez(tmp_path / f"bad{k}.npz", **{**z, "state": state})
+        _save_signed(tmp_path / f"bad{k}.npz", {**z, "state": state})
         with pytest.raises(numslab.SlabError, match="header does not fit"):
             numslab.SlabAllocator.load(tmp_path / f"bad{k}.npz")
     numslab.SlabAllocator.load(tmp_path / "good.npz").validate()
+
+
+def _saved_machine(kernel, path):
+    """A machine with live objects, sheaves, an rcu_free sheaf, a kfree_rcu list and a debug
+    cache, saved to ``path``."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, slab_debug="FZPU,dbg")
+    c = sa.kmem_cache_create("sheafed", 96, sheaf_capacity=8)
+    d = sa.kmem_cache_create("dbg", 64)
+    objs = c.alloc_bulk(40)
+    c.free_bulk(objs[::2].copy())
+    held = [d.alloc() for _ in range(5)]
+    d.free(held.pop())
+    sa.kfree_rcu(int(objs[1]), 1)                   # into an rcu_free sheaf
+    sa.kfree_rcu(sa.kmalloc(20000))                 # on the kfree_rcu list
+    sa.save(path)
+    return sa
+
+
+def test_load_refuses_a_file_with_one_word_changed_anywhere(kernel, tmp_path):
+    # before: such a file loaded, and a changed link (pg_next, node, live, pending...) that
+    # the kernels follow without bounds checks could crash the interpreter at the next call
+    from numslab.engine.layout import F_LIVE, F_NODE, F_PENDING, F_PG_NEXT, F_PG_PREV, view
+    good = tmp_path / "good.npz"
+    sa = _saved_machine(kernel, good)
+    z = dict(np.load(good))
+    assert len(z["shadow_pages"]) and sa.find_cache("dbg").debug_flags
+    bad = tmp_path / "bad.npz"
+
+    def refused(**change):
+        np.savez(bad, **{**z, **change})
+        with pytest.raises(numslab.SlabError,
+                           match=re.escape(f"load: {bad} is damaged: its content does not "
+                                           "match its digest")):
+            numslab.SlabAllocator.load(bad)
+    for name in ("state", "arena", "shadow_pages", "shadow"):
+        for seed in range(4):
+            rng = np.random.default_rng(seed)
+            a = z[name].copy()
+            b = a.reshape(-1).view(np.uint8)
+            words = b[:len(b) // 8 * 8].view(np.int64)
+            words[rng.integers(len(words))] ^= rng.integers(1, 1 << 62)
+            refused(**{name: a})
+    for seed, field in enumerate((F_PG_NEXT, F_PG_PREV, F_NODE, F_LIVE, F_PENDING)):
+        rng = np.random.default_rng(seed)
+        state = z["state"].copy()
+        words = view(state, field)
+        words[rng.integers(len(words), size=20)] = rng.integers(-1 << 62, 1 << 62, size=20)
+        refused(state=state)
+    meta = json.loads(str(z["meta"]))
+    for change in ({"seed": 12345}, {"release_order": "x"}, {"digest": "0" * 64},
+                   {"caches": meta["caches"][:-1]}, {"rcu_pending": []}):
+        refused(meta=np.array(json.dumps({**meta, **change})))
+    text = str(z["meta"]).replace('"sheafed"', '"sheafeD"')
+    refused(meta=np.array(text))
+    lacking = {k: v for k, v in meta.items() if k != "digest"}
+    refused(meta=np.array(json.dumps(lacking)))
+    _save_signed(bad, {**z, "meta": np.array(json.dumps({**lacking, "format": 3}))})
+    with pytest.raises(numslab.SlabError, match="is not a numslab machine of format 4"):
+        numslab.SlabAllocator.load(bad)
+    # the file as saved loads, and the machine goes on exactly as the saved one
+    back = numslab.SlabAllocator.load(good)
+    back.check_invariants()
+    back.validate()
+    a, b = snapshot(sa), snapshot(back)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    for x in (sa, back):
+        x.find_cache("sheafed").alloc_bulk(11)
+    assert sa.find_cache("sheafed").alloc() == back.find_cache("sheafed").alloc()
+    assert sa.find_cache("dbg").alloc() == back.find_cache("dbg").alloc()
+    assert sa.kmalloc(64) == back.kmalloc(64)
+    assert sa.synchronize_rcu() == back.synchronize_rcu()
+    assert sa.kvfree_rcu_barrier() == back.kvfree_rcu_barrier()
+    assert snapshot(sa)[1].tobytes() == snapshot(back)[1].tobytes()
+    back.validate()
+    sa.validate()
 
 
 def test_save_and_load_restore_the_whole_machine_exactly(sa, tmp_path):

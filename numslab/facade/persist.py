@@ -1,8 +1,9 @@
 """Saving a whole simulated machine to a file and loading it back exactly: the state buffer,
 the arena's bytes and the caches' Python side (names, dtypes), as ``SlabAllocator.save`` and
-``SlabAllocator.load`` offer them."""
+``SlabAllocator.load`` offer them, with a digest of the content that ``load`` checks first."""
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -23,8 +24,9 @@ if TYPE_CHECKING:
     from .allocator import SlabAllocator
 
 #: The file's layout version (2: the rcu_free column and the RCU sheaf list; 3: the sheaves'
-#: words in the shadow half, saved as its pages that are not all zero).
-FORMAT = 3
+#: words in the shadow half, saved as its pages that are not all zero; 4: the content's
+#: digest in the meta, see :func:`digest`).
+FORMAT = 4
 #: The words of field ``g`` fixed when a machine is made (``layout.new_state``).
 _FIXED = (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL)
 
@@ -58,9 +60,27 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
     state = sa._buf.copy()              # the kfree_rcu list as allocated objects (load marks
     listed = sa._rcu_listed()           # it again): lifted in the copy, not in the machine
     rcu_list_mark(state.ctypes.data, len(listed), listed.ctypes.data, 0)
+    arrays = {"state": state, "arena": sa.memory, "shadow_pages": used, "shadow": pages[used]}
+    meta["digest"] = digest(meta, arrays)
     with open(path, "wb") as f:
-        np.savez_compressed(f, state=state, arena=sa.memory, shadow_pages=used,
-                            shadow=pages[used], meta=np.array(json.dumps(meta)))
+        np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def digest(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    """The BLAKE2b digest (hex) of a saved machine's ``meta`` and ``arrays``.
+
+    ``meta`` less its ``"digest"`` as sorted JSON, then each array by name: its name, dtype,
+    shape and bytes. A guard against damaged files (one changed word in a link that the
+    kernels follow without bounds checks can crash the interpreter), not an authentication:
+    whoever edits a file on purpose can recompute it."""
+    h = hashlib.blake2b(digest_size=32)
+    text = json.dumps({k: v for k, v in meta.items() if k != "digest"}, sort_keys=True)
+    h.update(f"meta {len(text)}\n{text}\n".encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name} {a.dtype.str} {a.shape} {a.nbytes}\n".encode())
+        h.update(a.reshape(-1).view(np.uint8))
+    return h.hexdigest()
 
 
 def _shadow_pages(sa: "SlabAllocator") -> np.ndarray:
@@ -83,6 +103,9 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
                         f"{str(e)[:80]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SlabError(f"load: {path} is not a numslab machine of format {FORMAT}")
+    arrays = {"state": state, "arena": arena, "shadow_pages": used, "shadow": shadow}
+    if meta.get("digest") != digest(meta, arrays):      # before anything trusts a word
+        raise SlabError(f"load: {path} is damaged: its content does not match its digest")
     try:
         sa = cls(nr_cpus=meta["nr_cpus"], nr_nodes=meta["nr_nodes"], memory=meta["memory"],
                  max_caches=meta["max_caches"], seed=meta["seed"], kernel=meta["kernel"],
