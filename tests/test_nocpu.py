@@ -98,6 +98,33 @@ def test_a_noleaktrace_cache_gets_no_sheaves_under_7_0_only():
                                            sheaf_capacity=8).sheaf_capacity == 8
 
 
+def test_a_remote_node_request_counts_a_mismatch_on_caches_without_sheaves_too():
+    """7.0's ``slab_alloc_node`` calls ``alloc_from_pcs`` for every cache, and its node
+    check (ALLOC_NODE_MISMATCH) comes before the debug/bootstrap back-off: a debug cache,
+    a SLAB_NOLEAKTRACE cache and a debug kmalloc cache count it as a cache with sheaves
+    does. A request for the CPU's own node counts nothing."""
+    from numslab.flags import SLAB_CONSISTENCY_CHECKS, SLAB_NOLEAKTRACE
+    sa = fresh(nr_nodes=2, slab_debug="F,kmalloc-128")
+    caches = [sa.kmem_cache_create("dbg", 64, flags=SLAB_CONSISTENCY_CHECKS),
+              sa.kmem_cache_create("nlt", 64, flags=SLAB_NOLEAKTRACE),
+              sa.kmem_cache_create("plain", 64)]
+    assert [c.sheaf_capacity for c in caches] == [0, 0, 60]
+    assert sa.state.cpu_node[0] == 0
+    for c in caches:
+        a = sa.kmem_cache_alloc_node(c, GFP_KERNEL, 1, cpu=0)
+        b = sa.kmem_cache_alloc_node(c, GFP_KERNEL, 0, cpu=0)
+        assert c.stats["alloc_node_mismatch"] == 1, c.name
+        assert sa.page_to_nid(a) == 1 and sa.page_to_nid(b) == 0
+        sa.kmem_cache_free(c, a, cpu=0)
+        sa.kmem_cache_free(c, b, cpu=0)
+    k = next(k for k in sa.kmalloc_caches if k.name == "kmalloc-128")
+    assert k.sheaf_capacity == 0
+    x = sa.kmalloc(100, GFP_KERNEL, cpu=0, node=1)
+    assert k.stats["alloc_node_mismatch"] == 1
+    sa.kfree(x)
+    sa.check_invariants()
+
+
 def test_a_6_18_cache_keeps_its_cpu_slab_layer():
     sa = fresh("6.18")
     c = sa.kmem_cache_create("c", 64)
