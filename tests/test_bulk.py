@@ -284,6 +284,39 @@ def test_alloc_bulk_is_all_or_nothing_when_memory_runs_out(caplog):
     assert intact(sa, c, held)
 
 
+def test_a_7_0_bulk_allocation_that_runs_out_gives_partial_slab_objects_back_free():
+    """7.0's ``refill_objects`` takes the partial slabs' objects first (marked as its walk
+    goes), then new slabs; when memory runs out the batch goes back to the slabs. The objects
+    taken from partial slabs must go back unmarked: they stayed marked allocated while on
+    their free lists, so ``validate`` reported a corrupted list and the next allocation to
+    walk one isolated the slab (its objects lost)."""
+    sa = numslab.SlabAllocator(kernel="7.0", nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("x", 256, flags=SLAB_HWCACHE_ALIGN)
+    held, out = [], np.empty(OBJS, np.int64)
+    while sa.kmem_cache_alloc_bulk(c, GFP_KERNEL | NOWARN, OBJS, out) == OBJS:
+        held.extend(out.tolist())                       # until the page allocator is dry
+    for a in held:
+        sa.memory[a:a + 8] = np.frombuffer(int(a).to_bytes(8, "little"), np.uint8)
+        sa.memory[a + 8:a + c.object_size] = a & 0xFF
+    for a in held[::2]:                                 # every slab half free, on the list
+        sa.kmem_cache_free(c, a)
+    sa.kmem_cache_shrink(c)
+    kept = held[1::2]
+    free_objs = c.total_objects - c.live_objects
+    assert c.sysfs()["partial"].startswith(f"{len(held) // OBJS} ")
+    st = c.stats
+    big = np.full(free_objs + 200, SENTINEL, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL | NOWARN, len(big), big) == 0
+    assert "alloc_slab" not in delta(c, st)             # no page to make a slab of
+    sa.validate()
+    assert len(sa.isolated_slabs()) == 0 and intact(sa, c, kept)
+    out = np.empty(c.total_objects - c.live_objects, np.int64)   # every free object
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, len(out), out) == len(out)
+    assert len(sa.isolated_slabs()) == 0
+    assert len(set(out.tolist()) | set(kept)) == len(out) + len(kept)
+    sa.validate()
+
+
 # ---- kmem_cache_free_bulk: detached freelists -------------------------------------------
 def interleave(objs, nslabs):
     """Objects of ``nslabs`` consecutive slabs, round-robin: s0[0], s1[0], ..., s0[1], ..."""

@@ -8,8 +8,7 @@ from __future__ import annotations
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                      ALLOC_SLOWPATH, FREE_REMOVE_PARTIAL, FREE_SLAB, SLAB_KMALLOC)
 from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
-                     _live_set_run, _locate,
-                     _own_test)
+                     _locate, _own_test)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_PARTIAL,
                      CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, KERNEL_7_0, N_NR_PARTIAL,
@@ -33,12 +32,14 @@ def _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
     list shows). Returns ``nr``, or 0 after giving back what it took. Under 7.0 (no CPU
     freelist): ``refill_objects`` for exactly ``nr`` (ALLOC_SLOWPATH += nr)."""
     if st.kernel == KERNEL_7_0:
-        got = refill_objects(st, cache, cpu, gfp, nr, nr, paddr)
-        if got < nr:
+        got = refill_objects(st, cache, cpu, gfp, nr, nr, paddr, 1)     # marked live
+        if got < nr:                    # out of memory: back to their slabs, unmarked
+            p = words_at(paddr)
+            for j in range(got):
+                _live_clear(st, p[j])
             _free_bulk_raw(st, cache, cpu, got, paddr)
             return 0
         _stat(st, cache, cpu, ALLOC_SLOWPATH, nr)
-        _live_set_run(st, words_at(paddr), 0, nr)
         return nr
     p = words_at(paddr)
     cpt = st.cpu

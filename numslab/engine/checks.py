@@ -104,6 +104,27 @@ def _own_test(st, addr, size):
 
 
 @jit(inline=True)
+def _live_set_slab(st, cache, slab):
+    """Mark every object of ``slab`` allocated (a new slab carved whole), in address order:
+    neighbours share a bitmap word, which stays in a register while they do (fewer word
+    changes than the slab's random allocation order makes)."""
+    live = st.live
+    size = _ca(st, cache, CA_SIZE)
+    a = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    cw = a >> 9
+    cval = live[cw]
+    for _ in range(st.sl_objects[slab]):
+        w = a >> 9
+        if w != cw:
+            live[cw] = cval
+            cw = w
+            cval = live[w]
+        cval |= 1 << ((a >> 3) & 63)
+        a += size
+    live[cw] = cval
+
+
+@jit(inline=True)
 def _live_set_run(st, p, start, n, note=False):
     """Mark the objects ``p[start:start+n]`` (Words) allocated. Neighbouring objects share a
     bitmap word, so the word stays in a register while they do: a store and a reload of the

@@ -11,7 +11,7 @@ from .layout import (C_MAIN, C_SPARE, CA_OBJECTS, CA_SHEAF_CAPACITY, KERNEL_7_0,
                      N_NR_PARTIAL, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _stat)
 from .native import jit, unit
 from .nocpu import refill_objects, slab_alloc_single
-from .sheaves import _barn, _objs_at, _unmark, _w, sheaf_flush_main
+from .sheaves import _barn, _objs_at, _w, sheaf_flush_main
 
 
 @jit(inline=True)
@@ -50,8 +50,7 @@ def refill_main_lean(st, cache, cpu, gfp):
         filled = 1 if obj else 0
     else:
         filled = refill_objects(st, cache, cpu, gfp, 1, lean_limit(st, cache),
-                                _objs_at(st, main))
-        _unmark(st, mem, _w(main, SH_OBJECTS), filled)
+                                _objs_at(st, main), 0)
         _stat(st, cache, cpu, SHEAF_REFILL, filled)
     mem[_w(main, SH_SIZE)] = filled
     return filled

@@ -3,15 +3,17 @@ new slabs (``___slab_alloc``) and ``refill_objects`` for sheaf refills and bulk 
 
 Under 7.0 nothing is frozen and no CPU owns a slab: a slab is on its node's partial list (it
 has free objects), or full and on no list, or taken off the list for the moment of a refill.
-Objects taken here are not handed out: the caller does that. Those ``refill_objects`` takes
-from partial slabs come back marked live (the mark refuses a pointer back to one during the
-walk); a sheaf refill takes the marks off.
+Objects taken here are not handed out: the caller does that. ``refill_objects`` marks live
+those it takes from partial slabs while it walks (the mark refuses a pointer back to one),
+and at the end either marks the rest too (a bulk allocation) or takes the marks off (a sheaf
+refill).
 """
 from __future__ import annotations
 
 from ..flags import __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET,
                      N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
+from .checks import _live_set_run, _live_set_slab
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
 from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _new_slab_objects,
@@ -204,30 +206,50 @@ def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
 
 
 @unit
-def refill_objects(st, cache, cpu, gfp, lo, hi, paddr):
+def refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark):
     """``refill_objects``: at least ``lo`` and at most ``hi`` objects into the words at
     ``paddr``: the local node's partial slabs, then other nodes' (``__refill_objects_any``:
     the ``remote_node_defrag_ratio`` draw, nodes with more than ``min_partial`` partial
     slabs), then new slabs on the local node. Returns how many (fewer than ``lo`` only when
-    memory is exhausted); the objects are not handed out (those of partial slabs come back
-    marked live, those of new slabs not)."""
+    memory is exhausted); the objects are not handed out. ``mark`` 1: all come back marked
+    live (a bulk allocation's, so those of partial slabs keep the mark their walk set and
+    those of new slabs get it as they are carved); 0: none does (a sheaf's refill: the walk's
+    marks are taken off at the end)."""
     p = words_at(paddr)
     local = st.cpu_node[cpu]
     got = _refill_objects_node(st, cache, cpu, p, 0, lo, hi, local)
-    if got >= lo:
-        return got
-    if _remote_allowed(st, cache):
+    if got < lo and _remote_allowed(st, cache):
         nnodes = st.nnodes
         min_partial = _ca(st, cache, CA_MIN_PARTIAL)
         for i in range(nnodes):
             n = (local + i) % nnodes
             if st.node[_node_row(st, cache, n) + N_NR_PARTIAL] <= min_partial:
                 continue
-            r = _refill_objects_node(st, cache, cpu, p, got, lo - got, hi - got, n)
-            got += r
+            got += _refill_objects_node(st, cache, cpu, p, got, lo - got, hi - got, n)
             if got >= lo:
-                return got
+                break
+    if not mark:                        # the walks' marks off: these go into a sheaf
+        live = st.live
+        for k in range(got):
+            a = p[k]
+            live[a >> 9] &= ~(1 << ((a >> 3) & 63))
+    if got < lo:
+        got = refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark)
+    return got
+
+
+@unit
+def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark):
+    """The end of ``refill_objects``: new slabs on the local node until the words at
+    ``paddr`` hold ``lo`` objects (at most ``hi``), from ``got``; a slab wholly taken is
+    carved with no free list (``alloc_from_new_slab`` with ``count >= objects``). With
+    ``mark`` the objects are marked live. The new count (below ``lo`` when memory is
+    exhausted). A unit of its own, so that the partial-slab walk before it compiles
+    alone."""
+    p = words_at(paddr)
+    local = st.cpu_node[cpu]
     while got < lo:
+        start = got
         if hi - got >= _ca(st, cache, CA_OBJECTS):
             # every object of the slab goes out: no free list is built only to be walked
             # (alloc_from_new_slab with count >= objects), in allocation order (random or not)
@@ -238,10 +260,14 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr):
             n = _new_slab_objects(st, cache, slab, p, got)
             st.sl_inuse[slab] = n
             got += n
-            continue
-        slab = new_slab(st, cache, cpu, local, False)
-        if slab == NIL:
-            break
-        _stat(st, cache, cpu, ALLOC_SLAB, 1)
-        got += _alloc_from_new_slab(st, cache, slab, p, got, hi - got)
+            if mark:
+                _live_set_slab(st, cache, slab)
+        else:
+            slab = new_slab(st, cache, cpu, local, False)
+            if slab == NIL:
+                break
+            _stat(st, cache, cpu, ALLOC_SLAB, 1)
+            got += _alloc_from_new_slab(st, cache, slab, p, got, hi - got)
+            if mark:
+                _live_set_run(st, p, start, got - start)
     return got

@@ -159,8 +159,7 @@ def refill_sheaf(st, cache, cpu, sheaf, gfp):
         return 0
     if st.kernel == KERNEL_7_0:                # refill_objects: what it got stays
         filled = refill_objects(st, cache, cpu, gfp, to_fill, to_fill,
-                                _objs_at(st, sheaf) + 8 * size)
-        _unmark(st, mem, _w(sheaf, SH_OBJECTS) + size, filled)
+                                _objs_at(st, sheaf) + 8 * size, 0)
         mem[_w(sheaf, SH_SIZE)] = size + filled
         _stat(st, cache, cpu, SHEAF_REFILL, filled)
         return 0 if filled == to_fill else -1
