@@ -34,6 +34,14 @@ def indices(c: numslab.KmemCache, slab: int, objs) -> list[int]:
     return [(int(a) - base) // c.slab_size for a in objs]
 
 
+def _xorshift(x: int) -> int:
+    """One step of the engine's xorshift64 (``layout._xorshift``) from state ``x``."""
+    x ^= x >> 12
+    x ^= (x << 25) & 0x7FFFFFFFFFFFFFFF
+    x ^= x >> 27
+    return (x & 0x7FFFFFFFFFFFFFFF) or 1
+
+
 def _swab(x: int) -> int:
     return int.from_bytes((x & (2 ** 64 - 1)).to_bytes(8, "little"), "big")
 
@@ -150,6 +158,32 @@ def test_a_new_slabs_free_list_visits_every_object_once_in_sequence_order(kernel
         slablists.discard_slab(sa._st, c.id, 0, slab)
     assert len(starts) > 1                                   # the start is drawn per slab
     sa.validate()
+
+
+@pytest.mark.parametrize("size", [8, 16, 256])
+def test_a_slab_carved_whole_goes_out_as_its_sequence_from_a_drawn_start(size):
+    """7.0's ``refill_objects`` hands a new slab it takes whole out in allocation order with
+    no free list built: the cache's sequence from a drawn start, wrapping once (kmalloc-8's
+    512 objects fill the sequence's room, 16 bytes' 256 are stored twice for a plain copy)."""
+    starts = set()
+    for seed in range(3):
+        sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel="7.0", seed=seed)
+        c = sa.kmem_cache_create("whole", size)
+        n = c.objs_per_slab
+        assert n == 4096 // size
+        seq = [int(x) // c.slab_size for x in c.random_seq]
+        frng = int(sa.state.g[G_FRNG])
+        objs = c.alloc_bulk(4 * n)          # empty sheaves, no partial slab: four new slabs
+        assert c.stats["alloc_slab"] == 4
+        for k in range(4):
+            frng = _xorshift(frng)          # get_random_u32_below(n): the start
+            pos = ((frng >> 31) * n) >> 32
+            run = objs[k * n:(k + 1) * n]
+            assert indices(c, int(run[0]) >> 12, run) == seq[pos:] + seq[:pos]
+            starts.add(pos)
+        c.free_bulk(objs)
+        sa.validate()
+    assert len(starts) > 4
 
 
 def test_single_allocations_follow_the_sequence(kernel):
@@ -301,7 +335,9 @@ def test_a_slot_reused_after_destroy_gets_a_fresh_sequence(kernel):
     b = sa.kmem_cache_create("second", 512)
     assert b.id == slot and len(b.random_seq) == b.objs_per_slab < 512
     assert sorted((b.random_seq // 512).tolist()) == list(range(b.objs_per_slab))
-    assert not sa.state.rseq[slot, b.objs_per_slab:].any()  # nothing of the old one left
+    n = b.objs_per_slab                                     # stored twice (no wrap when
+    assert (sa.state.rseq[slot, n:2 * n] == b.random_seq).all()  # a whole slab is carved)
+    assert not sa.state.rseq[slot, 2 * n:].any()            # nothing of the old one left
     objs = b.alloc_bulk(5 * b.objs_per_slab)
     assert len(set(objs.tolist())) == len(objs)
     b.free_bulk(objs)

@@ -74,6 +74,8 @@ KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0}      #: the generations, by r
 #: ``CA_RSEQ``/``CA_RSEQ_LEN`` are ``s->random_seq`` of CONFIG_SLAB_FREELIST_RANDOM: the
 #: cache's sequence is ``rseq[CA_RSEQ:CA_RSEQ + CA_RSEQ_LEN]`` (a permutation of the object
 #: indices of a slab of ``s->oo``, each times ``CA_SIZE``); ``CA_RSEQ_LEN`` 0: no sequence.
+#: Where it fits (``2 * CA_RSEQ_LEN <= RSEQ_MAX``) the sequence is stored twice in a row, so
+#: that a slab carved whole from any start is one copy with no wrap.
 (CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS, CA_ORDER,
  CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL, CA_CPU_PARTIAL,
  CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_CTOR, CA_SHEAF_CAPACITY,

@@ -66,4 +66,6 @@ def init_cache_random_seq(rseq: np.ndarray, row: np.ndarray, cid: int, count: in
         raise SlabError(f"{count} objects per slab exceed the sequence room ({RSEQ_MAX})")
     rseq[cid, :count] = freelist_randomize(np.random.default_rng(seed), count) * size
     rseq[cid, count:] = 0
+    if 2 * count <= RSEQ_MAX:           # twice, so that a slab carved whole from any start
+        rseq[cid, count:2 * count] = rseq[cid, :count]      # is one copy with no wrap
     row[CA_RSEQ_LEN] = count
