@@ -192,7 +192,7 @@ def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
         cpt[c + C_FREELIST] = head
         _stat(st, cache, cpu, FREE_FASTPATH, cnt)
     else:
-        if not _slab_free_fast(st, cache, slab, head, tail, cnt):
+        if not _slab_free_fast(st, cache, cpu, slab, head, tail, cnt):
             slab_free(st, cache, cpu, slab, head, tail, cnt)
         if st.kernel != KERNEL_7_0:     # 7.0's callers count (a sheaf flush does not)
             _stat(st, cache, cpu, FREE_SLOWPATH, 1)

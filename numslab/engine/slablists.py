@@ -566,18 +566,25 @@ def get_partial(st, cache, cpu, node, thisnode):
 
 # ---- freeing to a slab that is not the CPU's -----------------------------------------------
 @jit(inline=True)
-def _slab_free_fast(st, cache, slab, head, tail, cnt):
-    """``__slab_free``'s common case, inline: the slab keeps free objects before and after
-    and is not frozen, so no list changes: splice the chain, lower ``inuse``. False (nothing
-    done) when :func:`slab_free` must handle it."""
+def _slab_free_fast(st, cache, cpu, slab, head, tail, cnt):
+    """``__slab_free``'s common cases, inline: the slab keeps free objects before and after
+    and is not frozen, so no list changes; or, in a cache without CPU partial lists (all of
+    7.0's), a full slab that keeps objects in use goes to the tail of its node's list
+    (FREE_ADD_PARTIAL). Splice the chain, lower ``inuse``. False (nothing done) when
+    :func:`slab_free` must handle it."""
     fl = st.sl_freelist
     prior = fl[slab]
     inuse = st.sl_inuse[slab] - cnt
-    if prior == 0 or inuse == 0 or st.pg_flags[slab] & (PG_FROZEN | PG_ISOLATED | PG_SORTED):
+    if inuse == 0 or st.pg_flags[slab] & (PG_FROZEN | PG_ISOLATED | PG_SORTED):
+        return False
+    if prior == 0 and _ca(st, cache, CA_HAS_CPU_PARTIAL):      # to a CPU partial list
         return False
     _set_fp(st.mem, _ca(st, cache, CA_OFFSET), _ca(st, cache, CA_FP_KEY), tail, prior)
     fl[slab] = head
     st.sl_inuse[slab] = inuse
+    if prior == 0:                      # was full: add_partial(n, slab, ADD_TO_TAIL)
+        _add_partial(st, cache, slab, True)
+        _stat(st, cache, cpu, FREE_ADD_PARTIAL, 1)
     return True
 
 
