@@ -551,6 +551,27 @@ def test_prefill_oversize_sheaf(sa, sc):
     sa.validate()
 
 
+def test_a_6_18_debug_cache_s_prefilled_sheaf_of_size_0_is_freed_when_returned():
+    # A debug cache has no sheaves (capacity 0), so 6.18's size 0 was not "oversize": the
+    # prefill took the per-CPU path and the return made the sheaf the CPU's spare, which
+    # nothing frees for a cache without sheaves; its kmalloc-32 object leaked (a
+    # kmalloc-32 object no user held; after a destroy, lost for good). Every prefilled sheaf
+    # of a debug cache is oversize, freed when it comes back.
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M", slab_debug="F")
+    c = sa.kmem_cache_create("dbg", 100, sheaf_capacity=CAP)
+    k32 = sa.find_cache("kmalloc-32")
+    live = k32.live_objects
+    s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 0)
+    assert s and sa.kmem_cache_sheaf_size(s) == 0 and sa.sheaf_capacity_of(s) == 0
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
+    assert spare_of(sa, c) == 0
+    assert k32.live_objects == live and len(k32) == 0
+    sa.kmem_cache_destroy(c)
+    sa.kmem_cache_create("next", 100)
+    assert k32.live_objects == live and len(k32) == 0
+    sa.validate()
+
+
 def test_sheaf_capacity_of_refuses_what_is_no_prefilled_sheaf(sa, sc):
     s = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 4)
     arena = sa.memory.size

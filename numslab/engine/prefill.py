@@ -52,20 +52,21 @@ def user_sheaf_unlink(st, cache, sheaf):
 def prefill_sheaf(st, cache, cpu, gfp, size):
     """``kmem_cache_prefill_sheaf``: a sheaf holding at least ``size`` objects (an
     oversize one if ``size`` exceeds the capacity, always for a debug cache, which has
-    none); its address, or 0 when memory runs out or (7.0, which returns NULL for it)
+    none: 6.18's kernel would take the per-CPU path for a size of 0 there, through
+    ``s->cpu_sheaves`` that such a cache does not have); its address, or 0 when memory runs out or (7.0, which returns NULL for it)
     ``size`` is 0."""
     if size == 0 and st.kernel == KERNEL_7_0:
         return 0
     mem = st.mem
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
-    if size > cap:
+    if size > cap or cap == 0:
         sheaf = _sheaf_kmalloc(st, cpu, size, gfp)
         if not sheaf:
             return 0
         _stat(st, cache, cpu, SHEAF_PREFILL_OVERSIZE, 1)
         mem[_w(sheaf, SH_CAPACITY)] = size
         mem[_w(sheaf, SH_CACHE)] = cache
-        if _fill_oversize(st, cache, cpu, gfp, size, _objs_at(st, sheaf)) == 0:
+        if size and _fill_oversize(st, cache, cpu, gfp, size, _objs_at(st, sheaf)) == 0:
             _sheaf_kfree(st, cpu, sheaf)
             return 0
         mem[_w(sheaf, SH_SIZE)] = size
@@ -102,11 +103,12 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
 
 @unit
 def return_sheaf(st, cache, cpu, gfp, sheaf):
-    """``kmem_cache_return_sheaf``: an oversize sheaf is flushed and freed; a normal one
+    """``kmem_cache_return_sheaf``: an oversize sheaf (every sheaf of a cache without
+    sheaves, 6.18's of size 0 included: never its spare) is flushed and freed; a normal one
     becomes the CPU's spare, or is topped up into the barn, or flushed and freed. 0."""
     mem = st.mem
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
-    if mem[_w(sheaf, SH_CAPACITY)] != cap:
+    if mem[_w(sheaf, SH_CAPACITY)] != cap or cap == 0:
         sheaf_flush_unused(st, cache, cpu, sheaf)
         _sheaf_kfree(st, cpu, sheaf)
         return 0
