@@ -293,3 +293,42 @@ def test_kmem_cache_shrink_returns_whether_slabs_remain(generation):
     assert c.shrink() == 0 and c.slabs == 0 and c.shrink_freed >= 1
     assert c.shrink() == 0 and c.shrink_freed == 0
     sa.validate()
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+def test_a_constructor_cache_s_slabs_made_and_discarded_past_the_page_count_in_one_call(gen):
+    # Under memory pressure every single allocation of a FULL_COUNT array tries to refill a
+    # sheaf: it makes one-page slabs, runs out, gives them back (discarded: the node keeps
+    # min_partial partial slabs) and takes one object. Each new slab of a cache with a
+    # constructor went on `pending` and stayed there after its discard, so one call that
+    # made more slabs than the machine has pages wrote past `pending` into the live bitmap
+    # (validate: "inuse + free objects != objects" in a kmalloc cache; in the OOM fuzz a
+    # "Freepointer corrupt" SlabCorruptionError). A discarded slab now leaves `pending`.
+    sa = numslab.SlabAllocator(memory="4M", nr_cpus=1, kernel=gen)
+
+    def ctor(mem, addr):
+        mem[addr] = 0x5a
+
+    c = sa.kmem_cache_create("ctor", 3000, ctor=ctor, sheaf_capacity=60)
+    held = [sa.kmem_cache_alloc(c) for _ in range(80)]
+    for a in held[::10]:
+        sa.kmem_cache_free(c, a)
+    sa.kmem_cache_shrink(c)
+    assert c.partial >= c.min_partial
+    pages = []
+    while a := sa.alloc_pages(0, gfp=numslab.GFP_KERNEL | numslab.__GFP_NOWARN):
+        pages.append(a)
+    for a in sorted(pages)[::2][:50]:               # 50 lone free pages: one-page slabs
+        sa.free_pages(a, 0)
+    before = c.stats["alloc_slab"]
+    out = np.zeros(1000, np.int64)
+    got = sa.kmem_cache_alloc_array(c, numslab.GFP_KERNEL | numslab.__GFP_NOWARN, 1000, out,
+                                    numslab.SLAB_ARRAY_ALLOC_FULL_COUNT)
+    made = c.stats["alloc_slab"] - before
+    assert made > sa.nr_pages                       # the case: more slabs than pages
+    assert got > 0 and not len(sa.isolated_slabs())
+    sa.validate()
+    assert all(sa.memory[a] == 0x5a for a in out[:got].tolist())
+    assert int(sa._g[numslab.engine.layout.G_NPENDING]) == 0
+    sa.kmem_cache_free_bulk(c, got, out)
+    sa.validate()

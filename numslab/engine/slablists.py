@@ -203,7 +203,9 @@ def _remove_partial(st, cache, slab):
 @jit
 def _init_slab(st, cache, slab, objects):
     """Turn the allocated block at ``slab`` into an empty slab of ``cache`` (no free list
-    yet: the caller builds one or hands out every object at once) and count it."""
+    yet: the caller builds one or hands out every object at once) and count it. A slab of a
+    cache with a constructor joins ``pending``, whose objects the facade constructs after
+    the call (:func:`_pending_forget` takes it off when it is discarded first)."""
     st.pg_flags[slab] = PG_HEAD | PG_SLAB
     st.sl_cache[slab] = cache
     st.sl_objects[slab] = objects
@@ -412,10 +414,30 @@ def new_slab(st, cache, cpu, node, thisnode):
     return slab
 
 
+@jit
+def _pending_forget(st, slab):
+    """Take a discarded slab off ``pending`` (its objects no longer need a constructor):
+    ``pending`` then holds only slabs that exist, at most one entry per page. Before, a
+    call that made and discarded more slabs than the machine has pages (an allocation
+    loop under memory pressure: each refill makes slabs, fails and gives them back) wrote
+    past ``pending`` into the live bitmap."""
+    g = st.g
+    n = g[G_NPENDING]
+    pending = st.pending
+    for i in range(n - 1, -1, -1):
+        if pending[i] == slab:
+            pending[i] = pending[n - 1]
+            pending[n - 1] = NIL
+            g[G_NPENDING] = n - 1
+            return
+
+
 @jit(inline=True)
 def _discard_slab(st, cache, cpu, slab):
     """``discard_slab``: uncount the slab and give its pages back to the page allocator
     (to the pcp lists of ``cpu`` for small orders; the common case inline). 0."""
+    if _ca(st, cache, CA_CTOR):
+        _pending_forget(st, slab)
     nd = st.node
     r = _node_row(st, cache, _slab_nid(st, slab))
     nd[r + N_NR_SLABS] -= 1
