@@ -53,8 +53,8 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
     """``kmem_cache_prefill_sheaf``: a sheaf holding at least ``size`` objects (an
     oversize one if ``size`` exceeds the capacity, always for a debug cache, which has
     none: 6.18's kernel would take the per-CPU path for a size of 0 there, through
-    ``s->cpu_sheaves`` that such a cache does not have); its address, or 0 when memory runs out or (7.0, which returns NULL for it)
-    ``size`` is 0."""
+    ``s->cpu_sheaves`` that such a cache does not have); its address, or 0 when memory
+    runs out or (7.0, which returns NULL for it) ``size`` is 0."""
     if size == 0 and st.kernel == KERNEL_7_0:
         return 0
     mem = st.mem
