@@ -443,6 +443,31 @@ def test_destroying_a_cache_forgets_the_constructors_still_due_on_its_slabs(sa):
     sa.validate()
 
 
+def test_a_slab_discarded_before_its_constructors_resumed_takes_its_resume_point_along(sa):
+    """A constructor that raised at the slab's third object left that slab due, resuming
+    there; a shrink then gave the empty slab back. Its resume point stayed behind (in a
+    Python dict keyed by frame): the next constructor cache whose new slab took that frame
+    resumed at the third object, and its first two objects went out never constructed."""
+    def failing(mem, addr):
+        failing.n += 1
+        if failing.n == 3:
+            raise ValueError("boom")
+    failing.n = 0
+    c = sa.kmem_cache_create("raising", 256, ctor=failing)
+    with pytest.raises(numslab.SlabError, match="constructor raised ValueError"):
+        c.alloc()
+    frame = int(sa.state.pending[0]) & ((1 << 40) - 1)
+    sa.kmem_cache_shrink(c)                          # the empty slab back to the pages
+    assert sa.state.g[numslab.engine.layout.G_NPENDING] == 0
+    made = []
+    d = sa.kmem_cache_create("counting", 256, ctor=lambda mem, addr: made.append(addr))
+    objs = d.alloc_bulk(3 * d.objs_per_slab)
+    assert frame in {int(a) >> 12 for a in objs.tolist()}           # the frame reused
+    assert sorted(made) == sorted(objs.tolist())                    # each constructed once
+    d.free_bulk(objs)
+    sa.validate()
+
+
 def test_exhaustion_warns_as_slab_out_of_memory(caplog):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
     c = sa.kmem_cache_create("flow", 700)

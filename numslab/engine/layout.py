@@ -133,6 +133,11 @@ NR_PBUCKETS = 48    #: buckets of a sorted partial list (``engine/partialorder.p
 #: Words of field ``rseq`` per cache slot: the most objects a slab of ``s->oo`` holds (8-byte
 #: objects in one page; ``calculate_order`` never gives a small cache a higher order).
 RSEQ_MAX = 512
+#: An entry of field ``pending`` is a slab's head frame plus, shifted by ``PENDING_SHIFT``,
+#: the index of its first object still to construct (not 0 only after a constructor raised
+#: there): the resume point lives and dies with the entry, so a slab discarded before its
+#: objects were constructed takes it along (``slablists._pending_forget``).
+PENDING_SHIFT = 40
 
 # ---- the header: words before the fields ----------------------------------------------------
 #: ``H_MAGIC`` identifies a state buffer; ``H_MEM``/``H_MEMSIZE`` are the arena's address and

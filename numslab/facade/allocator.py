@@ -23,7 +23,7 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_PARTIAL_ORDER,
-                             CA_RECIP, C_RCU_FREE, G_RCU_HEAD,
+                             CA_RECIP, C_RCU_FREE, G_RCU_HEAD, PENDING_SHIFT,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
                              CA_DEBUG, CA_ORIG, CA_RED_LEFT, CA_TRACK, D_OBJECT_POISON,
                              G_NDEBUG,
@@ -194,9 +194,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._cpu_lock = threading.Lock()
         #: Held from an allocation on a cache with a constructor until its new slabs are
         #: constructed (no thread is handed an unconstructed object); the slab a raising
-        #: constructor left part-way resumes at ``_ctor_resume[slab]``.
+        #: constructor left part-way stays pending with its resume point (``PENDING_SHIFT``).
         self._ctor_lock = threading.RLock()
-        self._ctor_resume: dict[int, int] = {}
         self._tls = _ThreadCpu(self)
         for attr, u, array in (("_k_alloc", ops.kmem_cache_alloc_node, False),
                                ("_k_free", ops.kmem_cache_free, False),
@@ -537,13 +536,13 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         pending = [int(x) for x in self.state.pending[:n]]
         self.state.pending[:n] = NIL
         self._g[G_NPENDING] = 0
-        for k, slab in enumerate(pending):
+        for k, entry in enumerate(pending):
+            slab, i = entry & ((1 << PENDING_SHIFT) - 1), entry >> PENDING_SHIFT
             if not self.state.pg_flags[slab] & PG_SLAB:
                 continue
             cache = self._caches[int(self.state.sl_cache[slab])]
             base, size = (slab << 12) + cache.red_left_pad, cache.slab_size
             nobj = int(self.state.sl_objects[slab])
-            i = self._ctor_resume.pop(slab, 0)
             try:
                 if isinstance(cache.ctor, nb.core.registry.CPUDispatcher):
                     _run_ctor(cache.ctor, self.memory, base + i * size, size, nobj - i)
@@ -553,8 +552,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                         cache.ctor(self.memory, base + i * size)
                         i += 1
             except Exception as e:      # resume there at the next allocation of the cache
-                rest = pending[k:]
-                self._ctor_resume[slab] = i
+                rest = [slab | i << PENDING_SHIFT] + pending[k + 1:]
                 self.state.pending[:len(rest)] = rest
                 self._g[G_NPENDING] = len(rest)
                 raise SlabError(f"{cache.name}: the constructor raised {e!r} on the object at "

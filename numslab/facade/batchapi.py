@@ -9,7 +9,7 @@ import numpy as np
 from ..engine import checks, ops
 from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAULT_CACHE,
                              G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING, G_NREPORTS, G_SITE, NIL,
-                             SH_CAPACITY, SH_OBJECTS, SH_SIZE)
+                             PENDING_SHIFT, SH_CAPACITY, SH_OBJECTS, SH_SIZE)
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
 from ..errors import BadAddressError, InvalidSizeError, SlabError
@@ -86,12 +86,12 @@ class BatchAPI:
         """Release the slabs of cache ``cid`` (being destroyed), forgetting the constructors
         still due on them (those slabs are reused by other caches)."""
         n = int(self._g[G_NPENDING])
-        keep = [s for s in self.state.pending[:n].tolist() if self.state.sl_cache[s] != cid]
+        frame = (1 << PENDING_SHIFT) - 1
+        keep = [s for s in self.state.pending[:n].tolist()
+                if self.state.sl_cache[s & frame] != cid]
         self.state.pending[:n] = NIL
         self.state.pending[:len(keep)] = keep
         self._g[G_NPENDING] = len(keep)
-        for slab in [s for s in self._ctor_resume if self.state.sl_cache[s] == cid]:
-            del self._ctor_resume[slab]
         ops.cache_release(self._st, cid, self._cpu())
 
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
