@@ -138,6 +138,7 @@ RSEQ_MAX = 512
 #: there): the resume point lives and dies with the entry, so a slab discarded before its
 #: objects were constructed takes it along (``slablists._pending_forget``).
 PENDING_SHIFT = 40
+PENDING_FRAME = (1 << PENDING_SHIFT) - 1    #: the frame bits of a ``pending`` entry
 
 # ---- the header: words before the fields ----------------------------------------------------
 #: ``H_MAGIC`` identifies a state buffer; ``H_MEM``/``H_MEMSIZE`` are the arena's address and

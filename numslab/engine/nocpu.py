@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..flags import __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET,
                      N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
-from .checks import _live_set_run, _live_set_slab
+from .checks import _live_clear, _live_set_run, _live_set_slab
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
 from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _new_slab_objects,
@@ -229,10 +229,8 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark):
             if got >= lo:
                 break
     if not mark:                        # the walks' marks off: these go into a sheaf
-        live = st.live
         for k in range(got):
-            a = p[k]
-            live[a >> 9] &= ~(1 << ((a >> 3) & 63))
+            _live_clear(st, p[k])
     if got < lo:
         got = refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark)
     return got

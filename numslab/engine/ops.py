@@ -3,9 +3,9 @@ facade's call gate and by ``numslab.jit`` in users' own @njit code. Each takes a
 cache id and CPU; addresses are checked here, arrays arrive as byte addresses."""
 from __future__ import annotations
 
-from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, ALLOC_NODE_MISMATCH,
-                     FREE_SLOWPATH, SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT,
-                     SLAB_ARRAY_ALLOC_LOCAL, SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
+from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE_SLOWPATH,
+                     SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
+                     SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
 from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
@@ -23,7 +23,7 @@ from .native import copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
 from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _any_stale, _free_empty_sheaf,
-                      _free_to_pcs, _sheaf_purge,
+                      _free_to_pcs, _node_requested_off, _sheaf_purge,
                       _free_to_pcs_bulk, _sheaf_put, _sheaf_take, _w, barn_shrink,
                       pcs_flush_all)
 from .slablists import _cpu_pop, shrink_node
@@ -39,18 +39,9 @@ def _kmem_cache_alloc_node(st, cache, cpu, node, gfp):
         if obj:
             _hand_out(st, cache, cpu, obj, gfp)
             return obj
-    else:
-        _node_mismatch_unsheaved(st, cache, cpu, node)
+    else:                                   # alloc_from_pcs's node test, then its back-off
+        _node_requested_off(st, cache, cpu, node)
     return _slab_alloc(st, cache, cpu, node, gfp)
-
-
-@jit(inline=True)
-def _node_mismatch_unsheaved(st, cache, cpu, node):
-    """7.0's ``slab_alloc_node`` calls ``alloc_from_pcs`` for every cache, which counts
-    ALLOC_NODE_MISMATCH for a request of another node before it finds that a debug or
-    SLAB_NOLEAKTRACE cache has no sheaves (6.18 calls it only with ``s->cpu_sheaves``)."""
-    if st.kernel == KERNEL_7_0 and node >= 0 and node != st.cpu_node[cpu]:
-        _stat(st, cache, cpu, ALLOC_NODE_MISMATCH, 1)
 
 
 @unit
@@ -59,7 +50,7 @@ def kmalloc(st, cache, cpu, node, gfp, size, order):
     first under 7.0), or (``cache`` NIL) a large block of ``order`` pages. Address or 0."""
     if cache != NIL:
         if _ca(st, cache, CA_DEBUG):        # slab_debug keeps the size asked for
-            _node_mismatch_unsheaved(st, cache, cpu, node)
+            _node_requested_off(st, cache, cpu, node)     # alloc_from_pcs's test, back-off
             return _give_back_on_fault(st, cache, cpu, slab_alloc_debug(st, cache, cpu, node,
                                                                         gfp, size))
         return _give_back_on_fault(st, cache, cpu, _kmem_cache_alloc_node(st, cache, cpu,

@@ -398,12 +398,23 @@ def replace_empty_main(st, cache, cpu, gfp):
 
 
 @jit(inline=True)
-def _alloc_from_pcs(st, cache, cpu, gfp, node):
-    """``alloc_from_pcs``: pop the CPU's main sheaf (replacing it if empty); 0 if the
-    request wants another node or no sheaf with objects can be had."""
+def _node_requested_off(st, cache, cpu, node):
+    """``alloc_from_pcs``'s first test: whether the request names a node other than
+    ``cpu``'s (the sheaves hold local objects), counted ALLOC_NODE_MISMATCH under 7.0. 7.0
+    makes it for every cache, before it backs off from one without sheaves (debug,
+    SLAB_NOLEAKTRACE); 6.18 only for a cache with sheaves."""
     if node >= 0 and node != st.cpu_node[cpu]:
         if st.kernel == KERNEL_7_0:
             _stat(st, cache, cpu, ALLOC_NODE_MISMATCH, 1)
+        return True
+    return False
+
+
+@jit(inline=True)
+def _alloc_from_pcs(st, cache, cpu, gfp, node):
+    """``alloc_from_pcs``: pop the CPU's main sheaf (replacing it if empty); 0 if the
+    request wants another node or no sheaf with objects can be had."""
+    if _node_requested_off(st, cache, cpu, node):
         return 0
     mem = st.mem
     cpt = st.cpu

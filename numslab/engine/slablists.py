@@ -17,8 +17,8 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
                      N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
                      PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, CA_RSEQ,
-                     CA_RSEQ_LEN, PENDING_SHIFT, RSEQ_MAX, _ca, _cpu_row, _frand, _node_row, _rand, _slab_nid,
-                     _stat)
+                     CA_RSEQ_LEN, PENDING_FRAME, RSEQ_MAX, _ca, _cpu_row, _frand, _node_row,
+                     _rand, _slab_nid, _stat)
 from .native import address, jit, swab, unit, words_at
 from .partialorder import _unlink_partial, sorted_add, sorted_refile, sorted_unfile
 from .pages import _free_pages_pcp, _pcp_take, alloc_pages
@@ -425,7 +425,7 @@ def _pending_forget(st, slab):
     n = g[G_NPENDING]
     pending = st.pending
     for i in range(n - 1, -1, -1):
-        if pending[i] & ((1 << PENDING_SHIFT) - 1) == slab:     # (its resume point too)
+        if pending[i] & PENDING_FRAME == slab:      # (its resume point goes with it)
             pending[i] = pending[n - 1]
             pending[n - 1] = NIL
             g[G_NPENDING] = n - 1

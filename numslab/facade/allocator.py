@@ -23,7 +23,7 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_PARTIAL_ORDER,
-                             CA_RECIP, C_RCU_FREE, G_RCU_HEAD, PENDING_SHIFT,
+                             CA_RECIP, C_RCU_FREE, G_RCU_HEAD, PENDING_FRAME, PENDING_SHIFT,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
                              CA_DEBUG, CA_ORIG, CA_RED_LEFT, CA_TRACK, D_OBJECT_POISON,
                              G_NDEBUG,
@@ -537,7 +537,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self.state.pending[:n] = NIL
         self._g[G_NPENDING] = 0
         for k, entry in enumerate(pending):
-            slab, i = entry & ((1 << PENDING_SHIFT) - 1), entry >> PENDING_SHIFT
+            slab, i = entry & PENDING_FRAME, entry >> PENDING_SHIFT
             if not self.state.pg_flags[slab] & PG_SLAB:
                 continue
             cache = self._caches[int(self.state.sl_cache[slab])]

@@ -9,7 +9,7 @@ import numpy as np
 from ..engine import checks, ops
 from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAULT_CACHE,
                              G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING, G_NREPORTS, G_SITE, NIL,
-                             PENDING_SHIFT, SH_CAPACITY, SH_OBJECTS, SH_SIZE)
+                             PENDING_FRAME, SH_CAPACITY, SH_OBJECTS, SH_SIZE)
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
 from ..errors import BadAddressError, InvalidSizeError, SlabError
@@ -86,9 +86,8 @@ class BatchAPI:
         """Release the slabs of cache ``cid`` (being destroyed), forgetting the constructors
         still due on them (those slabs are reused by other caches)."""
         n = int(self._g[G_NPENDING])
-        frame = (1 << PENDING_SHIFT) - 1
         keep = [s for s in self.state.pending[:n].tolist()
-                if self.state.sl_cache[s & frame] != cid]
+                if self.state.sl_cache[s & PENDING_FRAME] != cid]
         self.state.pending[:n] = NIL
         self.state.pending[:len(keep)] = keep
         self._g[G_NPENDING] = len(keep)
