@@ -460,6 +460,76 @@ def test_njit_refuses_a_cpu_out_of_range(kernel):
 
 
 @numba.njit
+def alloc_gfp(h, cid, gfp):
+    return nj.kmem_cache_alloc(h, cid, 0, gfp)
+
+
+@numba.njit
+def alloc_node_gfp(h, cid, gfp):
+    return nj.kmem_cache_alloc_node(h, cid, -1, 0, gfp)
+
+
+@numba.njit
+def alloc_many_gfp(h, cid, out, gfp):
+    return nj.kmem_cache_alloc_bulk(h, cid, out.shape[0], out, 0, gfp)
+
+
+@numba.njit
+def alloc_arr_gfp(h, cid, out, flags, gfp):
+    return nj.kmem_cache_alloc_array(h, cid, out.shape[0], out, flags, 0, gfp)
+
+
+@numba.njit
+def kmalloc_gfp(h, size, gfp):
+    return nj.kmalloc(h, size, 0, gfp)
+
+
+def test_njit_refuses_what_the_python_api_refuses_as_gfp_and_array_flags(kernel):
+    # gfp_t is a 32-bit unsigned int: the Python API's check_gfp refuses anything outside
+    # 0..2**32-1, and kmem_cache_alloc_array any flag it does not know; numslab.jit the same,
+    # before anything is taken (once these were ignored)
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("c", 64)
+    keep = c.alloc()
+    h = sa.handle
+    out = np.zeros(4, np.int64)
+    for gfp in (-1, 1 << 32, -(1 << 40), 1 << 62):
+        with pytest.raises(SlabError):
+            sa.kmem_cache_alloc(c, gfp=gfp)             # the Python API's answer
+        snap = snapshot(sa)
+        for call in (lambda: alloc_gfp(h, c.id, gfp), lambda: alloc_node_gfp(h, c.id, gfp),
+                     lambda: alloc_many_gfp(h, c.id, out, gfp),
+                     lambda: alloc_arr_gfp(h, c.id, out, 0, gfp),
+                     lambda: kmalloc_gfp(h, 64, gfp), lambda: kmalloc_gfp(h, 0, gfp),
+                     lambda: kmalloc_gfp(h, 100_000, gfp)):
+            with pytest.raises(SlabError, match="not a set of GFP flags"):
+                call()
+        assert_unchanged(sa, snap)
+        assert not out.any()
+    bad_flags = numslab.SLAB_ARRAY_ALLOC_ALL + 1
+    assert bad_flags & ~numslab.SLAB_ARRAY_ALLOC_ALL
+    with pytest.raises(SlabError, match="unknown flags"):
+        sa.kmem_cache_alloc_array(c, GFP_KERNEL, 4, out, flags=bad_flags)
+    snap = snapshot(sa)
+    for flags in (bad_flags, -1, 1 << 40):
+        with pytest.raises(SlabError, match="flags other than SLAB_ARRAY_ALLOC"):
+            alloc_arr_gfp(h, c.id, out, flags, GFP_KERNEL)
+    assert_unchanged(sa, snap)
+    assert not out.any()
+    # the range's top bit and 0 are taken, as every array flag the API knows
+    a = alloc_gfp(h, c.id, 1 << 31 | GFP_KERNEL)
+    b = kmalloc_gfp(h, 64, 0)
+    assert a and b and c.live_objects == 2
+    assert alloc_arr_gfp(h, c.id, out, numslab.SLAB_ARRAY_ALLOC_ALL, 0) == 4
+    sa.kmem_cache_free_bulk(c, 4, out)
+    c.free(a)
+    sa.kfree(b)
+    c.free(keep)
+    assert c.live_objects == 0
+    sa.validate()
+
+
+@numba.njit
 def _free_one(h, cid, addr):
     nj.kmem_cache_free(h, cid, addr)
 

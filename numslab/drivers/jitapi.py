@@ -48,7 +48,7 @@ from .. import errors
 from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
-                     GFP_KERNEL)
+                     GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
 from .handles import SlabHandle, SlabHandleType, handle_live, state_of
 
 __all__ = ["SlabHandle", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
@@ -61,6 +61,10 @@ E_BAD_CPU = -21       #: CPU out of range
 E_CTOR = -22          #: the cache has a Python constructor
 E_GONE = -23          #: the handle's allocator is gone
 E_BAD_NODE = -24      #: node out of range
+E_BAD_GFP = -25       #: gfp not in 0..2**32-1 (gfp_t is a 32-bit unsigned int)
+E_BAD_FLAGS = -26     #: array flags other than SLAB_ARRAY_ALLOC_*
+#: The largest ``gfp``: the Python API's ``check_gfp`` takes 0..2**32-1, and so does this.
+GFP_MAX = (1 << 32) - 1
 
 
 #: The address, cache id and batch element of the error being raised by compiled code (-1:
@@ -110,6 +114,11 @@ def _raise(err, addr=-1, cache=-1, index=-1):
         raise SlabError("numslab.jit: node is not -1 or a node of this machine")
     if err == E_CTOR:
         raise SlabError("numslab.jit: caches with a constructor are allocated from Python")
+    if err == E_BAD_GFP:
+        raise SlabError("numslab.jit: gfp is not a set of GFP flags (an int in 0..2**32-1)")
+    if err == E_BAD_FLAGS:
+        raise SlabError("numslab.jit: kmem_cache_alloc_array flags other than "
+                        "SLAB_ARRAY_ALLOC_LOCAL, _PARTIAL, _NEW and _FULL_COUNT")
     if err == E_DOUBLE_FREE:
         raise DoubleFreeError("numslab.jit: double free (the object is already free)")
     if err == E_WRONG_CACHE:
@@ -163,19 +172,21 @@ def _state(h, cpu):
 
 
 @jit(inline=True, helper=True)
-def _cache_state(h, cache, cpu, allocating):
+def _cache_state(h, cache, cpu, allocating, gfp):
     """:func:`_state`'s checks, and refuse a cache id that is not a live cache (and, when
-    ``allocating``, a cache with a constructor), in three predictable branches: every call
-    of a user's single-object loop pays them (two branches fewer took the single pair from
-    3.1x the FIFO ring to 2.7-2.9x)."""
+    ``allocating``, a cache with a constructor) or a ``gfp`` outside 0..2**32-1 (frees pass
+    0), in three predictable branches: every call of a user's single-object loop pays them
+    (two branches fewer took the single pair from 3.1x the FIFO ring to 2.7-2.9x)."""
     st = state_of(h)
     if not handle_live(h) or address(st) == 0:
         _raise(E_GONE)
-    # one branch for both ranges (x in 0..n-1 exactly when x | (n - 1 - x) >= 0), one for
-    # the cache's two words
+    # one branch for the three ranges (x in 0..n-1 exactly when x | (n - 1 - x) >= 0), one
+    # for the cache's two words
     cpu_bad = cpu | (st.ncpus - 1 - cpu)
-    if (cpu_bad | cache | (st.max_caches - 1 - cache)) < 0:
-        _raise(E_BAD_CPU if cpu_bad < 0 else E_DEAD_CACHE, -1, cache)
+    gfp_bad = gfp | (GFP_MAX - gfp)
+    if (cpu_bad | gfp_bad | cache | (st.max_caches - 1 - cache)) < 0:
+        _raise(E_BAD_CPU if cpu_bad < 0 else E_BAD_GFP if gfp_bad < 0 else E_DEAD_CACHE,
+               -1, cache)
     if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
         _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, -1, cache)
     return st
@@ -331,7 +342,7 @@ def _free_checked(st, cache, cpu, slab, addr):
 def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     """One object of cache id ``cache`` on ``cpu``; its address or 0 (out of memory)."""
     cache, cpu, gfp = _cache_arg(cache), _int_arg(cpu), _int_arg(gfp)
-    st = _cache_state(h, cache, cpu, True)
+    st = _cache_state(h, cache, cpu, True, gfp)
     obj = _alloc_fast(st, cache, cpu, gfp)
     if obj:
         return obj
@@ -342,7 +353,7 @@ def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
 def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     """One object from NUMA ``node`` (-1: any); its address or 0."""
     cache, node, cpu, gfp = _cache_arg(cache), _int_arg(node), _int_arg(cpu), _int_arg(gfp)
-    st = _cache_state(h, cache, cpu, True)
+    st = _cache_state(h, cache, cpu, True, gfp)
     if node < -1 or node >= st.nnodes:
         _raise(E_BAD_NODE)
     return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp))
@@ -352,7 +363,7 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
 def kmem_cache_free(h, cache, addr, cpu=0):
     """Free one object; raises on a bad address, wrong cache or double free."""
     cache, addr, cpu = _cache_arg(cache), _addr_arg(addr), _int_arg(cpu)
-    st = _cache_state(h, cache, cpu, False)
+    st = _cache_state(h, cache, cpu, False, 0)
     slab = _slab_of(st, addr, cache)
     if slab == NIL:
         _raise(locate(st, addr, cache), addr, cache)    # why (out of line: an error path)
@@ -364,7 +375,7 @@ def kmem_cache_free(h, cache, addr, cpu=0):
 def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken."""
     cache, nr, cpu, gfp = _cache_arg(cache), _count_arg(nr), _int_arg(cpu), _int_arg(gfp)
-    st = _cache_state(h, cache, cpu, True)
+    st = _cache_state(h, cache, cpu, True, gfp)
     pa = _checked_array(out, nr)
     n = _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, words_at(pa))
     if n >= 0:
@@ -376,7 +387,7 @@ def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
 def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     """Free ``objs[:nr]`` (reordered in place); on a bad element nothing is freed."""
     cache, nr, cpu = _cache_arg(cache), _count_arg(nr), _int_arg(cpu)
-    st = _cache_state(h, cache, cpu, False)
+    st = _cache_state(h, cache, cpu, False, 0)
     err = ops.free_bulk(st, cache, cpu, nr, _checked_array(objs, nr))
     if err:
         i = -err // E_AT                        # the bad element (nothing was reordered)
@@ -388,7 +399,9 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     """The seed's array allocation (SLAB_ARRAY_ALLOC_* ``flags``); the count allocated."""
     cache, nr, flags = _cache_arg(cache), _count_arg(nr), _int_arg(flags)
     cpu, gfp = _int_arg(cpu), _int_arg(gfp)
-    st = _cache_state(h, cache, cpu, True)
+    st = _cache_state(h, cache, cpu, True, gfp)
+    if flags & ~SLAB_ARRAY_ALLOC_ALL:
+        _raise(E_BAD_FLAGS, -1, cache)
     return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr,
                                                    _checked_array(out, nr)))
 
@@ -404,6 +417,8 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     """``size`` bytes from the kmalloc caches (or whole pages); address, 16 for 0, or 0."""
     size, cpu, gfp = _count_arg(size), _int_arg(cpu), _int_arg(gfp)
     st = _state(h, cpu)
+    if (gfp | (GFP_MAX - gfp)) < 0:
+        _raise(E_BAD_GFP)
     if size == 0:
         return ZERO_SIZE_PTR
     if size < 0 or size > 4 << 20:
@@ -467,7 +482,7 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     the live objects to move them all). The number of moves; ``-1 - moves`` if a corrupted
     free pointer stopped them (the slab is isolated; the moves made are in the arrays)."""
     cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
-    st = _cache_state(h, cache, cpu, False)
+    st = _cache_state(h, cache, cpu, False, 0)
     if ratio > 100 or ratio < -1:
         _record_error(-1, cache, -1)
         raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
