@@ -15,6 +15,7 @@ import json
 import sys
 from typing import Any, Callable, Sequence
 
+import numslab
 from numslab import parse_size
 from numslab.errors import SlabError
 from numslab.net import (MODES, CaptureError, LeakError, Packets, PipelineResult,
@@ -89,10 +90,11 @@ def top_caches(slabinfo: str, k: int = 5) -> list[str]:
 
 
 def kernels(text: str) -> list[str]:
-    """An argparse type: comma-separated SLUB generations (7.0, 6.18)."""
+    """An argparse type: comma-separated SLUB generations (``numslab.KERNELS``)."""
     names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
-    if not names or any(n not in ("7.0", "6.18") for n in names):
-        raise argparse.ArgumentTypeError(f"{text!r}: generations are 7.0 and 6.18")
+    if not names or any(n not in numslab.KERNELS for n in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: generations are "
+                                         f"{', '.join(numslab.KERNELS)}")
     return names
 
 
@@ -120,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--repeat", type=int, default=3, metavar="R",
                      help="with --compare: timed runs per mode, fastest kept (default 3)")
     run.add_argument("--cpus", type=int, default=4, help="simulated CPUs (default 4)")
-    run.add_argument("--kernel", type=kernels, default=["7.0"], metavar="7.0,6.18",
+    run.add_argument("--kernel", type=kernels, default=["7.0"], metavar="7.0,7.1,6.18",
                      help="SLUB generation(s) to model (default 7.0); with --compare, "
                           "comma-separated generations are run side by side")
     run.add_argument("--memory", default="256M", help="allocator memory (default 256M)")

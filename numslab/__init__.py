@@ -10,7 +10,7 @@ import threading
 from typing import Any
 
 from . import engine, flags, jit  # noqa: F401  (engine first: it fixes the unit table)
-from .engine.layout import NIL, NULL, ZERO_SIZE_PTR
+from .engine.layout import KERNELS as _KERNEL_IDS, NIL, NULL, ZERO_SIZE_PTR
 from .facade.allocator import SlabAllocator, parse_size
 from .facade.cache import KmemCache
 from .facade.defragapi import remap
@@ -21,6 +21,8 @@ from .flags import *  # noqa: F401,F403  (GFP_*, SLAB_*, stat names)
 from .geometry import Geometry, calculate_geometry
 
 __version__ = "0.1.0"
+#: The SLUB generations a ``SlabAllocator`` models (its ``kernel`` argument).
+KERNELS = tuple(_KERNEL_IDS)
 
 
 def replay(trace: Any, **kwargs: Any) -> Any:
@@ -71,4 +73,4 @@ __all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError"
            "DoubleFreeError", "InvalidSizeError", "CacheLeakError", "SlabCorruptionError",
            "SlabDebugError", "ConcurrentUseError", "NotPicklableError", "WrongTypeError",
            "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",
-           "parse_size", "flags", "jit", "replay", "NIL", "NULL", "ZERO_SIZE_PTR", *_API, *flags.__all__]
+           "parse_size", "flags", "jit", "replay", "KERNELS", "NIL", "NULL", "ZERO_SIZE_PTR", *_API, *flags.__all__]

@@ -15,7 +15,7 @@ from numslab.engine.layout import NIL, P_COUNT, P_LISTS
 from conftest import assert_unchanged, snapshot
 from test_bulk import detached_rounds, slab_of
 
-KERNELS = ("7.0",)
+KERNELS = ("7.0", "7.1")
 OBJS = 16
 MIN_PARTIAL = 5
 

@@ -155,15 +155,16 @@ def test_format_compile():
     assert cli.format_compile({}, user).startswith("seconds to compile")
 
 
-def test_main_bench_both_kernels(capsys):
+def test_main_bench_every_kernel(capsys):
     assert cli.main(["bench", "--sizes", "2", "--where", "jit", "--objects", "32",
-                     "--repeat", "1", "--kernel", "6.18,7.0", "--single"]) == 0
+                     "--repeat", "1", "--kernel", "6.18,7.0,7.1", "--single"]) == 0
     out = capsys.readouterr().out
     tables = parse_tables(out)
-    assert list(tables) == ["inside @njit, kernel 6.18", "inside @njit, kernel 7.0"]
+    assert list(tables) == ["inside @njit, kernel 6.18", "inside @njit, kernel 7.0",
+                            "inside @njit, kernel 7.1"]
     for table in tables.values():
         check_table(*table, bench.JIT_IMPLS, (2,))
-    assert out.count("ns per round of the single") == 2 and ", kernel 6.18" in out
+    assert out.count("ns per round of the single") == 3 and ", kernel 7.1" in out
 
 
 def test_main_bench_single_and_calls(capsys):

@@ -13,7 +13,7 @@ import numslab
 from numslab import SLAB_TRACE as T
 from numslab.engine.layout import CA_FP_KEY, CA_OFFSET
 
-KERNELS = ("7.0", "6.18")
+KERNELS = ("7.0", "7.1", "6.18")
 GFP = numslab.GFP_KERNEL
 
 

@@ -11,7 +11,7 @@ from conftest import assert_unchanged, snapshot
 from numslab.engine.layout import C_MAIN
 from numslab.errors import InvalidSizeError, SlabError
 
-KERNELS = ("7.0", "6.18")
+KERNELS = ("7.0", "7.1", "6.18")
 
 
 def _fill(sa: numslab.SlabAllocator, objs: np.ndarray, size: int, seed: int) -> np.ndarray:

@@ -13,7 +13,7 @@ from numslab.flags import STAT_ITEMS_7_0
 
 from conftest import assert_unchanged, snapshot
 
-KERNELS = ("7.0",)
+KERNELS = ("7.0", "7.1")
 
 
 def sheaf_size(sa, sheaf):

@@ -16,7 +16,7 @@ from numslab.engine.layout import (C_FREELIST, CA_FP_KEY, CA_MIN_OBJECTS, CA_RSE
 
 from conftest import new_slab_order
 
-KERNELS = ("7.0", "6.18")
+KERNELS = ("7.0", "7.1", "6.18")
 
 
 # ---- naive oracles ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from numslab.lab.replay import Config, parse_config
 
 from lab_oracle import DATA, SNAPSHOTS, TRACES, live_at, text
 
-KERNELS = ("7.0", "6.18")
+KERNELS = ("7.0", "7.1", "6.18")
 
 
 @pytest.mark.parametrize("name", sorted(TRACES))

@@ -12,7 +12,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 import numslab
 from numslab import GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_TYPESAFE_BY_RCU, __GFP_ZERO
 
-KERNELS = ("7.0", "6.18")       #: the behaviour tested here is both generations
+KERNELS = ("7.0", "7.1", "6.18")       #: the behaviour tested here is both generations
 
 ZERO = __GFP_ZERO   # a __GFP name inside the class body would be name-mangled
 

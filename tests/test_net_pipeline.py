@@ -314,6 +314,21 @@ def test_compare_modes_runs_all_and_agrees(traffic):
     assert len({(r.flows, r.bytes, r.active_flows) for r in res.values()}) == 1
 
 
+def test_rx_allocations_are_atomic_so_7_1_refills_sheaves_where_7_0_takes_single_objects(
+        traffic):
+    # every RX allocation is GFP_ATOMIC (softirq): a record that finds the CPU's sheaves
+    # empty is one ___slab_alloc object under 7.0 (no refill: it may not block) and a sheaf
+    # refill from 7.1 (it may spin); the work is the same
+    res = cli.compare_modes(cli.head(traffic[0], 3000), ("single",), warmup=300,
+                            kernels=("7.0", "7.1"))
+    r70, r71 = res["single@7.0"], res["single@7.1"]
+    assert (r70.flows, r70.bytes, r70.counters) == (r71.flows, r71.bytes, r71.counters)
+    skb70, skb71 = [next(v["stats"] for k, v in r.caches.items() if k.startswith("skbuff"))
+                    for r in (r70, r71)]
+    assert skb70.get("sheaf_refill", 0) == 0 < skb70["alloc_slowpath"]   # (zeros left out)
+    assert skb71["sheaf_refill"] > 0 == skb71.get("alloc_slowpath", 0)
+
+
 def test_compare_puts_generations_side_by_side(traffic, capsys):
     res = cli.compare_modes(cli.head(traffic[0], 3000), ("single", "bulk"), warmup=300,
                             kernels=("6.18", "7.0"))

@@ -10,13 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import numslab
-from numslab import GFP_ATOMIC, GFP_KERNEL
+from numslab import GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT
 from numslab.flags import __GFP_THISNODE
 from numslab.geometry import calculate_sheaf_capacity
 
 from conftest import assert_unchanged, snapshot
 
-KERNELS = ("7.0",)
+KERNELS = ("7.0", "7.1")
 
 
 def fresh(kernel="7.0", **kw):
@@ -58,6 +58,7 @@ def test_calculate_sheaf_capacity_fills_a_kmalloc_size(size, cap):
 def test_every_cache_has_sheaves_and_sysfs_says_so():
     sa = fresh()
     assert sa.kernel == "7.0" and numslab.SlabAllocator(memory="4M").kernel == "7.0"
+    assert numslab.KERNELS == ("6.18", "7.0", "7.1")
     c = sa.kmem_cache_create("c", 300)
     assert c.sheaf_capacity == 28 == calculate_sheaf_capacity(c.slab_size)
     assert all(k.sheaf_capacity == calculate_sheaf_capacity(k.slab_size)
@@ -318,3 +319,72 @@ def test_misuse_on_7_0_changes_nothing(sa):
     with pytest.raises(numslab.DoubleFreeError):
         c.free(a)
     assert_unchanged(sa, snap)
+
+
+# ---- 7.1: the two rules that changed (ARCHITECTURE's table) ------------------------------
+@pytest.mark.parametrize("gen", ["7.0", "7.1"])
+def test_from_7_1_a_request_that_may_spin_refills_the_main_sheaf(gen):
+    # __pcs_replace_empty_main: 7.0 refills only for gfpflags_allow_blocking, 7.1 for
+    # gfpflags_allow_spinning (any reclaim bit: GFP_ATOMIC, GFP_NOWAIT); a request with no
+    # reclaim bit goes to ___slab_alloc on both
+    sa = fresh(gen)
+    for gfp in (GFP_ATOMIC, GFP_NOWAIT):
+        c = sa.kmem_cache_create(f"c{gfp}", 64)
+        a = sa.kmem_cache_alloc(c, gfp)
+        st = c.stats
+        if gen == "7.1":
+            assert (st["sheaf_refill"], st["alloc_fastpath"], st["alloc_slowpath"]) == (60, 1, 0)
+            assert c.partial_list(0).shape[0] == 1          # the new slab's other 4 objects
+        else:
+            assert (st["sheaf_refill"], st["alloc_fastpath"], st["alloc_slowpath"]) == (0, 0, 1)
+        assert st["barn_get_fail"] == 1 and st["alloc_slab"] == 1
+        c.free(a)
+    c = sa.kmem_cache_create("nolock", 64)
+    a = sa.kmem_cache_alloc(c, GFP_ATOMIC & ~numslab.flags.__GFP_RECLAIM)
+    assert (c.stats["sheaf_refill"], c.stats["alloc_slowpath"]) == (0, 1)
+    c.free(a)
+    sa.check_invariants()
+
+
+@pytest.mark.parametrize("gen", ["7.0", "7.1"])
+def test_from_7_1_a_shrink_empties_every_barn_before_any_partial_list(gen):
+    # __kmem_cache_do_shrink: a full barn sheaf of node 1 holding a node-0 slab's objects
+    # (a prefilled sheaf filled from node 0's partial slabs, given back while the CPU has a
+    # spare). Its flush empties that slab; 7.0 has shrunk node 0 already (the slab stays on
+    # the list, node 0 keeping fewer than min_partial), 7.1 shrinks it after every barn
+    sa = fresh(gen, nr_cpus=2, nr_nodes=2, memory="32M")
+    c = sa.kmem_cache_create("c", 64)
+    cap, per = c.sheaf_capacity, c.objs_per_slab
+    assert sa.state.cpu_node.tolist() == [0, 1] and (cap, per) == (60, 64)
+    objs = [sa.kmem_cache_alloc_node(c, GFP_KERNEL, 0, cpu=1) for _ in range(6 * per)]
+    slabs = sorted({a >> 12 for a in objs})
+    assert len(slabs) == 6 and all(sa.page_to_nid(a) == 0 for a in objs)
+    held = {s: [a for a in objs if a >> 12 == s] for s in slabs}
+    a0 = slabs[0]
+    for a in held[a0][2:]:                       # the list's head: 62 free
+        sa.kmem_cache_free(c, a, cpu=1)
+    for s in slabs[1:]:                          # five more: 6 partial (> min_partial)
+        sa.kmem_cache_free(c, held[s][0], cpu=1)
+    sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, cap, cpu=1)
+    # CPU 1's refill took the head slab whole (60 into the sheaf, 2 back, the slab to the
+    # tail); one object each from the five before it fills them (off the list)
+    refill = [sa.kmem_cache_alloc_node(c, GFP_KERNEL, 0, cpu=1) for _ in slabs[1:]]
+    assert sorted(a >> 12 for a in refill) == slabs[1:]
+    assert c.partial_list(0).tolist() == [[a0 << 12, per - 2, per]]
+    x = sa.kmem_cache_alloc(c, GFP_KERNEL, cpu=1)  # the empty main becomes the spare
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, sheaf, cpu=1)
+    assert c.stats["barn_put"] == 1               # the sheaf waits in node 1's barn, full
+    for a in held[a0][:2]:                        # the slab keeps only the barn's objects
+        sa.kmem_cache_free(c, a, cpu=1)
+    assert c.partial_list(0).tolist() == [[a0 << 12, cap, per]]
+    sa.kmem_cache_shrink(c)
+    if gen == "7.1":
+        assert c.partial_list(0).tolist() == []   # emptied, then freed by the same shrink
+    else:
+        assert c.partial_list(0).tolist() == [[a0 << 12, 0, per]]   # emptied too late
+        sa.kmem_cache_shrink(c)                   # the next shrink frees it
+        assert c.partial_list(0).tolist() == []
+    for a in [x] + refill + [a for s in slabs[1:] for a in held[s][1:]]:
+        sa.kmem_cache_free(c, a, cpu=1)
+    assert c.live_objects == 0
+    sa.check_invariants()

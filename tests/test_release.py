@@ -10,7 +10,7 @@ import pytest
 import numslab
 from numslab.errors import InvalidSizeError
 
-KERNELS = ("7.0", "6.18")
+KERNELS = ("7.0", "7.1", "6.18")
 
 
 def rss() -> int:

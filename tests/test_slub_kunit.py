@@ -10,7 +10,7 @@ import pytest
 import numslab
 from numslab import GFP_KERNEL, SLAB_NO_MERGE, SLAB_POISON, SLAB_RED_ZONE, __GFP_ZERO
 
-KERNELS = ("7.0", "6.18")
+KERNELS = ("7.0", "7.1", "6.18")
 
 
 @pytest.fixture

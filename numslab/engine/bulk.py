@@ -31,7 +31,7 @@ def _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
     back marked allocated (live bits set: a refill marks what it pops, so a loop in a free
     list shows). Returns ``nr``, or 0 after giving back what it took. Under 7.0 (no CPU
     freelist): ``refill_objects`` for exactly ``nr`` (ALLOC_SLOWPATH += nr)."""
-    if st.kernel == KERNEL_7_0:
+    if st.kernel >= KERNEL_7_0:
         got = refill_objects(st, cache, cpu, gfp, nr, nr, paddr, 1)     # marked live
         if got < nr:                    # out of memory: back to their slabs, unmarked
             p = words_at(paddr)
@@ -150,7 +150,7 @@ def _discards(st, cache, slab, cnt):
     back to the page allocator (7.0: no CPU slab or partial list; the node keeps
     ``min_partial`` partial slabs already; the slab full or on its node list, neither
     isolated nor on a sorted list): then nobody reads the chain's free pointers."""
-    if st.kernel != KERNEL_7_0 or st.sl_inuse[slab] != cnt:
+    if st.kernel < KERNEL_7_0 or st.sl_inuse[slab] != cnt:
         return False
     f = st.pg_flags[slab]
     if f & (PG_ISOLATED | PG_SORTED | PG_FROZEN | PG_CPU_PARTIAL):

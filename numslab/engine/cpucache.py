@@ -126,7 +126,7 @@ def _slab_alloc_obj(st, cache, cpu, node, gfp):
     """``__slab_alloc_node`` without hooks: pop the CPU freelist (fast path) or take the
     slow path; under 7.0 (no CPU freelist) ``___slab_alloc`` straight from the slabs. The
     object is not marked allocated. Returns its address or 0."""
-    if st.kernel == KERNEL_7_0:
+    if st.kernel >= KERNEL_7_0:
         return slab_alloc_single(st, cache, cpu, node, gfp)
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
@@ -194,7 +194,7 @@ def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
     else:
         if not _slab_free_fast(st, cache, cpu, slab, head, tail, cnt):
             slab_free(st, cache, cpu, slab, head, tail, cnt)
-        if st.kernel != KERNEL_7_0:     # 7.0's callers count (a sheaf flush does not)
+        if st.kernel < KERNEL_7_0:     # 7.0's callers count (a sheaf flush does not)
             _stat(st, cache, cpu, FREE_SLOWPATH, 1)
 
 

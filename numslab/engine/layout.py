@@ -42,7 +42,9 @@ PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list
 
 # ---- scalars (field G) --------------------------------------------------------------------
 #: ``G_KERNEL`` is the SLUB generation modelled: KERNEL_6_18 (sheaves opt-in, CPU slabs and
-#: CPU partial lists) or KERNEL_7_0 (sheaves for every cache, no ``kmem_cache_cpu``).
+#: CPU partial lists), KERNEL_7_0 (sheaves for every cache, no ``kmem_cache_cpu``) or
+#: KERNEL_7_1 (7.0 with a sheaf refill for any request that may spin and a shrink that
+#: empties every barn first); kernels test ``st.kernel >= KERNEL_7_0`` for the 7.x rules.
 #: ``G_FAULT_CACHE`` (cache id + 1, 0: none), ``G_FAULT_SLAB`` and ``G_FAULT_VALUE`` report the
 #: last corrupted free pointer found (the slab is isolated; the caller raises and clears them).
 #: ``G_NISOLATED`` counts the slabs ever isolated (live counts then look at them).
@@ -60,8 +62,9 @@ PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list
  G_ERR0, G_ERR1, G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED,
  G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_FRNG, G_RCU_HEAD, G_RCU_TAIL, G_NRCU,
  G_NSCALARS) = range(24)
-KERNEL_6_18, KERNEL_7_0 = 618, 700
-KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0}      #: the generations, by release name
+KERNEL_6_18, KERNEL_7_0, KERNEL_7_1 = 618, 700, 710
+#: the generations, by release name
+KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0, "7.1": KERNEL_7_1}
 
 # ---- cache table columns (field CA, shape [max_caches, CA_NCOLS]) -------------------------
 #: ``CA_FP_KEY`` is ``s->random`` of CONFIG_SLAB_FREELIST_HARDENED: a free pointer is stored as

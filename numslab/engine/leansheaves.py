@@ -6,12 +6,12 @@ allocations and frees; nothing of the kernel's own paths calls them.
 """
 from __future__ import annotations
 
-from ..flags import __GFP_DIRECT_RECLAIM, SHEAF_REFILL
+from ..flags import SHEAF_REFILL
 from .layout import (C_MAIN, C_SPARE, CA_OBJECTS, CA_SHEAF_CAPACITY, KERNEL_7_0, N_NR_FULL,
                      N_NR_PARTIAL, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _stat)
 from .native import jit, unit
 from .nocpu import refill_objects, slab_alloc_single
-from .sheaves import _barn, _objs_at, _w, sheaf_flush_main
+from .sheaves import _barn, _may_refill, _objs_at, _w, sheaf_flush_main
 
 
 @jit(inline=True)
@@ -25,7 +25,8 @@ def lean_limit(st, cache):
 @unit
 def refill_main_lean(st, cache, cpu, gfp):
     """Lean sheaves' allocation side, for an allocation about to find the CPU's sheaves
-    empty under 7.0 (main and spare empty, no full sheaf in the barn, ``gfp`` may block):
+    empty under 7.x (main and spare empty, no full sheaf in the barn, ``gfp`` lets the
+    kernel refill: ``sheaves._may_refill``):
     where ``__pcs_replace_empty_main`` fills a sheaf to capacity, taking new slabs for what
     the partial slabs lack, fill the main sheaf in place with at most :func:`lean_limit`
     objects of the partial slabs (``refill_objects``, at least one: the first slabs of the
@@ -34,7 +35,7 @@ def refill_main_lean(st, cache, cpu, gfp):
     other objects stay free in it). No sheaf struct is made and free objects never fill
     a slab of their own. Objects put in main (the caller's allocation pops one), 0 when it
     did nothing."""
-    if st.kernel != KERNEL_7_0 or not gfp & __GFP_DIRECT_RECLAIM:
+    if st.kernel < KERNEL_7_0 or not _may_refill(st, gfp):
         return 0
     mem = st.mem
     c = _cpu_row(st, cache, cpu)
@@ -63,7 +64,7 @@ def flush_main_lean(st, cache, cpu):
     (:func:`sheaf_flush_main`), where the kernel fills it to capacity and then takes a
     spare or barn sheaf (a new sheaf struct, more free objects held out of their slabs).
     1 if it flushed, else 0."""
-    if st.kernel != KERNEL_7_0:
+    if st.kernel < KERNEL_7_0:
         return 0
     main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
     if main == 0 or st.mem[_w(main, SH_SIZE)] < lean_limit(st, cache):

@@ -17,8 +17,8 @@ from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_allo
                        _take_back, flush_cpu)
 from .layout import (CA_DEBUG, G_NDEBUG,
                      C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
-                     G_FAULT_CACHE, KERNEL_7_0, NIL, PG_LARGE, PG_SLAB, SH_OBJECTS, SH_SIZE,
-                     _ca, _cpu_row, _head_frame, _slab_nid, _stat)
+                     G_FAULT_CACHE, KERNEL_7_0, KERNEL_7_1, NIL, PG_LARGE, PG_SLAB, SH_OBJECTS,
+                     SH_SIZE, _ca, _cpu_row, _head_frame, _slab_nid, _stat)
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
@@ -102,7 +102,7 @@ def _slab_free_one(st, cache, cpu, slab, addr, sheaves=True):
         if _free_to_pcs(st, cache, cpu, addr):
             return 0
     _do_slab_free_chain(st, cache, cpu, slab, addr, addr, 1)
-    if st.kernel == KERNEL_7_0:
+    if st.kernel >= KERNEL_7_0:
         _stat(st, cache, cpu, FREE_SLOWPATH, 1)
     return 0
 
@@ -204,7 +204,7 @@ def _kmem_cache_free_bulk(st, cache, cpu, nr, paddr):
     if cache != NIL and _ca(st, cache, CA_SHEAF_CAPACITY):
         _free_to_pcs_bulk(st, cache, cpu, nr, words_at(paddr))
     else:
-        if st.kernel == KERNEL_7_0:                 # slab_free_bulk: its objects, on the
+        if st.kernel >= KERNEL_7_0:                 # slab_free_bulk: its objects, on the
             if cache != NIL:                        # cache of each detached list
                 _stat(st, cache, cpu, FREE_SLOWPATH, nr)
             else:
@@ -376,16 +376,22 @@ def alloc_from_sheaf(st, cache, cpu, gfp, sheaf):
 def kmem_cache_shrink(st, cache, cpu):
     """``__kmem_cache_shrink`` run on ``cpu``: flush every CPU (sheaves, then CPU slab and
     partials, each on its own CPU as ``flush_all`` does), then per node empty the barn, free
-    empty slabs (their pages to ``cpu``'s pcp lists) and re-order the partial list. Slabs
-    freed."""
+    empty slabs (their pages to ``cpu``'s pcp lists) and re-order the partial list; from 7.1
+    every node's barn is emptied before any list (``__kmem_cache_do_shrink``: a barn sheaf
+    holding another node's objects then empties its slabs before that node's list is
+    shrunk). Slabs freed."""
     sheaves = _ca(st, cache, CA_SHEAF_CAPACITY) != 0
     for other in range(st.ncpus):
         if sheaves:
             pcs_flush_all(st, cache, other)
         flush_cpu(st, cache, other)
+    barns_first = sheaves and st.kernel >= KERNEL_7_1
+    if barns_first:
+        for node in range(st.nnodes):
+            barn_shrink(st, cache, node, cpu)
     freed = 0
     for node in range(st.nnodes):
-        if sheaves:
+        if sheaves and not barns_first:
             barn_shrink(st, cache, node, cpu)
         freed += shrink_node(st, cache, cpu, node)
     return freed

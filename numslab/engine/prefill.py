@@ -55,7 +55,7 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
     none: 6.18's kernel would take the per-CPU path for a size of 0 there, through
     ``s->cpu_sheaves`` that such a cache does not have); its address, or 0 when memory
     runs out or (7.0, which returns NULL for it) ``size`` is 0."""
-    if size == 0 and st.kernel == KERNEL_7_0:
+    if size == 0 and st.kernel >= KERNEL_7_0:
         return 0
     mem = st.mem
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)

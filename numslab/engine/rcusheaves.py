@@ -40,7 +40,7 @@ def kfree_rcu_sheaf(st, cpu, addr):
         return 0
     cache = st.sl_cache[slab]
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
-    if st.kernel != KERNEL_7_0 and not cap:         # kfree_rcu_sheaf: no s->cpu_sheaves
+    if st.kernel < KERNEL_7_0 and not cap:         # kfree_rcu_sheaf: no s->cpu_sheaves
         return 0
     if _slab_nid(st, slab) != st.cpu_node[cpu]:     # not numa_mem_id(): the list's
         return 0

@@ -47,12 +47,12 @@ def free_bulk_checked(st, cache, cpu, nr, paddr):
         if slab != NIL:
             if _ca(st, owner, CA_DEBUG):
                 _stat(st, owner, cpu, FREE_SLOWPATH,
-                      size - same if st.kernel == KERNEL_7_0 else 1)
+                      size - same if st.kernel >= KERNEL_7_0 else 1)
                 k = free_chain_debug(st, owner, cpu, slab, p, same, size)
                 if k >= 0 and first < 0:
                     first = k
             else:
-                if st.kernel == KERNEL_7_0:
+                if st.kernel >= KERNEL_7_0:
                     _stat(st, owner, cpu, FREE_SLOWPATH, size - same)
                 _free_run(st, owner, cpu, slab, p, same, size)
         size = same
@@ -72,7 +72,7 @@ def free_bulk_debug(st, cache, cpu, size, paddr):
     p = words_at(paddr)
     while size:
         same, slab, owner = _detach_run(st, cache, cpu, size, p)
-        if st.kernel != KERNEL_7_0:
+        if st.kernel < KERNEL_7_0:
             _stat(st, cache, cpu, FREE_SLOWPATH, 1)
         for k in range(same, size):
             _live_clear(st, p[k])

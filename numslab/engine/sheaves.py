@@ -16,9 +16,9 @@ of handing the object out a second time.
 """
 from __future__ import annotations
 
-from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_ZERO, ALLOC_NODE_MISMATCH,
-                     ALLOC_PCS, FREE_SLOWPATH, SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL,
-                     BARN_PUT, BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE,
+from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_RECLAIM, __GFP_ZERO,
+                     ALLOC_NODE_MISMATCH, ALLOC_PCS, FREE_SLOWPATH, SLAB_KMALLOC, BARN_GET,
+                     BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE,
                      SHEAF_REFILL)
 from .bulk import alloc_bulk_slab, free_bulk_raw
 from .checks import E_LARGE, _live_set_run, _live_test, _locate, _own_clear, _own_set
@@ -26,7 +26,7 @@ from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
 from .layout import (CA_DEBUG, C_MAIN, C_RCU_FREE, C_SLAB, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
-                     G_NRCU, G_RCU_HEAD, G_RCU_TAIL, KERNEL_7_0, RCU_CB_NOBARN,
+                     G_NRCU, G_RCU_HEAD, G_RCU_TAIL, KERNEL_7_0, KERNEL_7_1, RCU_CB_NOBARN,
                      MAX_FULL_SHEAVES,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC,
                      PG_FROZEN, PG_ISOLATED, PG_LARGE,
@@ -99,7 +99,7 @@ def kfree_internal(st, cpu, addr):
         if not (_ca(st, cache, CA_SHEAF_CAPACITY) and _slab_nid(st, slab) == st.cpu_node[cpu]
                 and _free_to_pcs(st, cache, cpu, addr)):
             _do_slab_free_chain(st, cache, cpu, slab, addr, addr, 1)
-            if st.kernel == KERNEL_7_0:
+            if st.kernel >= KERNEL_7_0:
                 _stat(st, cache, cpu, FREE_SLOWPATH, 1)
     return 0
 
@@ -157,7 +157,7 @@ def refill_sheaf(st, cache, cpu, sheaf, gfp):
     to_fill = _ca(st, cache, CA_SHEAF_CAPACITY) - size
     if to_fill <= 0:
         return 0
-    if st.kernel == KERNEL_7_0:                # refill_objects: what it got stays
+    if st.kernel >= KERNEL_7_0:                # refill_objects: what it got stays
         filled = refill_objects(st, cache, cpu, gfp, to_fill, to_fill,
                                 _objs_at(st, sheaf) + 8 * size, 0)
         mem[_w(sheaf, SH_SIZE)] = size + filled
@@ -337,10 +337,22 @@ def _barn_trade(st, cache, cpu, r, want_full):
 
 
 # ---- allocation ------------------------------------------------------------------------------
+@jit(inline=True)
+def _may_refill(st, gfp):
+    """``__pcs_replace_empty_main``'s test before it fills a sheaf from the slabs: a request
+    that may block (``gfpflags_allow_blocking``: 6.18 and 7.0) or, from 7.1, one that may
+    spin (``gfpflags_allow_spinning``: any reclaim bit, so GFP_ATOMIC and GFP_NOWAIT too;
+    only a request with none, as ``kmalloc_nolock`` makes, falls to the slab layer)."""
+    if st.kernel >= KERNEL_7_1:
+        return (gfp & __GFP_RECLAIM) != 0
+    return (gfp & __GFP_DIRECT_RECLAIM) != 0
+
+
 @unit
 def replace_empty_main(st, cache, cpu, gfp):
     """``__pcs_replace_empty_main``: give the CPU a main sheaf with objects (spare, barn,
-    or a newly filled one if ``gfp`` may block). The empty main a filled sheaf replaces
+    or a newly filled one if ``gfp`` may block; from 7.1, may spin: :func:`_may_refill`).
+    The empty main a filled sheaf replaces
     becomes the spare when there is none (7.0), else goes to the barn's empty list (6.18
     always). 1 if main now has objects, else 0."""
     mem = st.mem
@@ -358,7 +370,7 @@ def replace_empty_main(st, cache, cpu, gfp):
         _stat(st, cache, cpu, BARN_GET, 1)
         return 1
     _stat(st, cache, cpu, BARN_GET_FAIL, 1)
-    if not gfp & __GFP_DIRECT_RECLAIM:
+    if not _may_refill(st, gfp):
         return 0
     empty = spare
     if empty:
@@ -381,7 +393,7 @@ def replace_empty_main(st, cache, cpu, gfp):
             return 0
     main = cpt[c + C_MAIN]
     if mem[_w(main, SH_SIZE)] == 0:
-        if st.kernel == KERNEL_7_0 and not cpt[c + C_SPARE]:
+        if st.kernel >= KERNEL_7_0 and not cpt[c + C_SPARE]:
             cpt[c + C_SPARE] = main             # 7.0: the empty main becomes the spare
         else:
             _barn_push(st, r, N_BARN_EMPTY, N_NR_EMPTY, main)
@@ -404,7 +416,7 @@ def _node_requested_off(st, cache, cpu, node):
     makes it for every cache, before it backs off from one without sheaves (debug,
     SLAB_NOLEAKTRACE); 6.18 only for a cache with sheaves."""
     if node >= 0 and node != st.cpu_node[cpu]:
-        if st.kernel == KERNEL_7_0:
+        if st.kernel >= KERNEL_7_0:
             _stat(st, cache, cpu, ALLOC_NODE_MISMATCH, 1)
         return True
     return False
@@ -432,7 +444,7 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
         _sheaf_purge(st, cache, main)
         return 0
     if node >= 0 and _slab_nid(st, obj >> 12) != node:
-        if st.kernel == KERNEL_7_0:
+        if st.kernel >= KERNEL_7_0:
             _stat(st, cache, cpu, ALLOC_NODE_MISMATCH, 1)
         return 0
     mem[_w(main, SH_SIZE)] = size - 1
@@ -607,7 +619,7 @@ def _flush_remote(st, cache, cpu, p, at, n):
         p[hi] = t
         lo += 1
         hi -= 1
-    if st.kernel == KERNEL_7_0:
+    if st.kernel >= KERNEL_7_0:
         _stat(st, cache, cpu, FREE_SLOWPATH, n)
     free_bulk_raw(st, cache, cpu, n, address(p) + 8 * at)
 
@@ -670,7 +682,7 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
         _sheaf_put(st, cache, cpu, main, batch, p, done)
         done += batch
     if done < size:                             # no_empty / fallback
-        if st.kernel == KERNEL_7_0:
+        if st.kernel >= KERNEL_7_0:
             _stat(st, cache, cpu, FREE_SLOWPATH, size - done)
         free_bulk_raw(st, cache, cpu, size - done, address(p) + 8 * done)
     if remote:                                  # flush_remote: the last batch

@@ -114,11 +114,14 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         CONFIG_SLAB_FREELIST_RANDOM (on, as distribution kernels build it): each new slab
         hands out its objects in the order of a per-cache random permutation, from a random
         start (``facade/hardening.py``; the draws come from ``seed``).
-    kernel : {"7.0", "6.18"}
-        The SLUB generation modelled. ``"7.0"`` (the default): per-CPU sheaves for every
-        cache, with the capacity of ``calculate_sheaf_capacity``, and no CPU slab, CPU
-        freelist or CPU partial list. ``"6.18"``: sheaves only where ``sheaf_capacity`` asks
-        for them, in front of the CPU slab layer (``kmem_cache_cpu``).
+    kernel : {"7.0", "7.1", "6.18"}
+        The SLUB generation modelled (``numslab.KERNELS``). ``"7.0"`` (the default): per-CPU
+        sheaves for every cache, with the capacity of ``calculate_sheaf_capacity``, and no
+        CPU slab, CPU freelist or CPU partial list. ``"7.1"``: 7.0 with the two rules a
+        7.1 ``mm/slub.c`` changed (a request that may spin, GFP_ATOMIC and GFP_NOWAIT
+        too, refills an empty CPU's sheaf; a shrink empties every node's barn before any
+        partial list). ``"6.18"``: sheaves only where ``sheaf_capacity`` asks for them, in
+        front of the CPU slab layer (``kmem_cache_cpu``).
     slab_debug : str, optional
         The kernel's ``slab_debug`` boot parameter: ``"FZPU"`` for every cache (the kmalloc
         caches too), ``"FZ,kmalloc-*"`` for chosen caches, ``""`` for F, Z, P and U
@@ -134,7 +137,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     state : SlabState
         Named views of every state array (see ARCHITECTURE.md).
     kernel : str
-        The generation modelled, ``"7.0"`` or ``"6.18"``.
+        The generation modelled: ``"7.0"``, ``"7.1"`` or ``"6.18"``.
     """
 
     def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1,
@@ -335,7 +338,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             raise SlabError(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
         geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
                                  freeptr_offset)
-        gen7 = KERNELS[self.kernel] == KERNEL_7_0
+        gen7 = KERNELS[self.kernel] >= KERNEL_7_0
         debug = flags & SLAB_DEBUG_FLAGS
         if debug or (gen7 and flags & SLAB_NOLEAKTRACE):   # calculate_sheaf_capacity: 0
             sheaf_capacity = 0

@@ -33,7 +33,7 @@ __all__ = ["Config", "parse_config", "load_snapshot", "merge_aliases", "prepare"
            "replay_trace", "sample_seconds",
            "Prepared", "KERNELS", "POLICIES"]
 
-KERNELS = ("6.18", "7.0")
+KERNELS = ("6.18", "7.0", "7.1")
 #: ``default``: the generation's own rules; ``sheaves=N``: every cache the trace uses, but
 #: numslab's own kmalloc caches, gets sheaves of at least N objects (under 6.18 the opt-in
 #: ``sheaf_capacity``; under 7.0 a minimum); ``nosheaves``: 6.18 without the sheaves a
@@ -143,7 +143,7 @@ def parse_config(text: str, base: Config) -> Config:
 def _check_every_free(policy: str, every: int, text: str, kernel: str = "7.0") -> None:
     """Refuse ``every=free`` with a policy that has no work to run, and ``leansheaves``
     (7.0's sheaves made lean) under 6.18."""
-    if kernel != "7.0" and "leansheaves" in policies.words(policy):
+    if kernel == "6.18" and "leansheaves" in policies.words(policy):
         raise SlabError(f"configuration {text!r}: leansheaves changes 7.0's sheaves; "
                         f"kernel {kernel} has none to change")
     if every == EVERY_FREE and policies.work_ratio(policy) == K.NO_TRIGGER:

@@ -28,7 +28,7 @@ from ..engine.layout import PG_LARGE
 from ..engine.kmalloc import kmalloc_cache_name
 from ..facade.allocator import SlabAllocator
 from ..errors import CacheLeakError
-from ..flags import (SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
+from ..flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, kmalloc_cache_size
 from .capture import Packets
@@ -72,6 +72,11 @@ _LINKS = {1: _LINK_ETH, 12: _LINK_RAW, 14: _LINK_RAW, 101: _LINK_RAW, 228: _LINK
           108: _LINK_NULL}
 _FIN, _RST = 0x01, 0x04
 _CPU = 0
+#: The RX path runs in softirq (NAPI), where nothing may sleep: every allocation of a packet's
+#: record, buffer and flow entry is GFP_ATOMIC, as ``napi_alloc_skb`` and conntrack's are.
+#: Under 7.0 such a request that finds the CPU's sheaves empty takes one object from the
+#: slab layer; from 7.1 it refills a sheaf (``sheaves._may_refill``).
+_GFP = GFP_ATOMIC
 
 # counters and registers of one run (int64 array ``st``)
 (S_PACKETS, S_BYTES, S_CAPBYTES, S_FLOWS, S_ACTIVE, S_MAX_ACTIVE, S_CLOSED, S_EXPIRED,
@@ -300,14 +305,14 @@ def _alloc_objs(h, mode, aflags, cid, nr, out):
         return 0
     if mode == _SINGLE:
         for j in range(nr):
-            x = nsj.kmem_cache_alloc(h, cid, _CPU)
+            x = nsj.kmem_cache_alloc(h, cid, _CPU, _GFP)
             if x == 0:
                 return j
             out[j] = x
         return nr
     if mode == _BULK:
-        return nsj.kmem_cache_alloc_bulk(h, cid, nr, out, _CPU)
-    return nsj.kmem_cache_alloc_array(h, cid, nr, out, aflags, _CPU)
+        return nsj.kmem_cache_alloc_bulk(h, cid, nr, out, _CPU, _GFP)
+    return nsj.kmem_cache_alloc_array(h, cid, nr, out, aflags, _CPU, _GFP)
 
 
 @jit
@@ -333,7 +338,7 @@ def _alloc_buffers(h, mode, aflags, km, cls_of, caplen, i0, nb, bufs, grp, perm,
     if mode == _SINGLE:
         n = 0
         for k in range(nb):
-            b = bufs[k] = nsj.kmalloc(h, caplen[i0 + k], _CPU) if caplen[i0 + k] else 0
+            b = bufs[k] = nsj.kmalloc(h, caplen[i0 + k], _CPU, _GFP) if caplen[i0 + k] else 0
             if b:
                 grp[n], n = b, n + 1
             elif caplen[i0 + k]:
@@ -355,14 +360,15 @@ def _alloc_buffers(h, mode, aflags, km, cls_of, caplen, i0, nb, bufs, grp, perm,
         nr = cnt[c] - s
         if nr:
             if mode == _BULK:
-                got = nsj.kmem_cache_alloc_bulk(h, km[c], nr, grp[s:cnt[c]], _CPU)
+                got = nsj.kmem_cache_alloc_bulk(h, km[c], nr, grp[s:cnt[c]], _CPU, _GFP)
             else:
-                got = nsj.kmem_cache_alloc_array(h, km[c], nr, grp[s:cnt[c]], aflags, _CPU)
+                got = nsj.kmem_cache_alloc_array(h, km[c], nr, grp[s:cnt[c]], aflags,
+                                                  _CPU, _GFP)
             if got != nr:
                 return -1
         s = cnt[c]
     for j in range(s, cnt[_C_LARGE]):                  # > 8192 bytes: whole pages
-        b = nsj.kmalloc(h, caplen[i0 + perm[j]], _CPU)
+        b = nsj.kmalloc(h, caplen[i0 + perm[j]], _CPU, _GFP)
         if b == 0:
             return -1
         grp[j] = b
@@ -473,7 +479,7 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
                     _lru_append(fv, st, e)
             else:
                 if mode == _SINGLE:
-                    e = nsj.kmem_cache_alloc(h, flow_cid, _CPU)
+                    e = nsj.kmem_cache_alloc(h, flow_cid, _CPU, _GFP)
                     if e == 0:
                         st[S_ERR] = _E_OOM_FLOW
                         return table
@@ -661,8 +667,8 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
         Seconds without a packet after which a flow entry is freed (``inf``: never).
     sa : SlabAllocator, optional
         Default: a fresh one with ``nr_cpus`` CPUs and ``memory`` per node, modelling SLUB
-        generation ``kernel`` ("7.0" or "6.18"; a given ``sa`` keeps its own). The run makes
-        its two caches in it and, with ``check_leaks``, destroys them at the end.
+        generation ``kernel`` ("7.0", "7.1" or "6.18"; a given ``sa`` keeps its own). The
+        run makes its two caches in it and, with ``check_leaks``, destroys them at the end.
     progress : callable, optional
         Called after every ``chunk`` packets (one jitted call) with the packets processed.
     check_leaks : bool

@@ -3,7 +3,7 @@
 on request issue 11's measures against their peers: the single alloc+free pair inside @njit
 (``--single``), the cost of one bulk call from Python (``--calls``), and the cold starts and
 a user's compile in fresh interpreters (``--compile``), on one SLUB generation or both
-(``--kernel 7.0,6.18``); and the SLUB laboratory's ``replay``, ``record`` and
+(``--kernel 7.0,7.1,6.18``); and the SLUB laboratory's ``replay``, ``record`` and
 ``snapshot`` (``labcli``)."""
 from __future__ import annotations
 
@@ -122,8 +122,8 @@ def format_compile(cold: dict[str, float], user: dict[str, dict[str, float]]) ->
 DESCRIPTION = """numslab: the Linux kernel's SLUB slab allocator for NumPy and Numba.
 'bench' prints the slab_bulk_test01 table (ns per alloc+free pair) for numslab and its peers;
 'record', 'snapshot' and 'replay' are the SLUB laboratory: record a kernel's kmem trace,
-snapshot /sys/kernel/slab, and replay a trace through numslab's SLUB (7.0 or 6.18), comparing
-generations and fragmentation remedies."""
+snapshot /sys/kernel/slab, and replay a trace through numslab's SLUB (7.0, 7.1 or 6.18),
+comparing generations and fragmentation remedies."""
 
 
 def _positive(text: str) -> int:
@@ -135,11 +135,12 @@ def _positive(text: str) -> int:
 
 
 def _kernels(text: str) -> list[str]:
-    """An argparse type: comma-separated SLUB generations (``7.0``, ``6.18``)."""
+    """An argparse type: comma-separated SLUB generations (``bench.ALL_KERNELS``)."""
     names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in bench.KERNELS]
+    bad = [n for n in names if n not in bench.ALL_KERNELS]
     if bad or not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: kernels are {', '.join(bench.KERNELS)}")
+        raise argparse.ArgumentTypeError(f"{text!r}: kernels are "
+                                         f"{', '.join(bench.ALL_KERNELS)}")
     return list(dict.fromkeys(names))
 
 
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also the single alloc+free pair inside @njit against a FIFO ring")
     b.add_argument("--calls", action="store_true",
                    help="also the cost of one bulk call from Python against @njit peers")
-    b.add_argument("--kernel", type=_kernels, default=[bench.KERNEL], metavar="7.0,6.18",
+    b.add_argument("--kernel", type=_kernels, default=[bench.KERNEL], metavar="7.0,7.1,6.18",
                    help="the SLUB generations to run numslab on, comma-separated "
                         f"(default {bench.KERNEL}); each gets its own tables")
     b.add_argument("--compile", action="store_true",
