@@ -116,11 +116,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         start (``facade/hardening.py``; the draws come from ``seed``).
     kernel : {"7.0", "7.1", "6.18"}
         The SLUB generation modelled (``numslab.KERNELS``). ``"7.0"`` (the default): per-CPU
-        sheaves for every cache, with the capacity of ``calculate_sheaf_capacity``, and no
-        CPU slab, CPU freelist or CPU partial list. ``"7.1"``: 7.0 with the two rules a
-        7.1 ``mm/slub.c`` changed (a request that may spin, GFP_ATOMIC and GFP_NOWAIT
-        too, refills an empty CPU's sheaf; a shrink empties every node's barn before any
-        partial list). ``"6.18"``: sheaves only where ``sheaf_capacity`` asks for them, in
+        sheaves for every cache, of ``calculate_sheaf_capacity`` objects; no CPU slab, CPU
+        freelist or CPU partial list. ``"7.1"``: 7.0 with the two rules 7.1 changed
+        (GFP_ATOMIC and GFP_NOWAIT refill an empty CPU's sheaf; a shrink empties every
+        barn first). ``"6.18"``: sheaves only where ``sheaf_capacity`` asks for them, in
         front of the CPU slab layer (``kmem_cache_cpu``).
     slab_debug : str, optional
         The kernel's ``slab_debug`` boot parameter: ``"FZPU"`` for every cache (the kmalloc
