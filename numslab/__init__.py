@@ -73,4 +73,5 @@ __all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError"
            "DoubleFreeError", "InvalidSizeError", "CacheLeakError", "SlabCorruptionError",
            "SlabDebugError", "ConcurrentUseError", "NotPicklableError", "WrongTypeError",
            "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",
-           "parse_size", "flags", "jit", "replay", "KERNELS", "NIL", "NULL", "ZERO_SIZE_PTR", *_API, *flags.__all__]
+           "parse_size", "flags", "jit", "replay", "KERNELS", "NIL", "NULL", "ZERO_SIZE_PTR",
+           *_API, *flags.__all__]

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_RECLAIM, __GFP_ZERO,
                      ALLOC_NODE_MISMATCH, ALLOC_PCS, FREE_SLOWPATH, SLAB_KMALLOC, BARN_GET,
-                     BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE,
-                     SHEAF_REFILL)
+                     BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH,
+                     SHEAF_FREE, SHEAF_REFILL)
 from .bulk import alloc_bulk_slab, free_bulk_raw
 from .checks import E_LARGE, _live_set_run, _live_test, _locate, _own_clear, _own_set
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
@@ -352,9 +352,8 @@ def _may_refill(st, gfp):
 def replace_empty_main(st, cache, cpu, gfp):
     """``__pcs_replace_empty_main``: give the CPU a main sheaf with objects (spare, barn,
     or a newly filled one if ``gfp`` may block; from 7.1, may spin: :func:`_may_refill`).
-    The empty main a filled sheaf replaces
-    becomes the spare when there is none (7.0), else goes to the barn's empty list (6.18
-    always). 1 if main now has objects, else 0."""
+    The empty main a filled sheaf replaces becomes the spare when there is none (7.x),
+    else goes to the barn's empty list (6.18 always). 1 if main now has objects, else 0."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)

@@ -176,7 +176,8 @@ class BatchAPI:
         after a WARN_ON_ONCE, as a caller's bug."""
         cid = self._own(cache, fn)
         if not self.state.ca[cid, CA_SHEAF_CAPACITY] and not self.state.ca[cid, CA_DEBUG]:
-            why = "SLAB_NOLEAKTRACE" if KERNELS[self.kernel] >= KERNEL_7_0 else "create it with sheaf_capacity"
+            why = "SLAB_NOLEAKTRACE" if KERNELS[self.kernel] >= KERNEL_7_0 else \
+                "create it with sheaf_capacity"
             raise SlabError(f"{fn}({cache.name}): the cache has no sheaves ({why})")
         return cid
 
