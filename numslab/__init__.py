@@ -15,8 +15,9 @@ from .facade.allocator import SlabAllocator, parse_size
 from .facade.cache import KmemCache
 from .facade.defragapi import remap
 from .errors import (BadAddressError, CacheLeakError, ConcurrentUseError, DoubleFreeError,
-                     InvalidSizeError, NotPicklableError, SlabCorruptionError, SlabDebugError,
-                     SlabError, WrongCacheError, WrongTypeError)
+                     InvalidArgumentError, InvalidSizeError, NotPicklableError,
+                     SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError,
+                     WrongTypeError)
 from .flags import *  # noqa: F401,F403  (GFP_*, SLAB_*, stat names)
 from .geometry import Geometry, calculate_geometry
 
@@ -70,8 +71,9 @@ for _name in _API:
 del _name
 
 __all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError", "WrongCacheError",
-           "DoubleFreeError", "InvalidSizeError", "CacheLeakError", "SlabCorruptionError",
-           "SlabDebugError", "ConcurrentUseError", "NotPicklableError", "WrongTypeError",
+           "DoubleFreeError", "InvalidSizeError", "InvalidArgumentError", "CacheLeakError",
+           "SlabCorruptionError", "SlabDebugError", "ConcurrentUseError", "NotPicklableError",
+           "WrongTypeError",
            "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",
            "parse_size", "flags", "jit", "replay", "KERNELS", "NIL", "NULL", "ZERO_SIZE_PTR",
            *_API, *flags.__all__]

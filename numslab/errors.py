@@ -57,6 +57,12 @@ class InvalidSizeError(SlabError, ValueError):
     """A size, alignment or order that no cache or page block can have."""
 
 
+class InvalidArgumentError(SlabError, ValueError):
+    """An argument outside what the call takes: a CPU or node out of range, a gfp outside
+    0..2**32-1, flags the call does not know, an unknown ``kernel`` or ``slab_debug`` option,
+    a cache name in use, an object array that is not writable int64."""
+
+
 class CacheLeakError(SlabError):
     """A cache destroyed while objects are still allocated from it."""
 

@@ -984,3 +984,26 @@ def test_allocator_cache_and_handle_refuse_to_be_pickled_or_copied(sa, copier):
         assert isinstance(e.value, TypeError)          # what pickle's callers expect
     assert_unchanged(sa, snap)
     c.free(a)
+
+
+def test_an_argument_out_of_range_is_an_invalid_argument_error_and_changes_nothing(kernel):
+    # a SlabError subclass (and a ValueError) naming the argument, before any work
+    bad = {"nr_cpus": 0, "nr_nodes": 5, "kernel": "7.2", "seed": "x", "slab_debug": "Q"}
+    for name, value in bad.items():
+        kw = {"nr_cpus": 2, "memory": "4M", "kernel": kernel, name: value}
+        with pytest.raises(numslab.InvalidArgumentError, match=name.split("_")[-1]) as e:
+            numslab.SlabAllocator(**kw)
+        assert isinstance(e.value, numslab.SlabError) and isinstance(e.value, ValueError)
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("c", 64)
+    snap = snapshot(sa)
+    calls = [lambda: sa.kmem_cache_alloc(c, cpu=2), lambda: sa.kmem_cache_alloc(c, gfp=-1),
+             lambda: sa.kmem_cache_alloc_node(c, GFP_KERNEL, 3),
+             lambda: sa.kmem_cache_create("c", 64),
+             lambda: sa.kmem_cache_create("d", 64, flags=1 << 62),
+             lambda: setattr(c, "remote_node_defrag_ratio", 101),
+             lambda: sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 2, np.zeros(2, np.int32))]
+    for call in calls:
+        with pytest.raises(numslab.InvalidArgumentError):
+            call()
+    assert_unchanged(sa, snap)

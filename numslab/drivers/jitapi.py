@@ -45,7 +45,7 @@ from ..engine.native import address, byte_array, jit, table_address, words_at, z
 from ..engine.sheaves import KMALLOC_CLASS, _sheaf_copy_top
 from ..engine.slablists import _set_fp, cpu_pop
 from .. import errors
-from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError,
+from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, InvalidSizeError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
                      GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
@@ -109,15 +109,16 @@ def _raise(err, addr=-1, cache=-1, index=-1):
     if err == E_DEAD_CACHE:
         raise WrongCacheError("numslab.jit: not the id of a live cache")
     if err == E_BAD_CPU:
-        raise SlabError("numslab.jit: cpu out of range")
+        raise InvalidArgumentError("numslab.jit: cpu out of range")
     if err == E_BAD_NODE:
-        raise SlabError("numslab.jit: node is not -1 or a node of this machine")
+        raise InvalidArgumentError("numslab.jit: node is not -1 or a node of this machine")
     if err == E_CTOR:
         raise SlabError("numslab.jit: caches with a constructor are allocated from Python")
     if err == E_BAD_GFP:
-        raise SlabError("numslab.jit: gfp is not a set of GFP flags (an int in 0..2**32-1)")
+        raise InvalidArgumentError("numslab.jit: gfp is not a set of GFP flags (an int in "
+                                   "0..2**32-1)")
     if err == E_BAD_FLAGS:
-        raise SlabError("numslab.jit: kmem_cache_alloc_array flags other than "
+        raise InvalidArgumentError("numslab.jit: kmem_cache_alloc_array flags other than "
                         "SLAB_ARRAY_ALLOC_LOCAL, _PARTIAL, _NEW and _FULL_COUNT")
     if err == E_DOUBLE_FREE:
         raise DoubleFreeError("numslab.jit: double free (the object is already free)")
@@ -133,7 +134,7 @@ def _raise(err, addr=-1, cache=-1, index=-1):
     if err == E_ALLOCATORS:
         raise BadAddressError("numslab.jit: address is a sheaf the allocator uses, not an "
                               "object of yours")
-    raise SlabError("numslab.jit: invalid argument")
+    raise InvalidArgumentError("numslab.jit: invalid argument")
 
 
 @jit(inline=False, helper=True)

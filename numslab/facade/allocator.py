@@ -34,8 +34,9 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
 from ..engine.native import jit
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
 from ..engine.sheaves import init_percpu_sheaves
-from ..errors import (BadAddressError, CacheLeakError, InvalidSizeError, NotPicklableError,
-                      SlabCorruptionError, SlabError, WrongCacheError, WrongTypeError)
+from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as BadArg,
+                      InvalidSizeError, NotPicklableError, SlabCorruptionError, SlabError,
+                      WrongCacheError, WrongTypeError)
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE,
                      SLAB_VALID_FLAGS, __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
@@ -115,12 +116,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         hands out its objects in the order of a per-cache random permutation, from a random
         start (``facade/hardening.py``; the draws come from ``seed``).
     kernel : {"7.0", "7.1", "6.18"}
-        The SLUB generation modelled (``numslab.KERNELS``). ``"7.0"`` (the default): per-CPU
-        sheaves for every cache, of ``calculate_sheaf_capacity`` objects; no CPU slab, CPU
-        freelist or CPU partial list. ``"7.1"``: 7.0 with the two rules 7.1 changed
-        (GFP_ATOMIC and GFP_NOWAIT refill an empty CPU's sheaf; a shrink empties every
-        barn first). ``"6.18"``: sheaves only where ``sheaf_capacity`` asks for them, in
-        front of the CPU slab layer (``kmem_cache_cpu``).
+        The SLUB generation (``numslab.KERNELS``). ``"7.0"`` (the default): per-CPU sheaves
+        for every cache, of ``calculate_sheaf_capacity`` objects; no CPU slab or CPU partial
+        list. ``"7.1"``: 7.0 with the two rules 7.1 changed (GFP_ATOMIC and GFP_NOWAIT refill
+        an empty sheaf; a shrink empties every barn first). ``"6.18"``: sheaves only where
+        ``sheaf_capacity`` asks, in front of the CPU slab layer (``kmem_cache_cpu``).
     slab_debug : str, optional
         The kernel's ``slab_debug`` boot parameter: ``"FZPU"`` for every cache (the kmalloc
         caches too), ``"FZ,kmalloc-*"`` for chosen caches, ``""`` for F, Z, P and U
@@ -146,18 +146,18 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if nr_cpus is None:
             nr_cpus = os.cpu_count() or 1
         if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
-            raise SlabError(f"nr_cpus {nr_cpus!r} is not in 1..4096")
+            raise BadArg(f"nr_cpus {nr_cpus!r} is not in 1..4096")
         if not (isinstance(nr_nodes, int) and 1 <= nr_nodes <= min(nr_cpus, 64)):
-            raise SlabError(f"nr_nodes {nr_nodes!r} must be in 1..min(nr_cpus, 64)")
+            raise BadArg(f"nr_nodes {nr_nodes!r} must be in 1..min(nr_cpus, 64)")
         if kernel not in KERNELS:
-            raise SlabError(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
+            raise BadArg(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
         self.kernel = kernel
         self._debug_init(slab_debug)
         self.partial_order = check_partial_order(partial_order, "SlabAllocator")
         self.freelist_hardened = bool(freelist_hardened)
         self.freelist_random = bool(freelist_random)
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise SlabError(f"seed {seed!r} is not an integer")
+            raise BadArg(f"seed {seed!r} is not an integer")
         self._seed = int(seed) % (1 << 64)      # the generators take unsigned seeds
         per_node = parse_size(memory)
         block = PAGE_SIZE << MAX_PAGE_ORDER
@@ -252,7 +252,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             return self._cpu()
         if not isinstance(cpu, (int, np.integer)) or isinstance(cpu, bool) \
                 or not 0 <= cpu < self.nr_cpus:
-            raise SlabError(f"cpu {cpu!r} is not in 0..{self.nr_cpus - 1}")
+            raise BadArg(f"cpu {cpu!r} is not in 0..{self.nr_cpus - 1}")
         return int(cpu)
 
     @property
@@ -311,9 +311,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if kwargs:
             raise TypeError(f"kmem_cache_create() got unexpected arguments {sorted(kwargs)}")
         if not isinstance(name, str) or not name or name in self._names:
-            raise SlabError(f"kmem_cache_create: name {name!r} is empty or already in use")
+            raise BadArg(f"kmem_cache_create: name {name!r} is empty or already in use")
         if not isinstance(flags, int) or flags & ~SLAB_VALID_FLAGS:
-            raise SlabError(f"kmem_cache_create({name}): unknown flags {flags!r:}")
+            raise BadArg(f"kmem_cache_create({name}): unknown flags {flags!r:}")
         flags = self._slab_debug_of(name, flags)
         if dtype is not None:
             try:
@@ -334,7 +334,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         order = check_partial_order(self.partial_order if partial_order is None
                                     else partial_order, f"kmem_cache_create({name})")
         if ctor is not None and not callable(ctor):
-            raise SlabError(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
+            raise BadArg(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
         geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
                                  freeptr_offset)
         gen7 = KERNELS[self.kernel] >= KERNEL_7_0
@@ -496,7 +496,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def _check_node(self, node: Any) -> int:
         if not isinstance(node, (int, np.integer)) or isinstance(node, bool) \
                 or not -1 <= node < self.nr_nodes:
-            raise SlabError(f"node {node!r} is not -1 or in 0..{self.nr_nodes - 1}")
+            raise BadArg(f"node {node!r} is not -1 or in 0..{self.nr_nodes - 1}")
         return int(node)
 
     def _after_kmalloc(self, addr: int, gfp: int, cpu: int, size: int) -> int:

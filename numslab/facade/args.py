@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SlabError
+from ..errors import InvalidArgumentError
 
 
 def check_gfp(gfp: Any, fn: str) -> int:
@@ -15,4 +15,5 @@ def check_gfp(gfp: Any, fn: str) -> int:
         return gfp
     if isinstance(gfp, np.integer) and not isinstance(gfp, np.bool_) and 0 <= gfp < 1 << 32:
         return int(gfp)
-    raise SlabError(f"{fn}: gfp {gfp!r} is not a set of GFP flags (an int in 0..2**32-1)")
+    raise InvalidArgumentError(f"{fn}: gfp {gfp!r} is not a set of GFP flags (an int in "
+                               "0..2**32-1)")

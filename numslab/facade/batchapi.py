@@ -13,7 +13,7 @@ from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAU
                              SH_SIZE)
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
-from ..errors import BadAddressError, InvalidSizeError, SlabError
+from ..errors import BadAddressError, InvalidArgumentError, InvalidSizeError, SlabError
 from ..flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
 from .args import check_gfp
 from .cache import KmemCache
@@ -42,7 +42,7 @@ class BatchAPI:
         retyped or made read-only in place between calls)."""
         if type(arr) is not np.ndarray or arr.dtype != _I64 or arr.ndim != 1 \
                 or not (flags := arr.flags).c_contiguous or not flags.writeable:
-            raise SlabError(f"{fn}: the object array must be a writable contiguous 1-D "
+            raise InvalidArgumentError(f"{fn}: the object array must be a writable contiguous 1-D "
                             f"int64 ndarray, not {type(arr).__name__} "
                             f"{getattr(arr, 'dtype', '')} {getattr(arr, 'shape', '')}")
         if type(nr) is not int or nr < 0:
@@ -150,7 +150,7 @@ class BatchAPI:
             self._own(cache, "kmem_cache_alloc_array")
         self._array(out, nr, "kmem_cache_alloc_array")
         if type(flags) is not int or flags & ~SLAB_ARRAY_ALLOC_ALL:
-            raise SlabError(f"kmem_cache_alloc_array: unknown flags {flags!r}")
+            raise InvalidArgumentError(f"kmem_cache_alloc_array: unknown flags {flags!r}")
         gfp = check_gfp(gfp, "kmem_cache_alloc_array")
         if cache.ctor is not None:
             with self._ctor_lock:

@@ -19,8 +19,8 @@ from ..engine.ops import gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
 from ..geometry import get_order
-from ..errors import (BadAddressError, InvalidSizeError, NotPicklableError, SlabError,
-                      WrongCacheError, WrongTypeError)
+from ..errors import (BadAddressError, InvalidArgumentError, InvalidSizeError,
+                      NotPicklableError, WrongCacheError, WrongTypeError)
 from .defragapi import MovableCache
 
 #: ``count_partial_free_approx`` scans at most this many partial slabs of a node.
@@ -150,7 +150,8 @@ class KmemCache(MovableCache):
         # TypeError)
         if isinstance(ratio, bool) or not isinstance(ratio, (int, np.integer)) \
                 or not 0 <= ratio <= 100:
-            raise SlabError(f"{self.name}: remote_node_defrag_ratio {ratio!r} not in 0..100")
+            raise InvalidArgumentError(f"{self.name}: remote_node_defrag_ratio {ratio!r} not in "
+                                       "0..100")
         self._row[CA_DEFRAG_RATIO] = ratio * 10
 
     # --- live counters ----------------------------------------------------------------------

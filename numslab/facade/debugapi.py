@@ -19,7 +19,7 @@ from ..engine.layout import (CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK, G_NDEBUG,
                              PG_TAIL, R_A, R_B, R_C, R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT,
                              R_SLAB)
 from ..engine import redzone as rz
-from ..errors import SlabDebugError, SlabError
+from ..errors import InvalidArgumentError, SlabDebugError
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_order
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
                      SLAB_TRACE, gfp_names)
@@ -85,7 +85,7 @@ def parse_slab_debug(spec: str | None) -> tuple[int, Blocks]:
     if spec is None:
         return 0, []
     if not isinstance(spec, str):
-        raise SlabError(f"slab_debug {spec!r} is not a string")
+        raise InvalidArgumentError(f"slab_debug {spec!r} is not a string")
     if not spec.strip():
         return DEBUG_DEFAULT_FLAGS, []
     global_flags, blocks = 0, []
@@ -103,7 +103,7 @@ def parse_slab_debug(spec: str | None) -> tuple[int, Blocks]:
                 elif ch.lower() in _LETTERS:
                     flags |= _LETTERS[ch.lower()]
                 else:
-                    raise SlabError(f"slab_debug option {ch!r} unknown or not modelled "
+                    raise InvalidArgumentError(f"slab_debug option {ch!r} unknown or not modelled "
                                     f"(numslab has F, Z, P, U, T and -)")
         if comma:                               # a slab list (setup_slub_debug's test is
             blocks.append((flags, [n.strip() for n in names.split(",") if n.strip()]))

@@ -15,7 +15,7 @@ from ..engine.defrag import DEFRAG_USED_RATIO, compact, set_partial_order
 from ..engine.layout import (CA_MOVE_FREED, CA_MOVED, CA_PARTIAL_ORDER, CA_USED_RATIO,
                              N_NR_SLABS, PG_BUDDY, PG_PCP)
 from ..engine.pages import drain_all_pages
-from ..errors import InvalidSizeError, SlabError
+from ..errors import InvalidArgumentError, InvalidSizeError, SlabError
 from ..geometry import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ PARTIAL_ORDERS = ("kernel", "sorted")      #: the orders a node partial list can
 def check_partial_order(order: Any, fn: str) -> str:
     """``order`` if it is one of :data:`PARTIAL_ORDERS`, else ``SlabError``."""
     if not isinstance(order, str) or order not in PARTIAL_ORDERS:
-        raise SlabError(f"{fn}: partial_order {order!r} is not one of {PARTIAL_ORDERS}")
+        raise InvalidArgumentError(f"{fn}: partial_order {order!r} is not one of {PARTIAL_ORDERS}")
     return order
 
 
