@@ -119,7 +119,7 @@ def _raise(err, addr=-1, cache=-1, index=-1):
                                    "0..2**32-1)")
     if err == E_BAD_FLAGS:
         raise InvalidArgumentError("numslab.jit: kmem_cache_alloc_array flags other than "
-                        "SLAB_ARRAY_ALLOC_LOCAL, _PARTIAL, _NEW and _FULL_COUNT")
+                                   "SLAB_ARRAY_ALLOC_LOCAL, _PARTIAL, _NEW and _FULL_COUNT")
     if err == E_DOUBLE_FREE:
         raise DoubleFreeError("numslab.jit: double free (the object is already free)")
     if err == E_WRONG_CACHE:
