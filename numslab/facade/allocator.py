@@ -152,6 +152,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if kernel not in KERNELS:
             raise BadArg(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
         self.kernel = kernel
+        self._gen7 = KERNELS[kernel] >= KERNEL_7_0     # the 7.x rules (7.0 and 7.1)
         self._debug_init(slab_debug)
         self.partial_order = check_partial_order(partial_order, "SlabAllocator")
         self.freelist_hardened = bool(freelist_hardened)
@@ -337,11 +338,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             raise BadArg(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
         geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
                                  freeptr_offset)
-        gen7 = KERNELS[self.kernel] >= KERNEL_7_0
         debug = flags & SLAB_DEBUG_FLAGS
-        if debug or (gen7 and flags & SLAB_NOLEAKTRACE):   # calculate_sheaf_capacity: 0
+        if debug or (self._gen7 and flags & SLAB_NOLEAKTRACE):   # calculate_sheaf_capacity: 0
             sheaf_capacity = 0
-        elif gen7:
+        elif self._gen7:
             sheaf_capacity = calculate_sheaf_capacity(geo.slab_size, sheaf_capacity)
         ca = self.state.ca
         free = np.flatnonzero(ca[:, CA_ACTIVE] == 0)
@@ -355,8 +355,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
              CA_CTOR, CA_SHEAF_CAPACITY, CA_RECIP]] = [
             1, geo.slab_size, geo.object_size, geo.inuse, geo.offset, geo.align, flags,
             geo.order, geo.objs_per_slab, geo.min_order, geo.min_objects, geo.min_partial,
-            0 if gen7 else geo.cpu_partial, 0 if gen7 else geo.cpu_partial_slabs,
-            int(not gen7 and not flags & SLAB_DEBUG_FLAGS), 1000,
+            0 if self._gen7 else geo.cpu_partial, 0 if self._gen7 else geo.cpu_partial_slabs,
+            int(not self._gen7 and not flags & SLAB_DEBUG_FLAGS), 1000,
             int(ctor is not None), sheaf_capacity, -(-(1 << 32) // geo.slab_size)]
         if debug:
             row[[CA_DEBUG, CA_RED_LEFT, CA_TRACK, CA_ORIG]] = [

@@ -9,7 +9,7 @@ import numpy as np
 from ..engine import checks, ops
 from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAULT_CACHE,
                              G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING, G_NREPORTS, G_SITE,
-                             KERNELS, KERNEL_7_0, NIL, PENDING_FRAME, SH_CAPACITY, SH_OBJECTS,
+                             NIL, PENDING_FRAME, SH_CAPACITY, SH_OBJECTS,
                              SH_SIZE)
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
@@ -176,8 +176,7 @@ class BatchAPI:
         after a WARN_ON_ONCE, as a caller's bug."""
         cid = self._own(cache, fn)
         if not self.state.ca[cid, CA_SHEAF_CAPACITY] and not self.state.ca[cid, CA_DEBUG]:
-            why = "SLAB_NOLEAKTRACE" if KERNELS[self.kernel] >= KERNEL_7_0 else \
-                "create it with sheaf_capacity"
+            why = "SLAB_NOLEAKTRACE" if self._gen7 else "create it with sheaf_capacity"
             raise SlabError(f"{fn}({cache.name}): the cache has no sheaves ({why})")
         return cid
 

@@ -9,7 +9,7 @@ import numpy as np
 from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS, CA_INUSE,
                              CA_MIN_PARTIAL, CA_OBJECTS, CA_OBJECT_SIZE, CA_OFFSET, CA_ORDER,
                              CA_RED_LEFT, CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY, CA_SIZE,
-                             C_PARTIAL, C_SLAB, KERNELS, KERNEL_7_0, N_NR_PARTIAL, N_NR_SLABS,
+                             C_PARTIAL, C_SLAB, N_NR_PARTIAL, N_NR_SLABS,
                              N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL)
 from ..flags import (GFP_KERNEL, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS, SLAB_POISON,
                     SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
@@ -279,7 +279,7 @@ class KmemCache(MovableCache):
             "object_size", "slab_size", "align", "order", "objs_per_slab", "min_partial",
             "cpu_partial", "hwcache_align", "destroy_by_rcu", "reclaim_account",
             "remote_node_defrag_ratio", "slabs_cpu_partial")}
-        if KERNELS[self._sa.kernel] >= KERNEL_7_0:  # 7.0 added it; cpu_partial & co. print 0
+        if self._sa._gen7:  # 7.0 added it; cpu_partial & co. print 0
             out["sheaf_capacity"] = str(self.sheaf_capacity)
         out["cpu_slabs"] = per_node(self._cpu_slabs_per_node())
         partial = self._partial()                   # one walk of every node's partial list
@@ -305,7 +305,7 @@ class KmemCache(MovableCache):
         as ``show_stat`` prints them: the sum over CPUs, then `` C<cpu>=<count>`` for each
         CPU whose count is not 0."""
         per_cpu = self._sa.state.stats[self._id]
-        if KERNELS[self._sa.kernel] >= KERNEL_7_0:
+        if self._sa._gen7:
             items = [(name, list(cols)) for name, cols in STAT_ITEMS_7_0]
         else:
             items = [(name, [i]) for i, name in enumerate(STAT_NAMES_6_18)]
@@ -346,7 +346,7 @@ class KmemCache(MovableCache):
         allocator's kernel generation in its order (7.0: 26, 6.18: 43), then numslab's own
         (remote partial hits and the array modes)."""
         tot = [int(v) for v in self._sa.state.stats[self._id].sum(axis=0)]
-        if KERNELS[self._sa.kernel] >= KERNEL_7_0:
+        if self._sa._gen7:
             out = {name: sum(tot[i] for i in items) for name, items in STAT_ITEMS_7_0}
         else:
             out = dict(zip(STAT_NAMES_6_18, tot))

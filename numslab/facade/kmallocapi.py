@@ -12,7 +12,7 @@ import numpy as np
 
 from ..engine.checks import E_DOUBLE_FREE, rcu_list_mark
 from ..engine.layout import (CA_DEBUG, CA_OBJECT_SIZE, CA_ORIG, C_RCU_FREE, G_ERR0, G_ERR1,
-                             G_NRCU, G_RCU_HEAD, KERNELS, KERNEL_7_0, NIL, SH_NEXT, SH_OBJECTS,
+                             G_NRCU, G_RCU_HEAD, NIL, SH_NEXT, SH_OBJECTS,
                              SH_SIZE, ZERO_SIZE_PTR)
 from ..engine.rcusheaves import flush_rcu_sheaves, kfree_rcu_sheaf, rcu_run_callbacks
 from ..errors import DoubleFreeError, InvalidSizeError, SlabCorruptionError, SlabError
@@ -241,6 +241,6 @@ class KmallocAPI:
         """What ``kmem_cache_destroy`` waits for first: 7.0's ``kvfree_rcu_barrier_on_cache``
         (this cache's ``rcu_free`` sheaves, then the barrier), 6.18's ``kvfree_rcu_barrier``
         (every cache's). Nothing of the cache then waits for a grace period."""
-        flush_rcu_sheaves(self._st, cid if KERNELS[self.kernel] >= KERNEL_7_0 else NIL)
+        flush_rcu_sheaves(self._st, cid if self._gen7 else NIL)
         if self._rcu_pending or self._g[G_RCU_HEAD]:
             self.rcu_barrier()
