@@ -254,6 +254,28 @@ def test_njit_double_free_raises_and_changes_nothing(world):
     assert_unchanged(sa, snap)
 
 
+def test_njit_double_free_in_a_consistency_checked_cache_is_reported_as_the_facades(kernel):
+    # numslab.jit's free takes the engine's checked free for whatever its inline sheaf case
+    # does not take, so a debug cache's double free makes the kernel's report there too
+    reports = []
+    for via_jit in (False, True):
+        sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=kernel)
+        c = sa.kmem_cache_create("df", 64, flags=numslab.SLAB_CONSISTENCY_CHECKS)
+        a = sa.kmem_cache_alloc(c)
+        sa.kmem_cache_free(c, a)
+        with pytest.raises(numslab.DoubleFreeError):
+            if via_jit:
+                free_one(sa.handle, c.id, a)
+            else:
+                sa.kmem_cache_free(c, a)
+        reps = sa.slab_reports()
+        assert any("Object already free" in r for r in reps)
+        assert any(r.startswith(f"FIX df: Object at {a:#x} not freed") for r in reps)
+        reports.append([r.split("\n")[0] for r in reps])
+        sa.validate()
+    assert reports[0] == reports[1]
+
+
 def test_njit_wrong_cache_and_bad_addresses_raise(world):
     sa, c, other, objs, gone = world
     theirs = other.alloc()

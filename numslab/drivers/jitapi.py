@@ -12,8 +12,8 @@ Example::
         return out
 
 Each function checks its arguments, does the common case in a few instructions that Numba
-inlines into your loop (the CPU's sheaf or lockless freelist, every check of a free), and
-calls the engine's compiled slow paths through the unit table otherwise: your function's
+inlines into your loop (the CPU's main sheaf, every check of a free), and calls the
+engine's compiled slow paths through the unit table otherwise: your function's
 machine code holds no slow path and your loop touches no reference count. Errors raise
 numslab exceptions whose message names the address, the cache id and the batch element
 (recorded in :data:`ERROR_DETAIL` as the exception is raised, read when Python makes it).
@@ -31,24 +31,20 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..engine import defrag, ops
-from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_MISALIGNED, E_NOT_HEAD,
-                             E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE, _live_clear, _live_set,
-                             _live_test, _locate, _slab_of, locate)
-from ..engine.layout import (C_FREELIST, C_MAIN, C_SLAB, CA_ACTIVE, CA_CTOR, CA_DEBUG,
-                             CA_FP_KEY, CA_OBJECT_SIZE, CA_OFFSET, CA_SHEAF_CAPACITY,
-                             G_FAULT_CACHE,
-                             G_FAULT_SLAB, G_FAULT_VALUE, NIL, NR_KMALLOC,
-                             SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _geo,
-                             _slab_nid, _stat)
+from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE,
+                             E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE,
+                             _live_clear, _live_set, _live_test, _locate, _slab_of)
+from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
+                             CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB,
+                             G_FAULT_VALUE, NIL, NR_KMALLOC, SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR,
+                             _ca, _cpu_row, _geo, _slab_nid, _stat)
 from ..engine.debug import E_DEBUG
 from ..engine.native import address, byte_array, jit, table_address, words_at, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS, _sheaf_copy_top
-from ..engine.slablists import _set_fp, cpu_pop
 from .. import errors
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, InvalidSizeError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
-from ..flags import (__GFP_ZERO, ALLOC_FASTPATH, ALLOC_PCS, FREE_FASTPATH, FREE_PCS,
-                     GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
+from ..flags import (__GFP_ZERO, ALLOC_PCS, FREE_PCS, GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
 from .handles import SlabHandle, SlabHandleType, handle_live, state_of
 
 __all__ = ["SlabHandle", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
@@ -258,26 +254,22 @@ def _int_arg(typingctx: Any, x: Any) -> Any:
 # ---- the inlined fast paths --------------------------------------------------------------------
 @jit(inline=True, helper=True)
 def _alloc_fast(st, cache, cpu, gfp):
-    """The common case of an allocation: pop the CPU's main sheaf (if the cache has
-    sheaves) or its lockless freelist, and hand the object out; 0 if neither has one."""
-    cpt = st.cpu
+    """The common case of an allocation, inline: pop the CPU's main sheaf and hand the
+    object out; 0 with nothing changed if the cache has no sheaves or the sheaf is empty
+    (the engine's allocation then takes the slow path)."""
+    cap = _geo(st, cache, CA_SHEAF_CAPACITY)
+    if cap == 0:
+        return 0
     mem = st.mem
-    c = _cpu_row(st, cache, cpu)
-    if _geo(st, cache, CA_SHEAF_CAPACITY):
-        main = cpt[c + C_MAIN]
-        size = mem[(main >> 3) + SH_SIZE] - 1
-        if size < 0:
-            return 0
-        obj = mem[(main >> 3) + SH_OBJECTS + size]
-        if _live_test(st, obj):
-            return 0                    # a stale entry: the engine's pop purges and reports
-        mem[(main >> 3) + SH_SIZE] = size
-        _stat(st, cache, cpu, ALLOC_PCS, 1)
-    else:
-        obj = cpu_pop(st, cache, c)         # checked: 0 if empty or corrupted
-        if obj == 0:
-            return 0
-        _stat(st, cache, cpu, ALLOC_FASTPATH, 1)
+    main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
+    size = mem[(main >> 3) + SH_SIZE] - 1
+    if size < 0:
+        return 0
+    obj = mem[(main >> 3) + SH_OBJECTS + size]
+    if _live_test(st, obj):
+        return 0                    # a stale entry: the engine's pop purges and reports
+    mem[(main >> 3) + SH_SIZE] = size
+    _stat(st, cache, cpu, ALLOC_PCS, 1)
     if gfp & __GFP_ZERO:
         zero_bytes(mem, obj, _geo(st, cache, CA_OBJECT_SIZE))
     _live_set(st, obj)
@@ -310,32 +302,28 @@ def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
 
 
 @jit(inline=True, helper=True)
-def _free_checked(st, cache, cpu, slab, addr):
-    """Free a checked object of ``cache`` in ``slab``: the common case inline (room in the
-    main sheaf, or the object's slab is the CPU slab), the rest in the engine (a debug
-    cache has neither: its checked free is there). 0, or E_DEBUG (a slab_debug check
-    refused the free)."""
-    cpt = st.cpu
+def _free_fast(st, cache, cpu, addr):
+    """The common case of a free, inline: a live object of ``cache`` (every check of a
+    single free: ``checks._slab_of``) from a slab of the CPU's node goes to the CPU's main
+    sheaf, which has room. True; False with nothing changed in every other case: no sheaves
+    (6.18's CPU slab, a debug cache), a full sheaf, another node, or a bad address, whose
+    error the engine's free then finds."""
+    cap = _geo(st, cache, CA_SHEAF_CAPACITY)
+    if cap == 0:
+        return False
+    slab = _slab_of(st, addr, cache)
+    if slab == NIL or (st.nnodes != 1 and _slab_nid(st, slab) != st.cpu_node[cpu]):
+        return False
     mem = st.mem
-    c = _cpu_row(st, cache, cpu)
-    if _geo(st, cache, CA_SHEAF_CAPACITY) and (st.nnodes == 1 or
-                                             _slab_nid(st, slab) == st.cpu_node[cpu]):
-        main = cpt[c + C_MAIN]
-        size = mem[(main >> 3) + SH_SIZE]
-        if 0 <= size < _geo(st, cache, CA_SHEAF_CAPACITY):
-            _live_clear(st, addr)
-            mem[(main >> 3) + SH_OBJECTS + size] = addr
-            mem[(main >> 3) + SH_SIZE] = size + 1
-            _stat(st, cache, cpu, FREE_PCS, 1)
-            return 0
-    elif cpt[c + C_SLAB] == slab:
-        _live_clear(st, addr)
-        _set_fp(mem, _geo(st, cache, CA_OFFSET), _geo(st, cache, CA_FP_KEY), addr,
-                cpt[c + C_FREELIST])
-        cpt[c + C_FREELIST] = addr
-        _stat(st, cache, cpu, FREE_FASTPATH, 1)
-        return 0
-    return ops.free_checked(st, cache, cpu, slab, addr)
+    main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
+    size = mem[(main >> 3) + SH_SIZE]
+    if (size < 0) | (size >= cap):
+        return False
+    _live_clear(st, addr)
+    mem[(main >> 3) + SH_OBJECTS + size] = addr
+    mem[(main >> 3) + SH_SIZE] = size + 1
+    _stat(st, cache, cpu, FREE_PCS, 1)
+    return True
 
 
 # ---- the API ------------------------------------------------------------------------------------
@@ -365,11 +353,10 @@ def kmem_cache_free(h, cache, addr, cpu=0):
     """Free one object; raises on a bad address, wrong cache or double free."""
     cache, addr, cpu = _cache_arg(cache), _addr_arg(addr), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0)
-    slab = _slab_of(st, addr, cache)
-    if slab == NIL:
-        _raise(locate(st, addr, cache), addr, cache)    # why (out of line: an error path)
-    if _free_checked(st, cache, cpu, slab, addr):
-        _raise(E_DEBUG, addr, cache)
+    if not _free_fast(st, cache, cpu, addr):
+        err = ops.kmem_cache_free(st, cache, cpu, addr)
+        if err:
+            _raise(err, addr, cache)
 
 
 @jit(inline=True, api=True)
@@ -446,11 +433,11 @@ def kfree(h, addr, cpu=0):
     st = _state(h, cpu)
     if addr == 0 or addr == ZERO_SIZE_PTR:
         return
-    err, slab = _locate(st, addr, NIL)
-    if err == E_LARGE:
-        err = ops.kfree(st, cpu, addr)
-    elif err == 0:
-        err = _free_checked(st, st.sl_cache[slab], cpu, slab, addr)
+    if (addr > 0) & (addr < st.npages << 12):
+        cache = st.sl_cache[addr >> 12]         # NIL unless addr is in a slab's head frame
+        if cache >= 0 and _free_fast(st, cache, cpu, addr):
+            return
+    err = ops.kfree(st, cpu, addr)
     if err:
         _raise(err, addr)
 

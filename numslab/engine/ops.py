@@ -108,13 +108,6 @@ def _slab_free_one(st, cache, cpu, slab, addr, sheaves=True):
 
 
 @unit
-def free_checked(st, cache, cpu, slab, addr):
-    """A free whose checks passed (``numslab.jit`` does them inline, with the common case):
-    take the object back and free it to the sheaves or the CPU slab layer. 0 or E_DEBUG."""
-    return _slab_free_one(st, cache, cpu, slab, addr)
-
-
-@unit
 def kmem_cache_free(st, cache, cpu, addr):
     """``kmem_cache_free``: 0, or a negative error code with nothing changed (a double
     free in a cache with slab_debug F is also reported; E_DEBUG: a check refused it)."""

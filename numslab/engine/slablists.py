@@ -129,14 +129,6 @@ def _cpu_pop(st, cache, c):
     return obj
 
 
-@unit
-def cpu_pop(st, cache, c):
-    """:func:`_cpu_pop` out of line: ``numslab.jit``'s 6.18 allocation calls it, so that a
-    user's function does not inline (and LLVM optimise) the checked pop at every call site
-    for a path that 7.0's caches never take."""
-    return _cpu_pop(st, cache, c)
-
-
 @jit
 def _chain_tail_checked(st, cache, slab, head, limit):
     """:func:`_chain_tail` through checked free pointers, at most ``limit`` objects: the
