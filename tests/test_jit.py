@@ -307,17 +307,17 @@ def test_njit_wrong_cache_and_bad_addresses_raise(world):
 def test_njit_count_checks(world):
     sa, c, other, objs, gone = world
     snap = snapshot(sa)
-    for nr in (21, -1):
-        with pytest.raises(numslab.InvalidSizeError):
+    for nr in (21, -1):                                 # the message names the count
+        with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {nr}\\)$"):
             free_many(sa.handle, c.id, nr, objs.copy())
-        with pytest.raises(numslab.InvalidSizeError):
+        with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {nr}\\)$"):
             kfree_many(sa.handle, nr, objs.copy())
-        with pytest.raises(numslab.InvalidSizeError):
+        with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {nr}\\)$"):
             alloc_many(sa.handle, c.id, nr, np.empty(20, np.int64))
-        with pytest.raises(numslab.InvalidSizeError):
+        with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {nr}\\)$"):
             alloc_arr(sa.handle, c.id, nr, np.empty(20, np.int64), 0)
     for size in (-1, (4 << 20) + 1):
-        with pytest.raises(numslab.InvalidSizeError):
+        with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {size}\\)$"):
             kmalloc_many(sa.handle, np.array([size], np.int64))
     assert_unchanged(sa, snap)
     assert alloc_many(sa.handle, c.id, 0, np.empty(0, np.int64)) == 0
@@ -466,13 +466,15 @@ def test_njit_refuses_a_cpu_out_of_range(kernel):
     h = sa.handle
     snap = snapshot(sa)
     for cpu in (2, -1, 1000):
-        with pytest.raises(numslab.InvalidArgumentError, match="cpu out of range"):
+        with pytest.raises(numslab.InvalidArgumentError,
+                           match=f"cpu out of range \\(got {cpu}, cache id {c.id}\\)$"):
             alloc_on(h, c.id, cpu)
-        with pytest.raises(numslab.SlabError, match="cpu out of range"):
+        alone = f"cpu out of range \\(got {cpu}\\)$"       # kmalloc and kfree: no cache
+        with pytest.raises(numslab.InvalidArgumentError, match=f"cpu out of range \\(got {cpu}"):
             free_on(h, c.id, a, cpu)
-        with pytest.raises(numslab.SlabError, match="cpu out of range"):
+        with pytest.raises(numslab.InvalidArgumentError, match=alone):
             kmalloc_on(h, 64, cpu)
-        with pytest.raises(numslab.SlabError, match="cpu out of range"):
+        with pytest.raises(numslab.InvalidArgumentError, match=alone):
             kfree_on(h, k, cpu)
     assert_unchanged(sa, snap)
     free_on(h, c.id, a, 1)                              # the last CPU is fine
@@ -524,8 +526,10 @@ def test_njit_refuses_what_the_python_api_refuses_as_gfp_and_array_flags(kernel)
                      lambda: alloc_arr_gfp(h, c.id, out, 0, gfp),
                      lambda: kmalloc_gfp(h, 64, gfp), lambda: kmalloc_gfp(h, 0, gfp),
                      lambda: kmalloc_gfp(h, 100_000, gfp)):
-            with pytest.raises(numslab.InvalidArgumentError, match="not a set of GFP flags"):
+            with pytest.raises(numslab.InvalidArgumentError,
+                               match=f"not a set of GFP flags.*\\(got {gfp}[,)]") as e:
                 call()
+            assert e.value.value == gfp                 # the refused argument, named
         assert_unchanged(sa, snap)
         assert not out.any()
     bad_flags = numslab.SLAB_ARRAY_ALLOC_ALL + 1
@@ -534,7 +538,8 @@ def test_njit_refuses_what_the_python_api_refuses_as_gfp_and_array_flags(kernel)
         sa.kmem_cache_alloc_array(c, GFP_KERNEL, 4, out, flags=bad_flags)
     snap = snapshot(sa)
     for flags in (bad_flags, -1, 1 << 40):
-        with pytest.raises(numslab.InvalidArgumentError, match="flags other than SLAB_ARRAY"):
+        with pytest.raises(numslab.InvalidArgumentError,
+                           match=f"SLAB_ARRAY.*\\(got {flags}, cache id {c.id}\\)"):
             alloc_arr_gfp(h, c.id, out, flags, GFP_KERNEL)
     assert_unchanged(sa, snap)
     assert not out.any()

@@ -64,15 +64,16 @@ GFP_MAX = (1 << 32) - 1
 
 
 #: The address, cache id and batch element of the error being raised by compiled code (-1:
-#: not known), read by ``SlabError`` when Python makes the exception: Numba's
-#: exceptions with runtime arguments need its runtime (an allocation in every user's loop
-#: that could raise), so the arguments go here and the exceptions stay constant.
-ERROR_DETAIL = np.full(3, -1, np.int64)
+#: not known) and the argument refused (:data:`NO_VALUE`: none), read by ``SlabError`` when
+#: Python makes the exception: Numba's exceptions with runtime arguments need its runtime
+#: (an allocation in every user's loop that could raise), so the arguments go here and the
+#: exceptions stay constant.
+ERROR_DETAIL = np.array([-1, -1, -1, errors.NO_VALUE], np.int64)
 ERROR_SYMBOL = "numslab_jit_error"
 ll.add_symbol(ERROR_SYMBOL, ERROR_DETAIL.ctypes.data)
 
 
-def _read_error_detail() -> tuple[int, int, int]:
+def _read_error_detail() -> tuple[int, int, int, int]:
     """The detail of the last compiled raise (every raise of ``numslab.jit`` records its
     own first; Python makes the exception more than once, so it is not reset here)."""
     return tuple(int(x) for x in ERROR_DETAIL)          # type: ignore[return-value]
@@ -82,24 +83,24 @@ errors._jit_error_detail = _read_error_detail
 
 
 @intrinsic
-def _record_error(typingctx: Any, addr: Any, cache: Any, index: Any) -> Any:
-    """Store ``addr``, ``cache``, ``index`` in :data:`ERROR_DETAIL`."""
+def _record_error(typingctx: Any, addr: Any, cache: Any, index: Any, value: Any) -> Any:
+    """Store ``addr``, ``cache``, ``index``, ``value`` in :data:`ERROR_DETAIL`."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         base = table_address(builder, ERROR_SYMBOL)
         for k, v in enumerate(args):
             builder.store(v, builder.gep(base, [ir.Constant(ir.IntType(64), k)]))
         return context.get_dummy_value()
-    return types.none(types.int64, types.int64, types.int64), codegen
+    return types.none(types.int64, types.int64, types.int64, types.int64), codegen
 
 
 @jit(inline=False, helper=True)
-def _raise(err, addr=-1, cache=-1, index=-1):
+def _raise(err, addr=-1, cache=-1, index=-1, value=errors.NO_VALUE):
     """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
     test and branch here); a batch call's code carries the bad element's index too. The
-    address, cache id and batch element (-1: not known) go to :data:`ERROR_DETAIL`, which
-    the exception's text names."""
+    address, cache id and batch element (-1: not known) and the refused argument ``value``
+    go to :data:`ERROR_DETAIL`, which the exception's text names."""
     err = -(-err % E_AT)
-    _record_error(addr, cache, index)
+    _record_error(addr, cache, index, value)
     if err == E_GONE:
         raise SlabError("numslab.jit: the handle's allocator no longer exists")
     if err == E_DEAD_CACHE:
@@ -141,7 +142,7 @@ def _fault(st):
     g[G_FAULT_CACHE] = 0
     g[G_FAULT_SLAB] = 0
     g[G_FAULT_VALUE] = 0
-    _record_error(-1, -1, -1)
+    _record_error(-1, -1, -1, errors.NO_VALUE)
     raise SlabCorruptionError("numslab.jit: Freepointer corrupt (a write into freed memory?) "
                               "or a slab_debug check failed: the slab is isolated, nothing "
                               "was allocated; see SlabAllocator.isolated_slabs() and "
@@ -164,7 +165,7 @@ def _state(h, cpu):
     if not handle_live(h) or address(st) == 0:
         _raise(E_GONE)
     if cpu < 0 or cpu >= st.ncpus:
-        _raise(E_BAD_CPU)
+        _raise(E_BAD_CPU, -1, -1, -1, cpu)
     return st
 
 
@@ -183,7 +184,7 @@ def _cache_state(h, cache, cpu, allocating, gfp):
     gfp_bad = gfp | (GFP_MAX - gfp)
     if (cpu_bad | gfp_bad | cache | (st.max_caches - 1 - cache)) < 0:
         _raise(E_BAD_CPU if cpu_bad < 0 else E_BAD_GFP if gfp_bad < 0 else E_DEAD_CACHE,
-               -1, cache)
+               -1, cache, -1, cpu if cpu_bad < 0 else gfp if gfp_bad < 0 else errors.NO_VALUE)
     if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
         _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, -1, cache)
     return st
@@ -208,7 +209,7 @@ def _out_array(typingctx: Any, arr: Any) -> Any:
 def _checked_array(out, nr):
     """The address of ``out`` after checking that it holds ``nr`` entries."""
     if nr < 0 or nr > out.shape[0]:
-        _record_error(-1, -1, -1)
+        _record_error(-1, -1, -1, nr)
         raise InvalidSizeError("numslab.jit: count negative or larger than the array")
     return _out_array(out)
 
@@ -344,7 +345,7 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     cache, node, cpu, gfp = _cache_arg(cache), _int_arg(node), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp)
     if node < -1 or node >= st.nnodes:
-        _raise(E_BAD_NODE)
+        _raise(E_BAD_NODE, -1, cache, -1, node)
     return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp))
 
 
@@ -389,7 +390,7 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     cpu, gfp = _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp)
     if flags & ~SLAB_ARRAY_ALLOC_ALL:
-        _raise(E_BAD_FLAGS, -1, cache)
+        _raise(E_BAD_FLAGS, -1, cache, -1, flags)
     return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr,
                                                    _checked_array(out, nr)))
 
@@ -406,11 +407,11 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     size, cpu, gfp = _count_arg(size), _int_arg(cpu), _int_arg(gfp)
     st = _state(h, cpu)
     if (gfp | (GFP_MAX - gfp)) < 0:
-        _raise(E_BAD_GFP)
+        _raise(E_BAD_GFP, -1, -1, -1, gfp)
     if size == 0:
         return ZERO_SIZE_PTR
     if size < 0 or size > 4 << 20:
-        _record_error(-1, -1, -1)
+        _record_error(-1, -1, -1, size)
         raise InvalidSizeError("numslab.jit: kmalloc size not in 0..4 MiB")
     if size <= 8192:
         for i in range(NR_KMALLOC):
@@ -472,7 +473,7 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0)
     if ratio > 100 or ratio < -1:
-        _record_error(-1, cache, -1)
+        _record_error(-1, cache, -1, ratio)
         raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
                                "defrag_used_ratio)")
     room = min(old.shape[0], new.shape[0])
