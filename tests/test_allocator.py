@@ -856,6 +856,48 @@ def test_numslab_jit_refuses_a_free_of_what_waits_on_the_kfree_rcu_list(sa, tmp_
         m.kfree(m.kmalloc(20000))
 
 
+def test_no_object_waiting_for_its_grace_period_is_ever_freeable_by_another_thread(kernel):
+    # synchronize_rcu lifted a listed object's mark, then freed it in the next statement:
+    # a numslab.jit free in another thread at that moment was accepted (the object looked
+    # allocated), and the kfree then freed the object's next owner. Now the mark is lifted
+    # inside the kfree's engine call. Another thread runs only between Python lines, so at
+    # every line synchronize_rcu and what it calls run, no object still listed may look
+    # allocated to a free (a slab object's live bit set, a large block without PG_RCU).
+    from numslab.engine.layout import PG_LARGE, PG_RCU
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel)
+    c = sa.kmem_cache_create("listed", 64, flags=numslab.SLAB_CONSISTENCY_CHECKS)
+    objs = [c.alloc() for _ in range(4)] + [sa.kmalloc(20000) for _ in range(2)]
+    for a in objs:
+        sa.kfree_rcu(a, 0)
+    listed = [a for a, _ in sa._rcu_pending]
+    assert set(listed) == set(objs)                 # no sheaves here: all on the list
+    flags = sa.state.pg_flags
+    seen = []
+
+    def freeable(a):
+        if flags[a >> 12] & PG_LARGE:
+            return not flags[a >> 12] & PG_RCU
+        return bool(numslab.jit.is_live(sa.handle, -1, a))
+
+    def check(frame, event, arg):
+        if "numslab" in frame.f_code.co_filename and event == "line":
+            seen.append(frame.f_code.co_name)
+            bad = [a for a in listed if freeable(a)]
+            assert not bad, f"{[hex(a) for a in bad]} freeable at {frame.f_code.co_name}"
+        return check
+
+    assert not any(freeable(a) for a in listed)
+    sys.settrace(check)
+    try:
+        assert sa.synchronize_rcu() == len(objs)
+    finally:
+        sys.settrace(None)
+    assert "synchronize_rcu" in seen                # the check ran at its lines
+    assert len(c) == 0
+    sa.validate()
+    assert [c.alloc() for _ in range(4)]            # and everything works on
+
+
 def test_threads_lose_no_kfree_rcu_to_a_grace_period_that_runs_meanwhile(kernel):
     # Python threads interleave between the facade's statements: a kfree_rcu that had
     # taken the list appended to it after a synchronize_rcu in another thread had taken

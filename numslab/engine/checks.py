@@ -517,16 +517,21 @@ def _rcu_list_marks(st, n, p, on):
     waiting on the facade's ``kfree_rcu`` list: a slab object's live bit cleared (it stays
     allocated from its slab), a large kmalloc's head page marked PG_RCU; :func:`_locate`
     then calls any free of one a double free."""
-    flags = st.pg_flags
     for i in range(n):
-        a = p[i]
-        pfn = a >> 12
-        if not flags[pfn] & PG_TAIL and flags[pfn] & PG_LARGE:
-            flags[pfn] = flags[pfn] | PG_RCU if on else flags[pfn] & ~PG_RCU
-        elif on:
-            _live_clear(st, a)
-        else:
-            _live_set(st, a)
+        _rcu_list_mark(st, p[i], on)
+
+
+@jit(inline=True)
+def _rcu_list_mark(st, a, on):
+    """:func:`_rcu_list_marks` of the one object at ``a``."""
+    flags = st.pg_flags
+    pfn = a >> 12
+    if not flags[pfn] & PG_TAIL and flags[pfn] & PG_LARGE:
+        flags[pfn] = flags[pfn] | PG_RCU if on else flags[pfn] & ~PG_RCU
+    elif on:
+        _live_clear(st, a)
+    else:
+        _live_set(st, a)
 
 
 @unit

@@ -9,8 +9,7 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
 from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
-                     _live_set_run, _live_test, _locate,
-                     _own_test)
+                     _live_set_run, _live_test, _locate, _own_test, _rcu_list_mark)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .sheafdebug import free_bulk_checked, free_bulk_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
@@ -133,6 +132,16 @@ def kfree(st, cpu, addr):
     if err:
         return err
     return _slab_free_one(st, st.sl_cache[slab], cpu, slab, addr)
+
+
+@unit
+def kfree_rcu_release(st, cpu, addr):
+    """The end of the grace period of one object on the facade's ``kfree_rcu`` list: its
+    mark lifted (``checks._rcu_list_mark``) and :func:`kfree` of it, in one engine call, so
+    that no other thread's free (``numslab.jit``'s does not go through the facade) finds it
+    unmarked before this kfree. 0 or :func:`kfree`'s error code (the mark stays lifted)."""
+    _rcu_list_mark(st, addr, False)
+    return kfree(st, cpu, addr)
 
 
 @jit

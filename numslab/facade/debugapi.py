@@ -48,6 +48,7 @@ _ERRORS = {rz.K_FREEPOINTER: "Freepointer corrupt", rz.K_FREECHAIN: "Freechain c
 _K_UNITS = (("_k_alloc", ops.kmem_cache_alloc_node, False, "alloc"),
             ("_k_free", ops.kmem_cache_free, False, "free"),
             ("_k_kmalloc", ops.kmalloc, False, "alloc"), ("_k_kfree", ops.kfree, False, "kfree"),
+            ("_k_kfree_rcu", ops.kfree_rcu_release, False, "kfree"),
             ("_k_alloc_bulk", ops.alloc_bulk, True, "alloc_bulk"),
             ("_k_free_bulk", ops.free_bulk, True, "free_bulk"),
             ("_k_alloc_array", ops.kmem_cache_alloc_array, True, "alloc_array"))

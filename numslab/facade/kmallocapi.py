@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..drivers.calls import bound
 from ..engine.checks import E_DOUBLE_FREE, rcu_list_mark
 from ..engine.layout import (CA_DEBUG, CA_OBJECT_SIZE, CA_ORIG, C_RCU_FREE, G_ERR0, G_ERR1,
                              G_NRCU, G_RCU_HEAD, NIL, SH_NEXT, SH_OBJECTS,
                              SH_SIZE, ZERO_SIZE_PTR)
+from ..engine.ops import kfree_rcu_release
 from ..engine.rcusheaves import flush_rcu_sheaves, kfree_rcu_sheaf, rcu_run_callbacks
 from ..errors import DoubleFreeError, InvalidSizeError, SlabCorruptionError, SlabError
 from ..flags import GFP_KERNEL, SLAB_RED_ZONE, __GFP_ZERO
@@ -211,12 +213,13 @@ class KmallocAPI:
             if self._gate is not None:              # (slab_debug may have routed them since)
                 self.__dict__.update(gated)
             failed: list[tuple[int, SlabError]] = []
-            for addr, cpu in pending:
-                self._rcu_mark(addr, False)
-                try:
-                    self.kfree(addr, cpu)
-                except SlabError as e:
-                    failed.append((addr, e))
+            for addr, cpu in pending:               # mark lifted and kfree: one engine call
+                err = self._k_kfree_rcu(self._cpu() if cpu is None else cpu, addr)
+                if err:
+                    try:
+                        self._raise(err, "kfree", addr, None)
+                    except SlabError as e:
+                        failed.append((addr, e))
             if overwritten is not None:
                 raise overwritten
             if failed:
@@ -224,6 +227,13 @@ class KmallocAPI:
                 raise type(e)(f"synchronize_rcu: the kfree_rcu of {addr:#x}: {e}; the other "
                               f"{len(pending) - len(failed)} objects waiting were freed")
             return n + len(pending)
+
+    def _k_kfree_rcu(self: "SlabAllocator", cpu: int, addr: int) -> int:
+        """``ops.kfree_rcu_release`` on this allocator (bound on first use, as the ``_k_*``
+        calls are; slab_debug routes it through ``_debug_call`` as ``_k_kfree``)."""
+        fn = bound(kfree_rcu_release, self._st, False)
+        self._k_kfree_rcu = fn                              # type: ignore[method-assign]
+        return fn(cpu, addr)
 
     def rcu_barrier(self: "SlabAllocator") -> int:
         """Wait for every pending RCU callback (``rcu_barrier``): here as
