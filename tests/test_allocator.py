@@ -856,6 +856,34 @@ def test_numslab_jit_refuses_a_free_of_what_waits_on_the_kfree_rcu_list(sa, tmp_
         m.kfree(m.kmalloc(20000))
 
 
+def test_an_object_waiting_for_its_grace_period_freed_to_another_cache_is_a_wrong_cache(kernel):
+    # the facade refused one on the kfree_rcu list as a double free before asking the
+    # engine, which numslab.jit (and the facade, for one in an rcu_free sheaf) called a
+    # wrong cache: every path now has the engine's order of checks
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("mine", 64, flags=numslab.SLAB_CONSISTENCY_CHECKS)  # the list
+    s = sa.kmem_cache_create("sheaved", 64, sheaf_capacity=8)   # 7.x: an rcu_free sheaf
+    other = sa.kmem_cache_create("other", 64)
+    a, b = c.alloc(), s.alloc()
+    sa.kfree_rcu(a)
+    sa.kfree_rcu(b)
+    own = other.alloc()
+    snap = snapshot(sa)
+    for x in (a, b):
+        with pytest.raises(numslab.WrongCacheError, match="other but object is from"):
+            other.free(x)
+        with pytest.raises(numslab.WrongCacheError, match="element 1: .*other but object"):
+            other.free_bulk(np.array([own, x]))
+        with pytest.raises(numslab.WrongCacheError):
+            _jit_cache_free(sa.handle, other.id, x)
+    assert_unchanged(sa, snap)
+    other.free(own)
+    with pytest.raises(numslab.DoubleFreeError, match="waiting for an RCU grace period"):
+        c.free(a)                                   # its own cache: the reason is named
+    assert sa.kvfree_rcu_barrier() == 2
+    sa.validate()
+
+
 def test_no_object_waiting_for_its_grace_period_is_ever_freeable_by_another_thread(kernel):
     # synchronize_rcu lifted a listed object's mark, then freed it in the next statement:
     # a numslab.jit free in another thread at that moment was accepted (the object looked

@@ -272,6 +272,23 @@ def test_njit_double_free_in_a_consistency_checked_cache_is_reported_as_the_faca
         assert any("Object already free" in r for r in reps)
         assert any(r.startswith(f"FIX df: Object at {a:#x} not freed") for r in reps)
         reports.append([r.split("\n")[0] for r in reps])
+        # an object waiting for kfree_rcu is refused too, but it is not on its slab's free
+        # list, where free_consistency_checks looks: no "Object already free" for it
+        b = sa.kmem_cache_alloc(c)
+        sa.kfree_rcu(b)
+        before = len(sa.slab_reports())
+        with pytest.raises(numslab.DoubleFreeError):
+            if via_jit:
+                free_one(sa.handle, c.id, b)
+            else:
+                sa.kmem_cache_free(c, b)
+        with pytest.raises(numslab.DoubleFreeError):
+            if via_jit:
+                kfree_one(sa.handle, b)
+            else:
+                sa.kfree(b)
+        assert len(sa.slab_reports()) == before
+        assert sa.synchronize_rcu() == 1
         sa.validate()
     assert reports[0] == reports[1]
 

@@ -227,12 +227,33 @@ def free_chain_debug(st, cache, cpu, slab, p, lo, hi):
 @unit
 def report_double_free(st, cache, addr):
     """A free of an object that is already free, in a cache with F: ``object_err("Object
-    already free")`` and ``slab_fix("Object at .. not freed")``. Returns E_DOUBLE_FREE."""
+    already free")`` and ``slab_fix("Object at .. not freed")`` when the object is on its
+    slab's free list, as ``free_consistency_checks`` finds it (``on_freelist``); an object
+    waiting for ``kfree_rcu`` is not, and makes no report (the kernel would free it).
+    Returns E_DOUBLE_FREE."""
     if cache >= 0 and _ca(st, cache, CA_DEBUG) & SLAB_CONSISTENCY_CHECKS:
         slab = _head_frame(st, addr >> 12)
-        _report(st, K_ALREADY_FREE, cache, slab, addr, 0, 0, 0, 0)
-        _report(st, K_FIX_NOT_FREED, cache, slab, addr, 0, 0, 0, 0)
+        if _on_slab_freelist(st, cache, slab, addr):
+            _report(st, K_ALREADY_FREE, cache, slab, addr, 0, 0, 0, 0)
+            _report(st, K_FIX_NOT_FREED, cache, slab, addr, 0, 0, 0, 0)
     return E_DOUBLE_FREE
+
+
+@jit
+def _on_slab_freelist(st, cache, slab, addr):
+    """``on_freelist(s, slab, addr)``'s answer: whether ``addr`` is on ``slab``'s free list,
+    walked no further than the slab's objects and no pointer followed off its grid (a bad
+    one ends the walk: ``validate`` is what reports and mends it)."""
+    fp = st.sl_freelist[slab]
+    offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
+    for _ in range(st.sl_objects[slab]):
+        if fp == 0 or not check_valid_pointer(st, cache, slab, fp):
+            return False
+        if fp == addr:
+            return True
+        fp = _get_fp(st.mem, offset, key, fp)
+    return False
 
 
 # ---- validate_slab_cache --------------------------------------------------------------------

@@ -573,8 +573,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if type(addr) is not int or not -(1 << 63) <= addr < 1 << 63:
             addr = self._as_addr(addr, "kmem_cache_free")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
-        if self._rcu_pending:
-            self._rcu_refuse((addr,), f"kmem_cache_free({cache.name})", False)
         err = self._k_free(cache._id, cpu, addr)
         if err:
             self._raise(err, f"kmem_cache_free({cache.name})", addr, cache)
@@ -634,8 +632,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             addr = self._as_addr(addr, "kfree")
         if addr == 0 or addr == ZERO_SIZE_PTR:
             return
-        if self._rcu_pending:
-            self._rcu_refuse((addr,), "kfree", False)
         err = self._k_kfree(self._cpu() if cpu is None else self._check_cpu(cpu), addr)
         if err:
             self._raise(err, "kfree", addr, None)

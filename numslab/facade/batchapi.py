@@ -113,8 +113,6 @@ class BatchAPI:
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_free_bulk")
         self._array(objs, nr, "kmem_cache_free_bulk")
-        if self._rcu_pending:
-            self._rcu_refuse(objs[:nr], f"kmem_cache_free_bulk({cache.name})", True)
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
         err = self._k_free_bulk(cache._id, cpu, nr, objs)
         if err:
@@ -124,8 +122,6 @@ class BatchAPI:
                    cpu: int | None = None) -> None:
         """``kfree`` of ``objs[:nr]``, objects of any caches or large kmallocs, in batches."""
         self._array(objs, nr, "kfree_bulk")
-        if self._rcu_pending:
-            self._rcu_refuse(objs[:nr], "kfree_bulk", True)
         err = self._k_free_bulk(NIL, self._cpu_of(cpu), nr, objs)
         if err:
             self._batch_error(err, "kfree_bulk", nr, objs, None)

@@ -34,17 +34,12 @@ _ZERO = __GFP_ZERO
 _RCU_LOCK = threading.RLock()
 
 
-#: The calls that free, which the C gate serves when it is installed: while objects wait for
-#: their grace period these go through the Python methods, which refuse to free them.
-_RCU_ROUTED = ("kmem_cache_free", "kfree", "kmem_cache_free_bulk", "kfree_bulk",
-               "kmem_cache_free_array")
-
-
 class KmallocAPI:
     """``krealloc`` and RCU-deferred frees, mixed into ``SlabAllocator``."""
 
     #: ``(address, cpu)`` of each ``kfree_rcu`` waiting for its grace period (an instance
-    #: list once there is one; empty: no free pays for the check).
+    #: list once there is one). The engine refuses a free of one (``checks.rcu_list_mark``);
+    #: the list only names the reason in the error (``raising._raise``).
     _rcu_pending: "list[tuple[int, int | None]] | tuple[()]" = ()
 
     def krealloc(self: "SlabAllocator", addr: int, new_size: int, gfp: int = GFP_KERNEL,
@@ -59,8 +54,7 @@ class KmallocAPI:
             raise InvalidSizeError(f"krealloc: size {new_size!r} is not in "
                                    f"0..{KMALLOC_MAX_SIZE}")
         addr = self._as_addr(addr, "krealloc")
-        if self._rcu_pending:
-            self._rcu_refuse((addr,), "krealloc", False)
+        self._rcu_refuse(addr, "krealloc")
         self._rcu_refuse_sheaved(addr, "krealloc")
         if new_size == 0:
             self.kfree(addr, cpu)
@@ -137,11 +131,8 @@ class KmallocAPI:
 
     def _rcu_list_add(self: "SlabAllocator", addr: int, cpu: int | None) -> None:
         """Put a checked live object on the list of ``kfree_rcu`` frees (the ordinary
-        ``kvfree_call_rcu`` path), routing the gate's frees through the checking methods."""
+        ``kvfree_call_rcu`` path), out of every free's reach."""
         pending: list[Any] = self.__dict__.setdefault("_rcu_pending", [])
-        if not pending:                         # the frees through the checking methods
-            self.__dict__["_rcu_gated"] = {n: self.__dict__.pop(n) for n in _RCU_ROUTED
-                                           if n in self.__dict__}
         pending.append((addr, cpu))
         self._rcu_mark(addr, True)
 
@@ -156,14 +147,12 @@ class KmallocAPI:
         """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks."""
         return np.array([a for a, _ in self._rcu_pending], np.int64)
 
-    def _rcu_refuse(self: "SlabAllocator", addrs: Any, fn: str, batch: bool) -> None:
-        """Raise ``DoubleFreeError`` if one of ``addrs`` waits for its grace period."""
-        waiting = {a for a, _ in self._rcu_pending}
-        for i, a in enumerate(addrs):
-            if int(a) in waiting:
-                raise DoubleFreeError(f"{fn}: {f'element {i}: ' if batch else ''}{int(a):#x}: "
-                                      f"double free, the object is waiting for an RCU grace "
-                                      f"period (kfree_rcu)")
+    def _rcu_refuse(self: "SlabAllocator", addr: int, fn: str) -> None:
+        """Raise ``DoubleFreeError`` if ``addr`` waits on the ``kfree_rcu`` list (``krealloc``
+        asks before it allocates; the frees learn it from the engine's refusal)."""
+        if any(a == addr for a, _ in self._rcu_pending):
+            raise DoubleFreeError(f"{fn}: {addr:#x}: double free, the object is waiting for an "
+                                  f"RCU grace period (kfree_rcu)")
 
     def _rcu_sheaf_objects(self: "SlabAllocator") -> set[int]:
         """Addresses of the objects in the CPUs' ``rcu_free`` sheaves and in the sheaves
@@ -209,9 +198,6 @@ class KmallocAPI:
                     f"{int(g[G_ERR1])} sheaves whose words no longer describe one were left "
                     f"alone with their objects (leaked), the others' callbacks ran")
             pending = self.__dict__.pop("_rcu_pending", [])
-            gated = self.__dict__.pop("_rcu_gated", {})
-            if self._gate is not None:              # (slab_debug may have routed them since)
-                self.__dict__.update(gated)
             failed: list[tuple[int, SlabError]] = []
             for addr, cpu in pending:               # mark lifted and kfree: one engine call
                 err = self._k_kfree_rcu(self._cpu() if cpu is None else cpu, addr)
