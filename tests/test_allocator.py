@@ -1072,7 +1072,9 @@ def test_an_argument_out_of_range_is_an_invalid_argument_error_and_changes_nothi
              lambda: sa.kmem_cache_create("c", 64),
              lambda: sa.kmem_cache_create("d", 64, flags=1 << 62),
              lambda: setattr(c, "remote_node_defrag_ratio", 101),
-             lambda: sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 2, np.zeros(2, np.int32))]
+             lambda: sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 2, np.zeros(2, np.int32)),
+             # kmalloc(0) too: it returned ZERO_SIZE_PTR unchecked, where numslab.jit refused
+             lambda: sa.kmalloc(0, 1 << 40), lambda: sa.kmalloc(0, cpu=2)]
     for call in calls:
         with pytest.raises(numslab.InvalidArgumentError):
             call()

@@ -383,6 +383,33 @@ def test_njit_calls_on_a_debug_cache_are_checked(kernel):
     sa.validate()
 
 
+@numba.njit
+def _jit_alloc_bulk(h, cid, out):
+    return numslab.jit.kmem_cache_alloc_bulk(h, cid, out.shape[0], out)
+
+
+def test_an_allocation_a_debug_check_refuses_is_a_slab_debug_error_from_njit_too(kernel):
+    # the facade tells a failed slab_debug check (it wrote reports) from a corrupted free
+    # pointer; numslab.jit raised SlabCorruptionError for both
+    for via_jit in (False, True):
+        sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=kernel)
+        c = sa.kmem_cache_create("rz", 40, flags=F | Z | P | U)
+        objs = [c.alloc() for _ in range(3)]
+        for a in objs:
+            c.free(a)
+            sa.memory[a + 40] ^= 0x5a               # a free object's red zone overwritten
+        out = np.zeros(8, np.int64)
+        with pytest.raises(numslab.SlabDebugError,
+                           match="slab_debug check failed" if via_jit else "Redzone"):
+            if via_jit:
+                _jit_alloc_bulk(sa.handle, c.id, out)
+            else:
+                sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, 8, out)
+        assert not out.any() and len(c) == 0       # nothing allocated
+        assert any("Redzone" in r for r in sa.slab_reports())
+        assert sa.isolated_slabs()
+
+
 def test_debug_allocator_runs_the_python_methods():
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="F")
     assert "kmem_cache_alloc" not in sa.__dict__        # no C gate in front

@@ -35,8 +35,8 @@ from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE,
                              E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE,
                              _live_clear, _live_set, _live_test, _locate, _slab_of)
 from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
-                             CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB,
-                             G_FAULT_VALUE, NIL, NR_KMALLOC, SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR,
+                             CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE,
+                             G_NREPORTS, NIL, NR_KMALLOC, SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR,
                              _ca, _cpu_row, _geo, _slab_nid, _stat)
 from ..engine.debug import E_DEBUG
 from ..engine.native import address, byte_array, jit, table_address, words_at, zero_bytes
@@ -135,26 +135,32 @@ def _raise(err, addr=-1, cache=-1, index=-1, value=errors.NO_VALUE):
 
 
 @jit(inline=False, helper=True)
-def _fault(st):
-    """A corrupted free pointer was found (the engine isolated its slab and gave back what
-    the call took): clear the report and raise."""
+def _fault(st, reported):
+    """A corrupted free pointer was found, or a slab_debug check failed if the call wrote
+    reports (``reported``, as the facade tells them apart); either way the engine isolated
+    the slab and gave back what the call took: clear the fault and raise."""
     g = st.g
+    cache = g[G_FAULT_CACHE] - 1
     g[G_FAULT_CACHE] = 0
     g[G_FAULT_SLAB] = 0
     g[G_FAULT_VALUE] = 0
-    _record_error(-1, -1, -1, errors.NO_VALUE)
-    raise SlabCorruptionError("numslab.jit: Freepointer corrupt (a write into freed memory?) "
-                              "or a slab_debug check failed: the slab is isolated, nothing "
-                              "was allocated; see SlabAllocator.isolated_slabs() and "
-                              "slab_reports()")
+    _record_error(-1, cache, -1, errors.NO_VALUE)
+    if reported:
+        raise SlabDebugError("numslab.jit: a slab_debug check failed on allocation: the slab "
+                             "is isolated, nothing was allocated; see "
+                             "SlabAllocator.slab_reports()")
+    raise SlabCorruptionError("numslab.jit: Freepointer corrupt (a write into freed memory?): "
+                              "the slab is isolated, nothing was allocated; see "
+                              "SlabAllocator.isolated_slabs()")
 
 
 @jit(inline=True, helper=True)
-def _checked(st, got):
-    """``got`` from an allocation's slow path, unless it met a corrupted free pointer (it
-    then took nothing and returned 0 or -1): raise."""
+def _checked(st, got, reports):
+    """``got`` from an allocation's slow path, unless it met a corrupted free pointer or a
+    failed slab_debug check (it then took nothing and returned 0 or -1): raise.
+    ``reports``: ``G_NREPORTS`` before the call."""
     if got <= 0 and st.g[G_FAULT_CACHE]:
-        _fault(st)
+        _fault(st, st.g[G_NREPORTS] != reports)
     return got
 
 
@@ -336,7 +342,8 @@ def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     obj = _alloc_fast(st, cache, cpu, gfp)
     if obj:
         return obj
-    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp))
+    reports = st.g[G_NREPORTS]
+    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp), reports)
 
 
 @jit(inline=True, api=True)
@@ -346,7 +353,8 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     st = _cache_state(h, cache, cpu, True, gfp)
     if node < -1 or node >= st.nnodes:
         _raise(E_BAD_NODE, -1, cache, -1, node)
-    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp))
+    reports = st.g[G_NREPORTS]
+    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp), reports)
 
 
 @jit(inline=True, api=True)
@@ -369,7 +377,8 @@ def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     n = _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, words_at(pa))
     if n >= 0:
         return n
-    return _checked(st, ops.alloc_bulk(st, cache, cpu, gfp, nr, pa))
+    reports = st.g[G_NREPORTS]
+    return _checked(st, ops.alloc_bulk(st, cache, cpu, gfp, nr, pa), reports)
 
 
 @jit(inline=True, api=True)
@@ -391,8 +400,10 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     st = _cache_state(h, cache, cpu, True, gfp)
     if flags & ~SLAB_ARRAY_ALLOC_ALL:
         _raise(E_BAD_FLAGS, -1, cache, -1, flags)
-    return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr,
-                                                   _checked_array(out, nr)))
+    pa = _checked_array(out, nr)
+    reports = st.g[G_NREPORTS]
+    return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, pa),
+                    reports)
 
 
 @jit(inline=True, api=True)
@@ -420,7 +431,8 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
                 obj = _alloc_fast(st, cache, cpu, gfp)
                 if obj:
                     return obj
-                return _checked(st, ops.kmalloc(st, cache, cpu, -1, gfp, size, 0))
+                reports = st.g[G_NREPORTS]
+                return _checked(st, ops.kmalloc(st, cache, cpu, -1, gfp, size, 0), reports)
     order = 0
     while (4096 << order) < size:
         order += 1

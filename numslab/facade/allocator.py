@@ -608,7 +608,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
             raise InvalidSizeError(f"kmalloc: size {size!r} is not an integer")
         size = int(size)
-        if size == 0:
+        if size == 0:                           # the arguments checked as for any size
+            check_gfp(gfp, "kmalloc")
+            if cpu is not None:
+                self._check_cpu(cpu)
             return ZERO_SIZE_PTR
         if size < 0 or size > KMALLOC_MAX_SIZE:
             raise InvalidSizeError(f"kmalloc: size {size} is not in 0..{KMALLOC_MAX_SIZE}")
