@@ -36,8 +36,8 @@ from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE,
                              _live_clear, _live_set, _live_test, _locate, _slab_of)
 from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
                              CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE,
-                             G_NREPORTS, NIL, NR_KMALLOC, SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR,
-                             _ca, _cpu_row, _geo, _slab_nid, _stat)
+                             G_NREPORTS, NIL, NR_KMALLOC, R_MAX, R_NCOLS, R_SLAB, SH_OBJECTS,
+                             SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _geo, _slab_nid, _stat)
 from ..engine.debug import E_DEBUG
 from ..engine.native import address, byte_array, jit, table_address, words_at, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS, _sheaf_copy_top
@@ -135,11 +135,15 @@ def _raise(err, addr=-1, cache=-1, index=-1, value=errors.NO_VALUE):
 
 
 @jit(inline=False, helper=True)
-def _fault(st, reported):
+def _fault(st):
     """A corrupted free pointer was found, or a slab_debug check failed if the call wrote
-    reports (``reported``, as the facade tells them apart); either way the engine isolated
-    the slab and gave back what the call took: clear the fault and raise."""
+    reports (the facade's test; here: the newest report names the isolated slab, which
+    only a slab_debug check reports); either way the engine isolated the slab and gave
+    back what the call took: clear the fault and raise."""
     g = st.g
+    n = g[G_NREPORTS]
+    reported = n > 0 and \
+        st.reports[((n - 1) % R_MAX) * R_NCOLS + R_SLAB] == g[G_FAULT_SLAB]
     cache = g[G_FAULT_CACHE] - 1
     g[G_FAULT_CACHE] = 0
     g[G_FAULT_SLAB] = 0
@@ -155,12 +159,11 @@ def _fault(st, reported):
 
 
 @jit(inline=True, helper=True)
-def _checked(st, got, reports):
+def _checked(st, got):
     """``got`` from an allocation's slow path, unless it met a corrupted free pointer or a
-    failed slab_debug check (it then took nothing and returned 0 or -1): raise.
-    ``reports``: ``G_NREPORTS`` before the call."""
+    failed slab_debug check (it then took nothing and returned 0 or -1): raise."""
     if got <= 0 and st.g[G_FAULT_CACHE]:
-        _fault(st, st.g[G_NREPORTS] != reports)
+        _fault(st)
     return got
 
 
@@ -173,6 +176,17 @@ def _state(h, cpu):
     if cpu < 0 or cpu >= st.ncpus:
         _raise(E_BAD_CPU, -1, -1, -1, cpu)
     return st
+
+
+@jit(inline=False, helper=True)
+def _refuse_args(st, cache, cpu, gfp):
+    """Raise for the argument of :func:`_cache_state` out of range, naming it (out of line:
+    which one it is, worked out in the hot path, cost the single pair 3-5%)."""
+    if cpu < 0 or cpu >= st.ncpus:
+        _raise(E_BAD_CPU, -1, cache, -1, cpu)
+    if gfp < 0 or gfp > GFP_MAX:
+        _raise(E_BAD_GFP, -1, cache, -1, gfp)
+    _raise(E_DEAD_CACHE, -1, cache)
 
 
 @jit(inline=True, helper=True)
@@ -189,8 +203,7 @@ def _cache_state(h, cache, cpu, allocating, gfp):
     cpu_bad = cpu | (st.ncpus - 1 - cpu)
     gfp_bad = gfp | (GFP_MAX - gfp)
     if (cpu_bad | gfp_bad | cache | (st.max_caches - 1 - cache)) < 0:
-        _raise(E_BAD_CPU if cpu_bad < 0 else E_BAD_GFP if gfp_bad < 0 else E_DEAD_CACHE,
-               -1, cache, -1, cpu if cpu_bad < 0 else gfp if gfp_bad < 0 else errors.NO_VALUE)
+        _refuse_args(st, cache, cpu, gfp)
     if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
         _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, -1, cache)
     return st
@@ -342,8 +355,7 @@ def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     obj = _alloc_fast(st, cache, cpu, gfp)
     if obj:
         return obj
-    reports = st.g[G_NREPORTS]
-    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp), reports)
+    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp))
 
 
 @jit(inline=True, api=True)
@@ -353,8 +365,7 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     st = _cache_state(h, cache, cpu, True, gfp)
     if node < -1 or node >= st.nnodes:
         _raise(E_BAD_NODE, -1, cache, -1, node)
-    reports = st.g[G_NREPORTS]
-    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp), reports)
+    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp))
 
 
 @jit(inline=True, api=True)
@@ -377,8 +388,7 @@ def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     n = _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, words_at(pa))
     if n >= 0:
         return n
-    reports = st.g[G_NREPORTS]
-    return _checked(st, ops.alloc_bulk(st, cache, cpu, gfp, nr, pa), reports)
+    return _checked(st, ops.alloc_bulk(st, cache, cpu, gfp, nr, pa))
 
 
 @jit(inline=True, api=True)
@@ -401,9 +411,7 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     if flags & ~SLAB_ARRAY_ALLOC_ALL:
         _raise(E_BAD_FLAGS, -1, cache, -1, flags)
     pa = _checked_array(out, nr)
-    reports = st.g[G_NREPORTS]
-    return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, pa),
-                    reports)
+    return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, pa))
 
 
 @jit(inline=True, api=True)
@@ -431,8 +439,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
                 obj = _alloc_fast(st, cache, cpu, gfp)
                 if obj:
                     return obj
-                reports = st.g[G_NREPORTS]
-                return _checked(st, ops.kmalloc(st, cache, cpu, -1, gfp, size, 0), reports)
+                return _checked(st, ops.kmalloc(st, cache, cpu, -1, gfp, size, 0))
     order = 0
     while (4096 << order) < size:
         order += 1
