@@ -149,7 +149,7 @@ class KmallocAPI:
 
     def _rcu_refuse(self: "SlabAllocator", addr: int, fn: str) -> None:
         """Raise ``DoubleFreeError`` if ``addr`` waits on the ``kfree_rcu`` list (``krealloc``
-        asks before it allocates; the frees learn it from the engine's refusal)."""
+        asks before it allocates; the frees once the engine refused them, in ``_raise``)."""
         if any(a == addr for a, _ in self._rcu_pending):
             raise DoubleFreeError(f"{fn}: {addr:#x}: double free, the object is waiting for an "
                                   f"RCU grace period (kfree_rcu)")

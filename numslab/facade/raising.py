@@ -61,9 +61,7 @@ class RaiseAPI:
                                   f"slab at {head << 12:#x} has objects every {c.slab_size} "
                                   f"bytes (offset {off} is {off % c.slab_size} past one)")
         if err == checks.E_DOUBLE_FREE:
-            if any(a == addr for a, _ in self._rcu_pending):  # the engine refuses a listed one
-                raise DoubleFreeError(f"{where}: double free, the object is waiting for "
-                                      f"an RCU grace period (kfree_rcu)")
+            self._rcu_refuse(addr, fn)              # one on the kfree_rcu list: named so
             if self._g[G_RCU_HEAD] or self.state.cpu[:, :, C_RCU_FREE].any():
                 if addr in self._rcu_sheaf_objects():
                     raise DoubleFreeError(f"{where}: double free, the object is waiting for "
