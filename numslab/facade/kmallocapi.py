@@ -131,17 +131,13 @@ class KmallocAPI:
 
     def _rcu_list_add(self: "SlabAllocator", addr: int, cpu: int | None) -> None:
         """Put a checked live object on the list of ``kfree_rcu`` frees (the ordinary
-        ``kvfree_call_rcu`` path), out of every free's reach."""
+        ``kvfree_call_rcu`` path), out of every free's reach: marked (``checks.rcu_list_mark``),
+        so that the engine calls any free of it, numslab.jit's too, a double free (the grace
+        period's end lifts the mark as it frees it: ``ops.kfree_rcu_release``)."""
         pending: list[Any] = self.__dict__.setdefault("_rcu_pending", [])
         pending.append((addr, cpu))
-        self._rcu_mark(addr, True)
-
-    def _rcu_mark(self: "SlabAllocator", addr: int, on: bool) -> None:
-        """Put out of every free's reach (``on``), or back, an object on the ``kfree_rcu``
-        list (``checks.rcu_list_mark``): the engine then calls any free of it, numslab.jit's
-        too, a double free."""
         one = np.array([addr], np.int64)
-        rcu_list_mark(self._st, 1, one.ctypes.data, int(on))
+        rcu_list_mark(self._st, 1, one.ctypes.data, 1)
 
     def _rcu_listed(self: "SlabAllocator") -> np.ndarray:
         """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks."""
