@@ -4,6 +4,7 @@ named after the engine's ABI."""
 from __future__ import annotations
 
 import gc
+import sys
 import weakref
 
 import numba
@@ -113,6 +114,51 @@ def test_a_saved_handle_value_is_refused_once_its_allocator_is_gone():
                  lambda: alloc_n(stale, cid, 3)):
         with pytest.raises(numslab.SlabError, match="no longer exists"):
             call()
+
+
+@numba.njit
+def arena_of(h):
+    return nj.arena(h)
+
+
+@numba.njit
+def owned_view(h, addr, n):
+    return handles.owned_arena(h, native.words_at(addr), n)
+
+
+def test_an_arena_view_keeps_the_memory_alive_not_the_allocator():
+    """``numslab.jit.arena`` returned to Python stays valid after its allocator is gone, as
+    ``sa.memory`` does (it was a view of an unmapped arena: the next access crashed)."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    a = sa.kmalloc(64)
+    slot, _ = _slot_and_generation(sa.handle.value)
+    view = arena_of(sa.handle)
+    assert view.size == sa.memory.size and view.ctypes.data == sa.memory.ctypes.data
+    view[a:a + 8] = 7
+    assert (sa.memory[a:a + 8] == 7).all()
+    refs = sys.getrefcount(sa.memory)
+    for _ in range(100):                       # views dropped in compiled code and in Python
+        arena_of(sa.handle)
+    after = sys.getrefcount(sa.memory)          # (outside the assert: its rewrite holds one)
+    assert after == refs
+    gone = weakref.ref(sa)
+    del sa
+    gc.collect()
+    assert gone() is None and handles.OWNER_TABLE[slot] == 0 and slot not in handles._owners
+    view[a:a + 8] = 9                          # the mapping is the view's now
+    assert (view[a:a + 8] == 9).all()
+
+
+def test_no_arena_view_of_an_allocator_that_is_gone():
+    """The owner is looked up under the GIL with the handle's generation: an allocator gone
+    after the caller's check gives an empty view (``arena`` then raises), never a view of
+    memory nobody holds."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    value, addr = sa.handle.value, sa.memory.ctypes.data
+    assert owned_view(sa.handle, addr, 64).size == 64
+    del sa
+    gc.collect()
+    assert owned_view(SlabHandle(value, None), addr, 64).size == 0
 
 
 @pytest.mark.parametrize("value", [0, -1, 1, 0xFFFF, (1 << 63) - 1, -(1 << 63), True])

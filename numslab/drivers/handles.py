@@ -32,13 +32,20 @@ MAX_ALLOCATORS = 1 << 16
 ALLOCATOR_TABLE = np.zeros(2 * MAX_ALLOCATORS, np.int64)
 ALLOCATOR_SYMBOL = "numslab_allocators"
 ll.add_symbol(ALLOCATOR_SYMBOL, ALLOCATOR_TABLE.ctypes.data)
+#: Per slot, the address of the Python object owning its allocator's arena (0: none), read by
+#: :func:`owned_arena` under the GIL; :data:`_owners` keeps each object alive meanwhile.
+OWNER_TABLE = np.zeros(MAX_ALLOCATORS, np.int64)
+OWNER_SYMBOL = "numslab_arena_owners"
+ll.add_symbol(OWNER_SYMBOL, OWNER_TABLE.ctypes.data)
+_owners: dict[int, Any] = {}
 _lock = threading.Lock()
 _free_slots = list(range(MAX_ALLOCATORS - 1, 0, -1))     # slot 0 is never used
 _generation = [0]
 
 
-def register(state_address: int) -> int:
-    """Enter a state buffer in the table; its handle value."""
+def register(state_address: int, owner: Any = None) -> int:
+    """Enter a state buffer in the table, with the object owning its arena (an array over
+    it: :func:`owned_arena` views keep it alive); its handle value."""
     with _lock:
         if not _free_slots:
             raise RuntimeError(f"more than {MAX_ALLOCATORS - 1} live allocators")
@@ -47,6 +54,9 @@ def register(state_address: int) -> int:
         gen = _generation[0]
         ALLOCATOR_TABLE[2 * slot + 1] = gen
         ALLOCATOR_TABLE[2 * slot] = state_address
+        if owner is not None:
+            _owners[slot] = owner
+            OWNER_TABLE[slot] = id(owner)
     return (gen << 16) | slot
 
 
@@ -57,6 +67,8 @@ def unregister(handle: int) -> None:
         if ALLOCATOR_TABLE[2 * slot + 1] == handle >> 16:
             ALLOCATOR_TABLE[2 * slot] = 0
             ALLOCATOR_TABLE[2 * slot + 1] = 0
+            OWNER_TABLE[slot] = 0
+            _owners.pop(slot, None)
             _free_slots.append(slot)
 
 
@@ -169,3 +181,43 @@ def handle_live(typingctx: Any, h: Any) -> Any:
         return builder.icmp_unsigned("==", gen, builder.lshr(args[0], ir.Constant(i64, 16)))
     _check_handle(h)
     return types.boolean(h), codegen
+
+
+@intrinsic
+def owned_arena(typingctx: Any, h: Any, mem: Any, n: Any) -> Any:
+    """The ``n`` bytes at ``mem`` (handle ``h``'s arena) as a uint8 array that holds a
+    reference to the arena's owner (:data:`OWNER_TABLE`), so that it stays valid after the
+    allocator is gone, as ``sa.memory`` does. Taken under the GIL, which the allocator's
+    release also holds; an empty array if the handle's allocator is gone."""
+    arrty = types.Array(types.uint8, 1, "C")
+
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        i64, i32, i8p = ir.IntType(64), ir.IntType(32), ir.IntType(8).as_pointer()
+        hv, data, size = args[0], builder.bitcast(args[1], i8p), args[2]
+        mod = builder.module
+        ensure = cgutils.get_or_insert_function(mod, ir.FunctionType(i32, []),
+                                                "PyGILState_Ensure")
+        release = cgutils.get_or_insert_function(mod, ir.FunctionType(ir.VoidType(), [i32]),
+                                                 "PyGILState_Release")
+        new_mi = cgutils.get_or_insert_function(mod, ir.FunctionType(i8p, [i8p, i8p]),
+                                                "NRT_meminfo_new_from_pyobject")
+        gil = builder.call(ensure, [])
+        gen = builder.load(builder.gep(_entry(builder, hv), [ir.Constant(i64, 1)]))
+        slot = builder.and_(hv, ir.Constant(i64, 0xFFFF))
+        owner = builder.load(builder.gep(table_address(builder, OWNER_SYMBOL), [slot]))
+        ok = builder.and_(builder.icmp_unsigned("==", gen, builder.lshr(hv, ir.Constant(i64,
+                                                                                    16))),
+                          builder.icmp_unsigned("!=", owner, ir.Constant(i64, 0)))
+        mi_slot = cgutils.alloca_once_value(builder, ir.Constant(i8p, None))
+        with builder.if_then(ok, likely=True):
+            builder.store(builder.call(new_mi, [data, builder.inttoptr(owner, i8p)]), mi_slot)
+        builder.call(release, [gil])
+        ary = context.make_array(arrty)(context, builder)
+        one = ir.Constant(i64, 1)
+        context.populate_array(ary, data=data, shape=[builder.select(ok, size,
+                                                                     ir.Constant(i64, 0))],
+                               strides=[one], itemsize=one,
+                               meminfo=builder.load(mi_slot))
+        return ary._getvalue()
+    _check_handle(h)
+    return arrty(h, mem, types.int64), codegen

@@ -39,13 +39,13 @@ from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZ
                              G_NREPORTS, NIL, NR_KMALLOC, R_MAX, R_NCOLS, R_SLAB, SH_OBJECTS,
                              SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _geo, _slab_nid, _stat)
 from ..engine.debug import E_DEBUG
-from ..engine.native import address, byte_array, jit, table_address, words_at, zero_bytes
+from ..engine.native import address, jit, table_address, words_at, zero_bytes
 from ..engine.sheaves import KMALLOC_CLASS, _sheaf_copy_top
 from .. import errors
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, InvalidSizeError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_PCS, FREE_PCS, GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
-from .handles import SlabHandle, SlabHandleType, handle_live, state_of
+from .handles import SlabHandle, SlabHandleType, handle_live, owned_arena, state_of
 
 __all__ = ["SlabHandle", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
            "kmem_cache_alloc_bulk", "kmem_cache_free_bulk", "kmem_cache_alloc_array",
@@ -508,7 +508,10 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
 @jit(nrt=True, api=True)
 def arena(h):
     """The allocator's arena as a uint8 array (zero-copy): the object at address ``a`` is
-    ``arena(h)[a:a + size]``. It does not keep the allocator alive: use it while ``h``'s
-    allocator exists."""
+    ``arena(h)[a:a + size]``. Like ``sa.memory``, it keeps the arena's memory (not the
+    allocator) alive: once the allocator is gone its bytes belong to nobody."""
     st = _state(h, 0)
-    return byte_array(st.mem, st.mem_size)
+    view = owned_arena(h, st.mem, st.mem_size)
+    if view.size != st.mem_size:                # the allocator went in between
+        _raise(E_GONE)
+    return view

@@ -189,7 +189,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self.state = SlabState(self._buf)
         init_buddy(self._st, 1)
         self._g = view(self._buf, F_G)
-        self._handle = handles.register(self._st)
+        self._handle = handles.register(self._st, self.memory)
         weakref.finalize(self, handles.unregister, self._handle)
         self._caches: dict[int, KmemCache] = {}
         self._names: dict[str, KmemCache] = {}
