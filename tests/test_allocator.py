@@ -423,6 +423,61 @@ def test_a_constructor_that_raises_in_a_bulk_allocation_is_the_error_raised(sa):
     sa.validate()
 
 
+def test_a_constructor_s_failure_is_reported_by_its_own_cache_only(sa):
+    """The slab a raising constructor left part-way resumes at its cache's next allocation;
+    before, whatever allocation came next ran it, so a kmalloc raised another cache's
+    constructor error ("nothing was allocated") and its own object leaked."""
+    def ctor(mem, addr):
+        ctor.n += 1
+        if ctor.n in (2, 3):
+            raise ValueError(f"failure {ctor.n}")
+        mem[addr] = 1
+    ctor.n = 0
+    c = sa.kmem_cache_create("raising", 64, ctor=ctor)
+    with pytest.raises(numslab.SlabError, match="failure 2"):
+        c.alloc()
+    other = sa.kmem_cache_create("plain", 64)
+    held = [sa.kmalloc(64), other.alloc()]              # not this cache's constructor
+    assert all(held) and ctor.n == 2
+    with pytest.raises(numslab.SlabError, match="failure 3"):     # resumed where it stopped
+        c.alloc()
+    a = c.alloc()
+    assert sa.memory[a] == 1 and c.live_objects == 1
+    sa.kfree(held[0])
+    other.free(held[1])
+    c.free(a)
+    sa.validate()
+
+
+def test_nested_constructor_failures_keep_the_message_short(sa):
+    """A constructor allocating from a cache whose constructor raises wraps that error; the
+    inner message went in as its repr, so its quotes and backslashes doubled at every level
+    (16 levels: 67 KB), and a constructor allocating from its own cache took gigabytes
+    before the recursion limit ended it."""
+    caches = []
+
+    def make(i):
+        def ctor(mem, addr):
+            if i == 15:
+                raise RuntimeError("boom")
+            caches[i + 1].alloc()
+        return ctor
+    caches.extend(sa.kmem_cache_create(f"c{i}", 64, ctor=make(i)) for i in range(16))
+    with pytest.raises(numslab.SlabError) as e:
+        caches[0].alloc()
+    text = str(e.value)
+    assert text.startswith("c0: the constructor raised SlabError") and "\\" not in text
+    assert len(text) < 1000
+
+    def own(mem, addr):
+        c.alloc()
+    c = sa.kmem_cache_create("recursive", 64, ctor=own)
+    with pytest.raises(numslab.SlabError, match="recursive: the constructor raised") as e:
+        c.alloc()
+    assert len(str(e.value)) < 1000
+    sa.validate()
+
+
 def test_destroying_a_cache_forgets_the_constructors_still_due_on_its_slabs(sa):
     def ctor(mem, addr):
         raise ValueError("boom")

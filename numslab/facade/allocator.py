@@ -11,7 +11,6 @@ import warnings
 import weakref
 from typing import TYPE_CHECKING, Any, Callable
 
-import numba as nb
 import numpy as np
 
 from ..drivers import gate, handles
@@ -23,7 +22,7 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_PARTIAL_ORDER,
-                             CA_RECIP, C_RCU_FREE, G_RCU_HEAD, PENDING_FRAME, PENDING_SHIFT,
+                             CA_RECIP, C_RCU_FREE, G_RCU_HEAD,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
                              CA_DEBUG, CA_ORIG, CA_RED_LEFT, CA_TRACK, D_OBJECT_POISON,
                              G_NDEBUG,
@@ -31,7 +30,6 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH,
                              PG_ISOLATED, PG_TAIL, PG_SLAB,
                              ZERO_SIZE_PTR, SlabState, new_state, view, zone_watermarks)
-from ..engine.native import jit
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
 from ..engine.sheaves import init_percpu_sheaves
 from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as BadArg,
@@ -74,13 +72,6 @@ def parse_size(memory: int | str) -> int:
     if not m:
         raise InvalidSizeError(f"cannot read a memory size from {memory!r}")
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
-
-
-@jit(cache=False)
-def _run_ctor(ctor, mem8, base, size, n):
-    """Call a jitted constructor on the ``n`` objects of a new slab at ``base``."""
-    for i in range(n):
-        ctor(mem8, base + i * size)
 
 
 class _ThreadCpu(threading.local):
@@ -504,11 +495,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return self._after_alloc(None, addr, gfp, -1, cpu, size)
 
     def _after_alloc(self, cache: KmemCache | None, addr: int, gfp: int, node: int,
-                     cpu: int | None = None, size: int = 0) -> int:
-        """Run constructors of new slabs; report a corrupted free pointer (the engine gave
-        back what it took and returned ``addr`` 0, or -1 for a batch) and exhaustion as the
-        kernel does. A call that got memory never takes up a fault: another thread's call
-        may have met it since (two calls that fail at once may swap their reports)."""
+                     cpu: int | None = None, size: int = 0, cid: int = -1) -> int:
+        """Run the constructors due on the slabs of the cache allocated from (``cache``, else
+        ``cid``: a batch's); report a corrupted free pointer (the engine gave back what it
+        took and returned ``addr`` 0, or -1 for a batch) and exhaustion as the kernel does.
+        A call that got memory never takes up a fault: another thread's call may have met it
+        since (two calls that fail at once may swap their reports)."""
         if addr <= 0 and self._g[G_FAULT_CACHE]:
             if self._last_reports:              # a slab_debug check failed
                 g = self._g
@@ -517,7 +509,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self._raise_fault()
         if self._g[G_NPENDING]:
             try:
-                self._run_ctors()
+                self._run_ctors(cid if cache is None else cache._id)
             except SlabError:
                 if addr > 0 and cache is not None:      # nothing is handed out unconstructed
                     self.kmem_cache_free(cache, addr)
@@ -531,34 +523,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         f = self.state.pg_flags
         return (np.flatnonzero(((f & PG_ISOLATED) != 0) & ((f & PG_SLAB) != 0)) << 12
                 ).astype(np.int64)
-
-    def _run_ctors(self) -> None:
-        """Construct every object of the slabs created since the last call."""
-        n = int(self._g[G_NPENDING])
-        pending = [int(x) for x in self.state.pending[:n]]
-        self.state.pending[:n] = NIL
-        self._g[G_NPENDING] = 0
-        for k, entry in enumerate(pending):
-            slab, i = entry & PENDING_FRAME, entry >> PENDING_SHIFT
-            if not self.state.pg_flags[slab] & PG_SLAB:
-                continue
-            cache = self._caches[int(self.state.sl_cache[slab])]
-            base, size = (slab << 12) + cache.red_left_pad, cache.slab_size
-            nobj = int(self.state.sl_objects[slab])
-            try:
-                if isinstance(cache.ctor, nb.core.registry.CPUDispatcher):
-                    _run_ctor(cache.ctor, self.memory, base + i * size, size, nobj - i)
-                    i = nobj
-                else:
-                    while i < nobj:
-                        cache.ctor(self.memory, base + i * size)
-                        i += 1
-            except Exception as e:      # resume there at the next allocation of the cache
-                rest = [slab | i << PENDING_SHIFT] + pending[k + 1:]
-                self.state.pending[:len(rest)] = rest
-                self._g[G_NPENDING] = len(rest)
-                raise SlabError(f"{cache.name}: the constructor raised {e!r} on the object at "
-                                f"{base + i * size:#x}; nothing was allocated") from e
 
     def kmem_cache_free(self, cache: KmemCache, addr: int, cpu: int | None = None) -> None:
         """Free object ``addr`` of ``cache``.

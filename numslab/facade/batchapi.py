@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numba as nb
 import numpy as np
 
 from ..engine import checks, ops
 from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAULT_CACHE,
                              G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING, G_NREPORTS, G_SITE,
-                             NIL, PENDING_FRAME, SH_CAPACITY, SH_OBJECTS,
+                             NIL, PENDING_FRAME, PENDING_SHIFT, PG_SLAB, SH_CAPACITY, SH_OBJECTS,
                              SH_SIZE)
+from ..engine.native import jit
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
 from ..errors import BadAddressError, InvalidArgumentError, InvalidSizeError, SlabError
@@ -33,8 +35,51 @@ def _check_sheaf_size(size: Any, fn: str) -> None:
         raise InvalidSizeError(f"{fn}: size {size!r} is not an object count in 0..{1 << 20}")
 
 
+@jit(cache=False)
+def _run_ctor(ctor, mem8, base, size, n):
+    """Call a jitted constructor on the ``n`` objects of a new slab at ``base``."""
+    for i in range(n):
+        ctor(mem8, base + i * size)
+
+
 class BatchAPI:
-    """Batch methods of :class:`SlabAllocator` (kept in their own module)."""
+    """Batch methods of :class:`SlabAllocator` (kept in their own module), and the
+    constructors of new slabs."""
+
+    def _run_ctors(self: "SlabAllocator", cid: int) -> None:
+        """Construct every object of cache ``cid``'s slabs created or left part-way since its
+        last allocation; other caches' stay due until theirs (a constructor's failure is
+        reported by an allocation from its own cache, not by whatever call comes next)."""
+        st, due, keep = self.state, [], []
+        for entry in st.pending[:int(self._g[G_NPENDING])].tolist():
+            if st.pg_flags[entry & PENDING_FRAME] & PG_SLAB:
+                (due if st.sl_cache[entry & PENDING_FRAME] == cid else keep).append(entry)
+        self._set_pending(keep)
+        for k, entry in enumerate(due):
+            slab, i, cache = entry & PENDING_FRAME, entry >> PENDING_SHIFT, self._caches[cid]
+            base, size = (slab << 12) + cache.red_left_pad, cache.slab_size
+            nobj = int(self.state.sl_objects[slab])
+            try:
+                if isinstance(cache.ctor, nb.core.registry.CPUDispatcher):
+                    _run_ctor(cache.ctor, self.memory, base + i * size, size, nobj - i)
+                    i = nobj
+                else:
+                    while i < nobj:
+                        cache.ctor(self.memory, base + i * size)
+                        i += 1
+            except Exception as e:      # resume there at the next allocation of the cache
+                self._set_pending([slab | i << PENDING_SHIFT] + due[k + 1:] + keep)
+                inner = str(e) if len(str(e)) <= 300 else str(e)[:300] + " ..."
+                raise SlabError(f"{cache.name}: the constructor raised {type(e).__name__} on "
+                                f"the object at {base + i * size:#x}; nothing was allocated "
+                                f"({inner})") from e
+
+    def _set_pending(self: "SlabAllocator", entries: list[int]) -> None:
+        """The slabs whose constructors are due (``slab | resume index << PENDING_SHIFT``)."""
+        n = int(self._g[G_NPENDING])
+        self.state.pending[:max(n, len(entries))] = NIL
+        self.state.pending[:len(entries)] = entries
+        self._g[G_NPENDING] = len(entries)
 
     def _array(self, arr: Any, nr: Any, fn: str) -> None:
         """Check that ``arr`` is a writable C-contiguous 1-D int64 ndarray holding at least
@@ -87,17 +132,14 @@ class BatchAPI:
         """Release the slabs of cache ``cid`` (being destroyed), forgetting the constructors
         still due on them (those slabs are reused by other caches)."""
         n = int(self._g[G_NPENDING])
-        keep = [s for s in self.state.pending[:n].tolist()
-                if self.state.sl_cache[s & PENDING_FRAME] != cid]
-        self.state.pending[:n] = NIL
-        self.state.pending[:len(keep)] = keep
-        self._g[G_NPENDING] = len(keep)
+        self._set_pending([s for s in self.state.pending[:n].tolist()
+                           if self.state.sl_cache[s & PENDING_FRAME] != cid])
         ops.cache_release(self._st, cid, self._cpu())
 
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    fn: str) -> int:
         if nr:          # (a count, not an address: no cache for the single free of a ctor's)
-            self._after_alloc(cache if got <= 0 else None, got, gfp, -1)
+            self._after_alloc(cache if got <= 0 else None, got, gfp, -1, cid=cache._id)
         return max(got, 0)
 
     def kmem_cache_free_bulk(self: "SlabAllocator", cache: KmemCache, nr: int,
@@ -224,7 +266,7 @@ class BatchAPI:
         if sheaf and cid in self._trace_ids:     # T: each object's ___slab_alloc
             self._trace_allocs(cid, self._sheaf_objects(sheaf, 0))
         if self._g[G_NPENDING]:          # constructors of new slabs
-            self._run_ctors()
+            self._run_ctors(cid)
         return sheaf
 
     def _sheaf_objects(self: "SlabAllocator", sheaf: int, start: int) -> list[int]:
@@ -266,7 +308,7 @@ class BatchAPI:
         if new and cid in self._trace_ids and have < size:
             self._trace_allocs(cid, self._sheaf_objects(new, have))
         if self._g[G_NPENDING]:
-            self._run_ctors()
+            self._run_ctors(cid)
         return new
 
     def kmem_cache_return_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
