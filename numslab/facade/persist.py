@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,9 +95,12 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
             meta: dict[str, Any] = json.loads(str(z["meta"]))
             state, arena = z["state"], z["arena"]
             used, shadow = z["shadow_pages"], z["shadow"]     # (older formats have none)
-    except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+    except OSError:
+        raise                   # a missing or unreadable file stays the OSError it is
+    except Exception as e:
         # not an .npz of ours (NumPy takes a text file for pickled data, says so, and asks
-        # for allow_pickle); a missing or unreadable file stays the OSError it is
+        # for allow_pickle), or a damaged one: a flipped bit in a member raises zlib.error,
+        # in an array's header tokenize.TokenError, SyntaxError or NotImplementedError
         raise SlabError(f"load: {path} is not a numslab machine ({type(e).__name__}: "
                         f"{str(e)[:80]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
