@@ -17,7 +17,8 @@ from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_allo
 from .layout import (CA_DEBUG, G_NDEBUG,
                      C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
                      G_FAULT_CACHE, KERNEL_7_0, KERNEL_7_1, NIL, PG_LARGE, PG_SLAB, SH_OBJECTS,
-                     SH_SIZE, _ca, _cpu_row, _head_frame, _slab_nid, _stat)
+                     SH_SIZE, N_NR_SLABS, _ca, _cpu_row, _head_frame, _node_row, _slab_nid,
+                     _stat)
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
@@ -381,8 +382,10 @@ def kmem_cache_shrink(st, cache, cpu):
     empty slabs (their pages to ``cpu``'s pcp lists) and re-order the partial list; from 7.1
     every node's barn is emptied before any list (``__kmem_cache_do_shrink``: a barn sheaf
     holding another node's objects then empties its slabs before that node's list is
-    shrunk). Slabs freed."""
+    shrunk). Slabs freed: by the flushes (slabs they empty past ``min_partial`` go at once)
+    as well as by the list shrinks."""
     sheaves = _ca(st, cache, CA_SHEAF_CAPACITY) != 0
+    before = _nr_slabs(st, cache)
     for other in range(st.ncpus):
         if sheaves:
             pcs_flush_all(st, cache, other)
@@ -391,12 +394,20 @@ def kmem_cache_shrink(st, cache, cpu):
     if barns_first:
         for node in range(st.nnodes):
             barn_shrink(st, cache, node, cpu)
-    freed = 0
     for node in range(st.nnodes):
         if sheaves and not barns_first:
             barn_shrink(st, cache, node, cpu)
-        freed += shrink_node(st, cache, cpu, node)
-    return freed
+        shrink_node(st, cache, cpu, node)
+    return before - _nr_slabs(st, cache)
+
+
+@jit(inline=True)
+def _nr_slabs(st, cache):
+    """The slabs of ``cache`` on every node (``node_nr_slabs`` summed)."""
+    n = 0
+    for node in range(st.nnodes):
+        n += st.node[_node_row(st, cache, node) + N_NR_SLABS]
+    return n
 
 
 @unit
