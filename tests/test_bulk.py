@@ -502,15 +502,21 @@ def test_free_bulk_array_checks(sa, cache, world):
         sa.kmem_cache_free_bulk(cache, 41, objs)
     with pytest.raises(numslab.InvalidSizeError, match="shorter than 41"):
         sa.kfree_bulk(41, objs)
-    for arr in (objs.astype(np.int32), objs.astype(np.uint64), objs.tolist(),
-                np.repeat(objs, 2)[::2], objs.reshape(5, 8), objs.astype(np.float64)):
-        with pytest.raises(numslab.SlabError, match="writable contiguous 1-D int64"):
+    # the message says what is wrong (before: "not ndarray int64 (40,)" for a read-only one)
+    for arr, fault in ((objs.astype(np.int32), "not an int32 ndarray of shape (40,)"),
+                       (objs.astype(np.uint64), "not a uint64 ndarray"),
+                       (objs.tolist(), "not a list"),
+                       (np.repeat(objs, 2)[::2], "not a non-contiguous ndarray"),
+                       (objs.reshape(5, 8), "not a 2-D ndarray of shape (5, 8)"),
+                       (objs.astype(np.float64), "not a float64 ndarray")):
+        with pytest.raises(numslab.SlabError, match="writable contiguous 1-D int64") as e:
             sa.kmem_cache_free_bulk(cache, 5, arr)
+        assert fault in str(e.value)
         with pytest.raises(numslab.SlabError, match="writable contiguous 1-D int64"):
             sa.kfree_bulk(5, arr)
     ro = objs.copy()
     ro.flags.writeable = False
-    with pytest.raises(numslab.SlabError, match="writable"):
+    with pytest.raises(numslab.SlabError, match="not a read-only ndarray of shape"):
         sa.kmem_cache_free_bulk(cache, 5, ro)
     with pytest.raises(numslab.InvalidSizeError):
         sa.kmem_cache_free_bulk(cache, -1, objs.copy())

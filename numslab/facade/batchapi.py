@@ -42,6 +42,18 @@ def _run_ctor(ctor, mem8, base, size, n):
         ctor(mem8, base + i * size)
 
 
+def _array_faults(arr: Any) -> str:
+    """What is wrong with ``arr`` as an object array, in words ("a read-only ndarray")."""
+    if type(arr) is not np.ndarray:
+        return f"a {type(arr).__name__}"
+    faults = [w for w, bad in (("read-only", not arr.flags.writeable),
+                               ("non-contiguous", not arr.flags.c_contiguous),
+                               (f"{arr.ndim}-D", arr.ndim != 1),
+                               (str(arr.dtype), arr.dtype != _I64)) if bad]
+    words = " ".join(faults)
+    return f"{'an' if words[:1] in set('aeio8') else 'a'} {words} ndarray of shape {arr.shape}"
+
+
 class BatchAPI:
     """Batch methods of :class:`SlabAllocator` (kept in their own module), and the
     constructors of new slabs."""
@@ -88,8 +100,7 @@ class BatchAPI:
         if type(arr) is not np.ndarray or arr.dtype != _I64 or arr.ndim != 1 \
                 or not (flags := arr.flags).c_contiguous or not flags.writeable:
             raise InvalidArgumentError(f"{fn}: the object array must be a writable contiguous 1-D "
-                            f"int64 ndarray, not {type(arr).__name__} "
-                            f"{getattr(arr, 'dtype', '')} {getattr(arr, 'shape', '')}")
+                                       f"int64 ndarray, not {_array_faults(arr)}")
         if type(nr) is not int or nr < 0:
             raise InvalidSizeError(f"{fn}: count {nr!r} is not a non-negative int")
         if nr > arr.shape[0]:

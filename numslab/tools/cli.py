@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             labcli.check_plot(args.plot)
         except SlabError as e:
-            ap.error(f"{e} (or numslab's test extra)" if "needs matplotlib" in str(e)
+            ap.error(f"{e} (or numslab's bench or test extra)" if "needs matplotlib" in str(e)
                      else str(e))
     sizes = tuple(args.sizes)
     tables = {}
