@@ -448,7 +448,8 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
 
 @jit(inline=True, api=True)
 def kfree(h, addr, cpu=0):
-    """Free a kmalloc allocation (NULL and ZERO_SIZE_PTR are ignored)."""
+    """Free a kmalloc allocation, or any slab object: as in the kernel, its cache is found
+    from its page (NULL and ZERO_SIZE_PTR are ignored)."""
     addr, cpu = _addr_arg(addr), _int_arg(cpu)
     st = _state(h, cpu)
     if addr == 0 or addr == ZERO_SIZE_PTR:

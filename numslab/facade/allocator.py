@@ -594,7 +594,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return self.kmalloc(size, gfp | _ZERO, cpu)
 
     def kfree(self, addr: int, cpu: int | None = None) -> None:
-        """Free memory from ``kmalloc`` (NULL and ZERO_SIZE_PTR are ignored)."""
+        """Free memory from ``kmalloc``, or any slab object: as in the kernel, its cache is
+        found from its page (NULL and ZERO_SIZE_PTR are ignored)."""
         if type(addr) is not int or not -(1 << 63) <= addr < 1 << 63:
             addr = self._as_addr(addr, "kfree")
         if addr == 0 or addr == ZERO_SIZE_PTR:
