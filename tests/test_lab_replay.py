@@ -10,6 +10,7 @@ import pytest
 import numslab
 from numslab.errors import SlabError
 from numslab.lab.replay import Config, parse_config
+from numslab.lab.trace import TraceFormatError
 
 from lab_oracle import DATA, SNAPSHOTS, TRACES, live_at, text
 
@@ -283,6 +284,10 @@ def test_the_arena_estimate_holds_the_replay_without_a_second_run(policy):
     ({"caches": [{"name": "dentry", "object_size": "192", "ctor": "f"}]}, "no slab_size"),
     ({"caches": [{"name": "dentry", "object_size": "192", "slab_size": "8"}]},
      "slab_size 8 is below its object_size 192"),
+    # one of the two sizes, out of range: a KeyError from the message of the test above
+    ({"caches": [{"name": "dentry", "object_size": "99999999999999999999"}]},
+     "object_size 99999999999999999999 is not a size"),
+    ({"caches": [{"name": "dentry", "slab_size": "-1"}]}, "slab_size -1 is not a size"),
 ])
 def test_a_snapshot_the_replay_cannot_read_is_refused_naming_the_cache(snap, says):
     # ValueError, KeyError and TypeError tracebacks from the geometry; a slab_size below
@@ -321,3 +326,26 @@ def test_a_trace_changed_by_hand_is_refused_not_replayed_out_of_bounds(kind, cha
     r = subprocess.run([sys.executable, "-c", code, str(DATA / TRACES["git_tar"])],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "refused: Trace" in r.stdout, r.stderr[-2000:]
+
+
+def test_a_cache_the_replay_cannot_make_named_only_by_frees_is_a_trace_error():
+    """A cache name ``kmem_cache_create`` refuses (the empty one) seen only in free events:
+    the error's line came from its largest allocation, and with none NumPy's argmax of an
+    empty sequence raised instead."""
+    trace = _line("kmem_cache_free", 0x1000, name="").encode()
+    with pytest.raises(TraceFormatError, match="trace, line 1: cache ''"):
+        numslab.replay(trace, progress=False)
+
+
+def test_a_timestamp_before_the_first_gives_no_negative_sample():
+    """A step back before the first event's time made the first sample's duration
+    negative and the time-weighted utilisation leave 0..100%."""
+    def alloc(ts, ptr):
+        return (f"  t-1 [000] ..... {ts}: kmem_cache_alloc: call_site=x+0x1/0x2 "
+                f"ptr={ptr:016x} name=dentry bytes_req=192 bytes_alloc=192 "
+                f"gfp_flags=GFP_KERNEL node=-1\n")
+    lines = [alloc("100.000000", 0x1000), alloc("10.000000", 0x2000)]
+    lines += [alloc(f"100.{1 + i:06d}", 0x3000 + 256 * i) for i in range(80)]
+    r = numslab.replay("".join(lines).encode(), samples=41, progress=False)
+    assert (r.series.dt >= 0).all()
+    assert 0 <= r.totals["time_mean_efficiency"] <= 100

@@ -120,6 +120,17 @@ def test_one_line_of_each_kind():
     assert tr.line.tolist() == [1, 2, 3, 4, 5, 6]
 
 
+@pytest.mark.parametrize("event", ["kmem_crazy_free", "kmem_cache_aXXXc", "kmalloc_huge",
+                                   "kfrex", "kmem_cache_alloc_nodX", "kmalloc_nodf"])
+def test_an_event_is_a_kmem_event_only_by_its_whole_name(event):
+    """Names were told by a few of their bytes: ``kmem_crazy_free`` (its length, and 'c',
+    '_', 'f', 'e' where kmem_cache_free has them) was read as a kmem_cache_free."""
+    line = (f"  bash-1 [000] ..... 10.000002: {event}: call_site=f+0x1/0x9 "
+            f"ptr=0000000000001000 name=dentry bytes_req=192 bytes_alloc=192 "
+            f"gfp_flags=GFP_KERNEL node=-1 accounted=false")
+    assert parse_bytes(f"{LINE}\n{line}\n".encode()).kind.tolist() == [EV_KMALLOC, EV_OTHER]
+
+
 @pytest.mark.parametrize("bad", [
     "garbage without a timestamp",
     "  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=xyz bytes_alloc=8",

@@ -126,31 +126,44 @@ def _kmalloc_add(key, km_row, name_off, name_kind, sv):
     return r
 
 
+#: The kmem events' names, as byte tuples (the general walk compares every byte).
+_N_KFREE = tuple(b"kfree")
+_N_KMALLOC = tuple(b"kmalloc")
+_N_KMALLOC_NODE = tuple(b"kmalloc_node")
+_N_CACHE_FREE = tuple(b"kmem_cache_free")
+_N_CACHE_ALLOC = tuple(b"kmem_cache_alloc")
+_N_CACHE_ALLOC_NODE = tuple(b"kmem_cache_alloc_node")
+
+
+@lab_jit(nogil=True, inline=True)
+def _named(t, n, name):
+    """Whether the ``n`` bytes at ``t`` are ``name`` (a tuple of byte values)."""
+    if n != len(name):
+        return False
+    for k in range(n):
+        if load1p(t + k) != name[k]:
+            return False
+    return True
+
+
 @lab_jit(nogil=True, inline=True)
 def _event(bp, a, b):
     """The kmem event named by bytes ``a:b`` of the text at ``bp`` (``EV_*``), or
-    EV_OTHER."""
+    EV_OTHER (every byte compared: an event that shares a kmem event's length and a few of
+    its letters, ``kmem_crazy_free``, was read as that event)."""
     n = b - a
     t = bp + a
     if n < 5 or load1p(t) != 107:                                    # 'k'
         return EV_OTHER
-    if n == 5 and load1p(t + 1) == 102 and load1p(t + 2) == 114 and load1p(t + 3) == 101 \
-            and load1p(t + 4) == 101:                                 # kfree
+    if _named(t, n, _N_KFREE):
         return EV_KFREE
-    if (n == 7 or n == 12) and load1p(t + 1) == 109 and load1p(t + 2) == 97 \
-            and load1p(t + 3) == 108 and load1p(t + 4) == 108 and load1p(t + 5) == 111 \
-            and load1p(t + 6) == 99:
-        if n == 7 or load1p(t + 7) == 95:                            # kmalloc, kmalloc_node
-            return EV_KMALLOC
-        return EV_OTHER
-    if n >= 15 and load1p(t + 1) == 109 and load1p(t + 2) == 101 and load1p(t + 3) == 109 \
-            and load1p(t + 4) == 95 and load1p(t + 5) == 99 and load1p(t + 10) == 95:
-        if n == 15 and load1p(t + 11) == 102 and load1p(t + 14) == 101:   # kmem_cache_free
-            return EV_CACHE_FREE
-        if (n == 16 or n == 21) and load1p(t + 11) == 97 and load1p(t + 15) == 99:
-            return EV_CACHE_ALLOC                                     # kmem_cache_alloc(_node)
+    if _named(t, n, _N_KMALLOC) or _named(t, n, _N_KMALLOC_NODE):
+        return EV_KMALLOC
+    if _named(t, n, _N_CACHE_FREE):
+        return EV_CACHE_FREE
+    if _named(t, n, _N_CACHE_ALLOC) or _named(t, n, _N_CACHE_ALLOC_NODE):
+        return EV_CACHE_ALLOC
     return EV_OTHER
-
 
 
 @lab_jit(nogil=True)

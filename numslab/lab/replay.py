@@ -204,6 +204,10 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
     if c.get("ctor") and "object_size" in num and "slab_size" not in num:
         raise SlabError(f"snapshot {source}: cache {c['name']!r} has a constructor and no "
                         f"slab_size")
+    for a in ("object_size", "slab_size"):
+        if not 0 < num.get(a, 1) < 1 << 31:
+            raise SlabError(f"snapshot {source}: cache {c['name']!r}: {a} {num[a]} is not a "
+                            f"size in 1..2**31-1")
     if num.get("slab_size", 1 << 62) < num.get("object_size", 0):
         raise SlabError(f"snapshot {source}: cache {c['name']!r}: slab_size "
                         f"{num['slab_size']} is below its object_size {num['object_size']}")
@@ -362,6 +366,10 @@ def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any
         if src != "trace":
             raise SlabError(f"snapshot: cache {name!r}: {e}") from None
         at = np.flatnonzero((tr.kind == EV_CACHE_ALLOC) & (tr.row == k))
+        if not len(at):                 # a cache only freed to: the line of its first event
+            i = int(np.flatnonzero(tr.row == k)[0])
+            raise TraceFormatError(f"trace, line {int(tr.line[i])}: cache {name!r}: {e}"
+                                   ) from None
         i = int(at[np.argmax(tr.bytes_alloc[at])])      # the first of the largest
         raise TraceFormatError(f"trace, line {int(tr.line[i])}: cache {name!r} of "
                                f"{int(tr.bytes_alloc[i]):,} bytes (bytes_alloc): {e}") from None
@@ -427,8 +435,9 @@ def sample_seconds(tr: Trace, points: np.ndarray) -> np.ndarray:
         while i > first and kind[i] > EV_OTHER:
             i -= 1
         t[s] = ts[max(i, first)]
-    # the kernel prints timestamps in order; a running maximum guards against a step back
-    t = np.maximum.accumulate(t)
+    # the kernel prints timestamps in order; a running maximum from the first event's time
+    # guards against a step back (one before that time made the first sample negative)
+    t = np.maximum.accumulate(np.maximum(t, ts[first]))
     dt[:] = np.diff(np.concatenate([[ts[first]], t]))
     return dt
 
