@@ -349,3 +349,24 @@ def test_a_timestamp_before_the_first_gives_no_negative_sample():
     r = numslab.replay("".join(lines).encode(), samples=41, progress=False)
     assert (r.series.dt >= 0).all()
     assert 0 <= r.totals["time_mean_efficiency"] <= 100
+
+
+def test_a_gfp_with_bit_31_is_replayed_as_the_gfp_t_it_is():
+    """gfp_flags up to 0xffffffff parse (a 32-bit gfp_t) into an int32 column; the replay
+    passed 0x80000000 on as a negative gfp, which numslab.jit refused without naming the
+    trace."""
+    trace = _line("kmem_cache_alloc", 0x1000, name="dentry", bytes_req=192, bytes_alloc=192,
+                  gfp_flags="0x80000cc0", node=-1).encode()
+    r = numslab.replay(trace, progress=False)
+    assert r.replayed == 1
+
+
+def test_a_cpu_past_the_machine_s_limit_names_its_line():
+    """With no ``cpus=`` the machine is sized from the trace's largest CPU: one line's CPU
+    of 99999999 gave 'nr_cpus 100000000 is not in 1..4096', naming neither the trace nor
+    the line; ``cpus=`` folds the trace's CPUs onto fewer."""
+    trace = (_line("kmalloc", 0x1000, bytes_req=64, bytes_alloc=64, gfp_flags="GFP_KERNEL",
+                   node=-1) + _line("kfree", 0x1000, cpu=99999999)).encode()
+    with pytest.raises(TraceFormatError, match="trace, line 2: CPU 99999999 is past"):
+        numslab.replay(trace, progress=False)
+    assert numslab.replay(trace, cpus=2, progress=False).replayed == 2

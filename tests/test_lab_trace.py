@@ -226,6 +226,18 @@ def test_small_chunks_through_the_threads_read_the_same(tmp_path, chunk):
     _same(read_trace(io.BytesIO(raw), chunk=chunk), ref)
 
 
+@pytest.mark.parametrize("chunk", [0, -1, 4095, 1.5, True, "4096"])
+def test_a_chunk_that_is_not_a_size_is_refused(tmp_path, chunk):
+    """chunk=0 read a well-formed trace as no rows, and a negative one blamed its first
+    line."""
+    from numslab.errors import SlabError
+    raw = text("git_tar").encode()[:20000]
+    (tmp_path / "t.txt").write_bytes(raw)
+    for src in (raw, tmp_path / "t.txt"):
+        with pytest.raises(SlabError, match="chunk .* is not a number of bytes"):
+            read_trace(src, chunk=chunk)
+
+
 def test_a_line_longer_than_a_chunk_in_a_mapped_file(tmp_path):
     lines = text("net").split("\n")
     lines.insert(len(lines) // 2, "# " + "x" * 20000)

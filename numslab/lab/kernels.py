@@ -112,7 +112,7 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                 if work is not None:
                     _count_free(work, cids, owner[p])
                 counts[K_UNTRACED_FREE] += 1
-            g = gfp[i] & ~NO_OBJ_EXT
+            g = (np.int64(gfp[i]) & 0xFFFFFFFF) & ~NO_OBJ_EXT   # the column's int32 is a gfp_t
             nd = node[i]
             if r == ROW_LARGE:
                 nb = np.int64(nbytes[i])

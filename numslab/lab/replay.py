@@ -417,6 +417,10 @@ def _work_points(n: int, every: int, points: np.ndarray) -> np.ndarray:
     return np.arange(every, n + 1, every, dtype=np.int64)
 
 
+#: SlabAllocator's largest ``nr_cpus``.
+MAX_CPUS = 4096
+
+
 def sample_seconds(tr: Trace, points: np.ndarray) -> np.ndarray:
     """float64[S]: the trace seconds each sample stands for: from the previous point's time
     to this point's (the first from the trace's first timestamp), where a point's time is
@@ -639,6 +643,11 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     parse = time.perf_counter() - t0 - clock.seconds
     if cpus is None:
         cpus = int(tr.cpu.max()) + 1 if len(tr) and tr.cpu.max() >= 0 else 1
+        if cpus > MAX_CPUS:             # the machine is sized from the trace: name its line
+            i = int(np.argmax(tr.cpu))
+            raise TraceFormatError(f"trace, line {int(tr.line[i])}: CPU {cpus - 1} is past "
+                                   f"the {MAX_CPUS} CPUs a machine may have (give cpus= to "
+                                   f"fold the trace's CPUs onto fewer)")
     if every == "free":
         every = EVERY_FREE
     elif isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:

@@ -410,7 +410,12 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
     TraceFormatError
         Naming the first malformed line, unless ``skip_bad`` (such lines are then rows of
         kind ``EV_BAD``); or when the source cannot be read.
+    SlabError
+        If ``chunk`` is not a whole number of bytes of at least 4096 (0 read nothing, a
+        negative one blamed a well-formed line).
     """
+    if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 4096:
+        raise SlabError(f"read_trace: chunk {chunk!r} is not a number of bytes >= 4096")
     try:
         f, guess, where = _open(source)
         rd = _Reader(guess + 1024, skip_bad)
