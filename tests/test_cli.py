@@ -260,6 +260,10 @@ def test_console_script():
     bad = subprocess.run(cmd + ["frobnicate"], check=False, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    # python -m numslab is the same command line (there was no numslab/__main__.py)
+    m = subprocess.run([sys.executable, "-m", "numslab", "--help"], check=False,
+                       capture_output=True, text=True, timeout=300)
+    assert m.returncode == 0 and "usage: numslab" in m.stdout and "bench" in m.stdout
 
 
 def test_plot_without_matplotlib_fails_before_measuring(monkeypatch, capsys):

@@ -367,9 +367,9 @@ def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any
             raise SlabError(f"snapshot: cache {name!r}: {e}") from None
         at = np.flatnonzero((tr.kind == EV_CACHE_ALLOC) & (tr.row == k))
         if not len(at):                 # a cache only freed to: the line of its first event
-            i = int(np.flatnonzero(tr.row == k)[0])
-            raise TraceFormatError(f"trace, line {int(tr.line[i])}: cache {name!r}: {e}"
-                                   ) from None
+            at = np.flatnonzero((tr.row == k) | (tr.name == k))     # (a NULL free: no row)
+            where = f", line {int(tr.line[at[0]])}" if len(at) else ""
+            raise TraceFormatError(f"trace{where}: cache {name!r}: {e}") from None
         i = int(at[np.argmax(tr.bytes_alloc[at])])      # the first of the largest
         raise TraceFormatError(f"trace, line {int(tr.line[i])}: cache {name!r} of "
                                f"{int(tr.bytes_alloc[i]):,} bytes (bytes_alloc): {e}") from None
