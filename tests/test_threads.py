@@ -107,3 +107,41 @@ def test_load_writes_no_sheaf_whatever_was_saved(sa, tmp_path):
     back = type(sa).load(path)
     assert back._mem[(no_sheaf(back) >> 3) + SH_SIZE] == -1
     back.validate()
+
+
+def test_caches_created_and_destroyed_by_two_threads_at_once_get_their_own_slots():
+    """``kmem_cache_create`` took the first free slot and registered it several Python steps
+    later: two threads could be given one slot (both KmemCache objects naming one cache
+    row; a destroy then raised KeyError). They now hold the allocator's ``slab_mutex``, as
+    the kernel's do."""
+    import threading
+    import numslab
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M")
+    held, lock, errors = {}, threading.Lock(), []
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)             # switch the GIL often: the race in a few steps
+
+    def work(t):
+        try:
+            for i in range(150):
+                c = sa.kmem_cache_create(f"t{t}-{i}", 64)
+                with lock:
+                    assert c.id not in held, (c.name, held.get(c.id))
+                    held[c.id] = c.name
+                sa.kmem_cache_free(c, sa.kmem_cache_alloc(c, cpu=t), cpu=t)
+                with lock:
+                    del held[c.id]
+                sa.kmem_cache_destroy(c)
+        except BaseException as e:          # noqa: BLE001 - reported below
+            errors.append(repr(e))
+    try:
+        workers = [threading.Thread(target=work, args=(t,)) for t in (0, 1)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    assert [c.name for c in sa.caches] == [c.name for c in sa.kmalloc_caches]
+    sa.validate()

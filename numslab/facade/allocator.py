@@ -190,6 +190,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         #: constructed (no thread is handed an unconstructed object); the slab a raising
         #: constructor left part-way stays pending with its resume point (``PENDING_SHIFT``).
         self._ctor_lock = threading.RLock()
+        #: ``slab_mutex``: cache creation and destruction, one at a time.
+        self._slab_mutex = threading.RLock()
         self._tls = _ThreadCpu(self)
         for attr, u, array in (("_k_alloc", ops.kmem_cache_alloc_node, False),
                                ("_k_free", ops.kmem_cache_free, False),
@@ -300,86 +302,87 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         dtype : numpy.dtype, optional
             A record type; ``size`` may then be omitted (pass 0) and is ``dtype.itemsize``.
         """
-        if kwargs:
-            raise TypeError(f"kmem_cache_create() got unexpected arguments {sorted(kwargs)}")
-        if not isinstance(name, str) or not name or name in self._names:
-            raise BadArg(f"kmem_cache_create: name {name!r} is empty or already in use")
-        if not isinstance(flags, int) or flags & ~SLAB_VALID_FLAGS:
-            raise BadArg(f"kmem_cache_create({name}): unknown flags {flags!r:}")
-        flags = self._slab_debug_of(name, flags)
-        if dtype is not None:
-            try:
-                dtype = np.dtype(dtype)
-            except TypeError as e:
-                raise WrongTypeError(f"kmem_cache_create({name}): dtype {dtype!r} is not a "
-                                     f"NumPy dtype ({e})") from None
-            if dtype.hasobject:
-                raise SlabError(f"kmem_cache_create({name}): dtype {dtype} holds Python "
-                                f"objects, which cannot live in slab memory")
-            size = size or dtype.itemsize
-            if size < dtype.itemsize:
-                raise InvalidSizeError(f"kmem_cache_create({name}): size {size} is smaller "
-                                       f"than the {dtype.itemsize}-byte dtype")
-        if not isinstance(sheaf_capacity, int) or not 0 <= sheaf_capacity <= 4096:
-            raise InvalidSizeError(f"kmem_cache_create({name}): sheaf_capacity "
-                                   f"{sheaf_capacity!r} is not in 0..4096")
-        order = check_partial_order(self.partial_order if partial_order is None
-                                    else partial_order, f"kmem_cache_create({name})")
-        if ctor is not None and not callable(ctor):
-            raise BadArg(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
-        geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
-                                 freeptr_offset)
-        debug = flags & SLAB_DEBUG_FLAGS
-        if debug or (self._gen7 and flags & SLAB_NOLEAKTRACE):   # calculate_sheaf_capacity: 0
-            sheaf_capacity = 0
-        elif self._gen7:
-            sheaf_capacity = calculate_sheaf_capacity(geo.slab_size, sheaf_capacity)
-        ca = self.state.ca
-        free = np.flatnonzero(ca[:, CA_ACTIVE] == 0)
-        if not len(free):
-            raise SlabError(f"kmem_cache_create({name}): all {len(ca)} cache slots in use")
-        cid = int(free[0])
-        row = np.zeros(CA_NCOLS, np.int64)
-        row[[CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS,
-             CA_ORDER, CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL,
-             CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO,
-             CA_CTOR, CA_SHEAF_CAPACITY, CA_RECIP]] = [
-            1, geo.slab_size, geo.object_size, geo.inuse, geo.offset, geo.align, flags,
-            geo.order, geo.objs_per_slab, geo.min_order, geo.min_objects, geo.min_partial,
-            0 if self._gen7 else geo.cpu_partial, 0 if self._gen7 else geo.cpu_partial_slabs,
-            int(not self._gen7 and not flags & SLAB_DEBUG_FLAGS), 1000,
-            int(ctor is not None), sheaf_capacity, -(-(1 << 32) // geo.slab_size)]
-        if debug:
-            row[[CA_DEBUG, CA_RED_LEFT, CA_TRACK, CA_ORIG]] = [
-                flags & (SLAB_DEBUG_FLAGS | SLAB_KMALLOC)
-                | (D_OBJECT_POISON if geo.object_poison else 0),
-                geo.red_left_pad, geo.track_offset, geo.orig_size_offset]
-        self.state.node[cid] = 0
-        self.state.node[cid, :, 0:2] = NIL
-        self.state.cpu[cid] = 0
-        self.state.cpu[cid, :, C_SLAB] = NIL
-        self.state.cpu[cid, :, C_PARTIAL] = NIL
-        self.state.stats[cid] = 0
-        if self.freelist_hardened:         # s->random: get_random_long(), seeded here
-            row[CA_FP_KEY] = int(np.random.default_rng([self._seed, cid, len(self._names)])
-                                 .integers(1, 1 << 62))
-        if self.freelist_random:           # s->random_seq: init_cache_random_seq
-            init_cache_random_seq(self.state.rseq, row, cid, geo.objs_per_slab, geo.slab_size,
-                                  [self._seed, cid, len(self._names), 1])
-        row[CA_PARTIAL_ORDER] = order == "sorted"
-        ca[cid] = row
-        cache = KmemCache(self, cid, name, ctor, dtype)
-        self._caches[cid] = cache
-        self._names[name] = cache
-        if debug:
-            self._debug_cache_created(cid)
-        booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
-        if sheaf_capacity and not booting and init_percpu_sheaves(self._st, cid) < 0:
-            ops.cache_release(self._st, cid, self._cpu())
-            ca[cid] = 0
-            del self._caches[cid], self._names[name]
-            raise MemoryError(f"kmem_cache_create({name}): no memory for the per-CPU sheaves")
-        return cache
+        with self._slab_mutex:         # slab_mutex: a name and a slot, taken once
+            if kwargs:
+                raise TypeError(f"kmem_cache_create() got unexpected arguments {sorted(kwargs)}")
+            if not isinstance(name, str) or not name or name in self._names:
+                raise BadArg(f"kmem_cache_create: name {name!r} is empty or already in use")
+            if not isinstance(flags, int) or flags & ~SLAB_VALID_FLAGS:
+                raise BadArg(f"kmem_cache_create({name}): unknown flags {flags!r:}")
+            flags = self._slab_debug_of(name, flags)
+            if dtype is not None:
+                try:
+                    dtype = np.dtype(dtype)
+                except TypeError as e:
+                    raise WrongTypeError(f"kmem_cache_create({name}): dtype {dtype!r} is not a "
+                                         f"NumPy dtype ({e})") from None
+                if dtype.hasobject:
+                    raise SlabError(f"kmem_cache_create({name}): dtype {dtype} holds Python "
+                                    f"objects, which cannot live in slab memory")
+                size = size or dtype.itemsize
+                if size < dtype.itemsize:
+                    raise InvalidSizeError(f"kmem_cache_create({name}): size {size} is smaller "
+                                           f"than the {dtype.itemsize}-byte dtype")
+            if not isinstance(sheaf_capacity, int) or not 0 <= sheaf_capacity <= 4096:
+                raise InvalidSizeError(f"kmem_cache_create({name}): sheaf_capacity "
+                                       f"{sheaf_capacity!r} is not in 0..4096")
+            order = check_partial_order(self.partial_order if partial_order is None
+                                        else partial_order, f"kmem_cache_create({name})")
+            if ctor is not None and not callable(ctor):
+                raise BadArg(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
+            geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
+                                     freeptr_offset)
+            debug = flags & SLAB_DEBUG_FLAGS
+            if debug or (self._gen7 and flags & SLAB_NOLEAKTRACE):   # calculate_sheaf_capacity: 0
+                sheaf_capacity = 0
+            elif self._gen7:
+                sheaf_capacity = calculate_sheaf_capacity(geo.slab_size, sheaf_capacity)
+            ca = self.state.ca
+            free = np.flatnonzero(ca[:, CA_ACTIVE] == 0)
+            if not len(free):
+                raise SlabError(f"kmem_cache_create({name}): all {len(ca)} cache slots in use")
+            cid = int(free[0])
+            row = np.zeros(CA_NCOLS, np.int64)
+            row[[CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS,
+                 CA_ORDER, CA_OBJECTS, CA_MIN_ORDER, CA_MIN_OBJECTS, CA_MIN_PARTIAL,
+                 CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_HAS_CPU_PARTIAL, CA_DEFRAG_RATIO,
+                 CA_CTOR, CA_SHEAF_CAPACITY, CA_RECIP]] = [
+                1, geo.slab_size, geo.object_size, geo.inuse, geo.offset, geo.align, flags,
+                geo.order, geo.objs_per_slab, geo.min_order, geo.min_objects, geo.min_partial,
+                0 if self._gen7 else geo.cpu_partial, 0 if self._gen7 else geo.cpu_partial_slabs,
+                int(not self._gen7 and not flags & SLAB_DEBUG_FLAGS), 1000,
+                int(ctor is not None), sheaf_capacity, -(-(1 << 32) // geo.slab_size)]
+            if debug:
+                row[[CA_DEBUG, CA_RED_LEFT, CA_TRACK, CA_ORIG]] = [
+                    flags & (SLAB_DEBUG_FLAGS | SLAB_KMALLOC)
+                    | (D_OBJECT_POISON if geo.object_poison else 0),
+                    geo.red_left_pad, geo.track_offset, geo.orig_size_offset]
+            self.state.node[cid] = 0
+            self.state.node[cid, :, 0:2] = NIL
+            self.state.cpu[cid] = 0
+            self.state.cpu[cid, :, C_SLAB] = NIL
+            self.state.cpu[cid, :, C_PARTIAL] = NIL
+            self.state.stats[cid] = 0
+            if self.freelist_hardened:         # s->random: get_random_long(), seeded here
+                row[CA_FP_KEY] = int(np.random.default_rng([self._seed, cid, len(self._names)])
+                                     .integers(1, 1 << 62))
+            if self.freelist_random:           # s->random_seq: init_cache_random_seq
+                init_cache_random_seq(self.state.rseq, row, cid, geo.objs_per_slab, geo.slab_size,
+                                      [self._seed, cid, len(self._names), 1])
+            row[CA_PARTIAL_ORDER] = order == "sorted"
+            ca[cid] = row
+            cache = KmemCache(self, cid, name, ctor, dtype)
+            self._caches[cid] = cache
+            self._names[name] = cache
+            if debug:
+                self._debug_cache_created(cid)
+            booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
+            if sheaf_capacity and not booting and init_percpu_sheaves(self._st, cid) < 0:
+                ops.cache_release(self._st, cid, self._cpu())
+                ca[cid] = 0
+                del self._caches[cid], self._names[name]
+                raise MemoryError(f"kmem_cache_create({name}): no memory for the per-CPU sheaves")
+            return cache
 
     def save(self, path: str) -> None:
         """Write the whole machine to ``path`` (``SlabAllocator.load`` restores it exactly)."""
@@ -414,32 +417,35 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             If objects are still allocated; the cache is left untouched, as the kernel
             leaves a cache it cannot destroy.
         """
-        self._own(cache, "kmem_cache_destroy")
-        if cache in self.kmalloc_caches:
-            raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
-        self._kvfree_rcu_barrier_on_cache(cache._id)     # nothing may wait: see kmallocapi
-        if force:
-            held = cache.live_addresses()
-            if len(held):
-                self.kmem_cache_free_bulk(cache, len(held), held)
-        live = cache.live_objects
-        if live:
-            self._report_leaks(cache._id)       # list_slab_objects
-            raise CacheLeakError(f"kmem_cache_destroy {cache.name}: Slab cache still has "
-                                 f"objects: {live} live object(s) of {cache.object_size} bytes")
-        if self.state.ca[cache._id, CA_USER_SHEAVES]:
-            raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
-                                 f"still outstanding; return them first")
-        self._cache_release(cache._id)
-        if cache.slabs:  # pragma: no cover - shrink frees every empty slab
-            raise SlabCorruptionError(f"{cache.name}: slabs left after shrinking an empty cache")
-        if self.state.ca[cache._id, CA_DEBUG]:
-            self._g[G_NDEBUG] -= 1
-            self._trace_ids.discard(cache._id)
-        self.state.ca[cache._id] = 0
-        del self._caches[cache._id], self._names[cache.name]
-        cache._sa, cache._id = None, -1         # a destroyed cache belongs to no allocator
-        cache.__class__ = DestroyedCache
+        with self._slab_mutex:
+            self._own(cache, "kmem_cache_destroy")
+            if cache in self.kmalloc_caches:
+                raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
+            self._kvfree_rcu_barrier_on_cache(cache._id)     # nothing may wait: see kmallocapi
+            if force:
+                held = cache.live_addresses()
+                if len(held):
+                    self.kmem_cache_free_bulk(cache, len(held), held)
+            live = cache.live_objects
+            if live:
+                self._report_leaks(cache._id)       # list_slab_objects
+                raise CacheLeakError(f"kmem_cache_destroy {cache.name}: Slab cache still has "
+                                     f"objects: {live} live object(s) of "
+                                     f"{cache.object_size} bytes")
+            if self.state.ca[cache._id, CA_USER_SHEAVES]:
+                raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
+                                     f"still outstanding; return them first")
+            self._cache_release(cache._id)
+            if cache.slabs:  # pragma: no cover - shrink frees every empty slab
+                raise SlabCorruptionError(f"{cache.name}: slabs left after shrinking an "
+                                          f"empty cache")
+            if self.state.ca[cache._id, CA_DEBUG]:
+                self._g[G_NDEBUG] -= 1
+                self._trace_ids.discard(cache._id)
+            self.state.ca[cache._id] = 0
+            del self._caches[cache._id], self._names[cache.name]
+            cache._sa, cache._id = None, -1         # a destroyed cache belongs to no allocator
+            cache.__class__ = DestroyedCache
 
     def find_cache(self, name: str) -> KmemCache:
         """The cache called ``name``."""
