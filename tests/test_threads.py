@@ -145,3 +145,62 @@ def test_caches_created_and_destroyed_by_two_threads_at_once_get_their_own_slots
     assert errors == []
     assert [c.name for c in sa.caches] == [c.name for c in sa.kmalloc_caches]
     sa.validate()
+
+
+def test_validate_and_a_grace_period_in_another_thread_do_not_meet(monkeypatch):
+    """``validate`` took the ``kfree_rcu`` list in Python, then its unit lifted the listed
+    objects' marks and put them back: a ``synchronize_rcu`` in another thread in between
+    freed them, and the marks went back on free objects (every later free of one raised
+    DoubleFreeError). The other thread's grace period now waits for the check."""
+    import threading
+    import numslab
+    from numslab.engine import checks
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="16M")   # the list: no sheaves
+    for a in [sa.kmalloc(64) for _ in range(32)]:
+        sa.kfree_rcu(a)
+    assert len(sa._rcu_listed()) == 32
+    real, other = checks.validate, []
+
+    def racing(*args):                  # the other thread's grace period, as the check starts
+        t = threading.Thread(target=sa.synchronize_rcu)
+        t.start()
+        t.join(0.5)                     # it ran to its end before; now it waits
+        other.append(t)
+        return real(*args)
+    monkeypatch.setattr(checks, "validate", racing)
+    sa.validate()
+    monkeypatch.undo()
+    other[0].join()
+    assert len(sa._rcu_listed()) == 0
+    sa.validate()
+    fresh = [sa.kmalloc(64) for _ in range(64)]
+    for a in fresh:                     # the objects the grace period freed, handed out again
+        sa.kfree(a)
+    sa.validate()
+
+
+def test_slabinfo_and_a_cache_destroyed_in_another_thread_do_not_meet(monkeypatch):
+    """``slabinfo`` walks every cache (the kernel holds ``slab_mutex`` for it); a cache
+    destroyed by another thread during the walk raised WrongCacheError or AttributeError
+    from the reader. The destroy now waits for the walk."""
+    import threading
+    import numslab
+    from numslab.facade.cache import KmemCache
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M")
+    victims = [sa.kmem_cache_create(f"victim{i}", 128) for i in range(3)]
+    real, other = KmemCache.partial_free_approx, []
+
+    def racing(self):
+        if not other:                   # the first cache the walk reads: destroy the rest
+            t = threading.Thread(target=lambda: [sa.kmem_cache_destroy(v) for v in victims])
+            t.start()
+            t.join(0.5)
+            other.append(t)
+        return real(self)
+    monkeypatch.setattr(KmemCache, "partial_free_approx", racing)
+    text = sa.slabinfo()
+    monkeypatch.undo()
+    other[0].join()
+    assert all(f"victim{i} " in text for i in range(3))     # the walk saw them whole
+    assert not any(c.name.startswith("victim") for c in sa.caches)
+    sa.validate()

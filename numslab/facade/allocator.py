@@ -49,7 +49,7 @@ from .defragapi import DefragAPI, check_partial_order
 from .evictapi import EvictAPI
 from .hardening import init_cache_random_seq
 from .raising import RaiseAPI
-from .kmallocapi import KmallocAPI
+from .kmallocapi import _RCU_LOCK, KmallocAPI
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
 
 if TYPE_CHECKING:
@@ -724,11 +724,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def slabinfo(self) -> str:
         """``/proc/slabinfo`` (version 2.1) for every cache, newest first as the kernel lists."""
         lines = [SLABINFO_HEADER]
-        for c in reversed(self.caches):         # get_slabinfo: count_partial_free_approx
-            total = c.total_objects
-            active = total - int(c.partial_free_approx().sum())
-            lines.append(slabinfo_line(c.name, active, total, c.slab_size,
-                                       c.objs_per_slab, c.order, c.slabs))
+        with self._slab_mutex:                  # slab_start: no cache created or destroyed
+            for c in reversed(self.caches):     # get_slabinfo: count_partial_free_approx
+                total = c.total_objects
+                active = total - int(c.partial_free_approx().sum())
+                lines.append(slabinfo_line(c.name, active, total, c.slab_size,
+                                           c.objs_per_slab, c.order, c.slabs))
         return "".join(lines)
 
     def sheaf_addresses(self) -> np.ndarray:
@@ -760,11 +761,15 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             Naming the first broken invariant and where.
         """
         cid = NIL if cache is None else self._own(cache, "validate")
-        listed = self._rcu_listed()             # kfree_rcu's list: allocated, not live
-        if checks.validate(self._st, cid, len(listed), listed.ctypes.data):
-            what, where = int(self._g[G_ERR0]), int(self._g[G_ERR1])
-            bad = self._caches.get(cid if cid != NIL else int(self._g[G_ERR2]))
-            raise SlabCorruptionError(f"validate: {checks.CORRUPTION[what]} (cache "
+        with _RCU_LOCK:     # the list as the unit sees it (it lifts and restores their marks)
+            listed = self._rcu_listed()         # kfree_rcu's list: allocated, not live
+            err = checks.validate(self._st, cid, len(listed), listed.ctypes.data)
+            what, where, at = (int(x) for x in self._g[[G_ERR0, G_ERR1, G_ERR2]])
+        if err:
+            bad = self._caches.get(cid if cid != NIL else at)
+            what = checks.CORRUPTION[what] if 0 <= what < len(checks.CORRUPTION) else \
+                "an invariant (its detail overwritten by another thread's refused call)"
+            raise SlabCorruptionError(f"validate: {what} (cache "
                                       f"{bad.name if bad is not None else '-'}, at {where})")
 
     check_invariants = validate
