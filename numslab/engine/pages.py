@@ -6,7 +6,14 @@ from __future__ import annotations
 from .layout import (B_COUNT, B_HEAD, B_NCOLS, NIL, NR_ORDERS, P_BATCH, P_COUNT,
                      P_FREE_FACTOR, P_HIGH, P_LISTS, P_NCOLS, PCP_MAX_ORDER, PG_BUDDY, PG_HEAD,
                      PG_PCP, PG_RESERVED, PG_TAIL)
-from .native import jit, unit
+from numba import types
+
+from .native import address, jit, unit
+
+#: libc's ``madvise(addr, length, advice)``, resolved by name when the unit is linked (so
+#: that the unit stays cacheable; x86-64 and AArch64 pass a pointer as a 64-bit integer).
+_madvise = types.ExternalFunction("madvise", types.int32(types.int64, types.int64,
+                                                         types.int32))
 
 
 # ---- buddy free areas ------------------------------------------------------------------------
@@ -398,3 +405,37 @@ def free_block_checked(st, cpu, addr, order, kind):
         return -2
     free_pages(st, cpu, pfn, real)
     return 0
+
+
+@unit
+def release_free_blocks(st, min_order, advice):
+    """``madvise(advice)`` the free buddy blocks (not those on pcp lists) of order
+    ``min_order`` and above, adjacent blocks as one range; bytes advised (-1: madvise
+    failed). One engine call, so no thread can be handed a block between the scan and its
+    advice (a Python loop of madvise calls zeroed a block another thread had just taken)."""
+    flags, orders = st.pg_flags, st.pg_order
+    base = address(st.mem)
+    total = 0
+    start = -1
+    end = -1
+    pfn = 0
+    n = st.npages
+    while pfn <= n:
+        block = pfn < n and (flags[pfn] & (PG_BUDDY | PG_PCP)) == PG_BUDDY and \
+            orders[pfn] >= min_order
+        if block and pfn == end:                 # adjacent: one range
+            end = pfn + (1 << orders[pfn])
+            pfn = end
+            continue
+        if end > start >= 0:                     # the range so far, advised
+            if _madvise(base + (start << 12), (end - start) << 12, advice) != 0:
+                return -1
+            total += (end - start) << 12
+            start = end = -1
+        if block:
+            start = pfn
+            end = pfn + (1 << orders[pfn])
+            pfn = end
+        else:
+            pfn += 1
+    return total

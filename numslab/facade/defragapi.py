@@ -13,10 +13,9 @@ import numpy as np
 from ..engine import ops
 from ..engine.defrag import DEFRAG_USED_RATIO, compact, set_partial_order
 from ..engine.layout import (CA_MOVE_FREED, CA_MOVED, CA_PARTIAL_ORDER, CA_USED_RATIO,
-                             N_NR_SLABS, PG_BUDDY, PG_PCP)
-from ..engine.pages import drain_all_pages
+                             N_NR_SLABS)
+from ..engine.pages import drain_all_pages, release_free_blocks
 from ..errors import InvalidArgumentError, InvalidSizeError, SlabError
-from ..geometry import PAGE_SIZE
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -218,20 +217,9 @@ class DefragAPI:
     def _release_free_blocks(self: "SlabAllocator", min_order: int) -> int:
         """``madvise(MADV_DONTNEED)`` the free buddy blocks (not those on pcp lists) of order
         ``min_order`` and above, adjacent blocks as one range. Bytes released."""
-        st = self.state
-        heads = np.flatnonzero((st.pg_flags & (PG_BUDDY | PG_PCP)) == PG_BUDDY)
-        orders = st.pg_order[heads]
-        keep = orders >= min_order
-        heads, orders = heads[keep], orders[keep]
-        if not len(heads):
-            return 0
-        ends = heads + (1 << orders)
-        starts = np.flatnonzero(np.r_[True, heads[1:] != ends[:-1]])
-        stops = np.r_[starts[1:], len(heads)] - 1
-        total = 0
-        for a, b in zip(heads[starts].tolist(), ends[stops].tolist()):
-            self._mmap.madvise(mmap.MADV_DONTNEED, a * PAGE_SIZE, (b - a) * PAGE_SIZE)
-            total += (b - a) * PAGE_SIZE
+        total = int(release_free_blocks(self._st, min_order, mmap.MADV_DONTNEED))
+        if total < 0:                           # pragma: no cover - madvise's EINVAL
+            raise OSError("release_free_blocks: madvise failed on the arena")
         self.released_bytes += total
         return total
 
