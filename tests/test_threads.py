@@ -204,3 +204,26 @@ def test_slabinfo_and_a_cache_destroyed_in_another_thread_do_not_meet(monkeypatc
     assert all(f"victim{i} " in text for i in range(3))     # the walk saw them whole
     assert not any(c.name.startswith("victim") for c in sa.caches)
     sa.validate()
+
+
+def test_destroy_refuses_in_the_engine_an_object_taken_since_its_check(monkeypatch, kernel):
+    """``kmem_cache_destroy`` checked for live objects in Python and released the slabs in a
+    later engine call: an object another thread took in between was released with them
+    (its free then refused, ``validate`` failing on the whole allocator). The release
+    checks again in the same engine call and refuses, changing nothing."""
+    import numslab
+    from numslab.facade.cache import KmemCache
+    sa = numslab.SlabAllocator(kernel=kernel, nr_cpus=2, memory="16M")
+    c = sa.kmem_cache_create("raced", 96)
+    a = sa.kmem_cache_alloc(c)          # as if another thread took it after the check
+    monkeypatch.setattr(KmemCache, "live_objects", property(lambda self: 0))
+    with pytest.raises(numslab.CacheLeakError, match="another thread allocated"):
+        sa.kmem_cache_destroy(c)
+    monkeypatch.undo()
+    assert sa.find_cache("raced") is c and c.live_objects == 1
+    sa.validate()
+    b = sa.kmem_cache_alloc(c)          # still a working cache
+    sa.kmem_cache_free(c, a)
+    sa.kmem_cache_free(c, b)
+    sa.kmem_cache_destroy(c)
+    sa.validate()

@@ -14,7 +14,7 @@ from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .sheafdebug import free_bulk_checked, free_bulk_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
-from .layout import (CA_DEBUG, G_NDEBUG,
+from .layout import (CA_ACTIVE, CA_DEBUG, CA_NCOLS, CA_USER_SHEAVES, G_NDEBUG,
                      C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
                      G_FAULT_CACHE, KERNEL_7_0, KERNEL_7_1, NIL, PG_LARGE, PG_SLAB, SH_OBJECTS,
                      SH_SIZE, N_NR_SLABS, _ca, _cpu_row, _head_frame, _node_row, _slab_nid,
@@ -22,6 +22,7 @@ from .layout import (CA_DEBUG, G_NDEBUG,
 from .native import copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
+from .stats import live_objects
 from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _any_stale, _free_empty_sheaf,
                       _free_to_pcs, _node_requested_off, _sheaf_purge,
                       _free_to_pcs_bulk, _sheaf_put, _sheaf_take, _w, barn_shrink,
@@ -412,8 +413,13 @@ def _nr_slabs(st, cache):
 
 @unit
 def cache_release(st, cache, cpu):
-    """Last step of destroy: shrink, then free every CPU's main sheaf. The caller checked
-    that no object and no prefilled sheaf is outstanding. 0."""
+    """Last step of destroy: shrink, then free every CPU's main sheaf. 1 with nothing
+    changed if an object or a prefilled sheaf of the cache is outstanding (the caller
+    checked, but another thread may have taken one since: the check and the release are one
+    engine call); else the cache is marked dead first (``numslab.jit`` refuses it), 0."""
+    if live_objects(st, cache) or _ca(st, cache, CA_USER_SHEAVES):
+        return 1
+    st.ca[cache * CA_NCOLS + CA_ACTIVE] = 0
     kmem_cache_shrink(st, cache, cpu)
     cpt = st.cpu
     if _ca(st, cache, CA_SHEAF_CAPACITY):

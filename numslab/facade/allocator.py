@@ -18,6 +18,7 @@ from ..drivers.calls import bound
 from ..engine import checks, ops
 from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N_BARN_FULL,
+                             N_NR_SLABS,
                              SH_NEXT, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
@@ -43,7 +44,7 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
 from . import persist, threads
 from .args import check_gfp
 from .batchapi import BatchAPI
-from .cache import DestroyedCache, KmemCache
+from .cache import NO_ALLOCATOR, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
 from .defragapi import DefragAPI, check_partial_order
 from .evictapi import EvictAPI
@@ -435,8 +436,13 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             if self.state.ca[cache._id, CA_USER_SHEAVES]:
                 raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
                                      f"still outstanding; return them first")
-            self._cache_release(cache._id)
-            if cache.slabs:  # pragma: no cover - shrink frees every empty slab
+            cache.__class__ = DestroyedCache    # other threads' calls now refuse it...
+            if not self._cache_release(cache._id):      # ...and one took an object since
+                cache.__class__ = KmemCache
+                raise CacheLeakError(f"kmem_cache_destroy {cache.name}: Slab cache still has "
+                                     f"objects: another thread allocated from it meanwhile")
+            if self.state.node[cache._id, :, N_NR_SLABS].any():   # pragma: no cover - shrink
+                # frees every empty slab
                 raise SlabCorruptionError(f"{cache.name}: slabs left after shrinking an "
                                           f"empty cache")
             if self.state.ca[cache._id, CA_DEBUG]:
@@ -444,7 +450,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 self._trace_ids.discard(cache._id)
             self.state.ca[cache._id] = 0
             del self._caches[cache._id], self._names[cache.name]
-            cache._sa, cache._id = None, -1         # a destroyed cache belongs to no allocator
+            cache._sa, cache._id = NO_ALLOCATOR, -1     # it belongs to no allocator
             cache.__class__ = DestroyedCache
 
     def find_cache(self, name: str) -> KmemCache:

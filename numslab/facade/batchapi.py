@@ -139,13 +139,17 @@ class BatchAPI:
                 self.kmem_cache_free_bulk(cache, got, out)
             raise
 
-    def _cache_release(self: "SlabAllocator", cid: int) -> None:
+    def _cache_release(self: "SlabAllocator", cid: int) -> bool:
         """Release the slabs of cache ``cid`` (being destroyed), forgetting the constructors
-        still due on them (those slabs are reused by other caches)."""
+        still due on them (those slabs are reused by other caches); False with nothing
+        changed if another thread took an object since the caller's check."""
         n = int(self._g[G_NPENDING])
-        self._set_pending([s for s in self.state.pending[:n].tolist()
-                           if self.state.sl_cache[s & PENDING_FRAME] != cid])
-        ops.cache_release(self._st, cid, self._cpu())
+        keep = [s for s in self.state.pending[:n].tolist()
+                if self.state.sl_cache[s & PENDING_FRAME] != cid]
+        if ops.cache_release(self._st, cid, self._cpu()):
+            return False
+        self._set_pending(keep)
+        return True
 
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    fn: str) -> int:

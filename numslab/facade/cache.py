@@ -477,6 +477,19 @@ class KmemCache(MovableCache):
                               f"allocated object of this cache")
 
 
+class _NoAllocator:
+    """The allocator of a destroyed cache: a call a thread began before the destroy (its
+    method already looked up) is refused at its first use of the allocator."""
+
+    __slots__ = ()
+
+    def __getattr__(self, attr: str) -> Any:
+        raise WrongCacheError(f"the cache was destroyed: {attr} is not available")
+
+
+NO_ALLOCATOR = _NoAllocator()
+
+
 class DestroyedCache(KmemCache):
     """What a ``KmemCache`` becomes when ``kmem_cache_destroy`` ends it: its name and repr
     remain; anything else raises ``WrongCacheError`` (its slot may hold another cache)."""
