@@ -227,3 +227,27 @@ def test_destroy_refuses_in_the_engine_an_object_taken_since_its_check(monkeypat
     sa.kmem_cache_free(c, b)
     sa.kmem_cache_destroy(c)
     sa.validate()
+
+
+def test_per_cache_tables_pruned_by_two_threads_at_once():
+    """``_per_cache`` pruned destroyed caches' entries while iterating its table: another
+    thread pruning the same table in between (two shrinks at once) raised RuntimeError or
+    KeyError. The other thread is played by the cache lookup the pruning makes."""
+    import numslab
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M")
+    gone = [sa.kmem_cache_create(f"gone{i}", 64) for i in range(3)]
+    for c in gone:
+        c.shrink()                      # entries in the _shrink_freed table
+        sa.kmem_cache_destroy(c)
+    table = sa.__dict__["_shrink_freed"]
+
+    class Racing(dict):
+        def get(self, key, default=None):
+            if key in table and key not in self:
+                table.clear()           # "another thread" pruned every entry meanwhile
+            return super().get(key, default)
+    sa._caches = Racing(sa._caches)
+    keep = sa.kmem_cache_create("kept", 64)
+    assert keep.shrink() == 0 and keep.shrink_freed == 0
+    assert list(sa.__dict__["_shrink_freed"]) == [keep.id]
+    sa.validate()

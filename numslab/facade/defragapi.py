@@ -254,8 +254,9 @@ class DefragAPI:
         """The allocator's table ``name`` of per-cache entries ``(cache, ...)`` by cache id,
         less the entries of destroyed caches (whose slot a new cache may hold)."""
         table = self.__dict__.setdefault(name, {})
-        for cid in [cid for cid, v in table.items() if self._caches.get(cid) is not v[0]]:
-            del table[cid]
+        for cid, v in list(table.items()):      # (a copy: another thread may prune too)
+            if self._caches.get(cid) is not v[0]:
+                table.pop(cid, None)
         return table
 
     def kmem_cache_compact(self: "SlabAllocator", cache: "KmemCache",
