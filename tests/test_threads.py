@@ -97,6 +97,32 @@ def test_park_points_every_main_sheaf_at_no_sheaf_and_puts_them_back(sa):
     assert native.UNIT_TABLE[native.ENGINE_BUSY] == 0
 
 
+def test_a_cache_created_while_the_fast_paths_are_parked_keeps_its_rows(sa):
+    """A cache created while another thread compiles a unit mid-operation (the fast paths
+    parked) had the restore write the unused slot's saved words over its own: under 6.18 a
+    CPU slab of 0 instead of NIL, which validate refused ("cpu slab is not a frozen slab
+    of this cache"). Only the rows of the caches parked are put back."""
+    from numslab.engine.layout import C_SLAB, NIL
+    old = sa.kmem_cache_create("old", 64)
+    a = old.alloc()
+    gone = sa.kmem_cache_create("gone", 64)
+    restore = threads.park_fast_paths(sa._st)
+    sa.kmem_cache_destroy(gone)             # its slot freed and taken again meanwhile
+    new = sa.kmem_cache_create("new", 96)
+    fresh = sa.kmem_cache_create("fresh", 128)
+    rows = {c.id: sa.state.cpu[c.id].copy() for c in (new, fresh)}
+    restore()
+    for c in (new, fresh):
+        assert (sa.state.cpu[c.id] == rows[c.id]).all()
+        assert (sa.state.cpu[c.id, :, C_SLAB] == NIL).all()
+    sa.validate()
+    b, d = new.alloc(), fresh.alloc()
+    new.free(b)
+    fresh.free(d)
+    old.free(a)
+    sa.validate()
+
+
 def test_load_writes_no_sheaf_whatever_was_saved(sa, tmp_path):
     """A machine saved without ``NO_SHEAF``'s size word (an older save) gets it back on load,
     so that parked fast paths still find an empty-and-full sheaf."""

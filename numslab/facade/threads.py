@@ -42,17 +42,24 @@ def park_fast_paths(st: int) -> Callable[[], None] | None:
     if sa is None:
         return None
     cpt = sa.state.cpu
+    caches = dict(sa._caches)               # the rows parked: the caches that exist now
+    rows = np.zeros(cpt.shape[0], bool)
+    rows[list(caches)] = True
     main, slab = cpt[..., C_MAIN].copy(), cpt[..., C_SLAB].copy()
     parked = no_sheaf(sa)
-    cpt[..., C_MAIN] = np.where(main != 0, parked, 0)
-    cpt[..., C_SLAB] = NIL
+    cpt[rows, :, C_MAIN] = np.where(main[rows] != 0, parked, 0)
+    cpt[rows, :, C_SLAB] = NIL
 
     def restore() -> None:
+        # only the rows of caches that still are the ones parked: a cache created meanwhile
+        # (in a slot unused then, or freed and taken again) keeps the words it was given
+        same = rows & np.isin(np.arange(len(rows)), [cid for cid, c in caches.items()
+                                                     if sa._caches.get(cid) is c])
         now = cpt[..., C_MAIN]
-        back = now == parked
+        back = (now == parked) & same[:, None]
         now[back] = main[back]
         now = cpt[..., C_SLAB]
-        back = now == NIL
+        back = (now == NIL) & same[:, None]
         now[back] = slab[back]
     return restore
 
