@@ -3,11 +3,11 @@ page frames of the arena, with per-CPU page lists (pcp) in front for orders 0 to
 ``mm/page_alloc.c`` hands out pages to SLUB and kmalloc (pcp rules of 5.14 to 6.6)."""
 from __future__ import annotations
 
+from numba import types
+
 from .layout import (B_COUNT, B_HEAD, B_NCOLS, NIL, NR_ORDERS, P_BATCH, P_COUNT,
                      P_FREE_FACTOR, P_HIGH, P_LISTS, P_NCOLS, PCP_MAX_ORDER, PG_BUDDY, PG_HEAD,
                      PG_PCP, PG_RESERVED, PG_TAIL)
-from numba import types
-
 from .native import address, jit, unit
 
 #: libc's ``madvise(addr, length, advice)``, resolved by name when the unit is linked (so

@@ -62,10 +62,7 @@ class BatchAPI:
         """Construct every object of cache ``cid``'s slabs created or left part-way since its
         last allocation; other caches' stay due until theirs (a constructor's failure is
         reported by an allocation from its own cache, not by whatever call comes next)."""
-        st, due, keep = self.state, [], []
-        for entry in st.pending[:int(self._g[G_NPENDING])].tolist():
-            if st.pg_flags[entry & PENDING_FRAME] & PG_SLAB:
-                (due if st.sl_cache[entry & PENDING_FRAME] == cid else keep).append(entry)
+        due, keep = self._pending_of(cid)
         self._set_pending(keep)
         for k, entry in enumerate(due):
             slab, i, cache = entry & PENDING_FRAME, entry >> PENDING_SHIFT, self._caches[cid]
@@ -81,10 +78,20 @@ class BatchAPI:
                         i += 1
             except Exception as e:      # resume there at the next allocation of the cache
                 self._set_pending([slab | i << PENDING_SHIFT] + due[k + 1:] + keep)
-                inner = str(e) if len(str(e)) <= 300 else str(e)[:300] + " ..."
+                inner = str(e)
+                inner = inner if len(inner) <= 300 else inner[:300] + " ..."
                 raise SlabError(f"{cache.name}: the constructor raised {type(e).__name__} on "
                                 f"the object at {base + i * size:#x}; nothing was allocated "
                                 f"({inner})") from e
+
+    def _pending_of(self: "SlabAllocator", cid: int) -> tuple[list[int], list[int]]:
+        """The due constructor entries of cache ``cid``'s slabs, and the others (entries of
+        slabs that no longer exist dropped)."""
+        st, mine, others = self.state, [], []
+        for entry in st.pending[:int(self._g[G_NPENDING])].tolist():
+            if st.pg_flags[entry & PENDING_FRAME] & PG_SLAB:
+                (mine if st.sl_cache[entry & PENDING_FRAME] == cid else others).append(entry)
+        return mine, others
 
     def _set_pending(self: "SlabAllocator", entries: list[int]) -> None:
         """The slabs whose constructors are due (``slab | resume index << PENDING_SHIFT``)."""
@@ -143,9 +150,7 @@ class BatchAPI:
         """Release the slabs of cache ``cid`` (being destroyed), forgetting the constructors
         still due on them (those slabs are reused by other caches); False with nothing
         changed if another thread took an object since the caller's check."""
-        n = int(self._g[G_NPENDING])
-        keep = [s for s in self.state.pending[:n].tolist()
-                if self.state.sl_cache[s & PENDING_FRAME] != cid]
+        keep = self._pending_of(cid)[1]
         if ops.cache_release(self._st, cid, self._cpu()):
             return False
         self._set_pending(keep)
