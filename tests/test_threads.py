@@ -13,6 +13,8 @@ from numslab.engine.layout import C_MAIN, SH_SIZE
 from numslab.facade.threads import no_sheaf
 from numslab.facade import threads
 
+KERNELS = ("7.0", "6.18")     #: the behaviour tested here is both generations'
+
 
 _THREADS_CHILD = """
 import random, threading, numslab
@@ -106,8 +108,8 @@ def test_a_cache_created_while_the_fast_paths_are_parked_keeps_its_rows(sa):
     old = sa.kmem_cache_create("old", 64)
     a = old.alloc()
     gone = sa.kmem_cache_create("gone", 64)
+    sa.kmem_cache_destroy(gone)             # its slot unused when the rows are parked
     restore = threads.park_fast_paths(sa._st)
-    sa.kmem_cache_destroy(gone)             # its slot freed and taken again meanwhile
     new = sa.kmem_cache_create("new", 96)
     fresh = sa.kmem_cache_create("fresh", 128)
     rows = {c.id: sa.state.cpu[c.id].copy() for c in (new, fresh)}
@@ -121,6 +123,20 @@ def test_a_cache_created_while_the_fast_paths_are_parked_keeps_its_rows(sa):
     fresh.free(d)
     old.free(a)
     sa.validate()
+
+
+def test_sheaf_addresses_never_lists_the_parking_placeholder(sa):
+    """While another thread compiles a unit mid-operation, the main sheaves point at
+    ``NO_SHEAF``; ``sheaf_addresses()`` listed it as a sheaf of the allocator (0x800)."""
+    c = sa.kmem_cache_create("parked", 64)
+    c.free(c.alloc())
+    before = sorted(sa.sheaf_addresses().tolist())
+    restore = threads.park_fast_paths(sa._st)
+    parked = sa.sheaf_addresses().tolist()
+    restore()
+    assert no_sheaf(sa) - sa.memory.size not in parked
+    assert set(parked) <= set(before)
+    assert sorted(sa.sheaf_addresses().tolist()) == before
 
 
 def test_load_writes_no_sheaf_whatever_was_saved(sa, tmp_path):

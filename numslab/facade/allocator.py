@@ -31,6 +31,7 @@ from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N
                              KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH,
                              PG_ISOLATED, PG_TAIL, PG_SLAB,
                              ZERO_SIZE_PTR, SlabState, new_state, view, zone_watermarks)
+from ..engine.native import wait_for_engine
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
 from ..engine.sheaves import init_percpu_sheaves
 from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as BadArg,
@@ -304,6 +305,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             A record type; ``size`` may then be omitted (pass 0) and is ``dtype.itemsize``.
         """
         with self._slab_mutex:         # slab_mutex: a name and a slot, taken once
+            wait_for_engine()           # not while another thread's compile parks the rows
             if kwargs:
                 raise TypeError(f"kmem_cache_create() got unexpected arguments {sorted(kwargs)}")
             if not isinstance(name, str) or not name or name in self._names:
@@ -419,6 +421,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             leaves a cache it cannot destroy.
         """
         with self._slab_mutex:
+            wait_for_engine()           # not while another thread's compile parks the rows
             self._own(cache, "kmem_cache_destroy")
             if cache in self.kmalloc_caches:
                 raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
@@ -745,7 +748,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         in the arena; a sheaf's handle is that address plus the arena's size)."""
         st = self.state
         cpu = st.cpu[:, :, [C_MAIN, C_SPARE, C_RCU_FREE]]
-        out = [cpu[cpu != 0]]
+        # (while a unit compiles mid-operation the main sheaves are parked at NO_SHEAF, the
+        # allocator's placeholder in frame 0, not a sheaf it holds)
+        out = [cpu[(cpu != 0) & (cpu != threads.no_sheaf(self))]]
         words = self._mem
         heads = np.concatenate([st.node[:, :, [N_BARN_FULL, N_BARN_EMPTY]].ravel(),
                                 st.ca[:, CA_USER_SHEAVES], self._g[G_RCU_HEAD:G_RCU_HEAD + 1]])
