@@ -22,6 +22,7 @@ here.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -39,7 +40,8 @@ from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZ
                              G_NREPORTS, NIL, NR_KMALLOC, R_MAX, R_NCOLS, R_SLAB, SH_OBJECTS,
                              SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _geo, _slab_nid, _stat)
 from ..engine.debug import E_DEBUG
-from ..engine.native import address, jit, table_address, words_at, zero_bytes
+from ..engine.native import (_MACHINE, _thread_pointer, address, jit, table_address,
+                              words_at, zero_bytes)
 from ..engine.sheaves import KMALLOC_CLASS, _sheaf_copy_top
 from .. import errors
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, InvalidSizeError,
@@ -67,16 +69,30 @@ GFP_MAX = (1 << 32) - 1
 #: not known) and the argument refused (:data:`NO_VALUE`: none), read by ``SlabError`` when
 #: Python makes the exception: Numba's exceptions with runtime arguments need its runtime
 #: (an allocation in every user's loop that could raise), so the arguments go here and the
-#: exceptions stay constant.
-ERROR_DETAIL = np.array([-1, -1, -1, errors.NO_VALUE], np.int64)
+#: exceptions stay constant. One row of :data:`ERROR_WORDS` per thread (hashed from the
+#: thread's pointer, its first word): two threads raising at once named each other's
+#: address when there was one record for the process.
+ERROR_ROWS, ERROR_WORDS = 64, 5
+ERROR_DETAIL = np.tile(np.array([0, -1, -1, -1, errors.NO_VALUE], np.int64), ERROR_ROWS)
 ERROR_SYMBOL = "numslab_jit_error"
 ll.add_symbol(ERROR_SYMBOL, ERROR_DETAIL.ctypes.data)
+_HASH = 0x9E3779B97F4A7C15          # Fibonacci hashing: the top 6 bits pick the row
+
+
+def _error_row(tid: int) -> int:
+    """The row of :data:`ERROR_DETAIL` for the thread whose pointer is ``tid``."""
+    return ((tid * _HASH) & ((1 << 64) - 1)) >> 58
 
 
 def _read_error_detail() -> tuple[int, int, int, int]:
-    """The detail of the last compiled raise (every raise of ``numslab.jit`` records its
-    own first; Python makes the exception more than once, so it is not reset here)."""
-    return tuple(int(x) for x in ERROR_DETAIL)          # type: ignore[return-value]
+    """The detail of this thread's last compiled raise (every raise of ``numslab.jit``
+    records its own first; Python makes the exception more than once, so it is not reset
+    here); nothing known if another thread's raise took the row since."""
+    tid = threading.get_ident() if _MACHINE == "x86_64" else -1     # (_thread_pointer's)
+    row = ERROR_DETAIL[_error_row(tid) * ERROR_WORDS:][:ERROR_WORDS]
+    if int(row[0]) != tid:
+        return -1, -1, -1, errors.NO_VALUE
+    return tuple(int(x) for x in row[1:])               # type: ignore[return-value]
 
 
 errors._jit_error_detail = _read_error_detail
@@ -84,11 +100,17 @@ errors._jit_error_detail = _read_error_detail
 
 @intrinsic
 def _record_error(typingctx: Any, addr: Any, cache: Any, index: Any, value: Any) -> Any:
-    """Store ``addr``, ``cache``, ``index``, ``value`` in :data:`ERROR_DETAIL`."""
+    """Store the calling thread's pointer, then ``addr``, ``cache``, ``index``, ``value``, in
+    its row of :data:`ERROR_DETAIL`."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        base = table_address(builder, ERROR_SYMBOL)
-        for k, v in enumerate(args):
-            builder.store(v, builder.gep(base, [ir.Constant(ir.IntType(64), k)]))
+        i64 = ir.IntType(64)
+        tid = _thread_pointer(builder)
+        row = builder.lshr(builder.mul(tid, ir.Constant(i64, _HASH - (1 << 64))),
+                           ir.Constant(i64, 58))
+        base = builder.gep(table_address(builder, ERROR_SYMBOL),
+                           [builder.mul(row, ir.Constant(i64, ERROR_WORDS))])
+        for k, v in enumerate([tid, *args]):
+            builder.store(v, builder.gep(base, [ir.Constant(i64, k)]))
         return context.get_dummy_value()
     return types.none(types.int64, types.int64, types.int64, types.int64), codegen
 
