@@ -53,8 +53,8 @@ def park_fast_paths(st: int) -> Callable[[], None] | None:
     def restore() -> None:
         # only the rows of caches that still are the ones parked: a cache created meanwhile
         # (in a slot unused then, or freed and taken again) keeps the words it was given
-        same = rows & np.isin(np.arange(len(rows)), [cid for cid, c in caches.items()
-                                                     if sa._caches.get(cid) is c])
+        same = np.zeros_like(rows)
+        same[[cid for cid, c in caches.items() if sa._caches.get(cid) is c]] = True
         now = cpt[..., C_MAIN]
         back = (now == parked) & same[:, None]
         now[back] = main[back]
