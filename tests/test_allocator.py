@@ -618,9 +618,20 @@ def test_load_of_a_file_with_a_bit_flipped_anywhere_is_a_slab_error(tmp_path):
     sa.save(good)
     raw = good.read_bytes()
     bad = tmp_path / "bad.npz"
-    for pos in range(0, len(raw), max(1, len(raw) // 250)):
+    flips = [(pos, pos % 8) for pos in range(0, len(raw), max(1, len(raw) // 250))]
+    # and every bit of the zip's end record and of its directory's offsets to the members
+    # (before: a flip there made zipfile seek before the file's start, an OSError)
+    words = [range(len(raw) - 22, len(raw))]
+    entry = int.from_bytes(raw[-6:-2], "little")        # the directory's first entry
+    while raw[entry:entry + 4] == b"PK\x01\x02":
+        words.append(range(entry + 42, entry + 46))     # its member's local header offset
+        entry += 46 + sum(int.from_bytes(raw[entry + k:entry + k + 2], "little")
+                          for k in (28, 30, 32))        # name, extra and comment lengths
+    assert len(words) == 1 + 5              # meta, state, arena, shadow_pages and shadow
+    flips += [(pos, bit) for word in words for pos in word for bit in range(8)]
+    for pos, bit in flips:
         b = bytearray(raw)
-        b[pos] ^= 1 << (pos % 8)
+        b[pos] ^= 1 << bit
         bad.write_bytes(bytes(b))
         try:
             other = numslab.SlabAllocator.load(bad)

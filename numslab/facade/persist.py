@@ -90,19 +90,20 @@ def _shadow_pages(sa: "SlabAllocator") -> np.ndarray:
 def load(cls: type, path: str | Path) -> "SlabAllocator":
     """A new machine of class ``cls`` exactly as :func:`save` wrote it: the same state, bytes
     and caches, so that it then behaves as the saved one would have (its handle is new)."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta: dict[str, Any] = json.loads(str(z["meta"]))
-            state, arena = z["state"], z["arena"]
-            used, shadow = z["shadow_pages"], z["shadow"]     # (older formats have none)
-    except OSError:
-        raise                   # a missing or unreadable file stays the OSError it is
-    except Exception as e:
-        # not an .npz of ours (NumPy takes a text file for pickled data, says so, and asks
-        # for allow_pickle), or a damaged one: a flipped bit in a member raises zlib.error,
-        # in an array's header tokenize.TokenError, SyntaxError or NotImplementedError
-        raise SlabError(f"load: {path} is not a numslab machine ({type(e).__name__}: "
-                        f"{str(e)[:80]})") from None
+    with open(path, "rb") as f:         # a missing or unreadable file stays its OSError
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                meta: dict[str, Any] = json.loads(str(z["meta"]))
+                state, arena = z["state"], z["arena"]
+                used, shadow = z["shadow_pages"], z["shadow"]   # (older formats have none)
+        except Exception as e:
+            # not an .npz of ours (NumPy takes a text file for pickled data, says so, and
+            # asks for allow_pickle), or a damaged one: a flipped bit in a member raises
+            # zlib.error, in an array's header tokenize.TokenError, SyntaxError or
+            # NotImplementedError, in the zip directory's offsets OSError (a seek before
+            # the file's start) once the file is open
+            raise SlabError(f"load: {path} is not a numslab machine ({type(e).__name__}: "
+                            f"{str(e)[:80]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SlabError(f"load: {path} is not a numslab machine of format {FORMAT}")
     arrays = {"state": state, "arena": arena, "shadow_pages": used, "shadow": shadow}
