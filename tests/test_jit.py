@@ -574,6 +574,61 @@ def test_njit_refuses_what_the_python_api_refuses_as_gfp_and_array_flags(kernel)
 
 
 @numba.njit
+def alloc_many_on(h, cid, nr, out, cpu, gfp):
+    return nj.kmem_cache_alloc_bulk(h, cid, nr, out, cpu, gfp)
+
+
+@numba.njit
+def alloc_arr_on(h, cid, nr, out, flags, cpu, gfp):
+    return nj.kmem_cache_alloc_array(h, cid, nr, out, flags, cpu, gfp)
+
+
+@numba.njit
+def free_many_on(h, cid, nr, objs, cpu):
+    nj.kmem_cache_free_bulk(h, cid, nr, objs, cpu)
+
+
+@numba.njit
+def kfree_many_on(h, nr, objs, cpu):
+    nj.kfree_bulk(h, nr, objs, cpu)
+
+
+def test_njit_and_python_name_the_same_of_two_bad_bulk_arguments(kernel):
+    """A bulk call with two bad arguments at once (a count longer than the array, and a bad
+    cpu, gfp or array flags) raises the same error from the Python API as from numslab.jit:
+    both check the cache, the cpu, the gfp, the flags, then the array (before: the Python
+    API named the short array first, an InvalidSizeError, where numslab.jit named the
+    gfp, an InvalidArgumentError)."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("c", 64)
+    h = sa.handle
+    out = np.zeros(4, np.int64)
+    bad_flags = numslab.SLAB_ARRAY_ALLOC_ALL + 1
+    snap = snapshot(sa)
+    for cpu, gfp, flags, what in ((0, -1, 0, "GFP"), (5, GFP_KERNEL, 0, "cpu"),
+                                  (0, GFP_KERNEL, bad_flags, "flags"),
+                                  (0, GFP_KERNEL, 0, "count|shorter")):
+        calls = [(lambda: sa.kmem_cache_alloc_array(c, gfp, 9, out, flags, cpu=cpu),
+                  lambda: alloc_arr_on(h, c.id, 9, out, flags, cpu, gfp))]
+        if flags == 0:                              # the bulk calls take no array flags
+            calls += [(lambda: sa.kmem_cache_alloc_bulk(c, gfp, 9, out, cpu=cpu),
+                       lambda: alloc_many_on(h, c.id, 9, out, cpu, gfp))]
+        if gfp == GFP_KERNEL and flags == 0:        # the frees no gfp either
+            calls += [(lambda: sa.kmem_cache_free_bulk(c, 9, out, cpu=cpu),
+                       lambda: free_many_on(h, c.id, 9, out, cpu)),
+                      (lambda: sa.kfree_bulk(9, out, cpu=cpu),
+                       lambda: kfree_many_on(h, 9, out, cpu))]
+        for py, jitted in calls:
+            with pytest.raises(SlabError, match=what) as e_py:
+                py()
+            with pytest.raises(SlabError, match=what) as e_jit:
+                jitted()
+            assert type(e_py.value) is type(e_jit.value)
+    assert_unchanged(sa, snap)
+    assert not out.any()
+
+
+@numba.njit
 def _free_one(h, cid, addr):
     nj.kmem_cache_free(h, cid, addr)
 

@@ -123,9 +123,9 @@ class BatchAPI:
         taken (all or nothing, as the kernel's ``kmem_cache_alloc_bulk``)."""
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc_bulk")
+        cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)   # numslab.jit's order:
+        gfp = check_gfp(gfp, "kmem_cache_alloc_bulk")       # cache, cpu, gfp, flags, array
         self._array(out, nr, "kmem_cache_alloc_bulk")
-        cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
-        gfp = check_gfp(gfp, "kmem_cache_alloc_bulk")
         if cache.ctor is not None:
             with self._ctor_lock:
                 return self._bulk_ctor(cache, self._k_alloc_bulk(cache._id, cpu, gfp, nr, out),
@@ -174,8 +174,8 @@ class BatchAPI:
         """
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_free_bulk")
-        self._array(objs, nr, "kmem_cache_free_bulk")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
+        self._array(objs, nr, "kmem_cache_free_bulk")
         err = self._k_free_bulk(cache._id, cpu, nr, objs)
         if err:
             self._batch_error(err, f"kmem_cache_free_bulk({cache.name})", nr, objs, cache)
@@ -183,8 +183,9 @@ class BatchAPI:
     def kfree_bulk(self: "SlabAllocator", nr: int, objs: np.ndarray,
                    cpu: int | None = None) -> None:
         """``kfree`` of ``objs[:nr]``, objects of any caches or large kmallocs, in batches."""
+        cpu = self._cpu_of(cpu)
         self._array(objs, nr, "kfree_bulk")
-        err = self._k_free_bulk(NIL, self._cpu_of(cpu), nr, objs)
+        err = self._k_free_bulk(NIL, cpu, nr, objs)
         if err:
             self._batch_error(err, "kfree_bulk", nr, objs, None)
 
@@ -206,16 +207,17 @@ class BatchAPI:
         """
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc_array")
-        self._array(out, nr, "kmem_cache_alloc_array")
+        cpu = self._cpu_of(cpu)
+        gfp = check_gfp(gfp, "kmem_cache_alloc_array")
         if type(flags) is not int or flags & ~SLAB_ARRAY_ALLOC_ALL:
             raise InvalidArgumentError(f"kmem_cache_alloc_array: unknown flags {flags!r}")
-        gfp = check_gfp(gfp, "kmem_cache_alloc_array")
+        self._array(out, nr, "kmem_cache_alloc_array")
         if cache.ctor is not None:
             with self._ctor_lock:
                 return self._bulk_ctor(cache, self._k_alloc_array(
-                    cache._id, self._cpu_of(cpu), gfp, flags, nr, out), nr, gfp | _NOWARN,
+                    cache._id, cpu, gfp, flags, nr, out), nr, gfp | _NOWARN,
                     out, "kmem_cache_alloc_array")
-        got = self._k_alloc_array(cache._id, self._cpu_of(cpu), gfp, flags, nr, out)
+        got = self._k_alloc_array(cache._id, cpu, gfp, flags, nr, out)
         if got <= 0:                            # a short count is normal here: no warning
             return self._bulk_done(cache, got, nr, gfp | _NOWARN, "kmem_cache_alloc_array")
         return got
