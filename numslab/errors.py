@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Callable
 
 #: Set by ``numslab.drivers.jitapi``: returns the address, cache id and batch element that
-#: compiled code recorded as it raised (-1: not known), and the argument it refused
-#: (:data:`NO_VALUE`: none).
-_jit_error_detail: Callable[[], tuple[int, int, int, int]] | None = None
+#: compiled code recorded as it raised (-1: not known), the argument it refused
+#: (:data:`NO_VALUE`: none) and the cache's name (None: not known).
+_jit_error_detail: Callable[[], tuple[int, int, int, int, str | None]] | None = None
 #: "No refused argument" in the compiled error detail (an int64 no argument check refuses).
 NO_VALUE = -(1 << 63)
 
@@ -21,30 +21,34 @@ class SlabError(Exception):
     Raised from compiled code (``numslab.jit``, messages starting ``numslab.jit:``), the
     address, the cache id and the batch element concerned are in ``detail`` (-1 where not
     known), the argument refused in ``value`` (None: none), and all of them named in the
-    text (an address however wrong, negative ones too)."""
+    text (an address however wrong, negative ones too), with the cache's name when the
+    cache is one of a live allocator."""
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
         self.detail = (-1, -1, -1)
         self.value: int | None = None
+        self._cache_name: str | None = None
         if _jit_error_detail is not None and args and isinstance(args[0], str) \
                 and args[0].startswith("numslab.jit:"):
-            *detail, value = _jit_error_detail()
-            self.detail = tuple(detail)
+            addr, cache, index, value, self._cache_name = _jit_error_detail()
+            self.detail = (addr, cache, index)
             self.value = None if value == NO_VALUE else value
 
     def __reduce__(self) -> tuple:
         # Numba pickles a compiled raise's exception when it compiles it: ``detail`` must be
         # taken when the exception is made again at the raise, not restored from then
-        state = {k: v for k, v in self.__dict__.items() if k not in ("detail", "value")}
+        state = {k: v for k, v in self.__dict__.items()
+                 if k not in ("detail", "value", "_cache_name")}
         return type(self), self.args, state
 
     def __str__(self) -> str:
         addr, cache, index = getattr(self, "detail", (-1, -1, -1))
         value = getattr(self, "value", None)
+        name = getattr(self, "_cache_name", None)
         where = [f"got {value}"] if value is not None else []
         where += [f"address {addr:#x}"] if addr != -1 else []   # a negative one too
-        where += [f"cache id {cache}"] if cache >= 0 else []
+        where += [f"cache id {cache}" + (f" {name!r}" if name else "")] if cache >= 0 else []
         where += [f"element {index} of the batch"] if index >= 0 else []
         return super().__str__() + (f" ({', '.join(where)})" if where else "")
 

@@ -3,6 +3,8 @@ through the same kernels as the Python facade, so the same sequence of operation
 leave a twin allocator driven from Python in exactly the same state."""
 from __future__ import annotations
 
+import gc
+
 import numba
 import numpy as np
 import pytest
@@ -15,6 +17,11 @@ from numslab.geometry import get_order, kmalloc_cache_size
 from conftest import assert_unchanged, snapshot
 
 KERNELS = ("7.0", "7.1", "6.18")       #: numslab.jit behaves the same on both generations
+
+
+def named(c):
+    """How numslab.jit's errors name cache ``c``: its id and name."""
+    return f"cache id {c.id} '{c.name}'"
 
 
 # ---- user code --------------------------------------------------------------------------------
@@ -239,14 +246,14 @@ def test_njit_double_free_raises_and_changes_nothing(world):
     snap = snapshot(sa)
     # the message names the address, the cache and, in a batch, the element
     with pytest.raises(numslab.DoubleFreeError,
-                       match=f"double free .*\\(address {gone:#x}, cache id {c.id}\\)$"):
+                       match=f"double free .*\\(address {gone:#x}, {named(c)}\\)$"):
         free_one(sa.handle, c.id, gone)
     with pytest.raises(numslab.DoubleFreeError, match=f"\\(address {gone:#x}\\)$"):
         kfree_one(sa.handle, gone)
     arr = objs.copy()
     arr[7] = arr[2]
     with pytest.raises(numslab.DoubleFreeError,
-                       match=f"address {int(objs[2]):#x}, cache id {c.id}, element 7 of"):
+                       match=f"address {int(objs[2]):#x}, {named(c)}, element 7 of"):
         free_many(sa.handle, c.id, 20, arr)
     assert (arr[:7] == objs[:7]).all()                  # not permuted
     with pytest.raises(numslab.DoubleFreeError, match=f"{int(objs[2]):#x}, element 7 of"):
@@ -299,14 +306,14 @@ def test_njit_wrong_cache_and_bad_addresses_raise(world):
     large = sa.kmalloc(20000)
     snap = snapshot(sa)
     with pytest.raises(numslab.WrongCacheError,
-                       match=f"another cache \\(address {theirs:#x}, cache id {c.id}\\)"):
+                       match=f"another cache \\(address {theirs:#x}, {named(c)}\\)"):
         free_one(sa.handle, c.id, theirs)
     with pytest.raises(numslab.WrongCacheError):
         free_many(sa.handle, c.id, 2, np.array([objs[0], theirs]))
     for bad in (int(objs[3]) + 8, int(objs[3]) + 3, int(objs[3]) + 1, 1 << 40, 0, -8, large,
                 large + 4096):
         with pytest.raises(numslab.BadAddressError,        # the address named, however bad
-                           match=f"\\(address {bad:#x}, cache id {c.id}\\)$"):
+                           match=f"\\(address {bad:#x}, {named(c)}\\)$"):
             free_one(sa.handle, c.id, bad)
     with pytest.raises(numslab.BadAddressError, match="\\(address -0x40\\)$"):
         kfree_one(sa.handle, -64)
@@ -319,6 +326,35 @@ def test_njit_wrong_cache_and_bad_addresses_raise(world):
     with pytest.raises(numslab.BadAddressError):       # its pages are free now
         kfree_one(sa.handle, large)
     sa.validate()
+
+
+def test_njit_errors_name_the_cache_of_their_own_allocator(kernel):
+    """numslab.jit's errors name the cache as the facade's do, by its name beside its id
+    (before: the id alone); two allocators whose caches share an id each name their own; a
+    destroyed cache's id is named by id alone; the name's lookup does not keep an allocator
+    alive."""
+    from numslab.drivers import handles
+    one = numslab.SlabAllocator(memory="4M", kernel=kernel)
+    two = numslab.SlabAllocator(memory="4M", kernel=kernel)
+    a, b = one.kmem_cache_create("flows", 64), two.kmem_cache_create("packets", 64)
+    assert a.id == b.id
+    for sa, c in ((one, a), (two, b)):
+        x = c.alloc()
+        c.free(x)
+        with pytest.raises(numslab.DoubleFreeError,
+                           match=f"\\(address {x:#x}, cache id {c.id} '{c.name}'\\)$") as e:
+            free_one(sa.handle, c.id, x)
+        assert e.value.detail == (x, c.id, -1)
+    h, cid, x = two.handle, b.id, b.alloc()
+    two.kmem_cache_destroy(b, force=True)
+    with pytest.raises(numslab.WrongCacheError, match=f"\\(cache id {cid}\\)$"):
+        free_one(h, cid, x)
+    state = two._st
+    assert handles.cache_name(state, a.id) is None          # a name of its, no longer
+    assert handles.cache_name(one._st, a.id) == "flows"
+    del two, h, sa          # (the loop's last allocator)
+    gc.collect()
+    assert state not in handles._namers
 
 
 def test_njit_count_checks(world):
@@ -484,7 +520,7 @@ def test_njit_refuses_a_cpu_out_of_range(kernel):
     snap = snapshot(sa)
     for cpu in (2, -1, 1000):
         with pytest.raises(numslab.InvalidArgumentError,
-                           match=f"cpu out of range \\(got {cpu}, cache id {c.id}\\)$"):
+                           match=f"cpu out of range \\(got {cpu}, {named(c)}\\)$"):
             alloc_on(h, c.id, cpu)
         alone = f"cpu out of range \\(got {cpu}\\)$"       # kmalloc and kfree: no cache
         with pytest.raises(numslab.InvalidArgumentError, match=f"cpu out of range \\(got {cpu}"):
@@ -556,7 +592,7 @@ def test_njit_refuses_what_the_python_api_refuses_as_gfp_and_array_flags(kernel)
     snap = snapshot(sa)
     for flags in (bad_flags, -1, 1 << 40):
         with pytest.raises(numslab.InvalidArgumentError,
-                           match=f"SLAB_ARRAY.*\\(got {flags}, cache id {c.id}\\)"):
+                           match=f"SLAB_ARRAY.*\\(got {flags}, {named(c)}\\)"):
             alloc_arr_gfp(h, c.id, out, flags, GFP_KERNEL)
     assert_unchanged(sa, snap)
     assert not out.any()

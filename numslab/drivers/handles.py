@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import operator
 import threading
-from typing import Any
+import weakref
+from typing import Any, Callable
 
 import numpy as np
 from llvmlite import binding as ll
@@ -38,14 +39,19 @@ OWNER_TABLE = np.zeros(MAX_ALLOCATORS, np.int64)
 OWNER_SYMBOL = "numslab_arena_owners"
 ll.add_symbol(OWNER_SYMBOL, OWNER_TABLE.ctypes.data)
 _owners: dict[int, Any] = {}
+#: Per state address, a function naming a cache id of its allocator (a weak method: it does
+#: not keep the allocator alive), for the text of numslab.jit's errors.
+_namers: dict[int, Callable[[], Callable[[int], str | None] | None]] = {}
 _lock = threading.Lock()
 _free_slots = list(range(MAX_ALLOCATORS - 1, 0, -1))     # slot 0 is never used
 _generation = [0]
 
 
-def register(state_address: int, owner: Any = None) -> int:
+def register(state_address: int, owner: Any = None,
+             namer: Callable[[int], str | None] | None = None) -> int:
     """Enter a state buffer in the table, with the object owning its arena (an array over
-    it: :func:`owned_arena` views keep it alive); its handle value."""
+    it: :func:`owned_arena` views keep it alive) and the bound method naming its caches by
+    id (held weakly: :func:`cache_name`); its handle value."""
     with _lock:
         if not _free_slots:
             raise RuntimeError(f"more than {MAX_ALLOCATORS - 1} live allocators")
@@ -57,6 +63,8 @@ def register(state_address: int, owner: Any = None) -> int:
         if owner is not None:
             _owners[slot] = owner
             OWNER_TABLE[slot] = id(owner)
+        if namer is not None:
+            _namers[state_address] = weakref.WeakMethod(namer)      # type: ignore[arg-type]
     return (gen << 16) | slot
 
 
@@ -65,11 +73,20 @@ def unregister(handle: int) -> None:
     slot = handle & 0xFFFF
     with _lock:
         if ALLOCATOR_TABLE[2 * slot + 1] == handle >> 16:
+            _namers.pop(int(ALLOCATOR_TABLE[2 * slot]), None)
             ALLOCATOR_TABLE[2 * slot] = 0
             ALLOCATOR_TABLE[2 * slot + 1] = 0
             OWNER_TABLE[slot] = 0
             _owners.pop(slot, None)
             _free_slots.append(slot)
+
+
+def cache_name(state_address: int, cache: int) -> str | None:
+    """The name of cache id ``cache`` of the live allocator whose state is at
+    ``state_address`` (None: no such allocator or cache; an error path's lookup)."""
+    ref = _namers.get(state_address) if state_address else None
+    namer = ref() if ref is not None else None
+    return None if namer is None else namer(cache)
 
 
 class SlabHandle(int):

@@ -47,6 +47,7 @@ from .. import errors
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, InvalidSizeError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_PCS, FREE_PCS, GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
+from . import handles
 from .handles import SlabHandle, SlabHandleType, handle_live, owned_arena, state_of
 
 __all__ = ["SlabHandle", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
@@ -72,8 +73,8 @@ GFP_MAX = (1 << 32) - 1
 #: exceptions stay constant. One row of :data:`ERROR_WORDS` per thread (hashed from the
 #: thread's pointer, its first word): two threads raising at once named each other's
 #: address when there was one record for the process.
-ERROR_ROWS, ERROR_WORDS = 64, 5
-ERROR_DETAIL = np.tile(np.array([0, -1, -1, -1, errors.NO_VALUE], np.int64), ERROR_ROWS)
+ERROR_ROWS, ERROR_WORDS = 64, 6
+ERROR_DETAIL = np.tile(np.array([0, 0, -1, -1, -1, errors.NO_VALUE], np.int64), ERROR_ROWS)
 ERROR_SYMBOL = "numslab_jit_error"
 ll.add_symbol(ERROR_SYMBOL, ERROR_DETAIL.ctypes.data)
 _HASH = 0x9E3779B97F4A7C15          # Fibonacci hashing: the top 6 bits pick the row
@@ -84,24 +85,28 @@ def _error_row(tid: int) -> int:
     return ((tid * _HASH) & ((1 << 64) - 1)) >> 58
 
 
-def _read_error_detail() -> tuple[int, int, int, int]:
-    """The detail of this thread's last compiled raise (every raise of ``numslab.jit``
+def _read_error_detail() -> tuple[int, int, int, int, str | None]:
+    """The detail of this thread's last compiled raise: address, cache id, batch element,
+    refused argument and the cache's name (None: not known; every raise of ``numslab.jit``
     records its own first; Python makes the exception more than once, so it is not reset
     here); nothing known if another thread's raise took the row since."""
     tid = threading.get_ident() if _MACHINE == "x86_64" else -1     # (_thread_pointer's)
     row = ERROR_DETAIL[_error_row(tid) * ERROR_WORDS:][:ERROR_WORDS]
     if int(row[0]) != tid:
-        return -1, -1, -1, errors.NO_VALUE
-    return tuple(int(x) for x in row[1:])               # type: ignore[return-value]
+        return -1, -1, -1, errors.NO_VALUE, None
+    where, addr, cache, index, value = (int(x) for x in row[1:])
+    return addr, cache, index, value, handles.cache_name(where, cache)
 
 
 errors._jit_error_detail = _read_error_detail
 
 
 @intrinsic
-def _record_error(typingctx: Any, addr: Any, cache: Any, index: Any, value: Any) -> Any:
-    """Store the calling thread's pointer, then ``addr``, ``cache``, ``index``, ``value``, in
-    its row of :data:`ERROR_DETAIL`."""
+def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
+                  value: Any) -> Any:
+    """Store the calling thread's pointer, then ``where`` (the allocator's state address, 0:
+    not known), ``addr``, ``cache``, ``index``, ``value``, in its row of
+    :data:`ERROR_DETAIL`."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         i64 = ir.IntType(64)
         tid = _thread_pointer(builder)
@@ -112,17 +117,19 @@ def _record_error(typingctx: Any, addr: Any, cache: Any, index: Any, value: Any)
         for k, v in enumerate([tid, *args]):
             builder.store(v, builder.gep(base, [ir.Constant(i64, k)]))
         return context.get_dummy_value()
-    return types.none(types.int64, types.int64, types.int64, types.int64), codegen
+    return types.none(types.int64, types.int64, types.int64, types.int64, types.int64), \
+        codegen
 
 
 @jit(inline=False, helper=True)
-def _raise(err, addr=-1, cache=-1, index=-1, value=errors.NO_VALUE):
+def _raise(err, addr=-1, cache=-1, index=-1, value=errors.NO_VALUE, where=0):
     """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
     test and branch here); a batch call's code carries the bad element's index too. The
-    address, cache id and batch element (-1: not known) and the refused argument ``value``
-    go to :data:`ERROR_DETAIL`, which the exception's text names."""
+    address, cache id and batch element (-1: not known), the refused argument ``value`` and
+    the allocator's state address ``where`` (0: not known; the cache's name is looked up
+    from it) go to :data:`ERROR_DETAIL`, which the exception's text names."""
     err = -(-err % E_AT)
-    _record_error(addr, cache, index, value)
+    _record_error(where, addr, cache, index, value)
     if err == E_GONE:
         raise SlabError("numslab.jit: the handle's allocator no longer exists")
     if err == E_DEAD_CACHE:
@@ -170,7 +177,7 @@ def _fault(st):
     g[G_FAULT_CACHE] = 0
     g[G_FAULT_SLAB] = 0
     g[G_FAULT_VALUE] = 0
-    _record_error(-1, cache, -1, errors.NO_VALUE)
+    _record_error(address(st), -1, cache, -1, errors.NO_VALUE)
     if reported:
         raise SlabDebugError("numslab.jit: a slab_debug check failed on allocation: the slab "
                              "is isolated, nothing was allocated; see "
@@ -205,10 +212,10 @@ def _refuse_args(st, cache, cpu, gfp):
     """Raise for the argument of :func:`_cache_state` out of range, naming it (out of line:
     which one it is, worked out in the hot path, cost the single pair 3-5%)."""
     if cpu < 0 or cpu >= st.ncpus:
-        _raise(E_BAD_CPU, -1, cache, -1, cpu)
+        _raise(E_BAD_CPU, -1, cache, -1, cpu, address(st))
     if gfp < 0 or gfp > GFP_MAX:
-        _raise(E_BAD_GFP, -1, cache, -1, gfp)
-    _raise(E_DEAD_CACHE, -1, cache)
+        _raise(E_BAD_GFP, -1, cache, -1, gfp, address(st))
+    _raise(E_DEAD_CACHE, -1, cache, -1, errors.NO_VALUE, address(st))
 
 
 @jit(inline=True, helper=True)
@@ -227,7 +234,8 @@ def _cache_state(h, cache, cpu, allocating, gfp):
     if (cpu_bad | gfp_bad | cache | (st.max_caches - 1 - cache)) < 0:
         _refuse_args(st, cache, cpu, gfp)
     if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
-        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, -1, cache)
+        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, -1, cache, -1,
+               errors.NO_VALUE, address(st))
     return st
 
 
@@ -250,7 +258,7 @@ def _out_array(typingctx: Any, arr: Any) -> Any:
 def _checked_array(out, nr):
     """The address of ``out`` after checking that it holds ``nr`` entries."""
     if nr < 0 or nr > out.shape[0]:
-        _record_error(-1, -1, -1, nr)
+        _record_error(0, -1, -1, -1, nr)
         raise InvalidSizeError("numslab.jit: count negative or larger than the array")
     return _out_array(out)
 
@@ -386,7 +394,7 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     cache, node, cpu, gfp = _cache_arg(cache), _int_arg(node), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp)
     if node < -1 or node >= st.nnodes:
-        _raise(E_BAD_NODE, -1, cache, -1, node)
+        _raise(E_BAD_NODE, -1, cache, -1, node, address(st))
     return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp))
 
 
@@ -398,7 +406,7 @@ def kmem_cache_free(h, cache, addr, cpu=0):
     if not _free_fast(st, cache, cpu, addr):
         err = ops.kmem_cache_free(st, cache, cpu, addr)
         if err:
-            _raise(err, addr, cache)
+            _raise(err, addr, cache, -1, errors.NO_VALUE, address(st))
 
 
 @jit(inline=True, api=True)
@@ -421,7 +429,7 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     err = ops.free_bulk(st, cache, cpu, nr, _checked_array(objs, nr))
     if err:
         i = -err // E_AT                        # the bad element (nothing was reordered)
-        _raise(err, objs[i], cache, i)
+        _raise(err, objs[i], cache, i, errors.NO_VALUE, address(st))
 
 
 @jit(inline=True, api=True)
@@ -431,7 +439,7 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     cpu, gfp = _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp)
     if flags & ~SLAB_ARRAY_ALLOC_ALL:
-        _raise(E_BAD_FLAGS, -1, cache, -1, flags)
+        _raise(E_BAD_FLAGS, -1, cache, -1, flags, address(st))
     pa = _checked_array(out, nr)
     return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, pa))
 
@@ -452,7 +460,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     if size == 0:
         return ZERO_SIZE_PTR
     if size < 0 or size > 4 << 20:
-        _record_error(-1, -1, -1, size)
+        _record_error(0, -1, -1, -1, size)
         raise InvalidSizeError("numslab.jit: kmalloc size not in 0..4 MiB")
     if size <= 8192:
         for i in range(NR_KMALLOC):
@@ -515,7 +523,7 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0)
     if ratio > 100 or ratio < -1:
-        _record_error(-1, cache, -1, ratio)
+        _record_error(address(st), -1, cache, -1, ratio)
         raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
                                "defrag_used_ratio)")
     room = min(old.shape[0], new.shape[0])

@@ -182,7 +182,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self.state = SlabState(self._buf)
         init_buddy(self._st, 1)
         self._g = view(self._buf, F_G)
-        self._handle = handles.register(self._st, self.memory)
+        self._handle = handles.register(self._st, self.memory, self._name_of)
         weakref.finalize(self, handles.unregister, self._handle)
         self._caches: dict[int, KmemCache] = {}
         self._names: dict[str, KmemCache] = {}
@@ -455,6 +455,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             del self._caches[cache._id], self._names[cache.name]
             cache._sa, cache._id = NO_ALLOCATOR, -1     # it belongs to no allocator
             cache.__class__ = DestroyedCache
+
+    def _name_of(self, cid: int) -> str | None:
+        """The name of cache id ``cid`` (None: none): numslab.jit's errors name the cache."""
+        cache = self._caches.get(cid)
+        return None if cache is None else cache.name
 
     def find_cache(self, name: str) -> KmemCache:
         """The cache called ``name``."""
