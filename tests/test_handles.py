@@ -278,3 +278,34 @@ def test_the_handle_type_is_named_after_the_abi(sa):
     live(sa.handle, 0, 0)
     # a user's function is compiled (and cached) for this ABI's handle type
     assert any(native.ABI in str(sig[0]) for sig in live.signatures)
+
+
+def test_an_allocator_made_while_the_collector_finalizes_another_does_not_deadlock():
+    """``handles.register`` allocates under its lock; the collector may run there and
+    finalize an allocator that only a reference cycle held, whose finalizer unregisters it
+    under the same lock, in the same thread: a plain lock hung the interpreter (a test
+    module met it once the registration kept a weak method). Run in a child process, so
+    that a hang fails here instead of hanging the suite."""
+    import subprocess
+    script = (
+        "import gc, weakref, numslab\n"
+        "from numslab.drivers import handles\n"
+        "gc.disable()                     # the collector runs where the patches say\n"
+        "real = weakref.WeakMethod\n"
+        "def collecting(meth, callback=None):\n"
+        "    gc.collect()\n"
+        "    return real(meth, callback)\n"
+        "weakref.WeakMethod = collecting\n"
+        "class Owners(dict):              # an allocation inside the lock\n"
+        "    def __setitem__(self, k, v):\n"
+        "        gc.collect()\n"
+        "        super().__setitem__(k, v)\n"
+        "handles._owners = Owners(handles._owners)\n"
+        "for i in range(3):\n"
+        "    sa = numslab.SlabAllocator(memory='1M')\n"
+        "    sa.cycle = [sa]              # only the collector frees it\n"
+        "    del sa\n"
+        "print('done')\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-2000:]

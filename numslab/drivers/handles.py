@@ -42,7 +42,9 @@ _owners: dict[int, Any] = {}
 #: Per state address, a function naming a cache id of its allocator (a weak method: it does
 #: not keep the allocator alive), for the text of numslab.jit's errors.
 _namers: dict[int, Callable[[], Callable[[int], str | None] | None]] = {}
-_lock = threading.Lock()
+#: Re-entrant: an allocation under it may run the garbage collector, whose finalizer of a dead
+#: allocator calls :func:`unregister` in the same thread.
+_lock = threading.RLock()
 _free_slots = list(range(MAX_ALLOCATORS - 1, 0, -1))     # slot 0 is never used
 _generation = [0]
 
@@ -52,6 +54,7 @@ def register(state_address: int, owner: Any = None,
     """Enter a state buffer in the table, with the object owning its arena (an array over
     it: :func:`owned_arena` views keep it alive) and the bound method naming its caches by
     id (held weakly: :func:`cache_name`); its handle value."""
+    ref = None if namer is None else weakref.WeakMethod(namer)     # type: ignore[arg-type]
     with _lock:
         if not _free_slots:
             raise RuntimeError(f"more than {MAX_ALLOCATORS - 1} live allocators")
@@ -63,8 +66,8 @@ def register(state_address: int, owner: Any = None,
         if owner is not None:
             _owners[slot] = owner
             OWNER_TABLE[slot] = id(owner)
-        if namer is not None:
-            _namers[state_address] = weakref.WeakMethod(namer)      # type: ignore[arg-type]
+        if ref is not None:
+            _namers[state_address] = ref
     return (gen << 16) | slot
 
 
