@@ -714,8 +714,9 @@ def test_load_refuses_a_file_with_one_word_changed_anywhere(kernel, tmp_path):
     refused(meta=np.array(text))
     lacking = {k: v for k, v in meta.items() if k != "digest"}
     refused(meta=np.array(json.dumps(lacking)))
-    _save_signed(bad, {**z, "meta": np.array(json.dumps({**lacking, "format": 3}))})
-    with pytest.raises(numslab.SlabError, match="is not a numslab machine of format 4"):
+    from numslab.facade.persist import FORMAT
+    _save_signed(bad, {**z, "meta": np.array(json.dumps({**lacking, "format": FORMAT - 1}))})
+    with pytest.raises(numslab.SlabError, match=f"is not a numslab machine of format {FORMAT}"):
         numslab.SlabAllocator.load(bad)
     # the file as saved loads, and the machine goes on exactly as the saved one
     back = numslab.SlabAllocator.load(good)
@@ -1018,6 +1019,56 @@ def test_no_object_waiting_for_its_grace_period_is_ever_freeable_by_another_thre
     assert len(c) == 0
     sa.validate()
     assert [c.alloc() for _ in range(4)]            # and everything works on
+
+
+def test_a_free_in_another_thread_never_slips_into_a_kfree_rcu(kernel):
+    # kfree_rcu checked the object, then marked it in a later statement: a free in another
+    # thread between the two (numslab.jit's, or the facade's) was accepted, the object went
+    # on the list all the same, and the grace period's end freed it again (or freed its next
+    # owner). Now the check is repeated inside the engine call that marks it. Another
+    # thread runs only between Python lines: here its free is made at each line in turn of
+    # a kfree_rcu of a slab object (on the list, and in an rcu_free sheaf) and of a large
+    # kmalloc, and exactly one of the two frees may be taken.
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=kernel)
+    listed = sa.kmem_cache_create("listed", 64, flags=numslab.SLAB_CONSISTENCY_CHECKS)
+    sheaved = sa.kmem_cache_create("sheaved", 64, sheaf_capacity=8)
+    makes = {"list": listed.alloc, "sheaf": sheaved.alloc, "large": lambda: sa.kmalloc(20000)}
+    for kind, make in makes.items():
+        lines, at = None, 0
+        while lines is None or at < lines:
+            a = make()
+            seen = [0]
+
+            def other_thread(frame, event, arg, a=a, seen=seen):
+                if "numslab" in frame.f_code.co_filename and event == "line":
+                    seen[0] += 1
+                    if seen[0] == at + 1 and lines is not None:
+                        try:
+                            _jit_kfree(sa.handle, a)
+                            seen.append("freed")
+                        except numslab.DoubleFreeError:
+                            seen.append("refused")
+                return other_thread
+
+            sys.settrace(other_thread)
+            try:
+                sa.kfree_rcu(a, 0)
+                taken = True
+            except (numslab.DoubleFreeError, numslab.BadAddressError):     # ("a free
+                taken = False                       # object, not an allocation": _ksize's)
+            finally:
+                sys.settrace(None)
+            if lines is None:                       # the first round counts the lines
+                lines = seen[0]
+                assert taken and lines > 3
+                continue
+            freed = "freed" in seen
+            assert freed != taken, (kind, at, seen)     # one free of the two, never both
+            at += 1
+        assert sa.kvfree_rcu_barrier() >= 0
+        sa.validate()
+    assert len(listed) == len(sheaved) == 0
+    assert sa.state.pg_flags[sa.kmalloc(20000) >> 12]     # and everything works on
 
 
 def test_threads_lose_no_kfree_rcu_to_a_grace_period_that_runs_meanwhile(kernel):

@@ -473,3 +473,60 @@ def test_the_lookups_survive_a_stray_write_into_an_rcu_sheaf(kernel, where):
     if where == "link":                         # every sheaf was found again
         assert len(c) == 0
         sa.validate()
+
+
+def test_a_free_pointer_rewritten_to_name_an_object_on_the_kfree_rcu_list_is_refused(kernel):
+    """A stray write into a freed object that points its free pointer at an object waiting
+    on the ``kfree_rcu`` list: that object was handed out while it waited (a listed object
+    is no longer live, and the walk took "not live" for free), and the grace period's end
+    then freed it under its new owner. Now the walk refuses it (field ``rcu``), the slab is
+    isolated, and the grace period frees the object as it should. On every path that takes
+    the list: 6.18's caches without sheaves, 7.x's caches without sheaves
+    (SLAB_NOLEAKTRACE), and debug caches of both."""
+    kinds = [numslab.SLAB_CONSISTENCY_CHECKS]
+    kinds += [0] if kernel == "6.18" else [numslab.SLAB_NOLEAKTRACE]
+    for flags in kinds:
+        sa = machine(kernel, nr_cpus=1, memory="4M", freelist_hardened=False,
+                     freelist_random=False)
+        c = sa.kmem_cache_create("c", 64, flags=flags)
+        objs = [c.alloc() for _ in range(c.objs_per_slab)]     # one full slab
+        x, y = objs[10], objs[20]
+        sa.kfree_rcu(x)
+        assert [a for a, _ in sa._rcu_pending] == [x]           # on the list, no sheaf
+        c.free(y)
+        sa.memory[y + c.offset:y + c.offset + 8] = np.frombuffer(x.to_bytes(8, "little"),
+                                                                 np.uint8)
+        sa.memory[x + c.offset:x + c.offset + 8] = 0            # and x's: the list's end
+        got, refused = [], 0
+        for _ in range(6):
+            try:
+                got.append(c.alloc())
+            except (numslab.SlabCorruptionError, numslab.SlabDebugError):
+                refused += 1
+        assert x not in got and len(set(got)) == len(got), (flags, [hex(a) for a in got])
+        assert refused >= 1 and len(sa.isolated_slabs()) == 1
+        assert sa.synchronize_rcu() == 1
+        with pytest.raises(numslab.DoubleFreeError):     # the grace period freed it
+            sa.kfree(x)
+        sa.validate()
+
+
+def test_validate_finds_a_kfree_rcu_mark_on_an_object_not_on_the_list(kernel):
+    """Field ``rcu`` marks exactly the slab objects on the ``kfree_rcu`` list: validate
+    lifts the marks of the listed ones while it runs and finds any other."""
+    from numslab.engine.layout import F_RCU
+    sa = machine(kernel, nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("c", 64, flags=numslab.SLAB_CONSISTENCY_CHECKS)
+    listed, other = c.alloc(), c.alloc()
+    sa.kfree_rcu(listed)
+    sa.validate()                               # its mark is the list's
+    rcu = view(sa._buf, F_RCU)
+    assert rcu[listed >> 9] >> ((listed >> 3) & 63) & 1
+    rcu[other >> 9] |= 1 << ((other >> 3) & 63)
+    with pytest.raises(numslab.SlabCorruptionError,
+                       match=f"waiting for kfree_rcu is not on the kfree_rcu list .*at {other}"):
+        sa.validate()
+    rcu[other >> 9] &= ~(1 << ((other >> 3) & 63))
+    assert sa.synchronize_rcu() == 1
+    assert not rcu.any()                        # the grace period lifted the list's mark
+    sa.validate()

@@ -55,6 +55,7 @@ CORRUPTION = (
     "sheaf holds a live object, a foreign object or too many objects",
     "sorted node partial list is out of order or its bucket heads are wrong",
     "RCU sheaf list (link, count, tail or callback word) or a CPU's rcu_free sheaf is broken",
+    "an object marked as waiting for kfree_rcu is not on the kfree_rcu list",
 )
 
 
@@ -515,8 +516,9 @@ def _validate_cache_and_order(st, cache):
 def _rcu_list_marks(st, n, p, on):
     """Put out of every free's reach (``on``), or back, the ``n`` objects at Words ``p``
     waiting on the facade's ``kfree_rcu`` list: a slab object's live bit cleared (it stays
-    allocated from its slab), a large kmalloc's head page marked PG_RCU; :func:`_locate`
-    then calls any free of one a double free."""
+    allocated from its slab) and its bit in field ``rcu`` set (a free pointer rewritten to
+    name it is refused: ``slablists._fp_next``), a large kmalloc's head page marked PG_RCU;
+    :func:`_locate` then calls any free of one a double free."""
     for i in range(n):
         _rcu_list_mark(st, p[i], on)
 
@@ -530,7 +532,9 @@ def _rcu_list_mark(st, a, on):
         flags[pfn] = flags[pfn] | PG_RCU if on else flags[pfn] & ~PG_RCU
     elif on:
         _live_clear(st, a)
+        st.rcu[a >> 9] |= 1 << ((a >> 3) & 63)
     else:
+        st.rcu[a >> 9] &= ~(1 << ((a >> 3) & 63))
         _live_set(st, a)
 
 
@@ -550,6 +554,15 @@ def validate(st, cache, n, paddr):
     p = words_at(paddr)
     _rcu_list_marks(st, n, p, False)
     err = _validate(st, cache)
+    if not err:                                 # every mark left is one of no listed object
+        rcu = st.rcu
+        for w in range(st.npages * 8):
+            if rcu[w]:
+                bit = 0
+                while not (rcu[w] >> bit) & 1:
+                    bit += 1
+                err = _corrupt(st, 17, (w << 9) + bit * 8)      # (the object's address)
+                break
     _rcu_list_marks(st, n, p, True)
     return err
 

@@ -131,7 +131,7 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 (F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
  F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
  F_PENDING, F_LIVE, F_KMALLOC, F_PCP, F_SCRATCH, F_REPORTS, F_SL_BUCKET, F_PBUCKETS,
- F_RSEQ, NFIELDS) = range(27)
+ F_RSEQ, F_RCU, NFIELDS) = range(28)
 NR_PBUCKETS = 48    #: buckets of a sorted partial list (``engine/partialorder.py``)
 #: Words of field ``rseq`` per cache slot: the most objects a slab of ``s->oo`` holds (8-byte
 #: objects in one page; ``calculate_order`` never gives a small cache a higher order).
@@ -157,7 +157,7 @@ FIELDS = (
     ("sl_objects", 0), ("sl_slabs", 0), ("ca", 0), ("cpu", 0), ("node", 0), ("stats", 0),
     ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0), ("kmalloc", NIL),
     ("pcp", 0), ("scratch", 0), ("reports", 0), ("sl_bucket", NIL), ("pbuckets", NIL),
-    ("rseq", 0),
+    ("rseq", 0), ("rcu", 0),
 )
 
 
@@ -167,7 +167,8 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
         max_caches * CA_NCOLS, max_caches * ncpus * C_NCOLS, max_caches * nnodes * N_NCOLS,
         max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
         npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS, max(npages, 64),
-        R_MAX * R_NCOLS, npages, max_caches * nnodes * NR_PBUCKETS, max_caches * RSEQ_MAX]
+        R_MAX * R_NCOLS, npages, max_caches * nnodes * NR_PBUCKETS, max_caches * RSEQ_MAX,
+        npages * 4096 // 512]
 
 
 # Kernels read the fields as ``st.<name>``, the fixed scalars as ``st.npages`` and so on, and

@@ -137,6 +137,23 @@ def kfree(st, cpu, addr):
 
 
 @unit
+def kfree_rcu_list(st, addr):
+    """The start of an ordinary ``kfree_rcu`` (the facade's list): :func:`kfree`'s checks of
+    ``addr`` and its mark set (``checks._rcu_list_mark``), in one engine call, so that no
+    other thread frees it between the check and the mark (the list would then free it
+    again, or free its next owner). 0, or :func:`kfree`'s error code with nothing changed."""
+    err, slab = _locate(st, addr, NIL)
+    if err == E_LARGE:
+        if _own_test(st, addr, 16):             # an oversize sheaf the allocator holds
+            return E_ALLOCATORS
+        err = 0
+    if err:
+        return err
+    _rcu_list_mark(st, addr, True)
+    return 0
+
+
+@unit
 def kfree_rcu_release(st, cpu, addr):
     """The end of the grace period of one object on the facade's ``kfree_rcu`` list: its
     mark lifted (``checks._rcu_list_mark``) and :func:`kfree` of it, in one engine call, so

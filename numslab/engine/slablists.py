@@ -81,7 +81,8 @@ def _isolate(st, cache, slab, bad):
 @jit(inline=True)
 def _fp_next(st, cache, slab, obj):
     """The free pointer of free object ``obj`` of ``slab``, checked: 0 (end), a free object
-    of the same slab on its grid, or -1 after :func:`_isolate` (the pointer is not followed)."""
+    of the same slab on its grid (not live, nor waiting on the ``kfree_rcu`` list: field
+    ``rcu``), or -1 after :func:`_isolate` (the pointer is not followed)."""
     where = obj + _ca(st, cache, CA_OFFSET)
     raw = st.mem[where >> 3]                    # what is stored (reported if it is bad)
     nxt = raw ^ _fp_mask(_ca(st, cache, CA_FP_KEY), where)
@@ -90,8 +91,9 @@ def _fp_next(st, cache, slab, obj):
     off = nxt - (slab << 12) - _ca(st, cache, CA_RED_LEFT)
     size = _ca(st, cache, CA_SIZE)
     if 0 <= off < st.sl_objects[slab] * size:
+        w = nxt >> 9
         if ((off * _ca(st, cache, CA_RECIP)) >> 32) * size == off and nxt != obj and \
-                not (st.live[nxt >> 9] >> ((nxt >> 3) & 63)) & 1:
+                not ((st.live[w] | st.rcu[w]) >> ((nxt >> 3) & 63)) & 1:
             return nxt
     _isolate(st, cache, slab, raw)
     return -1

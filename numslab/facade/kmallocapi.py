@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..drivers.calls import bound
-from ..engine.checks import E_DOUBLE_FREE, rcu_list_mark
+from ..engine.checks import E_DOUBLE_FREE
 from ..engine.layout import (CA_DEBUG, CA_OBJECT_SIZE, CA_ORIG, C_RCU_FREE, G_ERR0, G_ERR1,
                              G_NRCU, G_RCU_HEAD, NIL, SH_NEXT, SH_OBJECTS,
                              SH_SIZE, ZERO_SIZE_PTR)
-from ..engine.ops import kfree_rcu_release
+from ..engine.ops import kfree_rcu_list, kfree_rcu_release
 from ..engine.rcusheaves import flush_rcu_sheaves, kfree_rcu_sheaf, rcu_run_callbacks
 from ..errors import DoubleFreeError, InvalidSizeError, SlabCorruptionError, SlabError
 from ..flags import GFP_KERNEL, SLAB_RED_ZONE, __GFP_ZERO
@@ -125,19 +125,23 @@ class KmallocAPI:
                                       f"free")
             self._ksize(addr, "kfree_rcu")          # the checks of kfree, nothing changed yet
             if kfree_rcu_sheaf(self._st, self._cpu() if cpu is None else self._check_cpu(cpu),
-                               addr):
+                               addr):           # (checked again inside: 0 if freed since)
                 return
-            self._rcu_list_add(addr, cpu)
+            self._rcu_list_add(addr, cpu, "kfree_rcu")
 
-    def _rcu_list_add(self: "SlabAllocator", addr: int, cpu: int | None) -> None:
-        """Put a checked live object on the list of ``kfree_rcu`` frees (the ordinary
-        ``kvfree_call_rcu`` path), out of every free's reach: marked (``checks.rcu_list_mark``),
-        so that the engine calls any free of it, numslab.jit's too, a double free (the grace
-        period's end lifts the mark as it frees it: ``ops.kfree_rcu_release``)."""
+    def _rcu_list_add(self: "SlabAllocator", addr: int, cpu: int | None, fn: str) -> None:
+        """Put a live object on the list of ``kfree_rcu`` frees (the ordinary
+        ``kvfree_call_rcu`` path), out of every free's reach: checked and marked in one
+        engine call (``ops.kfree_rcu_list``: another thread's free between the facade's
+        checks and the mark was accepted, and the list then freed the object again), so that
+        the engine calls any free of it, numslab.jit's too, a double free (the grace period's
+        end lifts the mark as it frees it: ``ops.kfree_rcu_release``). Raises as ``kfree``
+        would, nothing changed, if it is no longer a live object."""
+        err = kfree_rcu_list(self._st, addr)
+        if err:
+            self._raise(err, fn, addr, None)
         pending: list[Any] = self.__dict__.setdefault("_rcu_pending", [])
         pending.append((addr, cpu))
-        one = np.array([addr], np.int64)
-        rcu_list_mark(self._st, 1, one.ctypes.data, 1)
 
     def _rcu_listed(self: "SlabAllocator") -> np.ndarray:
         """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks."""

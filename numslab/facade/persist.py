@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 #: The file's layout version (2: the rcu_free column and the RCU sheaf list; 3: the sheaves'
 #: words in the shadow half, saved as its pages that are not all zero; 4: the content's
-#: digest in the meta, see :func:`digest`).
-FORMAT = 4
+#: digest in the meta, see :func:`digest`; 5: the state's field ``rcu``, the marks of the
+#: objects on the ``kfree_rcu`` list).
+FORMAT = 5
 #: The words of field ``g`` fixed when a machine is made (``layout.new_state``).
 _FIXED = (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL)
 
@@ -162,5 +163,5 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
     sa.release_order = meta.get("release_order", sa.release_order)
     for addr, cpu in meta.get("rcu_pending", []):     # (checked again: live objects)
         sa._ksize(addr, "load")                 # on the list again, not into a sheaf: the
-        sa._rcu_list_add(addr, cpu)             # rcu_free sheaves are in the state
+        sa._rcu_list_add(addr, cpu, "load")     # rcu_free sheaves are in the state
     return sa
