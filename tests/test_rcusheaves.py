@@ -300,10 +300,11 @@ def _point_a_free_list_at(sa: numslab.SlabAllocator, c: numslab.KmemCache,
     return None
 
 
-def test_an_object_an_rcu_sheaf_holds_is_never_handed_out_twice(kernel):
-    """A free pointer rewritten to name an object waiting in an rcu sheaf lets the slab
-    layer hand it out; when the grace period ends the sheaf drops that entry (the guard of
-    every sheaf, ``_sheaf_purge``) instead of giving it out a second time."""
+def test_an_object_an_rcu_sheaf_holds_is_never_handed_out_while_it_waits(kernel):
+    """A free pointer rewritten to name an object waiting in an rcu sheaf: the walk refuses
+    it (its RCU mark, field ``rcu``) and isolates the slab. Before, the slab layer handed it
+    out while it waited (it is not live), and the sheaf's guard (``_sheaf_purge``) only
+    kept it from going out a second time when the grace period ended."""
     for seed in range(40):                  # the first seed whose state has such a slab
         sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel, seed=seed,
                                    freelist_hardened=False, freelist_random=False)
@@ -316,7 +317,9 @@ def test_an_object_an_rcu_sheaf_holds_is_never_handed_out_twice(kernel):
         for x in order[:c.sheaf_capacity + 3]:  # a full sheaf waiting, a part-full one
             sa.kfree_rcu(x, 1)
         assert waiting(sa) == 1 and rcu_size(sa, c, 1) == 3
-        if _point_a_free_list_at(sa, c, sa._rcu_sheaf_objects()) is not None:
+        waits = sa._rcu_sheaf_objects()
+        named = _point_a_free_list_at(sa, c, waits)
+        if named is not None:
             break
     else:
         raise AssertionError("no seed gave a slab to rewrite")
@@ -329,6 +332,8 @@ def test_an_object_an_rcu_sheaf_holds_is_never_handed_out_twice(kernel):
             out.append(sa.kmem_cache_alloc(c, cpu=0 if step < 300 else 1))
         except numslab.SlabCorruptionError:
             errors += 1
+        if step < 300:
+            assert not set(out) & waits, f"{named:#x} handed out while it waited"
     assert len(out) == len(set(out)), "an address was handed out twice"
     assert errors >= 1 and len(sa.isolated_slabs())
     sa.validate()
@@ -529,4 +534,35 @@ def test_validate_finds_a_kfree_rcu_mark_on_an_object_not_on_the_list(kernel):
     rcu[other >> 9] &= ~(1 << ((other >> 3) & 63))
     assert sa.synchronize_rcu() == 1
     assert not rcu.any()                        # the grace period lifted the list's mark
+    sa.validate()
+
+
+def test_validate_finds_an_rcu_sheaf_object_without_its_mark(kernel):
+    """The objects of the RCU sheaves (a CPU's rcu_free sheaf, those waiting for their grace
+    period) carry the RCU mark too, and lose it when their grace period ends."""
+    from numslab.engine.layout import F_RCU
+    sa = machine(kernel, nr_cpus=1, memory="4M")
+    c = sheafed(sa)
+    objs = [c.alloc() for _ in range(c.sheaf_capacity + 2)]
+    for a in objs:
+        sa.kfree_rcu(a)                         # a full sheaf waiting, a part-full one
+    assert waiting(sa) == 1 and rcu_size(sa, c) == 2
+    sa.validate()
+    rcu = view(sa._buf, F_RCU)
+    bit = lambda a: 1 << ((a >> 3) & 63)        # noqa: E731
+    assert all(rcu[a >> 9] & bit(a) for a in objs)
+    for a in (objs[0], objs[-1]):               # one waiting, one on the CPU
+        rcu[a >> 9] &= ~bit(a)
+        with pytest.raises(numslab.SlabCorruptionError,
+                           match=f"in an RCU sheaf has no RCU mark .*at {a}\\)"):
+            sa.validate()
+        rcu[a >> 9] |= bit(a)
+    stray = c.alloc()
+    rcu[stray >> 9] |= bit(stray)
+    with pytest.raises(numslab.SlabCorruptionError, match=f"nor in an RCU sheaf .*at {stray}\\)"):
+        sa.validate()
+    rcu[stray >> 9] &= ~bit(stray)
+    c.free(stray)
+    assert sa.kvfree_rcu_barrier() == len(objs)
+    assert not rcu.any()
     sa.validate()

@@ -55,7 +55,9 @@ CORRUPTION = (
     "sheaf holds a live object, a foreign object or too many objects",
     "sorted node partial list is out of order or its bucket heads are wrong",
     "RCU sheaf list (link, count, tail or callback word) or a CPU's rcu_free sheaf is broken",
-    "an object marked as waiting for kfree_rcu is not on the kfree_rcu list",
+    "an object marked as waiting for kfree_rcu is not on the kfree_rcu list nor in an RCU "
+    "sheaf",
+    "an object in an RCU sheaf has no RCU mark",
 )
 
 
@@ -524,6 +526,18 @@ def _rcu_list_marks(st, n, p, on):
 
 
 @jit(inline=True)
+def _rcu_set(st, a):
+    """Mark the object at ``a`` as waiting for an RCU grace period (field ``rcu``)."""
+    st.rcu[a >> 9] |= 1 << ((a >> 3) & 63)
+
+
+@jit(inline=True)
+def _rcu_clear(st, a):
+    """Lift the RCU mark of the object at ``a``."""
+    st.rcu[a >> 9] &= ~(1 << ((a >> 3) & 63))
+
+
+@jit(inline=True)
 def _rcu_list_mark(st, a, on):
     """:func:`_rcu_list_marks` of the one object at ``a``."""
     flags = st.pg_flags
@@ -532,9 +546,9 @@ def _rcu_list_mark(st, a, on):
         flags[pfn] = flags[pfn] | PG_RCU if on else flags[pfn] & ~PG_RCU
     elif on:
         _live_clear(st, a)
-        st.rcu[a >> 9] |= 1 << ((a >> 3) & 63)
+        _rcu_set(st, a)
     else:
-        st.rcu[a >> 9] &= ~(1 << ((a >> 3) & 63))
+        _rcu_clear(st, a)
         _live_set(st, a)
 
 
@@ -554,17 +568,74 @@ def validate(st, cache, n, paddr):
     p = words_at(paddr)
     _rcu_list_marks(st, n, p, False)
     err = _validate(st, cache)
-    if not err:                                 # every mark left is one of no listed object
-        rcu = st.rcu
-        for w in range(st.npages * 8):
-            if rcu[w]:
-                bit = 0
-                while not (rcu[w] >> bit) & 1:
-                    bit += 1
-                err = _corrupt(st, 17, (w << 9) + bit * 8)      # (the object's address)
-                break
+    if not err and cache == NIL:
+        err = _validate_rcu_marks(st)
     _rcu_list_marks(st, n, p, True)
     return err
+
+
+@jit
+def _rcu_mark_of(st, sheaf, missing, find):
+    """How many objects RCU sheaf ``sheaf`` (0: none) holds, and ``missing``, or if that is
+    -1 the first of them without an RCU mark (-1: none); with ``find`` (an address), the
+    count is 1 if the sheaf holds ``find``, else 0."""
+    if sheaf == 0:
+        return 0, missing
+    w = sheaf >> 3
+    size = st.mem[w + SH_SIZE]
+    for i in range(size):
+        a = st.mem[w + SH_OBJECTS + i]
+        if find:
+            if a == find:
+                return 1, missing
+        elif missing == -1 and not (st.rcu[a >> 9] >> ((a >> 3) & 63)) & 1:
+            missing = a
+    return 0 if find else size, missing
+
+
+@jit
+def _rcu_sheaves_hold(st, find):
+    """The objects the RCU sheaves hold (:func:`_rcu_mark_of`'s count over all of them) and
+    the first without an RCU mark (-1: none); with ``find``, whether they hold it."""
+    held = 0
+    missing = -1
+    for c in range(st.max_caches):
+        if _ca(st, c, CA_ACTIVE) and _ca(st, c, CA_SHEAF_CAPACITY):
+            for cpu in range(st.ncpus):
+                k, missing = _rcu_mark_of(st, st.cpu[_cpu_row(st, c, cpu) + C_RCU_FREE],
+                                          missing, find)
+                held += k
+    sheaf = st.g[G_RCU_HEAD]
+    for _ in range(st.g[G_NRCU]):
+        k, missing = _rcu_mark_of(st, sheaf, missing, find)
+        held += k
+        sheaf = st.mem[(sheaf >> 3) + SH_NEXT]
+    return held, missing
+
+
+@jit
+def _validate_rcu_marks(st):
+    """Invariant 9, with the list's marks lifted: field ``rcu`` marks exactly the objects
+    of the RCU sheaves (the CPUs' ``rcu_free`` sheaves and those waiting for their grace
+    period, whose words the other invariants checked). 0 or E_CORRUPT."""
+    held, missing = _rcu_sheaves_hold(st, 0)
+    if missing != -1:
+        return _corrupt(st, 18, missing)
+    rcu = st.rcu
+    marks = 0
+    for w in range(st.npages * 8):
+        x = rcu[w]
+        while x:
+            x &= x - 1
+            marks += 1
+    if marks == held:
+        return 0
+    for w in range(st.npages * 8):          # (marks > held) the first marked one they lack
+        for bit in range(64):
+            a = (w << 9) + bit * 8
+            if (rcu[w] >> bit) & 1 and _rcu_sheaves_hold(st, a)[0] == 0:
+                return _corrupt(st, 17, a)
+    return _corrupt(st, 17, -1)
 
 
 @jit

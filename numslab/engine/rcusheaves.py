@@ -4,8 +4,10 @@ one waits for its grace period (``call_rcu``), and ``rcu_free_sheaf`` then puts 
 A ``kfree_rcu``'d object of a cache with sheaves goes into the CPU's ``rcu_free`` sheaf
 (``C_RCU_FREE``), its live bit cleared at once (the kernel's ``slab_free_hook`` runs after the
 grace period; numslab clears the mark now so that a second free of it is refused as a double
-free and no allocation can hand it out). A full ``rcu_free`` sheaf is detached and handed to
-``call_rcu`` (``sheaves._call_rcu``: the list ``G_RCU_HEAD``..``G_RCU_TAIL``); so is a part-full
+free) and its RCU mark set (field ``rcu``: no free list may name it, so no allocation can hand
+it out while it waits; :func:`rcu_run_callbacks` lifts it). A full ``rcu_free`` sheaf is
+detached and handed to ``call_rcu`` (``sheaves._call_rcu``: the list
+``G_RCU_HEAD``..``G_RCU_TAIL``); so is a part-full
 one by ``pcs_flush_all`` or ``flush_rcu_sheaf``, with the callback ``rcu_free_sheaf_nobarn``.
 The grace period is the caller's: :func:`rcu_run_callbacks` (``synchronize_rcu``,
 ``rcu_barrier``) runs every waiting sheaf's callback, oldest first.
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 from ..flags import (BARN_PUT, BARN_PUT_FAIL, FREE_RCU_SHEAF, FREE_RCU_SHEAF_FAIL, GFP_NOWAIT,
                      SLAB_KMALLOC)
-from .checks import E_ALLOCATORS, E_DOUBLE_FREE, _locate
+from .checks import E_ALLOCATORS, E_DOUBLE_FREE, _locate, _rcu_clear, _rcu_set
 from .cpucache import _take_back
 from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_FLAGS, CA_OBJECT_SIZE, CA_RED_LEFT,
                      CA_SHEAF_CAPACITY, CA_SIZE, G_ERR0, G_ERR1, G_NRCU, G_RCU_HEAD,
@@ -69,6 +71,7 @@ def kfree_rcu_sheaf(st, cpu, addr):
                     return 0
         cpt[c + C_RCU_FREE] = rcu
     _take_back(st, cache, cpu, addr)                # no longer the user's (see the module)
+    _rcu_set(st, addr)                              # nor free: no free list may name it
     size = mem[_w(rcu, SH_SIZE)]
     mem[_w(rcu, SH_OBJECTS) + size] = addr
     mem[_w(rcu, SH_SIZE)] = size + 1
@@ -225,6 +228,8 @@ def rcu_run_callbacks(st):
                 bad = sheaf
             _rcu_find_waiting(st)
         n += mem[_w(sheaf, SH_SIZE)]
+        for i in range(mem[_w(sheaf, SH_SIZE)]):    # the grace period is over (its objects:
+            _rcu_clear(st, mem[_w(sheaf, SH_OBJECTS) + i])      # _rcu_sheaf_ok's checks)
         if info & 1 == RCU_CB_NOBARN:
             sheaf_flush_unused(st, cache, cpu, sheaf)
             _free_empty_sheaf(st, cache, cpu, sheaf)
