@@ -506,8 +506,11 @@ def test_a_free_pointer_rewritten_to_name_an_object_on_the_kfree_rcu_list_is_ref
         for _ in range(6):
             try:
                 got.append(c.alloc())
-            except (numslab.SlabCorruptionError, numslab.SlabDebugError):
-                refused += 1
+            except (numslab.SlabCorruptionError, numslab.SlabDebugError) as e:
+                refused += 1                        # (a debug cache's names the slab it
+                if isinstance(e, numslab.SlabDebugError):       # isolated: "object 0x0")
+                    assert str(e).startswith(f"allocation from c: the slab at "
+                                             f"{x >> 12 << 12:#x}: "), str(e)
         assert x not in got and len(set(got)) == len(got), (flags, [hex(a) for a in got])
         assert refused >= 1 and len(sa.isolated_slabs()) == 1
         assert sa.synchronize_rcu() == 1

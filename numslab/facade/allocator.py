@@ -524,8 +524,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if addr <= 0 and self._g[G_FAULT_CACHE]:
             if self._last_reports:              # a slab_debug check failed
                 g = self._g
+                slab = int(g[G_FAULT_SLAB])
                 g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
-                raise self._debug_error("allocation", addr)
+                raise self._debug_error("allocation", addr, slab)
             self._raise_fault()
         if self._g[G_NPENDING]:
             try:

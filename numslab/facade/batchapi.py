@@ -258,8 +258,9 @@ class BatchAPI:
         elif self._last_reports:
             self._last_reports = []
         if r == 0 and g[G_FAULT_CACHE] and self._last_reports:
+            slab = int(g[G_FAULT_SLAB])
             g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
-            raise self._debug_error(fn, 0)
+            raise self._debug_error(fn, 0, slab)
         return r
 
     def _is_user_sheaf(self: "SlabAllocator", cid: int, sheaf: int) -> bool:

@@ -540,15 +540,19 @@ class DebugAPI:
             raw ^= key ^ int.from_bytes(where.to_bytes(8, "little"), "big")
         return raw - (1 << 64) if raw >> 63 else raw
 
-    def _debug_error(self: "SlabAllocator", fn: str, addr: int) -> SlabDebugError:
-        """The exception for a call a slab_debug check refused, with its reports."""
+    def _debug_error(self: "SlabAllocator", fn: str, addr: int,
+                     slab: int = 0) -> SlabDebugError:
+        """The exception for a call a slab_debug check refused, with its reports; an
+        allocation that took nothing names the isolated ``slab`` (a head frame) instead of
+        an object (it named "object 0x0")."""
         reports = self._last_reports
         bug = reports[0].splitlines()[:2] if reports else ["slab_debug check failed"]
         obj = addr or getattr(self, "_last_object", 0)
-        cid = self._cache_of(obj)
+        cid = self._cache_of(obj) if obj or not slab else int(self.state.sl_cache[slab])
         if fn == "allocation" and cid in self._caches:      # the cache that refused it
             fn = f"allocation from {self._caches[cid].name}"
-        return SlabDebugError(f"{fn}: object {obj:#x}: " + "\n".join(bug), reports)
+        what = f"object {obj:#x}" if obj or not slab else f"the slab at {slab << 12:#x}"
+        return SlabDebugError(f"{fn}: {what}: " + "\n".join(bug), reports)
 
     # ---- validate ----------------------------------------------------------------------------
     def kmem_cache_validate(self: "SlabAllocator", cache: "KmemCache") -> int:
