@@ -575,67 +575,64 @@ def validate(st, cache, n, paddr):
 
 
 @jit
-def _rcu_mark_of(st, sheaf, missing, find):
-    """How many objects RCU sheaf ``sheaf`` (0: none) holds, and ``missing``, or if that is
-    -1 the first of them without an RCU mark (-1: none); with ``find`` (an address), the
-    count is 1 if the sheaf holds ``find``, else 0."""
+def _rcu_marks_of(st, sheaf, mode):
+    """:func:`_rcu_sheaf_marks` of one sheaf (0: none)."""
     if sheaf == 0:
-        return 0, missing
-    w = sheaf >> 3
-    size = st.mem[w + SH_SIZE]
-    for i in range(size):
-        a = st.mem[w + SH_OBJECTS + i]
-        if find:
-            if a == find:
-                return 1, missing
-        elif missing == -1 and not (st.rcu[a >> 9] >> ((a >> 3) & 63)) & 1:
-            missing = a
-    return 0 if find else size, missing
+        return -1
+    mem = st.mem
+    rcu = st.rcu
+    for i in range(mem[(sheaf >> 3) + SH_SIZE]):
+        a = mem[(sheaf >> 3) + SH_OBJECTS + i]
+        bit = 1 << ((a >> 3) & 63)
+        if mode == 0:
+            if not rcu[a >> 9] & bit:
+                return a
+        elif mode == 1:
+            rcu[a >> 9] &= ~bit
+        else:
+            rcu[a >> 9] |= bit
+    return -1
 
 
 @jit
-def _rcu_sheaves_hold(st, find):
-    """The objects the RCU sheaves hold (:func:`_rcu_mark_of`'s count over all of them) and
-    the first without an RCU mark (-1: none); with ``find``, whether they hold it."""
-    held = 0
-    missing = -1
+def _rcu_sheaf_marks(st, mode):
+    """Visit the objects of the RCU sheaves (the CPUs' ``rcu_free`` sheaves and those waiting
+    for their grace period, whose words the other invariants checked): ``mode`` 0 finds the
+    first without an RCU mark (-1: none), 1 lifts their marks, 2 puts them back (-1)."""
     for c in range(st.max_caches):
         if _ca(st, c, CA_ACTIVE) and _ca(st, c, CA_SHEAF_CAPACITY):
             for cpu in range(st.ncpus):
-                k, missing = _rcu_mark_of(st, st.cpu[_cpu_row(st, c, cpu) + C_RCU_FREE],
-                                          missing, find)
-                held += k
+                a = _rcu_marks_of(st, st.cpu[_cpu_row(st, c, cpu) + C_RCU_FREE], mode)
+                if a != -1:
+                    return a
     sheaf = st.g[G_RCU_HEAD]
     for _ in range(st.g[G_NRCU]):
-        k, missing = _rcu_mark_of(st, sheaf, missing, find)
-        held += k
+        a = _rcu_marks_of(st, sheaf, mode)
+        if a != -1:
+            return a
         sheaf = st.mem[(sheaf >> 3) + SH_NEXT]
-    return held, missing
+    return -1
 
 
 @jit
 def _validate_rcu_marks(st):
     """Invariant 9, with the list's marks lifted: field ``rcu`` marks exactly the objects
-    of the RCU sheaves (the CPUs' ``rcu_free`` sheaves and those waiting for their grace
-    period, whose words the other invariants checked). 0 or E_CORRUPT."""
-    held, missing = _rcu_sheaves_hold(st, 0)
+    of the RCU sheaves. 0 or E_CORRUPT (G_ERR1: the object)."""
+    missing = _rcu_sheaf_marks(st, 0)
     if missing != -1:
         return _corrupt(st, 18, missing)
+    _rcu_sheaf_marks(st, 1)                 # lifted for the scan, put back after it
+    err = 0
     rcu = st.rcu
-    marks = 0
     for w in range(st.npages * 8):
-        x = rcu[w]
-        while x:
-            x &= x - 1
-            marks += 1
-    if marks == held:
-        return 0
-    for w in range(st.npages * 8):          # (marks > held) the first marked one they lack
-        for bit in range(64):
-            a = (w << 9) + bit * 8
-            if (rcu[w] >> bit) & 1 and _rcu_sheaves_hold(st, a)[0] == 0:
-                return _corrupt(st, 17, a)
-    return _corrupt(st, 17, -1)
+        if rcu[w]:
+            bit = 0
+            while not (rcu[w] >> bit) & 1:
+                bit += 1
+            err = _corrupt(st, 17, (w << 9) + bit * 8)
+            break
+    _rcu_sheaf_marks(st, 2)
+    return err
 
 
 @jit
