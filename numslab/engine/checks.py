@@ -580,17 +580,15 @@ def _rcu_marks_of(st, sheaf, mode):
     if sheaf == 0:
         return -1
     mem = st.mem
-    rcu = st.rcu
     for i in range(mem[(sheaf >> 3) + SH_SIZE]):
         a = mem[(sheaf >> 3) + SH_OBJECTS + i]
-        bit = 1 << ((a >> 3) & 63)
         if mode == 0:
-            if not rcu[a >> 9] & bit:
+            if not (st.rcu[a >> 9] >> ((a >> 3) & 63)) & 1:
                 return a
         elif mode == 1:
-            rcu[a >> 9] &= ~bit
+            _rcu_clear(st, a)
         else:
-            rcu[a >> 9] |= bit
+            _rcu_set(st, a)
     return -1
 
 
