@@ -357,6 +357,33 @@ def test_njit_errors_name_the_cache_of_their_own_allocator(kernel):
     assert state not in handles._namers
 
 
+def test_kfree_errors_name_the_cache_the_page_belongs_to(kernel):
+    """kfree and kfree_bulk name no cache, so their errors name the one the address's page
+    belongs to, from numslab.jit as from the facade (before: the address alone); an address
+    on no slab names none."""
+    sa = numslab.SlabAllocator(memory="4M", kernel=kernel)
+    x, y = sa.kmalloc(100), sa.kmalloc(100)
+    sa.kfree(x)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.DoubleFreeError, match=f"^kfree: {x:#x} \\(kmalloc-128\\): "):
+        sa.kfree(x)
+    with pytest.raises(numslab.DoubleFreeError,
+                       match=f"^kfree_bulk: element 1: {x:#x} \\(kmalloc-128\\): "):
+        sa.kfree_bulk(2, np.array([y, x], np.int64))
+    with pytest.raises(numslab.DoubleFreeError,
+                       match="\\(address 0x[0-9a-f]+, cache id \\d+ 'kmalloc-128'\\)$") as e:
+        kfree_one(sa.handle, x)
+    assert e.value.detail[0] == x and e.value.detail[1] >= 0
+    with pytest.raises(numslab.DoubleFreeError,
+                       match="cache id \\d+ 'kmalloc-128', element 1 of the batch\\)$"):
+        kfree_many(sa.handle, 2, np.array([y, x], np.int64))
+    assert_unchanged(sa, snap)
+    page = sa.alloc_pages(0)
+    with pytest.raises(numslab.BadAddressError, match=f"\\(address {page:#x}\\)$"):
+        kfree_one(sa.handle, page)
+    sa.validate()
+
+
 def test_njit_count_checks(world):
     sa, c, other, objs, gone = world
     snap = snapshot(sa)

@@ -37,8 +37,9 @@ from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE,
                              _live_clear, _live_set, _live_test, _locate, _slab_of)
 from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
                              CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE,
-                             G_NREPORTS, NIL, NR_KMALLOC, R_MAX, R_NCOLS, R_SLAB, SH_OBJECTS,
-                             SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _geo, _slab_nid, _stat)
+                             G_NREPORTS, NIL, NR_KMALLOC, PG_SLAB, PG_TAIL, R_MAX, R_NCOLS,
+                             R_SLAB, SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _geo,
+                             _slab_nid, _stat)
 from ..engine.debug import E_DEBUG
 from ..engine.native import (_MACHINE, _thread_pointer, address, jit, table_address,
                               words_at, zero_bytes)
@@ -185,6 +186,20 @@ def _fault(st):
     raise SlabCorruptionError("numslab.jit: Freepointer corrupt (a write into freed memory?): "
                               "the slab is isolated, nothing was allocated; see "
                               "SlabAllocator.isolated_slabs()")
+
+
+@jit(inline=False, helper=True)
+def _raise_kfree(st, err, addr, index):
+    """Raise for a ``kfree`` or ``kfree_bulk`` element the engine refused, naming the cache
+    its page belongs to (the call names none) when the address lies in a slab."""
+    cache = NIL
+    if (addr > 0) & (addr < st.npages << 12):
+        head = addr >> 12
+        if st.pg_flags[head] & PG_TAIL:
+            head = st.pg_head[head]
+        if st.pg_flags[head] & PG_SLAB:
+            cache = st.sl_cache[head]
+    _raise(err, addr, cache, index, errors.NO_VALUE, address(st))
 
 
 @jit(inline=True, helper=True)
@@ -490,7 +505,7 @@ def kfree(h, addr, cpu=0):
             return
     err = ops.kfree(st, cpu, addr)
     if err:
-        _raise(err, addr)
+        _raise_kfree(st, err, addr, -1)
 
 
 @jit(inline=True, api=True)
@@ -501,7 +516,7 @@ def kfree_bulk(h, nr, objs, cpu=0):
     err = ops.free_bulk(st, NIL, cpu, nr, _checked_array(objs, nr))
     if err:
         i = -err // E_AT
-        _raise(err, objs[i], -1, i)
+        _raise_kfree(st, err, objs[i], i)
 
 
 @jit(inline=True, api=True)

@@ -61,6 +61,9 @@ class RaiseAPI:
                                   f"slab at {head << 12:#x} has objects every {c.slab_size} "
                                   f"bytes (offset {off} is {off % c.slab_size} past one)")
         if err == checks.E_DOUBLE_FREE:
+            if cache is None and head >= 0 and int(self.state.sl_cache[head]) in self._caches:
+                # kfree and kfree_bulk name no cache: the page does, as the kernel's report
+                where += f" ({self._caches[int(self.state.sl_cache[head])].name})"
             self._rcu_refuse(addr, fn)              # one on the kfree_rcu list: named so
             if self._g[G_RCU_HEAD] or self.state.cpu[:, :, C_RCU_FREE].any():
                 if addr in self._rcu_sheaf_objects():
