@@ -124,15 +124,13 @@ def kmem_cache_free(st, cache, cpu, addr):
 def kfree(st, cpu, addr):
     """``kfree``: find the slab (or large block) from the address alone and free it.
     0, or a negative code with nothing changed."""
-    err, slab = _locate(st, addr, NIL)
-    if err == E_LARGE:
-        if _own_test(st, addr, 16):             # an oversize sheaf the allocator holds
-            return E_ALLOCATORS
-        return free_block_checked(st, cpu, addr, -1, PG_LARGE)
+    err, slab = _kfree_target(st, addr)
     if err == E_DOUBLE_FREE:
         return report_double_free(st, _slab_owner(st, addr), addr)
     if err:
         return err
+    if slab == NIL:
+        return free_block_checked(st, cpu, addr, -1, PG_LARGE)
     return _slab_free_one(st, st.sl_cache[slab], cpu, slab, addr)
 
 
@@ -142,15 +140,22 @@ def kfree_rcu_list(st, addr):
     ``addr`` and its mark set (``checks._rcu_list_mark``), in one engine call, so that no
     other thread frees it between the check and the mark (the list would then free it
     again, or free its next owner). 0, or :func:`kfree`'s error code with nothing changed."""
-    err, slab = _locate(st, addr, NIL)
-    if err == E_LARGE:
-        if _own_test(st, addr, 16):             # an oversize sheaf the allocator holds
-            return E_ALLOCATORS
-        err = 0
+    err, _ = _kfree_target(st, addr)
     if err:
         return err
     _rcu_list_mark(st, addr, True)
     return 0
+
+
+@jit(inline=True)
+def _kfree_target(st, addr):
+    """``_locate(st, addr, NIL)`` as ``kfree`` takes it: (0, slab head frame) for a live slab
+    object, (0, NIL) for a large kmalloc block at its start, else (error code, NIL), an
+    oversize sheaf the allocator holds (a large block) being ``E_ALLOCATORS``."""
+    err, slab = _locate(st, addr, NIL)
+    if err == E_LARGE:
+        return (E_ALLOCATORS if _own_test(st, addr, 16) else 0), NIL
+    return err, slab
 
 
 @unit

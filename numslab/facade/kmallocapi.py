@@ -116,13 +116,13 @@ class KmallocAPI:
             addr = self._as_addr(addr, "kfree_rcu")
             if addr in (0, ZERO_SIZE_PTR):
                 return
+            where = f"kfree_rcu: {addr:#x}{self._page_cache(addr)}"
             if any(a == addr for a, _ in self._rcu_pending):
-                raise DoubleFreeError(f"kfree_rcu: {addr:#x} is already waiting for a grace "
-                                      f"period (double free)")
-            self._rcu_refuse_sheaved(addr, "kfree_rcu")
+                raise DoubleFreeError(f"{where} is already waiting for a grace period (double "
+                                      f"free)")
+            self._rcu_refuse_sheaved(addr, "kfree_rcu", where)
             if self._locate(addr)[0] == E_DOUBLE_FREE:      # a free, as kfree says it
-                raise DoubleFreeError(f"kfree_rcu: {addr:#x}: double free, the object is already "
-                                      f"free")
+                raise DoubleFreeError(f"{where}: double free, the object is already free")
             self._ksize(addr, "kfree_rcu")          # the checks of kfree, nothing changed yet
             if kfree_rcu_sheaf(self._st, self._cpu() if cpu is None else self._check_cpu(cpu),
                                addr):           # (checked again inside: 0 if freed since)
@@ -147,12 +147,13 @@ class KmallocAPI:
         """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks."""
         return np.array([a for a, _ in self._rcu_pending], np.int64)
 
-    def _rcu_refuse(self: "SlabAllocator", addr: int, fn: str) -> None:
+    def _rcu_refuse(self: "SlabAllocator", addr: int, fn: str, where: str = "") -> None:
         """Raise ``DoubleFreeError`` if ``addr`` waits on the ``kfree_rcu`` list (``krealloc``
-        asks before it allocates; the frees once the engine refused them, in ``_raise``)."""
+        asks before it allocates; the frees once the engine refused them, in ``_raise``,
+        whose ``where`` names the call, the address and the cache)."""
         if any(a == addr for a, _ in self._rcu_pending):
-            raise DoubleFreeError(f"{fn}: {addr:#x}: double free, the object is waiting for an "
-                                  f"RCU grace period (kfree_rcu)")
+            raise DoubleFreeError(f"{where or f'{fn}: {addr:#x}'}: double free, the object is "
+                                  f"waiting for an RCU grace period (kfree_rcu)")
 
     def _rcu_sheaf_objects(self: "SlabAllocator") -> set[int]:
         """Addresses of the objects in the CPUs' ``rcu_free`` sheaves and in the sheaves
@@ -172,13 +173,16 @@ class KmallocAPI:
             out.update(words[o:o + max(0, min(int(words[(s >> 3) + SH_SIZE]), 4096))].tolist())
         return out
 
-    def _rcu_refuse_sheaved(self: "SlabAllocator", addr: int, fn: str) -> None:
+    def _rcu_refuse_sheaved(self: "SlabAllocator", addr: int, fn: str,
+                            where: str = "") -> None:
         """Raise ``DoubleFreeError`` if ``addr`` waits for its grace period in an RCU sheaf
         (an object the engine finds free; ``kfree_rcu`` and ``krealloc`` would otherwise
-        call it a free object)."""
+        call it a free object); ``where`` names the call and the address (by default ``fn``
+        and ``addr``)."""
         if self._locate(addr)[0] == E_DOUBLE_FREE and addr in self._rcu_sheaf_objects():
-            raise DoubleFreeError(f"{fn}: {addr:#x}: double free, the object is waiting for "
-                                  f"an RCU grace period (kfree_rcu, in an rcu_free sheaf)")
+            raise DoubleFreeError(f"{where or f'{fn}: {addr:#x}'}: double free, the object is "
+                                  f"waiting for an RCU grace period (kfree_rcu, in an rcu_free "
+                                  f"sheaf)")
 
     def synchronize_rcu(self: "SlabAllocator") -> int:
         """End the grace period: the callback of every sheaf handed to ``call_rcu`` runs

@@ -33,6 +33,15 @@ class RaiseAPI:
             f"is isolated and no longer "
             f"allocated from, nothing was allocated")
 
+    def _page_cache(self: "SlabAllocator", addr: int) -> str:
+        """`` (name)`` of the cache whose slab holds ``addr``; empty if none does (the calls
+        that name no cache, ``kfree`` and its kin, name it so in their errors)."""
+        if not 0 < addr < self.nr_pages * PAGE_SIZE:
+            return ""
+        head = self._slab_head(addr)
+        cid = int(self.state.sl_cache[head])
+        return f" ({self._caches[cid].name})" if cid in self._caches else ""
+
     def _raise(self: "SlabAllocator", err: int, fn: str, addr: int,
                cache: "KmemCache | None") -> None:
         """Turn a kernel error code into the matching exception. Its details are read from
@@ -61,10 +70,9 @@ class RaiseAPI:
                                   f"slab at {head << 12:#x} has objects every {c.slab_size} "
                                   f"bytes (offset {off} is {off % c.slab_size} past one)")
         if err == checks.E_DOUBLE_FREE:
-            if cache is None and head >= 0 and int(self.state.sl_cache[head]) in self._caches:
-                # kfree and kfree_bulk name no cache: the page does, as the kernel's report
-                where += f" ({self._caches[int(self.state.sl_cache[head])].name})"
-            self._rcu_refuse(addr, fn)              # one on the kfree_rcu list: named so
+            if cache is None:       # kfree and kfree_bulk name no cache: the page does
+                where += self._page_cache(addr)
+            self._rcu_refuse(addr, fn, where)       # one on the kfree_rcu list: named so
             if self._g[G_RCU_HEAD] or self.state.cpu[:, :, C_RCU_FREE].any():
                 if addr in self._rcu_sheaf_objects():
                     raise DoubleFreeError(f"{where}: double free, the object is waiting for "
