@@ -8,7 +8,8 @@ import pytest
 
 import numslab
 from numslab import GFP_KERNEL
-from numslab.engine.layout import C_MAIN, C_SPARE, N_NR_EMPTY, N_NR_FULL, SH_SIZE
+from numslab.engine.layout import (C_MAIN, C_SPARE, N_NR_EMPTY, N_NR_FULL, SH_SIZE,
+                                   SHEAF_HEADER)
 from numslab.flags import STAT_ITEMS_7_0
 
 from conftest import assert_unchanged, snapshot
@@ -294,7 +295,8 @@ def test_a_debug_prefill_that_a_check_stops_raises_and_keeps_nothing():
     sa.kmem_cache_free(c, objs[1])
     sa.kmem_cache_free(c, objs[2])              # the free list: objs[2], objs[1], ...
     sa.memory[objs[1] + 96] = 0x11              # objs[1]'s right red zone
-    sheaves = len(sa.sheaf_addresses())
+    sa.kfree(sa.kmalloc(SHEAF_HEADER + 8 * 3))  # the sheaf's kmalloc cache refills its own
+    sheaves = len(sa.sheaf_addresses())         # sheaves first (a GFP_KERNEL kzalloc)
     try:
         sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 3)
         raise AssertionError("the check must stop the prefill")

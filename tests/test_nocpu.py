@@ -63,14 +63,102 @@ def test_every_cache_has_sheaves_and_sysfs_says_so():
     assert c.sheaf_capacity == 28 == calculate_sheaf_capacity(c.slab_size)
     assert all(k.sheaf_capacity == calculate_sheaf_capacity(k.slab_size)
                for k in sa.kmalloc_caches)
-    # every CPU has a main sheaf from the start, kmalloc'ed from the kmalloc caches
+    # every CPU has a main sheaf from the start, kmalloc'ed from the kmalloc caches; the
+    # kzalloc of c's (GFP_KERNEL) refilled a sheaf of kmalloc-256's own (one more sheaf)
     assert (sa.state.cpu[c.id, :, numslab.engine.layout.C_MAIN] != 0).all()
     assert sum(k.sheaf_objects for k in sa.kmalloc_caches) == \
-        len(sa.sheaf_addresses()) == sa.nr_cpus * (len(sa.kmalloc_caches) + 1)
+        len(sa.sheaf_addresses()) == sa.nr_cpus * (len(sa.kmalloc_caches) + 1) + 1
     fs = c.sysfs()
     assert fs["sheaf_capacity"] == "28"
     assert (fs["cpu_partial"], fs["slabs_cpu_partial"], fs["cpu_slabs"]) == ("0", "0(0)", "0")
     assert "sheaf_capacity" not in fresh("6.18").kmem_cache_create("d", 300).sysfs()
+
+
+@pytest.mark.parametrize("gen", ["7.0", "7.1"])
+def test_a_sheaf_kzalloc_may_refill_the_kmalloc_caches_sheaves(gen):
+    """``__alloc_empty_sheaf`` adds __GFP_NO_OBJ_EXT only to the kzalloc of a kmalloc
+    cache's own sheaf: a sheaf for any other cache is kzalloc'ed with the caller's gfp, so a
+    GFP_KERNEL one (``init_percpu_sheaves``, on the creating CPU) finds kmalloc-256's sheaves
+    empty and refills one of them (its own sheaf kmalloc'ed under the flag, from a slab), and
+    pops the sheaves from it. Before, every kmalloc of a sheaf carried the flag: kmalloc
+    caches' sheaves were filled by frees alone, each such kzalloc a slow-path allocation."""
+    sa = fresh(gen)
+    sa.set_cpu(1)
+    k = sa.kmalloc_caches[[x.name for x in sa.kmalloc_caches].index("kmalloc-256")]
+    before = dict(k.stats)
+    c = sa.kmem_cache_create("c", 300)          # sheaves of 28: 32 + 8 * 28 bytes each
+    assert c.sheaf_capacity == 28 and c.sysfs()["sheaf_alloc"] == "2 C1=2"
+    moved = {s: k.stats[s] - before[s] for s in k.stats if k.stats[s] != before[s]}
+    # outer alloc: BARN_GET_FAIL, refill: its own sheaf (SHEAF_ALLOC) kmalloc'ed from a new
+    # slab (BARN_GET_FAIL again, ALLOC_SLOWPATH), 28 objects in (SHEAF_REFILL: that slab's
+    # other 15, then a second new slab); two pops
+    assert moved == {"alloc_fastpath": 2, "alloc_slowpath": 1, "barn_get_fail": 2,
+                     "sheaf_alloc": 1, "sheaf_refill": 28, "alloc_slab": 2}, moved
+    assert k.sysfs()["sheaf_refill"] == "28 C1=28"
+    x = sa.kmalloc(200, GFP_KERNEL)                # served by that sheaf now
+    assert k.stats["alloc_fastpath"] == before["alloc_fastpath"] + 3
+    sa.kfree(x)
+    sa.validate()
+
+
+def _node1_partial(gen):
+    """Two nodes; cache ``o`` with 8 partial slabs on node 1 (more than min_partial, 5)
+    and none on node 0, whose CPU 0 has empty sheaves."""
+    sa = fresh(gen, nr_nodes=2, memory="64M", seed=1, freelist_random=False)
+    c = sa.kmem_cache_create("o", 64)                       # 64 objects a slab
+    out = np.zeros(64 * 8, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, len(out), out, cpu=1) == len(out)
+    back = np.concatenate([out[i * 64:i * 64 + 10] for i in range(8)])
+    sa.kfree_bulk(len(back), back, cpu=1)
+    assert c.sysfs()["partial"] == "8 N1=8"
+    return sa, c
+
+
+@pytest.mark.parametrize("gen", ["7.0", "7.1"])
+def test_gfp_thisnode_keeps_every_refill_on_the_local_node(gen):
+    """__GFP_THISNODE makes ``get_from_any_partial`` and ``__refill_objects_any`` walk the
+    local node's NOFALLBACK zonelist (that node alone) and ``new_slab`` fall back to no other
+    node: a request pinned so takes nothing of node 1's partial slabs (before: a sheaf refill
+    drained them into CPU 0's sheaf, then the pop missed the node)."""
+    sa, c = _node1_partial(gen)
+    x = sa.kmem_cache_alloc_node(c, GFP_KERNEL | __GFP_THISNODE, node=0, cpu=0)
+    assert sa.page_to_nid(x) == 0 and c.sysfs()["partial"] == "9 N0=1 N1=8"
+    assert c.stats["alloc_node_mismatch"] == 0 and c.stats["alloc_fastpath"] == 1
+    sa, c = _node1_partial(gen)
+    x = sa.kmem_cache_alloc_node(c, GFP_NOWAIT | __GFP_THISNODE, node=-1, cpu=0)
+    assert sa.page_to_nid(x) == 0
+    sa, c = _node1_partial(gen)
+    y = np.zeros(30, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL | __GFP_THISNODE, 30, y, cpu=0) == 30
+    assert {sa.page_to_nid(int(a)) for a in y} == {0}
+    sa.validate()
+    sa, c = _node1_partial(gen)         # the same bulk without the flag: node 1's first
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 30, y, cpu=0) == 30
+    assert {sa.page_to_nid(int(a)) for a in y} == {1}
+
+
+@pytest.mark.parametrize("gen", ["7.0", "7.1", "6.18"])
+def test_a_bulk_allocation_without_reclaim_bits_takes_only_what_the_sheaves_hold(gen):
+    """7.x's ``refill_objects`` refuses a gfp with no reclaim bit (``WARN_ON_ONCE(
+    !gfpflags_allow_spinning(gfp))``, 0): a bulk allocation the sheaves cannot serve fails
+    (what it took from them going back to the slabs), a prefill too; one they can serve
+    succeeds. 6.18's bulk allocation has no such rule."""
+    sa = fresh(gen)
+    c = sa.kmem_cache_create("o", 64, sheaf_capacity=32)
+    out = np.zeros(20, np.int64)
+    if gen == "6.18":
+        assert sa.kmem_cache_alloc_bulk(c, 0, 20, out) == 20
+        return
+    assert sa.kmem_cache_alloc_bulk(c, 0, 20, out) == 0     # empty sheaves: nothing at all
+    assert c.slabs == 0 and c.stats["barn_get_fail"] == 1
+    objs = c.alloc_bulk(10)
+    c.free_bulk(objs)                                          # 10 in the main sheaf
+    assert sa.kmem_cache_alloc_bulk(c, 0, 10, out) == 10
+    c.free_bulk(out[:10])
+    assert sa.kmem_cache_alloc_bulk(c, 0, 11, out) == 0
+    assert c.live_objects == 0 and c.objects == 0   # the 10 went back to the slabs
+    assert sa.kmem_cache_alloc_bulk(c, GFP_NOWAIT, 11, out) == 11
+    sa.validate()
 
 
 def test_a_noleaktrace_cache_gets_no_sheaves_under_7_0_only():

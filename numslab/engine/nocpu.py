@@ -10,7 +10,7 @@ refill).
 """
 from __future__ import annotations
 
-from ..flags import __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
+from ..flags import __GFP_RECLAIM, __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET,
                      N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
 from .checks import _live_clear, _live_set_run, _live_set_slab
@@ -68,7 +68,8 @@ def _get_from_partial(st, cache, cpu, node, thisnode):
         return 0
     nnodes = st.nnodes
     min_partial = _ca(st, cache, CA_MIN_PARTIAL)
-    for i in range(nnodes):
+    # the zonelist of the local node: with __GFP_THISNODE its NOFALLBACK list (that node alone)
+    for i in range(1 if thisnode else nnodes):
         n = (local + i) % nnodes
         if st.node[_node_row(st, cache, n) + N_NR_PARTIAL] > min_partial:
             obj = _get_from_partial_node(st, cache, n)
@@ -210,18 +211,23 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark):
     """``refill_objects``: at least ``lo`` and at most ``hi`` objects into the words at
     ``paddr``: the local node's partial slabs, then other nodes' (``__refill_objects_any``:
     the ``remote_node_defrag_ratio`` draw, nodes with more than ``min_partial`` partial
-    slabs), then new slabs on the local node. Returns how many (fewer than ``lo`` only when
+    slabs; under __GFP_THISNODE the local node alone), then new slabs on the local node
+    (under __GFP_THISNODE no other). None for a ``gfp`` with no reclaim bit (the kernel's
+    ``WARN_ON_ONCE``: such requests never refill). Returns how many (fewer than ``lo`` only when
     memory is exhausted); the objects are not handed out. ``mark`` 1: all come back marked
     live (a bulk allocation's, so those of partial slabs keep the mark their walk set and
     those of new slabs get it as they are carved); 0: none does (a sheaf's refill: the walk's
     marks are taken off at the end)."""
+    if not gfp & __GFP_RECLAIM:     # WARN_ON_ONCE(!gfpflags_allow_spinning(gfp)): nothing
+        return 0
     p = words_at(paddr)
     local = st.cpu_node[cpu]
     got = _refill_objects_node(st, cache, cpu, p, 0, lo, hi, local)
     if got < lo and _remote_allowed(st, cache):
         nnodes = st.nnodes
         min_partial = _ca(st, cache, CA_MIN_PARTIAL)
-        for i in range(nnodes):
+        # __GFP_THISNODE: the local node's NOFALLBACK zonelist, that node alone
+        for i in range(1 if gfp & __GFP_THISNODE else nnodes):
             n = (local + i) % nnodes
             if st.node[_node_row(st, cache, n) + N_NR_PARTIAL] <= min_partial:
                 continue
@@ -232,18 +238,19 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark):
         for k in range(got):
             _live_clear(st, p[k])
     if got < lo:
-        got = refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark)
+        got = refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark,
+                               (gfp & __GFP_THISNODE) != 0)
     return got
 
 
 @unit
-def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark):
-    """The end of ``refill_objects``: new slabs on the local node until the words at
-    ``paddr`` hold ``lo`` objects (at most ``hi``), from ``got``; a slab wholly taken is
-    carved with no free list (``alloc_from_new_slab`` with ``count >= objects``). With
-    ``mark`` the objects are marked live. The new count (below ``lo`` when memory is
-    exhausted). A unit of its own, so that the partial-slab walk before it compiles
-    alone."""
+def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
+    """The end of ``refill_objects``: new slabs on the local node (only there if
+    ``thisnode``, the request's __GFP_THISNODE; else preferred) until the words at ``paddr``
+    hold ``lo`` objects (at most ``hi``), from ``got``; a slab wholly taken is carved with
+    no free list (``alloc_from_new_slab`` with ``count >= objects``). With ``mark`` the
+    objects are marked live. The new count (below ``lo`` when memory is exhausted). A unit
+    of its own, so that the partial-slab walk before it compiles alone."""
     p = words_at(paddr)
     local = st.cpu_node[cpu]
     while got < lo:
@@ -251,7 +258,7 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark):
         if hi - got >= _ca(st, cache, CA_OBJECTS):
             # every object of the slab goes out: no free list is built only to be walked
             # (alloc_from_new_slab with count >= objects), in allocation order (random or not)
-            slab = allocate_slab_pcp(st, cache, cpu, local, False)
+            slab = allocate_slab_pcp(st, cache, cpu, local, thisnode)
             if slab == NIL:
                 break
             _stat(st, cache, cpu, ALLOC_SLAB, 1)
@@ -261,7 +268,7 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark):
             if mark:
                 _live_set_slab(st, cache, slab)
         else:
-            slab = new_slab(st, cache, cpu, local, False)
+            slab = new_slab(st, cache, cpu, local, thisnode)
             if slab == NIL:
                 break
             _stat(st, cache, cpu, ALLOC_SLAB, 1)

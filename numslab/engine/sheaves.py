@@ -17,9 +17,9 @@ of handing the object out a second time.
 from __future__ import annotations
 
 from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_RECLAIM, __GFP_ZERO,
-                     ALLOC_NODE_MISMATCH, ALLOC_PCS, FREE_SLOWPATH, SLAB_KMALLOC, BARN_GET,
-                     BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH,
-                     SHEAF_FREE, SHEAF_REFILL)
+                     GFP_KERNEL, GFP_NOWAIT, ALLOC_NODE_MISMATCH, ALLOC_PCS, FREE_SLOWPATH,
+                     SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS,
+                     SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE, SHEAF_REFILL)
 from .bulk import alloc_bulk_slab, free_bulk_raw
 from .checks import E_LARGE, _live_set_run, _live_test, _locate, _own_clear, _own_set
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
@@ -59,7 +59,10 @@ def _objs_at(st, sheaf):
 @unit
 def kmalloc_internal(st, cpu, size, gfp):
     """kmalloc from inside a kernel (sizes up to 4 MiB); address or 0. A kmalloc cache with
-    sheaves (7.0) serves it from them first, with __GFP_NO_OBJ_EXT (no new sheaf)."""
+    sheaves (7.0) serves it from them first, with ``gfp`` as given: a sheaf for a kmalloc
+    cache comes with __GFP_NO_OBJ_EXT (``_alloc_empty_sheaf`` adds it), so that cache makes
+    no new sheaf on the way; a sheaf for any other cache does not, so a request that may
+    block refills the kmalloc cache's sheaves as any allocation would."""
     obj = 0
     if size <= 8192:
         km = st.kmalloc
@@ -67,7 +70,7 @@ def kmalloc_internal(st, cpu, size, gfp):
             if size <= KMALLOC_CLASS[i]:
                 cache = km[i]
                 if _ca(st, cache, CA_SHEAF_CAPACITY):
-                    obj = _alloc_from_pcs(st, cache, cpu, gfp | __GFP_NO_OBJ_EXT, -1)
+                    obj = _alloc_from_pcs(st, cache, cpu, gfp, -1)
                     if obj:
                         _hand_out(st, cache, cpu, obj, gfp)
                 if not obj:
@@ -552,7 +555,7 @@ def replace_full_main(st, cache, cpu):
             cpt[c + C_SPARE] = cpt[c + C_MAIN]
             cpt[c + C_MAIN] = empty
             return 1
-        empty = _alloc_empty_sheaf(st, cache, cpu, cap, 0)
+        empty = _alloc_empty_sheaf(st, cache, cpu, cap, GFP_NOWAIT)
         if empty:
             cpt[c + C_SPARE] = cpt[c + C_MAIN]
             cpt[c + C_MAIN] = empty
@@ -574,7 +577,7 @@ def replace_full_main(st, cache, cpu):
         _barn_trade(st, cache, cpu, r, False)
         _stat(st, cache, cpu, BARN_PUT, 1)
         return 1
-    empty = _alloc_empty_sheaf(st, cache, cpu, cap, 0)      # -ENOMEM: a new one
+    empty = _alloc_empty_sheaf(st, cache, cpu, cap, GFP_NOWAIT)   # -ENOMEM: a new
     if empty:
         _barn_push(st, r, N_BARN_FULL, N_NR_FULL, cpt[c + C_MAIN])
         _stat(st, cache, cpu, BARN_PUT, 1)
@@ -753,12 +756,15 @@ def barn_shrink(st, cache, node, cpu):
 
 
 @unit
-def init_percpu_sheaves(st, cache):
-    """``init_percpu_sheaves``: an empty main sheaf for every CPU; 0, or -1 out of memory."""
+def init_percpu_sheaves(st, cache, cpu):
+    """``init_percpu_sheaves``: an empty main sheaf for every CPU, each kzalloc'ed with
+    GFP_KERNEL on ``cpu``, the CPU creating the cache (its kmalloc sheaves serve them and
+    it counts SHEAF_ALLOC); 0, or -1 out of memory."""
     cpt = st.cpu
-    for cpu in range(st.ncpus):
-        sheaf = _alloc_empty_sheaf(st, cache, 0, _ca(st, cache, CA_SHEAF_CAPACITY), 0)
+    for c in range(st.ncpus):
+        sheaf = _alloc_empty_sheaf(st, cache, cpu, _ca(st, cache, CA_SHEAF_CAPACITY),
+                                   GFP_KERNEL)
         if not sheaf:
             return -1
-        cpt[_cpu_row(st, cache, cpu) + C_MAIN] = sheaf
+        cpt[_cpu_row(st, cache, c) + C_MAIN] = sheaf
     return 0

@@ -208,7 +208,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._kmalloc_ids = [c._id for c in self.kmalloc_caches]
         self.state.kmalloc[:] = self._kmalloc_ids
         for c in self.kmalloc_caches:           # bootstrap_kmalloc_sheaves: kmalloc works now
-            if self.state.ca[c._id, CA_SHEAF_CAPACITY] and init_percpu_sheaves(self._st, c._id):
+            if self.state.ca[c._id, CA_SHEAF_CAPACITY] and init_percpu_sheaves(self._st, c._id,
+                                                                               self._cpu()):
                 raise MemoryError("SlabAllocator: no memory for the kmalloc caches' sheaves")
         self._gate = None
         if not self._debug_on:
@@ -380,7 +381,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             if debug:
                 self._debug_cache_created(cid)
             booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
-            if sheaf_capacity and not booting and init_percpu_sheaves(self._st, cid) < 0:
+            if sheaf_capacity and not booting and \
+                    init_percpu_sheaves(self._st, cid, self._cpu()) < 0:
                 ops.cache_release(self._st, cid, self._cpu())
                 ca[cid] = 0
                 del self._caches[cid], self._names[name]
