@@ -1003,3 +1003,48 @@ class BatchModel(RuleBasedStateMachine):
 BatchModel.TestCase.settings = settings(max_examples=60, stateful_step_count=30,
                                         deadline=None)
 TestBatchModel = BatchModel.TestCase
+
+
+@pytest.mark.parametrize("debug", [False, True])
+@pytest.mark.parametrize("gen", ["6.18", "7.0", "7.1"])
+def test_a_batch_free_refuses_an_array_inside_an_object_it_frees(gen, debug):
+    """A batch free's address array may lie in the arena (a view of ``sa.memory``, or of
+    ``numslab.jit.arena``); if one of the objects freed holds part of it, freeing that
+    object writes into the array (its free pointer; poison on a debug cache) while the free
+    still reads it, and the free then followed those words as addresses: a segfault, or a
+    corrupted free list. Every path now refuses the batch first, naming that element, with
+    nothing changed; an array inside a live object that the batch does not free is fine."""
+    import numba
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=gen, seed=0)
+    flags = numslab.SLAB_CONSISTENCY_CHECKS | numslab.SLAB_POISON if debug else 0
+    c = sa.kmem_cache_create("c", 128, flags=flags)
+    out = np.zeros(200, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 200, out) == 200
+    sel = out[::17][:11].tolist()
+    holder, other = sel[10], int(out[1])
+    objs = sa.memory[holder:holder + 8 * 11].view(np.int64)
+
+    @numba.njit
+    def jit_free(h, cid, nr, a):
+        numslab.jit.kmem_cache_free_bulk(h, cid, nr, a)
+
+    @numba.njit
+    def jit_kfree(h, nr, a):
+        numslab.jit.kfree_bulk(h, nr, a)
+
+    objs[:] = sel
+    snap = snapshot(sa)
+    for call in (lambda: sa.kmem_cache_free_bulk(c, 11, objs), lambda: sa.kfree_bulk(11, objs),
+                 lambda: sa.kmem_cache_free_array(c, 11, objs),
+                 lambda: jit_free(sa.handle, c.id, 11, objs),
+                 lambda: jit_kfree(sa.handle, 11, objs)):
+        with pytest.raises(numslab.InvalidArgumentError,
+                           match=f"(element 10: {holder:#x} holds the array|element 10 of the)"):
+            call()
+        assert (objs == sel).all()
+        assert_unchanged(sa, snap)
+    objs = sa.memory[other:other + 8 * 10].view(np.int64)   # a live object not freed
+    objs[:] = sel[:10]
+    sa.kfree_bulk(10, objs)
+    assert c.live_objects == 190
+    sa.validate()

@@ -32,7 +32,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..engine import defrag, ops
-from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE,
+from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE,
                              E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE,
                              _live_clear, _live_set, _live_test, _locate, _slab_of)
 from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
@@ -158,6 +158,10 @@ def _raise(err, addr=-1, cache=-1, index=-1, value=errors.NO_VALUE, where=0):
     if err == E_DEBUG:
         raise SlabDebugError("numslab.jit: a slab_debug check refused the free (the object "
                              "stays allocated); see SlabAllocator.slab_reports()")
+    if err == E_HOLDS_ARRAY:
+        raise InvalidArgumentError("numslab.jit: the object array lies inside an object it "
+                                   "frees (freeing it would write into the array): nothing "
+                                   "was freed")
     if err == E_ALLOCATORS:
         raise BadAddressError("numslab.jit: address is a sheaf the allocator uses, not an "
                               "object of yours")

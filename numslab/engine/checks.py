@@ -28,6 +28,7 @@ E_LARGE = -6          #: start of a large kmalloc block (G_ERR0 = head frame, G_
 E_NOT_HEAD = -7       #: inside an allocated block but not at its start
 E_CORRUPT = -8        #: ``validate`` found a broken invariant (G_ERR0 = what, G_ERR1 = where)
 E_ALLOCATORS = -9     #: a live object the allocator holds for itself (a sheaf), not the user's
+E_HOLDS_ARRAY = -11   #: a batch free's element whose object holds the batch's own address array
 
 # A batch call that fails returns its error code and the index of the bad element in one
 # word: ``err - index * E_AT`` (the facade decodes it with :func:`batch_error`). Error details

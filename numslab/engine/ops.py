@@ -8,18 +8,19 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
-from .checks import (E_ALLOCATORS, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
+from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE, _live_clear,
+                     _live_set,
                      _live_set_run, _live_test, _locate, _own_test, _rcu_list_mark)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .sheafdebug import free_bulk_checked, free_bulk_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
                        _take_back, flush_cpu)
-from .layout import (CA_ACTIVE, CA_DEBUG, CA_NCOLS, CA_USER_SHEAVES, G_NDEBUG,
-                     C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
+from .layout import (CA_ACTIVE, CA_DEBUG, CA_NCOLS, CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES,
+                     G_NDEBUG, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
                      G_FAULT_CACHE, KERNEL_7_0, KERNEL_7_1, NIL, PG_LARGE, PG_SLAB, SH_OBJECTS,
                      SH_SIZE, N_NR_SLABS, _ca, _cpu_row, _head_frame, _node_row, _slab_nid,
                      _stat)
-from .native import copy_bytes, jit, unit, words_at, zero_bytes
+from .native import address, copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
 from .stats import live_objects
@@ -304,7 +305,13 @@ def free_bulk(st, cache, cpu, nr, paddr):
     """The facade's ``kmem_cache_free_bulk``/``kfree_bulk`` (``cache`` NIL): the common sheaf
     case inline, else the unit. 0 or an error code. While debug caches exist a ``kfree_bulk``,
     and always a debug cache's batch, go to ``sheafdebug.free_bulk_checked`` (detached
-    freelists, a debug cache's through ``free_debug_processing``)."""
+    freelists, a debug cache's through ``free_debug_processing``). An array that lies in the
+    arena is first checked by :func:`_holder_of_array`."""
+    off = paddr - address(st.mem)
+    if (off >= 0) & (off < st.mem_size):
+        err = _holder_of_array(st, nr, paddr, off)
+        if err:
+            return err
     if (cache == NIL and st.g[G_NDEBUG]) or (cache != NIL and _ca(st, cache, CA_DEBUG)):
         return free_bulk_checked(st, cache, cpu, nr, paddr)
     if cache != NIL:
@@ -312,6 +319,33 @@ def free_bulk(st, cache, cpu, nr, paddr):
         if err <= 0:
             return err
     return _kmem_cache_free_bulk(st, cache, cpu, nr, paddr)
+
+
+@jit
+def _holder_of_array(st, nr, paddr, off):
+    """A batch free whose address array lies in the arena, at byte ``off``: ``E_HOLDS_ARRAY``
+    with the index of the first element whose object (or large block) holds part of the
+    array, else 0. Freeing that object writes into it (a free pointer, poison) while the
+    free still reads the array, and then follows what it wrote as addresses, so the batch
+    is refused before anything changes. Elements that are no live object are left to the
+    batch check."""
+    p = words_at(paddr)
+    end = off + 8 * nr
+    for i in range(nr):
+        a = p[i]
+        err, slab = _locate(st, a, NIL)
+        if err == 0:
+            owner = st.sl_cache[slab]
+            lo = a - _ca(st, owner, CA_RED_LEFT)
+            hi = lo + _ca(st, owner, CA_SIZE)
+        elif err == E_LARGE:
+            lo = a
+            hi = a + (4096 << st.pg_order[a >> 12])
+        else:
+            continue
+        if (lo < end) & (hi > off):
+            return E_HOLDS_ARRAY - i * E_AT
+    return 0
 
 
 # ---- the seed's array API -------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 from ..engine import checks, debug
 from ..engine.layout import (C_RCU_FREE, G_RCU_HEAD, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, PG_HEAD,
                              PG_RESERVED, PG_TAIL)
-from ..errors import (BadAddressError, DoubleFreeError, SlabCorruptionError, SlabError,
-                      WrongCacheError)
+from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError,
+                      SlabCorruptionError, SlabError, WrongCacheError)
 from ..geometry import PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -89,4 +89,9 @@ class RaiseAPI:
         if err == checks.E_ALLOCATORS:
             raise BadAddressError(f"{where} is a sheaf the allocator itself uses (a kmalloc "
                                   f"object it holds), not an object of yours")
+        if err == checks.E_HOLDS_ARRAY:
+            raise InvalidArgumentError(f"{where} holds the array of addresses being freed (the "
+                                       f"array lies in this object, and freeing it writes into "
+                                       f"it while the call still reads the array): pass an "
+                                       f"array outside the objects it frees; nothing was freed")
         raise SlabError(f"{where}: error {err}")  # pragma: no cover
