@@ -1228,3 +1228,50 @@ def test_an_argument_out_of_range_is_an_invalid_argument_error_and_changes_nothi
         with pytest.raises(numslab.InvalidArgumentError):
             call()
     assert_unchanged(sa, snap)
+
+
+@pytest.mark.parametrize("mode", ["free", "free_and_alloc", "bulk", "destroy"])
+def test_a_constructor_that_frees_the_object_being_allocated_allocates_nothing(kernel, mode):
+    """A constructor runs after the engine handed the object out; one that frees it (and
+    may have it allocated again, or destroys the cache) left the allocation returning an
+    object that was free, or another caller's: the same address handed out twice. Now the
+    allocation raises SlabError and hands out nothing; what is still the batch's goes back."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
+    inner = []
+
+    def ctor(mem, addr):
+        if not armed:
+            return
+        try:
+            if mode == "destroy":
+                sa.kmem_cache_destroy(c, force=True)
+            else:
+                sa.kmem_cache_free(c, addr)
+                if mode == "free_and_alloc":
+                    inner.append(sa.kmem_cache_alloc(c))
+        except numslab.SlabError:
+            pass                        # (objects not handed out are free: a double free)
+
+    armed = True
+    c = sa.kmem_cache_create("c", 64, ctor=ctor)
+    if mode == "bulk":
+        out = np.zeros(8, np.int64)
+        with pytest.raises(numslab.SlabError, match="^c: a constructor freed the object being "
+                                                    "allocated at 0x[0-9a-f]+"):
+            sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 8, out)
+    else:
+        with pytest.raises(numslab.SlabError,
+                           match="^c: a constructor freed the object being allocated|"
+                                 "destroyed"):
+            sa.kmem_cache_alloc(c)
+    armed = False
+    if mode == "destroy":
+        assert repr(c) == "<KmemCache 'c' destroyed>"
+        sa.validate()
+        return
+    assert c.live_objects == len(inner)             # nothing of the outer call is live
+    if mode == "free_and_alloc":                    # the inner call's object is its own
+        assert len(inner) == 1 and sa.find(inner[0])["kind"] == "object"
+    got = [sa.kmem_cache_alloc(c) for _ in range(40)]
+    assert len(set(got + inner)) == len(got) + len(inner)    # never one object twice
+    sa.validate()

@@ -192,6 +192,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         #: constructed (no thread is handed an unconstructed object); the slab a raising
         #: constructor left part-way stays pending with its resume point (``PENDING_SHIFT``).
         self._ctor_lock = threading.RLock()
+        #: Constructors running (nested: a constructor may allocate) and the objects handed
+        #: out meanwhile (``BatchAPI._construct``, ``_lost_to_ctor``).
+        self._ctor_depth, self._ctor_runs, self._ctor_out = 0, 0, set[int]()
         #: ``slab_mutex``: cache creation and destruction, one at a time.
         self._slab_mutex = threading.RLock()
         self._tls = _ThreadCpu(self)
@@ -531,12 +534,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 raise self._debug_error("allocation", addr, slab)
             self._raise_fault()
         if self._g[G_NPENDING]:
-            try:
-                self._run_ctors(cid if cache is None else cache._id)
-            except SlabError:
-                if addr > 0 and cache is not None:      # nothing is handed out unconstructed
-                    self.kmem_cache_free(cache, addr)
-                raise
+            self._construct_for(cache, addr, cid)
+        if self._ctor_depth and addr > 0 and cache is not None:
+            self._ctor_out.add(addr)
         if not addr and not gfp & _NOWARN:
             self._warn_no_memory(cache, gfp, node, cpu, size)
         return addr

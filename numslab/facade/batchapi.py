@@ -137,14 +137,74 @@ class BatchAPI:
 
     def _bulk_ctor(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    out: np.ndarray, fn: str) -> int:
-        """:meth:`_bulk_done` for a cache with a constructor: a constructor that raises
-        gives the batch back."""
+        """:meth:`_bulk_done` for a cache with a constructor: a constructor that raises, or
+        that freed an object of the batch, gives the batch back (what is still its own)."""
+        runs = self._ctor_runs
         try:
-            return self._bulk_done(cache, got, nr, gfp, fn)
+            got = self._bulk_done(cache, got, nr, gfp, fn)
         except SlabError:
             if got > 0:
-                self.kmem_cache_free_bulk(cache, got, out)
+                self._give_back_batch(cache, out[:got].tolist())
             raise
+        if got > 0 and self._ctor_runs != runs:
+            addrs = out[:got].tolist()
+            lost = self._lost_to_ctor(cache, addrs)
+            if lost:
+                self._give_back_batch(cache, addrs)
+                raise self._ctor_took(cache, lost)
+            if self._ctor_depth:
+                self._ctor_out.update(addrs)
+        return got
+
+    def _construct_for(self: "SlabAllocator", cache: KmemCache | None, addr: int,
+                       cid: int) -> None:
+        """Run the constructors due on the slabs of the cache allocated from (``cache``,
+        else ``cid``: a batch's) for an allocation that got ``addr``; if one raises, or
+        freed ``addr`` (:meth:`_lost_to_ctor`), the allocation gives back what is still its
+        own and raises: nothing is handed out unconstructed, or twice."""
+        try:
+            self._construct(cid if cache is None else cache._id)
+        except SlabError:
+            if addr > 0 and cache is not None and not self._lost_to_ctor(cache, [addr]):
+                self.kmem_cache_free(cache, addr)
+            raise
+        if addr > 0 and cache is not None and self._lost_to_ctor(cache, [addr]):
+            raise self._ctor_took(cache, [addr])
+
+    def _construct(self: "SlabAllocator", cid: int) -> None:
+        """:meth:`_run_ctors`, counting the runs and their nesting: the allocations a
+        constructor makes record what they hand out in ``_ctor_out`` (cleared when the
+        outermost run starts) for :meth:`_lost_to_ctor`."""
+        if not self._ctor_depth:
+            self._ctor_out.clear()
+        self._ctor_depth += 1
+        self._ctor_runs += 1
+        try:
+            self._run_ctors(cid)
+        finally:
+            self._ctor_depth -= 1
+
+    def _lost_to_ctor(self: "SlabAllocator", cache: KmemCache, addrs: list[int]) -> list[int]:
+        """Those of ``addrs``, just handed out by an allocation from ``cache`` whose
+        constructors then ran, that are no longer the caller's: a constructor freed them
+        (and may have had them allocated again), or destroyed the cache."""
+        if type(cache) is not KmemCache:                # destroyed meanwhile
+            return list(addrs)
+        return [a for a in addrs if a in self._ctor_out or self._locate(a, cache._id)[0]]
+
+    def _give_back_batch(self: "SlabAllocator", cache: KmemCache, addrs: list[int]) -> None:
+        """Free those of a batch's ``addrs`` that are still the caller's (its allocation
+        failed after the engine handed them out)."""
+        keep = np.array([a for a in addrs if a not in self._lost_to_ctor(cache, [a])],
+                        np.int64)
+        if len(keep):
+            self.kmem_cache_free_bulk(cache, len(keep), keep)
+
+    def _ctor_took(self: "SlabAllocator", cache: KmemCache, lost: list[int]) -> SlabError:
+        """The error of an allocation whose constructors freed what it was handing out."""
+        return SlabError(f"{cache.name}: a constructor freed the object being allocated at "
+                         f"{lost[0]:#x}{' (and others)' if len(lost) > 1 else ''}, or "
+                         f"destroyed the cache; nothing was allocated")
 
     def _cache_release(self: "SlabAllocator", cid: int) -> bool:
         """Release the slabs of cache ``cid`` (being destroyed), forgetting the constructors
