@@ -515,3 +515,28 @@ def test_misuse_and_refused_frees_change_nothing_else(kernel):
     sa.kmem_cache_free(c, a)
     sa.kmem_cache_free(other, b)
     sa.validate()
+
+
+def test_a_batch_allocation_refused_by_a_check_names_the_slab_not_an_object():
+    """A batch allocation that a slab_debug check refuses (a corrupted free pointer) took
+    nothing: its error names the slab it isolated, as a single allocation's does; the seed's
+    array allocation named "object -0x1" (the batch's failure count taken for an address)."""
+    for kernel in ("6.18", "7.0"):
+        for call in ("bulk", 0, numslab.SLAB_ARRAY_ALLOC_PARTIAL):
+            sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=kernel,
+                                       freelist_hardened=False, freelist_random=False)
+            c = sa.kmem_cache_create("c", 64, flags=numslab.SLAB_CONSISTENCY_CHECKS)
+            objs = [c.alloc() for _ in range(c.objs_per_slab)]
+            for x in objs[10:30]:
+                c.free(x)
+            sa.memory[objs[20] + c.offset:objs[20] + c.offset + 8] = 0x33  # not an object
+            out = np.zeros(20, np.int64)
+            with pytest.raises(numslab.SlabDebugError,
+                               match=f"^allocation from c: the slab at "
+                                     f"{objs[0] >> 12 << 12:#x}: "):
+                if call == "bulk":
+                    sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, 20, out)
+                else:
+                    sa.kmem_cache_alloc_array(c, numslab.GFP_KERNEL, 20, out, call)
+            assert len(sa.isolated_slabs()) == 1
+            sa.validate()

@@ -547,7 +547,7 @@ class DebugAPI:
         an object (it named "object 0x0")."""
         reports = self._last_reports
         bug = reports[0].splitlines()[:2] if reports else ["slab_debug check failed"]
-        obj = addr or getattr(self, "_last_object", 0)
+        obj = max(addr, 0) or getattr(self, "_last_object", 0)      # (a batch's -1: none)
         cid = self._cache_of(obj) if obj or not slab else int(self.state.sl_cache[slab])
         if fn == "allocation" and cid in self._caches:      # the cache that refused it
             fn = f"allocation from {self._caches[cid].name}"
