@@ -50,8 +50,17 @@ def default_allocator() -> SlabAllocator:
 
 
 def set_default_allocator(sa: SlabAllocator | None) -> None:
-    """Replace the module-level allocator (``None``: make a fresh one on next use)."""
+    """Replace the module-level allocator (``None``: make a fresh one on next use).
+
+    Raises
+    ------
+    WrongTypeError
+        If ``sa`` is neither a ``SlabAllocator`` nor None (it failed later, at the next
+        module-level call, with an ``AttributeError``).
+    """
     global _default
+    if sa is not None and not isinstance(sa, SlabAllocator):
+        raise WrongTypeError(f"set_default_allocator: {sa!r} is not a SlabAllocator or None")
     _default = sa
 
 

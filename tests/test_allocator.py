@@ -1275,3 +1275,44 @@ def test_a_constructor_that_frees_the_object_being_allocated_allocates_nothing(k
     got = [sa.kmem_cache_alloc(c) for _ in range(40)]
     assert len(set(got + inner)) == len(got) + len(inner)    # never one object twice
     sa.validate()
+
+
+def test_arguments_a_new_user_got_wrong_raise_numslab_errors():
+    """What a new user's trial found: each of these raised a bare Python error later (an
+    AttributeError at the next module-level call, a NumPy ValueError), passed silently (a
+    float node, float remap addresses, a cache name that forged a slabinfo line), raised the
+    base SlabError, or refused a NumPy count that addresses and cpus accept."""
+    with pytest.raises(numslab.WrongTypeError, match="^set_default_allocator: 5 is not"):
+        numslab.set_default_allocator(5)
+    with pytest.raises(numslab.InvalidArgumentError, match="^max_caches 0 is not in 14"):
+        numslab.SlabAllocator(memory="4M", max_caches=0)
+    sa = numslab.SlabAllocator(memory="8M")
+    names = len(sa.slabinfo().splitlines())
+    with pytest.raises(numslab.WrongTypeError, match="name 5 is not a str"):
+        sa.kmem_cache_create(5, 64)
+    for bad in ("evil\nkmalloc-64     999999 999999", "a b", "a/b", "tab\t", ""):
+        with pytest.raises(numslab.InvalidArgumentError, match="is empty, already in use, or holds"):
+            sa.kmem_cache_create(bad, 64)
+    assert len(sa.slabinfo().splitlines()) == names
+    c = sa.kmem_cache_create("c", 96)
+    with pytest.raises(numslab.WrongTypeError, match="holds Python objects"):
+        sa.kmem_cache_create("o", 64, dtype=np.dtype(object))
+    with pytest.raises(numslab.WrongTypeError, match="must be callable"):
+        sa.kmem_cache_setup_mobility(c, 5, 6)
+    with pytest.raises(numslab.WrongTypeError, match="must be callable"):
+        sa.kmem_cache_setup_defrag(c, 5, 6)
+    for node in (np.zeros(8, np.int64), np.float64(-1.0), 1.0):
+        with pytest.raises(numslab.InvalidArgumentError, match="^node "):
+            sa.kmalloc(64, GFP_KERNEL, None, node)
+    assert sa.find(2 ** 70) == sa.find(-5) == {"kind": "outside"}
+    out = np.zeros(4, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, np.int64(4), out) == 4
+    sa.kmem_cache_free_bulk(c, np.int32(4), out)
+    with pytest.raises(numslab.InvalidSizeError, match="count True is not"):
+        sa.kmem_cache_free_bulk(c, True, out)
+    with pytest.raises(numslab.WrongTypeError, match="addrs must be integers"):
+        numslab.remap(np.array([1.5]), np.array([1]), np.array([2]))
+    with pytest.raises(numslab.WrongTypeError, match="one length"):
+        numslab.remap(np.array([1]), np.array([1, 2, 3]), np.array([2]))
+    assert numslab.remap(np.array([1, 5]), np.array([1]), np.array([2])).tolist() == [2, 5]
+    sa.validate()

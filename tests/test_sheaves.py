@@ -612,6 +612,21 @@ def test_destroy_with_an_outstanding_prefilled_sheaf(sa, sc):
     sa.validate()
 
 
+def test_a_forced_destroy_returns_the_outstanding_prefilled_sheaves(sa, sc):
+    """``force=True`` frees what users still hold first, as the README says: prefilled
+    sheaves too (it refused them as it refused without ``force``); their handles are then
+    no sheaf's."""
+    k = km(sa, "kmalloc-64")
+    before_cache = k.live_objects - sa.nr_cpus
+    sheaves = [sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, n) for n in (2, 3)]
+    a = sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, sheaves[0])
+    sa.kmem_cache_destroy(sc, force=True)
+    assert k.live_objects == before_cache and sa.find(a)["kind"] == "free page"
+    with pytest.raises(numslab.BadAddressError):
+        sa.kmem_cache_sheaf_size(sheaves[1])
+    sa.validate()
+
+
 def test_bad_sheaf_handles_are_refused(sa, sc):
     other = sa.kmem_cache_create("other", 64, sheaf_capacity=CAP)
     theirs = sa.kmem_cache_prefill_sheaf(other, GFP_KERNEL, 1)

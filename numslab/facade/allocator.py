@@ -43,7 +43,7 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
 from . import persist, threads
-from .args import check_gfp
+from .args import check_cache_name, check_gfp, check_max_caches
 from .batchapi import BatchAPI
 from .cache import NO_ALLOCATOR, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
@@ -144,6 +144,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             raise BadArg(f"nr_nodes {nr_nodes!r} must be in 1..min(nr_cpus, 64)")
         if kernel not in KERNELS:
             raise BadArg(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
+        check_max_caches(max_caches, len(KMALLOC_SIZES))
         self.kernel = kernel
         self._gen7 = KERNELS[kernel] >= KERNEL_7_0     # the 7.x rules (7.0 and 7.1)
         self._debug_init(slab_debug)
@@ -312,8 +313,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             wait_for_engine()           # not while another thread's compile parks the rows
             if kwargs:
                 raise TypeError(f"kmem_cache_create() got unexpected arguments {sorted(kwargs)}")
-            if not isinstance(name, str) or not name or name in self._names:
-                raise BadArg(f"kmem_cache_create: name {name!r} is empty or already in use")
+            check_cache_name(name, self._names)
             if not isinstance(flags, int) or flags & ~SLAB_VALID_FLAGS:
                 raise BadArg(f"kmem_cache_create({name}): unknown flags {flags!r:}")
             flags = self._slab_debug_of(name, flags)
@@ -324,8 +324,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                     raise WrongTypeError(f"kmem_cache_create({name}): dtype {dtype!r} is not a "
                                          f"NumPy dtype ({e})") from None
                 if dtype.hasobject:
-                    raise SlabError(f"kmem_cache_create({name}): dtype {dtype} holds Python "
-                                    f"objects, which cannot live in slab memory")
+                    raise WrongTypeError(f"kmem_cache_create({name}): dtype {dtype} holds "
+                                         f"Python objects, which cannot live in slab memory")
                 size = size or dtype.itemsize
                 if size < dtype.itemsize:
                     raise InvalidSizeError(f"kmem_cache_create({name}): size {size} is smaller "
@@ -417,7 +417,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
 
     def kmem_cache_destroy(self, cache: KmemCache, force: bool = False) -> None:
         """Destroy an empty cache, releasing all its slabs (``force``: free every object
-        users still hold first).
+        users still hold and return every prefilled sheaf first).
 
         Raises
         ------
@@ -432,6 +432,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
             self._kvfree_rcu_barrier_on_cache(cache._id)     # nothing may wait: see kmallocapi
             if force:
+                while sheaf := int(self.state.ca[cache._id, CA_USER_SHEAVES]):
+                    self.kmem_cache_return_sheaf(cache, GFP_KERNEL, sheaf)
                 held = cache.live_addresses()
                 if len(held):
                     self.kmem_cache_free_bulk(cache, len(held), held)
@@ -583,7 +585,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if type(size) is not int or not 0 < size <= KMALLOC_MAX_CACHE_SIZE:
             return self._kmalloc_other(size, gfp, cpu, node)
         cpu = self._cpu() if cpu is None else self._check_cpu(cpu)
-        if node != -1:
+        if type(node) is not int or node != -1:
             node = self._check_node(node)
         addr = self._k_kmalloc(self._kmalloc_ids[_KMALLOC_INDEX[size]], cpu, node,
                                check_gfp(gfp, "kmalloc"), size, 0)

@@ -2,11 +2,12 @@
 (type and range) before it reaches a unit, so that bad input raises a numslab error."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, WrongTypeError
 
 
 def check_gfp(gfp: Any, fn: str) -> int:
@@ -17,3 +18,25 @@ def check_gfp(gfp: Any, fn: str) -> int:
         return int(gfp)
     raise InvalidArgumentError(f"{fn}: gfp {gfp!r} is not a set of GFP flags (an int in "
                                "0..2**32-1)")
+
+
+def check_cache_name(name: Any, taken: Any) -> str:
+    """``name`` if it can name a new cache: a str, not empty, not in ``taken``, with no
+    space, '/' or control character (it names a ``/sys/kernel/slab`` directory and a
+    ``slabinfo`` field, which such a name could forge)."""
+    if not isinstance(name, str):
+        raise WrongTypeError(f"kmem_cache_create: name {name!r} is not a str")
+    if not name or name in taken or re.search(r"[\s/]", name) or not name.isprintable():
+        raise InvalidArgumentError(f"kmem_cache_create: name {name!r} is empty, already in "
+                                   f"use, or holds a space, '/' or control character")
+    return name
+
+
+def check_max_caches(max_caches: Any, kmalloc_caches: int) -> int:
+    """``max_caches`` if it leaves room for the ``kmalloc_caches`` and one more: an int up
+    to 65536."""
+    if type(max_caches) is not int or not kmalloc_caches < max_caches <= 1 << 16:
+        raise InvalidArgumentError(f"max_caches {max_caches!r} is not in "
+                                   f"{kmalloc_caches + 1}..65536 (the {kmalloc_caches} kmalloc "
+                                   f"caches take slots too)")
+    return max_caches

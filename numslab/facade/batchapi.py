@@ -100,18 +100,21 @@ class BatchAPI:
         self.state.pending[:len(entries)] = entries
         self._g[G_NPENDING] = len(entries)
 
-    def _array(self, arr: Any, nr: Any, fn: str) -> None:
+    def _array(self, arr: Any, nr: Any, fn: str) -> int:
         """Check that ``arr`` is a writable C-contiguous 1-D int64 ndarray holding at least
-        ``nr`` entries and that ``nr`` is a count (on every call: an array can be reshaped,
-        retyped or made read-only in place between calls)."""
+        ``nr`` entries and that ``nr`` is a count, an int or a NumPy integer as addresses
+        may be (on every call: an array can be reshaped, retyped or made read-only in place
+        between calls); ``nr`` as an int."""
         if type(arr) is not np.ndarray or arr.dtype != _I64 or arr.ndim != 1 \
                 or not (flags := arr.flags).c_contiguous or not flags.writeable:
             raise InvalidArgumentError(f"{fn}: the object array must be a writable contiguous 1-D "
                                        f"int64 ndarray, not {_array_faults(arr)}")
-        if type(nr) is not int or nr < 0:
+        if type(nr) is not int and (isinstance(nr, bool) or not isinstance(nr, np.integer)) \
+                or nr < 0:
             raise InvalidSizeError(f"{fn}: count {nr!r} is not a non-negative int")
         if nr > arr.shape[0]:
             raise InvalidSizeError(f"{fn}: the array is shorter than {nr}")
+        return int(nr)
 
     def _cpu_of(self: "SlabAllocator", cpu: int | None) -> int:
         return self._tls.cpu if cpu is None else self._check_cpu(cpu)
@@ -125,7 +128,7 @@ class BatchAPI:
             self._own(cache, "kmem_cache_alloc_bulk")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)   # numslab.jit's order:
         gfp = check_gfp(gfp, "kmem_cache_alloc_bulk")       # cache, cpu, gfp, flags, array
-        self._array(out, nr, "kmem_cache_alloc_bulk")
+        nr = self._array(out, nr, "kmem_cache_alloc_bulk")
         if cache.ctor is not None:
             with self._ctor_lock:
                 return self._bulk_ctor(cache, self._k_alloc_bulk(cache._id, cpu, gfp, nr, out),
@@ -235,7 +238,7 @@ class BatchAPI:
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_free_bulk")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)
-        self._array(objs, nr, "kmem_cache_free_bulk")
+        nr = self._array(objs, nr, "kmem_cache_free_bulk")
         err = self._k_free_bulk(cache._id, cpu, nr, objs)
         if err:
             self._batch_error(err, f"kmem_cache_free_bulk({cache.name})", nr, objs, cache)
@@ -244,7 +247,7 @@ class BatchAPI:
                    cpu: int | None = None) -> None:
         """``kfree`` of ``objs[:nr]``, objects of any caches or large kmallocs, in batches."""
         cpu = self._cpu_of(cpu)
-        self._array(objs, nr, "kfree_bulk")
+        nr = self._array(objs, nr, "kfree_bulk")
         err = self._k_free_bulk(NIL, cpu, nr, objs)
         if err:
             self._batch_error(err, "kfree_bulk", nr, objs, None)
@@ -271,7 +274,7 @@ class BatchAPI:
         gfp = check_gfp(gfp, "kmem_cache_alloc_array")
         if type(flags) is not int or flags & ~SLAB_ARRAY_ALLOC_ALL:
             raise InvalidArgumentError(f"kmem_cache_alloc_array: unknown flags {flags!r}")
-        self._array(out, nr, "kmem_cache_alloc_array")
+        nr = self._array(out, nr, "kmem_cache_alloc_array")
         if cache.ctor is not None:
             with self._ctor_lock:
                 return self._bulk_ctor(cache, self._k_alloc_array(

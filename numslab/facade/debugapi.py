@@ -356,6 +356,9 @@ class DebugAPI:
         "reserved" or "outside"), and where it applies
         ``cache`` (a KmemCache), ``slab`` (its address), ``index`` and ``offset`` inside the
         object."""
+        if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) \
+                and not 0 <= addr < self.nr_pages * PAGE_SIZE:
+            return {"kind": "outside"}          # (any integer: -5 and 2**70 alike)
         addr = self._as_addr(addr, "find")
         if not 0 <= addr < self.nr_pages * PAGE_SIZE:
             return {"kind": "outside"}

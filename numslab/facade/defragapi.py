@@ -15,7 +15,7 @@ from ..engine.defrag import DEFRAG_USED_RATIO, compact, set_partial_order
 from ..engine.layout import (CA_MOVE_FREED, CA_MOVED, CA_PARTIAL_ORDER, CA_USED_RATIO,
                              N_NR_SLABS)
 from ..engine.pages import drain_all_pages, release_free_blocks
-from ..errors import InvalidArgumentError, InvalidSizeError, SlabError
+from ..errors import InvalidArgumentError, InvalidSizeError, SlabError, WrongTypeError
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -61,8 +61,21 @@ def remap(addrs: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
     -------
     numpy.ndarray
         int64, the shape of ``addrs``: ``new[i]`` where ``addrs`` held ``old[i]``.
+
+    Raises
+    ------
+    WrongTypeError
+        If an input is not integers (a float address was truncated before), or ``old``
+        and ``new`` are not 1-D of one length.
     """
-    a = np.asarray(addrs, np.int64)
+    arrays = [np.asarray(x) for x in (addrs, old, new)]
+    for what, x in zip(("addrs", "old", "new"), arrays):
+        if x.dtype.kind not in "iu" and x.size:
+            raise WrongTypeError(f"remap: {what} must be integers, not {x.dtype}")
+    a, old, new = (x.astype(np.int64) for x in arrays)
+    if old.ndim != 1 or old.shape != new.shape:
+        raise WrongTypeError(f"remap: old and new must be 1-D of one length, not of shapes "
+                             f"{old.shape} and {new.shape}")
     if not len(old):
         return a.copy()
     order = np.argsort(old, kind="stable")
@@ -246,8 +259,8 @@ class DefragAPI:
         """
         self._own(cache, "kmem_cache_setup_mobility")
         if isolate is not None and not callable(isolate) or not callable(migrate):
-            raise SlabError("kmem_cache_setup_mobility: isolate must be callable or None and "
-                            "migrate callable")
+            raise WrongTypeError("kmem_cache_setup_mobility: isolate must be callable or None "
+                                 "and migrate callable")
         self._per_cache("_mobility")[cache._id] = (cache, isolate, migrate)
 
     def _per_cache(self: "SlabAllocator", name: str) -> dict[int, tuple[Any, ...]]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..engine import ops
 from ..engine.layout import PG_SLAB
-from ..errors import SlabError
+from ..errors import SlabError, WrongTypeError
 from .defragapi import _check_ratio
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class EvictAPI:
         """
         self._own(cache, "kmem_cache_setup_defrag")
         if not callable(get) or not callable(kick):
-            raise SlabError("kmem_cache_setup_defrag: get and kick must be callable")
+            raise WrongTypeError("kmem_cache_setup_defrag: get and kick must be callable")
         self._per_cache("_evict_callbacks")[cache._id] = (cache, get, kick)
 
     def defrag_stats(self: "SlabAllocator", cache: "KmemCache") -> dict[str, int]:
