@@ -348,3 +348,27 @@ def test_a_constructor_cache_s_slabs_made_and_discarded_past_the_page_count_in_o
     assert int(sa._g[numslab.engine.layout.G_NPENDING]) == 0
     sa.kmem_cache_free_bulk(c, got, out)
     sa.validate()
+
+
+@pytest.mark.parametrize("gen", ["6.18", "7.0"])
+def test_min_partial_may_be_set_as_through_sysfs(gen):
+    """``min_partial_store``: a cache's ``min_partial`` may be written (any unsigned
+    integer), and ``__slab_free`` then keeps that many partial slabs before an emptied one
+    goes back to the pages (it was read-only: the rule could not be varied)."""
+    runs = {}
+    for keep in (None, 0):
+        sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=gen)
+        c = sa.kmem_cache_create("c", 64)
+        assert c.min_partial == 5
+        if keep is not None:
+            c.min_partial = keep
+            assert c.min_partial == keep and c.sysfs()["min_partial"] == str(keep)
+        objs = c.alloc_bulk(8 * c.objs_per_slab)
+        c.free_bulk(objs[::-1].copy())
+        empty = [a for a, inuse, _ in c.partial_list(0).tolist() if inuse == 0]
+        runs[keep] = len(empty)
+        sa.validate()
+    assert 4 <= runs[None] <= 5 and runs[0] == 0      # (6.18: one is the CPU slab)
+    for bad in (-1, 1.5, True, "3"):
+        with pytest.raises(numslab.InvalidArgumentError, match="min_partial"):
+            c.min_partial = bad

@@ -34,7 +34,8 @@ class KmemCache(MovableCache):
     """A slab cache of one allocator; create it with ``SlabAllocator.kmem_cache_create``.
 
     Geometry attributes (``object_size``, ``slab_size``, ``align``, ``order``,
-    ``objs_per_slab``, ``min_partial``, ``cpu_partial``, ``offset``) are fixed; the counters
+    ``objs_per_slab``, ``cpu_partial``, ``offset``) are fixed; ``min_partial`` and
+    ``remote_node_defrag_ratio`` may be set, as their sysfs files may be written; the counters
     (``objects``, ``total_objects``, ``slabs``, ``partial``, ``cpu_slabs``,
     ``objects_partial``) are read live with the kernel's meaning; ``live_objects`` is the
     exact number of allocated objects.
@@ -103,8 +104,20 @@ class KmemCache(MovableCache):
     order = property(lambda self: int(self._row[CA_ORDER]), doc="Slab page order.")
     objs_per_slab = property(lambda self: int(self._row[CA_OBJECTS]),
                              doc="Objects in a slab of ``order``.")
-    min_partial = property(lambda self: int(self._row[CA_MIN_PARTIAL]),
-                           doc="Empty slabs each node keeps on its partial list.")
+
+    @property
+    def min_partial(self) -> int:
+        """Partial slabs each node keeps before an emptied slab goes back to the pages."""
+        return int(self._row[CA_MIN_PARTIAL])
+
+    @min_partial.setter
+    def min_partial(self, n: int) -> None:
+        # sysfs's min_partial_store: kstrtoul, any unsigned long (0: every emptied slab goes)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < 1 << 63:
+            raise InvalidArgumentError(f"{self.name}: min_partial {n!r} is not an unsigned "
+                                       f"integer")
+        self._row[CA_MIN_PARTIAL] = n
+
     cpu_partial = property(lambda self: int(self._row[CA_CPU_PARTIAL]),
                            doc="Objects (approximately) kept on each CPU's partial list.")
     sheaf_capacity = property(lambda self: int(self._row[CA_SHEAF_CAPACITY]),
