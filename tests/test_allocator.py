@@ -42,6 +42,22 @@ def test_kmalloc_size_classes(sa, size, cache):
     assert c.live_objects == 0
 
 
+def test_ksize_is_slab_ksize(sa):
+    """``ksize`` gives ``slab_ksize``: the whole stride with its padding (``s->size``), the
+    object size under slab_debug Z or P, ``s->inuse`` for an RCU or U cache; 0 for NULL as
+    for ZERO_SIZE_PTR (it gave the object size everywhere, and raised for NULL)."""
+    plain = sa.kmem_cache_create("odd", 100)
+    rz = sa.kmem_cache_create("rz", 100, flags=numslab.SLAB_RED_ZONE)
+    rcu = sa.kmem_cache_create("rcu", 100, flags=SLAB_TYPESAFE_BY_RCU)
+    user = sa.kmem_cache_create("user", 100, flags=numslab.SLAB_STORE_USER)
+    for c, want in ((plain, plain.slab_size), (rz, 100), (rcu, rcu.inuse), (user, user.inuse)):
+        a = c.alloc()
+        assert sa.ksize(a) == c.slab_ksize == want, c.name
+        c.free(a)
+    assert plain.slab_size == 104 and rcu.inuse == 104
+    assert sa.ksize(0) == sa.ksize(np.int64(0)) == 0
+
+
 def test_kmalloc_zero_and_null(sa):
     assert sa.kmalloc(0) == ZERO_SIZE_PTR
     assert sa.ksize(ZERO_SIZE_PTR) == 0

@@ -630,15 +630,19 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self._raise(err, "kfree", addr, None)
 
     def ksize(self, addr: int) -> int:
-        """Usable size of the allocation at ``addr`` (the object size of its cache, or the
-        whole block of a large kmalloc). The caller may use all of it, so a kmalloc cache
-        with slab_debug U stops red-zoning past the size asked (``skip_orig_size_check``)."""
+        """Usable size of the allocation at ``addr``: its cache's ``slab_ksize`` (the stride,
+        padding included, unless slab_debug or RCU keeps it), the whole block of a large
+        kmalloc, 0 for NULL and ZERO_SIZE_PTR. The caller may use all of it, so a kmalloc
+        cache with slab_debug U stops red-zoning past the size asked
+        (``skip_orig_size_check``: the object size)."""
+        if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) and addr == 0:
+            return 0
         size = self._ksize(addr)
         addr = int(addr)
         cid = self._cache_of(addr)
         if self._orig_size(cid, addr):
             self._set_orig_size(cid, addr, size)
-        return size
+        return self._caches[cid].slab_ksize if cid in self._caches else size
 
     def _ksize(self, addr: int, fn: str = "ksize") -> int:
         """``ksize`` without touching the object (checks naming the call ``fn``); a sheaf

@@ -145,6 +145,17 @@ class KmemCache(MovableCache):
     inuse = property(lambda self: int(self._row[CA_INUSE]),
                      doc="``s->inuse``: the object with its right red zone (``/sys`` "
                          "``object_size`` + red zone).")
+    @property
+    def slab_ksize(self) -> int:
+        """What ``ksize`` gives for an object of this cache (``slab_ksize``): the stride,
+        padding included, except the object size under slab_debug Z or P and ``inuse``
+        (the space before the free pointer or the tracks) for RCU or U caches."""
+        if self.flags & (SLAB_RED_ZONE | SLAB_POISON):
+            return self.object_size
+        if self.flags & (SLAB_TYPESAFE_BY_RCU | SLAB_STORE_USER):
+            return self.inuse
+        return self.slab_size
+
     debug_flags = property(lambda self: int(self._row[CA_FLAGS]) & SLAB_DEBUG_FLAGS,
                            doc="The slab_debug flags of the cache (``SLAB_*``; 0: none).")
     flags = property(lambda self: int(self._row[CA_FLAGS]), doc="SLAB_* flags.")
