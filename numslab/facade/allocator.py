@@ -422,8 +422,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         Raises
         ------
         CacheLeakError
-            If objects are still allocated; the cache is left untouched, as the kernel
-            leaves a cache it cannot destroy.
+            If objects are still allocated, reporting them as ``list_slab_objects`` does,
+            with nothing changed (bad input changes nothing here): the kernel flushes the
+            CPUs' caches, the barn and the empty slabs first, then unlinks the cache and
+            leaks it; numslab keeps it usable, so its objects can be freed and the destroy
+            retried.
         """
         with self._slab_mutex:
             wait_for_engine()           # not while another thread's compile parks the rows
@@ -628,40 +631,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         err = self._k_kfree(self._cpu() if cpu is None else self._check_cpu(cpu), addr)
         if err:
             self._raise(err, "kfree", addr, None)
-
-    def ksize(self, addr: int) -> int:
-        """Usable size of the allocation at ``addr``: its cache's ``slab_ksize`` (the stride,
-        padding included, unless slab_debug or RCU keeps it), the whole block of a large
-        kmalloc, 0 for NULL and ZERO_SIZE_PTR. The caller may use all of it, so a kmalloc
-        cache with slab_debug U stops red-zoning past the size asked
-        (``skip_orig_size_check``: the object size)."""
-        if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) and addr == 0:
-            return 0
-        size = self._ksize(addr)
-        addr = int(addr)
-        cid = self._cache_of(addr)
-        if self._orig_size(cid, addr):
-            self._set_orig_size(cid, addr, size)
-        return self._caches[cid].slab_ksize if cid in self._caches else size
-
-    def _ksize(self, addr: int, fn: str = "ksize") -> int:
-        """``ksize`` without touching the object (checks naming the call ``fn``); a sheaf
-        only for ``ksize`` (``krealloc``, ``kfree_rcu``: refused as their ``kfree``)."""
-        addr = self._as_addr(addr, fn)
-        if addr == ZERO_SIZE_PTR:
-            return 0
-        err, slab = self._locate(addr)
-        if err == checks.E_LARGE:
-            return PAGE_SIZE << int(self.state.pg_order[addr >> 12])
-        if err == checks.E_ALLOCATORS and fn == "ksize":
-            return self._caches[int(self.state.sl_cache[self._slab_head(addr)])].object_size
-        if err == checks.E_DOUBLE_FREE:
-            owner = self._caches[int(self.state.sl_cache[self._slab_head(addr)])]
-            raise BadAddressError(f"{fn}: {addr:#x} is a free object of {owner.name}, not an "
-                                  f"allocation")
-        if err:
-            self._raise(err, fn, addr, None)
-        return self._caches[int(self.state.sl_cache[slab])].object_size
 
     def _slab_head(self, addr: int) -> int:
         """The head frame of the block holding ``addr``."""

@@ -11,15 +11,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..drivers.calls import bound
+from ..engine import checks
 from ..engine.checks import E_DOUBLE_FREE
 from ..engine.layout import (CA_DEBUG, CA_OBJECT_SIZE, CA_ORIG, C_RCU_FREE, G_ERR0, G_ERR1,
                              G_NRCU, G_RCU_HEAD, NIL, SH_NEXT, SH_OBJECTS,
                              SH_SIZE, ZERO_SIZE_PTR)
 from ..engine.ops import kfree_rcu_list, kfree_rcu_release
 from ..engine.rcusheaves import flush_rcu_sheaves, kfree_rcu_sheaf, rcu_run_callbacks
-from ..errors import DoubleFreeError, InvalidSizeError, SlabCorruptionError, SlabError
+from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError, SlabCorruptionError,
+                      SlabError)
 from ..flags import GFP_KERNEL, SLAB_RED_ZONE, __GFP_ZERO
-from ..geometry import KMALLOC_MAX_SIZE
+from ..geometry import KMALLOC_MAX_SIZE, PAGE_SIZE
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -86,6 +88,40 @@ class KmallocAPI:
             self.kfree(new, cpu)
             raise
         return new
+
+    def ksize(self: "SlabAllocator", addr: int) -> int:
+        """Usable size of the allocation at ``addr``: its cache's ``slab_ksize`` (the stride,
+        padding included, unless slab_debug or RCU keeps it), the whole block of a large
+        kmalloc, 0 for NULL and ZERO_SIZE_PTR. The caller may use all of it, so a kmalloc
+        cache with slab_debug U stops red-zoning past the size asked
+        (``skip_orig_size_check``: the object size)."""
+        if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) and addr == 0:
+            return 0
+        size = self._ksize(addr)
+        addr = int(addr)
+        cid = self._cache_of(addr)
+        if self._orig_size(cid, addr):
+            self._set_orig_size(cid, addr, size)
+        return self._caches[cid].slab_ksize if cid in self._caches else size
+
+    def _ksize(self: "SlabAllocator", addr: int, fn: str = "ksize") -> int:
+        """``ksize`` without touching the object (checks naming the call ``fn``); a sheaf
+        only for ``ksize`` (``krealloc``, ``kfree_rcu``: refused as their ``kfree``)."""
+        addr = self._as_addr(addr, fn)
+        if addr == ZERO_SIZE_PTR:
+            return 0
+        err, slab = self._locate(addr)
+        if err == checks.E_LARGE:
+            return PAGE_SIZE << int(self.state.pg_order[addr >> 12])
+        if err == checks.E_ALLOCATORS and fn == "ksize":
+            return self._caches[int(self.state.sl_cache[self._slab_head(addr)])].object_size
+        if err == checks.E_DOUBLE_FREE:
+            owner = self._caches[int(self.state.sl_cache[self._slab_head(addr)])]
+            raise BadAddressError(f"{fn}: {addr:#x} is a free object of {owner.name}, not an "
+                                  f"allocation")
+        if err:
+            self._raise(err, fn, addr, None)
+        return self._caches[int(self.state.sl_cache[slab])].object_size
 
     def _orig_size(self: "SlabAllocator", cid: int, addr: int) -> int:
         """``get_orig_size`` of a live object of cache ``cid`` whose size is stored (a
