@@ -1307,7 +1307,8 @@ def test_arguments_a_new_user_got_wrong_raise_numslab_errors():
     with pytest.raises(numslab.WrongTypeError, match="name 5 is not a str"):
         sa.kmem_cache_create(5, 64)
     for bad in ("evil\nkmalloc-64     999999 999999", "a b", "a/b", "tab\t", ""):
-        with pytest.raises(numslab.InvalidArgumentError, match="is empty, already in use, or holds"):
+        with pytest.raises(numslab.InvalidArgumentError,
+                           match="is empty, already in use, or holds"):
             sa.kmem_cache_create(bad, 64)
     assert len(sa.slabinfo().splitlines()) == names
     c = sa.kmem_cache_create("c", 96)

@@ -37,9 +37,8 @@ from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E
                              _live_clear, _live_set, _live_test, _locate, _slab_of)
 from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
                              CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE,
-                             G_NREPORTS, NIL, NR_KMALLOC, PG_SLAB, PG_TAIL, R_MAX, R_NCOLS,
-                             R_SLAB, SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _geo,
-                             _slab_nid, _stat)
+                             G_NREPORTS, NIL, NR_KMALLOC, R_MAX, R_NCOLS, R_SLAB, SH_OBJECTS,
+                             SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _geo, _slab_nid, _stat)
 from ..engine.debug import E_DEBUG
 from ..engine.native import (_MACHINE, _thread_pointer, address, jit, table_address,
                               words_at, zero_bytes)
@@ -196,13 +195,7 @@ def _fault(st):
 def _raise_kfree(st, err, addr, index):
     """Raise for a ``kfree`` or ``kfree_bulk`` element the engine refused, naming the cache
     its page belongs to (the call names none) when the address lies in a slab."""
-    cache = NIL
-    if (addr > 0) & (addr < st.npages << 12):
-        head = addr >> 12
-        if st.pg_flags[head] & PG_TAIL:
-            head = st.pg_head[head]
-        if st.pg_flags[head] & PG_SLAB:
-            cache = st.sl_cache[head]
+    cache = ops._slab_owner(st, addr) if (addr > 0) & (addr < st.npages << 12) else NIL
     _raise(err, addr, cache, index, errors.NO_VALUE, address(st))
 
 

@@ -9,8 +9,7 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
 from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE, _live_clear,
-                     _live_set,
-                     _live_set_run, _live_test, _locate, _own_test, _rcu_list_mark)
+                     _live_set, _live_set_run, _live_test, _locate, _own_test, _rcu_list_mark)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .sheafdebug import free_bulk_checked, free_bulk_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,

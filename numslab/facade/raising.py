@@ -36,10 +36,7 @@ class RaiseAPI:
     def _page_cache(self: "SlabAllocator", addr: int) -> str:
         """`` (name)`` of the cache whose slab holds ``addr``; empty if none does (the calls
         that name no cache, ``kfree`` and its kin, name it so in their errors)."""
-        if not 0 < addr < self.nr_pages * PAGE_SIZE:
-            return ""
-        head = self._slab_head(addr)
-        cid = int(self.state.sl_cache[head])
+        cid = self._cache_of(addr)
         return f" ({self._caches[cid].name})" if cid in self._caches else ""
 
     def _raise(self: "SlabAllocator", err: int, fn: str, addr: int,
