@@ -54,6 +54,10 @@ def _array_faults(arr: Any) -> str:
     return f"{'an' if words[:1] in set('aeio8') else 'a'} {words} ndarray of shape {arr.shape}"
 
 
+#: How deep constructors may nest (a constructor allocating from a cache with a constructor).
+MAX_CTOR_DEPTH = 32
+
+
 class BatchAPI:
     """Batch methods of :class:`SlabAllocator` (kept in their own module), and the
     constructors of new slabs."""
@@ -153,7 +157,7 @@ class BatchAPI:
             addrs = out[:got].tolist()
             lost = self._lost_to_ctor(cache, addrs)
             if lost:
-                self._give_back_batch(cache, addrs)
+                self._give_back_batch(cache, addrs, lost)
                 raise self._ctor_took(cache, lost)
             if self._ctor_depth:
                 self._ctor_out.update(addrs)
@@ -177,7 +181,14 @@ class BatchAPI:
     def _construct(self: "SlabAllocator", cid: int) -> None:
         """:meth:`_run_ctors`, counting the runs and their nesting: the allocations a
         constructor makes record what they hand out in ``_ctor_out`` (cleared when the
-        outermost run starts) for :meth:`_lost_to_ctor`."""
+        outermost run starts) for :meth:`_lost_to_ctor`. Nesting stops at
+        :data:`MAX_CTOR_DEPTH` with a ``SlabError``, before the constructors run (they stay
+        due): a constructor allocating from its own cache recursed until Python's
+        recursion limit struck somewhere in the facade's bookkeeping, which left a sheaf
+        naming a live object, or crashed the interpreter."""
+        if self._ctor_depth >= MAX_CTOR_DEPTH:
+            raise SlabError(f"{self._caches[cid].name}: constructors nested {MAX_CTOR_DEPTH} "
+                            f"deep (a constructor allocating from its own cache?)")
         if not self._ctor_depth:
             self._ctor_out.clear()
         self._ctor_depth += 1
@@ -195,11 +206,13 @@ class BatchAPI:
             return list(addrs)
         return [a for a in addrs if a in self._ctor_out or self._locate(a, cache._id)[0]]
 
-    def _give_back_batch(self: "SlabAllocator", cache: KmemCache, addrs: list[int]) -> None:
-        """Free those of a batch's ``addrs`` that are still the caller's (its allocation
-        failed after the engine handed them out)."""
-        keep = np.array([a for a in addrs if a not in self._lost_to_ctor(cache, [a])],
-                        np.int64)
+    def _give_back_batch(self: "SlabAllocator", cache: KmemCache, addrs: list[int],
+                         lost: list[int] | None = None) -> None:
+        """Free those of a batch's ``addrs`` that are still the caller's, all but ``lost``
+        (by default :meth:`_lost_to_ctor`'s): its allocation failed after the engine
+        handed them out."""
+        gone = set(self._lost_to_ctor(cache, addrs) if lost is None else lost)
+        keep = np.array([a for a in addrs if a not in gone], np.int64)
         if len(keep):
             self.kmem_cache_free_bulk(cache, len(keep), keep)
 
