@@ -56,8 +56,9 @@ class KmallocAPI:
             raise InvalidSizeError(f"krealloc: size {new_size!r} is not in "
                                    f"0..{KMALLOC_MAX_SIZE}")
         addr = self._as_addr(addr, "krealloc")
-        self._rcu_refuse(addr, "krealloc")
-        self._rcu_refuse_sheaved(addr, "krealloc")
+        where = f"krealloc: {addr:#x}"
+        self._rcu_refuse(addr, where)
+        self._rcu_refuse_sheaved(addr, where)
         if new_size == 0:
             self.kfree(addr, cpu)
             return ZERO_SIZE_PTR
@@ -156,7 +157,7 @@ class KmallocAPI:
             if any(a == addr for a, _ in self._rcu_pending):
                 raise DoubleFreeError(f"{where} is already waiting for a grace period (double "
                                       f"free)")
-            self._rcu_refuse_sheaved(addr, "kfree_rcu", where)
+            self._rcu_refuse_sheaved(addr, where)
             if self._locate(addr)[0] == E_DOUBLE_FREE:      # a free, as kfree says it
                 raise DoubleFreeError(f"{where}: double free, the object is already free")
             self._ksize(addr, "kfree_rcu")          # the checks of kfree, nothing changed yet
@@ -183,13 +184,13 @@ class KmallocAPI:
         """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks."""
         return np.array([a for a, _ in self._rcu_pending], np.int64)
 
-    def _rcu_refuse(self: "SlabAllocator", addr: int, fn: str, where: str = "") -> None:
+    def _rcu_refuse(self: "SlabAllocator", addr: int, where: str) -> None:
         """Raise ``DoubleFreeError`` if ``addr`` waits on the ``kfree_rcu`` list (``krealloc``
-        asks before it allocates; the frees once the engine refused them, in ``_raise``,
-        whose ``where`` names the call, the address and the cache)."""
+        asks before it allocates; the frees once the engine refused them, in ``_raise``);
+        ``where`` names the call and the address (and, for ``_raise``, the cache)."""
         if any(a == addr for a, _ in self._rcu_pending):
-            raise DoubleFreeError(f"{where or f'{fn}: {addr:#x}'}: double free, the object is "
-                                  f"waiting for an RCU grace period (kfree_rcu)")
+            raise DoubleFreeError(f"{where}: double free, the object is waiting for an RCU "
+                                  f"grace period (kfree_rcu)")
 
     def _rcu_sheaf_objects(self: "SlabAllocator") -> set[int]:
         """Addresses of the objects in the CPUs' ``rcu_free`` sheaves and in the sheaves
@@ -209,16 +210,13 @@ class KmallocAPI:
             out.update(words[o:o + max(0, min(int(words[(s >> 3) + SH_SIZE]), 4096))].tolist())
         return out
 
-    def _rcu_refuse_sheaved(self: "SlabAllocator", addr: int, fn: str,
-                            where: str = "") -> None:
+    def _rcu_refuse_sheaved(self: "SlabAllocator", addr: int, where: str) -> None:
         """Raise ``DoubleFreeError`` if ``addr`` waits for its grace period in an RCU sheaf
         (an object the engine finds free; ``kfree_rcu`` and ``krealloc`` would otherwise
-        call it a free object); ``where`` names the call and the address (by default ``fn``
-        and ``addr``)."""
+        call it a free object); ``where`` names the call and the address."""
         if self._locate(addr)[0] == E_DOUBLE_FREE and addr in self._rcu_sheaf_objects():
-            raise DoubleFreeError(f"{where or f'{fn}: {addr:#x}'}: double free, the object is "
-                                  f"waiting for an RCU grace period (kfree_rcu, in an rcu_free "
-                                  f"sheaf)")
+            raise DoubleFreeError(f"{where}: double free, the object is waiting for an RCU "
+                                  f"grace period (kfree_rcu, in an rcu_free sheaf)")
 
     def synchronize_rcu(self: "SlabAllocator") -> int:
         """End the grace period: the callback of every sheaf handed to ``call_rcu`` runs

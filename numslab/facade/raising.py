@@ -69,7 +69,7 @@ class RaiseAPI:
         if err == checks.E_DOUBLE_FREE:
             if cache is None:       # kfree and kfree_bulk name no cache: the page does
                 where += self._page_cache(addr)
-            self._rcu_refuse(addr, fn, where)       # one on the kfree_rcu list: named so
+            self._rcu_refuse(addr, where)           # one on the kfree_rcu list: named so
             if self._g[G_RCU_HEAD] or self.state.cpu[:, :, C_RCU_FREE].any():
                 if addr in self._rcu_sheaf_objects():
                     raise DoubleFreeError(f"{where}: double free, the object is waiting for "
