@@ -91,8 +91,35 @@ def test_a_bad_address_is_refused_at_free(bad):
         assert fr.out[5] > 0
     else:
         fr.out[5] = 4096 * 200                                      # a page with no slab
+    before = [a.copy() for a in (fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool)]
     r = fr.free()
     assert r > 0 and (bad != "page" or r == 6)
+    for a, b in zip(before, (fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool)):
+        assert np.array_equal(a, b)                                 # nothing changed
+
+
+@pytest.mark.parametrize("where", ["same run", "two runs", "sheaf and run"])
+def test_an_object_given_twice_is_refused(where):
+    """A double free within one slab's run (the run's register mask), across two runs of one
+    slab (the first run's bits already cleared), and across the sheaf's part and a run."""
+    fr = F.FloorRound(48, pages=256)
+    fr.run(2)
+    assert fr.alloc() == 48
+    take = F.CAP - int(fr.g[F.SS])
+    slab_of = fr.out >> 12
+    if where == "same run":
+        k = 47
+        j = next(j for j in range(46, take, -1) if slab_of[j] == slab_of[k])
+    elif where == "two runs":
+        k = 47
+        j = next(j for j in range(take, 47) if slab_of[j] != slab_of[k] and
+                 any(slab_of[i] != slab_of[k] for i in range(j + 1, 47)))
+    else:
+        k, j = 0, 47
+    fr.out[j] = fr.out[k]
+    live = fr.live.copy()
+    assert fr.free() > 0
+    assert np.array_equal(live, fr.live)
 
 
 @pytest.mark.parametrize("bulk", [64, 250])

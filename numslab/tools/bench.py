@@ -278,9 +278,9 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False,
             run = fr.run
         else:
             one = fastcall(rounds_floor, fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool,
-                           fr.rseq, bulk, 1, fr.out, fr.limit)
+                           fr.rseq, bulk, 1, fr.out, fr.limit, fr.runs)
             args = (fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool, fr.rseq, bulk, 1, fr.out,
-                    fr.limit)
+                    fr.limit, fr.runs)
 
             def run(rounds: int) -> None:
                 for _ in range(rounds):
