@@ -212,12 +212,12 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark):
     ``paddr``: the local node's partial slabs, then other nodes' (``__refill_objects_any``:
     the ``remote_node_defrag_ratio`` draw, nodes with more than ``min_partial`` partial
     slabs; under __GFP_THISNODE the local node alone), then new slabs on the local node
-    (under __GFP_THISNODE no other). None for a ``gfp`` with no reclaim bit (the kernel's
-    ``WARN_ON_ONCE``: such requests never refill). Returns how many (fewer than ``lo`` only when
-    memory is exhausted); the objects are not handed out. ``mark`` 1: all come back marked
-    live (a bulk allocation's, so those of partial slabs keep the mark their walk set and
-    those of new slabs get it as they are carved); 0: none does (a sheaf's refill: the walk's
-    marks are taken off at the end)."""
+    (under __GFP_THISNODE no other). No object at all (0) for a ``gfp`` with no reclaim bit
+    (the kernel's ``WARN_ON_ONCE``: such requests never refill). Returns how many (fewer
+    than ``lo`` only when memory is exhausted); the objects are not handed out. ``mark`` 1:
+    all come back marked live (a bulk allocation's, so those of partial slabs keep the mark
+    their walk set and those of new slabs get it as they are carved); 0: none does (a
+    sheaf's refill: the walk's marks are taken off at the end)."""
     if not gfp & __GFP_RECLAIM:     # WARN_ON_ONCE(!gfpflags_allow_spinning(gfp)): nothing
         return 0
     p = words_at(paddr)

@@ -145,6 +145,7 @@ class KmemCache(MovableCache):
     inuse = property(lambda self: int(self._row[CA_INUSE]),
                      doc="``s->inuse``: the object with its right red zone (``/sys`` "
                          "``object_size`` + red zone).")
+
     @property
     def slab_ksize(self) -> int:
         """What ``ksize`` gives for an object of this cache (``slab_ksize``): the stride,

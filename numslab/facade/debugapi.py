@@ -359,9 +359,7 @@ class DebugAPI:
         if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) \
                 and not 0 <= addr < self.nr_pages * PAGE_SIZE:
             return {"kind": "outside"}          # (any integer: -5 and 2**70 alike)
-        addr = self._as_addr(addr, "find")
-        if not 0 <= addr < self.nr_pages * PAGE_SIZE:
-            return {"kind": "outside"}
+        addr = self._as_addr(addr, "find")      # in the arena here, or not an integer: raises
         st = self.state
         pfn = addr >> 12
         head = self._slab_head(addr)
