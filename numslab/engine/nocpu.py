@@ -17,7 +17,7 @@ from .checks import _live_clear, _live_set_run, _live_set_slab
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
 from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _new_slab_objects,
-                        _remove_partial, allocate_slab_pcp, discard_slab, new_slab, slab_free)
+                        _allocate_slab, _remove_partial, discard_slab, new_slab, slab_free)
 
 
 # ---- one object -------------------------------------------------------------------------------
@@ -250,7 +250,8 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
     hold ``lo`` objects (at most ``hi``), from ``got``; a slab wholly taken is carved with
     no free list (``alloc_from_new_slab`` with ``count >= objects``). With ``mark`` the
     objects are marked live. The new count (below ``lo`` when memory is exhausted). A unit
-    of its own, so that the partial-slab walk before it compiles alone."""
+    of its own, so that the partial-slab walk before it compiles alone; a whole slab's
+    pages come inline on a pcp hit (``_allocate_slab``: no unit call per slab)."""
     p = words_at(paddr)
     local = st.cpu_node[cpu]
     while got < lo:
@@ -258,7 +259,7 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
         if hi - got >= _ca(st, cache, CA_OBJECTS):
             # every object of the slab goes out: no free list is built only to be walked
             # (alloc_from_new_slab with count >= objects), in allocation order (random or not)
-            slab = allocate_slab_pcp(st, cache, cpu, local, thisnode)
+            slab = _allocate_slab(st, cache, cpu, local, thisnode)
             if slab == NIL:
                 break
             _stat(st, cache, cpu, ALLOC_SLAB, 1)

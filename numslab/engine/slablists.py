@@ -246,13 +246,6 @@ def _allocate_slab(st, cache, cpu, node, thisnode):
     return slab
 
 
-@unit
-def allocate_slab_pcp(st, cache, cpu, node, thisnode):
-    """:func:`_allocate_slab` as a unit, for the slab layer's whole-slab carves: one unit
-    call per slab on a pcp hit (compiled when a carve first runs, not by a first kmalloc)."""
-    return _allocate_slab(st, cache, cpu, node, thisnode)
-
-
 # ---- CONFIG_SLAB_FREELIST_RANDOM: the order in which a new slab's objects go out ------------
 @jit(inline=True)
 def _obj_iter_init(st, cache, slab):
