@@ -11,6 +11,18 @@ from numslab.engine.layout import (F_G, F_REPORTS, F_SCRATCH, G_ERR0, G_ERR2, G_
                                    H_MEM, PG_TAIL, view)
 
 
+#: Test files run after all the others: their fresh interpreters then load the engine's
+#: compiled units from the cache the other tests filled instead of compiling them again (the
+#: README's blocks took 49 s of a cold suite, 12 s once the units are cached). xdist's
+#: ``--dist loadfile`` hands files out in collection order.
+LAST = ("test_readme.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the tests of :data:`LAST` to the end of the run (the others keep their order)."""
+    items.sort(key=lambda item: item.path.name in LAST)
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Run a test using the ``kernel`` fixture on every SLUB generation of its module's
     ``KERNELS``: ``("7.0", "6.18")`` where the behaviour is shared, the default ``("6.18",)``
