@@ -609,7 +609,8 @@ def _save_signed(path, arrays):
     np.savez(path, meta=np.array(json.dumps(meta)), **rest)
 
 
-def test_load_of_a_damaged_machine_file_is_a_slab_error(sa, tmp_path):
+def test_load_of_a_damaged_machine_file_is_a_slab_error(kernel, tmp_path):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)    # small: quick loads
     c = sa.kmem_cache_create("damaged", 96)
     sa.kmem_cache_alloc(c)
     sa.save(tmp_path / "good.npz")
@@ -673,8 +674,9 @@ def test_load_of_a_file_with_a_bit_flipped_anywhere_is_a_slab_error(tmp_path):
         numslab.SlabAllocator.load(tmp_path / "missing.npz")
 
 
-def test_load_refuses_a_state_whose_header_is_not_the_machines(sa, tmp_path):
+def test_load_refuses_a_state_whose_header_is_not_the_machines(kernel, tmp_path):
     from numslab.engine.layout import F_LIVE, G_NCPUS, G_NPAGES, H_FIELDS, H_MEMSIZE
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)    # small: quick loads
     sa.save(tmp_path / "good.npz")
     z = dict(np.load(tmp_path / "good.npz"))
     g0 = int(z["state"][H_FIELDS])
@@ -692,7 +694,7 @@ def test_load_refuses_a_state_whose_header_is_not_the_machines(sa, tmp_path):
 def _saved_machine(kernel, path):
     """A machine with live objects, sheaves, an rcu_free sheaf, a kfree_rcu list and a debug
     cache, saved to ``path``."""
-    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, slab_debug="FZPU,dbg")
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel, slab_debug="FZPU,dbg")
     c = sa.kmem_cache_create("sheafed", 96, sheaf_capacity=8)
     d = sa.kmem_cache_create("dbg", 64)
     objs = c.alloc_bulk(40)
