@@ -95,6 +95,50 @@ def test_cpu_partial_drain_and_alloc_from_node_partial(sa, cache):
     sa.validate()
 
 
+def test_cpu_partial_may_be_set_as_through_sysfs(sa, cache):
+    """``cpu_partial_store`` (6.18): the objects a CPU's partial list keeps may be written;
+    ``slub_set_cpu_partial`` allows ``ceil(2 * objects / objs_per_slab)`` slabs and
+    ``flush_all`` empties every CPU's slab and partial list at once. 0 drains the list at
+    every put (a slab at most stays); a debug cache takes 0 only; 7.x keeps the file: 0 is
+    accepted and changes nothing, anything else is -EINVAL (it was read-only: the rule could
+    not be varied)."""
+    slabs = [alloc(sa, cache, OBJS) for _ in range(10)]      # 10 full slabs ...
+    alloc(sa, cache, 1)                                      # ... and CPU 0's slab
+    assert cache.cpu_partial == 52 and cache.sysfs()["cpu_partial"] == "52"
+    for s in slabs[:4]:
+        sa.kmem_cache_free(cache, s[0], cpu=1)   # CPU 1's partial list: 4 slabs (7 allowed)
+    assert cache.slabs_cpu_partial.endswith("C1=32(4)")
+    cache.cpu_partial = 8                        # ceil(16 / 16): one slab
+    assert cache.cpu_partial == 8 and cache.sysfs()["cpu_partial"] == "8"
+    assert cache.slabs_cpu_partial == "0(0)" and cache.cpu_slabs == 0      # flush_all
+    assert cache.stats["cpuslab_flush"] == 1     # CPU 0's slab, one object in it
+    assert cache.partial == 5                    # it and the 4 on their node's list
+    for s in slabs[4:8]:
+        sa.kmem_cache_free(cache, s[0], cpu=1)
+    assert cache.stats["cpu_partial_drain"] == 3       # each put after the first drains
+    assert cache.slabs_cpu_partial.endswith("C1=8(1)") and cache.partial == 8
+    cache.cpu_partial = 0
+    for s in slabs[8:]:
+        sa.kmem_cache_free(cache, s[0], cpu=1)
+    assert cache.stats["cpu_partial_drain"] == 4       # (the write flushed slab 7 first)
+    assert cache.slabs_cpu_partial.endswith("C1=8(1)") and cache.partial == 10
+    sa.validate()
+    debug = sa.kmem_cache_create("dbg", 256, flags=numslab.SLAB_RED_ZONE)
+    debug.cpu_partial = 0
+    with pytest.raises(numslab.InvalidArgumentError, match="debug cache"):
+        debug.cpu_partial = 1
+    for bad in (-1, 1.5, True, "3", 1 << 32):
+        with pytest.raises(numslab.InvalidArgumentError, match="cpu_partial"):
+            cache.cpu_partial = bad
+    assert cache.cpu_partial == 0
+    gen7 = numslab.SlabAllocator(nr_cpus=1, memory="16M")
+    c7 = gen7.kmem_cache_create("t256", 256, flags=SLAB_HWCACHE_ALIGN)
+    c7.cpu_partial = 0
+    with pytest.raises(numslab.InvalidArgumentError, match="no CPU partial lists"):
+        c7.cpu_partial = 30
+    assert c7.cpu_partial == 0 and c7.sysfs()["cpu_partial"] == "0"
+
+
 def test_empty_slab_freed_only_beyond_min_partial(sa, cache):
     slabs = [alloc(sa, cache, OBJS) for _ in range(10)]
     for s in slabs[:8]:

@@ -442,10 +442,7 @@ def kmem_cache_shrink(st, cache, cpu):
     as well as by the list shrinks."""
     sheaves = _ca(st, cache, CA_SHEAF_CAPACITY) != 0
     before = _nr_slabs(st, cache)
-    for other in range(st.ncpus):
-        if sheaves:
-            pcs_flush_all(st, cache, other)
-        flush_cpu(st, cache, other)
+    _flush_all(st, cache)
     barns_first = sheaves and st.kernel >= KERNEL_7_1
     if barns_first:
         for node in range(st.nnodes):
@@ -455,6 +452,24 @@ def kmem_cache_shrink(st, cache, cpu):
             barn_shrink(st, cache, node, cpu)
         shrink_node(st, cache, cpu, node)
     return before - _nr_slabs(st, cache)
+
+
+@jit
+def _flush_all(st, cache):
+    """``flush_all``: every CPU's sheaves (if the cache has them: ``pcs_flush_all``), then
+    its CPU slab and CPU partial list (``__flush_cpu_slab``), each as on its own CPU."""
+    sheaves = _ca(st, cache, CA_SHEAF_CAPACITY) != 0
+    for other in range(st.ncpus):
+        if sheaves:
+            pcs_flush_all(st, cache, other)
+        flush_cpu(st, cache, other)
+
+
+@unit
+def flush_all(st, cache):
+    """:func:`_flush_all` for the facade (a sysfs write that flushes: ``cpu_partial``). 0."""
+    _flush_all(st, cache)
+    return 0
 
 
 @jit(inline=True)

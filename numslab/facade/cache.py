@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_DEFRAG_RATIO, CA_FLAGS, CA_INUSE,
+from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_DEFRAG_RATIO,
+                             CA_FLAGS, CA_HAS_CPU_PARTIAL, CA_INUSE,
                              CA_MIN_PARTIAL, CA_OBJECTS, CA_OBJECT_SIZE, CA_OFFSET, CA_ORDER,
                              CA_RED_LEFT, CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY, CA_SIZE,
                              C_PARTIAL, C_SLAB, N_NR_PARTIAL, N_NR_SLABS,
@@ -15,7 +16,7 @@ from ..flags import (GFP_KERNEL, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS, SLAB
                     SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
                     SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES,
                     STAT_NAMES_6_18, STAT_NAMES_NUMSLAB, gfp_names)
-from ..engine.ops import gather, scatter
+from ..engine.ops import flush_all, gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
                             per_node)
 from ..geometry import get_order
@@ -34,7 +35,7 @@ class KmemCache(MovableCache):
     """A slab cache of one allocator; create it with ``SlabAllocator.kmem_cache_create``.
 
     Geometry attributes (``object_size``, ``slab_size``, ``align``, ``order``,
-    ``objs_per_slab``, ``cpu_partial``, ``offset``) are fixed; ``min_partial`` and
+    ``objs_per_slab``, ``offset``) are fixed; ``min_partial``, ``cpu_partial`` and
     ``remote_node_defrag_ratio`` may be set, as their sysfs files may be written; the counters
     (``objects``, ``total_objects``, ``slabs``, ``partial``, ``cpu_slabs``,
     ``objects_partial``) are read live with the kernel's meaning; ``live_objects`` is the
@@ -118,8 +119,32 @@ class KmemCache(MovableCache):
                                        f"integer")
         self._row[CA_MIN_PARTIAL] = n
 
-    cpu_partial = property(lambda self: int(self._row[CA_CPU_PARTIAL]),
-                           doc="Objects (approximately) kept on each CPU's partial list.")
+    @property
+    def cpu_partial(self) -> int:
+        """Objects (approximately) kept on each CPU's partial list (0 under 7.x, which has
+        none)."""
+        return int(self._row[CA_CPU_PARTIAL])
+
+    @cpu_partial.setter
+    def cpu_partial(self, n: int) -> None:
+        # sysfs's cpu_partial_store: kstrtouint; 6.18: nonzero only where the cache has CPU
+        # partial lists (-EINVAL for a debug cache), then slub_set_cpu_partial and flush_all;
+        # 7.x keeps the file for compatibility: 0 is accepted and changes nothing, any other
+        # value is -EINVAL
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < 1 << 32:
+            raise InvalidArgumentError(f"{self.name}: cpu_partial {n!r} is not an unsigned "
+                                       f"32-bit integer")
+        sa = self._sa
+        if n and (sa._gen7 or not self._row[CA_HAS_CPU_PARTIAL]):
+            why = (f"Linux {sa.kernel} has no CPU partial lists" if sa._gen7
+                   else "a debug cache has no CPU partial lists")
+            raise InvalidArgumentError(f"{self.name}: cpu_partial {n}: {why} (-EINVAL)")
+        if sa._gen7:
+            return
+        self._row[CA_CPU_PARTIAL] = n
+        # slub_set_cpu_partial: the slabs allowed, taking them as half full
+        self._row[CA_CPU_PARTIAL_SLABS] = -(-2 * int(n) // int(self._row[CA_OBJECTS]))
+        flush_all(sa._st, self._id)
     sheaf_capacity = property(lambda self: int(self._row[CA_SHEAF_CAPACITY]),
                               doc="Objects per per-CPU sheaf (0: the cache has none).")
     offset = property(lambda self: int(self._row[CA_OFFSET]),
