@@ -633,6 +633,7 @@ def test_load_of_a_damaged_machine_file_is_a_slab_error(kernel, tmp_path):
         with pytest.raises(numslab.SlabError, match="load: "):
             numslab.SlabAllocator.load(tmp_path / f"bad{k}.npz")
     assert len(numslab.SlabAllocator.load(tmp_path / "good.npz").find_cache("damaged")) == 1
+    sa.validate()
 
 
 def test_load_of_a_file_with_a_bit_flipped_anywhere_is_a_slab_error(tmp_path):
@@ -689,6 +690,7 @@ def test_load_refuses_a_state_whose_header_is_not_the_machines(kernel, tmp_path)
         with pytest.raises(numslab.SlabError, match="header does not fit"):
             numslab.SlabAllocator.load(tmp_path / f"bad{k}.npz")
     numslab.SlabAllocator.load(tmp_path / "good.npz").validate()
+    sa.validate()
 
 
 def _saved_machine(kernel, path):

@@ -35,8 +35,9 @@ class KmemCache(MovableCache):
     """A slab cache of one allocator; create it with ``SlabAllocator.kmem_cache_create``.
 
     Geometry attributes (``object_size``, ``slab_size``, ``align``, ``order``,
-    ``objs_per_slab``, ``offset``) are fixed; ``min_partial``, ``cpu_partial`` and
-    ``remote_node_defrag_ratio`` may be set, as their sysfs files may be written; the counters
+    ``objs_per_slab``, ``offset``) are fixed; ``min_partial``, ``cpu_partial`` (under 7.x, 0
+    only, which changes nothing), ``remote_node_defrag_ratio``, ``partial_order`` and
+    ``defrag_used_ratio`` may be set, as their sysfs files may be written; the counters
     (``objects``, ``total_objects``, ``slabs``, ``partial``, ``cpu_slabs``,
     ``objects_partial``) are read live with the kernel's meaning; ``live_objects`` is the
     exact number of allocated objects.
@@ -131,19 +132,22 @@ class KmemCache(MovableCache):
         # partial lists (-EINVAL for a debug cache), then slub_set_cpu_partial and flush_all;
         # 7.x keeps the file for compatibility: 0 is accepted and changes nothing, any other
         # value is -EINVAL
+        row = self._row                 # (a destroyed cache's refusal comes first)
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < 1 << 32:
             raise InvalidArgumentError(f"{self.name}: cpu_partial {n!r} is not an unsigned "
                                        f"32-bit integer")
         sa = self._sa
-        if n and (sa._gen7 or not self._row[CA_HAS_CPU_PARTIAL]):
+        if n and (sa._gen7 or not row[CA_HAS_CPU_PARTIAL]):
             why = (f"Linux {sa.kernel} has no CPU partial lists" if sa._gen7
                    else "a debug cache has no CPU partial lists")
             raise InvalidArgumentError(f"{self.name}: cpu_partial {n}: {why} (-EINVAL)")
         if sa._gen7:
             return
-        self._row[CA_CPU_PARTIAL] = n
-        # slub_set_cpu_partial: the slabs allowed, taking them as half full
-        self._row[CA_CPU_PARTIAL_SLABS] = -(-2 * int(n) // int(self._row[CA_OBJECTS]))
+        row[CA_CPU_PARTIAL] = n
+        # slub_set_cpu_partial: the slabs allowed, taking them as half full, in unsigned int
+        # arithmetic as the kernel's (DIV_ROUND_UP(nr_objects * 2, oo_objects(s->oo)) wraps)
+        objs = int(row[CA_OBJECTS])
+        row[CA_CPU_PARTIAL_SLABS] = ((2 * int(n) & 0xFFFFFFFF) + objs - 1 & 0xFFFFFFFF) // objs
         flush_all(sa._st, self._id)
     sheaf_capacity = property(lambda self: int(self._row[CA_SHEAF_CAPACITY]),
                               doc="Objects per per-CPU sheaf (0: the cache has none).")
