@@ -278,6 +278,16 @@ def test_a_dtype_with_python_objects_is_refused(sa):
     assert "objs" not in [c.name for c in sa.caches]
 
 
+@pytest.mark.parametrize("size", [0, 8])
+def test_a_dtype_of_no_bytes_is_refused(sa, size):
+    """A record of no bytes (``V0``, an empty struct) is no record: every object's view
+    would be the same empty value (it was accepted)."""
+    for dtype in (np.dtype("V0"), np.dtype([])):
+        with pytest.raises(numslab.WrongTypeError, match="no bytes"):
+            sa.kmem_cache_create("nothing", size, dtype=dtype)
+    assert "nothing" not in [c.name for c in sa.caches]
+
+
 @pytest.mark.parametrize("order", [-1, 11, 1.0, True, "1"])
 def test_free_pages_refuses_a_bad_order(sa, order):
     a = sa.alloc_pages(1)

@@ -326,6 +326,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 if dtype.hasobject:
                     raise WrongTypeError(f"kmem_cache_create({name}): dtype {dtype} holds "
                                          f"Python objects, which cannot live in slab memory")
+                if dtype.itemsize == 0:         # its records would all be the same no bytes
+                    raise WrongTypeError(f"kmem_cache_create({name}): dtype {dtype} has no "
+                                         f"bytes: a record needs at least one")
                 size = size or dtype.itemsize
                 if size < dtype.itemsize:
                     raise InvalidSizeError(f"kmem_cache_create({name}): size {size} is smaller "
