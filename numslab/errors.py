@@ -91,6 +91,13 @@ class WrongTypeError(SlabError, TypeError):
     a ``dtype``, values that are not records of the cache's ``dtype``."""
 
 
+class FixedAttributeError(SlabError, AttributeError):
+    """A write of what an allocator or a cache is made with (``SlabAllocator.kernel``,
+    ``nr_cpus``, ``memory``, ``state``..., ``KmemCache.name``, ``ctor``, ``dtype``): the
+    state would no longer match it. The attributes the kernel lets sysfs write
+    (``min_partial``, ``cpu_partial``, ...) are writable."""
+
+
 class NotPicklableError(SlabError, TypeError):
     """An allocator, a cache or a handle pickled or copied: each is this process's memory
     (the arena's anonymous mapping, the compiled code's table of allocators), so a copy

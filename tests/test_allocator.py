@@ -278,6 +278,34 @@ def test_a_dtype_with_python_objects_is_refused(sa):
     assert "objs" not in [c.name for c in sa.caches]
 
 
+FIXED = {"kernel": "6.18", "nr_cpus": 64, "nr_nodes": 2, "pages_per_node": 1,
+         "nr_pages": 1 << 40, "memory": np.zeros(8, np.uint8), "state": None,
+         "freelist_hardened": False, "freelist_random": False, "kmalloc_caches": ()}
+
+
+def test_what_a_machine_and_a_cache_are_made_with_cannot_be_reassigned(sa):
+    """The machine's shape and configuration, and a cache's name, constructor and dtype,
+    are fixed: a write raises FixedAttributeError (a SlabError and an AttributeError) and
+    changes nothing (they could be reassigned: ``sa.kernel = "6.18"`` left a 7.0 machine
+    saying 6.18, ``sa.memory`` another array than the arena)."""
+    c = sa.kmem_cache_create("made", 64, dtype=np.int64)
+    before = {attr: getattr(sa, attr) for attr in FIXED}
+    snap = snapshot(sa)
+    for attr, value in FIXED.items():
+        with pytest.raises(numslab.FixedAttributeError, match=f"SlabAllocator.{attr} is fixed"):
+            setattr(sa, attr, value)
+        assert getattr(sa, attr) is before[attr] or attr == "kmalloc_caches"
+    assert sa.kmalloc_caches == before["kmalloc_caches"] and len(sa.kmalloc_caches) == 13
+    sa.kmalloc_caches.clear()                   # a copy: the machine's own list unchanged
+    assert sa.kmalloc_caches == before["kmalloc_caches"]
+    for attr, value in (("name", "other"), ("ctor", print), ("dtype", np.float64)):
+        with pytest.raises(AttributeError, match=f"KmemCache.{attr} is fixed"):
+            setattr(c, attr, value)
+    assert (c.name, c.ctor, c.dtype) == ("made", None, np.dtype(np.int64))
+    assert sa.find_cache("made") is c
+    assert_unchanged(sa, snap)
+
+
 @pytest.mark.parametrize("size", [0, 8])
 def test_a_dtype_of_no_bytes_is_refused(sa, size):
     """A record of no bytes (``V0``, an empty struct) is no record: every object's view

@@ -43,7 +43,7 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
 from . import persist, threads
-from .args import check_cache_name, check_gfp, check_max_caches
+from .args import check_cache_name, check_gfp, check_max_caches, fixed
 from .batchapi import BatchAPI
 from .cache import NO_ALLOCATOR, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
@@ -130,7 +130,24 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         Named views of every state array (see ARCHITECTURE.md).
     kernel : str
         The generation modelled: ``"7.0"``, ``"7.1"`` or ``"6.18"``.
+
+    These, and ``nr_cpus``, ``nr_nodes``, ``pages_per_node``, ``nr_pages``,
+    ``freelist_hardened``, ``freelist_random`` and ``kmalloc_caches``, are fixed when the
+    machine is made: a write raises ``FixedAttributeError``.
     """
+
+    kernel = fixed("kernel", "The generation modelled: ``\"7.0\"``, ``\"7.1\"`` or "
+                   "``\"6.18\"``.")
+    nr_cpus = fixed("nr_cpus", "Simulated CPUs.")
+    nr_nodes = fixed("nr_nodes", "NUMA nodes.")
+    pages_per_node = fixed("pages_per_node", "4 KiB page frames of each node.")
+    nr_pages = fixed("nr_pages", "4 KiB page frames of the machine.")
+    memory = fixed("memory", "uint8[nr_pages * 4096], the arena.")
+    state = fixed("state", "Named views of every state array (``SlabState``).")
+    freelist_hardened = fixed("freelist_hardened", "CONFIG_SLAB_FREELIST_HARDENED.")
+    freelist_random = fixed("freelist_random", "CONFIG_SLAB_FREELIST_RANDOM.")
+    kmalloc_caches = fixed("kmalloc_caches", "The kmalloc caches, smallest first (a new list).",
+                           list)
 
     def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1,
                  memory: int | str = "256M", *, max_caches: int = 256, seed: int = 0,
@@ -145,12 +162,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if kernel not in KERNELS:
             raise BadArg(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
         check_max_caches(max_caches, len(KMALLOC_SIZES))
-        self.kernel = kernel
+        self._kernel = kernel
         self._gen7 = KERNELS[kernel] >= KERNEL_7_0     # the 7.x rules (7.0 and 7.1)
         self._debug_init(slab_debug)
         self.partial_order = check_partial_order(partial_order, "SlabAllocator")
-        self.freelist_hardened = bool(freelist_hardened)
-        self.freelist_random = bool(freelist_random)
+        self._freelist_hardened = bool(freelist_hardened)
+        self._freelist_random = bool(freelist_random)
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise BadArg(f"seed {seed!r} is not an integer")
         self._seed = int(seed) % (1 << 64)      # the generators take unsigned seeds
@@ -163,15 +180,15 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                           f"{-(-per_node // block) * block >> 20} MiB (whole "
                           f"{block >> 20} MiB blocks of the largest page order)", stacklevel=2)
         per_node = -(-per_node // block) * block
-        self.nr_cpus, self.nr_nodes = nr_cpus, nr_nodes
-        self.pages_per_node = per_node // PAGE_SIZE
-        self.nr_pages = self.pages_per_node * nr_nodes
+        self._nr_cpus, self._nr_nodes = nr_cpus, nr_nodes
+        self._pages_per_node = per_node // PAGE_SIZE
+        self._nr_pages = self.pages_per_node * nr_nodes
         try:
             arena = self.nr_pages * PAGE_SIZE   # and the sheaves' shadow half (sheaves.py)
             self._mmap = mmap.mmap(-1, 2 * arena, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
                                    | getattr(mmap, "MAP_NORESERVE", 0))
             self._mem = np.frombuffer(self._mmap, dtype=np.int64)
-            self.memory = self._mem.view(np.uint8)[:arena]
+            self._memory = self._mem.view(np.uint8)[:arena]
             self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed,
                                   self.memory.ctypes.data, self.memory.size, KERNELS[kernel])
         except (OSError, MemoryError) as e:
@@ -180,7 +197,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                                    f"arena and its page arrays here ({e!r})") from None
         self._st = self._buf.ctypes.data          #: the state's address: units take it
         threads.register(self)
-        self.state = SlabState(self._buf)
+        self._state = SlabState(self._buf)
         init_buddy(self._st, 1)
         self._g = view(self._buf, F_G)
         self._handle = handles.register(self._st, self.memory, self._name_of)
@@ -206,9 +223,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                                ("_k_free_bulk", ops.free_bulk, True),
                                ("_k_alloc_array", ops.kmem_cache_alloc_array, True)):
             self._bind_lazily(attr, u, array)
-        self.kmalloc_caches = [self.kmem_cache_create(kmalloc_cache_name(s), s,
-                                                      flags=SLAB_KMALLOC)
-                               for s in KMALLOC_SIZES]
+        self._kmalloc_caches = tuple(self.kmem_cache_create(kmalloc_cache_name(s), s,
+                                                            flags=SLAB_KMALLOC)
+                                     for s in KMALLOC_SIZES)
         self._kmalloc_ids = [c._id for c in self.kmalloc_caches]
         self.state.kmalloc[:] = self._kmalloc_ids
         for c in self.kmalloc_caches:           # bootstrap_kmalloc_sheaves: kmalloc works now
@@ -434,7 +451,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         with self._slab_mutex:
             wait_for_engine()           # not while another thread's compile parks the rows
             self._own(cache, "kmem_cache_destroy")
-            if cache in self.kmalloc_caches:
+            if cache._id in self._kmalloc_ids:
                 raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
             self._kvfree_rcu_barrier_on_cache(cache._id)     # nothing may wait: see kmallocapi
             if force:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError, WrongTypeError
+from ..errors import FixedAttributeError, InvalidArgumentError, WrongTypeError
 
 
 def check_gfp(gfp: Any, fn: str) -> int:
@@ -40,3 +40,19 @@ def check_max_caches(max_caches: Any, kmalloc_caches: int) -> int:
                                    f"{kmalloc_caches + 1}..65536 (the {kmalloc_caches} kmalloc "
                                    f"caches take slots too)")
     return max_caches
+
+
+def fixed(attr: str, doc: str, copy: Any = None) -> property:
+    """A read-only attribute ``attr``, kept in ``_<attr>`` (read through ``copy`` if given:
+    a fresh list of a kept tuple): what an allocator or a cache is made with. A write raises
+    :class:`~numslab.FixedAttributeError` (the state would no longer match it)."""
+    private = "_" + attr
+
+    def get(self: Any) -> Any:
+        value = getattr(self, private)
+        return value if copy is None else copy(value)
+
+    def refuse(self: Any, value: Any) -> None:
+        raise FixedAttributeError(f"{type(self).__name__}.{attr} is fixed when it is made "
+                                  f"(got {value!r})")
+    return property(get, refuse, doc=doc)

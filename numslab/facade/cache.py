@@ -22,6 +22,7 @@ from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, par
 from ..geometry import get_order
 from ..errors import (BadAddressError, InvalidArgumentError, InvalidSizeError,
                       NotPicklableError, WrongCacheError, WrongTypeError)
+from .args import fixed
 from .defragapi import MovableCache
 
 #: ``count_partial_free_approx`` scans at most this many partial slabs of a node.
@@ -37,23 +38,28 @@ class KmemCache(MovableCache):
     Geometry attributes (``object_size``, ``slab_size``, ``align``, ``order``,
     ``objs_per_slab``, ``offset``) are fixed; ``min_partial``, ``cpu_partial`` (under 7.x, 0
     only, which changes nothing), ``remote_node_defrag_ratio``, ``partial_order`` and
-    ``defrag_used_ratio`` may be set, as their sysfs files may be written; the counters
+    ``defrag_used_ratio`` may be set, as their sysfs files may be written (``name``,
+    ``ctor`` and ``dtype`` are fixed: a write raises ``FixedAttributeError``); the counters
     (``objects``, ``total_objects``, ``slabs``, ``partial``, ``cpu_slabs``,
     ``objects_partial``) are read live with the kernel's meaning; ``live_objects`` is the
     exact number of allocated objects.
     """
 
     # Slots: the call gate reads ``_sa`` and ``_id`` at their fixed offsets.
-    __slots__ = ("_sa", "_id", "name", "ctor", "dtype", "_row", "__weakref__")
+    __slots__ = ("_sa", "_id", "_name", "_ctor", "_dtype", "_row", "__weakref__")
+
+    name = fixed("name", "The cache's name (its ``/sys/kernel/slab`` directory).")
+    ctor = fixed("ctor", "The constructor, ``ctor(memory, addr)``, or None.")
+    dtype = fixed("dtype", "The records' NumPy dtype, or None.")
 
     def __init__(self, sa: "SlabAllocator", cid: int, name: str,
                  ctor: Callable[[np.ndarray, int], Any] | None,
                  dtype: np.dtype | None = None) -> None:
         self._sa = sa
         self._id = cid
-        self.name = name
-        self.ctor = ctor
-        self.dtype = dtype
+        self._name = name
+        self._ctor = ctor
+        self._dtype = dtype
         self._row = sa.state.ca[cid]
 
     def __len__(self) -> int:
@@ -549,8 +555,8 @@ class DestroyedCache(KmemCache):
     remain; anything else raises ``WrongCacheError`` (its slot may hold another cache)."""
 
     __slots__ = ()
-    _KEPT = frozenset({"name", "__class__", "__repr__", "__dict__", "__slots__", "_sa",
-                       "_id"})
+    _KEPT = frozenset({"name", "_name", "__class__", "__repr__", "__dict__", "__slots__",
+                       "_sa", "_id"})
 
     def __getattribute__(self, attr: str) -> Any:
         if attr in DestroyedCache._KEPT or attr.startswith("__"):
