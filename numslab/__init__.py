@@ -15,9 +15,9 @@ from .facade.allocator import SlabAllocator, parse_size
 from .facade.cache import KmemCache
 from .facade.defragapi import remap
 from .errors import (BadAddressError, CacheLeakError, ConcurrentUseError, DoubleFreeError,
-                     FixedAttributeError, InvalidArgumentError, InvalidSizeError, NotPicklableError,
-                     SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError,
-                     WrongTypeError)
+                     FixedAttributeError, InvalidArgumentError, InvalidSizeError,
+                     NotPicklableError, SlabCorruptionError, SlabDebugError, SlabError,
+                     WrongCacheError, WrongTypeError)
 from .flags import *  # noqa: F401,F403  (GFP_*, SLAB_*, stat names)
 from .geometry import Geometry, calculate_geometry
 

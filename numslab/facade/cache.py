@@ -155,6 +155,7 @@ class KmemCache(MovableCache):
         objs = int(row[CA_OBJECTS])
         row[CA_CPU_PARTIAL_SLABS] = ((2 * int(n) & 0xFFFFFFFF) + objs - 1 & 0xFFFFFFFF) // objs
         flush_all(sa._st, self._id)
+
     sheaf_capacity = property(lambda self: int(self._row[CA_SHEAF_CAPACITY]),
                               doc="Objects per per-CPU sheaf (0: the cache has none).")
     offset = property(lambda self: int(self._row[CA_OFFSET]),
