@@ -21,7 +21,9 @@ import pytest
 
 import numslab
 from numslab.engine import native, stats
-from numslab.engine.layout import F_CA, F_G, F_SCRATCH, G_NCPUS, view
+from numslab.engine.layout import (F_CA, F_G, F_PG_FLAGS, F_PG_HEAD, F_SCRATCH, F_SL_CACHE,
+                                   F_SL_INUSE, FIELDS, G_NCPUS, H_FIELDS, PG_SLAB, ROW,
+                                   ROW_COLS, view)
 from numslab.engine.native import (ABI, UNITS, EngineCache, EngineDispatcher,
                                    address, byte_array, copy_bytes, jit, shift, state_at,
                                    words_at, zero_bytes)
@@ -595,6 +597,65 @@ def test_state_stores_are_seen_through_aliases_and_by_python():
     assert sc[0] == 5 and sc[1] == 15 and last == 15
     assert sa.memory[4096 + 5] == 77
     assert word == int(sa.memory[4096:4096 + 8].view(np.int64)[0])
+
+
+@jit(cache=False)
+def _row_fields(st_addr, pfn, v):
+    st = state_at(st_addr)
+    before = (st.pg_flags[pfn], st.sl_inuse[pfn], st.pg_head[pfn])
+    st.sl_inuse[pfn] = v                        # a column of the row table
+    st.pg_head[pfn] = v + 1                     # a field of its own
+    return before, address(st.pg_head)
+
+
+def test_row_table_columns_are_one_cache_line_per_frame_for_kernels_and_python():
+    sa = numslab.SlabAllocator(memory="4M")
+    c = sa.kmem_cache_create("rows", 256)
+    a = sa.kmem_cache_alloc(c)
+    pfn = a >> 12
+    buf = sa._buf
+    table = int(buf[H_FIELDS + 2 * F_PG_FLAGS])
+    assert (buf.ctypes.data + table * 8) % 64 == 0          # on a cache line
+    row = buf[table + pfn * ROW:table + (pfn + 1) * ROW]     # the slab's metadata, one line
+    for f, col in ROW_COLS.items():
+        v = view(buf, f)
+        assert v.shape == (sa.nr_pages,) and v.strides == (ROW * 8,)
+        assert row[col] == v[pfn], FIELDS[f][0]
+    assert row[ROW_COLS[F_PG_FLAGS]] & PG_SLAB and row[ROW_COLS[F_SL_CACHE]] == c.id
+    inuse, head = int(row[ROW_COLS[F_SL_INUSE]]), int(sa.state.pg_head[pfn])
+    assert inuse >= 1
+    seen, head_at = _row_fields(sa._st, pfn, 12345)
+    assert seen == (sa.state.pg_flags[pfn], inuse, head)
+    assert sa.state.sl_inuse[pfn] == 12345 == row[ROW_COLS[F_SL_INUSE]]    # seen by Python
+    assert sa.state.pg_head[pfn] == 12346 and head_at == view(buf, F_PG_HEAD).ctypes.data
+    sa.state.sl_inuse[pfn] = inuse
+    sa.kmem_cache_free(c, a)
+    sa.check_invariants()
+
+
+def _address_of_column(st_addr):
+    return address(state_at(st_addr).sl_inuse)
+
+
+def _shift_of_column(st_addr):
+    return shift(state_at(st_addr).pg_next, 1)[0]
+
+
+def _bytes_of_column(st_addr):
+    return byte_array(state_at(st_addr).sl_freelist, 8)[0]
+
+
+def _zero_column(st_addr):
+    zero_bytes(state_at(st_addr).pg_flags, 0, 8)
+    return 0
+
+
+@pytest.mark.parametrize("use", [_address_of_column, _shift_of_column, _bytes_of_column,
+                                 _zero_column])
+def test_a_column_of_the_row_table_has_no_address(use):
+    sa = numslab.SlabAllocator(memory="4M")
+    with pytest.raises(numba.TypingError):
+        jit(cache=False, helper=False)(use)(sa._st)
 
 
 def test_units_called_from_python_keep_the_gil():

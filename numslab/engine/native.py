@@ -225,22 +225,31 @@ class WordsType(types.Type):
     and stores with LLVM type-based alias metadata of that region: the fields of a state and
     the arena never overlap, so the optimiser may keep a field's words in registers across
     stores to other regions (what lets the inlined fast paths of two calls share their loads).
-    Plain ``Words`` (``words_at``: arrays passed in) carry no mark and may alias anything."""
+    Plain ``Words`` (``words_at``: arrays passed in) carry no mark and may alias anything.
+    A field kept as a column of a row table (``layout.ROW_COLS``) has a ``stride``: ``w[i]`` is
+    word ``i * stride``, and the intrinsics that take a field's address refuse it."""
 
-    def __init__(self, region: str = "") -> None:
-        self.region = region
-        super().__init__(name=f"numslab.Words[{region}]" if region else "numslab.Words")
+    def __init__(self, region: str = "", stride: int = 1) -> None:
+        self.region, self.stride = region, stride
+        name = f"numslab.Words[{region}]" if region else "numslab.Words"
+        super().__init__(name=name if stride == 1 else f"{name}/{stride}")
 
 
 Words = WordsType()
 _REGIONS: dict[str, WordsType] = {}
 
 
-def words_of(region: str) -> WordsType:
+def words_of(region: str, stride: int = 1) -> WordsType:
     """The Words type of a named region (one instance per region)."""
     if region not in _REGIONS:
-        _REGIONS[region] = WordsType(region)
+        _REGIONS[region] = WordsType(region, stride)
     return _REGIONS[region]
+
+
+def _index(context: Any, builder: Any, sig: Any, i: Any) -> Any:
+    """Index ``i`` (argument 1 of ``sig``) of the Words ``sig.args[0]``, times its stride."""
+    i, stride = context.cast(builder, i, sig.args[1], types.int64), sig.args[0].stride
+    return i if stride == 1 else builder.mul(i, ir.Constant(_I64, stride), flags=["nsw"])
 
 
 @register_model(WordsType)
@@ -280,7 +289,7 @@ def _mark_region(builder: Any, instr: Any, region: str) -> None:
 @lower_builtin(operator.getitem, WordsType, types.Integer)
 def _words_get(context: Any, builder: Any, sig: Any, args: Any) -> Any:
     ptr, i = args
-    value = builder.load(builder.gep(ptr, [context.cast(builder, i, sig.args[1], types.int64)]))
+    value = builder.load(builder.gep(ptr, [_index(context, builder, sig, i)]))
     _mark_region(builder, value, sig.args[0].region)
     return value
 
@@ -289,7 +298,7 @@ def _words_get(context: Any, builder: Any, sig: Any, args: Any) -> Any:
 def _words_set(context: Any, builder: Any, sig: Any, args: Any) -> Any:
     ptr, i, v = args
     store = builder.store(context.cast(builder, v, sig.args[2], types.int64),
-                          builder.gep(ptr, [context.cast(builder, i, sig.args[1], types.int64)]))
+                          builder.gep(ptr, [_index(context, builder, sig, i)]))
     _mark_region(builder, store, sig.args[0].region)
     return context.get_dummy_value()
 
@@ -300,8 +309,8 @@ def fixed(typingctx: Any, w: Any, i: Any) -> Any:
     only Python, between calls, writes it): an invariant load, which the optimiser may merge
     and hoist across stores."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        value = invariant_load(builder, builder.gep(args[0], [
-            context.cast(builder, args[1], sig.args[1], types.int64)]))
+        value = invariant_load(builder, builder.gep(args[0], [_index(context, builder, sig,
+                                                                      args[1])]))
         _mark_region(builder, value, sig.args[0].region)
         return value
     if isinstance(w, WordsType) and isinstance(i, types.Integer):
@@ -321,7 +330,7 @@ def address(typingctx: Any, w: Any) -> Any:
     """The byte address of Words (or of a State) ``w``, as an int."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         return builder.ptrtoint(args[0], _I64)
-    if isinstance(w, WordsType) or w is State:
+    if isinstance(w, WordsType) and w.stride == 1 or w is State:
         return types.int64(w), codegen
 
 
@@ -337,7 +346,7 @@ def byte_array(typingctx: Any, w: Any, n: Any) -> Any:
         context.populate_array(ary, data=builder.bitcast(args[0], ary.data.type),
                                shape=[n], strides=[one], itemsize=one, meminfo=None)
         return ary._getvalue()
-    if isinstance(w, WordsType) and isinstance(n, types.Integer):
+    if isinstance(w, WordsType) and w.stride == 1 and isinstance(n, types.Integer):
         return arrty(w, n), codegen
 
 
@@ -356,7 +365,7 @@ def shift(typingctx: Any, w: Any, i: Any) -> Any:
     """``w`` advanced by ``i`` words (``&w[i]``)."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         return builder.gep(args[0], [context.cast(builder, args[1], sig.args[1], types.int64)])
-    if isinstance(w, WordsType) and isinstance(i, types.Integer):
+    if isinstance(w, WordsType) and w.stride == 1 and isinstance(i, types.Integer):
         return w(w, i), codegen
 
 
@@ -370,7 +379,7 @@ def zero_bytes(typingctx: Any, w: Any, off: Any, n: Any) -> Any:
         builder.call(builder.module.declare_intrinsic("llvm.memset", [_I8P, _I64]),
                      [dst, ir.Constant(ir.IntType(8), 0), size, ir.Constant(ir.IntType(1), 0)])
         return context.get_dummy_value()
-    if isinstance(w, WordsType) and isinstance(off, types.Integer) \
+    if isinstance(w, WordsType) and w.stride == 1 and isinstance(off, types.Integer) \
             and isinstance(n, types.Integer):
         return types.none(w, off, n), codegen
 
@@ -387,7 +396,8 @@ def fill_bytes(typingctx: Any, w: Any, off: Any, value: Any, n: Any) -> Any:
         builder.call(builder.module.declare_intrinsic("llvm.memset", [_I8P, _I64]),
                      [dst, byte, size, ir.Constant(ir.IntType(1), 0)])
         return context.get_dummy_value()
-    if isinstance(w, WordsType) and all(isinstance(a, types.Integer) for a in (off, value, n)):
+    if isinstance(w, WordsType) and w.stride == 1 \
+            and all(isinstance(a, types.Integer) for a in (off, value, n)):
         return types.none(w, off, value, n), codegen
 
 
@@ -403,7 +413,8 @@ def copy_bytes(typingctx: Any, dst: Any, doff: Any, src: Any, soff: Any, n: Any)
         builder.call(builder.module.declare_intrinsic("llvm.memmove", [_I8P, _I8P, _I64]),
                      [d, s, size, ir.Constant(ir.IntType(1), 0)])
         return context.get_dummy_value()
-    if isinstance(dst, WordsType) and isinstance(src, WordsType):
+    if isinstance(dst, WordsType) and isinstance(src, WordsType) and dst.stride == 1 \
+            and src.stride == 1:
         return types.none(dst, doff, src, soff, n), codegen
 
 
@@ -421,6 +432,9 @@ State = StateType()
 
 #: Filled by ``layout``: attribute name -> header word holding the field's offset.
 FIELD_ATTRS: dict[str, int] = {}
+#: Filled by ``layout``: attribute name -> words between consecutive elements (1 unless the
+#: field is a column of a row table).
+FIELD_STRIDES: dict[str, int] = {}
 #: Filled by ``layout``: attribute name -> (header word of field ``g``'s offset, item): fixed
 #: scalars (they never change once the state is made).
 SCALAR_ATTRS: dict[str, tuple[int, int]] = {}
@@ -442,7 +456,7 @@ class _StateAttributes(AttributeTemplate):
 
     def generic_resolve(self, typ: Any, attr: str) -> Any:
         if attr in FIELD_ATTRS or attr in ADDRESS_ATTRS:
-            return words_of(attr)
+            return words_of(attr, FIELD_STRIDES.get(attr, 1))
         if attr in SCALAR_ATTRS or attr in HEADER_ATTRS:
             return types.int64
 
@@ -546,18 +560,15 @@ class Unit:
             raise RuntimeError("too many units")
         self.py_func = func
         self.name = f"{func.__module__}.{func.__qualname__}"
-        self.__name__ = func.__name__
-        self.__qualname__ = func.__qualname__
-        self.__module__ = func.__module__
-        self.__doc__ = func.__doc__
+        for attr in ("__name__", "__qualname__", "__module__", "__doc__"):
+            setattr(self, attr, getattr(func, attr))
         self.nargs = func.__code__.co_argcount
         self.sig = types.int64(State, *[types.int64] * (self.nargs - 1))
         self.slot = len(UNITS)
         self.address = 0                        #: the compiled C function, once compiled
         self._cfunc: CFunc | None = None
         self._ctypes: Any = None
-        proto = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * self.nargs)
-        self._proto = proto
+        self._proto = proto = ctypes.CFUNCTYPE(ctypes.c_int64, *[ctypes.c_int64] * self.nargs)
         self._stub = proto(self._first_call)    # kept alive: the table points at it
         UNITS.append(self)
         UNIT_TABLE[self.slot] = STUB_TABLE[self.slot] = ctypes.cast(self._stub,
