@@ -602,10 +602,10 @@ def test_state_stores_are_seen_through_aliases_and_by_python():
 @jit(cache=False)
 def _row_fields(st_addr, pfn, v):
     st = state_at(st_addr)
-    before = (st.pg_flags[pfn], st.sl_inuse[pfn], st.pg_head[pfn])
+    before = (st.pg_flags[pfn], st.sl_inuse[pfn], st.sl_cache[pfn])
     st.sl_inuse[pfn] = v                        # a column of the row table
-    st.pg_head[pfn] = v + 1                     # a field of its own
-    return before, address(st.pg_head)
+    st.sl_cache[pfn] = v + 1                    # a field of its own
+    return before, address(st.sl_cache)
 
 
 def test_row_table_columns_are_one_cache_line_per_frame_for_kernels_and_python():
@@ -621,14 +621,15 @@ def test_row_table_columns_are_one_cache_line_per_frame_for_kernels_and_python()
         v = view(buf, f)
         assert v.shape == (sa.nr_pages,) and v.strides == (ROW * 8,)
         assert row[col] == v[pfn], FIELDS[f][0]
-    assert row[ROW_COLS[F_PG_FLAGS]] & PG_SLAB and row[ROW_COLS[F_SL_CACHE]] == c.id
-    inuse, head = int(row[ROW_COLS[F_SL_INUSE]]), int(sa.state.pg_head[pfn])
+    assert row[ROW_COLS[F_PG_FLAGS]] & PG_SLAB and row[ROW_COLS[F_PG_HEAD]] == pfn
+    assert F_SL_CACHE not in ROW_COLS and sa.state.sl_cache[pfn] == c.id
+    inuse = int(row[ROW_COLS[F_SL_INUSE]])
     assert inuse >= 1
-    seen, head_at = _row_fields(sa._st, pfn, 12345)
-    assert seen == (sa.state.pg_flags[pfn], inuse, head)
+    seen, cache_at = _row_fields(sa._st, pfn, 12345)
+    assert seen == (sa.state.pg_flags[pfn], inuse, c.id)
     assert sa.state.sl_inuse[pfn] == 12345 == row[ROW_COLS[F_SL_INUSE]]    # seen by Python
-    assert sa.state.pg_head[pfn] == 12346 and head_at == view(buf, F_PG_HEAD).ctypes.data
-    sa.state.sl_inuse[pfn] = inuse
+    assert sa.state.sl_cache[pfn] == 12346 and cache_at == view(buf, F_SL_CACHE).ctypes.data
+    sa.state.sl_inuse[pfn], sa.state.sl_cache[pfn] = inuse, c.id
     sa.kmem_cache_free(c, a)
     sa.check_invariants()
 
