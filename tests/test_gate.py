@@ -63,11 +63,10 @@ def outcome(call: Callable, *args: Any, **kwargs: Any) -> tuple:
 
 def changed_fields(buf: np.ndarray, other: np.ndarray) -> list[str]:
     """Names of the state fields whose words differ between two state buffers."""
-    from numslab.engine.layout import FIELDS, H_FIELDS
+    from numslab.engine.layout import FIELDS, view
     out = []
-    for f, (name, _) in enumerate(FIELDS):
-        off, n = buf[H_FIELDS + 2 * f], buf[H_FIELDS + 2 * f + 1]
-        diff = np.flatnonzero(buf[off:off + n] != other[off:off + n])
+    for f, (name, _) in enumerate(FIELDS):      # (the row table's columns are strided views)
+        diff = np.flatnonzero(view(buf, f) != view(other, f))
         if len(diff):
             out.append(f"{name}{diff[:6].tolist()}")
     return out

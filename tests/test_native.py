@@ -25,8 +25,8 @@ from numslab.engine.layout import (F_CA, F_G, F_PG_FLAGS, F_PG_HEAD, F_SCRATCH, 
                                    F_SL_INUSE, FIELDS, G_NCPUS, H_FIELDS, PG_SLAB, ROW,
                                    ROW_COLS, view)
 from numslab.engine.native import (ABI, UNITS, EngineCache, EngineDispatcher,
-                                   address, byte_array, copy_bytes, jit, shift, state_at,
-                                   words_at, zero_bytes)
+                                   address, byte_array, copy_bytes, fill_bytes, jit, shift,
+                                   state_at, words_at, zero_bytes)
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "numslab"
@@ -651,8 +651,26 @@ def _zero_column(st_addr):
     return 0
 
 
+def _fill_column(st_addr):
+    fill_bytes(state_at(st_addr).pg_order, 0, 255, 8)
+    return 0
+
+
+def _copy_from_column(st_addr):
+    st = state_at(st_addr)
+    copy_bytes(st.scratch, 0, st.sl_inuse, 0, 8)
+    return 0
+
+
+def _copy_to_column(st_addr):
+    st = state_at(st_addr)
+    copy_bytes(st.pg_prev, 0, st.scratch, 0, 8)
+    return 0
+
+
 @pytest.mark.parametrize("use", [_address_of_column, _shift_of_column, _bytes_of_column,
-                                 _zero_column])
+                                 _zero_column, _fill_column, _copy_from_column,
+                                 _copy_to_column])
 def test_a_column_of_the_row_table_has_no_address(use):
     sa = numslab.SlabAllocator(memory="4M")
     with pytest.raises(numba.TypingError):

@@ -1,4 +1,4 @@
-"""The allocator's whole state: one int64 buffer carved into named struct-of-arrays fields.
+"""The allocator's whole state: one int64 buffer carved into named fields, mostly arrays.
 
 Kernels take a ``State`` pointer to the buffer and reach each field as ``st.<name>`` through a
 small header (which also holds the arena's address), so every call passes one pointer however
@@ -165,7 +165,7 @@ FIELDS = (
 #: The fields kept as columns of one row table of ``ROW`` words (one 64-byte cache line) per
 #: page frame, field -> column: what taking a page off a pcp list, making it a slab, freeing
 #: to it and discarding it touch, so that one line holds a slab's metadata (separate arrays
-#: put it on eight lines: bulk 4096 was 8% slower, 64 and 250 3-5%). ``sl_cache`` stays an
+#: put it on eight lines: bulk 4096 was 8-9% slower, 64 and 250 3-5%). ``sl_cache`` stays an
 #: array: a single free's check reads it alone, and x86 folds ``i * 8`` into an address but
 #: not ``i * 64`` (two more instructions in every inlined free). Element ``i`` of such a
 #: field is word ``table + column + i * ROW``; kernels index it as any field (its ``Words``
@@ -212,8 +212,9 @@ def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int,
     of ``mem_size`` bytes is at ``mem_address``, modelling SLUB generation ``kernel``."""
     lengths = field_lengths(npages, nnodes, ncpus, max_caches)
     total = HEADER + sum(lengths)
+    first = min(ROW_COLS)                           # the table sits where its first field
+    table = HEADER + sum(lengths[:first])           # would: its first word on a cache line
     raw = np.zeros(total + ROW, dtype=np.int64)
-    table = HEADER + lengths[F_G]                   # the row table's first word: on a line
     skip = (-(raw.ctypes.data + table * 8) % 64) // 8
     buf = raw[skip:skip + total]
     buf[H_MAGIC], buf[H_MEM], buf[H_MEMSIZE], buf[H_WORDS] = (MAGIC, mem_address, mem_size,
@@ -221,8 +222,7 @@ def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int,
     off = HEADER
     for f, n in enumerate(lengths):
         if f in ROW_COLS:           # the table takes the place of its fields' words
-            if ROW_COLS[f] == 0:
-                assert off == table
+            if f == first:
                 off += n * ROW
             buf[H_FIELDS + 2 * f], buf[H_FIELDS + 2 * f + 1] = table + ROW_COLS[f], n
             buf[table + ROW_COLS[f]:table + n * ROW:ROW] = FIELDS[f][1]

@@ -236,14 +236,14 @@ class WordsType(types.Type):
 
 
 Words = WordsType()
-_REGIONS: dict[str, WordsType] = {}
+_REGIONS: dict[tuple[str, int], WordsType] = {}
 
 
 def words_of(region: str, stride: int = 1) -> WordsType:
-    """The Words type of a named region (one instance per region)."""
-    if region not in _REGIONS:
-        _REGIONS[region] = WordsType(region, stride)
-    return _REGIONS[region]
+    """The Words type of a named region with ``stride`` (one instance per pair)."""
+    if (region, stride) not in _REGIONS:
+        _REGIONS[region, stride] = WordsType(region, stride)
+    return _REGIONS[region, stride]
 
 
 def _index(context: Any, builder: Any, sig: Any, i: Any) -> Any:
