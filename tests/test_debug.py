@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 
 import numslab
@@ -62,6 +63,21 @@ def corrupt_pcp_mark(sa, c, objs):
     sa.state.pg_flags[addr >> 12] = L.PG_BUDDY            # looks like a buddy block
 
 
+def corrupt_head_of_slab(sa, c, objs):
+    sa.state.pg_head[objs[0] >> 12] = (objs[0] >> 12) + 1
+
+
+def corrupt_head_of_free_frame(sa, c, objs):
+    st = sa.state                                         # a free buddy block of 2+ frames
+    free = int(np.flatnonzero((st.pg_flags & L.PG_BUDDY != 0) & (st.pg_order >= 1))[-1])
+    st.pg_head[free + 1] = objs[0] >> 12                  # one of its later frames
+
+
+def corrupt_head_of_tail(sa, c, objs):
+    a = sa.kmalloc(20000)                                 # a large kmalloc: 8 pages
+    sa.state.pg_head[(a >> 12) + 3] = (a >> 12) + 1
+
+
 def lose_a_slab(sa, c, objs):
     head = int(sa.state.node[c._id, 0, L.N_PARTIAL_HEAD])
     nxt = int(sa.state.pg_next[head])
@@ -80,6 +96,9 @@ def lose_a_slab(sa, c, objs):
     (corrupt_pcp_count, "buddy free list is broken"),
     (corrupt_pcp_mark, "buddy free list is broken"),
     (lose_a_slab, "partial list link or mark is broken|slab with free objects is on no list"),
+    (corrupt_head_of_slab, "compound head is wrong"),
+    (corrupt_head_of_free_frame, "compound head is wrong"),
+    (corrupt_head_of_tail, "compound head is wrong"),
 ])
 def test_validate_finds_corruption(world, damage, what):
     sa, c, objs = world

@@ -59,6 +59,8 @@ CORRUPTION = (
     "an object marked as waiting for kfree_rcu is not on the kfree_rcu list nor in an RCU "
     "sheaf",
     "an object in an RCU sheaf has no RCU mark",
+    "a frame's compound head is wrong (pg_head: itself for a block's head, the head for its "
+    "later frames, NIL for a frame in no allocated block)",
 )
 
 
@@ -463,6 +465,21 @@ def _validate_pages(st):
     bd = st.buddy
     pcp = st.pcp
     ppn = st.pages_per_node
+    heads = st.pg_head
+    pfn = 0
+    while pfn < st.npages:                      # compound heads: every allocated block's
+        if flags[pfn] & PG_HEAD:                # frames name its head, no other frame one
+            order = pord[pfn]
+            if heads[pfn] != pfn or order < 0 or pfn + (1 << order) > st.npages:
+                return _corrupt(st, 19, pfn)
+            for t in range(pfn + 1, pfn + (1 << order)):
+                if heads[t] != pfn or not flags[t] & PG_TAIL:
+                    return _corrupt(st, 19, t)
+            pfn += 1 << order
+        else:
+            if heads[pfn] != NIL or flags[pfn] & PG_TAIL:
+                return _corrupt(st, 19, pfn)
+            pfn += 1
     for node in range(st.nnodes):
         for order in range(NR_ORDERS):
             row = (node * NR_ORDERS + order) * B_NCOLS
