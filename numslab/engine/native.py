@@ -246,6 +246,11 @@ def words_of(region: str, stride: int = 1) -> WordsType:
     return _REGIONS[region, stride]
 
 
+def _flat(*ws: Any) -> bool:
+    """Whether every type in ``ws`` is Words with no stride (the address intrinsics' own)."""
+    return all(isinstance(w, WordsType) and w.stride == 1 for w in ws)
+
+
 def _index(context: Any, builder: Any, sig: Any, i: Any) -> Any:
     """Index ``i`` (argument 1 of ``sig``) of the Words ``sig.args[0]``, times its stride."""
     i, stride = context.cast(builder, i, sig.args[1], types.int64), sig.args[0].stride
@@ -330,7 +335,7 @@ def address(typingctx: Any, w: Any) -> Any:
     """The byte address of Words (or of a State) ``w``, as an int."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         return builder.ptrtoint(args[0], _I64)
-    if isinstance(w, WordsType) and w.stride == 1 or w is State:
+    if _flat(w) or w is State:
         return types.int64(w), codegen
 
 
@@ -346,7 +351,7 @@ def byte_array(typingctx: Any, w: Any, n: Any) -> Any:
         context.populate_array(ary, data=builder.bitcast(args[0], ary.data.type),
                                shape=[n], strides=[one], itemsize=one, meminfo=None)
         return ary._getvalue()
-    if isinstance(w, WordsType) and w.stride == 1 and isinstance(n, types.Integer):
+    if _flat(w) and isinstance(n, types.Integer):
         return arrty(w, n), codegen
 
 
@@ -365,7 +370,7 @@ def shift(typingctx: Any, w: Any, i: Any) -> Any:
     """``w`` advanced by ``i`` words (``&w[i]``)."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         return builder.gep(args[0], [context.cast(builder, args[1], sig.args[1], types.int64)])
-    if isinstance(w, WordsType) and w.stride == 1 and isinstance(i, types.Integer):
+    if _flat(w) and isinstance(i, types.Integer):
         return w(w, i), codegen
 
 
@@ -379,8 +384,7 @@ def zero_bytes(typingctx: Any, w: Any, off: Any, n: Any) -> Any:
         builder.call(builder.module.declare_intrinsic("llvm.memset", [_I8P, _I64]),
                      [dst, ir.Constant(ir.IntType(8), 0), size, ir.Constant(ir.IntType(1), 0)])
         return context.get_dummy_value()
-    if isinstance(w, WordsType) and w.stride == 1 and isinstance(off, types.Integer) \
-            and isinstance(n, types.Integer):
+    if _flat(w) and isinstance(off, types.Integer) and isinstance(n, types.Integer):
         return types.none(w, off, n), codegen
 
 
@@ -396,8 +400,7 @@ def fill_bytes(typingctx: Any, w: Any, off: Any, value: Any, n: Any) -> Any:
         builder.call(builder.module.declare_intrinsic("llvm.memset", [_I8P, _I64]),
                      [dst, byte, size, ir.Constant(ir.IntType(1), 0)])
         return context.get_dummy_value()
-    if isinstance(w, WordsType) and w.stride == 1 \
-            and all(isinstance(a, types.Integer) for a in (off, value, n)):
+    if _flat(w) and all(isinstance(a, types.Integer) for a in (off, value, n)):
         return types.none(w, off, value, n), codegen
 
 
@@ -413,8 +416,7 @@ def copy_bytes(typingctx: Any, dst: Any, doff: Any, src: Any, soff: Any, n: Any)
         builder.call(builder.module.declare_intrinsic("llvm.memmove", [_I8P, _I8P, _I64]),
                      [d, s, size, ir.Constant(ir.IntType(1), 0)])
         return context.get_dummy_value()
-    if isinstance(dst, WordsType) and isinstance(src, WordsType) and dst.stride == 1 \
-            and src.stride == 1:
+    if _flat(dst, src):
         return types.none(dst, doff, src, soff, n), codegen
 
 
@@ -724,10 +726,8 @@ def _guarded_call(module: Any, n: int) -> Any:
     where no other thread can run in between; in the stub's Python code one could), and
     lower them after."""
     name = f"numslab_guarded_call_{n}"
-    try:
-        return module.get_global(name)
-    except KeyError:
-        pass
+    if name in module.globals:
+        return module.globals[name]
     fn = ir.Function(module, ir.FunctionType(_I64, [_I64, _P64] + [_I64] * n), name)
     fn.linkage = "linkonce_odr"
     fn.attributes.add("noinline")
