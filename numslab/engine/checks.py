@@ -470,7 +470,7 @@ def _validate_pages(st):
     while pfn < st.npages:                      # compound heads: every allocated block's
         if flags[pfn] & PG_HEAD:                # frames name its head, no other frame one
             order = pord[pfn]
-            if heads[pfn] != pfn or order < 0 or pfn + (1 << order) > st.npages:
+            if heads[pfn] != pfn or not 0 <= order < NR_ORDERS or pfn + (1 << order) > st.npages:
                 return _corrupt(st, 19, pfn)
             for t in range(pfn + 1, pfn + (1 << order)):
                 if heads[t] != pfn or not flags[t] & PG_TAIL:
