@@ -122,7 +122,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--repeat", type=int, default=3, metavar="R",
                      help="with --compare: timed runs per mode, fastest kept (default 3)")
     run.add_argument("--cpus", type=int, default=4, help="simulated CPUs (default 4)")
-    run.add_argument("--kernel", type=kernels, default=["7.0"], metavar="7.0,7.1,6.18",
+    run.add_argument("--kernel", type=kernels, default=["7.0"], metavar="7.0,7.1,next,6.18",
                      help="SLUB generation(s) to model (default 7.0); with --compare, "
                           "comma-separated generations are run side by side")
     run.add_argument("--memory", default="256M", help="allocator memory (default 256M)")

@@ -45,7 +45,9 @@ PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list
 #: ``G_KERNEL`` is the SLUB generation modelled: KERNEL_6_18 (sheaves opt-in, CPU slabs and
 #: CPU partial lists), KERNEL_7_0 (sheaves for every cache, no ``kmem_cache_cpu``) or
 #: KERNEL_7_1 (7.0 with a sheaf refill for any request that may spin and a shrink that
-#: empties every barn first); kernels test ``st.kernel >= KERNEL_7_0`` for the 7.x rules.
+#: empties every barn first) or KERNEL_NEXT (7.1 with the slab tree's later changes that numslab
+#: follows: a prefilled sheaf refilled from the barn, which keeps a partial sheaf); kernels test
+#: ``st.kernel >= KERNEL_7_0`` for the 7.x rules.
 #: ``G_FAULT_CACHE`` (cache id + 1, 0: none), ``G_FAULT_SLAB`` and ``G_FAULT_VALUE`` report the
 #: last corrupted free pointer found (the slab is isolated; the caller raises and clears them).
 #: ``G_NISOLATED`` counts the slabs ever isolated (live counts then look at them).
@@ -63,9 +65,10 @@ PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list
  G_ERR0, G_ERR1, G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED,
  G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_FRNG, G_RCU_HEAD, G_RCU_TAIL, G_NRCU,
  G_NSCALARS) = range(24)
-KERNEL_6_18, KERNEL_7_0, KERNEL_7_1 = 618, 700, 710
-#: the generations, by release name
-KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0, "7.1": KERNEL_7_1}
+KERNEL_6_18, KERNEL_7_0, KERNEL_7_1, KERNEL_NEXT = 618, 700, 710, 790
+#: the generations, by release name ("next": the slab tree's for-next after 7.1, as far as
+#: numslab follows it; ARCHITECTURE.md, "The generations")
+KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0, "7.1": KERNEL_7_1, "next": KERNEL_NEXT}
 
 # ---- cache table columns (field CA, shape [max_caches, CA_NCOLS]) -------------------------
 #: ``CA_FP_KEY`` is ``s->random`` of CONFIG_SLAB_FREELIST_HARDENED: a free pointer is stored as
@@ -103,8 +106,13 @@ R_MAX = 256
 C_FREELIST, C_SLAB, C_PARTIAL, C_MAIN, C_SPARE, C_RCU_FREE, C_NCOLS = range(7)
 
 # ---- kmem_cache_node columns (field NODE, shape [max_caches * nnodes, N_NCOLS]) -----------
+#: The barn: ``N_BARN_FULL``/``N_BARN_EMPTY`` head lists of sheaves linked through ``SH_NEXT``
+#: (0: empty), ``N_NR_FULL``/``N_NR_EMPTY`` their lengths; ``N_BARN_PARTIAL`` is
+#: ``barn->sheaf_partial`` (KERNEL_NEXT only, else always 0): a sheaf holding what a prefilled
+#: sheaf's refill left of the barn sheaf it took from (1 to capacity - 1 objects, ``SH_NEXT``
+#: 0), so that the walks over the barn's lists take it as a list of one.
 (N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_NR_PARTIAL, N_NR_SLABS, N_TOTAL_OBJECTS, N_BARN_FULL,
- N_BARN_EMPTY, N_NR_FULL, N_NR_EMPTY, N_NCOLS) = range(10)
+ N_BARN_EMPTY, N_NR_FULL, N_NR_EMPTY, N_BARN_PARTIAL, N_NCOLS) = range(11)
 
 # ---- a sheaf (struct slab_sheaf), kmalloc'ed in the arena: int64 words at its address -----
 SH_NEXT, SH_CAPACITY, SH_CACHE, SH_SIZE, SH_OBJECTS = range(5)   #: objects[] from word 4

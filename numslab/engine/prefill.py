@@ -2,7 +2,9 @@
 ``kmem_cache_return_sheaf`` (``kmem_cache_alloc_from_sheaf`` is ``ops.alloc_from_sheaf``).
 
 A sheaf held by a caller is on its cache's ``CA_USER_SHEAVES`` list (linked through
-``SH_NEXT``), so that ``validate`` and ``kmem_cache_destroy`` find it.
+``SH_NEXT``), so that ``validate`` and ``kmem_cache_destroy`` find it. Under KERNEL_NEXT a
+prefilled sheaf is refilled from the barn before the slabs ("mm/slub: refill prefilled sheaves
+from the barn"), and the barn keeps what is left of the sheaf it took from as its partial sheaf.
 """
 from __future__ import annotations
 
@@ -10,9 +12,9 @@ from ..flags import (BARN_GET, BARN_GET_FAIL, BARN_PUT, SHEAF_PREFILL_FAST,
                      SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW, SHEAF_RETURN_FAST,
                      SHEAF_RETURN_SLOW)
 from .layout import (C_SPARE, CA_NCOLS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
-                     MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL,
-                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_SIZE, _ca, _cpu_row,
-                     _stat)
+                     KERNEL_NEXT, MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL, N_BARN_PARTIAL,
+                     N_NR_EMPTY, N_NR_FULL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE,
+                     _ca, _cpu_row, _stat)
 from .native import jit, unit
 from .sheaves import (_alloc_empty_sheaf, _barn, _barn_pop, _barn_push, _fill_oversize,
                       _free_empty_sheaf, _objs_at, _sheaf_kfree, _sheaf_kmalloc, _w,
@@ -46,6 +48,57 @@ def user_sheaf_unlink(st, cache, sheaf):
         ca[i] = mem[_w(s, SH_NEXT)]
     mem[_w(s, SH_NEXT)] = 0
     return 1
+
+
+@jit
+def _refill_sheaf_from_barn(st, cache, cpu, sheaf):
+    """``refill_sheaf_from_barn`` (KERNEL_NEXT): top ``sheaf`` up to the cache's capacity
+    from the barn of ``cpu``'s node, its partial sheaf first, then its full sheaves from the
+    head of the list, each giving the objects at its top; a sheaf left with objects becomes
+    the barn's partial sheaf, an emptied one goes on the empty list (with no limit: it was in
+    the barn already). 1 (counted BARN_GET) if ``sheaf`` is now full, else 0 (it keeps what it
+    got)."""
+    nd = st.node
+    mem = st.mem
+    r = _barn(st, cache, cpu)
+    if not nd[r + N_NR_FULL] and not nd[r + N_BARN_PARTIAL]:
+        return 0
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    size = mem[_w(sheaf, SH_SIZE)]
+    dst = _w(sheaf, SH_OBJECTS)
+    while size < cap:
+        src = nd[r + N_BARN_PARTIAL]
+        nd[r + N_BARN_PARTIAL] = 0
+        if not src:
+            if not nd[r + N_NR_FULL]:
+                break
+            src = _barn_pop(st, r, N_BARN_FULL, N_NR_FULL)
+        left = mem[_w(src, SH_SIZE)]
+        move = min(cap - size, left)
+        left -= move
+        top = _w(src, SH_OBJECTS) + left
+        for k in range(move):
+            mem[dst + size + k] = mem[top + k]
+        size += move
+        mem[_w(src, SH_SIZE)] = left
+        if left:
+            nd[r + N_BARN_PARTIAL] = src
+        else:
+            _barn_push(st, r, N_BARN_EMPTY, N_NR_EMPTY, src)
+    mem[_w(sheaf, SH_SIZE)] = size
+    if size < cap:
+        return 0
+    _stat(st, cache, cpu, BARN_GET, 1)
+    return 1
+
+
+@jit
+def _prefill_refill(st, cache, cpu, sheaf, gfp):
+    """``__prefill_sheaf_pfmemalloc`` (numslab has no pfmemalloc reserves): under KERNEL_NEXT
+    the barn first (:func:`_refill_sheaf_from_barn`), then ``refill_sheaf``; 0 or -1."""
+    if st.kernel >= KERNEL_NEXT and _refill_sheaf_from_barn(st, cache, cpu, sheaf):
+        return 0
+    return refill_sheaf(st, cache, cpu, sheaf, gfp)
 
 
 @unit
@@ -93,7 +146,7 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
         if not sheaf:
             return 0
     if mem[_w(sheaf, SH_SIZE)] < size:
-        if refill_sheaf(st, cache, cpu, sheaf, gfp):
+        if _prefill_refill(st, cache, cpu, sheaf, gfp):
             sheaf_flush_unused(st, cache, cpu, sheaf)
             _free_empty_sheaf(st, cache, cpu, sheaf)
             return 0
@@ -142,7 +195,7 @@ def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
     capacity = mem[_w(sheaf, SH_CAPACITY)]
     if capacity >= size:
         if capacity == _ca(st, cache, CA_SHEAF_CAPACITY):
-            if refill_sheaf(st, cache, cpu, sheaf, gfp):
+            if _prefill_refill(st, cache, cpu, sheaf, gfp):
                 return 0
         else:
             if _fill_oversize(st, cache, cpu, gfp, capacity - have,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_FP_KEY,
-                     CA_OFFSET, CA_SIZE, CA_RED_LEFT, SH_CACHE,
-                     CA_USER_SHEAVES, G_NISOLATED, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_PARTIAL_HEAD,
+                     CA_OFFSET, CA_SIZE, CA_RED_LEFT, SH_CACHE, CA_USER_SHEAVES, G_NISOLATED,
+                     G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_BARN_PARTIAL, N_PARTIAL_HEAD,
                      N_TOTAL_OBJECTS, NIL, PG_ISOLATED, PG_SLAB, PG_TAIL, SH_NEXT, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _node_row, _rcu_next)
 from .native import jit, unit, words_at
@@ -34,10 +34,11 @@ def live_objects(st, cache):
         while slab != NIL:
             live -= objects[slab] - inuse[slab]
             slab = nxt[slab]
-        sheaf = nd[r + N_BARN_FULL]
-        while sheaf:
-            live -= mem[(sheaf >> 3) + SH_SIZE]
-            sheaf = mem[(sheaf >> 3) + SH_NEXT]
+        for col in (N_BARN_FULL, N_BARN_PARTIAL):
+            sheaf = nd[r + col]
+            while sheaf:
+                live -= mem[(sheaf >> 3) + SH_SIZE]
+                sheaf = mem[(sheaf >> 3) + SH_NEXT]
     offset = _ca(st, cache, CA_OFFSET)
     for cpu in range(st.ncpus):
         c = _cpu_row(st, cache, cpu)
@@ -123,7 +124,7 @@ def _isolated_leak(st, cache):
     nd = st.node
     for node in range(st.nnodes):
         r = _node_row(st, cache, node)
-        for col in (N_BARN_FULL, N_BARN_EMPTY):
+        for col in (N_BARN_FULL, N_BARN_EMPTY, N_BARN_PARTIAL):
             sheaf = nd[r + col]
             while sheaf:
                 leak -= _sheaf_isolated(st, sheaf)

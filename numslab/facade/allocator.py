@@ -18,7 +18,7 @@ from ..drivers.calls import bound
 from ..engine import checks, ops
 from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N_BARN_FULL,
-                             N_NR_SLABS,
+                             N_BARN_PARTIAL, N_NR_SLABS,
                              SH_NEXT, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
@@ -108,12 +108,15 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         CONFIG_SLAB_FREELIST_RANDOM (on, as distribution kernels build it): each new slab
         hands out its objects in the order of a per-cache random permutation, from a random
         start (``facade/hardening.py``; the draws come from ``seed``).
-    kernel : {"7.0", "7.1", "6.18"}
+    kernel : {"7.0", "7.1", "next", "6.18"}
         The SLUB generation (``numslab.KERNELS``). ``"7.0"`` (the default): per-CPU sheaves
         for every cache, of ``calculate_sheaf_capacity`` objects; no CPU slab or CPU partial
         list. ``"7.1"``: 7.0 with the two rules 7.1 changed (GFP_ATOMIC and GFP_NOWAIT refill
-        an empty sheaf; a shrink empties every barn first). ``"6.18"``: sheaves only where
-        ``sheaf_capacity`` asks, in front of the CPU slab layer (``kmem_cache_cpu``).
+        an empty sheaf; a shrink empties every barn first). ``"next"``: 7.1 with the slab
+        tree's later change numslab follows (a prefilled sheaf is refilled from the barn,
+        which keeps a partial sheaf: "mm/slub: refill prefilled sheaves from the barn").
+        ``"6.18"``: sheaves only where ``sheaf_capacity`` asks, in front of the CPU slab layer
+        (``kmem_cache_cpu``).
     slab_debug : str, optional
         The kernel's ``slab_debug`` boot parameter: ``"FZPU"`` for every cache (the kmalloc
         caches too), ``"FZ,kmalloc-*"`` for chosen caches, ``""`` for F, Z, P and U
@@ -129,15 +132,15 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     state : SlabState
         Named views of every state array (see ARCHITECTURE.md).
     kernel : str
-        The generation modelled: ``"7.0"``, ``"7.1"`` or ``"6.18"``.
+        The generation modelled: ``"7.0"``, ``"7.1"``, ``"next"`` or ``"6.18"``.
 
     These, and ``nr_cpus``, ``nr_nodes``, ``pages_per_node``, ``nr_pages``,
     ``freelist_hardened``, ``freelist_random`` and ``kmalloc_caches``, are fixed when the
     machine is made: a write raises ``FixedAttributeError``.
     """
 
-    kernel = fixed("kernel", "The generation modelled: ``\"7.0\"``, ``\"7.1\"`` or "
-                   "``\"6.18\"``.")
+    kernel = fixed("kernel", "The generation modelled: ``\"7.0\"``, ``\"7.1\"``, "
+                   "``\"next\"`` or ``\"6.18\"``.")
     nr_cpus = fixed("nr_cpus", "Simulated CPUs.")
     nr_nodes = fixed("nr_nodes", "NUMA nodes.")
     pages_per_node = fixed("pages_per_node", "4 KiB page frames of each node.")
@@ -163,7 +166,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             raise BadArg(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
         check_max_caches(max_caches, len(KMALLOC_SIZES))
         self._kernel = kernel
-        self._gen7 = KERNELS[kernel] >= KERNEL_7_0     # the 7.x rules (7.0 and 7.1)
+        self._gen7 = KERNELS[kernel] >= KERNEL_7_0     # the 7.x rules (7.0 on)
         self._debug_init(slab_debug)
         self.partial_order = check_partial_order(partial_order, "SlabAllocator")
         self._freelist_hardened = bool(freelist_hardened)
@@ -755,7 +758,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         # allocator's placeholder in frame 0, not a sheaf it holds)
         out = [cpu[(cpu != 0) & (cpu != threads.no_sheaf(self))]]
         words = self._mem
-        heads = np.concatenate([st.node[:, :, [N_BARN_FULL, N_BARN_EMPTY]].ravel(),
+        heads = np.concatenate([st.node[:, :, [N_BARN_FULL, N_BARN_EMPTY,
+                                               N_BARN_PARTIAL]].ravel(),
                                 st.ca[:, CA_USER_SHEAVES], self._g[G_RCU_HEAD:G_RCU_HEAD + 1]])
         for sheaf in heads[heads != 0].tolist():
             chain = []                  # (a link a stray write left is not followed)

@@ -1,6 +1,7 @@
 """The lab's subcommands of the ``numslab`` command: ``replay`` (a kernel kmem trace through
 numslab's SLUB, one configuration or several side by side), ``record`` (the kmem events of
-the live kernel) and ``snapshot`` (its ``/sys/kernel/slab``)."""
+the live kernel), ``snapshot`` (its ``/sys/kernel/slab``) and ``maple`` (the maple tree's
+prefilled-sheaf workload on SLUB generations side by side)."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +12,7 @@ from typing import Any
 
 from ..errors import SlabError
 from ..lab import record as rec
+from ..lab.maple import format_maple, maple_churn
 from ..lab.replay import KERNELS, POLICIES, replay
 from ..lab.result import format_compare, plot_results
 
@@ -27,7 +29,8 @@ def _every(text: str) -> int | str:
 
 
 def add_commands(sub: Any) -> None:
-    """Add ``replay``, ``record`` and ``snapshot`` to the ``numslab`` subparsers ``sub``."""
+    """Add ``replay``, ``record``, ``snapshot`` and ``maple`` to the ``numslab`` subparsers
+    ``sub``."""
     r = sub.add_parser("replay", help="replay a kernel kmem trace through numslab's SLUB")
     r.add_argument("trace", help="tracefs trace/trace_pipe text, trace-cmd report or perf "
                                  "script text of the kmem events (plain, .gz, .xz; - for stdin)")
@@ -64,6 +67,37 @@ def add_commands(sub: Any) -> None:
     s = sub.add_parser("snapshot", help="the live kernel's /sys/kernel/slab as JSON")
     s.add_argument("-o", "--output", required=True, metavar="FILE", help="the JSON file")
     s.add_argument("--slab-root", default=rec.SLAB_ROOT, help=argparse.SUPPRESS)
+    m = sub.add_parser("maple", help="the maple tree's prefilled sheaves (will-it-scale "
+                                     "mmap1 on maple_node) on SLUB generations side by side")
+    m.add_argument("--kernel", type=_generations, default=["7.1", "next"],
+                   metavar="7.1,next", help="generations, comma-separated (default 7.1,next)")
+    m.add_argument("--ops", type=_at_least_1, default=20000, help="tree writes (default 20000)")
+    m.add_argument("--cpus", type=_at_least_1, default=4, help="CPUs, one process each")
+    m.add_argument("--live", type=_at_least_1, default=4096, help="nodes the trees hold")
+    m.add_argument("--need", type=_at_least_1, default=7,
+                   help="nodes a write preallocates (default 7)")
+    m.add_argument("--grace", type=_at_least_1, default=32,
+                   help="writes per RCU grace period (default 32)")
+    m.add_argument("--json", action="store_true", help="print one JSON list")
+
+
+def _generations(text: str) -> list[str]:
+    """An argparse type: comma-separated SLUB generations (``numslab.KERNELS``)."""
+    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not names or any(n not in KERNELS for n in names):
+        raise argparse.ArgumentTypeError(f"{text!r}: generations are {', '.join(KERNELS)}")
+    return names
+
+
+def _at_least_1(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer of at least 1")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +105,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.cmd == "replay":
             return _replay(args)
+        if args.cmd == "maple":
+            runs = [maple_churn(k, ops=args.ops, cpus=args.cpus, live=args.live,
+                                need=args.need, used=(1, min(4, args.need)), grace=args.grace)
+                    for k in args.kernel]
+            print(json.dumps(runs) if args.json else format_maple(runs))
+            return 0
         if args.cmd == "record":
             cmd = list(args.command or [])
             if cmd[:1] == ["--"]:                   # the separator, not the command's own

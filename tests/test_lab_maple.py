@@ -1,0 +1,66 @@
+"""The maple tree's prefilled-sheaf workload (``numslab.lab.maple``, ``numslab maple``): the
+barn refill of generation ``next`` against 7.1, in the directions the patch's own
+will-it-scale table reports."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import numslab
+from numslab.lab.maple import COUNTERS, maple_churn
+from numslab.tools import cli
+
+SMALL = {"ops": 1200, "cpus": 4, "live": 1024, "grace": 16}
+
+
+@pytest.fixture(scope="module")
+def runs() -> dict[str, dict]:
+    return {k: maple_churn(k, **SMALL) for k in ("7.1", "next")}
+
+
+def test_the_barn_refill_takes_the_flushes_away(runs):
+    old, new = runs["7.1"]["counters"], runs["next"]["counters"]
+    # the same writes: as many prefills, every one from the spare, as many kfree_rcu'd nodes
+    for k in ("sheaf_prefill_fast", "sheaf_prefill_slow", "free_rcu_sheaf"):
+        assert old[k] == new[k]
+    assert old["sheaf_prefill_fast"] == SMALL["ops"] and old["free_rcu_sheaf"] > SMALL["ops"]
+    # 7.1: the barn's full list is at its limit at once and never drawn from, so RCU sheaves
+    # are flushed and the prefilled sheaves refilled from the slabs
+    assert old["barn_get"] == 0 and old["barn_put"] == numslab.engine.layout.MAX_FULL_SHEAVES
+    assert old["barn_put_fail"] > 0 and old["sheaf_flush"] > 0
+    # next: the refills draw from the barn, which takes the RCU sheaves in
+    assert new["barn_get"] > 0 and new["barn_put"] > old["barn_put"]
+    for k in ("barn_put_fail", "sheaf_flush", "sheaf_refill", "free_add_partial",
+              "alloc_slab"):
+        assert new[k] < old[k], k
+    assert runs["7.1"]["live"] == runs["next"]["live"] == SMALL["live"]
+
+
+def test_a_run_is_the_same_every_time(runs):
+    again = maple_churn("next", **SMALL)
+    assert {k: again[k] for k in ("counters", "slabs", "slabs_after_shrink", "objects")} == \
+        {k: runs["next"][k] for k in ("counters", "slabs", "slabs_after_shrink", "objects")}
+
+
+def test_bad_node_counts_are_refused():
+    with pytest.raises(numslab.InvalidArgumentError, match="used"):
+        maple_churn("7.1", ops=1, used=(2, 9), need=7)
+    with pytest.raises(numslab.SlabError, match="kernel"):
+        maple_churn("7.9", ops=1)
+
+
+def test_the_command_prints_the_generations_side_by_side(capsys):
+    assert cli.main(["maple", "--kernel", "7.1,next", "--ops", "200", "--live", "256"]) == 0
+    out = capsys.readouterr().out
+    head, *rows = out.splitlines()
+    assert head.split() == ["7.1", "next", "change", "next"]
+    assert [r.split()[0] for r in rows[:len(COUNTERS)]] == list(COUNTERS)
+    assert cli.main(["maple", "--kernel", "next", "--ops", "50", "--live", "64",
+                     "--json"]) == 0
+    (run,) = json.loads(capsys.readouterr().out)
+    assert run["kernel"] == "next" and set(run["counters"]) == set(COUNTERS)
+    with pytest.raises(SystemExit):
+        cli.main(["maple", "--kernel", "7.9"])
+    with pytest.raises(SystemExit):
+        cli.main(["maple", "--ops", "0"])

@@ -1,0 +1,296 @@
+"""The prefilled-sheaf API's refill from the barn ("mm/slub: refill prefilled sheaves from the
+barn", generation ``next``) against 7.1, which refills from the slabs: the barn's partial
+sheaf, what takes it and what gives it back, and the kfree_rcu sheaves it makes room for."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numslab
+from numslab import GFP_KERNEL, SLAB_HWCACHE_ALIGN
+from numslab.engine.layout import (C_MAIN, C_SPARE, MAX_FULL_SHEAVES, N_BARN_EMPTY,
+                                   N_BARN_FULL, N_BARN_PARTIAL, N_NR_EMPTY, N_NR_FULL, SH_NEXT,
+                                   SH_OBJECTS, SH_SIZE)
+
+KERNELS = ("7.1", "next")
+
+
+@pytest.fixture
+def sn():
+    """A 2-CPU allocator of generation next (the rules only it has), validated at the end."""
+    a = numslab.SlabAllocator(nr_cpus=2, nr_nodes=1, memory="64M", kernel="next")
+    yield a
+    a.validate()
+
+
+@pytest.fixture
+def cn(sn):
+    """The cache of :func:`sc` on :func:`sn`."""
+    return sn.kmem_cache_create("pre", 256, flags=SLAB_HWCACHE_ALIGN)
+
+
+@pytest.fixture
+def sc(sa):
+    """A 256-byte cache (sheaves of 28 objects, ``calculate_sheaf_capacity``'s) on the 2-CPU
+    allocator."""
+    return sa.kmem_cache_create("pre", 256, flags=SLAB_HWCACHE_ALIGN)
+
+
+def size_of(sa, sheaf: int) -> int:
+    return int(sa._mem[(sheaf >> 3) + SH_SIZE])
+
+
+def objects_of(sa, sheaf: int) -> list[int]:
+    w = (sheaf >> 3) + SH_OBJECTS
+    return sa._mem[w:w + size_of(sa, sheaf)].tolist()
+
+
+def barn(sa, c) -> tuple[int, int, int]:
+    """(full sheaves, empty sheaves, the partial sheaf or 0) of node 0's barn."""
+    row = sa.state.node[c.id, 0]
+    return int(row[N_NR_FULL]), int(row[N_NR_EMPTY]), int(row[N_BARN_PARTIAL])
+
+
+def full_sheaves(sa, c) -> list[int]:
+    out, s = [], int(sa.state.node[c.id, 0, N_BARN_FULL])
+    while s:
+        out.append(s)
+        s = int(sa._mem[(s >> 3) + SH_NEXT])
+    return out
+
+
+def delta(c, before: dict) -> dict:
+    now = c.stats
+    return {k: now[k] - before[k] for k in now if now[k] != before[k]}
+
+
+def stock_the_barn(sa, c, n: int) -> list[int]:
+    """Give ``n`` full prefilled sheaves back to the barn (the first becomes the CPU's
+    spare); the user sheaves left are none. The barn's full sheaves, first on the list
+    first."""
+    handles = [sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, c.sheaf_capacity)
+               for _ in range(n + 1)]
+    for h in handles:
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, h)
+    assert barn(sa, c) == (n, 0, 0)
+    return full_sheaves(sa, c)
+
+
+def drained_user_sheaf(sa, c, left: int) -> tuple[int, list[int]]:
+    """A prefilled sheaf (the CPU's spare, taken as it is) with ``left`` objects, and the
+    objects allocated from it."""
+    s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 1)
+    got = [sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s)
+           for _ in range(c.sheaf_capacity - left)]
+    assert size_of(sa, s) == left
+    return s, got
+
+
+def give_all_back(sa, c, sheaves: list[int], got: list[int]) -> None:
+    """Take what ``sheaves`` hold, check no object came out twice, free every object taken
+    (``got`` too) and give the sheaves back."""
+    got = got + [sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, h) for h in sheaves
+                 for _ in range(size_of(sa, h))]
+    assert len(set(got)) == len(got) and 0 not in got
+    c.free_bulk(np.array(got, np.int64))
+    for h in sheaves:
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, h)
+    sa.validate()
+
+
+def test_a_refill_takes_the_barn_before_the_slabs(sa, sc):
+    cap = sc.sheaf_capacity
+    full = stock_the_barn(sa, sc, 3)
+    s, got = drained_user_sheaf(sa, sc, 1)
+    first = objects_of(sa, full[0])
+    mine = objects_of(sa, s)
+    st = sc.stats
+    assert sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, s, cap) == s
+    assert size_of(sa, s) == cap
+    d = delta(sc, st)
+    sa.validate()
+    if sa.kernel == "7.1":                      # from the slabs; the barn as it was
+        assert d["sheaf_refill"] == cap - 1 and "barn_get" not in d
+        assert barn(sa, sc) == (3, 0, 0) and full_sheaves(sa, sc) == full
+    else:                                       # the top of the barn's first full sheaf
+        assert d == {"barn_get": 1}
+        assert objects_of(sa, s) == mine + first[1:]
+        assert barn(sa, sc) == (2, 0, full[0]) and full_sheaves(sa, sc) == full[1:]
+        assert objects_of(sa, full[0]) == first[:1]
+    assert sc.live_objects == len(got)          # nothing handed out by the refill
+    give_all_back(sa, sc, [s], got)
+
+
+def test_the_partial_sheaf_goes_first_and_an_emptied_one_to_the_empty_list(sn, cn):
+    cap = cn.sheaf_capacity
+    full = stock_the_barn(sn, cn, 2)
+    s, got = drained_user_sheaf(sn, cn, 1)
+    sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, cap)          # leaves 1 in full[0]
+    assert barn(sn, cn) == (1, 0, full[0])
+    left = objects_of(sn, full[0])
+    second = objects_of(sn, full[1])
+    got += [sn.kmem_cache_alloc_from_sheaf(cn, GFP_KERNEL, s) for _ in range(cap - 1)]
+    st = cn.stats
+    sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, 2)            # 1 of full[0], 26 of full[1]
+    assert delta(cn, st) == {"barn_get": 1}
+    assert objects_of(sn, s)[1:] == left + second[2:]
+    assert barn(sn, cn) == (0, 1, full[1])                      # full[0] emptied
+    assert objects_of(sn, full[1]) == second[:2]
+    sn.validate()
+    give_all_back(sn, cn, [s], got)
+
+
+def test_what_the_barn_cannot_give_comes_from_the_slabs(sn, cn):
+    cap = cn.sheaf_capacity
+    full = stock_the_barn(sn, cn, 1)
+    s, got = drained_user_sheaf(sn, cn, 1)
+    sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, cap)          # cap - 1 of full[0]
+    got += [sn.kmem_cache_alloc_from_sheaf(cn, GFP_KERNEL, s) for _ in range(cap)]
+    st = cn.stats
+    assert sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, 1) == s
+    d = delta(cn, st)                           # 1 from the barn, the rest from the slabs
+    assert d["sheaf_refill"] == cap - 1 and "barn_get" not in d
+    assert barn(sn, cn) == (0, 1, 0) and size_of(sn, s) == cap
+    assert full_sheaves(sn, cn) == [] and sn.state.node[cn.id, 0, N_BARN_EMPTY] == full[0]
+    sn.validate()
+    give_all_back(sn, cn, [s], got)
+
+
+def test_a_prefill_takes_the_partial_sheaf_into_a_new_sheaf(sn, cn):
+    """``kmem_cache_prefill_sheaf`` with no spare and no full or empty barn sheaf allocates an
+    empty sheaf, which ``__prefill_sheaf_pfmemalloc`` fills: the barn's partial sheaf first,
+    then the slabs for the rest."""
+    cap = cn.sheaf_capacity
+    full = stock_the_barn(sn, cn, 1)
+    s, got = drained_user_sheaf(sn, cn, 2)
+    sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, cap)          # cap - 2 of full[0]: 2 left
+    assert barn(sn, cn) == (0, 0, full[0])
+    left = objects_of(sn, full[0])
+    st = cn.stats
+    s2 = sn.kmem_cache_prefill_sheaf(cn, GFP_KERNEL, cap)
+    d = delta(cn, st)
+    d.pop("alloc_slab", None)                   # (as the slabs' refill needs)
+    assert d == {"sheaf_prefill_slow": 1, "barn_get_fail": 1, "sheaf_alloc": 1,
+                 "sheaf_refill": cap - len(left)}
+    assert objects_of(sn, s2)[:len(left)] == left and size_of(sn, s2) == cap
+    assert barn(sn, cn) == (0, 1, 0)                            # full[0], emptied
+    assert s2 not in full
+    sn.validate()
+    give_all_back(sn, cn, [s, s2], got)
+
+
+def test_shrink_and_destroy_give_the_partial_sheaf_back(sa, sc):
+    cap = sc.sheaf_capacity
+    full = stock_the_barn(sa, sc, 2)
+    s, got = drained_user_sheaf(sa, sc, 1)
+    sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, s, cap)
+    partial = barn(sa, sc)[2]
+    assert partial == (full[0] if sa.kernel == "next" else 0)
+    got += [sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, s) for _ in range(cap)]
+    sc.free_bulk(np.array(got, np.int64))
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, s)
+    sa.validate()
+    cpus = [int(h) for h in sa.state.cpu[sc.id, :, [C_MAIN, C_SPARE]].ravel() if h]
+    held = sum(size_of(sa, h) for h in cpus + full_sheaves(sa, sc) + [partial] if h)
+    st = sc.stats
+    sa.kmem_cache_shrink(sc)
+    d = delta(sc, st)
+    assert barn(sa, sc) == (0, 0, 0)
+    assert d["sheaf_flush"] == held             # the partial sheaf's objects too
+    if partial:
+        assert partial - sa.memory.size not in sa.sheaf_addresses().tolist()   # kfree'd
+    assert sc.slabs == 0 and len(sc) == 0
+    sa.validate()
+    stock_the_barn(sa, sc, 1)
+    s, got = drained_user_sheaf(sa, sc, 1)
+    sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, s, cap)
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, s)
+    sc.free_bulk(np.array(got, np.int64))
+    sa.kmem_cache_destroy(sc)                   # with a partial sheaf under next
+    sa.validate()
+    assert all(c.name != "pre" for c in sa.caches)
+
+
+def test_save_and_load_keep_the_partial_sheaf(sa, sc, tmp_path):
+    cap = sc.sheaf_capacity
+    full = stock_the_barn(sa, sc, 2)
+    s, got = drained_user_sheaf(sa, sc, 1)
+    sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, s, cap)
+    got += [sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, s) for _ in range(cap)]
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, s)
+    sa.save(tmp_path / "m.npz")
+    sb = numslab.SlabAllocator.load(tmp_path / "m.npz")
+    cb = sb.caches[[c.name for c in sb.caches].index("pre")]
+    assert sb.kernel == sa.kernel and barn(sb, cb) == barn(sa, sc)
+    if sa.kernel == "next":
+        assert barn(sb, cb)[2] == full[0]
+        assert objects_of(sb, full[0]) == objects_of(sa, full[0])
+    sb.validate()
+    cb.free_bulk(np.array(got, np.int64))
+    sb.kmem_cache_shrink(cb)
+    assert barn(sb, cb) == (0, 0, 0) and len(cb) == 0
+    sb.validate()
+    sc.free_bulk(np.array(got, np.int64))
+
+
+def test_rcu_sheaves_find_room_in_a_barn_a_prefill_refill_drew_from(kernel):
+    """The patch's case: the barn's full list is at its limit, so a full ``kfree_rcu`` sheaf
+    whose grace period ends is flushed to its slabs (BARN_PUT_FAIL). Under next a prefilled
+    sheaf's refill first takes a full sheaf out of the barn, and the RCU sheaf goes in."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="64M", kernel=kernel)
+    c = sa.kmem_cache_create("maple", 256, flags=SLAB_HWCACHE_ALIGN)
+    cap = c.sheaf_capacity
+    rcu = [c.alloc() for _ in range(cap)]      # (before the barn is stocked: not from it)
+    stock_the_barn(sa, c, MAX_FULL_SHEAVES)
+    s, got = drained_user_sheaf(sa, c, 0)
+    for a in rcu:
+        sa.kfree_rcu(a, 0)                      # a full rcu_free sheaf: to call_rcu
+    assert barn(sa, c) == (MAX_FULL_SHEAVES, 0, 0)
+    st = c.stats
+    sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, cap)
+    d = delta(c, st)
+    if kernel == "next":                        # a whole barn sheaf: emptied
+        assert d == {"barn_get": 1} and barn(sa, c) == (MAX_FULL_SHEAVES - 1, 1, 0)
+    else:
+        assert d["sheaf_refill"] == cap and barn(sa, c) == (MAX_FULL_SHEAVES, 0, 0)
+    st = c.stats
+    assert sa.synchronize_rcu() == cap
+    d = delta(c, st)
+    if kernel == "next":                        # room for the RCU sheaf
+        assert d.get("barn_put") == 1 and "barn_put_fail" not in d and "sheaf_flush" not in d
+    else:                                       # none: flushed to its slabs
+        assert d.get("barn_put_fail") == 1 and d["sheaf_flush"] == cap
+    assert barn(sa, c) == (MAX_FULL_SHEAVES, 1, 0)
+    sa.validate()
+    give_all_back(sa, c, [s], got)
+
+
+def test_validate_finds_a_broken_partial_sheaf(kernel):
+    """A partial sheaf linked to another, empty, full, or kept by 7.1 is reported."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="32M", kernel=kernel)
+    c = sa.kmem_cache_create("pre", 256, flags=SLAB_HWCACHE_ALIGN)
+    cap = c.sheaf_capacity
+    full = stock_the_barn(sa, c, 2)
+    row = sa.state.node[c.id, 0]
+    if kernel == "7.1":                         # a barn sheaf moved to the partial column
+        row[N_BARN_FULL] = full[1]
+        row[N_NR_FULL] = 1
+        row[N_BARN_PARTIAL] = full[0]
+        sa._mem[(full[0] >> 3) + SH_NEXT] = 0
+        sa._mem[(full[0] >> 3) + SH_SIZE] = 2   # as a partial sheaf would hold
+        with pytest.raises(numslab.SlabCorruptionError, match="barn's partial sheaf"):
+            sa.validate()
+        return
+    s, got = drained_user_sheaf(sa, c, 1)
+    sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, cap)
+    assert row[N_BARN_PARTIAL] == full[0]
+    sa.validate()
+    w = full[0] >> 3
+    for word, value in ((w + SH_NEXT, full[1]), (w + SH_SIZE, 0), (w + SH_SIZE, cap)):
+        old = int(sa._mem[word])
+        sa._mem[word] = value
+        with pytest.raises(numslab.SlabCorruptionError, match="barn's partial sheaf"):
+            sa.validate()
+        sa._mem[word] = old
+        sa.validate()
+    give_all_back(sa, c, [s], got)
