@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import numslab
 from numslab import GFP_KERNEL, SLAB_HWCACHE_ALIGN
 from numslab.engine.layout import (C_MAIN, C_SPARE, MAX_FULL_SHEAVES, N_BARN_EMPTY,
-                                   N_BARN_FULL, N_BARN_PARTIAL, N_NR_EMPTY, N_NR_FULL, SH_NEXT,
+                                   N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, SH_NEXT,
                                    SH_OBJECTS, SH_SIZE)
 
 KERNELS = ("7.1", "next")
@@ -48,7 +50,7 @@ def objects_of(sa, sheaf: int) -> list[int]:
 def barn(sa, c) -> tuple[int, int, int]:
     """(full sheaves, empty sheaves, the partial sheaf or 0) of node 0's barn."""
     row = sa.state.node[c.id, 0]
-    return int(row[N_NR_FULL]), int(row[N_NR_EMPTY]), int(row[N_BARN_PARTIAL])
+    return int(row[N_NR_FULL]), int(row[N_NR_EMPTY]), int(sa.state.barn_partial[c.id, 0])
 
 
 def full_sheaves(sa, c) -> list[int]:
@@ -117,6 +119,8 @@ def test_a_refill_takes_the_barn_before_the_slabs(sa, sc):
         assert objects_of(sa, s) == mine + first[1:]
         assert barn(sa, sc) == (2, 0, full[0]) and full_sheaves(sa, sc) == full[1:]
         assert objects_of(sa, full[0]) == first[:1]
+        assert full[0] - sa.memory.size in sa.sheaf_addresses().tolist()
+        assert sa.find(full[0] - sa.memory.size)["kind"] == "sheaf"
     assert sc.live_objects == len(got)          # nothing handed out by the refill
     give_all_back(sa, sc, [s], got)
 
@@ -179,6 +183,89 @@ def test_a_prefill_takes_the_partial_sheaf_into_a_new_sheaf(sn, cn):
     give_all_back(sn, cn, [s, s2], got)
 
 
+def test_a_partial_sheaf_that_gives_part_of_its_objects_stays_partial(sn, cn):
+    cap = cn.sheaf_capacity
+    full = stock_the_barn(sn, cn, 1)
+    s, got = drained_user_sheaf(sn, cn, 3)
+    sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, cap)          # cap - 3 of full[0]: 3 left
+    left = objects_of(sn, full[0])
+    got.append(sn.kmem_cache_alloc_from_sheaf(cn, GFP_KERNEL, s))
+    st = cn.stats
+    sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, cap)          # 1 of the 3
+    assert delta(cn, st) == {"barn_get": 1}
+    assert objects_of(sn, s)[-1] == left[-1] and size_of(sn, s) == cap
+    assert barn(sn, cn) == (0, 0, full[0]) and objects_of(sn, full[0]) == left[:-1]
+    sn.validate()
+    give_all_back(sn, cn, [s], got)
+
+
+def exhausted_with_a_partial_sheaf():
+    """A machine whose memory another cache took, and a cache whose barn holds an empty
+    sheaf and a partial one of 4 objects; the user's sheaf (4 objects), the objects
+    allocated from it, and the partial sheaf."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel="next")
+    c = sa.kmem_cache_create("pre", 256, flags=SLAB_HWCACHE_ALIGN)
+    cap = c.sheaf_capacity
+    full = stock_the_barn(sa, c, 2)
+    s, got = drained_user_sheaf(sa, c, 0)
+    sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, cap)           # full[0] emptied
+    got += [sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s) for _ in range(cap - 4)]
+    sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, cap)           # cap - 4 of full[1]
+    got += [sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s) for _ in range(cap - 4)]
+    assert barn(sa, c) == (0, 1, full[1]) and size_of(sa, full[1]) == size_of(sa, s) == 4
+    hog = sa.kmem_cache_create("hog", 256)
+    out = np.zeros(64, np.int64)
+    while sa.kmem_cache_alloc_bulk(hog, GFP_KERNEL, 64, out):   # every free page
+        pass
+    while n := sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 1, out):    # c's partial slabs (the
+        got += out[:n].tolist()                                 # bulk path: not the barn)
+    assert barn(sa, c) == (0, 1, full[1])
+    return sa, c, s, got, full[1]
+
+
+def test_a_refill_the_slabs_cannot_finish_keeps_what_the_barn_gave():
+    sa, c, s, got, partial = exhausted_with_a_partial_sheaf()
+    mine, left = objects_of(sa, s), objects_of(sa, partial)
+    st = c.stats
+    assert sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, c.sheaf_capacity) == 0   # -ENOMEM
+    assert "barn_get" not in delta(c, st)
+    assert objects_of(sa, s) == mine + left and barn(sa, c) == (0, 2, 0)  # partial emptied
+    sa.validate()
+    give_all_back(sa, c, [s], got)
+
+
+def test_a_prefill_the_slabs_cannot_finish_flushes_what_the_barn_gave():
+    sa, c, s, got, partial = exhausted_with_a_partial_sheaf()
+    left = objects_of(sa, partial)
+    st = c.stats
+    assert sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, c.sheaf_capacity) == 0    # -ENOMEM
+    d = delta(c, st)                            # the empty barn sheaf, 4 from the partial one
+    assert d["sheaf_prefill_slow"] == 1 and d["barn_get_fail"] == 1
+    assert d["sheaf_flush"] == len(left) == 4 and d["sheaf_free"] == 1
+    assert barn(sa, c) == (0, 1, 0)             # the partial one, emptied, on the empty list
+    assert all(sa.find(a)["kind"] == "free object" for a in left)
+    sa.validate()
+    give_all_back(sa, c, [s], got)
+
+
+def test_the_barn_is_the_cpu_s_node_s(kernel):
+    """A CPU refills from its own node's barn: a sheaf refilled on node 1 finds node 0's
+    sheaves out of reach."""
+    sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory="16M", kernel=kernel)
+    c = sa.kmem_cache_create("pre", 256, flags=SLAB_HWCACHE_ALIGN)
+    cap = c.sheaf_capacity
+    assert list(sa.state.cpu_node) == [0, 1]
+    full = stock_the_barn(sa, c, 2)             # node 0's barn, from CPU 0
+    s, got = drained_user_sheaf(sa, c, 1)
+    st = c.stats
+    sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, cap, cpu=1)
+    d = delta(c, st)
+    assert "barn_get" not in d and d["sheaf_refill"] == cap - 1
+    assert full_sheaves(sa, c) == full and barn(sa, c) == (2, 0, 0)
+    sa.validate()
+    give_all_back(sa, c, [s], got)
+
+
 def test_shrink_and_destroy_give_the_partial_sheaf_back(sa, sc):
     cap = sc.sheaf_capacity
     full = stock_the_barn(sa, sc, 2)
@@ -197,8 +284,8 @@ def test_shrink_and_destroy_give_the_partial_sheaf_back(sa, sc):
     d = delta(sc, st)
     assert barn(sa, sc) == (0, 0, 0)
     assert d["sheaf_flush"] == held             # the partial sheaf's objects too
-    if partial:
-        assert partial - sa.memory.size not in sa.sheaf_addresses().tolist()   # kfree'd
+    if partial:                                 # its kmalloc object kfree'd
+        assert sa.find(partial - sa.memory.size)["kind"] != "sheaf"
     assert sc.slabs == 0 and len(sc) == 0
     sa.validate()
     stock_the_barn(sa, sc, 1)
@@ -275,7 +362,7 @@ def test_validate_finds_a_broken_partial_sheaf(kernel):
     if kernel == "7.1":                         # a barn sheaf moved to the partial column
         row[N_BARN_FULL] = full[1]
         row[N_NR_FULL] = 1
-        row[N_BARN_PARTIAL] = full[0]
+        sa.state.barn_partial[c.id, 0] = full[0]
         sa._mem[(full[0] >> 3) + SH_NEXT] = 0
         sa._mem[(full[0] >> 3) + SH_SIZE] = 2   # as a partial sheaf would hold
         with pytest.raises(numslab.SlabCorruptionError, match="barn's partial sheaf"):
@@ -283,7 +370,7 @@ def test_validate_finds_a_broken_partial_sheaf(kernel):
         return
     s, got = drained_user_sheaf(sa, c, 1)
     sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, cap)
-    assert row[N_BARN_PARTIAL] == full[0]
+    assert sa.state.barn_partial[c.id, 0] == full[0]
     sa.validate()
     w = full[0] >> 3
     for word, value in ((w + SH_NEXT, full[1]), (w + SH_SIZE, 0), (w + SH_SIZE, cap)):
@@ -294,3 +381,69 @@ def test_validate_finds_a_broken_partial_sheaf(kernel):
         sa._mem[word] = old
         sa.validate()
     give_all_back(sa, c, [s], got)
+
+
+#: Calls of the property test: (call, a number that picks the sheaf, object or size).
+CALLS = st.lists(st.tuples(st.sampled_from(2 * ["prefill", "take", "refill", "return"] +
+                                           ["rcu", "grace", "free"]),
+                           st.integers(0, 1 << 30)),
+                 min_size=20, max_size=60)
+
+
+@settings(max_examples=30, deadline=None)
+@given(calls=CALLS)
+def test_random_prefill_calls_under_next_keep_every_invariant(calls):
+    """Prefills, takes, refills and returns of sheaves of at most the capacity, with
+    ``kfree_rcu`` filling the barn: the refills meet the barn's full and partial sheaves.
+    The allocator agrees with a model of the sheaves held and the objects handed out, and
+    every invariant holds after every call."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel="next")
+    c = sa.kmem_cache_create("pre", 256, flags=SLAB_HWCACHE_ALIGN)
+    cap = c.sheaf_capacity
+    held: dict[int, int] = {}                   # sheaf -> objects it holds
+    live: list[int] = []
+    for call, n in calls:
+        n = n * 2654435761 % (1 << 32)         # (spread hypothesis's small numbers out)
+        mine = sorted(held)
+        if call == "prefill":
+            s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 1 + n % cap)
+            assert s not in held and size_of(sa, s) >= 1 + n % cap
+            held[s] = size_of(sa, s)
+        elif call == "take" and mine:
+            s = mine[n % len(mine)]
+            for _ in range(min(held[s], 1 + n % cap)):
+                a = sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s)
+                assert a and a not in live
+                live.append(a)
+                held[s] -= 1
+        elif call == "refill" and mine:
+            s = mine[n % len(mine)]
+            want = cap if n & 1 else 1 + n % cap
+            assert sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, want) == s
+            assert size_of(sa, s) >= max(held[s], want)
+            held[s] = size_of(sa, s)
+        elif call == "return" and mine:
+            s = mine[n % len(mine)]
+            sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
+            del held[s]
+        elif call in ("rcu", "free") and live:
+            for _ in range(1 + n % cap):
+                if not live:
+                    break
+                a = live.pop(n % len(live))
+                if call == "rcu":
+                    sa.kfree_rcu(a)
+                else:
+                    c.free(a)
+        elif call == "grace":
+            sa.synchronize_rcu()
+        sa.validate()
+        assert {s: size_of(sa, s) for s in held} == held
+        assert set(c.live_addresses().tolist()) == set(live)
+    for s in held:
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
+    c.free_bulk(np.array(live, np.int64))
+    sa.synchronize_rcu()
+    sa.kmem_cache_shrink(c)
+    assert len(c) == 0 and barn(sa, c) == (0, 0, 0)
+    sa.validate()

@@ -6,12 +6,12 @@ from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, 
                      C_RCU_FREE, C_SLAB, C_SPARE, CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD,
                      G_RCU_TAIL, CA_ACTIVE, CA_FLAGS, CA_FP_KEY, CA_OFFSET, CA_RECIP,
                      CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, KERNEL_NEXT,
-                     N_BARN_EMPTY, N_BARN_FULL, N_BARN_PARTIAL, N_NR_PARTIAL, N_NR_SLABS,
+                     N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS,
                      N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, P_COUNT,
                      P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD,
                      PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_RCU, PG_SLAB, PG_TAIL, SH_CACHE,
                      SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _geo,
-                     _node_row, _slab_nid, _rcu_next, _shadow)
+                     _node_index, _node_row, _slab_nid, _rcu_next, _shadow)
 from ..flags import SLAB_KMALLOC
 from .partialorder import _check_order
 from .native import jit, unit, words_at
@@ -383,16 +383,18 @@ def _validate_cache(st, cache):
         sheaf = _rcu_next(st, sheaf, k)  # (a bad link: _validate_rcu_list reports it)
     for node in range(st.nnodes):
         r = _node_row(st, cache, node)
-        sheaf = nd[r + N_BARN_PARTIAL]  # (SH_NEXT 0: counted below as a list of one)
-        if sheaf and (st.kernel < KERNEL_NEXT or mem[(sheaf >> 3) + SH_NEXT] or not 0 < mem[
-                (sheaf >> 3) + SH_SIZE] < _ca(st, cache, CA_SHEAF_CAPACITY)):
-            return _corrupt(st, 20, sheaf)
-        for col in (N_BARN_FULL, N_BARN_EMPTY, N_BARN_PARTIAL):
+        for col in (N_BARN_FULL, N_BARN_EMPTY):
             sheaf = nd[r + col]
             while sheaf:
                 if _count_sheaf(st, cache, sheaf):
                     return _corrupt(st, 14, sheaf)
                 sheaf = mem[(sheaf >> 3) + SH_NEXT]
+        sheaf = st.barn_partial[_node_index(st, cache, node)]
+        if sheaf and (st.kernel < KERNEL_NEXT or mem[(sheaf >> 3) + SH_NEXT] or not 0 < mem[
+                (sheaf >> 3) + SH_SIZE] < _ca(st, cache, CA_SHEAF_CAPACITY)):
+            return _corrupt(st, 20, sheaf)
+        if _count_sheaf(st, cache, sheaf):
+            return _corrupt(st, 14, sheaf)
     sheaf = _ca(st, cache, CA_USER_SHEAVES)
     while sheaf:
         if _count_sheaf(st, cache, sheaf):

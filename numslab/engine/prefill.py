@@ -12,9 +12,9 @@ from ..flags import (BARN_GET, BARN_GET_FAIL, BARN_PUT, SHEAF_PREFILL_FAST,
                      SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW, SHEAF_RETURN_FAST,
                      SHEAF_RETURN_SLOW)
 from .layout import (C_SPARE, CA_NCOLS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
-                     KERNEL_NEXT, MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL, N_BARN_PARTIAL,
-                     N_NR_EMPTY, N_NR_FULL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE,
-                     _ca, _cpu_row, _stat)
+                     KERNEL_NEXT, MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY,
+                     N_NR_FULL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
+                     _cpu_row, _node_index, _stat)
 from .native import jit, unit
 from .sheaves import (_alloc_empty_sheaf, _barn, _barn_pop, _barn_push, _fill_oversize,
                       _free_empty_sheaf, _objs_at, _sheaf_kfree, _sheaf_kmalloc, _w,
@@ -61,14 +61,16 @@ def _refill_sheaf_from_barn(st, cache, cpu, sheaf):
     nd = st.node
     mem = st.mem
     r = _barn(st, cache, cpu)
-    if not nd[r + N_NR_FULL] and not nd[r + N_BARN_PARTIAL]:
+    bp = _node_index(st, cache, st.cpu_node[cpu])      # the barn's partial sheaf
+    partial = st.barn_partial
+    if not nd[r + N_NR_FULL] and not partial[bp]:
         return 0
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     size = mem[_w(sheaf, SH_SIZE)]
     dst = _w(sheaf, SH_OBJECTS)
     while size < cap:
-        src = nd[r + N_BARN_PARTIAL]
-        nd[r + N_BARN_PARTIAL] = 0
+        src = partial[bp]
+        partial[bp] = 0
         if not src:
             if not nd[r + N_NR_FULL]:
                 break
@@ -82,7 +84,7 @@ def _refill_sheaf_from_barn(st, cache, cpu, sheaf):
         size += move
         mem[_w(src, SH_SIZE)] = left
         if left:
-            nd[r + N_BARN_PARTIAL] = src
+            partial[bp] = src
         else:
             _barn_push(st, r, N_BARN_EMPTY, N_NR_EMPTY, src)
     mem[_w(sheaf, SH_SIZE)] = size
@@ -187,7 +189,8 @@ def return_sheaf(st, cache, cpu, gfp, sheaf):
 def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
     """``kmem_cache_refill_sheaf``: make ``sheaf`` hold at least ``size`` objects. Returns
     the sheaf to use from now on (a new one if it had to grow), or 0 on -ENOMEM (the old
-    sheaf then stays the user's, as it was but for what a 7.0 ``refill_sheaf`` put in)."""
+    sheaf then stays the user's, as it was but for what a 7.x ``refill_sheaf``, and under
+    ``next`` the barn before it, put in)."""
     mem = st.mem
     have = mem[_w(sheaf, SH_SIZE)]
     if have >= size:

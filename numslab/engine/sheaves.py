@@ -28,11 +28,11 @@ from .kmalloc import kmalloc
 from .layout import (CA_DEBUG, C_MAIN, C_RCU_FREE, C_SLAB, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
                      G_NRCU, G_RCU_HEAD, G_RCU_TAIL, KERNEL_7_0, KERNEL_7_1, RCU_CB_NOBARN,
                      MAX_FULL_SHEAVES,
-                     N_BARN_EMPTY, N_BARN_FULL, N_BARN_PARTIAL, N_NR_EMPTY, N_NR_FULL,
-                     NR_KMALLOC,
+                     N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC,
                      PG_FROZEN, PG_ISOLATED, PG_LARGE,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, _ca,
-                     _cpu_row, _shadow, _head_frame, _node_row, _slab_nid, _stat)
+                     _cpu_row, _shadow, _head_frame, _node_index, _node_row, _slab_nid,
+                     _stat)
 from .native import address, jit, unit
 from .nocpu import refill_objects
 from .pages import free_block_checked
@@ -743,9 +743,9 @@ def barn_shrink(st, cache, node, cpu):
     """``barn_shrink``: flush every full sheaf of the node's barn (its partial sheaf first,
     which the kernel puts at the head of the full list it flushes) and free all sheaves. 0."""
     r = _node_row(st, cache, node)
-    sheaf = st.node[r + N_BARN_PARTIAL]
+    sheaf = st.barn_partial[_node_index(st, cache, node)]
     if sheaf:
-        st.node[r + N_BARN_PARTIAL] = 0
+        st.barn_partial[_node_index(st, cache, node)] = 0
         sheaf_flush_unused(st, cache, cpu, sheaf)
         _free_empty_sheaf(st, cache, cpu, sheaf)
     while True:

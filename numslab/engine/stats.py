@@ -6,9 +6,9 @@ import numpy as np
 
 from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_FP_KEY,
                      CA_OFFSET, CA_SIZE, CA_RED_LEFT, SH_CACHE, CA_USER_SHEAVES, G_NISOLATED,
-                     G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_BARN_PARTIAL, N_PARTIAL_HEAD,
-                     N_TOTAL_OBJECTS, NIL, PG_ISOLATED, PG_SLAB, PG_TAIL, SH_NEXT, SH_OBJECTS,
-                     SH_SIZE, _ca, _cpu_row, _node_row, _rcu_next)
+                     G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_PARTIAL_HEAD, N_TOTAL_OBJECTS,
+                     NIL, PG_ISOLATED, PG_SLAB, PG_TAIL, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
+                     _cpu_row, _node_index, _node_row, _rcu_next)
 from .native import jit, unit, words_at
 from .slablists import _get_fp
 
@@ -34,11 +34,13 @@ def live_objects(st, cache):
         while slab != NIL:
             live -= objects[slab] - inuse[slab]
             slab = nxt[slab]
-        for col in (N_BARN_FULL, N_BARN_PARTIAL):
-            sheaf = nd[r + col]
-            while sheaf:
-                live -= mem[(sheaf >> 3) + SH_SIZE]
-                sheaf = mem[(sheaf >> 3) + SH_NEXT]
+        sheaf = nd[r + N_BARN_FULL]
+        while sheaf:
+            live -= mem[(sheaf >> 3) + SH_SIZE]
+            sheaf = mem[(sheaf >> 3) + SH_NEXT]
+        sheaf = st.barn_partial[_node_index(st, cache, node)]
+        if sheaf:
+            live -= mem[(sheaf >> 3) + SH_SIZE]
     offset = _ca(st, cache, CA_OFFSET)
     for cpu in range(st.ncpus):
         c = _cpu_row(st, cache, cpu)
@@ -124,11 +126,12 @@ def _isolated_leak(st, cache):
     nd = st.node
     for node in range(st.nnodes):
         r = _node_row(st, cache, node)
-        for col in (N_BARN_FULL, N_BARN_EMPTY, N_BARN_PARTIAL):
+        for col in (N_BARN_FULL, N_BARN_EMPTY):
             sheaf = nd[r + col]
             while sheaf:
                 leak -= _sheaf_isolated(st, sheaf)
                 sheaf = mem[(sheaf >> 3) + SH_NEXT]
+        leak -= _sheaf_isolated(st, st.barn_partial[_node_index(st, cache, node)])
     sheaf = _ca(st, cache, CA_USER_SHEAVES)
     while sheaf:
         leak -= _sheaf_isolated(st, sheaf)

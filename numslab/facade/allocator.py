@@ -18,7 +18,7 @@ from ..drivers.calls import bound
 from ..engine import checks, ops
 from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N_BARN_FULL,
-                             N_BARN_PARTIAL, N_NR_SLABS,
+                             N_NR_SLABS,
                              SH_NEXT, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
@@ -389,6 +389,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                     geo.red_left_pad, geo.track_offset, geo.orig_size_offset]
             self.state.node[cid] = 0
             self.state.node[cid, :, 0:2] = NIL
+            self.state.barn_partial[cid] = 0
             self.state.cpu[cid] = 0
             self.state.cpu[cid, :, C_SLAB] = NIL
             self.state.cpu[cid, :, C_PARTIAL] = NIL
@@ -749,7 +750,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
 
     def sheaf_addresses(self) -> np.ndarray:
         """Addresses of every sheaf the allocator holds, int64[n]: the CPUs' main, spare and
-        rcu_free sheaves of every cache, the barns' full and empty sheaves, the prefilled
+        rcu_free sheaves of every cache, the barns' full, empty and partial sheaves, the prefilled
         sheaves handed to users and those waiting for a grace period (their kmalloc objects
         in the arena; a sheaf's handle is that address plus the arena's size)."""
         st = self.state
@@ -758,8 +759,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         # allocator's placeholder in frame 0, not a sheaf it holds)
         out = [cpu[(cpu != 0) & (cpu != threads.no_sheaf(self))]]
         words = self._mem
-        heads = np.concatenate([st.node[:, :, [N_BARN_FULL, N_BARN_EMPTY,
-                                               N_BARN_PARTIAL]].ravel(),
+        heads = np.concatenate([st.node[:, :, [N_BARN_FULL, N_BARN_EMPTY]].ravel(),
+                                st.barn_partial.ravel(),
                                 st.ca[:, CA_USER_SHEAVES], self._g[G_RCU_HEAD:G_RCU_HEAD + 1]])
         for sheaf in heads[heads != 0].tolist():
             chain = []                  # (a link a stray write left is not followed)

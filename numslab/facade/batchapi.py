@@ -388,8 +388,9 @@ class BatchAPI:
                                 size: int, cpu: int | None = None) -> int:
         """Make ``sheaf`` hold at least ``size`` objects. Returns the sheaf to use from now
         on (a new one if it had to grow), or 0 on -ENOMEM with the old one still the user's:
-        untouched, except that under 7.0 a sheaf of the cache's capacity keeps the objects
-        ``refill_sheaf`` got before memory ran out (as the kernel's does)."""
+        untouched, except that under 7.x a sheaf of the cache's capacity keeps the objects
+        ``refill_sheaf`` got before memory ran out, and under ``next`` those the barn gave
+        before it (as the kernel's does)."""
         cid = self._sheaf_cache(cache, "kmem_cache_refill_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_refill_sheaf")
         _check_sheaf_size(size, "kmem_cache_refill_sheaf")

@@ -10,8 +10,8 @@ import numpy as np
 from .. import jit as nj
 from ..drivers.handles import state_of
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_ACTIVE,
-                             CA_NCOLS, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_BARN_PARTIAL,
-                             N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL, SH_NEXT, _cpu_row,
+                             CA_NCOLS, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL,
+                             N_NR_SLABS, NIL, PG_TAIL, SH_NEXT, _cpu_row, _node_index,
                              _node_row, _rcu_next, _shadow)
 from ..engine.leansheaves import flush_main_lean, refill_main_lean
 from ..engine.stats import live_objects
@@ -267,11 +267,12 @@ def sample(h, cids, live, slabs, partial, cpu_slabs, sheaves):
             _sheaf_owner(st, st.cpu[r + C_RCU_FREE], sheaves)
         for node in range(st.nnodes):
             r = _node_row(st, cache, node)
-            for col in (N_BARN_FULL, N_BARN_EMPTY, N_BARN_PARTIAL):
+            for col in (N_BARN_FULL, N_BARN_EMPTY):
                 sh = st.node[r + col]
                 while sh:
                     _sheaf_owner(st, sh, sheaves)
                     sh = st.mem[(sh >> 3) + SH_NEXT]
+            _sheaf_owner(st, st.barn_partial[_node_index(st, cache, node)], sheaves)
     sh = st.g[G_RCU_HEAD]                       # waiting for their grace period
     k = 0
     while sh:

@@ -62,8 +62,8 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
         ``kernel``; ``ns_per_op`` (wall time per write: mostly the Python calls, five to ten
         a write, so it shows little of the allocator's own time);
         ``counters`` (each of :data:`COUNTERS`, their change over the run); ``slabs`` and
-        ``objects`` (the cache's slabs and live objects, the allocator's sheaves included, at
-        the end); ``slabs_after_shrink`` (after ``kmem_cache_shrink``, as the patch's
+        ``objects`` (the cache's slabs and the objects handed out, ``live_objects``, at the
+        end); ``slabs_after_shrink`` (after ``kmem_cache_shrink``, as the patch's
         ``echo 1 > shrink``); ``live`` (nodes in the trees, the same in every run).
     """
     lo, hi = used

@@ -122,8 +122,9 @@ def format_compile(cold: dict[str, float], user: dict[str, dict[str, float]]) ->
 DESCRIPTION = """numslab: the Linux kernel's SLUB slab allocator for NumPy and Numba.
 'bench' prints the slab_bulk_test01 table (ns per alloc+free pair) for numslab and its peers;
 'record', 'snapshot' and 'replay' are the SLUB laboratory: record a kernel's kmem trace,
-snapshot /sys/kernel/slab, and replay a trace through numslab's SLUB (7.0, 7.1 or 6.18),
-comparing generations and fragmentation remedies."""
+snapshot /sys/kernel/slab, and replay a trace through numslab's SLUB (7.0, 7.1, next or
+6.18), comparing generations and fragmentation remedies; 'maple' runs the maple tree's
+prefilled-sheaf workload on generations side by side."""
 
 
 def _positive(text: str) -> int:
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="also the single alloc+free pair inside @njit against a FIFO ring")
     b.add_argument("--calls", action="store_true",
                    help="also the cost of one bulk call from Python against @njit peers")
-    b.add_argument("--kernel", type=_kernels, default=[bench.KERNEL], metavar="7.0,7.1,6.18",
+    b.add_argument("--kernel", type=_kernels, default=[bench.KERNEL],
+                   metavar="7.0,7.1,next,6.18",
                    help="the SLUB generations to run numslab on, comma-separated "
                         f"(default {bench.KERNEL}); each gets its own tables")
     b.add_argument("--compile", action="store_true",
