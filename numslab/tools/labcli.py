@@ -72,8 +72,10 @@ def add_commands(sub: Any) -> None:
     m.add_argument("--kernel", type=_generations, default=["7.1", "next"],
                    metavar="7.1,next", help="generations, comma-separated (default 7.1,next)")
     m.add_argument("--ops", type=_at_least_1, default=20000, help="tree writes (default 20000)")
-    m.add_argument("--cpus", type=_at_least_1, default=4, help="CPUs, one process each")
-    m.add_argument("--live", type=_at_least_1, default=4096, help="nodes the trees hold")
+    m.add_argument("--cpus", type=_at_least_1, default=4,
+                   help="CPUs, one process each (default 4)")
+    m.add_argument("--live", type=_at_least_1, default=4096,
+                   help="nodes the trees hold (default 4096)")
     m.add_argument("--need", type=_at_least_1, default=7,
                    help="nodes a write preallocates (default 7)")
     m.add_argument("--grace", type=_at_least_1, default=32,
