@@ -88,6 +88,17 @@ def drained_user_sheaf(sa, c, left: int) -> tuple[int, list[int]]:
     return s, got
 
 
+def refilled_from_the_barn(sa, c, n: int, left: int) -> tuple[list[int], int, list[int]]:
+    """:func:`stock_the_barn` with ``n`` sheaves, then a user's sheaf drained to ``left``
+    objects refilled to the capacity (under next: from the barn, leaving ``left`` objects of
+    its first full sheaf as the partial one). The barn's full sheaves as they were, the user's
+    sheaf and the objects allocated from it."""
+    full = stock_the_barn(sa, c, n)
+    s, got = drained_user_sheaf(sa, c, left)
+    sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, c.sheaf_capacity)
+    return full, s, got
+
+
 def give_all_back(sa, c, sheaves: list[int], got: list[int]) -> None:
     """Take what ``sheaves`` hold, check no object came out twice, free every object taken
     (``got`` too) and give the sheaves back."""
@@ -127,9 +138,7 @@ def test_a_refill_takes_the_barn_before_the_slabs(sa, sc):
 
 def test_the_partial_sheaf_goes_first_and_an_emptied_one_to_the_empty_list(sn, cn):
     cap = cn.sheaf_capacity
-    full = stock_the_barn(sn, cn, 2)
-    s, got = drained_user_sheaf(sn, cn, 1)
-    sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, cap)          # leaves 1 in full[0]
+    full, s, got = refilled_from_the_barn(sn, cn, 2, 1)  # leaves 1 in full[0]
     assert barn(sn, cn) == (1, 0, full[0])
     left = objects_of(sn, full[0])
     second = objects_of(sn, full[1])
@@ -146,9 +155,7 @@ def test_the_partial_sheaf_goes_first_and_an_emptied_one_to_the_empty_list(sn, c
 
 def test_what_the_barn_cannot_give_comes_from_the_slabs(sn, cn):
     cap = cn.sheaf_capacity
-    full = stock_the_barn(sn, cn, 1)
-    s, got = drained_user_sheaf(sn, cn, 1)
-    sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, cap)          # cap - 1 of full[0]
+    full, s, got = refilled_from_the_barn(sn, cn, 1, 1)  # cap - 1 of full[0]
     got += [sn.kmem_cache_alloc_from_sheaf(cn, GFP_KERNEL, s) for _ in range(cap)]
     st = cn.stats
     assert sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, 1) == s
@@ -165,9 +172,7 @@ def test_a_prefill_takes_the_partial_sheaf_into_a_new_sheaf(sn, cn):
     empty sheaf, which ``__prefill_sheaf_pfmemalloc`` fills: the barn's partial sheaf first,
     then the slabs for the rest."""
     cap = cn.sheaf_capacity
-    full = stock_the_barn(sn, cn, 1)
-    s, got = drained_user_sheaf(sn, cn, 2)
-    sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, cap)          # cap - 2 of full[0]: 2 left
+    full, s, got = refilled_from_the_barn(sn, cn, 1, 2)  # cap - 2 of full[0]: 2 left
     assert barn(sn, cn) == (0, 0, full[0])
     left = objects_of(sn, full[0])
     st = cn.stats
@@ -185,9 +190,7 @@ def test_a_prefill_takes_the_partial_sheaf_into_a_new_sheaf(sn, cn):
 
 def test_a_partial_sheaf_that_gives_part_of_its_objects_stays_partial(sn, cn):
     cap = cn.sheaf_capacity
-    full = stock_the_barn(sn, cn, 1)
-    s, got = drained_user_sheaf(sn, cn, 3)
-    sn.kmem_cache_refill_sheaf(cn, GFP_KERNEL, s, cap)          # cap - 3 of full[0]: 3 left
+    full, s, got = refilled_from_the_barn(sn, cn, 1, 3)  # cap - 3 of full[0]: 3 left
     left = objects_of(sn, full[0])
     got.append(sn.kmem_cache_alloc_from_sheaf(cn, GFP_KERNEL, s))
     st = cn.stats
@@ -206,9 +209,7 @@ def exhausted_with_a_partial_sheaf():
     sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel="next")
     c = sa.kmem_cache_create("pre", 256, flags=SLAB_HWCACHE_ALIGN)
     cap = c.sheaf_capacity
-    full = stock_the_barn(sa, c, 2)
-    s, got = drained_user_sheaf(sa, c, 0)
-    sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, cap)           # full[0] emptied
+    full, s, got = refilled_from_the_barn(sa, c, 2, 0)  # full[0] emptied
     got += [sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s) for _ in range(cap - 4)]
     sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, cap)           # cap - 4 of full[1]
     got += [sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s) for _ in range(cap - 4)]
@@ -268,9 +269,7 @@ def test_the_barn_is_the_cpu_s_node_s(kernel):
 
 def test_shrink_and_destroy_give_the_partial_sheaf_back(sa, sc):
     cap = sc.sheaf_capacity
-    full = stock_the_barn(sa, sc, 2)
-    s, got = drained_user_sheaf(sa, sc, 1)
-    sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, s, cap)
+    full, s, got = refilled_from_the_barn(sa, sc, 2, 1)
     partial = barn(sa, sc)[2]
     assert partial == (full[0] if sa.kernel == "next" else 0)
     got += [sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, s) for _ in range(cap)]
@@ -300,9 +299,7 @@ def test_shrink_and_destroy_give_the_partial_sheaf_back(sa, sc):
 
 def test_save_and_load_keep_the_partial_sheaf(sa, sc, tmp_path):
     cap = sc.sheaf_capacity
-    full = stock_the_barn(sa, sc, 2)
-    s, got = drained_user_sheaf(sa, sc, 1)
-    sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, s, cap)
+    full, s, got = refilled_from_the_barn(sa, sc, 2, 1)
     got += [sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, s) for _ in range(cap)]
     sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, s)
     sa.save(tmp_path / "m.npz")
