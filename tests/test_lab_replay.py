@@ -111,6 +111,19 @@ def test_compare_runs_every_configuration_on_the_same_trace():
     assert head == ["machine", *j["configs"]]
 
 
+def test_next_replays_a_trace_as_7_1_does():
+    """A kmem trace never prefills a sheaf, so the one rule ``next`` adds to 7.1 never runs:
+    every series and counter of the two replays is the same."""
+    r = numslab.replay(DATA / TRACES["file"], compare=["7.1", "next"])
+    a, b = r.configs["7.1:cpus=2"], r.configs["next:cpus=2"]
+    assert b.allocator.kernel == "next"
+    for field in ("live_objects", "slabs", "partial"):
+        assert np.array_equal(getattr(a.series, field), getattr(b.series, field)), field
+    j = r.to_json()["configs"]
+    assert j["7.1:cpus=2"]["counters"] == j["next:cpus=2"]["counters"]
+    assert j["7.1:cpus=2"]["counters"]["sheaf_refill"] > 0
+
+
 def test_a_configuration_given_twice_is_refused():
     with pytest.raises(SlabError, match=r"7\.0:cpus=2 given twice"):
         numslab.replay(DATA / TRACES["git_tar"], compare="7.0,6.18,7.0")
