@@ -46,6 +46,10 @@ def test_a_run_is_the_same_every_time(runs):
 def test_bad_node_counts_are_refused():
     with pytest.raises(numslab.InvalidArgumentError, match="used"):
         maple_churn("7.1", ops=1, used=(2, 9), need=7)
+    for bad in ({"ops": 0}, {"live": 0}, {"grace": 0}, {"need": 0}, {"ops": 2.5},
+                {"grace": True}):
+        with pytest.raises(numslab.InvalidArgumentError, match=next(iter(bad))):
+            maple_churn("7.1", **{"ops": 1, **bad})
     with pytest.raises(numslab.SlabError, match="kernel"):
         maple_churn("7.9", ops=1)
 

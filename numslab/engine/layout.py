@@ -383,7 +383,7 @@ def _node_index(st, cache, node):
 @native.jit(inline=True)
 def _node_row(st, cache, node):
     """Index of the first column of ``kmem_cache_node`` (cache, node) in field ``node``."""
-    return (cache * st.nnodes + node) * N_NCOLS
+    return _node_index(st, cache, node) * N_NCOLS
 
 
 @native.jit(inline=True)

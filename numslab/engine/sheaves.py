@@ -743,9 +743,10 @@ def barn_shrink(st, cache, node, cpu):
     """``barn_shrink``: flush every full sheaf of the node's barn (its partial sheaf first,
     which the kernel puts at the head of the full list it flushes) and free all sheaves. 0."""
     r = _node_row(st, cache, node)
-    sheaf = st.barn_partial[_node_index(st, cache, node)]
+    bp = _node_index(st, cache, node)
+    sheaf = st.barn_partial[bp]
     if sheaf:
-        st.barn_partial[_node_index(st, cache, node)] = 0
+        st.barn_partial[bp] = 0
         sheaf_flush_unused(st, cache, cpu, sheaf)
         _free_empty_sheaf(st, cache, cpu, sheaf)
     while True:

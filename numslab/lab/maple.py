@@ -66,6 +66,10 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
         end); ``slabs_after_shrink`` (after ``kmem_cache_shrink``, as the patch's
         ``echo 1 > shrink``); ``live`` (nodes in the trees, the same in every run).
     """
+    for name, n in (("ops", ops), ("live", live), ("need", need), ("grace", grace)):
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise numslab.InvalidArgumentError(f"maple_churn: {name} {n!r} is not an integer "
+                                               f"of at least 1")
     lo, hi = used
     if not 1 <= lo <= hi <= need:
         raise numslab.InvalidArgumentError(f"maple_churn: used {used!r} must lie in 1..need")

@@ -127,22 +127,8 @@ snapshot /sys/kernel/slab, and replay a trace through numslab's SLUB (7.0, 7.1, 
 prefilled-sheaf workload on generations side by side."""
 
 
-def _positive(text: str) -> int:
-    """An argparse type: an integer of at least 1."""
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return n
-
-
-def _kernels(text: str) -> list[str]:
-    """An argparse type: comma-separated SLUB generations (``bench.ALL_KERNELS``)."""
-    names = [t.strip() for t in text.split(",") if t.strip()]
-    bad = [n for n in names if n not in bench.ALL_KERNELS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: kernels are "
-                                         f"{', '.join(bench.ALL_KERNELS)}")
-    return list(dict.fromkeys(names))
+_positive = labcli.positive_int
+_kernels = labcli.generations(bench.ALL_KERNELS)
 
 
 def main(argv: list[str] | None = None) -> int:

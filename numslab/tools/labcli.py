@@ -69,29 +69,34 @@ def add_commands(sub: Any) -> None:
     s.add_argument("--slab-root", default=rec.SLAB_ROOT, help=argparse.SUPPRESS)
     m = sub.add_parser("maple", help="the maple tree's prefilled sheaves (will-it-scale "
                                      "mmap1 on maple_node) on SLUB generations side by side")
-    m.add_argument("--kernel", type=_generations, default=["7.1", "next"],
+    m.add_argument("--kernel", type=generations(KERNELS), default=["7.1", "next"],
                    metavar="7.1,next", help="generations, comma-separated (default 7.1,next)")
-    m.add_argument("--ops", type=_at_least_1, default=20000, help="tree writes (default 20000)")
-    m.add_argument("--cpus", type=_at_least_1, default=4,
+    m.add_argument("--ops", type=positive_int, default=20000, help="tree writes (default 20000)")
+    m.add_argument("--cpus", type=positive_int, default=4,
                    help="CPUs, one process each (default 4)")
-    m.add_argument("--live", type=_at_least_1, default=4096,
+    m.add_argument("--live", type=positive_int, default=4096,
                    help="nodes the trees hold (default 4096)")
-    m.add_argument("--need", type=_at_least_1, default=7,
+    m.add_argument("--need", type=positive_int, default=7,
                    help="nodes a write preallocates (default 7)")
-    m.add_argument("--grace", type=_at_least_1, default=32,
+    m.add_argument("--grace", type=positive_int, default=32,
                    help="writes per RCU grace period (default 32)")
     m.add_argument("--json", action="store_true", help="print one JSON list")
 
 
-def _generations(text: str) -> list[str]:
-    """An argparse type: comma-separated SLUB generations (``numslab.KERNELS``)."""
-    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
-    if not names or any(n not in KERNELS for n in names):
-        raise argparse.ArgumentTypeError(f"{text!r}: generations are {', '.join(KERNELS)}")
-    return names
+def generations(allowed: tuple[str, ...]) -> Any:
+    """An argparse type: comma-separated SLUB generations, each one of ``allowed``, in their
+    order and without repeats (the ``numslab`` command's ``--kernel``)."""
+    def parse(text: str) -> list[str]:
+        names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+        if not names or any(n not in allowed for n in names):
+            raise argparse.ArgumentTypeError(f"{text!r}: generations are "
+                                             f"{', '.join(allowed)}")
+        return names
+    parse.__name__ = "generations"
+    return parse
 
 
-def _at_least_1(text: str) -> int:
+def positive_int(text: str) -> int:
     """An argparse type: an integer of at least 1."""
     try:
         n = int(text)
