@@ -283,12 +283,14 @@ def test_per_cache_tables_pruned_by_two_threads_at_once():
         sa.kmem_cache_destroy(c)
     table = sa.__dict__["_shrink_freed"]
 
-    class Racing(dict):
-        def get(self, key, default=None):
-            if key in table and key not in self:
+    class Racing(type(sa._caches)):
+        __slots__ = ()
+
+        def token(self, cid):
+            if cid in table and cid not in self:
                 table.clear()           # "another thread" pruned every entry meanwhile
-            return super().get(key, default)
-    sa._caches = Racing(sa._caches)
+            return super().token(cid)
+    sa._caches.__class__ = Racing
     keep = sa.kmem_cache_create("kept", 64)
     assert keep.shrink() == 0 and keep.shrink_freed == 0
     assert list(sa.__dict__["_shrink_freed"]) == [keep.id]

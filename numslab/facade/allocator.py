@@ -45,7 +45,7 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
 from . import persist, threads
 from .args import check_cache_name, check_gfp, check_max_caches, fixed
 from .batchapi import BatchAPI
-from .cache import NO_ALLOCATOR, DestroyedCache, KmemCache
+from .cache import NO_ALLOCATOR, CacheTable, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
 from .defragapi import DefragAPI, check_partial_order
 from .evictapi import EvictAPI
@@ -74,15 +74,6 @@ def parse_size(memory: int | str) -> int:
     if not m:
         raise InvalidSizeError(f"cannot read a memory size from {memory!r}")
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
-
-
-class _ThreadCpu(threading.local):
-    """Per-thread simulated CPU: ``threading.local`` runs ``__init__`` again in each thread
-    on its first use, which binds the thread round-robin (the hot paths then read one
-    attribute, with no call and no try)."""
-
-    def __init__(self, sa: "SlabAllocator") -> None:
-        self.cpu = sa._next_thread_cpu()
 
 
 class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAPI):
@@ -150,7 +141,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     freelist_hardened = fixed("freelist_hardened", "CONFIG_SLAB_FREELIST_HARDENED.")
     freelist_random = fixed("freelist_random", "CONFIG_SLAB_FREELIST_RANDOM.")
     kmalloc_caches = fixed("kmalloc_caches", "The kmalloc caches, smallest first (a new list).",
-                           list)
+                           read=lambda sa: [sa._caches[cid] for cid in sa._kmalloc_ids])
 
     def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1,
                  memory: int | str = "256M", *, max_caches: int = 256, seed: int = 0,
@@ -205,10 +196,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._g = view(self._buf, F_G)
         self._handle = handles.register(self._st, self.memory, self._name_of)
         weakref.finalize(self, handles.unregister, self._handle)
-        self._caches: dict[int, KmemCache] = {}
-        self._names: dict[str, KmemCache] = {}
-        self._next_cpu = 0
-        self._cpu_lock = threading.Lock()
+        self._caches = CacheTable(self)
+        self._next_thread_cpu = threads.RoundRobin(self.nr_cpus)
         #: Held from an allocation on a cache with a constructor until its new slabs are
         #: constructed (no thread is handed an unconstructed object); the slab a raising
         #: constructor left part-way stays pending with its resume point (``PENDING_SHIFT``).
@@ -218,7 +207,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._ctor_depth, self._ctor_runs, self._ctor_out = 0, 0, set[int]()
         #: ``slab_mutex``: cache creation and destruction, one at a time.
         self._slab_mutex = threading.RLock()
-        self._tls = _ThreadCpu(self)
+        self._tls = threads.ThreadCpu(self._next_thread_cpu)
         for attr, u, array in (("_k_alloc", ops.kmem_cache_alloc_node, False),
                                ("_k_free", ops.kmem_cache_free, False),
                                ("_k_kmalloc", ops.kmalloc, False), ("_k_kfree", ops.kfree, False),
@@ -226,10 +215,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                                ("_k_free_bulk", ops.free_bulk, True),
                                ("_k_alloc_array", ops.kmem_cache_alloc_array, True)):
             self._bind_lazily(attr, u, array)
-        self._kmalloc_caches = tuple(self.kmem_cache_create(kmalloc_cache_name(s), s,
-                                                            flags=SLAB_KMALLOC)
-                                     for s in KMALLOC_SIZES)
-        self._kmalloc_ids = [c._id for c in self.kmalloc_caches]
+        self._kmalloc_ids = [self.kmem_cache_create(kmalloc_cache_name(s), s,
+                                                    flags=SLAB_KMALLOC)._id
+                             for s in KMALLOC_SIZES]
         self.state.kmalloc[:] = self._kmalloc_ids
         for c in self.kmalloc_caches:           # bootstrap_kmalloc_sheaves: kmalloc works now
             if self.state.ca[c._id, CA_SHEAF_CAPACITY] and init_percpu_sheaves(self._st, c._id,
@@ -242,10 +230,16 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def _bind_lazily(self, attr: str, u: Any, array: bool) -> None:
         """Make ``self.<attr>(*args)`` call unit ``u`` on this allocator: on its first call it
         binds the trampoline's native entry point (compiled or loaded then), and then is it,
-        so that start-up loads only what is used."""
+        so that start-up loads only what is used. It holds the allocator weakly (no reference
+        cycle), so a copy kept past the allocator's end raises ``SlabError``."""
+        ref = weakref.ref(self)
+
         def first_call(*args: Any) -> Any:
-            fn = bound(u, self._st, array)
-            setattr(self, attr, fn)
+            sa = ref()
+            if sa is None:
+                raise SlabError(f"{attr}: its allocator is gone")
+            fn = bound(u, sa._st, array)
+            setattr(sa, attr, fn)
             return fn(*args)
         setattr(self, attr, first_call)
 
@@ -254,13 +248,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         """The simulated CPU of the calling thread (threads are bound round-robin on first
         use; the thread that made the allocator gets CPU 0)."""
         return self._tls.cpu
-
-    def _next_thread_cpu(self) -> int:
-        """The CPU for a thread that has none yet (round-robin)."""
-        with self._cpu_lock:
-            cpu = self._next_cpu % self.nr_cpus
-            self._next_cpu += 1
-        return cpu
 
     def set_cpu(self, cpu: int) -> None:
         """Bind the calling thread to simulated CPU ``cpu``."""
@@ -333,7 +320,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             wait_for_engine()           # not while another thread's compile parks the rows
             if kwargs:
                 raise TypeError(f"kmem_cache_create() got unexpected arguments {sorted(kwargs)}")
-            check_cache_name(name, self._names)
+            check_cache_name(name, self._caches.names)
             if not isinstance(flags, int) or flags & ~SLAB_VALID_FLAGS:
                 raise BadArg(f"kmem_cache_create({name}): unknown flags {flags!r:}")
             flags = self._slab_debug_of(name, flags)
@@ -395,16 +382,15 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self.state.cpu[cid, :, C_PARTIAL] = NIL
             self.state.stats[cid] = 0
             if self.freelist_hardened:         # s->random: get_random_long(), seeded here
-                row[CA_FP_KEY] = int(np.random.default_rng([self._seed, cid, len(self._names)])
+                row[CA_FP_KEY] = int(np.random.default_rng([self._seed, cid, len(self._caches.names)])
                                      .integers(1, 1 << 62))
             if self.freelist_random:           # s->random_seq: init_cache_random_seq
                 init_cache_random_seq(self.state.rseq, row, cid, geo.objs_per_slab, geo.slab_size,
-                                      [self._seed, cid, len(self._names), 1])
+                                      [self._seed, cid, len(self._caches.names), 1])
             row[CA_PARTIAL_ORDER] = order == "sorted"
             ca[cid] = row
             cache = KmemCache(self, cid, name, ctor, dtype)
-            self._caches[cid] = cache
-            self._names[name] = cache
+            self._caches.add(cache)
             if debug:
                 self._debug_cache_created(cid)
             booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
@@ -412,7 +398,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                     init_percpu_sheaves(self._st, cid, self._cpu()) < 0:
                 ops.cache_release(self._st, cid, self._cpu())
                 ca[cid] = 0
-                del self._caches[cid], self._names[name]
+                del self._caches[cid]
                 raise MemoryError(f"kmem_cache_create({name}): no memory for the per-CPU sheaves")
             return cache
 
@@ -486,7 +472,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 self._g[G_NDEBUG] -= 1
                 self._trace_ids.discard(cache._id)
             self.state.ca[cache._id] = 0
-            del self._caches[cache._id], self._names[cache.name]
+            del self._caches[cache._id]
             cache._sa, cache._id = NO_ALLOCATOR, -1     # it belongs to no allocator
             cache.__class__ = DestroyedCache
 
@@ -498,14 +484,14 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def find_cache(self, name: str) -> KmemCache:
         """The cache called ``name``."""
         try:
-            return self._names[name]
+            return self._caches.by_name(name)
         except KeyError:
             raise SlabError(f"no cache named {name!r}") from None
 
     @property
     def caches(self) -> list[KmemCache]:
         """Every live cache, oldest first."""
-        return list(self._caches.values())
+        return self._caches.values()
 
     def _own(self, cache: Any, fn: str) -> int:
         """The id of ``cache`` after checking it is a live cache of this allocator."""

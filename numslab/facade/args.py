@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,13 +42,17 @@ def check_max_caches(max_caches: Any, kmalloc_caches: int) -> int:
     return max_caches
 
 
-def fixed(attr: str, doc: str, copy: Any = None) -> property:
+def fixed(attr: str, doc: str, copy: Any = None,
+          read: Callable[[Any], Any] | None = None) -> property:
     """A read-only attribute ``attr``, kept in ``_<attr>`` (read through ``copy`` if given:
-    a fresh list of a kept tuple): what an allocator or a cache is made with. A write raises
-    :class:`~numslab.FixedAttributeError` (the state would no longer match it)."""
+    a fresh list of a kept tuple; or made by ``read(self)``): what an allocator or a cache is
+    made with. A write raises :class:`~numslab.FixedAttributeError` (the state would no
+    longer match it)."""
     private = "_" + attr
 
     def get(self: Any) -> Any:
+        if read is not None:
+            return read(self)
         value = getattr(self, private)
         return value if copy is None else copy(value)
 

@@ -2,7 +2,9 @@
 state arrays and are named as the files in ``/sys/kernel/slab/<name>/``."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -570,3 +572,92 @@ class DestroyedCache(KmemCache):
 
     def __len__(self) -> int:
         raise WrongCacheError(f"cache {object.__getattribute__(self, 'name')!r} was destroyed")
+
+
+class _Record:
+    """What a cache's handle is made from: its name, constructor and dtype. One per cache made,
+    so its identity tells a cache from a later one in the same slot (``CacheTable.token``)."""
+
+    __slots__ = ("name", "ctor", "dtype")
+
+    def __init__(self, name: str, ctor: Callable[[np.ndarray, int], Any] | None,
+                 dtype: np.dtype | None) -> None:
+        self.name, self.ctor, self.dtype = name, ctor, dtype
+
+
+class CacheTable:
+    """The live caches of one allocator by id, oldest first, and by name.
+
+    It keeps each cache's :class:`_Record` and holds the ``KmemCache`` handles only weakly: a
+    handle holds its allocator, so a table of handles would be a reference cycle, and a
+    dropped allocator (its arena, its handle slot) would wait for Python's cyclic collector
+    instead of going with its last reference. While a user holds a handle, the table gives
+    that same object; else it makes a new one from the record, under a lock: two live
+    handles of one cache would let one go on naming the slot after the other destroyed it.
+    """
+
+    __slots__ = ("_sa", "_records", "_handles", "_ids", "_lock")
+
+    def __init__(self, sa: "SlabAllocator") -> None:
+        self._sa = weakref.ref(sa)
+        self._records: dict[int, _Record] = {}
+        self._handles: weakref.WeakValueDictionary[int, KmemCache] = \
+            weakref.WeakValueDictionary()
+        self._ids: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def add(self, cache: KmemCache) -> None:
+        """Enter a new cache (its id and name are free)."""
+        cid = cache._id
+        self._records[cid] = _Record(cache._name, cache._ctor, cache._dtype)
+        self._handles[cid] = cache
+        self._ids[cache._name] = cid
+
+    def __getitem__(self, cid: int) -> KmemCache:
+        cache = self._handles.get(cid)
+        if cache is None:
+            with self._lock:
+                cache = self._handles.get(cid)
+                if cache is None:
+                    r = self._records[cid]
+                    cache = KmemCache(self._sa(), cid, r.name, r.ctor, r.dtype)
+                    self._handles[cid] = cache
+        return cache
+
+    def get(self, cid: int, default: Any = None) -> Any:
+        """The cache of id ``cid``, or ``default``."""
+        return self[cid] if cid in self._records else default
+
+    def __delitem__(self, cid: int) -> None:
+        del self._ids[self._records.pop(cid).name]
+        self._handles.pop(cid, None)
+
+    def __contains__(self, cid: object) -> bool:
+        return cid in self._records
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._records))
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def keys(self) -> list[int]:
+        """The ids, oldest cache first."""
+        return list(self._records)
+
+    def values(self) -> list[KmemCache]:
+        """The caches, oldest first."""
+        return [self[cid] for cid in list(self._records)]
+
+    @property
+    def names(self) -> dict[str, int]:
+        """Cache ids by name (the table's own dict: read it, do not change it)."""
+        return self._ids
+
+    def by_name(self, name: str) -> KmemCache:
+        """The cache called ``name`` (KeyError: none)."""
+        return self[self._ids[name]]
+
+    def token(self, cid: int) -> _Record | None:
+        """What tells this cache from a later one in slot ``cid`` (None: no cache there)."""
+        return self._records.get(cid)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import weakref
 from bisect import bisect_left
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
@@ -19,7 +20,7 @@ from ..engine.layout import (CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK, G_NDEBUG,
                              PG_TAIL, R_A, R_B, R_C, R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT,
                              R_SLAB)
 from ..engine import redzone as rz
-from ..errors import InvalidArgumentError, SlabDebugError
+from ..errors import InvalidArgumentError, SlabDebugError, SlabError
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_order
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
                      SLAB_TRACE, gfp_names)
@@ -188,24 +189,29 @@ class DebugAPI:
     def _debug_call(self: "SlabAllocator", u: Any, array: bool,
                     kind: str) -> Callable[..., int]:
         """A ``_k_*`` call that records the caller's site for U caches before the unit,
-        and after it logs T lines and collects the reports it wrote."""
+        and after it logs T lines and collects the reports it wrote. It holds the allocator
+        weakly (the allocator holds it: no reference cycle)."""
         fn: list[Callable[..., int]] = []
+        ref = weakref.ref(self)
 
         def call(*args: Any) -> int:
+            sa = ref()
+            if sa is None:
+                raise SlabError("the allocator of this call is gone")
             if not fn:
-                fn.append(bound(u, self._st, array))
-            g = self._g
-            user, traced = self._debug_user, self._trace_ids
+                fn.append(bound(u, sa._st, array))
+            g = sa._g
+            user, traced = sa._debug_user, sa._trace_ids
             before = None
             if traced:
-                cid = self._cache_of(args[1]) if kind == "kfree" else args[0]
+                cid = sa._cache_of(args[1]) if kind == "kfree" else args[0]
                 if kind in ("free", "kfree") and cid in traced:     # trace() runs in
-                    before = self._slab_words(args[2 if kind == "free" else 1])   # the checks
+                    before = sa._slab_words(args[2 if kind == "free" else 1])   # the checks
                 elif kind == "free_bulk" and (cid in traced or cid == NIL):
-                    before = self._free_plan(cid, args[3][:args[2]].tolist())
+                    before = sa._free_plan(cid, args[3][:args[2]].tolist())
                     seen = int(g[G_NREPORTS])
             if user:
-                g[G_SITE] = self._site_id()
+                g[G_SITE] = sa._site_id()
                 try:
                     r = fn[0](*args)
                 finally:
@@ -215,18 +221,18 @@ class DebugAPI:
             if traced and kind in _BATCH_ARRAY:
                 if kind != "free_bulk":
                     if r > 0 and cid in traced:
-                        self._trace_allocs(cid, args[_BATCH_ARRAY[kind]][:r].tolist())
+                        sa._trace_allocs(cid, args[_BATCH_ARRAY[kind]][:r].tolist())
                 elif before is not None and (r == 0 or
                                              checks.batch_error(r)[0] == debug.E_DEBUG):
-                    self._trace_frees(before, self._not_freed_since(seen))
+                    sa._trace_frees(before, sa._not_freed_since(seen))
             elif traced and kind and cid in traced:
                 addr = args[2] if kind == "free" else args[1] if kind == "kfree" else r
                 if (r > 0) if kind == "alloc" else (r == 0):
-                    self._trace(cid, "alloc" if kind == "alloc" else "free", addr, before)
-            if g[G_NREPORTS] != self._reports_seen:
-                self._last_reports = self._drain_reports()
-            elif self._last_reports:
-                self._last_reports = []
+                    sa._trace(cid, "alloc" if kind == "alloc" else "free", addr, before)
+            if g[G_NREPORTS] != sa._reports_seen:
+                sa._last_reports = sa._drain_reports()
+            elif sa._last_reports:
+                sa._last_reports = []
             return r
         return call
 

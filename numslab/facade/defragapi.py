@@ -261,14 +261,16 @@ class DefragAPI:
         if isolate is not None and not callable(isolate) or not callable(migrate):
             raise WrongTypeError("kmem_cache_setup_mobility: isolate must be callable or None "
                                  "and migrate callable")
-        self._per_cache("_mobility")[cache._id] = (cache, isolate, migrate)
+        self._per_cache("_mobility")[cache._id] = (self._caches.token(cache._id), isolate,
+                                                   migrate)
 
     def _per_cache(self: "SlabAllocator", name: str) -> dict[int, tuple[Any, ...]]:
-        """The allocator's table ``name`` of per-cache entries ``(cache, ...)`` by cache id,
-        less the entries of destroyed caches (whose slot a new cache may hold)."""
+        """The allocator's table ``name`` of per-cache entries ``(token, ...)`` by cache id
+        (``CacheTable.token``: not the cache, which holds the allocator), less the entries of
+        destroyed caches (whose slot a new cache may hold)."""
         table = self.__dict__.setdefault(name, {})
         for cid, v in list(table.items()):      # (a copy: another thread may prune too)
-            if self._caches.get(cid) is not v[0]:
+            if self._caches.token(cid) is not v[0]:
                 table.pop(cid, None)
         return table
 
@@ -323,7 +325,7 @@ class DefragAPI:
         slabs it freed are ``cache.shrink_freed``."""
         cid = self._own(cache, "kmem_cache_shrink")
         freed = int(ops.kmem_cache_shrink(self._st, cid, self._cpu())) + self._after_shrink(cid)
-        self._per_cache("_shrink_freed")[cid] = (cache, freed)
+        self._per_cache("_shrink_freed")[cid] = (self._caches.token(cid), freed)
         return int(bool(self.state.node[cid, :, N_NR_SLABS].any()))
 
     def _after_shrink(self: "SlabAllocator", cid: int) -> int:

@@ -53,7 +53,8 @@ class EvictAPI:
         self._own(cache, "kmem_cache_setup_defrag")
         if not callable(get) or not callable(kick):
             raise WrongTypeError("kmem_cache_setup_defrag: get and kick must be callable")
-        self._per_cache("_evict_callbacks")[cache._id] = (cache, get, kick)
+        self._per_cache("_evict_callbacks")[cache._id] = (self._caches.token(cache._id), get,
+                                                          kick)
 
     def defrag_stats(self: "SlabAllocator", cache: "KmemCache") -> dict[str, int]:
         """Counters of eviction for ``cache``: ``slabs_freed``, ``objects_kicked`` (objects
@@ -82,7 +83,8 @@ class EvictAPI:
     def _evict(self: "SlabAllocator", cid: int, ratio: int) -> int:
         """Flush the cache, ask the owners of each partial slab used at most ``ratio`` percent
         to free its objects, flush again so that the emptied slabs are freed. Slabs freed."""
-        cache, get, kick = self._per_cache("_evict_callbacks")[cid]
+        _, get, kick = self._per_cache("_evict_callbacks")[cid]
+        cache = self._caches[cid]
         cpu = self._cpu()
         ops.kmem_cache_shrink(self._st, cid, cpu)
         sparse = [(int(a) >> 12, int(used)) for node in range(self.nr_nodes)
@@ -118,5 +120,5 @@ class EvictAPI:
                 freed += 1
         counts = self._per_cache("_evict_counts")
         _, f0, k0, r0 = counts.get(cid, (None, 0, 0, 0))
-        counts[cid] = (cache, f0 + freed, k0 + kicked, r0 + refused)
+        counts[cid] = (self._caches.token(cid), f0 + freed, k0 + kicked, r0 + refused)
         return freed

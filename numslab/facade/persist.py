@@ -145,9 +145,7 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
             if type(c["id"]) is not int or not 0 <= c["id"] < len(sa.state.ca):
                 raise ValueError(f"cache id {c['id']!r}")
             dtype = None if c["dtype"] is None else np.dtype([tuple(f) for f in c["dtype"]])
-            cache = KmemCache(sa, c["id"], c["name"], None, dtype)
-            sa._caches[c["id"]] = cache
-            sa._names[c["name"]] = cache
+            sa._caches.add(KmemCache(sa, c["id"], c["name"], None, dtype))
         sa._site_names = [str(site) for site in meta["sites"]]  # slab_debug U's call sites
     except (KeyError, TypeError, ValueError) as e:
         raise SlabError(f"load: {path}: its caches or sites are not readable "

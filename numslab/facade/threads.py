@@ -1,10 +1,12 @@
-"""Threads and the engine: the facade's side of ``native.ENGINE_BUSY``. While a thread
-compiles a unit in the middle of an operation, other threads' inlined fast paths are parked.
+"""Threads and the engine: each thread's simulated CPU, and the facade's side of
+``native.ENGINE_BUSY`` (while a thread compiles a unit in the middle of an operation, other
+threads' inlined fast paths are parked).
 
 See ARCHITECTURE.md, "Threads: who may be inside the engine".
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import TYPE_CHECKING, Callable
 
@@ -65,3 +67,26 @@ def park_fast_paths(st: int) -> Callable[[], None] | None:
 
 
 PARK_HOOKS.append(park_fast_paths)
+
+
+class ThreadCpu(threading.local):
+    """Per-thread simulated CPU: ``threading.local`` runs ``__init__`` again in each thread
+    on its first use, which binds the thread round-robin (the hot paths then read one
+    attribute, with no call and no try)."""
+
+    def __init__(self, next_cpu: Callable[[], int]) -> None:
+        self.cpu = next_cpu()
+
+
+class RoundRobin:
+    """The next CPU for a thread that has none yet, round-robin over ``n`` (apart from the
+    allocator: a thread-local holding the allocator would be a reference cycle)."""
+
+    def __init__(self, n: int) -> None:
+        self._n, self._next, self._lock = n, 0, threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            cpu = self._next % self._n
+            self._next += 1
+        return cpu

@@ -1,0 +1,147 @@
+"""``facade/cache.py``'s ``CacheTable``: an allocator's caches by id and name, with the handles
+held weakly, so that a dropped allocator goes with its last reference (no reference cycle
+waits for Python's cyclic collector), while a cache a user holds keeps its allocator."""
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import numpy as np
+import pytest
+
+import numslab
+from numslab.errors import WrongCacheError
+from numslab.flags import GFP_KERNEL
+
+KERNELS = ("7.0", "6.18", "next")
+
+
+@pytest.fixture
+def no_cyclic_gc():
+    """Run the test with Python's cyclic collector off: only reference counts free objects."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _use_everything(sa: numslab.SlabAllocator, tmp_path) -> numslab.SlabAllocator:
+    """Run the facade's features that keep Python objects beside the state (caches with a
+    constructor, callbacks, per-cache tables, threads' CPUs, lazily bound units, the debug
+    path, prefilled sheaves, kfree_rcu, a save and a load); the loaded machine."""
+    c = sa.kmem_cache_create("x", 256, sheaf_capacity=8)
+    d = sa.kmem_cache_create("y", 64, ctor=lambda mem, addr: None)
+    c.free(c.alloc())
+    c.free_bulk(c.alloc_bulk(40))
+    d.free_bulk(d.alloc_bulk(5))
+    sa.kfree(sa.kmalloc(100))
+    sa.kfree_rcu(sa.kmalloc(100))
+    sa.rcu_barrier()
+    t = threading.Thread(target=lambda: sa.kfree(sa.kmalloc(32)))
+    t.start()
+    t.join()
+    sa.kmem_cache_setup_mobility(c, None, lambda old, new, private: None)
+    sa.kmem_cache_setup_defrag(d, lambda objs: None, lambda objs, private: None)
+    c.shrink()
+    assert c.shrink_freed >= 0
+    sa.kmem_cache_defrag(d)
+    sa.kmem_cache_compact(c)
+    s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 4)
+    c.free(sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s))
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
+    assert sa.slabinfo() and sa.handle is not None
+    sa.validate()
+    sa.kmem_cache_destroy(d)
+    sa.kmem_cache_destroy(sa.kmem_cache_create("z", 32))
+    sa.save(tmp_path / "m")
+    return numslab.SlabAllocator.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("slab_debug", [None, "FZPU"])
+def test_a_dropped_allocator_is_freed_by_its_last_reference(kernel, slab_debug, tmp_path,
+                                                             no_cyclic_gc):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, slab_debug=slab_debug)
+    loaded = _use_everything(sa, tmp_path)
+    gone = [weakref.ref(sa), weakref.ref(loaded), weakref.ref(sa.memory)]
+    del sa, loaded
+    assert [r() for r in gone] == [None, None, None]
+
+
+def test_a_cache_keeps_its_allocator(no_cyclic_gc):
+    c = numslab.SlabAllocator(nr_cpus=1, memory="8M").kmem_cache_create("kept", 128)
+    objs = c.alloc_bulk(100)
+    c.free_bulk(objs)
+    sa = c._sa
+    assert sa.find_cache("kept") is c
+    sa.validate()
+    r = weakref.ref(sa)
+    del sa
+    assert r() is not None
+    del c
+    assert r() is None
+
+
+def test_a_held_cache_is_the_one_the_allocator_gives():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M")
+    c = sa.kmem_cache_create("held", 64)
+    assert sa.find_cache("held") is c
+    assert [x for x in sa.caches if x.name == "held"][0] is c
+    k = sa.kmalloc_caches
+    assert sa.kmalloc_caches[3] is k[3]
+    assert [x.name for x in sa.caches][-1] == "held"       # oldest first, as created
+
+
+def test_a_cache_no_one_holds_comes_back_the_same(no_cyclic_gc):
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M")
+    dtype = np.dtype([("a", np.int64), ("b", np.float64)])
+    seen = []
+    c = sa.kmem_cache_create("rec", dtype.itemsize, ctor=lambda mem, a: seen.append(a),
+                             dtype=dtype)
+    cid, objs = c.id, c.alloc_bulk(3)
+    r = weakref.ref(c)
+    del c
+    assert r() is None                                      # only the table's record is left
+    again = sa.find_cache("rec")
+    assert (again.id, again.name, again.dtype, again.live_objects) == (cid, "rec", dtype, 3)
+    assert again is sa.find_cache("rec") is sa.caches[-1]
+    seen.clear()
+    sa.kmem_cache_destroy(sa.kmem_cache_create("other", 8))
+    again.free_bulk(objs)
+    again.shrink()
+    again.alloc()                                           # a new slab: the same constructor
+    assert len(seen) == again.objs_per_slab
+    sa.validate()
+
+
+def test_a_cache_made_again_in_a_freed_slot_is_a_new_cache(no_cyclic_gc):
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M")
+    c = sa.kmem_cache_create("first", 64)
+    cid = c.id
+    c.shrink()                                              # an entry in a per-cache table
+    sa.kmem_cache_destroy(c)
+    with pytest.raises(WrongCacheError):
+        c.alloc()
+    d = sa.kmem_cache_create("second", 64)
+    assert d.id == cid and d.shrink_freed == 0              # not the first one's entry
+    assert sa.find_cache("second") is d
+    with pytest.raises(numslab.SlabError):
+        sa.find_cache("first")
+
+
+def test_threads_that_look_a_cache_up_at_once_get_one_handle(no_cyclic_gc):
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    cid = sa.kmem_cache_create("looked", 64).id
+    got, start = [], threading.Barrier(8)
+
+    def look():
+        start.wait()
+        got.append(sa._caches[cid])
+    threads = [threading.Thread(target=look) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({id(c) for c in got}) == 1
