@@ -381,12 +381,13 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self.state.cpu[cid, :, C_SLAB] = NIL
             self.state.cpu[cid, :, C_PARTIAL] = NIL
             self.state.stats[cid] = 0
+            ncaches = len(self._caches)        # live caches: part of the seeds
             if self.freelist_hardened:         # s->random: get_random_long(), seeded here
-                row[CA_FP_KEY] = int(np.random.default_rng([self._seed, cid, len(self._caches.names)])
+                row[CA_FP_KEY] = int(np.random.default_rng([self._seed, cid, ncaches])
                                      .integers(1, 1 << 62))
             if self.freelist_random:           # s->random_seq: init_cache_random_seq
                 init_cache_random_seq(self.state.rseq, row, cid, geo.objs_per_slab, geo.slab_size,
-                                      [self._seed, cid, len(self._caches.names), 1])
+                                      [self._seed, cid, ncaches, 1])
             row[CA_PARTIAL_ORDER] = order == "sorted"
             ca[cid] = row
             cache = KmemCache(self, cid, name, ctor, dtype)
