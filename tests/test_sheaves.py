@@ -652,6 +652,24 @@ def test_bad_sheaf_handles_are_refused(sa, sc):
     sa.validate()
 
 
+def test_the_prefill_api_refuses_a_bad_cpu_with_nothing_changed(sa, sc):
+    """A bad ``cpu`` is refused before anything changes: ``kmem_cache_return_sheaf`` took
+    the sheaf off the cache's list first, so a refused return lost it and its objects."""
+    held = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 4)
+    snap = snapshot(sa)
+    for cpu in (sa.nr_cpus, -1, 1.0, "0"):
+        with pytest.raises(numslab.InvalidArgumentError, match="cpu"):
+            sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, held, cpu=cpu)
+        with pytest.raises(numslab.InvalidArgumentError, match="cpu"):
+            sa.kmem_cache_refill_sheaf(sc, GFP_KERNEL, held, 8, cpu=cpu)
+        with pytest.raises(numslab.InvalidArgumentError, match="cpu"):
+            sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 2, cpu=cpu)
+    assert_unchanged(sa, snap)
+    sa.validate()
+    sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, held, cpu=sa.nr_cpus - 1)
+    sa.kmem_cache_destroy(sc)
+
+
 def test_caches_without_sheaves_refuse_the_prefill_api(sa):
     plain = sa.kmem_cache_create("plain", 64)
     snap = snapshot(sa)

@@ -417,13 +417,13 @@ class BatchAPI:
         cid = self._sheaf_cache(cache, "kmem_cache_return_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_return_sheaf")
         gfp = check_gfp(gfp, "kmem_cache_return_sheaf")
-        user_sheaf_unlink(self._st, cid, sheaf)
+        cpu = self._cpu_of(cpu)             # every argument checked before anything changes
         plan = None
         if cid in self._trace_ids:          # T: the flush's detached freelists
             plan = self._free_plan(cid, self._sheaf_objects(sheaf, 0))
             seen = int(self._g[G_NREPORTS])
-        self._sheaf_unit("kmem_cache_return_sheaf", return_sheaf, cid, self._cpu_of(cpu), gfp,
-                         sheaf)
+        user_sheaf_unlink(self._st, cid, sheaf)
+        self._sheaf_unit("kmem_cache_return_sheaf", return_sheaf, cid, cpu, gfp, sheaf)
         if plan is not None:
             self._trace_frees(plan, self._not_freed_since(seen))
 
