@@ -1385,3 +1385,21 @@ def test_arguments_a_new_user_got_wrong_raise_numslab_errors():
         numslab.remap(np.array([1]), np.array([1, 2, 3]), np.array([2]))
     assert numslab.remap(np.array([1, 5]), np.array([1]), np.array([2])).tolist() == [2, 5]
     sa.validate()
+
+
+def test_numpy_integers_make_the_same_machine_and_caches_as_python_ints(kernel):
+    """A new user's sizes often come out of NumPy: ``SlabAllocator`` and ``kmem_cache_create``
+    refused ``np.int64(64)`` with "is not in 1..4194304", which names no real fault."""
+    from numslab import SLAB_HWCACHE_ALIGN
+    made = []
+    for i in (int, np.int64):
+        sa = numslab.SlabAllocator(nr_cpus=i(2), nr_nodes=i(1), memory="8M",
+                                   max_caches=i(32), kernel=kernel)
+        c = sa.kmem_cache_create("rec", i(72), align=i(8), flags=np.uint64(SLAB_HWCACHE_ALIGN)
+                                 if i is np.int64 else SLAB_HWCACHE_ALIGN,
+                                 sheaf_capacity=i(4), freeptr_offset=None)
+        made.append((sa.nr_cpus, sa.state.ca.shape, c.slab_size, c.align, c.order,
+                     c.objs_per_slab, c.sheaf_capacity, type(sa.nr_cpus)))
+    assert made[0] == made[1]
+    with pytest.raises(numslab.InvalidSizeError):
+        sa.kmem_cache_create("float", np.float64(64))

@@ -43,7 +43,7 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
 from . import persist, threads
-from .args import check_cache_name, check_gfp, check_max_caches, fixed
+from .args import as_int, check_cache_name, check_gfp, check_max_caches, fixed
 from .batchapi import BatchAPI
 from .cache import NO_ALLOCATOR, CacheTable, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
@@ -149,6 +149,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                  freelist_random: bool = True, slab_debug: str | None = None, partial_order: str = "kernel") -> None:
         if nr_cpus is None:
             nr_cpus = os.cpu_count() or 1
+        nr_cpus, nr_nodes, max_caches = as_int(nr_cpus), as_int(nr_nodes), as_int(max_caches)
         if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
             raise BadArg(f"nr_cpus {nr_cpus!r} is not in 1..4096")
         if not (isinstance(nr_nodes, int) and 1 <= nr_nodes <= min(nr_cpus, 64)):
@@ -321,6 +322,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             if kwargs:
                 raise TypeError(f"kmem_cache_create() got unexpected arguments {sorted(kwargs)}")
             check_cache_name(name, self._caches.names)
+            size, align, flags, sheaf_capacity = (as_int(size), as_int(align), as_int(flags),
+                                                  as_int(sheaf_capacity))
+            freeptr_offset = as_int(freeptr_offset)
             if not isinstance(flags, int) or flags & ~SLAB_VALID_FLAGS:
                 raise BadArg(f"kmem_cache_create({name}): unknown flags {flags!r:}")
             flags = self._slab_debug_of(name, flags)

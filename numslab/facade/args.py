@@ -20,6 +20,12 @@ def check_gfp(gfp: Any, fn: str) -> int:
                                "0..2**32-1)")
 
 
+def as_int(value: Any) -> Any:
+    """``value`` as a Python int if it is a NumPy integer (the checks after it then read it as
+    any int); anything else unchanged, for those checks to refuse."""
+    return int(value) if isinstance(value, np.integer) else value
+
+
 def check_cache_name(name: Any, taken: Any) -> str:
     """``name`` if it can name a new cache: a str, not empty, not in ``taken``, with no
     space, '/' or control character (it names a ``/sys/kernel/slab`` directory and a
