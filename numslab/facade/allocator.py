@@ -438,16 +438,20 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         ------
         CacheLeakError
             If objects are still allocated, reporting them as ``list_slab_objects`` does,
-            with nothing changed (bad input changes nothing here): the kernel flushes the
-            CPUs' caches, the barn and the empty slabs first, then unlinks the cache and
-            leaks it; numslab keeps it usable, so its objects can be freed and the destroy
-            retried.
+            with nothing changed (bad input changes nothing here): the kernel ends the
+            cache's ``kfree_rcu`` grace periods, flushes the CPUs' caches, the barn and the
+            empty slabs first, then unlinks the cache and leaks it; numslab keeps it usable,
+            so its objects can be freed and the destroy retried. Objects waiting for a grace
+            period are not allocated (``live_objects``), so the refusal comes before the
+            grace periods end: those objects still wait.
         """
         with self._slab_mutex:
             wait_for_engine()           # not while another thread's compile parks the rows
             self._own(cache, "kmem_cache_destroy")
             if cache._id in self._kmalloc_ids:
                 raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
+            if not force:                       # refused: before the barrier changes anything
+                self._refuse_leaky_destroy(cache, cache.live_objects)
             self._kvfree_rcu_barrier_on_cache(cache._id)     # nothing may wait: see kmallocapi
             if force:
                 while sheaf := int(self.state.ca[cache._id, CA_USER_SHEAVES]):
@@ -455,15 +459,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 held = cache.live_addresses()
                 if len(held):
                     self.kmem_cache_free_bulk(cache, len(held), held)
-            live = cache.live_objects
-            if live:
-                self._report_leaks(cache._id)       # list_slab_objects
-                raise CacheLeakError(f"kmem_cache_destroy {cache.name}: Slab cache still has "
-                                     f"objects: {live} live object(s) of "
-                                     f"{cache.object_size} bytes")
-            if self.state.ca[cache._id, CA_USER_SHEAVES]:
-                raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
-                                     f"still outstanding; return them first")
+            self._refuse_leaky_destroy(cache, cache.live_objects)
             cache.__class__ = DestroyedCache    # other threads' calls now refuse it...
             if not self._cache_release(cache._id):      # ...and one took an object since
                 cache.__class__ = KmemCache
@@ -480,6 +476,18 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             del self._caches[cache._id]
             cache._sa, cache._id = NO_ALLOCATOR, -1     # it belongs to no allocator
             cache.__class__ = DestroyedCache
+
+    def _refuse_leaky_destroy(self, cache: KmemCache, live: int) -> None:
+        """Raise ``CacheLeakError`` if a destroy of ``cache`` would leave ``live`` objects
+        (reported as ``list_slab_objects`` does) or prefilled sheaves outstanding."""
+        if live:
+            self._report_leaks(cache._id)       # list_slab_objects
+            raise CacheLeakError(f"kmem_cache_destroy {cache.name}: Slab cache still has "
+                                 f"objects: {live} live object(s) of "
+                                 f"{cache.object_size} bytes")
+        if self.state.ca[cache._id, CA_USER_SHEAVES]:
+            raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
+                                 f"still outstanding; return them first")
 
     def _name_of(self, cid: int) -> str | None:
         """The name of cache id ``cid`` (None: none): numslab.jit's errors name the cache."""
