@@ -647,6 +647,21 @@ def _save_signed(path, arrays):
     np.savez(path, meta=np.array(json.dumps(meta)), **rest)
 
 
+def test_save_and_load_refuse_what_is_no_file_name(sa, tmp_path):
+    """``open`` takes an int for a file descriptor and closes it: ``save(2)`` wrote the machine
+    to stderr, ``load(fd)`` closed the user's file."""
+    with open(tmp_path / "f", "wb") as f:
+        for bad in (f.fileno(), None, 1.5, [str(tmp_path / "m")]):
+            with pytest.raises(numslab.WrongTypeError, match="not a file name"):
+                sa.save(bad)
+            with pytest.raises(numslab.WrongTypeError, match="not a file name"):
+                numslab.SlabAllocator.load(bad)
+        f.write(b"still open")
+    assert (tmp_path / "f").read_bytes() == b"still open"
+    sa.save(tmp_path / "m")
+    assert numslab.SlabAllocator.load(str(tmp_path / "m")).kernel == sa.kernel
+
+
 def test_load_of_a_damaged_machine_file_is_a_slab_error(kernel, tmp_path):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)    # small: quick loads
     c = sa.kmem_cache_create("damaged", 96)

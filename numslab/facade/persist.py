@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,7 @@ from ..engine.layout import (CA_ACTIVE, CA_DEBUG, F_G, G_KERNEL, G_MAX_CACHES, G
                              G_NNODES, G_NPAGES, G_NPENDING, G_NREPORTS, G_PAGES_PER_NODE,
                              H_FIELDS, H_MAGIC, H_MEM, H_MEMSIZE, HEADER)
 from ..engine.native import wait_for_engine
-from ..errors import SlabError
+from ..errors import SlabError, WrongTypeError
 from . import threads
 from .cache import KmemCache
 
@@ -32,6 +33,13 @@ FORMAT = 7
 _FIXED = (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL)
 
 
+def _check_path(path: Any, fn: str) -> None:
+    """Refuse a ``path`` that is no file name (``WrongTypeError``): ``open`` takes an int for
+    a file descriptor, which it then closes, and ``save(2)`` wrote the machine to stderr."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise WrongTypeError(f"{fn}: path {path!r} is not a file name (str or os.PathLike)")
+
+
 def save(sa: "SlabAllocator", path: str | Path) -> None:
     """Write ``sa`` to ``path`` (a compressed ``.npz``): its state words, its arena, the
     caches' names and dtypes and the ``kfree_rcu`` objects still waiting for their grace
@@ -40,6 +48,7 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
     sheaves and in sheaves handed to ``call_rcu`` are in the state), ``release_order``.
     Constructors are Python code and are not saved: a machine with a cache that has one is
     refused, as is one with constructors still pending."""
+    _check_path(path, "save")
     wait_for_engine()       # no other thread half-way through an operation (see native)
     withctor = [c.name for c in sa.caches if c.ctor is not None]
     if withctor:
@@ -92,6 +101,7 @@ def _shadow_pages(sa: "SlabAllocator") -> np.ndarray:
 def load(cls: type, path: str | Path) -> "SlabAllocator":
     """A new machine of class ``cls`` exactly as :func:`save` wrote it: the same state, bytes
     and caches, so that it then behaves as the saved one would have (its handle is new)."""
+    _check_path(path, "load")
     with open(path, "rb") as f:         # a missing or unreadable file stays its OSError
         try:
             with np.load(f, allow_pickle=False) as z:
