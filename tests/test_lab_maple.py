@@ -52,6 +52,19 @@ def test_bad_node_counts_are_refused():
             maple_churn("7.1", **{"ops": 1, **bad})
     with pytest.raises(numslab.SlabError, match="kernel"):
         maple_churn("7.9", ops=1)
+    with pytest.raises(numslab.InvalidArgumentError, match="need 2000000"):
+        maple_churn("7.1", ops=1, need=2_000_000)
+
+
+def test_a_machine_too_small_for_the_trees_or_the_writes_is_refused():
+    """With a fixed 64 MiB machine, more nodes than fit made the trees hold NULLs and then
+    failed on "0x0 is not a prefilled sheaf"; the default memory now grows with ``live``."""
+    with pytest.raises(numslab.InvalidSizeError, match="do not fit"):
+        maple_churn("next", ops=1, live=20_000, memory="4M")
+    with pytest.raises(numslab.InvalidSizeError, match="ran out at write"):
+        maple_churn("next", ops=200, live=15_000, need=4096, used=(1, 1), memory="4M")
+    r = maple_churn("next", ops=20, live=300_000, grace=4)
+    assert r["live"] == 300_000 and r["objects"] >= 300_000
 
 
 def test_the_command_prints_the_generations_side_by_side(capsys):
@@ -66,5 +79,6 @@ def test_the_command_prints_the_generations_side_by_side(capsys):
     assert run["kernel"] == "next" and set(run["counters"]) == set(COUNTERS)
     with pytest.raises(SystemExit):
         cli.main(["maple", "--kernel", "7.9"])
-    with pytest.raises(SystemExit):
-        cli.main(["maple", "--ops", "0"])
+    for bad in (["--ops", "0"], ["--cpus", "4097"]):
+        with pytest.raises(SystemExit):
+            cli.main(["maple", *bad])

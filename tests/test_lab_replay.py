@@ -127,6 +127,9 @@ def test_next_replays_a_trace_as_7_1_does():
 def test_a_configuration_given_twice_is_refused():
     with pytest.raises(SlabError, match=r"7\.0:cpus=2 given twice"):
         numslab.replay(DATA / TRACES["git_tar"], compare="7.0,6.18,7.0")
+    for empty in (",", " , "):                  # was the default configuration alone
+        with pytest.raises(SlabError, match="no configuration"):
+            numslab.replay(DATA / TRACES["git_tar"], compare=empty)
 
 
 COMPILE_SECONDS = r"""

@@ -23,6 +23,8 @@ from ..flags import GFP_KERNEL, SLAB_HWCACHE_ALIGN
 
 #: ``sizeof(struct maple_node)``, the cache's size and alignment; its ``sheaf_capacity``.
 NODE_SIZE, NODE_SHEAF = 256, 32
+#: The most objects a prefilled sheaf may be asked for (``kmem_cache_prefill_sheaf``).
+MAX_NEED = 1 << 20
 #: The counters reported (the patch's table, but for the list_lock and cmpxchg ones).
 COUNTERS = ("alloc_slab", "free_slab", "barn_get", "barn_get_fail", "barn_put",
             "barn_put_fail", "free_add_partial", "sheaf_flush", "sheaf_refill",
@@ -31,7 +33,7 @@ COUNTERS = ("alloc_slab", "free_slab", "barn_get", "barn_get_fail", "barn_put",
 
 def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int = 4096,
                 need: int = 7, used: tuple[int, int] = (1, 4), grace: int = 32,
-                seed: int = 1, memory: str = "64M") -> dict:
+                seed: int = 1, memory: str | None = None) -> dict:
     """Run ``ops`` tree writes on a ``maple_node`` cache of SLUB generation ``kernel``.
 
     Parameters
@@ -53,8 +55,9 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
         Writes per RCU grace period (``synchronize_rcu``).
     seed : int
         Seed of the writes' node counts and of which nodes they replace.
-    memory : str
-        Memory per node of the machine.
+    memory : str, optional
+        Memory per node of the machine (default: three times the trees' bytes, at least
+        64 MiB). A machine that runs out raises ``InvalidSizeError``.
 
     Returns
     -------
@@ -70,14 +73,22 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise numslab.InvalidArgumentError(f"maple_churn: {name} {n!r} is not an integer "
                                                f"of at least 1")
+    if need > MAX_NEED:
+        raise numslab.InvalidArgumentError(f"maple_churn: need {need} is more than a prefilled "
+                                           f"sheaf holds ({MAX_NEED})")
     lo, hi = used
     if not 1 <= lo <= hi <= need:
         raise numslab.InvalidArgumentError(f"maple_churn: used {used!r} must lie in 1..need")
+    if memory is None:
+        memory = f"{max(64, -(-3 * live * NODE_SIZE // (1 << 20)))}M"
     sa = numslab.SlabAllocator(nr_cpus=cpus, memory=memory, kernel=kernel, seed=seed)
     c = sa.kmem_cache_create("maple_node", NODE_SIZE, align=NODE_SIZE,
                              flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=NODE_SHEAF)
     rng = random.Random(seed)
     nodes = [sa.kmem_cache_alloc(c, GFP_KERNEL, cpu=i % cpus) for i in range(live)]
+    if not all(nodes):
+        raise numslab.InvalidSizeError(f"maple_churn: {live} nodes do not fit in {memory} "
+                                       f"(give more memory)")
     sa.synchronize_rcu()
     before = c.stats
     prefill, take, give = (sa.kmem_cache_prefill_sheaf, sa.kmem_cache_alloc_from_sheaf,
@@ -86,6 +97,9 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
     for op in range(ops):
         cpu = op % cpus
         sheaf = prefill(c, GFP_KERNEL, need, cpu)
+        if not sheaf:
+            raise numslab.InvalidSizeError(f"maple_churn: {memory} ran out at write {op} "
+                                           f"(give more memory)")
         k = rng.randint(lo, hi)
         new = [take(c, GFP_KERNEL, sheaf, cpu) for _ in range(k)]
         give(c, GFP_KERNEL, sheaf, cpu)

@@ -659,6 +659,8 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
         raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= cpus")
     if isinstance(compare, str):
         compare = [c for c in compare.split(",") if c.strip()]
+        if not compare:
+            raise SlabError("compare: no configuration given (e.g. 6.18,7.0)")
     configs = [parse_config(c, base) for c in compare] if compare else [base]
     seen = [c.name for c in configs]
     twice = sorted({n for n in seen if seen.count(n) > 1})

@@ -216,6 +216,8 @@ def slab_loop_array(h, cid, bulk, rounds, out, flags):
 # ---- the slab_bulk_test01 table ------------------------------------------------------------------
 #: Bulk sizes of the kernel's slab_bulk_test01.
 BULK_SIZES = (1, 2, 3, 4, 8, 16, 30, 32, 34, 48, 64, 128, 158, 250)
+#: The largest bulk size a round takes: the peers' pools hold this many objects.
+MAX_BULK = 1 << 16
 #: Brouer 2015, kernel SLUB on an i7-4790K at 4 GHz: ns per alloc+free pair (REFERENCE.md).
 KERNEL_NS = {1: 11.25, 2: 7.5, 4: 5.0, 8: 4.7, 16: 4.5, 32: 4.7, 64: 5.1, 128: 6.8, 250: 9.3}
 #: sk_buff-sized objects on a HWCACHE_ALIGN cache, as the kernel test; 256 bytes here.
@@ -272,7 +274,9 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False,
     FULL_COUNT top-up, one object at a time."""
     if impl not in PY_IMPLS + JIT_IMPLS:
         raise ValueError(f"unknown implementation {impl!r}: one of {PY_IMPLS + JIT_IMPLS}")
-    cap = 1 << 16
+    if not 1 <= bulk <= MAX_BULK:
+        raise ValueError(f"bulk {bulk} is not in 1..{MAX_BULK} (the peers' pools)")
+    cap = MAX_BULK
     if impl == "floor-7.0":
         fr = FloorRound(bulk)
         if inside_jit:

@@ -128,6 +128,15 @@ prefilled-sheaf workload on generations side by side."""
 
 
 _positive = labcli.positive_int
+
+
+def _bulk(text: str) -> int:
+    """An argparse type: a bulk size the peers' pools can serve (1..``bench.MAX_BULK``)."""
+    n = _positive(text)
+    if n > bench.MAX_BULK:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {bench.MAX_BULK} (the "
+                                         f"peers' pools)")
+    return n
 _kernels = labcli.generations(bench.ALL_KERNELS)
 
 
@@ -136,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="numslab", description=DESCRIPTION)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="slab_bulk_test01-shaped table against the peers")
-    b.add_argument("--sizes", type=_positive, nargs="+", default=list(bench.BULK_SIZES),
+    b.add_argument("--sizes", type=_bulk, nargs="+", default=list(bench.BULK_SIZES),
                    help="bulk sizes (default the kernel test's: "
                         f"{' '.join(map(str, bench.BULK_SIZES))})")
     b.add_argument("--where", choices=("python", "jit", "both", "none"), default="both",

@@ -36,8 +36,8 @@ def add_commands(sub: Any) -> None:
                                  "script text of the kmem events (plain, .gz, .xz; - for stdin)")
     r.add_argument("--snapshot", metavar="FILE", help="numslab snapshot JSON: cache geometry")
     r.add_argument("--kernel", choices=KERNELS, default="7.0")
-    r.add_argument("--cpus", type=int, help="simulated CPUs (default: the trace's)")
-    r.add_argument("--nodes", type=int, default=1)
+    r.add_argument("--cpus", type=cpu_count, help="simulated CPUs (default: the trace's)")
+    r.add_argument("--nodes", type=positive_int, default=1)
     r.add_argument("--policy", default="default", help=f"one of {', '.join(POLICIES)}")
     r.add_argument("--compare", metavar="CONFIG,CONFIG",
                    help="configurations side by side: KERNEL[:cpus=N][:nodes=N][:POLICY]"
@@ -47,7 +47,8 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--plot", metavar="FILE.png", help="draw slab memory against live bytes "
                                                      "over time, and the utilisation per cache")
     r.add_argument("--skip-bad", action="store_true", help="count malformed lines, skip them")
-    r.add_argument("--samples", type=int, default=256, help="points of the time series")
+    r.add_argument("--samples", type=positive_int, default=256,
+                   help="points of the time series")
     r.add_argument("--every", type=_every, default=0, metavar="N|free",
                    help="run the policy's shrink or compaction every N events (default: at "
                         "the sample points), or 'free': on a cache after each free that "
@@ -68,11 +69,15 @@ def add_commands(sub: Any) -> None:
     s.add_argument("-o", "--output", required=True, metavar="FILE", help="the JSON file")
     s.add_argument("--slab-root", default=rec.SLAB_ROOT, help=argparse.SUPPRESS)
     m = sub.add_parser("maple", help="the maple tree's prefilled sheaves (will-it-scale "
-                                     "mmap1 on maple_node) on SLUB generations side by side")
+                                     "mmap1 on maple_node) on SLUB generations side by side",
+                       description="Each tree write prefills a sheaf of maple_node for its "
+                       "worst case, takes 1-4 nodes from it, returns it and kfree_rcu()s the "
+                       "nodes it replaced, on every CPU in turn; prints the SLUB counters of "
+                       "the barn-refill patch's table for each generation side by side.")
     m.add_argument("--kernel", type=generations(KERNELS), default=["7.1", "next"],
                    metavar="7.1,next", help="generations, comma-separated (default 7.1,next)")
     m.add_argument("--ops", type=positive_int, default=20000, help="tree writes (default 20000)")
-    m.add_argument("--cpus", type=positive_int, default=4,
+    m.add_argument("--cpus", type=cpu_count, default=4,
                    help="CPUs, one process each (default 4)")
     m.add_argument("--live", type=positive_int, default=4096,
                    help="nodes the trees hold (default 4096)")
@@ -104,6 +109,15 @@ def positive_int(text: str) -> int:
         n = 0
     if n < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer of at least 1")
+    return n
+
+
+def cpu_count(text: str) -> int:
+    """An argparse type: a machine's CPUs, 1..4096."""
+    n = positive_int(text)
+    if n > 4096:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than the 4096 CPUs a machine may "
+                                         f"have")
     return n
 
 
