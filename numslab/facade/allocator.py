@@ -441,9 +441,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             with nothing changed (bad input changes nothing here): the kernel ends the
             cache's ``kfree_rcu`` grace periods, flushes the CPUs' caches, the barn and the
             empty slabs first, then unlinks the cache and leaks it; numslab keeps it usable,
-            so its objects can be freed and the destroy retried. Objects waiting for a grace
-            period are not allocated (``live_objects``), so the refusal comes before the
-            grace periods end: those objects still wait.
+            so its objects can be freed and the destroy retried. The refusal comes before
+            the grace periods end (leaving out the objects waiting for one, which they would
+            free), so those objects still wait.
         """
         with self._slab_mutex:
             wait_for_engine()           # not while another thread's compile parks the rows
@@ -451,7 +451,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             if cache._id in self._kmalloc_ids:
                 raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
             if not force:                       # refused: before the barrier changes anything
-                self._refuse_leaky_destroy(cache, cache.live_objects)
+                self._refuse_leaky_destroy(cache, cache.live_objects
+                                           - self._rcu_listed_objects(cache._id))
             self._kvfree_rcu_barrier_on_cache(cache._id)     # nothing may wait: see kmallocapi
             if force:
                 while sheaf := int(self.state.ca[cache._id, CA_USER_SHEAVES]):

@@ -184,6 +184,13 @@ class KmallocAPI:
         """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks."""
         return np.array([a for a, _ in self._rcu_pending], np.int64)
 
+    def _rcu_listed_objects(self: "SlabAllocator", cid: int) -> int:
+        """How many objects of cache ``cid`` wait on the ``kfree_rcu`` list: still allocated
+        in the state (``live_objects`` counts them) until their grace period ends. Those in
+        ``rcu_free`` sheaves are counted free already."""
+        cache = self.state.sl_cache
+        return sum(int(cache[self._slab_head(a)]) == cid for a, _ in self._rcu_pending)
+
     def _rcu_refuse(self: "SlabAllocator", addr: int, where: str) -> None:
         """Raise ``DoubleFreeError`` if ``addr`` waits on the ``kfree_rcu`` list (``krealloc``
         asks before it allocates; the frees once the engine refused them, in ``_raise``);
