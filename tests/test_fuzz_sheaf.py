@@ -17,7 +17,7 @@ from numslab import GFP_KERNEL
 
 from conftest import assert_unchanged, snapshot
 
-KERNELS = ("7.0", "7.1", "next", "6.18")
+KERNELS = ("7.0", "7.1", "7.3", "next", "6.18")
 BAD_SIZES = [-1, 2 ** 21, 2 ** 61, 1.5, True, "3", None]
 
 OPS = st.lists(st.tuples(st.sampled_from(["prefill", "alloc", "refill", "return", "free",

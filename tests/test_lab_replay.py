@@ -111,17 +111,22 @@ def test_compare_runs_every_configuration_on_the_same_trace():
     assert head == ["machine", *j["configs"]]
 
 
-def test_next_replays_a_trace_as_7_1_does():
-    """A kmem trace never prefills a sheaf, so the one rule ``next`` adds to 7.1 never runs:
-    every series and counter of the two replays is the same."""
-    r = numslab.replay(DATA / TRACES["file"], compare=["7.1", "next"])
-    a, b = r.configs["7.1:cpus=2"], r.configs["next:cpus=2"]
-    assert b.allocator.kernel == "next"
+def test_next_replays_a_trace_as_7_3_does():
+    """A kmem trace never prefills a sheaf, so the one rule ``next`` adds to 7.3 never runs:
+    every series and counter of the two replays is the same. 7.3's own rules do run: a
+    refill that takes more of a partial slab than it needs gives the rest back with the slab
+    to the tail of the list, uncounted, where 7.1 frees it to the slab (FREE_ADD_PARTIAL)."""
+    r = numslab.replay(DATA / TRACES["file"], compare=["7.1", "7.3", "next"])
+    old, a, b = (r.configs[f"{k}:cpus=2"] for k in ("7.1", "7.3", "next"))
+    assert b.allocator.kernel == "next" and a.allocator.kernel == "7.3"
     for field in ("live_objects", "slabs", "partial"):
         assert np.array_equal(getattr(a.series, field), getattr(b.series, field)), field
     j = r.to_json()["configs"]
-    assert j["7.1:cpus=2"]["counters"] == j["next:cpus=2"]["counters"]
-    assert j["7.1:cpus=2"]["counters"]["sheaf_refill"] > 0
+    assert j["7.3:cpus=2"]["counters"] == j["next:cpus=2"]["counters"]
+    assert j["7.3:cpus=2"]["counters"]["sheaf_refill"] > 0
+    assert j["7.1:cpus=2"]["counters"]["free_add_partial"] > \
+        j["7.3:cpus=2"]["counters"]["free_add_partial"] == 0
+    assert np.array_equal(old.series.live_objects, a.series.live_objects)
 
 
 def test_a_configuration_given_twice_is_refused():

@@ -58,7 +58,7 @@ def test_calculate_sheaf_capacity_fills_a_kmalloc_size(size, cap):
 def test_every_cache_has_sheaves_and_sysfs_says_so():
     sa = fresh()
     assert sa.kernel == "7.0" and numslab.SlabAllocator(memory="4M").kernel == "7.0"
-    assert numslab.KERNELS == ("6.18", "7.0", "7.1", "next")
+    assert numslab.KERNELS == ("6.18", "7.0", "7.1", "7.3", "next")
     c = sa.kmem_cache_create("c", 300)
     assert c.sheaf_capacity == 28 == calculate_sheaf_capacity(c.slab_size)
     assert all(k.sheaf_capacity == calculate_sheaf_capacity(k.slab_size)

@@ -65,10 +65,11 @@ PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list
  G_ERR0, G_ERR1, G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED,
  G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_FRNG, G_RCU_HEAD, G_RCU_TAIL, G_NRCU,
  G_NSCALARS) = range(24)
-KERNEL_6_18, KERNEL_7_0, KERNEL_7_1, KERNEL_NEXT = 618, 700, 710, 790
-#: the generations, by release name ("next": the slab tree's for-next after 7.1, as far as
-#: numslab follows it; ARCHITECTURE.md, "The generations")
-KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0, "7.1": KERNEL_7_1, "next": KERNEL_NEXT}
+KERNEL_6_18, KERNEL_7_0, KERNEL_7_1, KERNEL_7_3, KERNEL_NEXT = 618, 700, 710, 730, 790
+#: the generations, by release name ("7.3": the mm tree on 7.3-rc5; "next": 7.3 with the slab
+#: tree's barn refill of prefilled sheaves; ARCHITECTURE.md, "The generations")
+KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0, "7.1": KERNEL_7_1, "7.3": KERNEL_7_3,
+           "next": KERNEL_NEXT}
 
 # ---- cache table columns (field CA, shape [max_caches, CA_NCOLS]) -------------------------
 #: ``CA_FP_KEY`` is ``s->random`` of CONFIG_SLAB_FREELIST_HARDENED: a free pointer is stored as

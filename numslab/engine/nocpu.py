@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from ..flags import __GFP_RECLAIM, __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET,
-                     N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
+                     KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row,
+                     _rand, _stat)
 from .checks import _live_clear, _live_set_run, _live_set_slab
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
@@ -135,14 +136,21 @@ def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
     objects reach ``lo`` (not passing ``hi`` once ``lo`` is reached: ``get_partial_node_bulk``),
     then empty their free lists into ``p[at:]`` up to ``hi`` objects, each marked live as it
     is taken (so that a free pointer naming one already taken, or one the caller took from a
-    sheaf just before, is refused; a sheaf refill takes the marks off); what a slab has beyond
-    goes back to it (``__slab_free``), slabs not reached go back to the head of the list (or
-    to the page allocator if empty and the node keeps ``min_partial``). How many taken."""
+    sheaf just before, is refused; a sheaf refill takes the marks off). Before 7.3: the last
+    slab taken is drained first (``pc.slabs`` filled by ``list_add``), what a slab has beyond
+    goes back to it (``__slab_free``: FREE_ADD_PARTIAL), slabs not reached go back to the head
+    of the list (or to the page allocator if empty and the node keeps ``min_partial``). From
+    7.3: the slabs are drained in list order (``list_bulk_move_tail``), what a slab has beyond
+    goes back with its slab to the tail of the list, uncounted
+    (``__slab_try_return_freelist``), and slabs not reached to the tail too
+    (``list_splice_tail``). How many taken."""
     nd = st.node
     nxt = st.pg_next
     r = _node_row(st, cache, node)
+    in_order = st.kernel >= KERNEL_7_3
     total = 0
     taken = NIL                         # pc.slabs: list_add, so the last taken comes first
+    last = NIL                          # (7.3: appended, in list order)
     slab = nd[r + N_PARTIAL_HEAD]
     while slab != NIL:
         following = nxt[slab]
@@ -150,8 +158,16 @@ def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
         if total >= lo and total + free > hi:
             break
         _remove_partial(st, cache, slab)
-        nxt[slab] = taken
-        taken = slab
+        if not in_order:
+            nxt[slab] = taken
+            taken = slab
+        elif last == NIL:
+            nxt[slab] = NIL
+            taken = last = slab
+        else:
+            nxt[slab] = NIL
+            nxt[last] = slab
+            last = slab
         total += free
         if total >= hi:
             break
@@ -190,6 +206,10 @@ def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
             if obj >= 0:
                 _isolate(st, cache, slab, obj)         # a loop, or a list cut short
             got = start                                # (a bad pointer: isolated already)
+        elif obj == 0 and cnt and in_order:            # more than fits: the rest stays
+            st.sl_freelist[slab] = head                # the slab's, which goes to the tail
+            st.sl_inuse[slab] -= cnt
+            _add_partial(st, cache, slab, True)
         elif obj == 0 and cnt:                         # more than fits: back to the slab
             slab_free(st, cache, cpu, slab, head, tail, cnt)
         if got >= hi:
@@ -199,7 +219,9 @@ def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
         slab = taken
         taken = nxt[slab]
         nxt[slab] = NIL
-        if st.sl_inuse[slab] == 0 and nd[r + N_NR_PARTIAL] >= min_partial:
+        if in_order:
+            _add_partial(st, cache, slab, True)
+        elif st.sl_inuse[slab] == 0 and nd[r + N_NR_PARTIAL] >= min_partial:
             discard_slab(st, cache, cpu, slab)
         else:
             _add_partial(st, cache, slab, False)
@@ -212,14 +234,15 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark):
     ``paddr``: the local node's partial slabs, then other nodes' (``__refill_objects_any``:
     the ``remote_node_defrag_ratio`` draw, nodes with more than ``min_partial`` partial
     slabs; under __GFP_THISNODE the local node alone), then new slabs on the local node
-    (under __GFP_THISNODE no other). No object at all (0) for a ``gfp`` with no reclaim bit
-    (the kernel's ``WARN_ON_ONCE``: such requests never refill). Returns how many (fewer
+    (under __GFP_THISNODE no other). Before 7.3, no object at all (0) for a ``gfp`` with no
+    reclaim bit (the kernel's ``WARN_ON_ONCE``: such requests never refill); 7.3 dropped the
+    test (the callers' ``alloc_flags`` decide). Returns how many (fewer
     than ``lo`` only when memory is exhausted); the objects are not handed out. ``mark`` 1:
     all come back marked live (a bulk allocation's, so those of partial slabs keep the mark
     their walk set and those of new slabs get it as they are carved); 0: none does (a
     sheaf's refill: the walk's marks are taken off at the end)."""
-    if not gfp & __GFP_RECLAIM:     # WARN_ON_ONCE(!gfpflags_allow_spinning(gfp)): nothing
-        return 0
+    if st.kernel < KERNEL_7_3 and not gfp & __GFP_RECLAIM:     # WARN_ON_ONCE(!gfpflags_
+        return 0                                                # allow_spinning(gfp))
     p = words_at(paddr)
     local = st.cpu_node[cpu]
     got = _refill_objects_node(st, cache, cpu, p, 0, lo, hi, local)

@@ -8,13 +8,13 @@ from the barn"), and the barn keeps what is left of the sheaf it took from as it
 """
 from __future__ import annotations
 
-from ..flags import (BARN_GET, BARN_GET_FAIL, BARN_PUT, SHEAF_PREFILL_FAST,
-                     SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW, SHEAF_RETURN_FAST,
-                     SHEAF_RETURN_SLOW)
-from .layout import (C_SPARE, CA_NCOLS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
-                     KERNEL_NEXT, MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY,
-                     N_NR_FULL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
-                     _cpu_row, _node_index, _stat)
+from ..flags import (__GFP_NO_OBJ_EXT, BARN_GET, BARN_GET_FAIL, BARN_PUT, SHEAF_ALLOC,
+                     SHEAF_PREFILL_FAST, SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW,
+                     SHEAF_RETURN_FAST, SHEAF_RETURN_SLOW, SLAB_KMALLOC)
+from .layout import (C_SPARE, CA_FLAGS, CA_NCOLS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
+                     KERNEL_7_3, KERNEL_NEXT, MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL,
+                     N_NR_EMPTY, N_NR_FULL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE,
+                     _ca, _cpu_row, _node_index, _stat)
 from .native import jit, unit
 from .sheaves import (_alloc_empty_sheaf, _barn, _barn_pop, _barn_push, _fill_oversize,
                       _free_empty_sheaf, _objs_at, _sheaf_kfree, _sheaf_kmalloc, _w,
@@ -103,6 +103,32 @@ def _prefill_refill(st, cache, cpu, sheaf, gfp):
     return refill_sheaf(st, cache, cpu, sheaf, gfp)
 
 
+@jit
+def _oversize_sheaf(st, cache, cpu, size, gfp):
+    """An oversize prefilled sheaf for ``size`` objects, kmalloc'ed; its handle or 0. Before
+    7.3 a plain kmalloc; from 7.3 ``__alloc_empty_sheaf``: counted ``SHEAF_ALLOC``, and a
+    kmalloc cache's with ``SLAB_ALLOC_NO_RECURSE`` (numslab: ``__GFP_NO_OBJ_EXT``), without
+    ``alloc_empty_sheaf``'s refusal of a caller that passed it."""
+    if st.kernel < KERNEL_7_3:
+        return _sheaf_kmalloc(st, cpu, size, gfp)
+    if _ca(st, cache, CA_FLAGS) & SLAB_KMALLOC:
+        gfp |= __GFP_NO_OBJ_EXT
+    sheaf = _sheaf_kmalloc(st, cpu, size, gfp)
+    if sheaf:
+        _stat(st, cache, cpu, SHEAF_ALLOC, 1)
+    return sheaf
+
+
+@jit
+def _oversize_sheaf_free(st, cache, cpu, sheaf):
+    """Free an oversize prefilled sheaf: a plain kfree before 7.3, ``free_empty_sheaf``
+    (counted ``SHEAF_FREE``) from 7.3."""
+    if st.kernel < KERNEL_7_3:
+        _sheaf_kfree(st, cpu, sheaf)
+    else:
+        _free_empty_sheaf(st, cache, cpu, sheaf)
+
+
 @unit
 def prefill_sheaf(st, cache, cpu, gfp, size):
     """``kmem_cache_prefill_sheaf``: a sheaf holding at least ``size`` objects (an
@@ -115,14 +141,14 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
     mem = st.mem
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     if size > cap or cap == 0:
-        sheaf = _sheaf_kmalloc(st, cpu, size, gfp)
+        sheaf = _oversize_sheaf(st, cache, cpu, size, gfp)
         if not sheaf:
             return 0
         _stat(st, cache, cpu, SHEAF_PREFILL_OVERSIZE, 1)
         mem[_w(sheaf, SH_CAPACITY)] = size
         mem[_w(sheaf, SH_CACHE)] = cache
         if size and _fill_oversize(st, cache, cpu, gfp, size, _objs_at(st, sheaf)) == 0:
-            _sheaf_kfree(st, cpu, sheaf)
+            _oversize_sheaf_free(st, cache, cpu, sheaf)
             return 0
         mem[_w(sheaf, SH_SIZE)] = size
         _user_sheaf_link(st, cache, sheaf)
@@ -165,7 +191,7 @@ def return_sheaf(st, cache, cpu, gfp, sheaf):
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     if mem[_w(sheaf, SH_CAPACITY)] != cap or cap == 0:
         sheaf_flush_unused(st, cache, cpu, sheaf)
-        _sheaf_kfree(st, cpu, sheaf)
+        _oversize_sheaf_free(st, cache, cpu, sheaf)
         return 0
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)

@@ -14,8 +14,7 @@ The grace period is the caller's: :func:`rcu_run_callbacks` (``synchronize_rcu``
 """
 from __future__ import annotations
 
-from ..flags import (BARN_PUT, BARN_PUT_FAIL, FREE_RCU_SHEAF, FREE_RCU_SHEAF_FAIL, GFP_NOWAIT,
-                     SLAB_KMALLOC)
+from ..flags import BARN_PUT, BARN_PUT_FAIL, FREE_RCU_SHEAF, FREE_RCU_SHEAF_FAIL, SLAB_KMALLOC
 from .checks import E_ALLOCATORS, E_DOUBLE_FREE, _locate, _rcu_clear, _rcu_set
 from .cpucache import _take_back
 from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_FLAGS, CA_OBJECT_SIZE, CA_RED_LEFT,
@@ -26,7 +25,8 @@ from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_FLAGS, CA_OBJECT_SIZE, C
                      _cpu_row, _head_frame, _shadow, _slab_nid, _stat)
 from .native import jit, unit
 from .sheaves import (_alloc_empty_sheaf, _any_stale, _barn, _barn_pop, _barn_push, _call_rcu,
-                      _free_empty_sheaf, _rcu_append, _sheaf_purge, _w, sheaf_flush_unused)
+                      _free_empty_sheaf, _free_path_gfp, _rcu_append, _sheaf_purge, _w,
+                      sheaf_flush_unused)
 
 
 @unit
@@ -36,7 +36,8 @@ def kfree_rcu_sheaf(st, cpu, addr):
     ``rcu_free`` sheaf (FREE_RCU_SHEAF), 0 if the ordinary ``kfree_rcu`` must take it: no
     sheaves (6.18: ``s->cpu_sheaves`` NULL, nothing counted), a remote-node slab (nothing
     counted), or (FREE_RCU_SHEAF_FAIL) a 7.0 cache without sheaves (debug) or no empty
-    sheaf to be had (spare, barn, ``alloc_empty_sheaf(GFP_NOWAIT)``)."""
+    sheaf to be had (spare, barn, ``alloc_empty_sheaf(GFP_NOWAIT)``, from 7.3 with
+    ``__GFP_NOWARN``)."""
     err, slab = _locate(st, addr, NIL)
     if err:
         return 0
@@ -65,7 +66,7 @@ def kfree_rcu_sheaf(st, cpu, addr):
         else:
             rcu = _barn_pop(st, _barn(st, cache, cpu), N_BARN_EMPTY, N_NR_EMPTY)
             if not rcu:
-                rcu = _alloc_empty_sheaf(st, cache, cpu, cap, GFP_NOWAIT)
+                rcu = _alloc_empty_sheaf(st, cache, cpu, cap, _free_path_gfp(st))
                 if not rcu:
                     _stat(st, cache, cpu, FREE_RCU_SHEAF_FAIL, 1)
                     return 0

@@ -16,23 +16,21 @@ of handing the object out a second time.
 """
 from __future__ import annotations
 
-from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_RECLAIM, __GFP_ZERO,
-                     GFP_KERNEL, GFP_NOWAIT, ALLOC_NODE_MISMATCH, ALLOC_PCS, FREE_SLOWPATH,
-                     SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS,
-                     SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE, SHEAF_REFILL)
+from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_NOWARN, __GFP_RECLAIM,
+                     __GFP_ZERO, GFP_KERNEL, GFP_NOWAIT, ALLOC_NODE_MISMATCH, ALLOC_PCS,
+                     FREE_SLOWPATH, SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL, BARN_PUT,
+                     BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE, SHEAF_REFILL)
 from .bulk import alloc_bulk_slab, free_bulk_raw
 from .checks import E_LARGE, _live_set_run, _live_test, _locate, _own_clear, _own_set
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
 from .layout import (CA_DEBUG, C_MAIN, C_RCU_FREE, C_SLAB, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
-                     G_NRCU, G_RCU_HEAD, G_RCU_TAIL, KERNEL_7_0, KERNEL_7_1, RCU_CB_NOBARN,
-                     MAX_FULL_SHEAVES,
-                     N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NR_KMALLOC,
-                     PG_FROZEN, PG_ISOLATED, PG_LARGE,
-                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, _ca,
-                     _cpu_row, _shadow, _head_frame, _node_index, _node_row, _slab_nid,
-                     _stat)
+                     G_NRCU, G_RCU_HEAD, G_RCU_TAIL, KERNEL_7_0, KERNEL_7_1, KERNEL_7_3,
+                     RCU_CB_NOBARN, MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY,
+                     N_NR_FULL, NR_KMALLOC, PG_FROZEN, PG_ISOLATED, PG_LARGE, SH_CACHE,
+                     SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, _ca, _cpu_row,
+                     _shadow, _head_frame, _node_index, _node_row, _slab_nid, _stat)
 from .native import address, jit, unit
 from .nocpu import refill_objects
 from .pages import free_block_checked
@@ -344,12 +342,22 @@ def _barn_trade(st, cache, cpu, r, want_full):
 @jit(inline=True)
 def _may_refill(st, gfp):
     """``__pcs_replace_empty_main``'s test before it fills a sheaf from the slabs: a request
-    that may block (``gfpflags_allow_blocking``: 6.18 and 7.0) or, from 7.1, one that may
+    that may block (``gfpflags_allow_blocking``: 6.18 and 7.0) or, in 7.1, one that may
     spin (``gfpflags_allow_spinning``: any reclaim bit, so GFP_ATOMIC and GFP_NOWAIT too;
-    only a request with none, as ``kmalloc_nolock`` makes, falls to the slab layer)."""
+    only a request with none, as ``kmalloc_nolock`` makes, falls to the slab layer). 7.3
+    reads ``alloc_flags`` (not ``SLAB_ALLOC_NOLOCK``, only ``kmalloc_nolock``'s): any may."""
+    if st.kernel >= KERNEL_7_3:
+        return True
     if st.kernel >= KERNEL_7_1:
         return (gfp & __GFP_RECLAIM) != 0
     return (gfp & __GFP_DIRECT_RECLAIM) != 0
+
+
+@jit(inline=True)
+def _free_path_gfp(st):
+    """The gfp of the empty sheaves a free allocates (``__pcs_replace_full_main``,
+    ``__kfree_rcu_sheaf``): GFP_NOWAIT; 7.3 ``__GFP_NOWARN`` (alike under its refill rule)."""
+    return __GFP_NOWARN if st.kernel >= KERNEL_7_3 else GFP_NOWAIT
 
 
 @unit
@@ -556,7 +564,7 @@ def replace_full_main(st, cache, cpu):
             cpt[c + C_SPARE] = cpt[c + C_MAIN]
             cpt[c + C_MAIN] = empty
             return 1
-        empty = _alloc_empty_sheaf(st, cache, cpu, cap, GFP_NOWAIT)
+        empty = _alloc_empty_sheaf(st, cache, cpu, cap, _free_path_gfp(st))
         if empty:
             cpt[c + C_SPARE] = cpt[c + C_MAIN]
             cpt[c + C_MAIN] = empty
@@ -578,7 +586,7 @@ def replace_full_main(st, cache, cpu):
         _barn_trade(st, cache, cpu, r, False)
         _stat(st, cache, cpu, BARN_PUT, 1)
         return 1
-    empty = _alloc_empty_sheaf(st, cache, cpu, cap, GFP_NOWAIT)   # -ENOMEM: a new
+    empty = _alloc_empty_sheaf(st, cache, cpu, cap, _free_path_gfp(st))     # -ENOMEM: a
     if empty:
         _barn_push(st, r, N_BARN_FULL, N_NR_FULL, cpt[c + C_MAIN])
         _stat(st, cache, cpu, BARN_PUT, 1)
@@ -637,7 +645,9 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
     object as the kernel does (``p[i] = p[--size]``); a removed remote object is kept in
     the slot that frees, so ``p`` is permuted. Where the kernel, its 32nd remote object
     being the last one scanned, returns without freeing the local objects (a leak), numslab
-    goes on and frees them (ARCHITECTURE: deliberate deviations)."""
+    goes on and frees them (ARCHITECTURE: deliberate deviations). 7.3 swaps each remote
+    object to the front (``p[:base]``), the local ones go to the sheaves, then every remote
+    one to its slab in one ``__kmem_cache_free_bulk``."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
@@ -646,6 +656,13 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
     size = nr
     i = 0
     remote = 0
+    base = 0                                    # 7.3: the local objects are p[base:size]
+    if st.kernel >= KERNEL_7_3:
+        while i < size and st.nnodes > 1:
+            if _slab_nid(st, p[i] >> 12) != local:
+                p[i], p[base] = p[base], p[i]
+                base += 1
+            i += 1
     while i < size and st.nnodes > 1:           # next_remote_batch
         if _slab_nid(st, p[i] >> 12) != local:
             size -= 1
@@ -658,7 +675,7 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
                 remote = 0
         else:
             i += 1
-    done = 0
+    done = base
     r = _barn(st, cache, cpu)
     nd = st.node
     while done < size:                          # next_batch
@@ -690,6 +707,9 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
         free_bulk_raw(st, cache, cpu, size - done, address(p) + 8 * done)
     if remote:                                  # flush_remote: the last batch
         _flush_remote(st, cache, cpu, p, size, remote)
+    if base:                                    # 7.3: every remote object at once
+        _stat(st, cache, cpu, FREE_SLOWPATH, base)
+        free_bulk_raw(st, cache, cpu, base, address(p))
 
 
 # ---- flushing --------------------------------------------------------------------------------------

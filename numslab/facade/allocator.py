@@ -99,11 +99,14 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         CONFIG_SLAB_FREELIST_RANDOM (on, as distribution kernels build it): each new slab
         hands out its objects in the order of a per-cache random permutation, from a random
         start (``facade/hardening.py``; the draws come from ``seed``).
-    kernel : {"7.0", "7.1", "next", "6.18"}
+    kernel : {"7.0", "7.1", "7.3", "next", "6.18"}
         The SLUB generation (``numslab.KERNELS``). ``"7.0"`` (the default): per-CPU sheaves
         for every cache, of ``calculate_sheaf_capacity`` objects; no CPU slab or CPU partial
         list. ``"7.1"``: 7.0 with the two rules 7.1 changed (GFP_ATOMIC and GFP_NOWAIT refill
-        an empty sheaf; a shrink empties every barn first). ``"next"``: 7.1 with the slab
+        an empty sheaf; a shrink empties every barn first). ``"7.3"``: the mm tree on
+        7.3-rc5 (any request refills a sheaf; partial slabs drained in list order and given
+        back to the tail; a multi-node bulk free's remote objects freed at once, after the
+        local ones; oversize prefilled sheaves counted). ``"next"``: 7.3 with the slab
         tree's later change numslab follows (a prefilled sheaf is refilled from the barn,
         which keeps a partial sheaf: "mm/slub: refill prefilled sheaves from the barn").
         ``"6.18"``: sheaves only where ``sheaf_capacity`` asks, in front of the CPU slab layer
@@ -123,7 +126,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     state : SlabState
         Named views of every state array (see ARCHITECTURE.md).
     kernel : str
-        The generation modelled: ``"7.0"``, ``"7.1"``, ``"next"`` or ``"6.18"``.
+        The generation modelled: ``"7.0"``, ``"7.1"``, ``"7.3"``, ``"next"`` or ``"6.18"``.
 
     These, and ``nr_cpus``, ``nr_nodes``, ``pages_per_node``, ``nr_pages``,
     ``freelist_hardened``, ``freelist_random`` and ``kmalloc_caches``, are fixed when the

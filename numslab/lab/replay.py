@@ -33,7 +33,7 @@ __all__ = ["Config", "parse_config", "load_snapshot", "merge_aliases", "prepare"
            "replay_trace", "sample_seconds",
            "Prepared", "KERNELS", "POLICIES"]
 
-KERNELS = ("6.18", "7.0", "7.1", "next")
+KERNELS = ("6.18", "7.0", "7.1", "7.3", "next")
 #: ``default``: the generation's own rules; ``sheaves=N``: every cache the trace uses, but
 #: numslab's own kmalloc caches, gets sheaves of at least N objects (under 6.18 the opt-in
 #: ``sheaf_capacity``; under 7.0 a minimum); ``nosheaves``: 6.18 without the sheaves a

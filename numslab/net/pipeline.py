@@ -667,7 +667,7 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
         Seconds without a packet after which a flow entry is freed (``inf``: never).
     sa : SlabAllocator, optional
         Default: a fresh one with ``nr_cpus`` CPUs and ``memory`` per node, modelling SLUB
-        generation ``kernel`` ("7.0", "7.1", "next" or "6.18"; a given ``sa`` keeps its own). The
+        generation ``kernel`` (``numslab.KERNELS``; a given ``sa`` keeps its own). The
         run makes its two caches in it and, with ``check_leaks``, destroys them at the end.
     progress : callable, optional
         Called after every ``chunk`` packets (one jitted call) with the packets processed.

@@ -225,10 +225,10 @@ OBJECT_SIZE = 256
 #: The SLUB generation benchmarked unless told (numslab's default); ``KERNELS`` both.
 KERNEL = "7.0"
 KERNELS = ("7.0", "6.18")
-#: Every generation ``numslab bench --kernel`` takes (7.1: 7.0's rules with the two changes
-#: ARCHITECTURE's table names; next: 7.1 with the barn's partial sheaf, which no bulk path
-#: takes; the asv suite runs ``KERNELS``).
-ALL_KERNELS = ("7.0", "7.1", "next", "6.18")
+#: Every generation ``numslab bench --kernel`` takes (7.1 and 7.3: 7.0's rules with the
+#: changes ARCHITECTURE's tables name; next: 7.3 with the barn's partial sheaf, which no bulk
+#: path takes; the asv suite runs ``KERNELS``).
+ALL_KERNELS = ("7.0", "7.1", "7.3", "next", "6.18")
 #: Sheaf capacity of the ``slab-sheaves`` cache: the largest bulk size of the table, so that
 #: in steady state a batch is served from the CPU's sheaves (6.18's per-CPU object arrays).
 SHEAF_CAPACITY = 256
