@@ -59,7 +59,7 @@ def test_a_bulk_allocation_without_reclaim_bits_reaches_the_slabs_from_7_3(sa, k
         assert got == 0 and c.live_objects == 0
 
 
-# ---- __refill_objects_node ------------------------------------------------------------------------
+# ---- __refill_objects_node ----------------------------------------------------------------------
 def two_partial_slabs(sa, c):
     """Slabs A (10 free) and B (30 free) of ``c`` on node 0's partial list, A first, and the
     CPUs' sheaves and the barn empty; (A, B, the objects still held)."""
@@ -152,7 +152,7 @@ def test_a_bulk_free_gives_every_remote_object_back_at_once_after_the_local_ones
         sa2.kmem_cache_free(c, a, cpu=0)
 
 
-# ---- kmem_cache_prefill_sheaf and kmem_cache_return_sheaf: oversize sheaves -----------------------
+# ---- kmem_cache_prefill_sheaf and kmem_cache_return_sheaf: oversize sheaves ---------------------
 def test_an_oversize_prefilled_sheaf_is_counted_from_7_3(sa, kernel):
     """7.3's oversize prefill takes its sheaf from ``__alloc_empty_sheaf`` (``stat(s,
     SHEAF_ALLOC)``) and ``kmem_cache_return_sheaf`` frees it by ``free_empty_sheaf``

@@ -16,11 +16,11 @@ SMALL = {"ops": 1200, "cpus": 4, "live": 1024, "grace": 16}
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, dict]:
-    return {k: maple_churn(k, **SMALL) for k in ("7.1", "next")}
+    return {k: maple_churn(k, **SMALL) for k in ("7.3", "next")}
 
 
 def test_the_barn_refill_takes_the_flushes_away(runs):
-    old, new = runs["7.1"]["counters"], runs["next"]["counters"]
+    old, new = runs["7.3"]["counters"], runs["next"]["counters"]
     # the same writes: as many prefills, every one from the spare, as many kfree_rcu'd nodes
     for k in ("sheaf_prefill_fast", "sheaf_prefill_slow", "free_rcu_sheaf"):
         assert old[k] == new[k]
@@ -34,7 +34,7 @@ def test_the_barn_refill_takes_the_flushes_away(runs):
     for k in ("barn_put_fail", "sheaf_flush", "sheaf_refill", "free_add_partial",
               "alloc_slab"):
         assert new[k] < old[k], k
-    assert runs["7.1"]["live"] == runs["next"]["live"] == SMALL["live"]
+    assert runs["7.3"]["live"] == runs["next"]["live"] == SMALL["live"]
 
 
 def test_a_run_is_the_same_every_time(runs):
@@ -45,15 +45,15 @@ def test_a_run_is_the_same_every_time(runs):
 
 def test_bad_node_counts_are_refused():
     with pytest.raises(numslab.InvalidArgumentError, match="used"):
-        maple_churn("7.1", ops=1, used=(2, 9), need=7)
+        maple_churn("7.3", ops=1, used=(2, 9), need=7)
     for bad in ({"ops": 0}, {"live": 0}, {"grace": 0}, {"need": 0}, {"ops": 2.5},
                 {"grace": True}):
         with pytest.raises(numslab.InvalidArgumentError, match=next(iter(bad))):
-            maple_churn("7.1", **{"ops": 1, **bad})
+            maple_churn("7.3", **{"ops": 1, **bad})
     with pytest.raises(numslab.SlabError, match="kernel"):
         maple_churn("7.9", ops=1)
     with pytest.raises(numslab.InvalidArgumentError, match="need 2000000"):
-        maple_churn("7.1", ops=1, need=2_000_000)
+        maple_churn("7.3", ops=1, need=2_000_000)
 
 
 def test_a_machine_too_small_for_the_trees_or_the_writes_is_refused():
@@ -68,10 +68,10 @@ def test_a_machine_too_small_for_the_trees_or_the_writes_is_refused():
 
 
 def test_the_command_prints_the_generations_side_by_side(capsys):
-    assert cli.main(["maple", "--kernel", "7.1,next", "--ops", "200", "--live", "256"]) == 0
+    assert cli.main(["maple", "--kernel", "7.3,next", "--ops", "200", "--live", "256"]) == 0
     out = capsys.readouterr().out
     head, *rows = out.splitlines()
-    assert head.split() == ["7.1", "next", "change", "next"]
+    assert head.split() == ["7.3", "next", "change", "next"]
     assert [r.split()[0] for r in rows[:len(COUNTERS)]] == list(COUNTERS)
     assert cli.main(["maple", "--kernel", "next", "--ops", "50", "--live", "64",
                      "--json"]) == 0

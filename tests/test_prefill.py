@@ -1,6 +1,7 @@
 """The prefilled-sheaf API's refill from the barn ("mm/slub: refill prefilled sheaves from the
-barn", generation ``next``) against 7.1, which refills from the slabs: the barn's partial
-sheaf, what takes it and what gives it back, and the kfree_rcu sheaves it makes room for."""
+barn", generation ``next``) against 7.3 (the tree it was applied to), which refills from the
+slabs: the barn's partial sheaf, what takes it and what gives it back, and the kfree_rcu
+sheaves it makes room for."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,7 @@ from numslab.engine.layout import (C_MAIN, C_SPARE, MAX_FULL_SHEAVES, N_BARN_EMP
                                    N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, SH_NEXT,
                                    SH_OBJECTS, SH_SIZE)
 
-KERNELS = ("7.1", "next")
+KERNELS = ("7.3", "next")
 
 
 @pytest.fixture
@@ -122,7 +123,7 @@ def test_a_refill_takes_the_barn_before_the_slabs(sa, sc):
     assert size_of(sa, s) == cap
     d = delta(sc, st)
     sa.validate()
-    if sa.kernel == "7.1":                      # from the slabs; the barn as it was
+    if sa.kernel == "7.3":                      # from the slabs; the barn as it was
         assert d["sheaf_refill"] == cap - 1 and "barn_get" not in d
         assert barn(sa, sc) == (3, 0, 0) and full_sheaves(sa, sc) == full
     else:                                       # the top of the barn's first full sheaf
@@ -350,13 +351,13 @@ def test_rcu_sheaves_find_room_in_a_barn_a_prefill_refill_drew_from(kernel):
 
 
 def test_validate_finds_a_broken_partial_sheaf(kernel):
-    """A partial sheaf linked to another, empty, full, or kept by 7.1 is reported."""
+    """A partial sheaf linked to another, empty, full, or kept by 7.3 is reported."""
     sa = numslab.SlabAllocator(nr_cpus=2, memory="32M", kernel=kernel)
     c = sa.kmem_cache_create("pre", 256, flags=SLAB_HWCACHE_ALIGN)
     cap = c.sheaf_capacity
     full = stock_the_barn(sa, c, 2)
     row = sa.state.node[c.id, 0]
-    if kernel == "7.1":                         # a barn sheaf moved to the partial column
+    if kernel == "7.3":                         # a barn sheaf moved to the partial column
         row[N_BARN_FULL] = full[1]
         row[N_NR_FULL] = 1
         sa.state.barn_partial[c.id, 0] = full[0]

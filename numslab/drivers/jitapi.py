@@ -42,7 +42,8 @@ from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZ
 from ..engine.debug import E_DEBUG
 from ..engine.native import (_MACHINE, _thread_pointer, address, jit, table_address,
                               words_at, zero_bytes)
-from ..engine.sheaves import KMALLOC_CLASS, _sheaf_copy_top
+from ..engine.pcsbulk import _sheaf_copy_top
+from ..engine.sheaves import KMALLOC_CLASS
 from .. import errors
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, InvalidSizeError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)

@@ -137,7 +137,7 @@ def _live_set_run(st, p, start, n, note=False):
     """Mark the objects ``p[start:start+n]`` (Words) allocated. Neighbouring objects share a
     bitmap word, so the word stays in a register while they do: a store and a reload of the
     same word in consecutive iterations would stall on store forwarding every time. With
-    ``note`` (a constant: ``sheaves._sheaf_copy_top``), an object found marked already (a stale
+    ``note`` (a constant: ``pcsbulk._sheaf_copy_top``), an object found marked already (a stale
     sheaf entry) gets bit 0 of its ``p`` entry set (objects are 8-aligned), and the result
     says whether there was one; without, objects may be marked already (a slab walk marks
     what it takes) and the result is False."""

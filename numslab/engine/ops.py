@@ -23,10 +23,9 @@ from .native import address, copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
 from .stats import live_objects
-from .sheaves import (_alloc_from_pcs, _alloc_from_pcs_bulk, _any_stale, _free_empty_sheaf,
-                      _free_to_pcs, _node_requested_off, _sheaf_purge,
-                      _free_to_pcs_bulk, _sheaf_put, _sheaf_take, _w, barn_shrink,
-                      pcs_flush_all)
+from .pcsbulk import _alloc_from_pcs_bulk, _free_to_pcs_bulk, _sheaf_put, _sheaf_take
+from .sheaves import (_alloc_from_pcs, _any_stale, _free_empty_sheaf, _free_to_pcs,
+                      _node_requested_off, _sheaf_purge, _w, barn_shrink, pcs_flush_all)
 from .slablists import _cpu_pop, shrink_node
 
 

@@ -21,7 +21,7 @@ from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_NOWARN, __GFP
                      FREE_SLOWPATH, SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL, BARN_PUT,
                      BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE, SHEAF_REFILL)
 from .bulk import alloc_bulk_slab, free_bulk_raw
-from .checks import E_LARGE, _live_set_run, _live_test, _locate, _own_clear, _own_set
+from .checks import E_LARGE, _live_test, _locate, _own_clear, _own_set
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
@@ -463,89 +463,6 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
     return obj
 
 
-@jit(inline=True)
-def _sheaf_copy_top(st, sheaf, n, p, at):
-    """Copy the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``, their order kept
-    (``alloc_from_pcs_bulk``'s memcpy), and mark them live; the sheaf's size is the
-    caller's to lower. True; or False with the marks taken back when one of them was live
-    already (a stale entry, whose mark is not ours: it stays)."""
-    mem = st.mem
-    live = st.live
-    o = _w(sheaf, SH_OBJECTS) + mem[_w(sheaf, SH_SIZE)] - n
-    for k in range(n):                              # the memcpy
-        p[at + k] = mem[o + k]
-    if _live_set_run(st, p, at, n, True):           # then the marks; a stale one noted
-        for k in range(n):
-            a = p[at + k]
-            if not a & 1:
-                live[a >> 9] &= ~(1 << ((a >> 3) & 63))
-        return False
-    return True
-
-
-@jit(inline=True)
-def _sheaf_take(st, cache, cpu, sheaf, n, p, at):
-    """Pop the top ``n`` objects of ``sheaf`` into ``p[at:at+n]`` (:func:`_sheaf_copy_top`:
-    handed out, marked live); ALLOC_PCS += n. True; or False with nothing taken when one of
-    them was live already (a stale entry: the sheaf purged by :func:`_sheaf_purge`; take
-    again)."""
-    if not _sheaf_copy_top(st, sheaf, n, p, at):
-        _sheaf_purge(st, cache, sheaf)
-        return False
-    st.mem[_w(sheaf, SH_SIZE)] -= n
-    _stat(st, cache, cpu, ALLOC_PCS, n)
-    return True
-
-
-@jit(inline=True)
-def _sheaf_put(st, cache, cpu, sheaf, n, p, at):
-    """Push ``p[at:at+n]`` on top of ``sheaf``, their order kept (``free_to_pcs_bulk``'s
-    memcpy); FREE_PCS += n."""
-    mem = st.mem
-    size = mem[_w(sheaf, SH_SIZE)]
-    o = _w(sheaf, SH_OBJECTS) + size
-    for k in range(n):
-        mem[o + k] = p[at + k]
-    mem[_w(sheaf, SH_SIZE)] = size + n
-    _stat(st, cache, cpu, FREE_PCS, n)
-
-
-@jit
-def _alloc_from_pcs_bulk(st, cache, cpu, nr, p, start):
-    """``alloc_from_pcs_bulk``: copy objects from main, spare and full barn sheaves into
-    ``p[start:start+nr]`` (array order kept), marked live; stops when the barn has no full
-    sheaf."""
-    mem = st.mem
-    cpt = st.cpu
-    c = _cpu_row(st, cache, cpu)
-    got = 0
-    stale = 0
-    while got < nr:
-        main = cpt[c + C_MAIN]
-        if mem[_w(main, SH_SIZE)] == 0:
-            spare = cpt[c + C_SPARE]
-            if spare and mem[_w(spare, SH_SIZE)] > 0:
-                cpt[c + C_SPARE] = main
-                cpt[c + C_MAIN] = spare
-            else:
-                r = _barn(st, cache, cpu)
-                if not st.node[r + N_NR_FULL]:
-                    _stat(st, cache, cpu, BARN_GET_FAIL, 1)
-                    break
-                _barn_trade(st, cache, cpu, r, True)
-                _stat(st, cache, cpu, BARN_GET, 1)
-            main = cpt[c + C_MAIN]
-        batch = min(nr - got, mem[_w(main, SH_SIZE)])
-        if _sheaf_take(st, cache, cpu, main, batch, p, start + got):
-            got += batch
-            stale = 0
-        else:                               # purged: the retake finds no live or repeated
-            stale += 1                      # entry; a second failure would be a bug: give
-            if stale > 1:                   # up rather than loop
-                break
-    return got
-
-
 # ---- free ----------------------------------------------------------------------------------------
 @unit
 def replace_full_main(st, cache, cpu):
@@ -615,101 +532,6 @@ def _free_to_pcs(st, cache, cpu, obj):
     mem[_w(main, SH_SIZE)] = size + 1
     _stat(st, cache, cpu, FREE_PCS, 1)
     return True
-
-
-@jit(inline=True)
-def _flush_remote(st, cache, cpu, p, at, n):
-    """``free_to_pcs_bulk``'s ``flush_remote``: free one batch of remote objects, kept
-    newest first at ``p[at:at+n]``, to their slabs as ``__kmem_cache_free_bulk`` of the
-    kernel's ``remote_objects[]`` (oldest first: the slice is reversed in place first)."""
-    lo = at
-    hi = at + n - 1
-    while lo < hi:
-        t = p[lo]
-        p[lo] = p[hi]
-        p[hi] = t
-        lo += 1
-        hi -= 1
-    if st.kernel >= KERNEL_7_0:
-        _stat(st, cache, cpu, FREE_SLOWPATH, n)
-    free_bulk_raw(st, cache, cpu, n, address(p) + 8 * at)
-
-
-@jit
-def _free_to_pcs_bulk(st, cache, cpu, nr, p):
-    """``free_to_pcs_bulk``: copy the local-node objects of ``p[:nr]`` into sheaves
-    (swapping with the spare or trading a full main for an empty barn sheaf), the rest of
-    them to the slabs when no sheaf has room. Remote objects go to their slabs in batches
-    of ``PCS_BATCH_MAX`` (``remote_objects[]``, in the order the scan meets them), a full
-    batch as soon as it fills, the last one after the local objects. The scan removes an
-    object as the kernel does (``p[i] = p[--size]``); a removed remote object is kept in
-    the slot that frees, so ``p`` is permuted. Where the kernel, its 32nd remote object
-    being the last one scanned, returns without freeing the local objects (a leak), numslab
-    goes on and frees them (ARCHITECTURE: deliberate deviations). 7.3 swaps each remote
-    object to the front (``p[:base]``), the local ones go to the sheaves, then every remote
-    one to its slab in one ``__kmem_cache_free_bulk``."""
-    mem = st.mem
-    cpt = st.cpu
-    c = _cpu_row(st, cache, cpu)
-    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
-    local = st.cpu_node[cpu]
-    size = nr
-    i = 0
-    remote = 0
-    base = 0                                    # 7.3: the local objects are p[base:size]
-    if st.kernel >= KERNEL_7_3:
-        while i < size and st.nnodes > 1:
-            if _slab_nid(st, p[i] >> 12) != local:
-                p[i], p[base] = p[base], p[i]
-                base += 1
-            i += 1
-    while i < size and st.nnodes > 1:           # next_remote_batch
-        if _slab_nid(st, p[i] >> 12) != local:
-            size -= 1
-            t = p[i]
-            p[i] = p[size]
-            p[size] = t
-            remote += 1
-            if remote >= PCS_BATCH_MAX:
-                _flush_remote(st, cache, cpu, p, size, remote)
-                remote = 0
-        else:
-            i += 1
-    done = base
-    r = _barn(st, cache, cpu)
-    nd = st.node
-    while done < size:                          # next_batch
-        main = cpt[c + C_MAIN]
-        if mem[_w(main, SH_SIZE)] == cap:
-            spare = cpt[c + C_SPARE]
-            if not spare:
-                empty = _barn_pop(st, r, N_BARN_EMPTY, N_NR_EMPTY)
-                if not empty:
-                    break
-                cpt[c + C_SPARE] = main
-                cpt[c + C_MAIN] = empty
-            elif mem[_w(spare, SH_SIZE)] < cap:
-                cpt[c + C_SPARE] = main
-                cpt[c + C_MAIN] = spare
-            elif nd[r + N_NR_FULL] < MAX_FULL_SHEAVES and nd[r + N_NR_EMPTY]:
-                _barn_trade(st, cache, cpu, r, False)
-                _stat(st, cache, cpu, BARN_PUT, 1)
-            else:
-                _stat(st, cache, cpu, BARN_PUT_FAIL, 1)
-                break
-            main = cpt[c + C_MAIN]
-        batch = min(size - done, cap - mem[_w(main, SH_SIZE)])
-        _sheaf_put(st, cache, cpu, main, batch, p, done)
-        done += batch
-    if done < size:                             # no_empty / fallback
-        if st.kernel >= KERNEL_7_0:
-            _stat(st, cache, cpu, FREE_SLOWPATH, size - done)
-        free_bulk_raw(st, cache, cpu, size - done, address(p) + 8 * done)
-    if remote:                                  # flush_remote: the last batch
-        _flush_remote(st, cache, cpu, p, size, remote)
-    if base:                                    # 7.3: every remote object at once
-        _stat(st, cache, cpu, FREE_SLOWPATH, base)
-        free_bulk_raw(st, cache, cpu, base, address(p))
 
 
 # ---- flushing --------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ prefilled sheaf of the worst case's nodes (``kmem_cache_prefill_sheaf``), the wr
 few it needs (``kmem_cache_alloc_from_sheaf``), ``mas_destroy`` gives the sheaf back
 (``kmem_cache_return_sheaf``) and the nodes the write replaced are freed after a grace period
 (``ma_free_rcu``: ``kfree_rcu``). That is the case of "mm/slub: refill prefilled sheaves from
-the barn" (generation ``next``): under 7.1 a prefilled sheaf run low is refilled from the
+the barn" (generation ``next``): under 7.3 a prefilled sheaf run low is refilled from the
 slabs while the barn's full list, filled by the ``kfree_rcu`` sheaves, stays at its limit and
 every later RCU sheaf is flushed to its slabs; under ``next`` the refill takes the barn's
 sheaves first. :func:`maple_churn` runs it on one machine of one generation and reports the

@@ -74,8 +74,8 @@ def add_commands(sub: Any) -> None:
                        "worst case, takes 1-4 nodes from it, returns it and kfree_rcu()s the "
                        "nodes it replaced, on every CPU in turn; prints the SLUB counters of "
                        "the barn-refill patch's table for each generation side by side.")
-    m.add_argument("--kernel", type=generations(KERNELS), default=["7.1", "next"],
-                   metavar="7.1,next", help="generations, comma-separated (default 7.1,next)")
+    m.add_argument("--kernel", type=generations(KERNELS), default=["7.3", "next"],
+                   metavar="7.3,next", help="generations, comma-separated (default 7.3,next)")
     m.add_argument("--ops", type=positive_int, default=20000, help="tree writes (default 20000)")
     m.add_argument("--cpus", type=cpu_count, default=4,
                    help="CPUs, one process each (default 4)")
