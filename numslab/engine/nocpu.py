@@ -130,133 +130,124 @@ def slab_alloc_single(st, cache, cpu, node, gfp):
 
 
 # ---- many objects -------------------------------------------------------------------------------
-@jit
-def _refill_objects_node(st, cache, cpu, p, at, lo, hi, node):
-    """:func:`_refill_node` before 7.3."""
-    return _refill_node(st, cache, cpu, p, at, lo, hi, node, False)
+def _refill_node_rule(in_order: bool):
+    """``__refill_objects_node`` of the generations before 7.3 (``in_order`` False) or from
+    7.3 (True), made once each at import: ``in_order`` is a constant of the compiled code, so
+    each variant is the loop of its rule alone and compiles only when used (a run-time test
+    of the generation in the loop made the 7.0 default's bulk rounds 3-7% slower, and a
+    shared body behind two wrappers cost its first ``kmalloc`` two more compiles)."""
 
-
-@jit
-def _refill_objects_node_in_order(st, cache, cpu, p, at, lo, hi, node):
-    """:func:`_refill_node` from 7.3."""
-    return _refill_node(st, cache, cpu, p, at, lo, hi, node, True)
-
-
-@jit(inline=True)
-def _refill_node(st, cache, cpu, p, at, lo, hi, node, in_order):
-    """``__refill_objects_node``: take partial slabs off ``node``'s list until their free
-    objects reach ``lo`` (not passing ``hi`` once ``lo`` is reached: ``get_partial_node_bulk``),
-    then empty their free lists into ``p[at:]`` up to ``hi`` objects, each marked live as it
-    is taken (so that a free pointer naming one already taken, or one the caller took from a
-    sheaf just before, is refused; a sheaf refill takes the marks off). Before 7.3: the last
-    slab taken is drained first (``pc.slabs`` filled by ``list_add``), what a slab has beyond
-    goes back to it (``__slab_free``: FREE_ADD_PARTIAL), slabs not reached go back to the head
-    of the list (or to the page allocator if empty and the node keeps ``min_partial``). From
-    7.3: the slabs are drained in list order (``list_bulk_move_tail``), what a slab has beyond
-    goes back with its slab to the tail of the list, uncounted
-    (``__slab_try_return_freelist``), and slabs not reached to the tail too
-    (``list_splice_tail``), ``in_order`` a constant of the caller's. How many taken."""
-    nd = st.node
-    nxt = st.pg_next
-    r = _node_row(st, cache, node)
-    total = 0
-    taken = NIL                         # pc.slabs: list_add, so the last taken comes first
-    last = NIL                          # (7.3: appended, in list order)
-    slab = nd[r + N_PARTIAL_HEAD]
-    while slab != NIL:
-        following = nxt[slab]
-        free = st.sl_objects[slab] - st.sl_inuse[slab]
-        if total >= lo and total + free > hi:
-            break
-        _remove_partial(st, cache, slab)
-        if not in_order:
-            nxt[slab] = taken
-            taken = slab
-        elif last == NIL:
+    @jit
+    def refill_node(st, cache, cpu, p, at, lo, hi, node):
+        """``__refill_objects_node``: take partial slabs off ``node``'s list until their free
+        objects reach ``lo`` (not passing ``hi`` once ``lo`` is reached:
+        ``get_partial_node_bulk``), then empty their free lists into ``p[at:]`` up to ``hi``
+        objects, each marked live as it is taken (so that a free pointer naming one already taken,
+        or one the caller took from a sheaf just before, is refused; a sheaf refill takes the marks
+        off). Before 7.3: the last slab taken is drained first (``pc.slabs`` filled by
+        ``list_add``), what a slab has beyond goes back to it (``__slab_free``: FREE_ADD_PARTIAL),
+        slabs not reached go back to the head of the list (or to the page allocator if empty and
+        the node keeps ``min_partial``). From 7.3: the slabs are drained in list order
+        (``list_bulk_move_tail``), what a slab has beyond goes back with its slab to the tail of
+        the list, uncounted (``__slab_try_return_freelist``), and slabs not reached to the tail too
+        (``list_splice_tail``). How many taken."""
+        nd = st.node
+        nxt = st.pg_next
+        r = _node_row(st, cache, node)
+        total = 0
+        taken = NIL                         # pc.slabs: list_add, so the last taken comes first
+        last = NIL                          # (7.3: appended, in list order)
+        slab = nd[r + N_PARTIAL_HEAD]
+        while slab != NIL:
+            following = nxt[slab]
+            free = st.sl_objects[slab] - st.sl_inuse[slab]
+            if total >= lo and total + free > hi:
+                break
+            _remove_partial(st, cache, slab)
+            if not in_order:
+                nxt[slab] = taken
+                taken = slab
+            elif last == NIL:
+                nxt[slab] = NIL
+                taken = last = slab
+            else:
+                nxt[slab] = NIL
+                nxt[last] = slab
+                last = slab
+            total += free
+            if total >= hi:
+                break
+            slab = following
+        if total == 0:
+            return 0
+        got = 0
+        while taken != NIL:
+            slab = taken
+            taken = nxt[slab]
             nxt[slab] = NIL
-            taken = last = slab
-        else:
-            nxt[slab] = NIL
-            nxt[last] = slab
-            last = slab
-        total += free
-        if total >= hi:
-            break
-        slab = following
-    if total == 0:
-        return 0
-    got = 0
-    while taken != NIL:
-        slab = taken
-        taken = nxt[slab]
-        nxt[slab] = NIL
-        free = st.sl_objects[slab] - st.sl_inuse[slab]
-        obj = st.sl_freelist[slab]                     # get_freelist_nofreeze
-        st.sl_freelist[slab] = 0
-        st.sl_inuse[slab] = st.sl_objects[slab]
-        start = got
-        live = st.live
-        while obj > 0 and got < hi:
-            p[at + got] = obj                          # marked while the walk runs, so a
-            live[obj >> 9] |= 1 << ((obj >> 3) & 63)   # pointer back to one is refused
-            obj = _fp_next(st, cache, slab, obj)       # -1: corrupted, the slab isolated
-            got += 1
-        # The whole list is walked (what does not fit goes back), and a list longer than the
-        # slab's free objects has a loop: then nothing of this slab is handed out.
-        head = obj
-        tail = obj
-        cnt = 0
-        while obj > 0 and got - start + cnt <= free:
+            free = st.sl_objects[slab] - st.sl_inuse[slab]
+            obj = st.sl_freelist[slab]                     # get_freelist_nofreeze
+            st.sl_freelist[slab] = 0
+            st.sl_inuse[slab] = st.sl_objects[slab]
+            start = got
+            live = st.live
+            while obj > 0 and got < hi:
+                p[at + got] = obj                          # marked while the walk runs, so a
+                live[obj >> 9] |= 1 << ((obj >> 3) & 63)   # pointer back to one is refused
+                obj = _fp_next(st, cache, slab, obj)       # -1: corrupted, the slab isolated
+                got += 1
+            # The whole list is walked (what does not fit goes back), and a list longer than the
+            # slab's free objects has a loop: then nothing of this slab is handed out.
+            head = obj
             tail = obj
-            cnt += 1
-            obj = _fp_next(st, cache, slab, obj)
-        if got - start + cnt > free or obj == 0 and got - start + cnt < free or obj < 0:
-            for k in range(at + start, at + got):       # this slab gives none: unmarked
-                a = p[k]
-                live[a >> 9] &= ~(1 << ((a >> 3) & 63))
-            if obj >= 0:
-                _isolate(st, cache, slab, obj)         # a loop, or a list cut short
-            got = start                                # (a bad pointer: isolated already)
-        elif obj == 0 and cnt and in_order:            # more than fits: the rest stays
-            st.sl_freelist[slab] = head                # the slab's, which goes to the tail
-            st.sl_inuse[slab] -= cnt
-            _add_partial(st, cache, slab, True)
-        elif obj == 0 and cnt:                         # more than fits: back to the slab
-            slab_free(st, cache, cpu, slab, head, tail, cnt)
-        if got >= hi:
-            break
-    min_partial = _ca(st, cache, CA_MIN_PARTIAL)
-    while taken != NIL:                                # slabs not reached
-        slab = taken
-        taken = nxt[slab]
-        nxt[slab] = NIL
-        if in_order:
-            _add_partial(st, cache, slab, True)
-        elif st.sl_inuse[slab] == 0 and nd[r + N_NR_PARTIAL] >= min_partial:
-            discard_slab(st, cache, cpu, slab)
-        else:
-            _add_partial(st, cache, slab, False)
-    return got
+            cnt = 0
+            while obj > 0 and got - start + cnt <= free:
+                tail = obj
+                cnt += 1
+                obj = _fp_next(st, cache, slab, obj)
+            if got - start + cnt > free or obj == 0 and got - start + cnt < free or obj < 0:
+                for k in range(at + start, at + got):       # this slab gives none: unmarked
+                    a = p[k]
+                    live[a >> 9] &= ~(1 << ((a >> 3) & 63))
+                if obj >= 0:
+                    _isolate(st, cache, slab, obj)         # a loop, or a list cut short
+                got = start                                # (a bad pointer: isolated already)
+            elif obj == 0 and cnt and in_order:            # more than fits: the rest stays
+                st.sl_freelist[slab] = head                # the slab's, which goes to the tail
+                st.sl_inuse[slab] -= cnt
+                _add_partial(st, cache, slab, True)
+            elif obj == 0 and cnt:                         # more than fits: back to the slab
+                slab_free(st, cache, cpu, slab, head, tail, cnt)
+            if got >= hi:
+                break
+        min_partial = _ca(st, cache, CA_MIN_PARTIAL)
+        while taken != NIL:                                # slabs not reached
+            slab = taken
+            taken = nxt[slab]
+            nxt[slab] = NIL
+            if in_order:
+                _add_partial(st, cache, slab, True)
+            elif st.sl_inuse[slab] == 0 and nd[r + N_NR_PARTIAL] >= min_partial:
+                discard_slab(st, cache, cpu, slab)
+            else:
+                _add_partial(st, cache, slab, False)
+        return got
+    return refill_node
+
+
+_refill_objects_node = _refill_node_rule(False)
+_refill_objects_node_in_order = _refill_node_rule(True)
+
+
+@unit
+def refill_node_in_order(st, cache, cpu, paddr, at, lo, hi, node):
+    """The 7.3 variant of ``__refill_objects_node`` on the words at ``paddr``: a unit, compiled
+    on a 7.3 machine's first bulk refill, never by the 7.0 default's."""
+    return _refill_objects_node_in_order(st, cache, cpu, words_at(paddr), at, lo, hi, node)
 
 
 @unit
 def refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark):
-    """:func:`_refill_objects`: before 7.3 here, from 7.3 in a unit of its own, so that the
-    7.0 default's code is what it was (7.3's rules in the same unit made 7.0's bulk rounds
-    3-7% slower, by code layout alone)."""
-    if st.kernel >= KERNEL_7_3:
-        return refill_objects_in_order(st, cache, cpu, gfp, lo, hi, paddr, mark)
-    return _refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark, False)
-
-
-@unit
-def refill_objects_in_order(st, cache, cpu, gfp, lo, hi, paddr, mark):
-    """:func:`_refill_objects` from 7.3."""
-    return _refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark, True)
-
-
-@jit(inline=True)
-def _refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark, in_order):
     """``refill_objects``: at least ``lo`` and at most ``hi`` objects into the words at
     ``paddr``: the local node's partial slabs, then other nodes' (``__refill_objects_any``:
     the ``remote_node_defrag_ratio`` draw, nodes with more than ``min_partial`` partial
@@ -267,13 +258,13 @@ def _refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark, in_order):
     than ``lo`` only when memory is exhausted); the objects are not handed out. ``mark`` 1:
     all come back marked live (a bulk allocation's, so those of partial slabs keep the mark
     their walk set and those of new slabs get it as they are carved); 0: none does (a
-    sheaf's refill: the walk's marks are taken off at the end). ``in_order`` (a constant of
-    the caller's): the 7.3 rules."""
-    if not in_order and not gfp & __GFP_RECLAIM:     # WARN_ON_ONCE(!gfpflags_allow_spinning(
-        return 0                                      # gfp))
+    sheaf's refill: the walk's marks are taken off at the end)."""
+    if st.kernel < KERNEL_7_3 and not gfp & __GFP_RECLAIM:     # WARN_ON_ONCE(!gfpflags_
+        return 0                                                # allow_spinning(gfp))
     p = words_at(paddr)
     local = st.cpu_node[cpu]
-    got = (_refill_objects_node_in_order(st, cache, cpu, p, 0, lo, hi, local) if in_order
+    in_order = st.kernel >= KERNEL_7_3
+    got = (refill_node_in_order(st, cache, cpu, paddr, 0, lo, hi, local) if in_order
            else _refill_objects_node(st, cache, cpu, p, 0, lo, hi, local))
     if got < lo and _remote_allowed(st, cache):
         nnodes = st.nnodes
@@ -283,7 +274,7 @@ def _refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark, in_order):
             n = (local + i) % nnodes
             if st.node[_node_row(st, cache, n) + N_NR_PARTIAL] <= min_partial:
                 continue
-            got += (_refill_objects_node_in_order(st, cache, cpu, p, got, lo - got, hi - got, n)
+            got += (refill_node_in_order(st, cache, cpu, paddr, got, lo - got, hi - got, n)
                     if in_order else
                     _refill_objects_node(st, cache, cpu, p, got, lo - got, hi - got, n))
             if got >= lo:
