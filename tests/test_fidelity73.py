@@ -60,20 +60,20 @@ def test_a_bulk_allocation_without_reclaim_bits_reaches_the_slabs_from_7_3(sa, k
 
 
 # ---- __refill_objects_node ----------------------------------------------------------------------
-def two_partial_slabs(sa, c):
-    """Slabs A (10 free) and B (30 free) of ``c`` on node 0's partial list, A first, and the
-    CPUs' sheaves and the barn empty; (A, B, the objects still held)."""
-    objs = c.alloc_bulk(2 * c.objs_per_slab)
+def three_partial_slabs(sa, c):
+    """Slabs A, B and C of ``c`` with 10, 30 and 40 free objects on node 0's partial list in
+    that order, and the CPUs' sheaves and the barn empty; (A, B, C, the objects still held)."""
+    objs = c.alloc_bulk(3 * c.objs_per_slab)
     by_slab = {}
     for a in objs.tolist():
         by_slab.setdefault(a >> 12, []).append(a)
-    a_slab, b_slab = sorted(by_slab)
-    free = by_slab[a_slab][:10] + by_slab[b_slab][:30]
+    a_slab, b_slab, c_slab = sorted(by_slab)
+    free = by_slab[a_slab][:10] + by_slab[b_slab][:30] + by_slab[c_slab][:40]
     c.free_bulk(np.array(free, np.int64))
     c.shrink()                                  # sheaves flushed; fullest partial first
-    assert [int(r[0]) >> 12 for r in c.partial_list(0)] == [a_slab, b_slab]
+    assert [int(r[0]) >> 12 for r in c.partial_list(0)] == [a_slab, b_slab, c_slab]
     held = [a for a in objs.tolist() if a not in set(free)]
-    return a_slab, b_slab, held
+    return a_slab, b_slab, c_slab, held
 
 
 def test_a_refill_drains_partial_slabs_in_list_order_and_gives_the_rest_to_the_tail(sa, kernel):
@@ -84,7 +84,7 @@ def test_a_refill_drains_partial_slabs_in_list_order_and_gives_the_rest_to_the_t
     ``list_add`` (the last taken first) and gave the rest back by ``__slab_free``
     (FREE_ADD_PARTIAL), the slab not reached going back to the head."""
     c = sa.kmem_cache_create("order", 64)
-    a_slab, b_slab, held = two_partial_slabs(sa, c)
+    a_slab, b_slab, c_slab, held = three_partial_slabs(sa, c)
     st = c.stats
     out = np.zeros(20, np.int64)
     assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 20, out, cpu=0) == 20
@@ -93,11 +93,11 @@ def test_a_refill_drains_partial_slabs_in_list_order_and_gives_the_rest_to_the_t
     left = [(int(r[0]) >> 12, int(r[2]) - int(r[1])) for r in c.partial_list(0)]
     if kernel == "7.3":
         assert slabs.count(a_slab) == 10 and slabs.count(b_slab) == 10
-        assert left == [(b_slab, 20)]
+        assert left == [(c_slab, 40), (b_slab, 20)]         # B's rest behind C, at the tail
         assert "free_add_partial" not in d
     else:
-        assert slabs.count(b_slab) == 20
-        assert left == [(a_slab, 10), (b_slab, 10)]
+        assert slabs.count(b_slab) == 20                    # B drained first, its rest freed
+        assert left == [(a_slab, 10), (c_slab, 40), (b_slab, 10)]   # to the tail, A to the head
         assert d["free_add_partial"] == 1
     c.free_bulk(out)
     c.free_bulk(np.array(held, np.int64))
@@ -167,3 +167,38 @@ def test_an_oversize_prefilled_sheaf_is_counted_from_7_3(sa, kernel):
     sa.kmem_cache_return_sheaf(c, GFP_KERNEL, sheaf)
     assert delta(c, st).get("sheaf_free", 0) == (1 if kernel == "7.3" else 0)
     assert c.live_objects == 0
+
+
+def test_an_oversize_prefill_that_runs_out_frees_its_sheaf_counted_from_7_3(kernel):
+    """7.3: when ``__kmem_cache_alloc_bulk`` cannot fill the oversize sheaf, it goes back by
+    ``free_empty_sheaf`` (``SHEAF_ALLOC`` and ``SHEAF_FREE`` both counted); nothing is held."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=kernel)
+    c = sa.kmem_cache_create("huge", 128)
+    st = c.stats
+    assert not sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 100_000)
+    d = delta(c, st)
+    assert d["sheaf_prefill_oversize"] == 1
+    assert (d.get("sheaf_alloc", 0), d.get("sheaf_free", 0)) == \
+        ((1, 1) if kernel == "7.3" else (0, 0))
+    assert c.live_objects == 0
+    sa.validate()
+
+
+def test_a_kmalloc_cache_s_oversize_sheaf_does_not_refill_its_own_sheaves_from_7_3(kernel):
+    """7.3's ``__alloc_empty_sheaf`` marks a kmalloc cache's sheaf ``SLAB_ALLOC_NO_RECURSE``
+    for an oversize prefill too: kmalloc-1k's own 100-object sheaf (an 832-byte kmalloc-1k
+    object), met by an empty main sheaf, comes from the slab layer; 7.1 kmalloc'ed it as any
+    request, which refilled kmalloc-1k's main sheaf first."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=kernel)
+    k = sa.find_cache("kmalloc-1k")
+    st = k.stats
+    sheaf = sa.kmem_cache_prefill_sheaf(k, GFP_KERNEL, 100)
+    d = delta(k, st)
+    if kernel == "7.3":
+        assert "sheaf_refill" not in d and "alloc_fastpath" not in d
+        assert d["alloc_slowpath"] == 101 and d["sheaf_alloc"] == 1    # the oversize sheaf
+    else:
+        assert d["sheaf_refill"] == k.sheaf_capacity and d["alloc_fastpath"] == 1
+        assert d["alloc_slowpath"] == 100
+    sa.kmem_cache_return_sheaf(k, GFP_KERNEL, sheaf)
+    sa.validate()

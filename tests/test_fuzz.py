@@ -16,7 +16,7 @@ from numslab import jit as nj
 
 from conftest import assert_unchanged, snapshot
 
-KERNELS = ("7.0", "7.1", "6.18")
+KERNELS = ("7.0", "7.1", "7.3", "6.18")
 
 
 @numba.njit

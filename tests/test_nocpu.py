@@ -270,10 +270,11 @@ def test_a_node_request_off_the_cpus_node_is_a_mismatch_served_by_the_slabs(sa2)
 
 
 # ---- many objects: refill_objects ----------------------------------------------------------
-def refill_oracle(partial, lo, hi, min_partial):
+def refill_oracle(partial, lo, hi, min_partial, in_order=False):
     """``__refill_objects_node`` on a partial list of (slab, free) pairs, head first: the
     slabs taken (in the order their objects are copied), how many objects, and the partial
-    list after (slab, free) with put-backs."""
+    list after (slab, free) with put-backs. ``in_order``: 7.3's (the slabs drained in list
+    order, the rest of the last back with it to the tail, uncounted)."""
     taken, total = [], 0
     rest = list(partial)
     while rest:
@@ -281,7 +282,10 @@ def refill_oracle(partial, lo, hi, min_partial):
         if total >= lo and total + free > hi:
             break
         rest.pop(0)
-        taken.insert(0, (slab, free))          # list_add: the last taken comes first
+        if in_order:
+            taken.append((slab, free))         # list_bulk_move_tail: list order
+        else:
+            taken.insert(0, (slab, free))      # list_add: the last taken comes first
         total += free
         if total >= hi:
             break
@@ -298,21 +302,25 @@ def refill_oracle(partial, lo, hi, min_partial):
     else:
         unreached = []
     after = rest + leftover
-    for slab, free in unreached:               # add_partial(ADD_TO_HEAD), in list order
-        after.insert(0, (slab, free))
+    for slab, free in unreached:
+        if in_order:                           # list_splice_tail
+            after.append((slab, free))
+        else:                                  # add_partial(ADD_TO_HEAD), in list order
+            after.insert(0, (slab, free))
     return used, got, after
 
 
+@pytest.mark.parametrize("gen", ["7.0", "7.3"])
 @settings(max_examples=40, deadline=None)
 @given(frees=st.lists(st.integers(1, 15), min_size=1, max_size=8),    # shrink frees empty ones
        want=st.integers(1, 150))
-def test_bulk_alloc_takes_whole_partial_slabs_as_refill_objects_does(frees, want):
-    sa = fresh(nr_cpus=1)
+def test_bulk_alloc_takes_whole_partial_slabs_as_refill_objects_does(gen, frees, want):
+    sa = fresh(gen, nr_cpus=1)
     c = sa.kmem_cache_create("c", 256)          # 16 per slab, sheaf capacity 28
     slabs, kept = fragment(sa, c, frees)
     partial = [(int(s), int(o - u)) for s, u, o in c.partial_list(0)]
     assert sorted(f for _, f in partial) == sorted(frees)
-    used, got, after = refill_oracle(partial, want, want, c.min_partial)
+    used, got, after = refill_oracle(partial, want, want, c.min_partial, gen == "7.3")
     out = np.zeros(want, np.int64)
     before = c.stats
     assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, want, out) == want

@@ -129,7 +129,7 @@ def valid(sa, c, a):
 
 @pytest.mark.parametrize("bad", [123456789, -1, 8, 0x7FFF_FFFF_FFFF_FFF8, "live", "misaligned",
                                  "other slab"])
-@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+@pytest.mark.parametrize("gen", ["7.0", "7.3", "6.18"])
 def test_a_corrupted_free_pointer_is_never_followed(bad, gen):
     sa, c, keep, free = fragmented(gen)
     victim = int(free[5])
@@ -192,7 +192,7 @@ def test_numslab_jit_raises_on_a_corrupted_free_pointer():
 
 @settings(max_examples=25, deadline=None)
 @given(writes=st.lists(st.tuples(st.integers(0, 499), st.integers(-2 ** 63, 2 ** 63 - 1)),
-                       min_size=1, max_size=12), gen=st.sampled_from(["7.0", "6.18"]))
+                       min_size=1, max_size=12), gen=st.sampled_from(["7.0", "7.3", "6.18"]))
 def test_random_stray_writes_never_hand_out_a_bad_address(writes, gen):
     sa, c, keep, free = fragmented(gen)
     for i, value in writes:
@@ -209,7 +209,7 @@ def test_random_stray_writes_never_hand_out_a_bad_address(writes, gen):
 
 
 @pytest.mark.parametrize("loop", ["self", "back"])
-@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+@pytest.mark.parametrize("gen", ["7.0", "7.3", "6.18"])
 def test_a_free_list_looped_by_a_stray_write_hands_nothing_out_twice(loop, gen):
     sa, c, keep, free = fragmented(gen)
     slab_free_objs = [int(f) for f in free if f >> 12 == free[0] >> 12]
