@@ -1,5 +1,5 @@
 """The maple tree's prefilled-sheaf workload (``numslab.lab.maple``, ``numslab maple``): the
-barn refill of generation ``next`` against 7.1, in the directions the patch's own
+barn refill of generation ``next`` against 7.3, in the directions the patch's own
 will-it-scale table reports."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_the_barn_refill_takes_the_flushes_away(runs):
     for k in ("sheaf_prefill_fast", "sheaf_prefill_slow", "free_rcu_sheaf"):
         assert old[k] == new[k]
     assert old["sheaf_prefill_fast"] == SMALL["ops"] and old["free_rcu_sheaf"] > SMALL["ops"]
-    # 7.1: the barn's full list is at its limit at once and never drawn from, so RCU sheaves
+    # 7.3: the barn's full list is at its limit at once and never drawn from, so RCU sheaves
     # are flushed and the prefilled sheaves refilled from the slabs
     assert old["barn_get"] == 0 and old["barn_put"] == numslab.engine.layout.MAX_FULL_SHEAVES
     assert old["barn_put_fail"] > 0 and old["sheaf_flush"] > 0

@@ -45,9 +45,9 @@ PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list
 #: ``G_KERNEL`` is the SLUB generation modelled: KERNEL_6_18 (sheaves opt-in, CPU slabs and
 #: CPU partial lists), KERNEL_7_0 (sheaves for every cache, no ``kmem_cache_cpu``) or
 #: KERNEL_7_1 (7.0 with a sheaf refill for any request that may spin and a shrink that
-#: empties every barn first) or KERNEL_NEXT (7.1 with the slab tree's later changes that numslab
-#: follows: a prefilled sheaf refilled from the barn, which keeps a partial sheaf); kernels test
-#: ``st.kernel >= KERNEL_7_0`` for the 7.x rules.
+#: empties every barn first), KERNEL_7_3 (the mm tree on 7.3-rc5: six more rules) or
+#: KERNEL_NEXT (7.3 with the slab tree's later change that numslab follows: a prefilled sheaf
+#: refilled from the barn, which keeps a partial sheaf); kernels test ``st.kernel >= KERNEL_x``.
 #: ``G_FAULT_CACHE`` (cache id + 1, 0: none), ``G_FAULT_SLAB`` and ``G_FAULT_VALUE`` report the
 #: last corrupted free pointer found (the slab is isolated; the caller raises and clears them).
 #: ``G_NISOLATED`` counts the slabs ever isolated (live counts then look at them).

@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--calls", action="store_true",
                    help="also the cost of one bulk call from Python against @njit peers")
     b.add_argument("--kernel", type=_kernels, default=[bench.KERNEL],
-                   metavar="7.0,7.1,next,6.18",
+                   metavar="7.0,7.1,7.3,next,6.18",
                    help="the SLUB generations to run numslab on, comma-separated "
                         f"(default {bench.KERNEL}); each gets its own tables")
     b.add_argument("--compile", action="store_true",
