@@ -8,10 +8,10 @@ from the barn"), and the barn keeps what is left of the sheaf it took from as it
 """
 from __future__ import annotations
 
-from ..flags import (__GFP_NO_OBJ_EXT, BARN_GET, BARN_GET_FAIL, BARN_PUT, SHEAF_ALLOC,
-                     SHEAF_PREFILL_FAST, SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW,
-                     SHEAF_RETURN_FAST, SHEAF_RETURN_SLOW, SLAB_KMALLOC)
-from .layout import (C_SPARE, CA_FLAGS, CA_NCOLS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
+from ..flags import (__GFP_NO_OBJ_EXT, BARN_GET, BARN_GET_FAIL, BARN_PUT, SHEAF_PREFILL_FAST,
+                     SHEAF_PREFILL_OVERSIZE, SHEAF_PREFILL_SLOW, SHEAF_RETURN_FAST,
+                     SHEAF_RETURN_SLOW)
+from .layout import (C_SPARE, CA_NCOLS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERNEL_7_0,
                      KERNEL_7_3, KERNEL_NEXT, MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL,
                      N_NR_EMPTY, N_NR_FULL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE,
                      _ca, _cpu_row, _node_index, _stat)
@@ -106,17 +106,13 @@ def _prefill_refill(st, cache, cpu, sheaf, gfp):
 @jit
 def _oversize_sheaf(st, cache, cpu, size, gfp):
     """An oversize prefilled sheaf for ``size`` objects, kmalloc'ed; its handle or 0. Before
-    7.3 a plain kmalloc; from 7.3 ``__alloc_empty_sheaf``: counted ``SHEAF_ALLOC``, and a
-    kmalloc cache's with ``SLAB_ALLOC_NO_RECURSE`` (numslab: ``__GFP_NO_OBJ_EXT``), without
-    ``alloc_empty_sheaf``'s refusal of a caller that passed it."""
+    7.3 a plain kmalloc; from 7.3 ``__alloc_empty_sheaf(s, gfp, SLAB_ALLOC_DEFAULT, size)``:
+    :func:`_alloc_empty_sheaf` (counted ``SHEAF_ALLOC``, a kmalloc cache's marked
+    ``SLAB_ALLOC_NO_RECURSE``, numslab's ``__GFP_NO_OBJ_EXT``) for a caller whose flags say
+    nothing of recursion, so never refused for it."""
     if st.kernel < KERNEL_7_3:
         return _sheaf_kmalloc(st, cpu, size, gfp)
-    if _ca(st, cache, CA_FLAGS) & SLAB_KMALLOC:
-        gfp |= __GFP_NO_OBJ_EXT
-    sheaf = _sheaf_kmalloc(st, cpu, size, gfp)
-    if sheaf:
-        _stat(st, cache, cpu, SHEAF_ALLOC, 1)
-    return sheaf
+    return _alloc_empty_sheaf(st, cache, cpu, size, gfp & ~__GFP_NO_OBJ_EXT)
 
 
 @jit
