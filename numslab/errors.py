@@ -9,8 +9,9 @@ from typing import Callable
 
 #: Set by ``numslab.drivers.jitapi``: returns the address, cache id and batch element that
 #: compiled code recorded as it raised (-1: not known), the argument it refused
-#: (:data:`NO_VALUE`: none) and the cache's name (None: not known).
-_jit_error_detail: Callable[[], tuple[int, int, int, int, str | None]] | None = None
+#: (:data:`NO_VALUE`: none), the cache's name and the allocator's note on the address, which
+#: its compiled code cannot know (None: not known).
+_jit_error_detail: Callable[[], tuple[int, int, int, int, str | None, str | None]] | None = None
 #: "No refused argument" in the compiled error detail (an int64 no argument check refuses).
 NO_VALUE = -(1 << 63)
 
@@ -22,16 +23,19 @@ class SlabError(Exception):
     address, the cache id and the batch element concerned are in ``detail`` (-1 where not
     known), the argument refused in ``value`` (None: none), and all of them named in the
     text (an address however wrong, negative ones too), with the cache's name when the
-    cache is one of a live allocator."""
+    cache is one of a live allocator. Where the allocator knows more of a double free than
+    its compiled code (the object waits for an RCU grace period), that note takes the place
+    of the text's reason (in brackets)."""
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
         self.detail = (-1, -1, -1)
         self.value: int | None = None
         self._cache_name: str | None = None
+        self._note: str | None = None
         if _jit_error_detail is not None and args and isinstance(args[0], str) \
                 and args[0].startswith("numslab.jit:"):
-            addr, cache, index, value, self._cache_name = _jit_error_detail()
+            addr, cache, index, value, self._cache_name, self._note = _jit_error_detail()
             self.detail = (addr, cache, index)
             self.value = None if value == NO_VALUE else value
 
@@ -39,7 +43,7 @@ class SlabError(Exception):
         # Numba pickles a compiled raise's exception when it compiles it: ``detail`` must be
         # taken when the exception is made again at the raise, not restored from then
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("detail", "value", "_cache_name")}
+                 if k not in ("detail", "value", "_cache_name", "_note")}
         return type(self), self.args, state
 
     def __str__(self) -> str:
@@ -50,7 +54,11 @@ class SlabError(Exception):
         where += [f"address {addr:#x}"] if addr != -1 else []   # a negative one too
         where += [f"cache id {cache}" + (f" {name!r}" if name else "")] if cache >= 0 else []
         where += [f"element {index} of the batch"] if index >= 0 else []
-        return super().__str__() + (f" ({', '.join(where)})" if where else "")
+        text = super().__str__()
+        note = getattr(self, "_note", None)
+        if note and isinstance(self, DoubleFreeError):
+            text = f"{text.split(' (', 1)[0]}, {note}"
+        return text + (f" ({', '.join(where)})" if where else "")
 
 
 class BadAddressError(SlabError, ValueError):

@@ -241,6 +241,8 @@ def test_plot_keeps_one_colour_per_implementation(tmp_path):
                                   ["bench", "--sizes", "x"], ["bench", "--sizes", "0"],
                                   ["bench", "--repeat", "0"], ["bench", "--objects", "-4"],
                                   ["bench", "--kernel", "5.4"], ["bench", "--kernel", ","],
+                                  ["bench", "--kernel", "7.0,6.18,7.0"],
+                                  ["maple", "--kernel", "next,next"],
                                   ["bench", "--sizes", "65537"]])
 def test_main_rejects_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as e:

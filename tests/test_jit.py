@@ -301,6 +301,44 @@ def test_njit_double_free_in_a_consistency_checked_cache_is_reported_as_the_faca
     assert reports[0] == reports[1]
 
 
+def test_njit_refusal_of_an_object_waiting_for_rcu_says_so(kernel):
+    """Compiled code sees an object waiting for ``kfree_rcu`` as a free one; numslab.jit's
+    refusal said "already free", where the Python API says what waits: now its text does
+    too (the allocator's note, looked up only as the exception is made), for the object on
+    the ``kfree_rcu`` list or in an RCU sheaf, a large block on the list, and a batch."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("r", 64)
+    a, b, x = c.alloc(), c.alloc(), c.alloc()
+    big = sa.kmalloc(3 * 4096)
+    c.free(x)
+    sa.kfree_rcu(a)
+    sa.kfree_rcu(big)
+    objs = np.array([b, a], np.int64)
+    snap = snapshot(sa)
+    waiting = r"^numslab\.jit: double free, the object is waiting for an RCU grace period "
+    for call, args, addr, index in ((free_one, (sa.handle, c.id, a), a, -1),
+                                    (kfree_one, (sa.handle, a), a, -1),
+                                    (kfree_one, (sa.handle, big), big, -1),
+                                    (free_many, (sa.handle, c.id, 2, objs), a, 1),
+                                    (kfree_many, (sa.handle, 2, objs), a, 1)):
+        with pytest.raises(numslab.DoubleFreeError, match=waiting) as e:
+            call(*args)
+        assert e.value.detail[0] == addr and e.value.detail[2] == index
+        with pytest.raises(numslab.DoubleFreeError) as py:      # the facade's own words
+            sa.kfree(addr)
+        note = str(py.value).split("double free, ", 1)[1]
+        assert f"double free, {note} (address {addr:#x}" in str(e.value)
+    with pytest.raises(numslab.DoubleFreeError,        # a free object: no note
+                       match=r"^numslab\.jit: double free \(the object is already free\) "):
+        free_one(sa.handle, c.id, x)
+    assert_unchanged(sa, snap)
+    sa.kvfree_rcu_barrier()                     # every grace period over: a is free
+    with pytest.raises(numslab.DoubleFreeError, match=r"double free \(the object is already"):
+        free_one(sa.handle, c.id, a)
+    free_one(sa.handle, c.id, b)
+    sa.validate()
+
+
 def test_njit_wrong_cache_and_bad_addresses_raise(world):
     sa, c, other, objs, gone = world
     theirs = other.alloc()
@@ -351,8 +389,8 @@ def test_njit_errors_name_the_cache_of_their_own_allocator(kernel):
     with pytest.raises(numslab.WrongCacheError, match=f"\\(cache id {cid}\\)$"):
         free_one(h, cid, x)
     state = two._st
-    assert handles.cache_name(state, a.id) is None          # a name of its, no longer
-    assert handles.cache_name(one._st, a.id) == "flows"
+    assert handles.describe(state, a.id, x) == (None, None)     # a name of its, no longer
+    assert handles.describe(one._st, a.id, x) == ("flows", None)
     del two, h, sa          # (the loop's last allocator)
     gc.collect()
     assert state not in handles._namers

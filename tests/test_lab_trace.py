@@ -153,6 +153,11 @@ def test_an_event_is_a_kmem_event_only_by_its_whole_name(event):
     "  bash-1 [001] ..... 10.000001: kmem_cache_alloc: call_site=f ptr=1 name=x "
     "bytes_req=64 bytes_alloc=64 gfp_flags=GFP_KERNEL node=99999999999999999999",
     "  bash-1 [4294967296] ..... 10.000001: kfree: call_site=f ptr=0000000000000001",
+    # a size below 0 (the kernel prints sizes unsigned: only node may be -1)
+    "  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=-5 "
+    "bytes_alloc=64 gfp_flags=GFP_KERNEL node=-1",
+    "  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=64 "
+    "bytes_alloc=-64 gfp_flags=GFP_KERNEL node=-1",
 ])
 def test_a_malformed_line_is_an_error_naming_it_unless_skipped(bad):
     text_ = "# header\n" + LINE + "\n\n" + bad + "\n" + LINE + "\n"

@@ -28,6 +28,9 @@ from ..engine.layout import HEADER
 from ..engine.native import ABI, State, invariant_load, table_address
 from ..errors import NotPicklableError
 
+#: An allocator's describer for error texts: ``(cache id, address) -> (cache name, note)``.
+Describer = Callable[[int, int], "tuple[str | None, str | None]"]
+
 MAX_ALLOCATORS = 1 << 16
 #: (state address, generation) per slot; never freed or moved (symbol ``numslab_allocators``).
 ALLOCATOR_TABLE = np.zeros(2 * MAX_ALLOCATORS, np.int64)
@@ -39,9 +42,10 @@ OWNER_TABLE = np.zeros(MAX_ALLOCATORS, np.int64)
 OWNER_SYMBOL = "numslab_arena_owners"
 ll.add_symbol(OWNER_SYMBOL, OWNER_TABLE.ctypes.data)
 _owners: dict[int, Any] = {}
-#: Per state address, a function naming a cache id of its allocator (a weak method: it does
-#: not keep the allocator alive), for the text of numslab.jit's errors.
-_namers: dict[int, Callable[[], Callable[[int], str | None] | None]] = {}
+#: Per state address, its allocator's describer (a weak method: it does not keep the
+#: allocator alive): ``(cache id, address) -> (cache name, note)``, for the text of
+#: numslab.jit's errors (:func:`describe`).
+_namers: dict[int, Callable[[], Describer | None]] = {}
 #: Re-entrant: an allocation under it may run the garbage collector, whose finalizer of a dead
 #: allocator calls :func:`unregister` in the same thread.
 _lock = threading.RLock()
@@ -49,11 +53,10 @@ _free_slots = list(range(MAX_ALLOCATORS - 1, 0, -1))     # slot 0 is never used
 _generation = [0]
 
 
-def register(state_address: int, owner: Any = None,
-             namer: Callable[[int], str | None] | None = None) -> int:
+def register(state_address: int, owner: Any = None, namer: Describer | None = None) -> int:
     """Enter a state buffer in the table, with the object owning its arena (an array over
-    it: :func:`owned_arena` views keep it alive) and the bound method naming its caches by
-    id (held weakly: :func:`cache_name`); its handle value."""
+    it: :func:`owned_arena` views keep it alive) and the bound method describing its caches
+    and addresses (held weakly: :func:`describe`); its handle value."""
     ref = None if namer is None else weakref.WeakMethod(namer)     # type: ignore[arg-type]
     with _lock:
         if not _free_slots:
@@ -84,12 +87,14 @@ def unregister(handle: int) -> None:
             _free_slots.append(slot)
 
 
-def cache_name(state_address: int, cache: int) -> str | None:
+def describe(state_address: int, cache: int, addr: int) -> tuple[str | None, str | None]:
     """The name of cache id ``cache`` of the live allocator whose state is at
-    ``state_address`` (None: no such allocator or cache; an error path's lookup)."""
+    ``state_address``, and what that allocator knows of ``addr`` that its engine does not
+    (an object waiting for an RCU grace period); None where nothing is known (no such
+    allocator or cache; an error path's lookup)."""
     ref = _namers.get(state_address) if state_address else None
     namer = ref() if ref is not None else None
-    return None if namer is None else namer(cache)
+    return (None, None) if namer is None else namer(cache, addr)
 
 
 class SlabHandle(int):

@@ -86,17 +86,18 @@ def _error_row(tid: int) -> int:
     return ((tid * _HASH) & ((1 << 64) - 1)) >> 58
 
 
-def _read_error_detail() -> tuple[int, int, int, int, str | None]:
+def _read_error_detail() -> tuple[int, int, int, int, str | None, str | None]:
     """The detail of this thread's last compiled raise: address, cache id, batch element,
-    refused argument and the cache's name (None: not known; every raise of ``numslab.jit``
-    records its own first; Python makes the exception more than once, so it is not reset
-    here); nothing known if another thread's raise took the row since."""
+    refused argument, the cache's name and the allocator's note on the address (None: not
+    known; :func:`handles.describe`; every raise of ``numslab.jit`` records its own first;
+    Python makes the exception more than once, so it is not reset here); nothing known if
+    another thread's raise took the row since."""
     tid = threading.get_ident() if _MACHINE == "x86_64" else -1     # (_thread_pointer's)
     row = ERROR_DETAIL[_error_row(tid) * ERROR_WORDS:][:ERROR_WORDS]
     if int(row[0]) != tid:
-        return -1, -1, -1, errors.NO_VALUE, None
+        return -1, -1, -1, errors.NO_VALUE, None, None
     where, addr, cache, index, value = (int(x) for x in row[1:])
-    return addr, cache, index, value, handles.cache_name(where, cache)
+    return (addr, cache, index, value, *handles.describe(where, cache, addr))
 
 
 errors._jit_error_detail = _read_error_detail

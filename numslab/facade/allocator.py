@@ -198,7 +198,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._state = SlabState(self._buf)
         init_buddy(self._st, 1)
         self._g = view(self._buf, F_G)
-        self._handle = handles.register(self._st, self.memory, self._name_of)
+        self._handle = handles.register(self._st, self.memory, self._describe)
         weakref.finalize(self, handles.unregister, self._handle)
         self._caches = CacheTable(self)
         self._next_thread_cpu = threads.RoundRobin(self.nr_cpus)
@@ -493,10 +493,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
                                  f"still outstanding; return them first")
 
-    def _name_of(self, cid: int) -> str | None:
-        """The name of cache id ``cid`` (None: none): numslab.jit's errors name the cache."""
+    def _describe(self, cid: int, addr: int) -> tuple[str | None, str | None]:
+        """The name of cache id ``cid`` and, for an object waiting for an RCU grace period
+        at ``addr``, a note saying so (None: none): numslab.jit's errors name the cache, and
+        its refusal of such an object tells what compiled code cannot know."""
         cache = self._caches.get(cid)
-        return None if cache is None else cache.name
+        return None if cache is None else cache.name, self._rcu_note(addr)
 
     def find_cache(self, name: str) -> KmemCache:
         """The cache called ``name``."""

@@ -34,6 +34,11 @@ _ZERO = __GFP_ZERO
 #: ``synchronize_rcu`` had taken away was never freed). One for every allocator: it is held
 #: briefly, and no unit waits on it.
 _RCU_LOCK = threading.RLock()
+#: Why a double free's object is not free: it waits for its grace period on the
+#: ``kfree_rcu`` list, or in an RCU sheaf (a CPU's ``rcu_free`` one or one handed to
+#: ``call_rcu``).
+RCU_LISTED = "the object is waiting for an RCU grace period (kfree_rcu)"
+RCU_SHEAVED = "the object is waiting for an RCU grace period (kfree_rcu, in an rcu_free sheaf)"
 
 
 class KmallocAPI:
@@ -196,8 +201,18 @@ class KmallocAPI:
         asks before it allocates; the frees once the engine refused them, in ``_raise``);
         ``where`` names the call and the address (and, for ``_raise``, the cache)."""
         if any(a == addr for a, _ in self._rcu_pending):
-            raise DoubleFreeError(f"{where}: double free, the object is waiting for an RCU "
-                                  f"grace period (kfree_rcu)")
+            raise DoubleFreeError(f"{where}: double free, {RCU_LISTED}")
+
+    def _rcu_note(self: "SlabAllocator", addr: int) -> str | None:
+        """Why an object the engine found free at ``addr`` is not: it waits for an RCU grace
+        period on the ``kfree_rcu`` list or in an RCU sheaf (a double free's text, from
+        Python and from ``numslab.jit``); None if it does not."""
+        if any(a == addr for a, _ in self._rcu_pending):
+            return RCU_LISTED
+        if (self._g[G_RCU_HEAD] or self.state.cpu[:, :, C_RCU_FREE].any()) \
+                and addr in self._rcu_sheaf_objects():
+            return RCU_SHEAVED
+        return None
 
     def _rcu_sheaf_objects(self: "SlabAllocator") -> set[int]:
         """Addresses of the objects in the CPUs' ``rcu_free`` sheaves and in the sheaves
@@ -222,8 +237,7 @@ class KmallocAPI:
         (an object the engine finds free; ``kfree_rcu`` and ``krealloc`` would otherwise
         call it a free object); ``where`` names the call and the address."""
         if self._locate(addr)[0] == E_DOUBLE_FREE and addr in self._rcu_sheaf_objects():
-            raise DoubleFreeError(f"{where}: double free, the object is waiting for an RCU "
-                                  f"grace period (kfree_rcu, in an rcu_free sheaf)")
+            raise DoubleFreeError(f"{where}: double free, {RCU_SHEAVED}")
 
     def synchronize_rcu(self: "SlabAllocator") -> int:
         """End the grace period: the callback of every sheaf handed to ``call_rcu`` runs

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..engine import checks, debug
-from ..engine.layout import (C_RCU_FREE, G_RCU_HEAD, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, PG_HEAD,
+from ..engine.layout import (G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, PG_HEAD,
                              PG_RESERVED, PG_TAIL)
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError,
                       SlabCorruptionError, SlabError, WrongCacheError)
@@ -69,12 +69,9 @@ class RaiseAPI:
         if err == checks.E_DOUBLE_FREE:
             if cache is None:       # kfree and kfree_bulk name no cache: the page does
                 where += self._page_cache(addr)
-            self._rcu_refuse(addr, where)           # one on the kfree_rcu list: named so
-            if self._g[G_RCU_HEAD] or self.state.cpu[:, :, C_RCU_FREE].any():
-                if addr in self._rcu_sheaf_objects():
-                    raise DoubleFreeError(f"{where}: double free, the object is waiting for "
-                                          f"an RCU grace period (kfree_rcu, in an rcu_free "
-                                          f"sheaf)")
+            note = self._rcu_note(addr)             # one waiting for kfree_rcu: named so
+            if note:
+                raise DoubleFreeError(f"{where}: double free, {note}")
             detail = "".join("\n" + r for r in self._last_reports[:1])   # F: "Object already free"
             raise DoubleFreeError(f"{where}: double free, the object is already free{detail}")
         if err in (checks.E_LARGE, checks.E_NOT_HEAD):

@@ -445,7 +445,8 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                     if big and which <= 2 and have_ptr and ptr[r] == 0 and q - a0 <= 20:
                         big = False             # a failed kvmalloc's size_t: never used
                         v2 = 0x7FFFFFFF
-                    if q == a0 or big or not (t == 32 or t == 10 or t == 13):
+                    if q == a0 or big or not (t == 32 or t == 10 or t == 13) or \
+                            (neg and which != 4):       # sizes and gfp are unsigned
                         err = ERR_FIELD
                         q = delim(bp, q)
                     if neg:

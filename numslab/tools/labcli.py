@@ -89,13 +89,16 @@ def add_commands(sub: Any) -> None:
 
 
 def generations(allowed: tuple[str, ...]) -> Any:
-    """An argparse type: comma-separated SLUB generations, each one of ``allowed``, in their
-    order and without repeats (the ``numslab`` command's ``--kernel``)."""
+    """An argparse type: comma-separated SLUB generations, each one of ``allowed`` and named
+    once, in their order (the ``numslab`` command's ``--kernel``)."""
     def parse(text: str) -> list[str]:
-        names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+        names = [t.strip() for t in text.split(",") if t.strip()]
         if not names or any(n not in allowed for n in names):
             raise argparse.ArgumentTypeError(f"{text!r}: generations are "
                                              f"{', '.join(allowed)}")
+        twice = [n for k, n in enumerate(names) if n in names[:k]]
+        if twice:                       # a column the user asked for would be missing
+            raise argparse.ArgumentTypeError(f"{text!r}: {twice[0]} is named twice")
         return names
     parse.__name__ = "generations"
     return parse
