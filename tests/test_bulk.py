@@ -1048,3 +1048,78 @@ def test_a_batch_free_refuses_an_array_inside_an_object_it_frees(gen, debug):
     sa.kfree_bulk(10, objs)
     assert c.live_objects == 190
     sa.validate()
+
+
+@pytest.mark.parametrize("gen", numslab.KERNELS)
+def test_a_batch_array_over_memory_not_the_users_is_refused(gen):
+    """A batch call writes its address array (an allocation the addresses, a free their new
+    order, a failed allocation the free pointers of what it gives back) while it reads the
+    allocator's words. An array over free objects of the cache made an allocation's own
+    writes corrupt the free list it was walking, and the give-back then followed what it had
+    written (6.18 with sheaves: a segfault). Every batch call, from Python and from
+    ``numslab.jit``, now refuses an array in the arena that is not inside one live
+    allocation of the user's, with nothing changed; one inside an object, a large kmalloc or
+    pages the user holds is used as before."""
+    import numba
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=gen)
+    c = sa.kmem_cache_create("x", 64, sheaf_capacity=8)
+    sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 4)
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, sheaf)
+    objs = np.zeros(64, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 64, objs) == 64
+    keep = int(objs[0])
+    sa.kmem_cache_free_bulk(c, 63, objs[1:].copy())        # all free but the first
+    free_at = int(objs[10])
+
+    @numba.njit
+    def jit_alloc(h, cid, nr, a):
+        return numslab.jit.kmem_cache_alloc_bulk(h, cid, nr, a)
+
+    @numba.njit
+    def jit_array(h, cid, nr, a):
+        return numslab.jit.kmem_cache_alloc_array(h, cid, nr, a)
+
+    @numba.njit
+    def jit_free(h, cid, nr, a):
+        numslab.jit.kmem_cache_free_bulk(h, cid, nr, a)
+
+    @numba.njit
+    def jit_kfree(h, nr, a):
+        numslab.jit.kfree_bulk(h, nr, a)
+
+    def calls(a, n):
+        return (lambda: sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, n, a),
+                lambda: sa.kmem_cache_alloc_array(c, GFP_KERNEL, n, a),
+                lambda: sa.kmem_cache_free_bulk(c, n, a), lambda: sa.kfree_bulk(n, a),
+                lambda: jit_alloc(sa.handle, c.id, n, a), lambda: jit_array(sa.handle, c.id, n, a),
+                lambda: jit_free(sa.handle, c.id, n, a), lambda: jit_kfree(sa.handle, n, a))
+
+    big = sa.kmalloc(3 * 4096)
+    pages = sa.alloc_pages(1)
+    over_free = sa.memory[free_at:free_at + 8 * 60].view(np.int64)
+    past_keep = sa.memory[keep:keep + 8 * 9].view(np.int64)  # 72 bytes from a 64-byte object
+    page_zero = sa.memory[8:8 * 9].view(np.int64)            # the reserved frame 0
+    for a in (over_free, past_keep, page_zero):
+        a[0] = keep                     # what the frees would free (refused before)
+    snap = snapshot(sa)
+    for a, n in ((over_free, 60), (past_keep, 9), (page_zero, 8)):
+        before = a.copy()
+        for call in calls(a, n):
+            with pytest.raises(numslab.InvalidArgumentError,
+                               match="lies in the arena but not inside one live allocation"):
+                call()
+            assert (a == before).all()
+            assert_unchanged(sa, snap)
+    sa.validate()
+    for home, n in ((keep, 8), (big, 3 * 512), (pages, 1024)):   # the user's own: used
+        a = sa.memory[home:home + 8 * n].view(np.int64)
+        assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, n, a) == n
+        assert len(set(a.tolist())) == n and home not in a
+        sa.kmem_cache_free_bulk(c, n, a)
+        assert jit_alloc(sa.handle, c.id, n, a) == n
+        jit_free(sa.handle, c.id, n, a)
+    sa.kfree(big)
+    sa.free_pages(pages, 1)
+    sa.kmem_cache_free(c, keep)
+    sa.validate()
+    assert c.live_objects == 0

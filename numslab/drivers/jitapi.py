@@ -32,7 +32,8 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..engine import defrag, ops
-from ..engine.checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE,
+from ..engine.checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY,
+                             E_LARGE,
                              E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE,
                              _live_clear, _live_set, _live_test, _locate, _slab_of)
 from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
@@ -159,6 +160,10 @@ def _raise(err, addr=-1, cache=-1, index=-1, value=errors.NO_VALUE, where=0):
     if err == E_DEBUG:
         raise SlabDebugError("numslab.jit: a slab_debug check refused the free (the object "
                              "stays allocated); see SlabAllocator.slab_reports()")
+    if err == E_ARRAY_PLACE:
+        raise InvalidArgumentError("numslab.jit: the object array lies in the arena but not "
+                                   "inside one live allocation of yours (it covers a free "
+                                   "object or the allocator's memory): nothing was done")
     if err == E_HOLDS_ARRAY:
         raise InvalidArgumentError("numslab.jit: the object array lies inside an object it "
                                    "frees (freeing it would write into the array): nothing "
@@ -204,9 +209,13 @@ def _raise_kfree(st, err, addr, index):
 @jit(inline=True, helper=True)
 def _checked(st, got):
     """``got`` from an allocation's slow path, unless it met a corrupted free pointer or a
-    failed slab_debug check (it then took nothing and returned 0 or -1): raise."""
-    if got <= 0 and st.g[G_FAULT_CACHE]:
-        _fault(st)
+    failed slab_debug check (it then took nothing and returned 0 or -1), or refused a
+    batch's array (``E_ARRAY_PLACE``): raise."""
+    if got <= 0:
+        if got == E_ARRAY_PLACE:
+            _raise(got, -1, -1, -1, errors.NO_VALUE, address(st))
+        if st.g[G_FAULT_CACHE]:
+            _fault(st)
     return got
 
 
@@ -345,13 +354,15 @@ def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
     """The common case of a bulk allocation: the CPU's main sheaf holds the whole batch and
     no zeroing is asked. Take its top ``nr`` objects into the Words ``p`` (their order kept,
     as ``alloc_from_pcs_bulk``) and mark them live. ``nr``; or -1 when the case does not
-    apply (a debug cache, no sheaves, too few objects, ``__GFP_ZERO``) or an entry is live
+    apply (a debug cache, no sheaves, too few objects, ``__GFP_ZERO``, an array in the
+    arena: :func:`checks._array_home`'s to judge) or an entry is live
     already (a stale one: the marks are taken back and the engine's take purges and
     reports it). Inline in users' functions: it saves the unit call (bulk 16 inside
     ``@njit`` 6-9% faster) for a small loop; the free's batch check stays in the unit
     (inline, it took a user's bulk loop to 1.7x the jitted stack's compile time)."""
+    off = address(p) - address(st.mem)         # an array in the arena: the unit checks it
     if (gfp & __GFP_ZERO) | (_ca(st, cache, CA_DEBUG) != 0) | \
-            (_geo(st, cache, CA_SHEAF_CAPACITY) == 0):
+            (_geo(st, cache, CA_SHEAF_CAPACITY) == 0) | ((off + 8 * nr > 0) & (off < st.mem_size)):
         return -1
     mem = st.mem
     main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
@@ -441,6 +452,8 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     cache, nr, cpu = _cache_arg(cache), _count_arg(nr), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0)
     err = ops.free_bulk(st, cache, cpu, nr, _checked_array(objs, nr))
+    if err == E_ARRAY_PLACE:                    # the array, not an element
+        _raise(err, -1, cache, -1, errors.NO_VALUE, address(st))
     if err:
         i = -err // E_AT                        # the bad element (nothing was reordered)
         _raise(err, objs[i], cache, i, errors.NO_VALUE, address(st))
@@ -513,6 +526,8 @@ def kfree_bulk(h, nr, objs, cpu=0):
     nr, cpu = _count_arg(nr), _int_arg(cpu)
     st = _state(h, cpu)
     err = ops.free_bulk(st, NIL, cpu, nr, _checked_array(objs, nr))
+    if err == E_ARRAY_PLACE:
+        _raise(err, -1, -1, -1, errors.NO_VALUE, address(st))
     if err:
         i = -err // E_AT
         _raise_kfree(st, err, objs[i], i)

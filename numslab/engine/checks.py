@@ -5,7 +5,7 @@ from __future__ import annotations
 from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL,
                      C_RCU_FREE, C_SLAB, C_SPARE, CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD,
                      G_RCU_TAIL, CA_ACTIVE, CA_FLAGS, CA_FP_KEY, CA_OFFSET, CA_RECIP,
-                     CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, KERNEL_NEXT,
+                     CA_OBJECT_SIZE, CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, KERNEL_NEXT,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS,
                      N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, P_COUNT,
                      P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD,
@@ -30,6 +30,7 @@ E_NOT_HEAD = -7       #: inside an allocated block but not at its start
 E_CORRUPT = -8        #: ``validate`` found a broken invariant (G_ERR0 = what, G_ERR1 = where)
 E_ALLOCATORS = -9     #: a live object the allocator holds for itself (a sheaf), not the user's
 E_HOLDS_ARRAY = -11   #: a batch free's element whose object holds the batch's own address array
+E_ARRAY_PLACE = -12   #: a batch's address array in the arena, not inside one live block of the user's
 
 # A batch call that fails returns its error code and the index of the bad element in one
 # word: ``err - index * E_AT`` (the facade decodes it with :func:`batch_error`). Error details
@@ -239,6 +240,41 @@ def _slab_of(st, addr, cache):
         if word & ((2 << sh) | (((1 << sh) >> 1) & _NOT_SIGN)):
             return NIL              # a sheaf, or its mark
     return head
+
+
+@jit
+def _array_home(st, nr, off):
+    """Where a batch call's address array of ``nr`` words lies, at arena byte ``off``: 0 if
+    inside one live allocation of the user's (the ``object_size`` bytes of a slab object, a
+    large kmalloc block, a block from ``alloc_pages``), else ``E_ARRAY_PLACE``. A batch call
+    writes its array (an allocation the addresses, a free its reordering, a failed
+    allocation the free pointers of what it gives back) while it reads the allocator's own
+    words: over a free object, a sheaf, an object waiting for its grace period or a free
+    page those writes change what the call is reading (a free list it walks, the entries
+    of a sheaf), so such an array is refused before anything changes."""
+    end = off + 8 * nr
+    if nr <= 0 or end <= 0 or off >= st.mem_size:
+        return 0                                # (none of it in the arena)
+    if off < 0:
+        return E_ARRAY_PLACE
+    pfn = off >> 12
+    flags = st.pg_flags
+    head = st.pg_head[pfn] if flags[pfn] & PG_TAIL else pfn
+    f = flags[head]
+    if f & PG_SLAB:
+        owner = st.sl_cache[head]
+        rel = off - (head << 12) - _ca(st, owner, CA_RED_LEFT)
+        lo = off - rel % _ca(st, owner, CA_SIZE)
+        hi = lo + _ca(st, owner, CA_OBJECT_SIZE)
+        err, _ = _locate(st, lo, owner)         # live, the user's, on the grid, in the slab
+        ok = rel >= 0 and err == 0
+    else:
+        lo = head << 12
+        hi = lo + (4096 << st.pg_order[head])
+        err, _ = _locate(st, lo, NIL)           # E_LARGE: a live large kmalloc block
+        ok = (f & PG_HEAD) != 0 and ((err == E_LARGE and not _own_test(st, lo, 16)) or
+                                     (err == E_NOT_SLAB and not f & (PG_BUDDY | PG_PCP)))
+    return 0 if ok and end <= hi else E_ARRAY_PLACE
 
 
 @unit

@@ -8,8 +8,9 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
-from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE, _live_clear,
-                     _live_set, _live_set_run, _live_test, _locate, _own_test, _rcu_list_mark)
+from .checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE,
+                     _array_home, _live_clear, _live_set, _live_set_run, _live_test, _locate,
+                     _own_test, _rcu_list_mark)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .sheafdebug import free_bulk_checked, free_bulk_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
@@ -287,7 +288,11 @@ def _free_bulk_fast(st, cache, cpu, nr, p):
 @unit
 def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     """The facade's ``kmem_cache_alloc_bulk``: the common sheaf case inline, else the unit
-    (a debug cache: one by one)."""
+    (a debug cache: one by one). ``nr``, 0, -1 after a fault, or ``E_ARRAY_PLACE``
+    (:func:`checks._array_home`: nothing taken)."""
+    off = paddr - address(st.mem)
+    if (off + 8 * nr > 0) & (off < st.mem_size) and _array_home(st, nr, off):
+        return E_ARRAY_PLACE
     if _ca(st, cache, CA_DEBUG):
         return _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr)
     n = _alloc_bulk_fast(st, cache, cpu, gfp, nr, words_at(paddr))
@@ -304,10 +309,10 @@ def free_bulk(st, cache, cpu, nr, paddr):
     case inline, else the unit. 0 or an error code. While debug caches exist a ``kfree_bulk``,
     and always a debug cache's batch, go to ``sheafdebug.free_bulk_checked`` (detached
     freelists, a debug cache's through ``free_debug_processing``). An array that lies in the
-    arena is first checked by :func:`_holder_of_array`."""
+    arena is first checked by :func:`checks._array_home` and :func:`_holder_of_array`."""
     off = paddr - address(st.mem)
-    if (off >= 0) & (off < st.mem_size):
-        err = _holder_of_array(st, nr, paddr, off)
+    if (off + 8 * nr > 0) & (off < st.mem_size):
+        err = _array_home(st, nr, off) or _holder_of_array(st, nr, paddr, off)
         if err:
             return err
     if (cache == NIL and st.g[G_NDEBUG]) or (cache != NIL and _ca(st, cache, CA_DEBUG)):
@@ -388,7 +393,10 @@ def kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, paddr):
     """``kmem_cache_alloc_array`` (RFC, January 2015): PARTIAL, then NEW while more than a
     slab's worth is wanted, then LOCAL, then FULL_COUNT one by one; no flags means all.
     Returns the objects allocated into the words at ``paddr`` (may be short without
-    FULL_COUNT)."""
+    FULL_COUNT), -1 after a fault, or ``E_ARRAY_PLACE`` (:func:`checks._array_home`)."""
+    off = paddr - address(st.mem)
+    if (off + 8 * nr > 0) & (off < st.mem_size) and _array_home(st, nr, off):
+        return E_ARRAY_PLACE
     if flags & SLAB_ARRAY_ALLOC_ALL == 0:
         flags |= SLAB_ARRAY_ALLOC_ALL
     if _ca(st, cache, CA_DEBUG):        # a debug cache takes the checked path: FULL_COUNT

@@ -234,6 +234,8 @@ class BatchAPI:
 
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    fn: str) -> int:
+        if got == checks.E_ARRAY_PLACE:
+            self._refuse_array(fn, None)
         if nr:          # (a count, not an address: no cache for the single free of a ctor's)
             self._after_alloc(cache if got <= 0 else None, got, gfp, -1, cid=cache._id)
         return max(got, 0)
@@ -267,6 +269,8 @@ class BatchAPI:
 
     def _batch_error(self: "SlabAllocator", err: int, fn: str, nr: int, objs: np.ndarray,
                      cache: KmemCache | None) -> None:
+        if err == checks.E_ARRAY_PLACE:         # the array, not an element
+            self._refuse_array(fn, objs)
         err, i = checks.batch_error(err)
         self._raise(err, f"{fn}: element {i}", int(objs[i]), cache)
 

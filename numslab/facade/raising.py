@@ -12,6 +12,8 @@ from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError,
 from ..geometry import PAGE_SIZE
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from .allocator import SlabAllocator
     from .cache import KmemCache
 
@@ -32,6 +34,18 @@ class RaiseAPI:
             f"that slab, or leads to one a sheaf holds (a write into freed memory?); the slab "
             f"is isolated and no longer "
             f"allocated from, nothing was allocated")
+
+    def _refuse_array(self: "SlabAllocator", fn: str, array: np.ndarray | None) -> None:
+        """Raise for a batch call whose address array lies in the arena over memory that is
+        not one live allocation of the user's (``checks.E_ARRAY_PLACE``; ``array``: None
+        when the caller no longer has it)."""
+        at = "" if array is None else f" at {array.ctypes.data - self.memory.ctypes.data:#x}"
+        raise InvalidArgumentError(f"{fn}: the array of addresses{at} lies in the arena but "
+                                   f"not inside one live allocation of yours (it covers a "
+                                   f"free object or the allocator's memory): the call writes "
+                                   f"the array while it reads that memory; pass an array "
+                                   f"outside the arena or inside an object you hold; nothing "
+                                   f"was done")
 
     def _page_cache(self: "SlabAllocator", addr: int) -> str:
         """`` (name)`` of the cache whose slab holds ``addr``; empty if none does (the calls
