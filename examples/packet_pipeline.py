@@ -90,11 +90,15 @@ def top_caches(slabinfo: str, k: int = 5) -> list[str]:
 
 
 def kernels(text: str) -> list[str]:
-    """An argparse type: comma-separated SLUB generations (``numslab.KERNELS``)."""
-    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    """An argparse type: comma-separated SLUB generations (``numslab.KERNELS``), each
+    named once."""
+    names = [t.strip() for t in text.split(",") if t.strip()]
     if not names or any(n not in numslab.KERNELS for n in names):
         raise argparse.ArgumentTypeError(f"{text!r}: generations are "
                                          f"{', '.join(numslab.KERNELS)}")
+    twice = [n for k, n in enumerate(names) if n in names[:k]]
+    if twice:
+        raise argparse.ArgumentTypeError(f"{text!r}: {twice[0]} is named twice")
     return names
 
 
@@ -110,7 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      "byte order, or pcapng); default: generated traffic")
     src.add_argument("--packets", type=int, default=200_000, metavar="N",
                      help="packets of generated traffic (default %(default)s)")
-    src.add_argument("--seed", type=int, default=0, help="seed of generated traffic")
+    src.add_argument("--seed", type=int, default=0,
+                     help="seed of generated traffic (an integer >= 0; default 0)")
     run = ap.add_argument_group("pipeline")
     run.add_argument("--mode", choices=MODES, default="bulk",
                      help="allocation mode (default %(default)s)")
@@ -122,7 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--repeat", type=int, default=3, metavar="R",
                      help="with --compare: timed runs per mode, fastest kept (default 3)")
     run.add_argument("--cpus", type=int, default=4, help="simulated CPUs (default 4)")
-    run.add_argument("--kernel", type=kernels, default=["7.0"], metavar="7.0,7.1,next,6.18",
+    run.add_argument("--kernel", type=kernels, default=["7.0"], metavar=",".join(numslab.KERNELS),
                      help="SLUB generation(s) to model (default 7.0); with --compare, "
                           "comma-separated generations are run side by side")
     run.add_argument("--memory", default="256M", help="allocator memory (default 256M)")
@@ -133,8 +138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="caches listed in the summary (default 5)")
     args = ap.parse_args(argv)
     if args.packets < 0 or args.batch < 1 or args.repeat < 1 or not args.idle_timeout >= 0 \
-            or args.top < 0:
-        ap.error("--packets and --top must be >= 0, --batch and --repeat >= 1, "
+            or args.top < 0 or args.seed < 0:
+        ap.error("--packets, --seed and --top must be >= 0, --batch and --repeat >= 1, "
                  "--idle-timeout >= 0")
     if not 1 <= args.cpus <= 4096:
         ap.error(f"--cpus {args.cpus}: simulated CPUs are 1..4096")

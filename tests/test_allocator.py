@@ -135,11 +135,16 @@ MISUSE = {
                    numslab.BadAddressError, "not an integer"),
     "foreign cache": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(
         numslab.SlabAllocator(nr_cpus=1, memory="4M").kmalloc_caches[0], live[0]),
-        numslab.WrongCacheError, "not a live cache of this allocator"),
+        numslab.WrongCacheError, "is a cache of another allocator"),
     "not a cache": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_alloc("obj"),
                     numslab.WrongCacheError, "not a live cache"),
+    "a cache's id": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_alloc(c.id),
+                     numslab.WrongCacheError,       # (it said "13 is not a live cache")
+                     r"kmem_cache_alloc: \d+ is a number, not a cache: pass the KmemCache"),
     "bad cpu": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_alloc(c, cpu=2),
-                numslab.SlabError, "cpu 2"),
+                numslab.SlabError, "kmem_cache_alloc: cpu 2 is not in 0..1"),  # names the call
+    "bad cpu, bulk": (lambda sa, c, d, live, dead, other, big: sa.kfree_bulk(
+        1, np.array(live[:1]), cpu=7), numslab.SlabError, "kfree_bulk: cpu 7 is not in"),
     "bad node": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_alloc_node(c, node=1),
                  numslab.SlabError, "node 1"),
     "leak": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_destroy(c),

@@ -1019,3 +1019,21 @@ def test_no_user_free_takes_the_allocators_own_sheaves(kernel):
 @numba.njit
 def _jit_free_on(h, cid, addr):
     nj.kmem_cache_free(h, cid, addr)
+
+GATED = ("kmem_cache_alloc", "kmem_cache_free", "kmalloc", "kfree", "kmem_cache_alloc_bulk",
+         "kmem_cache_free_bulk", "kfree_bulk", "kmem_cache_alloc_array", "kmem_cache_free_array")
+
+
+@pytest.mark.parametrize("name", GATED)
+def test_a_gated_call_has_the_facades_signature(name):
+    """The gate's calls are C methods set on the allocator: ``inspect.signature`` (and so
+    ``help`` and editors) found none. Each now carries its text signature, the facade
+    method's parameters and defaults."""
+    import inspect
+    sa = numslab.SlabAllocator(memory="4M")
+    call = getattr(sa, name)
+    assert type(call).__name__ == "builtin_function_or_method"      # the gate's, not Python
+    gated = inspect.signature(call).parameters.values()
+    facade = list(inspect.signature(getattr(numslab.SlabAllocator, name)).parameters.values())
+    assert [(p.name, p.default) for p in gated] == [(p.name, p.default) for p in facade[1:]]
+    assert f"SlabAllocator.{name}" in call.__doc__

@@ -388,6 +388,10 @@ def test_njit_errors_name_the_cache_of_their_own_allocator(kernel):
     two.kmem_cache_destroy(b, force=True)
     with pytest.raises(numslab.WrongCacheError, match=f"\\(cache id {cid}\\)$"):
         free_one(h, cid, x)
+    for bad in (-1, 1 << 20):           # out of range: the id refused (-1 was not named)
+        with pytest.raises(numslab.WrongCacheError, match=f"live cache \\(got {bad}\\)$") as e:
+            free_one(one.handle, bad, x)
+        assert e.value.value == bad
     state = two._st
     assert handles.describe(state, a.id, x) == (None, None)     # a name of its, no longer
     assert handles.describe(one._st, a.id, x) == ("flows", None)

@@ -205,6 +205,14 @@ def test_replay_command_tables_json_compare_and_plot(tmp_path, capsys):
     assert set(j["configs"]) == {"7.0:cpus=2", "7.0:cpus=4"}
     assert cli.main(["replay", str(tmp_path / "none.txt")]) == 1
     assert "cannot read trace" in capsys.readouterr().err
+    # --compare with no configuration replayed the default alone, and every=0 (the sample
+    # points, as --every 0) was "not a kernel ... every=N (N >= 1)"
+    assert cli.main(["replay", str(DATA / TRACES["net"]), "--compare", ","]) == 1
+    assert "no configuration given" in capsys.readouterr().err
+    assert cli.main(["replay", str(DATA / TRACES["net"]), "--json", "--every", "500",
+                     "--policy", "shrink", "--compare", "7.0,7.0:every=0"]) == 0
+    j = json.loads(capsys.readouterr().out)
+    assert set(j["configs"]) == {"7.0:cpus=2:shrink:every=500", "7.0:cpus=2:shrink"}
 
 
 @pytest.mark.parametrize("where, says", [("nofolder/p.png", "does not exist"),
@@ -220,7 +228,9 @@ def test_a_plot_that_cannot_be_written_is_refused_before_the_replay(tmp_path, ca
     assert says in capsys.readouterr().err and not ran
     with pytest.raises(SystemExit) as e:                # the bench's --plot alike
         cli.main(["bench", "--plot", str(tmp_path / where)])
-    assert e.value.code == 2 and says in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and says in err
+    assert "numslab bench: error:" in err               # the subcommand's usage, not the top's
 
 
 def test_a_snapshot_that_cannot_be_written_is_one_line(tmp_path, capsys):

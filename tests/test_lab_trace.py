@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import lzma
+import os
 import subprocess
 import sys
 
@@ -94,6 +95,15 @@ def test_standard_input_through_the_command(tmp_path):
     import json
     j = json.loads(r.stdout)
     assert j["lines"] == len(parse_bytes(raw))
+    # its reader gone (``| head -1``), the command ended in a BrokenPipeError traceback
+    # (the JSON, 18 kB, is more than the stdout buffer holds)
+    gone, w = os.pipe()
+    os.close(gone)
+    r = subprocess.run([sys.executable, "-m", "numslab.tools.cli", "replay", "-", "--json",
+                        "--kernel", "6.18"], input=raw, stdout=w, stderr=subprocess.PIPE,
+                       timeout=300)
+    os.close(w)
+    assert r.returncode == 1 and b"Traceback" not in r.stderr, r.stderr.decode()[-2000:]
 
 
 LINE = ("  bash-1 [001] ..... 10.000001: kmalloc: call_site=f+0x1/0x2 ptr=00000000deadbeef "

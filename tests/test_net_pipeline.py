@@ -298,7 +298,8 @@ def test_bad_arguments():
 
 
 @pytest.mark.parametrize("bad", [["--cpus", "0"], ["--cpus", "5000"], ["--memory", "abc"],
-                                 ["--memory", "0"]])
+                                 ["--memory", "0"], ["--seed", "-1"],
+                                 ["--kernel", "7.0,7.0", "--compare"]])
 def test_cli_bad_cpus_or_memory_exit_2_before_any_work(bad, capsys):
     # they exited 1 (a SlabError from the allocator) after the traffic was generated; the
     # epilog promises 2 for bad arguments
@@ -357,7 +358,7 @@ def test_compare_puts_generations_side_by_side(traffic, capsys):
             cli.main(["--packets", "1500", "--quiet", *bad])
     err = capsys.readouterr().err
     assert "--kernel 6.18,7.0: several generations need --compare" in err
-    assert "--packets and --top must be >= 0" in err
+    assert "--packets, --seed and --top must be >= 0" in err
     # no packets: no speed figures (0.0 ns/packet, 0.00x; a ZeroDivisionError with two
     # generations), but the run and its leak check go through
     assert cli.main(["--packets", "0", "--quiet"]) == 0

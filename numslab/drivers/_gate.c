@@ -406,27 +406,34 @@ static PyObject *g_forget_thread(Gate *self, PyObject *unused)
 
 static PyMethodDef gate_methods[] = {
     {"kmem_cache_alloc", (PyCFunction)(void (*)(void))g_alloc, METH_FASTCALL | METH_KEYWORDS,
-     "kmem_cache_alloc(cache, gfp=GFP_KERNEL, cpu=None): the facade's call, through the gate."},
+     "kmem_cache_alloc($self, cache, gfp=3264, cpu=None)\n--\n\n"
+     "SlabAllocator.kmem_cache_alloc, through the gate (gfp: GFP_KERNEL)."},
     {"kmem_cache_free", (PyCFunction)(void (*)(void))g_free, METH_FASTCALL | METH_KEYWORDS,
-     "kmem_cache_free(cache, addr, cpu=None): the facade's call, through the gate."},
+     "kmem_cache_free($self, cache, addr, cpu=None)\n--\n\n"
+     "SlabAllocator.kmem_cache_free, through the gate."},
     {"kmalloc", (PyCFunction)(void (*)(void))g_kmalloc, METH_FASTCALL | METH_KEYWORDS,
-     "kmalloc(size, gfp=GFP_KERNEL, cpu=None, node=-1): the facade's call, through the gate."},
+     "kmalloc($self, size, gfp=3264, cpu=None, node=-1)\n--\n\n"
+     "SlabAllocator.kmalloc, through the gate (gfp: GFP_KERNEL)."},
     {"kfree", (PyCFunction)(void (*)(void))g_kfree, METH_FASTCALL | METH_KEYWORDS,
-     "kfree(addr, cpu=None): the facade's call, through the gate."},
+     "kfree($self, addr, cpu=None)\n--\n\nSlabAllocator.kfree, through the gate."},
     {"kmem_cache_alloc_bulk", (PyCFunction)(void (*)(void))g_alloc_bulk,
      METH_FASTCALL | METH_KEYWORDS,
-     "kmem_cache_alloc_bulk(cache, gfp, nr, out, cpu=None): the facade's call, through the gate."},
+     "kmem_cache_alloc_bulk($self, cache, gfp, nr, out, cpu=None)\n--\n\n"
+     "SlabAllocator.kmem_cache_alloc_bulk, through the gate."},
     {"kmem_cache_free_bulk", (PyCFunction)(void (*)(void))g_free_bulk,
      METH_FASTCALL | METH_KEYWORDS,
-     "kmem_cache_free_bulk(cache, nr, objs, cpu=None): the facade's call, through the gate."},
+     "kmem_cache_free_bulk($self, cache, nr, objs, cpu=None)\n--\n\n"
+     "SlabAllocator.kmem_cache_free_bulk, through the gate."},
     {"kfree_bulk", (PyCFunction)(void (*)(void))g_kfree_bulk, METH_FASTCALL | METH_KEYWORDS,
-     "kfree_bulk(nr, objs, cpu=None): the facade's call, through the gate."},
+     "kfree_bulk($self, nr, objs, cpu=None)\n--\n\nSlabAllocator.kfree_bulk, through the gate."},
     {"kmem_cache_alloc_array", (PyCFunction)(void (*)(void))g_alloc_array,
      METH_FASTCALL | METH_KEYWORDS,
-     "kmem_cache_alloc_array(cache, gfp, nr, out, flags=0, cpu=None): through the gate."},
+     "kmem_cache_alloc_array($self, cache, gfp, nr, out, flags=0, cpu=None)\n--\n\n"
+     "SlabAllocator.kmem_cache_alloc_array, through the gate."},
     {"kmem_cache_free_array", (PyCFunction)(void (*)(void))g_free_array,
      METH_FASTCALL | METH_KEYWORDS,
-     "kmem_cache_free_array(cache, nr, objs, cpu=None): the facade's call, through the gate."},
+     "kmem_cache_free_array($self, cache, nr, objs, cpu=None)\n--\n\n"
+     "SlabAllocator.kmem_cache_free_array, through the gate."},
     {"forget_thread", (PyCFunction)g_forget_thread, METH_NOARGS,
      "Forget the cached thread's CPU (after set_cpu)."},
     {NULL, NULL, 0, NULL}

@@ -238,7 +238,7 @@ def _refuse_args(st, cache, cpu, gfp):
         _raise(E_BAD_CPU, -1, cache, -1, cpu, address(st))
     if gfp < 0 or gfp > GFP_MAX:
         _raise(E_BAD_GFP, -1, cache, -1, gfp, address(st))
-    _raise(E_DEAD_CACHE, -1, cache, -1, errors.NO_VALUE, address(st))
+    _raise(E_DEAD_CACHE, -1, -1, -1, cache, address(st))      # (-1 too: the id refused)
 
 
 @jit(inline=True, helper=True)

@@ -36,14 +36,15 @@ from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, ini
 from ..engine.sheaves import init_percpu_sheaves
 from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as BadArg,
                       InvalidSizeError, NotPicklableError, SlabCorruptionError, SlabError,
-                      WrongCacheError, WrongTypeError)
+                      WrongTypeError)
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE,
                      SLAB_VALID_FLAGS, __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
 from . import persist, threads
-from .args import as_int, check_cache_name, check_gfp, check_max_caches, fixed
+from .args import (as_int, check_cache_name, check_gfp, check_max_caches, fixed,
+                   public_caller)
 from .batchapi import BatchAPI
 from .cache import NO_ALLOCATOR, CacheTable, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
@@ -260,11 +261,13 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self._gate.forget_thread()
 
     def _check_cpu(self, cpu: Any) -> int:
+        """``cpu`` as an int after checking it is one of this machine's CPUs (None: the
+        calling thread's); the error names the public call that was given it."""
         if cpu is None:
             return self._cpu()
         if not isinstance(cpu, (int, np.integer)) or isinstance(cpu, bool) \
                 or not 0 <= cpu < self.nr_cpus:
-            raise BadArg(f"cpu {cpu!r} is not in 0..{self.nr_cpus - 1}")
+            raise BadArg(f"{public_caller()}: cpu {cpu!r} is not in 0..{self.nr_cpus - 1}")
         return int(cpu)
 
     @property
@@ -493,13 +496,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
                                  f"still outstanding; return them first")
 
-    def _describe(self, cid: int, addr: int) -> tuple[str | None, str | None]:
-        """The name of cache id ``cid`` and, for an object waiting for an RCU grace period
-        at ``addr``, a note saying so (None: none): numslab.jit's errors name the cache, and
-        its refusal of such an object tells what compiled code cannot know."""
-        cache = self._caches.get(cid)
-        return None if cache is None else cache.name, self._rcu_note(addr)
-
     def find_cache(self, name: str) -> KmemCache:
         """The cache called ``name``."""
         try:
@@ -511,12 +507,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def caches(self) -> list[KmemCache]:
         """Every live cache, oldest first."""
         return self._caches.values()
-
-    def _own(self, cache: Any, fn: str) -> int:
-        """The id of ``cache`` after checking it is a live cache of this allocator."""
-        if type(cache) is not KmemCache or cache._sa is not self:
-            raise WrongCacheError(f"{fn}: {cache!r} is not a live cache of this allocator")
-        return cache._id
 
     # ---- allocation -------------------------------------------------------------------------
     def kmem_cache_alloc(self, cache: KmemCache, gfp: int = GFP_KERNEL,

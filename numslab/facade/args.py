@@ -2,7 +2,9 @@
 (type and range) before it reaches a unit, so that bad input raises a numslab error."""
 from __future__ import annotations
 
+import os
 import re
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -66,3 +68,17 @@ def fixed(attr: str, doc: str, copy: Any = None,
         raise FixedAttributeError(f"{type(self).__name__}.{attr} is fixed when it is made "
                                   f"(got {value!r})")
     return property(get, refuse, doc=doc)
+
+
+#: The facade's folder: its public methods are the calls errors name.
+_FACADE = os.path.dirname(os.path.abspath(__file__))
+
+
+def public_caller() -> str:
+    """The name of the nearest public method of the facade up the stack (the call an
+    argument check's error names when it is not told)."""
+    frame = sys._getframe(2)
+    while frame is not None and (frame.f_code.co_name.startswith("_")
+                                 or not frame.f_code.co_filename.startswith(_FACADE)):
+        frame = frame.f_back
+    return frame.f_code.co_name if frame is not None else "cpu"

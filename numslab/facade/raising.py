@@ -2,7 +2,9 @@
 into numslab exceptions whose messages name the call, the cache and the address."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from ..engine import checks, debug
 from ..engine.layout import (G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, PG_HEAD,
@@ -10,16 +12,32 @@ from ..engine.layout import (G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, PG_HEAD
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError,
                       SlabCorruptionError, SlabError, WrongCacheError)
 from ..geometry import PAGE_SIZE
+from .cache import KmemCache
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from .allocator import SlabAllocator
-    from .cache import KmemCache
 
 
 class RaiseAPI:
     """The facade's error reporting, mixed into ``SlabAllocator``."""
+
+    def _own(self: "SlabAllocator", cache: Any, fn: str) -> int:
+        """The id of ``cache`` after checking it is a live cache of this allocator."""
+        if type(cache) is not KmemCache or cache._sa is not self:
+            if isinstance(cache, (int, np.integer)) and not isinstance(cache, bool):
+                raise WrongCacheError(f"{fn}: {cache!r} is a number, not a cache: pass the "
+                                      f"KmemCache (cache ids are numslab.jit's)")
+            if type(cache) is KmemCache:
+                raise WrongCacheError(f"{fn}: {cache!r} is a cache of another allocator")
+            raise WrongCacheError(f"{fn}: {cache!r} is not a live cache of this allocator")
+        return cache._id
+
+    def _describe(self: "SlabAllocator", cid: int, addr: int) -> tuple[str | None, str | None]:
+        """The name of cache id ``cid`` and, for an object waiting for an RCU grace period
+        at ``addr``, a note saying so (None: none): numslab.jit's errors name the cache, and
+        its refusal of such an object tells what compiled code cannot know."""
+        cache = self._caches.get(cid)
+        return None if cache is None else cache.name, self._rcu_note(addr)
 
     def _raise_fault(self: "SlabAllocator") -> None:
         """Raise ``SlabCorruptionError`` for the corrupted free pointer the engine found (and

@@ -116,7 +116,7 @@ def parse_config(text: str, base: Config) -> Config:
             cpus = int(part[5:])
         elif part.startswith("nodes=") and part[6:].isdigit() and int(part[6:]) >= 1:
             nodes = int(part[6:])
-        elif part.startswith("every=") and part[6:].isdigit() and int(part[6:]) >= 1:
+        elif part.startswith("every=") and part[6:].isdigit():     # 0: the sample points
             every = int(part[6:])
         elif part == "every=free":
             every = EVERY_FREE
@@ -125,7 +125,7 @@ def parse_config(text: str, base: Config) -> Config:
                 chosen.append(_policy(part))
             except SlabError:
                 raise SlabError(f"configuration {text!r}: {part!r} is not a kernel "
-                                f"({', '.join(KERNELS)}), cpus=N, nodes=N, every=N (N >= 1) "
+                                f"({', '.join(KERNELS)}), cpus=N, nodes=N, every=N (N >= 0) "
                                 f"or a policy ({', '.join(POLICIES)})") from None
     if len(chosen) == 1:
         policy = chosen[0]

@@ -8,6 +8,7 @@ a user's compile in fresh interpreters (``--compile``), on one SLUB generation o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -122,8 +123,8 @@ def format_compile(cold: dict[str, float], user: dict[str, dict[str, float]]) ->
 DESCRIPTION = """numslab: the Linux kernel's SLUB slab allocator for NumPy and Numba.
 'bench' prints the slab_bulk_test01 table (ns per alloc+free pair) for numslab and its peers;
 'record', 'snapshot' and 'replay' are the SLUB laboratory: record a kernel's kmem trace,
-snapshot /sys/kernel/slab, and replay a trace through numslab's SLUB (7.0, 7.1, next or
-6.18), comparing generations and fragmentation remedies; 'maple' runs the maple tree's
+snapshot /sys/kernel/slab, and replay a trace through numslab's SLUB (6.18, 7.0, 7.1, 7.3 or
+next), comparing generations and fragmentation remedies; 'maple' runs the maple tree's
 prefilled-sheaf workload on generations side by side."""
 
 
@@ -141,7 +142,21 @@ _kernels = labcli.generations(bench.ALL_KERNELS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``numslab`` console script."""
+    """Entry point of the ``numslab`` console script. Output cut short by its reader (``|
+    head``) ends the command quietly, as other command-line tools do."""
+    try:
+        try:
+            return _main(argv)
+        finally:                                    # (what is still buffered, a usage or help
+            sys.stdout.flush()                      # text too: here, not at exit)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)  # Python's own flush at exit would fail
+        os.dup2(devnull, sys.stdout.fileno())       # again, with a traceback
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
+    """The ``numslab`` command."""
     ap = argparse.ArgumentParser(prog="numslab", description=DESCRIPTION)
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="slab_bulk_test01-shaped table against the peers")
@@ -176,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             labcli.check_plot(args.plot)
         except SlabError as e:
-            ap.error(f"{e} (or numslab's bench or test extra)" if "needs matplotlib" in str(e)
-                     else str(e))
+            b.error(f"{e} (or numslab's bench or test extra)" if "needs matplotlib" in str(e)
+                    else str(e))
     sizes = tuple(args.sizes)
     tables = {}
     for kernel in args.kernel:

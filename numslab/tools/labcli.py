@@ -175,9 +175,8 @@ def _replay(args: argparse.Namespace) -> int:
     """``numslab replay``."""
     if args.plot:
         check_plot(args.plot)
-    compare = [c for c in args.compare.split(",") if c.strip()] if args.compare else None
     res = replay(args.trace, snapshot=args.snapshot, kernel=args.kernel, cpus=args.cpus,
-                 nodes=args.nodes, policy=args.policy, compare=compare,
+                 nodes=args.nodes, policy=args.policy, compare=args.compare,
                  skip_bad=args.skip_bad, samples=args.samples, every=args.every,
                  progress=False if args.no_progress or args.json else None)
     results = list(res.configs.values()) if res.configs else [res]
