@@ -307,3 +307,22 @@ def test_alloc_bulk_refuses_an_impossible_count(sa, n):
         with pytest.raises(numslab.InvalidSizeError, match="count of objects"):
             c.alloc_bulk(n)
     assert c.live_objects == 0
+
+
+def test_store_through_an_address_array_inside_the_objects_it_writes(sa):
+    """``store`` read its addresses while it wrote the records: with the array inside the
+    first object, that record's bytes became the next addresses, written through at once
+    (a segfault). An address array in the arena is copied first: every object gets the
+    record, the array included, as it would from any array."""
+    c = sa.kmem_cache_create("wide", 64, dtype=np.dtype([("a", np.int64, 8)]))
+    objs = np.array([c.alloc() for _ in range(8)], np.int64)
+    addrs = sa.memory[int(objs[0]):int(objs[0]) + 64].view(np.int64)
+    addrs[:] = objs
+    record = np.array([(np.arange(8) + (1 << 40),)], c.dtype)
+    c.store(addrs, record)
+    assert (c.records(objs)["a"] == record["a"]).all()
+    assert (addrs == np.arange(8) + (1 << 40)).all()       # the first object's record
+    addrs[:] = objs
+    got = c.records(addrs)                                  # (a copy in: nothing written)
+    assert (got["a"][1:] == record["a"]).all() and (got["a"][0] == objs).all()
+    sa.validate()

@@ -528,12 +528,14 @@ class KmemCache(MovableCache):
 
     def _addresses(self, addrs: Any, fn: str) -> np.ndarray:
         """``addrs`` as a contiguous int64 array; integers only (a float address is refused,
-        not truncated)."""
+        not truncated). An array in the arena is copied: ``store`` writes the objects while
+        it reads the addresses, and one written over the array was then followed."""
         a = np.asarray(addrs)
         if a.size and (a.dtype.kind not in "iu" or a.dtype == np.uint64 and a.max() >= 1 << 63):
             raise BadAddressError(f"{self.name}.{fn}: addresses must be integers, not "
                                   f"{a.dtype}")
-        return np.ascontiguousarray(a, dtype=np.int64).ravel()
+        out = np.ascontiguousarray(a, dtype=np.int64).ravel()
+        return out.copy() if np.may_share_memory(out, self._sa.memory) else out
 
     def _bad(self, a: np.ndarray, i: int, fn: str) -> None:
         raise BadAddressError(f"{self.name}.{fn}: element {i} ({int(a[i]):#x}) is not an "
