@@ -5,7 +5,8 @@ from __future__ import annotations
 from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL,
                      C_RCU_FREE, C_SLAB, C_SPARE, CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD,
                      G_RCU_TAIL, CA_ACTIVE, CA_FLAGS, CA_FP_KEY, CA_OFFSET, CA_RECIP,
-                     CA_OBJECT_SIZE, CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, KERNEL_NEXT,
+                     CA_OBJECT_SIZE, CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1,
+                     G_ERR2, KERNEL_NEXT,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS,
                      N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, P_COUNT,
                      P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD,
@@ -30,7 +31,7 @@ E_NOT_HEAD = -7       #: inside an allocated block but not at its start
 E_CORRUPT = -8        #: ``validate`` found a broken invariant (G_ERR0 = what, G_ERR1 = where)
 E_ALLOCATORS = -9     #: a live object the allocator holds for itself (a sheaf), not the user's
 E_HOLDS_ARRAY = -11   #: a batch free's element whose object holds the batch's own address array
-E_ARRAY_PLACE = -12   #: a batch's address array in the arena, not inside one live block of the user's
+E_ARRAY_PLACE = -12   #: a batch's address array in the arena but not in one live block of yours
 
 # A batch call that fails returns its error code and the index of the bad element in one
 # word: ``err - index * E_AT`` (the facade decodes it with :func:`batch_error`). Error details
