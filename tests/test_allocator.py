@@ -570,6 +570,59 @@ def test_destroying_a_cache_forgets_the_constructors_still_due_on_its_slabs(sa):
     sa.validate()
 
 
+def test_a_constructor_that_destroys_its_own_cache_leaves_nothing_due(sa):
+    """A constructor that destroyed its cache (force) made the next object's constructor
+    raise, and the failure put the slab back on the due list: the slab went to the next
+    cache made in that slot, whose every allocation then ran a constructor it did not have
+    ("TypeError: 'NoneType' object is not callable") and leaked its objects."""
+    calls = []
+
+    def ctor(mem, addr):
+        calls.append(addr)
+        if len(calls) == 3:
+            sa.kmem_cache_destroy(c, force=True)
+
+    c = sa.kmem_cache_create("c", 96, ctor=ctor)
+    with pytest.raises(numslab.SlabError, match="'c' was destroyed"):
+        sa.kmem_cache_alloc(c)
+    assert sa.state.g[numslab.engine.layout.G_NPENDING] == 0
+    d = sa.kmem_cache_create("d", 96)
+    objs = [sa.kmem_cache_alloc(d) for _ in range(50)]
+    assert all(objs) and len(d) == 50
+    for a in objs:
+        sa.kmem_cache_free(d, a)
+    sa.validate()
+
+
+def test_a_bulk_allocation_gives_back_what_it_took_not_what_its_array_names_later(sa):
+    """The batch's addresses are read before the constructors run: a constructor may
+    write where the caller's array lies (here it frees the object holding the array, and
+    the object's next owner writes its bytes), and a failed batch then gave back whatever
+    the array named by then: an object the user holds, with the batch's own leaked."""
+    holder = sa.kmem_cache_create("holder", 4096)
+    armed = []
+
+    def ctor(mem, addr):
+        if armed and len(armed) == 1:
+            armed.append(1)
+            sa.kmem_cache_free(holder, y)                       # the array's object
+            z = sa.kmem_cache_alloc(holder)                     # its next owner
+            np.ndarray(512, np.int64, buffer=sa.memory, offset=z)[:] = h
+            raise ValueError("boom")
+
+    c = sa.kmem_cache_create("c", 96, ctor=ctor)
+    h = sa.kmem_cache_alloc(c)                                  # an object the user holds
+    sa.kmem_cache_shrink(c)
+    y = sa.kmem_cache_alloc(holder)
+    out = np.ndarray(100, np.int64, buffer=sa.memory, offset=y)
+    armed.append(1)
+    with pytest.raises(numslab.SlabError, match="constructor raised ValueError"):
+        sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 100, out)
+    assert sa.find(h)["kind"] == "object" and len(c) == 1      # the batch's own given back
+    sa.kmem_cache_free(c, h)
+    sa.validate()
+
+
 def test_a_slab_discarded_before_its_constructors_resumed_takes_its_resume_point_along(sa):
     """A constructor that raised at the slab's third object left that slab due, resuming
     there; a shrink then gave the empty slab back. Its resume point stayed behind (in a

@@ -80,8 +80,13 @@ class BatchAPI:
                     while i < nobj:
                         cache.ctor(self.memory, base + i * size)
                         i += 1
-            except Exception as e:      # resume there at the next allocation of the cache
-                self._set_pending([slab | i << PENDING_SHIFT] + due[k + 1:] + keep)
+            except Exception as e:
+                # resume there at the next allocation of the cache, unless the constructor
+                # destroyed it (its slabs may be another cache's by now); added to what is
+                # due now (nested allocations change the list)
+                rest = [slab | i << PENDING_SHIFT] + due[k + 1:]
+                self._set_pending((rest if type(cache) is KmemCache else [])
+                                  + self._pending_of(NIL)[1])
                 inner = str(e)
                 inner = inner if len(inner) <= 300 else inner[:300] + " ..."
                 raise SlabError(f"{cache.name}: the constructor raised {type(e).__name__} on "
@@ -147,14 +152,14 @@ class BatchAPI:
         """:meth:`_bulk_done` for a cache with a constructor: a constructor that raises, or
         that freed an object of the batch, gives the batch back (what is still its own)."""
         runs = self._ctor_runs
-        try:
+        addrs = out[:got].tolist() if got > 0 else []   # before the constructors: they may
+        try:                                            # write where ``out`` lies
             got = self._bulk_done(cache, got, nr, gfp, fn)
         except SlabError:
-            if got > 0:
-                self._give_back_batch(cache, out[:got].tolist())
+            if addrs:
+                self._give_back_batch(cache, addrs)
             raise
         if got > 0 and self._ctor_runs != runs:
-            addrs = out[:got].tolist()
             lost = self._lost_to_ctor(cache, addrs)
             if lost:
                 self._give_back_batch(cache, addrs, lost)
