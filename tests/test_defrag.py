@@ -293,6 +293,31 @@ def _jit_compact(h, cid, old, new):
     return numslab.jit.kmem_cache_compact(h, cid, 100, old, new)
 
 
+def test_numslab_jit_compact_refuses_pair_arrays_over_memory_not_the_callers(kernel):
+    """``numslab.jit.kmem_cache_compact`` wrote its pairs into arrays wherever they lay: in
+    a free object the compaction then filled with a moved object, the move overwrote the
+    pairs already written (the caller lost where an object went). As every batch call's,
+    an array in the arena must lie inside an allocation of the caller's."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=kernel)
+    c = sa.kmem_cache_create("x", 256)
+    objs = c.alloc_bulk(4 * c.objs_per_slab)
+    c.free_bulk(objs[1::2])
+    free_at, keep = int(objs[1]), int(objs[0])
+    mine = np.zeros(64, np.int64)
+    snap = snapshot(sa)
+    for where in (free_at, keep + 192):                 # a free object; past an object's end
+        arr = sa.memory[where:where + 8 * 16].view(np.int64)
+        for old, new in ((arr, mine[:16]), (mine[:16], arr)):
+            with pytest.raises(numslab.InvalidArgumentError, match="lies in the arena"):
+                _jit_compact(sa.handle, c.id, old, new)
+            assert_unchanged(sa, snap)
+    big = sa.kmalloc(3 * 4096)                          # the caller's own block: used
+    arr = sa.memory[big:big + 8 * 2 * len(c)].view(np.int64)
+    n = _jit_compact(sa.handle, c.id, arr[:len(c)], arr[len(c):])
+    assert n > 0 and all(sa.find(int(a))["kind"] == "object" for a in arr[len(c):][:n])
+    sa.validate()
+
+
 def test_numslab_jit_compact_matches_the_facade(kernel):
     o1, n1, s1 = _jit_compact_workload(kernel, False)
     o2, n2, s2 = _jit_compact_workload(kernel, True)

@@ -33,9 +33,9 @@ from numba.extending import intrinsic
 
 from ..engine import defrag, ops
 from ..engine.checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY,
-                             E_LARGE,
-                             E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB, E_OUTSIDE, E_WRONG_CACHE,
-                             _live_clear, _live_set, _live_test, _locate, _slab_of)
+                             E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB, E_OUTSIDE,
+                             E_WRONG_CACHE, _array_home, _live_clear, _live_set, _live_test,
+                             _locate, _slab_of)
 from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
                              CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE,
                              G_NREPORTS, NIL, NR_KMALLOC, R_MAX, R_NCOLS, R_SLAB, SH_OBJECTS,
@@ -547,8 +547,9 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     """``cache.compact(ratio)`` (-1: the cache's ``defrag_used_ratio``): move the objects of
     slabs used at most ``ratio`` percent into the fullest slabs, writing the pairs to ``old``
     and ``new`` (int64, at most ``min(len(old), len(new))`` moves: pass arrays as long as
-    the live objects to move them all). The number of moves; ``-1 - moves`` if a corrupted
-    free pointer stopped them (the slab is isolated; the moves made are in the arrays)."""
+    the live objects to move them all; in the arena, only inside an allocation of yours, as
+    every batch call's array). The number of moves; ``-1 - moves`` if a corrupted free
+    pointer stopped them (the slab is isolated; the moves made are in the arrays)."""
     cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0)
     if ratio > 100 or ratio < -1:
@@ -556,7 +557,10 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
         raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
                                "defrag_used_ratio)")
     room = min(old.shape[0], new.shape[0])
-    got = defrag.compact(st, cache, cpu, ratio, room, _out_array(old), _out_array(new))
+    po, pn = _out_array(old), _out_array(new)
+    if _array_home(st, room, po - address(st.mem)) or _array_home(st, room, pn - address(st.mem)):
+        _raise(E_ARRAY_PLACE, -1, cache, -1, errors.NO_VALUE, address(st))
+    got = defrag.compact(st, cache, cpu, ratio, room, po, pn)
     if got < 0:
         g = st.g
         g[G_FAULT_CACHE] = 0

@@ -231,6 +231,14 @@ def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
     new = prefill_sheaf(st, cache, cpu, gfp, size)
     if not new:
         return 0
-    user_sheaf_unlink(st, cache, sheaf)
-    return_sheaf(st, cache, cpu, gfp, sheaf)
+    return_user_sheaf(st, cache, cpu, gfp, sheaf)
     return new
+
+
+@unit
+def return_user_sheaf(st, cache, cpu, gfp, sheaf):
+    """The user's ``kmem_cache_return_sheaf``: forget the sheaf as the user's and
+    :func:`return_sheaf` it, in one call (two left its objects held by nothing a
+    ``validate`` in another thread could see). 0."""
+    user_sheaf_unlink(st, cache, sheaf)
+    return return_sheaf(st, cache, cpu, gfp, sheaf)

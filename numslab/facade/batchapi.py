@@ -2,6 +2,7 @@
 the 6.18 prefilled-sheaf API, each one checked Python call around one kernel."""
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import numba as nb
@@ -14,7 +15,7 @@ from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAU
                              SH_SIZE)
 from ..engine.native import jit
 from ..engine.ops import alloc_from_sheaf
-from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_sheaf, user_sheaf_unlink
+from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..errors import BadAddressError, InvalidArgumentError, InvalidSizeError, SlabError
 from ..flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
 from .args import check_gfp
@@ -54,6 +55,8 @@ def _array_faults(arr: Any) -> str:
     return f"{'an' if words[:1] in set('aeio8') else 'a'} {words} ndarray of shape {arr.shape}"
 
 
+#: No lock: the ``with`` of a call on a cache without a constructor.
+_NO_LOCK = contextlib.nullcontext()
 #: How deep constructors may nest (a constructor allocating from a cache with a constructor).
 MAX_CTOR_DEPTH = 32
 
@@ -65,7 +68,17 @@ class BatchAPI:
     def _run_ctors(self: "SlabAllocator", cid: int) -> None:
         """Construct every object of cache ``cid``'s slabs created or left part-way since its
         last allocation; other caches' stay due until theirs (a constructor's failure is
-        reported by an allocation from its own cache, not by whatever call comes next)."""
+        reported by an allocation from its own cache, not by whatever call comes next). The
+        due list is read and written under the constructor lock, by caches with a
+        constructor only: a cache without one has nothing due, and its rewrite of the list
+        could drop what another thread's new slab had just added."""
+        if getattr(self._caches.get(cid), "ctor", None) is None:
+            return
+        with self._ctor_lock:
+            self._run_ctors_locked(cid)
+
+    def _run_ctors_locked(self: "SlabAllocator", cid: int) -> None:
+        """:meth:`_run_ctors` under the constructor lock."""
         due, keep = self._pending_of(cid)
         self._set_pending(keep)
         for k, entry in enumerate(due):
@@ -369,12 +382,13 @@ class BatchAPI:
         cid = self._sheaf_cache(cache, "kmem_cache_prefill_sheaf")
         _check_sheaf_size(size, "kmem_cache_prefill_sheaf")
         gfp = check_gfp(gfp, "kmem_cache_prefill_sheaf")
-        sheaf = self._sheaf_unit("kmem_cache_prefill_sheaf", prefill_sheaf, cid,
-                                 self._cpu_of(cpu), gfp, size)
-        if sheaf and cid in self._trace_ids:     # T: each object's ___slab_alloc
-            self._trace_allocs(cid, self._sheaf_objects(sheaf, 0))
-        if self._g[G_NPENDING]:          # constructors of new slabs
-            self._run_ctors(cid)
+        with self._ctor_lock if cache.ctor is not None else _NO_LOCK:  # (as an allocation)
+            sheaf = self._sheaf_unit("kmem_cache_prefill_sheaf", prefill_sheaf, cid,
+                                     self._cpu_of(cpu), gfp, size)
+            if sheaf and cid in self._trace_ids:     # T: each object's ___slab_alloc
+                self._trace_allocs(cid, self._sheaf_objects(sheaf, 0))
+            if self._g[G_NPENDING]:          # constructors of new slabs
+                self._run_ctors(cid)
         return sheaf
 
     def _sheaf_objects(self: "SlabAllocator", sheaf: int, start: int) -> list[int]:
@@ -412,12 +426,13 @@ class BatchAPI:
             if new:
                 self.kmem_cache_return_sheaf(cache, gfp, sheaf, cpu)
             return new
-        new = self._sheaf_unit("kmem_cache_refill_sheaf", refill_user_sheaf, cid,
-                               self._cpu_of(cpu), gfp, sheaf, size)
-        if new and cid in self._trace_ids and have < size:
-            self._trace_allocs(cid, self._sheaf_objects(new, have))
-        if self._g[G_NPENDING]:
-            self._run_ctors(cid)
+        with self._ctor_lock if cache.ctor is not None else _NO_LOCK:
+            new = self._sheaf_unit("kmem_cache_refill_sheaf", refill_user_sheaf, cid,
+                                   self._cpu_of(cpu), gfp, sheaf, size)
+            if new and cid in self._trace_ids and have < size:
+                self._trace_allocs(cid, self._sheaf_objects(new, have))
+            if self._g[G_NPENDING]:
+                self._run_ctors(cid)
         return new
 
     def kmem_cache_return_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
@@ -431,8 +446,7 @@ class BatchAPI:
         if cid in self._trace_ids:          # T: the flush's detached freelists
             plan = self._free_plan(cid, self._sheaf_objects(sheaf, 0))
             seen = int(self._g[G_NREPORTS])
-        user_sheaf_unlink(self._st, cid, sheaf)
-        self._sheaf_unit("kmem_cache_return_sheaf", return_sheaf, cid, cpu, gfp, sheaf)
+        self._sheaf_unit("kmem_cache_return_sheaf", return_user_sheaf, cid, cpu, gfp, sheaf)
         if plan is not None:
             self._trace_frees(plan, self._not_freed_since(seen))
 
