@@ -135,9 +135,11 @@ def test_every_parses_and_refuses():
     base = Config("7.0", 2, 1, "default")
     c = parse_config("7.0:mobility=100:every=500", base)
     assert (c.policy, c.every, c.name) == ("mobility=100", 500, "7.0:cpus=2:mobility=100:every=500")
-    for bad in ("7.0:every=0", "7.0:every=x", "every=-3"):
-        with pytest.raises(SlabError):
+    for bad in ("7.0:every=x", "every=-3"):
+        with pytest.raises(SlabError, match=r"every=N \(N >= 0\)"):
             parse_config(bad, base)
+    # every=0 is the sample points, as --every 0: a configuration sets it over the base's
+    assert parse_config("7.0:every=0", parse_config("7.0:every=500", base)).every == 0
 
 
 def test_a_remedy_every_n_events_keeps_the_replay_exact_and_runs_there(kernel):

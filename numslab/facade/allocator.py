@@ -536,7 +536,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def _check_node(self, node: Any) -> int:
         if not isinstance(node, (int, np.integer)) or isinstance(node, bool) \
                 or not -1 <= node < self.nr_nodes:
-            raise BadArg(f"node {node!r} is not -1 or in 0..{self.nr_nodes - 1}")
+            raise BadArg(f"{public_caller()}: node {node!r} is not -1 or in "
+                         f"0..{self.nr_nodes - 1}")
         return int(node)
 
     def _after_kmalloc(self, addr: int, gfp: int, cpu: int, size: int) -> int:
