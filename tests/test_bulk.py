@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import settings, strategies as st
@@ -1005,6 +1006,27 @@ BatchModel.TestCase.settings = settings(max_examples=60, stateful_step_count=30,
 TestBatchModel = BatchModel.TestCase
 
 
+# ---- numslab.jit's batch calls, as a user's @njit code makes them ----------------------------
+@numba.njit
+def jit_alloc(h, cid, nr, a):
+    return numslab.jit.kmem_cache_alloc_bulk(h, cid, nr, a)
+
+
+@numba.njit
+def jit_array(h, cid, nr, a):
+    return numslab.jit.kmem_cache_alloc_array(h, cid, nr, a)
+
+
+@numba.njit
+def jit_free(h, cid, nr, a):
+    numslab.jit.kmem_cache_free_bulk(h, cid, nr, a)
+
+
+@numba.njit
+def jit_kfree(h, nr, a):
+    numslab.jit.kfree_bulk(h, nr, a)
+
+
 @pytest.mark.parametrize("debug", [False, True])
 @pytest.mark.parametrize("gen", ["6.18", "7.0", "7.1"])
 def test_a_batch_free_refuses_an_array_inside_an_object_it_frees(gen, debug):
@@ -1014,7 +1036,6 @@ def test_a_batch_free_refuses_an_array_inside_an_object_it_frees(gen, debug):
     still reads it, and the free then followed those words as addresses: a segfault, or a
     corrupted free list. Every path now refuses the batch first, naming that element, with
     nothing changed; an array inside a live object that the batch does not free is fine."""
-    import numba
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=gen, seed=0)
     flags = numslab.SLAB_CONSISTENCY_CHECKS | numslab.SLAB_POISON if debug else 0
     c = sa.kmem_cache_create("c", 128, flags=flags)
@@ -1023,14 +1044,6 @@ def test_a_batch_free_refuses_an_array_inside_an_object_it_frees(gen, debug):
     sel = out[::17][:11].tolist()
     holder, other = sel[10], int(out[1])
     objs = sa.memory[holder:holder + 8 * 11].view(np.int64)
-
-    @numba.njit
-    def jit_free(h, cid, nr, a):
-        numslab.jit.kmem_cache_free_bulk(h, cid, nr, a)
-
-    @numba.njit
-    def jit_kfree(h, nr, a):
-        numslab.jit.kfree_bulk(h, nr, a)
 
     objs[:] = sel
     snap = snapshot(sa)
@@ -1060,7 +1073,6 @@ def test_a_batch_array_over_memory_not_the_users_is_refused(gen):
     ``numslab.jit``, now refuses an array in the arena that is not inside one live
     allocation of the user's, with nothing changed; one inside an object, a large kmalloc or
     pages the user holds is used as before."""
-    import numba
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=gen)
     c = sa.kmem_cache_create("x", 64, sheaf_capacity=8)
     sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 4)
@@ -1070,22 +1082,6 @@ def test_a_batch_array_over_memory_not_the_users_is_refused(gen):
     keep = int(objs[0])
     sa.kmem_cache_free_bulk(c, 63, objs[1:].copy())        # all free but the first
     free_at = int(objs[10])
-
-    @numba.njit
-    def jit_alloc(h, cid, nr, a):
-        return numslab.jit.kmem_cache_alloc_bulk(h, cid, nr, a)
-
-    @numba.njit
-    def jit_array(h, cid, nr, a):
-        return numslab.jit.kmem_cache_alloc_array(h, cid, nr, a)
-
-    @numba.njit
-    def jit_free(h, cid, nr, a):
-        numslab.jit.kmem_cache_free_bulk(h, cid, nr, a)
-
-    @numba.njit
-    def jit_kfree(h, nr, a):
-        numslab.jit.kfree_bulk(h, nr, a)
 
     def calls(a, n):
         return (lambda: sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, n, a),
