@@ -594,6 +594,29 @@ def test_a_constructor_that_destroys_its_own_cache_leaves_nothing_due(sa):
     sa.validate()
 
 
+def test_a_constructor_that_destroys_its_cache_and_returns_is_a_slab_error(sa):
+    """A constructor that destroyed its cache (force) on the last object of a slab, with
+    more slabs due, returned normally: the next slab's lookup of the cache raised KeyError,
+    past every ``except SlabError``."""
+    calls = []
+
+    def ctor(mem, addr):
+        calls.append(addr)
+        if len(calls) == per:
+            sa.kmem_cache_destroy(c, force=True)
+
+    c = sa.kmem_cache_create("c", 1024, ctor=ctor)
+    per = c.objs_per_slab
+    with pytest.raises(numslab.SlabError, match="c: a constructor destroyed the cache"):
+        sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 3 * per, np.zeros(3 * per, np.int64))
+    sa.validate()
+    d = sa.kmem_cache_create("c", 1024)                 # the name and slot free again
+    objs = [sa.kmem_cache_alloc(d) for _ in range(2 * per)]
+    assert all(objs)
+    for a in objs:
+        sa.kmem_cache_free(d, a)
+
+
 def test_a_bulk_allocation_gives_back_what_it_took_not_what_its_array_names_later(sa):
     """The batch's addresses are read before the constructors run: a constructor may
     write where the caller's array lies (here it frees the object holding the array, and

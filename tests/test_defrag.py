@@ -311,6 +311,11 @@ def test_numslab_jit_compact_refuses_pair_arrays_over_memory_not_the_callers(ker
             with pytest.raises(numslab.InvalidArgumentError, match="lies in the arena"):
                 _jit_compact(sa.handle, c.id, old, new)
             assert_unchanged(sa, snap)
+    holder = keep                       # an object of the cache compacted: it may move,
+    arr = sa.memory[holder:holder + 128].view(np.int64)     # and its slab be freed
+    with pytest.raises(numslab.InvalidArgumentError, match="an object of the cache it moves"):
+        _jit_compact(sa.handle, c.id, arr[:8], arr[8:])
+    assert_unchanged(sa, snap)
     big = sa.kmalloc(3 * 4096)                          # the caller's own block: used
     arr = sa.memory[big:big + 8 * 2 * len(c)].view(np.int64)
     n = _jit_compact(sa.handle, c.id, arr[:len(c)], arr[len(c):])

@@ -379,3 +379,45 @@ def test_validate_never_sees_a_returned_sheaf_half_way():
             sa.validate()
     _racing(sheaves, checks)
     sa.validate()
+
+
+def test_destroys_in_one_thread_and_constructors_in_another_keep_the_due_list(kernel):
+    """``kmem_cache_destroy`` rewrote the list of constructors due outside the constructor
+    lock: a constructor cache's allocation in another thread read it half-written
+    (IndexError, the object leaked), or the destroying thread did and left its cache
+    neither usable nor destroyed. The engine now takes and puts the entries, and a
+    discard forgets its own."""
+    import time
+    import numslab
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="64M", kernel=kernel)
+    mem = sa.memory
+
+    def ctor(m, addr):
+        m[addr:addr + 16] = 0xC7
+    c = sa.kmem_cache_create("c", 64, ctor=ctor)
+    failures = []
+
+    def destroyer(stop):
+        sa.set_cpu(1)
+        i = 0
+        while not stop.is_set():
+            try:
+                x = sa.kmem_cache_create(f"x{i}", 128)
+                sa.kmem_cache_free(x, sa.kmem_cache_alloc(x))
+                sa.kmem_cache_destroy(x)
+            except Exception as e:              # (any error fails the test below)
+                failures.append(e)
+                return
+            i += 1
+
+    def constructing():
+        bad, t0 = 0, time.monotonic()
+        while time.monotonic() - t0 < 3 and not failures:
+            held = [sa.kmem_cache_alloc(c) for _ in range(120)]
+            bad += sum(not (mem[a:a + 16] == 0xC7).all() for a in held)
+            for a in held:
+                sa.kmem_cache_free(c, a)
+            sa.kmem_cache_shrink(c)
+        return bad
+    assert _racing(destroyer, constructing) == 0 and not failures
+    sa.validate()

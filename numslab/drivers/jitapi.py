@@ -163,7 +163,8 @@ def _raise(err, addr=-1, cache=-1, index=-1, value=errors.NO_VALUE, where=0):
     if err == E_ARRAY_PLACE:
         raise InvalidArgumentError("numslab.jit: the object array lies in the arena but not "
                                    "inside one live allocation of yours (it covers a free "
-                                   "object or the allocator's memory): nothing was done")
+                                   "object or the allocator's memory; for kmem_cache_compact, "
+                                   "an object of the cache it moves): nothing was done")
     if err == E_HOLDS_ARRAY:
         raise InvalidArgumentError("numslab.jit: the object array lies inside an object it "
                                    "frees (freeing it would write into the array): nothing "
@@ -548,7 +549,7 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     slabs used at most ``ratio`` percent into the fullest slabs, writing the pairs to ``old``
     and ``new`` (int64, at most ``min(len(old), len(new))`` moves: pass arrays as long as
     the live objects to move them all; in the arena, only inside an allocation of yours, as
-    every batch call's array). The number of moves; ``-1 - moves`` if a corrupted free
+    every batch call's array, and not in an object of ``cache``). The number of moves; ``-1 - moves`` if a corrupted free
     pointer stopped them (the slab is isolated; the moves made are in the arrays)."""
     cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0)
@@ -558,7 +559,7 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
                                "defrag_used_ratio)")
     room = min(old.shape[0], new.shape[0])
     po, pn = _out_array(old), _out_array(new)
-    if _array_home(st, room, po - address(st.mem)) or _array_home(st, room, pn - address(st.mem)):
+    if _compact_array_bad(st, cache, room, po) or _compact_array_bad(st, cache, room, pn):
         _raise(E_ARRAY_PLACE, -1, cache, -1, errors.NO_VALUE, address(st))
     got = defrag.compact(st, cache, cpu, ratio, room, po, pn)
     if got < 0:
@@ -567,6 +568,18 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
         g[G_FAULT_SLAB] = 0
         g[G_FAULT_VALUE] = 0
     return got
+
+
+@jit(inline=False, helper=True)
+def _compact_array_bad(st, cache, room, pa):
+    """Whether a compaction's pair array of ``room`` words at ``pa`` lies in the arena
+    other than inside an allocation of the caller's (:func:`checks._array_home`) or on a
+    slab of the cache compacted, whose objects the call moves and whose slabs it frees
+    while it writes the pairs."""
+    off = pa - address(st.mem)
+    if (off + 8 * room <= 0) | (off >= st.mem_size) | (room <= 0):
+        return False
+    return _array_home(st, room, off) != 0 or ops._slab_owner(st, max(off, 0)) == cache
 
 
 @jit(nrt=True, api=True)

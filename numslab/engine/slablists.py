@@ -419,6 +419,49 @@ def _pending_forget(st, slab):
             return
 
 
+@unit
+def pending_take(st, cache, room, paddr):
+    """Take up to ``room`` ``pending`` entries of ``cache``'s slabs off the list into the
+    words at ``paddr``, the others kept in their order; how many. One engine call: the
+    facade's read of the list and its write back let a discard in another thread
+    (:func:`_pending_forget`) fall between them."""
+    g = st.g
+    n = g[G_NPENDING]
+    pending = st.pending
+    out = words_at(paddr)
+    got = 0
+    kept = 0
+    for i in range(n):
+        e = pending[i]
+        if st.sl_cache[e & PENDING_FRAME] == cache and got < room:
+            out[got] = e
+            got += 1
+        else:
+            pending[kept] = e
+            kept += 1
+    for i in range(kept, n):
+        pending[i] = NIL
+    g[G_NPENDING] = kept
+    return got
+
+
+@unit
+def pending_put(st, cache, n, paddr):
+    """Put back the ``n`` entries at ``paddr`` taken by :func:`pending_take` (a constructor
+    raised: its slab resumes there), those whose slab is still one of ``cache``'s (a head
+    frame's ``sl_cache``); how many."""
+    g = st.g
+    p = words_at(paddr)
+    put = 0
+    for i in range(n):
+        e = p[i]
+        if st.sl_cache[e & PENDING_FRAME] == cache and st.pg_flags[e & PENDING_FRAME] & PG_SLAB:
+            st.pending[g[G_NPENDING]] = e
+            g[G_NPENDING] += 1
+            put += 1
+    return put
+
+
 @jit(inline=True)
 def _discard_slab(st, cache, cpu, slab):
     """``discard_slab``: uncount the slab and give its pages back to the page allocator

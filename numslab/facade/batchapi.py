@@ -11,11 +11,12 @@ import numpy as np
 from ..engine import checks, ops
 from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAULT_CACHE,
                              G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING, G_NREPORTS, G_SITE,
-                             NIL, PENDING_FRAME, PENDING_SHIFT, PG_SLAB, SH_CAPACITY, SH_OBJECTS,
+                             NIL, PENDING_FRAME, PENDING_SHIFT, SH_CAPACITY, SH_OBJECTS,
                              SH_SIZE)
 from ..engine.native import jit
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
+from ..engine.slablists import pending_put, pending_take
 from ..errors import BadAddressError, InvalidArgumentError, InvalidSizeError, SlabError
 from ..flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
 from .args import check_gfp
@@ -78,11 +79,19 @@ class BatchAPI:
             self._run_ctors_locked(cid)
 
     def _run_ctors_locked(self: "SlabAllocator", cid: int) -> None:
-        """:meth:`_run_ctors` under the constructor lock."""
-        due, keep = self._pending_of(cid)
-        self._set_pending(keep)
+        """:meth:`_run_ctors` under the constructor lock. The due entries are taken off the
+        list, and a failure's put back, by the engine (``slablists.pending_take``,
+        ``pending_put``): its discards change the list in any thread."""
+        room = int(self._g[G_NPENDING])
+        buf = np.empty(max(room, 1), np.int64)
+        due = buf[:pending_take(self._st, cid, room, buf.ctypes.data)].tolist()
+        cache = self._caches[cid]
+        name = cache.name
         for k, entry in enumerate(due):
-            slab, i, cache = entry & PENDING_FRAME, entry >> PENDING_SHIFT, self._caches[cid]
+            if type(cache) is not KmemCache:    # a constructor destroyed it (force): what
+                raise SlabError(f"{name}: a constructor destroyed the cache; nothing was "
+                                f"allocated")   # was due went with its slabs
+            slab, i = entry & PENDING_FRAME, entry >> PENDING_SHIFT
             base, size = (slab << 12) + cache.red_left_pad, cache.slab_size
             nobj = int(self.state.sl_objects[slab])
             try:
@@ -95,32 +104,15 @@ class BatchAPI:
                         i += 1
             except Exception as e:
                 # resume there at the next allocation of the cache, unless the constructor
-                # destroyed it (its slabs may be another cache's by now); added to what is
-                # due now (nested allocations change the list)
-                rest = [slab | i << PENDING_SHIFT] + due[k + 1:]
-                self._set_pending((rest if type(cache) is KmemCache else [])
-                                  + self._pending_of(NIL)[1])
+                # destroyed it (its slabs went with it, and may be another cache's by now)
+                if type(cache) is KmemCache:
+                    rest = np.array([slab | i << PENDING_SHIFT] + due[k + 1:], np.int64)
+                    pending_put(self._st, cid, len(rest), rest.ctypes.data)
                 inner = str(e)
                 inner = inner if len(inner) <= 300 else inner[:300] + " ..."
-                raise SlabError(f"{cache.name}: the constructor raised {type(e).__name__} on "
+                raise SlabError(f"{name}: the constructor raised {type(e).__name__} on "
                                 f"the object at {base + i * size:#x}; nothing was allocated "
                                 f"({inner})") from e
-
-    def _pending_of(self: "SlabAllocator", cid: int) -> tuple[list[int], list[int]]:
-        """The due constructor entries of cache ``cid``'s slabs, and the others (entries of
-        slabs that no longer exist dropped)."""
-        st, mine, others = self.state, [], []
-        for entry in st.pending[:int(self._g[G_NPENDING])].tolist():
-            if st.pg_flags[entry & PENDING_FRAME] & PG_SLAB:
-                (mine if st.sl_cache[entry & PENDING_FRAME] == cid else others).append(entry)
-        return mine, others
-
-    def _set_pending(self: "SlabAllocator", entries: list[int]) -> None:
-        """The slabs whose constructors are due (``slab | resume index << PENDING_SHIFT``)."""
-        n = int(self._g[G_NPENDING])
-        self.state.pending[:max(n, len(entries))] = NIL
-        self.state.pending[:len(entries)] = entries
-        self._g[G_NPENDING] = len(entries)
 
     def _array(self, arr: Any, nr: Any, fn: str) -> int:
         """Check that ``arr`` is a writable C-contiguous 1-D int64 ndarray holding at least
@@ -186,7 +178,13 @@ class BatchAPI:
         """Run the constructors due on the slabs of the cache allocated from (``cache``,
         else ``cid``: a batch's) for an allocation that got ``addr``; if one raises, or
         freed ``addr`` (:meth:`_lost_to_ctor`), the allocation gives back what is still its
-        own and raises: nothing is handed out unconstructed, or twice."""
+        own and raises: nothing is handed out unconstructed, or twice. An allocation from a
+        cache without a constructor has none to run (another thread's are due), and leaves
+        the constructors' bookkeeping, which the lock holder's run keeps, alone: it counted
+        its own object as one a running constructor had taken."""
+        owner = self._caches.get(cid) if cache is None else cache
+        if type(owner) is KmemCache and owner.ctor is None:
+            return
         try:
             self._construct(cid if cache is None else cache._id)
         except SlabError:
@@ -241,14 +239,12 @@ class BatchAPI:
                          f"destroyed the cache; nothing was allocated")
 
     def _cache_release(self: "SlabAllocator", cid: int) -> bool:
-        """Release the slabs of cache ``cid`` (being destroyed), forgetting the constructors
-        still due on them (those slabs are reused by other caches); False with nothing
-        changed if another thread took an object since the caller's check."""
-        keep = self._pending_of(cid)[1]
-        if ops.cache_release(self._st, cid, self._cpu()):
-            return False
-        self._set_pending(keep)
-        return True
+        """Release the slabs of cache ``cid`` (being destroyed); False with nothing changed
+        if another thread took an object since the caller's check. The constructors still
+        due on them are forgotten by the engine as it discards each slab
+        (``slablists._pending_forget``): a rewrite of the due list here, outside the
+        constructor lock, met another thread's reading it."""
+        return not ops.cache_release(self._st, cid, self._cpu())
 
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    fn: str) -> int:
