@@ -34,8 +34,8 @@ from numba.extending import intrinsic
 from ..engine import defrag, ops
 from ..engine.checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY,
                              E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB, E_OUTSIDE,
-                             E_WRONG_CACHE, _array_home, _live_clear, _live_set, _live_test,
-                             _locate, _slab_of)
+                             E_WRONG_CACHE, _array_misplaced, _live_clear, _live_set,
+                             _live_test, _locate, _slab_of)
 from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
                              CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE,
                              G_NREPORTS, NIL, NR_KMALLOC, R_MAX, R_NCOLS, R_SLAB, SH_OBJECTS,
@@ -577,9 +577,8 @@ def _compact_array_bad(st, cache, room, pa):
     slab of the cache compacted, whose objects the call moves and whose slabs it frees
     while it writes the pairs."""
     off = pa - address(st.mem)
-    if (off + 8 * room <= 0) | (off >= st.mem_size) | (room <= 0):
-        return False
-    return _array_home(st, room, off) != 0 or ops._slab_owner(st, max(off, 0)) == cache
+    return _array_misplaced(st, room, pa) != 0 or \
+        ((room > 0) & (off >= 0) & (off < st.mem_size) and ops._slab_owner(st, off) == cache)
 
 
 @jit(nrt=True, api=True)

@@ -15,7 +15,7 @@ from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, 
                      _node_index, _node_row, _slab_nid, _rcu_next, _shadow)
 from ..flags import SLAB_KMALLOC
 from .partialorder import _check_order
-from .native import jit, unit, words_at
+from .native import address, jit, unit, words_at
 from .pages import _page_block, _pcp_row
 from .slablists import _get_fp
 from .stats import live_objects
@@ -276,6 +276,16 @@ def _array_home(st, nr, off):
         ok = (f & PG_HEAD) != 0 and ((err == E_LARGE and not _own_test(st, lo, 16)) or
                                      (err == E_NOT_SLAB and not f & (PG_BUDDY | PG_PCP)))
     return 0 if ok and end <= hi else E_ARRAY_PLACE
+
+
+@jit(inline=True)
+def _array_misplaced(st, nr, paddr):
+    """:func:`_array_home` of the ``nr``-word array at byte address ``paddr`` when any of it
+    lies in the arena (out of line: an array outside it costs one test here); else 0."""
+    off = paddr - address(st.mem)
+    if (off + 8 * nr > 0) & (off < st.mem_size):
+        return _array_home(st, nr, off)
+    return 0
 
 
 @unit

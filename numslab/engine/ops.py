@@ -9,8 +9,8 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
 from .checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE,
-                     _array_home, _live_clear, _live_set, _live_set_run, _live_test, _locate,
-                     _own_test, _rcu_list_mark)
+                     _array_home, _array_misplaced, _live_clear, _live_set, _live_set_run,
+                     _live_test, _locate, _own_test, _rcu_list_mark)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .sheafdebug import free_bulk_checked, free_bulk_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
@@ -290,8 +290,7 @@ def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     """The facade's ``kmem_cache_alloc_bulk``: the common sheaf case inline, else the unit
     (a debug cache: one by one). ``nr``, 0, -1 after a fault, or ``E_ARRAY_PLACE``
     (:func:`checks._array_home`: nothing taken)."""
-    off = paddr - address(st.mem)
-    if (off + 8 * nr > 0) & (off < st.mem_size) and _array_home(st, nr, off):
+    if _array_misplaced(st, nr, paddr):
         return E_ARRAY_PLACE
     if _ca(st, cache, CA_DEBUG):
         return _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr)
@@ -394,8 +393,7 @@ def kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, paddr):
     slab's worth is wanted, then LOCAL, then FULL_COUNT one by one; no flags means all.
     Returns the objects allocated into the words at ``paddr`` (may be short without
     FULL_COUNT), -1 after a fault, or ``E_ARRAY_PLACE`` (:func:`checks._array_home`)."""
-    off = paddr - address(st.mem)
-    if (off + 8 * nr > 0) & (off < st.mem_size) and _array_home(st, nr, off):
+    if _array_misplaced(st, nr, paddr):
         return E_ARRAY_PLACE
     if flags & SLAB_ARRAY_ALLOC_ALL == 0:
         flags |= SLAB_ARRAY_ALLOC_ALL
