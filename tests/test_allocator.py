@@ -770,6 +770,47 @@ def test_load_of_a_damaged_machine_file_is_a_slab_error(kernel, tmp_path):
     sa.validate()
 
 
+def test_load_refuses_links_to_frames_and_caches_the_machine_has_not(kernel, tmp_path):
+    """A file edited on purpose, its digest recomputed, passed ``load`` whatever its state
+    held, and one word could crash the interpreter later (a fuzzing helper: a pcp list's
+    end at frame 2**24 in ``validate``, a kmalloc table entry naming cache 2047 in
+    ``kmalloc``, a negative ``sl_objects`` in a shrink, a tail page's head past the last
+    frame). Every per-frame link, slab count, kmalloc entry, page list end and constructor
+    entry is range-checked at ``load`` now; the file as saved loads as before."""
+    from numslab.engine import layout as L
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)
+    c = sa.kmem_cache_create("linked", 96)
+    sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 100, np.zeros(100, np.int64))
+    sa.save(tmp_path / "good.npz")
+    z = dict(np.load(tmp_path / "good.npz"))
+    state = z["state"]
+
+    def at(field, i):
+        off = int(state[L.H_FIELDS + 2 * field])
+        return off + i * (L.ROW if field in L.ROW_COLS else 1)
+    slab = int(np.flatnonzero(sa.state.sl_cache == c.id)[0])
+    pcp_end = L.P_LISTS + 2                 # CPU 0, node 0: order 1's list
+    edits = {"pg_head": (at(L.F_PG_HEAD, slab), sa.nr_pages),
+             "pg_next": (at(L.F_PG_NEXT, slab), -5),
+             "pg_order": (at(L.F_PG_ORDER, slab), L.NR_ORDERS),
+             "sl_cache": (at(L.F_SL_CACHE, slab), (1 << 63) - 1),
+             "sl_objects": (at(L.F_SL_OBJECTS, slab), -1000),
+             "sl_inuse": (at(L.F_SL_INUSE, slab), 10 ** 6),
+             "sl_inuse ": (at(L.F_SL_INUSE, slab), 20000),         # more than sl_objects
+             "kmalloc": (at(L.F_KMALLOC, 3), 2047),
+             "pcp list": (at(L.F_PCP, pcp_end), 1 << 24),
+             "free area": (at(L.F_BUDDY, L.B_HEAD), sa.nr_pages + 7)}
+    for what, (i, value) in edits.items():
+        bad = state.copy()
+        bad[i] = value
+        _save_signed(tmp_path / "bad.npz", {**z, "state": bad})
+        with pytest.raises(numslab.SlabError, match=f"its state is corrupt: .*{value}, (not|more)"):
+            numslab.SlabAllocator.load(tmp_path / "bad.npz")
+    again = numslab.SlabAllocator.load(tmp_path / "good.npz")
+    again.validate()
+    assert len(again.find_cache("linked")) == 100
+
+
 def test_load_of_a_file_with_a_bit_flipped_anywhere_is_a_slab_error(tmp_path):
     """Every single-bit flip in the saved file's bytes is refused as a SlabError (before:
     a flip in a compressed member raised zlib.error, in an array's header
