@@ -804,7 +804,8 @@ def test_load_refuses_links_to_frames_and_caches_the_machine_has_not(kernel, tmp
         bad = state.copy()
         bad[i] = value
         _save_signed(tmp_path / "bad.npz", {**z, "state": bad})
-        with pytest.raises(numslab.SlabError, match=f"its state is corrupt: .*{value}, (not|more)"):
+        with pytest.raises(numslab.SlabError,
+                           match=f"its state is corrupt: .*{value}, (not|more)"):
             numslab.SlabAllocator.load(tmp_path / "bad.npz")
     again = numslab.SlabAllocator.load(tmp_path / "good.npz")
     again.validate()

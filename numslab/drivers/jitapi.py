@@ -34,7 +34,7 @@ from numba.extending import intrinsic
 from ..engine import defrag, ops
 from ..engine.checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY,
                              E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB, E_OUTSIDE,
-                             E_WRONG_CACHE, _array_misplaced, _live_clear, _live_set,
+                             E_WRONG_CACHE, _array_misplaced, _in_arena, _live_clear, _live_set,
                              _live_test, _locate, _slab_of)
 from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
                              CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE,
@@ -361,10 +361,9 @@ def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
     reports it). Inline in users' functions: it saves the unit call (bulk 16 inside
     ``@njit`` 6-9% faster) for a small loop; the free's batch check stays in the unit
     (inline, it took a user's bulk loop to 1.7x the jitted stack's compile time)."""
-    off = address(p) - address(st.mem)         # an array in the arena: the unit checks it
     if (gfp & __GFP_ZERO) | (_ca(st, cache, CA_DEBUG) != 0) | \
-            (_geo(st, cache, CA_SHEAF_CAPACITY) == 0) | ((off + 8 * nr > 0) & (off < st.mem_size)):
-        return -1
+            (_geo(st, cache, CA_SHEAF_CAPACITY) == 0) | _in_arena(st, nr, address(p)):
+        return -1                       # (an array in the arena: the unit checks where)
     mem = st.mem
     main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
     if main == 0:
@@ -549,8 +548,9 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     slabs used at most ``ratio`` percent into the fullest slabs, writing the pairs to ``old``
     and ``new`` (int64, at most ``min(len(old), len(new))`` moves: pass arrays as long as
     the live objects to move them all; in the arena, only inside an allocation of yours, as
-    every batch call's array, and not in an object of ``cache``). The number of moves; ``-1 - moves`` if a corrupted free
-    pointer stopped them (the slab is isolated; the moves made are in the arrays)."""
+    every batch call's array, and not in an object of ``cache``). The number of moves;
+    ``-1 - moves`` if a corrupted free pointer stopped them (the slab is isolated; the moves
+    made are in the arrays)."""
     cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0)
     if ratio > 100 or ratio < -1:

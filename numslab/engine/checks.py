@@ -279,12 +279,18 @@ def _array_home(st, nr, off):
 
 
 @jit(inline=True)
+def _in_arena(st, nr, paddr):
+    """Whether any of the ``nr``-word array at byte address ``paddr`` lies in the arena."""
+    off = paddr - address(st.mem)
+    return (off + 8 * nr > 0) & (off < st.mem_size)
+
+
+@jit(inline=True)
 def _array_misplaced(st, nr, paddr):
     """:func:`_array_home` of the ``nr``-word array at byte address ``paddr`` when any of it
     lies in the arena (out of line: an array outside it costs one test here); else 0."""
-    off = paddr - address(st.mem)
-    if (off + 8 * nr > 0) & (off < st.mem_size):
-        return _array_home(st, nr, off)
+    if _in_arena(st, nr, paddr):
+        return _array_home(st, nr, paddr - address(st.mem))
     return 0
 
 

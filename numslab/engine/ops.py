@@ -9,8 +9,8 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
 from .checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE,
-                     _array_home, _array_misplaced, _live_clear, _live_set, _live_set_run,
-                     _live_test, _locate, _own_test, _rcu_list_mark)
+                     _array_home, _array_misplaced, _in_arena, _live_clear, _live_set,
+                     _live_set_run, _live_test, _locate, _own_test, _rcu_list_mark)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
 from .sheafdebug import free_bulk_checked, free_bulk_debug
 from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_alloc,
@@ -309,8 +309,8 @@ def free_bulk(st, cache, cpu, nr, paddr):
     and always a debug cache's batch, go to ``sheafdebug.free_bulk_checked`` (detached
     freelists, a debug cache's through ``free_debug_processing``). An array that lies in the
     arena is first checked by :func:`checks._array_home` and :func:`_holder_of_array`."""
-    off = paddr - address(st.mem)
-    if (off + 8 * nr > 0) & (off < st.mem_size):
+    if _in_arena(st, nr, paddr):
+        off = paddr - address(st.mem)
         err = _array_home(st, nr, off) or _holder_of_array(st, nr, paddr, off)
         if err:
             return err

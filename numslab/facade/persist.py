@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine.checks import rcu_list_mark
-from ..engine.layout import (CA_ACTIVE, CA_DEBUG, F_G, G_KERNEL, G_MAX_CACHES, G_NCPUS,
-                             G_NNODES, G_NPAGES, G_NPENDING, G_NREPORTS, G_PAGES_PER_NODE,
-                             H_FIELDS, H_MAGIC, H_MEM, H_MEMSIZE, HEADER, NIL, NR_ORDERS,
-                             P_LISTS, PENDING_FRAME, PG_TAIL, B_HEAD)
+from ..engine.layout import (B_HEAD, CA_ACTIVE, CA_DEBUG, F_G, G_KERNEL, G_MAX_CACHES,
+                             G_NCPUS, G_NNODES, G_NPAGES, G_NPENDING, G_NREPORTS,
+                             G_PAGES_PER_NODE, H_FIELDS, H_MAGIC, H_MEM, H_MEMSIZE, HEADER, NIL,
+                             NR_ORDERS, P_LISTS, PENDING_FRAME, PG_TAIL)
 from ..engine.native import wait_for_engine
-from ..geometry import MAX_OBJS_PER_PAGE
 from ..errors import SlabError, WrongTypeError
+from ..geometry import MAX_OBJS_PER_PAGE
 from . import threads
 from .cache import KmemCache
 
@@ -182,8 +182,8 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
 def _check_links(sa: "SlabAllocator", path: str | Path) -> None:
     """Refuse a loaded state whose per-frame links, slab counts, kmalloc table, page lists
     or constructor list name a frame, an order or a cache the machine does not have:
-    compiled code follows them without a bounds check. The digest does not stop a file edited on
-    purpose (its digest recomputed), and one such word crashed the interpreter."""
+    compiled code follows them without a bounds check. The digest does not stop a file
+    edited on purpose (its digest recomputed), and one such word crashed the interpreter."""
     st, npages, ncaches = sa.state, sa.nr_pages, len(sa.state.ca)
 
     def bad(name: str, values: np.ndarray, lo: int, hi: int, nil: bool = True) -> None:
