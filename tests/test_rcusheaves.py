@@ -189,7 +189,7 @@ def test_remote_node_objects_and_caches_without_sheaves_take_the_list(kernel):
     assert sa.cpu_to_node(0) == 0
     sa.kfree_rcu(a, 0)                          # kfree_rcu_sheaf: slab_nid != numa_mem_id
     assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (0, 0)
-    assert [x for x, _ in sa._rcu_pending] == [a] and sa.find(a)["kind"] == "kfree_rcu"
+    assert list(sa._rcu_pending) == [a] and sa.find(a)["kind"] == "kfree_rcu"
     sa.kfree_rcu(local, 0)
     assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (1, 0)
     sa.validate()
@@ -378,7 +378,7 @@ def test_no_sheaf_to_be_had_counts_free_rcu_sheaf_fail_and_takes_the_list(kernel
         taken += 1
     assert counters(c, "free_rcu_sheaf", "free_rcu_sheaf_fail") == (taken, 1)
     assert taken < len(objs)
-    assert [x for x, _ in sa._rcu_pending] == [a] and sa.find(a)["kind"] == "kfree_rcu"
+    assert list(sa._rcu_pending) == [a] and sa.find(a)["kind"] == "kfree_rcu"
     sa.validate()
     assert sa.synchronize_rcu() == 1 + (taken // cap) * cap
     assert sa.find(a)["kind"] == "free object"
@@ -517,7 +517,7 @@ def test_a_free_pointer_rewritten_to_name_an_object_on_the_kfree_rcu_list_is_ref
         objs = [c.alloc() for _ in range(c.objs_per_slab)]     # one full slab
         x, y = objs[10], objs[20]
         sa.kfree_rcu(x)
-        assert [a for a, _ in sa._rcu_pending] == [x]           # on the list, no sheaf
+        assert list(sa._rcu_pending) == [x]           # on the list, no sheaf
         c.free(y)
         sa.memory[y + c.offset:y + c.offset + 8] = np.frombuffer(x.to_bytes(8, "little"),
                                                                  np.uint8)

@@ -381,8 +381,7 @@ class DebugAPI:
         obj = (head << 12) + cache.red_left_pad + index * cache.slab_size
         err, _ = self._locate(obj)
         kind = {0: "object", checks.E_ALLOCATORS: "sheaf"}.get(err, "free object")
-        if kind == "free object" and (any(a == obj for a, _ in self._rcu_pending)
-                                      or obj in self._rcu_sheaf_objects()):
+        if kind == "free object" and self._rcu_note(obj):
             kind = "kfree_rcu"
         return {"kind": kind, "cache": cache, "slab": head << 12, "index": index,
                 "object": obj, "offset": inside}

@@ -6,7 +6,9 @@ on a list of addresses freed at the end of the grace period."""
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,10 +46,12 @@ RCU_SHEAVED = "the object is waiting for an RCU grace period (kfree_rcu, in an r
 class KmallocAPI:
     """``krealloc`` and RCU-deferred frees, mixed into ``SlabAllocator``."""
 
-    #: ``(address, cpu)`` of each ``kfree_rcu`` waiting for its grace period (an instance
-    #: list once there is one). The engine refuses a free of one (``checks.rcu_list_mark``);
-    #: the list only names the reason in the error (``raising._raise``).
-    _rcu_pending: "list[tuple[int, int | None]] | tuple[()]" = ()
+    #: ``address: cpu`` of each ``kfree_rcu`` waiting for its grace period, in call order
+    #: (an instance dict once there is one: a membership test per ``kfree_rcu`` and per
+    #: refused free, where a list made a run of n calls cost n**2 / 2 comparisons). The
+    #: engine refuses a free of one (``checks.rcu_list_mark``); the dict only names the
+    #: reason in the error (``raising._raise``).
+    _rcu_pending: "Mapping[int, int | None]" = MappingProxyType({})
 
     def krealloc(self: "SlabAllocator", addr: int, new_size: int, gfp: int = GFP_KERNEL,
                  cpu: int | None = None) -> int:
@@ -158,12 +162,12 @@ class KmallocAPI:
             addr = self._as_addr(addr, "kfree_rcu")
             if addr in (0, ZERO_SIZE_PTR):
                 return
-            where = f"kfree_rcu: {addr:#x}{self._page_cache(addr)}"
-            if any(a == addr for a, _ in self._rcu_pending):
-                raise DoubleFreeError(f"{where} is already waiting for a grace period (double "
-                                      f"free)")
-            self._rcu_refuse_sheaved(addr, where)
-            if self._locate(addr)[0] == E_DOUBLE_FREE:      # a free, as kfree says it
+            if addr in self._rcu_pending or self._locate(addr)[0] == E_DOUBLE_FREE:
+                where = f"kfree_rcu: {addr:#x}{self._page_cache(addr)}"     # (on refusal)
+                if addr in self._rcu_pending:
+                    raise DoubleFreeError(f"{where} is already waiting for a grace period "
+                                          f"(double free)")
+                self._rcu_refuse_sheaved(addr, where)
                 raise DoubleFreeError(f"{where}: double free, the object is already free")
             self._ksize(addr, "kfree_rcu")          # the checks of kfree, nothing changed yet
             if kfree_rcu_sheaf(self._st, self._cpu() if cpu is None else self._check_cpu(cpu),
@@ -182,32 +186,31 @@ class KmallocAPI:
         err = kfree_rcu_list(self._st, addr)
         if err:
             self._raise(err, fn, addr, None)
-        pending: list[Any] = self.__dict__.setdefault("_rcu_pending", [])
-        pending.append((addr, cpu))
+        self.__dict__.setdefault("_rcu_pending", {})[addr] = cpu
 
     def _rcu_listed(self: "SlabAllocator") -> np.ndarray:
         """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks."""
-        return np.array([a for a, _ in self._rcu_pending], np.int64)
+        return np.fromiter(self._rcu_pending, np.int64, len(self._rcu_pending))
 
     def _rcu_listed_objects(self: "SlabAllocator", cid: int) -> int:
         """How many objects of cache ``cid`` wait on the ``kfree_rcu`` list: still allocated
         in the state (``live_objects`` counts them) until their grace period ends. Those in
         ``rcu_free`` sheaves are counted free already."""
         cache = self.state.sl_cache
-        return sum(int(cache[self._slab_head(a)]) == cid for a, _ in self._rcu_pending)
+        return sum(int(cache[self._slab_head(a)]) == cid for a in self._rcu_pending)
 
     def _rcu_refuse(self: "SlabAllocator", addr: int, where: str) -> None:
         """Raise ``DoubleFreeError`` if ``addr`` waits on the ``kfree_rcu`` list (``krealloc``
         asks before it allocates; the frees once the engine refused them, in ``_raise``);
         ``where`` names the call and the address (and, for ``_raise``, the cache)."""
-        if any(a == addr for a, _ in self._rcu_pending):
+        if addr in self._rcu_pending:
             raise DoubleFreeError(f"{where}: double free, {RCU_LISTED}")
 
     def _rcu_note(self: "SlabAllocator", addr: int) -> str | None:
         """Why an object the engine found free at ``addr`` is not: it waits for an RCU grace
         period on the ``kfree_rcu`` list or in an RCU sheaf (a double free's text, from
         Python and from ``numslab.jit``); None if it does not."""
-        if any(a == addr for a, _ in self._rcu_pending):
+        if addr in self._rcu_pending:
             return RCU_LISTED
         if (self._g[G_RCU_HEAD] or self.state.cpu[:, :, C_RCU_FREE].any()) \
                 and addr in self._rcu_sheaf_objects():
@@ -256,9 +259,9 @@ class KmallocAPI:
                     f"period was overwritten (its words set wrong): "
                     f"{int(g[G_ERR1])} sheaves whose words no longer describe one were left "
                     f"alone with their objects (leaked), the others' callbacks ran")
-            pending = self.__dict__.pop("_rcu_pending", [])
+            pending = self.__dict__.pop("_rcu_pending", {})
             failed: list[tuple[int, SlabError]] = []
-            for addr, cpu in pending:               # mark lifted and kfree: one engine call
+            for addr, cpu in pending.items():       # mark lifted and kfree: one engine call
                 err = self._k_kfree_rcu(self._cpu() if cpu is None else cpu, addr)
                 if err:
                     try:

@@ -63,7 +63,7 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
             "freelist_random": sa.freelist_random,
             "slab_debug": sa._slab_debug_spec, "sites": sa._site_names,
             "partial_order": sa.partial_order, "release_order": sa.release_order,
-            "rcu_pending": [[int(a), cpu] for a, cpu in sa._rcu_pending],
+            "rcu_pending": [[int(a), cpu] for a, cpu in sa._rcu_pending.items()],
             "caches": [{"id": c.id, "name": c.name,
                         "dtype": None if c.dtype is None else c.dtype.descr}
                        for c in sa.caches]}
