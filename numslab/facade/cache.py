@@ -215,7 +215,7 @@ class KmemCache(MovableCache):
                 or not 0 <= ratio <= 100:
             raise InvalidArgumentError(f"{self.name}: remote_node_defrag_ratio {ratio!r} not in "
                                        "0..100")
-        self._row[CA_DEFRAG_RATIO] = ratio * 10
+        self._row[CA_DEFRAG_RATIO] = int(ratio) * 10     # (np.uint8(50) * 10 wrapped to 244)
 
     # --- live counters ----------------------------------------------------------------------
     def _node(self, col: int) -> np.ndarray:
