@@ -276,6 +276,13 @@ def test_memory_sizes():
         numslab.SlabAllocator(nr_cpus=0)
 
 
+@pytest.mark.parametrize("memory", ["99999999T", 1 << 62])
+def test_memory_too_large_for_a_mapping_is_refused_as_a_size(memory):
+    # mmap's length past ssize_t raised OverflowError out of the constructor
+    with pytest.raises(numslab.InvalidSizeError, match="cannot reserve"):
+        numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory=memory)
+
+
 # ---- misuse that used to crash or corrupt (issue 13) --------------------------------------
 def test_a_dtype_with_python_objects_is_refused(sa):
     with pytest.raises(numslab.SlabError, match="Python objects"):

@@ -190,7 +190,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self._memory = self._mem.view(np.uint8)[:arena]
             self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed,
                                   self.memory.ctypes.data, self.memory.size, KERNELS[kernel])
-        except (OSError, MemoryError) as e:
+        except (OSError, MemoryError, OverflowError) as e:     # (past ssize_t: Overflow)
             raise InvalidSizeError(f"SlabAllocator: memory {memory!r} x {nr_nodes} node(s): "
                                    f"cannot reserve {self.nr_pages * PAGE_SIZE:,} bytes of "
                                    f"arena and its page arrays here ({e!r})") from None
