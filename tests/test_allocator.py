@@ -1006,6 +1006,19 @@ def test_krealloc_in_place_and_moving(sa):
 
 
 
+def test_krealloc_checks_gfp_and_cpu_even_in_place(sa):
+    # an in-place resize took any gfp and cpu: gfp=-1 (its __GFP_ZERO bit set) zeroed the
+    # object's tail; a NumPy size was refused as "not in 0..4194304"
+    a = sa.kmalloc(18)
+    sa.memory[a:a + 32] = 0xEE
+    snap = snapshot(sa)
+    for kw in ({"gfp": -1}, {"gfp": 1 << 32}, {"gfp": None}, {"cpu": sa.nr_cpus}, {"cpu": -1}):
+        with pytest.raises(numslab.InvalidArgumentError, match="^krealloc: "):
+            sa.krealloc(a, 10, **kw)
+        assert_unchanged(sa, snap)
+    assert sa.krealloc(a, np.int64(20)) == a and sa.krealloc(a, np.uint16(100)) != a
+
+
 def test_krealloc_and_kfree_rcu_refuse_a_sheaf_before_anything_changes(kernel):
     # a sheaf is a kmalloc object the allocator holds: ksize may read it, but krealloc
     # allocated the new object before its kfree refused the sheaf (a leak), and kfree_rcu

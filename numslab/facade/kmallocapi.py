@@ -22,6 +22,7 @@ from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError, SlabCo
                       SlabError)
 from ..flags import GFP_KERNEL, SLAB_RED_ZONE, __GFP_ZERO
 from ..geometry import KMALLOC_MAX_SIZE, PAGE_SIZE
+from .args import as_int, check_gfp
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -57,9 +58,13 @@ class KmallocAPI:
         contents copied (up to the smaller size) and the old one freed. ``addr`` NULL:
         ``kmalloc``; ``new_size`` 0: ``kfree`` and ``ZERO_SIZE_PTR``. Returns the address,
         or 0 (the old object untouched) when memory is exhausted."""
+        new_size = as_int(new_size)             # (np.int64(10) was refused as out of range)
         if type(new_size) is not int or not 0 <= new_size <= KMALLOC_MAX_SIZE:
             raise InvalidSizeError(f"krealloc: size {new_size!r} is not in "
                                    f"0..{KMALLOC_MAX_SIZE}")
+        gfp = check_gfp(gfp, "krealloc")        # checked before anything changes: an in-place
+        if cpu is not None:                     # resize took any gfp and cpu, and zeroed the
+            cpu = self._check_cpu(cpu)          # object's tail for gfp=-1
         addr = self._as_addr(addr, "krealloc")
         where = f"krealloc: {addr:#x}"
         self._rcu_refuse(addr, where)
