@@ -1019,6 +1019,24 @@ def test_krealloc_checks_gfp_and_cpu_even_in_place(sa):
     assert sa.krealloc(a, np.int64(20)) == a and sa.krealloc(a, np.uint16(100)) != a
 
 
+def test_null_and_zero_size_calls_check_their_arguments_too(sa):
+    # kmalloc(0) checked gfp and cpu but took node=5; kfree and kfree_rcu of NULL or
+    # ZERO_SIZE_PTR took any cpu
+    snap = snapshot(sa)
+    for fn, call in (("kmalloc", lambda: sa.kmalloc(0, node=sa.nr_nodes)),
+                     ("kmalloc", lambda: sa.kmalloc(0, node="x")),
+                     ("kfree", lambda: sa.kfree(0, cpu=sa.nr_cpus)),
+                     ("kfree", lambda: sa.kfree(numslab.ZERO_SIZE_PTR, cpu=-1)),
+                     ("kfree_rcu", lambda: sa.kfree_rcu(0, cpu=sa.nr_cpus)),
+                     ("kfree_rcu", lambda: sa.kfree_rcu(numslab.ZERO_SIZE_PTR, cpu="x"))):
+        with pytest.raises(numslab.InvalidArgumentError, match=f"^{fn}: "):
+            call()
+        assert_unchanged(sa, snap)
+    assert sa.kmalloc(0, node=0) == numslab.ZERO_SIZE_PTR
+    sa.kfree(0, cpu=0)
+    sa.kfree_rcu(numslab.ZERO_SIZE_PTR, cpu=0)
+
+
 def test_krealloc_and_kfree_rcu_refuse_a_sheaf_before_anything_changes(kernel):
     # a sheaf is a kmalloc object the allocator holds: ksize may read it, but krealloc
     # allocated the new object before its kfree refused the sheaf (a leak), and kfree_rcu

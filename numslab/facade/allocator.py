@@ -624,6 +624,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             check_gfp(gfp, "kmalloc")
             if cpu is not None:
                 self._check_cpu(cpu)
+            if type(node) is not int or node != -1:     # (node=5 was taken)
+                self._check_node(node)
             return ZERO_SIZE_PTR
         if size < 0 or size > KMALLOC_MAX_SIZE:
             raise InvalidSizeError(f"kmalloc: size {size} is not in 0..{KMALLOC_MAX_SIZE}")
@@ -647,6 +649,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if type(addr) is not int or not -(1 << 63) <= addr < 1 << 63:
             addr = self._as_addr(addr, "kfree")
         if addr == 0 or addr == ZERO_SIZE_PTR:
+            if cpu is not None:                 # checked as for any address (cpu=9 was taken)
+                self._check_cpu(cpu)
             return
         err = self._k_kfree(self._cpu() if cpu is None else self._check_cpu(cpu), addr)
         if err:

@@ -162,6 +162,8 @@ class KmallocAPI:
         with _RCU_LOCK:
             addr = self._as_addr(addr, "kfree_rcu")
             if addr in (0, ZERO_SIZE_PTR):
+                if cpu is not None:             # checked as for any address
+                    self._check_cpu(cpu)
                 return
             where = f"kfree_rcu: {addr:#x}{self._page_cache(addr)}"
             if any(a == addr for a, _ in self._rcu_pending):
