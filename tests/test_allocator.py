@@ -184,6 +184,25 @@ def test_wrong_cache_error_names_a_cache_holding_nothing(sa):
     sa.kmem_cache_free(a_, obj)
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_destroy_after_a_stray_write_on_a_cpu_freelist(force):
+    # 6.18: a stray write over a free pointer on the CPU's lockless freelist hid the objects
+    # after it from the live count, so every destroy (force too) was refused ("17 live
+    # object(s)") while the user held none
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel="6.18", freelist_random=False)
+    c = sa.kmem_cache_create("c", 192)
+    a = c.alloc()                           # the CPU slab: the rest on the CPU's freelist
+    victim = a + 3 * c.slab_size
+    sa.memory[victim + c.offset:victim + c.offset + 8] = 0x41
+    if not force:
+        with pytest.raises(numslab.CacheLeakError, match=r": 1 live object\(s\)"):
+            sa.kmem_cache_destroy(c)            # (it said 18: the count is exact again)
+        c.free(a)
+    sa.kmem_cache_destroy(c, force=force)
+    assert c not in sa.caches
+    sa.validate()
+
+
 def test_destroy_empty_cache_returns_its_pages(sa):
     # (under 7.x the kmalloc cache of its sheaves refills sheaves of its own for them, as a
     # GFP_KERNEL kzalloc does, and keeps them: a first cache of the same size warms it)
@@ -274,6 +293,13 @@ def test_memory_sizes():
         numslab.parse_size("lots")
     with pytest.raises(numslab.SlabError):
         numslab.SlabAllocator(nr_cpus=0)
+
+
+@pytest.mark.parametrize("memory", ["99999999T", 1 << 62])
+def test_memory_too_large_for_a_mapping_is_refused_as_a_size(memory):
+    # mmap's length past ssize_t raised OverflowError out of the constructor
+    with pytest.raises(numslab.InvalidSizeError, match="cannot reserve"):
+        numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory=memory)
 
 
 # ---- misuse that used to crash or corrupt (issue 13) --------------------------------------
@@ -997,6 +1023,37 @@ def test_krealloc_in_place_and_moving(sa):
         sa.krealloc(c, -1)
     sa.kfree(c)
 
+
+
+def test_krealloc_checks_gfp_and_cpu_even_in_place(sa):
+    # an in-place resize took any gfp and cpu: gfp=-1 (its __GFP_ZERO bit set) zeroed the
+    # object's tail; a NumPy size was refused as "not in 0..4194304"
+    a = sa.kmalloc(18)
+    sa.memory[a:a + 32] = 0xEE
+    snap = snapshot(sa)
+    for kw in ({"gfp": -1}, {"gfp": 1 << 32}, {"gfp": None}, {"cpu": sa.nr_cpus}, {"cpu": -1}):
+        with pytest.raises(numslab.InvalidArgumentError, match="^krealloc: "):
+            sa.krealloc(a, 10, **kw)
+        assert_unchanged(sa, snap)
+    assert sa.krealloc(a, np.int64(20)) == a and sa.krealloc(a, np.uint16(100)) != a
+
+
+def test_null_and_zero_size_calls_check_their_arguments_too(sa):
+    # kmalloc(0) checked gfp and cpu but took node=5; kfree and kfree_rcu of NULL or
+    # ZERO_SIZE_PTR took any cpu
+    snap = snapshot(sa)
+    for fn, call in (("kmalloc", lambda: sa.kmalloc(0, node=sa.nr_nodes)),
+                     ("kmalloc", lambda: sa.kmalloc(0, node="x")),
+                     ("kfree", lambda: sa.kfree(0, cpu=sa.nr_cpus)),
+                     ("kfree", lambda: sa.kfree(numslab.ZERO_SIZE_PTR, cpu=-1)),
+                     ("kfree_rcu", lambda: sa.kfree_rcu(0, cpu=sa.nr_cpus)),
+                     ("kfree_rcu", lambda: sa.kfree_rcu(numslab.ZERO_SIZE_PTR, cpu="x"))):
+        with pytest.raises(numslab.InvalidArgumentError, match=f"^{fn}: "):
+            call()
+        assert_unchanged(sa, snap)
+    assert sa.kmalloc(0, node=0) == numslab.ZERO_SIZE_PTR
+    sa.kfree(0, cpu=0)
+    sa.kfree_rcu(numslab.ZERO_SIZE_PTR, cpu=0)
 
 
 def test_krealloc_and_kfree_rcu_refuse_a_sheaf_before_anything_changes(kernel):

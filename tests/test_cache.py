@@ -145,3 +145,25 @@ def test_threads_that_look_a_cache_up_at_once_get_one_handle(no_cyclic_gc):
     for t in threads:
         t.join()
     assert len({id(c) for c in got}) == 1
+
+
+@pytest.mark.parametrize("ratio", [np.uint8(50), np.int8(100), np.uint16(100)])
+def test_remote_node_defrag_ratio_of_a_small_numpy_integer_is_stored_whole(ratio):
+    # the setter stored ratio * 10 in the ratio's own type: np.uint8(50) read back 24 and
+    # np.int8(100) -3 (with an overflow warning)
+    sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory="8M")
+    c = sa.kmem_cache_create("c", 64)
+    c.remote_node_defrag_ratio = ratio
+    assert c.remote_node_defrag_ratio == int(ratio)
+    assert c.sysfs()["remote_node_defrag_ratio"] == str(int(ratio))
+
+
+@pytest.mark.parametrize("node", [-1, 2, -3, True, 1.0, "0"])
+def test_partial_list_refuses_a_node_it_has_not_naming_the_range(node):
+    # -1 raised a plain ValueError, while the refusal of node 2 said "not -1 or in 0..1"
+    sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory="8M")
+    c = sa.kmem_cache_create("c", 64)
+    with pytest.raises(numslab.InvalidArgumentError,
+                       match=r"^partial_list: node .* not in 0\.\.1 "):
+        c.partial_list(node)
+    assert c.partial_list(np.int64(1)).shape == (0, 3)

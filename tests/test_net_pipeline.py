@@ -283,6 +283,15 @@ def test_out_of_memory_is_reported():
         run_pipeline(p, "single", memory="4M", idle_timeout=float("inf"))
 
 
+@pytest.mark.parametrize("timeout", [1e308, 1e10])
+def test_an_idle_timeout_past_int64_nanoseconds_is_never(timeout):
+    # 1e308 s raised OverflowError (inf ns to int); 1e10 s made an int past int64
+    p, _ = generate_traffic_with_truth(300, seed=1)
+    assert pl._timeout_ns(timeout) == pl._timeout_ns(float("inf"))
+    r = run_pipeline(p, "bulk", idle_timeout=timeout)
+    assert r.active_flows == run_pipeline(p, "bulk", idle_timeout=float("inf")).active_flows
+
+
 def test_bad_arguments():
     p, _ = generate_traffic_with_truth(100, seed=1)
     for kw in ({"mode": "fast"}, {"batch": 0}, {"idle_timeout": -1}):

@@ -215,7 +215,7 @@ class KmemCache(MovableCache):
                 or not 0 <= ratio <= 100:
             raise InvalidArgumentError(f"{self.name}: remote_node_defrag_ratio {ratio!r} not in "
                                        "0..100")
-        self._row[CA_DEFRAG_RATIO] = ratio * 10
+        self._row[CA_DEFRAG_RATIO] = int(ratio) * 10     # (np.uint8(50) * 10 wrapped to 244)
 
     # --- live counters ----------------------------------------------------------------------
     def _node(self, col: int) -> np.ndarray:
@@ -309,9 +309,12 @@ class KmemCache(MovableCache):
     def partial_list(self, node: int = 0) -> np.ndarray:
         """The node's partial list, head first: int64[n, 3] of (slab address, inuse,
         objects)."""
-        node = self._sa._check_node(node)
-        if node < 0:
-            raise ValueError("partial_list needs a node, not -1")
+        nodes = self._sa.nr_nodes               # (-1 was a plain ValueError, after the message
+        if not isinstance(node, (int, np.integer)) or isinstance(node, bool) \
+                or not 0 <= node < nodes:       # of node 5 had called it valid)
+            raise InvalidArgumentError(f"partial_list: node {node!r} is not in 0..{nodes - 1} "
+                                       f"(a partial list is one node's)")
+        node = int(node)
         n = int(self._node(N_NR_PARTIAL)[node])
         out = np.zeros((n, 3), np.int64)
         partial_list(self._sa._st, self._id, node, n, out.ctypes.data)

@@ -24,6 +24,7 @@ from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError, SlabCo
                       SlabError)
 from ..flags import GFP_KERNEL, SLAB_RED_ZONE, __GFP_ZERO
 from ..geometry import KMALLOC_MAX_SIZE, PAGE_SIZE
+from .args import as_int, check_gfp
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -61,9 +62,13 @@ class KmallocAPI:
         contents copied (up to the smaller size) and the old one freed. ``addr`` NULL:
         ``kmalloc``; ``new_size`` 0: ``kfree`` and ``ZERO_SIZE_PTR``. Returns the address,
         or 0 (the old object untouched) when memory is exhausted."""
+        new_size = as_int(new_size)             # (np.int64(10) was refused as out of range)
         if type(new_size) is not int or not 0 <= new_size <= KMALLOC_MAX_SIZE:
             raise InvalidSizeError(f"krealloc: size {new_size!r} is not in "
                                    f"0..{KMALLOC_MAX_SIZE}")
+        gfp = check_gfp(gfp, "krealloc")        # checked before anything changes: an in-place
+        if cpu is not None:                     # resize took any gfp and cpu, and zeroed the
+            cpu = self._check_cpu(cpu)          # object's tail for gfp=-1
         addr = self._as_addr(addr, "krealloc")
         where = f"krealloc: {addr:#x}"
         self._rcu_refuse(addr, where)
@@ -161,6 +166,8 @@ class KmallocAPI:
         with _RCU_LOCK:
             addr = self._as_addr(addr, "kfree_rcu")
             if addr in (0, ZERO_SIZE_PTR):
+                if cpu is not None:             # checked as for any address
+                    self._check_cpu(cpu)
                 return
             if addr in self._rcu_pending or self._locate(addr)[0] == E_DOUBLE_FREE:
                 where = f"kfree_rcu: {addr:#x}{self._page_cache(addr)}"     # (on refusal)

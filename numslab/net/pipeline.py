@@ -583,7 +583,8 @@ _MODE_NUM = {name: i for i, name in enumerate(MODES)}   # single 0, bulk 1, arra
 def _timeout_ns(seconds: float) -> int:
     if not seconds >= 0:
         raise ValueError(f"idle timeout must be >= 0 seconds, not {seconds!r}")
-    return np.iinfo(np.int64).max if seconds == float("inf") else int(round(seconds * 1e9))
+    ns = seconds * 1e9                  # past int64's nanoseconds (1e308 s is inf ns): never
+    return np.iinfo(np.int64).max if ns >= 2.0 ** 63 else int(round(ns))
 
 
 def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
