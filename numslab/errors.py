@@ -22,7 +22,7 @@ class SlabError(Exception):
     Raised from compiled code (``numslab.jit``, messages starting ``numslab.jit:``), the
     address, the cache id and the batch element concerned are in ``detail`` (-1 where not
     known), the argument refused in ``value`` (None: none), and all of them named in the
-    text (an address however wrong, negative ones too), with the cache's name when the
+    text (an address however wrong, negative ones too, -1 among them), with the cache's name when the
     cache is one of a live allocator. Where the allocator knows more of a double free than
     its compiled code (the object waits for an RCU grace period), that note takes the place
     of the text's reason (in brackets)."""
@@ -36,14 +36,15 @@ class SlabError(Exception):
         if _jit_error_detail is not None and args and isinstance(args[0], str) \
                 and args[0].startswith("numslab.jit:"):
             addr, cache, index, value, self._cache_name, self._note = _jit_error_detail()
-            self.detail = (addr, cache, index)
+            self._named = addr != NO_VALUE          # (an address of -1 is named too)
+            self.detail = (-1 if addr == NO_VALUE else addr, cache, index)
             self.value = None if value == NO_VALUE else value
 
     def __reduce__(self) -> tuple:
         # Numba pickles a compiled raise's exception when it compiles it: ``detail`` must be
         # taken when the exception is made again at the raise, not restored from then
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("detail", "value", "_cache_name", "_note")}
+                 if k not in ("detail", "value", "_cache_name", "_note", "_named")}
         return type(self), self.args, state
 
     def __str__(self) -> str:
@@ -51,7 +52,7 @@ class SlabError(Exception):
         value = getattr(self, "value", None)
         name = getattr(self, "_cache_name", None)
         where = [f"got {value}"] if value is not None else []
-        where += [f"address {addr:#x}"] if addr != -1 else []   # a negative one too
+        where += [f"address {addr:#x}"] if getattr(self, "_named", False) else []
         where += [f"cache id {cache}" + (f" {name!r}" if name else "")] if cache >= 0 else []
         where += [f"element {index} of the batch"] if index >= 0 else []
         text = super().__str__()
@@ -86,6 +87,12 @@ class InvalidArgumentError(SlabError, ValueError):
 
 class CacheLeakError(SlabError):
     """A cache destroyed while objects are still allocated from it."""
+
+
+class OutOfMemoryError(SlabError, MemoryError):
+    """The arena cannot give what a convenience call (``KmemCache.alloc``, ``alloc_bulk``)
+    or the set-up of a cache's sheaves needs. The kernel's API returns 0 (NULL) instead, as
+    the kernel does; nothing is taken either way."""
 
 
 class ConcurrentUseError(SlabError, RuntimeError):

@@ -333,8 +333,30 @@ def test_what_a_machine_and_a_cache_are_made_with_cannot_be_reassigned(sa):
         with pytest.raises(AttributeError, match=f"KmemCache.{attr} is fixed"):
             setattr(c, attr, value)
     assert (c.name, c.ctor, c.dtype) == ("made", None, np.dtype(np.int64))
+    geometry = ("object_size", "slab_size", "align", "order", "objs_per_slab",
+                "sheaf_capacity", "offset", "red_left_pad", "inuse", "debug_flags", "flags",
+                "hwcache_align", "destroy_by_rcu", "reclaim_account")
+    made = {attr: getattr(c, attr) for attr in geometry}
+    for attr in geometry:               # (a plain AttributeError: "property has no setter")
+        with pytest.raises(numslab.FixedAttributeError, match=f"KmemCache.{attr} is fixed"):
+            setattr(c, attr, 5)
+    assert {attr: getattr(c, attr) for attr in geometry} == made
     assert sa.find_cache("made") is c
     assert_unchanged(sa, snap)
+
+
+@pytest.mark.parametrize("arg, value", [("size", True), ("size", 64.0), ("size", "64"),
+                                        ("align", True), ("sheaf_capacity", True),
+                                        ("sheaf_capacity", 8.0), ("freeptr_offset", 8.0)])
+def test_create_refuses_a_number_that_is_not_an_int(sa, arg, value):
+    """A bool or a float for a size, an alignment or a capacity is refused as the wrong type
+    (True made a cache of 1-byte objects; 64.0 was "not in 1..4194304")."""
+    args = {"size": 64, arg: value}
+    snap = snapshot(sa)
+    with pytest.raises(numslab.WrongTypeError, match=f"{arg} {value!r} is not an int"):
+        sa.kmem_cache_create("t", **args)
+    assert_unchanged(sa, snap)
+    assert sa.kmem_cache_create("t", np.int64(64), align=np.int32(8)).object_size == 64
 
 
 @pytest.mark.parametrize("size", [0, 8])
@@ -1596,5 +1618,5 @@ def test_numpy_integers_make_the_same_machine_and_caches_as_python_ints(kernel):
         made.append((sa.nr_cpus, sa.state.ca.shape, c.slab_size, c.align, c.order,
                      c.objs_per_slab, c.sheaf_capacity, type(sa.nr_cpus)))
     assert made[0] == made[1]
-    with pytest.raises(numslab.InvalidSizeError):
+    with pytest.raises(numslab.WrongTypeError, match="size np.float64.64.0. is not an int"):
         sa.kmem_cache_create("float", np.float64(64))

@@ -167,3 +167,13 @@ def test_partial_list_refuses_a_node_it_has_not_naming_the_range(node):
                        match=r"^partial_list: node .* not in 0\.\.1 "):
         c.partial_list(node)
     assert c.partial_list(np.int64(1)).shape == (0, 3)
+
+
+@pytest.mark.parametrize("n", [0, 3])
+def test_alloc_bulk_checks_gfp_for_any_count(n):
+    """``alloc_bulk(0, gfp=-1)`` returned an empty array where ``alloc(gfp=-1)`` raised."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M")
+    c = sa.kmem_cache_create("g", 64)
+    with pytest.raises(numslab.InvalidArgumentError, match="g.alloc_bulk: gfp -1 is not"):
+        c.alloc_bulk(n, -1)
+    assert c.live_objects == 0 and len(c.alloc_bulk(n, GFP_KERNEL)) == n

@@ -250,6 +250,10 @@ def test_njit_double_free_raises_and_changes_nothing(world):
         free_one(sa.handle, c.id, gone)
     with pytest.raises(numslab.DoubleFreeError, match=f"\\(address {gone:#x}, {named(c)}\\)$"):
         kfree_one(sa.handle, gone)
+    for bad in (-1, 8):                 # -1 too (it was the "not known" mark: left unnamed)
+        with pytest.raises(numslab.BadAddressError, match=f"\\(address {bad:#x}\\)$") as e:
+            kfree_one(sa.handle, bad)
+        assert e.value.detail[0] == bad
     arr = objs.copy()
     arr[7] = arr[2]
     with pytest.raises(numslab.DoubleFreeError,

@@ -205,6 +205,18 @@ def test_replay_command_tables_json_compare_and_plot(tmp_path, capsys):
     assert set(j["configs"]) == {"7.0:cpus=2", "7.0:cpus=4"}
     assert cli.main(["replay", str(tmp_path / "none.txt")]) == 1
     assert "cannot read trace" in capsys.readouterr().err
+    # a snapshot that is a folder: "cannot read it as JSON (cannot read trace DIR...)"
+    assert cli.main(["replay", str(DATA / TRACES["net"]), "--snapshot", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"snapshot {tmp_path}: cannot read it (" in err and "trace" not in err
+    (tmp_path / "s.json").write_text("{")
+    assert cli.main(["replay", str(DATA / TRACES["net"]), "--snapshot",
+                     str(tmp_path / "s.json")]) == 1
+    assert "s.json: not JSON (" in capsys.readouterr().err
+    # a plot named with no suffix is written as a png, and said so (it said the name given)
+    assert cli.main(["replay", str(DATA / TRACES["net"]), "--plot", str(tmp_path / "q")]) == 0
+    assert f"plot written to {tmp_path / 'q.png'}" in capsys.readouterr().out
+    assert (tmp_path / "q.png").stat().st_size > 0 and not (tmp_path / "q").exists()
     # --compare with no configuration replayed the default alone, and every=0 (the sample
     # points, as --every 0) was "not a kernel ... every=N (N >= 1)"
     assert cli.main(["replay", str(DATA / TRACES["net"]), "--compare", ","]) == 1

@@ -186,9 +186,16 @@ def test_free_bulk_convenience_refuses_addresses_that_are_not_integers(sa, pc, b
 def test_alloc_bulk_convenience_is_all_or_nothing():
     sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("big", 0, dtype=np.dtype((np.uint8, 2000)))
-    with pytest.raises(MemoryError):
+    with pytest.raises(numslab.OutOfMemoryError) as e:     # a SlabError and a MemoryError
         c.alloc_bulk(10_000)
+    assert isinstance(e.value, MemoryError) and isinstance(e.value, numslab.SlabError)
     assert c.live_objects == 0
+    got = []
+    with pytest.raises(numslab.OutOfMemoryError, match="big: out of memory"):
+        while True:
+            got.append(c.alloc())
+    assert c.live_objects == len(got) > 0
+    c.free_bulk(np.array(got))
     sa.validate()
 
 
@@ -301,7 +308,7 @@ def test_a_scalar_dtype_stores_numbers(sa):
 def test_alloc_bulk_refuses_an_impossible_count(sa, n):
     c = sa.kmem_cache_create("t", 64)
     if n == 10 ** 12:                   # more than the arena holds: no 7 TiB array is tried
-        with pytest.raises(MemoryError, match="the arena holds at most"):
+        with pytest.raises(numslab.OutOfMemoryError, match="the arena holds at most"):
             c.alloc_bulk(n)
     else:
         with pytest.raises(numslab.InvalidSizeError, match="count of objects"):

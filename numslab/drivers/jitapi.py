@@ -68,15 +68,18 @@ E_BAD_FLAGS = -26     #: array flags other than SLAB_ARRAY_ALLOC_*
 GFP_MAX = (1 << 32) - 1
 
 
-#: The address, cache id and batch element of the error being raised by compiled code (-1:
-#: not known) and the argument refused (:data:`NO_VALUE`: none), read by ``SlabError`` when
-#: Python makes the exception: Numba's exceptions with runtime arguments need its runtime
-#: (an allocation in every user's loop that could raise), so the arguments go here and the
-#: exceptions stay constant. One row of :data:`ERROR_WORDS` per thread (hashed from the
+#: The address (:data:`NO_ADDR`: not known), cache id and batch element (-1: not known) of
+#: the error being raised by compiled code and the argument refused (:data:`NO_VALUE`:
+#: none), read by ``SlabError`` when Python makes the exception: Numba's exceptions with
+#: runtime arguments need its runtime (an allocation in every user's loop that could raise),
+#: so the arguments go here and the exceptions stay constant. One row of :data:`ERROR_WORDS` per thread (hashed from the
 #: thread's pointer, its first word): two threads raising at once named each other's
 #: address when there was one record for the process.
 ERROR_ROWS, ERROR_WORDS = 64, 6
-ERROR_DETAIL = np.tile(np.array([0, 0, -1, -1, -1, errors.NO_VALUE], np.int64), ERROR_ROWS)
+#: "No address" in the error detail: an address of -1 is the user's, and is named.
+NO_ADDR = errors.NO_VALUE
+ERROR_DETAIL = np.tile(np.array([0, 0, errors.NO_VALUE, -1, -1, errors.NO_VALUE], np.int64),
+                       ERROR_ROWS)
 ERROR_SYMBOL = "numslab_jit_error"
 ll.add_symbol(ERROR_SYMBOL, ERROR_DETAIL.ctypes.data)
 _HASH = 0x9E3779B97F4A7C15          # Fibonacci hashing: the top 6 bits pick the row
@@ -96,7 +99,7 @@ def _read_error_detail() -> tuple[int, int, int, int, str | None, str | None]:
     tid = threading.get_ident() if _MACHINE == "x86_64" else -1     # (_thread_pointer's)
     row = ERROR_DETAIL[_error_row(tid) * ERROR_WORDS:][:ERROR_WORDS]
     if int(row[0]) != tid:
-        return -1, -1, -1, errors.NO_VALUE, None, None
+        return NO_ADDR, -1, -1, errors.NO_VALUE, None, None
     where, addr, cache, index, value = (int(x) for x in row[1:])
     return (addr, cache, index, value, *handles.describe(where, cache, addr))
 
@@ -125,7 +128,7 @@ def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
 
 
 @jit(inline=False, helper=True)
-def _raise(err, addr=-1, cache=-1, index=-1, value=errors.NO_VALUE, where=0):
+def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0):
     """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
     test and branch here); a batch call's code carries the bad element's index too. The
     address, cache id and batch element (-1: not known), the refused argument ``value`` and
@@ -189,7 +192,7 @@ def _fault(st):
     g[G_FAULT_CACHE] = 0
     g[G_FAULT_SLAB] = 0
     g[G_FAULT_VALUE] = 0
-    _record_error(address(st), -1, cache, -1, errors.NO_VALUE)
+    _record_error(address(st), NO_ADDR, cache, -1, errors.NO_VALUE)
     if reported:
         raise SlabDebugError("numslab.jit: a slab_debug check failed on allocation: the slab "
                              "is isolated, nothing was allocated; see "
@@ -214,7 +217,7 @@ def _checked(st, got):
     batch's array (``E_ARRAY_PLACE``): raise."""
     if got <= 0:
         if got == E_ARRAY_PLACE:
-            _raise(got, -1, -1, -1, errors.NO_VALUE, address(st))
+            _raise(got, NO_ADDR, -1, -1, errors.NO_VALUE, address(st))
         if st.g[G_FAULT_CACHE]:
             _fault(st)
     return got
@@ -227,7 +230,7 @@ def _state(h, cpu):
     if not handle_live(h) or address(st) == 0:
         _raise(E_GONE)
     if cpu < 0 or cpu >= st.ncpus:
-        _raise(E_BAD_CPU, -1, -1, -1, cpu)
+        _raise(E_BAD_CPU, NO_ADDR, -1, -1, cpu)
     return st
 
 
@@ -236,10 +239,10 @@ def _refuse_args(st, cache, cpu, gfp):
     """Raise for the argument of :func:`_cache_state` out of range, naming it (out of line:
     which one it is, worked out in the hot path, cost the single pair 3-5%)."""
     if cpu < 0 or cpu >= st.ncpus:
-        _raise(E_BAD_CPU, -1, cache, -1, cpu, address(st))
+        _raise(E_BAD_CPU, NO_ADDR, cache, -1, cpu, address(st))
     if gfp < 0 or gfp > GFP_MAX:
-        _raise(E_BAD_GFP, -1, cache, -1, gfp, address(st))
-    _raise(E_DEAD_CACHE, -1, -1, -1, cache, address(st))      # (-1 too: the id refused)
+        _raise(E_BAD_GFP, NO_ADDR, cache, -1, gfp, address(st))
+    _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st))      # (-1 too: the id refused)
 
 
 @jit(inline=True, helper=True)
@@ -258,8 +261,8 @@ def _cache_state(h, cache, cpu, allocating, gfp):
     if (cpu_bad | gfp_bad | cache | (st.max_caches - 1 - cache)) < 0:
         _refuse_args(st, cache, cpu, gfp)
     if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
-        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, -1, cache, -1,
-               errors.NO_VALUE, address(st))
+        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, NO_ADDR, cache,
+               -1, errors.NO_VALUE, address(st))
     return st
 
 
@@ -282,7 +285,7 @@ def _out_array(typingctx: Any, arr: Any) -> Any:
 def _checked_array(out, nr):
     """The address of ``out`` after checking that it holds ``nr`` entries."""
     if nr < 0 or nr > out.shape[0]:
-        _record_error(0, -1, -1, -1, nr)
+        _record_error(0, NO_ADDR, -1, -1, nr)
         raise InvalidSizeError("numslab.jit: count negative or larger than the array")
     return _out_array(out)
 
@@ -419,7 +422,7 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     cache, node, cpu, gfp = _cache_arg(cache), _int_arg(node), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp)
     if node < -1 or node >= st.nnodes:
-        _raise(E_BAD_NODE, -1, cache, -1, node, address(st))
+        _raise(E_BAD_NODE, NO_ADDR, cache, -1, node, address(st))
     return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp))
 
 
@@ -453,7 +456,7 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     st = _cache_state(h, cache, cpu, False, 0)
     err = ops.free_bulk(st, cache, cpu, nr, _checked_array(objs, nr))
     if err == E_ARRAY_PLACE:                    # the array, not an element
-        _raise(err, -1, cache, -1, errors.NO_VALUE, address(st))
+        _raise(err, NO_ADDR, cache, -1, errors.NO_VALUE, address(st))
     if err:
         i = -err // E_AT                        # the bad element (nothing was reordered)
         _raise(err, objs[i], cache, i, errors.NO_VALUE, address(st))
@@ -466,7 +469,7 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     cpu, gfp = _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp)
     if flags & ~SLAB_ARRAY_ALLOC_ALL:
-        _raise(E_BAD_FLAGS, -1, cache, -1, flags, address(st))
+        _raise(E_BAD_FLAGS, NO_ADDR, cache, -1, flags, address(st))
     pa = _checked_array(out, nr)
     return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, pa))
 
@@ -483,11 +486,11 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     size, cpu, gfp = _count_arg(size), _int_arg(cpu), _int_arg(gfp)
     st = _state(h, cpu)
     if (gfp | (GFP_MAX - gfp)) < 0:
-        _raise(E_BAD_GFP, -1, -1, -1, gfp)
+        _raise(E_BAD_GFP, NO_ADDR, -1, -1, gfp)
     if size == 0:
         return ZERO_SIZE_PTR
     if size < 0 or size > 4 << 20:
-        _record_error(0, -1, -1, -1, size)
+        _record_error(0, NO_ADDR, -1, -1, size)
         raise InvalidSizeError("numslab.jit: kmalloc size not in 0..4 MiB")
     if size <= 8192:
         for i in range(NR_KMALLOC):
@@ -527,7 +530,7 @@ def kfree_bulk(h, nr, objs, cpu=0):
     st = _state(h, cpu)
     err = ops.free_bulk(st, NIL, cpu, nr, _checked_array(objs, nr))
     if err == E_ARRAY_PLACE:
-        _raise(err, -1, -1, -1, errors.NO_VALUE, address(st))
+        _raise(err, NO_ADDR, -1, -1, errors.NO_VALUE, address(st))
     if err:
         i = -err // E_AT
         _raise_kfree(st, err, objs[i], i)
@@ -554,13 +557,13 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0)
     if ratio > 100 or ratio < -1:
-        _record_error(address(st), -1, cache, -1, ratio)
+        _record_error(address(st), NO_ADDR, cache, -1, ratio)
         raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
                                "defrag_used_ratio)")
     room = min(old.shape[0], new.shape[0])
     po, pn = _out_array(old), _out_array(new)
     if _compact_array_bad(st, cache, room, po) or _compact_array_bad(st, cache, room, pn):
-        _raise(E_ARRAY_PLACE, -1, cache, -1, errors.NO_VALUE, address(st))
+        _raise(E_ARRAY_PLACE, NO_ADDR, cache, -1, errors.NO_VALUE, address(st))
     got = defrag.compact(st, cache, cpu, ratio, room, po, pn)
     if got < 0:
         g = st.g

@@ -35,8 +35,8 @@ from ..engine.native import wait_for_engine
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
 from ..engine.sheaves import init_percpu_sheaves
 from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as BadArg,
-                      InvalidSizeError, NotPicklableError, SlabCorruptionError, SlabError,
-                      WrongTypeError)
+                      InvalidSizeError, NotPicklableError, OutOfMemoryError,
+                      SlabCorruptionError, SlabError, WrongTypeError)
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE,
                      SLAB_VALID_FLAGS, __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
@@ -227,7 +227,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         for c in self.kmalloc_caches:           # bootstrap_kmalloc_sheaves: kmalloc works now
             if self.state.ca[c._id, CA_SHEAF_CAPACITY] and init_percpu_sheaves(self._st, c._id,
                                                                                self._cpu()):
-                raise MemoryError("SlabAllocator: no memory for the kmalloc caches' sheaves")
+                raise OutOfMemoryError("SlabAllocator: no memory for the kmalloc caches' sheaves")
         self._gate = None
         if not self._debug_on:
             gate.install(self, SlabAllocator, KmemCache)    # hot calls through the C gate
@@ -331,6 +331,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             size, align, flags, sheaf_capacity = (as_int(size), as_int(align), as_int(flags),
                                                   as_int(sheaf_capacity))
             freeptr_offset = as_int(freeptr_offset)
+            for what, v in (("size", size), ("align", align), ("sheaf_capacity", sheaf_capacity),
+                            ("freeptr_offset", 0 if freeptr_offset is None else freeptr_offset)):
+                if type(v) is not int:          # (True was a size of 1; 64.0 "not in 1..")
+                    raise WrongTypeError(f"kmem_cache_create({name}): {what} {v!r} is not an "
+                                         f"int")
             if not isinstance(flags, int) or flags & ~SLAB_VALID_FLAGS:
                 raise BadArg(f"kmem_cache_create({name}): unknown flags {flags!r:}")
             flags = self._slab_debug_of(name, flags)
@@ -410,7 +415,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 ops.cache_release(self._st, cid, self._cpu())
                 ca[cid] = 0
                 del self._caches[cid]
-                raise MemoryError(f"kmem_cache_create({name}): no memory for the per-CPU sheaves")
+                raise OutOfMemoryError(f"kmem_cache_create({name}): no memory for the per-CPU "
+                                       f"sheaves")
             return cache
 
     def save(self, path: str) -> None:

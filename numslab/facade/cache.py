@@ -23,8 +23,8 @@ from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, par
                             per_node)
 from ..geometry import get_order
 from ..errors import (BadAddressError, InvalidArgumentError, InvalidSizeError,
-                      NotPicklableError, WrongCacheError, WrongTypeError)
-from .args import fixed
+                      NotPicklableError, OutOfMemoryError, WrongCacheError, WrongTypeError)
+from .args import check_gfp, fixed
 from .defragapi import MovableCache
 
 #: ``count_partial_free_approx`` scans at most this many partial slabs of a node.
@@ -105,15 +105,17 @@ class KmemCache(MovableCache):
         return objs[(live == 1) & (own == 0)].astype(np.int64)
 
     # --- geometry ---------------------------------------------------------------------------
-    object_size = property(lambda self: int(self._row[CA_OBJECT_SIZE]),
-                           doc="Bytes of the object the user asked for.")
-    slab_size = property(lambda self: int(self._row[CA_SIZE]),
-                         doc="Stride between objects (``s->size``).")
+    object_size = fixed("object_size", "Bytes of the object the user asked for.",
+                        read=lambda self: int(self._row[CA_OBJECT_SIZE]))
+    slab_size = fixed("slab_size", "Stride between objects (``s->size``).",
+                      read=lambda self: int(self._row[CA_SIZE]))
     size = slab_size
-    align = property(lambda self: int(self._row[CA_ALIGN]), doc="Object alignment.")
-    order = property(lambda self: int(self._row[CA_ORDER]), doc="Slab page order.")
-    objs_per_slab = property(lambda self: int(self._row[CA_OBJECTS]),
-                             doc="Objects in a slab of ``order``.")
+    align = fixed("align", "Object alignment.",
+                  read=lambda self: int(self._row[CA_ALIGN]))
+    order = fixed("order", "Slab page order.",
+                  read=lambda self: int(self._row[CA_ORDER]))
+    objs_per_slab = fixed("objs_per_slab", "Objects in a slab of ``order``.",
+                          read=lambda self: int(self._row[CA_OBJECTS]))
 
     @property
     def min_partial(self) -> int:
@@ -158,10 +160,10 @@ class KmemCache(MovableCache):
         row[CA_CPU_PARTIAL_SLABS] = ((2 * int(n) & 0xFFFFFFFF) + objs - 1 & 0xFFFFFFFF) // objs
         flush_all(sa._st, self._id)
 
-    sheaf_capacity = property(lambda self: int(self._row[CA_SHEAF_CAPACITY]),
-                              doc="Objects per per-CPU sheaf (0: the cache has none).")
-    offset = property(lambda self: int(self._row[CA_OFFSET]),
-                      doc="Byte offset of the free pointer inside a free object.")
+    sheaf_capacity = fixed("sheaf_capacity", "Objects per per-CPU sheaf (0: the cache has none).",
+                           read=lambda self: int(self._row[CA_SHEAF_CAPACITY]))
+    offset = fixed("offset", "Byte offset of the free pointer inside a free object.",
+                   read=lambda self: int(self._row[CA_OFFSET]))
 
     @property
     def random_seq(self) -> np.ndarray | None:
@@ -177,12 +179,12 @@ class KmemCache(MovableCache):
         off = int(self._row[CA_RSEQ])
         return self._sa.state.rseq.reshape(-1)[off:off + n].copy()
 
-    red_left_pad = property(lambda self: int(self._row[CA_RED_LEFT]),
-                            doc="Left red zone before each object (``s->red_left_pad``, "
-                                "slab_debug Z; 0 otherwise).")
-    inuse = property(lambda self: int(self._row[CA_INUSE]),
-                     doc="``s->inuse``: the object with its right red zone (``/sys`` "
-                         "``object_size`` + red zone).")
+    red_left_pad = fixed("red_left_pad", "Left red zone before each object (``s->red_left_pad``, "
+                         "slab_debug Z; 0 otherwise).",
+                         read=lambda self: int(self._row[CA_RED_LEFT]))
+    inuse = fixed("inuse", "``s->inuse``: the object with its right red zone (``/sys`` "
+                  "``object_size`` + red zone).",
+                  read=lambda self: int(self._row[CA_INUSE]))
 
     @property
     def slab_ksize(self) -> int:
@@ -195,12 +197,17 @@ class KmemCache(MovableCache):
             return self.inuse
         return self.slab_size
 
-    debug_flags = property(lambda self: int(self._row[CA_FLAGS]) & SLAB_DEBUG_FLAGS,
-                           doc="The slab_debug flags of the cache (``SLAB_*``; 0: none).")
-    flags = property(lambda self: int(self._row[CA_FLAGS]), doc="SLAB_* flags.")
-    hwcache_align = property(lambda self: int(bool(self.flags & SLAB_HWCACHE_ALIGN)))
-    destroy_by_rcu = property(lambda self: int(bool(self.flags & SLAB_TYPESAFE_BY_RCU)))
-    reclaim_account = property(lambda self: int(bool(self.flags & SLAB_RECLAIM_ACCOUNT)))
+    debug_flags = fixed("debug_flags", "The slab_debug flags of the cache (``SLAB_*``; 0: none).",
+                        read=lambda self: int(self._row[CA_FLAGS]) & SLAB_DEBUG_FLAGS)
+    flags = fixed("flags", "SLAB_* flags.",
+                  read=lambda self: int(self._row[CA_FLAGS]))
+    hwcache_align = fixed("hwcache_align", "1 if the objects are aligned to cache lines "
+                          "(SLAB_HWCACHE_ALIGN).",
+                          read=lambda self: int(bool(self.flags & SLAB_HWCACHE_ALIGN)))
+    destroy_by_rcu = fixed("destroy_by_rcu", "1 for a SLAB_TYPESAFE_BY_RCU cache.",
+                           read=lambda self: int(bool(self.flags & SLAB_TYPESAFE_BY_RCU)))
+    reclaim_account = fixed("reclaim_account", "1 for a SLAB_RECLAIM_ACCOUNT cache.",
+                            read=lambda self: int(bool(self.flags & SLAB_RECLAIM_ACCOUNT)))
 
     @property
     def remote_node_defrag_ratio(self) -> int:
@@ -426,10 +433,11 @@ class KmemCache(MovableCache):
 
     # --- Pythonic conveniences -------------------------------------------------------------
     def alloc(self, gfp: int = GFP_KERNEL) -> int:
-        """Allocate one object; raise MemoryError when memory is exhausted."""
+        """Allocate one object; raise ``OutOfMemoryError`` (a ``MemoryError``) when memory is
+        exhausted."""
         addr = self._sa.kmem_cache_alloc(self, gfp)
         if not addr:
-            raise MemoryError(f"{self.name}: out of memory")
+            raise OutOfMemoryError(f"{self.name}: out of memory")
         return addr
 
     def free(self, addr: int) -> None:
@@ -449,18 +457,19 @@ class KmemCache(MovableCache):
         return entry[1] if entry is not None else 0
 
     def alloc_bulk(self, n: int, gfp: int = GFP_KERNEL) -> np.ndarray:
-        """``n`` objects as a new int64 array; raise MemoryError (taking nothing) if they
-        cannot all be had."""
+        """``n`` objects as a new int64 array; raise ``OutOfMemoryError`` (a ``MemoryError``),
+        taking nothing, if they cannot all be had."""
         if type(n) is not int and not isinstance(n, np.integer) or isinstance(n, bool) \
                 or n < 0:
             raise InvalidSizeError(f"{self.name}.alloc_bulk: {n!r} is not a count of objects")
+        gfp = check_gfp(gfp, f"{self.name}.alloc_bulk")    # (n == 0 too, as the kernel's API)
         most = self._sa.nr_pages * 4096 // self.slab_size
         if n > most:
-            raise MemoryError(f"{self.name}: cannot allocate {n} objects: the arena holds at "
+            raise OutOfMemoryError(f"{self.name}: cannot allocate {n} objects: the arena holds at "
                               f"most {most}")
         out = np.empty(n, np.int64)
         if n and not self._sa.kmem_cache_alloc_bulk(self, gfp, n, out):
-            raise MemoryError(f"{self.name}: cannot allocate {n} objects")
+            raise OutOfMemoryError(f"{self.name}: cannot allocate {n} objects")
         return out
 
     def free_bulk(self, addrs: np.ndarray) -> None:

@@ -161,9 +161,14 @@ def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
                         f"{type(source).__name__}")
     else:
         try:
-            data = json.loads(load_bytes(source))
-        except (OSError, ValueError, SlabError) as e:
-            raise SlabError(f"snapshot {source}: cannot read it as JSON ({e})") from None
+            raw = load_bytes(source)
+        except (OSError, SlabError) as e:       # (the reader's text names a trace)
+            reason = str(e).replace(f"cannot read trace {source}: ", "")
+            raise SlabError(f"snapshot {source}: cannot read it ({reason})") from None
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise SlabError(f"snapshot {source}: not JSON ({e})") from None
     caches = data.get("caches") if isinstance(data, dict) else None
     if not isinstance(caches, list):
         raise SlabError(f"snapshot {source}: no 'caches' list")

@@ -27,7 +27,7 @@ from ..engine.native import jit_rt as jit   # this code creates arrays: Numba ru
 from ..engine.layout import PG_LARGE
 from ..engine.kmalloc import kmalloc_cache_name
 from ..facade.allocator import SlabAllocator
-from ..errors import CacheLeakError
+from ..errors import CacheLeakError, OutOfMemoryError
 from ..flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, kmalloc_cache_size
@@ -712,8 +712,9 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
         stop = min(n, start + step)
         table = _rx_chunk(*args, start, stop, batch, link, timeout, table, st, ws)
         if st[S_ERR]:
-            raise MemoryError(f"the allocator ran out of memory for {_ERRORS[int(st[S_ERR])]} "
-                              f"after {int(st[S_PACKETS])} packets; give it more memory")
+            raise OutOfMemoryError(f"the allocator ran out of memory for "
+                                   f"{_ERRORS[int(st[S_ERR])]} after {int(st[S_PACKETS])} "
+                                   f"packets; give it more memory")
         if progress is not None:
             progress(stop - start)
     elapsed = time.perf_counter() - t0

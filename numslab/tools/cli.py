@@ -188,8 +188,10 @@ def _main(argv: list[str] | None) -> int:
     if args.cmd != "bench":
         return labcli.run(args)
     if args.plot:                       # before minutes of measuring, not after
+        if args.where == "none":
+            b.error("--plot draws the bulk tables, which --where none leaves out")
         try:
-            labcli.check_plot(args.plot)
+            written = labcli.check_plot(args.plot)
         except SlabError as e:
             b.error(f"{e} (or numslab's bench or test extra)" if "needs matplotlib" in str(e)
                     else str(e))
@@ -220,7 +222,7 @@ def _main(argv: list[str] | None) -> int:
         print()
     if args.plot and tables:
         plot(tables, sizes, args.plot)
-        print(f"plot written to {args.plot}")
+        print(f"plot written to {written}")
     return 0
 
 

@@ -153,9 +153,10 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
-def check_plot(path: str) -> None:
+def check_plot(path: str) -> str:
     """Refuse, before any work, a ``--plot`` file matplotlib cannot write: matplotlib
-    missing, a folder that does not exist, a format it does not draw (``SlabError``)."""
+    missing, a folder that does not exist, a format it does not draw (``SlabError``). The
+    file it will write: ``path``, with ``.png`` added when it has no suffix."""
     try:
         import matplotlib  # noqa: F401
         from matplotlib.figure import Figure
@@ -169,12 +170,13 @@ def check_plot(path: str) -> None:
     if ext and ext not in kinds:                    # no suffix: matplotlib writes a png
         raise SlabError(f"--plot {path}: matplotlib draws {', '.join(sorted(kinds))}, not "
                         f"{ext!r}")
+    return path if ext else path + ".png"
 
 
 def _replay(args: argparse.Namespace) -> int:
     """``numslab replay``."""
     if args.plot:
-        check_plot(args.plot)
+        written = check_plot(args.plot)
     res = replay(args.trace, snapshot=args.snapshot, kernel=args.kernel, cpus=args.cpus,
                  nodes=args.nodes, policy=args.policy, compare=args.compare,
                  skip_bad=args.skip_bad, samples=args.samples, every=args.every,
@@ -192,5 +194,5 @@ def _replay(args: argparse.Namespace) -> int:
     if args.plot:
         plot_results(results, args.plot)
         if not args.json:
-            print(f"plot written to {args.plot}")
+            print(f"plot written to {written}")
     return 0
