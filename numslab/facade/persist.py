@@ -21,6 +21,7 @@ from ..errors import SlabError, WrongTypeError
 from ..geometry import MAX_OBJS_PER_PAGE
 from . import threads
 from .cache import KmemCache
+from .loadcheck import Structure, made_with
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -144,11 +145,13 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
         raise SlabError(f"load: {path}: its state's header does not fit the machine it "
                         f"describes")
     address = int(sa._buf[H_MEM])
+    made = made_with(sa)                        # (before the loaded state overwrites it)
     sa._buf[:] = state                          # in place: the gate and units hold pointers
     sa._buf[H_MEM] = address
     sa.memory[:] = arena
     pages[used] = shadow
     _check_links(sa, path)
+    Structure(sa, made, path).run()
     threads.register(sa)                        # NO_SHEAF's size word, whatever was saved
     kmalloc = {c.id for c in sa.kmalloc_caches}
     try:
@@ -214,3 +217,4 @@ def _check_links(sa: "SlabAllocator", path: str | Path) -> None:
     n = int(sa._g[G_NPENDING])
     bad("g[G_NPENDING]", np.array([n]), 0, len(st.pending) + 1, nil=False)
     bad("pending", st.pending[:n] & PENDING_FRAME, 0, npages, nil=False)
+
