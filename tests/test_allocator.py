@@ -762,6 +762,8 @@ def test_load_of_a_damaged_machine_file_is_a_slab_error(kernel, tmp_path):
                with_meta(caches="x"), with_meta(sites=5),         # TypeError
                with_meta(caches=[{"id": 10 ** 6, "name": "q", "dtype": None}]),  # IndexError
                with_meta(caches=[{"id": c.id, "name": "q", "dtype": [["a", "zz"]]}]),
+               with_meta(caches=[{"id": c.id, "name": 10 ** 20, "dtype": None}]),  # no str
+               with_meta(caches=[{"id": c.id, "name": "kmalloc-64", "dtype": None}]),
                {"shadow": None, "shadow_pages": None},            # UnboundLocalError
                {"shadow_pages": z["shadow_pages"].astype(float)},  # IndexError
                {"state": np.array(["a"] * len(z["state"]))}]       # ValueError
@@ -970,6 +972,10 @@ def test_load_refuses_a_word_compiled_code_follows_without_a_bound(kernel, tmp_p
         ({at(L.F_SL_FREELIST, part): -2 ** 63}, {},
          rf"sl_freelist\[{part}\] is -9223372036854775808, not 0 nor an object of its slab"),
         ({at(L.F_SL_CACHE, nonslab): a}, {}, rf"sl_cache\[{nonslab}\] is {a}, not NIL"),
+        ({at(L.F_SL_FREELIST, part): 0}, {},        # (6.18: a destroy then hung)
+         rf"sl_freelist\[{part}\] is 0, but its slab has objects not in use"),
+        ({at(L.F_SL_INUSE, part): int(st.sl_objects[part])}, {},
+         rf"sl_inuse\[{part}\] is \d+, not below its \d+ objects: a full slab on a node"),
         ({at(L.F_PG_ORDER, slab): L.NIL}, {}, rf"pg_order\[{slab}\] is -1, not the order"),
         ({at(L.F_PG_NEXT, tail): part}, {}, rf"pg_next\[{tail}\] is {part}, not a frame on "
          r"no list before \(a loop"),
@@ -1575,6 +1581,24 @@ def test_threads_lose_no_kfree_rcu_to_a_grace_period_that_runs_meanwhile(kernel)
             sa.validate()
     finally:
         sys.setswitchinterval(old)
+
+
+def test_ksize_of_a_large_kmalloc_waiting_for_kfree_rcu_is_a_bad_address(sa, tmp_path):
+    """``ksize`` of a large kmalloc on the ``kfree_rcu`` list let a KeyError escape (its head
+    names no cache), and so did ``load`` of a file listing it twice (its digest recomputed:
+    a fuzzing helper's case); both are a BadAddressError now."""
+    p = sa.kmalloc(20000)
+    sa.kfree_rcu(p)
+    with pytest.raises(numslab.BadAddressError, match="waiting for an RCU grace period"):
+        sa.ksize(p)
+    sa.save(tmp_path / "m.npz")
+    z = dict(np.load(tmp_path / "m.npz"))
+    meta = json.loads(str(z["meta"]))
+    meta["rcu_pending"] *= 2
+    _save_signed(tmp_path / "bad.npz", {**z, "meta": np.array(json.dumps(meta))})
+    with pytest.raises(numslab.BadAddressError, match="load: .* waiting for an RCU grace"):
+        numslab.SlabAllocator.load(tmp_path / "bad.npz")
+    sa.synchronize_rcu()
 
 
 def test_a_loaded_machine_keeps_the_kfree_rcu_objects_waiting(sa, tmp_path):

@@ -250,6 +250,9 @@ class Structure:
         ok = (fl == 0) | ((off >= 0) & (off % ca[:, CA_SIZE] == 0) &
                           (off // ca[:, CA_SIZE] < objs))
         self.first("sl_freelist", fl, ok, "not 0 nor an object of its slab", heads)
+        inuse = st.sl_inuse[heads]
+        self.first("sl_freelist", fl, (fl != 0) | (inuse == objs), "but its slab has objects "
+                   "not in use (sl_inuse below sl_objects)", heads)
 
     def walk(self, word: str, pfn: int, member: Any, back: bool = True) -> list[int]:
         """The frames of the list whose first frame ``pfn`` is word ``word``, linked through
@@ -313,6 +316,7 @@ class Structure:
         marked and linked both ways, its count and tail right; on a sorted cache, in bucket
         order with the right bucket heads, and nowhere else marked sorted."""
         st, ppn, cache = self.st, self.ppn, self.st.sl_cache.tolist()
+        inuse, objects = st.sl_inuse.tolist(), st.sl_objects.tolist()
         for c in np.flatnonzero(st.ca[:, CA_ACTIVE]).tolist():
             srt = bool(st.ca[c, CA_PARTIAL_ORDER])
             for node in range(self.sa.nr_nodes):
@@ -326,11 +330,16 @@ class Structure:
                 row = st.node[c, node]
                 got = self.walk(f"node[{c}, {node}, N_PARTIAL_HEAD]",
                                 int(row[N_PARTIAL_HEAD]), member)
-                if row[N_PARTIAL_TAIL] != (got[-1] if got else NIL) or \
-                        row[N_NR_PARTIAL] != len(got):
-                    self.fail(f"node[{c}, {node}, N_PARTIAL_TAIL or N_NR_PARTIAL]",
-                              row[N_NR_PARTIAL], f"not the {len(got)} slabs of its list "
-                              f"ending at {got[-1] if got else NIL}")
+                for p in got:
+                    if inuse[p] >= objects[p]:
+                        self.fail(f"sl_inuse[{p}]", inuse[p], f"not below its {objects[p]} "
+                                  f"objects: a full slab on a node partial list")
+                if row[N_PARTIAL_TAIL] != (got[-1] if got else NIL):
+                    self.fail(f"node[{c}, {node}, N_PARTIAL_TAIL]", row[N_PARTIAL_TAIL],
+                              f"not {got[-1] if got else NIL}, the last slab of its list")
+                if row[N_NR_PARTIAL] != len(got):
+                    self.fail(f"node[{c}, {node}, N_NR_PARTIAL]", row[N_NR_PARTIAL],
+                              f"not {len(got)}, the slabs on its list")
                 if srt:
                     self.buckets(c, node, got)
 

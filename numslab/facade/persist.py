@@ -20,6 +20,7 @@ from ..engine.native import wait_for_engine
 from ..errors import SlabError, WrongTypeError
 from ..geometry import MAX_OBJS_PER_PAGE
 from . import threads
+from .args import check_cache_name
 from .cache import KmemCache
 from .loadcheck import Structure, made_with
 
@@ -161,7 +162,8 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
             if type(c["id"]) is not int or not 0 <= c["id"] < len(sa.state.ca):
                 raise ValueError(f"cache id {c['id']!r}")
             dtype = None if c["dtype"] is None else np.dtype([tuple(f) for f in c["dtype"]])
-            sa._caches.add(KmemCache(sa, c["id"], c["name"], None, dtype))
+            name = check_cache_name(c["name"], sa._caches.names)     # (a str, unique)
+            sa._caches.add(KmemCache(sa, c["id"], name, None, dtype))
         sa._site_names = [str(site) for site in meta["sites"]]  # slab_debug U's call sites
     except (KeyError, TypeError, ValueError) as e:
         raise SlabError(f"load: {path}: its caches or sites are not readable "
