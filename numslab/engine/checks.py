@@ -2,21 +2,20 @@
 which walks every slab and list and checks the invariants written in ARCHITECTURE.md."""
 from __future__ import annotations
 
-from .layout import (PG_ISOLATED, B_COUNT, B_HEAD, B_NCOLS, C_FREELIST, C_MAIN, C_PARTIAL,
-                     C_RCU_FREE, C_SLAB, C_SPARE, CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD,
-                     G_RCU_TAIL, CA_ACTIVE, CA_FLAGS, CA_FP_KEY, CA_OFFSET, CA_RECIP,
-                     CA_OBJECT_SIZE, CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1,
-                     G_ERR2, KERNEL_NEXT,
-                     N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL, N_NR_SLABS,
-                     N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, P_COUNT,
-                     P_LISTS, PCP_MAX_ORDER, PG_BUDDY, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD,
-                     PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_RCU, PG_SLAB, PG_TAIL, SH_CACHE,
-                     SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _geo,
-                     _node_index, _node_row, _slab_nid, _rcu_next, _shadow)
+from .layout import (PG_ISOLATED, C_FREELIST, C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE,
+                     CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD, G_RCU_TAIL, CA_ACTIVE, CA_FLAGS,
+                     CA_FP_KEY, CA_OFFSET, CA_RECIP, CA_OBJECT_SIZE, CA_RED_LEFT, CA_SIZE,
+                     CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, KERNEL_NEXT, N_BARN_EMPTY,
+                     N_BARN_FULL, N_NR_FULL, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
+                     N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, PG_CPU_PARTIAL, PG_FROZEN,
+                     PG_BUDDY, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_RCU, PG_SLAB,
+                     PG_TAIL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
+                     _cpu_row, _geo, _node_index, _node_row, _slab_nid, _rcu_next, _shadow,
+                     _sheaf_in_reach)
 from ..flags import SLAB_KMALLOC
 from .partialorder import _check_order
 from .native import address, jit, unit, words_at
-from .pages import _page_block, _pcp_row
+from .pages import _page_block, _validate_pages
 from .slablists import _get_fp
 from .stats import live_objects
 
@@ -65,6 +64,7 @@ CORRUPTION = (
     "a frame's compound head is wrong (pg_head: itself for a block's head, the head for its "
     "later frames, NIL for a frame in no allocated block)",
     "a barn's partial sheaf is linked, empty or full, or kept by a generation before next",
+    "a barn's count of full or empty sheaves is not the length of its list",
 )
 
 
@@ -350,6 +350,8 @@ def _count_sheaf(st, cache, sheaf):
     live, not an object of ``cache``, or the sheaf is over capacity."""
     if sheaf == 0:
         return 0
+    if not _sheaf_in_reach(st, sheaf, 0):
+        return 1
     return _count_objects(st, cache, sheaf, st.mem[(sheaf >> 3) + SH_CAPACITY])
 
 
@@ -361,7 +363,8 @@ def _count_objects(st, cache, sheaf, cap):
     cached = st.scratch
     w = sheaf >> 3
     size = mem[w + SH_SIZE]
-    if size < 0 or size > cap or mem[w + SH_CACHE] != cache:
+    if size < 0 or size > cap or mem[w + SH_CACHE] != cache or \
+            not _sheaf_in_reach(st, sheaf, size):
         return 1
     for i in range(size):
         obj = mem[w + SH_OBJECTS + i]
@@ -374,6 +377,19 @@ def _count_objects(st, cache, sheaf, cap):
             return 1
         cached[head] += 1
     return 0
+
+
+@jit
+def _slab_fits(st, cache, slab):
+    """Whether the objects of ``slab`` (its cache's geometry, its count) lie in its block and
+    its block in the machine: ``validate`` walks a slab only then."""
+    order = st.pg_order[slab]
+    n = st.sl_objects[slab]
+    size = _ca(st, cache, CA_SIZE)
+    red = _ca(st, cache, CA_RED_LEFT)
+    return 0 <= order < NR_ORDERS and slab + (1 << order) <= st.npages and 0 <= n < 1 << 15 \
+        and 8 <= size <= 4096 << (NR_ORDERS - 1) and 0 <= _ca(st, cache, CA_OFFSET) <= size - 8 \
+        and 0 <= red < size and n * size <= 4096 << order     # (s->size holds the red_left_pad)
 
 
 @jit
@@ -398,7 +414,8 @@ def _validate_cache(st, cache):
         c = _cpu_row(st, cache, cpu)
         slab = cpt[c + C_SLAB]
         if slab != NIL:
-            if (flags[slab] & (PG_SLAB | PG_FROZEN)) != (PG_SLAB | PG_FROZEN) \
+            if not 0 <= slab < npages or not _slab_fits(st, cache, slab) \
+                    or (flags[slab] & (PG_SLAB | PG_FROZEN)) != (PG_SLAB | PG_FROZEN) \
                     or owner[slab] != cache or flags[slab] & (PG_NODE_PARTIAL | PG_CPU_PARTIAL):
                 return _corrupt(st, 0, slab)
             n = _walk_freelist(st, cache, slab, cpt[c + C_FREELIST])
@@ -410,7 +427,8 @@ def _validate_cache(st, cache):
         slab = cpt[c + C_PARTIAL]
         k = 0
         while slab != NIL:
-            if flags[slab] & (PG_SLAB | PG_CPU_PARTIAL | PG_FROZEN | PG_NODE_PARTIAL) \
+            if not 0 <= slab < npages \
+                    or flags[slab] & (PG_SLAB | PG_CPU_PARTIAL | PG_FROZEN | PG_NODE_PARTIAL) \
                     != (PG_SLAB | PG_CPU_PARTIAL) or owner[slab] != cache:
                 return _corrupt(st, 4, slab)
             k += 1
@@ -430,27 +448,38 @@ def _validate_cache(st, cache):
     k = 0
     while sheaf:
         k += 1
+        if not _sheaf_in_reach(st, sheaf, 0):
+            return _corrupt(st, 16, sheaf)
         if mem[(sheaf >> 3) + SH_CACHE] == cache and _count_objects(
                 st, cache, sheaf, _ca(st, cache, CA_SHEAF_CAPACITY)):
             return _corrupt(st, 14, sheaf)
         sheaf = _rcu_next(st, sheaf, k)  # (a bad link: _validate_rcu_list reports it)
     for node in range(st.nnodes):
         r = _node_row(st, cache, node)
-        for col in (N_BARN_FULL, N_BARN_EMPTY):
+        for col in (N_BARN_FULL, N_BARN_EMPTY):     # (each list's count two columns on)
             sheaf = nd[r + col]
+            k = 0
             while sheaf:
+                k += 1
+                if k > nd[r + col + N_NR_FULL - N_BARN_FULL]:
+                    return _corrupt(st, 21, node)
                 if _count_sheaf(st, cache, sheaf):
                     return _corrupt(st, 14, sheaf)
                 sheaf = mem[(sheaf >> 3) + SH_NEXT]
+            if k != nd[r + col + N_NR_FULL - N_BARN_FULL]:
+                return _corrupt(st, 21, node)
         sheaf = st.barn_partial[_node_index(st, cache, node)]
-        if sheaf and (st.kernel < KERNEL_NEXT or mem[(sheaf >> 3) + SH_NEXT] or not 0 < mem[
-                (sheaf >> 3) + SH_SIZE] < _ca(st, cache, CA_SHEAF_CAPACITY)):
+        if sheaf and (st.kernel < KERNEL_NEXT or not _sheaf_in_reach(st, sheaf, 0)
+                      or mem[(sheaf >> 3) + SH_NEXT] or not 0 < mem[(sheaf >> 3) + SH_SIZE]
+                      < _ca(st, cache, CA_SHEAF_CAPACITY)):
             return _corrupt(st, 20, sheaf)
         if _count_sheaf(st, cache, sheaf):
             return _corrupt(st, 14, sheaf)
     sheaf = _ca(st, cache, CA_USER_SHEAVES)
+    k = 0
     while sheaf:
-        if _count_sheaf(st, cache, sheaf):
+        k += 1                          # (a sheaf is 64 bytes at least: a loop stops)
+        if k > npages << 6 or _count_sheaf(st, cache, sheaf):
             return _corrupt(st, 14, sheaf)
         sheaf = mem[(sheaf >> 3) + SH_NEXT]
     size = _ca(st, cache, CA_SIZE)
@@ -462,7 +491,8 @@ def _validate_cache(st, cache):
         prev = NIL
         on_list = 0
         while slab != NIL:
-            if flags[slab] & (PG_SLAB | PG_NODE_PARTIAL | PG_FROZEN | PG_CPU_PARTIAL) \
+            if not 0 <= slab < npages \
+                    or flags[slab] & (PG_SLAB | PG_NODE_PARTIAL | PG_FROZEN | PG_CPU_PARTIAL) \
                     != (PG_SLAB | PG_NODE_PARTIAL) or owner[slab] != cache \
                     or prv[slab] != prev or _slab_nid(st, slab) != node:
                 return _corrupt(st, 5, slab)
@@ -481,6 +511,8 @@ def _validate_cache(st, cache):
             f = flags[slab]
             if not (f & PG_HEAD and f & PG_SLAB and owner[slab] == cache):
                 continue
+            if not _slab_fits(st, cache, slab):
+                return _corrupt(st, 7, slab)
             if f & PG_NODE_PARTIAL:
                 on_list -= 1
             if f & PG_CPU_PARTIAL:
@@ -512,74 +544,6 @@ def _validate_cache(st, cache):
         return _corrupt(st, 4, cache)
     if live_total != live_objects(st, cache):
         return _corrupt(st, 11, cache)
-    return 0
-
-
-@jit
-def _validate_pages(st):
-    """Check the buddy free lists and the per-CPU page lists: links, marks, counts and that
-    no free block overlaps an allocated one. 0 or E_CORRUPT."""
-    flags = st.pg_flags
-    pord = st.pg_order
-    nxt = st.pg_next
-    prv = st.pg_prev
-    bd = st.buddy
-    pcp = st.pcp
-    ppn = st.pages_per_node
-    heads = st.pg_head
-    pfn = 0
-    while pfn < st.npages:                      # compound heads: every allocated block's
-        if flags[pfn] & PG_HEAD:                # frames name its head, no other frame one
-            order = pord[pfn]
-            if heads[pfn] != pfn or not 0 <= order < NR_ORDERS or pfn + (1 << order) > st.npages:
-                return _corrupt(st, 19, pfn)
-            for t in range(pfn + 1, pfn + (1 << order)):
-                if heads[t] != pfn or not flags[t] & PG_TAIL:
-                    return _corrupt(st, 19, t)
-            pfn += 1 << order
-        else:
-            if heads[pfn] != NIL or flags[pfn] & PG_TAIL:
-                return _corrupt(st, 19, pfn)
-            pfn += 1
-    for node in range(st.nnodes):
-        for order in range(NR_ORDERS):
-            row = (node * NR_ORDERS + order) * B_NCOLS
-            pfn = bd[row + B_HEAD]
-            prev = NIL
-            k = 0
-            while pfn != NIL:
-                if flags[pfn] != PG_BUDDY or pord[pfn] != order or prv[pfn] != prev \
-                        or pfn // ppn != node or (pfn - node * ppn) & ((1 << order) - 1):
-                    return _corrupt(st, 12, pfn)
-                for t in range(pfn + 1, pfn + (1 << order)):
-                    if flags[t] != 0:
-                        return _corrupt(st, 12, t)
-                k += 1
-                prev = pfn
-                pfn = nxt[pfn]
-            if k != bd[row + B_COUNT]:
-                return _corrupt(st, 12, node)
-    for cpu in range(st.ncpus):                 # the per-CPU page lists
-        for node in range(st.nnodes):
-            row = _pcp_row(st, cpu, node)
-            pages = 0
-            for order in range(PCP_MAX_ORDER + 1):
-                pfn = pcp[row + P_LISTS + 2 * order]
-                prev = NIL
-                while pfn != NIL:
-                    if flags[pfn] != PG_PCP or pord[pfn] != order or prv[pfn] != prev \
-                            or pfn // ppn != node or (pfn - node * ppn) & ((1 << order) - 1):
-                        return _corrupt(st, 12, pfn)
-                    for t in range(pfn + 1, pfn + (1 << order)):
-                        if flags[t] != 0:
-                            return _corrupt(st, 12, t)
-                    pages += 1 << order
-                    prev = pfn
-                    pfn = nxt[pfn]
-                if prev != pcp[row + P_LISTS + 2 * order + 1]:
-                    return _corrupt(st, 12, node)
-            if pages != pcp[row + P_COUNT]:
-                return _corrupt(st, 12, node)
     return 0
 
 
@@ -727,7 +691,8 @@ def _validate(st, cache):
             if err:
                 st.g[G_ERR2] = c
                 return err
-    return _validate_pages(st)
+    what = _validate_pages(st)
+    return _corrupt(st, what, st.g[G_ERR1]) if what else 0
 
 
 @jit

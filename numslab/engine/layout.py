@@ -417,6 +417,16 @@ def _rcu_next(st, sheaf, k):
 
 
 @native.jit(inline=True)
+def _sheaf_in_reach(st, sheaf, n):
+    """Whether the words of a sheaf at handle ``sheaf`` up to ``objects[n]`` lie in the shadow
+    half: ``validate`` reads a sheaf only then (it meets words set wrong by other means; a
+    loaded file's sheaves were checked by ``load``)."""
+    shadow = _shadow(st)
+    return shadow < sheaf < 2 * shadow and not sheaf & 7 and \
+        0 <= n <= ((2 * shadow - sheaf) >> 3) - SH_OBJECTS
+
+
+@native.jit(inline=True)
 def _slab_nid(st, slab):
     """NUMA node of the slab whose head frame is ``slab`` (no division on one node: a
     64-bit divide costs more than the rest of a fast path)."""

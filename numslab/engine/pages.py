@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from numba import types
 
-from .layout import (B_COUNT, B_HEAD, B_NCOLS, NIL, NR_ORDERS, P_BATCH, P_COUNT,
+from .layout import (B_COUNT, B_HEAD, B_NCOLS, G_ERR1, NIL, NR_ORDERS, P_BATCH, P_COUNT,
                      P_FREE_FACTOR, P_HIGH, P_LISTS, P_NCOLS, PCP_MAX_ORDER, PG_BUDDY, PG_HEAD,
                      PG_PCP, PG_RESERVED, PG_TAIL)
 from .native import address, jit, unit
@@ -374,7 +374,8 @@ def _page_block(st, pfn):
         return pfn, st.pg_order[pfn], f
     if f & PG_TAIL:
         h = st.pg_head[pfn]
-        return h, st.pg_order[h], flags[h]
+        if 0 <= h < st.npages:          # (a head set wrong is not followed: NIL)
+            return h, st.pg_order[h], flags[h]
     return NIL, NIL, f
 
 
@@ -439,3 +440,85 @@ def release_free_blocks(st, min_order, advice):
         else:
             pfn += 1
     return total
+
+
+# ---- validate's part: the page allocator's invariants --------------------------------------
+@jit
+def _bad(st, what, where):
+    """Record where invariant ``what`` broke (G_ERR1); ``what``."""
+    st.g[G_ERR1] = where
+    return what
+
+
+@jit
+def _validate_pages(st):
+    """``validate``'s check of the compound heads, the buddy free lists and the per-CPU page
+    lists: links, marks, counts and that no free block overlaps an allocated one; each link
+    range-checked before it is followed. 0, or the broken invariant's number in
+    ``checks.CORRUPTION`` (12 a page list, 19 a compound head), where in G_ERR1."""
+    flags = st.pg_flags
+    pord = st.pg_order
+    nxt = st.pg_next
+    prv = st.pg_prev
+    bd = st.buddy
+    pcp = st.pcp
+    ppn = st.pages_per_node
+    heads = st.pg_head
+    pfn = 0
+    while pfn < st.npages:                      # compound heads: every allocated block's
+        if flags[pfn] & PG_HEAD:                # frames name its head, no other frame one
+            order = pord[pfn]
+            if heads[pfn] != pfn or not 0 <= order < NR_ORDERS or pfn + (1 << order) > st.npages:
+                return _bad(st, 19, pfn)
+            for t in range(pfn + 1, pfn + (1 << order)):
+                if heads[t] != pfn or not flags[t] & PG_TAIL:
+                    return _bad(st, 19, t)
+            pfn += 1 << order
+        else:
+            if heads[pfn] != NIL or flags[pfn] & PG_TAIL:
+                return _bad(st, 19, pfn)
+            pfn += 1
+    for node in range(st.nnodes):
+        for order in range(NR_ORDERS):
+            row = (node * NR_ORDERS + order) * B_NCOLS
+            pfn = bd[row + B_HEAD]
+            prev = NIL
+            k = 0
+            while pfn != NIL:
+                if not 0 <= pfn < st.npages or k >= st.npages or flags[pfn] != PG_BUDDY \
+                        or pord[pfn] != order or prv[pfn] != prev or pfn // ppn != node \
+                        or (pfn - node * ppn) & ((1 << order) - 1) \
+                        or pfn + (1 << order) > (node + 1) * ppn:
+                    return _bad(st, 12, pfn)
+                for t in range(pfn + 1, pfn + (1 << order)):
+                    if flags[t] != 0:
+                        return _bad(st, 12, t)
+                k += 1
+                prev = pfn
+                pfn = nxt[pfn]
+            if k != bd[row + B_COUNT]:
+                return _bad(st, 12, node)
+    for cpu in range(st.ncpus):                 # the per-CPU page lists
+        for node in range(st.nnodes):
+            row = _pcp_row(st, cpu, node)
+            pages = 0
+            for order in range(PCP_MAX_ORDER + 1):
+                pfn = pcp[row + P_LISTS + 2 * order]
+                prev = NIL
+                while pfn != NIL:
+                    if not 0 <= pfn < st.npages or pages >= st.npages \
+                            or flags[pfn] != PG_PCP or pord[pfn] != order or prv[pfn] != prev \
+                            or pfn // ppn != node or (pfn - node * ppn) & ((1 << order) - 1) \
+                            or pfn + (1 << order) > (node + 1) * ppn:
+                        return _bad(st, 12, pfn)
+                    for t in range(pfn + 1, pfn + (1 << order)):
+                        if flags[t] != 0:
+                            return _bad(st, 12, t)
+                    pages += 1 << order
+                    prev = pfn
+                    pfn = nxt[pfn]
+                if prev != pcp[row + P_LISTS + 2 * order + 1]:
+                    return _bad(st, 12, node)
+            if pages != pcp[row + P_COUNT]:
+                return _bad(st, 12, node)
+    return 0

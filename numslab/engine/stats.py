@@ -31,9 +31,11 @@ def live_objects(st, cache):
         r = _node_row(st, cache, node)
         live += nd[r + N_TOTAL_OBJECTS]
         slab = nd[r + N_PARTIAL_HEAD]
-        while slab != NIL:
+        k = 0
+        while slab != NIL and k < st.npages:    # (a loop set by a stray write stops)
             live -= objects[slab] - inuse[slab]
             slab = nxt[slab]
+            k += 1
         sheaf = nd[r + N_BARN_FULL]
         while sheaf:
             live -= mem[(sheaf >> 3) + SH_SIZE]
@@ -158,7 +160,9 @@ def partial_counts(st, cache, outaddr):
         used = 0
         free = 0
         slab = st.node[_node_row(st, cache, node) + N_PARTIAL_HEAD]
-        while slab != NIL:
+        k = 0
+        while slab != NIL and k < st.npages:    # (a loop set by a stray write stops)
+            k += 1
             used += inuse[slab]
             free += objects[slab] - inuse[slab]
             slab = nxt[slab]
@@ -212,7 +216,7 @@ def partial_list(st, cache, node, rows, outaddr):
     nxt = st.pg_next
     slab = st.node[_node_row(st, cache, node) + N_PARTIAL_HEAD]
     k = 0
-    while slab != NIL:
+    while slab != NIL and k < st.npages:        # (a loop set by a stray write stops)
         if k < rows:
             out[3 * k] = slab << 12
             out[3 * k + 1] = st.sl_inuse[slab]

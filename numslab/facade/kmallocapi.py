@@ -131,7 +131,10 @@ class KmallocAPI:
         if err == checks.E_ALLOCATORS and fn == "ksize":
             return self._caches[int(self.state.sl_cache[self._slab_head(addr)])].object_size
         if err == checks.E_DOUBLE_FREE:
-            owner = self._caches[int(self.state.sl_cache[self._slab_head(addr)])]
+            owner = self._caches.get(int(self.state.sl_cache[self._slab_head(addr)]))
+            if owner is None:               # a large kmalloc waiting on the kfree_rcu list
+                raise BadAddressError(f"{fn}: {addr:#x} is waiting for an RCU grace period "
+                                      f"(kfree_rcu), not an allocation")
             raise BadAddressError(f"{fn}: {addr:#x} is a free object of {owner.name}, not an "
                                   f"allocation")
         if err:

@@ -20,7 +20,9 @@ from ..engine.native import wait_for_engine
 from ..errors import SlabError, WrongTypeError
 from ..geometry import MAX_OBJS_PER_PAGE
 from . import threads
+from .args import check_cache_name
 from .cache import KmemCache
+from .loadcheck import Structure, made_with
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -144,11 +146,13 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
         raise SlabError(f"load: {path}: its state's header does not fit the machine it "
                         f"describes")
     address = int(sa._buf[H_MEM])
+    made = made_with(sa)                        # (before the loaded state overwrites it)
     sa._buf[:] = state                          # in place: the gate and units hold pointers
     sa._buf[H_MEM] = address
     sa.memory[:] = arena
     pages[used] = shadow
     _check_links(sa, path)
+    Structure(sa, made, path).run()
     threads.register(sa)                        # NO_SHEAF's size word, whatever was saved
     kmalloc = {c.id for c in sa.kmalloc_caches}
     try:
@@ -158,7 +162,8 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
             if type(c["id"]) is not int or not 0 <= c["id"] < len(sa.state.ca):
                 raise ValueError(f"cache id {c['id']!r}")
             dtype = None if c["dtype"] is None else np.dtype([tuple(f) for f in c["dtype"]])
-            sa._caches.add(KmemCache(sa, c["id"], c["name"], None, dtype))
+            name = check_cache_name(c["name"], sa._caches.names)     # (a str, unique)
+            sa._caches.add(KmemCache(sa, c["id"], name, None, dtype))
         sa._site_names = [str(site) for site in meta["sites"]]  # slab_debug U's call sites
     except (KeyError, TypeError, ValueError) as e:
         raise SlabError(f"load: {path}: its caches or sites are not readable "
@@ -214,3 +219,4 @@ def _check_links(sa: "SlabAllocator", path: str | Path) -> None:
     n = int(sa._g[G_NPENDING])
     bad("g[G_NPENDING]", np.array([n]), 0, len(st.pending) + 1, nil=False)
     bad("pending", st.pending[:n] & PENDING_FRAME, 0, npages, nil=False)
+
