@@ -358,3 +358,18 @@ def test_a_subarray_dtype_stores_whole_records(sa):
             c.store(a, bad)
     assert_unchanged(sa, snap)
     c.free_bulk(a)
+
+
+def test_a_float_is_not_cut_into_an_integer_record(sa):
+    """A plain integer dtype took a Python float and cut it (``store(a, 1.5)`` stored 1),
+    while ``np.float64(1.5)`` was refused; both are refused now, nothing written."""
+    c = sa.kmem_cache_create("i8", 0, dtype=np.int64)
+    addrs = c.alloc_bulk(3)
+    c.store(addrs, [1, 2, 3])
+    snap = snapshot(sa)
+    for bad in (1.5, [1.5, 2.0, 3.0], 2j, np.float64(1.5)):
+        with pytest.raises(numslab.WrongTypeError):
+            c.store(addrs, bad)
+    assert_unchanged(sa, snap)
+    assert c.records(addrs).tolist() == [1, 2, 3]
+    c.free_bulk(addrs)

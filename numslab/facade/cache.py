@@ -527,6 +527,8 @@ class KmemCache(MovableCache):
         what = getattr(values, "dtype", type(values).__name__)
         if ok:
             try:
+                if plain and base.kind in "iu" and np.asarray(values).dtype.kind in "fc":
+                    raise ValueError("a float for an integer dtype would be cut")  # (1.5: 1)
                 vals = np.asarray(values, dtype=base)
                 if shape and vals.ndim == 0:        # one number for every element
                     vals = np.broadcast_to(vals, shape)
