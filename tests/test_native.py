@@ -695,7 +695,7 @@ def test_a_cfunc_that_reaches_the_engine_is_refused_as_it_compiles():
     from numba import cfunc, types
     from conftest import assert_unchanged, snapshot
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
-    c = sa.kmem_cache_create("cf", 64)
+    sa.kmem_cache_create("cf", 64)
     snap = snapshot(sa)
     handle = numba.typeof(sa.handle)
     sig = types.int64(handle, types.int64)
