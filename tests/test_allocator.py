@@ -1898,3 +1898,16 @@ def test_numpy_integers_make_the_same_machine_and_caches_as_python_ints(kernel):
     assert made[0] == made[1]
     with pytest.raises(numslab.WrongTypeError, match="size np.float64.64.0. is not an int"):
         sa.kmem_cache_create("float", np.float64(64))
+
+
+def test_page_orders_may_be_numpy_integers(sa):
+    """``alloc_pages``/``free_pages`` refused ``np.int64(3)`` with "order np.int64(3) is not
+    in 0..10", which names no real fault (the sizes of kmalloc and krealloc take it)."""
+    a = sa.alloc_pages(np.int64(3))
+    assert a and sa.find(a)["order"] == 3
+    sa.free_pages(np.int64(a), np.int32(3))
+    snap = snapshot(sa)
+    for bad in (True, 3.0, np.float64(3), -1, np.int64(11), "3"):
+        with pytest.raises(numslab.InvalidSizeError, match="is not an integer in 0..10"):
+            sa.alloc_pages(bad)
+    assert_unchanged(sa, snap)

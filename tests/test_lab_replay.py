@@ -393,3 +393,24 @@ def test_a_cpu_past_the_machine_s_limit_names_its_line():
     with pytest.raises(TraceFormatError, match="trace, line 2: CPU 99999999 is past"):
         numslab.replay(trace, progress=False)
     assert numslab.replay(trace, cpus=2, progress=False).replayed == 2
+
+
+def test_odd_arguments_are_numslab_errors_not_python_ones():
+    """Each of these escaped as a plain TypeError, AttributeError, OverflowError, ValueError
+    or KeyError, or (``policy=":"``) replayed a policy '' named ``7.0:cpus=1:``."""
+    trace = "".join(_line("kmem_cache_alloc", 0x100 + i, name="obj", bytes_req=64,
+                          bytes_alloc=64, gfp_flags="GFP_KERNEL", node=-1)
+                    for i in range(20)).encode()
+    for kw in (dict(policy=5), dict(policy=None), dict(compare=[5]), dict(policy=":"),
+               dict(compare="7.0:cpus=99999999999"), dict(cpus=10 ** 11),
+               dict(compare="7.0:shrink:every=\u00b2"), dict(policy="drain=\u00b2"),
+               dict(policy="sheaves=\u00b2")):
+        with pytest.raises(SlabError):
+            numslab.replay(trace, **kw)
+    r = numslab.replay(trace, compare="7.0,6.18")
+    for call in (lambda: r.table(sort="nope"), lambda: r.table(sort=None),
+                 lambda: r.compare_table(top=1.5), lambda: r.compare_table(top=-1)):
+        with pytest.raises(SlabError):
+            call()
+    assert r.table(sort="live_bytes").splitlines()[1].split()[:2] == ["obj", "20"]
+    assert numslab.replay(trace, compare="7.0:cpus=\u0661").config.cpus == 1   # Arabic 1

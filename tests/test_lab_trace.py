@@ -220,6 +220,14 @@ def test_a_missing_file_is_a_clear_error(tmp_path):
         read_trace(tmp_path / "nope.txt")
 
 
+@pytest.mark.parametrize("source", [5, None, 1.5, ["a"]])
+def test_a_source_of_no_readable_type_is_a_wrong_type_error(source):
+    # Path(5) raised a plain TypeError
+    import numslab
+    with pytest.raises(numslab.WrongTypeError, match="not a path, bytes or a binary file"):
+        read_trace(source)
+
+
 def _same(a, b) -> None:
     """Two parses are identical, column by column."""
     for k in ("kind", "line", "cpu", "ts", "ptr", "name", "bytes_req", "bytes_alloc", "gfp",

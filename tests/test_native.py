@@ -684,3 +684,33 @@ def test_units_called_from_python_keep_the_gil():
     from numslab.engine import stats
     fn = stats.live_objects.compile()
     assert fn._flags_ & _ct._FUNCFLAG_PYTHONAPI
+
+
+def test_a_cfunc_that_reaches_the_engine_is_refused_as_it_compiles():
+    """A ``@cfunc`` has a C entry that ctypes and cffi call with the GIL released: four
+    threads calling one that allocates and frees through ``numslab.jit`` corrupted the
+    allocator (``validate``: "inuse + free objects != objects", objects live that nobody
+    held, double frees). It is refused as nogil and parallel callers are, directly or
+    through a helper; a cfunc that only reads the arena (no unit) still compiles."""
+    from numba import cfunc, types
+    from conftest import assert_unchanged, snapshot
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    sa.kmem_cache_create("cf", 64)
+    snap = snapshot(sa)
+    handle = numba.typeof(sa.handle)
+    sig = types.int64(handle, types.int64)
+
+    def direct(h, cid):
+        return numslab.jit.kmem_cache_alloc(h, cid)
+    helper = numba.njit(cache=False)(direct)
+
+    def outer(h, cid):
+        return helper(h, cid)
+    for f in (direct, outer):
+        with pytest.raises(numslab.ConcurrentUseError, match="called from a @cfunc"):
+            cfunc(sig)(f)
+    assert_unchanged(sa, snap)
+    reader = cfunc(sig)(lambda h, cid: numslab.jit.arena(h)[cid])
+    import ctypes
+    call = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)(reader.address)
+    assert call(int(sa.handle), 0) == 0

@@ -333,3 +333,43 @@ def test_store_through_an_address_array_inside_the_objects_it_writes(sa):
     got = c.records(addrs)                                  # (a copy in: nothing written)
     assert (got["a"][1:] == record["a"]).all() and (got["a"][0] == objs).all()
     sa.validate()
+
+
+def test_a_subarray_dtype_stores_whole_records(sa):
+    """A subarray dtype (``(np.int32, 5)``) has no arrays of its own: ``store`` ravelled
+    NumPy's expansion of the values (a scalar became 5 numbers, a record 25), and with that
+    count equal to the addresses' scatter read 20 bytes per address from 4: garbage in the
+    objects, and a segfault for many addresses. Its records are arrays of the base whose
+    last axis is the shape, as ``records`` returns them."""
+    c = sa.kmem_cache_create("sub", 0, dtype=np.dtype((np.int32, 5)))
+    a = c.alloc_bulk(5)
+    c.store(a, 7)                                   # one number for every element
+    assert c.records(a).tolist() == [[7] * 5] * 5
+    c.store(a, [1, 2, 3, 4, 5])                     # one record for all
+    assert c.records(a).tolist() == [[1, 2, 3, 4, 5]] * 5
+    recs = np.arange(25, dtype=np.int32).reshape(5, 5)
+    c.store(a, recs)                                # records() gives back what store takes
+    assert (c.records(a) == recs).all()
+    c.store(a[::-1], c.records(a))
+    assert (c.records(a) == recs[::-1]).all()
+    snap = snapshot(sa)
+    for bad in ([1, 2, 3], recs.astype(np.int64), [[1, 2, 3, 4, 5]] * 2):
+        with pytest.raises((numslab.WrongTypeError, numslab.InvalidSizeError)):
+            c.store(a, bad)
+    assert_unchanged(sa, snap)
+    c.free_bulk(a)
+
+
+def test_a_float_is_not_cut_into_an_integer_record(sa):
+    """A plain integer dtype took a Python float and cut it (``store(a, 1.5)`` stored 1),
+    while ``np.float64(1.5)`` was refused; both are refused now, nothing written."""
+    c = sa.kmem_cache_create("i8", 0, dtype=np.int64)
+    addrs = c.alloc_bulk(3)
+    c.store(addrs, [1, 2, 3])
+    snap = snapshot(sa)
+    for bad in (1.5, [1.5, 2.0, 3.0], 2j, np.float64(1.5)):
+        with pytest.raises(numslab.WrongTypeError):
+            c.store(addrs, bad)
+    assert_unchanged(sa, snap)
+    assert c.records(addrs).tolist() == [1, 2, 3]
+    c.free_bulk(addrs)

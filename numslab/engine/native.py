@@ -37,13 +37,8 @@ from numba.core.ccallback import CFunc, _CFuncCompiler
 from numba.core.dispatcher import Dispatcher
 from numba.core.registry import CPUDispatcher
 from numba.core.targetconfig import _FlagsStack
-from numba.core.typing.templates import (
-    AbstractTemplate,
-    AttributeTemplate,
-    infer_getattr,
-    infer_global,
-    signature,
-)
+from numba.core.typing.templates import (AbstractTemplate, AttributeTemplate, infer_getattr,
+                                         infer_global, signature)
 from numba.extending import (
     intrinsic,
     lower_builtin,
@@ -126,6 +121,8 @@ def _threaded_callers() -> str:
     for flags in reversed(_FlagsStack()._stack):
         if getattr(flags, "release_gil", False):
             return "a nogil=True function"
+        if flags.no_cpython_wrapper and not flags.no_cfunc_wrapper:    # (ctypes, cffi)
+            return "a @cfunc (called from C, it may run without the GIL)"
         par = getattr(flags, "auto_parallel", None)
         if par is not None and getattr(par, "enabled", False):
             return "a parallel=True function (prange)"
@@ -148,14 +145,13 @@ _NUMBA_CALL_TEMPLATE = Dispatcher.get_call_template
 def _call_template_refusing_threads(self: Dispatcher, args: tuple, kws: dict) -> Any:
     """Numba's ``Dispatcher.get_call_template`` (how a jitted caller types a call of a
     jitted function), refusing the call when the caller, or any function whose compile led
-    to it, may run without the GIL (``nogil=True``, ``parallel=True``) and the callee's
-    compiled code reaches numslab's engine: a ``numslab.jit`` function, or a user's helper
-    that calls one, whether compiled for this caller, compiled before for one holding the
-    GIL, or loaded from Numba's cache (Numba reuses those without typing their body again,
-    so the test is on the compiled code). numslab's structures are not safe for concurrent
-    entry, and compiled threads are the only way to enter one allocator twice at once
-    (Python threads and GIL-holding compiled code take turns). Compile time only; the
-    module scan runs only while a nogil or parallel function is being compiled."""
+    to it, may run without the GIL (``nogil=True``, ``parallel=True``, a ``@cfunc``, which
+    ctypes calls without it) and the callee's compiled code reaches numslab's engine: a
+    ``numslab.jit`` function, or a user's helper that calls one, whether compiled for this
+    caller, compiled before for one holding the GIL, or loaded from Numba's cache (Numba
+    reuses those without typing their body again, so the test is on the compiled code).
+    numslab's structures are not safe for concurrent entry (Python threads and GIL-holding
+    compiled code take turns). Compile time only; the scan runs only for those callers."""
     found = _NUMBA_CALL_TEMPLATE(self, args, kws)
     where = _threaded_callers()
     if where:
@@ -168,7 +164,7 @@ def _call_template_refusing_threads(self: Dispatcher, args: tuple, kws: dict) ->
             raise ConcurrentUseError(
                 f"{what} called from {where}: numslab does not support concurrent entry into "
                 f"an allocator from compiled threads yet; call it from functions that hold "
-                f"the GIL (no nogil, no parallel)")
+                f"the GIL (no nogil, no parallel, no cfunc)")
     return found
 
 

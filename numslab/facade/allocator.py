@@ -43,8 +43,8 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
 from . import persist, threads
-from .args import (as_int, check_cache_name, check_gfp, check_max_caches, fixed,
-                   public_caller)
+from .args import (as_int, check_cache_name, check_gfp, check_max_caches, check_order,
+                   fixed, public_caller)
 from .batchapi import BatchAPI
 from .cache import NO_ALLOCATOR, CacheTable, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
@@ -147,12 +147,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     kmalloc_caches = fixed("kmalloc_caches", "The kmalloc caches, smallest first (a new list).",
                            read=lambda sa: [sa._caches[cid] for cid in sa._kmalloc_ids])
 
-    def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1,
-                 memory: int | str = "256M", *, max_caches: int = 256, seed: int = 0,
-                 kernel: str = DEFAULT_KERNEL, freelist_hardened: bool = True,
-                 freelist_random: bool = True, slab_debug: str | None = None, partial_order: str = "kernel") -> None:
-        if nr_cpus is None:
-            nr_cpus = os.cpu_count() or 1
+    def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1, memory: int | str = "256M",
+                 *, max_caches: int = 256, seed: int = 0, kernel: str = DEFAULT_KERNEL,
+                 freelist_hardened: bool = True, freelist_random: bool = True,
+                 slab_debug: str | None = None, partial_order: str = "kernel") -> None:
+        nr_cpus = (os.cpu_count() or 1) if nr_cpus is None else nr_cpus
         nr_cpus, nr_nodes, max_caches = as_int(nr_cpus), as_int(nr_nodes), as_int(max_caches)
         if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
             raise BadArg(f"nr_cpus {nr_cpus!r} is not in 1..4096")
@@ -328,14 +327,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             if kwargs:
                 raise TypeError(f"kmem_cache_create() got unexpected arguments {sorted(kwargs)}")
             check_cache_name(name, self._caches.names)
-            size, align, flags, sheaf_capacity = (as_int(size), as_int(align), as_int(flags),
-                                                  as_int(sheaf_capacity))
-            freeptr_offset = as_int(freeptr_offset)
+            size, align, flags, sheaf_capacity, freeptr_offset = map(
+                as_int, (size, align, flags, sheaf_capacity, freeptr_offset))
             for what, v in (("size", size), ("align", align), ("sheaf_capacity", sheaf_capacity),
                             ("freeptr_offset", 0 if freeptr_offset is None else freeptr_offset)):
                 if type(v) is not int:          # (True was a size of 1; 64.0 "not in 1..")
-                    raise WrongTypeError(f"kmem_cache_create({name}): {what} {v!r} is not an "
-                                         f"int")
+                    raise WrongTypeError(f"kmem_cache_create({name}): {what} {v!r} is not an int")
             if not isinstance(flags, int) or flags & ~SLAB_VALID_FLAGS:
                 raise BadArg(f"kmem_cache_create({name}): unknown flags {flags!r:}")
             flags = self._slab_debug_of(name, flags)
@@ -681,8 +678,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     # ---- pages --------------------------------------------------------------------------------
     def alloc_pages(self, order: int, node: int = -1, gfp: int = GFP_KERNEL) -> int:
         """Allocate ``2**order`` contiguous pages from the buddy allocator; address or 0."""
-        if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
-            raise InvalidSizeError(f"alloc_pages: order {order!r} is not in 0..{MAX_PAGE_ORDER}")
+        order = check_order(order, "alloc_pages")
         node = self._check_node(node)
         cpu = self._cpu()
         pnode = node if node >= 0 else self.cpu_to_node(cpu)
@@ -695,8 +691,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     def free_pages(self, addr: int, order: int) -> None:
         """Free a block from ``alloc_pages``; raises if ``addr``/``order`` do not match one."""
         addr = self._as_addr(addr, "free_pages")
-        if type(order) is not int or not 0 <= order <= MAX_PAGE_ORDER:
-            raise InvalidSizeError(f"free_pages: order {order!r} is not in 0..{MAX_PAGE_ORDER}")
+        order = check_order(order, "free_pages")
         err = free_block_checked(self._st, self._cpu(), addr, order, 0)
         if err == -2:
             raise InvalidSizeError(f"free_pages: block at {addr:#x} is not of order {order}")

@@ -9,7 +9,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import FixedAttributeError, InvalidArgumentError, WrongTypeError
+from ..errors import (FixedAttributeError, InvalidArgumentError, InvalidSizeError,
+                      WrongTypeError)
+from ..geometry import MAX_PAGE_ORDER
 
 
 def check_gfp(gfp: Any, fn: str) -> int:
@@ -26,6 +28,15 @@ def as_int(value: Any) -> Any:
     """``value`` as a Python int if it is a NumPy integer (the checks after it then read it as
     any int); anything else unchanged, for those checks to refuse."""
     return int(value) if isinstance(value, np.integer) else value
+
+
+def check_order(order: Any, fn: str) -> int:
+    """``order`` if it is a page order: an int or a NumPy integer (not a bool) in
+    0..MAX_PAGE_ORDER (np.int64(0) was refused as "not in 0..10")."""
+    if isinstance(order, (int, np.integer)) and not isinstance(order, (bool, np.bool_)) \
+            and 0 <= order <= MAX_PAGE_ORDER:
+        return int(order)
+    raise InvalidSizeError(f"{fn}: order {order!r} is not an integer in 0..{MAX_PAGE_ORDER}")
 
 
 def check_cache_name(name: Any, taken: Any) -> str:

@@ -512,9 +512,12 @@ class KmemCache(MovableCache):
         if self.dtype is None:
             raise WrongTypeError(f"{self.name} has no dtype (create it with dtype=...)")
         a = self._addresses(addrs, "store")
-        plain = self.dtype.names is None        # a scalar dtype: its records are numbers
+        # a subarray dtype ((np.int32, 5)) has no arrays of its own: its records are arrays
+        # of its base whose last axes are its shape (what records() returns)
+        base, shape = self.dtype.base, self.dtype.shape
+        plain = base.names is None          # a scalar dtype: its records are numbers
         if isinstance(values, (np.ndarray, np.generic)):
-            ok = values.dtype == self.dtype
+            ok = values.dtype == base and values.shape[values.ndim - len(shape):] == shape
         elif plain:
             ok = isinstance(values, (int, float, complex, list, tuple)) \
                 and not isinstance(values, bool)
@@ -524,7 +527,14 @@ class KmemCache(MovableCache):
         what = getattr(values, "dtype", type(values).__name__)
         if ok:
             try:
-                vals = np.ascontiguousarray(np.asarray(values, dtype=self.dtype)).ravel()
+                if plain and base.kind in "iu" and np.asarray(values).dtype.kind in "fc":
+                    raise ValueError("a float for an integer dtype would be cut")  # (1.5: 1)
+                vals = np.asarray(values, dtype=base)
+                if shape and vals.ndim == 0:        # one number for every element
+                    vals = np.broadcast_to(vals, shape)
+                if vals.shape[vals.ndim - len(shape):] != shape:
+                    raise ValueError(f"not records of shape {shape}")
+                vals = np.ascontiguousarray(vals).reshape((-1,) + shape)
             except (ValueError, TypeError, OverflowError) as e:
                 ok, what = False, f"{what} ({e})"       # a field's value, or a tuple's length
         if not ok:

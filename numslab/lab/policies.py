@@ -101,7 +101,7 @@ def check(text: str) -> str | None:
     for word in ("mobility=", "drain="):
         if text.startswith(word):
             n = text[len(word):]
-            if n.isdigit() and 0 <= int(n) <= 100:
+            if n.isdecimal() and 0 <= int(n) <= 100:
                 return f"{word}{int(n)}"
             raise SlabError(f"policy {text!r}: {word}R needs R in 0..100")
     return None

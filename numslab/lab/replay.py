@@ -19,7 +19,7 @@ import numpy as np
 from numba.core import event as numba_event
 
 from .. import flags as F
-from ..errors import SlabError
+from ..errors import SlabError, WrongTypeError
 from ..facade.allocator import SlabAllocator
 from ..geometry import KMALLOC_MAX_SIZE
 from . import kernels as K
@@ -75,8 +75,13 @@ class Config:
 def _policy(text: str) -> str:
     """Check a policy name (see :data:`POLICIES`), or remedies combined with ``:``
     (``sorted:mobility=100``), spelt canonically (:func:`policies.combine`)."""
+    if not isinstance(text, str):
+        raise WrongTypeError(f"policy {text!r} is not a str")
     if ":" in text:
-        return policies.combine([_remedy(w) for w in text.split(":") if w.strip()])
+        remedies = [_remedy(w) for w in text.split(":") if w.strip()]
+        if not remedies:                        # (":" was a policy '', "7.0:cpus=2:")
+            raise SlabError(f"policy {text!r} names no remedy")
+        return policies.combine(remedies)
     if text in ("default", "nosheaves"):
         return text
     remedy = policies.check(text)
@@ -84,7 +89,7 @@ def _policy(text: str) -> str:
         return remedy
     if text.startswith("sheaves="):
         n = text.split("=", 1)[1]
-        if n.isdigit() and 0 < int(n) <= 4096:
+        if n.isdecimal() and 0 < int(n) <= 4096:
             return f"sheaves={int(n)}"
     raise SlabError(f"policy {text!r} is not one of {', '.join(POLICIES)} (N in 1..4096)")
 
@@ -108,15 +113,17 @@ def parse_config(text: str, base: Config) -> Config:
     slab more than its live objects need)."""
     kernel, cpus, nodes, policy, every = base.kernel, base.cpus, base.nodes, base.policy, \
         base.every
+    if not isinstance(text, str):
+        raise WrongTypeError(f"configuration {text!r} is not a str")
     chosen: list[str] = []
     for part in [p.strip() for p in text.split(":") if p.strip()]:
         if part in KERNELS:
             kernel = part
-        elif part.startswith("cpus=") and part[5:].isdigit() and int(part[5:]) >= 1:
+        elif part.startswith("cpus=") and part[5:].isdecimal() and int(part[5:]) >= 1:
             cpus = int(part[5:])
-        elif part.startswith("nodes=") and part[6:].isdigit() and int(part[6:]) >= 1:
+        elif part.startswith("nodes=") and part[6:].isdecimal() and int(part[6:]) >= 1:
             nodes = int(part[6:])
-        elif part.startswith("every=") and part[6:].isdigit():     # 0: the sample points
+        elif part.startswith("every=") and part[6:].isdecimal():     # 0: the sample points
             every = int(part[6:])
         elif part == "every=free":
             every = EVERY_FREE
@@ -136,6 +143,9 @@ def parse_config(text: str, base: Config) -> Config:
             raise SlabError(f"configuration {text!r}: {e}") from None
     if nodes > cpus:
         raise SlabError(f"configuration {text!r}: more nodes ({nodes}) than CPUs ({cpus})")
+    if cpus > MAX_CPUS:                 # (an OverflowError sizing the arena, cpus=10**11)
+        raise SlabError(f"configuration {text!r}: {cpus} CPUs, past the {MAX_CPUS} a machine "
+                        f"may have")
     _check_every_free(policy, every, text, kernel)
     return Config(kernel, cpus, nodes, policy, every)
 
@@ -660,8 +670,9 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
                         f"or 'free'")
     base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every))
     _check_every_free(base.policy, base.every, base.name, base.kernel)
-    if base.nodes > base.cpus or base.cpus < 1:
-        raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= cpus")
+    if base.nodes > base.cpus or not 1 <= base.cpus <= MAX_CPUS:
+        raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= cpus "
+                        f"<= {MAX_CPUS}")
     if isinstance(compare, str):
         compare = [c for c in compare.split(",") if c.strip()]
         if not compare:

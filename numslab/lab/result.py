@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import flags as F
+from ..errors import InvalidArgumentError, WrongTypeError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -249,6 +250,8 @@ class ReplayResult:
         Slabs/Part/Cpu, O/S, O, %Fr, %Ef, Flg; caches with no slab left out unless
         ``all_caches``; largest ``sort`` first."""
         c = self.caches
+        if not isinstance(sort, str) or sort not in c:      # (a KeyError before)
+            raise InvalidArgumentError(f"table: sort {sort!r} is not one of {', '.join(c)}")
         keys = np.argsort(-c[sort], kind="stable")
         lines = ["Name                   Objects Objsize           Space Slabs/Part/Cpu  O/S O "
                  "%Fr %Ef Flg"]
@@ -271,6 +274,8 @@ class ReplayResult:
     def compare_table(self, top: int = 12) -> str:
         """Every configuration of the run side by side (``numslab replay --compare``'s
         table: :func:`format_compare`); one column without ``compare``."""
+        if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
+            raise WrongTypeError(f"compare_table: top {top!r} is not a number of caches")
         return format_compare(list(self.configs.values()) if self.configs else [self], top)
 
     def _flags(self, k: int) -> str:

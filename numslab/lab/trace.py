@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .. import flags as F
-from ..errors import SlabError
+from ..errors import SlabError, WrongTypeError
 from . import parse as P
 from .fixed import GFP_CACHE
 from .parse import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
@@ -366,6 +366,8 @@ def _open(source: str | Path | BinaryIO | bytes) -> tuple[BinaryIO, int, str]:
         return io.BytesIO(data), len(data) // 150, "trace"
     if hasattr(source, "read"):
         return _open(source.read())                 # type: ignore[union-attr]
+    if not isinstance(source, (str, os.PathLike)):     # (5 was a plain TypeError)
+        raise WrongTypeError(f"trace {source!r} is not a path, bytes or a binary file")
     if str(source) == "-":
         return _open(sys.stdin.buffer.read())
     path = Path(source)
