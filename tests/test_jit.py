@@ -90,6 +90,11 @@ def kfree_many(h, nr, objs):
 
 
 @numba.njit
+def live_one(h, cid, addr):
+    return nj.is_live(h, cid, addr)
+
+
+@numba.njit
 def alloc_one(h, cid):
     return nj.kmem_cache_alloc(h, cid)
 
@@ -396,6 +401,14 @@ def test_njit_errors_name_the_cache_of_their_own_allocator(kernel):
         with pytest.raises(numslab.WrongCacheError, match=f"live cache \\(got {bad}\\)$") as e:
             free_one(one.handle, bad, x)
         assert e.value.value == bad
+    # is_live too (it answered False for any id): NIL asks of any cache
+    y = a.alloc()
+    assert live_one(one.handle, a.id, y) and live_one(one.handle, numslab.NIL, y)
+    for bad in (-5, 1 << 20, cid):      # (cid: destroyed, in the other machine)
+        with pytest.raises(numslab.WrongCacheError, match=f"live cache \\(got {bad}\\)$"):
+            live_one(h, bad, x)
+    a.free(y)
+    assert not live_one(one.handle, a.id, y)
     state = two._st
     assert handles.describe(state, a.id, x) == (None, None)     # a name of its, no longer
     assert handles.describe(one._st, a.id, x) == ("flows", None)

@@ -538,9 +538,15 @@ def kfree_bulk(h, nr, objs, cpu=0):
 
 @jit(inline=True, api=True)
 def is_live(h, cache, addr):
-    """True if ``addr`` is an allocated object of ``cache`` (NIL: of any cache)."""
+    """True if ``addr`` is an allocated object of ``cache`` (NIL: of any cache); a ``cache``
+    that is neither NIL nor a live cache's id raises, as every call's (it answered False)."""
     cache, addr = _cache_arg(cache), _addr_arg(addr)
     st = _state(h, 0)
+    if cache != NIL:
+        if (cache < 0) | (cache >= st.max_caches):
+            _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st))
+        if _geo(st, cache, CA_ACTIVE) == 0:
+            _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st))
     err, _ = _locate(st, addr, cache)
     return err == 0
 
