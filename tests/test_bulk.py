@@ -1119,3 +1119,24 @@ def test_a_batch_array_over_memory_not_the_users_is_refused(gen):
     sa.kmem_cache_free(c, keep)
     sa.validate()
     assert c.live_objects == 0
+
+
+@pytest.mark.parametrize("call", ["kmem_cache_free_bulk", "kfree_bulk"])
+def test_an_object_twice_in_one_batch_is_named_so(sa, cache, call):
+    """An address given twice in one batch free is refused, nothing freed, naming both
+    elements (it said "double free, the object is already free", of an object still live)."""
+    objs = bulk(sa, cache, 6)
+    arr = objs.copy()
+    arr[4] = arr[1]
+    snap = snapshot(sa)
+    args = (cache, 6, arr) if call == "kmem_cache_free_bulk" else (6, arr)
+    with pytest.raises(numslab.DoubleFreeError,
+                       match=rf"element 4: {int(objs[1]):#x}: double free, element 1 of the "
+                             rf"batch names it too \(nothing freed\)$"):
+        getattr(sa, call)(*args)
+    assert_unchanged(sa, snap)
+    objs[4], objs[1] = objs[1], objs[4]                 # a real double free still says so
+    sa.kmem_cache_free(cache, int(objs[1]))
+    with pytest.raises(numslab.DoubleFreeError, match="already free"):
+        sa.kmem_cache_free_bulk(cache, 6, objs.copy())
+    sa.kmem_cache_free_bulk(cache, 5, np.delete(objs, 1))
