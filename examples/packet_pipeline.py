@@ -11,9 +11,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
-from typing import Any, Callable, Sequence
+import threading
+from typing import Any, Callable, Iterator, Sequence
 
 import numslab
 from numslab import parse_size
@@ -179,6 +181,24 @@ def progress_bar(args: argparse.Namespace, total: int) -> Callable[[str], Any]:
     return bar
 
 
+@contextlib.contextmanager
+def compiling_notice(args: argparse.Namespace) -> Iterator[None]:
+    """Say on a terminal's stderr, if the untimed first run takes over a second, that Numba
+    is compiling (a first run on a fresh machine was silent for half a minute)."""
+    timer = None
+    if not args.quiet and sys.stderr.isatty():
+        timer = threading.Timer(1.0, print, ("compiling numslab's engine and the pipeline: the "
+                                             "first run on this machine only, cached for the "
+                                             "next ...",), {"file": sys.stderr, "flush": True})
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
+
+
 def summary(r: PipelineResult, source: str, top: int) -> str:
     """The human summary of one run."""
     c = r.counters
@@ -261,8 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             # untimed on the first packets first, as compare_modes does, so that the speed
             # line measures the pipeline and not the JIT compiling it (a first run on an empty
             # Numba cache would otherwise report ~100x the speed of the next)
-            run_pipeline(head(packets, min(WARMUP, len(packets.offset))), args.mode,
-                         kernel=args.kernel[0], **kw)
+            with compiling_notice(args):
+                run_pipeline(head(packets, min(WARMUP, len(packets.offset))), args.mode,
+                             kernel=args.kernel[0], **kw)
             r = run_pipeline(packets, args.mode, progress=bar(args.mode),
                              kernel=args.kernel[0], **kw)
             print(json.dumps({"source": source, **r.to_dict()}) if args.json

@@ -435,3 +435,21 @@ def test_cli_in_process(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pl, "_release_flows", lambda *a: None)
     assert cli.main(["--packets", "2000", "--quiet"]) == 1
     assert "memory leak" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tty, quiet, slow, says", [(True, False, True, True),
+                                                     (True, False, False, False),
+                                                     (True, True, True, False),
+                                                     (False, False, True, False)])
+def test_a_slow_first_run_says_it_is_compiling(monkeypatch, capsys, tty, quiet, slow, says):
+    """On a terminal, an untimed first run that takes over a second says Numba is compiling
+    (a fresh machine's first run printed nothing for half a minute); never with --quiet,
+    off a terminal, or when the engine is cached."""
+    import argparse
+    import time
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: tty)
+    with cli.compiling_notice(argparse.Namespace(quiet=quiet)):
+        time.sleep(1.3 if slow else 0.01)
+    time.sleep(0.1)
+    err = capsys.readouterr().err
+    assert ("compiling numslab's engine" in err) == says
