@@ -26,11 +26,15 @@ __version__ = "0.1.0"
 KERNELS = tuple(_KERNEL_IDS)
 
 
-def replay(trace: Any, **kwargs: Any) -> Any:
-    """Replay a kernel kmem trace through numslab's SLUB: ``numslab.lab.replay.replay``
-    (imported on first use), returning a ``ReplayResult``."""
-    from .lab.replay import replay as _replay
-    return _replay(trace, **kwargs)
+def __getattr__(name: str) -> Any:
+    """``numslab.replay``: ``numslab.lab.replay.replay`` itself (its signature and docstring
+    for ``help``; a wrapper taking ``**kwargs`` hid them), imported on first use so that
+    ``import numslab`` does not load the lab."""
+    if name == "replay":
+        from .lab.replay import replay
+        return replay
+    raise AttributeError(f"module 'numslab' has no attribute {name!r}")
+
 
 _default: SlabAllocator | None = None
 _default_lock = threading.Lock()
@@ -84,5 +88,6 @@ __all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError"
            "SlabCorruptionError", "SlabDebugError", "ConcurrentUseError", "NotPicklableError",
            "WrongTypeError", "FixedAttributeError", "OutOfMemoryError",
            "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",
-           "parse_size", "flags", "jit", "replay", "KERNELS", "NIL", "NULL", "ZERO_SIZE_PTR",
+           "parse_size", "flags", "jit", "KERNELS", "NIL", "NULL", "ZERO_SIZE_PTR",
            *_API, *flags.__all__]
+__all__.append("replay")                # (made on first use: the module's __getattr__)
