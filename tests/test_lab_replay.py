@@ -414,3 +414,18 @@ def test_odd_arguments_are_numslab_errors_not_python_ones():
             call()
     assert r.table(sort="live_bytes").splitlines()[1].split()[:2] == ["obj", "20"]
     assert numslab.replay(trace, compare="7.0:cpus=\u0661").config.cpus == 1   # Arabic 1
+
+
+def test_configs_are_found_by_name_or_by_generation_alone():
+    """``r.configs['6.18']`` raised a bare KeyError (the name is '6.18:cpus=2'), and a result
+    had no ``kernel``: the generation alone finds its one configuration, and a key naming
+    none or several lists the names."""
+    r = numslab.replay(DATA / TRACES["net"], compare=["6.18", "7.0", "7.0:sorted"],
+                       progress=False)
+    assert r.kernel == "6.18" and r.configs["6.18"] is r.configs["6.18:cpus=2"] is r
+    assert r.configs["7.0:cpus=2:sorted"].kernel == "7.0"
+    for key, says in (("7.0", "more than one"), ("5.4", "none"), (7.0, "none")):
+        with pytest.raises(KeyError, match=f"is {says} of the configurations: 6.18:cpus=2, "
+                                           f"7.0:cpus=2, 7.0:cpus=2:sorted"):
+            r.configs[key]
+    assert "7.0" not in r.configs and json.loads(json.dumps(r.to_json()))["configs"]

@@ -25,7 +25,7 @@ from ..geometry import KMALLOC_MAX_SIZE
 from . import kernels as K
 from . import policies
 from .parse import ROW_LARGE
-from .result import ReplayResult, Series
+from .result import Configs, ReplayResult, Series
 from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_KMALLOC, EV_LOST, EV_OTHER, Trace,
                     TraceFormatError, check_trace, load_bytes, read_trace)
 
@@ -687,5 +687,5 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     first = results[0]
     first.compile_seconds += clock.seconds          # the parse's, with the first replay's
     if compare:
-        first.configs = {r.config.name: r for r in results}
+        first.configs = Configs((r.config.name, r) for r in results)
     return first

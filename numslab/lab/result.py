@@ -84,6 +84,20 @@ class Series:
         return self.slab_bytes.sum(axis=1)
 
 
+class Configs(dict):
+    """``ReplayResult.configs``: each configuration's result by its name (``"7.0:cpus=2"``,
+    as ``--compare`` names it). The generation alone (``"7.0"``) finds the one configuration
+    of that generation; a key that names none, or several, raises ``KeyError`` listing the
+    names (a bare ``KeyError: '6.18'`` left the user to guess them)."""
+
+    def __missing__(self, key: Any) -> "ReplayResult":
+        found = [k for k in self if isinstance(key, str) and k.split(":", 1)[0] == key]
+        if len(found) == 1:
+            return self[found[0]]
+        raise KeyError(f"{key!r} is {'more than one' if found else 'none'} of the "
+                       f"configurations: {', '.join(self) or 'none were compared'}")
+
+
 @dataclass
 class ReplayResult:
     """One configuration's replay of a trace: ``caches`` (final values and peaks per cache,
@@ -119,7 +133,12 @@ class ReplayResult:
     #: configuration of ``numslab.replay``, the parse), left out of ``seconds`` and
     #: ``parse_seconds``
     compile_seconds: float = 0.0
-    configs: dict[str, "ReplayResult"] = field(default_factory=dict)
+    configs: dict[str, "ReplayResult"] = field(default_factory=Configs)
+
+    @property
+    def kernel(self) -> str:
+        """The SLUB generation replayed (``config.kernel``)."""
+        return self.config.kernel
 
     def __post_init__(self) -> None:
         s = self.series
