@@ -471,12 +471,16 @@ def test_njit_refuses_read_only_object_arrays(world):
     frozen = np.frombuffer(objs.tobytes(), np.int64)
     assert not frozen.flags.writeable
     snap = snapshot(sa)
-    for call in (lambda: alloc_many(sa.handle, c.id, 4, np.frombuffer(bytes(32), np.int64)),
-                 lambda: free_many(sa.handle, c.id, 20, frozen),
-                 lambda: kfree_many(sa.handle, 20, frozen),
-                 lambda: alloc_arr(sa.handle, c.id, 4, np.frombuffer(bytes(32), np.int64), 0)):
-        with pytest.raises(TypeError, match="writable contiguous 1-D int64"):
-            call()
+    for call, arg in (
+            (lambda: alloc_many(sa.handle, c.id, 4, np.frombuffer(bytes(32), np.int64)), "out"),
+            (lambda: free_many(sa.handle, c.id, 20, frozen), "objs"),
+            (lambda: kfree_many(sa.handle, 20, frozen), "objs"),
+            (lambda: alloc_arr(sa.handle, c.id, 4, np.frombuffer(bytes(32), np.int64), 0),
+             "out"),
+            (lambda: alloc_many(sa.handle, c.id, 4, np.empty(8, np.int32)), "out")):
+        with pytest.raises(TypeError, match=f"numslab.jit: {arg}, the array .* must be a "
+                                            f"writable contiguous 1-D int64"):
+            call()                      # (the argument named: it said "object arrays")
     assert_unchanged(sa, snap)
     assert np.array_equal(frozen, objs)
     free_many(sa.handle, c.id, 20, objs.copy())       # a writable copy goes through

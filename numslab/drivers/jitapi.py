@@ -266,28 +266,51 @@ def _cache_state(h, cache, cpu, allocating, gfp):
     return st
 
 
-@intrinsic
-def _out_array(typingctx: Any, arr: Any) -> Any:
-    """Typing guard: object arrays must be 1-D int64, contiguous (an int32 array would
-    truncate addresses) and writable (every call writes or reorders them, as the facade's
-    do); the array's address otherwise."""
+def _as_array(arr: Any, what: str) -> Any:
+    """Typing guard of an object array argument: it must be 1-D int64, contiguous (an int32
+    array would truncate addresses) and writable (every call writes or reorders them, as the
+    facade's do); the array's address otherwise. Anything else is refused at compile time
+    with a ``TypeError`` naming the argument ``what``."""
     if isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1 \
             and arr.layout == "C" and arr.mutable:
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             ary = context.make_array(sig.args[0])(context, builder, args[0])
             return builder.ptrtoint(ary.data, ir.IntType(64))
         return types.int64(arr), codegen
-    raise TypeError(f"numslab.jit: object arrays must be writable contiguous 1-D int64 "
-                    f"arrays, not {arr}")
+    raise TypeError(f"numslab.jit: {what} must be a writable contiguous 1-D int64 array (an "
+                    f"object array), not {arr}")
+
+
+@intrinsic
+def _out_array(typingctx: Any, arr: Any) -> Any:
+    """The address of ``out``, the array an allocation fills (:func:`_as_array`)."""
+    return _as_array(arr, "out, the array the call fills,")
+
+
+@intrinsic
+def _objs_array(typingctx: Any, arr: Any) -> Any:
+    """The address of ``objs``, the array a free takes (:func:`_as_array`)."""
+    return _as_array(arr, "objs, the array of objects to free,")
+
+
+@intrinsic
+def _old_array(typingctx: Any, arr: Any) -> Any:
+    """The address of ``old``, compaction's array of moved objects (:func:`_as_array`)."""
+    return _as_array(arr, "old, the array of the objects moved,")
+
+
+@intrinsic
+def _new_array(typingctx: Any, arr: Any) -> Any:
+    """The address of ``new``, compaction's array of new places (:func:`_as_array`)."""
+    return _as_array(arr, "new, the array of their new places,")
 
 
 @jit(inline=True, helper=True)
-def _checked_array(out, nr):
-    """The address of ``out`` after checking that it holds ``nr`` entries."""
-    if nr < 0 or nr > out.shape[0]:
+def _checked_count(nr, length):
+    """Raise unless ``nr`` is in ``0..length`` (the array's entries)."""
+    if nr < 0 or nr > length:
         _record_error(0, NO_ADDR, -1, -1, nr)
         raise InvalidSizeError("numslab.jit: count negative or larger than the array")
-    return _out_array(out)
 
 
 def _as_int64(x: Any, what: str) -> Any:
@@ -442,7 +465,8 @@ def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken."""
     cache, nr, cpu, gfp = _cache_arg(cache), _count_arg(nr), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp)
-    pa = _checked_array(out, nr)
+    _checked_count(nr, out.shape[0])
+    pa = _out_array(out)
     n = _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, words_at(pa))
     if n >= 0:
         return n
@@ -454,7 +478,8 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     """Free ``objs[:nr]`` (reordered in place); on a bad element nothing is freed."""
     cache, nr, cpu = _cache_arg(cache), _count_arg(nr), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0)
-    err = ops.free_bulk(st, cache, cpu, nr, _checked_array(objs, nr))
+    _checked_count(nr, objs.shape[0])
+    err = ops.free_bulk(st, cache, cpu, nr, _objs_array(objs))
     if err == E_ARRAY_PLACE:                    # the array, not an element
         _raise(err, NO_ADDR, cache, -1, errors.NO_VALUE, address(st))
     if err:
@@ -470,7 +495,8 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     st = _cache_state(h, cache, cpu, True, gfp)
     if flags & ~SLAB_ARRAY_ALLOC_ALL:
         _raise(E_BAD_FLAGS, NO_ADDR, cache, -1, flags, address(st))
-    pa = _checked_array(out, nr)
+    _checked_count(nr, out.shape[0])
+    pa = _out_array(out)
     return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, pa))
 
 
@@ -528,7 +554,8 @@ def kfree_bulk(h, nr, objs, cpu=0):
     """``kfree`` of ``objs[:nr]`` of any caches."""
     nr, cpu = _count_arg(nr), _int_arg(cpu)
     st = _state(h, cpu)
-    err = ops.free_bulk(st, NIL, cpu, nr, _checked_array(objs, nr))
+    _checked_count(nr, objs.shape[0])
+    err = ops.free_bulk(st, NIL, cpu, nr, _objs_array(objs))
     if err == E_ARRAY_PLACE:
         _raise(err, NO_ADDR, -1, -1, errors.NO_VALUE, address(st))
     if err:
@@ -567,7 +594,7 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
         raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
                                "defrag_used_ratio)")
     room = min(old.shape[0], new.shape[0])
-    po, pn = _out_array(old), _out_array(new)
+    po, pn = _old_array(old), _new_array(new)
     if _compact_array_bad(st, cache, room, po) or _compact_array_bad(st, cache, room, pn):
         _raise(E_ARRAY_PLACE, NO_ADDR, cache, -1, errors.NO_VALUE, address(st))
     got = defrag.compact(st, cache, cpu, ratio, room, po, pn)
