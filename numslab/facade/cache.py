@@ -352,8 +352,8 @@ class KmemCache(MovableCache):
             "object_size", "slab_size", "align", "order", "objs_per_slab", "min_partial",
             "cpu_partial", "hwcache_align", "destroy_by_rcu", "reclaim_account",
             "remote_node_defrag_ratio", "slabs_cpu_partial")}
-        if self._sa._gen7:  # 7.0 added it; cpu_partial & co. print 0
-            out["sheaf_capacity"] = str(self.sheaf_capacity)
+        # 6.18's sheaves added it (0 for a cache without); 7.0's cpu_partial & co. print 0
+        out["sheaf_capacity"] = str(self.sheaf_capacity)
         out["cpu_slabs"] = per_node(self._cpu_slabs_per_node())
         partial = self._partial()                   # one walk of every node's partial list
         total = self._node(N_TOTAL_OBJECTS)
