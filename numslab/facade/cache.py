@@ -14,8 +14,8 @@ from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_
                              CA_RED_LEFT, CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY, CA_SIZE,
                              C_PARTIAL, C_SLAB, N_NR_PARTIAL, N_NR_SLABS,
                              N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL)
-from ..flags import (GFP_KERNEL, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS, SLAB_POISON,
-                    SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
+from ..flags import (GFP_KERNEL, SLAB_CACHE_DMA, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS,
+                    SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
                     SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES,
                     STAT_NAMES_6_18, STAT_NAMES_NUMSLAB, gfp_names)
 from ..engine.ops import flush_all, gather, scatter
@@ -368,6 +368,7 @@ class KmemCache(MovableCache):
                            ("store_user", SLAB_STORE_USER), ("trace", SLAB_TRACE)):
             # CONFIG_SLUB_DEBUG's files
             out[name] = str(int(bool(self.flags & flag)))
+        out["cache_dma"] = str(int(bool(self.flags & SLAB_CACHE_DMA)))    # CONFIG_ZONE_DMA's
         out["aliases"] = "0"            # refcount - 1: numslab merges no cache
         out["shrink"] = out["validate"] = ""        # write-only: their show prints nothing
         out.update(self._stat_files())
