@@ -177,3 +177,23 @@ def test_alloc_bulk_checks_gfp_for_any_count(n):
     with pytest.raises(numslab.InvalidArgumentError, match="g.alloc_bulk: gfp -1 is not"):
         c.alloc_bulk(n, -1)
     assert c.live_objects == 0 and len(c.alloc_bulk(n, GFP_KERNEL)) == n
+
+
+def test_sysfs_of_6_18_has_sheaf_capacity():
+    """6.18's sheaves added ``/sys/kernel/slab/<cache>/sheaf_capacity`` (a real 6.18's
+    files, ``tests/data/kernel_slab.csv``: maple_node 32, the others 0); numslab printed it
+    under 7.x only."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel="6.18")
+    assert sa.kmem_cache_create("a", 96).sysfs()["sheaf_capacity"] == "0"
+    assert sa.kmem_cache_create("b", 96, sheaf_capacity=32).sysfs()["sheaf_capacity"] == "32"
+
+
+@pytest.mark.parametrize("gen", ["6.18", "7.0"])
+def test_sysfs_has_cache_dma(gen):
+    """``cache_dma`` (CONFIG_ZONE_DMA, which x86 kernels have: a real 6.18's files in
+    ``tests/data/kernel_slab.csv`` show it, 1 for the dma-kmalloc caches) was missing, so a
+    cache made with SLAB_CACHE_DMA could not be told from sysfs."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=gen)
+    dma = sa.kmem_cache_create("d", 64, flags=numslab.flags.SLAB_CACHE_DMA)
+    assert dma.sysfs()["cache_dma"] == "1"
+    assert sa.kmem_cache_create("n", 64).sysfs()["cache_dma"] == "0"

@@ -135,9 +135,11 @@ def _refill_node_rule(in_order: bool):
     7.3 (True), made once each at import: ``in_order`` is a constant of the compiled code, so
     each variant is the loop of its rule alone and compiles only when used (a run-time test
     of the generation in the loop made the 7.0 default's bulk rounds 3-7% slower, and a
-    shared body behind two wrappers cost its first ``kmalloc`` two more compiles)."""
+    shared body behind two wrappers cost its first ``kmalloc`` two more compiles). Each
+    variant has a name of its own: Numba names a function's code by its qualified name and a
+    per-process count, so two variants of one name compiled in two processes could get one
+    symbol, and a unit loaded from the cache then called the other variant's code."""
 
-    @jit
     def refill_node(st, cache, cpu, p, at, lo, hi, node):
         """``__refill_objects_node``: take partial slabs off ``node``'s list until their free
         objects reach ``lo`` (not passing ``hi`` once ``lo`` is reached:
@@ -232,7 +234,10 @@ def _refill_node_rule(in_order: bool):
             else:
                 _add_partial(st, cache, slab, False)
         return got
-    return refill_node
+    name = "refill_node_in_order" if in_order else "refill_node"
+    refill_node.__name__ = name
+    refill_node.__qualname__ = f"_refill_node_rule.<locals>.{name}"
+    return jit(refill_node)
 
 
 _refill_objects_node = _refill_node_rule(False)

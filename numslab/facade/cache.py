@@ -14,8 +14,8 @@ from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_
                              CA_RED_LEFT, CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY, CA_SIZE,
                              C_PARTIAL, C_SLAB, N_NR_PARTIAL, N_NR_SLABS,
                              N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL)
-from ..flags import (GFP_KERNEL, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS, SLAB_POISON,
-                    SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
+from ..flags import (GFP_KERNEL, SLAB_CACHE_DMA, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS,
+                    SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
                     SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES,
                     STAT_NAMES_6_18, STAT_NAMES_NUMSLAB, gfp_names)
 from ..engine.ops import flush_all, gather, scatter
@@ -352,8 +352,8 @@ class KmemCache(MovableCache):
             "object_size", "slab_size", "align", "order", "objs_per_slab", "min_partial",
             "cpu_partial", "hwcache_align", "destroy_by_rcu", "reclaim_account",
             "remote_node_defrag_ratio", "slabs_cpu_partial")}
-        if self._sa._gen7:  # 7.0 added it; cpu_partial & co. print 0
-            out["sheaf_capacity"] = str(self.sheaf_capacity)
+        # 6.18's sheaves added it (0 for a cache without); 7.0's cpu_partial & co. print 0
+        out["sheaf_capacity"] = str(self.sheaf_capacity)
         out["cpu_slabs"] = per_node(self._cpu_slabs_per_node())
         partial = self._partial()                   # one walk of every node's partial list
         total = self._node(N_TOTAL_OBJECTS)
@@ -368,6 +368,7 @@ class KmemCache(MovableCache):
                            ("store_user", SLAB_STORE_USER), ("trace", SLAB_TRACE)):
             # CONFIG_SLUB_DEBUG's files
             out[name] = str(int(bool(self.flags & flag)))
+        out["cache_dma"] = str(int(bool(self.flags & SLAB_CACHE_DMA)))    # CONFIG_ZONE_DMA's
         out["aliases"] = "0"            # refcount - 1: numslab merges no cache
         out["shrink"] = out["validate"] = ""        # write-only: their show prints nothing
         out.update(self._stat_files())
