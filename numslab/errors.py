@@ -22,10 +22,10 @@ class SlabError(Exception):
     Raised from compiled code (``numslab.jit``, messages starting ``numslab.jit:``), the
     address, the cache id and the batch element concerned are in ``detail`` (-1 where not
     known), the argument refused in ``value`` (None: none), and all of them named in the
-    text (an address however wrong, negative ones too, -1 among them), with the cache's name when the
-    cache is one of a live allocator. Where the allocator knows more of a double free than
-    its compiled code (the object waits for an RCU grace period), that note takes the place
-    of the text's reason (in brackets)."""
+    text (an address however wrong, negative ones too, -1 among them), with the cache's name
+    when the cache is one of a live allocator. Where the allocator knows more of a double
+    free than its compiled code (the object waits for an RCU grace period), that note takes
+    the place of the text's reason (in brackets)."""
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)

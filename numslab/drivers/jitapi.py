@@ -72,9 +72,9 @@ GFP_MAX = (1 << 32) - 1
 #: the error being raised by compiled code and the argument refused (:data:`NO_VALUE`:
 #: none), read by ``SlabError`` when Python makes the exception: Numba's exceptions with
 #: runtime arguments need its runtime (an allocation in every user's loop that could raise),
-#: so the arguments go here and the exceptions stay constant. One row of :data:`ERROR_WORDS` per thread (hashed from the
-#: thread's pointer, its first word): two threads raising at once named each other's
-#: address when there was one record for the process.
+#: so the arguments go here and the exceptions stay constant. One row of :data:`ERROR_WORDS`
+#: per thread (hashed from the thread's pointer, its first word): two threads raising at once
+#: named each other's address when there was one record for the process.
 ERROR_ROWS, ERROR_WORDS = 64, 6
 #: "No address" in the error detail: an address of -1 is the user's, and is named.
 NO_ADDR = errors.NO_VALUE
@@ -569,11 +569,9 @@ def is_live(h, cache, addr):
     that is neither NIL nor a live cache's id raises, as every call's (it answered False)."""
     cache, addr = _cache_arg(cache), _addr_arg(addr)
     st = _state(h, 0)
-    if cache != NIL:
-        if (cache < 0) | (cache >= st.max_caches):
-            _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st))
-        if _geo(st, cache, CA_ACTIVE) == 0:
-            _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st))
+    if cache != NIL and ((cache < 0) | (cache >= st.max_caches)
+                         or _geo(st, cache, CA_ACTIVE) == 0):     # (in range first)
+        _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st))
     err, _ = _locate(st, addr, cache)
     return err == 0
 

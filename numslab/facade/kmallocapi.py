@@ -6,8 +6,8 @@ on a list of addresses freed at the end of the grace period."""
 from __future__ import annotations
 
 import threading
-from types import MappingProxyType
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import numpy as np

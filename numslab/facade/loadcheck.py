@@ -1,8 +1,9 @@
-"""What ``load`` checks behind the range checks of ``persist._check_links``: the structure of
-a loaded state that compiled code follows without a bound (blocks, slab rows, page and partial
-lists, CPU slabs, cache geometry, every reachable sheaf). A file edited on purpose, its digest
-recomputed, crashed or hung the interpreter through one such word; now ``load`` refuses it
-with a ``SlabError`` naming the word, its value and what it should be."""
+"""What ``load`` checks of a loaded state: the range of its links (:func:`check_links`), then
+the structure that compiled code follows without a bound (:class:`Structure`: blocks, slab
+rows, page and partial lists, CPU slabs, cache geometry, every reachable sheaf). A file
+edited on purpose, its digest recomputed, crashed or hung the interpreter through one such
+word; now ``load`` refuses it with a ``SlabError`` naming the word, its value and what it
+should be."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..engine.layout import (B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARTIAL, C_R
                              CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_ORIG, CA_PARTIAL_ORDER,
                              CA_RECIP, CA_RED_LEFT, CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY,
                              CA_SIZE, CA_TRACK, CA_USER_SHEAVES, D_OBJECT_POISON, G_NDEBUG,
+                             G_NPENDING, PENDING_FRAME,
                              G_NRCU, G_RCU_HEAD, G_RCU_TAIL, N_BARN_EMPTY, N_BARN_FULL,
                              N_NR_EMPTY, N_NR_FULL, N_NR_PARTIAL, N_PARTIAL_HEAD,
                              N_PARTIAL_TAIL, NIL, NR_ORDERS, NR_PBUCKETS, P_BATCH, P_COUNT,
@@ -27,7 +29,7 @@ from ..engine.layout import (B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARTIAL, C_R
                              SH_SIZE, SHEAF_HEADER)
 from ..errors import SlabError
 from ..flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE, SLAB_TYPESAFE_BY_RCU
-from ..geometry import calculate_geometry, calculate_sheaf_capacity
+from ..geometry import MAX_OBJS_PER_PAGE, calculate_geometry, calculate_sheaf_capacity
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -53,9 +55,46 @@ def made_with(sa: "SlabAllocator") -> dict[str, np.ndarray]:
             "reserved": (st.pg_flags & PG_RESERVED) != 0}
 
 
+def check_links(sa: "SlabAllocator", path: str | Path) -> None:
+    """Refuse a loaded state whose per-frame links, slab counts, kmalloc table, page lists
+    or constructor list name a frame, an order or a cache the machine does not have:
+    compiled code follows them without a bounds check. The digest does not stop a file
+    edited on purpose (its digest recomputed), and one such word crashed the interpreter."""
+    st, npages, ncaches = sa.state, sa.nr_pages, len(sa.state.ca)
+
+    def bad(name: str, values: np.ndarray, lo: int, hi: int, nil: bool = True) -> None:
+        wrong = (values < lo) | (values >= hi)
+        if nil:
+            wrong &= values != NIL
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            raise SlabError(f"load: {path}: its state is corrupt: {name}[{i}] is "
+                            f"{int(values[i])}, not in {lo}..{hi - 1}")
+    for name in ("pg_head", "pg_next", "pg_prev"):
+        bad(name, getattr(st, name), 0, npages)
+    bad("pg_order", st.pg_order, 0, NR_ORDERS)
+    bad("sl_cache", st.sl_cache, 0, ncaches)
+    bad("kmalloc", st.kmalloc, 0, ncaches)
+    bad("sl_objects", st.sl_objects, 0, MAX_OBJS_PER_PAGE + 1, nil=False)
+    bad("sl_inuse", st.sl_inuse, 0, MAX_OBJS_PER_PAGE + 1, nil=False)
+    over = np.flatnonzero(st.sl_inuse > st.sl_objects)
+    if len(over):
+        i = int(over[0])
+        raise SlabError(f"load: {path}: its state is corrupt: sl_inuse[{i}] is "
+                        f"{int(st.sl_inuse[i])}, more than sl_objects[{i}], "
+                        f"{int(st.sl_objects[i])}")
+    bad("pg_head of a tail page", st.pg_head[(st.pg_flags & PG_TAIL) != 0], 0, npages,
+        nil=False)
+    bad("a pcp list's end", st.pcp[:, :, P_LISTS:].ravel(), 0, npages)
+    bad("a free area's head", st.buddy[:, :, B_HEAD].ravel(), 0, npages)
+    n = int(sa._g[G_NPENDING])
+    bad("g[G_NPENDING]", np.array([n]), 0, len(st.pending) + 1, nil=False)
+    bad("pending", st.pending[:n] & PENDING_FRAME, 0, npages, nil=False)
+
+
 class Structure:
     """The structure of a loaded state that compiled code follows without a bound, checked
-    behind the range checks of ``persist._check_links`` (a file edited on purpose, its digest
+    behind the range checks of :func:`check_links` (a file edited on purpose, its digest
     recomputed, crashed or hung the interpreter through one such word): every frame in one
     block or free block, the slabs' rows and first free objects, the page lists, the node
     and CPU partial lists and CPU slabs, each cache's geometry, and every sheaf reachable

@@ -12,17 +12,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine.checks import rcu_list_mark
-from ..engine.layout import (B_HEAD, CA_ACTIVE, CA_DEBUG, F_G, G_KERNEL, G_MAX_CACHES,
-                             G_NCPUS, G_NNODES, G_NPAGES, G_NPENDING, G_NREPORTS,
-                             G_PAGES_PER_NODE, H_FIELDS, H_MAGIC, H_MEM, H_MEMSIZE, HEADER, NIL,
-                             NR_ORDERS, P_LISTS, PENDING_FRAME, PG_TAIL)
+from ..engine.layout import (CA_ACTIVE, CA_DEBUG, F_G, G_KERNEL, G_MAX_CACHES, G_NCPUS,
+                             G_NNODES, G_NPAGES, G_NPENDING, G_NREPORTS, G_PAGES_PER_NODE,
+                             H_FIELDS, H_MAGIC, H_MEM, H_MEMSIZE, HEADER)
 from ..engine.native import wait_for_engine
 from ..errors import SlabError, WrongTypeError
-from ..geometry import MAX_OBJS_PER_PAGE
 from . import threads
 from .args import check_cache_name
 from .cache import KmemCache
-from .loadcheck import Structure, made_with
+from .loadcheck import Structure, check_links, made_with
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -151,7 +149,7 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
     sa._buf[H_MEM] = address
     sa.memory[:] = arena
     pages[used] = shadow
-    _check_links(sa, path)
+    check_links(sa, path)
     Structure(sa, made, path).run()
     threads.register(sa)                        # NO_SHEAF's size word, whatever was saved
     kmalloc = {c.id for c in sa.kmalloc_caches}
@@ -182,41 +180,4 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
         sa._ksize(addr, "load")                 # on the list again, not into a sheaf: the
         sa._rcu_list_add(addr, cpu, "load")     # rcu_free sheaves are in the state
     return sa
-
-
-def _check_links(sa: "SlabAllocator", path: str | Path) -> None:
-    """Refuse a loaded state whose per-frame links, slab counts, kmalloc table, page lists
-    or constructor list name a frame, an order or a cache the machine does not have:
-    compiled code follows them without a bounds check. The digest does not stop a file
-    edited on purpose (its digest recomputed), and one such word crashed the interpreter."""
-    st, npages, ncaches = sa.state, sa.nr_pages, len(sa.state.ca)
-
-    def bad(name: str, values: np.ndarray, lo: int, hi: int, nil: bool = True) -> None:
-        wrong = (values < lo) | (values >= hi)
-        if nil:
-            wrong &= values != NIL
-        if wrong.any():
-            i = int(np.flatnonzero(wrong)[0])
-            raise SlabError(f"load: {path}: its state is corrupt: {name}[{i}] is "
-                            f"{int(values[i])}, not in {lo}..{hi - 1}")
-    for name in ("pg_head", "pg_next", "pg_prev"):
-        bad(name, getattr(st, name), 0, npages)
-    bad("pg_order", st.pg_order, 0, NR_ORDERS)
-    bad("sl_cache", st.sl_cache, 0, ncaches)
-    bad("kmalloc", st.kmalloc, 0, ncaches)
-    bad("sl_objects", st.sl_objects, 0, MAX_OBJS_PER_PAGE + 1, nil=False)
-    bad("sl_inuse", st.sl_inuse, 0, MAX_OBJS_PER_PAGE + 1, nil=False)
-    over = np.flatnonzero(st.sl_inuse > st.sl_objects)
-    if len(over):
-        i = int(over[0])
-        raise SlabError(f"load: {path}: its state is corrupt: sl_inuse[{i}] is "
-                        f"{int(st.sl_inuse[i])}, more than sl_objects[{i}], "
-                        f"{int(st.sl_objects[i])}")
-    bad("pg_head of a tail page", st.pg_head[(st.pg_flags & PG_TAIL) != 0], 0, npages,
-        nil=False)
-    bad("a pcp list's end", st.pcp[:, :, P_LISTS:].ravel(), 0, npages)
-    bad("a free area's head", st.buddy[:, :, B_HEAD].ravel(), 0, npages)
-    n = int(sa._g[G_NPENDING])
-    bad("g[G_NPENDING]", np.array([n]), 0, len(st.pending) + 1, nil=False)
-    bad("pending", st.pending[:n] & PENDING_FRAME, 0, npages, nil=False)
 
