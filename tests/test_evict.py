@@ -7,7 +7,7 @@ import pytest
 
 import numslab
 from conftest import assert_unchanged, snapshot
-from numslab.errors import InvalidSizeError, SlabError
+from numslab.errors import InvalidSizeError, SlabError, WrongCacheError
 
 KERNELS = ("7.0", "6.18")
 
@@ -156,4 +156,26 @@ def test_get_is_given_the_objects_a_slab_holds_when_its_turn_comes(sa, kernel):
     sa.kmem_cache_defrag(c, 30)
     assert len(seen) == 4 - sum(len(before[f]) == 1 for f in sparse if f != seen[0])
     assert sorted(owner.held) == c.live_addresses().tolist()
+    sa.validate()
+
+
+@pytest.mark.parametrize("which", ["get", "kick"])
+def test_a_callback_that_destroys_its_own_cache_stops_the_eviction_and_says_so(sa, kernel,
+                                                                             which):
+    c, objs = _sparse_cache(sa, "selfdestruct")
+    owner = Owner(sa, c, objs)
+
+    def end(o, private=None):
+        c.free_bulk(np.array(sorted(owner.held), np.int64))
+        owner.held.clear()
+        sa.kmem_cache_destroy(c)
+        return 0
+
+    get, kick = (end, owner.kick) if which == "get" else (owner.get, end)
+    sa.kmem_cache_setup_defrag(c, get, kick)
+    with pytest.raises(WrongCacheError, match=f"the {which} callback of cache 'selfdestruct' "
+                                              "destroyed the cache"):
+        sa.kmem_cache_defrag(c)
+    d = sa.kmem_cache_create("next", 128)           # the slot is usable again
+    d.free_bulk(d.alloc_bulk(3 * d.objs_per_slab))
     sa.validate()

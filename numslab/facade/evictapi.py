@@ -13,7 +13,7 @@ import numpy as np
 
 from ..engine import ops
 from ..engine.layout import PG_SLAB
-from ..errors import SlabError, WrongTypeError
+from ..errors import SlabError, WrongCacheError, WrongTypeError
 from .defragapi import _check_ratio
 
 if TYPE_CHECKING:
@@ -80,6 +80,13 @@ class EvictAPI:
                             f"(kmem_cache_setup_defrag)")
         return self._evict(cid, r)
 
+    def _still_there(self: "SlabAllocator", cache: "KmemCache", cid: int, fn: str) -> None:
+        """Raise ``WrongCacheError`` if the owner's ``fn`` callback destroyed ``cache`` (its
+        slot ``cid`` now empty or another cache's): the eviction stops there."""
+        if self._caches.get(cid) is not cache:
+            raise WrongCacheError(f"kmem_cache_defrag: the {fn} callback of cache "
+                                  f"{cache.name!r} destroyed the cache; its eviction stopped")
+
     def _evict(self: "SlabAllocator", cid: int, ratio: int) -> int:
         """Flush the cache, ask the owners of each partial slab used at most ``ratio`` percent
         to free its objects, flush again so that the emptied slabs are freed. Slabs freed."""
@@ -107,7 +114,9 @@ class EvictAPI:
                 objs = cache._live_in(np.array([slab], np.int64))
             if len(objs):
                 private = get(objs.copy())
+                self._still_there(cache, cid, "get")
                 kick(objs.copy(), private)
+                self._still_there(cache, cid, "kick")
             tried.append((slab, objs))
         ops.kmem_cache_shrink(self._st, cid, cpu)
         live_after = cache.live_addresses()
