@@ -373,3 +373,25 @@ def test_a_float_is_not_cut_into_an_integer_record(sa):
     assert_unchanged(sa, snap)
     assert c.records(addrs).tolist() == [1, 2, 3]
     c.free_bulk(addrs)
+
+
+def test_a_float_is_not_cut_into_an_integer_field_of_a_record(sa):
+    """A record tuple with a float for an integer field had NumPy cut it (``(1.7, 2.0)``
+    stored key 1); refused as a plain integer dtype refuses it, nothing written. Floats for
+    float fields, and integers anywhere, are taken."""
+    rec = np.dtype([("key", np.int64), ("pos", np.float64, (2,)),
+                    ("inner", [("id", np.int32), ("w", np.float32)])])
+    c = sa.kmem_cache_create("recs", 0, dtype=rec)
+    addrs = c.alloc_bulk(2)
+    c.store(addrs, (7, [0.5, 1], (3, 2)))
+    snap = snapshot(sa)
+    for bad in ((1.7, [0.5, 1.0], (3, 2.0)), [(1, [0.5, 1.0], (3.5, 2.0))] * 2,
+                (np.float64(2.0), [0, 0], (1, 1)), [(1, [0, 0], (1, 1)), (2j, [0, 0], (1, 1))]):
+        with pytest.raises(numslab.WrongTypeError, match="cut"):
+            c.store(addrs, bad)
+    assert_unchanged(sa, snap)
+    got = c.records(addrs)
+    assert got["key"].tolist() == [7, 7] and got["inner"]["id"].tolist() == [3, 3]
+    c.store(addrs, [(1, [2, 3], (4, 5.5)), (6, [7.5, 8], (9, 10))])
+    assert c.records(addrs)["inner"]["w"].tolist() == [5.5, 10.0]
+    c.free_bulk(addrs)

@@ -528,8 +528,10 @@ class KmemCache(MovableCache):
         what = getattr(values, "dtype", type(values).__name__)
         if ok:
             try:
-                if plain and base.kind in "iu" and np.asarray(values).dtype.kind in "fc":
-                    raise ValueError("a float for an integer dtype would be cut")  # (1.5: 1)
+                if plain and base.kind in "iu" and np.asarray(values).dtype.kind in "fc" or \
+                        not plain and not isinstance(values, (np.ndarray, np.generic)) and \
+                        _float_for_int_field(base, values):
+                    raise ValueError("a float for an integer field would be cut")  # (1.5: 1)
                 vals = np.asarray(values, dtype=base)
                 if shape and vals.ndim == 0:        # one number for every element
                     vals = np.broadcast_to(vals, shape)
@@ -563,6 +565,23 @@ class KmemCache(MovableCache):
     def _bad(self, a: np.ndarray, i: int, fn: str) -> None:
         raise BadAddressError(f"{self.name}.{fn}: element {i} ({int(a[i]):#x}) is not an "
                               f"allocated object of this cache")
+
+
+def _float_for_int_field(base: np.dtype, values: Any) -> bool:
+    """Whether a record given as a tuple (``values``: one, or a list of them) has a float or
+    complex number for an integer field of the structured dtype ``base`` (NumPy would cut
+    1.7 to 1). Typed records (``np.void``) are NumPy's already."""
+    for rec in [values] if isinstance(values, tuple) else values:
+        if isinstance(rec, np.void):
+            continue
+        for name, v in zip(base.names, rec):
+            ft = base.fields[name][0]
+            if ft.names is not None:
+                if isinstance(v, (tuple, list)) and _float_for_int_field(ft, v):
+                    return True
+            elif ft.base.kind in "iu" and np.asarray(v).dtype.kind in "fc":
+                return True
+    return False
 
 
 class _NoAllocator:
