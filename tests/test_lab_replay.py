@@ -310,6 +310,8 @@ def test_the_arena_estimate_holds_the_replay_without_a_second_run(policy):
     ({"caches": [{"name": "dentry", "object_size": "99999999999999999999"}]},
      "object_size 99999999999999999999 is not a size"),
     ({"caches": [{"name": "dentry", "slab_size": "-1"}]}, "slab_size -1 is not a size"),
+    # a superscript digit passed str.isdigit and int() raised ValueError (isdecimal now)
+    ({"caches": [{"name": "dentry", "object_size": "19\u00b2"}]}, "is not a whole"),
 ])
 def test_a_snapshot_the_replay_cannot_read_is_refused_naming_the_cache(snap, says):
     # ValueError, KeyError and TypeError tracebacks from the geometry; a slab_size below
@@ -429,3 +431,13 @@ def test_configs_are_found_by_name_or_by_generation_alone():
                                            f"7.0:cpus=2, 7.0:cpus=2:sorted"):
             r.configs[key]
     assert "7.0" not in r.configs and json.loads(json.dumps(r.to_json()))["configs"]
+
+
+def test_a_cache_named_like_kmalloc_with_a_superscript_size_is_an_ordinary_cache():
+    # "kmalloc-²": str.isdigit took the superscript and int() raised ValueError mid-replay
+    # (digits int() reads, as "١", are taken, as everywhere in the laboratory)
+    t = _line("kmem_cache_alloc", 0x100, name="kmalloc-\u00b2", bytes_req=192, bytes_alloc=192,
+              gfp_flags="GFP_KERNEL", node=-1)
+    r = numslab.replay(t.encode())
+    assert r.names == ["kmalloc-\u00b2"]
+    assert r.allocator.find_cache("kmalloc-\u00b2").object_size == 192

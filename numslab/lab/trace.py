@@ -199,8 +199,8 @@ def _km_size(name: str) -> int:
     if not name.startswith(_KM_PREFIX):
         return 0
     s = name.rsplit("-", 1)[1]
-    v = int(s[:-1]) * 1024 if s.endswith("k") and s[:-1].isdigit() else \
-        (int(s) if s.isdigit() else 0)
+    v = int(s[:-1]) * 1024 if s.endswith("k") and s[:-1].isdecimal() else \
+        (int(s) if s.isdecimal() else 0)
     return v if v in P.KM_SIZES else 0
 
 
