@@ -354,7 +354,7 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
         f"{r.totals['mean_efficiency']:>{w + 1}.1f}" for r in results))
     out.append(f"{'%Ef mean, trace time':<22}" + "".join(
         f"{r.totals['time_mean_efficiency']:>{w + 1}.1f}" for r in results))
-    out.append(f"{'  sheaf structs in use':<22}" + "".join(
+    out.append(f"{'  with sheaf structs':<22}" + "".join(
         f"{r.totals['with_sheaves_time_mean_efficiency']:>{w + 1}.1f}" for r in results))
     out.append(f"{'  packed (bound)':<22}" + "".join(
         f"{r.totals['packed_time_mean_efficiency']:>{w + 1}.1f}" for r in results))
