@@ -193,8 +193,8 @@ def _main(argv: list[str] | None) -> int:
         try:
             written = labcli.check_plot(args.plot)
         except SlabError as e:
-            b.error(f"{e} (or numslab's bench or test extra)" if "needs matplotlib" in str(e)
-                    else str(e))
+            b.error(f"{e} (or numslab's examples, bench or test extra)"
+                    if "needs matplotlib" in str(e) else str(e))
     sizes = tuple(args.sizes)
     tables = {}
     for kernel in args.kernel:
