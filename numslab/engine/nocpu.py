@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from ..flags import __GFP_RECLAIM, __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET,
-                     KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row,
-                     _rand, _stat)
+                     CA_ORDER, KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, _ca,
+                     _node_row, _rand, _stat)
 from .checks import _live_clear, _live_set_run, _live_set_slab
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
@@ -304,9 +304,13 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
     pages come inline on a pcp hit (``_allocate_slab``: no unit call per slab)."""
     p = words_at(paddr)
     local = st.cpu_node[cpu]
+    objects = _ca(st, cache, CA_OBJECTS)
+    nw = 8 << _ca(st, cache, CA_ORDER)
+    live = st.live
+    first = -1                  # the first whole slab's live words, copied to every later
     while got < lo:
         start = got
-        if hi - got >= _ca(st, cache, CA_OBJECTS):
+        if hi - got >= objects:
             # every object of the slab goes out: no free list is built only to be walked
             # (alloc_from_new_slab with count >= objects), in allocation order (random or not)
             slab = _allocate_slab(st, cache, cpu, local, thisnode)
@@ -316,8 +320,18 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
             n = _new_slab_objects(st, cache, slab, p, got)
             st.sl_inuse[slab] = n
             got += n
-            if mark:
-                _live_set_slab(st, cache, slab)
+            if mark:            # (a slab of the fallback order has fewer objects)
+                if n != objects:
+                    _live_set_slab(st, cache, slab)
+                elif first < 0:
+                    first = slab << 3
+                    for j in range(nw):
+                        live[first + j] = 0
+                    _live_set_slab(st, cache, slab)
+                else:
+                    w0 = slab << 3
+                    for j in range(nw):
+                        live[w0 + j] = live[first + j]
         else:
             slab = new_slab(st, cache, cpu, local, thisnode)
             if slab == NIL:
