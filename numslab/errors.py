@@ -9,9 +9,11 @@ from typing import Callable
 
 #: Set by ``numslab.drivers.jitapi``: returns the address, cache id and batch element that
 #: compiled code recorded as it raised (-1: not known), the argument it refused
-#: (:data:`NO_VALUE`: none), the cache's name and the allocator's note on the address, which
-#: its compiled code cannot know (None: not known).
-_jit_error_detail: Callable[[], tuple[int, int, int, int, str | None, str | None]] | None = None
+#: (:data:`NO_VALUE`: none), the earlier batch element naming the same object (-1: none),
+#: the cache's name and the allocator's note on the address, which its compiled code cannot
+#: know (None: not known).
+_jit_error_detail: Callable[[], tuple[int, int, int, int, int, str | None, str | None]] | None \
+    = None
 #: "No refused argument" in the compiled error detail (an int64 no argument check refuses).
 NO_VALUE = -(1 << 63)
 
@@ -22,8 +24,9 @@ class SlabError(Exception):
     Raised from compiled code (``numslab.jit``, messages starting ``numslab.jit:``), the
     address, the cache id and the batch element concerned are in ``detail`` (-1 where not
     known), the argument refused in ``value`` (None: none), and all of them named in the
-    text (an address however wrong, negative ones too, -1 among them), with the cache's name
-    when the cache is one of a live allocator. Where the allocator knows more of a double
+    text (an address however wrong, negative ones too, -1 among them), with the cache's
+    name when the cache is one of a live allocator and the earlier element of a batch that
+    names the same object as the element refused. Where the allocator knows more of a double
     free than its compiled code (the object waits for an RCU grace period), that note takes
     the place of the text's reason (in brackets)."""
 
@@ -33,9 +36,11 @@ class SlabError(Exception):
         self.value: int | None = None
         self._cache_name: str | None = None
         self._note: str | None = None
+        self._earlier = -1
         if _jit_error_detail is not None and args and isinstance(args[0], str) \
                 and args[0].startswith("numslab.jit:"):
-            addr, cache, index, value, self._cache_name, self._note = _jit_error_detail()
+            addr, cache, index, value, self._earlier, self._cache_name, self._note = \
+                _jit_error_detail()
             self._named = addr != NO_VALUE          # (an address of -1 is named too)
             self.detail = (-1 if addr == NO_VALUE else addr, cache, index)
             self.value = None if value == NO_VALUE else value
@@ -44,7 +49,7 @@ class SlabError(Exception):
         # Numba pickles a compiled raise's exception when it compiles it: ``detail`` must be
         # taken when the exception is made again at the raise, not restored from then
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("detail", "value", "_cache_name", "_note", "_named")}
+                 if k not in ("detail", "value", "_cache_name", "_note", "_named", "_earlier")}
         return type(self), self.args, state
 
     def __str__(self) -> str:
@@ -54,7 +59,9 @@ class SlabError(Exception):
         where = [f"got {value}"] if value is not None else []
         where += [f"address {addr:#x}"] if getattr(self, "_named", False) else []
         where += [f"cache id {cache}" + (f" {name!r}" if name else "")] if cache >= 0 else []
-        where += [f"element {index} of the batch"] if index >= 0 else []
+        earlier = getattr(self, "_earlier", -1)
+        twin = f" names the same object as element {earlier}" if earlier >= 0 else ""
+        where += [f"element {index} of the batch{twin}"] if index >= 0 else []
         text = super().__str__()
         note = getattr(self, "_note", None)
         if note and isinstance(self, DoubleFreeError):

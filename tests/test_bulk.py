@@ -1121,22 +1121,98 @@ def test_a_batch_array_over_memory_not_the_users_is_refused(gen):
     assert c.live_objects == 0
 
 
-@pytest.mark.parametrize("call", ["kmem_cache_free_bulk", "kfree_bulk"])
-def test_an_object_twice_in_one_batch_is_named_so(sa, cache, call):
-    """An address given twice in one batch free is refused, nothing freed, naming both
-    elements (it said "double free, the object is already free", of an object still live)."""
-    objs = bulk(sa, cache, 6)
+@numba.njit
+def jit_free_array(h, cid, nr, a):
+    numslab.jit.kmem_cache_free_array(h, cid, nr, a)
+
+
+def twice_calls(sa, c, nr):
+    """Every batch free of ``nr`` elements, from Python and from a user's ``@njit`` code, with
+    the start of the message each gives for element ``i`` naming the object at ``addr``
+    (the rest of the message is :func:`twice_text`'s)."""
+    h, cid = sa.handle, c.id
+    return [(lambda a: sa.kmem_cache_free_bulk(c, nr, a), rf"^kmem_cache_free_bulk\({c.name}\)"),
+            (lambda a: sa.kmem_cache_free_array(c, nr, a), rf"^kmem_cache_free_bulk\({c.name}\)"),
+            (lambda a: sa.kfree_bulk(nr, a), "^kfree_bulk"),
+            (lambda a: jit_free(h, cid, nr, a), "jit"), (lambda a: jit_free_array(h, cid, nr, a),
+                                                        "jit"),
+            (lambda a: jit_kfree(h, nr, a), "jit")]
+
+
+def twice_text(head, i, j, addr, owner=None):
+    """The message of a batch free refused because element ``i`` names the object (at
+    ``addr``, of cache ``owner``; None: a large kmalloc block) element ``j`` names."""
+    if head == "jit":
+        cache = f"cache id {owner.id} '{owner.name}', " if owner is not None else ""
+        return (rf"^numslab\.jit: double free within the batch \(two elements name one object; "
+                rf"nothing freed\) \(address {addr:#x}, {cache}element {i} of the batch names "
+                rf"the same object as element {j}\)$")
+    page = rf" \({owner.name}\)" if head == "^kfree_bulk" and owner is not None else ""
+    return (rf"{head}: element {i}: {addr:#x}{page}: double free within the batch: element {i} "
+            rf"names the same object as element {j}; nothing freed$")
+
+
+@pytest.mark.parametrize("gen", numslab.KERNELS)
+@pytest.mark.parametrize("nr, j, i", [(6, 1, 5), (6, 4, 5), (200, 3, 190), (200, 150, 151)])
+def test_an_object_twice_in_one_batch_is_named_so(gen, nr, j, i):
+    """A batch free naming one live object twice is refused by the engine's batch check
+    with a code of its own (``E_TWICE``), for every caller: from Python and inside ``@njit``
+    (``numslab.jit`` said "double free (the object is already free)" of an object the user
+    holds, and the facade told it apart in Python), in a batch the CPU's main sheaf takes
+    whole or not, the two elements in one run of a page or not; nothing changes, the array
+    is not reordered. An object already free before the call still says so."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=gen, seed=1)
+    c = sa.kmem_cache_create("b", 256)
+    objs = np.zeros(nr, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, nr, objs) == nr
     arr = objs.copy()
-    arr[4] = arr[1]
+    arr[i] = addr = int(objs[j])
     snap = snapshot(sa)
-    args = (cache, 6, arr) if call == "kmem_cache_free_bulk" else (6, arr)
-    with pytest.raises(numslab.DoubleFreeError,
-                       match=rf"element 4: {int(objs[1]):#x}: double free, element 1 of the "
-                             rf"batch names it too \(nothing freed\)$"):
-        getattr(sa, call)(*args)
-    assert_unchanged(sa, snap)
-    objs[4], objs[1] = objs[1], objs[4]                 # a real double free still says so
-    sa.kmem_cache_free(cache, int(objs[1]))
-    with pytest.raises(numslab.DoubleFreeError, match="already free"):
-        sa.kmem_cache_free_bulk(cache, 6, objs.copy())
-    sa.kmem_cache_free_bulk(cache, 5, np.delete(objs, 1))
+    for call, head in twice_calls(sa, c, nr):
+        a = arr.copy()
+        with pytest.raises(numslab.DoubleFreeError, match=twice_text(head, i, j, addr, c)):
+            call(a)
+        assert (a == arr).all()
+        assert_unchanged(sa, snap)
+    gone = int(objs[i])                 # the object element i named: freed before the call
+    sa.kmem_cache_free(c, gone)
+    arr = np.delete(objs, i)
+    arr[j] = gone                       # an object already free, named twice: at the first
+    arr[min(i, nr - 2)] = gone
+    snap = snapshot(sa)
+    for call, head in twice_calls(sa, c, nr - 1):
+        a = arr.copy()
+        text = (r"^numslab\.jit: double free \(the object is already free\)" if head == "jit"
+                else rf"{head}: element {j}: {gone:#x}.*: double free, the object is already "
+                     r"free$")
+        with pytest.raises(numslab.DoubleFreeError, match=text) as e:
+            call(a)
+        assert "within the batch" not in str(e.value)
+        assert_unchanged(sa, snap)
+    sa.kmem_cache_free_bulk(c, nr - 1, np.delete(objs, i))
+    assert c.live_objects == 0
+    sa.validate()
+
+
+@pytest.mark.parametrize("gen", numslab.KERNELS)
+def test_a_large_block_twice_in_kfree_bulk_is_named_so(gen):
+    """A large kmalloc block named twice in one ``kfree_bulk`` gets the same code as a slab
+    object named twice (the check took its first element's block back, so the second read
+    as no slab page), from Python and inside ``@njit``; nothing changes."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=gen)
+    c = sa.kmem_cache_create("b", 256)
+    objs = c.alloc_bulk(3)
+    big, other = sa.kmalloc(20000), sa.kmalloc(3 * 4096)
+    arr = np.array([objs[0], big, objs[1], other, big, objs[2]], np.int64)
+    snap = snapshot(sa)
+    for call, head in ((lambda a: sa.kfree_bulk(6, a), "^kfree_bulk"),
+                       (lambda a: jit_kfree(sa.handle, 6, a), "jit")):
+        a = arr.copy()
+        with pytest.raises(numslab.DoubleFreeError, match=twice_text(head, 4, 1, big)):
+            call(a)
+        assert (a == arr).all()
+        assert_unchanged(sa, snap)
+    sa.kfree_bulk(4, arr[:4].copy())
+    sa.kfree(int(objs[2]))
+    assert c.live_objects == 0
+    sa.validate()

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 
+import numba
 import numpy as np
 import pytest
 
 import numslab
 from numslab import SLAB_TRACE as T
-from numslab.engine.layout import CA_FP_KEY, CA_OFFSET
+from numslab.engine.layout import CA_FP_KEY, CA_OFFSET, G_NREPORTS
 
 KERNELS = ("7.0", "7.1", "6.18")
 GFP = numslab.GFP_KERNEL
@@ -123,6 +124,47 @@ def test_a_bad_address_refuses_the_whole_batch(kernel):
     with pytest.raises(numslab.DoubleFreeError, match="element 10"):
         sa.kmem_cache_free_bulk(c, len(arr), arr.copy())
     assert_unchanged(sa, snap)
+
+
+@numba.njit
+def jit_free(h, cid, nr, a):
+    numslab.jit.kmem_cache_free_bulk(h, cid, nr, a)
+
+
+@numba.njit
+def jit_kfree(h, nr, a):
+    numslab.jit.kfree_bulk(h, nr, a)
+
+
+def test_an_object_twice_in_a_debug_batch_is_named_so(kernel):
+    """A debug cache's batch (``free_bulk_checked``, which ``kfree_bulk`` takes too while
+    debug caches exist) naming one live object twice is refused by its check with the
+    engine's own code, from Python and inside ``@njit`` alike, with no "Object already free"
+    report (the object is not free) and nothing changed; an object free before the call is
+    still refused as already free, with the kernel's report."""
+    from conftest import assert_unchanged, snapshot
+    from test_bulk import twice_text
+    sa, c, out = setup(kernel)
+    arr = batch(out, np.random.default_rng(7))
+    arr[40] = addr = int(arr[10])
+    snap = snapshot(sa)
+    seen = int(sa.state.g[G_NREPORTS])
+    n = len(arr)
+    for call, head in ((lambda a: sa.kmem_cache_free_bulk(c, n, a),
+                        r"^kmem_cache_free_bulk\(dbg\)"),
+                       (lambda a: sa.kfree_bulk(n, a), "^kfree_bulk"),
+                       (lambda a: jit_free(sa.handle, c.id, n, a), "jit"),
+                       (lambda a: jit_kfree(sa.handle, n, a), "jit")):
+        a = arr.copy()
+        with pytest.raises(numslab.DoubleFreeError, match=twice_text(head, 40, 10, addr, c)):
+            call(a)
+        assert (a == arr).all()
+        assert_unchanged(sa, snap)
+        assert int(sa.state.g[G_NREPORTS]) == seen
+    sa.kmem_cache_free(c, addr)
+    with pytest.raises(numslab.DoubleFreeError, match=r"element 10 of the batch\)$"):
+        jit_free(sa.handle, c.id, n, arr.copy())
+    assert any("Object already free" in r for r in sa.slab_reports()[-2:])
 
 
 # ---- SLAB_TRACE ------------------------------------------------------------------------------

@@ -33,9 +33,9 @@ from numba.extending import intrinsic
 
 from ..engine import defrag, ops
 from ..engine.checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY,
-                             E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB, E_OUTSIDE,
+                             E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB, E_OUTSIDE, E_TWICE,
                              E_WRONG_CACHE, _array_misplaced, _in_arena, _live_clear, _live_set,
-                             _live_test, _locate, _slab_of)
+                             _live_test, _locate, _slab_of, _twin)
 from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
                              CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE,
                              G_NREPORTS, NIL, NR_KMALLOC, R_MAX, R_NCOLS, R_SLAB, SH_OBJECTS,
@@ -69,16 +69,17 @@ GFP_MAX = (1 << 32) - 1
 
 
 #: The address (:data:`NO_ADDR`: not known), cache id and batch element (-1: not known) of
-#: the error being raised by compiled code and the argument refused (:data:`NO_VALUE`:
-#: none), read by ``SlabError`` when Python makes the exception: Numba's exceptions with
+#: the error being raised by compiled code, the argument refused (:data:`NO_VALUE`: none)
+#: and the earlier batch element naming the same object (-1: none), read by ``SlabError``
+#: when Python makes the exception: Numba's exceptions with
 #: runtime arguments need its runtime (an allocation in every user's loop that could raise),
 #: so the arguments go here and the exceptions stay constant. One row of :data:`ERROR_WORDS`
 #: per thread (hashed from the thread's pointer, its first word): two threads raising at once
 #: named each other's address when there was one record for the process.
-ERROR_ROWS, ERROR_WORDS = 64, 6
+ERROR_ROWS, ERROR_WORDS = 64, 7
 #: "No address" in the error detail: an address of -1 is the user's, and is named.
 NO_ADDR = errors.NO_VALUE
-ERROR_DETAIL = np.tile(np.array([0, 0, errors.NO_VALUE, -1, -1, errors.NO_VALUE], np.int64),
+ERROR_DETAIL = np.tile(np.array([0, 0, errors.NO_VALUE, -1, -1, errors.NO_VALUE, -1], np.int64),
                        ERROR_ROWS)
 ERROR_SYMBOL = "numslab_jit_error"
 ll.add_symbol(ERROR_SYMBOL, ERROR_DETAIL.ctypes.data)
@@ -90,18 +91,19 @@ def _error_row(tid: int) -> int:
     return ((tid * _HASH) & ((1 << 64) - 1)) >> 58
 
 
-def _read_error_detail() -> tuple[int, int, int, int, str | None, str | None]:
+def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | None]:
     """The detail of this thread's last compiled raise: address, cache id, batch element,
-    refused argument, the cache's name and the allocator's note on the address (None: not
-    known; :func:`handles.describe`; every raise of ``numslab.jit`` records its own first;
-    Python makes the exception more than once, so it is not reset here); nothing known if
-    another thread's raise took the row since."""
+    refused argument, the earlier batch element naming the same object, the cache's name and
+    the allocator's note on the address (None: not known; :func:`handles.describe`; every
+    raise of ``numslab.jit`` records its own first; Python makes the exception more than
+    once, so it is not reset here); nothing known if another thread's raise took the row
+    since."""
     tid = threading.get_ident() if _MACHINE == "x86_64" else -1     # (_thread_pointer's)
     row = ERROR_DETAIL[_error_row(tid) * ERROR_WORDS:][:ERROR_WORDS]
     if int(row[0]) != tid:
-        return NO_ADDR, -1, -1, errors.NO_VALUE, None, None
-    where, addr, cache, index, value = (int(x) for x in row[1:])
-    return (addr, cache, index, value, *handles.describe(where, cache, addr))
+        return NO_ADDR, -1, -1, errors.NO_VALUE, -1, None, None
+    where, addr, cache, index, value, earlier = (int(x) for x in row[1:])
+    return (addr, cache, index, value, earlier, *handles.describe(where, cache, addr))
 
 
 errors._jit_error_detail = _read_error_detail
@@ -109,9 +111,9 @@ errors._jit_error_detail = _read_error_detail
 
 @intrinsic
 def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
-                  value: Any) -> Any:
+                  value: Any, earlier: Any) -> Any:
     """Store the calling thread's pointer, then ``where`` (the allocator's state address, 0:
-    not known), ``addr``, ``cache``, ``index``, ``value``, in its row of
+    not known), ``addr``, ``cache``, ``index``, ``value``, ``earlier``, in its row of
     :data:`ERROR_DETAIL`."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         i64 = ir.IntType(64)
@@ -123,19 +125,20 @@ def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
         for k, v in enumerate([tid, *args]):
             builder.store(v, builder.gep(base, [ir.Constant(i64, k)]))
         return context.get_dummy_value()
-    return types.none(types.int64, types.int64, types.int64, types.int64, types.int64), \
-        codegen
+    return types.none(types.int64, types.int64, types.int64, types.int64, types.int64,
+                      types.int64), codegen
 
 
 @jit(inline=False, helper=True)
-def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0):
+def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0, earlier=-1):
     """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
     test and branch here); a batch call's code carries the bad element's index too. The
-    address, cache id and batch element (-1: not known), the refused argument ``value`` and
-    the allocator's state address ``where`` (0: not known; the cache's name is looked up
-    from it) go to :data:`ERROR_DETAIL`, which the exception's text names."""
+    address, cache id and batch element (-1: not known), the refused argument ``value``, the
+    allocator's state address ``where`` (0: not known; the cache's name is looked up from
+    it) and, for ``E_TWICE``, the ``earlier`` element naming the same object go to
+    :data:`ERROR_DETAIL`, which the exception's text names."""
     err = -(-err % E_AT)
-    _record_error(where, addr, cache, index, value)
+    _record_error(where, addr, cache, index, value, earlier)
     if err == E_GONE:
         raise SlabError("numslab.jit: the handle's allocator no longer exists")
     if err == E_DEAD_CACHE:
@@ -154,6 +157,9 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
                                    "SLAB_ARRAY_ALLOC_LOCAL, _PARTIAL, _NEW and _FULL_COUNT")
     if err == E_DOUBLE_FREE:
         raise DoubleFreeError("numslab.jit: double free (the object is already free)")
+    if err == E_TWICE:
+        raise DoubleFreeError("numslab.jit: double free within the batch (two elements name "
+                              "one object; nothing freed)")
     if err == E_WRONG_CACHE:
         raise WrongCacheError("numslab.jit: the object belongs to another cache")
     if err == E_MISALIGNED or err == E_NOT_HEAD:
@@ -192,7 +198,7 @@ def _fault(st):
     g[G_FAULT_CACHE] = 0
     g[G_FAULT_SLAB] = 0
     g[G_FAULT_VALUE] = 0
-    _record_error(address(st), NO_ADDR, cache, -1, errors.NO_VALUE)
+    _record_error(address(st), NO_ADDR, cache, -1, errors.NO_VALUE, -1)
     if reported:
         raise SlabDebugError("numslab.jit: a slab_debug check failed on allocation: the slab "
                              "is isolated, nothing was allocated; see "
@@ -203,11 +209,26 @@ def _fault(st):
 
 
 @jit(inline=False, helper=True)
-def _raise_kfree(st, err, addr, index):
-    """Raise for a ``kfree`` or ``kfree_bulk`` element the engine refused, naming the cache
-    its page belongs to (the call names none) when the address lies in a slab."""
+def _raise_kfree(st, err, addr):
+    """Raise for a ``kfree`` the engine refused, naming the cache its page belongs to (the
+    call names none) when the address lies in a slab."""
     cache = ops._slab_owner(st, addr) if (addr > 0) & (addr < st.npages << 12) else NIL
-    _raise(err, addr, cache, index, errors.NO_VALUE, address(st))
+    _raise(err, addr, cache, -1, errors.NO_VALUE, address(st))
+
+
+@jit(inline=False, helper=True)
+def _raise_batch(st, err, cache, pa):
+    """Raise for the element of the batch at ``pa`` that a batch free refused (``err - i *
+    E_AT``; the array is as the caller passed it), naming the element and, for
+    ``kfree_bulk`` (``cache`` NIL), the cache its page belongs to; for ``E_TWICE`` the
+    earlier element naming the same object too (the engine's :func:`checks._twin`)."""
+    i = -err // E_AT
+    p = words_at(pa)
+    addr = p[i]
+    earlier = _twin(p, i) if err + i * E_AT == E_TWICE else -1
+    if cache == NIL:
+        cache = ops._slab_owner(st, addr) if (addr > 0) & (addr < st.npages << 12) else NIL
+    _raise(err, addr, cache, i, errors.NO_VALUE, address(st), earlier)
 
 
 @jit(inline=True, helper=True)
@@ -309,7 +330,7 @@ def _new_array(typingctx: Any, arr: Any) -> Any:
 def _checked_count(nr, length):
     """Raise unless ``nr`` is in ``0..length`` (the array's entries)."""
     if nr < 0 or nr > length:
-        _record_error(0, NO_ADDR, -1, -1, nr)
+        _record_error(0, NO_ADDR, -1, -1, nr, -1)
         raise InvalidSizeError("numslab.jit: count negative or larger than the array")
 
 
@@ -479,12 +500,12 @@ def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     cache, nr, cpu = _cache_arg(cache), _count_arg(nr), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0)
     _checked_count(nr, objs.shape[0])
-    err = ops.free_bulk(st, cache, cpu, nr, _objs_array(objs))
+    pa = _objs_array(objs)
+    err = ops.free_bulk(st, cache, cpu, nr, pa)
     if err == E_ARRAY_PLACE:                    # the array, not an element
         _raise(err, NO_ADDR, cache, -1, errors.NO_VALUE, address(st))
     if err:
-        i = -err // E_AT                        # the bad element (nothing was reordered)
-        _raise(err, objs[i], cache, i, errors.NO_VALUE, address(st))
+        _raise_batch(st, err, cache, pa)        # the bad element (nothing was reordered)
 
 
 @jit(inline=True, api=True)
@@ -516,7 +537,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     if size == 0:
         return ZERO_SIZE_PTR
     if size < 0 or size > 4 << 20:
-        _record_error(0, NO_ADDR, -1, -1, size)
+        _record_error(0, NO_ADDR, -1, -1, size, -1)
         raise InvalidSizeError("numslab.jit: kmalloc size not in 0..4 MiB")
     if size <= 8192:
         for i in range(NR_KMALLOC):
@@ -546,7 +567,7 @@ def kfree(h, addr, cpu=0):
             return
     err = ops.kfree(st, cpu, addr)
     if err:
-        _raise_kfree(st, err, addr, -1)
+        _raise_kfree(st, err, addr)
 
 
 @jit(inline=True, api=True)
@@ -555,12 +576,12 @@ def kfree_bulk(h, nr, objs, cpu=0):
     nr, cpu = _count_arg(nr), _int_arg(cpu)
     st = _state(h, cpu)
     _checked_count(nr, objs.shape[0])
-    err = ops.free_bulk(st, NIL, cpu, nr, _objs_array(objs))
+    pa = _objs_array(objs)
+    err = ops.free_bulk(st, NIL, cpu, nr, pa)
     if err == E_ARRAY_PLACE:
         _raise(err, NO_ADDR, -1, -1, errors.NO_VALUE, address(st))
     if err:
-        i = -err // E_AT
-        _raise_kfree(st, err, objs[i], i)
+        _raise_batch(st, err, NIL, pa)
 
 
 @jit(inline=True, api=True)
@@ -588,7 +609,7 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0)
     if ratio > 100 or ratio < -1:
-        _record_error(address(st), NO_ADDR, cache, -1, ratio)
+        _record_error(address(st), NO_ADDR, cache, -1, ratio, -1)
         raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
                                "defrag_used_ratio)")
     room = min(old.shape[0], new.shape[0])

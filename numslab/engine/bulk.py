@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                      ALLOC_SLOWPATH, FREE_REMOVE_PARTIAL, FREE_SLAB, SLAB_KMALLOC)
-from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, _live_clear, _live_set,
-                     _locate, _own_test)
+from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_TWICE, _live_clear,
+                     _live_set, _locate, _own_test, _twin)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_PARTIAL,
                      CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, KERNEL_7_0, N_NR_PARTIAL,
@@ -296,12 +296,15 @@ def _check_run_exact(st, p, start, end, ownm):
 
 @jit
 def _batch_fail(st, cache, i, p):
-    """Element ``i`` of ``p`` failed the batch check: find its error code (a duplicate of an
-    earlier element now reads as a double free), give ``p[:i]`` their live bits back and
-    return the code with ``i`` (``err - i * E_AT``)."""
+    """Element ``i`` of ``p`` failed the batch check: find its error code (``E_TWICE`` when
+    an earlier element names the same object: its check cleared the live bit, so this one
+    reads as free), give ``p[:i]`` their live bits back and return the code with ``i``
+    (``err - i * E_AT``)."""
     err, _ = _locate(st, p[i], cache)
     if err == 0:                                      # pragma: no cover - cannot happen
         err = E_DOUBLE_FREE
+    if err == E_DOUBLE_FREE and _twin(p, i) >= 0:
+        err = E_TWICE
     for j in range(i):
         _live_set(st, p[j])
     return err - i * E_AT
@@ -312,7 +315,8 @@ def _check_batch_any(st, nr, p):
     """The batch check of ``kfree_bulk``: ``p[:nr]`` are distinct live objects of any cache,
     or large kmalloc blocks; take them back (live bits cleared, per-CPU live counts fixed by
     the caller). On the first bad element restore everything and return its error code
-    with its index (``err - i * E_AT``); else 0."""
+    with its index (``err - i * E_AT``; ``E_TWICE`` when an earlier element names the same
+    object or block, which its check took back); else 0."""
     flags = st.pg_flags
     for i in range(nr):
         a = p[i]
@@ -323,10 +327,8 @@ def _check_batch_any(st, nr, p):
             flags[a >> 12] &= ~PG_LARGE                 # a duplicate will now look freed
             continue
         if err:
-            if err != E_DOUBLE_FREE:
-                for j in range(i):                  # was it a large block seen earlier?
-                    if p[j] == a:
-                        err = E_DOUBLE_FREE
+            if _twin(p, i) >= 0:                    # taken back by an earlier element
+                err = E_TWICE
             for j in range(i):                      # undo: nothing in the batch is freed
                 pf = _head_frame(st, p[j] >> 12)
                 if flags[pf] & PG_SLAB:

@@ -31,6 +31,7 @@ E_CORRUPT = -8        #: ``validate`` found a broken invariant (G_ERR0 = what, G
 E_ALLOCATORS = -9     #: a live object the allocator holds for itself (a sheaf), not the user's
 E_HOLDS_ARRAY = -11   #: a batch free's element whose object holds the batch's own address array
 E_ARRAY_PLACE = -12   #: a batch's address array in the arena but not in one live block of yours
+E_TWICE = -13         #: a batch free's element naming the object an earlier element names
 
 # A batch call that fails returns its error code and the index of the bad element in one
 # word: ``err - index * E_AT`` (the facade decodes it with :func:`batch_error`). Error details
@@ -300,6 +301,19 @@ def locate(st, addr, cache):
     object (of ``cache`` unless NIL), else the error code (negative)."""
     err, slab = _locate(st, addr, cache)
     return err if err else slab
+
+
+@jit
+def _twin(p, i):
+    """The first index ``j < i`` with ``p[j] == p[i]``: the earlier element of a batch that
+    names the object element ``i`` names (-1: none). Only error paths scan for it: an
+    element that fails the batch check with such a twin, whose check passed, is refused
+    with ``E_TWICE``, not as the double free its cleared live bit reads as."""
+    a = p[i]
+    for j in range(i):
+        if p[j] == a:
+            return j
+    return -1
 
 
 def batch_error(ret: int) -> tuple[int, int]:

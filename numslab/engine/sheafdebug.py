@@ -23,10 +23,11 @@ from .native import unit, words_at
 def free_bulk_checked(st, cache, cpu, nr, paddr):
     """``kmem_cache_free_bulk`` of a debug cache, or ``kfree_bulk`` (``cache`` NIL) while
     debug caches exist: every element checked first as a single free would be (a bad
-    address, double free, wrong cache: its error code with its index, ``err - i * E_AT``,
-    nothing freed; a double free in a cache with F reported as the kernel's "Object already
-    free"); then ``build_detached_freelist``'s chains in the kernel's order, a debug cache's
-    through ``free_to_partial_list`` (:func:`debug.free_chain_debug`), any other cache's as
+    address, double free, wrong cache, an object an earlier element names (``E_TWICE``, not
+    free: no report): its error code with its index, ``err - i * E_AT``, nothing freed; a
+    double free in a cache with F reported as the kernel's "Object already free"); then
+    ``build_detached_freelist``'s chains in the kernel's order, a debug cache's through
+    ``free_to_partial_list`` (:func:`debug.free_chain_debug`), any other cache's as
     ``__slab_free`` frees them. A chain a slab_debug check refuses stays allocated and the
     rest go on, as in the kernel; the call then returns E_DEBUG with the index of the first
     refused object (in the order the chains were freed). FREE_SLOWPATH: 7.0's

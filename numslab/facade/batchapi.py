@@ -17,8 +17,7 @@ from ..engine.native import jit
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..engine.slablists import pending_put, pending_take
-from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, InvalidSizeError,
-                      SlabError)
+from ..errors import BadAddressError, InvalidArgumentError, InvalidSizeError, SlabError
 from ..flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
 from .args import check_gfp
 from .cache import KmemCache
@@ -287,14 +286,7 @@ class BatchAPI:
         if err == checks.E_ARRAY_PLACE:         # the array, not an element
             self._refuse_array(fn, objs)
         err, i = checks.batch_error(err)
-        addr = int(objs[i])
-        if err == checks.E_DOUBLE_FREE:         # (the batch check cleared its bit: "already
-            twice = np.flatnonzero(objs[:i] == addr)            # free" was the text)
-            if len(twice):
-                raise DoubleFreeError(f"{fn}: element {i}: {addr:#x}: double free, element "
-                                      f"{int(twice[0])} of the batch names it too (nothing "
-                                      f"freed)")
-        self._raise(err, f"{fn}: element {i}", addr, cache)
+        self._raise(err, f"{fn}: element {i}", int(objs[i]), cache, objs[:i + 1])
 
     # ---- the seed's array API ---------------------------------------------------------------
     def kmem_cache_alloc_array(self: "SlabAllocator", cache: KmemCache, gfp: int, nr: int,

@@ -72,10 +72,11 @@ class RaiseAPI:
         return f" ({self._caches[cid].name})" if cid in self._caches else ""
 
     def _raise(self: "SlabAllocator", err: int, fn: str, addr: int,
-               cache: "KmemCache | None") -> None:
+               cache: "KmemCache | None", batch: np.ndarray | None = None) -> None:
         """Turn a kernel error code into the matching exception. Its details are read from
         the state at ``addr`` (another thread may have run a kernel since this one failed,
-        so no error register is trusted here)."""
+        so no error register is trusted here); a batch's, of its last element ``addr`` and
+        the elements before it in ``batch``."""
         where = f"{fn}: {addr:#x}"
         head = self._slab_head(addr) if 0 <= addr < self.nr_pages * PAGE_SIZE else -1
         if err == checks.E_OUTSIDE:
@@ -106,6 +107,15 @@ class RaiseAPI:
                 raise DoubleFreeError(f"{where}: double free, {note}")
             detail = "".join("\n" + r for r in self._last_reports[:1])   # F: "Object already free"
             raise DoubleFreeError(f"{where}: double free, the object is already free{detail}")
+        if err == checks.E_TWICE:           # a batch's (the engine's verdict): name both
+            if cache is None:
+                where += self._page_cache(addr)
+            batch = np.array([addr], np.int64) if batch is None else batch
+            j = np.flatnonzero(batch[:-1] == addr)          # as the engine's _twin finds it
+            earlier = f"element {int(j[0])}" if len(j) else "an earlier element"
+            raise DoubleFreeError(f"{where}: double free within the batch: element "
+                                  f"{len(batch) - 1} names the same object as {earlier}; "
+                                  f"nothing freed")
         if err in (checks.E_LARGE, checks.E_NOT_HEAD):
             raise BadAddressError(f"{where} is inside a large kmalloc block at {head << 12:#x}, "
                                   f"not at its start" if err == checks.E_NOT_HEAD else
