@@ -1216,3 +1216,25 @@ def test_a_large_block_twice_in_kfree_bulk_is_named_so(gen):
     sa.kfree(int(objs[2]))
     assert c.live_objects == 0
     sa.validate()
+
+
+@pytest.mark.parametrize("gen", numslab.KERNELS)
+def test_an_address_inside_a_large_block_taken_earlier_in_the_batch_is_named_so(gen):
+    """``kfree_bulk([L, L + 4096])``: the second address is inside the large block the first
+    names, as ``kfree_bulk([L + 4096])`` says; it was diagnosed on the state the first
+    element's check had changed ("not on a slab page ... free it with free_pages"), from
+    Python and inside ``@njit``; nothing changes."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=gen)
+    big = sa.kmalloc(20000)
+    snap = snapshot(sa)
+    for tail in (big + 4096, big + 8):
+        arr = np.array([big, tail], np.int64)
+        with pytest.raises(numslab.BadAddressError,
+                           match=f"element 1: {tail:#x} is inside a large kmalloc block at "
+                                 f"{big:#x}, not at its start"):
+            sa.kfree_bulk(2, arr.copy())
+        with pytest.raises(numslab.SlabError, match=f"{tail:#x}"):
+            jit_kfree(sa.handle, 2, arr.copy())
+        assert_unchanged(sa, snap)
+    sa.kfree(big)
+    sa.validate()

@@ -296,17 +296,15 @@ def _check_run_exact(st, p, start, end, ownm):
 
 @jit
 def _batch_fail(st, cache, i, p):
-    """Element ``i`` of ``p`` failed the batch check: find its error code (``E_TWICE`` when
-    an earlier element names the same object: its check cleared the live bit, so this one
-    reads as free), give ``p[:i]`` their live bits back and return the code with ``i``
-    (``err - i * E_AT``)."""
-    err, _ = _locate(st, p[i], cache)
-    if err == 0:                                      # pragma: no cover - cannot happen
-        err = E_DOUBLE_FREE
-    if err == E_DOUBLE_FREE and _twin(p, i) >= 0:
-        err = E_TWICE
+    """Element ``i`` of ``p`` failed the batch check: give ``p[:i]`` their live bits back,
+    then find its error code on the state as it was before the call (``E_TWICE`` when it
+    passes on its own: an earlier element names the same object, whose check cleared the
+    bit) and return the code with ``i`` (``err - i * E_AT``)."""
     for j in range(i):
         _live_set(st, p[j])
+    err, _ = _locate(st, p[i], cache)
+    if err == 0:
+        err = E_TWICE if _twin(p, i) >= 0 else E_DOUBLE_FREE
     return err - i * E_AT
 
 
@@ -314,9 +312,10 @@ def _batch_fail(st, cache, i, p):
 def _check_batch_any(st, nr, p):
     """The batch check of ``kfree_bulk``: ``p[:nr]`` are distinct live objects of any cache,
     or large kmalloc blocks; take them back (live bits cleared, per-CPU live counts fixed by
-    the caller). On the first bad element restore everything and return its error code
-    with its index (``err - i * E_AT``; ``E_TWICE`` when an earlier element names the same
-    object or block, which its check took back); else 0."""
+    the caller). On the first bad element restore everything and return its error code,
+    found on the state as it was before the call, with its index (``err - i * E_AT``;
+    ``E_TWICE`` when it passes on its own: an earlier element names the same object or
+    block, which its check took back); else 0."""
     flags = st.pg_flags
     for i in range(nr):
         a = p[i]
@@ -327,14 +326,19 @@ def _check_batch_any(st, nr, p):
             flags[a >> 12] &= ~PG_LARGE                 # a duplicate will now look freed
             continue
         if err:
-            if _twin(p, i) >= 0:                    # taken back by an earlier element
-                err = E_TWICE
             for j in range(i):                      # undo: nothing in the batch is freed
                 pf = _head_frame(st, p[j] >> 12)
                 if flags[pf] & PG_SLAB:
                     _live_set(st, p[j])
                 else:
                     flags[pf] |= PG_LARGE
+            # diagnosed again as it was: an address inside a large block an earlier element
+            # took read as "not on a slab page" on the half-changed state
+            err, slab = _locate(st, a, NIL)
+            if err == E_LARGE and _own_test(st, a, 16):
+                err = E_ALLOCATORS
+            if err == 0 or err == E_LARGE:
+                err = E_TWICE if _twin(p, i) >= 0 else E_DOUBLE_FREE
             return err - i * E_AT
         _live_clear(st, a)
     return 0
