@@ -395,3 +395,41 @@ def test_a_float_is_not_cut_into_an_integer_field_of_a_record(sa):
     c.store(addrs, [(1, [2, 3], (4, 5.5)), (6, [7.5, 8], (9, 10))])
     assert c.records(addrs)["inner"]["w"].tolist() == [5.5, 10.0]
     c.free_bulk(addrs)
+
+
+def test_store_takes_numbers_only_of_the_kinds_their_fields_take(sa):
+    """Values NumPy would cut, parse or cast by position are refused, nothing written: a
+    float in an array-of-records field, a record (``np.void``) of another dtype in a list,
+    a Fraction, a Decimal or a str for a number, an int for a bool; each was stored
+    (1.5 as 1, '12' as 12, "False" as True). What fits is stored as given."""
+    from decimal import Decimal
+    from fractions import Fraction
+    rec = np.dtype([("a", np.int32), ("f", np.float64), ("ok", np.bool_),
+                    ("s", [("x", np.int32)], (2,))])
+    c = sa.kmem_cache_create("kinds", 0, dtype=rec)
+    addrs = c.alloc_bulk(2)
+    c.store(addrs, (1, 2, True, [(3,), (4,)]))                  # an int for a float: taken
+    snap = snapshot(sa)
+    other = np.zeros((), [("zz", np.float32), ("yy", np.float32), ("k", np.bool_),
+                          ("w", [("x", np.int32)], (2,))])[()]
+    for bad in ((1, 2.0, True, [(1.5,), (2,)]), [other], (Fraction(3, 2), 2.0, True, [(1,)] * 2),
+                (Decimal("1.7"), 2.0, True, [(1,)] * 2), ("7", 2.0, True, [(1,)] * 2),
+                (1, 2.0, "False", [(1,)] * 2), (1, 2.0, 1, [(1,)] * 2),
+                (1, "2.5", True, [(1,)] * 2)):
+        with pytest.raises(numslab.WrongTypeError, match="NumPy would cut or parse"):
+            c.store(addrs, bad)
+    assert_unchanged(sa, snap)
+    same = np.array([(5, 6.5, False, [(7,), (8,)])], rec)[0]      # a record of this dtype
+    c.store(addrs, [same, (9, np.float32(1.5), np.bool_(True), [(np.int8(1),), (2,)])])
+    got = c.records(addrs)
+    assert got["a"].tolist() == [5, 9] and got["f"].tolist() == [6.5, 1.5]
+    assert got["ok"].tolist() == [False, True] and got["s"]["x"].tolist() == [[7, 8], [1, 2]]
+    plain = sa.kmem_cache_create("plain", 0, dtype=np.int64)
+    p = plain.alloc_bulk(2)
+    for bad in (["12", "13"], [Fraction(3, 2), 1], [1, None]):
+        with pytest.raises(numslab.WrongTypeError):
+            plain.store(p, bad)
+    plain.store(p, [np.uint8(3), 4])
+    assert plain.records(p).tolist() == [3, 4]
+    c.free_bulk(addrs)
+    plain.free_bulk(p)

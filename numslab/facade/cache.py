@@ -528,10 +528,10 @@ class KmemCache(MovableCache):
         what = getattr(values, "dtype", type(values).__name__)
         if ok:
             try:
-                if plain and base.kind in "iu" and np.asarray(values).dtype.kind in "fc" or \
-                        not plain and not isinstance(values, (np.ndarray, np.generic)) and \
-                        _float_for_int_field(base, values):
-                    raise ValueError("a float for an integer field would be cut")  # (1.5: 1)
+                if not isinstance(values, (np.ndarray, np.generic)) and \
+                        not _exact_values(base, values):    # NumPy would cut 1.7 to 1,
+                    raise ValueError("a value of another type than its field's: NumPy "
+                                     "would cut or parse it")      # parse '12', cast voids
                 vals = np.asarray(values, dtype=base)
                 if shape and vals.ndim == 0:        # one number for every element
                     vals = np.broadcast_to(vals, shape)
@@ -567,21 +567,52 @@ class KmemCache(MovableCache):
                               f"allocated object of this cache")
 
 
-def _float_for_int_field(base: np.dtype, values: Any) -> bool:
-    """Whether a record given as a tuple (``values``: one, or a list of them) has a float or
-    complex number for an integer field of the structured dtype ``base`` (NumPy would cut
-    1.7 to 1). Typed records (``np.void``) are NumPy's already."""
-    for rec in [values] if isinstance(values, tuple) else values:
-        if isinstance(rec, np.void):
-            continue
-        for name, v in zip(base.names, rec):
-            ft = base.fields[name][0]
-            if ft.names is not None:
-                if isinstance(v, (tuple, list)) and _float_for_int_field(ft, v):
-                    return True
-            elif ft.base.kind in "iu" and np.asarray(v).dtype.kind in "fc":
-                return True
-    return False
+#: The kinds of Python or NumPy number each kind of numeric field takes without NumPy
+#: cutting or parsing it ("i": an integer, "f": a float, "c": a complex, "b": a bool).
+_TAKES = {"b": "b", "i": "i", "u": "i", "f": "if", "c": "ifc"}
+
+
+def _number_kind(v: Any) -> str:
+    """"b", "i", "f" or "c" for a bool, integer, float or complex (Python's or NumPy's),
+    else "" (a str, a Fraction, a Decimal, None ...)."""
+    if isinstance(v, (bool, np.bool_)):
+        return "b"
+    if isinstance(v, (int, np.integer)):
+        return "i"
+    if isinstance(v, (float, np.floating)):
+        return "f"
+    if isinstance(v, (complex, np.complexfloating)):
+        return "c"
+    return ""
+
+
+def _exact_values(dt: np.dtype, v: Any) -> bool:
+    """Whether ``v`` (one value of dtype ``dt``, or nested lists of them) fits ``dt`` as it
+    is: a record is a tuple of its fields (or an ``np.void`` of exactly ``dt``), a subarray
+    nested lists, and every number of a numeric field of a kind the field takes (NumPy
+    would cut 1.7 to 1, parse '12', take a Fraction's integer part, cast a void of another
+    dtype by position). Strings, bytes, dates and raw fields follow NumPy's rules."""
+    if dt.subdtype is not None:                 # a subarray: one value for every element,
+        return _exact_values(dt.subdtype[0], v)     # or nested lists of them (below)
+    if dt.names is None and isinstance(v, (list, tuple)):
+        a = np.asarray(v)                   # numbers only: NumPy's kind says it at C speed
+        if a.dtype.kind != "O":
+            v = a
+    if isinstance(v, list) or isinstance(v, tuple) and dt.names is None:
+        return all(_exact_values(dt, x) for x in v)
+    if isinstance(v, np.ndarray):
+        if dt.names is not None or v.dtype.names is not None:
+            return v.dtype == dt
+        takes = _TAKES.get(dt.kind)
+        return takes is None or v.dtype.kind.replace("u", "i") in takes
+    if dt.names is not None:
+        if isinstance(v, np.void):
+            return v.dtype == dt
+        return isinstance(v, tuple) and len(v) == len(dt.names) and all(
+            _exact_values(dt.fields[n][0], x) for n, x in zip(dt.names, v))
+    takes = _TAKES.get(dt.kind)
+    kind = _number_kind(v)
+    return takes is None or kind != "" and kind in takes
 
 
 class _NoAllocator:
