@@ -16,7 +16,7 @@ from .facade.cache import KmemCache
 from .facade.defragapi import remap
 from .errors import (BadAddressError, CacheLeakError, ConcurrentUseError, DoubleFreeError,
                      FixedAttributeError, InvalidArgumentError, InvalidSizeError,
-                     NotPicklableError, OutOfMemoryError, SlabCorruptionError,
+                     LostObjectsError, NotPicklableError, OutOfMemoryError, SlabCorruptionError,
                      SlabDebugError, SlabError, WrongCacheError, WrongTypeError)
 from .flags import *  # noqa: F401,F403  (GFP_*, SLAB_*, stat names)
 from .geometry import Geometry, calculate_geometry
@@ -85,8 +85,8 @@ del _name
 
 __all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError", "WrongCacheError",
            "DoubleFreeError", "InvalidSizeError", "InvalidArgumentError", "CacheLeakError",
-           "SlabCorruptionError", "SlabDebugError", "ConcurrentUseError", "NotPicklableError",
-           "WrongTypeError", "FixedAttributeError", "OutOfMemoryError",
+           "LostObjectsError", "SlabCorruptionError", "SlabDebugError", "ConcurrentUseError",
+           "NotPicklableError", "WrongTypeError", "FixedAttributeError", "OutOfMemoryError",
            "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",
            "parse_size", "flags", "jit", "KERNELS", "NIL", "NULL", "ZERO_SIZE_PTR",
            *_API, *flags.__all__]

@@ -96,6 +96,14 @@ class CacheLeakError(SlabError):
     """A cache destroyed while objects are still allocated from it."""
 
 
+class LostObjectsError(CacheLeakError):
+    """A cache destroyed while objects lost to a corrupted free list remain in its slabs
+    (``KmemCache.lost_objects``: cut off by slab_debug's repair, or left in a slab isolated
+    after a stray write), none held by a user. The kernel's ``__kmem_cache_shutdown`` finds
+    them in use and keeps the cache; ``kmem_cache_destroy(cache, force=True)`` discards
+    them with their slabs."""
+
+
 class OutOfMemoryError(SlabError, MemoryError):
     """The arena cannot give what a convenience call (``KmemCache.alloc``, ``alloc_bulk``)
     or the set-up of a cache's sheaves needs. The kernel's API returns 0 (NULL) instead, as

@@ -192,18 +192,59 @@ def test_wrong_cache_error_names_a_cache_holding_nothing(sa):
 def test_destroy_after_a_stray_write_on_a_cpu_freelist(force):
     # 6.18: a stray write over a free pointer on the CPU's lockless freelist hid the objects
     # after it from the live count, so every destroy (force too) was refused ("17 live
-    # object(s)") while the user held none
+    # object(s)") while the user held none; they are lost (in use to the kernel, whose
+    # shutdown keeps the cache): refused as such, with nothing changed, until force
     sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel="6.18", freelist_random=False)
     c = sa.kmem_cache_create("c", 192)
     a = c.alloc()                           # the CPU slab: the rest on the CPU's freelist
     victim = a + 3 * c.slab_size
     sa.memory[victim + c.offset:victim + c.offset + 8] = 0x41
     if not force:
-        with pytest.raises(numslab.CacheLeakError, match=r": 1 live object\(s\)"):
+        with pytest.raises(numslab.CacheLeakError,
+                           match=r": 1 live object\(s\) of 192 bytes, and 17 lost to a "):
             sa.kmem_cache_destroy(c)            # (it said 18: the count is exact again)
         c.free(a)
-    sa.kmem_cache_destroy(c, force=force)
+        snap = snapshot(sa)
+        with pytest.raises(numslab.LostObjectsError,
+                           match=rf"objects: 17 object\(s\) lost to a corrupted free list "
+                                 rf"\(17 in the slab at {a & ~4095:#x}\), held by no user; "):
+            sa.kmem_cache_destroy(c)
+        buf, mem = snapshot(sa)             # nothing changed (no flush isolated the slab)
+        assert np.array_equal(buf, snap[0]) and np.array_equal(mem, snap[1])
+        assert c in sa.caches and c.lost_objects == 17 and len(c) == 0
+    sa.kmem_cache_destroy(c, force=True)
     assert c not in sa.caches
+    sa.validate()
+
+
+def test_destroy_after_a_slab_was_isolated_names_its_lost_objects(kernel):
+    """A stray write over a free pointer: the allocation that meets it isolates the slab,
+    whose free objects (and the frees into it since) are lost. The destroy then discarded
+    the slab silently; the kernel's shutdown finds it in use and keeps the cache: refused
+    now, with nothing changed, naming the objects and the slab, until force."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("iso", 96)
+    objs = c.alloc_bulk(3 * c.objs_per_slab)
+    c.free_bulk(objs[::2].copy())
+    st, w = sa.state, sa.memory.view(np.int64)
+    slab = next(p for p in np.flatnonzero(st.sl_freelist).tolist() if st.sl_cache[p] == c.id)
+    w[(int(st.sl_freelist[slab]) + c.offset) >> 3] ^= 0x5A5A5A5A5A    # a stray write
+    with pytest.raises(numslab.SlabCorruptionError):
+        for _ in range(4 * c.objs_per_slab):
+            c.alloc()
+    assert slab in (sa.isolated_slabs() >> 12).tolist() and c.lost_objects > 0
+    for a in c.live_addresses():
+        c.free(int(a))
+    lost = c.lost_objects
+    assert len(c) == c.live_objects == 0 and lost and c.lost_slabs()[:, 0].tolist() == [
+        slab << 12]
+    snap = snapshot(sa)
+    with pytest.raises(numslab.LostObjectsError, match=rf"objects: {lost} object\(s\) lost "
+                       rf"to a corrupted free list \({lost} in the slab at {slab << 12:#x}\)"):
+        sa.kmem_cache_destroy(c)
+    assert_unchanged(sa, snap)
+    sa.kmem_cache_destroy(c, force=True)
+    assert c not in sa.caches and not sa.isolated_slabs().size
     sa.validate()
 
 
@@ -843,6 +884,7 @@ def test_load_refuses_links_to_frames_and_caches_the_machine_has_not(kernel, tmp
         off = int(state[L.H_FIELDS + 2 * field])
         return off + i * (L.ROW if field in L.ROW_COLS else 1)
     slab = int(np.flatnonzero(sa.state.sl_cache == c.id)[0])
+    free = int(np.flatnonzero(sa.state.pg_flags & L.PG_BUDDY)[-1])
     pcp_end = L.P_LISTS + 2                 # CPU 0, node 0: order 1's list
     edits = {"pg_head": (at(L.F_PG_HEAD, slab), sa.nr_pages),
              "pg_next": (at(L.F_PG_NEXT, slab), -5),
@@ -851,6 +893,9 @@ def test_load_refuses_links_to_frames_and_caches_the_machine_has_not(kernel, tmp
              "sl_objects": (at(L.F_SL_OBJECTS, slab), -1000),
              "sl_inuse": (at(L.F_SL_INUSE, slab), 10 ** 6),
              "sl_inuse ": (at(L.F_SL_INUSE, slab), 20000),         # more than sl_objects
+             "sl_lost": (at(L.F_SL_LOST, slab), 1000),      # more than sl_inuse
+             "sl_lost ": (at(L.F_SL_LOST, free), 7),         # a frame that is no slab
+             "G_NLOST": (at(L.F_G, L.G_NLOST), 3),           # not the sum of sl_lost
              "kmalloc": (at(L.F_KMALLOC, 3), 2047),
              "pcp list": (at(L.F_PCP, pcp_end), 1 << 24),
              "free area": (at(L.F_BUDDY, L.B_HEAD), sa.nr_pages + 7)}
@@ -872,7 +917,8 @@ def _every_state(gen, nodes=2):
     the user holds (normal, oversize, a debug cache's), partial slabs on kernel-order and
     sorted lists (6.18: CPU slabs, CPU partial lists), objects waiting for ``kfree_rcu`` (in
     an ``rcu_free`` sheaf, in a sheaf handed to ``call_rcu``, on the list), a debug cache,
-    slabs of order 1, raw pages and a slab isolated after a stray write."""
+    slabs of order 1, raw pages, a slab isolated after a stray write and a free list a
+    repair cut (its objects lost)."""
     sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=nodes, memory="4M", kernel=gen,
                                slab_debug="FZPU,dbg")
     a = sa.kmem_cache_create("a", 64, sheaf_capacity=8)
@@ -901,7 +947,12 @@ def _every_state(gen, nodes=2):
     sa.kfree_rcu(sa.kmalloc(20000))                 # a large kmalloc: the list
     sa.kfree_rcu(dbg.alloc())                       # no sheaves: the list
     sa.alloc_pages(1)
+    cut = sa.kmem_cache_create("cut", 64, flags=numslab.SLAB_CONSISTENCY_CHECKS)
+    objs = cut.alloc_bulk(10)
+    cut.free_bulk(objs[2:8].copy())
     st, w = sa.state, sa.memory.view(np.int64)
+    w[(int(objs[5]) + cut.offset) >> 3] ^= 0x5A5A5A5A5A           # a stray write, repaired:
+    assert sa.kmem_cache_validate(cut) and cut.lost_objects     # a free list cut
     slab = next(p for p in np.flatnonzero(st.sl_freelist).tolist() if st.sl_cache[p] == iso.id)
     w[(int(st.sl_freelist[slab]) + iso.offset) >> 3] ^= 0x5A5A5A5A5A    # a stray write
     with pytest.raises(numslab.SlabCorruptionError):
@@ -921,6 +972,7 @@ def test_load_takes_every_state_save_writes(gen, nodes, tmp_path):
     assert (st.node[:, :, N_NR_FULL].sum() and st.node[:, :, N_NR_EMPTY].sum()
             and st.ca[:, CA_USER_SHEAVES].any() and sa._g[G_NRCU]
             and st.cpu[:, :, C_RCU_FREE].any() and sa._rcu_pending and sa.isolated_slabs()
+            and st.sl_lost.any()
             and st.node[:, :, N_NR_PARTIAL].sum() and (st.pg_flags & PG_SORTED).any())
     assert (st.barn_partial.any() == (gen == "next") and (gen == "6.18") ==
             bool((st.pg_flags & PG_CPU_PARTIAL).any() and (st.pg_flags & PG_FROZEN).any()))
@@ -1036,7 +1088,7 @@ def test_load_refuses_a_word_compiled_code_follows_without_a_bound(kernel, tmp_p
         ({at(L.F_CPU_NODE, 0): 1}, {}, r"cpu_node\[0\] is 1, not what the machine was made"),
         ({g + L.G_NRCU: int(sa._g[L.G_NRCU]) + 1}, {}, r"g\[G_NRCU\] is \d+, not the \d+"),
         ({}, {(waiting, L.SH_CAPACITY): 5}, r"the callback word of the sheaf at \d+ is 5"),
-        ({g + L.G_NDEBUG: 0}, {}, r"g\[G_NDEBUG\] is 0, not 1, the debug caches"),
+        ({g + L.G_NDEBUG: 0}, {}, r"g\[G_NDEBUG\] is 0, not 2, the debug caches"),
         ({at(L.F_PBUCKETS, a * nnode * L.NR_PBUCKETS): part}, {},
          rf"pbuckets\[{a}\] is {part}, a bucket head of a cache whose partial lists are not")]
     full_slab = int(np.flatnonzero(st.pg_flags == L.PG_HEAD | L.PG_SLAB)[0])

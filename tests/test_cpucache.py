@@ -287,3 +287,42 @@ def test_flush_moves_everything_off_the_cpus(sa, cache):
     sa.kmem_cache_shrink(cache)
     assert cache.cpu_slabs == 0
     assert cache.stats["cpuslab_flush"] == 1
+
+
+@pytest.mark.parametrize("finder", ["pop", "flush"])
+def test_free_objects_behind_a_cut_cpu_freelist_are_lost_not_live(finder):
+    """A stray write over a free pointer on the CPU's lockless freelist: the count walked
+    the list and took every free object behind the cut for one a user holds (len(c) 18 with
+    one held) until the CPU popped there or a flush walked it. They are lost from the cut
+    on (no pop or flush reaches them: the one that finds it isolates the slab), so len(c)
+    and live_objects are what users hold all along; validate reports the cut meanwhile."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel="6.18", freelist_random=False)
+    c = sa.kmem_cache_create("c", 192)
+    a = c.alloc()                                   # object 0; 1..20 on the CPU's freelist
+    slab = a & ~4095
+    v = a + 3 * c.slab_size
+    sa.memory[v + c.offset:v + c.offset + 8] = 0x41
+    assert len(c) == c.live_objects == len(c.live_addresses()) == 1
+    assert c.lost_objects == c.objs_per_slab - 4 == 17      # behind object 3
+    assert c.lost_slabs().tolist() == [[slab, 17]]
+    with pytest.raises(numslab.SlabCorruptionError, match=r"free list leaves its slab or the "
+                       rf"object grid \(cache c, slab at {slab:#x}\)$"):
+        sa.validate()
+    if finder == "flush":                           # deactivate_slab's checked walk finds
+        c.shrink()                                  # it: 1..3 leak with the isolated slab
+        assert len(c) == c.live_objects == 1 and c.lost_objects == 20
+        sa.validate()
+        c.free(a)
+        assert len(c) == 0 and c.lost_objects == c.objs_per_slab
+        return
+    got = [c.alloc(), c.alloc()]                    # objects 1 and 2
+    assert len(c) == c.live_objects == 3 and c.lost_objects == 17
+    with pytest.raises(numslab.SlabCorruptionError, match="Freepointer corrupt"):
+        c.alloc()                                   # the pop of object 3 finds the cut
+    assert len(c) == c.live_objects == 3            # object 3 leaks with the slab's rest
+    assert c.lost_objects == 18 and c.lost_slabs().tolist() == [[slab, 18]]
+    sa.validate()
+    for x in got + [a]:
+        c.free(x)                                   # frees into the isolated slab leak too
+    assert len(c) == c.live_objects == 0 and c.lost_objects == c.objs_per_slab
+    sa.validate()

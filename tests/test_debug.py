@@ -8,6 +8,7 @@ import pytest
 
 import numslab
 from numslab.engine import layout as L
+from numslab.engine.layout import view
 
 KERNELS = ("7.0", "6.18")       #: the behaviour tested here is both generations
 
@@ -86,6 +87,15 @@ def lose_a_slab(sa, c, objs):
     sa.state.node[c._id, 0, L.N_NR_PARTIAL] -= 1
 
 
+def corrupt_lost_frame(sa, c, objs):
+    free = int(np.flatnonzero(sa.state.pg_flags & L.PG_BUDDY)[-1])
+    sa.state.sl_lost[free] = 1                            # lost objects on no slab
+
+
+def corrupt_lost_count(sa, c, objs):
+    view(sa.state.buf, L.F_G)[L.G_NLOST] += 1
+
+
 @pytest.mark.parametrize("damage,what", [
     (corrupt_freepointer, "free list leaves its slab or the object grid"),
     (corrupt_inuse, "inuse + free objects != objects"),
@@ -99,10 +109,36 @@ def lose_a_slab(sa, c, objs):
     (corrupt_head_of_slab, "compound head is wrong"),
     (corrupt_head_of_free_frame, "compound head is wrong"),
     (corrupt_head_of_tail, "compound head is wrong"),
+    (corrupt_lost_frame, "lost objects (sl_lost) out of range"),
+    (corrupt_lost_count, "their sum is not G_NLOST"),
 ])
 def test_validate_finds_corruption(world, damage, what):
     sa, c, objs = world
     damage(sa, c, objs)
     pattern = "|".join(re.escape(w) for w in what.split("|"))
     with pytest.raises(numslab.SlabCorruptionError, match=pattern):
+        sa.validate()
+
+
+
+@pytest.mark.parametrize("damage,place", [
+    (corrupt_inuse, "cache v, slab at {slab:#x}"),
+    (corrupt_partial_count, "cache v, node 0"),
+    (corrupt_buddy, "node 0"),
+    (corrupt_head_of_slab, "page frame {frame} at {frame_addr:#x}"),
+    (corrupt_lost_frame, "page frame {free} at {free_addr:#x}"),
+])
+def test_validate_names_the_place_by_its_kind(world, damage, place):
+    """validate named every place as a bare number ("(cache v, at 1)" for a slab's frame,
+    as for a node, a CPU, a sheaf's handle or an object's address) and named a cache for the
+    page allocator's invariants (the last one it had checked): now a slab by its address, a
+    page frame with its address, a node by its number, the cache only for a cache's."""
+    sa, c, objs = world
+    slab = int(sa.state.node[c._id, 0, L.N_PARTIAL_HEAD]) << 12
+    free = int(np.flatnonzero(sa.state.pg_flags & L.PG_BUDDY)[-1])
+    frame = objs[0] >> 12
+    damage(sa, c, objs)
+    text = place.format(slab=slab, frame=frame, frame_addr=frame << 12, free=free,
+                        free_addr=free << 12)
+    with pytest.raises(numslab.SlabCorruptionError, match=rf"^validate: .* \({text}\)$"):
         sa.validate()

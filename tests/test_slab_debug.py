@@ -540,3 +540,84 @@ def test_a_batch_allocation_refused_by_a_check_names_the_slab_not_an_object():
                     sa.kmem_cache_alloc_array(c, numslab.GFP_KERNEL, 20, out, call)
             assert len(sa.isolated_slabs()) == 1
             sa.validate()
+
+
+def _cut_free_list(kernel):
+    """A debug cache (F) whose slab's free list ``kmem_cache_validate`` cut at a clobbered
+    free pointer: the machine, the cache, the slab's objects held, those left on the cut
+    list and those cut off."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", slab_debug="F", kernel=kernel,
+                               freelist_hardened=False, freelist_random=False)
+    c = sa.kmem_cache_create("c0", 24)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(10)]
+    for a in objs[2:8]:
+        sa.kmem_cache_free(c, a)                    # free list: 7 6 5 4 3 2, then 10 on
+    a = objs[5]
+    sa.memory[a + c.offset:a + c.offset + 8] = list((0x1010).to_bytes(8, "little"))
+    assert sa.kmem_cache_validate(c) == 3           # Freechain corrupt, Wrong object count,
+    slab = objs[0] & ~4095                          # Object count adjusted
+    every = slab + c.slab_size * np.arange(c.objs_per_slab)
+    held, kept = objs[:2] + objs[8:], objs[7:4:-1]
+    cut = sorted(set(every.tolist()) - set(held) - set(kept))
+    return sa, c, held, kept, cut
+
+
+@pytest.mark.parametrize("gen", sorted(numslab.KERNELS))
+def test_objects_a_repaired_free_list_cut_off_are_lost_not_live(gen):
+    """on_freelist's "Freechain corrupt" cuts the chain and counts the objects after the cut
+    in use (the kernel leaks them). They were counted as objects users hold: len(c) and
+    live_objects 163 with live_addresses() empty, validate() raising "inuse + free objects
+    != objects (cache c0, at 1)" on every call, the destroy "163 live object(s)". Now they
+    are lost objects, reported once at the repair: never handed out again, counted apart,
+    the slab's books balanced, and the destroy refused as the kernel's shutdown refuses,
+    naming them and their slab, until force."""
+    sa, c, held, kept, cut = _cut_free_list(gen)
+    slab = held[0] & ~4095
+    assert len(c) == c.live_objects == len(c.live_addresses()) == 4    # (it said 167)
+    sa.validate()                                   # the books balance: no report forever
+    assert len(cut) == 163 and c.lost_objects == 163
+    assert c.lost_slabs().tolist() == [[slab, 163]]
+    sa.validate(c)
+    assert sa.kmem_cache_validate(c) == 0           # reported once, at the repair
+    got = [sa.kmem_cache_alloc(c) for _ in range(2 * c.objs_per_slab)]
+    assert sorted(got[:3]) == sorted(kept)          # the rest of the cut list, then new slabs
+    assert not set(got) & set(cut)                  # a cut-off object is never handed out
+    for a in got + held:
+        sa.kmem_cache_free(c, a)
+    assert len(c) == c.live_objects == len(c.live_addresses()) == 0
+    assert c.lost_objects == 163 and int(sa.state.sl_inuse[slab >> 12]) == 163
+    sa.validate()
+    sa.slab_reports(clear=True)
+    with pytest.raises(numslab.LostObjectsError,
+                       match=rf"^kmem_cache_destroy c0: Slab cache still has objects: 163 "
+                             rf"object\(s\) lost to a corrupted free list \(163 in the slab "
+                             rf"at {slab:#x}\), held by no user; .*force=True"):
+        sa.kmem_cache_destroy(c)
+    reps = sa.slab_reports()                        # list_slab_objects: the objects not free
+    assert reps[0] == "BUG c0 (Not tainted): Objects remaining on __kmem_cache_shutdown()"
+    assert [int(r.split()[1], 16) for r in reps[1:]] == cut
+    assert c in sa.caches and c.lost_objects == 163
+    sa.kmem_cache_free(c, sa.kmem_cache_alloc(c))   # still usable
+    sa.kmem_cache_destroy(c, force=True)
+    assert c not in sa.caches and not sa.state.sl_lost.any()
+    sa.validate()
+
+
+def test_a_leak_names_lost_objects_apart_and_a_relinked_list_gives_them_back():
+    """A destroy refused for live objects names the lost ones apart (it said 167 live); a
+    free pointer written back over the cut relinks cut-off objects: the next repair counts
+    them free again (``on_freelist``'s "Wrong object count"), so they are no longer lost."""
+    sa, c, held, kept, cut = _cut_free_list("7.0")
+    with pytest.raises(numslab.CacheLeakError, match=r"objects: 4 live object\(s\) of 24 bytes, "
+                       r"and 163 lost to a corrupted free list$") as e:
+        sa.kmem_cache_destroy(c)
+    assert type(e.value) is numslab.CacheLeakError
+    a = kept[-1]                                    # the object the cut ended the list at
+    sa.memory[a + c.offset:a + c.offset + 8] = list(cut[-1].to_bytes(8, "little"))
+    with pytest.raises(numslab.SlabCorruptionError, match=r"^validate: inuse \+ free objects "
+                       rf"!= objects \(cache c0, slab at {a & ~4095:#x}\)$"):
+        sa.validate()                               # a list longer than the count says
+    assert sa.kmem_cache_validate(c) == 2           # Wrong object count, adjusted:
+    assert c.lost_objects == 163 - 1 and c.lost_slabs()[0, 1] == 162    # one given back
+    sa.validate()
+    assert sa.kmem_cache_alloc(c) in kept

@@ -2,8 +2,10 @@
 which walks every slab and list and checks the invariants written in ARCHITECTURE.md."""
 from __future__ import annotations
 
-from .layout import (PG_ISOLATED, C_FREELIST, C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE,
-                     CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD, G_RCU_TAIL, CA_ACTIVE, CA_FLAGS,
+from .layout import (AT_CACHE, AT_COUNT, AT_CPU, AT_FRAME, AT_NODE, AT_OBJECT, AT_SHEAF,
+                     AT_SHIFT, AT_SLAB, G_NLOST, PG_ISOLATED, C_FREELIST, C_MAIN, C_PARTIAL,
+                     C_RCU_FREE, C_SLAB, C_SPARE, CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD,
+                     G_RCU_TAIL, CA_ACTIVE, CA_FLAGS,
                      CA_FP_KEY, CA_OFFSET, CA_RECIP, CA_OBJECT_SIZE, CA_RED_LEFT, CA_SIZE,
                      CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, KERNEL_NEXT, N_BARN_EMPTY,
                      N_BARN_FULL, N_NR_FULL, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
@@ -40,7 +42,8 @@ E_TWICE = -13         #: a batch free's element naming the object an earlier ele
 # them for kernels that chain (and for ``validate``, a whole-machine report).
 E_AT = 1 << 8         #: the unit of the element index in a batch error
 
-#: What ``validate`` reports in G_ERR0 with E_CORRUPT.
+#: What ``validate`` reports in G_ERR0 with E_CORRUPT (bits below ``layout.AT_SHIFT``; the
+#: kind of place G_ERR1 names above them).
 CORRUPTION = (
     "cpu slab is not a frozen slab of this cache",
     "free list leaves its slab or the object grid",
@@ -66,6 +69,8 @@ CORRUPTION = (
     "later frames, NIL for a frame in no allocated block)",
     "a barn's partial sheaf is linked, empty or full, or kept by a generation before next",
     "a barn's count of full or empty sheaves is not the length of its list",
+    "lost objects (sl_lost) out of range, on an isolated slab or not a slab, or their sum "
+    "is not G_NLOST",
 )
 
 
@@ -323,9 +328,10 @@ def batch_error(ret: int) -> tuple[int, int]:
 
 # ---- validate ----------------------------------------------------------------------------------
 @jit
-def _corrupt(st, what, where):
-    """Record a broken invariant and return E_CORRUPT."""
-    st.g[G_ERR0] = what
+def _corrupt(st, what, kind, where):
+    """Record a broken invariant (``what``, an index of :data:`CORRUPTION`) and where:
+    ``where`` of kind ``AT_*``. Returns E_CORRUPT."""
+    st.g[G_ERR0] = what | kind << AT_SHIFT
     st.g[G_ERR1] = where
     return E_CORRUPT
 
@@ -431,42 +437,42 @@ def _validate_cache(st, cache):
             if not 0 <= slab < npages or not _slab_fits(st, cache, slab) \
                     or (flags[slab] & (PG_SLAB | PG_FROZEN)) != (PG_SLAB | PG_FROZEN) \
                     or owner[slab] != cache or flags[slab] & (PG_NODE_PARTIAL | PG_CPU_PARTIAL):
-                return _corrupt(st, 0, slab)
+                return _corrupt(st, 0, AT_SLAB, slab)
             n = _walk_freelist(st, cache, slab, cpt[c + C_FREELIST])
             if n < 0:
-                return _corrupt(st, -n - 1, slab)
+                return _corrupt(st, -n - 1, AT_SLAB, slab)
             scratch[slab] = n | _CPU_SLAB
         elif cpt[c + C_FREELIST] != 0:
-            return _corrupt(st, 0, cpu)
+            return _corrupt(st, 0, AT_CPU, cpu)
         slab = cpt[c + C_PARTIAL]
         k = 0
         while slab != NIL:
             if not 0 <= slab < npages \
                     or flags[slab] & (PG_SLAB | PG_CPU_PARTIAL | PG_FROZEN | PG_NODE_PARTIAL) \
                     != (PG_SLAB | PG_CPU_PARTIAL) or owner[slab] != cache:
-                return _corrupt(st, 4, slab)
+                return _corrupt(st, 4, AT_SLAB, slab)
             k += 1
             if k > npages:
-                return _corrupt(st, 4, slab)
+                return _corrupt(st, 4, AT_SLAB, slab)
             slab = nxt[slab]
         on_cpu_lists += k
     for cpu in range(st.ncpus):
         c = _cpu_row(st, cache, cpu)
         for col in (C_MAIN, C_SPARE, C_RCU_FREE):
             if _count_sheaf(st, cache, cpt[c + col]):
-                return _corrupt(st, 14, cpt[c + col])
+                return _corrupt(st, 14, AT_SHEAF, cpt[c + col])
         rcu = cpt[c + C_RCU_FREE]       # never full: a full one went to call_rcu
         if rcu and mem[(rcu >> 3) + SH_SIZE] >= _ca(st, cache, CA_SHEAF_CAPACITY):
-            return _corrupt(st, 16, rcu)
+            return _corrupt(st, 16, AT_SHEAF, rcu)
     sheaf = st.g[G_RCU_HEAD]            # waiting for their grace period
     k = 0
     while sheaf:
         k += 1
         if not _sheaf_in_reach(st, sheaf, 0):
-            return _corrupt(st, 16, sheaf)
+            return _corrupt(st, 16, AT_SHEAF, sheaf)
         if mem[(sheaf >> 3) + SH_CACHE] == cache and _count_objects(
                 st, cache, sheaf, _ca(st, cache, CA_SHEAF_CAPACITY)):
-            return _corrupt(st, 14, sheaf)
+            return _corrupt(st, 14, AT_SHEAF, sheaf)
         sheaf = _rcu_next(st, sheaf, k)  # (a bad link: _validate_rcu_list reports it)
     for node in range(st.nnodes):
         r = _node_row(st, cache, node)
@@ -476,25 +482,25 @@ def _validate_cache(st, cache):
             while sheaf:
                 k += 1
                 if k > nd[r + col + N_NR_FULL - N_BARN_FULL]:
-                    return _corrupt(st, 21, node)
+                    return _corrupt(st, 21, AT_NODE, node)
                 if _count_sheaf(st, cache, sheaf):
-                    return _corrupt(st, 14, sheaf)
+                    return _corrupt(st, 14, AT_SHEAF, sheaf)
                 sheaf = mem[(sheaf >> 3) + SH_NEXT]
             if k != nd[r + col + N_NR_FULL - N_BARN_FULL]:
-                return _corrupt(st, 21, node)
+                return _corrupt(st, 21, AT_NODE, node)
         sheaf = st.barn_partial[_node_index(st, cache, node)]
         if sheaf and (st.kernel < KERNEL_NEXT or not _sheaf_in_reach(st, sheaf, 0)
                       or mem[(sheaf >> 3) + SH_NEXT] or not 0 < mem[(sheaf >> 3) + SH_SIZE]
                       < _ca(st, cache, CA_SHEAF_CAPACITY)):
-            return _corrupt(st, 20, sheaf)
+            return _corrupt(st, 20, AT_SHEAF, sheaf)
         if _count_sheaf(st, cache, sheaf):
-            return _corrupt(st, 14, sheaf)
+            return _corrupt(st, 14, AT_SHEAF, sheaf)
     sheaf = _ca(st, cache, CA_USER_SHEAVES)
     k = 0
     while sheaf:
         k += 1                          # (a sheaf is 64 bytes at least: a loop stops)
         if k > npages << 6 or _count_sheaf(st, cache, sheaf):
-            return _corrupt(st, 14, sheaf)
+            return _corrupt(st, 14, AT_SHEAF, sheaf)
         sheaf = mem[(sheaf >> 3) + SH_NEXT]
     size = _ca(st, cache, CA_SIZE)
     ppn = st.pages_per_node
@@ -509,16 +515,16 @@ def _validate_cache(st, cache):
                     or flags[slab] & (PG_SLAB | PG_NODE_PARTIAL | PG_FROZEN | PG_CPU_PARTIAL) \
                     != (PG_SLAB | PG_NODE_PARTIAL) or owner[slab] != cache \
                     or prv[slab] != prev or _slab_nid(st, slab) != node:
-                return _corrupt(st, 5, slab)
+                return _corrupt(st, 5, AT_SLAB, slab)
             if inuse[slab] >= objects[slab]:
-                return _corrupt(st, 13, slab)
+                return _corrupt(st, 13, AT_SLAB, slab)
             on_list += 1
             if on_list > npages:
-                return _corrupt(st, 5, slab)
+                return _corrupt(st, 5, AT_SLAB, slab)
             prev = slab
             slab = nxt[slab]
         if on_list != nd[r + N_NR_PARTIAL] or nd[r + N_PARTIAL_TAIL] != prev:
-            return _corrupt(st, 6, node)
+            return _corrupt(st, 6, AT_NODE, node)
         nslabs = 0
         nobjs = 0
         for slab in range(node * ppn, (node + 1) * ppn):
@@ -526,7 +532,7 @@ def _validate_cache(st, cache):
             if not (f & PG_HEAD and f & PG_SLAB and owner[slab] == cache):
                 continue
             if not _slab_fits(st, cache, slab):
-                return _corrupt(st, 7, slab)
+                return _corrupt(st, 7, AT_SLAB, slab)
             if f & PG_NODE_PARTIAL:
                 on_list -= 1
             if f & PG_CPU_PARTIAL:
@@ -535,29 +541,32 @@ def _validate_cache(st, cache):
             nobjs += objects[slab]
             n = _walk_freelist(st, cache, slab, sfl[slab])
             if n < 0:
-                return _corrupt(st, -n - 1, slab)
+                return _corrupt(st, -n - 1, AT_SLAB, slab)
             if inuse[slab] + n != objects[slab]:
-                return _corrupt(st, 7, slab)
+                return _corrupt(st, 7, AT_SLAB, slab)
             if f & PG_FROZEN and not scratch[slab] & _CPU_SLAB:
-                return _corrupt(st, 8, slab)
+                return _corrupt(st, 8, AT_SLAB, slab)
             if n > 0 and not f & (PG_FROZEN | PG_NODE_PARTIAL | PG_CPU_PARTIAL):
-                return _corrupt(st, 9, slab)
+                return _corrupt(st, 9, AT_SLAB, slab)
             live = 0
             base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
             for i in range(objects[slab]):
                 live += _live_test(st, base + i * size)
-            if live != objects[slab] - n - (scratch[slab] & (_CPU_SLAB - 1)) \
+            lost = st.sl_lost[slab]         # (cut off by a repair: in use, no one's)
+            if lost < 0 or lost > inuse[slab] or lost and f & PG_ISOLATED:
+                return _corrupt(st, 22, AT_SLAB, slab)
+            if live != objects[slab] - n - (scratch[slab] & (_CPU_SLAB - 1)) - lost \
                     and not f & PG_ISOLATED:        # an isolated slab's free list leaked
-                return _corrupt(st, 7, slab)
+                return _corrupt(st, 7, AT_SLAB, slab)
             live_total += live
         if nslabs != nd[r + N_NR_SLABS] or nobjs != nd[r + N_TOTAL_OBJECTS]:
-            return _corrupt(st, 10, node)
+            return _corrupt(st, 10, AT_NODE, node)
         if on_list != 0:
-            return _corrupt(st, 5, node)
+            return _corrupt(st, 5, AT_NODE, node)
     if on_cpu_lists != 0:
-        return _corrupt(st, 4, cache)
+        return _corrupt(st, 4, AT_CACHE, cache)
     if live_total != live_objects(st, cache):
-        return _corrupt(st, 11, cache)
+        return _corrupt(st, 11, AT_CACHE, cache)
     return 0
 
 
@@ -568,7 +577,7 @@ def _validate_cache_and_order(st, cache):
     if err:
         return err
     bad = _check_order(st, cache)
-    return _corrupt(st, 15, bad) if bad != NIL else 0
+    return _corrupt(st, 15, AT_SLAB, bad) if bad != NIL else 0
 
 
 @jit
@@ -675,7 +684,7 @@ def _validate_rcu_marks(st):
     of the RCU sheaves. 0 or E_CORRUPT (G_ERR1: the object)."""
     missing = _rcu_sheaf_marks(st, 0)
     if missing != -1:
-        return _corrupt(st, 18, missing)
+        return _corrupt(st, 18, AT_OBJECT, missing)
     _rcu_sheaf_marks(st, 1)                 # lifted for the scan, put back after it
     err = 0
     rcu = st.rcu
@@ -684,7 +693,7 @@ def _validate_rcu_marks(st):
             bit = 0
             while not (rcu[w] >> bit) & 1:
                 bit += 1
-            err = _corrupt(st, 17, (w << 9) + bit * 8)
+            err = _corrupt(st, 17, AT_OBJECT, (w << 9) + bit * 8)
             break
     _rcu_sheaf_marks(st, 2)
     return err
@@ -693,8 +702,8 @@ def _validate_rcu_marks(st):
 @jit
 def _validate(st, cache):
     """:func:`validate` of the state as it stands."""
+    st.g[G_ERR2] = cache                # (NIL while no cache's invariant is checked)
     if cache != NIL:
-        st.g[G_ERR2] = cache
         return _validate_cache_and_order(st, cache)
     err = _validate_rcu_list(st)
     if err:
@@ -705,8 +714,31 @@ def _validate(st, cache):
             if err:
                 st.g[G_ERR2] = c
                 return err
-    what = _validate_pages(st)
-    return _corrupt(st, what, st.g[G_ERR1]) if what else 0
+    st.g[G_ERR2] = NIL
+    what = _validate_pages(st)          # (its kind of place with it: pages._bad)
+    if what:
+        st.g[G_ERR0] = what
+        return E_CORRUPT
+    return _validate_lost(st)
+
+
+@jit
+def _validate_lost(st):
+    """Field ``sl_lost``: 0 but at the head of a slab that is not isolated, there at most the
+    slab's objects in use; its sum ``G_NLOST``. 0 or E_CORRUPT."""
+    flags = st.pg_flags
+    total = 0
+    for pfn in range(st.npages):
+        n = st.sl_lost[pfn]
+        if n:
+            f = flags[pfn]
+            if n < 0 or not (f & PG_HEAD and f & PG_SLAB) or f & PG_ISOLATED \
+                    or n > st.sl_inuse[pfn]:
+                return _corrupt(st, 22, AT_FRAME, pfn)
+            total += n
+    if total != st.g[G_NLOST]:
+        return _corrupt(st, 22, AT_COUNT, total)
+    return 0
 
 
 @jit
@@ -723,15 +755,15 @@ def _validate_rcu_list(st):
         n += 1
         if n > g[G_NRCU] or sheaf <= _shadow(st) or sheaf >= 2 * _shadow(st) - 8 * SH_OBJECTS \
                 or sheaf & 7:
-            return _corrupt(st, 16, sheaf)
+            return _corrupt(st, 16, AT_SHEAF, sheaf)
         w = sheaf >> 3
         info = -1 - mem[w + SH_CAPACITY]
         cache = mem[w + SH_CACHE]
         if info < 0 or info >> 1 >= st.ncpus or cache < 0 or cache >= st.max_caches \
                 or not _ca(st, cache, CA_ACTIVE) or not _ca(st, cache, CA_SHEAF_CAPACITY):
-            return _corrupt(st, 16, sheaf)
+            return _corrupt(st, 16, AT_SHEAF, sheaf)
         last = sheaf
         sheaf = mem[w + SH_NEXT]
     if n != g[G_NRCU] or g[G_RCU_TAIL] != last:
-        return _corrupt(st, 16, n)
+        return _corrupt(st, 16, AT_COUNT, n)
     return 0

@@ -13,9 +13,10 @@ from ..flags import (__GFP_ZERO, FREE_SLOWPATH, SLAB_CONSISTENCY_CHECKS, SLAB_PO
                      SLAB_RED_ZONE, SLAB_STORE_USER)
 from .checks import E_DOUBLE_FREE, _live_clear, _live_set, _live_test, _rcu_list_marks
 from .layout import (CA_DEBUG, CA_FP_KEY, CA_INUSE, CA_OBJECT_SIZE, CA_OFFSET, CA_ORIG,
-                     CA_RED_LEFT, CA_SIZE, D_OBJECT_POISON, G_FAULT_CACHE,
-                     G_FAULT_SLAB, G_FAULT_VALUE, G_NREPORTS, G_TICKS, NIL,
-                     N_PARTIAL_HEAD, PG_ISOLATED, PG_NODE_PARTIAL, PG_SLAB, PG_HEAD, _ca,
+                     CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, D_OBJECT_POISON, G_FAULT_CACHE,
+                     G_FAULT_SLAB, G_FAULT_VALUE, G_NLOST, G_NREPORTS, G_TICKS, NIL,
+                     N_PARTIAL_HEAD, PG_ISOLATED, PG_NODE_PARTIAL, PG_SLAB, PG_HEAD,
+                     SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
                      _head_frame, _node_row, _stat)
 from .native import byte_array, jit, unit, words_at, zero_bytes
 from .nocpu import slab_alloc_single
@@ -263,7 +264,14 @@ def on_freelist(st, cache, slab):
     at the object holding it ("Freechain corrupt") or, at the head, clears the list
     ("Freepointer corrupt"); a walk longer than the slab is a cycle (cleared too); a wrong
     ``inuse`` is set right. 1, or 0 when the list was cleared (numslab then isolates the
-    slab, whose free objects leak as in the kernel)."""
+    slab, whose free objects leak as in the kernel).
+
+    A pointer is bad off the grid (``check_valid_pointer``) and also, numslab's guard as in
+    ``slablists._fp_next``, when it names an object that is live or waits for ``kfree_rcu``
+    (the kernel cannot tell: it would follow the user's bytes as a free pointer and write
+    NULL into them). The objects a cut leaves off the list stay counted in ``inuse``, as the
+    kernel leaks them: the change of ``inuse`` is the change of the slab's lost objects
+    (``sl_lost``, ``G_NLOST``; a list made whole again gives them back)."""
     fp = st.sl_freelist[slab]
     nobj = st.sl_objects[slab]
     offset = _ca(st, cache, CA_OFFSET)
@@ -271,7 +279,8 @@ def on_freelist(st, cache, slab):
     nr = 0
     obj = 0
     while fp != 0 and nr <= nobj:
-        if not check_valid_pointer(st, cache, slab, fp):
+        if not check_valid_pointer(st, cache, slab, fp) or _live_test(st, fp) or \
+                (st.rcu[fp >> 9] >> ((fp >> 3) & 63)) & 1:
             if obj != 0:
                 _report(st, K_FREECHAIN, cache, slab, obj, fp, 0, 0, 0)
                 _set_fp(st.mem, offset, key, obj, 0)
@@ -290,6 +299,9 @@ def on_freelist(st, cache, slab):
         return 0
     if st.sl_inuse[slab] != nobj - nr:
         _report(st, K_WRONG_COUNT, cache, slab, 0, st.sl_inuse[slab], nobj - nr, 0, 0)
+        lost = max(st.sl_lost[slab] + nobj - nr - st.sl_inuse[slab], 0)
+        st.g[G_NLOST] += lost - st.sl_lost[slab]
+        st.sl_lost[slab] = lost
         st.sl_inuse[slab] = nobj - nr
         _report(st, K_FIX_COUNT, cache, slab, 0, 0, 0, 0, 0)
     return 1
@@ -390,10 +402,11 @@ def report_leaks(st, cache):
     """What ``__kmem_cache_shutdown`` prints for a cache destroyed with objects: after
     ``flush_all`` (nothing is flushed here: numslab refuses the destroy with the cache as it
     was) each node's ``free_partial`` calls ``list_slab_objects`` for the partial slabs
-    holding objects, i.e. the slabs with both live objects and objects the flush would
-    leave free (full slabs are on no list, an isolated one is off the lists): one report
-    for the slab and one per live object. The kernel returns at the first node that still
-    has slabs, so the later nodes are not listed. Returns the reports written."""
+    holding objects, i.e. the slabs with live or lost objects (``sl_lost``: cut off a free
+    list, in use to the kernel) and objects the flush would leave free (full slabs are on
+    no list, an isolated one is off the lists): one report for the slab and one per object
+    not free, live or lost, in address order. The kernel returns at the first node that
+    still has slabs, so the later nodes are not listed. Returns the reports written."""
     before = st.g[G_NREPORTS]
     flags = st.pg_flags
     size = _ca(st, cache, CA_SIZE)
@@ -407,16 +420,51 @@ def report_leaks(st, cache):
             live = 0
             for i in range(st.sl_objects[pfn]):
                 live += _live_test(st, base + i * size)
-            if live == 0:
+            lost = st.sl_lost[pfn]
+            if live + lost == 0 and not f & PG_ISOLATED:
                 continue                        # empty: free_partial discards it
             left += 1
-            if live == st.sl_objects[pfn] or f & PG_ISOLATED:
+            if live + lost >= st.sl_objects[pfn] or f & PG_ISOLATED:
                 continue                        # on no partial list
+            kept = st.scratch                   # per object: 1 if free or held, not lost
+            if lost and st.sl_objects[pfn] <= st.npages:
+                _not_lost_map(st, cache, pfn, kept)
             _report(st, K_REMAINING, cache, pfn, 0, 0, 0, 0, 0)
             for i in range(st.sl_objects[pfn]):
                 a = base + i * size
-                if _live_test(st, a):
+                if _live_test(st, a) or lost and st.sl_objects[pfn] <= st.npages \
+                        and not kept[i]:
                     _report(st, K_REMAINING_OBJECT, cache, pfn, a, 0, 0, 0, 0)
         if left:
             break
     return st.g[G_NREPORTS] - before
+
+
+@jit
+def _not_lost_map(st, cache, slab, kept):
+    """Words ``kept[i]`` for the objects of ``slab``: 1 for one that is free (on the slab's
+    free list), live, waiting for ``kfree_rcu`` or in a user's prefilled sheaf (a debug
+    cache's only sheaves), 0 for one a repaired free list cut off (lost)."""
+    n = st.sl_objects[slab]
+    base = _obj_base(st, cache, slab)
+    size = _ca(st, cache, CA_SIZE)
+    for i in range(n):
+        a = base + i * size
+        kept[i] = ((st.live[a >> 9] | st.rcu[a >> 9]) >> ((a >> 3) & 63)) & 1
+    fp = st.sl_freelist[slab]
+    offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
+    for _ in range(n):
+        if fp == 0 or not check_valid_pointer(st, cache, slab, fp):
+            break
+        kept[(fp - base) // size] = 1
+        fp = _get_fp(st.mem, offset, key, fp)
+    mem = st.mem
+    sheaf = _ca(st, cache, CA_USER_SHEAVES)
+    while sheaf:
+        w = sheaf >> 3
+        for k in range(mem[w + SH_SIZE]):
+            a = mem[w + SH_OBJECTS + k]
+            if base <= a < base + n * size:
+                kept[(a - base) // size] = 1
+        sheaf = mem[w + SH_NEXT]

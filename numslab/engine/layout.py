@@ -51,6 +51,8 @@ PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list
 #: ``G_FAULT_CACHE`` (cache id + 1, 0: none), ``G_FAULT_SLAB`` and ``G_FAULT_VALUE`` report the
 #: last corrupted free pointer found (the slab is isolated; the caller raises and clears them).
 #: ``G_NISOLATED`` counts the slabs ever isolated (live counts then look at them).
+#: ``G_NLOST`` is the sum of field ``sl_lost`` over every slab: the objects a repaired free
+#: list cut off (live and lost counts look at the slabs only while it is not 0).
 #: slab_debug: ``G_SITE`` is the call site the facade sets for the next track record (0: an
 #: ``@njit`` caller), ``G_TICKS`` the clock of track records (one tick per debug alloc or
 #: free), ``G_NREPORTS`` the reports ever written to field ``reports`` (a ring).
@@ -64,12 +66,19 @@ PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list
 (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL, G_RNG, G_NPENDING,
  G_ERR0, G_ERR1, G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED,
  G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_FRNG, G_RCU_HEAD, G_RCU_TAIL, G_NRCU,
- G_NSCALARS) = range(24)
+ G_NLOST, G_NSCALARS) = range(25)
 KERNEL_6_18, KERNEL_7_0, KERNEL_7_1, KERNEL_7_3, KERNEL_NEXT = 618, 700, 710, 730, 790
 #: the generations, by release name ("7.3": the mm tree on 7.3-rc5; "next": 7.3 with the slab
 #: tree's barn refill of prefilled sheaves; ARCHITECTURE.md, "The generations")
 KERNELS = {"6.18": KERNEL_6_18, "7.0": KERNEL_7_0, "7.1": KERNEL_7_1, "7.3": KERNEL_7_3,
            "next": KERNEL_NEXT}
+
+# ---- validate's report: what broke (``checks.CORRUPTION``) and where ------------------------
+#: What ``validate``'s ``where`` (G_ERR1) is, in G_ERR0's bits from ``AT_SHIFT`` up: a slab
+#: (its head frame), a page frame, a node, a CPU, a sheaf (its handle), an object's address,
+#: the cache itself (nothing more), a count of what was found.
+AT_SLAB, AT_FRAME, AT_NODE, AT_CPU, AT_SHEAF, AT_OBJECT, AT_CACHE, AT_COUNT = range(1, 9)
+AT_SHIFT = 8
 
 # ---- cache table columns (field CA, shape [max_caches, CA_NCOLS]) -------------------------
 #: ``CA_FP_KEY`` is ``s->random`` of CONFIG_SLAB_FREELIST_HARDENED: a free pointer is stored as
@@ -139,11 +148,16 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 (F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
  F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
  F_PENDING, F_LIVE, F_KMALLOC, F_PCP, F_SCRATCH, F_REPORTS, F_SL_BUCKET, F_PBUCKETS,
- F_RSEQ, F_RCU, F_BARN_PARTIAL, NFIELDS) = range(29)
+ F_RSEQ, F_RCU, F_BARN_PARTIAL, F_SL_LOST, NFIELDS) = range(30)
 #: Field ``barn_partial`` (int64, shape [max_caches * nnodes], 0: none) is
 #: ``barn->sheaf_partial`` of (cache, node), element ``cache * nnodes + node``
 #: (:func:`_node_index`), KERNEL_NEXT only: a sheaf holding what a prefilled sheaf's refill left
 #: of the barn sheaf it took from (1 to capacity - 1 objects, ``SH_NEXT`` 0).
+#: Field ``sl_lost`` (int64, shape [npages], 0 but at a slab head) counts the objects of a
+#: slab that slab_debug's repair of its free list cut off (``debug.on_freelist``: "Freechain
+#: corrupt", "Wrong object count"): counted in ``sl_inuse`` as the kernel counts them, never
+#: handed out again, held by no user; 0 for an isolated slab, whose leak is derived
+#: (``stats._isolated_leak``). ``G_NLOST`` is its sum.
 NR_PBUCKETS = 48    #: buckets of a sorted partial list (``engine/partialorder.py``)
 #: Words of field ``rseq`` per cache slot: the most objects a slab of ``s->oo`` holds (8-byte
 #: objects in one page; ``calculate_order`` never gives a small cache a higher order).
@@ -169,7 +183,7 @@ FIELDS = (
     ("sl_objects", 0), ("sl_slabs", 0), ("ca", 0), ("cpu", 0), ("node", 0), ("stats", 0),
     ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0), ("kmalloc", NIL),
     ("pcp", 0), ("scratch", 0), ("reports", 0), ("sl_bucket", NIL), ("pbuckets", NIL),
-    ("rseq", 0), ("rcu", 0), ("barn_partial", 0),
+    ("rseq", 0), ("rcu", 0), ("barn_partial", 0), ("sl_lost", 0),
 )
 
 
@@ -193,7 +207,7 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
         max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
         npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS, max(npages, 64),
         R_MAX * R_NCOLS, npages, max_caches * nnodes * NR_PBUCKETS, max_caches * RSEQ_MAX,
-        npages * 4096 // 512, max_caches * nnodes]
+        npages * 4096 // 512, max_caches * nnodes, npages]
 
 
 # Kernels read the fields as ``st.<name>``, the fixed scalars as ``st.npages`` and so on, and

@@ -17,18 +17,18 @@ from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_allo
                        _take_back, flush_cpu)
 from .layout import (CA_ACTIVE, CA_DEBUG, CA_NCOLS, CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES,
                      G_NDEBUG, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
-                     G_FAULT_CACHE, G_NISOLATED, KERNEL_7_0, KERNEL_7_1, NIL, PG_ISOLATED,
-                     PG_LARGE, PG_SLAB, SH_OBJECTS,
+                     G_FAULT_CACHE, G_NISOLATED, G_NLOST, KERNEL_7_0, KERNEL_7_1, NIL,
+                     PG_HEAD, PG_ISOLATED, PG_LARGE, PG_NODE_PARTIAL, PG_SLAB, SH_OBJECTS,
                      SH_SIZE, N_NR_SLABS, _ca, _cpu_row, _head_frame, _node_row, _slab_nid,
                      _stat)
 from .native import address, copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
-from .stats import live_objects
+from .stats import live_objects, lost_objects
 from .pcsbulk import _alloc_from_pcs_bulk, _free_to_pcs_bulk, _sheaf_put, _sheaf_take
 from .sheaves import (_alloc_from_pcs, _any_stale, _free_empty_sheaf, _free_to_pcs,
                       _node_requested_off, _sheaf_purge, _w, barn_shrink, pcs_flush_all)
-from .slablists import _cpu_pop, _discard_slab, shrink_node
+from .slablists import _cpu_pop, _discard_slab, _remove_partial, shrink_node
 
 
 # ---- single objects -----------------------------------------------------------------------------
@@ -488,13 +488,16 @@ def _nr_slabs(st, cache):
 
 
 @unit
-def cache_release(st, cache, cpu):
-    """Last step of destroy: shrink, then free every CPU's main sheaf and the slabs a
-    corrupted free pointer isolated (no shrink frees them). 1 with nothing changed if an
-    object or a prefilled sheaf of the cache is outstanding (the caller checked, but another
-    thread may have taken one since: the check and the release are one engine call); else
-    the cache is marked dead first (``numslab.jit`` refuses it), 0."""
-    if live_objects(st, cache) or _ca(st, cache, CA_USER_SHEAVES):
+def cache_release(st, cache, cpu, force):
+    """Last step of destroy: shrink, then free every CPU's main sheaf and the slabs holding
+    lost objects (:func:`stats.lost_objects`: a corrupted free list's, which no shrink frees;
+    a flush's checked walk may isolate a 6.18 CPU slab here). 1 with nothing changed if an
+    object or a prefilled sheaf of the cache is outstanding, or lost objects remain and not
+    ``force`` (the caller checked, but another thread may have changed that since: the
+    check and the release are one engine call); else the cache is marked dead first
+    (``numslab.jit`` refuses it), 0."""
+    if live_objects(st, cache) or _ca(st, cache, CA_USER_SHEAVES) or \
+            not force and lost_objects(st, cache):
         return 1
     st.ca[cache * CA_NCOLS + CA_ACTIVE] = 0
     kmem_cache_shrink(st, cache, cpu)
@@ -509,12 +512,21 @@ def cache_release(st, cache, cpu):
         flush_cpu(st, cache, other)
     for node in range(st.nnodes):
         shrink_node(st, cache, cpu, node)
-    if st.g[G_NISOLATED]:               # isolated slabs never empty: no object of theirs is
-        flags = st.pg_flags             # live now, nothing else names them, so they go too
-        for pfn in range(st.npages):    # (left, they stayed counted in the cache's slot)
-            if flags[pfn] & PG_ISOLATED and flags[pfn] & PG_SLAB and st.sl_cache[pfn] == cache:
+    g = st.g
+    if g[G_NISOLATED] or g[G_NLOST]:    # slabs with lost objects never empty: no object of
+        flags = st.pg_flags             # theirs is live now, nothing else names them, so
+        for pfn in range(st.npages):    # they go too (left, they stayed counted in the slot)
+            f = flags[pfn]
+            if f & PG_SLAB and f & PG_HEAD and st.sl_cache[pfn] == cache and \
+                    (f & PG_ISOLATED or st.sl_lost[pfn]):
+                if f & PG_NODE_PARTIAL:
+                    _remove_partial(st, cache, pfn)
+                g[G_NLOST] -= st.sl_lost[pfn]
+                st.sl_lost[pfn] = 0
                 flags[pfn] &= ~PG_ISOLATED
                 _discard_slab(st, cache, cpu, pfn)
+    if g[G_FAULT_CACHE] == cache + 1:   # (a flush that isolated: no call to raise it)
+        g[G_FAULT_CACHE] = 0
     return 0
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from numba import types
 
-from .layout import (B_COUNT, B_HEAD, B_NCOLS, G_ERR1, NIL, NR_ORDERS, P_BATCH, P_COUNT,
-                     P_FREE_FACTOR, P_HIGH, P_LISTS, P_NCOLS, PCP_MAX_ORDER, PG_BUDDY, PG_HEAD,
-                     PG_PCP, PG_RESERVED, PG_TAIL)
+from .layout import (AT_FRAME, AT_NODE, AT_SHIFT, B_COUNT, B_HEAD, B_NCOLS, G_ERR1, NIL,
+                     NR_ORDERS, P_BATCH, P_COUNT, P_FREE_FACTOR, P_HIGH, P_LISTS, P_NCOLS,
+                     PCP_MAX_ORDER, PG_BUDDY, PG_HEAD, PG_PCP, PG_RESERVED, PG_TAIL)
 from .native import address, jit, unit
 
 #: libc's ``madvise(addr, length, advice)``, resolved by name when the unit is linked (so
@@ -444,10 +444,11 @@ def release_free_blocks(st, min_order, advice):
 
 # ---- validate's part: the page allocator's invariants --------------------------------------
 @jit
-def _bad(st, what, where):
-    """Record where invariant ``what`` broke (G_ERR1); ``what``."""
+def _bad(st, what, kind, where):
+    """Record where invariant ``what`` broke (G_ERR1, a place of kind ``kind``: ``AT_*``);
+    ``what`` with the kind above ``AT_SHIFT``."""
     st.g[G_ERR1] = where
-    return what
+    return what | kind << AT_SHIFT
 
 
 @jit
@@ -455,7 +456,8 @@ def _validate_pages(st):
     """``validate``'s check of the compound heads, the buddy free lists and the per-CPU page
     lists: links, marks, counts and that no free block overlaps an allocated one; each link
     range-checked before it is followed. 0, or the broken invariant's number in
-    ``checks.CORRUPTION`` (12 a page list, 19 a compound head), where in G_ERR1."""
+    ``checks.CORRUPTION`` (12 a page list, 19 a compound head) with the kind of place
+    above ``AT_SHIFT``, where in G_ERR1."""
     flags = st.pg_flags
     pord = st.pg_order
     nxt = st.pg_next
@@ -469,14 +471,14 @@ def _validate_pages(st):
         if flags[pfn] & PG_HEAD:                # frames name its head, no other frame one
             order = pord[pfn]
             if heads[pfn] != pfn or not 0 <= order < NR_ORDERS or pfn + (1 << order) > st.npages:
-                return _bad(st, 19, pfn)
+                return _bad(st, 19, AT_FRAME, pfn)
             for t in range(pfn + 1, pfn + (1 << order)):
                 if heads[t] != pfn or not flags[t] & PG_TAIL:
-                    return _bad(st, 19, t)
+                    return _bad(st, 19, AT_FRAME, t)
             pfn += 1 << order
         else:
             if heads[pfn] != NIL or flags[pfn] & PG_TAIL:
-                return _bad(st, 19, pfn)
+                return _bad(st, 19, AT_FRAME, pfn)
             pfn += 1
     for node in range(st.nnodes):
         for order in range(NR_ORDERS):
@@ -489,15 +491,15 @@ def _validate_pages(st):
                         or pord[pfn] != order or prv[pfn] != prev or pfn // ppn != node \
                         or (pfn - node * ppn) & ((1 << order) - 1) \
                         or pfn + (1 << order) > (node + 1) * ppn:
-                    return _bad(st, 12, pfn)
+                    return _bad(st, 12, AT_FRAME, pfn)
                 for t in range(pfn + 1, pfn + (1 << order)):
                     if flags[t] != 0:
-                        return _bad(st, 12, t)
+                        return _bad(st, 12, AT_FRAME, t)
                 k += 1
                 prev = pfn
                 pfn = nxt[pfn]
             if k != bd[row + B_COUNT]:
-                return _bad(st, 12, node)
+                return _bad(st, 12, AT_NODE, node)
     for cpu in range(st.ncpus):                 # the per-CPU page lists
         for node in range(st.nnodes):
             row = _pcp_row(st, cpu, node)
@@ -510,15 +512,15 @@ def _validate_pages(st):
                             or flags[pfn] != PG_PCP or pord[pfn] != order or prv[pfn] != prev \
                             or pfn // ppn != node or (pfn - node * ppn) & ((1 << order) - 1) \
                             or pfn + (1 << order) > (node + 1) * ppn:
-                        return _bad(st, 12, pfn)
+                        return _bad(st, 12, AT_FRAME, pfn)
                     for t in range(pfn + 1, pfn + (1 << order)):
                         if flags[t] != 0:
-                            return _bad(st, 12, t)
+                            return _bad(st, 12, AT_FRAME, t)
                     pages += 1 << order
                     prev = pfn
                     pfn = nxt[pfn]
                 if prev != pcp[row + P_LISTS + 2 * order + 1]:
-                    return _bad(st, 12, node)
+                    return _bad(st, 12, AT_NODE, node)
             if pages != pcp[row + P_COUNT]:
-                return _bad(st, 12, node)
+                return _bad(st, 12, AT_NODE, node)
     return 0

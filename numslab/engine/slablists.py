@@ -13,7 +13,8 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      CA_DEFRAG_RATIO, CA_FP_KEY, CA_HAS_CPU_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
                      CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE,
                      CA_DEBUG, CA_RED_LEFT,
-                     G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NPENDING,
+                     G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NLOST,
+                     G_NPENDING,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
                      N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
                      PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, CA_RSEQ,
@@ -68,9 +69,14 @@ def _isolate(st, cache, slab, bad):
     """A free pointer of ``slab`` read ``bad``: report it (G_FAULT_*) and stop using the slab
     as the kernel does after a failed consistency check: its free list is dropped (those
     objects leak), it counts as full, leaves its list and is never allocated from again;
-    its live objects stay valid, and their frees are leaked."""
+    its live objects stay valid, and their frees are leaked. Objects a repaired free list
+    cut off before (``sl_lost``) leak with the rest: derived from then on
+    (``stats._isolated_leak``), so the count leaves ``sl_lost``."""
     _fault_report(st, cache, slab, bad)
     st.g[G_NISOLATED] += 1
+    if st.sl_lost[slab]:
+        st.g[G_NLOST] -= st.sl_lost[slab]
+        st.sl_lost[slab] = 0
     st.sl_freelist[slab] = 0
     st.sl_inuse[slab] = st.sl_objects[slab]
     if st.pg_flags[slab] & PG_NODE_PARTIAL:

@@ -6,9 +6,10 @@ import numpy as np
 
 from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_FP_KEY,
                      CA_OFFSET, CA_SIZE, CA_RED_LEFT, SH_CACHE, CA_USER_SHEAVES, G_NISOLATED,
-                     G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_PARTIAL_HEAD, N_TOTAL_OBJECTS,
-                     NIL, PG_ISOLATED, PG_SLAB, PG_TAIL, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
-                     _cpu_row, _node_index, _node_row, _rcu_next)
+                     G_NLOST, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_PARTIAL_HEAD,
+                     N_TOTAL_OBJECTS, NIL, PG_FROZEN, PG_HEAD, PG_ISOLATED, PG_SLAB, PG_TAIL,
+                     SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _node_index, _node_row,
+                     _rcu_next)
 from .native import jit, unit, words_at
 from .slablists import _get_fp
 
@@ -19,7 +20,8 @@ def live_objects(st, cache):
     (all objects less the free ones on partial slabs), less also what the CPUs hold: the
     free objects of their slabs and freelists and of every sheaf, those waiting for their
     grace period included (a slab with a free object is always on a partial list or a
-    CPU's, so these are all of them)."""
+    CPU's, so these are all of them); less the lost objects (:func:`lost_objects`), which
+    the slabs count in use and no user holds."""
     nd = st.node
     nxt = st.pg_next
     inuse = st.sl_inuse
@@ -43,26 +45,12 @@ def live_objects(st, cache):
         sheaf = st.barn_partial[_node_index(st, cache, node)]
         if sheaf:
             live -= mem[(sheaf >> 3) + SH_SIZE]
-    offset = _ca(st, cache, CA_OFFSET)
     for cpu in range(st.ncpus):
         c = _cpu_row(st, cache, cpu)
         slab = cpt[c + C_SLAB]
         if slab != NIL:
-            live -= objects[slab] - inuse[slab]
-            obj = cpt[c + C_FREELIST]       # counted without following a pointer that
-            base = slab << 12               # leaves the slab, at most its objects, each
-            end = base + objects[slab] * _ca(st, cache, CA_SIZE)    # once: marked live
-            k = 0                           # while the walk runs (a stray write's cycle)
-            while base <= obj < end and k < objects[slab] and \
-                    not (st.live[obj >> 9] >> ((obj >> 3) & 63)) & 1:
-                st.live[obj >> 9] |= 1 << ((obj >> 3) & 63)
-                live -= 1
-                k += 1
-                obj = _get_fp(mem, offset, _ca(st, cache, CA_FP_KEY), obj)
-            obj = cpt[c + C_FREELIST]
-            for _ in range(k):
-                st.live[obj >> 9] &= ~(1 << ((obj >> 3) & 63))
-                obj = _get_fp(mem, offset, _ca(st, cache, CA_FP_KEY), obj)
+            free, cut = _cpu_freelist(st, cache, slab, cpt[c + C_FREELIST])
+            live -= objects[slab] - inuse[slab] + free + cut
         slab = cpt[c + C_PARTIAL]
         while slab != NIL:
             live -= objects[slab] - inuse[slab]
@@ -83,12 +71,120 @@ def live_objects(st, cache):
         sheaf = _rcu_next(st, sheaf, k)
     if st.g[G_NISOLATED]:
         live -= _isolated_leak(st, cache)
+    if st.g[G_NLOST]:
+        live -= _cut_lost(st, cache)
     return live
 
 
+@unit
+def lost_objects(st, cache):
+    """Objects of ``cache`` lost to a corrupted free list: counted in use by their slabs
+    (``inuse``, as the kernel leaks them), held by no user, never handed out again. Those a
+    repaired free list cut off (``sl_lost``: ``debug.on_freelist``'s "Freechain corrupt"),
+    the free objects and later frees of the isolated slabs (the guards' and slab_debug's
+    "Marking all objects used", "Freelist cleared"), and under 6.18 the free objects behind
+    a cut of a CPU's lockless freelist, which no pop or flush reaches (they leak when one
+    finds the cut and isolates the slab)."""
+    lost = 0
+    cpt = st.cpu
+    for cpu in range(st.ncpus):
+        c = _cpu_row(st, cache, cpu)
+        slab = cpt[c + C_SLAB]
+        if slab != NIL:
+            lost += _cpu_freelist(st, cache, slab, cpt[c + C_FREELIST])[1]
+    if st.g[G_NISOLATED]:
+        lost += _isolated_leak(st, cache)
+    if st.g[G_NLOST]:
+        lost += _cut_lost(st, cache)
+    return lost
+
+
+@unit
+def lost_slabs(st, cache, rows, outaddr):
+    """Fill the int64[rows, 2] at ``outaddr`` with (slab address, objects lost) for each slab
+    of ``cache`` holding lost objects (:func:`lost_objects`), in address order; returns how
+    many there are (rows beyond ``rows`` are not written)."""
+    out = words_at(outaddr)
+    flags = st.pg_flags
+    cpt = st.cpu
+    n = 0
+    for pfn in range(st.npages):
+        if not (flags[pfn] & PG_HEAD and flags[pfn] & PG_SLAB and st.sl_cache[pfn] == cache):
+            continue
+        lost = st.sl_lost[pfn]
+        if flags[pfn] & PG_ISOLATED:
+            lost = st.sl_objects[pfn] - _slab_held(st, cache, pfn)
+        elif flags[pfn] & PG_FROZEN:
+            for cpu in range(st.ncpus):
+                c = _cpu_row(st, cache, cpu)
+                if cpt[c + C_SLAB] == pfn:
+                    lost += _cpu_freelist(st, cache, pfn, cpt[c + C_FREELIST])[1]
+        if lost > 0:
+            if n < rows:
+                out[2 * n] = pfn << 12
+                out[2 * n + 1] = lost
+            n += 1
+    return n
+
+
 @jit
-def _sheaf_isolated(st, sheaf):
-    """Objects of ``sheaf`` (0: none) that belong to isolated slabs."""
+def _cpu_freelist(st, cache, slab, head):
+    """(free, cut) of a CPU's lockless freelist from ``head`` on its ``slab`` (6.18): the
+    objects reached along it, each once, no pointer followed off the slab's grid or to a
+    live object (marked live while the walk runs, so a stray write's cycle ends it), and,
+    when a bad pointer ends it, the objects behind that cut: in use by the slab's count,
+    neither reached nor held (live, waiting for ``kfree_rcu``, in a sheaf)."""
+    mem = st.mem
+    offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
+    size = _ca(st, cache, CA_SIZE)
+    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    end = base + st.sl_objects[slab] * size
+    obj = head
+    k = 0
+    while base <= obj < end and (obj - base) % size == 0 and k < st.sl_objects[slab] and \
+            not (st.live[obj >> 9] >> ((obj >> 3) & 63)) & 1:
+        st.live[obj >> 9] |= 1 << ((obj >> 3) & 63)
+        k += 1
+        obj = _get_fp(mem, offset, key, obj)
+    end_at = obj
+    obj = head
+    for _ in range(k):
+        st.live[obj >> 9] &= ~(1 << ((obj >> 3) & 63))
+        obj = _get_fp(mem, offset, key, obj)
+    if end_at == 0:
+        return k, 0
+    return k, max(st.sl_inuse[slab] - k - _slab_held(st, cache, slab), 0)
+
+
+@jit
+def _slab_held(st, cache, slab):
+    """Objects of ``slab`` someone holds: live, waiting for ``kfree_rcu`` (field ``rcu``: on
+    the list or in an RCU sheaf) or in one of the cache's other sheaves."""
+    size = _ca(st, cache, CA_SIZE)
+    a = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    n = 0
+    for _ in range(st.sl_objects[slab]):
+        n += ((st.live[a >> 9] | st.rcu[a >> 9]) >> ((a >> 3) & 63)) & 1
+        a += size
+    return n + _in_sheaves(st, cache, slab)
+
+
+@jit
+def _cut_lost(st, cache):
+    """The objects of ``cache`` a repaired free list cut off: ``sl_lost`` of its slabs."""
+    flags = st.pg_flags
+    lost = 0
+    for pfn in range(st.npages):
+        if st.sl_lost[pfn] and flags[pfn] & PG_SLAB and st.sl_cache[pfn] == cache:
+            lost += st.sl_lost[pfn]
+    return lost
+
+
+@jit
+def _sheaf_on(st, sheaf, slab):
+    """Objects of ``sheaf`` (0: none) that belong to ``slab``, or to isolated slabs when
+    ``slab`` is NIL."""
     if not sheaf:
         return 0
     mem = st.mem
@@ -100,16 +196,46 @@ def _sheaf_isolated(st, sheaf):
         if not 0 <= pfn < st.npages:        # (words set wrong: not followed)
             continue
         head = st.pg_head[pfn] if flags[pfn] & PG_TAIL else pfn
-        n += (flags[head] & PG_ISOLATED) != 0
+        if slab == NIL:
+            n += (flags[head] & PG_ISOLATED) != 0
+        else:
+            n += head == slab
+    return n
+
+
+@jit
+def _in_sheaves(st, cache, slab):
+    """Objects of ``slab`` (NIL: of every isolated slab) in the sheaves of ``cache`` but the
+    RCU ones (whose objects carry the ``rcu`` mark): the CPUs' main and spare, the barns'
+    and the user's."""
+    mem = st.mem
+    cpt = st.cpu
+    n = 0
+    for cpu in range(st.ncpus):
+        c = _cpu_row(st, cache, cpu)
+        n += _sheaf_on(st, cpt[c + C_MAIN], slab) + _sheaf_on(st, cpt[c + C_SPARE], slab)
+    nd = st.node
+    for node in range(st.nnodes):
+        r = _node_row(st, cache, node)
+        for col in (N_BARN_FULL, N_BARN_EMPTY):
+            sheaf = nd[r + col]
+            while sheaf:
+                n += _sheaf_on(st, sheaf, slab)
+                sheaf = mem[(sheaf >> 3) + SH_NEXT]
+        n += _sheaf_on(st, st.barn_partial[_node_index(st, cache, node)], slab)
+    sheaf = _ca(st, cache, CA_USER_SHEAVES)
+    while sheaf:
+        n += _sheaf_on(st, sheaf, slab)
+        sheaf = mem[(sheaf >> 3) + SH_NEXT]
     return n
 
 
 @jit
 def _isolated_leak(st, cache):
     """What the isolated slabs of ``cache`` count as in use but nobody holds: their objects
-    less the live ones and less those still in sheaves (they leaked with the free list)."""
+    less the live ones, those waiting for ``kfree_rcu`` and those still in sheaves (they
+    leaked with the free list)."""
     flags = st.pg_flags
-    mem = st.mem
     size = _ca(st, cache, CA_SIZE)
     leak = 0
     for pfn in range(st.npages):
@@ -119,33 +245,8 @@ def _isolated_leak(st, cache):
             leak += n
             for i in range(n):
                 a = base + i * size
-                leak -= (st.live[a >> 9] >> ((a >> 3) & 63)) & 1
-    cpt = st.cpu
-    for cpu in range(st.ncpus):
-        c = _cpu_row(st, cache, cpu)
-        leak -= _sheaf_isolated(st, cpt[c + C_MAIN]) + _sheaf_isolated(st, cpt[c + C_SPARE])
-        leak -= _sheaf_isolated(st, cpt[c + C_RCU_FREE])
-    nd = st.node
-    for node in range(st.nnodes):
-        r = _node_row(st, cache, node)
-        for col in (N_BARN_FULL, N_BARN_EMPTY):
-            sheaf = nd[r + col]
-            while sheaf:
-                leak -= _sheaf_isolated(st, sheaf)
-                sheaf = mem[(sheaf >> 3) + SH_NEXT]
-        leak -= _sheaf_isolated(st, st.barn_partial[_node_index(st, cache, node)])
-    sheaf = _ca(st, cache, CA_USER_SHEAVES)
-    while sheaf:
-        leak -= _sheaf_isolated(st, sheaf)
-        sheaf = mem[(sheaf >> 3) + SH_NEXT]
-    sheaf = st.g[G_RCU_HEAD]
-    k = 0
-    while sheaf:
-        if mem[(sheaf >> 3) + SH_CACHE] == cache:
-            leak -= _sheaf_isolated(st, sheaf)
-        k += 1
-        sheaf = _rcu_next(st, sheaf, k)
-    return leak
+                leak -= ((st.live[a >> 9] | st.rcu[a >> 9]) >> ((a >> 3) & 63)) & 1
+    return leak - _in_sheaves(st, cache, NIL)
 
 
 @unit

@@ -409,7 +409,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
             if sheaf_capacity and not booting and \
                     init_percpu_sheaves(self._st, cid, self._cpu()) < 0:
-                ops.cache_release(self._st, cid, self._cpu())
+                ops.cache_release(self._st, cid, self._cpu(), 0)
                 ca[cid] = 0
                 del self._caches[cid]
                 raise OutOfMemoryError(f"kmem_cache_create({name}): no memory for the per-CPU "
@@ -441,7 +441,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
 
     def kmem_cache_destroy(self, cache: KmemCache, force: bool = False) -> None:
         """Destroy an empty cache, releasing all its slabs (``force``: free every object
-        users still hold and return every prefilled sheaf first).
+        users still hold, return every prefilled sheaf and discard the lost objects first).
 
         Raises
         ------
@@ -452,7 +452,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             empty slabs first, then unlinks the cache and leaks it; numslab keeps it usable,
             so its objects can be freed and the destroy retried. The refusal comes before
             the grace periods end (leaving out the objects waiting for one, which they would
-            free), so those objects still wait.
+            free), so those objects still wait. ``LostObjectsError`` (a ``CacheLeakError``)
+            when the only objects left are lost to a corrupted free list (``lost_objects``):
+            in use to the kernel, which refuses as for any object; ``force`` discards them.
         """
         with self._slab_mutex:
             wait_for_engine()           # not while another thread's compile parks the rows
@@ -469,9 +471,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 held = cache.live_addresses()
                 if len(held):
                     self.kmem_cache_free_bulk(cache, len(held), held)
-            self._refuse_leaky_destroy(cache, cache.live_objects)
+            self._refuse_leaky_destroy(cache, cache.live_objects, force)
             cache.__class__ = DestroyedCache    # other threads' calls now refuse it...
-            if not self._cache_release(cache._id):      # ...and one took an object since
+            if not self._cache_release(cache._id, force):   # ...and one took an object since
                 cache.__class__ = KmemCache
                 raise CacheLeakError(f"kmem_cache_destroy {cache.name}: Slab cache still has "
                                      f"objects: another thread allocated from it meanwhile")
@@ -486,23 +488,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             del self._caches[cache._id]
             cache._sa, cache._id = NO_ALLOCATOR, -1     # it belongs to no allocator
             cache.__class__ = DestroyedCache
-
-    def _refuse_leaky_destroy(self, cache: KmemCache, live: int) -> None:
-        """Raise ``CacheLeakError`` if a destroy of ``cache`` would leave ``live`` objects
-        (reported as ``list_slab_objects`` does) or prefilled sheaves outstanding."""
-        if live != len(cache.live_addresses()):     # (what users hold, the list's left out)
-            # a stray write cut a CPU's lockless freelist (6.18): the count misses its free
-            # objects until a flush's checked walk isolates the slab (it refused forever)
-            ops.kmem_cache_shrink(self._st, cache._id, self._cpu())
-            live = cache.live_objects - self._rcu_listed_objects(cache._id)
-        if live:
-            self._report_leaks(cache._id)       # list_slab_objects
-            raise CacheLeakError(f"kmem_cache_destroy {cache.name}: Slab cache still has "
-                                 f"objects: {live} live object(s) of "
-                                 f"{cache.object_size} bytes")
-        if self.state.ca[cache._id, CA_USER_SHEAVES]:
-            raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
-                                 f"still outstanding; return them first")
 
     def find_cache(self, name: str) -> KmemCache:
         """The cache called ``name``."""
@@ -791,10 +776,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             err = checks.validate(self._st, cid, len(listed), listed.ctypes.data)
             what, where, at = (int(x) for x in self._g[[G_ERR0, G_ERR1, G_ERR2]])
         if err:
-            bad = self._caches.get(cid if cid != NIL else at)
-            what = checks.CORRUPTION[what] if 0 <= what < len(checks.CORRUPTION) else \
-                "an invariant (its detail overwritten by another thread's refused call)"
-            raise SlabCorruptionError(f"validate: {what} (cache "
-                                      f"{bad.name if bad is not None else '-'}, at {where})")
+            raise self._corruption(cid if cid != NIL else at, what, where)
 
     check_invariants = validate

@@ -238,13 +238,14 @@ class BatchAPI:
                          f"{lost[0]:#x}{' (and others)' if len(lost) > 1 else ''}, or "
                          f"destroyed the cache; nothing was allocated")
 
-    def _cache_release(self: "SlabAllocator", cid: int) -> bool:
-        """Release the slabs of cache ``cid`` (being destroyed); False with nothing changed
-        if another thread took an object since the caller's check. The constructors still
+    def _cache_release(self: "SlabAllocator", cid: int, force: bool) -> bool:
+        """Release the slabs of cache ``cid`` (being destroyed), with those of its lost
+        objects; False with nothing changed if another thread took an object since the
+        caller's check (or, not ``force``, lost objects appeared). The constructors still
         due on them are forgotten by the engine as it discards each slab
         (``slablists._pending_forget``): a rewrite of the due list here, outside the
         constructor lock, met another thread's reading it."""
-        return not ops.cache_release(self._st, cid, self._cpu())
+        return not ops.cache_release(self._st, cid, self._cpu(), int(force))
 
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    fn: str) -> int:

@@ -19,8 +19,8 @@ from ..flags import (GFP_KERNEL, SLAB_CACHE_DMA, SLAB_CONSISTENCY_CHECKS, SLAB_D
                     SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES,
                     STAT_NAMES_6_18, STAT_NAMES_NUMSLAB, gfp_names)
 from ..engine.ops import flush_all, gather, scatter
-from ..engine.stats import (cpu_partial_slabs, live_objects, partial_counts, partial_list,
-                            per_node)
+from ..engine.stats import (cpu_partial_slabs, live_objects, lost_objects, lost_slabs,
+                            partial_counts, partial_list, per_node)
 from ..geometry import get_order
 from ..errors import (BadAddressError, InvalidArgumentError, InvalidSizeError,
                       NotPicklableError, OutOfMemoryError, WrongCacheError, WrongTypeError)
@@ -44,7 +44,8 @@ class KmemCache(MovableCache):
     ``ctor`` and ``dtype`` are fixed: a write raises ``FixedAttributeError``); the counters
     (``objects``, ``total_objects``, ``slabs``, ``partial``, ``cpu_slabs``,
     ``objects_partial``) are read live with the kernel's meaning; ``live_objects`` is the
-    exact number of allocated objects.
+    exact number of allocated objects, ``lost_objects`` numslab's count of those a corrupted
+    free list lost (counted in use by the kernel's ``objects``, held by no one).
     """
 
     # Slots: the call gate reads ``_sa`` and ``_id`` at their fixed offsets.
@@ -329,9 +330,28 @@ class KmemCache(MovableCache):
 
     @property
     def live_objects(self) -> int:
-        """Exact number of allocated objects (numslab's own counter). For a kmalloc cache
-        this includes the sheaves the allocator kmallocs for itself (see ``sheaf_objects``)."""
+        """Exact number of allocated objects (numslab's own counter): those handed out and
+        not freed, the lost ones left out (``lost_objects``). For a kmalloc cache this
+        includes the sheaves the allocator kmallocs for itself (see ``sheaf_objects``)."""
         return int(live_objects(self._sa._st, self._id))
+
+    @property
+    def lost_objects(self) -> int:
+        """Objects lost to a corrupted free list: the slabs count them in use (``objects``,
+        as the kernel leaks them), no user holds them and nothing hands them out again.
+        Those slab_debug's repair cut off a free list (``kmem_cache_validate``'s "Freechain
+        corrupt"), the free objects of slabs isolated after a stray write (and the later
+        frees into them), and under 6.18 the free objects behind a cut of a CPU's lockless
+        freelist. Every object a slab counts in use is live, lost or held by the allocator
+        (a sheaf, a CPU's freelist); where the lost ones are: :meth:`lost_slabs`."""
+        return int(lost_objects(self._sa._st, self._id))
+
+    def lost_slabs(self) -> np.ndarray:
+        """int64[n, 2]: (slab address, objects lost) for each slab of the cache holding
+        lost objects (:attr:`lost_objects`), in address order."""
+        out = np.zeros((max(self.slabs, 1), 2), np.int64)
+        n = int(lost_slabs(self._sa._st, self._id, len(out), out.ctypes.data))
+        return out[:min(n, len(out))].copy()
 
     @property
     def sheaf_objects(self) -> int:

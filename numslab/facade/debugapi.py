@@ -15,12 +15,13 @@ import numpy as np
 from ..drivers import gate
 from ..drivers.calls import bound
 from ..engine import checks, debug, ops
-from ..engine.layout import (CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK, G_NDEBUG, G_NREPORTS,
-                             G_SITE, G_TICKS, NIL, PG_HEAD, PG_LARGE, PG_RCU, PG_RESERVED, PG_SLAB,
-                             PG_TAIL, R_A, R_B, R_C, R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT,
-                             R_SLAB)
+from ..engine.layout import (CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK, CA_USER_SHEAVES,
+                             G_NDEBUG, G_NREPORTS, G_SITE, G_TICKS, NIL, PG_HEAD, PG_LARGE,
+                             PG_RCU, PG_RESERVED, PG_SLAB, PG_TAIL, R_A, R_B, R_C, R_CACHE, R_D,
+                             R_KIND, R_MAX, R_OBJECT, R_SLAB)
 from ..engine import redzone as rz
-from ..errors import InvalidArgumentError, SlabDebugError, SlabError
+from ..errors import (CacheLeakError, InvalidArgumentError, LostObjectsError, SlabDebugError,
+                      SlabError)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_order
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
                      SLAB_TRACE, gfp_names)
@@ -581,6 +582,28 @@ class DebugAPI:
         self._drain_reports()
         debug.report_leaks(self._st, cid)
         return self._drain_reports()
+
+    def _refuse_leaky_destroy(self: "SlabAllocator", cache: "KmemCache", live: int,
+                              force: bool = False) -> None:
+        """Raise ``CacheLeakError`` if a destroy of ``cache`` would leave ``live`` objects
+        or (unless ``force``) lost ones, ``LostObjectsError`` when only lost ones (both
+        reported as ``list_slab_objects`` does), or prefilled sheaves outstanding."""
+        lost = 0 if force else cache.lost_objects
+        if live or lost:
+            self._report_leaks(cache._id)       # list_slab_objects
+        head = f"kmem_cache_destroy {cache.name}: Slab cache still has objects: "
+        if live:
+            raise CacheLeakError(head + f"{live} live object(s) of {cache.object_size} bytes"
+                                 + (f", and {lost} lost to a corrupted free list" * bool(lost)))
+        if lost:
+            where = [f"{n} in the slab at {a:#x}" for a, n in cache.lost_slabs()]
+            where[4:] = [f"more in {len(where) - 4} other slab(s)"] * (len(where) > 4)
+            raise LostObjectsError(head + f"{lost} object(s) lost to a corrupted free list "
+                                   f"({', '.join(where)}), held by no user; "
+                                   f"kmem_cache_destroy(..., force=True) discards them")
+        if self.state.ca[cache._id, CA_USER_SHEAVES]:
+            raise CacheLeakError(f"kmem_cache_destroy {cache.name}: prefilled sheaves are "
+                                 f"still outstanding; return them first")
 
     def _slab_debug_of(self: "SlabAllocator", name: str, flags: int) -> int:
         """The flags of a new cache called ``name`` with the ``slab_debug`` option applied."""

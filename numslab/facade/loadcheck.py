@@ -18,7 +18,7 @@ from ..engine.layout import (B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARTIAL, C_R
                              CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_ORIG, CA_PARTIAL_ORDER,
                              CA_RECIP, CA_RED_LEFT, CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY,
                              CA_SIZE, CA_TRACK, CA_USER_SHEAVES, D_OBJECT_POISON, G_NDEBUG,
-                             G_NPENDING, PENDING_FRAME,
+                             G_NLOST, G_NPENDING, PENDING_FRAME,
                              G_NRCU, G_RCU_HEAD, G_RCU_TAIL, N_BARN_EMPTY, N_BARN_FULL,
                              N_NR_EMPTY, N_NR_FULL, N_NR_PARTIAL, N_PARTIAL_HEAD,
                              N_PARTIAL_TAIL, NIL, NR_ORDERS, NR_PBUCKETS, P_BATCH, P_COUNT,
@@ -83,6 +83,17 @@ def check_links(sa: "SlabAllocator", path: str | Path) -> None:
         raise SlabError(f"load: {path}: its state is corrupt: sl_inuse[{i}] is "
                         f"{int(st.sl_inuse[i])}, more than sl_objects[{i}], "
                         f"{int(st.sl_objects[i])}")
+    lost = st.sl_lost               # (a count; a wrong one made the live counts wrong)
+    head = (st.pg_flags & (PG_HEAD | PG_SLAB | PG_ISOLATED)) == PG_HEAD | PG_SLAB
+    wrong = np.flatnonzero((lost < 0) | (lost > st.sl_inuse) | (lost != 0) & ~head)
+    if len(wrong):
+        i = int(wrong[0])
+        raise SlabError(f"load: {path}: its state is corrupt: sl_lost[{i}] is "
+                        f"{int(lost[i])}, not 0 nor at most the objects in use of a slab "
+                        f"that is not isolated")
+    if int(lost.sum()) != int(sa._g[G_NLOST]):
+        raise SlabError(f"load: {path}: its state is corrupt: g[G_NLOST] is "
+                        f"{int(sa._g[G_NLOST])}, not the sum of sl_lost, {int(lost.sum())}")
     bad("pg_head of a tail page", st.pg_head[(st.pg_flags & PG_TAIL) != 0], 0, npages,
         nil=False)
     bad("a pcp list's end", st.pcp[:, :, P_LISTS:].ravel(), 0, npages)

@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 #: words in the shadow half, saved as its pages that are not all zero; 4: the content's
 #: digest in the meta, see :func:`digest`; 5: the state's field ``rcu``, the marks of the
 #: objects on the ``kfree_rcu`` list; 6: the per-frame fields as the row table's columns; 7:
-#: field ``barn_partial``, the barns' partial sheaves).
-FORMAT = 7
+#: field ``barn_partial``, the barns' partial sheaves; 8: field ``sl_lost`` and scalar
+#: ``G_NLOST``, the objects a repaired free list cut off).
+FORMAT = 8
 #: The words of field ``g`` fixed when a machine is made (``layout.new_state``).
 _FIXED = (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL)
 

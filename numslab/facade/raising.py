@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine import checks, debug
-from ..engine.layout import (G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, PG_HEAD,
-                             PG_RESERVED, PG_TAIL)
+from ..engine.layout import (AT_CACHE, AT_COUNT, AT_CPU, AT_FRAME, AT_NODE, AT_OBJECT,
+                             AT_SHEAF, AT_SHIFT, AT_SLAB, G_FAULT_CACHE, G_FAULT_SLAB,
+                             G_FAULT_VALUE, NIL, PG_HEAD, PG_RESERVED, PG_TAIL)
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError,
                       SlabCorruptionError, SlabError, WrongCacheError)
 from ..geometry import PAGE_SIZE
@@ -38,6 +39,26 @@ class RaiseAPI:
         its refusal of such an object tells what compiled code cannot know."""
         cache = self._caches.get(cid)
         return None if cache is None else cache.name, self._rcu_note(addr)
+
+    def _corruption(self: "SlabAllocator", cid: int, word: int,
+                    where: int) -> SlabCorruptionError:
+        """``validate``'s error: the broken invariant ``word`` (G_ERR0: its index in
+        ``checks.CORRUPTION``, the kind of place above ``AT_SHIFT``) of cache id ``cid``
+        (NIL: the page allocator's or the whole machine's) and where (G_ERR1)."""
+        what, kind = word & ((1 << AT_SHIFT) - 1), word >> AT_SHIFT
+        text = checks.CORRUPTION[what] if 0 <= what < len(checks.CORRUPTION) else \
+            "an invariant (its detail overwritten by another thread's refused call)"
+        cache = self._caches.get(cid)
+        places = [] if cid == NIL else [f"cache {cache.name if cache is not None else '-'}"]
+        frame = 0 <= where < self.nr_pages              # (else a link set wrong: its value)
+        place = {AT_SLAB: f"slab at {where << 12:#x}" if frame else f"slab frame {where}",
+                 AT_FRAME: f"page frame {where} at {where << 12:#x}", AT_NODE: f"node {where}",
+                 AT_CPU: f"cpu {where}", AT_SHEAF: f"sheaf at {where - self.memory.size:#x}",
+                 AT_OBJECT: f"object at {where:#x}", AT_CACHE: "",
+                 AT_COUNT: f"{where} found"}.get(kind, f"at {where}")
+        places += [place] * bool(place)
+        return SlabCorruptionError(f"validate: {text}" +
+                                   (f" ({', '.join(places)})" if places else ""))
 
     def _raise_fault(self: "SlabAllocator") -> None:
         """Raise ``SlabCorruptionError`` for the corrupted free pointer the engine found (and
