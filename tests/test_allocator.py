@@ -1285,7 +1285,9 @@ def test_load_refuses_a_file_with_one_word_changed_anywhere(kernel, tmp_path):
     refused(meta=np.array(json.dumps(lacking)))
     from numslab.facade.persist import FORMAT
     _save_signed(bad, {**z, "meta": np.array(json.dumps({**lacking, "format": FORMAT - 1}))})
-    with pytest.raises(numslab.SlabError, match=f"is not a numslab machine of format {FORMAT}"):
+    with pytest.raises(numslab.SlabError, match=f"is not a numslab machine of format {FORMAT} "
+                                                 rf"\(it is format {FORMAT - 1}, written by an "
+                                                 "older numslab"):
         numslab.SlabAllocator.load(bad)
     # the file as saved loads, and the machine goes on exactly as the saved one
     back = numslab.SlabAllocator.load(good)

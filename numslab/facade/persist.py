@@ -120,7 +120,11 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
             raise SlabError(f"load: {path} is not a numslab machine ({type(e).__name__}: "
                             f"{str(e)[:80]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise SlabError(f"load: {path} is not a numslab machine of format {FORMAT}")
+        was = meta.get("format") if isinstance(meta, dict) else None
+        older = (f" (it is format {was}, written by an older numslab: run the version that "
+                 f"wrote it, or make the machine again)") if isinstance(was, int) and \
+            0 < was < FORMAT else ""
+        raise SlabError(f"load: {path} is not a numslab machine of format {FORMAT}{older}")
     arrays = {"state": state, "arena": arena, "shadow_pages": used, "shadow": shadow}
     if meta.get("digest") != digest(meta, arrays):      # before anything trusts a word
         raise SlabError(f"load: {path} is damaged: its content does not match its digest")
