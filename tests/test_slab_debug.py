@@ -603,6 +603,36 @@ def test_objects_a_repaired_free_list_cut_off_are_lost_not_live(gen):
     sa.validate()
 
 
+@pytest.mark.parametrize("gen", ["6.18", "7.0", "7.3"])
+def test_a_stray_write_relinking_lost_objects_does_not_get_them_handed_out(gen):
+    """After the cut, a stray write points the last kept object at the cut-off chain: the
+    pops handed out 161 lost objects, the slab's inuse climbing to 331 of 170 objects and
+    validate() failing ever after. A pop that would empty the slab's count while its list
+    goes on is refused as a list that ends early is: the slab isolated, nothing taken; the
+    next allocations come from new slabs."""
+    sa, c, held, kept, cut = _cut_free_list(gen)
+    slab = held[0] & ~4095
+    last = kept[-1]
+    sa.memory[last + c.offset:last + c.offset + 8] = list(cut[0].to_bytes(8, "little"))
+    got = [sa.kmem_cache_alloc(c) for _ in range(2)]    # the first two kept objects
+    assert got == kept[:2]
+    with pytest.raises(numslab.SlabDebugError, match="Freepointer corrupt"):
+        sa.kmem_cache_alloc(c)                      # the third would leave a list behind
+    assert sa.isolated_slabs().tolist() == [slab]
+    more = [sa.kmem_cache_alloc(c) for _ in range(3 * c.objs_per_slab)]
+    assert not (set(more) & (set(cut) | set(kept) | set(held) | set(got)))
+    assert all(a & ~4095 != slab for a in more)
+    assert int(sa.state.sl_inuse[slab >> 12]) <= int(sa.state.sl_objects[slab >> 12])
+    assert len(c) == len(c.live_addresses()) == len(held) + len(got) + len(more)
+    sa.validate()
+    for a in held + got + more:
+        sa.kmem_cache_free(c, a)
+    assert len(c) == 0
+    sa.validate()
+    sa.kmem_cache_destroy(c, force=True)
+    sa.validate()
+
+
 def test_a_leak_names_lost_objects_apart_and_a_relinked_list_gives_them_back():
     """A destroy refused for live objects names the lost ones apart (it said 167 live); a
     free pointer written back over the cut relinks cut-off objects: the next repair counts

@@ -39,6 +39,9 @@ def _get_from_partial_node(st, cache, node):
     if nxt == 0 and st.sl_inuse[slab] + 1 < st.sl_objects[slab]:
         _isolate(st, cache, slab, 0)    # the list ends before the slab's free objects do
         return 0
+    if nxt != 0 and st.sl_inuse[slab] + 1 >= st.sl_objects[slab]:
+        _isolate(st, cache, slab, nxt)  # or goes on past them: a stray write relinked
+        return 0                        # objects counted in use (lost ones, a cut list's)
     st.sl_freelist[slab] = nxt
     st.sl_inuse[slab] += 1
     if nxt == 0:
