@@ -651,3 +651,25 @@ def test_a_leak_names_lost_objects_apart_and_a_relinked_list_gives_them_back():
     assert c.lost_objects == 163 - 1 and c.lost_slabs()[0, 1] == 162    # one given back
     sa.validate()
     assert sa.kmem_cache_alloc(c) in kept
+
+
+@pytest.mark.parametrize("gen", ["6.18", "7.0"])
+def test_a_repair_refiles_its_slab_on_a_sorted_partial_list(gen):
+    """on_freelist's repair lowers a listed slab's free count; on a sorted partial list the
+    slab kept its old place, and validate() reported the list out of order on every call
+    (invariant 7: every change of a listed slab's free count re-files it)."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=gen, slab_debug="F",
+                               freelist_hardened=False, freelist_random=False)
+    c = sa.kmem_cache_create("d0", 48, partial_order="sorted")
+    objs = [sa.kmem_cache_alloc(c) for _ in range(3 * c.objs_per_slab)]
+    for a in objs[::3]:
+        sa.kmem_cache_free(c, a)                    # three partial slabs, each a third free
+    slab = objs[0] & ~4095
+    free = {int(a): n - used for a, used, n in c.partial_list(0).tolist()}
+    head = int(sa.state.sl_freelist[slab >> 12])    # cut the first slab's list after two
+    nxt = int.from_bytes(bytes(sa.memory[head + c.offset:head + c.offset + 8]), "little")
+    sa.memory[nxt + c.offset:nxt + c.offset + 8] = list((0x4141).to_bytes(8, "little"))
+    assert sa.kmem_cache_validate(c) == 3
+    assert c.lost_slabs().tolist() == [[slab, free[slab] - 2]]
+    sa.validate()
+    assert c.partial_list(0)[0, 0] == slab          # the fewest free objects now: first

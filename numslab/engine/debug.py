@@ -15,11 +15,12 @@ from .checks import E_DOUBLE_FREE, _live_clear, _live_set, _live_test, _rcu_list
 from .layout import (CA_DEBUG, CA_FP_KEY, CA_INUSE, CA_OBJECT_SIZE, CA_OFFSET, CA_ORIG,
                      CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, D_OBJECT_POISON, G_FAULT_CACHE,
                      G_FAULT_SLAB, G_FAULT_VALUE, G_NLOST, G_NREPORTS, G_TICKS, NIL,
-                     N_PARTIAL_HEAD, PG_ISOLATED, PG_NODE_PARTIAL, PG_SLAB, PG_HEAD,
+                     N_PARTIAL_HEAD, PG_HEAD, PG_ISOLATED, PG_NODE_PARTIAL, PG_SLAB, PG_SORTED,
                      SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
                      _head_frame, _node_row, _stat)
 from .native import byte_array, jit, unit, words_at, zero_bytes
 from .nocpu import slab_alloc_single
+from .partialorder import sorted_refile
 from .redzone import (K_ALIGN_PAD, K_ALREADY_FREE, K_CYCLE, K_END_POISON, K_FIX_ALL_USED,
                       K_FIX_CLEARED, K_FIX_COUNT, K_FIX_NOT_FREED, K_FREECHAIN, K_FREELIST,
                       K_FREEPOINTER, K_KMALLOC_REDZONE, K_LEFT_REDZONE, K_OBJECT_PAD,
@@ -303,6 +304,8 @@ def on_freelist(st, cache, slab):
         st.g[G_NLOST] += lost - st.sl_lost[slab]
         st.sl_lost[slab] = lost
         st.sl_inuse[slab] = nobj - nr
+        if st.pg_flags[slab] & PG_SORTED:       # its free count changed: to its new place
+            sorted_refile(st, cache, slab)
         _report(st, K_FIX_COUNT, cache, slab, 0, 0, 0, 0, 0)
     return 1
 
