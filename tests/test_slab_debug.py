@@ -673,3 +673,37 @@ def test_a_repair_refiles_its_slab_on_a_sorted_partial_list(gen):
     assert c.lost_slabs().tolist() == [[slab, free[slab] - 2]]
     sa.validate()
     assert c.partial_list(0)[0, 0] == slab          # the fewest free objects now: first
+
+
+@pytest.mark.parametrize("gen", ["6.18", "7.0"])
+def test_a_repair_cuts_before_an_object_a_prefilled_sheaf_holds(gen):
+    """A stray write points a free object's pointer at an object a prefilled sheaf holds:
+    the repair walked on through the sheaf's objects as free ("Counter is 8 but counted
+    were 7"), lost none of the three it cut off, and the slab then handed out the sheaf's
+    object. It cuts before it now, as before a live one."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", slab_debug="F", kernel=gen,
+                               freelist_hardened=False, freelist_random=False)
+    c = sa.kmem_cache_create("c0", 24)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(10)]
+    sh = sa.kmem_cache_prefill_sheaf(c, numslab.GFP_KERNEL, 4)
+    for a in objs[2:8]:
+        sa.kmem_cache_free(c, a)                    # free list: 7 6 5 4 3 2, then on
+    held = objs[:2] + objs[8:]
+    chain, fp = [], int(sa.state.sl_freelist[objs[0] >> 12])
+    while fp and len(chain) <= c.objs_per_slab:
+        chain.append(fp)
+        fp = int.from_bytes(bytes(sa.memory[fp + c.offset:fp + c.offset + 8]), "little")
+    every = (objs[0] & ~4095) + c.slab_size * np.arange(c.objs_per_slab)
+    in_sheaf = sorted(set(every.tolist()) - set(held) - set(chain))
+    assert len(in_sheaf) == 4                       # the sheaf's, by elimination
+    a = objs[5]
+    sa.memory[a + c.offset:a + c.offset + 8] = list(in_sheaf[0].to_bytes(8, "little"))
+    sa.kmem_cache_validate(c)
+    assert c.lost_objects == len(chain) - 3         # all after object 5 (7 6 5 kept)
+    assert len(c) == len(c.live_addresses()) == len(held)
+    sa.validate()
+    got = [sa.kmem_cache_alloc(c) for _ in range(5)]
+    assert not set(got) & set(in_sheaf)
+    assert sorted(sa.kmem_cache_alloc_from_sheaf(c, numslab.GFP_KERNEL, sh)
+                  for _ in range(4)) == in_sheaf
+    sa.validate()

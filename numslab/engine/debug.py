@@ -260,6 +260,23 @@ def _on_slab_freelist(st, cache, slab, addr):
 
 # ---- validate_slab_cache --------------------------------------------------------------------
 @jit
+def _in_user_sheaf(st, cache, obj):
+    """Whether one of ``cache``'s prefilled sheaves holds ``obj`` (the repair's walk: a debug
+    cache has no other sheaves; the list's length is bounded by the arena's words)."""
+    mem = st.mem
+    sheaf = _ca(st, cache, CA_USER_SHEAVES)
+    for _ in range(st.npages << 9):
+        if sheaf == 0:
+            break
+        w = sheaf >> 3
+        for k in range(mem[w + SH_SIZE]):
+            if mem[w + SH_OBJECTS + k] == obj:
+                return True
+        sheaf = mem[w + SH_NEXT]
+    return False
+
+
+@jit
 def on_freelist(st, cache, slab):
     """``on_freelist(s, slab, NULL)``: walk the slab's free list; a bad pointer cuts the chain
     at the object holding it ("Freechain corrupt") or, at the head, clears the list
@@ -268,7 +285,8 @@ def on_freelist(st, cache, slab):
     slab, whose free objects leak as in the kernel).
 
     A pointer is bad off the grid (``check_valid_pointer``) and also, numslab's guard as in
-    ``slablists._fp_next``, when it names an object that is live or waits for ``kfree_rcu``
+    ``slablists._fp_next``, when it names an object that is live, waits for ``kfree_rcu`` or
+    is held by a prefilled sheaf
     (the kernel cannot tell: it would follow the user's bytes as a free pointer and write
     NULL into them). The objects a cut leaves off the list stay counted in ``inuse``, as the
     kernel leaks them: the change of ``inuse`` is the change of the slab's lost objects
@@ -281,7 +299,7 @@ def on_freelist(st, cache, slab):
     obj = 0
     while fp != 0 and nr <= nobj:
         if not check_valid_pointer(st, cache, slab, fp) or _live_test(st, fp) or \
-                (st.rcu[fp >> 9] >> ((fp >> 3) & 63)) & 1:
+                (st.rcu[fp >> 9] >> ((fp >> 3) & 63)) & 1 or _in_user_sheaf(st, cache, fp):
             if obj != 0:
                 _report(st, K_FREECHAIN, cache, slab, obj, fp, 0, 0, 0)
                 _set_fp(st.mem, offset, key, obj, 0)
