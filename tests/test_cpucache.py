@@ -312,6 +312,9 @@ def test_free_objects_behind_a_cut_cpu_freelist_are_lost_not_live(finder):
         c.shrink()                                  # it: 1..3 leak with the isolated slab
         assert len(c) == c.live_objects == 1 and c.lost_objects == 20
         sa.validate()
+        b = c.alloc()                               # from a new slab (the shrink's fault,
+        assert b & ~4095 != slab                    # left behind, refused it as its own)
+        c.free(b)
         c.free(a)
         assert len(c) == 0 and c.lost_objects == c.objs_per_slab
         return
@@ -325,4 +328,29 @@ def test_free_objects_behind_a_cut_cpu_freelist_are_lost_not_live(finder):
     for x in got + [a]:
         c.free(x)                                   # frees into the isolated slab leak too
     assert len(c) == c.live_objects == 0 and c.lost_objects == c.objs_per_slab
+    sa.validate()
+
+
+def test_a_cpu_freelist_written_to_run_into_the_slabs_own_list_is_cut_there():
+    """CPU 1 frees an object of CPU 0's slab remotely (onto the slab's own free list); a
+    stray write points a free pointer on CPU 0's lockless freelist at it. The count walked
+    on into the slab's list (len(c) 16 with 2 held, no object lost), and a flush spliced
+    the two lists into a cycle ("free list is longer than the slab"). The walk stops where
+    the lists meet; the flush finds it and isolates the slab, whose free objects are lost."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel="6.18", freelist_random=False,
+                               freelist_hardened=False)
+    c = sa.kmem_cache_create("c", 192)
+    a = [sa.kmem_cache_alloc(c, cpu=0) for _ in range(3)]   # 3..20 on CPU 0's list
+    sa.kmem_cache_free(c, a[1], cpu=1)                      # remote: onto the slab's list
+    slab = a[0] & ~4095
+    v = a[0] + 5 * c.slab_size
+    sa.memory[v + c.offset:v + c.offset + 8] = list(a[1].to_bytes(8, "little"))
+    assert len(c) == c.live_objects == len(c.live_addresses()) == 2
+    assert c.lost_slabs().tolist() == [[slab, c.objs_per_slab - 3 - 2 - 1]]   # 6..20
+    sa.kmem_cache_shrink(c)                         # the flush: deactivate_slab
+    assert sa.isolated_slabs().tolist() == [slab]
+    assert len(c) == 2 and c.lost_objects == c.objs_per_slab - 2
+    sa.validate()
+    more = [sa.kmem_cache_alloc(c, cpu=0) for _ in range(30)]
+    assert all(x & ~4095 != slab for x in more) and len(set(more)) == 30
     sa.validate()

@@ -16,9 +16,9 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FP_KEY, CA_MIN_PARTIAL, C
 from .native import jit, unit, zero_bytes
 from .debug import slab_alloc_debug
 from .nocpu import slab_alloc_single
-from .slablists import (_add_partial, _chain_tail_checked, _cpu_pop, _freeze_slab, _set_fp,
-                        _slab_free_fast, discard_slab, get_partial, new_slab, put_partials,
-                        slab_free)
+from .slablists import (_add_partial, _chain_tail_checked, _cpu_pop, _freeze_slab, _isolate,
+                        _set_fp, _slab_free_fast, discard_slab, get_partial, new_slab,
+                        put_partials, slab_free)
 
 
 @unit
@@ -35,6 +35,12 @@ def deactivate_slab(st, cache, cpu, slab, freelist):
         _stat(st, cache, cpu, DEACTIVATE_REMOTE_FREES, 1)
         tail = True
     last, n = _chain_tail_checked(st, cache, slab, freelist, st.sl_objects[slab])
+    if last > 0 and sfl[slab] != 0:     # the slab's own list (its remote frees), checked
+        own = _chain_tail_checked(st, cache, slab, sfl[slab], st.sl_objects[slab])[0]
+        if own == last:                 # the CPU's list runs into it (a stray write):
+            _isolate(st, cache, slab, last)     # spliced, the two would make a cycle
+        if own == last or own < 0:
+            last = -1
     if last < 0:                        # corrupted: the slab was isolated
         st.pg_flags[slab] &= ~PG_FROZEN
         return 0

@@ -469,6 +469,9 @@ def _flush_all(st, cache):
         if sheaves:
             pcs_flush_all(st, cache, other)
         flush_cpu(st, cache, other)
+    if st.g[G_FAULT_CACHE] == cache + 1:    # a CPU's list a stray write cut isolated its
+        st.g[G_FAULT_CACHE] = 0             # slab: no call raises that (isolated_slabs()),
+                                            # and the next allocation took it for its own
 
 
 @unit

@@ -128,12 +128,10 @@ def lost_slabs(st, cache, rows, outaddr):
 
 
 @jit
-def _cpu_freelist(st, cache, slab, head):
-    """(free, cut) of a CPU's lockless freelist from ``head`` on its ``slab`` (6.18): the
-    objects reached along it, each once, no pointer followed off the slab's grid or to a
-    live object (marked live while the walk runs, so a stray write's cycle ends it), and,
-    when a bad pointer ends it, the objects behind that cut: in use by the slab's count,
-    neither reached nor held (live, waiting for ``kfree_rcu``, in a sheaf)."""
+def _mark_chain(st, cache, slab, head, n, on):
+    """With ``on``: mark live the objects of the free chain from ``head`` on ``slab``, each
+    once, up to a pointer off the slab's grid or to a live object; how many. Else clear the
+    marks of its first ``n`` objects (the same walk, undone)."""
     mem = st.mem
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
@@ -141,17 +139,35 @@ def _cpu_freelist(st, cache, slab, head):
     base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
     end = base + st.sl_objects[slab] * size
     obj = head
+    if not on:
+        for _ in range(n):
+            st.live[obj >> 9] &= ~(1 << ((obj >> 3) & 63))
+            obj = _get_fp(mem, offset, key, obj)
+        return n
     k = 0
     while base <= obj < end and (obj - base) % size == 0 and k < st.sl_objects[slab] and \
             not (st.live[obj >> 9] >> ((obj >> 3) & 63)) & 1:
         st.live[obj >> 9] |= 1 << ((obj >> 3) & 63)
         k += 1
         obj = _get_fp(mem, offset, key, obj)
-    end_at = obj
-    obj = head
+    return k
+
+
+@jit
+def _cpu_freelist(st, cache, slab, head):
+    """(free, cut) of a CPU's lockless freelist from ``head`` on its ``slab`` (6.18): the
+    objects reached along it, each once, no pointer followed off the slab's grid, to a live
+    object or into the slab's own free list (its remote frees; all marked live while the
+    walk runs, so a stray write's cycle, or its pointer into that list, ends it), and, when
+    a bad pointer ends it, the objects behind that cut: in use by the slab's count, neither
+    reached nor held (live, waiting for ``kfree_rcu``, in a sheaf)."""
+    own = _mark_chain(st, cache, slab, st.sl_freelist[slab], 0, True)
+    k = _mark_chain(st, cache, slab, head, 0, True)
+    end_at = head
     for _ in range(k):
-        st.live[obj >> 9] &= ~(1 << ((obj >> 3) & 63))
-        obj = _get_fp(mem, offset, key, obj)
+        end_at = _get_fp(st.mem, _ca(st, cache, CA_OFFSET), _ca(st, cache, CA_FP_KEY), end_at)
+    _mark_chain(st, cache, slab, head, k, False)
+    _mark_chain(st, cache, slab, st.sl_freelist[slab], own, False)
     if end_at == 0:
         return k, 0
     return k, max(st.sl_inuse[slab] - k - _slab_held(st, cache, slab), 0)
