@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 
-import numba
 import numpy as np
 import pytest
 
@@ -126,16 +125,6 @@ def test_a_bad_address_refuses_the_whole_batch(kernel):
     assert_unchanged(sa, snap)
 
 
-@numba.njit
-def jit_free(h, cid, nr, a):
-    numslab.jit.kmem_cache_free_bulk(h, cid, nr, a)
-
-
-@numba.njit
-def jit_kfree(h, nr, a):
-    numslab.jit.kfree_bulk(h, nr, a)
-
-
 def test_an_object_twice_in_a_debug_batch_is_named_so(kernel):
     """A debug cache's batch (``free_bulk_checked``, which ``kfree_bulk`` takes too while
     debug caches exist) naming one live object twice is refused by its check with the
@@ -143,7 +132,7 @@ def test_an_object_twice_in_a_debug_batch_is_named_so(kernel):
     report (the object is not free) and nothing changed; an object free before the call is
     still refused as already free, with the kernel's report."""
     from conftest import assert_unchanged, snapshot
-    from test_bulk import twice_text
+    from test_bulk import jit_free, jit_kfree, twice_text
     sa, c, out = setup(kernel)
     arr = batch(out, np.random.default_rng(7))
     arr[40] = addr = int(arr[10])
