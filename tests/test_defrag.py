@@ -514,3 +514,51 @@ def test_a_slab_debug_cache_compacts_with_its_red_zones_poison_and_tracks(kernel
     assert len(sa.slab_reports()) == reports and c.live_objects == 0
     assert sa.kmem_cache_validate(c) == 0
     sa.validate()
+
+
+@pytest.mark.parametrize("gen", ["7.0", "7.3"])
+def test_compaction_refuses_a_target_whose_free_list_a_stray_write_shortened(gen):
+    """A stray write makes a target slab's free pointer skip to its list's last object, so
+    the list ends in NULL while the count says more objects are free. The moves popped it
+    with the free-pointer check alone, left it with no list and free objects by its count,
+    and relisted it; a later free then listed it twice (a cycle of slabs: len(c) raised
+    ValueError). The moves check the count as the single pop does: the target is isolated
+    and the compaction raises, carrying the moves it made; nothing else changes after."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=gen, freelist_random=False,
+                               freelist_hardened=False)
+    c = sa.kmem_cache_create("c", 192)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(200)]
+    slabs = sorted({x & ~4095 for x in objs})
+    a_, b_, c_ = slabs[1], slabs[2], slabs[3]       # a sparse source, two targets
+    held = []
+    for x in objs:
+        s, k = x & ~4095, (x - (x & ~4095)) // c.slab_size
+        if (s == a_ and k >= 6) or (s == b_ and k % 4 == 0) or (s == c_ and k % 3 == 0) \
+                or s not in (a_, b_, c_):
+            sa.kmem_cache_free(c, x)
+        else:
+            held.append(x)
+    sa.kmem_cache_shrink(c)
+    sa.validate()
+
+    def fp(o):
+        return int.from_bytes(bytes(sa.memory[o + c.offset:o + c.offset + 8]), "little")
+    chain = [int(sa.state.sl_freelist[b_ >> 12])]
+    while fp(chain[-1]):
+        chain.append(fp(chain[-1]))
+    sa.memory[chain[0] + c.offset:chain[0] + c.offset + 8] = list(chain[-1].to_bytes(8,
+                                                                                    "little"))
+    with pytest.raises(numslab.SlabCorruptionError, match="compaction stopped") as e:
+        c.compact(100)
+    old, new = e.value.moved
+    held = sorted(set(held) - set(old.tolist()) | set(new.tolist()))
+    assert sa.isolated_slabs().tolist() == [b_]
+    assert len(c) == len(c.live_addresses()) == len(held)
+    sa.validate()
+    for x in [h for h in held if h & ~4095 == b_][:3]:
+        sa.kmem_cache_free(c, x)
+        held.remove(x)
+    got = [sa.kmem_cache_alloc(c) for _ in range(40)]
+    assert not set(got) & set(held) and len(set(got)) == 40
+    assert len(c) == len(c.live_addresses()) == len(held) + 40
+    sa.validate()

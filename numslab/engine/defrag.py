@@ -156,6 +156,9 @@ def _move_node(st, cache, a, n, old, new, done):
                 nxt = _fp_next(st, cache, t, obj)
                 if nxt < 0:
                     return -1 - done
+                if (nxt != 0) == (inuse[t] + 1 >= st.sl_objects[t]):
+                    _isolate(st, cache, t, nxt)     # the list ends before the slab's free
+                    return -1 - done                # objects do, or goes on past them
                 fl[t] = nxt
                 inuse[t] += 1
                 # the whole slot moves: with slab_debug its red zones, tracks and orig_size
