@@ -354,3 +354,37 @@ def test_a_cpu_freelist_written_to_run_into_the_slabs_own_list_is_cut_there():
     more = [sa.kmem_cache_alloc(c, cpu=0) for _ in range(30)]
     assert all(x & ~4095 != slab for x in more) and len(set(more)) == 30
     sa.validate()
+
+
+def test_objects_a_stray_write_makes_the_cpu_freelist_skip_are_lost_not_live():
+    """Object 6's free pointer on CPU 0's lockless freelist is written to name object 10:
+    7, 8 and 9 drop off a list that still ends in NULL. The count took them for held ones
+    (len(c) 6 with 3 held) and a flush kept them counted in use for good (destroy: "3 live
+    object(s)"). They are lost from the write on, and the flush records them so."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel="6.18", freelist_random=False,
+                               freelist_hardened=False)
+    c = sa.kmem_cache_create("c", 192)
+    a = [sa.kmem_cache_alloc(c, cpu=0) for _ in range(6)]
+    for x in a[3:]:
+        sa.kmem_cache_free(c, x, cpu=0)             # CPU list 5 4 3 6 .. 20
+    held = a[:3]
+    slab = a[0] & ~4095
+    src, dst = slab + 6 * c.slab_size, slab + 10 * c.slab_size
+    sa.memory[src + c.offset:src + c.offset + 8] = list(dst.to_bytes(8, "little"))
+    assert len(c) == c.live_objects == len(c.live_addresses()) == 3
+    assert c.lost_slabs().tolist() == [[slab, 3]]
+    held += [sa.kmem_cache_alloc(c, cpu=0) for _ in range(10)]
+    assert len(set(held)) == 13 and not {slab + k * c.slab_size for k in (7, 8, 9)} & set(held)
+    assert len(c) == 13 and c.lost_objects == 3
+    c.shrink()                                      # the flush records them lost
+    assert len(c) == 13 and c.lost_slabs().tolist() == [[slab, 3]]
+    sa.validate()
+    for x in held:
+        c.free(x)
+    c.shrink()
+    assert len(c) == 0 and c.lost_objects == 3
+    sa.validate()
+    with pytest.raises(numslab.LostObjectsError, match=r"3 object\(s\) lost"):
+        sa.kmem_cache_destroy(c)
+    sa.kmem_cache_destroy(c, force=True)
+    sa.validate()

@@ -10,10 +10,12 @@ from ..flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISM
                      FREE_FASTPATH, FREE_SLAB, FREE_SLOWPATH)
 from .checks import _live_clear, _live_set, _live_set_run
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECT_SIZE,
-                     CA_OFFSET, KERNEL_7_0, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL, PG_FROZEN, _ca,
+                     CA_OFFSET, G_NLOST, KERNEL_7_0, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL,
+                     PG_FROZEN, _ca,
                      CA_DEBUG, _geo,
                      _cpu_row, _node_row, _slab_nid, _stat)
 from .native import jit, unit, zero_bytes
+from .stats import _slab_held
 from .debug import slab_alloc_debug
 from .nocpu import slab_alloc_single
 from .slablists import (_add_partial, _chain_tail_checked, _cpu_pop, _freeze_slab, _isolate,
@@ -48,6 +50,10 @@ def deactivate_slab(st, cache, cpu, slab, freelist):
         _set_fp(mem, offset, _ca(st, cache, CA_FP_KEY), last, sfl[slab])
         sfl[slab] = freelist
         inuse[slab] -= n
+    extra = inuse[slab] - _slab_held(st, cache, slab) - st.sl_lost[slab]
+    if extra > 0:                       # objects a stray write made the CPU's list skip:
+        st.sl_lost[slab] += extra       # counted in use, reached by no list, held by
+        st.g[G_NLOST] += extra          # nobody: lost (as a repair's cut-off ones)
     st.pg_flags[slab] &= ~PG_FROZEN
     r = _node_row(st, cache, _slab_nid(st, slab))
     if inuse[slab] == 0 and st.node[r + N_NR_PARTIAL] >= _ca(st, cache, CA_MIN_PARTIAL):

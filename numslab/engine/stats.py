@@ -163,13 +163,10 @@ def _cpu_freelist(st, cache, slab, head):
     reached nor held (live, waiting for ``kfree_rcu``, in a sheaf)."""
     own = _mark_chain(st, cache, slab, st.sl_freelist[slab], 0, True)
     k = _mark_chain(st, cache, slab, head, 0, True)
-    end_at = head
-    for _ in range(k):
-        end_at = _get_fp(st.mem, _ca(st, cache, CA_OFFSET), _ca(st, cache, CA_FP_KEY), end_at)
     _mark_chain(st, cache, slab, head, k, False)
     _mark_chain(st, cache, slab, st.sl_freelist[slab], own, False)
-    if end_at == 0:
-        return k, 0
+    # a list cut, or ending in NULL after a pointer a stray write made skip ahead: either
+    # way the objects the slab counts in use that neither it reaches nor anyone holds
     return k, max(st.sl_inuse[slab] - k - _slab_held(st, cache, slab), 0)
 
 
