@@ -574,10 +574,14 @@ def test_validate_finds_an_rcu_sheaf_object_without_its_mark(kernel):
     rcu = view(sa._buf, F_RCU)
     bit = lambda a: 1 << ((a >> 3) & 63)        # noqa: E731
     assert all(rcu[a >> 9] & bit(a) for a in objs)
+    # (under 6.18 the count of a CPU slab's objects reads the RCU marks too, to tell the
+    # objects a stray write made its freelist skip: the count's check may come first)
     for a in (objs[0], objs[-1]):               # one waiting, one on the CPU
         rcu[a >> 9] &= ~bit(a)
         with pytest.raises(numslab.SlabCorruptionError,
-                           match=f"in an RCU sheaf has no RCU mark \\(object at {a:#x}\\)"):
+                           match=f"in an RCU sheaf has no RCU mark \\(object at {a:#x}\\)" +
+                                 ("|live objects differ from the live bitmap.s count"
+                                  if kernel == "6.18" else "")):
             sa.validate()
         rcu[a >> 9] |= bit(a)
     stray = c.alloc()
