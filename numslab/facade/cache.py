@@ -67,8 +67,12 @@ class KmemCache(MovableCache):
 
     def __len__(self) -> int:
         """Objects of this cache that users hold (``live_objects`` less the allocator's own
-        sheaves, which only kmalloc caches hold)."""
-        return self.live_objects - self.sheaf_objects
+        sheaves, which only kmalloc caches hold, and less the objects given to ``kfree_rcu``
+        that wait on its list: allocated to the kernel until their grace period ends, as
+        those in an ``rcu_free`` sheaf are not, but no user's)."""
+        n = self.live_objects - self.sheaf_objects
+        sa = self._sa
+        return n - sa._rcu_listed_objects(self._id) if sa._rcu_pending else n
 
     def __reduce__(self) -> tuple:
         """Refuse pickling and copying (``NotPicklableError``): use ``save``/``load``."""
