@@ -308,6 +308,16 @@ def _batch_fail(st, cache, i, p):
     return err - i * E_AT
 
 
+@jit(inline=True)
+def _locate_any(st, a):
+    """``kfree_bulk``'s view of ``a``: :func:`checks._locate`'s code for any cache, with an
+    oversize sheaf of the allocator (a large block with its mark) as ``E_ALLOCATORS``."""
+    err, _ = _locate(st, a, NIL)
+    if err == E_LARGE and _own_test(st, a, 16):
+        err = E_ALLOCATORS
+    return err
+
+
 @jit
 def _check_batch_any(st, nr, p):
     """The batch check of ``kfree_bulk``: ``p[:nr]`` are distinct live objects of any cache,
@@ -319,9 +329,7 @@ def _check_batch_any(st, nr, p):
     flags = st.pg_flags
     for i in range(nr):
         a = p[i]
-        err, slab = _locate(st, a, NIL)
-        if err == E_LARGE and _own_test(st, a, 16):     # an oversize sheaf of the allocator
-            err = E_ALLOCATORS
+        err = _locate_any(st, a)
         if err == E_LARGE:
             flags[a >> 12] &= ~PG_LARGE                 # a duplicate will now look freed
             continue
@@ -334,9 +342,7 @@ def _check_batch_any(st, nr, p):
                     flags[pf] |= PG_LARGE
             # diagnosed again as it was: an address inside a large block an earlier element
             # took read as "not on a slab page" on the half-changed state
-            err, slab = _locate(st, a, NIL)
-            if err == E_LARGE and _own_test(st, a, 16):
-                err = E_ALLOCATORS
+            err = _locate_any(st, a)
             if err == 0 or err == E_LARGE:
                 err = E_TWICE if _twin(p, i) >= 0 else E_DOUBLE_FREE
             return err - i * E_AT

@@ -17,8 +17,8 @@ from .native import byte_array, copy_bytes, jit, unit, words_at
 from .redzone import RED_INACTIVE, TRACK_FREE, init_object, set_track
 from .cpucache import flush_cpu
 from .ops import kmem_cache_shrink
-from .slablists import (_add_partial, _fp_next, _isolate, _remove_partial, _set_fp,
-                        discard_slab)
+from .slablists import (_add_partial, _count_disagrees, _fp_next, _isolate, _remove_partial,
+                        _set_fp, discard_slab)
 
 DEFRAG_USED_RATIO = 30      #: Harding's default ``defrag_used_ratio`` (percent)
 
@@ -156,9 +156,9 @@ def _move_node(st, cache, a, n, old, new, done):
                 nxt = _fp_next(st, cache, t, obj)
                 if nxt < 0:
                     return -1 - done
-                if (nxt != 0) == (inuse[t] + 1 >= st.sl_objects[t]):
-                    _isolate(st, cache, t, nxt)     # the list ends before the slab's free
-                    return -1 - done                # objects do, or goes on past them
+                if _count_disagrees(st, t, nxt):    # as the single pop refuses it
+                    _isolate(st, cache, t, nxt)
+                    return -1 - done
                 fl[t] = nxt
                 inuse[t] += 1
                 # the whole slot moves: with slab_debug its red zones, tracks and orig_size

@@ -17,8 +17,9 @@ from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_
 from .checks import _live_clear, _live_set_run, _live_set_slab
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
-from .slablists import (_add_partial, _fp_next, _get_fp, _isolate, _new_slab_objects,
-                        _allocate_slab, _remove_partial, discard_slab, new_slab, slab_free)
+from .slablists import (_add_partial, _allocate_slab, _count_disagrees, _fp_next, _get_fp,
+                        _isolate, _new_slab_objects, _remove_partial, discard_slab, new_slab,
+                        slab_free)
 
 
 # ---- one object -------------------------------------------------------------------------------
@@ -36,12 +37,9 @@ def _get_from_partial_node(st, cache, node):
     nxt = _fp_next(st, cache, slab, obj)
     if nxt < 0:                     # corrupted: the slab is isolated, obj not handed out
         return 0
-    if nxt == 0 and st.sl_inuse[slab] + 1 < st.sl_objects[slab]:
-        _isolate(st, cache, slab, 0)    # the list ends before the slab's free objects do
+    if _count_disagrees(st, slab, nxt):     # the list ends before the slab's free objects
+        _isolate(st, cache, slab, nxt)      # do, or goes on past them
         return 0
-    if nxt != 0 and st.sl_inuse[slab] + 1 >= st.sl_objects[slab]:
-        _isolate(st, cache, slab, nxt)  # or goes on past them: a stray write relinked
-        return 0                        # objects counted in use (lost ones, a cut list's)
     st.sl_freelist[slab] = nxt
     st.sl_inuse[slab] += 1
     if nxt == 0:

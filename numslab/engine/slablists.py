@@ -105,6 +105,15 @@ def _fp_next(st, cache, slab, obj):
     return -1
 
 
+@jit(inline=True)
+def _count_disagrees(st, slab, nxt):
+    """Whether a pop that leaves the slab's free list at ``nxt`` disagrees with its count:
+    the list ends (0) while the count says objects stay free, or goes on when the pop takes
+    the last free one by the count (a stray write cut it short or relinked objects counted
+    in use, lost ones included). The pops then isolate the slab."""
+    return (nxt != 0) == (st.sl_inuse[slab] + 1 >= st.sl_objects[slab])
+
+
 @jit
 def _isolate_cpu_slab(st, cache, c, slab, bad):
     """:func:`_isolate` for a CPU's slab (6.18): the CPU lets it go (unfrozen, on no list)

@@ -49,8 +49,8 @@ def live_objects(st, cache):
         c = _cpu_row(st, cache, cpu)
         slab = cpt[c + C_SLAB]
         if slab != NIL:
-            free, cut = _cpu_freelist(st, cache, slab, cpt[c + C_FREELIST])
-            live -= objects[slab] - inuse[slab] + free + cut
+            free, lost = _cpu_freelist(st, cache, slab, cpt[c + C_FREELIST])
+            live -= objects[slab] - inuse[slab] + free + lost
         slab = cpt[c + C_PARTIAL]
         while slab != NIL:
             live -= objects[slab] - inuse[slab]
@@ -82,9 +82,9 @@ def lost_objects(st, cache):
     (``inuse``, as the kernel leaks them), held by no user, never handed out again. Those a
     repaired free list cut off (``sl_lost``: ``debug.on_freelist``'s "Freechain corrupt"),
     the free objects and later frees of the isolated slabs (the guards' and slab_debug's
-    "Marking all objects used", "Freelist cleared"), and under 6.18 the free objects behind
-    a cut of a CPU's lockless freelist, which no pop or flush reaches (they leak when one
-    finds the cut and isolates the slab)."""
+    "Marking all objects used", "Freelist cleared"), and under 6.18 the free objects a
+    stray write cut or skipped off a CPU's lockless freelist, which no pop reaches (a flush
+    records them in ``sl_lost``, or isolates the slab when it finds a cut)."""
     lost = 0
     cpt = st.cpu
     for cpu in range(st.ncpus):
@@ -155,12 +155,13 @@ def _mark_chain(st, cache, slab, head, n, on):
 
 @jit
 def _cpu_freelist(st, cache, slab, head):
-    """(free, cut) of a CPU's lockless freelist from ``head`` on its ``slab`` (6.18): the
+    """(free, lost) of a CPU's lockless freelist from ``head`` on its ``slab`` (6.18): the
     objects reached along it, each once, no pointer followed off the slab's grid, to a live
     object or into the slab's own free list (its remote frees; all marked live while the
-    walk runs, so a stray write's cycle, or its pointer into that list, ends it), and, when
-    a bad pointer ends it, the objects behind that cut: in use by the slab's count, neither
-    reached nor held (live, waiting for ``kfree_rcu``, in a sheaf)."""
+    walk runs, so a stray write's cycle, or its pointer into that list, ends it), and the
+    objects it lost: in use by the slab's count, neither reached nor held (live, waiting for
+    ``kfree_rcu``, in a sheaf), behind a cut or skipped by a pointer a stray write made
+    jump ahead."""
     own = _mark_chain(st, cache, slab, st.sl_freelist[slab], 0, True)
     k = _mark_chain(st, cache, slab, head, 0, True)
     _mark_chain(st, cache, slab, head, k, False)
