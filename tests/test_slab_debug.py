@@ -563,6 +563,20 @@ def _cut_free_list(kernel):
 
 
 @pytest.mark.parametrize("gen", sorted(numslab.KERNELS))
+def test_find_names_lost_objects_apart_from_free_ones(gen):
+    """find() called an object a repaired free list cut off "a free object", though nothing
+    hands it out again; it is "lost" now, while the objects left on the cut list, those of
+    a slab with no loss and those held stay as they were."""
+    sa, c, held, kept, cut = _cut_free_list(gen)
+    assert {sa.find(a)["kind"] for a in cut} == {"lost"}
+    assert {sa.find(a)["kind"] for a in kept} == {"free object"}
+    assert {sa.find(a)["kind"] for a in held} == {"object"}
+    other = [sa.kmem_cache_alloc(c) for _ in range(c.objs_per_slab + 2)][-1]
+    sa.kmem_cache_free(c, other)
+    assert other >> 12 != held[0] >> 12 and sa.find(other)["kind"] == "free object"
+
+
+@pytest.mark.parametrize("gen", sorted(numslab.KERNELS))
 def test_objects_a_repaired_free_list_cut_off_are_lost_not_live(gen):
     """on_freelist's "Freechain corrupt" cuts the chain and counts the objects after the cut
     in use (the kernel leaks them). They were counted as objects users hold: len(c) and

@@ -15,10 +15,11 @@ import numpy as np
 from ..drivers import gate
 from ..drivers.calls import bound
 from ..engine import checks, debug, ops
-from ..engine.layout import (CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK, CA_USER_SHEAVES,
-                             G_NDEBUG, G_NREPORTS, G_SITE, G_TICKS, NIL, PG_HEAD, PG_LARGE,
-                             PG_RCU, PG_RESERVED, PG_SLAB, PG_TAIL, R_A, R_B, R_C, R_CACHE, R_D,
-                             R_KIND, R_MAX, R_OBJECT, R_SLAB)
+from ..engine.layout import (C_FREELIST, C_SLAB, CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK,
+                             CA_USER_SHEAVES, G_NDEBUG, G_NREPORTS, G_SITE, G_TICKS, NIL,
+                             PG_HEAD, PG_LARGE, PG_RCU, PG_RESERVED, PG_SLAB, PG_TAIL, R_A, R_B,
+                             R_C, R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT, R_SLAB, SH_OBJECTS,
+                             SH_SIZE)
 from ..engine import redzone as rz
 from ..errors import (CacheLeakError, InvalidArgumentError, LostObjectsError, SlabDebugError,
                       SlabError)
@@ -359,8 +360,9 @@ class DebugAPI:
     # ---- what an address is ----------------------------------------------------------------
     def find(self: "SlabAllocator", addr: int) -> dict[str, Any]:
         """What ``addr`` is: ``kind`` ("object", "free object", "kfree_rcu" (waiting for its
-        grace period), "sheaf" (the allocator's own), "large kmalloc", "pages", "free page",
-        "reserved" or "outside"), and where it applies
+        grace period), "lost" (:attr:`KmemCache.lost_objects`), "sheaf" (the allocator's
+        own), "large kmalloc", "pages", "free page", "reserved" or "outside"), and where it
+        applies
         ``cache`` (a KmemCache), ``slab`` (its address), ``index`` and ``offset`` inside the
         object."""
         if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) \
@@ -384,8 +386,34 @@ class DebugAPI:
         kind = {0: "object", checks.E_ALLOCATORS: "sheaf"}.get(err, "free object")
         if kind == "free object" and self._rcu_note(obj):
             kind = "kfree_rcu"
+        elif kind == "free object" and self._is_lost(cache, head, obj):
+            kind = "lost"
         return {"kind": kind, "cache": cache, "slab": head << 12, "index": index,
                 "object": obj, "offset": inside}
+
+    def _is_lost(self: "SlabAllocator", cache: KmemCache, head: int, obj: int) -> bool:
+        """Whether ``obj``, an object of ``cache``'s slab at frame ``head`` that nobody holds
+        live, is lost (:attr:`KmemCache.lost_objects`): its slab holds lost objects and neither
+        the slab's free list, a CPU's freelist (6.18) nor a sheaf of the allocator holds it."""
+        rows = cache.lost_slabs()
+        if not (rows[:, 0] == head << 12).any():
+            return False
+        st, words = self.state, self._mem
+        for sheaf in (self.sheaf_addresses() + self.memory.size).tolist():
+            n = min(max(int(words[(sheaf >> 3) + SH_SIZE]), 0), words.size)
+            o = (sheaf >> 3) + SH_OBJECTS
+            if obj in words[o:o + n]:
+                return False
+        cpus = st.cpu[cache.id]
+        starts = [int(st.sl_freelist[head])] + cpus[cpus[:, C_SLAB] == head, C_FREELIST].tolist()
+        for a in starts:
+            for _ in range(int(st.sl_objects[head])):   # (a list a stray write looped: bounded)
+                if a == obj:
+                    return False
+                if a <= 0 or (a >> 12) - head not in range(1 << int(st.pg_order[head])):
+                    break
+                a = self._get_freepointer(cache.id, a)
+        return True
 
     # ---- reports -----------------------------------------------------------------------------
     def _drain_reports(self: "SlabAllocator") -> list[str]:
