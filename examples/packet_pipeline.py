@@ -113,7 +113,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_argument_group("input")
     src.add_argument("--pcap", metavar="FILE", help="capture to read (pcap us/ns either "
-                     "byte order, or pcapng); default: generated traffic")
+                     "byte order, or pcapng; - for standard input); default: generated "
+                     "traffic")
     src.add_argument("--packets", type=int, default=200_000, metavar="N",
                      help="packets of generated traffic (default %(default)s)")
     src.add_argument("--seed", type=int, default=0,

@@ -28,7 +28,8 @@ class SlabError(Exception):
     name when the cache is one of a live allocator and the earlier element of a batch that
     names the same object as the element refused. Where the allocator knows more of a double
     free than its compiled code (the object waits for an RCU grace period), that note takes
-    the place of the text's reason (in brackets)."""
+    the place of the text's reason (in brackets); a wrong cache's text names the cache the
+    object is from."""
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
@@ -66,6 +67,8 @@ class SlabError(Exception):
         note = getattr(self, "_note", None)
         if note and isinstance(self, DoubleFreeError):
             text = f"{text.split(' (', 1)[0]}, {note}"
+        elif note and isinstance(self, WrongCacheError):
+            text = f"{text}: {note}"
         return text + (f" ({', '.join(where)})" if where else "")
 
 

@@ -213,6 +213,16 @@ def test_main_bench_plot(tmp_path, capsys):
     assert (w, h) == (round(2 * 6.5 * 110), round(4.8 * 110))
 
 
+def test_plot_of_many_tables_wraps_in_rows_of_three(tmp_path):
+    # three kernels and two places drew six panels in one row, 4290 px wide
+    table = {"slab-bulk": {1: 10.0, 2: 8.0}, "jit-stack": {1: 2.0, 2: 1.5}}
+    fig = cli.plot({f"t{k}": table for k in range(4)}, (1, 2), str(tmp_path / "p.png"))
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == ["t0", "t1", "t2", "t3"]
+    assert len(fig.axes) == 6 and png_size(tmp_path / "p.png") == (
+        round(3 * 6.5 * 110), round(2 * 4.8 * 110))
+
+
 def test_plot_one_panel(tmp_path):
     png = tmp_path / "one.png"
     table = {"deque": {1: 50.0, 8: 20.0}, "slab-bulk": {1: 30.0, 8: 6.0}}

@@ -34,10 +34,15 @@ class RaiseAPI:
         return cache._id
 
     def _describe(self: "SlabAllocator", cid: int, addr: int) -> tuple[str | None, str | None]:
-        """The name of cache id ``cid`` and, for an object waiting for an RCU grace period
-        at ``addr``, a note saying so (None: none): numslab.jit's errors name the cache, and
-        its refusal of such an object tells what compiled code cannot know."""
+        """The name of cache id ``cid`` and a note on ``addr`` (None: none): the cache the
+        object is from when its slab is another's (a wrong cache, named as the kernel's
+        "Wrong slab cache" names both), else, for an object waiting for an RCU grace
+        period, a note saying so. numslab.jit's errors name the cache, and the note tells
+        what compiled code cannot know."""
         cache = self._caches.get(cid)
+        owner = self._caches.get(self._cache_of(addr))
+        if cache is not None and owner is not None and owner is not cache:
+            return cache.name, f"it is from {owner.name!r}"
         return None if cache is None else cache.name, self._rcu_note(addr)
 
     def _corruption(self: "SlabAllocator", cid: int, word: int,

@@ -45,12 +45,16 @@ def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
     implementation in every panel, floors dotted (needs matplotlib); returns the figure."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure     # no pyplot: the process's backend is left alone
-    fig = Figure(figsize=(6.5 * len(tables), 4.8))
-    axes = fig.subplots(1, len(tables), squeeze=False)
+    cols = min(len(tables), 3)                 # rows of three panels at most: six (three
+    rows = -(-len(tables) // cols)              # kernels, two places) in one row were too wide
+    fig = Figure(figsize=(6.5 * cols, 4.8 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(tables):]:
+        ax.set_visible(False)
     names = list(dict.fromkeys(i for table in tables.values() for i in table))
     tab20 = colormaps["tab20"]                # one colour per implementation in every panel
     colour = {n: tab20((2 * k) % 20 + (2 * k) // 20) for k, n in enumerate(names)}
-    for ax, (title, table) in zip(axes[0], tables.items()):
+    for ax, (title, table) in zip(axes, tables.items()):
         for impl, row in table.items():
             ax.plot(sizes, [row[b] for b in sizes], marker="o", ms=3, label=impl,
                     color=colour[impl], ls=":" if impl in FLOORS else "-")

@@ -35,9 +35,11 @@ def add_commands(sub: Any) -> None:
     r.add_argument("trace", help="tracefs trace/trace_pipe text, trace-cmd report or perf "
                                  "script text of the kmem events (plain, .gz, .xz; - for stdin)")
     r.add_argument("--snapshot", metavar="FILE", help="numslab snapshot JSON: cache geometry")
-    r.add_argument("--kernel", choices=KERNELS, default="7.0")
+    r.add_argument("--kernel", choices=KERNELS, default="7.0",
+                   help="the SLUB generation to replay on (default %(default)s)")
     r.add_argument("--cpus", type=cpu_count, help="simulated CPUs (default: the trace's)")
-    r.add_argument("--nodes", type=positive_int, default=1)
+    r.add_argument("--nodes", type=positive_int, default=1,
+                   help="NUMA nodes (default %(default)s)")
     r.add_argument("--policy", default="default", help=f"one of {', '.join(POLICIES)}")
     r.add_argument("--compare", metavar="CONFIG,CONFIG",
                    help="configurations side by side: KERNEL[:cpus=N][:nodes=N][:POLICY]"
@@ -48,7 +50,7 @@ def add_commands(sub: Any) -> None:
                                                      "over time, and the utilisation per cache")
     r.add_argument("--skip-bad", action="store_true", help="count malformed lines, skip them")
     r.add_argument("--samples", type=positive_int, default=256,
-                   help="points of the time series")
+                   help="points of the time series (default %(default)s)")
     r.add_argument("--every", type=_every, default=0, metavar="N|free",
                    help="run the policy's shrink or compaction every N events (default: at "
                         "the sample points), or 'free': on a cache after each free that "
@@ -176,7 +178,11 @@ def check_plot(path: str) -> str:
 def _replay(args: argparse.Namespace) -> int:
     """``numslab replay``."""
     if args.plot:
-        written = check_plot(args.plot)
+        try:
+            written = check_plot(args.plot)
+        except SlabError as e:              # a usage error, as for bench: status 2
+            print(f"numslab replay: error: {e}", file=sys.stderr)
+            return 2
     res = replay(args.trace, snapshot=args.snapshot, kernel=args.kernel, cpus=args.cpus,
                  nodes=args.nodes, policy=args.policy, compare=args.compare,
                  skip_bad=args.skip_bad, samples=args.samples, every=args.every,
