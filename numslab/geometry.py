@@ -152,10 +152,10 @@ def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
     align = calculate_alignment(flags, align, object_size)
     if freeptr_offset is not None and (
             not flags & SLAB_TYPESAFE_BY_RCU or freeptr_offset < 0 or freeptr_offset % 8
-            or freeptr_offset + 8 > object_size):
+            or freeptr_offset >= object_size):
         raise InvalidSizeError(
             f"freeptr_offset {freeptr_offset} needs SLAB_TYPESAFE_BY_RCU and an 8-aligned "
-            f"word inside the {object_size}-byte object")
+            f"offset inside the {object_size}-byte object")
     orig_size = bool(flags & SLAB_STORE_USER and flags & SLAB_KMALLOC)   # slub_debug_orig_size
     if ((flags & SLAB_TYPESAFE_BY_RCU and freeptr_offset is None) or flags & SLAB_POISON
             or has_ctor or (flags & SLAB_RED_ZONE and (object_size < 8 or orig_size))):

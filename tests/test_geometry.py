@@ -103,8 +103,14 @@ def test_free_pointer_placement():
     assert (g.offset, g.slab_size) == (40, 192)
     with pytest.raises(numslab.InvalidSizeError):
         calculate_geometry(192, 0, 0, False, 2, freeptr_offset=40)       # needs RCU
-    with pytest.raises(numslab.InvalidSizeError):
-        calculate_geometry(192, 0, F.SLAB_TYPESAFE_BY_RCU, False, 2, freeptr_offset=190)
+    for bad in (190, 192, 200, -8):         # unaligned, at or past the end, negative
+        with pytest.raises(numslab.InvalidSizeError):
+            calculate_geometry(192, 0, F.SLAB_TYPESAFE_BY_RCU, False, 2, freeptr_offset=bad)
+    # create_cache refuses only an offset at or past object_size: the word may reach into
+    # the slot's padding (it refused 56 for 60 bytes, 8 for 12, 0 for 4)
+    for size, off, slot in ((60, 56, 64), (12, 8, 16), (4, 0, 8), (184, 176, 184)):
+        g = calculate_geometry(size, 0, F.SLAB_TYPESAFE_BY_RCU, False, 2, freeptr_offset=off)
+        assert (g.offset, g.slab_size) == (off, slot) and g.offset + 8 <= g.slab_size
 
 
 @pytest.mark.parametrize("ncpu,min_objects", [(1, 8), (2, 12), (3, 12), (4, 16), (7, 16),
