@@ -1737,6 +1737,47 @@ def test_ksize_of_a_large_kmalloc_waiting_for_kfree_rcu_is_a_bad_address(sa, tmp
     sa.synchronize_rcu()
 
 
+@pytest.mark.parametrize("dt", [
+    np.dtype(np.float64), np.dtype(">i4"), np.dtype("S10"), np.dtype("datetime64[s]"),
+    np.dtype((np.uint8, 16)), np.dtype([("a", "u1"), ("b", "<i8")], align=True),
+    np.dtype({"names": ["a", "b"], "formats": ["<i4", "<f8"], "offsets": [0, 16],
+              "itemsize": 32}),
+    np.dtype([("a", [("x", "<i4"), ("y", "<f8")]), ("b", "<u2", (3,))]),
+    np.dtype([(("Title", "t"), "<i4"), ("u", "<f4")])], ids=str)
+def test_save_and_load_keep_a_cache_dtype_exactly(sa, tmp_path, dt):
+    """Only records survived: a plain dtype came back as a one-field record (store() of
+    what it took before then refused), a subarray as V16, an aligned record with padding
+    fields, and a nested or titled record was saved in a file load() then refused."""
+    c = sa.kmem_cache_create("rec", 0, dtype=dt)
+    a = c.alloc()
+    c.store([a], np.zeros(1, dt))
+    sa.save(tmp_path / "m.npz")
+    back = numslab.SlabAllocator.load(tmp_path / "m.npz")
+    bc = back.find_cache("rec")
+    assert bc.dtype == dt and bc.dtype.descr == dt.descr and bc.object_size == c.object_size
+    assert bc.records([a]).dtype == c.records([a]).dtype
+    bc.store([a], np.zeros(1, dt))
+
+
+def test_save_warns_of_callbacks_and_refuses_a_title_json_cannot_hold(sa, tmp_path):
+    # a loaded machine's shrink neither moved nor evicted, and nothing said so
+    c = sa.kmem_cache_create("movable", 64)
+    sa.kmem_cache_setup_mobility(c, None, lambda old, new: None)
+    e = sa.kmem_cache_create("evictable", 64)
+    sa.kmem_cache_setup_defrag(e, lambda objs: None, lambda objs, private: None)
+    with pytest.warns(UserWarning, match=r"callbacks of caches \['evictable', 'movable'\] "):
+        sa.save(tmp_path / "w.npz")
+    back = numslab.SlabAllocator.load(tmp_path / "w.npz")
+    assert not back._per_cache("_mobility") and not back._per_cache("_evict_callbacks")
+    t = sa.kmem_cache_create("titled", 0, dtype=np.dtype([((3, "t"), "<i4")]))
+    with pytest.raises(numslab.SlabError, match="title that is not a string"):
+        sa.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+    sa.kmem_cache_destroy(t)
+    with pytest.warns(UserWarning):
+        sa.save(tmp_path / "m.npz")
+
+
 def test_a_loaded_machine_keeps_the_kfree_rcu_objects_waiting(sa, tmp_path):
     # saved while two objects wait for their grace period: the loaded machine must refuse
     # their frees and free them at its own synchronize_rcu, as the original does (they
@@ -1968,3 +2009,27 @@ def test_page_orders_may_be_numpy_integers(sa):
         with pytest.raises(numslab.InvalidSizeError, match="is not an integer in 0..10"):
             sa.alloc_pages(bad)
     assert_unchanged(sa, snap)
+
+
+def test_ksize_of_an_object_waiting_for_rcu_and_create_geometry_errors_name_the_call(kernel):
+    """ksize() called an object waiting for its grace period "a free object" (the cache
+    counts it in use and every free refuses it as waiting); kmem_cache_create's geometry
+    errors named neither the call nor the cache."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)
+    c = sa.kmem_cache_create("x", 96)
+    a = sa.kmem_cache_alloc(c)
+    sa.kfree_rcu(a)
+    with pytest.raises(numslab.BadAddressError,
+                       match=rf"^ksize: {a:#x} is an object of x waiting for an RCU grace "):
+        sa.ksize(a)
+    sa.kvfree_rcu_barrier()
+    with pytest.raises(numslab.BadAddressError, match=rf"^ksize: {a:#x} is a free object of x"):
+        sa.ksize(a)
+    for kw, says in ((dict(align=3), "align 3 is not zero or a power of two"),
+                     (dict(size=0), "object size 0 is not in"),
+                     (dict(freeptr_offset=4, flags=numslab.SLAB_TYPESAFE_BY_RCU),
+                      "freeptr_offset 4 needs")):
+        with pytest.raises(numslab.InvalidSizeError,
+                           match=rf"^kmem_cache_create\(mine\): {says}"):
+            sa.kmem_cache_create("mine", **{"size": 64, **kw})
+    assert "mine" not in [k.name for k in sa.caches]

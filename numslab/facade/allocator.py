@@ -362,8 +362,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                                         else partial_order, f"kmem_cache_create({name})")
             if ctor is not None and not callable(ctor):
                 raise BadArg(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
-            geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
-                                     freeptr_offset)
+            try:
+                geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
+                                         freeptr_offset)
+            except InvalidSizeError as e:       # the call and the cache named, as above
+                raise InvalidSizeError(f"kmem_cache_create({name}): {e}") from None
             debug = flags & SLAB_DEBUG_FLAGS
             if debug or (self._gen7 and flags & SLAB_NOLEAKTRACE):   # calculate_sheaf_capacity: 0
                 sheaf_capacity = 0

@@ -135,6 +135,10 @@ class KmallocAPI:
             if owner is None:               # a large kmalloc waiting on the kfree_rcu list
                 raise BadAddressError(f"{fn}: {addr:#x} is waiting for an RCU grace period "
                                       f"(kfree_rcu), not an allocation")
+            if self._rcu_note(addr):        # not free: its grace period has not ended
+                raise BadAddressError(f"{fn}: {addr:#x} is an object of {owner.name} waiting "
+                                      f"for an RCU grace period (kfree_rcu), not an "
+                                      f"allocation")
             raise BadAddressError(f"{fn}: {addr:#x} is a free object of {owner.name}, not an "
                                   f"allocation")
         if err:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,40 @@ def _check_path(path: Any, fn: str) -> None:
         raise WrongTypeError(f"{fn}: path {path!r} is not a file name (str or os.PathLike)")
 
 
+def dtype_json(dt: np.dtype, where: str = "save") -> dict[str, Any]:
+    """``dt`` as JSON that :func:`dtype_from_json` makes into an equal dtype: a plain
+    dtype's ``str`` (byte order, unit and size kept), a subarray's base and shape, a
+    record's names, formats, offsets, string titles, item size and alignment (``descr``
+    lost all but records, and its nested tuples came back from JSON as lists ``np.dtype``
+    refuses). A title that is not a string is refused (``SlabError``)."""
+    if dt.names is None:
+        if dt.subdtype is not None:
+            return {"base": dtype_json(dt.subdtype[0], where), "shape": list(dt.subdtype[1])}
+        return {"str": dt.str}
+    fields = [dt.fields[n] for n in dt.names]
+    titles = [f[2] if len(f) > 2 else None for f in fields]
+    if any(t is not None and type(t) is not str for t in titles):
+        raise SlabError(f"{where}: its dtype {dt} has a field title that is not a string")
+    return {"names": list(dt.names), "formats": [dtype_json(f[0], where) for f in fields],
+            "offsets": [f[1] for f in fields], "titles": titles, "itemsize": dt.itemsize,
+            "aligned": dt.isalignedstruct}
+
+
+def dtype_from_json(j: Any) -> np.dtype:
+    """The dtype :func:`dtype_json` wrote; a list is the ``descr`` of a file saved before
+    (records only). ``TypeError``/``ValueError``/``KeyError`` if it is not one."""
+    if isinstance(j, list):
+        return np.dtype([tuple(f) for f in j])
+    if "str" in j:
+        return np.dtype(str(j["str"]))
+    if "base" in j:
+        return np.dtype((dtype_from_json(j["base"]), tuple(int(n) for n in j["shape"])))
+    return np.dtype({"names": [str(n) for n in j["names"]],
+                     "formats": [dtype_from_json(f) for f in j["formats"]],
+                     "offsets": [int(o) for o in j["offsets"]], "titles": j["titles"],
+                     "itemsize": int(j["itemsize"])}, align=bool(j["aligned"]))
+
+
 def save(sa: "SlabAllocator", path: str | Path) -> None:
     """Write ``sa`` to ``path`` (a compressed ``.npz``): its state words, its arena, the
     caches' names and dtypes and the ``kfree_rcu`` objects still waiting for their grace
@@ -50,12 +85,22 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
     own ``synchronize_rcu`` and refuses other frees of them meanwhile; those in ``rcu_free``
     sheaves and in sheaves handed to ``call_rcu`` are in the state), ``release_order``.
     Constructors are Python code and are not saved: a machine with a cache that has one is
-    refused, as is one with constructors still pending."""
+    refused, as is one with constructors still pending. Mobility and eviction callbacks are
+    not saved either: a warning names their caches."""
     _check_path(path, "save")
     wait_for_engine()       # no other thread half-way through an operation (see native)
     withctor = [c.name for c in sa.caches if c.ctor is not None]
     if withctor:
         raise SlabError(f"save: caches {withctor} have constructors, which cannot be saved")
+    calls = sorted({c.name for kind in ("_mobility", "_evict_callbacks") for c in sa.caches
+                    if c.id in sa._per_cache(kind)})
+    if calls:           # (a loaded machine's shrink neither moved nor evicted, silently)
+        warnings.warn(f"save: the callbacks of caches {calls} (kmem_cache_setup_mobility, "
+                      f"kmem_cache_setup_defrag) are Python code and are not saved: set them "
+                      f"up again on the loaded machine", stacklevel=3)
+    for c in sa.caches:
+        if c.dtype is not None:
+            dtype_json(c.dtype, f"save: cache {c.name}")        # refused before any writing
     if sa._g[G_NPENDING]:                       # pragma: no cover - only mid-allocation
         raise SlabError("save: constructors are still pending")
     meta = {"format": FORMAT, "nr_cpus": sa.nr_cpus, "nr_nodes": sa.nr_nodes,
@@ -66,7 +111,7 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
             "partial_order": sa.partial_order, "release_order": sa.release_order,
             "rcu_pending": [[int(a), cpu] for a, cpu in sa._rcu_pending.items()],
             "caches": [{"id": c.id, "name": c.name,
-                        "dtype": None if c.dtype is None else c.dtype.descr}
+                        "dtype": None if c.dtype is None else dtype_json(c.dtype)}
                        for c in sa.caches]}
     pages = _shadow_pages(sa)
     used = np.flatnonzero(pages.any(axis=1))
@@ -164,7 +209,7 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
                 continue
             if type(c["id"]) is not int or not 0 <= c["id"] < len(sa.state.ca):
                 raise ValueError(f"cache id {c['id']!r}")
-            dtype = None if c["dtype"] is None else np.dtype([tuple(f) for f in c["dtype"]])
+            dtype = None if c["dtype"] is None else dtype_from_json(c["dtype"])
             name = check_cache_name(c["name"], sa._caches.names)     # (a str, unique)
             sa._caches.add(KmemCache(sa, c["id"], name, None, dtype))
         sa._site_names = [str(site) for site in meta["sites"]]  # slab_debug U's call sites
