@@ -121,6 +121,30 @@ def test_known_capture_every_mode(known_capture, mode):
     assert r.counters["captured_bytes"] == answer["bytes"] - 44   # the truncated frame
 
 
+def test_a_tagged_frame_cut_short_is_counted_as_tagged(tmp_path):
+    """Only a tagged frame cut in its TCP header counted as VLAN; one cut in its IP header,
+    in a second tag or in its first tag's TCI did not, where tcpdump's "vlan" takes all."""
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    whole = [eth / Dot1Q(vlan=5) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(),
+             eth / Dot1Q(vlan=5) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(),
+             eth / Dot1AD(vlan=7) / Dot1Q(vlan=5) / IP() / UDP(),
+             eth / Dot1Q(vlan=5) / IP() / UDP()]
+    cuts = [18 + 10, 18 + 20 + 5, 18 + 2, 15]       # in IP, in TCP, in the second tag, TCI
+    pkts = []
+    for p, cut in zip(whole, cuts):
+        q = Raw(raw(p)[:cut])
+        q.time, q.wirelen = 1.0, len(raw(p))
+        pkts.append(q)
+    path = tmp_path / "cut.pcap"
+    wrpcap(str(path), pkts, linktype=1)
+    r = run_pipeline(read_capture(path), "bulk")
+    assert (r.packets, r.counters["truncated"], r.counters["vlan"]) == (4, 4, 4)
+    require_tool("tcpdump")
+    out = subprocess.run(["tcpdump", "-r", str(path), "-nn", "vlan"], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+    assert len(out) == r.counters["vlan"]
+
+
 def test_packets_and_bytes_match_tcpdump(known_capture, tmp_path):
     require_tool("tcpdump")
     gen = tmp_path / "gen.pcap"

@@ -142,11 +142,14 @@ def _parse(m, p, n, link):
             return trunc
         eth, l3 = _be16(m, p + 12), 14
         while eth == 0x8100 or eth == 0x88A8 or eth == 0x9100:   # 802.1Q / QinQ tags
+            if not tagged:              # a tagged frame, however short (tcpdump's "vlan")
+                tagged = 1
+                tci = _be16(m, p + l3) if n >= l3 + 2 else 0
             if n < l3 + 4:
-                return trunc
-            if not tagged:
-                tci, tagged = _be16(m, p + l3), 1
+                return (ST_TRUNC, eth, tci, tagged, l3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
             eth, l3 = _be16(m, p + l3 + 2), l3 + 4
+        # a frame cut further on keeps its tag (it lost it: 1 of 3 cut tagged frames counted)
+        trunc = (ST_TRUNC, eth, tci, tagged, l3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     elif link == _LINK_RAW:
         if n < 1:
             return trunc
