@@ -87,6 +87,28 @@ def test_formats_and_compression_read_the_same(tmp_path):
     assert np.array_equal(tp.ptr, ref.ptr) and np.array_equal(tp.kind, ref.kind)
 
 
+def test_a_named_pipe_reads_as_a_file_and_a_text_file_object_is_refused(tmp_path):
+    # a FIFO (<(xzcat t.xz), /dev/stdin on a pipe) raised io.UnsupportedOperation from a
+    # seek; a text-mode file's str was taken for a path (a 700,000-character message)
+    import threading
+    import numslab
+    raw = text("git_tar").encode()
+    ref = parse_bytes(raw)
+    for payload in (raw, lzma.compress(raw)):
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        writer = threading.Thread(target=lambda: fifo.write_bytes(payload))
+        writer.start()
+        tr = read_trace(fifo)
+        writer.join()
+        fifo.unlink()
+        assert np.array_equal(tr.ptr, ref.ptr) and tr.names == ref.names
+    (tmp_path / "t.txt").write_bytes(raw)
+    with open(tmp_path / "t.txt") as f, \
+            pytest.raises(numslab.WrongTypeError, match=r"text mode; open it in binary mode"):
+        read_trace(f)
+
+
 def test_standard_input_through_the_command(tmp_path):
     raw = lzma.decompress((DATA / TRACES["net"]).read_bytes())
     r = subprocess.run([sys.executable, "-m", "numslab.tools.cli", "replay", "-", "--json",

@@ -198,12 +198,15 @@ _NUMBERS = ("object_size", "slab_size", "align", "hwcache_align", "reclaim_accou
 
 
 def _check_snapshot_entry(c: Any, source: Any) -> None:
-    """Refuse a snapshot entry the replay cannot read: not a dict named by a string, a
-    number attribute that is not a whole number, a constructor's cache without its
+    """Refuse a snapshot entry the replay cannot read: not a dict named by a string, an
+    ``alias_of`` that is not a string, a number attribute that is not a whole number, a constructor's cache without its
     ``slab_size``, a ``slab_size`` below the ``object_size``."""
     if not isinstance(c, dict) or not isinstance(c.get("name"), str):
         raise SlabError(f"snapshot {source}: entry {c!r:.60} is not a cache (a dict with a "
                         f"'name')")
+    if "alias_of" in c and not isinstance(c["alias_of"], str):     # (a list: a TypeError)
+        raise SlabError(f"snapshot {source}: cache {c['name']!r}: alias_of "
+                        f"{c['alias_of']!r:.40} is not a cache name")
     num = {}
     for a in _NUMBERS:
         v = c.get(a)

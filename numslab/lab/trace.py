@@ -355,17 +355,23 @@ class _Reader:
                      int(self.sv[P.SV_NPIDS]))
 
 
-def _open(source: str | Path | BinaryIO | bytes) -> tuple[BinaryIO, int, str]:
-    """A binary stream of the decompressed text, a row-count guess, and a name for errors."""
+def _open(source: str | Path | BinaryIO | bytes,
+          name: str = "trace") -> tuple[BinaryIO, int, str]:
+    """A binary stream of the decompressed text, a row-count guess, and a name for errors
+    (``name`` for bytes and file objects)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
         elif data[:6] == b"\xfd7zXZ\x00":
             data = lzma.decompress(data)
-        return io.BytesIO(data), len(data) // 150, "trace"
+        return io.BytesIO(data), len(data) // 150, name
     if hasattr(source, "read"):
-        return _open(source.read())                 # type: ignore[union-attr]
+        data = source.read()                        # type: ignore[union-attr]
+        if not isinstance(data, (bytes, bytearray, memoryview)):  # (a text file's str was
+            raise WrongTypeError(f"trace {source!r}: a file object in text mode; open it "
+                                 f"in binary mode ('rb')")      # then taken for a path)
+        return _open(data, name)
     if not isinstance(source, (str, os.PathLike)):     # (5 was a plain TypeError)
         raise WrongTypeError(f"trace {source!r} is not a path, bytes or a binary file")
     if str(source) == "-":
@@ -376,6 +382,9 @@ def _open(source: str | Path | BinaryIO | bytes) -> tuple[BinaryIO, int, str]:
         size = path.stat().st_size
     except OSError as e:
         raise TraceFormatError(f"cannot read trace {source}: {e.strerror}") from None
+    if not f.seekable():            # a pipe (<(xzcat t.xz), /dev/stdin): read as stdin is
+        with f:
+            return _open(f.read(), str(source))
     magic = f.read(6)
     f.seek(0)
     if magic[:2] == b"\x1f\x8b":
