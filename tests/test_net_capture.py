@@ -197,6 +197,22 @@ def test_empty_capture_and_write_round_trip(tmp_path):
     assert len(read_capture(tmp_path / "e2.pcap").offset) == 0
 
 
+def test_a_capture_from_a_named_pipe_is_read_whole(tmp_path):
+    # a pipe's size is 0: "empty capture file" with 500 packets in it (--pcap <(cat x))
+    import os
+    import threading
+    pkts = scapy_packets(20, seed=3)
+    wrpcap(str(tmp_path / "s.pcap"), pkts)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes((tmp_path / "s.pcap")
+                                                              .read_bytes()))
+    writer.start()
+    p = read_capture(fifo)
+    writer.join()
+    assert as_bytes(p) == as_bytes(read_capture(tmp_path / "s.pcap")) and len(p.offset) == 20
+
+
 @pytest.mark.parametrize("nano", [False, True])
 def test_write_pcap_round_trip(tmp_path, nano):
     pkts = scapy_packets(20, seed=5)

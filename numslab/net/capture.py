@@ -5,6 +5,7 @@ The file is memory-mapped and scanned by Numba kernels; packet bytes are never c
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import warnings
 import struct
@@ -452,6 +453,9 @@ def read_capture(path: str | os.PathLike, *, mmap: bool = True) -> Packets:
     """
     if str(path) == "-":                # standard input, read whole
         buf = np.frombuffer(sys.stdin.buffer.read(), dtype=np.uint8)
+    elif not stat.S_ISREG(os.stat(path).st_mode):   # a pipe (<(cat x.pcap)), read whole: its
+        with open(path, "rb") as f:                 # size 0 read as an empty file
+            buf = np.frombuffer(f.read(), dtype=np.uint8)
     elif os.path.getsize(path) == 0:
         buf = np.zeros(0, np.uint8)
     elif mmap:
