@@ -125,9 +125,32 @@ def test_an_interrupted_recording_restores_tracefs(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(rec.subprocess, "run", boom)
-    with pytest.raises(KeyboardInterrupt):
-        rec.record(tmp_path / "out.txt", ["true"], root=root)
-    assert _state(root) == before
+    # Ctrl-C: tracefs restored and what was recorded written (it was a traceback, no file)
+    (root / "trace").write_text("")
+    info = rec.record(tmp_path / "out.txt", ["true"], root=root)
+    assert info["interrupted"] and info["returncode"] is None
+    assert _state(root) == before and (tmp_path / "out.txt").exists()
+    monkeypatch.setattr(rec.time, "sleep", boom)
+    assert cli.main(["record", "-o", str(tmp_path / "s.txt"), "--seconds", "5", "--tracefs",
+                     str(root)]) == 130
+    assert _state(root) == before and (tmp_path / "s.txt").exists()
+
+
+def test_an_interrupted_recording_keeps_the_lines_recorded(tmp_path, monkeypatch, capsys):
+    root = _fake_tracefs(tmp_path)
+    line = ("  bash-1 [000] ..... 10.000001: kmem_cache_alloc: call_site=f+0x1/0x9 "
+            "ptr=00000000000000a0 name=dentry bytes_req=192 bytes_alloc=192 "
+            "gfp_flags=GFP_KERNEL node=-1 accounted=false\n")
+
+    def traced_then_interrupted(*a, **k):
+        (root / "trace").write_text(line * 3)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rec.time, "sleep", traced_then_interrupted)
+    assert cli.main(["record", "-o", str(tmp_path / "t.txt"), "--tracefs", str(root)]) == 130
+    out = capsys.readouterr().out
+    assert "3 lines written" in out and "(interrupted: what was recorded until Ctrl-C)" in out
+    assert (tmp_path / "t.txt").read_text() == line * 3
 
 
 def test_no_tracefs_is_a_clear_error(tmp_path):
@@ -161,11 +184,16 @@ def test_bad_arguments_are_refused_before_tracefs_is_touched(tmp_path, args, mat
 
 def test_the_record_command_reports_a_bad_output_in_one_line(tmp_path, capsys):
     root = _fake_tracefs(tmp_path)
-    for argv in (["-o", str(tmp_path / "no" / "t.txt"), "--seconds", "0"],
-                 ["-o", str(tmp_path / "t.txt"), "--seconds", "-1"]):
-        assert cli.main(["record", *argv, "--tracefs", str(root)]) == 1
-        err = capsys.readouterr().err
-        assert err.startswith("numslab record: record: ") and err.count("\n") == 1
+    assert cli.main(["record", "-o", str(tmp_path / "no" / "t.txt"), "--seconds", "0.01",
+                     "--tracefs", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("numslab record: record: ") and err.count("\n") == 1
+    for bad in (["--seconds", "-1"], ["--seconds", "inf"], ["--seconds", "nan"],
+                ["--buffer-kb", "0"]):          # usage errors now, as --seconds abc (exit 1)
+        with pytest.raises(SystemExit) as e:
+            cli.main(["record", "-o", str(tmp_path / "t.txt"), *bad, "--tracefs", str(root)])
+        assert e.value.code == 2 and "numslab record: error: argument" in \
+            capsys.readouterr().err
 
 
 def test_not_permitted_is_a_clear_error(tmp_path):
@@ -219,8 +247,15 @@ def test_replay_command_tables_json_compare_and_plot(tmp_path, capsys):
     assert (tmp_path / "q.png").stat().st_size > 0 and not (tmp_path / "q").exists()
     # --compare with no configuration replayed the default alone, and every=0 (the sample
     # points, as --every 0) was "not a kernel ... every=N (N >= 1)"
-    assert cli.main(["replay", str(DATA / TRACES["net"]), "--compare", ","]) == 1
-    assert "no configuration given" in capsys.readouterr().err
+    assert cli.main(["replay", str(DATA / TRACES["net"]), "--compare", ","]) == 2
+    assert "numslab replay: error: compare: no configuration given" in capsys.readouterr().err
+    for bad in (["--policy", "bogus"], ["--compare", "7.0,7.0"], ["--nodes", "3", "--cpus",
+                                                                     "2"]):
+        assert cli.main(["replay", str(DATA / TRACES["net"]), *bad]) == 2    # (they were 1)
+        assert "numslab replay: error: " in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["replay", str(DATA / TRACES["net"]), "--every", "-5"])
+    assert e.value.code == 2 and "'-5' is not a number of events" in capsys.readouterr().err
     assert cli.main(["replay", str(DATA / TRACES["net"]), "--json", "--every", "500",
                      "--policy", "shrink", "--compare", "7.0,7.0:every=0"]) == 0
     j = json.loads(capsys.readouterr().out)

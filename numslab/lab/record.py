@@ -96,7 +96,9 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
     -------
     dict
         ``lines`` written, ``lost`` (lines reporting lost events), the command's
-        ``returncode`` (None without a command) and ``seconds``.
+        ``returncode`` (None without a command), ``seconds``, and ``interrupted``: a
+        Ctrl-C ended the wait (the command or the sleep), and what was recorded until
+        then was written.
 
     Raises
     ------
@@ -124,6 +126,7 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
     except OSError as e:
         raise RecordError(f"record: cannot read {root}: {e.strerror}") from None
     rc = None
+    interrupted = False
     t0 = time.monotonic()
     try:
         try:
@@ -139,14 +142,17 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
         except OSError as e:
             raise RecordError(f"record: cannot set up tracing ({e.filename}: "
                               f"{e.strerror})") from None
-        if command:
-            try:
-                rc = subprocess.run(list(command)).returncode
-            except OSError as e:                    # not found, not executable
-                raise RecordError(f"record: cannot run {command[0]!r}: "
-                                  f"{e.strerror or e}") from None
-        else:
-            time.sleep(float(seconds or 0))
+        try:
+            if command:
+                try:
+                    rc = subprocess.run(list(command)).returncode
+                except OSError as e:                # not found, not executable
+                    raise RecordError(f"record: cannot run {command[0]!r}: "
+                                      f"{e.strerror or e}") from None
+            else:
+                time.sleep(float(seconds or 0))
+        except KeyboardInterrupt:   # Ctrl-C (the command had the same SIGINT): what was
+            interrupted = True      # recorded is written (it was thrown away, a traceback)
         _write(root / "tracing_on", "0")
         text = (root / "trace").read_text(errors="replace")
     finally:
@@ -168,7 +174,7 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     return {"lines": len(lines), "lost": sum("LOST" in ln for ln in lines
                                              if ln.startswith("CPU:")),
-            "returncode": rc, "seconds": time.monotonic() - t0}
+            "returncode": rc, "seconds": time.monotonic() - t0, "interrupted": interrupted}
 
 
 def _try_write(path: Path, text: str) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from numba.core import event as numba_event
 
 from .. import flags as F
-from ..errors import SlabError, WrongTypeError
+from ..errors import InvalidArgumentError, SlabError, WrongTypeError
 from ..facade.allocator import SlabAllocator
 from ..geometry import KMALLOC_MAX_SIZE
 from . import kernels as K
@@ -610,6 +610,39 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
     return out
 
 
+def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
+             compare: Sequence[str] | str | None) -> list[Config]:
+    """The configurations :func:`replay` runs (``compare``'s, or the one of the other
+    arguments). ``InvalidArgumentError`` (a ``SlabError``) for any that cannot run."""
+    try:
+        if every == "free":
+            every = EVERY_FREE
+        elif isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:
+            raise SlabError(f"every={every!r}: a number of events >= 0 (0: at the sample "
+                            f"points) or 'free'")
+        base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every))
+        _check_every_free(base.policy, base.every, base.name, base.kernel)
+        if base.nodes > base.cpus or not 1 <= base.cpus <= MAX_CPUS:
+            raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= "
+                            f"cpus <= {MAX_CPUS}")
+        if isinstance(compare, str):
+            compare = [c for c in compare.split(",") if c.strip()]
+            if not compare:
+                raise SlabError("compare: no configuration given (e.g. 6.18,7.0)")
+        configs = [parse_config(c, base) for c in compare] if compare else [base]
+    except InvalidArgumentError:
+        raise
+    except SlabError as e:
+        raise InvalidArgumentError(str(e)) from None
+    seen = [c.name for c in configs]
+    twice = sorted({n for n in seen if seen.count(n) > 1})
+    if twice:
+        raise InvalidArgumentError(f"compare: {', '.join(twice)} given twice (each "
+                                   f"configuration is replayed once and named by its "
+                                   f"configuration)")
+    return configs
+
+
 def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path | dict | None
            = None, kernel: str = "7.0", cpus: int | None = None, nodes: int = 1,
            policy: str = "default", compare: Sequence[str] | str | None = None,
@@ -646,12 +679,20 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     ReplayResult
     """
     if kernel not in KERNELS:                   # the arguments before the parse's work
-        raise SlabError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+        raise InvalidArgumentError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise SlabError(f"samples={samples!r}: the time series needs at least 1 point")
+        raise InvalidArgumentError(f"samples={samples!r}: the time series needs at least 1 "
+                                   f"point")
     for what, v in (("cpus", 1 if cpus is None else cpus), ("nodes", nodes)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise SlabError(f"{what}={v!r}: a whole number of {what[:-1].upper()}s")
+            raise InvalidArgumentError(f"{what}={v!r}: a whole number of "
+                                       f"{what[:-1].upper()}s")
+    # the configurations checked before the trace is read (a bad policy or compare was
+    # refused only after minutes of parsing), with the trace's CPU count once it is known
+    try:
+        _configs(kernel, MAX_CPUS if cpus is None else cpus, nodes, policy, every, compare)
+    except InvalidArgumentError as e:       # (not the stand-in CPU count, in the names)
+        raise InvalidArgumentError(str(e).replace(f":cpus={MAX_CPUS}", "")) from None
     t0 = time.perf_counter()
     clock = CompileClock()
     with numba_event.install_listener("numba:compiler_lock", clock):
@@ -666,26 +707,7 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
             raise TraceFormatError(f"trace, line {int(tr.line[i])}: CPU {cpus - 1} is past "
                                    f"the {MAX_CPUS} CPUs a machine may have (give cpus= to "
                                    f"fold the trace's CPUs onto fewer)")
-    if every == "free":
-        every = EVERY_FREE
-    elif isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:
-        raise SlabError(f"every={every!r}: a number of events >= 0 (0: at the sample points) "
-                        f"or 'free'")
-    base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every))
-    _check_every_free(base.policy, base.every, base.name, base.kernel)
-    if base.nodes > base.cpus or not 1 <= base.cpus <= MAX_CPUS:
-        raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= cpus "
-                        f"<= {MAX_CPUS}")
-    if isinstance(compare, str):
-        compare = [c for c in compare.split(",") if c.strip()]
-        if not compare:
-            raise SlabError("compare: no configuration given (e.g. 6.18,7.0)")
-    configs = [parse_config(c, base) for c in compare] if compare else [base]
-    seen = [c.name for c in configs]
-    twice = sorted({n for n in seen if seen.count(n) > 1})
-    if twice:
-        raise SlabError(f"compare: {', '.join(twice)} given twice (each configuration is "
-                        f"replayed once and named by its configuration)")
+    configs = _configs(kernel, cpus, nodes, policy, every, compare)
     results = replay_trace(tr, configs, snapshot, samples, progress, parse)
     first = results[0]
     first.compile_seconds += clock.seconds          # the parse's, with the first replay's

@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from ..errors import SlabError
+from ..errors import InvalidArgumentError, SlabError
 from ..lab import record as rec
 from ..lab.maple import format_maple, maple_churn
 from ..lab.replay import KERNELS, POLICIES, replay
@@ -22,10 +22,13 @@ def _every(text: str) -> int | str:
     if text == "free":
         return text
     try:
-        return int(text)
+        n = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events or 'free'") \
-            from None
+        n = -1
+    if n < 0:                           # (a negative one was refused only after the parse)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of events (>= 0) or "
+                                         f"'free'")
+    return n
 
 
 def add_commands(sub: Any) -> None:
@@ -60,10 +63,10 @@ def add_commands(sub: Any) -> None:
     c = sub.add_parser("record", help="record the live kernel's kmem events (root)")
     c.add_argument("-o", "--output", required=True, metavar="FILE",
                    help="trace text (.xz or .gz compressed by suffix)")
-    c.add_argument("--seconds", type=float,
+    c.add_argument("--seconds", type=_seconds,
                    help="record this long (without a command; default 1 second)")
     c.add_argument("--tracefs", default=rec.TRACEFS, help=argparse.SUPPRESS)
-    c.add_argument("--buffer-kb", type=int, default=65536,
+    c.add_argument("--buffer-kb", type=positive_int, default=65536,
                    help="ring buffer per CPU, KiB (default 65536)")
     c.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...: record while "
                                                              "it runs")
@@ -106,6 +109,17 @@ def generations(allowed: tuple[str, ...]) -> Any:
     return parse
 
 
+def _seconds(text: str) -> float:
+    """``record --seconds``: a time of 0 or more seconds (below 1e9, as ``record`` takes)."""
+    try:
+        t = float(text)
+    except ValueError:
+        t = 0.0
+    if not 0 <= t < 1e9:                # (record's own range)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
+    return t
+
+
 def positive_int(text: str) -> int:
     """An argparse type: an integer of at least 1."""
     try:
@@ -145,11 +159,18 @@ def run(args: argparse.Namespace) -> int:
                               args.buffer_kb)
             print(f"{info['lines']} lines written to {args.output}"
                   + (f" ({info['lost']} lines of lost events: a larger --buffer-kb?)"
-                     if info["lost"] else ""))
+                     if info["lost"] else "")
+                  + (" (interrupted: what was recorded until Ctrl-C)"
+                     if info["interrupted"] else ""))
+            if info["interrupted"]:
+                return 130                          # 128 + SIGINT, as a shell reports it
             return 0 if not info["returncode"] else int(info["returncode"])
         n = rec.write_snapshot(args.output, args.slab_root)
         print(f"{n} cache entries written to {args.output}")
         return 0
+    except InvalidArgumentError as e:   # an argument no run can take: a usage error
+        print(f"numslab {args.cmd}: error: {e}", file=sys.stderr)
+        return 2
     except SlabError as e:
         print(f"numslab {args.cmd}: {e}", file=sys.stderr)
         return 1
