@@ -15,6 +15,7 @@ import contextlib
 import json
 import sys
 import threading
+import warnings
 from typing import Any, Callable, Iterator, Sequence
 
 import numslab
@@ -61,8 +62,10 @@ def compare_modes(packets: Packets, modes: Sequence[str] = MODES, *, repeat: int
     runs = [(mode, {}) for mode in modes] if not kernels else \
         [(f"{mode}@{k}", {"kernel": k}) for k in kernels for mode in modes]
     for name, kw in runs:
-        run_pipeline(head(packets, min(warmup, len(packets.offset))), name.split("@")[0],
-                     **kwargs, **kw)
+        with warnings.catch_warnings():     # the timed run says it (each warning was twice)
+            warnings.simplefilter("ignore")
+            run_pipeline(head(packets, min(warmup, len(packets.offset))), name.split("@")[0],
+                         **kwargs, **kw)
     out: dict[str, PipelineResult] = {}
     for _ in range(max(1, repeat)):
         for name, kw in runs:

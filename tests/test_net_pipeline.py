@@ -261,6 +261,9 @@ def test_unknown_linktype_counts_packets_without_flows():
     with pytest.warns(UserWarning, match="linktype 147"):
         r = run_pipeline(p._replace(linktype=147), "bulk")
     assert (r.packets, r.flows, r.counters["non_ip"]) == (300, 0, 300)
+    with pytest.warns(UserWarning, match="linktype 147") as got:    # once, not for the
+        cli.compare_modes(p._replace(linktype=147), ["bulk"], warmup=100)   # untimed run
+    assert len([w for w in got if "linktype" in str(w.message)]) == 1
 
 
 def test_batch_sizes_and_chunks_do_not_change_counts(traffic):
