@@ -903,6 +903,32 @@ sa.validate()
 """
 
 
+@pytest.mark.parametrize("options", [{"nogil": True}, {"parallel": True}, {}], ids=str)
+def test_a_function_reaching_numslab_jit_is_refused_as_a_first_class_function(sa, options):
+    """A call through numba.types.FunctionType is typed from the declared signature, so the
+    compile-time refusal never saw it: a nogil or parallel function given such a function
+    as an argument ran numslab.jit without the GIL (four threads handed an address out
+    twice). Its address is refused now, whoever would call it, with nothing run; a
+    function that does not reach numslab.jit still passes."""
+    import warnings
+    from numba import types
+    from numslab.drivers.handles import slab_handle
+    c = sa.kmem_cache_create("fcf", 64)
+    snap = snapshot(sa)
+    fty = types.FunctionType(types.int64(slab_handle, types.int64))
+    with warnings.catch_warnings():                 # "first-class function type is
+        warnings.simplefilter("ignore")             # experimental"
+        outer = numba.njit(types.int64(fty, slab_handle, types.int64), **options)(
+            lambda f, h, cid: f(h, cid))
+        with pytest.raises(numslab.ConcurrentUseError,
+                           match=r"^_helper_alloc \(which calls numslab.jit\) taken as a "
+                                 r"first-class function "):
+            outer(numba.njit(cache=False)(_helper_alloc), sa.handle, c.id)
+        assert_unchanged(sa, snap)
+        assert outer(numba.njit(lambda h, cid: cid + 1), sa.handle, c.id) == c.id + 1
+    sa.validate()
+
+
 def test_njit_refuses_threaded_callers_of_a_helper_loaded_from_the_cache(tmp_path):
     """The same with the helper's code loaded from Numba's cache in a fresh process."""
     import subprocess

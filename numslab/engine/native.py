@@ -172,6 +172,40 @@ if not getattr(Dispatcher.get_call_template, "numslab", False):
     _call_template_refusing_threads.numslab = True         # type: ignore[attr-defined]
     Dispatcher.get_call_template = _call_template_refusing_threads
 
+_NUMBA_COMPILE_RESULT = Dispatcher.get_compile_result
+
+
+def _compile_result_refusing_pointers(self: Dispatcher, sig: Any) -> Any:
+    """Numba's ``Dispatcher.get_compile_result``, which every use of a jitted function as a
+    first-class function (``numba.types.FunctionType``: an argument, a cast, a tuple of
+    functions) goes through to take its address, refusing a function whose compiled code
+    reaches numslab's engine. A call through such an address is typed from the declared
+    signature alone, so :func:`_call_template_refusing_threads` never sees it: a
+    ``nogil=True`` or ``parallel=True`` function given ``churn`` as an argument ran
+    numslab.jit without the GIL, and four threads handed one address out twice. Whether the
+    code that will call the address holds the GIL is not known here, so it is refused
+    always; the verdict is kept per signature (the call-time path asks on every call)."""
+    cres = _NUMBA_COMPILE_RESULT(self, sig)
+    seen = self.__dict__.setdefault("_numslab_pointer_ok", {})
+    key = tuple(cres.signature.args)
+    if key not in seen:
+        seen[key] = not _calls_units(cres)
+    if not seen[key]:
+        name = self.py_func.__name__
+        what = f"numslab.jit.{name}" if getattr(self, "numslab_api", False) else \
+            f"{name} (which calls numslab.jit)"
+        raise ConcurrentUseError(
+            f"{what} taken as a first-class function ({sig}): numslab cannot tell whether "
+            f"the code calling it holds the GIL, and it does not support concurrent entry "
+            f"into an allocator from compiled threads yet; call it directly from functions "
+            f"that hold the GIL")
+    return cres
+
+
+if not getattr(Dispatcher.get_compile_result, "numslab", False):
+    _compile_result_refusing_pointers.numslab = True       # type: ignore[attr-defined]
+    Dispatcher.get_compile_result = _compile_result_refusing_pointers
+
 
 def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = False,
         api: bool = False, helper: bool | None = None, **overrides: Any) -> Any:
