@@ -2,5 +2,6 @@
 pointers (no checks of their arguments, no Python objects). Operations are ``units``, compiled
 once on their first call (see ``native``); the modules are imported here in one fixed order,
 which fixes every unit's slot in the process-wide table."""
-from . import native, layout, pages, slablists, checks, cpucache, bulk, kmalloc  # noqa: F401
+from . import native, gilguard, layout, pages, slablists, checks, cpucache  # noqa: F401
+from . import bulk, kmalloc  # noqa: F401
 from . import sheaves, prefill, leansheaves, rcusheaves, stats, ops, defrag  # noqa: F401

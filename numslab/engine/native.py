@@ -34,9 +34,7 @@ from llvmlite import ir
 from numba import types
 from numba.core.caching import FunctionCache
 from numba.core.ccallback import CFunc, _CFuncCompiler
-from numba.core.dispatcher import Dispatcher
 from numba.core.registry import CPUDispatcher
-from numba.core.targetconfig import _FlagsStack
 from numba.core.typing.templates import (AbstractTemplate, AttributeTemplate, infer_getattr,
                                          infer_global, signature)
 from numba.extending import (
@@ -47,7 +45,6 @@ from numba.extending import (
     register_model,
 )
 
-from ..errors import ConcurrentUseError
 from . import linkonly
 
 _PACKAGE = Path(__file__).resolve().parent.parent
@@ -113,98 +110,6 @@ class HelperDispatcher(EngineDispatcher):
         raise TypeError(f"{self.py_func.__module__}.{self.py_func.__qualname__} is an engine "
                         f"helper, compiled only into the engine's units and numslab.jit "
                         f"functions; it cannot be called from Python")
-
-
-def _threaded_callers() -> str:
-    """What, among the functions being compiled in this thread (the caller and every
-    function whose compile led to it), may run without the GIL: ``""`` if nothing."""
-    for flags in reversed(_FlagsStack()._stack):
-        if getattr(flags, "release_gil", False):
-            return "a nogil=True function"
-        if flags.no_cpython_wrapper and not flags.no_cfunc_wrapper:    # (ctypes, cffi)
-            return "a @cfunc (called from C, it may run without the GIL)"
-        par = getattr(flags, "auto_parallel", None)
-        if par is not None and getattr(par, "enabled", False):
-            return "a parallel=True function (prange)"
-    return ""
-
-
-def _calls_units(cres: Any) -> bool:
-    """Whether compiled code reaches numslab's engine: its module (with every function it
-    links in, compiled now or loaded from a cache) refers to the unit table."""
-    try:
-        mod = cres.library._get_module_for_linking()
-    except RuntimeError:                        # a library with no function to link
-        return False
-    return any(g.name == UNIT_SYMBOL for g in mod.global_variables)
-
-
-_NUMBA_CALL_TEMPLATE = Dispatcher.get_call_template
-
-
-def _call_template_refusing_threads(self: Dispatcher, args: tuple, kws: dict) -> Any:
-    """Numba's ``Dispatcher.get_call_template`` (how a jitted caller types a call of a
-    jitted function), refusing the call when the caller, or any function whose compile led
-    to it, may run without the GIL (``nogil=True``, ``parallel=True``, a ``@cfunc``, which
-    ctypes calls without it) and the callee's compiled code reaches numslab's engine: a
-    ``numslab.jit`` function, or a user's helper that calls one, whether compiled for this
-    caller, compiled before for one holding the GIL, or loaded from Numba's cache (Numba
-    reuses those without typing their body again, so the test is on the compiled code).
-    numslab's structures are not safe for concurrent entry (Python threads and GIL-holding
-    compiled code take turns). Compile time only; the scan runs only for those callers."""
-    found = _NUMBA_CALL_TEMPLATE(self, args, kws)
-    where = _threaded_callers()
-    if where:
-        cres = self.overloads.get(tuple(found[2]))
-        if any(_calls_units(c) for c in ([cres] if cres is not None else
-                                         self.overloads.values())):
-            name = self.py_func.__name__
-            what = f"numslab.jit.{name}" if getattr(self, "numslab_api", False) else \
-                f"{name} (which calls numslab.jit)"
-            raise ConcurrentUseError(
-                f"{what} called from {where}: numslab does not support concurrent entry into "
-                f"an allocator from compiled threads yet; call it from functions that hold "
-                f"the GIL (no nogil, no parallel, no cfunc)")
-    return found
-
-
-if not getattr(Dispatcher.get_call_template, "numslab", False):
-    _call_template_refusing_threads.numslab = True         # type: ignore[attr-defined]
-    Dispatcher.get_call_template = _call_template_refusing_threads
-
-_NUMBA_COMPILE_RESULT = Dispatcher.get_compile_result
-
-
-def _compile_result_refusing_pointers(self: Dispatcher, sig: Any) -> Any:
-    """Numba's ``Dispatcher.get_compile_result``, which every use of a jitted function as a
-    first-class function (``numba.types.FunctionType``: an argument, a cast, a tuple of
-    functions) goes through to take its address, refusing a function whose compiled code
-    reaches numslab's engine. A call through such an address is typed from the declared
-    signature alone, so :func:`_call_template_refusing_threads` never sees it: a
-    ``nogil=True`` or ``parallel=True`` function given ``churn`` as an argument ran
-    numslab.jit without the GIL, and four threads handed one address out twice. Whether the
-    code that will call the address holds the GIL is not known here, so it is refused
-    always; the verdict is kept per signature (the call-time path asks on every call)."""
-    cres = _NUMBA_COMPILE_RESULT(self, sig)
-    seen = self.__dict__.setdefault("_numslab_pointer_ok", {})
-    key = tuple(cres.signature.args)
-    if key not in seen:
-        seen[key] = not _calls_units(cres)
-    if not seen[key]:
-        name = self.py_func.__name__
-        what = f"numslab.jit.{name}" if getattr(self, "numslab_api", False) else \
-            f"{name} (which calls numslab.jit)"
-        raise ConcurrentUseError(
-            f"{what} taken as a first-class function ({sig}): numslab cannot tell whether "
-            f"the code calling it holds the GIL, and it does not support concurrent entry "
-            f"into an allocator from compiled threads yet; call it directly from functions "
-            f"that hold the GIL")
-    return cres
-
-
-if not getattr(Dispatcher.get_compile_result, "numslab", False):
-    _compile_result_refusing_pointers.numslab = True       # type: ignore[attr-defined]
-    Dispatcher.get_compile_result = _compile_result_refusing_pointers
 
 
 def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = False,
