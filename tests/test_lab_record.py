@@ -289,3 +289,12 @@ def test_a_snapshot_that_cannot_be_written_is_one_line(tmp_path, capsys):
     for out in (tmp_path / "nofolder" / "s.json", tmp_path):
         assert cli.main(["snapshot", "-o", str(out), "--slab-root", str(slab)]) == 1
         assert "cannot write" in capsys.readouterr().err
+
+
+def test_tracefs_is_mounted_only_on_an_empty_mount_point(tmp_path):
+    # a folder with files in it was mounted over (and never unmounted)
+    (tmp_path / "mine.txt").write_text("keep")
+    with pytest.raises(rec.RecordError, match="no tracefs at"):
+        rec.ensure_tracefs(tmp_path)
+    assert (tmp_path / "mine.txt").read_text() == "keep"
+    assert str(tmp_path) not in Path("/proc/mounts").read_text()

@@ -395,3 +395,15 @@ def test_each_header_shape_gives_the_naive_fields(head):
     assert int(tr.kind[0]) == EV_CACHE_ALLOC and int(tr.cpu[0]) == want["cpu"]
     assert float(tr.ts[0]) == want["ts"] and int(tr.ptr[0]) == int(want["ptr"], 16)
     assert tr.names == ["filp"] and int(tr.bytes_alloc[0]) == 256
+
+
+def test_cache_names_that_are_not_utf8_stay_apart():
+    # both read "dentry\ufffd" and were merged into one cache
+    line = ("  bash-1 [000] ..... 10.000001: kmem_cache_alloc: call_site=f+0x1/0x9 "
+            "ptr=00000000000000{p} name=dentry{b} bytes_req=192 bytes_alloc=192 "
+            "gfp_flags=GFP_KERNEL node=-1 accounted=false\n")
+    raw = b"".join(line.format(p=p, b="@").encode().replace(b"@", b)
+                   for p, b in (("a0", b"\xff"), ("b0", b"\xfe")))
+    tr = parse_bytes(raw)
+    assert sorted(tr.names) == ["dentry\\xfe", "dentry\\xff"]
+    assert len(set(tr.name[tr.kind == EV_CACHE_ALLOC].tolist())) == 2

@@ -52,7 +52,8 @@ def ensure_tracefs(root: str | Path = TRACEFS) -> Path:
     """
     root = Path(root)
     if not (root / "events").is_dir():
-        if root.is_dir() and os.geteuid() == 0:
+        if root.is_dir() and os.geteuid() == 0 and not any(root.iterdir()):   # (a folder
+            #                                       with files in it was mounted over)
             r = subprocess.run(["mount", "-t", "tracefs", "nodev", str(root)],
                                capture_output=True, text=True)
             if r.returncode != 0:

@@ -330,7 +330,8 @@ class _Reader:
                 nm, size = _km_name(int(self.name_kind[r]) - 1)
             else:
                 nm = bytes(self.name_bytes[self.name_off[r]:self.name_off[r + 1]]).decode(
-                    errors="replace")
+                    errors="backslashreplace")      # (two names differing in bytes that are
+                #                                     not UTF-8 both read "\ufffd": merged)
                 size = _km_size(nm)
             names.append(nm)
             kms.append(size)
