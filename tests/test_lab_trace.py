@@ -407,3 +407,12 @@ def test_cache_names_that_are_not_utf8_stay_apart():
     tr = parse_bytes(raw)
     assert sorted(tr.names) == ["dentry\\xfe", "dentry\\xff"]
     assert len(set(tr.name[tr.kind == EV_CACHE_ALLOC].tolist())) == 2
+
+
+def test_a_timestamp_of_more_seconds_than_an_int64_holds_is_a_bad_line():
+    # 23 digits of seconds wrapped round to a small number
+    line = LINE.replace("10.000001", "{}") + "\n"
+    assert read_trace(line.format("123456789012345678.000001").encode()).ts[0] == \
+        pytest.approx(123456789012345678.000001)
+    with pytest.raises(TraceFormatError, match="line 1: no .seconds.micros:. "):
+        read_trace(line.format("12345678901234567890123.000001").encode())

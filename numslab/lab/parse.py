@@ -298,7 +298,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                             if i < e - 1:
                                 frac = 0
                                 scale = 1.0
-                                ok = i > q
+                                ok = q < i <= q + 18        # (more digits wrapped)
                                 for j in range(i + 1, e - 1):
                                     d = buf[j] - 48
                                     if d < 0 or d > 9:
