@@ -714,3 +714,26 @@ def test_a_cfunc_that_reaches_the_engine_is_refused_as_it_compiles():
     import ctypes
     call = ctypes.CFUNCTYPE(ctypes.c_int64, ctypes.c_int64, ctypes.c_int64)(reader.address)
     assert call(int(sa.handle), 0) == 0
+
+
+def test_an_overload_or_register_jitable_helper_is_not_taken_for_a_cfunc():
+    """Numba compiles @overload and register_jitable implementations without a CPython
+    wrapper, as a @cfunc: one that calls numslab.jit, called from a GIL-holding function,
+    was refused "called from a @cfunc". It runs now; a nogil caller is still refused, and
+    named as such."""
+    from numba.extending import register_jitable
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("rj", 64)
+
+    @register_jitable
+    def take(h, cid):
+        return numslab.jit.kmem_cache_alloc(h, cid)
+
+    def outer(h, cid):
+        return take(h, cid)
+    a = numba.njit(cache=False)(outer)(sa.handle, c.id)
+    assert a and c.live_addresses().tolist() == [a]
+    with pytest.raises(numslab.ConcurrentUseError, match="called from a nogil=True function"):
+        numba.njit(cache=False, nogil=True)(outer)(sa.handle, c.id)
+    c.free(a)
+    sa.validate()

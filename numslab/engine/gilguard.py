@@ -23,7 +23,10 @@ def _threaded_callers() -> str:
     for flags in reversed(_FlagsStack()._stack):
         if getattr(flags, "release_gil", False):
             return "a nogil=True function"
-        if flags.no_cpython_wrapper and not flags.no_cfunc_wrapper:    # (ctypes, cffi)
+        # a @cfunc (ctypes, cffi): Numba's C-callback compiler alone asks for the C wrapper
+        # without the CPython one and compiles later (an @overload or register_jitable
+        # implementation also has no CPython wrapper: it was refused as a @cfunc)
+        if flags.no_cpython_wrapper and not flags.no_cfunc_wrapper and flags.no_compile:
             return "a @cfunc (called from C, it may run without the GIL)"
         par = getattr(flags, "auto_parallel", None)
         if par is not None and getattr(par, "enabled", False):
