@@ -163,6 +163,12 @@ def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
         size += 8
     elif freeptr_offset is not None:
         offset = freeptr_offset
+        if flags & SLAB_RED_ZONE and offset + 8 > object_size:
+            # the kernel takes it, then reports its own free pointer as the right red zone
+            # overwritten and restores the zone over the pointer, cutting the free list
+            raise InvalidSizeError(
+                f"freeptr_offset {offset}: with SLAB_RED_ZONE the free pointer must end "
+                f"inside the {object_size}-byte object (past it lies the right red zone)")
     else:
         offset = (object_size // 2) & ~7
     track_offset = orig_size_offset = 0

@@ -1743,7 +1743,8 @@ def test_ksize_of_a_large_kmalloc_waiting_for_kfree_rcu_is_a_bad_address(sa, tmp
     np.dtype({"names": ["a", "b"], "formats": ["<i4", "<f8"], "offsets": [0, 16],
               "itemsize": 32}),
     np.dtype([("a", [("x", "<i4"), ("y", "<f8")]), ("b", "<u2", (3,))]),
-    np.dtype([(("Title", "t"), "<i4"), ("u", "<f4")])], ids=str)
+    np.dtype([(("Title", "t"), "<i4"), ("u", "<f4")]),
+    np.dtype((np.uint32, [("lo", "<u2"), ("hi", "<u2")]))], ids=str)
 def test_save_and_load_keep_a_cache_dtype_exactly(sa, tmp_path, dt):
     """Only records survived: a plain dtype came back as a one-field record (store() of
     what it took before then refused), a subarray as V16, an aligned record with padding
@@ -1755,6 +1756,7 @@ def test_save_and_load_keep_a_cache_dtype_exactly(sa, tmp_path, dt):
     back = numslab.SlabAllocator.load(tmp_path / "m.npz")
     bc = back.find_cache("rec")
     assert bc.dtype == dt and bc.dtype.descr == dt.descr and bc.object_size == c.object_size
+    assert bc.dtype.kind == dt.kind and bc.dtype.str == dt.str
     assert bc.records([a]).dtype == c.records([a]).dtype
     bc.store([a], np.zeros(1, dt))
 

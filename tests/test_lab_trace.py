@@ -416,3 +416,7 @@ def test_a_timestamp_of_more_seconds_than_an_int64_holds_is_a_bad_line():
         pytest.approx(123456789012345678.000001)
     with pytest.raises(TraceFormatError, match="line 1: no .seconds.micros:. "):
         read_trace(line.format("12345678901234567890123.000001").encode())
+    # and fraction digits past a double's precision are dropped (10.99...9 read 10.000186)
+    for frac in ("9" * 22, "9" * 35, "5" + "0" * 30):
+        want = float(f"10.{frac}")
+        assert read_trace(line.format(f"10.{frac}").encode()).ts[0] == pytest.approx(want)

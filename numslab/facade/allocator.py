@@ -314,8 +314,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         freeptr_offset : int, optional
             Free-pointer offset for SLAB_TYPESAFE_BY_RCU caches (kernel 6.13+): 8-aligned
             and below ``size``, as ``create_cache`` checks, so the word may reach into the
-            slot's padding (with SLAB_RED_ZONE that is the right red zone, which the kernel,
-            and numslab, then report overwritten on free objects).
+            slot's padding; with SLAB_RED_ZONE (and no poisoning) it must end inside the
+            object, since past it lies the right red zone (the kernel takes it, then reports
+            its own free pointer as the zone overwritten and restores the zone over it).
         sheaf_capacity : int
             Per-CPU sheaves of this many objects. Under ``kernel="6.18"`` only caches asking
             for them have sheaves (0: none); under ``"7.0"`` every cache but a debug or

@@ -47,7 +47,8 @@ def _check_path(path: Any, fn: str) -> None:
 def dtype_json(dt: np.dtype, where: str = "save") -> dict[str, Any]:
     """``dt`` as JSON that :func:`dtype_from_json` makes into an equal dtype: a plain
     dtype's ``str`` (byte order, unit and size kept), a subarray's base and shape, a
-    record's names, formats, offsets, string titles, item size and alignment (``descr``
+    record's names, formats, offsets, string titles, item size, alignment and the base type
+    its fields may lie over (``descr``
     lost all but records, and its nested tuples came back from JSON as lists ``np.dtype``
     refuses). A title that is not a string is refused (``SlabError``)."""
     if dt.names is None:
@@ -58,9 +59,12 @@ def dtype_json(dt: np.dtype, where: str = "save") -> dict[str, Any]:
     titles = [f[2] if len(f) > 2 else None for f in fields]
     if any(t is not None and type(t) is not str for t in titles):
         raise SlabError(f"{where}: its dtype {dt} has a field title that is not a string")
-    return {"names": list(dt.names), "formats": [dtype_json(f[0], where) for f in fields],
-            "offsets": [f[1] for f in fields], "titles": titles, "itemsize": dt.itemsize,
-            "aligned": dt.isalignedstruct}
+    rec = {"names": list(dt.names), "formats": [dtype_json(f[0], where) for f in fields],
+           "offsets": [f[1] for f in fields], "titles": titles, "itemsize": dt.itemsize,
+           "aligned": dt.isalignedstruct}
+    if dt.kind != "V":                  # fields over a base type: (np.uint32, [("lo", ...)])
+        rec["over"] = dt.str
+    return rec
 
 
 def dtype_from_json(j: Any) -> np.dtype:
@@ -72,10 +76,11 @@ def dtype_from_json(j: Any) -> np.dtype:
         return np.dtype(str(j["str"]))
     if "base" in j:
         return np.dtype((dtype_from_json(j["base"]), tuple(int(n) for n in j["shape"])))
-    return np.dtype({"names": [str(n) for n in j["names"]],
-                     "formats": [dtype_from_json(f) for f in j["formats"]],
-                     "offsets": [int(o) for o in j["offsets"]], "titles": j["titles"],
-                     "itemsize": int(j["itemsize"])}, align=bool(j["aligned"]))
+    rec = np.dtype({"names": [str(n) for n in j["names"]],
+                    "formats": [dtype_from_json(f) for f in j["formats"]],
+                    "offsets": [int(o) for o in j["offsets"]], "titles": j["titles"],
+                    "itemsize": int(j["itemsize"])}, align=bool(j["aligned"]))
+    return np.dtype((np.dtype(str(j["over"])), rec)) if "over" in j else rec
 
 
 def save(sa: "SlabAllocator", path: str | Path) -> None:

@@ -303,8 +303,9 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                                     d = buf[j] - 48
                                     if d < 0 or d > 9:
                                         ok = False
-                                    frac = frac * 10 + d
-                                    scale *= 10.0
+                                    if j <= i + 18:     # (past 18 digits, below a double's
+                                        frac = frac * 10 + d        # precision: it wrapped)
+                                        scale *= 10.0
                                 for j in range(q, i):
                                     if buf[j] < 48 or buf[j] > 57:
                                         ok = False
