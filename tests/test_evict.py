@@ -179,3 +179,26 @@ def test_a_callback_that_destroys_its_own_cache_stops_the_eviction_and_says_so(s
     d = sa.kmem_cache_create("next", 128)           # the slot is usable again
     d.free_bulk(d.alloc_bulk(3 * d.objs_per_slab))
     sa.validate()
+
+
+@pytest.mark.parametrize("size", [1024, 2048])
+def test_eviction_offers_the_slabs_of_an_order_above_0(kernel, size):
+    """A slab's objects were matched to it by their own page: those in its later pages
+    made an order-1 or -2 slab look held in a prefilled sheaf, so it was never offered."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="32M", kernel=kernel)
+    c = sa.kmem_cache_create("big", size)
+    assert c.order >= 1
+    refs = c.alloc_bulk(20 * c.objs_per_slab)
+    keep = np.zeros(len(refs), bool)
+    keep[::7] = True
+    c.free_bulk(refs[~keep].copy())
+    offered = []
+
+    def kick(objs, private):
+        for a in objs.tolist():
+            c.free(a)
+    sa.kmem_cache_setup_defrag(c, lambda objs: offered.append(len(objs)), kick)
+    partial = sum(len(c.partial_list(n)) for n in range(sa.nr_nodes))
+    assert partial >= 10 and sa.kmem_cache_defrag(c, 100) == len(offered) >= partial
+    assert len(c) == 0 and sum(offered) == keep.sum()
+    sa.validate()

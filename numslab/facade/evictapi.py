@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..engine import ops
-from ..engine.layout import PG_SLAB
+from ..engine.layout import PG_SLAB, PG_TAIL
 from ..errors import SlabError, WrongCacheError, WrongTypeError
 from .defragapi import _check_ratio
 
@@ -100,10 +100,11 @@ class EvictAPI:
         if not sparse:
             return 0
         live = cache.live_addresses()
-        frames = live >> 12
-        kicked = refused = freed = 0
-        tried = []
         st = self.state
+        frames = live >> 12                 # each object's slab: its head frame (an object in
+        frames = np.where(st.pg_flags[frames] & PG_TAIL, st.pg_head[frames], frames)  # a
+        kicked = refused = freed = 0        # later page of an order >= 1 slab made the slab
+        tried = []                          # look held in a prefilled sheaf: never evicted)
         # objects held in prefilled sheaves: not evictable
         sparse = [slab for slab, used in sparse if np.count_nonzero(frames == slab) == used]
         for slab in sparse:
