@@ -421,3 +421,54 @@ def test_destroys_in_one_thread_and_constructors_in_another_keep_the_due_list(ke
         return bad
     assert _racing(destroyer, constructing) == 0 and not failures
     sa.validate()
+
+
+def test_the_kfree_rcu_list_is_read_under_its_lock(monkeypatch):
+    """kmem_cache_validate read the kfree_rcu list without the list's lock, then its unit
+    lifted and restored the marks of that list: a grace period ending in between left a
+    freed object marked as waiting (slabs isolated, validate() failing); len(c) and destroy
+    iterated the list as another thread's kfree_rcu added to it (a RuntimeError)."""
+    import threading
+    import numslab
+    from numslab.engine import debug
+    from numslab.facade.kmallocapi import _RCU_LOCK
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="F")
+    c = sa.kmem_cache_create("v", 64)
+    held = []
+    unit = debug.validate_slab_cache
+
+    def checked(*args):
+        held.append(_RCU_LOCK._is_owned())
+        return unit(*args)
+    monkeypatch.setattr(debug, "validate_slab_cache", checked)
+    sa.kfree_rcu(c.alloc())
+    assert sa.kmem_cache_validate(c) == 0 and held == [True]
+    monkeypatch.undo()
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    errors, stop = [], threading.Event()
+
+    def churn():
+        try:
+            while not stop.is_set():
+                for _ in range(50):
+                    sa.kfree_rcu(c.alloc())
+                sa.synchronize_rcu()
+        except Exception as e:                       # pragma: no cover - the failure
+            errors.append(e)
+    t = threading.Thread(target=churn)
+    t.start()
+    try:
+        for _ in range(3000):
+            len(c)
+            sa.kmem_cache_validate(c)
+    except Exception as e:                           # pragma: no cover - the failure
+        errors.append(e)
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(old)
+    assert not errors
+    sa.synchronize_rcu()
+    assert len(c) == 0 and not sa.isolated_slabs().size
+    sa.validate()

@@ -463,7 +463,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             when the only objects left are lost to a corrupted free list (``lost_objects``):
             in use to the kernel, which refuses as for any object; ``force`` discards them.
         """
-        with self._slab_mutex:
+        with self._slab_mutex, _RCU_LOCK:      # (no grace period ends half-way through)
             wait_for_engine()           # not while another thread's compile parks the rows
             self._own(cache, "kmem_cache_destroy")
             if cache._id in self._kmalloc_ids:

@@ -25,6 +25,7 @@ from ..geometry import get_order
 from ..errors import (BadAddressError, InvalidArgumentError, InvalidSizeError,
                       NotPicklableError, OutOfMemoryError, WrongCacheError, WrongTypeError)
 from .args import check_gfp, fixed
+from .kmallocapi import _RCU_LOCK
 from .defragapi import MovableCache
 
 #: ``count_partial_free_approx`` scans at most this many partial slabs of a node.
@@ -70,9 +71,10 @@ class KmemCache(MovableCache):
         sheaves, which only kmalloc caches hold, and less the objects given to ``kfree_rcu``
         that wait on its list: allocated to the kernel until their grace period ends, as
         those in an ``rcu_free`` sheaf are not, but no user's)."""
-        n = self.live_objects - self.sheaf_objects
         sa = self._sa
-        return n - sa._rcu_listed_objects(self._id) if sa._rcu_pending else n
+        with _RCU_LOCK:         # the count and the list at one moment: a grace period ending
+            n = self.live_objects - self.sheaf_objects  # in between made it negative
+            return n - sa._rcu_listed_objects(self._id) if sa._rcu_pending else n
 
     def __reduce__(self) -> tuple:
         """Refuse pickling and copying (``NotPicklableError``): use ``save``/``load``."""
@@ -745,8 +747,15 @@ class CacheTable:
         return list(self._records)
 
     def values(self) -> list[KmemCache]:
-        """The caches, oldest first."""
-        return [self[cid] for cid in list(self._records)]
+        """The caches, oldest first (those another thread destroys meanwhile left out: a
+        bare KeyError from ``sa.caches`` and ``save``)."""
+        out = []
+        for cid in list(self._records):
+            try:
+                out.append(self[cid])
+            except KeyError:
+                pass
+        return out
 
     @property
     def names(self) -> dict[str, int]:

@@ -26,6 +26,7 @@ from ..errors import (CacheLeakError, InvalidArgumentError, LostObjectsError, Sl
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_order
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
                      SLAB_TRACE, gfp_names)
+from .kmallocapi import _RCU_LOCK
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -378,7 +379,10 @@ class DebugAPI:
         if not f & PG_SLAB:
             kind = "kfree_rcu" if f & PG_RCU else "large kmalloc" if f & PG_LARGE else "pages"
             return {"kind": kind, "block": head << 12, "order": int(st.pg_order[head])}
-        cache = self._caches[int(st.sl_cache[head])]
+        cache = self._caches.get(int(st.sl_cache[head]))
+        if cache is None:               # its cache destroyed by another thread meanwhile (a
+            return {"kind": "pages", "block": head << 12,   # bare KeyError)
+                    "order": int(st.pg_order[head])}
         off = addr - (head << 12) - cache.red_left_pad
         index, inside = divmod(off, cache.slab_size)
         obj = (head << 12) + cache.red_left_pad + index * cache.slab_size
@@ -600,8 +604,10 @@ class DebugAPI:
         ``validate()`` remains the check of numslab's structural invariants."""
         cid = self._own(cache, "kmem_cache_validate")
         self._drain_reports()
-        listed = self._rcu_listed()             # kfree_rcu's list: allocated, not live
-        n = int(debug.validate_slab_cache(self._st, cid, len(listed), listed.ctypes.data))
+        with _RCU_LOCK:     # the list as the unit sees it (it lifts and restores their marks:
+            listed = self._rcu_listed()         # a grace period ending in between left a
+            n = int(debug.validate_slab_cache(  # freed object marked as waiting)
+                self._st, cid, len(listed), listed.ctypes.data))
         self._last_reports = self._drain_reports()
         return n
 

@@ -203,15 +203,19 @@ class KmallocAPI:
         self.__dict__.setdefault("_rcu_pending", {})[addr] = cpu
 
     def _rcu_listed(self: "SlabAllocator") -> np.ndarray:
-        """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks."""
-        return np.fromiter(self._rcu_pending, np.int64, len(self._rcu_pending))
+        """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks (read
+        under the list's lock: another thread's ``kfree_rcu`` changed its size mid-read)."""
+        with _RCU_LOCK:
+            pending = self._rcu_pending
+            return np.fromiter(pending, np.int64, len(pending))
 
     def _rcu_listed_objects(self: "SlabAllocator", cid: int) -> int:
         """How many objects of cache ``cid`` wait on the ``kfree_rcu`` list: still allocated
         in the state (``live_objects`` counts them) until their grace period ends. Those in
         ``rcu_free`` sheaves are counted free already."""
         cache = self.state.sl_cache
-        return sum(int(cache[self._slab_head(a)]) == cid for a in self._rcu_pending)
+        with _RCU_LOCK:                 # (a RuntimeError: the dict changed size mid-read)
+            return sum(int(cache[self._slab_head(a)]) == cid for a in self._rcu_pending)
 
     def _rcu_refuse(self: "SlabAllocator", addr: int, where: str) -> None:
         """Raise ``DoubleFreeError`` if ``addr`` waits on the ``kfree_rcu`` list (``krealloc``
