@@ -223,13 +223,13 @@ static PyObject *g_alloc(Gate *self, PyObject *const *args, Py_ssize_t nargs, Py
     int64_t cpu, gfp = self->gfp_kernel;
     if (kwnames || nargs < 1 || nargs > 3 || (nargs == 3 && args[2] != Py_None))
         SLOW("kmem_cache_alloc");
+    if (thread_cpu(self, &cpu))       /* first: it may run Python (sa._cpu()), and another */
+        return NULL;                  /* thread's destroy then made a cache id read before it stale */
     int64_t cid = cache_id(self, args[0]);
     if (nargs >= 2)
         gfp = plain_int(args[1], &ok);
     if (cid < 0 || !ok || !GFP_OK(gfp) || has_ctor(self, cid))
         SLOW("kmem_cache_alloc");
-    if (thread_cpu(self, &cpu))
-        return NULL;
     int64_t addr = UNIT(self, U_ALLOC, unit5)(self->st, cid, cpu, (int64_t)-1, gfp);
     if (addr == 0 || needs_python(self, cid))
         return finish(self, "_after_alloc", "OLLi", args[0], addr, gfp, -1, NULL);
@@ -243,12 +243,12 @@ static PyObject *g_free(Gate *self, PyObject *const *args, Py_ssize_t nargs, PyO
     int64_t cpu;
     if (kwnames || nargs < 2 || nargs > 3 || (nargs == 3 && args[2] != Py_None))
         SLOW("kmem_cache_free");
+    if (thread_cpu(self, &cpu))       /* before the id is read (see g_alloc) */
+        return NULL;
     int64_t cid = cache_id(self, args[0]);
     int64_t addr = plain_int(args[1], &ok);
     if (cid < 0 || !ok)
         SLOW("kmem_cache_free");
-    if (thread_cpu(self, &cpu))
-        return NULL;
     if (UNIT(self, U_FREE, unit4)(self->st, cid, cpu, addr) != 0)
         SLOW("kmem_cache_free");              /* nothing changed: it raises the error */
     Py_RETURN_NONE;
@@ -311,6 +311,8 @@ static PyObject *g_alloc_bulk(Gate *self, PyObject *const *args, Py_ssize_t narg
     int64_t cpu;
     if (kwnames || nargs < 4 || nargs > 5 || (nargs == 5 && args[4] != Py_None))
         SLOW("kmem_cache_alloc_bulk");
+    if (thread_cpu(self, &cpu))       /* before the id is read (see g_alloc) */
+        return NULL;
     int64_t cid = cache_id(self, args[0]);
     int64_t gfp = plain_int(args[1], &ok);
     int64_t nr = plain_int(args[2], &ok);
@@ -319,8 +321,6 @@ static PyObject *g_alloc_bulk(Gate *self, PyObject *const *args, Py_ssize_t narg
     int64_t p = object_array(self, args[3], nr);
     if (p == 0)
         SLOW("kmem_cache_alloc_bulk");
-    if (thread_cpu(self, &cpu))
-        return NULL;
     int64_t got = UNIT(self, U_ALLOC_BULK, unit6)(self->st, cid, cpu, gfp, nr, p);
     if (got <= 0 || needs_python(self, cid))
         return finish(self, "_bulk_done", "OLLLs", args[0], got, nr, gfp,
@@ -338,14 +338,14 @@ static PyObject *free_bulk(Gate *self, PyObject *const *args, Py_ssize_t nargs,
     Py_ssize_t k = with_cache;
     if (kwnames || nargs < 2 + k || nargs > 3 + k || (nargs == 3 + k && args[2 + k] != Py_None))
         return python_path(self, name, args, nargs, kwnames);
+    if (thread_cpu(self, &cpu))       /* before the id is read (see g_alloc) */
+        return NULL;
     if (with_cache && (cid = cache_id(self, args[0])) < 0)
         return python_path(self, name, args, nargs, kwnames);
     int64_t nr = plain_int(args[k], &ok);
     int64_t p = ok ? object_array(self, args[k + 1], nr) : 0;
     if (p == 0)
         return python_path(self, name, args, nargs, kwnames);
-    if (thread_cpu(self, &cpu))
-        return NULL;
     if (UNIT(self, U_FREE_BULK, unit5)(self->st, cid, cpu, nr, p) != 0)
         return python_path(self, name, args, nargs, kwnames);
     Py_RETURN_NONE;
@@ -377,6 +377,8 @@ static PyObject *g_alloc_array(Gate *self, PyObject *const *args, Py_ssize_t nar
     int64_t cpu, flags = 0;
     if (kwnames || nargs < 4 || nargs > 6 || (nargs == 6 && args[5] != Py_None))
         SLOW("kmem_cache_alloc_array");
+    if (thread_cpu(self, &cpu))       /* before the id is read (see g_alloc) */
+        return NULL;
     int64_t cid = cache_id(self, args[0]);
     int64_t gfp = plain_int(args[1], &ok);
     int64_t nr = plain_int(args[2], &ok);
@@ -388,8 +390,6 @@ static PyObject *g_alloc_array(Gate *self, PyObject *const *args, Py_ssize_t nar
     int64_t p = object_array(self, args[3], nr);
     if (p == 0)
         SLOW("kmem_cache_alloc_array");
-    if (thread_cpu(self, &cpu))
-        return NULL;
     int64_t got = UNIT(self, U_ALLOC_ARRAY, unit7)(self->st, cid, cpu, gfp, flags, nr, p);
     if (got <= 0 || needs_python(self, cid))
         return finish(self, "_bulk_done", "OLLLs", args[0], got, nr, gfp | 0x2000,

@@ -43,7 +43,7 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
 from . import persist, threads
-from .args import (as_int, check_cache_name, check_gfp, check_max_caches, check_order,
+from .args import (cache_op, as_int, check_cache_name, check_gfp, check_max_caches, check_order,
                    fixed, public_caller)
 from .batchapi import BatchAPI
 from .cache import NO_ALLOCATOR, CacheTable, DestroyedCache, KmemCache
@@ -509,6 +509,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return self._caches.values()
 
     # ---- allocation -------------------------------------------------------------------------
+    @cache_op
     def kmem_cache_alloc(self, cache: KmemCache, gfp: int = GFP_KERNEL,
                          cpu: int | None = None) -> int:
         """Allocate one object; its address, or 0 (NULL) when memory is exhausted."""
@@ -524,6 +525,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             return self._after_alloc(cache, addr, gfp, -1, cpu)
         return addr
 
+    @cache_op
     def kmem_cache_alloc_node(self, cache: KmemCache, gfp: int = GFP_KERNEL, node: int = -1,
                               cpu: int | None = None) -> int:
         """Allocate one object from ``node`` (-1: any); 0 when memory is exhausted."""
@@ -572,6 +574,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return (np.flatnonzero(((f & PG_ISOLATED) != 0) & ((f & PG_SLAB) != 0)) << 12
                 ).astype(np.int64)
 
+    @cache_op
     def kmem_cache_free(self, cache: KmemCache, addr: int, cpu: int | None = None) -> None:
         """Free object ``addr`` of ``cache``.
 

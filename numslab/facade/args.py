@@ -2,6 +2,8 @@
 (type and range) before it reaches a unit, so that bad input raises a numslab error."""
 from __future__ import annotations
 
+import functools
+
 import os
 import re
 import sys
@@ -93,3 +95,17 @@ def public_caller() -> str:
                                  or not frame.f_code.co_filename.startswith(_FACADE)):
         frame = frame.f_back
     return frame.f_code.co_name if frame is not None else "cpu"
+
+
+def cache_op(f: Callable) -> Callable:
+    """A facade operation on a cache, run under the allocator's ``slab_mutex``: another
+    thread's ``kmem_cache_destroy`` (which takes it) can then neither end the cache nor let
+    ``kmem_cache_create`` give its slot to another between the operation's check of the
+    cache and its engine call (the id read in between went stale: -1 made the engine write
+    before the state's fields and the interpreter abort, and a reused slot handed out
+    another cache's objects). The C gate's calls read the id and call the engine in C."""
+    @functools.wraps(f)
+    def op(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with self._slab_mutex:
+            return f(self, *args, **kwargs)
+    return op

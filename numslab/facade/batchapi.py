@@ -19,7 +19,7 @@ from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..engine.slablists import pending_put, pending_take
 from ..errors import BadAddressError, InvalidArgumentError, InvalidSizeError, SlabError
 from ..flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
-from .args import check_gfp
+from .args import cache_op, check_gfp
 from .cache import KmemCache
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class BatchAPI:
         could drop what another thread's new slab had just added."""
         if getattr(self._caches.get(cid), "ctor", None) is None:
             return
-        with self._ctor_lock:
+        with self._slab_mutex, self._ctor_lock:     # in the operations' order (cache_op)
             self._run_ctors_locked(cid)
 
     def _run_ctors_locked(self: "SlabAllocator", cid: int) -> None:
@@ -134,6 +134,7 @@ class BatchAPI:
         return self._tls.cpu if cpu is None else self._check_cpu(cpu)
 
     # ---- the bulk API ---------------------------------------------------------------------
+    @cache_op
     def kmem_cache_alloc_bulk(self: "SlabAllocator", cache: KmemCache, gfp: int, nr: int,
                               out: np.ndarray, cpu: int | None = None) -> int:
         """Allocate ``nr`` objects into ``out[:nr]`` (int64): returns ``nr``, or 0 with nothing
@@ -255,6 +256,7 @@ class BatchAPI:
             self._after_alloc(cache if got <= 0 else None, got, gfp, -1, cid=cache._id)
         return max(got, 0)
 
+    @cache_op
     def kmem_cache_free_bulk(self: "SlabAllocator", cache: KmemCache, nr: int,
                              objs: np.ndarray, cpu: int | None = None) -> None:
         """Free ``objs[:nr]`` of ``cache`` through detached freelists (or the sheaves).
@@ -290,6 +292,7 @@ class BatchAPI:
         self._raise(err, f"{fn}: element {i}", int(objs[i]), cache, objs[:i + 1])
 
     # ---- the seed's array API ---------------------------------------------------------------
+    @cache_op
     def kmem_cache_alloc_array(self: "SlabAllocator", cache: KmemCache, gfp: int, nr: int,
                                out: np.ndarray, flags: int = 0,
                                cpu: int | None = None) -> int:
@@ -317,6 +320,7 @@ class BatchAPI:
             return self._bulk_done(cache, got, nr, gfp | _NOWARN, "kmem_cache_alloc_array")
         return got
 
+    @cache_op
     def kmem_cache_free_array(self: "SlabAllocator", cache: KmemCache, nr: int,
                               objs: np.ndarray, cpu: int | None = None) -> None:
         """Free an array of objects (the RFC's counterpart; detached freelists as bulk)."""
@@ -371,6 +375,7 @@ class BatchAPI:
             raise BadAddressError(f"{fn}: {sheaf:#x} is not a prefilled sheaf of this cache")
         return sheaf
 
+    @cache_op
     def kmem_cache_prefill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
                                  size: int, cpu: int | None = None) -> int:
         """A sheaf (an opaque handle) holding at least ``size`` objects, for later
@@ -393,6 +398,7 @@ class BatchAPI:
         o = (sheaf >> 3) + SH_OBJECTS
         return self._mem[o + start:o + int(self._mem[(sheaf >> 3) + SH_SIZE])].tolist()
 
+    @cache_op
     def kmem_cache_alloc_from_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
                                     sheaf: int, cpu: int | None = None) -> int:
         """Take one object from a prefilled sheaf; 0 if it is empty (no fallback)."""
@@ -404,6 +410,7 @@ class BatchAPI:
             self._raise_fault()
         return obj
 
+    @cache_op
     def kmem_cache_refill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int, sheaf: int,
                                 size: int, cpu: int | None = None) -> int:
         """Make ``sheaf`` hold at least ``size`` objects. Returns the sheaf to use from now
@@ -432,6 +439,7 @@ class BatchAPI:
                 self._run_ctors(cid)
         return new
 
+    @cache_op
     def kmem_cache_return_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
                                 sheaf: int, cpu: int | None = None) -> None:
         """Give a prefilled sheaf back (as the CPU's spare, to the barn, or flushed)."""

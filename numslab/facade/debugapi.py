@@ -27,6 +27,7 @@ from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_ord
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
                      SLAB_TRACE, gfp_names)
 from .kmallocapi import _RCU_LOCK
+from .args import cache_op
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -594,6 +595,7 @@ class DebugAPI:
         return SlabDebugError(f"{fn}: {what}: " + "\n".join(bug), reports)
 
     # ---- validate ----------------------------------------------------------------------------
+    @cache_op
     def kmem_cache_validate(self: "SlabAllocator", cache: "KmemCache") -> int:
         """``validate_slab_cache``: check every object of every partial slab of a debug cache
         (and every full slab with U) as ``/sys/kernel/slab/<cache>/validate`` does. Returns

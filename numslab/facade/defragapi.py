@@ -16,6 +16,7 @@ from ..engine.layout import (CA_MOVE_FREED, CA_MOVED, CA_PARTIAL_ORDER, CA_USED_
                              N_NR_SLABS)
 from ..engine.pages import drain_all_pages, release_free_blocks
 from ..errors import InvalidArgumentError, InvalidSizeError, SlabError, WrongTypeError
+from .args import cache_op
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -274,6 +275,7 @@ class DefragAPI:
                 table.pop(cid, None)
         return table
 
+    @cache_op
     def kmem_cache_compact(self: "SlabAllocator", cache: "KmemCache",
                            ratio: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Move the objects of slabs used at most ``ratio`` percent (default the cache's
@@ -310,6 +312,7 @@ class DefragAPI:
             _fault(self, old, new)
         return old, new
 
+    @cache_op
     def kmem_cache_shrink(self: "SlabAllocator", cache: "KmemCache") -> int:
         """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
         the head of each node's list (the kernel's ``kmem_cache_shrink``); for a cache with

@@ -15,6 +15,7 @@ from ..engine import ops
 from ..engine.layout import PG_SLAB, PG_TAIL
 from ..errors import SlabError, WrongCacheError, WrongTypeError
 from .defragapi import _check_ratio
+from .args import cache_op
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -64,6 +65,7 @@ class EvictAPI:
         _, freed, kicked, refused = self._per_cache("_evict_counts").get(cid, (0, 0, 0, 0))
         return {"slabs_freed": freed, "objects_kicked": kicked, "refusals": refused}
 
+    @cache_op
     def kmem_cache_defrag(self: "SlabAllocator", cache: "KmemCache | None" = None,
                           ratio: int | None = None) -> int:
         """Evict the objects of the partial slabs used at most ``ratio`` percent (default 30)
