@@ -726,8 +726,12 @@ class CacheTable:
         return cache
 
     def get(self, cid: int, default: Any = None) -> Any:
-        """The cache of id ``cid``, or ``default``."""
-        return self[cid] if cid in self._records else default
+        """The cache of id ``cid``, or ``default`` (also when another thread destroys it
+        meanwhile: a test of the id, then a lookup, raised a bare KeyError)."""
+        try:
+            return self[cid]
+        except KeyError:
+            return default
 
     def __delitem__(self, cid: int) -> None:
         del self._ids[self._records.pop(cid).name]

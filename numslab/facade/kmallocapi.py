@@ -117,7 +117,8 @@ class KmallocAPI:
         cid = self._cache_of(addr)
         if self._orig_size(cid, addr):
             self._set_orig_size(cid, addr, size)
-        return self._caches[cid].slab_ksize if cid in self._caches else size
+        cache = self._caches.get(cid)          # (another thread may destroy it meanwhile)
+        return size if cache is None else cache.slab_ksize
 
     def _ksize(self: "SlabAllocator", addr: int, fn: str = "ksize") -> int:
         """``ksize`` without touching the object (checks naming the call ``fn``); a sheaf

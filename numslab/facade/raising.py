@@ -71,7 +71,8 @@ class RaiseAPI:
         g = self._g
         cid, slab, bad = int(g[G_FAULT_CACHE]) - 1, int(g[G_FAULT_SLAB]), int(g[G_FAULT_VALUE])
         g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
-        name = self._caches[cid].name if cid in self._caches else f"cache {cid}"
+        cache = self._caches.get(cid)
+        name = cache.name if cache is not None else f"cache {cid}"
         raise SlabCorruptionError(
             f"{name}: Freepointer corrupt: a free object of the slab at {slab << 12:#x} holds "
             f"{bad:#x} where its free pointer belongs, which does not lead to a free object of "
@@ -95,7 +96,8 @@ class RaiseAPI:
         """`` (name)`` of the cache whose slab holds ``addr``; empty if none does (the calls
         that name no cache, ``kfree`` and its kin, name it so in their errors)."""
         cid = self._cache_of(addr)
-        return f" ({self._caches[cid].name})" if cid in self._caches else ""
+        cache = self._caches.get(cid)          # (another thread may destroy it meanwhile)
+        return "" if cache is None else f" ({cache.name})"
 
     def _raise(self: "SlabAllocator", err: int, fn: str, addr: int,
                cache: "KmemCache | None", batch: np.ndarray | None = None) -> None:
