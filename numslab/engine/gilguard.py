@@ -8,7 +8,7 @@ engine is taken as a first-class function (ARCHITECTURE.md, "Threads").
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from numba.core.dispatcher import Dispatcher
 from numba.core.targetconfig import _FlagsStack
@@ -44,6 +44,17 @@ def _calls_units(cres: Any) -> bool:
     return any(g.name == UNIT_SYMBOL for g in mod.global_variables)
 
 
+def _refusal(d: Dispatcher, how: str, advice: str) -> ConcurrentUseError:
+    """The error refusing ``d`` (a ``numslab.jit`` function, or a user's function that
+    calls one), ``how`` it was reached, and ``advice``."""
+    name = d.py_func.__name__
+    what = f"numslab.jit.{name}" if getattr(d, "numslab_api", False) else \
+        f"{name} (which calls numslab.jit)"
+    return ConcurrentUseError(f"{what} {how}{'' if how.endswith('and') else ':'} numslab "
+                              f"does not support concurrent entry into an allocator from "
+                              f"compiled threads yet; {advice}")
+
+
 _NUMBA_CALL_TEMPLATE = Dispatcher.get_call_template
 
 
@@ -63,19 +74,9 @@ def _call_template_refusing_threads(self: Dispatcher, args: tuple, kws: dict) ->
         cres = self.overloads.get(tuple(found[2]))
         if any(_calls_units(c) for c in ([cres] if cres is not None else
                                          self.overloads.values())):
-            name = self.py_func.__name__
-            what = f"numslab.jit.{name}" if getattr(self, "numslab_api", False) else \
-                f"{name} (which calls numslab.jit)"
-            raise ConcurrentUseError(
-                f"{what} called from {where}: numslab does not support concurrent entry into "
-                f"an allocator from compiled threads yet; call it from functions that hold "
-                f"the GIL (no nogil, no parallel, no cfunc)")
+            raise _refusal(self, f"called from {where}", "call it from functions that hold "
+                                 "the GIL (no nogil, no parallel, no cfunc)")
     return found
-
-
-if not getattr(Dispatcher.get_call_template, "numslab", False):
-    _call_template_refusing_threads.numslab = True         # type: ignore[attr-defined]
-    Dispatcher.get_call_template = _call_template_refusing_threads
 
 _NUMBA_COMPILE_RESULT = Dispatcher.get_compile_result
 
@@ -96,17 +97,18 @@ def _compile_result_refusing_pointers(self: Dispatcher, sig: Any) -> Any:
     if key not in seen:
         seen[key] = not _calls_units(cres)
     if not seen[key]:
-        name = self.py_func.__name__
-        what = f"numslab.jit.{name}" if getattr(self, "numslab_api", False) else \
-            f"{name} (which calls numslab.jit)"
-        raise ConcurrentUseError(
-            f"{what} taken as a first-class function ({sig}): numslab cannot tell whether "
-            f"the code calling it holds the GIL, and it does not support concurrent entry "
-            f"into an allocator from compiled threads yet; call it directly from functions "
-            f"that hold the GIL")
+        raise _refusal(self, f"taken as a first-class function ({sig}): numslab cannot "
+                             f"tell whether the code calling it holds the GIL, and",
+                       "call it directly from functions that hold the GIL")
     return cres
 
 
-if not getattr(Dispatcher.get_compile_result, "numslab", False):
-    _compile_result_refusing_pointers.numslab = True       # type: ignore[attr-defined]
-    Dispatcher.get_compile_result = _compile_result_refusing_pointers
+def _install(attr: str, wrapper: Callable) -> None:
+    """Put ``wrapper`` in the place of Numba's ``Dispatcher.<attr>``, once."""
+    if not getattr(getattr(Dispatcher, attr), "numslab", False):
+        wrapper.numslab = True                              # type: ignore[attr-defined]
+        setattr(Dispatcher, attr, wrapper)
+
+
+_install("get_call_template", _call_template_refusing_threads)
+_install("get_compile_result", _compile_result_refusing_pointers)
