@@ -753,13 +753,7 @@ class CacheTable:
     def values(self) -> list[KmemCache]:
         """The caches, oldest first (those another thread destroys meanwhile left out: a
         bare KeyError from ``sa.caches`` and ``save``)."""
-        out = []
-        for cid in list(self._records):
-            try:
-                out.append(self[cid])
-            except KeyError:
-                pass
-        return out
+        return [c for cid in list(self._records) if (c := self.get(cid)) is not None]
 
     @property
     def names(self) -> dict[str, int]:
