@@ -26,8 +26,8 @@ from ..errors import (CacheLeakError, InvalidArgumentError, LostObjectsError, Sl
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_order
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
                      SLAB_TRACE, gfp_names)
-from .kmallocapi import _RCU_LOCK
 from .args import cache_op
+from .kmallocapi import _RCU_LOCK
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator

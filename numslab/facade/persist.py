@@ -103,9 +103,6 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
         warnings.warn(f"save: the callbacks of caches {calls} (kmem_cache_setup_mobility, "
                       f"kmem_cache_setup_defrag) are Python code and are not saved: set them "
                       f"up again on the loaded machine", stacklevel=3)
-    for c in sa.caches:
-        if c.dtype is not None:
-            dtype_json(c.dtype, f"save: cache {c.name}")        # refused before any writing
     if sa._g[G_NPENDING]:                       # pragma: no cover - only mid-allocation
         raise SlabError("save: constructors are still pending")
     meta = {"format": FORMAT, "nr_cpus": sa.nr_cpus, "nr_nodes": sa.nr_nodes,
@@ -116,7 +113,8 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
             "partial_order": sa.partial_order, "release_order": sa.release_order,
             "rcu_pending": [[int(a), cpu] for a, cpu in sa._rcu_pending.items()],
             "caches": [{"id": c.id, "name": c.name,
-                        "dtype": None if c.dtype is None else dtype_json(c.dtype)}
+                        "dtype": None if c.dtype is None else      # (refused before the
+                        dtype_json(c.dtype, f"save: cache {c.name}")}  # file is opened)
                        for c in sa.caches]}
     pages = _shadow_pages(sa)
     used = np.flatnonzero(pages.any(axis=1))
