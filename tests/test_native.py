@@ -268,9 +268,12 @@ def test_the_engine_cache_is_keyed_on_the_abi_and_the_unit_table(tmp_path):
     # compiling a unit compiles none of the units it calls: it reaches them by table slot
     assert not first["callee_compiled"]
     assert first["table_refs"] and first["loads_slot"]
-    # (and the out-of-line guard of unit calls, native._guarded_call, one per arity)
-    assert all("alloc_block" in name or name.startswith("numslab_guarded_call_")
+    # (and the out-of-line guard of unit calls, native._guarded_call, one per arity, with
+    # the park of the fast paths it makes on a first call)
+    assert all("alloc_block" in name or name.startswith("numslab_guarded_call_") or
+               name in ("numslab_park_rows", "numslab_unpark_rows")
                for name in first["defines"]), first["defines"]
+    assert "numslab_park_rows" in first["defines"]
     procs = {
         "same": start_python(COMPILE_UNIT.format(patch=""), env),
         "abi": start_python(COMPILE_UNIT.format(

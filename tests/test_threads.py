@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 
+import numba
 import pytest
+from numba import types
+from numba.extending import intrinsic
 
+import numslab
 from numslab.engine import native
-from numslab.engine.layout import C_MAIN, SH_SIZE
+from numslab.engine.layout import C_MAIN, C_PARKED, SH_SIZE
 from numslab.facade.threads import no_sheaf
-from numslab.facade import threads
 
 KERNELS = ("7.0", "6.18")     #: the behaviour tested here is both generations'
 
@@ -77,25 +80,51 @@ def test_threads_making_the_default_allocator_at_once_share_one():
     assert p.stdout.split()[0] == "0", p.stdout
 
 
+@intrinsic
+def _park_rows(typingctx, st):
+    """Park the state at address ``st`` as a thread compiling a unit mid-operation does."""
+    def codegen(context, builder, sig, args):
+        fn = native._park_rows(builder.module, True)
+        builder.call(fn, [builder.inttoptr(args[0], fn.args[0].type)])
+        return context.get_dummy_value()
+    return types.none(types.int64), codegen
+
+
+@intrinsic
+def _unpark_rows(typingctx, st):
+    """Put back what :func:`_park_rows` parked."""
+    def codegen(context, builder, sig, args):
+        fn = native._park_rows(builder.module, False)
+        builder.call(fn, [builder.inttoptr(args[0], fn.args[0].type)])
+        return context.get_dummy_value()
+    return types.none(types.int64), codegen
+
+
+park = numba.njit(lambda st: _park_rows(st))
+unpark = numba.njit(lambda st: _unpark_rows(st))
+
+
 def test_park_points_every_main_sheaf_at_no_sheaf_and_puts_them_back(sa):
-    """The park hook sends inlined fast paths to the units and restores every row, leaving a
+    """The park sends inlined fast paths to the units and restores every row, leaving a
     row that Python changed meanwhile as it is."""
-    c = sa.kmem_cache_create("parked", 64)
+    c = sa.kmem_cache_create("parked", 64, sheaf_capacity=8)
+    c.free(c.alloc())
     a = c.alloc()
     cpt = sa.state.cpu
     before = cpt.copy()
     assert sa._mem[(no_sheaf(sa) >> 3) + SH_SIZE] == -1
-    restore = threads.park_fast_paths(sa._st)
+    assert before[c.id, :, C_MAIN].any() and not before[..., C_PARKED].any()
+    park(sa._st)
     assert ((cpt[..., C_MAIN] == no_sheaf(sa)) == (before[..., C_MAIN] != 0)).all()
+    assert (cpt[..., C_PARKED] == before[..., C_MAIN]).all()
     cpt[c.id, 0, C_MAIN] = 12345                 # as if Python changed it meanwhile
-    restore()
+    unpark(sa._st)
     expect = before.copy()
     expect[c.id, 0, C_MAIN] = 12345
     assert (cpt == expect).all()
     cpt[c.id, 0, C_MAIN] = before[c.id, 0, C_MAIN]
     c.free(a)
     sa.validate()
-    assert threads.park_fast_paths(12345) is None
     assert native.UNIT_TABLE[native.ENGINE_BUSY] == 0
 
 
@@ -103,17 +132,18 @@ def test_a_cache_created_while_the_fast_paths_are_parked_keeps_its_rows(sa):
     """A cache created while another thread compiles a unit mid-operation (the fast paths
     parked) had the restore write the unused slot's saved words over its own: under 6.18 a
     CPU slab of 0 instead of NIL, which validate refused ("cpu slab is not a frozen slab
-    of this cache"). Only the rows of the caches parked are put back."""
+    of this cache"). Only the rows parked are put back."""
     from numslab.engine.layout import C_SLAB, NIL
     old = sa.kmem_cache_create("old", 64)
     a = old.alloc()
     gone = sa.kmem_cache_create("gone", 64)
+    gone.free(gone.alloc())
     sa.kmem_cache_destroy(gone)             # its slot unused when the rows are parked
-    restore = threads.park_fast_paths(sa._st)
+    park(sa._st)
     new = sa.kmem_cache_create("new", 96)
     fresh = sa.kmem_cache_create("fresh", 128)
     rows = {c.id: sa.state.cpu[c.id].copy() for c in (new, fresh)}
-    restore()
+    unpark(sa._st)
     for c in (new, fresh):
         assert (sa.state.cpu[c.id] == rows[c.id]).all()
         assert (sa.state.cpu[c.id, :, C_SLAB] == NIL).all()
@@ -131,12 +161,57 @@ def test_sheaf_addresses_never_lists_the_parking_placeholder(sa):
     c = sa.kmem_cache_create("parked", 64)
     c.free(c.alloc())
     before = sorted(sa.sheaf_addresses().tolist())
-    restore = threads.park_fast_paths(sa._st)
+    park(sa._st)
     parked = sa.sheaf_addresses().tolist()
-    restore()
+    unpark(sa._st)
     assert no_sheaf(sa) - sa.memory.size not in parked
-    assert set(parked) <= set(before)
+    assert sorted(parked) == before                 # (the parked ones still held)
     assert sorted(sa.sheaf_addresses().tolist()) == before
+
+
+_WINDOW_CHILD = """
+import sys, numpy as np, numba, numslab
+from numslab import jit as nj
+from numslab.engine import native
+from numslab.engine.layout import C_MAIN, C_PARKED
+from numslab.facade.threads import no_sheaf
+sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=sys.argv[1])
+c = sa.kmem_cache_create("c", 64, sheaf_capacity=8)
+sa.kmem_cache_free(c, sa.kmem_cache_alloc(c, cpu=0), cpu=0)     # a main sheaf to park
+seen = []
+def watch(frame, event, arg):   # the first Python the stub runs while the engine is busy
+    if event == "call" and native.UNIT_TABLE[native.ENGINE_BUSY] and not seen:
+        mains = sa.state.cpu[..., C_MAIN]
+        seen.append(bool(((mains == 0) | (mains == no_sheaf(sa))).all()))
+@numba.njit
+def bulk(h, cid, out):
+    n = nj.kmem_cache_alloc_bulk(h, cid, out.shape[0], out)
+    nj.kmem_cache_free_bulk(h, cid, n, out)
+    return n
+out = np.zeros(100, np.int64)
+bulk(sa.handle, c.id, out[:0])                  # compiled: no unit called yet
+before = sa.state.cpu[..., C_MAIN].copy()
+sys.setprofile(watch)
+n = bulk(sa.handle, c.id, out)                  # the bulk units' first calls
+sys.setprofile(None)
+sa.validate()
+print(seen, n, (sa.state.cpu[..., C_MAIN] != 0).sum() >= (before != 0).sum(),
+      int(sa.state.cpu[..., C_PARKED].any()), native.UNIT_TABLE[native.ENGINE_BUSY])
+"""
+
+
+@pytest.mark.parametrize("gen", KERNELS)
+def test_the_fast_paths_are_parked_before_the_stub_runs_any_python(gen):
+    """The park hook ran in the stub's Python, and so did its restore: the interpreter may
+    switch threads at any of those steps (NumPy released the GIL for the rows' copies), and
+    other threads' inlined fast paths then used a main sheaf of the CPU whose operation was
+    half-way (an object in two sheaves, freed twice to its slab: "inuse + free objects !=
+    objects" after threads churned while caches came and went). The compiled caller now
+    parks before the stub's first step and puts the rows back after its last."""
+    p = subprocess.run([sys.executable, "-c", _WINDOW_CHILD, gen], capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == ["[True]", "100", "True", "0", "0"], p.stdout
 
 
 def test_load_writes_no_sheaf_whatever_was_saved(sa, tmp_path):
@@ -157,7 +232,6 @@ def test_caches_created_and_destroyed_by_two_threads_at_once_get_their_own_slots
     row; a destroy then raised KeyError). They now hold the allocator's ``slab_mutex``, as
     the kernel's do."""
     import threading
-    import numslab
     sa = numslab.SlabAllocator(nr_cpus=2, memory="16M")
     held, lock, errors = {}, threading.Lock(), []
     old = sys.getswitchinterval()
@@ -195,7 +269,6 @@ def test_validate_and_a_grace_period_in_another_thread_do_not_meet(monkeypatch):
     freed them, and the marks went back on free objects (every later free of one raised
     DoubleFreeError). The other thread's grace period now waits for the check."""
     import threading
-    import numslab
     from numslab.engine import checks
     sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="16M")   # the list: no sheaves
     for a in [sa.kmalloc(64) for _ in range(32)]:
@@ -226,7 +299,6 @@ def test_slabinfo_and_a_cache_destroyed_in_another_thread_do_not_meet(monkeypatc
     destroyed by another thread during the walk raised WrongCacheError or AttributeError
     from the reader. The destroy now waits for the walk."""
     import threading
-    import numslab
     from numslab.facade.cache import KmemCache
     sa = numslab.SlabAllocator(nr_cpus=2, memory="16M")
     victims = [sa.kmem_cache_create(f"victim{i}", 128) for i in range(3)]
@@ -253,7 +325,6 @@ def test_destroy_refuses_in_the_engine_an_object_taken_since_its_check(monkeypat
     later engine call: an object another thread took in between was released with them
     (its free then refused, ``validate`` failing on the whole allocator). The release
     checks again in the same engine call and refuses, changing nothing."""
-    import numslab
     from numslab.facade.cache import KmemCache
     sa = numslab.SlabAllocator(kernel=kernel, nr_cpus=2, memory="16M")
     c = sa.kmem_cache_create("raced", 96)
@@ -275,7 +346,6 @@ def test_per_cache_tables_pruned_by_two_threads_at_once():
     """``_per_cache`` pruned destroyed caches' entries while iterating its table: another
     thread pruning the same table in between (two shrinks at once) raised RuntimeError or
     KeyError. The other thread is played by the cache lookup the pruning makes."""
-    import numslab
     sa = numslab.SlabAllocator(nr_cpus=2, memory="16M")
     gone = [sa.kmem_cache_create(f"gone{i}", 64) for i in range(3)]
     for c in gone:
@@ -319,7 +389,6 @@ def test_prefilled_sheaves_construct_under_the_constructor_lock(kernel):
     without the lock the allocations hold: another thread got objects before their
     constructor ran, a constructor overwrote an object after its hand-out, and the two
     rewrites of the due list raised IndexError (52-108 objects a run)."""
-    import numslab
     sa = numslab.SlabAllocator(nr_cpus=2, memory="64M", kernel=kernel)
     mem = sa.memory
 
@@ -364,7 +433,6 @@ def test_validate_never_sees_a_returned_sheaf_half_way():
     """``kmem_cache_return_sheaf`` took the sheaf off the user's list and gave it back in two
     engine calls: a ``validate`` in another thread between them found its objects held by
     nothing ("inuse + free objects != objects"; 523 of 3000 calls). It is one call now."""
-    import numslab
     sa = numslab.SlabAllocator(nr_cpus=2, memory="16M")
     c = sa.kmem_cache_create("c", 256)
     sa.validate()
@@ -388,7 +456,6 @@ def test_destroys_in_one_thread_and_constructors_in_another_keep_the_due_list(ke
     neither usable nor destroyed. The engine now takes and puts the entries, and a
     discard forgets its own."""
     import time
-    import numslab
     sa = numslab.SlabAllocator(nr_cpus=2, memory="64M", kernel=kernel)
     mem = sa.memory
 
@@ -429,7 +496,6 @@ def test_the_kfree_rcu_list_is_read_under_its_lock(monkeypatch):
     freed object marked as waiting (slabs isolated, validate() failing); len(c) and destroy
     iterated the list as another thread's kfree_rcu added to it (a RuntimeError)."""
     import threading
-    import numslab
     from numslab.engine import debug
     from numslab.facade.kmallocapi import _RCU_LOCK
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="F")
@@ -529,3 +595,67 @@ def test_a_cache_used_while_another_thread_destroys_it_never_crashes(gate):
                        env=env, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.split("\n")[-2].startswith("other 0 "), p.stdout[-500:]
+
+
+_GATE_COMPILE_CHILD = """
+import numpy as np, numslab
+from numslab.engine import ops
+sa = numslab.SlabAllocator(nr_cpus=1, memory="8M")
+assert sa._gate is not None
+c = sa.kmem_cache_create("victim", 64)
+unit = ops.alloc_bulk
+assert unit.address == 0                        # its first call comes through the gate
+real = unit.compile
+made = []
+def compile_while_another_thread_destroys():    # as the compiler lets other threads run
+    if c.id >= 0:
+        cid = c.id
+        sa.kmem_cache_destroy(c)
+        made.append(sa.kmem_cache_create("usurper", 64))    # in the slot it left
+        assert made[0].id == cid
+    return real()
+unit.compile = compile_while_another_thread_destroys
+out = np.zeros(8, np.int64)
+try:
+    print("allocated", sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, 8, out))
+except numslab.SlabError as e:
+    print("refused", type(e).__name__, "destroyed" in str(e))
+sa.validate()
+print("usurper", made[0].live_objects)
+"""
+
+
+def test_the_gate_compiles_a_unit_before_it_reads_the_cache_id():
+    """The call gate read the cache id, then called the unit's stub, which compiled it
+    (running Python: other threads run) and ran it with that id: a cache destroyed
+    meanwhile was handed to the engine, or the cache made in its slot (8 of its objects
+    handed out as the destroyed cache's; the interpreter's heap corrupted at exit in about 1
+    run in 12 of four threads churning while caches came and went). The gate now compiles
+    first, then reads the id."""
+    p = subprocess.run([sys.executable, "-c", _GATE_COMPILE_CHILD], capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "NUMSLAB_GATE": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == ["refused", "WrongCacheError", "True", "usurper", "0"], p.stdout
+
+
+def test_a_release_waits_for_the_threads_waiting_to_enter_the_engine(sa):
+    """A thread that waits to enter the engine (another compiling a unit mid-operation)
+    holds a cache id it checked before it waited; a destroy that ran first left it to run
+    on a dead cache. The release refuses while threads wait, and the destroy tries again."""
+    import threading
+    from numslab.engine import ops
+    c = sa.kmem_cache_create("waited", 64)
+    c.free(c.alloc())
+    native.UNIT_TABLE[native.ENGINE_WAITERS] += 1          # a thread waiting, as it were
+    try:
+        assert ops.cache_release(sa._st, c.id, 0, 0) == ops.RELEASE_LATER
+        assert sa.find_cache("waited") is c
+        t = threading.Thread(target=sa.kmem_cache_destroy, args=(c,))
+        t.start()
+        t.join(0.3)
+        assert t.is_alive() and sa.find_cache("waited") is c     # it waits its turn
+    finally:
+        native.UNIT_TABLE[native.ENGINE_WAITERS] -= 1
+    t.join()
+    assert "waited" not in [x.name for x in sa.caches]
+    sa.validate()

@@ -56,6 +56,8 @@ typedef struct {
     Py_ssize_t id_offset;
     int64_t st;                /* the state's address */
     int64_t *table;            /* the unit table */
+    int64_t *stubs;            /* each slot's stub (the table holds it until compiled) */
+    PyObject *compile;         /* compile(slot): compile the unit of that slot */
     int64_t slots[NUNITS];     /* the units' slots */
     int64_t *ca;               /* the cache table (struct kmem_cache rows) */
     int64_t ca_ncols, ca_ctor;
@@ -125,6 +127,22 @@ static int64_t cache_id(Gate *self, PyObject *c)
         return -1;
     }
     return v;
+}
+
+/* Compile the gate's unit `u` if the table still holds its stub: compiling runs Python,
+ * where other threads run (a destroy among them), so it comes before the cache id is read.
+ * (The stub would compile it too, on the call, after the id was read: the engine was given
+ * a cache destroyed meanwhile, and the interpreter's heap was corrupted.) */
+static int ready(Gate *self, int u)
+{
+    int64_t slot = self->slots[u];
+    if (self->table[slot] != self->stubs[slot])
+        return 0;
+    PyObject *r = PyObject_CallFunction(self->compile, "L", (long long)slot);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
 }
 
 /* GFP flags: an int in 0..2**32-1 (else the Python method refuses it). */
@@ -225,6 +243,8 @@ static PyObject *g_alloc(Gate *self, PyObject *const *args, Py_ssize_t nargs, Py
         SLOW("kmem_cache_alloc");
     if (thread_cpu(self, &cpu))       /* first: it may run Python (sa._cpu()), and another */
         return NULL;                  /* thread's destroy then made a cache id read before it stale */
+    if (ready(self, U_ALLOC))
+        return NULL;
     int64_t cid = cache_id(self, args[0]);
     if (nargs >= 2)
         gfp = plain_int(args[1], &ok);
@@ -244,6 +264,8 @@ static PyObject *g_free(Gate *self, PyObject *const *args, Py_ssize_t nargs, PyO
     if (kwnames || nargs < 2 || nargs > 3 || (nargs == 3 && args[2] != Py_None))
         SLOW("kmem_cache_free");
     if (thread_cpu(self, &cpu))       /* before the id is read (see g_alloc) */
+        return NULL;
+    if (ready(self, U_FREE))
         return NULL;
     int64_t cid = cache_id(self, args[0]);
     int64_t addr = plain_int(args[1], &ok);
@@ -313,6 +335,8 @@ static PyObject *g_alloc_bulk(Gate *self, PyObject *const *args, Py_ssize_t narg
         SLOW("kmem_cache_alloc_bulk");
     if (thread_cpu(self, &cpu))       /* before the id is read (see g_alloc) */
         return NULL;
+    if (ready(self, U_ALLOC_BULK))
+        return NULL;
     int64_t cid = cache_id(self, args[0]);
     int64_t gfp = plain_int(args[1], &ok);
     int64_t nr = plain_int(args[2], &ok);
@@ -339,6 +363,8 @@ static PyObject *free_bulk(Gate *self, PyObject *const *args, Py_ssize_t nargs,
     if (kwnames || nargs < 2 + k || nargs > 3 + k || (nargs == 3 + k && args[2 + k] != Py_None))
         return python_path(self, name, args, nargs, kwnames);
     if (thread_cpu(self, &cpu))       /* before the id is read (see g_alloc) */
+        return NULL;
+    if (ready(self, U_FREE_BULK))
         return NULL;
     if (with_cache && (cid = cache_id(self, args[0])) < 0)
         return python_path(self, name, args, nargs, kwnames);
@@ -378,6 +404,8 @@ static PyObject *g_alloc_array(Gate *self, PyObject *const *args, Py_ssize_t nar
     if (kwnames || nargs < 4 || nargs > 6 || (nargs == 6 && args[5] != Py_None))
         SLOW("kmem_cache_alloc_array");
     if (thread_cpu(self, &cpu))       /* before the id is read (see g_alloc) */
+        return NULL;
+    if (ready(self, U_ALLOC_ARRAY))
         return NULL;
     int64_t cid = cache_id(self, args[0]);
     int64_t gfp = plain_int(args[1], &ok);
@@ -452,20 +480,21 @@ static Py_ssize_t slot_offset(PyObject *type, const char *name)
 static int gate_init(Gate *self, PyObject *args, PyObject *kwds)
 {
     PyObject *slots, *kmalloc_table, *sa, *keep, *error_type, *cache_type, *array_type, *descr;
-    long long st, table, ca, g;
+    PyObject *compile;
+    long long st, table, ca, g, stubs;
     static char *kwlist[] = {"sa", "keep", "error_type", "cache_type", "array_type",
                              "int64_descr", "st", "table", "slots", "ca", "ca_ncols", "ca_ctor",
                              "g", "g_npending", "kmalloc_table", "gfp_kernel",
-                             "array_flags_all", NULL};
+                             "array_flags_all", "stubs", "compile", NULL};
     if (self->keep != NULL) {
         PyErr_SetString(PyExc_TypeError, "Gate: already initialised");
         return -1;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOLLOLLLLLOLL", kwlist, &sa, &keep,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOLLOLLLLLOLLLO", kwlist, &sa, &keep,
                                      &error_type, &cache_type, &array_type, &descr, &st,
                                      &table, &slots, &ca, &self->ca_ncols, &self->ca_ctor, &g,
                                      &self->g_npending, &kmalloc_table, &self->gfp_kernel,
-                                     &self->array_flags_all))
+                                     &self->array_flags_all, &stubs, &compile))
         return -1;
     /* references first: dealloc drops them, whatever fails below */
     Py_INCREF(keep);
@@ -478,6 +507,8 @@ static int gate_init(Gate *self, PyObject *args, PyObject *kwds)
     self->array_type = array_type;
     Py_INCREF(descr);
     self->int64_descr = descr;
+    Py_INCREF(compile);
+    self->compile = compile;
     self->sa_ref = PyWeakref_NewRef(sa, NULL);
     if (self->sa_ref == NULL)
         return -1;
@@ -511,6 +542,7 @@ static int gate_init(Gate *self, PyObject *args, PyObject *kwds)
         return -1;
     self->st = st;
     self->table = (int64_t *)(intptr_t)table;
+    self->stubs = (int64_t *)(intptr_t)stubs;
     self->ca = (int64_t *)(intptr_t)ca;
     self->g = (int64_t *)(intptr_t)g;
     self->have_thread = 0;
@@ -525,6 +557,7 @@ static void gate_dealloc(Gate *self)
     Py_XDECREF(self->cache_type);
     Py_XDECREF(self->array_type);
     Py_XDECREF(self->int64_descr);
+    Py_XDECREF(self->compile);
     PyMem_Free(self->kmalloc_cache);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }

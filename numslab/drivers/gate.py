@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..engine import ops
+from ..engine import native, ops
 from ..engine.kmalloc import kmalloc_index_table
 from ..engine.layout import CA_CTOR, CA_NCOLS, F_CA, F_G, G_NPENDING, view
-from ..engine.native import UNIT_TABLE
+from ..engine.native import STUB_TABLE, UNIT_TABLE
 from ..errors import SlabError
 from ..flags import GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL
 
@@ -36,6 +36,11 @@ GATED = ("kmem_cache_alloc", "kmem_cache_free", "kmalloc", "kfree", "kmem_cache_
 #: The units behind them, in the gate's order.
 UNITS = (ops.kmem_cache_alloc_node, ops.kmem_cache_free, ops.kmalloc, ops.kfree,
          ops.alloc_bulk, ops.free_bulk, ops.kmem_cache_alloc_array)
+
+
+def _compile_slot(slot: int) -> None:
+    """Compile the unit of table slot ``slot`` (the gate asks before it reads a cache id)."""
+    native.UNITS[slot].compile()
 
 
 @lru_cache(maxsize=1)
@@ -67,7 +72,8 @@ def install(sa: "SlabAllocator", base: type, cache_type: type) -> bool:
         st=sa._st, table=UNIT_TABLE.ctypes.data, slots=[u.slot for u in UNITS],
         ca=view(sa._buf, F_CA).ctypes.data, ca_ncols=CA_NCOLS, ca_ctor=CA_CTOR,
         g=view(sa._buf, F_G).ctypes.data, g_npending=G_NPENDING, kmalloc_table=kmalloc_cache,
-        gfp_kernel=GFP_KERNEL, array_flags_all=SLAB_ARRAY_ALLOC_ALL)
+        gfp_kernel=GFP_KERNEL, array_flags_all=SLAB_ARRAY_ALLOC_ALL,
+        stubs=STUB_TABLE.ctypes.data, compile=_compile_slot)
     sa._gate = gate
     for name in GATED:
         if getattr(type(sa), name) is getattr(base, name):

@@ -113,7 +113,9 @@ R_MAX = 256
 
 # ---- kmem_cache_cpu columns (field CPU, shape [max_caches * ncpus, C_NCOLS]) --------------
 #: ``C_RCU_FREE`` is ``pcs->rcu_free``: the sheaf ``kfree_rcu`` fills on this CPU (0: none).
-C_FREELIST, C_SLAB, C_PARTIAL, C_MAIN, C_SPARE, C_RCU_FREE, C_NCOLS = range(7)
+#: ``C_PARKED`` holds ``C_MAIN`` while the row is parked at ``NO_SHEAF`` (a thread compiling
+#: a unit mid-operation: ``native._guarded_call``), else 0.
+C_FREELIST, C_SLAB, C_PARTIAL, C_MAIN, C_SPARE, C_RCU_FREE, C_PARKED, C_NCOLS = range(8)
 
 # ---- kmem_cache_node columns (field NODE, shape [max_caches * nnodes, N_NCOLS]) -----------
 #: The barn: ``N_BARN_FULL``/``N_BARN_EMPTY`` head lists of sheaves linked through ``SH_NEXT``
@@ -219,6 +221,8 @@ native.SCALAR_ATTRS.update({name: (H_FIELDS + 2 * F_G, item) for name, item in (
     ("pages_per_node", G_PAGES_PER_NODE), ("max_caches", G_MAX_CACHES),
     ("kernel", G_KERNEL))})
 native.ADDRESS_ATTRS["mem"] = H_MEM
+native.PARK_LAYOUT.update(cpu_field=H_FIELDS + 2 * F_CPU, mem_size=H_MEMSIZE, no_sheaf=NO_SHEAF,
+                          main=C_MAIN, parked=C_PARKED, ncols=C_NCOLS)
 native.HEADER_ATTRS["mem_size"] = H_MEMSIZE
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.core.caching import FunctionCache
 from numba.core.ccallback import CFunc, _CFuncCompiler
 from numba.core.registry import CPUDispatcher
@@ -433,20 +434,24 @@ MAX_UNITS = 510
 #: Entry addresses of the units, by slot: a unit's compiled C function once it is compiled,
 #: until then a stub that compiles it. Never freed or moved: compiled code finds it by the
 #: process symbol ``numslab_units``.
-UNIT_TABLE = np.zeros(MAX_UNITS + 3, np.int64)
+UNIT_TABLE = np.zeros(MAX_UNITS + 4, np.int64)
 #: Slots of :data:`UNIT_TABLE` after the units'. A unit compiled on its first call may be
 #: called in the middle of an engine operation (a unit calling another), and compiling lets
 #: other threads run. So the compiled caller of a unit that is still its stub raises
-#: ``ENGINE_BUSY`` and writes its thread's pointer (``pthread_self()``, which is
-#: ``threading.get_ident()``) to ``ENGINE_OWNER``, in compiled code where no other thread
-#: can run in between; until it lowers them, every unit's entry (and the call gate) makes
-#: other threads wait, in the function in ``ENGINE_WAIT``, and the park hooks keep them off
-#: the inlined fast paths (``numslab.jit``).
-ENGINE_BUSY, ENGINE_WAIT, ENGINE_OWNER = MAX_UNITS, MAX_UNITS + 1, MAX_UNITS + 2
-#: ``hook(state_address)`` before a thread compiles a unit in the middle of an operation on
-#: that state: it parks what inlined fast paths use (the facade points every CPU's main sheaf
-#: at ``layout.NO_SHEAF``) and returns the function that puts it back, or None.
-PARK_HOOKS: list[Callable[[int], Callable[[], None] | None]] = []
+#: ``ENGINE_BUSY``, writes its thread's pointer (``pthread_self()``, which is
+#: ``threading.get_ident()``) to ``ENGINE_OWNER`` and parks the state's inlined fast paths
+#: (every CPU's main sheaf pointed at ``layout.NO_SHEAF``), all in compiled code where no
+#: other thread can run in between; the stub then only compiles, and the caller puts the
+#: rows back and lowers both before it calls the unit. Meanwhile every unit's entry (and the
+#: call gate) makes other threads wait, in the function in ``ENGINE_WAIT``, and their
+#: inlined fast paths (``numslab.jit``) find an empty and full sheaf and take the units.
+#: ``ENGINE_WAITERS`` counts the threads waiting there: each holds arguments it checked
+#: before it waited (a cache id), so a destroy's release lets them in first
+#: (:func:`engine_waiters`).
+ENGINE_BUSY, ENGINE_WAIT, ENGINE_OWNER, ENGINE_WAITERS = range(MAX_UNITS, MAX_UNITS + 4)
+#: Filled by ``layout``: the header words of the CPU rows' field (``cpu_field``: offset, then
+#: length) and of the arena's size, ``NO_SHEAF``'s offset past the arena, the row's columns.
+PARK_LAYOUT: dict[str, int] = {}
 UNITS: list[Unit] = []
 UNIT_SYMBOL = "numslab_units"
 ll.add_symbol(UNIT_SYMBOL, UNIT_TABLE.ctypes.data)
@@ -516,19 +521,13 @@ class Unit:
         return f"<unit {self.name} slot {self.slot}{' compiled' if self.address else ''}>"
 
     def _first_call(self, *args: int) -> int:
-        """The table's stub: compile, then run this call. A compiled caller that got here made
-        this thread the engine's owner first (:data:`ENGINE_OWNER`): it may be a unit in the
-        middle of an operation, so other threads' entries wait while the compiler lets them
-        run, and the park hooks keep their inlined fast paths off this state meanwhile."""
-        nested = UNIT_TABLE[ENGINE_BUSY] != 0 and \
-            UNIT_TABLE[ENGINE_OWNER] == threading.get_ident()
-        undo = [hook(args[0]) for hook in PARK_HOOKS] if nested else []
-        try:
-            run = self.compile()
-        finally:
-            for restore in undo:
-                if restore is not None:
-                    restore()
+        """The table's stub: compile, then run this call. A compiled caller that got here
+        (:func:`_guarded_call`: it may be a unit in the middle of an operation) made this
+        thread the engine's owner and parked the fast paths first; it calls the unit itself
+        once the rows are back, so the stub then only compiles (0)."""
+        run = self.compile()
+        if UNIT_TABLE[ENGINE_BUSY] != 0 and UNIT_TABLE[ENGINE_OWNER] == threading.get_ident():
+            return 0
         return run(*args)
 
     def compile(self) -> Callable[..., int]:
@@ -564,11 +563,27 @@ class Unit:
 
 
 def wait_for_engine() -> int:
-    """Block (the GIL released) while another thread compiles a unit inside the engine. 0."""
+    """Block (the GIL released) while another thread compiles a unit inside the engine,
+    counted in ``ENGINE_WAITERS`` meanwhile. 0. (No point where the interpreter may switch
+    threads lies between the last test of ``ENGINE_BUSY`` and the return to the caller.)"""
     me = threading.get_ident()
-    while UNIT_TABLE[ENGINE_BUSY] and UNIT_TABLE[ENGINE_OWNER] != me:
-        time.sleep(0.0002)
+    if UNIT_TABLE[ENGINE_BUSY] and UNIT_TABLE[ENGINE_OWNER] != me:
+        UNIT_TABLE[ENGINE_WAITERS] += 1
+        try:
+            while UNIT_TABLE[ENGINE_BUSY] and UNIT_TABLE[ENGINE_OWNER] != me:
+                time.sleep(0.0002)
+        finally:
+            UNIT_TABLE[ENGINE_WAITERS] -= 1
     return 0
+
+
+@intrinsic
+def engine_waiters(typingctx: Any) -> Any:
+    """The number of threads waiting to enter the engine (``ENGINE_WAITERS``), in a unit:
+    each may hold a cache id it checked before it waited."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return table_load(builder, UNIT_SYMBOL, ir.Constant(_I64, ENGINE_WAITERS))
+    return types.int64(), codegen
 
 
 _WAIT = ctypes.CFUNCTYPE(ctypes.c_int64)(wait_for_engine)      # kept alive: the table has it
@@ -657,9 +672,12 @@ def _call_unit(builder: Any, slot: Any, args: list) -> Any:
 def _guarded_call(module: Any, n: int) -> Any:
     """The out-of-line call of a unit of ``n`` arguments after the state, in ``module``:
     wait while another thread owns the engine; if the unit is still its Python stub, raise
-    :data:`ENGINE_BUSY` and name this thread ``ENGINE_OWNER`` first (in compiled code,
-    where no other thread can run in between; in the stub's Python code one could), and
-    lower them after."""
+    :data:`ENGINE_BUSY`, name this thread ``ENGINE_OWNER`` and park the state's fast paths
+    (:func:`_park_rows`) before the stub compiles it, and put the rows back and lower both
+    after; then call the unit. All in compiled code, where no other thread can run in
+    between: done from the stub's Python, the other threads' inlined fast paths ran on the
+    rows before they were parked and after they were put back, while this thread's
+    operation was half-way (a sheaf's object freed twice to its slab)."""
     name = f"numslab_guarded_call_{n}"
     if name in module.globals:
         return module.globals[name]
@@ -672,20 +690,66 @@ def _guarded_call(module: Any, n: int) -> Any:
     base = table_address(builder, UNIT_SYMBOL)
     busy_at = builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)])
     owner_at = builder.gep(base, [ir.Constant(_I64, ENGINE_OWNER)])
-    addr = builder.load(builder.gep(base, [slot]))
-    first = builder.icmp_signed("==", addr, table_load(builder, STUB_SYMBOL, slot))
+    slot_at = builder.gep(base, [slot])
+    fnty = ir.FunctionType(_I64, [_P64] + [_I64] * n)
+    first = builder.icmp_signed("==", builder.load(slot_at), table_load(builder, STUB_SYMBOL,
+                                                                        slot))
     one, zero = ir.Constant(_I64, 1), ir.Constant(_I64, 0)
     with builder.if_then(first, likely=False):
-        builder.store(builder.add(builder.load(busy_at), one), busy_at)
+        was = builder.load(busy_at)
+        builder.store(builder.add(was, one), busy_at)
         builder.store(_thread_pointer(builder), owner_at)
-    fnty = ir.FunctionType(_I64, [_P64] + [_I64] * n)
-    result = builder.call(builder.inttoptr(addr, fnty.as_pointer()), args)
-    with builder.if_then(first, likely=False):
+        with builder.if_then(builder.icmp_signed("==", was, zero)):
+            builder.call(_park_rows(module, True), [args[0]])
+        builder.call(builder.inttoptr(builder.load(slot_at), fnty.as_pointer()), args)
         busy = builder.sub(builder.load(busy_at), one)
         builder.store(busy, busy_at)
         with builder.if_then(builder.icmp_signed("==", busy, zero)):
+            builder.call(_park_rows(module, False), [args[0]])
             builder.store(zero, owner_at)
-    builder.ret(result)
+    # the unit, compiled now (its stub again only if compiling failed: it then raises)
+    builder.ret(builder.call(builder.inttoptr(builder.load(slot_at), fnty.as_pointer()), args))
+    return fn
+
+
+def _park_rows(module: Any, park: bool) -> Any:
+    """``numslab_park_rows(st)`` (``park``) in ``module``: point every CPU row's main sheaf
+    of state ``st`` at its ``NO_SHEAF`` (empty to an allocation, full to a free), keeping
+    the handle in the row's ``parked`` column; or ``numslab_unpark_rows(st)``: put each
+    parked handle back, where the row still points at ``NO_SHEAF`` (a row that Python wrote
+    meanwhile, a new cache's, stays as written), and clear the column."""
+    name = "numslab_park_rows" if park else "numslab_unpark_rows"
+    if name in module.globals:
+        return module.globals[name]
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [_P64]), name)
+    fn.linkage = "linkonce_odr"
+    fn.attributes.add("noinline")
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    st, = fn.args
+    lay = PARK_LAYOUT
+    const = lambda v: ir.Constant(_I64, v)      # noqa: E731
+    zero = const(0)
+    words = builder.gep(st, [builder.load(builder.gep(st, [const(lay["cpu_field"])]))])
+    nrows = builder.sdiv(builder.load(builder.gep(st, [const(lay["cpu_field"] + 1)])),
+                         const(lay["ncols"]))
+    no_sheaf = builder.add(builder.load(builder.gep(st, [const(lay["mem_size"])])),
+                           const(lay["no_sheaf"]))
+    with cgutils.for_range(builder, nrows) as loop:
+        row = builder.mul(loop.index, const(lay["ncols"]))
+        main_at = builder.gep(words, [builder.add(row, const(lay["main"]))])
+        kept_at = builder.gep(words, [builder.add(row, const(lay["parked"]))])
+        main = builder.load(main_at)
+        if park:
+            with builder.if_then(builder.icmp_signed("!=", main, zero)):
+                builder.store(main, kept_at)
+                builder.store(no_sheaf, main_at)
+        else:
+            kept = builder.load(kept_at)
+            with builder.if_then(builder.icmp_signed("!=", kept, zero)):
+                with builder.if_then(builder.icmp_signed("==", main, no_sheaf)):
+                    builder.store(kept, main_at)
+                builder.store(zero, kept_at)
+    builder.ret_void()
     return fn
 
 

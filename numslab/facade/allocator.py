@@ -17,8 +17,8 @@ from ..drivers import gate, handles
 from ..drivers.calls import bound
 from ..engine import checks, ops
 from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
-from ..engine.layout import (C_MAIN, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY, N_BARN_FULL,
-                             N_NR_SLABS,
+from ..engine.layout import (C_MAIN, C_PARKED, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY,
+                             N_BARN_FULL, N_NR_SLABS,
                              SH_NEXT, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
@@ -416,7 +416,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
             if sheaf_capacity and not booting and \
                     init_percpu_sheaves(self._st, cid, self._cpu()) < 0:
-                ops.cache_release(self._st, cid, self._cpu(), 0)
+                self._cache_release(cid, False)
                 ca[cid] = 0
                 del self._caches[cid]
                 raise OutOfMemoryError(f"kmem_cache_create({name}): no memory for the per-CPU "
@@ -475,9 +475,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             if force:
                 while sheaf := int(self.state.ca[cache._id, CA_USER_SHEAVES]):
                     self.kmem_cache_return_sheaf(cache, GFP_KERNEL, sheaf)
-                held = cache.live_addresses()
-                if len(held):
-                    self.kmem_cache_free_bulk(cache, len(held), held)
+                self._free_every_object(cache)
             self._refuse_leaky_destroy(cache, cache.live_objects, force)
             cache.__class__ = DestroyedCache    # other threads' calls now refuse it...
             if not self._cache_release(cache._id, force):   # ...and one took an object since
@@ -755,9 +753,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         sheaves handed to users and those waiting for a grace period (their kmalloc objects
         in the arena; a sheaf's handle is that address plus the arena's size)."""
         st = self.state
-        cpu = st.cpu[:, :, [C_MAIN, C_SPARE, C_RCU_FREE]]
-        # (while a unit compiles mid-operation the main sheaves are parked at NO_SHEAF, the
-        # allocator's placeholder in frame 0, not a sheaf it holds)
+        cpu = st.cpu[:, :, [C_MAIN, C_PARKED, C_SPARE, C_RCU_FREE]]
+        # (while a unit compiles mid-operation the main sheaves are parked: kept in C_PARKED,
+        # the rows pointing at NO_SHEAF, the allocator's placeholder in frame 0)
         out = [cpu[(cpu != 0) & (cpu != threads.no_sheaf(self))]]
         words = self._mem
         heads = np.concatenate([st.node[:, :, [N_BARN_FULL, N_BARN_EMPTY]].ravel(),

@@ -3,9 +3,11 @@ the 6.18 prefilled-sheaf API, each one checked Python call around one kernel."""
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import numba as nb
+
 import numpy as np
 
 from ..engine import checks, ops
@@ -17,7 +19,8 @@ from ..engine.native import jit
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..engine.slablists import pending_put, pending_take
-from ..errors import BadAddressError, InvalidArgumentError, InvalidSizeError, SlabError
+from ..errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidArgumentError,
+                      InvalidSizeError, SlabError)
 from ..flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
 from .args import cache_op, check_gfp
 from .cache import KmemCache
@@ -245,8 +248,29 @@ class BatchAPI:
         caller's check (or, not ``force``, lost objects appeared). The constructors still
         due on them are forgotten by the engine as it discards each slab
         (``slablists._pending_forget``): a rewrite of the due list here, outside the
-        constructor lock, met another thread's reading it."""
-        return not ops.cache_release(self._st, cid, self._cpu(), int(force))
+        constructor lock, met another thread's reading it. It waits for the threads that wait
+        to enter the engine: each may hold ``cid``, checked before it waited (``numslab.jit``
+        callers and the call gate; the facade's cache operations hold the slab_mutex)."""
+        while (r := ops.cache_release(self._st, cid, self._cpu(), int(force))) == \
+                ops.RELEASE_LATER:      # threads wait to enter the engine, maybe with cid:
+            time.sleep(0.0002)          # they go first (the GIL released)
+        return not r
+
+    def _free_every_object(self: "SlabAllocator", cache: KmemCache) -> None:
+        """Free every live object of ``cache`` (a forced destroy). The objects are read, then
+        freed in a later engine call: another thread's free in between (its racing user's)
+        made the batch a double free, refused whole; they are read again then."""
+        for _ in range(100):
+            held = cache.live_addresses()
+            if not len(held):
+                return
+            try:
+                self.kmem_cache_free_bulk(cache, len(held), held)
+                return
+            except (DoubleFreeError, BadAddressError):
+                continue            # (the batch refused: nothing freed)
+        raise CacheLeakError(f"kmem_cache_destroy {cache.name}: other threads kept freeing its "
+                             f"objects as it tried to free them")
 
     def _bulk_done(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    fn: str) -> int:

@@ -130,7 +130,7 @@ class KmallocAPI:
         if err == checks.E_LARGE:
             return PAGE_SIZE << int(self.state.pg_order[addr >> 12])
         if err == checks.E_ALLOCATORS and fn == "ksize":
-            return self._caches[int(self.state.sl_cache[self._slab_head(addr)])].object_size
+            return self._slab_owner(self._slab_head(addr), f"{fn}: {addr:#x}").object_size
         if err == checks.E_DOUBLE_FREE:
             owner = self._caches.get(int(self.state.sl_cache[self._slab_head(addr)]))
             if owner is None:               # a large kmalloc waiting on the kfree_rcu list
@@ -144,7 +144,7 @@ class KmallocAPI:
                                   f"allocation")
         if err:
             self._raise(err, fn, addr, None)
-        return self._caches[int(self.state.sl_cache[slab])].object_size
+        return self._slab_owner(slab, f"{fn}: {addr:#x}").object_size
 
     def _orig_size(self: "SlabAllocator", cid: int, addr: int) -> int:
         """``get_orig_size`` of a live object of cache ``cid`` whose size is stored (a

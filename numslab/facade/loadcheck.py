@@ -12,15 +12,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine import layout
-from ..engine.layout import (B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB,
-                             C_SPARE, CA_ACTIVE, CA_ALIGN, CA_CTOR, CA_DEBUG, CA_FLAGS,
-                             CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECT_SIZE,
-                             CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_ORIG, CA_PARTIAL_ORDER,
-                             CA_RECIP, CA_RED_LEFT, CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY,
-                             CA_SIZE, CA_TRACK, CA_USER_SHEAVES, D_OBJECT_POISON, G_NDEBUG,
-                             G_NLOST, G_NPENDING, PENDING_FRAME,
-                             G_NRCU, G_RCU_HEAD, G_RCU_TAIL, N_BARN_EMPTY, N_BARN_FULL,
-                             N_NR_EMPTY, N_NR_FULL, N_NR_PARTIAL, N_PARTIAL_HEAD,
+from ..engine.layout import (B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARKED, C_PARTIAL, C_RCU_FREE,
+                             C_SLAB, C_SPARE, CA_ACTIVE, CA_ALIGN, CA_CTOR, CA_DEBUG, CA_FLAGS,
+                             CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECT_SIZE, CA_OBJECTS,
+                             CA_OFFSET, CA_ORDER, CA_ORIG, CA_PARTIAL_ORDER, CA_RECIP, CA_RED_LEFT,
+                             CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY, CA_SIZE, CA_TRACK,
+                             CA_USER_SHEAVES, D_OBJECT_POISON, G_NDEBUG, G_NLOST, G_NPENDING,
+                             PENDING_FRAME, G_NRCU, G_RCU_HEAD, G_RCU_TAIL, N_BARN_EMPTY,
+                             N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, N_NR_PARTIAL, N_PARTIAL_HEAD,
                              N_PARTIAL_TAIL, NIL, NR_ORDERS, NR_PBUCKETS, P_BATCH, P_COUNT,
                              P_FREE_FACTOR, P_HIGH, P_LISTS, PCP_MAX_ORDER, PG_BUDDY,
                              PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED, PG_LARGE,
@@ -417,6 +416,8 @@ class Structure:
         an object of it, its partial chain slabs of the cache marked so; none under 7.x."""
         st, sl = self.st, self.st.sl_cache.tolist()
         gen7 = self.sa._gen7
+        parked = st.cpu[..., C_PARKED].reshape(-1)      # (only while a unit compiles)
+        self.first("cpu[:, :, C_PARKED]", parked, parked == 0, "not 0: no row is parked")
         for c in np.flatnonzero(st.ca[:, CA_ACTIVE]).tolist():
             for cpu in range(self.sa.nr_cpus):
                 row = st.cpu[c, cpu]

@@ -99,6 +99,16 @@ class RaiseAPI:
         cache = self._caches.get(cid)          # (another thread may destroy it meanwhile)
         return "" if cache is None else f" ({cache.name})"
 
+    def _slab_owner(self: "SlabAllocator", head: int, where: str) -> "KmemCache":
+        """The cache of the slab at frame ``head``, read after an engine call found it: a
+        SlabError if another thread freed that slab or destroyed its cache meanwhile (a bare
+        KeyError before)."""
+        cache = self._caches.get(int(self.state.sl_cache[head]))
+        if cache is None:
+            raise BadAddressError(f"{where}: the slab at {head << 12:#x} was freed or its "
+                                  f"cache destroyed by another thread meanwhile")
+        return cache
+
     def _raise(self: "SlabAllocator", err: int, fn: str, addr: int,
                cache: "KmemCache | None", batch: np.ndarray | None = None) -> None:
         """Turn a kernel error code into the matching exception. Its details are read from
@@ -120,9 +130,9 @@ class RaiseAPI:
         if err == checks.E_WRONG_CACHE:
             name = cache.name if cache is not None else "?"     # (a cache has a len)
             raise WrongCacheError(f"{where}: Wrong slab cache. {name} but object is from "
-                                  f"{self._caches[int(self.state.sl_cache[head])].name}")
+                                  f"{self._slab_owner(head, where).name}")
         if err == checks.E_MISALIGNED:
-            c = self._caches[int(self.state.sl_cache[head])]
+            c = self._slab_owner(head, where)
             off = addr - (head << 12) - c.red_left_pad
             raise BadAddressError(f"{where} is not the start of an object of {c.name}: the "
                                   f"slab at {head << 12:#x} has objects every {c.slab_size} "
