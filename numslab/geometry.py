@@ -129,8 +129,13 @@ def kmalloc_align(size: int) -> int:
 
 
 def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
-                       nr_cpus: int, freeptr_offset: int | None = None) -> Geometry:
+                       nr_cpus: int, freeptr_offset: int | None = None,
+                       ctor_freeptr: bool = False) -> Geometry:
     """Compute a cache's geometry as ``do_kmem_cache_create``/``calculate_sizes`` do.
+
+    ``ctor_freeptr``: a cache with a constructor may take ``freeptr_offset`` (Linux 7.0,
+    "mm/slab: allow specifying free pointer offset when using constructor"; 6.18 refuses it
+    as it refuses any cache without SLAB_TYPESAFE_BY_RCU).
 
     Raises
     ------
@@ -151,14 +156,17 @@ def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
     inuse = size
     align = calculate_alignment(flags, align, object_size)
     if freeptr_offset is not None and (
-            not flags & SLAB_TYPESAFE_BY_RCU or freeptr_offset < 0 or freeptr_offset % 8
-            or freeptr_offset >= object_size):
+            not (flags & SLAB_TYPESAFE_BY_RCU or has_ctor and ctor_freeptr)
+            or freeptr_offset < 0 or freeptr_offset % 8 or freeptr_offset >= object_size):
+        needs = "SLAB_TYPESAFE_BY_RCU or a constructor" if ctor_freeptr else \
+            "SLAB_TYPESAFE_BY_RCU (a constructor too from Linux 7.0)"
         raise InvalidSizeError(
-            f"freeptr_offset {freeptr_offset} needs SLAB_TYPESAFE_BY_RCU and an 8-aligned "
-            f"offset inside the {object_size}-byte object")
+            f"freeptr_offset {freeptr_offset} needs {needs} and an 8-aligned offset inside "
+            f"the {object_size}-byte object")
     orig_size = bool(flags & SLAB_STORE_USER and flags & SLAB_KMALLOC)   # slub_debug_orig_size
     if ((flags & SLAB_TYPESAFE_BY_RCU and freeptr_offset is None) or flags & SLAB_POISON
-            or has_ctor or (flags & SLAB_RED_ZONE and (object_size < 8 or orig_size))):
+            or (has_ctor and freeptr_offset is None)
+            or (flags & SLAB_RED_ZONE and (object_size < 8 or orig_size))):
         offset = size            # free pointer after the object
         size += 8
     elif freeptr_offset is not None:

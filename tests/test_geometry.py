@@ -126,6 +126,34 @@ def test_free_pointer_placement():
     assert g.offset == 48
 
 
+def test_a_constructor_cache_takes_a_free_pointer_offset_from_7_0():
+    """Linux 7.0 (Harry Yoo, "mm/slab: allow specifying free pointer offset when using
+    constructor"): ``create_cache`` refuses the offset only without SLAB_TYPESAFE_BY_RCU
+    *and* without a constructor, and ``calculate_sizes`` moves the pointer after the object
+    for a constructor only when no offset is given. 6.18 refuses it."""
+    g = calculate_geometry(64, 0, 0, True, 2, freeptr_offset=8, ctor_freeptr=True)
+    assert (g.offset, g.slab_size) == (8, 64)               # no word after the object
+    assert calculate_geometry(64, 0, 0, True, 2, ctor_freeptr=True).offset == 64
+    with pytest.raises(numslab.InvalidSizeError, match="a constructor too from Linux 7.0"):
+        calculate_geometry(64, 0, 0, True, 2, freeptr_offset=8)
+    with pytest.raises(numslab.InvalidSizeError, match="needs SLAB_TYPESAFE_BY_RCU or a"):
+        calculate_geometry(64, 0, 0, False, 2, freeptr_offset=8, ctor_freeptr=True)
+    for gen, expect in (("7.0", (8, 64)), ("6.18", None)):
+        sa = numslab.SlabAllocator(memory="4M", kernel=gen)
+        make = lambda: sa.kmem_cache_create("c", 64, ctor=lambda m, a: None,  # noqa: E731
+                                            freeptr_offset=8)
+        if expect is None:
+            with pytest.raises(numslab.InvalidSizeError, match="kmem_cache_create\\(c\\)"):
+                make()
+            continue
+        c = make()
+        assert (c.offset, c.slab_size, c.objs_per_slab) == (*expect, 64)
+        held = [c.alloc() for _ in range(70)]               # a second slab constructed
+        for a in held:
+            c.free(a)
+        sa.validate()
+
+
 @pytest.mark.parametrize("ncpu,min_objects", [(1, 8), (2, 12), (3, 12), (4, 16), (7, 16),
                                               (8, 20), (64, 32)])
 def test_min_objects_scales_with_cpus(ncpu, min_objects):

@@ -312,7 +312,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             ``ctor(memory, addr)``, run once on every object when its slab is created; a
             Numba ``@njit`` ctor runs from jitted code.
         freeptr_offset : int, optional
-            Free-pointer offset for SLAB_TYPESAFE_BY_RCU caches (kernel 6.13+): 8-aligned
+            Free-pointer offset for SLAB_TYPESAFE_BY_RCU caches (kernel 6.13+) and, under
+            7.x, caches with a constructor (the word must be one the ctor's state can lose
+            while the object is free; without it the pointer goes after the object): 8-aligned
             and below ``size``, as ``create_cache`` checks, so the word may reach into the
             slot's padding; with SLAB_RED_ZONE (and no poisoning) it must end inside the
             object, since past it lies the right red zone (the kernel takes it, then reports
@@ -365,7 +367,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 raise BadArg(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
             try:
                 geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
-                                         freeptr_offset)
+                                         freeptr_offset, ctor_freeptr=self._gen7)
             except InvalidSizeError as e:       # the call and the cache named, as above
                 raise InvalidSizeError(f"kmem_cache_create({name}): {e}") from None
             debug = flags & SLAB_DEBUG_FLAGS
