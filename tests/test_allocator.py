@@ -1953,11 +1953,14 @@ def test_arguments_a_new_user_got_wrong_raise_numslab_errors():
     names = len(sa.slabinfo().splitlines())
     with pytest.raises(numslab.WrongTypeError, match="name 5 is not a str"):
         sa.kmem_cache_create(5, 64)
-    for bad in ("evil\nkmalloc-64     999999 999999", "a b", "a/b", "tab\t", ""):
-        with pytest.raises(numslab.InvalidArgumentError,
-                           match="is empty, already in use, or holds"):
+    sa.kmem_cache_create("taken", 64)
+    for bad, why in (("evil\nkmalloc-64     999999 999999", "holds a control character"),
+                     ("a b", "holds a space"), ("a/b", "holds a '/'"),
+                     ("tab\t", "holds a control character"), ("", "is empty"),
+                     ("taken", "is already in use$")):
+        with pytest.raises(numslab.InvalidArgumentError, match=re.escape(f"name {bad!r} ") + why):
             sa.kmem_cache_create(bad, 64)
-    assert len(sa.slabinfo().splitlines()) == names
+    assert len(sa.slabinfo().splitlines()) == names + 1     # (and "taken")
     c = sa.kmem_cache_create("c", 96)
     with pytest.raises(numslab.WrongTypeError, match="holds Python objects"):
         sa.kmem_cache_create("o", 64, dtype=np.dtype(object))

@@ -516,6 +516,22 @@ def test_njit_scalar_arguments_must_be_integers(world):
         kfree_one(sa.handle, np.uint64(2**64 - 64))  # above 2**63 - 1: negative, refused
     sa.validate()
 
+
+def test_njit_refuses_the_cache_object_in_place_of_its_id(world):
+    """A new user's slip: the KmemCache itself where ``numslab.jit`` takes ``c.id``. Numba
+    refused it with its own TypingError ("Cannot determine Numba type of KmemCache") before
+    any numslab code ran; a TypeError now says to pass ``c.id``, and a function that merely
+    takes one raises TypeError when called."""
+    sa, c, other, objs, gone = world
+    snap = snapshot(sa)
+    with pytest.raises(TypeError, match="^numslab.jit: a cache id must be an integer, not "
+                                        "numslab.KmemCache: pass its id, c.id$"):
+        free_one(sa.handle, c, int(objs[0]))
+    with pytest.raises(TypeError, match="a KmemCache cannot be passed to compiled code: "
+                                        "pass its id, c.id"):
+        numba.njit(lambda cache: 0)(c)
+    assert_unchanged(sa, snap)
+
 def test_njit_refuses_caches_with_a_constructor(sa):
     @numba.njit
     def ctor(mem, addr):

@@ -109,6 +109,15 @@ def test_compare_runs_every_configuration_on_the_same_trace():
     assert r.config.name == "6.18:cpus=2"
     head = r.compare_table().splitlines()[0].split()
     assert head == ["machine", *j["configs"]]
+    # each cache's %Ef as each configuration's slabinfo table prints it: truncated, as
+    # tools/mm/slabinfo does (the side-by-side table rounded: dentry 96% there, 97% here)
+    rows = r.compare_table().split("cache (slab bytes %Ef)")[1].splitlines()[1:]
+    assert rows
+    efs = [{line.split()[0]: line.split()[8] for line in res.table().splitlines()[1:]}
+           for res in r.configs.values()]
+    for row in rows:
+        name, cells = row.split()[0][:21], row.split()[2::2]
+        assert cells == [ef[name] + "%" for ef in efs], (name, cells)
 
 
 def test_next_replays_a_trace_as_7_3_does():

@@ -159,6 +159,33 @@ def _unbox_handle(typ: Any, obj: Any, c: Any) -> NativeValue:
     return NativeValue(native, is_error=cgutils.is_not_null(c.builder, c.pyapi.err_occurred()))
 
 
+class CacheObjectType(types.Opaque):
+    """Numba type of a ``KmemCache`` passed to compiled code, where ``numslab.jit`` takes its
+    id (``c.id``): typed, so that a call passing it is refused naming the argument, not
+    with Numba's "Cannot determine Numba type" before any numslab code is reached."""
+
+    def __init__(self) -> None:
+        super().__init__(name="numslab.KmemCache")
+
+
+cache_object = CacheObjectType()
+register_model(CacheObjectType)(models.OpaqueModel)
+
+
+def type_cache_objects(cls: type) -> None:
+    """Give ``cls`` (the facade's ``KmemCache``) the Numba type :data:`cache_object`; a
+    function that would take one as an argument (not through ``numslab.jit``, which refuses
+    it as it compiles) raises ``TypeError`` when called."""
+    typeof_impl.register(cls)(lambda val, c: cache_object)
+
+
+@unbox(CacheObjectType)
+def _unbox_cache_object(typ: Any, obj: Any, c: Any) -> NativeValue:
+    c.pyapi.err_set_string("PyExc_TypeError", "numslab: a KmemCache cannot be passed to "
+                           "compiled code: pass its id, c.id")
+    return NativeValue(c.context.get_dummy_value(), is_error=cgutils.true_bit)
+
+
 def _entry(builder: Any, value: Any) -> Any:
     """Pointer to the table entry (state address, generation) of handle value ``value``."""
     i64 = ir.IntType(64)

@@ -50,7 +50,8 @@ from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, In
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_PCS, FREE_PCS, GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
 from . import handles
-from .handles import SlabHandle, SlabHandleType, handle_live, owned_arena, state_of
+from .handles import (CacheObjectType, SlabHandle, SlabHandleType, handle_live, owned_arena,
+                      state_of)
 
 __all__ = ["SlabHandle", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
            "kmem_cache_alloc_bulk", "kmem_cache_free_bulk", "kmem_cache_alloc_array",
@@ -344,7 +345,8 @@ def _as_int64(x: Any, what: str) -> Any:
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             return context.cast(builder, args[0], sig.args[0], types.int64)
         return types.int64(x), codegen
-    swapped = " (sa.handle is the first argument)" if isinstance(x, SlabHandleType) else ""
+    swapped = " (sa.handle is the first argument)" if isinstance(x, SlabHandleType) else \
+        ": pass its id, c.id" if isinstance(x, CacheObjectType) else ""
     raise TypeError(f"numslab.jit: {what} must be an integer, not {x}{swapped}")
 
 

@@ -46,9 +46,14 @@ def check_cache_name(name: Any, taken: Any) -> str:
     ``slabinfo`` field, which such a name could forge)."""
     if not isinstance(name, str):
         raise WrongTypeError(f"kmem_cache_create: name {name!r} is not a str")
-    if not name or name in taken or re.search(r"[\s/]", name) or not name.isprintable():
-        raise InvalidArgumentError(f"kmem_cache_create: name {name!r} is empty, already in "
-                                   f"use, or holds a space, '/' or control character")
+    chars = " (it names a /sys/kernel/slab directory and a slabinfo field)"
+    why = ("is empty" if not name else
+           "is already in use" if name in taken else
+           "holds a control character" + chars if not name.isprintable() else
+           "holds a space" + chars if re.search(r"\s", name) else
+           "holds a '/'" + chars if "/" in name else None)
+    if why:
+        raise InvalidArgumentError(f"kmem_cache_create: name {name!r} {why}")
     return name
 
 

@@ -21,6 +21,7 @@ from ..flags import (GFP_KERNEL, SLAB_CACHE_DMA, SLAB_CONSISTENCY_CHECKS, SLAB_D
 from ..engine.ops import flush_all, gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, lost_objects, lost_slabs,
                             partial_counts, partial_list, per_node)
+from ..drivers.handles import type_cache_objects
 from ..geometry import get_order
 from ..errors import (BadAddressError, InvalidArgumentError, InvalidSizeError,
                       NotPicklableError, OutOfMemoryError, WrongCacheError, WrongTypeError)
@@ -767,3 +768,6 @@ class CacheTable:
     def token(self, cid: int) -> _Record | None:
         """What tells this cache from a later one in slot ``cid`` (None: no cache there)."""
         return self._records.get(cid)
+
+
+type_cache_objects(KmemCache)     # (inside @njit, numslab.jit takes c.id: refused naming it)

@@ -280,8 +280,7 @@ class ReplayResult:
             slabs, cpu = int(c["slabs"][k]), int(c["cpu_slabs"][k])
             dist = f"{max(slabs - cpu, 0)}/{int(c['partial'][k])}/{cpu}"
             fr = int(c["partial"][k] * 100 // slabs) if slabs else 100
-            ef = int(c["live_bytes"][k] * 100 // c["slab_bytes"][k]) if c["slab_bytes"][k] \
-                else 100
+            ef = _ef(c, k)
             flg = self._flags(k)
             space = store_size(int(c["slab_bytes"][k]))
             lines.append(f"{self.names[k][:21]:<21s} {int(c['live_objects'][k]):8d} "
@@ -369,10 +368,17 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
     big = np.argsort(-np.max([r.caches["slab_bytes"] for r in results], axis=0))[:top]
     out.append(f"{'cache (slab bytes %Ef)':<22}" + "".join(f"{n:>{w + 1}}" for n in names))
     for k in big.tolist():
-        cells = [f"{store_size(int(r.caches['slab_bytes'][k]))} "
-                 f"{r.caches['efficiency'][k]:3.0f}%" for r in results]
+        cells = [f"{store_size(int(r.caches['slab_bytes'][k]))} {_ef(r.caches, k):3d}%"
+                 for r in results]
         out.append(f"{first.names[k][:22]:<22}" + "".join(f"{c:>{w + 1}}" for c in cells))
     return "\n".join(out)
+
+
+def _ef(caches: dict, k: int) -> int:
+    """Cache ``k``'s ``%Ef`` as ``tools/mm/slabinfo`` prints it: live bytes over slab bytes
+    in whole percent, truncated (100 with no slab)."""
+    slab = int(caches["slab_bytes"][k])
+    return int(caches["live_bytes"][k]) * 100 // slab if slab else 100
 
 
 def plot_results(results: list[ReplayResult], path: str, top: int = 15) -> "Figure":
