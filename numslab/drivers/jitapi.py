@@ -41,7 +41,7 @@ from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZ
                              G_NREPORTS, NIL, NR_KMALLOC, R_MAX, R_NCOLS, R_SLAB, SH_OBJECTS,
                              SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _geo, _slab_nid, _stat)
 from ..engine.debug import E_DEBUG
-from ..engine.native import (_MACHINE, _thread_pointer, address, jit, table_address,
+from ..engine.native import (_MACHINE, address, jit, table_address, thread_pointer,
                               words_at, zero_bytes)
 from ..engine.pcsbulk import _sheaf_copy_top
 from ..engine.sheaves import KMALLOC_CLASS
@@ -99,7 +99,7 @@ def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | Non
     raise of ``numslab.jit`` records its own first; Python makes the exception more than
     once, so it is not reset here); nothing known if another thread's raise took the row
     since."""
-    tid = threading.get_ident() if _MACHINE == "x86_64" else -1     # (_thread_pointer's)
+    tid = threading.get_ident() if _MACHINE == "x86_64" else -1     # (thread_pointer's)
     row = ERROR_DETAIL[_error_row(tid) * ERROR_WORDS:][:ERROR_WORDS]
     if int(row[0]) != tid:
         return NO_ADDR, -1, -1, errors.NO_VALUE, -1, None, None
@@ -118,7 +118,7 @@ def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
     :data:`ERROR_DETAIL`."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         i64 = ir.IntType(64)
-        tid = _thread_pointer(builder)
+        tid = thread_pointer(builder)
         row = builder.lshr(builder.mul(tid, ir.Constant(i64, _HASH - (1 << 64))),
                            ir.Constant(i64, 58))
         base = builder.gep(table_address(builder, ERROR_SYMBOL),

@@ -1,5 +1,6 @@
-"""The refusal of compiled code that may run without the GIL reaching ``numslab.jit``: two
-wraps of Numba's ``Dispatcher``, installed when the engine is imported (``ConcurrentUseError``).
+"""Threads and the engine: the refusal of compiled code that may run without the GIL reaching
+``numslab.jit`` (two wraps of Numba's ``Dispatcher``, installed when the engine is imported:
+``ConcurrentUseError``), and the intrinsics by which units see and take turns in the engine.
 
 numslab's structures are not safe for concurrent entry: Python threads and GIL-holding compiled
 code take turns, and compiled code that may run without the GIL (``nogil=True``,
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from llvmlite import ir
+from numba import types
 from numba.core.dispatcher import Dispatcher
 from numba.core.targetconfig import _FlagsStack
+from numba.extending import intrinsic
 
 from ..errors import ConcurrentUseError
-from .native import UNIT_SYMBOL
+from .native import (_I64, ENGINE_BUSY, ENGINE_OWNER, ENGINE_WAITERS, UNIT_SYMBOL, State,
+                     park_rows, table_address, table_load, thread_pointer)
 
 
 def _threaded_callers() -> str:
@@ -112,3 +117,43 @@ def _install(attr: str, wrapper: Callable) -> None:
 
 _install("get_call_template", _call_template_refusing_threads)
 _install("get_compile_result", _compile_result_refusing_pointers)
+
+
+# ---- turns in the engine, as units see them ----------------------------------------------
+@intrinsic
+def hold_engine(typingctx: Any, st: Any, on: Any) -> Any:
+    """In a unit: take the engine for this thread (``on``: raise ``ENGINE_BUSY``, name it
+    ``ENGINE_OWNER``, park the fast paths of state ``st`` as :func:`_guarded_call` does), or
+    give it back (0). Other threads' units wait meanwhile; their inlined fast paths find
+    ``NO_SHEAF`` and take the units."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        state, on_v = args
+        base = table_address(builder, UNIT_SYMBOL)
+        busy_at = builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)])
+        owner_at = builder.gep(base, [ir.Constant(_I64, ENGINE_OWNER)])
+        one, zero = ir.Constant(_I64, 1), ir.Constant(_I64, 0)
+        with builder.if_else(builder.icmp_signed("!=", on_v, zero)) as (take, give):
+            with take:
+                was = builder.load(busy_at)
+                builder.store(builder.add(was, one), busy_at)
+                builder.store(thread_pointer(builder), owner_at)
+                with builder.if_then(builder.icmp_signed("==", was, zero)):
+                    builder.call(park_rows(builder.module, True), [state])
+            with give:
+                busy = builder.sub(builder.load(busy_at), one)
+                builder.store(busy, busy_at)
+                with builder.if_then(builder.icmp_signed("==", busy, zero)):
+                    builder.call(park_rows(builder.module, False), [state])
+                    builder.store(zero, owner_at)
+        return context.get_dummy_value()
+    if st is State and isinstance(on, types.Integer):
+        return types.none(st, on), codegen
+
+
+@intrinsic
+def engine_waiters(typingctx: Any) -> Any:
+    """The number of threads waiting to enter the engine (``ENGINE_WAITERS``), in a unit:
+    each may hold a cache id it checked before it waited."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        return table_load(builder, UNIT_SYMBOL, ir.Constant(_I64, ENGINE_WAITERS))
+    return types.int64(), codegen

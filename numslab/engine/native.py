@@ -577,15 +577,6 @@ def wait_for_engine() -> int:
     return 0
 
 
-@intrinsic
-def engine_waiters(typingctx: Any) -> Any:
-    """The number of threads waiting to enter the engine (``ENGINE_WAITERS``), in a unit:
-    each may hold a cache id it checked before it waited."""
-    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        return table_load(builder, UNIT_SYMBOL, ir.Constant(_I64, ENGINE_WAITERS))
-    return types.int64(), codegen
-
-
 _WAIT = ctypes.CFUNCTYPE(ctypes.c_int64)(wait_for_engine)      # kept alive: the table has it
 UNIT_TABLE[ENGINE_WAIT] = ctypes.cast(_WAIT, ctypes.c_void_p).value
 
@@ -673,7 +664,7 @@ def _guarded_call(module: Any, n: int) -> Any:
     """The out-of-line call of a unit of ``n`` arguments after the state, in ``module``:
     wait while another thread owns the engine; if the unit is still its Python stub, raise
     :data:`ENGINE_BUSY`, name this thread ``ENGINE_OWNER`` and park the state's fast paths
-    (:func:`_park_rows`) before the stub compiles it, and put the rows back and lower both
+    (:func:`park_rows`) before the stub compiles it, and put the rows back and lower both
     after; then call the unit. All in compiled code, where no other thread can run in
     between: done from the stub's Python, the other threads' inlined fast paths ran on the
     rows before they were parked and after they were put back, while this thread's
@@ -698,22 +689,22 @@ def _guarded_call(module: Any, n: int) -> Any:
     with builder.if_then(first, likely=False):
         was = builder.load(busy_at)
         builder.store(builder.add(was, one), busy_at)
-        builder.store(_thread_pointer(builder), owner_at)
+        builder.store(thread_pointer(builder), owner_at)
         with builder.if_then(builder.icmp_signed("==", was, zero)):
-            builder.call(_park_rows(module, True), [args[0]])
+            builder.call(park_rows(module, True), [args[0]])
         builder.call(builder.inttoptr(builder.load(slot_at), fnty.as_pointer()), args)
         busy = builder.sub(builder.load(busy_at), one)
         builder.store(busy, busy_at)
         with builder.if_then(builder.icmp_signed("==", busy, zero)):
-            builder.call(_park_rows(module, False), [args[0]])
+            builder.call(park_rows(module, False), [args[0]])
             builder.store(zero, owner_at)
     # the unit, compiled now (its stub again only if compiling failed: it then raises)
     builder.ret(builder.call(builder.inttoptr(builder.load(slot_at), fnty.as_pointer()), args))
     return fn
 
 
-def _park_rows(module: Any, park: bool) -> Any:
-    """``numslab_park_rows(st)`` (``park``) in ``module``: point every CPU row's main sheaf
+def park_rows(module: Any, park: bool) -> Any:
+    """``numslabpark_rows(st)`` (``park``) in ``module``: point every CPU row's main sheaf
     of state ``st`` at its ``NO_SHEAF`` (empty to an allocation, full to a free), keeping
     the handle in the row's ``parked`` column; or ``numslab_unpark_rows(st)``: put each
     parked handle back, where the row still points at ``NO_SHEAF`` (a row that Python wrote
@@ -753,7 +744,7 @@ def _park_rows(module: Any, park: bool) -> Any:
     return fn
 
 
-def _thread_pointer(builder: Any) -> Any:
+def thread_pointer(builder: Any) -> Any:
     """The calling thread's pointer, which glibc's ``pthread_self()`` returns on x86-64
     (``%fs:0``); -1 elsewhere (no thread is then taken for the engine's owner)."""
     if _MACHINE != "x86_64":

@@ -21,7 +21,8 @@ from .layout import (CA_ACTIVE, CA_DEBUG, CA_NCOLS, CA_RED_LEFT, CA_SIZE, CA_USE
                      PG_HEAD, PG_ISOLATED, PG_LARGE, PG_NODE_PARTIAL, PG_SLAB, SH_OBJECTS,
                      SH_SIZE, N_NR_SLABS, _ca, _cpu_row, _head_frame, _node_row, _slab_nid,
                      _stat)
-from .native import address, copy_bytes, engine_waiters, jit, unit, words_at, zero_bytes
+from .gilguard import engine_waiters, hold_engine
+from .native import address, copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
 from .stats import live_objects, lost_objects
@@ -490,6 +491,15 @@ def _nr_slabs(st, cache):
     return n
 
 
+@unit
+def engine_hold(st, on):
+    """Take the engine for the calling thread (``on``), or give it back (0): between the two,
+    other threads wait at every unit's entry (``save`` writes a machine no thread changes
+    meanwhile). 0."""
+    hold_engine(st, on)
+    return 0
+
+
 #: :func:`cache_release`'s answer while other threads wait to enter the engine: call again.
 RELEASE_LATER = 2
 
@@ -502,7 +512,7 @@ def cache_release(st, cache, cpu, force):
     object or a prefilled sheaf of the cache is outstanding, or lost objects remain and not
     ``force`` (the caller checked, but another thread may have changed that since: the
     check and the release are one engine call); ``RELEASE_LATER`` with nothing changed while
-    threads wait to enter the engine (:func:`native.engine_waiters`: each may hold this
+    threads wait to enter the engine (:func:`gilguard.engine_waiters`: each may hold this
     cache's id, checked before it waited); else the cache is marked dead first
     (``numslab.jit`` refuses it), 0."""
     if engine_waiters():

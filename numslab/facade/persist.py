@@ -12,15 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..engine import ops
 from ..engine.checks import rcu_list_mark
-from ..engine.layout import (CA_ACTIVE, CA_DEBUG, F_G, G_KERNEL, G_MAX_CACHES, G_NCPUS,
-                             G_NNODES, G_NPAGES, G_NPENDING, G_NREPORTS, G_PAGES_PER_NODE,
-                             H_FIELDS, H_MAGIC, H_MEM, H_MEMSIZE, HEADER)
-from ..engine.native import wait_for_engine
+from ..engine.layout import (C_MAIN, C_NCOLS, C_PARKED, CA_ACTIVE, CA_DEBUG, F_CPU, F_G,
+                             G_KERNEL, G_MAX_CACHES, G_NCPUS, G_NNODES, G_NPAGES, G_NPENDING,
+                             G_NREPORTS, G_PAGES_PER_NODE, H_FIELDS, H_MAGIC, H_MEM,
+                             H_MEMSIZE, HEADER, view)
 from ..errors import SlabError, WrongTypeError
 from . import threads
 from .args import check_cache_name
 from .cache import KmemCache
+from .kmallocapi import _RCU_LOCK
 from .loadcheck import Structure, check_links, made_with
 
 if TYPE_CHECKING:
@@ -94,7 +96,16 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
     refused, as is one with constructors still pending. Mobility and eviction callbacks are
     not saved either: a warning names their caches."""
     _check_path(path, "save")
-    wait_for_engine()       # no other thread half-way through an operation (see native)
+    with sa._slab_mutex, _RCU_LOCK:     # no cache made, unmade or changed; no grace period
+        ops.engine_hold(sa._st, 1)      # and no engine call in another thread (they wait):
+        try:                            # the file is one moment of the machine
+            _save_held(sa, path)
+        finally:
+            ops.engine_hold(sa._st, 0)
+
+
+def _save_held(sa: "SlabAllocator", path: str | Path) -> None:
+    """:func:`save`'s work, while the machine is held."""
     withctor = [c.name for c in sa.caches if c.ctor is not None]
     if withctor:
         raise SlabError(f"save: caches {withctor} have constructors, which cannot be saved")
@@ -103,7 +114,7 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
     if calls:           # (a loaded machine's shrink neither moved nor evicted, silently)
         warnings.warn(f"save: the callbacks of caches {calls} (kmem_cache_setup_mobility, "
                       f"kmem_cache_setup_defrag) are Python code and are not saved: set them "
-                      f"up again on the loaded machine", stacklevel=3)
+                      f"up again on the loaded machine", stacklevel=4)
     if sa._g[G_NPENDING]:                       # pragma: no cover - only mid-allocation
         raise SlabError("save: constructors are still pending")
     meta = {"format": FORMAT, "nr_cpus": sa.nr_cpus, "nr_nodes": sa.nr_nodes,
@@ -119,8 +130,12 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
                        for c in sa.caches]}
     pages = _shadow_pages(sa)
     used = np.flatnonzero(pages.any(axis=1))
-    state = sa._buf.copy()              # the kfree_rcu list as allocated objects (load marks
-    listed = sa._rcu_listed()           # it again): lifted in the copy, not in the machine
+    state = sa._buf.copy()
+    rows = view(state, F_CPU).reshape(-1, C_NCOLS)     # the rows as they are when not held
+    held = rows[:, C_PARKED] != 0
+    rows[held, C_MAIN], rows[held, C_PARKED] = rows[held, C_PARKED], 0
+    listed = sa._rcu_listed()           # the kfree_rcu list as allocated objects (load marks
+    #                                     it again): lifted in the copy, not in the machine
     rcu_list_mark(state.ctypes.data, len(listed), listed.ctypes.data, 0)
     arrays = {"state": state, "arena": sa.memory, "shadow_pages": used, "shadow": pages[used]}
     meta["digest"] = digest(meta, arrays)

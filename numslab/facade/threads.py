@@ -18,7 +18,7 @@ def register(sa: "SlabAllocator") -> None:
     """Write ``sa``'s ``NO_SHEAF`` sheaf: its size word -1 (empty to an allocation, full to a
     free), in the shadow half's frame 0, which no sheaf and no user reaches. While a thread
     compiles a unit mid-operation, the engine points every CPU's main sheaf here
-    (``native._park_rows``)."""
+    (``native.park_rows``)."""
     sa._mem[(no_sheaf(sa) >> 3) + SH_SIZE] = -1
 
 
