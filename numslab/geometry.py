@@ -165,7 +165,7 @@ def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
             f"the {object_size}-byte object")
     orig_size = bool(flags & SLAB_STORE_USER and flags & SLAB_KMALLOC)   # slub_debug_orig_size
     if ((flags & SLAB_TYPESAFE_BY_RCU and freeptr_offset is None) or flags & SLAB_POISON
-            or (has_ctor and freeptr_offset is None)
+            or (has_ctor and not (ctor_freeptr and freeptr_offset is not None))
             or (flags & SLAB_RED_ZONE and (object_size < 8 or orig_size))):
         offset = size            # free pointer after the object
         size += 8

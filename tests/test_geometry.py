@@ -138,9 +138,20 @@ def test_a_constructor_cache_takes_a_free_pointer_offset_from_7_0():
         calculate_geometry(64, 0, 0, True, 2, freeptr_offset=8)
     with pytest.raises(numslab.InvalidSizeError, match="needs SLAB_TYPESAFE_BY_RCU or a"):
         calculate_geometry(64, 0, 0, False, 2, freeptr_offset=8, ctor_freeptr=True)
+    # 6.18 takes the offset with SLAB_TYPESAFE_BY_RCU, but a constructor still puts the
+    # pointer after the object there (it was put inside: a whole-object constructor then cut
+    # the free list)
+    g = calculate_geometry(40, 0, F.SLAB_TYPESAFE_BY_RCU, True, 2, freeptr_offset=32)
+    assert (g.offset, g.slab_size) == (40, 48)
+    g = calculate_geometry(40, 0, F.SLAB_TYPESAFE_BY_RCU, True, 2, freeptr_offset=32,
+                           ctor_freeptr=True)
+    assert (g.offset, g.slab_size) == (32, 40)
+
+    def ctor(mem, addr):                    # a constructor that writes every byte
+        mem[addr:addr + 64] = 0xAB
     for gen, expect in (("7.0", (8, 64)), ("6.18", None)):
         sa = numslab.SlabAllocator(memory="4M", kernel=gen)
-        make = lambda: sa.kmem_cache_create("c", 64, ctor=lambda m, a: None,  # noqa: E731
+        make = lambda: sa.kmem_cache_create("c", 64, ctor=ctor,  # noqa: E731
                                             freeptr_offset=8)
         if expect is None:
             with pytest.raises(numslab.InvalidSizeError, match="kmem_cache_create\\(c\\)"):
@@ -148,7 +159,15 @@ def test_a_constructor_cache_takes_a_free_pointer_offset_from_7_0():
             continue
         c = make()
         assert (c.offset, c.slab_size, c.objs_per_slab) == (*expect, 64)
+        # the kernel constructs a new slab's objects before it writes their free pointers
+        # (allocate_slab); numslab constructs after and puts the free objects' words back:
+        # a whole-object constructor cut the free list (SlabCorruptionError at once)
         held = [c.alloc() for _ in range(70)]               # a second slab constructed
+        assert len(set(held)) == 70
+        mem = sa.memory
+        for a in held:
+            assert (mem[a:a + 8] == 0xAB).all() and (mem[a + 16:a + 64] == 0xAB).all()
+        sa.validate()
         for a in held:
             c.free(a)
         sa.validate()

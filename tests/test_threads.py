@@ -695,3 +695,84 @@ def test_save_writes_one_moment_of_a_machine_other_threads_are_using(tmp_path, k
     assert native.UNIT_TABLE[native.ENGINE_BUSY] == 0
     assert not sa.state.cpu[..., C_PARKED].any()
     sa.validate()
+
+
+def test_a_wait_cut_short_waits_again(sa):
+    """A Ctrl-C in ``wait_for_engine``'s sleep ended the wait (a ctypes callback cannot
+    raise: the KeyboardInterrupt was printed and dropped), and the unit ran while another
+    thread's operation was half-way. A unit's entry now tests the engine again after each
+    wait: here a wait that returns at once, as a cut-short one does."""
+    import ctypes
+    import threading
+    import time
+    c = sa.kmem_cache_create("waiting", 64)
+    c.free(c.alloc())                   # (the unit compiled before: no compile's time here)
+    calls, cleared = [], []
+
+    def short_wait():
+        calls.append(1)
+        time.sleep(0.001)
+        return 0
+    wait = ctypes.CFUNCTYPE(ctypes.c_int64)(short_wait)
+
+    def other_thread_compiling():
+        time.sleep(0.3)
+        cleared.append(time.monotonic())
+        native.UNIT_TABLE[native.ENGINE_BUSY] = 0
+        native.UNIT_TABLE[native.ENGINE_OWNER] = 0
+    old = int(native.UNIT_TABLE[native.ENGINE_WAIT])
+    native.UNIT_TABLE[native.ENGINE_OWNER] = 12345          # no thread of ours
+    native.UNIT_TABLE[native.ENGINE_BUSY] = 1
+    native.UNIT_TABLE[native.ENGINE_WAIT] = ctypes.cast(wait, ctypes.c_void_p).value
+    t = threading.Thread(target=other_thread_compiling)
+    try:
+        t.start()
+        a = sa.kmem_cache_alloc(c)
+        entered = time.monotonic()
+    finally:
+        t.join()
+        native.UNIT_TABLE[native.ENGINE_WAIT] = old
+    assert cleared and entered >= cleared[0] and len(calls) > 1
+    c.free(a)
+    sa.validate()
+
+
+_COMPILE_CHILD = """
+import sys, numba, numslab
+from numslab import jit as nj
+from numslab.engine import ops
+sa = numslab.SlabAllocator(nr_cpus=1, memory="16M")
+c = sa.kmem_cache_create("c", 64)
+u = ops.kmem_cache_alloc_node
+assert u.address == 0                   # its first call: from compiled code
+real, calls = u.compile, []
+def compile_once_interrupted():
+    calls.append(1)
+    if len(calls) == 1 or sys.argv[1] == "fails":
+        raise KeyboardInterrupt if sys.argv[1] == "ctrl-c" else RuntimeError("no compiler")
+    return real()
+u.compile = compile_once_interrupted
+alloc = numba.njit(lambda h, cid: nj.kmem_cache_alloc(h, cid))
+a = alloc(sa.handle, c.id)
+del u.compile
+sa.validate()
+print("allocated", c.live_objects, 0 < a < sa.memory.size, len(calls))
+"""
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "fails"])
+def test_a_unit_that_does_not_compile_mid_operation_is_never_run_as_its_stub(how):
+    """A unit whose first call, from compiled code, failed to compile (a Ctrl-C during the
+    compile, or an error) returned an undefined value from its stub, a ctypes callback that
+    cannot raise (an 'address' outside the arena, 0x7ffe...). A Ctrl-C is now ignored and
+    the compile starts again; any other failure exits with its traceback (the operation can
+    neither finish nor be undone)."""
+    p = subprocess.run([sys.executable, "-c", _COMPILE_CHILD, how], capture_output=True,
+                       text=True, timeout=600)
+    if how == "ctrl-c":
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert p.stdout.split() == ["allocated", "1", "True", "2"], p.stdout
+        assert "KeyboardInterrupt ignored" in p.stderr
+    else:
+        assert p.returncode == 70 and "allocated" not in p.stdout
+        assert "RuntimeError: no compiler" in p.stderr and "failed to compile" in p.stderr

@@ -130,7 +130,8 @@ static int64_t cache_id(Gate *self, PyObject *c)
 }
 
 /* Compile the gate's unit `u` if the table still holds its stub: compiling runs Python,
- * where other threads run (a destroy among them), so it comes before the cache id is read.
+ * where other threads run (a destroy among them), so it comes before the cache id is read;
+ * and here a failure (a Ctrl-C) raises, where the stub, a ctypes callback, cannot.
  * (The stub would compile it too, on the call, after the id was read: the engine was given
  * a cache destroyed meanwhile, and the interpreter's heap was corrupted.) */
 static int ready(Gate *self, int u)
@@ -293,6 +294,8 @@ static PyObject *g_kmalloc(Gate *self, PyObject *const *args, Py_ssize_t nargs,
         SLOW("kmalloc");
     if (thread_cpu(self, &cpu))
         return NULL;
+    if (ready(self, U_KMALLOC))
+        return NULL;
     int64_t cid = self->kmalloc_cache[size];
     int64_t addr = UNIT(self, U_KMALLOC, unit7)(self->st, cid, cpu, (int64_t)-1, gfp, size,
                                          (int64_t)0);
@@ -319,6 +322,8 @@ static PyObject *g_kfree(Gate *self, PyObject *const *args, Py_ssize_t nargs, Py
     if (addr == 0 || addr == 16)                /* NULL and ZERO_SIZE_PTR */
         Py_RETURN_NONE;
     if (thread_cpu(self, &cpu))
+        return NULL;
+    if (ready(self, U_KFREE))
         return NULL;
     if (UNIT(self, U_KFREE, unit3)(self->st, cpu, addr) != 0)
         SLOW("kfree");

@@ -9,6 +9,9 @@ engine is taken as a first-class function (ARCHITECTURE.md, "Threads").
 """
 from __future__ import annotations
 
+import ctypes
+import threading
+import time
 from typing import Any, Callable
 
 from llvmlite import ir
@@ -18,8 +21,8 @@ from numba.core.targetconfig import _FlagsStack
 from numba.extending import intrinsic
 
 from ..errors import ConcurrentUseError
-from .native import (_I64, ENGINE_BUSY, ENGINE_OWNER, ENGINE_WAITERS, UNIT_SYMBOL, State,
-                     park_rows, table_address, table_load, thread_pointer)
+from .native import (_I64, ENGINE_BUSY, ENGINE_OWNER, ENGINE_WAIT, ENGINE_WAITERS, UNIT_SYMBOL,
+                     UNIT_TABLE, State, park_rows, table_address, table_load, thread_pointer)
 
 
 def _threaded_callers() -> str:
@@ -117,6 +120,25 @@ def _install(attr: str, wrapper: Callable) -> None:
 
 _install("get_call_template", _call_template_refusing_threads)
 _install("get_compile_result", _compile_result_refusing_pointers)
+
+
+def wait_for_engine() -> int:
+    """Block (the GIL released) while another thread compiles a unit inside the engine,
+    counted in ``ENGINE_WAITERS`` meanwhile. 0. (No point where the interpreter may switch
+    threads lies between the last test of ``ENGINE_BUSY`` and the return to the caller.)"""
+    me = threading.get_ident()
+    if UNIT_TABLE[ENGINE_BUSY] and UNIT_TABLE[ENGINE_OWNER] != me:
+        UNIT_TABLE[ENGINE_WAITERS] += 1
+        try:
+            while UNIT_TABLE[ENGINE_BUSY] and UNIT_TABLE[ENGINE_OWNER] != me:
+                time.sleep(0.0002)
+        finally:
+            UNIT_TABLE[ENGINE_WAITERS] -= 1
+    return 0
+
+
+_WAIT = ctypes.CFUNCTYPE(ctypes.c_int64)(wait_for_engine)      # kept alive: the table has it
+UNIT_TABLE[ENGINE_WAIT] = ctypes.cast(_WAIT, ctypes.c_void_p).value
 
 
 # ---- turns in the engine, as units see them ----------------------------------------------

@@ -21,8 +21,10 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import operator
+import os
+import sys
 import threading
-import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -521,11 +523,25 @@ class Unit:
         return f"<unit {self.name} slot {self.slot}{' compiled' if self.address else ''}>"
 
     def _first_call(self, *args: int) -> int:
-        """The table's stub: compile, then run this call. A compiled caller that got here
-        (:func:`_guarded_call`: it may be a unit in the middle of an operation) made this
-        thread the engine's owner and parked the fast paths first; it calls the unit itself
-        once the rows are back, so the stub then only compiles (0)."""
-        run = self.compile()
+        """The table's stub: compile, then run this call; only compile (0) for a compiled
+        caller (:func:`_guarded_call`, which owns the engine and calls the unit itself).
+        Nothing can raise here (a ctypes callback's exception is dropped, its result
+        undefined): a Ctrl-C restarts the compile (the operation it interrupted must
+        finish); any other failure exits with its traceback (it can neither finish nor be
+        undone)."""
+        while True:
+            try:
+                run = self.compile()
+                break
+            except KeyboardInterrupt:
+                sys.stderr.write(f"numslab: KeyboardInterrupt ignored: {self.name} is being "
+                                 f"compiled in the middle of an engine operation\n")
+            except BaseException:           # noqa: BLE001 - reported, then the exit
+                traceback.print_exc()
+                sys.stderr.write(f"numslab: {self.name} failed to compile in the middle of "
+                                 f"an engine operation, which cannot go on: exiting\n")
+                sys.stderr.flush()
+                os._exit(70)
         if UNIT_TABLE[ENGINE_BUSY] != 0 and UNIT_TABLE[ENGINE_OWNER] == threading.get_ident():
             return 0
         return run(*args)
@@ -560,25 +576,6 @@ class Unit:
         if len(args) != self.nargs:
             raise TypeError(f"{self.name} takes {self.nargs} arguments, not {len(args)}")
         return self.compile()(*args)
-
-
-def wait_for_engine() -> int:
-    """Block (the GIL released) while another thread compiles a unit inside the engine,
-    counted in ``ENGINE_WAITERS`` meanwhile. 0. (No point where the interpreter may switch
-    threads lies between the last test of ``ENGINE_BUSY`` and the return to the caller.)"""
-    me = threading.get_ident()
-    if UNIT_TABLE[ENGINE_BUSY] and UNIT_TABLE[ENGINE_OWNER] != me:
-        UNIT_TABLE[ENGINE_WAITERS] += 1
-        try:
-            while UNIT_TABLE[ENGINE_BUSY] and UNIT_TABLE[ENGINE_OWNER] != me:
-                time.sleep(0.0002)
-        finally:
-            UNIT_TABLE[ENGINE_WAITERS] -= 1
-    return 0
-
-
-_WAIT = ctypes.CFUNCTYPE(ctypes.c_int64)(wait_for_engine)      # kept alive: the table has it
-UNIT_TABLE[ENGINE_WAIT] = ctypes.cast(_WAIT, ctypes.c_void_p).value
 
 
 class _UnitCompiler(_CFuncCompiler):
@@ -626,14 +623,27 @@ class _UnitCFunc(CFunc):
 
 def _wait_while_busy(builder: Any) -> None:
     """Emit: while another thread compiles in the middle of an engine operation
-    (:data:`ENGINE_BUSY`), call :func:`wait_for_engine` (it returns at once for that thread).
-    Every unit's C entry starts so."""
+    (:data:`ENGINE_BUSY` raised, ``ENGINE_OWNER`` not this thread), call
+    :func:`wait_for_engine`, and test again after it returns (a Ctrl-C in its sleep ends it
+    early: a ctypes callback cannot raise, and the unit then ran half-way through the other
+    thread's operation). Every unit's C entry starts so."""
     base = table_address(builder, UNIT_SYMBOL)
-    busy = builder.load(builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)]))
-    with builder.if_then(builder.icmp_signed("!=", busy, ir.Constant(_I64, 0)), likely=False):
-        wait = builder.inttoptr(builder.load(builder.gep(base, [
-            ir.Constant(_I64, ENGINE_WAIT)])), ir.FunctionType(_I64, []).as_pointer())
-        builder.call(wait, [])
+    busy_at = builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)])
+    owner_at = builder.gep(base, [ir.Constant(_I64, ENGINE_OWNER)])
+    check, other, wait, done = (builder.append_basic_block(f"busy.{n}")
+                                for n in ("check", "other", "wait", "done"))
+    builder.branch(check)
+    builder.position_at_end(check)
+    builder.cbranch(builder.icmp_signed("!=", builder.load(busy_at), ir.Constant(_I64, 0)),
+                    other, done)
+    builder.position_at_end(other)
+    builder.cbranch(builder.icmp_signed("!=", builder.load(owner_at), thread_pointer(builder)),
+                    wait, done)
+    builder.position_at_end(wait)
+    builder.call(builder.inttoptr(builder.load(builder.gep(base, [
+        ir.Constant(_I64, ENGINE_WAIT)])), ir.FunctionType(_I64, []).as_pointer()), [])
+    builder.branch(check)
+    builder.position_at_end(done)
 
 
 def _call_unit(builder: Any, slot: Any, args: list) -> Any:
@@ -698,7 +708,7 @@ def _guarded_call(module: Any, n: int) -> Any:
         with builder.if_then(builder.icmp_signed("==", busy, zero)):
             builder.call(park_rows(module, False), [args[0]])
             builder.store(zero, owner_at)
-    # the unit, compiled now (its stub again only if compiling failed: it then raises)
+    # the unit, compiled now
     builder.ret(builder.call(builder.inttoptr(builder.load(slot_at), fnty.as_pointer()), args))
     return fn
 

@@ -16,6 +16,7 @@ import numpy as np
 from ..drivers import gate, handles
 from ..drivers.calls import bound
 from ..engine import checks, ops
+from ..engine.gilguard import wait_for_engine
 from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
 from ..engine.layout import (C_MAIN, C_PARKED, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY,
                              N_BARN_FULL, N_NR_SLABS,
@@ -31,7 +32,6 @@ from ..engine.layout import (C_MAIN, C_PARKED, C_PARTIAL, C_SLAB, C_SPARE, N_BAR
                              KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH,
                              PG_ISOLATED, PG_TAIL, PG_SLAB,
                              ZERO_SIZE_PTR, SlabState, new_state, view, zone_watermarks)
-from ..engine.native import wait_for_engine
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
 from ..engine.sheaves import init_percpu_sheaves
 from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as BadArg,

@@ -97,6 +97,7 @@ class BatchAPI:
             slab, i = entry & PENDING_FRAME, entry >> PENDING_SHIFT
             base, size = (slab << 12) + cache.red_left_pad, cache.slab_size
             nobj = int(self.state.sl_objects[slab])
+            kept = self._free_pointers(cache, base, size, i, nobj)
             try:
                 if isinstance(cache.ctor, nb.core.registry.CPUDispatcher):
                     _run_ctor(cache.ctor, self.memory, base + i * size, size, nobj - i)
@@ -106,6 +107,7 @@ class BatchAPI:
                         cache.ctor(self.memory, base + i * size)
                         i += 1
             except Exception as e:
+                self._put_back_free_pointers(cache, kept)
                 # resume there at the next allocation of the cache, unless the constructor
                 # destroyed it (its slabs went with it, and may be another cache's by now)
                 if type(cache) is KmemCache:
@@ -116,6 +118,28 @@ class BatchAPI:
                 raise SlabError(f"{name}: the constructor raised {type(e).__name__} on "
                                 f"the object at {base + i * size:#x}; nothing was allocated "
                                 f"({inner})") from e
+            self._put_back_free_pointers(cache, kept)
+
+    def _free_pointers(self: "SlabAllocator", cache: KmemCache, base: int, size: int,
+                       first: int, nobj: int) -> dict[int, np.ndarray]:
+        """The free-pointer words of objects ``first..nobj-1`` of the slab at ``base``, by
+        address, when they lie inside the object (a constructor's cache given
+        ``freeptr_offset``, 7.x), else none: the kernel runs a new slab's constructors
+        before it writes the free pointers (``allocate_slab``: ``setup_object``, then
+        ``set_freepointer``), numslab after, so the words are put back afterwards
+        (:meth:`_put_back_free_pointers`)."""
+        if cache.offset >= cache.object_size:
+            return {}
+        return {a: self.memory[a:a + 8].copy()
+                for a in range(base + first * size + cache.offset, base + nobj * size, size)}
+
+    def _put_back_free_pointers(self: "SlabAllocator", cache: KmemCache,
+                                kept: dict[int, np.ndarray]) -> None:
+        """Write back the words :meth:`_free_pointers` kept, of the objects still free (an
+        object already handed out keeps what its constructor wrote)."""
+        for a, word in kept.items():
+            if self._locate(a - cache.offset, cache.id)[0]:     # not live: a free object
+                self.memory[a:a + 8] = word
 
     def _array(self, arr: Any, nr: Any, fn: str) -> int:
         """Check that ``arr`` is a writable C-contiguous 1-D int64 ndarray holding at least
