@@ -205,3 +205,31 @@ def test_impossible_sizes_raise(bad):
 def test_bad_alignment_raises():
     with pytest.raises(numslab.InvalidSizeError):
         calculate_geometry(64, 24, 0, False, 2)
+
+
+def test_a_constructor_allocating_from_its_own_in_object_pointer_cache_is_refused():
+    """numslab runs a new slab's constructors after its free list is written; with the free
+    pointer inside the object (7.x), an allocation the constructor makes from its own cache
+    walked that list through the object under construction (SlabCorruptionError, the slab
+    isolated). It is refused with a SlabError naming the call, nothing done; the slab's
+    constructors stay due and run at the next allocation."""
+    sa = numslab.SlabAllocator(memory="4M", kernel="7.0")
+    nested = [True]
+
+    def ctor(mem, addr):
+        mem[addr:addr + 64] = 0xAB
+        if nested[0]:
+            sa.kmem_cache_alloc(c)
+    c = sa.kmem_cache_create("c", 64, ctor=ctor, freeptr_offset=8)
+    with pytest.raises(numslab.SlabError, match="kmem_cache_alloc\\(c\\): called by the "
+                                                "cache's own constructor"):
+        c.alloc()
+    sa.validate()
+    assert c.live_objects == 0 and not sa.isolated_slabs().size
+    nested[0] = False
+    held = [c.alloc() for _ in range(70)]
+    assert len(set(held)) == 70
+    assert all((sa.memory[a:a + 8] == 0xAB).all() for a in held)
+    for a in held:
+        c.free(a)
+    sa.validate()

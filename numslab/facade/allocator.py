@@ -209,6 +209,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         #: Constructors running (nested: a constructor may allocate) and the objects handed
         #: out meanwhile (``BatchAPI._construct``, ``_lost_to_ctor``).
         self._ctor_depth, self._ctor_runs, self._ctor_out = 0, 0, set[int]()
+        self._inobj_building = set[int]()      # caches constructing an in-object-pointer slab
         #: ``slab_mutex``: cache creation and destruction, one at a time.
         self._slab_mutex = threading.RLock()
         self._tls = threads.ThreadCpu(self._next_thread_cpu)

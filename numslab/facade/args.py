@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import (FixedAttributeError, InvalidArgumentError, InvalidSizeError,
+from ..errors import (FixedAttributeError, InvalidArgumentError, InvalidSizeError, SlabError,
                       WrongTypeError)
 from ..geometry import MAX_PAGE_ORDER
 
@@ -111,5 +111,12 @@ def cache_op(f: Callable) -> Callable:
     @functools.wraps(f)
     def op(self: Any, *args: Any, **kwargs: Any) -> Any:
         with self._slab_mutex:
+            if self._inobj_building and args and \
+                    getattr(args[0], "_id", None) in self._inobj_building:
+                raise SlabError(f"{f.__name__}({args[0].name}): called by the cache's own "
+                                f"constructor while it constructs a new slab whose free "
+                                f"pointers lie inside the objects (freeptr_offset): numslab "
+                                f"runs constructors after the free list is written, so the "
+                                f"slab cannot be used until they end; nothing was done")
             return f(self, *args, **kwargs)
     return op

@@ -97,14 +97,21 @@ class BatchAPI:
             slab, i = entry & PENDING_FRAME, entry >> PENDING_SHIFT
             base, size = (slab << 12) + cache.red_left_pad, cache.slab_size
             nobj = int(self.state.sl_objects[slab])
-            kept = self._free_pointers(cache, base, size, i, nobj)
+            inside = cache.offset < cache.object_size      # (7.x: ctor and freeptr_offset)
+            kept = {}
             try:
-                if isinstance(cache.ctor, nb.core.registry.CPUDispatcher):
+                if isinstance(cache.ctor, nb.core.registry.CPUDispatcher):  # (no allocation
+                    kept = self._free_pointers(cache, base, size, i, nobj)  # in it: nopython)
                     _run_ctor(cache.ctor, self.memory, base + i * size, size, nobj - i)
                     i = nobj
                 else:
-                    while i < nobj:
+                    if inside:
+                        self._inobj_building.add(cid)
+                    while i < nobj:     # each object's word kept just before its constructor
+                        kept = self._free_pointers(cache, base, size, i, i + 1)
                         cache.ctor(self.memory, base + i * size)
+                        self._put_back_free_pointers(cache, kept)
+                        kept = {}
                         i += 1
             except Exception as e:
                 self._put_back_free_pointers(cache, kept)
@@ -118,6 +125,8 @@ class BatchAPI:
                 raise SlabError(f"{name}: the constructor raised {type(e).__name__} on "
                                 f"the object at {base + i * size:#x}; nothing was allocated "
                                 f"({inner})") from e
+            finally:
+                self._inobj_building.discard(cid)
             self._put_back_free_pointers(cache, kept)
 
     def _free_pointers(self: "SlabAllocator", cache: KmemCache, base: int, size: int,
@@ -127,7 +136,10 @@ class BatchAPI:
         ``freeptr_offset``, 7.x), else none: the kernel runs a new slab's constructors
         before it writes the free pointers (``allocate_slab``: ``setup_object``, then
         ``set_freepointer``), numslab after, so the words are put back afterwards
-        (:meth:`_put_back_free_pointers`)."""
+        (:meth:`_put_back_free_pointers`). A Python constructor's object's word is kept
+        and put back around its own call, and allocations from the cache are refused
+        meanwhile (``args.cache_op``): they would walk the slab's free list through the
+        object under construction."""
         if cache.offset >= cache.object_size:
             return {}
         return {a: self.memory[a:a + 8].copy()
