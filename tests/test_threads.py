@@ -81,27 +81,21 @@ def test_threads_making_the_default_allocator_at_once_share_one():
 
 
 @intrinsic
-def _park_rows(typingctx, st):
-    """Park the state at address ``st`` as a thread compiling a unit mid-operation does."""
+def _park_rows(typingctx, st, how):
+    """Park the state at address ``st`` as a thread compiling a unit mid-operation does
+    (``how`` the literal True), or put back what was parked (False)."""
+    if not isinstance(how, types.BooleanLiteral):
+        return None
+
     def codegen(context, builder, sig, args):
-        fn = native.park_rows(builder.module, True)
+        fn = native.park_rows(builder.module, how.literal_value)
         builder.call(fn, [builder.inttoptr(args[0], fn.args[0].type)])
         return context.get_dummy_value()
-    return types.none(types.int64), codegen
+    return types.none(types.int64, how), codegen
 
 
-@intrinsic
-def _unpark_rows(typingctx, st):
-    """Put back what :func:`_park_rows` parked."""
-    def codegen(context, builder, sig, args):
-        fn = native.park_rows(builder.module, False)
-        builder.call(fn, [builder.inttoptr(args[0], fn.args[0].type)])
-        return context.get_dummy_value()
-    return types.none(types.int64), codegen
-
-
-park = numba.njit(lambda st: _park_rows(st))
-unpark = numba.njit(lambda st: _unpark_rows(st))
+park = numba.njit(lambda st: _park_rows(st, True))
+unpark = numba.njit(lambda st: _park_rows(st, False))
 
 
 def test_park_points_every_main_sheaf_at_no_sheaf_and_puts_them_back(sa):
