@@ -22,7 +22,7 @@ from numba.extending import intrinsic
 
 from ..errors import ConcurrentUseError
 from .native import (_I64, ENGINE_BUSY, ENGINE_OWNER, ENGINE_WAIT, ENGINE_WAITERS, UNIT_SYMBOL,
-                     UNIT_TABLE, State, park_rows, table_address, table_load, thread_pointer)
+                     UNIT_TABLE, State, table_load, take_engine)
 
 
 def _threaded_callers() -> str:
@@ -149,24 +149,13 @@ def hold_engine(typingctx: Any, st: Any, on: Any) -> Any:
     give it back (0). Other threads' units wait meanwhile; their inlined fast paths find
     ``NO_SHEAF`` and take the units."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        state, on_v = args
-        base = table_address(builder, UNIT_SYMBOL)
-        busy_at = builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)])
-        owner_at = builder.gep(base, [ir.Constant(_I64, ENGINE_OWNER)])
-        one, zero = ir.Constant(_I64, 1), ir.Constant(_I64, 0)
-        with builder.if_else(builder.icmp_signed("!=", on_v, zero)) as (take, give):
-            with take:
-                was = builder.load(busy_at)
-                builder.store(builder.add(was, one), busy_at)
-                builder.store(thread_pointer(builder), owner_at)
-                with builder.if_then(builder.icmp_signed("==", was, zero)):
-                    builder.call(park_rows(builder.module, True), [state])
-            with give:
-                busy = builder.sub(builder.load(busy_at), one)
-                builder.store(busy, busy_at)
-                with builder.if_then(builder.icmp_signed("==", busy, zero)):
-                    builder.call(park_rows(builder.module, False), [state])
-                    builder.store(zero, owner_at)
+        state, take = args
+        with builder.if_else(builder.icmp_signed("!=", take, ir.Constant(_I64, 0))) as (
+                then, otherwise):
+            with then:
+                take_engine(builder, state, True)
+            with otherwise:
+                take_engine(builder, state, False)
         return context.get_dummy_value()
     if st is State and isinstance(on, types.Integer):
         return types.none(st, on), codegen

@@ -438,18 +438,13 @@ MAX_UNITS = 510
 #: process symbol ``numslab_units``.
 UNIT_TABLE = np.zeros(MAX_UNITS + 4, np.int64)
 #: Slots of :data:`UNIT_TABLE` after the units'. A unit compiled on its first call may be
-#: called in the middle of an engine operation (a unit calling another), and compiling lets
-#: other threads run. So the compiled caller of a unit that is still its stub raises
-#: ``ENGINE_BUSY``, writes its thread's pointer (``pthread_self()``, which is
-#: ``threading.get_ident()``) to ``ENGINE_OWNER`` and parks the state's inlined fast paths
-#: (every CPU's main sheaf pointed at ``layout.NO_SHEAF``), all in compiled code where no
-#: other thread can run in between; the stub then only compiles, and the caller puts the
-#: rows back and lowers both before it calls the unit. Meanwhile every unit's entry (and the
-#: call gate) makes other threads wait, in the function in ``ENGINE_WAIT``, and their
-#: inlined fast paths (``numslab.jit``) find an empty and full sheaf and take the units.
-#: ``ENGINE_WAITERS`` counts the threads waiting there: each holds arguments it checked
-#: before it waited (a cache id), so a destroy's release lets them in first
-#: (:func:`engine_waiters`).
+#: called in the middle of an engine operation, and compiling lets other threads run. So
+#: the compiled caller of a unit still in its stub takes the engine (:func:`take_engine`:
+#: ``ENGINE_BUSY`` raised, its thread's ``pthread_self()`` in ``ENGINE_OWNER``, the state's
+#: fast paths parked at ``layout.NO_SHEAF``) in compiled code while the stub compiles.
+#: Meanwhile every unit's entry (and the gate) makes other threads wait, in the function in
+#: ``ENGINE_WAIT``, counted in ``ENGINE_WAITERS`` (each holds arguments it checked before:
+#: a destroy's release lets them in first), and their inlined fast paths take the units.
 ENGINE_BUSY, ENGINE_WAIT, ENGINE_OWNER, ENGINE_WAITERS = range(MAX_UNITS, MAX_UNITS + 4)
 #: Filled by ``layout``: the header words of the CPU rows' field (``cpu_field``: offset, then
 #: length) and of the arena's size, ``NO_SHEAF``'s offset past the arena, the row's columns.
@@ -672,13 +667,10 @@ def _call_unit(builder: Any, slot: Any, args: list) -> Any:
 
 def _guarded_call(module: Any, n: int) -> Any:
     """The out-of-line call of a unit of ``n`` arguments after the state, in ``module``:
-    wait while another thread owns the engine; if the unit is still its Python stub, raise
-    :data:`ENGINE_BUSY`, name this thread ``ENGINE_OWNER`` and park the state's fast paths
-    (:func:`park_rows`) before the stub compiles it, and put the rows back and lower both
-    after; then call the unit. All in compiled code, where no other thread can run in
-    between: done from the stub's Python, the other threads' inlined fast paths ran on the
-    rows before they were parked and after they were put back, while this thread's
-    operation was half-way (a sheaf's object freed twice to its slab)."""
+    wait while another thread owns the engine; if the unit is still its Python stub, take
+    the engine (:func:`take_engine`) while the stub compiles it, then call the unit. All in
+    compiled code: done in the stub's Python, other threads' inlined fast paths ran on the
+    rows before the park and after the restore, this thread's operation half-way."""
     name = f"numslab_guarded_call_{n}"
     if name in module.globals:
         return module.globals[name]
@@ -688,29 +680,36 @@ def _guarded_call(module: Any, n: int) -> Any:
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
     slot, *args = fn.args
     _wait_while_busy(builder)
-    base = table_address(builder, UNIT_SYMBOL)
-    busy_at = builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)])
-    owner_at = builder.gep(base, [ir.Constant(_I64, ENGINE_OWNER)])
-    slot_at = builder.gep(base, [slot])
+    slot_at = builder.gep(table_address(builder, UNIT_SYMBOL), [slot])
     fnty = ir.FunctionType(_I64, [_P64] + [_I64] * n)
     first = builder.icmp_signed("==", builder.load(slot_at), table_load(builder, STUB_SYMBOL,
                                                                         slot))
-    one, zero = ir.Constant(_I64, 1), ir.Constant(_I64, 0)
     with builder.if_then(first, likely=False):
-        was = builder.load(busy_at)
-        builder.store(builder.add(was, one), busy_at)
-        builder.store(thread_pointer(builder), owner_at)
-        with builder.if_then(builder.icmp_signed("==", was, zero)):
-            builder.call(park_rows(module, True), [args[0]])
+        take_engine(builder, args[0], True)
         builder.call(builder.inttoptr(builder.load(slot_at), fnty.as_pointer()), args)
-        busy = builder.sub(builder.load(busy_at), one)
-        builder.store(busy, busy_at)
-        with builder.if_then(builder.icmp_signed("==", busy, zero)):
-            builder.call(park_rows(module, False), [args[0]])
-            builder.store(zero, owner_at)
+        take_engine(builder, args[0], False)
     # the unit, compiled now
     builder.ret(builder.call(builder.inttoptr(builder.load(slot_at), fnty.as_pointer()), args))
     return fn
+
+
+def take_engine(builder: Any, state: Any, take: bool) -> None:
+    """Emit: take the engine for this thread (``take``: raise :data:`ENGINE_BUSY`, name it
+    ``ENGINE_OWNER`` and, the first time, park the fast paths of ``state``), or give it back
+    (lower it and, the last time, put the rows back and clear the owner)."""
+    base = table_address(builder, UNIT_SYMBOL)
+    busy_at = builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)])
+    one, zero = ir.Constant(_I64, 1), ir.Constant(_I64, 0)
+    busy = builder.load(busy_at)
+    builder.store(builder.add(busy, one) if take else builder.sub(busy, one), busy_at)
+    owner_at = builder.gep(base, [ir.Constant(_I64, ENGINE_OWNER)])
+    if take:
+        builder.store(thread_pointer(builder), owner_at)
+    with builder.if_then(builder.icmp_signed("==", busy if take else builder.sub(busy, one),
+                                             zero)):
+        builder.call(park_rows(builder.module, take), [state])
+        if not take:
+            builder.store(zero, owner_at)
 
 
 def park_rows(module: Any, park: bool) -> Any:

@@ -7,7 +7,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import numba as nb
-
 import numpy as np
 
 from ..engine import checks, ops
