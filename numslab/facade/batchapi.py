@@ -89,10 +89,16 @@ class BatchAPI:
         due = buf[:pending_take(self._st, cid, room, buf.ctypes.data)].tolist()
         cache = self._caches[cid]
         name = cache.name
+        if not isinstance(cache.ctor, nb.core.registry.CPUDispatcher):  # every slab due:
+            for entry in due:           # a constructor's allocation may take from any
+                slab = entry & PENDING_FRAME
+                self._building[slab] = [(slab << 12) + cache.red_left_pad, cache.slab_size,
+                                        entry >> PENDING_SHIFT, set(), cid]
         for k, entry in enumerate(due):
             if type(cache) is not KmemCache:    # a constructor destroyed it (force): what
+                self._forget_building(due)      # was due went with its slabs
                 raise SlabError(f"{name}: a constructor destroyed the cache; nothing was "
-                                f"allocated")   # was due went with its slabs
+                                f"allocated")
             slab, i = entry & PENDING_FRAME, entry >> PENDING_SHIFT
             base, size = (slab << 12) + cache.red_left_pad, cache.slab_size
             nobj = int(self.state.sl_objects[slab])
@@ -106,14 +112,18 @@ class BatchAPI:
                 else:
                     if inside:
                         self._inobj_building.add(cid)
+                    building = self._building[slab]
                     while i < nobj:     # each object's word kept just before its constructor
-                        kept = self._free_pointers(cache, base, size, i, i + 1)
-                        cache.ctor(self.memory, base + i * size)
-                        self._put_back_free_pointers(cache, kept)
-                        kept = {}
+                        if i not in building[3]:    # (not constructed early: _construct_early)
+                            building[2] = i + 1
+                            kept = self._free_pointers(cache, base, size, i, i + 1)
+                            cache.ctor(self.memory, base + i * size)
+                            self._put_back_free_pointers(cache, kept)
+                            kept = {}
                         i += 1
             except Exception as e:
                 self._put_back_free_pointers(cache, kept)
+                self._forget_building(due)
                 # resume there at the next allocation of the cache, unless the constructor
                 # destroyed it (its slabs went with it, and may be another cache's by now)
                 if type(cache) is KmemCache:
@@ -126,7 +136,13 @@ class BatchAPI:
                                 f"({inner})") from e
             finally:
                 self._inobj_building.discard(cid)
+                self._building.pop(slab, None)
             self._put_back_free_pointers(cache, kept)
+
+    def _forget_building(self: "SlabAllocator", due: list[int]) -> None:
+        """Drop the due slabs ``due`` from ``_building`` (their constructor loop ends)."""
+        for entry in due:
+            self._building.pop(entry & PENDING_FRAME, None)
 
     def _free_pointers(self: "SlabAllocator", cache: KmemCache, base: int, size: int,
                        first: int, nobj: int) -> dict[int, np.ndarray]:
@@ -209,8 +225,36 @@ class BatchAPI:
                 self._give_back_batch(cache, addrs, lost)
                 raise self._ctor_took(cache, lost)
             if self._ctor_depth:
+                self._construct_early(cache, addrs)
                 self._ctor_out.update(addrs)
         return got
+
+    def _construct_early(self: "SlabAllocator", cache: KmemCache, addrs: list[int]) -> None:
+        """Construct those of ``addrs``, just handed out by an allocation that a constructor
+        made from its own cache, that lie in a slab whose constructors are running and have
+        not reached them (the loop then skips them): the kernel hands out no object of a new
+        slab before its constructors ran, numslab runs them once the slab is in use, and the
+        loop overwrote what the caller had written. If the constructor raises, the objects
+        go back and the allocation raises."""
+        for addr in addrs:
+            b = self._building.get(self._slab_head(addr))
+            if b is None or b[4] != cache._id or (i := (addr - b[0]) // b[1]) < b[2] or \
+                    i in b[3]:
+                continue
+            b[3].add(i)
+            if self._ctor_depth >= MAX_CTOR_DEPTH:
+                self._give_back_batch(cache, addrs)
+                raise SlabError(f"{cache.name}: constructors nested {MAX_CTOR_DEPTH} deep (a "
+                                f"constructor allocating from its own cache?)")
+            self._ctor_depth += 1
+            try:
+                cache.ctor(self.memory, addr)
+            except Exception as e:
+                self._give_back_batch(cache, addrs)
+                raise SlabError(f"{cache.name}: the constructor raised {type(e).__name__} on "
+                                f"the object at {addr:#x}; nothing was allocated") from e
+            finally:
+                self._ctor_depth -= 1
 
     def _construct_for(self: "SlabAllocator", cache: KmemCache | None, addr: int,
                        cid: int) -> None:
