@@ -144,10 +144,9 @@ UNIT_TABLE[ENGINE_WAIT] = ctypes.cast(_WAIT, ctypes.c_void_p).value
 # ---- turns in the engine, as units see them ----------------------------------------------
 @intrinsic
 def hold_engine(typingctx: Any, st: Any, on: Any) -> Any:
-    """In a unit: take the engine for this thread (``on``: raise ``ENGINE_BUSY``, name it
-    ``ENGINE_OWNER``, park the fast paths of state ``st`` as :func:`_guarded_call` does), or
-    give it back (0). Other threads' units wait meanwhile; their inlined fast paths find
-    ``NO_SHEAF`` and take the units."""
+    """In a unit: take the engine for this thread (``on``), or give it back (0), as a
+    first call's guard does (:func:`native.take_engine`). Other threads' units wait
+    meanwhile; their inlined fast paths find ``NO_SHEAF`` and take the units."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         state, take = args
         with builder.if_else(builder.icmp_signed("!=", take, ir.Constant(_I64, 0))) as (

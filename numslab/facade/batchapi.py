@@ -64,6 +64,12 @@ _NO_LOCK = contextlib.nullcontext()
 MAX_CTOR_DEPTH = 32
 
 
+def _nested_too_deep(name: str) -> SlabError:
+    """The refusal of constructors nested :data:`MAX_CTOR_DEPTH` deep in cache ``name``."""
+    return SlabError(f"{name}: constructors nested {MAX_CTOR_DEPTH} deep (a constructor "
+                     f"allocating from its own cache?)")
+
+
 class BatchAPI:
     """Batch methods of :class:`SlabAllocator` (kept in their own module), and the
     constructors of new slabs."""
@@ -94,55 +100,50 @@ class BatchAPI:
                 slab = entry & PENDING_FRAME
                 self._building[slab] = [(slab << 12) + cache.red_left_pad, cache.slab_size,
                                         entry >> PENDING_SHIFT, set(), cid]
-        for k, entry in enumerate(due):
-            if type(cache) is not KmemCache:    # a constructor destroyed it (force): what
-                self._forget_building(due)      # was due went with its slabs
-                raise SlabError(f"{name}: a constructor destroyed the cache; nothing was "
-                                f"allocated")
-            slab, i = entry & PENDING_FRAME, entry >> PENDING_SHIFT
-            base, size = (slab << 12) + cache.red_left_pad, cache.slab_size
-            nobj = int(self.state.sl_objects[slab])
-            inside = cache.offset < cache.object_size      # (7.x: ctor and freeptr_offset)
-            kept = {}
-            try:
-                if isinstance(cache.ctor, nb.core.registry.CPUDispatcher):  # (no allocation
-                    kept = self._free_pointers(cache, base, size, i, nobj)  # in it: nopython)
-                    _run_ctor(cache.ctor, self.memory, base + i * size, size, nobj - i)
-                    i = nobj
-                else:
-                    if inside:
-                        self._inobj_building.add(cid)
-                    building = self._building[slab]
-                    while i < nobj:     # each object's word kept just before its constructor
-                        if i not in building[3]:    # (not constructed early: _construct_early)
-                            building[2] = i + 1
-                            kept = self._free_pointers(cache, base, size, i, i + 1)
-                            cache.ctor(self.memory, base + i * size)
-                            self._put_back_free_pointers(cache, kept)
-                            kept = {}
-                        i += 1
-            except Exception as e:
+        try:
+            for k, entry in enumerate(due):
+                if type(cache) is not KmemCache:    # a constructor destroyed it (force): what
+                    raise SlabError(f"{name}: a constructor destroyed the cache; nothing was "
+                                    f"allocated")   # was due went with its slabs
+                slab, i = entry & PENDING_FRAME, entry >> PENDING_SHIFT
+                base, size = (slab << 12) + cache.red_left_pad, cache.slab_size
+                nobj = int(self.state.sl_objects[slab])
+                inside = cache.offset < cache.object_size      # (7.x: ctor and freeptr_offset)
+                kept = {}
+                try:
+                    if isinstance(cache.ctor, nb.core.registry.CPUDispatcher):  # (no allocation
+                        kept = self._free_pointers(cache, base, size, i, nobj)  # in it: nopython)
+                        _run_ctor(cache.ctor, self.memory, base + i * size, size, nobj - i)
+                        i = nobj
+                    else:
+                        if inside:
+                            self._inobj_building.add(cid)
+                        building = self._building[slab]
+                        while i < nobj:     # each object's word kept just before its constructor
+                            if i not in building[3]:    # (not constructed early: _construct_early)
+                                building[2] = i + 1
+                                kept = self._free_pointers(cache, base, size, i, i + 1)
+                                cache.ctor(self.memory, base + i * size)
+                                self._put_back_free_pointers(cache, kept)
+                                kept = {}
+                            i += 1
+                except Exception as e:
+                    self._put_back_free_pointers(cache, kept)
+                    # resume there at the next allocation of the cache, unless the constructor
+                    # destroyed it (its slabs went with it, and may be another cache's by now)
+                    if type(cache) is KmemCache:
+                        rest = np.array([slab | i << PENDING_SHIFT] + due[k + 1:], np.int64)
+                        pending_put(self._st, cid, len(rest), rest.ctypes.data)
+                    inner = str(e)
+                    inner = inner if len(inner) <= 300 else inner[:300] + " ..."
+                    raise SlabError(f"{name}: the constructor raised {type(e).__name__} on "
+                                    f"the object at {base + i * size:#x}; nothing was allocated "
+                                    f"({inner})") from e
                 self._put_back_free_pointers(cache, kept)
-                self._forget_building(due)
-                # resume there at the next allocation of the cache, unless the constructor
-                # destroyed it (its slabs went with it, and may be another cache's by now)
-                if type(cache) is KmemCache:
-                    rest = np.array([slab | i << PENDING_SHIFT] + due[k + 1:], np.int64)
-                    pending_put(self._st, cid, len(rest), rest.ctypes.data)
-                inner = str(e)
-                inner = inner if len(inner) <= 300 else inner[:300] + " ..."
-                raise SlabError(f"{name}: the constructor raised {type(e).__name__} on "
-                                f"the object at {base + i * size:#x}; nothing was allocated "
-                                f"({inner})") from e
-            finally:
-                self._inobj_building.discard(cid)
-                self._building.pop(slab, None)
-            self._put_back_free_pointers(cache, kept)
-
-    def _forget_building(self: "SlabAllocator", due: list[int]) -> None:
-        """Drop the due slabs ``due`` from ``_building`` (their constructor loop ends)."""
-        for entry in due:
-            self._building.pop(entry & PENDING_FRAME, None)
+        finally:                        # (the loop ended, or a constructor raised)
+            self._inobj_building.discard(cid)
+            for entry in due:
+                self._building.pop(entry & PENDING_FRAME, None)
 
     def _free_pointers(self: "SlabAllocator", cache: KmemCache, base: int, size: int,
                        first: int, nobj: int) -> dict[int, np.ndarray]:
@@ -244,8 +245,7 @@ class BatchAPI:
             b[3].add(i)
             if self._ctor_depth >= MAX_CTOR_DEPTH:
                 self._give_back_batch(cache, addrs)
-                raise SlabError(f"{cache.name}: constructors nested {MAX_CTOR_DEPTH} deep (a "
-                                f"constructor allocating from its own cache?)")
+                raise _nested_too_deep(cache.name)
             self._ctor_depth += 1
             try:
                 cache.ctor(self.memory, addr)
@@ -286,8 +286,7 @@ class BatchAPI:
         recursion limit struck somewhere in the facade's bookkeeping, which left a sheaf
         naming a live object, or crashed the interpreter."""
         if self._ctor_depth >= MAX_CTOR_DEPTH:
-            raise SlabError(f"{self._caches[cid].name}: constructors nested {MAX_CTOR_DEPTH} "
-                            f"deep (a constructor allocating from its own cache?)")
+            raise _nested_too_deep(self._caches[cid].name)
         if not self._ctor_depth:
             self._ctor_out.clear()
         self._ctor_depth += 1
