@@ -211,6 +211,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._ctor_depth, self._ctor_runs, self._ctor_out = 0, 0, set[int]()
         self._inobj_building = set[int]()      # caches constructing an in-object-pointer slab
         self._building: dict[int, list] = {}   # slabs a Python constructor loop is on
+        self._constructing: dict[int, bool] = {}   # objects it builds: handed out meanwhile?
         #: ``slab_mutex``: cache creation and destruction, one at a time.
         self._slab_mutex = threading.RLock()
         self._tls = threads.ThreadCpu(self._next_thread_cpu)
@@ -565,8 +566,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if self._g[G_NPENDING]:
             self._construct_for(cache, addr, cid)
         if self._ctor_depth and addr > 0 and cache is not None:
-            self._construct_early(cache, [addr])
-            self._ctor_out.add(addr)
+            addr = self._construct_early(cache, [addr], gfp, node, cpu)[0]
         if not addr and not gfp & _NOWARN:
             self._warn_no_memory(cache, gfp, node, cpu, size)
         return addr

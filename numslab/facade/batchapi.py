@@ -123,7 +123,7 @@ class BatchAPI:
                             if i not in building[3]:    # (not constructed early: _construct_early)
                                 building[2] = i + 1
                                 kept = self._free_pointers(cache, base, size, i, i + 1)
-                                cache.ctor(self.memory, base + i * size)
+                                self._construct_one(cache, base + i * size)
                                 self._put_back_free_pointers(cache, kept)
                                 kept = {}
                             i += 1
@@ -225,18 +225,52 @@ class BatchAPI:
             if lost:
                 self._give_back_batch(cache, addrs, lost)
                 raise self._ctor_took(cache, lost)
-            if self._ctor_depth:
-                self._construct_early(cache, addrs)
-                self._ctor_out.update(addrs)
+        if got > 0 and self._ctor_depth:    # (whether or not this call ran constructors: a
+            if not self._construct_early(cache, addrs, gfp, -1, None, out):  # running loop's
+                return 0                                            # slab is not due)
         return got
 
-    def _construct_early(self: "SlabAllocator", cache: KmemCache, addrs: list[int]) -> None:
-        """Construct those of ``addrs``, just handed out by an allocation that a constructor
-        made from its own cache, that lie in a slab whose constructors are running and have
-        not reached them (the loop then skips them): the kernel hands out no object of a new
-        slab before its constructors ran, numslab runs them once the slab is in use, and the
-        loop overwrote what the caller had written. If the constructor raises, the objects
+    def _construct_one(self: "SlabAllocator", cache: KmemCache, addr: int) -> None:
+        """Run ``cache``'s constructor on the object at ``addr``; if an allocation the
+        constructor made from its own cache was handed this very object
+        (:meth:`_construct_early`), it is held until now and then freed."""
+        self._constructing[addr] = False
+        try:
+            cache.ctor(self.memory, addr)
+        finally:
+            if self._constructing.pop(addr) and type(cache) is KmemCache and \
+                    not self._locate(addr, cache._id)[0]:
+                self._k_free(cache._id, self._cpu(), addr)
+
+    def _construct_early(self: "SlabAllocator", cache: KmemCache, addrs: list[int], gfp: int,
+                         node: int, cpu: int | None, out: np.ndarray | None = None
+                         ) -> list[int]:
+        """``addrs``, just handed out by an allocation (a batch's, ``out``) that a
+        constructor made from ``cache``, made fit to hand out: the kernel hands out no object
+        of a new slab before its constructors ran, numslab runs them once the slab is in
+        use. An object a constructor is building is held (:meth:`_construct_one` frees it)
+        and replaced by another allocation; an object of a slab whose constructors are
+        running and have not reached it is constructed now (the loop then skips it: it
+        overwrote what the caller had written). Returns the objects to hand out (recorded
+        for :meth:`_lost_to_ctor`), written into ``out``; or [] (0 for a single object)
+        with the batch given back when memory ran out. If a constructor raises, the objects
         go back and the allocation raises."""
+        for j, addr in enumerate(addrs):
+            if addr in self._constructing:
+                self._constructing[addr] = True
+                try:
+                    addrs[j] = addr = self.kmem_cache_alloc_node(cache, gfp, node, cpu)
+                except SlabError:
+                    self._give_back_batch(cache, addrs[:j] + addrs[j + 1:])
+                    raise
+                self._ctor_out.discard(addr)        # (the caller's, not lost: recorded below)
+                if out is not None:
+                    out[j] = addr
+                if not addr:
+                    if out is None:
+                        return [0]
+                    self._give_back_batch(cache, [a for a in addrs if a])
+                    return []
         for addr in addrs:
             b = self._building.get(self._slab_head(addr))
             if b is None or b[4] != cache._id or (i := (addr - b[0]) // b[1]) < b[2] or \
@@ -255,6 +289,8 @@ class BatchAPI:
                                 f"the object at {addr:#x}; nothing was allocated") from e
             finally:
                 self._ctor_depth -= 1
+        self._ctor_out.update(addrs)
+        return addrs
 
     def _construct_for(self: "SlabAllocator", cache: KmemCache | None, addr: int,
                        cid: int) -> None:
@@ -510,6 +546,11 @@ class BatchAPI:
         obj = int(alloc_from_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf))
         if obj == 0 and self._g[G_FAULT_CACHE]:     # it held an object handed out already
             self._raise_fault()
+        if obj and self._ctor_depth and cache.ctor is not None:    # a constructor's: as
+            if obj in self._constructing:           # _construct_early, but the next object
+                self._constructing[obj] = True      # comes from the sheaf
+                return self.kmem_cache_alloc_from_sheaf(cache, gfp, sheaf, cpu)
+            obj = self._construct_early(cache, [obj], gfp, -1, cpu)[0]
         return obj
 
     @cache_op
