@@ -935,7 +935,7 @@ def test_save_and_load_refuse_what_is_no_file_name(sa, tmp_path):
 def test_load_of_a_damaged_machine_file_is_a_slab_error(kernel, tmp_path):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)    # small: quick loads
     c = sa.kmem_cache_create("damaged", 96)
-    sa.kmem_cache_alloc(c)
+    a = sa.kmem_cache_alloc(c)
     sa.save(tmp_path / "good.npz")
     z = dict(np.load(tmp_path / "good.npz"))
     meta = json.loads(str(z["meta"]))
@@ -949,6 +949,13 @@ def test_load_of_a_damaged_machine_file_is_a_slab_error(kernel, tmp_path):
                with_meta(caches=[{"id": c.id, "name": "q", "dtype": [["a", "zz"]]}]),
                with_meta(caches=[{"id": c.id, "name": 10 ** 20, "dtype": None}]),  # no str
                with_meta(caches=[{"id": c.id, "name": "kmalloc-64", "dtype": None}]),
+               # a dtype kmem_cache_create refuses: Python objects (records() then read the
+               # arena's bytes as pointers: a segfault), or larger than the object
+               with_meta(caches=[{"id": c.id, "name": "damaged", "dtype": {"str": "O"}}]),
+               with_meta(caches=[{"id": c.id, "name": "damaged", "dtype": {"str": "|V97"}}]),
+               # a kfree_rcu entry's CPU out of range (synchronize_rcu segfaulted), or no int
+               with_meta(rcu_pending=[[a, 100000]]), with_meta(rcu_pending=[[a, "x"]]),
+               with_meta(rcu_pending=5), with_meta(rcu_pending=[[a]]),
                {"shadow": None, "shadow_pages": None},            # UnboundLocalError
                {"shadow_pages": z["shadow_pages"].astype(float)},  # IndexError
                {"state": np.array(["a"] * len(z["state"]))}]       # ValueError

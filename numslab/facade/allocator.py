@@ -43,8 +43,8 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
 from . import persist, threads
-from .args import (cache_op, as_int, check_cache_name, check_gfp, check_max_caches, check_order,
-                   fixed, public_caller)
+from .args import (cache_op, as_int, check_cache_name, check_dtype, check_gfp, check_max_caches,
+                   check_order, fixed, public_caller)
 from .batchapi import BatchAPI
 from .cache import NO_ALLOCATOR, CacheTable, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
@@ -346,21 +346,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 raise BadArg(f"kmem_cache_create({name}): unknown flags {flags!r:}")
             flags = self._slab_debug_of(name, flags)
             if dtype is not None:
-                try:
-                    dtype = np.dtype(dtype)
-                except TypeError as e:
-                    raise WrongTypeError(f"kmem_cache_create({name}): dtype {dtype!r} is not a "
-                                         f"NumPy dtype ({e})") from None
-                if dtype.hasobject:
-                    raise WrongTypeError(f"kmem_cache_create({name}): dtype {dtype} holds "
-                                         f"Python objects, which cannot live in slab memory")
-                if dtype.itemsize == 0:         # its records would all be the same no bytes
-                    raise WrongTypeError(f"kmem_cache_create({name}): dtype {dtype} has no "
-                                         f"bytes: a record needs at least one")
-                size = size or dtype.itemsize
-                if size < dtype.itemsize:
-                    raise InvalidSizeError(f"kmem_cache_create({name}): size {size} is smaller "
-                                           f"than the {dtype.itemsize}-byte dtype")
+                dtype, size = check_dtype(dtype, size, f"kmem_cache_create({name})")
             if not isinstance(sheaf_capacity, int) or not 0 <= sheaf_capacity <= 4096:
                 raise InvalidSizeError(f"kmem_cache_create({name}): sheaf_capacity "
                                        f"{sheaf_capacity!r} is not in 0..4096")

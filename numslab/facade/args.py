@@ -57,6 +57,28 @@ def check_cache_name(name: Any, taken: Any) -> str:
     return name
 
 
+def check_dtype(dtype: Any, size: int, where: str) -> tuple[np.dtype, int]:
+    """``dtype`` as a NumPy dtype whose records can live in a cache's objects, and the
+    object size (``size``, or the dtype's when 0): refused if it holds Python objects (the
+    arena's bytes would be read as pointers), has no bytes, or is larger than ``size``.
+    ``where`` names the call (``kmem_cache_create``, or ``load`` for a saved cache)."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError as e:
+        raise WrongTypeError(f"{where}: dtype {dtype!r} is not a NumPy dtype ({e})") from None
+    if dtype.hasobject:
+        raise WrongTypeError(f"{where}: dtype {dtype} holds Python objects, which cannot live "
+                             f"in slab memory")
+    if dtype.itemsize == 0:                 # its records would all be the same no bytes
+        raise WrongTypeError(f"{where}: dtype {dtype} has no bytes: a record needs at least "
+                             f"one")
+    size = size or dtype.itemsize
+    if size < dtype.itemsize:
+        raise InvalidSizeError(f"{where}: size {size} is smaller than the {dtype.itemsize}-byte "
+                               f"dtype")
+    return dtype, size
+
+
 def check_max_caches(max_caches: Any, kmalloc_caches: int) -> int:
     """``max_caches`` if it leaves room for the ``kmalloc_caches`` and one more: an int up
     to 65536."""

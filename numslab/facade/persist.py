@@ -14,13 +14,13 @@ import numpy as np
 
 from ..engine import ops
 from ..engine.checks import rcu_list_mark
-from ..engine.layout import (C_MAIN, C_NCOLS, C_PARKED, CA_ACTIVE, CA_DEBUG, F_CPU, F_G,
-                             G_KERNEL, G_MAX_CACHES, G_NCPUS, G_NNODES, G_NPAGES, G_NPENDING,
+from ..engine.layout import (C_MAIN, C_NCOLS, C_PARKED, CA_ACTIVE, CA_DEBUG, CA_OBJECT_SIZE, F_CPU,
+                             F_G, G_KERNEL, G_MAX_CACHES, G_NCPUS, G_NNODES, G_NPAGES, G_NPENDING,
                              G_NREPORTS, G_PAGES_PER_NODE, H_FIELDS, H_MAGIC, H_MEM,
                              H_MEMSIZE, HEADER, view)
 from ..errors import SlabError, WrongTypeError
 from . import threads
-from .args import check_cache_name
+from .args import check_cache_name, check_dtype
 from .cache import KmemCache
 from .kmallocapi import _RCU_LOCK
 from .loadcheck import Structure, check_links, made_with
@@ -228,11 +228,15 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
                 continue
             if type(c["id"]) is not int or not 0 <= c["id"] < len(sa.state.ca):
                 raise ValueError(f"cache id {c['id']!r}")
-            dtype = None if c["dtype"] is None else dtype_from_json(c["dtype"])
             name = check_cache_name(c["name"], sa._caches.names)     # (a str, unique)
+            dtype = None if c["dtype"] is None else check_dtype(   # (as kmem_cache_create:
+                dtype_from_json(c["dtype"]), int(sa.state.ca[c["id"], CA_OBJECT_SIZE]),
+                f"load: {path}: cache {name}")[0]                  # no Python objects)
             sa._caches.add(KmemCache(sa, c["id"], name, None, dtype))
         sa._site_names = [str(site) for site in meta["sites"]]  # slab_debug U's call sites
     except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, SlabError) and str(e).startswith("load: "):    # (check_dtype's)
+            raise
         raise SlabError(f"load: {path}: its caches or sites are not readable "
                         f"({type(e).__name__}: {str(e)[:80]})") from None
     sa._sites = {site: i + 1 for i, site in enumerate(sa._site_names)}
@@ -245,7 +249,13 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
     if sorted(sa._caches) != sorted(int(i) for i in np.flatnonzero(sa.state.ca[:, CA_ACTIVE])):
         raise SlabError(f"load: {path}: its caches do not match its state")
     sa.release_order = meta.get("release_order", sa.release_order)
-    for addr, cpu in meta.get("rcu_pending", []):     # (checked again: live objects)
+    pending = meta.get("rcu_pending", [])
+    if type(pending) is not list or not all(
+            type(p) is list and len(p) == 2 and type(p[0]) is int and
+            (p[1] is None or type(p[1]) is int and 0 <= p[1] < sa.nr_cpus) for p in pending):
+        raise SlabError(f"load: {path}: its kfree_rcu list is not a list of [address, cpu] "
+                        f"(None or 0..{sa.nr_cpus - 1})")
+    for addr, cpu in pending:                   # (checked again: live objects)
         sa._ksize(addr, "load")                 # on the list again, not into a sheaf: the
         sa._rcu_list_add(addr, cpu, "load")     # rcu_free sheaves are in the state
     return sa
