@@ -281,6 +281,33 @@ def test_a_leaky_destroy_lists_what_free_partial_lists(kernel):
     sa.kmem_cache_destroy(c)
     sa.validate()
 
+def test_a_forced_destroy_frees_what_slab_debug_refuses_with_a_warning(kernel):
+    """One stray byte in a live object's red zone made ``kmem_cache_destroy(force=True)``
+    raise ``SlabDebugError`` with nothing freed, and each retry refused another object: the
+    refused detached freelist leaves the objects checked before the bad one with their
+    free-state bytes (``free_debug_processing``'s ``init_object`` before "Object at .. not
+    freed"), which the next check then reports (17 calls here before the destroy went
+    through). Force now frees what the checks refuse without them, and warns."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="32M", kernel=kernel, slab_debug="FZPU")
+    c = sa.kmem_cache_create("d", 96)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(40)]
+    sa.memory[objs[3] - 1] = 1                          # object 3's left red zone
+    sa.slab_reports(clear=True)
+    with pytest.warns(RuntimeWarning, match=r"kmem_cache_destroy\(d, force=True\): "
+                                            r"kmem_cache_free_bulk\(d\): element \d+: object "
+                                            rf"{objs[3]:#x}: \[Left Redzone overwritten\]"):
+        sa.kmem_cache_destroy(c, force=True)
+    assert type(c) is not numslab.KmemCache and "d" not in [x.name for x in sa.caches]
+    assert any("Left Redzone overwritten" in r for r in sa.slab_reports())
+    sa.validate()
+    e = sa.kmem_cache_create("e", 96)                   # the slabs went back whole
+    assert sa.kmem_cache_validate(e) == 0
+    again = [e.alloc() for _ in range(60)]
+    for a in again:
+        e.free(a)
+    sa.validate()
+
+
 def test_double_free_is_reported_as_object_already_free():
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
     c = sa.kmem_cache_create("df", 64, flags=F)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numba as nb
@@ -19,7 +20,7 @@ from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..engine.slablists import pending_put, pending_take
 from ..errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidArgumentError,
-                      InvalidSizeError, SlabError)
+                      InvalidSizeError, SlabDebugError, SlabError)
 from ..flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
 from .args import cache_op, check_gfp
 from .cache import KmemCache
@@ -373,16 +374,31 @@ class BatchAPI:
     def _free_every_object(self: "SlabAllocator", cache: KmemCache) -> None:
         """Free every live object of ``cache`` (a forced destroy). The objects are read, then
         freed in a later engine call: another thread's free in between (its racing user's)
-        made the batch a double free, refused whole; they are read again then."""
-        for _ in range(100):
-            held = cache.live_addresses()
-            if not len(held):
-                return
-            try:
-                self.kmem_cache_free_bulk(cache, len(held), held)
-                return
-            except (DoubleFreeError, BadAddressError):
-                continue            # (the batch refused: nothing freed)
+        made the batch a double free, refused whole; they are read again then. On a
+        slab_debug cache, objects whose free a check refused (a red zone or poison
+        overwritten: the kernel's "Object at .. not freed", which also leaves the objects
+        checked before it on the detached freelist with their free-state bytes, so that
+        every later attempt refused another) are freed without the checks, with a warning:
+        the reports are in :meth:`slab_reports`. (Each attempt refused one more, and a
+        destroy took 17 calls for one stray byte.)"""
+        debug = int(self.state.ca[cache._id, CA_DEBUG])
+        try:
+            for _ in range(100):
+                held = cache.live_addresses()
+                if not len(held):
+                    return
+                try:
+                    self.kmem_cache_free_bulk(cache, len(held), held)
+                    return
+                except (DoubleFreeError, BadAddressError):
+                    continue            # (the batch refused: nothing freed)
+                except SlabDebugError as e:
+                    warnings.warn(f"kmem_cache_destroy({cache.name}, force=True): {e}; the "
+                                  f"objects slab_debug refused are freed without its checks "
+                                  f"(see slab_reports())", RuntimeWarning, stacklevel=4)
+                    self.state.ca[cache._id, CA_DEBUG] = 0
+        finally:
+            self.state.ca[cache._id, CA_DEBUG] = debug
         raise CacheLeakError(f"kmem_cache_destroy {cache.name}: other threads kept freeing its "
                              f"objects as it tried to free them")
 
