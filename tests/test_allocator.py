@@ -140,8 +140,12 @@ MISUSE = {
     "foreign cache": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(
         numslab.SlabAllocator(nr_cpus=1, memory="4M").kmalloc_caches[0], live[0]),
         numslab.WrongCacheError, "is a cache of another allocator"),
-    "not a cache": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_alloc("obj"),
+    "not a cache": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_alloc(None),
                     numslab.WrongCacheError, "not a live cache"),
+    "a cache's name": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_alloc("obj"),
+                       numslab.WrongCacheError,     # (it said "'obj' is not a live cache")
+                       "kmem_cache_alloc: 'obj' is a name, not a cache: pass the KmemCache "
+                       "(sa.find_cache"),
     "a cache's id": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_alloc(c.id),
                      numslab.WrongCacheError,       # (it said "13 is not a live cache")
                      r"kmem_cache_alloc: \d+ is a number, not a cache: pass the KmemCache"),

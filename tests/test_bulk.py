@@ -181,8 +181,15 @@ def test_alloc_bulk_gfp_zero_zeroes_every_object(sa):
 
 def test_alloc_bulk_rejects_short_or_bad_arrays(sa, cache):
     snap = snapshot(sa)
-    with pytest.raises(numslab.InvalidSizeError, match="shorter than 5"):
+    with pytest.raises(numslab.InvalidSizeError, match=r"^kmem_cache_alloc_bulk: count 5 is "
+                                                       r"larger than the array \(4 entries\)$"):
         sa.kmem_cache_alloc_bulk(cache, GFP_KERNEL, 5, np.empty(4, np.int64))
+    # the count and the gfp swapped (a new user's slip): the message says so
+    with pytest.raises(numslab.InvalidSizeError, match=r"count 3264 is larger than the "
+                                                       r"array \(4 entries\) \(it is GFP_KERNEL: "
+                                                       r"the arguments are cache, gfp, count, "
+                                                       r"array\)"):
+        sa.kmem_cache_alloc_bulk(cache, 4, GFP_KERNEL, np.empty(4, np.int64))
     with pytest.raises(numslab.SlabError, match="int64"):
         sa.kmem_cache_alloc_bulk(cache, GFP_KERNEL, 4, np.empty(4, np.int32))
     with pytest.raises(numslab.SlabError, match="contiguous"):
@@ -499,9 +506,10 @@ def test_free_bulk_duplicate_in_batch_is_a_double_free_at_the_second(sa, cache, 
 def test_free_bulk_array_checks(sa, cache, world):
     objs, _ = world
     snap = snapshot(sa)
-    with pytest.raises(numslab.InvalidSizeError, match="shorter than 41"):
+    with pytest.raises(numslab.InvalidSizeError, match=r"count 41 is larger than the array "
+                                                       r"\(40 entries\)$"):
         sa.kmem_cache_free_bulk(cache, 41, objs)
-    with pytest.raises(numslab.InvalidSizeError, match="shorter than 41"):
+    with pytest.raises(numslab.InvalidSizeError, match="count 41 is larger than the array"):
         sa.kfree_bulk(41, objs)
     # the message says what is wrong (before: "not ndarray int64 (40,)" for a read-only one)
     for arr, fault in ((objs.astype(np.int32), "not an int32 ndarray of shape (40,)"),
@@ -811,7 +819,7 @@ def test_array_errors(sa, cache):
     for flags in (1, 0x80000000, -1, 1 << 40, "new", None, PARTIAL | 4):
         with pytest.raises(numslab.SlabError, match="unknown flags"):
             sa.kmem_cache_alloc_array(cache, GFP_KERNEL, 4, out, flags=flags)
-    with pytest.raises(numslab.InvalidSizeError, match="shorter than 9"):
+    with pytest.raises(numslab.InvalidSizeError, match="count 9 is larger than the array"):
         sa.kmem_cache_alloc_array(cache, GFP_KERNEL, 9, out)
     with pytest.raises(numslab.SlabError, match="int64"):
         sa.kmem_cache_alloc_array(cache, GFP_KERNEL, 4, out.astype(np.int32))

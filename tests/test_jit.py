@@ -532,6 +532,23 @@ def test_njit_refuses_the_cache_object_in_place_of_its_id(world):
         numba.njit(lambda cache: 0)(c)
     assert_unchanged(sa, snap)
 
+
+def test_njit_refuses_the_allocator_in_place_of_its_handle(world):
+    """The commonest slip of all, ``sa`` where ``numslab.jit`` takes ``sa.handle``, was
+    Numba's ``TypingError`` ("Cannot determine Numba type of SlabAllocator": no TypeError,
+    and no word of ``sa.handle``), where the README promises a TypeError naming the
+    argument."""
+    sa, c, other, objs, gone = world
+    snap = snapshot(sa)
+    with pytest.raises(TypeError, match=r"^numslab.jit: the first argument must be an "
+                                        r"allocator's handle \(pass sa.handle itself, a "
+                                        r"SlabHandle\), not the allocator$"):
+        free_one(sa, c.id, int(objs[0]))
+    with pytest.raises(TypeError, match="a SlabAllocator cannot be passed to compiled code: "
+                                        "pass its handle, sa.handle"):
+        numba.njit(lambda allocator: 0)(sa)
+    assert_unchanged(sa, snap)
+
 def test_njit_refuses_caches_with_a_constructor(sa):
     @numba.njit
     def ctor(mem, addr):

@@ -159,16 +159,28 @@ def _unbox_handle(typ: Any, obj: Any, c: Any) -> NativeValue:
     return NativeValue(native, is_error=cgutils.is_not_null(c.builder, c.pyapi.err_occurred()))
 
 
-class CacheObjectType(types.Opaque):
-    """Numba type of a ``KmemCache`` passed to compiled code, where ``numslab.jit`` takes its
-    id (``c.id``): typed, so that a call passing it is refused naming the argument, not
-    with Numba's "Cannot determine Numba type" before any numslab code is reached."""
+class FacadeObjectType(types.Opaque):
+    """Numba type of a facade object passed to compiled code, where ``numslab.jit`` takes a
+    number instead: a ``KmemCache`` (its id, ``c.id``) or a ``SlabAllocator`` (its handle,
+    ``sa.handle``). Typed, so that a call passing one is refused naming the argument and
+    what to pass (``hint``), not with Numba's "Cannot determine Numba type" (a
+    ``TypingError``, no ``TypeError``) before any numslab code is reached."""
+
+    def __init__(self, what: str, hint: str) -> None:
+        self.what, self.hint = what, hint
+        super().__init__(name=f"numslab.{what}")
+
+
+class CacheObjectType(FacadeObjectType):
+    """:class:`FacadeObjectType` of a ``KmemCache``."""
 
     def __init__(self) -> None:
-        super().__init__(name="numslab.KmemCache")
+        super().__init__("KmemCache", "pass its id, c.id")
 
 
 cache_object = CacheObjectType()
+allocator_object = FacadeObjectType("SlabAllocator", "pass its handle, sa.handle")
+register_model(FacadeObjectType)(models.OpaqueModel)
 register_model(CacheObjectType)(models.OpaqueModel)
 
 
@@ -179,11 +191,19 @@ def type_cache_objects(cls: type) -> None:
     typeof_impl.register(cls)(lambda val, c: cache_object)
 
 
-@unbox(CacheObjectType)
-def _unbox_cache_object(typ: Any, obj: Any, c: Any) -> NativeValue:
-    c.pyapi.err_set_string("PyExc_TypeError", "numslab: a KmemCache cannot be passed to "
-                           "compiled code: pass its id, c.id")
+def type_allocator_objects(cls: type) -> None:
+    """Give ``cls`` (``SlabAllocator``) the Numba type :data:`allocator_object`, as
+    :func:`type_cache_objects` does for caches."""
+    typeof_impl.register(cls)(lambda val, c: allocator_object)
+
+
+def _unbox_facade_object(typ: Any, obj: Any, c: Any) -> NativeValue:
+    c.pyapi.err_set_string("PyExc_TypeError", f"numslab: a {typ.what} cannot be passed to "
+                           f"compiled code: {typ.hint}")
     return NativeValue(c.context.get_dummy_value(), is_error=cgutils.true_bit)
+
+
+unbox(FacadeObjectType)(_unbox_facade_object)     # (its subclass's too: looked up by MRO)
 
 
 def _entry(builder: Any, value: Any) -> Any:
@@ -201,7 +221,8 @@ def _check_handle(h: Any) -> None:
     numslab's own helpers, far from the user's call)."""
     if not isinstance(h, SlabHandleType):
         raise TypeError(f"numslab.jit: the first argument must be an allocator's handle "
-                        f"(pass sa.handle itself, a SlabHandle), not {h}")
+                        f"(pass sa.handle itself, a SlabHandle), not "
+                        f"{'the allocator' if h is allocator_object else h}")
 
 
 # The slot cannot change while a caller runs (the SlabHandle passed in keeps its allocator

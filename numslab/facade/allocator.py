@@ -778,3 +778,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             raise self._corruption(cid if cid != NIL else at, what, where)
 
     check_invariants = validate
+
+
+handles.type_allocator_objects(SlabAllocator)     # (inside @njit: refused, naming sa.handle)

@@ -21,7 +21,7 @@ from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..engine.slablists import pending_put, pending_take
 from ..errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidArgumentError,
                       InvalidSizeError, SlabDebugError, SlabError)
-from ..flags import SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
+from ..flags import GFP_NAMES, SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
 from .args import cache_op, check_gfp
 from .cache import KmemCache
 
@@ -183,7 +183,11 @@ class BatchAPI:
                 or nr < 0:
             raise InvalidSizeError(f"{fn}: count {nr!r} is not a non-negative int")
         if nr > arr.shape[0]:
-            raise InvalidSizeError(f"{fn}: the array is shorter than {nr}")
+            named = [n for v, n in GFP_NAMES if v == nr and n.startswith("GFP_")]
+            swap = f" (it is {named[0]}: the arguments are cache, gfp, count, array)" \
+                if named and "alloc" in fn else ""
+            raise InvalidSizeError(f"{fn}: count {nr} is larger than the array "
+                                   f"({arr.shape[0]} entries){swap}")
         return int(nr)
 
     def _cpu_of(self: "SlabAllocator", cpu: int | None) -> int:

@@ -30,6 +30,9 @@ class RaiseAPI:
                                       f"KmemCache (cache ids are numslab.jit's)")
             if type(cache) is KmemCache:
                 raise WrongCacheError(f"{fn}: {cache!r} is a cache of another allocator")
+            if isinstance(cache, str):          # (it read "'pkt' is not a live cache")
+                raise WrongCacheError(f"{fn}: {cache!r} is a name, not a cache: pass the "
+                                      f"KmemCache (sa.find_cache({cache!r}))")
             raise WrongCacheError(f"{fn}: {cache!r} is not a live cache of this allocator")
         return cache._id
 
