@@ -192,6 +192,9 @@ def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
         red_left_pad = align_up(8, align)
         size += red_left_pad
     size = align_up(size, align)
+    if size > PAGE_SIZE << MAX_PAGE_ORDER and align > object_size:    # (it named the stride
+        raise InvalidSizeError(f"align {align} makes each object take {size} bytes, more "  # as
+                               f"than a slab of order {MAX_PAGE_ORDER} holds")  # the object size)
     order = calculate_order(size, nr_cpus)
     objs = order_objects(order, size)
     min_order = get_order(size)

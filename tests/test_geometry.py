@@ -203,8 +203,15 @@ def test_impossible_sizes_raise(bad):
 
 
 def test_bad_alignment_raises():
-    with pytest.raises(numslab.InvalidSizeError):
+    with pytest.raises(numslab.InvalidSizeError, match="align 24 is not zero or a power of two"):
         calculate_geometry(64, 24, 0, False, 2)
+    # too large for any slab: the message named the stride as the object size ("object size
+    # 1099511627776 does not fit"), the object being 192 bytes
+    with pytest.raises(numslab.InvalidSizeError, match=r"^align 1099511627776 makes each "
+                                                       r"object take 1099511627776 bytes, more "
+                                                       r"than a slab of order 10 holds$"):
+        calculate_geometry(192, 1 << 40, 0, False, 2)
+    assert calculate_geometry(192, 1 << 22, 0, False, 2).slab_size == 1 << 22   # one fits
 
 
 def test_a_constructor_allocating_from_its_own_in_object_pointer_cache_is_refused():
