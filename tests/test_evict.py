@@ -202,3 +202,28 @@ def test_eviction_offers_the_slabs_of_an_order_above_0(kernel, size):
     assert partial >= 10 and sa.kmem_cache_defrag(c, 100) == len(offered) >= partial
     assert len(c) == 0 and sum(offered) == keep.sum()
     sa.validate()
+
+
+@pytest.mark.parametrize("again", ["shrink", "defrag"])
+def test_a_kick_that_evicts_again_counts_each_freed_slab_once(sa, kernel, again):
+    """A ``kick`` that re-enters eviction (``kmem_cache_shrink`` or ``kmem_cache_defrag`` of
+    the same cache) made every level count every slab of its list gone, the nested calls'
+    too: ``slabs_freed`` 7875 (125 + 124 + ... + 1) for a cache that had 125 slabs."""
+    c = sa.kmem_cache_create("again", 256)
+    a = c.alloc_bulk(2000)
+    c.free_bulk(a[np.arange(len(a)) % 8 != 0])          # 2 objects left in each slab
+    slabs = len(np.unique(c.live_addresses() >> 12))
+
+    def kick(objs, private):
+        for x in objs.tolist():
+            c.free(x)
+        if again == "shrink":
+            sa.kmem_cache_shrink(c)
+        else:
+            sa.kmem_cache_defrag(c, 50)
+    sa.kmem_cache_setup_defrag(c, lambda objs: None, kick)
+    assert sa.kmem_cache_defrag(c, 50) == slabs          # every slab freed by the call
+    assert sa.defrag_stats(c) == {"slabs_freed": slabs, "objects_kicked": 2 * slabs,
+                                  "refusals": 0}
+    assert len(c) == 0 and c.stats["alloc_slab"] >= slabs
+    sa.validate()

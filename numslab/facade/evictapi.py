@@ -91,7 +91,22 @@ class EvictAPI:
 
     def _evict(self: "SlabAllocator", cid: int, ratio: int) -> int:
         """Flush the cache, ask the owners of each partial slab used at most ``ratio`` percent
-        to free its objects, flush again so that the emptied slabs are freed. Slabs freed."""
+        to free its objects, flush again so that the emptied slabs are freed. Slabs freed.
+
+        A ``kick`` may evict again (``kmem_cache_shrink``, ``kmem_cache_defrag``): the slabs
+        a nested eviction counted are left out of the outer ones' counts (each level
+        counted every slab of its list gone, ``slabs_freed`` growing as n(n+1)/2)."""
+        depth = self.__dict__.get("_evict_depth", 0)
+        if not depth:
+            self._evict_counted: set[int] = set()
+        self._evict_depth = depth + 1
+        try:
+            return self._evict_level(cid, ratio)
+        finally:
+            self._evict_depth = depth
+
+    def _evict_level(self: "SlabAllocator", cid: int, ratio: int) -> int:
+        """:meth:`_evict` at one level of nesting."""
         _, get, kick = self._per_cache("_evict_callbacks")[cid]
         cache = self._caches[cid]
         cpu = self._cpu()
@@ -123,8 +138,14 @@ class EvictAPI:
             tried.append((slab, objs))
         ops.kmem_cache_shrink(self._st, cid, cpu)
         live_after = cache.live_addresses()
+        gone = 0                            # the slabs freed by this call, nested ones' too
         for slab, objs in tried:
-            if st.sl_cache[slab] == cid and st.pg_flags[slab] & PG_SLAB:     # kept
+            kept = st.sl_cache[slab] == cid and st.pg_flags[slab] & PG_SLAB
+            gone += not kept
+            if slab in self._evict_counted:     # counted by a nested eviction (a kick's)
+                continue
+            self._evict_counted.add(slab)
+            if kept:
                 kicked += len(objs) - int(np.isin(objs, live_after).sum())
                 refused += 1
             else:
@@ -133,4 +154,4 @@ class EvictAPI:
         counts = self._per_cache("_evict_counts")
         _, f0, k0, r0 = counts.get(cid, (None, 0, 0, 0))
         counts[cid] = (self._caches.token(cid), f0 + freed, k0 + kicked, r0 + refused)
-        return freed
+        return gone
