@@ -1005,7 +1005,11 @@ def test_load_refuses_links_to_frames_and_caches_the_machine_has_not(kernel, tmp
              "G_NLOST": (at(L.F_G, L.G_NLOST), 3),           # not the sum of sl_lost
              "kmalloc": (at(L.F_KMALLOC, 3), 2047),
              "pcp list": (at(L.F_PCP, pcp_end), 1 << 24),
-             "free area": (at(L.F_BUDDY, L.B_HEAD), sa.nr_pages + 7)}
+             "free area": (at(L.F_BUDDY, L.B_HEAD), sa.nr_pages + 7),
+             # a node's counts of the cache's slabs and objects (validate failed ever after,
+             # and a destroy raised with the cache half-destroyed)
+             "node slabs": (at(L.F_NODE, c.id * L.N_NCOLS + L.N_NR_SLABS), 1002),
+             "node objects": (at(L.F_NODE, c.id * L.N_NCOLS + L.N_TOTAL_OBJECTS), 12345)}
     for what, (i, value) in edits.items():
         bad = state.copy()
         bad[i] = value

@@ -19,8 +19,9 @@ from ..engine.layout import (B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARKED, C_PA
                              CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY, CA_SIZE, CA_TRACK,
                              CA_USER_SHEAVES, D_OBJECT_POISON, G_NDEBUG, G_NLOST, G_NPENDING,
                              PENDING_FRAME, G_NRCU, G_RCU_HEAD, G_RCU_TAIL, N_BARN_EMPTY,
-                             N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, N_NR_PARTIAL, N_PARTIAL_HEAD,
-                             N_PARTIAL_TAIL, NIL, NR_ORDERS, NR_PBUCKETS, P_BATCH, P_COUNT,
+                             N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, N_NR_PARTIAL, N_NR_SLABS,
+                             N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS,
+                             NR_PBUCKETS, P_BATCH, P_COUNT,
                              P_FREE_FACTOR, P_HIGH, P_LISTS, PCP_MAX_ORDER, PG_BUDDY,
                              PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED, PG_LARGE,
                              PG_NODE_PARTIAL, PG_PCP, PG_RCU, PG_RESERVED, PG_SLAB, PG_SORTED,
@@ -302,6 +303,20 @@ class Structure:
         inuse = st.sl_inuse[heads]
         self.first("sl_freelist", fl, (fl != 0) | (inuse == objs), "but its slab has objects "
                    "not in use (sl_inuse below sl_objects)", heads)
+        # each node's count of a cache's slabs and objects (sysfs reads them; a destroy that
+        # found slabs left after releasing every one raised with the cache half-destroyed)
+        shape = st.node.shape[:2]
+        nslabs, nobjs = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+        np.add.at(nslabs, (cache[heads], heads // self.ppn), 1)
+        np.add.at(nobjs, (cache[heads], heads // self.ppn), objs)
+        active = st.ca[:, CA_ACTIVE] != 0
+        for col, want, what in ((N_NR_SLABS, nslabs, "slabs of its cache"),
+                                (N_TOTAL_OBJECTS, nobjs, "objects its cache's slabs hold")):
+            bad = np.argwhere(active[:, None] & (st.node[:, :, col] != want))
+            if len(bad):
+                c, n = (int(x) for x in bad[0])
+                self.fail(f"node[{c}, {n}, {col}]", st.node[c, n, col], f"not {want[c, n]}, "
+                          f"the {what} on node {n}")
 
     def walk(self, word: str, pfn: int, member: Any, back: bool = True) -> list[int]:
         """The frames of the list whose first frame ``pfn`` is word ``word``, linked through
