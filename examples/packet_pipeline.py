@@ -264,8 +264,22 @@ def compare_json(res: dict[str, PipelineResult], source: str) -> dict[str, Any]:
             "ns_per_packet": {m: x.ns_per_packet for m, x in res.items()}, "modes": modes}
 
 
+def warning_line(message: Any, category: type, filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    """Print a warning as the CLI's other messages, ``packet_pipeline: warning: ...`` (Python's
+    own format echoed the source line that warned, ``p = read_capture(args.pcap)``)."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; the exit status (0 ok, 1 leak or failure, 2 bad input)."""
+    with warnings.catch_warnings():
+        warnings.showwarning = warning_line
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
+    """:func:`main`, its warnings printed by :func:`warning_line`."""
     args = parse_args(argv)
     try:
         packets, source = load(args)

@@ -434,6 +434,9 @@ def test_cli_reads_a_cut_capture_up_to_the_cut_and_stdin(tmp_path):
     out = run_cli("--pcap", str(path), "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["packets"] == len(pkts) - 1
     assert "cut at byte" in out.stderr and "Traceback" not in out.stderr
+    # one line, as the CLI's errors (Python's format echoed "p = read_capture(args.pcap)")
+    assert [ln for ln in out.stderr.splitlines() if "cut at byte" in ln][0].startswith(
+        "packet_pipeline: warning: capture cut at byte") and "read_capture(" not in out.stderr
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     piped = subprocess.run([sys.executable, str(CLI), "--pcap", "-", "--json"], input=whole,
                            capture_output=True, env=env, timeout=300)
