@@ -21,7 +21,8 @@ NO_VALUE = -(1 << 63)
 class SlabError(Exception):
     """Base class of all numslab errors.
 
-    Raised from compiled code (``numslab.jit``, messages starting ``numslab.jit:``), the
+    Raised from compiled code (``numslab.jit``, messages starting ``numslab.jit:``, the text
+    naming the call, ``numslab.jit.kmem_cache_free:``), the
     address, the cache id and the batch element concerned are in ``detail`` (-1 where not
     known), the argument refused in ``value`` (None: none), and all of them named in the
     text (an address however wrong, negative ones too, -1 among them), with the cache's
@@ -38,10 +39,11 @@ class SlabError(Exception):
         self._cache_name: str | None = None
         self._note: str | None = None
         self._earlier = -1
+        self._call: str | None = None
         if _jit_error_detail is not None and args and isinstance(args[0], str) \
                 and args[0].startswith("numslab.jit:"):
-            addr, cache, index, value, self._earlier, self._cache_name, self._note = \
-                _jit_error_detail()
+            addr, cache, index, value, self._earlier, self._cache_name, self._note, \
+                self._call = _jit_error_detail()
             self._named = addr != NO_VALUE          # (an address of -1 is named too)
             self.detail = (-1 if addr == NO_VALUE else addr, cache, index)
             self.value = None if value == NO_VALUE else value
@@ -50,7 +52,8 @@ class SlabError(Exception):
         # Numba pickles a compiled raise's exception when it compiles it: ``detail`` must be
         # taken when the exception is made again at the raise, not restored from then
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("detail", "value", "_cache_name", "_note", "_named", "_earlier")}
+                 if k not in ("detail", "value", "_cache_name", "_note", "_named", "_earlier",
+                              "_call")}
         return type(self), self.args, state
 
     def __str__(self) -> str:
@@ -64,6 +67,9 @@ class SlabError(Exception):
         twin = f" names the same object as element {earlier}" if earlier >= 0 else ""
         where += [f"element {index} of the batch{twin}"] if index >= 0 else []
         text = super().__str__()
+        call = getattr(self, "_call", None)
+        if call:                        # the numslab.jit call that raised
+            text = text.replace("numslab.jit:", f"numslab.jit.{call}:", 1)
         note = getattr(self, "_note", None)
         if note and isinstance(self, DoubleFreeError):
             text = f"{text.split(' (', 1)[0]}, {note}"

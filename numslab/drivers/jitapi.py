@@ -77,11 +77,18 @@ GFP_MAX = (1 << 32) - 1
 #: so the arguments go here and the exceptions stay constant. One row of :data:`ERROR_WORDS`
 #: per thread (hashed from the thread's pointer, its first word): two threads raising at once
 #: named each other's address when there was one record for the process.
-ERROR_ROWS, ERROR_WORDS = 64, 7
+ERROR_ROWS, ERROR_WORDS = 64, 8
 #: "No address" in the error detail: an address of -1 is the user's, and is named.
 NO_ADDR = errors.NO_VALUE
-ERROR_DETAIL = np.tile(np.array([0, 0, errors.NO_VALUE, -1, -1, errors.NO_VALUE, -1], np.int64),
-                       ERROR_ROWS)
+ERROR_DETAIL = np.tile(np.array([0, 0, errors.NO_VALUE, -1, -1, errors.NO_VALUE, -1, 0],
+                                np.int64), ERROR_ROWS)
+#: The calls an error names (``numslab.jit.kmem_cache_free: ...``), by the code each passes
+#: down to its raise (0: none known).
+JIT_CALLS = ("", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
+             "kmem_cache_alloc_bulk", "kmem_cache_free_bulk", "kmem_cache_alloc_array",
+             "kmalloc", "kfree", "kfree_bulk", "is_live", "kmem_cache_compact", "arena")
+(J_ALLOC, J_ALLOC_NODE, J_FREE, J_ALLOC_BULK, J_FREE_BULK, J_ALLOC_ARRAY, J_KMALLOC, J_KFREE,
+ J_KFREE_BULK, J_IS_LIVE, J_COMPACT, J_ARENA) = range(1, len(JIT_CALLS))
 ERROR_SYMBOL = "numslab_jit_error"
 ll.add_symbol(ERROR_SYMBOL, ERROR_DETAIL.ctypes.data)
 _HASH = 0x9E3779B97F4A7C15          # Fibonacci hashing: the top 6 bits pick the row
@@ -92,19 +99,21 @@ def _error_row(tid: int) -> int:
     return ((tid * _HASH) & ((1 << 64) - 1)) >> 58
 
 
-def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | None]:
+def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | None,
+                                  str | None]:
     """The detail of this thread's last compiled raise: address, cache id, batch element,
     refused argument, the earlier batch element naming the same object, the cache's name and
     the allocator's note on the address (None: not known; :func:`handles.describe`; every
     raise of ``numslab.jit`` records its own first; Python makes the exception more than
-    once, so it is not reset here); nothing known if another thread's raise took the row
-    since."""
+    once, so it is not reset here), and the call that raised (None: not known); nothing known
+    if another thread's raise took the row since."""
     tid = threading.get_ident() if _MACHINE == "x86_64" else -1     # (thread_pointer's)
     row = ERROR_DETAIL[_error_row(tid) * ERROR_WORDS:][:ERROR_WORDS]
     if int(row[0]) != tid:
-        return NO_ADDR, -1, -1, errors.NO_VALUE, -1, None, None
-    where, addr, cache, index, value, earlier = (int(x) for x in row[1:])
-    return (addr, cache, index, value, earlier, *handles.describe(where, cache, addr))
+        return NO_ADDR, -1, -1, errors.NO_VALUE, -1, None, None, None
+    where, addr, cache, index, value, earlier, call = (int(x) for x in row[1:])
+    return (addr, cache, index, value, earlier, *handles.describe(where, cache, addr),
+            JIT_CALLS[call] if 0 < call < len(JIT_CALLS) else None)
 
 
 errors._jit_error_detail = _read_error_detail
@@ -112,10 +121,10 @@ errors._jit_error_detail = _read_error_detail
 
 @intrinsic
 def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
-                  value: Any, earlier: Any) -> Any:
+                  value: Any, earlier: Any, call: Any) -> Any:
     """Store the calling thread's pointer, then ``where`` (the allocator's state address, 0:
-    not known), ``addr``, ``cache``, ``index``, ``value``, ``earlier``, in its row of
-    :data:`ERROR_DETAIL`."""
+    not known), ``addr``, ``cache``, ``index``, ``value``, ``earlier`` and ``call`` (its
+    :data:`JIT_CALLS` code), in its row of :data:`ERROR_DETAIL`."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         i64 = ir.IntType(64)
         tid = thread_pointer(builder)
@@ -127,19 +136,21 @@ def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
             builder.store(v, builder.gep(base, [ir.Constant(i64, k)]))
         return context.get_dummy_value()
     return types.none(types.int64, types.int64, types.int64, types.int64, types.int64,
-                      types.int64), codegen
+                      types.int64, types.int64), codegen
 
 
 @jit(inline=False, helper=True)
-def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0, earlier=-1):
+def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0, earlier=-1,
+           call=0):
     """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
     test and branch here); a batch call's code carries the bad element's index too. The
     address, cache id and batch element (-1: not known), the refused argument ``value``, the
     allocator's state address ``where`` (0: not known; the cache's name is looked up from
-    it) and, for ``E_TWICE``, the ``earlier`` element naming the same object go to
-    :data:`ERROR_DETAIL`, which the exception's text names."""
+    it), for ``E_TWICE`` the ``earlier`` element naming the same object, and the ``call``
+    raising (:data:`JIT_CALLS`) go to :data:`ERROR_DETAIL`, which the exception's text
+    names."""
     err = -(-err % E_AT)
-    _record_error(where, addr, cache, index, value, earlier)
+    _record_error(where, addr, cache, index, value, earlier, call)
     if err == E_GONE:
         raise SlabError("numslab.jit: the handle's allocator no longer exists")
     if err == E_DEAD_CACHE:
@@ -186,7 +197,7 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
 
 
 @jit(inline=False, helper=True)
-def _fault(st):
+def _fault(st, call):
     """A corrupted free pointer was found, or a slab_debug check failed if the call wrote
     reports (the facade's test; here: the newest report names the isolated slab, which
     only a slab_debug check reports); either way the engine isolated the slab and gave
@@ -199,7 +210,7 @@ def _fault(st):
     g[G_FAULT_CACHE] = 0
     g[G_FAULT_SLAB] = 0
     g[G_FAULT_VALUE] = 0
-    _record_error(address(st), NO_ADDR, cache, -1, errors.NO_VALUE, -1)
+    _record_error(address(st), NO_ADDR, cache, -1, errors.NO_VALUE, -1, call)
     if reported:
         raise SlabDebugError("numslab.jit: a slab_debug check failed on allocation: the slab "
                              "is isolated, nothing was allocated; see "
@@ -210,15 +221,15 @@ def _fault(st):
 
 
 @jit(inline=False, helper=True)
-def _raise_kfree(st, err, addr):
+def _raise_kfree(st, err, addr, call):
     """Raise for a ``kfree`` the engine refused, naming the cache its page belongs to (the
     call names none) when the address lies in a slab."""
     cache = ops._slab_owner(st, addr) if (addr > 0) & (addr < st.npages << 12) else NIL
-    _raise(err, addr, cache, -1, errors.NO_VALUE, address(st))
+    _raise(err, addr, cache, -1, errors.NO_VALUE, address(st), -1, call)
 
 
 @jit(inline=False, helper=True)
-def _raise_batch(st, err, cache, pa):
+def _raise_batch(st, err, cache, pa, call):
     """Raise for the element of the batch at ``pa`` that a batch free refused (``err - i *
     E_AT``; the array is as the caller passed it), naming the element and, for
     ``kfree_bulk`` (``cache`` NIL), the cache its page belongs to; for ``E_TWICE`` the
@@ -229,62 +240,62 @@ def _raise_batch(st, err, cache, pa):
     earlier = _twin(p, i) if err + i * E_AT == E_TWICE else -1
     if cache == NIL:
         cache = ops._slab_owner(st, addr) if (addr > 0) & (addr < st.npages << 12) else NIL
-    _raise(err, addr, cache, i, errors.NO_VALUE, address(st), earlier)
+    _raise(err, addr, cache, i, errors.NO_VALUE, address(st), earlier, call)
 
 
 @jit(inline=True, helper=True)
-def _checked(st, got):
+def _checked(st, got, call):
     """``got`` from an allocation's slow path, unless it met a corrupted free pointer or a
     failed slab_debug check (it then took nothing and returned 0 or -1), or refused a
     batch's array (``E_ARRAY_PLACE``): raise."""
     if got <= 0:
         if got == E_ARRAY_PLACE:
-            _raise(got, NO_ADDR, -1, -1, errors.NO_VALUE, address(st))
+            _raise(got, NO_ADDR, -1, -1, errors.NO_VALUE, address(st), -1, call)
         if st.g[G_FAULT_CACHE]:
-            _fault(st)
+            _fault(st, call)
     return got
 
 
 @jit(inline=True, helper=True)
-def _state(h, cpu):
+def _state(h, cpu, call):
     """The State of handle ``h`` after checking the handle and the CPU."""
     st = state_of(h)
     if not handle_live(h) or address(st) == 0:
-        _raise(E_GONE)
+        _raise(E_GONE, NO_ADDR, -1, -1, errors.NO_VALUE, 0, -1, call)
     if cpu < 0 or cpu >= st.ncpus:
-        _raise(E_BAD_CPU, NO_ADDR, -1, -1, cpu)
+        _raise(E_BAD_CPU, NO_ADDR, -1, -1, cpu, 0, -1, call)
     return st
 
 
 @jit(inline=False, helper=True)
-def _refuse_args(st, cache, cpu, gfp):
+def _refuse_args(st, cache, cpu, gfp, call):
     """Raise for the argument of :func:`_cache_state` out of range, naming it (out of line:
     which one it is, worked out in the hot path, cost the single pair 3-5%)."""
     if cpu < 0 or cpu >= st.ncpus:
-        _raise(E_BAD_CPU, NO_ADDR, cache, -1, cpu, address(st))
+        _raise(E_BAD_CPU, NO_ADDR, cache, -1, cpu, address(st), -1, call)
     if gfp < 0 or gfp > GFP_MAX:
-        _raise(E_BAD_GFP, NO_ADDR, cache, -1, gfp, address(st))
-    _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st))      # (-1 too: the id refused)
+        _raise(E_BAD_GFP, NO_ADDR, cache, -1, gfp, address(st), -1, call)
+    _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st), -1, call)  # (-1: the id refused)
 
 
 @jit(inline=True, helper=True)
-def _cache_state(h, cache, cpu, allocating, gfp):
+def _cache_state(h, cache, cpu, allocating, gfp, call):
     """:func:`_state`'s checks, and refuse a cache id that is not a live cache (and, when
     ``allocating``, a cache with a constructor) or a ``gfp`` outside 0..2**32-1 (frees pass
     0), in three predictable branches: every call of a user's single-object loop pays them
     (two branches fewer took the single pair from 3.1x the FIFO ring to 2.7-2.9x)."""
     st = state_of(h)
     if not handle_live(h) or address(st) == 0:
-        _raise(E_GONE)
+        _raise(E_GONE, NO_ADDR, -1, -1, errors.NO_VALUE, 0, -1, call)
     # one branch for the three ranges (x in 0..n-1 exactly when x | (n - 1 - x) >= 0), one
     # for the cache's two words
     cpu_bad = cpu | (st.ncpus - 1 - cpu)
     gfp_bad = gfp | (GFP_MAX - gfp)
     if (cpu_bad | gfp_bad | cache | (st.max_caches - 1 - cache)) < 0:
-        _refuse_args(st, cache, cpu, gfp)
+        _refuse_args(st, cache, cpu, gfp, call)
     if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
         _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, NO_ADDR, cache,
-               -1, errors.NO_VALUE, address(st))
+               -1, errors.NO_VALUE, address(st), -1, call)
     return st
 
 
@@ -328,10 +339,10 @@ def _new_array(typingctx: Any, arr: Any) -> Any:
 
 
 @jit(inline=True, helper=True)
-def _checked_count(nr, length):
+def _checked_count(nr, length, call):
     """Raise unless ``nr`` is in ``0..length`` (the array's entries)."""
     if nr < 0 or nr > length:
-        _record_error(0, NO_ADDR, -1, -1, nr, -1)
+        _record_error(0, NO_ADDR, -1, -1, nr, -1, call)
         raise InvalidSizeError("numslab.jit: count negative or larger than the array")
 
 
@@ -455,59 +466,59 @@ def _free_fast(st, cache, cpu, addr):
 def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     """One object of cache id ``cache`` on ``cpu``; its address or 0 (out of memory)."""
     cache, cpu, gfp = _cache_arg(cache), _int_arg(cpu), _int_arg(gfp)
-    st = _cache_state(h, cache, cpu, True, gfp)
+    st = _cache_state(h, cache, cpu, True, gfp, J_ALLOC)
     obj = _alloc_fast(st, cache, cpu, gfp)
     if obj:
         return obj
-    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp))
+    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp), J_ALLOC)
 
 
 @jit(inline=True, api=True)
 def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     """One object from NUMA ``node`` (-1: any); its address or 0."""
     cache, node, cpu, gfp = _cache_arg(cache), _int_arg(node), _int_arg(cpu), _int_arg(gfp)
-    st = _cache_state(h, cache, cpu, True, gfp)
+    st = _cache_state(h, cache, cpu, True, gfp, J_ALLOC_NODE)
     if node < -1 or node >= st.nnodes:
-        _raise(E_BAD_NODE, NO_ADDR, cache, -1, node, address(st))
-    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp))
+        _raise(E_BAD_NODE, NO_ADDR, cache, -1, node, address(st), -1, J_ALLOC_NODE)
+    return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp), J_ALLOC_NODE)
 
 
 @jit(inline=True, api=True)
 def kmem_cache_free(h, cache, addr, cpu=0):
     """Free one object; raises on a bad address, wrong cache or double free."""
     cache, addr, cpu = _cache_arg(cache), _addr_arg(addr), _int_arg(cpu)
-    st = _cache_state(h, cache, cpu, False, 0)
+    st = _cache_state(h, cache, cpu, False, 0, J_FREE)
     if not _free_fast(st, cache, cpu, addr):
         err = ops.kmem_cache_free(st, cache, cpu, addr)
         if err:
-            _raise(err, addr, cache, -1, errors.NO_VALUE, address(st))
+            _raise(err, addr, cache, -1, errors.NO_VALUE, address(st), -1, J_FREE)
 
 
 @jit(inline=True, api=True)
 def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken."""
     cache, nr, cpu, gfp = _cache_arg(cache), _count_arg(nr), _int_arg(cpu), _int_arg(gfp)
-    st = _cache_state(h, cache, cpu, True, gfp)
-    _checked_count(nr, out.shape[0])
+    st = _cache_state(h, cache, cpu, True, gfp, J_ALLOC_BULK)
+    _checked_count(nr, out.shape[0], J_ALLOC_BULK)
     pa = _out_array(out)
     n = _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, words_at(pa))
     if n >= 0:
         return n
-    return _checked(st, ops.alloc_bulk(st, cache, cpu, gfp, nr, pa))
+    return _checked(st, ops.alloc_bulk(st, cache, cpu, gfp, nr, pa), J_ALLOC_BULK)
 
 
 @jit(inline=True, api=True)
 def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     """Free ``objs[:nr]`` (reordered in place); on a bad element nothing is freed."""
     cache, nr, cpu = _cache_arg(cache), _count_arg(nr), _int_arg(cpu)
-    st = _cache_state(h, cache, cpu, False, 0)
-    _checked_count(nr, objs.shape[0])
+    st = _cache_state(h, cache, cpu, False, 0, J_FREE_BULK)
+    _checked_count(nr, objs.shape[0], J_FREE_BULK)
     pa = _objs_array(objs)
     err = ops.free_bulk(st, cache, cpu, nr, pa)
     if err == E_ARRAY_PLACE:                    # the array, not an element
-        _raise(err, NO_ADDR, cache, -1, errors.NO_VALUE, address(st))
+        _raise(err, NO_ADDR, cache, -1, errors.NO_VALUE, address(st), -1, J_FREE_BULK)
     if err:
-        _raise_batch(st, err, cache, pa)        # the bad element (nothing was reordered)
+        _raise_batch(st, err, cache, pa, J_FREE_BULK)   # the bad element (nothing reordered)
 
 
 @jit(inline=True, api=True)
@@ -515,12 +526,13 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     """The seed's array allocation (SLAB_ARRAY_ALLOC_* ``flags``); the count allocated."""
     cache, nr, flags = _cache_arg(cache), _count_arg(nr), _int_arg(flags)
     cpu, gfp = _int_arg(cpu), _int_arg(gfp)
-    st = _cache_state(h, cache, cpu, True, gfp)
+    st = _cache_state(h, cache, cpu, True, gfp, J_ALLOC_ARRAY)
     if flags & ~SLAB_ARRAY_ALLOC_ALL:
-        _raise(E_BAD_FLAGS, NO_ADDR, cache, -1, flags, address(st))
-    _checked_count(nr, out.shape[0])
+        _raise(E_BAD_FLAGS, NO_ADDR, cache, -1, flags, address(st), -1, J_ALLOC_ARRAY)
+    _checked_count(nr, out.shape[0], J_ALLOC_ARRAY)
     pa = _out_array(out)
-    return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, pa))
+    return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, pa),
+                    J_ALLOC_ARRAY)
 
 
 @jit(inline=True, api=True)
@@ -533,13 +545,13 @@ def kmem_cache_free_array(h, cache, nr, objs, cpu=0):
 def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     """``size`` bytes from the kmalloc caches (or whole pages); address, 16 for 0, or 0."""
     size, cpu, gfp = _count_arg(size), _int_arg(cpu), _int_arg(gfp)
-    st = _state(h, cpu)
+    st = _state(h, cpu, J_KMALLOC)
     if (gfp | (GFP_MAX - gfp)) < 0:
-        _raise(E_BAD_GFP, NO_ADDR, -1, -1, gfp)
+        _raise(E_BAD_GFP, NO_ADDR, -1, -1, gfp, 0, -1, J_KMALLOC)
     if size == 0:
         return ZERO_SIZE_PTR
     if size < 0 or size > 4 << 20:
-        _record_error(0, NO_ADDR, -1, -1, size, -1)
+        _record_error(0, NO_ADDR, -1, -1, size, -1, J_KMALLOC)
         raise InvalidSizeError("numslab.jit: kmalloc size not in 0..4 MiB")
     if size <= 8192:
         for i in range(NR_KMALLOC):
@@ -548,7 +560,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
                 obj = _alloc_fast(st, cache, cpu, gfp)
                 if obj:
                     return obj
-                return _checked(st, ops.kmalloc(st, cache, cpu, -1, gfp, size, 0))
+                return _checked(st, ops.kmalloc(st, cache, cpu, -1, gfp, size, 0), J_KMALLOC)
     order = 0
     while (4096 << order) < size:
         order += 1
@@ -560,7 +572,7 @@ def kfree(h, addr, cpu=0):
     """Free a kmalloc allocation, or any slab object: as in the kernel, its cache is found
     from its page (NULL and ZERO_SIZE_PTR are ignored)."""
     addr, cpu = _addr_arg(addr), _int_arg(cpu)
-    st = _state(h, cpu)
+    st = _state(h, cpu, J_KFREE)
     if addr == 0 or addr == ZERO_SIZE_PTR:
         return
     if (addr > 0) & (addr < st.npages << 12):
@@ -569,21 +581,21 @@ def kfree(h, addr, cpu=0):
             return
     err = ops.kfree(st, cpu, addr)
     if err:
-        _raise_kfree(st, err, addr)
+        _raise_kfree(st, err, addr, J_KFREE)
 
 
 @jit(inline=True, api=True)
 def kfree_bulk(h, nr, objs, cpu=0):
     """``kfree`` of ``objs[:nr]`` of any caches."""
     nr, cpu = _count_arg(nr), _int_arg(cpu)
-    st = _state(h, cpu)
-    _checked_count(nr, objs.shape[0])
+    st = _state(h, cpu, J_KFREE_BULK)
+    _checked_count(nr, objs.shape[0], J_KFREE_BULK)
     pa = _objs_array(objs)
     err = ops.free_bulk(st, NIL, cpu, nr, pa)
     if err == E_ARRAY_PLACE:
-        _raise(err, NO_ADDR, -1, -1, errors.NO_VALUE, address(st))
+        _raise(err, NO_ADDR, -1, -1, errors.NO_VALUE, address(st), -1, J_KFREE_BULK)
     if err:
-        _raise_batch(st, err, NIL, pa)
+        _raise_batch(st, err, NIL, pa, J_KFREE_BULK)
 
 
 @jit(inline=True, api=True)
@@ -591,10 +603,10 @@ def is_live(h, cache, addr):
     """True if ``addr`` is an allocated object of ``cache`` (NIL: of any cache); a ``cache``
     that is neither NIL nor a live cache's id raises, as every call's (it answered False)."""
     cache, addr = _cache_arg(cache), _addr_arg(addr)
-    st = _state(h, 0)
+    st = _state(h, 0, J_IS_LIVE)
     if cache != NIL and ((cache < 0) | (cache >= st.max_caches)
                          or _geo(st, cache, CA_ACTIVE) == 0):     # (in range first)
-        _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st))
+        _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st), -1, J_IS_LIVE)
     err, _ = _locate(st, addr, cache)
     return err == 0
 
@@ -609,15 +621,15 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     ``-1 - moves`` if a corrupted free pointer stopped them (the slab is isolated; the moves
     made are in the arrays)."""
     cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
-    st = _cache_state(h, cache, cpu, False, 0)
+    st = _cache_state(h, cache, cpu, False, 0, J_COMPACT)
     if ratio > 100 or ratio < -1:
-        _record_error(address(st), NO_ADDR, cache, -1, ratio, -1)
+        _record_error(address(st), NO_ADDR, cache, -1, ratio, -1, J_COMPACT)
         raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
                                "defrag_used_ratio)")
     room = min(old.shape[0], new.shape[0])
     po, pn = _old_array(old), _new_array(new)
     if _compact_array_bad(st, cache, room, po) or _compact_array_bad(st, cache, room, pn):
-        _raise(E_ARRAY_PLACE, NO_ADDR, cache, -1, errors.NO_VALUE, address(st))
+        _raise(E_ARRAY_PLACE, NO_ADDR, cache, -1, errors.NO_VALUE, address(st), -1, J_COMPACT)
     got = defrag.compact(st, cache, cpu, ratio, room, po, pn)
     if got < 0:
         g = st.g
@@ -643,8 +655,8 @@ def arena(h):
     """The allocator's arena as a uint8 array (zero-copy): the object at address ``a`` is
     ``arena(h)[a:a + size]``. Like ``sa.memory``, it keeps the arena's memory (not the
     allocator) alive: once the allocator is gone its bytes belong to nobody."""
-    st = _state(h, 0)
+    st = _state(h, 0, J_ARENA)
     view = owned_arena(h, st.mem, st.mem_size)
     if view.size != st.mem_size:                # the allocator went in between
-        _raise(E_GONE)
+        _raise(E_GONE, NO_ADDR, -1, -1, errors.NO_VALUE, 0, -1, J_ARENA)
     return view
