@@ -227,3 +227,33 @@ def test_a_kick_that_evicts_again_counts_each_freed_slab_once(sa, kernel, again)
                                   "refusals": 0}
     assert len(c) == 0 and c.stats["alloc_slab"] >= slabs
     sa.validate()
+
+
+def test_a_slab_a_nested_eviction_kept_and_the_outer_freed_counts_as_freed(sa, kernel):
+    """The first kick evicts again while its owner still refuses (every slab kept), then
+    frees: the outer eviction frees every slab. The first fix of the nested count let the
+    level that counted a slab first decide: 0 slabs freed and every slab a refusal."""
+    c = sa.kmem_cache_create("nested", 64)
+    a = c.alloc_bulk(64 * 10)
+    owned = set(a[::8].tolist())                        # one object in 8 kept
+    c.free_bulk(a[np.arange(len(a)) % 8 != 0])
+    sa.kmem_cache_shrink(c)
+    busy, nested = [False], []
+
+    def kick(objs, private):
+        if busy[0]:
+            return                                      # the owner cannot free now
+        if not nested:
+            busy[0] = True
+            nested.append(sa.kmem_cache_defrag(c, 100))
+            busy[0] = False
+        for x in objs.tolist():
+            if x in owned:
+                owned.discard(x)
+                c.free(x)
+    sa.kmem_cache_setup_defrag(c, lambda objs: None, kick)
+    before = c.slabs
+    assert sa.kmem_cache_defrag(c, 100) == before and nested == [0] and c.slabs == 0
+    assert sa.defrag_stats(c) == {"slabs_freed": before, "objects_kicked": 64 * 10 // 8,
+                                  "refusals": 0}
+    sa.validate()

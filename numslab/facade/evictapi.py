@@ -93,20 +93,25 @@ class EvictAPI:
         """Flush the cache, ask the owners of each partial slab used at most ``ratio`` percent
         to free its objects, flush again so that the emptied slabs are freed. Slabs freed.
 
-        A ``kick`` may evict again (``kmem_cache_shrink``, ``kmem_cache_defrag``): the slabs
-        a nested eviction counted are left out of the outer ones' counts (each level
-        counted every slab of its list gone, ``slabs_freed`` growing as n(n+1)/2)."""
+        A ``kick`` may evict again (``kmem_cache_shrink``, ``kmem_cache_defrag``, of this
+        cache or another): every level lists the slabs it tried, and the outermost counts
+        each slab once when all are done, freed or kept as it is then (each level counted
+        its own list, the slabs nested calls freed too: ``slabs_freed`` grew as n(n+1)/2;
+        and a slab a nested call kept stays counted as kept if an outer one frees it)."""
         depth = self.__dict__.get("_evict_depth", 0)
         if not depth:
-            self._evict_counted: set[int] = set()
+            self._evict_tried: dict[tuple[int, int], set[int]] = {}
         self._evict_depth = depth + 1
         try:
-            return self._evict_level(cid, ratio)
+            gone = self._evict_level(cid, ratio)
         finally:
             self._evict_depth = depth
+        if not depth:
+            self._count_evictions(self._evict_tried)
+        return gone
 
     def _evict_level(self: "SlabAllocator", cid: int, ratio: int) -> int:
-        """:meth:`_evict` at one level of nesting."""
+        """:meth:`_evict` at one level of nesting: the slabs it freed."""
         _, get, kick = self._per_cache("_evict_callbacks")[cid]
         cache = self._caches[cid]
         cpu = self._cpu()
@@ -120,9 +125,8 @@ class EvictAPI:
         st = self.state
         frames = live >> 12                 # each object's slab: its head frame (an object in
         frames = np.where(st.pg_flags[frames] & PG_TAIL, st.pg_head[frames], frames)  # a
-        kicked = refused = freed = 0        # later page of an order >= 1 slab made the slab
-        tried = []                          # look held in a prefilled sheaf: never evicted)
-        # objects held in prefilled sheaves: not evictable
+        tried = []                          # later page of an order >= 1 slab made the slab
+        # objects held in prefilled sheaves: not evictable     (look held in a prefilled sheaf)
         sparse = [slab for slab, used in sparse if np.count_nonzero(frames == slab) == used]
         for slab in sparse:
             # the slab's objects as they are now, as the kernel reads them under the slab's
@@ -135,23 +139,33 @@ class EvictAPI:
                 self._still_there(cache, cid, "get")
                 kick(objs.copy(), private)
                 self._still_there(cache, cid, "kick")
-            tried.append((slab, objs))
+            tried.append(slab)
+            self._evict_tried.setdefault((cid, slab), set()).update(objs.tolist())
         ops.kmem_cache_shrink(self._st, cid, cpu)
-        live_after = cache.live_addresses()
-        gone = 0                            # the slabs freed by this call, nested ones' too
-        for slab, objs in tried:
-            kept = st.sl_cache[slab] == cid and st.pg_flags[slab] & PG_SLAB
-            gone += not kept
-            if slab in self._evict_counted:     # counted by a nested eviction (a kick's)
-                continue
-            self._evict_counted.add(slab)
-            if kept:
-                kicked += len(objs) - int(np.isin(objs, live_after).sum())
-                refused += 1
-            else:
-                kicked += len(objs)
-                freed += 1
+        return sum(not (st.sl_cache[slab] == cid and st.pg_flags[slab] & PG_SLAB)
+                   for slab in tried)
+
+    def _count_evictions(self: "SlabAllocator", tried: dict[tuple[int, int], set[int]]
+                         ) -> None:
+        """Add the slabs an eviction tried (by cache and head frame, with the objects it
+        asked to be freed) to each cache's ``defrag_stats``: freed or kept (a refusal), and
+        the objects kicked (those no longer live)."""
+        st = self.state
         counts = self._per_cache("_evict_counts")
-        _, f0, k0, r0 = counts.get(cid, (None, 0, 0, 0))
-        counts[cid] = (self._caches.token(cid), f0 + freed, k0 + kicked, r0 + refused)
-        return gone
+        for c in {c for c, _ in tried}:
+            cache = self._caches.get(c)
+            if cache is None:                   # destroyed by a callback
+                continue
+            live_after = cache.live_addresses()
+            freed = kicked = refused = 0
+            for (cid, slab), objs in tried.items():
+                if cid != c:
+                    continue
+                if st.sl_cache[slab] == c and st.pg_flags[slab] & PG_SLAB:       # kept
+                    kicked += len(objs) - int(np.isin(list(objs), live_after).sum())
+                    refused += 1
+                else:
+                    kicked += len(objs)
+                    freed += 1
+            _, f0, k0, r0 = counts.get(c, (None, 0, 0, 0))
+            counts[c] = (self._caches.token(c), f0 + freed, k0 + kicked, r0 + refused)
