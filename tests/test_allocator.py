@@ -731,11 +731,10 @@ def _batch(sa, n):
 def _from_sheaf(sa):
     def take(c):
         sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 40)
-        got = []
-        while x := sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, sheaf):
-            got.append(x)
-        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, sheaf)
-        return got
+        got = [sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, sheaf) for _ in range(40)]
+        assert all(got)         # as many as it was filled with (the object being built was
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, sheaf)    # held and the next one taken:
+        return got                                          # a NULL at the end)
     return take
 
 
@@ -760,6 +759,25 @@ def test_a_constructor_s_own_allocation_is_a_constructed_object_and_never_its_ow
     assert wrong == []
     assert all((sa.memory[x:x + 64] == 0xCD).all() for x in held)   # left as written
     assert len(c) == len(held) + len(objs)              # the objects held back were freed
+    sa.validate()
+
+
+def test_a_constructor_prefilling_its_own_cache_stops_at_the_nesting_bound(sa):
+    """``kmem_cache_prefill_sheaf`` ran its new slabs' constructors without the nesting
+    bound: a constructor prefilling its own cache nested 165 deep, until Python's recursion
+    limit struck inside the engine's calls. It stops at ``MAX_CTOR_DEPTH`` as an allocating
+    constructor does, each level's sheaf given back."""
+    def ctor(mem, addr):
+        sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 200)     # more than a slab
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, sheaf)
+    c = sa.kmem_cache_create("prefilling", 64, ctor=ctor, sheaf_capacity=32)
+    with pytest.raises(numslab.SlabError) as e:
+        sa.kmem_cache_alloc(c)
+    inner, levels = e.value, 0
+    while inner.__cause__ is not None:
+        inner, levels = inner.__cause__, levels + 1
+    assert levels <= MAX_CTOR_DEPTH and "constructors nested 32 deep" in str(inner)
+    assert sa._ctor_depth == 0 and not sa.state.ca[c.id, numslab.engine.layout.CA_USER_SHEAVES]
     sa.validate()
 
 

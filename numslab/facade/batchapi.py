@@ -21,7 +21,7 @@ from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..engine.slablists import pending_put, pending_take
 from ..errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidArgumentError,
                       InvalidSizeError, SlabDebugError, SlabError)
-from ..flags import GFP_NAMES, SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
+from ..flags import GFP_KERNEL, GFP_NAMES, SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
 from .args import cache_op, check_gfp
 from .cache import KmemCache
 
@@ -239,12 +239,15 @@ class BatchAPI:
         """Run ``cache``'s constructor on the object at ``addr``; if an allocation the
         constructor made from its own cache was handed this very object
         (:meth:`_construct_early`), it is held until now and then freed."""
-        self._constructing[addr] = False
+        outer = self._constructing.get(addr)   # (a constructor that destroyed its cache
+        self._constructing[addr] = False        # may have a new cache's build this address)
         try:
             cache.ctor(self.memory, addr)
         finally:
-            if self._constructing.pop(addr) and type(cache) is KmemCache and \
-                    not self._locate(addr, cache._id)[0]:
+            held = self._constructing.pop(addr, False)
+            if outer is not None:
+                self._constructing[addr] = outer
+            if held and type(cache) is KmemCache and not self._locate(addr, cache._id)[0]:
                 self._k_free(cache._id, self._cpu(), addr)
 
     def _construct_early(self: "SlabAllocator", cache: KmemCache, addrs: list[int], gfp: int,
@@ -548,8 +551,22 @@ class BatchAPI:
             if sheaf and cid in self._trace_ids:     # T: each object's ___slab_alloc
                 self._trace_allocs(cid, self._sheaf_objects(sheaf, 0))
             if self._g[G_NPENDING]:          # constructors of new slabs
-                self._run_ctors(cid)
+                self._construct_for_sheaf(cache, sheaf, cpu)
         return sheaf
+
+    def _construct_for_sheaf(self: "SlabAllocator", cache: KmemCache, sheaf: int,
+                             cpu: int | None) -> None:
+        """Run the constructors a prefilled sheaf's new slabs need, as an allocation's
+        (:meth:`_construct`: nested at most :data:`MAX_CTOR_DEPTH` deep, which a
+        constructor prefilling its own cache passed until Python's recursion limit struck);
+        if one raises, the sheaf goes back before the error does (it was the caller's only
+        through the return value)."""
+        try:
+            self._construct(cache._id)
+        except SlabError:
+            if sheaf and type(cache) is KmemCache and self._is_user_sheaf(cache._id, sheaf):
+                self.kmem_cache_return_sheaf(cache, GFP_KERNEL, sheaf, cpu)
+            raise
 
     def _sheaf_objects(self: "SlabAllocator", sheaf: int, start: int) -> list[int]:
         """The objects a sheaf holds from ``objects[start]`` to its top."""
@@ -567,9 +584,9 @@ class BatchAPI:
         if obj == 0 and self._g[G_FAULT_CACHE]:     # it held an object handed out already
             self._raise_fault()
         if obj and self._ctor_depth and cache.ctor is not None:    # a constructor's: as
-            if obj in self._constructing:           # _construct_early, but the next object
-                self._constructing[obj] = True      # comes from the sheaf
-                return self.kmem_cache_alloc_from_sheaf(cache, gfp, sheaf, cpu)
+            if obj in self._constructing:           # _construct_early's swap: the sheaf's
+                self._constructing[obj] = True      # other objects stay for the calls the
+                return self.kmem_cache_alloc_node(cache, gfp, -1, cpu)  # caller counts on
             obj = self._construct_early(cache, [obj], gfp, -1, cpu)[0]
         return obj
 
@@ -599,7 +616,7 @@ class BatchAPI:
             if new and cid in self._trace_ids and have < size:
                 self._trace_allocs(cid, self._sheaf_objects(new, have))
             if self._g[G_NPENDING]:
-                self._run_ctors(cid)
+                self._construct(cid)        # (the sheaf stays the caller's: it holds it)
         return new
 
     @cache_op
