@@ -3,6 +3,7 @@ at every sampled point, every line accounted for, the snapshot's geometry, JSON,
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -456,3 +457,37 @@ def test_a_cache_named_like_kmalloc_with_a_superscript_size_is_an_ordinary_cache
     r = numslab.replay(t.encode())
     assert r.names == ["kmalloc-\u00b2"]
     assert r.allocator.find_cache("kmalloc-\u00b2").object_size == 192
+
+
+def test_a_timestamp_stepping_back_is_named_in_a_warning():
+    """A trace reordered by hand (its last events moved to the front) replayed with no word
+    said, its trace-time means weighing the samples by a running maximum of the timestamps
+    (63 fell to 23 on the shared trace)."""
+    def alloc(ts, ptr):
+        return (f"  t-1 [000] ..... {ts}: kmem_cache_alloc: call_site=x+0x1/0x2 "
+                f"ptr={ptr:016x} name=dentry bytes_req=192 bytes_alloc=192 "
+                f"gfp_flags=GFP_KERNEL node=-1\n")
+    lines = [alloc(f"100.{1 + i:06d}", 0x3000 + 256 * i) for i in range(40)]
+    lines.insert(30, alloc("99.000000", 0x1000))                        # line 31 steps back
+    with pytest.warns(UserWarning, match=r"^trace, line 31: its timestamp 99\.000000 is "
+                                         r"earlier than one before it \(100\.000030; 1 such"):
+        numslab.replay("".join(lines).encode(), samples=20, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                                  # in order: nothing
+        numslab.replay("".join(lines[:30]).encode(), samples=20, progress=False)
+
+
+def test_slabs_that_differ_from_the_snapshot_s_are_named_in_a_warning():
+    """The snapshot's order and objects per slab are what the kernel made; numslab
+    computes them (on the configuration's CPU count), and a header-less trace replayed on
+    one CPU gave eight caches other orders than the snapshot's, silently. With the
+    snapshot machine's CPU count they match and nothing is said."""
+    with pytest.warns(UserWarning, match=r"^6\.18:cpus=1: \d+ cache\(s\) differ from the "
+                                         r"snapshot: .*\(order \d, \d+ objects; the "
+                                         r"snapshot's \d, \d+\)"):
+        numslab.replay(DATA / TRACES["git_tar"], kernel="6.18", cpus=1,
+                       snapshot=DATA / SNAPSHOTS["git_tar"], progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        numslab.replay(DATA / TRACES["git_tar"], kernel="6.18", cpus=2,
+                       snapshot=DATA / SNAPSHOTS["git_tar"], progress=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
@@ -370,7 +371,40 @@ def _build(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
             src = "snapshot-size"
         cids[k], osize[k] = c.id, objsize
         source.append(src)
+    _warn_geometry(p, cfg, snap, sa, cids)
     return sa, cids, osize, source
+
+
+def _warn_geometry(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
+                   sa: SlabAllocator, cids: np.ndarray) -> None:
+    """Warn of the caches whose slabs differ from the snapshot's (``order``,
+    ``objs_per_slab``: numslab computes them, ``calculate_order`` on the configuration's CPU
+    count, where the snapshot's machine may have had another count or ``slub_min_order``),
+    or whose objects the trace says are larger than the snapshot's (``bytes_alloc`` is
+    ``s->size`` for a cache's allocation): each replayed all the same, silently (a new
+    user's trial: a header-less trace replayed on one CPU, eight caches' orders off)."""
+    if not snap:
+        return
+    differ = []
+    for k, nm in enumerate(p.names):
+        s = snap.get(nm)
+        if s is None:
+            continue
+        c = sa._caches[int(cids[k])]
+        want = {f: str(s.get(f, "")).strip() for f in ("order", "objs_per_slab", "slab_size")}
+        if want["order"].isdigit() and want["objs_per_slab"].isdigit() and \
+                (c.order, c.objs_per_slab) != (int(want["order"]), int(want["objs_per_slab"])):
+            differ.append(f"{nm} (order {c.order}, {c.objs_per_slab} objects; the snapshot's "
+                          f"{want['order']}, {want['objs_per_slab']})")
+        elif not p.kmalloc[k] and want["slab_size"].isdigit() and \
+                p.sizes[k] > int(want["slab_size"]):
+            differ.append(f"{nm} (the trace's bytes_alloc {p.sizes[k]}, the snapshot's "
+                          f"slab_size {want['slab_size']})")
+    if differ:
+        more = f", and {len(differ) - 4} more" if len(differ) > 4 else ""
+        warnings.warn(f"{cfg.name}: {len(differ)} cache(s) differ from the snapshot: "
+                      f"{'; '.join(differ[:4])}{more} (the order follows the CPU count: "
+                      f"give the snapshot machine's cpus=)", UserWarning, stacklevel=2)
 
 
 def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any],
@@ -462,6 +496,26 @@ def sample_seconds(tr: Trace, points: np.ndarray) -> np.ndarray:
     t = np.maximum.accumulate(np.maximum(t, ts[first]))
     dt[:] = np.diff(np.concatenate([[ts[first]], t]))
     return dt
+
+
+def _warn_time_order(tr: Trace) -> None:
+    """Warn if a timestamp steps back (the kernel prints its events in time order: a trace
+    merged or reordered by hand), naming the first line that does: the trace-time means
+    weigh each sample by a running maximum of the timestamps (:func:`sample_seconds`), which
+    such a trace makes meaningless (they fell from 63 to 23 for a trace whose last events
+    were moved to the front, with no word said)."""
+    timed = np.flatnonzero(tr.kind <= EV_OTHER)
+    if len(timed) < 2:
+        return
+    ts = tr.ts[timed]
+    back = np.flatnonzero(ts[1:] < np.maximum.accumulate(ts)[:-1])
+    if len(back):
+        i = int(timed[back[0] + 1])
+        warnings.warn(f"trace, line {int(tr.line[i])}: its timestamp {float(tr.ts[i]):.6f} is "
+                      f"earlier than one before it ({float(ts[:back[0] + 1].max()):.6f}; "
+                      f"{len(back)} such line(s)): the kernel prints its events in time "
+                      f"order, so the trace-time means are not to be trusted", UserWarning,
+                      stacklevel=3)
 
 
 def replay_prepared(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None = None,
@@ -601,6 +655,7 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
     t0 = time.perf_counter()
     snap = load_snapshot(snapshot) if snapshot is not None else None
     p = prepare(merge_aliases(tr, snap) if snap else tr)
+    _warn_time_order(tr)
     prep = time.perf_counter() - t0
     out = []
     for cfg in configs:

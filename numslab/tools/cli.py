@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+import warnings
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SlabError
 from . import bench, coldstart, labcli
@@ -145,12 +146,20 @@ def _bulk(text: str) -> int:
 _kernels = labcli.generations(bench.ALL_KERNELS)
 
 
+def _warning_line(message: Any, category: type, filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Print a warning as ``numslab: warning: ...``."""
+    print(f"numslab: warning: {message}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``numslab`` console script. Output cut short by its reader (``|
     head``) ends the command quietly, as other command-line tools do."""
     try:
         try:
-            return _main(argv)
+            with warnings.catch_warnings():         # one line each, as the errors (Python's
+                warnings.showwarning = _warning_line    # format echoed the warning's source)
+                return _main(argv)
         finally:                                    # (what is still buffered, a usage or help
             sys.stdout.flush()                      # text too: here, not at exit)
     except BrokenPipeError:
