@@ -136,7 +136,15 @@ def test_every_parses_and_refuses():
     c = parse_config("7.0:mobility=100:every=500", base)
     assert (c.policy, c.every, c.name) == ("mobility=100", 500, "7.0:cpus=2:mobility=100:every=500")
     for bad in ("7.0:every=x", "every=-3"):
-        with pytest.raises(SlabError, match=r"every=N \(N >= 0\)"):
+        with pytest.raises(SlabError, match=r"every=N needs a whole N >= 0, or every=free"):
+            parse_config(bad, base)
+    # a word of a known kind out of its range says the range (it said "is not a kernel ...
+    # or a policy")
+    for bad, why in (("7.0:cpus=0", "cpus=N needs a whole N >= 1"),
+                     ("7.0:nodes=0", "nodes=N needs a whole N >= 1"),
+                     ("7.0:mobility=101", "mobility=R needs R in 0..100"),
+                     ("7.0:drain=500", "drain=R needs R in 0..100")):
+        with pytest.raises(SlabError, match=f"^configuration '{bad}': .*{why}$"):
             parse_config(bad, base)
     # every=0 is the sample points, as --every 0: a configuration sets it over the base's
     assert parse_config("7.0:every=0", parse_config("7.0:every=500", base)).every == 0

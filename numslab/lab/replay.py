@@ -129,9 +129,15 @@ def parse_config(text: str, base: Config) -> Config:
         elif part == "every=free":
             every = EVERY_FREE
         else:
+            key = part.split("=", 1)[0] if "=" in part else None
+            if key in ("cpus", "nodes", "every"):   # (said "is not a kernel ... or a policy")
+                need = "a whole N >= 0, or every=free" if key == "every" else "a whole N >= 1"
+                raise SlabError(f"configuration {text!r}: {part!r}: {key}=N needs {need}")
             try:
                 chosen.append(_policy(part))
-            except SlabError:
+            except SlabError as e:
+                if key in ("mobility", "drain"):    # (the range the remedy takes)
+                    raise SlabError(f"configuration {text!r}: {e}") from None
                 raise SlabError(f"configuration {text!r}: {part!r} is not a kernel "
                                 f"({', '.join(KERNELS)}), cpus=N, nodes=N, every=N (N >= 0) "
                                 f"or a policy ({', '.join(POLICIES)})") from None
