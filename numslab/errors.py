@@ -11,9 +11,22 @@ from typing import Callable
 #: compiled code recorded as it raised (-1: not known), the argument it refused
 #: (:data:`NO_VALUE`: none), the earlier batch element naming the same object (-1: none),
 #: the cache's name and the allocator's note on the address, which its compiled code cannot
-#: know (None: not known).
-_jit_error_detail: Callable[[], tuple[int, int, int, int, int, str | None, str | None]] | None \
-    = None
+#: know, and the call that raised (None: not known).
+_jit_error_detail: Callable[[], tuple[int, int, int, int, int, str | None, str | None,
+                                      str | None]] | None = None
+#: Set by ``numslab.drivers.jitapi``: True while this thread compiles (Numba's compiler lock
+#: held), when a ``raise`` in compiled code makes the exception it pickles into the code.
+_compiling: Callable[[], bool] = lambda: False
+_DETAIL = ("detail", "value", "_cache_name", "_note", "_named", "_earlier", "_call")
+
+
+def _rebuilt(cls: type, args: tuple, state: dict) -> "SlabError":
+    """A copy (``copy``, ``pickle``) of an exception raised by compiled code, with its
+    detail as it was (not the thread's latest raise's)."""
+    e = Exception.__new__(cls)
+    Exception.__init__(e, *args)
+    e.__dict__.update(state)
+    return e
 #: "No refused argument" in the compiled error detail (an int64 no argument check refuses).
 NO_VALUE = -(1 << 63)
 
@@ -42,6 +55,7 @@ class SlabError(Exception):
         self._call: str | None = None
         if _jit_error_detail is not None and args and isinstance(args[0], str) \
                 and args[0].startswith("numslab.jit:"):
+            self._template = _compiling()       # (made to be pickled into compiled code)
             addr, cache, index, value, self._earlier, self._cache_name, self._note, \
                 self._call = _jit_error_detail()
             self._named = addr != NO_VALUE          # (an address of -1 is named too)
@@ -50,11 +64,13 @@ class SlabError(Exception):
 
     def __reduce__(self) -> tuple:
         # Numba pickles a compiled raise's exception when it compiles it: ``detail`` must be
-        # taken when the exception is made again at the raise, not restored from then
-        state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("detail", "value", "_cache_name", "_note", "_named", "_earlier",
-                              "_call")}
-        return type(self), self.args, state
+        # taken when the exception is made again at the raise, not restored from then; a
+        # copy of one raised keeps its own (it took a later raise's, or another process's)
+        if self.__dict__.get("_template", False):
+            state = {k: v for k, v in self.__dict__.items()
+                     if k not in _DETAIL and k != "_template"}
+            return type(self), self.args, state
+        return _rebuilt, (type(self), self.args, dict(self.__dict__))
 
     def __str__(self) -> str:
         addr, cache, index = getattr(self, "detail", (-1, -1, -1))

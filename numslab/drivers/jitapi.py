@@ -29,6 +29,7 @@ import numpy as np
 from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
+from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 
 from ..engine import defrag, ops
@@ -86,17 +87,20 @@ ERROR_DETAIL = np.tile(np.array([0, 0, errors.NO_VALUE, -1, -1, errors.NO_VALUE,
 #: down to its raise (0: none known).
 JIT_CALLS = ("", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
              "kmem_cache_alloc_bulk", "kmem_cache_free_bulk", "kmem_cache_alloc_array",
-             "kmalloc", "kfree", "kfree_bulk", "is_live", "kmem_cache_compact", "arena")
-(J_ALLOC, J_ALLOC_NODE, J_FREE, J_ALLOC_BULK, J_FREE_BULK, J_ALLOC_ARRAY, J_KMALLOC, J_KFREE,
- J_KFREE_BULK, J_IS_LIVE, J_COMPACT, J_ARENA) = range(1, len(JIT_CALLS))
+             "kmem_cache_free_array", "kmalloc", "kfree", "kfree_bulk", "is_live",
+             "kmem_cache_compact", "arena")
+(J_ALLOC, J_ALLOC_NODE, J_FREE, J_ALLOC_BULK, J_FREE_BULK, J_ALLOC_ARRAY, J_FREE_ARRAY,
+ J_KMALLOC, J_KFREE, J_KFREE_BULK, J_IS_LIVE, J_COMPACT, J_ARENA) = range(1, len(JIT_CALLS))
 ERROR_SYMBOL = "numslab_jit_error"
 ll.add_symbol(ERROR_SYMBOL, ERROR_DETAIL.ctypes.data)
 _HASH = 0x9E3779B97F4A7C15          # Fibonacci hashing: the top 6 bits pick the row
 
 
 def _error_row(tid: int) -> int:
-    """The row of :data:`ERROR_DETAIL` for the thread whose pointer is ``tid``."""
-    return ((tid * _HASH) & ((1 << 64) - 1)) >> 58
+    """The row of :data:`ERROR_DETAIL` for the thread whose pointer is ``tid``: its page
+    number hashed (the pointers themselves, 0x801000 apart in glibc, put every third thread
+    in one row, and the second to raise there took the first's detail away)."""
+    return ((((tid & ((1 << 64) - 1)) >> 12) * _HASH) & ((1 << 64) - 1)) >> 58
 
 
 def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | None,
@@ -119,6 +123,15 @@ def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | Non
 errors._jit_error_detail = _read_error_detail
 
 
+def _compiling_now() -> bool:
+    """Whether this thread holds Numba's compiler lock (compiles)."""
+    lock = getattr(global_compiler_lock, "_lock", None)
+    return bool(lock is not None and lock._is_owned())
+
+
+errors._compiling = _compiling_now
+
+
 @intrinsic
 def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
                   value: Any, earlier: Any, call: Any) -> Any:
@@ -128,8 +141,9 @@ def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         i64 = ir.IntType(64)
         tid = thread_pointer(builder)
-        row = builder.lshr(builder.mul(tid, ir.Constant(i64, _HASH - (1 << 64))),
-                           ir.Constant(i64, 58))
+        row = builder.lshr(builder.mul(builder.lshr(tid, ir.Constant(i64, 12)),
+                                       ir.Constant(i64, _HASH - (1 << 64))),
+                           ir.Constant(i64, 58))           # (_error_row's)
         base = builder.gep(table_address(builder, ERROR_SYMBOL),
                            [builder.mul(row, ir.Constant(i64, ERROR_WORDS))])
         for k, v in enumerate([tid, *args]):
@@ -510,15 +524,21 @@ def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
 @jit(inline=True, api=True)
 def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
     """Free ``objs[:nr]`` (reordered in place); on a bad element nothing is freed."""
+    _free_bulk(h, cache, nr, objs, cpu, J_FREE_BULK)
+
+
+@jit(inline=True, helper=True)
+def _free_bulk(h, cache, nr, objs, cpu, call):
+    """``kmem_cache_free_bulk`` or ``kmem_cache_free_array`` (``call``: which raises)."""
     cache, nr, cpu = _cache_arg(cache), _count_arg(nr), _int_arg(cpu)
-    st = _cache_state(h, cache, cpu, False, 0, J_FREE_BULK)
-    _checked_count(nr, objs.shape[0], J_FREE_BULK)
+    st = _cache_state(h, cache, cpu, False, 0, call)
+    _checked_count(nr, objs.shape[0], call)
     pa = _objs_array(objs)
     err = ops.free_bulk(st, cache, cpu, nr, pa)
     if err == E_ARRAY_PLACE:                    # the array, not an element
-        _raise(err, NO_ADDR, cache, -1, errors.NO_VALUE, address(st), -1, J_FREE_BULK)
+        _raise(err, NO_ADDR, cache, -1, errors.NO_VALUE, address(st), -1, call)
     if err:
-        _raise_batch(st, err, cache, pa, J_FREE_BULK)   # the bad element (nothing reordered)
+        _raise_batch(st, err, cache, pa, call)  # the bad element (nothing was reordered)
 
 
 @jit(inline=True, api=True)
@@ -538,7 +558,7 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
 @jit(inline=True, api=True)
 def kmem_cache_free_array(h, cache, nr, objs, cpu=0):
     """Free an array of objects (as ``kmem_cache_free_bulk``)."""
-    kmem_cache_free_bulk(h, cache, nr, objs, cpu)
+    _free_bulk(h, cache, nr, objs, cpu, J_FREE_ARRAY)
 
 
 @jit(inline=True, api=True)

@@ -22,7 +22,7 @@ from numba.extending import intrinsic
 
 from ..errors import ConcurrentUseError
 from .native import (_I64, ENGINE_BUSY, ENGINE_OWNER, ENGINE_WAIT, ENGINE_WAITERS, UNIT_SYMBOL,
-                     UNIT_TABLE, State, table_load, take_engine)
+                     UNIT_TABLE, HelperDispatcher, State, table_load, take_engine)
 
 
 def _threaded_callers() -> str:
@@ -42,14 +42,20 @@ def _threaded_callers() -> str:
     return ""
 
 
+#: The tables whose use makes compiled code numslab's: the unit table, and the allocators'
+#: handle table (``drivers.handles`` adds it: ``is_live`` and ``arena`` reach no unit, and
+#: ran in nogil and parallel functions, ``is_live`` reading a state another thread changed).
+ENGINE_SYMBOLS = {UNIT_SYMBOL}
+
+
 def _calls_units(cres: Any) -> bool:
     """Whether compiled code reaches numslab's engine: its module (with every function it
-    links in, compiled now or loaded from a cache) refers to the unit table."""
+    links in, compiled now or loaded from a cache) refers to one of :data:`ENGINE_SYMBOLS`."""
     try:
         mod = cres.library._get_module_for_linking()
     except RuntimeError:                        # a library with no function to link
         return False
-    return any(g.name == UNIT_SYMBOL for g in mod.global_variables)
+    return any(g.name in ENGINE_SYMBOLS for g in mod.global_variables)
 
 
 def _refusal(d: Dispatcher, how: str, advice: str) -> ConcurrentUseError:
@@ -78,7 +84,8 @@ def _call_template_refusing_threads(self: Dispatcher, args: tuple, kws: dict) ->
     compiled code take turns). Compile time only; the scan runs only for those callers."""
     found = _NUMBA_CALL_TEMPLATE(self, args, kws)
     where = _threaded_callers()
-    if where:
+    if where and not isinstance(self, HelperDispatcher):   # (a numslab.jit function's helper:
+        # its caller, linking it in, is refused under its own name)
         cres = self.overloads.get(tuple(found[2]))
         if any(_calls_units(c) for c in ([cres] if cres is not None else
                                          self.overloads.values())):
