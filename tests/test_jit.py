@@ -862,26 +862,31 @@ def _is_live_in_prange(h, cid, out):
         out[i] = nj.is_live(h, cid, out[i])
 
 
-def _is_live_and_arena(h, cid, a):
-    return nj.is_live(h, cid, a) + nj.arena(h)[0]
+def _is_live_one(h, cid, a):
+    return nj.is_live(h, cid, a)
+
+
+def _arena_byte(h, a):
+    return nj.arena(h)[a]
 
 
 @pytest.mark.parametrize("options, where", [({"nogil": True}, "nogil=True"),
                                             ({"parallel": True}, "parallel=True")])
-def test_njit_refuses_the_calls_that_reach_no_unit_from_threads_too(sa, options, where):
-    """``is_live`` and ``arena`` reach no unit of the engine (the refusal looked for the unit
-    table only), and ran in nogil and parallel functions, ``is_live`` reading a state
-    another thread changed; they read the allocators' handle table, which the refusal
-    looks for too, naming the call (not the helper it links in)."""
+def test_njit_refuses_is_live_from_threads_too(sa, options, where):
+    """``is_live`` reached no unit of the engine (the refusal looks for the unit table), and
+    ran in nogil and parallel functions, reading a state another thread changed; it now
+    waits its turn as a unit's entry does, and is refused, naming it (not the helper it
+    links in). ``arena`` (the memory, no state) stays allowed."""
     c = sa.kmem_cache_create("reading", 64)
     a = sa.kmem_cache_alloc(c)
     out = np.full(8, a, np.int64)
-    fn = _is_live_in_prange if "parallel" in options else _is_live_and_arena
+    fn = _is_live_in_prange if "parallel" in options else _is_live_one
     args = (sa.handle, c.id, out) if "parallel" in options else (sa.handle, c.id, a)
     with pytest.raises(numslab.ConcurrentUseError,
                        match=rf"^numslab\.jit\.is_live called from a {where}"):
         numba.njit(**options)(fn)(*args)
-    assert (out == a).all() and numba.njit(_is_live_and_arena)(sa.handle, c.id, a) >= 1
+    assert (out == a).all() and numba.njit(_is_live_one)(sa.handle, c.id, a)
+    assert numba.njit(nogil=True)(_arena_byte)(sa.handle, a) == sa.memory[a]
     sa.kmem_cache_free(c, a)
 
 

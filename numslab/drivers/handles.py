@@ -24,7 +24,6 @@ from numba.core.typing.typeof import Purpose
 from numba.extending import (NativeValue, intrinsic, models, register_model, typeof_impl,
                              unbox)
 
-from ..engine import gilguard
 from ..engine.layout import HEADER
 from ..engine.native import ABI, State, invariant_load, table_address
 from ..errors import NotPicklableError
@@ -36,7 +35,6 @@ MAX_ALLOCATORS = 1 << 16
 #: (state address, generation) per slot; never freed or moved (symbol ``numslab_allocators``).
 ALLOCATOR_TABLE = np.zeros(2 * MAX_ALLOCATORS, np.int64)
 ALLOCATOR_SYMBOL = "numslab_allocators"
-gilguard.ENGINE_SYMBOLS.add(ALLOCATOR_SYMBOL)      # (a nogil function using it is refused)
 ll.add_symbol(ALLOCATOR_SYMBOL, ALLOCATOR_TABLE.ctypes.data)
 #: Per slot, the address of the Python object owning its allocator's arena (0: none), read by
 #: :func:`owned_arena` under the GIL; :data:`_owners` keeps each object alive meanwhile.

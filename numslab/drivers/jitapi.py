@@ -33,6 +33,7 @@ from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 
 from ..engine import defrag, ops
+from ..engine.gilguard import wait_for_turn
 from ..engine.checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY,
                              E_LARGE, E_MISALIGNED, E_NOT_HEAD, E_NOT_SLAB, E_OUTSIDE, E_TWICE,
                              E_WRONG_CACHE, _array_misplaced, _in_arena, _live_clear, _live_set,
@@ -624,6 +625,7 @@ def is_live(h, cache, addr):
     that is neither NIL nor a live cache's id raises, as every call's (it answered False)."""
     cache, addr = _cache_arg(cache), _addr_arg(addr)
     st = _state(h, 0, J_IS_LIVE)
+    wait_for_turn()             # (not in the middle of another thread's operation)
     if cache != NIL and ((cache < 0) | (cache >= st.max_caches)
                          or _geo(st, cache, CA_ACTIVE) == 0):     # (in range first)
         _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st), -1, J_IS_LIVE)

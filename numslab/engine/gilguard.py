@@ -22,7 +22,8 @@ from numba.extending import intrinsic
 
 from ..errors import ConcurrentUseError
 from .native import (_I64, ENGINE_BUSY, ENGINE_OWNER, ENGINE_WAIT, ENGINE_WAITERS, UNIT_SYMBOL,
-                     UNIT_TABLE, HelperDispatcher, State, table_load, take_engine)
+                     UNIT_TABLE, HelperDispatcher, State, _wait_while_busy, table_load,
+                     take_engine)
 
 
 def _threaded_callers() -> str:
@@ -42,20 +43,14 @@ def _threaded_callers() -> str:
     return ""
 
 
-#: The tables whose use makes compiled code numslab's: the unit table, and the allocators'
-#: handle table (``drivers.handles`` adds it: ``is_live`` and ``arena`` reach no unit, and
-#: ran in nogil and parallel functions, ``is_live`` reading a state another thread changed).
-ENGINE_SYMBOLS = {UNIT_SYMBOL}
-
-
 def _calls_units(cres: Any) -> bool:
     """Whether compiled code reaches numslab's engine: its module (with every function it
-    links in, compiled now or loaded from a cache) refers to one of :data:`ENGINE_SYMBOLS`."""
+    links in, compiled now or loaded from a cache) refers to the unit table."""
     try:
         mod = cres.library._get_module_for_linking()
     except RuntimeError:                        # a library with no function to link
         return False
-    return any(g.name in ENGINE_SYMBOLS for g in mod.global_variables)
+    return any(g.name == UNIT_SYMBOL for g in mod.global_variables)
 
 
 def _refusal(d: Dispatcher, how: str, advice: str) -> ConcurrentUseError:
@@ -165,6 +160,19 @@ def hold_engine(typingctx: Any, st: Any, on: Any) -> Any:
         return context.get_dummy_value()
     if st is State and isinstance(on, types.Integer):
         return types.none(st, on), codegen
+
+
+@intrinsic
+def wait_for_turn(typingctx: Any) -> Any:
+    """Wait while another thread is in the middle of an engine operation (its compile
+    parked the fast paths: :func:`native._wait_while_busy`, as every unit's entry does).
+    ``numslab.jit.is_live`` reads the state so, with no unit of its own: it read a state
+    another thread was changing, and, using no unit, ran in nogil and parallel functions,
+    which the refusal (:func:`_calls_units`) now sees."""
+    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        _wait_while_busy(builder)
+        return context.get_dummy_value()
+    return types.none(), codegen
 
 
 @intrinsic

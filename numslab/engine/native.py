@@ -677,7 +677,8 @@ def _guarded_call(module: Any, n: int) -> Any:
     fn = ir.Function(module, ir.FunctionType(_I64, [_I64, _P64] + [_I64] * n), name)
     fn.linkage = "linkonce_odr"
     fn.attributes.add("noinline")
-    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    fn.attributes.add("optnone")    # (cold; optimised, it and park_rows took a user's single
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))  # loop to 1.8x a stack's compile)
     slot, *args = fn.args
     _wait_while_busy(builder)
     slot_at = builder.gep(table_address(builder, UNIT_SYMBOL), [slot])
@@ -723,7 +724,7 @@ def park_rows(module: Any, park: bool) -> Any:
         return module.globals[name]
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [_P64]), name)
     fn.linkage = "linkonce_odr"
-    fn.attributes.add("noinline")
+    fn.attributes.add("noinline"), fn.attributes.add("optnone")   # (cold: as _guarded_call)
     builder = ir.IRBuilder(fn.append_basic_block("entry"))
     st, = fn.args
     lay = PARK_LAYOUT
