@@ -1152,8 +1152,8 @@ def twice_text(head, i, j, addr, owner=None):
     ``addr``, of cache ``owner``; None: a large kmalloc block) element ``j`` names."""
     if head == "jit":
         cache = f"cache id {owner.id} '{owner.name}', " if owner is not None else ""
-        return (rf"^numslab\.jit\.k\w+_bulk: double free within the batch \(two elements name "
-                rf"one object; "
+        return (rf"^numslab\.jit\.k\w+_(bulk|array): double free within the batch \(two "
+                rf"elements name one object; "
                 rf"nothing freed\) \(address {addr:#x}, {cache}element {i} of the batch names "
                 rf"the same object as element {j}\)$")
     page = rf" \({owner.name}\)" if head == "^kfree_bulk" and owner is not None else ""
@@ -1191,7 +1191,7 @@ def test_an_object_twice_in_one_batch_is_named_so(gen, nr, j, i):
     snap = snapshot(sa)
     for call, head in twice_calls(sa, c, nr - 1):
         a = arr.copy()
-        text = (r"^numslab\.jit\.k\w+_bulk: double free \(the object is already free\)"
+        text = (r"^numslab\.jit\.k\w+_(bulk|array): double free \(the object is already free\)"
                 if head == "jit"
                 else rf"{head}: element {j}: {gone:#x}.*: double free, the object is already "
                      r"free$")
