@@ -14,10 +14,6 @@ from typing import Callable
 #: know, and the call that raised (None: not known).
 _jit_error_detail: Callable[[], tuple[int, int, int, int, int, str | None, str | None,
                                       str | None]] | None = None
-#: Set by ``numslab.drivers.jitapi``: True while this thread compiles (Numba's compiler lock
-#: held), when a ``raise`` in compiled code makes the exception it pickles into the code.
-_compiling: Callable[[], bool] = lambda: False
-_DETAIL = ("detail", "value", "_cache_name", "_note", "_named", "_earlier", "_call")
 
 
 def _rebuilt(cls: type, args: tuple, state: dict) -> "SlabError":
@@ -55,7 +51,6 @@ class SlabError(Exception):
         self._call: str | None = None
         if _jit_error_detail is not None and args and isinstance(args[0], str) \
                 and args[0].startswith("numslab.jit:"):
-            self._template = _compiling()       # (made to be pickled into compiled code)
             addr, cache, index, value, self._earlier, self._cache_name, self._note, \
                 self._call = _jit_error_detail()
             self._named = addr != NO_VALUE          # (an address of -1 is named too)
@@ -63,13 +58,9 @@ class SlabError(Exception):
             self.value = None if value == NO_VALUE else value
 
     def __reduce__(self) -> tuple:
-        # Numba pickles a compiled raise's exception when it compiles it: ``detail`` must be
-        # taken when the exception is made again at the raise, not restored from then; a
-        # copy of one raised keeps its own (it took a later raise's, or another process's)
-        if self.__dict__.get("_template", False):
-            state = {k: v for k, v in self.__dict__.items()
-                     if k not in _DETAIL and k != "_template"}
-            return type(self), self.args, state
+        # a compiled raise keeps its exception's class and arguments, and makes it at the
+        # raise (``__init__`` then reads the detail); a copy or pickle keeps its own detail
+        # (made again, it read the thread's later raise, or another process's)
         return _rebuilt, (type(self), self.args, dict(self.__dict__))
 
     def __str__(self) -> str:

@@ -781,6 +781,41 @@ def test_a_constructor_prefilling_its_own_cache_stops_at_the_nesting_bound(sa):
     sa.validate()
 
 
+def test_a_refill_whose_constructors_raise_hands_out_no_unconstructed_object(sa):
+    """A refill's new slabs whose constructors raised left their objects in the caller's
+    sheaf, and ``kmem_cache_alloc_from_sheaf`` handed them out unconstructed (172 of 200);
+    they are constructed as they are taken now. A refill that grew the sheaf (a new one:
+    the caller's handle is gone) gives the new one back when they raise (it leaked, and the
+    cache could never be destroyed: "prefilled sheaves are still outstanding")."""
+    fail = [False]
+
+    def ctor(mem, addr):
+        if fail[0]:
+            fail[0] = False                         # once
+            raise RuntimeError("ctor failed")
+        mem[addr] = 0xAB
+    c = sa.kmem_cache_create("refilled", 64, ctor=ctor, sheaf_capacity=200)
+    s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 1)
+    taken = [sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s) for _ in range(200)]
+    fail[0] = True
+    with pytest.raises(numslab.SlabError, match="the constructor raised RuntimeError"):
+        sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, 150)
+    got = []
+    while x := sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s):
+        got.append(x)
+    assert len(got) >= 150 and all(sa.memory[x] == 0xAB for x in got)
+    for x in got + taken:
+        c.free(x)
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
+    s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 8)
+    fail[0] = True
+    with pytest.raises(numslab.SlabError, match="the constructor raised RuntimeError"):
+        sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, 500)     # grows: a new sheaf
+    assert not sa.state.ca[c.id, numslab.engine.layout.CA_USER_SHEAVES]
+    sa.kmem_cache_destroy(c)
+    sa.validate()
+
+
 def test_a_constructor_that_destroys_its_own_cache_leaves_nothing_due(sa):
     """A constructor that destroyed its cache (force) made the next object's constructor
     raise, and the failure put the slab back on the due list: the slab went to the next

@@ -8,6 +8,7 @@ import math
 import shutil
 import struct
 import subprocess
+import warnings
 import sys
 
 import pytest
@@ -290,3 +291,26 @@ def test_plot_without_matplotlib_fails_before_measuring(monkeypatch, capsys):
         cli.main(["bench", "--plot", "x.png"])
     assert e.value.code == 2 and not measured
     assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_replay_warnings_are_one_line_and_an_error_under_w_error(tmp_path, capsys):
+    """A replay's warning (a timestamp stepping back) printed Python's format, echoing the
+    source line that warned; under ``-W error`` it ended the command with a traceback.
+    Now one ``numslab: warning:`` line, or one ``numslab: error:`` line and status 1."""
+    def alloc(ts, ptr):
+        return (f"  t-1 [000] ..... {ts}: kmem_cache_alloc: call_site=x+0x1/0x2 "
+                f"ptr={ptr:016x} name=dentry bytes_req=192 bytes_alloc=192 "
+                f"gfp_flags=GFP_KERNEL node=-1\n")
+    lines = [alloc(f"100.{1 + i:06d}", 0x3000 + 256 * i) for i in range(40)]
+    lines.insert(30, alloc("99.000000", 0x1000))
+    trace = tmp_path / "reordered.txt"
+    trace.write_text("".join(lines))
+    assert cli.main(["replay", str(trace), "--no-progress"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [e for e in err if e.startswith("numslab: warning: trace, line 31: its "
+                                                  "timestamp 99.000000 is earlier")] and err
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cli.main(["replay", str(trace), "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("numslab: error: UserWarning: trace, line 31")

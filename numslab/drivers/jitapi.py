@@ -29,7 +29,6 @@ import numpy as np
 from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
-from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 
 from ..engine import defrag, ops
@@ -79,7 +78,7 @@ GFP_MAX = (1 << 32) - 1
 #: so the arguments go here and the exceptions stay constant. One row of :data:`ERROR_WORDS`
 #: per thread (hashed from the thread's pointer, its first word): two threads raising at once
 #: named each other's address when there was one record for the process.
-ERROR_ROWS, ERROR_WORDS = 64, 8
+ERROR_ROWS, ERROR_WORDS = 256, 8
 #: "No address" in the error detail: an address of -1 is the user's, and is named.
 NO_ADDR = errors.NO_VALUE
 ERROR_DETAIL = np.tile(np.array([0, 0, errors.NO_VALUE, -1, -1, errors.NO_VALUE, -1, 0],
@@ -101,7 +100,7 @@ def _error_row(tid: int) -> int:
     """The row of :data:`ERROR_DETAIL` for the thread whose pointer is ``tid``: its page
     number hashed (the pointers themselves, 0x801000 apart in glibc, put every third thread
     in one row, and the second to raise there took the first's detail away)."""
-    return ((((tid & ((1 << 64) - 1)) >> 12) * _HASH) & ((1 << 64) - 1)) >> 58
+    return ((((tid & ((1 << 64) - 1)) >> 12) * _HASH) & ((1 << 64) - 1)) >> 56
 
 
 def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | None,
@@ -113,8 +112,8 @@ def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | Non
     once, so it is not reset here), and the call that raised (None: not known); nothing known
     if another thread's raise took the row since."""
     tid = threading.get_ident() if _MACHINE == "x86_64" else -1     # (thread_pointer's)
-    row = ERROR_DETAIL[_error_row(tid) * ERROR_WORDS:][:ERROR_WORDS]
-    if int(row[0]) != tid:
+    row = ERROR_DETAIL[_error_row(tid) * ERROR_WORDS:][:ERROR_WORDS].copy()    # (at once:
+    if int(row[0]) != tid:      # a thread sharing the row wrote it between a test and a read)
         return NO_ADDR, -1, -1, errors.NO_VALUE, -1, None, None, None
     where, addr, cache, index, value, earlier, call = (int(x) for x in row[1:])
     return (addr, cache, index, value, earlier, *handles.describe(where, cache, addr),
@@ -123,14 +122,6 @@ def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | Non
 
 errors._jit_error_detail = _read_error_detail
 
-
-def _compiling_now() -> bool:
-    """Whether this thread holds Numba's compiler lock (compiles)."""
-    lock = getattr(global_compiler_lock, "_lock", None)
-    return bool(lock is not None and lock._is_owned())
-
-
-errors._compiling = _compiling_now
 
 
 @intrinsic
@@ -144,7 +135,7 @@ def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
         tid = thread_pointer(builder)
         row = builder.lshr(builder.mul(builder.lshr(tid, ir.Constant(i64, 12)),
                                        ir.Constant(i64, _HASH - (1 << 64))),
-                           ir.Constant(i64, 58))           # (_error_row's)
+                           ir.Constant(i64, 56))           # (_error_row's)
         base = builder.gep(table_address(builder, ERROR_SYMBOL),
                            [builder.mul(row, ir.Constant(i64, ERROR_WORDS))])
         for k, v in enumerate([tid, *args]):

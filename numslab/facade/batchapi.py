@@ -583,6 +583,8 @@ class BatchAPI:
         obj = int(alloc_from_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf))
         if obj == 0 and self._g[G_FAULT_CACHE]:     # it held an object handed out already
             self._raise_fault()
+        if obj and cache.ctor is not None and self._g[G_NPENDING] and not self._ctor_depth:
+            self._construct_for(cache, obj, cid)    # a refill whose constructors raised
         if obj and self._ctor_depth and cache.ctor is not None:    # a constructor's: as
             if obj in self._constructing:           # _construct_early's swap: the sheaf's
                 self._constructing[obj] = True      # other objects stay for the calls the
@@ -616,7 +618,10 @@ class BatchAPI:
             if new and cid in self._trace_ids and have < size:
                 self._trace_allocs(cid, self._sheaf_objects(new, have))
             if self._g[G_NPENDING]:
-                self._construct(cid)        # (the sheaf stays the caller's: it holds it)
+                if new and new != sheaf:    # grown: the caller's handle is gone, and the
+                    self._construct_for_sheaf(cache, new, cpu)  # new one goes back if the
+                else:                       # constructors raise; else the caller keeps the
+                    self._construct(cid)    # sheaf (what it took is constructed as it goes)
         return new
 
     @cache_op

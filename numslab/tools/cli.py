@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)  # Python's own flush at exit would fail
         os.dup2(devnull, sys.stdout.fileno())       # again, with a traceback
         return 1
+    except Warning as e:                            # -W error made a warning an error
+        print(f"numslab: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 def _main(argv: list[str] | None) -> int:
