@@ -816,6 +816,39 @@ def test_a_refill_whose_constructors_raise_hands_out_no_unconstructed_object(sa)
     sa.validate()
 
 
+def test_objects_a_failed_refill_left_are_constructed_when_another_constructor_takes_them(
+        sa):
+    """After a refill whose constructors raised, cache B's constructor took cache A's
+    objects from A's prefilled sheaf, unconstructed (8 of 8): the due constructors ran only
+    outside any constructor."""
+    fail, built = [False], set()
+
+    def ctor_a(mem, addr):
+        if fail[0]:
+            fail[0] = False
+            raise RuntimeError("A failed")
+        built.add(addr)
+    a = sa.kmem_cache_create("A", 64, ctor=ctor_a, sheaf_capacity=32)
+    s = sa.kmem_cache_prefill_sheaf(a, GFP_KERNEL, 1)
+    taken = [sa.kmem_cache_alloc_from_sheaf(a, GFP_KERNEL, s)
+             for _ in range(sa.kmem_cache_sheaf_size(s))]
+    fail[0] = True
+    with pytest.raises(numslab.SlabError, match="A failed"):
+        sa.kmem_cache_refill_sheaf(a, GFP_KERNEL, s, 20)
+    got = []
+
+    def ctor_b(mem, addr):
+        if x := sa.kmem_cache_alloc_from_sheaf(a, GFP_KERNEL, s):
+            got.append(x)
+    b = sa.kmem_cache_create("B", 64, ctor=ctor_b)
+    sa.kmem_cache_free(b, sa.kmem_cache_alloc(b))
+    assert got and all(x in built for x in got)
+    for x in got + taken:
+        sa.kmem_cache_free(a, x)
+    sa.kmem_cache_return_sheaf(a, GFP_KERNEL, s)
+    sa.validate()
+
+
 def test_a_constructor_that_destroys_its_own_cache_leaves_nothing_due(sa):
     """A constructor that destroyed its cache (force) made the next object's constructor
     raise, and the failure put the slab back on the due list: the slab went to the next

@@ -257,3 +257,28 @@ def test_a_slab_a_nested_eviction_kept_and_the_outer_freed_counts_as_freed(sa, k
     assert sa.defrag_stats(c) == {"slabs_freed": before, "objects_kicked": 64 * 10 // 8,
                                   "refusals": 0}
     sa.validate()
+
+
+def test_a_cache_made_in_an_evicted_cache_s_slot_gets_none_of_its_counts(sa, kernel):
+    """A kick that evicts cache X, destroys it and makes X2 in its slot: the outer eviction
+    credited X's freed slabs to X2 (``slabs_freed`` 17, X2 had never allocated a slab)."""
+    def sparse(name):
+        c = sa.kmem_cache_create(name, 256)
+        objs = c.alloc_bulk(c.objs_per_slab * 20)
+        c.free_bulk(objs[np.arange(len(objs)) % c.objs_per_slab != 0])
+        return c
+    x, y = sparse("X"), sparse("Y")
+    sa.kmem_cache_setup_defrag(x, lambda objs: None, lambda objs, p: x.free_bulk(objs))
+    made = []
+
+    def kick_y(objs, private):
+        if not made:
+            sa.kmem_cache_defrag(x, 100)
+            sa.kmem_cache_destroy(x)
+            made.append(sa.kmem_cache_create("X2", 256))
+        y.free_bulk(objs)
+    sa.kmem_cache_setup_defrag(y, lambda objs: None, kick_y)
+    sa.kmem_cache_defrag(y, 100)
+    assert sa.defrag_stats(made[0]) == {"slabs_freed": 0, "objects_kicked": 0, "refusals": 0}
+    assert sa.defrag_stats(y)["slabs_freed"] == 20
+    sa.validate()

@@ -583,8 +583,8 @@ class BatchAPI:
         obj = int(alloc_from_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf))
         if obj == 0 and self._g[G_FAULT_CACHE]:     # it held an object handed out already
             self._raise_fault()
-        if obj and cache.ctor is not None and self._g[G_NPENDING] and not self._ctor_depth:
-            self._construct_for(cache, obj, cid)    # a refill whose constructors raised
+        if obj and cache.ctor is not None and self._g[G_NPENDING]:   # (a refill whose
+            self._construct_for(cache, obj, cid)    # constructors raised: at any depth)
         if obj and self._ctor_depth and cache.ctor is not None:    # a constructor's: as
             if obj in self._constructing:           # _construct_early's swap: the sheaf's
                 self._constructing[obj] = True      # other objects stay for the calls the
@@ -599,7 +599,10 @@ class BatchAPI:
         on (a new one if it had to grow), or 0 on -ENOMEM with the old one still the user's:
         untouched, except that under 7.x a sheaf of the cache's capacity keeps the objects
         ``refill_sheaf`` got before memory ran out, and under ``next`` those the barn gave
-        before it (as the kernel's does)."""
+        before it (as the kernel's does). If the constructors of its new slabs raise, the
+        error is raised: a sheaf that had to grow was replaced by a larger one, which goes
+        back to the cache (the old handle is no sheaf any more, as the error says); one
+        that did not keeps its objects, constructed as they are taken."""
         cid = self._sheaf_cache(cache, "kmem_cache_refill_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_refill_sheaf")
         _check_sheaf_size(size, "kmem_cache_refill_sheaf")
@@ -619,9 +622,14 @@ class BatchAPI:
                 self._trace_allocs(cid, self._sheaf_objects(new, have))
             if self._g[G_NPENDING]:
                 if new and new != sheaf:    # grown: the caller's handle is gone, and the
-                    self._construct_for_sheaf(cache, new, cpu)  # new one goes back if the
-                else:                       # constructors raise; else the caller keeps the
-                    self._construct(cid)    # sheaf (what it took is constructed as it goes)
+                    try:                    # new one goes back if the constructors raise
+                        self._construct_for_sheaf(cache, new, cpu)
+                    except SlabError as e:
+                        raise type(e)(f"{e}; the refill had replaced the sheaf at "
+                                      f"{sheaf:#x} with a larger one, given back to the "
+                                      f"cache: that handle is no sheaf any more") from e
+                else:                       # else the caller keeps the sheaf (what it takes
+                    self._construct(cid)    # is constructed as it goes)
         return new
 
     @cache_op

@@ -101,6 +101,7 @@ class EvictAPI:
         depth = self.__dict__.get("_evict_depth", 0)
         if not depth:
             self._evict_tried: dict[tuple[int, int], set[int]] = {}
+            self._evict_tokens: dict[int, Any] = {}     # each cache's, as it was tried
         self._evict_depth = depth + 1
         try:
             gone = self._evict_level(cid, ratio)
@@ -141,6 +142,7 @@ class EvictAPI:
                 self._still_there(cache, cid, "kick")
             tried.append(slab)
             self._evict_tried.setdefault((cid, slab), set()).update(objs.tolist())
+            self._evict_tokens[cid] = self._caches.token(cid)
         ops.kmem_cache_shrink(self._st, cid, cpu)
         return sum(not (st.sl_cache[slab] == cid and st.pg_flags[slab] & PG_SLAB)
                    for slab in tried)
@@ -154,8 +156,8 @@ class EvictAPI:
         counts = self._per_cache("_evict_counts")
         for c in {c for c, _ in tried}:
             cache = self._caches.get(c)
-            if cache is None:                   # destroyed by a callback
-                continue
+            if cache is None or self._caches.token(c) is not self._evict_tokens.get(c):
+                continue                        # destroyed by a callback (a new one there)
             live_after = cache.live_addresses()
             freed = kicked = refused = 0
             for (cid, slab), objs in tried.items():
