@@ -14,6 +14,8 @@ from typing import Callable
 #: know, and the call that raised (None: not known).
 _jit_error_detail: Callable[[], tuple[int, int, int, int, int, str | None, str | None,
                                       str | None]] | None = None
+#: "No refused argument" in the compiled error detail (an int64 no argument check refuses).
+NO_VALUE = -(1 << 63)
 
 
 def _rebuilt(cls: type, args: tuple, state: dict) -> "SlabError":
@@ -23,8 +25,6 @@ def _rebuilt(cls: type, args: tuple, state: dict) -> "SlabError":
     Exception.__init__(e, *args)
     e.__dict__.update(state)
     return e
-#: "No refused argument" in the compiled error detail (an int64 no argument check refuses).
-NO_VALUE = -(1 << 63)
 
 
 class SlabError(Exception):

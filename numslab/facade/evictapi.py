@@ -126,8 +126,9 @@ class EvictAPI:
         st = self.state
         frames = live >> 12                 # each object's slab: its head frame (an object in
         frames = np.where(st.pg_flags[frames] & PG_TAIL, st.pg_head[frames], frames)  # a
-        tried = []                          # later page of an order >= 1 slab made the slab
-        # objects held in prefilled sheaves: not evictable     (look held in a prefilled sheaf)
+        # later page of an order >= 1 slab made the slab look held in a prefilled sheaf:
+        # never evicted); objects held in prefilled sheaves: not evictable
+        tried = []
         sparse = [slab for slab, used in sparse if np.count_nonzero(frames == slab) == used]
         for slab in sparse:
             # the slab's objects as they are now, as the kernel reads them under the slab's
