@@ -585,12 +585,9 @@ class BatchAPI:
             self._raise_fault()
         if obj and cache.ctor is not None and self._g[G_NPENDING]:   # (a refill whose
             self._construct_for(cache, obj, cid)    # constructors raised: at any depth)
-        if obj and self._ctor_depth and cache.ctor is not None:    # a constructor's: as
-            if obj in self._constructing:           # _construct_early's swap: the sheaf's
-                self._constructing[obj] = True      # other objects stay for the calls the
-                return self.kmem_cache_alloc_node(cache, gfp, -1, cpu)  # caller counts on
-            obj = self._construct_early(cache, [obj], gfp, -1, cpu)[0]
-        return obj
+        if obj and self._ctor_depth and cache.ctor is not None:    # a constructor's: the
+            obj = self._construct_early(cache, [obj], gfp, -1, cpu)[0]  # object it builds is
+        return obj      # swapped for an allocation, the sheaf's others kept for the caller
 
     @cache_op
     def kmem_cache_refill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int, sheaf: int,
