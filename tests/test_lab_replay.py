@@ -110,15 +110,17 @@ def test_compare_runs_every_configuration_on_the_same_trace():
     assert r.config.name == "6.18:cpus=2"
     head = r.compare_table().splitlines()[0].split()
     assert head == ["machine", *j["configs"]]
-    # each cache's %Ef as each configuration's slabinfo table prints it: truncated, as
-    # tools/mm/slabinfo does (the side-by-side table rounded: dentry 96% there, 97% here)
+    # each cache's %Ef of the live bytes over its slab bytes, per configuration, truncated
+    # as tools/mm/slabinfo does (the side-by-side table rounded: dentry 96% there, 97% here)
     rows = r.compare_table().split("cache (slab bytes %Ef)")[1].splitlines()[1:]
     assert rows
-    efs = [{line.split()[0]: line.split()[8] for line in res.table().splitlines()[1:]}
-           for res in r.configs.values()]
     for row in rows:
-        name, cells = row.split()[0][:21], row.split()[2::2]
-        assert cells == [ef[name] + "%" for ef in efs], (name, cells)
+        name, cells = row.split()[0], row.split()[2::2]
+        want = []
+        for res in r.configs.values():
+            k = next(i for i, nm in enumerate(res.names) if nm[:22] == name)
+            want.append(f"{res.caches['live_bytes'][k] * 100 // res.caches['slab_bytes'][k]}%")
+        assert cells == want, (name, cells)
 
 
 def test_next_replays_a_trace_as_7_3_does():
@@ -212,7 +214,37 @@ def test_series_bytes_and_table():
     c = r.caches
     k = int(np.argmax(c["slab_bytes"]))
     row = next(ln for ln in tab[1:] if ln.split()[0] == r.names[k][:21])
-    assert int(row.split()[1]) == c["live_objects"][k]
+    # slabinfo's Objects and %Ef: sysfs objects (the sheaves' objects counted in use)
+    cache = r.allocator.find_cache(r.names[k])
+    assert int(row.split()[1]) == r.objects[k] == cache.objects
+    assert int(row.split()[8]) == cache.objects * cache.object_size * 100 // c["slab_bytes"][k]
+    assert np.all(r.objects >= c["live_objects"])
+    assert np.any(r.objects > c["live_objects"])        # 7.0's sheaves hold objects
+    assert r.to_json()["caches"][r.names[k]]["objects"] == r.objects[k]
+
+
+def test_table_flags_as_slabinfo_prints_them():
+    """slabinfo's Flg: ``*`` for a kernel cache with aliases (the snapshot's ``aliases``),
+    then ``d``, ``A``, ``P``, ``a``, ``Z``, ``F``, ``U``, ``T`` in that order."""
+    line = ("  cat-1 [000] ..... 1.{:06d}: kmem_cache_alloc: call_site=f+0x1/0x9 "
+            "ptr=00000000{:08x} name={} bytes_req=64 bytes_alloc=64 gfp_flags=GFP_KERNEL "
+            "node=-1 accounted=false\n")
+    trace = "".join(line.format(i, 0x1000 + 64 * i, nm) for i, nm in
+                    enumerate(["merged", "plain", "merged", "plain"])).encode()
+    snap = {"caches": [
+        {"name": ":a-0000064", "object_size": "64", "slab_size": "64", "align": "64",
+         "hwcache_align": "1", "reclaim_account": "1", "aliases": "2"},
+        {"name": "merged", "alias_of": ":a-0000064"},
+        {"name": "plain", "object_size": "64", "slab_size": "64", "aliases": "0"}]}
+    r = numslab.replay(trace, kernel="7.0", snapshot=snap)
+    flg = {ln.split()[0]: ln.split()[9:] for ln in r.table().splitlines()[1:]}
+    assert flg == {"merged": ["*Aa"], "plain": []}
+    assert r.to_json()["caches"]["merged"]["aliases"] == 2
+    r.flags[r.names.index("plain")] |= (numslab.SLAB_POISON | numslab.SLAB_RED_ZONE
+                                        | numslab.SLAB_CONSISTENCY_CHECKS
+                                        | numslab.SLAB_STORE_USER | numslab.SLAB_TRACE)
+    flg = {ln.split()[0]: ln.split()[9:] for ln in r.table().splitlines()[1:]}
+    assert flg["plain"] == ["PZFUT"]
 
 
 def test_configurations_parse_and_refuse():
@@ -430,7 +462,10 @@ def test_odd_arguments_are_numslab_errors_not_python_ones():
                  lambda: r.compare_table(top=1.5), lambda: r.compare_table(top=-1)):
         with pytest.raises(SlabError):
             call()
-    assert r.table(sort="live_bytes").splitlines()[1].split()[:2] == ["obj", "20"]
+    k = r.names.index("obj")
+    assert r.caches["live_objects"][k] == 20
+    assert r.table(sort="live_bytes").splitlines()[1].split()[:2] == \
+        ["obj", str(r.allocator.find_cache("obj").objects)]
     assert numslab.replay(trace, compare="7.0:cpus=\u0661").config.cpus == 1   # Arabic 1
 
 

@@ -334,6 +334,16 @@ def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
     return args, int(s["object_size"]), "snapshot"
 
 
+def _aliases(names: list[str], snap: dict[str, dict[str, Any]] | None) -> np.ndarray:
+    """The snapshot's ``aliases`` of each row's kernel cache, int64[len(names)] (0 where
+    the snapshot has no cache of that name, or no whole number there)."""
+    out = np.zeros(len(names), np.int64)
+    for k, nm in enumerate(names):
+        v = str((snap or {}).get(nm, {}).get("aliases", "")).strip()
+        out[k] = int(v) if v.isdecimal() and len(v) < 10 else 0
+    return out
+
+
 def _align_ok(align: int) -> int:
     """The snapshot's ``align`` as ``kmem_cache_create`` takes it (a power of two or 0)."""
     return align if align > 0 and align & (align - 1) == 0 else 0
@@ -649,7 +659,9 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
                         untraced_frees=int(counts[K.K_UNTRACED_FREE]), seconds=seconds,
                         compile_seconds=clock.seconds,
                         stats=[c.stats for c in objs], memory_per_node=mem,
-                        flags=np.array([c.flags for c in objs], np.int64), allocator=sa,
+                        flags=np.array([c.flags for c in objs], np.int64),
+                        objects=np.array([c.objects for c in objs], np.int64),
+                        aliases=_aliases(p.names, snapshot), allocator=sa,
                         work_runs=nwork + int(counts[K.K_WORK]),
                         objects_moved=int(counts[K.K_MOVED]))
 

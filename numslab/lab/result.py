@@ -122,6 +122,13 @@ class ReplayResult:
     stats: list[dict[str, int]]
     memory_per_node: int
     flags: np.ndarray | None = None
+    #: per cache at the end, int64[K]: objects in use as sysfs ``objects`` counts them (all
+    #: objects of the cache's slabs less the free ones on node partial lists: objects cached
+    #: in sheaves and CPU slabs count as in use), the column ``tools/mm/slabinfo`` prints
+    objects: np.ndarray | None = None
+    #: per cache, int64[K]: the snapshot's ``aliases`` of the kernel cache the row replays
+    #: (other caches merged into it; 0 without a snapshot), slabinfo's ``*`` flag
+    aliases: np.ndarray | None = None
     allocator: Any = None
     parse_seconds: float = 0.0
     #: times the policy's work (a shrink or compaction of one cache) ran: per cache at each
@@ -242,6 +249,9 @@ class ReplayResult:
             "totals": self.totals, "counters": self.counters,
             "caches": {nm: {"live_objects": int(c["live_objects"][k]),
                             "live_bytes": int(c["live_bytes"][k]),
+                            "objects": int(self.objects[k]) if self.objects is not None
+                            else int(c["live_objects"][k]),
+                            "aliases": int(self.aliases[k]) if self.aliases is not None else 0,
                             "slabs": int(c["slabs"][k]), "slab_bytes": int(c["slab_bytes"][k]),
                             "partial": int(c["partial"][k]),
                             "cpu_slabs": int(c["cpu_slabs"][k]),
@@ -267,11 +277,17 @@ class ReplayResult:
     def table(self, all_caches: bool = False, sort: str = "slab_bytes") -> str:
         """``tools/mm/slabinfo``'s table of the end state: Name, Objects, Objsize, Space,
         Slabs/Part/Cpu, O/S, O, %Fr, %Ef, Flg; caches with no slab left out unless
-        ``all_caches``; largest ``sort`` first."""
+        ``all_caches``; largest ``sort`` first.
+
+        As slabinfo prints it: ``Objects`` is sysfs ``objects`` (:attr:`objects`: objects in
+        sheaves and CPU slabs count as in use) and ``%Ef`` is that many objects' bytes over
+        the slab bytes, truncated. The live objects the trace holds, and the ``%Ef`` of
+        :attr:`caches` and :meth:`compare_table`, leave the cached ones out."""
         c = self.caches
         if not isinstance(sort, str) or sort not in c:      # (a KeyError before)
             raise InvalidArgumentError(f"table: sort {sort!r} is not one of {', '.join(c)}")
         keys = np.argsort(-c[sort], kind="stable")
+        objects = self.objects if self.objects is not None else c["live_objects"]
         lines = ["Name                   Objects Objsize           Space Slabs/Part/Cpu  O/S O "
                  "%Fr %Ef Flg"]
         for k in keys.tolist():
@@ -280,13 +296,14 @@ class ReplayResult:
             slabs, cpu = int(c["slabs"][k]), int(c["cpu_slabs"][k])
             dist = f"{max(slabs - cpu, 0)}/{int(c['partial'][k])}/{cpu}"
             fr = int(c["partial"][k] * 100 // slabs) if slabs else 100
-            ef = _ef(c, k)
-            flg = self._flags(k)
-            space = store_size(int(c["slab_bytes"][k]))
-            lines.append(f"{self.names[k][:21]:<21s} {int(c['live_objects'][k]):8d} "
+            slab_bytes = int(c["slab_bytes"][k])
+            n = int(objects[k])
+            ef = n * int(self.object_size[k]) * 100 // slab_bytes if slab_bytes else 100
+            space = store_size(slab_bytes)
+            lines.append(f"{self.names[k][:21]:<21s} {n:8d} "
                          f"{int(self.object_size[k]):7d} {space:>15s} "
                          f"{dist:>14s} {int(self.objs_per_slab[k]):4d} {int(self.order[k]):1d} "
-                         f"{fr:3d} {ef:3d} {flg}")
+                         f"{fr:3d} {ef:3d} {self._flags(k)}")
         return "\n".join(lines)
 
     def compare_table(self, top: int = 12) -> str:
@@ -297,11 +314,18 @@ class ReplayResult:
         return format_compare(list(self.configs.values()) if self.configs else [self], top)
 
     def _flags(self, k: int) -> str:
-        """slabinfo's Flg column for cache row ``k``: ``d`` DMA, ``A`` hardware-cache
-        aligned, ``a`` reclaim accounted."""
+        """slabinfo's Flg column for cache row ``k``, in its order: ``*`` aliases, ``d``
+        DMA, ``A`` hardware-cache aligned, ``P`` poison, ``a`` reclaim accounted, ``Z`` red
+        zone, ``F`` consistency checks, ``U`` store user, ``T`` trace."""
         f = int(self.flags[k]) if self.flags is not None else 0
-        return ("d" if f & F.SLAB_CACHE_DMA else "") + ("A" if f & F.SLAB_HWCACHE_ALIGN else "") \
-            + ("a" if f & F.SLAB_RECLAIM_ACCOUNT else "")
+        out = "*" if self.aliases is not None and self.aliases[k] > 0 else ""
+        for bit, ch in ((F.SLAB_CACHE_DMA, "d"), (F.SLAB_HWCACHE_ALIGN, "A"),
+                        (F.SLAB_POISON, "P"), (F.SLAB_RECLAIM_ACCOUNT, "a"),
+                        (F.SLAB_RED_ZONE, "Z"), (F.SLAB_CONSISTENCY_CHECKS, "F"),
+                        (F.SLAB_STORE_USER, "U"), (F.SLAB_TRACE, "T")):
+            if f & bit:
+                out += ch
+        return out
 
     def summary(self) -> str:
         """The accounting of the lines and the whole machine's figures, as text."""
