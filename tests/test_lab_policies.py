@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import numslab
+from numslab.engine.layout import G_NRCU_SLABS
 from numslab.errors import SlabError
 from numslab.lab.replay import Config, parse_config
 
@@ -124,7 +125,11 @@ def _naive_every_free(kernel: str, ratio: int):
     work = P.free_work(sa, caches, cfg.policy, False, npid)     # the bookkeeping, no trigger
     floor: dict[int, int] = {}
     runs = moved = 0
-    for i in range(len(tr)):
+    points = R._sample_points(len(tr), R.SAMPLES)     # where the replay's chunks end: a grace
+    ends = set(np.union1d(points, R._work_points(len(tr), cfg.every, points)).tolist())
+    for i in range(len(tr)):                          # period ends there (typesafe slabs)
+        if i in ends and sa.state.g[G_NRCU_SLABS]:
+            sa.synchronize_rcu()
         done = counts[K.K_REPLAYED]
         K.replay_chunk(sa.handle, i, i + 1, tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node,
                        tr.bytes_alloc, 2, 1, cids, addr, owner, lbytes, counts, work)
@@ -145,6 +150,8 @@ def _naive_every_free(kernel: str, ratio: int):
             moved += len(o)
             f = c.slabs - -(-len(c) // c.objs_per_slab)
         floor[c.id] = f
+    if len(tr) in ends and sa.state.g[G_NRCU_SLABS]:
+        sa.synchronize_rcu()
     return sa, runs, moved, addr
 
 

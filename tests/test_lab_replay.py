@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import numslab
+from numslab.engine import layout as L
 from numslab.errors import SlabError
 from numslab.lab.replay import Config, parse_config
 from numslab.lab.trace import TraceFormatError
@@ -526,3 +527,24 @@ def test_slabs_that_differ_from_the_snapshot_s_are_named_in_a_warning():
         warnings.simplefilter("error")
         numslab.replay(DATA / TRACES["git_tar"], kernel="6.18", cpus=2,
                        snapshot=DATA / SNAPSHOTS["git_tar"], progress=False)
+
+
+def test_a_typesafe_by_rcu_caches_slabs_wait_for_a_grace_period_at_each_chunk_end():
+    """A SLAB_TYPESAFE_BY_RCU cache (the snapshot's ``destroy_by_rcu``) keeps a discarded
+    slab's pages until the grace period ends: the replay ends one at each chunk's end, so
+    none is left waiting and the page allocator has them back."""
+    n = 3000
+    ev = [("kmem_cache_alloc", i, " bytes_req=256 bytes_alloc=256 gfp_flags=GFP_KERNEL node=-1")
+          for i in range(n)] + [("kmem_cache_free", i, "") for i in range(n)]
+    lines = [f"  t-1 [000] ..... 1.{t:06d}: {e}: call_site=x+0x1/0x2 ptr={0x1000 + 64 * i:016x} "
+             f"name=tsafe{rest}\n" for t, (e, i, rest) in enumerate(ev)]
+    size = numslab.SlabAllocator(nr_cpus=1, memory="4M").kmem_cache_create(
+        "x", 256, flags=numslab.SLAB_TYPESAFE_BY_RCU).slab_size
+    snap = {"caches": [{"name": "tsafe", "object_size": "256", "slab_size": str(size),
+                        "destroy_by_rcu": "1"}]}
+    r = numslab.replay("".join(lines).encode(), kernel="7.0", snapshot=snap)
+    k = r.names.index("tsafe")
+    assert r.allocator.find_cache("tsafe").flags & numslab.SLAB_TYPESAFE_BY_RCU
+    assert r.caches["slabs_freed"][k] >= 100
+    assert r.allocator.state.g[L.G_NRCU_SLABS] == 0
+    r.allocator.validate()

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import numslab
+from numslab.engine import layout as L
 from numslab.engine.layout import P_COUNT
 
 from conftest import free_total
@@ -402,3 +403,108 @@ def test_min_partial_may_be_set_as_through_sysfs(gen):
     for bad in (-1, 1.5, True, "3"):
         with pytest.raises(numslab.InvalidArgumentError, match="min_partial"):
             c.min_partial = bad
+
+
+# ---- SLAB_TYPESAFE_BY_RCU: a discarded slab's pages wait for the grace period (free_slab) ------
+def _typesafe(gen: str) -> tuple[numslab.SlabAllocator, numslab.KmemCache, numslab.KmemCache]:
+    """A machine with a SLAB_TYPESAFE_BY_RCU cache and a plain one of the same geometry."""
+    sa = numslab.SlabAllocator(kernel=gen, nr_cpus=2, memory="16M")
+    return (sa, sa.kmem_cache_create("tsafe", 256, flags=numslab.SLAB_TYPESAFE_BY_RCU),
+            sa.kmem_cache_create("plain", 256))
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+@pytest.mark.parametrize("how", ["shrink", "bulk"])
+def test_a_typesafe_by_rcu_slab_keeps_its_pages_until_the_grace_period_ends(gen, how):
+    """``free_slab``: ``call_rcu(&slab->rcu_head, rcu_free_slab)`` for a SLAB_TYPESAFE_BY_RCU
+    cache, so its discarded slabs' pages stay out of the page allocator (the slab already
+    uncounted, ``discard_slab``'s ``dec_slabs_node``) until ``synchronize_rcu``; a plain
+    cache's go back at once."""
+    sa, ts, plain = _typesafe(gen)
+    for c in (plain, ts):
+        n = 20 * c.objs_per_slab
+        objs = np.zeros(n, np.int64)
+        assert sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, n, objs) == n
+        before = free_total(sa)
+        slabs = c.slabs
+        if how == "shrink":
+            for a in objs.tolist():
+                sa.kmem_cache_free(c, a)
+            sa.kmem_cache_shrink(c)
+        else:
+            sa.kmem_cache_free_bulk(c, n, objs)
+        gone = slabs - c.slabs
+        assert gone >= 8, gone                      # slabs discarded, uncounted at once
+        back = free_total(sa) - before
+        pfn = int(objs[-1]) >> 12
+        if c is plain:
+            assert back >= gone                     # the pages went back with the slabs
+            continue
+        assert back <= 0                            # the typesafe ones wait for the GP
+        waiting = [a for a in objs.tolist() if sa.find(a)["kind"] == "rcu slab"]
+        assert len(waiting) >= gone * c.objs_per_slab
+        with pytest.raises(numslab.BadAddressError, match="waiting for an RCU grace period"):
+            sa.kmem_cache_free(c, waiting[0])
+        sa.validate()
+        sa.synchronize_rcu()                        # rcu_free_slab: the pages come back
+        assert free_total(sa) - before >= gone
+        assert not any(sa.find(a)["kind"] == "rcu slab" for a in objs.tolist())
+        assert sa.state.pg_flags[pfn] != (L.PG_HEAD | L.PG_RCU)
+        sa.validate()
+
+
+def test_destroying_a_typesafe_by_rcu_cache_waits_for_its_slabs_as_rcu_barrier_does():
+    """``kmem_cache_destroy`` runs ``rcu_barrier`` after the shutdown of a
+    SLAB_TYPESAFE_BY_RCU cache (its slabs' ``rcu_free_slab`` callbacks)."""
+    sa, ts, plain = _typesafe("7.0")
+    start = free_total(sa)
+    objs = [sa.kmem_cache_alloc(ts) for _ in range(8 * ts.objs_per_slab)]
+    for a in objs:
+        sa.kmem_cache_free(ts, a)
+    sa.kmem_cache_destroy(ts)
+    assert sa.state.g[L.G_NRCU_SLABS] == 0
+    assert free_total(sa) >= start - 2              # (the allocator's own sheaf pages)
+    sa.validate()
+
+
+def test_save_and_load_keep_the_slabs_waiting_for_their_grace_period(tmp_path):
+    from test_allocator import _save_signed
+    sa, ts, plain = _typesafe("7.0")
+    n = 20 * ts.objs_per_slab
+    objs = np.zeros(n, np.int64)
+    sa.kmem_cache_alloc_bulk(ts, numslab.GFP_KERNEL, n, objs)
+    sa.kmem_cache_free_bulk(ts, n, objs)
+    waiting = int(sa.state.g[L.G_NRCU_SLABS])
+    assert waiting >= 4
+    sa.save(tmp_path / "m.npz")
+    sb = numslab.SlabAllocator.load(tmp_path / "m.npz")
+    assert sb.state.g[L.G_NRCU_SLABS] == waiting
+    sb.validate()
+    before = free_total(sb)
+    sb.synchronize_rcu()
+    assert free_total(sb) - before >= waiting and sb.state.g[L.G_NRCU_SLABS] == 0
+    sb.validate()
+    # an edited count or link, signed again, is refused at load, not followed later
+    z = dict(np.load(tmp_path / "m.npz"))
+    state = z["state"]
+    g0 = int(state[L.H_FIELDS + 2 * L.F_G])
+    first = int(sa.state.g[L.G_RCU_SLABS])
+    for i, value, what in ((g0 + L.G_NRCU_SLABS, waiting + 1, "G_NRCU_SLABS"),
+                           (g0 + L.G_RCU_SLABS, first + 1, "G_RCU_SLABS")):
+        bad = state.copy()
+        bad[i] = value
+        _save_signed(tmp_path / "bad.npz", {**z, "state": bad})
+        with pytest.raises(numslab.SlabError, match=f"its state is corrupt: .*{what}"):
+            numslab.SlabAllocator.load(tmp_path / "bad.npz")
+
+
+def test_validate_finds_a_broken_list_of_slabs_waiting_for_their_grace_period():
+    sa, ts, plain = _typesafe("7.0")
+    n = 20 * ts.objs_per_slab
+    objs = np.zeros(n, np.int64)
+    sa.kmem_cache_alloc_bulk(ts, numslab.GFP_KERNEL, n, objs)
+    sa.kmem_cache_free_bulk(ts, n, objs)
+    sa.validate()
+    sa.state.g[L.G_NRCU_SLABS] -= 1
+    with pytest.raises(numslab.SlabCorruptionError, match="waiting for their grace period"):
+        sa.validate()

@@ -71,6 +71,8 @@ CORRUPTION = (
     "a barn's count of full or empty sheaves is not the length of its list",
     "lost objects (sl_lost) out of range, on an isolated slab or not a slab, or their sum "
     "is not G_NLOST",
+    "the list of SLAB_TYPESAFE_BY_RCU slabs waiting for their grace period (link, mark, "
+    "CPU, count or tail) is broken, or a frame so marked is not on it",
 )
 
 

@@ -39,7 +39,10 @@ PG_CPU_PARTIAL = 256   #: (slab) on some CPU's partial list
 PG_PCP = 512           #: first page of a free block of order ``pg_order`` on a CPU's pcp list
 PG_ISOLATED = 1024     #: (slab) a corrupted free pointer was found: no longer allocated from
 PG_SORTED = 2048       #: (slab) on a node partial list kept sorted (``engine/partialorder.py``)
-PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list: no free takes it
+PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list: no free takes it;
+#: (a head with neither PG_SLAB nor PG_LARGE) a SLAB_TYPESAFE_BY_RCU slab ``discard_slab``
+#: gave up, its pages held until the grace period ends (``free_slab``'s ``call_rcu``:
+#: ``G_RCU_SLABS``)
 
 # ---- scalars (field G) --------------------------------------------------------------------
 #: ``G_KERNEL`` is the SLUB generation modelled: KERNEL_6_18 (sheaves opt-in, CPU slabs and
@@ -63,10 +66,15 @@ PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list
 #: ``G_RCU_HEAD``/``G_RCU_TAIL`` (sheaf addresses, 0: none) and ``G_NRCU`` are the sheaves
 #: handed to ``call_rcu`` and waiting for their grace period (``engine/rcusheaves.py``), of
 #: every cache, oldest first, linked through ``SH_NEXT``.
+#: ``G_RCU_SLABS``/``G_RCU_SLABS_TAIL`` (head frames, 0: none) and ``G_NRCU_SLABS`` are the
+#: slabs of SLAB_TYPESAFE_BY_RCU caches discarded and waiting for their grace period
+#: (``rcu_free_slab``), oldest first, linked through ``pg_next`` (NIL ends it); each head
+#: PG_HEAD | PG_RCU, ``sl_freelist`` the CPU that discarded it (whose pcp lists get the
+#: pages).
 (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL, G_RNG, G_NPENDING,
  G_ERR0, G_ERR1, G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED,
  G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_FRNG, G_RCU_HEAD, G_RCU_TAIL, G_NRCU,
- G_NLOST, G_NSCALARS) = range(25)
+ G_NLOST, G_RCU_SLABS, G_RCU_SLABS_TAIL, G_NRCU_SLABS, G_NSCALARS) = range(28)
 KERNEL_6_18, KERNEL_7_0, KERNEL_7_1, KERNEL_7_3, KERNEL_NEXT = 618, 700, 710, 730, 790
 #: the generations, by release name ("7.3": the mm tree on 7.3-rc5; "next": 7.3 with the slab
 #: tree's barn refill of prefilled sheaves; ARCHITECTURE.md, "The generations")

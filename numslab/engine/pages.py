@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from numba import types
 
-from .layout import (AT_FRAME, AT_NODE, AT_SHIFT, B_COUNT, B_HEAD, B_NCOLS, G_ERR1, NIL,
-                     NR_ORDERS, P_BATCH, P_COUNT, P_FREE_FACTOR, P_HIGH, P_LISTS, P_NCOLS,
-                     PCP_MAX_ORDER, PG_BUDDY, PG_HEAD, PG_PCP, PG_RESERVED, PG_TAIL)
+from .layout import (AT_COUNT, AT_FRAME, AT_NODE, AT_SHIFT, B_COUNT, B_HEAD, B_NCOLS, G_ERR1,
+                     G_NRCU_SLABS, G_RCU_SLABS, G_RCU_SLABS_TAIL, NIL, NR_ORDERS, P_BATCH,
+                     P_COUNT, P_FREE_FACTOR, P_HIGH, P_LISTS, P_NCOLS, PCP_MAX_ORDER, PG_BUDDY,
+                     PG_HEAD, PG_PCP, PG_RCU, PG_RESERVED, PG_TAIL)
 from .native import address, jit, unit
 
 #: libc's ``madvise(addr, length, advice)``, resolved by name when the unit is linked (so
@@ -453,11 +454,11 @@ def _bad(st, what, kind, where):
 
 @jit
 def _validate_pages(st):
-    """``validate``'s check of the compound heads, the buddy free lists and the per-CPU page
-    lists: links, marks, counts and that no free block overlaps an allocated one; each link
+    """``validate``'s check of the compound heads, the SLAB_TYPESAFE_BY_RCU slabs waiting for
+    their grace period, the buddy free lists and the per-CPU page lists: links, marks, counts and that no free block overlaps an allocated one; each link
     range-checked before it is followed. 0, or the broken invariant's number in
-    ``checks.CORRUPTION`` (12 a page list, 19 a compound head) with the kind of place
-    above ``AT_SHIFT``, where in G_ERR1."""
+    ``checks.CORRUPTION`` (12 a page list, 19 a compound head, 23 the slabs waiting for
+    their grace period) with the kind of place above ``AT_SHIFT``, where in G_ERR1."""
     flags = st.pg_flags
     pord = st.pg_order
     nxt = st.pg_next
@@ -467,8 +468,10 @@ def _validate_pages(st):
     ppn = st.pages_per_node
     heads = st.pg_head
     pfn = 0
+    waiting = 0
     while pfn < st.npages:                      # compound heads: every allocated block's
         if flags[pfn] & PG_HEAD:                # frames name its head, no other frame one
+            waiting += flags[pfn] == PG_HEAD | PG_RCU
             order = pord[pfn]
             if heads[pfn] != pfn or not 0 <= order < NR_ORDERS or pfn + (1 << order) > st.npages:
                 return _bad(st, 19, AT_FRAME, pfn)
@@ -480,6 +483,19 @@ def _validate_pages(st):
             if heads[pfn] != NIL or flags[pfn] & PG_TAIL:
                 return _bad(st, 19, AT_FRAME, pfn)
             pfn += 1
+    g = st.g                                    # the slabs waiting for their grace period
+    pfn = g[G_RCU_SLABS] if g[G_RCU_SLABS] else NIL
+    last = 0
+    k = 0
+    while pfn != NIL:
+        if not 0 < pfn < st.npages or k >= waiting or flags[pfn] != PG_HEAD | PG_RCU \
+                or not 0 <= st.sl_freelist[pfn] < st.ncpus:
+            return _bad(st, 23, AT_FRAME, pfn)
+        k += 1
+        last = pfn
+        pfn = nxt[pfn]
+    if k != waiting or k != g[G_NRCU_SLABS] or last != g[G_RCU_SLABS_TAIL]:
+        return _bad(st, 23, AT_COUNT, k)
     for node in range(st.nnodes):
         for order in range(NR_ORDERS):
             row = (node * NR_ORDERS + order) * B_NCOLS

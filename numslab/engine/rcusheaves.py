@@ -10,7 +10,8 @@ detached and handed to ``call_rcu`` (``sheaves._call_rcu``: the list
 ``G_RCU_HEAD``..``G_RCU_TAIL``); so is a part-full
 one by ``pcs_flush_all`` or ``flush_rcu_sheaf``, with the callback ``rcu_free_sheaf_nobarn``.
 The grace period is the caller's: :func:`rcu_run_callbacks` (``synchronize_rcu``,
-``rcu_barrier``) runs every waiting sheaf's callback, oldest first.
+``rcu_barrier``) runs every waiting sheaf's callback, oldest first, after giving back the
+pages of the SLAB_TYPESAFE_BY_RCU slabs discarded before it.
 """
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from ..flags import BARN_PUT, BARN_PUT_FAIL, FREE_RCU_SHEAF, FREE_RCU_SHEAF_FAIL
 from .checks import E_ALLOCATORS, E_DOUBLE_FREE, _locate, _rcu_clear, _rcu_set
 from .cpucache import _take_back
 from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_FLAGS, CA_OBJECT_SIZE, CA_RED_LEFT,
-                     CA_SHEAF_CAPACITY, CA_SIZE, G_ERR0, G_ERR1, G_NRCU, G_RCU_HEAD,
+                     CA_SHEAF_CAPACITY, CA_SIZE, G_ERR0, G_ERR1, G_NRCU, G_NRCU_SLABS,
+                     G_RCU_HEAD,
                      G_RCU_TAIL, PG_SLAB, KERNEL_7_0, MAX_EMPTY_SHEAVES, MAX_FULL_SHEAVES,
                      N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, NIL, RCU_CB_BARN,
                      RCU_CB_NOBARN, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
                      _cpu_row, _head_frame, _shadow, _slab_nid, _stat)
 from .native import jit, unit
+from .slablists import rcu_free_slabs
 from .sheaves import (_alloc_empty_sheaf, _any_stale, _barn, _barn_pop, _barn_push, _call_rcu,
                       _free_empty_sheaf, _free_path_gfp, _rcu_append, _sheaf_purge, _w,
                       sheaf_flush_unused)
@@ -195,9 +198,15 @@ def rcu_run_callbacks(st):
     write had overwritten a waiting sheaf (G_ERR0 its address, G_ERR1 the sheaves left
     alone): one whose words no longer describe a sheaf (:func:`_rcu_sheaf_ok`) is left
     alone with its objects (leaked, as an isolated slab's), and past an overwritten link
-    the sheaves still waiting are found again (:func:`_rcu_find_waiting`)."""
+    the sheaves still waiting are found again (:func:`_rcu_find_waiting`).
+
+    First the SLAB_TYPESAFE_BY_RCU slabs discarded before it give their pages back
+    (``rcu_free_slab``, :func:`slablists.rcu_free_slabs`); those the callbacks discard wait
+    for the next grace period, as a ``call_rcu`` from a callback does."""
     mem = st.mem
     g = st.g
+    if g[G_NRCU_SLABS]:
+        rcu_free_slabs(st)
     n = 0
     bad = 0
     left = 0

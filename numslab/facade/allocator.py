@@ -38,7 +38,8 @@ from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as B
                       InvalidSizeError, NotPicklableError, OutOfMemoryError,
                       SlabCorruptionError, SlabError, WrongTypeError)
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE,
-                     SLAB_VALID_FLAGS, __GFP_NOWARN, __GFP_THISNODE, __GFP_ZERO)
+                     SLAB_TYPESAFE_BY_RCU, SLAB_VALID_FLAGS, __GFP_NOWARN, __GFP_THISNODE,
+                     __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
@@ -480,10 +481,13 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             if self.state.ca[cache._id, CA_DEBUG]:
                 self._g[G_NDEBUG] -= 1
                 self._trace_ids.discard(cache._id)
+            typesafe = self.state.ca[cache._id, CA_FLAGS] & SLAB_TYPESAFE_BY_RCU
             self.state.ca[cache._id] = 0
             del self._caches[cache._id]
             cache._sa, cache._id = NO_ALLOCATOR, -1     # it belongs to no allocator
             cache.__class__ = DestroyedCache
+            if typesafe:        # its discarded slabs' rcu_free_slab callbacks: rcu_barrier
+                self.rcu_barrier()
 
     def find_cache(self, name: str) -> KmemCache:
         """The cache called ``name``."""

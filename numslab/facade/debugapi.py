@@ -363,7 +363,9 @@ class DebugAPI:
     def find(self: "SlabAllocator", addr: int) -> dict[str, Any]:
         """What ``addr`` is: ``kind`` ("object", "free object", "kfree_rcu" (waiting for its
         grace period), "lost" (:attr:`KmemCache.lost_objects`), "sheaf" (the allocator's
-        own), "large kmalloc", "pages", "free page", "reserved" or "outside"), and where it
+        own), "large kmalloc", "rcu slab" (a SLAB_TYPESAFE_BY_RCU slab discarded, its pages
+        waiting for their grace period), "pages", "free page", "reserved" or "outside"), and
+        where it
         applies
         ``cache`` (a KmemCache), ``slab`` (its address), ``index`` and ``offset`` inside the
         object."""
@@ -378,7 +380,8 @@ class DebugAPI:
         if not f & (PG_HEAD | PG_TAIL) and not st.pg_flags[pfn] & (PG_HEAD | PG_TAIL):
             return {"kind": "reserved" if f & PG_RESERVED else "free page"}
         if not f & PG_SLAB:
-            kind = "kfree_rcu" if f & PG_RCU else "large kmalloc" if f & PG_LARGE else "pages"
+            kind = ("kfree_rcu" if f & PG_LARGE and f & PG_RCU else "large kmalloc"
+                    if f & PG_LARGE else "rcu slab" if f & PG_RCU else "pages")
             return {"kind": kind, "block": head << 12, "order": int(st.pg_order[head])}
         cache = self._caches.get(int(st.sl_cache[head]))
         if cache is None:               # its cache destroyed by another thread meanwhile (a

@@ -18,7 +18,8 @@ from ..engine.layout import (B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARKED, C_PA
                              CA_OFFSET, CA_ORDER, CA_ORIG, CA_PARTIAL_ORDER, CA_RECIP, CA_RED_LEFT,
                              CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY, CA_SIZE, CA_TRACK,
                              CA_USER_SHEAVES, D_OBJECT_POISON, G_NDEBUG, G_NLOST, G_NPENDING,
-                             PENDING_FRAME, G_NRCU, G_RCU_HEAD, G_RCU_TAIL, N_BARN_EMPTY,
+                             PENDING_FRAME, G_NRCU, G_NRCU_SLABS, G_RCU_HEAD, G_RCU_SLABS,
+                             G_RCU_SLABS_TAIL, G_RCU_TAIL, N_BARN_EMPTY,
                              N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, N_NR_PARTIAL, N_NR_SLABS,
                              N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS,
                              NR_PBUCKETS, P_BATCH, P_COUNT,
@@ -243,7 +244,7 @@ class Structure:
         start = alloc | free
         kind_ok = np.where((flags & PG_SLAB) != 0, (flags & ~_SLAB_FLAGS) == 0,
                            np.where((flags & PG_LARGE) != 0, (flags & ~_LARGE_FLAGS) == 0,
-                                    flags == PG_HEAD))
+                                    (flags == PG_HEAD) | (flags == PG_HEAD | PG_RCU)))
         kind_ok = np.where(free, (flags == PG_BUDDY) | ((flags == PG_PCP) & (order <= 3)),
                            kind_ok)
         self.first("pg_flags", flags, ~start | kind_ok, "not the flags of a block's head")
@@ -374,6 +375,19 @@ class Structure:
         free_heads = (st.pg_flags & (PG_BUDDY | PG_PCP)) != 0
         self.first("pg_flags", st.pg_flags, ~free_heads | self.on_list,
                    "a free block on no free list")
+        g = self.sa._g              # SLAB_TYPESAFE_BY_RCU slabs waiting for their grace period
+        got = self.walk("g[G_RCU_SLABS]", int(g[G_RCU_SLABS]) or NIL, lambda p: None if
+                        self.flags[p] == PG_HEAD | PG_RCU else "a slab waiting for its grace "
+                        "period", back=False)
+        if g[G_NRCU_SLABS] != len(got) or g[G_RCU_SLABS_TAIL] != (got[-1] if got else 0):
+            self.fail("g[G_NRCU_SLABS]", g[G_NRCU_SLABS], f"not the {len(got)} slabs of the "
+                      f"list of slabs waiting for their grace period, or its tail wrong")
+        cpus = st.sl_freelist[got] if got else np.zeros(0, np.int64)
+        self.first("sl_freelist", cpus, (cpus >= 0) & (cpus < self.sa.nr_cpus),
+                   "not a CPU (of a slab waiting for its grace period)", np.array(got, np.int64))
+        waiting = st.pg_flags == PG_HEAD | PG_RCU
+        self.first("pg_flags", st.pg_flags, ~waiting | self.on_list,
+                   "a slab waiting for its grace period on no list")
 
     def partial_lists(self) -> None:
         """Each node partial list of each active cache: slabs of the cache on that node,

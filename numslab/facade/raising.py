@@ -9,7 +9,7 @@ import numpy as np
 from ..engine import checks, debug
 from ..engine.layout import (AT_CACHE, AT_COUNT, AT_CPU, AT_FRAME, AT_NODE, AT_OBJECT,
                              AT_SHEAF, AT_SHIFT, AT_SLAB, G_FAULT_CACHE, G_FAULT_SLAB,
-                             G_FAULT_VALUE, NIL, PG_HEAD, PG_RESERVED, PG_TAIL)
+                             G_FAULT_VALUE, NIL, PG_HEAD, PG_RCU, PG_RESERVED, PG_TAIL)
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError,
                       SlabCorruptionError, SlabError, WrongCacheError)
 from ..geometry import PAGE_SIZE
@@ -124,8 +124,14 @@ class RaiseAPI:
             raise BadAddressError(f"{where} is outside the arena [0x1000, "
                                   f"{self.nr_pages * PAGE_SIZE:#x})")
         if err == checks.E_NOT_SLAB:
-            f = int(self.state.pg_flags[addr >> 12])
+            pfn = addr >> 12
+            f = int(self.state.pg_flags[pfn])
+            if f & PG_TAIL:
+                f = int(self.state.pg_flags[self.state.pg_head[pfn]])
             state = ("is reserved" if f & PG_RESERVED else
+                     "is a SLAB_TYPESAFE_BY_RCU slab discarded with every object free, its "
+                     "pages waiting for an RCU grace period: already freed?"
+                     if f == PG_HEAD | PG_RCU else
                      "is part of a block from alloc_pages: free it with free_pages"
                      if f & (PG_HEAD | PG_TAIL) else "is free: already freed?")
             raise BadAddressError(f"{where} is not on a slab page (page frame {addr >> 12} "

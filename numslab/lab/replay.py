@@ -20,6 +20,7 @@ import numpy as np
 from numba.core import event as numba_event
 
 from .. import flags as F
+from ..engine.layout import G_NRCU_SLABS
 from ..errors import InvalidArgumentError, SlabError, WrongTypeError
 from ..facade.allocator import SlabAllocator
 from ..geometry import KMALLOC_MAX_SIZE
@@ -602,6 +603,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     structs = np.zeros((S, Kn), np.int64)
     sheaves = np.zeros(sa.state.ca.shape[0], np.int64)
     h = sa.handle
+    g = sa.state.g
     caches = list(dict.fromkeys(sa.find_cache(nm) for nm in p.names))
     policies.set_up(caches, cfg.policy)
     work = policies.free_work(sa, caches, cfg.policy, cfg.every == EVERY_FREE, npid)
@@ -625,6 +627,8 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
                               tr.bytes_alloc, cfg.cpus, cfg.nodes, cids, addr, owner, lbytes,
                               counts, work):
                 return None
+            if g[G_NRCU_SLABS]:     # a grace period ends at each chunk's end: the pages of
+                sa.synchronize_rcu()    # SLAB_TYPESAFE_BY_RCU slabs discarded in it go back
             if stop in is_sample:                   # before the remedy's work at this point
                 K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
                 structs[s] = sheaves[cids]
