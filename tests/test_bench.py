@@ -334,12 +334,22 @@ def test_make_round_inside_jit(impl, bulk):
         assert sorted(free_indices(st_)) == list(range(1 << 16))
 
 
-def test_make_round_stack_peers_give_everything_back():
+@pytest.mark.parametrize("bulk", [16, 250, 4096])
+def test_make_round_stack_peers_give_everything_back(bulk):
     for impl in ("deque", "numpy-stack", "jit-stack"):
-        run = bench.make_round(impl, 16)
+        run = bench.make_round(impl, bulk)
         run(3)
-        pool = cell(run, "pool" if impl == "deque" else "st")
-        assert sorted(free_indices(pool)) == list(range(1 << 16)), impl
+        if impl == "jit-stack":                     # the jitted functions, called directly
+            stack, top = cell(run, "stack"), cell(run, "top")
+            assert (cell(run, "a"), cell(run, "f")) == (bench.jit_stack_alloc_bulk,
+                                                         bench.jit_stack_free_bulk)
+            assert int(top[0]) == 1 << 16
+            assert sorted(stack.tolist()) == list(range(1 << 16))
+            # the last round took the top ``bulk`` in stack order, and gave them back
+            assert cell(run, "out").tolist() == stack[(1 << 16) - bulk:].tolist()
+        else:
+            pool = cell(run, "pool" if impl == "deque" else "st")
+            assert sorted(free_indices(pool)) == list(range(1 << 16)), impl
 
 
 def test_impl_lists():
@@ -472,6 +482,142 @@ def test_jit_stack_loops_match_the_helpers(single, cap, bulk, rounds):
     assert int(fast.top[0]) == int(slow.top[0])
     assert np.array_equal(fast.stack, slow.stack)
     assert np.array_equal(out_f, out_s)
+
+
+# ---- the peers against the forms they replaced ----------------------------------------------
+class LoopDequePool(bench.DequePool):
+    """DequePool's bulk calls as they were: one pop or push per ``for`` iteration."""
+
+    def alloc_bulk(self, n, out):
+        if len(self.free_list) < n:
+            return 0
+        pop = self.free_list.pop
+        for i in range(n):
+            out[i] = pop()
+        return n
+
+    def free_bulk(self, n, objs):
+        push = self.free_list.append
+        for i in range(n):
+            push(objs[i])
+
+
+@pytest.mark.parametrize("cap,sizes", [(64, [5, 0, 64, 3, 65, 12]), (5000, [4096, 250, 16, 4096])])
+def test_deque_pool_bulk_matches_the_loop_form(cap, sizes):
+    """starmap/extend give what the per-object loops gave: the same objects in the same
+    order, the same free list, the buffer beyond ``n`` untouched, a short pool refused."""
+    new, old = bench.DequePool(cap), LoopDequePool(cap)
+    rng = np.random.default_rng(3)
+    for n in sizes:
+        bn, bo = [SENTINEL] * (n + 2), [SENTINEL] * (n + 2)
+        assert new.alloc_bulk(n, bn) == old.alloc_bulk(n, bo)
+        assert bn == bo and list(new.free_list) == list(old.free_list)
+        got = [i for i in bn[:n] if i != SENTINEL]
+        back = [got[i] for i in rng.permutation(len(got))] + [SENTINEL, SENTINEL]
+        k = len(got)
+        new.free_bulk(k, list(back))
+        old.free_bulk(k, list(back))
+        assert list(new.free_list) == list(old.free_list)
+    # the whole buffer (n == len(objs)) and an array buffer push the same
+    new.free_bulk(2, np.array([7000, 7001], np.int64))
+    old.free_bulk(2, np.array([7000, 7001], np.int64))
+    new.free_bulk(2, [7002, 7003])
+    old.free_bulk(2, [7002, 7003])
+    assert list(new.free_list) == list(old.free_list)
+
+
+@numba.njit
+def signed_alloc_bulk(stack, top, n, out):
+    """jit_stack_alloc_bulk as it was (signed indices)."""
+    t = top[0]
+    if t < n:
+        return 0
+    for i in range(n):
+        out[i] = stack[t - n + i]
+    top[0] = t - n
+    return n
+
+
+@numba.njit
+def signed_free_bulk(stack, top, n, objs):
+    """jit_stack_free_bulk as it was."""
+    t = top[0]
+    for i in range(n):
+        stack[t + i] = objs[i]
+    top[0] = t + n
+
+
+@numba.njit
+def signed_loop_bulk(stack, top, bulk, rounds, out):
+    """jit_stack_loop_bulk as it was."""
+    t = top[0]
+    for _ in range(rounds):
+        if t >= bulk:
+            t -= bulk
+            for i in range(bulk):
+                out[i] = stack[t + i]
+        for i in range(bulk):
+            stack[t + i] = out[i]
+        t += bulk
+    top[0] = t
+
+
+@numba.njit
+def signed_loop_single(stack, top, bulk, rounds, out):
+    """jit_stack_loop_single as it was."""
+    t = top[0]
+    for _ in range(rounds):
+        for i in range(bulk):
+            if t == 0:
+                out[i] = -1
+            else:
+                t -= 1
+                out[i] = stack[t]
+        for i in range(bulk):
+            stack[t] = out[i]
+            t += 1
+    top[0] = t
+
+
+def scrambled_stack(cap: int, room: int) -> np.ndarray:
+    """A permuted stack of ``cap`` indices and ``room`` sentinels above it."""
+    return np.concatenate([np.random.default_rng(cap).permutation(cap),
+                           np.full(room, SENTINEL)]).astype(np.int64)
+
+
+@pytest.mark.parametrize("cap,bulk,rounds", [(8, 5, 4), (4, 6, 2), (0, 2, 1), (300, 250, 3),
+                                             (1 << 13, 4096, 3), (4100, 4096, 2),
+                                             (1 << 16, 16, 5), (1 << 16, 67, 7)])
+@pytest.mark.parametrize("which", ["loop_bulk", "loop_single"])
+def test_unsigned_stack_loops_match_the_signed_form(which, cap, bulk, rounds):
+    """The unsigned-index loops leave the same stack, top and output as the signed forms
+    they replaced, at sizes where the vectorised code and its remainder loops run."""
+    new = getattr(bench, "jit_stack_" + which)
+    old = signed_loop_bulk if which == "loop_bulk" else signed_loop_single
+    a = scrambled_stack(cap, 2 * bulk)
+    b = a.copy()
+    ta, tb = np.array([cap], np.int64), np.array([cap], np.int64)
+    oa = np.arange(100, 100 + bulk, dtype=np.int64)
+    ob = oa.copy()
+    new(a, ta, bulk, rounds, oa)
+    old(b, tb, bulk, rounds, ob)
+    assert int(ta[0]) == int(tb[0])
+    assert np.array_equal(a, b) and np.array_equal(oa, ob)
+
+
+@pytest.mark.parametrize("cap,ns", [(10, [3, 0, 7, 1]), (5000, [4096, 250, 16, 300, 4096]),
+                                    (64, [65, 64, 64, 13])])
+def test_unsigned_stack_bulk_calls_match_the_signed_form(cap, ns):
+    a, b = scrambled_stack(cap, 5000), scrambled_stack(cap, 5000)
+    ta, tb = np.array([cap], np.int64), np.array([cap], np.int64)
+    for n in ns:
+        oa, ob = np.full(n + 3, SENTINEL, np.int64), np.full(n + 3, SENTINEL, np.int64)
+        assert bench.jit_stack_alloc_bulk(a, ta, n, oa) == signed_alloc_bulk(b, tb, n, ob)
+        assert np.array_equal(oa, ob) and int(ta[0]) == int(tb[0])
+        back = oa[np.random.default_rng(n).permutation(n + 3)]
+        bench.jit_stack_free_bulk(a, ta, n, back)
+        signed_free_bulk(b, tb, n, back)
+        assert np.array_equal(a, b) and int(ta[0]) == int(tb[0])
 
 
 # ---- reference counts in the loops' LLVM IR ----------------------------------------------------
