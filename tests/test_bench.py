@@ -664,7 +664,8 @@ def test_xorshift_victims_are_in_range_and_spread():
     assert bench.xorshift_victims(8, seed=1) != bench.xorshift_victims(8)
 
 
-@pytest.mark.parametrize("cap,live,rounds", [(16, 4, 50), (4096, 256, 1000), (8, 8, 3)])
+@pytest.mark.parametrize("cap,live,rounds", [(16, 4, 50), (4096, 256, 1000), (8, 8, 3),
+                                             (bench.RING_CAPACITY, bench.SINGLE_LIVE, 5000)])
 def test_ring_single_pair_matches_a_fifo_oracle(cap, live, rounds):
     from collections import deque
     free = deque(range(cap))                                 # the ring starts 0..cap-1, head first
@@ -743,7 +744,8 @@ def test_single_pair_table_shape():
     table = bench.single_pair_table(rounds=256, repeat=1)
     assert list(table) == list(bench.SINGLE_IMPLS)
     assert all(is_finite_positive(v) for v in table.values())
-    assert bench.RING_CAPACITY >= 4096 and bench.RING_CAPACITY & (bench.RING_CAPACITY - 1) == 0
+    cap = bench.RING_CAPACITY
+    assert cap >= 2 * bench.SINGLE_LIVE and cap & (cap - 1) == 0   # sized like the live set
 
 
 # ---- the cost of one call from Python ---------------------------------------------------------

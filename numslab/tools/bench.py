@@ -518,8 +518,10 @@ def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
 # returns the sum of the objects it allocated, so no round can be optimised away.
 #: Live objects of the single-pair loop.
 SINGLE_LIVE = 256
-#: Free indices the FIFO ring holds (a power of two of at least 4096), and records it hands out.
-RING_CAPACITY = 4096
+#: Free indices the FIFO ring holds and records it hands out: sized like the live set, as a
+#: user sizes a pool (a power of two, at least twice SINGLE_LIVE; 4096 made the ring walk 1 MiB
+#: of records where 128 KiB serve, and cost it 5-10% here).
+RING_CAPACITY = 512
 #: Sheaf capacity of the ``slab-sheaves`` single-pair cache.
 SINGLE_SHEAF_CAPACITY = 32
 #: Seed of the xorshift64 generator (Marsaglia's example seed).
@@ -534,13 +536,14 @@ SINGLE_IMPLS = ("fifo-ring", "slab", "slab-sheaves")
 def ring_single_pair(records, capacity, live, rounds, seed):
     """The peer: a FIFO ring of ``capacity`` free record indices (a power of two), written in
     the loop with ``live`` objects held. The ring and the live set are local arrays, as a
-    competent user writes them (Numba then knows the records' stores cannot touch them);
-    ``records`` is the preallocated ``int64[capacity, words]`` records. Returns the sum of
-    the indices allocated in the rounds."""
+    competent user writes them (Numba then knows the records' stores cannot touch them), of
+    unsigned indices, so that no index into them or into ``records`` carries negative-index
+    code; ``records`` is the preallocated ``int64[capacity, words]`` records. Returns the sum
+    of the indices allocated in the rounds."""
     mask = np.uint64(capacity - 1)             # unsigned positions: no negative-index code
     one = np.uint64(1)
-    ring = np.arange(capacity)
-    held = np.empty(live, np.int64)
+    ring = np.arange(capacity).astype(np.uint64)
+    held = np.empty(live, np.uint64)
     head = np.uint64(0)
     tail = np.uint64(capacity)
     for k in range(live):
@@ -561,7 +564,7 @@ def ring_single_pair(records, capacity, live, rounds, seed):
         head += one
         records[idx, 0] = r
         held[j] = idx
-        acc += idx
+        acc += np.int64(idx)
     return acc
 
 
