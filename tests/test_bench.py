@@ -620,6 +620,40 @@ def test_unsigned_stack_bulk_calls_match_the_signed_form(cap, ns):
         assert np.array_equal(a, b) and int(ta[0]) == int(tb[0])
 
 
+# ---- the floor from Python -------------------------------------------------------------------
+@pytest.mark.parametrize("bulk", [1, 16, 250, 4096])
+def test_floor_round_at_does_what_rounds_floor_does(bulk):
+    """The from-Python entry (an int state address and the batch) leaves the prototype's
+    state and batch as its twelve-array loop does, round by round."""
+    from numslab.tools.floor import FloorRound, rounds_floor
+    a, b = FloorRound(bulk, pages=2048), FloorRound(bulk, pages=2048)
+    packed = bench.floor_state(a)
+    for _ in range(3):
+        assert bench.floor_round_at(int(packed.ctypes.data), bulk, a.out) == 0
+        assert rounds_floor(b.sd, b.mem, b.live, b.g, b.sheaf, b.pool, b.rseq, bulk, 1, b.out,
+                            b.limit, b.runs) == 0
+        for name in ("sd", "mem", "live", "g", "sheaf", "pool", "out", "runs"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert (a.out > 0).all() and len(np.unique(a.out)) == bulk
+
+
+def test_floor_round_at_reports_a_failed_round():
+    from numslab.tools.floor import FloorRound
+    fr = FloorRound(64, pages=3)                  # two free pages: 32 objects at most
+    assert bench.floor_round_at(int(bench.floor_state(fr).ctypes.data), 64, fr.out) == -1
+
+
+def test_make_round_floor_from_python_keeps_its_state():
+    run = bench.make_round("floor-7.0", 16)
+    fr, packed = run.floor
+    assert cell(run, "st") == int(packed.ctypes.data)
+    assert packed.tolist()[:2] == [fr.sd.ctypes.data, fr.mem.ctypes.data]
+    before = fr.g.copy()
+    run(5)
+    assert np.array_equal(fr.g, before)           # steady state: the round puts it back
+    assert (fr.out > 0).all() and len(np.unique(fr.out)) == 16
+
+
 # ---- reference counts in the loops' LLVM IR ----------------------------------------------------
 def _loop_cases():
     st_ = bench.JitStack(64)

@@ -30,7 +30,10 @@ import numpy as np
 import numslab
 from numslab import jit as sjit
 from numslab.drivers.calls import fastcall
-from numslab.tools.floor import FloorRound, rounds_floor
+from numslab.engine.native import words_at
+from numslab.tools.floor import FloorRound
+from numslab.tools.floor import alloc_bulk as floor_alloc_bulk
+from numslab.tools.floor import free_bulk as floor_free_bulk
 from numslab.flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                            SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL, SLAB_HWCACHE_ALIGN)
 
@@ -257,11 +260,46 @@ ARRAY_MODES = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PART
 #: function that allocates and frees the batch through ``numslab.jit`` on the sheaves cache
 #: (half the crossings of any alloc-then-free API, and no facade).
 #: ``floor-7.0`` is a floor too: :mod:`numslab.tools.floor`'s fused prototype of the 7.0 round
-#: on the default cache (from Python, one call per round, as ``slab-jit-round``).
+#: on the default cache (from Python, one call per round, as ``slab-jit-round``, through
+#: :func:`floor_round_at`: an int state address and one array, the facade's kind of entry).
 PY_IMPLS = ("deque", "numpy-stack", "jit-stack", "slab-single", "slab-bulk", "slab-sheaves",
             "slab-local", "slab-partial", "slab-new", "slab-jit-round", "floor-7.0")
 JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-sheaves",
              "slab-local", "slab-partial", "slab-new", "floor-7.0")
+
+
+# ---- the floor from Python: numslab's kind of entry ------------------------------------------
+# From Python the floor gets the entry numslab's facade has: ints (the address of its state)
+# and one int64 array (the batch), through the native entry point. Called with its twelve
+# arrays (``rounds_floor``), it paid the unboxing of twelve arrays a call, which numslab does
+# not pay (20.2 ns per pair at bulk 16, 8.5 at 64, against 8.7 and 5.3 this way, same run). It
+# makes one call per round (alloc and free fused, as ``slab-jit-round``), where the API takes
+# two. Numba's native entry still unboxes its arguments in Python's C API where numslab's C gate
+# reads them directly (at bulk 16 this entry's one call cost more than numslab's two), so
+# :func:`bulk_ratio_table` reports the floor from Python as the floor inside @njit plus
+# numslab's own per-pair call cost measured in the same run: the floor of an implementation
+# with numslab's entry.
+@nb.njit(cache=True)
+def floor_round_at(st, bulk, out):
+    """One round of :mod:`numslab.tools.floor`'s prototype, ``bulk`` objects allocated into
+    ``out`` and freed: ``st`` is the address of :func:`floor_state`'s words. 0, or -1/-2
+    when a round failed (as ``rounds_floor``)."""
+    w = words_at(st)
+    o = out.ctypes.data
+    if floor_alloc_bulk(w[0], w[1], w[2], w[3], w[4], w[5], w[6], bulk, o) != bulk:
+        return -1
+    if floor_free_bulk(w[0], w[1], w[2], w[3], w[4], w[5], bulk, o, w[7], w[8]) != 0:
+        return -2
+    return 0
+
+
+def floor_state(fr: FloorRound) -> np.ndarray:
+    """The words :func:`floor_round_at` reads: the addresses of ``fr``'s arrays (sd, mem,
+    live, g, sheaf, pool, rseq), its arena limit and its scratch's address. ``fr`` must
+    outlive them."""
+    return np.array([fr.sd.ctypes.data, fr.mem.ctypes.data, fr.live.ctypes.data,
+                     fr.g.ctypes.data, fr.sheaf.ctypes.data, fr.pool.ctypes.data,
+                     fr.rseq.ctypes.data, fr.limit, fr.runs.ctypes.data], np.int64)
 
 
 def new_bench_cache(nr_cpus: int = 1, memory: str = "64M", sheaves: bool = False,
@@ -300,14 +338,14 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False,
         if inside_jit:
             run = fr.run
         else:
-            one = fastcall(rounds_floor, fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool,
-                           fr.rseq, bulk, 1, fr.out, fr.limit, fr.runs)
-            args = (fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool, fr.rseq, bulk, 1, fr.out,
-                    fr.limit, fr.runs)
+            packed = floor_state(fr)
+            st, out = int(packed.ctypes.data), fr.out
+            one = fastcall(floor_round_at, st, bulk, out)
 
             def run(rounds: int) -> None:
                 for _ in range(rounds):
-                    one(*args)
+                    one(st, bulk, out)
+            run.floor = (fr, packed)    # the arrays at ``st``'s addresses live as long as run
     elif impl == "deque":
         pool = DequePool(cap)
         buf = [0] * bulk
