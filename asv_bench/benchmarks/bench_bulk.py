@@ -200,10 +200,11 @@ class CallOverhead:
             km, kf = self.sa.kmalloc, self.sa.kfree
             for _ in range(1000):
                 kf(km(200))
-        else:
-            al, fr = self.stack.alloc, self.stack.free
+        else:                           # the jitted functions, called as a user would
+            al, fr = bench.jit_stack_alloc, bench.jit_stack_free
+            stack, top = self.stack.stack, self.stack.top
             for _ in range(1000):
-                fr(al())
+                fr(stack, top, al(stack, top))
 
 
 class FreelistHardening:
