@@ -783,7 +783,7 @@ def test_single_pair_table_shape():
 
 
 # ---- the cost of one call from Python ---------------------------------------------------------
-@pytest.mark.parametrize("impl", bench.CALL_IMPLS)
+@pytest.mark.parametrize("impl", [i for i in bench.CALL_IMPLS if i != "empty-njit"])
 def test_make_calls_serves_every_call_from_the_sheaf(impl, kernel):
     bulk, calls = 4, 6
     alloc_all, free_all, sa, c, rows = bench.make_calls(impl, bulk, calls, kernel)
@@ -803,6 +803,27 @@ def test_make_calls_serves_every_call_from_the_sheaf(impl, kernel):
     assert fast[1] - fast_before[1] == bulk * calls
     assert after["alloc_slowpath"] == before["alloc_slowpath"]
     sa.validate()
+
+
+def test_make_calls_empty_reference_does_nothing_with_the_same_arguments():
+    """``empty-njit`` calls empty functions with the peers' arguments, an int for the handle:
+    nothing allocated, the rows untouched."""
+    alloc_all, free_all, sa, c, rows = bench.make_calls("empty-njit", 4, 6)
+    assert cell(alloc_all, "a") is bench.empty_alloc_bulk
+    assert cell(free_all, "f") is bench.empty_free_bulk
+    h = cell(alloc_all, "h")
+    assert type(h) is int and h == sa._handle
+    before = c.stats
+    alloc_all()
+    free_all()
+    assert all((o == 0).all() for o in rows) and c.live_objects == 0
+    assert c.stats == before
+    assert bench.empty_alloc_bulk(h, c.id, GFP_ATOMIC, 4, rows[0]) == 0
+    assert bench.empty_free_bulk(h, c.id, 4, rows[0]) is None
+    # the argument types are the peers' but for the handle
+    sig_e = [numba.typeof(x) for x in (h, c.id, GFP_ATOMIC, 4, rows[0])]
+    sig_u = [numba.typeof(x) for x in (sa.handle, c.id, GFP_ATOMIC, 4, rows[0])]
+    assert sig_e[1:] == sig_u[1:] and sig_e[0] == numba.int64
 
 
 def test_make_calls_refuses_an_unknown_impl():

@@ -694,8 +694,10 @@ def single_pair_table(rounds: int = SINGLE_ROUNDS, repeat: int = 5,
 CALL_BULK = 16
 CALL_CALLS = 32
 #: The callers: the facade (a plain, gated SlabAllocator), the user's @njit function called
-#: through Numba's dispatcher, and the same function through its native entry point.
-CALL_IMPLS = ("facade", "njit-call", "njit-fastcall")
+#: through Numba's dispatcher, the same function through its native entry point, and a
+#: reference: an empty @njit function called through the dispatcher with the same arguments,
+#: an int in place of the handle (what any call of a jitted function from Python costs).
+CALL_IMPLS = ("facade", "njit-call", "njit-fastcall", "empty-njit")
 CALL_OPS = ("alloc_bulk", "free_bulk")
 
 
@@ -711,11 +713,24 @@ def user_free_bulk(h, cid, nr, objs):
     sjit.kmem_cache_free_bulk(h, cid, nr, objs, 0)
 
 
+@nb.njit(cache=True)
+def empty_alloc_bulk(h, cid, gfp, nr, out):
+    """The reference: :func:`user_alloc_bulk`'s arguments (``h`` an int), no work."""
+    return 0
+
+
+@nb.njit(cache=True)
+def empty_free_bulk(h, cid, nr, objs):
+    """The reference: :func:`user_free_bulk`'s arguments (``h`` an int), no work."""
+    return None
+
+
 def make_calls(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS,
                kernel: str = KERNEL) -> tuple:
     """``(alloc_all, free_all, sa, c, rows)``: ``alloc_all()`` makes ``calls`` allocation
     calls of ``bulk`` objects through ``impl`` (one of :data:`CALL_IMPLS`), one row of
-    ``rows`` each, and ``free_all()`` frees them row by row. The cache's sheaves hold every
+    ``rows`` each, and ``free_all()`` frees them row by row (``empty-njit``: the same calls
+    of an empty function, which leave ``rows`` and the cache alone). The cache's sheaves hold every
     object of the rows (``sheaf_capacity = bulk * calls``) and are warmed, so that every call
     is served by the CPU's main sheaf."""
     if impl not in CALL_IMPLS:
@@ -737,6 +752,9 @@ def make_calls(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS,
         h, cid = sa.handle, c.id
         if impl == "njit-call":
             a, f = user_alloc_bulk, user_free_bulk
+        elif impl == "empty-njit":
+            a, f = empty_alloc_bulk, empty_free_bulk
+            h = sa._handle                      # an int: the handle's address
         else:
             a = fastcall(user_alloc_bulk, h, cid, gfp, bulk, rows[0])
             f = fastcall(user_free_bulk, h, cid, bulk, rows[0])
