@@ -390,6 +390,70 @@ def test_bulk_table_shape(impls, inside_jit):
         assert all(is_finite_positive(v) for v in row.values()), row
 
 
+# ---- the same-run ratio table -------------------------------------------------------------------
+def test_bulk_ratio_table_shape_and_ratios():
+    table = bench.bulk_ratio_table(sizes=(16, 250), repeat=1, pairs=512)
+    assert list(table) == ["jit", "python"]
+    for where, impls in (("jit", bench.RATIO_JIT), ("python", bench.RATIO_PY)):
+        assert list(table[where]) == [16, 250]
+        for bulk, row in table[where].items():
+            assert list(row["ns"]) == list(impls) == list(row["ratio"])
+            assert all(is_finite_positive(v) for v in row["ns"].values())
+            ref = row["ref"]
+            if where == "jit":
+                assert ref == "jit-stack"
+            else:                                   # the fastest peer of the row
+                assert ref in bench.RATIO_PEERS
+                assert row["ns"][ref] == min(row["ns"][p] for p in bench.RATIO_PEERS)
+            assert row["ratio"][ref] == 1.0
+            for impl in impls:
+                assert math.isclose(row["ratio"][impl], row["ns"][impl] / row["ns"][ref])
+            # the floor from Python: the floor inside @njit plus numslab's call cost
+            if where == "python":
+                jit_row = table["jit"][bulk]["ns"]
+                call = max(0.0, row["ns"]["slab-bulk"] - jit_row["slab-bulk"])
+                assert math.isclose(row["ns"]["floor-7.0"], jit_row["floor-7.0"] + call)
+    text = bench.format_ratio_table(table)
+    assert text.startswith("inside @njit") and "from Python" in text
+    assert text.count("x)") == 2 * (len(bench.RATIO_JIT) + len(bench.RATIO_PY))
+
+
+def test_bulk_ratio_table_times_every_cell_interleaved(monkeypatch):
+    """Every cell of a size is built once and sampled ``repeat`` times in turn, each sample
+    ``ceil(pairs / bulk)`` rounds; the floor and slab-bulk run inside @njit for the
+    Python-only table too (the floor's figure from Python needs them)."""
+    made, calls = [], []
+
+    def fake_make_round(impl, bulk, inside_jit=False, kernel=bench.KERNEL):
+        key = ("jit" if inside_jit else "python", impl, kernel)
+        made.append(key)
+        return lambda rounds: calls.append((key, bulk, rounds))
+
+    monkeypatch.setattr(bench, "make_round", fake_make_round)
+    table = bench.bulk_ratio_table(sizes=(250,), repeat=3, pairs=1000, where=("python",))
+    assert list(table) == ["python"] and list(table["python"][250]["ns"]) == list(bench.RATIO_PY)
+    assert made == [("jit", "slab-bulk", "7.0"), ("jit", "floor-7.0", "7.0")] + \
+        [("python", i, "7.0") for i in bench.RATIO_PY if i != "floor-7.0"]
+    assert [c[0] for c in calls] == made * 3
+    assert {(b, r) for _, b, r in calls} == {(250, 4)}
+    made.clear()
+    bench.bulk_ratio_table(sizes=(16,), repeat=1, pairs=16, where=("jit",))
+    assert made == [("jit", "slab-bulk", "7.0"), ("jit", "slab-bulk", "6.18"),
+                    ("jit", "floor-7.0", "7.0"), ("jit", "slab-sheaves", "7.0"),
+                    ("jit", "jit-stack", "7.0")]
+
+
+def test_cli_bench_ratios_prints_the_ratio_table(capsys, monkeypatch):
+    from numslab.tools import cli
+    small = bench.bulk_ratio_table(sizes=(16,), repeat=1, pairs=64)
+    asked = []
+    monkeypatch.setattr(bench, "bulk_ratio_table", lambda *a, **k: asked.append((a, k)) or small)
+    assert cli.main(["bench", "--where", "none", "--ratios"]) == 0
+    assert asked == [((), {})]                      # its own sizes, repeat and pairs
+    out = capsys.readouterr().out
+    assert bench.format_ratio_table(small) in out
+
+
 # ---- the array stream ---------------------------------------------------------------------------
 @pytest.mark.parametrize("inside_jit", [False, True], ids=["python", "jit"])
 @pytest.mark.parametrize("cold", [False, True], ids=["warm", "cold"])

@@ -448,6 +448,92 @@ def bulk_table(sizes=BULK_SIZES, impls=PY_IMPLS, inside_jit: bool = False,
                    for b in sizes} for impl in impls}
 
 
+# ---- the same-run ratio table --------------------------------------------------------------------
+#: Bulk sizes, samples per cell and pairs per sample of :func:`bulk_ratio_table`.
+RATIO_SIZES = (16, 64, 250, 4096)
+RATIO_REPEAT = 7
+RATIO_PAIRS = 1 << 16
+#: Its rows inside @njit (``slab-bulk-6.18``: slab-bulk on 6.18; the reference: the jitted
+#: stack) and from Python (the reference: the fastest of :data:`RATIO_PEERS` in the row).
+RATIO_JIT = ("slab-bulk", "slab-bulk-6.18", "floor-7.0", "slab-sheaves", "jit-stack")
+RATIO_PY = ("slab-bulk", "floor-7.0", "deque", "numpy-stack", "jit-stack")
+RATIO_PEERS = ("deque", "numpy-stack", "jit-stack")
+
+
+def bulk_ratio_table(sizes=RATIO_SIZES, repeat: int = RATIO_REPEAT, pairs: int = RATIO_PAIRS,
+                     where=("jit", "python")) -> dict[str, dict[int, dict]]:
+    """The bulk figures as ratios a user can reproduce: for each bulk size, every
+    implementation of :data:`RATIO_JIT` (inside @njit) and :data:`RATIO_PY` (from Python)
+    built and timed in this one process, interleaved, best of ``repeat`` samples of
+    ``ceil(pairs / bulk)`` rounds (at least ``pairs`` alloc+free pairs). numslab runs on 7.0,
+    its default, but for ``slab-bulk-6.18``.
+
+    From Python, ``floor-7.0`` is the floor inside @njit plus numslab's own call cost per
+    pair in the same run (``slab-bulk`` from Python minus inside @njit): the floor of 7.0's
+    rules behind numslab's entry (Numba's own native entry costs more per call than numslab's
+    C gate, so timing the prototype through it is no floor; see :func:`floor_round_at`).
+
+    Returns ``{where: {bulk: {"ns": {impl: ns per pair}, "ref": name, "ratio": {impl: x}}}}``
+    for ``where`` in ``"jit"`` (``ref``: ``jit-stack``) and ``"python"`` (``ref``: the
+    fastest peer of the row); :func:`format_ratio_table` prints it."""
+    out: dict[str, dict[int, dict]] = {w: {} for w in where}
+    for bulk in sizes:
+        runs: dict[tuple[str, str], Callable[[int], None]] = {}
+        jit_impls = RATIO_JIT if "jit" in where else ("slab-bulk", "floor-7.0")
+        for impl in jit_impls:
+            kernel = "6.18" if impl == "slab-bulk-6.18" else "7.0"
+            runs["jit", impl] = make_round(impl.removesuffix("-6.18"), bulk, True, kernel)
+        if "python" in where:
+            for impl in RATIO_PY:
+                if impl != "floor-7.0":
+                    runs["python", impl] = make_round(impl, bulk, False, "7.0")
+        rounds = -(-pairs // bulk)
+        best = dict.fromkeys(runs, float("inf"))
+        clock = timeit.default_timer
+        for _ in range(repeat):                 # interleaved: noise hits every cell alike
+            for key, run in runs.items():
+                t0 = clock()
+                run(rounds)
+                best[key] = min(best[key], clock() - t0)
+        ns = {key: t / (rounds * bulk) * 1e9 for key, t in best.items()}
+        if "jit" in where:
+            row = {impl: ns["jit", impl] for impl in RATIO_JIT}
+            out["jit"][bulk] = {"ns": row, "ref": "jit-stack",
+                                "ratio": {k: v / row["jit-stack"] for k, v in row.items()}}
+        if "python" in where:
+            call = max(0.0, ns["python", "slab-bulk"] - ns["jit", "slab-bulk"])
+            row = {impl: ns["jit", "floor-7.0"] + call if impl == "floor-7.0"
+                   else ns["python", impl] for impl in RATIO_PY}
+            ref = min(RATIO_PEERS, key=row.__getitem__)
+            out["python"][bulk] = {"ns": row, "ref": ref,
+                                   "ratio": {k: v / row[ref] for k, v in row.items()}}
+    return out
+
+
+def format_ratio_table(table: dict[str, dict[int, dict]]) -> str:
+    """A text table of :func:`bulk_ratio_table`: per bulk size, ns per pair and the ratio to
+    the row's reference of every implementation."""
+    titles = {"jit": "inside @njit: ns per alloc+free pair (x the jitted stack)",
+              "python": "from Python: ns per alloc+free pair (x the best peer of the row; "
+                        "floor-7.0: the @njit floor + numslab's call cost)"}
+    lines: list[str] = []
+    for where, rows in table.items():
+        if not rows:
+            continue
+        impls = list(next(iter(rows.values()))["ns"])
+        if lines:
+            lines.append("")
+        lines.append(titles[where])
+        head = f"{'bulk':>5} " + (f"{'best peer':<12} " if where == "python" else "")
+        lines.append(head + " ".join(f"{i:>17}" for i in impls))
+        lines.append("-" * len(lines[-1]))
+        for bulk, r in rows.items():
+            cells = " ".join(f"{r['ns'][i]:8.2f} ({r['ratio'][i]:5.2f}x)" for i in impls)
+            lines.append(f"{bulk:>5} " + (f"{r['ref']:<12} " if where == "python" else "")
+                         + cells)
+    return "\n".join(lines)
+
+
 # ---- a stream of large batches: NEW against PARTIAL (the seed's claim) -----------------------
 @nb.njit(cache=True)
 def slab_stream_array(h, cid, n, outs, flags):
