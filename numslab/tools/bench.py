@@ -101,8 +101,10 @@ class NumpyStack:
 # temporary: NRT calls in the loop) and a loop over a view (an incref/decref per view) at bulk
 # 16, 64, 250 and 4096, inside @njit: old 0.90-1.06 ns per pair, slice 0.63-1.33, view
 # 0.20-0.44, unsigned 0.15-0.38 (best or tied-best at every size but 64, where the view's 0.20
-# vs 0.23 is within the noise), so the unsigned form is used everywhere. ``range`` stays signed
-# (a negative count is an empty loop, as before).
+# vs 0.23 is within the noise), so the unsigned form is used everywhere. At bulk 16 its time
+# differs between processes running the same cached code (0.36-0.39 ns in some, 1.07-1.10 in
+# others, whatever the arrays' addresses), never above the signed form's 0.99-1.06.
+# ``range`` stays signed (a negative count is an empty loop, as before).
 @nb.njit(cache=True)
 def jit_stack_alloc_bulk(stack, top, n, out):
     """Pop ``n`` indices into ``out``; all or nothing."""
