@@ -334,12 +334,22 @@ def test_make_round_inside_jit(impl, bulk):
         assert sorted(free_indices(st_)) == list(range(1 << 16))
 
 
-def test_make_round_stack_peers_give_everything_back():
+@pytest.mark.parametrize("bulk", [16, 250, 4096])
+def test_make_round_stack_peers_give_everything_back(bulk):
     for impl in ("deque", "numpy-stack", "jit-stack"):
-        run = bench.make_round(impl, 16)
+        run = bench.make_round(impl, bulk)
         run(3)
-        pool = cell(run, "pool" if impl == "deque" else "st")
-        assert sorted(free_indices(pool)) == list(range(1 << 16)), impl
+        if impl == "jit-stack":                     # the jitted functions, called directly
+            stack, top = cell(run, "stack"), cell(run, "top")
+            assert (cell(run, "a"), cell(run, "f")) == (bench.jit_stack_alloc_bulk,
+                                                         bench.jit_stack_free_bulk)
+            assert int(top[0]) == 1 << 16
+            assert sorted(stack.tolist()) == list(range(1 << 16))
+            # the last round took the top ``bulk`` in stack order, and gave them back
+            assert cell(run, "out").tolist() == stack[(1 << 16) - bulk:].tolist()
+        else:
+            pool = cell(run, "pool" if impl == "deque" else "st")
+            assert sorted(free_indices(pool)) == list(range(1 << 16)), impl
 
 
 def test_impl_lists():
@@ -378,6 +388,70 @@ def test_bulk_table_shape(impls, inside_jit):
     for impl, row in table.items():
         assert list(row) == [1, 16], impl
         assert all(is_finite_positive(v) for v in row.values()), row
+
+
+# ---- the same-run ratio table -------------------------------------------------------------------
+def test_bulk_ratio_table_shape_and_ratios():
+    table = bench.bulk_ratio_table(sizes=(16, 250), repeat=1, pairs=512)
+    assert list(table) == ["jit", "python"]
+    for where, impls in (("jit", bench.RATIO_JIT), ("python", bench.RATIO_PY)):
+        assert list(table[where]) == [16, 250]
+        for bulk, row in table[where].items():
+            assert list(row["ns"]) == list(impls) == list(row["ratio"])
+            assert all(is_finite_positive(v) for v in row["ns"].values())
+            ref = row["ref"]
+            if where == "jit":
+                assert ref == "jit-stack"
+            else:                                   # the fastest peer of the row
+                assert ref in bench.RATIO_PEERS
+                assert row["ns"][ref] == min(row["ns"][p] for p in bench.RATIO_PEERS)
+            assert row["ratio"][ref] == 1.0
+            for impl in impls:
+                assert math.isclose(row["ratio"][impl], row["ns"][impl] / row["ns"][ref])
+            # the floor from Python: the floor inside @njit plus numslab's call cost
+            if where == "python":
+                jit_row = table["jit"][bulk]["ns"]
+                call = max(0.0, row["ns"]["slab-bulk"] - jit_row["slab-bulk"])
+                assert math.isclose(row["ns"]["floor-7.0"], jit_row["floor-7.0"] + call)
+    text = bench.format_ratio_table(table)
+    assert text.startswith("inside @njit") and "from Python" in text
+    assert text.count("x)") == 2 * (len(bench.RATIO_JIT) + len(bench.RATIO_PY))
+
+
+def test_bulk_ratio_table_times_every_cell_interleaved(monkeypatch):
+    """Every cell of a size is built once and sampled ``repeat`` times in turn, each sample
+    ``ceil(pairs / bulk)`` rounds; the floor and slab-bulk run inside @njit for the
+    Python-only table too (the floor's figure from Python needs them)."""
+    made, calls = [], []
+
+    def fake_make_round(impl, bulk, inside_jit=False, kernel=bench.KERNEL):
+        key = ("jit" if inside_jit else "python", impl, kernel)
+        made.append(key)
+        return lambda rounds: calls.append((key, bulk, rounds))
+
+    monkeypatch.setattr(bench, "make_round", fake_make_round)
+    table = bench.bulk_ratio_table(sizes=(250,), repeat=3, pairs=1000, where=("python",))
+    assert list(table) == ["python"] and list(table["python"][250]["ns"]) == list(bench.RATIO_PY)
+    assert made == [("jit", "slab-bulk", "7.0"), ("jit", "floor-7.0", "7.0")] + \
+        [("python", i, "7.0") for i in bench.RATIO_PY if i != "floor-7.0"]
+    assert [c[0] for c in calls] == made * 3
+    assert {(b, r) for _, b, r in calls} == {(250, 4)}
+    made.clear()
+    bench.bulk_ratio_table(sizes=(16,), repeat=1, pairs=16, where=("jit",))
+    assert made == [("jit", "slab-bulk", "7.0"), ("jit", "slab-bulk", "6.18"),
+                    ("jit", "floor-7.0", "7.0"), ("jit", "slab-sheaves", "7.0"),
+                    ("jit", "jit-stack", "7.0")]
+
+
+def test_cli_bench_ratios_prints_the_ratio_table(capsys, monkeypatch):
+    from numslab.tools import cli
+    small = bench.bulk_ratio_table(sizes=(16,), repeat=1, pairs=64)
+    asked = []
+    monkeypatch.setattr(bench, "bulk_ratio_table", lambda *a, **k: asked.append((a, k)) or small)
+    assert cli.main(["bench", "--where", "none", "--ratios"]) == 0
+    assert asked == [((), {})]                      # its own sizes, repeat and pairs
+    out = capsys.readouterr().out
+    assert bench.format_ratio_table(small) in out
 
 
 # ---- the array stream ---------------------------------------------------------------------------
@@ -474,6 +548,176 @@ def test_jit_stack_loops_match_the_helpers(single, cap, bulk, rounds):
     assert np.array_equal(out_f, out_s)
 
 
+# ---- the peers against the forms they replaced ----------------------------------------------
+class LoopDequePool(bench.DequePool):
+    """DequePool's bulk calls as they were: one pop or push per ``for`` iteration."""
+
+    def alloc_bulk(self, n, out):
+        if len(self.free_list) < n:
+            return 0
+        pop = self.free_list.pop
+        for i in range(n):
+            out[i] = pop()
+        return n
+
+    def free_bulk(self, n, objs):
+        push = self.free_list.append
+        for i in range(n):
+            push(objs[i])
+
+
+@pytest.mark.parametrize("cap,sizes", [(64, [5, 0, 64, 3, 65, 12]), (5000, [4096, 250, 16, 4096])])
+def test_deque_pool_bulk_matches_the_loop_form(cap, sizes):
+    """starmap/extend give what the per-object loops gave: the same objects in the same
+    order, the same free list, the buffer beyond ``n`` untouched, a short pool refused."""
+    new, old = bench.DequePool(cap), LoopDequePool(cap)
+    rng = np.random.default_rng(3)
+    for n in sizes:
+        bn, bo = [SENTINEL] * (n + 2), [SENTINEL] * (n + 2)
+        assert new.alloc_bulk(n, bn) == old.alloc_bulk(n, bo)
+        assert bn == bo and list(new.free_list) == list(old.free_list)
+        got = [i for i in bn[:n] if i != SENTINEL]
+        back = [got[i] for i in rng.permutation(len(got))] + [SENTINEL, SENTINEL]
+        k = len(got)
+        new.free_bulk(k, list(back))
+        old.free_bulk(k, list(back))
+        assert list(new.free_list) == list(old.free_list)
+    # the whole buffer (n == len(objs)) and an array buffer push the same
+    new.free_bulk(2, np.array([7000, 7001], np.int64))
+    old.free_bulk(2, np.array([7000, 7001], np.int64))
+    new.free_bulk(2, [7002, 7003])
+    old.free_bulk(2, [7002, 7003])
+    assert list(new.free_list) == list(old.free_list)
+
+
+@numba.njit
+def signed_alloc_bulk(stack, top, n, out):
+    """jit_stack_alloc_bulk as it was (signed indices)."""
+    t = top[0]
+    if t < n:
+        return 0
+    for i in range(n):
+        out[i] = stack[t - n + i]
+    top[0] = t - n
+    return n
+
+
+@numba.njit
+def signed_free_bulk(stack, top, n, objs):
+    """jit_stack_free_bulk as it was."""
+    t = top[0]
+    for i in range(n):
+        stack[t + i] = objs[i]
+    top[0] = t + n
+
+
+@numba.njit
+def signed_loop_bulk(stack, top, bulk, rounds, out):
+    """jit_stack_loop_bulk as it was."""
+    t = top[0]
+    for _ in range(rounds):
+        if t >= bulk:
+            t -= bulk
+            for i in range(bulk):
+                out[i] = stack[t + i]
+        for i in range(bulk):
+            stack[t + i] = out[i]
+        t += bulk
+    top[0] = t
+
+
+@numba.njit
+def signed_loop_single(stack, top, bulk, rounds, out):
+    """jit_stack_loop_single as it was."""
+    t = top[0]
+    for _ in range(rounds):
+        for i in range(bulk):
+            if t == 0:
+                out[i] = -1
+            else:
+                t -= 1
+                out[i] = stack[t]
+        for i in range(bulk):
+            stack[t] = out[i]
+            t += 1
+    top[0] = t
+
+
+def scrambled_stack(cap: int, room: int) -> np.ndarray:
+    """A permuted stack of ``cap`` indices and ``room`` sentinels above it."""
+    return np.concatenate([np.random.default_rng(cap).permutation(cap),
+                           np.full(room, SENTINEL)]).astype(np.int64)
+
+
+@pytest.mark.parametrize("cap,bulk,rounds", [(8, 5, 4), (4, 6, 2), (0, 2, 1), (300, 250, 3),
+                                             (1 << 13, 4096, 3), (4100, 4096, 2),
+                                             (1 << 16, 16, 5), (1 << 16, 67, 7)])
+@pytest.mark.parametrize("which", ["loop_bulk", "loop_single"])
+def test_unsigned_stack_loops_match_the_signed_form(which, cap, bulk, rounds):
+    """The unsigned-index loops leave the same stack, top and output as the signed forms
+    they replaced, at sizes where the vectorised code and its remainder loops run."""
+    new = getattr(bench, "jit_stack_" + which)
+    old = signed_loop_bulk if which == "loop_bulk" else signed_loop_single
+    a = scrambled_stack(cap, 2 * bulk)
+    b = a.copy()
+    ta, tb = np.array([cap], np.int64), np.array([cap], np.int64)
+    oa = np.arange(100, 100 + bulk, dtype=np.int64)
+    ob = oa.copy()
+    new(a, ta, bulk, rounds, oa)
+    old(b, tb, bulk, rounds, ob)
+    assert int(ta[0]) == int(tb[0])
+    assert np.array_equal(a, b) and np.array_equal(oa, ob)
+
+
+@pytest.mark.parametrize("cap,ns", [(10, [3, 0, 7, 1]), (5000, [4096, 250, 16, 300, 4096]),
+                                    (64, [65, 64, 64, 13])])
+def test_unsigned_stack_bulk_calls_match_the_signed_form(cap, ns):
+    a, b = scrambled_stack(cap, 5000), scrambled_stack(cap, 5000)
+    ta, tb = np.array([cap], np.int64), np.array([cap], np.int64)
+    for n in ns:
+        oa, ob = np.full(n + 3, SENTINEL, np.int64), np.full(n + 3, SENTINEL, np.int64)
+        assert bench.jit_stack_alloc_bulk(a, ta, n, oa) == signed_alloc_bulk(b, tb, n, ob)
+        assert np.array_equal(oa, ob) and int(ta[0]) == int(tb[0])
+        back = oa[np.random.default_rng(n).permutation(n + 3)]
+        bench.jit_stack_free_bulk(a, ta, n, back)
+        signed_free_bulk(b, tb, n, back)
+        assert np.array_equal(a, b) and int(ta[0]) == int(tb[0])
+
+
+# ---- the floor from Python -------------------------------------------------------------------
+@pytest.mark.parametrize("bulk", [1, 16, 250, 4096])
+def test_floor_round_at_does_what_rounds_floor_does(bulk):
+    """The from-Python entry (an int state address and the batch) leaves the prototype's
+    state and batch as its twelve-array loop does, round by round."""
+    from numslab.tools.floor import FloorRound, rounds_floor
+    a, b = FloorRound(bulk, pages=2048), FloorRound(bulk, pages=2048)
+    packed = bench.floor_state(a)
+    for _ in range(3):
+        assert bench.floor_round_at(int(packed.ctypes.data), bulk, a.out) == 0
+        assert rounds_floor(b.sd, b.mem, b.live, b.g, b.sheaf, b.pool, b.rseq, bulk, 1, b.out,
+                            b.limit, b.runs) == 0
+        for name in ("sd", "mem", "live", "g", "sheaf", "pool", "out", "runs"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert (a.out > 0).all() and len(np.unique(a.out)) == bulk
+
+
+def test_floor_round_at_reports_a_failed_round():
+    from numslab.tools.floor import FloorRound
+    fr = FloorRound(64, pages=3)                  # two free pages: 32 objects at most
+    assert bench.floor_round_at(int(bench.floor_state(fr).ctypes.data), 64, fr.out) == -1
+
+
+def test_make_round_floor_from_python_keeps_its_state():
+    run = bench.make_round("floor-7.0", 16)
+    fr, packed = run.floor
+    assert cell(run, "st") == int(packed.ctypes.data)
+    assert packed.tolist()[:2] == [fr.sd.ctypes.data, fr.mem.ctypes.data]
+    before = fr.g.copy()
+    run(5)
+    assert np.array_equal(fr.g, before)           # steady state: the round puts it back
+    assert (fr.out > 0).all() and len(np.unique(fr.out)) == 16
+
+
 # ---- reference counts in the loops' LLVM IR ----------------------------------------------------
 def _loop_cases():
     st_ = bench.JitStack(64)
@@ -518,7 +762,8 @@ def test_xorshift_victims_are_in_range_and_spread():
     assert bench.xorshift_victims(8, seed=1) != bench.xorshift_victims(8)
 
 
-@pytest.mark.parametrize("cap,live,rounds", [(16, 4, 50), (4096, 256, 1000), (8, 8, 3)])
+@pytest.mark.parametrize("cap,live,rounds", [(16, 4, 50), (4096, 256, 1000), (8, 8, 3),
+                                             (bench.RING_CAPACITY, bench.SINGLE_LIVE, 5000)])
 def test_ring_single_pair_matches_a_fifo_oracle(cap, live, rounds):
     from collections import deque
     free = deque(range(cap))                                 # the ring starts 0..cap-1, head first
@@ -597,11 +842,12 @@ def test_single_pair_table_shape():
     table = bench.single_pair_table(rounds=256, repeat=1)
     assert list(table) == list(bench.SINGLE_IMPLS)
     assert all(is_finite_positive(v) for v in table.values())
-    assert bench.RING_CAPACITY >= 4096 and bench.RING_CAPACITY & (bench.RING_CAPACITY - 1) == 0
+    cap = bench.RING_CAPACITY
+    assert cap >= 2 * bench.SINGLE_LIVE and cap & (cap - 1) == 0   # sized like the live set
 
 
 # ---- the cost of one call from Python ---------------------------------------------------------
-@pytest.mark.parametrize("impl", bench.CALL_IMPLS)
+@pytest.mark.parametrize("impl", [i for i in bench.CALL_IMPLS if i != "empty-njit"])
 def test_make_calls_serves_every_call_from_the_sheaf(impl, kernel):
     bulk, calls = 4, 6
     alloc_all, free_all, sa, c, rows = bench.make_calls(impl, bulk, calls, kernel)
@@ -621,6 +867,27 @@ def test_make_calls_serves_every_call_from_the_sheaf(impl, kernel):
     assert fast[1] - fast_before[1] == bulk * calls
     assert after["alloc_slowpath"] == before["alloc_slowpath"]
     sa.validate()
+
+
+def test_make_calls_empty_reference_does_nothing_with_the_same_arguments():
+    """``empty-njit`` calls empty functions with the peers' arguments, an int for the handle:
+    nothing allocated, the rows untouched."""
+    alloc_all, free_all, sa, c, rows = bench.make_calls("empty-njit", 4, 6)
+    assert cell(alloc_all, "a") is bench.empty_alloc_bulk
+    assert cell(free_all, "f") is bench.empty_free_bulk
+    h = cell(alloc_all, "h")
+    assert type(h) is int and h == sa._handle
+    before = c.stats
+    alloc_all()
+    free_all()
+    assert all((o == 0).all() for o in rows) and c.live_objects == 0
+    assert c.stats == before
+    assert bench.empty_alloc_bulk(h, c.id, GFP_ATOMIC, 4, rows[0]) == 0
+    assert bench.empty_free_bulk(h, c.id, 4, rows[0]) is None
+    # the argument types are the peers' but for the handle
+    sig_e = [numba.typeof(x) for x in (h, c.id, GFP_ATOMIC, 4, rows[0])]
+    sig_u = [numba.typeof(x) for x in (sa.handle, c.id, GFP_ATOMIC, 4, rows[0])]
+    assert sig_e[1:] == sig_u[1:] and sig_e[0] == numba.int64
 
 
 def test_make_calls_refuses_an_unknown_impl():

@@ -165,6 +165,31 @@ call per batch) and inside @njit (``numslab.jit``, no call overhead). Each batch
     track_ns_per_object.unit = "ns"
 
 
+class BulkRatio:
+    """The bulk figures as same-run ratios (``bench.bulk_ratio_table``, ``numslab bench
+    --ratios``): numslab and the floor over the jitted stack inside @njit, and over the
+    fastest peer of the row (deque, NumPy stack, jitted stack) from Python; every cell of a
+    bulk size built and timed in one process, interleaved, best of 7 samples of at least
+    65536 pairs (cells timed apart swing with the machine). ``slab-bulk-6.18`` and
+    ``slab-sheaves`` are inside @njit only; the floor from Python is the floor inside @njit
+    plus numslab's own call cost per pair, measured in the same run."""
+
+    params = (list(bench.RATIO_SIZES), ["jit", "python"],
+              ["slab-bulk", "slab-bulk-6.18", "slab-sheaves", "floor-7.0"])
+    param_names = ["bulk", "caller", "impl"]
+    timeout = 600
+
+    def setup(self, bulk, caller, impl):
+        if impl not in (bench.RATIO_JIT if caller == "jit" else bench.RATIO_PY):
+            raise NotImplementedError(f"{impl} is not in the {caller} ratio table")
+
+    def track_ratio(self, bulk, caller, impl):
+        """ns per pair of ``impl`` over the reference's, same process, interleaved."""
+        table = bench.bulk_ratio_table(sizes=(bulk,), where=(caller,))
+        return table[caller][bulk]["ratio"][impl]
+    track_ratio.unit = "x the reference"
+
+
 @nb.njit(cache=True)
 def _empty(a):
     """The reference: an empty jitted function taking one array."""
@@ -200,10 +225,11 @@ class CallOverhead:
             km, kf = self.sa.kmalloc, self.sa.kfree
             for _ in range(1000):
                 kf(km(200))
-        else:
-            al, fr = self.stack.alloc, self.stack.free
+        else:                           # the jitted functions, called as a user would
+            al, fr = bench.jit_stack_alloc, bench.jit_stack_free
+            stack, top = self.stack.stack, self.stack.top
             for _ in range(1000):
-                fr(al())
+                fr(stack, top, al(stack, top))
 
 
 class FreelistHardening:

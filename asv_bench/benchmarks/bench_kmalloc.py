@@ -24,6 +24,11 @@ class KmallocMixed:
         self.classes = classes
         self.pools = [bench.DequePool(N) for _ in KMALLOC_SIZES]
         self.stacks = [bench.JitStack(N) for _ in KMALLOC_SIZES]
+        # the peers as a user calls them: each class's deque.pop/append bound, and the
+        # jitted functions called on each class's (stack, top), no wrapper methods
+        self.pops = [p.free_list.pop for p in self.pools]
+        self.pushes = [p.free_list.append for p in self.pools]
+        self.stack_args = [(st.stack, st.top) for st in self.stacks]
         self.time_pairs(impl)
 
     def time_pairs(self, impl):
@@ -38,15 +43,16 @@ class KmallocMixed:
                 out[i] = km(s)
             self.sa.kfree_bulk(N, out)
         elif impl == "deque-per-class":
-            pools = self.pools
-            got = [pools[c].alloc() for c in self.classes]
+            pops, pushes = self.pops, self.pushes
+            got = [pops[c]() for c in self.classes]
             for c, a in zip(self.classes, got):
-                pools[c].free(a)
+                pushes[c](a)
         else:
-            st = self.stacks
-            got = [st[c].alloc() for c in self.classes]
+            alloc, free, args = bench.jit_stack_alloc, bench.jit_stack_free, self.stack_args
+            got = [alloc(*args[c]) for c in self.classes]
             for c, a in zip(self.classes, got):
-                st[c].free(a)
+                stack, top = args[c]
+                free(stack, top, a)
 
 
 class TypedRecords:

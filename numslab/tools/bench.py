@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import timeit
 from collections import deque
+from itertools import islice, repeat, starmap
 from pathlib import Path
 from typing import Callable
 
@@ -29,29 +30,32 @@ import numpy as np
 import numslab
 from numslab import jit as sjit
 from numslab.drivers.calls import fastcall
-from numslab.tools.floor import FloorRound, rounds_floor
+from numslab.engine.native import words_at
+from numslab.tools.floor import FloorRound
+from numslab.tools.floor import alloc_bulk as floor_alloc_bulk
+from numslab.tools.floor import free_bulk as floor_free_bulk
 from numslab.flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                            SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL, SLAB_HWCACHE_ALIGN)
 
 
 class DequePool:
-    """Pure Python: ``alloc`` pops free indices from a deque, ``free`` pushes them back."""
+    """Pure Python: ``alloc`` pops free indices from a deque, ``free`` pushes them back. The
+    bulk calls are written as a competent Python user writes them: no Python-level loop (the
+    pops run in C through ``itertools.starmap``, the pushes through ``deque.extend``; a
+    ``for`` loop of ``out[i] = pop()`` was 1.1-3.3x slower at bulk 16 to 4096)."""
 
     def __init__(self, capacity: int) -> None:
         self.free_list = deque(range(capacity))
 
     def alloc_bulk(self, n: int, out: list) -> int:
-        if len(self.free_list) < n:
+        fl = self.free_list
+        if len(fl) < n:
             return 0
-        pop = self.free_list.pop
-        for i in range(n):
-            out[i] = pop()
+        out[:n] = starmap(fl.pop, repeat((), n))
         return n
 
     def free_bulk(self, n: int, objs: list) -> None:
-        push = self.free_list.append
-        for i in range(n):
-            push(objs[i])
+        self.free_list.extend(objs if n == len(objs) else islice(objs, n))
 
     def alloc(self) -> int:
         return self.free_list.pop()
@@ -68,15 +72,17 @@ class NumpyStack:
         self.top = capacity
 
     def alloc_bulk(self, n: int, out: np.ndarray) -> int:
-        if self.top < n:
+        t = self.top - n
+        if t < 0:
             return 0
-        self.top -= n
-        out[:n] = self.stack[self.top:self.top + n]
+        self.top = t
+        out[:n] = self.stack[t:t + n]
         return n
 
     def free_bulk(self, n: int, objs: np.ndarray) -> None:
-        self.stack[self.top:self.top + n] = objs[:n]
-        self.top += n
+        t = self.top
+        self.stack[t:t + n] = objs[:n]
+        self.top = t + n
 
     def alloc(self) -> int:
         if self.top == 0:
@@ -89,14 +95,25 @@ class NumpyStack:
         self.top += 1
 
 
+# Unsigned indices: ``stack[t + i]`` with a signed index carries Numba's negative-index
+# wraparound (a compare and a select per element) and does not vectorise; with ``np.uint64``
+# indices the copy loops vectorise. Measured against a slice assignment (which allocates a
+# temporary: NRT calls in the loop) and a loop over a view (an incref/decref per view) at bulk
+# 16, 64, 250 and 4096, inside @njit: old 0.90-1.06 ns per pair, slice 0.63-1.33, view
+# 0.20-0.44, unsigned 0.15-0.38 (best or tied-best at every size but 64, where the view's 0.20
+# vs 0.23 is within the noise), so the unsigned form is used everywhere. At bulk 16 its time
+# differs between processes running the same cached code (0.36-0.39 ns in some, 1.07-1.10 in
+# others, whatever the arrays' addresses), never above the signed form's 0.99-1.06.
+# ``range`` stays signed (a negative count is an empty loop, as before).
 @nb.njit(cache=True)
 def jit_stack_alloc_bulk(stack, top, n, out):
     """Pop ``n`` indices into ``out``; all or nothing."""
     t = top[0]
     if t < n:
         return 0
+    b = np.uint64(t - n)
     for i in range(n):
-        out[i] = stack[t - n + i]
+        out[np.uint64(i)] = stack[b + np.uint64(i)]
     top[0] = t - n
     return n
 
@@ -105,8 +122,9 @@ def jit_stack_alloc_bulk(stack, top, n, out):
 def jit_stack_free_bulk(stack, top, n, objs):
     """Push ``objs[:n]`` back."""
     t = top[0]
+    b = np.uint64(t)
     for i in range(n):
-        stack[t + i] = objs[i]
+        stack[b + np.uint64(i)] = objs[np.uint64(i)]
     top[0] = t + n
 
 
@@ -128,7 +146,9 @@ def jit_stack_free(stack, top, i):
 
 
 class JitStack:
-    """A minimal jitted free-index stack."""
+    """A minimal jitted free-index stack. Its methods are a convenience (the tests' common
+    interface); the benchmarks call the jitted functions on ``stack`` and ``top`` directly, as
+    a user would, not through these wrappers."""
 
     def __init__(self, capacity: int) -> None:
         self.stack = np.arange(capacity, dtype=np.int64)
@@ -155,35 +175,38 @@ class JitStack:
 @nb.njit(cache=True)
 def jit_stack_loop_bulk(stack, top, bulk, rounds, out):
     """Inside @njit: ``rounds`` times, alloc ``bulk`` then free them (slab_bulk_test01); the
-    bulk pop is all or nothing, as :func:`jit_stack_alloc_bulk`."""
-    t = top[0]
+    bulk pop is all or nothing, as :func:`jit_stack_alloc_bulk` (unsigned indices, as there)."""
+    t = np.uint64(top[0])
+    b = np.uint64(bulk)
     for _ in range(rounds):
-        if t >= bulk:
-            t -= bulk
+        if t >= b:
+            t -= b
             for i in range(bulk):
-                out[i] = stack[t + i]
+                out[np.uint64(i)] = stack[t + np.uint64(i)]
         for i in range(bulk):
-            stack[t + i] = out[i]
-        t += bulk
-    top[0] = t
+            stack[t + np.uint64(i)] = out[np.uint64(i)]
+        t += b
+    top[0] = np.int64(t)
 
 
 @nb.njit(cache=True)
 def jit_stack_loop_single(stack, top, bulk, rounds, out):
     """Inside @njit: ``rounds`` times, ``bulk`` single allocs then ``bulk`` single frees (an
-    alloc from an empty stack gives -1, as :func:`jit_stack_alloc`)."""
-    t = top[0]
+    alloc from an empty stack gives -1, as :func:`jit_stack_alloc`); the top an unsigned
+    local (0.36-0.56 ns per pair against 0.91-1.16 signed, bulk 16 to 4096)."""
+    t = np.uint64(top[0])
+    one = np.uint64(1)
     for _ in range(rounds):
         for i in range(bulk):
             if t == 0:
-                out[i] = -1
+                out[np.uint64(i)] = -1
             else:
-                t -= 1
-                out[i] = stack[t]
+                t -= one
+                out[np.uint64(i)] = stack[t]
         for i in range(bulk):
-            stack[t] = out[i]
-            t += 1
-    top[0] = t
+            stack[t] = out[np.uint64(i)]
+            t += one
+    top[0] = np.int64(t)
 
 
 # ---- numslab inside @njit (users' code) ------------------------------------------------------
@@ -239,11 +262,46 @@ ARRAY_MODES = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PART
 #: function that allocates and frees the batch through ``numslab.jit`` on the sheaves cache
 #: (half the crossings of any alloc-then-free API, and no facade).
 #: ``floor-7.0`` is a floor too: :mod:`numslab.tools.floor`'s fused prototype of the 7.0 round
-#: on the default cache (from Python, one call per round, as ``slab-jit-round``).
+#: on the default cache (from Python, one call per round, as ``slab-jit-round``, through
+#: :func:`floor_round_at`: an int state address and one array, the facade's kind of entry).
 PY_IMPLS = ("deque", "numpy-stack", "jit-stack", "slab-single", "slab-bulk", "slab-sheaves",
             "slab-local", "slab-partial", "slab-new", "slab-jit-round", "floor-7.0")
 JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-sheaves",
              "slab-local", "slab-partial", "slab-new", "floor-7.0")
+
+
+# ---- the floor from Python: numslab's kind of entry ------------------------------------------
+# From Python the floor gets the entry numslab's facade has: ints (the address of its state)
+# and one int64 array (the batch), through the native entry point. Called with its twelve
+# arrays (``rounds_floor``), it paid the unboxing of twelve arrays a call, which numslab does
+# not pay (20.2 ns per pair at bulk 16, 8.5 at 64, against 8.7 and 5.3 this way, same run). It
+# makes one call per round (alloc and free fused, as ``slab-jit-round``), where the API takes
+# two. Numba's native entry still unboxes its arguments in Python's C API where numslab's C gate
+# reads them directly (at bulk 16 this entry's one call cost more than numslab's two), so
+# :func:`bulk_ratio_table` reports the floor from Python as the floor inside @njit plus
+# numslab's own per-pair call cost measured in the same run: the floor of an implementation
+# with numslab's entry.
+@nb.njit(cache=True)
+def floor_round_at(st, bulk, out):
+    """One round of :mod:`numslab.tools.floor`'s prototype, ``bulk`` objects allocated into
+    ``out`` and freed: ``st`` is the address of :func:`floor_state`'s words. 0, or -1/-2
+    when a round failed (as ``rounds_floor``)."""
+    w = words_at(st)
+    o = out.ctypes.data
+    if floor_alloc_bulk(w[0], w[1], w[2], w[3], w[4], w[5], w[6], bulk, o) != bulk:
+        return -1
+    if floor_free_bulk(w[0], w[1], w[2], w[3], w[4], w[5], bulk, o, w[7], w[8]) != 0:
+        return -2
+    return 0
+
+
+def floor_state(fr: FloorRound) -> np.ndarray:
+    """The words :func:`floor_round_at` reads: the addresses of ``fr``'s arrays (sd, mem,
+    live, g, sheaf, pool, rseq), its arena limit and its scratch's address. ``fr`` must
+    outlive them."""
+    return np.array([fr.sd.ctypes.data, fr.mem.ctypes.data, fr.live.ctypes.data,
+                     fr.g.ctypes.data, fr.sheaf.ctypes.data, fr.pool.ctypes.data,
+                     fr.rseq.ctypes.data, fr.limit, fr.runs.ctypes.data], np.int64)
 
 
 def new_bench_cache(nr_cpus: int = 1, memory: str = "64M", sheaves: bool = False,
@@ -282,22 +340,23 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False,
         if inside_jit:
             run = fr.run
         else:
-            one = fastcall(rounds_floor, fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool,
-                           fr.rseq, bulk, 1, fr.out, fr.limit, fr.runs)
-            args = (fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool, fr.rseq, bulk, 1, fr.out,
-                    fr.limit, fr.runs)
+            packed = floor_state(fr)
+            st, out = int(packed.ctypes.data), fr.out
+            one = fastcall(floor_round_at, st, bulk, out)
 
             def run(rounds: int) -> None:
                 for _ in range(rounds):
-                    one(*args)
+                    one(st, bulk, out)
+            run.floor = (fr, packed)    # the arrays at ``st``'s addresses live as long as run
     elif impl == "deque":
         pool = DequePool(cap)
         buf = [0] * bulk
 
         def run(rounds: int) -> None:
+            a, f = pool.alloc_bulk, pool.free_bulk
             for _ in range(rounds):
-                pool.alloc_bulk(bulk, buf)
-                pool.free_bulk(bulk, buf)
+                a(bulk, buf)
+                f(bulk, buf)
     elif impl in ("numpy-stack", "jit-stack", "jit-stack-single"):
         st = (NumpyStack if impl == "numpy-stack" else JitStack)(cap)
         out = np.zeros(bulk, np.int64)
@@ -307,12 +366,20 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False,
         elif inside_jit:
             def run(rounds: int) -> None:
                 jit_stack_loop_bulk(st.stack, st.top, bulk, rounds, out)
-        else:
+        elif impl == "numpy-stack":
             def run(rounds: int) -> None:
                 a, f = st.alloc_bulk, st.free_bulk
                 for _ in range(rounds):
                     a(bulk, out)
                     f(bulk, out)
+        else:                           # the jitted functions called directly, as a user
+            a, f = jit_stack_alloc_bulk, jit_stack_free_bulk    # would (not JitStack's
+            stack, top = st.stack, st.top                       # wrapper methods)
+
+            def run(rounds: int) -> None:
+                for _ in range(rounds):
+                    a(stack, top, bulk, out)
+                    f(stack, top, bulk, out)
     else:
         sa, c = new_bench_cache(sheaves=impl in ("slab-sheaves", "slab-jit-round"),
                                 kernel=kernel)
@@ -381,6 +448,92 @@ def bulk_table(sizes=BULK_SIZES, impls=PY_IMPLS, inside_jit: bool = False,
     return {impl: {b: time_per_object(make_round(impl, b, inside_jit, kernel), b, objects,
                                       repeat)
                    for b in sizes} for impl in impls}
+
+
+# ---- the same-run ratio table --------------------------------------------------------------------
+#: Bulk sizes, samples per cell and pairs per sample of :func:`bulk_ratio_table`.
+RATIO_SIZES = (16, 64, 250, 4096)
+RATIO_REPEAT = 7
+RATIO_PAIRS = 1 << 16
+#: Its rows inside @njit (``slab-bulk-6.18``: slab-bulk on 6.18; the reference: the jitted
+#: stack) and from Python (the reference: the fastest of :data:`RATIO_PEERS` in the row).
+RATIO_JIT = ("slab-bulk", "slab-bulk-6.18", "floor-7.0", "slab-sheaves", "jit-stack")
+RATIO_PY = ("slab-bulk", "floor-7.0", "deque", "numpy-stack", "jit-stack")
+RATIO_PEERS = ("deque", "numpy-stack", "jit-stack")
+
+
+def bulk_ratio_table(sizes=RATIO_SIZES, repeat: int = RATIO_REPEAT, pairs: int = RATIO_PAIRS,
+                     where=("jit", "python")) -> dict[str, dict[int, dict]]:
+    """The bulk figures as ratios a user can reproduce: for each bulk size, every
+    implementation of :data:`RATIO_JIT` (inside @njit) and :data:`RATIO_PY` (from Python)
+    built and timed in this one process, interleaved, best of ``repeat`` samples of
+    ``ceil(pairs / bulk)`` rounds (at least ``pairs`` alloc+free pairs). numslab runs on 7.0,
+    its default, but for ``slab-bulk-6.18``.
+
+    From Python, ``floor-7.0`` is the floor inside @njit plus numslab's own call cost per
+    pair in the same run (``slab-bulk`` from Python minus inside @njit): the floor of 7.0's
+    rules behind numslab's entry (Numba's own native entry costs more per call than numslab's
+    C gate, so timing the prototype through it is no floor; see :func:`floor_round_at`).
+
+    Returns ``{where: {bulk: {"ns": {impl: ns per pair}, "ref": name, "ratio": {impl: x}}}}``
+    for ``where`` in ``"jit"`` (``ref``: ``jit-stack``) and ``"python"`` (``ref``: the
+    fastest peer of the row); :func:`format_ratio_table` prints it."""
+    out: dict[str, dict[int, dict]] = {w: {} for w in where}
+    for bulk in sizes:
+        runs: dict[tuple[str, str], Callable[[int], None]] = {}
+        jit_impls = RATIO_JIT if "jit" in where else ("slab-bulk", "floor-7.0")
+        for impl in jit_impls:
+            kernel = "6.18" if impl == "slab-bulk-6.18" else "7.0"
+            runs["jit", impl] = make_round(impl.removesuffix("-6.18"), bulk, True, kernel)
+        if "python" in where:
+            for impl in RATIO_PY:
+                if impl != "floor-7.0":
+                    runs["python", impl] = make_round(impl, bulk, False, "7.0")
+        rounds = -(-pairs // bulk)
+        best = dict.fromkeys(runs, float("inf"))
+        clock = timeit.default_timer
+        for _ in range(repeat):                 # interleaved: noise hits every cell alike
+            for key, run in runs.items():
+                t0 = clock()
+                run(rounds)
+                best[key] = min(best[key], clock() - t0)
+        ns = {key: t / (rounds * bulk) * 1e9 for key, t in best.items()}
+        if "jit" in where:
+            row = {impl: ns["jit", impl] for impl in RATIO_JIT}
+            out["jit"][bulk] = {"ns": row, "ref": "jit-stack",
+                                "ratio": {k: v / row["jit-stack"] for k, v in row.items()}}
+        if "python" in where:
+            call = max(0.0, ns["python", "slab-bulk"] - ns["jit", "slab-bulk"])
+            row = {impl: ns["jit", "floor-7.0"] + call if impl == "floor-7.0"
+                   else ns["python", impl] for impl in RATIO_PY}
+            ref = min(RATIO_PEERS, key=row.__getitem__)
+            out["python"][bulk] = {"ns": row, "ref": ref,
+                                   "ratio": {k: v / row[ref] for k, v in row.items()}}
+    return out
+
+
+def format_ratio_table(table: dict[str, dict[int, dict]]) -> str:
+    """A text table of :func:`bulk_ratio_table`: per bulk size, ns per pair and the ratio to
+    the row's reference of every implementation."""
+    titles = {"jit": "inside @njit: ns per alloc+free pair (x the jitted stack)",
+              "python": "from Python: ns per alloc+free pair (x the best peer of the row; "
+                        "floor-7.0: the @njit floor + numslab's call cost)"}
+    lines: list[str] = []
+    for where, rows in table.items():
+        if not rows:
+            continue
+        impls = list(next(iter(rows.values()))["ns"])
+        if lines:
+            lines.append("")
+        lines.append(titles[where])
+        head = f"{'bulk':>5} " + (f"{'best peer':<12} " if where == "python" else "")
+        lines.append(head + " ".join(f"{i:>17}" for i in impls))
+        lines.append("-" * len(lines[-1]))
+        for bulk, r in rows.items():
+            cells = " ".join(f"{r['ns'][i]:8.2f} ({r['ratio'][i]:5.2f}x)" for i in impls)
+            lines.append(f"{bulk:>5} " + (f"{r['ref']:<12} " if where == "python" else "")
+                         + cells)
+    return "\n".join(lines)
 
 
 # ---- a stream of large batches: NEW against PARTIAL (the seed's claim) -----------------------
@@ -491,8 +644,10 @@ def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
 # returns the sum of the objects it allocated, so no round can be optimised away.
 #: Live objects of the single-pair loop.
 SINGLE_LIVE = 256
-#: Free indices the FIFO ring holds (a power of two of at least 4096), and records it hands out.
-RING_CAPACITY = 4096
+#: Free indices the FIFO ring holds and records it hands out: sized like the live set, as a
+#: user sizes a pool (a power of two, at least twice SINGLE_LIVE; 4096 made the ring walk 1 MiB
+#: of records where 128 KiB serve, and cost it 5-10% here).
+RING_CAPACITY = 512
 #: Sheaf capacity of the ``slab-sheaves`` single-pair cache.
 SINGLE_SHEAF_CAPACITY = 32
 #: Seed of the xorshift64 generator (Marsaglia's example seed).
@@ -507,13 +662,14 @@ SINGLE_IMPLS = ("fifo-ring", "slab", "slab-sheaves")
 def ring_single_pair(records, capacity, live, rounds, seed):
     """The peer: a FIFO ring of ``capacity`` free record indices (a power of two), written in
     the loop with ``live`` objects held. The ring and the live set are local arrays, as a
-    competent user writes them (Numba then knows the records' stores cannot touch them);
-    ``records`` is the preallocated ``int64[capacity, words]`` records. Returns the sum of
-    the indices allocated in the rounds."""
+    competent user writes them (Numba then knows the records' stores cannot touch them), of
+    unsigned indices, so that no index into them or into ``records`` carries negative-index
+    code; ``records`` is the preallocated ``int64[capacity, words]`` records. Returns the sum
+    of the indices allocated in the rounds."""
     mask = np.uint64(capacity - 1)             # unsigned positions: no negative-index code
     one = np.uint64(1)
-    ring = np.arange(capacity)
-    held = np.empty(live, np.int64)
+    ring = np.arange(capacity).astype(np.uint64)
+    held = np.empty(live, np.uint64)
     head = np.uint64(0)
     tail = np.uint64(capacity)
     for k in range(live):
@@ -534,7 +690,7 @@ def ring_single_pair(records, capacity, live, rounds, seed):
         head += one
         records[idx, 0] = r
         held[j] = idx
-        acc += idx
+        acc += np.int64(idx)
     return acc
 
 
@@ -626,8 +782,10 @@ def single_pair_table(rounds: int = SINGLE_ROUNDS, repeat: int = 5,
 CALL_BULK = 16
 CALL_CALLS = 32
 #: The callers: the facade (a plain, gated SlabAllocator), the user's @njit function called
-#: through Numba's dispatcher, and the same function through its native entry point.
-CALL_IMPLS = ("facade", "njit-call", "njit-fastcall")
+#: through Numba's dispatcher, the same function through its native entry point, and a
+#: reference: an empty @njit function called through the dispatcher with the same arguments,
+#: an int in place of the handle (what any call of a jitted function from Python costs).
+CALL_IMPLS = ("facade", "njit-call", "njit-fastcall", "empty-njit")
 CALL_OPS = ("alloc_bulk", "free_bulk")
 
 
@@ -643,11 +801,24 @@ def user_free_bulk(h, cid, nr, objs):
     sjit.kmem_cache_free_bulk(h, cid, nr, objs, 0)
 
 
+@nb.njit(cache=True)
+def empty_alloc_bulk(h, cid, gfp, nr, out):
+    """The reference: :func:`user_alloc_bulk`'s arguments (``h`` an int), no work."""
+    return 0
+
+
+@nb.njit(cache=True)
+def empty_free_bulk(h, cid, nr, objs):
+    """The reference: :func:`user_free_bulk`'s arguments (``h`` an int), no work."""
+    return None
+
+
 def make_calls(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS,
                kernel: str = KERNEL) -> tuple:
     """``(alloc_all, free_all, sa, c, rows)``: ``alloc_all()`` makes ``calls`` allocation
     calls of ``bulk`` objects through ``impl`` (one of :data:`CALL_IMPLS`), one row of
-    ``rows`` each, and ``free_all()`` frees them row by row. The cache's sheaves hold every
+    ``rows`` each, and ``free_all()`` frees them row by row (``empty-njit``: the same calls
+    of an empty function, which leave ``rows`` and the cache alone). The cache's sheaves hold every
     object of the rows (``sheaf_capacity = bulk * calls``) and are warmed, so that every call
     is served by the CPU's main sheaf."""
     if impl not in CALL_IMPLS:
@@ -669,6 +840,9 @@ def make_calls(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS,
         h, cid = sa.handle, c.id
         if impl == "njit-call":
             a, f = user_alloc_bulk, user_free_bulk
+        elif impl == "empty-njit":
+            a, f = empty_alloc_bulk, empty_free_bulk
+            h = sa._handle                      # an int: the handle's address
         else:
             a = fastcall(user_alloc_bulk, h, cid, gfp, bulk, rows[0])
             f = fastcall(user_free_bulk, h, cid, bulk, rows[0])

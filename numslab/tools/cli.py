@@ -192,6 +192,11 @@ def _main(argv: list[str] | None) -> int:
                    help="also the single alloc+free pair inside @njit against a FIFO ring")
     b.add_argument("--calls", action="store_true",
                    help="also the cost of one bulk call from Python against @njit peers")
+    b.add_argument("--ratios", action="store_true",
+                   help="also the same-run ratio table: numslab, the floor and the peers at "
+                        "bulk 16, 64, 250 and 4096 timed in one process, interleaved, best of "
+                        f"{bench.RATIO_REPEAT} samples of {bench.RATIO_PAIRS} pairs (its own "
+                        "sizes, repeat and generations)")
     b.add_argument("--kernel", type=_kernels, default=[bench.KERNEL],
                    metavar="7.0,7.1,7.3,next,6.18",
                    help="the SLUB generations to run numslab on, comma-separated "
@@ -230,6 +235,9 @@ def _main(argv: list[str] | None) -> int:
     for kernel in args.kernel if args.calls else ():
         print(format_calls(bench.call_cost_table(repeat=10 * args.repeat, kernel=kernel),
                            kernel))
+        print()
+    if args.ratios:
+        print(bench.format_ratio_table(bench.bulk_ratio_table()))
         print()
     if args.compile:
         cold = {case: coldstart.cold_start(case) for case in coldstart.COLD_CASES
