@@ -1,6 +1,7 @@
 """Shared fixtures: small allocators whose invariants are checked after every test."""
 from __future__ import annotations
 
+import math
 import shutil
 
 import numpy as np
@@ -109,3 +110,13 @@ def new_slab_order(c: numslab.KmemCache, first: int, objects: int | None = None)
     entries = seq[seq < n * c.slab_size]                # a fallback slab skips the rest
     at = int(np.flatnonzero(entries == int(first) - base)[0])
     return base + np.roll(entries, -at)
+
+
+def is_finite_positive(x) -> bool:
+    """A timing: a finite float above zero."""
+    return isinstance(x, float) and math.isfinite(x) and x > 0
+
+
+def cell(fn, name: str):
+    """The value ``fn`` closes over under ``name`` (the allocator hidden in a closure)."""
+    return fn.__closure__[fn.__code__.co_freevars.index(name)].cell_contents

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from numslab.tools import bench, cli, coldstart
+from numslab.tools import bench, cli, coldstart, singlebench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -175,12 +175,12 @@ def test_main_bench_single_and_calls(capsys):
     assert parse_tables(out) == {}                      # --where none: no bulk table (and a
     # --plot is refused: test_main_rejects_bad_arguments)
     single = parse_block(out, "ns per round of the single")
-    assert [r[0] for r in single[1:]] == list(bench.SINGLE_IMPLS)
+    assert [r[0] for r in single[1:]] == list(singlebench.SINGLE_IMPLS)
     assert all(float(x) > 0 for r in single[1:] for x in r[1:])
     assert single[1][2] == "1.00"
     calls = parse_block(out, "ns per call from Python")
-    assert [r[0] for r in calls[1:len(bench.CALL_IMPLS) + 1]] == list(bench.CALL_IMPLS)
-    assert len(calls) == 1 + len(bench.CALL_IMPLS) + len(bench.CALL_IMPLS) - 1
+    assert [r[0] for r in calls[1:len(singlebench.CALL_IMPLS) + 1]] == list(singlebench.CALL_IMPLS)
+    assert len(calls) == 1 + len(singlebench.CALL_IMPLS) + len(singlebench.CALL_IMPLS) - 1
     assert all(math.isfinite(float(x)) and float(x) > 0 for r in calls[1:] for x in r[-2:])
 
 

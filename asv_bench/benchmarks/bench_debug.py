@@ -1,10 +1,10 @@
 """slab_debug's cost (issue 13): one alloc+free pair on the benchmark cache (256 bytes) plain
 and with debug flags F and FZPU, from Python (the facade: a plain allocator's C gate against
-a debug allocator's Python methods) and from @njit (``bench.slab_single_pair`` through
+a debug allocator's Python methods) and from @njit (``singlebench.slab_single_pair`` through
 ``numslab.jit``: the sheaves, or under 6.18 the CPU freelist, against the checked slow
 path). Compare the impls of one run: the ratio to ``plain`` is the cost of debugging."""
 import numslab
-from numslab.tools import bench
+from numslab.tools import bench, singlebench
 
 IMPLS = ("plain", "F", "FZPU")
 PY_PAIRS = 4096
@@ -43,7 +43,7 @@ class DebugPairPython:
 
 
 class DebugPairJit:
-    """ns per round of ``bench.slab_single_pair`` (256 live objects, one freed and one
+    """ns per round of ``singlebench.slab_single_pair`` (256 live objects, one freed and one
     allocated per round) through ``numslab.jit``."""
 
     params = (list(IMPLS), list(bench.KERNELS))
@@ -53,8 +53,8 @@ class DebugPairJit:
     def setup(self, impl, kernel):
         self.sa, c = make(impl, kernel)
         h, cid = self.sa.handle, c.id
-        self.run = lambda rounds: bench.slab_single_pair(h, cid, bench.SINGLE_LIVE, rounds,
-                                                         bench.SINGLE_SEED)
+        self.run = lambda rounds: singlebench.slab_single_pair(h, cid, singlebench.SINGLE_LIVE, rounds,
+                                                         singlebench.SINGLE_SEED)
         self.run(2)
 
     def time_rounds(self, impl, kernel):

@@ -4,22 +4,22 @@ and writes a word into it. The peer is a FIFO ring of free indices written in th
 LIFO stack pair would be folded away by the compiler); numslab runs the same loop through
 ``numslab.jit.kmem_cache_alloc``/``kmem_cache_free`` on the benchmark cache as the
 generation makes it (``slab``: sheaves of 28 under 7.0, none under 6.18) and with sheaves
-asked for (``slab-sheaves``). ``bench.ring_single_pair`` and ``bench.slab_single_pair`` are the
+asked for (``slab-sheaves``). ``singlebench.ring_single_pair`` and ``singlebench.slab_single_pair`` are the
 loops. ``track_ratio_to_ring`` is the issue's figure: numslab's time per round over the ring's,
 both measured in one process, interleaved, best of 9 (cells timed apart swing with the machine:
 the ring alone moved from 2.3 to 3.6 ns between runs here)."""
-from numslab.tools import bench
+from numslab.tools import bench, singlebench
 
-ROUNDS = bench.SINGLE_ROUNDS
+ROUNDS = singlebench.SINGLE_ROUNDS
 
 
 class SinglePairJit:
-    params = (list(bench.SINGLE_IMPLS), list(bench.KERNELS))
+    params = (list(singlebench.SINGLE_IMPLS), list(bench.KERNELS))
     param_names = ["impl", "kernel"]
     timeout = 300
 
     def setup(self, impl, kernel):
-        self.run = bench.make_single_pair(impl, kernel=kernel)
+        self.run = singlebench.make_single_pair(impl, kernel=kernel)
 
     def time_rounds(self, impl, kernel):
         """ROUNDS rounds (and the set-up and release of the 256 live objects)."""
@@ -32,12 +32,12 @@ class SinglePairJit:
 
 
 class SinglePairRatio:
-    params = ([i for i in bench.SINGLE_IMPLS if i != "fifo-ring"], list(bench.KERNELS))
+    params = ([i for i in singlebench.SINGLE_IMPLS if i != "fifo-ring"], list(bench.KERNELS))
     param_names = ["impl", "kernel"]
     timeout = 300
 
     def track_ratio_to_ring(self, impl, kernel):
         """ns per round of ``impl`` over the FIFO ring's, same process, interleaved."""
-        best = bench.single_pair_table(repeat=9, impls=("fifo-ring", impl), kernel=kernel)
+        best = singlebench.single_pair_table(repeat=9, impls=("fifo-ring", impl), kernel=kernel)
         return best[impl] / best["fifo-ring"]
     track_ratio_to_ring.unit = "x the ring"

@@ -14,7 +14,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SlabError
-from . import bench, coldstart, labcli
+from . import bench, coldstart, labcli, singlebench
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -74,11 +74,11 @@ def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
 
 
 def format_single(table: dict[str, float], kernel: str = "") -> str:
-    """A text table of :func:`bench.single_pair_table`: ns per round of the single
+    """A text table of :func:`singlebench.single_pair_table`: ns per round of the single
     alloc+free pair inside @njit, and its ratio to the FIFO ring's (the first row); the
     title names ``kernel`` if given."""
     ref = next(iter(table.values()))
-    lines = [f"ns per round of the single alloc+free pair inside @njit ({bench.SINGLE_LIVE} "
+    lines = [f"ns per round of the single alloc+free pair inside @njit ({singlebench.SINGLE_LIVE} "
              f"live, a random one replaced each round)" + (f", kernel {kernel}" if kernel else ""),
              f"{'impl':<15} {'ns/round':>10} {'x ' + next(iter(table)):>13}", "-" * 40]
     lines += [f"{k:<15} {v:10.2f} {v / ref:13.2f}" for k, v in table.items()]
@@ -86,11 +86,11 @@ def format_single(table: dict[str, float], kernel: str = "") -> str:
 
 
 def format_calls(table: dict[str, dict[str, float]], kernel: str = "") -> str:
-    """A text table of :func:`bench.call_cost_table`: ns per call from Python of
+    """A text table of :func:`singlebench.call_cost_table`: ns per call from Python of
     ``kmem_cache_alloc_bulk`` and ``kmem_cache_free_bulk``, then the facade's ratio to each
     peer (issue 11's target: at most 1.3); the title names ``kernel`` if given."""
-    ops = bench.CALL_OPS
-    lines = [f"ns per call from Python, {bench.CALL_BULK} objects served by the sheaf"
+    ops = singlebench.CALL_OPS
+    lines = [f"ns per call from Python, {singlebench.CALL_BULK} objects served by the sheaf"
              + (f", kernel {kernel}" if kernel else ""),
              f"{'impl':<22} " + " ".join(f"{op:>11}" for op in ops), "-" * 46]
     lines += [f"{impl:<22} " + " ".join(f"{row[op]:11.1f}" for op in ops)
@@ -229,11 +229,11 @@ def _main(argv: list[str] | None) -> int:
         print(format_table(table, sizes, f"ns per alloc+free pair, {title}"))
         print()
     for kernel in args.kernel if args.single else ():
-        print(format_single(bench.single_pair_table(args.objects, args.repeat, kernel=kernel),
+        print(format_single(singlebench.single_pair_table(args.objects, args.repeat, kernel=kernel),
                             kernel))
         print()
     for kernel in args.kernel if args.calls else ():
-        print(format_calls(bench.call_cost_table(repeat=10 * args.repeat, kernel=kernel),
+        print(format_calls(singlebench.call_cost_table(repeat=10 * args.repeat, kernel=kernel),
                            kernel))
         print()
     if args.ratios:
