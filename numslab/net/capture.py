@@ -502,8 +502,11 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
     n = offset.size
     if any(c.ndim != 1 or c.size != n for c in cols):
         raise ValueError("offset, caplen, wirelen and ts_ns must be 1-D of equal length")
-    if n and (offset.min() < 0 or caplen.min() < 0 or (offset + caplen).max() > data.size):
-        raise ValueError("a packet lies outside data")
+    if n and (offset.min() < 0 or caplen.min() < 0 or (offset > data.size - caplen).any()):
+        # (``offset + caplen`` overflows int64 for an offset near 2**63)
+        bad = np.flatnonzero((offset < 0) | (caplen < 0) | (offset > data.size - caplen))[0]
+        raise ValueError(f"packet {bad} lies outside data ({data.size} bytes): offset "
+                         f"{int(offset[bad])}, caplen {int(caplen[bad])}")
     if n and (caplen.max() > 0xFFFFFFFF or wirelen.min() < 0 or wirelen.max() > 0xFFFFFFFF):
         raise ValueError("caplen and wirelen must fit an unsigned 32-bit field")
     max_cap = int(caplen.max()) if n else 0

@@ -27,7 +27,7 @@ from ..engine.native import jit_rt as jit   # this code creates arrays: Numba ru
 from ..engine.layout import PG_LARGE
 from ..engine.kmalloc import kmalloc_cache_name
 from ..facade.allocator import SlabAllocator
-from ..errors import CacheLeakError, OutOfMemoryError
+from ..errors import CacheLeakError, InvalidArgumentError, OutOfMemoryError
 from ..flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, kmalloc_cache_size
@@ -601,8 +601,12 @@ def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
     off, cap = cols[0], cols[1]
     if any(c.ndim != 1 or c.size != off.size for c in cols):
         raise ValueError("offset, caplen, wirelen and ts_ns must be 1-D of equal length")
-    if off.size and (off.min() < 0 or cap.min() < 0 or (off + cap).max() > data.size):
-        raise ValueError("a packet lies outside the packet table's data")
+    if off.size and (off.min() < 0 or cap.min() < 0 or (off > data.size - cap).any()):
+        # (``off + cap`` overflows int64 for an offset near 2**63, and passed the check)
+        bad = np.flatnonzero((off < 0) | (cap < 0) | (off > data.size - cap))[0]
+        raise InvalidArgumentError(
+            f"packet {bad} lies outside the packet table's data ({data.size} bytes): "
+            f"offset {int(off[bad])}, caplen {int(cap[bad])}")
     if off.size and cap.max() > 4 << 20:
         i = int(np.argmax(cap > 4 << 20))
         raise ValueError(f"packet {i} (record data at byte {int(off[i])}) has a captured "
