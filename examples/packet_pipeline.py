@@ -162,7 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load(args: argparse.Namespace) -> tuple[Packets, str]:
     """The input packets and a description of where they came from."""
     if args.pcap:
-        p = read_capture(args.pcap)
+        p = read_capture(args.pcap, mmap=False)   # a mapped file truncated meanwhile: SIGBUS
         return p, f"{args.pcap} (linktype {p.linktype})"
     return generate_traffic(args.packets, args.seed), f"generated traffic (seed {args.seed})"
 

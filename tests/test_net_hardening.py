@@ -2,11 +2,20 @@
 no hang, no silently wrong numbers."""
 from __future__ import annotations
 
+import mmap
+import os
+import sys
+import threading
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from numslab.errors import SlabError
-from numslab.net import generate_traffic, run_pipeline, write_pcap
+from numslab.net import CaptureError, generate_traffic, read_capture, run_pipeline, write_pcap
+
+sys.path.insert(0, str(Path(__file__).absolute().parent.parent / "examples"))
+import packet_pipeline as cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -23,3 +32,44 @@ def test_an_offset_near_2_63_is_outside_data_not_a_wild_read(small, tmp_path):
         run_pipeline(q, "bulk")
     with pytest.raises(ValueError, match=r"packet 3 lies outside data"):
         write_pcap(tmp_path / "w.pcap", q)
+
+
+def test_an_endless_stream_that_is_no_capture_is_refused_at_once():
+    # /dev/zero was read whole (forever) before its magic number was looked at
+    for dev in ("/dev/zero", "/dev/urandom"):
+        with pytest.raises(CaptureError, match="unknown magic .* at byte 0"):
+            read_capture(dev)
+
+
+def test_a_capture_on_a_pipe_is_still_read(small, tmp_path):
+    write_pcap(tmp_path / "a.pcap", small)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = (tmp_path / "a.pcap").read_bytes()
+    t = threading.Thread(target=lambda: fifo.write_bytes(data))
+    t.start()
+    p = read_capture(fifo)
+    t.join()
+    assert p.offset.size == 10 and bytes(p.packet(9)) == bytes(small.packet(9))
+
+
+def test_closed_stdin_is_a_capture_error(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", None)         # python3 ... --pcap - <&-
+    with pytest.raises(CaptureError, match="standard input is closed"):
+        read_capture("-")
+
+
+def _mapped(a) -> bool:
+    while a is not None:
+        if isinstance(a, mmap.mmap):
+            return True
+        a = getattr(a, "base", None)
+    return False
+
+
+def test_the_command_line_does_not_map_its_capture(small, tmp_path):
+    # a mapped capture truncated during the run killed the interpreter with SIGBUS
+    write_pcap(tmp_path / "a.pcap", small)
+    assert _mapped(read_capture(tmp_path / "a.pcap").data)
+    p, _ = cli.load(cli.parse_args(["--pcap", str(tmp_path / "a.pcap")]))
+    assert not _mapped(p.data) and p.offset.size == 10

@@ -427,7 +427,11 @@ def read_capture(path: str | os.PathLike, *, mmap: bool = True) -> Packets:
     path : str or os.PathLike
         The capture file; ``"-"`` reads standard input.
     mmap : bool, default True
-        Memory-map the file (read-only, no copy); otherwise read it into memory.
+        Memory-map the file (read-only, no copy); otherwise read it into memory. A mapped
+        file must not shrink while the table is in use: if another process truncates or
+        rotates it in place, touching the lost pages kills the interpreter with SIGBUS
+        (``run_pipeline`` too). Pass ``mmap=False`` for a file that may change (the
+        command line does). Pipes, devices and standard input are always read.
 
     Returns
     -------
@@ -452,24 +456,39 @@ def read_capture(path: str | os.PathLike, *, mmap: bool = True) -> Packets:
     ``caplen > wirelen`` is passed through unchecked.
     """
     if str(path) == "-":                # standard input, read whole
-        buf = np.frombuffer(sys.stdin.buffer.read(), dtype=np.uint8)
+        if sys.stdin is None or sys.stdin.closed:
+            raise CaptureError("standard input is closed: no capture to read")
+        buf = _read_stream(sys.stdin.buffer)
     elif not stat.S_ISREG(os.stat(path).st_mode):   # a pipe (<(cat x.pcap)), read whole: its
         with open(path, "rb") as f:                 # size 0 read as an empty file
-            buf = np.frombuffer(f.read(), dtype=np.uint8)
+            buf = _read_stream(f)
     elif os.path.getsize(path) == 0:
         buf = np.zeros(0, np.uint8)
     elif mmap:
         buf = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
     else:
         buf = np.fromfile(path, dtype=np.uint8)
-    if buf.size == 0:
-        raise CaptureError("empty capture file: no magic number at byte 0")
-    head = bytes(buf[:4])
+    head = _check_magic(bytes(buf[:4]))
     if head == _PCAPNG_SHB:
         return _read_pcapng(buf)
-    if head in _PCAP_MAGICS:
-        return _read_pcap(buf, *_PCAP_MAGICS[head])
-    raise CaptureError(f"unknown magic 0x{head.hex()} at byte 0 (not a pcap or pcapng file)")
+    return _read_pcap(buf, *_PCAP_MAGICS[head])
+
+
+def _check_magic(head: bytes) -> bytes:
+    """``head`` (a file's first four bytes) if it is a pcap or pcapng magic number."""
+    if not head:
+        raise CaptureError("empty capture file: no magic number at byte 0")
+    if head != _PCAPNG_SHB and head not in _PCAP_MAGICS:
+        raise CaptureError(f"unknown magic 0x{head.hex()} at byte 0 (not a pcap or pcapng "
+                           "file)")
+    return head
+
+
+def _read_stream(f) -> np.ndarray:
+    """A pipe or device read whole, its magic number checked first: an endless stream that
+    is no capture (``/dev/zero``) is refused at once, as tcpdump refuses it."""
+    head = _check_magic(f.read(4))
+    return np.frombuffer(head + f.read(), dtype=np.uint8)
 
 
 def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = False, *,
