@@ -73,3 +73,17 @@ def test_the_command_line_does_not_map_its_capture(small, tmp_path):
     assert _mapped(read_capture(tmp_path / "a.pcap").data)
     p, _ = cli.load(cli.parse_args(["--pcap", str(tmp_path / "a.pcap")]))
     assert not _mapped(p.data) and p.offset.size == 10
+
+
+def test_a_batch_larger_than_the_input_is_bounded_by_its_packets():
+    # bulk/array modes stashed `batch` flow entries (OutOfMemoryError for --batch 3000000 on
+    # 3000 packets) and the stash counted as live flow_cache objects in the summary
+    p = generate_traffic(3000, 0)
+    ref = run_pipeline(p, "single", batch=3000)
+    for mode in ("single", "bulk", "local"):
+        r = run_pipeline(p, mode, batch=3_000_000)
+        assert r.batches == 1 and (r.packets, r.bytes, r.flows, r.counters) == \
+            (ref.packets, ref.bytes, ref.flows, ref.counters)
+        assert r.caches["flow_cache"]["live_objects"] == r.active_flows
+    assert run_pipeline(p, "bulk", batch=64).caches["flow_cache"]["live_objects"] == \
+        ref.active_flows

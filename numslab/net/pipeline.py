@@ -435,12 +435,12 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
             st[S_ERR] = _E_OOM_BUF
             return table
         if mode != _SINGLE:              # top the flow stash up to one entry per packet
-            ns = st[S_STASH]
-            if ns < batch:
-                if _alloc_objs(h, mode, aflags, flow_cid, batch - ns, stash[ns:]) != batch - ns:
+            ns = st[S_STASH]             # of this batch (not ``batch``: 3e6 of 3000 packets)
+            if ns < nb:
+                if _alloc_objs(h, mode, aflags, flow_cid, nb - ns, stash[ns:]) != nb - ns:
                     st[S_ERR] = _E_OOM_FLOW
                     return table
-                st[S_STASH] = batch
+                st[S_STASH] = nb
         nd = 0
         for k in range(nb):
             i = i0 + k
@@ -519,15 +519,22 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
 
 
 @jit
+def _release_stash(h, mode, flow_cid, st, ws):
+    """Free the stash of spare flow entries (end of run, before the report: spares are
+    no flows, and ``single`` has none)."""
+    _free_objs(h, mode, flow_cid, st[S_STASH], ws[_W_STASH])
+    st[S_STASH] = 0
+
+
+@jit
 def _release_flows(h, mode, flow_cid, fv, table, st, ws):
     """Free every flow still in the table and the stash of spare entries (end of run)."""
-    dead, stash = ws[_W_DEAD], ws[_W_STASH]
+    dead = ws[_W_DEAD]
     nd = 0
     while st[S_HEAD]:
         nd = _drop_flow(h, mode, flow_cid, fv, table, st, st[S_HEAD], dead, nd)
     _free_objs(h, mode, flow_cid, nd, dead)
-    _free_objs(h, mode, flow_cid, st[S_STASH], stash)
-    st[S_STASH] = 0
+    _release_stash(h, mode, flow_cid, st, ws)
 
 
 # --------------------------------------------------------------------------- Python API
@@ -707,7 +714,7 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
     m = _MODE_NUM[mode]
     st = np.zeros(S_NCOUNTERS, np.int64)
     st[S_NOW] = np.iinfo(np.int64).min
-    ws = np.zeros((_W_ROWS, batch), np.int64)
+    ws = np.zeros((_W_ROWS, max(1, min(batch, n))), np.int64)   # no batch holds more
     table = np.zeros(1024, np.int64)
     h, fv = sa.handle, flow.view
     args = (h, m, _ARRAY_FLAGS.get(mode, 0) | SLAB_ARRAY_ALLOC_FULL_COUNT, skb.id, flow.id,
@@ -725,6 +732,7 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
         if progress is not None:
             progress(stop - start)
     elapsed = time.perf_counter() - t0
+    _release_stash(h, m, flow.id, st, ws)
     slabinfo = sa.slabinfo()
     caches = {c.name: _cache_report(c, stats_before.get(c.name, {}))
               for c in (skb, flow, *sa.kmalloc_caches)}
