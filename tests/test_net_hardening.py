@@ -87,3 +87,17 @@ def test_a_batch_larger_than_the_input_is_bounded_by_its_packets():
         assert r.caches["flow_cache"]["live_objects"] == r.active_flows
     assert run_pipeline(p, "bulk", batch=64).caches["flow_cache"]["live_objects"] == \
         ref.active_flows
+
+
+@pytest.mark.parametrize("column, values, match", [
+    ("wirelen", lambda p: -p.wirelen, r"packet 0 has wirelen -\d+: .* 0\.\.2\*\*32-1"),
+    ("wirelen", lambda p: np.full(10, 2**62), "packet 0 has wirelen 4611686018427387904"),
+    ("ts_ns", lambda p: np.full(10, np.nan), r"ts_ns\[0\] is nan"),
+    ("ts_ns", lambda p: np.array([-2**63 + 1] + [2**63 - 1] * 9), "ts_ns spans"),
+    ("offset", lambda p: p.offset + 0.7, r"offset\[0\] is 0\.7"),
+    ("caplen", lambda p: p.caplen.astype(str), "caplen must be an integer array"),
+])
+def test_bad_columns_are_refused_not_wrapped(small, column, values, match):
+    # negative/huge wirelen wrapped into the byte counts; NaN ts_ns became -2**63
+    with pytest.raises(SlabError, match=match):
+        run_pipeline(small._replace(**{column: values(small)}))

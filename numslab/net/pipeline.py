@@ -27,7 +27,7 @@ from ..engine.native import jit_rt as jit   # this code creates arrays: Numba ru
 from ..engine.layout import PG_LARGE
 from ..engine.kmalloc import kmalloc_cache_name
 from ..facade.allocator import SlabAllocator
-from ..errors import CacheLeakError, InvalidArgumentError, OutOfMemoryError
+from ..errors import CacheLeakError, InvalidArgumentError, OutOfMemoryError, WrongTypeError
 from ..flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, kmalloc_cache_size
@@ -597,17 +597,46 @@ def _timeout_ns(seconds: float) -> int:
     return np.iinfo(np.int64).max if ns >= 2.0 ** 63 else int(round(ns))
 
 
+_COLUMNS = ("offset", "caplen", "wirelen", "ts_ns")
+
+
+def _int_column(name: str, column: Any) -> np.ndarray:
+    """A packet table column as writable C int64, refusing what would convert wrongly
+    (NaN or fractional floats, uint64 past int64, booleans, strings)."""
+    a = np.asarray(column)
+    kind = a.dtype.kind
+    if kind == "f":
+        bad = ~np.isfinite(a) | (a != np.round(a)) | (a < -2.0**63) | (a >= 2.0**63)
+        if bad.any():
+            i = int(np.flatnonzero(bad.ravel())[0])
+            raise InvalidArgumentError(f"{name}[{i}] is {float(a.ravel()[i])!r}: the column "
+                                       "holds whole numbers within int64")
+    elif kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:
+        raise InvalidArgumentError(f"{name} holds {int(a.max())}, past int64")
+    elif kind not in "iuf":
+        raise WrongTypeError(f"{name} must be an integer array, not {a.dtype}")
+    return np.require(a, np.int64, ["C", "W"])
+
+
 def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
     """The packet table as the kernel's types (read-only bytes, so pcap and generated input
     share one compiled signature; writable int64 columns), checked so that the kernel
     cannot read outside ``data``."""
     data = np.require(packets.data, np.uint8, ["C"]).view()
     data.flags.writeable = False
-    cols = tuple(np.require(c, np.int64, ["C", "W"]) for c in
-                 (packets.offset, packets.caplen, packets.wirelen, packets.ts_ns))
-    off, cap = cols[0], cols[1]
+    cols = tuple(_int_column(name, getattr(packets, name)) for name in _COLUMNS)
+    off, cap, wire, ts = cols
     if any(c.ndim != 1 or c.size != off.size for c in cols):
-        raise ValueError("offset, caplen, wirelen and ts_ns must be 1-D of equal length")
+        raise InvalidArgumentError("offset, caplen, wirelen and ts_ns must be 1-D of equal "
+                                   "length")
+    if off.size and (wire.min() < 0 or wire.max() > 0xFFFFFFFF):
+        i = int(np.argmax((wire < 0) | (wire > 0xFFFFFFFF)))
+        raise InvalidArgumentError(f"packet {i} has wirelen {int(wire[i])}: a wire length is "
+                                   "0..2**32-1 (pcap's 32-bit field)")
+    if off.size and int(ts.max()) - int(ts.min()) > np.iinfo(np.int64).max:
+        raise InvalidArgumentError(f"ts_ns spans {int(ts.min())}..{int(ts.max())}: more than "
+                                   "2**63-1 ns between packets, which the idle clock cannot "
+                                   "subtract")
     if off.size and (off.min() < 0 or cap.min() < 0 or (off > data.size - cap).any()):
         # (``off + cap`` overflows int64 for an offset near 2**63, and passed the check)
         bad = np.flatnonzero((off < 0) | (cap < 0) | (off > data.size - cap))[0]
