@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from numslab.errors import SlabError
-from numslab.net import CaptureError, generate_traffic, read_capture, run_pipeline, write_pcap
+from numslab.errors import InvalidArgumentError, SlabError, WrongTypeError
+from numslab.net import (CaptureError, generate_traffic, generate_traffic_with_truth,
+                         read_capture, run_pipeline, write_pcap)
 
 sys.path.insert(0, str(Path(__file__).absolute().parent.parent / "examples"))
 import packet_pipeline as cli  # noqa: E402
@@ -101,3 +102,36 @@ def test_bad_columns_are_refused_not_wrapped(small, column, values, match):
     # negative/huge wirelen wrapped into the byte counts; NaN ts_ns became -2**63
     with pytest.raises(SlabError, match=match):
         run_pipeline(small._replace(**{column: values(small)}))
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    (dict(n_packets=1.5), WrongTypeError, "n_packets must be an integer, not 1.5"),
+    (dict(n_packets="10"), WrongTypeError, "n_packets must be an integer"),
+    (dict(n_packets=True), WrongTypeError, "n_packets must be an integer, not True"),
+    (dict(n_packets=-1), InvalidArgumentError, "n_packets must be >= 0"),
+    (dict(n_packets=10, seed=-1), InvalidArgumentError, "seed must be an integer >= 0"),
+    (dict(n_packets=10, seed=1.5), WrongTypeError, "seed must be an integer"),
+    (dict(n_packets=100, n_flows=2.7), WrongTypeError, "n_flows must be an integer"),
+    (dict(n_packets=100, rate_pps=0), InvalidArgumentError, "rate_pps must be a finite rate"),
+    (dict(n_packets=100, rate_pps=-5), InvalidArgumentError, "rate_pps"),
+    (dict(n_packets=100, rate_pps=float("nan")), InvalidArgumentError, "rate_pps"),
+    (dict(n_packets=100, rate_pps=1e-300), InvalidArgumentError, "pass int64 nanoseconds"),
+    (dict(n_packets=100, idle_gap_s=-100), InvalidArgumentError, "idle_gap_s"),
+    (dict(n_packets=100, idle_gap_s=1e300), InvalidArgumentError, "pass int64 nanoseconds"),
+    (dict(n_packets=100, start_ns=2**63 - 10), InvalidArgumentError, "start_ns=9223372"),
+    (dict(n_packets=100, start_ns=1.5e18), WrongTypeError, "start_ns must be an integer"),
+    (dict(n_packets=100, zipf_s=float("nan")), InvalidArgumentError, "zipf_s"),
+    (dict(n_packets=100, ipv6_fraction=float("nan")), InvalidArgumentError, "ipv6_fraction"),
+    (dict(n_packets=100, vlan_fraction=5), InvalidArgumentError, "vlan_fraction"),
+    (dict(n_packets=100, idle_fraction=2), InvalidArgumentError, "idle_fraction"),
+])
+def test_generate_traffic_refuses_bad_arguments(kw, err, match):
+    # rate_pps=0 raised ZeroDivisionError; nan/1e-300 rates, huge gaps or starts wrapped the
+    # timestamps; 1.5, "10" and True packets were taken; seed=-1's message named no seed
+    with pytest.raises(err, match=match):
+        generate_traffic_with_truth(**kw)
+
+
+def test_generate_traffic_near_the_int64_limit_still_increases():
+    p = generate_traffic(100, 0, start_ns=2**63 - 10**12, rate_pps=1000, idle_gap_s=0)
+    assert (np.diff(p.ts_ns) > 0).all() and p.ts_ns[0] >= 2**63 - 10**12
