@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 import sys
 import threading
 from pathlib import Path
@@ -135,3 +136,53 @@ def test_generate_traffic_refuses_bad_arguments(kw, err, match):
 def test_generate_traffic_near_the_int64_limit_still_increases():
     p = generate_traffic(100, 0, start_ns=2**63 - 10**12, rate_pps=1000, idle_gap_s=0)
     assert (np.diff(p.ts_ns) > 0).all() and p.ts_ns[0] >= 2**63 - 10**12
+
+
+def _shb(blen: int = 28) -> bytes:
+    return struct.pack("<IIIHHq", 0x0A0D0D0A, blen, 0x1A2B3C4D, 1, 0, -1) + \
+        struct.pack("<I", blen)
+
+
+def _idb(tsresol: int) -> bytes:
+    body = struct.pack("<HHI", 1, 0, 0) + struct.pack("<HHB3x", 9, 1, tsresol) + bytes(4)
+    return struct.pack("<II", 1, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def _epb(units: int, frame: bytes) -> bytes:
+    body = struct.pack("<IIIII", 0, units >> 32, units & 0xFFFFFFFF, len(frame), len(frame))
+    body += frame + bytes(-len(frame) % 4)
+    return struct.pack("<II", 6, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def test_an_absurd_pcapng_block_length_is_corrupt_not_cut(tmp_path):
+    # 0x7FFFFFF0 read as a capture cut short (exit 0); tshark calls it corrupt
+    f = tmp_path / "huge.pcapng"
+    f.write_bytes(struct.pack("<II", 0x0A0D0D0A, 0x7FFFFFF0) + _shb()[8:] + bytes(64))
+    with pytest.raises(CaptureError, match="block length 2147483632 at byte 0 is too large"):
+        read_capture(f)
+    f.write_bytes(_shb()[:4])                                   # the magic number only
+    with pytest.raises(CaptureError, match="ends inside its pcapng section header"):
+        read_capture(f)
+    f.write_bytes(_shb())                                       # a whole header: no packets
+    assert read_capture(f).offset.size == 0
+
+
+@pytest.mark.parametrize("major", [0, 1, 3])
+def test_a_classic_pcap_version_other_than_2_is_refused(tmp_path, major):
+    f = tmp_path / "v.pcap"
+    f.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, major, 0, 0, 0, 65535, 1))
+    with pytest.raises(CaptureError, match=rf"unsupported pcap version {major}\.0"):
+        read_capture(f)
+
+
+def test_a_pcapng_timestamp_past_int64_nanoseconds_is_an_error(tmp_path):
+    f = tmp_path / "t.pcapng"
+    frame = bytes(60)
+    f.write_bytes(_shb() + _idb(0) + _epb(30_000_000_000, frame))   # seconds: year ~2920
+    with pytest.raises(CaptureError, match="byte 60: its timestamp .* past int64"):
+        read_capture(f)
+    f.write_bytes(_shb() + _idb(0) + _epb(9_000_000_000, frame))    # year 2255: fits
+    assert read_capture(f).ts_ns[0] == 9_000_000_000 * 10**9
+    f.write_bytes(_shb() + _idb(9) + _epb(2**64 - 1, frame))        # ns units past int64
+    with pytest.raises(CaptureError, match="past int64"):
+        read_capture(f)

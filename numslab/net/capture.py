@@ -91,6 +91,10 @@ _E_SHORT_BODY = 10
 _E_BLOCK_CAPLEN = 11
 _E_OPTION = 12
 _E_TRUNC_BLOCK_HDR = 13
+_E_BLOCK_HUGE = 14
+_E_TS_RANGE = 15
+#: The largest pcapng block tshark reads (wiretap's MAX_BLOCK_SIZE); longer is corrupt.
+_MAX_BLOCK = 134348832
 
 _MESSAGES = {
     _E_TRUNC_RECORD: "truncated record header at byte {pos}: {a} of {b} bytes present",
@@ -112,6 +116,10 @@ _MESSAGES = {
     _E_OPTION: "bad pcapng option length {a} at byte {pos} (option code {b})",
     _E_TRUNC_BLOCK_HDR: ("truncated pcapng block header at byte {pos}: {a} of {b} bytes "
                          "present"),
+    _E_BLOCK_HUGE: ("pcapng block length {a} at byte {pos} is too large (block type "
+                    "0x{b:08x}; tshark reads blocks of up to 134348832 bytes): corrupt file"),
+    _E_TS_RANGE: ("pcapng packet block at byte {pos}: its timestamp (interface {b}) is past "
+                  "int64 nanoseconds since 1970 (year 2262)"),
 }
 
 _BT_SHB = 0x0A0D0D0A
@@ -171,14 +179,25 @@ def _scan_pcap(buf, start, be, nano, hdrlen, limit, fill, off, cap, wire, ts):
 
 @jit
 def _units_to_ns(units, pow2, mul, div, exp, tsoff_s):
-    """Convert a pcapng timestamp in interface units (``uint64``) to ``int64`` ns."""
+    """Convert a pcapng timestamp in interface units (``uint64``) to ``int64`` ns:
+    ``(ns, ok)``, ``ok`` False when the time is past int64 nanoseconds (it wrapped)."""
     billion = np.uint64(1_000_000_000)
+    top = np.uint64(0x7FFFFFFFFFFFFFFF)
+    if tsoff_s > 9_223_372_036 or tsoff_s < -9_223_372_036:
+        return np.int64(0), False
+    off = tsoff_s * 1_000_000_000
     if not pow2:
+        if units > np.uint64(0xFFFFFFFFFFFFFFFF) // mul:
+            return np.int64(0), False
         ns = units * mul // div
     elif exp == 0:
+        if units > top // billion:
+            return np.int64(0), False
         ns = units * billion
     else:
         whole = units >> np.uint64(exp) if exp < 64 else np.uint64(0)
+        if whole > top // billion:
+            return np.int64(0), False
         frac = units & ((np.uint64(1) << np.uint64(exp)) - np.uint64(1)) if exp < 64 else units
         if exp <= 34:
             frac_ns = (frac * billion) >> np.uint64(exp)
@@ -187,7 +206,9 @@ def _units_to_ns(units, pow2, mul, div, exp, tsoff_s):
             f = frac >> np.uint64(drop) if drop < 64 else np.uint64(0)
             frac_ns = (f * billion) >> np.uint64(34)
         ns = whole * billion + frac_ns
-    return np.int64(ns) + tsoff_s * 1_000_000_000
+    if ns > top or (off > 0 and np.int64(ns) > 0x7FFFFFFFFFFFFFFF - off):
+        return np.int64(0), False
+    return np.int64(ns) + off, True
 
 
 @jit
@@ -242,6 +263,8 @@ def _scan_pcapng(buf, fill, off, cap, wire, ts, ifc):
         blen = _rd32(buf, p + 4, be)
         if blen < 12 or blen % 4 != 0 or (btype == _BT_SHB and blen < 28):
             return n, _E_BLOCK_LEN, p, blen, btype, n_if, if_link
+        if blen > _MAX_BLOCK:           # not a cut file: a corrupt length (tshark's limit)
+            return n, _E_BLOCK_HUGE, p, blen, btype, n_if, if_link
         if blen > size - p:
             return n, _E_TRUNC_BLOCK, p, blen, size - p, n_if, if_link
         trail = _rd32(buf, p + blen - 4, be)
@@ -323,18 +346,20 @@ def _scan_pcapng(buf, fill, off, cap, wire, ts, ifc):
                 orig = _rd32(buf, body + 16, be)
                 if incl > blen_body - hdr:
                     return n, _E_BLOCK_CAPLEN, p, incl, blen_body - hdr, n_if, if_link
+            t = np.int64(0)       # simple packet blocks carry no timestamp
+            if btype != _BT_SPB:
+                units = ((np.uint64(_rd32(buf, body + 4, be)) << np.uint64(32))
+                         | np.uint64(_rd32(buf, body + 8, be)))
+                t, ok = _units_to_ns(units, if_pow2[k], if_mul[k], if_div[k], if_exp[k],
+                                     if_off[k])
+                if not ok:
+                    return n, _E_TS_RANGE, p, 0, iface, n_if, if_link
             if fill:
                 off[n] = body + hdr
                 cap[n] = incl
                 wire[n] = orig
                 ifc[n] = k
-                if btype == _BT_SPB:
-                    ts[n] = 0  # simple packet blocks carry no timestamp
-                else:
-                    units = ((np.uint64(_rd32(buf, body + 4, be)) << np.uint64(32))
-                             | np.uint64(_rd32(buf, body + 8, be)))
-                    ts[n] = _units_to_ns(units, if_pow2[k], if_mul[k], if_div[k],
-                                         if_exp[k], if_off[k])
+                ts[n] = t
             n += 1
         p += blen
     return n, _E_OK, 0, 0, 0, n_if, if_link
@@ -376,6 +401,10 @@ def _read_pcap(buf: np.ndarray, be: bool, nano: bool, hdrlen: int) -> Packets:
         raise CaptureError(f"truncated pcap file header at byte 0: {buf.size} of 24 "
                            "bytes present")
     order = ">" if be else "<"
+    major, minor = struct.unpack(order + "HH", bytes(buf[4:8]))
+    if major != 2:                      # libpcap: "archaic" below 2, unsupported above
+        raise CaptureError(f"unsupported pcap version {major}.{minor} in the file header at "
+                           "byte 4 (version 2.x is read, as tcpdump reads it)")
     snaplen, network = struct.unpack(order + "II", bytes(buf[16:24]))
     limit = snaplen if snaplen > 0 else _MAX_SNAPLEN
     dummy = _empty_columns(0)
@@ -396,6 +425,9 @@ def _read_pcapng(buf: np.ndarray) -> Packets:
     dummy = _empty_columns(0)
     ifc = np.empty(0, np.int32)
     n, err, pos, a, b, n_if, if_link = _scan_pcapng(buf, False, *dummy, ifc)
+    if err in _CUT and pos == 0:        # no section header at all: not a cut capture
+        raise CaptureError("the file ends inside its pcapng section header: "
+                           + _MESSAGES[err].format(pos=pos, a=a, b=b))
     if err in _CUT:
         _warn_cut(err, pos, a, b, n)
     elif err != _E_OK:
