@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -16,7 +17,8 @@ from numslab.errors import InvalidArgumentError, SlabError, WrongTypeError
 from numslab.net import (CaptureError, generate_traffic, generate_traffic_with_truth,
                          read_capture, run_pipeline, write_pcap)
 
-sys.path.insert(0, str(Path(__file__).absolute().parent.parent / "examples"))
+CLI = Path(__file__).absolute().parent.parent / "examples" / "packet_pipeline.py"
+sys.path.insert(0, str(CLI.parent))
 import packet_pipeline as cli  # noqa: E402
 
 
@@ -186,3 +188,39 @@ def test_a_pcapng_timestamp_past_int64_nanoseconds_is_an_error(tmp_path):
     f.write_bytes(_shb() + _idb(9) + _epb(2**64 - 1, frame))        # ns units past int64
     with pytest.raises(CaptureError, match="past int64"):
         read_capture(f)
+
+
+def test_cli_refuses_an_empty_pcap_name_and_warns_of_ignored_options(small, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:            # it silently used generated traffic
+        cli.main(["--pcap", ""])
+    assert e.value.code == 2 and "--pcap: an empty file name" in capsys.readouterr().err
+    write_pcap(tmp_path / "a.pcap", small)
+    assert cli.main(["--pcap", str(tmp_path / "a.pcap"), "--seed", "3", "--packets", "5",
+                     "--repeat", "2", "--quiet", "--json"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["packet_pipeline: warning: --packets and --seed ignored with --pcap (for "
+                   "generated traffic only)",
+                   "packet_pipeline: warning: --repeat ignored without --compare (timed runs "
+                   "per mode)"]
+
+
+def test_cli_single_mode_warns_once(small, tmp_path, capsys):
+    # the untimed warm-up run said every warning too
+    write_pcap(tmp_path / "a.pcap", small._replace(linktype=147))
+    assert cli.main(["--pcap", str(tmp_path / "a.pcap"), "--mode", "single", "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "linktype 147 is not parsed" in err[0]
+
+
+def test_cli_closed_pipe_is_quiet_and_refused_output_is_status_1(tmp_path):
+    # `| true` printed "error: [Errno 32] Broken pipe" and exited 2 (bad input)
+    cmd = [sys.executable, str(CLI), "--packets", "300", "--quiet"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=600) == 1 and err == ""
+    with open("/dev/full", "wb") as full:
+        q = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=600,
+                           check=False)
+    assert q.returncode == 1 and q.stderr == \
+        "packet_pipeline: error: cannot write the output: No space left on device\n"
