@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from numslab import OutOfMemoryError, SlabAllocator
 from numslab.errors import InvalidArgumentError, SlabError, WrongTypeError
 from numslab.net import (CaptureError, generate_traffic, generate_traffic_with_truth,
                          read_capture, run_pipeline, write_pcap)
@@ -224,3 +225,44 @@ def test_cli_closed_pipe_is_quiet_and_refused_output_is_status_1(tmp_path):
                            check=False)
     assert q.returncode == 1 and q.stderr == \
         "packet_pipeline: error: cannot write the output: No space left on device\n"
+
+
+def test_run_pipeline_argument_errors_are_slab_errors(small, tmp_path):
+    for kw, err in (({"idle_timeout": "30"}, WrongTypeError), ({"idle_timeout": None},
+                    WrongTypeError), ({"mode": "fast"}, InvalidArgumentError),
+                    ({"batch": 0}, InvalidArgumentError)):
+        with pytest.raises(err):
+            run_pipeline(small, **kw)
+    with pytest.raises(WrongTypeError, match="linktype must be an integer, not None"):
+        run_pipeline(small._replace(linktype=None))
+    assert issubclass(CaptureError, SlabError) and issubclass(CaptureError, ValueError)
+    with pytest.raises(InvalidArgumentError, match="snaplen 8589934592 does not fit"):
+        write_pcap(tmp_path / "w.pcap", small, snaplen=2**33)   # struct.error
+    with pytest.raises(WrongTypeError, match="linktype must be an integer"):
+        write_pcap(tmp_path / "w.pcap", small._replace(linktype=None))
+
+
+def _held(sa) -> dict:
+    return {c.name: c.live_objects - c.sheaf_objects for c in sa.caches}
+
+
+@pytest.mark.parametrize("mode", ["single", "bulk", "local"])
+def test_an_error_inside_the_run_leaves_the_callers_allocator_clean(mode):
+    # after running out of memory, or an exception from progress, the pipeline's objects
+    # stayed allocated in a caller's SlabAllocator
+    p = generate_traffic(20_000, 0)
+    sa = SlabAllocator(memory="4M")
+    before = _held(sa)
+    with pytest.raises(OutOfMemoryError):
+        run_pipeline(p, mode, sa=sa, batch=4096)
+    assert _held(sa) == before and not any(c.name.startswith(("skbuff", "flow"))
+                                           for c in sa.caches)
+
+    def boom(n):
+        raise KeyboardInterrupt
+    sa = SlabAllocator()
+    before = _held(sa)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(p, mode, sa=sa, progress=boom, chunk=100)
+    assert _held(sa) == before
+    assert run_pipeline(p, mode, sa=sa).packets == 20_000       # the allocator still works

@@ -13,12 +13,14 @@ from typing import NamedTuple
 
 import numpy as np
 from ..engine.native import jit_rt as jit   # this code creates arrays: Numba runtime on
+from ..errors import InvalidArgumentError, SlabError, WrongTypeError
 
 __all__ = ["CaptureError", "Packets", "read_capture", "write_pcap"]
 
 
-class CaptureError(ValueError):
-    """A capture file that is truncated, corrupt or not a capture file at all."""
+class CaptureError(SlabError, ValueError):
+    """A capture file that is truncated, corrupt or not a capture file at all (a
+    :class:`numslab.SlabError`; a ValueError, as it always was)."""
 
 
 class CaptureTruncatedWarning(UserWarning):
@@ -542,9 +544,12 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
 
     Raises
     ------
-    ValueError
-        Columns of different lengths, a packet outside ``data``, a length that does not
-        fit 32 bits or exceeds ``snaplen``, or a timestamp before 1970 or after 2106.
+    numslab.InvalidArgumentError
+        (A ValueError.) Columns of different lengths, a packet outside ``data``, a length
+        that does not fit 32 bits or exceeds ``snaplen``, a ``snaplen`` outside
+        0..2**32-1, or a timestamp before 1970 or after 2106.
+    numslab.WrongTypeError
+        A ``snaplen`` or ``linktype`` that is not an integer.
     """
     data = np.ascontiguousarray(packets.data, dtype=np.uint8)
     cols = [np.ascontiguousarray(c, dtype=np.int64)
@@ -552,23 +557,29 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
     offset, caplen, wirelen, ts_ns = cols
     n = offset.size
     if any(c.ndim != 1 or c.size != n for c in cols):
-        raise ValueError("offset, caplen, wirelen and ts_ns must be 1-D of equal length")
+        raise InvalidArgumentError("offset, caplen, wirelen and ts_ns must be 1-D of equal length")
     if n and (offset.min() < 0 or caplen.min() < 0 or (offset > data.size - caplen).any()):
         # (``offset + caplen`` overflows int64 for an offset near 2**63)
         bad = np.flatnonzero((offset < 0) | (caplen < 0) | (offset > data.size - caplen))[0]
-        raise ValueError(f"packet {bad} lies outside data ({data.size} bytes): offset "
+        raise InvalidArgumentError(f"packet {bad} lies outside data ({data.size} bytes): offset "
                          f"{int(offset[bad])}, caplen {int(caplen[bad])}")
     if n and (caplen.max() > 0xFFFFFFFF or wirelen.min() < 0 or wirelen.max() > 0xFFFFFFFF):
-        raise ValueError("caplen and wirelen must fit an unsigned 32-bit field")
+        raise InvalidArgumentError("caplen and wirelen must fit an unsigned 32-bit field")
     max_cap = int(caplen.max()) if n else 0
     if snaplen is None:
         snaplen = max(65535, max_cap)
+    for name, v in (("snaplen", snaplen), ("linktype", packets.linktype)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise WrongTypeError(f"{name} must be an integer, not {v!r}")
+    if not 0 <= snaplen <= 0xFFFFFFFF:
+        raise InvalidArgumentError(f"snaplen {snaplen} does not fit the file header's "
+                                   "32-bit field")
     if max_cap > snaplen:
-        raise ValueError(f"caplen {max_cap} exceeds snaplen {snaplen}")
+        raise InvalidArgumentError(f"caplen {max_cap} exceeds snaplen {snaplen}")
     sec, rem = np.divmod(ts_ns, _NS)
     frac = rem if nanosecond else rem // 1000
     if n and (sec.min() < 0 or sec.max() > 0xFFFFFFFF):
-        raise ValueError("timestamps must lie between 1970 and 2106")
+        raise InvalidArgumentError("timestamps must lie between 1970 and 2106")
     magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
     header = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, packets.linktype & 0xFFFFFFFF)
     out = np.empty(24 + 16 * n + int(caplen.sum()), np.uint8)
