@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import threading
 import warnings
@@ -118,9 +119,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     src.add_argument("--pcap", metavar="FILE", help="capture to read (pcap us/ns either "
                      "byte order, or pcapng; - for standard input); default: generated "
                      "traffic")
-    src.add_argument("--packets", type=int, default=200_000, metavar="N",
-                     help="packets of generated traffic (default %(default)s)")
-    src.add_argument("--seed", type=int, default=0,
+    src.add_argument("--packets", type=int, metavar="N",
+                     help="packets of generated traffic (default 200000)")
+    src.add_argument("--seed", type=int,
                      help="seed of generated traffic (an integer >= 0; default 0)")
     run = ap.add_argument_group("pipeline")
     run.add_argument("--mode", choices=MODES, default="bulk",
@@ -130,7 +131,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      help="free a flow after SEC seconds without a packet (default 30)")
     run.add_argument("--compare", action="store_true",
                      help="run every mode on the same input and compare their speed")
-    run.add_argument("--repeat", type=int, default=3, metavar="R",
+    run.add_argument("--repeat", type=int, metavar="R",
                      help="with --compare: timed runs per mode, fastest kept (default 3)")
     run.add_argument("--cpus", type=int, default=4, help="simulated CPUs (default 4)")
     run.add_argument("--kernel", type=kernels, default=["7.0"], metavar=",".join(numslab.KERNELS),
@@ -143,6 +144,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out.add_argument("--top", type=int, default=5, metavar="K",
                      help="caches listed in the summary (default 5)")
     args = ap.parse_args(argv)
+    if args.pcap == "":
+        ap.error("--pcap: an empty file name (give a capture, or - for standard input)")
+    generated = [f"--{a}" for a in ("packets", "seed") if getattr(args, a) is not None]
+    if args.pcap is not None and generated:
+        print(f"{PROG}: warning: {' and '.join(generated)} ignored with --pcap (for "
+              "generated traffic only)", file=sys.stderr)
+    if args.repeat is not None and not args.compare:
+        print(f"{PROG}: warning: --repeat ignored without --compare (timed runs per mode)",
+              file=sys.stderr)
+    for name, default in (("packets", 200_000), ("seed", 0), ("repeat", 3)):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if args.packets < 0 or args.batch < 1 or args.repeat < 1 or not args.idle_timeout >= 0 \
             or args.top < 0 or args.seed < 0:
         ap.error("--packets, --seed and --top must be >= 0, --batch and --repeat >= 1, "
@@ -162,7 +175,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def load(args: argparse.Namespace) -> tuple[Packets, str]:
     """The input packets and a description of where they came from."""
     if args.pcap:
-        p = read_capture(args.pcap)
+        p = read_capture(args.pcap, mmap=False)   # a mapped file truncated meanwhile: SIGBUS
         return p, f"{args.pcap} (linktype {p.linktype})"
     return generate_traffic(args.packets, args.seed), f"generated traffic (seed {args.seed})"
 
@@ -272,10 +285,23 @@ def warning_line(message: Any, category: type, filename: str, lineno: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; the exit status (0 ok, 1 leak or failure, 2 bad input)."""
-    with warnings.catch_warnings():
-        warnings.showwarning = warning_line
-        return _main(argv)
+    """Run the CLI; the exit status (0 ok, 1 leak or failure, 2 bad input). Output cut short
+    by its reader (``| head``) ends the command quietly, as ``numslab`` does."""
+    try:
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = warning_line
+                return _main(argv)
+        finally:                        # what is still buffered: here, not at exit
+            sys.stdout.flush()
+    except OSError as e:                # a closed pipe, or output refused (> /dev/full)
+        with contextlib.suppress(OSError, ValueError):  # (no file descriptor: nothing to do)
+            devnull = os.open(os.devnull, os.O_WRONLY)  # Python's own flush at exit would
+            os.dup2(devnull, sys.stdout.fileno())       # fail again, with a traceback
+        if not isinstance(e, BrokenPipeError):
+            print(f"{PROG}: error: cannot write the output: {e.strerror or e}",
+                  file=sys.stderr)
+        return 1
 
 
 def _main(argv: list[str] | None) -> int:
@@ -283,6 +309,13 @@ def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     try:
         packets, source = load(args)
+    except CaptureError as e:
+        print(f"{PROG}: error: {args.pcap}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:                # (not the output's: main reports those)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 2
+    try:
         bar = progress_bar(args, len(packets.offset))
         kw = dict(batch=args.batch, idle_timeout=args.idle_timeout, nr_cpus=args.cpus,
                   memory=args.memory)
@@ -299,19 +332,14 @@ def _main(argv: list[str] | None) -> int:
             # untimed on the first packets first, as compare_modes does, so that the speed
             # line measures the pipeline and not the JIT compiling it (a first run on an empty
             # Numba cache would otherwise report ~100x the speed of the next)
-            with compiling_notice(args):
+            with compiling_notice(args), warnings.catch_warnings():
+                warnings.simplefilter("ignore")     # the timed run says it (it was twice)
                 run_pipeline(head(packets, min(WARMUP, len(packets.offset))), args.mode,
                              kernel=args.kernel[0], **kw)
             r = run_pipeline(packets, args.mode, progress=bar(args.mode),
                              kernel=args.kernel[0], **kw)
             print(json.dumps({"source": source, **r.to_dict()}) if args.json
                   else summary(r, source, args.top))
-    except CaptureError as e:
-        print(f"{PROG}: error: {args.pcap}: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
     except LeakError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1

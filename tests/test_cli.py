@@ -314,3 +314,27 @@ def test_replay_warnings_are_one_line_and_an_error_under_w_error(tmp_path, capsy
         assert cli.main(["replay", str(trace), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("numslab: error: UserWarning: trace, line 31")
+
+
+def test_output_the_system_refuses_is_one_line_and_status_1(tmp_path):
+    """``numslab replay X > /dev/full`` printed a traceback (OSError ENOSPC)."""
+    trace = tmp_path / "t.txt"
+    trace.write_text("".join(
+        f"  t-1 [000] ..... 100.{1 + i:06d}: kmem_cache_alloc: call_site=x+0x1/0x2 "
+        f"ptr={0x3000 + 256 * i:016x} name=dentry bytes_req=192 bytes_alloc=192 "
+        "gfp_flags=GFP_KERNEL node=-1\n" for i in range(40)))
+    with open("/dev/full", "wb") as full:
+        p = subprocess.run([sys.executable, "-m", "numslab", "replay", str(trace),
+                            "--no-progress"], stdout=full, stderr=subprocess.PIPE, text=True,
+                           check=False, timeout=600)
+    assert p.returncode == 1
+    assert p.stderr.strip() == "numslab: error: cannot write the output: No space left on " \
+        "device"
+
+
+def test_a_lab_error_names_its_command_once(tmp_path, capsys):
+    """``numslab snapshot: snapshot: cannot list ...``: the prefix was doubled."""
+    assert cli.main(["snapshot", "--slab-root", str(tmp_path / "none"),
+                     "-o", str(tmp_path / "s.json")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("numslab snapshot: cannot list") and "snapshot: snapshot" not in err

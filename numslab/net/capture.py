@@ -13,12 +13,14 @@ from typing import NamedTuple
 
 import numpy as np
 from ..engine.native import jit_rt as jit   # this code creates arrays: Numba runtime on
+from ..errors import InvalidArgumentError, SlabError, WrongTypeError
 
 __all__ = ["CaptureError", "Packets", "read_capture", "write_pcap"]
 
 
-class CaptureError(ValueError):
-    """A capture file that is truncated, corrupt or not a capture file at all."""
+class CaptureError(SlabError, ValueError):
+    """A capture file that is truncated, corrupt or not a capture file at all (a
+    :class:`numslab.SlabError`; a ValueError, as it always was)."""
 
 
 class CaptureTruncatedWarning(UserWarning):
@@ -91,6 +93,10 @@ _E_SHORT_BODY = 10
 _E_BLOCK_CAPLEN = 11
 _E_OPTION = 12
 _E_TRUNC_BLOCK_HDR = 13
+_E_BLOCK_HUGE = 14
+_E_TS_RANGE = 15
+#: The largest pcapng block tshark reads (wiretap's MAX_BLOCK_SIZE); longer is corrupt.
+_MAX_BLOCK = 134348832
 
 _MESSAGES = {
     _E_TRUNC_RECORD: "truncated record header at byte {pos}: {a} of {b} bytes present",
@@ -112,6 +118,10 @@ _MESSAGES = {
     _E_OPTION: "bad pcapng option length {a} at byte {pos} (option code {b})",
     _E_TRUNC_BLOCK_HDR: ("truncated pcapng block header at byte {pos}: {a} of {b} bytes "
                          "present"),
+    _E_BLOCK_HUGE: ("pcapng block length {a} at byte {pos} is too large (block type "
+                    "0x{b:08x}; tshark reads blocks of up to 134348832 bytes): corrupt file"),
+    _E_TS_RANGE: ("pcapng packet block at byte {pos}: its timestamp (interface {b}) is past "
+                  "int64 nanoseconds since 1970 (year 2262)"),
 }
 
 _BT_SHB = 0x0A0D0D0A
@@ -171,14 +181,25 @@ def _scan_pcap(buf, start, be, nano, hdrlen, limit, fill, off, cap, wire, ts):
 
 @jit
 def _units_to_ns(units, pow2, mul, div, exp, tsoff_s):
-    """Convert a pcapng timestamp in interface units (``uint64``) to ``int64`` ns."""
+    """Convert a pcapng timestamp in interface units (``uint64``) to ``int64`` ns:
+    ``(ns, ok)``, ``ok`` False when the time is past int64 nanoseconds (it wrapped)."""
     billion = np.uint64(1_000_000_000)
+    top = np.uint64(0x7FFFFFFFFFFFFFFF)
+    if tsoff_s > 9_223_372_036 or tsoff_s < -9_223_372_036:
+        return np.int64(0), False
+    off = tsoff_s * 1_000_000_000
     if not pow2:
+        if units > np.uint64(0xFFFFFFFFFFFFFFFF) // mul:
+            return np.int64(0), False
         ns = units * mul // div
     elif exp == 0:
+        if units > top // billion:
+            return np.int64(0), False
         ns = units * billion
     else:
         whole = units >> np.uint64(exp) if exp < 64 else np.uint64(0)
+        if whole > top // billion:
+            return np.int64(0), False
         frac = units & ((np.uint64(1) << np.uint64(exp)) - np.uint64(1)) if exp < 64 else units
         if exp <= 34:
             frac_ns = (frac * billion) >> np.uint64(exp)
@@ -187,7 +208,9 @@ def _units_to_ns(units, pow2, mul, div, exp, tsoff_s):
             f = frac >> np.uint64(drop) if drop < 64 else np.uint64(0)
             frac_ns = (f * billion) >> np.uint64(34)
         ns = whole * billion + frac_ns
-    return np.int64(ns) + tsoff_s * 1_000_000_000
+    if ns > top or (off > 0 and np.int64(ns) > 0x7FFFFFFFFFFFFFFF - off):
+        return np.int64(0), False
+    return np.int64(ns) + off, True
 
 
 @jit
@@ -242,6 +265,8 @@ def _scan_pcapng(buf, fill, off, cap, wire, ts, ifc):
         blen = _rd32(buf, p + 4, be)
         if blen < 12 or blen % 4 != 0 or (btype == _BT_SHB and blen < 28):
             return n, _E_BLOCK_LEN, p, blen, btype, n_if, if_link
+        if blen > _MAX_BLOCK:           # not a cut file: a corrupt length (tshark's limit)
+            return n, _E_BLOCK_HUGE, p, blen, btype, n_if, if_link
         if blen > size - p:
             return n, _E_TRUNC_BLOCK, p, blen, size - p, n_if, if_link
         trail = _rd32(buf, p + blen - 4, be)
@@ -323,18 +348,20 @@ def _scan_pcapng(buf, fill, off, cap, wire, ts, ifc):
                 orig = _rd32(buf, body + 16, be)
                 if incl > blen_body - hdr:
                     return n, _E_BLOCK_CAPLEN, p, incl, blen_body - hdr, n_if, if_link
+            t = np.int64(0)       # simple packet blocks carry no timestamp
+            if btype != _BT_SPB:
+                units = ((np.uint64(_rd32(buf, body + 4, be)) << np.uint64(32))
+                         | np.uint64(_rd32(buf, body + 8, be)))
+                t, ok = _units_to_ns(units, if_pow2[k], if_mul[k], if_div[k], if_exp[k],
+                                     if_off[k])
+                if not ok:
+                    return n, _E_TS_RANGE, p, 0, iface, n_if, if_link
             if fill:
                 off[n] = body + hdr
                 cap[n] = incl
                 wire[n] = orig
                 ifc[n] = k
-                if btype == _BT_SPB:
-                    ts[n] = 0  # simple packet blocks carry no timestamp
-                else:
-                    units = ((np.uint64(_rd32(buf, body + 4, be)) << np.uint64(32))
-                             | np.uint64(_rd32(buf, body + 8, be)))
-                    ts[n] = _units_to_ns(units, if_pow2[k], if_mul[k], if_div[k],
-                                         if_exp[k], if_off[k])
+                ts[n] = t
             n += 1
         p += blen
     return n, _E_OK, 0, 0, 0, n_if, if_link
@@ -376,6 +403,10 @@ def _read_pcap(buf: np.ndarray, be: bool, nano: bool, hdrlen: int) -> Packets:
         raise CaptureError(f"truncated pcap file header at byte 0: {buf.size} of 24 "
                            "bytes present")
     order = ">" if be else "<"
+    major, minor = struct.unpack(order + "HH", bytes(buf[4:8]))
+    if major != 2:                      # libpcap: "archaic" below 2, unsupported above
+        raise CaptureError(f"unsupported pcap version {major}.{minor} in the file header at "
+                           "byte 4 (version 2.x is read, as tcpdump reads it)")
     snaplen, network = struct.unpack(order + "II", bytes(buf[16:24]))
     limit = snaplen if snaplen > 0 else _MAX_SNAPLEN
     dummy = _empty_columns(0)
@@ -396,6 +427,9 @@ def _read_pcapng(buf: np.ndarray) -> Packets:
     dummy = _empty_columns(0)
     ifc = np.empty(0, np.int32)
     n, err, pos, a, b, n_if, if_link = _scan_pcapng(buf, False, *dummy, ifc)
+    if err in _CUT and pos == 0:        # no section header at all: not a cut capture
+        raise CaptureError("the file ends inside its pcapng section header: "
+                           + _MESSAGES[err].format(pos=pos, a=a, b=b))
     if err in _CUT:
         _warn_cut(err, pos, a, b, n)
     elif err != _E_OK:
@@ -427,7 +461,11 @@ def read_capture(path: str | os.PathLike, *, mmap: bool = True) -> Packets:
     path : str or os.PathLike
         The capture file; ``"-"`` reads standard input.
     mmap : bool, default True
-        Memory-map the file (read-only, no copy); otherwise read it into memory.
+        Memory-map the file (read-only, no copy); otherwise read it into memory. A mapped
+        file must not shrink while the table is in use: if another process truncates or
+        rotates it in place, touching the lost pages kills the interpreter with SIGBUS
+        (``run_pipeline`` too). Pass ``mmap=False`` for a file that may change (the
+        command line does). Pipes, devices and standard input are always read.
 
     Returns
     -------
@@ -452,24 +490,39 @@ def read_capture(path: str | os.PathLike, *, mmap: bool = True) -> Packets:
     ``caplen > wirelen`` is passed through unchecked.
     """
     if str(path) == "-":                # standard input, read whole
-        buf = np.frombuffer(sys.stdin.buffer.read(), dtype=np.uint8)
+        if sys.stdin is None or sys.stdin.closed:
+            raise CaptureError("standard input is closed: no capture to read")
+        buf = _read_stream(sys.stdin.buffer)
     elif not stat.S_ISREG(os.stat(path).st_mode):   # a pipe (<(cat x.pcap)), read whole: its
         with open(path, "rb") as f:                 # size 0 read as an empty file
-            buf = np.frombuffer(f.read(), dtype=np.uint8)
+            buf = _read_stream(f)
     elif os.path.getsize(path) == 0:
         buf = np.zeros(0, np.uint8)
     elif mmap:
         buf = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
     else:
         buf = np.fromfile(path, dtype=np.uint8)
-    if buf.size == 0:
-        raise CaptureError("empty capture file: no magic number at byte 0")
-    head = bytes(buf[:4])
+    head = _check_magic(bytes(buf[:4]))
     if head == _PCAPNG_SHB:
         return _read_pcapng(buf)
-    if head in _PCAP_MAGICS:
-        return _read_pcap(buf, *_PCAP_MAGICS[head])
-    raise CaptureError(f"unknown magic 0x{head.hex()} at byte 0 (not a pcap or pcapng file)")
+    return _read_pcap(buf, *_PCAP_MAGICS[head])
+
+
+def _check_magic(head: bytes) -> bytes:
+    """``head`` (a file's first four bytes) if it is a pcap or pcapng magic number."""
+    if not head:
+        raise CaptureError("empty capture file: no magic number at byte 0")
+    if head != _PCAPNG_SHB and head not in _PCAP_MAGICS:
+        raise CaptureError(f"unknown magic 0x{head.hex()} at byte 0 (not a pcap or pcapng "
+                           "file)")
+    return head
+
+
+def _read_stream(f) -> np.ndarray:
+    """A pipe or device read whole, its magic number checked first: an endless stream that
+    is no capture (``/dev/zero``) is refused at once, as tcpdump refuses it."""
+    head = _check_magic(f.read(4))
+    return np.frombuffer(head + f.read(), dtype=np.uint8)
 
 
 def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = False, *,
@@ -491,9 +544,12 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
 
     Raises
     ------
-    ValueError
-        Columns of different lengths, a packet outside ``data``, a length that does not
-        fit 32 bits or exceeds ``snaplen``, or a timestamp before 1970 or after 2106.
+    numslab.InvalidArgumentError
+        (A ValueError.) Columns of different lengths, a packet outside ``data``, a length
+        that does not fit 32 bits or exceeds ``snaplen``, a ``snaplen`` outside
+        0..2**32-1, or a timestamp before 1970 or after 2106.
+    numslab.WrongTypeError
+        A ``snaplen`` or ``linktype`` that is not an integer.
     """
     data = np.ascontiguousarray(packets.data, dtype=np.uint8)
     cols = [np.ascontiguousarray(c, dtype=np.int64)
@@ -501,20 +557,29 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
     offset, caplen, wirelen, ts_ns = cols
     n = offset.size
     if any(c.ndim != 1 or c.size != n for c in cols):
-        raise ValueError("offset, caplen, wirelen and ts_ns must be 1-D of equal length")
-    if n and (offset.min() < 0 or caplen.min() < 0 or (offset + caplen).max() > data.size):
-        raise ValueError("a packet lies outside data")
+        raise InvalidArgumentError("offset, caplen, wirelen and ts_ns must be 1-D of equal length")
+    if n and (offset.min() < 0 or caplen.min() < 0 or (offset > data.size - caplen).any()):
+        # (``offset + caplen`` overflows int64 for an offset near 2**63)
+        bad = np.flatnonzero((offset < 0) | (caplen < 0) | (offset > data.size - caplen))[0]
+        raise InvalidArgumentError(f"packet {bad} lies outside data ({data.size} bytes): offset "
+                         f"{int(offset[bad])}, caplen {int(caplen[bad])}")
     if n and (caplen.max() > 0xFFFFFFFF or wirelen.min() < 0 or wirelen.max() > 0xFFFFFFFF):
-        raise ValueError("caplen and wirelen must fit an unsigned 32-bit field")
+        raise InvalidArgumentError("caplen and wirelen must fit an unsigned 32-bit field")
     max_cap = int(caplen.max()) if n else 0
     if snaplen is None:
         snaplen = max(65535, max_cap)
+    for name, v in (("snaplen", snaplen), ("linktype", packets.linktype)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise WrongTypeError(f"{name} must be an integer, not {v!r}")
+    if not 0 <= snaplen <= 0xFFFFFFFF:
+        raise InvalidArgumentError(f"snaplen {snaplen} does not fit the file header's "
+                                   "32-bit field")
     if max_cap > snaplen:
-        raise ValueError(f"caplen {max_cap} exceeds snaplen {snaplen}")
+        raise InvalidArgumentError(f"caplen {max_cap} exceeds snaplen {snaplen}")
     sec, rem = np.divmod(ts_ns, _NS)
     frac = rem if nanosecond else rem // 1000
     if n and (sec.min() < 0 or sec.max() > 0xFFFFFFFF):
-        raise ValueError("timestamps must lie between 1970 and 2106")
+        raise InvalidArgumentError("timestamps must lie between 1970 and 2106")
     magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
     header = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, packets.linktype & 0xFFFFFFFF)
     out = np.empty(24 + 16 * n + int(caplen.sum()), np.uint8)

@@ -27,11 +27,12 @@ from ..engine.native import jit_rt as jit   # this code creates arrays: Numba ru
 from ..engine.layout import PG_LARGE
 from ..engine.kmalloc import kmalloc_cache_name
 from ..facade.allocator import SlabAllocator
-from ..errors import CacheLeakError, OutOfMemoryError
+from ..errors import CacheLeakError, InvalidArgumentError, OutOfMemoryError, WrongTypeError
 from ..flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, kmalloc_cache_size
 from .capture import Packets
+from .tablecheck import _columns, _timeout_ns
 
 __all__ = ["FLOW_DTYPE", "MODES", "SKB_DTYPE", "LeakError", "PipelineResult", "run_pipeline"]
 
@@ -337,7 +338,8 @@ def _alloc_buffers(h, mode, aflags, km, cls_of, caplen, i0, nb, bufs, grp, perm,
     """A kmalloc buffer of ``caplen`` bytes for packets ``i0..i0+nb`` into ``bufs[:nb]``
     (0 for an empty packet). Beyond ``single``, packets are grouped by kmalloc size class
     and each class is allocated with one batch call into ``grp``. Returns the buffers
-    allocated (all in ``grp[:n]`` for a batch free), or -1 when memory ran out."""
+    allocated (all in ``grp[:n]`` for a batch free), or ``-1 - n`` when memory ran out
+    after ``n`` buffers (in ``grp[:n]``, to be freed)."""
     if mode == _SINGLE:
         n = 0
         for k in range(nb):
@@ -345,7 +347,7 @@ def _alloc_buffers(h, mode, aflags, km, cls_of, caplen, i0, nb, bufs, grp, perm,
             if b:
                 grp[n], n = b, n + 1
             elif caplen[i0 + k]:
-                return -1
+                return -1 - n
         return n
     cnt[:] = 0
     for k in range(nb):
@@ -368,12 +370,12 @@ def _alloc_buffers(h, mode, aflags, km, cls_of, caplen, i0, nb, bufs, grp, perm,
                 got = nsj.kmem_cache_alloc_array(h, km[c], nr, grp[s:cnt[c]], aflags,
                                                   _CPU, _GFP)
             if got != nr:
-                return -1
+                return -1 - (s + max(got, 0))
         s = cnt[c]
     for j in range(s, cnt[_C_LARGE]):                  # > 8192 bytes: whole pages
         b = nsj.kmalloc(h, caplen[i0 + perm[j]], _CPU, _GFP)
         if b == 0:
-            return -1
+            return -1 - j
         grp[j] = b
     n = cnt[_C_LARGE]
     for j in range(nb):
@@ -426,21 +428,29 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
     i0 = start
     while i0 < stop:
         nb = min(batch, stop - i0)
-        if _alloc_objs(h, mode, aflags, skb_cid, nb, skbs) != nb:
+        # out of memory: what this batch holds is freed (the flows at the end of the run)
+        got = _alloc_objs(h, mode, aflags, skb_cid, nb, skbs)
+        if got != nb:
+            _free_objs(h, mode, skb_cid, got, skbs)
             st[S_ERR] = _E_OOM_SKB
             return table
         nbuf = _alloc_buffers(h, mode, aflags, km, cls_of, caplen, i0, nb, bufs, grp, perm,
                               kcls, cnt)
         if nbuf < 0:
+            _free_buffers(h, mode, -1 - nbuf, grp)
+            _free_objs(h, mode, skb_cid, nb, skbs)
             st[S_ERR] = _E_OOM_BUF
             return table
         if mode != _SINGLE:              # top the flow stash up to one entry per packet
-            ns = st[S_STASH]
-            if ns < batch:
-                if _alloc_objs(h, mode, aflags, flow_cid, batch - ns, stash[ns:]) != batch - ns:
+            ns = st[S_STASH]             # of this batch (not ``batch``: 3e6 of 3000 packets)
+            if ns < nb:
+                got = _alloc_objs(h, mode, aflags, flow_cid, nb - ns, stash[ns:])
+                st[S_STASH] = ns + max(got, 0)
+                if got != nb - ns:
+                    _free_buffers(h, mode, nbuf, grp)
+                    _free_objs(h, mode, skb_cid, nb, skbs)
                     st[S_ERR] = _E_OOM_FLOW
                     return table
-                st[S_STASH] = batch
         nd = 0
         for k in range(nb):
             i = i0 + k
@@ -484,6 +494,8 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
                 if mode == _SINGLE:
                     e = nsj.kmem_cache_alloc(h, flow_cid, _CPU, _GFP)
                     if e == 0:
+                        _free_buffers(h, mode, nbuf, grp)
+                        _free_objs(h, mode, skb_cid, nb, skbs)
                         st[S_ERR] = _E_OOM_FLOW
                         return table
                 else:
@@ -519,15 +531,22 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
 
 
 @jit
+def _release_stash(h, mode, flow_cid, st, ws):
+    """Free the stash of spare flow entries (end of run, before the report: spares are
+    no flows, and ``single`` has none)."""
+    _free_objs(h, mode, flow_cid, st[S_STASH], ws[_W_STASH])
+    st[S_STASH] = 0
+
+
+@jit
 def _release_flows(h, mode, flow_cid, fv, table, st, ws):
     """Free every flow still in the table and the stash of spare entries (end of run)."""
-    dead, stash = ws[_W_DEAD], ws[_W_STASH]
+    dead = ws[_W_DEAD]
     nd = 0
     while st[S_HEAD]:
         nd = _drop_flow(h, mode, flow_cid, fv, table, st, st[S_HEAD], dead, nd)
     _free_objs(h, mode, flow_cid, nd, dead)
-    _free_objs(h, mode, flow_cid, st[S_STASH], stash)
-    st[S_STASH] = 0
+    _release_stash(h, mode, flow_cid, st, ws)
 
 
 # --------------------------------------------------------------------------- Python API
@@ -581,33 +600,6 @@ def _class_table() -> np.ndarray:
 
 _CLS_OF = _class_table()
 _MODE_NUM = {name: i for i, name in enumerate(MODES)}   # single 0, bulk 1, arrays 2..4
-
-
-def _timeout_ns(seconds: float) -> int:
-    if not seconds >= 0:
-        raise ValueError(f"idle timeout must be >= 0 seconds, not {seconds!r}")
-    ns = seconds * 1e9                  # past int64's nanoseconds (1e308 s is inf ns): never
-    return np.iinfo(np.int64).max if ns >= 2.0 ** 63 else int(round(ns))
-
-
-def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
-    """The packet table as the kernel's types (read-only bytes, so pcap and generated input
-    share one compiled signature; writable int64 columns), checked so that the kernel
-    cannot read outside ``data``."""
-    data = np.require(packets.data, np.uint8, ["C"]).view()
-    data.flags.writeable = False
-    cols = tuple(np.require(c, np.int64, ["C", "W"]) for c in
-                 (packets.offset, packets.caplen, packets.wirelen, packets.ts_ns))
-    off, cap = cols[0], cols[1]
-    if any(c.ndim != 1 or c.size != off.size for c in cols):
-        raise ValueError("offset, caplen, wirelen and ts_ns must be 1-D of equal length")
-    if off.size and (off.min() < 0 or cap.min() < 0 or (off + cap).max() > data.size):
-        raise ValueError("a packet lies outside the packet table's data")
-    if off.size and cap.max() > 4 << 20:
-        i = int(np.argmax(cap > 4 << 20))
-        raise ValueError(f"packet {i} (record data at byte {int(off[i])}) has a captured "
-                         f"length of {int(cap[i])} bytes, above kmalloc's 4 MiB limit")
-    return (data, *cols)
 
 
 def _unique_name(sa: SlabAllocator, name: str) -> str:
@@ -683,37 +675,62 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
     LeakError, MemoryError (the arena ran out; the run is abandoned), ValueError
     """
     if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        raise InvalidArgumentError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"batch must be a positive integer, not {batch!r}")
+        raise InvalidArgumentError(f"batch must be a positive integer, not {batch!r}")
     batch, timeout = int(batch), _timeout_ns(idle_timeout)
     data, offset, caplen, wirelen, ts = _columns(packets)
     n = offset.size
+    if isinstance(packets.linktype, (bool, np.bool_)) or \
+            not isinstance(packets.linktype, (int, np.integer)):
+        raise WrongTypeError(f"the packet table's linktype must be an integer, not "
+                             f"{packets.linktype!r}")
     link = _LINKS.get(int(packets.linktype), _LINK_NONE)
     if link == _LINK_NONE and n:
         warnings.warn(f"linktype {packets.linktype} is not parsed: every packet counts as "
                       "non-IP and no flows are made", stacklevel=2)
     sa = SlabAllocator(nr_cpus=nr_cpus, memory=memory, kernel=kernel) if sa is None else sa
+    m = _MODE_NUM[mode]
+    st = np.zeros(S_NCOUNTERS, np.int64)
+    st[S_NOW] = np.iinfo(np.int64).min
+    ws = np.zeros((_W_ROWS, max(1, min(batch, n))), np.int64)   # no batch holds more
+    table = [np.zeros(1024, np.int64)]      # the flow table, grown by the run
     skb = sa.kmem_cache_create(_unique_name(sa, "skbuff_head_cache"), 0, dtype=SKB_DTYPE)
-    flow = sa.kmem_cache_create(_unique_name(sa, "flow_cache"), 0, dtype=FLOW_DTYPE)
+    flow = None
+    try:
+        flow = sa.kmem_cache_create(_unique_name(sa, "flow_cache"), 0, dtype=FLOW_DTYPE)
+        return _run(sa, skb, flow, m, mode, batch, link, timeout, data, offset, caplen,
+                    wirelen, ts, st, ws, table, progress, chunk, check_leaks)
+    except BaseException:
+        # out of memory, an error of ``progress`` (Ctrl-C): the caller's allocator gets
+        # back what the run holds (each batch freed its own; the flows and spares here)
+        if flow is not None:
+            _release_flows(sa.handle, m, flow.id, flow.view, table[0], st, ws)
+        for c in (skb, flow):
+            if c is not None and not c.live_objects:
+                sa.kmem_cache_destroy(c)
+        raise
+
+
+def _run(sa, skb, flow, m, mode, batch, link, timeout, data, offset, caplen, wirelen, ts, st,
+         ws, box, progress, chunk, check_leaks) -> PipelineResult:
+    """:func:`run_pipeline` once its caches are made; ``box[0]`` is the flow table (kept
+    there as it grows, for the clean-up after an error)."""
+    n = offset.size
+    table = box[0]
     km = np.array([sa.find_cache(kmalloc_cache_name(s)).id for s in KMALLOC_SIZES], np.int64)
     kmalloc_before = {c.name: c.live_objects - c.sheaf_objects for c in sa.kmalloc_caches}
     stats_before = {c.name: c.stats for c in sa.kmalloc_caches}
     large_before = _large_blocks(sa)
-    m = _MODE_NUM[mode]
-    st = np.zeros(S_NCOUNTERS, np.int64)
-    st[S_NOW] = np.iinfo(np.int64).min
-    ws = np.zeros((_W_ROWS, batch), np.int64)
-    table = np.zeros(1024, np.int64)
     h, fv = sa.handle, flow.view
     args = (h, m, _ARRAY_FLAGS.get(mode, 0) | SLAB_ARRAY_ALLOC_FULL_COUNT, skb.id, flow.id,
             km, _CLS_OF, skb.view, fv, data, offset, caplen, wirelen, ts)
-    table = _rx_chunk(*args, 0, 0, batch, link, timeout, table, st, ws)  # compile or load
+    table = box[0] = _rx_chunk(*args, 0, 0, batch, link, timeout, table, st, ws)  # compile
     step = max(1, chunk // batch) * batch
     t0 = time.perf_counter()
     for start in range(0, n, step):
         stop = min(n, start + step)
-        table = _rx_chunk(*args, start, stop, batch, link, timeout, table, st, ws)
+        table = box[0] = _rx_chunk(*args, start, stop, batch, link, timeout, table, st, ws)
         if st[S_ERR]:
             raise OutOfMemoryError(f"the allocator ran out of memory for "
                                    f"{_ERRORS[int(st[S_ERR])]} after {int(st[S_PACKETS])} "
@@ -721,6 +738,7 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
         if progress is not None:
             progress(stop - start)
     elapsed = time.perf_counter() - t0
+    _release_stash(h, m, flow.id, st, ws)
     slabinfo = sa.slabinfo()
     caches = {c.name: _cache_report(c, stats_before.get(c.name, {}))
               for c in (skb, flow, *sa.kmalloc_caches)}

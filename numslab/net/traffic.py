@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 from ..engine.native import jit_rt as jit   # this code creates arrays: Numba runtime on
 
+from ..errors import InvalidArgumentError, WrongTypeError
 from .capture import Packets
 
 __all__ = ["TrafficTruth", "count_flow_sessions", "generate_traffic",
@@ -188,6 +189,19 @@ def _emit_frames(out, offset, vlan, v6, udp, c2s, ckey, skey, cport, sport, seq,
 
 
 # --------------------------------------------------------------------------- helpers
+def _integer(name: str, v: object) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise WrongTypeError(f"{name} must be an integer, not {v!r}")
+    return int(v)
+
+
+def _real(name: str, v: object) -> float:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                             np.floating)):
+        raise WrongTypeError(f"{name} must be a number, not {v!r}")
+    return float(v)
+
+
 def _zipf_weights(n: int, s: float, rng: np.random.Generator) -> np.ndarray:
     """Zipf probabilities ``~ 1/rank**s`` over ``n`` items in random order."""
     w = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** s
@@ -294,10 +308,32 @@ def generate_traffic_with_truth(
     truth : TrafficTruth
         Flow and header ground truth.
     """
-    n = int(n_packets)
-    F = max(1, n // 20) if n_flows is None else int(n_flows)
-    if n < 0 or (n > 0 and not 1 <= F <= n):
-        raise ValueError(f"need 1 <= n_flows <= n_packets, got n_flows={F}, n_packets={n}")
+    n = _integer("n_packets", n_packets)
+    if n < 0:
+        raise InvalidArgumentError(f"n_packets must be >= 0, not {n}")
+    if _integer("seed", seed) < 0:
+        raise InvalidArgumentError(f"seed must be an integer >= 0, not {seed}")
+    F = max(1, n // 20) if n_flows is None else _integer("n_flows", n_flows)
+    if n > 0 and not 1 <= F <= n:
+        raise InvalidArgumentError(f"need 1 <= n_flows <= n_packets, got n_flows={F}, "
+                                   f"n_packets={n}")
+    for name, v in (("ipv6_fraction", ipv6_fraction), ("udp_fraction", udp_fraction),
+                    ("vlan_fraction", vlan_fraction), ("idle_fraction", idle_fraction)):
+        if not 0 <= _real(name, v) <= 1:
+            raise InvalidArgumentError(f"{name} must be a fraction 0..1, not {v!r}")
+    if not np.isfinite(_real("zipf_s", zipf_s)):
+        raise InvalidArgumentError(f"zipf_s must be finite, not {zipf_s!r}")
+    if not 0 < _real("rate_pps", rate_pps) < np.inf:
+        raise InvalidArgumentError(f"rate_pps must be a finite rate > 0, not {rate_pps!r}")
+    if not 0 <= _real("idle_gap_s", idle_gap_s) < np.inf:
+        raise InvalidArgumentError(f"idle_gap_s must be finite and >= 0, not {idle_gap_s!r}")
+    start_ns = _integer("start_ns", start_ns)
+    # the last timestamp: start, the span, one pause and the ramp keeping them increasing
+    end = start_ns + n / rate_pps * 1e9 + idle_gap_s * 1e9 + n
+    if not (-2**63 <= start_ns and end < 2.0**63 - 2.0**20):
+        raise InvalidArgumentError(
+            f"timestamps from start_ns={start_ns} over {n} packets at rate_pps={rate_pps!r} "
+            f"with idle_gap_s={idle_gap_s!r} pass int64 nanoseconds (year 2262)")
     if n == 0:
         e = np.empty(0, np.int64)
         empty = Packets(np.empty(0, np.uint8), e, e.copy(), e.copy(), e.copy(), 1)

@@ -152,6 +152,13 @@ def _warning_line(message: Any, category: type, filename: str, lineno: int,
     print(f"numslab: warning: {message}", file=sys.stderr if file is None else file)
 
 
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: Python's own flush at exit would fail again on what is
+    still buffered, with a traceback."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``numslab`` console script. Output cut short by its reader (``|
     head``) ends the command quietly, as other command-line tools do."""
@@ -163,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         finally:                                    # (what is still buffered, a usage or help
             sys.stdout.flush()                      # text too: here, not at exit)
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)  # Python's own flush at exit would fail
-        os.dup2(devnull, sys.stdout.fileno())       # again, with a traceback
+        _drop_stdout()
+        return 1
+    except OSError as e:                            # output the system refused (> /dev/full)
+        _drop_stdout()
+        print(f"numslab: error: cannot write the output: {e.strerror or e}", file=sys.stderr)
         return 1
     except Warning as e:                            # -W error made a warning an error
         print(f"numslab: error: {type(e).__name__}: {e}", file=sys.stderr)

@@ -171,8 +171,10 @@ def run(args: argparse.Namespace) -> int:
     except InvalidArgumentError as e:   # an argument no run can take: a usage error
         print(f"numslab {args.cmd}: error: {e}", file=sys.stderr)
         return 2
-    except SlabError as e:
-        print(f"numslab {args.cmd}: {e}", file=sys.stderr)
+    except SlabError as e:               # (the message may name the command already)
+        text = str(e)
+        text = text[len(args.cmd) + 2:] if text.startswith(f"{args.cmd}: ") else text
+        print(f"numslab {args.cmd}: {text}", file=sys.stderr)
         return 1
 
 

@@ -1,0 +1,74 @@
+"""Checks of :func:`numslab.net.run_pipeline`'s input: the packet table's columns and the
+idle timeout, refused with :class:`numslab.SlabError` subclasses before any compiled code
+sees them (that code trusts every packet to lie inside ``data``)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgumentError, WrongTypeError
+from .capture import Packets
+
+
+def _timeout_ns(seconds: float) -> int:
+    if isinstance(seconds, (bool, np.bool_)) or not isinstance(seconds, (int, float, np.integer,
+                                                                        np.floating)):
+        raise WrongTypeError(f"idle timeout must be a number of seconds, not {seconds!r}")
+    if not seconds >= 0:
+        raise InvalidArgumentError(f"idle timeout must be >= 0 seconds, not {seconds!r}")
+    ns = seconds * 1e9                  # past int64's nanoseconds (1e308 s is inf ns): never
+    return np.iinfo(np.int64).max if ns >= 2.0 ** 63 else int(round(ns))
+
+
+_COLUMNS = ("offset", "caplen", "wirelen", "ts_ns")
+
+
+def _int_column(name: str, column: Any) -> np.ndarray:
+    """A packet table column as writable C int64, refusing what would convert wrongly
+    (NaN or fractional floats, uint64 past int64, booleans, strings)."""
+    a = np.asarray(column)
+    kind = a.dtype.kind
+    if kind == "f":
+        bad = ~np.isfinite(a) | (a != np.round(a)) | (a < -2.0**63) | (a >= 2.0**63)
+        if bad.any():
+            i = int(np.flatnonzero(bad.ravel())[0])
+            raise InvalidArgumentError(f"{name}[{i}] is {float(a.ravel()[i])!r}: the column "
+                                       "holds whole numbers within int64")
+    elif kind == "u" and a.size and a.max() > np.iinfo(np.int64).max:
+        raise InvalidArgumentError(f"{name} holds {int(a.max())}, past int64")
+    elif kind not in "iuf":
+        raise WrongTypeError(f"{name} must be an integer array, not {a.dtype}")
+    return np.require(a, np.int64, ["C", "W"])
+
+
+def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
+    """The packet table as the kernel's types (read-only bytes, so pcap and generated input
+    share one compiled signature; writable int64 columns), checked so that the kernel
+    cannot read outside ``data``."""
+    data = np.require(packets.data, np.uint8, ["C"]).view()
+    data.flags.writeable = False
+    cols = tuple(_int_column(name, getattr(packets, name)) for name in _COLUMNS)
+    off, cap, wire, ts = cols
+    if any(c.ndim != 1 or c.size != off.size for c in cols):
+        raise InvalidArgumentError("offset, caplen, wirelen and ts_ns must be 1-D of equal "
+                                   "length")
+    if off.size and (wire.min() < 0 or wire.max() > 0xFFFFFFFF):
+        i = int(np.argmax((wire < 0) | (wire > 0xFFFFFFFF)))
+        raise InvalidArgumentError(f"packet {i} has wirelen {int(wire[i])}: a wire length is "
+                                   "0..2**32-1 (pcap's 32-bit field)")
+    if off.size and int(ts.max()) - int(ts.min()) > np.iinfo(np.int64).max:
+        raise InvalidArgumentError(f"ts_ns spans {int(ts.min())}..{int(ts.max())}: more than "
+                                   "2**63-1 ns between packets, which the idle clock cannot "
+                                   "subtract")
+    if off.size and (off.min() < 0 or cap.min() < 0 or (off > data.size - cap).any()):
+        # (``off + cap`` overflows int64 for an offset near 2**63, and passed the check)
+        bad = np.flatnonzero((off < 0) | (cap < 0) | (off > data.size - cap))[0]
+        raise InvalidArgumentError(
+            f"packet {bad} lies outside the packet table's data ({data.size} bytes): "
+            f"offset {int(off[bad])}, caplen {int(cap[bad])}")
+    if off.size and cap.max() > 4 << 20:
+        i = int(np.argmax(cap > 4 << 20))
+        raise InvalidArgumentError(f"packet {i} (record data at byte {int(off[i])}) has a captured "
+                         f"length of {int(cap[i])} bytes, above kmalloc's 4 MiB limit")
+    return (data, *cols)

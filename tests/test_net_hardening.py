@@ -1,0 +1,268 @@
+"""Bad input to numslab.net and the packet pipeline's command line: clear errors, no crash,
+no hang, no silently wrong numbers."""
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from numslab import OutOfMemoryError, SlabAllocator
+from numslab.errors import InvalidArgumentError, SlabError, WrongTypeError
+from numslab.net import (CaptureError, generate_traffic, generate_traffic_with_truth,
+                         read_capture, run_pipeline, write_pcap)
+
+CLI = Path(__file__).absolute().parent.parent / "examples" / "packet_pipeline.py"
+sys.path.insert(0, str(CLI.parent))
+import packet_pipeline as cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small():
+    return generate_traffic(10, 0)
+
+
+def test_an_offset_near_2_63_is_outside_data_not_a_wild_read(small, tmp_path):
+    # (off + cap) overflowed int64 and passed the check: run_pipeline read wild memory
+    off = small.offset.copy()
+    off[3] = 2**63 - 50
+    q = small._replace(offset=off)
+    with pytest.raises(SlabError, match=r"packet 3 lies outside .* offset 9223372036854775758"):
+        run_pipeline(q, "bulk")
+    with pytest.raises(ValueError, match=r"packet 3 lies outside data"):
+        write_pcap(tmp_path / "w.pcap", q)
+
+
+def test_an_endless_stream_that_is_no_capture_is_refused_at_once():
+    # /dev/zero was read whole (forever) before its magic number was looked at
+    for dev in ("/dev/zero", "/dev/urandom"):
+        with pytest.raises(CaptureError, match="unknown magic .* at byte 0"):
+            read_capture(dev)
+
+
+def test_a_capture_on_a_pipe_is_still_read(small, tmp_path):
+    write_pcap(tmp_path / "a.pcap", small)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = (tmp_path / "a.pcap").read_bytes()
+    t = threading.Thread(target=lambda: fifo.write_bytes(data))
+    t.start()
+    p = read_capture(fifo)
+    t.join()
+    assert p.offset.size == 10 and bytes(p.packet(9)) == bytes(small.packet(9))
+
+
+def test_closed_stdin_is_a_capture_error(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", None)         # python3 ... --pcap - <&-
+    with pytest.raises(CaptureError, match="standard input is closed"):
+        read_capture("-")
+
+
+def _mapped(a) -> bool:
+    while a is not None:
+        if isinstance(a, mmap.mmap):
+            return True
+        a = getattr(a, "base", None)
+    return False
+
+
+def test_the_command_line_does_not_map_its_capture(small, tmp_path):
+    # a mapped capture truncated during the run killed the interpreter with SIGBUS
+    write_pcap(tmp_path / "a.pcap", small)
+    assert _mapped(read_capture(tmp_path / "a.pcap").data)
+    p, _ = cli.load(cli.parse_args(["--pcap", str(tmp_path / "a.pcap")]))
+    assert not _mapped(p.data) and p.offset.size == 10
+
+
+def test_a_batch_larger_than_the_input_is_bounded_by_its_packets():
+    # bulk/array modes stashed `batch` flow entries (OutOfMemoryError for --batch 3000000 on
+    # 3000 packets) and the stash counted as live flow_cache objects in the summary
+    p = generate_traffic(3000, 0)
+    ref = run_pipeline(p, "single", batch=3000)
+    for mode in ("single", "bulk", "local"):
+        r = run_pipeline(p, mode, batch=3_000_000)
+        assert r.batches == 1 and (r.packets, r.bytes, r.flows, r.counters) == \
+            (ref.packets, ref.bytes, ref.flows, ref.counters)
+        assert r.caches["flow_cache"]["live_objects"] == r.active_flows
+    assert run_pipeline(p, "bulk", batch=64).caches["flow_cache"]["live_objects"] == \
+        ref.active_flows
+
+
+@pytest.mark.parametrize("column, values, match", [
+    ("wirelen", lambda p: -p.wirelen, r"packet 0 has wirelen -\d+: .* 0\.\.2\*\*32-1"),
+    ("wirelen", lambda p: np.full(10, 2**62), "packet 0 has wirelen 4611686018427387904"),
+    ("ts_ns", lambda p: np.full(10, np.nan), r"ts_ns\[0\] is nan"),
+    ("ts_ns", lambda p: np.array([-2**63 + 1] + [2**63 - 1] * 9), "ts_ns spans"),
+    ("offset", lambda p: p.offset + 0.7, r"offset\[0\] is 0\.7"),
+    ("caplen", lambda p: p.caplen.astype(str), "caplen must be an integer array"),
+])
+def test_bad_columns_are_refused_not_wrapped(small, column, values, match):
+    # negative/huge wirelen wrapped into the byte counts; NaN ts_ns became -2**63
+    with pytest.raises(SlabError, match=match):
+        run_pipeline(small._replace(**{column: values(small)}))
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    (dict(n_packets=1.5), WrongTypeError, "n_packets must be an integer, not 1.5"),
+    (dict(n_packets="10"), WrongTypeError, "n_packets must be an integer"),
+    (dict(n_packets=True), WrongTypeError, "n_packets must be an integer, not True"),
+    (dict(n_packets=-1), InvalidArgumentError, "n_packets must be >= 0"),
+    (dict(n_packets=10, seed=-1), InvalidArgumentError, "seed must be an integer >= 0"),
+    (dict(n_packets=10, seed=1.5), WrongTypeError, "seed must be an integer"),
+    (dict(n_packets=100, n_flows=2.7), WrongTypeError, "n_flows must be an integer"),
+    (dict(n_packets=100, rate_pps=0), InvalidArgumentError, "rate_pps must be a finite rate"),
+    (dict(n_packets=100, rate_pps=-5), InvalidArgumentError, "rate_pps"),
+    (dict(n_packets=100, rate_pps=float("nan")), InvalidArgumentError, "rate_pps"),
+    (dict(n_packets=100, rate_pps=1e-300), InvalidArgumentError, "pass int64 nanoseconds"),
+    (dict(n_packets=100, idle_gap_s=-100), InvalidArgumentError, "idle_gap_s"),
+    (dict(n_packets=100, idle_gap_s=1e300), InvalidArgumentError, "pass int64 nanoseconds"),
+    (dict(n_packets=100, start_ns=2**63 - 10), InvalidArgumentError, "start_ns=9223372"),
+    (dict(n_packets=100, start_ns=1.5e18), WrongTypeError, "start_ns must be an integer"),
+    (dict(n_packets=100, zipf_s=float("nan")), InvalidArgumentError, "zipf_s"),
+    (dict(n_packets=100, ipv6_fraction=float("nan")), InvalidArgumentError, "ipv6_fraction"),
+    (dict(n_packets=100, vlan_fraction=5), InvalidArgumentError, "vlan_fraction"),
+    (dict(n_packets=100, idle_fraction=2), InvalidArgumentError, "idle_fraction"),
+])
+def test_generate_traffic_refuses_bad_arguments(kw, err, match):
+    # rate_pps=0 raised ZeroDivisionError; nan/1e-300 rates, huge gaps or starts wrapped the
+    # timestamps; 1.5, "10" and True packets were taken; seed=-1's message named no seed
+    with pytest.raises(err, match=match):
+        generate_traffic_with_truth(**kw)
+
+
+def test_generate_traffic_near_the_int64_limit_still_increases():
+    p = generate_traffic(100, 0, start_ns=2**63 - 10**12, rate_pps=1000, idle_gap_s=0)
+    assert (np.diff(p.ts_ns) > 0).all() and p.ts_ns[0] >= 2**63 - 10**12
+
+
+def _shb(blen: int = 28) -> bytes:
+    return struct.pack("<IIIHHq", 0x0A0D0D0A, blen, 0x1A2B3C4D, 1, 0, -1) + \
+        struct.pack("<I", blen)
+
+
+def _idb(tsresol: int) -> bytes:
+    body = struct.pack("<HHI", 1, 0, 0) + struct.pack("<HHB3x", 9, 1, tsresol) + bytes(4)
+    return struct.pack("<II", 1, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def _epb(units: int, frame: bytes) -> bytes:
+    body = struct.pack("<IIIII", 0, units >> 32, units & 0xFFFFFFFF, len(frame), len(frame))
+    body += frame + bytes(-len(frame) % 4)
+    return struct.pack("<II", 6, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def test_an_absurd_pcapng_block_length_is_corrupt_not_cut(tmp_path):
+    # 0x7FFFFFF0 read as a capture cut short (exit 0); tshark calls it corrupt
+    f = tmp_path / "huge.pcapng"
+    f.write_bytes(struct.pack("<II", 0x0A0D0D0A, 0x7FFFFFF0) + _shb()[8:] + bytes(64))
+    with pytest.raises(CaptureError, match="block length 2147483632 at byte 0 is too large"):
+        read_capture(f)
+    f.write_bytes(_shb()[:4])                                   # the magic number only
+    with pytest.raises(CaptureError, match="ends inside its pcapng section header"):
+        read_capture(f)
+    f.write_bytes(_shb())                                       # a whole header: no packets
+    assert read_capture(f).offset.size == 0
+
+
+@pytest.mark.parametrize("major", [0, 1, 3])
+def test_a_classic_pcap_version_other_than_2_is_refused(tmp_path, major):
+    f = tmp_path / "v.pcap"
+    f.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, major, 0, 0, 0, 65535, 1))
+    with pytest.raises(CaptureError, match=rf"unsupported pcap version {major}\.0"):
+        read_capture(f)
+
+
+def test_a_pcapng_timestamp_past_int64_nanoseconds_is_an_error(tmp_path):
+    f = tmp_path / "t.pcapng"
+    frame = bytes(60)
+    f.write_bytes(_shb() + _idb(0) + _epb(30_000_000_000, frame))   # seconds: year ~2920
+    with pytest.raises(CaptureError, match="byte 60: its timestamp .* past int64"):
+        read_capture(f)
+    f.write_bytes(_shb() + _idb(0) + _epb(9_000_000_000, frame))    # year 2255: fits
+    assert read_capture(f).ts_ns[0] == 9_000_000_000 * 10**9
+    f.write_bytes(_shb() + _idb(9) + _epb(2**64 - 1, frame))        # ns units past int64
+    with pytest.raises(CaptureError, match="past int64"):
+        read_capture(f)
+
+
+def test_cli_refuses_an_empty_pcap_name_and_warns_of_ignored_options(small, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:            # it silently used generated traffic
+        cli.main(["--pcap", ""])
+    assert e.value.code == 2 and "--pcap: an empty file name" in capsys.readouterr().err
+    write_pcap(tmp_path / "a.pcap", small)
+    assert cli.main(["--pcap", str(tmp_path / "a.pcap"), "--seed", "3", "--packets", "5",
+                     "--repeat", "2", "--quiet", "--json"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["packet_pipeline: warning: --packets and --seed ignored with --pcap (for "
+                   "generated traffic only)",
+                   "packet_pipeline: warning: --repeat ignored without --compare (timed runs "
+                   "per mode)"]
+
+
+def test_cli_single_mode_warns_once(small, tmp_path, capsys):
+    # the untimed warm-up run said every warning too
+    write_pcap(tmp_path / "a.pcap", small._replace(linktype=147))
+    assert cli.main(["--pcap", str(tmp_path / "a.pcap"), "--mode", "single", "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "linktype 147 is not parsed" in err[0]
+
+
+def test_cli_closed_pipe_is_quiet_and_refused_output_is_status_1(tmp_path):
+    # `| true` printed "error: [Errno 32] Broken pipe" and exited 2 (bad input)
+    cmd = [sys.executable, str(CLI), "--packets", "300", "--quiet"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=600) == 1 and err == ""
+    with open("/dev/full", "wb") as full:
+        q = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=600,
+                           check=False)
+    assert q.returncode == 1 and q.stderr == \
+        "packet_pipeline: error: cannot write the output: No space left on device\n"
+
+
+def test_run_pipeline_argument_errors_are_slab_errors(small, tmp_path):
+    for kw, err in (({"idle_timeout": "30"}, WrongTypeError), ({"idle_timeout": None},
+                    WrongTypeError), ({"mode": "fast"}, InvalidArgumentError),
+                    ({"batch": 0}, InvalidArgumentError)):
+        with pytest.raises(err):
+            run_pipeline(small, **kw)
+    with pytest.raises(WrongTypeError, match="linktype must be an integer, not None"):
+        run_pipeline(small._replace(linktype=None))
+    assert issubclass(CaptureError, SlabError) and issubclass(CaptureError, ValueError)
+    with pytest.raises(InvalidArgumentError, match="snaplen 8589934592 does not fit"):
+        write_pcap(tmp_path / "w.pcap", small, snaplen=2**33)   # struct.error
+    with pytest.raises(WrongTypeError, match="linktype must be an integer"):
+        write_pcap(tmp_path / "w.pcap", small._replace(linktype=None))
+
+
+def _held(sa) -> dict:
+    return {c.name: c.live_objects - c.sheaf_objects for c in sa.caches}
+
+
+@pytest.mark.parametrize("mode", ["single", "bulk", "local"])
+def test_an_error_inside_the_run_leaves_the_callers_allocator_clean(mode):
+    # after running out of memory, or an exception from progress, the pipeline's objects
+    # stayed allocated in a caller's SlabAllocator
+    p = generate_traffic(20_000, 0)
+    sa = SlabAllocator(memory="4M")
+    before = _held(sa)
+    with pytest.raises(OutOfMemoryError):
+        run_pipeline(p, mode, sa=sa, batch=4096)
+    assert _held(sa) == before and not any(c.name.startswith(("skbuff", "flow"))
+                                           for c in sa.caches)
+
+    def boom(n):
+        raise KeyboardInterrupt
+    sa = SlabAllocator()
+    before = _held(sa)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(p, mode, sa=sa, progress=boom, chunk=100)
+    assert _held(sa) == before
+    assert run_pipeline(p, mode, sa=sa).packets == 20_000       # the allocator still works
