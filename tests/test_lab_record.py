@@ -187,7 +187,7 @@ def test_the_record_command_reports_a_bad_output_in_one_line(tmp_path, capsys):
     assert cli.main(["record", "-o", str(tmp_path / "no" / "t.txt"), "--seconds", "0.01",
                      "--tracefs", str(root)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("numslab record: record: ") and err.count("\n") == 1
+    assert err.startswith("numslab record: cannot write ") and err.count("\n") == 1
     for bad in (["--seconds", "-1"], ["--seconds", "inf"], ["--seconds", "nan"],
                 ["--buffer-kb", "0"]):          # usage errors now, as --seconds abc (exit 1)
         with pytest.raises(SystemExit) as e:
