@@ -16,6 +16,10 @@ _jit_error_detail: Callable[[], tuple[int, int, int, int, int, str | None, str |
                                       str | None]] | None = None
 #: "No refused argument" in the compiled error detail (an int64 no argument check refuses).
 NO_VALUE = -(1 << 63)
+#: The second argument ``numslab.jit``'s compiled raises give their exception ("numslabj" in
+#: ASCII): only such an exception reads the thread's compiled error detail, and drops it from
+#: its ``args`` (one a user makes with the same text reads nothing).
+JIT_RAISE = 0x6E756D736C61626A
 
 
 def _rebuilt(cls: type, args: tuple, state: dict) -> "SlabError":
@@ -42,15 +46,16 @@ class SlabError(Exception):
     object is from."""
 
     def __init__(self, *args: object) -> None:
-        super().__init__(*args)
+        compiled = len(args) == 2 and type(args[1]) is int and args[1] == JIT_RAISE \
+            and isinstance(args[0], str) and args[0].startswith("numslab.jit:")
+        super().__init__(*args[:1] if compiled else args)
         self.detail = (-1, -1, -1)
         self.value: int | None = None
         self._cache_name: str | None = None
         self._note: str | None = None
         self._earlier = -1
         self._call: str | None = None
-        if _jit_error_detail is not None and args and isinstance(args[0], str) \
-                and args[0].startswith("numslab.jit:"):
+        if compiled and _jit_error_detail is not None:
             addr, cache, index, value, self._earlier, self._cache_name, self._note, \
                 self._call = _jit_error_detail()
             self._named = addr != NO_VALUE          # (an address of -1 is named too)
@@ -161,6 +166,10 @@ class SlabDebugError(SlabCorruptionError):
     bad byte), also kept in ``SlabAllocator.slab_reports()``. A refused free leaves the
     object allocated; a failed allocation isolated the slab and allocated nothing."""
 
-    def __init__(self, message: str, reports: list[str] | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, reports: list[str] | int | None = None) -> None:
+        if type(reports) is int and reports == JIT_RAISE:       # a compiled raise
+            super().__init__(message, reports)
+            reports = None
+        else:
+            super().__init__(message)
         self.reports = list(reports or [])

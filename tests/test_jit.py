@@ -1064,8 +1064,27 @@ def test_each_thread_reads_its_own_raise_s_detail(sa):
         t.join()
         if jitapi._error_row(t.ident) != me:
             break
-    again = SlabError("numslab.jit: as Python makes this thread's exception again")
+    again = SlabError("numslab.jit: as Python makes this thread's exception again",
+                      numslab.errors.JIT_RAISE)
     assert again.detail[0] == mine and f"address {mine:#x}" in str(again)
+    assert again.args == ("numslab.jit: as Python makes this thread's exception again",)
+
+
+def test_an_error_made_by_hand_reads_no_compiled_detail(sa):
+    """A ``SlabError`` a user makes with a text starting ``numslab.jit:`` took the detail of
+    the thread's last compiled raise (its address, cache, call); only compiled raises, which
+    pass ``errors.JIT_RAISE``, read it now, and their ``args`` are the text alone."""
+    c = sa.kmem_cache_create("byhand", 64)
+    bad = (1 << 44) + 8                                 # outside the arena
+    with pytest.raises(numslab.BadAddressError) as raised:
+        free_one(sa.handle, c.id, bad)
+    assert raised.value.args == (raised.value.args[0],) and len(raised.value.args) == 1
+    assert raised.value.detail[0] == bad and f"{bad:#x}" in str(raised.value)
+    for cls in (SlabError, numslab.BadAddressError, numslab.SlabDebugError):
+        mine = cls("numslab.jit: my own message")
+        assert mine.detail == (-1, -1, -1) and str(mine) == "numslab.jit: my own message"
+        assert mine.args == ("numslab.jit: my own message",)
+    assert numslab.SlabDebugError("x", ["r1"]).reports == ["r1"]
 
 
 def test_threads_a_page_apart_get_rows_of_their_own():

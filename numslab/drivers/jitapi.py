@@ -81,6 +81,9 @@ GFP_MAX = (1 << 32) - 1
 ERROR_ROWS, ERROR_WORDS = 256, 8
 #: "No address" in the error detail: an address of -1 is the user's, and is named.
 NO_ADDR = errors.NO_VALUE
+#: The second argument of every exception compiled code raises (``errors.JIT_RAISE``): how
+#: an exception tells a compiled raise, whose detail it reads, from one a user makes.
+JIT_RAISE = errors.JIT_RAISE
 ERROR_DETAIL = np.tile(np.array([0, 0, errors.NO_VALUE, -1, -1, errors.NO_VALUE, -1, 0],
                                 np.int64), ERROR_ROWS)
 #: The calls an error names (``numslab.jit.kmem_cache_free: ...``), by the code each passes
@@ -158,48 +161,51 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
     err = -(-err % E_AT)
     _record_error(where, addr, cache, index, value, earlier, call)
     if err == E_GONE:
-        raise SlabError("numslab.jit: the handle's allocator no longer exists")
+        raise SlabError("numslab.jit: the handle's allocator no longer exists", JIT_RAISE)
     if err == E_DEAD_CACHE:
-        raise WrongCacheError("numslab.jit: not the id of a live cache")
+        raise WrongCacheError("numslab.jit: not the id of a live cache", JIT_RAISE)
     if err == E_BAD_CPU:
-        raise InvalidArgumentError("numslab.jit: cpu out of range")
+        raise InvalidArgumentError("numslab.jit: cpu out of range", JIT_RAISE)
     if err == E_BAD_NODE:
-        raise InvalidArgumentError("numslab.jit: node is not -1 or a node of this machine")
+        raise InvalidArgumentError("numslab.jit: node is not -1 or a node of this machine",
+                                   JIT_RAISE)
     if err == E_CTOR:
-        raise SlabError("numslab.jit: caches with a constructor are allocated from Python")
+        raise SlabError("numslab.jit: caches with a constructor are allocated from Python",
+                        JIT_RAISE)
     if err == E_BAD_GFP:
         raise InvalidArgumentError("numslab.jit: gfp is not a set of GFP flags (an int in "
-                                   "0..2**32-1)")
+                                   "0..2**32-1)", JIT_RAISE)
     if err == E_BAD_FLAGS:
         raise InvalidArgumentError("numslab.jit: kmem_cache_alloc_array flags other than "
-                                   "SLAB_ARRAY_ALLOC_LOCAL, _PARTIAL, _NEW and _FULL_COUNT")
+                                   "SLAB_ARRAY_ALLOC_LOCAL, _PARTIAL, _NEW and _FULL_COUNT",
+                                   JIT_RAISE)
     if err == E_DOUBLE_FREE:
-        raise DoubleFreeError("numslab.jit: double free (the object is already free)")
+        raise DoubleFreeError("numslab.jit: double free (the object is already free)", JIT_RAISE)
     if err == E_TWICE:
         raise DoubleFreeError("numslab.jit: double free within the batch (two elements name "
-                              "one object; nothing freed)")
+                              "one object; nothing freed)", JIT_RAISE)
     if err == E_WRONG_CACHE:
-        raise WrongCacheError("numslab.jit: the object belongs to another cache")
+        raise WrongCacheError("numslab.jit: the object belongs to another cache", JIT_RAISE)
     if err == E_MISALIGNED or err == E_NOT_HEAD:
-        raise BadAddressError("numslab.jit: address is not the start of an object")
+        raise BadAddressError("numslab.jit: address is not the start of an object", JIT_RAISE)
     if err == E_OUTSIDE or err == E_NOT_SLAB or err == E_LARGE:
-        raise BadAddressError("numslab.jit: address is not an allocated slab object")
+        raise BadAddressError("numslab.jit: address is not an allocated slab object", JIT_RAISE)
     if err == E_DEBUG:
         raise SlabDebugError("numslab.jit: a slab_debug check refused the free (the object "
-                             "stays allocated); see SlabAllocator.slab_reports()")
+                             "stays allocated); see SlabAllocator.slab_reports()", JIT_RAISE)
     if err == E_ARRAY_PLACE:
         raise InvalidArgumentError("numslab.jit: the object array lies in the arena but not "
                                    "inside one live allocation of yours (it covers a free "
                                    "object or the allocator's memory; for kmem_cache_compact, "
-                                   "an object of the cache it moves): nothing was done")
+                                   "an object of the cache it moves): nothing was done", JIT_RAISE)
     if err == E_HOLDS_ARRAY:
         raise InvalidArgumentError("numslab.jit: the object array lies inside an object it "
                                    "frees (freeing it would write into the array): nothing "
-                                   "was freed")
+                                   "was freed", JIT_RAISE)
     if err == E_ALLOCATORS:
         raise BadAddressError("numslab.jit: address is a sheaf the allocator uses, not an "
-                              "object of yours")
-    raise InvalidArgumentError("numslab.jit: invalid argument")
+                              "object of yours", JIT_RAISE)
+    raise InvalidArgumentError("numslab.jit: invalid argument", JIT_RAISE)
 
 
 @jit(inline=False, helper=True)
@@ -220,10 +226,10 @@ def _fault(st, call):
     if reported:
         raise SlabDebugError("numslab.jit: a slab_debug check failed on allocation: the slab "
                              "is isolated, nothing was allocated; see "
-                             "SlabAllocator.slab_reports()")
+                             "SlabAllocator.slab_reports()", JIT_RAISE)
     raise SlabCorruptionError("numslab.jit: Freepointer corrupt (a write into freed memory?): "
                               "the slab is isolated, nothing was allocated; see "
-                              "SlabAllocator.isolated_slabs()")
+                              "SlabAllocator.isolated_slabs()", JIT_RAISE)
 
 
 @jit(inline=False, helper=True)
@@ -349,7 +355,7 @@ def _checked_count(nr, length, call):
     """Raise unless ``nr`` is in ``0..length`` (the array's entries)."""
     if nr < 0 or nr > length:
         _record_error(0, NO_ADDR, -1, -1, nr, -1, call)
-        raise InvalidSizeError("numslab.jit: count negative or larger than the array")
+        raise InvalidSizeError("numslab.jit: count negative or larger than the array", JIT_RAISE)
 
 
 def _as_int64(x: Any, what: str) -> Any:
@@ -564,7 +570,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
         return ZERO_SIZE_PTR
     if size < 0 or size > 4 << 20:
         _record_error(0, NO_ADDR, -1, -1, size, -1, J_KMALLOC)
-        raise InvalidSizeError("numslab.jit: kmalloc size not in 0..4 MiB")
+        raise InvalidSizeError("numslab.jit: kmalloc size not in 0..4 MiB", JIT_RAISE)
     if size <= 8192:
         for i in range(NR_KMALLOC):
             if size <= KMALLOC_CLASS[i]:
@@ -638,7 +644,7 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     if ratio > 100 or ratio < -1:
         _record_error(address(st), NO_ADDR, cache, -1, ratio, -1, J_COMPACT)
         raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
-                               "defrag_used_ratio)")
+                               "defrag_used_ratio)", JIT_RAISE)
     room = min(old.shape[0], new.shape[0])
     po, pn = _old_array(old), _new_array(new)
     if _compact_array_bad(st, cache, room, po) or _compact_array_bad(st, cache, room, pn):
