@@ -282,3 +282,29 @@ def test_a_cache_made_in_an_evicted_cache_s_slot_gets_none_of_its_counts(sa, ker
     assert sa.defrag_stats(made[0]) == {"slabs_freed": 0, "objects_kicked": 0, "refusals": 0}
     assert sa.defrag_stats(y)["slabs_freed"] == 20
     sa.validate()
+
+
+def test_a_kick_that_raises_midway_counts_what_it_tried_and_frees_the_emptied_slabs(sa, kernel):
+    """The third kick raises after two slabs were emptied: the error reaches the caller, and
+    the two emptied slabs are freed and counted (they stayed on the partial list, counted
+    nowhere), the slab whose kick raised counted as kept."""
+    c = sa.kmem_cache_create("raising", 256)
+    a = c.alloc_bulk(c.objs_per_slab * 6)
+    c.free_bulk(a[np.arange(len(a)) % 8 != 0])          # a few objects left in each slab
+    sa.kmem_cache_shrink(c)
+    slabs = c.slabs
+    calls = []
+
+    def kick(objs, private):
+        calls.append(len(objs))
+        if len(calls) == 3:
+            raise RuntimeError("the owner failed")
+        for x in objs.tolist():
+            c.free(x)
+    sa.kmem_cache_setup_defrag(c, lambda objs: None, kick)
+    with pytest.raises(RuntimeError, match="the owner failed"):
+        sa.kmem_cache_defrag(c, 100)
+    assert c.slabs == slabs - 2                         # the emptied ones went back
+    assert sa.defrag_stats(c) == {"slabs_freed": 2, "objects_kicked": calls[0] + calls[1],
+                                  "refusals": 1}
+    sa.validate()

@@ -104,12 +104,11 @@ class EvictAPI:
             self._evict_tokens: dict[int, Any] = {}     # each cache's, as it was tried
         self._evict_depth = depth + 1
         try:
-            gone = self._evict_level(cid, ratio)
-        finally:
-            self._evict_depth = depth
-        if not depth:
-            self._count_evictions(self._evict_tried)
-        return gone
+            return self._evict_level(cid, ratio)
+        finally:                        # (a callback that raised stops it: what it had
+            self._evict_depth = depth   # tried is counted all the same)
+            if not depth:
+                self._count_evictions(self._evict_tried)
 
     def _evict_level(self: "SlabAllocator", cid: int, ratio: int) -> int:
         """:meth:`_evict` at one level of nesting: the slabs it freed."""
@@ -130,21 +129,25 @@ class EvictAPI:
         # never evicted); objects held in prefilled sheaves: not evictable
         tried = []
         sparse = [slab for slab, used in sparse if np.count_nonzero(frames == slab) == used]
-        for slab in sparse:
-            # the slab's objects as they are now, as the kernel reads them under the slab's
-            # lock: an earlier kick may have freed some (or the whole slab) or allocated more
-            objs = live[:0]
-            if st.pg_flags[slab] & PG_SLAB and st.sl_cache[slab] == cid:
-                objs = cache._live_in(np.array([slab], np.int64))
-            if len(objs):
-                private = get(objs.copy())
-                self._still_there(cache, cid, "get")
-                kick(objs.copy(), private)
-                self._still_there(cache, cid, "kick")
-            tried.append(slab)
-            self._evict_tried.setdefault((cid, slab), set()).update(objs.tolist())
-            self._evict_tokens[cid] = self._caches.token(cid)
-        ops.kmem_cache_shrink(self._st, cid, cpu)
+        try:
+            for slab in sparse:
+                # the slab's objects as they are now, as the kernel reads them under the
+                # slab's lock: an earlier kick may have freed some (or the whole slab) or
+                # allocated more
+                objs = live[:0]
+                if st.pg_flags[slab] & PG_SLAB and st.sl_cache[slab] == cid:
+                    objs = cache._live_in(np.array([slab], np.int64))
+                tried.append(slab)
+                self._evict_tried.setdefault((cid, slab), set()).update(objs.tolist())
+                self._evict_tokens[cid] = self._caches.token(cid)
+                if len(objs):
+                    private = get(objs.copy())
+                    self._still_there(cache, cid, "get")
+                    kick(objs.copy(), private)
+                    self._still_there(cache, cid, "kick")
+        finally:            # the slabs emptied so far are freed, a callback raising or not
+            if self._caches.get(cid) is cache:      # (unless one destroyed the cache)
+                ops.kmem_cache_shrink(self._st, cid, cpu)
         return sum(not (st.sl_cache[slab] == cid and st.pg_flags[slab] & PG_SLAB)
                    for slab in tried)
 
