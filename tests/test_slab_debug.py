@@ -308,6 +308,30 @@ def test_a_forced_destroy_frees_what_slab_debug_refuses_with_a_warning(kernel):
     sa.validate()
 
 
+def test_a_forced_destroy_never_leaves_the_checks_off_where_another_thread_could_run(
+        kernel, monkeypatch):
+    """The forced destroy turned the cache's checks off from Python (``CA_DEBUG`` 0) for its
+    next attempt, and another thread's allocation in between skipped them (1 in 20 racing
+    trials). The checks are now off only inside one engine call: whenever Python code runs
+    during the destroy (here: each time it reads the objects left), they are on."""
+    from numslab.engine.layout import CA_DEBUG
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="32M", kernel=kernel, slab_debug="FZPU")
+    c = sa.kmem_cache_create("d", 96)
+    objs = [sa.kmem_cache_alloc(c) for _ in range(40)]
+    sa.memory[objs[3] - 1] = 1                          # object 3's left red zone
+    seen = []
+    real = numslab.KmemCache.live_addresses
+
+    def reading(self):
+        seen.append(int(sa.state.ca[c.id, CA_DEBUG]))
+        return real(self)
+    monkeypatch.setattr(numslab.KmemCache, "live_addresses", reading)
+    with pytest.warns(RuntimeWarning, match="freed without its checks"):
+        sa.kmem_cache_destroy(c, force=True)
+    assert len(seen) >= 2 and all(seen)
+    sa.validate()
+
+
 def test_double_free_is_reported_as_object_already_free():
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M")
     c = sa.kmem_cache_create("df", 64, flags=F)

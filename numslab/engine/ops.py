@@ -325,6 +325,21 @@ def free_bulk(st, cache, cpu, nr, paddr):
     return _kmem_cache_free_bulk(st, cache, cpu, nr, paddr)
 
 
+@unit
+def free_bulk_unchecked(st, cache, cpu, nr, paddr):
+    """A forced destroy's last resort (``batchapi._free_every_object``): :func:`free_bulk` of
+    ``cache``'s objects with its slab_debug checks off for this call alone, ``CA_DEBUG``
+    cleared and put back inside the engine, where no other thread's call can run in between
+    (cleared from Python, another thread's allocation could skip the checks). 0 or an error
+    code."""
+    row = cache * CA_NCOLS + CA_DEBUG
+    debug = st.ca[row]
+    st.ca[row] = 0
+    err = free_bulk(st, cache, cpu, nr, paddr)
+    st.ca[row] = debug
+    return err
+
+
 @jit
 def _holder_of_array(st, nr, paddr, off):
     """A batch free whose address array lies in the arena, at byte ``off``: ``E_HOLDS_ARRAY``

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numba as nb
 import numpy as np
 
+from ..drivers.calls import bound
 from ..engine import checks, ops
 from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAULT_CACHE,
                              G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING, G_NREPORTS, G_SITE,
@@ -388,24 +389,31 @@ class BatchAPI:
         every later attempt refused another) are freed without the checks, with a warning:
         the reports are in :meth:`slab_reports`. (Each attempt refused one more, and a
         destroy took 17 calls for one stray byte.)"""
-        debug = int(self.state.ca[cache._id, CA_DEBUG])
-        try:
-            for _ in range(100):
-                held = cache.live_addresses()
-                if not len(held):
+        unchecked = None
+        for _ in range(100):
+            held = cache.live_addresses()
+            if not len(held):
+                return
+            if unchecked is not None:   # the checks off inside the engine, for this call
+                err = unchecked(cache._id, self._cpu(), len(held), held)
+                if not err:
                     return
-                try:
-                    self.kmem_cache_free_bulk(cache, len(held), held)
-                    return
-                except (DoubleFreeError, BadAddressError):
-                    continue            # (the batch refused: nothing freed)
-                except SlabDebugError as e:
-                    warnings.warn(f"kmem_cache_destroy({cache.name}, force=True): {e}; the "
-                                  f"objects slab_debug refused are freed without its checks "
-                                  f"(see slab_reports())", RuntimeWarning, stacklevel=4)
-                    self.state.ca[cache._id, CA_DEBUG] = 0
-        finally:
-            self.state.ca[cache._id, CA_DEBUG] = debug
+                err, i = checks.batch_error(err)
+                if err in (checks.E_DOUBLE_FREE, checks.E_TWICE, checks.E_NOT_SLAB,
+                           checks.E_OUTSIDE):
+                    continue            # (another thread's free in between: read again)
+                self._raise(err, f"kmem_cache_destroy({cache.name}, force=True): element "
+                            f"{i}", int(held[i]), cache, held[:i + 1])
+            try:
+                self.kmem_cache_free_bulk(cache, len(held), held)
+                return
+            except (DoubleFreeError, BadAddressError):
+                continue                # (the batch refused: nothing freed)
+            except SlabDebugError as e:
+                warnings.warn(f"kmem_cache_destroy({cache.name}, force=True): {e}; the "
+                              f"objects slab_debug refused are freed without its checks "
+                              f"(see slab_reports())", RuntimeWarning, stacklevel=4)
+                unchecked = bound(ops.free_bulk_unchecked, self._st, True)
         raise CacheLeakError(f"kmem_cache_destroy {cache.name}: other threads kept freeing its "
                              f"objects as it tried to free them")
 
