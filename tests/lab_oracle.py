@@ -50,6 +50,7 @@ class Oracle:
         self.replayed = 0
         self.skipped: Counter[str] = Counter()
         self.untraced_frees = 0
+        self.untraced_by_cache: Counter[str] = Counter()  # (slab caches: not pages)
         self.zero_ptrs = {"0x10", "0000000000000010"}
 
     def _free(self, ptr: str) -> None:
@@ -84,6 +85,8 @@ class Oracle:
                 self.skipped["zero_size_alloc"] += 1
                 return
             if ptr in self.live_ptr:
+                if self.live_ptr[ptr] is not None:
+                    self.untraced_by_cache[self.live_ptr[ptr]] += 1
                 self._free(ptr)
                 self.untraced_frees += 1
             cache = f["name"] if ev == "kmem_cache_alloc" else \

@@ -34,6 +34,9 @@ def test_live_objects_of_every_cache_at_every_sample_match_the_oracle(name, kern
     assert r.lines == o.lines
     assert r.replayed == o.replayed
     assert r.untraced_frees == o.untraced_frees
+    per = {nm: int(v) for nm, v in zip(r.names, r.caches["untraced_frees"]) if v}
+    assert per == {nm: v for nm, v in o.untraced_by_cache.items() if v}
+    assert r.to_json()["caches"][r.names[0]]["untraced_frees"] == r.caches["untraced_frees"][0]
     assert {k: v for k, v in r.skipped.items() if v} == dict(o.skipped)
     assert r.replayed + sum(r.skipped.values()) == r.lines        # every line accounted for
     r.allocator.validate()

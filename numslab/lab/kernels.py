@@ -83,6 +83,8 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
     ``counts[K_WORK]`` and ``counts[K_MOVED]`` count the compactions run and the objects
     moved; ``lean`` 1 (``leansheaves``) runs ``engine.leansheaves.refill_main_lean`` before an
     allocation that names no node and ``flush_main_lean`` before a free (:func:`_free`).
+    ``counts`` (int64) has the ``K_*`` slots, then, if it is longer, one per cache row:
+    the untraced frees of that row's objects (a large kmalloc's are in the total only).
     Returns 0, or 1 when the arena ran out (``counts[K_OOM_AT]`` is the event).
     """
     for i in range(start, stop):
@@ -113,6 +115,8 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                 if work is not None:
                     _count_free(work, cids, owner[p])
                 counts[K_UNTRACED_FREE] += 1
+                if w >= 0 and K_NCOUNTS + w < len(counts):     # per cache row, if asked
+                    counts[K_NCOUNTS + w] += 1
             g = (np.int64(gfp[i]) & 0xFFFFFFFF) & ~NO_OBJ_EXT   # the column's int32 is a gfp_t
             nd = node[i]
             if r == ROW_LARGE:

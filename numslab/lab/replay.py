@@ -592,7 +592,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     addr = np.zeros(npid, np.int64)
     owner = np.zeros(npid, np.int32)
     lbytes = np.zeros(npid, np.int64)
-    counts = np.zeros(K.K_NCOUNTS, np.int64)
+    counts = np.zeros(K.K_NCOUNTS + len(p.names), np.int64)     # (then per cache row)
     points = _sample_points(len(tr), samples)
     S, Kn = len(points), len(p.names)
     live = np.zeros((S, Kn), np.int64)
@@ -660,7 +660,8 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
                         slab_size=np.array([c.slab_size for c in objs], np.int64),
                         geometry=source, series=series, lines=len(tr),
                         replayed=int(counts[K.K_REPLAYED]), skipped=skipped,
-                        untraced_frees=int(counts[K.K_UNTRACED_FREE]), seconds=seconds,
+                        untraced_frees=int(counts[K.K_UNTRACED_FREE]),
+                        untraced_per_cache=counts[K.K_NCOUNTS:].copy(), seconds=seconds,
                         compile_seconds=clock.seconds,
                         stats=[c.stats for c in objs], memory_per_node=mem,
                         flags=np.array([c.flags for c in objs], np.int64),

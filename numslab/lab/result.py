@@ -126,6 +126,9 @@ class ReplayResult:
     #: objects of the cache's slabs less the free ones on node partial lists: objects cached
     #: in sheaves and CPU slabs count as in use), the column ``tools/mm/slabinfo`` prints
     objects: np.ndarray | None = None
+    #: per cache, int64[K]: the untraced frees of its objects (a traced allocation returned
+    #: a pointer still live there; large kmallocs' in ``untraced_frees`` only)
+    untraced_per_cache: np.ndarray | None = None
     #: per cache, int64[K]: the snapshot's ``aliases`` of the kernel cache the row replays
     #: (other caches merged into it; 0 without a snapshot), slabinfo's ``*`` flag
     aliases: np.ndarray | None = None
@@ -158,8 +161,9 @@ class ReplayResult:
         """Per cache, at the end of the trace (arrays over ``names``): ``live_objects``,
         ``live_bytes``, ``slabs``, ``slab_bytes``, ``partial``, ``cpu_slabs``, ``frac_partial``
         (``%Fr``), ``efficiency`` (``%Ef``), ``loss`` (slab bytes less live bytes), the
-        peaks over the samples, ``slabs_allocated`` and ``slabs_freed``; int64 except the
-        two percentages (float64)."""
+        peaks over the samples, ``slabs_allocated``, ``slabs_freed`` and ``untraced_frees``
+        (its objects freed where the trace shows no free); int64 except the two percentages
+        (float64)."""
         s = self.series
         slabs = s.slabs[-1]
         slab_bytes = s.slab_bytes[-1]
@@ -178,6 +182,8 @@ class ReplayResult:
             "slabs_allocated": np.array([st.get("alloc_slab", 0) for st in self.stats],
                                         np.int64),
             "slabs_freed": np.array([st.get("free_slab", 0) for st in self.stats], np.int64),
+            "untraced_frees": self.untraced_per_cache if self.untraced_per_cache is not None
+            else np.zeros(len(self.names), np.int64),
         }
 
     @property
@@ -266,6 +272,7 @@ class ReplayResult:
                             "peak_slab_bytes": int(c["peak_slab_bytes"][k]),
                             "slabs_allocated": int(c["slabs_allocated"][k]),
                             "slabs_freed": int(c["slabs_freed"][k]),
+                            "untraced_frees": int(c["untraced_frees"][k]),
                             "geometry": self.geometry[k],
                             "counters": {n: int(v) for n, v in self.stats[k].items() if v}}
                        for k, nm in enumerate(self.names)},
@@ -331,9 +338,14 @@ class ReplayResult:
         """The accounting of the lines and the whole machine's figures, as text."""
         t = self.totals
         sk = ", ".join(f"{k} {v}" for k, v in self.skipped.items() if v) or "none"
+        most = ""
+        per = self.untraced_per_cache
+        if per is not None and len(per) and per.max() > 0:
+            k = int(np.argmax(per))
+            most = f"; most in {self.names[k]}: {int(per[k])}"
         return (f"{self.config.name}: {self.lines} lines, {self.replayed} replayed, skipped: "
                 f"{sk}; {self.untraced_frees} untraced frees (a pointer allocated again while "
-                f"live)\n"
+                f"live{most})\n"
                 f"end: live {store_size(t['live_bytes'])}B in {store_size(t['slab_bytes'])}B of "
                 f"slabs (%Ef {t['efficiency']:.1f}, loss {store_size(t['loss'])}B, "
                 f"{t['slabs']} slabs, {t['partial']} partial); peaks: live "
