@@ -551,3 +551,34 @@ def test_a_typesafe_by_rcu_caches_slabs_wait_for_a_grace_period_at_each_chunk_en
     assert r.caches["slabs_freed"][k] >= 100
     assert r.allocator.state.g[L.G_NRCU_SLABS] == 0
     r.allocator.validate()
+
+
+@pytest.mark.parametrize("policy", ["default", "shrink"])
+def test_the_table_s_objects_and_slabs_come_from_the_same_moment(policy):
+    """Objects were read after the remedy's work at the last point and the slabs at the
+    sample before it: under ``shrink``, ``vm_area_struct 0 objects in 10 slabs, 8 of them
+    full``. Every row now has its full slabs' objects and at most its slabs' objects."""
+    r = numslab.replay(DATA / TRACES["net"], kernel="7.0", snapshot=DATA / SNAPSHOTS["net"],
+                       policy=policy)
+    c = r.caches
+    full = c["slabs"] - c["partial"] - c["cpu_slabs"]
+    assert np.all(r.objects >= full * r.objs_per_slab)
+    assert np.all(r.objects <= c["slabs"] * r.objs_per_slab)
+    assert np.all(r.objects >= c["live_objects"])
+
+
+@pytest.mark.parametrize("name", sorted(SNAPSHOTS))
+def test_the_snapshot_s_typesafe_caches_keep_their_flag_and_geometry(name):
+    """``vm_area_struct`` (its free pointer inside the object, 6.13's ``freeptr_offset``),
+    ``anon_vma`` and ``sighand_cache`` (constructors) lost SLAB_TYPESAFE_BY_RCU in the replay
+    to keep their slab size, so their discarded slabs gave their pages back at once."""
+    from numslab.lab.replay import load_snapshot
+    snap = load_snapshot(DATA / SNAPSHOTS[name])
+    r = numslab.replay(DATA / TRACES[name], kernel="7.0", snapshot=DATA / SNAPSHOTS[name])
+    typesafe = [nm for nm in r.names if nm in snap and snap[nm].get("destroy_by_rcu") == "1"]
+    assert typesafe
+    for nm in typesafe:
+        c = r.allocator.find_cache(nm)
+        assert c.flags & numslab.SLAB_TYPESAFE_BY_RCU, nm
+        assert c.slab_size == int(snap[nm]["slab_size"]), nm
+    r.allocator.validate()

@@ -170,12 +170,22 @@ def test_an_absurd_pcapng_block_length_is_corrupt_not_cut(tmp_path):
     assert read_capture(f).offset.size == 0
 
 
-@pytest.mark.parametrize("major", [0, 1, 3])
-def test_a_classic_pcap_version_other_than_2_is_refused(tmp_path, major):
+@pytest.mark.parametrize("major,minor", [(0, 0), (1, 0), (3, 0), (2, 5), (543, 1)])
+def test_a_classic_pcap_version_libpcap_does_not_read_is_refused(tmp_path, major, minor):
     f = tmp_path / "v.pcap"
-    f.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, major, 0, 0, 0, 65535, 1))
-    with pytest.raises(CaptureError, match=rf"unsupported pcap version {major}\.0"):
+    f.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, major, minor, 0, 0, 65535, 1))
+    with pytest.raises(CaptureError, match=rf"unsupported pcap version {major}\.{minor}"):
         read_capture(f)
+
+
+@pytest.mark.parametrize("major,minor", [(2, 0), (2, 4), (543, 0)])
+def test_the_classic_pcap_versions_libpcap_reads_are_read(tmp_path, major, minor):
+    """sf-pcap.c reads 2.0 to 2.4 and 543.0 (DG/UX tcpdump)."""
+    f = tmp_path / "v.pcap"
+    frame = bytes(60)
+    f.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, major, minor, 0, 0, 65535, 1)
+                  + struct.pack("<IIII", 1, 0, len(frame), len(frame)) + frame)
+    assert read_capture(f).offset.size == 1
 
 
 def test_a_pcapng_timestamp_past_int64_nanoseconds_is_an_error(tmp_path):

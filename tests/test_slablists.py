@@ -508,3 +508,44 @@ def test_validate_finds_a_broken_list_of_slabs_waiting_for_their_grace_period():
     sa.state.g[L.G_NRCU_SLABS] -= 1
     with pytest.raises(numslab.SlabCorruptionError, match="waiting for their grace period"):
         sa.validate()
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+def test_an_allocation_that_finds_no_pages_waits_for_the_typesafe_slabs_grace_period(gen):
+    """Rounds of bulk allocation and free of a SLAB_TYPESAFE_BY_RCU cache and nothing ending
+    a grace period: the discarded slabs' pages piled up until an allocation failed at round
+    21 (16 MiB), and every later one, of any cache, with nothing saying why. The page
+    allocator's reclaim now ends their grace period, as the kernel's grace periods end on
+    their own."""
+    sa, ts, plain = _typesafe(gen)
+    objs = np.zeros(3000, np.int64)
+    for _ in range(60):
+        assert sa.kmem_cache_alloc_bulk(ts, numslab.GFP_KERNEL, 3000, objs) == 3000
+        sa.kmem_cache_free_bulk(ts, 3000, objs)
+    assert 0 < sa.state.g[L.G_NRCU_SLABS] < sa.nr_pages
+    assert plain.alloc() and sa.alloc_pages(0)
+    sa.validate()
+
+
+def test_an_array_in_the_pages_of_a_slab_waiting_for_its_grace_period_is_refused():
+    """Those pages are no allocation of the user's (RCU readers may still read them): a batch
+    call writing its addresses there was accepted, from Python and inside ``@njit``."""
+    sa, ts, plain = _typesafe("7.0")
+    n = 20 * ts.objs_per_slab
+    objs = np.zeros(n, np.int64)
+    sa.kmem_cache_alloc_bulk(ts, numslab.GFP_KERNEL, n, objs)
+    sa.kmem_cache_free_bulk(ts, n, objs)
+    page = int(sa.state.g[L.G_RCU_SLABS]) << 12
+    arr = sa.memory[page:page + 32].view(np.int64)
+    before = sa.memory[page:page + 32].copy()
+    with pytest.raises(numslab.InvalidArgumentError, match="lies in the arena"):
+        sa.kmem_cache_alloc_bulk(plain, numslab.GFP_KERNEL, 4, arr)
+    assert np.array_equal(sa.memory[page:page + 32], before)
+
+    @numba.njit
+    def alloc_into(h, cid, out):
+        return numslab.jit.kmem_cache_alloc_bulk(h, cid, 4, out)
+    with pytest.raises(numslab.InvalidArgumentError, match="lies in the arena"):
+        alloc_into(sa.handle, plain.id, arr)
+    assert np.array_equal(sa.memory[page:page + 32], before)
+    sa.validate()

@@ -258,8 +258,9 @@ def _array_home(st, nr, off):
     large kmalloc block, a block from ``alloc_pages``), else ``E_ARRAY_PLACE``. A batch call
     writes its array (an allocation the addresses, a free its reordering, a failed
     allocation the free pointers of what it gives back) while it reads the allocator's own
-    words: over a free object, a sheaf, an object waiting for its grace period or a free
-    page those writes change what the call is reading (a free list it walks, the entries
+    words: over a free object, a sheaf, an object waiting for its grace period, a free
+    page or the pages of a slab waiting for its grace period (RCU readers may still read
+    them) those writes change what the call is reading (a free list it walks, the entries
     of a sheaf), so such an array is refused before anything changes."""
     end = off + 8 * nr
     if nr <= 0 or end <= 0 or off >= st.mem_size:
@@ -282,7 +283,8 @@ def _array_home(st, nr, off):
         hi = lo + (4096 << st.pg_order[head])
         err, _ = _locate(st, lo, NIL)           # E_LARGE: a live large kmalloc block
         ok = (f & PG_HEAD) != 0 and ((err == E_LARGE and not _own_test(st, lo, 16)) or
-                                     (err == E_NOT_SLAB and not f & (PG_BUDDY | PG_PCP)))
+                                     (err == E_NOT_SLAB and not f & (PG_BUDDY | PG_PCP
+                                                                     | PG_RCU)))
     return 0 if ok and end <= hi else E_ARRAY_PLACE
 
 

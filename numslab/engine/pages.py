@@ -219,11 +219,64 @@ def _rmqueue(st, cpu, node, order):
     return pfn
 
 
+# ---- SLAB_TYPESAFE_BY_RCU slabs waiting for their grace period ---------------------------------
+@jit
+def _rcu_slab_wait(st, cpu, slab):
+    """``call_rcu(&slab->rcu_head, rcu_free_slab)``: the discarded slab's pages, no longer
+    a slab, wait for the grace period at the tail of the ``G_RCU_SLABS`` list, marked
+    PG_HEAD | PG_RCU, with ``cpu`` in ``sl_freelist``. 0."""
+    g = st.g
+    st.pg_flags[slab] = PG_HEAD | PG_RCU
+    st.sl_freelist[slab] = cpu
+    st.pg_next[slab] = NIL
+    if g[G_RCU_SLABS_TAIL]:
+        st.pg_next[g[G_RCU_SLABS_TAIL]] = slab
+    else:
+        g[G_RCU_SLABS] = slab
+    g[G_RCU_SLABS_TAIL] = slab
+    g[G_NRCU_SLABS] += 1
+    return 0
+
+
+@jit
+def _rcu_free_slabs(st):
+    """The end of a grace period for the slabs of ``G_RCU_SLABS``: ``rcu_free_slab`` of
+    each, oldest first, its pages to the pcp lists (or buddy) of the CPU that discarded it.
+    The slabs freed."""
+    g = st.g
+    n = 0
+    slab = g[G_RCU_SLABS]
+    g[G_RCU_SLABS] = 0
+    g[G_RCU_SLABS_TAIL] = 0
+    while slab > 0 and n < g[G_NRCU_SLABS]:
+        nxt = st.pg_next[slab]
+        cpu = st.sl_freelist[slab]
+        st.sl_freelist[slab] = 0
+        st.pg_next[slab] = NIL
+        st.pg_flags[slab] = PG_HEAD
+        _free_pages_pcp(st, cpu, slab, st.pg_order[slab])
+        n += 1
+        slab = nxt
+    g[G_NRCU_SLABS] = 0
+    return n
+
+
+@unit
+def rcu_free_slabs(st):
+    """:func:`_rcu_free_slabs` as a unit (``rcusheaves.rcu_run_callbacks``). The slabs
+    freed."""
+    return _rcu_free_slabs(st)
+
+
 @unit
 def alloc_pages(st, cpu, node, order, thisnode):
     """Allocate ``2**order`` pages on ``cpu``, preferring ``node``; fall back to the other
     nodes in distance order unless ``thisnode``. When nothing is free, drain every CPU's pcp
-    lists and try once more (``__alloc_pages_direct_reclaim``). Head page frame or NIL."""
+    lists and try once more (``__alloc_pages_direct_reclaim``); the reclaim also waits for
+    the grace period of the SLAB_TYPESAFE_BY_RCU slabs waiting for one, whose pages then
+    come back (in the kernel grace periods end on their own; here only ``synchronize_rcu``
+    ends one, so an allocation that would fail ends it for these slabs, whose callbacks
+    may run before those of the sheaves waiting too). Head page frame or NIL."""
     nnodes = st.nnodes
     for attempt in range(2):
         pfn = _rmqueue(st, cpu, node, order)
@@ -234,8 +287,12 @@ def alloc_pages(st, cpu, node, order, thisnode):
                 pfn = _rmqueue(st, cpu, (node + i) % nnodes, order)
                 if pfn != NIL:
                     return pfn
-        if attempt == 0 and drain_all_pages(st) == 0:
-            break
+        if attempt == 0:
+            got = drain_all_pages(st)
+            if st.g[G_NRCU_SLABS]:
+                got += _rcu_free_slabs(st)
+            if got == 0:
+                break
     return NIL
 
 

@@ -26,7 +26,7 @@ from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_FLAGS, CA_OBJECT_SIZE, C
                      RCU_CB_NOBARN, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
                      _cpu_row, _head_frame, _shadow, _slab_nid, _stat)
 from .native import jit, unit
-from .slablists import rcu_free_slabs
+from .pages import rcu_free_slabs
 from .sheaves import (_alloc_empty_sheaf, _any_stale, _barn, _barn_pop, _barn_push, _call_rcu,
                       _free_empty_sheaf, _free_path_gfp, _rcu_append, _sheaf_purge, _w,
                       sheaf_flush_unused)
@@ -201,7 +201,7 @@ def rcu_run_callbacks(st):
     the sheaves still waiting are found again (:func:`_rcu_find_waiting`).
 
     First the SLAB_TYPESAFE_BY_RCU slabs discarded before it give their pages back
-    (``rcu_free_slab``, :func:`slablists.rcu_free_slabs`); those the callbacks discard wait
+    (``rcu_free_slab``, :func:`pages.rcu_free_slabs`); those the callbacks discard wait
     for the next grace period, as a ``call_rcu`` from a callback does."""
     mem = st.mem
     g = st.g

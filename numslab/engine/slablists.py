@@ -15,15 +15,15 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTI
                      CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE,
                      CA_DEBUG, CA_FLAGS, CA_RED_LEFT,
                      G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NLOST,
-                     G_NPENDING, G_NRCU_SLABS, G_RCU_SLABS, G_RCU_SLABS_TAIL,
+                     G_NPENDING,
                      N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
                      N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
-                     PG_NODE_PARTIAL, PG_RCU, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, CA_RSEQ,
+                     PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, CA_RSEQ,
                      CA_RSEQ_LEN, PENDING_FRAME, RSEQ_MAX, _ca, _cpu_row, _frand, _node_row,
                      _rand, _slab_nid, _stat)
 from .native import address, jit, swab, unit, words_at
 from .partialorder import _unlink_partial, sorted_add, sorted_refile, sorted_unfile
-from .pages import _free_pages_pcp, _pcp_take, alloc_pages
+from .pages import _free_pages_pcp, _pcp_take, _rcu_slab_wait, alloc_pages
 from .redzone import slab_debug_setup
 
 SHRINK_PROMOTE_MAX = 32
@@ -497,47 +497,6 @@ def _discard_slab(st, cache, cpu, slab):
     if _ca(st, cache, CA_FLAGS) & SLAB_TYPESAFE_BY_RCU:
         return _rcu_slab_wait(st, cpu, slab)
     return _free_pages_pcp(st, cpu, slab, st.pg_order[slab])
-
-
-@jit
-def _rcu_slab_wait(st, cpu, slab):
-    """``call_rcu(&slab->rcu_head, rcu_free_slab)``: the discarded slab's pages, no longer
-    a slab, wait for the grace period at the tail of the ``G_RCU_SLABS`` list, marked
-    PG_HEAD | PG_RCU, with ``cpu`` in ``sl_freelist``. 0."""
-    g = st.g
-    st.pg_flags[slab] = PG_HEAD | PG_RCU
-    st.sl_freelist[slab] = cpu
-    st.pg_next[slab] = NIL
-    if g[G_RCU_SLABS_TAIL]:
-        st.pg_next[g[G_RCU_SLABS_TAIL]] = slab
-    else:
-        g[G_RCU_SLABS] = slab
-    g[G_RCU_SLABS_TAIL] = slab
-    g[G_NRCU_SLABS] += 1
-    return 0
-
-
-@unit
-def rcu_free_slabs(st):
-    """The end of a grace period for the slabs of ``G_RCU_SLABS``: ``rcu_free_slab`` of
-    each, oldest first, its pages to the pcp lists (or buddy) of the CPU that discarded it.
-    The slabs freed."""
-    g = st.g
-    n = 0
-    slab = g[G_RCU_SLABS]
-    g[G_RCU_SLABS] = 0
-    g[G_RCU_SLABS_TAIL] = 0
-    while slab > 0 and n < g[G_NRCU_SLABS]:
-        nxt = st.pg_next[slab]
-        cpu = st.sl_freelist[slab]
-        st.sl_freelist[slab] = 0
-        st.pg_next[slab] = NIL
-        st.pg_flags[slab] = PG_HEAD
-        _free_pages_pcp(st, cpu, slab, st.pg_order[slab])
-        n += 1
-        slab = nxt
-    g[G_NRCU_SLABS] = 0
-    return n
 
 
 @unit

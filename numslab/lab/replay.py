@@ -328,10 +328,12 @@ def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
         sheaf = 0 if policy == "nosheaves" else snap_sheaf
     args = {"size": int(s["object_size"]), "align": int(s.get("align", 0) or 0),
             "flags": flags, "sheaf_capacity": sheaf}
-    if s.get("ctor"):
-        return {"size": int(s["slab_size"]), "align": args["align"], "flags":
-                flags & ~F.SLAB_TYPESAFE_BY_RCU, "sheaf_capacity": sheaf}, \
-            int(s["object_size"]), "snapshot-size"
+    if s.get("ctor"):           # a typesafe one keeps its flag, its free pointer inside
+        ctor = {"size": int(s["slab_size"]), "align": args["align"], "flags": flags,
+                "sheaf_capacity": sheaf}
+        if flags & F.SLAB_TYPESAFE_BY_RCU:
+            ctor["freeptr_offset"] = 0
+        return ctor, int(s["object_size"]), "snapshot-size"
     return args, int(s["object_size"]), "snapshot"
 
 
@@ -379,11 +381,19 @@ def _build(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
         if "align" in args:
             args["align"] = _align_ok(args["align"])
         c = _create(sa, p.trace, k, nm, args, src)
-        if src == "snapshot" and snap and int(snap[nm].get("slab_size", c.slab_size)) \
-                != c.slab_size:                     # e.g. a typesafe-by-RCU free pointer
+        want = int(snap[nm].get("slab_size", c.slab_size)) if src == "snapshot" and snap \
+            else c.slab_size
+        if want != c.slab_size and args["flags"] & F.SLAB_TYPESAFE_BY_RCU:
+            # the kernel's typesafe caches (vm_area_struct) mostly keep the free pointer
+            # inside the object (6.13's freeptr_offset): placed there, the geometry matches
             sa.kmem_cache_destroy(c)
-            args = dict(args, size=int(snap[nm]["slab_size"]),
-                        flags=args["flags"] & ~F.SLAB_TYPESAFE_BY_RCU)
+            c = sa.kmem_cache_create(nm, **dict(args, freeptr_offset=0))
+        if want != c.slab_size:
+            sa.kmem_cache_destroy(c)
+            args = dict(args, size=want)
+            args.pop("freeptr_offset", None)
+            if args["flags"] & F.SLAB_TYPESAFE_BY_RCU:
+                args["freeptr_offset"] = 0
             c = sa.kmem_cache_create(nm, **args)
             src = "snapshot-size"
         cids[k], osize[k] = c.id, objsize
@@ -621,6 +631,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     is_work = set(at.tolist())
     start = 0
     s = 0
+    objects = np.zeros(Kn, np.int64)
     try:
         for stop in stops:
             if K.replay_chunk(h, start, stop, tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node,
@@ -631,6 +642,9 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
                 sa.synchronize_rcu()    # SLAB_TYPESAFE_BY_RCU slabs discarded in it go back
             if stop in is_sample:                   # before the remedy's work at this point
                 K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
+                if s == S - 1:                      # sysfs objects beside the last sample
+                    objects = np.array([c.objects for c in
+                                        (sa.find_cache(nm) for nm in p.names)], np.int64)
                 structs[s] = sheaves[cids]
                 large[s] = counts[K.K_LARGE_BYTES]
                 s += 1
@@ -665,7 +679,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
                         compile_seconds=clock.seconds,
                         stats=[c.stats for c in objs], memory_per_node=mem,
                         flags=np.array([c.flags for c in objs], np.int64),
-                        objects=np.array([c.objects for c in objs], np.int64),
+                        objects=objects,
                         aliases=_aliases(p.names, snapshot), allocator=sa,
                         work_runs=nwork + int(counts[K.K_WORK]),
                         objects_moved=int(counts[K.K_MOVED]))

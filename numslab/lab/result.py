@@ -122,7 +122,8 @@ class ReplayResult:
     stats: list[dict[str, int]]
     memory_per_node: int
     flags: np.ndarray | None = None
-    #: per cache at the end, int64[K]: objects in use as sysfs ``objects`` counts them (all
+    #: per cache at the last sample (beside ``series``' last row, before the remedy's work
+    #: there), int64[K]: objects in use as sysfs ``objects`` counts them (all
     #: objects of the cache's slabs less the free ones on node partial lists: objects cached
     #: in sheaves and CPU slabs count as in use), the column ``tools/mm/slabinfo`` prints
     objects: np.ndarray | None = None

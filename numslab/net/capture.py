@@ -404,9 +404,11 @@ def _read_pcap(buf: np.ndarray, be: bool, nano: bool, hdrlen: int) -> Packets:
                            "bytes present")
     order = ">" if be else "<"
     major, minor = struct.unpack(order + "HH", bytes(buf[4:8]))
-    if major != 2:                      # libpcap: "archaic" below 2, unsupported above
+    if not (major == 2 and minor <= 4 or major == 543 and minor == 0):
+        # libpcap's sf-pcap.c: "archaic" below 2; 2.0 to 2.4, and 543.0 (DG/UX tcpdump)
         raise CaptureError(f"unsupported pcap version {major}.{minor} in the file header at "
-                           "byte 4 (version 2.x is read, as tcpdump reads it)")
+                           "byte 4 (versions 2.0 to 2.4 and 543.0 are read, as tcpdump "
+                           "reads them)")
     snaplen, network = struct.unpack(order + "II", bytes(buf[16:24]))
     limit = snaplen if snaplen > 0 else _MAX_SNAPLEN
     dummy = _empty_columns(0)
