@@ -2232,3 +2232,17 @@ def test_ksize_of_an_object_waiting_for_rcu_and_create_geometry_errors_name_the_
                            match=rf"^kmem_cache_create\(mine\): {says}"):
             sa.kmem_cache_create("mine", **{"size": 64, **kw})
     assert "mine" not in [k.name for k in sa.caches]
+
+
+def test_an_address_of_another_allocator_is_named_as_a_possibility():
+    """Two allocators' addresses cannot be told apart (README); a free of the other's object
+    on a free page of this one said only "already freed?"."""
+    a = numslab.SlabAllocator(nr_cpus=1, memory="8M")
+    b = numslab.SlabAllocator(nr_cpus=1, memory="8M")
+    ca, cb = a.kmem_cache_create("x", 64), b.kmem_cache_create("y", 64)
+    objs = [a.kmem_cache_alloc(ca) for _ in range(400)]
+    obj = objs[-1]
+    assert not b.state.pg_flags[obj >> 12]              # a free page of b
+    with pytest.raises(numslab.BadAddressError, match="or an address of another allocator"):
+        b.kmem_cache_free(cb, obj)
+    b.validate()

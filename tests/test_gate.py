@@ -853,6 +853,9 @@ def test_a_gated_method_used_before_its_allocator_is_collected_raises():
         kmalloc(64)
     with pytest.raises(numslab.SlabError, match="no longer exists"):
         kfree(p)
+    # the one-liner a REPL user writes: the message says what to do
+    with pytest.raises(numslab.SlabError, match=r"keep the allocator in a name"):
+        numslab.SlabAllocator(nr_cpus=1, memory="4M").kmalloc(64)
 
 
 # ---- constructors -------------------------------------------------------------------------------

@@ -420,3 +420,21 @@ def test_a_timestamp_of_more_seconds_than_an_int64_holds_is_a_bad_line():
     for frac in ("9" * 22, "9" * 35, "5" + "0" * 30):
         want = float(f"10.{frac}")
         assert read_trace(line.format(f"10.{frac}").encode()).ts[0] == pytest.approx(want)
+
+
+@pytest.mark.parametrize("name", ["kmem_net.txt.xz", "kmem_snapshot_git_tar.json.xz"])
+def test_a_compressed_file_is_closed_with_its_reader(name, tmp_path):
+    """``lzma.LZMAFile(f)``/``gzip.GzipFile(fileobj=f)`` do not close ``f``: every replay of
+    an .xz or .gz path left its file open (a ResourceWarning each)."""
+    import gc
+    import gzip
+    import warnings
+    from numslab.lab import trace as T
+    paths = [DATA / name, tmp_path / "t.gz"]
+    paths[1].write_bytes(gzip.compress(b"# nothing\n"))
+    for path in paths:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            T.load_bytes(path)
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)], path

@@ -79,7 +79,9 @@ static PyObject *owner(Gate *self)
 {
     PyObject *sa = PyWeakref_GetObject(self->sa_ref);
     if (sa == Py_None) {
-        PyErr_SetString(self->error_type, "the allocator of this method no longer exists");
+        PyErr_SetString(self->error_type, "the allocator of this method no longer exists "
+                        "(a method does not keep its allocator alive: keep the allocator in "
+                        "a name, sa = numslab.SlabAllocator(...), then call sa.kmalloc(...))");
         return NULL;
     }
     return sa;

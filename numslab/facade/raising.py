@@ -133,7 +133,8 @@ class RaiseAPI:
                      "pages waiting for an RCU grace period: already freed?"
                      if f == PG_HEAD | PG_RCU else
                      "is part of a block from alloc_pages: free it with free_pages"
-                     if f & (PG_HEAD | PG_TAIL) else "is free: already freed?")
+                     if f & (PG_HEAD | PG_TAIL) else "is free: already freed, or an "
+                     "address of another allocator?")
             raise BadAddressError(f"{where} is not on a slab page (page frame {addr >> 12} "
                                   f"{state})")
         if err == checks.E_WRONG_CACHE:

@@ -388,10 +388,12 @@ def _open(source: str | Path | BinaryIO | bytes,
             return _open(f.read(), str(source))
     magic = f.read(6)
     f.seek(0)
-    if magic[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f), size // 20, str(source)
+    if magic[:2] == b"\x1f\x8b":       # opened by name: closing the reader closes the file
+        f.close()
+        return gzip.GzipFile(path, "rb"), size // 20, str(source)
     if magic == b"\xfd7zXZ\x00":
-        return lzma.LZMAFile(f), size // 15, str(source)
+        f.close()
+        return lzma.LZMAFile(path, "rb"), size // 15, str(source)
     return f, size // 150, str(source)
 
 
