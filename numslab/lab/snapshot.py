@@ -1,0 +1,160 @@
+"""The ``/sys/kernel/slab`` snapshot a replay takes: read and checked (:func:`load_snapshot`),
+aliases merged into one cache row (:func:`merge_aliases`), each cache's geometry from it."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import flags as F
+from ..errors import SlabError
+from .trace import Trace, load_bytes
+
+
+def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
+    """A ``/sys/kernel/slab`` snapshot (``numslab snapshot`` JSON, plain, gz or xz) as cache
+    name -> its attributes (an alias gets the attributes of the cache it is an alias of)."""
+    if isinstance(source, dict):
+        data = source
+    elif not isinstance(source, (str, Path)):
+        raise SlabError(f"snapshot {source!r:.60}: a path or a dict, not "
+                        f"{type(source).__name__}")
+    else:
+        try:
+            raw = load_bytes(source)
+        except (OSError, SlabError) as e:       # (the reader's text names a trace)
+            reason = str(e).replace(f"cannot read trace {source}: ", "")
+            raise SlabError(f"snapshot {source}: cannot read it ({reason})") from None
+        try:
+            data = json.loads(raw)
+        except ValueError as e:
+            raise SlabError(f"snapshot {source}: not JSON ({e})") from None
+    caches = data.get("caches") if isinstance(data, dict) else None
+    if not isinstance(caches, list):
+        raise SlabError(f"snapshot {source}: no 'caches' list")
+    for c in caches:
+        _check_snapshot_entry(c, "(a dict)" if isinstance(source, dict) else source)
+    by_name = {c["name"]: c for c in caches if "alias_of" not in c}
+    out = dict(by_name)
+    for c in caches:
+        if "alias_of" in c and c["alias_of"] in by_name:
+            out[c["name"]] = by_name[c["alias_of"]]
+    return out
+
+
+#: the attributes :func:`_geometry` reads as numbers
+_NUMBERS = ("object_size", "slab_size", "align", "hwcache_align", "reclaim_account",
+            "destroy_by_rcu", "sheaf_capacity")
+
+
+def _check_snapshot_entry(c: Any, source: Any) -> None:
+    """Refuse a snapshot entry the replay cannot read: not a dict named by a string, an
+    ``alias_of`` that is not a string, a number attribute that is not a whole number, a constructor's cache without its
+    ``slab_size``, a ``slab_size`` below the ``object_size``."""
+    if not isinstance(c, dict) or not isinstance(c.get("name"), str):
+        raise SlabError(f"snapshot {source}: entry {c!r:.60} is not a cache (a dict with a "
+                        f"'name')")
+    if "alias_of" in c and not isinstance(c["alias_of"], str):     # (a list: a TypeError)
+        raise SlabError(f"snapshot {source}: cache {c['name']!r}: alias_of "
+                        f"{c['alias_of']!r:.40} is not a cache name")
+    num = {}
+    for a in _NUMBERS:
+        v = c.get(a)
+        if a not in c or v in (None, "") and a in ("align", "sheaf_capacity"):  # read as 0
+            continue
+        t = v.strip() if isinstance(v, str) else v
+        ok = isinstance(t, str) and t.lstrip("-").isdecimal() or \
+            isinstance(t, int) and not isinstance(t, bool)
+        if not ok:
+            raise SlabError(f"snapshot {source}: cache {c['name']!r}: {a} {v!r} is not a "
+                            f"whole number")
+        num[a] = int(t)
+    if c.get("ctor") and "object_size" in num and "slab_size" not in num:
+        raise SlabError(f"snapshot {source}: cache {c['name']!r} has a constructor and no "
+                        f"slab_size")
+    for a in ("object_size", "slab_size"):
+        if not 0 < num.get(a, 1) < 1 << 31:
+            raise SlabError(f"snapshot {source}: cache {c['name']!r}: {a} {num[a]} is not a "
+                            f"size in 1..2**31-1")
+    if num.get("slab_size", 1 << 62) < num.get("object_size", 0):
+        raise SlabError(f"snapshot {source}: cache {c['name']!r}: slab_size "
+                        f"{num['slab_size']} is below its object_size {num['object_size']}")
+
+
+def merge_aliases(tr: Trace, snap: dict[str, dict[str, Any]]) -> Trace:
+    """``tr`` with the cache rows of names the snapshot shows as one kernel cache (aliases:
+    ``/sys/kernel/slab`` symlinks to the merged cache, as :func:`load_snapshot` reads them)
+    made one row, named by the first of them in the trace, as the kernel shares one
+    ``kmem_cache`` and its slabs among them. A trace and a snapshot of the same boot never
+    need it (the kmem events print the merged cache's own name); ``tr`` itself when no two
+    rows merge."""
+    group: dict[str, int] = {}
+    remap = np.empty(len(tr.names), np.int32)
+    names: list[str] = []
+    for r, nm in enumerate(tr.names):
+        attrs = snap.get(nm)
+        key = attrs.get("name", nm) if attrs is not None else nm
+        if key not in group:
+            group[key] = len(names)
+            names.append(nm)
+        remap[r] = group[key]
+    if len(names) == len(tr.names):
+        return tr
+    sizes = np.zeros(len(names), np.int64)
+    kmalloc = np.zeros(len(names), np.int64)
+    np.maximum.at(sizes, remap, tr.sizes)
+    np.maximum.at(kmalloc, remap, tr.kmalloc)
+    row = np.where(tr.row >= 0, remap[np.maximum(tr.row, 0)], tr.row).astype(np.int32)
+    name = np.where(tr.name >= 0, remap[np.maximum(tr.name, 0)], tr.name).astype(np.int32)
+    return replace(tr, row=row, name=name, names=names, sizes=sizes, kmalloc=kmalloc)
+
+
+def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
+              policy: str, kernel: str) -> tuple[dict[str, Any], int, str]:
+    """``kmem_cache_create`` arguments for a trace cache, its object size (for live bytes)
+    and where the geometry came from: the snapshot (``snapshot``; ``snapshot-size`` when
+    the cache has a constructor or a free pointer placement numslab cannot be told, so its
+    slab size is used as the object size) or the trace's ``bytes_alloc`` (``trace``)."""
+    s = snap.get(name) if snap else None
+    sheaf = 0
+    if policy.startswith("sheaves="):
+        sheaf = int(policy.split("=")[1])
+    if s is None or "object_size" not in s:
+        return {"size": max(8, size), "sheaf_capacity": sheaf}, max(8, size), "trace"
+    flags = 0
+    if int(s.get("hwcache_align", 0)):
+        flags |= F.SLAB_HWCACHE_ALIGN
+    if int(s.get("reclaim_account", 0)):
+        flags |= F.SLAB_RECLAIM_ACCOUNT
+    if int(s.get("destroy_by_rcu", 0)):
+        flags |= F.SLAB_TYPESAFE_BY_RCU
+    if not policy.startswith("sheaves="):          # the snapshot's own (7.0: a minimum)
+        snap_sheaf = int(s.get("sheaf_capacity", 0) or 0)
+        sheaf = 0 if policy == "nosheaves" else snap_sheaf
+    args = {"size": int(s["object_size"]), "align": int(s.get("align", 0) or 0),
+            "flags": flags, "sheaf_capacity": sheaf}
+    if s.get("ctor"):           # a typesafe one keeps its flag, its free pointer inside
+        ctor = {"size": int(s["slab_size"]), "align": args["align"], "flags": flags,
+                "sheaf_capacity": sheaf}
+        if flags & F.SLAB_TYPESAFE_BY_RCU:
+            ctor["freeptr_offset"] = 0
+        return ctor, int(s["object_size"]), "snapshot-size"
+    return args, int(s["object_size"]), "snapshot"
+
+
+def _aliases(names: list[str], snap: dict[str, dict[str, Any]] | None) -> np.ndarray:
+    """The snapshot's ``aliases`` of each row's kernel cache, int64[len(names)] (0 where
+    the snapshot has no cache of that name, or no whole number there)."""
+    out = np.zeros(len(names), np.int64)
+    for k, nm in enumerate(names):
+        v = str((snap or {}).get(nm, {}).get("aliases", "")).strip()
+        out[k] = int(v) if v.isdecimal() and len(v) < 10 else 0
+    return out
+
+
+def _align_ok(align: int) -> int:
+    """The snapshot's ``align`` as ``kmem_cache_create`` takes it (a power of two or 0)."""
+    return align if align > 0 and align & (align - 1) == 0 else 0
