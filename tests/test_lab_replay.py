@@ -123,8 +123,26 @@ def test_compare_runs_every_configuration_on_the_same_trace():
         want = []
         for res in r.configs.values():
             k = next(i for i, nm in enumerate(res.names) if nm[:22] == name)
-            want.append(f"{res.caches['live_bytes'][k] * 100 // res.caches['slab_bytes'][k]}%")
+            slab = res.caches['slab_bytes'][k]
+            want.append(f"{res.caches['live_bytes'][k] * 100 // slab}%" if slab else "-")
         assert cells == want, (name, cells)
+
+
+def test_a_comparison_of_long_configuration_names_numbers_its_columns():
+    """``--compare`` of remedies made every column as wide as the longest name (lines of
+    some 500 characters); past 160 the columns are numbered and a legend names them."""
+    trace = "".join(_line("kmem_cache_alloc", 0x100 + 64 * i, name="obj", bytes_req=64,
+                          bytes_alloc=64, gfp_flags="GFP_KERNEL", node=-1)
+                    for i in range(50)).encode()
+    short = numslab.replay(trace, compare="7.0,6.18").compare_table().splitlines()
+    assert short[0].split() == ["machine", "7.0:cpus=1", "6.18:cpus=1"]
+    names = ["7.0:cpus=2:mobility=100:every=free", "7.0:cpus=2:shrink:every=free",
+             "7.0:cpus=2:sorted", "7.0:cpus=2:drain=50", "6.18:cpus=2:mobility=100:every=free"]
+    table = numslab.replay(trace, compare=",".join(names)).compare_table().splitlines()
+    assert table[:len(names)] == [f"[{i}] {n}" for i, n in enumerate(names, 1)]
+    assert max(len(line) for line in table) <= 160
+    head = next(line for line in table if line.startswith("machine"))
+    assert head.split() == ["machine", *(f"[{i}]" for i in range(1, len(names) + 1))]
 
 
 def test_next_replays_a_trace_as_7_3_does():

@@ -372,15 +372,27 @@ def store_size(value: int) -> str:
     return s
 
 
+#: the widest line :func:`format_compare` prints with the configurations' names as column
+#: heads; past it the columns are numbered and a legend names them first
+COMPARE_WIDTH = 160
+
+
 def format_compare(results: list[ReplayResult], top: int = 12) -> str:
     """The configurations side by side: the machine's totals, then the caches with the
-    most slab memory (slab bytes and %Ef per configuration)."""
+    most slab memory (slab bytes and %Ef per configuration; ``-`` for a cache with no slab
+    there). Names too long for :data:`COMPARE_WIDTH` become ``[1]``, ``[2]``... with a
+    legend."""
     names = [r.config.name for r in results]
     w = max(14, *(len(n) for n in names))
+    out = []
+    if 22 + len(names) * (w + 1) > COMPARE_WIDTH:   # long names: numbered, with a legend
+        out = [f"[{i}] {n}" for i, n in enumerate(names, 1)] + [""]
+        names = [f"[{i}]" for i in range(1, len(names) + 1)]
+        w = 14
     rows = [("live bytes", "live_bytes"), ("slab bytes", "slab_bytes"), ("loss", "loss"),
             ("slabs", "slabs"), ("partial slabs", "partial"),
             ("peak slab bytes", "peak_slab_bytes"), ("peak live bytes", "peak_live_bytes")]
-    out = [f"{'machine':<22}" + "".join(f"{n:>{w + 1}}" for n in names)]
+    out.append(f"{'machine':<22}" + "".join(f"{n:>{w + 1}}" for n in names))
     for label, key in rows:
         out.append(f"{label:<22}" + "".join(f"{store_size(r.totals[key]):>{w + 1}}"
                                              for r in results))
@@ -406,7 +418,7 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
     out.append(f"{'cache (slab bytes %Ef)':<22}" + "".join(f"{n:>{w + 1}}" for n in names))
     for k in big.tolist():
         cells = [f"{store_size(int(r.caches['slab_bytes'][k]))} {_ef(r.caches, k):3d}%"
-                 for r in results]
+                 if r.caches["slab_bytes"][k] else "0    -" for r in results]
         out.append(f"{first.names[k][:22]:<22}" + "".join(f"{c:>{w + 1}}" for c in cells))
     return "\n".join(out)
 
