@@ -2246,3 +2246,50 @@ def test_an_address_of_another_allocator_is_named_as_a_possibility():
     with pytest.raises(numslab.BadAddressError, match="or an address of another allocator"):
         b.kmem_cache_free(cb, obj)
     b.validate()
+
+
+def test_gfp_zero_on_a_cache_with_a_constructor_zeroes_every_object_and_warns(kernel):
+    """``slab_post_alloc_hook`` zeroes after ``new_slab`` ran the constructors (init_on_alloc
+    off), and ``new_slab`` warns once (``WARN_ON_ONCE(s->ctor && (flags & __GFP_ZERO))``).
+    The objects of a slab the call made kept their constructor's bytes (200 of 200 in a
+    bulk allocation), those of older slabs were zeroed."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=kernel)
+
+    def ctor(mem, a):
+        mem[a:a + 32] = 0x42
+    c = sa.kmem_cache_create("ctor", 32, ctor=ctor)
+    zero = GFP_KERNEL | numslab.__GFP_ZERO
+    with pytest.warns(RuntimeWarning, match=r"kmem_cache_alloc\(ctor\): __GFP_ZERO on a cache "
+                                            r"with a constructor"):
+        a = sa.kmem_cache_alloc(c, zero)
+    b = sa.kmem_cache_alloc(c, zero)
+    out = np.zeros(200, np.int64)
+    with pytest.warns(RuntimeWarning, match=r"kmem_cache_alloc_bulk\(ctor\)"):
+        assert sa.kmem_cache_alloc_bulk(c, zero, 200, out) == 200
+    for x in [a, b, *out.tolist()]:
+        assert not sa.memory[x:x + 32].any(), hex(x)
+    plain = [sa.kmem_cache_alloc(c) for _ in range(100)]   # without it: constructed bytes
+    assert all((sa.memory[x:x + 32] == 0x42).all() for x in plain[-10:])
+    sa.validate()
+
+
+def test_addresses_up_to_zero_size_ptr_are_null_to_kfree_ksize_and_krealloc(kernel):
+    """``ZERO_OR_NULL_PTR(x)`` is ``x <= 16``: kfree ignores such an address, ksize gives 0
+    and krealloc allocates anew (numslab tested 0 and 16 alone and refused 1 to 15); and
+    ``free_pages(0, order)`` does nothing, as the kernel's."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=kernel)
+    before = snapshot(sa)
+    for addr in (0, 1, 8, 15, 16):
+        sa.kfree(addr)
+        assert sa.ksize(addr) == 0
+        sa.free_pages(0, 3)
+    assert_unchanged(sa, before)
+    p = sa.krealloc(8, 40)
+    assert p > 16 and sa.ksize(p) == 64
+    assert sa.krealloc(8, 0) == 16
+    with pytest.raises(numslab.BadAddressError):
+        sa.kfree(24)                                    # past ZERO_SIZE_PTR: not an object
+    with pytest.raises(numslab.BadAddressError):
+        sa.kfree(-1)
+    sa.kfree(p)
+    sa.validate()

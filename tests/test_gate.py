@@ -483,7 +483,7 @@ def test_misuse_through_the_gate_raises_the_class_error_and_changes_nothing():
         (E.WrongCacheError, "kmem_cache_free", (None, a)),
         (E.SlabError, "kmem_cache_free", (c, a, 5)),
         (E.BadAddressError, "kfree", (a + 1,)),
-        (E.BadAddressError, "kfree", (8,)),
+        (E.BadAddressError, "kfree", (24,)),   # past ZERO_SIZE_PTR (8: ZERO_OR_NULL_PTR)
         (E.BadAddressError, "kfree", (big + 4096,)),
         (E.BadAddressError, "kfree", (True,)),
         (E.BadAddressError, "kfree", (1.5,)),

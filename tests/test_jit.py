@@ -255,7 +255,8 @@ def test_njit_double_free_raises_and_changes_nothing(world):
         free_one(sa.handle, c.id, gone)
     with pytest.raises(numslab.DoubleFreeError, match=f"\\(address {gone:#x}, {named(c)}\\)$"):
         kfree_one(sa.handle, gone)
-    for bad in (-1, 8):                 # -1 too (it was the "not known" mark: left unnamed)
+    kfree_one(sa.handle, 8)             # ZERO_OR_NULL_PTR (0 to 16): ignored, as the kernel
+    for bad in (-1, 24):                # -1 too (it was the "not known" mark: left unnamed)
         with pytest.raises(numslab.BadAddressError, match=f"\\(address {bad:#x}\\)$") as e:
             kfree_one(sa.handle, bad)
         assert e.value.detail[0] == bad
@@ -1136,3 +1137,20 @@ def test_kmem_cache_free_array_s_errors_name_it(sa):
 @numba.njit
 def _free_array(h, cid, nr, objs):
     nj.kmem_cache_free_array(h, cid, nr, objs)
+
+
+def test_a_bool_argument_is_refused_as_the_python_api_refuses_it(sa):
+    """``numslab.jit.kmalloc(h, True)`` allocated one byte and a cache id of ``True`` was
+    cache 1 (kmalloc-16); the Python API refuses bools as sizes and ids."""
+    @numba.njit
+    def km(h, size):
+        return numslab.jit.kmalloc(h, size)
+
+    @numba.njit
+    def alloc(h, cid):
+        return numslab.jit.kmem_cache_alloc(h, cid)
+    with pytest.raises(TypeError, match="must be an integer, not bool"):
+        km(sa.handle, True)
+    with pytest.raises(TypeError, match="must be an integer, not bool"):
+        alloc(sa.handle, True)
+    assert km(sa.handle, 8) > 0

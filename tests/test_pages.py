@@ -71,7 +71,6 @@ def test_nodes_own_contiguous_frames_and_fall_back():
     lambda sa, a: sa.free_pages(a + 8, 0),           # not page aligned
     lambda sa, a: sa.free_pages(a, 1),               # wrong order
     lambda sa, a: sa.free_pages(a + PAGE_SIZE, 0),   # a free frame
-    lambda sa, a: sa.free_pages(0, 0),               # NULL
     lambda sa, a: sa.free_pages(1 << 40, 0),         # outside the arena
     lambda sa, a: sa.free_pages(sa._obj & ~4095, 0),          # a slab page
     lambda sa, a: sa.alloc_pages(11),

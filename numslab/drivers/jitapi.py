@@ -359,12 +359,13 @@ def _checked_count(nr, length, call):
 
 
 def _as_int64(x: Any, what: str) -> Any:
-    """Typing guard of a scalar argument: an integer (or bool) type becomes int64 (no
-    instruction for an int64; a uint64 address above 2**63 - 1 turns negative and is refused
-    as an address), anything else is refused at compile time with a ``TypeError`` naming
-    the argument (a float address otherwise failed deep in the typing of numslab's
-    helpers, or a uint64 one, which Numba mixes with int64 into float64)."""
-    if isinstance(x, (types.Integer, types.Boolean)):
+    """Typing guard of a scalar argument: an integer type becomes int64 (no instruction for
+    an int64; a uint64 address above 2**63 - 1 turns negative and is refused as an
+    address), anything else is refused at compile time with a ``TypeError`` naming the
+    argument (a float address otherwise failed deep in the typing of numslab's helpers, or
+    a uint64 one, which Numba mixes with int64 into float64; a bool, which the Python API
+    refuses too, allocated ``kmalloc(True)`` bytes from cache id ``True``)."""
+    if isinstance(x, types.Integer):
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             return context.cast(builder, args[0], sig.args[0], types.int64)
         return types.int64(x), codegen
@@ -588,10 +589,10 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
 @jit(inline=True, api=True)
 def kfree(h, addr, cpu=0):
     """Free a kmalloc allocation, or any slab object: as in the kernel, its cache is found
-    from its page (NULL and ZERO_SIZE_PTR are ignored)."""
+    from its page (NULL, ZERO_SIZE_PTR and the addresses between them are ignored)."""
     addr, cpu = _addr_arg(addr), _int_arg(cpu)
     st = _state(h, cpu, J_KFREE)
-    if addr == 0 or addr == ZERO_SIZE_PTR:
+    if (addr >= 0) & (addr <= ZERO_SIZE_PTR):      # ZERO_OR_NULL_PTR: 0 to 16
         return
     if (addr > 0) & (addr < st.npages << 12):
         cache = st.sl_cache[addr >> 12]         # NIL unless addr is in a slab's head frame

@@ -553,10 +553,13 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
                 raise self._debug_error("allocation", addr, slab)
             self._raise_fault()
+        runs = self._ctor_runs
         if self._g[G_NPENDING]:
             self._construct_for(cache, addr, cid)
         if self._ctor_depth and addr > 0 and cache is not None:
             addr = self._construct_early(cache, [addr], gfp, node, cpu)[0]
+        if addr > 0 and gfp & _ZERO and cache is not None and cache.ctor is not None:
+            self._zero_after_ctor(cache, [addr], gfp, self._ctor_runs != runs, public_caller())
         if not addr and not gfp & _NOWARN:
             self._warn_no_memory(cache, gfp, node, cpu, size)
         return addr
@@ -641,10 +644,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
 
     def kfree(self, addr: int, cpu: int | None = None) -> None:
         """Free memory from ``kmalloc``, or any slab object: as in the kernel, its cache is
-        found from its page (NULL and ZERO_SIZE_PTR are ignored)."""
+        found from its page (NULL, ZERO_SIZE_PTR and the addresses between them are ignored,
+        ``ZERO_OR_NULL_PTR``)."""
         if type(addr) is not int or not -(1 << 63) <= addr < 1 << 63:
             addr = self._as_addr(addr, "kfree")
-        if addr == 0 or addr == ZERO_SIZE_PTR:
+        if 0 <= addr <= ZERO_SIZE_PTR:         # ZERO_OR_NULL_PTR: 0 to 16, 16 included
             if cpu is not None:                 # checked as for any address (cpu=9 was taken)
                 self._check_cpu(cpu)
             return
@@ -677,9 +681,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return self._after_alloc(None, addr, gfp | _NOWARN, node)
 
     def free_pages(self, addr: int, order: int) -> None:
-        """Free a block from ``alloc_pages``; raises if ``addr``/``order`` do not match one."""
+        """Free a block from ``alloc_pages``; raises if ``addr``/``order`` do not match one
+        (address 0 is ignored, as the kernel's ``free_pages``)."""
         addr = self._as_addr(addr, "free_pages")
         order = check_order(order, "free_pages")
+        if addr == 0:
+            return
         err = free_block_checked(self._st, self._cpu(), addr, order, 0)
         if err == -2:
             raise InvalidSizeError(f"free_pages: block at {addr:#x} is not of order {order}")

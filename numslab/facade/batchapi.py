@@ -22,7 +22,7 @@ from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..engine.slablists import pending_put, pending_take
 from ..errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidArgumentError,
                       InvalidSizeError, SlabDebugError, SlabError)
-from ..flags import GFP_KERNEL, GFP_NAMES, SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN
+from ..flags import GFP_KERNEL, GFP_NAMES, SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN, __GFP_ZERO
 from .args import cache_op, check_gfp
 from .cache import KmemCache
 
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .allocator import SlabAllocator
 
 _I64 = np.dtype(np.int64)
-_NOWARN = __GFP_NOWARN        # a __GFP name in a class body would be name-mangled
+_NOWARN, _ZERO = __GFP_NOWARN, __GFP_ZERO     # a __GFP name in a class body is name-mangled
 
 
 
@@ -234,7 +234,26 @@ class BatchAPI:
         if got > 0 and self._ctor_depth:    # (whether or not this call ran constructors: a
             if not self._construct_early(cache, addrs, gfp, -1, None, out):  # running loop's
                 return 0                                            # slab is not due)
+        if got > 0:
+            self._zero_after_ctor(cache, out[:got].tolist(), gfp, self._ctor_runs != runs, fn)
         return got
+
+    def _zero_after_ctor(self: "SlabAllocator", cache: KmemCache | None, addrs: list[int],
+                         gfp: int, ran: bool, fn: str) -> None:
+        """``__GFP_ZERO`` on a cache with a constructor: ``slab_post_alloc_hook`` zeroes every
+        object after ``new_slab`` ran the constructors (init_on_alloc off), so the objects
+        of the slabs this call made are zeroed again after theirs; and the kernel's
+        ``WARN_ON_ONCE(s->ctor && (flags & __GFP_ZERO))`` in ``new_slab`` is a
+        RuntimeWarning when this call made a slab (``ran``)."""
+        if not gfp & _ZERO or cache is None or cache.ctor is None or not addrs:
+            return
+        if ran:
+            warnings.warn(f"{fn}({cache.name}): __GFP_ZERO on a cache with a constructor (the "
+                          f"kernel's WARN_ON_ONCE in new_slab): the objects are zeroed after "
+                          f"it", RuntimeWarning, stacklevel=4)
+        mem, n = self.memory, cache.object_size
+        for a in addrs:
+            mem[a:a + n] = 0
 
     def _construct_one(self: "SlabAllocator", cache: KmemCache, addr: int) -> None:
         """Run ``cache``'s constructor on the object at ``addr``; if an allocation the
@@ -595,7 +614,9 @@ class BatchAPI:
             self._construct_for(cache, obj, cid)    # constructors raised: at any depth)
         if obj and self._ctor_depth and cache.ctor is not None:    # a constructor's: the
             obj = self._construct_early(cache, [obj], gfp, -1, cpu)[0]  # object it builds is
-        return obj      # swapped for an allocation, the sheaf's others kept for the caller
+        if obj:         # swapped for an allocation, the sheaf's others kept for the caller
+            self._zero_after_ctor(cache, [obj], gfp, False, "kmem_cache_alloc_from_sheaf")
+        return obj
 
     @cache_op
     def kmem_cache_refill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int, sheaf: int,

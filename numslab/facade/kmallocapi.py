@@ -76,7 +76,7 @@ class KmallocAPI:
         if new_size == 0:
             self.kfree(addr, cpu)
             return ZERO_SIZE_PTR
-        if addr in (0, ZERO_SIZE_PTR):
+        if 0 <= addr <= ZERO_SIZE_PTR:          # ZERO_OR_NULL_PTR: __do_krealloc allocates
             return self.kmalloc(new_size, gfp, cpu)
         ks = self._ksize(addr, "krealloc")      # raises on a bad address, nothing changed
         cid = self._cache_of(addr)
@@ -107,10 +107,11 @@ class KmallocAPI:
     def ksize(self: "SlabAllocator", addr: int) -> int:
         """Usable size of the allocation at ``addr``: its cache's ``slab_ksize`` (the stride,
         padding included, unless slab_debug or RCU keeps it), the whole block of a large
-        kmalloc, 0 for NULL and ZERO_SIZE_PTR. The caller may use all of it, so a kmalloc
+        kmalloc, 0 for NULL, ZERO_SIZE_PTR and the addresses between them. The caller may use all of it, so a kmalloc
         cache with slab_debug U stops red-zoning past the size asked
         (``skip_orig_size_check``: the object size)."""
-        if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) and addr == 0:
+        if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) and \
+                0 <= addr <= ZERO_SIZE_PTR:     # ZERO_OR_NULL_PTR
             return 0
         size = self._ksize(addr)
         addr = int(addr)
@@ -124,7 +125,7 @@ class KmallocAPI:
         """``ksize`` without touching the object (checks naming the call ``fn``); a sheaf
         only for ``ksize`` (``krealloc``, ``kfree_rcu``: refused as their ``kfree``)."""
         addr = self._as_addr(addr, fn)
-        if addr == ZERO_SIZE_PTR:
+        if 0 <= addr <= ZERO_SIZE_PTR:          # ZERO_OR_NULL_PTR
             return 0
         err, slab = self._locate(addr)
         if err == checks.E_LARGE:
