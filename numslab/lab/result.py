@@ -162,7 +162,9 @@ class ReplayResult:
         """Per cache, at the end of the trace (arrays over ``names``): ``live_objects``,
         ``live_bytes``, ``slabs``, ``slab_bytes``, ``partial``, ``cpu_slabs``, ``frac_partial``
         (``%Fr``), ``efficiency`` (``%Ef``), ``loss`` (slab bytes less live bytes), the
-        peaks over the samples, ``slabs_allocated``, ``slabs_freed`` and ``untraced_frees``
+        peaks over the samples, ``slabs_allocated``, ``slabs_freed`` (the kernel's FREE_SLAB
+        counter, which ``kmem_cache_shrink`` and a compaction's shrink do not count) and
+        ``untraced_frees``
         (its objects freed where the trace shows no free); int64 except the two percentages
         (float64)."""
         s = self.series
