@@ -235,7 +235,7 @@ def test_series_bytes_and_table():
                               "O", "%Fr", "%Ef", "Flg"]
     c = r.caches
     k = int(np.argmax(c["slab_bytes"]))
-    row = next(ln for ln in tab[1:] if ln.split()[0] == r.names[k][:21])
+    row = next(ln for ln in tab[1:] if ln.split()[0] == r.names[k])
     # slabinfo's Objects and %Ef: sysfs objects (the sheaves' objects counted in use)
     cache = r.allocator.find_cache(r.names[k])
     assert int(row.split()[1]) == r.objects[k] == cache.objects
@@ -600,3 +600,17 @@ def test_the_snapshot_s_typesafe_caches_keep_their_flag_and_geometry(name):
         assert c.flags & numslab.SLAB_TYPESAFE_BY_RCU, nm
         assert c.slab_size == int(snap[nm]["slab_size"]), nm
     r.allocator.validate()
+
+
+def test_the_table_prints_long_names_whole_and_the_summary_its_compile_time():
+    """slabinfo prints a name with ``%-21s``, which cuts nothing ("ext4_allocation_conte"
+    was cut at 21); the summary's lines per second leave the compile out, and say so."""
+    lines = [_line("kmem_cache_alloc", 0x100 + 64 * i, name="ext4_allocation_context",
+                   bytes_req=64, bytes_alloc=64, gfp_flags="GFP_KERNEL", node=-1)
+             for i in range(20)]
+    r = numslab.replay("".join(lines).encode(), kernel="7.0")
+    assert r.table().splitlines()[1].split()[0] == "ext4_allocation_context"
+    r.compile_seconds = 3.25
+    assert "(+ 3.2 s compiling, not counted)" in r.summary()
+    r.compile_seconds = 0.0
+    assert "compiling" not in r.summary()

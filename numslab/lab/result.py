@@ -310,7 +310,7 @@ class ReplayResult:
             n = int(objects[k])
             ef = n * int(self.object_size[k]) * 100 // slab_bytes if slab_bytes else 100
             space = store_size(slab_bytes)
-            lines.append(f"{self.names[k][:21]:<21s} {n:8d} "
+            lines.append(f"{self.names[k]:<21s} {n:8d} "    # slabinfo's %-21s: no cut
                          f"{int(self.object_size[k]):7d} {space:>15s} "
                          f"{dist:>14s} {int(self.objs_per_slab[k]):4d} {int(self.order[k]):1d} "
                          f"{fr:3d} {ef:3d} {self._flags(k)}")
@@ -354,6 +354,8 @@ class ReplayResult:
                 f"{t['slabs']} slabs, {t['partial']} partial); peaks: live "
                 f"{store_size(t['peak_live_bytes'])}B, slabs {store_size(t['peak_slab_bytes'])}B; "
                 f"{self.events_per_second:,.0f} lines/s"
+                + (f" (+ {self.compile_seconds:.1f} s compiling, not counted)"
+                   if self.compile_seconds >= 0.5 else "")
                 + (f"; policy work run {self.work_runs} times, {self.objects_moved} objects "
                    f"moved" if self.work_runs else ""))
 
