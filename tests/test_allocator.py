@@ -2293,3 +2293,21 @@ def test_addresses_up_to_zero_size_ptr_are_null_to_kfree_ksize_and_krealloc(kern
         sa.kfree(-1)
     sa.kfree(p)
     sa.validate()
+
+
+def test_gfp_zero_warns_at_the_user_s_line_and_for_a_prefilled_sheaf_s_new_slabs(kernel):
+    """The warning pointed into numslab (the ``cache_op`` wrapper) whatever the call; and a
+    sheaf prefilled or refilled with ``__GFP_ZERO`` made slabs with no warning."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=kernel)
+    c = sa.kmem_cache_create("ctor2", 32, ctor=lambda mem, a: None, sheaf_capacity=8)
+    zero = GFP_KERNEL | numslab.__GFP_ZERO
+    with pytest.warns(RuntimeWarning) as caught:
+        sa.kmem_cache_alloc(c, zero)
+    assert caught[0].filename == __file__
+    with pytest.warns(RuntimeWarning, match=r"kmem_cache_prefill_sheaf\(ctor2\): __GFP_ZERO"):
+        s = sa.kmem_cache_prefill_sheaf(c, zero, 200)
+    a = sa.kmem_cache_alloc_from_sheaf(c, zero, s)
+    assert not sa.memory[a:a + 32].any()
+    sa.kmem_cache_free(c, a)
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
+    sa.validate()

@@ -549,3 +549,25 @@ def test_an_array_in_the_pages_of_a_slab_waiting_for_its_grace_period_is_refused
         alloc_into(sa.handle, plain.id, arr)
     assert np.array_equal(sa.memory[page:page + 32], before)
     sa.validate()
+
+
+def test_the_waiting_slabs_pages_serve_an_allocation_of_another_order_at_once():
+    """The reclaim drained the pcp lists before ending the waiting slabs' grace period, so
+    their pages went to the discarding CPU's pcp lists, where an order-3 allocation could
+    not see them: it failed, and the same call right after succeeded."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    t = sa.kmem_cache_create("t", 256, flags=numslab.SLAB_TYPESAFE_BY_RCU)
+    fill = sa.kmem_cache_create("fill", 4096)
+    nw = numslab.GFP_KERNEL | numslab.__GFP_NOWARN
+    tobjs = [sa.kmem_cache_alloc(t, nw, cpu=0) for _ in range(200)]
+    held = []
+    while a := sa.kmem_cache_alloc(fill, nw, cpu=0):
+        held.append(a)
+    while p := sa.alloc_pages(0, gfp=nw):
+        held.append(p)
+    for a in tobjs:
+        sa.kmem_cache_free(t, a, cpu=0)
+    sa.kmem_cache_shrink(t)
+    assert sa.state.g[L.G_NRCU_SLABS] >= 8 and sa.free_pages_count() == 0
+    assert sa.alloc_pages(3, gfp=nw)
+    sa.validate()

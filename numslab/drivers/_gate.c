@@ -321,7 +321,7 @@ static PyObject *g_kfree(Gate *self, PyObject *const *args, Py_ssize_t nargs, Py
     int64_t addr = plain_int(args[0], &ok);
     if (!ok)
         SLOW("kfree");
-    if (addr == 0 || addr == 16)                /* NULL and ZERO_SIZE_PTR */
+    if (addr >= 0 && addr <= 16)                /* ZERO_OR_NULL_PTR: NULL to ZERO_SIZE_PTR */
         Py_RETURN_NONE;
     if (thread_cpu(self, &cpu))
         return NULL;

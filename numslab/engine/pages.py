@@ -287,10 +287,9 @@ def alloc_pages(st, cpu, node, order, thisnode):
                 pfn = _rmqueue(st, cpu, (node + i) % nnodes, order)
                 if pfn != NIL:
                     return pfn
-        if attempt == 0:
-            got = drain_all_pages(st)
-            if st.g[G_NRCU_SLABS]:
-                got += _rcu_free_slabs(st)
+        if attempt == 0:        # the waiting slabs' pages first, so that the drain merges
+            got = _rcu_free_slabs(st) if st.g[G_NRCU_SLABS] else 0      # them in the buddy
+            got += drain_all_pages(st)
             if got == 0:
                 break
     return NIL

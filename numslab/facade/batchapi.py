@@ -3,6 +3,8 @@ the 6.18 prefilled-sheaf API, each one checked Python call around one kernel."""
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -31,7 +33,20 @@ if TYPE_CHECKING:
 
 _I64 = np.dtype(np.int64)
 _NOWARN, _ZERO = __GFP_NOWARN, __GFP_ZERO     # a __GFP name in a class body is name-mangled
+#: numslab's folder: warnings point at the first frame outside it
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
+
+
+def _warn_zero_ctor(cache: KmemCache, fn: str) -> None:
+    """``new_slab``'s ``WARN_ON_ONCE(s->ctor && (flags & __GFP_ZERO))`` as a RuntimeWarning
+    pointing at the user's line (the first frame outside numslab)."""
+    f, level = sys._getframe(1), 2
+    while f is not None and f.f_code.co_filename.startswith(_PACKAGE):
+        f, level = f.f_back, level + 1
+    warnings.warn(f"{fn}({cache.name}): __GFP_ZERO on a cache with a constructor (the "
+                  f"kernel's WARN_ON_ONCE in new_slab): the objects are zeroed after it",
+                  RuntimeWarning, stacklevel=level)
 
 
 def _check_sheaf_size(size: Any, fn: str) -> None:
@@ -248,9 +263,7 @@ class BatchAPI:
         if not gfp & _ZERO or cache is None or cache.ctor is None or not addrs:
             return
         if ran:
-            warnings.warn(f"{fn}({cache.name}): __GFP_ZERO on a cache with a constructor (the "
-                          f"kernel's WARN_ON_ONCE in new_slab): the objects are zeroed after "
-                          f"it", RuntimeWarning, stacklevel=4)
+            _warn_zero_ctor(cache, fn)
         mem, n = self.memory, cache.object_size
         for a in addrs:
             mem[a:a + n] = 0
@@ -578,16 +591,19 @@ class BatchAPI:
             if sheaf and cid in self._trace_ids:     # T: each object's ___slab_alloc
                 self._trace_allocs(cid, self._sheaf_objects(sheaf, 0))
             if self._g[G_NPENDING]:          # constructors of new slabs
-                self._construct_for_sheaf(cache, sheaf, cpu)
+                self._construct_for_sheaf(cache, sheaf, cpu, gfp, "kmem_cache_prefill_sheaf")
         return sheaf
 
     def _construct_for_sheaf(self: "SlabAllocator", cache: KmemCache, sheaf: int,
-                             cpu: int | None) -> None:
+                             cpu: int | None, gfp: int = 0, fn: str = "") -> None:
         """Run the constructors a prefilled sheaf's new slabs need, as an allocation's
         (:meth:`_construct`: nested at most :data:`MAX_CTOR_DEPTH` deep, which a
         constructor prefilling its own cache passed until Python's recursion limit struck);
         if one raises, the sheaf goes back before the error does (it was the caller's only
-        through the return value)."""
+        through the return value). With ``__GFP_ZERO`` in ``gfp``, ``new_slab``'s warning
+        (the objects are zeroed when taken from the sheaf)."""
+        if gfp & _ZERO and cache.ctor is not None:
+            _warn_zero_ctor(cache, fn)
         try:
             self._construct(cache._id)
         except SlabError:
@@ -647,6 +663,8 @@ class BatchAPI:
             if new and cid in self._trace_ids and have < size:
                 self._trace_allocs(cid, self._sheaf_objects(new, have))
             if self._g[G_NPENDING]:
+                if gfp & _ZERO and cache.ctor is not None:
+                    _warn_zero_ctor(cache, "kmem_cache_refill_sheaf")
                 if new and new != sheaf:    # grown: the caller's handle is gone, and the
                     try:                    # new one goes back if the constructors raise
                         self._construct_for_sheaf(cache, new, cpu)

@@ -174,7 +174,7 @@ class KmallocAPI:
         whatever was allocated there meanwhile."""
         with _RCU_LOCK:
             addr = self._as_addr(addr, "kfree_rcu")
-            if addr in (0, ZERO_SIZE_PTR):
+            if 0 <= addr <= ZERO_SIZE_PTR:      # ZERO_OR_NULL_PTR, as kfree takes it
                 if cpu is not None:             # checked as for any address
                     self._check_cpu(cpu)
                 return
