@@ -3,6 +3,7 @@ line read with ``str.split``, a dict of live pointers, the replay's documented r
 from __future__ import annotations
 
 import lzma
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def _kmalloc_cache(nbytes: int, gfp: str) -> str | None:
     return f"kmalloc-{s}"
 
 
+#: ``call_site`` of the slab allocator's own kmallocs, the name whole
+_OWN_SITE = re.compile(r"(alloc_slab_obj_exts|alloc_empty_sheaf|__alloc_empty_sheaf)"
+                       r"(?![A-Za-z0-9_])")
+
+
 class Oracle:
     """Walk a trace's lines; ``live`` counts each cache's live objects."""
 
@@ -74,6 +80,9 @@ class Oracle:
                 ev = next(u for u in toks[i + 1:] if u.endswith(":"))[:-1].split(":")[-1]
                 break
         f = dict(t.split("=", 1) for t in toks if "=" in t)
+        if ev == "kmalloc" and _OWN_SITE.match(f.get("call_site", "")):
+            self.skipped["kernel_own"] += 1     # the slab allocator's own: a memcg vector, a
+            return                              # sheaf (the replay's allocator makes its own)
         if ev in ("kmem_cache_alloc", "kmalloc"):
             ptr = f["ptr"]
             if ptr in ("(null)", "(nil)") or int(ptr, 16) == 0:

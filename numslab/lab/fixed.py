@@ -22,9 +22,13 @@ EV_CACHE_ALLOC = 0   #: kmem_cache_alloc (and the old kmem_cache_alloc_node)
 EV_KMALLOC = 1       #: kmalloc (and the old kmalloc_node)
 EV_KFREE = 2         #: kfree
 EV_CACHE_FREE = 3    #: kmem_cache_free
-EV_OTHER = 4         #: a tracepoint line of another event
-EV_LOST = 5          #: "CPU:n [LOST m EVENTS]": the ring buffer overflowed
-EV_BAD = 6           #: a malformed line (kept only with ``skip_bad``)
+#: a kmalloc the slab allocator made for itself (``call_site`` ``alloc_slab_obj_exts``: a
+#: memcg vector for an accounted cache's new slab; ``alloc_empty_sheaf`` or
+#: ``__alloc_empty_sheaf``: a sheaf): the replay's allocator makes its own, so it is skipped
+EV_OWN = 4
+EV_OTHER = 5         #: a tracepoint line of another event
+EV_LOST = 6          #: "CPU:n [LOST m EVENTS]": the ring buffer overflowed
+EV_BAD = 7           #: a malformed line (kept only with ``skip_bad``)
 
 
 def _item_pointer(context, builder, sig, args):

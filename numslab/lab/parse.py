@@ -12,9 +12,9 @@ import numpy as np
 
 from .compiled import lab_jit
 from .fixed import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
-                    EV_OTHER, after_last_colon, data_address, delim, fixed_fields, gfp_slot,
-                    gfp_symbolic, load1p, prefetch, skip_spaces, tracefs_event, tracefs_header,
-                    word_hash)
+                    EV_OTHER, EV_OWN, after_last_colon, data_address, delim, fixed_fields,
+                    gfp_slot, gfp_symbolic, load1p, load8p, prefetch, skip_spaces,
+                    tracefs_event, tracefs_header, word_hash)
 
 # ---- rows that are not a cache (``row`` of an event) ------------------------------------------
 ROW_LARGE = -1        #: a kmalloc above the largest kmalloc cache: whole pages
@@ -166,6 +166,39 @@ def _event(bp, a, b):
     return EV_OTHER
 
 
+def _word(text: bytes) -> np.uint64:
+    """Eight bytes as :func:`~numslab.lab.fixed.load8p` reads them (little-endian)."""
+    return np.uint64(int.from_bytes(text, "little"))
+
+
+_W_ALLOC_SL, _W_AB_OBJ_E = _word(b"alloc_sl"), _word(b"ab_obj_e")      # alloc_slab_obj_exts
+_W_ALLOC_EM, _W_PTY_SHEA = _word(b"alloc_em"), _word(b"pty_shea")      # alloc_empty_sheaf
+_W___ALLOC, _W_EMPTY_SH = _word(b"__alloc_"), _word(b"empty_sh")       # __alloc_empty_sheaf
+
+
+@lab_jit(nogil=True, inline=True)
+def _ident(c):
+    """Whether byte ``c`` may continue a C identifier."""
+    return (48 <= c <= 57) | (65 <= c <= 90) | (97 <= c <= 122) | (c == 95)
+
+
+@lab_jit(nogil=True)
+def _own_site(bp, v):
+    """Whether the ``call_site`` value at ``bp + v`` names one of the slab allocator's own
+    kmallocs (:data:`~numslab.lab.fixed.EV_OWN`), the name whole (``+0x..`` or the end after
+    it). The buffer's slack covers the 24 bytes read."""
+    w0, w1 = load8p(bp + v), load8p(bp + v + 8)
+    if w0 == _W_ALLOC_SL and w1 == _W_AB_OBJ_E:
+        return load1p(bp + v + 16) == 120 and load1p(bp + v + 17) == 116 and \
+            load1p(bp + v + 18) == 115 and not _ident(load1p(bp + v + 19))     # "xts"
+    if w0 == _W_ALLOC_EM and w1 == _W_PTY_SHEA:
+        return load1p(bp + v + 16) == 102 and not _ident(load1p(bp + v + 17))  # "f"
+    if w0 == _W___ALLOC and w1 == _W_EMPTY_SH:
+        return load1p(bp + v + 16) == 101 and load1p(bp + v + 17) == 97 and \
+            load1p(bp + v + 18) == 102 and not _ident(load1p(bp + v + 19))     # "eaf"
+    return False
+
+
 @lab_jit(nogil=True)
 def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, kind, line, cpu,
                ts, ptr, req, alloc, gfp, node, nm0s, nm1s, nhs):
@@ -228,7 +261,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                     line[r] = ln
                     cpu[r] = c
                     ts[r] = tsv
-                    kind[r] = ev
+                    kind[r] = EV_OWN if ev == EV_KMALLOC and _own_site(bp, e + 11) else ev
                     ptr[r] = pv
                     req[r] = rq
                     alloc[r] = al
@@ -252,6 +285,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
         node[r] = -1
         err = ERR_NONE
         ev = EV_OTHER
+        own = False
         nm0 = -1
         nm1 = -1
         nh = np.uint64(0)
@@ -335,6 +369,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
             fast, qf, pv, rq, al, g0, ge, gh, nd, n0, n1, h = fixed_fields(
                 bp, q, ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE, ev <= EV_KMALLOC)
             if fast:
+                own = ev == EV_KMALLOC and _own_site(bp, q + 11)
                 gf = 0
                 if g0 >= 0:
                     gf, _ = gfp_symbolic(bp, g0, ge, gh, False, gkeys, gvals, gc_keys, gc_vals)
@@ -359,6 +394,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                 if ch == 10 or (ch == 13 and buf[q + 1] == 10):
                     break
                 if ch == 99 and buf[q + 4] == 95 and buf[q + 9] == 61:            # call_site=
+                    own = ev == EV_KMALLOC and _own_site(bp, q + 10)
                     q = delim(bp, q + 10)
                 elif ch == 112 and buf[q + 1] == 116 and buf[q + 3] == 61:        # ptr=
                     q += 4
@@ -479,7 +515,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
                 sv[SV_FAST] += nfast
                 return pos, ST_ERROR
             ev = EV_BAD
-        kind[r] = ev
+        kind[r] = EV_OWN if own and ev == EV_KMALLOC else ev
         nm0s[r] = nm0
         nm1s[r] = nm1
         nhs[r] = nh

@@ -28,7 +28,7 @@ from . import policies
 from .parse import ROW_LARGE
 from .result import Configs, ReplayResult, Series
 from .snapshot import _aliases, _align_ok, _geometry, load_snapshot, merge_aliases
-from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_KMALLOC, EV_LOST, EV_OTHER, Trace,
+from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_KMALLOC, EV_LOST, EV_OTHER, EV_OWN, Trace,
                     TraceFormatError, check_trace, read_trace)
 
 __all__ = ["Config", "parse_config", "load_snapshot", "merge_aliases", "prepare", "replay",
@@ -201,7 +201,8 @@ def prepare(tr: Trace) -> Prepared:
                                f"object, past KMALLOC_MAX_SIZE ({KMALLOC_MAX_SIZE >> 20} MiB, "
                                f"the largest block of the page allocator)")
     skipped = {reason: int(np.count_nonzero(tr.kind == ev)) for reason, ev in
-               (("other_event", EV_OTHER), ("lost_events_line", EV_LOST), ("bad_line", EV_BAD))}
+               (("kernel_own", EV_OWN), ("other_event", EV_OTHER),
+                ("lost_events_line", EV_LOST), ("bad_line", EV_BAD))}
     return Prepared(tr, list(tr.names), tr.sizes.tolist(), tr.kmalloc.tolist(), tr.npid,
                     skipped)
 

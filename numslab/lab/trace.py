@@ -30,11 +30,11 @@ from ..errors import SlabError, WrongTypeError
 from . import parse as P
 from .fixed import GFP_CACHE
 from .parse import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
-                    EV_OTHER)
+                    EV_OTHER, EV_OWN)
 
 __all__ = ["TraceFormatError", "Trace", "check_trace", "read_trace", "parse_bytes", "load_bytes",
            "repeat_trace", "EV_CACHE_ALLOC", "EV_KMALLOC", "EV_KFREE", "EV_CACHE_FREE",
-           "EV_OTHER", "EV_LOST", "EV_BAD", "GFP_NAMES"]
+           "EV_OWN", "EV_OTHER", "EV_LOST", "EV_BAD", "GFP_NAMES"]
 
 
 class TraceFormatError(SlabError, ValueError):
