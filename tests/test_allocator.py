@@ -1938,7 +1938,9 @@ def test_ksize_of_a_large_kmalloc_waiting_for_kfree_rcu_is_a_bad_address(sa, tmp
               "itemsize": 32}),
     np.dtype([("a", [("x", "<i4"), ("y", "<f8")]), ("b", "<u2", (3,))]),
     np.dtype([(("Title", "t"), "<i4"), ("u", "<f4")]),
-    np.dtype((np.uint32, [("lo", "<u2"), ("hi", "<u2")]))], ids=str)
+    np.dtype((np.uint32, [("lo", "<u2"), ("hi", "<u2")])),
+    np.dtype([("a", np.dtype("<i4", metadata={"unit": "ms"}))], metadata={"k": [1, 2]}),
+    np.dtype("<f8", metadata={"x": 1})], ids=str)
 def test_save_and_load_keep_a_cache_dtype_exactly(sa, tmp_path, dt):
     """Only records survived: a plain dtype came back as a one-field record (store() of
     what it took before then refused), a subarray as V16, an aligned record with padding
@@ -1951,6 +1953,10 @@ def test_save_and_load_keep_a_cache_dtype_exactly(sa, tmp_path, dt):
     bc = back.find_cache("rec")
     assert bc.dtype == dt and bc.dtype.descr == dt.descr and bc.object_size == c.object_size
     assert bc.dtype.kind == dt.kind and bc.dtype.str == dt.str
+    assert bc.dtype.metadata == dt.metadata         # (== ignores it: it was dropped)
+    if dt.names:
+        assert [bc.dtype.fields[n][0].metadata for n in dt.names] == \
+            [dt.fields[n][0].metadata for n in dt.names]
     assert bc.records([a]).dtype == c.records([a]).dtype
     bc.store([a], np.zeros(1, dt))
 
@@ -2311,3 +2317,11 @@ def test_gfp_zero_warns_at_the_user_s_line_and_for_a_prefilled_sheaf_s_new_slabs
     sa.kmem_cache_free(c, a)
     sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
     sa.validate()
+
+
+def test_save_refuses_dtype_metadata_json_cannot_hold(sa, tmp_path):
+    c = sa.kmem_cache_create("meta", 0, dtype=np.dtype("<i8", metadata={"f": object()}))
+    c.alloc()
+    with pytest.raises(numslab.SlabError, match="metadata that JSON cannot hold"):
+        sa.save(tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()

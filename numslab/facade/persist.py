@@ -54,7 +54,20 @@ def dtype_json(dt: np.dtype, where: str = "save") -> dict[str, Any]:
     record's names, formats, offsets, string titles, item size, alignment and the base type
     its fields may lie over (``descr``
     lost all but records, and its nested tuples came back from JSON as lists ``np.dtype``
-    refuses). A title that is not a string is refused (``SlabError``)."""
+    refuses), and at every level its ``metadata``. A title that is not a string, or metadata
+    that JSON cannot hold, is refused (``SlabError``)."""
+    out = _dtype_json(dt, where)
+    if dt.metadata:
+        try:
+            out["metadata"] = json.loads(json.dumps(dict(dt.metadata)))
+        except (TypeError, ValueError):
+            raise SlabError(f"{where}: its dtype {dt} has metadata that JSON cannot hold "
+                            f"({dict(dt.metadata)!r:.60})") from None
+    return out
+
+
+def _dtype_json(dt: np.dtype, where: str) -> dict[str, Any]:
+    """:func:`dtype_json` but the metadata of ``dt`` itself."""
     if dt.names is None:
         if dt.subdtype is not None:
             return {"base": dtype_json(dt.subdtype[0], where), "shape": list(dt.subdtype[1])}
@@ -76,6 +89,12 @@ def dtype_from_json(j: Any) -> np.dtype:
     (records only). ``TypeError``/``ValueError``/``KeyError`` if it is not one."""
     if isinstance(j, list):
         return np.dtype([tuple(f) for f in j])
+    if isinstance(j, dict) and "metadata" in j:
+        meta = j["metadata"]
+        if not isinstance(meta, dict):
+            raise TypeError(f"dtype metadata {meta!r:.40} is not a dict")
+        return np.dtype(dtype_from_json({k: v for k, v in j.items() if k != "metadata"}),
+                        metadata=meta)
     if "str" in j:
         return np.dtype(str(j["str"]))
     if "base" in j:
