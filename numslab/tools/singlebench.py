@@ -37,6 +37,16 @@ SINGLE_ROUNDS = 1 << 16
 SINGLE_IMPLS = ("fifo-ring", "slab", "slab-sheaves")
 
 
+@nb.njit(inline="always")
+def _victim(x, live):
+    """One xorshift64 step from ``x`` and the victim it draws in ``0..live-1``: both loops
+    draw the same sequence (inlined into each, so neither pays a call)."""
+    x ^= x << np.uint64(13)
+    x ^= x >> np.uint64(7)
+    x ^= x << np.uint64(17)
+    return x, (np.int64(x >> np.uint64(32)) * live) >> 32
+
+
 @nb.njit(cache=True)
 def ring_single_pair(records, capacity, live, rounds, seed):
     """The peer: a FIFO ring of ``capacity`` free record indices (a power of two), written in
@@ -59,10 +69,7 @@ def ring_single_pair(records, capacity, live, rounds, seed):
     x = np.uint64(seed)
     acc = 0
     for r in range(rounds):
-        x ^= x << np.uint64(13)
-        x ^= x >> np.uint64(7)
-        x ^= x << np.uint64(17)
-        j = (np.int64(x >> np.uint64(32)) * live) >> 32
+        x, j = _victim(x, live)
         ring[tail & mask] = held[j]            # free the victim at the tail ...
         tail += one
         idx = ring[head & mask]                # ... allocate at the head
@@ -90,10 +97,7 @@ def slab_single_pair(h, cid, live, rounds, seed):
     x = np.uint64(seed)
     acc = 0
     for r in range(rounds):
-        x ^= x << np.uint64(13)
-        x ^= x >> np.uint64(7)
-        x ^= x << np.uint64(17)
-        j = (np.int64(x >> np.uint64(32)) * live) >> 32
+        x, j = _victim(x, live)
         sjit.kmem_cache_free(h, cid, held[j], 0)
         obj = sjit.kmem_cache_alloc(h, cid, 0, GFP_ATOMIC)
         if obj == 0:
