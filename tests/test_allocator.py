@@ -2325,3 +2325,30 @@ def test_save_refuses_dtype_metadata_json_cannot_hold(sa, tmp_path):
     with pytest.raises(numslab.SlabError, match="metadata that JSON cannot hold"):
         sa.save(tmp_path / "m.npz")
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_gfp_zero_warns_only_for_the_slabs_of_its_own_cache(kernel):
+    """The warning came whenever any constructor ran during the call; another cache's due
+    slabs are not this call's ``new_slab``."""
+    import warnings
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=kernel)
+    a = sa.kmem_cache_create("a", 32, ctor=lambda mem, x: None)
+    fail = [True]
+
+    def ctor_b(mem, x):
+        if fail[0]:
+            raise ValueError("not yet")
+    b = sa.kmem_cache_create("b", 32, ctor=ctor_b)
+    zero = GFP_KERNEL | numslab.__GFP_ZERO
+    first = [sa.kmem_cache_alloc(a) for _ in range(3)]      # a's first slab
+    with pytest.raises(numslab.SlabError):
+        b.alloc()                               # b's slab stays due (its constructor raised)
+    from numslab.engine.layout import G_NPENDING
+    assert sa.state.g[G_NPENDING]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # a's slab exists: no slab made, no warning
+        x = sa.kmem_cache_alloc(a, zero)
+    assert not sa.memory[x:x + 32].any() and first
+    fail[0] = False
+    b.alloc()
+    sa.validate()

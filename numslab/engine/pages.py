@@ -511,8 +511,9 @@ def _bad(st, what, kind, where):
 @jit
 def _validate_pages(st):
     """``validate``'s check of the compound heads, the SLAB_TYPESAFE_BY_RCU slabs waiting for
-    their grace period, the buddy free lists and the per-CPU page lists: links, marks, counts and that no free block overlaps an allocated one; each link
-    range-checked before it is followed. 0, or the broken invariant's number in
+    their grace period, the buddy free lists and the per-CPU page lists: links, marks,
+    counts and that no free block overlaps an allocated one; each link range-checked before
+    it is followed. 0, or the broken invariant's number in
     ``checks.CORRUPTION`` (12 a page list, 19 a compound head, 23 the slabs waiting for
     their grace period) with the kind of place above ``AT_SHIFT``, where in G_ERR1."""
     flags = st.pg_flags

@@ -210,6 +210,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         #: Constructors running (nested: a constructor may allocate) and the objects handed
         #: out meanwhile (``BatchAPI._construct``, ``_lost_to_ctor``).
         self._ctor_depth, self._ctor_runs, self._ctor_out = 0, 0, set[int]()
+        self._ctor_slabs = 0            # slabs constructed (a __GFP_ZERO call's warning)
         self._inobj_building = set[int]()      # caches constructing an in-object-pointer slab
         self._building: dict[int, list] = {}   # slabs a Python constructor loop is on
         self._constructing: dict[int, bool] = {}   # objects it builds: handed out meanwhile?
@@ -553,13 +554,13 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
                 raise self._debug_error("allocation", addr, slab)
             self._raise_fault()
-        runs = self._ctor_runs
+        made = self._ctor_slabs
         if self._g[G_NPENDING]:
             self._construct_for(cache, addr, cid)
         if self._ctor_depth and addr > 0 and cache is not None:
             addr = self._construct_early(cache, [addr], gfp, node, cpu)[0]
         if addr > 0 and gfp & _ZERO and cache is not None and cache.ctor is not None:
-            self._zero_after_ctor(cache, [addr], gfp, self._ctor_runs != runs, public_caller())
+            self._zero_after_ctor(cache, [addr], gfp, self._ctor_slabs != made, public_caller())
         if not addr and not gfp & _NOWARN:
             self._warn_no_memory(cache, gfp, node, cpu, size)
         return addr

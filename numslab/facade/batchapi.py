@@ -110,6 +110,7 @@ class BatchAPI:
         room = int(self._g[G_NPENDING])
         buf = np.empty(max(room, 1), np.int64)
         due = buf[:pending_take(self._st, cid, room, buf.ctypes.data)].tolist()
+        self._ctor_slabs += len(due)
         cache = self._caches[cid]
         name = cache.name
         if not isinstance(cache.ctor, nb.core.registry.CPUDispatcher):  # every slab due:
@@ -233,7 +234,7 @@ class BatchAPI:
                    out: np.ndarray, fn: str) -> int:
         """:meth:`_bulk_done` for a cache with a constructor: a constructor that raises, or
         that freed an object of the batch, gives the batch back (what is still its own)."""
-        runs = self._ctor_runs
+        runs, made = self._ctor_runs, self._ctor_slabs
         addrs = out[:got].tolist() if got > 0 else []   # before the constructors: they may
         try:                                            # write where ``out`` lies
             got = self._bulk_done(cache, got, nr, gfp, fn)
@@ -250,7 +251,7 @@ class BatchAPI:
             if not self._construct_early(cache, addrs, gfp, -1, None, out):  # running loop's
                 return 0                                            # slab is not due)
         if got > 0:
-            self._zero_after_ctor(cache, out[:got].tolist(), gfp, self._ctor_runs != runs, fn)
+            self._zero_after_ctor(cache, out[:got].tolist(), gfp, self._ctor_slabs != made, fn)
         return got
 
     def _zero_after_ctor(self: "SlabAllocator", cache: KmemCache | None, addrs: list[int],
@@ -602,10 +603,11 @@ class BatchAPI:
         if one raises, the sheaf goes back before the error does (it was the caller's only
         through the return value). With ``__GFP_ZERO`` in ``gfp``, ``new_slab``'s warning
         (the objects are zeroed when taken from the sheaf)."""
-        if gfp & _ZERO and cache.ctor is not None:
-            _warn_zero_ctor(cache, fn)
+        made = self._ctor_slabs
         try:
             self._construct(cache._id)
+            if gfp & _ZERO and self._ctor_slabs != made:
+                _warn_zero_ctor(cache, fn)
         except SlabError:
             if sheaf and type(cache) is KmemCache and self._is_user_sheaf(cache._id, sheaf):
                 self.kmem_cache_return_sheaf(cache, GFP_KERNEL, sheaf, cpu)
@@ -663,8 +665,7 @@ class BatchAPI:
             if new and cid in self._trace_ids and have < size:
                 self._trace_allocs(cid, self._sheaf_objects(new, have))
             if self._g[G_NPENDING]:
-                if gfp & _ZERO and cache.ctor is not None:
-                    _warn_zero_ctor(cache, "kmem_cache_refill_sheaf")
+                made = self._ctor_slabs
                 if new and new != sheaf:    # grown: the caller's handle is gone, and the
                     try:                    # new one goes back if the constructors raise
                         self._construct_for_sheaf(cache, new, cpu)
@@ -674,6 +675,8 @@ class BatchAPI:
                                       f"cache: that handle is no sheaf any more") from e
                 else:                       # else the caller keeps the sheaf (what it takes
                     self._construct(cid)    # is constructed as it goes)
+                if gfp & _ZERO and cache.ctor is not None and self._ctor_slabs != made:
+                    _warn_zero_ctor(cache, "kmem_cache_refill_sheaf")
         return new
 
     @cache_op
