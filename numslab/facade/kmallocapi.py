@@ -107,9 +107,9 @@ class KmallocAPI:
     def ksize(self: "SlabAllocator", addr: int) -> int:
         """Usable size of the allocation at ``addr``: its cache's ``slab_ksize`` (the stride,
         padding included, unless slab_debug or RCU keeps it), the whole block of a large
-        kmalloc, 0 for NULL, ZERO_SIZE_PTR and the addresses between them. The caller may use all of it, so a kmalloc
-        cache with slab_debug U stops red-zoning past the size asked
-        (``skip_orig_size_check``: the object size)."""
+        kmalloc, 0 for NULL, ZERO_SIZE_PTR and the addresses between them. The caller may
+        use all of it, so a kmalloc cache with slab_debug U stops red-zoning past the size
+        asked (``skip_orig_size_check``: the object size)."""
         if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) and \
                 0 <= addr <= ZERO_SIZE_PTR:     # ZERO_OR_NULL_PTR
             return 0
