@@ -52,8 +52,9 @@ _NUMBERS = ("object_size", "slab_size", "align", "hwcache_align", "reclaim_accou
 
 def _check_snapshot_entry(c: Any, source: Any) -> None:
     """Refuse a snapshot entry the replay cannot read: not a dict named by a string, an
-    ``alias_of`` that is not a string, a number attribute that is not a whole number, a constructor's cache without its
-    ``slab_size``, a ``slab_size`` below the ``object_size``."""
+    ``alias_of`` that is not a string, a number attribute that is not a whole number, a
+    constructor's cache without its ``slab_size``, a ``slab_size`` below the
+    ``object_size``."""
     if not isinstance(c, dict) or not isinstance(c.get("name"), str):
         raise SlabError(f"snapshot {source}: entry {c!r:.60} is not a cache (a dict with a "
                         f"'name')")

@@ -69,6 +69,7 @@ def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
             f"offset {int(off[bad])}, caplen {int(cap[bad])}")
     if off.size and cap.max() > 4 << 20:
         i = int(np.argmax(cap > 4 << 20))
-        raise InvalidArgumentError(f"packet {i} (record data at byte {int(off[i])}) has a captured "
-                         f"length of {int(cap[i])} bytes, above kmalloc's 4 MiB limit")
+        raise InvalidArgumentError(f"packet {i} (record data at byte {int(off[i])}) has a "
+                                   f"captured length of {int(cap[i])} bytes, above kmalloc's "
+                                   f"4 MiB limit")
     return (data, *cols)

@@ -449,7 +449,7 @@ def bulk_table(sizes=BULK_SIZES, impls=PY_IMPLS, inside_jit: bool = False,
                    for b in sizes} for impl in impls}
 
 
-# ---- the same-run ratio table --------------------------------------------------------------------
+# ---- the same-run ratio table ------------------------------------------------------------------
 #: Bulk sizes, samples per cell and pairs per sample of :func:`bulk_ratio_table`.
 RATIO_SIZES = (16, 64, 250, 4096)
 RATIO_REPEAT = 7

@@ -239,8 +239,8 @@ def _main(argv: list[str] | None) -> int:
         print(format_table(table, sizes, f"ns per alloc+free pair, {title}"))
         print()
     for kernel in args.kernel if args.single else ():
-        print(format_single(singlebench.single_pair_table(args.objects, args.repeat, kernel=kernel),
-                            kernel))
+        table = singlebench.single_pair_table(args.objects, args.repeat, kernel=kernel)
+        print(format_single(table, kernel))
         print()
     for kernel in args.kernel if args.calls else ():
         print(format_calls(singlebench.call_cost_table(repeat=10 * args.repeat, kernel=kernel),
