@@ -560,19 +560,17 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
     n = offset.size
     if any(c.ndim != 1 or c.size != n for c in cols):
         raise InvalidArgumentError("offset, caplen, wirelen and ts_ns must be 1-D of equal length")
-    if n and (offset.min() < 0 or caplen.min() < 0 or (offset > data.size - caplen).any()):
-        # (``offset + caplen`` overflows int64 for an offset near 2**63)
-        bad = np.flatnonzero((offset < 0) | (caplen < 0) | (offset > data.size - caplen))[0]
+    bad = _outside_data(data.size, offset, caplen)
+    if bad >= 0:
         raise InvalidArgumentError(f"packet {bad} lies outside data ({data.size} bytes): offset "
-                         f"{int(offset[bad])}, caplen {int(caplen[bad])}")
+                                   f"{int(offset[bad])}, caplen {int(caplen[bad])}")
     if n and (caplen.max() > 0xFFFFFFFF or wirelen.min() < 0 or wirelen.max() > 0xFFFFFFFF):
         raise InvalidArgumentError("caplen and wirelen must fit an unsigned 32-bit field")
     max_cap = int(caplen.max()) if n else 0
     if snaplen is None:
         snaplen = max(65535, max_cap)
     for name, v in (("snaplen", snaplen), ("linktype", packets.linktype)):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            raise WrongTypeError(f"{name} must be an integer, not {v!r}")
+        _integer(name, v)
     if not 0 <= snaplen <= 0xFFFFFFFF:
         raise InvalidArgumentError(f"snaplen {snaplen} does not fit the file header's "
                                    "32-bit field")
@@ -589,3 +587,28 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
     _pack_pcap(out, 24, data, offset, caplen, wirelen, sec, frac)
     with open(path, "wb") as f:
         f.write(memoryview(out))
+
+
+# ---- argument checks shared with the pipeline and the traffic generator ----------------------
+def _integer(name: str, v: object) -> int:
+    """``v`` as an int, or ``WrongTypeError`` naming ``name`` (a bool is no integer)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise WrongTypeError(f"{name} must be an integer, not {v!r}")
+    return int(v)
+
+
+def _real(name: str, v: object, what: str = "a number") -> float:
+    """``v`` as a float, or ``WrongTypeError`` naming ``name`` (a bool is no number)."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                             np.floating)):
+        raise WrongTypeError(f"{name} must be {what}, not {v!r}")
+    return float(v)
+
+
+def _outside_data(size: int, offset: np.ndarray, caplen: np.ndarray) -> int:
+    """The first packet whose record (``offset``, ``caplen``: int64) does not lie inside
+    ``size`` bytes of data, or -1; compared without ``offset + caplen``, which overflows
+    int64 for an offset near 2**63 (such a packet passed, and the reader read wild
+    memory)."""
+    bad = (offset < 0) | (caplen < 0) | (offset > size - caplen)
+    return int(np.argmax(bad)) if bad.any() else -1

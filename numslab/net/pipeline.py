@@ -27,11 +27,11 @@ from ..engine.native import jit_rt as jit   # this code creates arrays: Numba ru
 from ..engine.layout import PG_LARGE
 from ..engine.kmalloc import kmalloc_cache_name
 from ..facade.allocator import SlabAllocator
-from ..errors import CacheLeakError, InvalidArgumentError, OutOfMemoryError, WrongTypeError
+from ..errors import CacheLeakError, InvalidArgumentError, OutOfMemoryError
 from ..flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, kmalloc_cache_size
-from .capture import Packets
+from .capture import Packets, _integer
 from .tablecheck import _columns, _timeout_ns
 
 __all__ = ["FLOW_DTYPE", "MODES", "SKB_DTYPE", "LeakError", "PipelineResult", "run_pipeline"]
@@ -681,10 +681,7 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
     batch, timeout = int(batch), _timeout_ns(idle_timeout)
     data, offset, caplen, wirelen, ts = _columns(packets)
     n = offset.size
-    if isinstance(packets.linktype, (bool, np.bool_)) or \
-            not isinstance(packets.linktype, (int, np.integer)):
-        raise WrongTypeError(f"the packet table's linktype must be an integer, not "
-                             f"{packets.linktype!r}")
+    _integer("the packet table's linktype", packets.linktype)
     link = _LINKS.get(int(packets.linktype), _LINK_NONE)
     if link == _LINK_NONE and n:
         warnings.warn(f"linktype {packets.linktype} is not parsed: every packet counts as "

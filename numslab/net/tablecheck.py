@@ -8,13 +8,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError, WrongTypeError
-from .capture import Packets
+from .capture import Packets, _outside_data, _real
 
 
 def _timeout_ns(seconds: float) -> int:
-    if isinstance(seconds, (bool, np.bool_)) or not isinstance(seconds, (int, float, np.integer,
-                                                                        np.floating)):
-        raise WrongTypeError(f"idle timeout must be a number of seconds, not {seconds!r}")
+    _real("idle timeout", seconds, "a number of seconds")
     if not seconds >= 0:
         raise InvalidArgumentError(f"idle timeout must be >= 0 seconds, not {seconds!r}")
     ns = seconds * 1e9                  # past int64's nanoseconds (1e308 s is inf ns): never
@@ -61,9 +59,8 @@ def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
         raise InvalidArgumentError(f"ts_ns spans {int(ts.min())}..{int(ts.max())}: more than "
                                    "2**63-1 ns between packets, which the idle clock cannot "
                                    "subtract")
-    if off.size and (off.min() < 0 or cap.min() < 0 or (off > data.size - cap).any()):
-        # (``off + cap`` overflows int64 for an offset near 2**63, and passed the check)
-        bad = np.flatnonzero((off < 0) | (cap < 0) | (off > data.size - cap))[0]
+    bad = _outside_data(data.size, off, cap)
+    if bad >= 0:
         raise InvalidArgumentError(
             f"packet {bad} lies outside the packet table's data ({data.size} bytes): "
             f"offset {int(off[bad])}, caplen {int(cap[bad])}")

@@ -9,8 +9,8 @@ from typing import NamedTuple
 import numpy as np
 from ..engine.native import jit_rt as jit   # this code creates arrays: Numba runtime on
 
-from ..errors import InvalidArgumentError, WrongTypeError
-from .capture import Packets
+from ..errors import InvalidArgumentError
+from .capture import Packets, _integer, _real
 
 __all__ = ["TrafficTruth", "count_flow_sessions", "generate_traffic",
            "generate_traffic_with_truth"]
@@ -189,19 +189,6 @@ def _emit_frames(out, offset, vlan, v6, udp, c2s, ckey, skey, cport, sport, seq,
 
 
 # --------------------------------------------------------------------------- helpers
-def _integer(name: str, v: object) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-        raise WrongTypeError(f"{name} must be an integer, not {v!r}")
-    return int(v)
-
-
-def _real(name: str, v: object) -> float:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
-                                                             np.floating)):
-        raise WrongTypeError(f"{name} must be a number, not {v!r}")
-    return float(v)
-
-
 def _zipf_weights(n: int, s: float, rng: np.random.Generator) -> np.ndarray:
     """Zipf probabilities ``~ 1/rank**s`` over ``n`` items in random order."""
     w = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** s
