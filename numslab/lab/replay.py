@@ -469,7 +469,8 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     sheaves = np.zeros(sa.state.ca.shape[0], np.int64)
     h = sa.handle
     g = sa.state.g
-    caches = list(dict.fromkeys(sa.find_cache(nm) for nm in p.names))
+    objs = [sa.find_cache(nm) for nm in p.names]       # per row (aliases share one)
+    caches = list(dict.fromkeys(objs))
     policies.set_up(caches, cfg.policy)
     work = policies.free_work(sa, caches, cfg.policy, cfg.every == EVERY_FREE, npid)
     nwork = 0
@@ -498,8 +499,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
             if stop in is_sample:                   # before the remedy's work at this point
                 K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
                 if s == S - 1:                      # sysfs objects beside the last sample
-                    objects = np.array([c.objects for c in
-                                        (sa.find_cache(nm) for nm in p.names)], np.int64)
+                    objects = np.array([c.objects for c in objs], np.int64)
                 structs[s] = sheaves[cids]
                 large[s] = counts[K.K_LARGE_BYTES]
                 s += 1
@@ -522,7 +522,6 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     series = Series(t=ts, line=line, event=points, live_objects=live, slabs=slabs,
                     partial=partial, cpu_slabs=cpus, large_bytes=large,
                     dt=sample_seconds(tr, points), sheaf_structs=structs)
-    objs = [sa.find_cache(nm) for nm in p.names]
     return ReplayResult(config=cfg, names=list(p.names), object_size=osize,
                         order=np.array([c.order for c in objs], np.int64),
                         objs_per_slab=np.array([c.objs_per_slab for c in objs], np.int64),
