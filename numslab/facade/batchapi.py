@@ -257,14 +257,14 @@ class BatchAPI:
     def _zero_after_ctor(self: "SlabAllocator", cache: KmemCache | None, addrs: list[int],
                          gfp: int, ran: bool, fn: str) -> None:
         """``__GFP_ZERO`` on a cache with a constructor: ``slab_post_alloc_hook`` zeroes every
-        object after ``new_slab`` ran the constructors (init_on_alloc off), so the objects
-        of the slabs this call made are zeroed again after theirs; and the kernel's
-        ``WARN_ON_ONCE(s->ctor && (flags & __GFP_ZERO))`` in ``new_slab`` is a
-        RuntimeWarning when this call made a slab (``ran``)."""
-        if not gfp & _ZERO or cache is None or cache.ctor is None or not addrs:
+        object after ``new_slab`` ran the constructors (init_on_alloc off). The engine zeroed
+        the objects as it handed them out; when this call constructed slabs of the cache
+        (``ran``) their constructors wrote after that, so the objects are zeroed again, and
+        the kernel's ``WARN_ON_ONCE(s->ctor && (flags & __GFP_ZERO))`` in ``new_slab`` is a
+        RuntimeWarning."""
+        if not ran or not gfp & _ZERO or cache is None or cache.ctor is None or not addrs:
             return
-        if ran:
-            _warn_zero_ctor(cache, fn)
+        _warn_zero_ctor(cache, fn)
         mem, n = self.memory, cache.object_size
         for a in addrs:
             mem[a:a + n] = 0
@@ -628,12 +628,14 @@ class BatchAPI:
         obj = int(alloc_from_sheaf(self._st, cid, self._cpu_of(cpu), gfp, sheaf))
         if obj == 0 and self._g[G_FAULT_CACHE]:     # it held an object handed out already
             self._raise_fault()
+        made = self._ctor_slabs
         if obj and cache.ctor is not None and self._g[G_NPENDING]:   # (a refill whose
             self._construct_for(cache, obj, cid)    # constructors raised: at any depth)
         if obj and self._ctor_depth and cache.ctor is not None:    # a constructor's: the
             obj = self._construct_early(cache, [obj], gfp, -1, cpu)[0]  # object it builds is
         if obj:         # swapped for an allocation, the sheaf's others kept for the caller
-            self._zero_after_ctor(cache, [obj], gfp, False, "kmem_cache_alloc_from_sheaf")
+            self._zero_after_ctor(cache, [obj], gfp, self._ctor_slabs != made,
+                                  "kmem_cache_alloc_from_sheaf")
         return obj
 
     @cache_op
