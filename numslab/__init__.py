@@ -14,6 +14,7 @@ from .engine.layout import KERNELS as _KERNEL_IDS, NIL, NULL, ZERO_SIZE_PTR
 from .facade.allocator import SlabAllocator, parse_size
 from .facade.cache import KmemCache
 from .facade.defragapi import remap
+from .facade.kmallocapi import size_roundup as kmalloc_size_roundup
 from .errors import (BadAddressError, CacheLeakError, ConcurrentUseError, DoubleFreeError,
                      FixedAttributeError, InvalidArgumentError, InvalidSizeError,
                      LostObjectsError, NotPicklableError, OutOfMemoryError, SlabCorruptionError,
@@ -77,7 +78,8 @@ def _forward(name: str):
 
 
 _API = ("kmem_cache_create", "kmem_cache_destroy", "kmem_cache_alloc", "kmem_cache_alloc_node",
-        "kmem_cache_free", "kmem_cache_shrink", "kmalloc", "kzalloc", "kfree", "ksize",
+        "kmem_cache_free", "kmem_cache_shrink", "kmalloc", "kzalloc", "kmalloc_array", "kcalloc",
+        "krealloc", "krealloc_array", "kfree", "ksize",
         "alloc_pages", "free_pages", "slabinfo", "buddyinfo", "validate")
 for _name in _API:
     globals()[_name] = _forward(_name)
@@ -88,6 +90,6 @@ __all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError"
            "LostObjectsError", "SlabCorruptionError", "SlabDebugError", "ConcurrentUseError",
            "NotPicklableError", "WrongTypeError", "FixedAttributeError", "OutOfMemoryError",
            "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",
-           "parse_size", "flags", "jit", "KERNELS", "NIL", "NULL", "ZERO_SIZE_PTR",
+           "parse_size", "kmalloc_size_roundup", "flags", "jit", "KERNELS", "NIL", "NULL", "ZERO_SIZE_PTR",
            *_API, *flags.__all__]
 __all__.append("replay")                # (made on first use: the module's __getattr__)

@@ -218,6 +218,18 @@ def kmalloc_cache_size(size: int) -> int:
     return 1 << (size - 1).bit_length()
 
 
+def kmalloc_size_roundup(size: int) -> int:
+    """``kmalloc_size_roundup``: the usable size ``kmalloc(size)`` would give. The object
+    size of the kmalloc cache serving ``size`` up to 8 KiB; whole pages (``PAGE_SIZE <<
+    get_order(size)``) up to KMALLOC_MAX_SIZE; ``size`` itself for 0 (kmalloc gives
+    ZERO_SIZE_PTR) and above KMALLOC_MAX_SIZE (kmalloc fails)."""
+    if 0 < size <= KMALLOC_MAX_CACHE_SIZE:
+        return kmalloc_cache_size(size)
+    if 0 < size <= KMALLOC_MAX_SIZE:
+        return PAGE_SIZE << get_order(size)
+    return size
+
+
 SHEAF_HEADER_BYTES = 32        #: sizeof(struct slab_sheaf) before objects[] on 64-bit
 
 

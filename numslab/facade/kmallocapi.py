@@ -1,5 +1,6 @@
-"""The kmalloc API beyond kmalloc and kfree, on ``SlabAllocator``: ``krealloc`` (in place when
-the object's size class allows, as ``__do_krealloc``) and ``kfree_rcu`` with the grace period
+"""The kmalloc API beyond kmalloc and kfree, on ``SlabAllocator``: the array forms
+(``kmalloc_array``, ``kcalloc``, ``krealloc_array``), ``krealloc`` (in place when the object's
+size class allows, as ``__do_krealloc``), ``kmalloc_size_roundup`` and ``kfree_rcu`` with the grace period
 the caller ends (``synchronize_rcu``, ``rcu_barrier``, ``kvfree_rcu_barrier``): through the
 CPU's ``rcu_free`` sheaf when the object's cache has sheaves (``engine/rcusheaves.py``), else
 on a list of addresses freed at the end of the grace period."""
@@ -23,7 +24,7 @@ from ..engine.rcusheaves import flush_rcu_sheaves, kfree_rcu_sheaf, rcu_run_call
 from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError, SlabCorruptionError,
                       SlabError)
 from ..flags import GFP_KERNEL, SLAB_RED_ZONE, __GFP_ZERO
-from ..geometry import KMALLOC_MAX_SIZE, PAGE_SIZE
+from ..geometry import KMALLOC_MAX_SIZE, PAGE_SIZE, kmalloc_size_roundup
 from .args import as_int, check_gfp
 
 if TYPE_CHECKING:
@@ -42,6 +43,40 @@ _RCU_LOCK = threading.RLock()
 #: ``call_rcu``).
 RCU_LISTED = "the object is waiting for an RCU grace period (kfree_rcu)"
 RCU_SHEAVED = "the object is waiting for an RCU grace period (kfree_rcu, in an rcu_free sheaf)"
+#: ``SIZE_MAX``: an array's byte count past it is ``check_mul_overflow``'s overflow.
+SIZE_MAX = (1 << 64) - 1
+
+
+def _size_t(value: object, what: str, fn: str) -> int:
+    """``value`` as a ``size_t`` argument of ``fn``: an int or NumPy integer (not a bool) in
+    0..SIZE_MAX, else InvalidSizeError naming it ``what``."""
+    value = as_int(value)
+    if type(value) is not int or not 0 <= value <= SIZE_MAX:
+        raise InvalidSizeError(f"{fn}: {what} {value!r} is not a size (an int in "
+                               f"0..2**64-1)")
+    return value
+
+
+def size_roundup(size: object) -> int:
+    """``kmalloc_size_roundup`` of a checked ``size_t`` (``numslab.kmalloc_size_roundup``, and
+    the allocator's method: it reads no allocator)."""
+    return kmalloc_size_roundup(_size_t(size, "size", "kmalloc_size_roundup"))
+
+
+def array_bytes(n: object, size: object, fn: str) -> int:
+    """``n * size`` for ``fn`` (``kmalloc_array``, ``kcalloc``, ``krealloc_array``), both
+    checked as ``size_t``. Where the kernel's ``check_mul_overflow`` overflows, the call
+    returns NULL; numslab refuses it, as it refuses any size past KMALLOC_MAX_SIZE
+    (InvalidSizeError): an impossible size is a bug to report, not a full memory."""
+    n, size = _size_t(n, "element count", fn), _size_t(size, "element size", fn)
+    nbytes = n * size
+    if nbytes > SIZE_MAX:
+        raise InvalidSizeError(f"{fn}: {n} elements of {size} bytes overflow size_t (the "
+                               "kernel's check_mul_overflow returns NULL)")
+    if nbytes > KMALLOC_MAX_SIZE:
+        raise InvalidSizeError(f"{fn}: {n} elements of {size} bytes ({nbytes} bytes) is not "
+                               f"in 0..{KMALLOC_MAX_SIZE}")
+    return nbytes
 
 
 class KmallocAPI:
@@ -53,6 +88,34 @@ class KmallocAPI:
     #: engine refuses a free of one (``checks.rcu_list_mark``); the dict only names the
     #: reason in the error (``raising._raise``).
     _rcu_pending: "Mapping[int, int | None]" = MappingProxyType({})
+
+    def kmalloc_array(self: "SlabAllocator", n: int, size: int, gfp: int = GFP_KERNEL,
+                      cpu: int | None = None, node: int = -1) -> int:
+        """``kmalloc_array`` (``kmalloc_array_node`` with ``node``): ``kmalloc`` of ``n``
+        elements of ``size`` bytes. Returns the address, ``ZERO_SIZE_PTR`` when the product
+        is 0, or 0 when memory is exhausted. Raises InvalidSizeError when the product
+        overflows ``size_t`` (the kernel returns NULL) or exceeds KMALLOC_MAX_SIZE."""
+        return self.kmalloc(array_bytes(n, size, "kmalloc_array"), gfp, cpu, node)
+
+    def kcalloc(self: "SlabAllocator", n: int, size: int, gfp: int = GFP_KERNEL,
+                cpu: int | None = None, node: int = -1) -> int:
+        """``kcalloc`` (``kcalloc_node`` with ``node``): :meth:`kmalloc_array` with
+        ``__GFP_ZERO``."""
+        nbytes = array_bytes(n, size, "kcalloc")
+        return self.kmalloc(nbytes, check_gfp(gfp, "kcalloc") | _ZERO, cpu, node)
+
+    def krealloc_array(self: "SlabAllocator", addr: int, new_n: int, new_size: int,
+                       gfp: int = GFP_KERNEL, cpu: int | None = None) -> int:
+        """``krealloc_array``: :meth:`krealloc` of ``addr`` to ``new_n`` elements of
+        ``new_size`` bytes (the product checked as :meth:`kmalloc_array`'s)."""
+        return self.krealloc(addr, array_bytes(new_n, new_size, "krealloc_array"), gfp, cpu)
+
+    def kmalloc_size_roundup(self: "SlabAllocator", size: int) -> int:
+        """``kmalloc_size_roundup``: the usable size a ``kmalloc(size)`` would give (its
+        kmalloc cache's object size, or whole pages above 8 KiB; ``size`` itself for 0 and
+        past KMALLOC_MAX_SIZE), so a caller can ask for it all at once. Every allocator gives
+        the same (``numslab.geometry.kmalloc_size_roundup``)."""
+        return size_roundup(size)
 
     def krealloc(self: "SlabAllocator", addr: int, new_size: int, gfp: int = GFP_KERNEL,
                  cpu: int | None = None) -> int:

@@ -1,0 +1,137 @@
+"""The kmalloc API's array forms and size roundup (``facade/kmallocapi.py``), against the
+kernel's ``include/linux/slab.h`` and ``mm/slab_common.c``."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numslab
+from numslab.flags import GFP_KERNEL
+from numslab.geometry import KMALLOC_MAX_SIZE, KMALLOC_SIZES, PAGE_SIZE
+
+from conftest import assert_unchanged, snapshot
+
+KERNELS = ("7.0", "6.18")
+
+
+def _naive_roundup(size: int) -> int:
+    """``kmalloc_size_roundup`` written from the kernel's rule, as a test oracle: the smallest
+    kmalloc class holding ``size``; above 8 KiB the smallest power-of-two number of pages;
+    0 and sizes past KMALLOC_MAX_SIZE unchanged."""
+    if size == 0 or size > KMALLOC_MAX_SIZE:
+        return size
+    for s in KMALLOC_SIZES:
+        if size <= s:
+            return s
+    pages = 1
+    while pages * PAGE_SIZE < size:
+        pages *= 2
+    return pages * PAGE_SIZE
+
+
+@pytest.mark.parametrize("size", [0, 1, 8, 9, 64, 65, 96, 97, 128, 129, 192, 193, 256, 257,
+                                  4096, 8191, 8192, 8193, 12288, 16385, KMALLOC_MAX_SIZE,
+                                  KMALLOC_MAX_SIZE + 1, 1 << 40])
+def test_kmalloc_size_roundup_is_the_kernels_rule(size):
+    assert numslab.kmalloc_size_roundup(size) == _naive_roundup(size)
+    assert numslab.kmalloc_size_roundup(np.int64(size)) == _naive_roundup(size)
+
+
+def test_kmalloc_size_roundup_is_what_kmalloc_gives(sa):
+    for size in (1, 24, 72, 100, 200, 700, 3000, 5000, 8192, 8193, 20000, 70000):
+        a = sa.kmalloc(size)
+        assert sa.ksize(a) == sa.kmalloc_size_roundup(size) == _naive_roundup(size), size
+        sa.kfree(a)
+
+
+@pytest.mark.parametrize("bad", [-1, 1 << 64, 2.0, "8", True, None])
+def test_kmalloc_size_roundup_refuses_what_is_not_a_size(bad):
+    with pytest.raises(numslab.InvalidSizeError, match="kmalloc_size_roundup: size"):
+        numslab.kmalloc_size_roundup(bad)
+
+
+def test_kmalloc_array_allocates_the_product(sa):
+    a = sa.kmalloc_array(10, 12)                    # 120 bytes: kmalloc-128
+    assert sa.ksize(a) == 128
+    b = sa.kmalloc_array(np.int64(3), np.uint32(4096))     # 12 KiB: whole pages
+    assert sa.ksize(b) == 4 * PAGE_SIZE
+    assert sa.kmalloc_array(0, 100) == numslab.ZERO_SIZE_PTR == sa.kmalloc_array(7, 0)
+    sa.kfree(a)
+    sa.kfree(b)
+
+
+def test_kcalloc_zeroes_what_the_memory_held_before(sa):
+    a = sa.kmalloc(120)
+    sa.memory[a:a + 128] = 0xAB
+    sa.kfree(a)
+    b = sa.kcalloc(15, 8)                           # the same kmalloc-128 object again
+    assert b == a
+    assert not sa.memory[b:b + 120].any()
+    sa.kfree(b)
+
+
+def test_kcalloc_on_a_node(kernel):
+    sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory="32M", kernel=kernel)
+    a = sa.kcalloc(4, 16, node=1)
+    assert sa.page_to_nid(a) == 1
+    sa.kfree(a)
+    sa.validate()
+
+
+def test_krealloc_array_keeps_the_contents(sa):
+    a = sa.kmalloc_array(4, 8)
+    sa.memory[a:a + 32] = np.arange(32)
+    b = sa.krealloc_array(a, 40, 8)                 # 320 bytes: moves to kmalloc-512
+    assert b != a and sa.ksize(b) == 512
+    assert list(sa.memory[b:b + 32]) == list(range(32))
+    assert sa.krealloc_array(b, 0, 8) == numslab.ZERO_SIZE_PTR     # 0 bytes: kfree
+    with pytest.raises(numslab.DoubleFreeError):
+        sa.kfree(b)
+
+
+@pytest.mark.parametrize("fn", ["kmalloc_array", "kcalloc"])
+@pytest.mark.parametrize("n, size, match", [
+    (-1, 8, "element count -1 is not a size"),
+    (8, -1, "element size -1 is not a size"),
+    (True, 8, "element count True is not a size"),
+    (4, 2.0, "element size 2.0 is not a size"),
+    (1 << 63, 2, "overflow size_t"),                # the kernel's check_mul_overflow: NULL
+    (1 << 32, 1 << 32, "overflow size_t"),
+    (1 << 20, 5, "5242880 bytes"),                  # past KMALLOC_MAX_SIZE
+])
+def test_an_impossible_array_is_refused_with_nothing_changed(sa, fn, n, size, match):
+    keep = sa.kmalloc(64)
+    before = snapshot(sa)
+    with pytest.raises(numslab.InvalidSizeError, match=f"{fn}: .*{match}"):
+        getattr(sa, fn)(n, size)
+    assert_unchanged(sa, before)
+    sa.kfree(keep)
+
+
+def test_krealloc_array_refuses_an_overflow_before_anything_changes(sa):
+    a = sa.kmalloc(64)
+    before = snapshot(sa)
+    with pytest.raises(numslab.InvalidSizeError, match="krealloc_array: .*overflow size_t"):
+        sa.krealloc_array(a, 1 << 62, 8)
+    assert_unchanged(sa, before)
+    sa.kfree(a)
+
+
+def test_kcalloc_checks_its_gfp(sa):
+    with pytest.raises(numslab.InvalidArgumentError, match="kcalloc: gfp"):
+        sa.kcalloc(2, 8, gfp=-1)
+
+
+def test_the_module_level_forms_use_the_default_allocator():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M")
+    numslab.set_default_allocator(sa)
+    try:
+        a = numslab.kcalloc(3, 10, GFP_KERNEL)
+        assert sa.ksize(a) == 32
+        b = numslab.krealloc_array(a, 3, 20)
+        assert sa.ksize(b) == 64
+        numslab.kfree(b)
+        assert numslab.kfree(numslab.kmalloc_array(2, 2)) is None
+    finally:
+        numslab.set_default_allocator(None)
+    sa.validate()
