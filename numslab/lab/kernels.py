@@ -27,7 +27,7 @@ NO_OBJ_EXT = __GFP_NO_OBJ_EXT
 
 # ---- why an event is skipped (``counts`` slots) -----------------------------------------------
 (K_REPLAYED, K_UNTRACED_ALLOC, K_NULL, K_ZERO_PTR, K_ZERO_ALLOC, K_FAILED, K_UNTRACED_FREE,
- K_LARGE_BYTES, K_OOM_AT, K_WORK, K_MOVED, K_NCOUNTS) = range(12)
+ K_LARGE_BYTES, K_OOM_AT, K_WORK, K_MOVED, K_SEEDED_FREE, K_NCOUNTS) = range(13)
 #: skip reasons, by ``counts`` slot
 SKIP_REASONS = {K_UNTRACED_ALLOC: "untraced_alloc", K_NULL: "null_free",
                 K_ZERO_PTR: "zero_size_ptr_free", K_ZERO_ALLOC: "zero_size_alloc",
@@ -60,7 +60,7 @@ def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
 
 @lab_jit()        # holds the GIL: numslab.jit refuses nogil callers
 def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, nnodes, cids,
-                 addr, owner, lbytes, counts, work):
+                 addr, owner, lbytes, counts, work, seed=None):
     """Replay events ``start:stop`` on the allocator of handle ``h``.
 
     Per event, as the trace holds them: ``kind`` (``EV_*``: allocations and frees are
@@ -85,6 +85,13 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
     allocation that names no node and ``flush_main_lean`` before a free (:func:`_free`).
     ``counts`` (int64) has the ``K_*`` slots, then, if it is longer, one per cache row:
     the untraced frees of that row's objects (a large kmalloc's are in the total only).
+
+    ``seed`` is None (a cold start: it compiles to the loop without it) or a warm start's
+    ``(name, pool_of, lo, left, pids)`` (:mod:`numslab.lab.warm`): a free of a pointer the
+    trace never allocated, whose event names cache row ``name[i]`` with a pool
+    (``pool_of[name[i]] >= 0``) holding seeded objects (``left`` of them, at
+    ``pids[lo:lo + left]``, shuffled), frees the last of them (pointer id ``pids[...]``,
+    beyond the trace's) as a replayed free, counted in ``counts[K_SEEDED_FREE]``.
     Returns 0, or 1 when the arena ran out (``counts[K_OOM_AT]`` is the event).
     """
     for i in range(start, stop):
@@ -150,8 +157,14 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                 counts[K_ZERO_PTR] += 1
                 continue
             if addr[p] == 0:
-                counts[K_UNTRACED_ALLOC] += 1
-                continue
+                if seed is None:
+                    counts[K_UNTRACED_ALLOC] += 1
+                    continue
+                p = _seeded(seed, i)            # allocated before the trace: a seeded object
+                if p < 0:
+                    counts[K_UNTRACED_ALLOC] += 1
+                    continue
+                counts[K_SEEDED_FREE] += 1
             w = owner[p]                        # free the object p holds, on CPU c
             if w == ROW_LARGE:                  # a large kmalloc: kfree, bytes uncounted
                 nj.kfree(h, addr[p], c)
@@ -164,6 +177,22 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
                 _count_free(work, cids, owner[p])
                 _free_trigger(h, work, cids, owner[p], c, addr, counts)
     return 0
+
+
+@lab_jit(inline=True)
+def _seeded(seed, i):
+    """The pointer id of the seeded object event ``i``'s untraced free takes (``seed`` as
+    :func:`replay_chunk` takes it), taken from its pool; -1 when the event names no cache
+    (a ``kfree``), or one with no seeded object left."""
+    name, pool_of, lo, left, pids = seed
+    r = name[i]
+    if r < 0 or pool_of[r] < 0:
+        return -1
+    q = pool_of[r]
+    if left[q] == 0:
+        return -1
+    left[q] -= 1
+    return pids[lo[q] + left[q]]
 
 
 @lab_jit(inline=True)

@@ -25,6 +25,7 @@ from ..facade.allocator import SlabAllocator
 from ..geometry import KMALLOC_MAX_SIZE
 from . import kernels as K
 from . import policies
+from . import warm as W
 from .parse import ROW_LARGE
 from .result import Configs, ReplayResult, Series
 from .snapshot import _aliases, _align_ok, _geometry, load_snapshot, merge_aliases
@@ -59,6 +60,9 @@ class Config:
     #: leaves the cache a slab more than its live objects need (``kernels._free_trigger``);
     #: sample points (after each sample is taken)
     every: int = 0
+    #: start from the snapshot's live objects, slabs and partial slabs (``:warm``,
+    #: :mod:`numslab.lab.warm`), not from empty caches
+    warm: bool = False
 
     @property
     def name(self) -> str:
@@ -71,6 +75,8 @@ class Config:
             parts.append(self.policy)
         if self.every:
             parts.append("every=free" if self.every == EVERY_FREE else f"every={self.every}")
+        if self.warm:
+            parts.append("warm")
         return ":".join(parts)
 
 
@@ -115,6 +121,7 @@ def parse_config(text: str, base: Config) -> Config:
     slab more than its live objects need)."""
     kernel, cpus, nodes, policy, every = base.kernel, base.cpus, base.nodes, base.policy, \
         base.every
+    warm = base.warm
     if not isinstance(text, str):
         raise WrongTypeError(f"configuration {text!r} is not a str")
     chosen: list[str] = []
@@ -129,6 +136,8 @@ def parse_config(text: str, base: Config) -> Config:
             every = int(part[6:])
         elif part == "every=free":
             every = EVERY_FREE
+        elif part in ("warm", "cold"):
+            warm = part == "warm"
         else:
             key = part.split("=", 1)[0] if "=" in part else None
             if key in ("cpus", "nodes", "every"):   # (said "is not a kernel ... or a policy")
@@ -155,7 +164,7 @@ def parse_config(text: str, base: Config) -> Config:
         raise SlabError(f"configuration {text!r}: {cpus} CPUs, past the {MAX_CPUS} a machine "
                         f"may have")
     _check_every_free(policy, every, text, kernel)
-    return Config(kernel, cpus, nodes, policy, every)
+    return Config(kernel, cpus, nodes, policy, every, warm)
 
 
 def _check_every_free(policy: str, every: int, text: str, kernel: str = "7.0") -> None:
@@ -309,13 +318,14 @@ def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any
                                f"{int(tr.bytes_alloc[i]):,} bytes (bytes_alloc): {e}") from None
 
 
-def _memory(p: Prepared, cfg: Config) -> int:
+def _memory(p: Prepared, cfg: Config, extra: int = 0) -> int:
     """Arena bytes per node: four times the trace's peak of live bytes (a pre-pass with the
     replay's rules); for each cache and simulated CPU the trace allocates on, what that CPU
     may keep besides live objects (CPU and CPU partial slabs, sheaves: 256 objects, two
     sheaves of ``sheaves=N`` more, and a 32 KiB slab; at most 1 MiB and 64 KiB per sheaf
     object asked for); two sheaf structs per cache and CPU; plus 64 MiB; rounded up to 4
-    MiB. Too little, and :func:`replay_prepared` runs again on twice the arena."""
+    MiB; plus twice ``extra`` (a warm start's seeded slabs). Too little, and
+    :func:`replay_prepared` runs again on twice the arena."""
     tr = p.trace
     sizes = np.asarray(p.sizes + [0], np.int64)
     peak = int(K.peak_live_bytes(tr.kind, tr.row, tr.pid, sizes, tr.bytes_alloc,
@@ -328,7 +338,7 @@ def _memory(p: Prepared, cfg: Config) -> int:
                       (1 << 20) + 16 * cap * 4096)
     struct = 1 << int(8 * max(cap, 60) + 64).bit_length()     # its kmalloc class
     need = 4 * peak + int(held.sum()) + 2 * struct * (len(p.names) + 32) * cfg.cpus \
-        + (64 << 20)
+        + (64 << 20) + 2 * extra
     return -(-need // (4 << 20)) * (4 << 20)
 
 
@@ -405,7 +415,8 @@ def replay_prepared(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]
                     memory: int | None = None) -> ReplayResult:
     """Replay a :class:`Prepared` trace on one configuration."""
     tr = p.trace
-    mem = memory or _memory(p, cfg)
+    seeded = W.seed_bytes(p.names, snapshot) if cfg.warm and snapshot else 0
+    mem = memory or _memory(p, cfg, seeded)
     for _ in range(4):
         res = _run(p, cfg, snapshot, samples, progress, mem)
         if res is not None:
@@ -453,10 +464,23 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     t0 = time.perf_counter()
     tr = p.trace
     sa, cids, osize, source = _build(p, cfg, snapshot, mem)
+    objs = [sa.find_cache(nm) for nm in p.names]       # per row (aliases share one)
+    caches = list(dict.fromkeys(objs))
+    policies.set_up(caches, cfg.policy)
     npid = max(p.npid, 1)
-    addr = np.zeros(npid, np.int64)
-    owner = np.zeros(npid, np.int32)
-    lbytes = np.zeros(npid, np.int64)
+    warm = None
+    if cfg.warm:                # before the first event, apart from the replay's seconds
+        c0 = clock.seconds
+        try:
+            warm = W.seed(sa, p.names, cids, objs, snapshot, cfg.nodes, npid)
+        except MemoryError:
+            return None
+        warm.seconds -= clock.seconds - c0      # (its compiling: in compile_seconds)
+        t0 += warm.seconds
+    nseed = len(warm.pids) if warm is not None else 0
+    addr = np.zeros(npid + nseed, np.int64)
+    owner = np.zeros(npid + nseed, np.int32)
+    lbytes = np.zeros(npid + nseed, np.int64)
     counts = np.zeros(K.K_NCOUNTS + len(p.names), np.int64)     # (then per cache row)
     points = _sample_points(len(tr), samples)
     S, Kn = len(points), len(p.names)
@@ -469,10 +493,15 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     sheaves = np.zeros(sa.state.ca.shape[0], np.int64)
     h = sa.handle
     g = sa.state.g
-    objs = [sa.find_cache(nm) for nm in p.names]       # per row (aliases share one)
-    caches = list(dict.fromkeys(objs))
-    policies.set_up(caches, cfg.policy)
-    work = policies.free_work(sa, caches, cfg.policy, cfg.every == EVERY_FREE, npid)
+    work = policies.free_work(sa, caches, cfg.policy, cfg.every == EVERY_FREE, npid + nseed)
+    seed = None
+    if warm is not None:
+        seed = warm.kernel_seed(tr.name)
+        addr[npid:], owner[npid:] = warm.addrs, warm.rows
+        if work is not None:                # the policy's live counts and back-references
+            np.add.at(work[1], cids[warm.rows], 1)
+            if work[0].shape[0]:
+                work[0][warm.addrs >> 3] = warm.pids
     nwork = 0
     bar = None
     if progress or (progress is None and len(tr) >= 2_000_000):
@@ -492,7 +521,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
         for stop in stops:
             if K.replay_chunk(h, start, stop, tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node,
                               tr.bytes_alloc, cfg.cpus, cfg.nodes, cids, addr, owner, lbytes,
-                              counts, work):
+                              counts, work, seed):
                 return None
             if g[G_NRCU_SLABS]:     # a grace period ends at each chunk's end: the pages of
                 sa.synchronize_rcu()    # SLAB_TYPESAFE_BY_RCU slabs discarded in it go back
@@ -513,6 +542,10 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - t0 - clock.seconds
+    stats = [c.stats for c in objs]
+    if warm is not None:
+        warm.count_frees()
+        stats = warm.less_seeding(stats)
     skipped = dict(p.skipped)
     for k, reason in K.SKIP_REASONS.items():
         skipped[reason] = int(counts[k])
@@ -531,12 +564,13 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
                         untraced_frees=int(counts[K.K_UNTRACED_FREE]),
                         untraced_per_cache=counts[K.K_NCOUNTS:].copy(), seconds=seconds,
                         compile_seconds=clock.seconds,
-                        stats=[c.stats for c in objs], memory_per_node=mem,
+                        stats=stats, memory_per_node=mem,
                         flags=np.array([c.flags for c in objs], np.int64),
                         objects=objects,
                         aliases=_aliases(p.names, snapshot), allocator=sa,
                         work_runs=nwork + int(counts[K.K_WORK]),
-                        objects_moved=int(counts[K.K_MOVED]))
+                        objects_moved=int(counts[K.K_MOVED]),
+                        seeded_frees=int(counts[K.K_SEEDED_FREE]), warm=warm)
 
 
 def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | dict | None = None,
@@ -545,6 +579,9 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
     """Replay a parsed trace on each configuration (the same prepared events)."""
     t0 = time.perf_counter()
     snap = load_snapshot(snapshot) if snapshot is not None else None
+    if snap is None and any(c.warm for c in configs):
+        raise InvalidArgumentError("a warm start needs the snapshot taken before the "
+                                   "recording (snapshot=, --snapshot)")
     p = prepare(merge_aliases(tr, snap) if snap else tr)
     _warn_time_order(tr)
     prep = time.perf_counter() - t0
@@ -557,7 +594,7 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
 
 
 def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
-             compare: Sequence[str] | str | None) -> list[Config]:
+             compare: Sequence[str] | str | None, warm: bool = False) -> list[Config]:
     """The configurations :func:`replay` runs (``compare``'s, or the one of the other
     arguments). ``InvalidArgumentError`` (a ``SlabError``) for any that cannot run."""
     try:
@@ -566,7 +603,9 @@ def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
         elif isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:
             raise SlabError(f"every={every!r}: a number of events >= 0 (0: at the sample "
                             f"points) or 'free'")
-        base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every))
+        if not isinstance(warm, (bool, np.bool_)):
+            raise SlabError(f"warm={warm!r}: True or False")
+        base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every), bool(warm))
         _check_every_free(base.policy, base.every, base.name, base.kernel)
         if base.nodes > base.cpus or not 1 <= base.cpus <= MAX_CPUS:
             raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= "
@@ -593,7 +632,7 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
            = None, kernel: str = "7.0", cpus: int | None = None, nodes: int = 1,
            policy: str = "default", compare: Sequence[str] | str | None = None,
            skip_bad: bool = False, samples: int = SAMPLES, progress: bool | None = None,
-           every: int | str = 0) -> ReplayResult:
+           every: int | str = 0, warm: bool = False) -> ReplayResult:
     """Replay a kernel kmem trace through numslab's SLUB.
 
     Parameters
@@ -607,8 +646,9 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
         The configuration (``cpus`` defaults to the trace's CPU count).
     compare : sequence of str, optional
         The configurations to run side by side, instead of the one above
-        (``KERNEL[:cpus=N][:nodes=N][:POLICY][:every=N]``; what one leaves out is taken from
-        ``kernel``, ``cpus``, ``nodes``, ``policy`` and ``every``). The result is the first
+        (``KERNEL[:cpus=N][:nodes=N][:POLICY][:every=N][:warm|:cold]``; what one leaves
+        out is taken from ``kernel``, ``cpus``, ``nodes``, ``policy``, ``every`` and
+        ``warm``). The result is the first
         listed; ``result.configs`` holds them all by name and ``result.compare_table()``
         prints them side by side.
     skip_bad : bool
@@ -619,6 +659,12 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
         Run the policy's work (``shrink``, ``mobility``) every this many events; 0 (the
         default): at the sample points; ``"free"``: on one cache, after each free that
         leaves it a slab more than its live objects need.
+    warm : bool
+        Start every configuration from the snapshot's state (it must be the snapshot taken
+        just before the recording): each cache the trace uses that the snapshot has gets
+        its ``slabs``, ``partial`` slabs and ``objects`` before the first event, and a free
+        of a pointer the trace never allocated frees one of them
+        (:mod:`numslab.lab.warm`; a configuration's ``:warm`` or ``:cold`` chooses for it).
 
     Returns
     -------
@@ -636,9 +682,13 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     # the configurations checked before the trace is read (a bad policy or compare was
     # refused only after minutes of parsing), with the trace's CPU count once it is known
     try:
-        _configs(kernel, MAX_CPUS if cpus is None else cpus, nodes, policy, every, compare)
+        early = _configs(kernel, MAX_CPUS if cpus is None else cpus, nodes, policy, every,
+                         compare, warm)
     except InvalidArgumentError as e:       # (not the stand-in CPU count, in the names)
         raise InvalidArgumentError(str(e).replace(f":cpus={MAX_CPUS}", "")) from None
+    if snapshot is None and any(c.warm for c in early):
+        raise InvalidArgumentError("a warm start needs the snapshot taken before the "
+                                   "recording (snapshot=)")
     t0 = time.perf_counter()
     clock = CompileClock()
     with numba_event.install_listener("numba:compiler_lock", clock):
@@ -653,7 +703,7 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
             raise TraceFormatError(f"trace, line {int(tr.line[i])}: CPU {cpus - 1} is past "
                                    f"the {MAX_CPUS} CPUs a machine may have (give cpus= to "
                                    f"fold the trace's CPUs onto fewer)")
-    configs = _configs(kernel, cpus, nodes, policy, every, compare)
+    configs = _configs(kernel, cpus, nodes, policy, every, compare, warm)
     results = replay_trace(tr, configs, snapshot, samples, progress, parse)
     first = results[0]
     first.compile_seconds += clock.seconds          # the parse's, with the first replay's

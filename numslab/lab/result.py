@@ -144,6 +144,11 @@ class ReplayResult:
     #: configuration of ``numslab.replay``, the parse), left out of ``seconds`` and
     #: ``parse_seconds``
     compile_seconds: float = 0.0
+    #: frees of pointers the trace never allocated that took a seeded object (a warm
+    #: start's; in ``replayed``, no longer in ``skipped["untraced_alloc"]``)
+    seeded_frees: int = 0
+    #: what a warm start seeded (``numslab.lab.warm.WarmStart``), None for a cold start
+    warm: Any = None
     configs: dict[str, "ReplayResult"] = field(default_factory=Configs)
 
     @property
@@ -250,6 +255,8 @@ class ReplayResult:
             "config": cfg.name, "kernel": cfg.kernel, "cpus": cfg.cpus, "nodes": cfg.nodes,
             "policy": cfg.policy, "lines": self.lines, "replayed": self.replayed,
             "skipped": dict(self.skipped), "untraced_frees": self.untraced_frees,
+            "seeded_frees": self.seeded_frees,
+            "warm": self.warm.to_json() if self.warm is not None else None,
             "events_per_second": round(self.events_per_second, 1),
             "seconds": round(self.seconds, 4), "parse_seconds": round(self.parse_seconds, 4),
             "compile_seconds": round(self.compile_seconds, 4),
@@ -348,7 +355,9 @@ class ReplayResult:
             most = f"; most in {self.names[k]}: {int(per[k])}"
         return (f"{self.config.name}: {self.lines} lines, {self.replayed} replayed, skipped: "
                 f"{sk}; {self.untraced_frees} untraced frees (a pointer allocated again while "
-                f"live{most})\n"
+                f"live{most})"
+                + (f"; warm start: {self._warm_text()}" if self.warm is not None else "")
+                + "\n"
                 f"end: live {store_size(t['live_bytes'])}B in {store_size(t['slab_bytes'])}B of "
                 f"slabs (%Ef {t['efficiency']:.1f}, loss {store_size(t['loss'])}B, "
                 f"{t['slabs']} slabs, {t['partial']} partial); peaks: live "
@@ -358,6 +367,15 @@ class ReplayResult:
                    if self.compile_seconds >= 0.5 else "")
                 + (f"; policy work run {self.work_runs} times, {self.objects_moved} objects "
                    f"moved" if self.work_runs else ""))
+
+
+    def _warm_text(self) -> str:
+        """The warm start's seeding and seeded frees, for :meth:`summary`."""
+        t = self.warm.total
+        unmet = f" (not met exactly: {', '.join(self.warm.unmet)})" if self.warm.unmet else ""
+        return (f"{t['objects']} objects in {t['slabs']} slabs ({t['partial']} partial) of "
+                f"{t['caches']} caches seeded from the snapshot{unmet}; {self.seeded_frees} "
+                f"untraced frees took a seeded object")
 
 
 def store_size(value: int) -> str:

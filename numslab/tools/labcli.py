@@ -46,8 +46,8 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--policy", default="default", help=f"one of {', '.join(POLICIES)}")
     r.add_argument("--compare", metavar="CONFIG,CONFIG",
                    help="configurations side by side: KERNEL[:cpus=N][:nodes=N][:POLICY]"
-                        "[:every=N|free], "
-                        "e.g. 6.18,7.0 or 7.0,7.0:cpus=8,7.0:sheaves=64")
+                        "[:every=N|free][:warm|:cold], "
+                        "e.g. 6.18,7.0 or 7.0,7.0:cpus=8,7.0:sheaves=64 or 6.18,6.18:warm")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--plot", metavar="FILE.png", help="draw slab memory against live bytes "
                                                      "over time, and the utilisation per cache")
@@ -58,6 +58,10 @@ def add_commands(sub: Any) -> None:
                    help="run the policy's shrink or compaction every N events (default: at "
                         "the sample points), or 'free': on a cache after each free that "
                         "leaves it a slab more than its live objects need")
+    r.add_argument("--warm", action="store_true",
+                   help="start from the --snapshot's state (taken just before recording): its "
+                        "live objects, slabs and partial slabs per cache; frees of objects "
+                        "allocated before the recording free them")
     r.add_argument("--all", action="store_true", help="every cache in the table")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = sub.add_parser("record", help="record the live kernel's kmem events (root)")
@@ -209,6 +213,7 @@ def _replay(args: argparse.Namespace) -> int:
     res = replay(args.trace, snapshot=args.snapshot, kernel=args.kernel, cpus=args.cpus,
                  nodes=args.nodes, policy=args.policy, compare=args.compare,
                  skip_bad=args.skip_bad, samples=args.samples, every=args.every,
+                 warm=args.warm,
                  progress=False if args.no_progress or args.json else None)
     results = list(res.configs.values()) if res.configs else [res]
     if args.json:

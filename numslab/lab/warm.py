@@ -1,0 +1,257 @@
+"""The replay's warm start: before the first event, each cache the trace uses gets the live
+objects, slabs and partial slabs a ``/sys/kernel/slab`` snapshot shows, through the allocator's API.
+
+:func:`seed` allocates every object of the snapshot's slabs in bulk (all slabs full), frees a
+chosen part of some of them (the partial slabs) and flushes the CPUs (:func:`_seed_cache`); the
+objects left are each cache's *pool*, pointer ids past the trace's, which the trace's frees of
+pointers it never allocated take (``kernels.replay_chunk``'s ``seed``). Where the snapshot is
+silent: the partial slabs' in-use objects are spread evenly over them, the objects freed in a
+slab, the slabs made partial and the pool's order are seeded pseudo-random choices (``SEED``),
+and 6.18's CPU slabs (sysfs counts all their objects in use) are seeded full, off every list.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..engine.layout import PG_TAIL
+from ..engine.ops import flush_all
+from ..errors import InvalidArgumentError
+
+__all__ = ["SEED", "WarmStart", "counts", "seed", "seed_bytes"]
+
+#: the seed of every pseudo-random choice of the warm start (per cache: ``(SEED, row)``)
+SEED = 0x5EED
+
+
+def counts(text: Any) -> dict[int, int]:
+    """A sysfs count as ``show_slab_objects`` prints it (``'896 N0=896'``) as node -> count;
+    the total on node 0 where no node is printed (``'0'``: no entry)."""
+    words = str(text or "").split()
+    if not words or not words[0].isdecimal():
+        return {}
+    out = {int(w[1:].split("=")[0]): int(w.split("=")[1]) for w in words[1:]
+           if w.startswith("N") and "=" in w and w.split("=")[1].isdecimal()
+           and w[1:].split("=")[0].isdecimal()}
+    if not out and int(words[0]):
+        out[0] = int(words[0])
+    return out
+
+
+@dataclass
+class WarmStart:
+    """What a warm start seeded, per cache row of the trace (int64[K] arrays; 0 for a row
+    not seeded): the slabs, partial slabs and objects (sysfs ``objects``) the caches held
+    after the seeding, before the first event (not counted as replayed events; the
+    counters a cache's ``stats`` show leave the seeding out), the snapshot's figures they
+    were seeded from (``want_*``), the seeded objects the trace's untraced frees took
+    (``frees``, filled by the replay), ``unmet`` (caches whose snapshot figures numslab's
+    slabs cannot hold: another ``objs_per_slab``) and the seeding's wall ``seconds``."""
+
+    names: list[str]
+    seeded: np.ndarray
+    slabs: np.ndarray
+    partial: np.ndarray
+    objects: np.ndarray
+    want_slabs: np.ndarray
+    want_partial: np.ndarray
+    want_objects: np.ndarray
+    frees: np.ndarray
+    unmet: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    #: the pools: each row's pool (-1: none), int64[K]; each pool's start in ``pids``, its
+    #: objects and those left (the replay kernel takes them from the end), int64[pools];
+    #: pointer id, address and owner row of each seeded object, int64[n]
+    pool_of: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    lo: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    size: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    left: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    pids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    addrs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    #: each cache's counters after the seeding (subtracted from the result's ``stats``)
+    stats: list[dict[str, int]] = field(default_factory=list)
+
+    @property
+    def total(self) -> dict[str, int]:
+        """Seeded slabs, partial slabs and objects, and seeded frees, over every cache."""
+        return {"caches": int(self.seeded.sum()), "slabs": int(self.slabs.sum()),
+                "partial": int(self.partial.sum()), "objects": int(self.objects.sum()),
+                "frees": int(self.frees.sum())}
+
+    def to_json(self) -> dict[str, Any]:
+        """The seeding as a JSON-ready object: the totals, then per seeded cache."""
+        return dict(self.total, seconds=round(self.seconds, 4), unmet=list(self.unmet),
+                    caches={nm: {"slabs": int(self.slabs[k]),
+                                 "partial": int(self.partial[k]),
+                                 "objects": int(self.objects[k]),
+                                 "seeded_frees": int(self.frees[k])}
+                            for k, nm in enumerate(self.names) if self.seeded[k]})
+
+    def kernel_seed(self, name: np.ndarray) -> tuple:
+        """``replay_chunk``'s ``seed`` for a trace whose events name cache rows ``name``."""
+        return (name, self.pool_of, self.lo, self.left, self.pids)
+
+    def count_frees(self) -> None:
+        """Fill ``frees`` from the pools the replay took from."""
+        taken = self.size - self.left
+        for k in np.flatnonzero(self.seeded).tolist():
+            self.frees[k] = taken[self.pool_of[k]]
+
+    def less_seeding(self, stats: list[dict[str, int]]) -> list[dict[str, int]]:
+        """``stats`` (each row's counters at the end) less what the seeding counted."""
+        return [{n: int(v) - int(base.get(n, 0)) for n, v in st.items()}
+                for st, base in zip(stats, self.stats)]
+
+
+def _plan(snap: dict[str, Any], nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The snapshot cache's ``slabs``, ``partial`` and ``objects`` per replayed node
+    (int64[nodes] each; the snapshot's node ``n`` on node ``n % nodes``)."""
+    out = np.zeros((3, nodes), np.int64)
+    for j, attr in enumerate(("slabs", "partial", "objects")):
+        for n, v in counts(snap.get(attr)).items():
+            out[j, n % nodes] += v
+    return out[0], out[1], out[2]
+
+
+def seed_bytes(names: list[str], snap: dict[str, dict[str, Any]]) -> int:
+    """Bytes of the slabs a warm start seeds (the snapshot's ``slabs`` at its ``order``),
+    for the arena's size."""
+    n = 0
+    for nm in dict.fromkeys(names):
+        s = snap.get(nm)
+        if s is not None:
+            o = str(s.get("order", "0")).strip()
+            n += sum(counts(s.get("slabs")).values()) * (4096 << (int(o) if o.isdecimal()
+                                                                  else 0))
+    return n
+
+
+def _heads(sa: Any, addrs: np.ndarray) -> np.ndarray:
+    """The head frame of the slab of each address."""
+    st = sa.state
+    pfn = addrs >> 12
+    return np.where(st.pg_flags[pfn] & PG_TAIL, st.pg_head[pfn], pfn)
+
+
+def _in_use(c: Any, node: int) -> int:
+    """Objects of cache ``c`` in use on ``node`` as sysfs counts them."""
+    return int(c.total_objects_per_node()[node] - c.partial_free_approx()[node])
+
+
+def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray],
+                rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+    """Give cache ``c`` the slabs, partial slabs and objects ``want`` per node: allocate in
+    bulk every object its slabs hold but those it holds already (the allocator's own sheaves,
+    in a kmalloc cache), on a CPU of the node, so every slab is full; make ``partial`` of the
+    slabs holding only seeded objects (chosen at random) partial by freeing, in bulk, random
+    objects of them, the in-use objects spread evenly; flush the CPUs (sheaves, CPU slabs),
+    so that the freed objects are on the slabs. The seeded objects still live, and whether
+    the snapshot's figures could be met exactly."""
+    slabs, partial, objects = want
+    ops = c.objs_per_slab
+    exact = True
+    flush_all(sa._st, c.id)             # (a CPU slab's free objects sysfs counts in use)
+    got = []
+    for node in np.flatnonzero(slabs).tolist():
+        n = int(slabs[node]) * ops - _in_use(c, node)
+        if n < 0:
+            exact = False
+            continue
+        cpu = next(u for u in range(sa.nr_cpus) if sa.cpu_to_node(u) == node)
+        out = np.empty(n, np.int64)
+        if n and not sa.kmem_cache_alloc_bulk(c, 0x400cc0, n, out, cpu=cpu):  # GFP_KERNEL
+            raise InvalidArgumentError(f"warm start: cache {c.name}: {n} objects do not fit "
+                                       f"the arena")
+        got.append((node, cpu, out))
+    freed = []
+    for node, cpu, out in got:
+        p = int(partial[node]) if ops > 1 else 0
+        free = int(slabs[node]) * ops - int(objects[node])     # on the partial slabs
+        lo, hi = p, p * ops             # (a node keeps min_partial slabs, empty ones too)
+        if not lo <= free <= hi:
+            exact = False
+            free = min(max(free, lo), hi)
+        head = _heads(sa, out)
+        slab, inv, per = np.unique(head, return_inverse=True, return_counts=True)
+        whole = np.flatnonzero(per == ops)          # slabs of seeded objects only
+        if len(whole) < p:
+            exact = False
+            p = len(whole)
+            free = min(free, p * ops)
+        if not p:
+            continue
+        chosen = np.full(len(slab), -1, np.int64)
+        chosen[rng.choice(whole, p, replace=False)] = np.arange(p)
+        nfree = np.full(p, free // p, np.int64)             # the in-use evenly spread
+        nfree[:free % p] += 1
+        pick = chosen[inv]
+        mine = np.flatnonzero(pick >= 0)
+        order = mine[np.lexsort((rng.random(len(mine)), pick[mine]))]   # by slab, shuffled
+        start = np.searchsorted(pick[order], np.arange(p))
+        rank = np.arange(len(order)) - start[pick[order]]
+        gone = order[rank < nfree[pick[order]]]
+        if len(gone):
+            objs = out[gone].copy()
+            sa.kmem_cache_free_bulk(c, len(objs), objs, cpu=cpu)
+        keep = np.ones(len(out), bool)
+        keep[gone] = False
+        freed.append(out[keep])
+    flush_all(sa._st, c.id)
+    left = [out for _, _, out in got] if not freed else freed
+    return (np.concatenate(left) if left else np.zeros(0, np.int64)), exact
+
+
+def seed(sa: Any, names: list[str], cids: np.ndarray, objs: list[Any],
+         snap: dict[str, dict[str, Any]] | None, nodes: int, npid: int) -> WarmStart:
+    """Seed each cache row (``names``, numslab ids ``cids``, KmemCache ``objs``) the snapshot
+    has with its objects, slabs and partial slabs (:func:`_seed_cache`); its pools' pointer
+    ids start at ``npid``. Raises ``InvalidArgumentError`` without a snapshot."""
+    if not snap:
+        raise InvalidArgumentError("a warm start needs the snapshot taken before the "
+                                   "recording (--snapshot)")
+    t0 = time.perf_counter()
+    K = len(names)
+    w = WarmStart(names=list(names), seeded=np.zeros(K, bool),
+                  **{f: np.zeros(K, np.int64) for f in (
+                      "slabs", "partial", "objects", "want_slabs", "want_partial",
+                      "want_objects", "frees")})
+    pool_of = np.full(K, -1, np.int64)
+    first: dict[int, int] = {}
+    pools: list[np.ndarray] = []
+    rows: list[int] = []
+    kmalloc_last = sorted(range(K), key=lambda k: names[k].startswith(("kmalloc-", "dma-")))
+    for k in kmalloc_last:              # (the sheaves other caches' seeding makes come first)
+        s = snap.get(names[k])
+        cid = int(cids[k])
+        if cid in first:                # a second row of one cache: the first's pool
+            pool_of[k] = pool_of[first[cid]]
+            continue
+        if s is None or not counts(s.get("slabs")):
+            continue
+        first[cid] = k
+        want = _plan(s, nodes)
+        left, exact = _seed_cache(sa, objs[k], want, np.random.default_rng([SEED, k]))
+        if not exact:
+            w.unmet.append(names[k])
+        w.seeded[k] = True
+        w.want_slabs[k], w.want_partial[k], w.want_objects[k] = (int(x.sum()) for x in want)
+        pool_of[k] = len(pools)
+        pools.append(np.random.default_rng([SEED, k, 1]).permutation(left))
+        rows.append(k)
+    for k in range(K):                  # the state every cache was left in
+        if w.seeded[k]:
+            c = objs[k]
+            w.slabs[k], w.partial[k], w.objects[k] = c.slabs, c.partial, c.objects
+    sizes = np.array([len(q) for q in pools], np.int64)
+    lo = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    w.pool_of, w.lo, w.size, w.left = pool_of, lo, sizes, sizes.copy()
+    w.pids = np.arange(npid, npid + int(sizes.sum()), dtype=np.int64)
+    w.addrs = np.concatenate(pools) if pools else np.zeros(0, np.int64)
+    w.rows = np.repeat(np.array(rows, np.int64), sizes)
+    w.stats = [c.stats for c in objs]
+    w.seconds = time.perf_counter() - t0
+    return w
