@@ -60,9 +60,10 @@ class Config:
     #: leaves the cache a slab more than its live objects need (``kernels._free_trigger``);
     #: sample points (after each sample is taken)
     every: int = 0
-    #: start from the snapshot's live objects, slabs and partial slabs (``:warm``,
-    #: :mod:`numslab.lab.warm`), not from empty caches
-    warm: bool = False
+    #: start from the snapshot's live objects, slabs and partial slabs (:mod:`numslab.lab.warm`),
+    #: the order untraced frees take them in: ``slab`` (``:warm``) or ``random``
+    #: (``:warm=random``); ``""``: from empty caches
+    warm: str = ""
 
     @property
     def name(self) -> str:
@@ -76,7 +77,7 @@ class Config:
         if self.every:
             parts.append("every=free" if self.every == EVERY_FREE else f"every={self.every}")
         if self.warm:
-            parts.append("warm")
+            parts.append("warm" if self.warm == "slab" else f"warm={self.warm}")
         return ":".join(parts)
 
 
@@ -136,8 +137,10 @@ def parse_config(text: str, base: Config) -> Config:
             every = int(part[6:])
         elif part == "every=free":
             every = EVERY_FREE
-        elif part in ("warm", "cold"):
-            warm = part == "warm"
+        elif part == "cold":
+            warm = ""
+        elif part == "warm" or part.startswith("warm="):
+            warm = _warm(part[5:] or "slab", text)
         else:
             key = part.split("=", 1)[0] if "=" in part else None
             if key in ("cpus", "nodes", "every"):   # (said "is not a kernel ... or a policy")
@@ -165,6 +168,19 @@ def parse_config(text: str, base: Config) -> Config:
                         f"may have")
     _check_every_free(policy, every, text, kernel)
     return Config(kernel, cpus, nodes, policy, every, warm)
+
+
+def _warm(value: Any, text: str = "") -> str:
+    """A warm start's order (:data:`warm.ORDERS`) from ``warm=`` or ``:warm=``: True is
+    ``slab``, False or ``""`` a cold start."""
+    if value is True:
+        return "slab"
+    if value is False or value == "":
+        return ""
+    if isinstance(value, str) and value in W.ORDERS:
+        return value
+    where = f"configuration {text!r}: " if text else ""
+    raise SlabError(f"{where}warm={value!r}: True, False or one of {', '.join(W.ORDERS)}")
 
 
 def _check_every_free(policy: str, every: int, text: str, kernel: str = "7.0") -> None:
@@ -472,7 +488,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     if cfg.warm:                # before the first event, apart from the replay's seconds
         c0 = clock.seconds
         try:
-            warm = W.seed(sa, p.names, cids, objs, snapshot, cfg.nodes, npid)
+            warm = W.seed(sa, p.names, cids, objs, snapshot, cfg.nodes, npid, cfg.warm)
         except MemoryError:
             return None
         warm.seconds -= clock.seconds - c0      # (its compiling: in compile_seconds)
@@ -594,7 +610,7 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
 
 
 def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
-             compare: Sequence[str] | str | None, warm: bool = False) -> list[Config]:
+             compare: Sequence[str] | str | None, warm: bool | str = False) -> list[Config]:
     """The configurations :func:`replay` runs (``compare``'s, or the one of the other
     arguments). ``InvalidArgumentError`` (a ``SlabError``) for any that cannot run."""
     try:
@@ -603,9 +619,8 @@ def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
         elif isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:
             raise SlabError(f"every={every!r}: a number of events >= 0 (0: at the sample "
                             f"points) or 'free'")
-        if not isinstance(warm, (bool, np.bool_)):
-            raise SlabError(f"warm={warm!r}: True or False")
-        base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every), bool(warm))
+        base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every),
+                      _warm(bool(warm) if isinstance(warm, np.bool_) else warm))
         _check_every_free(base.policy, base.every, base.name, base.kernel)
         if base.nodes > base.cpus or not 1 <= base.cpus <= MAX_CPUS:
             raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= "
@@ -632,7 +647,7 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
            = None, kernel: str = "7.0", cpus: int | None = None, nodes: int = 1,
            policy: str = "default", compare: Sequence[str] | str | None = None,
            skip_bad: bool = False, samples: int = SAMPLES, progress: bool | None = None,
-           every: int | str = 0, warm: bool = False) -> ReplayResult:
+           every: int | str = 0, warm: bool | str = False) -> ReplayResult:
     """Replay a kernel kmem trace through numslab's SLUB.
 
     Parameters
@@ -659,12 +674,14 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
         Run the policy's work (``shrink``, ``mobility``) every this many events; 0 (the
         default): at the sample points; ``"free"``: on one cache, after each free that
         leaves it a slab more than its live objects need.
-    warm : bool
+    warm : bool or ``"slab"`` or ``"random"``
         Start every configuration from the snapshot's state (it must be the snapshot taken
         just before the recording): each cache the trace uses that the snapshot has gets
-        its ``slabs``, ``partial`` slabs and ``objects`` before the first event, and a free
-        of a pointer the trace never allocated frees one of them
-        (:mod:`numslab.lab.warm`; a configuration's ``:warm`` or ``:cold`` chooses for it).
+        its ``slabs``, ``partial`` slabs and ``objects`` before the first event, and a
+        ``kmem_cache_free`` of a pointer the trace never allocated frees one of them, slab
+        by slab (True, ``"slab"``) or uniformly at random (``"random"``), seeded
+        (:mod:`numslab.lab.warm`; a configuration's ``:warm``, ``:warm=random`` or
+        ``:cold`` chooses for it).
 
     Returns
     -------

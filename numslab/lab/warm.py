@@ -1,13 +1,15 @@
 """The replay's warm start: before the first event, each cache the trace uses gets the live
-objects, slabs and partial slabs a ``/sys/kernel/slab`` snapshot shows, through the allocator's API.
+objects, slabs and partial slabs of a ``/sys/kernel/slab`` snapshot, through the allocator's API.
 
 :func:`seed` allocates every object of the snapshot's slabs in bulk (all slabs full), frees a
 chosen part of some of them (the partial slabs) and flushes the CPUs (:func:`_seed_cache`); the
 objects left are each cache's *pool*, pointer ids past the trace's, which the trace's frees of
 pointers it never allocated take (``kernels.replay_chunk``'s ``seed``). Where the snapshot is
-silent: the partial slabs' in-use objects are spread evenly over them, the objects freed in a
-slab, the slabs made partial and the pool's order are seeded pseudo-random choices (``SEED``),
-and 6.18's CPU slabs (sysfs counts all their objects in use) are seeded full, off every list.
+silent: the partial slabs' in-use objects are spread evenly over them (a node keeps up to
+``min_partial`` empty ones listed); the slabs made partial, the objects freed in each and the
+pool's order are seeded pseudo-random choices (``SEED``): slab by slab (``slab``, the default)
+or uniform (``random``); 6.18's CPU slabs (sysfs counts all their objects in use and does not
+say whose they are) are seeded as full slabs off every list, as after a ``flush_all``.
 """
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ from ..engine.layout import PG_TAIL
 from ..engine.ops import flush_all
 from ..errors import InvalidArgumentError
 
-__all__ = ["SEED", "WarmStart", "counts", "seed", "seed_bytes"]
+__all__ = ["SEED", "ORDERS", "WarmStart", "counts", "seed", "seed_bytes"]
 
 #: the seed of every pseudo-random choice of the warm start (per cache: ``(SEED, row)``)
 SEED = 0x5EED
+#: the orders a warm start's pool is taken in (:func:`_pool`), the default first
+ORDERS = ("slab", "random")
 
 
 def counts(text: Any) -> dict[int, int]:
@@ -205,8 +209,20 @@ def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray]
     return (np.concatenate(left) if left else np.zeros(0, np.int64)), exact
 
 
+def _pool(sa: Any, left: np.ndarray, rng: np.random.Generator, order: str) -> np.ndarray:
+    """The seeded objects ``left`` in the order the replay's untraced frees take them
+    (from the end): ``random``, a uniform shuffle; ``slab``, slab by slab (the slabs in a
+    random order, each one's objects shuffled), so that they empty one slab after another."""
+    if order == "random":
+        return rng.permutation(left)
+    slab, inv = np.unique(_heads(sa, left), return_inverse=True)
+    key = rng.permutation(len(slab))[inv]
+    return left[np.lexsort((rng.random(len(left)), key))]
+
+
 def seed(sa: Any, names: list[str], cids: np.ndarray, objs: list[Any],
-         snap: dict[str, dict[str, Any]] | None, nodes: int, npid: int) -> WarmStart:
+         snap: dict[str, dict[str, Any]] | None, nodes: int, npid: int,
+         order: str = "slab") -> WarmStart:
     """Seed each cache row (``names``, numslab ids ``cids``, KmemCache ``objs``) the snapshot
     has with its objects, slabs and partial slabs (:func:`_seed_cache`); its pools' pointer
     ids start at ``npid``. Raises ``InvalidArgumentError`` without a snapshot."""
@@ -240,7 +256,7 @@ def seed(sa: Any, names: list[str], cids: np.ndarray, objs: list[Any],
         w.seeded[k] = True
         w.want_slabs[k], w.want_partial[k], w.want_objects[k] = (int(x.sum()) for x in want)
         pool_of[k] = len(pools)
-        pools.append(np.random.default_rng([SEED, k, 1]).permutation(left))
+        pools.append(_pool(sa, left, np.random.default_rng([SEED, k, 1]), order))
         rows.append(k)
     for k in range(K):                  # the state every cache was left in
         if w.seeded[k]:

@@ -58,10 +58,11 @@ def add_commands(sub: Any) -> None:
                    help="run the policy's shrink or compaction every N events (default: at "
                         "the sample points), or 'free': on a cache after each free that "
                         "leaves it a slab more than its live objects need")
-    r.add_argument("--warm", action="store_true",
+    r.add_argument("--warm", nargs="?", const="slab", default="", choices=("slab", "random"),
                    help="start from the --snapshot's state (taken just before recording): its "
-                        "live objects, slabs and partial slabs per cache; frees of objects "
-                        "allocated before the recording free them")
+                        "live objects, slabs and partial slabs per cache; a kmem_cache_free of "
+                        "an object allocated before the recording frees one of them, slab by "
+                        "slab (the default) or at random")
     r.add_argument("--all", action="store_true", help="every cache in the table")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = sub.add_parser("record", help="record the live kernel's kmem events (root)")

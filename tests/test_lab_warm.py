@@ -1,0 +1,166 @@
+"""The replay's warm start (numslab/lab/warm.py): the seeded state is the snapshot's, untraced
+frees take seeded objects with every line accounted for, a cold replay is as before."""
+from __future__ import annotations
+
+import json
+import lzma
+import warnings
+
+import numpy as np
+import pytest
+
+import numslab
+from numslab.errors import InvalidArgumentError, SlabError
+from numslab.lab import warm as W
+from numslab.lab.replay import Config, parse_config
+from numslab.tools.cli import main
+
+from lab_oracle import DATA, SNAPSHOTS, TRACES
+
+GEN = ("6.18", "7.0")
+TRACE = DATA / TRACES["git_tar"]
+SNAP = DATA / SNAPSHOTS["git_tar"]
+
+
+def _snapshot() -> dict[str, dict]:
+    data = json.loads(lzma.decompress(SNAP.read_bytes()))
+    by = {c["name"]: c for c in data["caches"] if "alias_of" not in c}
+    return {c["name"]: by.get(c.get("alias_of"), c) for c in data["caches"]}
+
+
+def _replay(gen: str, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")         # (the snapshot's aliases: geometry warnings)
+        return numslab.replay(TRACE, snapshot=SNAP, kernel=gen, cpus=2, samples=64, **kw)
+
+
+@pytest.mark.parametrize("gen", GEN)
+def test_the_seeded_state_is_the_snapshots_per_cache_and_a_warm_replay_validates(gen):
+    snap = _snapshot()
+    r = _replay(gen, warm=True)
+    w = r.warm
+    assert w.seeded.sum() >= 40 and not w.unmet
+    for k, nm in enumerate(r.names):
+        s = snap.get(nm)
+        if s is None or not W.counts(s.get("slabs")):
+            assert not w.seeded[k]
+            continue
+        want = [sum(W.counts(s[a]).values()) for a in ("slabs", "partial", "objects")]
+        assert [w.slabs[k], w.partial[k], w.objects[k]] == want, nm    # before the 1st event
+    assert r.totals["slabs"] > w.total["slabs"] > 7000
+    r.allocator.validate()
+    # the seeding is no replayed work: each cache's slabs are the seeded ones plus the
+    # replay's allocated less freed slabs (its counters leave the seeding out)
+    c = r.caches
+    assert np.array_equal(c["slabs"], w.slabs + c["slabs_allocated"] - c["slabs_freed"])
+    assert r.counters["alloc_slab"] < 200
+
+
+@pytest.mark.parametrize("gen", GEN)
+def test_untraced_frees_take_seeded_objects_and_every_line_is_accounted_for(gen):
+    cold, warm = _replay(gen), _replay(gen, warm=True)
+    assert cold.skipped["untraced_alloc"] == 2 and cold.seeded_frees == 0
+    assert warm.seeded_frees == 2 and warm.skipped["untraced_alloc"] == 0
+    assert warm.replayed == cold.replayed + 2             # a seeded free is a replayed line
+    for r in (cold, warm):
+        assert r.replayed + sum(r.skipped.values()) == r.lines
+    assert warm.warm.frees.sum() == 2
+    assert warm.to_json()["warm"]["frees"] == 2 and warm.to_json()["seeded_frees"] == 2
+
+
+def _line(i: int, event: str, ptr: int, rest: str) -> str:
+    return f"  sh-1 [000] ..... 1.{i:06d}: {event}: call_site=f+0x1/0x9 ptr={ptr:016x} {rest}\n"
+
+
+@pytest.mark.parametrize("gen", GEN)
+def test_a_cache_whose_seeded_objects_run_out_falls_back_and_kfree_names_no_cache(gen):
+    # dentry: 3 slabs of 21, one partial holding 5: 47 seeded objects; 50 frees of pointers
+    # never allocated take the 47, the 3 more are skipped; a kfree names no cache: skipped
+    snap = {"caches": [{"name": "dentry", "object_size": "192", "slab_size": "192",
+                        "align": "8", "order": "0", "objs_per_slab": "21",
+                        "objects": "47 N0=47", "slabs": "3 N0=3", "partial": "1 N0=1"}]}
+    alloc = "name=dentry bytes_req=192 bytes_alloc=192 gfp_flags=GFP_KERNEL node=-1 " \
+            "accounted=false"
+    text = _line(0, "kmem_cache_alloc", 0x1000, alloc)
+    text += "".join(_line(i + 1, "kmem_cache_free", 0x9000 + 64 * i, "name=dentry")
+                    for i in range(50))
+    text += _line(60, "kfree", 0x7000, "")
+    r = numslab.replay(text.encode(), snapshot=snap, kernel=gen, cpus=1, warm=True)
+    assert r.warm.seeded.tolist() == [True]
+    assert (r.warm.slabs[0], r.warm.partial[0], r.warm.objects[0]) == (3, 1, 47)
+    assert r.seeded_frees == 47 and r.warm.frees.tolist() == [47]
+    assert r.skipped["untraced_alloc"] == 4 and r.replayed == 48
+    assert r.replayed + sum(r.skipped.values()) == r.lines == 52
+    assert r.caches["live_objects"].tolist() == [1]
+    r.allocator.validate()
+
+
+@pytest.mark.parametrize("gen", GEN)
+def test_untraced_frees_in_slab_order_empty_slabs_in_random_order_scatter(gen):
+    # 100 full slabs of 21; 210 frees: 10 slabs' worth. A shrink (which flushes the sheaves
+    # and CPU slabs) then finds 10 empty slabs (slab order) or ~90 partial ones (random)
+    snap = {"caches": [{"name": "dentry", "object_size": "192", "slab_size": "192",
+                        "align": "8", "order": "0", "objs_per_slab": "21",
+                        "objects": "2100 N0=2100", "slabs": "100 N0=100", "partial": "0"}]}
+    text = "".join(_line(i, "kmem_cache_free", 0x9000 + 64 * i, "name=dentry")
+                   for i in range(210)).encode()
+    after = {}
+    for order in W.ORDERS:
+        r = numslab.replay(text, snapshot=snap, kernel=gen, cpus=1, warm=order)
+        assert r.seeded_frees == 210 and r.config.warm == order
+        c = r.allocator.find_cache("dentry")
+        c.shrink()
+        after[order] = (c.slabs, c.partial)
+        r.allocator.validate()
+    assert after["slab"] == (90, 0)
+    assert after["random"][0] == 100 and after["random"][1] > 60
+    again = numslab.replay(text, snapshot=snap, kernel=gen, cpus=1, warm="random")
+    c = again.allocator.find_cache("dentry")
+    c.shrink()
+    assert (c.slabs, c.partial) == after["random"]          # seeded: the same choice
+
+
+@pytest.mark.parametrize("gen, figures", [
+    ("6.18", (25490, 4628, 0, 3623, 104, 0, 104, 3607)),
+    ("7.0", (25490, 5771, 2047, 0, 123, 42, 123, 3607))])
+def test_a_cold_replay_is_as_before_the_warm_start(gen, figures):
+    # the figures the replay gave before warm starts existed (main at de3eaf8)
+    r = _replay(gen)
+    s = r.series
+    assert (int(s.live_objects.sum()), int(s.slabs.sum()), int(s.partial.sum()),
+            int(s.cpu_slabs.sum()), r.totals["slabs"], r.totals["partial"],
+            r.counters["alloc_slab"], r.replayed) == figures
+    assert r.warm is None and r.to_json()["warm"] is None
+
+
+def test_warm_configurations_and_their_refusals():
+    base = Config("7.0", 2)
+    assert parse_config("6.18:warm", base).name == "6.18:cpus=2:warm"
+    assert parse_config("7.0:warm=random", base).warm == "random"
+    assert parse_config("7.0:cold", Config("7.0", 2, warm="slab")).warm == ""
+    with pytest.raises(SlabError, match="warm="):
+        parse_config("7.0:warm=lifo", base)
+    with pytest.raises(InvalidArgumentError, match="needs the snapshot"):
+        numslab.replay(TRACE, kernel="7.0", warm=True)
+    with pytest.raises(InvalidArgumentError, match="needs the snapshot"):
+        numslab.replay(TRACE, kernel="7.0", compare="7.0,7.0:warm")
+    with pytest.raises(InvalidArgumentError, match="warm="):
+        numslab.replay(TRACE, snapshot=SNAP, warm="yes")
+    assert W.counts("896 N0=896 N1=4") == {0: 896, 1: 4}
+    assert W.counts("0") == {} and W.counts("12") == {0: 12} and W.counts(None) == {}
+
+
+def test_the_cli_compares_cold_and_warm(capsys):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["replay", str(TRACE), "--snapshot", str(SNAP), "--cpus", "2", "--json",
+                     "--compare", "6.18,6.18:warm"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["warm"] is None
+    warm = out["configs"]["6.18:cpus=2:warm"]
+    assert warm["seeded_frees"] == 2 and warm["warm"]["slabs"] > 7000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["replay", str(TRACE), "--snapshot", str(SNAP), "--cpus", "2",
+                     "--warm", "--no-progress"]) == 0
+    assert "warm start:" in capsys.readouterr().out
