@@ -194,7 +194,8 @@ def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray]
         nfree[:free % p] += 1
         pick = chosen[inv]
         mine = np.flatnonzero(pick >= 0)
-        order = mine[np.lexsort((rng.random(len(mine)), pick[mine]))]   # by slab, shuffled
+        mine = rng.permutation(mine)
+        order = mine[np.argsort(pick[mine], kind="stable")]     # by slab, each shuffled
         start = np.searchsorted(pick[order], np.arange(p))
         rank = np.arange(len(order)) - start[pick[order]]
         gone = order[rank < nfree[pick[order]]]
@@ -217,7 +218,8 @@ def _pool(sa: Any, left: np.ndarray, rng: np.random.Generator, order: str) -> np
         return rng.permutation(left)
     slab, inv = np.unique(_heads(sa, left), return_inverse=True)
     key = rng.permutation(len(slab))[inv]
-    return left[np.lexsort((rng.random(len(left)), key))]
+    shuffled = rng.permutation(len(left))
+    return left[shuffled[np.argsort(key[shuffled], kind="stable")]]
 
 
 def seed(sa: Any, names: list[str], cids: np.ndarray, objs: list[Any],
