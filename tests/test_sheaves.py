@@ -295,6 +295,48 @@ def test_bulk_free_swaps_spare_and_trades_with_the_barn(sa, sc):
     sa.validate()
 
 
+@numba.njit
+def _jit_bulk_round(h, cid, out, nr):
+    """numslab.jit's bulk allocation of ``nr`` objects into ``out``, then their free."""
+    got = numslab.jit.kmem_cache_alloc_bulk(h, cid, nr, out, 0, GFP_KERNEL)
+    numslab.jit.kmem_cache_free_bulk(h, cid, got, out, 0)
+    return got
+
+
+@pytest.mark.parametrize("gen", ["6.18", "7.0"])
+@pytest.mark.parametrize("via", ["facade", "jit"])
+def test_bulk_batches_the_main_sheaf_begins_and_the_spare_ends(gen, via):
+    """A batch the main sheaf holds part of and the spare the rest (numslab.jit's inline
+    case and the units' common case): the main's objects, then the spare's top, the
+    sheaves swapped; its free fills the main, swaps, and puts the rest on the new main, as
+    alloc_from_pcs_bulk and free_to_pcs_bulk do batch by batch."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel=gen)
+    c = sa.kmem_cache_create("ms", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=CAP)
+    cap = c.sheaf_capacity
+    for a in bulk(sa, c, cap + 1):
+        sa.kmem_cache_free(c, int(a), cpu=0)
+    assert pcs(sa, c) == (1, cap)
+    m, s = main_of(sa, c), spare_of(sa, c)
+    mo, so = sheaf_objs(sa, m), sheaf_objs(sa, s)
+    fast = ("alloc_cpu_sheaf", "free_cpu_sheaf") if gen == "6.18" else \
+        ("alloc_fastpath", "free_fastpath")
+    st = c.stats
+    out = np.zeros(3, np.int64)
+    if via == "jit":
+        assert _jit_bulk_round(sa.handle, c.id, out, 3) == 3
+    else:
+        assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 3, out, cpu=0) == 3
+        assert (main_of(sa, c), spare_of(sa, c)) == (s, m) and pcs(sa, c) == (cap - 2, 0)
+        assert delta(c, st) == {fast[0]: 3}
+        sa.kmem_cache_free_bulk(c, 3, out.copy(), cpu=0)
+    assert out.tolist() == mo + so[-2:]
+    assert delta(c, st) == {fast[0]: 3, fast[1]: 3}
+    assert (main_of(sa, c), spare_of(sa, c)) == (m, s)
+    assert sheaf_objs(sa, m) == [out[2]] and sheaf_objs(sa, s) == so[:-2] + out[:2].tolist()
+    assert c.live_objects == 0 and barn(sa, c) == (0, 0)
+    sa.validate()
+
+
 def test_bulk_alloc_failure_gives_sheaf_objects_to_the_slabs():
     sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("x", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=8)

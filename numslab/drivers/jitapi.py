@@ -44,7 +44,7 @@ from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZ
 from ..engine.debug import E_DEBUG
 from ..engine.native import (_MACHINE, address, jit, table_address, thread_pointer,
                               words_at, zero_bytes)
-from ..engine.pcsbulk import _sheaf_copy_top
+from ..engine.pcsbulk import _sheaf_copy_top, _take_main_spare
 from ..engine.sheaves import KMALLOC_CLASS
 from .. import errors
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, InvalidSizeError,
@@ -442,7 +442,9 @@ def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
     if main == 0:
         return -1
     size = mem[(main >> 3) + SH_SIZE] - nr
-    if size < 0 or not _sheaf_copy_top(st, main, nr, p, 0):
+    if size < 0:
+        return nr if _take_main_spare(st, cache, cpu, nr, p) else -1
+    if not _sheaf_copy_top(st, main, nr, p, 0):
         return -1                                   # (a stale entry: left to the engine)
     mem[(main >> 3) + SH_SIZE] = size
     _stat(st, cache, cpu, ALLOC_PCS, nr)

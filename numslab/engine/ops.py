@@ -26,7 +26,8 @@ from .native import address, copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
 from .stats import live_objects, lost_objects
-from .pcsbulk import _alloc_from_pcs_bulk, _free_to_pcs_bulk, _sheaf_put, _sheaf_take
+from .pcsbulk import (_alloc_from_pcs_bulk, _free_to_pcs_bulk, _put_main_spare, _sheaf_put,
+                      _sheaf_take, _take_main_spare)
 from .sheaves import (_alloc_from_pcs, _any_stale, _free_empty_sheaf, _free_to_pcs,
                       _node_requested_off, _sheaf_purge, _w, barn_shrink, pcs_flush_all)
 from .slablists import _cpu_pop, _discard_slab, _remove_partial, shrink_node
@@ -254,12 +255,17 @@ def _count_slowpath_owners(st, cpu, nr, p):
 
 @jit(inline=True)
 def _alloc_bulk_fast(st, cache, cpu, gfp, nr, p):
-    """``kmem_cache_alloc_bulk``'s common case on a cache with sheaves: the CPU's main sheaf
-    holds ``nr`` objects. Take them (``alloc_from_pcs_bulk`` in one batch) and hand them
-    out. Returns ``nr``, or -1 if the case does not apply."""
+    """``kmem_cache_alloc_bulk``'s common cases on a cache with sheaves: the CPU's main sheaf
+    holds ``nr`` objects, or the main and the spare together (``alloc_from_pcs_bulk`` in
+    one batch, or in two with the sheaves swapped). Take them and hand them out. Returns
+    ``nr``, or -1 if the case does not apply."""
     main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
-    if main == 0 or st.mem[_w(main, SH_SIZE)] < nr or not _sheaf_take(st, cache, cpu, main,
-                                                                      nr, p, 0):
+    if main == 0:
+        return -1
+    if st.mem[_w(main, SH_SIZE)] >= nr:
+        if not _sheaf_take(st, cache, cpu, main, nr, p, 0):
+            return -1
+    elif not _take_main_spare(st, cache, cpu, nr, p):
         return -1
     if gfp & __GFP_ZERO:                    # (marked live by the take)
         nbytes = _ca(st, cache, CA_OBJECT_SIZE)
@@ -270,20 +276,39 @@ def _alloc_bulk_fast(st, cache, cpu, gfp, nr, p):
 
 @jit(inline=True)
 def _free_bulk_fast(st, cache, cpu, nr, p):
-    """``kmem_cache_free_bulk``'s common case on a cache with sheaves on one node: ``nr``
-    objects fit in the CPU's main sheaf. Check them all, then put them in (what
-    ``free_to_pcs_bulk`` does in one batch). Returns 0 when done, 1 if the case does not
-    apply, or a negative error code with the bad index (``err - i * E_AT``), nothing
-    freed."""
+    """``kmem_cache_free_bulk``'s common cases on a cache with sheaves on one node: ``nr``
+    objects fit in the CPU's main sheaf (what ``free_to_pcs_bulk`` does in one batch), or
+    in the main and its spare (:func:`_free_bulk_two`). Check them all, then put them in.
+    Returns 0 when done, 1 if the case does not apply, or a negative error code with the
+    bad index (``err - i * E_AT``), nothing freed."""
     c = _cpu_row(st, cache, cpu)
     main = st.cpu[c + C_MAIN]
-    if main == 0 or st.nnodes != 1 or \
-            st.mem[_w(main, SH_SIZE)] + nr > _ca(st, cache, CA_SHEAF_CAPACITY):
+    if main == 0 or st.nnodes != 1:
         return 1
+    if st.mem[_w(main, SH_SIZE)] + nr > _ca(st, cache, CA_SHEAF_CAPACITY):
+        return _free_bulk_two(st, cache, cpu, nr, p)
     bad = _check_objects(st, cache, nr, p)
     if bad >= 0:                    # nothing written yet: the sheaf's bytes stay as they were
         return _batch_fail(st, cache, bad, p)
     _sheaf_put(st, cache, cpu, main, nr, p, 0)
+    return 0
+
+
+@jit
+def _free_bulk_two(st, cache, cpu, nr, p):
+    """:func:`_free_bulk_fast` when the main sheaf has no room for the whole batch: the
+    spare has room for the rest (``free_to_pcs_bulk``'s two batches, the sheaves swapped
+    between them), or 1 (the case does not apply)."""
+    c = _cpu_row(st, cache, cpu)
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    spare = st.cpu[c + C_SPARE]
+    if spare == 0 or st.mem[_w(spare, SH_SIZE)] + st.mem[_w(st.cpu[c + C_MAIN], SH_SIZE)] + \
+            nr > 2 * cap:
+        return 1
+    bad = _check_objects(st, cache, nr, p)
+    if bad >= 0:
+        return _batch_fail(st, cache, bad, p)
+    _put_main_spare(st, cache, cpu, nr, p)
     return 0
 
 

@@ -20,6 +20,21 @@ from .sheaves import PCS_BATCH_MAX, _barn, _barn_pop, _barn_trade, _sheaf_purge,
 
 # ---- allocation ------------------------------------------------------------------------------
 @jit(inline=True)
+def _mark_taken(st, p, at, n):
+    """Mark the objects ``p[at:at+n]`` live, as handed out. True; or False with the marks
+    taken back when one of them was live already (a stale entry, whose mark is not ours:
+    it stays)."""
+    if _live_set_run(st, p, at, n, True):           # a stale one noted
+        live = st.live
+        for k in range(n):
+            a = p[at + k]
+            if not a & 1:
+                live[a >> 9] &= ~(1 << ((a >> 3) & 63))
+        return False
+    return True
+
+
+@jit(inline=True)
 def _sheaf_copy_top(st, sheaf, n, p, at):
     """Copy the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``, their order kept
     (``alloc_from_pcs_bulk``'s memcpy), and mark them live; the sheaf's size is the
@@ -36,6 +51,41 @@ def _sheaf_copy_top(st, sheaf, n, p, at):
             if not a & 1:
                 live[a >> 9] &= ~(1 << ((a >> 3) & 63))
         return False
+    return True
+
+
+@jit(inline=True)
+def _take_main_spare(st, cache, cpu, nr, p):
+    """``alloc_from_pcs_bulk`` when the CPU's main sheaf holds part of the batch and its
+    spare the rest: the main's ``m`` objects into ``p[:m]``, main and spare swapped (the
+    main now empty), the new main's top ``nr - m`` into ``p[m:nr]``, all marked live;
+    ALLOC_PCS += nr. True; or False with nothing changed when the case does not apply
+    (a parked main sheaf too) or an entry is stale (the engine's loop then takes them)."""
+    mem = st.mem
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    main = cpt[c + C_MAIN]
+    spare = cpt[c + C_SPARE]
+    if main == 0 or spare == 0:
+        return False
+    m = mem[_w(main, SH_SIZE)]
+    rest = nr - m
+    s = mem[_w(spare, SH_SIZE)]
+    if m < 0 or rest <= 0 or s < rest:
+        return False
+    o = _w(main, SH_OBJECTS)
+    for k in range(m):
+        p[k] = mem[o + k]
+    o = _w(spare, SH_OBJECTS) + s - rest
+    for k in range(rest):
+        p[m + k] = mem[o + k]
+    if not _mark_taken(st, p, 0, nr):
+        return False
+    mem[_w(main, SH_SIZE)] = 0
+    mem[_w(spare, SH_SIZE)] = s - rest
+    cpt[c + C_MAIN] = spare
+    cpt[c + C_SPARE] = main
+    _stat(st, cache, cpu, ALLOC_PCS, nr)
     return True
 
 
@@ -64,6 +114,33 @@ def _sheaf_put(st, cache, cpu, sheaf, n, p, at):
         mem[o + k] = p[at + k]
     mem[_w(sheaf, SH_SIZE)] = size + n
     _stat(st, cache, cpu, FREE_PCS, n)
+
+
+@jit(inline=True)
+def _put_main_spare(st, cache, cpu, nr, p):
+    """``free_to_pcs_bulk`` of checked local objects when the CPU's main sheaf has room for
+    part of the batch and its spare for the rest (the caller's to know): ``p[:room]`` fill
+    the main, main and spare are swapped, the rest go on the new main; FREE_PCS += nr."""
+    mem = st.mem
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    main = cpt[c + C_MAIN]
+    spare = cpt[c + C_SPARE]
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    m = mem[_w(main, SH_SIZE)]
+    room = cap - m
+    o = _w(main, SH_OBJECTS) + m
+    for k in range(room):
+        mem[o + k] = p[k]
+    mem[_w(main, SH_SIZE)] = cap
+    s = mem[_w(spare, SH_SIZE)]
+    o = _w(spare, SH_OBJECTS) + s
+    for k in range(nr - room):
+        mem[o + k] = p[room + k]
+    mem[_w(spare, SH_SIZE)] = s + nr - room
+    cpt[c + C_MAIN] = spare
+    cpt[c + C_SPARE] = main
+    _stat(st, cache, cpu, FREE_PCS, nr)
 
 
 @jit
