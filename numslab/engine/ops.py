@@ -285,7 +285,12 @@ def _free_bulk_fast(st, cache, cpu, nr, p):
     main = st.cpu[c + C_MAIN]
     if main == 0 or st.nnodes != 1:
         return 1
-    if st.mem[_w(main, SH_SIZE)] + nr > _ca(st, cache, CA_SHEAF_CAPACITY):
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    over = st.mem[_w(main, SH_SIZE)] + nr - cap
+    if over > 0:
+        spare = st.cpu[c + C_SPARE]
+        if spare == 0 or st.mem[_w(spare, SH_SIZE)] + over > cap:
+            return 1
         return _free_bulk_two(st, cache, cpu, nr, p)
     bad = _check_objects(st, cache, nr, p)
     if bad >= 0:                    # nothing written yet: the sheaf's bytes stay as they were
@@ -296,15 +301,9 @@ def _free_bulk_fast(st, cache, cpu, nr, p):
 
 @jit
 def _free_bulk_two(st, cache, cpu, nr, p):
-    """:func:`_free_bulk_fast` when the main sheaf has no room for the whole batch: the
-    spare has room for the rest (``free_to_pcs_bulk``'s two batches, the sheaves swapped
-    between them), or 1 (the case does not apply)."""
-    c = _cpu_row(st, cache, cpu)
-    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
-    spare = st.cpu[c + C_SPARE]
-    if spare == 0 or st.mem[_w(spare, SH_SIZE)] + st.mem[_w(st.cpu[c + C_MAIN], SH_SIZE)] + \
-            nr > 2 * cap:
-        return 1
+    """:func:`_free_bulk_fast` when the main sheaf has room for part of the batch and the
+    spare for the rest (``free_to_pcs_bulk``'s two batches, the sheaves swapped between
+    them): check, then put. 0, or the error code with the bad index, nothing freed."""
     bad = _check_objects(st, cache, nr, p)
     if bad >= 0:
         return _batch_fail(st, cache, bad, p)
