@@ -1047,3 +1047,60 @@ def test_an_object_a_sheaf_names_twice_is_handed_out_and_freed_once(gen, how):
     assert len(out) == len(set(out)), "an address was handed out twice"
     assert sa.isolated_slabs()
     sa.validate()
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+@pytest.mark.parametrize("how", ["bulk", "jit-bulk"])
+def test_a_stale_entry_in_a_batch_across_main_and_spare_is_never_handed_out(gen, how):
+    """A bulk allocation the main sheaf begins and the spare ends is taken in one step
+    (``pcsbulk._take_main_spare``, inline in a user's function for ``numslab.jit``); when
+    the main holds an object the slab layer handed out meanwhile (a rewritten free pointer
+    named it), the step changes nothing and the engine's loop drops the entry: no address
+    comes out twice, the slab is isolated and the machine stays valid."""
+    for seed in range(40):
+        sa, c = _half_freed_on_cpu1(gen, seed)
+        main, spare = pcs(sa, c, 1)
+        if spare is None or spare < 3 or main < 3:
+            continue
+        out = [sa.kmem_cache_alloc(c, cpu=1) for _ in range(main - 2)]    # main keeps 2
+        held = sheaf_objs(sa, main_of(sa, c, 1))
+        x = _point_a_free_list_at(sa, c, held)
+        if x is None:
+            continue
+        for _ in range(3000):               # CPU 0 until the slab layer hands x out
+            try:
+                a = sa.kmem_cache_alloc(c, cpu=0)
+            except numslab.SlabCorruptionError:
+                continue
+            out.append(a)
+            if a in (0, x):
+                break
+        if out[-1] == x and pcs(sa, c, 1)[0] == 2 and x in sheaf_objs(sa, main_of(sa, c, 1)):
+            break
+    else:
+        raise AssertionError("no seed gave a stale entry in a main sheaf with a spare")
+
+    @numba.njit
+    def jit_bulk(h, cid, res):
+        return numslab.jit.kmem_cache_alloc_bulk(h, cid, res.shape[0], res, 1)
+
+    res = np.zeros(4, np.int64)                 # 2 from the main, 2 from the spare
+    try:
+        n = jit_bulk(sa.handle, c.id, res) if how == "jit-bulk" else \
+            sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 4, res, cpu=1)
+        out += res[:n].tolist()
+    except numslab.SlabCorruptionError:
+        pass
+    assert len(out) == len(set(out)), "an address was handed out twice"
+    assert sa.isolated_slabs()
+    sa.validate()
+    for _ in range(3000):                       # every object the cache can still give
+        try:
+            a = sa.kmem_cache_alloc(c, cpu=_ % 2)
+        except numslab.SlabCorruptionError:
+            continue
+        if a == 0:
+            break
+        out.append(a)
+    assert len(out) == len(set(out)), "an address was handed out twice"
+    sa.validate()
