@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import numslab
+from numslab.engine.layout import C_SPARE
 from numslab.tools import bench, coldstart, singlebench
 from numslab.flags import GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT
 
@@ -324,6 +325,25 @@ def test_make_round_inside_jit(impl, bulk):
         assert sorted(free_indices(st_)) == list(range(1 << 16))
 
 
+def test_slab_warm_runs_on_a_warmed_cache_a_batch_spans_main_and_spare():
+    """``slab-warm``'s cache starts with sheaves in the barn and the CPU's main and spare part
+    full, so a batch of 16 spans both (which ``slab-bulk``'s fresh cache never does); its
+    rounds then give every object back, and take none from the slabs (from Python: the
+    jitted rounds close over the handle alone, and share the warm-up)."""
+    run = bench.make_round("slab-warm", 16)
+    sa, c = cell(run, "sa"), cell(run, "c")
+    fresh = bench.make_round("slab-bulk", 16)
+    assert c.stats["barn_get"] + c.stats["barn_put"] > 0    # the warm-up moved sheaves
+    assert sa.state.cpu[c.id, 0, C_SPARE] != 0              # and left a spare
+    assert cell(fresh, "c").stats["barn_get"] + cell(fresh, "c").stats["barn_put"] == 0
+    before = dict(c.stats)
+    run(50)
+    assert c.live_objects == 0
+    assert c.stats["alloc_slab"] == before["alloc_slab"]    # all from sheaves
+    assert c.stats["alloc_fastpath"] - before["alloc_fastpath"] == 50 * 16
+    sa.validate()
+
+
 @pytest.mark.parametrize("bulk", [16, 250, 4096])
 def test_make_round_stack_peers_give_everything_back(bulk):
     for impl in ("deque", "numpy-stack", "jit-stack"):
@@ -428,9 +448,9 @@ def test_bulk_ratio_table_times_every_cell_interleaved(monkeypatch):
     assert {(b, r) for _, b, r in calls} == {(250, 4)}
     made.clear()
     bench.bulk_ratio_table(sizes=(16,), repeat=1, pairs=16, where=("jit",))
-    assert made == [("jit", "slab-bulk", "7.0"), ("jit", "slab-bulk", "6.18"),
-                    ("jit", "floor-7.0", "7.0"), ("jit", "slab-sheaves", "7.0"),
-                    ("jit", "jit-stack", "7.0")]
+    assert made == [("jit", "slab-bulk", "7.0"), ("jit", "slab-warm", "7.0"),
+                    ("jit", "slab-bulk", "6.18"), ("jit", "floor-7.0", "7.0"),
+                    ("jit", "slab-sheaves", "7.0"), ("jit", "jit-stack", "7.0")]
 
 
 def test_cli_bench_ratios_prints_the_ratio_table(capsys, monkeypatch):

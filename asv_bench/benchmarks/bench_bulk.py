@@ -175,7 +175,7 @@ class BulkRatio:
     plus numslab's own call cost per pair, measured in the same run."""
 
     params = (list(bench.RATIO_SIZES), ["jit", "python"],
-              ["slab-bulk", "slab-bulk-6.18", "slab-sheaves", "floor-7.0"])
+              ["slab-bulk", "slab-warm", "slab-bulk-6.18", "slab-sheaves", "floor-7.0"])
     param_names = ["bulk", "caller", "impl"]
     timeout = 600
 

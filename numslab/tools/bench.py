@@ -228,6 +228,16 @@ def slab_loop_single(h, cid, bulk, rounds, out):
 
 
 @nb.njit(cache=True)
+def slab_warm_up(h, cid, n, tmp):
+    """Inside @njit: ``n`` single allocations, then their frees, in order (``slab-warm``'s
+    start: sheaves in the barn, the CPU's main and spare part full)."""
+    for i in range(n):
+        tmp[i] = sjit.kmem_cache_alloc(h, cid, 0, GFP_ATOMIC)
+    for i in range(n):
+        sjit.kmem_cache_free(h, cid, tmp[i], 0)
+
+
+@nb.njit(cache=True)
 def slab_loop_array(h, cid, bulk, rounds, out, flags):
     """Inside @njit: ``rounds`` times ``kmem_cache_alloc_array`` + ``kmem_cache_free_array``."""
     for _ in range(rounds):
@@ -263,10 +273,19 @@ ARRAY_MODES = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PART
 #: ``floor-7.0`` is a floor too: :mod:`numslab.tools.floor`'s fused prototype of the 7.0 round
 #: on the default cache (from Python, one call per round, as ``slab-jit-round``, through
 #: :func:`floor_round_at`: an int state address and one array, the facade's kind of entry).
-PY_IMPLS = ("deque", "numpy-stack", "jit-stack", "slab-single", "slab-bulk", "slab-sheaves",
-            "slab-local", "slab-partial", "slab-new", "slab-jit-round", "floor-7.0")
-JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-sheaves",
-             "slab-local", "slab-partial", "slab-new", "floor-7.0")
+#: ``slab-warm`` is ``slab-bulk`` on a cache first warmed by :data:`WARM_OBJECTS` single
+#: allocations and frees (:func:`slab_warm_up`), as a cache a program also uses one object at
+#: a time: sheaves in the barn, the CPU's main and spare sheaves part full, so a batch
+#: spans both (``slab-bulk``'s fresh cache has no spare: its main sheaf goes from empty to
+#: the batch and back at 16, and the rest of a larger batch goes to and from the slabs).
+PY_IMPLS = ("deque", "numpy-stack", "jit-stack", "slab-single", "slab-bulk", "slab-warm",
+            "slab-sheaves", "slab-local", "slab-partial", "slab-new", "slab-jit-round",
+            "floor-7.0")
+JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-warm",
+             "slab-sheaves", "slab-local", "slab-partial", "slab-new", "floor-7.0")
+#: Objects ``slab-warm``'s cache is warmed with (on 7.0's 28-object sheaves: the main
+#: sheaf keeps 8, the spare 28, the barn the rest).
+WARM_OBJECTS = 400
 
 
 # ---- the floor from Python: numslab's kind of entry ------------------------------------------
@@ -385,7 +404,10 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False,
         out = np.zeros(bulk, np.int64)
         h, cid = sa.handle, c.id
         mode = impl.split("-", 1)[1]
-        mode = "bulk" if mode == "sheaves" or (mode == "jit-round" and inside_jit) else mode
+        if mode == "warm":
+            slab_warm_up(h, cid, WARM_OBJECTS, np.zeros(WARM_OBJECTS, np.int64))
+        mode = "bulk" if mode in ("sheaves", "warm") or (mode == "jit-round" and inside_jit) \
+            else mode
         if mode == "jit-round":
             loop = fastcall(slab_loop_bulk, h, cid, bulk, 1, out)
 
@@ -456,8 +478,9 @@ RATIO_REPEAT = 7
 RATIO_PAIRS = 1 << 16
 #: Its rows inside @njit (``slab-bulk-6.18``: slab-bulk on 6.18; the reference: the jitted
 #: stack) and from Python (the reference: the fastest of :data:`RATIO_PEERS` in the row).
-RATIO_JIT = ("slab-bulk", "slab-bulk-6.18", "floor-7.0", "slab-sheaves", "jit-stack")
-RATIO_PY = ("slab-bulk", "floor-7.0", "deque", "numpy-stack", "jit-stack")
+RATIO_JIT = ("slab-bulk", "slab-warm", "slab-bulk-6.18", "floor-7.0", "slab-sheaves",
+             "jit-stack")
+RATIO_PY = ("slab-bulk", "slab-warm", "floor-7.0", "deque", "numpy-stack", "jit-stack")
 RATIO_PEERS = ("deque", "numpy-stack", "jit-stack")
 
 
