@@ -135,3 +135,29 @@ def test_the_module_level_forms_use_the_default_allocator():
     finally:
         numslab.set_default_allocator(None)
     sa.validate()
+
+
+@pytest.mark.parametrize("fn", ["kmalloc_array", "kcalloc"])
+@pytest.mark.parametrize("kw, match", [({"cpu": 2}, "cpu 2 is not in 0..1"),
+                                       ({"node": 1}, "node 1 is not -1 or in 0..0"),
+                                       ({"node": True}, "node True"),
+                                       ({"gfp": -1}, "gfp -1 is not a set of GFP flags")])
+def test_an_array_calls_errors_name_it(sa, fn, kw, match):
+    before = snapshot(sa)
+    with pytest.raises(numslab.InvalidArgumentError, match=f"^{fn}: {match}"):
+        getattr(sa, fn)(4, 16, **kw)
+    assert_unchanged(sa, before)
+
+
+def test_krealloc_arrays_errors_name_it(sa):
+    a = sa.kmalloc(64)
+    before = snapshot(sa)
+    with pytest.raises(numslab.InvalidArgumentError, match="^krealloc_array: cpu 5"):
+        sa.krealloc_array(a, 2, 64, cpu=5)
+    with pytest.raises(numslab.BadAddressError, match="^krealloc_array: 0x3039"):
+        sa.krealloc_array(0x3039, 2, 64)
+    with pytest.raises(numslab.InvalidSizeError, match="^krealloc_array: 1 element of 4194305 "
+                                                       "bytes"):
+        sa.krealloc_array(a, 1, (4 << 20) + 1)
+    assert_unchanged(sa, before)
+    sa.kfree(a)

@@ -138,9 +138,19 @@ def test_warm_configurations_and_their_refusals():
     assert parse_config("6.18:warm", base).name == "6.18:cpus=2:warm"
     assert parse_config("7.0:warm=random", base).warm == "random"
     assert parse_config("7.0:cold", Config("7.0", 2, warm="slab")).warm == ""
-    with pytest.raises(SlabError, match="warm="):
+    with pytest.raises(SlabError, match="'warm=lifo': warm, or warm= one of slab, random"):
         parse_config("7.0:warm=lifo", base)
-    with pytest.raises(InvalidArgumentError, match="needs the snapshot"):
+    for text in ("7.0:warm=", "7.0:warm=Random"):
+        with pytest.raises(SlabError, match="warm, or warm= one of"):
+            parse_config(text, base)
+    for text, first, second in (("7.0:warm:cold", "warm", "cold"),       # the last one won
+                                ("7.0:cold:warm=random", "cold", "warm=random"),
+                                ("6.18:warm:warm=slab", "warm", "warm=slab")):
+        with pytest.raises(SlabError, match=f"'{first}' and '{second}': one start"):
+            parse_config(text, base)
+    with pytest.raises(SlabError, match=r"or a start \(warm, warm=random, cold\)"):
+        parse_config("7.0:WARM", base)
+    with pytest.raises(InvalidArgumentError, match=r"needs the snapshot .*--snapshot\)"):
         numslab.replay(TRACE, kernel="7.0", warm=True)
     with pytest.raises(InvalidArgumentError, match="needs the snapshot"):
         numslab.replay(TRACE, kernel="7.0", compare="7.0,7.0:warm")

@@ -1,7 +1,7 @@
 """The kmalloc API beyond kmalloc and kfree, on ``SlabAllocator``: the array forms
 (``kmalloc_array``, ``kcalloc``, ``krealloc_array``), ``krealloc`` (in place when the object's
-size class allows, as ``__do_krealloc``), ``kmalloc_size_roundup`` and ``kfree_rcu`` with the grace period
-the caller ends (``synchronize_rcu``, ``rcu_barrier``, ``kvfree_rcu_barrier``): through the
+size class allows, as ``__do_krealloc``), ``kmalloc_size_roundup`` and ``kfree_rcu`` with the
+grace period the caller ends (``synchronize_rcu``, ``rcu_barrier``, ``kvfree_rcu_barrier``): through the
 CPU's ``rcu_free`` sheaf when the object's cache has sheaves (``engine/rcusheaves.py``), else
 on a list of addresses freed at the end of the grace period."""
 from __future__ import annotations
@@ -70,12 +70,13 @@ def array_bytes(n: object, size: object, fn: str) -> int:
     (InvalidSizeError): an impossible size is a bug to report, not a full memory."""
     n, size = _size_t(n, "element count", fn), _size_t(size, "element size", fn)
     nbytes = n * size
+    what = f"{n} element{'s' * (n != 1)} of {size} byte{'s' * (size != 1)}"
     if nbytes > SIZE_MAX:
-        raise InvalidSizeError(f"{fn}: {n} elements of {size} bytes overflow size_t (the "
-                               "kernel's check_mul_overflow returns NULL)")
+        raise InvalidSizeError(f"{fn}: {what} overflow size_t (the kernel's "
+                               "check_mul_overflow returns NULL)")
     if nbytes > KMALLOC_MAX_SIZE:
-        raise InvalidSizeError(f"{fn}: {n} elements of {size} bytes ({nbytes} bytes) is not "
-                               f"in 0..{KMALLOC_MAX_SIZE}")
+        raise InvalidSizeError(f"{fn}: {what} ({nbytes} bytes) is not in "
+                               f"0..{KMALLOC_MAX_SIZE}")
     return nbytes
 
 
@@ -95,20 +96,31 @@ class KmallocAPI:
         elements of ``size`` bytes. Returns the address, ``ZERO_SIZE_PTR`` when the product
         is 0, or 0 when memory is exhausted. Raises InvalidSizeError when the product
         overflows ``size_t`` (the kernel returns NULL) or exceeds KMALLOC_MAX_SIZE."""
-        return self.kmalloc(array_bytes(n, size, "kmalloc_array"), gfp, cpu, node)
+        return self._kmalloc_array(n, size, gfp, cpu, node, "kmalloc_array")
 
     def kcalloc(self: "SlabAllocator", n: int, size: int, gfp: int = GFP_KERNEL,
                 cpu: int | None = None, node: int = -1) -> int:
         """``kcalloc`` (``kcalloc_node`` with ``node``): :meth:`kmalloc_array` with
         ``__GFP_ZERO``."""
-        nbytes = array_bytes(n, size, "kcalloc")
-        return self.kmalloc(nbytes, check_gfp(gfp, "kcalloc") | _ZERO, cpu, node)
+        return self._kmalloc_array(n, size, check_gfp(gfp, "kcalloc") | _ZERO, cpu, node,
+                                   "kcalloc")
+
+    def _kmalloc_array(self: "SlabAllocator", n: int, size: int, gfp: int, cpu: int | None,
+                       node: int, fn: str) -> int:
+        """:meth:`kmalloc` of ``n * size`` bytes, every argument checked first in the name
+        of ``fn`` (kmalloc's own checks would name kmalloc)."""
+        nbytes = array_bytes(n, size, fn)
+        gfp = check_gfp(gfp, fn)
+        cpu = None if cpu is None else self._check_cpu(cpu)
+        node = self._check_node(node)
+        return self.kmalloc(nbytes, gfp, cpu, node)
 
     def krealloc_array(self: "SlabAllocator", addr: int, new_n: int, new_size: int,
                        gfp: int = GFP_KERNEL, cpu: int | None = None) -> int:
         """``krealloc_array``: :meth:`krealloc` of ``addr`` to ``new_n`` elements of
         ``new_size`` bytes (the product checked as :meth:`kmalloc_array`'s)."""
-        return self.krealloc(addr, array_bytes(new_n, new_size, "krealloc_array"), gfp, cpu)
+        return self._krealloc(addr, array_bytes(new_n, new_size, "krealloc_array"), gfp, cpu,
+                              "krealloc_array")
 
     def kmalloc_size_roundup(self: "SlabAllocator", size: int) -> int:
         """``kmalloc_size_roundup``: the usable size a ``kmalloc(size)`` would give (its
@@ -125,15 +137,20 @@ class KmallocAPI:
         contents copied (up to the smaller size) and the old one freed. ``addr`` NULL:
         ``kmalloc``; ``new_size`` 0: ``kfree`` and ``ZERO_SIZE_PTR``. Returns the address,
         or 0 (the old object untouched) when memory is exhausted."""
+        return self._krealloc(addr, new_size, gfp, cpu, "krealloc")
+
+    def _krealloc(self: "SlabAllocator", addr: int, new_size: int, gfp: int,
+                  cpu: int | None, fn: str) -> int:
+        """:meth:`krealloc`, its errors naming ``fn``."""
         new_size = as_int(new_size)             # (np.int64(10) was refused as out of range)
         if type(new_size) is not int or not 0 <= new_size <= KMALLOC_MAX_SIZE:
-            raise InvalidSizeError(f"krealloc: size {new_size!r} is not in "
+            raise InvalidSizeError(f"{fn}: size {new_size!r} is not in "
                                    f"0..{KMALLOC_MAX_SIZE}")
-        gfp = check_gfp(gfp, "krealloc")        # checked before anything changes: an in-place
+        gfp = check_gfp(gfp, fn)                # checked before anything changes: an in-place
         if cpu is not None:                     # resize took any gfp and cpu, and zeroed the
             cpu = self._check_cpu(cpu)          # object's tail for gfp=-1
-        addr = self._as_addr(addr, "krealloc")
-        where = f"krealloc: {addr:#x}"
+        addr = self._as_addr(addr, fn)
+        where = f"{fn}: {addr:#x}"
         self._rcu_refuse(addr, where)
         self._rcu_refuse_sheaved(addr, where)
         if new_size == 0:
@@ -141,7 +158,7 @@ class KmallocAPI:
             return ZERO_SIZE_PTR
         if 0 <= addr <= ZERO_SIZE_PTR:          # ZERO_OR_NULL_PTR: __do_krealloc allocates
             return self.kmalloc(new_size, gfp, cpu)
-        ks = self._ksize(addr, "krealloc")      # raises on a bad address, nothing changed
+        ks = self._ksize(addr, fn)              # raises on a bad address, nothing changed
         cid = self._cache_of(addr)
         orig = self._orig_size(cid, addr)       # 0: not stored (not a kmalloc cache with U)
         if new_size <= ks:

@@ -126,6 +126,7 @@ def parse_config(text: str, base: Config) -> Config:
     if not isinstance(text, str):
         raise WrongTypeError(f"configuration {text!r} is not a str")
     chosen: list[str] = []
+    starts: list[str] = []
     for part in [p.strip() for p in text.split(":") if p.strip()]:
         if part in KERNELS:
             kernel = part
@@ -137,10 +138,18 @@ def parse_config(text: str, base: Config) -> Config:
             every = int(part[6:])
         elif part == "every=free":
             every = EVERY_FREE
-        elif part == "cold":
-            warm = ""
-        elif part == "warm" or part.startswith("warm="):
-            warm = _warm(part[5:] or "slab", text)
+        elif part == "cold" or part == "warm" or part.startswith("warm="):
+            if starts:                      # one start a configuration: the last one won
+                raise SlabError(f"configuration {text!r}: {starts[0]!r} and {part!r}: one "
+                                f"start, warm (warm=slab or warm=random) or cold")
+            starts.append(part)
+            if part == "cold":
+                warm = ""
+            elif part[5:] not in ("", *W.ORDERS) or part == "warm=":
+                raise SlabError(f"configuration {text!r}: {part!r}: warm, or warm= one of "
+                                f"{', '.join(W.ORDERS)}")
+            else:
+                warm = part[5:] or "slab"
         else:
             key = part.split("=", 1)[0] if "=" in part else None
             if key in ("cpus", "nodes", "every"):   # (said "is not a kernel ... or a policy")
@@ -153,7 +162,8 @@ def parse_config(text: str, base: Config) -> Config:
                     raise SlabError(f"configuration {text!r}: {e}") from None
                 raise SlabError(f"configuration {text!r}: {part!r} is not a kernel "
                                 f"({', '.join(KERNELS)}), cpus=N, nodes=N, every=N (N >= 0) "
-                                f"or a policy ({', '.join(POLICIES)})") from None
+                                f"or every=free, a policy ({', '.join(POLICIES)}), or a "
+                                f"start (warm, warm=random, cold)") from None
     if len(chosen) == 1:
         policy = chosen[0]
     elif chosen:
@@ -170,8 +180,8 @@ def parse_config(text: str, base: Config) -> Config:
     return Config(kernel, cpus, nodes, policy, every, warm)
 
 
-def _warm(value: Any, text: str = "") -> str:
-    """A warm start's order (:data:`warm.ORDERS`) from ``warm=`` or ``:warm=``: True is
+def _warm(value: Any) -> str:
+    """A warm start's order (:data:`warm.ORDERS`) from :func:`replay`'s ``warm``: True is
     ``slab``, False or ``""`` a cold start."""
     if value is True:
         return "slab"
@@ -179,8 +189,7 @@ def _warm(value: Any, text: str = "") -> str:
         return ""
     if isinstance(value, str) and value in W.ORDERS:
         return value
-    where = f"configuration {text!r}: " if text else ""
-    raise SlabError(f"{where}warm={value!r}: True, False or one of {', '.join(W.ORDERS)}")
+    raise SlabError(f"warm={value!r}: True, False or one of {', '.join(W.ORDERS)}")
 
 
 def _check_every_free(policy: str, every: int, text: str, kernel: str = "7.0") -> None:
@@ -311,7 +320,8 @@ def _warn_geometry(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | N
         more = f", and {len(differ) - 4} more" if len(differ) > 4 else ""
         warnings.warn(f"{cfg.name}: {len(differ)} cache(s) differ from the snapshot: "
                       f"{'; '.join(differ[:4])}{more} (the order follows the CPU count: "
-                      f"give the snapshot machine's cpus=)", UserWarning, stacklevel=2)
+                      f"give the snapshot machine's CPU count: cpus=, --cpus)", UserWarning,
+                      stacklevel=2)
 
 
 def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any],
@@ -705,7 +715,7 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
         raise InvalidArgumentError(str(e).replace(f":cpus={MAX_CPUS}", "")) from None
     if snapshot is None and any(c.warm for c in early):
         raise InvalidArgumentError("a warm start needs the snapshot taken before the "
-                                   "recording (snapshot=)")
+                                   "recording (snapshot=, --snapshot)")
     t0 = time.perf_counter()
     clock = CompileClock()
     with numba_event.install_listener("numba:compiler_lock", clock):

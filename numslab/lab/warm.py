@@ -264,6 +264,10 @@ def seed(sa: Any, names: list[str], cids: np.ndarray, objs: list[Any],
         if w.seeded[k]:
             c = objs[k]
             w.slabs[k], w.partial[k], w.objects[k] = c.slabs, c.partial, c.objects
+            missed = (w.slabs[k], w.partial[k], w.objects[k]) != \
+                (w.want_slabs[k], w.want_partial[k], w.want_objects[k])
+            if missed and names[k] not in w.unmet:  # (an empty slab past min_partial that a
+                w.unmet.append(names[k])            # 7.x flush discarded, say)
     sizes = np.array([len(q) for q in pools], np.int64)
     lo = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     w.pool_of, w.lo, w.size, w.left = pool_of, lo, sizes, sizes.copy()
