@@ -1,9 +1,9 @@
 """The kmalloc API beyond kmalloc and kfree, on ``SlabAllocator``: the array forms
 (``kmalloc_array``, ``kcalloc``, ``krealloc_array``), ``krealloc`` (in place when the object's
 size class allows, as ``__do_krealloc``), ``kmalloc_size_roundup`` and ``kfree_rcu`` with the
-grace period the caller ends (``synchronize_rcu``, ``rcu_barrier``, ``kvfree_rcu_barrier``): through the
-CPU's ``rcu_free`` sheaf when the object's cache has sheaves (``engine/rcusheaves.py``), else
-on a list of addresses freed at the end of the grace period."""
+grace period the caller ends (``synchronize_rcu``, ``rcu_barrier``, ``kvfree_rcu_barrier``):
+through the CPU's ``rcu_free`` sheaf when the object's cache has sheaves
+(``engine/rcusheaves.py``), else on a list of addresses freed at the end of the grace period."""
 from __future__ import annotations
 
 import threading
