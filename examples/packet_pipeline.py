@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numslab
 from numslab import parse_size
 from numslab.errors import SlabError
+from numslab.tools.prewarm import MAIN_JOB_UNITS, prewarm
 from numslab.net import (MODES, CaptureError, LeakError, Packets, PipelineResult,
                          generate_traffic, read_capture, run_pipeline)
 
@@ -305,8 +306,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    """:func:`main`, its warnings printed by :func:`warning_line`."""
+    """:func:`main`, its warnings printed by :func:`warning_line`; on an empty Numba cache a
+    second process compiles the engine's units meanwhile (:mod:`numslab.tools.prewarm`)."""
     args = parse_args(argv)
+    with prewarm(MAIN_JOB_UNITS):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Load the packets and run the pipeline as ``args`` say; the exit status."""
     try:
         packets, source = load(args)
     except CaptureError as e:

@@ -17,8 +17,8 @@ from numslab.engine.layout import (F_G, F_REPORTS, F_SCRATCH, G_ERR0, G_ERR2, G_
 #: README's blocks took 49 s of a cold suite, 10 s once the units are cached). xdist's
 #: ``--dist loadfile`` hands files out largest first (by test count), in collection order
 #: among files of as many tests: a file of one test moved to the end of the collection runs
-#: last.
-LAST = ("test_readme.py",)
+#: last. ``test_prewarm.py`` runs the main job in a fresh interpreter too.
+LAST = ("test_readme.py", "test_prewarm.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

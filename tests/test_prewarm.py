@@ -1,0 +1,124 @@
+"""The second process that compiles engine units on an empty cache (``tools/prewarm.py``)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from numslab.engine import native
+from numslab.tools import prewarm
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Runs the main job (its default traffic) and prints the units it called first, in order.
+_ORDER = """
+import runpy, sys
+from numslab.engine import native
+order = []
+compile = native.Unit.compile
+def first(self):
+    if self._ctypes is None:
+        order.append(".".join(self.name.rsplit(".", 2)[-2:]))
+    return compile(self)
+native.Unit.compile = first
+sys.argv = ["packet_pipeline", "--quiet"]
+try:
+    runpy.run_path(sys.argv_path, run_name="__main__")
+except SystemExit:
+    pass
+print("ORDER", *order)
+""".replace("sys.argv_path", repr(str(ROOT / "examples" / "packet_pipeline.py")))
+
+
+def _env(cache: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if cache is not None:
+        env["NUMBA_CACHE_DIR"] = str(cache)
+    return env
+
+
+def test_every_listed_unit_is_one_of_the_engines():
+    units = prewarm.units_by_name()
+    assert set(prewarm.MAIN_JOB_UNITS) <= set(units)
+    assert len(set(prewarm.MAIN_JOB_UNITS)) == len(prewarm.MAIN_JOB_UNITS)
+    assert all(isinstance(u, native.Unit) for u in units.values())
+
+
+def test_the_list_is_the_main_jobs_units_in_the_order_it_calls_them():
+    """A run of the main job (its default mode and generation) calls these units first, in
+    this order: the child compiles the last-needed first, so a stale list slows the first
+    run (the parent compiles what the child has not reached)."""
+    p = subprocess.run([sys.executable, "-c", _ORDER], capture_output=True, text=True,
+                       env=_env(), timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    order = next(ln for ln in p.stdout.splitlines() if ln.startswith("ORDER")).split()[1:]
+    assert tuple(order) == prewarm.MAIN_JOB_UNITS
+
+
+def test_the_child_compiles_into_the_cache_and_pending_sees_it(tmp_path):
+    names = ["stats.partial_counts", "stats.live_objects"]
+    check = ("from numslab.tools import prewarm; "
+             f"print(prewarm.pending({names!r}))")
+    before = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                            env=_env(tmp_path), timeout=300)
+    assert before.stdout.strip() == repr(names)          # an empty cache: both to compile
+    child = subprocess.Popen([sys.executable, "-m", "numslab.tools.prewarm", names[1]],
+                             stdin=subprocess.PIPE, env=_env(tmp_path))
+    assert child.wait(timeout=600) == 0                   # stdin open: it compiles, then ends
+    child.stdin.close()
+    after = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                           env=_env(tmp_path), timeout=300)
+    assert after.stdout.strip() == repr(names[:1])
+    assert any(tmp_path.rglob("stats.live_objects-*.nbi"))
+
+
+def test_a_closed_stdin_stops_the_child_before_its_next_unit(tmp_path):
+    child = subprocess.Popen([sys.executable, "-m", "numslab.tools.prewarm",
+                              *prewarm.MAIN_JOB_UNITS], stdin=subprocess.PIPE,
+                             env=_env(tmp_path))
+    t0 = time.monotonic()
+    child.stdin.close()                                  # the parent is done
+    assert child.wait(timeout=120) == 0
+    assert time.monotonic() - t0 < 60                    # thirty units take minutes
+    assert not any(tmp_path.rglob("*.nbi"))              # (closed before the first)
+
+
+def test_start_makes_no_child_where_it_cannot_help(monkeypatch):
+    monkeypatch.setattr(prewarm, "pending", lambda names: list(names))
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert prewarm.start(prewarm.MAIN_JOB_UNITS) is None             # one CPU
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(prewarm, "pending", lambda names: list(names)[:1])
+    assert prewarm.start(prewarm.MAIN_JOB_UNITS) is None             # one unit to compile
+    monkeypatch.setattr(prewarm, "pending", lambda names: [])
+    with prewarm.prewarm(prewarm.MAIN_JOB_UNITS) as child:           # all cached
+        assert child is None
+
+
+def test_pending_leaves_out_unknown_names_and_units_compiled_here():
+    u = prewarm.units_by_name()["stats.live_objects"]
+    u.compile()
+    assert prewarm.pending(["no.such_unit", "stats.live_objects"]) == []
+
+
+def test_the_context_manager_closes_the_childs_stdin(monkeypatch):
+    started = []
+
+    class Child:
+        class stdin:
+            closed = False
+
+            @classmethod
+            def close(cls):
+                cls.closed = True
+
+    monkeypatch.setattr(prewarm, "start", lambda names: started.append(names) or Child)
+    with pytest.raises(RuntimeError):
+        with prewarm.prewarm(("a.b",)) as child:
+            assert child is Child
+            raise RuntimeError("the command failed")
+    assert started == [("a.b",)] and Child.stdin.closed
