@@ -43,8 +43,9 @@ def _env(cache: Path | None = None) -> dict[str, str]:
 
 def test_every_listed_unit_is_one_of_the_engines():
     units = prewarm.units_by_name()
-    assert set(prewarm.MAIN_JOB_UNITS) <= set(units)
-    assert len(set(prewarm.MAIN_JOB_UNITS)) == len(prewarm.MAIN_JOB_UNITS)
+    for listed in (prewarm.MAIN_JOB_UNITS, prewarm.REPLAY_UNITS):
+        assert set(listed) <= set(units)
+        assert len(set(listed)) == len(listed)
     assert all(isinstance(u, native.Unit) for u in units.values())
 
 
@@ -57,6 +58,24 @@ def test_the_list_is_the_main_jobs_units_in_the_order_it_calls_them():
     assert p.returncode == 0, p.stderr
     order = next(ln for ln in p.stdout.splitlines() if ln.startswith("ORDER")).split()[1:]
     assert tuple(order) == prewarm.MAIN_JOB_UNITS
+
+
+#: Runs ``numslab replay`` on the repository's git/tar excerpt and prints the units it called
+#: first, in order.
+_REPLAY_ORDER = _ORDER.split("sys.argv =")[0] + """
+from numslab.tools.cli import main
+main(["replay", {trace!r}, "--snapshot", {snap!r}, "--no-progress"])
+print("ORDER", *order)
+""".format(trace=str(ROOT / "tests" / "data" / "kmem_git_tar.txt.xz"),
+           snap=str(ROOT / "tests" / "data" / "kmem_snapshot_git_tar.json.xz"))
+
+
+def test_the_replay_list_is_the_replays_units_in_the_order_it_calls_them():
+    p = subprocess.run([sys.executable, "-W", "ignore", "-c", _REPLAY_ORDER],
+                       capture_output=True, text=True, env=_env(), timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr
+    order = next(ln for ln in p.stdout.splitlines() if ln.startswith("ORDER")).split()[1:]
+    assert tuple(order) == prewarm.REPLAY_UNITS
 
 
 def test_the_child_compiles_into_the_cache_and_pending_sees_it(tmp_path):

@@ -40,6 +40,20 @@ MAIN_JOB_UNITS = (
     "sheaves.barn_shrink", "slablists.shrink_node", "slablists.discard_slab",
     "sheaves.kfree_internal", "pages.free_pages")
 
+#: ``numslab replay``'s units (7.0, its default; a trace of ``kmem_cache_*`` and ``kmalloc``
+#: events), in the order it first calls them.
+REPLAY_UNITS = (
+    "pages.init_buddy", "sheaves.init_percpu_sheaves", "sheaves.kmalloc_internal",
+    "kmalloc.kmalloc", "nocpu.slab_alloc_single", "slablists.new_slab",
+    "slablists.allocate_slab", "pages.alloc_pages", "sheaves.replace_empty_main",
+    "sheaves.refill_sheaf", "nocpu.refill_objects", "nocpu.refill_new_slabs",
+    "stats.live_objects", "stats.lost_objects", "rcusheaves.flush_rcu_sheaves",
+    "ops.cache_release", "ops.kmem_cache_shrink", "sheaves.pcs_flush_all",
+    "sheaves.sheaf_flush_main", "cpucache.flush_cpu", "sheaves.barn_shrink",
+    "slablists.shrink_node", "sheaves.kfree_internal", "rcusheaves.rcu_run_callbacks",
+    "ops.kmem_cache_alloc_node", "slablists.slab_free", "ops.kmem_cache_free",
+    "sheaves.replace_full_main", "stats.partial_counts")
+
 
 def units_by_name() -> dict[str, native.Unit]:
     """Every unit of the engine by its short name (``module.function``)."""
