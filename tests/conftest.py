@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 
 import numpy as np
@@ -19,6 +20,11 @@ from numslab.engine.layout import (F_G, F_REPORTS, F_SCRATCH, G_ERR0, G_ERR2, G_
 #: among files of as many tests: a file of one test moved to the end of the collection runs
 #: last. ``test_prewarm.py`` runs the main job in a fresh interpreter too.
 LAST = ("test_readme.py", "test_prewarm.py")
+
+#: No second compiling process (``numslab.tools.prewarm``) for the commands the tests run:
+#: the suite's two workers keep both cores busy (``test_prewarm.py`` turns it on where it
+#: tests it).
+os.environ["NUMSLAB_PREWARM"] = "0"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -108,6 +108,7 @@ def test_a_closed_stdin_stops_the_child_before_its_next_unit(tmp_path):
 
 def test_start_makes_no_child_where_it_cannot_help(monkeypatch):
     monkeypatch.setattr(prewarm, "pending", lambda names: list(names))
+    monkeypatch.setenv("NUMSLAB_PREWARM", "1")
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
     assert prewarm.start(prewarm.MAIN_JOB_UNITS) is None             # one CPU
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
@@ -116,6 +117,24 @@ def test_start_makes_no_child_where_it_cannot_help(monkeypatch):
     monkeypatch.setattr(prewarm, "pending", lambda names: [])
     with prewarm.prewarm(prewarm.MAIN_JOB_UNITS) as child:           # all cached
         assert child is None
+    monkeypatch.setattr(prewarm, "pending", lambda names: list(names))
+    monkeypatch.setenv("NUMSLAB_PREWARM", "0")
+    assert prewarm.start(prewarm.MAIN_JOB_UNITS) is None             # turned off
+
+
+def test_start_makes_a_child_that_the_context_stops(monkeypatch, tmp_path):
+    """On an empty cache the command's child starts, compiles from the end of the list, and
+    ends once the command is done (between two units: the test above)."""
+    monkeypatch.setenv("NUMSLAB_PREWARM", "1")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(prewarm, "pending", lambda names: list(names))
+    with prewarm.prewarm(["stats.live_objects", "stats.partial_counts"]) as child:
+        assert child is not None and child.poll() is None
+        deadline = time.monotonic() + 300
+        while not any(tmp_path.rglob("stats.partial_counts-*.nbi")):     # the last first
+            assert time.monotonic() < deadline and child.poll() is None
+            time.sleep(0.1)
+    assert child.wait(timeout=300) == 0
 
 
 def test_pending_leaves_out_unknown_names_and_units_compiled_here():

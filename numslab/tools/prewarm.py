@@ -7,7 +7,8 @@ compiles the ones not yet in Numba's cache, the last-needed first, into the same
 the command compiles its own functions and the first units; each unit the command reaches
 after the child compiled it is loaded from the cache. The first run of the main job took
 18.6-21.6 s this way against 30.3-33.9 s alone (two runs each, 2 cores). Nothing is started
-on a machine of one CPU, with the JIT off, off POSIX, or when every unit is cached. The child
+on a machine of one CPU, with the JIT off, off POSIX, with ``NUMSLAB_PREWARM=0``, or when
+every unit is cached. The child
 stops between two units once its parent closes the pipe on its standard input (the context
 manager's exit, or the parent's end); a unit both compile is compiled twice, which Numba's
 cache, writing each file whole through a rename, allows.
@@ -78,8 +79,11 @@ def pending(names: Sequence[str]) -> list[str]:
 
 def start(names: Sequence[str]) -> subprocess.Popen | None:
     """Start the child compiling the units of ``names`` not yet cached, the last first; None
-    where it would not help (one CPU, the JIT off, not POSIX, fewer than two to compile)."""
-    if os.name != "posix" or (os.cpu_count() or 1) < 2 or nb.config.DISABLE_JIT:
+    where it would not help (one CPU, the JIT off, not POSIX, fewer than two to compile) or
+    when the environment says ``NUMSLAB_PREWARM=0`` (the test suite does: its two workers
+    keep both cores busy)."""
+    if os.name != "posix" or (os.cpu_count() or 1) < 2 or nb.config.DISABLE_JIT or \
+            os.environ.get("NUMSLAB_PREWARM", "1") == "0":
         return None
     todo = pending(names)
     if len(todo) < 2:
