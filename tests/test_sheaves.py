@@ -977,6 +977,20 @@ def test_an_object_a_sheaf_holds_is_never_handed_out_twice(gen, how):
     sa.validate()
 
 
+def _drain_distinct(sa, c, out):
+    """Allocate every object ``c`` can still give, on both CPUs, its slabs' corruption
+    reports skipped, into ``out``: no address may come out twice."""
+    for i in range(3000):
+        try:
+            a = sa.kmem_cache_alloc(c, cpu=i % 2)
+        except numslab.SlabCorruptionError:
+            continue
+        if a == 0:
+            break
+        out.append(a)
+    assert len(out) == len(set(out)), "an address was handed out twice"
+
+
 def _stale_twice(gen):
     """A sheaf naming an object twice: CPU 1's main sheaf holds X when a rewritten free
     pointer lets CPU 0's slab-layer allocation hand X out; the user frees X on CPU 1, so the
@@ -1036,15 +1050,7 @@ def test_an_object_a_sheaf_names_twice_is_handed_out_and_freed_once(gen, how):
         pass
     assert len(out) == len(set(out)), "an address was handed out twice"
     sa.validate()
-    for _ in range(3000):                   # every object the cache can still give
-        try:
-            a = sa.kmem_cache_alloc(c, cpu=_ % 2)
-        except numslab.SlabCorruptionError:
-            continue
-        if a == 0:
-            break
-        out.append(a)
-    assert len(out) == len(set(out)), "an address was handed out twice"
+    _drain_distinct(sa, c, out)
     assert sa.isolated_slabs()
     sa.validate()
 
@@ -1094,13 +1100,5 @@ def test_a_stale_entry_in_a_batch_across_main_and_spare_is_never_handed_out(gen,
     assert len(out) == len(set(out)), "an address was handed out twice"
     assert sa.isolated_slabs()
     sa.validate()
-    for _ in range(3000):                       # every object the cache can still give
-        try:
-            a = sa.kmem_cache_alloc(c, cpu=_ % 2)
-        except numslab.SlabCorruptionError:
-            continue
-        if a == 0:
-            break
-        out.append(a)
-    assert len(out) == len(set(out)), "an address was handed out twice"
+    _drain_distinct(sa, c, out)
     sa.validate()

@@ -41,17 +41,10 @@ def _sheaf_copy_top(st, sheaf, n, p, at):
     caller's to lower. True; or False with the marks taken back when one of them was live
     already (a stale entry, whose mark is not ours: it stays)."""
     mem = st.mem
-    live = st.live
     o = _w(sheaf, SH_OBJECTS) + mem[_w(sheaf, SH_SIZE)] - n
     for k in range(n):                              # the memcpy
         p[at + k] = mem[o + k]
-    if _live_set_run(st, p, at, n, True):           # then the marks; a stale one noted
-        for k in range(n):
-            a = p[at + k]
-            if not a & 1:
-                live[a >> 9] &= ~(1 << ((a >> 3) & 63))
-        return False
-    return True
+    return _mark_taken(st, p, at, n)                # then the marks
 
 
 @jit(inline=True)
