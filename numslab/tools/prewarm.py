@@ -88,14 +88,14 @@ def start(names: Sequence[str]) -> subprocess.Popen | None:
     todo = pending(names)
     if len(todo) < 2:
         return None
-    env = dict(os.environ)                      # this numslab, whatever the child's sys.path
+    env = dict(os.environ)                      # this numslab, whatever the caller's folder
     root = str(Path(native.__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     try:
         return subprocess.Popen([sys.executable, "-m", "numslab.tools.prewarm",
                                  *reversed(todo)], stdin=subprocess.PIPE,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+                                env=env, cwd=root, start_new_session=True)
     except OSError:                             # (no process to spare: compile alone)
         return None
 
