@@ -1,10 +1,12 @@
 """The second process that compiles engine units on an empty cache (``tools/prewarm.py``)."""
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -109,9 +111,10 @@ def test_a_closed_stdin_stops_the_child_before_its_next_unit(tmp_path):
 def test_start_makes_no_child_where_it_cannot_help(monkeypatch):
     monkeypatch.setattr(prewarm, "pending", lambda names: list(names))
     monkeypatch.setenv("NUMSLAB_PREWARM", "1")
-    monkeypatch.setattr(os, "cpu_count", lambda: 1)
-    assert prewarm.start(prewarm.MAIN_JOB_UNITS) is None             # one CPU
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})   # taskset -c 0
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert prewarm.start(prewarm.MAIN_JOB_UNITS) is None             # one CPU to run on
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setattr(prewarm, "pending", lambda names: list(names)[:1])
     assert prewarm.start(prewarm.MAIN_JOB_UNITS) is None             # one unit to compile
     monkeypatch.setattr(prewarm, "pending", lambda names: [])
@@ -137,6 +140,28 @@ def test_start_makes_a_child_that_the_context_stops(monkeypatch, tmp_path):
     assert child.wait(timeout=300) == 0
 
 
+def test_a_child_still_running_when_the_command_ends_is_dropped_without_a_warning(
+        monkeypatch, tmp_path):
+    """The command does not wait for the child; dropping its ``Popen`` while the child runs
+    printed "subprocess N is still running" (a ResourceWarning) wherever warnings show."""
+    monkeypatch.setenv("NUMSLAB_PREWARM", "1")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(prewarm, "pending", lambda names: list(names))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with prewarm.prewarm(prewarm.MAIN_JOB_UNITS) as child:
+            assert child is not None
+            pid = child.pid
+        assert child.poll() is None                 # (still importing numslab)
+        del child
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    deadline = time.monotonic() + 120
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)                             # reaped: no zombie left either
+    assert not Path(f"/proc/{pid}").exists()
+
+
 def test_pending_leaves_out_unknown_names_and_units_compiled_here():
     u = prewarm.units_by_name()["stats.live_objects"]
     u.compile()
@@ -147,6 +172,8 @@ def test_the_context_manager_closes_the_childs_stdin(monkeypatch):
     started = []
 
     class Child:
+        poll = staticmethod(lambda: 0)               # (ended)
+
         class stdin:
             closed = False
 

@@ -7,8 +7,8 @@ compiles the ones not yet in Numba's cache, the last-needed first, into the same
 the command compiles its own functions and the first units; each unit the command reaches
 after the child compiled it is loaded from the cache. The first run of the main job took
 18.6-21.6 s this way against 30.3-33.9 s alone (two runs each, 2 cores). Nothing is started
-on a machine of one CPU, with the JIT off, off POSIX, with ``NUMSLAB_PREWARM=0``, or when
-every unit is cached. The child
+for a process that may run on one CPU only (``taskset``), with the JIT off, off POSIX, with
+``NUMSLAB_PREWARM=0``, or when every unit is cached. The child
 stops between two units once its parent closes the pipe on its standard input (the context
 manager's exit, or the parent's end); a unit both compile is compiled twice, which Numba's
 cache, writing each file whole through a rename, allows.
@@ -20,6 +20,7 @@ import os
 import select
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -79,10 +80,10 @@ def pending(names: Sequence[str]) -> list[str]:
 
 def start(names: Sequence[str]) -> subprocess.Popen | None:
     """Start the child compiling the units of ``names`` not yet cached, the last first; None
-    where it would not help (one CPU, the JIT off, not POSIX, fewer than two to compile) or
-    when the environment says ``NUMSLAB_PREWARM=0`` (the test suite does: its two workers
-    keep both cores busy)."""
-    if os.name != "posix" or (os.cpu_count() or 1) < 2 or nb.config.DISABLE_JIT or \
+    where it would not help (one CPU to run on, the JIT off, not POSIX, fewer than two to
+    compile) or when the environment says ``NUMSLAB_PREWARM=0`` (the test suite does: its
+    two workers keep both cores busy)."""
+    if os.name != "posix" or _cpus() < 2 or nb.config.DISABLE_JIT or \
             os.environ.get("NUMSLAB_PREWARM", "1") == "0":
         return None
     todo = pending(names)
@@ -100,11 +101,25 @@ def start(names: Sequence[str]) -> subprocess.Popen | None:
         return None
 
 
+def _cpus() -> int:
+    """The CPUs this process may run on (``taskset``'s mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def stop(child: subprocess.Popen | None) -> None:
-    """Tell the child to stop after the unit it is compiling (its stdin closed); no wait."""
-    if child is not None and child.stdin is not None:
+    """Tell the child to stop after the unit it is compiling (its stdin closed). The command
+    does not wait: a daemon thread reaps the child when it ends (a ``Popen`` dropped while
+    its process runs warns "subprocess ... is still running")."""
+    if child is None:
+        return
+    if child.stdin is not None:
         with contextlib.suppress(OSError):
             child.stdin.close()
+    if child.poll() is None:
+        threading.Thread(target=child.wait, name="numslab-prewarm-reaper", daemon=True).start()
 
 
 @contextlib.contextmanager
