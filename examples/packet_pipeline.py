@@ -294,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.showwarning = warning_line
                 return _main(argv)
         finally:                        # what is still buffered: here, not at exit
-            sys.stdout.flush()
+            if sys.stdout is not None:  # (None: started with stdout closed, `>&-`)
+                sys.stdout.flush()
     except OSError as e:                # a closed pipe, or output refused (> /dev/full)
         with contextlib.suppress(OSError, ValueError):  # (no file descriptor: nothing to do)
             devnull = os.open(os.devnull, os.O_WRONLY)  # Python's own flush at exit would

@@ -237,6 +237,15 @@ def test_cli_closed_pipe_is_quiet_and_refused_output_is_status_1(tmp_path):
         "packet_pipeline: error: cannot write the output: No space left on device\n"
 
 
+def test_cli_started_with_stdout_closed_ends_without_a_traceback():
+    # `>&-`: Python sets sys.stdout to None, and the final flush raised AttributeError
+    for cmd in ([sys.executable, str(CLI), "--packets", "300", "--quiet"],
+                [sys.executable, "-m", "numslab.tools.cli", "replay", "--help"]):
+        p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                           timeout=600, check=False, preexec_fn=lambda: os.close(1))
+        assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+
+
 def test_run_pipeline_argument_errors_are_slab_errors(small, tmp_path):
     for kw, err in (({"idle_timeout": "30"}, WrongTypeError), ({"idle_timeout": None},
                     WrongTypeError), ({"mode": "fast"}, InvalidArgumentError),

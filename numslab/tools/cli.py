@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.showwarning = _warning_line    # format echoed the warning's source)
                 return _main(argv)
         finally:                                    # (what is still buffered, a usage or help
-            sys.stdout.flush()                      # text too: here, not at exit)
+            if sys.stdout is not None:              # text too: here, not at exit; None: the
+                sys.stdout.flush()                  # command started with stdout closed)
     except BrokenPipeError:
         _drop_stdout()
         return 1
