@@ -174,3 +174,23 @@ def test_the_cli_compares_cold_and_warm(capsys):
         assert main(["replay", str(TRACE), "--snapshot", str(SNAP), "--cpus", "2",
                      "--warm", "--no-progress"]) == 0
     assert "warm start:" in capsys.readouterr().out
+
+
+def test_a_node_without_partial_slabs_keeps_its_seeded_objects_in_the_pool():
+    """On two nodes, a cache whose snapshot lists partial slabs on node 0 only: the objects
+    seeded on node 1 are seeded objects too, which untraced frees may take (they were left
+    out of the pool, live to the end, when another node had partial slabs)."""
+    data = json.loads(lzma.decompress(SNAP.read_bytes()))
+    for c in data["caches"]:
+        if c["name"] == "maple_node":           # the cache with untraced frees
+            c.update(objects="260 N0=100 N1=160", slabs="20 N0=10 N1=10",
+                     partial="4 N0=4")          # (16 objects a slab: node 1's all full)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = numslab.replay(TRACE, snapshot=data, kernel="7.0", cpus=2, nodes=2, samples=16,
+                           warm=True)
+    w = r.warm
+    k = r.names.index("maple_node")
+    assert (w.slabs[k], w.partial[k], w.objects[k]) == (20, 4, 260) and not w.unmet
+    assert w.size[w.pool_of[k]] == 260          # every seeded object, both nodes'
+    r.allocator.validate()

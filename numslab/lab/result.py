@@ -368,7 +368,6 @@ class ReplayResult:
                 + (f"; policy work run {self.work_runs} times, {self.objects_moved} objects "
                    f"moved" if self.work_runs else ""))
 
-
     def _warm_text(self) -> str:
         """The warm start's seeding and seeded frees, for :meth:`summary`."""
         t = self.warm.total

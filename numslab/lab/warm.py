@@ -22,6 +22,7 @@ import numpy as np
 from ..engine.layout import PG_TAIL
 from ..engine.ops import flush_all
 from ..errors import InvalidArgumentError
+from ..flags import GFP_KERNEL
 
 __all__ = ["SEED", "ORDERS", "WarmStart", "counts", "seed", "seed_bytes"]
 
@@ -167,7 +168,7 @@ def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray]
             continue
         cpu = next(u for u in range(sa.nr_cpus) if sa.cpu_to_node(u) == node)
         out = np.empty(n, np.int64)
-        if n and not sa.kmem_cache_alloc_bulk(c, 0x400cc0, n, out, cpu=cpu):  # GFP_KERNEL
+        if n and not sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, n, out, cpu=cpu):
             raise InvalidArgumentError(f"warm start: cache {c.name}: {n} objects do not fit "
                                        f"the arena")
         got.append((node, cpu, out))
@@ -186,7 +187,8 @@ def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray]
             exact = False
             p = len(whole)
             free = min(free, p * ops)
-        if not p:
+        if not p:                       # (a node with no partial slab: all its objects
+            freed.append(out)           # stay seeded)
             continue
         chosen = np.full(len(slab), -1, np.int64)
         chosen[rng.choice(whole, p, replace=False)] = np.arange(p)
@@ -206,8 +208,7 @@ def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray]
         keep[gone] = False
         freed.append(out[keep])
     flush_all(sa._st, c.id)
-    left = [out for _, _, out in got] if not freed else freed
-    return (np.concatenate(left) if left else np.zeros(0, np.int64)), exact
+    return (np.concatenate(freed) if freed else np.zeros(0, np.int64)), exact
 
 
 def _pool(sa: Any, left: np.ndarray, rng: np.random.Generator, order: str) -> np.ndarray:
