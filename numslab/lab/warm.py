@@ -53,8 +53,9 @@ class WarmStart:
     after the seeding, before the first event (not counted as replayed events; the
     counters a cache's ``stats`` show leave the seeding out), the snapshot's figures they
     were seeded from (``want_*``), the seeded objects the trace's untraced frees took
-    (``frees``, filled by the replay), ``unmet`` (caches whose snapshot figures numslab's
-    slabs cannot hold: another ``objs_per_slab``) and the seeding's wall ``seconds``."""
+    (``frees``, filled by the replay), ``unmet`` (caches whose seeded state differs from
+    those figures, in row order: another ``objs_per_slab``, or empty slabs past
+    ``min_partial`` that the seeding's frees discarded) and the seeding's wall ``seconds``."""
 
     names: list[str]
     seeded: np.ndarray
@@ -148,23 +149,21 @@ def _in_use(c: Any, node: int) -> int:
 
 
 def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray],
-                rng: np.random.Generator) -> tuple[np.ndarray, bool]:
+                rng: np.random.Generator) -> np.ndarray:
     """Give cache ``c`` the slabs, partial slabs and objects ``want`` per node: allocate in
     bulk every object its slabs hold but those it holds already (the allocator's own sheaves,
     in a kmalloc cache), on a CPU of the node, so every slab is full; make ``partial`` of the
     slabs holding only seeded objects (chosen at random) partial by freeing, in bulk, random
     objects of them, the in-use objects spread evenly; flush the CPUs (sheaves, CPU slabs),
-    so that the freed objects are on the slabs. The seeded objects still live, and whether
-    the snapshot's figures could be met exactly."""
+    so that the freed objects are on the slabs. The seeded objects still live (where the
+    figures cannot be met, the nearest state: :func:`seed` compares it with them)."""
     slabs, partial, objects = want
     ops = c.objs_per_slab
-    exact = True
     flush_all(sa._st, c.id)             # (a CPU slab's free objects sysfs counts in use)
     got = []
     for node in np.flatnonzero(slabs).tolist():
         n = int(slabs[node]) * ops - _in_use(c, node)
         if n < 0:
-            exact = False
             continue
         cpu = next(u for u in range(sa.nr_cpus) if sa.cpu_to_node(u) == node)
         out = np.empty(n, np.int64)
@@ -177,14 +176,11 @@ def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray]
         p = int(partial[node]) if ops > 1 else 0
         free = int(slabs[node]) * ops - int(objects[node])     # on the partial slabs
         lo, hi = p, p * ops             # (a node keeps min_partial slabs, empty ones too)
-        if not lo <= free <= hi:
-            exact = False
-            free = min(max(free, lo), hi)
+        free = min(max(free, lo), hi)
         head = _heads(sa, out)
         slab, inv, per = np.unique(head, return_inverse=True, return_counts=True)
         whole = np.flatnonzero(per == ops)          # slabs of seeded objects only
         if len(whole) < p:
-            exact = False
             p = len(whole)
             free = min(free, p * ops)
         if not p:                       # (a node with no partial slab: all its objects
@@ -208,7 +204,7 @@ def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray]
         keep[gone] = False
         freed.append(out[keep])
     flush_all(sa._st, c.id)
-    return (np.concatenate(freed) if freed else np.zeros(0, np.int64)), exact
+    return np.concatenate(freed) if freed else np.zeros(0, np.int64)
 
 
 def _pool(sa: Any, left: np.ndarray, rng: np.random.Generator, order: str) -> np.ndarray:
@@ -253,9 +249,7 @@ def seed(sa: Any, names: list[str], cids: np.ndarray, objs: list[Any],
             continue
         first[cid] = k
         want = _plan(s, nodes)
-        left, exact = _seed_cache(sa, objs[k], want, np.random.default_rng([SEED, k]))
-        if not exact:
-            w.unmet.append(names[k])
+        left = _seed_cache(sa, objs[k], want, np.random.default_rng([SEED, k]))
         w.seeded[k] = True
         w.want_slabs[k], w.want_partial[k], w.want_objects[k] = (int(x.sum()) for x in want)
         pool_of[k] = len(pools)
@@ -265,10 +259,10 @@ def seed(sa: Any, names: list[str], cids: np.ndarray, objs: list[Any],
         if w.seeded[k]:
             c = objs[k]
             w.slabs[k], w.partial[k], w.objects[k] = c.slabs, c.partial, c.objects
-            missed = (w.slabs[k], w.partial[k], w.objects[k]) != \
-                (w.want_slabs[k], w.want_partial[k], w.want_objects[k])
-            if missed and names[k] not in w.unmet:  # (an empty slab past min_partial that a
-                w.unmet.append(names[k])            # 7.x flush discarded, say)
+            if (w.slabs[k], w.partial[k], w.objects[k]) != \
+                    (w.want_slabs[k], w.want_partial[k], w.want_objects[k]):
+                w.unmet.append(names[k])    # (a plan that cannot fit numslab's slabs, or
+                                            # empty slabs past min_partial its frees discarded)
     sizes = np.array([len(q) for q in pools], np.int64)
     lo = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     w.pool_of, w.lo, w.size, w.left = pool_of, lo, sizes, sizes.copy()
