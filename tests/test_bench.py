@@ -422,7 +422,8 @@ def test_bulk_ratio_table_shape_and_ratios():
             if where == "python":
                 jit_row = table["jit"][bulk]["ns"]
                 call = max(0.0, row["ns"]["slab-bulk"] - jit_row["slab-bulk"])
-                assert math.isclose(row["ns"]["floor-7.0"], jit_row["floor-7.0"] + call)
+                for floor in bench.RATIO_FLOORS:
+                    assert math.isclose(row["ns"][floor], jit_row[floor] + call)
     text = bench.format_ratio_table(table)
     assert text.startswith("inside @njit") and "from Python" in text
     assert text.count("x)") == 2 * (len(bench.RATIO_JIT) + len(bench.RATIO_PY))
@@ -442,15 +443,17 @@ def test_bulk_ratio_table_times_every_cell_interleaved(monkeypatch):
     monkeypatch.setattr(bench, "make_round", fake_make_round)
     table = bench.bulk_ratio_table(sizes=(250,), repeat=3, pairs=1000, where=("python",))
     assert list(table) == ["python"] and list(table["python"][250]["ns"]) == list(bench.RATIO_PY)
-    assert made == [("jit", "slab-bulk", "7.0"), ("jit", "floor-7.0", "7.0")] + \
-        [("python", i, "7.0") for i in bench.RATIO_PY if i != "floor-7.0"]
+    assert made == [("jit", "slab-bulk", "7.0"), ("jit", "floor-7.0", "7.0"),
+                    ("jit", "floor-checks", "7.0")] + \
+        [("python", i, "7.0") for i in bench.RATIO_PY if i not in bench.RATIO_FLOORS]
     assert [c[0] for c in calls] == made * 3
     assert {(b, r) for _, b, r in calls} == {(250, 4)}
     made.clear()
     bench.bulk_ratio_table(sizes=(16,), repeat=1, pairs=16, where=("jit",))
     assert made == [("jit", "slab-bulk", "7.0"), ("jit", "slab-warm", "7.0"),
                     ("jit", "slab-bulk", "6.18"), ("jit", "floor-7.0", "7.0"),
-                    ("jit", "slab-sheaves", "7.0"), ("jit", "jit-stack", "7.0")]
+                    ("jit", "floor-checks", "7.0"), ("jit", "slab-sheaves", "7.0"),
+                    ("jit", "jit-stack", "7.0")]
 
 
 def test_cli_bench_ratios_prints_the_ratio_table(capsys, monkeypatch):

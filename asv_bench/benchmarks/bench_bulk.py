@@ -16,9 +16,10 @@ PAIRS = 4096
 
 def _floor_is_7_0(impl, kernel):
     """``floor-7.0`` (``numslab.tools.floor``, the fused prototype of 7.0's round) has no
-    6.18 form: asv skips it there."""
-    if impl == "floor-7.0" and kernel != "7.0":
-        raise NotImplementedError("the floor prototype models 7.0 only")
+    6.18 form, and ``floor-checks`` (``numslab.tools.checkfloor``) no generation: asv runs
+    both under 7.0 only."""
+    if impl in ("floor-7.0", "floor-checks") and kernel != "7.0":
+        raise NotImplementedError(f"{impl} runs under 7.0 only")
 
 
 class SlabBulkTest01Python:
@@ -59,7 +60,7 @@ class Bulk4096Python:
     """Batches of 4096 from Python: slabs go back to the page allocator and come again."""
 
     params = (["jit-stack", "deque", "numpy-stack", "slab-bulk", "slab-sheaves", "slab-new",
-               "slab-jit-round", "floor-7.0"], list(bench.KERNELS))
+               "slab-jit-round", "floor-7.0", "floor-checks"], list(bench.KERNELS))
     param_names = ["impl", "kernel"]
 
     def setup(self, impl, kernel):
@@ -171,11 +172,13 @@ class BulkRatio:
     fastest peer of the row (deque, NumPy stack, jitted stack) from Python; every cell of a
     bulk size built and timed in one process, interleaved, best of 7 samples of at least
     65536 pairs (cells timed apart swing with the machine). ``slab-bulk-6.18`` and
-    ``slab-sheaves`` are inside @njit only; the floor from Python is the floor inside @njit
-    plus numslab's own call cost per pair, measured in the same run."""
+    ``slab-sheaves`` are inside @njit only; each floor from Python (``floor-7.0``, 7.0's
+    rules; ``floor-checks``, any allocator that refuses a double free) is the floor inside
+    @njit plus numslab's own call cost per pair, measured in the same run."""
 
     params = (list(bench.RATIO_SIZES), ["jit", "python"],
-              ["slab-bulk", "slab-warm", "slab-bulk-6.18", "slab-sheaves", "floor-7.0"])
+              ["slab-bulk", "slab-warm", "slab-bulk-6.18", "slab-sheaves", "floor-7.0",
+               "floor-checks"])
     param_names = ["bulk", "caller", "impl"]
     timeout = 600
 

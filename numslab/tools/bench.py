@@ -30,6 +30,7 @@ import numslab
 from numslab import jit as sjit
 from numslab.drivers.calls import fastcall
 from numslab.engine.native import words_at
+from numslab.tools.checkfloor import CheckedStack, checked_alloc_bulk, checked_free_bulk
 from numslab.tools.floor import FloorRound
 from numslab.tools.floor import alloc_bulk as floor_alloc_bulk
 from numslab.tools.floor import free_bulk as floor_free_bulk
@@ -273,6 +274,9 @@ ARRAY_MODES = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PART
 #: ``floor-7.0`` is a floor too: :mod:`numslab.tools.floor`'s fused prototype of the 7.0 round
 #: on the default cache (from Python, one call per round, as ``slab-jit-round``, through
 #: :func:`floor_round_at`: an int state address and one array, the facade's kind of entry).
+#: ``floor-checks`` is the floor of any allocator that refuses a double free
+#: (:mod:`numslab.tools.checkfloor`: the jitted stack plus a live byte per object; from
+#: Python its two functions are called as the jitted stack's are).
 #: ``slab-warm`` is ``slab-bulk`` on a cache first warmed by :data:`WARM_OBJECTS` single
 #: allocations and frees (:func:`slab_warm_up`), as a cache a program also uses one object at
 #: a time: sheaves in the barn, the CPU's main and spare sheaves part full, so a batch
@@ -280,9 +284,10 @@ ARRAY_MODES = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PART
 #: the batch and back at 16, and the rest of a larger batch goes to and from the slabs).
 PY_IMPLS = ("deque", "numpy-stack", "jit-stack", "slab-single", "slab-bulk", "slab-warm",
             "slab-sheaves", "slab-local", "slab-partial", "slab-new", "slab-jit-round",
-            "floor-7.0")
+            "floor-7.0", "floor-checks")
 JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-warm",
-             "slab-sheaves", "slab-local", "slab-partial", "slab-new", "floor-7.0")
+             "slab-sheaves", "slab-local", "slab-partial", "slab-new", "floor-7.0",
+             "floor-checks")
 #: Objects ``slab-warm``'s cache is warmed with (on 7.0's 28-object sheaves: the main
 #: sheaf keeps 8, the spare 28, the barn the rest).
 WARM_OBJECTS = 400
@@ -366,6 +371,19 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False,
                 for _ in range(rounds):
                     one(st, bulk, out)
             run.floor = (fr, packed)    # the arrays at ``st``'s addresses live as long as run
+    elif impl == "floor-checks":
+        cs, out = CheckedStack(cap), np.zeros(bulk, np.int64)
+        if inside_jit:
+            def run(rounds: int) -> None:
+                cs.run(bulk, rounds, out)
+        else:                           # called as the jitted stack's functions are
+            a, f = checked_alloc_bulk, checked_free_bulk
+            stack, top, live = cs.stack, cs.top, cs.live
+
+            def run(rounds: int) -> None:
+                for _ in range(rounds):
+                    a(stack, top, live, bulk, out)
+                    f(stack, top, live, bulk, out)
     elif impl == "deque":
         pool = DequePool(cap)
         buf = [0] * bulk
@@ -478,9 +496,13 @@ RATIO_REPEAT = 7
 RATIO_PAIRS = 1 << 16
 #: Its rows inside @njit (``slab-bulk-6.18``: slab-bulk on 6.18; the reference: the jitted
 #: stack) and from Python (the reference: the fastest of :data:`RATIO_PEERS` in the row).
-RATIO_JIT = ("slab-bulk", "slab-warm", "slab-bulk-6.18", "floor-7.0", "slab-sheaves",
-             "jit-stack")
-RATIO_PY = ("slab-bulk", "slab-warm", "floor-7.0", "deque", "numpy-stack", "jit-stack")
+RATIO_JIT = ("slab-bulk", "slab-warm", "slab-bulk-6.18", "floor-7.0", "floor-checks",
+             "slab-sheaves", "jit-stack")
+RATIO_PY = ("slab-bulk", "slab-warm", "floor-7.0", "floor-checks", "deque", "numpy-stack",
+            "jit-stack")
+#: The floors, which :func:`bulk_ratio_table` reports from Python as the floor inside @njit
+#: plus numslab's own call cost.
+RATIO_FLOORS = ("floor-7.0", "floor-checks")
 RATIO_PEERS = ("deque", "numpy-stack", "jit-stack")
 
 
@@ -492,10 +514,10 @@ def bulk_ratio_table(sizes=RATIO_SIZES, repeat: int = RATIO_REPEAT, pairs: int =
     ``ceil(pairs / bulk)`` rounds (at least ``pairs`` alloc+free pairs). numslab runs on 7.0,
     its default, but for ``slab-bulk-6.18``.
 
-    From Python, ``floor-7.0`` is the floor inside @njit plus numslab's own call cost per
-    pair in the same run (``slab-bulk`` from Python minus inside @njit): the floor of 7.0's
-    rules behind numslab's entry (Numba's own native entry costs more per call than numslab's
-    C gate, so timing the prototype through it is no floor; see :func:`floor_round_at`).
+    From Python, each of :data:`RATIO_FLOORS` is the floor inside @njit plus numslab's own
+    call cost per pair in the same run (``slab-bulk`` from Python minus inside @njit): the
+    floor behind numslab's entry (Numba's own native entry costs more per call than numslab's
+    C gate, so timing a prototype through it is no floor; see :func:`floor_round_at`).
 
     Returns ``{where: {bulk: {"ns": {impl: ns per pair}, "ref": name, "ratio": {impl: x}}}}``
     for ``where`` in ``"jit"`` (``ref``: ``jit-stack``) and ``"python"`` (``ref``: the
@@ -503,13 +525,13 @@ def bulk_ratio_table(sizes=RATIO_SIZES, repeat: int = RATIO_REPEAT, pairs: int =
     out: dict[str, dict[int, dict]] = {w: {} for w in where}
     for bulk in sizes:
         runs: dict[tuple[str, str], Callable[[int], None]] = {}
-        jit_impls = RATIO_JIT if "jit" in where else ("slab-bulk", "floor-7.0")
+        jit_impls = RATIO_JIT if "jit" in where else ("slab-bulk",) + RATIO_FLOORS
         for impl in jit_impls:
             kernel = "6.18" if impl == "slab-bulk-6.18" else "7.0"
             runs["jit", impl] = make_round(impl.removesuffix("-6.18"), bulk, True, kernel)
         if "python" in where:
             for impl in RATIO_PY:
-                if impl != "floor-7.0":
+                if impl not in RATIO_FLOORS:
                     runs["python", impl] = make_round(impl, bulk, False, "7.0")
         rounds = -(-pairs // bulk)
         best = dict.fromkeys(runs, float("inf"))
@@ -526,7 +548,7 @@ def bulk_ratio_table(sizes=RATIO_SIZES, repeat: int = RATIO_REPEAT, pairs: int =
                                 "ratio": {k: v / row["jit-stack"] for k, v in row.items()}}
         if "python" in where:
             call = max(0.0, ns["python", "slab-bulk"] - ns["jit", "slab-bulk"])
-            row = {impl: ns["jit", "floor-7.0"] + call if impl == "floor-7.0"
+            row = {impl: ns["jit", impl] + call if impl in RATIO_FLOORS
                    else ns["python", impl] for impl in RATIO_PY}
             ref = min(RATIO_PEERS, key=row.__getitem__)
             out["python"][bulk] = {"ns": row, "ref": ref,
@@ -539,7 +561,7 @@ def format_ratio_table(table: dict[str, dict[int, dict]]) -> str:
     the row's reference of every implementation."""
     titles = {"jit": "inside @njit: ns per alloc+free pair (x the jitted stack)",
               "python": "from Python: ns per alloc+free pair (x the best peer of the row; "
-                        "floor-7.0: the @njit floor + numslab's call cost)"}
+                        "the floors: the @njit floor + numslab's call cost)"}
     lines: list[str] = []
     for where, rows in table.items():
         if not rows:

@@ -37,7 +37,7 @@ def format_table(table: dict[str, dict[int, float]], sizes: tuple[int, ...],
 
 
 #: Columns that are floors rather than numslab paths (drawn dotted).
-FLOORS = ("slab-jit-round", "floor-7.0")
+FLOORS = ("slab-jit-round", "floor-7.0", "floor-checks")
 
 
 def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
