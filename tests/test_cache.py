@@ -4,6 +4,7 @@ waits for Python's cyclic collector), while a cache a user holds keeps its alloc
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 import threading
 import weakref
 
@@ -186,6 +187,33 @@ def test_sysfs_of_6_18_has_sheaf_capacity():
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel="6.18")
     assert sa.kmem_cache_create("a", 96).sysfs()["sheaf_capacity"] == "0"
     assert sa.kmem_cache_create("b", 96, sheaf_capacity=32).sysfs()["sheaf_capacity"] == "32"
+
+
+USERSIZE = Path(__file__).parent / "data" / "kernel_slab_usersize.csv"
+
+
+@pytest.mark.parametrize("gen", ["6.18", "7.0"])
+def test_sysfs_has_a_real_kernels_files_and_usersize(gen):
+    """``usersize`` (CONFIG_HARDENED_USERCOPY, which this project's 6.18 kernel has) was
+    missing. A real kernel's files (``tests/data/kernel_slab_usersize.csv``, recorded on this
+    project's machine): a cache's files are numslab's but the statistics (CONFIG_SLUB_STATS is
+    off there), and every kmalloc cache whitelists its whole object (``create_kmalloc_cache``
+    passes ``usersize = size``) where a cache made by ``kmem_cache_create`` whitelists none."""
+    lines = USERSIZE.read_text().splitlines()
+    files = set(lines[0].split(": ", 1)[1].split())
+    real = {name: (int(size), int(user)) for name, size, user in
+            (line.split(",") for line in lines[2:])}
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=gen)
+    stats = numslab.flags.STAT_NAMES_6_18 if gen == "6.18" else \
+        [name for name, _ in numslab.flags.STAT_ITEMS_7_0]
+    assert set(sa.find_cache("kmalloc-64").sysfs()) - set(stats) == files
+    seen = 0
+    for c in sa.kmalloc_caches:
+        if c.name in real:
+            assert real[c.name] == (c.object_size, int(c.sysfs()["usersize"])), c.name
+            seen += 1
+    assert seen >= 12
+    assert sa.kmem_cache_create("u", 64).sysfs()["usersize"] == "0"
 
 
 @pytest.mark.parametrize("gen", ["6.18", "7.0"])

@@ -16,8 +16,8 @@ from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_
                              N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL)
 from ..flags import (GFP_KERNEL, SLAB_CACHE_DMA, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS,
                     SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
-                    SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0, STAT_NAMES,
-                    STAT_NAMES_6_18, STAT_NAMES_NUMSLAB, gfp_names)
+                    SLAB_KMALLOC, SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0,
+                    STAT_NAMES, STAT_NAMES_6_18, STAT_NAMES_NUMSLAB, gfp_names)
 from ..engine.ops import flush_all, gather, scatter
 from ..engine.stats import (cpu_partial_slabs, live_objects, lost_objects, lost_slabs,
                             partial_counts, partial_list, per_node)
@@ -396,6 +396,9 @@ class KmemCache(MovableCache):
             # CONFIG_SLUB_DEBUG's files
             out[name] = str(int(bool(self.flags & flag)))
         out["cache_dma"] = str(int(bool(self.flags & SLAB_CACHE_DMA)))    # CONFIG_ZONE_DMA's
+        # CONFIG_HARDENED_USERCOPY's: the usercopy region's size. create_kmalloc_cache
+        # whitelists the whole object; kmem_cache_create, which numslab models, none
+        out["usersize"] = str(self.object_size if self.flags & SLAB_KMALLOC else 0)
         out["aliases"] = "0"            # refcount - 1: numslab merges no cache
         out["shrink"] = out["validate"] = ""        # write-only: their show prints nothing
         out.update(self._stat_files())
