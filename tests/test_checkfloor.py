@@ -1,6 +1,6 @@
 """The floor of any checked allocator (``numslab.tools.checkfloor``): it must make the brief's
 double-free check, or its figure is no floor. Checked against a plain-Python oracle of a free
-pool over random batches, good and bad."""
+pool over random batches, good and bad, with both forms of its free."""
 import numpy as np
 import pytest
 
@@ -9,29 +9,37 @@ from numslab.tools import checkfloor as C
 
 
 def _bad_batch(rng, live: set, cap: int, n: int) -> tuple[list, int]:
-    """A batch of ``n`` objects with one bad one at a random index: out of the pool, free
-    (a double free) or a second copy of an earlier object; the batch and that index."""
+    """A batch of ``n`` live objects with one bad one at a random index: out of the pool,
+    free (a double free) or a second copy of an earlier object; the batch and that index."""
     good = rng.choice(sorted(live), size=n, replace=False).tolist()
     at = int(rng.integers(n))
     kind = rng.integers(3) if at else rng.integers(2)
     free = sorted(set(range(cap)) - live)
     good[at] = [int(rng.choice([-1, cap, cap + 7, -(1 << 40)])),
-                int(rng.choice(free)) if free else cap, good[0]][kind]
+                int(rng.choice(free)) if free else cap, good[int(rng.integers(at or 1))]][kind]
     return good, at
+
+
+def _check_state(cs: C.CheckedStack, live: set, cap: int) -> None:
+    """The module's invariant: the stack's free indices are the oracle's, each at the
+    position it remembers."""
+    free = cs.free_set()
+    assert sorted(free) == sorted(set(range(cap)) - live)
+    assert all(cs.pos[x] == i for i, x in enumerate(free))
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_batches_against_a_plain_python_pool(seed):
     """Every allocation hands out free indices only (all or nothing); every free takes back
-    exactly the live ones and refuses, at the first bad index and with every array as it
-    was, an index out of the pool, a free one or one twice in the batch."""
+    exactly the live ones and refuses, at the first bad index and with the free set and its
+    order as they were, an index out of the pool, a free one or one twice in the batch."""
     rng = np.random.default_rng(seed)
     cap = 64
     cs = C.CheckedStack(cap)
     live: set[int] = set()
-    for _ in range(300):
+    for _ in range(400):
         n = int(rng.integers(1, 20))
-        if rng.random() < 0.5:
+        if rng.random() < 0.45:
             out = np.full(n, -5, np.int64)
             got = cs.alloc_bulk(n, out)
             if cap - len(live) < n:
@@ -42,32 +50,58 @@ def test_batches_against_a_plain_python_pool(seed):
                 live |= set(out.tolist())
         elif live and rng.random() < 0.5:
             objs, at = _bad_batch(rng, live, cap, min(n, len(live)))
-            before = [a.copy() for a in (cs.stack, cs.top, cs.live)]
+            before = cs.free_set()
             assert cs.free_bulk(len(objs), np.array(objs, np.int64)) == at
-            for a, b in zip((cs.stack, cs.top, cs.live), before):
-                assert np.array_equal(a, b)
+            assert cs.free_set() == before
         elif live:
             objs = rng.choice(sorted(live), size=min(n, len(live)), replace=False)
             assert cs.free_bulk(len(objs), objs.astype(np.int64)) == -1
             live -= set(objs.tolist())
-        top = int(cs.top[0])                    # the partition: free stack and live marks
-        assert sorted(cs.stack[:top].tolist()) == sorted(set(range(cap)) - live)
-        assert set(np.flatnonzero(cs.live).tolist()) == live
+        _check_state(cs, live, cap)
+
+
+@pytest.mark.parametrize("form", ["push", "copy"])
+def test_both_forms_of_the_free_refuse_what_the_oracle_refuses(form):
+    """The loop's two forms of the free (``_free_push`` from ``PUSH_FROM`` objects,
+    ``_free_copy`` below) take a good batch whole and refuse each kind of bad one at its
+    index, the free set and its order as they were."""
+    free = C._free_push if form == "push" else C._free_copy
+    rng = np.random.default_rng(7)
+    cap = 96
+    for trial in range(60):
+        cs = C.CheckedStack(cap)
+        n = int(rng.integers(1, 40))
+        out = np.zeros(n, np.int64)
+        cs.alloc_bulk(n, out)
+        live = set(out.tolist())
+        objs, at = _bad_batch(rng, live, cap, n) if trial % 3 else (out.tolist(), -1)
+        before = cs.free_set()
+        t = int(cs.top[0])
+        r = free(cs.stack, cs.pos, np.uint64(t), n, np.array(objs, np.int64))
+        if at < 0:
+            assert r == t + n
+            cs.top[0] = r
+            _check_state(cs, set(), cap)
+        else:
+            assert r == -1 - at and cs.free_set() == before
 
 
 @pytest.mark.parametrize("bulk", [1, 16, 250])
 def test_the_loop_does_what_the_calls_do(bulk):
-    """The round written in the loop (what the benchmarks time) leaves the state and the
+    """The round written in the loop (what the benchmarks time) leaves the free set and the
     batch as the two calls do, round by round."""
     a, b = C.CheckedStack(512), C.CheckedStack(512)
-    b.stack[:] = a.stack[:] = np.random.default_rng(bulk).permutation(512)
+    perm = np.random.default_rng(bulk).permutation(512)
+    for cs in (a, b):
+        cs.stack[:] = perm
+        cs.pos[perm] = np.arange(512)
     oa, ob = np.zeros(bulk, np.int64), np.zeros(bulk, np.int64)
     for _ in range(3):
         a.run(bulk, 1, oa)
         assert b.alloc_bulk(bulk, ob) == bulk and b.free_bulk(bulk, ob) == -1
-        for x, y in ((a.stack, b.stack), (a.top, b.top), (a.live, b.live), (oa, ob)):
-            assert np.array_equal(x, y)
-    assert not a.live.any() and len(set(oa.tolist())) == bulk
+        assert a.free_set() == b.free_set() and np.array_equal(oa, ob)
+    assert len(set(oa.tolist())) == bulk
+    _check_state(a, set(), 512)
 
 
 def test_the_loop_reports_a_refused_round():

@@ -275,8 +275,8 @@ ARRAY_MODES = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PART
 #: on the default cache (from Python, one call per round, as ``slab-jit-round``, through
 #: :func:`floor_round_at`: an int state address and one array, the facade's kind of entry).
 #: ``floor-checks`` is the floor of any allocator that refuses a double free
-#: (:mod:`numslab.tools.checkfloor`: the jitted stack plus a live byte per object; from
-#: Python its two functions are called as the jitted stack's are).
+#: (:mod:`numslab.tools.checkfloor`: the jitted stack made a sparse set; from Python its
+#: two functions are called as the jitted stack's are).
 #: ``slab-warm`` is ``slab-bulk`` on a cache first warmed by :data:`WARM_OBJECTS` single
 #: allocations and frees (:func:`slab_warm_up`), as a cache a program also uses one object at
 #: a time: sheaves in the barn, the CPU's main and spare sheaves part full, so a batch
@@ -378,12 +378,12 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False,
                 cs.run(bulk, rounds, out)
         else:                           # called as the jitted stack's functions are
             a, f = checked_alloc_bulk, checked_free_bulk
-            stack, top, live = cs.stack, cs.top, cs.live
+            stack, pos, top = cs.stack, cs.pos, cs.top
 
             def run(rounds: int) -> None:
                 for _ in range(rounds):
-                    a(stack, top, live, bulk, out)
-                    f(stack, top, live, bulk, out)
+                    a(stack, pos, top, bulk, out)
+                    f(stack, pos, top, bulk, out)
     elif impl == "deque":
         pool = DequePool(cap)
         buf = [0] * bulk
