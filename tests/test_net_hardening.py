@@ -94,6 +94,22 @@ def test_a_batch_larger_than_the_input_is_bounded_by_its_packets():
         ref.active_flows
 
 
+@pytest.mark.parametrize("mode", ["single", "bulk"])
+def test_a_batch_past_int64_is_bounded_by_the_input_not_an_overflow(small, mode):
+    # 2**63 reached the compiled loop: OverflowError (bulk) or a Numba TypingError (single),
+    # a traceback from the command line (--batch 99999999999999999999)
+    ref = run_pipeline(small, mode, batch=10)
+    for batch in (2**63, 2**64, np.uint64(2**63)):
+        r = run_pipeline(small, mode, batch=batch)
+        assert r.batches == 1 and r.batch == int(batch) and r.counters == ref.counters
+
+
+def test_cli_a_batch_past_int64_runs(capsys):
+    assert cli.main(["--packets", "50", "--batch", "99999999999999999999", "--quiet",
+                     "--json"]) == 0
+    assert '"batches": 1' in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("column, values, match", [
     ("wirelen", lambda p: -p.wirelen, r"packet 0 has wirelen -\d+: .* 0\.\.2\*\*32-1"),
     ("wirelen", lambda p: np.full(10, 2**62), "packet 0 has wirelen 4611686018427387904"),

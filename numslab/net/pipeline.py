@@ -722,12 +722,15 @@ def _run(sa, skb, flow, m, mode, batch, link, timeout, data, offset, caplen, wir
     h, fv = sa.handle, flow.view
     args = (h, m, _ARRAY_FLAGS.get(mode, 0) | SLAB_ARRAY_ALLOC_FULL_COUNT, skb.id, flow.id,
             km, _CLS_OF, skb.view, fv, data, offset, caplen, wirelen, ts)
-    table = box[0] = _rx_chunk(*args, 0, 0, batch, link, timeout, table, st, ws)  # compile
-    step = max(1, chunk // batch) * batch
+    # no batch holds more than the input's packets: a ``batch`` past int64 (2**63, which
+    # Python accepts) reached the compiled loop as an OverflowError / a Numba typing error
+    kb = min(batch, max(1, n))
+    table = box[0] = _rx_chunk(*args, 0, 0, kb, link, timeout, table, st, ws)  # compile
+    step = max(1, chunk // kb) * kb
     t0 = time.perf_counter()
     for start in range(0, n, step):
         stop = min(n, start + step)
-        table = box[0] = _rx_chunk(*args, start, stop, batch, link, timeout, table, st, ws)
+        table = box[0] = _rx_chunk(*args, start, stop, kb, link, timeout, table, st, ws)
         if st[S_ERR]:
             raise OutOfMemoryError(f"the allocator ran out of memory for "
                                    f"{_ERRORS[int(st[S_ERR])]} after {int(st[S_PACKETS])} "
