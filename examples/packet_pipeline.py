@@ -324,6 +324,10 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as e:                # (not the output's: main reports those)
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except MemoryError as e:            # --packets 10000000000000, or a capture past RAM
+        what = args.pcap if args.pcap else f"{args.packets:,} packets of generated traffic"
+        print(f"{PROG}: error: {what}: out of memory ({e})", file=sys.stderr)
+        return 1
     try:
         bar = progress_bar(args, len(packets.offset))
         kw = dict(batch=args.batch, idle_timeout=args.idle_timeout, nr_cpus=args.cpus,

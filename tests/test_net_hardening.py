@@ -104,6 +104,13 @@ def test_a_batch_past_int64_is_bounded_by_the_input_not_an_overflow(small, mode)
         assert r.batches == 1 and r.batch == int(batch) and r.counters == ref.counters
 
 
+def test_cli_input_past_memory_is_one_line_status_1(capsys):
+    # generate_traffic's NumPy MemoryError escaped load(): a traceback
+    assert cli.main(["--packets", "10000000000000", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "out of memory" in err and "Traceback" not in err
+
+
 def test_cli_a_batch_past_int64_runs(capsys):
     assert cli.main(["--packets", "50", "--batch", "99999999999999999999", "--quiet",
                      "--json"]) == 0
