@@ -308,3 +308,11 @@ def test_an_error_inside_the_run_leaves_the_callers_allocator_clean(mode):
         run_pipeline(p, mode, sa=sa, progress=boom, chunk=100)
     assert _held(sa) == before
     assert run_pipeline(p, mode, sa=sa).packets == 20_000       # the allocator still works
+
+
+@pytest.mark.parametrize("linktype", [2**32 + 1, 2**40, -1])
+def test_write_pcap_refuses_a_linktype_past_32_bits(small, tmp_path, linktype):
+    # masked to 32 bits: 2**32 + 1 was written as Ethernet, 2**40 as BSD loopback
+    with pytest.raises(InvalidArgumentError, match=f"linktype {linktype} does not fit"):
+        write_pcap(tmp_path / "x.pcap", small._replace(linktype=linktype))
+    assert not (tmp_path / "x.pcap").exists()

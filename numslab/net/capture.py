@@ -548,8 +548,8 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
     ------
     numslab.InvalidArgumentError
         (A ValueError.) Columns of different lengths, a packet outside ``data``, a length
-        that does not fit 32 bits or exceeds ``snaplen``, a ``snaplen`` outside
-        0..2**32-1, or a timestamp before 1970 or after 2106.
+        that does not fit 32 bits or exceeds ``snaplen``, a ``snaplen`` or ``linktype``
+        outside 0..2**32-1, or a timestamp before 1970 or after 2106.
     numslab.WrongTypeError
         A ``snaplen`` or ``linktype`` that is not an integer.
     """
@@ -574,6 +574,9 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
     if not 0 <= snaplen <= 0xFFFFFFFF:
         raise InvalidArgumentError(f"snaplen {snaplen} does not fit the file header's "
                                    "32-bit field")
+    if not 0 <= packets.linktype <= 0xFFFFFFFF:  # (was masked: 2**32 + 1 written as 1)
+        raise InvalidArgumentError(f"linktype {packets.linktype} does not fit the file "
+                                   "header's 32-bit field")
     if max_cap > snaplen:
         raise InvalidArgumentError(f"caplen {max_cap} exceeds snaplen {snaplen}")
     sec, rem = np.divmod(ts_ns, _NS)
@@ -581,7 +584,7 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
     if n and (sec.min() < 0 or sec.max() > 0xFFFFFFFF):
         raise InvalidArgumentError("timestamps must lie between 1970 and 2106")
     magic = 0xA1B23C4D if nanosecond else 0xA1B2C3D4
-    header = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, packets.linktype & 0xFFFFFFFF)
+    header = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, snaplen, packets.linktype)
     out = np.empty(24 + 16 * n + int(caplen.sum()), np.uint8)
     out[:24] = np.frombuffer(header, np.uint8)
     _pack_pcap(out, 24, data, offset, caplen, wirelen, sec, frac)
