@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from ..flags import __GFP_RECLAIM, __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET,
-                     CA_ORDER, KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, _ca,
-                     _node_row, _rand, _stat)
+                     CA_ORDER, CA_RECIP, CA_RED_LEFT, CA_SIZE, KERNEL_7_3, N_NR_PARTIAL,
+                     N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
 from .checks import _live_clear, _live_set_run, _live_set_slab
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
-from .slablists import (_add_partial, _allocate_slab, _count_disagrees, _fp_next, _get_fp,
-                        _isolate, _new_slab_objects, _remove_partial, discard_slab, new_slab,
-                        slab_free)
+from .slablists import (_add_partial, _allocate_slab, _count_disagrees, _fp_mask, _fp_next,
+                        _get_fp, _isolate, _new_slab_objects, _remove_partial, discard_slab,
+                        new_slab, slab_free)
 
 
 # ---- one object -------------------------------------------------------------------------------
@@ -131,6 +131,49 @@ def slab_alloc_single(st, cache, cpu, node, gfp):
 
 
 # ---- many objects -------------------------------------------------------------------------------
+@jit(inline=True)
+def _walk_taken(st, cache, slab, obj, p, at, got, hi):
+    """The walk of a taken slab's free list from its head ``obj`` (> 0): objects into
+    ``p[at + got:]`` up to ``hi``, each marked live before its free pointer is followed (so
+    a pointer back to one is refused), every pointer checked as :func:`_fp_next` checks it
+    (-1: corrupted, the slab isolated). The check's load of the next object's live word is
+    the one its mark stores back, and the cache's geometry is read once. Returns (got, the
+    object the walk stopped at: 0 at the list's end, the next free one when ``hi`` is
+    reached, or -1)."""
+    mem = st.mem
+    live = st.live
+    rcu = st.rcu
+    offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
+    size = _ca(st, cache, CA_SIZE)
+    recip = _ca(st, cache, CA_RECIP)
+    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    limit = st.sl_objects[slab] * size
+    live[obj >> 9] |= 1 << ((obj >> 3) & 63)
+    while True:
+        p[at + got] = obj
+        got += 1
+        where = obj + offset
+        raw = mem[where >> 3]
+        nxt = raw ^ _fp_mask(key, where)
+        if nxt == 0:
+            return got, 0
+        off = nxt - base
+        if not 0 <= off < limit:
+            break
+        w = nxt >> 9
+        bit = 1 << ((nxt >> 3) & 63)
+        v = live[w]
+        if ((off * recip) >> 32) * size != off or nxt == obj or (v | rcu[w]) & bit:
+            break
+        obj = nxt
+        if got >= hi:
+            return got, obj
+        live[w] = v | bit
+    _isolate(st, cache, slab, raw)
+    return got, -1
+
+
 def _refill_node_rule(in_order: bool):
     """``__refill_objects_node`` of the generations before 7.3 (``in_order`` False) or from
     7.3 (True), made once each at import: ``in_order`` is a constant of the compiled code, so
@@ -194,11 +237,8 @@ def _refill_node_rule(in_order: bool):
             st.sl_inuse[slab] = st.sl_objects[slab]
             start = got
             live = st.live
-            while obj > 0 and got < hi:
-                p[at + got] = obj                          # marked while the walk runs, so a
-                live[obj >> 9] |= 1 << ((obj >> 3) & 63)   # pointer back to one is refused
-                obj = _fp_next(st, cache, slab, obj)       # -1: corrupted, the slab isolated
-                got += 1
+            if obj > 0:
+                got, obj = _walk_taken(st, cache, slab, obj, p, at, got, hi)
             # The whole list is walked (what does not fit goes back), and a list longer than the
             # slab's free objects has a loop: then nothing of this slab is handed out.
             head = obj
