@@ -11,15 +11,16 @@ refill).
 from __future__ import annotations
 
 from ..flags import __GFP_RECLAIM, __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
-from .layout import (CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET,
-                     CA_ORDER, CA_RECIP, CA_RED_LEFT, CA_SIZE, KERNEL_7_3, N_NR_PARTIAL,
-                     N_PARTIAL_HEAD, NIL, PG_SORTED, _ca, _node_row, _rand, _stat)
+from .layout import (CA_DEBUG, CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS,
+                     CA_OFFSET, CA_ORDER, CA_RECIP, CA_RED_LEFT, CA_RSEQ, CA_RSEQ_LEN, CA_SIZE,
+                     KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, RSEQ_MAX, _ca,
+                     _node_row, _rand, _stat)
 from .checks import _live_clear, _live_set_run, _live_set_slab
 from .native import jit, unit, words_at
 from .partialorder import sorted_refile
 from .slablists import (_add_partial, _allocate_slab, _count_disagrees, _fp_mask, _fp_next,
-                        _get_fp, _isolate, _new_slab_objects, _remove_partial, discard_slab,
-                        new_slab, slab_free)
+                        _get_fp, _isolate, _new_slab_objects, _remove_partial, _set_fp,
+                        _below, build_freelist, discard_slab, new_slab, slab_free)
 
 
 # ---- one object -------------------------------------------------------------------------------
@@ -374,11 +375,58 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
                     for j in range(nw):
                         live[w0 + j] = live[first + j]
         else:
-            slab = new_slab(st, cache, cpu, local, thisnode)
-            if slab == NIL:
-                break
+            slab = _allocate_slab(st, cache, cpu, local, thisnode)     # new_slab: the
+            if slab == NIL:                                             # pages, then the
+                break                                                   # free list
             _stat(st, cache, cpu, ALLOC_SLAB, 1)
-            got += _alloc_from_new_slab(st, cache, slab, p, got, hi - got)
+            n = _ca(st, cache, CA_RSEQ_LEN)
+            if st.sl_objects[slab] == objects and objects >= 2 and \
+                    not _ca(st, cache, CA_DEBUG) and (n == 0 or n == objects and
+                                                      2 * n <= RSEQ_MAX):
+                got += _new_slab_part(st, cache, slab, p, got, hi - got)
+            else:
+                build_freelist(st, cache, slab)
+                got += _alloc_from_new_slab(st, cache, slab, p, got, hi - got)
             if mark:
                 _live_set_run(st, p, start, got - start)
     return got
+
+
+@jit(inline=True)
+def _new_slab_part(st, cache, slab, p, at, count):
+    """``new_slab`` and ``alloc_from_new_slab`` of ``count`` objects (fewer than the slab
+    holds) for a slab of ``s->oo`` just allocated (``_allocate_slab``) whose objects go out
+    in address order or in the order of a random sequence stored twice: the free list
+    ``new_slab`` would build, its every pointer written as it writes them, and its first
+    ``count`` objects into ``p[at:]`` read from the order itself rather than by walking the
+    pointers just written; the rest stays the slab's, which goes to the head of its node's
+    partial list. ``count``."""
+    mem = st.mem
+    offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
+    objects = st.sl_objects[slab]
+    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    if _ca(st, cache, CA_RSEQ_LEN):
+        rseq = st.rseq
+        o = _ca(st, cache, CA_RSEQ) + _below(st, objects)
+        for j in range(count):
+            p[at + j] = base + rseq[o + j]
+        obj = base + rseq[o]
+        for j in range(1, objects):
+            nxt = base + rseq[o + j]
+            _set_fp(mem, offset, key, obj, nxt)
+            obj = nxt
+        st.sl_freelist[slab] = base + rseq[o + count]
+    else:
+        size = _ca(st, cache, CA_SIZE)
+        for j in range(count):
+            p[at + j] = base + j * size
+        obj = base
+        for _ in range(objects - 1):
+            _set_fp(mem, offset, key, obj, obj + size)
+            obj += size
+        st.sl_freelist[slab] = base + count * size
+    _set_fp(mem, offset, key, obj, 0)
+    st.sl_inuse[slab] += count
+    _add_partial(st, cache, slab, False)
+    return count

@@ -380,6 +380,22 @@ def new_slab(st, cache, cpu, node, thisnode):
     slab = allocate_slab(st, cache, cpu, node, thisnode)
     if slab == NIL:
         return NIL
+    _build_freelist(st, cache, slab)
+    return slab
+
+
+@unit
+def build_freelist(st, cache, slab):
+    """The second half of :func:`new_slab` for a slab just allocated (``allocate_slab``):
+    slab_debug's set-up and the free list through every object. 0."""
+    _build_freelist(st, cache, slab)
+    return 0
+
+
+@jit(inline=True)
+def _build_freelist(st, cache, slab):
+    """:func:`new_slab`'s work on the allocated ``slab``: slab_debug's set-up, then the
+    free list in the order of :func:`_next_obj`."""
     mem = st.mem
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
@@ -414,7 +430,6 @@ def new_slab(st, cache, cpu, node, thisnode):
         st.sl_freelist[slab] = base
     else:                               # a fallback slab's entries: a unit apart
         build_freelist_iter(st, cache, slab)
-    return slab
 
 
 @jit
