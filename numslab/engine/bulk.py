@@ -128,7 +128,13 @@ def _detach_run(st, cache, cpu, size, p):
         while size >= 4 and ((p[size - 1] >> 12) == slab) & ((p[size - 2] >> 12) == slab) \
                 & ((p[size - 3] >> 12) == slab) & ((p[size - 4] >> 12) == slab):
             size -= 4
+        while size and (p[size - 1] >> 12) == slab:
+            size -= 1
         same = size
+        # the common end: the three below are of other slabs, the lookahead's three
+        # mismatches, so the scan below would stop there having moved nothing
+        if size >= 3 and ((p[size - 2] >> 12) != slab) & ((p[size - 3] >> 12) != slab):
+            return same, slab, owner
     while size:
         size -= 1
         obj = p[size]
