@@ -18,9 +18,9 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_HAS_
                      PG_SLAB, PG_SORTED, PG_TAIL, _ca, _cpu_row, _head_frame, _node_row,
                      _slab_nid, _stat)
 from .native import jit, unit, words_at
-from .nocpu import refill_objects
+from .nocpu import _add_partial_inline, refill_objects
 from .pages import free_pages
-from .slablists import (_add_partial, _allocate_slab, _discard_slab, _fp_next, _isolate,
+from .slablists import (_allocate_slab, _discard_slab, _fp_next, _isolate,
                         _isolate_cpu_slab, _new_slab_objects, _remove_partial, _set_fp)
 
 
@@ -190,17 +190,17 @@ def _free_run(st, cache, cpu, slab, p, lo, hi):
         nxt = p[k]
         _set_fp(mem, offset, key, obj, nxt)
         obj = nxt
-    if st.kernel >= KERNEL_7_0 and st.sl_inuse[slab] == cnt and \
-            _slab_free_kept(st, cache, cpu, slab, p[lo], obj, cnt):
+    if st.kernel >= KERNEL_7_0 and _slab_free_7(st, cache, cpu, slab, p[lo], obj, cnt):
         return
     _do_slab_free_chain(st, cache, cpu, slab, p[lo], obj, cnt)
 
 
 @jit(inline=True)
-def _slab_free_kept(st, cache, cpu, slab, head, tail, cnt):
-    """7.0's ``__slab_free`` of a chain that empties ``slab`` when :func:`_discards` said
-    the slab stays (the node keeps fewer than ``min_partial`` partial slabs), inline: the
-    chain spliced, ``inuse`` 0, and a slab that was full added to the tail of its node's
+def _slab_free_7(st, cache, cpu, slab, head, tail, cnt):
+    """7.0's ``__slab_free`` of a chain that :func:`_discards` does not give back to the
+    page allocator (7.0 has no CPU slab), inline, also when it empties ``slab`` (then the
+    node keeps fewer than ``min_partial`` partial slabs, and the slab stays): the chain
+    spliced, ``inuse`` lowered, and a slab that was full added to the tail of its node's
     list (FREE_ADD_PARTIAL), as ``slab_free`` does then. False (nothing done) for a slab
     that unit must handle (isolated, sorted, frozen, on a CPU partial list, or of a cache
     with CPU partial lists)."""
@@ -211,9 +211,9 @@ def _slab_free_kept(st, cache, cpu, slab, head, tail, cnt):
         return False
     _set_fp(st.mem, _ca(st, cache, CA_OFFSET), _ca(st, cache, CA_FP_KEY), tail, prior)
     st.sl_freelist[slab] = head
-    st.sl_inuse[slab] = 0
+    st.sl_inuse[slab] -= cnt
     if prior == 0:                      # was full: add_partial(n, slab, ADD_TO_TAIL)
-        _add_partial(st, cache, slab, True)
+        _add_partial_inline(st, cache, slab, True)
         _stat(st, cache, cpu, FREE_ADD_PARTIAL, 1)
     return True
 

@@ -12,15 +12,60 @@ from __future__ import annotations
 
 from ..flags import __GFP_RECLAIM, __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEBUG, CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS,
-                     CA_OFFSET, CA_ORDER, CA_RECIP, CA_RED_LEFT, CA_RSEQ, CA_RSEQ_LEN, CA_SIZE,
-                     KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD, NIL, PG_SORTED, RSEQ_MAX, _ca,
-                     _node_row, _rand, _stat)
+                     CA_OFFSET, CA_ORDER, CA_PARTIAL_ORDER, CA_RECIP, CA_RED_LEFT, CA_RSEQ,
+                     CA_RSEQ_LEN, CA_SIZE, KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD,
+                     N_PARTIAL_TAIL, NIL, PG_NODE_PARTIAL, PG_SORTED, RSEQ_MAX, _ca, _node_row,
+                     _rand, _slab_nid, _stat)
 from .checks import _live_clear, _live_set_run, _live_set_slab
 from .native import jit, unit, words_at
-from .partialorder import sorted_refile
+from .partialorder import _unlink_partial, sorted_refile
 from .slablists import (_add_partial, _allocate_slab, _count_disagrees, _fp_mask, _fp_next,
                         _get_fp, _isolate, _new_slab_objects, _remove_partial, _set_fp,
                         _below, build_freelist, discard_slab, new_slab, slab_free)
+
+
+# ---- the node partial list, inline for the bulk paths' loops --------------------------------
+@jit(inline=True)
+def _add_partial_inline(st, cache, slab, tail):
+    """:func:`_add_partial` inline for the bulk paths' loops (a sorted list: the call)."""
+    if _ca(st, cache, CA_PARTIAL_ORDER):
+        _add_partial(st, cache, slab, tail)
+        return
+    nd = st.node
+    nxt = st.pg_next
+    prv = st.pg_prev
+    r = _node_row(st, cache, _slab_nid(st, slab))
+    if nd[r + N_PARTIAL_HEAD] == NIL:
+        nxt[slab] = NIL
+        prv[slab] = NIL
+        nd[r + N_PARTIAL_HEAD] = slab
+        nd[r + N_PARTIAL_TAIL] = slab
+    elif tail:
+        t = nd[r + N_PARTIAL_TAIL]
+        nxt[t] = slab
+        prv[slab] = t
+        nxt[slab] = NIL
+        nd[r + N_PARTIAL_TAIL] = slab
+    else:
+        h = nd[r + N_PARTIAL_HEAD]
+        prv[h] = slab
+        nxt[slab] = h
+        prv[slab] = NIL
+        nd[r + N_PARTIAL_HEAD] = slab
+    nd[r + N_NR_PARTIAL] += 1
+    st.pg_flags[slab] |= PG_NODE_PARTIAL
+
+
+@jit(inline=True)
+def _remove_partial_inline(st, cache, slab):
+    """:func:`_remove_partial` inline for the bulk paths' loops (a sorted slab: the call)."""
+    if st.pg_flags[slab] & PG_SORTED:
+        _remove_partial(st, cache, slab)
+        return
+    _unlink_partial(st, cache, slab)
+    st.pg_next[slab] = NIL
+    st.pg_prev[slab] = NIL
+    st.pg_flags[slab] &= ~PG_NODE_PARTIAL
 
 
 # ---- one object -------------------------------------------------------------------------------
@@ -210,7 +255,7 @@ def _refill_node_rule(in_order: bool):
             free = st.sl_objects[slab] - st.sl_inuse[slab]
             if total >= lo and total + free > hi:
                 break
-            _remove_partial(st, cache, slab)
+            _remove_partial_inline(st, cache, slab)
             if not in_order:
                 nxt[slab] = taken
                 taken = slab
@@ -428,5 +473,5 @@ def _new_slab_part(st, cache, slab, p, at, count):
         st.sl_freelist[slab] = base + count * size
     _set_fp(mem, offset, key, obj, 0)
     st.sl_inuse[slab] += count
-    _add_partial(st, cache, slab, False)
+    _add_partial_inline(st, cache, slab, False)
     return count
