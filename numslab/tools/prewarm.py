@@ -54,7 +54,7 @@ REPLAY_UNITS = (
     "sheaves.sheaf_flush_main", "cpucache.flush_cpu", "sheaves.barn_shrink",
     "slablists.shrink_node", "sheaves.kfree_internal", "rcusheaves.rcu_run_callbacks",
     "ops.kmem_cache_alloc_node", "slablists.slab_free", "ops.kmem_cache_free",
-    "sheaves.replace_full_main", "stats.partial_counts")
+    "sheaves.replace_full_main", "slablists.build_freelist", "stats.partial_counts")
 
 
 def units_by_name() -> dict[str, native.Unit]:
