@@ -14,13 +14,13 @@ from ..flags import __GFP_RECLAIM, __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEBUG, CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS,
                      CA_OFFSET, CA_ORDER, CA_PARTIAL_ORDER, CA_RECIP, CA_RED_LEFT, CA_RSEQ,
                      CA_RSEQ_LEN, CA_SIZE, KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD,
-                     N_PARTIAL_TAIL, NIL, PG_NODE_PARTIAL, PG_SORTED, RSEQ_MAX, _ca, _node_row,
-                     _rand, _slab_nid, _stat)
+                     NIL, PG_NODE_PARTIAL, PG_SORTED, RSEQ_MAX, _ca, _node_row,
+                     _rand, _stat)
 from .checks import _live_clear, _live_set_run, _live_set_slab
 from .native import jit, unit, words_at
 from .partialorder import _unlink_partial, sorted_refile
 from .slablists import (_add_partial, _allocate_slab, _count_disagrees, _fp_mask, _fp_next,
-                        _get_fp, _isolate, _new_slab_objects, _remove_partial, _set_fp,
+                        _get_fp, _list_add, _isolate, _new_slab_objects, _remove_partial, _set_fp,
                         _below, build_freelist, discard_slab, new_slab, slab_free)
 
 
@@ -31,29 +31,7 @@ def _add_partial_inline(st, cache, slab, tail):
     if _ca(st, cache, CA_PARTIAL_ORDER):
         _add_partial(st, cache, slab, tail)
         return
-    nd = st.node
-    nxt = st.pg_next
-    prv = st.pg_prev
-    r = _node_row(st, cache, _slab_nid(st, slab))
-    if nd[r + N_PARTIAL_HEAD] == NIL:
-        nxt[slab] = NIL
-        prv[slab] = NIL
-        nd[r + N_PARTIAL_HEAD] = slab
-        nd[r + N_PARTIAL_TAIL] = slab
-    elif tail:
-        t = nd[r + N_PARTIAL_TAIL]
-        nxt[t] = slab
-        prv[slab] = t
-        nxt[slab] = NIL
-        nd[r + N_PARTIAL_TAIL] = slab
-    else:
-        h = nd[r + N_PARTIAL_HEAD]
-        prv[h] = slab
-        nxt[slab] = h
-        prv[slab] = NIL
-        nd[r + N_PARTIAL_HEAD] = slab
-    nd[r + N_NR_PARTIAL] += 1
-    st.pg_flags[slab] |= PG_NODE_PARTIAL
+    _list_add(st, cache, slab, tail)
 
 
 @jit(inline=True)

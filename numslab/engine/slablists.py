@@ -166,13 +166,10 @@ def _chain_tail_checked(st, cache, slab, head, limit):
     return tail, n
 
 
-@jit
-def _add_partial(st, cache, slab, tail):
-    """``add_partial``: put ``slab`` on its node's partial list, at the tail if ``tail``
-    (a cache whose lists are sorted files it by its free objects instead)."""
-    if _ca(st, cache, CA_PARTIAL_ORDER):
-        sorted_add(st, cache, slab)
-        return
+@jit(inline=True)
+def _list_add(st, cache, slab, tail):
+    """``add_partial`` on an unsorted list: ``slab`` at its node list's tail if ``tail``,
+    else at its head (inline: :func:`_add_partial` and the bulk paths' loops)."""
     nd = st.node
     nxt = st.pg_next
     prv = st.pg_prev
@@ -196,6 +193,16 @@ def _add_partial(st, cache, slab, tail):
         nd[r + N_PARTIAL_HEAD] = slab
     nd[r + N_NR_PARTIAL] += 1
     st.pg_flags[slab] |= PG_NODE_PARTIAL
+
+
+@jit
+def _add_partial(st, cache, slab, tail):
+    """``add_partial``: put ``slab`` on its node's partial list, at the tail if ``tail``
+    (a cache whose lists are sorted files it by its free objects instead)."""
+    if _ca(st, cache, CA_PARTIAL_ORDER):
+        sorted_add(st, cache, slab)
+        return
+    _list_add(st, cache, slab, tail)
 
 
 @jit
