@@ -17,7 +17,7 @@ from .layout import (CA_DEBUG, CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OB
                      NIL, PG_NODE_PARTIAL, PG_SORTED, RSEQ_MAX, _ca, _node_row,
                      _rand, _stat)
 from .checks import _live_clear, _live_set_run, _live_set_slab
-from .native import jit, unit, words_at
+from .native import address, jit, unit, words_at
 from .partialorder import _unlink_partial, sorted_refile
 from .slablists import (_add_partial, _allocate_slab, _count_disagrees, _fp_mask, _fp_next,
                         _get_fp, _list_add, _isolate, _new_slab_objects, _remove_partial, _set_fp,
@@ -155,15 +155,11 @@ def slab_alloc_single(st, cache, cpu, node, gfp):
 
 
 # ---- many objects -------------------------------------------------------------------------------
-@jit(inline=True)
-def _walk_taken(st, cache, slab, obj, p, at, got, hi):
-    """The walk of a taken slab's free list from its head ``obj`` (> 0): objects into
-    ``p[at + got:]`` up to ``hi``, each marked live before its free pointer is followed (so
-    a pointer back to one is refused), every pointer checked as :func:`_fp_next` checks it
-    (-1: corrupted, the slab isolated). The check's load of the next object's live word is
-    the one its mark stores back, and the cache's geometry is read once. Returns (got, the
-    object the walk stopped at: 0 at the list's end, the next free one when ``hi`` is
-    reached, or -1)."""
+@jit
+def _walk_taken_any(st, cache, slab, obj, p, at, got, hi):
+    """:func:`_walk_taken` for a geometry (or a head) not 8-byte aligned, which no cache
+    created or loaded has: the free pointer read from its aligned word, the grid tested with
+    the reciprocal, as :func:`_fp_next` does."""
     mem = st.mem
     live = st.live
     rcu = st.rcu
@@ -189,6 +185,64 @@ def _walk_taken(st, cache, slab, obj, p, at, got, hi):
         bit = 1 << ((nxt >> 3) & 63)
         v = live[w]
         if ((off * recip) >> 32) * size != off or nxt == obj or (v | rcu[w]) & bit:
+            break
+        obj = nxt
+        if got >= hi:
+            return got, obj
+        live[w] = v | bit
+    _isolate(st, cache, slab, raw)
+    return got, -1
+
+
+@jit(inline=True)
+def _walk_taken(st, cache, slab, obj, p, at, got, hi):
+    """The walk of a taken slab's free list from its head ``obj`` (> 0): objects into
+    ``p[at + got:]`` up to ``hi``, each marked live before its free pointer is followed (so
+    a pointer back to one is refused), every pointer checked as :func:`_fp_next` checks it
+    (-1: corrupted, the slab isolated). Returns (got, the object the walk stopped at: 0 at
+    the list's end, the next free one when ``hi`` is reached, or -1).
+
+    The hop from an object to the next is the walk's critical path, so it is kept short: the
+    cache's geometry is read once, the free pointer is loaded at its byte address (the head,
+    the slab's first object, the size and the offset all 8-byte aligned, as every cache's
+    are, every object the check accepts is too; else :func:`_walk_taken_any`), a cache whose
+    reciprocal is exact (a power-of-two size) tests the grid with a mask, not two multiplies
+    (the same answer), and the next object's mark is stored from the live word its check
+    loaded."""
+    mem = st.mem
+    live = st.live
+    rcu = st.rcu
+    offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
+    size = _ca(st, cache, CA_SIZE)
+    recip = _ca(st, cache, CA_RECIP)
+    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    if (offset | size | base | obj) & 7:
+        return _walk_taken_any(st, cache, slab, obj, p, at, got, hi)
+    limit = st.sl_objects[slab] * size
+    fpb = address(mem) + offset         # object a's free pointer: the word at fpb + a
+    smask = size - 1
+    exact = recip * size == 1 << 32     # then ((off * recip) >> 32) * size == off iff
+    live[obj >> 9] |= 1 << ((obj >> 3) & 63)        # off & smask == 0
+    while True:
+        p[at + got] = obj
+        got += 1
+        raw = words_at(fpb + obj)[0]
+        nxt = raw ^ _fp_mask(key, obj + offset)
+        if nxt == 0:
+            return got, 0
+        off = nxt - base
+        if not 0 <= off < limit:
+            break
+        if exact:
+            if off & smask:
+                break
+        elif ((off * recip) >> 32) * size != off:
+            break
+        w = nxt >> 9
+        bit = 1 << ((nxt >> 3) & 63)
+        v = live[w]
+        if nxt == obj or (v | rcu[w]) & bit:
             break
         obj = nxt
         if got >= hi:
