@@ -62,9 +62,10 @@ def test_size_smaller_than_the_dtype_is_refused(sa):
 def test_untyped_cache_has_no_view(sa):
     c = sa.kmem_cache_create("raw", 64)
     assert c.dtype is None
-    for what in (lambda: c.view, lambda: c.records([c.alloc()]),
-                 lambda: c.store([c.alloc()], (1,))):
-        with pytest.raises(numslab.WrongTypeError, match="raw has no dtype") as e:
+    for fn, what in (("view", lambda: c.view), ("records", lambda: c.records([c.alloc()])),
+                     ("store", lambda: c.store([c.alloc()], (1,)))):
+        with pytest.raises(numslab.WrongTypeError, match=f"raw.{fn}: cache raw has no dtype"
+                           ) as e:                     # (the call named: a new user's report)
             what()
         assert isinstance(e.value, TypeError)         # still what NumPy users catch
 

@@ -514,12 +514,17 @@ class KmemCache(MovableCache):
         return self._id
 
     # --- typed access -----------------------------------------------------------------------
+    def _need_dtype(self, fn: str) -> None:
+        """Refuse typed access ``fn`` on a cache made without a dtype."""
+        if self.dtype is None:
+            raise WrongTypeError(f"{self.name}.{fn}: cache {self.name} has no dtype (create it "
+                                 f"with dtype=...)")
+
     @property
     def view(self) -> np.ndarray:
         """The arena as records of ``dtype`` starting at every byte: ``view[addr]`` is the
         record at ``addr``, in Python and inside ``@njit`` code (a zero-copy view)."""
-        if self.dtype is None:
-            raise WrongTypeError(f"{self.name} has no dtype (create it with dtype=...)")
+        self._need_dtype("view")
         mem = self._sa.memory
         return np.ndarray(shape=(mem.size - self.dtype.itemsize + 1,), dtype=self.dtype,
                           buffer=mem, offset=0, strides=(1,))
@@ -527,8 +532,7 @@ class KmemCache(MovableCache):
     def records(self, addrs: Any) -> np.ndarray:
         """Gather the records at ``addrs`` (allocated objects of this cache) into a new
         array of ``dtype`` (one jitted copy; every address is checked)."""
-        if self.dtype is None:
-            raise WrongTypeError(f"{self.name} has no dtype (create it with dtype=...)")
+        self._need_dtype("records")
         a = self._addresses(addrs, "records")
         out = np.empty(len(a), self.dtype)
         bad = int(gather(self._sa._st, self._id, len(a), self.dtype.itemsize, out.ctypes.data,
@@ -540,8 +544,7 @@ class KmemCache(MovableCache):
     def store(self, addrs: Any, values: Any) -> None:
         """Scatter ``values`` (records of ``dtype``, or one record for all) into the
         objects at ``addrs`` (every address is checked before anything is written)."""
-        if self.dtype is None:
-            raise WrongTypeError(f"{self.name} has no dtype (create it with dtype=...)")
+        self._need_dtype("store")
         a = self._addresses(addrs, "store")
         # a subarray dtype ((np.int32, 5)) has no arrays of its own: its records are arrays
         # of its base whose last axes are its shape (what records() returns)
