@@ -614,3 +614,19 @@ def test_the_table_prints_long_names_whole_and_the_summary_its_compile_time():
     assert "(+ 3.2 s compiling, not counted)" in r.summary()
     r.compile_seconds = 0.0
     assert "compiling" not in r.summary()
+
+
+def test_a_configuration_saying_two_things_of_one_kind_is_refused():
+    # '6.18:7.0' replayed 7.0, 'cpus=2:cpus=8' 8 CPUs, 'every=5:every=free' every=free: the
+    # last word won, silently (two starts and two remedies of a kind were refused already)
+    base = Config("7.0", 2, 1, "default")
+    for bad in ("6.18:7.0", "7.0:cpus=2:cpus=8", "7.0:nodes=1:nodes=2:cpus=4",
+                "7.0:mobility:every=5:every=free", "7.0:shrink:every=5:every=0"):
+        with pytest.raises(SlabError, match="one "):
+            parse_config(bad, base)
+    assert parse_config("7.0:7.0:cpus=4:cpus=4", base) == Config("7.0", 4, 1, "default")
+    # past SlabAllocator's 64 nodes: refused with the configuration, before the trace is read
+    with pytest.raises(SlabError, match="65 nodes"):
+        parse_config("7.0:nodes=65:cpus=100", base)
+    with pytest.raises(SlabError, match="nodes <= 64"):
+        numslab.replay(b"", nodes=65, cpus=100)

@@ -127,17 +127,28 @@ def parse_config(text: str, base: Config) -> Config:
         raise WrongTypeError(f"configuration {text!r} is not a str")
     chosen: list[str] = []
     starts: list[str] = []
+    given: dict[str, tuple[str, Any]] = {}
+
+    def once(key: str, part: str, value: Any) -> Any:
+        """``value``, refusing a second word of ``key`` that says otherwise (``6.18:7.0``,
+        ``cpus=2:cpus=8``: the last one won, silently)."""
+        if key in given and given[key][1] != value:
+            raise SlabError(f"configuration {text!r}: {given[key][0]!r} and {part!r}: one "
+                            f"{'kernel' if key == 'kernel' else key + '=N'} a configuration")
+        given[key] = (part, value)
+        return value
+
     for part in [p.strip() for p in text.split(":") if p.strip()]:
         if part in KERNELS:
-            kernel = part
+            kernel = once("kernel", part, part)
         elif part.startswith("cpus=") and part[5:].isdecimal() and int(part[5:]) >= 1:
-            cpus = int(part[5:])
+            cpus = once("cpus", part, int(part[5:]))
         elif part.startswith("nodes=") and part[6:].isdecimal() and int(part[6:]) >= 1:
-            nodes = int(part[6:])
+            nodes = once("nodes", part, int(part[6:]))
         elif part.startswith("every=") and part[6:].isdecimal():     # 0: the sample points
-            every = int(part[6:])
+            every = once("every", part, int(part[6:]))
         elif part == "every=free":
-            every = EVERY_FREE
+            every = once("every", part, EVERY_FREE)
         elif part == "cold" or part == "warm" or part.startswith("warm="):
             if starts:                      # one start a configuration: the last one won
                 raise SlabError(f"configuration {text!r}: {starts[0]!r} and {part!r}: one "
@@ -173,6 +184,9 @@ def parse_config(text: str, base: Config) -> Config:
             raise SlabError(f"configuration {text!r}: {e}") from None
     if nodes > cpus:
         raise SlabError(f"configuration {text!r}: more nodes ({nodes}) than CPUs ({cpus})")
+    if nodes > MAX_NODES:       # (SlabAllocator refused it only after the trace's parse and
+        raise SlabError(f"configuration {text!r}: {nodes} nodes, past the {MAX_NODES} a "
+                        f"machine may have")            # the replays of those before it)
     if cpus > MAX_CPUS:                 # (an OverflowError sizing the arena, cpus=10**11)
         raise SlabError(f"configuration {text!r}: {cpus} CPUs, past the {MAX_CPUS} a machine "
                         f"may have")
@@ -389,6 +403,8 @@ def _work_points(n: int, every: int, points: np.ndarray) -> np.ndarray:
 
 #: SlabAllocator's largest ``nr_cpus``.
 MAX_CPUS = 4096
+#: SlabAllocator's largest ``nr_nodes``.
+MAX_NODES = 64
 
 
 def sample_seconds(tr: Trace, points: np.ndarray) -> np.ndarray:
@@ -632,9 +648,10 @@ def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
         base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every),
                       _warm(bool(warm) if isinstance(warm, np.bool_) else warm))
         _check_every_free(base.policy, base.every, base.name, base.kernel)
-        if base.nodes > base.cpus or not 1 <= base.cpus <= MAX_CPUS:
+        if base.nodes > base.cpus or not 1 <= base.cpus <= MAX_CPUS \
+                or not 1 <= base.nodes <= MAX_NODES:
             raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= "
-                            f"cpus <= {MAX_CPUS}")
+                            f"cpus <= {MAX_CPUS}, nodes <= {MAX_NODES}")
         if isinstance(compare, str):
             compare = [c for c in compare.split(",") if c.strip()]
             if not compare:
