@@ -31,7 +31,8 @@ def _snapshot() -> dict[str, dict]:
 def _replay(gen: str, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")         # (the snapshot's aliases: geometry warnings)
-        return numslab.replay(TRACE, snapshot=SNAP, kernel=gen, cpus=2, samples=64, **kw)
+        return numslab.replay(TRACE, snapshot=SNAP, kernel=gen,
+                              **{"cpus": 2, "samples": 64, **kw})
 
 
 @pytest.mark.parametrize("gen", GEN)
@@ -214,4 +215,24 @@ def test_a_cache_whose_seeded_state_differs_from_the_snapshots_is_unmet(gen):
     assert (w.slabs[k], w.partial[k]) != (10, 8)
     assert w.unmet == ["maple_node"]
     assert "not met exactly: maple_node" in r.summary()
+    r.allocator.validate()
+
+
+@pytest.mark.parametrize("gen", GEN)
+def test_a_warm_start_on_another_cpu_count_keeps_the_snapshots_objects(gen):
+    """On 4 CPUs numslab's slabs of some caches hold twice the objects of the 2-CPU
+    kernel's (``calculate_order``'s min_objects follows the CPUs): the seeding keeps each
+    cache's objects and partial slabs and fills fewer slabs. It kept the snapshot's slabs,
+    filled with numslab's objects, so such a cache started with twice its live data and a
+    replay on 4 CPUs could not be compared with one on 2 (a hunting helper's finding)."""
+    snap = _snapshot()
+    r = _replay(gen, warm=True, cpus=4)
+    w2, w4 = _replay(gen, warm=True).warm, r.warm
+    assert np.array_equal(w4.objects, w2.objects) and np.array_equal(w4.objects,
+                                                                      w4.want_objects)
+    grew = [k for k, nm in enumerate(r.names) if w4.seeded[k] and
+            r.allocator.find_cache(nm).objs_per_slab > int(snap[nm]["objs_per_slab"])]
+    assert grew and sorted(r.names[k] for k in grew) == sorted(w4.unmet)
+    for k in grew:                              # fewer, fuller slabs; the partial ones kept
+        assert w4.slabs[k] < w4.want_slabs[k] and w4.partial[k] >= w4.want_partial[k]
     r.allocator.validate()

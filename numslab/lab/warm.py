@@ -10,6 +10,8 @@ silent: the partial slabs' in-use objects are spread evenly over them (a node ke
 pool's order are seeded pseudo-random choices (``SEED``): slab by slab (``slab``, the default)
 or uniform (``random``); 6.18's CPU slabs (sysfs counts all their objects in use and does not
 say whose they are) are seeded as full slabs off every list, as after a ``flush_all``.
+Where numslab's slabs hold another number of objects than the snapshot's (another CPU count),
+the objects and partial slabs are kept and the slabs refitted (:func:`_refit`).
 """
 from __future__ import annotations
 
@@ -121,6 +123,29 @@ def _plan(snap: dict[str, Any], nodes: int) -> tuple[np.ndarray, np.ndarray, np.
         for n, v in counts(snap.get(attr)).items():
             out[j, n % nodes] += v
     return out[0], out[1], out[2]
+
+
+def _refit(want: tuple[np.ndarray, np.ndarray, np.ndarray], theirs: int,
+           ours: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``want`` (a snapshot's slabs, partial slabs and objects per node, its slabs holding
+    ``theirs`` objects) for slabs holding ``ours``: the same objects (the workload's live
+    data, whatever the geometry) and partial slabs with the same objects in use, as far as
+    they hold them; the full slabs as many as the rest fills, one partial slab more for a
+    remainder. (Kept as the snapshot's, the slabs filled with another number of objects
+    made 4 CPUs' replay of a 2-CPU kernel's caches hold twice its live objects.)"""
+    slabs, partial, objects = (np.array(x, np.int64) for x in want)
+    if ours == theirs or ours < 1:
+        return slabs, partial, objects
+    for n in range(len(slabs)):
+        p, o = int(partial[n]), int(objects[n])
+        busy = min(max(o - (int(slabs[n]) - p) * theirs, 0), p * (ours - 1), o)
+        full, rest = divmod(o - busy, ours)
+        if rest:                        # (into the partial slabs, or one more of them)
+            busy += rest
+            if busy > p * (ours - 1):
+                p += 1
+        partial[n], slabs[n] = p, full + p
+    return slabs, partial, objects
 
 
 def seed_bytes(names: list[str], snap: dict[str, dict[str, Any]]) -> int:
@@ -249,7 +274,10 @@ def seed(sa: Any, names: list[str], cids: np.ndarray, objs: list[Any],
             continue
         first[cid] = k
         want = _plan(s, nodes)
-        left = _seed_cache(sa, objs[k], want, np.random.default_rng([SEED, k]))
+        theirs = str(s.get("objs_per_slab", "")).strip()
+        plan = _refit(want, int(theirs), objs[k].objs_per_slab) if theirs.isdecimal() \
+            else want
+        left = _seed_cache(sa, objs[k], plan, np.random.default_rng([SEED, k]))
         w.seeded[k] = True
         w.want_slabs[k], w.want_partial[k], w.want_objects[k] = (int(x.sum()) for x in want)
         pool_of[k] = len(pools)
