@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InvalidSizeError
+from .errors import InvalidSizeError, WrongTypeError
 from .flags import (SLAB_DEBUG_FLAGS, SLAB_HWCACHE_ALIGN, SLAB_KMALLOC, SLAB_POISON,
                     SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TYPESAFE_BY_RCU)
 
@@ -70,17 +70,63 @@ def calc_slab_order(size: int, min_order: int, max_order: int, fract_leftover: i
     return order
 
 
-def calculate_order(size: int, nr_cpus: int) -> int:
-    """Slab order for objects of ``size`` bytes on a machine of ``nr_cpus`` present CPUs."""
-    min_objects = 4 * (fls(nr_cpus) + 1)
-    max_objects = max(order_objects(SLUB_MAX_ORDER, size), 1)
+@dataclass(frozen=True)
+class SlabOrders:
+    """The boot parameters ``slab_min_order=``, ``slab_max_order=`` and
+    ``slab_min_objects=`` (0: ``calculate_order``'s own, from the CPUs), as
+    :func:`boot_orders` leaves them."""
+
+    min_order: int = SLUB_MIN_ORDER
+    max_order: int = SLUB_MAX_ORDER
+    min_objects: int = 0
+
+
+def boot_orders(min_order: int | None = None, max_order: int | None = None,
+                min_objects: int | None = None) -> SlabOrders:
+    """The kernel's ``setup_slub_min_order``, then ``setup_slub_max_order`` (each only when
+    given, as on a command line naming the minimum first): a minimum above the maximum
+    raises it, a maximum is cut to ``MAX_PAGE_ORDER`` and lowers a minimum above it.
+
+    Raises
+    ------
+    WrongTypeError
+        A value that is not an int.
+    InvalidSizeError
+        A negative value (the kernel reads an unsigned int), or a minimum order above
+        ``MAX_PAGE_ORDER`` (no slab could be allocated: the kernel fails at boot).
+    """
+    lo, hi, objs = SLUB_MIN_ORDER, SLUB_MAX_ORDER, 0
+    for name, v in (("slab_min_order", min_order), ("slab_max_order", max_order),
+                    ("slab_min_objects", min_objects)):
+        if v is not None and type(v) is not int:
+            raise WrongTypeError(f"{name}={v!r} is not an int")
+        if v is not None and v < 0:
+            raise InvalidSizeError(f"{name}={v} is not a count (an int >= 0)")
+    if min_order is not None:
+        if min_order > MAX_PAGE_ORDER:
+            raise InvalidSizeError(f"slab_min_order={min_order}: no slab is larger than "
+                                   f"order {MAX_PAGE_ORDER} (MAX_PAGE_ORDER)")
+        lo, hi = min_order, max(hi, min_order)
+    if max_order is not None:
+        hi = min(max_order, MAX_PAGE_ORDER)
+        lo = min(lo, hi)
+    if min_objects is not None:
+        objs = min(min_objects, 1 << 31)
+    return SlabOrders(lo, hi, objs)
+
+
+def calculate_order(size: int, nr_cpus: int, orders: SlabOrders = SlabOrders()) -> int:
+    """Slab order for objects of ``size`` bytes on a machine of ``nr_cpus`` present CPUs,
+    under the boot parameters ``orders``."""
+    min_objects = orders.min_objects or 4 * (fls(nr_cpus) + 1)
+    max_objects = max(order_objects(orders.max_order, size), 1)
     min_objects = min(min_objects, max_objects)
-    min_order = max(SLUB_MIN_ORDER, get_order(min_objects * size))
+    min_order = max(orders.min_order, get_order(min_objects * size))
     if order_objects(min_order, size) > MAX_OBJS_PER_PAGE:
         return get_order(size * MAX_OBJS_PER_PAGE) - 1
     for fraction in (16, 8, 4, 2):
-        order = calc_slab_order(size, min_order, SLUB_MAX_ORDER, fraction)
-        if order <= SLUB_MAX_ORDER:
+        order = calc_slab_order(size, min_order, orders.max_order, fraction)
+        if order <= orders.max_order:
             return order
     order = get_order(size)
     if order <= MAX_PAGE_ORDER:
@@ -130,12 +176,14 @@ def kmalloc_align(size: int) -> int:
 
 def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
                        nr_cpus: int, freeptr_offset: int | None = None,
-                       ctor_freeptr: bool = False) -> Geometry:
+                       ctor_freeptr: bool = False,
+                       orders: SlabOrders = SlabOrders()) -> Geometry:
     """Compute a cache's geometry as ``do_kmem_cache_create``/``calculate_sizes`` do.
 
     ``ctor_freeptr``: a cache with a constructor may take ``freeptr_offset`` (Linux 7.0,
     "mm/slab: allow specifying free pointer offset when using constructor"; 6.18 refuses it
-    as it refuses any cache without SLAB_TYPESAFE_BY_RCU).
+    as it refuses any cache without SLAB_TYPESAFE_BY_RCU). ``orders``: the boot parameters
+    of the slab order (:func:`boot_orders`).
 
     Raises
     ------
@@ -195,7 +243,7 @@ def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
     if size > PAGE_SIZE << MAX_PAGE_ORDER and align > object_size:    # (it named the stride
         raise InvalidSizeError(f"align {align} makes each object take {size} bytes, more "  # as
                                f"than a slab of order {MAX_PAGE_ORDER} holds")  # the object size)
-    order = calculate_order(size, nr_cpus)
+    order = calculate_order(size, nr_cpus, orders)
     objs = order_objects(order, size)
     min_order = get_order(size)
     min_partial = min(MAX_PARTIAL, max(MIN_PARTIAL, (size.bit_length() - 1) // 2))

@@ -240,3 +240,82 @@ def test_a_constructor_allocating_from_its_own_in_object_pointer_cache_is_refuse
     for a in held:
         c.free(a)
     sa.validate()
+
+
+# ---- the slab order's boot parameters ----------------------------------------------------------
+def naive_order(size: int, cpus: int, lo: int, hi: int, objs: int) -> int:
+    """``calculate_order`` read straight from mm/slub.c with ``slub_min_order`` ``lo``,
+    ``slub_max_order`` ``hi`` and ``slub_min_objects`` ``objs``: the smallest order from the
+    minimum that wastes at most 1/16, 1/8, 1/4, 1/2 of the slab, within the maximum, else
+    the order of one object."""
+    def per(o: int) -> int:
+        return (4096 << o) // size
+    m = min(objs or 4 * (cpus.bit_length() + 1), max(per(hi), 1))
+    start = max(lo, get_order(m * size))
+    if per(start) > 32767:
+        return get_order(size * 32767) - 1
+    for frac in (16, 8, 4, 2):
+        for o in range(start, hi + 1):
+            if (4096 << o) % size <= (4096 << o) // frac:
+                return o
+    return get_order(size)
+
+
+@pytest.mark.parametrize("lo,hi,objs", [(0, 3, 0), (0, 0, 0), (1, 3, 0), (2, 5, 0), (0, 1, 0),
+                                        (0, 3, 64), (0, 10, 4), (3, 3, 1), (10, 10, 0)])
+def test_calculate_order_under_the_boot_parameters(lo, hi, objs):
+    """``slab_min_order``, ``slab_max_order`` and ``slab_min_objects`` as ``calculate_order``
+    takes them, against a naive reading of it, for sizes 8 to 64 KiB on 1 to 64 CPUs."""
+    from numslab.geometry import SlabOrders
+    orders = SlabOrders(lo, hi, objs)
+    for size in list(range(8, 4200, 40)) + [5840, 8192, 12288, 40000, 65536]:
+        for cpus in (1, 2, 8, 64):
+            assert calculate_order(size, cpus, orders) == naive_order(size, cpus, lo, hi,
+                                                                      objs), (size, cpus)
+
+
+def test_boot_orders_follow_the_kernels_setup_functions():
+    """``setup_slub_min_order`` raises a lower maximum to the minimum; ``setup_slub_max_order``
+    cuts the maximum to MAX_PAGE_ORDER and lowers a higher minimum (min given first)."""
+    from numslab.geometry import SlabOrders, boot_orders
+    assert boot_orders() == SlabOrders(0, 3, 0)
+    assert boot_orders(5) == SlabOrders(5, 5, 0)
+    assert boot_orders(5, 2) == SlabOrders(2, 2, 0)
+    assert boot_orders(None, 20) == SlabOrders(0, 10, 0)
+    assert boot_orders(None, 0, 7) == SlabOrders(0, 0, 7)
+    with pytest.raises(numslab.InvalidSizeError, match="slab_min_order=11"):
+        boot_orders(11)
+    with pytest.raises(numslab.InvalidSizeError, match="slab_max_order=-1"):
+        boot_orders(None, -1)
+    for bad in ("1", 1.0, True):
+        with pytest.raises(numslab.WrongTypeError, match="slab_min_objects"):
+            boot_orders(None, None, bad)
+
+
+def test_an_allocator_under_the_boot_parameters():
+    """``SlabAllocator(slab_max_order=0)``: every cache of objects up to a page on order 0
+    (larger ones on the order of one object), kept by save and load; ``slab_min_order=1``
+    makes slabs of 1024 8-byte objects, past numslab's random sequences (refused, naming
+    the way round), and works without them."""
+    import tempfile
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", slab_max_order=0)
+    assert sa.slab_orders.max_order == 0
+    assert {c.order for c in sa.kmalloc_caches} == {0, 1}
+    assert sa.kmem_cache_create("t", 5840).order == 1
+    with tempfile.TemporaryDirectory() as d:
+        sa.save(d + "/m.npz")
+        assert numslab.SlabAllocator.load(d + "/m.npz").slab_orders == sa.slab_orders
+    with pytest.raises(numslab.InvalidSizeError, match="1024 objects.*freelist_random=False"):
+        numslab.SlabAllocator(nr_cpus=2, memory="16M", slab_min_order=1)
+    big = numslab.SlabAllocator(nr_cpus=2, memory="16M", slab_min_order=1,
+                                freelist_random=False)
+    c = big.kmalloc_caches[0]
+    assert (c.order, c.objs_per_slab) == (1, 1024)
+    got = c.alloc_bulk(3000)
+    c.free_bulk(got[::2])
+    big.kmem_cache_shrink(c)
+    big.validate()
+    c.free_bulk(got[1::2])
+    big.validate()
+    with pytest.raises(numslab.FixedAttributeError):
+        big.slab_orders = sa.slab_orders

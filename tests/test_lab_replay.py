@@ -630,3 +630,29 @@ def test_a_configuration_saying_two_things_of_one_kind_is_refused():
         parse_config("7.0:nodes=65:cpus=100", base)
     with pytest.raises(SlabError, match="nodes <= 64"):
         numslab.replay(b"", nodes=65, cpus=100)
+
+
+def test_configuration_words_of_the_slab_orders_boot_parameters():
+    """``slab_min_order=N``, ``slab_max_order=N`` and ``slab_min_objects=N`` in a
+    configuration: the kernel's setup rules, the name as ``--compare`` spells it, the words
+    refused twice or malformed, and the replayed allocator built with them."""
+    base = Config()
+    c = parse_config("7.0:slab_max_order=0", base)
+    assert c.orders == (0, 0, 0) and c.name == "7.0:cpus=2:slab_max_order=0"
+    assert parse_config("slab_min_order=2:slab_max_order=1", base).orders == (1, 1, 0)
+    assert parse_config("7.0", base).orders == (0, 3, 0)
+    for bad, says in (("7.0:slab_max_order=x", "a whole N >= 0"),
+                      ("slab_max_order=1:slab_max_order=2", "one slab_max_order=N"),
+                      ("slab_min_order=11", "MAX_PAGE_ORDER"),
+                      ("7.0:slab_min_objects=", "a whole N >= 0")):
+        with pytest.raises(SlabError, match=says):
+            parse_config(bad, base)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")         # (its geometry differs from the snapshot's)
+        r = numslab.replay(DATA / TRACES["git_tar"], kernel="7.0", cpus=2, samples=8,
+                           compare="7.0,7.0:slab_max_order=0")
+    lean = r.configs["7.0:cpus=2:slab_max_order=0"].allocator
+    assert lean.slab_orders.max_order == 0
+    assert max(c.order for c in lean.caches if c.object_size <= 4096) == 0
+    assert max(c.order for c in r.configs["7.0:cpus=2"].allocator.caches) > 0
+    lean.validate()

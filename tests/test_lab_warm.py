@@ -149,7 +149,7 @@ def test_warm_configurations_and_their_refusals():
                                 ("6.18:warm:warm=slab", "warm", "warm=slab")):
         with pytest.raises(SlabError, match=f"'{first}' and '{second}': one start"):
             parse_config(text, base)
-    with pytest.raises(SlabError, match=r"or a start \(warm, warm=random, cold\)"):
+    with pytest.raises(SlabError, match=r"a start \(warm, warm=random, cold\), or a boot"):
         parse_config("7.0:WARM", base)
     with pytest.raises(InvalidArgumentError, match=r"needs the snapshot .*--snapshot\)"):
         numslab.replay(TRACE, kernel="7.0", warm=True)

@@ -3,6 +3,7 @@ array passed as its address), reached through their native entry points, which s
 per-call type dispatch. The facade checks every argument's type before it calls one."""
 from __future__ import annotations
 
+import weakref
 from functools import lru_cache, partial
 from typing import Any, Callable
 
@@ -13,6 +14,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..engine.native import Unit, call_slot, jit, state_at
+from ..errors import SlabError
 
 
 @intrinsic
@@ -112,3 +114,20 @@ def bound(u: Unit, st: int, array: bool = False) -> Callable:
     """``f(*args)`` calling unit ``u`` on the state at address ``st`` (its last argument an
     int64 array if ``array``): a ``functools.partial`` of the trampoline's entry point."""
     return partial(trampoline(u.nargs - 1, array), u.slot, st)
+
+
+def bind_lazily(obj: Any, attr: str, u: Unit, array: bool) -> None:
+    """Make ``obj.<attr>(*args)`` call unit ``u`` on the allocator ``obj``: on its first call
+    it binds the trampoline's native entry point (compiled or loaded then, :func:`bound`),
+    and then is it, so that start-up loads only what is used. It holds ``obj`` weakly (no
+    reference cycle), so a copy kept past the allocator's end raises ``SlabError``."""
+    ref = weakref.ref(obj)
+
+    def first_call(*args: Any) -> Any:
+        sa = ref()
+        if sa is None:
+            raise SlabError(f"{attr}: its allocator is gone")
+        fn = bound(u, sa._st, array)
+        setattr(sa, attr, fn)
+        return fn(*args)
+    setattr(obj, attr, first_call)

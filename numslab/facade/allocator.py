@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..drivers import gate, handles
-from ..drivers.calls import bound
+from ..drivers.calls import bind_lazily
 from ..engine import checks, ops
 from ..engine.gilguard import wait_for_engine
 from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
@@ -30,7 +30,7 @@ from ..engine.layout import (C_MAIN, C_PARKED, C_PARTIAL, C_SLAB, C_SPARE, N_BAR
                              G_NDEBUG,
                              G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING,
                              KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH,
-                             PG_ISOLATED, PG_TAIL, PG_SLAB,
+                             PG_ISOLATED, PG_TAIL, PG_SLAB, RSEQ_MAX,
                              ZERO_SIZE_PTR, SlabState, new_state, view, zone_watermarks)
 from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
 from ..engine.sheaves import init_percpu_sheaves
@@ -41,7 +41,7 @@ from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRAC
                      SLAB_TYPESAFE_BY_RCU, SLAB_VALID_FLAGS, __GFP_NOWARN, __GFP_THISNODE,
                      __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
-                        MAX_PAGE_ORDER, PAGE_SIZE, calculate_geometry,
+                        MAX_PAGE_ORDER, PAGE_SIZE, boot_orders, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
 from . import persist, threads
 from .args import (cache_op, as_int, check_cache_name, check_dtype, check_gfp, check_max_caches,
@@ -120,6 +120,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         its calls through the Python methods (no C gate).
     partial_order : {"kernel", "sorted"}
         Default order of the node partial lists (``KmemCache.partial_order``).
+    slab_min_order, slab_max_order, slab_min_objects : int, optional
+        The kernel's boot parameters of the slab order (``calculate_order``; defaults 0, 3
+        and the CPUs' own), as ``geometry.boot_orders`` applies them (``slab_orders``).
 
     Attributes
     ----------
@@ -131,8 +134,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         The generation modelled: ``"7.0"``, ``"7.1"``, ``"7.3"``, ``"next"`` or ``"6.18"``.
 
     These, and ``nr_cpus``, ``nr_nodes``, ``pages_per_node``, ``nr_pages``,
-    ``freelist_hardened``, ``freelist_random`` and ``kmalloc_caches``, are fixed when the
-    machine is made: a write raises ``FixedAttributeError``.
+    ``freelist_hardened``, ``freelist_random``, ``slab_orders`` and ``kmalloc_caches``, are
+    fixed when the machine is made: a write raises ``FixedAttributeError``.
     """
 
     kernel = fixed("kernel", "The generation modelled: ``\"7.0\"``, ``\"7.1\"``, "
@@ -145,13 +148,16 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
     state = fixed("state", "Named views of every state array (``SlabState``).")
     freelist_hardened = fixed("freelist_hardened", "CONFIG_SLAB_FREELIST_HARDENED.")
     freelist_random = fixed("freelist_random", "CONFIG_SLAB_FREELIST_RANDOM.")
+    slab_orders = fixed("slab_orders", "The slab order's boot parameters (``SlabOrders``).")
     kmalloc_caches = fixed("kmalloc_caches", "The kmalloc caches, smallest first (a new list).",
                            read=lambda sa: [sa._caches[cid] for cid in sa._kmalloc_ids])
 
     def __init__(self, nr_cpus: int | None = None, nr_nodes: int = 1, memory: int | str = "256M",
                  *, max_caches: int = 256, seed: int = 0, kernel: str = DEFAULT_KERNEL,
                  freelist_hardened: bool = True, freelist_random: bool = True,
-                 slab_debug: str | None = None, partial_order: str = "kernel") -> None:
+                 slab_debug: str | None = None, partial_order: str = "kernel",
+                 slab_min_order: int | None = None, slab_max_order: int | None = None,
+                 slab_min_objects: int | None = None) -> None:
         nr_cpus = (os.cpu_count() or 1) if nr_cpus is None else nr_cpus
         nr_cpus, nr_nodes, max_caches = as_int(nr_cpus), as_int(nr_nodes), as_int(max_caches)
         if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
@@ -165,6 +171,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._gen7 = KERNELS[kernel] >= KERNEL_7_0     # the 7.x rules (7.0 on)
         self._debug_init(slab_debug)
         self.partial_order = check_partial_order(partial_order, "SlabAllocator")
+        try:
+            self._slab_orders = boot_orders(*map(as_int, (slab_min_order, slab_max_order,
+                                                          slab_min_objects)))
+        except (InvalidSizeError, WrongTypeError) as e:
+            raise type(e)(f"SlabAllocator: {e}") from None
         self._freelist_hardened = bool(freelist_hardened)
         self._freelist_random = bool(freelist_random)
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
@@ -223,7 +234,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                                ("_k_alloc_bulk", ops.alloc_bulk, True),
                                ("_k_free_bulk", ops.free_bulk, True),
                                ("_k_alloc_array", ops.kmem_cache_alloc_array, True)):
-            self._bind_lazily(attr, u, array)
+            bind_lazily(self, attr, u, array)
         self._kmalloc_ids = [self.kmem_cache_create(kmalloc_cache_name(s), s,
                                                     flags=SLAB_KMALLOC)._id
                              for s in KMALLOC_SIZES]
@@ -235,22 +246,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         self._gate = None
         if not self._debug_on:
             gate.install(self, SlabAllocator, KmemCache)    # hot calls through the C gate
-
-    def _bind_lazily(self, attr: str, u: Any, array: bool) -> None:
-        """Make ``self.<attr>(*args)`` call unit ``u`` on this allocator: on its first call it
-        binds the trampoline's native entry point (compiled or loaded then), and then is it,
-        so that start-up loads only what is used. It holds the allocator weakly (no reference
-        cycle), so a copy kept past the allocator's end raises ``SlabError``."""
-        ref = weakref.ref(self)
-
-        def first_call(*args: Any) -> Any:
-            sa = ref()
-            if sa is None:
-                raise SlabError(f"{attr}: its allocator is gone")
-            fn = bound(u, sa._st, array)
-            setattr(sa, attr, fn)
-            return fn(*args)
-        setattr(self, attr, first_call)
 
     # ---- CPUs ---------------------------------------------------------------------------------
     def _cpu(self) -> int:
@@ -358,7 +353,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 raise BadArg(f"kmem_cache_create({name}): ctor {ctor!r} is not callable")
             try:
                 geo = calculate_geometry(size, align, flags, ctor is not None, self.nr_cpus,
-                                         freeptr_offset, ctor_freeptr=self._gen7)
+                                         freeptr_offset, self._gen7, self._slab_orders)
+                if self.freelist_random and geo.objs_per_slab > RSEQ_MAX:
+                    raise InvalidSizeError(
+                        f"slabs of order {geo.order} hold {geo.objs_per_slab} objects, past "
+                        f"the {RSEQ_MAX} of numslab's random sequences (freelist_random=False "
+                        f"lifts it)")
             except InvalidSizeError as e:       # the call and the cache named, as above
                 raise InvalidSizeError(f"kmem_cache_create({name}): {e}") from None
             debug = flags & SLAB_DEBUG_FLAGS

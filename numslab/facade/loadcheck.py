@@ -194,7 +194,7 @@ class Structure:
         rcu_ptr = flags & SLAB_TYPESAFE_BY_RCU and 0 <= offset < osize
         try:
             geo = calculate_geometry(osize, int(row[CA_ALIGN]), flags, False, self.sa.nr_cpus,
-                                     offset if rcu_ptr else None)
+                                     offset if rcu_ptr else None, orders=self.sa.slab_orders)
         except (SlabError, ValueError, OverflowError) as e:
             raise SlabError(f"load: {self.path}: its state is corrupt: cache {c}'s geometry "
                             f"(ca[{c}]) is not one kmem_cache_create makes ({e})") from None

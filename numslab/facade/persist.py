@@ -3,6 +3,7 @@ the arena's bytes and the caches' Python side (names, dtypes), as ``SlabAllocato
 ``SlabAllocator.load`` offer them, with a digest of the content that ``load`` checks first."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -141,6 +142,7 @@ def _save_held(sa: "SlabAllocator", path: str | Path) -> None:
             "memory": sa.pages_per_node * 4096, "max_caches": int(sa.state.ca.shape[0]),
             "seed": sa._seed, "kernel": sa.kernel, "freelist_hardened": sa.freelist_hardened,
             "freelist_random": sa.freelist_random,
+            "slab_orders": list(dataclasses.astuple(sa.slab_orders)),
             "slab_debug": sa._slab_debug_spec, "sites": sa._site_names,
             "partial_order": sa.partial_order, "release_order": sa.release_order,
             "rcu_pending": [[int(a), cpu] for a, cpu in sa._rcu_pending.items()],
@@ -185,6 +187,13 @@ def _shadow_pages(sa: "SlabAllocator") -> np.ndarray:
     return sa._mem.view(np.uint8)[sa.memory.size:].reshape(-1, 4096)
 
 
+def _orders(value: Any, path: str | Path) -> list[int]:
+    """A saved ``slab_orders``: three ints (a file without them: the defaults)."""
+    if type(value) is not list or len(value) != 3 or not all(type(v) is int for v in value):
+        raise SlabError(f"load: {path}: its slab_orders {value!r} are not three counts")
+    return value
+
+
 def load(cls: type, path: str | Path) -> "SlabAllocator":
     """A new machine of class ``cls`` exactly as :func:`save` wrote it: the same state, bytes
     and caches, so that it then behaves as the saved one would have (its handle is new)."""
@@ -217,7 +226,9 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
                  max_caches=meta["max_caches"], seed=meta["seed"], kernel=meta["kernel"],
                  freelist_hardened=meta["freelist_hardened"],
                  freelist_random=meta.get("freelist_random", False),
-                 slab_debug=meta["slab_debug"], partial_order=meta.get("partial_order", "kernel"))
+                 slab_debug=meta["slab_debug"], partial_order=meta.get("partial_order", "kernel"),
+                 **dict(zip(("slab_min_order", "slab_max_order", "slab_min_objects"),
+                            _orders(meta.get("slab_orders", [0, 3, 0]), path))))
     except KeyError as e:
         raise SlabError(f"load: {path} lacks the machine's {e}") from None
     pages = _shadow_pages(sa)

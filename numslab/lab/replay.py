@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
@@ -22,7 +22,7 @@ from .. import flags as F
 from ..engine.layout import G_NRCU_SLABS
 from ..errors import InvalidArgumentError, SlabError, WrongTypeError
 from ..facade.allocator import SlabAllocator
-from ..geometry import KMALLOC_MAX_SIZE
+from ..geometry import KMALLOC_MAX_SIZE, boot_orders
 from . import kernels as K
 from . import policies
 from . import warm as W
@@ -64,6 +64,9 @@ class Config:
     #: the order untraced frees take them in: ``slab`` (``:warm``) or ``random``
     #: (``:warm=random``); ``""``: from empty caches
     warm: str = ""
+    #: the slab order's boot parameters (``slab_min_order``, ``slab_max_order``,
+    #: ``slab_min_objects``), as :func:`numslab.geometry.boot_orders` leaves them
+    orders: tuple[int, int, int] = (0, 3, 0)
 
     @property
     def name(self) -> str:
@@ -78,6 +81,7 @@ class Config:
             parts.append("every=free" if self.every == EVERY_FREE else f"every={self.every}")
         if self.warm:
             parts.append("warm" if self.warm == "slab" else f"warm={self.warm}")
+        parts += [f"{w}={v}" for w, v, d in zip(BOOT_WORDS, self.orders, (0, 3, 0)) if v != d]
         return ":".join(parts)
 
 
@@ -123,6 +127,7 @@ def parse_config(text: str, base: Config) -> Config:
     kernel, cpus, nodes, policy, every = base.kernel, base.cpus, base.nodes, base.policy, \
         base.every
     warm = base.warm
+    boot: dict[str, int] = dict(zip(BOOT_WORDS, base.orders))
     if not isinstance(text, str):
         raise WrongTypeError(f"configuration {text!r} is not a str")
     chosen: list[str] = []
@@ -149,6 +154,10 @@ def parse_config(text: str, base: Config) -> Config:
             every = once("every", part, int(part[6:]))
         elif part == "every=free":
             every = once("every", part, EVERY_FREE)
+        elif part.split("=")[0] in BOOT_WORDS and part.split("=", 1)[1:] != [""] \
+                and part.split("=", 1)[-1].isdecimal():
+            word, v = part.split("=", 1)
+            boot[word] = once(word, part, int(v))
         elif part == "cold" or part == "warm" or part.startswith("warm="):
             if starts:                      # one start a configuration: the last one won
                 raise SlabError(f"configuration {text!r}: {starts[0]!r} and {part!r}: one "
@@ -163,8 +172,9 @@ def parse_config(text: str, base: Config) -> Config:
                 warm = part[5:] or "slab"
         else:
             key = part.split("=", 1)[0] if "=" in part else None
-            if key in ("cpus", "nodes", "every"):   # (said "is not a kernel ... or a policy")
-                need = "a whole N >= 0, or every=free" if key == "every" else "a whole N >= 1"
+            if key in ("cpus", "nodes", "every", *BOOT_WORDS):  # (said "is not a kernel ...")
+                need = "a whole N >= 0, or every=free" if key == "every" else \
+                    "a whole N >= 0" if key in BOOT_WORDS else "a whole N >= 1"
                 raise SlabError(f"configuration {text!r}: {part!r}: {key}=N needs {need}")
             try:
                 chosen.append(_policy(part))
@@ -173,8 +183,9 @@ def parse_config(text: str, base: Config) -> Config:
                     raise SlabError(f"configuration {text!r}: {e}") from None
                 raise SlabError(f"configuration {text!r}: {part!r} is not a kernel "
                                 f"({', '.join(KERNELS)}), cpus=N, nodes=N, every=N (N >= 0) "
-                                f"or every=free, a policy ({', '.join(POLICIES)}), or a "
-                                f"start (warm, warm=random, cold)") from None
+                                f"or every=free, a policy ({', '.join(POLICIES)}), a "
+                                f"start (warm, warm=random, cold), or a boot parameter "
+                                f"({'=N, '.join(BOOT_WORDS)}=N)") from None
     if len(chosen) == 1:
         policy = chosen[0]
     elif chosen:
@@ -191,7 +202,11 @@ def parse_config(text: str, base: Config) -> Config:
         raise SlabError(f"configuration {text!r}: {cpus} CPUs, past the {MAX_CPUS} a machine "
                         f"may have")
     _check_every_free(policy, every, text, kernel)
-    return Config(kernel, cpus, nodes, policy, every, warm)
+    try:
+        orders = astuple(boot_orders(*boot.values()))
+    except SlabError as e:
+        raise SlabError(f"configuration {text!r}: {e}") from None
+    return Config(kernel, cpus, nodes, policy, every, warm, orders)
 
 
 def _warm(value: Any) -> str:
@@ -261,6 +276,7 @@ def _build(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
     row int64[K], object size per row int64[K], geometry source per row)."""
     sa = SlabAllocator(nr_cpus=cfg.cpus, nr_nodes=cfg.nodes, memory=memory,
                        max_caches=len(p.names) + 32, kernel=cfg.kernel,
+                       **dict(zip(BOOT_WORDS, cfg.orders)),
                        **policies.allocator_options(cfg.policy))
     builtin = {c.name: c for c in sa.kmalloc_caches}
     cids = np.empty(len(p.names), np.int64)
@@ -401,6 +417,8 @@ def _work_points(n: int, every: int, points: np.ndarray) -> np.ndarray:
     return np.arange(every, n + 1, every, dtype=np.int64)
 
 
+#: The configuration words of the slab order's boot parameters (SlabAllocator's arguments).
+BOOT_WORDS = ("slab_min_order", "slab_max_order", "slab_min_objects")
 #: SlabAllocator's largest ``nr_cpus``.
 MAX_CPUS = 4096
 #: SlabAllocator's largest ``nr_nodes``.

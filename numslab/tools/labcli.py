@@ -47,8 +47,10 @@ def add_commands(sub: Any) -> None:
     r.add_argument("--policy", default="default", help=f"one of {', '.join(POLICIES)}")
     r.add_argument("--compare", metavar="CONFIG,CONFIG",
                    help="configurations side by side: KERNEL[:cpus=N][:nodes=N][:POLICY]"
-                        "[:every=N|free][:warm[=random]|:cold], "
-                        "e.g. 6.18,7.0 or 7.0,7.0:cpus=8,7.0:sheaves=64 or 6.18,6.18:warm")
+                        "[:every=N|free][:warm[=random]|:cold][:slab_max_order=N]"
+                        "[:slab_min_order=N][:slab_min_objects=N], e.g. 6.18,7.0 or "
+                        "7.0,7.0:cpus=8,7.0:sheaves=64 or 6.18,6.18:warm or "
+                        "7.0,7.0:slab_max_order=0")
     r.add_argument("--json", action="store_true", help="print one JSON object")
     r.add_argument("--plot", metavar="FILE.png", help="draw slab memory against live bytes "
                                                      "over time, and the utilisation per cache")
