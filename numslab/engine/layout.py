@@ -170,7 +170,9 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 #: (``stats._isolated_leak``). ``G_NLOST`` is its sum.
 NR_PBUCKETS = 48    #: buckets of a sorted partial list (``engine/partialorder.py``)
 #: Words of field ``rseq`` per cache slot: the most objects a slab of ``s->oo`` holds (8-byte
-#: objects in one page; ``calculate_order`` never gives a small cache a higher order).
+#: objects in one page; under the default boot parameters ``calculate_order`` never gives a
+#: small cache a higher order; a cache whose slabs would hold more needs
+#: ``freelist_random=False``, as ``kmem_cache_create`` says).
 RSEQ_MAX = 512
 #: An entry of field ``pending`` is a slab's head frame plus, shifted by ``PENDING_SHIFT``,
 #: the index of its first object still to construct (not 0 only after a constructor raised

@@ -62,7 +62,7 @@ def init_cache_random_seq(rseq: np.ndarray, row: np.ndarray, cid: int, count: in
     row[CA_RSEQ_LEN] = 0
     if count < 2:
         return
-    if count > RSEQ_MAX:                # pragma: no cover - calculate_order never gives it
+    if count > RSEQ_MAX:                # pragma: no cover - kmem_cache_create refuses it
         raise SlabError(f"{count} objects per slab exceed the sequence room ({RSEQ_MAX})")
     rseq[cid, :count] = freelist_randomize(np.random.default_rng(seed), count) * size
     rseq[cid, count:] = 0

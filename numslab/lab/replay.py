@@ -19,10 +19,11 @@ import numpy as np
 from numba.core import event as numba_event
 
 from .. import flags as F
-from ..engine.layout import G_NRCU_SLABS
+from ..engine.layout import G_NRCU_SLABS, RSEQ_MAX
 from ..errors import InvalidArgumentError, SlabError, WrongTypeError
 from ..facade.allocator import SlabAllocator
-from ..geometry import KMALLOC_MAX_SIZE, boot_orders
+from ..geometry import (KMALLOC_MAX_SIZE, SlabOrders, boot_orders, calculate_order,
+                        order_objects)
 from . import kernels as K
 from . import policies
 from . import warm as W
@@ -127,7 +128,7 @@ def parse_config(text: str, base: Config) -> Config:
     kernel, cpus, nodes, policy, every = base.kernel, base.cpus, base.nodes, base.policy, \
         base.every
     warm = base.warm
-    boot: dict[str, int] = dict(zip(BOOT_WORDS, base.orders))
+    boot: dict[str, int | None] = dict.fromkeys(BOOT_WORDS)     # (the words given only)
     if not isinstance(text, str):
         raise WrongTypeError(f"configuration {text!r} is not a str")
     chosen: list[str] = []
@@ -202,10 +203,17 @@ def parse_config(text: str, base: Config) -> Config:
         raise SlabError(f"configuration {text!r}: {cpus} CPUs, past the {MAX_CPUS} a machine "
                         f"may have")
     _check_every_free(policy, every, text, kernel)
-    try:
-        orders = astuple(boot_orders(*boot.values()))
-    except SlabError as e:
-        raise SlabError(f"configuration {text!r}: {e}") from None
+    orders = base.orders
+    if any(v is not None for v in boot.values()):
+        try:
+            orders = astuple(boot_orders(*boot.values()))
+        except SlabError as e:
+            raise SlabError(f"configuration {text!r}: {e}") from None
+        objs = order_objects(calculate_order(8, cpus, SlabOrders(*orders)), 8)
+        if objs > RSEQ_MAX:     # (kmalloc-8's: refused before the trace is read)
+            raise SlabError(f"configuration {text!r}: kmalloc-8's slabs would hold {objs} "
+                            f"objects, past the {RSEQ_MAX} of numslab's random sequences, "
+                            f"which the replay keeps (CONFIG_SLAB_FREELIST_RANDOM)")
     return Config(kernel, cpus, nodes, policy, every, warm, orders)
 
 
@@ -350,8 +358,9 @@ def _warn_geometry(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | N
         more = f", and {len(differ) - 4} more" if len(differ) > 4 else ""
         warnings.warn(f"{cfg.name}: {len(differ)} cache(s) differ from the snapshot: "
                       f"{'; '.join(differ[:4])}{more} (the order follows the CPU count: "
-                      f"give the snapshot machine's CPU count: cpus=, --cpus)", UserWarning,
-                      stacklevel=2)
+                      f"give the snapshot machine's CPU count: cpus=, --cpus"
+                      f"{'; and the slab_*_order words' if cfg.orders != (0, 3, 0) else ''})",
+                      UserWarning, stacklevel=2)
 
 
 def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any],
