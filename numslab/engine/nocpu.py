@@ -155,19 +155,22 @@ def slab_alloc_single(st, cache, cpu, node, gfp):
 
 
 # ---- many objects -------------------------------------------------------------------------------
+@jit(inline=True)
+def _walk_geometry(st, cache, slab):
+    """What a walk of ``slab``'s free list reads once: the arena, the live and RCU bitmaps,
+    the cache's free-pointer offset and key, object stride and its reciprocal, and the
+    slab's first object."""
+    return (st.mem, st.live, st.rcu, _ca(st, cache, CA_OFFSET), _ca(st, cache, CA_FP_KEY),
+            _ca(st, cache, CA_SIZE), _ca(st, cache, CA_RECIP),
+            (slab << 12) + _ca(st, cache, CA_RED_LEFT))
+
+
 @jit
 def _walk_taken_any(st, cache, slab, obj, p, at, got, hi):
     """:func:`_walk_taken` for a geometry (or a head) not 8-byte aligned, which no cache
     created or loaded has: the free pointer read from its aligned word, the grid tested with
     the reciprocal, as :func:`_fp_next` does."""
-    mem = st.mem
-    live = st.live
-    rcu = st.rcu
-    offset = _ca(st, cache, CA_OFFSET)
-    key = _ca(st, cache, CA_FP_KEY)
-    size = _ca(st, cache, CA_SIZE)
-    recip = _ca(st, cache, CA_RECIP)
-    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    mem, live, rcu, offset, key, size, recip, base = _walk_geometry(st, cache, slab)
     limit = st.sl_objects[slab] * size
     live[obj >> 9] |= 1 << ((obj >> 3) & 63)
     while True:
@@ -209,14 +212,7 @@ def _walk_taken(st, cache, slab, obj, p, at, got, hi):
     reciprocal is exact (a power-of-two size) tests the grid with a mask, not two multiplies
     (the same answer), and the next object's mark is stored from the live word its check
     loaded."""
-    mem = st.mem
-    live = st.live
-    rcu = st.rcu
-    offset = _ca(st, cache, CA_OFFSET)
-    key = _ca(st, cache, CA_FP_KEY)
-    size = _ca(st, cache, CA_SIZE)
-    recip = _ca(st, cache, CA_RECIP)
-    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    mem, live, rcu, offset, key, size, recip, base = _walk_geometry(st, cache, slab)
     if (offset | size | base | obj) & 7:
         return _walk_taken_any(st, cache, slab, obj, p, at, got, hi)
     limit = st.sl_objects[slab] * size
