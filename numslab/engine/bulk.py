@@ -6,22 +6,22 @@ always the Words of an int64 array of object addresses."""
 from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
-                     ALLOC_SLOWPATH, FREE_ADD_PARTIAL, FREE_REMOVE_PARTIAL, FREE_SLAB,
-                     SLAB_KMALLOC)
+                     ALLOC_SLOWPATH, FREE_REMOVE_PARTIAL, FREE_SLAB, SLAB_KMALLOC)
 from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_TWICE, _live_clear,
                      _live_set, _locate, _own_test, _twin)
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
-from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
-                     CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, KERNEL_7_0,
-                     N_NR_PARTIAL, N_PARTIAL_HEAD, NIL,
+from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_PARTIAL,
+                     CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, KERNEL_7_0, N_NR_PARTIAL,
+                     N_PARTIAL_HEAD, NIL,
                      PG_CPU_PARTIAL, PG_FROZEN, PG_ISOLATED, PG_LARGE, PG_NODE_PARTIAL,
                      PG_SLAB, PG_SORTED, PG_TAIL, _ca, _cpu_row, _head_frame, _node_row,
                      _slab_nid, _stat)
 from .native import jit, unit, words_at
-from .nocpu import _add_partial_inline, refill_objects
+from .nocpu import refill_objects
 from .pages import free_pages
 from .slablists import (_allocate_slab, _discard_slab, _fp_next, _isolate,
-                        _isolate_cpu_slab, _new_slab_objects, _remove_partial, _set_fp)
+                        _isolate_cpu_slab, _new_slab_objects, _remove_partial, _set_fp,
+                        _slab_free_fast)
 
 
 # ---- allocation ------------------------------------------------------------------------------
@@ -190,32 +190,9 @@ def _free_run(st, cache, cpu, slab, p, lo, hi):
         nxt = p[k]
         _set_fp(mem, offset, key, obj, nxt)
         obj = nxt
-    if st.kernel >= KERNEL_7_0 and _slab_free_7(st, cache, cpu, slab, p[lo], obj, cnt):
-        return
+    if st.kernel >= KERNEL_7_0 and _slab_free_fast(st, cache, cpu, slab, p[lo], obj, cnt, True):
+        return                          # (the slab stays, even emptied: _discards said so)
     _do_slab_free_chain(st, cache, cpu, slab, p[lo], obj, cnt)
-
-
-@jit(inline=True)
-def _slab_free_7(st, cache, cpu, slab, head, tail, cnt):
-    """7.0's ``__slab_free`` of a chain that :func:`_discards` does not give back to the
-    page allocator (7.0 has no CPU slab), inline, also when it empties ``slab`` (then the
-    node keeps fewer than ``min_partial`` partial slabs, and the slab stays): the chain
-    spliced, ``inuse`` lowered, and a slab that was full added to the tail of its node's
-    list (FREE_ADD_PARTIAL), as ``slab_free`` does then. False (nothing done) for a slab
-    that unit must handle (isolated, sorted, frozen, on a CPU partial list, or of a cache
-    with CPU partial lists)."""
-    f = st.pg_flags[slab]
-    prior = st.sl_freelist[slab]
-    if f & (PG_FROZEN | PG_ISOLATED | PG_SORTED | PG_CPU_PARTIAL) or \
-            _ca(st, cache, CA_HAS_CPU_PARTIAL):
-        return False
-    _set_fp(st.mem, _ca(st, cache, CA_OFFSET), _ca(st, cache, CA_FP_KEY), tail, prior)
-    st.sl_freelist[slab] = head
-    st.sl_inuse[slab] -= cnt
-    if prior == 0:                      # was full: add_partial(n, slab, ADD_TO_TAIL)
-        _add_partial_inline(st, cache, slab, True)
-        _stat(st, cache, cpu, FREE_ADD_PARTIAL, 1)
-    return True
 
 
 @jit(inline=True)

@@ -12,38 +12,28 @@ from __future__ import annotations
 
 from ..flags import __GFP_RECLAIM, __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
 from .layout import (CA_DEBUG, CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS,
-                     CA_OFFSET, CA_ORDER, CA_PARTIAL_ORDER, CA_RECIP, CA_RED_LEFT, CA_RSEQ,
+                     CA_OFFSET, CA_ORDER, CA_RECIP, CA_RED_LEFT, CA_RSEQ,
                      CA_RSEQ_LEN, CA_SIZE, KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD,
-                     NIL, PG_NODE_PARTIAL, PG_SORTED, RSEQ_MAX, _ca, _node_row,
+                     NIL, PG_SORTED, RSEQ_MAX, _ca, _node_row,
                      _rand, _stat)
 from .checks import _live_clear, _live_set_run, _live_set_slab
 from .native import address, jit, unit, words_at
-from .partialorder import _unlink_partial, sorted_refile
-from .slablists import (_add_partial, _allocate_slab, _count_disagrees, _fp_mask, _fp_next,
-                        _get_fp, _list_add, _isolate, _new_slab_objects, _remove_partial, _set_fp,
-                        _below, build_freelist, discard_slab, new_slab, slab_free)
+from .partialorder import sorted_refile
+from .slablists import (_add_partial, _add_partial_inline, _allocate_slab, _below,
+                        _count_disagrees, _fp_mask, _fp_next, _get_fp, _isolate,
+                        _link_in_address_order, _list_remove, _new_slab_objects,
+                        _remove_partial, _set_fp, build_freelist, discard_slab, new_slab,
+                        slab_free)
 
 
 # ---- the node partial list, inline for the bulk paths' loops --------------------------------
-@jit(inline=True)
-def _add_partial_inline(st, cache, slab, tail):
-    """:func:`_add_partial` inline for the bulk paths' loops (a sorted list: the call)."""
-    if _ca(st, cache, CA_PARTIAL_ORDER):
-        _add_partial(st, cache, slab, tail)
-        return
-    _list_add(st, cache, slab, tail)
-
-
 @jit(inline=True)
 def _remove_partial_inline(st, cache, slab):
     """:func:`_remove_partial` inline for the bulk paths' loops (a sorted slab: the call)."""
     if st.pg_flags[slab] & PG_SORTED:
         _remove_partial(st, cache, slab)
         return
-    _unlink_partial(st, cache, slab)
-    st.pg_next[slab] = NIL
-    st.pg_prev[slab] = NIL
-    st.pg_flags[slab] &= ~PG_NODE_PARTIAL
+    _list_remove(st, cache, slab)
 
 
 # ---- one object -------------------------------------------------------------------------------
@@ -489,17 +479,14 @@ def _new_slab_part(st, cache, slab, p, at, count):
             nxt = base + rseq[o + j]
             _set_fp(mem, offset, key, obj, nxt)
             obj = nxt
+        _set_fp(mem, offset, key, obj, 0)
         st.sl_freelist[slab] = base + rseq[o + count]
     else:
         size = _ca(st, cache, CA_SIZE)
         for j in range(count):
             p[at + j] = base + j * size
-        obj = base
-        for _ in range(objects - 1):
-            _set_fp(mem, offset, key, obj, obj + size)
-            obj += size
+        _link_in_address_order(mem, offset, key, base, size, objects)
         st.sl_freelist[slab] = base + count * size
-    _set_fp(mem, offset, key, obj, 0)
     st.sl_inuse[slab] += count
     _add_partial_inline(st, cache, slab, False)
     return count

@@ -205,15 +205,31 @@ def _add_partial(st, cache, slab, tail):
     _list_add(st, cache, slab, tail)
 
 
+@jit(inline=True)
+def _add_partial_inline(st, cache, slab, tail):
+    """:func:`_add_partial` inline for the free and bulk paths (a sorted list: the call)."""
+    if _ca(st, cache, CA_PARTIAL_ORDER):
+        _add_partial(st, cache, slab, tail)
+        return
+    _list_add(st, cache, slab, tail)
+
+
+@jit(inline=True)
+def _list_remove(st, cache, slab):
+    """``remove_partial``'s unlink, a sorted list's bucket left to the caller (inline:
+    :func:`_remove_partial` and the bulk paths' loops)."""
+    _unlink_partial(st, cache, slab)
+    st.pg_next[slab] = NIL
+    st.pg_prev[slab] = NIL
+    st.pg_flags[slab] &= ~PG_NODE_PARTIAL
+
+
 @jit
 def _remove_partial(st, cache, slab):
     """``remove_partial``: take ``slab`` off its node's partial list."""
     if st.pg_flags[slab] & PG_SORTED:
         sorted_unfile(st, cache, slab)
-    _unlink_partial(st, cache, slab)
-    st.pg_next[slab] = NIL
-    st.pg_prev[slab] = NIL
-    st.pg_flags[slab] &= ~PG_NODE_PARTIAL
+    _list_remove(st, cache, slab)
 
 
 # ---- slab creation and release ---------------------------------------------------------------
@@ -400,6 +416,17 @@ def build_freelist(st, cache, slab):
 
 
 @jit(inline=True)
+def _link_in_address_order(mem, offset, key, base, size, objects):
+    """Write the free pointers of ``objects`` objects of ``size`` bytes from ``base``, each
+    to the next in address order, the last to 0."""
+    obj = base
+    for _ in range(objects - 1):
+        _set_fp(mem, offset, key, obj, obj + size)
+        obj += size
+    _set_fp(mem, offset, key, obj, 0)
+
+
+@jit(inline=True)
 def _build_freelist(st, cache, slab):
     """:func:`new_slab`'s work on the allocated ``slab``: slab_debug's set-up, then the
     free list in the order of :func:`_next_obj`."""
@@ -427,13 +454,8 @@ def _build_freelist(st, cache, slab):
             obj = nxt
         _set_fp(mem, offset, key, obj, 0)
     elif n == 0 or objects < 2:         # address order
-        size = _ca(st, cache, CA_SIZE)
         base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-        obj = base
-        for _ in range(objects - 1):
-            _set_fp(mem, offset, key, obj, obj + size)
-            obj += size
-        _set_fp(mem, offset, key, obj, 0)
+        _link_in_address_order(mem, offset, key, base, _ca(st, cache, CA_SIZE), objects)
         st.sl_freelist[slab] = base
     else:                               # a fallback slab's entries: a unit apart
         build_freelist_iter(st, cache, slab)
@@ -660,16 +682,18 @@ def get_partial(st, cache, cpu, node, thisnode):
 
 # ---- freeing to a slab that is not the CPU's -----------------------------------------------
 @jit(inline=True)
-def _slab_free_fast(st, cache, cpu, slab, head, tail, cnt):
+def _slab_free_fast(st, cache, cpu, slab, head, tail, cnt, kept=False):
     """``__slab_free``'s common cases, inline: the slab keeps free objects before and after
     and is not frozen, so no list changes; or, in a cache without CPU partial lists (all of
     7.0's), a full slab that keeps objects in use goes to the tail of its node's list
-    (FREE_ADD_PARTIAL). Splice the chain, lower ``inuse``. False (nothing done) when
-    :func:`slab_free` must handle it."""
+    (FREE_ADD_PARTIAL). Splice the chain, lower ``inuse``. ``kept``: a chain that may empty
+    the slab, which the caller knows stays (7.0's bulk free, after ``bulk._discards``: its
+    node keeps fewer than ``min_partial`` partial slabs), handled the same way. False
+    (nothing done) when :func:`slab_free` must handle it."""
     fl = st.sl_freelist
     prior = fl[slab]
     inuse = st.sl_inuse[slab] - cnt
-    if inuse == 0 or st.pg_flags[slab] & (PG_FROZEN | PG_ISOLATED | PG_SORTED):
+    if inuse == 0 and not kept or st.pg_flags[slab] & (PG_FROZEN | PG_ISOLATED | PG_SORTED):
         return False
     if prior == 0 and _ca(st, cache, CA_HAS_CPU_PARTIAL):      # to a CPU partial list
         return False
@@ -677,7 +701,7 @@ def _slab_free_fast(st, cache, cpu, slab, head, tail, cnt):
     fl[slab] = head
     st.sl_inuse[slab] = inuse
     if prior == 0:                      # was full: add_partial(n, slab, ADD_TO_TAIL)
-        _add_partial(st, cache, slab, True)
+        _add_partial_inline(st, cache, slab, True)
         _stat(st, cache, cpu, FREE_ADD_PARTIAL, 1)
     return True
 
