@@ -382,6 +382,11 @@ def test_the_arena_estimate_holds_the_replay_without_a_second_run(policy):
     # an alias_of that is no name: TypeError unhashable type
     ({"caches": [{"name": "d", "object_size": "192"}, {"name": "dentry", "alias_of": ["d"]}]},
      "alias_of \\['d'\\] is not a cache name"),
+    # a cache listed twice: the last entry was taken silently
+    ({"caches": [{"name": "dentry", "object_size": "192"},
+                 {"name": "dentry", "object_size": "64"}]}, "'dentry' is listed twice"),
+    ({"caches": [{"name": "d", "object_size": "192"}, {"name": "d", "alias_of": "d"}]},
+     "'d' is listed twice"),
 ])
 def test_a_snapshot_the_replay_cannot_read_is_refused_naming_the_cache(snap, says):
     # ValueError, KeyError and TypeError tracebacks from the geometry; a slab_size below

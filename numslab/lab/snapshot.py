@@ -35,8 +35,13 @@ def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
     caches = data.get("caches") if isinstance(data, dict) else None
     if not isinstance(caches, list):
         raise SlabError(f"snapshot {source}: no 'caches' list")
+    seen: set[str] = set()
     for c in caches:
-        _check_snapshot_entry(c, "(a dict)" if isinstance(source, dict) else source)
+        where = "(a dict)" if isinstance(source, dict) else source
+        _check_snapshot_entry(c, where)
+        if c["name"] in seen:           # (one directory a cache in /sys/kernel/slab)
+            raise SlabError(f"snapshot {where}: cache {c['name']!r} is listed twice")
+        seen.add(c["name"])
     by_name = {c["name"]: c for c in caches if "alias_of" not in c}
     out = dict(by_name)
     for c in caches:
