@@ -1253,6 +1253,9 @@ def test_load_refuses_a_word_compiled_code_follows_without_a_bound(kernel, tmp_p
         ({at(L.F_PG_FLAGS, slab): L.PG_HEAD | L.PG_SORTED}, {},     # r6_hang_pg_flags
          rf"pg_flags\[{slab}\] is 2049, not the flags of a block's head"),
         ({cpu(a, 1, L.C_MAIN): -1}, {}, r"cpu\[\d+, 1, C_MAIN\] is -1, not a sheaf"),
+        # no main sheaf: numslab.jit's inlined pop read frame 0 as one (a segfault once a
+        # view wrote an address there; a hunting helper's reproducer)
+        ({cpu(a, 1, L.C_MAIN): 0}, {}, r"cpu\[\d+, 1, C_MAIN\] is 0, not a sheaf: every"),
         ({cpu(a, 0, L.C_SPARE): main}, {}, r"cpu\[\d+, 0, C_SPARE\] is \d+, a sheaf met before"),
         ({}, {(main, L.SH_SIZE): 1000}, r"the size word of the sheaf at \d+ .* is 1000"),
         ({}, {(main, L.SH_CACHE): s}, rf"the cache word of the sheaf .* is {s}, not {a}"),

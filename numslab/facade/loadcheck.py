@@ -486,6 +486,11 @@ class Structure:
                     if h and not cap:
                         self.fail(f"cpu[{c}, {cpu}, {_COLS['C_'][col]}]", h, "not 0: its "
                                   "cache has no sheaves")
+                    # (no main sheaf: numslab.jit's inlined fast paths took handle 0 for
+                    # a sheaf in the arena's frame 0, which a user's view can write)
+                    if not h and cap and col == C_MAIN:
+                        self.fail(f"cpu[{c}, {cpu}, C_MAIN]", h, "not a sheaf: every CPU "
+                                  "of a cache with sheaves has a main sheaf")
                     if h:
                         self.sheaf(f"cpu[{c}, {cpu}, {_COLS['C_'][col]}]", h, c, cap)
             for node in range(self.sa.nr_nodes):
