@@ -466,6 +466,12 @@ def test_a_destroyed_cache_says_so(sa):
             use()
     with pytest.raises(numslab.WrongCacheError):
         sa.kmem_cache_alloc(c)
+    # a tunable set: its setter named the private field it read ("_row is not available")
+    for attr, value in (("min_partial", 3), ("cpu_partial", 0), ("partial_order", "sorted"),
+                        ("defrag_used_ratio", 10)):
+        with pytest.raises(numslab.WrongCacheError,
+                           match=f"'gone' was destroyed: {attr} cannot be set"):
+            setattr(c, attr, value)
 
 
 def test_kmalloc_caches_len_leaves_out_the_allocators_sheaves(sa):

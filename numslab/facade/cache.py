@@ -675,6 +675,14 @@ class DestroyedCache(KmemCache):
         raise WrongCacheError(f"cache {object.__getattribute__(self, 'name')!r} was "
                               f"destroyed: {attr} is not available")
 
+    def __setattr__(self, attr: str, value: Any) -> None:
+        # (a property's setter would have named the first private field it read)
+        if attr in ("_sa", "_id", "__class__"):     # (kmem_cache_destroy's own steps)
+            object.__setattr__(self, attr, value)
+            return
+        raise WrongCacheError(f"cache {object.__getattribute__(self, 'name')!r} was "
+                              f"destroyed: {attr} cannot be set")
+
     def __repr__(self) -> str:
         return f"<KmemCache {object.__getattribute__(self, 'name')!r} destroyed>"
 
