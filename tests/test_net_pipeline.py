@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, IPv6,
-                       IPv6ExtHdrHopByHop, Raw, raw)
+                       IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, Raw, raw)
 from scapy.utils import PcapNgWriter, RawPcapNgReader, RawPcapReader, wrpcap
 
 import numslab.jit as nsj
@@ -189,6 +189,34 @@ def all_modes(packets, **kw):
         assert {k: getattr(r, k) for k in COUNTS} == {k: getattr(first, k) for k in COUNTS}
         assert r.counters == first.counters
     return first
+
+
+def test_an_ipv6_packet_cut_in_an_extension_header_is_ipv6_and_truncated(tmp_path):
+    """Its 40-byte header whole, an IPv6 packet cut in a hop-by-hop or fragment header counts
+    as IPv6 (and truncated), as one cut in its UDP header does and as tshark dissects them
+    (its ``ipv6.dst``); it was not counted as IPv6. One cut in the IPv6 header itself is not
+    (as an IPv4 packet cut in its header is not IPv4)."""
+    eth = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    ip6 = IPv6(src="fd00::1", dst="fd00::2")
+    whole = [eth / ip6 / IPv6ExtHdrHopByHop() / UDP(),
+             eth / ip6 / IPv6ExtHdrHopByHop() / IPv6ExtHdrFragment(offset=0, m=1) / UDP(),
+             eth / ip6 / IPv6ExtHdrHopByHop() / UDP(),
+             eth / ip6 / UDP()]
+    cuts = [14 + 40 + 1, 14 + 40 + 8 + 5, 14 + 40 + 8 + 3, 14 + 30]
+    pkts = []
+    for p, cut in zip(whole, cuts):
+        q = Raw(raw(p)[:cut])
+        q.time, q.wirelen = 1.0, len(raw(p))
+        pkts.append(q)
+    path = tmp_path / "cut6.pcap"
+    wrpcap(str(path), pkts, linktype=1)
+    r = all_modes(read_capture(path))
+    c = r.counters
+    assert (r.packets, c["truncated"], c["ipv6"], r.flows) == (4, 4, 3, 0)
+    require_tool("tshark")
+    out = subprocess.run(["tshark", "-r", str(path), "-Y", "ipv6.dst", "-T", "fields", "-e",
+                          "frame.number"], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "2", "3"]        # (its "ipv6" takes the 4th's 30 bytes)
 
 
 @pytest.mark.parametrize("timeout", [30.0, 0.002, float("inf")])

@@ -188,14 +188,16 @@ def _parse(m, p, n, link):
         l4 = l3 + 40
         for _ in range(8):                           # extension headers
             if proto == 0 or proto == 43 or proto == 60 or proto == 51:
-                if n < l4 + 2:
-                    return trunc
+                if n < l4 + 2:          # (the IPv6 header is whole: an IPv6 packet, cut)
+                    proto = -2
+                    break
                 hl = (m[p + l4 + 1] + 2) * 4 if proto == 51 else (m[p + l4 + 1] + 1) * 8
                 proto = np.int64(m[p + l4])
                 l4 += hl
             elif proto == 44:                        # fragment header
                 if n < l4 + 8:
-                    return trunc
+                    proto = -2
+                    break
                 frag = _be16(m, p + l4 + 2) & 0xFFF8
                 proto = np.int64(m[p + l4])
                 l4 += 8
@@ -207,7 +209,9 @@ def _parse(m, p, n, link):
     else:
         return (ST_NONIP, eth, tci, tagged, l3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     r, status = p + l4, ST_FLOW
-    if proto != 6 and proto != 17:
+    if proto == -2:                                 # cut in an IPv6 extension header
+        status, proto, l4 = ST_TRUNC, 0, 0
+    elif proto != 6 and proto != 17:
         status, proto, l4 = ST_OTHER, max(proto, 0), 0
     elif n < l4 + (20 if proto == 6 else 8):
         status, l4 = ST_TRUNC, 0
