@@ -255,6 +255,8 @@ def test_plot_keeps_one_colour_per_implementation(tmp_path):
                                   ["bench", "--kernel", "7.0,6.18,7.0"],
                                   ["maple", "--kernel", "next,next"],
                                   ["bench", "--sizes", "65537"],
+                                  # an int64 of the compiled loops: Numba's OverflowError
+                                  ["bench", "--objects", str(1 << 63)],
                                   # no bulk table to draw: nothing was written, nothing said
                                   ["bench", "--where", "none", "--plot", "x.png"]])
 def test_main_rejects_bad_arguments(argv, capsys):

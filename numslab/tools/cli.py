@@ -143,6 +143,22 @@ def _bulk(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is more than {bench.MAX_BULK} (the "
                                          f"peers' pools)")
     return n
+
+
+#: The most ``--objects`` takes: the rounds are an int64 of the compiled loops.
+MAX_OBJECTS = (1 << 63) - 1
+
+
+def _objects(text: str) -> int:
+    """An argparse type: alloc+free pairs per measurement, 1..``MAX_OBJECTS`` (a larger one
+    ended in Numba's OverflowError, a traceback, once the first table was being measured)."""
+    n = _positive(text)
+    if n > MAX_OBJECTS:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_OBJECTS} (2**63-1: the "
+                                         f"compiled loops count rounds in int64)")
+    return n
+
+
 _kernels = labcli.generations(bench.ALL_KERNELS)
 
 
@@ -193,7 +209,7 @@ def _main(argv: list[str] | None) -> int:
     b.add_argument("--where", choices=("python", "jit", "both", "none"), default="both",
                    help="the bulk tables: called from Python, inside @njit, both or none "
                         "(default both)")
-    b.add_argument("--objects", type=_positive, default=1 << 15,
+    b.add_argument("--objects", type=_objects, default=1 << 15,
                    help="alloc+free pairs per measurement (rounds of --single; default "
                         "32768)")
     b.add_argument("--repeat", type=_positive, default=5,
