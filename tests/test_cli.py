@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from numslab.tools import bench, cli, coldstart, singlebench
+from numslab.tools import bench, cli, coldstart, labcli, singlebench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -293,6 +293,29 @@ def test_plot_without_matplotlib_fails_before_measuring(monkeypatch, capsys):
         cli.main(["bench", "--plot", "x.png"])
     assert e.value.code == 2 and not measured
     assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_a_plot_file_that_cannot_be_written_fails_before_measuring(tmp_path, monkeypatch,
+                                                                   capsys):
+    """``--plot d.png`` naming a folder (or a read-only place) passed the checks and failed
+    when the figure was saved, after every table was measured, as "cannot write the
+    output"; now a usage error first, and a file the check opens is left as it was."""
+    measured = []
+    monkeypatch.setattr(bench, "bulk_table", lambda *a, **k: measured.append(a) or {})
+    folder = tmp_path / "d.png"
+    folder.mkdir()
+    for bad in (folder, f"{tmp_path / 'noext'}/"):     # (the latter: noext/.png)
+        with pytest.raises(SystemExit) as e:
+            cli.main(["bench", "--plot", str(bad)])
+        assert e.value.code == 2 and not measured
+        assert "cannot write" in capsys.readouterr().err
+    assert cli.main(["replay", str(tmp_path / "none.txt"), "--plot", str(folder)]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert labcli.check_plot(str(tmp_path / "new")) == str(tmp_path / "new.png")
+    assert not (tmp_path / "new.png").exists()              # the probe's file removed
+    old = tmp_path / "old.png"
+    old.write_bytes(b"kept")
+    assert labcli.check_plot(str(old)) == str(old) and old.read_bytes() == b"kept"
 
 
 def test_replay_warnings_are_one_line_and_an_error_under_w_error(tmp_path, capsys):

@@ -5,6 +5,7 @@ prefilled-sheaf workload on SLUB generations side by side)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -189,8 +190,10 @@ def run(args: argparse.Namespace) -> int:
 
 def check_plot(path: str) -> str:
     """Refuse, before any work, a ``--plot`` file matplotlib cannot write: matplotlib
-    missing, a folder that does not exist, a format it does not draw (``SlabError``). The
-    file it will write: ``path``, with ``.png`` added when it has no suffix."""
+    missing, a folder that does not exist, a format it does not draw, a file that cannot be
+    opened for writing (a folder of that name, a read-only place: they were found only when
+    the figure was saved, after minutes of work, as "cannot write the output") (``SlabError``).
+    The file it will write: ``path``, with ``.png`` added when it has no suffix."""
     try:
         import matplotlib  # noqa: F401
         from matplotlib.figure import Figure
@@ -204,7 +207,17 @@ def check_plot(path: str) -> str:
     if ext and ext not in kinds:                    # no suffix: matplotlib writes a png
         raise SlabError(f"--plot {path}: matplotlib draws {', '.join(sorted(kinds))}, not "
                         f"{ext!r}")
-    return path if ext else path + ".png"
+    target = path if ext else path + ".png"
+    existed = os.path.lexists(target)
+    try:                                            # opened as savefig will open it, and
+        with open(target, "ab"):                    # left as it was (append: no byte
+            pass                                    # written; a new file removed again)
+    except OSError as e:
+        raise SlabError(f"--plot {path}: cannot write {target}: {e.strerror or e}") from None
+    if not existed:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
+    return target
 
 
 def _replay(args: argparse.Namespace) -> int:
