@@ -4,11 +4,12 @@ will-it-scale table reports."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 
 import numslab
-from numslab.lab.maple import COUNTERS, maple_churn
+from numslab.lab.maple import COUNTERS, MAX_NEED, maple_churn
 from numslab.tools import cli
 
 SMALL = {"ops": 1200, "cpus": 4, "live": 1024, "grace": 16}
@@ -54,6 +55,20 @@ def test_bad_node_counts_are_refused():
         maple_churn("7.9", ops=1)
     with pytest.raises(numslab.InvalidArgumentError, match="need 2000000"):
         maple_churn("7.3", ops=1, need=2_000_000)
+    with pytest.raises(numslab.InvalidArgumentError, match="need 524285"):
+        maple_churn("7.3", ops=1, need=524_285)     # (the sheaf past KMALLOC_MAX_SIZE)
+
+
+def test_the_largest_need_runs_on_the_default_memory():
+    """``need`` up to 2**20 was taken, but a prefilled sheaf of more than 524,284 objects is
+    a kmalloc past 4 MiB (NULL), and the default memory counted the trees only: ``numslab
+    maple --need 300000`` failed at its first write, "64M ran out (give more memory)",
+    which the command has no option for."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # (no rounding of the memory either)
+        for need in (300_000, MAX_NEED):
+            r = maple_churn("next", ops=2, cpus=1, live=16, need=need, used=(1, 1))
+            assert r["live"] == 16
 
 
 def test_a_machine_too_small_for_the_trees_or_the_writes_is_refused():

@@ -19,12 +19,17 @@ import time
 
 import numslab
 
+from ..engine.layout import SH_OBJECTS
 from ..flags import GFP_KERNEL, SLAB_HWCACHE_ALIGN
+from ..geometry import KMALLOC_MAX_SIZE
 
 #: ``sizeof(struct maple_node)``, the cache's size and alignment; its ``sheaf_capacity``.
 NODE_SIZE, NODE_SHEAF = 256, 32
-#: The most objects a prefilled sheaf may be asked for (``kmem_cache_prefill_sheaf``).
-MAX_NEED = 1 << 20
+#: The most objects a prefilled sheaf can hold: the oversize sheaf is one kmalloc of its
+#: header words and its objects' pointers, at most KMALLOC_MAX_SIZE (4 MiB: 524,284 objects;
+#: ``kmem_cache_prefill_sheaf`` returns NULL past it, as the kernel's, so a ``need`` between
+#: this and the 2**20 once allowed failed every run, "give more memory").
+MAX_NEED = (KMALLOC_MAX_SIZE - 8 * SH_OBJECTS) // 8
 #: The counters reported (the patch's table, but for the list_lock and cmpxchg ones).
 COUNTERS = ("alloc_slab", "free_slab", "barn_get", "barn_get_fail", "barn_put",
             "barn_put_fail", "free_add_partial", "sheaf_flush", "sheaf_refill",
@@ -56,8 +61,9 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
     seed : int
         Seed of the writes' node counts and of which nodes they replace.
     memory : str, optional
-        Memory per node of the machine (default: three times the trees' bytes, at least
-        64 MiB). A machine that runs out raises ``InvalidSizeError``.
+        Memory per node of the machine (default: three times the bytes of the trees and of
+        a write's prefilled sheaf, at least 64 MiB). A machine that runs out raises
+        ``InvalidSizeError``.
 
     Returns
     -------
@@ -80,7 +86,10 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
     if not 1 <= lo <= hi <= need:
         raise numslab.InvalidArgumentError(f"maple_churn: used {used!r} must lie in 1..need")
     if memory is None:
-        memory = f"{max(64, -(-3 * live * NODE_SIZE // (1 << 20)))}M"
+        # the trees and a write's sheaf (with the trees' only, a need of 2**18 ran out at
+        # once, "give more memory", which ``numslab maple`` has no option for), in whole
+        # 4 MiB blocks (another size was rounded up with a warning)
+        memory = f"{max(64, -(-3 * (live + need) * NODE_SIZE // (4 << 20)) * 4)}M"
     sa = numslab.SlabAllocator(nr_cpus=cpus, memory=memory, kernel=kernel, seed=seed)
     c = sa.kmem_cache_create("maple_node", NODE_SIZE, align=NODE_SIZE,
                              flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=NODE_SHEAF)
