@@ -321,6 +321,9 @@ def _run(args: argparse.Namespace) -> int:
     except CaptureError as e:
         print(f"{PROG}: error: {args.pcap}: {e}", file=sys.stderr)
         return 2
+    except SlabError as e:              # generated traffic it cannot make: --packets 10**15
+        print(f"{PROG}: error: --packets {args.packets}: {e}", file=sys.stderr)   # (its
+        return 2                        # timestamps pass int64 ns: it was a traceback)
     except OSError as e:                # (not the output's: main reports those)
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

@@ -422,6 +422,9 @@ def test_compare_puts_generations_side_by_side(traffic, capsys):
             cli.main(["--packets", "1500", "--quiet", *bad])
     err = capsys.readouterr().err
     assert "--kernel 6.18,7.0: several generations need --compare" in err
+    # traffic whose timestamps would pass int64 nanoseconds: one line, not a traceback
+    assert cli.main(["--packets", str(10 ** 15), "--quiet"]) == 2
+    assert "error: --packets 1000000000000000: timestamps" in capsys.readouterr().err
     assert "--packets, --seed and --top must be >= 0" in err
     # no packets: no speed figures (0.0 ns/packet, 0.00x; a ZeroDivisionError with two
     # generations), but the run and its leak check go through
