@@ -170,6 +170,8 @@ def test_no_tracefs_is_a_clear_error(tmp_path):
     (dict(buffer_kb=0), "buffer size 0 KiB"),
     (dict(out="missing-dir/t.txt"), "cannot write .*missing-dir"),
     (dict(out="."), "cannot write"),
+    # os.access let root through: recorded, then "cannot write" with the trace lost
+    (dict(out="/proc/numslab-record-test.txt"), "cannot write .*proc"),
 ])
 def test_bad_arguments_are_refused_before_tracefs_is_touched(tmp_path, args, match):
     root = _fake_tracefs(tmp_path)
@@ -194,6 +196,33 @@ def test_the_record_command_reports_a_bad_output_in_one_line(tmp_path, capsys):
             cli.main(["record", "-o", str(tmp_path / "t.txt"), *bad, "--tracefs", str(root)])
         assert e.value.code == 2 and "numslab record: error: argument" in \
             capsys.readouterr().err
+
+
+def test_a_command_a_signal_ends_gives_the_shells_status(tmp_path):
+    """``sh -c 'kill -9 $$'``: returncode -9 was returned as is, and exited 247."""
+    root = _fake_tracefs(tmp_path)
+    assert cli.main(["record", "-o", str(tmp_path / "t.txt"), "--tracefs", str(root), "--",
+                     "sh", "-c", "kill -9 $$"]) == 137
+    assert cli.main(["record", "-o", str(tmp_path / "t.txt"), "--tracefs", str(root), "--",
+                     "sh", "-c", "exit 3"]) == 3
+
+
+def test_a_write_tracefs_refuses_names_its_file(tmp_path, monkeypatch):
+    """``--buffer-kb 99999999999999999999``: the write (not the open) failed, ERANGE, and
+    the error named ``None``."""
+    root = _fake_tracefs(tmp_path)
+    before = _state(root)
+    write = rec._write
+
+    def refuse(path, text):
+        if path.name == "buffer_size_kb" and text != before_kb:
+            raise OSError(34, "Numerical result out of range")
+        write(path, text)
+    before_kb = (root / "buffer_size_kb").read_text().strip()
+    monkeypatch.setattr(rec, "_write", refuse)
+    with pytest.raises(rec.RecordError, match=r"buffer_size_kb: Numerical result") as e:
+        rec.record(tmp_path / "o.txt", ["true"], root=root)
+    assert "None" not in str(e.value) and _state(root) == before
 
 
 def test_not_permitted_is_a_clear_error(tmp_path):

@@ -116,9 +116,19 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
         raise RecordError(f"record: buffer size {buffer_kb!r} KiB is not a positive int")
     out = Path(out)
     where = out.parent if str(out.parent) else Path(".")
-    if not where.is_dir() or not os.access(where, os.W_OK) or out.is_dir():
-        raise RecordError(f"record: cannot write {out} (no such writable directory "
-                          f"{where}, or it is a directory); nothing was recorded")
+    existed = os.path.lexists(out)
+    try:                        # opened as the trace will be (os.access passed root for a
+        with open(out, "ab"):   # read-only place such as /sys: the recording was then lost)
+            pass                # (append: no byte written; a new file removed again)
+    except OSError as e:
+        raise RecordError(f"record: cannot write {out} ({e.strerror or e}: no such writable "
+                          f"directory {where}, or it is a directory); nothing was "
+                          f"recorded") from None
+    if not existed:
+        try:
+            os.unlink(out)
+        except OSError:
+            pass
     root = ensure_tracefs(root)
     ev = [root / "events" / "kmem" / e / "enable" for e in EVENTS]
     try:
@@ -130,18 +140,18 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
     interrupted = False
     t0 = time.monotonic()
     try:
-        try:
-            _write(root / "tracing_on", "0")
-            _write(root / "buffer_size_kb", str(int(buffer_kb)))
-            _write(root / "trace", "")
-            for p in ev:
-                _write(p, "1")
-            _write(root / "tracing_on", "1")
-        except PermissionError as e:
-            raise RecordError(f"record: not permitted to change tracing ({e.filename}); "
+        writing = root / "tracing_on"   # the file named in an error (e.filename is None
+        try:                            # when the write, not the open, fails: ERANGE for a
+            for writing, text in ((root / "tracing_on", "0"),          # --buffer-kb too big)
+                                  (root / "buffer_size_kb", str(int(buffer_kb))),
+                                  (root / "trace", ""), *((p, "1") for p in ev),
+                                  (root / "tracing_on", "1")):
+                _write(writing, text)
+        except PermissionError:
+            raise RecordError(f"record: not permitted to change tracing ({writing}); "
                               "run as root") from None
         except OSError as e:
-            raise RecordError(f"record: cannot set up tracing ({e.filename}: "
+            raise RecordError(f"record: cannot set up tracing ({writing}: "
                               f"{e.strerror})") from None
         try:
             if command:

@@ -174,7 +174,9 @@ def run(args: argparse.Namespace) -> int:
                      if info["interrupted"] else ""))
             if info["interrupted"]:
                 return 130                          # 128 + SIGINT, as a shell reports it
-            return 0 if not info["returncode"] else int(info["returncode"])
+            rc = int(info["returncode"] or 0)       # a command a signal ended: -N, which
+            return 128 - rc if rc < 0 else rc       # exit statuses made 256 - N (247 for
+            #                                         SIGKILL): 128 + N, as a shell says
         n = rec.write_snapshot(args.output, args.slab_root)
         print(f"{n} cache entries written to {args.output}")
         return 0
