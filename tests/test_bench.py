@@ -793,3 +793,15 @@ def test_new_bench_cache_switches_freelist_hardening(hardened):
     bench.slab_loop_bulk(sa.handle, c.id, 64, 3, out)       # the loop runs either way
     assert c.live_objects == 0
     sa.validate()
+
+
+def test_the_jitted_stack_peer_gives_back_only_what_it_took():
+    # a stack shorter than the batch: nothing taken, so nothing pushed (it pushed the out
+    # array's words and moved the top past the stack's end)
+    stack, out = np.arange(100, 108, dtype=np.int64), np.full(16, -5, np.int64)
+    top = np.array([8], np.int64)
+    bench.jit_stack_loop_bulk(stack, top, 16, 3, out)
+    assert top[0] == 8 and (stack == np.arange(100, 108)).all() and (out == -5).all()
+    bench.jit_stack_loop_bulk(stack, top, 4, 3, out)      # a round that fits: a no-op pair
+    assert top[0] == 8 and (stack == np.arange(100, 108)).all()
+    assert (out[:4] == np.arange(104, 108)).all()

@@ -179,13 +179,13 @@ def jit_stack_loop_bulk(stack, top, bulk, rounds, out):
     t = np.uint64(top[0])
     b = np.uint64(bulk)
     for _ in range(rounds):
-        if t >= b:
+        if t >= b:                  # (a short stack: nothing taken, nothing given back)
             t -= b
             for i in range(bulk):
                 out[np.uint64(i)] = stack[t + np.uint64(i)]
-        for i in range(bulk):
-            stack[t + np.uint64(i)] = out[np.uint64(i)]
-        t += b
+            for i in range(bulk):
+                stack[t + np.uint64(i)] = out[np.uint64(i)]
+            t += b
     top[0] = np.int64(t)
 
 
