@@ -42,6 +42,20 @@ def _write(path: Path, text: str) -> None:
         f.write(text + "\n")
 
 
+def check_writable(path: str | Path) -> None:
+    """Raise the ``OSError`` opening ``path`` for writing raises, writing nothing: it is
+    opened to append, and removed again if it did not exist (what an output is checked with
+    before any work, where ``os.access`` says yes to root for ``/sys`` and ``/proc``)."""
+    existed = os.path.lexists(path)
+    with open(path, "ab"):
+        pass
+    if not existed:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
 def ensure_tracefs(root: str | Path = TRACEFS) -> Path:
     """``root`` as a usable tracefs (mounted here if it is the empty mount point).
 
@@ -116,19 +130,12 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
         raise RecordError(f"record: buffer size {buffer_kb!r} KiB is not a positive int")
     out = Path(out)
     where = out.parent if str(out.parent) else Path(".")
-    existed = os.path.lexists(out)
-    try:                        # opened as the trace will be (os.access passed root for a
-        with open(out, "ab"):   # read-only place such as /sys: the recording was then lost)
-            pass                # (append: no byte written; a new file removed again)
+    try:                        # (os.access passed root for a read-only place such as
+        check_writable(out)     # /sys: the recording was then lost)
     except OSError as e:
         raise RecordError(f"record: cannot write {out} ({e.strerror or e}: no such writable "
                           f"directory {where}, or it is a directory); nothing was "
                           f"recorded") from None
-    if not existed:
-        try:
-            os.unlink(out)
-        except OSError:
-            pass
     root = ensure_tracefs(root)
     ev = [root / "events" / "kmem" / e / "enable" for e in EVENTS]
     try:

@@ -5,7 +5,6 @@ prefilled-sheaf workload on SLUB generations side by side)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -210,15 +209,10 @@ def check_plot(path: str) -> str:
         raise SlabError(f"--plot {path}: matplotlib draws {', '.join(sorted(kinds))}, not "
                         f"{ext!r}")
     target = path if ext else path + ".png"
-    existed = os.path.lexists(target)
-    try:                                            # opened as savefig will open it, and
-        with open(target, "ab"):                    # left as it was (append: no byte
-            pass                                    # written; a new file removed again)
+    try:
+        rec.check_writable(target)
     except OSError as e:
         raise SlabError(f"--plot {path}: cannot write {target}: {e.strerror or e}") from None
-    if not existed:
-        with contextlib.suppress(OSError):
-            os.unlink(target)
     return target
 
 
