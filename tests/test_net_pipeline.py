@@ -121,6 +121,18 @@ def test_known_capture_every_mode(known_capture, mode):
     assert r.counters["captured_bytes"] == answer["bytes"] - 44   # the truncated frame
 
 
+def write_cut(path: Path, whole: list, cuts: list[int]) -> Path:
+    """An Ethernet pcap at ``path`` of the frames ``whole``, each cut to its ``cuts`` bytes
+    (its wire length the whole frame's)."""
+    pkts = []
+    for p, cut in zip(whole, cuts):
+        q = Raw(raw(p)[:cut])
+        q.time, q.wirelen = 1.0, len(raw(p))
+        pkts.append(q)
+    wrpcap(str(path), pkts, linktype=1)
+    return path
+
+
 def test_a_tagged_frame_cut_short_is_counted_as_tagged(tmp_path):
     """Only a tagged frame cut in its TCP header counted as VLAN; one cut in its IP header,
     in a second tag or in its first tag's TCI did not, where tcpdump's "vlan" takes all."""
@@ -130,13 +142,7 @@ def test_a_tagged_frame_cut_short_is_counted_as_tagged(tmp_path):
              eth / Dot1AD(vlan=7) / Dot1Q(vlan=5) / IP() / UDP(),
              eth / Dot1Q(vlan=5) / IP() / UDP()]
     cuts = [18 + 10, 18 + 20 + 5, 18 + 2, 15]       # in IP, in TCP, in the second tag, TCI
-    pkts = []
-    for p, cut in zip(whole, cuts):
-        q = Raw(raw(p)[:cut])
-        q.time, q.wirelen = 1.0, len(raw(p))
-        pkts.append(q)
-    path = tmp_path / "cut.pcap"
-    wrpcap(str(path), pkts, linktype=1)
+    path = write_cut(tmp_path / "cut.pcap", whole, cuts)
     r = run_pipeline(read_capture(path), "bulk")
     assert (r.packets, r.counters["truncated"], r.counters["vlan"]) == (4, 4, 4)
     require_tool("tcpdump")
@@ -203,13 +209,7 @@ def test_an_ipv6_packet_cut_in_an_extension_header_is_ipv6_and_truncated(tmp_pat
              eth / ip6 / IPv6ExtHdrHopByHop() / UDP(),
              eth / ip6 / UDP()]
     cuts = [14 + 40 + 1, 14 + 40 + 8 + 5, 14 + 40 + 8 + 3, 14 + 30]
-    pkts = []
-    for p, cut in zip(whole, cuts):
-        q = Raw(raw(p)[:cut])
-        q.time, q.wirelen = 1.0, len(raw(p))
-        pkts.append(q)
-    path = tmp_path / "cut6.pcap"
-    wrpcap(str(path), pkts, linktype=1)
+    path = write_cut(tmp_path / "cut6.pcap", whole, cuts)
     r = all_modes(read_capture(path))
     c = r.counters
     assert (r.packets, c["truncated"], c["ipv6"], r.flows) == (4, 4, 3, 0)
