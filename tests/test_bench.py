@@ -537,8 +537,7 @@ def python_stack_rounds(st_, bulk: int, rounds: int, out: np.ndarray, single: bo
                 out[i] = st_.alloc()
             for i in range(bulk):
                 st_.free(int(out[i]))
-        else:
-            st_.alloc_bulk(bulk, out)
+        elif st_.alloc_bulk(bulk, out):         # (a short stack's round gives nothing)
             st_.free_bulk(bulk, out)
 
 
@@ -551,7 +550,7 @@ def test_jit_stack_loops_match_the_helpers(single, cap, bulk, rounds):
     loop = bench.jit_stack_loop_single if single else bench.jit_stack_loop_bulk
     fast, slow = bench.JitStack(cap), bench.JitStack(cap)
     fast.stack = np.concatenate([fast.stack, np.full(2 * bulk, SENTINEL, np.int64)])
-    slow.stack = fast.stack.copy()                  # room above: a short pop's free pushes
+    slow.stack = fast.stack.copy()                  # room above: the single form's -1s
     out_f = np.arange(100, 100 + bulk, dtype=np.int64)
     out_s = out_f.copy()
     loop(fast.stack, fast.top, bulk, rounds, out_f)
@@ -626,16 +625,17 @@ def signed_free_bulk(stack, top, n, objs):
 
 @numba.njit
 def signed_loop_bulk(stack, top, bulk, rounds, out):
-    """jit_stack_loop_bulk as it was."""
+    """jit_stack_loop_bulk as it was, with signed indices (and a short stack's round
+    giving nothing back, as it gives back now)."""
     t = top[0]
     for _ in range(rounds):
         if t >= bulk:
             t -= bulk
             for i in range(bulk):
                 out[i] = stack[t + i]
-        for i in range(bulk):
-            stack[t + i] = out[i]
-        t += bulk
+            for i in range(bulk):
+                stack[t + i] = out[i]
+            t += bulk
     top[0] = t
 
 
