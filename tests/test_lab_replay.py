@@ -633,8 +633,11 @@ def test_a_configuration_saying_two_things_of_one_kind_is_refused():
     # past SlabAllocator's 64 nodes: refused with the configuration, before the trace is read
     with pytest.raises(SlabError, match="65 nodes"):
         parse_config("7.0:nodes=65:cpus=100", base)
-    with pytest.raises(SlabError, match="nodes <= 64"):
+    with pytest.raises(SlabError, match="^65 nodes: past the 64 a machine may have$"):
         numslab.replay(b"", nodes=65, cpus=100)
+    # without cpus (the trace's, not read yet) it said "99999 nodes and 4096 CPUs"
+    with pytest.raises(SlabError, match="^99999 nodes: past the 64"):
+        numslab.replay(b"", nodes=99999)
 
 
 def test_configuration_words_of_the_slab_orders_boot_parameters():

@@ -675,8 +675,10 @@ def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
         base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every),
                       _warm(bool(warm) if isinstance(warm, np.bool_) else warm))
         _check_every_free(base.policy, base.every, base.name, base.kernel)
+        if base.nodes > MAX_NODES:      # (named alone: the CPUs may be the trace's, unread)
+            raise SlabError(f"{base.nodes} nodes: past the {MAX_NODES} a machine may have")
         if base.nodes > base.cpus or not 1 <= base.cpus <= MAX_CPUS \
-                or not 1 <= base.nodes <= MAX_NODES:
+                or not 1 <= base.nodes:
             raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= "
                             f"cpus <= {MAX_CPUS}, nodes <= {MAX_NODES}")
         if isinstance(compare, str):
