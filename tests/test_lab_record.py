@@ -172,6 +172,8 @@ def test_no_tracefs_is_a_clear_error(tmp_path):
     (dict(out="."), "cannot write"),
     # os.access let root through: recorded, then "cannot write" with the trace lost
     (dict(out="/proc/numslab-record-test.txt"), "cannot write .*proc"),
+    # both: the seconds were ignored silently
+    (dict(command=["true"], seconds=0.1), "0.1 seconds and a command: .* give one"),
 ])
 def test_bad_arguments_are_refused_before_tracefs_is_touched(tmp_path, args, match):
     root = _fake_tracefs(tmp_path)
@@ -179,7 +181,7 @@ def test_bad_arguments_are_refused_before_tracefs_is_touched(tmp_path, args, mat
     (root / "trace").write_text("left alone\n")
     out = tmp_path / args.pop("out", "t.txt")
     with pytest.raises(rec.RecordError, match=match):
-        rec.record(out, None, root=root, **{"seconds": 0.0, **args})
+        rec.record(out, args.pop("command", None), root=root, **{"seconds": 0.0, **args})
     assert _state(root) == before and (root / "trace").read_text() == "left alone\n"
     assert not out.is_file()
 

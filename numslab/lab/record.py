@@ -122,6 +122,9 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
         output's directory is unusable (checked before tracefs is touched); tracefs is
         left as it was.
     """
+    if command is not None and seconds is not None:     # (the seconds were ignored)
+        raise RecordError(f"record: {seconds!r} seconds and a command: the recording lasts "
+                          f"as long as the command runs; give one of the two")
     if command is None and seconds is None:
         seconds = 1.0
     if seconds is not None and not (isinstance(seconds, (int, float)) and 0 <= seconds < 1e9):
