@@ -255,6 +255,7 @@ def test_plot_keeps_one_colour_per_implementation(tmp_path):
                                   ["bench", "--kernel", "7.0,6.18,7.0"],
                                   ["maple", "--kernel", "next,next"],
                                   ["bench", "--sizes", "65537"],
+                                  ["bench", "--sizes", "4", "16", "4"],   # (two rows of 4)
                                   # an int64 of the compiled loops: Numba's OverflowError
                                   ["bench", "--objects", str(1 << 63)],
                                   # no bulk table to draw: nothing was written, nothing said

@@ -244,6 +244,9 @@ def _main(argv: list[str] | None) -> int:
             b.error(f"{e} (or numslab's examples, bench or test extra)"
                     if "needs matplotlib" in str(e) else str(e))
     sizes = tuple(args.sizes)
+    twice = sorted({n for n in sizes if sizes.count(n) > 1})
+    if twice:                           # (measured twice, printed as two rows)
+        b.error(f"--sizes: {', '.join(map(str, twice))} given twice")
     tables = {}
     for kernel in args.kernel:
         if args.where in ("python", "both"):
