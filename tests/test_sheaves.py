@@ -139,6 +139,21 @@ def test_large_sheaves_are_large_kmallocs(sa):
 
 
 # ---- allocation through the main sheaf ------------------------------------------------------
+def test_validate_names_a_cpu_of_a_cache_with_sheaves_without_a_main_sheaf(sa, sc):
+    # numslab.jit's inlined pop reads C_MAIN unchecked; load refuses a file without one, and
+    # validate passed it
+    a = sc.alloc()
+    sc.free(a)
+    sa.validate()
+    main = int(sa.state.cpu[sc.id, 1, C_MAIN])
+    sa.state.cpu[sc.id, 1, C_MAIN] = 0
+    with pytest.raises(numslab.SlabCorruptionError,
+                       match=r"has no main sheaf \(cache sh, cpu 1\)"):
+        sa.validate()
+    sa.state.cpu[sc.id, 1, C_MAIN] = main
+    sa.validate()
+
+
 def test_first_alloc_refills_a_new_sheaf_from_the_slabs(sa, sc):
     st = sc.stats
     a = sa.kmem_cache_alloc(sc, cpu=0)

@@ -73,6 +73,7 @@ CORRUPTION = (
     "is not G_NLOST",
     "the list of SLAB_TYPESAFE_BY_RCU slabs waiting for their grace period (link, mark, "
     "CPU, count or tail) is broken, or a frame so marked is not on it",
+    "a CPU of a cache with sheaves has no main sheaf",
 )
 
 
@@ -462,6 +463,8 @@ def _validate_cache(st, cache):
         on_cpu_lists += k
     for cpu in range(st.ncpus):
         c = _cpu_row(st, cache, cpu)
+        if cpt[c + C_MAIN] == 0 and _ca(st, cache, CA_SHEAF_CAPACITY):   # (numslab.jit's
+            return _corrupt(st, 24, AT_CPU, cpu)        # inlined pops take it unchecked)
         for col in (C_MAIN, C_SPARE, C_RCU_FREE):
             if _count_sheaf(st, cache, cpt[c + col]):
                 return _corrupt(st, 14, AT_SHEAF, cpt[c + col])
