@@ -286,13 +286,17 @@ def warning_line(message: Any, category: type, filename: str, lineno: int,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; the exit status (0 ok, 1 leak or failure, 2 bad input). Output cut short
-    by its reader (``| head``) ends the command quietly, as ``numslab`` does."""
+    """Run the CLI; the exit status (0 ok, 1 leak or failure, 2 bad input, 130 a Ctrl-C, as a
+    shell reports it). Output cut short by its reader (``| head``) ends the command quietly,
+    as ``numslab`` does."""
     try:
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = warning_line
                 return _main(argv)
+        except KeyboardInterrupt:       # (in a first run mostly inside Numba's compiler: a
+            print(f"{PROG}: interrupted", file=sys.stderr)    # traceback of 170-260 lines)
+            return 130
         finally:                        # what is still buffered: here, not at exit
             if sys.stdout is not None:  # (None: started with stdout closed, `>&-`)
                 sys.stdout.flush()

@@ -364,3 +364,12 @@ def test_a_lab_error_names_its_command_once(tmp_path, capsys):
                      "-o", str(tmp_path / "s.json")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("numslab snapshot: cannot list") and "snapshot: snapshot" not in err
+
+
+def test_a_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
+    # a bench or replay interrupted ended in a traceback (Numba's compiler's, in a first run)
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(bench, "bulk_table", interrupted)
+    assert cli.main(["bench", "--sizes", "2", "--where", "jit"]) == 130
+    assert capsys.readouterr().err == "numslab: interrupted\n"

@@ -372,6 +372,15 @@ def test_cli_bad_cpus_or_memory_exit_2_before_any_work(bad, capsys):
     assert e.value.code == 2 and bad[0] in capsys.readouterr().err
 
 
+def test_cli_a_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
+    # it ended in a traceback of Numba's compiler (170-260 lines in a first run)
+    def interrupted(args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_run", interrupted)
+    assert cli.main(["--packets", "10"]) == 130
+    assert capsys.readouterr().err == "packet_pipeline: interrupted\n"
+
+
 def test_compare_modes_runs_all_and_agrees(traffic):
     res = cli.compare_modes(cli.head(traffic[0], 5000), warmup=500, repeat=2)
     assert list(res) == list(MODES)

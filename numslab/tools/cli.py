@@ -177,7 +177,8 @@ def _drop_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``numslab`` console script. Output cut short by its reader (``|
-    head``) ends the command quietly, as other command-line tools do."""
+    head``) ends the command quietly, as other command-line tools do; a Ctrl-C is one line and
+    status 130."""
     try:
         try:
             with warnings.catch_warnings():         # one line each, as the errors (Python's
@@ -196,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     except Warning as e:                            # -W error made a warning an error
         print(f"numslab: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:                       # (a bench or replay: a traceback of
+        print("numslab: interrupted", file=sys.stderr)  # Numba's compiler in a first run)
+        return 130                                  # 128 + SIGINT, as a shell reports it
 
 
 def _main(argv: list[str] | None) -> int:
