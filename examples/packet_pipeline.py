@@ -157,10 +157,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, default in (("packets", 200_000), ("seed", 0), ("repeat", 3)):
         if getattr(args, name) is None:
             setattr(args, name, default)
-    if args.packets < 0 or args.batch < 1 or args.repeat < 1 or not args.idle_timeout >= 0 \
-            or args.top < 0 or args.seed < 0:
-        ap.error("--packets, --seed and --top must be >= 0, --batch and --repeat >= 1, "
-                 "--idle-timeout >= 0")
+    for name, low in (("packets", 0), ("seed", 0), ("top", 0), ("batch", 1), ("repeat", 1),
+                      ("idle_timeout", 0)):          # (the bad one named, not every rule)
+        if not getattr(args, name) >= low:
+            ap.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= {low}")
     if not 1 <= args.cpus <= 4096:
         ap.error(f"--cpus {args.cpus}: simulated CPUs are 1..4096")
     try:

@@ -345,6 +345,10 @@ def test_memory_sizes():
         numslab.parse_size("lots")
     with pytest.raises(numslab.SlabError):
         numslab.SlabAllocator(nr_cpus=0)
+    # the call and the argument named (it said only "cannot read a memory size from 'lots'")
+    with pytest.raises(numslab.InvalidSizeError,
+                       match="^SlabAllocator: memory: cannot read a memory size from 'lots'$"):
+        numslab.SlabAllocator(nr_cpus=1, memory="lots")
 
 
 @pytest.mark.parametrize("memory", ["99999999T", 1 << 62])

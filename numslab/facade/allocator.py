@@ -181,7 +181,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise BadArg(f"seed {seed!r} is not an integer")
         self._seed = int(seed) % (1 << 64)      # the generators take unsigned seeds
-        per_node = parse_size(memory)
+        try:
+            per_node = parse_size(memory)
+        except InvalidSizeError as e:                   # (the call and argument named)
+            raise InvalidSizeError(f"SlabAllocator: memory: {e}") from None
         block = PAGE_SIZE << MAX_PAGE_ORDER
         if per_node <= 0:
             raise InvalidSizeError(f"memory per node must be positive, not {memory!r}")
