@@ -17,6 +17,8 @@ from numslab.geometry import get_order, kmalloc_cache_size
 from conftest import assert_unchanged, snapshot
 
 KERNELS = ("7.0", "7.1", "6.18")       #: numslab.jit behaves the same on both generations
+#: The place a typing guard's TypeError names: the numslab.jit call and the user's line.
+SITE = r" \(numslab\.jit\.\w+, called in \w+ at test_jit\.py:\d+\)$"
 
 
 def named(c):
@@ -511,7 +513,7 @@ def test_njit_scalar_arguments_must_be_integers(world):
                        ("each of cpu, node, gfp, flags and ratio",
                         lambda: alloc_arr(sa.handle, c.id, 2, np.zeros(4, np.int64), 0.5))):
         with pytest.raises(TypeError, match=f"^numslab.jit: {what} must be an integer, not "
-                                            f"float64$"):
+                                            f"float64{SITE}"):   # (the call and its place)
             call()
     assert_unchanged(sa, snap)
     free_one(sa.handle, c.id, np.uint64(a))         # other integer types are taken
@@ -530,7 +532,9 @@ def test_njit_refuses_the_cache_object_in_place_of_its_id(world):
     sa, c, other, objs, gone = world
     snap = snapshot(sa)
     with pytest.raises(TypeError, match="^numslab.jit: a cache id must be an integer, not "
-                                        "numslab.KmemCache: pass its id, c.id$"):
+                                        r"numslab.KmemCache: pass its id, c.id \(numslab.jit"
+                                        r".kmem_cache_free, called in free_one at "
+                                        r"test_jit.py:\d+\)$"):
         free_one(sa.handle, c, int(objs[0]))
     with pytest.raises(TypeError, match="a KmemCache cannot be passed to compiled code: "
                                         "pass its id, c.id"):
@@ -547,7 +551,7 @@ def test_njit_refuses_the_allocator_in_place_of_its_handle(world):
     snap = snapshot(sa)
     with pytest.raises(TypeError, match=r"^numslab.jit: the first argument must be an "
                                         r"allocator's handle \(pass sa.handle itself, a "
-                                        r"SlabHandle\), not the allocator$"):
+                                        r"SlabHandle\), not the allocator" + SITE):
         free_one(sa, c.id, int(objs[0]))
     with pytest.raises(TypeError, match="a SlabAllocator cannot be passed to compiled code: "
                                         "pass its handle, sa.handle"):

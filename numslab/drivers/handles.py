@@ -11,6 +11,8 @@ has another signature and is compiled again rather than loaded.
 from __future__ import annotations
 
 import operator
+import os
+import sys
 import threading
 import weakref
 from typing import Any, Callable
@@ -19,7 +21,7 @@ import numpy as np
 from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, typeinfer
 from numba.core.typing.typeof import Purpose
 from numba.extending import (NativeValue, intrinsic, models, register_model, typeof_impl,
                              unbox)
@@ -214,6 +216,33 @@ def _entry(builder: Any, value: Any) -> Any:
                        [builder.shl(slot, ir.Constant(i64, 1))])
 
 
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def typing_site() -> str:
+    """Where the ``numslab.jit`` call being typed is, for a typing guard's ``TypeError``:
+    ``" (numslab.jit.NAME, called in FUNC at FILE:LINE)"`` from Numba's type inference
+    frames on the stack (the outermost numslab function below the user's, the user's
+    function and its call); ``""`` when they are not found."""
+    api = user = loc = None
+    f = sys._getframe(1)
+    while f is not None and (user is None or loc is None):
+        s = f.f_locals.get("self")
+        if isinstance(s, typeinfer.TypeInferer) and user is None:
+            if os.path.abspath(s.func_id.filename).startswith(_PACKAGE):
+                api = s.func_id.func_name
+            else:               # (its frame resolving the callee comes before its call's)
+                user = s.func_id.func_qualname
+        elif isinstance(s, typeinfer.CallConstraint) and loc is None and \
+                not os.path.abspath(str(s.loc.filename)).startswith(_PACKAGE):
+            loc = s.loc
+        f = f.f_back
+    if api is None or user is None:
+        return ""
+    where = f" at {os.path.basename(str(loc.filename))}:{loc.line}" if loc else ""
+    return f" (numslab.jit.{api}, called in {user}{where})"
+
+
 def _check_handle(h: Any) -> None:
     """Typing guard: refuse, with a message saying what to pass, anything but a
     :class:`SlabHandle` where ``numslab.jit`` wants ``sa.handle`` (an integer such as
@@ -222,7 +251,7 @@ def _check_handle(h: Any) -> None:
     if not isinstance(h, SlabHandleType):
         raise TypeError(f"numslab.jit: the first argument must be an allocator's handle "
                         f"(pass sa.handle itself, a SlabHandle), not "
-                        f"{'the allocator' if h is allocator_object else h}")
+                        f"{'the allocator' if h is allocator_object else h}{typing_site()}")
 
 
 # The slot cannot change while a caller runs (the SlabHandle passed in keeps its allocator

@@ -52,7 +52,7 @@ from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, In
 from ..flags import (__GFP_ZERO, ALLOC_PCS, FREE_PCS, GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
 from . import handles
 from .handles import (CacheObjectType, SlabHandle, SlabHandleType, handle_live, owned_arena,
-                      state_of)
+                      state_of, typing_site)
 
 __all__ = ["SlabHandle", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
            "kmem_cache_alloc_bulk", "kmem_cache_free_bulk", "kmem_cache_alloc_array",
@@ -323,7 +323,7 @@ def _as_array(arr: Any, what: str) -> Any:
             return builder.ptrtoint(ary.data, ir.IntType(64))
         return types.int64(arr), codegen
     raise TypeError(f"numslab.jit: {what} must be a writable contiguous 1-D int64 array (an "
-                    f"object array), not {arr}")
+                    f"object array), not {arr}{typing_site()}")
 
 
 @intrinsic
@@ -371,7 +371,8 @@ def _as_int64(x: Any, what: str) -> Any:
         return types.int64(x), codegen
     swapped = " (sa.handle is the first argument)" if isinstance(x, SlabHandleType) else \
         ": pass its id, c.id" if isinstance(x, CacheObjectType) else ""
-    raise TypeError(f"numslab.jit: {what} must be an integer, not {x}{swapped}")
+    raise TypeError(f"numslab.jit: {what} must be an integer, not {x}{swapped}"
+                    f"{typing_site()}")
 
 
 @intrinsic
