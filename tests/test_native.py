@@ -736,7 +736,9 @@ def test_an_overload_or_register_jitable_helper_is_not_taken_for_a_cfunc():
         return take(h, cid)
     a = numba.njit(cache=False)(outer)(sa.handle, c.id)
     assert a and c.live_addresses().tolist() == [a]
-    with pytest.raises(numslab.ConcurrentUseError, match="called from a nogil=True function"):
-        numba.njit(cache=False, nogil=True)(outer)(sa.handle, c.id)
+    with pytest.raises(numslab.ConcurrentUseError, match=r"called from a nogil=True function "
+                                                         r"\(.*take at test_native.py:\d+\):"):
+        numba.njit(cache=False, nogil=True)(outer)(sa.handle, c.id)     # (and where: it
+                                                                        # named no function)
     c.free(a)
     sa.validate()

@@ -11,8 +11,6 @@ has another signature and is compiled again rather than loaded.
 from __future__ import annotations
 
 import operator
-import os
-import sys
 import threading
 import weakref
 from typing import Any, Callable
@@ -21,11 +19,12 @@ import numpy as np
 from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils, typeinfer
+from numba.core import cgutils
 from numba.core.typing.typeof import Purpose
 from numba.extending import (NativeValue, intrinsic, models, register_model, typeof_impl,
                              unbox)
 
+from ..engine.gilguard import typing_frames
 from ..engine.layout import HEADER
 from ..engine.native import ABI, State, invariant_load, table_address
 from ..errors import NotPicklableError
@@ -216,31 +215,12 @@ def _entry(builder: Any, value: Any) -> Any:
                        [builder.shl(slot, ir.Constant(i64, 1))])
 
 
-_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
 def typing_site() -> str:
     """Where the ``numslab.jit`` call being typed is, for a typing guard's ``TypeError``:
-    ``" (numslab.jit.NAME, called in FUNC at FILE:LINE)"`` from Numba's type inference
-    frames on the stack (the outermost numslab function below the user's, the user's
-    function and its call); ``""`` when they are not found."""
-    api = user = loc = None
-    f = sys._getframe(1)
-    while f is not None and (user is None or loc is None):
-        s = f.f_locals.get("self")
-        if isinstance(s, typeinfer.TypeInferer) and user is None:
-            if os.path.abspath(s.func_id.filename).startswith(_PACKAGE):
-                api = s.func_id.func_name
-            else:               # (its frame resolving the callee comes before its call's)
-                user = s.func_id.func_qualname
-        elif isinstance(s, typeinfer.CallConstraint) and loc is None and \
-                not os.path.abspath(str(s.loc.filename)).startswith(_PACKAGE):
-            loc = s.loc
-        f = f.f_back
-    if api is None or user is None:
-        return ""
-    where = f" at {os.path.basename(str(loc.filename))}:{loc.line}" if loc else ""
-    return f" (numslab.jit.{api}, called in {user}{where})"
+    ``" (numslab.jit.NAME, called in FUNC at FILE:LINE)"`` (:func:`gilguard.typing_frames`);
+    ``""`` when Numba's type inference frames do not say."""
+    api, user, where = typing_frames()
+    return f" (numslab.jit.{api}, called in {user}{where})" if api and user else ""
 
 
 def _check_handle(h: Any) -> None:

@@ -10,12 +10,15 @@ engine is taken as a first-class function (ARCHITECTURE.md, "Threads").
 from __future__ import annotations
 
 import ctypes
+import os
+import sys
 import threading
 import time
 from typing import Any, Callable
 
 from llvmlite import ir
 from numba import types
+from numba.core import typeinfer
 from numba.core.dispatcher import Dispatcher
 from numba.core.targetconfig import _FlagsStack
 from numba.extending import intrinsic
@@ -41,6 +44,31 @@ def _threaded_callers() -> str:
         if par is not None and getattr(par, "enabled", False):
             return "a parallel=True function (prange)"
     return ""
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def typing_frames() -> tuple[str | None, str | None, str]:
+    """The call Numba is typing, from its type inference frames on the stack: the outermost
+    numslab function being typed below the user's (a ``numslab.jit`` function), the user's
+    function, and ``" at FILE:LINE"`` of its call (``""`` unknown); ``None`` where unknown.
+    (For error messages: a compile-time refusal otherwise named neither.)"""
+    api = user = loc = None
+    f = sys._getframe(1)
+    while f is not None and (user is None or loc is None):
+        s = f.f_locals.get("self")
+        if isinstance(s, typeinfer.TypeInferer) and user is None:
+            if os.path.abspath(s.func_id.filename).startswith(_PACKAGE):
+                api = s.func_id.func_name
+            else:               # (its frame resolving the callee comes before its call's)
+                user = s.func_id.func_qualname
+        elif isinstance(s, typeinfer.CallConstraint) and loc is None and \
+                not os.path.abspath(str(s.loc.filename)).startswith(_PACKAGE):
+            loc = s.loc
+        f = f.f_back
+    where = f" at {os.path.basename(str(loc.filename))}:{loc.line}" if loc else ""
+    return api, user, where
 
 
 def _calls_units(cres: Any) -> bool:
@@ -84,8 +112,10 @@ def _call_template_refusing_threads(self: Dispatcher, args: tuple, kws: dict) ->
         cres = self.overloads.get(tuple(found[2]))
         if any(_calls_units(c) for c in ([cres] if cres is not None else
                                          self.overloads.values())):
-            raise _refusal(self, f"called from {where}", "call it from functions that hold "
-                                 "the GIL (no nogil, no parallel, no cfunc)")
+            _, user, at = typing_frames()
+            raise _refusal(self, f"called from {where}" + (f" ({user}{at})" if user else ""),
+                           "call it from functions that hold the GIL (no nogil, no "
+                           "parallel, no cfunc)")
     return found
 
 _NUMBA_COMPILE_RESULT = Dispatcher.get_compile_result
