@@ -56,7 +56,11 @@ class KmallocMixed:
 
 
 class TypedRecords:
-    """Gather and scatter 4096 records by address (numslab) or index (NumPy peer)."""
+    """Gather and scatter 4096 records by address (numslab) or index (NumPy peer). The peer
+    uses ``np.take``/``np.put``, as a competent NumPy user does for records: fancy indexing
+    of a structured array (``table[idx]``) takes NumPy's generic field-by-field path, 12x
+    slower here (273 us against 23 us), and made numslab look 5x faster than NumPy when it
+    was 2.3x slower."""
 
     params = (["slab", "numpy-structured"],)
     param_names = ["impl"]
@@ -78,8 +82,8 @@ class TypedRecords:
             r = self.c.records(self.addrs)
             self.c.store(self.addrs, r)
         else:
-            r = self.table[self.idx]
-            self.table[self.idx] = r
+            r = np.take(self.table, self.idx)
+            np.put(self.table, self.idx, r)
 
 
 class KfreeRcuList:
