@@ -184,6 +184,32 @@ def test_a_migrate_that_raises_leaves_the_moves_on_its_exception(sa, kernel):
     sa.validate()
 
 
+def test_migrate_follows_every_isolate_even_when_nothing_moved(sa, kernel):
+    # isolate may change what can move (here the owner allocates and fills the one free
+    # object): migrate was called only when objects moved, so the owner never learnt that
+    # the object it pinned stayed, and kept it pinned
+    c = sa.kmem_cache_create("node", 256)
+    per = c.objs_per_slab
+    objs = c.alloc_bulk(4 * per)
+    c.free_bulk(objs[3 * per + 1:])             # the last slab keeps one object
+    c.free_bulk(objs[:1])                       # the others have one free object
+    pinned, calls = set(), []
+
+    def isolate(o):
+        pinned.update(o.tolist())
+        c.alloc_bulk(2 * per)
+        return "pinned"
+
+    def migrate(old, new, private):
+        calls.append((len(old), private))
+        pinned.clear()
+
+    sa.kmem_cache_setup_mobility(c, isolate, migrate)
+    old, new = sa.kmem_cache_compact(c, 100)
+    assert len(old) == 0 and calls == [(0, "pinned")] and not pinned
+    sa.validate()
+
+
 def test_release_order_and_release_memory_take_numpy_integers(sa, kernel):
     sa.release_order = np.int64(6)
     assert sa.release_order == 6 and type(sa.release_order) is int

@@ -252,7 +252,10 @@ class DefragAPI:
             ``migrate(old, new, private)`` after the moves (int64[n] each; the bytes are
             already at ``new``): the owner updates its references. A Python callable or an
             ``@njit`` function. If it raises, the moves stand and the exception carries
-            them as ``moved = (old, new)``.
+            them as ``moved = (old, new)``. It follows every ``isolate`` call, with empty
+            arrays if nothing moved (``isolate`` itself may change what can move): the
+            isolated objects not in ``old`` stayed where they were, and the owner unpins
+            them.
 
         Afterwards ``kmem_cache_shrink`` moves the objects of every partial slab it can, and
         ``kmem_cache_compact`` those of slabs used at most ``cache.defrag_used_ratio``
@@ -299,7 +302,9 @@ class DefragAPI:
                 return planned, planned.copy()
             private = isolate(planned.copy())
         old, new, fault = _run_compact(cache, ratio, cpu, False)
-        if migrate is not None and len(old):
+        # after an isolate always (it pinned objects that may no longer move: the kernel's
+        # __move calls migrate after isolate, whatever moved); else only when objects moved
+        if migrate is not None and (len(old) or isolate is not None):
             try:
                 migrate(old, new, private)
             except Exception as e:      # the moves stand: the owner still needs them
