@@ -210,6 +210,37 @@ def test_migrate_follows_every_isolate_even_when_nothing_moved(sa, kernel):
     sa.validate()
 
 
+def test_only_isolated_objects_move_when_isolate_frees_others(sa, kernel):
+    # an isolate that frees objects it was not given makes other slabs sources: the real
+    # compaction planned again and moved them, never isolated (14 isolated, 307 moved)
+    c = sa.kmem_cache_create("node", 256)
+    per = c.objs_per_slab
+    objs = c.alloc_bulk(40 * per)
+    slabs = [s for _, s in sorted(
+        {k: [a for a in objs.tolist() if a >> (12 + c.order) == k]
+         for k in {a >> (12 + c.order) for a in objs.tolist()}}.items())]
+    c.free_bulk(np.array([a for s in slabs[:10] for a in s[per // 4:]], np.int64))
+    c.free_bulk(np.array([a for s in slabs[20:30] for a in s[3 * per // 4:]], np.int64))
+    isolated, moved = [], []
+
+    def isolate(o):                 # it frees objects of ten full slabs it was not given
+        isolated.extend(o.tolist())
+        c.free_bulk(np.array([a for s in slabs[10:20] for a in s[per // 4:]], np.int64))
+        return "p"
+
+    def migrate(old, new, private):
+        moved.extend(old.tolist())
+
+    sa.kmem_cache_setup_mobility(c, isolate, migrate)
+    old, new = sa.kmem_cache_compact(c, 30)
+    assert isolated and set(moved) <= set(isolated) and set(old.tolist()) <= set(isolated)
+    sa.validate()
+    sa.kmem_cache_setup_mobility(c, None, migrate)      # without isolate, it goes ahead
+    old, new = sa.kmem_cache_compact(c, 30)
+    assert len(old) and moved[-len(old):] == old.tolist()
+    sa.validate()
+
+
 def test_release_order_and_release_memory_take_numpy_integers(sa, kernel):
     sa.release_order = np.int64(6)
     assert sa.release_order == 6 and type(sa.release_order) is int

@@ -255,7 +255,8 @@ class DefragAPI:
             them as ``moved = (old, new)``. It follows every ``isolate`` call, with empty
             arrays if nothing moved (``isolate`` itself may change what can move): the
             isolated objects not in ``old`` stayed where they were, and the owner unpins
-            them.
+            them. Only isolated objects move: if ``isolate`` frees other objects so that
+            the compaction would move ones it was not given, nothing moves this time.
 
         Afterwards ``kmem_cache_shrink`` moves the objects of every partial slab it can, and
         ``kmem_cache_compact`` those of slabs used at most ``cache.defrag_used_ratio``
@@ -295,13 +296,19 @@ class DefragAPI:
         cache = self._caches[cid]
         cpu = self._cpu()
         _, isolate, migrate = self._per_cache("_mobility").get(cid, (None, None, None))
-        private = None
+        private, stay = None, False
         if isolate is not None:
             planned = _run_compact(cache, ratio, cpu, True)[0]
             if not len(planned):
                 return planned, planned.copy()
             private = isolate(planned.copy())
-        old, new, fault = _run_compact(cache, ratio, cpu, False)
+            # only isolated objects move: an isolate that freed others made new sources
+            again = _run_compact(cache, ratio, cpu, True)[0]
+            stay = not np.isin(again, planned).all()    # (migrate still follows)
+        if stay:
+            old, new, fault = np.zeros(0, np.int64), np.zeros(0, np.int64), False
+        else:
+            old, new, fault = _run_compact(cache, ratio, cpu, False)
         # after an isolate always (it pinned objects that may no longer move: the kernel's
         # __move calls migrate after isolate, whatever moved); else only when objects moved
         if migrate is not None and (len(old) or isolate is not None):
