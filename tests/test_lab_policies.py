@@ -86,6 +86,25 @@ def test_every_free_parses_and_refuses():
         numslab.replay(DATA / TRACES["net"], kernel="7.0", every="free")
 
 
+def test_every_n_needs_a_policy_with_work_and_a_global_every_applies_where_there_is():
+    """``7.0:sorted:every=5`` was accepted and ran nothing every 5 events; ``--every free
+    --compare 7.0,7.0:mobility`` was refused for the base policy, which no configuration
+    used. A configuration's own ``every`` needs work; a global one goes to those with work."""
+    from numslab.lab.replay import EVERY_FREE, _configs
+    base = Config("7.0", 2, 1, "default")
+    for bad in ("7.0:sorted:every=5", "7.0:every=7", "drain=10:every=3", "leansheaves:every=2"):
+        with pytest.raises(SlabError, match=r"every=\d+ needs a policy with work"):
+            parse_config(bad, base)
+    assert parse_config("7.0:sorted:every=0", base).every == 0
+    assert parse_config("7.0:shrink:every=5", base).every == 5
+    with pytest.raises(SlabError, match="every=5 needs a policy with work"):
+        _configs("7.0", 2, 1, "sorted", 5, None)
+    cs = _configs("7.0", 2, 1, "default", "free", ["7.0", "7.0:mobility", "7.0:shrink"])
+    assert [c.every for c in cs] == [0, EVERY_FREE, EVERY_FREE]
+    assert [c.name for c in _configs("7.0", 2, 1, "default", 5, ["7.0:sorted", "shrink"])] \
+        == ["7.0:cpus=2:sorted", "7.0:cpus=2:shrink:every=5"]
+
+
 @pytest.mark.parametrize("policy,nodes", [("mobility=100", 1), ("mobility", 1), ("shrink", 1),
                                           ("mobility=100", 2)])
 def test_work_after_frees_keeps_the_replay_exact(policy, nodes, kernel):

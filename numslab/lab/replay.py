@@ -202,6 +202,8 @@ def parse_config(text: str, base: Config) -> Config:
     if cpus > MAX_CPUS:                 # (an OverflowError sizing the arena, cpus=10**11)
         raise SlabError(f"configuration {text!r}: {cpus} CPUs, past the {MAX_CPUS} a machine "
                         f"may have")
+    if every and policies.work_ratio(policy) == K.NO_TRIGGER and "every" not in given:
+        every = 0       # (a global --every is for the configurations with work to run)
     _check_every_free(policy, every, text, kernel)
     orders = base.orders
     if any(v is not None for v in boot.values()):
@@ -230,14 +232,16 @@ def _warm(value: Any) -> str:
 
 
 def _check_every_free(policy: str, every: int, text: str, kernel: str = "7.0") -> None:
-    """Refuse ``every=free`` with a policy that has no work to run, and ``leansheaves``
-    (7.0's sheaves made lean) under 6.18."""
+    """Refuse ``every=N`` (N > 0) or ``every=free`` with a policy that has no work to run
+    (``7.0:sorted:every=5`` ran nothing every 5 events), and ``leansheaves`` (7.0's sheaves
+    made lean) under 6.18."""
     if kernel == "6.18" and "leansheaves" in policies.words(policy):
         raise SlabError(f"configuration {text!r}: leansheaves changes 7.0's sheaves; "
                         f"kernel {kernel} has none to change")
-    if every == EVERY_FREE and policies.work_ratio(policy) == K.NO_TRIGGER:
-        raise SlabError(f"configuration {text!r}: every=free needs a policy with work to "
-                        f"run after a free (shrink, mobility, mobility=R), not {policy!r}")
+    if every and policies.work_ratio(policy) == K.NO_TRIGGER:
+        what = "every=free" if every == EVERY_FREE else f"every={every}"
+        raise SlabError(f"configuration {text!r}: {what} needs a policy with work to run "
+                        f"(shrink, mobility, mobility=R), not {policy!r}")
 
 
 _KM_FLAGS = {"dma-": F.SLAB_CACHE_DMA, "kmalloc-rcl-": F.SLAB_RECLAIM_ACCOUNT,
@@ -674,7 +678,8 @@ def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
                             f"points) or 'free'")
         base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every),
                       _warm(bool(warm) if isinstance(warm, np.bool_) else warm))
-        _check_every_free(base.policy, base.every, base.name, base.kernel)
+        if not compare:             # (with --compare, a configuration's own policy counts)
+            _check_every_free(base.policy, base.every, base.name, base.kernel)
         if base.nodes > MAX_NODES:      # (named alone: the CPUs may be the trace's, unread)
             raise SlabError(f"{base.nodes} nodes: past the {MAX_NODES} a machine may have")
         if base.nodes > base.cpus or not 1 <= base.cpus <= MAX_CPUS \
