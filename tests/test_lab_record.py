@@ -262,15 +262,19 @@ def test_replay_command_tables_json_compare_and_plot(tmp_path, capsys):
                      "7.0,7.0:cpus=4"]) == 0
     j = json.loads(capsys.readouterr().out)
     assert set(j["configs"]) == {"7.0:cpus=2", "7.0:cpus=4"}
-    assert cli.main(["replay", str(tmp_path / "none.txt")]) == 1
+    # input that cannot be read or parsed exits 2, as the packet pipeline's (it was 1)
+    assert cli.main(["replay", str(tmp_path / "none.txt")]) == 2
     assert "cannot read trace" in capsys.readouterr().err
+    (tmp_path / "bad.txt").write_text("this is not a kmem event\n")
+    assert cli.main(["replay", str(tmp_path / "bad.txt"), "--no-progress"]) == 2
+    assert "line 1" in capsys.readouterr().err
     # a snapshot that is a folder: "cannot read it as JSON (cannot read trace DIR...)"
-    assert cli.main(["replay", str(DATA / TRACES["net"]), "--snapshot", str(tmp_path)]) == 1
+    assert cli.main(["replay", str(DATA / TRACES["net"]), "--snapshot", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert f"snapshot {tmp_path}: cannot read it (" in err and "trace" not in err
     (tmp_path / "s.json").write_text("{")
     assert cli.main(["replay", str(DATA / TRACES["net"]), "--snapshot",
-                     str(tmp_path / "s.json")]) == 1
+                     str(tmp_path / "s.json")]) == 2
     assert "s.json: not JSON (" in capsys.readouterr().err
     # a plot named with no suffix is written as a png, and said so (it said the name given)
     assert cli.main(["replay", str(DATA / TRACES["net"]), "--plot", str(tmp_path / "q")]) == 0

@@ -29,7 +29,8 @@ from . import policies
 from . import warm as W
 from .parse import ROW_LARGE
 from .result import Configs, ReplayResult, Series
-from .snapshot import _aliases, _align_ok, _geometry, load_snapshot, merge_aliases
+from .snapshot import (SnapshotFormatError, _aliases, _align_ok, _geometry, load_snapshot,
+                       merge_aliases)
 from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_KMALLOC, EV_LOST, EV_OTHER, EV_OWN, Trace,
                     TraceFormatError, check_trace, read_trace)
 
@@ -376,7 +377,7 @@ def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any
         return sa.kmem_cache_create(name, **args)
     except SlabError as e:
         if src != "trace":
-            raise SlabError(f"snapshot: cache {name!r}: {e}") from None
+            raise SnapshotFormatError(f"snapshot: cache {name!r}: {e}") from None
         at = np.flatnonzero((tr.kind == EV_CACHE_ALLOC) & (tr.row == k))
         if not len(at):                 # a cache only freed to: the line of its first event
             at = np.flatnonzero((tr.row == k) | (tr.name == k))     # (a NULL free: no row)

@@ -14,6 +14,11 @@ from ..errors import SlabError
 from .trace import Trace, load_bytes
 
 
+class SnapshotFormatError(SlabError, ValueError):
+    """A snapshot that is not numslab's ``/sys/kernel/slab`` JSON, or names a cache numslab
+    cannot make (names the file and the entry)."""
+
+
 def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
     """A ``/sys/kernel/slab`` snapshot (``numslab snapshot`` JSON, plain, gz or xz) as cache
     name -> its attributes (an alias gets the attributes of the cache it is an alias of)."""
@@ -27,20 +32,20 @@ def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
             raw = load_bytes(source)
         except (OSError, SlabError) as e:       # (the reader's text names a trace)
             reason = str(e).replace(f"cannot read trace {source}: ", "")
-            raise SlabError(f"snapshot {source}: cannot read it ({reason})") from None
+            raise SnapshotFormatError(f"snapshot {source}: cannot read it ({reason})") from None
         try:
             data = json.loads(raw)
         except ValueError as e:
-            raise SlabError(f"snapshot {source}: not JSON ({e})") from None
+            raise SnapshotFormatError(f"snapshot {source}: not JSON ({e})") from None
     caches = data.get("caches") if isinstance(data, dict) else None
     if not isinstance(caches, list):
-        raise SlabError(f"snapshot {source}: no 'caches' list")
+        raise SnapshotFormatError(f"snapshot {source}: no 'caches' list")
     seen: set[str] = set()
     for c in caches:
         where = "(a dict)" if isinstance(source, dict) else source
         _check_snapshot_entry(c, where)
         if c["name"] in seen:           # (one directory a cache in /sys/kernel/slab)
-            raise SlabError(f"snapshot {where}: cache {c['name']!r} is listed twice")
+            raise SnapshotFormatError(f"snapshot {where}: cache {c['name']!r} is listed twice")
         seen.add(c["name"])
     by_name = {c["name"]: c for c in caches if "alias_of" not in c}
     out = dict(by_name)
@@ -61,10 +66,10 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
     constructor's cache without its ``slab_size``, a ``slab_size`` below the
     ``object_size``."""
     if not isinstance(c, dict) or not isinstance(c.get("name"), str):
-        raise SlabError(f"snapshot {source}: entry {c!r:.60} is not a cache (a dict with a "
+        raise SnapshotFormatError(f"snapshot {source}: entry {c!r:.60} is not a cache (a dict with a "
                         f"'name')")
     if "alias_of" in c and not isinstance(c["alias_of"], str):     # (a list: a TypeError)
-        raise SlabError(f"snapshot {source}: cache {c['name']!r}: alias_of "
+        raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: alias_of "
                         f"{c['alias_of']!r:.40} is not a cache name")
     num = {}
     for a in _NUMBERS:
@@ -75,18 +80,18 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
         ok = isinstance(t, str) and t.lstrip("-").isdecimal() or \
             isinstance(t, int) and not isinstance(t, bool)
         if not ok:
-            raise SlabError(f"snapshot {source}: cache {c['name']!r}: {a} {v!r} is not a "
+            raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: {a} {v!r} is not a "
                             f"whole number")
         num[a] = int(t)
     if c.get("ctor") and "object_size" in num and "slab_size" not in num:
-        raise SlabError(f"snapshot {source}: cache {c['name']!r} has a constructor and no "
+        raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r} has a constructor and no "
                         f"slab_size")
     for a in ("object_size", "slab_size"):
         if not 0 < num.get(a, 1) < 1 << 31:
-            raise SlabError(f"snapshot {source}: cache {c['name']!r}: {a} {num[a]} is not a "
+            raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: {a} {num[a]} is not a "
                             f"size in 1..2**31-1")
     if num.get("slab_size", 1 << 62) < num.get("object_size", 0):
-        raise SlabError(f"snapshot {source}: cache {c['name']!r}: slab_size "
+        raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: slab_size "
                         f"{num['slab_size']} is below its object_size {num['object_size']}")
 
 

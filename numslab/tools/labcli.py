@@ -15,6 +15,8 @@ from ..lab import record as rec
 from ..lab.maple import format_maple, maple_churn
 from ..lab.replay import KERNELS, POLICIES, replay
 from ..lab.result import format_compare, plot_results
+from ..lab.snapshot import SnapshotFormatError
+from ..lab.trace import TraceFormatError
 from .prewarm import REPLAY_UNITS, prewarm
 
 
@@ -186,7 +188,8 @@ def run(args: argparse.Namespace) -> int:
         text = str(e)
         text = text[len(args.cmd) + 2:] if text.startswith(f"{args.cmd}: ") else text
         print(f"numslab {args.cmd}: {text}", file=sys.stderr)
-        return 1
+        # input that cannot be read or parsed: 2, as the packet pipeline's (it was 1 here)
+        return 2 if isinstance(e, (TraceFormatError, SnapshotFormatError)) else 1
 
 
 def check_plot(path: str) -> str:
