@@ -308,3 +308,28 @@ def test_a_kick_that_raises_midway_counts_what_it_tried_and_frees_the_emptied_sl
     assert sa.defrag_stats(c) == {"slabs_freed": 2, "objects_kicked": calls[0] + calls[1],
                                   "refusals": 1}
     sa.validate()
+
+
+def test_a_kick_that_compacts_counts_the_moved_objects_as_moved_not_kicked(sa, kernel):
+    """An owner's ``kick`` may free some objects and make the cache compact the rest
+    (``KmemCache.compact``): the moved objects are live elsewhere, not kicked (they were all
+    counted as kicked: ``objects_kicked`` was every object of the slabs tried)."""
+    c, objs = _sparse_cache(sa, "moving")
+    held = set(objs.tolist())
+    frees = []
+
+    def kick(objs, private):
+        first = int(objs[0])                    # the owner frees one object a slab,
+        c.free(first)
+        held.discard(first)
+        frees.append(first)
+        old, new = c.compact(100)               # and lets the cache move the others
+        for o, n in zip(old.tolist(), new.tolist()):
+            held.discard(o)
+            held.add(n)
+    sa.kmem_cache_setup_defrag(c, lambda objs: None, kick)
+    sa.kmem_cache_defrag(c, 30)
+    assert c.objects_moved > 0
+    assert sa.defrag_stats(c)["objects_kicked"] == len(frees)
+    assert sorted(held) == c.live_addresses().tolist()
+    sa.validate()

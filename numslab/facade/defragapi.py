@@ -99,6 +99,8 @@ def _run_compact(cache: "KmemCache", ratio: int, cpu: int, plan: bool
     fault = got < 0
     if fault:
         got = -1 - got
+    if not plan and got and sa.__dict__.get("_evict_depth", 0):   # an eviction's kick moved
+        sa._evict_moved.update(zip(old[:got].tolist(), new[:got].tolist()))   # them: not kicked
     return old[:got].copy(), new[:got].copy(), fault
 
 

@@ -102,6 +102,7 @@ class EvictAPI:
         if not depth:
             self._evict_tried: dict[tuple[int, int], set[int]] = {}
             self._evict_tokens: dict[int, Any] = {}     # each cache's, as it was tried
+            self._evict_moved: dict[int, int] = {}      # old -> new of what a kick compacted
         self._evict_depth = depth + 1
         try:
             return self._evict_level(cid, ratio)
@@ -155,9 +156,21 @@ class EvictAPI:
                          ) -> None:
         """Add the slabs an eviction tried (by cache and head frame, with the objects it
         asked to be freed) to each cache's ``defrag_stats``: freed or kept (a refusal), and
-        the objects kicked (those no longer live)."""
+        the objects kicked (those no longer live, where a kick's compaction moved them or
+        not: a moved object is not kicked)."""
         st = self.state
         counts = self._per_cache("_evict_counts")
+        moved = self._evict_moved
+
+        def now(a: int) -> int:
+            """Where the object at ``a`` lives now, following the moves (a move's target
+            may be moved again; bounded, as an address may come round again)."""
+            for _ in range(len(moved)):
+                if a not in moved:
+                    break
+                a = moved[a]
+            return a
+
         for c in {c for c, _ in tried}:
             cache = self._caches.get(c)
             if cache is None or self._caches.token(c) is not self._evict_tokens.get(c):
@@ -168,10 +181,12 @@ class EvictAPI:
                 if cid != c:
                     continue
                 if st.sl_cache[slab] == c and st.pg_flags[slab] & PG_SLAB:       # kept
-                    kicked += len(objs) - int(np.isin(list(objs), live_after).sum())
+                    kicked += len(objs) - int(np.isin([now(a) for a in objs],
+                                                      live_after).sum())
                     refused += 1
-                else:
-                    kicked += len(objs)
+                else:                   # (its frame may hold a new slab's objects by now)
+                    there = [now(a) for a in objs if a in moved]
+                    kicked += len(objs) - int(np.isin(there, live_after).sum())
                     freed += 1
             _, f0, k0, r0 = counts.get(c, (None, 0, 0, 0))
             counts[c] = (self._caches.token(c), f0 + freed, k0 + kicked, r0 + refused)
