@@ -147,7 +147,7 @@ def test_every_parses_and_refuses():
         with pytest.raises(SlabError, match=f"^configuration '{bad}': .*{why}$"):
             parse_config(bad, base)
     # every=0 is the sample points, as --every 0: a configuration sets it over the base's
-    assert parse_config("7.0:every=0", parse_config("7.0:every=500", base)).every == 0
+    assert parse_config("7.0:every=0", parse_config("7.0:shrink:every=500", base)).every == 0
 
 
 def test_a_remedy_every_n_events_keeps_the_replay_exact_and_runs_there(kernel):
