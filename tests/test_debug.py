@@ -96,6 +96,44 @@ def corrupt_lost_count(sa, c, objs):
     view(sa.state.buf, L.F_G)[L.G_NLOST] += 1
 
 
+def lose_a_free_block(sa, c, objs):
+    st = sa.state                                         # off its buddy list, still marked
+    order = int(np.flatnonzero(st.buddy[0, :, L.B_COUNT])[-1])
+    head = int(st.buddy[0, order, L.B_HEAD])
+    nxt = int(st.pg_next[head])
+    st.buddy[0, order, L.B_HEAD] = nxt
+    if nxt != L.NIL:
+        st.pg_prev[nxt] = L.NIL
+    st.pg_next[head] = L.NIL
+    st.buddy[0, order, L.B_COUNT] -= 1
+
+
+def lose_a_pcp_block(sa, c, objs):
+    addr = sa.alloc_pages(0)
+    sa.free_pages(addr, 0)                                # first on the CPU's list
+    st, cpu = sa.state, sa._cpu()
+    pfn = addr >> 12
+    nxt = int(st.pg_next[pfn])
+    st.pcp[cpu, 0, L.P_LISTS] = nxt
+    if nxt == L.NIL:
+        st.pcp[cpu, 0, L.P_LISTS + 1] = L.NIL
+    else:
+        st.pg_prev[nxt] = L.NIL
+    st.pg_next[pfn] = L.NIL
+    st.pcp[cpu, 0, L.P_COUNT] -= 1
+
+
+def give_a_7x_cpu_a_cpu_slab(sa, c, objs):
+    st = sa.state                                         # a full slab, on no list, frozen
+    for _ in range(2 * c.objs_per_slab):
+        sa.kmem_cache_alloc(c)
+    full = np.flatnonzero((st.sl_cache == c._id) & (st.pg_flags & L.PG_SLAB != 0)
+                          & (st.sl_inuse == st.sl_objects)
+                          & (st.pg_flags & L.PG_NODE_PARTIAL == 0))
+    st.pg_flags[full[0]] |= L.PG_FROZEN
+    st.cpu[c._id, 0, L.C_SLAB] = full[0]
+
+
 @pytest.mark.parametrize("damage,what", [
     (corrupt_freepointer, "free list leaves its slab or the object grid"),
     (corrupt_inuse, "inuse + free objects != objects"),
@@ -111,6 +149,9 @@ def corrupt_lost_count(sa, c, objs):
     (corrupt_head_of_tail, "compound head is wrong"),
     (corrupt_lost_frame, "lost objects (sl_lost) out of range"),
     (corrupt_lost_count, "their sum is not G_NLOST"),
+    (lose_a_free_block, "buddy free list is broken"),
+    (lose_a_pcp_block, "buddy free list is broken"),
+    (give_a_7x_cpu_a_cpu_slab, "or a CPU has one under 7.x"),
 ])
 def test_validate_finds_corruption(world, damage, what):
     sa, c, objs = world

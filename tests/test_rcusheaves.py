@@ -560,6 +560,36 @@ def test_validate_finds_a_kfree_rcu_mark_on_an_object_not_on_the_list(kernel):
     sa.validate()
 
 
+def test_validate_finds_an_object_on_the_kfree_rcu_list_without_its_mark(kernel):
+    """The other way round: each object on the list carries its mark (a slab object's RCU
+    bit with its live bit clear, a large kmalloc's PG_RCU); validate lifted the marks without
+    looking, and a listed object the user could free again passed."""
+    from numslab.engine.layout import F_LIVE, F_RCU, PG_RCU
+    sa = machine(kernel, nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("c", 64, flags=numslab.SLAB_CONSISTENCY_CHECKS)
+    obj, big = c.alloc(), sa.kmalloc(20000)
+    sa.kfree_rcu(obj)
+    sa.kfree_rcu(big)
+    sa.validate()
+    rcu, live = view(sa._buf, F_RCU), view(sa._buf, F_LIVE)
+    bit = 1 << ((obj >> 3) & 63)
+    rcu[obj >> 9] &= ~bit                       # unmarked, as if live again
+    live[obj >> 9] |= bit
+    with pytest.raises(numslab.SlabCorruptionError, match="on the kfree_rcu list or in an RCU "
+                       f"sheaf has no RCU mark \\(object at {obj:#x}\\)"):
+        sa.validate()
+    rcu[obj >> 9] |= bit
+    live[obj >> 9] &= ~bit
+    sa.validate()
+    sa.state.pg_flags[big >> 12] &= ~PG_RCU
+    with pytest.raises(numslab.SlabCorruptionError,
+                       match=f"has no RCU mark \\(object at {big:#x}\\)"):
+        sa.validate()
+    sa.state.pg_flags[big >> 12] |= PG_RCU
+    assert sa.synchronize_rcu() == 2
+    sa.validate()
+
+
 def test_validate_finds_an_rcu_sheaf_object_without_its_mark(kernel):
     """The objects of the RCU sheaves (a CPU's rcu_free sheaf, those waiting for their grace
     period) carry the RCU mark too, and lose it when their grace period ends."""

@@ -7,8 +7,8 @@ from .layout import (AT_CACHE, AT_COUNT, AT_CPU, AT_FRAME, AT_NODE, AT_OBJECT, A
                      C_RCU_FREE, C_SLAB, C_SPARE, CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD,
                      G_RCU_TAIL, CA_ACTIVE, CA_FLAGS,
                      CA_FP_KEY, CA_OFFSET, CA_RECIP, CA_OBJECT_SIZE, CA_RED_LEFT, CA_SIZE,
-                     CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, KERNEL_NEXT, N_BARN_EMPTY,
-                     N_BARN_FULL, N_NR_FULL, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
+                     CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2, KERNEL_7_0, KERNEL_NEXT,
+                     N_BARN_EMPTY, N_BARN_FULL, N_NR_FULL, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
                      N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS, PG_CPU_PARTIAL, PG_FROZEN,
                      PG_BUDDY, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_RCU, PG_SLAB,
                      PG_TAIL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
@@ -45,7 +45,7 @@ E_AT = 1 << 8         #: the unit of the element index in a batch error
 #: What ``validate`` reports in G_ERR0 with E_CORRUPT (bits below ``layout.AT_SHIFT``; the
 #: kind of place G_ERR1 names above them).
 CORRUPTION = (
-    "cpu slab is not a frozen slab of this cache",
+    "cpu slab is not a frozen slab of this cache (or a CPU has one under 7.x)",
     "free list leaves its slab or the object grid",
     "free list holds a live object",
     "free list is longer than the slab",
@@ -64,7 +64,7 @@ CORRUPTION = (
     "RCU sheaf list (link, count, tail or callback word) or a CPU's rcu_free sheaf is broken",
     "an object marked as waiting for kfree_rcu is not on the kfree_rcu list nor in an RCU "
     "sheaf",
-    "an object in an RCU sheaf has no RCU mark",
+    "an object on the kfree_rcu list or in an RCU sheaf has no RCU mark",
     "a frame's compound head is wrong (pg_head: itself for a block's head, the head for its "
     "later frames, NIL for a frame in no allocated block)",
     "a barn's partial sheaf is linked, empty or full, or kept by a generation before next",
@@ -438,6 +438,8 @@ def _validate_cache(st, cache):
     for cpu in range(st.ncpus):
         c = _cpu_row(st, cache, cpu)
         slab = cpt[c + C_SLAB]
+        if slab != NIL and st.kernel >= KERNEL_7_0:     # (7.x has no kmem_cache_cpu)
+            return _corrupt(st, 0, AT_CPU, cpu)
         if slab != NIL:
             if not 0 <= slab < npages or not _slab_fits(st, cache, slab) \
                     or (flags[slab] & (PG_SLAB | PG_FROZEN)) != (PG_SLAB | PG_FROZEN) \
@@ -632,13 +634,34 @@ def rcu_list_mark(st, n, paddr, on):
     return 0
 
 
+@jit
+def _rcu_list_unmarked(st, n, p):
+    """The first of the ``n`` objects at Words ``p`` on the ``kfree_rcu`` list without the
+    list's mark (a slab object: its ``rcu`` bit set, its live bit clear; a large kmalloc:
+    PG_RCU on its head), or -1."""
+    for i in range(n):
+        a = p[i]
+        f = st.pg_flags[a >> 12]
+        if not f & PG_TAIL and f & PG_LARGE:
+            if not f & PG_RCU:
+                return a
+        elif not (st.rcu[a >> 9] >> ((a >> 3) & 63)) & 1 or _live_test(st, a):
+            return a
+    return -1
+
+
 @unit
 def validate(st, cache, n, paddr):
     """Validate one cache, or every active cache and the page allocator if ``cache`` is NIL:
     0 or E_CORRUPT (what in G_ERR0, where in G_ERR1, the cache in G_ERR2). The ``n`` objects
     at ``paddr`` wait on the ``kfree_rcu`` list: counted as allocated (their marks lifted
-    for the check and put back, in this one engine call)."""
+    for the check and put back, in this one engine call); for the whole machine their marks
+    are checked first (invariant 9)."""
     p = words_at(paddr)
+    bad = _rcu_list_unmarked(st, n, p) if cache == NIL else -1
+    if bad != -1:
+        st.g[G_ERR2] = NIL
+        return _corrupt(st, 18, AT_OBJECT, bad)
     _rcu_list_marks(st, n, p, False)
     err = _validate(st, cache)
     if not err and cache == NIL:

@@ -502,8 +502,8 @@ def release_free_blocks(st, min_order, advice):
 # ---- validate's part: the page allocator's invariants --------------------------------------
 @jit
 def _bad(st, what, kind, where):
-    """Record where invariant ``what`` broke (G_ERR1, a place of kind ``kind``: ``AT_*``);
-    ``what`` with the kind above ``AT_SHIFT``."""
+    """Record where ``what`` (an index of ``checks.CORRUPTION``) broke (G_ERR1, a place of kind
+    ``kind``: ``AT_*``); ``what`` with the kind above ``AT_SHIFT``."""
     st.g[G_ERR1] = where
     return what | kind << AT_SHIFT
 
@@ -512,10 +512,11 @@ def _bad(st, what, kind, where):
 def _validate_pages(st):
     """``validate``'s check of the compound heads, the SLAB_TYPESAFE_BY_RCU slabs waiting for
     their grace period, the buddy free lists and the per-CPU page lists: links, marks,
-    counts and that no free block overlaps an allocated one; each link range-checked before
-    it is followed. 0, or the broken invariant's number in
-    ``checks.CORRUPTION`` (12 a page list, 19 a compound head, 23 the slabs waiting for
-    their grace period) with the kind of place above ``AT_SHIFT``, where in G_ERR1."""
+    counts, that no free block overlaps an allocated one and that every frame marked as a
+    free block's head is on a list; each link range-checked before it is followed. 0, or the
+    index of what broke in ``checks.CORRUPTION`` (12 a page list, 19 a compound head, 23 the
+    slabs waiting for their grace period) with the kind of place above ``AT_SHIFT``, where in
+    G_ERR1. Uses ``scratch`` (one word per frame: 1 on a free list)."""
     flags = st.pg_flags
     pord = st.pg_order
     nxt = st.pg_next
@@ -524,6 +525,9 @@ def _validate_pages(st):
     pcp = st.pcp
     ppn = st.pages_per_node
     heads = st.pg_head
+    listed = st.scratch                         # 1: the head of a block on a free list
+    for pfn in range(st.npages):
+        listed[pfn] = 0
     pfn = 0
     waiting = 0
     while pfn < st.npages:                      # compound heads: every allocated block's
@@ -568,6 +572,7 @@ def _validate_pages(st):
                 for t in range(pfn + 1, pfn + (1 << order)):
                     if flags[t] != 0:
                         return _bad(st, 12, AT_FRAME, t)
+                listed[pfn] = 1
                 k += 1
                 prev = pfn
                 pfn = nxt[pfn]
@@ -589,6 +594,7 @@ def _validate_pages(st):
                     for t in range(pfn + 1, pfn + (1 << order)):
                         if flags[t] != 0:
                             return _bad(st, 12, AT_FRAME, t)
+                    listed[pfn] = 1
                     pages += 1 << order
                     prev = pfn
                     pfn = nxt[pfn]
@@ -596,4 +602,7 @@ def _validate_pages(st):
                     return _bad(st, 12, AT_NODE, node)
             if pages != pcp[row + P_COUNT]:
                 return _bad(st, 12, AT_NODE, node)
+    for pfn in range(st.npages):                # a free block on no list: its pages lost
+        if flags[pfn] & (PG_BUDDY | PG_PCP) and not listed[pfn]:
+            return _bad(st, 12, AT_FRAME, pfn)
     return 0
