@@ -96,7 +96,7 @@ JIT_CALLS = ("", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
  J_KMALLOC, J_KFREE, J_KFREE_BULK, J_IS_LIVE, J_COMPACT, J_ARENA) = range(1, len(JIT_CALLS))
 ERROR_SYMBOL = "numslab_jit_error"
 ll.add_symbol(ERROR_SYMBOL, ERROR_DETAIL.ctypes.data)
-_HASH = 0x9E3779B97F4A7C15          # Fibonacci hashing: the top 6 bits pick the row
+_HASH = 0x9E3779B97F4A7C15          # Fibonacci hashing: the top 8 bits pick the row
 
 
 def _error_row(tid: int) -> int:
