@@ -1,2 +1,3 @@
-"""Tools beside the library: the benchmark workloads and peers (``bench``, shared with the asv
-suite) and the ``numslab`` command line (``cli``)."""
+"""Tools beside the library: the benchmark workloads, peers and measures (``bench``, shared with
+the asv suite; ``singlebench``, ``floor``, ``checkfloor``, ``coldstart``), the ``numslab``
+command line (``cli``, ``labcli``) and ``prewarm``, the second process that compiles units."""
