@@ -56,10 +56,13 @@ class Oracle:
         self.replayed = 0
         self.skipped: Counter[str] = Counter()
         self.untraced_frees = 0
+        self.large_at: dict[str, tuple] = {}          # live large kmalloc -> (cpu, sizes)
+        self.cpu_last: dict[str, tuple] = {}          # CPU -> its last event's (ptr, sizes)
         self.untraced_by_cache: Counter[str] = Counter()  # (slab caches: not pages)
         self.zero_ptrs = {"0x10", "0000000000000010"}
 
     def _free(self, ptr: str) -> None:
+        self.large_at.pop(ptr, None)
         cache = self.live_ptr.pop(ptr)
         if cache is not None:
             self.live[cache] -= 1
@@ -78,8 +81,12 @@ class Oracle:
         for i, t in enumerate(toks):
             if t.endswith(":") and t[:-1].replace(".", "", 1).isdigit() and "." in t:
                 ev = next(u for u in toks[i + 1:] if u.endswith(":"))[:-1].split(":")[-1]
+                cpu = next((u for u in toks[:i] if u.startswith("[")), "")
                 break
         f = dict(t.split("=", 1) for t in toks if "=" in t)
+        if ev is not None:
+            last = self.cpu_last.get(cpu)
+            self.cpu_last[cpu] = (ev, f.get("ptr"), f.get("bytes_req"), f.get("bytes_alloc"))
         if ev == "kmalloc" and _OWN_SITE.match(f.get("call_site", "")):
             self.skipped["kernel_own"] += 1     # the slab allocator's own: a memcg vector, a
             return                              # sheaf (the replay's allocator makes its own)
@@ -93,6 +100,10 @@ class Oracle:
                 self.zero_ptrs.add(ptr)
                 self.skipped["zero_size_alloc"] += 1
                 return
+            if ev == "kmalloc" and nbytes > 8192 and ptr in self.large_at \
+                    and last == self.cpu_last[cpu] and self.large_at[ptr] == cpu:
+                self.skipped["large_kmalloc_twice"] += 1    # __do_kmalloc_node traces
+                return                                      # it twice
             if ptr in self.live_ptr:
                 if self.live_ptr[ptr] is not None:
                     self.untraced_by_cache[self.live_ptr[ptr]] += 1
@@ -103,6 +114,8 @@ class Oracle:
             self.live_ptr[ptr] = cache
             if cache is not None:
                 self.live[cache] += 1
+            elif ev == "kmalloc":
+                self.large_at[ptr] = cpu
             self.replayed += 1
         elif ev in ("kfree", "kmem_cache_free"):
             ptr = f["ptr"]

@@ -311,6 +311,45 @@ def test_large_kmallocs_take_pages_and_come_back():
     r.allocator.validate()
 
 
+#: lines of a real 6.18 trace (this project's machine, ``setxattr`` of 20,000 bytes): the
+#: kernel's ``__do_kmalloc_node`` traces a kmalloc past KMALLOC_MAX_CACHE_SIZE twice,
+#: ``__kmalloc_large_node_noprof``'s event (its call_site the kmalloc function) and then its
+#: own (the caller's): one allocation, two events of one pointer and size, next to each
+#: other on their CPU (``perf script`` of the same showed the second a microsecond later)
+LARGE_TWICE = """\
+ python3-21415 [000] ..... 49850.098529: kmalloc: call_site=__kvmalloc_node_noprof+0x542/0x820 ptr=000000003a0a0d03 bytes_req=20000 bytes_alloc=32768 gfp_flags=GFP_NOWAIT|__GFP_IO|__GFP_FS|__GFP_HARDWALL node=-1 accounted=false
+ python3-21415 [000] ..... 49850.098529: kmalloc: call_site=vmemdup_user+0x2e/0xb0 ptr=000000003a0a0d03 bytes_req=20000 bytes_alloc=32768 gfp_flags=GFP_NOWAIT|__GFP_IO|__GFP_FS|__GFP_HARDWALL node=-1 accounted=false
+ python3-21415 [000] ..... 49850.098578: kfree: call_site=path_setxattrat+0x177/0x250 ptr=000000003a0a0d03
+ python3-21415 [000] ..... 49850.098619: kmalloc: call_site=__kvmalloc_node_noprof+0x542/0x820 ptr=000000003a0a0d03 bytes_req=20000 bytes_alloc=32768 gfp_flags=GFP_NOWAIT|__GFP_IO|__GFP_FS|__GFP_HARDWALL node=-1 accounted=false
+ python3-21415 [000] ..... 49850.098620: kmalloc: call_site=vmemdup_user+0x2e/0xb0 ptr=000000003a0a0d03 bytes_req=20000 bytes_alloc=32768 gfp_flags=GFP_NOWAIT|__GFP_IO|__GFP_FS|__GFP_HARDWALL node=-1 accounted=false
+"""
+
+
+def test_a_large_kmalloc_traced_twice_is_one_allocation():
+    # replayed as two, the second freeing the first: an untraced free for each large
+    # kmalloc of a real trace (none was freed untraced), its pages freed and taken again
+    for kernel in ("6.18", "7.0"):
+        r = numslab.replay(LARGE_TWICE.encode(), kernel=kernel, cpus=1, samples=5)
+        assert (r.untraced_frees, r.replayed, r.skipped.get("large_kmalloc_twice")) == (0, 3, 2)
+        assert r.series.large_bytes[-1] == 32768
+        assert r.replayed + sum(r.skipped.values()) == r.lines
+    live_at(LARGE_TWICE, [5])
+    o = live_at.oracle
+    assert (o.untraced_frees, o.replayed, o.skipped.get("large_kmalloc_twice")) == (0, 3, 2)
+    # the same pointer again after another event of the CPU, or on another CPU, is another
+    # allocation whose earlier free was not traced
+    lines = LARGE_TWICE.splitlines(keepends=True)
+    other = lines[3].replace("kmalloc: call_site=__kvmalloc_node_noprof+0x542/0x820 ptr="
+                             "000000003a0a0d03", "kmalloc: call_site=x+0x1/0x2 ptr=0000000000000400")
+    for text_ in ("".join(lines[:4] + [other] + lines[4:]),
+                  LARGE_TWICE.replace("[000] ..... 49850.098620", "[001] ..... 49850.098620")):
+        r = numslab.replay(text_.encode(), kernel="7.0", cpus=2)
+        assert (r.untraced_frees, r.skipped.get("large_kmalloc_twice")) == (1, 1)
+        live_at(text_, [6])
+        assert (live_at.oracle.untraced_frees,
+                live_at.oracle.skipped.get("large_kmalloc_twice")) == (1, 1)
+
+
 def test_a_repeated_trace_replays_each_copy_apart():
     from numslab.lab.trace import repeat_trace
     raw = text("net").encode()

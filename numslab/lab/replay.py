@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
@@ -32,7 +32,7 @@ from .result import Configs, ReplayResult, Series
 from .snapshot import (SnapshotFormatError, _aliases, _align_ok, _geometry, load_snapshot,
                        merge_aliases)
 from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_KMALLOC, EV_LOST, EV_OTHER, EV_OWN, Trace,
-                    TraceFormatError, check_trace, read_trace)
+                    TraceFormatError, check_trace, large_kmalloc_twice, read_trace)
 
 __all__ = ["Config", "parse_config", "load_snapshot", "merge_aliases", "prepare", "replay",
            "replay_trace", "sample_seconds",
@@ -279,6 +279,10 @@ def prepare(tr: Trace) -> Prepared:
     skipped = {reason: int(np.count_nonzero(tr.kind == ev)) for reason, ev in
                (("kernel_own", EV_OWN), ("other_event", EV_OTHER),
                 ("lost_events_line", EV_LOST), ("bad_line", EV_BAD))}
+    twice = large_kmalloc_twice(tr)             # one large kmalloc, two events: one replayed
+    skipped["large_kmalloc_twice"] = int(np.count_nonzero(twice))
+    if skipped["large_kmalloc_twice"]:
+        tr = replace(tr, kind=np.where(twice, EV_OTHER, tr.kind).astype(np.int8))
     return Prepared(tr, list(tr.names), tr.sizes.tolist(), tr.kmalloc.tolist(), tr.npid,
                     skipped)
 

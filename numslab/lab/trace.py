@@ -33,7 +33,7 @@ from .parse import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC,
                     EV_OTHER, EV_OWN)
 
 __all__ = ["TraceFormatError", "Trace", "check_trace", "read_trace", "parse_bytes", "load_bytes",
-           "repeat_trace", "EV_CACHE_ALLOC", "EV_KMALLOC", "EV_KFREE", "EV_CACHE_FREE",
+           "repeat_trace", "large_kmalloc_twice", "EV_CACHE_ALLOC", "EV_KMALLOC", "EV_KFREE", "EV_CACHE_FREE",
            "EV_OWN", "EV_OTHER", "EV_LOST", "EV_BAD", "GFP_NAMES"]
 
 
@@ -575,6 +575,30 @@ def load_bytes(source: str | Path | BinaryIO | bytes) -> bytes:
 
 
 _PTR = re.compile(rb"ptr=(0x)?([0-9a-fA-F]{1,16})")
+
+
+def large_kmalloc_twice(tr: Trace) -> np.ndarray:
+    """bool[n]: the events that repeat a large kmalloc's. The kernel's ``__do_kmalloc_node``
+    (mm/slub.c, 6.10 on) traces a kmalloc past KMALLOC_MAX_CACHE_SIZE twice: the event of
+    ``__kmalloc_large_node_noprof``, which it calls, then its own, the next event of that CPU
+    (a microsecond later at times). So the second of two large kmalloc events of one pointer
+    and size, next to each other both among the pointer's events and among the CPU's, is no
+    allocation of its own."""
+    n = len(tr.kind)
+    big = (tr.kind == EV_KMALLOC) & (tr.row == P.ROW_LARGE)
+    if np.count_nonzero(big) < 2:
+        return np.zeros(n, bool)
+    ev = np.flatnonzero(tr.pid >= 0)
+    ev = ev[np.argsort(tr.pid[ev], kind="stable")]         # each pointer's events in order
+    a, b = ev[:-1], ev[1:]
+    on = np.argsort(tr.cpu, kind="stable")                  # each CPU's events in order
+    before = np.full(n, -1, np.int64)
+    before[on[1:]] = np.where(tr.cpu[on[1:]] == tr.cpu[on[:-1]], on[:-1], -1)
+    twice = (tr.pid[a] == tr.pid[b]) & big[a] & big[b] & (before[b] == a) \
+        & (tr.bytes_req[a] == tr.bytes_req[b]) & (tr.bytes_alloc[a] == tr.bytes_alloc[b])
+    out = np.zeros(n, bool)
+    out[b[twice]] = True
+    return out
 
 
 def repeat_trace(text: bytes, copies: int) -> bytes:
