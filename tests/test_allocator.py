@@ -978,6 +978,7 @@ def test_exhaustion_warns_as_slab_out_of_memory(caplog):
     while sa.kmalloc(64, numslab.GFP_ATOMIC | numslab.__GFP_NOWARN):
         pass
     assert not caplog.records                                   # __GFP_NOWARN
+    assert sa.kmalloc(64, numslab.GFP_NOWAIT) == 0 and not caplog.records   # (its part)
     assert sa.kmalloc(64, numslab.GFP_ATOMIC | numslab.__GFP_ZERO) == 0
     assert caplog.records[-1].getMessage().splitlines()[:2] == [
         "SLUB: Unable to allocate memory on CPU 0 (of node 0) on node -1, "

@@ -21,3 +21,15 @@ def test_gfp_names_print_as_the_kernel_does():
         if name.startswith("__GFP_"):
             every |= getattr(F, name)
     assert "0x" not in gfp_names(every)
+
+
+def test_gfp_nowait_implies_nowarn():
+    # include/linux/gfp_types.h (6.18 on): GFP_NOWAIT is __GFP_KSWAPD_RECLAIM | __GFP_NOWARN.
+    # This project's 6.18.44 printed kvmalloc's flags (GFP_USER less direct reclaim, plus
+    # __GFP_NOWARN: kmalloc_gfp_adjust) as "GFP_NOWAIT|__GFP_IO|__GFP_FS|__GFP_HARDWALL";
+    # numslab's GFP_NOWAIT lacked __GFP_NOWARN, so a failed GFP_NOWAIT allocation printed
+    # slab_out_of_memory's warning, which the kernel's never does
+    assert F.GFP_NOWAIT == F.__GFP_KSWAPD_RECLAIM | F.__GFP_NOWARN
+    kvmalloc = F.GFP_USER & ~F.__GFP_DIRECT_RECLAIM | F.__GFP_NOWARN
+    assert gfp_names(kvmalloc) == "GFP_NOWAIT|__GFP_IO|__GFP_FS|__GFP_HARDWALL"
+    assert gfp_names(F.__GFP_KSWAPD_RECLAIM) == "__GFP_KSWAPD_RECLAIM"
