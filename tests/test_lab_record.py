@@ -153,6 +153,28 @@ def test_an_interrupted_recording_keeps_the_lines_recorded(tmp_path, monkeypatch
     assert (tmp_path / "t.txt").read_text() == line * 3
 
 
+def test_events_a_full_ring_buffer_overwrote_are_reported(tmp_path, monkeypatch, capsys):
+    # a real 6.18.44 recording with --buffer-kb 16: 660 of 59,337 events kept, the rest
+    # overwritten (options/overwrite); the trace has no [LOST] line, only the header's
+    # counts and "##### CPU 0 buffer started ####", and record said "660 lines written"
+    root = _fake_tracefs(tmp_path)
+    line = ("  bash-1 [000] ..... 10.000001: kmem_cache_alloc: call_site=f+0x1/0x9 "
+            "ptr=00000000000000a0 name=dentry bytes_req=192 bytes_alloc=192 "
+            "gfp_flags=GFP_KERNEL node=-1 accounted=false\n")
+    head = ("# tracer: nop\n#\n# entries-in-buffer/entries-written: 3/59337   #P:2\n#\n"
+            "##### CPU 0 buffer started ####\n")
+    monkeypatch.setattr(rec.time, "sleep",
+                        lambda *a: (root / "trace").write_text(head + line * 3))
+    info = rec.record(tmp_path / "t.txt", seconds=1, root=root)
+    assert (info["lines"], info["lost"], info["overwritten"]) == (3, 0, 59334)
+    assert cli.main(["record", "-o", str(tmp_path / "t.txt"), "--tracefs", str(root)]) == 0
+    assert "(59334 events overwritten, the oldest: the ring buffer was full, a larger " \
+        "--buffer-kb?)" in capsys.readouterr().out
+    monkeypatch.setattr(rec.time, "sleep", lambda *a: (root / "trace").write_text(
+        head.replace("3/59337", "3/3") + line * 3))
+    assert rec.record(tmp_path / "t.txt", seconds=1, root=root)["overwritten"] == 0
+
+
 def test_no_tracefs_is_a_clear_error(tmp_path):
     with pytest.raises(rec.RecordError, match="no tracefs"):
         rec.record(tmp_path / "o.txt", ["true"], root=tmp_path / "missing")

@@ -110,7 +110,8 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
     Returns
     -------
     dict
-        ``lines`` written, ``lost`` (lines reporting lost events), the command's
+        ``lines`` written, ``lost`` (lines reporting lost events), ``overwritten`` (the
+        oldest events a full ring buffer overwrote, which no line reports), the command's
         ``returncode`` (None without a command), ``seconds``, and ``interrupted``: a
         Ctrl-C ended the wait (the command or the sleep), and what was recorded until
         then was written.
@@ -193,8 +194,12 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
     except OSError as e:
         raise RecordError(f"record: cannot write {out}: {e.strerror or e}") from None
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    # a full ring buffer overwrites its oldest events (options/overwrite, the default) and
+    # no line marks them: the header's "entries-in-buffer/entries-written: A/B" counts them
+    kept = re.search(r"^# entries-in-buffer/entries-written: (\d+)/(\d+)", text, re.M)
     return {"lines": len(lines), "lost": sum("LOST" in ln for ln in lines
                                              if ln.startswith("CPU:")),
+            "overwritten": int(kept.group(2)) - int(kept.group(1)) if kept else 0,
             "returncode": rc, "seconds": time.monotonic() - t0, "interrupted": interrupted}
 
 

@@ -171,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{info['lines']} lines written to {args.output}"
                   + (f" ({info['lost']} lines of lost events: a larger --buffer-kb?)"
                      if info["lost"] else "")
+                  + (f" ({info['overwritten']} events overwritten, the oldest: the ring "
+                     f"buffer was full, a larger --buffer-kb?)" if info["overwritten"] else "")
                   + (" (interrupted: what was recorded until Ctrl-C)"
                      if info["interrupted"] else ""))
             if info["interrupted"]:
