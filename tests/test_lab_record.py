@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,17 @@ def _fake_tracefs(tmp_path: Path) -> Path:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="recording needs root")
 def test_a_real_recording_replays_and_leaves_tracing_as_it_was(tmp_path):
-    rec.ensure_tracefs(TRACEFS)     # mounted as record mounts it (skipped when unmounted)
+    mounted = (TRACEFS / "events").is_dir()
+    rec.ensure_tracefs(TRACEFS)     # mounted as record mounts it, unmounted again after
+    try:
+        _record_and_replay(tmp_path)
+    finally:
+        if not mounted:             # (it was left mounted: every later run found tracefs)
+            subprocess.run(["umount", str(TRACEFS)], check=True)
+    assert (TRACEFS / "events").is_dir() == mounted
+
+
+def _record_and_replay(tmp_path):
     before = _state(TRACEFS)
     out = tmp_path / "rec.txt.xz"
     info = rec.record(out, ["ls", "-R", str(Path(numslab.__file__).parent)], buffer_kb=4096)
