@@ -66,11 +66,11 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
     constructor's cache without its ``slab_size``, a ``slab_size`` below the
     ``object_size``."""
     if not isinstance(c, dict) or not isinstance(c.get("name"), str):
-        raise SnapshotFormatError(f"snapshot {source}: entry {c!r:.60} is not a cache (a dict with a "
-                        f"'name')")
+        raise SnapshotFormatError(f"snapshot {source}: entry {c!r:.60} is not a cache (a dict "
+                                  f"with a 'name')")
     if "alias_of" in c and not isinstance(c["alias_of"], str):     # (a list: a TypeError)
         raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: alias_of "
-                        f"{c['alias_of']!r:.40} is not a cache name")
+                                  f"{c['alias_of']!r:.40} is not a cache name")
     num = {}
     for a in _NUMBERS:
         v = c.get(a)
@@ -80,19 +80,20 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
         ok = isinstance(t, str) and t.lstrip("-").isdecimal() or \
             isinstance(t, int) and not isinstance(t, bool)
         if not ok:
-            raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: {a} {v!r} is not a "
-                            f"whole number")
+            raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: {a} {v!r} is not "
+                                      f"a whole number")
         num[a] = int(t)
     if c.get("ctor") and "object_size" in num and "slab_size" not in num:
-        raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r} has a constructor and no "
-                        f"slab_size")
+        raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r} has a constructor and "
+                                  f"no slab_size")
     for a in ("object_size", "slab_size"):
         if not 0 < num.get(a, 1) < 1 << 31:
-            raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: {a} {num[a]} is not a "
-                            f"size in 1..2**31-1")
+            raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: {a} {num[a]} is "
+                                      f"not a size in 1..2**31-1")
     if num.get("slab_size", 1 << 62) < num.get("object_size", 0):
         raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: slab_size "
-                        f"{num['slab_size']} is below its object_size {num['object_size']}")
+                                  f"{num['slab_size']} is below its object_size "
+                                  f"{num['object_size']}")
 
 
 def merge_aliases(tr: Trace, snap: dict[str, dict[str, Any]]) -> Trace:

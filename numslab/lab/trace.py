@@ -33,7 +33,8 @@ from .parse import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC,
                     EV_OTHER, EV_OWN)
 
 __all__ = ["TraceFormatError", "Trace", "check_trace", "read_trace", "parse_bytes", "load_bytes",
-           "repeat_trace", "large_kmalloc_twice", "EV_CACHE_ALLOC", "EV_KMALLOC", "EV_KFREE", "EV_CACHE_FREE",
+           "repeat_trace", "large_kmalloc_twice", "EV_CACHE_ALLOC", "EV_KMALLOC", "EV_KFREE",
+           "EV_CACHE_FREE",
            "EV_OWN", "EV_OTHER", "EV_LOST", "EV_BAD", "GFP_NAMES"]
 
 
