@@ -127,6 +127,19 @@ def test_a_bad_order_is_refused_with_nothing_changed(sa, kernel, order):
         numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=kernel, partial_order=order)
 
 
+@pytest.mark.parametrize("order", ["Sorted", 1, None, {"sorted"}])
+def test_a_bad_default_order_is_refused_when_set(sa, tmp_path, order):
+    # it was taken, then refused by the next kmem_cache_create; save wrote it into a file
+    # that load refused ('bogus'), or failed with json's TypeError (a set)
+    with pytest.raises(SlabError, match="SlabAllocator.partial_order"):
+        sa.partial_order = order
+    assert sa.partial_order == "kernel"
+    sa.partial_order = "sorted"
+    assert sa.kmem_cache_create("obj64", 64).partial_order == "sorted"
+    sa.save(tmp_path / "m.npz")
+    assert numslab.SlabAllocator.load(tmp_path / "m.npz").partial_order == "sorted"
+
+
 def test_validate_catches_an_unsorted_list(sa, kernel):
     c = sa.kmem_cache_create("obj64", 64, partial_order="sorted")
     objs = c.alloc_bulk(3000)

@@ -200,10 +200,24 @@ class DefragAPI:
     released_bytes : int
         Bytes handed to ``madvise(MADV_DONTNEED)`` so far (a block released twice counts
         twice).
+    partial_order : {"kernel", "sorted"}
+        The node partial lists' order of caches created later without ``partial_order``.
     """
 
     _release_order: int | None = RELEASE_ORDER
+    _partial_order: str = "kernel"
     released_bytes: int = 0
+
+    @property
+    def partial_order(self: "SlabAllocator") -> str:
+        """The partial order of caches created later without their own."""
+        return self._partial_order
+
+    @partial_order.setter
+    def partial_order(self: "SlabAllocator", order: str) -> None:
+        # checked here: any value was taken, then refused by the next kmem_cache_create, and
+        # written by save into a file load refuses (or failed json's TypeError)
+        self._partial_order = check_partial_order(order, "SlabAllocator.partial_order")
 
     @property
     def release_order(self: "SlabAllocator") -> int | None:
