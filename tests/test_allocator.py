@@ -401,6 +401,13 @@ def test_what_a_machine_and_a_cache_are_made_with_cannot_be_reassigned(sa):
     assert_unchanged(sa, snap)
 
 
+@pytest.mark.parametrize("name", [["made"], np.array(4), {"made"}, 1, None])
+def test_find_cache_of_a_name_that_is_no_str_raises_a_slab_error(sa, name):
+    sa.kmem_cache_create("made", 64)
+    with pytest.raises(numslab.SlabError, match="no cache named"):    # (an unhashable one
+        sa.find_cache(name)                                           # raised TypeError)
+
+
 @pytest.mark.parametrize("arg, value", [("size", True), ("size", 64.0), ("size", "64"),
                                         ("align", True), ("sheaf_capacity", True),
                                         ("sheaf_capacity", 8.0), ("freeptr_offset", 8.0)])

@@ -497,7 +497,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         """The cache called ``name``."""
         try:
             return self._caches.by_name(name)
-        except KeyError:
+        except (KeyError, TypeError):   # (TypeError: an unhashable name, a list or array)
             raise SlabError(f"no cache named {name!r}") from None
 
     @property
