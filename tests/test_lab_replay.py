@@ -418,6 +418,8 @@ def test_the_arena_estimate_holds_the_replay_without_a_second_run(policy):
     ({"caches": [{"name": "dentry", "slab_size": "-1"}]}, "slab_size -1 is not a size"),
     # a superscript digit passed str.isdigit and int() raised ValueError (isdecimal now)
     ({"caches": [{"name": "dentry", "object_size": "19\u00b2"}]}, "is not a whole"),
+    # two minus signs passed the check (every leading '-' stripped) and int() raised
+    ({"caches": [{"name": "dentry", "object_size": "--5"}]}, "object_size '--5' is not a whole"),
     # an alias_of that is no name: TypeError unhashable type
     ({"caches": [{"name": "d", "object_size": "192"}, {"name": "dentry", "alias_of": ["d"]}]},
      "alias_of \\['d'\\] is not a cache name"),

@@ -77,7 +77,7 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
         if a not in c or v in (None, "") and a in ("align", "sheaf_capacity"):  # read as 0
             continue
         t = v.strip() if isinstance(v, str) else v
-        ok = isinstance(t, str) and t.lstrip("-").isdecimal() or \
+        ok = isinstance(t, str) and t.removeprefix("-").isdecimal() or \
             isinstance(t, int) and not isinstance(t, bool)
         if not ok:
             raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: {a} {v!r} is not "
