@@ -589,6 +589,31 @@ def test_a_constructor_that_raises_hands_nothing_out_and_resumes(sa):
     c.free_bulk(out)
 
 
+@pytest.mark.parametrize("call", ["alloc", "alloc_node", "bulk", "array"])
+def test_a_ctrl_c_in_a_constructor_hands_nothing_out_and_resumes(sa, call):
+    # a KeyboardInterrupt passed the handlers of Exception: the slabs due were taken off the
+    # pending list and never put back (every later object of them handed out unconstructed:
+    # 71 of 300 under 7.0), and the object or batch allocated stayed live, lost (1, 100)
+    def ctor(mem, addr):
+        ctor.n += 1
+        if ctor.n == 5:
+            raise KeyboardInterrupt
+        mem[addr] = 1
+
+    ctor.n = 0
+    c = sa.kmem_cache_create("interrupted", 200, ctor=ctor, sheaf_capacity=8)
+    out = np.zeros(100, np.int64)
+    with pytest.raises(KeyboardInterrupt):
+        {"alloc": c.alloc, "alloc_node": lambda: sa.kmem_cache_alloc_node(c, GFP_KERNEL, 0),
+         "bulk": lambda: sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 100, out),
+         "array": lambda: sa.kmem_cache_alloc_array(c, GFP_KERNEL, 100, out)}[call]()
+    assert c.live_objects == 0
+    got = c.alloc_bulk(300)
+    assert all(sa.memory[a] == 1 for a in got)
+    c.free_bulk(got)
+    sa.validate()
+
+
 def test_a_constructor_that_raises_in_a_bulk_allocation_is_the_error_raised(sa):
     def ctor(mem, addr):
         raise ValueError("boom")

@@ -145,13 +145,15 @@ class BatchAPI:
                                 self._put_back_free_pointers(cache, kept)
                                 kept = {}
                             i += 1
-                except Exception as e:
-                    self._put_back_free_pointers(cache, kept)
+                except BaseException as e:     # (a Ctrl-C too: what was due, taken off the
+                    self._put_back_free_pointers(cache, kept)   # list, was never constructed)
                     # resume there at the next allocation of the cache, unless the constructor
                     # destroyed it (its slabs went with it, and may be another cache's by now)
                     if type(cache) is KmemCache:
                         rest = np.array([slab | i << PENDING_SHIFT] + due[k + 1:], np.int64)
                         pending_put(self._st, cid, len(rest), rest.ctypes.data)
+                    if not isinstance(e, Exception):
+                        raise
                     inner = str(e)
                     inner = inner if len(inner) <= 300 else inner[:300] + " ..."
                     raise SlabError(f"{name}: the constructor raised {type(e).__name__} on "
@@ -238,7 +240,7 @@ class BatchAPI:
         addrs = out[:got].tolist() if got > 0 else []   # before the constructors: they may
         try:                                            # write where ``out`` lies
             got = self._bulk_done(cache, got, nr, gfp, fn)
-        except SlabError:
+        except BaseException:                           # (a Ctrl-C in a constructor too)
             if addrs:
                 self._give_back_batch(cache, addrs)
             raise
@@ -325,8 +327,10 @@ class BatchAPI:
             self._ctor_depth += 1
             try:
                 cache.ctor(self.memory, addr)
-            except Exception as e:
+            except BaseException as e:
                 self._give_back_batch(cache, addrs)
+                if not isinstance(e, Exception):    # (a Ctrl-C: the batch given back too)
+                    raise
                 raise SlabError(f"{cache.name}: the constructor raised {type(e).__name__} on "
                                 f"the object at {addr:#x}; nothing was allocated") from e
             finally:
@@ -348,7 +352,7 @@ class BatchAPI:
             return
         try:
             self._construct(cid if cache is None else cache._id)
-        except SlabError:
+        except BaseException:                   # (a Ctrl-C in a constructor too)
             if addr > 0 and cache is not None and not self._lost_to_ctor(cache, [addr]):
                 self.kmem_cache_free(cache, addr)
             raise
@@ -608,7 +612,7 @@ class BatchAPI:
             self._construct(cache._id)
             if gfp & _ZERO and self._ctor_slabs != made:
                 _warn_zero_ctor(cache, fn)
-        except SlabError:
+        except BaseException:                   # (a Ctrl-C in a constructor too)
             if sheaf and type(cache) is KmemCache and self._is_user_sheaf(cache._id, sheaf):
                 self.kmem_cache_return_sheaf(cache, GFP_KERNEL, sheaf, cpu)
             raise
