@@ -4,6 +4,7 @@ leave a twin allocator driven from Python in exactly the same state."""
 from __future__ import annotations
 
 import gc
+import warnings
 
 import numba
 import numpy as np
@@ -522,6 +523,18 @@ def test_njit_scalar_arguments_must_be_integers(world):
     with pytest.raises(numslab.BadAddressError, match="address -0x40\\)"):
         kfree_one(sa.handle, np.uint64(2**64 - 64))  # above 2**63 - 1: negative, refused
     sa.validate()
+
+
+def test_a_numslab_jit_call_from_python_of_a_wrong_type_tries_no_object_mode(sa):
+    # numslab.jit's dispatchers were made without nopython: called from Python with a float
+    # (or None, a str, a list), Numba first tried object mode, with a NumbaWarning "falling
+    # back to object mode WITH looplifting enabled" before the TypeError
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for call in (lambda: nj.kmalloc(sa.handle, 1.5), lambda: nj.kfree(sa.handle, None),
+                     lambda: nj.kmem_cache_alloc_bulk(sa.handle, 1, 2, [0, 0])):
+            with pytest.raises(TypeError, match="^numslab.jit: .* must be "):
+                call()
 
 
 def test_njit_refuses_the_cache_object_in_place_of_its_id(world):

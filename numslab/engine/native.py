@@ -76,8 +76,11 @@ ABI = _source_hash()
 #: Options of every compiled function: no bounds checks, no Numba runtime (kernels create no
 #: arrays, so they need no reference counts: see ARCHITECTURE.md), and NumPy's error model
 #: (an integer division by zero gives 0 instead of raising: the engine never divides by
-#: zero, and without the raising branches a unit has no exception path at all).
-OPTIONS: dict[str, Any] = {"boundscheck": False, "_nrt": False, "error_model": "numpy"}
+#: zero, and without the raising branches a unit has no exception path at all). nopython, as
+#: numba.jit's default: the dispatchers made here without it fell back to object mode when
+#: typing failed (numslab.jit.kmalloc(h, 1.5) from Python: a NumbaWarning before the TypeError).
+OPTIONS: dict[str, Any] = {"nopython": True, "boundscheck": False, "_nrt": False,
+                           "error_model": "numpy"}
 
 
 class EngineCache(FunctionCache):
