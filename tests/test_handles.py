@@ -117,6 +117,32 @@ def test_a_saved_handle_value_is_refused_once_its_allocator_is_gone():
 
 
 @numba.njit
+def handle_back(h):
+    return h, (h, 1)
+
+
+def test_a_handle_given_back_by_compiled_code_is_its_allocators_handle():
+    # Numba had no box for it: "cannot convert native numslab.SlabHandle to Python object"
+    # for a returned handle, SystemError ("a result with an exception set") in a tuple
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    c = sa.kmem_cache_create("c", 64)
+    cid = c.id
+    h, (again, one) = handle_back(sa.handle)
+    assert type(h) is SlabHandle and h.value == again.value == sa.handle.value and one == 1
+    gone = weakref.ref(sa)
+    del sa, c, again
+    gc.collect()
+    assert gone() is not None                          # the handle given back holds it
+    free(h, cid, alloc(h, cid))
+    value = h.value
+    del h
+    gc.collect()
+    assert gone() is None
+    with pytest.raises(numslab.SlabError, match="no longer exists"):
+        handles.handle_of(value)
+
+
+@numba.njit
 def arena_of(h):
     return nj.arena(h)
 

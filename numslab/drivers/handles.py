@@ -21,13 +21,13 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.core.typing.typeof import Purpose
-from numba.extending import (NativeValue, intrinsic, models, register_model, typeof_impl,
-                             unbox)
+from numba.extending import (NativeValue, box, intrinsic, models, register_model,
+                             typeof_impl, unbox)
 
 from ..engine.gilguard import typing_frames
 from ..engine.layout import HEADER
 from ..engine.native import ABI, State, invariant_load, table_address
-from ..errors import NotPicklableError
+from ..errors import NotPicklableError, SlabError
 
 #: An allocator's describer for error texts: ``(cache id, address) -> (cache name, note)``.
 Describer = Callable[[int, int], "tuple[str | None, str | None]"]
@@ -158,6 +158,32 @@ class _HandleModel(models.PrimitiveModel):
 def _unbox_handle(typ: Any, obj: Any, c: Any) -> NativeValue:
     native = c.pyapi.long_as_longlong(obj)             # a SlabHandle is an int
     return NativeValue(native, is_error=cgutils.is_not_null(c.builder, c.pyapi.err_occurred()))
+
+
+def handle_of(value: int) -> SlabHandle:
+    """The ``sa.handle`` of the live allocator whose handle value is ``value`` (a handle
+    that compiled code gives back to Python: returned, in a tuple, a jitclass or a typed
+    list), else ``SlabError``."""
+    slot = value & 0xFFFF
+    with _lock:
+        ref = _namers.get(int(ALLOCATOR_TABLE[2 * slot])) \
+            if ALLOCATOR_TABLE[2 * slot + 1] == value >> 16 else None
+    namer = ref() if ref is not None else None
+    if namer is None:
+        raise SlabError("numslab.jit: the handle's allocator no longer exists")
+    return namer.__self__.handle
+
+
+@box(SlabHandleType)
+def _box_handle(typ: Any, val: Any, c: Any) -> Any:
+    # (Numba's default raised "cannot convert native numslab.SlabHandle to Python object",
+    # and a tuple holding a handle raised SystemError, "a result with an exception set")
+    fn = c.pyapi.unserialize(c.pyapi.serialize_object(handle_of))
+    arg = c.pyapi.long_from_longlong(val)
+    obj = c.pyapi.call_function_objargs(fn, [arg])
+    c.pyapi.decref(arg)
+    c.pyapi.decref(fn)
+    return obj
 
 
 class FacadeObjectType(types.Opaque):
