@@ -117,6 +117,22 @@ def test_krealloc_array_refuses_an_overflow_before_anything_changes(sa):
     sa.kfree(a)
 
 
+@pytest.mark.parametrize("fn", ["krealloc", "krealloc_array"])
+def test_a_krealloc_to_nothing_of_a_bad_address_names_the_call(sa, fn):
+    # a size of 0 frees, through kfree, whose name its errors gave ("kfree: 0x3039 ...")
+    a = sa.kmalloc(64)
+    sa.kfree(a)
+    before = snapshot(sa)
+    call = (lambda p: sa.krealloc(p, 0)) if fn == "krealloc" else \
+        (lambda p: sa.krealloc_array(p, 0, 64))
+    with pytest.raises(numslab.DoubleFreeError, match=f"^{fn}: {a:#x}"):
+        call(a)
+    with pytest.raises(numslab.BadAddressError, match=f"^{fn}: 0x3039"):
+        call(0x3039)
+    assert_unchanged(sa, before)
+    assert call(sa.kmalloc(64)) == numslab.ZERO_SIZE_PTR and call(0) == numslab.ZERO_SIZE_PTR
+
+
 def test_kcalloc_checks_its_gfp(sa):
     with pytest.raises(numslab.InvalidArgumentError, match="kcalloc: gfp"):
         sa.kcalloc(2, 8, gfp=-1)

@@ -154,7 +154,8 @@ class KmallocAPI:
         self._rcu_refuse(addr, where)
         self._rcu_refuse_sheaved(addr, where)
         if new_size == 0:
-            self.kfree(addr, cpu)
+            if not 0 <= addr <= ZERO_SIZE_PTR:
+                self._kfree_for(addr, cpu, fn)
             return ZERO_SIZE_PTR
         if 0 <= addr <= ZERO_SIZE_PTR:          # ZERO_OR_NULL_PTR: __do_krealloc allocates
             return self.kmalloc(new_size, gfp, cpu)
@@ -178,11 +179,18 @@ class KmallocAPI:
         keep = orig or ks
         self.memory[new:new + keep] = self.memory[addr:addr + keep]
         try:
-            self.kfree(addr, cpu)
+            self._kfree_for(addr, cpu, fn)
         except SlabError:                       # a slab_debug check refused it: no new one
             self.kfree(new, cpu)
             raise
         return new
+
+    def _kfree_for(self: "SlabAllocator", addr: int, cpu: int | None, fn: str) -> None:
+        """``kfree(addr)`` for ``fn``, whose name its errors give (krealloc(p, 0) of a bad or
+        freed address raised "kfree: ...")."""
+        err = self._k_kfree(self._cpu() if cpu is None else cpu, addr)
+        if err:
+            self._raise(err, fn, addr, None)
 
     def ksize(self: "SlabAllocator", addr: int) -> int:
         """Usable size of the allocation at ``addr``: its cache's ``slab_ksize`` (the stride,
