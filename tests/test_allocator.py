@@ -82,6 +82,17 @@ def test_large_kmalloc_goes_to_the_page_allocator(sa):
     assert free_total(sa) == free
 
 
+@pytest.mark.parametrize("gfp", [1.5, None, "3", True, np.float64(2), 1 << 32])
+def test_kzalloc_checks_its_gfp_as_kmalloc_does(sa, gfp):
+    # its gfp | __GFP_ZERO came first: a float, None or str raised a bare TypeError from the
+    # '|', True was taken as 0x101, and 2**32 was named as 4294967552 by kmalloc
+    before = snapshot(sa)
+    with pytest.raises(numslab.InvalidArgumentError, match=f"^kzalloc: gfp {re.escape(repr(gfp))} "
+                                                           "is not a set of GFP flags"):
+        sa.kzalloc(8, gfp)
+    assert_unchanged(sa, before)
+
+
 def test_kzalloc_zeroes(sa):
     a = sa.kmalloc(200)
     sa.memory[a:a + 200] = 7

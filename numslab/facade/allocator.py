@@ -643,8 +643,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return self._after_alloc(None, addr, gfp, node, cpu, size)
 
     def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None) -> int:
-        """``kmalloc`` with ``__GFP_ZERO``."""
-        return self.kmalloc(size, gfp | _ZERO, cpu)
+        """``kmalloc`` with ``__GFP_ZERO`` (its ``gfp`` checked first: ``|`` took True)."""
+        return self.kmalloc(size, check_gfp(gfp, "kzalloc") | _ZERO, cpu)
 
     def kfree(self, addr: int, cpu: int | None = None) -> None:
         """Free memory from ``kmalloc``, or any slab object: as in the kernel, its cache is
