@@ -82,6 +82,29 @@ def test_large_kmalloc_goes_to_the_page_allocator(sa):
     assert free_total(sa) == free
 
 
+@pytest.mark.parametrize("value", ["no", "False", None, 2, 0.0])
+def test_a_flag_that_is_no_bool_is_refused(sa, value):
+    # bool() took any value: force="no" freed every object users held, and a machine made
+    # with freelist_hardened="no" or freelist_random="False" had them on
+    c = sa.kmem_cache_create("held", 64)
+    a = c.alloc()
+    before = snapshot(sa)
+    with pytest.raises(numslab.InvalidArgumentError, match="^kmem_cache_destroy: force .* is "
+                                                           "not a bool"):
+        sa.kmem_cache_destroy(c, force=value)
+    assert_unchanged(sa, before)
+    assert c.live_addresses().tolist() == [a]
+    for flag in ("freelist_hardened", "freelist_random"):
+        with pytest.raises(numslab.InvalidArgumentError, match=f"^SlabAllocator: {flag} "):
+            numslab.SlabAllocator(nr_cpus=1, memory="4M", **{flag: value})
+    with pytest.raises(numslab.InvalidSizeError, match="memory size from True"):
+        numslab.SlabAllocator(nr_cpus=1, memory=True)   # (taken as 1 byte, rounded up)
+    assert not numslab.SlabAllocator(nr_cpus=1, memory="4M", freelist_random=np.False_,
+                                     freelist_hardened=0).freelist_random
+    c.free(a)
+    sa.kmem_cache_destroy(c, force=np.True_)
+
+
 @pytest.mark.parametrize("gfp", [1.5, None, "3", True, np.float64(2), 1 << 32])
 def test_kzalloc_checks_its_gfp_as_kmalloc_does(sa, gfp):
     # its gfp | __GFP_ZERO came first: a float, None or str raised a bare TypeError from the

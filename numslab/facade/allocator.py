@@ -44,8 +44,8 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, boot_orders, calculate_geometry,
                         calculate_sheaf_capacity, get_order)
 from . import persist, threads
-from .args import (cache_op, as_int, check_cache_name, check_dtype, check_gfp, check_max_caches,
-                   check_order, fixed, public_caller)
+from .args import (cache_op, as_int, check_bool, check_cache_name, check_dtype, check_gfp,
+                   check_max_caches, check_order, fixed, public_caller)
 from .batchapi import BatchAPI
 from .cache import NO_ALLOCATOR, CacheTable, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
@@ -70,7 +70,7 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 def parse_size(memory: int | str) -> int:
     """Bytes from an int or a string such as ``"256M"``, ``"1G"``, ``"64KiB"``."""
-    if isinstance(memory, (int, np.integer)):
+    if isinstance(memory, (int, np.integer)) and not isinstance(memory, (bool, np.bool_)):
         return int(memory)
     m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B)?\s*", str(memory), re.IGNORECASE)
     if not m:
@@ -176,8 +176,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                                                           slab_min_objects)))
         except (InvalidSizeError, WrongTypeError) as e:
             raise type(e)(f"SlabAllocator: {e}") from None
-        self._freelist_hardened = bool(freelist_hardened)
-        self._freelist_random = bool(freelist_random)
+        self._freelist_hardened = check_bool(freelist_hardened, "SlabAllocator: freelist_hardened")
+        self._freelist_random = check_bool(freelist_random, "SlabAllocator: freelist_random")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise BadArg(f"seed {seed!r} is not an integer")
         self._seed = int(seed) % (1 << 64)      # the generators take unsigned seeds
@@ -464,6 +464,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self._own(cache, "kmem_cache_destroy")
             if cache._id in self._kmalloc_ids:
                 raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
+            force = check_bool(force, "kmem_cache_destroy: force")
             if not force:                       # refused: before the barrier changes anything
                 self._refuse_leaky_destroy(cache, cache.live_objects
                                            - self._rcu_listed_objects(cache._id))

@@ -25,6 +25,15 @@ def check_gfp(gfp: Any, fn: str) -> int:
                                "0..2**32-1)")
 
 
+def check_bool(value: Any, what: str) -> bool:
+    """``value`` as a bool if it is one (Python's or NumPy's, or the int 0 or 1); anything
+    else raises naming ``what`` (bool() took the str 'no' as True: kmem_cache_destroy's
+    force='no' freed every object users held)."""
+    if isinstance(value, (bool, np.bool_)) or type(value) is int and value in (0, 1):
+        return bool(value)
+    raise InvalidArgumentError(f"{what} {value!r} is not a bool")
+
+
 def as_int(value: Any) -> Any:
     """``value`` as a Python int if it is a NumPy integer (the checks after it then read it as
     any int); anything else unchanged, for those checks to refuse."""
