@@ -113,6 +113,20 @@ def test_a_named_pipe_reads_as_a_file_and_a_text_file_object_is_refused(tmp_path
         read_trace(f)
 
 
+def test_trace_text_passed_as_a_str_is_refused_without_naming_all_of_it():
+    # the str was taken for a path: "cannot read trace <the whole text>: File name too
+    # long", an 890 kB message for 5,000 lines
+    import numslab
+    raw = text("git_tar")
+    with pytest.raises(numslab.WrongTypeError, match=r"a str is a path, and this one holds "
+                                                     r"line breaks: pass trace text as bytes") as e:
+        read_trace(raw)
+    assert len(str(e.value)) < 200
+    with pytest.raises(numslab.SlabError, match=r"pass the snapshot's JSON as a dict") as e:
+        numslab.replay(raw.encode(), snapshot='{\n"caches": []}')
+    assert len(str(e.value)) < 200
+
+
 def test_standard_input_through_the_command(tmp_path):
     raw = lzma.decompress((DATA / TRACES["net"]).read_bytes())
     r = subprocess.run([sys.executable, "-m", "numslab.tools.cli", "replay", "-", "--json",

@@ -27,6 +27,9 @@ def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
     elif not isinstance(source, (str, Path)):
         raise SlabError(f"snapshot {source!r:.60}: a path or a dict, not "
                         f"{type(source).__name__}")
+    elif isinstance(source, str) and "\n" in source:      # (its whole text was named)
+        raise SlabError(f"snapshot {source[:40]!r}...: a str is a path, and this one holds "
+                        f"line breaks: pass the snapshot's JSON as a dict (json.loads)")
     else:
         try:
             raw = load_bytes(source)

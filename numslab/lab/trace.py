@@ -376,6 +376,10 @@ def _open(source: str | Path | BinaryIO | bytes,
         return _open(data, name)
     if not isinstance(source, (str, os.PathLike)):     # (5 was a plain TypeError)
         raise WrongTypeError(f"trace {source!r} is not a path, bytes or a binary file")
+    if isinstance(source, str) and "\n" in source:    # (taken for a path, the whole text
+        # was named in "cannot read trace ...: File name too long": 890 kB for 5,000 lines)
+        raise WrongTypeError(f"trace {source[:40]!r}...: a str is a path, and this one holds "
+                             f"line breaks: pass trace text as bytes (text.encode())")
     if str(source) == "-":
         return _open(sys.stdin.buffer.read())
     path = Path(source)
