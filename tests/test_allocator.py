@@ -101,6 +101,8 @@ def test_a_flag_that_is_no_bool_is_refused(sa, value):
         numslab.SlabAllocator(nr_cpus=1, memory=True)   # (taken as 1 byte, rounded up)
     assert not numslab.SlabAllocator(nr_cpus=1, memory="4M", freelist_random=np.False_,
                                      freelist_hardened=0).freelist_random
+    with pytest.raises(numslab.InvalidArgumentError, match="^slab_reports: clear "):
+        sa.slab_reports(value)
     c.free(a)
     sa.kmem_cache_destroy(c, force=np.True_)
 

@@ -26,7 +26,7 @@ from ..errors import (CacheLeakError, InvalidArgumentError, LostObjectsError, Sl
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_order
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
                      SLAB_TRACE, gfp_names)
-from .args import cache_op
+from .args import cache_op, check_bool
 from .kmallocapi import _RCU_LOCK
 
 if TYPE_CHECKING:
@@ -474,6 +474,7 @@ class DebugAPI:
     def slab_reports(self: "SlabAllocator", clear: bool = False) -> list[str]:
         """Every slab_debug report so far, in the kernel's words (one string per report:
         a ``BUG`` with its details, or a ``FIX``), oldest first; ``clear`` empties the list."""
+        clear = check_bool(clear, "slab_reports: clear")    # (bool() took 'no' as True)
         self._drain_reports()
         out = list(self._reports)
         if clear:
