@@ -742,3 +742,35 @@ def test_an_overload_or_register_jitable_helper_is_not_taken_for_a_cfunc():
                                                                         # named no function)
     c.free(a)
     sa.validate()
+
+
+def test_numslab_runs_under_numba_disable_jit():
+    # NUMBA_DISABLE_JIT made every engine function a plain Python function: in a user's
+    # @njit function run as Python, numslab.jit raised NotImplementedError ("<intrinsic
+    # _cache_arg> is not usable in pure-python"), and on a cold cache the first unit failed
+    # to compile ("'function' object has no attribute 'get_call_template'": Numba's own
+    # overloads are made through numba.jit) and the process exited
+    out = run_python("""if True:
+        import json, numba, numpy as np, numslab
+        sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+        c = sa.kmem_cache_create("c", 64)
+
+        @numba.njit
+        def f(h, cid):
+            out = np.empty(4, np.int64)
+            numslab.jit.kmem_cache_alloc_bulk(h, cid, 4, out)
+            numslab.jit.kmem_cache_free_bulk(h, cid, 4, out)
+            return numslab.jit.kmem_cache_alloc(h, cid)
+
+        a = f(sa.handle, c.id)
+        try:
+            numslab.jit.kmem_cache_free(sa.handle, c.id, a + 8)
+            refused = False
+        except numslab.BadAddressError:
+            refused = True
+        numslab.jit.kmem_cache_free(sa.handle, c.id, a)
+        sa.validate()
+        print(json.dumps({"plain": not hasattr(f, "py_func"), "refused": refused,
+                          "live": len(c)}))
+    """, env={"NUMBA_DISABLE_JIT": "1"})
+    assert out == {"plain": True, "refused": True, "live": 0}

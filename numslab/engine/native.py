@@ -91,11 +91,27 @@ class EngineCache(FunctionCache):
         return (*super()._index_key(sig, codegen), ABI, unit_table_hash())
 
 
+class _JitOn:
+    """``NUMBA_DISABLE_JIT`` lifted while numslab compiles: its functions only run compiled
+    (intrinsics), and Numba's own ``@overload`` implementations, made through ``numba.jit``,
+    were plain functions then ("'function' object has no attribute 'get_call_template'")."""
+
+    def __enter__(self) -> None:
+        self.was, nb.config.DISABLE_JIT = nb.config.DISABLE_JIT, False
+
+    def __exit__(self, *exc: Any) -> None:
+        nb.config.DISABLE_JIT = self.was
+
+
 class EngineDispatcher(CPUDispatcher):
     """Numba's CPU dispatcher, but a call from jitted code with constant arguments compiles
     the function for their plain types, not once per constant: Numba would otherwise compile
     ``_stat(st, c, cpu, 6, n)`` and ``_stat(st, c, cpu, 7, n)`` as two functions, and the
-    engine passes constants everywhere."""
+    engine passes constants everywhere. Compiled under ``NUMBA_DISABLE_JIT`` too."""
+
+    def compile(self, sig: Any) -> Any:
+        with _JitOn():
+            return super().compile(sig)
 
     def get_call_template(self, args: tuple, kws: dict) -> Any:
         return super().get_call_template(tuple(types.unliteral(a) for a in args),
@@ -139,8 +155,10 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
     options = {**OPTIONS, "forceinline": bool(inline), **overrides}
 
     def wrap(f: Callable) -> Any:
-        if nb.config.DISABLE_JIT:
-            return f
+        # compiled under NUMBA_DISABLE_JIT too: the engine's intrinsics cannot run as Python
+        # (returned as plain functions, a cold cache's first unit failed to type them, "Untyped
+        # global name", and numslab.jit in a user's plain-Python @njit function raised
+        # "<intrinsic _cache_arg> is not usable in pure-python")
         link_only = f.__module__.startswith(__package__ + ".") if helper is None else helper
         d = (HelperDispatcher if link_only else EngineDispatcher)(f, targetoptions=options)
         d.numslab_api = api
@@ -354,18 +372,23 @@ class Unit:
     def compile(self) -> Callable[..., int]:
         """Compile (or load from the cache) and install in the table; the ctypes function."""
         if self._ctypes is None:
-            cf = _UnitCFunc(self.py_func, (self.sig.args, self.sig.return_type), {},
-                            dict(OPTIONS))
-            cf._cache = EngineCache(self.py_func)
-            cf.compile()
-            self._cfunc = cf
-            self.address = cf.address
-            UNIT_TABLE[self.slot] = cf.address
-            # Called from Python with the GIL held (PYFUNCTYPE): ctypes would otherwise
-            # release it, and two threads could be inside one allocator's state at once.
-            self._ctypes = ctypes.PYFUNCTYPE(ctypes.c_int64,
-                                             *[ctypes.c_int64] * self.nargs)(cf.address)
+            with _JitOn():
+                self._compile()
         return self._ctypes
+
+    def _compile(self) -> None:
+        """:meth:`compile`'s work."""
+        cf = _UnitCFunc(self.py_func, (self.sig.args, self.sig.return_type), {},
+                        dict(OPTIONS))
+        cf._cache = EngineCache(self.py_func)
+        cf.compile()
+        self._cfunc = cf
+        self.address = cf.address
+        UNIT_TABLE[self.slot] = cf.address
+        # Called from Python with the GIL held (PYFUNCTYPE): ctypes would otherwise
+        # release it, and two threads could be inside one allocator's state at once.
+        self._ctypes = ctypes.PYFUNCTYPE(ctypes.c_int64,
+                                         *[ctypes.c_int64] * self.nargs)(cf.address)
 
     @property
     def cache_hits(self) -> int:
