@@ -37,6 +37,7 @@ from numba import types
 from numba.core import cgutils
 from numba.core.caching import FunctionCache
 from numba.core.ccallback import CFunc, _CFuncCompiler
+from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import CPUDispatcher
 from numba.core.typing.templates import (AbstractTemplate, AttributeTemplate, infer_getattr,
                                          infer_global)
@@ -97,10 +98,12 @@ class _JitOn:
     were plain functions then ("'function' object has no attribute 'get_call_template'")."""
 
     def __enter__(self) -> None:
-        self.was, nb.config.DISABLE_JIT = nb.config.DISABLE_JIT, False
+        global_compiler_lock.acquire()      # (another thread's compile may not restore it
+        self.was, nb.config.DISABLE_JIT = nb.config.DISABLE_JIT, False     # meanwhile)
 
     def __exit__(self, *exc: Any) -> None:
         nb.config.DISABLE_JIT = self.was
+        global_compiler_lock.release()
 
 
 class EngineDispatcher(CPUDispatcher):
