@@ -161,14 +161,14 @@ def _cpu_freelist(st, cache, slab, head):
     walk runs, so a stray write's cycle, or its pointer into that list, ends it), and the
     objects it lost: in use by the slab's count, neither reached nor held (live, waiting for
     ``kfree_rcu``, in a sheaf), behind a cut or skipped by a pointer a stray write made
-    jump ahead."""
+    jump ahead, less those a flush recorded lost before (``sl_lost``: counted apart)."""
     own = _mark_chain(st, cache, slab, st.sl_freelist[slab], 0, True)
     k = _mark_chain(st, cache, slab, head, 0, True)
     _mark_chain(st, cache, slab, head, k, False)
     _mark_chain(st, cache, slab, st.sl_freelist[slab], own, False)
     # a list cut, or ending in NULL after a pointer a stray write made skip ahead: either
     # way the objects the slab counts in use that neither it reaches nor anyone holds
-    return k, max(st.sl_inuse[slab] - k - _slab_held(st, cache, slab), 0)
+    return k, max(st.sl_inuse[slab] - k - _slab_held(st, cache, slab) - st.sl_lost[slab], 0)
 
 
 @jit
