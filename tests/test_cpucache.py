@@ -388,3 +388,32 @@ def test_objects_a_stray_write_makes_the_cpu_freelist_skip_are_lost_not_live():
         sa.kmem_cache_destroy(c)
     sa.kmem_cache_destroy(c, force=True)
     sa.validate()
+
+
+def test_objects_a_stray_write_makes_a_cpu_slab_skip_stay_lost_when_it_runs_out():
+    """6.18, unhardened: object 6's free pointer on the CPU's lockless freelist names object
+    10, so 7, 8 and 9 are lost. The CPU then allocates the list to its end and its next
+    allocation leaves the full slab (``deactivate_bypass``: on no list). The lost objects
+    were counted live from then on: len(c) 22 with 19 held, lost_objects 0, validate
+    "inuse + free objects != objects", and once every object was freed len(c) 3 and a
+    destroy refused with "3 live object(s)"."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="8M", kernel="6.18", freelist_random=False,
+                               freelist_hardened=False)
+    c = sa.kmem_cache_create("c", 192)
+    a = c.alloc()                                   # object 0; 1..20 on the CPU's freelist
+    slab = a & ~4095
+    src, dst = slab + 6 * c.slab_size, slab + 10 * c.slab_size
+    sa.memory[src + c.offset:src + c.offset + 8] = list(dst.to_bytes(8, "little"))
+    held = [a] + [c.alloc() for _ in range(17)]     # 1..6 and 10..20: the list's end
+    assert {x & ~4095 for x in held} == {slab} and c.lost_slabs().tolist() == [[slab, 3]]
+    held.append(c.alloc())                          # from a new slab
+    assert held[-1] & ~4095 != slab and c.stats["deactivate_bypass"] == 1
+    assert len(c) == c.live_objects == len(held) == 19
+    assert c.lost_objects == 3 and c.lost_slabs().tolist() == [[slab, 3]]
+    sa.validate()
+    for x in held:
+        c.free(x)
+    assert len(c) == 0 and c.lost_objects == 3
+    sa.validate()
+    with pytest.raises(numslab.LostObjectsError, match=r"3 object\(s\) lost"):
+        sa.kmem_cache_destroy(c)

@@ -23,6 +23,17 @@ from .slablists import (_add_partial, _chain_tail_checked, _cpu_pop, _freeze_sla
                         put_partials, slab_free)
 
 
+@jit(inline=True)
+def _note_lost(st, cache, slab):
+    """Record as lost (``sl_lost``) the objects of ``slab``, leaving its CPU, that a stray
+    write made a free list skip: counted in use, reached by no list, held by nobody (as a
+    repair's cut-off ones). Else, counted in use on no CPU, they would count as live."""
+    extra = st.sl_inuse[slab] - _slab_held(st, cache, slab) - st.sl_lost[slab]
+    if extra > 0:
+        st.sl_lost[slab] += extra
+        st.g[G_NLOST] += extra
+
+
 @unit
 def deactivate_slab(st, cache, cpu, slab, freelist):
     """``deactivate_slab``: give a CPU slab back: splice the CPU's free list in front of the
@@ -50,10 +61,7 @@ def deactivate_slab(st, cache, cpu, slab, freelist):
         _set_fp(mem, offset, _ca(st, cache, CA_FP_KEY), last, sfl[slab])
         sfl[slab] = freelist
         inuse[slab] -= n
-    extra = inuse[slab] - _slab_held(st, cache, slab) - st.sl_lost[slab]
-    if extra > 0:                       # objects a stray write made the CPU's list skip:
-        st.sl_lost[slab] += extra       # counted in use, reached by no list, held by
-        st.g[G_NLOST] += extra          # nobody: lost (as a repair's cut-off ones)
+    _note_lost(st, cache, slab)
     st.pg_flags[slab] &= ~PG_FROZEN
     r = _node_row(st, cache, _slab_nid(st, slab))
     if inuse[slab] == 0 and st.node[r + N_NR_PARTIAL] >= _ca(st, cache, CA_MIN_PARTIAL):
@@ -99,8 +107,9 @@ def slab_alloc_slow(st, cache, cpu, node, gfp):
             freelist = cpt[c + C_FREELIST]
             if freelist == 0:
                 freelist = _freeze_slab(st, slab)
-                if freelist == 0:
+                if freelist == 0:               # full, on no list: it leaves the CPU
                     cpt[c + C_SLAB] = NIL
+                    _note_lost(st, cache, slab)
                     _stat(st, cache, cpu, DEACTIVATE_BYPASS, 1)
                 else:
                     _stat(st, cache, cpu, ALLOC_REFILL, 1)
