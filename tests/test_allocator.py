@@ -2434,3 +2434,12 @@ def test_gfp_zero_warns_only_for_the_slabs_of_its_own_cache(kernel):
     fail[0] = False
     b.alloc()
     sa.validate()
+
+
+def test_a_kernel_given_as_a_number_is_told_to_be_a_str():
+    # kernel=7.0 said "kernel 7.0 is not one of ['6.18', '7.0', ...]": 7.0 seemed listed
+    with pytest.raises(numslab.InvalidArgumentError, match=r"kernel 7\.0 is not one .*a str"):
+        numslab.SlabAllocator(kernel=7.0)
+    with pytest.raises(numslab.InvalidArgumentError) as e:
+        numslab.SlabAllocator(kernel="7.2")
+    assert "'7.2' is not one of" in str(e.value) and "each a str" not in str(e.value)

@@ -373,3 +373,12 @@ def test_a_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
     monkeypatch.setattr(bench, "bulk_table", interrupted)
     assert cli.main(["bench", "--sizes", "2", "--where", "jit"]) == 130
     assert capsys.readouterr().err == "numslab: interrupted\n"
+
+
+def test_no_command_names_the_commands(capsys):
+    # it said "the following arguments are required: cmd", the parser's own name
+    with pytest.raises(SystemExit) as e:
+        cli.main([])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert err.rstrip().endswith("required: {bench,replay,record,snapshot,maple}"), err

@@ -165,7 +165,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if not (isinstance(nr_nodes, int) and 1 <= nr_nodes <= min(nr_cpus, 64)):
             raise BadArg(f"nr_nodes {nr_nodes!r} must be in 1..min(nr_cpus, 64)")
         if kernel not in KERNELS:
-            raise BadArg(f"kernel {kernel!r} is not one of {sorted(KERNELS)}")
+            raise BadArg(f"kernel {kernel!r} is not one of {sorted(KERNELS)}"   # (7.0: a str)
+                         f"{'' if isinstance(kernel, str) else ', each a str'}")
         check_max_caches(max_caches, len(KMALLOC_SIZES))
         self._kernel = kernel
         self._gen7 = KERNELS[kernel] >= KERNEL_7_0     # the 7.x rules (7.0 on)

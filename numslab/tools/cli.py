@@ -236,6 +236,7 @@ def _main(argv: list[str] | None) -> int:
                    help="also cold starts and a user's compile, in fresh interpreters "
                         "(minutes)")
     labcli.add_commands(sub)
+    sub.metavar = "{" + ",".join(sub.choices) + "}"     # (a missing one was "required: cmd")
     args = ap.parse_args(argv)
     if args.cmd != "bench":
         return labcli.run(args)
