@@ -42,3 +42,24 @@ def test_inline_helpers_are_inlined_by_llvm_not_by_numba():
     assert fixed.word_hash.targetoptions.get("forceinline") is True
     assert fixed.word_hash.targetoptions.get("inline", "never") == "never"
     assert not parse.scan_chunk.targetoptions.get("forceinline")
+
+
+def test_a_replay_runs_under_numba_disable_jit():
+    """``NUMBA_DISABLE_JIT=1`` (how a user debugs their own ``@njit`` code) made the lab's
+    kernels plain Python functions, and ``numslab.replay`` failed on the engine's intrinsics
+    ("<intrinsic data_address> is not usable in pure-python"): they compile all the same."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import numslab
+    trace = Path(__file__).parent / "data" / "kmem_net.txt.xz"
+    code = ("import json, numslab\n"
+            f"r = numslab.replay({str(trace)!r}, kernel='7.0', cpus=2, samples=8)\n"
+            "print(json.dumps([r.replayed, r.lines, r.untraced_frees]))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=600, env={**os.environ, "NUMBA_DISABLE_JIT": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = numslab.replay(trace, kernel="7.0", cpus=2, samples=8)
+    assert json.loads(p.stdout) == [r.replayed, r.lines, r.untraced_frees]

@@ -92,7 +92,7 @@ class EngineCache(FunctionCache):
         return (*super()._index_key(sig, codegen), ABI, unit_table_hash())
 
 
-class _JitOn:
+class JitOn:
     """``NUMBA_DISABLE_JIT`` lifted while numslab compiles: its functions only run compiled
     (intrinsics), and Numba's own ``@overload`` implementations, made through ``numba.jit``,
     were plain functions then ("'function' object has no attribute 'get_call_template'")."""
@@ -113,7 +113,7 @@ class EngineDispatcher(CPUDispatcher):
     engine passes constants everywhere. Compiled under ``NUMBA_DISABLE_JIT`` too."""
 
     def compile(self, sig: Any) -> Any:
-        with _JitOn():
+        with JitOn():
             return super().compile(sig)
 
     def get_call_template(self, args: tuple, kws: dict) -> Any:
@@ -375,7 +375,7 @@ class Unit:
     def compile(self) -> Callable[..., int]:
         """Compile (or load from the cache) and install in the table; the ctypes function."""
         if self._ctypes is None:
-            with _JitOn():
+            with JitOn():
                 self._compile()
         return self._ctypes
 

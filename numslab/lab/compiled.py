@@ -14,10 +14,10 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
-import numba
 from numba.core.caching import FunctionCache
+from numba.core.registry import CPUDispatcher
 
-from ..engine.native import ABI, HelperDispatcher, unit_table_hash
+from ..engine.native import ABI, HelperDispatcher, JitOn, unit_table_hash
 
 
 def _lab_hash(folder: Path = Path(__file__).parent) -> str:
@@ -40,17 +40,27 @@ class LabCache(FunctionCache):
         return (*super()._index_key(sig, codegen), LAB_HASH, unit_table_hash())
 
 
+class LabDispatcher(CPUDispatcher):
+    """Numba's CPU dispatcher, compiled under ``NUMBA_DISABLE_JIT`` too (the lab's kernels
+    call the engine's intrinsics, which cannot run as Python: ``numslab.replay`` failed there
+    with "<intrinsic data_address> is not usable in pure-python")."""
+
+    def compile(self, sig: Any) -> Any:
+        with JitOn():
+            return super().compile(sig)
+
+
 def lab_jit(*, inline: bool = False, nogil: bool = False, **options: Any) -> Callable:
-    """``numba.njit`` for the lab's kernels: cached (:class:`LabCache`), ``nogil`` as asked.
+    """``numba.njit`` for the lab's kernels: cached (:class:`LabCache`), ``nogil`` as asked,
+    compiled under ``NUMBA_DISABLE_JIT`` too (:class:`LabDispatcher`).
     ``inline`` marks a helper: LLVM's always-inline (``forceinline``) into the kernels that
     call it, and compiled link-only like the engine's helpers (``engine/linkonly.py``: no
     wrapper, machine code or cache entry of its own; Python cannot call it)."""
     def wrap(f: Callable) -> Any:
-        if inline and not numba.config.DISABLE_JIT:
+        if inline:
             return HelperDispatcher(f, targetoptions={"nopython": True, "nogil": nogil,
                                                       "forceinline": True, **options})
-        d = numba.njit(nogil=nogil, forceinline=inline, **options)(f)
-        if hasattr(d, "enable_caching"):             # not NUMBA_DISABLE_JIT
-            d._cache = LabCache(f)
+        d = LabDispatcher(f, targetoptions={"nopython": True, "nogil": nogil, **options})
+        d._cache = LabCache(f)
         return d
     return wrap
