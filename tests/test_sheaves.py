@@ -730,14 +730,14 @@ def test_the_prefill_api_refuses_a_bad_cpu_with_nothing_changed(sa, sc):
 def test_caches_without_sheaves_refuse_the_prefill_api(sa):
     plain = sa.kmem_cache_create("plain", 64)
     snap = snapshot(sa)
-    for c in (plain, sa.kmalloc_caches[3]):
-        with pytest.raises(numslab.SlabError, match="no sheaves"):
+    for c in (plain, sa.kmalloc_caches[3]):     # (a SlabError subclass: it was the base class)
+        with pytest.raises(numslab.InvalidArgumentError, match="no sheaves"):
             sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 1)
-        with pytest.raises(numslab.SlabError, match="no sheaves"):
+        with pytest.raises(numslab.InvalidArgumentError, match="no sheaves"):
             sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, 4096)
-        with pytest.raises(numslab.SlabError, match="no sheaves"):
+        with pytest.raises(numslab.InvalidArgumentError, match="no sheaves"):
             sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, 4096, 1)
-        with pytest.raises(numslab.SlabError, match="no sheaves"):
+        with pytest.raises(numslab.InvalidArgumentError, match="no sheaves"):
             sa.kmem_cache_return_sheaf(c, GFP_KERNEL, 4096)
     with pytest.raises(numslab.InvalidSizeError):
         sa.kmem_cache_create("neg", 64, sheaf_capacity=-1)

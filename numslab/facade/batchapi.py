@@ -542,7 +542,7 @@ class BatchAPI:
         cid = self._own(cache, fn)
         if not self.state.ca[cid, CA_SHEAF_CAPACITY] and not self.state.ca[cid, CA_DEBUG]:
             why = "SLAB_NOLEAKTRACE" if self._gen7 else "create it with sheaf_capacity"
-            raise SlabError(f"{fn}({cache.name}): the cache has no sheaves ({why})")
+            raise InvalidArgumentError(f"{fn}({cache.name}): the cache has no sheaves ({why})")
         return cid
 
     def _sheaf_unit(self: "SlabAllocator", fn: str, u: Any, *args: int) -> int:
