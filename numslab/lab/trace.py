@@ -590,19 +590,21 @@ def large_kmalloc_twice(tr: Trace) -> np.ndarray:
     and size, next to each other both among the pointer's events and among the CPU's, is no
     allocation of its own."""
     n = len(tr.kind)
+    out = np.zeros(n, bool)
     big = (tr.kind == EV_KMALLOC) & (tr.row == P.ROW_LARGE)
     if np.count_nonzero(big) < 2:
-        return np.zeros(n, bool)
-    ev = np.flatnonzero(tr.pid >= 0)
-    ev = ev[np.argsort(tr.pid[ev], kind="stable")]         # each pointer's events in order
-    a, b = ev[:-1], ev[1:]
+        return out
     on = np.argsort(tr.cpu, kind="stable")                  # each CPU's events in order
     before = np.full(n, -1, np.int64)
     before[on[1:]] = np.where(tr.cpu[on[1:]] == tr.cpu[on[:-1]], on[:-1], -1)
-    twice = (tr.pid[a] == tr.pid[b]) & big[a] & big[b] & (before[b] == a) \
-        & (tr.bytes_req[a] == tr.bytes_req[b]) & (tr.bytes_alloc[a] == tr.bytes_alloc[b])
-    out = np.zeros(n, bool)
-    out[b[twice]] = True
+    b = np.flatnonzero(big)
+    a = before[b]                                           # the CPU's event before each
+    b, a = b[a >= 0], a[a >= 0]
+    same = big[a] & (tr.pid[a] == tr.pid[b]) & (tr.pid[b] >= 0) \
+        & (tr.bytes_req[a] == tr.bytes_req[b]) \
+        & (tr.bytes_alloc[a] == tr.bytes_alloc[b])
+    for i, j in zip(a[same].tolist(), b[same].tolist()):    # (other CPUs' events between:
+        out[j] = not (tr.pid[i + 1:j] == tr.pid[j]).any()   # none of this pointer's)
     return out
 
 
