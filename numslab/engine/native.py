@@ -106,15 +106,20 @@ class JitOn:
         global_compiler_lock.release()
 
 
-class EngineDispatcher(CPUDispatcher):
-    """Numba's CPU dispatcher, but a call from jitted code with constant arguments compiles
-    the function for their plain types, not once per constant: Numba would otherwise compile
-    ``_stat(st, c, cpu, 6, n)`` and ``_stat(st, c, cpu, 7, n)`` as two functions, and the
-    engine passes constants everywhere. Compiled under ``NUMBA_DISABLE_JIT`` too."""
+class CompiledDispatcher(CPUDispatcher):
+    """Numba's CPU dispatcher, compiled under ``NUMBA_DISABLE_JIT`` too (:class:`JitOn`): the
+    engine's and the lab's functions call intrinsics, which cannot run as Python."""
 
     def compile(self, sig: Any) -> Any:
         with JitOn():
             return super().compile(sig)
+
+
+class EngineDispatcher(CompiledDispatcher):
+    """:class:`CompiledDispatcher`, but a call from jitted code with constant arguments
+    compiles the function for their plain types, not once per constant: Numba would otherwise
+    compile ``_stat(st, c, cpu, 6, n)`` and ``_stat(st, c, cpu, 7, n)`` as two functions, and
+    the engine passes constants everywhere."""
 
     def get_call_template(self, args: tuple, kws: dict) -> Any:
         return super().get_call_template(tuple(types.unliteral(a) for a in args),

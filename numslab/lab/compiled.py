@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from numba.core.caching import FunctionCache
-from numba.core.registry import CPUDispatcher
 
-from ..engine.native import ABI, HelperDispatcher, JitOn, unit_table_hash
+from ..engine.native import ABI, CompiledDispatcher, HelperDispatcher, unit_table_hash
 
 
 def _lab_hash(folder: Path = Path(__file__).parent) -> str:
@@ -40,19 +39,10 @@ class LabCache(FunctionCache):
         return (*super()._index_key(sig, codegen), LAB_HASH, unit_table_hash())
 
 
-class LabDispatcher(CPUDispatcher):
-    """Numba's CPU dispatcher, compiled under ``NUMBA_DISABLE_JIT`` too (the lab's kernels
-    call the engine's intrinsics, which cannot run as Python: ``numslab.replay`` failed there
-    with "<intrinsic data_address> is not usable in pure-python")."""
-
-    def compile(self, sig: Any) -> Any:
-        with JitOn():
-            return super().compile(sig)
-
-
 def lab_jit(*, inline: bool = False, nogil: bool = False, **options: Any) -> Callable:
     """``numba.njit`` for the lab's kernels: cached (:class:`LabCache`), ``nogil`` as asked,
-    compiled under ``NUMBA_DISABLE_JIT`` too (:class:`LabDispatcher`).
+    compiled under ``NUMBA_DISABLE_JIT`` too (``CompiledDispatcher``: the replay failed there
+    on the engine's intrinsics, "<intrinsic data_address> is not usable in pure-python").
     ``inline`` marks a helper: LLVM's always-inline (``forceinline``) into the kernels that
     call it, and compiled link-only like the engine's helpers (``engine/linkonly.py``: no
     wrapper, machine code or cache entry of its own; Python cannot call it)."""
@@ -60,7 +50,7 @@ def lab_jit(*, inline: bool = False, nogil: bool = False, **options: Any) -> Cal
         if inline:
             return HelperDispatcher(f, targetoptions={"nopython": True, "nogil": nogil,
                                                       "forceinline": True, **options})
-        d = LabDispatcher(f, targetoptions={"nopython": True, "nogil": nogil, **options})
+        d = CompiledDispatcher(f, targetoptions={"nopython": True, "nogil": nogil, **options})
         d._cache = LabCache(f)
         return d
     return wrap
