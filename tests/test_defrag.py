@@ -619,3 +619,14 @@ def test_compaction_refuses_a_target_whose_free_list_a_stray_write_shortened(gen
     assert not set(got) & set(held) and len(set(got)) == 40
     assert len(c) == len(c.live_addresses()) == len(held) + 40
     sa.validate()
+
+
+def test_remap_passes_uint64_values_through():
+    """A uint64 table (a pointer map kept unsigned) keeps its type: values from 2**63 up,
+    which are no address, pass through unchanged instead of wrapping negative."""
+    refs = np.array([2**63 + 5, 4096, 2**64 - 1, 8192], np.uint64)
+    got = numslab.remap(refs, np.array([4096, 8192]), np.array([12288, 16384]))
+    assert got.dtype == np.uint64
+    assert got.tolist() == [2**63 + 5, 12288, 2**64 - 1, 16384]
+    assert numslab.remap(refs, np.array([], np.int64), np.array([], np.int64)).tolist() \
+        == refs.tolist()

@@ -54,14 +54,15 @@ def remap(addrs: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     addrs : numpy.ndarray
-        int64, any shape: object addresses (other values pass through unchanged).
+        integers, any shape: object addresses (other values pass through unchanged).
     old, new : numpy.ndarray
         int64[n] each, as ``compact`` returns them.
 
     Returns
     -------
     numpy.ndarray
-        int64, the shape of ``addrs``: ``new[i]`` where ``addrs`` held ``old[i]``.
+        The shape of ``addrs``: ``new[i]`` where ``addrs`` held ``old[i]``; uint64 when
+        ``addrs`` is uint64 (its values from 2**63 up pass through unchanged), else int64.
 
     Raises
     ------
@@ -73,16 +74,17 @@ def remap(addrs: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
     for what, x in zip(("addrs", "old", "new"), arrays):
         if x.dtype.kind not in "iu" and x.size:
             raise WrongTypeError(f"remap: {what} must be integers, not {x.dtype}")
-    a, old, new = (x.astype(np.int64) for x in arrays)
+    keep = arrays[0].dtype if arrays[0].dtype == np.uint64 else np.dtype(np.int64)
+    a, old, new = arrays[0].astype(keep), arrays[1].astype(np.int64), arrays[2].astype(np.int64)
     if old.ndim != 1 or old.shape != new.shape:
         raise WrongTypeError(f"remap: old and new must be 1-D of one length, not of shapes "
                              f"{old.shape} and {new.shape}")
     if not len(old):
         return a.copy()
     order = np.argsort(old, kind="stable")
-    so = old[order]
+    so = old[order].astype(keep)
     i = np.minimum(np.searchsorted(so, a), len(so) - 1)
-    return np.where(so[i] == a, new[order][i], a)
+    return np.where(so[i] == a, new[order][i].astype(keep), a)
 
 
 def _run_compact(cache: "KmemCache", ratio: int, cpu: int, plan: bool
