@@ -2054,7 +2054,8 @@ def test_save_warns_of_callbacks_and_refuses_a_title_json_cannot_hold(sa, tmp_pa
     back = numslab.SlabAllocator.load(tmp_path / "w.npz")
     assert not back._per_cache("_mobility") and not back._per_cache("_evict_callbacks")
     t = sa.kmem_cache_create("titled", 0, dtype=np.dtype([((3, "t"), "<i4")]))
-    with pytest.raises(numslab.SlabError, match="title that is not a string"):
+    with pytest.warns(UserWarning, match="callbacks"), \
+            pytest.raises(numslab.SlabError, match="title that is not a string"):
         sa.save(tmp_path / "m.npz")
     assert not (tmp_path / "m.npz").exists()
     sa.kmem_cache_destroy(t)

@@ -935,6 +935,7 @@ def test_njit_refuses_callers_that_may_run_without_the_gil(sa, options, where):
 
 @pytest.mark.parametrize("options, where", [({"nogil": True}, "nogil=True"),
                                             ({"parallel": True}, "parallel=True")])
+@pytest.mark.filterwarnings("ignore::numba.NumbaPerformanceWarning")   # no prange in it
 def test_njit_refuses_threaded_callers_of_a_helper_compiled_before(sa, options, where):
     """A helper first compiled for a caller holding the GIL, and then called from a nogil or
     parallel function: Numba reuses its code without typing it again, and the caller is

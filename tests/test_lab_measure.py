@@ -91,7 +91,7 @@ def _snapshot(*groups: tuple[str, list[str]]) -> dict:
     caches = []
     for root, names in groups:
         caches.append({"name": root, "object_size": "256", "slab_size": "256", "align": "8",
-                       "order": "1", "objs_per_slab": "32", "hwcache_align": "0",
+                       "order": "0", "objs_per_slab": "16", "hwcache_align": "0",
                        "reclaim_account": "0", "destroy_by_rcu": "0", "ctor": ""})
         caches += [{"name": nm, "alias_of": root} for nm in names]
     return {"kernel": "6.18", "nr_cpus": 1, "caches": caches}

@@ -272,7 +272,8 @@ def _churn_trace(n: int = 3000) -> bytes:
          "ptr=00000000{p:08x} name=dentry\n")
     lines = [a.format(cpu=i % 2, t=i, p=0x1000 + 256 * i) for i in range(n)]
     lines += [f.format(cpu=i % 2, t=i, p=0x1000 + 256 * i) for i in range(n) if i % 90 >= 30]
-    lines += [a.format(cpu=i % 2, t=n + i, p=0x1000 + 256 * (n + i)) for i in range(n // 10)]
+    lines += [a.replace("10.", "12.").format(cpu=i % 2, t=i, p=0x1000 + 256 * (n + i))
+              for i in range(n // 10)]
     return "".join(lines).encode()
 
 

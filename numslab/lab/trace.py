@@ -580,6 +580,8 @@ def load_bytes(source: str | Path | BinaryIO | bytes) -> bytes:
 
 
 _PTR = re.compile(rb"ptr=(0x)?([0-9a-fA-F]{1,16})")
+#: an event line's timestamp, after its task, CPU and (if printed) flags fields
+_STAMP = re.compile(rb"(?m)^([^\n]*?\[\d+\][^\n]*? )(\d+)\.(\d+)(: )")
 
 
 def large_kmalloc_twice(tr: Trace) -> np.ndarray:
@@ -609,17 +611,30 @@ def large_kmalloc_twice(tr: Trace) -> np.ndarray:
 
 
 def repeat_trace(text: bytes, copies: int) -> bytes:
-    """A longer trace made of ``copies`` copies of ``text``'s event lines (comments dropped),
-    each copy's pointers shifted into its own range (``copy << 40`` added; NULL stays NULL),
-    so that every copy's objects are distinct: the benchmarks' million-event trace."""
+    """Make a longer trace of ``copies`` copies of ``text``'s event lines (comments dropped).
+
+    Each copy's pointers are shifted into their own range (``copy << 40`` added; NULL stays
+    NULL), so that every copy's objects are distinct, and its timestamps follow the copy
+    before it (the trace's span and one tick added), so that the trace stays in time order:
+    the benchmarks' million-event trace.
+    """
     body = b"\n".join(ln for ln in text.split(b"\n") if ln.strip() and not ln.lstrip()
                       .startswith(b"#")) + b"\n"
+    stamps = [(int(m.group(2)), m.group(3)) for m in _STAMP.finditer(body)]
+    digits = len(stamps[0][1]) if stamps else 6
+    ticks = [sec * 10 ** digits + int(frac.ljust(digits, b"0")[:digits]) for sec, frac in stamps]
+    span = max(ticks) - min(ticks) + 1 if ticks else 0
     out = []
     for k in range(copies):
-        shift = k << 40
+        shift, later = k << 40, k * span
 
-        def sub(m: re.Match, shift: int = shift) -> bytes:
+        def ptr(m: re.Match, shift: int = shift) -> bytes:
             v = int(m.group(2), 16)
             return b"ptr=" + (m.group(1) or b"") + (b"%016x" % (v + shift) if v else m.group(2))
-        out.append(_PTR.sub(sub, body) if k else body)
+
+        def stamp(m: re.Match, later: int = later) -> bytes:
+            t = int(m.group(2)) * 10 ** digits + int(m.group(3).ljust(digits, b"0")[:digits])
+            sec, frac = divmod(t + later, 10 ** digits)
+            return m.group(1) + b"%d.%0*d" % (sec, digits, frac) + m.group(4)
+        out.append(_STAMP.sub(stamp, _PTR.sub(ptr, body)) if k else body)
     return b"".join(out)
