@@ -319,6 +319,7 @@ def test_a_plot_file_that_cannot_be_written_fails_before_measuring(tmp_path, mon
     assert labcli.check_plot(str(old)) == str(old) and old.read_bytes() == b"kept"
 
 
+@pytest.mark.filterwarnings("default::UserWarning")     # the command under default filters
 def test_replay_warnings_are_one_line_and_an_error_under_w_error(tmp_path, capsys):
     """A replay's warning (a timestamp stepping back) printed Python's format, echoing the
     source line that warned; under ``-W error`` it ended the command with a traceback.

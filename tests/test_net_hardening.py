@@ -238,6 +238,7 @@ def test_cli_refuses_an_empty_pcap_name_and_warns_of_ignored_options(small, tmp_
                    "per mode)"]
 
 
+@pytest.mark.filterwarnings("default::UserWarning")     # the command under default filters
 def test_cli_single_mode_warns_once(small, tmp_path, capsys):
     # the untimed warm-up run said every warning too
     write_pcap(tmp_path / "a.pcap", small._replace(linktype=147))
