@@ -1,6 +1,8 @@
-"""From Python to the engine: trampolines that call a unit by slot with plain ints (and an int64
-array passed as its address), reached through their native entry points, which skip Numba's
-per-call type dispatch. The facade checks every argument's type before it calls one."""
+"""From Python to the engine: trampolines that call a unit by slot with plain ints.
+
+An int64 array is passed as its address. They are reached through their native entry points, which
+skip Numba's per-call type dispatch. The facade checks every argument's type before it calls one.
+"""
 from __future__ import annotations
 
 import weakref
@@ -88,9 +90,10 @@ _I64 = np.zeros(1, np.int64)
 
 
 def fastcall(dispatcher: Any, *example_args: Any) -> Callable:
-    """The native entry point of ``dispatcher`` for the types of ``example_args``: it unboxes
-    arguments with fixed types and skips the dispatcher's per-call type resolution (about
-    100 ns of a call). Only callers that always pass exactly those types may use it."""
+    """The native entry point of ``dispatcher`` for the types of ``example_args``.
+
+    It unboxes arguments with fixed types and skips the dispatcher's per-call type resolution
+    (about 100 ns of a call). Only callers that always pass exactly those types may use it."""
     if not hasattr(dispatcher, "compile"):      # NUMBA_DISABLE_JIT: plain Python function
         return dispatcher
     sig = tuple(nb.typeof(a) for a in example_args)
@@ -103,24 +106,29 @@ def fastcall(dispatcher: Any, *example_args: Any) -> Callable:
 
 @lru_cache(maxsize=None)
 def trampoline(nargs: int, array: bool) -> Callable:
-    """The native entry point calling a unit of ``nargs`` arguments after the state (the last
-    an int64 array's address if ``array``): ``t(slot, state_address, *args)``."""
+    """The native entry point calling a unit of ``nargs`` arguments after the state.
+
+    ``t(slot, state_address, *args)``; the last argument is an int64 array's address if ``array``.
+    """
     if array:
         return fastcall(_WITH_ARRAY[nargs - 1], *[0] * (nargs + 1), _I64)
     return fastcall(_PLAIN[nargs], *[0] * (nargs + 2))
 
 
 def bound(u: Unit, st: int, array: bool = False) -> Callable:
-    """``f(*args)`` calling unit ``u`` on the state at address ``st`` (its last argument an
-    int64 array if ``array``): a ``functools.partial`` of the trampoline's entry point."""
+    """``f(*args)`` calling unit ``u`` on the state at address ``st``.
+
+    A ``functools.partial`` of the trampoline's entry point; its last argument an int64 array if
+    ``array``."""
     return partial(trampoline(u.nargs - 1, array), u.slot, st)
 
 
 def bind_lazily(obj: Any, attr: str, u: Unit, array: bool) -> None:
-    """Make ``obj.<attr>(*args)`` call unit ``u`` on the allocator ``obj``: on its first call
-    it binds the trampoline's native entry point (compiled or loaded then, :func:`bound`),
-    and then is it, so that start-up loads only what is used. It holds ``obj`` weakly (no
-    reference cycle), so a copy kept past the allocator's end raises ``SlabError``."""
+    """Make ``obj.<attr>(*args)`` call unit ``u`` on the allocator ``obj``, bound on first call.
+
+    On its first call it binds the trampoline's native entry point (compiled or loaded then,
+    :func:`bound`), and then is it, so that start-up loads only what is used. It holds ``obj``
+    weakly (no reference cycle), so a copy kept past the allocator's end raises ``SlabError``."""
     ref = weakref.ref(obj)
 
     def first_call(*args: Any) -> Any:

@@ -1,5 +1,6 @@
-"""From Python to the engine with no bytecode on the way: the C call gate (``_gate.c``), built
-with the package, put in front of an allocator's hot facade calls.
+"""From Python to the engine with no bytecode on the way: the C call gate (``_gate.c``).
+
+Built with the package, it is put in front of an allocator's hot facade calls.
 
 Each gated method checks in C that its arguments are those of the common case and calls the
 unit; anything else, and every error, runs the allocator's Python method of the same name
@@ -45,8 +46,9 @@ def _compile_slot(slot: int) -> None:
 
 @lru_cache(maxsize=1)
 def available() -> bool:
-    """True if the gate is built, enabled, and reads NumPy arrays as this NumPy lays them
-    out (checked once on probe arrays)."""
+    """True if the gate is built, enabled, and reads NumPy arrays as this NumPy lays them out.
+
+    The layout is checked once on probe arrays."""
     if _gate is None or os.environ.get("NUMSLAB_GATE", "1") == "0":
         return False
     a = np.zeros(5, np.int64)
@@ -60,9 +62,10 @@ def available() -> bool:
 
 
 def install(sa: "SlabAllocator", base: type, cache_type: type) -> bool:
-    """Put the gate in front of ``sa``'s hot calls (those its class ``base`` defines and a
-    subclass did not override), for caches of ``cache_type``; False (nothing changed) if the
-    gate is unavailable."""
+    """Put the gate in front of ``sa``'s hot calls, for caches of ``cache_type``.
+
+    The hot calls: those its class ``base`` defines and a subclass did not override. False (nothing
+    changed) if the gate is unavailable."""
     if not available():
         return False
     table = kmalloc_index_table()

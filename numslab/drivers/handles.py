@@ -1,6 +1,7 @@
-"""Allocators as compiled code sees them: a process-wide table of live allocators' state
-buffers, and ``SlabHandle`` (``sa.handle``), a slot of that table passed into @njit code as one
-integer, with no reference count.
+"""Allocators as compiled code sees them: a table of live allocators' state buffers, and handles.
+
+The table is process-wide; ``SlabHandle`` (``sa.handle``) is a slot of it passed into @njit code as
+one integer, with no reference count.
 
 A handle is ``(generation << 16) | slot``. Compiled code looks the slot up on every call and
 refuses a handle whose allocator is gone (its slot cleared or reused under a new generation),
@@ -55,9 +56,11 @@ _generation = [0]
 
 
 def register(state_address: int, owner: Any = None, namer: Describer | None = None) -> int:
-    """Enter a state buffer in the table, with the object owning its arena (an array over
-    it: :func:`owned_arena` views keep it alive) and the bound method describing its caches
-    and addresses (held weakly: :func:`describe`); its handle value."""
+    """Enter a state buffer in the table; its handle value.
+
+    With it, the object owning its arena (an array over it: :func:`owned_arena` views keep it
+    alive) and the bound method describing its caches and addresses (held weakly:
+    :func:`describe`)."""
     ref = None if namer is None else weakref.WeakMethod(namer)     # type: ignore[arg-type]
     with _lock:
         if not _free_slots:
@@ -89,10 +92,11 @@ def unregister(handle: int) -> None:
 
 
 def describe(state_address: int, cache: int, addr: int) -> tuple[str | None, str | None]:
-    """The name of cache id ``cache`` of the live allocator whose state is at
-    ``state_address``, and what that allocator knows of ``addr`` that its engine does not
-    (an object waiting for an RCU grace period); None where nothing is known (no such
-    allocator or cache; an error path's lookup)."""
+    """The name of cache ``cache`` and a note on ``addr`` from the allocator at ``state_address``.
+
+    The note is what that live allocator knows of ``addr`` that its engine does not (an object
+    waiting for an RCU grace period); None where nothing is known (no such allocator or cache; an
+    error path's lookup)."""
     ref = _namers.get(state_address) if state_address else None
     namer = ref() if ref is not None else None
     return (None, None) if namer is None else namer(cache, addr)
@@ -161,9 +165,10 @@ def _unbox_handle(typ: Any, obj: Any, c: Any) -> NativeValue:
 
 
 def handle_of(value: int) -> SlabHandle:
-    """The ``sa.handle`` of the live allocator whose handle value is ``value`` (a handle
-    that compiled code gives back to Python: returned, in a tuple, a jitclass or a typed
-    list), else ``SlabError``."""
+    """The ``sa.handle`` of the live allocator whose handle value is ``value``, else ``SlabError``.
+
+    The value of a handle that compiled code gives back to Python: returned, in a tuple, a jitclass
+    or a typed list."""
     slot = value & 0xFFFF
     with _lock:
         ref = _namers.get(int(ALLOCATOR_TABLE[2 * slot])) \
@@ -187,11 +192,12 @@ def _box_handle(typ: Any, val: Any, c: Any) -> Any:
 
 
 class FacadeObjectType(types.Opaque):
-    """Numba type of a facade object passed to compiled code, where ``numslab.jit`` takes a
-    number instead: a ``KmemCache`` (its id, ``c.id``) or a ``SlabAllocator`` (its handle,
-    ``sa.handle``). Typed, so that a call passing one is refused naming the argument and
-    what to pass (``hint``), not with Numba's "Cannot determine Numba type" (a
-    ``TypingError``, no ``TypeError``) before any numslab code is reached."""
+    """Numba type of a facade object passed to compiled code, where ``numslab.jit`` takes a number.
+
+    A ``KmemCache`` (pass its id, ``c.id``) or a ``SlabAllocator`` (its handle, ``sa.handle``).
+    Typed, so that a call passing one is refused naming the argument and what to pass (``hint``),
+    not with Numba's "Cannot determine Numba type" (a ``TypingError``, no ``TypeError``) before any
+    numslab code is reached."""
 
     def __init__(self, what: str, hint: str) -> None:
         self.what, self.hint = what, hint
@@ -212,15 +218,17 @@ register_model(CacheObjectType)(models.OpaqueModel)
 
 
 def type_cache_objects(cls: type) -> None:
-    """Give ``cls`` (the facade's ``KmemCache``) the Numba type :data:`cache_object`; a
-    function that would take one as an argument (not through ``numslab.jit``, which refuses
-    it as it compiles) raises ``TypeError`` when called."""
+    """Give ``cls`` (the facade's ``KmemCache``) the Numba type :data:`cache_object`.
+
+    A function that would take one as an argument (not through ``numslab.jit``, which refuses it as
+    it compiles) raises ``TypeError`` when called."""
     typeof_impl.register(cls)(lambda val, c: cache_object)
 
 
 def type_allocator_objects(cls: type) -> None:
-    """Give ``cls`` (``SlabAllocator``) the Numba type :data:`allocator_object`, as
-    :func:`type_cache_objects` does for caches."""
+    """Give ``cls`` (``SlabAllocator``) the Numba type :data:`allocator_object`.
+
+    As :func:`type_cache_objects` does for caches."""
     typeof_impl.register(cls)(lambda val, c: allocator_object)
 
 
@@ -242,18 +250,20 @@ def _entry(builder: Any, value: Any) -> Any:
 
 
 def typing_site() -> str:
-    """Where the ``numslab.jit`` call being typed is, for a typing guard's ``TypeError``:
-    ``" (numslab.jit.NAME, called in FUNC at FILE:LINE)"`` (:func:`gilguard.typing_frames`);
-    ``""`` when Numba's type inference frames do not say."""
+    """Where the ``numslab.jit`` call being typed is, for a typing guard's ``TypeError``.
+
+    ``" (numslab.jit.NAME, called in FUNC at FILE:LINE)"`` (:func:`gilguard.typing_frames`); ``""``
+    when Numba's type inference frames do not say."""
     api, user, where = typing_frames()
     return f" (numslab.jit.{api}, called in {user}{where})" if api and user else ""
 
 
 def _check_handle(h: Any) -> None:
-    """Typing guard: refuse, with a message saying what to pass, anything but a
-    :class:`SlabHandle` where ``numslab.jit`` wants ``sa.handle`` (an integer such as
-    ``int(sa.handle)`` or a cache id in its place would otherwise fail in Numba's typing of
-    numslab's own helpers, far from the user's call)."""
+    """Typing guard: refuse anything but a :class:`SlabHandle` where ``numslab.jit`` wants one.
+
+    The refusal says what to pass (``sa.handle``); an integer such as ``int(sa.handle)`` or a cache
+    id in its place would otherwise fail in Numba's typing of numslab's own helpers, far from the
+    user's call."""
     if not isinstance(h, SlabHandleType):
         raise TypeError(f"numslab.jit: the first argument must be an allocator's handle "
                         f"(pass sa.handle itself, a SlabHandle), not "
@@ -264,10 +274,11 @@ def _check_handle(h: Any) -> None:
 # alive), so its loads are invariant: they may be hoisted out of the caller's loops.
 @intrinsic
 def state_of(typingctx: Any, h: Any) -> Any:
-    """The State in handle ``h``'s slot: null if the slot is free, another allocator's if the
-    slot was reused (:func:`handle_live` tells). Loaded as a pointer known to reach over the
-    whole header (or null), so that header words may be loaded ahead of the checks and out
-    of the caller's loops."""
+    """The State in handle ``h``'s slot: null if the slot is free, another allocator's if reused.
+
+    :func:`handle_live` tells whether the slot was reused. Loaded as a pointer known to reach over
+    the whole header (or null), so that header words may be loaded ahead of the checks and out of
+    the caller's loops."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         i64 = ir.IntType(64)
         ptr = invariant_load(builder, builder.bitcast(_entry(builder, args[0]),
@@ -293,9 +304,10 @@ def handle_live(typingctx: Any, h: Any) -> Any:
 
 @intrinsic
 def owned_arena(typingctx: Any, h: Any, mem: Any, n: Any) -> Any:
-    """The ``n`` bytes at ``mem`` (handle ``h``'s arena) as a uint8 array that holds a
-    reference to the arena's owner (:data:`OWNER_TABLE`), so that it stays valid after the
-    allocator is gone, as ``sa.memory`` does. Taken under the GIL, which the allocator's
+    """The ``n`` bytes at ``mem`` (handle ``h``'s arena) as a uint8 array, ``uint8[n]``.
+
+    The array holds a reference to the arena's owner (:data:`OWNER_TABLE`), so that it stays valid
+    after the allocator is gone, as ``sa.memory`` does. Taken under the GIL, which the allocator's
     release also holds; an empty array if the handle's allocator is gone."""
     arrty = types.Array(types.uint8, 1, "C")
 

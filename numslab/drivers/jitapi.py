@@ -1,5 +1,6 @@
-"""Allocation from users' own ``@njit`` code (``numslab.jit``): pass ``sa.handle`` and
-``cache.id`` into your jitted function and call these, with no return to Python.
+"""Allocation from users' own ``@njit`` code (``numslab.jit``), with no return to Python.
+
+Pass ``sa.handle`` and ``cache.id`` into your jitted function and call these.
 
 Example::
 
@@ -100,20 +101,22 @@ _HASH = 0x9E3779B97F4A7C15          # Fibonacci hashing: the top 8 bits pick the
 
 
 def _error_row(tid: int) -> int:
-    """The row of :data:`ERROR_DETAIL` for the thread whose pointer is ``tid``: its page
-    number hashed (the pointers themselves, 0x801000 apart in glibc, put every third thread
-    in one row, and the second to raise there took the first's detail away)."""
+    """The row of :data:`ERROR_DETAIL` for the thread whose pointer is ``tid``.
+
+    Its page number hashed (the pointers themselves, 0x801000 apart in glibc, put every third
+    thread in one row, and the second to raise there took the first's detail away)."""
     return ((((tid & ((1 << 64) - 1)) >> 12) * _HASH) & ((1 << 64) - 1)) >> 56
 
 
 def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | None,
                                   str | None]:
-    """The detail of this thread's last compiled raise: address, cache id, batch element,
-    refused argument, the earlier batch element naming the same object, the cache's name and
-    the allocator's note on the address (None: not known; :func:`handles.describe`; every
-    raise of ``numslab.jit`` records its own first; Python makes the exception more than
-    once, so it is not reset here), and the call that raised (None: not known); nothing known
-    if another thread's raise took the row since."""
+    """The detail of this thread's last compiled raise, or nothing if another thread took the row.
+
+    Address, cache id, batch element, refused argument, the earlier batch element naming the same
+    object, the cache's name and the allocator's note on the address (None: not known;
+    :func:`handles.describe`; every raise of ``numslab.jit`` records its own first; Python makes
+    the exception more than once, so it is not reset here), and the call that raised (None: not
+    known); nothing known if another thread's raise took the row since."""
     tid = threading.get_ident() if _MACHINE == "x86_64" else -1     # (thread_pointer's)
     row = ERROR_DETAIL[_error_row(tid) * ERROR_WORDS:][:ERROR_WORDS].copy()    # (at once:
     if int(row[0]) != tid:      # a thread sharing the row wrote it between a test and a read)
@@ -130,9 +133,10 @@ errors._jit_error_detail = _read_error_detail
 @intrinsic
 def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
                   value: Any, earlier: Any, call: Any) -> Any:
-    """Store the calling thread's pointer, then ``where`` (the allocator's state address, 0:
-    not known), ``addr``, ``cache``, ``index``, ``value``, ``earlier`` and ``call`` (its
-    :data:`JIT_CALLS` code), in its row of :data:`ERROR_DETAIL`."""
+    """Store the calling thread's pointer and an error's detail in its row of :data:`ERROR_DETAIL`.
+
+    After the pointer: ``where`` (the allocator's state address, 0: not known), ``addr``,
+    ``cache``, ``index``, ``value``, ``earlier`` and ``call`` (its :data:`JIT_CALLS` code)."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         i64 = ir.IntType(64)
         tid = thread_pointer(builder)
@@ -151,12 +155,13 @@ def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
 @jit(inline=False, helper=True)
 def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0, earlier=-1,
            call=0):
-    """Raise the numslab exception for error code ``err`` (out of line: the hot paths only
-    test and branch here); a batch call's code carries the bad element's index too. The
-    address, cache id and batch element (-1: not known), the refused argument ``value``, the
-    allocator's state address ``where`` (0: not known; the cache's name is looked up from
-    it), for ``E_TWICE`` the ``earlier`` element naming the same object, and the ``call``
-    raising (:data:`JIT_CALLS`) go to :data:`ERROR_DETAIL`, which the exception's text
+    """Raise the numslab exception for error code ``err``, its detail in :data:`ERROR_DETAIL`.
+
+    Out of line: the hot paths only test and branch here; a batch call's code carries the bad
+    element's index too. The address, cache id and batch element (-1: not known), the refused
+    argument ``value``, the allocator's state address ``where`` (0: not known; the cache's name is
+    looked up from it), for ``E_TWICE`` the ``earlier`` element naming the same object, and the
+    ``call`` raising (:data:`JIT_CALLS`) go to :data:`ERROR_DETAIL`, which the exception's text
     names."""
     err = -(-err % E_AT)
     _record_error(where, addr, cache, index, value, earlier, call)
@@ -210,10 +215,11 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
 
 @jit(inline=False, helper=True)
 def _fault(st, call):
-    """A corrupted free pointer was found, or a slab_debug check failed if the call wrote
-    reports (the facade's test; here: the newest report names the isolated slab, which
-    only a slab_debug check reports); either way the engine isolated the slab and gave
-    back what the call took: clear the fault and raise."""
+    """Clear the fault of a corrupted free pointer or failed slab_debug check, and raise.
+
+    A corrupted free pointer was found, or a slab_debug check failed if the call wrote reports (the
+    facade's test; here: the newest report names the isolated slab, which only a slab_debug check
+    reports); either way the engine isolated the slab and gave back what the call took."""
     g = st.g
     n = g[G_NREPORTS]
     reported = n > 0 and \
@@ -234,18 +240,21 @@ def _fault(st, call):
 
 @jit(inline=False, helper=True)
 def _raise_kfree(st, err, addr, call):
-    """Raise for a ``kfree`` the engine refused, naming the cache its page belongs to (the
-    call names none) when the address lies in a slab."""
+    """Raise for a ``kfree`` the engine refused, naming the cache of the address's slab if any.
+
+    The call names no cache: the cache its page belongs to is named when the address lies in a
+    slab."""
     cache = ops._slab_owner(st, addr) if (addr > 0) & (addr < st.npages << 12) else NIL
     _raise(err, addr, cache, -1, errors.NO_VALUE, address(st), -1, call)
 
 
 @jit(inline=False, helper=True)
 def _raise_batch(st, err, cache, pa, call):
-    """Raise for the element of the batch at ``pa`` that a batch free refused (``err - i *
-    E_AT``; the array is as the caller passed it), naming the element and, for
-    ``kfree_bulk`` (``cache`` NIL), the cache its page belongs to; for ``E_TWICE`` the
-    earlier element naming the same object too (the engine's :func:`checks._twin`)."""
+    """Raise for the element of the batch at ``pa`` that a batch free refused.
+
+    The element is ``err - i * E_AT``; the array is as the caller passed it. The error names the
+    element and, for ``kfree_bulk`` (``cache`` NIL), the cache its page belongs to; for ``E_TWICE``
+    the earlier element naming the same object too (the engine's :func:`checks._twin`)."""
     i = -err // E_AT
     p = words_at(pa)
     addr = p[i]
@@ -257,9 +266,10 @@ def _raise_batch(st, err, cache, pa, call):
 
 @jit(inline=True, helper=True)
 def _checked(st, got, call):
-    """``got`` from an allocation's slow path, unless it met a corrupted free pointer or a
-    failed slab_debug check (it then took nothing and returned 0 or -1), or refused a
-    batch's array (``E_ARRAY_PLACE``): raise."""
+    """``got`` from an allocation's slow path, or raise if it met a fault or a refused array.
+
+    It raises if the slow path met a corrupted free pointer or a failed slab_debug check (it then
+    took nothing and returned 0 or -1), or refused a batch's array (``E_ARRAY_PLACE``)."""
     if got <= 0:
         if got == E_ARRAY_PLACE:
             _raise(got, NO_ADDR, -1, -1, errors.NO_VALUE, address(st), -1, call)
@@ -281,8 +291,9 @@ def _state(h, cpu, call):
 
 @jit(inline=False, helper=True)
 def _refuse_args(st, cache, cpu, gfp, call):
-    """Raise for the argument of :func:`_cache_state` out of range, naming it (out of line:
-    which one it is, worked out in the hot path, cost the single pair 3-5%)."""
+    """Raise for the argument of :func:`_cache_state` out of range, naming it.
+
+    Out of line: which one it is, worked out in the hot path, cost the single pair 3-5%."""
     if cpu < 0 or cpu >= st.ncpus:
         _raise(E_BAD_CPU, NO_ADDR, cache, -1, cpu, address(st), -1, call)
     if gfp < 0 or gfp > GFP_MAX:
@@ -292,10 +303,12 @@ def _refuse_args(st, cache, cpu, gfp, call):
 
 @jit(inline=True, helper=True)
 def _cache_state(h, cache, cpu, allocating, gfp, call):
-    """:func:`_state`'s checks, and refuse a cache id that is not a live cache (and, when
-    ``allocating``, a cache with a constructor) or a ``gfp`` outside 0..2**32-1 (frees pass
-    0), in three predictable branches: every call of a user's single-object loop pays them
-    (two branches fewer took the single pair from 3.1x the FIFO ring to 2.7-2.9x)."""
+    """:func:`_state`'s checks, plus the refusal of a dead cache id or a ``gfp`` out of range.
+
+    It refuses a cache id that is not a live cache (and, when ``allocating``, a cache with a
+    constructor) or a ``gfp`` outside 0..2**32-1 (frees pass 0), in three predictable branches:
+    every call of a user's single-object loop pays them (two branches fewer took the single pair
+    from 3.1x the FIFO ring to 2.7-2.9x)."""
     st = state_of(h)
     if not handle_live(h) or address(st) == 0:
         _raise(E_GONE, NO_ADDR, -1, -1, errors.NO_VALUE, 0, -1, call)
@@ -312,10 +325,11 @@ def _cache_state(h, cache, cpu, allocating, gfp, call):
 
 
 def _as_array(arr: Any, what: str) -> Any:
-    """Typing guard of an object array argument: it must be 1-D int64, contiguous (an int32
-    array would truncate addresses) and writable (every call writes or reorders them, as the
-    facade's do); the array's address otherwise. Anything else is refused at compile time
-    with a ``TypeError`` naming the argument ``what``."""
+    """Typing guard of an object array argument: 1-D int64, contiguous and writable.
+
+    An int32 array would truncate addresses; every call writes or reorders the array, as the
+    facade's do. The array's address otherwise. Anything else is refused at compile time with a
+    ``TypeError`` naming the argument ``what``."""
     if isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1 \
             and arr.layout == "C" and arr.mutable:
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
@@ -359,12 +373,13 @@ def _checked_count(nr, length, call):
 
 
 def _as_int64(x: Any, what: str) -> Any:
-    """Typing guard of a scalar argument: an integer type becomes int64 (no instruction for
-    an int64; a uint64 address above 2**63 - 1 turns negative and is refused as an
-    address), anything else is refused at compile time with a ``TypeError`` naming the
-    argument (a float address otherwise failed deep in the typing of numslab's helpers, or
-    a uint64 one, which Numba mixes with int64 into float64; a bool, which the Python API
-    refuses too, allocated ``kmalloc(True)`` bytes from cache id ``True``)."""
+    """Typing guard of a scalar argument: an integer type becomes int64, anything else is refused.
+
+    No instruction for an int64; a uint64 address above 2**63 - 1 turns negative and is refused as
+    an address. Anything else is refused at compile time with a ``TypeError`` naming the argument
+    (a float address otherwise failed deep in the typing of numslab's helpers, or a uint64 one,
+    which Numba mixes with int64 into float64; a bool, which the Python API refuses too, allocated
+    ``kmalloc(True)`` bytes from cache id ``True``)."""
     if isinstance(x, types.Integer):
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             return context.cast(builder, args[0], sig.args[0], types.int64)
@@ -402,9 +417,10 @@ def _int_arg(typingctx: Any, x: Any) -> Any:
 # ---- the inlined fast paths --------------------------------------------------------------------
 @jit(inline=True, helper=True)
 def _alloc_fast(st, cache, cpu, gfp):
-    """The common case of an allocation, inline: pop the CPU's main sheaf and hand the
-    object out; 0 with nothing changed if the cache has no sheaves or the sheaf is empty
-    (the engine's allocation then takes the slow path)."""
+    """The common case of an allocation, inline: pop the CPU's main sheaf and hand the object out.
+
+    0 with nothing changed if the cache has no sheaves or the sheaf is empty (the engine's
+    allocation then takes the slow path)."""
     cap = _geo(st, cache, CA_SHEAF_CAPACITY)
     if cap == 0:
         return 0
@@ -426,15 +442,16 @@ def _alloc_fast(st, cache, cpu, gfp):
 
 @jit(inline=True, helper=True)
 def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
-    """The common case of a bulk allocation: the CPU's main sheaf holds the whole batch and
-    no zeroing is asked. Take its top ``nr`` objects into the Words ``p`` (their order kept,
-    as ``alloc_from_pcs_bulk``) and mark them live. ``nr``; or -1 when the case does not
-    apply (a debug cache, no sheaves, too few objects, ``__GFP_ZERO``, an array in the
-    arena: :func:`checks._array_home`'s to judge) or an entry is live
-    already (a stale one: the marks are taken back and the engine's take purges and
-    reports it). Inline in users' functions: it saves the unit call (bulk 16 inside
-    ``@njit`` 6-9% faster) for a small loop; the free's batch check stays in the unit
-    (inline, it took a user's bulk loop to 1.7x the jitted stack's compile time)."""
+    """The common case of a bulk allocation: take the whole batch from the CPU's main sheaf.
+
+    The case: the CPU's main sheaf holds the whole batch and no zeroing is asked. Take its top
+    ``nr`` objects into the Words ``p`` (their order kept, as ``alloc_from_pcs_bulk``) and mark
+    them live. ``nr``; or -1 when the case does not apply (a debug cache, no sheaves, too few
+    objects, ``__GFP_ZERO``, an array in the arena: :func:`checks._array_home`'s to judge) or an
+    entry is live already (a stale one: the marks are taken back and the engine's take purges and
+    reports it). Inline in users' functions: it saves the unit call (bulk 16 inside ``@njit`` 6-9%
+    faster) for a small loop; the free's batch check stays in the unit (inline, it took a user's
+    bulk loop to 1.7x the jitted stack's compile time)."""
     if (gfp & __GFP_ZERO) | (_ca(st, cache, CA_DEBUG) != 0) | \
             (_geo(st, cache, CA_SHEAF_CAPACITY) == 0) | _in_arena(st, nr, address(p)):
         return -1                       # (an array in the arena: the unit checks where)
@@ -454,11 +471,12 @@ def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
 
 @jit(inline=True, helper=True)
 def _free_fast(st, cache, cpu, addr):
-    """The common case of a free, inline: a live object of ``cache`` (every check of a
-    single free: ``checks._slab_of``) from a slab of the CPU's node goes to the CPU's main
-    sheaf, which has room. True; False with nothing changed in every other case: no sheaves
-    (6.18's CPU slab, a debug cache), a full sheaf, another node, or a bad address, whose
-    error the engine's free then finds."""
+    """The common case of a free, inline: a live local object goes to the CPU's main sheaf.
+
+    A live object of ``cache`` (every check of a single free: ``checks._slab_of``) from a slab of
+    the CPU's node goes to the CPU's main sheaf, which has room. True; False with nothing changed
+    in every other case: no sheaves (6.18's CPU slab, a debug cache), a full sheaf, another node,
+    or a bad address, whose error the engine's free then finds."""
     cap = _geo(st, cache, CA_SHEAF_CAPACITY)
     if cap == 0:
         return False
@@ -591,8 +609,9 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
 
 @jit(inline=True, api=True)
 def kfree(h, addr, cpu=0):
-    """Free a kmalloc allocation, or any slab object: as in the kernel, its cache is found
-    from its page (NULL, ZERO_SIZE_PTR and the addresses between them are ignored)."""
+    """Free a kmalloc allocation, or any slab object, its cache found from its page.
+
+    As in the kernel; NULL, ZERO_SIZE_PTR and the addresses between them are ignored."""
     addr, cpu = _addr_arg(addr), _int_arg(cpu)
     st = _state(h, cpu, J_KFREE)
     if (addr >= 0) & (addr <= ZERO_SIZE_PTR):      # ZERO_OR_NULL_PTR: 0 to 16
@@ -622,8 +641,10 @@ def kfree_bulk(h, nr, objs, cpu=0):
 
 @jit(inline=True, api=True)
 def is_live(h, cache, addr):
-    """True if ``addr`` is an allocated object of ``cache`` (NIL: of any cache); a ``cache``
-    that is neither NIL nor a live cache's id raises, as every call's (it answered False)."""
+    """True if ``addr`` is an allocated object of ``cache`` (NIL: of any cache).
+
+    A ``cache`` that is neither NIL nor a live cache's id raises, as every call's (it answered
+    False)."""
     cache, addr = _cache_arg(cache), _addr_arg(addr)
     st = _state(h, 0, J_IS_LIVE)
     wait_for_turn()             # (not in the middle of another thread's operation)
@@ -636,13 +657,31 @@ def is_live(h, cache, addr):
 
 @jit(inline=True, api=True)
 def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
-    """``cache.compact(ratio)`` (-1: the cache's ``defrag_used_ratio``): move the objects of
-    slabs used at most ``ratio`` percent into the fullest slabs, writing the pairs to ``old``
-    and ``new`` (int64, at most ``min(len(old), len(new))`` moves: pass arrays as long as
-    the live objects to move them all; in the arena, only inside an allocation of yours, as
-    every batch call's array, and not in an object of ``cache``). The number of moves;
-    ``-1 - moves`` if a corrupted free pointer stopped them (the slab is isolated; the moves
-    made are in the arrays)."""
+    """``cache.compact(ratio)``: move the objects of sparse slabs into the fullest slabs.
+
+    Parameters
+    ----------
+    h : handle
+        ``sa.handle``.
+    cache : int
+        The cache's id.
+    ratio : int
+        The objects of slabs used at most ``ratio`` percent (0..100) are moved; -1: the
+        cache's ``defrag_used_ratio``.
+    old, new : numpy.ndarray
+        int64[n], 1-D: the moves' pairs are written to them, at most
+        ``min(len(old), len(new))`` moves (pass arrays as long as the live objects to move them
+        all). In the arena, only inside an allocation of yours, as every batch call's array,
+        and not in an object of ``cache``.
+    cpu : int
+        The simulated CPU calling.
+
+    Returns
+    -------
+    int
+        The number of moves; ``-1 - moves`` if a corrupted free pointer stopped them (the slab
+        is isolated; the moves made are in the arrays).
+    """
     cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0, J_COMPACT)
     if ratio > 100 or ratio < -1:
@@ -664,10 +703,11 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
 
 @jit(inline=False, helper=True)
 def _compact_array_bad(st, cache, room, pa):
-    """Whether a compaction's pair array of ``room`` words at ``pa`` lies in the arena
-    other than inside an allocation of the caller's (:func:`checks._array_home`) or on a
-    slab of the cache compacted, whose objects the call moves and whose slabs it frees
-    while it writes the pairs."""
+    """Whether a compaction's pair array of ``room`` words at ``pa`` is misplaced.
+
+    Misplaced: in the arena other than inside an allocation of the caller's
+    (:func:`checks._array_home`), or on a slab of the cache compacted, whose objects the call moves
+    and whose slabs it frees while it writes the pairs."""
     off = pa - address(st.mem)
     return _array_misplaced(st, room, pa) != 0 or \
         ((room > 0) & (off >= 0) & (off < st.mem_size) and ops._slab_owner(st, off) == cache)
@@ -675,9 +715,11 @@ def _compact_array_bad(st, cache, room, pa):
 
 @jit(nrt=True, api=True)
 def arena(h):
-    """The allocator's arena as a uint8 array (zero-copy): the object at address ``a`` is
-    ``arena(h)[a:a + size]``. Like ``sa.memory``, it keeps the arena's memory (not the
-    allocator) alive: once the allocator is gone its bytes belong to nobody."""
+    """The allocator's arena as a uint8 array (zero-copy), ``uint8[nr_nodes * memory]``.
+
+    The object at address ``a`` is ``arena(h)[a:a + size]``. Like ``sa.memory``, it keeps the
+    arena's memory (not the allocator) alive: once the allocator is gone its bytes belong to
+    nobody."""
     st = _state(h, 0, J_ARENA)
     view = owned_arena(h, st.mem, st.mem_size)
     if view.size != st.mem_size:                # the allocator went in between
