@@ -1,5 +1,6 @@
-"""Argument checks shared by the facade's modules: every value a user passes is checked here
-(type and range) before it reaches a unit, so that bad input raises a numslab error."""
+"""Argument checks shared by the facade's modules, so that bad input raises a numslab error.
+
+Every value a user passes is checked here (type and range) before it reaches a unit."""
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,9 @@ def check_gfp(gfp: Any, fn: str) -> int:
 
 
 def check_bool(value: Any, what: str) -> bool:
-    """``value`` as a bool if it is one (Python's or NumPy's, or the int 0 or 1); anything
-    else raises naming ``what`` (bool() took the str 'no' as True: kmem_cache_destroy's
+    """``value`` as a bool if it is one (Python's or NumPy's, or the int 0 or 1).
+
+    Anything else raises naming ``what`` (bool() took the str 'no' as True: kmem_cache_destroy's
     force='no' freed every object users held)."""
     if isinstance(value, (bool, np.bool_)) or type(value) is int and value in (0, 1):
         return bool(value)
@@ -35,14 +37,16 @@ def check_bool(value: Any, what: str) -> bool:
 
 
 def as_int(value: Any) -> Any:
-    """``value`` as a Python int if it is a NumPy integer (the checks after it then read it as
-    any int); anything else unchanged, for those checks to refuse."""
+    """``value`` as a Python int if it is a NumPy integer; anything else unchanged.
+
+    The checks after it then read it as any int, or refuse anything else."""
     return int(value) if isinstance(value, np.integer) else value
 
 
 def check_order(order: Any, fn: str) -> int:
-    """``order`` if it is a page order: an int or a NumPy integer (not a bool) in
-    0..MAX_PAGE_ORDER (np.int64(0) was refused as "not in 0..10")."""
+    """``order`` if it is a page order, an int in 0..MAX_PAGE_ORDER.
+
+    An int or a NumPy integer (not a bool): np.int64(0) was refused as "not in 0..10"."""
     if isinstance(order, (int, np.integer)) and not isinstance(order, (bool, np.bool_)) \
             and 0 <= order <= MAX_PAGE_ORDER:
         return int(order)
@@ -50,9 +54,10 @@ def check_order(order: Any, fn: str) -> int:
 
 
 def check_cache_name(name: Any, taken: Any) -> str:
-    """``name`` if it can name a new cache: a str, not empty, not in ``taken``, with no
-    space, '/' or control character (it names a ``/sys/kernel/slab`` directory and a
-    ``slabinfo`` field, which such a name could forge)."""
+    """``name`` if it can name a new cache, else raise.
+
+    A str, not empty, not in ``taken``, with no space, '/' or control character (it names a
+    ``/sys/kernel/slab`` directory and a ``slabinfo`` field, which such a name could forge)."""
     if not isinstance(name, str):
         raise WrongTypeError(f"kmem_cache_create: name {name!r} is not a str")
     chars = " (it names a /sys/kernel/slab directory and a slabinfo field)"
@@ -67,10 +72,11 @@ def check_cache_name(name: Any, taken: Any) -> str:
 
 
 def check_dtype(dtype: Any, size: int, where: str) -> tuple[np.dtype, int]:
-    """``dtype`` as a NumPy dtype whose records can live in a cache's objects, and the
-    object size (``size``, or the dtype's when 0): refused if it holds Python objects (the
-    arena's bytes would be read as pointers), has no bytes, or is larger than ``size``.
-    ``where`` names the call (``kmem_cache_create``, or ``load`` for a saved cache)."""
+    """``dtype`` as a NumPy dtype whose records fit a cache's objects, and the object size.
+
+    The object size is ``size``, or the dtype's when 0. Refused if it holds Python objects (the
+    arena's bytes would be read as pointers), has no bytes, or is larger than ``size``. ``where``
+    names the call (``kmem_cache_create``, or ``load`` for a saved cache)."""
     try:
         dtype = np.dtype(dtype)
     except TypeError as e:
@@ -89,8 +95,9 @@ def check_dtype(dtype: Any, size: int, where: str) -> tuple[np.dtype, int]:
 
 
 def check_max_caches(max_caches: Any, kmalloc_caches: int) -> int:
-    """``max_caches`` if it leaves room for the ``kmalloc_caches`` and one more: an int up
-    to 65536."""
+    """``max_caches`` if it is an int up to 65536 leaving room for the kmalloc caches.
+
+    Room for the ``kmalloc_caches`` and one more."""
     if type(max_caches) is not int or not kmalloc_caches < max_caches <= 1 << 16:
         raise InvalidArgumentError(f"max_caches {max_caches!r} is not in "
                                    f"{kmalloc_caches + 1}..65536 (the {kmalloc_caches} kmalloc "
@@ -100,10 +107,10 @@ def check_max_caches(max_caches: Any, kmalloc_caches: int) -> int:
 
 def fixed(attr: str, doc: str, copy: Any = None,
           read: Callable[[Any], Any] | None = None) -> property:
-    """A read-only attribute ``attr``, kept in ``_<attr>`` (read through ``copy`` if given:
-    a fresh list of a kept tuple; or made by ``read(self)``): what an allocator or a cache is
-    made with. A write raises :class:`~numslab.FixedAttributeError` (the state would no
-    longer match it)."""
+    """A read-only attribute ``attr`` in ``_<attr>``: what an allocator or a cache is made with.
+
+    Read through ``copy`` if given (a fresh list of a kept tuple), or made by ``read(self)``. A
+    write raises :class:`~numslab.FixedAttributeError` (the state would no longer match it)."""
     private = "_" + attr
 
     def get(self: Any) -> Any:
@@ -123,8 +130,9 @@ _FACADE = os.path.dirname(os.path.abspath(__file__))
 
 
 def public_caller() -> str:
-    """The name of the nearest public method of the facade up the stack (the call an
-    argument check's error names when it is not told)."""
+    """The name of the nearest public method of the facade up the stack.
+
+    The call an argument check's error names when it is not told."""
     frame = sys._getframe(2)
     while frame is not None and (frame.f_code.co_name.startswith("_")
                                  or not frame.f_code.co_filename.startswith(_FACADE)):
@@ -133,12 +141,13 @@ def public_caller() -> str:
 
 
 def cache_op(f: Callable) -> Callable:
-    """A facade operation on a cache, run under the allocator's ``slab_mutex``: another
-    thread's ``kmem_cache_destroy`` (which takes it) can then neither end the cache nor let
-    ``kmem_cache_create`` give its slot to another between the operation's check of the
-    cache and its engine call (the id read in between went stale: -1 made the engine write
-    before the state's fields and the interpreter abort, and a reused slot handed out
-    another cache's objects). The C gate's calls read the id and call the engine in C."""
+    """A facade operation on a cache, run under the allocator's ``slab_mutex``.
+
+    Another thread's ``kmem_cache_destroy`` (which takes it) can then neither end the cache nor let
+    ``kmem_cache_create`` give its slot to another between the operation's check of the cache and
+    its engine call (the id read in between went stale: -1 made the engine write before the state's
+    fields and the interpreter abort, and a reused slot handed out another cache's objects). The C
+    gate's calls read the id and call the engine in C."""
     @functools.wraps(f)
     def op(self: Any, *args: Any, **kwargs: Any) -> Any:
         with self._slab_mutex:

@@ -1,5 +1,7 @@
-"""``KmemCache``: the Python handle of one slab cache, whose attributes read the allocator's
-state arrays and are named as the files in ``/sys/kernel/slab/<name>/``."""
+"""``KmemCache``: the Python handle of one slab cache of an allocator.
+
+Its attributes read the allocator's state arrays and are named as the files in
+``/sys/kernel/slab/<name>/``."""
 from __future__ import annotations
 
 import threading
@@ -18,16 +20,17 @@ from ..flags import (GFP_KERNEL, SLAB_CACHE_DMA, SLAB_CONSISTENCY_CHECKS, SLAB_D
                     SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
                     SLAB_KMALLOC, SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0,
                     STAT_NAMES, STAT_NAMES_6_18, STAT_NAMES_NUMSLAB, gfp_names)
-from ..engine.ops import flush_all, gather, scatter
+from ..engine.ops import flush_all
 from ..engine.stats import (cpu_partial_slabs, live_objects, lost_objects, lost_slabs,
                             partial_counts, partial_list, per_node)
 from ..drivers.handles import type_cache_objects
 from ..geometry import get_order
-from ..errors import (BadAddressError, InvalidArgumentError, InvalidSizeError,
-                      NotPicklableError, OutOfMemoryError, WrongCacheError, WrongTypeError)
+from ..errors import (InvalidArgumentError, InvalidSizeError, NotPicklableError,
+                      OutOfMemoryError, WrongCacheError)
 from .args import check_gfp, fixed
 from .kmallocapi import _RCU_LOCK
 from .defragapi import MovableCache
+from .records import RecordAccess
 
 #: ``count_partial_free_approx`` scans at most this many partial slabs of a node.
 MAX_PARTIAL_TO_SCAN = 10000
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from .allocator import SlabAllocator
 
 
-class KmemCache(MovableCache):
+class KmemCache(MovableCache, RecordAccess):
     """A slab cache of one allocator; create it with ``SlabAllocator.kmem_cache_create``.
 
     Geometry attributes (``object_size``, ``slab_size``, ``align``, ``order``,
@@ -68,10 +71,11 @@ class KmemCache(MovableCache):
         self._row = sa.state.ca[cid]
 
     def __len__(self) -> int:
-        """Objects of this cache that users hold (``live_objects`` less the allocator's own
-        sheaves, which only kmalloc caches hold, and less the objects given to ``kfree_rcu``
-        that wait on its list: allocated to the kernel until their grace period ends, as
-        those in an ``rcu_free`` sheaf are not, but no user's)."""
+        """Objects of this cache that users hold.
+
+        ``live_objects`` less the allocator's own sheaves, which only kmalloc caches hold, and less
+        the objects given to ``kfree_rcu`` that wait on its list: allocated to the kernel until
+        their grace period ends, as those in an ``rcu_free`` sheaf are not, but no user's."""
         sa = self._sa
         with _RCU_LOCK:         # the count and the list at one moment: a grace period ending
             n = self.live_objects - self.sheaf_objects  # in between made it negative
@@ -89,8 +93,9 @@ class KmemCache(MovableCache):
                 f"slabs={self.slabs} held={len(self)}>")
 
     def live_addresses(self) -> np.ndarray:
-        """Addresses of the objects users hold, int64[n], in address order (the allocator's
-        own sheaves left out)."""
+        """Addresses of the objects users hold, int64[n], in address order.
+
+        The allocator's own sheaves are left out."""
         st = self._sa.state
         f = st.pg_flags
         return self._live_in(np.flatnonzero(((f & PG_SLAB) != 0) & (st.sl_cache == self._id)))
@@ -140,8 +145,7 @@ class KmemCache(MovableCache):
 
     @property
     def cpu_partial(self) -> int:
-        """Objects (approximately) kept on each CPU's partial list (0 under 7.x, which has
-        none)."""
+        """Objects (approximately) kept on each CPU's partial list (0 under 7.x: it has none)."""
         return int(self._row[CA_CPU_PARTIAL])
 
     @cpu_partial.setter
@@ -196,8 +200,9 @@ class KmemCache(MovableCache):
 
     @property
     def slab_ksize(self) -> int:
-        """What ``ksize`` gives for an object of this cache (``slab_ksize``): the stride,
-        padding included, except the object size under slab_debug Z or P and ``inuse``
+        """What ``ksize`` gives for an object of this cache (``slab_ksize``).
+
+        The stride, padding included, except the object size under slab_debug Z or P and ``inuse``
         (the space before the free pointer or the tracks) for RCU or U caches."""
         if self.flags & (SLAB_RED_ZONE | SLAB_POISON):
             return self.object_size
@@ -263,16 +268,18 @@ class KmemCache(MovableCache):
 
     @property
     def objects(self) -> int:
-        """Objects in use as the kernel counts them: all objects less the free ones on node
-        partial lists (objects cached by CPUs count as in use)."""
+        """Objects in use as the kernel counts them: all less the free ones on node partial lists.
+
+        Objects cached by CPUs count as in use."""
         return self.total_objects - int(self._partial()[:, 1].sum())
 
     def partial_free_approx(self) -> np.ndarray:
-        """Free objects on each node's partial list as ``count_partial_free_approx`` counts
-        them for ``/proc/slabinfo`` and the exhaustion warning, int64[nr_nodes]: exact up to
-        ``MAX_PARTIAL_TO_SCAN`` (10000) partial slabs; past that, the free objects of the
-        first and the last 5000 slabs scaled to the list (``mult_frac``), at most the
-        node's objects. (sysfs ``objects`` counts them exactly.)"""
+        """Free objects on each node's partial list, int64[nr_nodes], as the kernel estimates them.
+
+        As ``count_partial_free_approx`` counts them for ``/proc/slabinfo`` and the exhaustion
+        warning: exact up to ``MAX_PARTIAL_TO_SCAN`` (10000) partial slabs; past that, the free
+        objects of the first and the last 5000 slabs scaled to the list (``mult_frac``), at most
+        the node's objects. (sysfs ``objects`` counts them exactly.)"""
         out = self._partial()[:, 1]
         nr_partial = self._node(N_NR_PARTIAL)
         for node in np.flatnonzero(nr_partial > MAX_PARTIAL_TO_SCAN).tolist():
@@ -292,14 +299,17 @@ class KmemCache(MovableCache):
 
     @property
     def cpu_slabs(self) -> int:
-        """CPU slabs plus slabs on CPU partial lists (every CPU's; sysfs ``cpu_slabs``
-        counts a CPU's list only when the CPU has a slab, as the kernel does)."""
+        """CPU slabs plus slabs on CPU partial lists (every CPU's).
+
+        sysfs ``cpu_slabs`` counts a CPU's list only when the CPU has a slab, as the kernel does.
+        """
         return int(self._cpus().sum())
 
     def _cpu_slabs_per_node(self) -> np.ndarray:
-        """sysfs ``cpu_slabs`` per node, int64[nr_nodes], as ``show_slab_objects(SO_CPU)``
-        counts: each CPU slab on its node and, only for a CPU that has a CPU slab, its CPU
-        partial list's ``slabs`` on the node of the list's first slab (all 0 under 7.0)."""
+        """sysfs ``cpu_slabs`` per node, int64[nr_nodes], as ``show_slab_objects(SO_CPU)`` counts.
+
+        Each CPU slab on its node and, only for a CPU that has a CPU slab, its CPU partial list's
+        ``slabs`` on the node of the list's first slab (all 0 under 7.0)."""
         out = np.zeros(self._sa.nr_nodes, np.int64)
         rows = self._sa.state.cpu[self._id]
         per = self._sa.pages_per_node
@@ -313,8 +323,9 @@ class KmemCache(MovableCache):
 
     @property
     def slabs_cpu_partial(self) -> str:
-        """``objects(slabs) C0=objects(slabs) ...`` as sysfs prints it (objects estimated as
-        half of each slab, as the kernel does)."""
+        """``objects(slabs) C0=objects(slabs) ...`` as sysfs prints it.
+
+        Objects are estimated as half of each slab, as the kernel does."""
         per_cpu = self._cpus()[:, 1]
         half = lambda n: n * self.objs_per_slab // 2  # noqa: E731
         out = f"{half(int(per_cpu.sum()))}({int(per_cpu.sum())})"
@@ -322,8 +333,7 @@ class KmemCache(MovableCache):
         return out
 
     def partial_list(self, node: int = 0) -> np.ndarray:
-        """The node's partial list, head first: int64[n, 3] of (slab address, inuse,
-        objects)."""
+        """The node's partial list, head first: int64[n, 3] of (slab address, inuse, objects)."""
         nodes = self._sa.nr_nodes               # (-1 was a plain ValueError, after the message
         if not isinstance(node, (int, np.integer)) or isinstance(node, bool) \
                 or not 0 <= node < nodes:       # of node 5 had called it valid)
@@ -337,34 +347,38 @@ class KmemCache(MovableCache):
 
     @property
     def live_objects(self) -> int:
-        """Exact number of allocated objects (numslab's own counter): those handed out and
-        not freed, the lost ones left out (``lost_objects``). For a kmalloc cache this
-        includes the sheaves the allocator kmallocs for itself (see ``sheaf_objects``)."""
+        """Exact number of allocated objects (numslab's own counter), the lost ones left out.
+
+        Those handed out and not freed, less ``lost_objects``. For a kmalloc cache this includes
+        the sheaves the allocator kmallocs for itself (see ``sheaf_objects``)."""
         return int(live_objects(self._sa._st, self._id))
 
     @property
     def lost_objects(self) -> int:
-        """Objects lost to a corrupted free list: the slabs count them in use (``objects``,
-        as the kernel leaks them), no user holds them and nothing hands them out again.
-        Those slab_debug's repair cut off a free list (``kmem_cache_validate``'s "Freechain
-        corrupt"), the free objects of slabs isolated after a stray write (and the later
-        frees into them), and under 6.18 the free objects behind a cut of a CPU's lockless
-        freelist. Every object a slab counts in use is live, lost or held by the allocator
-        (a sheaf, a CPU's freelist); where the lost ones are: :meth:`lost_slabs`."""
+        """Objects lost to a corrupted free list: counted in use, held by no one, never handed out.
+
+        The slabs count them in use (``objects``, as the kernel leaks them), no user holds them and
+        nothing hands them out again. Those slab_debug's repair cut off a free list
+        (``kmem_cache_validate``'s "Freechain corrupt"), the free objects of slabs isolated after a
+        stray write (and the later frees into them), and under 6.18 the free objects behind a cut
+        of a CPU's lockless freelist. Every object a slab counts in use is live, lost or held by
+        the allocator (a sheaf, a CPU's freelist); where the lost ones are: :meth:`lost_slabs`."""
         return int(lost_objects(self._sa._st, self._id))
 
     def lost_slabs(self) -> np.ndarray:
-        """int64[n, 2]: (slab address, objects lost) for each slab of the cache holding
-        lost objects (:attr:`lost_objects`), in address order."""
+        """int64[n, 2]: (slab address, objects lost) for each slab holding lost objects.
+
+        The slabs of the cache holding :attr:`lost_objects`, in address order."""
         out = np.zeros((max(self.slabs, 1), 2), np.int64)
         n = int(lost_slabs(self._sa._st, self._id, len(out), out.ctypes.data))
         return out[:min(n, len(out))].copy()
 
     @property
     def sheaf_objects(self) -> int:
-        """How many of this cache's live objects are the allocator's own sheaves (CPU,
-        barn and prefilled): a sheaf is a kmalloc object, as in the kernel, and under 7.0
-        every cache has them. ``live_objects - sheaf_objects`` is what users hold."""
+        """How many of this cache's live objects are the allocator's own sheaves.
+
+        CPU, barn and prefilled sheaves: a sheaf is a kmalloc object, as in the kernel, and under
+        7.0 every cache has them. ``live_objects - sheaf_objects`` is what users hold."""
         addrs = self._sa.sheaf_addresses()
         if not len(addrs):
             return 0
@@ -405,9 +419,10 @@ class KmemCache(MovableCache):
         return out
 
     def _stat_files(self) -> dict[str, str]:
-        """CONFIG_SLUB_STATS's files, one per item of the generation's ``enum stat_item``,
-        as ``show_stat`` prints them: the sum over CPUs, then `` C<cpu>=<count>`` for each
-        CPU whose count is not 0."""
+        """CONFIG_SLUB_STATS's files, one per item of the generation's ``enum stat_item``.
+
+        As ``show_stat`` prints them: the sum over CPUs, then `` C<cpu>=<count>`` for each CPU
+        whose count is not 0."""
         per_cpu = self._sa.state.stats[self._id]
         if self._sa._gen7:
             items = [(name, list(cols)) for name, cols in STAT_ITEMS_7_0]
@@ -421,9 +436,10 @@ class KmemCache(MovableCache):
         return out
 
     def _out_of_memory(self, cpu: int, node: int, gfp: int) -> str:
-        """The warning ``slab_out_of_memory`` prints when an allocation on ``cpu`` from
-        ``node`` (-1: any) with ``gfp`` finds no memory: the CPU and node, the flags as
-        ``%pGg`` names them, the cache's sizes and orders, each node's slabs, objects and
+        """The warning ``slab_out_of_memory`` prints when an allocation finds no memory.
+
+        For an allocation on ``cpu`` from ``node`` (-1: any) with ``gfp``: the CPU and node, the
+        flags as ``%pGg`` names them, the cache's sizes and orders, each node's slabs, objects and
         free objects on its partial list."""
         min_order = get_order(self.slab_size)
         lines = [f"SLUB: Unable to allocate memory on CPU {cpu} (of node "
@@ -446,9 +462,10 @@ class KmemCache(MovableCache):
 
     @property
     def stats(self) -> dict[str, int]:
-        """SLUB event counters (``CONFIG_SLUB_STATS``) summed over CPUs: the items of the
-        allocator's kernel generation in its order (7.0: 26, 6.18: 43), then numslab's own
-        (remote partial hits and the array modes)."""
+        """SLUB event counters (``CONFIG_SLUB_STATS``) summed over CPUs.
+
+        The items of the allocator's kernel generation in its order (7.0: 26, 6.18: 43), then
+        numslab's own (remote partial hits and the array modes)."""
         tot = [int(v) for v in self._sa.state.stats[self._id].sum(axis=0)]
         if self._sa._gen7:
             out = {name: sum(tot[i] for i in items) for name, items in STAT_ITEMS_7_0}
@@ -464,8 +481,7 @@ class KmemCache(MovableCache):
 
     # --- Pythonic conveniences -------------------------------------------------------------
     def alloc(self, gfp: int = GFP_KERNEL) -> int:
-        """Allocate one object; raise ``OutOfMemoryError`` (a ``MemoryError``) when memory is
-        exhausted."""
+        """Allocate one object; ``OutOfMemoryError`` (a ``MemoryError``) when memory runs out."""
         addr = self._sa.kmem_cache_alloc(self, gfp)
         if not addr:
             raise OutOfMemoryError(f"{self.name}: out of memory")
@@ -476,20 +492,24 @@ class KmemCache(MovableCache):
         self._sa.kmem_cache_free(self, addr)
 
     def shrink(self) -> int:
-        """``kmem_cache_shrink`` this cache: 1 if slabs remain, else 0 (the kernel's value);
-        the slabs freed are :attr:`shrink_freed`."""
+        """``kmem_cache_shrink`` this cache: 1 if slabs remain, else 0 (the kernel's value).
+
+        The slabs freed are :attr:`shrink_freed`."""
         return self._sa.kmem_cache_shrink(self)
 
     @property
     def shrink_freed(self) -> int:
-        """Slabs the last ``kmem_cache_shrink`` of this cache freed (empty slabs, and those
-        its eviction or compaction emptied); 0 before any (not kept by ``save``)."""
+        """Slabs the last ``kmem_cache_shrink`` of this cache freed; 0 before any.
+
+        Empty slabs, and those its eviction or compaction emptied (not kept by ``save``)."""
         entry = self._sa._per_cache("_shrink_freed").get(self._id)
         return entry[1] if entry is not None else 0
 
     def alloc_bulk(self, n: int, gfp: int = GFP_KERNEL) -> np.ndarray:
-        """``n`` objects as a new int64 array; raise ``OutOfMemoryError`` (a ``MemoryError``),
-        taking nothing, if they cannot all be had."""
+        """``n`` objects as a new int64 array, ``int64[n]``.
+
+        Raises ``OutOfMemoryError`` (a ``MemoryError``), taking nothing, if they cannot all be had.
+        """
         if type(n) is not int and not isinstance(n, np.integer) or isinstance(n, bool) \
                 or n < 0:
             raise InvalidSizeError(f"{self.name}.alloc_bulk: {n!r} is not a count of objects")
@@ -513,144 +533,12 @@ class KmemCache(MovableCache):
         """The cache's id, for ``numslab.jit`` functions."""
         return self._id
 
-    # --- typed access -----------------------------------------------------------------------
-    def _need_dtype(self, fn: str) -> None:
-        """Refuse typed access ``fn`` on a cache made without a dtype."""
-        if self.dtype is None:
-            raise WrongTypeError(f"{self.name}.{fn}: cache {self.name} has no dtype (create it "
-                                 f"with dtype=...)")
-
-    @property
-    def view(self) -> np.ndarray:
-        """The arena as records of ``dtype`` starting at every byte: ``view[addr]`` is the
-        record at ``addr``, in Python and inside ``@njit`` code (a zero-copy view)."""
-        self._need_dtype("view")
-        mem = self._sa.memory
-        return np.ndarray(shape=(mem.size - self.dtype.itemsize + 1,), dtype=self.dtype,
-                          buffer=mem, offset=0, strides=(1,))
-
-    def records(self, addrs: Any) -> np.ndarray:
-        """Gather the records at ``addrs`` (allocated objects of this cache) into a new
-        array of ``dtype`` (one jitted copy; every address is checked)."""
-        self._need_dtype("records")
-        a = self._addresses(addrs, "records")
-        out = np.empty(len(a), self.dtype)
-        bad = int(gather(self._sa._st, self._id, len(a), self.dtype.itemsize, out.ctypes.data,
-                         a.ctypes.data))
-        if bad >= 0:
-            self._bad(a, bad, "records")
-        return out
-
-    def store(self, addrs: Any, values: Any) -> None:
-        """Scatter ``values`` (records of ``dtype``, or one record for all) into the
-        objects at ``addrs`` (every address is checked before anything is written)."""
-        self._need_dtype("store")
-        a = self._addresses(addrs, "store")
-        # a subarray dtype ((np.int32, 5)) has no arrays of its own: its records are arrays
-        # of its base whose last axes are its shape (what records() returns)
-        base, shape = self.dtype.base, self.dtype.shape
-        plain = base.names is None          # a scalar dtype: its records are numbers
-        if isinstance(values, (np.ndarray, np.generic)):
-            ok = values.dtype == base and values.shape[values.ndim - len(shape):] == shape
-        elif plain:
-            ok = isinstance(values, (int, float, complex, list, tuple)) \
-                and not isinstance(values, bool)
-        else:       # a record as a tuple, or a list of them (not bare numbers for every field)
-            ok = isinstance(values, tuple) or isinstance(values, list) and all(
-                isinstance(v, (tuple, np.void)) for v in values)
-        what = getattr(values, "dtype", type(values).__name__)
-        if ok:
-            try:
-                if not isinstance(values, (np.ndarray, np.generic)) and \
-                        not _exact_values(base, values):    # NumPy would cut 1.7 to 1,
-                    raise ValueError("a value of another type than its field's: NumPy "
-                                     "would cut or parse it")      # parse '12', cast voids
-                vals = np.asarray(values, dtype=base)
-                if shape and vals.ndim == 0:        # one number for every element
-                    vals = np.broadcast_to(vals, shape)
-                if vals.shape[vals.ndim - len(shape):] != shape:
-                    raise ValueError(f"not records of shape {shape}")
-                vals = np.ascontiguousarray(vals).reshape((-1,) + shape)
-            except (ValueError, TypeError, OverflowError) as e:
-                ok, what = False, f"{what} ({e})"       # a field's value, or a tuple's length
-        if not ok:
-            raise WrongTypeError(f"{self.name}.store: values must be records of {self.dtype}, "
-                                 f"not {what}")
-        if len(vals) not in (1, len(a)):
-            raise InvalidSizeError(f"{self.name}.store: {len(vals)} values for {len(a)} "
-                                   f"addresses")
-        bad = int(scatter(self._sa._st, self._id, len(a), self.dtype.itemsize,
-                          len(vals) == 1, vals.ctypes.data, a.ctypes.data))
-        if bad >= 0:
-            self._bad(a, bad, "store")
-
-    def _addresses(self, addrs: Any, fn: str) -> np.ndarray:
-        """``addrs`` as a contiguous int64 array; integers only (a float address is refused,
-        not truncated). An array in the arena is copied: ``store`` writes the objects while
-        it reads the addresses, and one written over the array was then followed."""
-        a = np.asarray(addrs)
-        if a.size and (a.dtype.kind not in "iu" or a.dtype == np.uint64 and a.max() >= 1 << 63):
-            raise BadAddressError(f"{self.name}.{fn}: addresses must be integers, not "
-                                  f"{a.dtype}")
-        out = np.ascontiguousarray(a, dtype=np.int64).ravel()
-        return out.copy() if np.may_share_memory(out, self._sa.memory) else out
-
-    def _bad(self, a: np.ndarray, i: int, fn: str) -> None:
-        raise BadAddressError(f"{self.name}.{fn}: element {i} ({int(a[i]):#x}) is not an "
-                              f"allocated object of this cache")
-
-
-#: The kinds of Python or NumPy number each kind of numeric field takes without NumPy
-#: cutting or parsing it ("i": an integer, "f": a float, "c": a complex, "b": a bool).
-_TAKES = {"b": "b", "i": "i", "u": "i", "f": "if", "c": "ifc"}
-
-
-def _number_kind(v: Any) -> str:
-    """"b", "i", "f" or "c" for a bool, integer, float or complex (Python's or NumPy's),
-    else "" (a str, a Fraction, a Decimal, None ...)."""
-    if isinstance(v, (bool, np.bool_)):
-        return "b"
-    if isinstance(v, (int, np.integer)):
-        return "i"
-    if isinstance(v, (float, np.floating)):
-        return "f"
-    if isinstance(v, (complex, np.complexfloating)):
-        return "c"
-    return ""
-
-
-def _exact_values(dt: np.dtype, v: Any) -> bool:
-    """Whether ``v`` (one value of dtype ``dt``, or nested lists of them) fits ``dt`` as it
-    is: a record is a tuple of its fields (or an ``np.void`` of exactly ``dt``), a subarray
-    nested lists, and every number of a numeric field of a kind the field takes (NumPy
-    would cut 1.7 to 1, parse '12', take a Fraction's integer part, cast a void of another
-    dtype by position). Strings, bytes, dates and raw fields follow NumPy's rules."""
-    if dt.subdtype is not None:                 # a subarray: one value for every element,
-        return _exact_values(dt.subdtype[0], v)     # or nested lists of them (below)
-    if dt.names is None and isinstance(v, (list, tuple)):
-        a = np.asarray(v)                   # numbers only: NumPy's kind says it at C speed
-        if a.dtype.kind != "O":
-            v = a
-    if isinstance(v, list) or isinstance(v, tuple) and dt.names is None:
-        return all(_exact_values(dt, x) for x in v)
-    if isinstance(v, np.ndarray):
-        if dt.names is not None or v.dtype.names is not None:
-            return v.dtype == dt
-        takes = _TAKES.get(dt.kind)
-        return takes is None or v.dtype.kind.replace("u", "i") in takes
-    if dt.names is not None:
-        if isinstance(v, np.void):
-            return v.dtype == dt
-        return isinstance(v, tuple) and len(v) == len(dt.names) and all(
-            _exact_values(dt.fields[n][0], x) for n, x in zip(dt.names, v))
-    takes = _TAKES.get(dt.kind)
-    kind = _number_kind(v)
-    return takes is None or kind != "" and kind in takes
-
 
 class _NoAllocator:
-    """The allocator of a destroyed cache: a call a thread began before the destroy (its
-    method already looked up) is refused at its first use of the allocator."""
+    """The allocator of a destroyed cache, which refuses every use.
+
+    A call a thread began before the destroy (its method already looked up) is refused at its first
+    use of the allocator."""
 
     __slots__ = ()
 
@@ -662,8 +550,10 @@ NO_ALLOCATOR = _NoAllocator()
 
 
 class DestroyedCache(KmemCache):
-    """What a ``KmemCache`` becomes when ``kmem_cache_destroy`` ends it: its name and repr
-    remain; anything else raises ``WrongCacheError`` (its slot may hold another cache)."""
+    """What a ``KmemCache`` becomes when ``kmem_cache_destroy`` ends it.
+
+    Its name and repr remain; anything else raises ``WrongCacheError`` (its slot may hold another
+    cache)."""
 
     __slots__ = ()
     _KEPT = frozenset({"name", "_name", "__class__", "__repr__", "__dict__", "__slots__",
@@ -691,8 +581,10 @@ class DestroyedCache(KmemCache):
 
 
 class _Record:
-    """What a cache's handle is made from: its name, constructor and dtype. One per cache made,
-    so its identity tells a cache from a later one in the same slot (``CacheTable.token``)."""
+    """What a cache's handle is made from: its name, constructor and dtype.
+
+    One per cache made, so its identity tells a cache from a later one in the same slot
+    (``CacheTable.token``)."""
 
     __slots__ = ("name", "ctor", "dtype")
 
@@ -741,8 +633,9 @@ class CacheTable:
         return cache
 
     def get(self, cid: int, default: Any = None) -> Any:
-        """The cache of id ``cid``, or ``default`` (also when another thread destroys it
-        meanwhile: a test of the id, then a lookup, raised a bare KeyError)."""
+        """The cache of id ``cid``, or ``default`` (also if another thread destroys it meanwhile).
+
+        A test of the id, then a lookup, raised a bare KeyError."""
         try:
             return self[cid]
         except KeyError:
@@ -766,8 +659,9 @@ class CacheTable:
         return list(self._records)
 
     def values(self) -> list[KmemCache]:
-        """The caches, oldest first (those another thread destroys meanwhile left out: a
-        bare KeyError from ``sa.caches`` and ``save``)."""
+        """The caches, oldest first (those another thread destroys meanwhile left out).
+
+        A bare KeyError from ``sa.caches`` and ``save`` otherwise."""
         return [c for cid in list(self._records) if (c := self.get(cid)) is not None]
 
     @property
