@@ -1,5 +1,7 @@
-"""The facade: ``SlabAllocator`` is one simulated machine (CPUs, NUMA nodes, an arena of
-page frames) with the kernel's slab API; it validates, converts and calls the kernels."""
+"""The facade: ``SlabAllocator``, one simulated machine with the kernel's slab API.
+
+The machine: CPUs, NUMA nodes, an arena of page frames; it validates, converts and calls the
+kernels."""
 from __future__ import annotations
 
 import logging
@@ -29,10 +31,9 @@ from ..engine.layout import (C_MAIN, C_PARKED, C_PARTIAL, C_SLAB, C_SPARE, N_BAR
                              CA_DEBUG, CA_ORIG, CA_RED_LEFT, CA_TRACK, D_OBJECT_POISON,
                              G_NDEBUG,
                              G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING,
-                             KERNEL_7_0, KERNELS, NIL, P_BATCH, P_COUNT, P_HIGH,
-                             PG_ISOLATED, PG_TAIL, PG_SLAB, RSEQ_MAX,
-                             ZERO_SIZE_PTR, SlabState, new_state, view, zone_watermarks)
-from ..engine.pages import alloc_block, drain_all_pages, free_block_checked, init_buddy
+                             KERNEL_7_0, KERNELS, NIL, PG_ISOLATED, PG_TAIL, PG_SLAB, RSEQ_MAX,
+                             ZERO_SIZE_PTR, SlabState, new_state, view)
+from ..engine.pages import init_buddy
 from ..engine.sheaves import init_percpu_sheaves
 from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as BadArg,
                       InvalidSizeError, NotPicklableError, OutOfMemoryError,
@@ -45,12 +46,13 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         calculate_sheaf_capacity, get_order)
 from . import persist, threads
 from .args import (cache_op, as_int, check_bool, check_cache_name, check_dtype, check_gfp,
-                   check_max_caches, check_order, fixed, public_caller)
+                   check_max_caches, fixed, public_caller)
 from .batchapi import BatchAPI
 from .cache import NO_ALLOCATOR, CacheTable, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
 from .defragapi import DefragAPI, check_partial_order
 from .evictapi import EvictAPI
+from .pagesapi import PagesAPI
 from .hardening import init_cache_random_seq
 from .raising import RaiseAPI
 from .kmallocapi import _RCU_LOCK, KmallocAPI
@@ -78,7 +80,7 @@ def parse_size(memory: int | str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
-class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAPI):
+class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAPI, PagesAPI):
     """A simulated machine running SLUB: CPUs, NUMA nodes, page frames and slab caches.
 
     Parameters
@@ -253,8 +255,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
 
     # ---- CPUs ---------------------------------------------------------------------------------
     def _cpu(self) -> int:
-        """The simulated CPU of the calling thread (threads are bound round-robin on first
-        use; the thread that made the allocator gets CPU 0)."""
+        """The simulated CPU of the calling thread.
+
+        Threads are bound round-robin on first use; the thread that made the allocator gets CPU 0.
+        """
         return self._tls.cpu
 
     def set_cpu(self, cpu: int) -> None:
@@ -264,8 +268,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self._gate.forget_thread()
 
     def _check_cpu(self, cpu: Any) -> int:
-        """``cpu`` as an int after checking it is one of this machine's CPUs (None: the
-        calling thread's); the error names the public call that was given it."""
+        """``cpu`` as an int after checking it is one of this machine's CPUs.
+
+        None: the calling thread's; the error names the public call that was given it."""
         if cpu is None:
             return self._cpu()
         if not isinstance(cpu, (int, np.integer)) or isinstance(cpu, bool) \
@@ -279,9 +284,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return handles.SlabHandle(self._handle, self)
 
     def populate(self) -> None:
-        """Touch every page of the arena once, so that later first uses of a page do not
-        pay the operating system's page fault (as a kernel's memory is already present).
-        Benchmarks call it; ordinary use does not need it."""
+        """Touch every page of the arena once, so that later first uses do not pay a page fault.
+
+        The operating system's page fault; a kernel's memory is already present. Benchmarks call
+        it; ordinary use does not need it."""
         self.memory[::PAGE_SIZE] = self.memory[::PAGE_SIZE]
 
     def page_to_nid(self, addr: int) -> int:
@@ -444,8 +450,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 f"free pages={self.free_pages_count() + self.pcp_pages_count()}>")
 
     def kmem_cache_destroy(self, cache: KmemCache, force: bool = False) -> None:
-        """Destroy an empty cache, releasing all its slabs (``force``: free every object
-        users still hold, return every prefilled sheaf and discard the lost objects first).
+        """Destroy an empty cache, releasing all its slabs; ``force`` empties it first.
+
+        With ``force``: free every object users still hold, return every prefilled sheaf and
+        discard the lost objects first.
 
         Raises
         ------
@@ -547,11 +555,13 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
 
     def _after_alloc(self, cache: KmemCache | None, addr: int, gfp: int, node: int,
                      cpu: int | None = None, size: int = 0, cid: int = -1) -> int:
-        """Run the constructors due on the slabs of the cache allocated from (``cache``, else
-        ``cid``: a batch's); report a corrupted free pointer (the engine gave back what it
-        took and returned ``addr`` 0, or -1 for a batch) and exhaustion as the kernel does.
-        A call that got memory never takes up a fault: another thread's call may have met it
-        since (two calls that fail at once may swap their reports)."""
+        """Run an allocation's due constructors; report a corrupted free pointer, exhaustion.
+
+        The constructors due on the slabs of the cache allocated from (``cache``, else ``cid``: a
+        batch's); a corrupted free pointer (the engine gave back what it took and returned ``addr``
+        0, or -1 for a batch) and exhaustion are reported as the kernel does. A call that got
+        memory never takes up a fault: another thread's call may have met it since (two calls that
+        fail at once may swap their reports)."""
         if addr <= 0 and self._g[G_FAULT_CACHE]:
             if self._last_reports:              # a slab_debug check failed
                 g = self._g
@@ -649,9 +659,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return self.kmalloc(size, check_gfp(gfp, "kzalloc") | _ZERO, cpu)
 
     def kfree(self, addr: int, cpu: int | None = None) -> None:
-        """Free memory from ``kmalloc``, or any slab object: as in the kernel, its cache is
-        found from its page (NULL, ZERO_SIZE_PTR and the addresses between them are ignored,
-        ``ZERO_OR_NULL_PTR``)."""
+        """Free memory from ``kmalloc``, or any slab object, its cache found from its page.
+
+        As in the kernel; NULL, ZERO_SIZE_PTR and the addresses between them are ignored
+        (``ZERO_OR_NULL_PTR``)."""
         if type(addr) is not int or not -(1 << 63) <= addr < 1 << 63:
             addr = self._as_addr(addr, "kfree")
         if 0 <= addr <= ZERO_SIZE_PTR:         # ZERO_OR_NULL_PTR: 0 to 16, 16 included
@@ -668,80 +679,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return int(self.state.pg_head[pfn]) if self.state.pg_flags[pfn] & PG_TAIL else pfn
 
     def _locate(self, addr: int, cache: int = NIL) -> tuple[int, int]:
-        """(0, slab head frame) if ``addr`` is a live object (of ``cache`` unless NIL), else
-        (error code, NIL)."""
+        """(0, slab head frame) if ``addr`` is a live object (of ``cache`` unless NIL).
+
+        Else (error code, NIL)."""
         r = checks.locate(self._st, addr, cache)
         return (0, r) if r >= 0 else (r, NIL)
-
-    # ---- pages --------------------------------------------------------------------------------
-    def alloc_pages(self, order: int, node: int = -1, gfp: int = GFP_KERNEL) -> int:
-        """Allocate ``2**order`` contiguous pages from the buddy allocator; address or 0."""
-        order = check_order(order, "alloc_pages")
-        node = self._check_node(node)
-        cpu = self._cpu()
-        pnode = node if node >= 0 else self.cpu_to_node(cpu)
-        gfp = check_gfp(gfp, "alloc_pages")
-        addr = alloc_block(self._st, cpu, pnode, order, int(bool(gfp & _THISNODE)), 0)
-        if addr and gfp & _ZERO:
-            self.memory[addr:addr + (PAGE_SIZE << order)] = 0
-        return self._after_alloc(None, addr, gfp | _NOWARN, node)
-
-    def free_pages(self, addr: int, order: int) -> None:
-        """Free a block from ``alloc_pages``; raises if ``addr``/``order`` do not match one
-        (address 0 is ignored, as the kernel's ``free_pages``)."""
-        addr = self._as_addr(addr, "free_pages")
-        order = check_order(order, "free_pages")
-        if addr == 0:
-            return
-        err = free_block_checked(self._st, self._cpu(), addr, order, 0)
-        if err == -2:
-            raise InvalidSizeError(f"free_pages: block at {addr:#x} is not of order {order}")
-        if err:
-            raise BadAddressError(f"free_pages: {addr:#x} is not the start of a block "
-                                  f"from alloc_pages")
-
-    def buddyinfo(self) -> str:
-        """Free blocks per order and node, formatted as ``/proc/buddyinfo``."""
-        counts = self.state.buddy[:, :, 1]
-        return "".join(f"Node {n}, zone   Normal " + "".join(f"{int(c):7d}" for c in row) + "\n"
-                       for n, row in enumerate(counts))
-
-    def _buddy_free_per_node(self) -> np.ndarray:
-        """Pages free in each node's buddy lists (int64, shape (nr_nodes,))."""
-        counts = self.state.buddy[:, :, 1]
-        return (counts * (1 << np.arange(counts.shape[1]))).sum(axis=1)
-
-    def free_pages_count(self) -> int:
-        """Pages free in the buddy lists (as the kernel's NR_FREE_PAGES: not counting the
-        pages held on the per-CPU page lists, see :meth:`pcp_pages_count`)."""
-        return int(self._buddy_free_per_node().sum())
-
-    def zoneinfo(self) -> str:
-        """Each node's zone as ``/proc/zoneinfo`` shows it, in part: free pages, watermarks,
-        managed pages and every CPU's pcp ``count``, ``high`` and ``batch``."""
-        wmin, low, high = zone_watermarks(self.pages_per_node, self.nr_pages)
-        free = self._buddy_free_per_node()
-        out = []
-        for node in range(self.nr_nodes):
-            out += [f"Node {node}, zone   Normal", f"  pages free     {int(free[node])}",
-                    f"        min      {wmin}", f"        low      {low}",
-                    f"        high     {high}", f"        managed  {self.pages_per_node}",
-                    "  pagesets"]
-            for cpu in range(self.nr_cpus):
-                row = self.state.pcp[cpu, node]
-                out += [f"    cpu: {cpu}", f"              count:    {int(row[P_COUNT])}",
-                        f"              high:     {int(row[P_HIGH])}",
-                        f"              batch:    {int(row[P_BATCH])}"]
-        return "\n".join(out) + "\n"
-
-    def pcp_pages_count(self) -> int:
-        """Free pages held on the per-CPU page lists (orders 0 to 3), every CPU and node."""
-        return int(self.state.pcp[:, :, P_COUNT].sum())
-
-    def drain_all_pages(self) -> int:
-        """Give every page on every per-CPU page list back to the buddy lists (the kernel's
-        ``drain_all_pages``); the pages drained."""
-        return int(drain_all_pages(self._st))
 
     # ---- shrink, statistics, validation -----------------------------------------------------
     def slabinfo(self) -> str:
@@ -756,10 +698,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return "".join(lines)
 
     def sheaf_addresses(self) -> np.ndarray:
-        """Addresses of every sheaf the allocator holds, int64[n]: the CPUs' main, spare and
-        rcu_free sheaves of every cache, the barns' full, empty and partial sheaves, the prefilled
-        sheaves handed to users and those waiting for a grace period (their kmalloc objects
-        in the arena; a sheaf's handle is that address plus the arena's size)."""
+        """Addresses of every sheaf the allocator holds, int64[n].
+
+        The CPUs' main, spare and rcu_free sheaves of every cache, the barns' full, empty and
+        partial sheaves, the prefilled sheaves handed to users and those waiting for a grace period
+        (their kmalloc objects in the arena; a sheaf's handle is that address plus the arena's
+        size)."""
         st = self.state
         cpu = st.cpu[:, :, [C_MAIN, C_PARKED, C_SPARE, C_RCU_FREE]]
         # (while a unit compiles mid-operation the main sheaves are parked: kept in C_PARKED,

@@ -1,5 +1,6 @@
-"""The facade's batch operations: the bulk API as merged (4.3/4.4), the seed's array API and
-the 6.18 prefilled-sheaf API, each one checked Python call around one kernel."""
+"""The facade's batch operations, each one checked Python call around one kernel.
+
+The bulk API as merged (4.3/4.4), the seed's array API and the 6.18 prefilled-sheaf API."""
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,9 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 def _warn_zero_ctor(cache: KmemCache, fn: str) -> None:
-    """``new_slab``'s ``WARN_ON_ONCE(s->ctor && (flags & __GFP_ZERO))`` as a RuntimeWarning
-    pointing at the user's line (the first frame outside numslab)."""
+    """``new_slab``'s ``WARN_ON_ONCE(s->ctor && (flags & __GFP_ZERO))`` as a RuntimeWarning.
+
+    Pointing at the user's line (the first frame outside numslab)."""
     f, level = sys._getframe(1), 2
     while f is not None and f.f_code.co_filename.startswith(_PACKAGE):
         f, level = f.f_back, level + 1
@@ -88,25 +90,29 @@ def _nested_too_deep(name: str) -> SlabError:
 
 
 class BatchAPI:
-    """Batch methods of :class:`SlabAllocator` (kept in their own module), and the
-    constructors of new slabs."""
+    """Batch methods of :class:`SlabAllocator`, and the constructors of new slabs.
+
+    Kept in their own module."""
 
     def _run_ctors(self: "SlabAllocator", cid: int) -> None:
-        """Construct every object of cache ``cid``'s slabs created or left part-way since its
-        last allocation; other caches' stay due until theirs (a constructor's failure is
-        reported by an allocation from its own cache, not by whatever call comes next). The
-        due list is read and written under the constructor lock, by caches with a
-        constructor only: a cache without one has nothing due, and its rewrite of the list
-        could drop what another thread's new slab had just added."""
+        """Construct the objects of cache ``cid``'s slabs whose constructors are due.
+
+        The slabs created or left part-way since its last allocation; other caches' stay due until
+        theirs (a constructor's failure is reported by an allocation from its own cache, not by
+        whatever call comes next). The due list is read and written under the constructor lock, by
+        caches with a constructor only: a cache without one has nothing due, and its rewrite of the
+        list could drop what another thread's new slab had just added."""
         if getattr(self._caches.get(cid), "ctor", None) is None:
             return
         with self._slab_mutex, self._ctor_lock:     # in the operations' order (cache_op)
             self._run_ctors_locked(cid)
 
     def _run_ctors_locked(self: "SlabAllocator", cid: int) -> None:
-        """:meth:`_run_ctors` under the constructor lock. The due entries are taken off the
-        list, and a failure's put back, by the engine (``slablists.pending_take``,
-        ``pending_put``): its discards change the list in any thread."""
+        """:meth:`_run_ctors` under the constructor lock.
+
+        The due entries are taken off the list, and a failure's put back, by the engine
+        (``slablists.pending_take``, ``pending_put``): its discards change the list in any thread.
+        """
         room = int(self._g[G_NPENDING])
         buf = np.empty(max(room, 1), np.int64)
         due = buf[:pending_take(self._st, cid, room, buf.ctypes.data)].tolist()
@@ -167,14 +173,14 @@ class BatchAPI:
 
     def _free_pointers(self: "SlabAllocator", cache: KmemCache, base: int, size: int,
                        first: int, nobj: int) -> dict[int, np.ndarray]:
-        """The free-pointer words of objects ``first..nobj-1`` of the slab at ``base``, by
-        address, when they lie inside the object (a constructor's cache given
-        ``freeptr_offset``, 7.x), else none: the kernel runs a new slab's constructors
-        before it writes the free pointers (``allocate_slab``: ``setup_object``, then
-        ``set_freepointer``), numslab after, so the words are put back afterwards
-        (:meth:`_put_back_free_pointers`). A Python constructor's object's word is kept
-        and put back around its own call, and allocations from the cache are refused
-        meanwhile (``args.cache_op``): they would walk the slab's free list through the
+        """The free-pointer words of objects ``first..nobj-1`` of the slab at ``base``, by address.
+
+        Those that lie inside the object (a constructor's cache given ``freeptr_offset``, 7.x),
+        else none: the kernel runs a new slab's constructors before it writes the free pointers
+        (``allocate_slab``: ``setup_object``, then ``set_freepointer``), numslab after, so the
+        words are put back afterwards (:meth:`_put_back_free_pointers`). A Python constructor's
+        object's word is kept and put back around its own call, and allocations from the cache are
+        refused meanwhile (``args.cache_op``): they would walk the slab's free list through the
         object under construction."""
         if cache.offset >= cache.object_size:
             return {}
@@ -183,17 +189,19 @@ class BatchAPI:
 
     def _put_back_free_pointers(self: "SlabAllocator", cache: KmemCache,
                                 kept: dict[int, np.ndarray]) -> None:
-        """Write back the words :meth:`_free_pointers` kept, of the objects still free (an
-        object already handed out keeps what its constructor wrote)."""
+        """Write back the words :meth:`_free_pointers` kept, of the objects still free.
+
+        An object already handed out keeps what its constructor wrote."""
         for a, word in kept.items():
             if self._locate(a - cache.offset, cache.id)[0]:     # not live: a free object
                 self.memory[a:a + 8] = word
 
     def _array(self, arr: Any, nr: Any, fn: str) -> int:
-        """Check that ``arr`` is a writable C-contiguous 1-D int64 ndarray holding at least
-        ``nr`` entries and that ``nr`` is a count, an int or a NumPy integer as addresses
-        may be (on every call: an array can be reshaped, retyped or made read-only in place
-        between calls); ``nr`` as an int."""
+        """``nr`` as an int, once ``arr`` is checked: a writable int64[n] array, ``n >= nr``.
+
+        ``arr`` must be a writable C-contiguous 1-D int64 ndarray holding at least ``nr`` entries,
+        ``nr`` a count, an int or a NumPy integer as addresses may be (on every call: an array can
+        be reshaped, retyped or made read-only in place between calls)."""
         if type(arr) is not np.ndarray or arr.dtype != _I64 or arr.ndim != 1 \
                 or not (flags := arr.flags).c_contiguous or not flags.writeable:
             raise InvalidArgumentError(f"{fn}: the object array must be a writable contiguous 1-D "
@@ -216,8 +224,25 @@ class BatchAPI:
     @cache_op
     def kmem_cache_alloc_bulk(self: "SlabAllocator", cache: KmemCache, gfp: int, nr: int,
                               out: np.ndarray, cpu: int | None = None) -> int:
-        """Allocate ``nr`` objects into ``out[:nr]`` (int64): returns ``nr``, or 0 with nothing
-        taken (all or nothing, as the kernel's ``kmem_cache_alloc_bulk``)."""
+        """Allocate ``nr`` objects into ``out[:nr]``; ``nr``, or 0 with nothing taken.
+
+        Parameters
+        ----------
+        cache : KmemCache
+        gfp : int
+        nr : int
+        out : numpy.ndarray
+            int64[n], ``n >= nr``, 1-D, C-contiguous and writable: the addresses go to
+            ``out[:nr]``.
+        cpu : int, optional
+            The simulated CPU (default: the calling thread's).
+
+        Returns
+        -------
+        int
+            ``nr``, or 0 with nothing taken (all or nothing, as the kernel's
+            ``kmem_cache_alloc_bulk``).
+        """
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc_bulk")
         cpu = self._tls.cpu if cpu is None else self._check_cpu(cpu)   # numslab.jit's order:
@@ -234,8 +259,10 @@ class BatchAPI:
 
     def _bulk_ctor(self: "SlabAllocator", cache: KmemCache, got: int, nr: int, gfp: int,
                    out: np.ndarray, fn: str) -> int:
-        """:meth:`_bulk_done` for a cache with a constructor: a constructor that raises, or
-        that freed an object of the batch, gives the batch back (what is still its own)."""
+        """:meth:`_bulk_done` for a cache with a constructor.
+
+        A constructor that raises, or that freed an object of the batch, gives the batch back (what
+        is still its own)."""
         runs, made = self._ctor_runs, self._ctor_slabs
         addrs = out[:got].tolist() if got > 0 else []   # before the constructors: they may
         try:                                            # write where ``out`` lies
@@ -258,12 +285,13 @@ class BatchAPI:
 
     def _zero_after_ctor(self: "SlabAllocator", cache: KmemCache | None, addrs: list[int],
                          gfp: int, ran: bool, fn: str) -> None:
-        """``__GFP_ZERO`` on a cache with a constructor: ``slab_post_alloc_hook`` zeroes every
-        object after ``new_slab`` ran the constructors (init_on_alloc off). The engine zeroed
-        the objects as it handed them out; when this call constructed slabs of the cache
-        (``ran``) their constructors wrote after that, so the objects are zeroed again, and
-        the kernel's ``WARN_ON_ONCE(s->ctor && (flags & __GFP_ZERO))`` in ``new_slab`` is a
-        RuntimeWarning."""
+        """``__GFP_ZERO`` on a cache with a constructor: zero the objects again after it ran.
+
+        ``slab_post_alloc_hook`` zeroes every object after ``new_slab`` ran the constructors
+        (init_on_alloc off). The engine zeroed the objects as it handed them out; when this call
+        constructed slabs of the cache (``ran``) their constructors wrote after that, so the
+        objects are zeroed again, and the kernel's ``WARN_ON_ONCE(s->ctor && (flags &
+        __GFP_ZERO))`` in ``new_slab`` is a RuntimeWarning."""
         if not ran or not gfp & _ZERO or cache is None or cache.ctor is None or not addrs:
             return
         _warn_zero_ctor(cache, fn)
@@ -272,8 +300,9 @@ class BatchAPI:
             mem[a:a + n] = 0
 
     def _construct_one(self: "SlabAllocator", cache: KmemCache, addr: int) -> None:
-        """Run ``cache``'s constructor on the object at ``addr``; if an allocation the
-        constructor made from its own cache was handed this very object
+        """Run ``cache``'s constructor on the object at ``addr``.
+
+        If an allocation the constructor made from its own cache was handed this very object
         (:meth:`_construct_early`), it is held until now and then freed."""
         outer = self._constructing.get(addr)   # (a constructor that destroyed its cache
         self._constructing[addr] = False        # may have a new cache's build this address)
@@ -289,15 +318,15 @@ class BatchAPI:
     def _construct_early(self: "SlabAllocator", cache: KmemCache, addrs: list[int], gfp: int,
                          node: int, cpu: int | None, out: np.ndarray | None = None
                          ) -> list[int]:
-        """``addrs``, just handed out by an allocation (a batch's, ``out``) that a
-        constructor made from ``cache``, made fit to hand out: the kernel hands out no object
-        of a new slab before its constructors ran, numslab runs them once the slab is in
-        use. An object a constructor is building is held (:meth:`_construct_one` frees it)
-        and replaced by another allocation; an object of a slab whose constructors are
-        running and have not reached it is constructed now (the loop then skips it: it
-        overwrote what the caller had written). Returns the objects to hand out (recorded
-        for :meth:`_lost_to_ctor`), written into ``out``; or [] (0 for a single object)
-        with the batch given back when memory ran out. If a constructor raises, the objects
+        """``addrs``, handed to an allocation a constructor made from ``cache``, made fit to use.
+
+        The allocation: a batch's, ``out``. The kernel hands out no object of a new slab before its
+        constructors ran, numslab runs them once the slab is in use. An object a constructor is
+        building is held (:meth:`_construct_one` frees it) and replaced by another allocation; an
+        object of a slab whose constructors are running and have not reached it is constructed now
+        (the loop then skips it: it overwrote what the caller had written). Returns the objects to
+        hand out (recorded for :meth:`_lost_to_ctor`), written into ``out``; or [] (0 for a single
+        object) with the batch given back when memory ran out. If a constructor raises, the objects
         go back and the allocation raises."""
         for j, addr in enumerate(addrs):
             if addr in self._constructing:
@@ -340,13 +369,14 @@ class BatchAPI:
 
     def _construct_for(self: "SlabAllocator", cache: KmemCache | None, addr: int,
                        cid: int) -> None:
-        """Run the constructors due on the slabs of the cache allocated from (``cache``,
-        else ``cid``: a batch's) for an allocation that got ``addr``; if one raises, or
-        freed ``addr`` (:meth:`_lost_to_ctor`), the allocation gives back what is still its
-        own and raises: nothing is handed out unconstructed, or twice. An allocation from a
-        cache without a constructor has none to run (another thread's are due), and leaves
-        the constructors' bookkeeping, which the lock holder's run keeps, alone: it counted
-        its own object as one a running constructor had taken."""
+        """Run the constructors due for an allocation that got ``addr``, or give it back and raise.
+
+        Those due on the slabs of the cache allocated from (``cache``, else ``cid``: a batch's); if
+        one raises, or freed ``addr`` (:meth:`_lost_to_ctor`), the allocation gives back what is
+        still its own and raises: nothing is handed out unconstructed, or twice. An allocation from
+        a cache without a constructor has none to run (another thread's are due), and leaves the
+        constructors' bookkeeping, which the lock holder's run keeps, alone: it counted its own
+        object as one a running constructor had taken."""
         owner = self._caches.get(cid) if cache is None else cache
         if type(owner) is KmemCache and owner.ctor is None:
             return
@@ -360,13 +390,14 @@ class BatchAPI:
             raise self._ctor_took(cache, [addr])
 
     def _construct(self: "SlabAllocator", cid: int) -> None:
-        """:meth:`_run_ctors`, counting the runs and their nesting: the allocations a
-        constructor makes record what they hand out in ``_ctor_out`` (cleared when the
-        outermost run starts) for :meth:`_lost_to_ctor`. Nesting stops at
-        :data:`MAX_CTOR_DEPTH` with a ``SlabError``, before the constructors run (they stay
-        due): a constructor allocating from its own cache recursed until Python's
-        recursion limit struck somewhere in the facade's bookkeeping, which left a sheaf
-        naming a live object, or crashed the interpreter."""
+        """:meth:`_run_ctors`, counting the runs and their nesting (up to :data:`MAX_CTOR_DEPTH`).
+
+        The allocations a constructor makes record what they hand out in ``_ctor_out`` (cleared
+        when the outermost run starts) for :meth:`_lost_to_ctor`. Nesting stops at
+        :data:`MAX_CTOR_DEPTH` with a ``SlabError``, before the constructors run (they stay due): a
+        constructor allocating from its own cache recursed until Python's recursion limit struck
+        somewhere in the facade's bookkeeping, which left a sheaf naming a live object, or crashed
+        the interpreter."""
         if self._ctor_depth >= MAX_CTOR_DEPTH:
             raise _nested_too_deep(self._caches[cid].name)
         if not self._ctor_depth:
@@ -379,8 +410,9 @@ class BatchAPI:
             self._ctor_depth -= 1
 
     def _lost_to_ctor(self: "SlabAllocator", cache: KmemCache, addrs: list[int]) -> list[int]:
-        """Those of ``addrs``, just handed out by an allocation from ``cache`` whose
-        constructors then ran, that are no longer the caller's: a constructor freed them
+        """Those of ``addrs`` that are no longer the caller's after ``cache``'s constructors ran.
+
+        ``addrs`` were just handed out by an allocation from ``cache``: a constructor freed them
         (and may have had them allocated again), or destroyed the cache."""
         if type(cache) is not KmemCache:                # destroyed meanwhile
             return list(addrs)
@@ -388,9 +420,10 @@ class BatchAPI:
 
     def _give_back_batch(self: "SlabAllocator", cache: KmemCache, addrs: list[int],
                          lost: list[int] | None = None) -> None:
-        """Free those of a batch's ``addrs`` that are still the caller's, all but ``lost``
-        (by default :meth:`_lost_to_ctor`'s): its allocation failed after the engine
-        handed them out."""
+        """Free those of a batch's ``addrs`` that are still the caller's, all but ``lost``.
+
+        ``lost`` is by default :meth:`_lost_to_ctor`'s: the batch's allocation failed after the
+        engine handed them out."""
         gone = set(self._lost_to_ctor(cache, addrs) if lost is None else lost)
         keep = np.array([a for a in addrs if a not in gone], np.int64)
         if len(keep):
@@ -403,29 +436,31 @@ class BatchAPI:
                          f"destroyed the cache; nothing was allocated")
 
     def _cache_release(self: "SlabAllocator", cid: int, force: bool) -> bool:
-        """Release the slabs of cache ``cid`` (being destroyed), with those of its lost
-        objects; False with nothing changed if another thread took an object since the
-        caller's check (or, not ``force``, lost objects appeared). The constructors still
-        due on them are forgotten by the engine as it discards each slab
-        (``slablists._pending_forget``): a rewrite of the due list here, outside the
-        constructor lock, met another thread's reading it. It waits for the threads that wait
-        to enter the engine: each may hold ``cid``, checked before it waited (``numslab.jit``
-        callers and the call gate; the facade's cache operations hold the slab_mutex)."""
+        """Release the slabs of cache ``cid`` (being destroyed), with those of its lost objects.
+
+        False with nothing changed if another thread took an object since the caller's check (or,
+        not ``force``, lost objects appeared). The constructors still due on them are forgotten by
+        the engine as it discards each slab (``slablists._pending_forget``): a rewrite of the due
+        list here, outside the constructor lock, met another thread's reading it. It waits for the
+        threads that wait to enter the engine: each may hold ``cid``, checked before it waited
+        (``numslab.jit`` callers and the call gate; the facade's cache operations hold the
+        slab_mutex)."""
         while (r := ops.cache_release(self._st, cid, self._cpu(), int(force))) == \
                 ops.RELEASE_LATER:      # threads wait to enter the engine, maybe with cid:
             time.sleep(0.0002)          # they go first (the GIL released)
         return not r
 
     def _free_every_object(self: "SlabAllocator", cache: KmemCache) -> None:
-        """Free every live object of ``cache`` (a forced destroy). The objects are read, then
-        freed in a later engine call: another thread's free in between (its racing user's)
-        made the batch a double free, refused whole; they are read again then. On a
-        slab_debug cache, objects whose free a check refused (a red zone or poison
-        overwritten: the kernel's "Object at .. not freed", which also leaves the objects
-        checked before it on the detached freelist with their free-state bytes, so that
-        every later attempt refused another) are freed without the checks, with a warning:
-        the reports are in :meth:`slab_reports`. (Each attempt refused one more, and a
-        destroy took 17 calls for one stray byte.)"""
+        """Free every live object of ``cache`` (a forced destroy).
+
+        The objects are read, then freed in a later engine call: another thread's free in between
+        (its racing user's) made the batch a double free, refused whole; they are read again then.
+        On a slab_debug cache, objects whose free a check refused (a red zone or poison
+        overwritten: the kernel's "Object at .. not freed", which also leaves the objects checked
+        before it on the detached freelist with their free-state bytes, so that every later attempt
+        refused another) are freed without the checks, with a warning: the reports are in
+        :meth:`slab_reports`. (Each attempt refused one more, and a destroy took 17 calls for one
+        stray byte.)"""
         unchecked = None
         for _ in range(100):
             held = cache.live_addresses()
@@ -472,6 +507,15 @@ class BatchAPI:
         slab_debug cache a failed debug check refuses only that object's detached freelist
         (it stays allocated, as the kernel's "Object at .. not freed"), the others are
         freed, and then ``SlabDebugError`` names the first refused object.
+
+        Parameters
+        ----------
+        cache : KmemCache
+        nr : int
+        objs : numpy.ndarray
+            int64[n], ``n >= nr``, 1-D, C-contiguous and writable.
+        cpu : int, optional
+            The simulated CPU (default: the calling thread's).
         """
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_free_bulk")
@@ -483,7 +527,10 @@ class BatchAPI:
 
     def kfree_bulk(self: "SlabAllocator", nr: int, objs: np.ndarray,
                    cpu: int | None = None) -> None:
-        """``kfree`` of ``objs[:nr]``, objects of any caches or large kmallocs, in batches."""
+        """``kfree`` of ``objs[:nr]``, objects of any caches or large kmallocs, in batches.
+
+        ``objs``: int64[n], ``n >= nr``, 1-D, C-contiguous and writable, as
+        :meth:`kmem_cache_free_bulk`'s."""
         cpu = self._cpu_of(cpu)
         nr = self._array(objs, nr, "kfree_bulk")
         err = self._k_free_bulk(NIL, cpu, nr, objs)
@@ -507,7 +554,8 @@ class BatchAPI:
         ``flags`` combines SLAB_ARRAY_ALLOC_PARTIAL (whole partial slabs, CPU then node),
         _NEW (whole fresh slabs, no free list built), _LOCAL (objects the CPU holds) and
         _FULL_COUNT (top up one by one); 0 means all, tried in that order. Returns the count
-        allocated, which may be short of ``nr`` without FULL_COUNT.
+        allocated, which may be short of ``nr`` without FULL_COUNT. ``out``: int64[n],
+        ``n >= nr``, 1-D, C-contiguous and writable, as :meth:`kmem_cache_alloc_bulk`'s.
         """
         if type(cache) is not KmemCache or cache._sa is not self:
             self._own(cache, "kmem_cache_alloc_array")
@@ -534,11 +582,12 @@ class BatchAPI:
 
     # ---- prefilled sheaves (6.18) -----------------------------------------------------------
     def _sheaf_cache(self: "SlabAllocator", cache: KmemCache, fn: str) -> int:
-        """The id of ``cache`` for the prefilled-sheaf API: a cache with sheaves, or a debug
-        cache, which has none and gets oversize ones (``kmem_cache_prefill_sheaf`` of both
+        """The id of ``cache`` for the prefilled-sheaf API: a cache with sheaves, or a debug cache.
+
+        A debug cache has none and gets oversize ones (``kmem_cache_prefill_sheaf`` of both
         generations). Any other cache without sheaves (6.18, no ``sheaf_capacity``; 7.0, a
-        SLAB_NOLEAKTRACE cache) is refused: the kernel gives it oversize sheaves too, but
-        after a WARN_ON_ONCE, as a caller's bug."""
+        SLAB_NOLEAKTRACE cache) is refused: the kernel gives it oversize sheaves too, but after a
+        WARN_ON_ONCE, as a caller's bug."""
         cid = self._own(cache, fn)
         if not self.state.ca[cid, CA_SHEAF_CAPACITY] and not self.state.ca[cid, CA_DEBUG]:
             why = "SLAB_NOLEAKTRACE" if self._gen7 else "create it with sheaf_capacity"
@@ -546,9 +595,10 @@ class BatchAPI:
         return cid
 
     def _sheaf_unit(self: "SlabAllocator", fn: str, u: Any, *args: int) -> int:
-        """Call a prefilled-sheaf unit; while debug caches exist, as their other calls go:
-        the caller's site recorded for U's tracks, the reports the unit wrote collected, and
-        a refill that a slab_debug check stopped raised as ``SlabDebugError``."""
+        """Call a prefilled-sheaf unit; while debug caches exist, as their other calls go.
+
+        The caller's site recorded for U's tracks, the reports the unit wrote collected, and a
+        refill that a slab_debug check stopped raised as ``SlabDebugError``."""
         if not self._debug_on:
             return int(u(self._st, *args))
         g = self._g
@@ -584,8 +634,9 @@ class BatchAPI:
     @cache_op
     def kmem_cache_prefill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
                                  size: int, cpu: int | None = None) -> int:
-        """A sheaf (an opaque handle) holding at least ``size`` objects, for later
-        allocations that must not fail; 0 when memory is exhausted, or under 7.0 for a
+        """A prefilled sheaf (an opaque handle) holding at least ``size`` objects, or 0.
+
+        For later allocations that must not fail; 0 when memory is exhausted, or under 7.0 for a
         ``size`` of 0 (its ``kmem_cache_prefill_sheaf`` returns NULL at once)."""
         cid = self._sheaf_cache(cache, "kmem_cache_prefill_sheaf")
         _check_sheaf_size(size, "kmem_cache_prefill_sheaf")
@@ -601,12 +652,13 @@ class BatchAPI:
 
     def _construct_for_sheaf(self: "SlabAllocator", cache: KmemCache, sheaf: int,
                              cpu: int | None, gfp: int = 0, fn: str = "") -> None:
-        """Run the constructors a prefilled sheaf's new slabs need, as an allocation's
-        (:meth:`_construct`: nested at most :data:`MAX_CTOR_DEPTH` deep, which a
-        constructor prefilling its own cache passed until Python's recursion limit struck);
-        if one raises, the sheaf goes back before the error does (it was the caller's only
-        through the return value). With ``__GFP_ZERO`` in ``gfp``, ``new_slab``'s warning
-        (the objects are zeroed when taken from the sheaf)."""
+        """Run the constructors a prefilled sheaf's new slabs need, as an allocation's.
+
+        As :meth:`_construct`: nested at most :data:`MAX_CTOR_DEPTH` deep, which a constructor
+        prefilling its own cache passed until Python's recursion limit struck; if one raises, the
+        sheaf goes back before the error does (it was the caller's only through the return value).
+        With ``__GFP_ZERO`` in ``gfp``, ``new_slab``'s warning (the objects are zeroed when taken
+        from the sheaf)."""
         made = self._ctor_slabs
         try:
             self._construct(cache._id)
@@ -645,14 +697,15 @@ class BatchAPI:
     @cache_op
     def kmem_cache_refill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int, sheaf: int,
                                 size: int, cpu: int | None = None) -> int:
-        """Make ``sheaf`` hold at least ``size`` objects. Returns the sheaf to use from now
-        on (a new one if it had to grow), or 0 on -ENOMEM with the old one still the user's:
-        untouched, except that under 7.x a sheaf of the cache's capacity keeps the objects
-        ``refill_sheaf`` got before memory ran out, and under ``next`` those the barn gave
-        before it (as the kernel's does). If the constructors of its new slabs raise, the
-        error is raised: a sheaf that had to grow was replaced by a larger one, which goes
-        back to the cache (the old handle is no sheaf any more, as the error says); one
-        that did not keeps its objects, constructed as they are taken."""
+        """Make ``sheaf`` hold at least ``size`` objects; the sheaf to use from now on, or 0.
+
+        The sheaf returned is a new one if it had to grow. On -ENOMEM the old one is still the
+        user's: untouched, except that under 7.x a sheaf of the cache's capacity keeps the objects
+        ``refill_sheaf`` got before memory ran out, and under ``next`` those the barn gave before
+        it (as the kernel's does). If the constructors of its new slabs raise, the error is raised:
+        a sheaf that had to grow was replaced by a larger one, which goes back to the cache (the
+        old handle is no sheaf any more, as the error says); one that did not keeps its objects,
+        constructed as they are taken."""
         cid = self._sheaf_cache(cache, "kmem_cache_refill_sheaf")
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_refill_sheaf")
         _check_sheaf_size(size, "kmem_cache_refill_sheaf")

@@ -1,6 +1,8 @@
-"""slab_debug on ``SlabAllocator``: the ``slab_debug=`` option parsed as the kernel's boot
-parameter, the engine's reports turned into the kernel's text, ``kmem_cache_validate``,
-and the Python-side part of SLAB_STORE_USER (call sites) and SLAB_TRACE (a log line)."""
+"""slab_debug on ``SlabAllocator``: the option, the reports in the kernel's text, validation.
+
+The ``slab_debug=`` option parsed as the kernel's boot parameter, the engine's reports turned into
+the kernel's text, ``kmem_cache_validate``, and the Python-side part of SLAB_STORE_USER (call
+sites) and SLAB_TRACE (a log line)."""
 from __future__ import annotations
 
 import logging
@@ -119,9 +121,9 @@ def parse_slab_debug(spec: str | None) -> tuple[int, Blocks]:
 
 
 def slab_debug_flags(parsed: tuple[int, Blocks], name: str, flags: int) -> int:
-    """``kmem_cache_flags``: ``flags`` with the debug flags ``slab_debug`` gives cache
-    ``name`` (the first block naming it, by exact name or ``prefix*``, else the global
-    flags)."""
+    """``kmem_cache_flags``: ``flags`` with the debug flags ``slab_debug`` gives cache ``name``.
+
+    Those of the first block naming it, by exact name or ``prefix*``, else the global flags."""
     global_flags, blocks = parsed
     for block_flags, patterns in blocks:
         for pat in patterns:
@@ -137,9 +139,10 @@ class DebugAPI:
     # ---- exhaustion ----------------------------------------------------------------------------
     def _warn_no_memory(self: "SlabAllocator", cache: "KmemCache | None", gfp: int, node: int,
                         cpu: int | None, size: int) -> None:
-        """Log what the kernel prints when an allocation finds no memory: a slab cache's
-        ``slab_out_of_memory`` (a small kmalloc's too, for its kmalloc cache), or for a
-        large kmalloc the page allocator's ``warn_alloc`` line."""
+        """Log what the kernel prints when an allocation finds no memory.
+
+        A slab cache's ``slab_out_of_memory`` (a small kmalloc's too, for its kmalloc cache), or
+        for a large kmalloc the page allocator's ``warn_alloc`` line."""
         cpu = self._cpu() if cpu is None else cpu
         if cache is None and 0 < size <= KMALLOC_MAX_CACHE_SIZE:     # its kmalloc class
             cache = self._caches[self._kmalloc_ids[bisect_left(KMALLOC_SIZES, size)]]
@@ -166,8 +169,9 @@ class DebugAPI:
         self._trace_ids: set[int] = set()       #: the caches with T
 
     def _debug_cache_created(self: "SlabAllocator", cid: int) -> None:
-        """A debug cache exists: count it, and send this allocator's calls through the
-        Python methods (the C gate calls units directly, with no call site or report)."""
+        """A debug cache exists: count it, and route the calls through the Python methods.
+
+        The C gate calls units directly, with no call site or report."""
         self._g[G_NDEBUG] += 1
         self._debug_calls()
         self._debug_flags_seen(cid)
@@ -192,9 +196,11 @@ class DebugAPI:
 
     def _debug_call(self: "SlabAllocator", u: Any, array: bool,
                     kind: str) -> Callable[..., int]:
-        """A ``_k_*`` call that records the caller's site for U caches before the unit,
-        and after it logs T lines and collects the reports it wrote. It holds the allocator
-        weakly (the allocator holds it: no reference cycle)."""
+        """A ``_k_*`` call that records U's call site before the unit, logs and collects after it.
+
+        It records the caller's site for U caches before the unit, and after it logs T lines and
+        collects the reports it wrote. It holds the allocator weakly (the allocator holds it: no
+        reference cycle)."""
         fn: list[Callable[..., int]] = []
         ref = weakref.ref(self)
 
@@ -272,20 +278,22 @@ class DebugAPI:
 
     def _trace(self: "SlabAllocator", cid: int, op: str, addr: int,
                words: tuple[int, int] | None = None) -> None:
-        """SLAB_TRACE: ``trace()``'s line for one alloc or free, with the slab's ``inuse``
-        and ``freelist`` as ``trace()`` sees them: after the object left the free list
-        (``alloc_single_from_partial`` pops before ``alloc_debug_processing``), before it
-        joins it (``free_debug_processing`` runs before ``free_to_partial_list`` links it:
-        ``words``, read before the free)."""
+        """SLAB_TRACE: ``trace()``'s line for one alloc or free.
+
+        With the slab's ``inuse`` and ``freelist`` as ``trace()`` sees them: after the object left
+        the free list (``alloc_single_from_partial`` pops before ``alloc_debug_processing``),
+        before it joins it (``free_debug_processing`` runs before ``free_to_partial_list`` links
+        it: ``words``, read before the free)."""
         inuse, fp = self._slab_words(addr) if words is None else words
         log.info("TRACE %s %s %#x inuse=%d fp=%#x", self._caches[cid].name, op, addr, inuse, fp)
 
     def _trace_allocs(self: "SlabAllocator", cid: int, objs: list[int]) -> None:
-        """SLAB_TRACE of a batch allocation of debug cache ``cid``: each of ``objs`` came
-        from its own ``___slab_alloc`` (``alloc_debug_processing``) in this order, and the
-        batch freed nothing, so the slab as ``trace()`` saw each object's allocation is
-        found from the slab now: ``inuse`` less the batch's later objects on it, and ``fp``
-        the next of them it handed out (else its free list now)."""
+        """SLAB_TRACE of a batch allocation of debug cache ``cid``.
+
+        Each of ``objs`` came from its own ``___slab_alloc`` (``alloc_debug_processing``) in this
+        order, and the batch freed nothing, so the slab as ``trace()`` saw each object's allocation
+        is found from the slab now: ``inuse`` less the batch's later objects on it, and ``fp`` the
+        next of them it handed out (else its free list now)."""
         st = self.state
         later: dict[int, tuple[int, int]] = {}
         lines = []
@@ -299,11 +307,12 @@ class DebugAPI:
 
     def _free_plan(self: "SlabAllocator", cid: int,
                    objs: list[int]) -> tuple[list, dict] | None:
-        """Before a batch free of ``objs`` (``cid`` NIL: ``kfree_bulk``): the detached
-        freelists ``build_detached_freelist`` will make, in the order
-        ``__kmem_cache_free_bulk`` frees them, as (cache id, slab, chain from head to
-        tail), and each slab's ``inuse`` and ``freelist`` now (for :meth:`_trace_frees`).
-        None if an address is outside the arena (the call refuses the batch)."""
+        """The detached freelists a batch free of ``objs`` will make, found before it.
+
+        ``cid`` NIL: ``kfree_bulk``. The freelists ``build_detached_freelist`` will make, in the
+        order ``__kmem_cache_free_bulk`` frees them, as (cache id, slab, chain from head to tail),
+        and each slab's ``inuse`` and ``freelist`` now (for :meth:`_trace_frees`). None if an
+        address is outside the arena (the call refuses the batch)."""
         st = self.state
         limit = self.nr_pages << 12
         if not all(0 < a < limit for a in objs):
@@ -334,8 +343,9 @@ class DebugAPI:
         return chains, pre
 
     def _not_freed_since(self: "SlabAllocator", seen: int) -> set[int]:
-        """The objects of the "Object at .. not freed" reports written since report
-        ``seen`` (a refused chain's failing object)."""
+        """The objects of the "Object at .. not freed" reports written since report ``seen``.
+
+        Each is a refused chain's failing object."""
         rep = self.state.reports
         return {int(rep[i % R_MAX, R_OBJECT])
                 for i in range(max(seen, int(self._g[G_NREPORTS]) - R_MAX),
@@ -343,9 +353,10 @@ class DebugAPI:
                 if rep[i % R_MAX, R_KIND] == rz.K_FIX_NOT_FREED}
 
     def _trace_frees(self: "SlabAllocator", plan: tuple[list, dict], refused: set[int]) -> None:
-        """SLAB_TRACE of a batch free (a plan from :meth:`_free_plan`): per chain,
-        ``free_debug_processing`` traces each object from the head with the slab as it was
-        before the chain (the chain is spliced after the loop), up to the object a check
+        """SLAB_TRACE of a batch free (a plan from :meth:`_free_plan`).
+
+        Per chain, ``free_debug_processing`` traces each object from the head with the slab as it
+        was before the chain (the chain is spliced after the loop), up to the object a check
         refused (the chain then stays allocated); the next chain sees the slab after."""
         chains, sim = plan
         traced = self._trace_ids
@@ -361,14 +372,13 @@ class DebugAPI:
 
     # ---- what an address is ----------------------------------------------------------------
     def find(self: "SlabAllocator", addr: int) -> dict[str, Any]:
-        """What ``addr`` is: ``kind`` ("object", "free object", "kfree_rcu" (waiting for its
-        grace period), "lost" (:attr:`KmemCache.lost_objects`), "sheaf" (the allocator's
-        own), "large kmalloc", "rcu slab" (a SLAB_TYPESAFE_BY_RCU slab discarded, its pages
-        waiting for their grace period), "pages", "free page", "reserved" or "outside"), and
-        where it
-        applies
-        ``cache`` (a KmemCache), ``slab`` (its address), ``index`` and ``offset`` inside the
-        object."""
+        """What ``addr`` is, as a dict: its ``kind`` and, where it applies, where it is.
+
+        ``kind``: "object", "free object", "kfree_rcu" (waiting for its grace period), "lost"
+        (:attr:`KmemCache.lost_objects`), "sheaf" (the allocator's own), "large kmalloc", "rcu
+        slab" (a SLAB_TYPESAFE_BY_RCU slab discarded, its pages waiting for their grace period),
+        "pages", "free page", "reserved" or "outside". Where it applies, ``cache`` (a KmemCache),
+        ``slab`` (its address), ``index`` and ``offset`` inside the object."""
         if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) \
                 and not 0 <= addr < self.nr_pages * PAGE_SIZE:
             return {"kind": "outside"}          # (any integer: -5 and 2**70 alike)
@@ -400,9 +410,10 @@ class DebugAPI:
                 "object": obj, "offset": inside}
 
     def _is_lost(self: "SlabAllocator", cache: KmemCache, head: int, obj: int) -> bool:
-        """Whether ``obj``, an object of ``cache``'s slab at frame ``head`` that nobody holds
-        live, is lost (:attr:`KmemCache.lost_objects`): its slab holds lost objects and neither
-        the slab's free list, a CPU's freelist (6.18) nor a sheaf of the allocator holds it."""
+        """Whether ``obj``, an object nobody holds of ``cache``'s slab at frame ``head``, is lost.
+
+        Lost (:attr:`KmemCache.lost_objects`): its slab holds lost objects and neither the slab's
+        free list, a CPU's freelist (6.18) nor a sheaf of the allocator holds it."""
         rows = cache.lost_slabs()
         if not (rows[:, 0] == head << 12).any():
             return False
@@ -425,8 +436,9 @@ class DebugAPI:
 
     # ---- reports -----------------------------------------------------------------------------
     def _drain_reports(self: "SlabAllocator") -> list[str]:
-        """Turn the reports the engine wrote since the last call into text: kept for
-        ``slab_reports``, logged on the ``numslab`` logger, and returned."""
+        """Turn the reports the engine wrote since the last call into text.
+
+        Kept for ``slab_reports``, logged on the ``numslab`` logger, and returned."""
         n = int(self._g[G_NREPORTS])
         seen = self._reports_seen
         out = []
@@ -472,8 +484,10 @@ class DebugAPI:
         return out
 
     def slab_reports(self: "SlabAllocator", clear: bool = False) -> list[str]:
-        """Every slab_debug report so far, in the kernel's words (one string per report:
-        a ``BUG`` with its details, or a ``FIX``), oldest first; ``clear`` empties the list."""
+        """Every slab_debug report so far, in the kernel's words, oldest first.
+
+        One string per report: a ``BUG`` with its details, or a ``FIX``. ``clear`` empties the
+        list."""
         clear = check_bool(clear, "slab_reports: clear")    # (bool() took 'no' as True)
         self._drain_reports()
         out = list(self._reports)
@@ -483,13 +497,13 @@ class DebugAPI:
 
     def _format_report(self: "SlabAllocator", r: np.ndarray, first: bool = True,
                        slab_words: tuple[int, int] | None = None) -> str:
-        """One report record in the kernel's words (6.18's and 7.0's ``mm/slub.c``): a bad
-        byte range as ``check_bytes_and_report`` prints it (``[<what> overwritten] ...``),
-        followed, for the ``first`` failing check of an object, by ``object_err``'s ``BUG
-        <cache> (Not tainted): Object corrupt`` and the trailer; ``slab_pad_check``'s,
-        ``slab_err``'s and ``object_err``'s reports; ``list_slab_objects``' (its ``BUG``,
-        then each object with its tracks, the slab's line after the ``first`` = last one);
-        a ``slab_fix`` line."""
+        """One report record in the kernel's words (6.18's and 7.0's ``mm/slub.c``).
+
+        A bad byte range as ``check_bytes_and_report`` prints it (``[<what> overwritten] ...``),
+        followed, for the ``first`` failing check of an object, by ``object_err``'s ``BUG <cache>
+        (Not tainted): Object corrupt`` and the trailer; ``slab_pad_check``'s, ``slab_err``'s and
+        ``object_err``'s reports; ``list_slab_objects``' (its ``BUG``, then each object with its
+        tracks, the slab's line after the ``first`` = last one); a ``slab_fix`` line."""
         kind, cid, slab, obj = int(r[R_KIND]), int(r[R_CACHE]), int(r[R_SLAB]), int(r[R_OBJECT])
         a, b, c, d = int(r[R_A]), int(r[R_B]), int(r[R_C]), int(r[R_D])
         trailer = partial(self._trailer, cid, slab, words=slab_words)
@@ -552,12 +566,13 @@ class DebugAPI:
     def _trailer(self: "SlabAllocator", cid: int, slab: int, obj: int,
                  fp: int | None = None, slab_fp: int | None = None,
                  words: tuple[int, int] | None = None) -> list[str]:
-        """``print_trailer``'s lines: the object's tracks (:meth:`_tracking`), its slab
-        (``print_slab_info``: its inuse and free list as ``words`` gives them when a fix
-        changed them after the report, the free list ``slab_fp`` if given), the object with
-        its free pointer (``fp`` if given, else decoded from the arena). Not printed: the
-        hex dumps of ``print_section`` (the bad bytes are restored by the time a report is
-        read) and the page flags (``%pGp``: no page flags of this model's are the kernel's)."""
+        """``print_trailer``'s lines: the object's tracks, its slab, the object, its free pointer.
+
+        The tracks: :meth:`_tracking`. The slab: ``print_slab_info``, its inuse and free list as
+        ``words`` gives them when a fix changed them after the report, the free list ``slab_fp`` if
+        given. The free pointer: ``fp`` if given, else decoded from the arena. Not printed: the hex
+        dumps of ``print_section`` (the bad bytes are restored by the time a report is read) and
+        the page flags (``%pGp``: no page flags of this model's are the kernel's)."""
         st = self.state
         out = self._tracking(cid, obj)
         if slab > 0 and st.pg_flags[slab] & PG_SLAB:
@@ -574,8 +589,9 @@ class DebugAPI:
         return out
 
     def _get_freepointer(self: "SlabAllocator", cid: int, obj: int) -> int:
-        """``get_freepointer(s, obj)``: the word at the cache's free-pointer offset, decoded
-        as the engine stores it (CONFIG_SLAB_FREELIST_HARDENED: ``ptr ^ s->random ^
+        """``get_freepointer(s, obj)``: the word at the cache's free-pointer offset, decoded.
+
+        Decoded as the engine stores it (CONFIG_SLAB_FREELIST_HARDENED: ``ptr ^ s->random ^
         swab(address)``)."""
         where = obj + int(self.state.ca[cid, CA_OFFSET])
         raw = int(self._mem[where >> 3]) & _U64
@@ -586,9 +602,10 @@ class DebugAPI:
 
     def _debug_error(self: "SlabAllocator", fn: str, addr: int,
                      slab: int = 0) -> SlabDebugError:
-        """The exception for a call a slab_debug check refused, with its reports; an
-        allocation that took nothing names the isolated ``slab`` (a head frame) instead of
-        an object (it named "object 0x0")."""
+        """The exception for a call a slab_debug check refused, with its reports.
+
+        An allocation that took nothing names the isolated ``slab`` (a head frame) instead of an
+        object (it named "object 0x0")."""
         reports = self._last_reports
         bug = reports[0].splitlines()[:2] if reports else ["slab_debug check failed"]
         obj = max(addr, 0) or getattr(self, "_last_object", 0)      # (a batch's -1: none)
@@ -601,11 +618,13 @@ class DebugAPI:
     # ---- validate ----------------------------------------------------------------------------
     @cache_op
     def kmem_cache_validate(self: "SlabAllocator", cache: "KmemCache") -> int:
-        """``validate_slab_cache``: check every object of every partial slab of a debug cache
-        (and every full slab with U) as ``/sys/kernel/slab/<cache>/validate`` does. Returns
-        the errors found, counted as the kernel's KUnit tests count them (each report and
-        each fix); their text is in ``slab_reports()`` and on the ``numslab`` logger. Bad
-        bytes are restored, so a second call finds 0. A cache without debug flags: 0.
+        """``validate_slab_cache``: check a debug cache's objects; the errors found.
+
+        Every object of every partial slab of a debug cache (and every full slab with U), as
+        ``/sys/kernel/slab/<cache>/validate`` does. Returns the errors found, counted as the
+        kernel's KUnit tests count them (each report and each fix); their text is in
+        ``slab_reports()`` and on the ``numslab`` logger. Bad bytes are restored, so a second call
+        finds 0. A cache without debug flags: 0.
 
         ``validate()`` remains the check of numslab's structural invariants."""
         cid = self._own(cache, "kmem_cache_validate")
@@ -625,9 +644,10 @@ class DebugAPI:
 
     def _refuse_leaky_destroy(self: "SlabAllocator", cache: "KmemCache", live: int,
                               force: bool = False) -> None:
-        """Raise ``CacheLeakError`` if a destroy of ``cache`` would leave ``live`` objects
-        or (unless ``force``) lost ones, ``LostObjectsError`` when only lost ones (both
-        reported as ``list_slab_objects`` does), or prefilled sheaves outstanding."""
+        """Raise ``CacheLeakError`` if destroying ``cache`` would leave objects or sheaves behind.
+
+        ``live`` objects or (unless ``force``) lost ones, ``LostObjectsError`` when only lost ones
+        (both reported as ``list_slab_objects`` does), or prefilled sheaves outstanding."""
         lost = 0 if force else cache.lost_objects
         if live or lost:
             self._report_leaks(cache._id)       # list_slab_objects

@@ -1,5 +1,7 @@
-"""The facade's remedies against fragmentation: movable objects (``kmem_cache_setup_mobility``,
-``compact``) around the units of ``engine/defrag.py``, and memory given back to the OS.
+"""The facade's remedies against fragmentation: movable objects, and memory back to the OS.
+
+Movable objects (``kmem_cache_setup_mobility``, ``compact``) around the units of
+``engine/defrag.py``, and memory given back to the OS.
 
 Mixed into :class:`SlabAllocator` (``DefragAPI``) and :class:`KmemCache` (``MovableCache``).
 """
@@ -89,9 +91,11 @@ def remap(addrs: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray:
 
 def _run_compact(cache: "KmemCache", ratio: int, cpu: int, plan: bool
                  ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Call the ``compact`` unit with arrays as long as the objects users hold (no move can
-    exceed them); with ``plan`` nothing moves and ``new`` is empty. ``(old, new, fault)``:
-    ``fault`` when a corrupted free pointer stopped the moves (the pairs are those made)."""
+    """Call the ``compact`` unit; ``(old, new, fault)``, int64[n] arrays and a bool.
+
+    With arrays as long as the objects users hold (no move can exceed them); with ``plan`` nothing
+    moves and ``new`` is empty. ``fault`` when a corrupted free pointer stopped the moves (the
+    pairs are those made)."""
     sa = cache._sa
     room = len(cache)
     old = np.empty(room, np.int64)
@@ -107,8 +111,9 @@ def _run_compact(cache: "KmemCache", ratio: int, cpu: int, plan: bool
 
 
 def _fault(sa: "SlabAllocator", old: np.ndarray, new: np.ndarray) -> None:
-    """Raise the ``SlabCorruptionError`` of a compaction that met a corrupted free pointer,
-    carrying the moves it made as ``moved = (old, new)``."""
+    """Raise the ``SlabCorruptionError`` of a compaction that met a corrupted free pointer.
+
+    It carries the moves made as ``moved = (old, new)``."""
     try:
         sa._raise_fault()
     except SlabError as e:
@@ -124,10 +129,12 @@ class MovableCache:
 
     @property
     def partial_order(self: "KmemCache") -> str:
-        """``"kernel"``: the node partial lists keep the kernel's order (new partial slabs at
-        the head or tail as the source does, sorted only by ``kmem_cache_shrink``);
-        ``"sorted"``: they are kept sorted by free objects, fewest first, as slabs move.
-        Setting it re-files the slabs listed now."""
+        """The order of the node partial lists: ``"kernel"`` or ``"sorted"``; settable.
+
+        ``"kernel"``: the node partial lists keep the kernel's order (new partial slabs at the head
+        or tail as the source does, sorted only by ``kmem_cache_shrink``); ``"sorted"``: they are
+        kept sorted by free objects, fewest first, as slabs move. Setting it re-files the slabs
+        listed now."""
         return PARTIAL_ORDERS[int(self._row[CA_PARTIAL_ORDER] != 0)]
 
     @partial_order.setter
@@ -137,8 +144,9 @@ class MovableCache:
 
     @property
     def defrag_used_ratio(self: "KmemCache") -> int:
-        """Slabs with at most this percentage of their objects in use are emptied by moving
-        their objects (Harding's sysfs ``defrag_used_ratio``; 30 unless set; 0: none)."""
+        """Slabs with at most this percentage of their objects in use are emptied by compaction.
+
+        Their objects are moved (Harding's sysfs ``defrag_used_ratio``; 30 unless set; 0: none)."""
         r = int(self._row[CA_USED_RATIO])
         return DEFRAG_USED_RATIO if r == 0 else max(r, 0)
 
@@ -161,8 +169,9 @@ class MovableCache:
 
     def compact(self: "KmemCache", ratio: int | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
-        """Move the objects of sparse slabs into the fullest slabs and free the emptied ones,
-        with no callbacks: the caller remaps its references with the result.
+        """Move the objects of sparse slabs into the fullest slabs and free the emptied ones.
+
+        With no callbacks: the caller remaps its references with the result.
 
         Parameters
         ----------
@@ -191,8 +200,9 @@ RELEASE_ORDER = 4
 
 
 class DefragAPI:
-    """Methods of :class:`SlabAllocator` for movable objects and for giving memory back to
-    the OS (kept in their own module).
+    """Methods of :class:`SlabAllocator` for movable objects and giving memory back to the OS.
+
+    Kept in their own module.
 
     Attributes
     ----------
@@ -223,8 +233,7 @@ class DefragAPI:
 
     @property
     def release_order(self: "SlabAllocator") -> int | None:
-        """The order from which free buddy blocks go back to the OS after every shrink
-        (None: never)."""
+        """Order from which free buddy blocks go back to the OS after a shrink (None: never)."""
         return self._release_order
 
     @release_order.setter
@@ -236,10 +245,11 @@ class DefragAPI:
         self._release_order = None if order is None else int(order)
 
     def release_memory(self: "SlabAllocator", min_order: int = 0) -> int:
-        """Give the free memory of the arena back to the operating system: drain the pcp
-        lists to the buddy lists, then ``madvise(MADV_DONTNEED)`` every free block of order
-        ``min_order`` and above (its pages read as zeros when next touched, and stop counting
-        in the process's resident memory). Bytes released."""
+        """Give the free memory of the arena back to the operating system; the bytes released.
+
+        Drain the pcp lists to the buddy lists, then ``madvise(MADV_DONTNEED)`` every free block of
+        order ``min_order`` and above (its pages read as zeros when next touched, and stop counting
+        in the process's resident memory)."""
         if isinstance(min_order, bool) or not isinstance(min_order, (int, np.integer)) \
                 or not 0 <= min_order <= 10:
             raise InvalidSizeError(f"release_memory: min_order {min_order!r} is not in 0..10")
@@ -247,8 +257,9 @@ class DefragAPI:
         return self._release_free_blocks(int(min_order))
 
     def _release_free_blocks(self: "SlabAllocator", min_order: int) -> int:
-        """``madvise(MADV_DONTNEED)`` the free buddy blocks (not those on pcp lists) of order
-        ``min_order`` and above, adjacent blocks as one range. Bytes released."""
+        """``madvise(MADV_DONTNEED)`` the free buddy blocks of order ``min_order`` and above.
+
+        Not those on pcp lists; adjacent blocks as one range. Returns the bytes released."""
         total = int(release_free_blocks(self._st, min_order, mmap.MADV_DONTNEED))
         if total < 0:                           # pragma: no cover - madvise's EINVAL
             raise OSError("release_free_blocks: madvise failed on the arena")
@@ -288,9 +299,10 @@ class DefragAPI:
                                                    migrate)
 
     def _per_cache(self: "SlabAllocator", name: str) -> dict[int, tuple[Any, ...]]:
-        """The allocator's table ``name`` of per-cache entries ``(token, ...)`` by cache id
-        (``CacheTable.token``: not the cache, which holds the allocator), less the entries of
-        destroyed caches (whose slot a new cache may hold)."""
+        """The allocator's table ``name`` of per-cache entries ``(token, ...)`` by cache id.
+
+        Keyed by ``CacheTable.token`` (not the cache, which holds the allocator), less the entries
+        of destroyed caches (whose slot a new cache may hold)."""
         table = self.__dict__.setdefault(name, {})
         for cid, v in list(table.items()):      # (a copy: another thread may prune too)
             if self._caches.token(cid) is not v[0]:
@@ -300,10 +312,11 @@ class DefragAPI:
     @cache_op
     def kmem_cache_compact(self: "SlabAllocator", cache: "KmemCache",
                            ratio: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Move the objects of slabs used at most ``ratio`` percent (default the cache's
-        ``defrag_used_ratio``) into fuller slabs, calling the cache's ``isolate`` and
-        ``migrate`` if it has them (:meth:`kmem_cache_setup_mobility`); returns
-        ``(old, new)``, int64[n] each, as :meth:`KmemCache.compact`."""
+        """Move the objects of slabs used at most ``ratio`` percent into fuller slabs.
+
+        ``ratio`` defaults to the cache's ``defrag_used_ratio``. The cache's ``isolate`` and
+        ``migrate`` are called if it has them (:meth:`kmem_cache_setup_mobility`). Returns ``(old,
+        new)``, int64[n] each, as :meth:`KmemCache.compact`."""
         cid = self._own(cache, "kmem_cache_compact")
         r = _check_ratio(ratio, "kmem_cache_compact")
         return self._move_objects(cid, r)
@@ -344,13 +357,13 @@ class DefragAPI:
 
     @cache_op
     def kmem_cache_shrink(self: "SlabAllocator", cache: "KmemCache") -> int:
-        """Flush the CPU caches, free every empty slab and move the fullest partial slabs to
-        the head of each node's list (the kernel's ``kmem_cache_shrink``); for a cache with
-        evictable objects (``kmem_cache_setup_defrag``), ask the owners of every partial
-        slab's objects to free them; for one with movable objects
-        (``kmem_cache_setup_mobility``), move the objects of every partial slab it can (ratio
-        100, as Harding's ``__kmem_cache_shrink``) and free the emptied slabs; last, free
-        blocks of
+        """Flush the CPU caches, free every empty slab, reorder the partial lists fullest first.
+
+        The kernel's ``kmem_cache_shrink``: the fullest partial slabs go to the head of each node's
+        list. For a cache with evictable objects (``kmem_cache_setup_defrag``), ask the owners of
+        every partial slab's objects to free them; for one with movable objects
+        (``kmem_cache_setup_mobility``), move the objects of every partial slab it can (ratio 100,
+        as Harding's ``__kmem_cache_shrink``) and free the emptied slabs; last, free blocks of
         ``release_order`` pages and more go back to the OS (``madvise``).
 
         Returns the kernel's ``kmem_cache_shrink`` value (``__kmem_cache_do_shrink``'s): 1 if
@@ -362,10 +375,12 @@ class DefragAPI:
         return int(bool(self.state.node[cid, :, N_NR_SLABS].any()))
 
     def _after_shrink(self: "SlabAllocator", cid: int) -> int:
-        """The end of ``kmem_cache_shrink``: for a cache with ``get``/``kick`` callbacks, the
-        eviction of every partial slab; for a cache with mobility, compaction of every
-        partial slab (ratio 100) with its callbacks; then free blocks of ``release_order`` and
-        above go back to the OS. The slabs eviction and compaction freed."""
+        """The end of ``kmem_cache_shrink``: eviction, compaction, release; the slabs freed.
+
+        For a cache with ``get``/``kick`` callbacks, the eviction of every partial slab; for a
+        cache with mobility, compaction of every partial slab (ratio 100) with its callbacks; then
+        free blocks of ``release_order`` and above go back to the OS. Returns the slabs eviction
+        and compaction freed."""
         freed = 0
         if cid in self._per_cache("_evict_callbacks"):      # every partial slab (2007)
             freed += self._evict(cid, 100)
