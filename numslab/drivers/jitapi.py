@@ -530,7 +530,9 @@ def kmem_cache_free(h, cache, addr, cpu=0):
 
 @jit(inline=True, api=True)
 def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
-    """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken."""
+    """``out[:nr]`` filled, returning ``nr``; or 0 with nothing taken.
+
+    ``out``: int64[n], ``n >= nr``, 1-D, C-contiguous and writable."""
     cache, nr, cpu, gfp = _cache_arg(cache), _count_arg(nr), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp, J_ALLOC_BULK)
     _checked_count(nr, out.shape[0], J_ALLOC_BULK)
@@ -543,7 +545,9 @@ def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
 
 @jit(inline=True, api=True)
 def kmem_cache_free_bulk(h, cache, nr, objs, cpu=0):
-    """Free ``objs[:nr]`` (reordered in place); on a bad element nothing is freed."""
+    """Free ``objs[:nr]`` (reordered in place); on a bad element nothing is freed.
+
+    ``objs``: int64[n], ``n >= nr``, 1-D, C-contiguous and writable."""
     _free_bulk(h, cache, nr, objs, cpu, J_FREE_BULK)
 
 
@@ -563,7 +567,9 @@ def _free_bulk(h, cache, nr, objs, cpu, call):
 
 @jit(inline=True, api=True)
 def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
-    """The seed's array allocation (SLAB_ARRAY_ALLOC_* ``flags``); the count allocated."""
+    """The seed's array allocation (SLAB_ARRAY_ALLOC_* ``flags``); the count allocated.
+
+    ``out``: int64[n], ``n >= nr``, 1-D, C-contiguous and writable."""
     cache, nr, flags = _cache_arg(cache), _count_arg(nr), _int_arg(flags)
     cpu, gfp = _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp, J_ALLOC_ARRAY)
@@ -577,7 +583,9 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
 
 @jit(inline=True, api=True)
 def kmem_cache_free_array(h, cache, nr, objs, cpu=0):
-    """Free an array of objects (as ``kmem_cache_free_bulk``)."""
+    """Free an array of objects (as ``kmem_cache_free_bulk``).
+
+    ``objs``: int64[n], ``n >= nr``, 1-D, C-contiguous and writable."""
     _free_bulk(h, cache, nr, objs, cpu, J_FREE_ARRAY)
 
 
@@ -627,7 +635,9 @@ def kfree(h, addr, cpu=0):
 
 @jit(inline=True, api=True)
 def kfree_bulk(h, nr, objs, cpu=0):
-    """``kfree`` of ``objs[:nr]`` of any caches."""
+    """``kfree`` of ``objs[:nr]`` of any caches.
+
+    ``objs``: int64[n], ``n >= nr``, 1-D, C-contiguous and writable."""
     nr, cpu = _count_arg(nr), _int_arg(cpu)
     st = _state(h, cpu, J_KFREE_BULK)
     _checked_count(nr, objs.shape[0], J_KFREE_BULK)

@@ -1,3 +1,4 @@
-"""Tier 3, the facade: ``SlabAllocator``, ``KmemCache`` and the batch API, which validate and
-convert their arguments, call the engine through the drivers and turn error codes into
-exceptions."""
+"""Tier 3, the facade: ``SlabAllocator``, ``KmemCache`` and the batch API.
+
+They validate and convert their arguments, call the engine through the drivers and turn error codes
+into exceptions."""

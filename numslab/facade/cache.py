@@ -508,7 +508,15 @@ class KmemCache(MovableCache, RecordAccess):
     def alloc_bulk(self, n: int, gfp: int = GFP_KERNEL) -> np.ndarray:
         """``n`` objects as a new int64 array, ``int64[n]``.
 
-        Raises ``OutOfMemoryError`` (a ``MemoryError``), taking nothing, if they cannot all be had.
+        Returns
+        -------
+        numpy.ndarray
+            int64[n], the objects' addresses.
+
+        Raises
+        ------
+        OutOfMemoryError
+            A ``MemoryError``, taking nothing, if they cannot all be had.
         """
         if type(n) is not int and not isinstance(n, np.integer) or isinstance(n, bool) \
                 or n < 0:
@@ -524,7 +532,9 @@ class KmemCache(MovableCache, RecordAccess):
         return out
 
     def free_bulk(self, addrs: np.ndarray) -> None:
-        """Free every object of ``addrs`` (integers; left untouched: a copy is reordered)."""
+        """Free every object of ``addrs`` (integers; left untouched: a copy is reordered).
+
+        ``addrs``: integers of any shape, int64[n] once flattened."""
         objs = self._addresses(addrs, "free_bulk").copy()
         self._sa.kmem_cache_free_bulk(self, len(objs), objs)
 

@@ -1,5 +1,6 @@
-"""The facade's defragmentation by eviction (Christoph Lameter's slab defragmentation,
-2007-2009): the owners of a sparse slab's objects are asked to free them, so the slab empties.
+"""The facade's defragmentation by eviction (Christoph Lameter's slab defragmentation, 2007-2009).
+
+The owners of a sparse slab's objects are asked to free them, so the slab empties.
 
 Mixed into :class:`SlabAllocator` (``EvictAPI``). ``get(objs) -> private`` pins the objects of
 one slab (int64[n] addresses) for the owner; ``kick(objs, private)`` asks the owner to free
@@ -36,9 +37,10 @@ class EvictAPI:
 
     def kmem_cache_setup_defrag(self: "SlabAllocator", cache: "KmemCache", get: GetFn,
                                 kick: KickFn) -> None:
-        """Make the objects of ``cache`` evictable (Lameter's ``kmem_cache_setup_defrag``):
-        ``kmem_cache_shrink`` then evicts every partial slab it can, and
-        ``kmem_cache_defrag`` the slabs used at most a ratio.
+        """Make the objects of ``cache`` evictable (Lameter's ``kmem_cache_setup_defrag``).
+
+        ``kmem_cache_shrink`` then evicts every partial slab it can, and ``kmem_cache_defrag`` the
+        slabs used at most a ratio.
 
         Parameters
         ----------
@@ -58,9 +60,10 @@ class EvictAPI:
                                                           kick)
 
     def defrag_stats(self: "SlabAllocator", cache: "KmemCache") -> dict[str, int]:
-        """Counters of eviction for ``cache``: ``slabs_freed``, ``objects_kicked`` (objects
-        the owners freed when kicked) and ``refusals`` (slabs kept because an object was not
-        freed)."""
+        """Eviction counters of ``cache``: ``slabs_freed``, ``objects_kicked`` and ``refusals``.
+
+        ``objects_kicked``: objects the owners freed when kicked; ``refusals``: slabs kept because
+        an object was not freed."""
         cid = self._own(cache, "defrag_stats")
         _, freed, kicked, refused = self._per_cache("_evict_counts").get(cid, (0, 0, 0, 0))
         return {"slabs_freed": freed, "objects_kicked": kicked, "refusals": refused}
@@ -68,9 +71,11 @@ class EvictAPI:
     @cache_op
     def kmem_cache_defrag(self: "SlabAllocator", cache: "KmemCache | None" = None,
                           ratio: int | None = None) -> int:
-        """Evict the objects of the partial slabs used at most ``ratio`` percent (default 30)
-        of ``cache``, or of every cache with ``kmem_cache_setup_defrag`` callbacks if
-        ``cache`` is None (Lameter's ``kmem_cache_defrag``). Slabs freed."""
+        """Evict the objects of the partial slabs used at most ``ratio`` percent; the slabs freed.
+
+        ``ratio`` defaults to 30. The slabs of ``cache``, or of every cache with
+        ``kmem_cache_setup_defrag`` callbacks if ``cache`` is None (Lameter's
+        ``kmem_cache_defrag``)."""
         r = _check_ratio(ratio, "kmem_cache_defrag")
         r = DEFRAG_RATIO if r < 0 else r
         table = self._per_cache("_evict_callbacks")
@@ -83,15 +88,18 @@ class EvictAPI:
         return self._evict(cid, r)
 
     def _still_there(self: "SlabAllocator", cache: "KmemCache", cid: int, fn: str) -> None:
-        """Raise ``WrongCacheError`` if the owner's ``fn`` callback destroyed ``cache`` (its
-        slot ``cid`` now empty or another cache's): the eviction stops there."""
+        """Raise ``WrongCacheError`` if the owner's ``fn`` callback destroyed ``cache``.
+
+        Its slot ``cid`` is then empty or another cache's: the eviction stops there."""
         if self._caches.get(cid) is not cache:
             raise WrongCacheError(f"kmem_cache_defrag: the {fn} callback of cache "
                                   f"{cache.name!r} destroyed the cache; its eviction stopped")
 
     def _evict(self: "SlabAllocator", cid: int, ratio: int) -> int:
-        """Flush the cache, ask the owners of each partial slab used at most ``ratio`` percent
-        to free its objects, flush again so that the emptied slabs are freed. Slabs freed.
+        """Evict the partial slabs of cache ``cid`` used at most ``ratio`` percent; slabs freed.
+
+        Flush the cache, ask the owners of each such slab to free its objects, flush again so that
+        the emptied slabs are freed.
 
         A ``kick`` may evict again (``kmem_cache_shrink``, ``kmem_cache_defrag``, of this
         cache or another): every level lists the slabs it tried, and the outermost counts
@@ -154,17 +162,19 @@ class EvictAPI:
 
     def _count_evictions(self: "SlabAllocator", tried: dict[tuple[int, int], set[int]]
                          ) -> None:
-        """Add the slabs an eviction tried (by cache and head frame, with the objects it
-        asked to be freed) to each cache's ``defrag_stats``: freed or kept (a refusal), and
-        the objects kicked (those no longer live, where a kick's compaction moved them or
-        not: a moved object is not kicked)."""
+        """Add the slabs an eviction tried to each cache's ``defrag_stats``.
+
+        The slabs by cache and head frame, with the objects it asked to be freed: freed or kept (a
+        refusal), and the objects kicked (those no longer live, where a kick's compaction moved
+        them or not: a moved object is not kicked)."""
         st = self.state
         counts = self._per_cache("_evict_counts")
         moved = self._evict_moved
 
         def now(a: int) -> int:
-            """Where the object at ``a`` lives now, following the moves (a move's target
-            may be moved again; bounded, as an address may come round again)."""
+            """Where the object at ``a`` lives now, following the moves.
+
+            A move's target may be moved again; bounded, as an address may come round again."""
             for _ in range(len(moved)):
                 if a not in moved:
                     break

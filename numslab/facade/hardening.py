@@ -1,5 +1,6 @@
-"""CONFIG_SLAB_FREELIST_RANDOM's per-cache set-up at ``kmem_cache_create``: the random
-sequence (``init_cache_random_seq``) that the engine reads when it makes a new slab.
+"""CONFIG_SLAB_FREELIST_RANDOM's per-cache set-up at ``kmem_cache_create``.
+
+The random sequence (``init_cache_random_seq``) that the engine reads when it makes a new slab.
 
 The kernel (``mm/slab_common.c`` ``cache_random_seq_create``, ``mm/slub.c``
 ``init_cache_random_seq``) shuffles ``0..count-1`` with Fisher-Yates, ``count`` being

@@ -1,8 +1,9 @@
-"""The kmalloc API beyond kmalloc and kfree, on ``SlabAllocator``: the array forms
-(``kmalloc_array``, ``kcalloc``, ``krealloc_array``), ``krealloc`` (in place when the object's
-size class allows, as ``__do_krealloc``), ``kmalloc_size_roundup`` and ``kfree_rcu`` with the
-grace period the caller ends (``synchronize_rcu``, ``rcu_barrier``, ``kvfree_rcu_barrier``):
-through the CPU's ``rcu_free`` sheaf when the object's cache has sheaves
+"""The kmalloc API beyond kmalloc and kfree, on ``SlabAllocator``: krealloc, arrays, kfree_rcu.
+
+The array forms (``kmalloc_array``, ``kcalloc``, ``krealloc_array``), ``krealloc`` (in place when
+the object's size class allows, as ``__do_krealloc``), ``kmalloc_size_roundup`` and ``kfree_rcu``
+with the grace period the caller ends (``synchronize_rcu``, ``rcu_barrier``,
+``kvfree_rcu_barrier``): through the CPU's ``rcu_free`` sheaf when the object's cache has sheaves
 (``engine/rcusheaves.py``), else on a list of addresses freed at the end of the grace period."""
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ SIZE_MAX = (1 << 64) - 1
 
 
 def _size_t(value: object, what: str, fn: str) -> int:
-    """``value`` as a ``size_t`` argument of ``fn``: an int or NumPy integer (not a bool) in
-    0..SIZE_MAX, else InvalidSizeError naming it ``what``."""
+    """``value`` as a ``size_t`` argument of ``fn``: an int or NumPy integer (not a bool).
+
+    In 0..SIZE_MAX, else InvalidSizeError naming it ``what``."""
     value = as_int(value)
     if type(value) is not int or not 0 <= value <= SIZE_MAX:
         raise InvalidSizeError(f"{fn}: {what} {value!r} is not a size (an int in "
@@ -58,14 +60,16 @@ def _size_t(value: object, what: str, fn: str) -> int:
 
 
 def size_roundup(size: object) -> int:
-    """``kmalloc_size_roundup`` of a checked ``size_t`` (``numslab.kmalloc_size_roundup``, and
-    the allocator's method: it reads no allocator)."""
+    """``kmalloc_size_roundup`` of a checked ``size_t``.
+
+    ``numslab.kmalloc_size_roundup``, and the allocator's method: it reads no allocator."""
     return kmalloc_size_roundup(_size_t(size, "size", "kmalloc_size_roundup"))
 
 
 def array_bytes(n: object, size: object, fn: str) -> int:
-    """``n * size`` for ``fn`` (``kmalloc_array``, ``kcalloc``, ``krealloc_array``), both
-    checked as ``size_t``. Where the kernel's ``check_mul_overflow`` overflows, the call
+    """``n * size`` for ``fn`` (``kmalloc_array``, ``kcalloc``, ``krealloc_array``), both checked.
+
+    Both checked as ``size_t``. Where the kernel's ``check_mul_overflow`` overflows, the call
     returns NULL; numslab refuses it, as it refuses any size past KMALLOC_MAX_SIZE
     (InvalidSizeError): an impossible size is a bug to report, not a full memory."""
     n, size = _size_t(n, "element count", fn), _size_t(size, "element size", fn)
@@ -92,23 +96,24 @@ class KmallocAPI:
 
     def kmalloc_array(self: "SlabAllocator", n: int, size: int, gfp: int = GFP_KERNEL,
                       cpu: int | None = None, node: int = -1) -> int:
-        """``kmalloc_array`` (``kmalloc_array_node`` with ``node``): ``kmalloc`` of ``n``
-        elements of ``size`` bytes. Returns the address, ``ZERO_SIZE_PTR`` when the product
-        is 0, or 0 when memory is exhausted. Raises InvalidSizeError when the product
+        """``kmalloc_array``: ``kmalloc`` of ``n`` elements of ``size`` bytes.
+
+        ``kmalloc_array_node`` with ``node``. Returns the address, ``ZERO_SIZE_PTR`` when the
+        product is 0, or 0 when memory is exhausted. Raises InvalidSizeError when the product
         overflows ``size_t`` (the kernel returns NULL) or exceeds KMALLOC_MAX_SIZE."""
         return self._kmalloc_array(n, size, gfp, cpu, node, "kmalloc_array")
 
     def kcalloc(self: "SlabAllocator", n: int, size: int, gfp: int = GFP_KERNEL,
                 cpu: int | None = None, node: int = -1) -> int:
-        """``kcalloc`` (``kcalloc_node`` with ``node``): :meth:`kmalloc_array` with
-        ``__GFP_ZERO``."""
+        """``kcalloc`` (``kcalloc_node`` with ``node``): ``kmalloc_array`` with ``__GFP_ZERO``."""
         return self._kmalloc_array(n, size, check_gfp(gfp, "kcalloc") | _ZERO, cpu, node,
                                    "kcalloc")
 
     def _kmalloc_array(self: "SlabAllocator", n: int, size: int, gfp: int, cpu: int | None,
                        node: int, fn: str) -> int:
-        """:meth:`kmalloc` of ``n * size`` bytes, every argument checked first in the name
-        of ``fn`` (kmalloc's own checks would name kmalloc)."""
+        """:meth:`kmalloc` of ``n * size`` bytes, every argument checked first, naming ``fn``.
+
+        kmalloc's own checks would name kmalloc."""
         nbytes = array_bytes(n, size, fn)
         gfp = check_gfp(gfp, fn)
         cpu = None if cpu is None else self._check_cpu(cpu)
@@ -117,26 +122,29 @@ class KmallocAPI:
 
     def krealloc_array(self: "SlabAllocator", addr: int, new_n: int, new_size: int,
                        gfp: int = GFP_KERNEL, cpu: int | None = None) -> int:
-        """``krealloc_array``: :meth:`krealloc` of ``addr`` to ``new_n`` elements of
-        ``new_size`` bytes (the product checked as :meth:`kmalloc_array`'s)."""
+        """``krealloc_array``: :meth:`krealloc` of ``addr`` to ``new_n * new_size`` bytes.
+
+        ``new_n`` elements of ``new_size`` bytes; the product is checked as by kmalloc_array."""
         return self._krealloc(addr, array_bytes(new_n, new_size, "krealloc_array"), gfp, cpu,
                               "krealloc_array")
 
     def kmalloc_size_roundup(self: "SlabAllocator", size: int) -> int:
-        """``kmalloc_size_roundup``: the usable size a ``kmalloc(size)`` would give (its
-        kmalloc cache's object size, or whole pages above 8 KiB; ``size`` itself for 0 and
-        past KMALLOC_MAX_SIZE), so a caller can ask for it all at once. Every allocator gives
-        the same (``numslab.geometry.kmalloc_size_roundup``)."""
+        """``kmalloc_size_roundup``: the usable size a ``kmalloc(size)`` would give.
+
+        Its kmalloc cache's object size, or whole pages above 8 KiB; ``size`` itself for 0 and past
+        KMALLOC_MAX_SIZE; so a caller can ask for it all at once. Every allocator gives the same
+        (``numslab.geometry.kmalloc_size_roundup``)."""
         return size_roundup(size)
 
     def krealloc(self: "SlabAllocator", addr: int, new_size: int, gfp: int = GFP_KERNEL,
                  cpu: int | None = None) -> int:
-        """``krealloc``: ``addr`` resized to ``new_size`` bytes. In place while the size fits
-        what ``ksize`` reports (with ``__GFP_ZERO`` the bytes from ``new_size`` up to it are
-        zeroed on a shrink, and a grow keeps them zero); else a new allocation with the
-        contents copied (up to the smaller size) and the old one freed. ``addr`` NULL:
-        ``kmalloc``; ``new_size`` 0: ``kfree`` and ``ZERO_SIZE_PTR``. Returns the address,
-        or 0 (the old object untouched) when memory is exhausted."""
+        """``krealloc``: ``addr`` resized to ``new_size`` bytes; the address, or 0 without memory.
+
+        In place while the size fits what ``ksize`` reports (with ``__GFP_ZERO`` the bytes from
+        ``new_size`` up to it are zeroed on a shrink, and a grow keeps them zero); else a new
+        allocation with the contents copied (up to the smaller size) and the old one freed.
+        ``addr`` NULL: ``kmalloc``; ``new_size`` 0: ``kfree`` and ``ZERO_SIZE_PTR``. Returns the
+        address, or 0 (the old object untouched) when memory is exhausted."""
         return self._krealloc(addr, new_size, gfp, cpu, "krealloc")
 
     def _krealloc(self: "SlabAllocator", addr: int, new_size: int, gfp: int,
@@ -186,18 +194,20 @@ class KmallocAPI:
         return new
 
     def _kfree_for(self: "SlabAllocator", addr: int, cpu: int | None, fn: str) -> None:
-        """``kfree(addr)`` for ``fn``, whose name its errors give (krealloc(p, 0) of a bad or
-        freed address raised "kfree: ...")."""
+        """``kfree(addr)`` for ``fn``, whose name its errors give.
+
+        krealloc(p, 0) of a bad or freed address raised "kfree: ..."."""
         err = self._k_kfree(self._cpu() if cpu is None else cpu, addr)
         if err:
             self._raise(err, fn, addr, None)
 
     def ksize(self: "SlabAllocator", addr: int) -> int:
-        """Usable size of the allocation at ``addr``: its cache's ``slab_ksize`` (the stride,
-        padding included, unless slab_debug or RCU keeps it), the whole block of a large
-        kmalloc, 0 for NULL, ZERO_SIZE_PTR and the addresses between them. The caller may
-        use all of it, so a kmalloc cache with slab_debug U stops red-zoning past the size
-        asked (``skip_orig_size_check``: the object size)."""
+        """Usable size of the allocation at ``addr``, in bytes.
+
+        Its cache's ``slab_ksize`` (the stride, padding included, unless slab_debug or RCU keeps
+        it), the whole block of a large kmalloc, 0 for NULL, ZERO_SIZE_PTR and the addresses
+        between them. The caller may use all of it, so a kmalloc cache with slab_debug U stops
+        red-zoning past the size asked (``skip_orig_size_check``: the object size)."""
         if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) and \
                 0 <= addr <= ZERO_SIZE_PTR:     # ZERO_OR_NULL_PTR
             return 0
@@ -210,8 +220,9 @@ class KmallocAPI:
         return size if cache is None else cache.slab_ksize
 
     def _ksize(self: "SlabAllocator", addr: int, fn: str = "ksize") -> int:
-        """``ksize`` without touching the object (checks naming the call ``fn``); a sheaf
-        only for ``ksize`` (``krealloc``, ``kfree_rcu``: refused as their ``kfree``)."""
+        """``ksize`` without touching the object (checks naming the call ``fn``).
+
+        A sheaf only for ``ksize`` (``krealloc``, ``kfree_rcu``: refused as their ``kfree``)."""
         addr = self._as_addr(addr, fn)
         if 0 <= addr <= ZERO_SIZE_PTR:          # ZERO_OR_NULL_PTR
             return 0
@@ -236,8 +247,9 @@ class KmallocAPI:
         return self._slab_owner(slab, f"{fn}: {addr:#x}").object_size
 
     def _orig_size(self: "SlabAllocator", cid: int, addr: int) -> int:
-        """``get_orig_size`` of a live object of cache ``cid`` whose size is stored (a
-        kmalloc cache with slab_debug U), else 0."""
+        """``get_orig_size`` of a live object of cache ``cid`` whose size is stored, else 0.
+
+        The size is stored by a kmalloc cache with slab_debug U."""
         if cid < 0 or not self.state.ca[cid, CA_ORIG]:
             return 0
         size = int(self._mem[(addr + int(self.state.ca[cid, CA_ORIG])) >> 3])
@@ -249,17 +261,17 @@ class KmallocAPI:
         self._mem[(addr + int(self.state.ca[cid, CA_ORIG])) >> 3] = size
 
     def kfree_rcu(self: "SlabAllocator", addr: int, cpu: int | None = None) -> None:
-        """Free ``addr`` after the current RCU grace period (``kvfree_call_rcu``): checked now
-        (a bad address raises at once, nothing changed). A slab object of a cache with
-        sheaves whose slab is on ``cpu``'s node goes into the CPU's ``rcu_free`` sheaf
-        (``kfree_rcu_sheaf``): no longer the caller's, not handed out again before its
-        sheaf's grace period ends, and a full sheaf then goes to the barn (or, past its
-        limit, to the slabs); a part-full one waits on the CPU until ``kmem_cache_shrink``,
-        ``kvfree_rcu_barrier`` or the cache's destroy hands it over. Any other object waits
-        on a list until ``synchronize_rcu`` or ``rcu_barrier`` frees it. Until then a free
-        of it (``kfree``, ``kmem_cache_free``, the bulk frees, ``krealloc``, ``kfree_rcu``,
-        ``numslab.jit``'s) raises ``DoubleFreeError``: the grace period's free would free
-        whatever was allocated there meanwhile."""
+        """Free ``addr`` after the current RCU grace period (``kvfree_call_rcu``), checked now.
+
+        A bad address raises at once, nothing changed. A slab object of a cache with sheaves whose
+        slab is on ``cpu``'s node goes into the CPU's ``rcu_free`` sheaf (``kfree_rcu_sheaf``): no
+        longer the caller's, not handed out again before its sheaf's grace period ends, and a full
+        sheaf then goes to the barn (or, past its limit, to the slabs); a part-full one waits on
+        the CPU until ``kmem_cache_shrink``, ``kvfree_rcu_barrier`` or the cache's destroy hands it
+        over. Any other object waits on a list until ``synchronize_rcu`` or ``rcu_barrier`` frees
+        it. Until then a free of it (``kfree``, ``kmem_cache_free``, the bulk frees, ``krealloc``,
+        ``kfree_rcu``, ``numslab.jit``'s) raises ``DoubleFreeError``: the grace period's free would
+        free whatever was allocated there meanwhile."""
         with _RCU_LOCK:
             addr = self._as_addr(addr, "kfree_rcu")
             if 0 <= addr <= ZERO_SIZE_PTR:      # ZERO_OR_NULL_PTR, as kfree takes it
@@ -280,44 +292,49 @@ class KmallocAPI:
             self._rcu_list_add(addr, cpu, "kfree_rcu")
 
     def _rcu_list_add(self: "SlabAllocator", addr: int, cpu: int | None, fn: str) -> None:
-        """Put a live object on the list of ``kfree_rcu`` frees (the ordinary
-        ``kvfree_call_rcu`` path), out of every free's reach: checked and marked in one
-        engine call (``ops.kfree_rcu_list``: another thread's free between the facade's
-        checks and the mark was accepted, and the list then freed the object again), so that
-        the engine calls any free of it, numslab.jit's too, a double free (the grace period's
-        end lifts the mark as it frees it: ``ops.kfree_rcu_release``). Raises as ``kfree``
-        would, nothing changed, if it is no longer a live object."""
+        """Put a live object on the list of ``kfree_rcu`` frees, out of every free's reach.
+
+        The ordinary ``kvfree_call_rcu`` path. Checked and marked in one engine call
+        (``ops.kfree_rcu_list``: another thread's free between the facade's checks and the mark was
+        accepted, and the list then freed the object again), so that the engine calls any free of
+        it, numslab.jit's too, a double free (the grace period's end lifts the mark as it frees it:
+        ``ops.kfree_rcu_release``). Raises as ``kfree`` would, nothing changed, if it is no longer
+        a live object."""
         err = kfree_rcu_list(self._st, addr)
         if err:
             self._raise(err, fn, addr, None)
         self.__dict__.setdefault("_rcu_pending", {})[addr] = cpu
 
     def _rcu_listed(self: "SlabAllocator") -> np.ndarray:
-        """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks (read
-        under the list's lock: another thread's ``kfree_rcu`` changed its size mid-read)."""
+        """The addresses on the ``kfree_rcu`` list, int64[n], for the engine's checks.
+
+        Read under the list's lock: another thread's ``kfree_rcu`` changed its size mid-read."""
         with _RCU_LOCK:
             pending = self._rcu_pending
             return np.fromiter(pending, np.int64, len(pending))
 
     def _rcu_listed_objects(self: "SlabAllocator", cid: int) -> int:
-        """How many objects of cache ``cid`` wait on the ``kfree_rcu`` list: still allocated
-        in the state (``live_objects`` counts them) until their grace period ends. Those in
-        ``rcu_free`` sheaves are counted free already."""
+        """How many objects of cache ``cid`` wait on the ``kfree_rcu`` list.
+
+        They are still allocated in the state (``live_objects`` counts them) until their grace
+        period ends. Those in ``rcu_free`` sheaves are counted free already."""
         cache = self.state.sl_cache
         with _RCU_LOCK:                 # (a RuntimeError: the dict changed size mid-read)
             return sum(int(cache[self._slab_head(a)]) == cid for a in self._rcu_pending)
 
     def _rcu_refuse(self: "SlabAllocator", addr: int, where: str) -> None:
-        """Raise ``DoubleFreeError`` if ``addr`` waits on the ``kfree_rcu`` list (``krealloc``
-        asks before it allocates; the frees once the engine refused them, in ``_raise``);
-        ``where`` names the call and the address (and, for ``_raise``, the cache)."""
+        """Raise ``DoubleFreeError`` if ``addr`` waits on the ``kfree_rcu`` list.
+
+        ``krealloc`` asks before it allocates; the frees once the engine refused them, in
+        ``_raise``. ``where`` names the call and the address (and, for ``_raise``, the cache)."""
         if addr in self._rcu_pending:
             raise DoubleFreeError(f"{where}: double free, {RCU_LISTED}")
 
     def _rcu_note(self: "SlabAllocator", addr: int) -> str | None:
-        """Why an object the engine found free at ``addr`` is not: it waits for an RCU grace
-        period on the ``kfree_rcu`` list or in an RCU sheaf (a double free's text, from
-        Python and from ``numslab.jit``); None if it does not."""
+        """Why an object the engine found free at ``addr`` is not; None if it is.
+
+        It waits for an RCU grace period on the ``kfree_rcu`` list or in an RCU sheaf (a double
+        free's text, from Python and from ``numslab.jit``)."""
         if addr in self._rcu_pending:
             return RCU_LISTED
         if (self._g[G_RCU_HEAD] or self.state.cpu[:, :, C_RCU_FREE].any()) \
@@ -326,8 +343,9 @@ class KmallocAPI:
         return None
 
     def _rcu_sheaf_objects(self: "SlabAllocator") -> set[int]:
-        """Addresses of the objects in the CPUs' ``rcu_free`` sheaves and in the sheaves
-        waiting for their grace period."""
+        """Addresses of the objects in the RCU sheaves.
+
+        The CPUs' ``rcu_free`` sheaves and the sheaves waiting for their grace period."""
         words = self._mem
         heads = self.state.cpu[:, :, C_RCU_FREE]
         sheaves = heads[heads != 0].tolist()
@@ -344,18 +362,21 @@ class KmallocAPI:
         return out
 
     def _rcu_refuse_sheaved(self: "SlabAllocator", addr: int, where: str) -> None:
-        """Raise ``DoubleFreeError`` if ``addr`` waits for its grace period in an RCU sheaf
-        (an object the engine finds free; ``kfree_rcu`` and ``krealloc`` would otherwise
-        call it a free object); ``where`` names the call and the address."""
+        """Raise ``DoubleFreeError`` if ``addr`` waits for its grace period in an RCU sheaf.
+
+        An object the engine finds free; ``kfree_rcu`` and ``krealloc`` would otherwise call it a
+        free object. ``where`` names the call and the address."""
         if self._locate(addr)[0] == E_DOUBLE_FREE and addr in self._rcu_sheaf_objects():
             raise DoubleFreeError(f"{where}: double free, {RCU_SHEAVED}")
 
     def synchronize_rcu(self: "SlabAllocator") -> int:
-        """End the grace period: the callback of every sheaf handed to ``call_rcu`` runs
-        (``rcu_free_sheaf``: to the barn, or to the slabs; oldest first), then every
-        ``kfree_rcu`` on the list is freed. Objects whose grace period ended (those of a
-        CPU's part-full ``rcu_free`` sheaf wait on). Should a free of the list refuse an
-        object, the others are freed all the same, then that error is raised, naming it."""
+        """End the grace period: run the sheaves' RCU callbacks and free the ``kfree_rcu`` list.
+
+        The callback of every sheaf handed to ``call_rcu`` runs (``rcu_free_sheaf``: to the barn,
+        or to the slabs; oldest first), then every ``kfree_rcu`` on the list is freed. Returns how
+        many objects had their grace period end (those of a CPU's part-full ``rcu_free`` sheaf wait
+        on). Should a free of the list refuse an object, the others are freed all the same, then
+        that error is raised, naming it."""
         with _RCU_LOCK:
             n = int(rcu_run_callbacks(self._st))
             overwritten = None
@@ -385,28 +406,33 @@ class KmallocAPI:
             return n + len(pending)
 
     def _k_kfree_rcu(self: "SlabAllocator", cpu: int, addr: int) -> int:
-        """``ops.kfree_rcu_release`` on this allocator (bound on first use, as the ``_k_*``
-        calls are; slab_debug routes it through ``_debug_call`` as ``_k_kfree``)."""
+        """``ops.kfree_rcu_release`` on this allocator.
+
+        Bound on first use, as the ``_k_*`` calls are; slab_debug routes it through ``_debug_call``
+        as ``_k_kfree``."""
         fn = bound(kfree_rcu_release, self._st, False)
         self._k_kfree_rcu = fn                              # type: ignore[method-assign]
         return fn(cpu, addr)
 
     def rcu_barrier(self: "SlabAllocator") -> int:
-        """Wait for every pending RCU callback (``rcu_barrier``): here as
-        ``synchronize_rcu``; the CPUs' part-full ``rcu_free`` sheaves stay."""
+        """Wait for every pending RCU callback (``rcu_barrier``): here as ``synchronize_rcu``.
+
+        The CPUs' part-full ``rcu_free`` sheaves stay."""
         return self.synchronize_rcu()
 
     def kvfree_rcu_barrier(self: "SlabAllocator") -> int:
-        """Wait for every ``kfree_rcu`` so far (``kvfree_rcu_barrier``): every cache's
-        ``rcu_free`` sheaves go to ``call_rcu`` (``flush_all_rcu_sheaves``), then
-        ``rcu_barrier``. Objects freed."""
+        """Wait for every ``kfree_rcu`` so far (``kvfree_rcu_barrier``); the objects freed.
+
+        Every cache's ``rcu_free`` sheaves go to ``call_rcu`` (``flush_all_rcu_sheaves``), then
+        ``rcu_barrier``."""
         flush_rcu_sheaves(self._st, NIL)
         return self.rcu_barrier()
 
     def _kvfree_rcu_barrier_on_cache(self: "SlabAllocator", cid: int) -> None:
-        """What ``kmem_cache_destroy`` waits for first: 7.0's ``kvfree_rcu_barrier_on_cache``
-        (this cache's ``rcu_free`` sheaves, then the barrier), 6.18's ``kvfree_rcu_barrier``
-        (every cache's). Nothing of the cache then waits for a grace period."""
+        """What ``kmem_cache_destroy`` waits for first: then no object of the cache waits for RCU.
+
+        7.0's ``kvfree_rcu_barrier_on_cache`` (this cache's ``rcu_free`` sheaves, then the
+        barrier), 6.18's ``kvfree_rcu_barrier`` (every cache's)."""
         flush_rcu_sheaves(self._st, cid if self._gen7 else NIL)
         if self._rcu_pending or self._g[G_RCU_HEAD]:
             self.rcu_barrier()

@@ -1,9 +1,10 @@
-"""What ``load`` checks of a loaded state: the range of its links (:func:`check_links`), then
-the structure that compiled code follows without a bound (:class:`Structure`: blocks, slab
-rows, page and partial lists, CPU slabs, cache geometry, every reachable sheaf). A file
-edited on purpose, its digest recomputed, crashed or hung the interpreter through one such
-word; now ``load`` refuses it with a ``SlabError`` naming the word, its value and what it
-should be."""
+"""What ``load`` checks of a loaded state: the range of its links, then the structure.
+
+The range of its links (:func:`check_links`), then the structure that compiled code follows without
+a bound (:class:`Structure`: blocks, slab rows, page and partial lists, CPU slabs, cache geometry,
+every reachable sheaf). A file edited on purpose, its digest recomputed, crashed or hung the
+interpreter through one such word; now ``load`` refuses it with a ``SlabError`` naming the word,
+its value and what it should be."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,9 +47,10 @@ _COLS = {p: {getattr(layout, k): k for k in dir(layout) if k.startswith(p) and k
 
 
 def made_with(sa: "SlabAllocator") -> dict[str, np.ndarray]:
-    """What a new machine ``sa`` is made with that its state never changes (copies, taken
-    before a loaded state overwrites it): the kmalloc table, the CPUs' nodes, the pcp sizes
-    and the reserved frames, for :class:`Structure`."""
+    """What a new machine ``sa`` is made with that its state never changes, for :class:`Structure`.
+
+    Copies, taken before a loaded state overwrites it: the kmalloc table, the CPUs' nodes, the pcp
+    sizes and the reserved frames."""
     st = sa.state
     return {"kmalloc": st.kmalloc.copy(), "cpu_node": st.cpu_node.copy(),
             "pcp[..., P_HIGH]": st.pcp[:, :, P_HIGH].flatten(),
@@ -57,10 +59,11 @@ def made_with(sa: "SlabAllocator") -> dict[str, np.ndarray]:
 
 
 def check_links(sa: "SlabAllocator", path: str | Path) -> None:
-    """Refuse a loaded state whose per-frame links, slab counts, kmalloc table, page lists
-    or constructor list name a frame, an order or a cache the machine does not have:
-    compiled code follows them without a bounds check. The digest does not stop a file
-    edited on purpose (its digest recomputed), and one such word crashed the interpreter."""
+    """Refuse a loaded state whose links name a frame, an order or a cache the machine lacks.
+
+    The per-frame links, slab counts, kmalloc table, page lists or constructor list: compiled code
+    follows them without a bounds check. The digest does not stop a file edited on purpose (its
+    digest recomputed), and one such word crashed the interpreter."""
     st, npages, ncaches = sa.state, sa.nr_pages, len(sa.state.ca)
 
     def bad(name: str, values: np.ndarray, lo: int, hi: int, nil: bool = True) -> None:
@@ -105,15 +108,15 @@ def check_links(sa: "SlabAllocator", path: str | Path) -> None:
 
 
 class Structure:
-    """The structure of a loaded state that compiled code follows without a bound, checked
-    behind the range checks of :func:`check_links` (a file edited on purpose, its digest
-    recomputed, crashed or hung the interpreter through one such word): every frame in one
-    block or free block, the slabs' rows and first free objects, the page lists, the node
-    and CPU partial lists and CPU slabs, each cache's geometry, and every sheaf reachable
-    (CPUs, barns, the user's, the RCU list): an allocator's own kmalloc object, reached
-    once, its words and objects those of its cache. A state ``save`` writes passes; the
-    first word that does not raises ``SlabError`` naming it, its value and what it should
-    be."""
+    """The checks of a loaded state's structure, which compiled code follows without a bound.
+
+    They run behind the range checks of :func:`check_links` (a file edited on purpose, its digest
+    recomputed, crashed or hung the interpreter through one such word): every frame in one block or
+    free block, the slabs' rows and first free objects, the page lists, the node and CPU partial
+    lists and CPU slabs, each cache's geometry, and every sheaf reachable (CPUs, barns, the user's,
+    the RCU list): an allocator's own kmalloc object, reached once, its words and objects those of
+    its cache. A state ``save`` writes passes; the first word that does not raises ``SlabError``
+    naming it, its value and what it should be."""
 
     def __init__(self, sa: "SlabAllocator", made: dict[str, np.ndarray],
                  path: str | Path) -> None:
@@ -134,8 +137,9 @@ class Structure:
 
     def first(self, name: str, values: np.ndarray, ok: np.ndarray, expect: str,
               index: np.ndarray | None = None) -> None:
-        """:meth:`fail` at the first of ``values`` that is not ``ok`` (named ``name[i]``,
-        ``i`` from ``index`` if given)."""
+        """:meth:`fail` at the first of ``values`` that is not ``ok``.
+
+        Named ``name[i]``, ``i`` from ``index`` if given."""
         bad = np.flatnonzero(~np.asarray(ok, bool))
         if len(bad):
             i = int(bad[0])
@@ -162,9 +166,10 @@ class Structure:
 
     # ---- caches ---------------------------------------------------------------------------
     def caches(self) -> None:
-        """Each active cache's geometry as ``kmem_cache_create`` makes it, its sheaf capacity
-        and random sequence; the kmalloc table, the CPUs' nodes and the pcp sizes as the
-        machine was made; no bucket head on a cache whose lists are not sorted."""
+        """Each active cache's geometry, sheaf capacity and random sequence; the machine's tables.
+
+        The geometry as ``kmem_cache_create`` makes it; the kmalloc table, the CPUs' nodes and the
+        pcp sizes as the machine was made; no bucket head on a cache whose lists are not sorted."""
         st, made = self.st, self.made
         ca = st.ca
         self.first("ca[:, CA_ACTIVE]", ca[:, CA_ACTIVE], (ca[:, CA_ACTIVE] == 0) |
@@ -187,8 +192,9 @@ class Structure:
             self.cache(c)
 
     def cache(self, c: int) -> None:
-        """Cache ``c``'s row: its geometry recomputed from its object size, alignment and
-        flags, its sheaf capacity, its random sequence."""
+        """Cache ``c``'s row: its geometry, sheaf capacity and random sequence.
+
+        The geometry recomputed from its object size, alignment and flags."""
         row = self.st.ca[c]
         flags, osize, offset = int(row[CA_FLAGS]), int(row[CA_OBJECT_SIZE]), int(row[CA_OFFSET])
         rcu_ptr = flags & SLAB_TYPESAFE_BY_RCU and 0 <= offset < osize
@@ -234,9 +240,11 @@ class Structure:
 
     # ---- page frames ----------------------------------------------------------------------
     def blocks(self) -> None:
-        """Every frame in one block: an allocated block's head (its kind's flags, its order,
-        aligned inside its node) and tails naming it, a free block's head (PG_BUDDY or
-        PG_PCP alone) and frames of no flag, the reserved frames; nothing else."""
+        """Every frame in one block: allocated, free or reserved; nothing else.
+
+        An allocated block's head (its kind's flags, its order, aligned inside its node) and tails
+        naming it, a free block's head (PG_BUDDY or PG_PCP alone) and frames of no flag, the
+        reserved frames."""
         st, npages, ppn = self.st, self.npages, self.ppn
         flags, order, head = st.pg_flags, st.pg_order, st.pg_head
         alloc = (flags & PG_HEAD) != 0
@@ -279,9 +287,10 @@ class Structure:
         self.first("pg_head", head, ~outside | (head == NIL), "not NIL (a frame in no block)")
 
     def slabs(self) -> None:
-        """Each slab's row: its cache active, its objects those of its cache's order or
-        minimum order, its first free object 0 or an object of the slab; no other frame
-        names a cache."""
+        """Each slab's row: its cache, objects and first free object; no other frame names a cache.
+
+        Its cache active, its objects those of its cache's order or minimum order, its first free
+        object 0 or an object of the slab."""
         st = self.st
         slab = (st.pg_flags & PG_SLAB) != 0
         cache = st.sl_cache
@@ -320,9 +329,10 @@ class Structure:
                           f"the {what} on node {n}")
 
     def walk(self, word: str, pfn: int, member: Any, back: bool = True) -> list[int]:
-        """The frames of the list whose first frame ``pfn`` is word ``word``, linked through
-        ``pg_next`` (and back through ``pg_prev`` if ``back``), each on no list before and
-        passing ``member(frame)`` (None, or what the frame's flags should be)."""
+        """The frames of the list whose first frame ``pfn`` is word ``word``, each checked.
+
+        Linked through ``pg_next`` (and back through ``pg_prev`` if ``back``), each on no list
+        before and passing ``member(frame)`` (None, or what the frame's flags should be)."""
         out: list[int] = []
         prev = NIL
         while pfn != NIL:
@@ -344,8 +354,9 @@ class Structure:
         return out
 
     def page_lists(self) -> None:
-        """The buddy free areas and the pcp lists: each block on the list of its kind,
-        order and node, their counts and ends right, every free block on one of them."""
+        """The buddy free areas and the pcp lists, every free block on one of them.
+
+        Each block on the list of its kind, order and node, their counts and ends right."""
         st, ppn, order = self.st, self.ppn, self.st.pg_order.tolist()
 
         def free(kind: int, o: int, node: int) -> Any:
@@ -390,9 +401,11 @@ class Structure:
                    "a slab waiting for its grace period on no list")
 
     def partial_lists(self) -> None:
-        """Each node partial list of each active cache: slabs of the cache on that node,
-        marked and linked both ways, its count and tail right; on a sorted cache, in bucket
-        order with the right bucket heads, and nowhere else marked sorted."""
+        """Each node partial list of each active cache, linked both ways and in order.
+
+        Slabs of the cache on that node, marked and linked both ways, its count and tail right; on
+        a sorted cache, in bucket order with the right bucket heads, and nowhere else marked
+        sorted."""
         st, ppn, cache = self.st, self.ppn, self.st.sl_cache.tolist()
         inuse, objects = st.sl_inuse.tolist(), st.sl_objects.tolist()
         for c in np.flatnonzero(st.ca[:, CA_ACTIVE]).tolist():
@@ -422,9 +435,10 @@ class Structure:
                     self.buckets(c, node, got)
 
     def buckets(self, c: int, node: int, slabs: list[int]) -> None:
-        """A sorted list's order (``partialorder._check_order``'s test) before anything
-        follows ``sl_bucket`` or ``pbuckets``: each slab filed under the bucket of its free
-        objects, the buckets never decreasing, each run's first slab its bucket's head."""
+        """A sorted list's order, before anything follows ``sl_bucket`` or ``pbuckets``.
+
+        ``partialorder._check_order``'s test: each slab filed under the bucket of its free objects,
+        the buckets never decreasing, each run's first slab its bucket's head."""
         st = self.st
         have = st.sl_bucket[slabs].tolist()
         heads = [NIL] * NR_PBUCKETS
@@ -441,8 +455,9 @@ class Structure:
                           f"not {heads[b]}, the first slab of its bucket's run")
 
     def cpu_slabs(self) -> None:
-        """Each CPU's slab (6.18): a frozen slab of its cache on no list, its free list 0 or
-        an object of it, its partial chain slabs of the cache marked so; none under 7.x."""
+        """Each CPU's slab (6.18): a frozen slab of its cache on no list; none under 7.x.
+
+        Its free list 0 or an object of it, its partial chain slabs of the cache marked so."""
         st, sl = self.st, self.st.sl_cache.tolist()
         gen7 = self.sa._gen7
         parked = st.cpu[..., C_PARKED].reshape(-1)      # (only while a unit compiles)
@@ -474,9 +489,11 @@ class Structure:
 
     # ---- sheaves --------------------------------------------------------------------------
     def all_sheaves(self) -> None:
-        """Every sheaf reachable: the CPUs' main, spare and ``rcu_free`` sheaves, the barns'
-        lists (their counts right) and partial sheaves, the user's sheaves, the RCU list
-        (its count, tail and callback words right)."""
+        """Every sheaf reachable: the CPUs', the barns', the user's, the RCU list.
+
+        The CPUs' main, spare and ``rcu_free`` sheaves, the barns' lists (their counts right) and
+        partial sheaves, the user's sheaves, the RCU list (its count, tail and callback words
+        right)."""
         st, words = self.st, self.words
         for c in np.flatnonzero(st.ca[:, CA_ACTIVE]).tolist():
             cap = int(st.ca[c, CA_SHEAF_CAPACITY])
@@ -521,9 +538,10 @@ class Structure:
         self.rcu_list()
 
     def rcu_list(self) -> None:
-        """The sheaves waiting for their grace period: ``G_NRCU`` of them from
-        ``G_RCU_HEAD`` to ``G_RCU_TAIL``, each with a callback word naming a CPU, of an
-        active cache with sheaves."""
+        """The sheaves waiting for their grace period: ``G_NRCU`` of them, each well-formed.
+
+        From ``G_RCU_HEAD`` to ``G_RCU_TAIL``, each with a callback word naming a CPU, of an active
+        cache with sheaves."""
         g, words, st = self.sa._g, self.words, self.st
         word, h, last, n = "g[G_RCU_HEAD]", int(g[G_RCU_HEAD]), 0, 0
         while h and n < max(int(g[G_NRCU]), 0):
@@ -545,10 +563,11 @@ class Structure:
                       f"{last} (g[G_RCU_TAIL] {int(g[G_RCU_TAIL])}, the last link {h})")
 
     def sheaf(self, word: str, h: int, c: int, cap: int | None, rcu: bool = False) -> None:
-        """The sheaf ``h`` named by ``word``, of cache ``c``: an allocator's own kmalloc
-        object with room for ``cap`` objects (None: its own capacity word, a user's sheaf),
-        reached once; its cache word ``c``, its size within its capacity, its objects those
-        of cache ``c``."""
+        """The sheaf ``h`` named by ``word``, of cache ``c``, reached once.
+
+        An allocator's own kmalloc object with room for ``cap`` objects (None: its own capacity
+        word, a user's sheaf); its cache word ``c``, its size within its capacity, its objects
+        those of cache ``c``."""
         obj = h - self.shadow
         room = self.room(word, h)
         self.sheaves.add(h)
@@ -582,8 +601,9 @@ class Structure:
                       f"not an object of cache {c}")
 
     def room(self, word: str, h: int) -> int:
-        """The bytes of the kmalloc object of sheaf handle ``h`` (word ``word``'s value),
-        after checking that it is one the allocator holds for itself, not met before."""
+        """The bytes of the kmalloc object of sheaf handle ``h`` (word ``word``'s value).
+
+        After checking that it is one the allocator holds for itself, not met before."""
         obj = h - self.shadow
         room = self.kmalloc_room(obj) if 0 < obj <= self.shadow - 64 and not h & 7 else 0
         if h in self.sheaves:
@@ -594,8 +614,9 @@ class Structure:
         return room
 
     def kmalloc_room(self, obj: int) -> int:
-        """The bytes of ``obj`` if it is a live kmalloc object the allocator holds for itself
-        (marked so in the live bitmap), else 0."""
+        """The bytes of ``obj`` if it is a kmalloc object the allocator holds for itself, else 0.
+
+        Live, and marked so in the live bitmap."""
         st = self.st
         live = st.live
         pfn = obj >> 12

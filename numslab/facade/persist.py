@@ -1,6 +1,8 @@
-"""Saving a whole simulated machine to a file and loading it back exactly: the state buffer,
-the arena's bytes and the caches' Python side (names, dtypes), as ``SlabAllocator.save`` and
-``SlabAllocator.load`` offer them, with a digest of the content that ``load`` checks first."""
+"""Saving a whole simulated machine to a file and loading it back exactly.
+
+The state buffer, the arena's bytes and the caches' Python side (names, dtypes), as
+``SlabAllocator.save`` and ``SlabAllocator.load`` offer them, with a digest of the content that
+``load`` checks first."""
 from __future__ import annotations
 
 import dataclasses
@@ -43,20 +45,22 @@ _FIXED = (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL)
 
 
 def _check_path(path: Any, fn: str) -> None:
-    """Refuse a ``path`` that is no file name (``WrongTypeError``): ``open`` takes an int for
-    a file descriptor, which it then closes, and ``save(2)`` wrote the machine to stderr."""
+    """Refuse a ``path`` that is no file name (``WrongTypeError``).
+
+    ``open`` takes an int for a file descriptor, which it then closes, and ``save(2)`` wrote the
+    machine to stderr."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise WrongTypeError(f"{fn}: path {path!r} is not a file name (str or os.PathLike)")
 
 
 def dtype_json(dt: np.dtype, where: str = "save") -> dict[str, Any]:
-    """``dt`` as JSON that :func:`dtype_from_json` makes into an equal dtype: a plain
-    dtype's ``str`` (byte order, unit and size kept), a subarray's base and shape, a
-    record's names, formats, offsets, string titles, item size, alignment and the base type
-    its fields may lie over (``descr``
-    lost all but records, and its nested tuples came back from JSON as lists ``np.dtype``
-    refuses), and at every level its ``metadata``. A title that is not a string, or metadata
-    that JSON cannot hold, is refused (``SlabError``)."""
+    """``dt`` as JSON that :func:`dtype_from_json` makes into an equal dtype.
+
+    A plain dtype's ``str`` (byte order, unit and size kept), a subarray's base and shape, a
+    record's names, formats, offsets, string titles, item size, alignment and the base type its
+    fields may lie over (``descr`` lost all but records, and its nested tuples came back from JSON
+    as lists ``np.dtype`` refuses), and at every level its ``metadata``. A title that is not a
+    string, or metadata that JSON cannot hold, is refused (``SlabError``)."""
     out = _dtype_json(dt, where)
     if dt.metadata:
         try:
@@ -86,8 +90,9 @@ def _dtype_json(dt: np.dtype, where: str) -> dict[str, Any]:
 
 
 def dtype_from_json(j: Any) -> np.dtype:
-    """The dtype :func:`dtype_json` wrote; a list is the ``descr`` of a file saved before
-    (records only). ``TypeError``/``ValueError``/``KeyError`` if it is not one."""
+    """The dtype :func:`dtype_json` wrote; ``TypeError``/``ValueError``/``KeyError`` if not one.
+
+    A list is the ``descr`` of a file saved before (records only)."""
     if isinstance(j, list):
         return np.dtype([tuple(f) for f in j])
     if isinstance(j, dict) and "metadata" in j:
@@ -108,14 +113,15 @@ def dtype_from_json(j: Any) -> np.dtype:
 
 
 def save(sa: "SlabAllocator", path: str | Path) -> None:
-    """Write ``sa`` to ``path`` (a compressed ``.npz``): its state words, its arena, the
-    caches' names and dtypes and the ``kfree_rcu`` objects still waiting for their grace
-    period on the list (still allocated in the state: the loaded machine frees them at its
-    own ``synchronize_rcu`` and refuses other frees of them meanwhile; those in ``rcu_free``
-    sheaves and in sheaves handed to ``call_rcu`` are in the state), ``release_order``.
-    Constructors are Python code and are not saved: a machine with a cache that has one is
-    refused, as is one with constructors still pending. Mobility and eviction callbacks are
-    not saved either: a warning names their caches."""
+    """Write ``sa`` to ``path`` (a compressed ``.npz``).
+
+    Its state words, its arena, the caches' names and dtypes and the ``kfree_rcu`` objects still
+    waiting for their grace period on the list (still allocated in the state: the loaded machine
+    frees them at its own ``synchronize_rcu`` and refuses other frees of them meanwhile; those in
+    ``rcu_free`` sheaves and in sheaves handed to ``call_rcu`` are in the state),
+    ``release_order``. Constructors are Python code and are not saved: a machine with a cache that
+    has one is refused, as is one with constructors still pending. Mobility and eviction callbacks
+    are not saved either: a warning names their caches."""
     _check_path(path, "save")
     with sa._slab_mutex, _RCU_LOCK:     # no cache made, unmade or changed; no grace period
         ops.engine_hold(sa._st, 1)      # and no engine call in another thread (they wait):
@@ -195,8 +201,10 @@ def _orders(value: Any, path: str | Path) -> list[int]:
 
 
 def load(cls: type, path: str | Path) -> "SlabAllocator":
-    """A new machine of class ``cls`` exactly as :func:`save` wrote it: the same state, bytes
-    and caches, so that it then behaves as the saved one would have (its handle is new)."""
+    """A new machine of class ``cls`` exactly as :func:`save` wrote it.
+
+    The same state, bytes and caches, so that it then behaves as the saved one would have (its
+    handle is new)."""
     _check_path(path, "load")
     with open(path, "rb") as f:         # a missing or unreadable file stays its OSError
         try:

@@ -1,5 +1,7 @@
-"""Errors on ``SlabAllocator``: the engine's negative error codes and fault registers turned
-into numslab exceptions whose messages name the call, the cache and the address."""
+"""Errors on ``SlabAllocator``: the engine's error codes and faults as numslab exceptions.
+
+The engine's negative error codes and fault registers, turned into exceptions whose messages name
+the call, the cache and the address."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -37,11 +39,12 @@ class RaiseAPI:
         return cache._id
 
     def _describe(self: "SlabAllocator", cid: int, addr: int) -> tuple[str | None, str | None]:
-        """The name of cache id ``cid`` and a note on ``addr`` (None: none): the cache the
-        object is from when its slab is another's (a wrong cache, named as the kernel's
-        "Wrong slab cache" names both), else, for an object waiting for an RCU grace
-        period, a note saying so. numslab.jit's errors name the cache, and the note tells
-        what compiled code cannot know."""
+        """The name of cache id ``cid`` and a note on ``addr`` (None: none).
+
+        The cache the object is from when its slab is another's (a wrong cache, named as the
+        kernel's "Wrong slab cache" names both), else, for an object waiting for an RCU grace
+        period, a note saying so. numslab.jit's errors name the cache, and the note tells what
+        compiled code cannot know."""
         cache = self._caches.get(cid)
         owner = self._caches.get(self._cache_of(addr))
         if cache is not None and owner is not None and owner is not cache:
@@ -50,9 +53,10 @@ class RaiseAPI:
 
     def _corruption(self: "SlabAllocator", cid: int, word: int,
                     where: int) -> SlabCorruptionError:
-        """``validate``'s error: the broken invariant ``word`` (G_ERR0: its index in
-        ``checks.CORRUPTION``, the kind of place above ``AT_SHIFT``) of cache id ``cid``
-        (NIL: the page allocator's or the whole machine's) and where (G_ERR1)."""
+        """``validate``'s error: the broken invariant ``word`` of cache id ``cid`` and where.
+
+        ``word`` is G_ERR0: its index in ``checks.CORRUPTION``, the kind of place above
+        ``AT_SHIFT``; ``cid`` NIL: the page allocator's or the whole machine's; where: G_ERR1."""
         what, kind = word & ((1 << AT_SHIFT) - 1), word >> AT_SHIFT
         text = checks.CORRUPTION[what] if 0 <= what < len(checks.CORRUPTION) else \
             "an invariant (its detail overwritten by another thread's refused call)"
@@ -69,8 +73,9 @@ class RaiseAPI:
                                    (f" ({', '.join(places)})" if places else ""))
 
     def _raise_fault(self: "SlabAllocator") -> None:
-        """Raise ``SlabCorruptionError`` for the corrupted free pointer the engine found (and
-        clear its report). The slab it was in is isolated: never allocated from again."""
+        """Raise ``SlabCorruptionError`` for the corrupted free pointer the engine found.
+
+        Its report is cleared. The slab it was in is isolated: never allocated from again."""
         g = self._g
         cid, slab, bad = int(g[G_FAULT_CACHE]) - 1, int(g[G_FAULT_SLAB]), int(g[G_FAULT_VALUE])
         g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
@@ -84,9 +89,10 @@ class RaiseAPI:
             f"allocated from, nothing was allocated")
 
     def _refuse_array(self: "SlabAllocator", fn: str, array: np.ndarray | None) -> None:
-        """Raise for a batch call whose address array lies in the arena over memory that is
-        not one live allocation of the user's (``checks.E_ARRAY_PLACE``; ``array``: None
-        when the caller no longer has it)."""
+        """Raise for a batch call whose address array lies in the arena outside a live allocation.
+
+        Over memory that is not one live allocation of the user's (``checks.E_ARRAY_PLACE``;
+        ``array``: None when the caller no longer has it)."""
         at = "" if array is None else f" at {array.ctypes.data - self.memory.ctypes.data:#x}"
         raise InvalidArgumentError(f"{fn}: the array of addresses{at} lies in the arena but "
                                    f"not inside one live allocation of yours (it covers a "
@@ -96,15 +102,17 @@ class RaiseAPI:
                                    f"was done")
 
     def _page_cache(self: "SlabAllocator", addr: int) -> str:
-        """`` (name)`` of the cache whose slab holds ``addr``; empty if none does (the calls
-        that name no cache, ``kfree`` and its kin, name it so in their errors)."""
+        """`` (name)`` of the cache whose slab holds ``addr``; empty if none does.
+
+        The calls that name no cache, ``kfree`` and its kin, name it so in their errors."""
         cid = self._cache_of(addr)
         cache = self._caches.get(cid)          # (another thread may destroy it meanwhile)
         return "" if cache is None else f" ({cache.name})"
 
     def _slab_owner(self: "SlabAllocator", head: int, where: str) -> "KmemCache":
-        """The cache of the slab at frame ``head``, read after an engine call found it: a
-        SlabError if another thread freed that slab or destroyed its cache meanwhile (a bare
+        """The cache of the slab at frame ``head``, read after an engine call found it.
+
+        A SlabError if another thread freed that slab or destroyed its cache meanwhile (a bare
         KeyError before)."""
         cache = self._caches.get(int(self.state.sl_cache[head]))
         if cache is None:
@@ -114,10 +122,11 @@ class RaiseAPI:
 
     def _raise(self: "SlabAllocator", err: int, fn: str, addr: int,
                cache: "KmemCache | None", batch: np.ndarray | None = None) -> None:
-        """Turn a kernel error code into the matching exception. Its details are read from
-        the state at ``addr`` (another thread may have run a kernel since this one failed,
-        so no error register is trusted here); a batch's, of its last element ``addr`` and
-        the elements before it in ``batch``."""
+        """Turn a kernel error code into the matching exception.
+
+        Its details are read from the state at ``addr`` (another thread may have run a kernel since
+        this one failed, so no error register is trusted here); a batch's, of its last element
+        ``addr`` and the elements before it in ``batch``."""
         where = f"{fn}: {addr:#x}"
         head = self._slab_head(addr) if 0 <= addr < self.nr_pages * PAGE_SIZE else -1
         if err == checks.E_OUTSIDE:

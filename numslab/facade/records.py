@@ -37,10 +37,20 @@ class RecordAccess:
                           buffer=mem, offset=0, strides=(1,))
 
     def records(self: "KmemCache", addrs: Any) -> np.ndarray:
-        """Gather the records at ``addrs`` into a new array of ``dtype``, ``dtype[len(addrs)]``.
+        """Gather the records at ``addrs`` into a new array of ``dtype``, ``dtype[n]``.
 
-        ``addrs`` are allocated objects of this cache (integers); one jitted copy, every address is
-        checked."""
+        One jitted copy; every address is checked.
+
+        Parameters
+        ----------
+        addrs : array_like of int
+            Allocated objects of this cache, int64[n] once flattened (integers only).
+
+        Returns
+        -------
+        numpy.ndarray
+            ``dtype[n]``: the record of each address, in order.
+        """
         self._need_dtype("records")
         a = self._addresses(addrs, "records")
         out = np.empty(len(a), self.dtype)
@@ -53,8 +63,15 @@ class RecordAccess:
     def store(self: "KmemCache", addrs: Any, values: Any) -> None:
         """Scatter ``values`` into the objects at ``addrs``.
 
-        ``values``: records of ``dtype``, as many as ``addrs`` or one record for all. Every address
-        is checked before anything is written."""
+        Every address is checked before anything is written.
+
+        Parameters
+        ----------
+        addrs : array_like of int
+            Allocated objects of this cache, int64[n] once flattened (integers only).
+        values : numpy.ndarray, tuple or list
+            Records of ``dtype``, ``n`` of them or one record for all.
+        """
         self._need_dtype("store")
         a = self._addresses(addrs, "store")
         # a subarray dtype ((np.int32, 5)) has no arrays of its own: its records are arrays

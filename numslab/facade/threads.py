@@ -1,5 +1,7 @@
-"""Threads and the engine: each thread's simulated CPU, and the facade's side of
-``native.ENGINE_BUSY`` (the ``NO_SHEAF`` sheaf that parked fast paths point at).
+"""Threads and the engine: each thread's simulated CPU, and the sheaf parked fast paths use.
+
+The facade's side of ``native.ENGINE_BUSY``: the ``NO_SHEAF`` sheaf that parked fast paths
+point at.
 
 See ARCHITECTURE.md, "Threads: who may be inside the engine".
 """
@@ -15,10 +17,11 @@ if TYPE_CHECKING:
 
 
 def register(sa: "SlabAllocator") -> None:
-    """Write ``sa``'s ``NO_SHEAF`` sheaf: its size word -1 (empty to an allocation, full to a
-    free), in the shadow half's frame 0, which no sheaf and no user reaches. While a thread
-    compiles a unit mid-operation, the engine points every CPU's main sheaf here
-    (``native.park_rows``)."""
+    """Write ``sa``'s ``NO_SHEAF`` sheaf, which parked main sheaves point at.
+
+    Its size word -1 (empty to an allocation, full to a free), in the shadow half's frame 0, which
+    no sheaf and no user reaches. While a thread compiles a unit mid-operation, the engine points
+    every CPU's main sheaf here (``native.park_rows``)."""
     sa._mem[(no_sheaf(sa) >> 3) + SH_SIZE] = -1
 
 
@@ -28,17 +31,19 @@ def no_sheaf(sa: "SlabAllocator") -> int:
 
 
 class ThreadCpu(threading.local):
-    """Per-thread simulated CPU: ``threading.local`` runs ``__init__`` again in each thread
-    on its first use, which binds the thread round-robin (the hot paths then read one
-    attribute, with no call and no try)."""
+    """Per-thread simulated CPU, bound round-robin on each thread's first use.
+
+    ``threading.local`` runs ``__init__`` again in each thread on its first use, which binds the
+    thread round-robin (the hot paths then read one attribute, with no call and no try)."""
 
     def __init__(self, next_cpu: Callable[[], int]) -> None:
         self.cpu = next_cpu()
 
 
 class RoundRobin:
-    """The next CPU for a thread that has none yet, round-robin over ``n`` (apart from the
-    allocator: a thread-local holding the allocator would be a reference cycle)."""
+    """The next CPU for a thread that has none yet, round-robin over ``n``.
+
+    Apart from the allocator: a thread-local holding the allocator would be a reference cycle."""
 
     def __init__(self, n: int) -> None:
         self._n, self._next, self._lock = n, 0, threading.Lock()
