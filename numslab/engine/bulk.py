@@ -1,5 +1,7 @@
-"""Batches: ``__kmem_cache_alloc_bulk``, the kernel's detached-freelist bulk free, batch
-validation, and the seed's array modes (LOCAL, PARTIAL, NEW) from Lameter's 2015 RFC.
+"""Batches: bulk allocation and free, batch validation, and the seed's array modes.
+
+``__kmem_cache_alloc_bulk``, the kernel's detached-freelist bulk free, batch validation, and the
+seed's array modes (LOCAL, PARTIAL, NEW) from Lameter's 2015 RFC.
 
 Object arrays reach units as byte addresses (``words_at`` makes them Words); ``p`` below is
 always the Words of an int64 array of object addresses."""
@@ -27,10 +29,11 @@ from .slablists import (_allocate_slab, _discard_slab, _fp_next, _isolate,
 # ---- allocation ------------------------------------------------------------------------------
 @jit(inline=True)
 def _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
-    """``__kmem_cache_alloc_bulk``: fill the ``nr`` words at ``paddr`` with objects popped
-    from the CPU freelist, taking the slow path once whenever it runs dry. The objects come
-    back marked allocated (live bits set: a refill marks what it pops, so a loop in a free
-    list shows). Returns ``nr``, or 0 after giving back what it took. Under 7.0 (no CPU
+    """``__kmem_cache_alloc_bulk``: fill the ``nr`` words at ``paddr`` with objects; ``nr`` or 0.
+
+    Objects are popped from the CPU freelist, taking the slow path once whenever it runs dry. The
+    objects come back marked allocated (live bits set: a refill marks what it pops, so a loop in a
+    free list shows). Returns ``nr``, or 0 after giving back what it took. Under 7.0 (no CPU
     freelist): ``refill_objects`` for exactly ``nr`` (ALLOC_SLOWPATH += nr)."""
     if st.kernel >= KERNEL_7_0:
         got = refill_objects(st, cache, cpu, gfp, nr, nr, paddr, 1)     # marked live
@@ -79,8 +82,7 @@ def _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
 
 @jit
 def _alloc_bulk_fail(st, cache, cpu, i, paddr, fast):
-    """Give back the ``i`` objects a failed :func:`_alloc_bulk_slab` took (unmarked first);
-    0."""
+    """Give back the ``i`` objects a failed :func:`_alloc_bulk_slab` took (unmarked first); 0."""
     p = words_at(paddr)
     for j in range(i):
         _live_clear(st, p[j])
@@ -91,8 +93,9 @@ def _alloc_bulk_fail(st, cache, cpu, i, paddr, fast):
 
 @unit
 def alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
-    """:func:`_alloc_bulk_slab` for callers outside a bulk call (sheaf refills): the objects
-    go into a sheaf, so they come back not marked allocated."""
+    """:func:`_alloc_bulk_slab` for callers outside a bulk call (sheaf refills).
+
+    The objects go into a sheaf, so they come back not marked allocated."""
     got = _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr)
     p = words_at(paddr)
     for i in range(got):
@@ -103,11 +106,13 @@ def alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
 # ---- freeing -----------------------------------------------------------------------------------
 @jit(inline=True)
 def _detach_run(st, cache, cpu, size, p):
-    """``build_detached_freelist``'s scan (6.x): take the last object of ``p[:size]``, find
-    every other object of its slab scanning down (stopping at the third object of another
-    slab) and swap them to ``p[same:size]``, so that the kernel's chain (head first, the
-    last element of the batch its tail) is exactly ``p[same:size]`` in array order; no free
-    pointer is written here (:func:`_free_run` writes the chain, or nothing at all).
+    """``build_detached_freelist``'s scan (6.x): gather the slab of ``p[:size]``'s last object.
+
+    Take the last object of ``p[:size]``, find every other object of its slab scanning down
+    (stopping at the third object of another slab) and swap them to ``p[same:size]``, so that the
+    kernel's chain (head first, the last element of the batch its tail) is exactly ``p[same:size]``
+    in array order; no free pointer is written here (:func:`_free_run` writes the chain, or nothing
+    at all).
 
     Returns (same, slab, owner cache); slab is NIL when the object was a large kmalloc, which
     is freed here (``kfree_bulk`` only, ``cache`` NIL).
@@ -153,10 +158,11 @@ def _detach_run(st, cache, cpu, size, p):
 
 @jit(inline=True)
 def _discards(st, cache, slab, cnt):
-    """Whether ``__slab_free`` of ``cnt`` objects empties ``slab`` and gives it straight
-    back to the page allocator (7.0: no CPU slab or partial list; the node keeps
-    ``min_partial`` partial slabs already; the slab full or on its node list, neither
-    isolated nor on a sorted list): then nobody reads the chain's free pointers."""
+    """Whether ``__slab_free`` of ``cnt`` objects empties ``slab`` and discards it at once.
+
+    It goes straight back to the page allocator under 7.0 (no CPU slab or partial list), when the
+    node keeps ``min_partial`` partial slabs already and the slab is full or on its node list,
+    neither isolated nor on a sorted list: then nobody reads the chain's free pointers."""
     if st.kernel < KERNEL_7_0 or st.sl_inuse[slab] != cnt:
         return False
     f = st.pg_flags[slab]
@@ -170,9 +176,10 @@ def _discards(st, cache, slab, cnt):
 
 @jit(inline=True)
 def _free_run(st, cache, cpu, slab, p, lo, hi):
-    """``do_slab_free`` of the detached chain ``p[lo:hi]`` (all of ``slab``): if it empties
-    a slab that goes back to the page allocator, ``__slab_free``'s discard (its counters,
-    its list change) without writing the chain; else the chain is linked through the
+    """``do_slab_free`` of the detached chain ``p[lo:hi]`` (all of ``slab``).
+
+    If it empties a slab that goes back to the page allocator, ``__slab_free``'s discard (its
+    counters, its list change) without writing the chain; else the chain is linked through the
     objects' free pointers in one pass and spliced (:func:`_do_slab_free_chain`)."""
     cnt = hi - lo
     if _discards(st, cache, slab, cnt):
@@ -197,9 +204,9 @@ def _free_run(st, cache, cpu, slab, p, lo, hi):
 
 @jit(inline=True)
 def _free_bulk_raw(st, cache, cpu, size, paddr):
-    """``__kmem_cache_free_bulk``: give the ``size`` objects at ``paddr`` back to their slabs
-    one detached freelist at a time (no checks, no live-bit changes; the array is permuted).
-    0."""
+    """``__kmem_cache_free_bulk``: give the ``size`` objects at ``paddr`` back to their slabs. 0.
+
+    One detached freelist at a time (no checks, no live-bit changes; the array is permuted)."""
     p = words_at(paddr)
     while size:
         same, slab, owner = _detach_run(st, cache, cpu, size, p)
@@ -217,9 +224,10 @@ def free_bulk_raw(st, cache, cpu, size, paddr):
 
 @jit(inline=True)
 def _check_objects(st, cache, nr, p):
-    """:func:`_check_runs`, specialised: only kmalloc caches can hold the allocator's own
-    sheaves, so only their batches pay for that test (inlined with a constant, LLVM drops it
-    from the loop of every other cache)."""
+    """:func:`_check_runs`, specialised for kmalloc caches or not.
+
+    Only kmalloc caches can hold the allocator's own sheaves, so only their batches pay for that
+    test (inlined with a constant, LLVM drops it from the loop of every other cache)."""
     if _ca(st, cache, CA_FLAGS) & SLAB_KMALLOC:
         return _check_runs(st, cache, nr, p, True)
     return _check_runs(st, cache, nr, p, False)
@@ -227,8 +235,9 @@ def _check_objects(st, cache, nr, p):
 
 @jit(inline=True)
 def _check_runs(st, cache, nr, p, kmalloc):
-    """-1 if ``p[:nr]`` are distinct live objects of ``cache`` (not NIL), now marked free;
-    else the index of the first that is not, with the ones before it not yet given back.
+    """-1 if ``p[:nr]`` are distinct live objects of ``cache`` (not NIL), now marked free.
+
+    Else the index of the first that is not, with the ones before it not yet given back.
 
     Objects of one batch mostly come in runs on one page, so the outer loop looks a page up
     once and an inner loop takes the run: per object, one load of the address, a page
@@ -288,8 +297,9 @@ def _check_runs(st, cache, nr, p, kmalloc):
 
 @jit
 def _check_run_exact(st, p, start, end, ownm):
-    """The run ``p[start:end]`` (one page of a slab of the cache) holds a bad object: clear
-    the live bits of the objects before the first bad one, one at a time, and return its
+    """The run ``p[start:end]`` (one page of a slab of the cache) holds a bad object.
+
+    Clear the live bits of the objects before the first bad one, one at a time, and return its
     index."""
     live = st.live
     for i in range(start, end):
@@ -305,10 +315,11 @@ def _check_run_exact(st, p, start, end, ownm):
 
 @jit
 def _batch_fail(st, cache, i, p):
-    """Element ``i`` of ``p`` failed the batch check: give ``p[:i]`` their live bits back,
-    then find its error code on the state as it was before the call (``E_TWICE`` when it
-    passes on its own: an earlier element names the same object, whose check cleared the
-    bit) and return the code with ``i`` (``err - i * E_AT``)."""
+    """Element ``i`` of ``p`` failed the batch check: restore ``p[:i]``, return code and ``i``.
+
+    Give ``p[:i]`` their live bits back, then find its error code on the state as it was before the
+    call (``E_TWICE`` when it passes on its own: an earlier element names the same object, whose
+    check cleared the bit) and return the code with ``i`` (``err - i * E_AT``)."""
     for j in range(i):
         _live_set(st, p[j])
     err, _ = _locate(st, p[i], cache)
@@ -319,8 +330,9 @@ def _batch_fail(st, cache, i, p):
 
 @jit(inline=True)
 def _locate_any(st, a):
-    """``kfree_bulk``'s view of ``a``: :func:`checks._locate`'s code for any cache, with an
-    oversize sheaf of the allocator (a large block with its mark) as ``E_ALLOCATORS``."""
+    """``kfree_bulk``'s view of ``a``: :func:`checks._locate`'s code for any cache.
+
+    An oversize sheaf of the allocator (a large block with its mark) is ``E_ALLOCATORS``."""
     err, _ = _locate(st, a, NIL)
     if err == E_LARGE and _own_test(st, a, 16):
         err = E_ALLOCATORS
@@ -329,12 +341,13 @@ def _locate_any(st, a):
 
 @jit
 def _check_batch_any(st, nr, p):
-    """The batch check of ``kfree_bulk``: ``p[:nr]`` are distinct live objects of any cache,
-    or large kmalloc blocks; take them back (live bits cleared, per-CPU live counts fixed by
-    the caller). On the first bad element restore everything and return its error code,
-    found on the state as it was before the call, with its index (``err - i * E_AT``;
-    ``E_TWICE`` when it passes on its own: an earlier element names the same object or
-    block, which its check took back); else 0."""
+    """The batch check of ``kfree_bulk``: take back ``p[:nr]``, or return the first bad one's code.
+
+    ``p[:nr]`` are distinct live objects of any cache, or large kmalloc blocks; take them back
+    (live bits cleared, per-CPU live counts fixed by the caller). On the first bad element restore
+    everything and return its error code, found on the state as it was before the call, with its
+    index (``err - i * E_AT``; ``E_TWICE`` when it passes on its own: an earlier element names the
+    same object or block, which its check took back); else 0."""
     flags = st.pg_flags
     for i in range(nr):
         a = p[i]
@@ -361,10 +374,12 @@ def _check_batch_any(st, nr, p):
 
 @jit(inline=True)
 def _check_batch(st, cache, nr, paddr):
-    """Check that the ``nr`` objects at ``paddr`` are distinct live objects of ``cache``
-    (NIL: of any cache, or large kmalloc blocks) and take them back (live bits cleared; the
-    caller fixes the live counts). On the first bad element restore everything and return
-    its error code with its index (``err - i * E_AT``); else 0."""
+    """Check the ``nr`` objects at ``paddr`` and take them back; 0 or an error code with its index.
+
+    They must be distinct live objects of ``cache`` (NIL: of any cache, or large kmalloc blocks);
+    taken back, their live bits are cleared (the caller fixes the live counts). On the first bad
+    element restore everything and return its error code with its index (``err - i * E_AT``); else
+    0."""
     p = words_at(paddr)
     if cache == NIL:
         return _check_batch_any(st, nr, p)
@@ -377,8 +392,9 @@ def _check_batch(st, cache, nr, paddr):
 # ---- the seed's array modes ------------------------------------------------------------------
 @jit
 def _take_slab(st, cache, cpu, gfp, slab, p, at):
-    """Hand out every free object of a partial ``slab`` (now full, on no list) into
-    ``p[at:]``, walking its free list; returns how many."""
+    """Hand out every free object of a partial ``slab`` into ``p[at:]``; how many.
+
+    The slab is then full, on no list; its free list is walked."""
     free = st.sl_objects[slab] - st.sl_inuse[slab]
     obj = st.sl_freelist[slab]
     st.sl_freelist[slab] = 0
@@ -398,9 +414,10 @@ def _take_slab(st, cache, cpu, gfp, slab, p, at):
 
 @unit
 def alloc_partial_slabs(st, cache, cpu, gfp, nr, paddr):
-    """SLAB_ARRAY_ALLOC_PARTIAL: take whole partial slabs, first from the CPU partial list,
-    then from the local node's, while each one's free objects fit in what is still wanted.
-    Returns the objects allocated into the words at ``paddr``."""
+    """SLAB_ARRAY_ALLOC_PARTIAL: take whole partial slabs into the words at ``paddr``; how many.
+
+    First from the CPU partial list, then from the local node's, while each one's free objects fit
+    in what is still wanted. Returns the objects allocated."""
     p = words_at(paddr)
     cpt = st.cpu
     nxt = st.pg_next
@@ -428,9 +445,10 @@ def alloc_partial_slabs(st, cache, cpu, gfp, nr, paddr):
 
 @unit
 def alloc_new_slabs(st, cache, cpu, gfp, nr, paddr):
-    """SLAB_ARRAY_ALLOC_NEW: carve whole fresh slabs straight into the words at ``paddr``
-    with no free list ever built, while a whole slab's worth is still wanted (so the count
-    may come back short). Returns the objects allocated."""
+    """SLAB_ARRAY_ALLOC_NEW: carve whole fresh slabs straight into the words at ``paddr``.
+
+    No free list is ever built; slabs are carved while a whole slab's worth is still wanted (so the
+    count may come back short). Returns the objects allocated."""
     p = words_at(paddr)
     per = _ca(st, cache, CA_OBJECTS)
     node = st.cpu_node[cpu]

@@ -1,6 +1,8 @@
-"""The per-CPU layer (``kmem_cache_cpu``): the lockless fast paths, the ``___slab_alloc``
-slow path, ``deactivate_slab`` and flushing, as in Linux 6.18 ``mm/slub.c``; under 7.0 the
-single-object path goes to ``nocpu`` and every free to the slab."""
+"""The per-CPU layer (``kmem_cache_cpu``): fast paths, the slow path, deactivation and flushing.
+
+The lockless fast paths, the ``___slab_alloc`` slow path, ``deactivate_slab`` and flushing, as in
+Linux 6.18 ``mm/slub.c``; under 7.0 the single-object path goes to ``nocpu`` and every free to the
+slab."""
 from __future__ import annotations
 
 from ..flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISMATCH,
@@ -25,9 +27,11 @@ from .slablists import (_add_partial, _chain_tail_checked, _cpu_pop, _freeze_sla
 
 @jit(inline=True)
 def _note_lost(st, cache, slab):
-    """Record as lost (``sl_lost``) the objects of ``slab``, leaving its CPU, that a stray
-    write made a free list skip: counted in use, reached by no list, held by nobody (as a
-    repair's cut-off ones). Else, counted in use on no CPU, they would count as live."""
+    """Record as lost (``sl_lost``) the objects of ``slab`` a stray write made a free list skip.
+
+    ``slab`` is leaving its CPU; those objects are counted in use, reached by no list, held by
+    nobody (as a repair's cut-off ones). Else, counted in use on no CPU, they would count as
+    live."""
     extra = st.sl_inuse[slab] - _slab_held(st, cache, slab) - st.sl_lost[slab]
     if extra > 0:
         st.sl_lost[slab] += extra
@@ -36,9 +40,11 @@ def _note_lost(st, cache, slab):
 
 @unit
 def deactivate_slab(st, cache, cpu, slab, freelist):
-    """``deactivate_slab``: give a CPU slab back: splice the CPU's free list in front of the
-    slab's own, unfreeze it and put it on the node list (head, or tail if it had remote
-    frees), or free it if empty and the node has ``min_partial`` partial slabs. 0."""
+    """``deactivate_slab``: give a CPU slab back to its node, or free it. 0.
+
+    Splice the CPU's free list in front of the slab's own, unfreeze it and put it on the node list
+    (head, or tail if it had remote frees), or free it if empty and the node has ``min_partial``
+    partial slabs."""
     mem = st.mem
     sfl = st.sl_freelist
     inuse = st.sl_inuse
@@ -78,8 +84,9 @@ def deactivate_slab(st, cache, cpu, slab, freelist):
 
 @jit(inline=True)
 def _load_freelist(st, cache, c, slab, freelist):
-    """``load_freelist``: make ``slab`` the CPU slab, keep the rest of ``freelist`` on the
-    CPU and return its first object."""
+    """``load_freelist``: make ``slab`` the CPU slab and return the first object of ``freelist``.
+
+    The rest of ``freelist`` is kept on the CPU."""
     cpt = st.cpu
     cpt[c + C_SLAB] = slab
     cpt[c + C_FREELIST] = freelist
@@ -88,9 +95,10 @@ def _load_freelist(st, cache, c, slab, freelist):
 
 @unit
 def slab_alloc_slow(st, cache, cpu, node, gfp):
-    """``___slab_alloc``: refill the CPU from its slab, its partial list, the node partial
-    lists, other nodes, then a new slab. Returns an object address (not yet handed out) or
-    0 (out of memory)."""
+    """``___slab_alloc``: refill the CPU and return an object address, or 0 (out of memory).
+
+    The CPU is refilled from its slab, its partial list, the node partial lists, other nodes, then
+    a new slab. The object is not yet handed out."""
     _stat(st, cache, cpu, ALLOC_SLOWPATH, 1)
     cpt = st.cpu
     nxt = st.pg_next
@@ -144,9 +152,10 @@ def slab_alloc_slow(st, cache, cpu, node, gfp):
 
 @jit(inline=True)
 def _slab_alloc_obj(st, cache, cpu, node, gfp):
-    """``__slab_alloc_node`` without hooks: pop the CPU freelist (fast path) or take the
-    slow path; under 7.0 (no CPU freelist) ``___slab_alloc`` straight from the slabs. The
-    object is not marked allocated. Returns its address or 0."""
+    """``__slab_alloc_node`` without hooks: pop the CPU freelist (fast path) or take the slow path.
+
+    Under 7.0 (no CPU freelist) ``___slab_alloc`` straight from the slabs. The object is not marked
+    allocated. Returns its address or 0."""
     if st.kernel >= KERNEL_7_0:
         return slab_alloc_single(st, cache, cpu, node, gfp)
     cpt = st.cpu
@@ -181,8 +190,10 @@ def _hand_out_run(st, cache, cpu, gfp, p, start, n):
 
 @jit(inline=True)
 def _slab_alloc(st, cache, cpu, node, gfp):
-    """``slab_alloc_node`` through the CPU slab (no sheaves): one object for ``cache`` on
-    ``cpu`` (``node`` -1 for any). Returns its address, or 0 when memory is exhausted."""
+    """``slab_alloc_node`` through the CPU slab (no sheaves).
+
+    One object for ``cache`` on ``cpu`` (``node`` -1 for any). Returns its address, or 0 when
+    memory is exhausted."""
     if _geo(st, cache, CA_DEBUG):           # slab_debug: the slow path, checked
         return slab_alloc_debug(st, cache, cpu, node, gfp, _geo(st, cache, CA_OBJECT_SIZE))
     obj = _slab_alloc_obj(st, cache, cpu, node, gfp)
@@ -200,11 +211,12 @@ def _take_back(st, cache, cpu, addr):
 
 @jit(inline=True)
 def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
-    """``do_slab_free``: a chain ``head..tail`` of ``cnt`` objects of ``slab``, linked
-    through their free pointers, goes in front of the CPU freelist if ``slab`` is the CPU
-    slab (``FREE_FASTPATH`` += cnt), else to the slab (``__slab_free``, one slow path; 7.0
-    has no CPU slab, so every chain takes this way, and FREE_SLOWPATH is its callers' to
-    count: ``slab_free`` and bulk frees count their objects, sheaf flushes nothing)."""
+    """``do_slab_free``: free a chain ``head..tail`` of ``cnt`` objects of ``slab``.
+
+    The chain is linked through their free pointers; it goes in front of the CPU freelist if
+    ``slab`` is the CPU slab (``FREE_FASTPATH`` += cnt), else to the slab (``__slab_free``, one
+    slow path; 7.0 has no CPU slab, so every chain takes this way, and FREE_SLOWPATH is its
+    callers' to count: ``slab_free`` and bulk frees count their objects, sheaf flushes nothing)."""
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     if cpt[c + C_SLAB] == slab:

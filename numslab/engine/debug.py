@@ -1,6 +1,8 @@
-"""slab_debug's slow paths: ``alloc_debug_processing``/``free_debug_processing`` around the
-single-object slab layer, and ``validate_slab_cache`` (``on_freelist``, ``check_object``,
-``check_pad_bytes``, ``slab_pad_check``) with the kernel's reports and repairs.
+"""slab_debug's slow paths around the single-object slab layer, and ``validate_slab_cache``.
+
+``alloc_debug_processing``/``free_debug_processing`` around the single-object slab layer, and
+``validate_slab_cache`` (``on_freelist``, ``check_object``, ``check_pad_bytes``,
+``slab_pad_check``) with the kernel's reports and repairs.
 
 Debug caches have no sheaves and no CPU slab: every allocation is ``___slab_alloc`` of one
 object from a partial or new slab (``nocpu.slab_alloc_single``, both generations) and every
@@ -61,8 +63,10 @@ def _info_end(st, cache):
 
 @jit
 def check_pad_bytes(st, m8, cache, slab, obj):
-    """``check_pad_bytes``: the bytes after the free pointer, tracks and ``orig_size`` up to
-    the next object's left red zone hold ``POISON_INUSE``."""
+    """``check_pad_bytes``: the bytes after the free pointer hold ``POISON_INUSE``.
+
+    The bytes after the free pointer, tracks and ``orig_size``, up to the next object's left red
+    zone."""
     flags = _ca(st, cache, CA_DEBUG)
     off = _info_end(st, cache)
     if flags & SLAB_STORE_USER:
@@ -80,9 +84,11 @@ def check_pad_bytes(st, m8, cache, slab, obj):
 
 @jit
 def check_object(st, m8, cache, slab, obj, val):
-    """``check_object``: red zones (left, right, and a kmalloc object's bytes past
-    ``orig_size``), poison of a free object, padding, and the free pointer (when it can be
-    read). 1 if all hold; else 0 after reporting and restoring each bad run."""
+    """``check_object``: an object's red zones, poison, padding, free pointer; 1 if all hold.
+
+    The red zones are the left, the right, and a kmalloc object's bytes past ``orig_size``; the
+    poison that of a free object; the free pointer when it can be read. Else 0 after reporting and
+    restoring each bad run."""
     flags = _ca(st, cache, CA_DEBUG)
     osz = _ca(st, cache, CA_OBJECT_SIZE)
     inuse = _ca(st, cache, CA_INUSE)
@@ -126,12 +132,13 @@ def check_object(st, m8, cache, slab, obj, val):
 # ---- the debug slow paths ---------------------------------------------------------------------
 @unit
 def slab_alloc_debug(st, cache, cpu, node, gfp, orig_size):
-    """``___slab_alloc`` of a debug cache: one object from a partial or new slab, then
-    ``alloc_debug_processing`` (F: ``check_object`` of the free object; a failure marks the
-    slab's objects all used, which numslab does by isolating it, and the call returns 0
-    with G_FAULT_* set); ``orig_size`` stored, ``init_object(RED_ACTIVE)``, the alloc track
-    (U), then ``slab_post_alloc_hook``'s zeroing (up to ``orig_size`` when it is stored).
-    The object, handed out; or 0."""
+    """``___slab_alloc`` of a debug cache, with ``alloc_debug_processing``; the object, or 0.
+
+    One object from a partial or new slab, then ``alloc_debug_processing`` (F: ``check_object`` of
+    the free object; a failure marks the slab's objects all used, which numslab does by isolating
+    it, and the call returns 0 with G_FAULT_* set); ``orig_size`` stored,
+    ``init_object(RED_ACTIVE)``, the alloc track (U), then ``slab_post_alloc_hook``'s zeroing (up
+    to ``orig_size`` when it is stored). The object is handed out."""
     obj = slab_alloc_single(st, cache, cpu, node, gfp)
     g = st.g
     if obj == 0:
@@ -168,10 +175,11 @@ def slab_alloc_debug(st, cache, cpu, node, gfp, orig_size):
 
 @unit
 def slab_free_debug(st, cache, cpu, slab, addr):
-    """``free_to_partial_list`` with ``free_debug_processing`` for a live object of a debug
-    cache: F checks it (``check_object(RED_ACTIVE)``) and refuses the free on a failure
-    (reported; the object stays allocated: E_DEBUG); then the free track (U),
-    ``init_object(RED_INACTIVE)`` and ``__slab_free``. 0 or E_DEBUG."""
+    """``free_to_partial_list`` with ``free_debug_processing`` for a live object of a debug cache.
+
+    F checks it (``check_object(RED_ACTIVE)``) and refuses the free on a failure (reported; the
+    object stays allocated: E_DEBUG); then the free track (U), ``init_object(RED_INACTIVE)`` and
+    ``__slab_free``. 0 or E_DEBUG."""
     flags = _ca(st, cache, CA_DEBUG)
     m8 = byte_array(st.mem, st.mem_size)
     if flags & SLAB_CONSISTENCY_CHECKS:
@@ -191,17 +199,17 @@ def slab_free_debug(st, cache, cpu, slab, addr):
 
 @jit
 def free_chain_debug(st, cache, cpu, slab, p, lo, hi):
-    """``free_to_partial_list`` of the detached freelist ``p[lo:hi]`` of debug cache
-    ``cache`` (head ``p[lo]``, tail ``p[hi - 1]``, all on ``slab``, their live bits already
-    cleared): ``free_debug_processing`` walks the chain from its head, with F
-    ``check_slab``'s pad check once, then per object ``check_object(RED_ACTIVE)``; each
-    object that passes gets its free track (U) and ``init_object(RED_INACTIVE)`` before the
-    next one is checked (``trace()`` runs there: the facade prints it). A failed check
-    refuses the whole chain ("Object at .. not freed"): every object of it stays allocated
-    (live bits set again), the ones before the failing one keeping their inactive bytes, as
-    in the kernel; returns the failing object's index. Else the chain is linked through its
-    free pointers and spliced by ``__slab_free`` (no FREE_SLOWPATH: the callers count) and
-    -1 is returned."""
+    """``free_to_partial_list`` of the detached freelist ``p[lo:hi]`` of debug cache ``cache``.
+
+    Head ``p[lo]``, tail ``p[hi - 1]``, all on ``slab``, their live bits already cleared.
+    ``free_debug_processing`` walks the chain from its head, with F ``check_slab``'s pad check
+    once, then per object ``check_object(RED_ACTIVE)``; each object that passes gets its free track
+    (U) and ``init_object(RED_INACTIVE)`` before the next one is checked (``trace()`` runs there:
+    the facade prints it). A failed check refuses the whole chain ("Object at .. not freed"): every
+    object of it stays allocated (live bits set again), the ones before the failing one keeping
+    their inactive bytes, as in the kernel; returns the failing object's index. Else the chain is
+    linked through its free pointers and spliced by ``__slab_free`` (no FREE_SLOWPATH: the callers
+    count) and -1 is returned."""
     flags = _ca(st, cache, CA_DEBUG)
     m8 = byte_array(st.mem, st.mem_size)
     if flags & SLAB_CONSISTENCY_CHECKS:
@@ -228,10 +236,11 @@ def free_chain_debug(st, cache, cpu, slab, p, lo, hi):
 
 @unit
 def report_double_free(st, cache, addr):
-    """A free of an object that is already free, in a cache with F: ``object_err("Object
-    already free")`` and ``slab_fix("Object at .. not freed")`` when the object is on its
-    slab's free list, as ``free_consistency_checks`` finds it (``on_freelist``); an object
-    waiting for ``kfree_rcu`` is not, and makes no report (the kernel would free it).
+    """A free of an object that is already free, in a cache with F.
+
+    ``object_err("Object already free")`` and ``slab_fix("Object at .. not freed")`` when the
+    object is on its slab's free list, as ``free_consistency_checks`` finds it (``on_freelist``);
+    an object waiting for ``kfree_rcu`` is not, and makes no report (the kernel would free it).
     Returns E_DOUBLE_FREE."""
     if cache >= 0 and _ca(st, cache, CA_DEBUG) & SLAB_CONSISTENCY_CHECKS:
         slab = _head_frame(st, addr >> 12)
@@ -243,9 +252,10 @@ def report_double_free(st, cache, addr):
 
 @jit
 def _on_slab_freelist(st, cache, slab, addr):
-    """``on_freelist(s, slab, addr)``'s answer: whether ``addr`` is on ``slab``'s free list,
-    walked no further than the slab's objects and no pointer followed off its grid (a bad
-    one ends the walk: ``validate`` is what reports and mends it)."""
+    """``on_freelist(s, slab, addr)``'s answer: whether ``addr`` is on ``slab``'s free list.
+
+    The list is walked no further than the slab's objects and no pointer followed off its grid (a
+    bad one ends the walk: ``validate`` is what reports and mends it)."""
     fp = st.sl_freelist[slab]
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
@@ -261,8 +271,10 @@ def _on_slab_freelist(st, cache, slab, addr):
 # ---- validate_slab_cache --------------------------------------------------------------------
 @jit
 def _in_user_sheaf(st, cache, obj):
-    """Whether one of ``cache``'s prefilled sheaves holds ``obj`` (the repair's walk: a debug
-    cache has no other sheaves; the list's length is bounded by the arena's words)."""
+    """Whether one of ``cache``'s prefilled sheaves holds ``obj``.
+
+    The repair's walk: a debug cache has no other sheaves; the list's length is bounded by the
+    arena's words."""
     mem = st.mem
     sheaf = _ca(st, cache, CA_USER_SHEAVES)
     for _ in range(st.npages << 9):
@@ -278,10 +290,11 @@ def _in_user_sheaf(st, cache, obj):
 
 @jit
 def on_freelist(st, cache, slab):
-    """``on_freelist(s, slab, NULL)``: walk the slab's free list; a bad pointer cuts the chain
-    at the object holding it ("Freechain corrupt") or, at the head, clears the list
-    ("Freepointer corrupt"); a walk longer than the slab is a cycle (cleared too); a wrong
-    ``inuse`` is set right. 1, or 0 when the list was cleared (numslab then isolates the
+    """``on_freelist(s, slab, NULL)``: walk the slab's free list.
+
+    A bad pointer cuts the chain at the object holding it ("Freechain corrupt") or, at the head,
+    clears the list ("Freepointer corrupt"); a walk longer than the slab is a cycle (cleared too);
+    a wrong ``inuse`` is set right. 1, or 0 when the list was cleared (numslab then isolates the
     slab, whose free objects leak as in the kernel).
 
     A pointer is bad off the grid (``check_valid_pointer``) and also, numslab's guard as in
@@ -330,8 +343,9 @@ def on_freelist(st, cache, slab):
 
 @jit
 def slab_pad_check(st, m8, cache, slab):
-    """``slab_pad_check`` (P): the slab's bytes after its last object hold
-    ``POISON_INUSE`` ("Padding overwritten"). 1 or 0 (reported, restored)."""
+    """``slab_pad_check`` (P): the slab's bytes after its last object hold ``POISON_INUSE``.
+
+    "Padding overwritten" otherwise. 1 or 0 (reported, restored)."""
     if not _ca(st, cache, CA_DEBUG) & SLAB_POISON:
         return 1
     length = 4096 << st.pg_order[slab]
@@ -344,8 +358,10 @@ def slab_pad_check(st, m8, cache, slab):
 
 @jit
 def validate_slab(st, m8, cache, slab):
-    """``validate_slab``: ``slab_pad_check``, ``on_freelist``, then ``check_object`` of
-    every object (free ones as RED_INACTIVE, the rest RED_ACTIVE) until one fails."""
+    """``validate_slab``: check a slab's padding, free list, then each object until one fails.
+
+    ``slab_pad_check``, ``on_freelist``, then ``check_object`` of every object (free ones as
+    RED_INACTIVE, the rest RED_ACTIVE) until one fails."""
     slab_pad_check(st, m8, cache, slab)
     if not on_freelist(st, cache, slab):
         st.sl_freelist[slab] = 0
@@ -382,11 +398,12 @@ def validate_slab(st, m8, cache, slab):
 
 @unit
 def validate_slab_cache(st, cache, n, paddr):
-    """``validate_slab_cache``: ``validate_slab`` on every slab of every node's partial list
-    and, with U (the kernel keeps a full list then), every full slab. Returns the reports
-    written (the errors the kernel's KUnit tests count); bad bytes are restored. The ``n``
-    objects at ``paddr`` (the ``kfree_rcu`` list) are checked as the allocated objects they
-    are (``checks.validate``)."""
+    """``validate_slab_cache``: ``validate_slab`` on every partial and, with U, every full slab.
+
+    The partial slabs of every node's partial list; the full slabs with U (the kernel keeps a full
+    list then). Returns the reports written (the errors the kernel's KUnit tests count); bad bytes
+    are restored. The ``n`` objects at ``paddr`` (the ``kfree_rcu`` list) are checked as the
+    allocated objects they are (``checks.validate``)."""
     if not _ca(st, cache, CA_DEBUG):
         return 0
     p = words_at(paddr)
@@ -420,14 +437,15 @@ def _validate_slab_cache(st, cache):
 
 @unit
 def report_leaks(st, cache):
-    """What ``__kmem_cache_shutdown`` prints for a cache destroyed with objects: after
-    ``flush_all`` (nothing is flushed here: numslab refuses the destroy with the cache as it
-    was) each node's ``free_partial`` calls ``list_slab_objects`` for the partial slabs
-    holding objects, i.e. the slabs with live or lost objects (``sl_lost``: cut off a free
-    list, in use to the kernel) and objects the flush would leave free (full slabs are on
-    no list, an isolated one is off the lists): one report for the slab and one per object
-    not free, live or lost, in address order. The kernel returns at the first node that
-    still has slabs, so the later nodes are not listed. Returns the reports written."""
+    """What ``__kmem_cache_shutdown`` prints for a cache destroyed with objects.
+
+    After ``flush_all`` (nothing is flushed here: numslab refuses the destroy with the cache as it
+    was) each node's ``free_partial`` calls ``list_slab_objects`` for the partial slabs holding
+    objects, i.e. the slabs with live or lost objects (``sl_lost``: cut off a free list, in use to
+    the kernel) and objects the flush would leave free (full slabs are on no list, an isolated one
+    is off the lists): one report for the slab and one per object not free, live or lost, in
+    address order. The kernel returns at the first node that still has slabs, so the later nodes
+    are not listed. Returns the reports written."""
     before = st.g[G_NREPORTS]
     flags = st.pg_flags
     size = _ca(st, cache, CA_SIZE)
@@ -463,9 +481,11 @@ def report_leaks(st, cache):
 
 @jit
 def _not_lost_map(st, cache, slab, kept):
-    """Words ``kept[i]`` for the objects of ``slab``: 1 for one that is free (on the slab's
-    free list), live, waiting for ``kfree_rcu`` or in a user's prefilled sheaf (a debug
-    cache's only sheaves), 0 for one a repaired free list cut off (lost)."""
+    """Words ``kept[i]`` for the objects of ``slab``: 1 for one that is kept, 0 for one lost.
+
+    1 for one that is free (on the slab's free list), live, waiting for ``kfree_rcu`` or in a
+    user's prefilled sheaf (a debug cache's only sheaves), 0 for one a repaired free list cut off
+    (lost)."""
     n = st.sl_objects[slab]
     base = _obj_base(st, cache, slab)
     size = _ca(st, cache, CA_SIZE)

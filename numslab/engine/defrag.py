@@ -1,5 +1,6 @@
-"""Fighting fragmentation in the engine: compaction of a cache by moving its objects (Tobin
-Harding's Slab Movable Objects, 2019), as units over a checked cache id and CPU.
+"""Fighting fragmentation in the engine: compaction of a cache by moving its objects.
+
+Tobin Harding's Slab Movable Objects, 2019, as units over a checked cache id and CPU.
 
 ``compact`` first flushes the cache as ``kmem_cache_shrink`` does, then on each node sorts the
 partial slabs by free objects (fewest first), takes the emptiest slabs used at most the ratio
@@ -25,8 +26,9 @@ DEFRAG_USED_RATIO = 30      #: Harding's default ``defrag_used_ratio`` (percent)
 
 @jit(inline=True)
 def _used_ratio(st, cache, ratio):
-    """``ratio`` if it is 0..100, else the cache's ``defrag_used_ratio`` (``CA_USED_RATIO``: 0
-    means the default 30, -1 a ratio of 0)."""
+    """``ratio`` if it is 0..100, else the cache's ``defrag_used_ratio``.
+
+    ``CA_USED_RATIO``: 0 means the default 30, -1 a ratio of 0."""
     if 0 <= ratio <= 100:
         return ratio
     r = _ca(st, cache, CA_USED_RATIO)
@@ -58,8 +60,9 @@ def _sift_down(st, a, root, end):
 
 @jit
 def _sort_by_free(st, a, n):
-    """Heapsort the ``n`` slab frames in Words ``a`` by :func:`_sort_key`, in place (no
-    memory beyond ``a``: the state's scratch field holds it)."""
+    """Heapsort the ``n`` slab frames in Words ``a`` by :func:`_sort_key`, in place.
+
+    No memory beyond ``a``: the state's scratch field holds it."""
     for start in range((n - 2) // 2, -1, -1):
         _sift_down(st, a, start, n - 1)
     for end in range(n - 1, 0, -1):
@@ -69,9 +72,10 @@ def _sort_by_free(st, a, n):
 
 @jit
 def _movable(st, cache, slab):
-    """True if every object ``slab`` counts in use is a live object of a user: none is held
-    in a user's prefilled sheaf (in use, not live) or is a sheaf the allocator kmalloc'ed for
-    itself (its references are the allocator's, which no callback updates)."""
+    """True if every object ``slab`` counts in use is a live object of a user.
+
+    None is held in a user's prefilled sheaf (in use, not live) or is a sheaf the allocator
+    kmalloc'ed for itself (its references are the allocator's, which no callback updates)."""
     size = _ca(st, cache, CA_SIZE)
     addr = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
     live = 0
@@ -86,11 +90,12 @@ def _movable(st, cache, slab):
 
 @jit
 def _plan_node(st, cache, a, n, ratio, room):
-    """Choose the sources among the ``n`` sorted partial slabs ``a`` (fewest free first):
-    from the emptiest, each slab with at most ``ratio * objects / 100`` objects in use (the
-    test of Harding's ``kmem_cache_defrag``) whose objects all fit in the
-    free objects of the slabs before it (less those already promised) and in ``room`` map
-    entries; a source is marked ``-slab - 2``. Objects to move."""
+    """Choose the sources among the ``n`` sorted partial slabs ``a`` (fewest free first).
+
+    From the emptiest, each slab with at most ``ratio * objects / 100`` objects in use (the test of
+    Harding's ``kmem_cache_defrag``) whose objects all fit in the free objects of the slabs before
+    it (less those already promised) and in ``room`` map entries; a source is marked ``-slab - 2``.
+    Objects to move."""
     avail = 0
     for k in range(n - 1):
         avail += st.sl_objects[a[k]] - st.sl_inuse[a[k]]
@@ -111,9 +116,10 @@ def _plan_node(st, cache, a, n, ratio, room):
 
 @jit
 def _move_node(st, cache, a, n, old, new, done):
-    """Move every live object of the sources marked in ``a`` to the free objects of the
-    slabs from ``a[0]`` on, writing the pairs to Words ``old``/``new`` from entry ``done``
-    (both 0: the plan only, old addresses only when ``old`` is). Entries written, or
+    """Move every live object of the sources marked in ``a`` to free objects of other slabs.
+
+    The targets are the slabs from ``a[0]`` on; the pairs are written to Words ``old``/``new`` from
+    entry ``done`` (both 0: the plan only, old addresses only when ``old`` is). Entries written, or
     ``-1 - entries`` after a corrupted free pointer (the target slab is isolated)."""
     mem = st.mem
     size = _ca(st, cache, CA_SIZE)
@@ -187,9 +193,10 @@ def _move_node(st, cache, a, n, old, new, done):
 
 @jit
 def _relist_node(st, cache, cpu, a, n):
-    """Put the node's partial slabs (taken off the list for the moves) back in their sorted
-    order, leave the full ones off the lists and give the emptied ones to the page
-    allocator. Slabs freed."""
+    """Put the node's partial slabs back in sorted order and free the emptied ones; slabs freed.
+
+    The partial slabs were taken off the list for the moves; the full ones are left off the lists
+    and the emptied ones given to the page allocator."""
     freed = 0
     for k in range(n):
         if a[k] < 0:
@@ -208,14 +215,15 @@ def _relist_node(st, cache, cpu, a, n):
 
 @unit
 def compact(st, cache, cpu, ratio, room, old, new):
-    """Compact ``cache`` on ``cpu`` (the movable objects' ``kmem_cache_defrag``): flush and
-    shrink it, flush the CPU slabs again (the barn's flush may have refilled them), then on
-    each node move the objects of partial slabs used at most ``ratio`` percent (outside
-    0..100: the cache's ``defrag_used_ratio``) into the fullest partial slabs, writing at
-    most ``room`` (old, new) address pairs to the int64 arrays at byte addresses ``old``
-    and ``new``. With ``new`` 0 nothing moves: the old addresses that
-    would move are written (if ``old`` is not 0) and counted. Entries written, or ``-1 -
-    entries`` if a corrupted free pointer stopped the moves (G_FAULT_* say where)."""
+    """Compact ``cache`` on ``cpu`` (the movable objects' ``kmem_cache_defrag``).
+
+    Flush and shrink it, flush the CPU slabs again (the barn's flush may have refilled them), then
+    on each node move the objects of partial slabs used at most ``ratio`` percent (outside 0..100:
+    the cache's ``defrag_used_ratio``) into the fullest partial slabs, writing at most ``room``
+    (old, new) address pairs to the int64 arrays at byte addresses ``old`` and ``new``. With
+    ``new`` 0 nothing moves: the old addresses that would move are written (if ``old`` is not 0)
+    and counted. Entries written, or ``-1 - entries`` if a corrupted free pointer stopped the moves
+    (G_FAULT_* say where)."""
     kmem_cache_shrink(st, cache, cpu)
     # 6.18: the shrink's barn_shrink flushes full sheaves after flush_all, and __slab_free
     # puts a full slab that gets a free object on the running CPU's partial list, out of
@@ -260,9 +268,10 @@ def compact(st, cache, cpu, ratio, room, old, new):
 
 @unit
 def set_partial_order(st, cache, on):
-    """Keep the node partial lists of ``cache`` sorted by free objects (``on`` 1) or in the
-    kernel's order (0): every listed slab leaves its list and joins it again in list order,
-    under the new rule. 0."""
+    """Keep ``cache``'s node partial lists sorted by free objects (``on`` 1) or not (0). 0.
+
+    Not sorted: in the kernel's order. Every listed slab leaves its list and joins it again in list
+    order, under the new rule."""
     if (_ca(st, cache, CA_PARTIAL_ORDER) != 0) == (on != 0):
         return 0
     a = st.scratch

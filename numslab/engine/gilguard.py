@@ -1,6 +1,8 @@
-"""Threads and the engine: the refusal of compiled code that may run without the GIL reaching
-``numslab.jit`` (two wraps of Numba's ``Dispatcher``, installed when the engine is imported:
-``ConcurrentUseError``), and the intrinsics by which units see and take turns in the engine.
+"""Threads and the engine: refusing compiled code that may run without the GIL, and turn-taking.
+
+The refusal of compiled code that may run without the GIL reaching ``numslab.jit`` (two wraps of
+Numba's ``Dispatcher``, installed when the engine is imported: ``ConcurrentUseError``), and the
+intrinsics by which units see and take turns in the engine.
 
 numslab's structures are not safe for concurrent entry: Python threads and GIL-holding compiled
 code take turns, and compiled code that may run without the GIL (``nogil=True``,
@@ -30,8 +32,9 @@ from .native import (_I64, ENGINE_BUSY, ENGINE_OWNER, ENGINE_WAIT, ENGINE_WAITER
 
 
 def _threaded_callers() -> str:
-    """What, among the functions being compiled in this thread (the caller and every
-    function whose compile led to it), may run without the GIL: ``""`` if nothing."""
+    """What may run without the GIL among the functions being compiled in this thread, or ``""``.
+
+    The functions are the caller and every function whose compile led to it; ``""`` if nothing."""
     for flags in reversed(_FlagsStack()._stack):
         if getattr(flags, "release_gil", False):
             return "a nogil=True function"
@@ -50,9 +53,10 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def typing_frames() -> tuple[str | None, str | None, str]:
-    """The call Numba is typing, from its type inference frames on the stack: the outermost
-    numslab function being typed below the user's (a ``numslab.jit`` function), the user's
-    function, and ``" at FILE:LINE"`` of its call (``""`` unknown); ``None`` where unknown.
+    """The call Numba is typing, from its type inference frames on the stack.
+
+    The outermost numslab function being typed below the user's (a ``numslab.jit`` function), the
+    user's function, and ``" at FILE:LINE"`` of its call (``""`` unknown); ``None`` where unknown.
     (For error messages: a compile-time refusal otherwise named neither.)"""
     api = user = loc = None
     f = sys._getframe(1)
@@ -72,8 +76,9 @@ def typing_frames() -> tuple[str | None, str | None, str]:
 
 
 def _calls_units(cres: Any) -> bool:
-    """Whether compiled code reaches numslab's engine: its module (with every function it
-    links in, compiled now or loaded from a cache) refers to the unit table."""
+    """Whether compiled code reaches numslab's engine: its module refers to the unit table.
+
+    Its module, with every function it links in, compiled now or loaded from a cache."""
     try:
         mod = cres.library._get_module_for_linking()
     except RuntimeError:                        # a library with no function to link
@@ -82,8 +87,9 @@ def _calls_units(cres: Any) -> bool:
 
 
 def _refusal(d: Dispatcher, how: str, advice: str) -> ConcurrentUseError:
-    """The error refusing ``d`` (a ``numslab.jit`` function, or a user's function that
-    calls one), ``how`` it was reached, and ``advice``."""
+    """The error refusing ``d``, ``how`` it was reached, and ``advice``.
+
+    ``d`` is a ``numslab.jit`` function, or a user's function that calls one."""
     name = d.py_func.__name__
     what = f"numslab.jit.{name}" if getattr(d, "numslab_api", False) else \
         f"{name} (which calls numslab.jit)"
@@ -96,15 +102,17 @@ _NUMBA_CALL_TEMPLATE = Dispatcher.get_call_template
 
 
 def _call_template_refusing_threads(self: Dispatcher, args: tuple, kws: dict) -> Any:
-    """Numba's ``Dispatcher.get_call_template`` (how a jitted caller types a call of a
-    jitted function), refusing the call when the caller, or any function whose compile led
-    to it, may run without the GIL (``nogil=True``, ``parallel=True``, a ``@cfunc``, which
-    ctypes calls without it) and the callee's compiled code reaches numslab's engine: a
-    ``numslab.jit`` function, or a user's helper that calls one, whether compiled for this
-    caller, compiled before for one holding the GIL, or loaded from Numba's cache (Numba
-    reuses those without typing their body again, so the test is on the compiled code).
-    numslab's structures are not safe for concurrent entry (Python threads and GIL-holding
-    compiled code take turns). Compile time only; the scan runs only for those callers."""
+    """Numba's ``Dispatcher.get_call_template``, refusing engine calls from code without the GIL.
+
+    How a jitted caller types a call of a jitted function. The call is refused when the caller, or
+    any function whose compile led to it, may run without the GIL (``nogil=True``,
+    ``parallel=True``, a ``@cfunc``, which ctypes calls without it) and the callee's compiled code
+    reaches numslab's engine: a ``numslab.jit`` function, or a user's helper that calls one,
+    whether compiled for this caller, compiled before for one holding the GIL, or loaded from
+    Numba's cache (Numba reuses those without typing their body again, so the test is on the
+    compiled code). numslab's structures are not safe for concurrent entry (Python threads and
+    GIL-holding compiled code take turns). Compile time only; the scan runs only for those
+    callers."""
     found = _NUMBA_CALL_TEMPLATE(self, args, kws)
     where = _threaded_callers()
     if where and not isinstance(self, HelperDispatcher):   # (a numslab.jit function's helper:
@@ -122,15 +130,16 @@ _NUMBA_COMPILE_RESULT = Dispatcher.get_compile_result
 
 
 def _compile_result_refusing_pointers(self: Dispatcher, sig: Any) -> Any:
-    """Numba's ``Dispatcher.get_compile_result``, which every use of a jitted function as a
-    first-class function (``numba.types.FunctionType``: an argument, a cast, a tuple of
-    functions) goes through to take its address, refusing a function whose compiled code
-    reaches numslab's engine. A call through such an address is typed from the declared
-    signature alone, so :func:`_call_template_refusing_threads` never sees it: a
-    ``nogil=True`` or ``parallel=True`` function given ``churn`` as an argument ran
-    numslab.jit without the GIL, and four threads handed one address out twice. Whether the
-    code that will call the address holds the GIL is not known here, so it is refused
-    always; the verdict is kept per signature (the call-time path asks on every call)."""
+    """Numba's ``Dispatcher.get_compile_result``, refusing the address of engine-reaching code.
+
+    Every use of a jitted function as a first-class function (``numba.types.FunctionType``: an
+    argument, a cast, a tuple of functions) goes through it to take its address; it refuses a
+    function whose compiled code reaches numslab's engine. A call through such an address is typed
+    from the declared signature alone, so :func:`_call_template_refusing_threads` never sees it: a
+    ``nogil=True`` or ``parallel=True`` function given ``churn`` as an argument ran numslab.jit
+    without the GIL, and four threads handed one address out twice. Whether the code that will call
+    the address holds the GIL is not known here, so it is refused always; the verdict is kept per
+    signature (the call-time path asks on every call)."""
     cres = _NUMBA_COMPILE_RESULT(self, sig)
     seen = self.__dict__.setdefault("_numslab_pointer_ok", {})
     key = tuple(cres.signature.args)
@@ -155,9 +164,10 @@ _install("get_compile_result", _compile_result_refusing_pointers)
 
 
 def wait_for_engine() -> int:
-    """Block (the GIL released) while another thread compiles a unit inside the engine,
-    counted in ``ENGINE_WAITERS`` meanwhile. 0. (No point where the interpreter may switch
-    threads lies between the last test of ``ENGINE_BUSY`` and the return to the caller.)"""
+    """Block (the GIL released) while another thread compiles a unit inside the engine. 0.
+
+    The thread is counted in ``ENGINE_WAITERS`` meanwhile. (No point where the interpreter may
+    switch threads lies between the last test of ``ENGINE_BUSY`` and the return to the caller.)"""
     me = threading.get_ident()
     if UNIT_TABLE[ENGINE_BUSY] and UNIT_TABLE[ENGINE_OWNER] != me:
         UNIT_TABLE[ENGINE_WAITERS] += 1
@@ -176,9 +186,10 @@ UNIT_TABLE[ENGINE_WAIT] = ctypes.cast(_WAIT, ctypes.c_void_p).value
 # ---- turns in the engine, as units see them ----------------------------------------------
 @intrinsic
 def hold_engine(typingctx: Any, st: Any, on: Any) -> Any:
-    """In a unit: take the engine for this thread (``on``), or give it back (0), as a
-    first call's guard does (:func:`native.take_engine`). Other threads' units wait
-    meanwhile; their inlined fast paths find ``NO_SHEAF`` and take the units."""
+    """In a unit: take the engine for this thread (``on``), or give it back (0).
+
+    As a first call's guard does (:func:`native.take_engine`). Other threads' units wait meanwhile;
+    their inlined fast paths find ``NO_SHEAF`` and take the units."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         state, take = args
         with builder.if_else(builder.icmp_signed("!=", take, ir.Constant(_I64, 0))) as (
@@ -194,11 +205,12 @@ def hold_engine(typingctx: Any, st: Any, on: Any) -> Any:
 
 @intrinsic
 def wait_for_turn(typingctx: Any) -> Any:
-    """Wait while another thread is in the middle of an engine operation (its compile
-    parked the fast paths: :func:`native._wait_while_busy`, as every unit's entry does).
-    ``numslab.jit.is_live`` reads the state so, with no unit of its own: it read a state
-    another thread was changing, and, using no unit, ran in nogil and parallel functions,
-    which the refusal (:func:`_calls_units`) now sees."""
+    """Wait while another thread is in the middle of an engine operation.
+
+    Its compile parked the fast paths (:func:`native._wait_while_busy`, as every unit's entry
+    does). ``numslab.jit.is_live`` reads the state so, with no unit of its own: it read a state
+    another thread was changing, and, using no unit, ran in nogil and parallel functions, which the
+    refusal (:func:`_calls_units`) now sees."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         _wait_while_busy(builder)
         return context.get_dummy_value()
@@ -207,8 +219,9 @@ def wait_for_turn(typingctx: Any) -> Any:
 
 @intrinsic
 def engine_waiters(typingctx: Any) -> Any:
-    """The number of threads waiting to enter the engine (``ENGINE_WAITERS``), in a unit:
-    each may hold a cache id it checked before it waited."""
+    """The number of threads waiting to enter the engine (``ENGINE_WAITERS``), in a unit.
+
+    Each may hold a cache id it checked before it waited."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         return table_load(builder, UNIT_SYMBOL, ir.Constant(_I64, ENGINE_WAITERS))
     return types.int64(), codegen

@@ -1,5 +1,7 @@
-"""kmalloc: the generic size classes (kmalloc-8 to kmalloc-8k, with 96 and 192) served by
-SLUB caches, and large requests served straight from the page allocator, as in the kernel."""
+"""kmalloc: the generic size classes served by SLUB caches, and large requests.
+
+The size classes are kmalloc-8 to kmalloc-8k, with 96 and 192; large requests are served straight
+from the page allocator, as in the kernel."""
 from __future__ import annotations
 
 import functools
@@ -17,8 +19,9 @@ from .pages import alloc_block
 
 @unit
 def kmalloc(st, cache, cpu, node, gfp, size, order):
-    """One kmalloc: from ``cache`` when it is a kmalloc cache, else (``cache`` NIL) a large
-    block of ``order`` pages. Returns the address or 0."""
+    """One kmalloc from ``cache``, or a large block of ``order`` pages; the address or 0.
+
+    From ``cache`` when it is a kmalloc cache, else (``cache`` NIL) a large block."""
     if cache != NIL:
         if _ca(st, cache, CA_DEBUG):        # slab_debug keeps the size asked for
             return slab_alloc_debug(st, cache, cpu, node, gfp, size)
@@ -32,9 +35,10 @@ def kmalloc(st, cache, cpu, node, gfp, size, order):
 
 @functools.cache
 def kmalloc_index_table() -> tuple[int, ...]:
-    """For every request size 0..8192, the index into KMALLOC_SIZES serving it: the smallest
-    class at least that size, which is ``kmalloc_cache_size``'s rule (0 maps to the 8-byte
-    class but kmalloc(0) never reaches it). Computed once (it is read at import)."""
+    """For every request size 0..8192, the index into KMALLOC_SIZES serving it.
+
+    The smallest class at least that size, which is ``kmalloc_cache_size``'s rule (0 maps to the
+    8-byte class but kmalloc(0) never reaches it). Computed once (it is read at import)."""
     sizes = np.arange(2 * PAGE_SIZE + 1)
     return tuple(np.searchsorted(np.asarray(KMALLOC_SIZES), sizes, side="left").tolist())
 

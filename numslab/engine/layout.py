@@ -237,8 +237,9 @@ native.HEADER_ATTRS["mem_size"] = H_MEMSIZE
 
 
 def view(buf: np.ndarray, field: int) -> np.ndarray:
-    """The 1-D view of one field of a state buffer (Python side; strided for a column of the
-    row table)."""
+    """The 1-D view of one field of a state buffer (Python side).
+
+    Strided for a column of the row table."""
     off, n = buf[H_FIELDS + 2 * field], buf[H_FIELDS + 2 * field + 1]
     if field in ROW_COLS:
         return buf[off:off + n * ROW:ROW]
@@ -247,8 +248,9 @@ def view(buf: np.ndarray, field: int) -> np.ndarray:
 
 def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int,
               mem_address: int, mem_size: int, kernel: int = KERNEL_7_0) -> np.ndarray:
-    """Allocate and initialise the state buffer (int64, 1-D) for a fresh machine whose arena
-    of ``mem_size`` bytes is at ``mem_address``, modelling SLUB generation ``kernel``."""
+    """Allocate and initialise the state buffer (int64, 1-D) for a fresh machine.
+
+    Its arena of ``mem_size`` bytes is at ``mem_address``; it models SLUB generation ``kernel``."""
     lengths = field_lengths(npages, nnodes, ncpus, max_caches)
     total = HEADER + sum(lengths)
     first = min(ROW_COLS)                           # the table sits where its first field
@@ -290,10 +292,11 @@ def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int,
 
 
 def zone_batchsize(managed_pages: int) -> int:
-    """``zone_batchsize``: pages a CPU's pcp list takes from, or gives to, the buddy lists at
-    once: a quarter of managed/1024 (at most 1 MiB), times 1.5, rounded down to a power of
-    two, minus one (63 for zones of 1 GiB and more); at least 1, as
-    ``zone_set_pageset_high_and_batch`` takes it."""
+    """``zone_batchsize``: pages a CPU's pcp list takes from, or gives to, the buddy lists at once.
+
+    A quarter of managed/1024 (at most 1 MiB), times 1.5, rounded down to a power of two, minus one
+    (63 for zones of 1 GiB and more); at least 1, as ``zone_set_pageset_high_and_batch`` takes
+    it."""
     batch = min(managed_pages >> 10, (1 << 20) // 4096) // 4
     batch = max(batch, 1)
     return max(1, (1 << ((batch + batch // 2).bit_length() - 1)) - 1)
@@ -306,9 +309,10 @@ def min_free_kbytes(lowmem_pages: int) -> int:
 
 def zone_watermarks(managed_pages: int, lowmem_pages: int, min_kbytes: int | None = None,
                     scale_factor: int = 10) -> tuple[int, int, int]:
-    """The zone's (min, low, high) watermarks in pages (``__setup_per_zone_wmarks``): its
-    share of ``min_free_kbytes`` (by default ``calculate_min_free_kbytes``), then steps of
-    the larger of a quarter of that and ``watermark_scale_factor`` / 10000 of the zone."""
+    """The zone's (min, low, high) watermarks in pages (``__setup_per_zone_wmarks``).
+
+    Its share of ``min_free_kbytes`` (by default ``calculate_min_free_kbytes``), then steps of the
+    larger of a quarter of that and ``watermark_scale_factor`` / 10000 of the zone."""
     kbytes = min_free_kbytes(lowmem_pages) if min_kbytes is None else min_kbytes
     wmin = (kbytes >> 2) * managed_pages // lowmem_pages
     step = max(wmin >> 2, managed_pages * scale_factor // 10000)
@@ -316,8 +320,10 @@ def zone_watermarks(managed_pages: int, lowmem_pages: int, min_kbytes: int | Non
 
 
 def zone_highsize(low_wmark: int, batch: int, cpus_on_node: int) -> int:
-    """``zone_highsize`` (5.14 to 6.6): the low watermark split over the node's CPUs, at least
-    four batches; a pcp list holding this many pages frees some back to the buddy lists."""
+    """``zone_highsize`` (5.14 to 6.6): the pages past which a pcp list frees some.
+
+    The low watermark split over the node's CPUs, at least four batches; a pcp list holding this
+    many pages frees some back to the buddy lists."""
     return max(low_wmark // max(cpus_on_node, 1), batch << 2)
 
 
@@ -349,8 +355,9 @@ class SlabState:
 # ---- kernel-side helpers ------------------------------------------------------------------
 @native.jit(inline=True)
 def _xorshift(g, item):
-    """Step the xorshift64 generator whose state is word ``item`` of ``g``: the new state,
-    in 1..2**63-1."""
+    """Step the xorshift64 generator whose state is word ``item`` of ``g``.
+
+    The new state, in 1..2**63-1."""
     x = g[item]
     x ^= x >> 12
     x ^= (x << 25) & 0x7FFFFFFFFFFFFFFF
@@ -370,10 +377,11 @@ def _rand(st):
 
 @native.jit
 def _frand(st):
-    """Next value of CONFIG_SLAB_FREELIST_RANDOM's generator (``G_FRNG``, from the seed):
-    the xorshift64 state itself, never negative. (Not scrambled by a multiply as ``_rand``
-    is: Numba marks an int64 multiply ``nsw``, so LLVM takes the product of two positives
-    for positive and drops the mask that follows; a negative draw then breaks ``% n``.)"""
+    """Next value of CONFIG_SLAB_FREELIST_RANDOM's generator (``G_FRNG``, from the seed).
+
+    The xorshift64 state itself, never negative. (Not scrambled by a multiply as ``_rand`` is:
+    Numba marks an int64 multiply ``nsw``, so LLVM takes the product of two positives for positive
+    and drops the mask that follows; a negative draw then breaks ``% n``.)"""
     return _xorshift(st.g, G_FRNG)
 
 
@@ -391,9 +399,11 @@ def _ca(st, cache, col):
 
 @native.jit(inline=True)
 def _geo(st, cache, col):
-    """Column ``col`` of cache ``cache`` when it is fixed while compiled code runs (its
-    geometry, ``CA_ACTIVE``, ``CA_CTOR``, ``CA_SHEAF_CAPACITY``: set by Python at create and
-    destroy): an invariant load, for the fast paths users' loops inline."""
+    """Column ``col`` of cache ``cache`` as an invariant load, for columns fixed while code runs.
+
+    Fixed while compiled code runs: its geometry, ``CA_ACTIVE``, ``CA_CTOR``, ``CA_SHEAF_CAPACITY``
+    (set by Python at create and destroy). The invariant load is for the fast paths users' loops
+    inline."""
     return native.fixed(st.ca, cache * CA_NCOLS + col)
 
 
@@ -426,16 +436,19 @@ def _head_frame(st, pfn):
 @native.jit(inline=True)
 def _shadow(st):
     """The sheaves' words sit this many bytes past their kmalloc objects: the arena's size.
-    A sheaf is known by its handle (its object's address plus this), so ``st.mem`` read at a
-    handle reads the shadow half of the mapping, which no user's address reaches."""
+
+    A sheaf is known by its handle (its object's address plus this), so ``st.mem`` read at a handle
+    reads the shadow half of the mapping, which no user's address reaches."""
     return st.npages << 12
 
 
 @native.jit(inline=True)
 def _rcu_next(st, sheaf, k):
-    """The sheaf after ``sheaf``, the ``k``-th (from 1) on the list of sheaves waiting for
-    their grace period: 0 at its end (``G_NRCU`` sheaves), or where a link no sheaf can be
-    at (outside the shadow half, unaligned) was written: such a link is not followed."""
+    """The sheaf after ``sheaf`` on the list of sheaves waiting for their grace period, or 0.
+
+    ``sheaf`` is the ``k``-th (from 1) on the list. 0 at its end (``G_NRCU`` sheaves), or where a
+    link no sheaf can be at (outside the shadow half, unaligned) was written: such a link is not
+    followed."""
     if k >= st.g[G_NRCU]:
         return 0
     nxt = st.mem[(sheaf >> 3) + SH_NEXT]
@@ -446,9 +459,10 @@ def _rcu_next(st, sheaf, k):
 
 @native.jit(inline=True)
 def _sheaf_in_reach(st, sheaf, n):
-    """Whether the words of a sheaf at handle ``sheaf`` up to ``objects[n]`` lie in the shadow
-    half: ``validate`` reads a sheaf only then (it meets words set wrong by other means; a
-    loaded file's sheaves were checked by ``load``)."""
+    """Whether the words of the sheaf at handle ``sheaf`` to ``objects[n]`` lie in the shadow half.
+
+    ``validate`` reads a sheaf only then (it meets words set wrong by other means; a loaded file's
+    sheaves were checked by ``load``)."""
     shadow = _shadow(st)
     return shadow < sheaf < 2 * shadow and not sheaf & 7 and \
         0 <= n <= ((2 * shadow - sheaf) >> 3) - SH_OBJECTS
@@ -456,8 +470,9 @@ def _sheaf_in_reach(st, sheaf, n):
 
 @native.jit(inline=True)
 def _slab_nid(st, slab):
-    """NUMA node of the slab whose head frame is ``slab`` (no division on one node: a
-    64-bit divide costs more than the rest of a fast path)."""
+    """NUMA node of the slab whose head frame is ``slab``.
+
+    No division on one node: a 64-bit divide costs more than the rest of a fast path."""
     if st.nnodes == 1:
         return 0
     return slab // st.pages_per_node

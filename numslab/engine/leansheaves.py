@@ -1,5 +1,7 @@
-"""Lean sheaves: sheaf-aware mobility, numslab's remedy for issue 15 (in no kernel): under 7.0
-a CPU's main sheaf holds at most a slab's objects shared among the CPUs, and no spare or barn sheaf.
+"""Lean sheaves: sheaf-aware mobility, numslab's remedy for issue 15 (in no kernel).
+
+Under 7.0 a CPU's main sheaf holds at most a slab's objects shared among the CPUs, and no spare or
+barn sheaf.
 
 Off unless a caller asks: the lab's ``leansheaves`` policy calls these units around its
 allocations and frees; nothing of the kernel's own paths calls them.
@@ -16,25 +18,26 @@ from .sheaves import _barn, _may_refill, _objs_at, _w, sheaf_flush_main
 
 @jit(inline=True)
 def lean_limit(st, cache):
-    """The most objects a CPU's main sheaf of ``cache`` holds under lean sheaves: a slab's
-    objects shared among the CPUs (at least 1, at most the capacity), so that the sheaves
+    """The most objects a CPU's main sheaf of ``cache`` holds under lean sheaves.
+
+    A slab's objects shared among the CPUs (at least 1, at most the capacity), so that the sheaves
     of all CPUs together hold at most one slab of free objects."""
     return max(1, min(_ca(st, cache, CA_SHEAF_CAPACITY), _ca(st, cache, CA_OBJECTS) // st.ncpus))
 
 
 @unit
 def refill_main_lean(st, cache, cpu, gfp):
-    """Lean sheaves' allocation side, for an allocation about to find the CPU's sheaves
-    empty under 7.x (main and spare empty, no full sheaf in the barn, ``gfp`` lets the
-    kernel refill: ``sheaves._may_refill``):
-    where ``__pcs_replace_empty_main`` fills a sheaf to capacity, taking new slabs for what
-    the partial slabs lack, fill the main sheaf in place with at most :func:`lean_limit`
-    objects of the partial slabs (``refill_objects``, at least one: the first slabs of the
-    list, the fullest under a sorted order), or, with no partial slab on the CPU's node,
-    with one object as ``___slab_alloc`` gives it when sheaves cannot serve (a new slab's
-    other objects stay free in it). No sheaf struct is made and free objects never fill
-    a slab of their own. Objects put in main (the caller's allocation pops one), 0 when it
-    did nothing."""
+    """Lean sheaves' allocation side: fill the CPU's empty main sheaf in place with a few objects.
+
+    For an allocation about to find the CPU's sheaves empty under 7.x (main and spare empty, no
+    full sheaf in the barn, ``gfp`` lets the kernel refill: ``sheaves._may_refill``): where
+    ``__pcs_replace_empty_main`` fills a sheaf to capacity, taking new slabs for what the partial
+    slabs lack, fill the main sheaf in place with at most :func:`lean_limit` objects of the partial
+    slabs (``refill_objects``, at least one: the first slabs of the list, the fullest under a
+    sorted order), or, with no partial slab on the CPU's node, with one object as ``___slab_alloc``
+    gives it when sheaves cannot serve (a new slab's other objects stay free in it). No sheaf
+    struct is made and free objects never fill a slab of their own. Objects put in main (the
+    caller's allocation pops one), 0 when it did nothing."""
     if st.kernel < KERNEL_7_0 or not _may_refill(st, gfp):
         return 0
     mem = st.mem
@@ -59,11 +62,12 @@ def refill_main_lean(st, cache, cpu, gfp):
 
 @unit
 def flush_main_lean(st, cache, cpu):
-    """Lean sheaves' free side, before a free to the CPU's sheaves under 7.0: when the main
-    sheaf holds :func:`lean_limit` objects, give them back to their slabs
-    (:func:`sheaf_flush_main`), where the kernel fills it to capacity and then takes a
-    spare or barn sheaf (a new sheaf struct, more free objects held out of their slabs).
-    1 if it flushed, else 0."""
+    """Lean sheaves' free side, before a free to the CPU's sheaves under 7.0.
+
+    When the main sheaf holds :func:`lean_limit` objects, give them back to their slabs
+    (:func:`sheaf_flush_main`), where the kernel fills it to capacity and then takes a spare or
+    barn sheaf (a new sheaf struct, more free objects held out of their slabs). 1 if it flushed,
+    else 0."""
     if st.kernel < KERNEL_7_0:
         return 0
     main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]

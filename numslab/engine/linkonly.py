@@ -1,5 +1,7 @@
-"""Link-only compilation of the engine's helpers: a helper is compiled to optimised LLVM IR that
-units and ``numslab.jit`` functions link in, never to machine code or a cache entry of its own.
+"""Link-only compilation of the engine's helpers.
+
+A helper is compiled to optimised LLVM IR that units and ``numslab.jit`` functions link in, never
+to machine code or a cache entry of its own.
 
 Numba finishes every function it compiles as if Python were to call it: a CPython wrapper, a C
 wrapper, the whole library made machine code by the JIT, and the library pickled into the
@@ -30,8 +32,9 @@ NO_WRAPPERS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
 
 
 class LinkOnlyLibrary(JITCodeLibrary):
-    """A helper's code library: optimised like any other, then only linked into callers (it
-    is never added to the JIT engine, so LLVM never makes machine code of it alone)."""
+    """A helper's code library: optimised like any other, then only linked into callers.
+
+    It is never added to the JIT engine, so LLVM never makes machine code of it alone."""
 
     def _finalize_final_module(self) -> None:
         self._finalize_dynamic_globals()
@@ -44,8 +47,9 @@ class LinkOnlyLibrary(JITCodeLibrary):
 
 @register_pass(mutates_CFG=True, analysis_only=False)
 class LinkOnlyLowering(NativeLowering):
-    """Numba's lowering pass into a :class:`LinkOnlyLibrary`, registering the function for its
-    callers with an entry point that runs no compiled code."""
+    """Numba's lowering pass into a :class:`LinkOnlyLibrary`, registering the function for callers.
+
+    Its entry point runs no compiled code."""
 
     _name = "numslab_link_only_lowering"
 

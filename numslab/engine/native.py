@@ -1,6 +1,8 @@
-"""The engine's compile machinery: the ``State`` and ``Words`` pointer types the kernels work
-on, the one options factory for helpers (``jit``) and ``unit``, an operation compiled once as a
-C function, reached through a process-wide table and compiled on its first call.
+"""The engine's compile machinery: pointer types, the options factory ``jit``, and ``unit``.
+
+The ``State`` and ``Words`` pointer types the kernels work on, the one options factory for helpers
+(``jit``) and ``unit``, an operation compiled once as a C function, reached through a process-wide
+table and compiled on its first call.
 
 Why it is built this way (measured in ARCHITECTURE.md, "What is compiled when"):
 
@@ -85,17 +87,20 @@ OPTIONS: dict[str, Any] = {"nopython": True, "boundscheck": False, "_nrt": False
 
 
 class EngineCache(FunctionCache):
-    """Numba's on-disk function cache, keyed also on :data:`ABI` and the unit table's layout,
-    so that a function is never loaded from a cache that another numslab wrote."""
+    """Numba's on-disk function cache, keyed also on :data:`ABI` and the unit table's layout.
+
+    So a function is never loaded from a cache that another numslab wrote."""
 
     def _index_key(self, sig: Any, codegen: Any) -> tuple:
         return (*super()._index_key(sig, codegen), ABI, unit_table_hash())
 
 
 class JitOn:
-    """``NUMBA_DISABLE_JIT`` lifted while numslab compiles: its functions only run compiled
-    (intrinsics), and Numba's own ``@overload`` implementations, made through ``numba.jit``,
-    were plain functions then ("'function' object has no attribute 'get_call_template'")."""
+    """``NUMBA_DISABLE_JIT`` lifted while numslab compiles.
+
+    Its functions only run compiled (intrinsics), and Numba's own ``@overload`` implementations,
+    made through ``numba.jit``, were plain functions then ("'function' object has no attribute
+    'get_call_template'")."""
 
     def __enter__(self) -> None:
         global_compiler_lock.acquire()      # (another thread's compile may not restore it
@@ -107,8 +112,9 @@ class JitOn:
 
 
 class CompiledDispatcher(CPUDispatcher):
-    """Numba's CPU dispatcher, compiled under ``NUMBA_DISABLE_JIT`` too (:class:`JitOn`): the
-    engine's and the lab's functions call intrinsics, which cannot run as Python."""
+    """Numba's CPU dispatcher, compiled under ``NUMBA_DISABLE_JIT`` too (:class:`JitOn`).
+
+    The engine's and the lab's functions call intrinsics, which cannot run as Python."""
 
     def compile(self, sig: Any) -> Any:
         with JitOn():
@@ -116,10 +122,11 @@ class CompiledDispatcher(CPUDispatcher):
 
 
 class EngineDispatcher(CompiledDispatcher):
-    """:class:`CompiledDispatcher`, but a call from jitted code with constant arguments
-    compiles the function for their plain types, not once per constant: Numba would otherwise
-    compile ``_stat(st, c, cpu, 6, n)`` and ``_stat(st, c, cpu, 7, n)`` as two functions, and
-    the engine passes constants everywhere."""
+    """:class:`CompiledDispatcher` that compiles constant arguments as their plain types.
+
+    A call from jitted code with constant arguments compiles the function for their plain types,
+    not once per constant: Numba would otherwise compile ``_stat(st, c, cpu, 6, n)`` and
+    ``_stat(st, c, cpu, 7, n)`` as two functions, and the engine passes constants everywhere."""
 
     def get_call_template(self, args: tuple, kws: dict) -> Any:
         return super().get_call_template(tuple(types.unliteral(a) for a in args),
@@ -127,8 +134,9 @@ class EngineDispatcher(CompiledDispatcher):
 
 
 class HelperDispatcher(EngineDispatcher):
-    """The dispatcher of an engine helper: compiled link-only (:mod:`.linkonly`), so Python
-    cannot call it; units and ``numslab.jit`` functions link it in."""
+    """The dispatcher of an engine helper, compiled link-only (:mod:`.linkonly`).
+
+    So Python cannot call it; units and ``numslab.jit`` functions link it in."""
 
     def __init__(self, py_func: Callable, locals: dict | None = None,
                  targetoptions: dict | None = None, pipeline_class: Any = None) -> None:
@@ -177,17 +185,20 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
 
 
 def jit_rt(func: Callable | None = None, **overrides: Any) -> Any:
-    """:func:`jit` with the Numba runtime on, for code that creates arrays (not inlined
-    unless asked)."""
+    """:func:`jit` with the Numba runtime on, for code that creates arrays.
+
+    Not inlined unless asked."""
     overrides.setdefault("inline", False)
     return jit(func, nrt=True, **overrides)
 
 
 # ---- State: the state buffer, its fields as attributes ------------------------------------------
 class StateType(types.Type):
-    """A pointer to an allocator's state buffer. ``st.<field>`` is the Words of a field (the
-    header word holding its offset is read once and may be hoisted: it never changes),
-    ``st.<scalar>`` a fixed scalar such as ``st.npages``, ``st.mem`` the arena's words."""
+    """A pointer to an allocator's state buffer.
+
+    ``st.<field>`` is the Words of a field (the header word holding its offset is read once and may
+    be hoisted: it never changes), ``st.<scalar>`` a fixed scalar such as ``st.npages``, ``st.mem``
+    the arena's words."""
 
     addressable = True          #: ``words.address`` takes it
 
@@ -280,8 +291,9 @@ _table_hash: list[str] = []
 
 
 def unit_table_hash() -> str:
-    """Hash of the unit table's layout (every unit's slot and arity), fixed once first asked:
-    part of every cache key, since compiled callers reach units by slot."""
+    """Hash of the unit table's layout (every unit's slot and arity), fixed once first asked.
+
+    Part of every cache key, since compiled callers reach units by slot."""
     if not _table_hash:
         _table_hash.append(hashlib.sha256(repr([(u.name, u.slot, u.nargs) for u in UNITS])
                                           .encode()).hexdigest()[:16])
@@ -305,8 +317,10 @@ def table_load(builder: Any, symbol: str, index: Any) -> Any:
 
 
 class Unit:
-    """An engine operation ``f(st, a, b, ...) -> int`` (``st`` a State, the rest int64), compiled
-    once as a C function on its first call and reached through :data:`UNIT_TABLE`.
+    """An engine operation ``f(st, a, b, ...) -> int``, compiled once as a C function.
+
+    ``st`` is a State, the rest int64; compiled on its first call and reached through
+    :data:`UNIT_TABLE`.
 
     Jitted code calls it like a function; Python calls ``unit(state_address, a, b, ...)``
     (through ctypes: slow, for set-up and tests; the facade's hot paths go through
@@ -338,15 +352,15 @@ class Unit:
         return f"<unit {self.name} slot {self.slot}{' compiled' if self.address else ''}>"
 
     def _first_call(self, *args: int) -> int:
-        """The table's stub: compile, then run this call; only compile (0) for a compiled
-        caller (:func:`_guarded_call`, which owns the engine and calls the unit itself).
-        Nothing can raise here (a ctypes callback's exception is dropped, its result
-        undefined): a Ctrl-C is ignored (the operation it interrupted must finish): on the
-        main thread the SIGINT handler is swapped for one that says so while the compile
-        runs (a KeyboardInterrupt raised inside llvmlite's own callbacks was dropped there,
-        and the compile then failed: the exit below), elsewhere a KeyboardInterrupt restarts
-        the compile; any other failure exits with its traceback (the operation can neither
-        finish nor be undone)."""
+        """The table's stub: compile, then run this call (only compile, 0, for a compiled caller).
+
+        A compiled caller is :func:`_guarded_call`, which owns the engine and calls the unit
+        itself. Nothing can raise here (a ctypes callback's exception is dropped, its result
+        undefined): a Ctrl-C is ignored (the operation it interrupted must finish): on the main
+        thread the SIGINT handler is swapped for one that says so while the compile runs (a
+        KeyboardInterrupt raised inside llvmlite's own callbacks was dropped there, and the compile
+        then failed: the exit below), elsewhere a KeyboardInterrupt restarts the compile; any other
+        failure exits with its traceback (the operation can neither finish nor be undone)."""
         swap = threading.current_thread() is threading.main_thread() \
             and callable(signal.getsignal(signal.SIGINT))
         if swap:
@@ -372,8 +386,9 @@ class Unit:
         return run(*args)
 
     def _interrupt_ignored(self, *signal_args: Any) -> None:
-        """Say that a Ctrl-C met :meth:`_first_call`'s compile and was ignored (also the
-        SIGINT handler while it runs)."""
+        """Say that a Ctrl-C met :meth:`_first_call`'s compile and was ignored.
+
+        Also the SIGINT handler while it runs."""
         sys.stderr.write(f"numslab: KeyboardInterrupt ignored: {self.name} is being "
                          f"compiled in the middle of an engine operation\n")
 
@@ -415,8 +430,9 @@ class Unit:
 
 
 class _UnitCompiler(_CFuncCompiler):
-    """Numba's C-callback compiler, but the function is marked ``alwaysinline`` and no C
-    wrapper is made (``_UnitCFunc`` adds its own)."""
+    """Numba's C-callback compiler, the function marked ``alwaysinline`` and no C wrapper made.
+
+    ``_UnitCFunc`` adds its own wrapper."""
 
     def _customize_flags(self, flags: Any) -> Any:
         flags = super()._customize_flags(flags)
@@ -426,9 +442,11 @@ class _UnitCompiler(_CFuncCompiler):
 
 
 class _UnitCFunc(CFunc):
-    """A unit's C function. Numba's own C wrapper calls the compiled function through a call
-    marked ``noinline``: a second call (status word, return slot, spilled registers) inside
-    every unit call. This wrapper is the same C function with the call inlined."""
+    """A unit's C function.
+
+    Numba's own C wrapper calls the compiled function through a call marked ``noinline``: a second
+    call (status word, return slot, spilled registers) inside every unit call. This wrapper is the
+    same C function with the call inlined."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -458,11 +476,12 @@ class _UnitCFunc(CFunc):
 
 
 def _wait_while_busy(builder: Any) -> None:
-    """Emit: while another thread compiles in the middle of an engine operation
-    (:data:`ENGINE_BUSY` raised, ``ENGINE_OWNER`` not this thread), call
-    :func:`wait_for_engine`, and test again after it returns (a Ctrl-C in its sleep ends it
-    early: a ctypes callback cannot raise, and the unit then ran half-way through the other
-    thread's operation). Every unit's C entry starts so."""
+    """Emit: wait while another thread compiles in the middle of an engine operation.
+
+    While :data:`ENGINE_BUSY` is raised and ``ENGINE_OWNER`` is not this thread, call
+    :func:`wait_for_engine`, and test again after it returns (a Ctrl-C in its sleep ends it early:
+    a ctypes callback cannot raise, and the unit then ran half-way through the other thread's
+    operation). Every unit's C entry starts so."""
     base = table_address(builder, UNIT_SYMBOL)
     busy_at = builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)])
     owner_at = builder.gep(base, [ir.Constant(_I64, ENGINE_OWNER)])
@@ -483,10 +502,12 @@ def _wait_while_busy(builder: Any) -> None:
 
 
 def _call_unit(builder: Any, slot: Any, args: list) -> Any:
-    """Emit a call of the unit in table slot ``slot`` (an LLVM i64) with ``args`` (the state
-    pointer, then i64s), as every compiled caller makes it: straight to the unit when it is
-    compiled and no thread owns the engine, else through :func:`_guarded_call` (out of line,
-    so that a user's loop carries three loads and a branch per call site, not the guard)."""
+    """Emit a call of the unit in table slot ``slot`` (an LLVM i64) with ``args``.
+
+    ``args`` are the state pointer, then i64s, as every compiled caller makes the call: straight to
+    the unit when it is compiled and no thread owns the engine, else through :func:`_guarded_call`
+    (out of line, so that a user's loop carries three loads and a branch per call site, not the
+    guard)."""
     base = table_address(builder, UNIT_SYMBOL)
     addr = builder.load(builder.gep(base, [slot]))
     busy = builder.load(builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)]))
@@ -507,11 +528,12 @@ def _call_unit(builder: Any, slot: Any, args: list) -> Any:
 
 
 def _guarded_call(module: Any, n: int) -> Any:
-    """The out-of-line call of a unit of ``n`` arguments after the state, in ``module``:
-    wait while another thread owns the engine; if the unit is still its Python stub, take
-    the engine (:func:`take_engine`) while the stub compiles it, then call the unit. All in
-    compiled code: done in the stub's Python, other threads' inlined fast paths ran on the
-    rows before the park and after the restore, this thread's operation half-way."""
+    """The out-of-line call of a unit of ``n`` arguments after the state, in ``module``.
+
+    It waits while another thread owns the engine; if the unit is still its Python stub, takes the
+    engine (:func:`take_engine`) while the stub compiles it, then calls the unit. All in compiled
+    code: done in the stub's Python, other threads' inlined fast paths ran on the rows before the
+    park and after the restore, this thread's operation half-way."""
     name = f"numslab_guarded_call_{n}"
     if name in module.globals:
         return module.globals[name]
@@ -536,9 +558,11 @@ def _guarded_call(module: Any, n: int) -> Any:
 
 
 def take_engine(builder: Any, state: Any, take: bool) -> None:
-    """Emit: take the engine for this thread (``take``: raise :data:`ENGINE_BUSY`, name it
-    ``ENGINE_OWNER`` and, the first time, park the fast paths of ``state``), or give it back
-    (lower it and, the last time, put the rows back and clear the owner)."""
+    """Emit: take the engine for this thread (``take``), or give it back.
+
+    Taking raises :data:`ENGINE_BUSY`, names it ``ENGINE_OWNER`` and, the first time, parks the
+    fast paths of ``state``; giving back lowers it and, the last time, puts the rows back and
+    clears the owner."""
     base = table_address(builder, UNIT_SYMBOL)
     busy_at = builder.gep(base, [ir.Constant(_I64, ENGINE_BUSY)])
     one, zero = ir.Constant(_I64, 1), ir.Constant(_I64, 0)
@@ -555,11 +579,13 @@ def take_engine(builder: Any, state: Any, take: bool) -> None:
 
 
 def park_rows(module: Any, park: bool) -> Any:
-    """``numslabpark_rows(st)`` (``park``) in ``module``: point every CPU row's main sheaf
-    of state ``st`` at its ``NO_SHEAF`` (empty to an allocation, full to a free), keeping
-    the handle in the row's ``parked`` column; or ``numslab_unpark_rows(st)``: put each
-    parked handle back, where the row still points at ``NO_SHEAF`` (a row that Python wrote
-    meanwhile, a new cache's, stays as written), and clear the column."""
+    """``numslabpark_rows(st)`` (``park``) or ``numslab_unpark_rows(st)`` in ``module``.
+
+    ``park`` points every CPU row's main sheaf of state ``st`` at its ``NO_SHEAF`` (empty to an
+    allocation, full to a free), keeping the handle in the row's ``parked`` column;
+    ``numslab_unpark_rows(st)`` puts each parked handle back, where the row still points at
+    ``NO_SHEAF`` (a row that Python wrote meanwhile, a new cache's, stays as written), and clears
+    the column."""
     name = "numslab_park_rows" if park else "numslab_unpark_rows"
     if name in module.globals:
         return module.globals[name]
@@ -596,8 +622,9 @@ def park_rows(module: Any, park: bool) -> Any:
 
 
 def thread_pointer(builder: Any) -> Any:
-    """The calling thread's pointer, which glibc's ``pthread_self()`` returns on x86-64
-    (``%fs:0``); -1 elsewhere (no thread is then taken for the engine's owner)."""
+    """The calling thread's pointer, glibc's ``pthread_self()`` on x86-64 (``%fs:0``).
+
+    -1 elsewhere (no thread is then taken for the engine's owner)."""
     if _MACHINE != "x86_64":
         return ir.Constant(_I64, -1)
     return builder.asm(ir.FunctionType(_I64, []), "movq %fs:0, $0", "=r", [], False)
@@ -627,8 +654,10 @@ def unit(func: Callable) -> Unit:
 
 @intrinsic
 def call_slot(typingctx: Any, slot: Any, st: Any, args: Any) -> Any:
-    """Call the unit in table slot ``slot`` (a run-time int) with ``st`` and the tuple ``args``
-    of ints, after waiting while :data:`ENGINE_BUSY`: the drivers' trampolines use it."""
+    """Call the unit in table slot ``slot`` (a run-time int) with ``st`` and the ints ``args``.
+
+    ``args`` is a tuple. It waits first while :data:`ENGINE_BUSY`; the drivers' trampolines use
+    it."""
     if not isinstance(args, types.BaseTuple) or not all(
             isinstance(a, types.Integer) for a in args):
         return None

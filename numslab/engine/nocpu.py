@@ -1,5 +1,7 @@
-"""Linux 7.0's slab layer, with no ``kmem_cache_cpu``: single objects straight from partial or
-new slabs (``___slab_alloc``) and ``refill_objects`` for sheaf refills and bulk allocation.
+"""Linux 7.0's slab layer, with no ``kmem_cache_cpu``.
+
+Single objects straight from partial or new slabs (``___slab_alloc``) and ``refill_objects`` for
+sheaf refills and bulk allocation.
 
 Under 7.0 nothing is frozen and no CPU owns a slab: a slab is on its node's partial list (it
 has free objects), or full and on no list, or taken off the list for the moment of a refill.
@@ -39,8 +41,9 @@ def _remove_partial_inline(st, cache, slab):
 # ---- one object -------------------------------------------------------------------------------
 @jit
 def _get_from_partial_node(st, cache, node):
-    """``get_from_partial_node``: one object from the first slab of ``node``'s partial list
-    (the slab leaves the list when that was its last free object); 0 if the list is empty."""
+    """``get_from_partial_node``: an object from ``node``'s first partial slab; 0 if none.
+
+    The slab leaves the list when that was its last free object."""
     slab = st.node[_node_row(st, cache, node) + N_PARTIAL_HEAD]
     if slab == NIL:
         return 0
@@ -65,17 +68,20 @@ def _get_from_partial_node(st, cache, node):
 
 @jit
 def _remote_allowed(st, cache):
-    """The ``remote_node_defrag_ratio`` draw of ``get_from_any_partial`` (a ratio of 0
-    never allows another node; 1000, sysfs's 100, almost always does)."""
+    """The ``remote_node_defrag_ratio`` draw of ``get_from_any_partial``.
+
+    A ratio of 0 never allows another node; 1000, sysfs's 100, almost always does."""
     ratio = _ca(st, cache, CA_DEFRAG_RATIO)
     return ratio != 0 and _rand(st) % 1024 <= ratio
 
 
 @jit
 def _get_from_partial(st, cache, cpu, node, thisnode):
-    """``get_from_partial``: the requested (or local) node's partial list, then, unless the
-    request pins its node, ``get_from_any_partial``: nodes in distance order (the local
-    one first) holding more than ``min_partial`` partial slabs. An object or 0."""
+    """``get_from_partial``: an object from the requested (or local) node, then others.
+
+    The requested (or local) node's partial list, then, unless the request pins its node,
+    ``get_from_any_partial``: nodes in distance order (the local one first) holding more than
+    ``min_partial`` partial slabs. An object or 0."""
     local = st.cpu_node[cpu]
     obj = _get_from_partial_node(st, cache, local if node < 0 else node)
     if obj or (node >= 0 and thisnode):
@@ -96,8 +102,9 @@ def _get_from_partial(st, cache, cpu, node, thisnode):
 
 @jit
 def _alloc_from_new_slab(st, cache, slab, p, at, count):
-    """``alloc_from_new_slab``: up to ``count`` objects of a new slab into ``p[at:]``; the
-    slab goes to the head of its node's partial list if objects remain. How many."""
+    """``alloc_from_new_slab``: up to ``count`` objects of a new slab into ``p[at:]``.
+
+    The slab goes to the head of its node's partial list if objects remain. How many."""
     mem = st.mem
     offset = _ca(st, cache, CA_OFFSET)
     needs_add_partial = st.sl_objects[slab] > count
@@ -116,8 +123,9 @@ def _alloc_from_new_slab(st, cache, slab, p, at, count):
 
 @unit
 def slab_alloc_single(st, cache, cpu, node, gfp):
-    """``___slab_alloc`` (7.0): one object from a partial slab, else from a new slab. With a
-    preferred node (not pinned by __GFP_THISNODE) the node is tried alone first, then any.
+    """``___slab_alloc`` (7.0): one object from a partial slab, else from a new slab.
+
+    With a preferred node (not pinned by __GFP_THISNODE) the node is tried alone first, then any.
     The object's address (not yet handed out), or 0 when memory is exhausted."""
     _stat(st, cache, cpu, ALLOC_SLOWPATH, 1)
     try_thisnode = True
@@ -147,9 +155,10 @@ def slab_alloc_single(st, cache, cpu, node, gfp):
 # ---- many objects -------------------------------------------------------------------------------
 @jit(inline=True)
 def _walk_geometry(st, cache, slab):
-    """What a walk of ``slab``'s free list reads once: the arena, the live and RCU bitmaps,
-    the cache's free-pointer offset and key, object stride and its reciprocal, and the
-    slab's first object."""
+    """What a walk of ``slab``'s free list reads once: arena, bitmaps, geometry, first object.
+
+    The arena, the live and RCU bitmaps, the cache's free-pointer offset and key, object stride and
+    its reciprocal, and the slab's first object."""
     return (st.mem, st.live, st.rcu, _ca(st, cache, CA_OFFSET), _ca(st, cache, CA_FP_KEY),
             _ca(st, cache, CA_SIZE), _ca(st, cache, CA_RECIP),
             (slab << 12) + _ca(st, cache, CA_RED_LEFT))
@@ -157,9 +166,10 @@ def _walk_geometry(st, cache, slab):
 
 @jit
 def _walk_taken_any(st, cache, slab, obj, p, at, got, hi):
-    """:func:`_walk_taken` for a geometry (or a head) not 8-byte aligned, which no cache
-    created or loaded has: the free pointer read from its aligned word, the grid tested with
-    the reciprocal, as :func:`_fp_next` does."""
+    """:func:`_walk_taken` for a geometry (or a head) not 8-byte aligned.
+
+    No cache created or loaded has one: the free pointer read from its aligned word, the grid
+    tested with the reciprocal, as :func:`_fp_next` does."""
     mem, live, rcu, offset, key, size, recip, base = _walk_geometry(st, cache, slab)
     limit = st.sl_objects[slab] * size
     live[obj >> 9] |= 1 << ((obj >> 3) & 63)
@@ -189,11 +199,12 @@ def _walk_taken_any(st, cache, slab, obj, p, at, got, hi):
 
 @jit(inline=True)
 def _walk_taken(st, cache, slab, obj, p, at, got, hi):
-    """The walk of a taken slab's free list from its head ``obj`` (> 0): objects into
-    ``p[at + got:]`` up to ``hi``, each marked live before its free pointer is followed (so
-    a pointer back to one is refused), every pointer checked as :func:`_fp_next` checks it
-    (-1: corrupted, the slab isolated). Returns (got, the object the walk stopped at: 0 at
-    the list's end, the next free one when ``hi`` is reached, or -1).
+    """The walk of a taken slab's free list from its head ``obj`` (> 0).
+
+    Objects into ``p[at + got:]`` up to ``hi``, each marked live before its free pointer is
+    followed (so a pointer back to one is refused), every pointer checked as :func:`_fp_next`
+    checks it (-1: corrupted, the slab isolated). Returns (got, the object the walk stopped at: 0
+    at the list's end, the next free one when ``hi`` is reached, or -1).
 
     The hop from an object to the next is the walk's critical path, so it is kept short: the
     cache's geometry is read once, the free pointer is loaded at its byte address (the head,
@@ -239,28 +250,30 @@ def _walk_taken(st, cache, slab, obj, p, at, got, hi):
 
 
 def _refill_node_rule(in_order: bool):
-    """``__refill_objects_node`` of the generations before 7.3 (``in_order`` False) or from
-    7.3 (True), made once each at import: ``in_order`` is a constant of the compiled code, so
-    each variant is the loop of its rule alone and compiles only when used (a run-time test
-    of the generation in the loop made the 7.0 default's bulk rounds 3-7% slower, and a
-    shared body behind two wrappers cost its first ``kmalloc`` two more compiles). Each
-    variant has a name of its own: Numba names a function's code by its qualified name and a
-    per-process count, so two variants of one name compiled in two processes could get one
-    symbol, and a unit loaded from the cache then called the other variant's code."""
+    """``__refill_objects_node`` before 7.3 (``in_order`` False) or from 7.3 (True).
+
+    Made once each at import: ``in_order`` is a constant of the compiled code, so each variant is
+    the loop of its rule alone and compiles only when used (a run-time test of the generation in
+    the loop made the 7.0 default's bulk rounds 3-7% slower, and a shared body behind two wrappers
+    cost its first ``kmalloc`` two more compiles). Each variant has a name of its own: Numba names
+    a function's code by its qualified name and a per-process count, so two variants of one name
+    compiled in two processes could get one symbol, and a unit loaded from the cache then called
+    the other variant's code."""
 
     def refill_node(st, cache, cpu, p, at, lo, hi, node):
-        """``__refill_objects_node``: take partial slabs off ``node``'s list until their free
-        objects reach ``lo`` (not passing ``hi`` once ``lo`` is reached:
-        ``get_partial_node_bulk``), then empty their free lists into ``p[at:]`` up to ``hi``
-        objects, each marked live as it is taken (so that a free pointer naming one already taken,
-        or one the caller took from a sheaf just before, is refused; a sheaf refill takes the marks
-        off). Before 7.3: the last slab taken is drained first (``pc.slabs`` filled by
-        ``list_add``), what a slab has beyond goes back to it (``__slab_free``: FREE_ADD_PARTIAL),
-        slabs not reached go back to the head of the list (or to the page allocator if empty and
-        the node keeps ``min_partial``). From 7.3: the slabs are drained in list order
-        (``list_bulk_move_tail``), what a slab has beyond goes back with its slab to the tail of
-        the list, uncounted (``__slab_try_return_freelist``), and slabs not reached to the tail too
-        (``list_splice_tail``). How many taken."""
+        """``__refill_objects_node``: objects of ``node``'s partial slabs into ``p[at:]``.
+
+        Take partial slabs off ``node``'s list until their free objects reach ``lo`` (not passing
+        ``hi`` once ``lo`` is reached: ``get_partial_node_bulk``), then empty their free lists into
+        ``p[at:]`` up to ``hi`` objects, each marked live as it is taken (so that a free pointer
+        naming one already taken, or one the caller took from a sheaf just before, is refused; a
+        sheaf refill takes the marks off). Before 7.3: the last slab taken is drained first
+        (``pc.slabs`` filled by ``list_add``), what a slab has beyond goes back to it
+        (``__slab_free``: FREE_ADD_PARTIAL), slabs not reached go back to the head of the list (or
+        to the page allocator if empty and the node keeps ``min_partial``). From 7.3: the slabs are
+        drained in list order (``list_bulk_move_tail``), what a slab has beyond goes back with its
+        slab to the tail of the list, uncounted (``__slab_try_return_freelist``), and slabs not
+        reached to the tail too (``list_splice_tail``). Returns how many taken."""
         nd = st.node
         nxt = st.pg_next
         r = _node_row(st, cache, node)
@@ -351,24 +364,25 @@ _refill_objects_node_in_order = _refill_node_rule(True)
 
 @unit
 def refill_node_in_order(st, cache, cpu, paddr, at, lo, hi, node):
-    """The 7.3 variant of ``__refill_objects_node`` on the words at ``paddr``: a unit, compiled
-    on a 7.3 machine's first bulk refill, never by the 7.0 default's."""
+    """The 7.3 variant of ``__refill_objects_node`` on the words at ``paddr``.
+
+    A unit, compiled on a 7.3 machine's first bulk refill, never by the 7.0 default's."""
     return _refill_objects_node_in_order(st, cache, cpu, words_at(paddr), at, lo, hi, node)
 
 
 @unit
 def refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark):
-    """``refill_objects``: at least ``lo`` and at most ``hi`` objects into the words at
-    ``paddr``: the local node's partial slabs, then other nodes' (``__refill_objects_any``:
-    the ``remote_node_defrag_ratio`` draw, nodes with more than ``min_partial`` partial
-    slabs; under __GFP_THISNODE the local node alone), then new slabs on the local node
-    (under __GFP_THISNODE no other). Before 7.3, no object at all (0) for a ``gfp`` with no
-    reclaim bit (the kernel's ``WARN_ON_ONCE``: such requests never refill); 7.3 dropped the
-    test (the callers' ``alloc_flags`` decide). Returns how many (fewer
-    than ``lo`` only when memory is exhausted); the objects are not handed out. ``mark`` 1:
-    all come back marked live (a bulk allocation's, so those of partial slabs keep the mark
-    their walk set and those of new slabs get it as they are carved); 0: none does (a
-    sheaf's refill: the walk's marks are taken off at the end)."""
+    """``refill_objects``: at least ``lo`` and at most ``hi`` objects into the words at ``paddr``.
+
+    The local node's partial slabs, then other nodes' (``__refill_objects_any``: the
+    ``remote_node_defrag_ratio`` draw, nodes with more than ``min_partial`` partial slabs; under
+    __GFP_THISNODE the local node alone), then new slabs on the local node (under __GFP_THISNODE no
+    other). Before 7.3, no object at all (0) for a ``gfp`` with no reclaim bit (the kernel's
+    ``WARN_ON_ONCE``: such requests never refill); 7.3 dropped the test (the callers'
+    ``alloc_flags`` decide). Returns how many (fewer than ``lo`` only when memory is exhausted);
+    the objects are not handed out. ``mark`` 1: all come back marked live (a bulk allocation's, so
+    those of partial slabs keep the mark their walk set and those of new slabs get it as they are
+    carved); 0: none does (a sheaf's refill: the walk's marks are taken off at the end)."""
     if st.kernel < KERNEL_7_3 and not gfp & __GFP_RECLAIM:     # WARN_ON_ONCE(!gfpflags_
         return 0                                                # allow_spinning(gfp))
     p = words_at(paddr)
@@ -400,13 +414,14 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark):
 
 @unit
 def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
-    """The end of ``refill_objects``: new slabs on the local node (only there if
-    ``thisnode``, the request's __GFP_THISNODE; else preferred) until the words at ``paddr``
-    hold ``lo`` objects (at most ``hi``), from ``got``; a slab wholly taken is carved with
-    no free list (``alloc_from_new_slab`` with ``count >= objects``). With ``mark`` the
-    objects are marked live. The new count (below ``lo`` when memory is exhausted). A unit
-    of its own, so that the partial-slab walk before it compiles alone; a whole slab's
-    pages come inline on a pcp hit (``_allocate_slab``: no unit call per slab)."""
+    """The end of ``refill_objects``: new slabs until the words at ``paddr`` hold ``lo`` objects.
+
+    New slabs on the local node (only there if ``thisnode``, the request's __GFP_THISNODE; else
+    preferred) until the words at ``paddr`` hold ``lo`` objects (at most ``hi``), from ``got``; a
+    slab wholly taken is carved with no free list (``alloc_from_new_slab`` with ``count >=
+    objects``). With ``mark`` the objects are marked live. The new count (below ``lo`` when memory
+    is exhausted). A unit of its own, so that the partial-slab walk before it compiles alone; a
+    whole slab's pages come inline on a pcp hit (``_allocate_slab``: no unit call per slab)."""
     p = words_at(paddr)
     local = st.cpu_node[cpu]
     objects = _ca(st, cache, CA_OBJECTS)
@@ -457,13 +472,14 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
 
 @jit(inline=True)
 def _new_slab_part(st, cache, slab, p, at, count):
-    """``new_slab`` and ``alloc_from_new_slab`` of ``count`` objects (fewer than the slab
-    holds) for a slab of ``s->oo`` just allocated (``_allocate_slab``) whose objects go out
-    in address order or in the order of a random sequence stored twice: the free list
-    ``new_slab`` would build, its every pointer written as it writes them, and its first
+    """``new_slab`` and ``alloc_from_new_slab`` of ``count`` objects of a new slab; ``count``.
+
+    ``count`` is fewer than the slab holds; the slab, of ``s->oo``, comes from ``_allocate_slab``
+    and its objects go out in address order or in the order of a random sequence stored twice: the
+    free list ``new_slab`` would build, its every pointer written as it writes them, and its first
     ``count`` objects into ``p[at:]`` read from the order itself rather than by walking the
-    pointers just written; the rest stays the slab's, which goes to the head of its node's
-    partial list. ``count``."""
+    pointers just written; the rest stays the slab's, which goes to the head of its node's partial
+    list."""
     mem = st.mem
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)

@@ -1,6 +1,8 @@
-"""The public operations as units (sheaves first, then the CPU slab), shared by the Python
-facade's call gate and by ``numslab.jit`` in users' own @njit code. Each takes a checked
-cache id and CPU; addresses are checked here, arrays arrive as byte addresses."""
+"""The public operations as units (sheaves first, then the CPU slab).
+
+They are shared by the Python facade's call gate and by ``numslab.jit`` in users' own @njit code.
+Each takes a checked cache id and CPU; addresses are checked here, arrays arrive as byte
+addresses."""
 from __future__ import annotations
 
 from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE_SLOWPATH,
@@ -36,8 +38,10 @@ from .slablists import _cpu_pop, _discard_slab, _remove_partial, shrink_node
 # ---- single objects -----------------------------------------------------------------------------
 @jit(inline=True)
 def _kmem_cache_alloc_node(st, cache, cpu, node, gfp):
-    """``kmem_cache_alloc_node``: from the CPU's sheaves when the cache has them, else (or
-    if they cannot serve) through the CPU slab. Address or 0."""
+    """``kmem_cache_alloc_node``: from the CPU's sheaves, else the CPU slab; address or 0.
+
+    The sheaves serve when the cache has them; else (or if they cannot serve) the object comes
+    through the CPU slab."""
     if _ca(st, cache, CA_SHEAF_CAPACITY):
         obj = _alloc_from_pcs(st, cache, cpu, gfp, node)
         if obj:
@@ -50,8 +54,10 @@ def _kmem_cache_alloc_node(st, cache, cpu, node, gfp):
 
 @unit
 def kmalloc(st, cache, cpu, node, gfp, size, order):
-    """``kmalloc``: from kmalloc cache ``cache`` as ``kmem_cache_alloc_node`` (its sheaves
-    first under 7.0), or (``cache`` NIL) a large block of ``order`` pages. Address or 0."""
+    """``kmalloc`` from kmalloc cache ``cache``, or a large block of ``order`` pages; address or 0.
+
+    From the cache as ``kmem_cache_alloc_node`` (its sheaves first under 7.0); the large block when
+    ``cache`` is NIL."""
     if cache != NIL:
         if _ca(st, cache, CA_DEBUG):        # slab_debug keeps the size asked for
             _node_requested_off(st, cache, cpu, node)     # alloc_from_pcs's test, back-off
@@ -64,16 +70,20 @@ def kmalloc(st, cache, cpu, node, gfp, size, order):
 
 @unit
 def kmem_cache_alloc_node(st, cache, cpu, node, gfp):
-    """``kmem_cache_alloc_node`` (:func:`_kmem_cache_alloc_node`). Address or 0 (also when
-    a corrupted free pointer was met: G_FAULT_* say so and the caller raises)."""
+    """``kmem_cache_alloc_node`` (:func:`_kmem_cache_alloc_node`).
+
+    Address or 0 (also when a corrupted free pointer was met: G_FAULT_* say so and the caller
+    raises)."""
     return _give_back_on_fault(st, cache, cpu, _kmem_cache_alloc_node(st, cache, cpu, node,
                                                                       gfp))
 
 
 @jit
 def _give_back_on_fault(st, cache, cpu, obj):
-    """``obj`` if no corrupted free pointer was met (G_FAULT_CACHE clear), else 0 after
-    freeing ``obj`` again: the call then raises, and must have taken nothing."""
+    """``obj`` if no corrupted free pointer was met, else 0 after freeing ``obj`` again.
+
+    No corrupted free pointer: G_FAULT_CACHE clear. Else the call then raises, and must have taken
+    nothing."""
     if st.g[G_FAULT_CACHE] == 0 or obj == 0:
         return obj
     _slab_free_one(st, cache, cpu, _head_frame(st, obj >> 12), obj)
@@ -94,10 +104,12 @@ def _give_back_many_on_fault(st, cache, cpu, n, paddr):
 
 @jit(inline=True)
 def _slab_free_one(st, cache, cpu, slab, addr, sheaves=True):
-    """``slab_free`` of a checked object: a local-node object goes to the sheaves if the
-    cache has them (and ``sheaves``: ``kfree_bulk``'s detached lists never use them), else
-    (or if they are full) to the CPU slab layer; a debug cache's to ``slab_free_debug``. 0,
-    or E_DEBUG when a slab_debug check refused the free."""
+    """``slab_free`` of a checked object.
+
+    A local-node object goes to the sheaves if the cache has them (and ``sheaves``:
+    ``kfree_bulk``'s detached lists never use them), else (or if they are full) to the CPU slab
+    layer; a debug cache's to ``slab_free_debug``. 0, or E_DEBUG when a slab_debug check refused
+    the free."""
     if _ca(st, cache, CA_DEBUG):
         return slab_free_debug(st, cache, cpu, slab, addr)
     _take_back(st, cache, cpu, addr)
@@ -113,8 +125,9 @@ def _slab_free_one(st, cache, cpu, slab, addr, sheaves=True):
 
 @unit
 def kmem_cache_free(st, cache, cpu, addr):
-    """``kmem_cache_free``: 0, or a negative error code with nothing changed (a double
-    free in a cache with slab_debug F is also reported; E_DEBUG: a check refused it)."""
+    """``kmem_cache_free``: 0, or a negative error code with nothing changed.
+
+    A double free in a cache with slab_debug F is also reported; E_DEBUG: a check refused it."""
     err, slab = _locate(st, addr, cache)
     if err == E_DOUBLE_FREE:
         return report_double_free(st, cache, addr)
@@ -126,6 +139,7 @@ def kmem_cache_free(st, cache, cpu, addr):
 @unit
 def kfree(st, cpu, addr):
     """``kfree``: find the slab (or large block) from the address alone and free it.
+
     0, or a negative code with nothing changed."""
     err, slab = _kfree_target(st, addr)
     if err == E_DOUBLE_FREE:
@@ -139,10 +153,11 @@ def kfree(st, cpu, addr):
 
 @unit
 def kfree_rcu_list(st, addr):
-    """The start of an ordinary ``kfree_rcu`` (the facade's list): :func:`kfree`'s checks of
-    ``addr`` and its mark set (``checks._rcu_list_mark``), in one engine call, so that no
-    other thread frees it between the check and the mark (the list would then free it
-    again, or free its next owner). 0, or :func:`kfree`'s error code with nothing changed."""
+    """The start of an ordinary ``kfree_rcu`` (the facade's list): checks, then the mark.
+
+    :func:`kfree`'s checks of ``addr`` and its mark set (``checks._rcu_list_mark``) are one engine
+    call, so that no other thread frees it between the check and the mark (the list would then free
+    it again, or free its next owner). 0, or :func:`kfree`'s error code with nothing changed."""
     err, _ = _kfree_target(st, addr)
     if err:
         return err
@@ -152,9 +167,11 @@ def kfree_rcu_list(st, addr):
 
 @jit(inline=True)
 def _kfree_target(st, addr):
-    """``_locate(st, addr, NIL)`` as ``kfree`` takes it: (0, slab head frame) for a live slab
-    object, (0, NIL) for a large kmalloc block at its start, else (error code, NIL), an
-    oversize sheaf the allocator holds (a large block) being ``E_ALLOCATORS``."""
+    """``_locate(st, addr, NIL)`` as ``kfree`` takes it.
+
+    (0, slab head frame) for a live slab object, (0, NIL) for a large kmalloc block at its start,
+    else (error code, NIL), an oversize sheaf the allocator holds (a large block) being
+    ``E_ALLOCATORS``."""
     err, slab = _locate(st, addr, NIL)
     if err == E_LARGE:
         return (E_ALLOCATORS if _own_test(st, addr, 16) else 0), NIL
@@ -163,8 +180,9 @@ def _kfree_target(st, addr):
 
 @unit
 def kfree_rcu_release(st, cpu, addr):
-    """The end of the grace period of one object on the facade's ``kfree_rcu`` list: its
-    mark lifted (``checks._rcu_list_mark``) and :func:`kfree` of it, in one engine call, so
+    """End the grace period of an object on the facade's ``kfree_rcu`` list: unmark, kfree it.
+
+    The mark is lifted (``checks._rcu_list_mark``) and :func:`kfree` run in one engine call, so
     that no other thread's free (``numslab.jit``'s does not go through the facade) finds it
     unmarked before this kfree. 0 or :func:`kfree`'s error code (the mark stays lifted)."""
     _rcu_list_mark(st, addr, False)
@@ -173,16 +191,19 @@ def kfree_rcu_release(st, cpu, addr):
 
 @jit
 def _slab_owner(st, addr):
-    """The cache of the slab holding ``addr`` (NIL: a large kmalloc waiting for its grace
-    period, which ``_locate`` calls a double free too)."""
+    """The cache of the slab holding ``addr``.
+
+    NIL: a large kmalloc waiting for its grace period, which ``_locate`` calls a double free
+    too."""
     head = _head_frame(st, addr >> 12)
     return st.sl_cache[head] if st.pg_flags[head] & PG_SLAB else NIL
 
 
 @jit
 def _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr):
-    """A debug cache's bulk allocation: ``nr`` single allocations (each checked), all or
-    nothing. ``nr`` or 0."""
+    """A debug cache's bulk allocation: ``nr`` single allocations (each checked), all or nothing.
+
+    ``nr`` or 0."""
     p = words_at(paddr)
     got = 0
     while got < nr:
@@ -199,8 +220,9 @@ def _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr):
 # ---- bulk ---------------------------------------------------------------------------------------
 @jit(inline=True)
 def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
-    """``kmem_cache_alloc_bulk``: the ``nr`` words at ``paddr`` from the sheaves, then the
-    CPU slab. Returns ``nr``, or 0 with nothing taken (all or nothing)."""
+    """``kmem_cache_alloc_bulk``: the ``nr`` words at ``paddr``, from sheaves, then the CPU slab.
+
+    Returns ``nr``, or 0 with nothing taken (all or nothing)."""
     p = words_at(paddr)
     i = 0
     if _ca(st, cache, CA_SHEAF_CAPACITY):
@@ -223,10 +245,11 @@ def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
 
 @jit(inline=True)
 def _kmem_cache_free_bulk(st, cache, cpu, nr, paddr):
-    """``kmem_cache_free_bulk`` (``cache`` NIL: ``kfree_bulk``): check every element as a
-    single free would, then free through the sheaves or detached freelists. 0, or the first
-    bad element's error code with its index (``err - i * E_AT``), nothing freed. The array
-    is permuted."""
+    """``kmem_cache_free_bulk`` (``cache`` NIL: ``kfree_bulk``): check every element, then free.
+
+    Every element is checked as a single free would, then freed through the sheaves or detached
+    freelists. 0, or the first bad element's error code with its index (``err - i * E_AT``),
+    nothing freed. The array is permuted."""
     err = _check_batch(st, cache, nr, paddr)
     if err:
         return err
@@ -244,9 +267,10 @@ def _kmem_cache_free_bulk(st, cache, cpu, nr, paddr):
 
 @jit
 def _count_slowpath_owners(st, cpu, nr, p):
-    """7.0's ``kfree_bulk``: FREE_SLOWPATH += 1 on the cache of every slab object of the
-    checked ``p[:nr]`` (``slab_free_bulk`` counts each detached list's objects on its
-    cache; large kmalloc blocks are no cache's)."""
+    """7.0's ``kfree_bulk``: FREE_SLOWPATH += 1 on the cache of each slab object of ``p[:nr]``.
+
+    ``p[:nr]`` is checked; ``slab_free_bulk`` counts each detached list's objects on its cache;
+    large kmalloc blocks are no cache's."""
     for i in range(nr):
         slab = _head_frame(st, p[i] >> 12)
         if st.pg_flags[slab] & PG_SLAB:
@@ -255,10 +279,11 @@ def _count_slowpath_owners(st, cpu, nr, p):
 
 @jit(inline=True)
 def _alloc_bulk_fast(st, cache, cpu, gfp, nr, p):
-    """``kmem_cache_alloc_bulk``'s common cases on a cache with sheaves: the CPU's main sheaf
-    holds ``nr`` objects, or the main and the spare together (``alloc_from_pcs_bulk`` in
-    one batch, or in two with the sheaves swapped). Take them and hand them out. Returns
-    ``nr``, or -1 if the case does not apply."""
+    """``kmem_cache_alloc_bulk``'s common cases on a cache with sheaves.
+
+    The CPU's main sheaf holds ``nr`` objects, or the main and the spare together
+    (``alloc_from_pcs_bulk`` in one batch, or in two with the sheaves swapped). Take them and hand
+    them out. Returns ``nr``, or -1 if the case does not apply."""
     main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
     if main == 0:
         return -1
@@ -276,11 +301,12 @@ def _alloc_bulk_fast(st, cache, cpu, gfp, nr, p):
 
 @jit(inline=True)
 def _free_bulk_fast(st, cache, cpu, nr, p):
-    """``kmem_cache_free_bulk``'s common cases on a cache with sheaves on one node: ``nr``
-    objects fit in the CPU's main sheaf (what ``free_to_pcs_bulk`` does in one batch), or
-    in the main and its spare (:func:`_free_bulk_two`). Check them all, then put them in.
-    Returns 0 when done, 1 if the case does not apply, or a negative error code with the
-    bad index (``err - i * E_AT``), nothing freed."""
+    """``kmem_cache_free_bulk``'s common cases on a cache with sheaves on one node.
+
+    ``nr`` objects fit in the CPU's main sheaf (what ``free_to_pcs_bulk`` does in one batch), or in
+    the main and its spare (:func:`_free_bulk_two`). Check them all, then put them in. Returns 0
+    when done, 1 if the case does not apply, or a negative error code with the bad index (``err - i
+    * E_AT``), nothing freed."""
     c = _cpu_row(st, cache, cpu)
     main = st.cpu[c + C_MAIN]
     if main == 0 or st.nnodes != 1:
@@ -301,9 +327,10 @@ def _free_bulk_fast(st, cache, cpu, nr, p):
 
 @jit
 def _free_bulk_two(st, cache, cpu, nr, p):
-    """:func:`_free_bulk_fast` when the main sheaf has room for part of the batch and the
-    spare for the rest (``free_to_pcs_bulk``'s two batches, the sheaves swapped between
-    them): check, then put. 0, or the error code with the bad index, nothing freed."""
+    """:func:`_free_bulk_fast` when the main sheaf takes part of the batch and the spare the rest.
+
+    ``free_to_pcs_bulk``'s two batches, the sheaves swapped between them: check, then put. 0, or
+    the error code with the bad index, nothing freed."""
     bad = _check_objects(st, cache, nr, p)
     if bad >= 0:
         return _batch_fail(st, cache, bad, p)
@@ -313,9 +340,10 @@ def _free_bulk_two(st, cache, cpu, nr, p):
 
 @unit
 def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
-    """The facade's ``kmem_cache_alloc_bulk``: the common sheaf case inline, else the unit
-    (a debug cache: one by one). ``nr``, 0, -1 after a fault, or ``E_ARRAY_PLACE``
-    (:func:`checks._array_home`: nothing taken)."""
+    """The facade's ``kmem_cache_alloc_bulk``.
+
+    The common sheaf case inline, else the unit (a debug cache: one by one). ``nr``, 0, -1 after a
+    fault, or ``E_ARRAY_PLACE`` (:func:`checks._array_home`: nothing taken)."""
     if _array_misplaced(st, nr, paddr):
         return E_ARRAY_PLACE
     if _ca(st, cache, CA_DEBUG):
@@ -330,11 +358,12 @@ def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
 
 @unit
 def free_bulk(st, cache, cpu, nr, paddr):
-    """The facade's ``kmem_cache_free_bulk``/``kfree_bulk`` (``cache`` NIL): the common sheaf
-    case inline, else the unit. 0 or an error code. While debug caches exist a ``kfree_bulk``,
-    and always a debug cache's batch, go to ``sheafdebug.free_bulk_checked`` (detached
-    freelists, a debug cache's through ``free_debug_processing``). An array that lies in the
-    arena is first checked by :func:`checks._array_home` and :func:`_holder_of_array`."""
+    """The facade's ``kmem_cache_free_bulk``/``kfree_bulk`` (``cache`` NIL).
+
+    The common sheaf case inline, else the unit. 0 or an error code. While debug caches exist a
+    ``kfree_bulk``, and always a debug cache's batch, go to ``sheafdebug.free_bulk_checked``
+    (detached freelists, a debug cache's through ``free_debug_processing``). An array that lies in
+    the arena is first checked by :func:`checks._array_home` and :func:`_holder_of_array`."""
     if _in_arena(st, nr, paddr):
         off = paddr - address(st.mem)
         err = _array_home(st, nr, off) or _holder_of_array(st, nr, paddr, off)
@@ -351,11 +380,12 @@ def free_bulk(st, cache, cpu, nr, paddr):
 
 @unit
 def free_bulk_unchecked(st, cache, cpu, nr, paddr):
-    """A forced destroy's last resort (``batchapi._free_every_object``): :func:`free_bulk` of
-    ``cache``'s objects with its slab_debug checks off for this call alone, ``CA_DEBUG``
-    cleared and put back inside the engine, where no other thread's call can run in between
-    (cleared from Python, another thread's allocation could skip the checks). 0 or an error
-    code."""
+    """A forced destroy's last resort: :func:`free_bulk` with ``cache``'s slab_debug checks off.
+
+    Called by ``batchapi._free_every_object``: :func:`free_bulk` of ``cache``'s objects with its
+    slab_debug checks off for this call alone, ``CA_DEBUG`` cleared and put back inside the engine,
+    where no other thread's call can run in between (cleared from Python, another thread's
+    allocation could skip the checks). 0 or an error code."""
     row = cache * CA_NCOLS + CA_DEBUG
     debug = st.ca[row]
     st.ca[row] = 0
@@ -366,12 +396,13 @@ def free_bulk_unchecked(st, cache, cpu, nr, paddr):
 
 @jit
 def _holder_of_array(st, nr, paddr, off):
-    """A batch free whose address array lies in the arena, at byte ``off``: ``E_HOLDS_ARRAY``
-    with the index of the first element whose object (or large block) holds part of the
-    array, else 0. Freeing that object writes into it (a free pointer, poison) while the
-    free still reads the array, and then follows what it wrote as addresses, so the batch
-    is refused before anything changes. Elements that are no live object are left to the
-    batch check."""
+    """Refuse a batch free whose address array, at arena byte ``off``, lies in an object it frees.
+
+    ``E_HOLDS_ARRAY`` with the index of the first element whose object (or large block) holds part
+    of the array, else 0. Freeing that object writes into it (a free pointer, poison) while the
+    free still reads the array, and then follows what it wrote as addresses, so the batch is
+    refused before anything changes. Elements that are no live object are left to the batch
+    check."""
     p = words_at(paddr)
     end = off + 8 * nr
     for i in range(nr):
@@ -394,8 +425,9 @@ def _holder_of_array(st, nr, paddr, off):
 # ---- the seed's array API -------------------------------------------------------------------------
 @unit
 def alloc_local(st, cache, cpu, gfp, nr, paddr):
-    """SLAB_ARRAY_ALLOC_LOCAL: objects the CPU already holds: its main and spare sheaves,
-    then its lockless freelist. Returns how many went into the words at ``paddr``."""
+    """SLAB_ARRAY_ALLOC_LOCAL: objects the CPU holds, into the words at ``paddr``; how many.
+
+    Its main and spare sheaves, then its lockless freelist."""
     p = words_at(paddr)
     mem = st.mem
     cpt = st.cpu
@@ -430,10 +462,11 @@ def alloc_local(st, cache, cpu, gfp, nr, paddr):
 
 @unit
 def kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, paddr):
-    """``kmem_cache_alloc_array`` (RFC, January 2015): PARTIAL, then NEW while more than a
-    slab's worth is wanted, then LOCAL, then FULL_COUNT one by one; no flags means all.
-    Returns the objects allocated into the words at ``paddr`` (may be short without
-    FULL_COUNT), -1 after a fault, or ``E_ARRAY_PLACE`` (:func:`checks._array_home`)."""
+    """``kmem_cache_alloc_array`` (RFC, January 2015): objects into the words at ``paddr``.
+
+    PARTIAL, then NEW while more than a slab's worth is wanted, then LOCAL, then FULL_COUNT one by
+    one; no flags means all. Returns the objects allocated (may be short without FULL_COUNT), -1
+    after a fault, or ``E_ARRAY_PLACE`` (:func:`checks._array_home`)."""
     if _array_misplaced(st, nr, paddr):
         return E_ARRAY_PLACE
     if flags & SLAB_ARRAY_ALLOC_ALL == 0:
@@ -479,13 +512,14 @@ def alloc_from_sheaf(st, cache, cpu, gfp, sheaf):
 # ---- whole-cache operations -------------------------------------------------------------------------
 @unit
 def kmem_cache_shrink(st, cache, cpu):
-    """``__kmem_cache_shrink`` run on ``cpu``: flush every CPU (sheaves, then CPU slab and
-    partials, each on its own CPU as ``flush_all`` does), then per node empty the barn, free
-    empty slabs (their pages to ``cpu``'s pcp lists) and re-order the partial list; from 7.1
-    every node's barn is emptied before any list (``__kmem_cache_do_shrink``: a barn sheaf
-    holding another node's objects then empties its slabs before that node's list is
-    shrunk). Slabs freed: by the flushes (slabs they empty past ``min_partial`` go at once)
-    as well as by the list shrinks."""
+    """``__kmem_cache_shrink`` run on ``cpu``: flush every CPU, then shrink each node; slabs freed.
+
+    It flushes every CPU (sheaves, then CPU slab and partials, each on its own CPU as ``flush_all``
+    does), then per node empties the barn, frees empty slabs (their pages to ``cpu``'s pcp lists)
+    and re-orders the partial list; from 7.1 every node's barn is emptied before any list
+    (``__kmem_cache_do_shrink``: a barn sheaf holding another node's objects then empties its slabs
+    before that node's list is shrunk). Slabs freed: by the flushes (slabs they empty past
+    ``min_partial`` go at once) as well as by the list shrinks."""
     sheaves = _ca(st, cache, CA_SHEAF_CAPACITY) != 0
     before = _nr_slabs(st, cache)
     _flush_all(st, cache)
@@ -502,8 +536,10 @@ def kmem_cache_shrink(st, cache, cpu):
 
 @jit
 def _flush_all(st, cache):
-    """``flush_all``: every CPU's sheaves (if the cache has them: ``pcs_flush_all``), then
-    its CPU slab and CPU partial list (``__flush_cpu_slab``), each as on its own CPU."""
+    """``flush_all``: every CPU's sheaves, then its CPU slab and CPU partial list.
+
+    Each as on its own CPU: the sheaves if the cache has them (``pcs_flush_all``), the CPU slab and
+    partial list by ``__flush_cpu_slab``."""
     sheaves = _ca(st, cache, CA_SHEAF_CAPACITY) != 0
     for other in range(st.ncpus):
         if sheaves:
@@ -532,9 +568,10 @@ def _nr_slabs(st, cache):
 
 @unit
 def engine_hold(st, on):
-    """Take the engine for the calling thread (``on``), or give it back (0): between the two,
-    other threads wait at every unit's entry (``save`` writes a machine no thread changes
-    meanwhile). 0."""
+    """Take the engine for the calling thread (``on``), or give it back (0).
+
+    Between the two, other threads wait at every unit's entry (``save`` writes a machine no thread
+    changes meanwhile). 0."""
     hold_engine(st, on)
     return 0
 
@@ -545,15 +582,15 @@ RELEASE_LATER = 2
 
 @unit
 def cache_release(st, cache, cpu, force):
-    """Last step of destroy: shrink, then free every CPU's main sheaf and the slabs holding
-    lost objects (:func:`stats.lost_objects`: a corrupted free list's, which no shrink frees;
-    a flush's checked walk may isolate a 6.18 CPU slab here). 1 with nothing changed if an
-    object or a prefilled sheaf of the cache is outstanding, or lost objects remain and not
-    ``force`` (the caller checked, but another thread may have changed that since: the
-    check and the release are one engine call); ``RELEASE_LATER`` with nothing changed while
-    threads wait to enter the engine (:func:`gilguard.engine_waiters`: each may hold this
-    cache's id, checked before it waited); else the cache is marked dead first
-    (``numslab.jit`` refuses it), 0."""
+    """Last step of destroy: shrink, free every CPU's main sheaf and the slabs of lost objects.
+
+    Lost objects: :func:`stats.lost_objects`, a corrupted free list's, which no shrink frees; a
+    flush's checked walk may isolate a 6.18 CPU slab here. 1 with nothing changed if an object or a
+    prefilled sheaf of the cache is outstanding, or lost objects remain and not ``force`` (the
+    caller checked, but another thread may have changed that since: the check and the release are
+    one engine call); ``RELEASE_LATER`` with nothing changed while threads wait to enter the engine
+    (:func:`gilguard.engine_waiters`: each may hold this cache's id, checked before it waited);
+    else the cache is marked dead first (``numslab.jit`` refuses it), 0."""
     if engine_waiters():
         return RELEASE_LATER
     if live_objects(st, cache) or _ca(st, cache, CA_USER_SHEAVES) or \
@@ -593,8 +630,7 @@ def cache_release(st, cache, cpu, force):
 # ---- typed records ------------------------------------------------------------------------------------
 @jit
 def _first_not_live(st, cache, n, a):
-    """Index of the first of the ``n`` addresses of Words ``a`` that is not a live object of
-    ``cache``, or -1."""
+    """Index of the first of ``n`` addresses (Words ``a``) not live in ``cache``, or -1."""
     for i in range(n):
         err, _ = _locate(st, a[i], cache)
         if err:
@@ -604,9 +640,10 @@ def _first_not_live(st, cache, n, a):
 
 @unit
 def gather(st, cache, n, itemsize, outaddr, addrs):
-    """Copy the record (``itemsize`` bytes) at each of the ``n`` addresses at ``addrs`` into
-    row i of the records at ``outaddr``: -1, or the index of the first address that is not
-    a live object of ``cache`` (nothing is copied then)."""
+    """Copy the record at each of the ``n`` addresses at ``addrs`` into the rows at ``outaddr``.
+
+    Each record is ``itemsize`` bytes, address i to row i. Returns -1, or the index of the first
+    address that is not a live object of ``cache`` (nothing is copied then)."""
     a = words_at(addrs)
     bad = _first_not_live(st, cache, n, a)
     if bad >= 0:
@@ -620,9 +657,10 @@ def gather(st, cache, n, itemsize, outaddr, addrs):
 
 @unit
 def scatter(st, cache, n, itemsize, one, rowsaddr, addrs):
-    """Copy row i of the records at ``rowsaddr`` (row 0 for all if ``one``) into the object
-    at the i-th of the ``n`` addresses at ``addrs``, after checking every address; -1 or the
-    first bad index."""
+    """Copy rows of the records at ``rowsaddr`` into the objects at the ``n`` ``addrs``.
+
+    Row i goes to the i-th address (row 0 for all if ``one``), after checking every address; -1 or
+    the first bad index."""
     a = words_at(addrs)
     bad = _first_not_live(st, cache, n, a)
     if bad >= 0:

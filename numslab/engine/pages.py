@@ -1,6 +1,8 @@
-"""The page allocator: a binary buddy allocator per NUMA node, orders 0 to 10, over the
-page frames of the arena, with per-CPU page lists (pcp) in front for orders 0 to 3, as
-``mm/page_alloc.c`` hands out pages to SLUB and kmalloc (pcp rules of 5.14 to 6.6)."""
+"""The page allocator: a binary buddy allocator per NUMA node, with per-CPU page lists in front.
+
+Orders 0 to 10, over the page frames of the arena, with per-CPU page lists (pcp) in front for
+orders 0 to 3, as ``mm/page_alloc.c`` hands out pages to SLUB and kmalloc (pcp rules of 5.14 to
+6.6)."""
 from __future__ import annotations
 
 from numba import types
@@ -60,9 +62,10 @@ def _area_del(st, node, order, pfn):
 
 @unit
 def init_buddy(st, reserved):
-    """Free every page frame of every node into the buddy lists, except ``reserved`` frames
-    at the start of node 0 (frame 0 makes address 0 NULL); the lowest block of each order
-    ends up at the head of its list. Returns 0."""
+    """Free every page frame of every node into the buddy lists but ``reserved`` ones. Returns 0.
+
+    The ``reserved`` frames are at the start of node 0 (frame 0 makes address 0 NULL); the lowest
+    block of each order ends up at the head of its list."""
     ppn = st.pages_per_node
     flags = st.pg_flags
     blocks = st.scratch                         # the node's blocks, in address order
@@ -99,8 +102,9 @@ def _mark_allocated(st, pfn, order):
 
 @jit
 def _rmqueue_smallest(st, node, order):
-    """``__rmqueue_smallest``: take a free block of ``order`` out of the buddy lists of
-    ``node`` (splitting a larger one), unmarked; NIL if none."""
+    """``__rmqueue_smallest``: a free block of ``order`` from ``node``'s buddy lists, or NIL.
+
+    A larger block is split; the block is unmarked."""
     bd = st.buddy
     for cur in range(order, NR_ORDERS):
         pfn = bd[(node * NR_ORDERS + cur) * B_NCOLS + B_HEAD]
@@ -183,9 +187,11 @@ def _pcp_del(st, row, order, pfn):
 
 @jit
 def _rmqueue_pcplist(st, cpu, node, order):
-    """``rmqueue_pcplist``: a block of ``order`` (at most PCP_MAX_ORDER) from the pcp list
-    of (``cpu``, ``node``), refilled from the buddy lists (``rmqueue_bulk``) with ``batch``
-    blocks (``batch >> order``, at least 2, for higher orders) when empty; NIL if none."""
+    """``rmqueue_pcplist``: a block of ``order`` from the pcp list of (``cpu``, ``node``), or NIL.
+
+    ``order`` is at most PCP_MAX_ORDER; an empty list is refilled from the buddy lists
+    (``rmqueue_bulk``) with ``batch`` blocks (``batch >> order``, at least 2, for higher
+    orders)."""
     pcp = st.pcp
     row = _pcp_row(st, cpu, node)
     pcp[row + P_FREE_FACTOR] >>= 1              # allocations shrink the next bulk free
@@ -208,8 +214,9 @@ def _rmqueue_pcplist(st, cpu, node, order):
 
 @jit
 def _rmqueue(st, cpu, node, order):
-    """``rmqueue``: a block of ``order`` from ``node``, through the CPU's pcp list for
-    orders up to PCP_MAX_ORDER, marked allocated; NIL if none."""
+    """``rmqueue``: a block of ``order`` from ``node``, marked allocated; NIL if none.
+
+    Through the CPU's pcp list for orders up to PCP_MAX_ORDER."""
     if order <= PCP_MAX_ORDER:
         pfn = _rmqueue_pcplist(st, cpu, node, order)
     else:
@@ -222,9 +229,10 @@ def _rmqueue(st, cpu, node, order):
 # ---- SLAB_TYPESAFE_BY_RCU slabs waiting for their grace period ---------------------------------
 @jit
 def _rcu_slab_wait(st, cpu, slab):
-    """``call_rcu(&slab->rcu_head, rcu_free_slab)``: the discarded slab's pages, no longer
-    a slab, wait for the grace period at the tail of the ``G_RCU_SLABS`` list, marked
-    PG_HEAD | PG_RCU, with ``cpu`` in ``sl_freelist``. 0."""
+    """``call_rcu(&slab->rcu_head, rcu_free_slab)``: a discarded slab's pages wait.
+
+    The pages, no longer a slab, wait for the grace period at the tail of the ``G_RCU_SLABS`` list,
+    marked PG_HEAD | PG_RCU, with ``cpu`` in ``sl_freelist``. 0."""
     g = st.g
     st.pg_flags[slab] = PG_HEAD | PG_RCU
     st.sl_freelist[slab] = cpu
@@ -240,9 +248,10 @@ def _rcu_slab_wait(st, cpu, slab):
 
 @jit
 def _rcu_free_slabs(st):
-    """The end of a grace period for the slabs of ``G_RCU_SLABS``: ``rcu_free_slab`` of
-    each, oldest first, its pages to the pcp lists (or buddy) of the CPU that discarded it.
-    The slabs freed."""
+    """The end of a grace period for the slabs of ``G_RCU_SLABS``; the slabs freed.
+
+    ``rcu_free_slab`` of each, oldest first, its pages to the pcp lists (or buddy) of the CPU that
+    discarded it."""
     g = st.g
     n = 0
     slab = g[G_RCU_SLABS]
@@ -263,20 +272,22 @@ def _rcu_free_slabs(st):
 
 @unit
 def rcu_free_slabs(st):
-    """:func:`_rcu_free_slabs` as a unit (``rcusheaves.rcu_run_callbacks``). The slabs
-    freed."""
+    """:func:`_rcu_free_slabs` as a unit (``rcusheaves.rcu_run_callbacks``).
+
+    The slabs freed."""
     return _rcu_free_slabs(st)
 
 
 @unit
 def alloc_pages(st, cpu, node, order, thisnode):
-    """Allocate ``2**order`` pages on ``cpu``, preferring ``node``; fall back to the other
-    nodes in distance order unless ``thisnode``. When nothing is free, drain every CPU's pcp
-    lists and try once more (``__alloc_pages_direct_reclaim``); the reclaim also waits for
-    the grace period of the SLAB_TYPESAFE_BY_RCU slabs waiting for one, whose pages then
-    come back (in the kernel grace periods end on their own; here only ``synchronize_rcu``
-    ends one, so an allocation that would fail ends it for these slabs, whose callbacks
-    may run before those of the sheaves waiting too). Head page frame or NIL."""
+    """Allocate ``2**order`` pages on ``cpu``, preferring ``node``.
+
+    Fall back to the other nodes in distance order unless ``thisnode``. When nothing is free, drain
+    every CPU's pcp lists and try once more (``__alloc_pages_direct_reclaim``); the reclaim also
+    waits for the grace period of the SLAB_TYPESAFE_BY_RCU slabs waiting for one, whose pages then
+    come back (in the kernel grace periods end on their own; here only ``synchronize_rcu`` ends
+    one, so an allocation that would fail ends it for these slabs, whose callbacks may run before
+    those of the sheaves waiting too). Head page frame or NIL."""
     nnodes = st.nnodes
     for attempt in range(2):
         pfn = _rmqueue(st, cpu, node, order)
@@ -297,8 +308,9 @@ def alloc_pages(st, cpu, node, order, thisnode):
 
 @jit
 def _free_one_page(st, pfn, order):
-    """``__free_one_page``: put the block at ``pfn`` into the buddy lists, merging it with
-    free buddies."""
+    """``__free_one_page``: put the block at ``pfn`` into the buddy lists.
+
+    It is merged with free buddies."""
     flags = st.pg_flags
     pord = st.pg_order
     ppn = st.pages_per_node
@@ -316,9 +328,10 @@ def _free_one_page(st, pfn, order):
 
 @jit
 def _free_pcppages_bulk(st, row, count, order):
-    """``free_pcppages_bulk``: give at least ``count`` pages from the tails (the oldest
-    blocks) of the pcp lists of ``row`` back to the buddy lists, taking the lists round
-    robin from the one after ``order``. Returns the pages freed."""
+    """``free_pcppages_bulk``: give pages from the pcp lists of ``row`` back to the buddy lists.
+
+    At least ``count`` pages, from the tails (the oldest blocks), taking the lists round robin from
+    the one after ``order``. Returns the pages freed."""
     pcp = st.pcp
     prv = st.pg_prev
     freed = 0
@@ -338,6 +351,7 @@ def _free_pcppages_bulk(st, row, count, order):
 @unit
 def drain_all_pages(st):
     """``drain_all_pages``: give every block on every pcp list back to the buddy lists.
+
     Returns the pages drained."""
     pcp = st.pcp
     drained = 0
@@ -352,9 +366,10 @@ def drain_all_pages(st):
 
 @unit
 def free_pages(st, cpu, pfn, order):
-    """Return the allocated block at ``pfn`` of ``order`` from ``cpu``: to the CPU's pcp list
-    of the block's node for orders up to PCP_MAX_ORDER (``free_unref_page``; past ``high``
-    pages the list gives ``nr_pcp_free`` back), else straight to the buddy lists. 0."""
+    """Return the allocated block at ``pfn`` of ``order`` from ``cpu``. 0.
+
+    To the CPU's pcp list of the block's node for orders up to PCP_MAX_ORDER (``free_unref_page``;
+    past ``high`` pages the list gives ``nr_pcp_free`` back), else straight to the buddy lists."""
     flags = st.pg_flags
     head = st.pg_head
     for t in range(pfn, pfn + (1 << order)):
@@ -384,10 +399,11 @@ def free_pages(st, cpu, pfn, order):
 # ---- the pcp hits, inline in the slab layer's bulk units --------------------------------------
 @jit(inline=True)
 def _pcp_take(st, cpu, node, order):
-    """:func:`alloc_pages`' common case, inline: the block at the head of the CPU's pcp
-    list of ``order`` for ``node`` (``rmqueue_pcplist`` with no refill), marked allocated,
-    leaving the state as the unit would; NIL (nothing changed) if the list is empty or the
-    order has no pcp list, so that the caller calls the unit."""
+    """:func:`alloc_pages`' common case, inline.
+
+    The block at the head of the CPU's pcp list of ``order`` for ``node`` (``rmqueue_pcplist`` with
+    no refill), marked allocated, leaving the state as the unit would; NIL (nothing changed) if the
+    list is empty or the order has no pcp list, so that the caller calls the unit."""
     if order <= PCP_MAX_ORDER:
         pcp = st.pcp
         row = _pcp_row(st, cpu, node)
@@ -402,9 +418,10 @@ def _pcp_take(st, cpu, node, order):
 
 @jit(inline=True)
 def _free_pages_pcp(st, cpu, pfn, order):
-    """:func:`free_pages` with its common case inline: a block of a pcp order goes to the
-    head of the CPU's list and leaves the CPU below ``high`` pages (no bulk free); anything
-    else is the unit. The same state either way. 0."""
+    """:func:`free_pages` with its common case inline.
+
+    A block of a pcp order goes to the head of the CPU's list and leaves the CPU below ``high``
+    pages (no bulk free); anything else is the unit. The same state either way. 0."""
     if order <= PCP_MAX_ORDER:
         pcp = st.pcp
         row = _pcp_row(st, cpu, 0 if st.nnodes == 1 else pfn // st.pages_per_node)
@@ -421,8 +438,9 @@ def _free_pages_pcp(st, cpu, pfn, order):
 
 @jit
 def _page_block(st, pfn):
-    """(head frame, order, head flags) of the allocated block holding ``pfn``; NIL head if
-    the frame is free, reserved or out of range."""
+    """(head frame, order, head flags) of the allocated block holding ``pfn``.
+
+    NIL head if the frame is free, reserved or out of range."""
     if pfn < 0 or pfn >= st.npages:
         return NIL, NIL, 0
     flags = st.pg_flags
@@ -438,8 +456,9 @@ def _page_block(st, pfn):
 
 @unit
 def alloc_block(st, cpu, node, order, thisnode, kind):
-    """Allocate a block for a caller outside SLUB (raw pages, or ``kind`` PG_LARGE for a
-    large kmalloc); its address, or 0 when no block of ``order`` is free."""
+    """A block for a caller outside SLUB: its address, or 0 if no block of ``order`` is free.
+
+    Raw pages, or ``kind`` PG_LARGE for a large kmalloc."""
     pfn = alloc_pages(st, cpu, node, order, thisnode)
     if pfn == NIL:
         return 0
@@ -449,9 +468,10 @@ def alloc_block(st, cpu, node, order, thisnode, kind):
 
 @unit
 def free_block_checked(st, cpu, addr, order, kind):
-    """Free a block from :func:`alloc_block` after checking that ``addr`` starts an
-    allocated block of ``kind`` and ``order`` (order -1: any). 0, or -1 (not such a block)
-    / -2 (wrong order) with nothing changed."""
+    """Free a block from :func:`alloc_block` after checking it; 0, -1 or -2.
+
+    ``addr`` must start an allocated block of ``kind`` and ``order`` (order -1: any). 0, or -1 (not
+    such a block) / -2 (wrong order) with nothing changed."""
     if addr <= 0 or addr & 4095 or addr >= st.npages << 12:
         return -1
     pfn = addr >> 12
@@ -467,10 +487,11 @@ def free_block_checked(st, cpu, addr, order, kind):
 
 @unit
 def release_free_blocks(st, min_order, advice):
-    """``madvise(advice)`` the free buddy blocks (not those on pcp lists) of order
-    ``min_order`` and above, adjacent blocks as one range; bytes advised (-1: madvise
-    failed). One engine call, so no thread can be handed a block between the scan and its
-    advice (a Python loop of madvise calls zeroed a block another thread had just taken)."""
+    """``madvise(advice)`` the free buddy blocks of order ``min_order`` and above; bytes advised.
+
+    Not those on pcp lists; adjacent blocks as one range; -1: madvise failed. One engine call, so
+    no thread can be handed a block between the scan and its advice (a Python loop of madvise calls
+    zeroed a block another thread had just taken)."""
     flags, orders = st.pg_flags, st.pg_order
     base = address(st.mem)
     total = 0
@@ -502,21 +523,25 @@ def release_free_blocks(st, min_order, advice):
 # ---- validate's part: the page allocator's invariants --------------------------------------
 @jit
 def _bad(st, what, kind, where):
-    """Record where ``what`` (an index of ``checks.CORRUPTION``) broke (G_ERR1, a place of kind
-    ``kind``: ``AT_*``); ``what`` with the kind above ``AT_SHIFT``."""
+    """Record where ``what`` (an index of ``checks.CORRUPTION``) broke; ``what`` with the kind.
+
+    The place goes in G_ERR1, of kind ``kind`` (``AT_*``); the kind is returned above
+    ``AT_SHIFT``."""
     st.g[G_ERR1] = where
     return what | kind << AT_SHIFT
 
 
 @jit
 def _validate_pages(st):
-    """``validate``'s check of the compound heads, the SLAB_TYPESAFE_BY_RCU slabs waiting for
-    their grace period, the buddy free lists and the per-CPU page lists: links, marks,
-    counts, that no free block overlaps an allocated one and that every frame marked as a
-    free block's head is on a list; each link range-checked before it is followed. 0, or the
-    index of what broke in ``checks.CORRUPTION`` (12 a page list, 19 a compound head, 23 the
-    slabs waiting for their grace period) with the kind of place above ``AT_SHIFT``, where in
-    G_ERR1. Uses ``scratch`` (one word per frame: 1 on a free list)."""
+    """``validate``'s check of the page allocator's lists and marks: 0 or what broke.
+
+    It checks the compound heads, the SLAB_TYPESAFE_BY_RCU slabs waiting for their grace period,
+    the buddy free lists and the per-CPU page lists: links, marks, counts, that no free block
+    overlaps an allocated one and that every frame marked as a free block's head is on a list; each
+    link range-checked before it is followed. 0, or the index of what broke in
+    ``checks.CORRUPTION`` (12 a page list, 19 a compound head, 23 the slabs waiting for their grace
+    period) with the kind of place above ``AT_SHIFT``, where in G_ERR1. Uses ``scratch`` (one word
+    per frame: 1 on a free list)."""
     flags = st.pg_flags
     pord = st.pg_order
     nxt = st.pg_next

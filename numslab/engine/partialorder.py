@@ -1,6 +1,8 @@
-"""Node partial lists kept sorted by free objects (the seed article's proposal: fewest free
-first, so allocation finishes nearly-full slabs and nearly-empty ones drain), as helpers that
-``slablists`` calls wherever a slab joins, leaves or changes its place on a node's list.
+"""Node partial lists kept sorted by free objects, as helpers that ``slablists`` calls.
+
+The seed article's proposal: fewest free first, so allocation finishes nearly-full slabs and
+nearly-empty ones drain. ``slablists`` calls them wherever a slab joins, leaves or changes its
+place on a node's list.
 
 A cache with ``CA_PARTIAL_ORDER`` set keeps each node's one partial list ordered by bucket:
 bucket ``f - 1`` for a slab with ``f <= 32`` free objects (exact, as the kernel's shrink
@@ -21,8 +23,10 @@ PROMOTE = 32        #: exact buckets (SHRINK_PROMOTE_MAX)
 
 @jit(inline=True)
 def _bucket(free):
-    """The bucket of a slab with ``free`` free objects: ``free - 1`` up to 32, then 32 for
-    33..63, 33 for 64..127 and so on (0 for a full slab, which is never listed)."""
+    """The bucket of a slab with ``free`` free objects.
+
+    ``free - 1`` up to 32, then 32 for 33..63, 33 for 64..127 and so on (0 for a full slab, which
+    is never listed)."""
     if free <= PROMOTE:
         return free - 1 if free > 0 else 0
     b = PROMOTE
@@ -41,8 +45,9 @@ def _pb_row(st, cache, node):
 
 @jit
 def _sorted_add(st, cache, slab):
-    """Insert ``slab`` at the head of its bucket's run on its node's partial list (before the
-    first slab of the next non-empty bucket, or at the tail)."""
+    """Insert ``slab`` at the head of its bucket's run on its node's partial list.
+
+    Before the first slab of the next non-empty bucket, or at the tail."""
     nd = st.node
     nxt = st.pg_next
     prv = st.pg_prev
@@ -94,8 +99,9 @@ def _sorted_unfile(st, cache, slab):
 
 @jit(inline=True)
 def _unlink_partial(st, cache, slab):
-    """Take ``slab`` out of its node's partial list links and count (its own links and marks
-    are the caller's to set)."""
+    """Take ``slab`` out of its node's partial list links and count.
+
+    Its own links and marks are the caller's to set."""
     nd = st.node
     nxt = st.pg_next
     prv = st.pg_prev
@@ -115,8 +121,9 @@ def _unlink_partial(st, cache, slab):
 
 @jit
 def _sorted_refile(st, cache, slab):
-    """Move a listed ``slab`` whose free count changed to its new bucket's run (nothing to do
-    while it stays in the same bucket)."""
+    """Move a listed ``slab`` whose free count changed to its new bucket's run.
+
+    Nothing to do while it stays in the same bucket."""
     b = _bucket(st.sl_objects[slab] - st.sl_inuse[slab])
     if b == st.sl_bucket[slab]:
         return
@@ -150,8 +157,9 @@ def sorted_refile(st, cache, slab):
 
 @jit
 def _check_order(st, cache):
-    """For a sorted cache: the slab of each node's partial list where the order or a bucket
-    head is wrong, or NIL."""
+    """For a sorted cache: the slab of a node's partial list where the order is wrong, or NIL.
+
+    The slab of each node's partial list where the order or a bucket head is wrong."""
     if not _ca(st, cache, CA_PARTIAL_ORDER):
         return NIL
     pb = st.pbuckets

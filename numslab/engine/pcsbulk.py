@@ -1,5 +1,6 @@
-"""The CPU sheaves' bulk paths: ``alloc_from_pcs_bulk`` and ``free_to_pcs_bulk``, whole batches
-between an object array and the CPU's main and spare sheaves and the barn.
+"""The CPU sheaves' bulk paths: ``alloc_from_pcs_bulk`` and ``free_to_pcs_bulk``.
+
+Whole batches between an object array and the CPU's main and spare sheaves and the barn.
 
 Split from ``sheaves.py`` (the single-object paths, the barn and the flushes), whose helpers
 these use. 7.3's ``free_to_pcs_bulk`` on a machine of several nodes is a unit of its own
@@ -21,9 +22,10 @@ from .sheaves import PCS_BATCH_MAX, _barn, _barn_pop, _barn_trade, _sheaf_purge,
 # ---- allocation ------------------------------------------------------------------------------
 @jit(inline=True)
 def _mark_taken(st, p, at, n):
-    """Mark the objects ``p[at:at+n]`` live, as handed out. True; or False with the marks
-    taken back when one of them was live already (a stale entry, whose mark is not ours:
-    it stays)."""
+    """Mark the objects ``p[at:at+n]`` live, as handed out.
+
+    True; or False with the marks taken back when one of them was live already (a stale entry,
+    whose mark is not ours: it stays)."""
     if _live_set_run(st, p, at, n, True):           # a stale one noted
         live = st.live
         for k in range(n):
@@ -36,10 +38,11 @@ def _mark_taken(st, p, at, n):
 
 @jit(inline=True)
 def _sheaf_copy_top(st, sheaf, n, p, at):
-    """Copy the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``, their order kept
-    (``alloc_from_pcs_bulk``'s memcpy), and mark them live; the sheaf's size is the
-    caller's to lower. True; or False with the marks taken back when one of them was live
-    already (a stale entry, whose mark is not ours: it stays)."""
+    """Copy the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``, marked live; True or False.
+
+    Their order kept (``alloc_from_pcs_bulk``'s memcpy); the sheaf's size is the caller's to lower.
+    True; or False with the marks taken back when one of them was live already (a stale entry,
+    whose mark is not ours: it stays)."""
     mem = st.mem
     o = _w(sheaf, SH_OBJECTS) + mem[_w(sheaf, SH_SIZE)] - n
     for k in range(n):                              # the memcpy
@@ -49,11 +52,12 @@ def _sheaf_copy_top(st, sheaf, n, p, at):
 
 @jit(inline=True)
 def _take_main_spare(st, cache, cpu, nr, p):
-    """``alloc_from_pcs_bulk`` when the CPU's main sheaf holds part of the batch and its
-    spare the rest: the main's ``m`` objects into ``p[:m]``, main and spare swapped (the
-    main now empty), the new main's top ``nr - m`` into ``p[m:nr]``, all marked live;
-    ALLOC_PCS += nr. True; or False with nothing changed when the case does not apply
-    (a parked main sheaf too) or an entry is stale (the engine's loop then takes them)."""
+    """``alloc_from_pcs_bulk`` when the main sheaf holds part of the batch and the spare the rest.
+
+    The main's ``m`` objects into ``p[:m]``, main and spare swapped (the main now empty), the new
+    main's top ``nr - m`` into ``p[m:nr]``, all marked live; ALLOC_PCS += nr. True; or False with
+    nothing changed when the case does not apply (a parked main sheaf too) or an entry is stale
+    (the engine's loop then takes them)."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
@@ -84,9 +88,10 @@ def _take_main_spare(st, cache, cpu, nr, p):
 
 @jit(inline=True)
 def _sheaf_take(st, cache, cpu, sheaf, n, p, at):
-    """Pop the top ``n`` objects of ``sheaf`` into ``p[at:at+n]`` (:func:`_sheaf_copy_top`:
-    handed out, marked live); ALLOC_PCS += n. True; or False with nothing taken when one of
-    them was live already (a stale entry: the sheaf purged by :func:`_sheaf_purge`; take
+    """Pop the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``; True, or False if one was stale.
+
+    :func:`_sheaf_copy_top`: handed out, marked live; ALLOC_PCS += n. False with nothing taken when
+    one of them was live already (a stale entry: the sheaf purged by :func:`_sheaf_purge`; take
     again)."""
     if not _sheaf_copy_top(st, sheaf, n, p, at):
         _sheaf_purge(st, cache, sheaf)
@@ -98,8 +103,9 @@ def _sheaf_take(st, cache, cpu, sheaf, n, p, at):
 
 @jit(inline=True)
 def _sheaf_put(st, cache, cpu, sheaf, n, p, at):
-    """Push ``p[at:at+n]`` on top of ``sheaf``, their order kept (``free_to_pcs_bulk``'s
-    memcpy); FREE_PCS += n."""
+    """Push ``p[at:at+n]`` on top of ``sheaf``, their order kept (``free_to_pcs_bulk``'s memcpy).
+
+    FREE_PCS += n."""
     mem = st.mem
     size = mem[_w(sheaf, SH_SIZE)]
     o = _w(sheaf, SH_OBJECTS) + size
@@ -111,9 +117,10 @@ def _sheaf_put(st, cache, cpu, sheaf, n, p, at):
 
 @jit(inline=True)
 def _put_main_spare(st, cache, cpu, nr, p):
-    """``free_to_pcs_bulk`` of checked local objects when the CPU's main sheaf has room for
-    part of the batch and its spare for the rest (the caller's to know): ``p[:room]`` fill
-    the main, main and spare are swapped, the rest go on the new main; FREE_PCS += nr."""
+    """``free_to_pcs_bulk`` when the main sheaf has room for part of the batch, the spare the rest.
+
+    The objects are checked, local; the case is the caller's to know. ``p[:room]`` fill the main,
+    main and spare are swapped, the rest go on the new main; FREE_PCS += nr."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
@@ -138,8 +145,9 @@ def _put_main_spare(st, cache, cpu, nr, p):
 
 @jit
 def _alloc_from_pcs_bulk(st, cache, cpu, nr, p, start):
-    """``alloc_from_pcs_bulk``: copy objects from main, spare and full barn sheaves into
-    ``p[start:start+nr]`` (array order kept), marked live; stops when the barn has no full
+    """``alloc_from_pcs_bulk``: objects from the sheaves into ``p[start:start+nr]``, marked live.
+
+    From main, spare and full barn sheaves (array order kept); stops when the barn has no full
     sheaf."""
     mem = st.mem
     cpt = st.cpu
@@ -175,8 +183,9 @@ def _alloc_from_pcs_bulk(st, cache, cpu, nr, p, start):
 # ---- free ---------------------------------------------------------------------------------------
 @jit(inline=True)
 def _flush_remote(st, cache, cpu, p, at, n):
-    """``free_to_pcs_bulk``'s ``flush_remote``: free one batch of remote objects, kept
-    newest first at ``p[at:at+n]``, to their slabs as ``__kmem_cache_free_bulk`` of the
+    """``free_to_pcs_bulk``'s ``flush_remote``: free one batch of remote objects to their slabs.
+
+    The batch is kept newest first at ``p[at:at+n]``, freed as ``__kmem_cache_free_bulk`` of the
     kernel's ``remote_objects[]`` (oldest first: the slice is reversed in place first)."""
     lo = at
     hi = at + n - 1
@@ -193,9 +202,11 @@ def _flush_remote(st, cache, cpu, p, at, n):
 
 @jit(inline=True)
 def _free_to_pcs_bulk(st, cache, cpu, nr, p):
-    """``free_to_pcs_bulk``: :func:`_free_to_pcs_batches`, or from 7.3 on a machine of several
-    nodes the unit :func:`free_to_pcs_bulk_split` (apart, so the 7.0 default's code is as
-    it was: 7.3's rule in this function made its bulk frees slower by code layout alone)."""
+    """``free_to_pcs_bulk``: :func:`_free_to_pcs_batches`, or 7.3's :func:`free_to_pcs_bulk_split`.
+
+    The unit :func:`free_to_pcs_bulk_split` from 7.3 on a machine of several nodes (apart, so the
+    7.0 default's code is as it was: 7.3's rule in this function made its bulk frees slower by code
+    layout alone)."""
     if st.kernel >= KERNEL_7_3 and st.nnodes > 1:
         free_to_pcs_bulk_split(st, cache, cpu, nr, address(p))
     else:
@@ -204,9 +215,11 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
 
 @unit
 def free_to_pcs_bulk_split(st, cache, cpu, nr, paddr):
-    """7.3's ``free_to_pcs_bulk``: each remote object of ``p[:nr]`` swapped to the front
-    (``swap(remote_objects[remote_nr], p[i])``), the local ones to the sheaves, then every
-    remote one to its slab in one ``__kmem_cache_free_bulk`` (FREE_SLOWPATH). 0."""
+    """7.3's ``free_to_pcs_bulk``: local objects to the sheaves, remote ones to their slabs. 0.
+
+    Each remote object of ``p[:nr]`` swapped to the front (``swap(remote_objects[remote_nr],
+    p[i])``), the local ones to the sheaves, then every remote one to its slab in one
+    ``__kmem_cache_free_bulk`` (FREE_SLOWPATH)."""
     p = words_at(paddr)
     local = st.cpu_node[cpu]
     base = 0
@@ -223,13 +236,14 @@ def free_to_pcs_bulk_split(st, cache, cpu, nr, paddr):
 
 @jit
 def _free_to_pcs_batches(st, cache, cpu, nr, p):
-    """``free_to_pcs_bulk`` before 7.3: the local-node objects of ``p[:nr]`` into sheaves
-    (swapping with the spare or trading a full main for an empty barn sheaf), the rest to
-    the slabs when no sheaf has room; remote ones to their slabs in batches of
-    ``PCS_BATCH_MAX`` in scan order, a full one at once, the last after the local objects.
-    The scan removes an object as the kernel does (``p[i] = p[--size]``, a removed one kept
-    in the slot that frees: ``p`` is permuted). Where the kernel, its 32nd remote object the
-    last scanned, returns without freeing the local objects (a leak), numslab frees them
+    """``free_to_pcs_bulk`` before 7.3: local objects into sheaves, remote ones to the slabs.
+
+    The local-node objects of ``p[:nr]`` into sheaves (swapping with the spare or trading a full
+    main for an empty barn sheaf), the rest to the slabs when no sheaf has room; remote ones to
+    their slabs in batches of ``PCS_BATCH_MAX`` in scan order, a full one at once, the last after
+    the local objects. The scan removes an object as the kernel does (``p[i] = p[--size]``, a
+    removed one kept in the slot that frees: ``p`` is permuted). Where the kernel, its 32nd remote
+    object the last scanned, returns without freeing the local objects (a leak), numslab frees them
     (ARCHITECTURE: deliberate deviations)."""
     mem = st.mem
     cpt = st.cpu

@@ -1,5 +1,7 @@
-"""The prefilled-sheaf API: ``kmem_cache_prefill_sheaf``, ``kmem_cache_refill_sheaf`` and
-``kmem_cache_return_sheaf`` (``kmem_cache_alloc_from_sheaf`` is ``ops.alloc_from_sheaf``).
+"""The prefilled-sheaf API: prefill, refill and return a sheaf.
+
+``kmem_cache_prefill_sheaf``, ``kmem_cache_refill_sheaf`` and ``kmem_cache_return_sheaf``
+(``kmem_cache_alloc_from_sheaf`` is ``ops.alloc_from_sheaf``).
 
 A sheaf held by a caller is on its cache's ``CA_USER_SHEAVES`` list (linked through
 ``SH_NEXT``), so that ``validate`` and ``kmem_cache_destroy`` find it. Under KERNEL_NEXT a
@@ -52,12 +54,13 @@ def user_sheaf_unlink(st, cache, sheaf):
 
 @jit
 def _refill_sheaf_from_barn(st, cache, cpu, sheaf):
-    """``refill_sheaf_from_barn`` (KERNEL_NEXT): top ``sheaf`` up to the cache's capacity
-    from the barn of ``cpu``'s node, its partial sheaf first, then its full sheaves from the
-    head of the list, each giving the objects at its top; a sheaf left with objects becomes
-    the barn's partial sheaf, an emptied one goes on the empty list (with no limit: it was in
-    the barn already). 1 (counted BARN_GET) if ``sheaf`` is now full, else 0 (it keeps what it
-    got)."""
+    """``refill_sheaf_from_barn`` (KERNEL_NEXT): top ``sheaf`` up from the barn; 1 if full.
+
+    Top ``sheaf`` up to the cache's capacity from the barn of ``cpu``'s node, its partial sheaf
+    first, then its full sheaves from the head of the list, each giving the objects at its top; a
+    sheaf left with objects becomes the barn's partial sheaf, an emptied one goes on the empty list
+    (with no limit: it was in the barn already). 1 (counted BARN_GET) if ``sheaf`` is now full,
+    else 0 (it keeps what it got)."""
     nd = st.node
     mem = st.mem
     r = _barn(st, cache, cpu)
@@ -96,8 +99,10 @@ def _refill_sheaf_from_barn(st, cache, cpu, sheaf):
 
 @jit
 def _prefill_refill(st, cache, cpu, sheaf, gfp):
-    """``__prefill_sheaf_pfmemalloc`` (numslab has no pfmemalloc reserves): under KERNEL_NEXT
-    the barn first (:func:`_refill_sheaf_from_barn`), then ``refill_sheaf``; 0 or -1."""
+    """``__prefill_sheaf_pfmemalloc`` (numslab has no pfmemalloc reserves).
+
+    Under KERNEL_NEXT the barn first (:func:`_refill_sheaf_from_barn`), then ``refill_sheaf``; 0 or
+    -1."""
     if st.kernel >= KERNEL_NEXT and _refill_sheaf_from_barn(st, cache, cpu, sheaf):
         return 0
     return refill_sheaf(st, cache, cpu, sheaf, gfp)
@@ -105,11 +110,12 @@ def _prefill_refill(st, cache, cpu, sheaf, gfp):
 
 @jit
 def _oversize_sheaf(st, cache, cpu, size, gfp):
-    """An oversize prefilled sheaf for ``size`` objects, kmalloc'ed; its handle or 0. Before
-    7.3 a plain kmalloc; from 7.3 ``__alloc_empty_sheaf(s, gfp, SLAB_ALLOC_DEFAULT, size)``:
+    """An oversize prefilled sheaf for ``size`` objects, kmalloc'ed; its handle or 0.
+
+    Before 7.3 a plain kmalloc; from 7.3 ``__alloc_empty_sheaf(s, gfp, SLAB_ALLOC_DEFAULT, size)``:
     :func:`_alloc_empty_sheaf` (counted ``SHEAF_ALLOC``, a kmalloc cache's marked
-    ``SLAB_ALLOC_NO_RECURSE``, numslab's ``__GFP_NO_OBJ_EXT``) for a caller whose flags say
-    nothing of recursion, so never refused for it."""
+    ``SLAB_ALLOC_NO_RECURSE``, numslab's ``__GFP_NO_OBJ_EXT``) for a caller whose flags say nothing
+    of recursion, so never refused for it."""
     if st.kernel < KERNEL_7_3:
         return _sheaf_kmalloc(st, cpu, size, gfp)
     return _alloc_empty_sheaf(st, cache, cpu, size, gfp & ~__GFP_NO_OBJ_EXT)
@@ -117,8 +123,9 @@ def _oversize_sheaf(st, cache, cpu, size, gfp):
 
 @jit
 def _oversize_sheaf_free(st, cache, cpu, sheaf):
-    """Free an oversize prefilled sheaf: a plain kfree before 7.3, ``free_empty_sheaf``
-    (counted ``SHEAF_FREE``) from 7.3."""
+    """Free an oversize prefilled sheaf: a plain kfree before 7.3, ``free_empty_sheaf`` from 7.3.
+
+    From 7.3 counted ``SHEAF_FREE``."""
     if st.kernel < KERNEL_7_3:
         _sheaf_kfree(st, cpu, sheaf)
     else:
@@ -127,11 +134,12 @@ def _oversize_sheaf_free(st, cache, cpu, sheaf):
 
 @unit
 def prefill_sheaf(st, cache, cpu, gfp, size):
-    """``kmem_cache_prefill_sheaf``: a sheaf holding at least ``size`` objects (an
-    oversize one if ``size`` exceeds the capacity, always for a debug cache, which has
-    none: 6.18's kernel would take the per-CPU path for a size of 0 there, through
-    ``s->cpu_sheaves`` that such a cache does not have); its address, or 0 when memory
-    runs out or (7.0, which returns NULL for it) ``size`` is 0."""
+    """``kmem_cache_prefill_sheaf``: a sheaf holding at least ``size`` objects; its address, or 0.
+
+    An oversize one if ``size`` exceeds the capacity, always for a debug cache, which has none:
+    6.18's kernel would take the per-CPU path for a size of 0 there, through ``s->cpu_sheaves``
+    that such a cache does not have. 0 when memory runs out or (7.0, which returns NULL for it)
+    ``size`` is 0."""
     if size == 0 and st.kernel >= KERNEL_7_0:
         return 0
     mem = st.mem
@@ -180,9 +188,11 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
 
 @unit
 def return_sheaf(st, cache, cpu, gfp, sheaf):
-    """``kmem_cache_return_sheaf``: an oversize sheaf (every sheaf of a cache without
-    sheaves, 6.18's of size 0 included: never its spare) is flushed and freed; a normal one
-    becomes the CPU's spare, or is topped up into the barn, or flushed and freed. 0."""
+    """``kmem_cache_return_sheaf``: free an oversize sheaf, keep or flush a normal one. 0.
+
+    An oversize sheaf (every sheaf of a cache without sheaves, 6.18's of size 0 included: never its
+    spare) is flushed and freed; a normal one becomes the CPU's spare, or is topped up into the
+    barn, or flushed and freed."""
     mem = st.mem
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     if mem[_w(sheaf, SH_CAPACITY)] != cap or cap == 0:
@@ -209,10 +219,11 @@ def return_sheaf(st, cache, cpu, gfp, sheaf):
 
 @unit
 def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
-    """``kmem_cache_refill_sheaf``: make ``sheaf`` hold at least ``size`` objects. Returns
-    the sheaf to use from now on (a new one if it had to grow), or 0 on -ENOMEM (the old
-    sheaf then stays the user's, as it was but for what a 7.x ``refill_sheaf``, and under
-    ``next`` the barn before it, put in)."""
+    """``kmem_cache_refill_sheaf``: make ``sheaf`` hold at least ``size`` objects.
+
+    Returns the sheaf to use from now on (a new one if it had to grow), or 0 on -ENOMEM (the old
+    sheaf then stays the user's, as it was but for what a 7.x ``refill_sheaf``, and under ``next``
+    the barn before it, put in)."""
     mem = st.mem
     have = mem[_w(sheaf, SH_SIZE)]
     if have >= size:
@@ -237,8 +248,9 @@ def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
 
 @unit
 def return_user_sheaf(st, cache, cpu, gfp, sheaf):
-    """The user's ``kmem_cache_return_sheaf``: forget the sheaf as the user's and
-    :func:`return_sheaf` it, in one call (two left its objects held by nothing a
-    ``validate`` in another thread could see). 0."""
+    """The user's ``kmem_cache_return_sheaf``: forget the sheaf as the user's and return it. 0.
+
+    Forget the sheaf as the user's and :func:`return_sheaf` it, in one call (two left its objects
+    held by nothing a ``validate`` in another thread could see)."""
     user_sheaf_unlink(st, cache, sheaf)
     return return_sheaf(st, cache, cpu, gfp, sheaf)

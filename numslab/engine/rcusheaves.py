@@ -1,5 +1,7 @@
-"""kfree_rcu through sheaves: ``kfree_rcu_sheaf`` fills the CPU's ``rcu_free`` sheaf, a full
-one waits for its grace period (``call_rcu``), and ``rcu_free_sheaf`` then puts it in the barn.
+"""kfree_rcu through sheaves: the CPU's ``rcu_free`` sheaf, its grace period, then the barn.
+
+``kfree_rcu_sheaf`` fills the CPU's ``rcu_free`` sheaf, a full one waits for its grace period
+(``call_rcu``), and ``rcu_free_sheaf`` then puts it in the barn.
 
 A ``kfree_rcu``'d object of a cache with sheaves goes into the CPU's ``rcu_free`` sheaf
 (``C_RCU_FREE``), its live bit cleared at once (the kernel's ``slab_free_hook`` runs after the
@@ -34,13 +36,13 @@ from .sheaves import (_alloc_empty_sheaf, _any_stale, _barn, _barn_pop, _barn_pu
 
 @unit
 def kfree_rcu_sheaf(st, cpu, addr):
-    """``kfree_rcu_sheaf`` and ``__kfree_rcu_sheaf`` on ``cpu`` for ``addr``, a live object
-    (the caller checked it; a large kmalloc is never taken). 1 if it went into the CPU's
-    ``rcu_free`` sheaf (FREE_RCU_SHEAF), 0 if the ordinary ``kfree_rcu`` must take it: no
-    sheaves (6.18: ``s->cpu_sheaves`` NULL, nothing counted), a remote-node slab (nothing
-    counted), or (FREE_RCU_SHEAF_FAIL) a 7.0 cache without sheaves (debug) or no empty
-    sheaf to be had (spare, barn, ``alloc_empty_sheaf(GFP_NOWAIT)``, from 7.3 with
-    ``__GFP_NOWARN``)."""
+    """``kfree_rcu_sheaf`` and ``__kfree_rcu_sheaf`` on ``cpu`` for the live ``addr``; 1 or 0.
+
+    The caller checked it; a large kmalloc is never taken. 1 if it went into the CPU's ``rcu_free``
+    sheaf (FREE_RCU_SHEAF), 0 if the ordinary ``kfree_rcu`` must take it: no sheaves (6.18:
+    ``s->cpu_sheaves`` NULL, nothing counted), a remote-node slab (nothing counted), or
+    (FREE_RCU_SHEAF_FAIL) a 7.0 cache without sheaves (debug) or no empty sheaf to be had (spare,
+    barn, ``alloc_empty_sheaf(GFP_NOWAIT)``, from 7.3 with ``__GFP_NOWARN``)."""
     err, slab = _locate(st, addr, NIL)
     if err:
         return 0
@@ -88,10 +90,11 @@ def kfree_rcu_sheaf(st, cpu, addr):
 
 @unit
 def flush_rcu_sheaves(st, cache):
-    """``flush_rcu_sheaves_on_cache`` (``cache``), or ``flush_all_rcu_sheaves``'s walk of
-    every cache with sheaves (``cache`` NIL): ``flush_rcu_sheaf`` on every CPU hands its
-    ``rcu_free`` sheaf, if any, to ``call_rcu`` with ``rcu_free_sheaf_nobarn``. Sheaves
-    handed over."""
+    """Hand every CPU's ``rcu_free`` sheaf of ``cache`` (NIL: all) to ``call_rcu``; how many.
+
+    ``flush_rcu_sheaves_on_cache`` (``cache``), or ``flush_all_rcu_sheaves``'s walk of every cache
+    with sheaves (``cache`` NIL): ``flush_rcu_sheaf`` on every CPU hands its ``rcu_free`` sheaf, if
+    any, to ``call_rcu`` with ``rcu_free_sheaf_nobarn``. Returns the sheaves handed over."""
     n = 0
     for s in range(st.max_caches):
         if cache != NIL and s != cache:
@@ -110,11 +113,12 @@ def flush_rcu_sheaves(st, cache):
 
 @jit
 def _rcu_free_sheaf(st, cache, cpu, sheaf):
-    """``rcu_free_sheaf``: after the grace period, a sheaf that still has objects goes to the
-    full list of the barn of its node (``sheaf->node``, that of ``cpu``) while it has fewer
-    than MAX_FULL_SHEAVES (BARN_PUT); else it is flushed to the slabs (BARN_PUT_FAIL,
-    ``sheaf_flush_unused``) and kept as an empty barn sheaf while there are fewer than
-    MAX_EMPTY_SHEAVES, else freed. Entries found live are dropped first (the guard of
+    """``rcu_free_sheaf``: after the grace period, put a sheaf in the barn, or flush it.
+
+    A sheaf that still has objects goes to the full list of the barn of its node (``sheaf->node``,
+    that of ``cpu``) while it has fewer than MAX_FULL_SHEAVES (BARN_PUT); else it is flushed to the
+    slabs (BARN_PUT_FAIL, ``sheaf_flush_unused``) and kept as an empty barn sheaf while there are
+    fewer than MAX_EMPTY_SHEAVES, else freed. Entries found live are dropped first (the guard of
     ``sheaves._sheaf_purge``; the kernel's ``slab_free_hook`` may drop objects here too)."""
     mem = st.mem
     if _any_stale(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
@@ -136,12 +140,13 @@ def _rcu_free_sheaf(st, cache, cpu, sheaf):
 
 @jit
 def _rcu_sheaf_ok(st, sheaf):
-    """Whether ``sheaf``, met on the list of sheaves waiting for their grace period, is still
-    one: an object the allocator kmalloced for itself whose ``rcu_head`` names a CPU, whose
-    cache is active with sheaves, whose size fits its capacity and its object, and whose
-    entries are objects of that cache (free, or live: stale entries, which the callback
-    drops). A sheaf's words are in the shadow half, out of a user's reach; this guards the
-    list against a state written wrong by other means (a word set through ``sa._mem``)."""
+    """Whether ``sheaf``, met on the list of sheaves waiting for their grace period, is still one.
+
+    An object the allocator kmalloced for itself whose ``rcu_head`` names a CPU, whose cache is
+    active with sheaves, whose size fits its capacity and its object, and whose entries are objects
+    of that cache (free, or live: stale entries, which the callback drops). A sheaf's words are in
+    the shadow half, out of a user's reach; this guards the list against a state written wrong by
+    other means (a word set through ``sa._mem``)."""
     obj = sheaf - _shadow(st)
     if obj <= 0 or obj >= _shadow(st) or sheaf & 7 or _locate(st, obj, NIL)[0] != E_ALLOCATORS:
         return False
@@ -165,10 +170,12 @@ def _rcu_sheaf_ok(st, sheaf):
 
 @jit
 def _rcu_find_waiting(st):
-    """After a link of the waiting list was found overwritten: put back on the list (in
-    address order) every sheaf still waiting, found by its ``rcu_head`` (a callback word
-    where a sheaf's capacity is; the callbacks that ran wrote the capacity back) among the
-    allocator's own objects of the kmalloc caches. How many."""
+    """Put every sheaf still waiting back on the waiting list (a link overwritten); how many.
+
+    Called after a link of the waiting list was found overwritten: the sheaves are put back in
+    address order, found by their ``rcu_head`` (a callback word where a sheaf's capacity is; the
+    callbacks that ran wrote the capacity back) among the allocator's own objects of the kmalloc
+    caches."""
     g = st.g
     mem = st.mem
     g[G_RCU_HEAD] = 0
@@ -191,14 +198,15 @@ def _rcu_find_waiting(st):
 
 @unit
 def rcu_run_callbacks(st):
-    """The end of a grace period: run the callback of every sheaf waiting for it, oldest
-    first, on the CPU that called ``call_rcu`` (:func:`_rcu_free_sheaf`, or
-    ``rcu_free_sheaf_nobarn``: flush to the slabs and free the sheaf). The objects they
-    held (stale entries dropped on the way included); or ``-1 -`` that count when a stray
-    write had overwritten a waiting sheaf (G_ERR0 its address, G_ERR1 the sheaves left
-    alone): one whose words no longer describe a sheaf (:func:`_rcu_sheaf_ok`) is left
-    alone with its objects (leaked, as an isolated slab's), and past an overwritten link
-    the sheaves still waiting are found again (:func:`_rcu_find_waiting`).
+    """The end of a grace period: run the callback of every sheaf waiting for it; the objects held.
+
+    Oldest first, on the CPU that called ``call_rcu`` (:func:`_rcu_free_sheaf`, or
+    ``rcu_free_sheaf_nobarn``: flush to the slabs and free the sheaf). Returns the objects they
+    held (stale entries dropped on the way included); or ``-1 -`` that count when a stray write had
+    overwritten a waiting sheaf (G_ERR0 its address, G_ERR1 the sheaves left alone): one whose
+    words no longer describe a sheaf (:func:`_rcu_sheaf_ok`) is left alone with its objects
+    (leaked, as an isolated slab's), and past an overwritten link the sheaves still waiting are
+    found again (:func:`_rcu_find_waiting`).
 
     First the SLAB_TYPESAFE_BY_RCU slabs discarded before it give their pages back
     (``rcu_free_slab``, :func:`pages.rcu_free_slabs`); those the callbacks discard wait

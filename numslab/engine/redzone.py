@@ -1,5 +1,7 @@
-"""slab_debug's bytes: poison and red-zone values, ``init_object``, new-slab set-up and the
-byte check that reports and restores (``check_bytes_and_report``), as in ``mm/slub.c``.
+"""slab_debug's bytes: poison and red zones, ``init_object``, new-slab set-up, the byte check.
+
+Poison and red-zone values, ``init_object``, new-slab set-up and the byte check that reports and
+restores (``check_bytes_and_report``), as in ``mm/slub.c``.
 
 The checks that walk free lists and the debug alloc/free paths are in ``debug.py``; this
 module is the part the slab layer (``slablists.new_slab``) needs, so it imports no other
@@ -73,9 +75,10 @@ def _fill(st, start, value, n):
 
 @jit
 def check_bytes(st, m8, cache, slab, obj, what, start, value, n):
-    """``check_bytes_and_report``: 1 if the ``n`` bytes at ``start`` all hold ``value``;
-    else report the first bad byte and the run up to the last, restore that run
-    (``restore_bytes``, a ``slab_fix``: a second report) and return 0."""
+    """``check_bytes_and_report``: 1 if the ``n`` bytes at ``start`` all hold ``value``.
+
+    Else report the first bad byte and the run up to the last, restore that run (``restore_bytes``,
+    a ``slab_fix``: a second report) and return 0."""
     end = start + n
     i = start
     pattern = value * 0x0101010101010101        # the byte in every lane of a word
@@ -98,8 +101,9 @@ def check_bytes(st, m8, cache, slab, obj, what, start, value, n):
 
 @jit(inline=True)
 def get_orig_size(st, m8, cache, obj):
-    """``get_orig_size``: the size a kmalloc asked for (the object size if not stored), an
-    ``unsigned long`` after the tracks."""
+    """``get_orig_size``: the size a kmalloc asked for (the object size if not stored).
+
+    Stored as an ``unsigned long`` after the tracks."""
     off = _ca(st, cache, CA_ORIG)
     osz = _ca(st, cache, CA_OBJECT_SIZE)
     if off == 0:
@@ -118,9 +122,10 @@ def set_orig_size(st, m8, cache, obj, size):
 
 @jit
 def init_object(st, m8, cache, obj, val):
-    """``init_object``: the left red zone, the poison (``POISON_FREE``, the last byte
-    ``POISON_END``; up to ``orig_size`` for an allocated kmalloc object) and the right red
-    zone (from the poison's end to ``inuse``) with ``val``."""
+    """``init_object``: fill the left red zone, the poison and the right red zone with ``val``.
+
+    The poison is ``POISON_FREE``, the last byte ``POISON_END`` (up to ``orig_size`` for an
+    allocated kmalloc object); the right red zone runs from the poison's end to ``inuse``."""
     flags = _ca(st, cache, CA_DEBUG)
     poison_size = _ca(st, cache, CA_OBJECT_SIZE)
     if flags & SLAB_RED_ZONE:
@@ -137,9 +142,10 @@ def init_object(st, m8, cache, obj, val):
 
 @jit
 def set_track(st, cache, obj, which, cpu):
-    """``set_track``: the ``struct track`` ``which`` (TRACK_ALLOC or TRACK_FREE) of ``obj``:
-    ``addr`` the call site the facade set in G_SITE (0: an ``@njit`` caller), ``cpu``,
-    ``pid`` 0, ``when`` the debug clock G_TICKS."""
+    """``set_track``: the ``struct track`` ``which`` (TRACK_ALLOC or TRACK_FREE) of ``obj``.
+
+    ``addr`` the call site the facade set in G_SITE (0: an ``@njit`` caller), ``cpu``, ``pid`` 0,
+    ``when`` the debug clock G_TICKS."""
     w = (obj + _ca(st, cache, CA_TRACK) + which * TRACK_SIZE) >> 3
     mem = st.mem
     g = st.g
@@ -151,8 +157,9 @@ def set_track(st, cache, obj, which, cpu):
 
 @jit
 def setup_slab_debug(st, cache, slab):
-    """``setup_slab_debug`` and ``setup_object_debug`` for a new slab of a debug cache:
-    with P the whole slab is ``POISON_INUSE`` first; every object then gets
+    """``setup_slab_debug`` and ``setup_object_debug`` for a new slab of a debug cache.
+
+    With P the whole slab is ``POISON_INUSE`` first; every object then gets
     ``init_object(RED_INACTIVE)`` and zeroed tracks (with U)."""
     flags = _ca(st, cache, CA_DEBUG)
     m8 = byte_array(st.mem, st.mem_size)
@@ -175,7 +182,9 @@ def setup_slab_debug(st, cache, slab):
 
 @unit
 def slab_debug_setup(st, cache, slab):
-    """:func:`setup_slab_debug` as a unit, for ``new_slab``: compiled when a debug cache
-    first makes a slab, so an allocator without one never compiles it. 0."""
+    """:func:`setup_slab_debug` as a unit, for ``new_slab``.
+
+    Compiled when a debug cache first makes a slab, so an allocator without one never compiles it.
+    0."""
     setup_slab_debug(st, cache, slab)
     return 0

@@ -1,6 +1,7 @@
-"""Per-CPU sheaves: arrays of object pointers, a ``main`` and a ``spare`` per CPU, and a barn
-of full and empty sheaves per node; in front of the CPU slab (6.18, opt-in) or of the slabs
-themselves (7.0, every cache).
+"""Per-CPU sheaves: arrays of object pointers, a ``main`` and a ``spare`` per CPU, and node barns.
+
+Each node has a barn of full and empty sheaves; the sheaves are in front of the CPU slab (6.18,
+opt-in) or of the slabs themselves (7.0, every cache).
 
 A sheaf is a kmalloc'ed object in the arena, as in the kernel, but its int64 words
 ``SH_NEXT`` (barn or user list link), ``SH_CAPACITY``, ``SH_CACHE``, ``SH_SIZE``, then
@@ -50,17 +51,19 @@ def _w(sheaf, word):
 
 @jit(inline=True)
 def _objs_at(st, sheaf):
-    """Byte address (in this process) of the sheaf's ``objects[]``, for units taking an
-    object array."""
+    """Byte address (in this process) of the sheaf's ``objects[]``.
+
+    For units taking an object array."""
     return address(st.mem) + sheaf + SHEAF_HEADER
 
 
 @unit
 def kmalloc_internal(st, cpu, size, gfp):
-    """kmalloc from inside a kernel (sizes up to 4 MiB); address or 0. A kmalloc cache with
-    sheaves (7.0) serves it from them first, with ``gfp`` as given: a sheaf for a kmalloc
-    cache comes with __GFP_NO_OBJ_EXT (``_alloc_empty_sheaf`` adds it), so that cache makes
-    no new sheaf on the way; a sheaf for any other cache does not, so a request that may
+    """kmalloc from inside a kernel (sizes up to 4 MiB); address or 0.
+
+    A kmalloc cache with sheaves (7.0) serves it from them first, with ``gfp`` as given: a sheaf
+    for a kmalloc cache comes with __GFP_NO_OBJ_EXT (``_alloc_empty_sheaf`` adds it), so that cache
+    makes no new sheaf on the way; a sheaf for any other cache does not, so a request that may
     block refills the kmalloc cache's sheaves as any allocation would."""
     obj = 0
     if size <= 8192:
@@ -108,9 +111,10 @@ def kfree_internal(st, cpu, addr):
 
 @jit
 def _alloc_empty_sheaf(st, cache, cpu, capacity, gfp):
-    """``alloc_empty_sheaf``: kzalloc a sheaf for ``capacity`` objects; address or 0. Not
-    under __GFP_NO_OBJ_EXT, and a kmalloc cache's own sheaf is kmalloc'ed with that flag
-    (no recursion to the same cache)."""
+    """``alloc_empty_sheaf``: kzalloc a sheaf for ``capacity`` objects; address or 0.
+
+    Not under __GFP_NO_OBJ_EXT, and a kmalloc cache's own sheaf is kmalloc'ed with that flag (no
+    recursion to the same cache)."""
     if gfp & __GFP_NO_OBJ_EXT:
         return 0
     if _ca(st, cache, CA_FLAGS) & SLAB_KMALLOC:
@@ -126,8 +130,10 @@ def _alloc_empty_sheaf(st, cache, cpu, capacity, gfp):
 
 @jit
 def _sheaf_kmalloc(st, cpu, capacity, gfp):
-    """kzalloc of a sheaf for ``capacity`` objects (a kmalloc object in the arena, its words
-    zeroed in the shadow half); its handle (the object's address plus ``_shadow``) or 0."""
+    """kzalloc of a sheaf for ``capacity`` objects; its handle or 0.
+
+    The sheaf is a kmalloc object in the arena, its words zeroed in the shadow half; the handle is
+    the object's address plus ``_shadow``."""
     obj = kmalloc_internal(st, cpu, SHEAF_HEADER + 8 * capacity, gfp | __GFP_ZERO)
     if not obj:
         return 0
@@ -173,13 +179,13 @@ def refill_sheaf(st, cache, cpu, sheaf, gfp):
 
 @jit
 def _sheaf_purge(st, cache, sheaf):
-    """Drop every entry of ``sheaf`` whose object is live, or that names an object an entry
-    below it names too: the slab layer handed the object out while the sheaf held it (its
-    slab's free list was rewritten to name it), and a free of it may have put it in the
-    sheaf again. Its slab is isolated as for any corrupted free pointer (G_FAULT_* report
-    it: the next allocation that checks raises ``SlabCorruptionError``). The other entries
-    keep their order (marked live while the walk runs, so a repeat finds its bit). How many
-    were dropped."""
+    """Drop every entry of ``sheaf`` whose object is live or named by an entry below it; how many.
+
+    The slab layer handed the object out while the sheaf held it (its slab's free list was
+    rewritten to name it), and a free of it may have put it in the sheaf again. Its slab is
+    isolated as for any corrupted free pointer (G_FAULT_* report it: the next allocation that
+    checks raises ``SlabCorruptionError``). The other entries keep their order (marked live while
+    the walk runs, so a repeat finds its bit). Returns how many were dropped."""
     mem = st.mem
     live = st.live
     o = _w(sheaf, SH_OBJECTS)
@@ -204,9 +210,10 @@ def _sheaf_purge(st, cache, sheaf):
 
 @jit
 def _isolate_slab_of(st, cache, slab, a):
-    """Isolate ``slab`` for a stale sheaf entry ``a``: a CPU's slab (6.18, frozen: the
-    slab-layer allocation that handed ``a`` out took it from there) through
-    ``_isolate_cpu_slab`` on that CPU, which lets its lockless freelist go with it; any
+    """Isolate ``slab`` for a stale sheaf entry ``a``.
+
+    A CPU's slab (6.18, frozen: the slab-layer allocation that handed ``a`` out took it from there)
+    through ``_isolate_cpu_slab`` on that CPU, which lets its lockless freelist go with it; any
     other through ``_isolate``."""
     if st.pg_flags[slab] & PG_FROZEN:
         for cpu in range(st.ncpus):
@@ -219,8 +226,9 @@ def _isolate_slab_of(st, cache, slab, a):
 
 @jit(inline=True)
 def _unmark(st, mem, o, n):
-    """Clear the live bits of the ``n`` objects at ``mem[o:o+n]``: a refill's objects go
-    into a sheaf, not out (``refill_objects`` marks those it walks)."""
+    """Clear the live bits of the ``n`` objects at ``mem[o:o+n]``.
+
+    A refill's objects go into a sheaf, not out (``refill_objects`` marks those it walks)."""
     live = st.live
     for k in range(n):
         a = mem[o + k]
@@ -229,11 +237,12 @@ def _unmark(st, mem, o, n):
 
 @jit(inline=True)
 def _any_stale(st, mem, o, n):
-    """Whether one of the ``n`` objects at ``mem[o:o+n]`` (a sheaf's entries) is live, or
-    is named twice (a stale entry, then the object freed into the sheaf again): either must
-    go through :func:`_sheaf_purge` before the entries are handed out or given back to
-    their slabs (twice on a free list is a cycle). The entries are marked while the walk
-    runs and unmarked after; a live one stops it."""
+    """Whether one of the ``n`` objects at ``mem[o:o+n]`` (sheaf entries) is live or named twice.
+
+    Named twice: a stale entry, then the object freed into the sheaf again. Either must go through
+    :func:`_sheaf_purge` before the entries are handed out or given back to their slabs (twice on a
+    free list is a cycle). The entries are marked while the walk runs and unmarked after; a live
+    one stops it."""
     live = st.live
     k = 0
     while k < n:
@@ -249,8 +258,9 @@ def _any_stale(st, mem, o, n):
 
 @unit
 def sheaf_flush_unused(st, cache, cpu, sheaf):
-    """``sheaf_flush_unused``: give every object of a detached sheaf back to its slab (none
-    that is live: :func:`_sheaf_purge`). 0."""
+    """``sheaf_flush_unused``: give every object of a detached sheaf back to its slab. 0.
+
+    None that is live: :func:`_sheaf_purge`."""
     mem = st.mem
     if _any_stale(st, mem, _w(sheaf, SH_OBJECTS), mem[_w(sheaf, SH_SIZE)]):
         _sheaf_purge(st, cache, sheaf)
@@ -267,8 +277,10 @@ def sheaf_flush_unused(st, cache, cpu, sheaf):
 
 @jit
 def _fill_oversize(st, cache, cpu, gfp, n, paddr):
-    """``__kmem_cache_alloc_bulk`` into an oversize sheaf: ``refill_objects``, or for a
-    debug cache one checked ``___slab_alloc`` per object. ``n``, or 0 with nothing taken."""
+    """``__kmem_cache_alloc_bulk`` into an oversize sheaf.
+
+    ``refill_objects``, or for a debug cache one checked ``___slab_alloc`` per object. ``n``, or 0
+    with nothing taken."""
     if _ca(st, cache, CA_DEBUG):
         return fill_debug(st, cache, cpu, gfp, n, paddr)
     return alloc_bulk_slab(st, cache, cpu, gfp, n, paddr)
@@ -276,8 +288,9 @@ def _fill_oversize(st, cache, cpu, gfp, n, paddr):
 
 @unit
 def sheaf_flush_main(st, cache, cpu):
-    """``sheaf_flush_main``: empty the CPU's main sheaf in batches of 32 from the top (none
-    that is live: :func:`_sheaf_purge`). 0."""
+    """``sheaf_flush_main``: empty the CPU's main sheaf in batches of 32 from the top. 0.
+
+    None that is live: :func:`_sheaf_purge`."""
     mem = st.mem
     sheaf = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
     objs = _objs_at(st, sheaf)
@@ -324,8 +337,9 @@ def _barn_push(st, r, head_col, count_col, sheaf):
 
 @jit
 def _barn_trade(st, cache, cpu, r, want_full):
-    """``barn_replace_empty_sheaf`` (``want_full``) or ``barn_replace_full_sheaf``: give the
-    CPU's main sheaf to the barn and take one of the other kind as the new main. The
+    """``barn_replace_empty_sheaf`` (``want_full``) or ``barn_replace_full_sheaf``: trade the main.
+
+    Give the CPU's main sheaf to the barn and take one of the other kind as the new main. The
     caller checked that the barn has one."""
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu) + C_MAIN
@@ -341,11 +355,12 @@ def _barn_trade(st, cache, cpu, r, want_full):
 # ---- allocation ------------------------------------------------------------------------------
 @jit(inline=True)
 def _may_refill(st, gfp):
-    """``__pcs_replace_empty_main``'s test before it fills a sheaf from the slabs: a request
-    that may block (``gfpflags_allow_blocking``: 6.18 and 7.0) or, in 7.1, one that may
-    spin (``gfpflags_allow_spinning``: any reclaim bit, so GFP_ATOMIC and GFP_NOWAIT too;
-    only a request with none, as ``kmalloc_nolock`` makes, falls to the slab layer). 7.3
-    reads ``alloc_flags`` (not ``SLAB_ALLOC_NOLOCK``, only ``kmalloc_nolock``'s): any may."""
+    """``__pcs_replace_empty_main``'s test before it fills a sheaf from the slabs: may it refill?
+
+    A request that may block (``gfpflags_allow_blocking``: 6.18 and 7.0) or, in 7.1, one that may
+    spin (``gfpflags_allow_spinning``: any reclaim bit, so GFP_ATOMIC and GFP_NOWAIT too; only a
+    request with none, as ``kmalloc_nolock`` makes, falls to the slab layer). 7.3 reads
+    ``alloc_flags`` (not ``SLAB_ALLOC_NOLOCK``, only ``kmalloc_nolock``'s): any may."""
     if st.kernel >= KERNEL_7_3:
         return True
     if st.kernel >= KERNEL_7_1:
@@ -355,17 +370,20 @@ def _may_refill(st, gfp):
 
 @jit(inline=True)
 def _free_path_gfp(st):
-    """The gfp of the empty sheaves a free allocates (``__pcs_replace_full_main``,
-    ``__kfree_rcu_sheaf``): GFP_NOWAIT; 7.3 ``__GFP_NOWARN`` (alike under its refill rule)."""
+    """The gfp of the empty sheaves a free allocates: GFP_NOWAIT; 7.3 ``__GFP_NOWARN``.
+
+    The frees are ``__pcs_replace_full_main`` and ``__kfree_rcu_sheaf``; 7.3's is alike under its
+    refill rule."""
     return __GFP_NOWARN if st.kernel >= KERNEL_7_3 else GFP_NOWAIT
 
 
 @unit
 def replace_empty_main(st, cache, cpu, gfp):
-    """``__pcs_replace_empty_main``: give the CPU a main sheaf with objects (spare, barn,
-    or a newly filled one if ``gfp`` may block; from 7.1, may spin: :func:`_may_refill`).
-    The empty main a filled sheaf replaces becomes the spare when there is none (7.x),
-    else goes to the barn's empty list (6.18 always). 1 if main now has objects, else 0."""
+    """``__pcs_replace_empty_main``: give the CPU a main sheaf with objects; 1 if so, else 0.
+
+    From the spare, the barn, or a newly filled one if ``gfp`` may block (from 7.1, may spin:
+    :func:`_may_refill`). The empty main a filled sheaf replaces becomes the spare when there is
+    none (7.x), else goes to the barn's empty list (6.18 always)."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
@@ -422,10 +440,11 @@ def replace_empty_main(st, cache, cpu, gfp):
 
 @jit(inline=True)
 def _node_requested_off(st, cache, cpu, node):
-    """``alloc_from_pcs``'s first test: whether the request names a node other than
-    ``cpu``'s (the sheaves hold local objects), counted ALLOC_NODE_MISMATCH under 7.0. 7.0
-    makes it for every cache, before it backs off from one without sheaves (debug,
-    SLAB_NOLEAKTRACE); 6.18 only for a cache with sheaves."""
+    """``alloc_from_pcs``'s first test: whether the request names a node other than ``cpu``'s.
+
+    The sheaves hold local objects; counted ALLOC_NODE_MISMATCH under 7.0. 7.0 makes it for every
+    cache, before it backs off from one without sheaves (debug, SLAB_NOLEAKTRACE); 6.18 only for a
+    cache with sheaves."""
     if node >= 0 and node != st.cpu_node[cpu]:
         if st.kernel >= KERNEL_7_0:
             _stat(st, cache, cpu, ALLOC_NODE_MISMATCH, 1)
@@ -435,8 +454,9 @@ def _node_requested_off(st, cache, cpu, node):
 
 @jit(inline=True)
 def _alloc_from_pcs(st, cache, cpu, gfp, node):
-    """``alloc_from_pcs``: pop the CPU's main sheaf (replacing it if empty); 0 if the
-    request wants another node or no sheaf with objects can be had."""
+    """``alloc_from_pcs``: pop the CPU's main sheaf (replacing it if empty).
+
+    0 if the request wants another node or no sheaf with objects can be had."""
     if _node_requested_off(st, cache, cpu, node):
         return 0
     mem = st.mem
@@ -466,8 +486,9 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
 # ---- free ----------------------------------------------------------------------------------------
 @unit
 def replace_full_main(st, cache, cpu):
-    """``__pcs_replace_full_main``: make room in the CPU's main sheaf (swap with spare,
-    trade with the barn, or flush). 1 (main now has room)."""
+    """``__pcs_replace_full_main``: make room in the CPU's main sheaf. 1 (main now has room).
+
+    Swap with spare, trade with the barn, or flush."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
@@ -537,18 +558,20 @@ def _free_to_pcs(st, cache, cpu, obj):
 # ---- flushing --------------------------------------------------------------------------------------
 @jit
 def _call_rcu(st, sheaf, callback, cpu):
-    """``call_rcu(&sheaf->rcu_head, callback)`` on ``cpu``: append the sheaf to the list of
-    sheaves waiting for their grace period (``G_RCU_HEAD``..``G_RCU_TAIL``, oldest first;
-    ``engine/rcusheaves.py`` runs the callbacks), its ``rcu_head`` in ``SH_NEXT`` and
-    ``SH_CAPACITY``."""
+    """``call_rcu(&sheaf->rcu_head, callback)`` on ``cpu``: the sheaf waits for its grace period.
+
+    Append the sheaf to the list of sheaves waiting for their grace period
+    (``G_RCU_HEAD``..``G_RCU_TAIL``, oldest first; ``engine/rcusheaves.py`` runs the callbacks),
+    its ``rcu_head`` in ``SH_NEXT`` and ``SH_CAPACITY``."""
     st.mem[_w(sheaf, SH_CAPACITY)] = -1 - (callback | (cpu << 1))
     _rcu_append(st, sheaf)
 
 
 @jit(inline=True)
 def _rcu_append(st, sheaf):
-    """Append ``sheaf``, its ``rcu_head`` set, to the list of sheaves waiting for their grace
-    period (the tail's ``SH_NEXT``, ``G_RCU_TAIL``, ``G_NRCU``)."""
+    """Append ``sheaf``, its ``rcu_head`` set, to the list of sheaves waiting for a grace period.
+
+    Sets the tail's ``SH_NEXT``, ``G_RCU_TAIL``, ``G_NRCU``."""
     mem = st.mem
     g = st.g
     mem[_w(sheaf, SH_NEXT)] = 0
@@ -562,8 +585,9 @@ def _rcu_append(st, sheaf):
 
 @unit
 def pcs_flush_all(st, cache, cpu):
-    """``pcs_flush_all``: flush and free the spare, hand the ``rcu_free`` sheaf to
-    ``call_rcu`` (``rcu_free_sheaf_nobarn``), flush the main (which stays). 0."""
+    """``pcs_flush_all``: flush and free the spare, hand over ``rcu_free``, flush the main. 0.
+
+    The ``rcu_free`` sheaf goes to ``call_rcu`` (``rcu_free_sheaf_nobarn``); the main stays."""
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     spare = cpt[c + C_SPARE]
@@ -582,8 +606,9 @@ def pcs_flush_all(st, cache, cpu):
 
 @unit
 def barn_shrink(st, cache, node, cpu):
-    """``barn_shrink``: flush every full sheaf of the node's barn (its partial sheaf first,
-    which the kernel puts at the head of the full list it flushes) and free all sheaves. 0."""
+    """``barn_shrink``: flush every full sheaf of the node's barn and free all sheaves. 0.
+
+    Its partial sheaf first, which the kernel puts at the head of the full list it flushes."""
     r = _node_row(st, cache, node)
     bp = _node_index(st, cache, node)
     sheaf = st.barn_partial[bp]
@@ -607,9 +632,10 @@ def barn_shrink(st, cache, node, cpu):
 
 @unit
 def init_percpu_sheaves(st, cache, cpu):
-    """``init_percpu_sheaves``: an empty main sheaf for every CPU, each kzalloc'ed with
-    GFP_KERNEL on ``cpu``, the CPU creating the cache (its kmalloc sheaves serve them and
-    it counts SHEAF_ALLOC); 0, or -1 out of memory."""
+    """``init_percpu_sheaves``: an empty main sheaf for every CPU; 0, or -1 out of memory.
+
+    Each kzalloc'ed with GFP_KERNEL on ``cpu``, the CPU creating the cache (its kmalloc sheaves
+    serve them and it counts SHEAF_ALLOC)."""
     cpt = st.cpu
     for c in range(st.ncpus):
         sheaf = _alloc_empty_sheaf(st, cache, cpu, _ca(st, cache, CA_SHEAF_CAPACITY),

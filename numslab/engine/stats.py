@@ -1,5 +1,7 @@
-"""Statistics: the sysfs-style counters of ``/sys/kernel/slab/<cache>/``, the SLUB event
-counters of ``CONFIG_SLUB_STATS`` and ``/proc/slabinfo`` version 2.1 text."""
+"""Statistics: sysfs-style counters, SLUB event counters and ``/proc/slabinfo`` text.
+
+The sysfs-style counters of ``/sys/kernel/slab/<cache>/``, the SLUB event counters of
+``CONFIG_SLUB_STATS`` and ``/proc/slabinfo`` version 2.1 text."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,12 +18,13 @@ from .slablists import _get_fp
 
 @unit
 def live_objects(st, cache):
-    """Objects of ``cache`` handed out and not yet freed. As the kernel counts ``objects``
-    (all objects less the free ones on partial slabs), less also what the CPUs hold: the
-    free objects of their slabs and freelists and of every sheaf, those waiting for their
-    grace period included (a slab with a free object is always on a partial list or a
-    CPU's, so these are all of them); less the lost objects (:func:`lost_objects`), which
-    the slabs count in use and no user holds."""
+    """Objects of ``cache`` handed out and not yet freed.
+
+    As the kernel counts ``objects`` (all objects less the free ones on partial slabs), less also
+    what the CPUs hold: the free objects of their slabs and freelists and of every sheaf, those
+    waiting for their grace period included (a slab with a free object is always on a partial list
+    or a CPU's, so these are all of them); less the lost objects (:func:`lost_objects`), which the
+    slabs count in use and no user holds."""
     nd = st.node
     nxt = st.pg_next
     inuse = st.sl_inuse
@@ -78,13 +81,14 @@ def live_objects(st, cache):
 
 @unit
 def lost_objects(st, cache):
-    """Objects of ``cache`` lost to a corrupted free list: counted in use by their slabs
-    (``inuse``, as the kernel leaks them), held by no user, never handed out again. Those a
-    repaired free list cut off (``sl_lost``: ``debug.on_freelist``'s "Freechain corrupt"),
-    the free objects and later frees of the isolated slabs (the guards' and slab_debug's
-    "Marking all objects used", "Freelist cleared"), and under 6.18 the free objects a
-    stray write cut or skipped off a CPU's lockless freelist, which no pop reaches (a flush
-    records them in ``sl_lost``, or isolates the slab when it finds a cut)."""
+    """Objects of ``cache`` lost to a corrupted free list.
+
+    Counted in use by their slabs (``inuse``, as the kernel leaks them), held by no user, never
+    handed out again. Those a repaired free list cut off (``sl_lost``: ``debug.on_freelist``'s
+    "Freechain corrupt"), the free objects and later frees of the isolated slabs (the guards' and
+    slab_debug's "Marking all objects used", "Freelist cleared"), and under 6.18 the free objects a
+    stray write cut or skipped off a CPU's lockless freelist, which no pop reaches (a flush records
+    them in ``sl_lost``, or isolates the slab when it finds a cut)."""
     lost = 0
     cpt = st.cpu
     for cpu in range(st.ncpus):
@@ -101,9 +105,10 @@ def lost_objects(st, cache):
 
 @unit
 def lost_slabs(st, cache, rows, outaddr):
-    """Fill the int64[rows, 2] at ``outaddr`` with (slab address, objects lost) for each slab
-    of ``cache`` holding lost objects (:func:`lost_objects`), in address order; returns how
-    many there are (rows beyond ``rows`` are not written)."""
+    """Fill the int64[rows, 2] at ``outaddr`` with (slab address, objects lost); how many slabs.
+
+    One row for each slab of ``cache`` holding lost objects (:func:`lost_objects`), in address
+    order; returns how many there are (rows beyond ``rows`` are not written)."""
     out = words_at(outaddr)
     flags = st.pg_flags
     cpt = st.cpu
@@ -129,9 +134,10 @@ def lost_slabs(st, cache, rows, outaddr):
 
 @jit
 def _mark_chain(st, cache, slab, head, n, on):
-    """With ``on``: mark live the objects of the free chain from ``head`` on ``slab``, each
-    once, up to a pointer off the slab's grid or to a live object; how many. Else clear the
-    marks of its first ``n`` objects (the same walk, undone)."""
+    """Mark live (``on``) the free chain from ``head`` on ``slab``, or clear the marks.
+
+    With ``on``: each once, up to a pointer off the slab's grid or to a live object; returns how
+    many. Else clear the marks of its first ``n`` objects (the same walk, undone)."""
     mem = st.mem
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
@@ -155,13 +161,14 @@ def _mark_chain(st, cache, slab, head, n, on):
 
 @jit
 def _cpu_freelist(st, cache, slab, head):
-    """(free, lost) of a CPU's lockless freelist from ``head`` on its ``slab`` (6.18): the
-    objects reached along it, each once, no pointer followed off the slab's grid, to a live
-    object or into the slab's own free list (its remote frees; all marked live while the
-    walk runs, so a stray write's cycle, or its pointer into that list, ends it), and the
-    objects it lost: in use by the slab's count, neither reached nor held (live, waiting for
-    ``kfree_rcu``, in a sheaf), behind a cut or skipped by a pointer a stray write made
-    jump ahead, less those a flush recorded lost before (``sl_lost``: counted apart)."""
+    """(free, lost) of a CPU's lockless freelist from ``head`` on its ``slab`` (6.18).
+
+    The objects reached along it, each once, no pointer followed off the slab's grid, to a live
+    object or into the slab's own free list (its remote frees; all marked live while the walk runs,
+    so a stray write's cycle, or its pointer into that list, ends it), and the objects it lost: in
+    use by the slab's count, neither reached nor held (live, waiting for ``kfree_rcu``, in a
+    sheaf), behind a cut or skipped by a pointer a stray write made jump ahead, less those a flush
+    recorded lost before (``sl_lost``: counted apart)."""
     own = _mark_chain(st, cache, slab, st.sl_freelist[slab], 0, True)
     k = _mark_chain(st, cache, slab, head, 0, True)
     _mark_chain(st, cache, slab, head, k, False)
@@ -173,8 +180,10 @@ def _cpu_freelist(st, cache, slab, head):
 
 @jit
 def _slab_held(st, cache, slab):
-    """Objects of ``slab`` someone holds: live, waiting for ``kfree_rcu`` (field ``rcu``: on
-    the list or in an RCU sheaf) or in one of the cache's other sheaves."""
+    """Objects of ``slab`` someone holds: live, waiting for ``kfree_rcu``, or in another sheaf.
+
+    Live, waiting for ``kfree_rcu`` (field ``rcu``: on the list or in an RCU sheaf) or in one of
+    the cache's other sheaves."""
     size = _ca(st, cache, CA_SIZE)
     a = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
     n = 0
@@ -197,8 +206,9 @@ def _cut_lost(st, cache):
 
 @jit
 def _sheaf_on(st, sheaf, slab):
-    """Objects of ``sheaf`` (0: none) that belong to ``slab``, or to isolated slabs when
-    ``slab`` is NIL."""
+    """Objects of ``sheaf`` (0: none) that belong to ``slab``.
+
+    Or to isolated slabs when ``slab`` is NIL."""
     if not sheaf:
         return 0
     mem = st.mem
@@ -219,9 +229,10 @@ def _sheaf_on(st, sheaf, slab):
 
 @jit
 def _in_sheaves(st, cache, slab):
-    """Objects of ``slab`` (NIL: of every isolated slab) in the sheaves of ``cache`` but the
-    RCU ones (whose objects carry the ``rcu`` mark): the CPUs' main and spare, the barns'
-    and the user's."""
+    """Objects of ``slab`` (NIL: every isolated slab) in ``cache``'s sheaves but the RCU ones.
+
+    The RCU ones' objects carry the ``rcu`` mark. The sheaves are the CPUs' main and spare, the
+    barns' and the user's."""
     mem = st.mem
     cpt = st.cpu
     n = 0
@@ -246,9 +257,10 @@ def _in_sheaves(st, cache, slab):
 
 @jit
 def _isolated_leak(st, cache):
-    """What the isolated slabs of ``cache`` count as in use but nobody holds: their objects
-    less the live ones, those waiting for ``kfree_rcu`` and those still in sheaves (they
-    leaked with the free list)."""
+    """What the isolated slabs of ``cache`` count as in use but nobody holds.
+
+    Their objects less the live ones, those waiting for ``kfree_rcu`` and those still in sheaves
+    (they leaked with the free list)."""
     flags = st.pg_flags
     size = _ca(st, cache, CA_SIZE)
     leak = 0
@@ -265,8 +277,10 @@ def _isolated_leak(st, cache):
 
 @unit
 def partial_counts(st, cache, outaddr):
-    """Per node: ``out[2 * node: 2 * node + 2] = (inuse, free)`` summed over the node's
-    partial slabs (``count_partial``), ``out`` the int64[nnodes, 2] at ``outaddr``. 0."""
+    """Per node, (inuse, free) summed over the node's partial slabs (``count_partial``). 0.
+
+    ``out[2 * node: 2 * node + 2] = (inuse, free)``, ``out`` the int64[nnodes, 2] at
+    ``outaddr``."""
     out = words_at(outaddr)
     nxt = st.pg_next
     inuse = st.sl_inuse
@@ -288,8 +302,9 @@ def partial_counts(st, cache, outaddr):
 
 @unit
 def cpu_partial_slabs(st, cache, outaddr):
-    """Per CPU: ``(has cpu slab, slabs on cpu partial list as the head's ``slabs`` field
-    says)`` into the int64[ncpus, 2] at ``outaddr``. 0."""
+    """Per CPU, (has cpu slab, cpu partial slabs) into the int64[ncpus, 2] at ``outaddr``.
+
+    The slabs on its cpu partial list as the head's ``slabs`` field says. 0."""
     out = words_at(outaddr)
     cpt = st.cpu
     for cpu in range(st.ncpus):
@@ -324,9 +339,10 @@ def slabinfo_line(name: str, active_objs: int, num_objs: int, size: int, objpers
 
 @unit
 def partial_list(st, cache, node, rows, outaddr):
-    """Fill the int64[rows, 3] at ``outaddr`` with (slab address, inuse, objects) along
-    ``node``'s partial list, head first; returns the list length (rows beyond ``rows`` are
-    not written)."""
+    """Fill the int64[rows, 3] at ``outaddr`` with (slab address, inuse, objects); the length.
+
+    One row per slab along ``node``'s partial list, head first; returns the list length (rows
+    beyond ``rows`` are not written)."""
     out = words_at(outaddr)
     nxt = st.pg_next
     slab = st.node[_node_row(st, cache, node) + N_PARTIAL_HEAD]

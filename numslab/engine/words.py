@@ -1,6 +1,8 @@
-"""Raw int64 word pointers in compiled code (``Words``: a field of the state, the arena, an
-array's data) and the intrinsics on them: loads and stores marked by region, byte fills,
-copies and swaps. No bounds checks: the engine's kernels check addresses themselves."""
+"""Raw int64 word pointers in compiled code (``Words``) and the intrinsics on them.
+
+A ``Words`` is a field of the state, the arena, an array's data; the intrinsics are loads and
+stores marked by region, byte fills, copies and swaps. No bounds checks: the engine's kernels check
+addresses themselves."""
 from __future__ import annotations
 
 import operator
@@ -25,8 +27,10 @@ def invariant_load(builder: Any, ptr: Any) -> Any:
 
 # ---- Words: a raw pointer to int64 words --------------------------------------------------------
 class WordsType(types.Type):
-    """A raw pointer to int64 words: ``w[i]`` loads word ``i`` and ``w[i] = v`` stores it, with
-    no bounds check and no reference count. Every field of the state and the arena are Words.
+    """A raw pointer to int64 words.
+
+    ``w[i]`` loads word ``i`` and ``w[i] = v`` stores it, with no bounds check and no reference
+    count. Every field of the state and the arena are Words.
 
     Words of a named ``region`` (a field of the state, or ``mem``, the arena) mark their loads
     and stores with LLVM type-based alias metadata of that region: the fields of a state and
@@ -117,9 +121,10 @@ def _words_set(context: Any, builder: Any, sig: Any, args: Any) -> Any:
 
 @intrinsic
 def fixed(typingctx: Any, w: Any, i: Any) -> Any:
-    """``w[i]`` for a word that does not change while compiled code runs (a cache's geometry:
-    only Python, between calls, writes it): an invariant load, which the optimiser may merge
-    and hoist across stores."""
+    """``w[i]`` for a word that does not change while compiled code runs, as an invariant load.
+
+    A cache's geometry: only Python, between calls, writes it. The optimiser may merge and hoist
+    the load across stores."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         value = invariant_load(builder, builder.gep(args[0], [_index(context, builder, sig,
                                                                       args[1])]))
