@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                      ALLOC_SLOWPATH, FREE_REMOVE_PARTIAL, FREE_SLAB, SLAB_KMALLOC)
-from .checks import (E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_TWICE, _live_clear,
-                     _live_set, _locate, _own_test, _twin)
+from .live import _live_clear, _live_set, _own_test
+from .checks import E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_TWICE, _locate, _twin
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_PARTIAL,
                      CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_SIZE, KERNEL_7_0, N_NR_PARTIAL,
@@ -21,9 +21,9 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_
 from .native import jit, unit, words_at
 from .nocpu import refill_objects
 from .pages import free_pages
-from .slablists import (_allocate_slab, _discard_slab, _fp_next, _isolate,
-                        _isolate_cpu_slab, _new_slab_objects, _remove_partial, _set_fp,
-                        _slab_free_fast)
+from .freelist import _new_slab_objects, _set_fp
+from .slablists import (_allocate_slab, _discard_slab, _fp_next, _isolate, _isolate_cpu_slab,
+                        _remove_partial, _slab_free_fast)
 
 
 # ---- allocation ------------------------------------------------------------------------------

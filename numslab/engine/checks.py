@@ -1,5 +1,6 @@
-"""Checks: the live-object bitmap, address validation for every free, and ``validate``,
-which walks every slab and list and checks the invariants written in ARCHITECTURE.md."""
+"""Checks: address validation for every free (against ``live``'s bitmap), and ``validate``.
+
+``validate`` walks every slab and list and checks the invariants written in ARCHITECTURE.md."""
 from __future__ import annotations
 
 from .layout import (AT_CACHE, AT_COUNT, AT_CPU, AT_FRAME, AT_NODE, AT_OBJECT, AT_SHEAF,
@@ -18,7 +19,8 @@ from ..flags import SLAB_KMALLOC
 from .partialorder import _check_order
 from .native import address, jit, unit, words_at
 from .pages import _page_block, _validate_pages
-from .slablists import _get_fp
+from .freelist import _get_fp
+from .live import _NOT_SIGN, _live_clear, _live_set, _live_test, _own_test
 from .stats import live_objects
 
 # ---- error codes returned by kernels (negative; 0 is success / NULL) -----------------------
@@ -77,107 +79,11 @@ CORRUPTION = (
 )
 
 
-# ---- the live-object bitmap: one bit per 8-byte granule, set at the start of each object
-# handed to the user (word addr >> 9, bit (addr >> 3) & 63) --------------------------------
-_NOT_SIGN = (1 << 63) - 1      #: every bit of an int64 but the sign
-
-
-@jit(inline=True)
-def _live_test(st, addr):
-    """1 if the object at ``addr`` is allocated (its bit in the live bitmap is set)."""
-    return (st.live[addr >> 9] >> ((addr >> 3) & 63)) & 1
-
-
-@jit(inline=True)
-def _live_set(st, addr):
-    """Mark the object at ``addr`` allocated."""
-    st.live[addr >> 9] |= 1 << ((addr >> 3) & 63)
-
-
-@jit(inline=True)
-def _live_clear(st, addr):
-    """Mark the object at ``addr`` free."""
-    st.live[addr >> 9] &= ~(1 << ((addr >> 3) & 63))
-
-
-# An object the allocator kmallocs for itself (a sheaf) also has the bit of its second granule
-# set: no object starts there in a cache of objects of 16 bytes and more, and sheaves (64
-# bytes and more, aligned to their size) never have their second granule in the next word.
-@jit(inline=True)
-def _own_set(st, addr):
-    """Mark the (live, >= 16-byte) object at ``addr`` as the allocator's own."""
-    st.live[addr >> 9] |= 2 << ((addr >> 3) & 63)
-
-
-@jit(inline=True)
-def _own_clear(st, addr):
-    """Unmark the allocator's own object at ``addr``."""
-    st.live[addr >> 9] &= ~(2 << ((addr >> 3) & 63))
-
-
-@jit(inline=True)
-def _own_test(st, addr, size):
-    """1 if the live object at ``addr`` of a cache of ``size``-byte objects is the
-    allocator's own (0 for caches of 8-byte objects, which never hold one)."""
-    return (st.live[addr >> 9] & (2 << ((addr >> 3) & 63))) != 0 and size >= 16
-
-
-@jit(inline=True)
-def _live_set_slab(st, cache, slab):
-    """Mark every object of ``slab`` allocated (a new slab carved whole), in address order:
-    neighbours share a bitmap word, which stays in a register while they do (fewer word
-    changes than the slab's random allocation order makes)."""
-    live = st.live
-    size = _ca(st, cache, CA_SIZE)
-    a = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-    cw = a >> 9
-    cval = live[cw]
-    for _ in range(st.sl_objects[slab]):
-        w = a >> 9
-        if w != cw:
-            live[cw] = cval
-            cw = w
-            cval = live[w]
-        cval |= 1 << ((a >> 3) & 63)
-        a += size
-    live[cw] = cval
-
-
-@jit(inline=True)
-def _live_set_run(st, p, start, n, note=False):
-    """Mark the objects ``p[start:start+n]`` (Words) allocated. Neighbouring objects share a
-    bitmap word, so the word stays in a register while they do: a store and a reload of the
-    same word in consecutive iterations would stall on store forwarding every time. With
-    ``note`` (a constant: ``pcsbulk._sheaf_copy_top``), an object found marked already (a stale
-    sheaf entry) gets bit 0 of its ``p`` entry set (objects are 8-aligned), and the result
-    says whether there was one; without, objects may be marked already (a slab walk marks
-    what it takes) and the result is False."""
-    if n <= 0:
-        return False
-    live = st.live
-    cw = p[start] >> 9
-    cval = live[cw]
-    bad = False
-    for k in range(start, start + n):
-        a = p[k]
-        w = a >> 9
-        if w != cw:
-            live[cw] = cval
-            cw = w
-            cval = live[w]
-        bit = 1 << ((a >> 3) & 63)
-        if note and cval & bit:
-            p[k] = a | 1
-            bad = True
-        cval |= bit
-    live[cw] = cval
-    return bad
-
-
 @jit(inline=True)
 def _locate(st, addr, cache):
-    """Check that ``addr`` is a live object (of ``cache`` unless it is NIL) without changing
-    anything. Returns (0, slab head frame) or (error code, NIL) with details in G_ERR*."""
+    """Check that ``addr`` is a live object (of ``cache`` unless it is NIL), changing nothing.
+
+    Returns (0, slab head frame) or (error code, NIL) with details in G_ERR*."""
     g = st.g
     if addr <= 0 or addr >= st.npages << 12:
         return E_OUTSIDE, NIL
@@ -218,10 +124,12 @@ def _locate(st, addr, cache):
 
 @jit(inline=True)
 def _slab_of(st, addr, cache):
-    """The fast form of ``_locate(st, addr, cache)`` for a cache (not NIL): the head frame
-    of ``addr``'s slab if ``addr`` is a live object of ``cache``, else NIL (``_locate`` then
-    says why). A slab's head frame is the only frame whose ``sl_cache`` is its cache (every
-    other frame holds NIL), so one load replaces the page-flag tests of the common case.
+    """The fast form of ``_locate(st, addr, cache)`` for a cache (not NIL).
+
+    The head frame of ``addr``'s slab if ``addr`` is a live object of ``cache``, else NIL
+    (``_locate`` then says why). A slab's head frame is the only frame whose ``sl_cache`` is its
+    cache (every other frame holds NIL), so one load replaces the page-flag tests of the common
+    case.
 
     No grid or bound test is needed: a live bit is set only at the start of an object
     handed out (on the grid, ``CA_RED_LEFT`` included), and in a kmalloc cache also as a
@@ -254,15 +162,16 @@ def _slab_of(st, addr, cache):
 
 @jit
 def _array_home(st, nr, off):
-    """Where a batch call's address array of ``nr`` words lies, at arena byte ``off``: 0 if
-    inside one live allocation of the user's (the ``object_size`` bytes of a slab object, a
-    large kmalloc block, a block from ``alloc_pages``), else ``E_ARRAY_PLACE``. A batch call
-    writes its array (an allocation the addresses, a free its reordering, a failed
-    allocation the free pointers of what it gives back) while it reads the allocator's own
-    words: over a free object, a sheaf, an object waiting for its grace period, a free
-    page or the pages of a slab waiting for its grace period (RCU readers may still read
-    them) those writes change what the call is reading (a free list it walks, the entries
-    of a sheaf), so such an array is refused before anything changes."""
+    """Where a batch call's address array of ``nr`` words lies, at arena byte ``off``.
+
+    0 if inside one live allocation of the user's (the ``object_size`` bytes of a slab object, a
+    large kmalloc block, a block from ``alloc_pages``), else ``E_ARRAY_PLACE``. A batch call writes
+    its array (an allocation the addresses, a free its reordering, a failed allocation the free
+    pointers of what it gives back) while it reads the allocator's own words: over a free object, a
+    sheaf, an object waiting for its grace period, a free page or the pages of a slab waiting for
+    its grace period (RCU readers may still read them) those writes change what the call is reading
+    (a free list it walks, the entries of a sheaf), so such an array is refused before anything
+    changes."""
     end = off + 8 * nr
     if nr <= 0 or end <= 0 or off >= st.mem_size:
         return 0                                # (none of it in the arena)
@@ -298,8 +207,10 @@ def _in_arena(st, nr, paddr):
 
 @jit(inline=True)
 def _array_misplaced(st, nr, paddr):
-    """:func:`_array_home` of the ``nr``-word array at byte address ``paddr`` when any of it
-    lies in the arena (out of line: an array outside it costs one test here); else 0."""
+    """:func:`_array_home` of the ``nr``-word array at byte address ``paddr`` in the arena, else 0.
+
+    0 when none of the array lies in the arena (out of line: an array outside it costs one test
+    here)."""
     if _in_arena(st, nr, paddr):
         return _array_home(st, nr, paddr - address(st.mem))
     return 0
@@ -307,18 +218,21 @@ def _array_misplaced(st, nr, paddr):
 
 @unit
 def locate(st, addr, cache):
-    """:func:`_locate` for the facade: the slab's head frame (>= 0) if ``addr`` is a live
-    object (of ``cache`` unless NIL), else the error code (negative)."""
+    """:func:`_locate` for the facade.
+
+    The slab's head frame (>= 0) if ``addr`` is a live object (of ``cache`` unless NIL), else the
+    error code (negative)."""
     err, slab = _locate(st, addr, cache)
     return err if err else slab
 
 
 @jit
 def _twin(p, i):
-    """The first index ``j < i`` with ``p[j] == p[i]``: the earlier element of a batch that
-    names the object element ``i`` names (-1: none). Only error paths scan for it: an
-    element that fails the batch check with such a twin, whose check passed, is refused
-    with ``E_TWICE``, not as the double free its cleared live bit reads as."""
+    """The first index ``j < i`` with ``p[j] == p[i]``.
+
+    The earlier element of a batch that names the object element ``i`` names (-1: none). Only error
+    paths scan for it: an element that fails the batch check with such a twin, whose check passed,
+    is refused with ``E_TWICE``, not as the double free its cleared live bit reads as."""
     a = p[i]
     for j in range(i):
         if p[j] == a:
@@ -334,8 +248,9 @@ def batch_error(ret: int) -> tuple[int, int]:
 # ---- validate ----------------------------------------------------------------------------------
 @jit
 def _corrupt(st, what, kind, where):
-    """Record a broken invariant (``what``, an index of :data:`CORRUPTION`) and where:
-    ``where`` of kind ``AT_*``. Returns E_CORRUPT."""
+    """Record a broken invariant and where it is; returns E_CORRUPT.
+
+    ``what`` is an index of :data:`CORRUPTION`, ``where`` of kind ``AT_*``."""
     st.g[G_ERR0] = what | kind << AT_SHIFT
     st.g[G_ERR1] = where
     return E_CORRUPT
@@ -371,8 +286,9 @@ _CPU_SLAB = 1 << 40
 
 @jit
 def _count_sheaf(st, cache, sheaf):
-    """Add the objects of ``sheaf`` (0: none) to the scratch counts per slab; 1 if one is
-    live, not an object of ``cache``, or the sheaf is over capacity."""
+    """Add the objects of ``sheaf`` (0: none) to the scratch counts per slab.
+
+    1 if one is live, not an object of ``cache``, or the sheaf is over capacity."""
     if sheaf == 0:
         return 0
     if not _sheaf_in_reach(st, sheaf, 0):
@@ -382,8 +298,9 @@ def _count_sheaf(st, cache, sheaf):
 
 @jit
 def _count_objects(st, cache, sheaf, cap):
-    """:func:`_count_sheaf` of a sheaf of capacity ``cap`` (a sheaf waiting for its grace
-    period has its ``rcu_head`` in the capacity word)."""
+    """:func:`_count_sheaf` of a sheaf of capacity ``cap``.
+
+    A sheaf waiting for its grace period has its ``rcu_head`` in the capacity word."""
     mem = st.mem
     cached = st.scratch
     w = sheaf >> 3
@@ -406,8 +323,10 @@ def _count_objects(st, cache, sheaf, cap):
 
 @jit
 def _slab_fits(st, cache, slab):
-    """Whether the objects of ``slab`` (its cache's geometry, its count) lie in its block and
-    its block in the machine: ``validate`` walks a slab only then."""
+    """Whether the objects of ``slab`` lie in its block and its block in the machine.
+
+    The objects are placed by its cache's geometry and its count; ``validate`` walks a slab only
+    then."""
     order = st.pg_order[slab]
     n = st.sl_objects[slab]
     size = _ca(st, cache, CA_SIZE)
@@ -591,10 +510,11 @@ def _validate_cache_and_order(st, cache):
 
 @jit
 def _rcu_list_marks(st, n, p, on):
-    """Put out of every free's reach (``on``), or back, the ``n`` objects at Words ``p``
-    waiting on the facade's ``kfree_rcu`` list: a slab object's live bit cleared (it stays
-    allocated from its slab) and its bit in field ``rcu`` set (a free pointer rewritten to
-    name it is refused: ``slablists._fp_next``), a large kmalloc's head page marked PG_RCU;
+    """Put out of every free's reach (``on``), or back, the ``n`` objects waiting on ``kfree_rcu``.
+
+    They are at Words ``p``, on the facade's ``kfree_rcu`` list: a slab object's live bit cleared
+    (it stays allocated from its slab) and its bit in field ``rcu`` set (a free pointer rewritten
+    to name it is refused: ``slablists._fp_next``), a large kmalloc's head page marked PG_RCU;
     :func:`_locate` then calls any free of one a double free."""
     for i in range(n):
         _rcu_list_mark(st, p[i], on)
@@ -636,9 +556,10 @@ def rcu_list_mark(st, n, paddr, on):
 
 @jit
 def _rcu_list_unmarked(st, n, p):
-    """The first of the ``n`` objects at Words ``p`` on the ``kfree_rcu`` list without the
-    list's mark (a slab object: its ``rcu`` bit set, its live bit clear; a large kmalloc:
-    PG_RCU on its head), or -1."""
+    """The first of the ``n`` objects at Words ``p`` without the ``kfree_rcu`` list's mark, or -1.
+
+    The objects are on the ``kfree_rcu`` list; the mark of a slab object is its ``rcu`` bit set and
+    its live bit clear, that of a large kmalloc PG_RCU on its head."""
     for i in range(n):
         a = p[i]
         f = st.pg_flags[a >> 12]
@@ -652,11 +573,12 @@ def _rcu_list_unmarked(st, n, p):
 
 @unit
 def validate(st, cache, n, paddr):
-    """Validate one cache, or every active cache and the page allocator if ``cache`` is NIL:
-    0 or E_CORRUPT (what in G_ERR0, where in G_ERR1, the cache in G_ERR2). The ``n`` objects
-    at ``paddr`` wait on the ``kfree_rcu`` list: counted as allocated (their marks lifted
-    for the check and put back, in this one engine call); for the whole machine their marks
-    are checked first (invariant 9)."""
+    """Validate one cache, or every active cache and the page allocator if ``cache`` is NIL.
+
+    0 or E_CORRUPT (what in G_ERR0, where in G_ERR1, the cache in G_ERR2). The ``n`` objects at
+    ``paddr`` wait on the ``kfree_rcu`` list: counted as allocated (their marks lifted for the
+    check and put back, in this one engine call); for the whole machine their marks are checked
+    first (invariant 9)."""
     p = words_at(paddr)
     bad = _rcu_list_unmarked(st, n, p) if cache == NIL else -1
     if bad != -1:
@@ -690,9 +612,11 @@ def _rcu_marks_of(st, sheaf, mode):
 
 @jit
 def _rcu_sheaf_marks(st, mode):
-    """Visit the objects of the RCU sheaves (the CPUs' ``rcu_free`` sheaves and those waiting
-    for their grace period, whose words the other invariants checked): ``mode`` 0 finds the
-    first without an RCU mark (-1: none), 1 lifts their marks, 2 puts them back (-1)."""
+    """Visit the RCU sheaves' objects: find one without an RCU mark, lift or put back the marks.
+
+    The RCU sheaves are the CPUs' ``rcu_free`` sheaves and those waiting for their grace period,
+    whose words the other invariants checked. ``mode`` 0 finds the first without an RCU mark (-1:
+    none), 1 lifts their marks, 2 puts them back (-1)."""
     for c in range(st.max_caches):
         if _ca(st, c, CA_ACTIVE) and _ca(st, c, CA_SHEAF_CAPACITY):
             for cpu in range(st.ncpus):
@@ -710,8 +634,9 @@ def _rcu_sheaf_marks(st, mode):
 
 @jit
 def _validate_rcu_marks(st):
-    """Invariant 9, with the list's marks lifted: field ``rcu`` marks exactly the objects
-    of the RCU sheaves. 0 or E_CORRUPT (G_ERR1: the object)."""
+    """Invariant 9, with the list's marks lifted: 0 or E_CORRUPT (G_ERR1: the object).
+
+    Field ``rcu`` marks exactly the objects of the RCU sheaves."""
     missing = _rcu_sheaf_marks(st, 0)
     if missing != -1:
         return _corrupt(st, 18, AT_OBJECT, missing)
@@ -754,8 +679,10 @@ def _validate(st, cache):
 
 @jit
 def _validate_lost(st):
-    """Field ``sl_lost``: 0 but at the head of a slab that is not isolated, there at most the
-    slab's objects in use; its sum ``G_NLOST``. 0 or E_CORRUPT."""
+    """Check field ``sl_lost``: 0 or E_CORRUPT.
+
+    It is 0 but at the head of a slab that is not isolated, there at most the slab's objects in
+    use; its sum is ``G_NLOST``."""
     flags = st.pg_flags
     total = 0
     for pfn in range(st.npages):
@@ -773,8 +700,9 @@ def _validate_lost(st):
 
 @jit
 def _validate_rcu_list(st):
-    """Check the list of sheaves waiting for their grace period (``engine/rcusheaves.py``):
-    links, count and tail, and each sheaf's callback word (a CPU) and cache (active, with
+    """Check the list of sheaves waiting for their grace period (``engine/rcusheaves.py``).
+
+    It checks links, count and tail, and each sheaf's callback word (a CPU) and cache (active, with
     sheaves). 0 or E_CORRUPT (checked before any cache walks it)."""
     mem = st.mem
     g = st.g

@@ -10,7 +10,7 @@ from ..flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISM
                      CPUSLAB_FLUSH, DEACTIVATE_BYPASS, DEACTIVATE_EMPTY, DEACTIVATE_FULL,
                      DEACTIVATE_REMOTE_FREES, DEACTIVATE_TO_HEAD, DEACTIVATE_TO_TAIL,
                      FREE_FASTPATH, FREE_SLAB, FREE_SLOWPATH)
-from .checks import _live_clear, _live_set, _live_set_run
+from .live import _live_clear, _live_set, _live_set_run
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECT_SIZE,
                      CA_OFFSET, G_NLOST, KERNEL_7_0, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL,
                      PG_FROZEN, _ca,
@@ -20,9 +20,10 @@ from .native import jit, unit, zero_bytes
 from .stats import _slab_held
 from .debug import slab_alloc_debug
 from .nocpu import slab_alloc_single
+from .freelist import _set_fp
 from .slablists import (_add_partial, _chain_tail_checked, _cpu_pop, _freeze_slab, _isolate,
-                        _set_fp, _slab_free_fast, discard_slab, get_partial, new_slab,
-                        put_partials, slab_free)
+                        _slab_free_fast, discard_slab, get_partial, new_slab, put_partials,
+                        slab_free)
 
 
 @jit(inline=True)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from ..flags import (__GFP_ZERO, FREE_SLOWPATH, SLAB_CONSISTENCY_CHECKS, SLAB_POISON,
                      SLAB_RED_ZONE, SLAB_STORE_USER)
-from .checks import E_DOUBLE_FREE, _live_clear, _live_set, _live_test, _rcu_list_marks
+from .live import _live_clear, _live_set, _live_test
+from .checks import E_DOUBLE_FREE, _rcu_list_marks
 from .layout import (CA_DEBUG, CA_FP_KEY, CA_INUSE, CA_OBJECT_SIZE, CA_OFFSET, CA_ORIG,
                      CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, D_OBJECT_POISON, G_FAULT_CACHE,
                      G_FAULT_SLAB, G_FAULT_VALUE, G_NLOST, G_NREPORTS, G_TICKS, NIL,
@@ -30,7 +31,8 @@ from .redzone import (K_ALIGN_PAD, K_ALREADY_FREE, K_CYCLE, K_END_POISON, K_FIX_
                       K_WRONG_COUNT, POISON_END, POISON_FREE, POISON_INUSE, RED_ACTIVE,
                       RED_INACTIVE, TRACK_ALLOC, TRACK_FREE, TRACK_SIZE, _report,
                       check_bytes, get_orig_size, init_object, set_orig_size, set_track)
-from .slablists import _get_fp, _isolate, _set_fp, slab_free
+from .freelist import _get_fp, _set_fp
+from .slablists import _isolate, slab_free
 
 E_DEBUG = -10          #: a slab_debug check refused a free (reported; the object stays allocated)
 

@@ -10,7 +10,7 @@ slabs (never into a source), copying its bytes; emptied sources go back to the p
 from __future__ import annotations
 
 from ..flags import SLAB_STORE_USER
-from .checks import _live_clear, _live_set, _own_test
+from .live import _live_clear, _live_set, _own_test
 from .layout import (CA_DEBUG, CA_FP_KEY, CA_INUSE, CA_MOVE_FREED, CA_MOVED, CA_NCOLS,
                      CA_OFFSET, CA_PARTIAL_ORDER, CA_RED_LEFT, CA_SIZE, CA_USED_RATIO,
                      N_PARTIAL_HEAD, NIL, PG_ISOLATED, _ca, _node_row)
@@ -18,8 +18,9 @@ from .native import byte_array, copy_bytes, jit, unit, words_at
 from .redzone import RED_INACTIVE, TRACK_FREE, init_object, set_track
 from .cpucache import flush_cpu
 from .ops import kmem_cache_shrink
+from .freelist import _set_fp
 from .slablists import (_add_partial, _count_disagrees, _fp_next, _isolate, _remove_partial,
-                        _set_fp, discard_slab)
+                        discard_slab)
 
 DEFRAG_USED_RATIO = 30      #: Harding's default ``defrag_used_ratio`` (percent)
 

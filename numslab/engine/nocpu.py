@@ -18,14 +18,13 @@ from .layout import (CA_DEBUG, CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OB
                      CA_RSEQ_LEN, CA_SIZE, KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD,
                      NIL, PG_SORTED, RSEQ_MAX, _ca, _node_row,
                      _rand, _stat)
-from .checks import _live_clear, _live_set_run, _live_set_slab
+from .live import _live_clear, _live_set_run, _live_set_slab
 from .native import address, jit, unit, words_at
 from .partialorder import sorted_refile
-from .slablists import (_add_partial, _add_partial_inline, _allocate_slab, _below,
-                        _count_disagrees, _fp_mask, _fp_next, _get_fp, _isolate,
-                        _link_in_address_order, _list_remove, _new_slab_objects,
-                        _remove_partial, _set_fp, build_freelist, discard_slab, new_slab,
-                        slab_free)
+from .freelist import _below, _fp_mask, _get_fp, _link_in_address_order, _new_slab_objects, _set_fp
+from .slablists import (_add_partial, _add_partial_inline, _allocate_slab, _count_disagrees,
+                        _fp_next, _isolate, _list_remove, _remove_partial, build_freelist,
+                        discard_slab, new_slab, slab_free)
 
 
 # ---- the node partial list, inline for the bulk paths' loops --------------------------------

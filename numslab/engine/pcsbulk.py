@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..flags import (ALLOC_PCS, BARN_GET, BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS,
                      FREE_SLOWPATH)
 from .bulk import free_bulk_raw
-from .checks import _live_set_run
+from .live import _live_set_run
 from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, KERNEL_7_0, KERNEL_7_3,
                      MAX_FULL_SHEAVES, N_BARN_EMPTY, N_NR_EMPTY, N_NR_FULL, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _slab_nid, _stat)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from ..flags import __GFP_ZERO, FREE_SLOWPATH
 from .bulk import _check_batch, _detach_run, _free_run
-from .checks import E_AT, E_DOUBLE_FREE, _live_clear, _live_set
+from .live import _live_clear, _live_set
+from .checks import E_AT, E_DOUBLE_FREE
 from .debug import E_DEBUG, free_chain_debug, report_double_free, slab_alloc_debug
 from .layout import CA_DEBUG, CA_OBJECT_SIZE, KERNEL_7_0, NIL, _ca, _head_frame, _stat
 from .native import unit, words_at

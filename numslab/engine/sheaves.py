@@ -22,7 +22,8 @@ from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_NOWARN, __GFP
                      FREE_SLOWPATH, SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL, BARN_PUT,
                      BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE, SHEAF_REFILL)
 from .bulk import alloc_bulk_slab, free_bulk_raw
-from .checks import E_LARGE, _live_test, _locate, _own_clear, _own_set
+from .live import _live_test, _own_clear, _own_set
+from .checks import E_LARGE, _locate
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc

@@ -1,5 +1,7 @@
-"""The slab layer: slabs carved from pages, the free list inside free objects, and the
-per-node and per-CPU partial lists, following Linux 6.18 ``mm/slub.c`` function by function.
+"""The slab layer: slabs carved from pages, the free list inside free objects, the partial lists.
+
+The partial lists are per node and per CPU; the module follows Linux 6.18 ``mm/slub.c`` function by
+function.
 
 Free pointers live in the arena (``st.mem``, int64 words) at ``CA_OFFSET`` inside each free
 object; a slab's fields live in the ``sl_*`` page arrays at the slab's head page frame.
@@ -12,53 +14,28 @@ from ..flags import (ALLOC_FROM_PARTIAL, ALLOC_REMOTE_PARTIAL, CPU_PARTIAL_DRAIN
                      SLAB_TYPESAFE_BY_RCU)
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
                      CA_DEFRAG_RATIO, CA_FP_KEY, CA_HAS_CPU_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
-                     CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE,
-                     CA_DEBUG, CA_FLAGS, CA_RED_LEFT,
-                     G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NLOST,
-                     G_NPENDING,
-                     N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
+                     CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, CA_FLAGS,
+                     CA_RED_LEFT, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NLOST,
+                     G_NPENDING, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
                      N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
-                     PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, CA_RSEQ,
-                     CA_RSEQ_LEN, PENDING_FRAME, RSEQ_MAX, _ca, _cpu_row, _frand, _node_row,
-                     _rand, _slab_nid, _stat)
-from .native import address, jit, swab, unit, words_at
+                     PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, PENDING_FRAME, _ca,
+                     _cpu_row, _node_row, _rand, _slab_nid, _stat)
+from .freelist import _build_freelist, _fp_mask, _set_fp
+from .freelist import _get_fp  # noqa: F401 (slablists._get_fp: the helper tests name)
+from .native import jit, unit, words_at
 from .partialorder import _unlink_partial, sorted_add, sorted_refile, sorted_unfile
 from .pages import _free_pages_pcp, _pcp_take, _rcu_slab_wait, alloc_pages
-from .redzone import slab_debug_setup
 
 SHRINK_PROMOTE_MAX = 32
-
-
-# ---- free pointers -------------------------------------------------------------------------
-@jit(inline=True)
-def _fp_mask(key, where):
-    """What a free pointer stored at byte address ``where`` is XORed with: ``key ^
-    swab(where)`` when the cache's pointers are hardened (``key`` not 0), else 0."""
-    return (key ^ swab(where)) & -(key != 0)
-
-
-@jit(inline=True)
-def _get_fp(mem, offset, key, obj):
-    """The next-free pointer stored in free object ``obj`` (``get_freepointer``: decoded
-    with the cache's ``key``, CONFIG_SLAB_FREELIST_HARDENED)."""
-    where = obj + offset
-    return mem[where >> 3] ^ _fp_mask(key, where)
-
-
-@jit(inline=True)
-def _set_fp(mem, offset, key, obj, nxt):
-    """Store ``nxt`` as the next-free pointer of free object ``obj`` (encoded with
-    ``key``)."""
-    where = obj + offset
-    mem[where >> 3] = nxt ^ _fp_mask(key, where)
 
 
 # ---- node partial list ---------------------------------------------------------------------
 # ---- guarded free pointers: nothing is followed unless it is a free object of the slab -------
 @jit(inline=True)
 def _fault_report(st, cache, slab, bad):
-    """Report a corrupted free pointer of ``slab`` that read ``bad`` (G_FAULT_*): the next
-    allocation that checks raises ``SlabCorruptionError`` naming them."""
+    """Report a corrupted free pointer of ``slab`` that read ``bad`` (G_FAULT_*).
+
+    The next allocation that checks raises ``SlabCorruptionError`` naming them."""
     g = st.g
     g[G_FAULT_CACHE] = cache + 1
     g[G_FAULT_SLAB] = slab
@@ -67,10 +44,11 @@ def _fault_report(st, cache, slab, bad):
 
 @jit
 def _isolate(st, cache, slab, bad):
-    """A free pointer of ``slab`` read ``bad``: report it (G_FAULT_*) and stop using the slab
-    as the kernel does after a failed consistency check: its free list is dropped (those
-    objects leak), it counts as full, leaves its list and is never allocated from again;
-    its live objects stay valid, and their frees are leaked. Objects a repaired free list
+    """Report a free pointer of ``slab`` that read ``bad`` (G_FAULT_*) and stop using the slab.
+
+    The slab is dropped as the kernel does after a failed consistency check: its free list is
+    dropped (those objects leak), it counts as full, leaves its list and is never allocated from
+    again; its live objects stay valid, and their frees are leaked. Objects a repaired free list
     cut off before (``sl_lost``) leak with the rest: derived from then on
     (``stats._isolated_leak``), so the count leaves ``sl_lost``."""
     _fault_report(st, cache, slab, bad)
@@ -87,9 +65,10 @@ def _isolate(st, cache, slab, bad):
 
 @jit(inline=True)
 def _fp_next(st, cache, slab, obj):
-    """The free pointer of free object ``obj`` of ``slab``, checked: 0 (end), a free object
-    of the same slab on its grid (not live, nor waiting on the ``kfree_rcu`` list: field
-    ``rcu``), or -1 after :func:`_isolate` (the pointer is not followed)."""
+    """The free pointer of free object ``obj`` of ``slab``, checked.
+
+    0 (end), a free object of the same slab on its grid (not live, nor waiting on the ``kfree_rcu``
+    list: field ``rcu``), or -1 after :func:`_isolate` (the pointer is not followed)."""
     where = obj + _ca(st, cache, CA_OFFSET)
     raw = st.mem[where >> 3]                    # what is stored (reported if it is bad)
     nxt = raw ^ _fp_mask(_ca(st, cache, CA_FP_KEY), where)
@@ -108,17 +87,20 @@ def _fp_next(st, cache, slab, obj):
 
 @jit(inline=True)
 def _count_disagrees(st, slab, nxt):
-    """Whether a pop that leaves the slab's free list at ``nxt`` disagrees with its count:
-    the list ends (0) while the count says objects stay free, or goes on when the pop takes
-    the last free one by the count (a stray write cut it short or relinked objects counted
-    in use, lost ones included). The pops then isolate the slab."""
+    """Whether a pop that leaves the slab's free list at ``nxt`` disagrees with its count.
+
+    The list ends (0) while the count says objects stay free, or goes on when the pop takes the
+    last free one by the count (a stray write cut it short or relinked objects counted in use, lost
+    ones included). The pops then isolate the slab."""
     return (nxt != 0) == (st.sl_inuse[slab] + 1 >= st.sl_objects[slab])
 
 
 @jit
 def _isolate_cpu_slab(st, cache, c, slab, bad):
-    """:func:`_isolate` for a CPU's slab (6.18): the CPU lets it go (unfrozen, on no list)
-    with its lockless freelist, whose objects leak with the slab's."""
+    """:func:`_isolate` for a CPU's slab (6.18).
+
+    The CPU lets it go (unfrozen, on no list) with its lockless freelist, whose objects leak with
+    the slab's."""
     if not st.pg_flags[slab] & PG_ISOLATED:
         _isolate(st, cache, slab, bad)
     st.pg_flags[slab] &= ~PG_FROZEN
@@ -129,9 +111,11 @@ def _isolate_cpu_slab(st, cache, c, slab, bad):
 
 @jit(inline=True)
 def _cpu_pop(st, cache, c):
-    """Pop the CPU's lockless freelist (6.18), checked: its head must not be live and its
-    free pointer must be 0 or a free object of the CPU slab; else the CPU slab is isolated.
-    The object (not yet marked allocated), or 0 if the list is empty or corrupted."""
+    """Pop the CPU's lockless freelist (6.18), checked.
+
+    Its head must not be live and its free pointer must be 0 or a free object of the CPU slab; else
+    the CPU slab is isolated. The object (not yet marked allocated), or 0 if the list is empty or
+    corrupted."""
     cpt = st.cpu
     obj = cpt[c + C_FREELIST]
     if obj == 0:
@@ -149,8 +133,9 @@ def _cpu_pop(st, cache, c):
 
 @jit
 def _chain_tail_checked(st, cache, slab, head, limit):
-    """:func:`_chain_tail` through checked free pointers, at most ``limit`` objects: the
-    tail and the length, or (-1, 0) after isolating the slab (a bad pointer or a loop)."""
+    """:func:`_chain_tail` through checked free pointers, at most ``limit`` objects.
+
+    The tail and the length, or (-1, 0) after isolating the slab (a bad pointer or a loop)."""
     tail = 0
     n = 0
     obj = head
@@ -168,8 +153,10 @@ def _chain_tail_checked(st, cache, slab, head, limit):
 
 @jit(inline=True)
 def _list_add(st, cache, slab, tail):
-    """``add_partial`` on an unsorted list: ``slab`` at its node list's tail if ``tail``,
-    else at its head (inline: :func:`_add_partial` and the bulk paths' loops)."""
+    """``add_partial`` on an unsorted list.
+
+    ``slab`` at its node list's tail if ``tail``, else at its head (inline: :func:`_add_partial`
+    and the bulk paths' loops)."""
     nd = st.node
     nxt = st.pg_next
     prv = st.pg_prev
@@ -197,8 +184,9 @@ def _list_add(st, cache, slab, tail):
 
 @jit
 def _add_partial(st, cache, slab, tail):
-    """``add_partial``: put ``slab`` on its node's partial list, at the tail if ``tail``
-    (a cache whose lists are sorted files it by its free objects instead)."""
+    """``add_partial``: put ``slab`` on its node's partial list, at the tail if ``tail``.
+
+    A cache whose lists are sorted files it by its free objects instead."""
     if _ca(st, cache, CA_PARTIAL_ORDER):
         sorted_add(st, cache, slab)
         return
@@ -216,8 +204,9 @@ def _add_partial_inline(st, cache, slab, tail):
 
 @jit(inline=True)
 def _list_remove(st, cache, slab):
-    """``remove_partial``'s unlink, a sorted list's bucket left to the caller (inline:
-    :func:`_remove_partial` and the bulk paths' loops)."""
+    """``remove_partial``'s unlink, a sorted list's bucket left to the caller.
+
+    Inline: :func:`_remove_partial` and the bulk paths' loops."""
     _unlink_partial(st, cache, slab)
     st.pg_next[slab] = NIL
     st.pg_prev[slab] = NIL
@@ -235,10 +224,11 @@ def _remove_partial(st, cache, slab):
 # ---- slab creation and release ---------------------------------------------------------------
 @jit
 def _init_slab(st, cache, slab, objects):
-    """Turn the allocated block at ``slab`` into an empty slab of ``cache`` (no free list
-    yet: the caller builds one or hands out every object at once) and count it. A slab of a
-    cache with a constructor joins ``pending``, whose objects the facade constructs after
-    the call (:func:`_pending_forget` takes it off when it is discarded first)."""
+    """Turn the allocated block at ``slab`` into an empty slab of ``cache`` and count it.
+
+    There is no free list yet: the caller builds one or hands out every object at once. A slab of a
+    cache with a constructor joins ``pending``, whose objects the facade constructs after the call
+    (:func:`_pending_forget` takes it off when it is discarded first)."""
     st.pg_flags[slab] = PG_HEAD | PG_SLAB
     st.sl_cache[slab] = cache
     st.sl_objects[slab] = objects
@@ -258,8 +248,9 @@ def _init_slab(st, cache, slab, objects):
 
 @unit
 def allocate_slab(st, cache, cpu, node, thisnode):
-    """The pages of a new slab of ``cache`` (``allocate_slab``, falling back to the minimum
-    order), turned into an empty slab with no free list; its head frame, or NIL."""
+    """A new slab's pages for ``cache``, an empty slab with no free list; its head frame, or NIL.
+
+    ``allocate_slab``, falling back to the minimum order."""
     order = _ca(st, cache, CA_ORDER)
     objects = _ca(st, cache, CA_OBJECTS)
     slab = alloc_pages(st, cpu, node, order, thisnode)
@@ -276,8 +267,10 @@ def allocate_slab(st, cache, cpu, node, thisnode):
 
 @jit(inline=True)
 def _allocate_slab(st, cache, cpu, node, thisnode):
-    """:func:`allocate_slab` with the page allocator's common case inline (a block on the
-    CPU's pcp list: the same state as the unit would leave); anything else is the unit."""
+    """:func:`allocate_slab` with the page allocator's common case inline.
+
+    The common case is a block on the CPU's pcp list (the same state as the unit would leave);
+    anything else is the unit."""
     slab = _pcp_take(st, cpu, node, _ca(st, cache, CA_ORDER))
     if slab == NIL:
         return allocate_slab(st, cache, cpu, node, thisnode)
@@ -285,121 +278,12 @@ def _allocate_slab(st, cache, cpu, node, thisnode):
     return slab
 
 
-# ---- CONFIG_SLAB_FREELIST_RANDOM: the order in which a new slab's objects go out ------------
-@jit(inline=True)
-def _obj_iter_init(st, cache, slab):
-    """``init_slab_obj_iter``: the position a new ``slab``'s objects are taken from. When
-    the cache has a random sequence and the slab at least two objects, a draw below the
-    sequence's length (``get_random_u32_below(freelist_count)``, from ``G_FRNG``); else 0,
-    the first object in address order."""
-    n = _ca(st, cache, CA_RSEQ_LEN)
-    if n != 0 and st.sl_objects[slab] >= 2:
-        return _below(st, n)
-    return 0
-
-
-@jit(inline=True)
-def _below(st, n):
-    """``get_random_u32_below(n)`` from ``G_FRNG``: 32 random bits times ``n``, shifted
-    down 32 (Lemire's multiply-shift, as the kernel's: no division)."""
-    return ((_frand(st) >> 31) * n) >> 32
-
-
-@jit(inline=True)
-def _next_obj(st, cache, slab, pos):
-    """``next_slab_obj``: the next object of a new ``slab`` from position ``pos``, and the
-    position after it. With a random sequence: its entries read on from ``pos`` (wrapping
-    round), skipping those at or past the end of the slab (a slab of the fallback order has
-    fewer objects than the sequence); else the objects in address order. Every object of
-    the slab comes out once in ``sl_objects`` calls."""
-    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-    size = _ca(st, cache, CA_SIZE)
-    n = _ca(st, cache, CA_RSEQ_LEN)
-    objects = st.sl_objects[slab]
-    if n != 0 and objects >= 2:
-        limit = objects * size
-        seq = _ca(st, cache, CA_RSEQ)
-        idx = st.rseq[seq + pos]
-        pos += 1
-        if pos >= n:
-            pos = 0
-        while idx >= limit:
-            idx = st.rseq[seq + pos]
-            pos += 1
-            if pos >= n:
-                pos = 0
-        return base + idx, pos
-    return base + pos * size, pos + 1
-
-
-@jit(inline=True)
-def _new_slab_objects(st, cache, slab, p, at):
-    """Every object of a new ``slab``, in allocation order (:func:`_obj_iter_init` and
-    :func:`_next_obj`: ``alloc_from_new_slab`` taking them all), into ``p[at:]`` (Words), for
-    the paths that carve a whole slab with no free list. How many (``sl_objects``)."""
-    objects = st.sl_objects[slab]
-    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-    n = _ca(st, cache, CA_RSEQ_LEN)
-    if n == objects and n >= 2:         # a slab of s->oo: the sequence from pos, then to pos
-        seq = _ca(st, cache, CA_RSEQ)
-        pos = _below(st, n)
-        rseq = st.rseq
-        if 2 * n <= RSEQ_MAX:           # stored twice: no wrap, a plain vectorised copy
-            o = seq + pos
-            for j in range(n):
-                p[at + j] = base + rseq[o + j]
-        else:
-            for j in range(n):          # one loop of the cache's constant length, the wrap a
-                i = pos + j             # select: two loops whose lengths pos draws at random
-                i = i - n if i >= n else i    # mispredicted both exits on every slab
-                p[at + j] = base + rseq[seq + i]
-    elif n == 0 or objects < 2:         # address order
-        size = _ca(st, cache, CA_SIZE)
-        for k in range(objects):
-            p[at + k] = base + k * size
-    else:                               # a fallback slab: rarely, so a unit apart
-        carve_slab_iter(st, cache, slab, address(p) + 8 * at)
-    return objects
-
-
-@unit
-def carve_slab_iter(st, cache, slab, paddr):
-    """Every object of a new ``slab`` into the words at ``paddr`` in the order of
-    :func:`_next_obj`: :func:`_new_slab_objects` for a slab of the fallback order (rarely
-    run, so compiled apart from the refill and NEW paths). How many."""
-    p = words_at(paddr)
-    objects = st.sl_objects[slab]
-    pos = _obj_iter_init(st, cache, slab)
-    for k in range(objects):
-        obj, pos = _next_obj(st, cache, slab, pos)
-        p[k] = obj
-    return objects
-
-
-@unit
-def build_freelist_iter(st, cache, slab):
-    """:func:`new_slab`'s free list through every object of ``slab`` in the order of
-    :func:`_next_obj`, for a slab of the fallback order with a random sequence (rarely run,
-    so compiled apart from ``new_slab``). 0."""
-    mem = st.mem
-    offset = _ca(st, cache, CA_OFFSET)
-    key = _ca(st, cache, CA_FP_KEY)
-    pos = _obj_iter_init(st, cache, slab)
-    obj, pos = _next_obj(st, cache, slab, pos)
-    st.sl_freelist[slab] = obj
-    for _ in range(st.sl_objects[slab] - 1):
-        nxt, pos = _next_obj(st, cache, slab, pos)
-        _set_fp(mem, offset, key, obj, nxt)
-        obj = nxt
-    _set_fp(mem, offset, key, obj, 0)
-    return 0
-
-
 @unit
 def new_slab(st, cache, cpu, node, thisnode):
-    """``new_slab``: a new slab with its free list built through every object, in the
-    order of :func:`_next_obj` (``shuffle_freelist`` when the cache's free lists are
-    randomised), accounted to its node. Its head frame, or NIL when out of memory."""
+    """``new_slab``: a new slab, its free list through every object; its head frame, or NIL.
+
+    The free list is in the order of :func:`_next_obj` (``shuffle_freelist`` when the cache's free
+    lists are randomised); the slab is accounted to its node. NIL when out of memory."""
     slab = allocate_slab(st, cache, cpu, node, thisnode)
     if slab == NIL:
         return NIL
@@ -409,65 +293,21 @@ def new_slab(st, cache, cpu, node, thisnode):
 
 @unit
 def build_freelist(st, cache, slab):
-    """The second half of :func:`new_slab` for a slab just allocated (``allocate_slab``):
+    """The second half of :func:`new_slab` for a slab just allocated (``allocate_slab``).
+
     slab_debug's set-up and the free list through every object. 0."""
     _build_freelist(st, cache, slab)
     return 0
 
 
-@jit(inline=True)
-def _link_in_address_order(mem, offset, key, base, size, objects):
-    """Write the free pointers of ``objects`` objects of ``size`` bytes from ``base``, each
-    to the next in address order, the last to 0."""
-    obj = base
-    for _ in range(objects - 1):
-        _set_fp(mem, offset, key, obj, obj + size)
-        obj += size
-    _set_fp(mem, offset, key, obj, 0)
-
-
-@jit(inline=True)
-def _build_freelist(st, cache, slab):
-    """:func:`new_slab`'s work on the allocated ``slab``: slab_debug's set-up, then the
-    free list in the order of :func:`_next_obj`."""
-    mem = st.mem
-    offset = _ca(st, cache, CA_OFFSET)
-    key = _ca(st, cache, CA_FP_KEY)
-    if _ca(st, cache, CA_DEBUG):
-        slab_debug_setup(st, cache, slab)
-    objects = st.sl_objects[slab]
-    n = _ca(st, cache, CA_RSEQ_LEN)
-    if n == objects and n >= 2:         # a slab of s->oo: the sequence from pos, then to pos
-        base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-        seq = _ca(st, cache, CA_RSEQ)
-        pos = _below(st, n)
-        rseq = st.rseq
-        obj = base + rseq[seq + pos]
-        st.sl_freelist[slab] = obj
-        for j in range(seq + pos + 1, seq + n):
-            nxt = base + rseq[j]
-            _set_fp(mem, offset, key, obj, nxt)
-            obj = nxt
-        for j in range(seq, seq + pos):
-            nxt = base + rseq[j]
-            _set_fp(mem, offset, key, obj, nxt)
-            obj = nxt
-        _set_fp(mem, offset, key, obj, 0)
-    elif n == 0 or objects < 2:         # address order
-        base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
-        _link_in_address_order(mem, offset, key, base, _ca(st, cache, CA_SIZE), objects)
-        st.sl_freelist[slab] = base
-    else:                               # a fallback slab's entries: a unit apart
-        build_freelist_iter(st, cache, slab)
-
-
 @jit
 def _pending_forget(st, slab):
-    """Take a discarded slab off ``pending`` (its objects no longer need a constructor):
-    ``pending`` then holds only slabs that exist, at most one entry per page. Before, a
-    call that made and discarded more slabs than the machine has pages (an allocation
-    loop under memory pressure: each refill makes slabs, fails and gives them back) wrote
-    past ``pending`` into the live bitmap."""
+    """Take a discarded slab off ``pending`` (its objects no longer need a constructor).
+
+    ``pending`` then holds only slabs that exist, at most one entry per page. Before, a call that
+    made and discarded more slabs than the machine has pages (an allocation loop under memory
+    pressure: each refill makes slabs, fails and gives them back) wrote past ``pending`` into the
+    live bitmap."""
     g = st.g
     n = g[G_NPENDING]
     pending = st.pending
@@ -481,10 +321,10 @@ def _pending_forget(st, slab):
 
 @unit
 def pending_take(st, cache, room, paddr):
-    """Take up to ``room`` ``pending`` entries of ``cache``'s slabs off the list into the
-    words at ``paddr``, the others kept in their order; how many. One engine call: the
-    facade's read of the list and its write back let a discard in another thread
-    (:func:`_pending_forget`) fall between them."""
+    """Take up to ``room`` of ``cache``'s ``pending`` entries into ``paddr``'s words; how many.
+
+    The others are kept in their order. One engine call: the facade's read of the list and its
+    write back let a discard in another thread (:func:`_pending_forget`) fall between them."""
     g = st.g
     n = g[G_NPENDING]
     pending = st.pending
@@ -507,9 +347,10 @@ def pending_take(st, cache, room, paddr):
 
 @unit
 def pending_put(st, cache, n, paddr):
-    """Put back the ``n`` entries at ``paddr`` taken by :func:`pending_take` (a constructor
-    raised: its slab resumes there), those whose slab is still one of ``cache``'s (a head
-    frame's ``sl_cache``); how many."""
+    """Put back the ``n`` entries at ``paddr`` taken by :func:`pending_take`; how many.
+
+    A constructor raised: its slab resumes there. Only those whose slab is still one of ``cache``'s
+    (a head frame's ``sl_cache``) are put back."""
     g = st.g
     p = words_at(paddr)
     put = 0
@@ -524,10 +365,11 @@ def pending_put(st, cache, n, paddr):
 
 @jit(inline=True)
 def _discard_slab(st, cache, cpu, slab):
-    """``discard_slab``: uncount the slab and give its pages back to the page allocator
-    (to the pcp lists of ``cpu`` for small orders; the common case inline). A
-    SLAB_TYPESAFE_BY_RCU cache's slab keeps its pages until the grace period ends
-    (``free_slab``'s ``call_rcu``: :func:`_rcu_slab_wait`). 0."""
+    """``discard_slab``: uncount the slab and give its pages back to the page allocator. 0.
+
+    Small orders go to the pcp lists of ``cpu`` (the common case inline). A SLAB_TYPESAFE_BY_RCU
+    cache's slab keeps its pages until the grace period ends (``free_slab``'s ``call_rcu``:
+    :func:`_rcu_slab_wait`)."""
     if _ca(st, cache, CA_CTOR):
         _pending_forget(st, slab)
     nd = st.node
@@ -552,8 +394,9 @@ def discard_slab(st, cache, cpu, slab):
 # ---- taking a slab for a CPU ---------------------------------------------------------------
 @jit
 def _freeze_slab(st, slab):
-    """``freeze_slab``/``get_freelist``: take the slab's whole free list for a CPU; the
-    slab counts every object as in use and is frozen while the free list is non-empty."""
+    """``freeze_slab``/``get_freelist``: take the slab's whole free list for a CPU.
+
+    The slab counts every object as in use and is frozen while the free list is non-empty."""
     freelist = st.sl_freelist[slab]
     st.sl_freelist[slab] = 0
     st.sl_inuse[slab] = st.sl_objects[slab]
@@ -566,8 +409,9 @@ def _freeze_slab(st, slab):
 
 @unit
 def put_partials(st, cache, cpu, chain):
-    """``__put_partials``: move a chain of CPU-partial slabs to their node lists, freeing
-    empty ones once the node already keeps ``min_partial`` partial slabs. 0."""
+    """``__put_partials``: move a chain of CPU-partial slabs to their node lists. 0.
+
+    Empty ones are freed once the node already keeps ``min_partial`` partial slabs."""
     nxt = st.pg_next
     flags = st.pg_flags
     inuse = st.sl_inuse
@@ -599,8 +443,10 @@ def put_partials(st, cache, cpu, chain):
 
 @jit
 def _put_cpu_partial(st, cache, cpu, slab, drain):
-    """``put_cpu_partial``: push ``slab`` on ``cpu``'s partial list; when ``drain`` and the
-    list already holds ``cpu_partial_slabs``, first move the whole list to the node."""
+    """``put_cpu_partial``: push ``slab`` on ``cpu``'s partial list.
+
+    When ``drain`` and the list already holds ``cpu_partial_slabs``, first move the whole list to
+    the node."""
     cpt = st.cpu
     nxt = st.pg_next
     nslabs = st.sl_slabs
@@ -625,9 +471,10 @@ def _put_cpu_partial(st, cache, cpu, slab, drain):
 
 @jit
 def _get_partial_node(st, cache, cpu, node):
-    """``get_partial_node``: take the first slab of ``node``'s partial list for the CPU
-    (frozen by the caller) and move up to ``cpu_partial / 2`` more to the CPU's partial
-    list. Returns the slab or NIL."""
+    """``get_partial_node``: take the first slab of ``node``'s partial list for the CPU, or NIL.
+
+    The slab is frozen by the caller; up to ``cpu_partial / 2`` more move to the CPU's partial
+    list."""
     nd = st.node
     nxt = st.pg_next
     r = _node_row(st, cache, node)
@@ -655,8 +502,9 @@ def _get_partial_node(st, cache, cpu, node):
 
 @unit
 def get_partial(st, cache, cpu, node, thisnode):
-    """``get_partial``: the local (or requested) node first, then ``get_any_partial``:
-    other nodes holding more than ``min_partial`` partial slabs, if the random draw passes
+    """``get_partial``: the local (or requested) node first, then ``get_any_partial``.
+
+    Other nodes holding more than ``min_partial`` partial slabs, if the random draw passes
     ``remote_node_defrag_ratio`` and the request did not pin a node. The slab or NIL."""
     cpu_node = st.cpu_node[cpu]
     search = cpu_node if node < 0 else node
@@ -683,13 +531,14 @@ def get_partial(st, cache, cpu, node, thisnode):
 # ---- freeing to a slab that is not the CPU's -----------------------------------------------
 @jit(inline=True)
 def _slab_free_fast(st, cache, cpu, slab, head, tail, cnt, kept=False):
-    """``__slab_free``'s common cases, inline: the slab keeps free objects before and after
-    and is not frozen, so no list changes; or, in a cache without CPU partial lists (all of
-    7.0's), a full slab that keeps objects in use goes to the tail of its node's list
-    (FREE_ADD_PARTIAL). Splice the chain, lower ``inuse``. ``kept``: a chain that may empty
-    the slab, which the caller knows stays (7.0's bulk free, after ``bulk._discards``: its
-    node keeps fewer than ``min_partial`` partial slabs), handled the same way. False
-    (nothing done) when :func:`slab_free` must handle it."""
+    """``__slab_free``'s common cases, inline.
+
+    The slab keeps free objects before and after and is not frozen, so no list changes; or, in a
+    cache without CPU partial lists (all of 7.0's), a full slab that keeps objects in use goes to
+    the tail of its node's list (FREE_ADD_PARTIAL). Splice the chain, lower ``inuse``. ``kept``: a
+    chain that may empty the slab, which the caller knows stays (7.0's bulk free, after
+    ``bulk._discards``: its node keeps fewer than ``min_partial`` partial slabs), handled the same
+    way. False (nothing done) when :func:`slab_free` must handle it."""
     fl = st.sl_freelist
     prior = fl[slab]
     inuse = st.sl_inuse[slab] - cnt
@@ -708,8 +557,9 @@ def _slab_free_fast(st, cache, cpu, slab, head, tail, cnt, kept=False):
 
 @unit
 def slab_free(st, cache, cpu, slab, head, tail, cnt):
-    """``__slab_free``: put the chain ``head..tail`` of ``cnt`` objects (already linked
-    through their free pointers) on ``slab``'s free list and fix the slab's list place. 0."""
+    """``__slab_free``: put the chain ``head..tail`` of ``cnt`` objects on ``slab``'s free list. 0.
+
+    The objects are already linked through their free pointers; the slab's list place is fixed."""
     fl = st.sl_freelist
     flags = st.pg_flags
     if flags[slab] & PG_ISOLATED:       # never trusted again: its frees are leaked
@@ -750,8 +600,10 @@ def slab_free(st, cache, cpu, slab, head, tail, cnt):
 # ---- shrinking -------------------------------------------------------------------------------
 @unit
 def shrink_node(st, cache, cpu, node):
-    """``__kmem_cache_do_shrink`` for one node: free every empty partial slab and move the
-    slabs with 1..32 free objects to the head, fewest free first. Returns slabs freed."""
+    """``__kmem_cache_do_shrink`` for one node: free empty partial slabs, re-order the others.
+
+    It frees every empty partial slab and moves the slabs with 1..32 free objects to the head,
+    fewest free first. Returns slabs freed."""
     nd = st.node
     nxt = st.pg_next
     prv = st.pg_prev

@@ -13,7 +13,7 @@ from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE,
                      SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _node_index, _node_row,
                      _rcu_next)
 from .native import jit, unit, words_at
-from .slablists import _get_fp
+from .freelist import _get_fp
 
 
 @unit
