@@ -1,5 +1,7 @@
-"""Benchmark workloads shared by ``numslab bench`` and the asv suite: the peers numslab is
-measured against and the ``slab_bulk_test01`` shape (alloc N, free N, per-object cost).
+"""Benchmark workloads shared by ``numslab bench`` and the asv suite.
+
+The peers numslab is measured against and the ``slab_bulk_test01`` shape (alloc N, free N,
+per-object cost).
 
 The peers are what a Python programmer would otherwise use to hand out fixed-size records;
 each allocates indices of a preallocated record array:
@@ -39,10 +41,11 @@ from numslab.flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_A
 
 
 class DequePool:
-    """Pure Python: ``alloc`` pops free indices from a deque, ``free`` pushes them back. The
-    bulk calls are written as a competent Python user writes them: no Python-level loop (the
-    pops run in C through ``itertools.starmap``, the pushes through ``deque.extend``; a
-    ``for`` loop of ``out[i] = pop()`` was 1.1-3.3x slower at bulk 16 to 4096)."""
+    """Pure Python: ``alloc`` pops free indices from a deque, ``free`` pushes them back.
+
+    The bulk calls are written as a competent Python user writes them: no Python-level loop (the
+    pops run in C through ``itertools.starmap``, the pushes through ``deque.extend``; a ``for``
+    loop of ``out[i] = pop()`` was 1.1-3.3x slower at bulk 16 to 4096)."""
 
     def __init__(self, capacity: int) -> None:
         self.free_list = deque(range(capacity))
@@ -146,9 +149,10 @@ def jit_stack_free(stack, top, i):
 
 
 class JitStack:
-    """A minimal jitted free-index stack. Its methods are a convenience (the tests' common
-    interface); the benchmarks call the jitted functions on ``stack`` and ``top`` directly, as
-    a user would, not through these wrappers."""
+    """A minimal jitted free-index stack.
+
+    Its methods are a convenience (the tests' common interface); the benchmarks call the jitted
+    functions on ``stack`` and ``top`` directly, as a user would, not through these wrappers."""
 
     def __init__(self, capacity: int) -> None:
         self.stack = np.arange(capacity, dtype=np.int64)
@@ -174,8 +178,10 @@ class JitStack:
 # ``tests/test_bench.py`` checks in the LLVM IR that these loops call no NRT_incref/decref.
 @nb.njit(cache=True)
 def jit_stack_loop_bulk(stack, top, bulk, rounds, out):
-    """Inside @njit: ``rounds`` times, alloc ``bulk`` then free them (slab_bulk_test01); the
-    bulk pop is all or nothing, as :func:`jit_stack_alloc_bulk` (unsigned indices, as there)."""
+    """Inside @njit: ``rounds`` times, alloc ``bulk`` then free them (slab_bulk_test01).
+
+    The bulk pop is all or nothing, as :func:`jit_stack_alloc_bulk` (unsigned indices, as
+    there)."""
     t = np.uint64(top[0])
     b = np.uint64(bulk)
     for _ in range(rounds):
@@ -191,9 +197,10 @@ def jit_stack_loop_bulk(stack, top, bulk, rounds, out):
 
 @nb.njit(cache=True)
 def jit_stack_loop_single(stack, top, bulk, rounds, out):
-    """Inside @njit: ``rounds`` times, ``bulk`` single allocs then ``bulk`` single frees (an
-    alloc from an empty stack gives -1, as :func:`jit_stack_alloc`); the top an unsigned
-    local (0.36-0.56 ns per pair against 0.91-1.16 signed, bulk 16 to 4096)."""
+    """Inside @njit: ``rounds`` times, ``bulk`` single allocs then ``bulk`` single frees.
+
+    An alloc from an empty stack gives -1, as :func:`jit_stack_alloc`; the top an unsigned local
+    (0.36-0.56 ns per pair against 0.91-1.16 signed, bulk 16 to 4096)."""
     t = np.uint64(top[0])
     one = np.uint64(1)
     for _ in range(rounds):
@@ -230,8 +237,9 @@ def slab_loop_single(h, cid, bulk, rounds, out):
 
 @nb.njit(cache=True)
 def slab_warm_up(h, cid, n, tmp):
-    """Inside @njit: ``n`` single allocations, then their frees, in order (``slab-warm``'s
-    start: sheaves in the barn, the CPU's main and spare part full)."""
+    """Inside @njit: ``n`` single allocations, then their frees, in order.
+
+    ``slab-warm``'s start: sheaves in the barn, the CPU's main and spare part full."""
     for i in range(n):
         tmp[i] = sjit.kmem_cache_alloc(h, cid, 0, GFP_ATOMIC)
     for i in range(n):
@@ -306,9 +314,10 @@ WARM_OBJECTS = 400
 # with numslab's entry.
 @nb.njit(cache=True)
 def floor_round_at(st, bulk, out):
-    """One round of :mod:`numslab.tools.floor`'s prototype, ``bulk`` objects allocated into
-    ``out`` and freed: ``st`` is the address of :func:`floor_state`'s words. 0, or -1/-2
-    when a round failed (as ``rounds_floor``)."""
+    """One round of :mod:`numslab.tools.floor`'s prototype: ``bulk`` objects allocated and freed.
+
+    The objects are allocated into ``out`` and freed; ``st`` is the address of
+    :func:`floor_state`'s words. 0, or -1/-2 when a round failed (as ``rounds_floor``)."""
     w = words_at(st)
     o = out.ctypes.data
     if floor_alloc_bulk(w[0], w[1], w[2], w[3], w[4], w[5], w[6], bulk, o) != bulk:
@@ -319,9 +328,10 @@ def floor_round_at(st, bulk, out):
 
 
 def floor_state(fr: FloorRound) -> np.ndarray:
-    """The words :func:`floor_round_at` reads: the addresses of ``fr``'s arrays (sd, mem,
-    live, g, sheaf, pool, rseq), its arena limit and its scratch's address. ``fr`` must
-    outlive them."""
+    """The words :func:`floor_round_at` reads: ``fr``'s array addresses, arena limit, scratch.
+
+    The addresses of ``fr``'s arrays (sd, mem, live, g, sheaf, pool, rseq), its arena limit and its
+    scratch's address. ``fr`` must outlive them."""
     return np.array([fr.sd.ctypes.data, fr.mem.ctypes.data, fr.live.ctypes.data,
                      fr.g.ctypes.data, fr.sheaf.ctypes.data, fr.pool.ctypes.data,
                      fr.rseq.ctypes.data, fr.limit, fr.runs.ctypes.data], np.int64)
@@ -330,10 +340,11 @@ def floor_state(fr: FloorRound) -> np.ndarray:
 def new_bench_cache(nr_cpus: int = 1, memory: str = "64M", sheaves: bool = False,
                     sheaf_capacity: int | None = None, kernel: str = KERNEL,
                     hardened: bool = True, random: bool = True) -> tuple:
-    """A fresh allocator of SLUB generation ``kernel`` and a 256-byte HWCACHE_ALIGN cache (the
-    kernel test's shape), with per-CPU sheaves of :data:`SHEAF_CAPACITY` objects if
-    ``sheaves``, or of ``sheaf_capacity`` objects if that is given (0: the generation's
-    default: none under 6.18, ``calculate_sheaf_capacity``'s 28 under 7.0); ``hardened``:
+    """A fresh allocator of SLUB generation ``kernel`` and a 256-byte HWCACHE_ALIGN cache.
+
+    The kernel test's shape, with per-CPU sheaves of :data:`SHEAF_CAPACITY` objects if ``sheaves``,
+    or of ``sheaf_capacity`` objects if that is given (0: the generation's default: none under
+    6.18, ``calculate_sheaf_capacity``'s 28 under 7.0); ``hardened``:
     CONFIG_SLAB_FREELIST_HARDENED; ``random``: CONFIG_SLAB_FREELIST_RANDOM."""
     sa = numslab.SlabAllocator(nr_cpus=nr_cpus, memory=memory, kernel=kernel,
                                freelist_hardened=hardened, freelist_random=random)
@@ -347,8 +358,9 @@ def new_bench_cache(nr_cpus: int = 1, memory: str = "64M", sheaves: bool = False
 
 def make_round(impl: str, bulk: int, inside_jit: bool = False,
                kernel: str = KERNEL) -> Callable[[int], None]:
-    """A function ``run(rounds)`` doing ``rounds`` times: allocate ``bulk`` objects with
-    ``impl`` and free them (``slab_bulk_test01``'s loop), warmed up once.
+    """A function ``run(rounds)``: ``rounds`` times, allocate ``bulk`` objects and free them.
+
+    The objects are allocated with ``impl`` (``slab_bulk_test01``'s loop); warmed up once.
 
     The array modes run with FULL_COUNT, so that every round has ``bulk`` objects: NEW only
     acts on more than a slab's worth (16 objects here), so up to 16 ``slab-new`` is all
@@ -482,8 +494,9 @@ def time_per_object(run: Callable[[int], None], bulk: int, objects: int = 1 << 1
 def bulk_table(sizes=BULK_SIZES, impls=PY_IMPLS, inside_jit: bool = False,
                objects: int = 1 << 15, repeat: int = 5,
                kernel: str = KERNEL) -> dict[str, dict[int, float]]:
-    """ns per alloc+free pair for every implementation and bulk size (numslab's on SLUB
-    generation ``kernel``)."""
+    """ns per alloc+free pair for every implementation and bulk size.
+
+    numslab's on SLUB generation ``kernel``."""
     return {impl: {b: time_per_object(make_round(impl, b, inside_jit, kernel), b, objects,
                                       repeat)
                    for b in sizes} for impl in impls}
@@ -508,11 +521,12 @@ RATIO_PEERS = ("deque", "numpy-stack", "jit-stack")
 
 def bulk_ratio_table(sizes=RATIO_SIZES, repeat: int = RATIO_REPEAT, pairs: int = RATIO_PAIRS,
                      where=("jit", "python")) -> dict[str, dict[int, dict]]:
-    """The bulk figures as ratios a user can reproduce: for each bulk size, every
-    implementation of :data:`RATIO_JIT` (inside @njit) and :data:`RATIO_PY` (from Python)
-    built and timed in this one process, interleaved, best of ``repeat`` samples of
-    ``ceil(pairs / bulk)`` rounds (at least ``pairs`` alloc+free pairs). numslab runs on 7.0,
-    its default, but for ``slab-bulk-6.18``.
+    """The bulk figures as ratios a user can reproduce, timed in this one process.
+
+    For each bulk size, every implementation of :data:`RATIO_JIT` (inside @njit) and
+    :data:`RATIO_PY` (from Python) built and timed in this one process, interleaved, best of
+    ``repeat`` samples of ``ceil(pairs / bulk)`` rounds (at least ``pairs`` alloc+free pairs).
+    numslab runs on 7.0, its default, but for ``slab-bulk-6.18``.
 
     From Python, each of :data:`RATIO_FLOORS` is the floor inside @njit plus numslab's own
     call cost per pair in the same run (``slab-bulk`` from Python minus inside @njit): the
@@ -557,8 +571,9 @@ def bulk_ratio_table(sizes=RATIO_SIZES, repeat: int = RATIO_REPEAT, pairs: int =
 
 
 def format_ratio_table(table: dict[str, dict[int, dict]]) -> str:
-    """A text table of :func:`bulk_ratio_table`: per bulk size, ns per pair and the ratio to
-    the row's reference of every implementation."""
+    """A text table of :func:`bulk_ratio_table`: ns per pair and ratios, per bulk size.
+
+    Per bulk size, ns per pair and the ratio to the row's reference of every implementation."""
     titles = {"jit": "inside @njit: ns per alloc+free pair (x the jitted stack)",
               "python": "from Python: ns per alloc+free pair (x the best peer of the row; "
                         "the floors: the @njit floor + numslab's call cost)"}
@@ -583,8 +598,9 @@ def format_ratio_table(table: dict[str, dict[int, dict]]) -> str:
 # ---- a stream of large batches: NEW against PARTIAL (the seed's claim) -----------------------
 @nb.njit(cache=True)
 def slab_stream_array(h, cid, n, outs, flags):
-    """Inside @njit: one ``kmem_cache_alloc_array`` of ``n`` objects into each row of
-    ``outs``; the total allocated."""
+    """Inside @njit: one ``kmem_cache_alloc_array`` of ``n`` objects into each row of ``outs``.
+
+    The total allocated."""
     got = 0
     for b in range(outs.shape[0]):
         got += sjit.kmem_cache_alloc_array(h, cid, n, outs[b], flags, 0, GFP_ATOMIC)
@@ -607,8 +623,9 @@ def llc_bytes() -> int:
 
 
 def evict_caches() -> None:
-    """Write a buffer of twice the last-level cache (at least 64 MiB, kept for the next
-    call), so that what came before is cold."""
+    """Write a buffer of twice the last-level cache, so that what came before is cold.
+
+    At least 64 MiB, kept for the next call."""
     if not _EVICT:
         _EVICT.append(np.zeros(max(2 * llc_bytes(), 64 << 20) // 8, np.int64))
     _EVICT[0][::8] += 1                        # one store per 64-byte line
@@ -617,9 +634,10 @@ def evict_caches() -> None:
 def array_stream(mode: str, slabs: int, batches: int, inside_jit: bool = False,
                  memory: str = "64M", cold: bool = False,
                  kernel: str = KERNEL) -> Callable[[], float]:
-    """A function timing one stream of ``batches`` array allocations of ``slabs`` slabs'
-    worth each, through the facade (or inside @njit through ``numslab.jit``); it returns ns
-    per object of the allocations alone.
+    """A function timing a stream of ``batches`` array allocations of ``slabs`` slabs' worth each.
+
+    Through the facade (or inside @njit through ``numslab.jit``); it returns ns per object of the
+    allocations alone.
 
     Each batch takes slabs no earlier batch touched, as a stream of requests would: NEW
     carves fresh slabs, PARTIAL takes whole partial slabs of a fragmented cache (every slab

@@ -1,5 +1,7 @@
-"""The floor of any allocator that refuses a double free: the jitted free stack of the
-benchmarks made a sparse set, the least work measured that still makes the brief's check.
+"""The floor of any allocator that refuses a double free.
+
+The jitted free stack of the benchmarks made a sparse set, the least work measured that still makes
+the brief's check.
 
 Issue 12's targets compare numslab's bulk round with a free stack, whose round is two vector
 copies of indices. :mod:`numslab.tools.floor` measures what SLUB 7.0's rules cost on top of
@@ -41,8 +43,9 @@ PUSH_FROM = 64
 
 @nb.njit(inline="always", cache=True)
 def _pop(stack, t, n, out):
-    """Pop ``n`` indices below ``t`` (a uint64 top, at least ``n``) into ``out``: the stack's
-    own vector copy (an index below the new top no longer: live). The new top."""
+    """Pop ``n`` indices below ``t`` (a uint64 top, at least ``n``) into ``out``.
+
+    The stack's own vector copy (an index below the new top no longer: live). The new top."""
     t -= np.uint64(n)
     for i in range(n):
         out[np.uint64(i)] = stack[t + np.uint64(i)]
@@ -51,9 +54,10 @@ def _pop(stack, t, n, out):
 
 @nb.njit(inline="always", cache=True)
 def _free_push(stack, pos, t, n, objs):
-    """Check and push ``objs[:n]`` one by one on the stack of top ``t``: the new top, or
-    ``-1 - i`` for the first refused object ``i`` (out of the pool, free, or twice in the
-    batch; the top to keep is ``t``)."""
+    """Check and push ``objs[:n]`` one by one on the stack of top ``t``.
+
+    The new top, or ``-1 - i`` for the first refused object ``i`` (out of the pool, free, or twice
+    in the batch; the top to keep is ``t``)."""
     cap = np.uint64(pos.size)
     for i in range(n):
         x = np.uint64(objs[np.uint64(i)])
@@ -70,8 +74,9 @@ def _free_push(stack, pos, t, n, objs):
 
 @nb.njit(inline="always", cache=True)
 def _free_copy(stack, pos, t, n, objs):
-    """Check all of ``objs[:n]`` (an index pushed earlier in the batch is found in ``objs``
-    itself), then push them in one copy: as :func:`_free_push`."""
+    """Check all of ``objs[:n]``, then push them in one copy: as :func:`_free_push`.
+
+    An index pushed earlier in the batch is found in ``objs`` itself."""
     cap = np.uint64(pos.size)
     for i in range(n):
         x = np.uint64(objs[np.uint64(i)])
@@ -102,8 +107,10 @@ def checked_alloc_bulk(stack, pos, top, n, out):
 
 @nb.njit(cache=True)
 def checked_free_bulk(stack, pos, top, n, objs):
-    """Free ``objs[:n]``: -1, or the index of the first refused object (out of the pool, not
-    live, or twice in the batch), with the free set and its order as they were."""
+    """Free ``objs[:n]``: -1, or the index of the first refused object, nothing changed.
+
+    Refused: out of the pool, not live, or twice in the batch; the free set and its order are then
+    as they were."""
     r = _free_copy(stack, pos, np.uint64(top[0]), n, objs)
     if r < 0:
         return -1 - r
@@ -113,9 +120,10 @@ def checked_free_bulk(stack, pos, top, n, objs):
 
 @nb.njit(cache=True)
 def rounds_checked(stack, pos, top, bulk, rounds, out):
-    """Inside @njit, written in the loop as the jitted stack's round is (``bench``'s
-    ``jit_stack_loop_bulk``): ``rounds`` times, allocate ``bulk`` then free them (the free's
-    faster form for the size: :data:`PUSH_FROM`). The number of rounds whose free was
+    """Inside @njit: ``rounds`` times, allocate ``bulk`` then free them; the rounds refused.
+
+    Written in the loop as the jitted stack's round is (``bench``'s ``jit_stack_loop_bulk``); the
+    free's faster form for the size: :data:`PUSH_FROM`. Returns the number of rounds whose free was
     refused (0 unless the state is broken)."""
     t = np.uint64(top[0])
     b = np.uint64(bulk)

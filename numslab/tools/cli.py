@@ -1,10 +1,11 @@
-"""The ``numslab`` command: ``numslab bench`` prints the ``slab_bulk_test01``-shaped table
-(ns per alloc+free pair) for numslab and its peers, with the kernel's published figures, and
-on request issue 11's measures against their peers: the single alloc+free pair inside @njit
-(``--single``), the cost of one bulk call from Python (``--calls``), and the cold starts and
-a user's compile in fresh interpreters (``--compile``), on one SLUB generation or both
-(``--kernel 7.0,7.1,6.18``); and the SLUB laboratory's ``replay``, ``record`` and
-``snapshot`` (``labcli``)."""
+"""The ``numslab`` command: ``numslab bench`` and the SLUB laboratory's subcommands.
+
+``numslab bench`` prints the ``slab_bulk_test01``-shaped table (ns per alloc+free pair) for numslab
+and its peers, with the kernel's published figures, and on request issue 11's measures against
+their peers: the single alloc+free pair inside @njit (``--single``), the cost of one bulk call from
+Python (``--calls``), and the cold starts and a user's compile in fresh interpreters
+(``--compile``), on one SLUB generation or both (``--kernel 7.0,7.1,6.18``); and the SLUB
+laboratory's ``replay``, ``record`` and ``snapshot`` (``labcli``)."""
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
 
 def format_table(table: dict[str, dict[int, float]], sizes: tuple[int, ...],
                  title: str) -> str:
-    """A text table: one row per bulk size, one column per implementation, then the
-    kernel's published SLUB figure (Brouer 2015, i7-4790K) where there is one."""
+    """A text table: one row per bulk size, one column per implementation, then the kernel's.
+
+    The last column is the kernel's published SLUB figure (Brouer 2015, i7-4790K) where there is
+    one."""
     impls = list(table)
     widths = [max(12, len(i)) for i in impls]
     head = f"{'bulk':>5} " + " ".join(f"{i:>{w}}" for i, w in zip(impls, widths)) \
@@ -42,8 +45,9 @@ FLOORS = ("slab-jit-round", "floor-7.0", "floor-checks")
 
 def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
          path: str) -> "Figure":
-    """Draw ns per object against bulk size for every implementation, one colour per
-    implementation in every panel, floors dotted (needs matplotlib); returns the figure."""
+    """Draw ns per object against bulk size for every implementation; returns the figure.
+
+    One colour per implementation in every panel, floors dotted (needs matplotlib)."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure     # no pyplot: the process's backend is left alone
     cols = min(len(tables), 3)                 # rows of three panels at most: six (three
@@ -74,9 +78,10 @@ def plot(tables: dict[str, dict[str, dict[int, float]]], sizes: tuple[int, ...],
 
 
 def format_single(table: dict[str, float], kernel: str = "") -> str:
-    """A text table of :func:`singlebench.single_pair_table`: ns per round of the single
-    alloc+free pair inside @njit, and its ratio to the FIFO ring's (the first row); the
-    title names ``kernel`` if given."""
+    """A text table of :func:`singlebench.single_pair_table`.
+
+    ns per round of the single alloc+free pair inside @njit, and its ratio to the FIFO ring's (the
+    first row); the title names ``kernel`` if given."""
     ref = next(iter(table.values()))
     lines = [f"ns per round of the single alloc+free pair inside @njit ({singlebench.SINGLE_LIVE} "
              f"live, a random one replaced each round)" + (f", kernel {kernel}" if kernel else ""),
@@ -86,9 +91,11 @@ def format_single(table: dict[str, float], kernel: str = "") -> str:
 
 
 def format_calls(table: dict[str, dict[str, float]], kernel: str = "") -> str:
-    """A text table of :func:`singlebench.call_cost_table`: ns per call from Python of
-    ``kmem_cache_alloc_bulk`` and ``kmem_cache_free_bulk``, then the facade's ratio to each
-    peer (issue 11's target: at most 1.3); the title names ``kernel`` if given."""
+    """A text table of :func:`singlebench.call_cost_table`.
+
+    ns per call from Python of ``kmem_cache_alloc_bulk`` and ``kmem_cache_free_bulk``, then the
+    facade's ratio to each peer (issue 11's target: at most 1.3); the title names ``kernel`` if
+    given."""
     ops = singlebench.CALL_OPS
     lines = [f"ns per call from Python, {singlebench.CALL_BULK} objects served by the sheaf"
              + (f", kernel {kernel}" if kernel else ""),
@@ -103,8 +110,10 @@ def format_calls(table: dict[str, dict[str, float]], kernel: str = "") -> str:
 
 
 def format_compile(cold: dict[str, float], user: dict[str, dict[str, float]]) -> str:
-    """Text tables of the cold starts (seconds, ratio to Numba's floor, issue 11's limit)
-    and of the user's compile (seconds on numslab and on stacks, and their ratio)."""
+    """Text tables of the cold starts and of the user's compile.
+
+    The cold starts in seconds, ratio to Numba's floor, issue 11's limit; the user's compile in
+    seconds on numslab and on stacks, and their ratio."""
     lines = []
     if cold:
         floor = cold.get("numba-floor")
@@ -150,8 +159,10 @@ MAX_OBJECTS = (1 << 63) - 1
 
 
 def _objects(text: str) -> int:
-    """An argparse type: alloc+free pairs per measurement, 1..``MAX_OBJECTS`` (a larger one
-    ended in Numba's OverflowError, a traceback, once the first table was being measured)."""
+    """An argparse type: alloc+free pairs per measurement, 1..``MAX_OBJECTS``.
+
+    A larger one ended in Numba's OverflowError, a traceback, once the first table was being
+    measured."""
     n = _positive(text)
     if n > MAX_OBJECTS:
         raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_OBJECTS} (2**63-1: the "
@@ -169,16 +180,18 @@ def _warning_line(message: Any, category: type, filename: str, lineno: int,
 
 
 def _drop_stdout() -> None:
-    """Point stdout at /dev/null: Python's own flush at exit would fail again on what is
-    still buffered, with a traceback."""
+    """Point stdout at /dev/null.
+
+    Python's own flush at exit would fail again on what is still buffered, with a traceback."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``numslab`` console script. Output cut short by its reader (``|
-    head``) ends the command quietly, as other command-line tools do; a Ctrl-C is one line and
-    status 130."""
+    """Entry point of the ``numslab`` console script.
+
+    Output cut short by its reader (``| head``) ends the command quietly, as other command-line
+    tools do; a Ctrl-C is one line and status 130."""
     try:
         try:
             with warnings.catch_warnings():         # one line each, as the errors (Python's

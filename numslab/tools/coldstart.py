@@ -1,7 +1,8 @@
-"""First contact and compile time (issue 11), shared by ``numslab bench --compile`` and the
-asv suite: the whole public API in one go, users' own simulations on numslab and on free-index
-stacks, cold starts and a user's compile in fresh interpreters, and the LLVM IR checks of
-users' loops (no reference counts moved, no engine slow path embedded)."""
+"""First contact and compile time (issue 11), shared by ``numslab bench --compile`` and asv.
+
+The whole public API in one go, users' own simulations on numslab and on free-index stacks, cold
+starts and a user's compile in fresh interpreters, and the LLVM IR checks of users' loops (no
+reference counts moved, no engine slow path embedded)."""
 from __future__ import annotations
 
 import re
@@ -38,8 +39,9 @@ def _api_jit_ctor(memory, addr):
 
 @nb.njit(cache=True)
 def jit_api_round(h, cid, out):
-    """Every ``numslab.jit`` function once, on cache ``cid`` (no constructor) and kmalloc;
-    everything allocated is freed. Returns the number of checks that held (7)."""
+    """Every ``numslab.jit`` function once, on cache ``cid`` (no constructor) and kmalloc.
+
+    Everything allocated is freed. Returns the number of checks that held (7)."""
     ok = 0
     a = sjit.kmem_cache_alloc(h, cid)
     b = sjit.kmem_cache_alloc_node(h, cid, -1)
@@ -76,12 +78,14 @@ def jit_api_round(h, cid, out):
 
 
 def exercise_public_api() -> numslab.SlabAllocator:
-    """Call every public operation once: the module-level API, every ``SlabAllocator`` and
-    ``KmemCache`` method (caches plain, with sheaves, typed, with a Python and a jitted
-    constructor; single, kmalloc, bulk, every array mode, the prefilled-sheaf API, records and
-    store, pages, shrink, validate, slabinfo and the other reports) and every ``numslab.jit``
-    function from inside one @njit function. In a fresh interpreter with an empty Numba cache
-    this is what compiling the whole public API costs (asv ``timeraw_cold_public_api``).
+    """Call every public operation once, and every ``numslab.jit`` function from @njit.
+
+    The module-level API, every ``SlabAllocator`` and ``KmemCache`` method (caches plain, with
+    sheaves, typed, with a Python and a jitted constructor; single, kmalloc, bulk, every array
+    mode, the prefilled-sheaf API, records and store, pages, shrink, validate, slabinfo and the
+    other reports) and every ``numslab.jit`` function from inside one @njit function. In a fresh
+    interpreter with an empty Numba cache this is what compiling the whole public API costs (asv
+    ``timeraw_cold_public_api``).
 
     Returns the allocator, every cache but kmalloc's destroyed, nothing live."""
     a = numslab.kmalloc(64)                              # the module-level API
@@ -188,8 +192,10 @@ def _api_jit_compact(h, cid, old, new):
 
 def _exercise_later_api(sa: numslab.SlabAllocator, plain: numslab.KmemCache,
                         rec: numslab.KmemCache) -> None:
-    """The operations added with slab_debug, krealloc/kfree_rcu, the lookups, and the
-    remedies against fragmentation, once each (part of :func:`exercise_public_api`)."""
+    """The later operations once each: slab_debug, krealloc/kfree_rcu, lookups, defragmentation.
+
+    The operations added with slab_debug, krealloc/kfree_rcu, the lookups, and the remedies against
+    fragmentation; part of :func:`exercise_public_api`."""
     a = sa.kmalloc(40)
     a = sa.krealloc(a, 300)
     sa.kfree_rcu(a)
@@ -237,8 +243,9 @@ def _exercise_later_api(sa: numslab.SlabAllocator, plain: numslab.KmemCache,
 # a helper of its own, ~0.4 s of the first compile in a process, which is Numba's, not
 # numslab's.
 def user_sim_single(h, cid, mem, live, rounds):
-    """Keep ``len(live)`` objects; each step replaces one and reads its neighbour's word
-    (``mem``: the allocator's memory as int64 words)."""
+    """Keep ``len(live)`` objects; each step replaces one and reads its neighbour's word.
+
+    ``mem``: the allocator's memory as int64 words."""
     n = live.shape[0]
     for k in range(n):
         live[k] = sjit.kmem_cache_alloc(h, cid)
@@ -331,8 +338,9 @@ def user_sim_kmalloc(h, mem, sizes, addrs, rounds):
 
 
 def user_sim_kmalloc_stack(stacks, tops, records, sizes, addrs, rounds):
-    """:func:`user_sim_kmalloc` on one free-index stack per power-of-two size class
-    (``stacks[c]`` for ``8 << c`` bytes; an address is ``c * capacity + index``)."""
+    """:func:`user_sim_kmalloc` on one free-index stack per power-of-two size class.
+
+    ``stacks[c]`` for ``8 << c`` bytes; an address is ``c * capacity + index``."""
     cap = stacks.shape[1]
     acc = 0
     for r in range(rounds):
@@ -362,8 +370,9 @@ USER_SIM_SIZES = (8, 16, 24, 60, 100, 200, 256, 500, 1000, 2048, 4000, 8192)
 
 
 def user_sim(variant: str, impl: str) -> tuple[Callable, tuple]:
-    """The plain Python function of a simulation and example arguments for it (a fresh
-    allocator for numslab: its handle keeps it alive)."""
+    """The plain Python function of a simulation and example arguments for it.
+
+    A fresh allocator for numslab: its handle keeps it alive."""
     fn = USER_SIMS[variant, impl]
     cap = 1 << 10
     if impl == "numslab":
@@ -396,10 +405,11 @@ _IR_CALL = re.compile(r'\b(?:call|invoke)\b[^@%]*?([@%])("?)([-\w$.]+)\2\(')
 
 
 def fresh_llvm(func: Any, *args: Any) -> tuple[str, str]:
-    """``(ir, name)``: the optimised LLVM IR of ``func`` compiled afresh for the types of
-    ``args`` (Numba does not show the IR of code loaded from its cache) and the symbol of its
-    native function. ``func`` is an @njit dispatcher (recompiled from its Python function with
-    its options) or a plain function (compiled as ``@njit`` would)."""
+    """``(ir, name)``: the optimised LLVM IR of ``func`` compiled afresh, and its native symbol.
+
+    Compiled for the types of ``args`` (Numba does not show the IR of code loaded from its cache);
+    the symbol is that of its native function. ``func`` is an @njit dispatcher (recompiled from its
+    Python function with its options) or a plain function (compiled as ``@njit`` would)."""
     if isinstance(func, nb.core.registry.CPUDispatcher):
         py, opts = func.py_func, dict(func.targetoptions)
     else:
@@ -412,8 +422,10 @@ def fresh_llvm(func: Any, *args: Any) -> tuple[str, str]:
 
 
 def ir_functions(ir: str) -> dict[str, list[tuple[str, list[str]]]]:
-    """The functions defined in an LLVM module's text: name -> its basic blocks, each
-    ``(label, instructions)`` (the entry block, when unlabelled, is ``"<entry>"``)."""
+    """The functions defined in an LLVM module's text: name -> its basic blocks.
+
+    Each block is ``(label, instructions)`` (the entry block, when unlabelled, is
+    ``"<entry>"``)."""
     out: dict[str, list[tuple[str, list[str]]]] = {}
     cur = None
     for line in ir.splitlines():
@@ -451,8 +463,10 @@ def loop_blocks(blocks: list[tuple[str, list[str]]]) -> set[str]:
 
 
 def _callees(body: list[str]) -> list[str]:
-    """Functions called by these instructions (``"<indirect>"`` for a call through a
-    pointer: the engine's units are called through the ``numslab_units`` table)."""
+    """Functions called by these instructions.
+
+    ``"<indirect>"`` for a call through a pointer: the engine's units are called through the
+    ``numslab_units`` table."""
     out = []
     for ins in body:
         m = _IR_CALL.search(ins)
@@ -462,8 +476,9 @@ def _callees(body: list[str]) -> list[str]:
 
 
 def loop_calls(ir: str, name: str) -> list[str]:
-    """Every call made in the loops of function ``name`` of module ``ir``, including the
-    calls made, at any depth, by the module's functions called there."""
+    """Every call made in the loops of function ``name`` of module ``ir``, at any depth.
+
+    Including the calls made, at any depth, by the module's functions called there."""
     funcs = ir_functions(ir)
     blocks = funcs[name]
     inside = loop_blocks(blocks)
@@ -482,8 +497,9 @@ def loop_calls(ir: str, name: str) -> list[str]:
 
 
 def refcount_calls_in_loops(func: Any, *args: Any) -> list[str]:
-    """The Numba runtime calls (``NRT_incref``, ``NRT_decref``, ...) that the loops of
-    ``func`` compiled for ``args`` make: [] for a loop with no reference-count traffic."""
+    """The Numba runtime calls (``NRT_incref``, ``NRT_decref``, ...) in the loops of ``func``.
+
+    ``func`` compiled for ``args``: [] for a loop with no reference-count traffic."""
     ir, name = fresh_llvm(func, *args)
     return [c for c in loop_calls(ir, name) if c.startswith("NRT_")]
 
@@ -492,8 +508,9 @@ _ENGINE_SYMBOL = re.compile(r"7numslab6engine(\d+)")
 
 
 def engine_symbol(symbol: str) -> tuple[str, str] | None:
-    """``(module, function)`` of a mangled symbol of ``numslab.engine.<module>.<function>``,
-    else None."""
+    """``(module, function)`` of a mangled symbol of ``numslab.engine.<module>.<function>``.
+
+    Else None."""
     m = _ENGINE_SYMBOL.search(symbol)
     if not m:
         return None
@@ -508,10 +525,11 @@ def engine_symbol(symbol: str) -> tuple[str, str] | None:
 
 
 def units_defined(ir: str) -> list[str]:
-    """The engine's units (its compiled-once operations and slow paths, such as
-    ``slab_alloc_slow``, ``alloc_bulk_slab``, ``free_bulk_raw``, ``replace_empty_main``)
-    whose code a module holds: a user's function must reach them through the ``numslab_units``
-    table only, so this is [] for it."""
+    """The engine's units whose code a module holds: [] for a user's function.
+
+    The units are its compiled-once operations and slow paths, such as ``slab_alloc_slow``,
+    ``alloc_bulk_slab``, ``free_bulk_raw``, ``replace_empty_main``: a user's function must reach
+    them through the ``numslab_units`` table only, so this is [] for it."""
     from numslab.engine.native import UNITS
     names = {(u.__module__.rsplit(".", 1)[1], u.__name__) for u in UNITS}
     return [f for f in ir_functions(ir) if engine_symbol(f) in names]
@@ -552,15 +570,17 @@ print(repr(timeit(stmt={stmt!r}, setup={setup!r}, number=1, timer=default_timer)
 
 
 def cold_case_code(case: str) -> tuple[str, str]:
-    """``(statement, set-up)`` of cold case ``case`` (see :data:`COLD_CASES`), the set-up
-    starting with :data:`FRESH_CACHE_SETUP`."""
+    """``(statement, set-up)`` of cold case ``case`` (see :data:`COLD_CASES`).
+
+    The set-up starts with :data:`FRESH_CACHE_SETUP`."""
     stmt, setup = COLD_CASES[case]
     return stmt, FRESH_CACHE_SETUP + setup
 
 
 def time_in_fresh_interpreter(stmt: str, setup: str = "", timeout: float = 900) -> float:
-    """Seconds that ``stmt`` takes once in a fresh interpreter, after ``setup`` (untimed),
-    as asv's ``timeraw`` benchmarks measure."""
+    """Seconds that ``stmt`` takes once in a fresh interpreter, after ``setup`` (untimed).
+
+    As asv's ``timeraw`` benchmarks measure."""
     code = _TIMED_CHILD.format(stmt=stmt, setup=setup)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=timeout)
@@ -584,15 +604,17 @@ for (variant, impl) in coldstart.USER_SIMS:
 
 
 def warm_user_sims() -> None:
-    """Run every user simulation once in a fresh interpreter sharing this process's Numba
-    cache, so that numslab's kernels (its units and ``numslab.jit``'s inlined paths for these
-    argument types) are in the cache."""
+    """Run every user simulation once in a fresh interpreter sharing this process's Numba cache.
+
+    So that numslab's kernels (its units and ``numslab.jit``'s inlined paths for these argument
+    types) are in the cache."""
     subprocess.run([sys.executable, "-c", _RUN_ALL_SIMS], check=True, capture_output=True)
 
 
 def user_compile_code(variant: str, impl: str) -> tuple[str, str]:
-    """``(statement, set-up)`` compiling (not running) the user's simulation ``variant`` on
-    ``impl`` with ``cache=False``. The set-up is the same for both impls: numslab imported, an
+    """``(statement, set-up)`` compiling (not running) user simulation ``variant`` on ``impl``.
+
+    Compiled with ``cache=False``. The set-up is the same for both impls: numslab imported, an
     allocator made (kernels loaded from the cache), one trivial function compiled."""
     setup = f"""
 import numba
@@ -607,8 +629,9 @@ sig = tuple(numba.typeof(a) for a in args)
 
 
 def user_compile_table(repeat: int = 3) -> dict[str, dict[str, float]]:
-    """Seconds to compile each user simulation on numslab and on stacks (best of
-    ``repeat`` fresh interpreters, numslab's cache warmed first)."""
+    """Seconds to compile each user simulation on numslab and on stacks.
+
+    Best of ``repeat`` fresh interpreters, numslab's cache warmed first."""
     warm_user_sims()
     best = {v: {i: float("inf") for i in USER_SIM_IMPLS} for v in USER_SIM_VARIANTS}
     for _ in range(repeat):

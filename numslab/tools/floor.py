@@ -1,5 +1,7 @@
-"""The floor of SLUB 7.0's bulk round: a fused prototype of ``kmem_cache_alloc_bulk`` plus
-``kmem_cache_free_bulk`` on the benchmarks' default cache, to measure what the kernel's rules cost.
+"""The floor of SLUB 7.0's bulk round.
+
+A fused prototype of ``kmem_cache_alloc_bulk`` plus ``kmem_cache_free_bulk`` on the benchmarks'
+default cache, to measure what the kernel's rules cost.
 
 Issue 12 asks whether numslab's bulk figures inside ``@njit`` are bounded by its structure or
 by the rules it follows. This module answers with a measured prototype, not a sum of parts: one
@@ -115,8 +117,10 @@ def remove_partial(sd, g, s):
 
 @nb.njit(cache=True)
 def alloc_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, a_rseq, n, a_out):
-    """``kmem_cache_alloc_bulk`` of ``n`` objects into the words at ``a_out`` (every argument
-    an address or an int): ``n``, -1 on a corrupted free pointer, -2 with no free page."""
+    """``kmem_cache_alloc_bulk`` of ``n`` objects into the words at ``a_out``: ``n``, -1 or -2.
+
+    Every argument is an address or an int. -1 on a corrupted free pointer, -2 with no free
+    page."""
     sd, mem, live, g = words_at(a_sd), words_at(a_mem), words_at(a_live), words_at(a_g)
     sheaf, pool, rseq, out = words_at(a_sheaf), words_at(a_pool), words_at(a_rseq), words_at(a_out)
     ss = g[SS]
@@ -239,9 +243,11 @@ def alloc_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, a_rseq, n, a_out):
 
 @nb.njit(cache=True)
 def free_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, n, a_p, limit, a_runs):
-    """``kmem_cache_free_bulk`` of the ``n`` objects at ``a_p`` (``limit``: the arena's end;
-    ``a_runs``: scratch of ``2 * n`` words): 0, or 1 + the index of the last object of the
-    first run (from the end) that is not live objects of the cache, with nothing changed.
+    """``kmem_cache_free_bulk`` of the ``n`` objects at ``a_p``: 0, or 1 + a bad run's index.
+
+    ``limit``: the arena's end; ``a_runs``: scratch of ``2 * n`` words. Else 1 + the index of the
+    last object of the first run (from the end) that is not live objects of the cache, with nothing
+    changed.
 
     The check goes through the batch once, from the end, in runs of one slab (the sheaf's
     part, ``p[:take]``, in runs of its own): per object a page compare, the grid test and a
@@ -325,8 +331,9 @@ def free_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, n, a_p, limit, a_runs):
 
 @nb.njit(cache=True)
 def rounds_floor(sd, mem, live, g, sheaf, pool, rseq, bulk, rounds, out, limit, runs):
-    """``rounds`` times :func:`alloc_bulk` then :func:`free_bulk` of ``bulk`` objects (the
-    arrays as :class:`FloorRound` holds them): 0, or -1/-2 when a round failed."""
+    """``rounds`` times :func:`alloc_bulk` then :func:`free_bulk` of ``bulk`` objects: 0, -1 or -2.
+
+    The arrays as :class:`FloorRound` holds them; -1/-2 when a round failed."""
     sd, mem, live, g = sd.ctypes.data, mem.ctypes.data, live.ctypes.data, g.ctypes.data
     sheaf, pool, rseq, out = sheaf.ctypes.data, pool.ctypes.data, rseq.ctypes.data, out.ctypes.data
     runs = runs.ctypes.data
@@ -339,9 +346,10 @@ def rounds_floor(sd, mem, live, g, sheaf, pool, rseq, bulk, rounds, out, limit, 
 
 
 class FloorRound:
-    """The prototype's state (a fresh cache in an arena of ``pages`` 4 KiB frames, frame 0
-    reserved) and ``run(rounds)``: ``rounds`` times, allocate ``bulk`` objects into ``out``
-    and free them."""
+    """The prototype's state and ``run(rounds)``: allocate ``bulk`` objects and free them.
+
+    A fresh cache in an arena of ``pages`` 4 KiB frames, frame 0 reserved; ``run(rounds)``
+    ``rounds`` times allocates ``bulk`` objects into ``out`` and frees them."""
 
     def __init__(self, bulk: int, pages: int = 16384, seed: int = 1) -> None:
         self.bulk = bulk
@@ -363,8 +371,9 @@ class FloorRound:
         self.limit = pages << 12
 
     def alloc(self) -> int:
-        """One ``kmem_cache_alloc_bulk`` of ``bulk`` objects into ``out``: ``bulk``, or -1 (a
-        corrupted free pointer) or -2 (no free page)."""
+        """One ``kmem_cache_alloc_bulk`` of ``bulk`` objects into ``out``.
+
+        ``bulk``, or -1 (a corrupted free pointer) or -2 (no free page)."""
         return alloc_bulk(self.sd.ctypes.data, self.mem.ctypes.data, self.live.ctypes.data,
                           self.g.ctypes.data, self.sheaf.ctypes.data, self.pool.ctypes.data,
                           self.rseq.ctypes.data, self.bulk, self.out.ctypes.data)

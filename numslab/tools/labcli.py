@@ -1,7 +1,8 @@
-"""The lab's subcommands of the ``numslab`` command: ``replay`` (a kernel kmem trace through
-numslab's SLUB, one configuration or several side by side), ``record`` (the kmem events of
-the live kernel), ``snapshot`` (its ``/sys/kernel/slab``) and ``maple`` (the maple tree's
-prefilled-sheaf workload on SLUB generations side by side)."""
+"""The lab's subcommands of ``numslab``: ``replay``, ``record``, ``snapshot`` and ``maple``.
+
+``replay`` (a kernel kmem trace through numslab's SLUB, one configuration or several side by side),
+``record`` (the kmem events of the live kernel), ``snapshot`` (its ``/sys/kernel/slab``) and
+``maple`` (the maple tree's prefilled-sheaf workload on SLUB generations side by side)."""
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,7 @@ def _every(text: str) -> int | str:
 
 
 def add_commands(sub: Any) -> None:
-    """Add ``replay``, ``record``, ``snapshot`` and ``maple`` to the ``numslab`` subparsers
-    ``sub``."""
+    """Add ``replay``, ``record``, ``snapshot``, ``maple`` to ``numslab``'s subparsers ``sub``."""
     r = sub.add_parser("replay", help="replay a kernel kmem trace through numslab's SLUB")
     r.add_argument("trace", help="tracefs trace/trace_pipe text, trace-cmd report or perf "
                                  "script text of the kmem events (plain, .gz, .xz; - for stdin)")
@@ -104,8 +104,9 @@ def add_commands(sub: Any) -> None:
 
 
 def generations(allowed: tuple[str, ...]) -> Any:
-    """An argparse type: comma-separated SLUB generations, each one of ``allowed`` and named
-    once, in their order (the ``numslab`` command's ``--kernel``)."""
+    """An argparse type: comma-separated SLUB generations, each one of ``allowed`` and named once.
+
+    In their order (the ``numslab`` command's ``--kernel``)."""
     def parse(text: str) -> list[str]:
         names = [t.strip() for t in text.split(",") if t.strip()]
         if not names or any(n not in allowed for n in names):
@@ -195,11 +196,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def check_plot(path: str) -> str:
-    """Refuse, before any work, a ``--plot`` file matplotlib cannot write: matplotlib
-    missing, a folder that does not exist, a format it does not draw, a file that cannot be
-    opened for writing (a folder of that name, a read-only place: they were found only when
-    the figure was saved, after minutes of work, as "cannot write the output") (``SlabError``).
-    The file it will write: ``path``, with ``.png`` added when it has no suffix."""
+    """Refuse, before any work, a ``--plot`` file matplotlib cannot write.
+
+    Matplotlib missing, a folder that does not exist, a format it does not draw, a file that cannot
+    be opened for writing (a folder of that name, a read-only place: they were found only when the
+    figure was saved, after minutes of work, as "cannot write the output") (``SlabError``). The
+    file it will write: ``path``, with ``.png`` added when it has no suffix."""
     try:
         import matplotlib  # noqa: F401
         from matplotlib.figure import Figure

@@ -1,5 +1,7 @@
-"""Compile engine units in a second process while this one works: on an empty Numba cache a
-first run (the main job, a first replay) spends most of its time compiling, one core at a time.
+"""Compile engine units in a second process while this one works.
+
+On an empty Numba cache a first run (the main job, a first replay) spends most of its time
+compiling, one core at a time.
 
 A command that knows which units it will need (in the order it first calls them) starts
 :func:`prewarm` with them: a child process (``python -m numslab.tools.prewarm NAME...``)
@@ -63,9 +65,10 @@ def units_by_name() -> dict[str, native.Unit]:
 
 
 def pending(names: Sequence[str]) -> list[str]:
-    """The units of ``names`` (short names, unknown ones left out) whose compiled code is not
-    in Numba's cache: no index file of theirs (a unit whose index exists but holds no entry
-    for this numslab is taken as cached; the child would load or compile it anyway)."""
+    """The units of ``names`` (short names, unknown ones left out) not in Numba's cache.
+
+    Not cached: no index file of theirs (a unit whose index exists but holds no entry for this
+    numslab is taken as cached; the child would load or compile it anyway)."""
     units = units_by_name()
     out = []
     for name in names:
@@ -79,10 +82,11 @@ def pending(names: Sequence[str]) -> list[str]:
 
 
 def start(names: Sequence[str]) -> subprocess.Popen | None:
-    """Start the child compiling the units of ``names`` not yet cached, the last first; None
-    where it would not help (one CPU to run on, the JIT off, not POSIX, fewer than two to
-    compile) or when the environment says ``NUMSLAB_PREWARM=0`` (the test suite does: its
-    two workers keep both cores busy)."""
+    """Start the child compiling the units of ``names`` not yet cached, the last first.
+
+    None where it would not help (one CPU to run on, the JIT off, not POSIX, fewer than two to
+    compile) or when the environment says ``NUMSLAB_PREWARM=0`` (the test suite does: its two
+    workers keep both cores busy)."""
     if os.name != "posix" or _cpus() < 2 or nb.config.DISABLE_JIT or \
             os.environ.get("NUMSLAB_PREWARM", "1") == "0":
         return None
@@ -110,9 +114,10 @@ def _cpus() -> int:
 
 
 def stop(child: subprocess.Popen | None) -> None:
-    """Tell the child to stop after the unit it is compiling (its stdin closed). The command
-    does not wait: a daemon thread reaps the child when it ends (a ``Popen`` dropped while
-    its process runs warns "subprocess ... is still running")."""
+    """Tell the child to stop after the unit it is compiling (its stdin closed).
+
+    The command does not wait: a daemon thread reaps the child when it ends (a ``Popen`` dropped
+    while its process runs warns "subprocess ... is still running")."""
     if child is None:
         return
     if child.stdin is not None:

@@ -1,6 +1,8 @@
-"""Issue 11's speed measures: the single alloc+free pair inside @njit against a FIFO ring
-(``single_pair_table``) and the cost of one bulk call from Python against the @njit function a
-user would write (``call_cost_table``); the bulk peers and shapes are in ``tools.bench``."""
+"""Issue 11's speed measures: the single alloc+free pair inside @njit and one bulk call's cost.
+
+The single alloc+free pair inside @njit against a FIFO ring (``single_pair_table``) and the cost of
+one bulk call from Python against the @njit function a user would write (``call_cost_table``); the
+bulk peers and shapes are in ``tools.bench``."""
 from __future__ import annotations
 
 import timeit
@@ -39,8 +41,9 @@ SINGLE_IMPLS = ("fifo-ring", "slab", "slab-sheaves")
 
 @nb.njit(inline="always")
 def _victim(x, live):
-    """One xorshift64 step from ``x`` and the victim it draws in ``0..live-1``: both loops
-    draw the same sequence (inlined into each, so neither pays a call)."""
+    """One xorshift64 step from ``x`` and the victim it draws in ``0..live-1``.
+
+    Both loops draw the same sequence (inlined into each, so neither pays a call)."""
     x ^= x << np.uint64(13)
     x ^= x >> np.uint64(7)
     x ^= x << np.uint64(17)
@@ -49,12 +52,13 @@ def _victim(x, live):
 
 @nb.njit(cache=True)
 def ring_single_pair(records, capacity, live, rounds, seed):
-    """The peer: a FIFO ring of ``capacity`` free record indices (a power of two), written in
-    the loop with ``live`` objects held. The ring and the live set are local arrays, as a
-    competent user writes them (Numba then knows the records' stores cannot touch them), of
-    unsigned indices, so that no index into them or into ``records`` carries negative-index
-    code; ``records`` is the preallocated ``int64[capacity, words]`` records. Returns the sum
-    of the indices allocated in the rounds."""
+    """The peer: a FIFO ring of ``capacity`` free record indices; the sum of the indices allocated.
+
+    ``capacity`` is a power of two; written in the loop with ``live`` objects held. The ring and
+    the live set are local arrays, as a competent user writes them (Numba then knows the records'
+    stores cannot touch them), of unsigned indices, so that no index into them or into ``records``
+    carries negative-index code; ``records`` is the preallocated ``int64[capacity, words]``
+    records. Returns the sum of the indices allocated in the rounds."""
     mask = np.uint64(capacity - 1)             # unsigned positions: no negative-index code
     one = np.uint64(1)
     ring = np.arange(capacity).astype(np.uint64)
@@ -82,10 +86,11 @@ def ring_single_pair(records, capacity, live, rounds, seed):
 
 @nb.njit(cache=True)
 def slab_single_pair(h, cid, live, rounds, seed):
-    """The same loop through ``numslab.jit.kmem_cache_alloc``/``kmem_cache_free`` on cache
-    ``cid`` (the live set a local array too), the word written through
-    ``numslab.jit.arena``; every object is freed before it returns. Returns the sum of the
-    addresses allocated in the rounds."""
+    """The same loop through ``numslab.jit``; the sum of the addresses allocated in the rounds.
+
+    Through ``numslab.jit.kmem_cache_alloc``/``kmem_cache_free`` on cache ``cid`` (the live set a
+    local array too), the word written through ``numslab.jit.arena``; every object is freed before
+    it returns."""
     mem = sjit.arena(h).view(np.int64)
     held = np.empty(live, np.int64)
     for k in range(live):
@@ -123,10 +128,11 @@ def xorshift_victims(rounds: int, live: int = SINGLE_LIVE, seed: int = SINGLE_SE
 
 def make_single_pair(impl: str, live: int = SINGLE_LIVE,
                      kernel: str = KERNEL) -> Callable[[int], int]:
-    """A function ``run(rounds)`` running the single-pair loop of ``impl`` (one of
-    :data:`SINGLE_IMPLS`) for ``rounds`` rounds and returning its sum, warmed up once. Its
-    closure holds the state for inspection: ``records``, or ``h`` (whose ``_owner`` is the
-    allocator) and ``cid``."""
+    """A function ``run(rounds)`` running the single-pair loop of ``impl``, returning its sum.
+
+    ``impl`` is one of :data:`SINGLE_IMPLS`; ``rounds`` rounds, warmed up once. Its closure holds
+    the state for inspection: ``records``, or ``h`` (whose ``_owner`` is the allocator) and
+    ``cid``."""
     if impl not in SINGLE_IMPLS:
         raise ValueError(f"unknown implementation {impl!r}: one of {SINGLE_IMPLS}")
     if impl == "fifo-ring":
@@ -149,9 +155,10 @@ def make_single_pair(impl: str, live: int = SINGLE_LIVE,
 
 def single_pair_table(rounds: int = SINGLE_ROUNDS, repeat: int = 5,
                       impls=SINGLE_IMPLS, kernel: str = KERNEL) -> dict[str, float]:
-    """ns per round of the single-pair loop for every implementation (best of ``repeat``;
-    the set-up and release of the live set are in the timing, 2 * SINGLE_LIVE operations
-    against ``2 * rounds``)."""
+    """ns per round of the single-pair loop for every implementation (best of ``repeat``).
+
+    The set-up and release of the live set are in the timing, 2 * SINGLE_LIVE operations against
+    ``2 * rounds``."""
     runs = {impl: make_single_pair(impl, kernel=kernel) for impl in impls}
     best = {impl: float("inf") for impl in impls}
     for _ in range(repeat):                     # interleaved: noise hits every impl alike
@@ -198,12 +205,13 @@ def empty_free_bulk(h, cid, nr, objs):
 
 def make_calls(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS,
                kernel: str = KERNEL) -> tuple:
-    """``(alloc_all, free_all, sa, c, rows)``: ``alloc_all()`` makes ``calls`` allocation
-    calls of ``bulk`` objects through ``impl`` (one of :data:`CALL_IMPLS`), one row of
-    ``rows`` each, and ``free_all()`` frees them row by row (``empty-njit``: the same calls
-    of an empty function, which leave ``rows`` and the cache alone). The cache's sheaves hold every
-    object of the rows (``sheaf_capacity = bulk * calls``) and are warmed, so that every call
-    is served by the CPU's main sheaf."""
+    """``(alloc_all, free_all, sa, c, rows)``: bulk calls through ``impl`` into ``rows``, and back.
+
+    ``alloc_all()`` makes ``calls`` allocation calls of ``bulk`` objects through ``impl`` (one of
+    :data:`CALL_IMPLS`), one row of ``rows`` each, and ``free_all()`` frees them row by row
+    (``empty-njit``: the same calls of an empty function, which leave ``rows`` and the cache
+    alone). The cache's sheaves hold every object of the rows (``sheaf_capacity = bulk * calls``)
+    and are warmed, so that every call is served by the CPU's main sheaf."""
     if impl not in CALL_IMPLS:
         raise ValueError(f"unknown implementation {impl!r}: one of {CALL_IMPLS}")
     sa, c = new_bench_cache(sheaf_capacity=bulk * calls, kernel=kernel)
@@ -245,9 +253,10 @@ def make_calls(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS,
 
 def call_cost(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS,
               repeat: int = 50) -> dict[str, float]:
-    """ns per ``kmem_cache_alloc_bulk`` and per ``kmem_cache_free_bulk`` call of ``bulk``
-    objects through ``impl``: best of ``repeat`` samples of ``calls`` calls each (the Python
-    loop over the rows is in every implementation's figure)."""
+    """ns per ``kmem_cache_alloc_bulk`` and per ``kmem_cache_free_bulk`` call through ``impl``.
+
+    Calls of ``bulk`` objects: best of ``repeat`` samples of ``calls`` calls each (the Python loop
+    over the rows is in every implementation's figure)."""
     return call_cost_table(bulk, calls, repeat, (impl,))[impl]
 
 
