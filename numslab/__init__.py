@@ -28,9 +28,10 @@ KERNELS = tuple(_KERNEL_IDS)
 
 
 def __getattr__(name: str) -> Any:
-    """``numslab.replay``: ``numslab.lab.replay.replay`` itself (its signature and docstring
-    for ``help``; a wrapper taking ``**kwargs`` hid them), imported on first use so that
-    ``import numslab`` does not load the lab."""
+    """``numslab.replay``: ``numslab.lab.replay.replay`` itself, imported on first use.
+
+    Itself for its signature and docstring for ``help`` (a wrapper taking ``**kwargs`` hid them);
+    imported on first use so that ``import numslab`` does not load the lab."""
     if name == "replay":
         from .lab.replay import replay
         return replay
@@ -42,8 +43,9 @@ _default_lock = threading.Lock()
 
 
 def default_allocator() -> SlabAllocator:
-    """The module-level allocator (``os.cpu_count()`` CPUs, one node, 256 MiB), made on
-    first use, once: threads that ask at the same time get the same one."""
+    """The module-level allocator (``os.cpu_count()`` CPUs, one node, 256 MiB), made once.
+
+    Made on first use, once: threads that ask at the same time get the same one."""
     global _default
     sa = _default
     if sa is None:

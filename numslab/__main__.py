@@ -1,5 +1,6 @@
-"""``python -m numslab``: the command line (:mod:`numslab.tools.cli`), as the ``numslab``
-script runs it."""
+"""``python -m numslab``: the command line (:mod:`numslab.tools.cli`).
+
+As the ``numslab`` script runs it."""
 import sys
 
 from .tools.cli import main

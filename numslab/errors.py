@@ -23,8 +23,9 @@ JIT_RAISE = 0x6E756D736C61626A
 
 
 def _rebuilt(cls: type, args: tuple, state: dict) -> "SlabError":
-    """A copy (``copy``, ``pickle``) of an exception raised by compiled code, with its
-    detail as it was (not the thread's latest raise's)."""
+    """A copy (``copy``, ``pickle``) of an exception raised by compiled code, its detail as it was.
+
+    The detail as it was, not the thread's latest raise's."""
     e = Exception.__new__(cls)
     Exception.__init__(e, *args)
     e.__dict__.update(state)
@@ -91,8 +92,9 @@ class SlabError(Exception):
 
 
 class BadAddressError(SlabError, ValueError):
-    """An address that is not an allocated object: outside the arena, not on a slab page,
-    or not on the object grid of its slab."""
+    """An address that is not an allocated object.
+
+    Outside the arena, not on a slab page, or not on the object grid of its slab."""
 
 
 class WrongCacheError(SlabError, ValueError):
@@ -108,9 +110,11 @@ class InvalidSizeError(SlabError, ValueError):
 
 
 class InvalidArgumentError(SlabError, ValueError):
-    """An argument outside what the call takes: a CPU or node out of range, a gfp outside
-    0..2**32-1, flags the call does not know, an unknown ``kernel`` or ``slab_debug`` option,
-    a cache name in use, an object array that is not writable int64."""
+    """An argument outside what the call takes.
+
+    A CPU or node out of range, a gfp outside 0..2**32-1, flags the call does not know, an unknown
+    ``kernel`` or ``slab_debug`` option, a cache name in use, an object array that is not writable
+    int64."""
 
 
 class CacheLeakError(SlabError):
@@ -118,42 +122,48 @@ class CacheLeakError(SlabError):
 
 
 class LostObjectsError(CacheLeakError):
-    """A cache destroyed while objects lost to a corrupted free list remain in its slabs
-    (``KmemCache.lost_objects``: cut off by slab_debug's repair, or left in a slab isolated
-    after a stray write), none held by a user. The kernel's ``__kmem_cache_shutdown`` finds
-    them in use and keeps the cache; ``kmem_cache_destroy(cache, force=True)`` discards
-    them with their slabs."""
+    """A cache destroyed while objects lost to a corrupted free list remain in its slabs.
+
+    ``KmemCache.lost_objects``: cut off by slab_debug's repair, or left in a slab isolated after a
+    stray write; none held by a user. The kernel's ``__kmem_cache_shutdown`` finds them in use and
+    keeps the cache; ``kmem_cache_destroy(cache, force=True)`` discards them with their slabs."""
 
 
 class OutOfMemoryError(SlabError, MemoryError):
-    """The arena cannot give what a convenience call (``KmemCache.alloc``, ``alloc_bulk``)
-    or the set-up of a cache's sheaves needs. The kernel's API returns 0 (NULL) instead, as
-    the kernel does; nothing is taken either way."""
+    """The arena cannot give what a convenience call or the set-up of a cache's sheaves needs.
+
+    The convenience calls are ``KmemCache.alloc`` and ``alloc_bulk``. The kernel's API returns 0
+    (NULL) instead, as the kernel does; nothing is taken either way."""
 
 
 class ConcurrentUseError(SlabError, RuntimeError):
-    """``numslab.jit`` called from code that may run without the GIL (a ``nogil`` or
-    ``parallel`` function): concurrent entry into an allocator from compiled threads is
-    refused when the caller is compiled."""
+    """``numslab.jit`` called from code that may run without the GIL.
+
+    A ``nogil`` or ``parallel`` function: concurrent entry into an allocator from compiled threads
+    is refused when the caller is compiled."""
 
 
 class WrongTypeError(SlabError, TypeError):
-    """An argument of the wrong kind for the call: records asked of a cache created without
-    a ``dtype``, values that are not records of the cache's ``dtype``."""
+    """An argument of the wrong kind for the call.
+
+    Records asked of a cache created without a ``dtype``, values that are not records of the
+    cache's ``dtype``."""
 
 
 class FixedAttributeError(SlabError, AttributeError):
-    """A write of what an allocator or a cache is made with (``SlabAllocator.kernel``,
-    ``nr_cpus``, ``memory``, ``state``..., ``KmemCache.name``, ``ctor``, ``dtype``): the
-    state would no longer match it. The attributes the kernel lets sysfs write
-    (``min_partial``, ``cpu_partial``, ...) are writable."""
+    """A write of what an allocator or a cache is made with: the state would no longer match it.
+
+    ``SlabAllocator.kernel``, ``nr_cpus``, ``memory``, ``state``..., ``KmemCache.name``, ``ctor``,
+    ``dtype``. The attributes the kernel lets sysfs write (``min_partial``, ``cpu_partial``, ...)
+    are writable."""
 
 
 class NotPicklableError(SlabError, TypeError):
-    """An allocator, a cache or a handle pickled or copied: each is this process's memory
-    (the arena's anonymous mapping, the compiled code's table of allocators), so a copy
-    would not be the machine. ``SlabAllocator.save`` and ``SlabAllocator.load`` store and
-    restore a whole machine."""
+    """An allocator, a cache or a handle pickled or copied.
+
+    Each is this process's memory (the arena's anonymous mapping, the compiled code's table of
+    allocators), so a copy would not be the machine. ``SlabAllocator.save`` and
+    ``SlabAllocator.load`` store and restore a whole machine."""
 
 
 class SlabCorruptionError(SlabError):
@@ -161,10 +171,11 @@ class SlabCorruptionError(SlabError):
 
 
 class SlabDebugError(SlabCorruptionError):
-    """A slab_debug check failed on an allocation or a free (``alloc_debug_processing`` /
-    ``free_debug_processing``): the message holds the kernel's report (cache, object, first
-    bad byte), also kept in ``SlabAllocator.slab_reports()``. A refused free leaves the
-    object allocated; a failed allocation isolated the slab and allocated nothing."""
+    """A slab_debug check failed on an allocation or a free.
+
+    ``alloc_debug_processing`` / ``free_debug_processing``: the message holds the kernel's report
+    (cache, object, first bad byte), also kept in ``SlabAllocator.slab_reports()``. A refused free
+    leaves the object allocated; a failed allocation isolated the slab and allocated nothing."""
 
     def __init__(self, message: str, reports: list[str] | int | None = None) -> None:
         if type(reports) is int and reports == JIT_RAISE:       # a compiled raise

@@ -1,6 +1,7 @@
-"""Kernel flag values: GFP flags, SLAB_* cache flags, the array-allocation modes and SLUB's
-statistics items, numbered as in ``include/linux/gfp_types.h``, ``include/linux/slab.h`` and
-``mm/slub.c`` (Linux 6.18)."""
+"""Kernel flag values: GFP flags, SLAB_* cache flags, array-allocation modes, SLUB statistics.
+
+Numbered as in ``include/linux/gfp_types.h``, ``include/linux/slab.h`` and ``mm/slub.c`` (Linux
+6.18); the statistics are SLUB's statistics items."""
 from __future__ import annotations
 
 # --- GFP flags (include/linux/gfp_types.h; bit numbers as in 6.18 without lockdep) ---------
@@ -65,9 +66,10 @@ GFP_NAMES = tuple((v, n) for n, v in (
 
 
 def gfp_names(gfp: int) -> str:
-    """``gfp`` as the kernel's ``%pGg`` prints it (``format_flags``): the names of
-    :data:`GFP_NAMES` whose bits are all set, each taking its bits, joined by ``|``, and
-    what is left in hex (``GFP_KERNEL|__GFP_NOWARN``, ``GFP_ATOMIC|0x10000000``)."""
+    """``gfp`` as the kernel's ``%pGg`` prints it (``format_flags``).
+
+    The names of :data:`GFP_NAMES` whose bits are all set, each taking its bits, joined by ``|``,
+    and what is left in hex (``GFP_KERNEL|__GFP_NOWARN``, ``GFP_ATOMIC|0x10000000``)."""
     out = []
     for mask, name in GFP_NAMES:
         if not gfp:

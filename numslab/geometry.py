@@ -1,5 +1,6 @@
-"""SLUB cache geometry: object layout, alignment, slab order and list limits, computed
-exactly as ``calculate_sizes``/``calculate_order`` in Linux 6.18 ``mm/slub.c`` do."""
+"""SLUB cache geometry: object layout, alignment, slab order and list limits.
+
+Computed exactly as ``calculate_sizes``/``calculate_order`` in Linux 6.18 ``mm/slub.c`` do."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,9 +73,9 @@ def calc_slab_order(size: int, min_order: int, max_order: int, fract_leftover: i
 
 @dataclass(frozen=True)
 class SlabOrders:
-    """The boot parameters ``slab_min_order=``, ``slab_max_order=`` and
-    ``slab_min_objects=`` (0: ``calculate_order``'s own, from the CPUs), as
-    :func:`boot_orders` leaves them."""
+    """The boot parameters ``slab_min_order=``, ``slab_max_order=`` and ``slab_min_objects=``.
+
+    0: ``calculate_order``'s own, from the CPUs; as :func:`boot_orders` leaves them."""
 
     min_order: int = SLUB_MIN_ORDER
     max_order: int = SLUB_MAX_ORDER
@@ -83,9 +84,10 @@ class SlabOrders:
 
 def boot_orders(min_order: int | None = None, max_order: int | None = None,
                 min_objects: int | None = None) -> SlabOrders:
-    """The kernel's ``setup_slub_min_order``, then ``setup_slub_max_order`` (each only when
-    given, as on a command line naming the minimum first): a minimum above the maximum
-    raises it, a maximum is cut to ``MAX_PAGE_ORDER`` and lowers a minimum above it.
+    """The kernel's ``setup_slub_min_order``, then ``setup_slub_max_order``.
+
+    Each only when given, as on a command line naming the minimum first: a minimum above the
+    maximum raises it, a maximum is cut to ``MAX_PAGE_ORDER`` and lowers a minimum above it.
 
     Raises
     ------
@@ -116,8 +118,9 @@ def boot_orders(min_order: int | None = None, max_order: int | None = None,
 
 
 def calculate_order(size: int, nr_cpus: int, orders: SlabOrders = SlabOrders()) -> int:
-    """Slab order for objects of ``size`` bytes on a machine of ``nr_cpus`` present CPUs,
-    under the boot parameters ``orders``."""
+    """Slab order for objects of ``size`` bytes on a machine of ``nr_cpus`` present CPUs.
+
+    Under the boot parameters ``orders``."""
     min_objects = orders.min_objects or 4 * (fls(nr_cpus) + 1)
     max_objects = max(order_objects(orders.max_order, size), 1)
     min_objects = min(min_objects, max_objects)
@@ -267,10 +270,11 @@ def kmalloc_cache_size(size: int) -> int:
 
 
 def kmalloc_size_roundup(size: int) -> int:
-    """``kmalloc_size_roundup``: the usable size ``kmalloc(size)`` would give. The object
-    size of the kmalloc cache serving ``size`` up to 8 KiB; whole pages (``PAGE_SIZE <<
-    get_order(size)``) up to KMALLOC_MAX_SIZE; ``size`` itself for 0 (kmalloc gives
-    ZERO_SIZE_PTR) and above KMALLOC_MAX_SIZE (kmalloc fails)."""
+    """``kmalloc_size_roundup``: the usable size ``kmalloc(size)`` would give.
+
+    The object size of the kmalloc cache serving ``size`` up to 8 KiB; whole pages (``PAGE_SIZE <<
+    get_order(size)``) up to KMALLOC_MAX_SIZE; ``size`` itself for 0 (kmalloc gives ZERO_SIZE_PTR)
+    and above KMALLOC_MAX_SIZE (kmalloc fails)."""
     if 0 < size <= KMALLOC_MAX_CACHE_SIZE:
         return kmalloc_cache_size(size)
     if 0 < size <= KMALLOC_MAX_SIZE:
@@ -282,11 +286,12 @@ SHEAF_HEADER_BYTES = 32        #: sizeof(struct slab_sheaf) before objects[] on 
 
 
 def calculate_sheaf_capacity(size: int, wanted: int = 0) -> int:
-    """``calculate_sheaf_capacity`` (Linux 7.0): objects per per-CPU sheaf for objects of
-    ``size`` bytes (``s->size``): 4 from a page up, 12 from 1 KiB, 26 from 256 bytes, else
-    60, rounded up so that the sheaf fills the kmalloc size class it is allocated from,
-    then at least ``wanted`` (the cache's ``sheaf_capacity`` argument, taken as given).
-    (Debug caches get no sheaves; the caller decides that.)"""
+    """``calculate_sheaf_capacity`` (Linux 7.0): objects per sheaf for ``size``-byte objects.
+
+    Per-CPU sheaves; ``size`` is ``s->size``: 4 from a page up, 12 from 1 KiB, 26 from 256 bytes,
+    else 60, rounded up so that the sheaf fills the kmalloc size class it is allocated from, then
+    at least ``wanted`` (the cache's ``sheaf_capacity`` argument, taken as given). (Debug caches
+    get no sheaves; the caller decides that.)"""
     if size >= PAGE_SIZE:
         capacity = 4
     elif size >= 1024:
