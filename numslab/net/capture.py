@@ -19,13 +19,15 @@ __all__ = ["CaptureError", "Packets", "read_capture", "write_pcap"]
 
 
 class CaptureError(SlabError, ValueError):
-    """A capture file that is truncated, corrupt or not a capture file at all (a
-    :class:`numslab.SlabError`; a ValueError, as it always was)."""
+    """A capture file that is truncated, corrupt or not a capture file at all.
+
+    A :class:`numslab.SlabError`; a ValueError, as it always was."""
 
 
 class CaptureTruncatedWarning(UserWarning):
-    """The capture ends inside a record (as a killed tcpdump leaves it): the packets before
-    the cut are read, as tcpdump reads them."""
+    """The capture ends inside a record (as a killed tcpdump leaves it).
+
+    The packets before the cut are read, as tcpdump reads them."""
 
 
 #: Errors that mean "the file ends inside a record": the packets before it are kept.
@@ -181,8 +183,9 @@ def _scan_pcap(buf, start, be, nano, hdrlen, limit, fill, off, cap, wire, ts):
 
 @jit
 def _units_to_ns(units, pow2, mul, div, exp, tsoff_s):
-    """Convert a pcapng timestamp in interface units (``uint64``) to ``int64`` ns:
-    ``(ns, ok)``, ``ok`` False when the time is past int64 nanoseconds (it wrapped)."""
+    """Convert a pcapng timestamp in interface units (``uint64``) to ``int64`` ns: ``(ns, ok)``.
+
+    ``ok`` is False when the time is past int64 nanoseconds (it wrapped)."""
     billion = np.uint64(1_000_000_000)
     top = np.uint64(0x7FFFFFFFFFFFFFFF)
     if tsoff_s > 9_223_372_036 or tsoff_s < -9_223_372_036:
@@ -521,8 +524,10 @@ def _check_magic(head: bytes) -> bytes:
 
 
 def _read_stream(f) -> np.ndarray:
-    """A pipe or device read whole, its magic number checked first: an endless stream that
-    is no capture (``/dev/zero``) is refused at once, as tcpdump refuses it."""
+    """A pipe or device read whole, its magic number checked first.
+
+    An endless stream that is no capture (``/dev/zero``) is refused at once, as tcpdump refuses
+    it."""
     head = _check_magic(f.read(4))
     return np.frombuffer(head + f.read(), dtype=np.uint8)
 
@@ -609,9 +614,10 @@ def _real(name: str, v: object, what: str = "a number") -> float:
 
 
 def _outside_data(size: int, offset: np.ndarray, caplen: np.ndarray) -> int:
-    """The first packet whose record (``offset``, ``caplen``: int64) does not lie inside
-    ``size`` bytes of data, or -1; compared without ``offset + caplen``, which overflows
-    int64 for an offset near 2**63 (such a packet passed, and the reader read wild
+    """The first packet whose record does not lie inside ``size`` bytes of data, or -1.
+
+    The record is ``offset``, ``caplen`` (int64); compared without ``offset + caplen``, which
+    overflows int64 for an offset near 2**63 (such a packet passed, and the reader read wild
     memory)."""
     bad = (offset < 0) | (caplen < 0) | (offset > size - caplen)
     return int(np.argmax(bad)) if bad.any() else -1

@@ -1,5 +1,7 @@
-"""The packet-batch pipeline engine: an RX loop giving each packet an ``sk_buff``-like slab
-record and a kmalloc buffer, parsing its headers in @njit code and metering its flow.
+"""The packet-batch pipeline engine: an RX loop of @njit code over batches of packets.
+
+It gives each packet an ``sk_buff``-like slab record and a kmalloc buffer, parses its headers in
+@njit code and meters its flow.
 
 All per-batch work runs in one jitted call per chunk of batches (:func:`_rx_chunk`);
 the mode picks the numslab calls that allocate and free. Flows are bidirectional 5-tuples
@@ -100,8 +102,10 @@ _K1 = -7046029254386353131                     # 0x9E3779B97F4A7C15 as int64
 # --------------------------------------------------------------------------- parsing
 @intrinsic
 def _memcpy(typingctx, dst, doff, src, soff, n):
-    """``dst[doff:doff + n] = src[soff:soff + n]`` as one ``llvm.memcpy`` (uint8 arrays,
-    bounds not checked): Numba's slice assignment is an element loop, ~4x slower here."""
+    """``dst[doff:doff + n] = src[soff:soff + n]`` as one ``llvm.memcpy``.
+
+    On uint8 arrays, bounds not checked: Numba's slice assignment is an element loop, ~4x
+    slower here."""
     def codegen(context, builder, sig, args):
         d, do, s, so, nn = args
         da = context.make_array(sig.args[0])(context, builder, d)
@@ -231,8 +235,9 @@ def _mix(x, v):
 # --------------------------------------------------------------------------- flow table
 @jit
 def _table_find(table, fv, h, ver, proto, ahi, alo, bhi, blo, ap, bp):
-    """Slot of the flow with this key, or ``-1 - slot`` of the empty slot ending the probe
-    (open addressing, linear probing; ``table`` holds entry addresses, 0 = empty)."""
+    """Slot of the flow with this key, or ``-1 - slot`` of the empty slot ending the probe.
+
+    Open addressing, linear probing; ``table`` holds entry addresses, 0 = empty."""
     mask = table.size - 1
     i = h & mask
     while True:
@@ -339,11 +344,12 @@ def _free_objs(h, mode, cid, nr, objs):
 
 @jit
 def _alloc_buffers(h, mode, aflags, km, cls_of, caplen, i0, nb, bufs, grp, perm, kcls, cnt):
-    """A kmalloc buffer of ``caplen`` bytes for packets ``i0..i0+nb`` into ``bufs[:nb]``
-    (0 for an empty packet). Beyond ``single``, packets are grouped by kmalloc size class
-    and each class is allocated with one batch call into ``grp``. Returns the buffers
-    allocated (all in ``grp[:n]`` for a batch free), or ``-1 - n`` when memory ran out
-    after ``n`` buffers (in ``grp[:n]``, to be freed)."""
+    """A kmalloc buffer of ``caplen`` bytes for packets ``i0..i0+nb`` into ``bufs[:nb]``.
+
+    0 for an empty packet. Beyond ``single``, packets are grouped by kmalloc size class and each
+    class is allocated with one batch call into ``grp``. Returns the buffers allocated (all in
+    ``grp[:n]`` for a batch free), or ``-1 - n`` when memory ran out after ``n`` buffers (in
+    ``grp[:n]``, to be freed)."""
     if mode == _SINGLE:
         n = 0
         for k in range(nb):
@@ -399,8 +405,10 @@ def _free_buffers(h, mode, n, grp):
 
 @jit
 def _drop_flow(h, mode, flow_cid, fv, table, st, e, dead, nd):
-    """Take flow ``e`` out of the table and idle list and free it (``single``) or queue it
-    in ``dead`` (freed in a batch when full or at the end of the batch). New ``nd``."""
+    """Take flow ``e`` out of the table and idle list and free or queue it; return the new ``nd``.
+
+    Freed at once (``single``) or queued in ``dead`` (freed in a batch when full or at the end of
+    the batch)."""
     _table_delete(table, fv, e)
     _lru_unlink(fv, st, e)
     st[S_ACTIVE] -= 1
@@ -536,8 +544,9 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
 
 @jit
 def _release_stash(h, mode, flow_cid, st, ws):
-    """Free the stash of spare flow entries (end of run, before the report: spares are
-    no flows, and ``single`` has none)."""
+    """Free the stash of spare flow entries (end of run, before the report).
+
+    Spares are no flows, and ``single`` has none."""
     _free_objs(h, mode, flow_cid, st[S_STASH], ws[_W_STASH])
     st[S_STASH] = 0
 
@@ -621,8 +630,9 @@ def _large_blocks(sa: SlabAllocator) -> int:
 
 def _check_leaks(sa: SlabAllocator, ours: Sequence, kmalloc_before: dict[str, int],
                  large_before: int) -> None:
-    """Raise :class:`LeakError` naming every cache whose live objects did not come back (a
-    kmalloc cache's own sheaves are the allocator's, not the run's)."""
+    """Raise :class:`LeakError` naming every cache whose live objects did not come back.
+
+    A kmalloc cache's own sheaves are the allocator's, not the run's."""
     bad = [f"{c.name}: {c.live_objects} live object(s)" for c in ours if c.live_objects]
     held = {c.name: c.live_objects - c.sheaf_objects for c in sa.kmalloc_caches}
     bad += [f"{name}: {n - kmalloc_before[name]:+d} live object(s)"
@@ -715,8 +725,9 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
 
 def _run(sa, skb, flow, m, mode, batch, link, timeout, data, offset, caplen, wirelen, ts, st,
          ws, box, progress, chunk, check_leaks) -> PipelineResult:
-    """:func:`run_pipeline` once its caches are made; ``box[0]`` is the flow table (kept
-    there as it grows, for the clean-up after an error)."""
+    """:func:`run_pipeline` once its caches are made.
+
+    ``box[0]`` is the flow table (kept there as it grows, for the clean-up after an error)."""
     n = offset.size
     table = box[0]
     km = np.array([sa.find_cache(kmalloc_cache_name(s)).id for s in KMALLOC_SIZES], np.int64)

@@ -1,6 +1,7 @@
-"""Checks of :func:`numslab.net.run_pipeline`'s input: the packet table's columns and the
-idle timeout, refused with :class:`numslab.SlabError` subclasses before any compiled code
-sees them (that code trusts every packet to lie inside ``data``)."""
+"""Checks of :func:`numslab.net.run_pipeline`'s input: the packet table's columns and idle timeout.
+
+Bad input is refused with :class:`numslab.SlabError` subclasses before any compiled code sees
+it (that code trusts every packet to lie inside ``data``)."""
 from __future__ import annotations
 
 from typing import Any
@@ -23,8 +24,9 @@ _COLUMNS = ("offset", "caplen", "wirelen", "ts_ns")
 
 
 def _int_column(name: str, column: Any) -> np.ndarray:
-    """A packet table column as writable C int64, refusing what would convert wrongly
-    (NaN or fractional floats, uint64 past int64, booleans, strings)."""
+    """A packet table column as writable C int64, refusing what would convert wrongly.
+
+    NaN or fractional floats, uint64 past int64, booleans, strings."""
     a = np.asarray(column)
     kind = a.dtype.kind
     if kind == "f":
@@ -41,9 +43,10 @@ def _int_column(name: str, column: Any) -> np.ndarray:
 
 
 def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
-    """The packet table as the kernel's types (read-only bytes, so pcap and generated input
-    share one compiled signature; writable int64 columns), checked so that the kernel
-    cannot read outside ``data``."""
+    """The packet table as the kernel's types, checked so that the kernel stays inside ``data``.
+
+    Read-only bytes, so pcap and generated input share one compiled signature; writable int64
+    columns."""
     data = np.require(packets.data, np.uint8, ["C"]).view()
     data.flags.writeable = False
     cols = tuple(_int_column(name, getattr(packets, name)) for name in _COLUMNS)

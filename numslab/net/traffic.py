@@ -94,8 +94,9 @@ def _fold(s):
 
 @jit
 def _put_addr(out, p, v6, server, key):
-    """Write a client (10.0.0.0/8, fd00:0:0:1::/64) or server (198.18.0.0/15,
-    2001:db8::/64) address numbered ``key``; return its length."""
+    """Write a client or server address numbered ``key``; return its length.
+
+    Client: 10.0.0.0/8, fd00:0:0:1::/64; server: 198.18.0.0/15, 2001:db8::/64."""
     if not v6:
         _put32(out, p, (0xC6120001 if server else 0x0A000001) + key)
         return 4
@@ -202,8 +203,10 @@ def _sample(rng: np.random.Generator, n_items: int, size: int, s: float) -> np.n
 
 
 def _excl_cumsum(x: np.ndarray, start: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Per-group exclusive cumulative sum of ``x``; groups are contiguous, ``f`` maps
-    each element to its group and ``start`` gives each group's first index."""
+    """Per-group exclusive cumulative sum of ``x``.
+
+    Groups are contiguous, ``f`` maps each element to its group and ``start`` gives each group's
+    first index."""
     cs = np.cumsum(x) - x
     return cs - cs[start][f]
 
