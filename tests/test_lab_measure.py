@@ -8,7 +8,7 @@ import pytest
 
 import numslab
 from numslab.errors import SlabError
-from numslab.lab.replay import Config, parse_config
+from numslab.lab.config import Config, parse_config
 
 from lab_oracle import DATA, SNAPSHOTS, TRACES, live_at, text
 

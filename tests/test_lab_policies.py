@@ -11,7 +11,7 @@ import pytest
 import numslab
 from numslab.engine.layout import G_NRCU_SLABS
 from numslab.errors import SlabError
-from numslab.lab.replay import Config, parse_config
+from numslab.lab.config import Config, parse_config
 
 from lab_oracle import DATA, SNAPSHOTS, TRACES, live_at, text
 
@@ -72,7 +72,7 @@ def test_drain_sets_every_caches_remote_node_defrag_ratio():
 
 
 def test_every_free_parses_and_refuses():
-    from numslab.lab.replay import EVERY_FREE
+    from numslab.lab.config import EVERY_FREE
     base = Config("7.0", 2, 1, "default")
     c = parse_config("6.18:mobility=100:every=free", base)
     assert (c.kernel, c.policy, c.every) == ("6.18", "mobility=100", EVERY_FREE)
@@ -90,7 +90,8 @@ def test_every_n_needs_a_policy_with_work_and_a_global_every_applies_where_there
     """``7.0:sorted:every=5`` was accepted and ran nothing every 5 events; ``--every free
     --compare 7.0,7.0:mobility`` was refused for the base policy, which no configuration
     used. A configuration's own ``every`` needs work; a global one goes to those with work."""
-    from numslab.lab.replay import EVERY_FREE, _configs
+    from numslab.lab.config import EVERY_FREE
+    from numslab.lab.replay import _configs
     base = Config("7.0", 2, 1, "default")
     for bad in ("7.0:sorted:every=5", "7.0:every=7", "drain=10:every=3", "leansheaves:every=2"):
         with pytest.raises(SlabError, match=r"every=\d+ needs a policy with work"):

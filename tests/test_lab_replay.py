@@ -11,7 +11,7 @@ import pytest
 import numslab
 from numslab.engine import layout as L
 from numslab.errors import SlabError
-from numslab.lab.replay import Config, parse_config
+from numslab.lab.config import Config, parse_config
 from numslab.lab.trace import TraceFormatError
 
 from lab_oracle import DATA, SNAPSHOTS, TRACES, live_at, text

@@ -12,7 +12,7 @@ import pytest
 import numslab
 from numslab.errors import InvalidArgumentError, SlabError
 from numslab.lab import warm as W
-from numslab.lab.replay import Config, parse_config
+from numslab.lab.config import Config, parse_config
 from numslab.tools.cli import main
 
 from lab_oracle import DATA, SNAPSHOTS, TRACES

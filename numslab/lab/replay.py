@@ -1,5 +1,7 @@
-"""The replay driver: a parsed kmem trace through one numslab allocator per configuration
-(kernel generation, CPUs, nodes, policy), sampled into a :class:`ReplayResult`.
+"""The replay driver: a parsed kmem trace through one numslab allocator per configuration.
+
+Configurations differ in kernel generation, CPUs, nodes and policy; each replay is sampled into a
+:class:`ReplayResult`.
 
 Data flow: :func:`~numslab.lab.trace.read_trace` (text to arrays: cache rows, dense pointer
 ids) → :func:`prepare` (the lines no replay needs, counted) → for each
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import astuple, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO, Sequence
 
@@ -19,14 +21,15 @@ import numpy as np
 from numba.core import event as numba_event
 
 from .. import flags as F
-from ..engine.layout import G_NRCU_SLABS, RSEQ_MAX
-from ..errors import InvalidArgumentError, SlabError, WrongTypeError
+from ..engine.layout import G_NRCU_SLABS
+from ..errors import InvalidArgumentError, SlabError
 from ..facade.allocator import SlabAllocator
-from ..geometry import (KMALLOC_MAX_SIZE, SlabOrders, boot_orders, calculate_order,
-                        order_objects)
+from ..geometry import KMALLOC_MAX_SIZE
 from . import kernels as K
 from . import policies
 from . import warm as W
+from .config import (BOOT_WORDS, EVERY_FREE, KERNELS, MAX_CPUS, MAX_NODES, POLICIES, Config,
+                     _check_every_free, _policy, _warm, parse_config)
 from .parse import ROW_LARGE
 from .result import Configs, ReplayResult, Series
 from .snapshot import (SnapshotFormatError, _aliases, _align_ok, _geometry, load_snapshot,
@@ -38,211 +41,7 @@ __all__ = ["Config", "parse_config", "load_snapshot", "merge_aliases", "prepare"
            "replay_trace", "sample_seconds",
            "Prepared", "KERNELS", "POLICIES"]
 
-KERNELS = ("6.18", "7.0", "7.1", "7.3", "next")
-#: ``default``: the generation's own rules; ``sheaves=N``: every cache the trace uses, but
-#: numslab's own kmalloc caches, gets sheaves of at least N objects (under 6.18 the opt-in
-#: ``sheaf_capacity``; under 7.0 a minimum); ``nosheaves``: 6.18 without the sheaves a
-#: snapshot gives some caches (7.0 keeps its own: every cache has them).
-POLICIES = ("default", "sheaves=N", "nosheaves") + policies.REMEDIES
 SAMPLES = 256
-#: ``Config.every`` for work after a free, when it would free a slab (``every=free``)
-EVERY_FREE = -1
-
-
-@dataclass(frozen=True)
-class Config:
-    """One simulated machine to replay on: SLUB generation, CPUs, nodes and policy."""
-
-    kernel: str = "7.0"
-    cpus: int = 2
-    nodes: int = 1
-    policy: str = "default"
-    #: a remedy's work (``shrink``, ``mobility``) every this many events; 0: at the
-    #: sample points; ``EVERY_FREE`` (-1, ``every=free``): per cache, after each free that
-    #: leaves the cache a slab more than its live objects need (``kernels._free_trigger``);
-    #: sample points (after each sample is taken)
-    every: int = 0
-    #: start from the snapshot's live objects, slabs and partial slabs (:mod:`numslab.lab.warm`),
-    #: the order untraced frees take them in: ``slab`` (``:warm``) or ``random``
-    #: (``:warm=random``); ``""``: from empty caches
-    warm: str = ""
-    #: the slab order's boot parameters (``slab_min_order``, ``slab_max_order``,
-    #: ``slab_min_objects``), as :func:`numslab.geometry.boot_orders` leaves them
-    orders: tuple[int, int, int] = (0, 3, 0)
-
-    @property
-    def name(self) -> str:
-        """``7.0``, ``6.18:cpus=4``, ``7.0:sheaves=32``: the configuration as ``--compare``
-        spells it (parts at their default for the trace left out by the caller)."""
-        parts = [self.kernel, f"cpus={self.cpus}"]
-        if self.nodes != 1:
-            parts.append(f"nodes={self.nodes}")
-        if self.policy != "default":
-            parts.append(self.policy)
-        if self.every:
-            parts.append("every=free" if self.every == EVERY_FREE else f"every={self.every}")
-        if self.warm:
-            parts.append("warm" if self.warm == "slab" else f"warm={self.warm}")
-        parts += [f"{w}={v}" for w, v, d in zip(BOOT_WORDS, self.orders, (0, 3, 0)) if v != d]
-        return ":".join(parts)
-
-
-def _policy(text: str) -> str:
-    """Check a policy name (see :data:`POLICIES`), or remedies combined with ``:``
-    (``sorted:mobility=100``), spelt canonically (:func:`policies.combine`)."""
-    if not isinstance(text, str):
-        raise WrongTypeError(f"policy {text!r} is not a str")
-    if ":" in text:
-        remedies = [_remedy(w) for w in text.split(":") if w.strip()]
-        if not remedies:                        # (":" was a policy '', "7.0:cpus=2:")
-            raise SlabError(f"policy {text!r} names no remedy")
-        return policies.combine(remedies)
-    if text in ("default", "nosheaves"):
-        return text
-    remedy = policies.check(text)
-    if remedy is not None:
-        return remedy
-    if text.startswith("sheaves="):
-        n = text.split("=", 1)[1]
-        if n.isdecimal() and 0 < int(n) <= 4096:
-            return f"sheaves={int(n)}"
-    raise SlabError(f"policy {text!r} is not one of {', '.join(POLICIES)} (N in 1..4096)")
-
-
-def _remedy(text: str) -> str:
-    """Check one word of a remedy combination: a remedy, not ``default``, ``sheaves=N`` or
-    ``nosheaves``."""
-    word = _policy(text.strip())
-    if policies.check(word) is None:
-        raise SlabError(f"policy {word!r} does not combine with other policies (only the "
-                        f"remedies do: {', '.join(policies.REMEDIES)})")
-    return word
-
-
-def parse_config(text: str, base: Config) -> Config:
-    """``KERNEL[:cpus=N][:nodes=N][:POLICY...][:every=N]`` (any part may be left out; ``base``
-    fills it; remedies combine, one of each kind), e.g. ``6.18``, ``7.0:cpus=8``,
-    ``7.0:sheaves=64``, ``7.0:mobility=100:every=3000``
-    (the remedy's work every 3,000 events rather than at the sample points),
-    ``6.18:mobility=100:every=free`` (a cache's compaction after each free that leaves it a
-    slab more than its live objects need)."""
-    kernel, cpus, nodes, policy, every = base.kernel, base.cpus, base.nodes, base.policy, \
-        base.every
-    warm = base.warm
-    boot: dict[str, int | None] = dict.fromkeys(BOOT_WORDS)     # (the words given only)
-    if not isinstance(text, str):
-        raise WrongTypeError(f"configuration {text!r} is not a str")
-    chosen: list[str] = []
-    starts: list[str] = []
-    given: dict[str, tuple[str, Any]] = {}
-
-    def once(key: str, part: str, value: Any) -> Any:
-        """``value``, refusing a second word of ``key`` that says otherwise (``6.18:7.0``,
-        ``cpus=2:cpus=8``: the last one won, silently)."""
-        if key in given and given[key][1] != value:
-            raise SlabError(f"configuration {text!r}: {given[key][0]!r} and {part!r}: one "
-                            f"{'kernel' if key == 'kernel' else key + '=N'} a configuration")
-        given[key] = (part, value)
-        return value
-
-    for part in [p.strip() for p in text.split(":") if p.strip()]:
-        if part in KERNELS:
-            kernel = once("kernel", part, part)
-        elif part.startswith("cpus=") and part[5:].isdecimal() and int(part[5:]) >= 1:
-            cpus = once("cpus", part, int(part[5:]))
-        elif part.startswith("nodes=") and part[6:].isdecimal() and int(part[6:]) >= 1:
-            nodes = once("nodes", part, int(part[6:]))
-        elif part.startswith("every=") and part[6:].isdecimal():     # 0: the sample points
-            every = once("every", part, int(part[6:]))
-        elif part == "every=free":
-            every = once("every", part, EVERY_FREE)
-        elif part.split("=")[0] in BOOT_WORDS and part.split("=", 1)[1:] != [""] \
-                and part.split("=", 1)[-1].isdecimal():
-            word, v = part.split("=", 1)
-            boot[word] = once(word, part, int(v))
-        elif part == "cold" or part == "warm" or part.startswith("warm="):
-            if starts:                      # one start a configuration: the last one won
-                raise SlabError(f"configuration {text!r}: {starts[0]!r} and {part!r}: one "
-                                f"start, warm (warm=slab or warm=random) or cold")
-            starts.append(part)
-            if part == "cold":
-                warm = ""
-            elif part[5:] not in ("", *W.ORDERS) or part == "warm=":
-                raise SlabError(f"configuration {text!r}: {part!r}: warm, or warm= one of "
-                                f"{', '.join(W.ORDERS)}")
-            else:
-                warm = part[5:] or "slab"
-        else:
-            key = part.split("=", 1)[0] if "=" in part else None
-            if key in ("cpus", "nodes", "every", *BOOT_WORDS):  # (said "is not a kernel ...")
-                need = "a whole N >= 0, or every=free" if key == "every" else \
-                    "a whole N >= 0" if key in BOOT_WORDS else "a whole N >= 1"
-                raise SlabError(f"configuration {text!r}: {part!r}: {key}=N needs {need}")
-            try:
-                chosen.append(_policy(part))
-            except SlabError as e:
-                if key in ("mobility", "drain"):    # (the range the remedy takes)
-                    raise SlabError(f"configuration {text!r}: {e}") from None
-                raise SlabError(f"configuration {text!r}: {part!r} is not a kernel "
-                                f"({', '.join(KERNELS)}), cpus=N, nodes=N, every=N (N >= 0) "
-                                f"or every=free, a policy ({', '.join(POLICIES)}), a "
-                                f"start (warm, warm=random, cold), or a boot parameter "
-                                f"({'=N, '.join(BOOT_WORDS)}=N)") from None
-    if len(chosen) == 1:
-        policy = chosen[0]
-    elif chosen:
-        try:
-            policy = policies.combine([_remedy(w) for w in chosen])
-        except SlabError as e:
-            raise SlabError(f"configuration {text!r}: {e}") from None
-    if nodes > cpus:
-        raise SlabError(f"configuration {text!r}: more nodes ({nodes}) than CPUs ({cpus})")
-    if nodes > MAX_NODES:       # (SlabAllocator refused it only after the trace's parse and
-        raise SlabError(f"configuration {text!r}: {nodes} nodes, past the {MAX_NODES} a "
-                        f"machine may have")            # the replays of those before it)
-    if cpus > MAX_CPUS:                 # (an OverflowError sizing the arena, cpus=10**11)
-        raise SlabError(f"configuration {text!r}: {cpus} CPUs, past the {MAX_CPUS} a machine "
-                        f"may have")
-    if every and policies.work_ratio(policy) == K.NO_TRIGGER and "every" not in given:
-        every = 0       # (a global --every is for the configurations with work to run)
-    _check_every_free(policy, every, text, kernel)
-    orders = base.orders
-    if any(v is not None for v in boot.values()):
-        try:
-            orders = astuple(boot_orders(*boot.values()))
-        except SlabError as e:
-            raise SlabError(f"configuration {text!r}: {e}") from None
-        objs = order_objects(calculate_order(8, cpus, SlabOrders(*orders)), 8)
-        if objs > RSEQ_MAX:     # (kmalloc-8's: refused before the trace is read)
-            raise SlabError(f"configuration {text!r}: kmalloc-8's slabs would hold {objs} "
-                            f"objects, past the {RSEQ_MAX} of numslab's random sequences, "
-                            f"which the replay keeps (CONFIG_SLAB_FREELIST_RANDOM)")
-    return Config(kernel, cpus, nodes, policy, every, warm, orders)
-
-
-def _warm(value: Any) -> str:
-    """A warm start's order (:data:`warm.ORDERS`) from :func:`replay`'s ``warm``: True is
-    ``slab``, False or ``""`` a cold start."""
-    if value is True:
-        return "slab"
-    if value is False or value == "":
-        return ""
-    if isinstance(value, str) and value in W.ORDERS:
-        return value
-    raise SlabError(f"warm={value!r}: True, False or one of {', '.join(W.ORDERS)}")
-
-
-def _check_every_free(policy: str, every: int, text: str, kernel: str = "7.0") -> None:
-    """Refuse ``every=N`` (N > 0) or ``every=free`` with a policy that has no work to run
-    (``7.0:sorted:every=5`` ran nothing every 5 events), and ``leansheaves`` (7.0's sheaves
-    made lean) under 6.18."""
-    if kernel == "6.18" and "leansheaves" in policies.words(policy):
-        raise SlabError(f"configuration {text!r}: leansheaves changes 7.0's sheaves; "
-                        f"kernel {kernel} has none to change")
-    if every and policies.work_ratio(policy) == K.NO_TRIGGER:
-        what = "every=free" if every == EVERY_FREE else f"every={every}"
-        raise SlabError(f"configuration {text!r}: {what} needs a policy with work to run "
-                        f"(shrink, mobility, mobility=R), not {policy!r}")
 
 
 _KM_FLAGS = {"dma-": F.SLAB_CACHE_DMA, "kmalloc-rcl-": F.SLAB_RECLAIM_ACCOUNT,
@@ -251,11 +50,12 @@ _KM_FLAGS = {"dma-": F.SLAB_CACHE_DMA, "kmalloc-rcl-": F.SLAB_RECLAIM_ACCOUNT,
 
 @dataclass
 class Prepared:
-    """A trace ready to replay: the :class:`Trace` (whose ``kind``, ``row``, ``pid``,
-    ``cpu``, ``node``, ``gfp`` and ``bytes_alloc`` the replay kernel reads as they are),
-    cache rows ``names`` with ``sizes`` (bytes_alloc seen) and ``kmalloc`` (the kmalloc class
-    size, or 0); ``npid`` pointers; the counts of skipped lines by reason that need no
-    replay."""
+    """A trace ready to replay: the :class:`Trace`, its cache rows, the lines that need no replay.
+
+    The replay kernel reads the trace's ``kind``, ``row``, ``pid``, ``cpu``, ``node``, ``gfp`` and
+    ``bytes_alloc`` as they are; cache rows ``names`` with ``sizes`` (bytes_alloc seen) and
+    ``kmalloc`` (the kmalloc class size, or 0); ``npid`` pointers; the counts of skipped lines by
+    reason that need no replay."""
 
     trace: Trace
     names: list[str]
@@ -266,8 +66,10 @@ class Prepared:
 
 
 def prepare(tr: Trace) -> Prepared:
-    """Count the lines of ``tr`` no replay needs (the parser gave each event its cache row
-    and pointer id; the replay kernel reads the trace's columns directly)."""
+    """Count the lines of ``tr`` no replay needs.
+
+    The parser gave each event its cache row and pointer id; the replay kernel reads the trace's
+    columns directly."""
     big = np.flatnonzero((tr.kind == EV_KMALLOC) & (tr.row == ROW_LARGE)
                          & (tr.bytes_alloc > KMALLOC_MAX_SIZE))
     if len(big):                # the kernel's kmalloc returns NULL past KMALLOC_MAX_SIZE
@@ -289,8 +91,10 @@ def prepare(tr: Trace) -> Prepared:
 
 def _build(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
            memory: int) -> tuple[SlabAllocator, np.ndarray, np.ndarray, list[str]]:
-    """The allocator for ``cfg`` with every cache row created: (allocator, numslab id per
-    row int64[K], object size per row int64[K], geometry source per row)."""
+    """The allocator for ``cfg`` with every cache row created, and each row's id, size, geometry.
+
+    Returns (allocator, numslab id per row int64[K], object size per row int64[K], geometry source
+    per row)."""
     sa = SlabAllocator(nr_cpus=cfg.cpus, nr_nodes=cfg.nodes, memory=memory,
                        max_caches=len(p.names) + 32, kernel=cfg.kernel,
                        **dict(zip(BOOT_WORDS, cfg.orders)),
@@ -340,12 +144,13 @@ def _build(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
 
 def _warn_geometry(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
                    sa: SlabAllocator, cids: np.ndarray) -> None:
-    """Warn of the caches whose slabs differ from the snapshot's (``order``,
-    ``objs_per_slab``: numslab computes them, ``calculate_order`` on the configuration's CPU
-    count, where the snapshot's machine may have had another count or ``slub_min_order``),
-    or whose objects the trace says are larger than the snapshot's (``bytes_alloc`` is
-    ``s->size`` for a cache's allocation): each replayed all the same, silently (a new
-    user's trial: a header-less trace replayed on one CPU, eight caches' orders off)."""
+    """Warn of caches whose slabs or objects differ from the snapshot's (each replayed anyway).
+
+    Slabs: ``order``, ``objs_per_slab`` (numslab computes them, ``calculate_order`` on the
+    configuration's CPU count, where the snapshot's machine may have had another count or
+    ``slub_min_order``). Objects: the trace says they are larger than the snapshot's
+    (``bytes_alloc`` is ``s->size`` for a cache's allocation). These replayed silently before (a
+    new user's trial: a header-less trace replayed on one CPU, eight caches' orders off)."""
     if not snap:
         return
     differ = []
@@ -374,9 +179,10 @@ def _warn_geometry(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | N
 
 def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any],
             src: str) -> Any:
-    """``kmem_cache_create`` of trace cache row ``k``; a geometry numslab cannot make is a
-    ``TraceFormatError`` naming the line whose size gave it (or a ``SlabError`` naming the
-    snapshot)."""
+    """``kmem_cache_create`` of trace cache row ``k``.
+
+    A geometry numslab cannot make is a ``TraceFormatError`` naming the line whose size gave it (or
+    a ``SlabError`` naming the snapshot)."""
     try:
         return sa.kmem_cache_create(name, **args)
     except SlabError as e:
@@ -393,13 +199,14 @@ def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any
 
 
 def _memory(p: Prepared, cfg: Config, extra: int = 0) -> int:
-    """Arena bytes per node: four times the trace's peak of live bytes (a pre-pass with the
-    replay's rules); for each cache and simulated CPU the trace allocates on, what that CPU
-    may keep besides live objects (CPU and CPU partial slabs, sheaves: 256 objects, two
-    sheaves of ``sheaves=N`` more, and a 32 KiB slab; at most 1 MiB and 64 KiB per sheaf
-    object asked for); two sheaf structs per cache and CPU; plus 64 MiB; rounded up to 4
-    MiB; plus twice ``extra`` (a warm start's seeded slabs). Too little, and
-    :func:`replay_prepared` runs again on twice the arena."""
+    """Arena bytes per node for replaying ``p`` under ``cfg``.
+
+    Four times the trace's peak of live bytes (a pre-pass with the replay's rules); for each cache
+    and simulated CPU the trace allocates on, what that CPU may keep besides live objects (CPU and
+    CPU partial slabs, sheaves: 256 objects, two sheaves of ``sheaves=N`` more, and a 32 KiB slab;
+    at most 1 MiB and 64 KiB per sheaf object asked for); two sheaf structs per cache and CPU; plus
+    64 MiB; rounded up to 4 MiB; plus twice ``extra`` (a warm start's seeded slabs). Too little,
+    and :func:`replay_prepared` runs again on twice the arena."""
     tr = p.trace
     sizes = np.asarray(p.sizes + [0], np.int64)
     peak = int(K.peak_live_bytes(tr.kind, tr.row, tr.pid, sizes, tr.bytes_alloc,
@@ -417,8 +224,9 @@ def _memory(p: Prepared, cfg: Config, extra: int = 0) -> int:
 
 
 def _sample_points(n: int, samples: int) -> np.ndarray:
-    """Event indices (exclusive ends) at which to sample: ``samples`` evenly spaced, the
-    last at ``n``; at most one per event."""
+    """Event indices (exclusive ends) at which to sample.
+
+    ``samples`` evenly spaced, the last at ``n``; at most one per event."""
     if n == 0:
         return np.zeros(1, np.int64)
     k = min(samples, n)
@@ -426,8 +234,9 @@ def _sample_points(n: int, samples: int) -> np.ndarray:
 
 
 def _work_points(n: int, every: int, points: np.ndarray) -> np.ndarray:
-    """Event indices after which a remedy's periodic work runs: every ``every`` events
-    (``every`` 0: the sample points)."""
+    """Event indices after which a remedy's periodic work runs.
+
+    Every ``every`` events (``every`` 0: the sample points)."""
     if not every:
         return points
     if every == EVERY_FREE:
@@ -435,19 +244,12 @@ def _work_points(n: int, every: int, points: np.ndarray) -> np.ndarray:
     return np.arange(every, n + 1, every, dtype=np.int64)
 
 
-#: The configuration words of the slab order's boot parameters (SlabAllocator's arguments).
-BOOT_WORDS = ("slab_min_order", "slab_max_order", "slab_min_objects")
-#: SlabAllocator's largest ``nr_cpus``.
-MAX_CPUS = 4096
-#: SlabAllocator's largest ``nr_nodes``.
-MAX_NODES = 64
-
-
 def sample_seconds(tr: Trace, points: np.ndarray) -> np.ndarray:
-    """float64[S]: the trace seconds each sample stands for: from the previous point's time
-    to this point's (the first from the trace's first timestamp), where a point's time is
-    the latest timestamp of the events before it (lines with no timestamp, lost-events and
-    malformed ones, left out; 0 when the trace has none)."""
+    """float64[S]: the trace seconds each sample stands for.
+
+    From the previous point's time to this point's (the first from the trace's first timestamp),
+    where a point's time is the latest timestamp of the events before it (lines with no timestamp,
+    lost-events and malformed ones, left out; 0 when the trace has none)."""
     dt = np.zeros(len(points))
     kind, ts = tr.kind, tr.ts
     first = 0
@@ -469,11 +271,12 @@ def sample_seconds(tr: Trace, points: np.ndarray) -> np.ndarray:
 
 
 def _warn_time_order(tr: Trace) -> None:
-    """Warn if a timestamp steps back (the kernel prints its events in time order: a trace
-    merged or reordered by hand), naming the first line that does: the trace-time means
-    weigh each sample by a running maximum of the timestamps (:func:`sample_seconds`), which
-    such a trace makes meaningless (they fell from 63 to 23 for a trace whose last events
-    were moved to the front, with no word said)."""
+    """Warn if a timestamp steps back, naming the first line that does.
+
+    The kernel prints its events in time order: such a trace was merged or reordered by hand. The
+    trace-time means weigh each sample by a running maximum of the timestamps
+    (:func:`sample_seconds`), which such a trace makes meaningless (they fell from 63 to 23 for a
+    trace whose last events were moved to the front, with no word said)."""
     timed = np.flatnonzero(tr.kind <= EV_OTHER)
     if len(timed) < 2:
         return
@@ -505,8 +308,9 @@ def replay_prepared(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]
 
 
 class CompileClock(numba_event.Listener):
-    """Wall seconds spent holding Numba's compiler lock (compiling, or loading from the
-    cache), counted once however deeply the lock is taken again inside."""
+    """Wall seconds spent holding Numba's compiler lock (compiling, or loading from the cache).
+
+    Counted once however deeply the lock is taken again inside."""
 
     def __init__(self) -> None:
         self.depth = 0
@@ -526,10 +330,12 @@ class CompileClock(numba_event.Listener):
 
 def _run(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None, samples: int,
          progress: bool | None, mem: int) -> ReplayResult | None:
-    """One replay attempt; None if the arena ran out. Its ``seconds`` leave out what Numba
-    spent compiling or loading code on the way (``compile_seconds``): the first replay of a
-    configuration on a fresh machine compiles its kernels and units, and a comparison of
-    generations must not count that against whichever ran first."""
+    """One replay attempt; None if the arena ran out.
+
+    Its ``seconds`` leave out what Numba spent compiling or loading code on the way
+    (``compile_seconds``): the first replay of a configuration on a fresh machine compiles its
+    kernels and units, and a comparison of generations must not count that against whichever ran
+    first."""
     clock = CompileClock()
     with numba_event.install_listener("numba:compiler_lock", clock):
         return _run_timed(p, cfg, snapshot, samples, progress, mem, clock)
@@ -673,8 +479,9 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
 
 def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
              compare: Sequence[str] | str | None, warm: bool | str = False) -> list[Config]:
-    """The configurations :func:`replay` runs (``compare``'s, or the one of the other
-    arguments). ``InvalidArgumentError`` (a ``SlabError``) for any that cannot run."""
+    """The configurations :func:`replay` runs (``compare``'s, or the one of the other arguments).
+
+    ``InvalidArgumentError`` (a ``SlabError``) for any that cannot run."""
     try:
         if every == "free":
             every = EVERY_FREE

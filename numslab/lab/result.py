@@ -1,5 +1,6 @@
-"""The replay's result: per-cache tables and time series as NumPy arrays, the
-``tools/mm/slabinfo``-style table, the JSON object and the plot of a replay.
+"""The replay's result: per-cache tables and time series as NumPy arrays, and their outputs.
+
+The ``tools/mm/slabinfo``-style table, the JSON object and the plot of a replay.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ..errors import InvalidArgumentError, WrongTypeError
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .replay import Config
+    from .config import Config
 
 __all__ = ["Series", "ReplayResult", "store_size", "format_compare", "plot_results"]
 
@@ -64,9 +65,10 @@ class Series:
     sheaf_structs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.int64))
 
     def time_mean(self, values: np.ndarray) -> float:
-        """The mean of ``values`` (float64[S], one per sample) over trace time: each sample
-        weighted by the seconds it stands for (``dt``); the plain mean over the samples when
-        the trace has no time span."""
+        """The mean of ``values`` (float64[S], one per sample) over trace time.
+
+        Each sample is weighted by the seconds it stands for (``dt``); the plain mean over the
+        samples when the trace has no time span."""
         w = self.dt if len(self.dt) == len(values) else np.zeros(len(values))
         total = float(w.sum())
         if total <= 0:
@@ -85,10 +87,11 @@ class Series:
 
 
 class Configs(dict):
-    """``ReplayResult.configs``: each configuration's result by its name (``"7.0:cpus=2"``,
-    as ``--compare`` names it). The generation alone (``"7.0"``) finds the one configuration
-    of that generation; a key that names none, or several, raises ``KeyError`` listing the
-    names (a bare ``KeyError: '6.18'`` left the user to guess them)."""
+    """``ReplayResult.configs``: each configuration's result by its name (as ``--compare`` has it).
+
+    E.g. ``"7.0:cpus=2"``. The generation alone (``"7.0"``) finds the one configuration of that
+    generation; a key that names none, or several, raises ``KeyError`` listing the names (a bare
+    ``KeyError: '6.18'`` left the user to guess them)."""
 
     def __missing__(self, key: Any) -> "ReplayResult":
         found = [k for k in self if isinstance(key, str) and k.split(":", 1)[0] == key]
@@ -100,11 +103,14 @@ class Configs(dict):
 
 @dataclass
 class ReplayResult:
-    """One configuration's replay of a trace: ``caches`` (final values and peaks per cache,
-    arrays in the order of ``names``), ``series`` (the time series), the accounting of
-    every line, SLUB's counters per cache (``stats``), the ``allocator`` replayed on (its
-    end state, e.g. for ``allocator.validate()``) and, after ``--compare``, every
-    configuration's result in ``configs``."""
+    """One configuration's replay of a trace: per-cache tables, time series, accounting, counters.
+
+    ``caches`` (final values and peaks per cache, arrays in the order of ``names``), ``series``
+    (the time series), the accounting of every line, SLUB's counters per cache (``stats``), the
+    ``allocator`` replayed on (its end state, e.g. for ``allocator.validate()``) and, after
+    ``--compare``, every configuration's result in ``configs``. ``object_size``, ``order``,
+    ``objs_per_slab``, ``slab_size`` and ``flags`` are int64[K], one per cache row of ``names``;
+    ``series`` holds the float64[S], int64[S] and int64[S, K] time series (:class:`Series`)."""
 
     config: "Config"
     names: list[str]
@@ -164,14 +170,14 @@ class ReplayResult:
     # ---- the table ------------------------------------------------------------------------
     @property
     def caches(self) -> dict[str, np.ndarray]:
-        """Per cache, at the end of the trace (arrays over ``names``): ``live_objects``,
-        ``live_bytes``, ``slabs``, ``slab_bytes``, ``partial``, ``cpu_slabs``, ``frac_partial``
-        (``%Fr``), ``efficiency`` (``%Ef``), ``loss`` (slab bytes less live bytes), the
-        peaks over the samples, ``slabs_allocated``, ``slabs_freed`` (the kernel's FREE_SLAB
-        counter, which ``kmem_cache_shrink`` and a compaction's shrink do not count) and
-        ``untraced_frees``
-        (its objects freed where the trace shows no free); int64 except the two percentages
-        (float64)."""
+        """Per cache, at the end of the trace: counts, bytes, percentages, peaks over the samples.
+
+        Arrays over ``names``: ``live_objects``, ``live_bytes``, ``slabs``, ``slab_bytes``,
+        ``partial``, ``cpu_slabs``, ``frac_partial`` (``%Fr``), ``efficiency`` (``%Ef``), ``loss``
+        (slab bytes less live bytes), the peaks over the samples, ``slabs_allocated``,
+        ``slabs_freed`` (the kernel's FREE_SLAB counter, which ``kmem_cache_shrink`` and a
+        compaction's shrink do not count) and ``untraced_frees`` (its objects freed where the trace
+        shows no free); int64[K] except the two percentages (float64[K])."""
         s = self.series
         slabs = s.slabs[-1]
         slab_bytes = s.slab_bytes[-1]
@@ -205,18 +211,19 @@ class ReplayResult:
 
     @property
     def totals(self) -> dict[str, int | float]:
-        """The whole machine at the end and at its peak: live and slab bytes, slabs,
-        partial slabs, ``%Ef``, and the large kmallocs' pages; the utilisation (``%Ef``,
-        live bytes over slab bytes) averaged over the samples (``mean_efficiency``: each
-        sample alike, so weighted by events) and over trace time
-        (``time_mean_efficiency``: each sample weighted by the seconds it stands for); and
-        both means of the utilisation the same live objects would give packed into the
-        fewest slabs of their caches (``packed_mean_efficiency``,
-        ``packed_time_mean_efficiency``: nothing in sheaves or CPU slabs, no partial slab
-        but one per cache; what no remedy run at the sample points can beat). A second,
-        labelled figure counts the allocator's own sheaf structs as in use with the live
-        bytes (``with_sheaves_mean_efficiency``, ``with_sheaves_time_mean_efficiency``):
-        they are kmalloc objects no remedy can free while their caches exist."""
+        """The whole machine at the end and at its peak, and its utilisation's means.
+
+        Live and slab bytes, slabs, partial slabs, ``%Ef``, and the large kmallocs' pages; the
+        utilisation (``%Ef``, live bytes over slab bytes) averaged over the samples
+        (``mean_efficiency``: each sample alike, so weighted by events) and over trace time
+        (``time_mean_efficiency``: each sample weighted by the seconds it stands for); and both
+        means of the utilisation the same live objects would give packed into the fewest slabs of
+        their caches (``packed_mean_efficiency``, ``packed_time_mean_efficiency``: nothing in
+        sheaves or CPU slabs, no partial slab but one per cache; what no remedy run at the sample
+        points can beat). A second, labelled figure counts the allocator's own sheaf structs as in
+        use with the live bytes (``with_sheaves_mean_efficiency``,
+        ``with_sheaves_time_mean_efficiency``): they are kmalloc objects no remedy can free while
+        their caches exist."""
         s = self.series
         lb, sb = s.total_live_bytes, s.total_slab_bytes
         ef = lb * 100.0 / np.maximum(sb, 1)
@@ -247,8 +254,9 @@ class ReplayResult:
         return self.lines / t if t > 0 else 0.0
 
     def to_json(self, configs: bool = True) -> dict[str, Any]:
-        """The result as one JSON-ready object (with ``configs`` after a compare, unless
-        ``configs`` is false)."""
+        """The result as one JSON-ready object.
+
+        With ``configs`` after a compare, unless ``configs`` is false."""
         c = self.caches
         cfg = self.config
         out: dict[str, Any] = {
@@ -292,9 +300,10 @@ class ReplayResult:
         return out
 
     def table(self, all_caches: bool = False, sort: str = "slab_bytes") -> str:
-        """``tools/mm/slabinfo``'s table of the end state: Name, Objects, Objsize, Space,
-        Slabs/Part/Cpu, O/S, O, %Fr, %Ef, Flg; caches with no slab left out unless
-        ``all_caches``; largest ``sort`` first.
+        """``tools/mm/slabinfo``'s table of the end state, largest ``sort`` first.
+
+        Name, Objects, Objsize, Space, Slabs/Part/Cpu, O/S, O, %Fr, %Ef, Flg; caches with no slab
+        left out unless ``all_caches``.
 
         As slabinfo prints it: ``Objects`` is sysfs ``objects`` (:attr:`objects`: objects in
         sheaves and CPU slabs count as in use) and ``%Ef`` is that many objects' bytes over
@@ -324,16 +333,18 @@ class ReplayResult:
         return "\n".join(lines)
 
     def compare_table(self, top: int = 12) -> str:
-        """Every configuration of the run side by side (``numslab replay --compare``'s
-        table: :func:`format_compare`); one column without ``compare``."""
+        """Every configuration of the run side by side; one column without ``compare``.
+
+        ``numslab replay --compare``'s table: :func:`format_compare`."""
         if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
             raise WrongTypeError(f"compare_table: top {top!r} is not a number of caches")
         return format_compare(list(self.configs.values()) if self.configs else [self], top)
 
     def _flags(self, k: int) -> str:
-        """slabinfo's Flg column for cache row ``k``, in its order: ``*`` aliases, ``d``
-        DMA, ``A`` hardware-cache aligned, ``P`` poison, ``a`` reclaim accounted, ``Z`` red
-        zone, ``F`` consistency checks, ``U`` store user, ``T`` trace."""
+        """slabinfo's Flg column for cache row ``k``, in its order.
+
+        ``*`` aliases, ``d`` DMA, ``A`` hardware-cache aligned, ``P`` poison, ``a`` reclaim
+        accounted, ``Z`` red zone, ``F`` consistency checks, ``U`` store user, ``T`` trace."""
         f = int(self.flags[k]) if self.flags is not None else 0
         out = "*" if self.aliases is not None and self.aliases[k] > 0 else ""
         for bit, ch in ((F.SLAB_CACHE_DMA, "d"), (F.SLAB_HWCACHE_ALIGN, "A"),
@@ -378,8 +389,9 @@ class ReplayResult:
 
 
 def store_size(value: int) -> str:
-    """A byte count as ``tools/mm/slabinfo``'s ``store_size`` prints it: ``24.8M``,
-    ``286.7K``, ``1.2G`` (one decimal, truncated), plain below 1000."""
+    """A byte count as ``tools/mm/slabinfo``'s ``store_size`` prints it.
+
+    ``24.8M``, ``286.7K``, ``1.2G`` (one decimal, truncated), plain below 1000."""
     divisor, trailer = 1, ""
     if value > 1_000_000_000:
         divisor, trailer = 100_000_000, "G"
@@ -399,10 +411,10 @@ COMPARE_WIDTH = 160
 
 
 def format_compare(results: list[ReplayResult], top: int = 12) -> str:
-    """The configurations side by side: the machine's totals, then the caches with the
-    most slab memory (slab bytes and %Ef per configuration; ``-`` for a cache with no slab
-    there). Names too long for :data:`COMPARE_WIDTH` become ``[1]``, ``[2]``... with a
-    legend."""
+    """The configurations side by side: the machine's totals, then the caches with most slab bytes.
+
+    Slab bytes and %Ef per configuration; ``-`` for a cache with no slab there. Names too long for
+    :data:`COMPARE_WIDTH` become ``[1]``, ``[2]``... with a legend."""
     names = [r.config.name for r in results]
     w = max(14, *(len(n) for n in names))
     out = []
@@ -445,17 +457,19 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
 
 
 def _ef(caches: dict, k: int) -> int:
-    """Cache ``k``'s ``%Ef`` as ``tools/mm/slabinfo`` prints it: live bytes over slab bytes
-    in whole percent, truncated (100 with no slab)."""
+    """Cache ``k``'s ``%Ef`` as ``tools/mm/slabinfo`` prints it.
+
+    Live bytes over slab bytes in whole percent, truncated (100 with no slab)."""
     slab = int(caches["slab_bytes"][k])
     return int(caches["live_bytes"][k]) * 100 // slab if slab else 100
 
 
 def plot_results(results: list[ReplayResult], path: str, top: int = 15) -> "Figure":
-    """Draw, for each configuration, slab memory against live bytes over the trace (left),
-    and the utilisation (%Ef) per cache at the end for the caches with the most slab memory
-    (right), one colour per configuration named in one legend below both; saved to
-    ``path`` (needs matplotlib)."""
+    """Draw each configuration's slab memory and per-cache %Ef into ``path`` (needs matplotlib).
+
+    For each configuration, slab memory against live bytes over the trace (left), and the
+    utilisation (%Ef) per cache at the end for the caches with the most slab memory (right), one
+    colour per configuration named in one legend below both."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     fig = Figure(figsize=(13, 5))

@@ -1,5 +1,7 @@
-"""The lab's trace reader: text of the kernel's ``kmem`` tracepoints (tracefs ``trace`` and
-``trace_pipe``, ``trace-cmd report``, ``perf script``; plain, gz or xz) to NumPy arrays.
+"""The lab's trace reader: text of the kernel's ``kmem`` tracepoints to NumPy arrays.
+
+The text is tracefs ``trace`` and ``trace_pipe``, ``trace-cmd report`` or ``perf script``; plain,
+gz or xz.
 
 The text is taken a few MiB at a time (a plain file's as views of memory mappings, other
 sources read into reused ``uint8`` buffers), each chunk scanned by compiled code
@@ -87,8 +89,9 @@ GFP_VALUE = np.array([v for _, v in _GFP_ITEMS], np.int64)
 
 @dataclass
 class Trace:
-    """A parsed trace: one entry per event line (struct of arrays, length ``n``), and one
-    cache *row* per cache the events name or kmalloc class they use.
+    """A parsed trace: one entry per event line (struct of arrays, length ``n``), and cache rows.
+
+    One cache *row* per cache the events name or kmalloc class they use.
 
     Attributes
     ----------
@@ -151,9 +154,10 @@ _COLUMNS = (("kind", np.int8), ("line", np.int32), ("cpu", np.int32), ("ts", np.
 
 
 def check_trace(tr: Trace) -> None:
-    """Refuse a :class:`Trace` the replay's compiled loops cannot read safely (one built or
-    changed by hand): columns of other lengths or dtypes, cache rows and pointer ids out of
-    range, per-row arrays not one per name (``TraceFormatError``)."""
+    """Refuse a :class:`Trace` the replay's compiled loops cannot read safely (TraceFormatError).
+
+    One built or changed by hand: columns of other lengths or dtypes, cache rows and pointer ids
+    out of range, per-row arrays not one per name."""
     if not isinstance(tr, Trace):
         raise TraceFormatError(f"{type(tr).__name__} is not a Trace")
     n = len(tr.kind) if isinstance(tr.kind, np.ndarray) else -1
@@ -206,8 +210,10 @@ def _km_size(name: str) -> int:
 
 
 class _Chunk:
-    """One chunk of text in flight: its buffer (with 65 bytes of slack) and the rows
-    :func:`~numslab.lab.parse.scan_chunk` made of it (stage one, run by a worker thread)."""
+    """One chunk of text in flight: its buffer (with 65 bytes of slack) and the rows made of it.
+
+    The rows are those :func:`~numslab.lab.parse.scan_chunk` made of it (stage one, run by a worker
+    thread)."""
 
     COLS = (("kind", np.int8), ("line", np.int32), ("cpu", np.int32), ("ts", np.float64),
             ("ptr", np.uint64), ("req", np.int32), ("alloc", np.int32), ("gfp", np.int32),
@@ -226,8 +232,10 @@ class _Chunk:
         self.end = self.used = self.status = 0
 
     def scan(self, skip_bad: bool) -> None:
-        """Parse ``text[:end]`` (``sv``: rows, lines; ``used``: bytes parsed; ``status``:
-        ``ST_DONE`` or ``ST_ERROR``). Touches nothing outside this chunk."""
+        """Parse ``text[:end]``; touches nothing outside this chunk.
+
+        Sets ``sv`` (rows, lines), ``used`` (bytes parsed) and ``status`` (``ST_DONE`` or
+        ``ST_ERROR``)."""
         self.sv[:] = 0
         start = 0
         while True:
@@ -359,8 +367,9 @@ class _Reader:
 
 def _open(source: str | Path | BinaryIO | bytes,
           name: str = "trace") -> tuple[BinaryIO, int, str]:
-    """A binary stream of the decompressed text, a row-count guess, and a name for errors
-    (``name`` for bytes and file objects)."""
+    """A binary stream of the decompressed text, a row-count guess, and a name for errors.
+
+    The name is ``name`` for bytes and file objects."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if data[:2] == b"\x1f\x8b":
@@ -415,8 +424,10 @@ def _broken(source: Any, e: Exception) -> TraceFormatError:
 
 def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
                chunk: int = CHUNK) -> Trace:
-    """Read and parse a trace: a path (plain, gz or xz, told by its first bytes), ``"-"``
-    for standard input, a binary file object or bytes; read ``chunk`` bytes at a time.
+    """Read and parse a trace, ``chunk`` bytes at a time.
+
+    The trace is a path (plain, gz or xz, told by its first bytes), ``"-"`` for standard input, a
+    binary file object or bytes.
 
     When the text is longer than one chunk, two worker threads scan chunks (stage one,
     :func:`~numslab.lab.parse.scan_chunk`, no shared state) while this thread reads the
@@ -454,8 +465,9 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
 
 
 class _Pipeline:
-    """Chunks in flight: scanned by worker threads (once there is more than one chunk),
-    appended to the :class:`_Reader` in order by the calling thread."""
+    """Chunks in flight: scanned by worker threads, appended to the :class:`_Reader` in order.
+
+    Worker threads scan once there is more than one chunk; the calling thread appends."""
 
     def __init__(self, rd: _Reader, skip_bad: bool, where: str) -> None:
         self.rd, self.skip_bad, self.where = rd, skip_bad, where
@@ -468,8 +480,9 @@ class _Pipeline:
         return self.free.pop() if self.free else _Chunk(size)
 
     def submit(self, ch: _Chunk, more: bool) -> None:
-        """Scan ``ch`` (in a worker once ``more`` chunks follow); append the oldest ones
-        while more than two are in flight."""
+        """Scan ``ch`` (in a worker once ``more`` chunks follow); append the oldest ones.
+
+        The oldest are appended while more than two are in flight."""
         if more and self.pool is None:
             self.pool = ThreadPoolExecutor(2, thread_name_prefix="numslab-trace")
         if self.pool is None:
@@ -496,9 +509,10 @@ class _Pipeline:
 
 
 def _mapped(f: BinaryIO, chunk: int, pipe: _Pipeline) -> int:
-    """Submit the chunks of a plain file as views of memory mappings of it (no copy; each
-    chunk its own mapping, unmapped once appended, so that the mapped text does not add up),
-    but the last (it needs slack after it); the offset where reading must go on (0: none)."""
+    """Submit the chunks of a plain file but the last as views of memory mappings of it (no copy).
+
+    Each chunk is its own mapping, unmapped once appended, so that the mapped text does not add up;
+    the last needs slack after it. Returns the offset where reading must go on (0: none)."""
     if not isinstance(f, io.BufferedReader):
         return 0
     try:
@@ -585,12 +599,13 @@ _STAMP = re.compile(rb"(?m)^([^\n]*?\[\d+\][^\n]*? )(\d+)\.(\d+)(: )")
 
 
 def large_kmalloc_twice(tr: Trace) -> np.ndarray:
-    """bool[n]: the events that repeat a large kmalloc's. The kernel's ``__do_kmalloc_node``
-    (mm/slub.c, 6.10 on) traces a kmalloc past KMALLOC_MAX_CACHE_SIZE twice: the event of
-    ``__kmalloc_large_node_noprof``, which it calls, then its own, the next event of that CPU
-    (a microsecond later at times). So the second of two large kmalloc events of one pointer
-    and size, next to each other both among the pointer's events and among the CPU's, is no
-    allocation of its own."""
+    """bool[n]: the events that repeat a large kmalloc's.
+
+    The kernel's ``__do_kmalloc_node`` (mm/slub.c, 6.10 on) traces a kmalloc past
+    KMALLOC_MAX_CACHE_SIZE twice: the event of ``__kmalloc_large_node_noprof``, which it calls,
+    then its own, the next event of that CPU (a microsecond later at times). So the second of two
+    large kmalloc events of one pointer and size, next to each other both among the pointer's
+    events and among the CPU's, is no allocation of its own."""
     n = len(tr.kind)
     out = np.zeros(n, bool)
     big = (tr.kind == EV_KMALLOC) & (tr.row == P.ROW_LARGE)
