@@ -1,2 +1,4 @@
-"""The SLUB laboratory (a tool tier over the facade and ``numslab.jit``): read real kernel
-``kmem`` traces, replay them through numslab's SLUB, record traces and slab snapshots."""
+"""The SLUB laboratory: a tool tier over the facade and ``numslab.jit``.
+
+It reads real kernel ``kmem`` traces, replays them through numslab's SLUB, records traces and slab
+snapshots."""

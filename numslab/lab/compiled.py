@@ -1,5 +1,7 @@
-"""How the laboratory's kernels are compiled: :func:`lab_jit`, Numba's ``njit`` with an on-disk
-cache keyed on every source compiled into them, so that an edit or an upgrade never runs stale code.
+"""How the laboratory's kernels are compiled: :func:`lab_jit`, Numba's ``njit`` with a disk cache.
+
+The on-disk cache is keyed on every source compiled into them, so that an edit or an upgrade never
+runs stale code.
 
 Numba's own cache checks only the file of the function it loads, but the lab's kernels inline
 helpers from other modules (``fixed``, ``parse``) and the engine's fast paths (``numslab.jit``):
@@ -40,12 +42,13 @@ class LabCache(FunctionCache):
 
 
 def lab_jit(*, inline: bool = False, nogil: bool = False, **options: Any) -> Callable:
-    """``numba.njit`` for the lab's kernels: cached (:class:`LabCache`), ``nogil`` as asked,
-    compiled under ``NUMBA_DISABLE_JIT`` too (``CompiledDispatcher``: the replay failed there
-    on the engine's intrinsics, "<intrinsic data_address> is not usable in pure-python").
-    ``inline`` marks a helper: LLVM's always-inline (``forceinline``) into the kernels that
-    call it, and compiled link-only like the engine's helpers (``engine/linkonly.py``: no
-    wrapper, machine code or cache entry of its own; Python cannot call it)."""
+    """``numba.njit`` for the lab's kernels: cached (:class:`LabCache`), ``nogil`` as asked.
+
+    Compiled under ``NUMBA_DISABLE_JIT`` too (``CompiledDispatcher``: the replay failed there on
+    the engine's intrinsics, "<intrinsic data_address> is not usable in pure-python"). ``inline``
+    marks a helper: LLVM's always-inline (``forceinline``) into the kernels that call it, and
+    compiled link-only like the engine's helpers (``engine/linkonly.py``: no wrapper, machine code
+    or cache entry of its own; Python cannot call it)."""
     def wrap(f: Callable) -> Any:
         if inline:
             return HelperDispatcher(f, targetoptions={"nopython": True, "nogil": nogil,

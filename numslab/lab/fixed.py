@@ -1,5 +1,7 @@
-"""The trace scanner's byte-level reads: 8 bytes at a time (SWAR), a tracefs line's header at
-its fixed columns, and each kmem event's fields in their fixed tracefs order (the fast path).
+"""The trace scanner's byte-level reads: 8-byte scans and tracefs lines read at fixed places.
+
+It reads 8 bytes at a time (SWAR), a tracefs line's header at its fixed columns, and each kmem
+event's fields in their fixed tracefs order (the fast path).
 
 Used by :func:`~numslab.lab.parse.scan_chunk`: :func:`tracefs_header` and
 :func:`fixed_fields` read a line only when every byte is where tracefs puts it, and refuse
@@ -32,8 +34,9 @@ EV_BAD = 7           #: a malformed line (kept only with ``skip_bad``)
 
 
 def _item_pointer(context, builder, sig, args):
-    """In an intrinsic's codegen: the pointer to ``arr[idx]`` (its first two arguments), no
-    wraparound and no bounds check."""
+    """In an intrinsic's codegen: the pointer to ``arr[idx]`` (its first two arguments).
+
+    No wraparound and no bounds check."""
     ary = context.make_array(sig.args[0])(context, builder, args[0])
     return cgutils.get_item_pointer(context, builder, sig.args[0], ary, [args[1]],
                                     wraparound=False, boundscheck=False)
@@ -41,8 +44,9 @@ def _item_pointer(context, builder, sig, args):
 
 @intrinsic
 def prefetch(typingctx, arr, idx):
-    """Hint the CPU to load the cache line of ``arr[idx]`` (``llvm.prefetch``, for reading,
-    high locality); no effect on results. ``arr`` a 1-d C-contiguous array."""
+    """Hint the CPU to load the cache line of ``arr[idx]``; no effect on results.
+
+    ``llvm.prefetch``, for reading, high locality. ``arr`` a 1-d C-contiguous array."""
     if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
         return None
 
@@ -59,8 +63,9 @@ def prefetch(typingctx, arr, idx):
 
 @intrinsic
 def load8(typingctx, arr, idx):
-    """The 8 bytes ``arr[idx:idx + 8]`` of a 1-d C-contiguous uint8 array as one
-    little-endian uint64 (an unaligned load; no bounds check: the caller keeps slack)."""
+    """``arr[idx:idx + 8]`` (``arr`` 1-d C-contiguous uint8) as one little-endian uint64.
+
+    An unaligned load of the 8 bytes; no bounds check: the caller keeps slack."""
     if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
         return None
 
@@ -74,9 +79,10 @@ def load8(typingctx, arr, idx):
 
 @intrinsic
 def data_address(typingctx, arr):
-    """The address of a C-contiguous array's first element, as an int64 (the fast path's
-    helpers take the text by address: an array argument of an inlined helper costs a
-    reference count increment and decrement, atomic, at every call)."""
+    """The address of a C-contiguous array's first element, as an int64.
+
+    The fast path's helpers take the text by address: an array argument of an inlined helper costs
+    a reference count increment and decrement, atomic, at every call."""
     if not isinstance(arr, types.Array):
         return None
 
@@ -128,8 +134,9 @@ def _mix(h, w):
 
 @lab_jit(nogil=True, inline=True)
 def _finish(h, n):
-    """The token hash after its words, given its length ``n`` (never 0: 0 marks an empty
-    table slot)."""
+    """The token hash after its words, given its length ``n``.
+
+    Never 0: 0 marks an empty table slot."""
     h = (h ^ np.uint64(n)) * _MIX
     h ^= h >> np.uint64(32)
     if h == 0:
@@ -139,9 +146,10 @@ def _finish(h, n):
 
 @lab_jit(nogil=True, inline=True)
 def word_hash(bp, a, b):
-    """A 64-bit hash of bytes ``a:b`` taken 8 bytes at a time (never 0; the bytes of the
-    last word past ``b`` taken as 0), and whether the span holds a carriage return (then
-    the caller takes the bytes one by one)."""
+    """A 64-bit hash of bytes ``a:b``, 8 bytes at a time, and whether they hold a carriage return.
+
+    The hash is never 0; the bytes of the last word past ``b`` are taken as 0. With a carriage
+    return in the span the caller takes the bytes one by one."""
     h = _MIX
     cr = np.uint64(0)
     i = a
@@ -161,9 +169,10 @@ def word_hash(bp, a, b):
 
 @lab_jit(nogil=True, inline=True)
 def token_hash(bp, q):
-    """``(end, hash)`` of the token at offset ``q``: it ends at the first byte that is a space
-    or below (see :func:`ctl_end`), and its hash is :func:`word_hash`'s of bytes ``q:end``,
-    found in the same pass."""
+    """``(end, hash)`` of the token at offset ``q``, found in one pass.
+
+    It ends at the first byte that is a space or below (see :func:`ctl_end`), and its hash is
+    :func:`word_hash`'s of bytes ``q:end``."""
     h = _MIX
     i = q
     while True:
@@ -211,8 +220,9 @@ def _zero_bytes(x):
 
 @lab_jit(nogil=True, inline=True)
 def after_last_colon(bp, a, b):
-    """One past the last ``:`` in bytes ``a:b``, or ``a`` if there is none (8 bytes at a time;
-    the buffer's slack covers the last load)."""
+    """One past the last ``:`` in bytes ``a:b``, or ``a`` if there is none.
+
+    8 bytes at a time; the buffer's slack covers the last load."""
     res = a
     i = a
     while i < b:
@@ -279,9 +289,10 @@ def delim(bp, q):
 
 @lab_jit(nogil=True, inline=True)
 def ctl_end(bp, q):
-    """The first byte at or after ``q`` that is a space or below it (a newline, a carriage
-    return, a tab: the fast path refuses all but the separator it expects). The lowest
-    flagged byte of the word is exact (a borrow only flags bytes above it)."""
+    """The first byte at or after ``q`` that is a space or below it.
+
+    A newline, a carriage return, a tab: the fast path refuses all but the separator it expects.
+    The lowest flagged byte of the word is exact (a borrow only flags bytes above it)."""
     while True:
         w = load8p(bp + q)
         m = (w - _CTL) & ~w & _HI
@@ -292,8 +303,9 @@ def ctl_end(bp, q):
 
 @lab_jit(nogil=True, inline=True)
 def _in_range(x, lo, hi):
-    """0x80 in each byte of ``x`` (bytes below 0x80) within ``lo..hi`` (words of the bound
-    repeated), 0 elsewhere; no byte's sum carries into the next."""
+    """0x80 in each byte of ``x`` (bytes below 0x80) within ``lo..hi``, 0 elsewhere.
+
+    ``lo`` and ``hi`` are words of the bound repeated; no byte's sum carries into the next."""
     return (x + (_HI - lo)) & ~(x + (_HI - _LO - hi)) & _HI
 
 
@@ -306,8 +318,9 @@ _CASE = np.uint64(0x2020202020202020)
 
 @lab_jit(nogil=True, inline=True)
 def hex8(w):
-    """``(ok, value)`` of 8 hex digits held in ``w`` (first digit the lowest byte, either
-    case); ``ok`` False if a byte is not a hex digit."""
+    """``(ok, value)`` of 8 hex digits held in ``w``; ``ok`` False if a byte is not a hex digit.
+
+    The first digit is the lowest byte, either case."""
     ok = (w & _HI) == 0 and (_in_range(w, _W0, _W9) | _in_range(w | _CASE, _WA, _WF)) == _HI
     v = (w & _NIB) + np.uint64(9) * ((w >> np.uint64(6)) & _LO)
     v = ((v << np.uint64(4)) | (v >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
@@ -318,8 +331,10 @@ def hex8(w):
 
 @lab_jit(nogil=True, inline=True)
 def dec8(bp, i):
-    """``(digits, value)`` of the decimal number at offset ``i``: 0 digits when offset ``i`` is
-    not a digit, 8 (value meaningless) when 8 or more digits follow (callers refuse both)."""
+    """``(digits, value)`` of the decimal number at offset ``i``.
+
+    0 digits when offset ``i`` is not a digit, 8 (value meaningless) when 8 or more digits follow
+    (callers refuse both)."""
     w = load8p(bp + i)
     nd = ~(_in_range(w & _M7F, _W0, _W9) & ~w) & _HI
     if nd == 0:
@@ -342,12 +357,13 @@ def gfp_slot(gh):
 
 @lab_jit(nogil=True)
 def gfp_symbolic(bp, q, ge, gh, cr, gkeys, gvals, gc_keys, gc_vals):
-    """``(bits, end)`` of the symbolic ``gfp_flags`` value at ``bp + q`` up to ``ge`` (the
-    token's end; ``gh``, ``cr``: its :func:`word_hash`): the whole value from the chunk's
-    cache ``gc_keys``, ``gc_vals`` (by its hash; slot ``gfp_slot(gh)``), else flag by flag
-    (``|``-separated, up to a space, newline or carriage return) from the sorted FNV
-    hashes ``gkeys`` and bits ``gvals``, then cached. Not inlined: callers look the cache
-    up themselves first."""
+    """``(bits, end)`` of the symbolic ``gfp_flags`` value at ``bp + q`` up to ``ge``.
+
+    ``ge`` is the token's end; ``gh``, ``cr``: its :func:`word_hash`. The whole value comes from
+    the chunk's cache ``gc_keys``, ``gc_vals`` (by its hash; slot ``gfp_slot(gh)``), else flag by
+    flag (``|``-separated, up to a space, newline or carriage return) from the sorted FNV hashes
+    ``gkeys`` and bits ``gvals``, then cached. Not inlined: callers look the cache up themselves
+    first."""
     gs = gfp_slot(gh)
     if not cr and gc_keys[gs] == gh:                  # seen in this chunk
         return gc_vals[gs], ge
@@ -393,11 +409,12 @@ def _value8(x):
 
 @lab_jit(nogil=True, inline=True)
 def header_columns(bp, b0):
-    """The CPU and seconds of a line at offset ``b0`` in tracefs's own layout (``%16s-%-7d
-    [%03d] <5 flags> %5lu.%06lu: ``; the task and pid end at column 24), read at fixed
-    columns 8 bytes at a time: ``(cpu, seconds)``, or cpu -1 when a byte is not where that
-    layout puts it (then the general token walk reads the line). Every check the walk makes
-    is made here, so both give the same fields."""
+    """The CPU and seconds of a line at offset ``b0`` in tracefs's own layout: ``(cpu, seconds)``.
+
+    The layout is ``%16s-%-7d [%03d] <5 flags> %5lu.%06lu: `` (the task and pid end at column 24),
+    read at fixed columns 8 bytes at a time; cpu -1 when a byte is not where that layout puts it
+    (then the general token walk reads the line). Every check the walk makes is made here, so both
+    give the same fields."""
     w = load8p(bp + b0 + 24)                          # " [ddd] f"
     if (w & _M_OPEN) != _W_OPEN or _digits(w, _M_CPU & _HI) != (_M_CPU & _HI):
         return -1, 0.0
@@ -433,9 +450,10 @@ def header_columns(bp, b0):
 
 @lab_jit(nogil=True, inline=True)
 def tracefs_header(bp, b0):
-    """:func:`header_columns` and the event token after them: ``(cpu, seconds, event start,
-    event end)`` (the token bytes ``start:end`` ends in ``:``), or cpu -1 when the line is
-    not in tracefs's layout."""
+    """:func:`header_columns` and the event token after them.
+
+    ``(cpu, seconds, event start, event end)`` (the token bytes ``start:end`` ends in ``:``), or
+    cpu -1 when the line is not in tracefs's layout."""
     c, ts = header_columns(bp, b0)
     if c < 0:
         return -1, 0.0, 0, 0
@@ -458,9 +476,10 @@ _M7 = np.uint64((1 << 56) - 1)
 
 @lab_jit(nogil=True, inline=True)
 def tracefs_event(bp, b0):
-    """A tracefs line's kmem event read at fixed columns: ``(cpu, seconds, EV_*, end of the
-    event name)`` for ``kmem_cache_alloc``, ``kmalloc``, ``kfree``, ``kmem_cache_free``
-    named right after the header (one space); cpu -1 for any other line."""
+    """A tracefs line's kmem event at fixed columns: ``(cpu, seconds, EV_*, end of event name)``.
+
+    For ``kmem_cache_alloc``, ``kmalloc``, ``kfree``, ``kmem_cache_free`` named right after the
+    header (one space); cpu -1 for any other line."""
     c, ts = header_columns(bp, b0)
     if c < 0:
         return -1, 0.0, EV_OTHER, 0
@@ -499,8 +518,9 @@ _M2, _M3, _M5, _M6 = _mask(2), _mask(3), _mask(5), _mask(6)
 
 @lab_jit(nogil=True, inline=True)
 def _decimal_field(bp, q):
-    """``(value, end)`` of a decimal field value at offset ``q`` followed by a space (1 to 7
-    digits), or end -1."""
+    """``(value, end)`` of a decimal field value at offset ``q`` followed by a space, or end -1.
+
+    The value has 1 to 7 digits."""
     k, v = dec8(bp, q)
     if k == 0 or k == 8 or load1p(bp + q + k) != 32:
         return 0, -1
@@ -509,15 +529,15 @@ def _decimal_field(bp, q):
 
 @lab_jit(nogil=True, inline=True)
 def fixed_fields(bp, q, has_name, has_sizes):
-    """A kmem event's fields read in tracefs's order from ``bp + q`` (the space after the
-    event name): `` call_site=S ptr=<16 hex digits>``, then `` name=N`` if ``has_name``,
-    then if ``has_sizes`` `` bytes_req=D bytes_alloc=D gfp_flags=G node=D`` and optionally
-    `` accounted=W``, then the newline (S, N, G, W: no byte below ``!``, G not starting
-    with a digit; D: 1 to 7 digits, ``node`` also ``-1``). Returns ``(ok, newline, ptr,
-    bytes_req, bytes_alloc, gfp start, gfp end, gfp hash, node, name start, name end, name
-    hash)`` (gfp start -1: none; the caller turns the gfp token into bits); ``ok`` False
-    (the rest meaningless) when the line deviates in any byte, and then the general walk
-    reads the fields."""
+    """A kmem event's fields read in tracefs's order from ``bp + q``, the space after its name.
+
+    `` call_site=S ptr=<16 hex digits>``, then `` name=N`` if ``has_name``, then if ``has_sizes``
+    `` bytes_req=D bytes_alloc=D gfp_flags=G node=D`` and optionally `` accounted=W``, then the
+    newline (S, N, G, W: no byte below ``!``, G not starting with a digit; D: 1 to 7 digits,
+    ``node`` also ``-1``). Returns ``(ok, newline, ptr, bytes_req, bytes_alloc, gfp start, gfp end,
+    gfp hash, node, name start, name end, name hash)`` (gfp start -1: none; the caller turns the
+    gfp token into bits); ``ok`` False (the rest meaningless) when the line deviates in any byte,
+    and then the general walk reads the fields."""
     bad = (False, q, np.uint64(0), -1, -1, -1, -1, np.uint64(0), -1, -1, -1, np.uint64(0))
     if load8p(bp + q) != _K_CALL or (load8p(bp + q + 8) & _M3) != _K_CALL2:
         return bad

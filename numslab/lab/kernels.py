@@ -1,5 +1,7 @@
-"""The replay's compiled loops: a parsed trace's events through ``numslab.jit`` on one allocator
-(a policy's compactions after frees among them), every cache's slabs and live objects sampled.
+"""The replay's compiled loops: a parsed trace's events through ``numslab.jit`` on one allocator.
+
+A policy's compactions after frees are among them; every cache's slabs and live objects are
+sampled.
 
 Compiled once per process (module-level ``@njit``, cached); no per-event Python.
 """
@@ -36,9 +38,10 @@ SKIP_REASONS = {K_UNTRACED_ALLOC: "untraced_alloc", K_NULL: "null_free",
 
 @lab_jit(nogil=True)
 def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
-    """The replay's peak of live bytes (``sizes[row]`` per slab object, ``nbytes`` rounded up
-    to pages per large kmalloc), with the replay's rules (a pointer allocated while live
-    frees it first; frees of unknown pointers ignored); ``kind`` is the trace's ``EV_*``."""
+    """The replay's peak of live bytes, with the replay's rules; ``kind`` is the trace's ``EV_*``.
+
+    ``sizes[row]`` per slab object, ``nbytes`` rounded up to pages per large kmalloc; the rules: a
+    pointer allocated while live frees it first; frees of unknown pointers ignored."""
     live = np.zeros(npid, np.int64)
     cur = 0
     peak = 0
@@ -181,9 +184,10 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
 
 @lab_jit(inline=True)
 def _seeded(seed, i):
-    """The pointer id of the seeded object event ``i``'s untraced free takes (``seed`` as
-    :func:`replay_chunk` takes it), taken from its pool; -1 when the event names no cache
-    (a ``kfree``), or one with no seeded object left."""
+    """The pointer id of the seeded object event ``i``'s untraced free takes, taken from its pool.
+
+    ``seed`` as :func:`replay_chunk` takes it; -1 when the event names no cache (a ``kfree``), or
+    one with no seeded object left."""
     name, pool_of, lo, left, pids = seed
     r = name[i]
     if r < 0 or pool_of[r] < 0:
@@ -197,8 +201,9 @@ def _seeded(seed, i):
 
 @lab_jit(inline=True)
 def _free(h, work, cache, a, cpu):
-    """Free the object at ``a`` of numslab cache ``cache`` on ``cpu``
-    (``numslab.jit.kmem_cache_free``), under lean sheaves (``work[7]``) after
+    """Free the object at ``a`` of numslab cache ``cache`` on ``cpu``.
+
+    By ``numslab.jit.kmem_cache_free``; under lean sheaves (``work[7]``), after
     ``engine.leansheaves.flush_main_lean``."""
     if work is not None:
         if work[7]:
@@ -208,8 +213,9 @@ def _free(h, work, cache, a, cpu):
 
 @lab_jit(inline=True)
 def _count_alloc(work, cids, r, a, p):
-    """A policy's bookkeeping of an allocation of row ``r`` at ``a`` for pointer ``p``: the
-    cache's live count and (when ``work``'s words of the arena are given) the owner's
+    """A policy's bookkeeping of an allocation of row ``r`` at ``a`` for pointer ``p``.
+
+    The cache's live count and (when ``work``'s words of the arena are given) the owner's
     back-reference in the object's first word, as a movable object's owner is found."""
     if r != ROW_LARGE:
         work[1][cids[r]] += 1
@@ -227,9 +233,10 @@ def _count_free(work, cids, w):
 
 @lab_jit()
 def compact_remap(h, cache, ratio, cpu, mem, addr, old, new):
-    """Compact ``cache`` at ``ratio`` (0: shrink only) on ``cpu`` through ``numslab.jit`` and
-    point each moved object's owner (the pointer id its first word holds) at its new
-    address. Objects moved."""
+    """Compact ``cache`` at ``ratio`` on ``cpu``, remapping owners; return the objects moved.
+
+    Through ``numslab.jit``; ``ratio`` 0: shrink only. Each moved object's owner (the pointer id
+    its first word holds) is pointed at its new address."""
     n = nj.kmem_cache_compact(h, cache, ratio, old, new, cpu)
     if n < 0:
         n = -1 - n
@@ -241,8 +248,9 @@ def compact_remap(h, cache, ratio, cpu, mem, addr, old, new):
 
 @lab_jit()
 def excess_slabs(st, cache, live, per_slab):
-    """Slabs of ``cache`` (all nodes) beyond the fewest that hold its ``live`` objects at
-    ``per_slab`` objects a slab: the slabs a compaction could free at best."""
+    """Slabs of ``cache`` (all nodes) beyond the fewest that hold its ``live`` objects.
+
+    At ``per_slab`` objects a slab: the slabs a compaction could free at best."""
     n = 0
     for node in range(st.nnodes):
         n += st.node[_node_row(st, cache, node) + N_NR_SLABS]
@@ -251,13 +259,13 @@ def excess_slabs(st, cache, live, per_slab):
 
 @lab_jit()
 def _free_trigger(h, work, cids, w, cpu, addr, counts):
-    """After a free of an object of row ``w`` on ``cpu`` (``work`` as
-    :func:`replay_chunk` takes it; nothing when its ratio is ``NO_TRIGGER`` or the object
-    was a large kmalloc): compact the row's cache at the ratio when it holds more slabs
-    than its live objects need (:func:`excess_slabs`) by one more than ``floor[cache]``,
-    the fewest excess slabs seen since its last compaction (at first the excess that
-    compaction left: slabs pinned by the allocator's own sheaves, a partial slab per
-    node)."""
+    """After a free of an object of row ``w`` on ``cpu``, compact its cache if it has spare slabs.
+
+    ``work`` as :func:`replay_chunk` takes it; nothing when its ratio is ``NO_TRIGGER`` or the
+    object was a large kmalloc. The cache is compacted at the ratio when it holds more slabs than
+    its live objects need (:func:`excess_slabs`) by one more than ``floor[cache]``, the fewest
+    excess slabs seen since its last compaction (at first the excess that compaction left: slabs
+    pinned by the allocator's own sheaves, a partial slab per node)."""
     mem, nlive, floor, per_slab, old, new, ratio, _ = work
     if ratio == NO_TRIGGER or w == ROW_LARGE:
         return
@@ -273,8 +281,9 @@ def _free_trigger(h, work, cids, w, cpu, addr, counts):
 
 @lab_jit()
 def _sheaf_owner(st, sheaf, sheaves):
-    """Count the sheaf with handle ``sheaf`` (0: none) for the cache whose slab holds its
-    kmalloc object."""
+    """Count the sheaf with handle ``sheaf`` for the cache whose slab holds its kmalloc object.
+
+    Handle 0: none."""
     if sheaf:
         pfn = (sheaf - _shadow(st)) >> 12
         if st.pg_flags[pfn] & PG_TAIL:
@@ -284,10 +293,11 @@ def _sheaf_owner(st, sheaf, sheaves):
 
 @lab_jit()
 def sample(h, cids, live, slabs, partial, cpu_slabs, sheaves):
-    """Per cache row ``k`` (numslab id ``cids[k]``): the live objects users hold (the
-    engine's exact count less the allocator's own sheaves), slabs, partial slabs (node
-    lists) and CPU slabs (CPU slab and CPU partial slabs), into the int64[K] outputs;
-    ``sheaves`` is int64[max_caches] scratch."""
+    """Per cache row ``k`` (numslab id ``cids[k]``): live objects, slabs, partial and CPU slabs.
+
+    The live objects users hold (the engine's exact count less the allocator's own sheaves), slabs,
+    partial slabs (node lists) and CPU slabs (CPU slab and CPU partial slabs), into the int64[K]
+    outputs; ``sheaves`` is int64[max_caches] scratch."""
     st = state_of(h)
     sheaves[:] = 0
     for cache in range(st.max_caches):

@@ -1,5 +1,7 @@
-"""The maple tree's use of prefilled sheaves as a workload (will-it-scale ``mmap1`` on the
-``maple_node`` cache): what a change to the prefill path does to speed and to slab memory.
+"""The maple tree's use of prefilled sheaves as a workload (will-it-scale ``mmap1``).
+
+The workload runs on the ``maple_node`` cache: what a change to the prefill path does to speed and
+to slab memory.
 
 Every ``mmap`` or ``munmap`` of ``mmap1`` writes the VMA tree: ``mas_preallocate`` takes a
 prefilled sheaf of the worst case's nodes (``kmem_cache_prefill_sheaf``), the write takes the
@@ -131,8 +133,9 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
 
 
 def format_maple(runs: list[dict]) -> str:
-    """The runs of :func:`maple_churn` side by side: a row per counter, a column per run,
-    and the change from the first run to each other one."""
+    """The runs of :func:`maple_churn` side by side: a row per counter, a column per run.
+
+    With the change from the first run to each other one."""
     head = f"{'':<22}" + "".join(f"{r['kernel']:>14}" for r in runs)
     if len(runs) > 1:
         head += "".join(f"{'change ' + r['kernel']:>16}" for r in runs[1:])

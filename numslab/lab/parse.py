@@ -1,5 +1,7 @@
-"""The trace reader's compiled kernels: a scan of each chunk's lines into a struct of arrays
-(run in parallel), then in trace order the interning of cache names and pointers (dense ids).
+"""The trace reader's compiled kernels: a parallel scan of chunks, then interning in trace order.
+
+A scan of each chunk's lines into a struct of arrays (run in parallel), then in trace order the
+interning of cache names and pointers (dense ids).
 
 :func:`scan_chunk` reads one chunk of the text and touches nothing shared, so chunks are
 scanned by worker threads; :func:`intern_rows` appends each chunk's events in order, giving
@@ -78,8 +80,9 @@ def pid_rehash(old, new):
 
 @lab_jit(nogil=True)
 def _name_add(buf, a, b, h, s, nt_keys, nt_vals, name_bytes, name_off, name_kind, sv):
-    """Add the cache named ``buf[a:b]`` (hash ``h``) at the empty slot ``s`` of the name
-    table: its row, or -1 if the table is full (out of line: once per name)."""
+    """Add the cache named ``buf[a:b]`` (hash ``h``) at the empty slot ``s`` of the name table.
+
+    Returns its row, or -1 if the table is full (out of line: once per name)."""
     v = sv[SV_NNAMES]
     nb = sv[SV_NAMEBYTES]
     if v >= name_kind.shape[0] or nb + (b - a) > name_bytes.shape[0]:
@@ -98,8 +101,9 @@ def _name_add(buf, a, b, h, s, nt_keys, nt_vals, name_bytes, name_off, name_kind
 
 @lab_jit(nogil=True, inline=True)
 def _kmalloc_key(nbytes, gfp):
-    """``kmalloc_type * 16 + class`` of a ``nbytes``-byte kmalloc under ``gfp``
-    (``kmalloc_type``: DMA, then reclaimable, then accounted)."""
+    """``kmalloc_type * 16 + class`` of a ``nbytes``-byte kmalloc under ``gfp``.
+
+    ``kmalloc_type``: DMA, then reclaimable, then accounted."""
     cls = 0
     if nbytes > 0:
         cls = KM_CLASS[(nbytes + 7) >> 3]
@@ -148,9 +152,10 @@ def _named(t, n, name):
 
 @lab_jit(nogil=True, inline=True)
 def _event(bp, a, b):
-    """The kmem event named by bytes ``a:b`` of the text at ``bp`` (``EV_*``), or
-    EV_OTHER (every byte compared: an event that shares a kmem event's length and a few of
-    its letters, ``kmem_crazy_free``, was read as that event)."""
+    """The kmem event named by bytes ``a:b`` of the text at ``bp`` (``EV_*``), or EV_OTHER.
+
+    Every byte is compared: an event that shares a kmem event's length and a few of its letters,
+    ``kmem_crazy_free``, was read as that event."""
     n = b - a
     t = bp + a
     if n < 5 or load1p(t) != 107:                                    # 'k'
@@ -184,9 +189,10 @@ def _ident(c):
 
 @lab_jit(nogil=True)
 def _own_site(bp, v):
-    """Whether the ``call_site`` value at ``bp + v`` names one of the slab allocator's own
-    kmallocs (:data:`~numslab.lab.fixed.EV_OWN`), the name whole (``+0x..`` or the end after
-    it). The buffer's slack covers the 24 bytes read."""
+    """Whether the ``call_site`` value at ``bp + v`` names one of the slab allocator's kmallocs.
+
+    Its own (:data:`~numslab.lab.fixed.EV_OWN`); the name whole (``+0x..`` or the end after it).
+    The buffer's slack covers the 24 bytes read."""
     w0, w1 = load8p(bp + v), load8p(bp + v + 8)
     if w0 == _W_ALLOC_SL and w1 == _W_AB_OBJ_E:
         return load1p(bp + v + 16) == 120 and load1p(bp + v + 17) == 116 and \
@@ -202,21 +208,20 @@ def _own_site(bp, v):
 @lab_jit(nogil=True)
 def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, kind, line, cpu,
                ts, ptr, req, alloc, gfp, node, nm0s, nm1s, nhs):
-    """Stage one (no shared state: chunks are scanned in parallel): parse the lines of
-    ``buf[:n]`` (``buf[n - 1]`` must be a newline, so that no scan inside a line needs a
-    bound; the buffer keeps 64 bytes of slack after it) into the chunk's row arrays from row
-    ``sv[SV_ROWS]``, line numbers counted from ``sv[SV_LINE]``, each kmem event's ``name=``
-    as its span ``nm0s:nm1s`` (int32, -1: none) in ``buf`` and hash ``nhs`` (uint64);
-    whole symbolic ``gfp_flags`` values are cached by hash in ``gc_keys``, ``gc_vals``
-    (uint64[GFP_CACHE], int64[GFP_CACHE], the chunk's own; zeros: empty);
-    :func:`intern_rows` then gives the cache rows and pointer ids. With ``fast_path`` a
-    kmem event line in tracefs's layout is read at fixed places
-    (:func:`~numslab.lab.fixed.tracefs_event`, :func:`~numslab.lab.fixed.fixed_fields`),
-    any other line by the general token walk (``sv[SV_FAST]`` counts the former); without
-    it (tests) every line is walked: both give the same rows. Returns ``(consumed bytes,
-    status)``: ``ST_DONE``, ``ST_ROWS`` (grow the arrays and call again on the rest), or
-    ``ST_ERROR`` (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its
-    ``ERR_*``)."""
+    """Stage one: parse the lines of ``buf[:n]`` into the chunk's row arrays.
+
+    No shared state: chunks are scanned in parallel. ``buf[n - 1]`` must be a newline, so that no
+    scan inside a line needs a bound; the buffer keeps 64 bytes of slack after it. Rows go from row
+    ``sv[SV_ROWS]``, line numbers counted from ``sv[SV_LINE]``, each kmem event's ``name=`` as its
+    span ``nm0s:nm1s`` (int32, -1: none) in ``buf`` and hash ``nhs`` (uint64); whole symbolic
+    ``gfp_flags`` values are cached by hash in ``gc_keys``, ``gc_vals`` (uint64[GFP_CACHE],
+    int64[GFP_CACHE], the chunk's own; zeros: empty); :func:`intern_rows` then gives the cache rows
+    and pointer ids. With ``fast_path`` a kmem event line in tracefs's layout is read at fixed
+    places (:func:`~numslab.lab.fixed.tracefs_event`, :func:`~numslab.lab.fixed.fixed_fields`), any
+    other line by the general token walk (``sv[SV_FAST]`` counts the former); without it (tests)
+    every line is walked: both give the same rows. Returns ``(consumed bytes, status)``:
+    ``ST_DONE``, ``ST_ROWS`` (grow the arrays and call again on the rest), or ``ST_ERROR``
+    (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its ``ERR_*``)."""
     bp = data_address(buf)
     pos = 0
     cap = kind.shape[0]
@@ -532,16 +537,17 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
 def intern_rows(buf, i0, m, ckind, cptr, calloc, cgfp, nm0s, nm1s, nhs, sv, name, row, pid,
                 nt_keys, nt_vals, name_bytes, name_off, name_kind, name_size, km_row, ptab,
                 pid_zero):
-    """Stage two (in trace order, one chunk after another): for rows ``i0:m`` of a chunk
-    :func:`scan_chunk` filled from ``buf`` (its other columns copied by the caller), the
-    trace's ``name``, ``row`` and ``pid`` from row ``sv[SV_ROWS]``: each event's cache row
-    (names and kmalloc classes interned in order of first appearance: open addressing by
-    the name's hash, ``nt_keys``/``nt_vals``) and dense pointer id (``ptab``: uint64[2 *
-    cap], (pointer, id) pairs side by side so that a probe touches one cache line; home
-    slots prefetched a few rows ahead). The probes are plain loops in line; a new name or
-    kmalloc class is added out of line. Returns ``(next chunk row, status)``: ``ST_DONE``,
-    or ``ST_ROWS``/``ST_PIDS`` (grow that and call again from there), ``ST_NAMES`` (the
-    name table is full)."""
+    """Stage two (in trace order, one chunk after another): each row's cache row and pointer id.
+
+    For rows ``i0:m`` of a chunk :func:`scan_chunk` filled from ``buf`` (its other columns copied
+    by the caller), the trace's ``name``, ``row`` and ``pid`` from row ``sv[SV_ROWS]``: each
+    event's cache row (names and kmalloc classes interned in order of first appearance: open
+    addressing by the name's hash, ``nt_keys``/``nt_vals``) and dense pointer id (``ptab``:
+    uint64[2 * cap], (pointer, id) pairs side by side so that a probe touches one cache line; home
+    slots prefetched a few rows ahead). The probes are plain loops in line; a new name or kmalloc
+    class is added out of line. Returns ``(next chunk row, status)``: ``ST_DONE``, or
+    ``ST_ROWS``/``ST_PIDS`` (grow that and call again from there), ``ST_NAMES`` (the name table is
+    full)."""
     cap = name.shape[0]
     ptcap = ptab.shape[0] >> 1
     pmask = ptcap - 1

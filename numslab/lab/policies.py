@@ -1,5 +1,6 @@
-"""The seed's remedies against fragmentation as replay policies (issue 15): how each one is
-switched on for a replayed machine, and what runs at the replay's sample points.
+"""The seed's remedies against fragmentation as replay policies (issue 15).
+
+How each one is switched on for a replayed machine, and what runs at the replay's sample points.
 
 A policy is one word of a configuration (``7.0:sorted``, ``6.18:nodes=2:drain=100``):
 
@@ -122,9 +123,10 @@ def set_up(caches: list[Any], policy: str) -> None:
 
 
 def work_ratio(policy: str) -> int:
-    """The compaction ratio of ``policy``'s work: R of ``mobility=R`` (-1 for ``mobility``:
-    each cache's ``defrag_used_ratio``), 0 for ``shrink`` (a compaction that moves nothing
-    is a ``kmem_cache_shrink``), ``kernels.NO_TRIGGER`` for a policy with no work."""
+    """The compaction ratio of ``policy``'s work; ``kernels.NO_TRIGGER`` for a policy with no work.
+
+    R of ``mobility=R`` (-1 for ``mobility``: each cache's ``defrag_used_ratio``), 0 for ``shrink``
+    (a compaction that moves nothing is a ``kmem_cache_shrink``)."""
     w = _word(policy, "work")
     if w == "shrink":
         return 0
@@ -136,17 +138,16 @@ def work_ratio(policy: str) -> int:
 def free_work(sa: Any, caches: list[Any], policy: str, after_free: bool, npid: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                          np.ndarray, int, int] | None:
-    """The replay kernel's ``work`` for ``policy``: None when the policy has no work that
-    needs the loop (no mobility, no ``every=free``, no ``leansheaves``), else ``(mem,
-    nlive, floor, per_slab, old, new, ratio, lean)``. ``mem`` (int64 words of the arena;
-    empty unless objects move) lets the replay store each object's pointer id in its
-    first word, so that a move finds its owner; ``nlive`` (int64[max_caches]) the live
-    objects per cache, kept by the loop;
-    ``floor`` and ``per_slab`` (int64[max_caches]) the excess slabs a cache's last
-    compaction left, and its objects per slab; ``old``/``new`` (int64[npid]) the moves'
-    room; ``ratio`` the compaction ratio run after a free (``after_free``, the
-    configuration's ``every=free``; else ``NO_TRIGGER``); ``lean`` 1 for
-    ``leansheaves``, else 0.
+    """The replay kernel's ``work`` for ``policy``, or None when it has no work for the loop.
+
+    None means no mobility, no ``every=free``, no ``leansheaves``; else ``(mem, nlive, floor,
+    per_slab, old, new, ratio, lean)``. ``mem`` (int64 words of the arena; empty unless objects
+    move) lets the replay store each object's pointer id in its first word, so that a move finds
+    its owner; ``nlive`` (int64[max_caches]) the live objects per cache, kept by the loop;
+    ``floor`` and ``per_slab`` (int64[max_caches]) the excess slabs a cache's last compaction left,
+    and its objects per slab; ``old``/``new`` (int64[npid]) the moves' room; ``ratio`` the
+    compaction ratio run after a free (``after_free``, the configuration's ``every=free``; else
+    ``NO_TRIGGER``); ``lean`` 1 for ``leansheaves``, else 0.
 
     Raises
     ------
@@ -173,9 +174,10 @@ def free_work(sa: Any, caches: list[Any], policy: str, after_free: bool, npid: i
 
 def at_sample(caches: list[Any], policy: str, addr: np.ndarray, work: tuple | None) -> int:
     """Run ``policy``'s periodic work at a sample point: shrink or compact every cache.
-    ``addr`` (int64[npid], the replay's live pointers' addresses) follows the moves (each
-    object's first word in ``work``'s ``mem`` names its pointer id; ``work`` is
-    :func:`free_work`'s). Objects moved."""
+
+    ``addr`` (int64[npid], the replay's live pointers' addresses) follows the moves (each object's
+    first word in ``work``'s ``mem`` names its pointer id; ``work`` is :func:`free_work`'s).
+    Objects moved."""
     w = _word(policy, "work")
     if w == "shrink":
         for c in caches:

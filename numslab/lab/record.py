@@ -1,5 +1,7 @@
-"""Recording on the live kernel: the ``kmem`` tracepoints through tracefs (``numslab
-record``) and ``/sys/kernel/slab`` as JSON (``numslab snapshot``).
+"""Recording on the live kernel: ``kmem`` tracepoints and ``/sys/kernel/slab`` snapshots.
+
+The ``kmem`` tracepoints through tracefs (``numslab record``) and ``/sys/kernel/slab`` as JSON
+(``numslab snapshot``).
 
 Every change to tracefs is undone in a ``finally``: the events' enables, ``tracing_on`` and
 the buffer size are put back as they were, however the recording ends.
@@ -43,8 +45,9 @@ def _write(path: Path, text: str) -> None:
 
 
 def check_writable(path: str | Path) -> None:
-    """Raise the ``OSError`` opening ``path`` for writing raises, writing nothing: it is
-    opened to append, and removed again if it did not exist (what an output is checked with
+    """Raise the ``OSError`` opening ``path`` for writing raises, writing nothing.
+
+    It is opened to append, and removed again if it did not exist (what an output is checked with
     before any work, where ``os.access`` says yes to root for ``/sys`` and ``/proc``)."""
     existed = os.path.lexists(path)
     with open(path, "ab"):
@@ -89,10 +92,11 @@ def _read(path: Path) -> str:
 
 
 def _buffer_sizes(root: Path) -> list[tuple[Path, str]]:
-    """The ring buffer's size as tracefs takes it back: ``buffer_size_kb`` reads ``N
-    (expanded: M)`` before the buffer was first used (kept as M, the size the kernel
-    expands it to: N would shrink it, and the text itself is refused) and ``X`` when the
-    CPUs' sizes differ (each ``per_cpu/cpuK/buffer_size_kb`` kept)."""
+    """The ring buffer's size as tracefs takes it back.
+
+    ``buffer_size_kb`` reads ``N (expanded: M)`` before the buffer was first used (kept as M, the
+    size the kernel expands it to: N would shrink it, and the text itself is refused) and ``X``
+    when the CPUs' sizes differ (each ``per_cpu/cpuK/buffer_size_kb`` kept)."""
     text = _read(root / "buffer_size_kb")
     m = re.fullmatch(r"\d+ \(expanded: (\d+)\)", text)
     if m:
@@ -104,8 +108,9 @@ def _buffer_sizes(root: Path) -> list[tuple[Path, str]]:
 
 def record(out: str | Path, command: Sequence[str] | None = None, seconds: float | None = None,
            root: str | Path = TRACEFS, buffer_kb: int = 65536) -> dict[str, Any]:
-    """Record the kmem events while ``command`` runs (or for ``seconds``) and write the
-    tracefs ``trace`` text to ``out`` (xz or gz by its suffix).
+    """Record the kmem events while ``command`` runs (or for ``seconds``) and write them out.
+
+    The tracefs ``trace`` text is written to ``out`` (xz or gz by its suffix).
 
     Returns
     -------
@@ -212,9 +217,11 @@ def _try_write(path: Path, text: str) -> None:
 
 
 def snapshot(root: str | Path = SLAB_ROOT) -> dict[str, Any]:
-    """The live kernel's ``/sys/kernel/slab`` as a JSON-ready dict: ``kernel`` release,
-    ``nr_cpus``, ``nr_nodes`` and ``caches`` (each cache's attributes as text, an alias as
-    ``{"name", "alias_of"}``), the format :func:`~numslab.lab.replay.load_snapshot` reads.
+    """The live kernel's ``/sys/kernel/slab`` as a JSON-ready dict.
+
+    ``kernel`` release, ``nr_cpus``, ``nr_nodes`` and ``caches`` (each cache's attributes as text,
+    an alias as ``{"name", "alias_of"}``), the format :func:`~numslab.lab.replay.load_snapshot`
+    reads.
 
     Raises
     ------

@@ -1,5 +1,7 @@
-"""The ``/sys/kernel/slab`` snapshot a replay takes: read and checked (:func:`load_snapshot`),
-aliases merged into one cache row (:func:`merge_aliases`), each cache's geometry from it."""
+"""The ``/sys/kernel/slab`` snapshot a replay takes: read, checked, aliases merged, geometry.
+
+Read and checked (:func:`load_snapshot`), aliases merged into one cache row
+(:func:`merge_aliases`), each cache's geometry from it."""
 from __future__ import annotations
 
 import json
@@ -15,13 +17,15 @@ from .trace import Trace, load_bytes
 
 
 class SnapshotFormatError(SlabError, ValueError):
-    """A snapshot that is not numslab's ``/sys/kernel/slab`` JSON, or names a cache numslab
-    cannot make (names the file and the entry)."""
+    """A snapshot not in numslab's ``/sys/kernel/slab`` JSON, or naming a cache it cannot make.
+
+    The error names the file and the entry."""
 
 
 def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
-    """A ``/sys/kernel/slab`` snapshot (``numslab snapshot`` JSON, plain, gz or xz) as cache
-    name -> its attributes (an alias gets the attributes of the cache it is an alias of)."""
+    """A ``/sys/kernel/slab`` snapshot (``numslab snapshot`` JSON) as cache name -> its attributes.
+
+    Plain, gz or xz; an alias gets the attributes of the cache it is an alias of."""
     if isinstance(source, dict):
         data = source
     elif not isinstance(source, (str, Path)):
@@ -64,9 +68,10 @@ _NUMBERS = ("object_size", "slab_size", "align", "hwcache_align", "reclaim_accou
 
 
 def _check_snapshot_entry(c: Any, source: Any) -> None:
-    """Refuse a snapshot entry the replay cannot read: not a dict named by a string, an
-    ``alias_of`` that is not a string, a number attribute that is not a whole number, a
-    constructor's cache without its ``slab_size``, a ``slab_size`` below the
+    """Refuse a snapshot entry the replay cannot read.
+
+    Not a dict named by a string, an ``alias_of`` that is not a string, a number attribute that is
+    not a whole number, a constructor's cache without its ``slab_size``, a ``slab_size`` below the
     ``object_size``."""
     if not isinstance(c, dict) or not isinstance(c.get("name"), str):
         raise SnapshotFormatError(f"snapshot {source}: entry {c!r:.60} is not a cache (a dict "
@@ -100,12 +105,13 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
 
 
 def merge_aliases(tr: Trace, snap: dict[str, dict[str, Any]]) -> Trace:
-    """``tr`` with the cache rows of names the snapshot shows as one kernel cache (aliases:
-    ``/sys/kernel/slab`` symlinks to the merged cache, as :func:`load_snapshot` reads them)
-    made one row, named by the first of them in the trace, as the kernel shares one
-    ``kmem_cache`` and its slabs among them. A trace and a snapshot of the same boot never
-    need it (the kmem events print the merged cache's own name); ``tr`` itself when no two
-    rows merge."""
+    """``tr`` with the cache rows of one kernel cache's names (aliases) made one row.
+
+    Aliases are names the snapshot shows as one kernel cache (``/sys/kernel/slab`` symlinks to the
+    merged cache, as :func:`load_snapshot` reads them); the row is named by the first of them in
+    the trace, as the kernel shares one ``kmem_cache`` and its slabs among them. A trace and a
+    snapshot of the same boot never need it (the kmem events print the merged cache's own name);
+    ``tr`` itself when no two rows merge."""
     group: dict[str, int] = {}
     remap = np.empty(len(tr.names), np.int32)
     names: list[str] = []
@@ -129,10 +135,12 @@ def merge_aliases(tr: Trace, snap: dict[str, dict[str, Any]]) -> Trace:
 
 def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
               policy: str, kernel: str) -> tuple[dict[str, Any], int, str]:
-    """``kmem_cache_create`` arguments for a trace cache, its object size (for live bytes)
-    and where the geometry came from: the snapshot (``snapshot``; ``snapshot-size`` when
-    the cache has a constructor or a free pointer placement numslab cannot be told, so its
-    slab size is used as the object size) or the trace's ``bytes_alloc`` (``trace``)."""
+    """``kmem_cache_create`` arguments for a trace cache, its object size, its geometry's source.
+
+    The object size is for live bytes. The geometry came from the snapshot (``snapshot``;
+    ``snapshot-size`` when the cache has a constructor or a free pointer placement numslab cannot
+    be told, so its slab size is used as the object size) or the trace's ``bytes_alloc``
+    (``trace``)."""
     s = snap.get(name) if snap else None
     sheaf = 0
     if policy.startswith("sheaves="):
@@ -161,8 +169,9 @@ def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
 
 
 def _aliases(names: list[str], snap: dict[str, dict[str, Any]] | None) -> np.ndarray:
-    """The snapshot's ``aliases`` of each row's kernel cache, int64[len(names)] (0 where
-    the snapshot has no cache of that name, or no whole number there)."""
+    """The snapshot's ``aliases`` of each row's kernel cache, int64[len(names)].
+
+    0 where the snapshot has no cache of that name, or no whole number there."""
     out = np.zeros(len(names), np.int64)
     for k, nm in enumerate(names):
         v = str((snap or {}).get(nm, {}).get("aliases", "")).strip()

@@ -1,5 +1,7 @@
-"""The replay's warm start: before the first event, each cache the trace uses gets the live
-objects, slabs and partial slabs of a ``/sys/kernel/slab`` snapshot, through the allocator's API.
+"""The replay's warm start: caches seeded from a ``/sys/kernel/slab`` snapshot before the trace.
+
+Before the first event, each cache the trace uses gets the live objects, slabs and partial slabs of
+the snapshot, through the allocator's API.
 
 :func:`seed` allocates every object of the snapshot's slabs in bulk (all slabs full), frees a
 chosen part of some of them (the partial slabs) and flushes the CPUs (:func:`_seed_cache`); the
@@ -35,8 +37,9 @@ ORDERS = ("slab", "random")
 
 
 def counts(text: Any) -> dict[int, int]:
-    """A sysfs count as ``show_slab_objects`` prints it (``'896 N0=896'``) as node -> count;
-    the total on node 0 where no node is printed (``'0'``: no entry)."""
+    """A sysfs count as ``show_slab_objects`` prints it (``'896 N0=896'``) as node -> count.
+
+    The total is on node 0 where no node is printed (``'0'``: no entry)."""
     words = str(text or "").split()
     if not words or not words[0].isdecimal():
         return {}
@@ -50,14 +53,15 @@ def counts(text: Any) -> dict[int, int]:
 
 @dataclass
 class WarmStart:
-    """What a warm start seeded, per cache row of the trace (int64[K] arrays; 0 for a row
-    not seeded): the slabs, partial slabs and objects (sysfs ``objects``) the caches held
-    after the seeding, before the first event (not counted as replayed events; the
-    counters a cache's ``stats`` show leave the seeding out), the snapshot's figures they
-    were seeded from (``want_*``), the seeded objects the trace's untraced frees took
-    (``frees``, filled by the replay), ``unmet`` (caches whose seeded state differs from
-    those figures, in row order: another ``objs_per_slab``, or empty slabs past
-    ``min_partial`` that the seeding's frees discarded) and the seeding's wall ``seconds``."""
+    """What a warm start seeded, per cache row of the trace (int64[K]; 0 for a row not seeded).
+
+    The slabs, partial slabs and objects (sysfs ``objects``) the caches held after the seeding,
+    before the first event (not counted as replayed events; the counters a cache's ``stats`` show
+    leave the seeding out), the snapshot's figures they were seeded from (``want_*``), the seeded
+    objects the trace's untraced frees took (``frees``, filled by the replay), ``unmet`` (caches
+    whose seeded state differs from those figures, in row order: another ``objs_per_slab``, or
+    empty slabs past ``min_partial`` that the seeding's frees discarded) and the seeding's wall
+    ``seconds``."""
 
     names: list[str]
     seeded: np.ndarray
@@ -116,8 +120,9 @@ class WarmStart:
 
 
 def _plan(snap: dict[str, Any], nodes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The snapshot cache's ``slabs``, ``partial`` and ``objects`` per replayed node
-    (int64[nodes] each; the snapshot's node ``n`` on node ``n % nodes``)."""
+    """The snapshot cache's ``slabs``, ``partial``, ``objects`` per replayed node (int64[nodes]).
+
+    Three int64[nodes] arrays; the snapshot's node ``n`` goes on node ``n % nodes``."""
     out = np.zeros((3, nodes), np.int64)
     for j, attr in enumerate(("slabs", "partial", "objects")):
         for n, v in counts(snap.get(attr)).items():
@@ -127,12 +132,14 @@ def _plan(snap: dict[str, Any], nodes: int) -> tuple[np.ndarray, np.ndarray, np.
 
 def _refit(want: tuple[np.ndarray, np.ndarray, np.ndarray], theirs: int,
            ours: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``want`` (a snapshot's slabs, partial slabs and objects per node, its slabs holding
-    ``theirs`` objects) for slabs holding ``ours``: the same objects (the workload's live
-    data, whatever the geometry) and partial slabs with the same objects in use, as far as
-    they hold them; the full slabs as many as the rest fills, one partial slab more for a
-    remainder. (Kept as the snapshot's, the slabs filled with another number of objects
-    made 4 CPUs' replay of a 2-CPU kernel's caches hold twice its live objects.)"""
+    """``want`` refitted for slabs holding ``ours`` objects.
+
+    ``want`` is a snapshot's slabs, partial slabs and objects per node. The snapshot's slabs hold
+    ``theirs`` objects. Kept: the same objects (the workload's live data, whatever the geometry)
+    and partial slabs with the same objects in use, as far as they hold them; the full slabs as
+    many as the rest fills, one partial slab more for a remainder. (Kept as the snapshot's, the
+    slabs filled with another number of objects made 4 CPUs' replay of a 2-CPU kernel's caches hold
+    twice its live objects.)"""
     slabs, partial, objects = (np.array(x, np.int64) for x in want)
     if ours == theirs or ours < 1:
         return slabs, partial, objects
@@ -149,8 +156,9 @@ def _refit(want: tuple[np.ndarray, np.ndarray, np.ndarray], theirs: int,
 
 
 def seed_bytes(names: list[str], snap: dict[str, dict[str, Any]]) -> int:
-    """Bytes of the slabs a warm start seeds (the snapshot's ``slabs`` at its ``order``),
-    for the arena's size."""
+    """Bytes of the slabs a warm start seeds, for the arena's size.
+
+    The snapshot's ``slabs`` at its ``order``."""
     n = 0
     for nm in dict.fromkeys(names):
         s = snap.get(nm)
@@ -175,13 +183,14 @@ def _in_use(c: Any, node: int) -> int:
 
 def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray],
                 rng: np.random.Generator) -> np.ndarray:
-    """Give cache ``c`` the slabs, partial slabs and objects ``want`` per node: allocate in
-    bulk every object its slabs hold but those it holds already (the allocator's own sheaves,
-    in a kmalloc cache), on a CPU of the node, so every slab is full; make ``partial`` of the
-    slabs holding only seeded objects (chosen at random) partial by freeing, in bulk, random
-    objects of them, the in-use objects spread evenly; flush the CPUs (sheaves, CPU slabs),
-    so that the freed objects are on the slabs. The seeded objects still live (where the
-    figures cannot be met, the nearest state: :func:`seed` compares it with them)."""
+    """Give cache ``c`` the slabs, partial slabs and objects ``want`` per node.
+
+    Allocate in bulk every object its slabs hold but those it holds already (the allocator's own
+    sheaves, in a kmalloc cache), on a CPU of the node, so every slab is full; make ``partial`` of
+    the slabs holding only seeded objects (chosen at random) partial by freeing, in bulk, random
+    objects of them, the in-use objects spread evenly; flush the CPUs (sheaves, CPU slabs), so that
+    the freed objects are on the slabs. Returns the seeded objects still live (where the figures
+    cannot be met, the nearest state: :func:`seed` compares it with them)."""
     slabs, partial, objects = want
     ops = c.objs_per_slab
     flush_all(sa._st, c.id)             # (a CPU slab's free objects sysfs counts in use)
@@ -233,9 +242,10 @@ def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _pool(sa: Any, left: np.ndarray, rng: np.random.Generator, order: str) -> np.ndarray:
-    """The seeded objects ``left`` in the order the replay's untraced frees take them
-    (from the end): ``random``, a uniform shuffle; ``slab``, slab by slab (the slabs in a
-    random order, each one's objects shuffled), so that they empty one slab after another."""
+    """The seeded objects ``left`` in the order the replay's untraced frees take them.
+
+    They take them from the end. ``random``, a uniform shuffle; ``slab``, slab by slab (the slabs
+    in a random order, each one's objects shuffled), so that they empty one slab after another."""
     if order == "random":
         return rng.permutation(left)
     slab, inv = np.unique(_heads(sa, left), return_inverse=True)
@@ -247,9 +257,10 @@ def _pool(sa: Any, left: np.ndarray, rng: np.random.Generator, order: str) -> np
 def seed(sa: Any, names: list[str], cids: np.ndarray, objs: list[Any],
          snap: dict[str, dict[str, Any]] | None, nodes: int, npid: int,
          order: str = "slab") -> WarmStart:
-    """Seed each cache row (``names``, numslab ids ``cids``, KmemCache ``objs``) the snapshot
-    has with its objects, slabs and partial slabs (:func:`_seed_cache`); its pools' pointer
-    ids start at ``npid``. Raises ``InvalidArgumentError`` without a snapshot."""
+    """Seed each cache row the snapshot has with its objects, slabs and partial slabs.
+
+    Rows: ``names``, numslab ids ``cids``, KmemCache ``objs``; seeded by :func:`_seed_cache`; its
+    pools' pointer ids start at ``npid``. Raises ``InvalidArgumentError`` without a snapshot."""
     if not snap:
         raise InvalidArgumentError("a warm start needs the snapshot taken before the "
                                    "recording (--snapshot)")
