@@ -181,3 +181,31 @@ def _line_counts() -> dict[str, int]:
 def test_no_module_is_over_800_lines(name):
     lines = _line_counts()[name]
     assert lines <= MAX_LINES, f"{name} has {lines} lines"
+
+
+def _multi_line_summaries(source: str) -> list[str]:
+    """The module, classes and functions of ``source`` whose docstring's summary (its first
+    paragraph) runs over more than one line."""
+    tree = ast.parse(source)
+    found = []
+    for node in [tree, *ast.walk(tree)]:
+        if node is not tree and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                       ast.ClassDef)):
+            continue
+        doc = ast.get_docstring(node)
+        if doc and "\n" in doc.strip().split("\n\n")[0]:
+            found.append(getattr(node, "name", "<module>"))
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_every_docstring_opens_with_a_one_line_summary(name):
+    """numpydoc's rule: a one-line summary, then a blank line, then the rest."""
+    bad = _multi_line_summaries(MODULES[name].read_text())
+    assert not bad, f"{name}: the summary of {', '.join(bad)} runs over one line"
+
+
+def test_the_summary_check_finds_a_long_summary():
+    src = ('"""Role.\n\nMore."""\ndef f():\n    """One\n    two."""\n\n\n'
+           'class C:\n    """One.\n\n    Two\n    three."""\n')
+    assert _multi_line_summaries(src) == ["f"]
