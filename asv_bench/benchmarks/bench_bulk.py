@@ -1,7 +1,9 @@
-"""Suites 1 and 2: the kernel's ``slab_bulk_test01`` shape (alloc N, free N; one timed call
-is 4096 alloc+free pairs, so time / 4096 is the cost per pair) and large batches per mode,
-with the peers (deque pool, NumPy free stack, jitted free stack) in the same run; numslab on
-each SLUB generation (``kernel``: 7.0, the default, and 6.18; the peers ignore it)."""
+"""Suites 1 and 2: alloc+free pairs in ``slab_bulk_test01``'s shape and in large batches.
+
+The kernel's ``slab_bulk_test01`` shape is alloc N, free N; one timed call is 4096 alloc+free
+pairs, so time / 4096 is the cost per pair. Large batches are timed per mode. The peers (deque
+pool, NumPy free stack, jitted free stack) run in the same run; numslab runs on each SLUB
+generation (``kernel``: 7.0, the default, and 6.18; the peers ignore it)."""
 import time
 
 import numba as nb
@@ -15,9 +17,10 @@ PAIRS = 4096
 
 
 def _floor_is_7_0(impl, kernel):
-    """``floor-7.0`` (``numslab.tools.floor``, the fused prototype of 7.0's round) has no
-    6.18 form, and ``floor-checks`` (``numslab.tools.checkfloor``) no generation: asv runs
-    both under 7.0 only."""
+    """Refuse the two floors under any kernel but 7.0: asv runs both under 7.0 only.
+
+    ``floor-7.0`` (``numslab.tools.floor``, the fused prototype of 7.0's round) has no 6.18 form,
+    and ``floor-checks`` (``numslab.tools.checkfloor``) no generation."""
     if impl in ("floor-7.0", "floor-checks") and kernel != "7.0":
         raise NotImplementedError(f"{impl} runs under 7.0 only")
 
@@ -39,9 +42,10 @@ class SlabBulkTest01Python:
 
 
 class SlabBulkTest01Jit:
-    """The same loop inside one @njit function (numslab through ``numslab.jit``; the jitted
-    stack's operations written in the loop, as a competent Numba user writes them, so that
-    no array's reference count is touched per operation)."""
+    """The same loop inside one @njit function (numslab through ``numslab.jit``).
+
+    The jitted stack's operations are written in the loop, as a competent Numba user writes them,
+    so that no array's reference count is touched per operation."""
 
     params = (list(bench.BULK_SIZES) + [4096], list(bench.JIT_IMPLS), list(bench.KERNELS))
     param_names = ["bulk", "impl", "kernel"]
@@ -72,14 +76,15 @@ class Bulk4096Python:
 
 
 class LargeBatches:
-    """1..64 slabs' worth in one call, per mode: LOCAL (objects the CPU holds: at most its
-    freelist), PARTIAL (a cache whose slabs are all partial, one object in use each), NEW
-    (fresh slabs, no free list built) and the bulk API. ``time_round`` is one round
-    (allocate, then free the same objects) on the cache as described, one call per sample
-    (the set-up puts the cache back before each: under 7.0 a round's frees stay in the
-    sheaves, so a second PARTIAL round found 2 of 15 objects at 1 slab, 47 of 60 at 4);
-    ``track_alloc_ns_per_object`` is the allocation alone, best of 20 shots, each after the
-    cache is put back as it was."""
+    """1..64 slabs' worth in one call, per mode: LOCAL, PARTIAL, NEW and the bulk API.
+
+    LOCAL takes objects the CPU holds (at most its freelist), PARTIAL a cache whose slabs are all
+    partial (one object in use each), NEW fresh slabs (no free list built). ``time_round`` is one
+    round (allocate, then free the same objects) on the cache as described, one call per sample
+    (the set-up puts the cache back before each: under 7.0 a round's frees stay in the sheaves, so
+    a second PARTIAL round found 2 of 15 objects at 1 slab, 47 of 60 at 4);
+    ``track_alloc_ns_per_object`` is the allocation alone, best of 20 shots, each after the cache
+    is put back as it was."""
 
     params = ([1, 4, 16, 64], ["local", "partial", "new", "bulk"], list(bench.KERNELS))
     param_names = ["slabs", "mode", "kernel"]
@@ -151,13 +156,14 @@ class LargeBatches:
 
 
 class ArrayStream:
-    """NEW against PARTIAL on a stream of batches of 4 to 64 slabs' worth: the allocation
-    alone, per object, best of 5 streams (``bench.array_stream``), from Python (one facade
-call per batch) and inside @njit (``numslab.jit``, no call overhead). Each batch takes slabs
-    no earlier one touched: fresh ones for NEW, the partial slabs of a fragmented cache (one
-    object in use each) for PARTIAL, whose free lists it walks. ``cold`` sweeps the caches
-    after the set-up (slabs freed long before, the seed's case); ``warm`` leaves the partial
-    slabs' free lists in cache, as written just before."""
+    """NEW against PARTIAL on a stream of batches of 4 to 64 slabs' worth: ns per object.
+
+    The figure is the allocation alone, per object, best of 5 streams (``bench.array_stream``),
+    from Python (one facade call per batch) and inside @njit (``numslab.jit``, no call overhead).
+    Each batch takes slabs no earlier one touched: fresh ones for NEW, the partial slabs of a
+    fragmented cache (one object in use each) for PARTIAL, whose free lists it walks. ``cold``
+    sweeps the caches after the set-up (slabs freed long before, the seed's case); ``warm`` leaves
+    the partial slabs' free lists in cache, as written just before."""
 
     params = ([4, 16, 64], ["partial", "new"], ["python", "jit"], ["warm", "cold"],
               list(bench.KERNELS))
@@ -175,14 +181,15 @@ call per batch) and inside @njit (``numslab.jit``, no call overhead). Each batch
 
 
 class BulkRatio:
-    """The bulk figures as same-run ratios (``bench.bulk_ratio_table``, ``numslab bench
-    --ratios``): numslab and the floor over the jitted stack inside @njit, and over the
-    fastest peer of the row (deque, NumPy stack, jitted stack) from Python; every cell of a
-    bulk size built and timed in one process, interleaved, best of 7 samples of at least
-    65536 pairs (cells timed apart swing with the machine). ``slab-bulk-6.18`` and
-    ``slab-sheaves`` are inside @njit only; each floor from Python (``floor-7.0``, 7.0's
-    rules; ``floor-checks``, any allocator that refuses a double free) is the floor inside
-    @njit plus numslab's own call cost per pair, measured in the same run."""
+    """The bulk figures as same-run ratios (``bench.bulk_ratio_table``).
+
+    The ratios, as ``numslab bench --ratios`` gives them: numslab and the floor over the jitted
+    stack inside @njit, and over the fastest peer of the row (deque, NumPy stack, jitted stack)
+    from Python; every cell of a bulk size built and timed in one process, interleaved, best of 7
+    samples of at least 65536 pairs (cells timed apart swing with the machine). ``slab-bulk-6.18``
+    and ``slab-sheaves`` are inside @njit only; each floor from Python (``floor-7.0``, 7.0's rules;
+    ``floor-checks``, any allocator that refuses a double free) is the floor inside @njit plus
+    numslab's own call cost per pair, measured in the same run."""
 
     params = (list(bench.RATIO_SIZES), ["jit", "python"],
               ["slab-bulk", "slab-warm", "slab-bulk-6.18", "slab-sheaves", "floor-7.0",
@@ -208,10 +215,12 @@ def _empty(a):
 
 
 class CallOverhead:
-    """From Python: 1000 ``kmem_cache_alloc`` + 1000 ``kmem_cache_free`` calls (so 2000
-    calls) against 2000 calls of an empty @njit function taking one array, and the jitted
-    free stack's single calls. Divide by 2000 for the cost of one call. (Issue 11's bulk
-    call against the @njit function a user would write: ``bench_calls.CallCost``.)"""
+    """From Python: 2000 allocator calls against 2000 calls of an empty @njit function.
+
+    The allocator's are 1000 ``kmem_cache_alloc`` + 1000 ``kmem_cache_free`` calls (so 2000 calls);
+    the empty @njit function takes one array; the jitted free stack's single calls are timed too.
+    Divide by 2000 for the cost of one call. (Issue 11's bulk call against the @njit function a
+    user would write: ``bench_calls.CallCost``.)"""
 
     params = (["empty-njit", "slab-alloc+free", "kmalloc+kfree", "jit-stack-alloc+free"],)
     param_names = ["impl"]
@@ -244,9 +253,10 @@ class CallOverhead:
 
 
 class FreelistHardening:
-    """What CONFIG_SLAB_FREELIST_HARDENED (on by default) costs: the bulk API inside @njit on
-    the default cache, whose batches above a sheaf run on the slab layer's free lists, with
-    the hardening on and off (compare the two ``hardened`` values of one run)."""
+    """What CONFIG_SLAB_FREELIST_HARDENED (on by default) costs the bulk API inside @njit.
+
+    The bulk API runs on the default cache, whose batches above a sheaf run on the slab layer's
+    free lists, with the hardening on and off (compare the two ``hardened`` values of one run)."""
 
     params = ([16, 250, 4096], [True, False], list(bench.KERNELS))
     param_names = ["bulk", "hardened", "kernel"]

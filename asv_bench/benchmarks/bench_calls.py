@@ -1,16 +1,18 @@
-"""The cost of one call from Python (issue 11): one ``kmem_cache_alloc_bulk`` or
-``kmem_cache_free_bulk`` of 16 objects, served by the CPU's main sheaf, through the facade (a
-plain ``SlabAllocator``: its C call gate) against the @njit function a user would write to do
-the same work through ``numslab.jit`` (``singlebench.user_alloc_bulk``/``user_free_bulk``), called
-normally through Numba's dispatcher (``njit-call``) and through its native entry point
-(``njit-fastcall``, a harder reference: no type dispatch). The issue's target: the facade's
-call at most 1.3x the peer's."""
+"""The cost of one call from Python (issue 11): a bulk call of 16 objects, facade against @njit.
+
+One ``kmem_cache_alloc_bulk`` or ``kmem_cache_free_bulk`` of 16 objects, served by the CPU's main
+sheaf, through the facade (a plain ``SlabAllocator``: its C call gate) against the @njit function a
+user would write to do the same work through ``numslab.jit``
+(``singlebench.user_alloc_bulk``/``user_free_bulk``), called normally through Numba's dispatcher
+(``njit-call``) and through its native entry point (``njit-fastcall``, a harder reference: no type
+dispatch). The issue's target: the facade's call at most 1.3x the peer's."""
 from numslab.tools import bench, singlebench
 
 
 class CallCost:
-    """ns per call, best of 50 samples of 32 calls (``singlebench.call_cost``); the Python loop
-    over the 32 rows is in every figure."""
+    """ns per call, best of 50 samples of 32 calls (``singlebench.call_cost``).
+
+    The Python loop over the 32 rows is in every figure."""
 
     params = (list(singlebench.CALL_IMPLS), list(singlebench.CALL_OPS), list(bench.KERNELS))
     param_names = ["impl", "op", "kernel"]
@@ -25,8 +27,9 @@ class CallCost:
 
 
 class CallCostRound:
-    """32 ``kmem_cache_alloc_bulk`` calls of 16 then 32 ``kmem_cache_free_bulk`` calls
-    (divide by 64 for one call)."""
+    """32 ``kmem_cache_alloc_bulk`` calls of 16 then 32 ``kmem_cache_free_bulk`` calls.
+
+    Divide by 64 for one call."""
 
     params = (list(singlebench.CALL_IMPLS), list(bench.KERNELS))
     param_names = ["impl", "kernel"]

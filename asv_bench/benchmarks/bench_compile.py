@@ -1,5 +1,6 @@
-"""Compile time (issue 11), measured in fresh interpreters (asv ``timeraw``: only the
-statement is timed, not the interpreter's start or the set-up). The code is
+"""Compile time (issue 11), measured in fresh interpreters (asv ``timeraw``).
+
+Only the statement is timed, not the interpreter's start or the set-up. The code is
 ``coldstart.COLD_CASES`` and ``coldstart.user_compile_code``, which ``numslab bench --compile``
 runs too.
 
@@ -25,8 +26,9 @@ from numslab.tools import coldstart
 
 
 def _cold(case):
-    """A cold timeraw benchmark of ``coldstart.COLD_CASES[case]``: one run per fresh
-    interpreter, each with its own empty cache, no warm-up runs."""
+    """A cold timeraw benchmark of ``coldstart.COLD_CASES[case]``.
+
+    One run per fresh interpreter, each with its own empty cache, no warm-up runs."""
     def func():
         return coldstart.cold_case_code(case)
     func.__name__ = func.__qualname__ = "timeraw_cold_" + case.replace("-", "_")

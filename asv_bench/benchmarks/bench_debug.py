@@ -1,7 +1,8 @@
-"""slab_debug's cost (issue 13): one alloc+free pair on the benchmark cache (256 bytes) plain
-and with debug flags F and FZPU, from Python (the facade: a plain allocator's C gate against
-a debug allocator's Python methods) and from @njit (``singlebench.slab_single_pair`` through
-``numslab.jit``: the sheaves, or under 6.18 the CPU freelist, against the checked slow
+"""slab_debug's cost (issue 13): one alloc+free pair, plain and with debug flags F and FZPU.
+
+The pair runs on the benchmark cache (256 bytes), from Python (the facade: a plain allocator's C
+gate against a debug allocator's Python methods) and from @njit (``singlebench.slab_single_pair``
+through ``numslab.jit``: the sheaves, or under 6.18 the CPU freelist, against the checked slow
 path). Compare the impls of one run: the ratio to ``plain`` is the cost of debugging."""
 import numslab
 from numslab.tools import bench, singlebench
@@ -43,8 +44,9 @@ class DebugPairPython:
 
 
 class DebugPairJit:
-    """ns per round of ``singlebench.slab_single_pair`` (256 live objects, one freed and one
-    allocated per round) through ``numslab.jit``."""
+    """ns per round of ``singlebench.slab_single_pair`` through ``numslab.jit``.
+
+    256 live objects, one freed and one allocated per round."""
 
     params = (list(IMPLS), list(bench.KERNELS))
     param_names = ["impl", "kernel"]

@@ -1,7 +1,8 @@
-"""Suite: the remedies against fragmentation (issue 15): the time of ``cache.compact`` and of
-eviction against a plain shrink of the same fragmented cache, a churn under each policy
-(partial-list order, compaction), and the resident memory left after a workload frees
-everything, with the memory release after shrink on and off."""
+"""Suite: the remedies against fragmentation (issue 15), their time and what they leave.
+
+The time of ``cache.compact`` and of eviction against a plain shrink of the same fragmented cache,
+a churn under each policy (partial-list order, compaction), and the resident memory left after a
+workload frees everything, with the memory release after shrink on and off."""
 import os
 
 import numpy as np
@@ -10,8 +11,9 @@ import numslab
 
 
 def _fragmented(kernel: str, n: int = 100_000, size: int = 256, freed: float = 0.7):
-    """An allocator whose cache holds ``n`` objects of ``size`` bytes with ``freed`` of them
-    freed at random (the issue's synthetic check)."""
+    """An allocator whose cache holds ``n`` objects of ``size`` bytes, ``freed`` of them freed.
+
+    The objects are freed at random (the issue's synthetic check)."""
     sa = numslab.SlabAllocator(nr_cpus=2, memory="64M", kernel=kernel)
     c = sa.kmem_cache_create("obj", size)
     objs = c.alloc_bulk(n)
@@ -20,8 +22,10 @@ def _fragmented(kernel: str, n: int = 100_000, size: int = 256, freed: float = 0
 
 
 class _OneShotPerKernel:
-    """Timing options shared by the fragmented-cache benchmarks: each kernel generation, one
-    call per sample, five samples, no warm-up (the set-up compiles first)."""
+    """Timing options shared by the fragmented-cache benchmarks.
+
+    Each kernel generation, one call per sample, five samples, no warm-up (the set-up compiles
+    first)."""
 
     params = ["7.0", "6.18"]
     param_names = ["kernel"]
@@ -31,9 +35,10 @@ class _OneShotPerKernel:
 
 
 class Compact(_OneShotPerKernel):
-    """Seconds to compact 100,000 256-byte objects with 70% freed at random: ``compact(100)``
-    (pack tightly), ``compact()`` (slabs used below 30%) and, as the same-run reference, the
-    plain ``kmem_cache_shrink`` every compaction starts with."""
+    """Seconds to compact 100,000 256-byte objects with 70% freed at random, against a shrink.
+
+    The calls: ``compact(100)`` (pack tightly), ``compact()`` (slabs used below 30%) and, as the
+    same-run reference, the plain ``kmem_cache_shrink`` every compaction starts with."""
 
     def setup(self, kernel):
         _fragmented(kernel, 2000)[1].compact(100)   # compiled (or loaded) before timing
@@ -63,9 +68,11 @@ def _rss() -> int:
 
 
 class ResidentAfterFree:
-    """MiB of resident memory the process keeps (above what it had before the arena was
-    touched) after 150 MB of objects are written, all freed and the caches shrunk, for each
-    ``release_order`` (None: nothing given back to the OS)."""
+    """MiB of resident memory the process keeps after 150 MB of objects are written and freed.
+
+    The figure is above what the process had before the arena was touched, taken once the objects
+    are all freed and the caches shrunk, for each ``release_order`` (None: nothing given back to
+    the OS)."""
 
     params = [None, 4, 10]
     param_names = ["release_order"]
@@ -87,11 +94,12 @@ class ResidentAfterFree:
 
 
 def _churn(sa, c, rounds: int = 30, seed: int = 1, ratio: int | None = None) -> float:
-    """30,000 live objects; each round frees 3,000 of them at random one by one and
-    allocates 3,000 one by one, and every tenth round half of them die at once (a bulk free
-    and a shrink) and 5,000 are born; with ``ratio``, each round ends with
-    ``c.compact(ratio)`` and the table of references remapped. The time-averaged
-    utilisation, live bytes over slab bytes, sampled at the end of each round."""
+    """A churn's time-averaged utilisation, live bytes over slab bytes, sampled after each round.
+
+    30,000 live objects; each round frees 3,000 of them at random one by one and allocates 3,000
+    one by one, and every tenth round half of them die at once (a bulk free and a shrink) and 5,000
+    are born; with ``ratio``, each round ends with ``c.compact(ratio)`` and the table of references
+    remapped."""
     rng = np.random.default_rng(seed)
     held = c.alloc_bulk(30_000)
     per_slab = 4096 << c.order
@@ -120,10 +128,11 @@ POLICIES = {"kernel": ("kernel", None), "sorted": ("sorted", None),
 
 
 class Policies:
-    """The same churn under each policy: the kernel's partial-list order, the lists kept
-    sorted by free objects, and compaction after every round (slabs below 30%, or all):
-    its time (what each costs) and the time-averaged utilisation and final slabs (what each
-    buys)."""
+    """The same churn under each policy: its time, time-averaged utilisation and final slabs.
+
+    The policies: the kernel's partial-list order, the lists kept sorted by free objects, and
+    compaction after every round (slabs below 30%, or all). The time is what each costs; the
+    utilisation and final slabs are what each buys."""
 
     params = (["7.0", "6.18"], list(POLICIES))
     param_names = ["kernel", "policy"]
@@ -150,9 +159,10 @@ class Policies:
 
 
 class Evict(_OneShotPerKernel):
-    """Seconds to evict the slabs used below 30% of the fragmented cache of ``Compact``, the
-    owner freeing every object it is kicked for (one Python call per slab and object), and
-    the slabs left; against ``Compact.time_compact_default`` on the same workload."""
+    """Seconds to evict the slabs used below 30% of ``Compact``'s fragmented cache, and slabs left.
+
+    The owner frees every object it is kicked for (one Python call per slab and object). The
+    reference is ``Compact.time_compact_default`` on the same workload."""
 
     def setup(self, kernel):
         self.sa, self.c = _fragmented(kernel)

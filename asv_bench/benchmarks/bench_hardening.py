@@ -1,7 +1,8 @@
-"""What CONFIG_SLAB_FREELIST_RANDOM (on by default) costs: work that makes a new slab for
-every slab's worth of objects, with the option on and off (compare the two ``random``
-values of one run: the permutation is read only when a slab is made, so the sheaf and
-CPU-freelist fast paths do not change).
+"""What CONFIG_SLAB_FREELIST_RANDOM (on by default) costs work that keeps making new slabs.
+
+The work makes a new slab for every slab's worth of objects, with the option on and off (compare
+the two ``random`` values of one run: the permutation is read only when a slab is made, so the
+sheaf and CPU-freelist fast paths do not change).
 
 ``new``: the RFC's NEW array mode (whole fresh slabs carved with no free list) and a free of
 the array, inside @njit; ``bulk``: 4096-object ``kmem_cache_alloc_bulk`` + free, whose

@@ -56,11 +56,12 @@ class KmallocMixed:
 
 
 class TypedRecords:
-    """Gather and scatter 4096 records by address (numslab) or index (NumPy peer). The peer
-    uses ``np.take``/``np.put``, as a competent NumPy user does for records: fancy indexing
-    of a structured array (``table[idx]``) takes NumPy's generic field-by-field path, 12x
-    slower here (273 us against 23 us), and made numslab look 5x faster than NumPy when it
-    was 2.3x slower."""
+    """Gather and scatter 4096 records by address (numslab) or index (NumPy peer).
+
+    The peer uses ``np.take``/``np.put``, as a competent NumPy user does for records: fancy
+    indexing of a structured array (``table[idx]``) takes NumPy's generic field-by-field path, 12x
+    slower here (273 us against 23 us), and made numslab look 5x faster than NumPy when it was 2.3x
+    slower."""
 
     params = (["slab", "numpy-structured"],)
     param_names = ["impl"]
@@ -87,9 +88,11 @@ class TypedRecords:
 
 
 class KfreeRcuList:
-    """``kfree_rcu`` of ``n`` kmalloc-64 objects from Python under 6.18 (no sheaves: every
-    object waits on the facade's list): the time per call should not grow with ``n`` (a
-    list scanned per call made a run quadratic: 800 us per call at 32,000 waiting)."""
+    """``kfree_rcu`` of ``n`` kmalloc-64 objects, one call each, from Python under 6.18.
+
+    Under 6.18 there are no sheaves: every object waits on the facade's list. The time per call
+    should not grow with ``n`` (a list scanned per call made a run quadratic: 800 us per call at
+    32,000 waiting)."""
 
     params = ([1000, 16000],)
     param_names = ["n"]

@@ -1,9 +1,10 @@
-"""The maple tree's prefilled sheaves (will-it-scale ``mmap1`` on ``maple_node``,
-``numslab.lab.maple``) on 7.3 and on ``next`` (7.3 with the patch), which refills a prefilled
-sheaf from the barn before the slabs: the counters that change ("mm/slub: refill prefilled
-sheaves from the barn") and the slabs held, tracked per generation. Compare the two
-generations of one run; the time is mostly the facade's Python calls, five to ten a tree
-write."""
+"""The maple tree's prefilled sheaves under will-it-scale ``mmap1``, on 7.3 and on ``next``.
+
+The workload is will-it-scale ``mmap1`` on ``maple_node`` (``numslab.lab.maple``); ``next`` is 7.3
+with the patch, which refills a prefilled sheaf from the barn before the slabs. Tracked per
+generation: the counters that change ("mm/slub: refill prefilled sheaves from the barn") and the
+slabs held. Compare the two generations of one run; the time is mostly the facade's Python calls,
+five to ten a tree write."""
 from numslab.lab.maple import maple_churn
 
 OPS = 5000
@@ -22,9 +23,10 @@ class MapleChurn:
         self.run = maple_churn(kernel, ops=OPS)
 
     def track_ns_per_write(self, kernel):
-        """Wall time a tree write, the writes alone (``maple_churn``'s ``ns_per_op``: a
-        ``time_`` benchmark of the whole call timed the allocator's creation and the trees'
-        4096 allocations with them)."""
+        """Wall time a tree write, the writes alone (``maple_churn``'s ``ns_per_op``).
+
+        A ``time_`` benchmark of the whole call timed the allocator's creation and the trees' 4096
+        allocations with them."""
         return self.run["ns_per_op"]
     track_ns_per_write.unit = "ns"
 

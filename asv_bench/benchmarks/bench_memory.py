@@ -1,5 +1,7 @@
-"""Suite 4: peak memory for one million live 64-byte objects, import plus first allocation
-with Numba's cache warm, and the cost per pair with few and with 10 million live objects."""
+"""Suite 4: peak memory, start-up with a warm cache, and the cost per pair with many objects live.
+
+Peak memory for one million live 64-byte objects, import plus first allocation with Numba's cache
+warm, and the cost per pair with few and with 10 million live objects."""
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +16,10 @@ MILLION = 1_000_000
 
 
 def _slab_objects(n=MILLION):
-    """``n`` live 64-byte objects on a fresh allocator, a byte written in each (the peer
-    writes one in each of its records); their addresses pass through a 64K-entry array
-    (the benchmark measures the allocator, not an 8 MB list of addresses)."""
+    """``n`` live 64-byte objects on a fresh allocator, a byte written in each.
+
+    The peer writes one in each of its records. Their addresses pass through a 64K-entry array (the
+    benchmark measures the allocator, not an 8 MB list of addresses)."""
     sa = numslab.SlabAllocator(nr_cpus=1, memory="68M")
     c = sa.kmem_cache_create("obj64", 64)
     mem = sa.memory                             # the arena, bytes
@@ -30,8 +33,9 @@ def _slab_objects(n=MILLION):
 
 
 def _jit_stack_objects(n=MILLION):
-    """The peer: ``n`` 64-byte records and a jitted free-index stack over them, ``n``
-    indices taken through the jitted bulk call, a byte written in each record."""
+    """The peer: ``n`` 64-byte records and a jitted free-index stack over them.
+
+    ``n`` indices are taken through the jitted bulk call, a byte written in each record."""
     stack = np.arange(n, dtype=np.int64)          # its free-index stack: 8 MB
     top = np.array([n], np.int64)
     records = np.zeros((n, 64), np.uint8)         # the records themselves
@@ -45,13 +49,15 @@ def _jit_stack_objects(n=MILLION):
 
 
 class PeakMemory:
-    """Process peak RSS (asv's peakmem: the largest RSS of the process, its setup included).
-    ``slab_million_64B`` (a million live 64-byte objects) and ``jit_stack_million_64B`` (a
-    million 64-byte records and the jitted stack's 8 MB of indices) do the same work: a
-    million objects taken in bulk calls of 64K, a byte written in each. ``baseline`` is the
-    same process with an allocator holding nothing: the difference is the cost of a million
-    objects, against their own 64 MB. The setup compiles both on a thousand objects and keeps
-    nothing, so the peak is the measured function's."""
+    """Process peak RSS for a million live 64-byte objects, numslab's against the jitted stack's.
+
+    The figure is asv's peakmem: the largest RSS of the process, its setup included.
+    ``slab_million_64B`` (a million live 64-byte objects) and ``jit_stack_million_64B`` (a million
+    64-byte records and the jitted stack's 8 MB of indices) do the same work: a million objects
+    taken in bulk calls of 64K, a byte written in each. ``baseline`` is the same process with an
+    allocator holding nothing: the difference is the cost of a million objects, against their own
+    64 MB. The setup compiles both on a thousand objects and keeps nothing, so the peak is the
+    measured function's."""
 
     def setup(self):
         _slab_objects(1000)                      # compile (load from the cache) before
@@ -87,8 +93,9 @@ numba_floor_probe.first(numpy.zeros(1))
 
 
 def _warm(code: str) -> Callable[[], None]:
-    """A setup that runs ``code`` once in a fresh interpreter, so that Numba's cache is
-    warm before the timed interpreters start (``--quick`` times a single one)."""
+    """A setup that runs ``code`` once in a fresh interpreter, so that Numba's cache is warm.
+
+    It runs before the timed interpreters start (``--quick`` times a single one)."""
     def setup() -> None:
         subprocess.run([sys.executable, "-c", code], check=True)
     return setup
@@ -100,8 +107,10 @@ def timeraw_import_and_first_alloc():
 
 
 def timeraw_numba_floor():
-    """The peer of ``timeraw_import_and_first_alloc``: a fresh interpreter that imports
-    Numba and calls one trivial cached function, as every Numba package must."""
+    """The peer of ``timeraw_import_and_first_alloc``: Numba and one trivial cached function.
+
+    A fresh interpreter that imports Numba and calls one trivial cached function, as every Numba
+    package must."""
     return _NUMBA_FLOOR
 
 
@@ -110,8 +119,9 @@ timeraw_numba_floor.setup = _warm(_NUMBA_FLOOR)
 
 
 class Scale:
-    """Cost of 4096 alloc+free pairs (bulk 64, inside @njit) with 1 thousand or 10 million
-    other objects live."""
+    """Cost of 4096 alloc+free pairs with 1 thousand or 10 million other objects live.
+
+    The pairs run in bulk calls of 64, inside @njit."""
 
     params = ([1_000, 10_000_000],)
     param_names = ["live"]

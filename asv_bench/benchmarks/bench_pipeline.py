@@ -1,5 +1,6 @@
-"""The packet-batch pipeline (examples/packet_pipeline.py's engine) on built-in traffic, in
-every allocation mode: bulk and the array modes should beat ``single`` per packet."""
+"""The packet-batch pipeline (examples/packet_pipeline.py's engine) in every allocation mode.
+
+It runs on built-in traffic: bulk and the array modes should beat ``single`` per packet."""
 from numslab.net import generate_traffic
 from numslab.net.pipeline import run_pipeline
 

@@ -1,9 +1,10 @@
-"""Suite 9: the SLUB laboratory's trace replay. Parse plus replay of a kmem trace of over a
-million events (a committed real trace repeated with shifted pointers) against a bare Python
-loop that only reads the same file and calls ``line.split()`` on each line, in the same run;
-``track_lines_per_second_ratio`` is the replay's lines per second over the loop's (issue 14's
-target: at least 2), ``track_cpu_seconds_ratio`` the same by CPU seconds (every thread's),
-``peakmem_replay`` the replay's peak memory."""
+"""Suite 9: the SLUB laboratory's trace replay, against a loop that only splits each line.
+
+Parse plus replay of a kmem trace of over a million events (a committed real trace repeated with
+shifted pointers) against a bare Python loop that only reads the same file and calls
+``line.split()`` on each line, in the same run; ``track_lines_per_second_ratio`` is the replay's
+lines per second over the loop's (issue 14's target: at least 2), ``track_cpu_seconds_ratio`` the
+same by CPU seconds (every thread's), ``peakmem_replay`` the replay's peak memory."""
 import lzma
 import os
 import time
@@ -25,18 +26,20 @@ def make_trace(path: str) -> int:
 
 
 def split_loop(path: str) -> None:
-    """The peer: read the file and split each line, nothing else (binary mode: faster for
-    the loop than text mode, 0.57 s against 0.66 s here)."""
+    """The peer: read the file and split each line, nothing else.
+
+    Binary mode: faster for the loop than text mode, 0.57 s against 0.66 s here."""
     with open(path, "rb") as f:
         for line in f:
             line.split()
 
 
 def interleaved(path: str, kernel: str, rounds: int | None = None) -> dict[str, float]:
-    """Best wall and CPU seconds (``time.process_time``: every thread of the process) of
-    ``rounds`` (default ``ROUNDS``) runs of the split loop and of parse + replay,
-    interleaved in this process, which side runs first alternating by round (so that a busy
-    moment of a shared machine is as likely to fall on either)."""
+    """Best wall and CPU seconds of the split loop and of parse + replay, in interleaved runs.
+
+    CPU seconds are ``time.process_time``: every thread of the process. ``rounds`` (default
+    ``ROUNDS``) runs of each are interleaved in this process, which side runs first alternating by
+    round (so that a busy moment of a shared machine is as likely to fall on either)."""
     with open(path, "rb") as f:
         n = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 24), b""))
     best = {"split_wall": float("inf"), "split_cpu": float("inf"),
@@ -58,15 +61,17 @@ def interleaved(path: str, kernel: str, rounds: int | None = None) -> dict[str, 
 
 
 def lines_per_second_ratio(path: str, kernel: str, rounds: int | None = None) -> float:
-    """Parse + replay lines per second over the split loop's: best wall times of
-    :func:`interleaved` runs."""
+    """Parse + replay lines per second over the split loop's.
+
+    From the best wall times of :func:`interleaved` runs."""
     b = interleaved(path, kernel, rounds)
     return b["split_wall"] / b["replay_wall"]
 
 
 def cpu_seconds_ratio(path: str, kernel: str, rounds: int | None = None) -> float:
-    """The split loop's CPU seconds over parse + replay's (every thread): best of
-    :func:`interleaved` runs; what the wall ratio tends to when other work holds the
+    """The split loop's CPU seconds over parse + replay's (every thread).
+
+    Best of :func:`interleaved` runs; what the wall ratio tends to when other work holds the
     cores."""
     b = interleaved(path, kernel, rounds)
     return b["split_cpu"] / b["replay_cpu"]
@@ -103,15 +108,17 @@ class TraceReplay:
         replay(path, kernel)
 
     def track_lines_per_second_ratio(self, path, kernel):
-        """Replay lines/s over split-loop lines/s: the best of ``ROUNDS`` runs of each,
-        interleaved in this process, which side runs first alternating by round (so that a
-        busy moment of a shared machine is as likely to fall on either)."""
+        """Replay lines/s over split-loop lines/s: the best of ``ROUNDS`` runs of each.
+
+        The runs are interleaved in this process, which side runs first alternating by round (so
+        that a busy moment of a shared machine is as likely to fall on either)."""
         return lines_per_second_ratio(path, kernel)
     track_lines_per_second_ratio.unit = "x"
 
     def track_cpu_seconds_ratio(self, path, kernel):
-        """Split-loop CPU seconds over parse + replay CPU seconds (every thread), best of
-        ``ROUNDS`` interleaved runs of each."""
+        """Split-loop CPU seconds over parse + replay CPU seconds (every thread).
+
+        Best of ``ROUNDS`` interleaved runs of each."""
         return cpu_seconds_ratio(path, kernel)
     track_cpu_seconds_ratio.unit = "x"
 

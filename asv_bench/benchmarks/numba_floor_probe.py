@@ -1,5 +1,6 @@
-"""A trivial cached @njit function: what Numba alone costs a fresh interpreter
-(``bench_memory.timeraw_numba_floor``)."""
+"""A trivial cached @njit function: what Numba alone costs a fresh interpreter.
+
+Its caller: ``bench_memory.timeraw_numba_floor``."""
 import numba
 
 
