@@ -205,6 +205,16 @@ def test_every_docstring_opens_with_a_one_line_summary(name):
     assert not bad, f"{name}: the summary of {', '.join(bad)} runs over one line"
 
 
+BENCHMARKS = sorted((PACKAGE.parent / "asv_bench" / "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("bench", BENCHMARKS, ids=[f.name for f in BENCHMARKS])
+def test_every_benchmark_docstring_opens_with_a_one_line_summary(bench):
+    """The asv suite keeps the package's rule: a one-line summary, then a blank line."""
+    bad = _multi_line_summaries(bench.read_text())
+    assert not bad, f"{bench.name}: the summary of {', '.join(bad)} runs over one line"
+
+
 def test_the_summary_check_finds_a_long_summary():
     src = ('"""Role.\n\nMore."""\ndef f():\n    """One\n    two."""\n\n\n'
            'class C:\n    """One.\n\n    Two\n    three."""\n')
