@@ -239,6 +239,27 @@ def test_view_field_access_in_njit(sa, pc):
     sa.validate()
 
 
+def test_view_field_access_as_plain_python_under_numba_disable_jit(sa, pc, monkeypatch):
+    """Under ``NUMBA_DISABLE_JIT=1`` (README: how a user debugs their ``@njit`` function as
+    plain Python) a function's ``view[a].len`` raised AttributeError ("'numpy.void' object
+    has no attribute 'len'"): the view's records were NumPy voids, which have no field
+    attributes. Now they are ``np.record``s there, as Numba's records behave."""
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    addrs = pc.alloc_bulk(20)
+    vals = sample(20)
+    pc.store(addrs, vals)
+    v = pc.view
+    assert type(v) is np.ndarray and v.dtype == PKT and np.shares_memory(v, sa.memory)
+    with np.errstate(over="ignore"):      # (as Python, 0 + a uint16 field is a uint16)
+        total = tally.py_func(v, addrs)
+    assert total == int(vals["len"].sum(dtype=np.uint16))
+    back = pc.records(addrs)
+    assert (back["proto"] == 6).all() and np.array_equal(back["ts"], vals["ts"] * 2.0)
+    assert v[int(addrs[3])]["src"] == vals[3]["src"]           # indexing by name still works
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", False)   # compiled: the plain dtype
+    assert pc.view.dtype.type is np.void and numba.typeof(pc.view) == numba.typeof(v)
+
+
 def test_view_with_njit_allocation(sa):
     from numslab import jit as nj
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numba
 import numpy as np
 
 from ..engine.ops import gather, scatter
@@ -30,10 +31,15 @@ class RecordAccess:
     def view(self: "KmemCache") -> np.ndarray:
         """The arena as records of ``dtype`` starting at every byte (a zero-copy view).
 
-        ``view[addr]`` is the record at ``addr``, in Python and inside ``@njit`` code."""
+        ``view[addr]`` is the record at ``addr``, in Python and inside ``@njit`` code. Under
+        ``NUMBA_DISABLE_JIT`` the records of a dtype with fields are ``np.record``s, whose
+        fields are attributes as in compiled code (``view[a].len``); else NumPy's plain
+        records, which Numba's dispatcher types faster."""
         self._need_dtype("view")
         mem = self._sa.memory
-        return np.ndarray(shape=(mem.size - self.dtype.itemsize + 1,), dtype=self.dtype,
+        dt = np.dtype((np.record, self.dtype)) \
+            if numba.config.DISABLE_JIT and self.dtype.names else self.dtype
+        return np.ndarray(shape=(mem.size - self.dtype.itemsize + 1,), dtype=dt,
                           buffer=mem, offset=0, strides=(1,))
 
     def records(self: "KmemCache", addrs: Any) -> np.ndarray:
