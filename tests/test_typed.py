@@ -260,6 +260,23 @@ def test_view_field_access_as_plain_python_under_numba_disable_jit(sa, pc, monke
     assert pc.view.dtype.type is np.void and numba.typeof(pc.view) == numba.typeof(v)
 
 
+@pytest.mark.parametrize("dtype", [np.dtype(np.float64), np.dtype((np.int32, 5))])
+def test_view_of_a_cache_of_plain_values_under_numba_disable_jit(sa, dtype, monkeypatch):
+    """A cache whose dtype has no fields (a float64, a subarray) keeps its plain view under
+    ``NUMBA_DISABLE_JIT=1``: made of ``np.record`` it was a view of bare 8- or 20-byte
+    voids, which Numba's own compiled functions refused ("Unsupported array dtype: |V8")."""
+    monkeypatch.setattr(numba.config, "DISABLE_JIT", True)
+    c = sa.kmem_cache_create("plain", 0, dtype=dtype)
+    a = c.alloc()
+    plain = np.ndarray(shape=(sa.memory.size - dtype.itemsize + 1,), dtype=dtype,
+                       buffer=sa.memory, strides=(1,))
+    assert c.view.dtype == plain.dtype and c.view.shape == plain.shape
+    assert numba.typeof(c.view) == numba.typeof(plain)
+    c.view[a] = 3
+    assert (plain[a] == 3).all()
+    c.free(a)
+
+
 def test_view_with_njit_allocation(sa):
     from numslab import jit as nj
 
