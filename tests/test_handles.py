@@ -252,6 +252,27 @@ def test_a_handle_frozen_into_compiled_code_is_refused_by_name():
     assert c.live_objects == 0
     assert alloc(sa.handle, cid) > 0                # as an argument it is taken
 
+
+def test_a_frozen_handle_refusal_names_the_function_and_line():
+    """The refusal of a handle frozen into compiled code named neither the function nor the
+    line reading it (in a module of many @njit functions, which one?), where every other
+    compile-time refusal of ``numslab.jit`` names both."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    c = sa.kmem_cache_create("c", 64)
+    frozen, cid = sa.handle, c.id
+
+    @numba.njit
+    def reads_a_closure():
+        x = cid
+        return nj.kmem_cache_alloc(frozen, x)
+
+    line = reads_a_closure.py_func.__code__.co_firstlineno + 3
+    with pytest.raises(TypeError, match=r"pass sa.handle to the function as an argument "
+                                        r"\(in .*reads_a_closure at test_handles.py:"
+                                        + str(line) + r"\)"):
+        reads_a_closure()
+    assert c.live_objects == 0
+
 def test_slots_are_reused_with_a_new_generation():
     gc.collect()                               # nothing else is freed meanwhile
     first = numslab.SlabAllocator(nr_cpus=2, memory="4M")

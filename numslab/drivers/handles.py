@@ -12,6 +12,8 @@ has another signature and is compiled again rather than loaded.
 from __future__ import annotations
 
 import operator
+import os
+import sys
 import threading
 import weakref
 from typing import Any, Callable
@@ -20,7 +22,7 @@ import numpy as np
 from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, typeinfer
 from numba.core.typing.typeof import Purpose
 from numba.extending import (NativeValue, box, intrinsic, models, register_model,
                              typeof_impl, unbox)
@@ -148,8 +150,23 @@ def _typeof_handle(val: SlabHandle, c: Any) -> SlabHandleType:
         # into Numba's cache): it would not keep its allocator alive, and in another process
         # would name whichever allocator holds its slot and generation there
         raise TypeError(f"numslab.jit: {val!r} is a global or closure variable of compiled "
-                        f"code; pass sa.handle to the function as an argument")
+                        f"code; pass sa.handle to the function as an argument"
+                        f"{_reading_function()}")
     return slab_handle
+
+
+def _reading_function() -> str:
+    """``" (in FUNCTION at FILE:LINE)"`` of the statement whose global or closure variable
+    Numba is typing, from its type inference frames on the stack (``""`` unknown)."""
+    f = sys._getframe(2)
+    while f is not None:
+        s, inst = f.f_locals.get("self"), f.f_locals.get("inst")
+        if isinstance(s, typeinfer.TypeInferer) and inst is not None:
+            loc = inst.loc
+            return (f" (in {s.func_id.func_qualname} at {os.path.basename(str(loc.filename))}"
+                    f":{loc.line})")
+        f = f.f_back
+    return ""
 
 
 @register_model(SlabHandleType)
