@@ -357,3 +357,23 @@ def test_an_allocator_made_while_the_collector_finalizes_another_does_not_deadlo
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "done", out.stderr[-2000:]
+
+
+def test_a_refused_argument_of_a_call_from_python_names_the_call_and_line():
+    """A ``numslab.jit`` call made from Python (a user's ``@njit`` function run as plain
+    Python under ``NUMBA_DISABLE_JIT=1``, README's way to debug it, or a direct call) with an
+    argument of the wrong type was refused naming neither the call nor its line: "objs, the
+    array of objects to free, must be ... not reflected list(int64)"."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    c = sa.kmem_cache_create("c", 64)
+    a = sa.kmem_cache_alloc(c)
+    line = sys._getframe().f_lineno + 4
+    with pytest.raises(TypeError, match=r"not reflected list\(int64\).* \(numslab.jit."
+                                        r"kmem_cache_free_bulk, called at test_handles.py:"
+                                        + str(line) + r"\)$"):
+        nj.kmem_cache_free_bulk(sa.handle, c.id, 1, [a])
+    with pytest.raises(TypeError, match=r"not int64 \(numslab.jit.kmem_cache_alloc, called "
+                                        r"at test_handles.py:\d+\)$"):
+        nj.kmem_cache_alloc(int(sa.handle), c.id)
+    assert c.live_addresses().tolist() == [a]
+    sa.kmem_cache_free(c, a)

@@ -272,7 +272,26 @@ def typing_site() -> str:
     ``" (numslab.jit.NAME, called in FUNC at FILE:LINE)"`` (:func:`gilguard.typing_frames`); ``""``
     when Numba's type inference frames do not say."""
     api, user, where = typing_frames()
-    return f" (numslab.jit.{api}, called in {user}{where})" if api and user else ""
+    if api and user:
+        return f" (numslab.jit.{api}, called in {user}{where})"
+    if api:                         # called from Python (a user's function under
+        return f" (numslab.jit.{api}{_python_caller()})"      # NUMBA_DISABLE_JIT, or direct)
+    return ""
+
+
+def _python_caller() -> str:
+    """``", called at FILE:LINE"`` of the innermost Python frame on the stack outside
+    numslab and Numba (``""`` if none)."""
+    import numba
+    skip = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            os.path.dirname(os.path.abspath(numba.__file__)))
+    f = sys._getframe(2)
+    while f is not None:
+        name = os.path.abspath(f.f_code.co_filename)
+        if not name.startswith(skip) and not f.f_code.co_filename.startswith("<"):
+            return f", called at {os.path.basename(name)}:{f.f_lineno}"
+        f = f.f_back
+    return ""
 
 
 def _check_handle(h: Any) -> None:
