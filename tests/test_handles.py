@@ -377,3 +377,34 @@ def test_a_refused_argument_of_a_call_from_python_names_the_call_and_line():
         nj.kmem_cache_alloc(int(sa.handle), c.id)
     assert c.live_addresses().tolist() == [a]
     sa.kmem_cache_free(c, a)
+
+
+def test_a_handle_in_a_jitclass_outliving_its_allocator_says_what_to_keep():
+    """A handle kept in a jitclass (or a typed List or Dict) is a plain integer there and
+    keeps no allocator alive: a pool class made in a function lost its allocator as the
+    function returned, and its next call said only "the handle's allocator no longer exists".
+    The refusal now says why and what to keep, from compiled code and from Python."""
+    from numba.experimental import jitclass
+
+    def make_pool():
+        sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+        c = sa.kmem_cache_create("c", 64)
+
+        @jitclass([("h", numba.typeof(sa.handle)), ("cid", numba.int64)])
+        class Pool:
+            def __init__(self, h, cid):
+                self.h, self.cid = h, cid
+
+            def get(self):
+                return nj.kmem_cache_alloc(self.h, self.cid)
+        return Pool(sa.handle, c.id)
+
+    pool = make_pool()
+    gc.collect()
+    hint = (r"the handle's allocator no longer exists \(a handle kept in compiled code's "
+            r"values, a jitclass, typed List or Dict, keeps no allocator alive: keep the "
+            r"allocator in a Python name while they use it\)")
+    with pytest.raises(numslab.SlabError, match=r"^numslab.jit.kmem_cache_alloc: " + hint):
+        pool.get()
+    with pytest.raises(numslab.SlabError, match=r"^numslab.jit: " + hint):
+        pool.h

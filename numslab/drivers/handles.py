@@ -181,6 +181,12 @@ def _unbox_handle(typ: Any, obj: Any, c: Any) -> NativeValue:
     return NativeValue(native, is_error=cgutils.is_not_null(c.builder, c.pyapi.err_occurred()))
 
 
+#: The refusal of a handle whose allocator is gone, from compiled code and from Python.
+GONE = ("numslab.jit: the handle's allocator no longer exists (a handle kept in compiled "
+        "code's values, a jitclass, typed List or Dict, keeps no allocator alive: keep the "
+        "allocator in a Python name while they use it)")
+
+
 def handle_of(value: int) -> SlabHandle:
     """The ``sa.handle`` of the live allocator whose handle value is ``value``, else ``SlabError``.
 
@@ -192,7 +198,7 @@ def handle_of(value: int) -> SlabHandle:
             if ALLOCATOR_TABLE[2 * slot + 1] == value >> 16 else None
     namer = ref() if ref is not None else None
     if namer is None:
-        raise SlabError("numslab.jit: the handle's allocator no longer exists")
+        raise SlabError(GONE)
     return namer.__self__.handle
 
 

@@ -52,8 +52,8 @@ from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, In
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_PCS, FREE_PCS, GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
 from . import handles
-from .handles import (CacheObjectType, SlabHandle, SlabHandleType, handle_live, owned_arena,
-                      state_of, typing_site)
+from .handles import (GONE, CacheObjectType, SlabHandle, SlabHandleType, handle_live,
+                      owned_arena, state_of, typing_site)
 
 __all__ = ["SlabHandle", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
            "kmem_cache_alloc_bulk", "kmem_cache_free_bulk", "kmem_cache_alloc_array",
@@ -166,7 +166,7 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
     err = -(-err % E_AT)
     _record_error(where, addr, cache, index, value, earlier, call)
     if err == E_GONE:
-        raise SlabError("numslab.jit: the handle's allocator no longer exists", JIT_RAISE)
+        raise SlabError(GONE, JIT_RAISE)
     if err == E_DEAD_CACHE:
         raise WrongCacheError("numslab.jit: not the id of a live cache", JIT_RAISE)
     if err == E_BAD_CPU:
