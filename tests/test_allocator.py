@@ -440,8 +440,32 @@ def test_what_a_machine_and_a_cache_are_made_with_cannot_be_reassigned(sa):
 @pytest.mark.parametrize("name", [["made"], np.array(4), {"made"}, 1, None])
 def test_find_cache_of_a_name_that_is_no_str_raises_a_slab_error(sa, name):
     sa.kmem_cache_create("made", 64)
-    with pytest.raises(numslab.SlabError, match="no cache named"):    # (an unhashable one
-        sa.find_cache(name)                                           # raised TypeError)
+    with pytest.raises(numslab.InvalidArgumentError, match="no cache named"):  # (an
+        sa.find_cache(name)                             # unhashable one raised TypeError)
+
+
+def test_refusals_of_cache_creation_lookup_and_destruction_are_slab_error_subclasses(sa):
+    """Three refusals raised the base ``SlabError``, where README promises a subclass for
+    every refusal: no free cache slot (now ``OutOfMemoryError``, as the kernel's
+    ``kmem_cache_create`` fails with ENOMEM), destroying a kmalloc cache and looking up a
+    name no cache has (``InvalidArgumentError``). Each changes nothing."""
+    with pytest.raises(numslab.InvalidArgumentError, match="no cache named 'nothing'"):
+        sa.find_cache("nothing")
+    snap = snapshot(sa)
+    with pytest.raises(numslab.InvalidArgumentError, match="kmalloc-64 is a kmalloc cache"):
+        sa.kmem_cache_destroy(sa.find_cache("kmalloc-64"))
+    assert_unchanged(sa, snap)
+    made = []
+    with pytest.raises(numslab.OutOfMemoryError, match=r"kmem_cache_create\(c\d+\): all "
+                                                        r"\d+ cache slots in use"):
+        for i in range(1000):
+            made.append(sa.kmem_cache_create(f"c{i}", 64))
+    snap = snapshot(sa)
+    with pytest.raises(numslab.OutOfMemoryError):
+        sa.kmem_cache_create("one_more", 64)
+    assert_unchanged(sa, snap)
+    for c in made:
+        sa.kmem_cache_destroy(c)
 
 
 @pytest.mark.parametrize("arg, value", [("size", True), ("size", 64.0), ("size", "64"),

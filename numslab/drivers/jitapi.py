@@ -175,8 +175,8 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
         raise InvalidArgumentError("numslab.jit: node is not -1 or a node of this machine",
                                    JIT_RAISE)
     if err == E_CTOR:
-        raise SlabError("numslab.jit: caches with a constructor are allocated from Python",
-                        JIT_RAISE)
+        raise InvalidArgumentError("numslab.jit: caches with a constructor are allocated from "
+                                   "Python", JIT_RAISE)
     if err == E_BAD_GFP:
         raise InvalidArgumentError("numslab.jit: gfp is not a set of GFP flags (an int in "
                                    "0..2**32-1)", JIT_RAISE)

@@ -37,7 +37,7 @@ from ..engine.pages import init_buddy
 from ..engine.sheaves import init_percpu_sheaves
 from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as BadArg,
                       InvalidSizeError, NotPicklableError, OutOfMemoryError,
-                      SlabCorruptionError, SlabError, WrongTypeError)
+                      SlabCorruptionError, WrongTypeError)
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE,
                      SLAB_TYPESAFE_BY_RCU, SLAB_VALID_FLAGS, __GFP_NOWARN, __GFP_THISNODE,
                      __GFP_ZERO)
@@ -376,10 +376,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 sheaf_capacity = 0
             elif self._gen7:
                 sheaf_capacity = calculate_sheaf_capacity(geo.slab_size, sheaf_capacity)
-            ca = self.state.ca
-            free = np.flatnonzero(ca[:, CA_ACTIVE] == 0)
+            free = np.flatnonzero((ca := self.state.ca)[:, CA_ACTIVE] == 0)
             if not len(free):
-                raise SlabError(f"kmem_cache_create({name}): all {len(ca)} cache slots in use")
+                raise OutOfMemoryError(f"kmem_cache_create({name}): all {len(ca)} cache "
+                                       f"slots in use")
             cid = int(free[0])
             row = np.zeros(CA_NCOLS, np.int64)
             row[[CA_ACTIVE, CA_SIZE, CA_OBJECT_SIZE, CA_INUSE, CA_OFFSET, CA_ALIGN, CA_FLAGS,
@@ -472,7 +472,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             wait_for_engine()           # not while another thread's compile parks the rows
             self._own(cache, "kmem_cache_destroy")
             if cache._id in self._kmalloc_ids:
-                raise SlabError(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
+                raise BadArg(f"kmem_cache_destroy: {cache.name} is a kmalloc cache")
             force = check_bool(force, "kmem_cache_destroy: force")
             if not force:                       # refused: before the barrier changes anything
                 self._refuse_leaky_destroy(cache, cache.live_objects
@@ -508,7 +508,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         try:
             return self._caches.by_name(name)
         except (KeyError, TypeError):   # (TypeError: an unhashable name, a list or array)
-            raise SlabError(f"no cache named {name!r}") from None
+            raise BadArg(f"no cache named {name!r}") from None
 
     @property
     def caches(self) -> list[KmemCache]:
