@@ -156,8 +156,9 @@ def _typeof_handle(val: SlabHandle, c: Any) -> SlabHandleType:
 
 
 def _reading_function() -> str:
-    """``" (in FUNCTION at FILE:LINE)"`` of the statement whose global or closure variable
-    Numba is typing, from its type inference frames on the stack (``""`` unknown)."""
+    """Where a global or closure variable Numba is typing is read: ``" (in FUNC at FILE:LINE)"``.
+
+    From Numba's type inference frames on the stack; ``""`` when they do not say."""
     f = sys._getframe(2)
     while f is not None:
         s, inst = f.f_locals.get("self"), f.f_locals.get("inst")
@@ -286,8 +287,9 @@ def typing_site() -> str:
 
 
 def _python_caller() -> str:
-    """``", called at FILE:LINE"`` of the innermost Python frame on the stack outside
-    numslab and Numba (``""`` if none)."""
+    """The user's line calling into numslab from Python: ``", called at FILE:LINE"``.
+
+    The innermost Python frame on the stack outside numslab and Numba; ``""`` if none."""
     import numba
     skip = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
             os.path.dirname(os.path.abspath(numba.__file__)))
