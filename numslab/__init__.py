@@ -15,7 +15,8 @@ from .facade.allocator import SlabAllocator, parse_size
 from .facade.cache import KmemCache
 from .facade.defragapi import remap
 from .facade.kmallocapi import size_roundup as kmalloc_size_roundup
-from .errors import (BadAddressError, CacheLeakError, ConcurrentUseError, DoubleFreeError,
+from .errors import (AllocatorGoneError, BadAddressError, CacheLeakError, ConcurrentUseError,
+                     ConstructorError, DoubleFreeError, MachineFileError,
                      FixedAttributeError, InvalidArgumentError, InvalidSizeError,
                      LostObjectsError, NotPicklableError, OutOfMemoryError, SlabCorruptionError,
                      SlabDebugError, SlabError, WrongCacheError, WrongTypeError)
@@ -91,7 +92,8 @@ __all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError"
            "DoubleFreeError", "InvalidSizeError", "InvalidArgumentError", "CacheLeakError",
            "LostObjectsError", "SlabCorruptionError", "SlabDebugError", "ConcurrentUseError",
            "NotPicklableError", "WrongTypeError", "FixedAttributeError", "OutOfMemoryError",
-           "Geometry", "calculate_geometry", "default_allocator", "set_default_allocator",
+           "AllocatorGoneError", "ConstructorError", "MachineFileError", "Geometry",
+           "calculate_geometry", "default_allocator", "set_default_allocator",
            "parse_size", "kmalloc_size_roundup", "flags", "jit", "KERNELS", "NIL", "NULL", "ZERO_SIZE_PTR",
            *_API, *flags.__all__]
 __all__.append("replay")                # (made on first use: the module's __getattr__)

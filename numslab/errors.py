@@ -166,6 +166,30 @@ class NotPicklableError(SlabError, TypeError):
     ``SlabAllocator.load`` store and restore a whole machine."""
 
 
+class AllocatorGoneError(SlabError, ReferenceError):
+    """A call through a method, handle or cache whose allocator no longer exists.
+
+    A bound method, a ``numslab.jit`` handle kept where it does not keep its allocator alive (a
+    jitclass, typed List or Dict hold it as an integer), or the allocator of a debug report:
+    keep the ``SlabAllocator`` itself in a name for as long as these are used."""
+
+
+class ConstructorError(SlabError):
+    """A cache's constructor raised, or did what a constructor may not.
+
+    It raised on an object (the exception is the ``__cause__``), destroyed its own cache, freed
+    the object it was given, called an operation on its own cache that waits for it, or nested
+    constructors too deep. Nothing the failed call took stays allocated."""
+
+
+class MachineFileError(SlabError, ValueError):
+    """A machine ``save`` cannot write, or a file ``load`` cannot read as a numslab machine.
+
+    ``save`` refuses constructors (Python code) and dtypes JSON cannot hold; ``load`` refuses a
+    file of another format, a damaged one (its digest), and a state whose links or counters
+    break the machine's structure (``loadcheck``)."""
+
+
 class SlabCorruptionError(SlabError):
     """``validate`` found a slab, list or counter that breaks an invariant."""
 

@@ -635,7 +635,7 @@ def test_a_constructor_that_raises_hands_nothing_out_and_resumes(sa):
         mem[addr] = 1
 
     c = sa.kmem_cache_create("raising", 128, ctor=ctor)
-    with pytest.raises(numslab.SlabError, match="constructor raised ValueError"):
+    with pytest.raises(numslab.ConstructorError, match="constructor raised ValueError"):
         c.alloc()
     assert c.live_objects == 0
     a = c.alloc()                         # the slab's constructors resume where they stopped
@@ -681,7 +681,7 @@ def test_a_constructor_that_raises_in_a_bulk_allocation_is_the_error_raised(sa):
     c = sa.kmem_cache_create("raising", 128, ctor=ctor)
     out = np.zeros(4, np.int64)
     # before: the batch's count (4) was freed as an address: BadAddressError about 0x4
-    with pytest.raises(numslab.SlabError, match="constructor raised ValueError") as e:
+    with pytest.raises(numslab.ConstructorError, match="constructor raised ValueError") as e:
         sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 4, out)
     assert not isinstance(e.value, numslab.BadAddressError)
     assert c.live_objects == 0
@@ -728,16 +728,16 @@ def test_nested_constructor_failures_keep_the_message_short(sa):
             caches[i + 1].alloc()
         return ctor
     caches.extend(sa.kmem_cache_create(f"c{i}", 64, ctor=make(i)) for i in range(16))
-    with pytest.raises(numslab.SlabError) as e:
+    with pytest.raises(numslab.ConstructorError) as e:
         caches[0].alloc()
     text = str(e.value)
-    assert text.startswith("c0: the constructor raised SlabError") and "\\" not in text
+    assert text.startswith("c0: the constructor raised ConstructorError") and "\\" not in text
     assert len(text) < 1000
 
     def own(mem, addr):
         c.alloc()
     c = sa.kmem_cache_create("recursive", 64, ctor=own)
-    with pytest.raises(numslab.SlabError, match="recursive: the constructor raised") as e:
+    with pytest.raises(numslab.ConstructorError, match="recursive: the constructor raised") as e:
         c.alloc()
     assert len(str(e.value)) < 1000
     # the nesting stops at a bound, before Python's recursion limit struck inside the
@@ -757,7 +757,7 @@ def test_destroying_a_cache_forgets_the_constructors_still_due_on_its_slabs(sa):
         raise ValueError("boom")
 
     c = sa.kmem_cache_create("raising", 32, ctor=ctor)
-    with pytest.raises(numslab.SlabError, match="constructor raised ValueError"):
+    with pytest.raises(numslab.ConstructorError, match="constructor raised ValueError"):
         c.alloc()
     sa.kmem_cache_destroy(c)
     # before: the destroyed cache's slab stayed due, was reused by kmalloc-32 and every later
@@ -900,7 +900,7 @@ def test_a_refill_whose_constructors_raise_hands_out_no_unconstructed_object(sa)
     s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 1)
     taken = [sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s) for _ in range(200)]
     fail[0] = True
-    with pytest.raises(numslab.SlabError, match="the constructor raised RuntimeError"):
+    with pytest.raises(numslab.ConstructorError, match="the constructor raised RuntimeError"):
         sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, 150)
     got = []
     while x := sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s):
@@ -911,7 +911,7 @@ def test_a_refill_whose_constructors_raise_hands_out_no_unconstructed_object(sa)
     sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
     s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 8)
     fail[0] = True
-    with pytest.raises(numslab.SlabError, match="the constructor raised RuntimeError"):
+    with pytest.raises(numslab.ConstructorError, match="the constructor raised RuntimeError"):
         sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, s, 500)     # grows: a new sheaf
     assert not sa.state.ca[c.id, numslab.engine.layout.CA_USER_SHEAVES]
     sa.kmem_cache_destroy(c)
@@ -1020,7 +1020,7 @@ def test_a_bulk_allocation_gives_back_what_it_took_not_what_its_array_names_late
     y = sa.kmem_cache_alloc(holder)
     out = np.ndarray(100, np.int64, buffer=sa.memory, offset=y)
     armed.append(1)
-    with pytest.raises(numslab.SlabError, match="constructor raised ValueError"):
+    with pytest.raises(numslab.ConstructorError, match="constructor raised ValueError"):
         sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 100, out)
     assert sa.find(h)["kind"] == "object" and len(c) == 1      # the batch's own given back
     sa.kmem_cache_free(c, h)
@@ -1038,7 +1038,7 @@ def test_a_slab_discarded_before_its_constructors_resumed_takes_its_resume_point
             raise ValueError("boom")
     failing.n = 0
     c = sa.kmem_cache_create("raising", 256, ctor=failing)
-    with pytest.raises(numslab.SlabError, match="constructor raised ValueError"):
+    with pytest.raises(numslab.ConstructorError, match="constructor raised ValueError"):
         c.alloc()
     frame = int(sa.state.pending[0]) & ((1 << 40) - 1)
     sa.kmem_cache_shrink(c)                          # the empty slab back to the pages
@@ -1092,7 +1092,7 @@ def test_load_of_a_file_that_is_not_a_machine_is_a_slab_error(sa, tmp_path):
     sa.save(cut)
     cut.write_bytes(cut.read_bytes()[:200])
     for path in (text, other, cut):
-        with pytest.raises(numslab.SlabError, match="is not a numslab machine"):
+        with pytest.raises(numslab.MachineFileError, match="is not a numslab machine"):
             numslab.SlabAllocator.load(path)
     with pytest.raises(FileNotFoundError):          # the OS's error, naming the path
         numslab.SlabAllocator.load(tmp_path / "missing.npz")
@@ -1203,7 +1203,7 @@ def test_load_refuses_links_to_frames_and_caches_the_machine_has_not(kernel, tmp
         bad = state.copy()
         bad[i] = value
         _save_signed(tmp_path / "bad.npz", {**z, "state": bad})
-        with pytest.raises(numslab.SlabError,
+        with pytest.raises(numslab.MachineFileError,
                            match=f"its state is corrupt: .*{value}, (not|more)"):
             numslab.SlabAllocator.load(tmp_path / "bad.npz")
     again = numslab.SlabAllocator.load(tmp_path / "good.npz")
@@ -1412,7 +1412,7 @@ def test_load_refuses_a_word_compiled_code_follows_without_a_bound(kernel, tmp_p
         for (h, word), value in shadow_words.items():
             pages.view(np.int64)[sheaf_word(h, word)] = value
         _save_signed(tmp_path / "bad.npz", {**z, "state": state, "shadow": pages})
-        with pytest.raises(numslab.SlabError, match="its state is corrupt: " + refusal):
+        with pytest.raises(numslab.MachineFileError, match="its state is corrupt: " + refusal):
             numslab.SlabAllocator.load(tmp_path / "bad.npz")
     numslab.SlabAllocator.load(tmp_path / "good.npz").validate()
 
@@ -1560,7 +1560,7 @@ def test_load_refuses_a_file_with_one_word_changed_anywhere(kernel, tmp_path):
 
     def refused(**change):
         np.savez(bad, **{**z, **change})
-        with pytest.raises(numslab.SlabError,
+        with pytest.raises(numslab.MachineFileError,
                            match=re.escape(f"load: {bad} is damaged: its content does not "
                                            "match its digest")):
             numslab.SlabAllocator.load(bad)
@@ -1588,7 +1588,7 @@ def test_load_refuses_a_file_with_one_word_changed_anywhere(kernel, tmp_path):
     refused(meta=np.array(json.dumps(lacking)))
     from numslab.facade.persist import FORMAT
     _save_signed(bad, {**z, "meta": np.array(json.dumps({**lacking, "format": FORMAT - 1}))})
-    with pytest.raises(numslab.SlabError, match=f"is not a numslab machine of format {FORMAT} "
+    with pytest.raises(numslab.MachineFileError, match=f"is not a numslab machine of format {FORMAT} "
                                                  rf"\(it is format {FORMAT - 1}, written by an "
                                                  "older numslab"):
         numslab.SlabAllocator.load(bad)

@@ -112,7 +112,7 @@ def test_a_saved_handle_value_is_refused_once_its_allocator_is_gone():
     for call in (lambda: live(stale, cid, a), lambda: alloc(stale, cid),
                  lambda: free(stale, cid, a), lambda: kmalloc(stale, 64),
                  lambda: alloc_n(stale, cid, 3)):
-        with pytest.raises(numslab.SlabError, match="no longer exists"):
+        with pytest.raises(numslab.AllocatorGoneError, match="no longer exists"):
             call()
 
 
@@ -138,7 +138,7 @@ def test_a_handle_given_back_by_compiled_code_is_its_allocators_handle():
     del h
     gc.collect()
     assert gone() is None
-    with pytest.raises(numslab.SlabError, match="no longer exists"):
+    with pytest.raises(numslab.AllocatorGoneError, match="no longer exists"):
         handles.handle_of(value)
 
 
@@ -191,7 +191,7 @@ def test_no_arena_view_of_an_allocator_that_is_gone():
 def test_forged_handle_values_are_refused(value):
     keep = numslab.SlabAllocator(nr_cpus=2, memory="4M")   # some slot is live meanwhile
     c = keep.kmem_cache_create("c", 64)
-    with pytest.raises(numslab.SlabError, match="no longer exists"):
+    with pytest.raises(numslab.AllocatorGoneError, match="no longer exists"):
         alloc(SlabHandle(value, None), c.id)
     assert c.live_objects == 0
 
@@ -285,7 +285,7 @@ def test_slots_are_reused_with_a_new_generation():
     new = second.handle.value
     (s1, g1), (s2, g2) = _slot_and_generation(old), _slot_and_generation(new)
     assert s2 == s1 and g2 != g1 and g2 > 0
-    with pytest.raises(numslab.SlabError, match="no longer exists"):
+    with pytest.raises(numslab.AllocatorGoneError, match="no longer exists"):
         alloc(SlabHandle(old, None), cid)          # the slot's new allocator is not reached
     assert second.kmem_cache_create("c", 64).live_objects == 0
     d = second.find_cache("c")

@@ -48,7 +48,7 @@ typedef struct {
     PyObject_HEAD
     PyObject *sa_ref;          /* a weak reference to the SlabAllocator (it holds the gate) */
     PyObject *keep;            /* what the state's address points into: kept alive */
-    PyObject *error_type;      /* numslab.SlabError */
+    PyObject *error_type;      /* numslab.AllocatorGoneError */
     PyObject *cache_type;      /* KmemCache */
     PyObject *array_type;      /* numpy.ndarray */
     PyObject *int64_descr;     /* numpy.dtype(int64) */
@@ -74,7 +74,7 @@ typedef struct {
 /* The unit's entry now: its compiled function, or the stub that compiles it first. */
 #define UNIT(self, u, arity) ((arity)(intptr_t)(self)->table[(self)->slots[u]])
 
-/* The allocator (a borrowed reference), or NULL with SlabError set if it is gone. */
+/* The allocator (a borrowed reference), or NULL with AllocatorGoneError set if it is gone. */
 static PyObject *owner(Gate *self)
 {
     PyObject *sa = PyWeakref_GetObject(self->sa_ref);

@@ -16,7 +16,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from ..engine.native import Unit, call_slot, jit, state_at
-from ..errors import SlabError
+from ..errors import AllocatorGoneError
 
 
 @intrinsic
@@ -128,13 +128,14 @@ def bind_lazily(obj: Any, attr: str, u: Unit, array: bool) -> None:
 
     On its first call it binds the trampoline's native entry point (compiled or loaded then,
     :func:`bound`), and then is it, so that start-up loads only what is used. It holds ``obj``
-    weakly (no reference cycle), so a copy kept past the allocator's end raises ``SlabError``."""
+    weakly (no reference cycle), so a copy kept past the allocator's end raises
+    ``AllocatorGoneError``."""
     ref = weakref.ref(obj)
 
     def first_call(*args: Any) -> Any:
         sa = ref()
         if sa is None:
-            raise SlabError(f"{attr}: its allocator is gone")
+            raise AllocatorGoneError(f"{attr}: its allocator is gone")
         fn = bound(u, sa._st, array)
         setattr(sa, attr, fn)
         return fn(*args)

@@ -19,7 +19,7 @@ from ..engine import native, ops
 from ..engine.kmalloc import kmalloc_index_table
 from ..engine.layout import CA_CTOR, CA_NCOLS, F_CA, F_G, G_NPENDING, view
 from ..engine.native import STUB_TABLE, UNIT_TABLE
-from ..errors import SlabError
+from ..errors import AllocatorGoneError
 from ..flags import GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL
 
 try:
@@ -71,7 +71,8 @@ def install(sa: "SlabAllocator", base: type, cache_type: type) -> bool:
     table = kmalloc_index_table()
     kmalloc_cache = [sa._kmalloc_ids[table[size]] for size in range(len(table))]
     gate = _gate.Gate(
-        sa=sa, keep=(sa._buf, sa.memory), error_type=SlabError, cache_type=cache_type, array_type=np.ndarray, int64_descr=np.dtype(np.int64),
+        sa=sa, keep=(sa._buf, sa.memory), error_type=AllocatorGoneError, cache_type=cache_type,
+        array_type=np.ndarray, int64_descr=np.dtype(np.int64),
         st=sa._st, table=UNIT_TABLE.ctypes.data, slots=[u.slot for u in UNITS],
         ca=view(sa._buf, F_CA).ctypes.data, ca_ncols=CA_NCOLS, ca_ctor=CA_CTOR,
         g=view(sa._buf, F_G).ctypes.data, g_npending=G_NPENDING, kmalloc_table=kmalloc_cache,

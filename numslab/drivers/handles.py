@@ -30,7 +30,7 @@ from numba.extending import (NativeValue, box, intrinsic, models, register_model
 from ..engine.gilguard import typing_frames
 from ..engine.layout import HEADER
 from ..engine.native import ABI, State, invariant_load, table_address
-from ..errors import NotPicklableError, SlabError
+from ..errors import AllocatorGoneError, NotPicklableError
 
 #: An allocator's describer for error texts: ``(cache id, address) -> (cache name, note)``.
 Describer = Callable[[int, int], "tuple[str | None, str | None]"]
@@ -199,7 +199,7 @@ def handle_of(value: int) -> SlabHandle:
             if ALLOCATOR_TABLE[2 * slot + 1] == value >> 16 else None
     namer = ref() if ref is not None else None
     if namer is None:
-        raise SlabError(GONE)
+        raise AllocatorGoneError(GONE)
     return namer.__self__.handle
 
 

@@ -48,8 +48,8 @@ from ..engine.native import (_MACHINE, address, jit, table_address, thread_point
 from ..engine.pcsbulk import _sheaf_copy_top, _take_main_spare
 from ..engine.sheaves import KMALLOC_CLASS
 from .. import errors
-from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError, InvalidSizeError,
-                      SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
+from ..errors import (AllocatorGoneError, BadAddressError, DoubleFreeError, InvalidArgumentError,
+                      InvalidSizeError, SlabCorruptionError, SlabDebugError, WrongCacheError)
 from ..flags import (__GFP_ZERO, ALLOC_PCS, FREE_PCS, GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
 from . import handles
 from .handles import (GONE, CacheObjectType, SlabHandle, SlabHandleType, handle_live,
@@ -166,7 +166,7 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
     err = -(-err % E_AT)
     _record_error(where, addr, cache, index, value, earlier, call)
     if err == E_GONE:
-        raise SlabError(GONE, JIT_RAISE)
+        raise AllocatorGoneError(GONE, JIT_RAISE)
     if err == E_DEAD_CACHE:
         raise WrongCacheError("numslab.jit: not the id of a live cache", JIT_RAISE)
     if err == E_BAD_CPU:

@@ -11,8 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import (FixedAttributeError, InvalidArgumentError, InvalidSizeError, SlabError,
-                      WrongTypeError)
+from ..errors import (ConstructorError, FixedAttributeError, InvalidArgumentError,
+                      InvalidSizeError, WrongTypeError)
 from ..geometry import MAX_PAGE_ORDER
 
 
@@ -153,10 +153,11 @@ def cache_op(f: Callable) -> Callable:
         with self._slab_mutex:
             if self._inobj_building and args and \
                     getattr(args[0], "_id", None) in self._inobj_building:
-                raise SlabError(f"{f.__name__}({args[0].name}): called by the cache's own "
-                                f"constructor while it constructs a new slab whose free "
-                                f"pointers lie inside the objects (freeptr_offset): numslab "
-                                f"runs constructors after the free list is written, so the "
-                                f"slab cannot be used until they end; nothing was done")
+                raise ConstructorError(f"{f.__name__}({args[0].name}): called by the cache's "
+                                       f"own constructor while it constructs a new slab whose "
+                                       f"free pointers lie inside the objects (freeptr_offset):"
+                                       f" numslab runs constructors after the free list is "
+                                       f"written, so the slab cannot be used until they end; "
+                                       f"nothing was done")
             return f(self, *args, **kwargs)
     return op

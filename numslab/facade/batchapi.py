@@ -23,8 +23,8 @@ from ..engine.native import jit
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..engine.slablists import pending_put, pending_take
-from ..errors import (BadAddressError, CacheLeakError, DoubleFreeError, InvalidArgumentError,
-                      InvalidSizeError, SlabDebugError, SlabError)
+from ..errors import (BadAddressError, CacheLeakError, ConstructorError, DoubleFreeError,
+                      InvalidArgumentError, InvalidSizeError, SlabDebugError, SlabError)
 from ..flags import GFP_KERNEL, GFP_NAMES, SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN, __GFP_ZERO
 from .args import cache_op, check_gfp
 from .cache import KmemCache
@@ -83,10 +83,10 @@ _NO_LOCK = contextlib.nullcontext()
 MAX_CTOR_DEPTH = 32
 
 
-def _nested_too_deep(name: str) -> SlabError:
+def _nested_too_deep(name: str) -> ConstructorError:
     """The refusal of constructors nested :data:`MAX_CTOR_DEPTH` deep in cache ``name``."""
-    return SlabError(f"{name}: constructors nested {MAX_CTOR_DEPTH} deep (a constructor "
-                     f"allocating from its own cache?)")
+    return ConstructorError(f"{name}: constructors nested {MAX_CTOR_DEPTH} deep (a constructor "
+                            f"allocating from its own cache?)")
 
 
 class BatchAPI:
@@ -127,8 +127,8 @@ class BatchAPI:
         try:
             for k, entry in enumerate(due):
                 if type(cache) is not KmemCache:    # a constructor destroyed it (force): what
-                    raise SlabError(f"{name}: a constructor destroyed the cache; nothing was "
-                                    f"allocated")   # was due went with its slabs
+                    raise ConstructorError(     # was due went with its slabs
+                        f"{name}: a constructor destroyed the cache; nothing was allocated")
                 slab, i = entry & PENDING_FRAME, entry >> PENDING_SHIFT
                 base, size = (slab << 12) + cache.red_left_pad, cache.slab_size
                 nobj = int(self.state.sl_objects[slab])
@@ -162,9 +162,9 @@ class BatchAPI:
                         raise
                     inner = str(e)
                     inner = inner if len(inner) <= 300 else inner[:300] + " ..."
-                    raise SlabError(f"{name}: the constructor raised {type(e).__name__} on "
-                                    f"the object at {base + i * size:#x}; nothing was allocated "
-                                    f"({inner})") from e
+                    raise ConstructorError(f"{name}: the constructor raised {type(e).__name__} "
+                                           f"on the object at {base + i * size:#x}; nothing was "
+                                           f"allocated ({inner})") from e
                 self._put_back_free_pointers(cache, kept)
         finally:                        # (the loop ended, or a constructor raised)
             self._inobj_building.discard(cid)
@@ -360,8 +360,9 @@ class BatchAPI:
                 self._give_back_batch(cache, addrs)
                 if not isinstance(e, Exception):    # (a Ctrl-C: the batch given back too)
                     raise
-                raise SlabError(f"{cache.name}: the constructor raised {type(e).__name__} on "
-                                f"the object at {addr:#x}; nothing was allocated") from e
+                raise ConstructorError(f"{cache.name}: the constructor raised "
+                                       f"{type(e).__name__} on the object at {addr:#x}; nothing "
+                                       f"was allocated") from e
             finally:
                 self._ctor_depth -= 1
         self._ctor_out.update(addrs)
@@ -429,11 +430,12 @@ class BatchAPI:
         if len(keep):
             self.kmem_cache_free_bulk(cache, len(keep), keep)
 
-    def _ctor_took(self: "SlabAllocator", cache: KmemCache, lost: list[int]) -> SlabError:
+    def _ctor_took(self: "SlabAllocator", cache: KmemCache, lost: list[int]
+                   ) -> ConstructorError:
         """The error of an allocation whose constructors freed what it was handing out."""
-        return SlabError(f"{cache.name}: a constructor freed the object being allocated at "
-                         f"{lost[0]:#x}{' (and others)' if len(lost) > 1 else ''}, or "
-                         f"destroyed the cache; nothing was allocated")
+        return ConstructorError(f"{cache.name}: a constructor freed the object being allocated "
+                                f"at {lost[0]:#x}{' (and others)' if len(lost) > 1 else ''}, "
+                                f"or destroyed the cache; nothing was allocated")
 
     def _cache_release(self: "SlabAllocator", cid: int, force: bool) -> bool:
         """Release the slabs of cache ``cid`` (being destroyed), with those of its lost objects.

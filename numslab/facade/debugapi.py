@@ -23,8 +23,8 @@ from ..engine.layout import (C_FREELIST, C_SLAB, CA_DEBUG, CA_FP_KEY, CA_OFFSET,
                              R_C, R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT, R_SLAB, SH_OBJECTS,
                              SH_SIZE)
 from ..engine import redzone as rz
-from ..errors import (CacheLeakError, InvalidArgumentError, LostObjectsError, SlabDebugError,
-                      SlabError)
+from ..errors import (AllocatorGoneError, CacheLeakError, InvalidArgumentError,
+                      LostObjectsError, SlabDebugError)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_order
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
                      SLAB_TRACE, gfp_names)
@@ -207,7 +207,7 @@ class DebugAPI:
         def call(*args: Any) -> int:
             sa = ref()
             if sa is None:
-                raise SlabError("the allocator of this call is gone")
+                raise AllocatorGoneError("the allocator of this call is gone")
             if not fn:
                 fn.append(bound(u, sa._st, array))
             g = sa._g

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..engine import ops
 from ..engine.layout import PG_SLAB, PG_TAIL
-from ..errors import SlabError, WrongCacheError, WrongTypeError
+from ..errors import InvalidArgumentError, WrongCacheError, WrongTypeError
 from .defragapi import _check_ratio
 from .args import cache_op
 
@@ -83,7 +83,8 @@ class EvictAPI:
             return sum(self._evict(cid, r) for cid in list(table))
         cid = self._own(cache, "kmem_cache_defrag")
         if cid not in table:
-            raise SlabError(f"kmem_cache_defrag: {cache.name} has no get/kick callbacks "
+            raise InvalidArgumentError(f"kmem_cache_defrag: {cache.name} has no get/kick "
+                                       f"callbacks "
                             f"(kmem_cache_setup_defrag)")
         return self._evict(cid, r)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..engine.layout import CA_RSEQ, CA_RSEQ_LEN, RSEQ_MAX
-from ..errors import SlabError
+from ..errors import InvalidSizeError
 
 
 def freelist_randomize(rng: np.random.Generator, count: int) -> np.ndarray:
@@ -64,7 +64,7 @@ def init_cache_random_seq(rseq: np.ndarray, row: np.ndarray, cid: int, count: in
     if count < 2:
         return
     if count > RSEQ_MAX:                # pragma: no cover - kmem_cache_create refuses it
-        raise SlabError(f"{count} objects per slab exceed the sequence room ({RSEQ_MAX})")
+        raise InvalidSizeError(f"{count} objects per slab exceed the sequence room ({RSEQ_MAX})")
     rseq[cid, :count] = freelist_randomize(np.random.default_rng(seed), count) * size
     rseq[cid, count:] = 0
     if 2 * count <= RSEQ_MAX:           # twice, so that a slab carved whole from any start

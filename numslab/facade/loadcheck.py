@@ -29,7 +29,7 @@ from ..engine.layout import (B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARKED, C_PA
                              PG_NODE_PARTIAL, PG_PCP, PG_RCU, PG_RESERVED, PG_SLAB, PG_SORTED,
                              PG_TAIL, RSEQ_MAX, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS,
                              SH_SIZE, SHEAF_HEADER)
-from ..errors import SlabError
+from ..errors import MachineFileError, SlabError
 from ..flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE, SLAB_TYPESAFE_BY_RCU
 from ..geometry import MAX_OBJS_PER_PAGE, calculate_geometry, calculate_sheaf_capacity
 
@@ -72,8 +72,8 @@ def check_links(sa: "SlabAllocator", path: str | Path) -> None:
             wrong &= values != NIL
         if wrong.any():
             i = int(np.flatnonzero(wrong)[0])
-            raise SlabError(f"load: {path}: its state is corrupt: {name}[{i}] is "
-                            f"{int(values[i])}, not in {lo}..{hi - 1}")
+            raise MachineFileError(f"load: {path}: its state is corrupt: {name}[{i}] is "
+                                   f"{int(values[i])}, not in {lo}..{hi - 1}")
     for name in ("pg_head", "pg_next", "pg_prev"):
         bad(name, getattr(st, name), 0, npages)
     bad("pg_order", st.pg_order, 0, NR_ORDERS)
@@ -84,20 +84,20 @@ def check_links(sa: "SlabAllocator", path: str | Path) -> None:
     over = np.flatnonzero(st.sl_inuse > st.sl_objects)
     if len(over):
         i = int(over[0])
-        raise SlabError(f"load: {path}: its state is corrupt: sl_inuse[{i}] is "
-                        f"{int(st.sl_inuse[i])}, more than sl_objects[{i}], "
-                        f"{int(st.sl_objects[i])}")
+        raise MachineFileError(f"load: {path}: its state is corrupt: sl_inuse[{i}] is "
+                               f"{int(st.sl_inuse[i])}, more than sl_objects[{i}], "
+                               f"{int(st.sl_objects[i])}")
     lost = st.sl_lost               # (a count; a wrong one made the live counts wrong)
     head = (st.pg_flags & (PG_HEAD | PG_SLAB | PG_ISOLATED)) == PG_HEAD | PG_SLAB
     wrong = np.flatnonzero((lost < 0) | (lost > st.sl_inuse) | (lost != 0) & ~head)
     if len(wrong):
         i = int(wrong[0])
-        raise SlabError(f"load: {path}: its state is corrupt: sl_lost[{i}] is "
-                        f"{int(lost[i])}, not 0 nor at most the objects in use of a slab "
-                        f"that is not isolated")
+        raise MachineFileError(f"load: {path}: its state is corrupt: sl_lost[{i}] is "
+                               f"{int(lost[i])}, not 0 nor at most the objects in use of a slab "
+                               f"that is not isolated")
     if int(lost.sum()) != int(sa._g[G_NLOST]):
-        raise SlabError(f"load: {path}: its state is corrupt: g[G_NLOST] is "
-                        f"{int(sa._g[G_NLOST])}, not the sum of sl_lost, {int(lost.sum())}")
+        raise MachineFileError(f"load: {path}: its state is corrupt: g[G_NLOST] is "
+                               f"{int(sa._g[G_NLOST])}, not the sum of sl_lost, {int(lost.sum())}")
     bad("pg_head of a tail page", st.pg_head[(st.pg_flags & PG_TAIL) != 0], 0, npages,
         nil=False)
     bad("a pcp list's end", st.pcp[:, :, P_LISTS:].ravel(), 0, npages)
@@ -132,8 +132,8 @@ class Structure:
 
     def fail(self, name: str, value: Any, expect: str) -> None:
         """Raise the refusal of word ``name`` holding ``value``."""
-        raise SlabError(f"load: {self.path}: its state is corrupt: {name} is {int(value)}, "
-                        f"{expect}")
+        raise MachineFileError(f"load: {self.path}: its state is corrupt: {name} is {int(value)}, "
+                               f"{expect}")
 
     def first(self, name: str, values: np.ndarray, ok: np.ndarray, expect: str,
               index: np.ndarray | None = None) -> None:
@@ -202,8 +202,9 @@ class Structure:
             geo = calculate_geometry(osize, int(row[CA_ALIGN]), flags, False, self.sa.nr_cpus,
                                      offset if rcu_ptr else None, orders=self.sa.slab_orders)
         except (SlabError, ValueError, OverflowError) as e:
-            raise SlabError(f"load: {self.path}: its state is corrupt: cache {c}'s geometry "
-                            f"(ca[{c}]) is not one kmem_cache_create makes ({e})") from None
+            raise MachineFileError(f"load: {self.path}: its state is corrupt: cache {c}'s "
+                                   f"geometry (ca[{c}]) is not one kmem_cache_create makes "
+                                   f"({e})") from None
         debug = flags & SLAB_DEBUG_FLAGS
         want = {CA_SIZE: geo.slab_size, CA_INUSE: geo.inuse, CA_OFFSET: geo.offset,
                 CA_ALIGN: geo.align, CA_ORDER: geo.order, CA_OBJECTS: geo.objs_per_slab,

@@ -21,7 +21,7 @@ from ..engine.layout import (C_MAIN, C_NCOLS, C_PARKED, CA_ACTIVE, CA_DEBUG, CA_
                              F_G, G_KERNEL, G_MAX_CACHES, G_NCPUS, G_NNODES, G_NPAGES, G_NPENDING,
                              G_NREPORTS, G_PAGES_PER_NODE, H_FIELDS, H_MAGIC, H_MEM,
                              H_MEMSIZE, HEADER, view)
-from ..errors import SlabError, WrongTypeError
+from ..errors import MachineFileError, SlabError, WrongTypeError
 from . import threads
 from .args import check_cache_name, check_dtype
 from .cache import KmemCache
@@ -66,8 +66,8 @@ def dtype_json(dt: np.dtype, where: str = "save") -> dict[str, Any]:
         try:
             out["metadata"] = json.loads(json.dumps(dict(dt.metadata)))
         except (TypeError, ValueError):
-            raise SlabError(f"{where}: its dtype {dt} has metadata that JSON cannot hold "
-                            f"({dict(dt.metadata)!r:.60})") from None
+            raise MachineFileError(f"{where}: its dtype {dt} has metadata that JSON cannot hold "
+                                   f"({dict(dt.metadata)!r:.60})") from None
     return out
 
 
@@ -80,7 +80,7 @@ def _dtype_json(dt: np.dtype, where: str) -> dict[str, Any]:
     fields = [dt.fields[n] for n in dt.names]
     titles = [f[2] if len(f) > 2 else None for f in fields]
     if any(t is not None and type(t) is not str for t in titles):
-        raise SlabError(f"{where}: its dtype {dt} has a field title that is not a string")
+        raise MachineFileError(f"{where}: its dtype {dt} has a field title that is not a string")
     rec = {"names": list(dt.names), "formats": [dtype_json(f[0], where) for f in fields],
            "offsets": [f[1] for f in fields], "titles": titles, "itemsize": dt.itemsize,
            "aligned": dt.isalignedstruct}
@@ -135,7 +135,7 @@ def _save_held(sa: "SlabAllocator", path: str | Path) -> None:
     """:func:`save`'s work, while the machine is held."""
     withctor = [c.name for c in sa.caches if c.ctor is not None]
     if withctor:
-        raise SlabError(f"save: caches {withctor} have constructors, which cannot be saved")
+        raise MachineFileError(f"save: caches {withctor} have constructors, which cannot be saved")
     calls = sorted({c.name for kind in ("_mobility", "_evict_callbacks") for c in sa.caches
                     if c.id in sa._per_cache(kind)})
     if calls:           # (a loaded machine's shrink neither moved nor evicted, silently)
@@ -143,7 +143,7 @@ def _save_held(sa: "SlabAllocator", path: str | Path) -> None:
                       f"kmem_cache_setup_defrag) are Python code and are not saved: set them "
                       f"up again on the loaded machine", stacklevel=4)
     if sa._g[G_NPENDING]:                       # pragma: no cover - only mid-allocation
-        raise SlabError("save: constructors are still pending")
+        raise MachineFileError("save: constructors are still pending")
     meta = {"format": FORMAT, "nr_cpus": sa.nr_cpus, "nr_nodes": sa.nr_nodes,
             "memory": sa.pages_per_node * 4096, "max_caches": int(sa.state.ca.shape[0]),
             "seed": sa._seed, "kernel": sa.kernel, "freelist_hardened": sa.freelist_hardened,
@@ -196,7 +196,7 @@ def _shadow_pages(sa: "SlabAllocator") -> np.ndarray:
 def _orders(value: Any, path: str | Path) -> list[int]:
     """A saved ``slab_orders``: three ints (a file without them: the defaults)."""
     if type(value) is not list or len(value) != 3 or not all(type(v) is int for v in value):
-        raise SlabError(f"load: {path}: its slab_orders {value!r} are not three counts")
+        raise MachineFileError(f"load: {path}: its slab_orders {value!r} are not three counts")
     return value
 
 
@@ -218,17 +218,17 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
             # zlib.error, in an array's header tokenize.TokenError, SyntaxError or
             # NotImplementedError, in the zip directory's offsets OSError (a seek before
             # the file's start) once the file is open
-            raise SlabError(f"load: {path} is not a numslab machine ({type(e).__name__}: "
-                            f"{str(e)[:80]})") from None
+            raise MachineFileError(f"load: {path} is not a numslab machine ({type(e).__name__}: "
+                                   f"{str(e)[:80]})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         was = meta.get("format") if isinstance(meta, dict) else None
         older = (f" (it is format {was}, written by an older numslab: run the version that "
                  f"wrote it, or make the machine again)") if isinstance(was, int) and \
             0 < was < FORMAT else ""
-        raise SlabError(f"load: {path} is not a numslab machine of format {FORMAT}{older}")
+        raise MachineFileError(f"load: {path} is not a numslab machine of format {FORMAT}{older}")
     arrays = {"state": state, "arena": arena, "shadow_pages": used, "shadow": shadow}
     if meta.get("digest") != digest(meta, arrays):      # before anything trusts a word
-        raise SlabError(f"load: {path} is damaged: its content does not match its digest")
+        raise MachineFileError(f"load: {path} is damaged: its content does not match its digest")
     try:
         sa = cls(nr_cpus=meta["nr_cpus"], nr_nodes=meta["nr_nodes"], memory=meta["memory"],
                  max_caches=meta["max_caches"], seed=meta["seed"], kernel=meta["kernel"],
@@ -238,19 +238,19 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
                  **dict(zip(("slab_min_order", "slab_max_order", "slab_min_objects"),
                             _orders(meta.get("slab_orders", [0, 3, 0]), path))))
     except KeyError as e:
-        raise SlabError(f"load: {path} lacks the machine's {e}") from None
+        raise MachineFileError(f"load: {path} lacks the machine's {e}") from None
     pages = _shadow_pages(sa)
     if state.shape != sa._buf.shape or state.dtype != sa._buf.dtype or \
             arena.shape != sa.memory.shape or arena.dtype != sa.memory.dtype or \
             shadow.shape != (len(used), 4096) or shadow.dtype != pages.dtype or \
             used.ndim != 1 or used.dtype.kind not in "iu" or \
             (len(used) and not 0 <= used.min() <= used.max() < len(pages)):
-        raise SlabError(f"load: {path} does not fit the machine it describes")
+        raise MachineFileError(f"load: {path} does not fit the machine it describes")
     g0 = int(sa._buf[H_FIELDS + 2 * F_G])          # the header and fixed scalars: the kernels'
     fixed = np.r_[H_MAGIC, H_MEMSIZE:HEADER, g0 + np.array(_FIXED)]     # offsets and bounds
     if not np.array_equal(state[fixed], sa._buf[fixed]):
-        raise SlabError(f"load: {path}: its state's header does not fit the machine it "
-                        f"describes")
+        raise MachineFileError(f"load: {path}: its state's header does not fit the machine it "
+                               f"describes")
     address = int(sa._buf[H_MEM])
     made = made_with(sa)                        # (before the loaded state overwrites it)
     sa._buf[:] = state                          # in place: the gate and units hold pointers
@@ -276,8 +276,8 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, SlabError) and str(e).startswith("load: "):    # (check_dtype's)
             raise
-        raise SlabError(f"load: {path}: its caches or sites are not readable "
-                        f"({type(e).__name__}: {str(e)[:80]})") from None
+        raise MachineFileError(f"load: {path}: its caches or sites are not readable "
+                               f"({type(e).__name__}: {str(e)[:80]})") from None
     sa._sites = {site: i + 1 for i, site in enumerate(sa._site_names)}
     sa._reports_seen = int(sa._g[G_NREPORTS])     # reports already seen before the save
     if sa.state.ca[:, CA_DEBUG].any():
@@ -286,14 +286,14 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
             if sa.state.ca[cid, CA_DEBUG]:
                 sa._debug_flags_seen(cid)
     if sorted(sa._caches) != sorted(int(i) for i in np.flatnonzero(sa.state.ca[:, CA_ACTIVE])):
-        raise SlabError(f"load: {path}: its caches do not match its state")
+        raise MachineFileError(f"load: {path}: its caches do not match its state")
     sa.release_order = meta.get("release_order", sa.release_order)
     pending = meta.get("rcu_pending", [])
     if type(pending) is not list or not all(
             type(p) is list and len(p) == 2 and type(p[0]) is int and
             (p[1] is None or type(p[1]) is int and 0 <= p[1] < sa.nr_cpus) for p in pending):
-        raise SlabError(f"load: {path}: its kfree_rcu list is not a list of [address, cpu] "
-                        f"(None or 0..{sa.nr_cpus - 1})")
+        raise MachineFileError(f"load: {path}: its kfree_rcu list is not a list of [address, cpu] "
+                               f"(None or 0..{sa.nr_cpus - 1})")
     for addr, cpu in pending:                   # (checked again: live objects)
         sa._ksize(addr, "load")                 # on the list again, not into a sheaf: the
         sa._rcu_list_add(addr, cpu, "load")     # rcu_free sheaves are in the state

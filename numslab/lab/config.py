@@ -9,7 +9,7 @@ from dataclasses import astuple, dataclass
 from typing import Any
 
 from ..engine.layout import RSEQ_MAX
-from ..errors import SlabError, WrongTypeError
+from ..errors import InvalidArgumentError as BadArg, SlabError, WrongTypeError
 from ..geometry import SlabOrders, boot_orders, calculate_order, order_objects
 from . import kernels as K
 from . import policies
@@ -80,7 +80,7 @@ def _policy(text: str) -> str:
     if ":" in text:
         remedies = [_remedy(w) for w in text.split(":") if w.strip()]
         if not remedies:                        # (":" was a policy '', "7.0:cpus=2:")
-            raise SlabError(f"policy {text!r} names no remedy")
+            raise BadArg(f"policy {text!r} names no remedy")
         return policies.combine(remedies)
     if text in ("default", "nosheaves"):
         return text
@@ -91,7 +91,7 @@ def _policy(text: str) -> str:
         n = text.split("=", 1)[1]
         if n.isdecimal() and 0 < int(n) <= 4096:
             return f"sheaves={int(n)}"
-    raise SlabError(f"policy {text!r} is not one of {', '.join(POLICIES)} (N in 1..4096)")
+    raise BadArg(f"policy {text!r} is not one of {', '.join(POLICIES)} (N in 1..4096)")
 
 
 def _remedy(text: str) -> str:
@@ -100,8 +100,8 @@ def _remedy(text: str) -> str:
     A remedy, not ``default``, ``sheaves=N`` or ``nosheaves``."""
     word = _policy(text.strip())
     if policies.check(word) is None:
-        raise SlabError(f"policy {word!r} does not combine with other policies (only the "
-                        f"remedies do: {', '.join(policies.REMEDIES)})")
+        raise BadArg(f"policy {word!r} does not combine with other policies (only the "
+                     f"remedies do: {', '.join(policies.REMEDIES)})")
     return word
 
 
@@ -127,8 +127,8 @@ def parse_config(text: str, base: Config) -> Config:
 
         Such as ``6.18:7.0`` or ``cpus=2:cpus=8``: the last one won, silently."""
         if key in given and given[key][1] != value:
-            raise SlabError(f"configuration {text!r}: {given[key][0]!r} and {part!r}: one "
-                            f"{'kernel' if key == 'kernel' else key + '=N'} a configuration")
+            raise BadArg(f"configuration {text!r}: {given[key][0]!r} and {part!r}: one "
+                         f"{'kernel' if key == 'kernel' else key + '=N'} a configuration")
         given[key] = (part, value)
         return value
 
@@ -149,14 +149,14 @@ def parse_config(text: str, base: Config) -> Config:
             boot[word] = once(word, part, int(v))
         elif part == "cold" or part == "warm" or part.startswith("warm="):
             if starts:                      # one start a configuration: the last one won
-                raise SlabError(f"configuration {text!r}: {starts[0]!r} and {part!r}: one "
-                                f"start, warm (warm=slab or warm=random) or cold")
+                raise BadArg(f"configuration {text!r}: {starts[0]!r} and {part!r}: one "
+                             f"start, warm (warm=slab or warm=random) or cold")
             starts.append(part)
             if part == "cold":
                 warm = ""
             elif part[5:] not in ("", *W.ORDERS) or part == "warm=":
-                raise SlabError(f"configuration {text!r}: {part!r}: warm, or warm= one of "
-                                f"{', '.join(W.ORDERS)}")
+                raise BadArg(f"configuration {text!r}: {part!r}: warm, or warm= one of "
+                             f"{', '.join(W.ORDERS)}")
             else:
                 warm = part[5:] or "slab"
         else:
@@ -164,32 +164,32 @@ def parse_config(text: str, base: Config) -> Config:
             if key in ("cpus", "nodes", "every", *BOOT_WORDS):  # (said "is not a kernel ...")
                 need = "a whole N >= 0, or every=free" if key == "every" else \
                     "a whole N >= 0" if key in BOOT_WORDS else "a whole N >= 1"
-                raise SlabError(f"configuration {text!r}: {part!r}: {key}=N needs {need}")
+                raise BadArg(f"configuration {text!r}: {part!r}: {key}=N needs {need}")
             try:
                 chosen.append(_policy(part))
             except SlabError as e:
                 if key in ("mobility", "drain"):    # (the range the remedy takes)
-                    raise SlabError(f"configuration {text!r}: {e}") from None
-                raise SlabError(f"configuration {text!r}: {part!r} is not a kernel "
-                                f"({', '.join(KERNELS)}), cpus=N, nodes=N, every=N (N >= 0) "
-                                f"or every=free, a policy ({', '.join(POLICIES)}), a "
-                                f"start (warm, warm=random, cold), or a boot parameter "
-                                f"({'=N, '.join(BOOT_WORDS)}=N)") from None
+                    raise BadArg(f"configuration {text!r}: {e}") from None
+                raise BadArg(f"configuration {text!r}: {part!r} is not a kernel "
+                             f"({', '.join(KERNELS)}), cpus=N, nodes=N, every=N (N >= 0) "
+                             f"or every=free, a policy ({', '.join(POLICIES)}), a "
+                             f"start (warm, warm=random, cold), or a boot parameter "
+                             f"({'=N, '.join(BOOT_WORDS)}=N)") from None
     if len(chosen) == 1:
         policy = chosen[0]
     elif chosen:
         try:
             policy = policies.combine([_remedy(w) for w in chosen])
         except SlabError as e:
-            raise SlabError(f"configuration {text!r}: {e}") from None
+            raise BadArg(f"configuration {text!r}: {e}") from None
     if nodes > cpus:
-        raise SlabError(f"configuration {text!r}: more nodes ({nodes}) than CPUs ({cpus})")
+        raise BadArg(f"configuration {text!r}: more nodes ({nodes}) than CPUs ({cpus})")
     if nodes > MAX_NODES:       # (SlabAllocator refused it only after the trace's parse and
-        raise SlabError(f"configuration {text!r}: {nodes} nodes, past the {MAX_NODES} a "
-                        f"machine may have")            # the replays of those before it)
+        raise BadArg(f"configuration {text!r}: {nodes} nodes, past the {MAX_NODES} a "
+                     f"machine may have")            # the replays of those before it)
     if cpus > MAX_CPUS:                 # (an OverflowError sizing the arena, cpus=10**11)
-        raise SlabError(f"configuration {text!r}: {cpus} CPUs, past the {MAX_CPUS} a machine "
-                        f"may have")
+        raise BadArg(f"configuration {text!r}: {cpus} CPUs, past the {MAX_CPUS} a machine "
+                     f"may have")
     if every and policies.work_ratio(policy) == K.NO_TRIGGER and "every" not in given:
         every = 0       # (a global --every is for the configurations with work to run)
     _check_every_free(policy, every, text, kernel)
@@ -198,12 +198,12 @@ def parse_config(text: str, base: Config) -> Config:
         try:
             orders = astuple(boot_orders(*boot.values()))
         except SlabError as e:
-            raise SlabError(f"configuration {text!r}: {e}") from None
+            raise BadArg(f"configuration {text!r}: {e}") from None
         objs = order_objects(calculate_order(8, cpus, SlabOrders(*orders)), 8)
         if objs > RSEQ_MAX:     # (kmalloc-8's: refused before the trace is read)
-            raise SlabError(f"configuration {text!r}: kmalloc-8's slabs would hold {objs} "
-                            f"objects, past the {RSEQ_MAX} of numslab's random sequences, "
-                            f"which the replay keeps (CONFIG_SLAB_FREELIST_RANDOM)")
+            raise BadArg(f"configuration {text!r}: kmalloc-8's slabs would hold {objs} "
+                         f"objects, past the {RSEQ_MAX} of numslab's random sequences, "
+                         f"which the replay keeps (CONFIG_SLAB_FREELIST_RANDOM)")
     return Config(kernel, cpus, nodes, policy, every, warm, orders)
 
 
@@ -217,7 +217,7 @@ def _warm(value: Any) -> str:
         return ""
     if isinstance(value, str) and value in W.ORDERS:
         return value
-    raise SlabError(f"warm={value!r}: True, False or one of {', '.join(W.ORDERS)}")
+    raise BadArg(f"warm={value!r}: True, False or one of {', '.join(W.ORDERS)}")
 
 
 def _check_every_free(policy: str, every: int, text: str, kernel: str = "7.0") -> None:
@@ -227,9 +227,9 @@ def _check_every_free(policy: str, every: int, text: str, kernel: str = "7.0") -
     (``7.0:sorted:every=5`` ran nothing every 5 events); ``leansheaves`` is 7.0's sheaves made
     lean."""
     if kernel == "6.18" and "leansheaves" in policies.words(policy):
-        raise SlabError(f"configuration {text!r}: leansheaves changes 7.0's sheaves; "
-                        f"kernel {kernel} has none to change")
+        raise BadArg(f"configuration {text!r}: leansheaves changes 7.0's sheaves; "
+                     f"kernel {kernel} has none to change")
     if every and policies.work_ratio(policy) == K.NO_TRIGGER:
         what = "every=free" if every == EVERY_FREE else f"every={every}"
-        raise SlabError(f"configuration {text!r}: {what} needs a policy with work to run "
-                        f"(shrink, mobility, mobility=R), not {policy!r}")
+        raise BadArg(f"configuration {text!r}: {what} needs a policy with work to run "
+                     f"(shrink, mobility, mobility=R), not {policy!r}")

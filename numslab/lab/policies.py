@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SlabError
+from ..errors import InvalidArgumentError as BadArg
 from .kernels import NO_TRIGGER, compact_remap
 
 #: Policy words this module handles (``replay.POLICIES`` lists every policy).
@@ -78,8 +78,8 @@ def combine(parts: list[str]) -> str:
     for w in parts:
         k = _kind(w)
         if k in by_kind and by_kind[k] != w:
-            raise SlabError(f"policies {by_kind[k]!r} and {w!r} do not combine (one "
-                            f"{'shrink or mobility' if k == 'work' else k} word at most)")
+            raise BadArg(f"policies {by_kind[k]!r} and {w!r} do not combine (one "
+                         f"{'shrink or mobility' if k == 'work' else k} word at most)")
         by_kind[k] = w
     return ":".join(by_kind[k] for k in _KINDS if k in by_kind)
 
@@ -104,7 +104,7 @@ def check(text: str) -> str | None:
             n = text[len(word):]
             if n.isdecimal() and 0 <= int(n) <= 100:
                 return f"{word}{int(n)}"
-            raise SlabError(f"policy {text!r}: {word}R needs R in 0..100")
+            raise BadArg(f"policy {text!r}: {word}R needs R in 0..100")
     return None
 
 
@@ -158,8 +158,8 @@ def free_work(sa: Any, caches: list[Any], policy: str, after_free: bool, npid: i
     lean = int("leansheaves" in words(policy))
     ratio = work_ratio(policy) if after_free else NO_TRIGGER
     if after_free and ratio == NO_TRIGGER:
-        raise SlabError(f"every=free: policy {policy!r} has no work to run (shrink or "
-                        f"mobility)")
+        raise BadArg(f"every=free: policy {policy!r} has no work to run (shrink or "
+                     f"mobility)")
     if not moves and not after_free and not lean:
         return None
     ncache = sa.state.ca.shape[0]

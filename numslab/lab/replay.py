@@ -22,7 +22,8 @@ from numba.core import event as numba_event
 
 from .. import flags as F
 from ..engine.layout import G_NRCU_SLABS
-from ..errors import InvalidArgumentError, SlabError
+from ..errors import InvalidArgumentError, OutOfMemoryError, SlabError
+from ..errors import InvalidArgumentError as BadArg
 from ..facade.allocator import SlabAllocator
 from ..geometry import KMALLOC_MAX_SIZE
 from . import kernels as K
@@ -303,8 +304,8 @@ def replay_prepared(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]
         if res is not None:
             return res
         mem *= 2                                    # the arena ran out: twice as large
-    raise SlabError(f"replay ({cfg.name}): out of memory with a {mem >> 21} MiB arena per "
-                    f"node, {len(tr)} events")
+    raise OutOfMemoryError(f"replay ({cfg.name}): out of memory with a {mem >> 21} MiB arena per "
+                           f"node, {len(tr)} events")
 
 
 class CompileClock(numba_event.Listener):
@@ -486,22 +487,22 @@ def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
         if every == "free":
             every = EVERY_FREE
         elif isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 0:
-            raise SlabError(f"every={every!r}: a number of events >= 0 (0: at the sample "
-                            f"points) or 'free'")
+            raise BadArg(f"every={every!r}: a number of events >= 0 (0: at the sample "
+                         f"points) or 'free'")
         base = Config(kernel, int(cpus), int(nodes), _policy(policy), int(every),
                       _warm(bool(warm) if isinstance(warm, np.bool_) else warm))
         if not compare:             # (with --compare, a configuration's own policy counts)
             _check_every_free(base.policy, base.every, base.name, base.kernel)
         if base.nodes > MAX_NODES:      # (named alone: the CPUs may be the trace's, unread)
-            raise SlabError(f"{base.nodes} nodes: past the {MAX_NODES} a machine may have")
+            raise BadArg(f"{base.nodes} nodes: past the {MAX_NODES} a machine may have")
         if base.nodes > base.cpus or not 1 <= base.cpus <= MAX_CPUS \
                 or not 1 <= base.nodes:
-            raise SlabError(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= "
-                            f"cpus <= {MAX_CPUS}, nodes <= {MAX_NODES}")
+            raise BadArg(f"{base.nodes} nodes and {base.cpus} CPUs: need 1 <= nodes <= "
+                         f"cpus <= {MAX_CPUS}, nodes <= {MAX_NODES}")
         if isinstance(compare, str):
             compare = [c for c in compare.split(",") if c.strip()]
             if not compare:
-                raise SlabError("compare: no configuration given (e.g. 6.18,7.0)")
+                raise BadArg("compare: no configuration given (e.g. 6.18,7.0)")
         configs = [parse_config(c, base) for c in compare] if compare else [base]
     except InvalidArgumentError:
         raise

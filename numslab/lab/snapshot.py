@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import flags as F
-from ..errors import SlabError
+from ..errors import SlabError, WrongTypeError
 from .trace import Trace, load_bytes
 
 
@@ -29,11 +29,11 @@ def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
     if isinstance(source, dict):
         data = source
     elif not isinstance(source, (str, Path)):
-        raise SlabError(f"snapshot {source!r:.60}: a path or a dict, not "
-                        f"{type(source).__name__}")
+        raise WrongTypeError(f"snapshot {source!r:.60}: a path or a dict, not "
+                             f"{type(source).__name__}")
     elif isinstance(source, str) and "\n" in source:      # (its whole text was named)
-        raise SlabError(f"snapshot {source[:40]!r}...: a str is a path, and this one holds "
-                        f"line breaks: pass the snapshot's JSON as a dict (json.loads)")
+        raise WrongTypeError(f"snapshot {source[:40]!r}...: a str is a path, and this one holds "
+                             f"line breaks: pass the snapshot's JSON as a dict (json.loads)")
     else:
         try:
             raw = load_bytes(source)

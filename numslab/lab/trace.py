@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .. import flags as F
-from ..errors import SlabError, WrongTypeError
+from ..errors import InvalidSizeError, SlabError, WrongTypeError
 from . import parse as P
 from .fixed import GFP_CACHE
 from .parse import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
@@ -445,7 +445,7 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
         negative one blamed a well-formed line).
     """
     if isinstance(chunk, bool) or not isinstance(chunk, (int, np.integer)) or chunk < 4096:
-        raise SlabError(f"read_trace: chunk {chunk!r} is not a number of bytes >= 4096")
+        raise InvalidSizeError(f"read_trace: chunk {chunk!r} is not a number of bytes >= 4096")
     try:
         f, guess, where = _open(source)
         rd = _Reader(guess + 1024, skip_bad)

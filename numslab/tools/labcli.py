@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from ..errors import InvalidArgumentError, SlabError
+from ..errors import InvalidArgumentError as BadArg
 from ..lab import record as rec
 from ..lab.maple import format_maple, maple_churn
 from ..lab.replay import KERNELS, POLICIES, replay
@@ -206,20 +207,20 @@ def check_plot(path: str) -> str:
         import matplotlib  # noqa: F401
         from matplotlib.figure import Figure
     except ImportError:
-        raise SlabError("--plot needs matplotlib: pip install matplotlib") from None
+        raise BadArg("--plot needs matplotlib: pip install matplotlib") from None
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise SlabError(f"--plot {path}: the folder {folder} does not exist")
+        raise BadArg(f"--plot {path}: the folder {folder} does not exist")
     ext = os.path.splitext(path)[1][1:].lower()
     kinds = Figure().canvas.get_supported_filetypes()
     if ext and ext not in kinds:                    # no suffix: matplotlib writes a png
-        raise SlabError(f"--plot {path}: matplotlib draws {', '.join(sorted(kinds))}, not "
-                        f"{ext!r}")
+        raise BadArg(f"--plot {path}: matplotlib draws {', '.join(sorted(kinds))}, not "
+                     f"{ext!r}")
     target = path if ext else path + ".png"
     try:
         rec.check_writable(target)
     except OSError as e:
-        raise SlabError(f"--plot {path}: cannot write {target}: {e.strerror or e}") from None
+        raise BadArg(f"--plot {path}: cannot write {target}: {e.strerror or e}") from None
     return target
 
 

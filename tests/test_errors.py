@@ -1,0 +1,88 @@
+"""numslab's exceptions: every refusal is a ``SlabError`` subclass, also the built-in
+exception a Python user would catch for it."""
+from __future__ import annotations
+
+import ast
+import gc
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import numslab
+from numslab import errors
+
+PACKAGE = Path(numslab.__file__).parent
+#: Where a bare ``SlabError`` may still be raised: an error code no kernel returns.
+BASE_ALLOWED = {("facade/raising.py", "error")}
+
+
+def _base_raises() -> list[tuple[str, int, str]]:
+    """Every ``raise SlabError(...)`` / ``return SlabError(...)`` in the package's sources."""
+    found = []
+    for f in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            value = node.exc if isinstance(node, ast.Raise) else \
+                node.value if isinstance(node, ast.Return) else None
+            if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) \
+                    and value.func.id == "SlabError":
+                text = ast.unparse(value.args[0]) if value.args else ""
+                found.append((str(f.relative_to(PACKAGE)), node.lineno, text))
+    return found
+
+
+def test_no_refusal_raises_the_bare_base_class():
+    bare = [(f, line, text) for f, line, text in _base_raises()
+            if not any(f == g and w in text for g, w in BASE_ALLOWED)]
+    assert not bare, "raise a SlabError subclass:\n" + "\n".join(map(str, bare))
+
+
+def test_every_exception_is_exported_and_a_slab_error():
+    classes = [v for v in vars(errors).values()
+               if isinstance(v, type) and issubclass(v, Exception) and v.__module__ ==
+               errors.__name__]
+    assert len(classes) >= 18
+    for cls in classes:
+        assert issubclass(cls, numslab.SlabError) and getattr(numslab, cls.__name__) is cls
+        assert cls.__name__ in numslab.__all__ and cls.__doc__.strip()
+
+
+@pytest.mark.parametrize("cls, builtin", [
+    (numslab.AllocatorGoneError, ReferenceError), (numslab.MachineFileError, ValueError),
+    (numslab.OutOfMemoryError, MemoryError), (numslab.InvalidArgumentError, ValueError),
+    (numslab.WrongTypeError, TypeError)])
+def test_each_is_also_the_builtin_exception_of_its_kind(cls, builtin):
+    assert issubclass(cls, builtin)
+
+
+def test_a_method_kept_past_its_allocator_is_allocator_gone():
+    kmalloc = numslab.SlabAllocator(nr_cpus=1, memory="4M").kmalloc
+    gc.collect()
+    with pytest.raises(numslab.AllocatorGoneError, match="no longer exists") as e:
+        kmalloc(64)
+    assert isinstance(e.value, ReferenceError)
+
+
+def test_a_constructor_that_raises_is_a_constructor_error_with_its_cause():
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+
+    def ctor(mem: np.ndarray, addr: int) -> None:
+        raise KeyError("no")
+    c = sa.kmem_cache_create("c", 64, ctor=ctor)
+    with pytest.raises(numslab.ConstructorError, match="c: the constructor raised KeyError") \
+            as e:
+        c.alloc()
+    assert isinstance(e.value.__cause__, KeyError) and len(c) == 0
+    sa.validate()
+    ref = weakref.ref(sa)
+    del sa, c, e
+    gc.collect()
+    assert ref() is None
+
+
+def test_a_file_that_is_no_machine_is_a_machine_file_error(tmp_path):
+    (tmp_path / "x.npz").write_bytes(b"not a zip")
+    with pytest.raises(numslab.MachineFileError, match="is not a numslab machine") as e:
+        numslab.SlabAllocator.load(tmp_path / "x.npz")
+    assert isinstance(e.value, ValueError)
