@@ -184,6 +184,19 @@ def test_free_bulk_convenience_refuses_addresses_that_are_not_integers(sa, pc, b
     assert pc.live_objects == 0
 
 
+@pytest.mark.parametrize("make", [set, lambda a: (x for x in a), lambda a: dict.fromkeys(a)])
+def test_free_bulk_convenience_names_a_container_that_is_no_sequence(sa, pc, make):
+    """A set of addresses was refused as "addresses must be integers, not object"."""
+    addrs = pc.alloc_bulk(4)
+    snap = snapshot(sa)
+    with pytest.raises(numslab.WrongTypeError, match=r"free_bulk: addresses must be an array or "
+                       r"a sequence of integers, not a (set|generator|dict)"):
+        pc.free_bulk(make(addrs.tolist()))
+    assert_unchanged(sa, snap)
+    pc.free_bulk(sorted(set(addrs.tolist())))
+    assert pc.live_objects == 0
+
+
 def test_alloc_bulk_convenience_is_all_or_nothing():
     sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("big", 0, dtype=np.dtype((np.uint8, 2000)))

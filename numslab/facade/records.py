@@ -124,6 +124,9 @@ class RecordAccess:
         Not truncated. An array in the arena is copied: ``store`` writes the objects while it reads
         the addresses, and one written over the array was then followed."""
         a = np.asarray(addrs)
+        if a.dtype == object and a.ndim == 0:       # a set, a generator, a dict: one object
+            raise WrongTypeError(f"{self.name}.{fn}: addresses must be an array or a sequence "
+                                 f"of integers, not a {type(addrs).__name__}")
         if a.size and (a.dtype.kind not in "iu" or a.dtype == np.uint64 and a.max() >= 1 << 63):
             raise BadAddressError(f"{self.name}.{fn}: addresses must be integers, not "
                                   f"{a.dtype}")
