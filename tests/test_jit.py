@@ -1173,3 +1173,11 @@ def test_a_bool_argument_is_refused_as_the_python_api_refuses_it(sa):
     with pytest.raises(TypeError, match="must be an integer, not bool"):
         alloc(sa.handle, True)
     assert km(sa.handle, 8) > 0
+
+
+def test_help_of_numslab_jit_says_how_to_call_it_threads_and_handles():
+    """``help(numslab.jit)`` showed one line pointing at a private module; what a user needs
+    (the usage, the GIL rule, what keeps a handle's allocator alive) is in it now."""
+    doc = numslab.jit.__doc__
+    for said in ("sa.handle", "ConcurrentUseError", "nogil=True", "AllocatorGoneError"):
+        assert said in doc, said

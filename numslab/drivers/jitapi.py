@@ -20,6 +20,14 @@ numslab exceptions whose message names the address, the cache id and the batch e
 (recorded in :data:`ERROR_DETAIL` as the exception is raised, read when Python makes it).
 Caches with a constructor, whose objects must be built by Python-side code, are refused
 here.
+
+Threads: call these from functions that hold the GIL (Numba's default). A ``nogil=True``,
+``parallel=True`` (``prange``) or ``@cfunc`` function that reaches them, directly or through a
+helper, is refused as it compiles with ``numslab.ConcurrentUseError`` (``arena`` excepted: it
+only hands out a view of the memory); Python threads that each run such a function take turns.
+A handle keeps its allocator alive only while Python holds it: in a jitclass, typed List or
+Dict it is an integer, and a call through it after the allocator is gone raises
+``numslab.AllocatorGoneError``.
 """
 from __future__ import annotations
 
