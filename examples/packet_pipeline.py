@@ -183,8 +183,9 @@ def load(args: argparse.Namespace) -> tuple[Packets, str]:
 
 def progress_bar(args: argparse.Namespace, total: int) -> Callable[[str], Any]:
     """``bar(mode)``: a progress callback for one run, or None when bars are off (with
-    --quiet or when stdout is not a terminal). Bars appear only after 0.5 s."""
-    if args.quiet or not sys.stdout.isatty():
+    --quiet or when stdout is not a terminal, or closed: ``>&-``). Bars appear only after
+    0.5 s."""
+    if args.quiet or sys.stdout is None or not sys.stdout.isatty():
         return lambda mode: None
     from tqdm import tqdm
 
@@ -204,7 +205,7 @@ def compiling_notice(args: argparse.Namespace) -> Iterator[None]:
     """Say on a terminal's stderr, if the untimed first run takes over a second, that Numba
     is compiling (a first run on a fresh machine was silent for half a minute)."""
     timer = None
-    if not args.quiet and sys.stderr.isatty():
+    if not args.quiet and sys.stderr is not None and sys.stderr.isatty():   # (`2>&-`: None)
         timer = threading.Timer(1.0, print, ("compiling numslab's engine and the pipeline: the "
                                              "first run on this machine only, cached for the "
                                              "next ...",), {"file": sys.stderr, "flush": True})

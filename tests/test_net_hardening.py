@@ -270,6 +270,14 @@ def test_cli_started_with_stdout_closed_ends_without_a_traceback():
         assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
 
 
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_cli_without_quiet_runs_with_stdout_or_stderr_closed(monkeypatch, closed):
+    # `>&-` without --quiet: the progress bar's sys.stdout.isatty() raised AttributeError
+    # (a traceback, status 1); `2>&-` broke the compiling notice's sys.stderr.isatty() alike
+    monkeypatch.setattr(sys, closed, None)
+    assert cli.main(["--packets", "300"]) == 0
+
+
 def test_run_pipeline_argument_errors_are_slab_errors(small, tmp_path):
     for kw, err in (({"idle_timeout": "30"}, WrongTypeError), ({"idle_timeout": None},
                     WrongTypeError), ({"mode": "fast"}, InvalidArgumentError),
