@@ -21,10 +21,11 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numslab
 from numslab import parse_size
-from numslab.errors import SlabError
+from numslab.errors import InvalidArgumentError, SlabError
 from numslab.tools.prewarm import MAIN_JOB_UNITS, prewarm
 from numslab.net import (MODES, CaptureError, LeakError, Packets, PipelineResult,
                          generate_traffic, read_capture, run_pipeline)
+from numslab.net.tablecheck import check_packets
 
 PROG = "packet_pipeline"
 #: Packets of the untimed first run (compilation and loading).
@@ -177,6 +178,10 @@ def load(args: argparse.Namespace) -> tuple[Packets, str]:
     """The input packets and a description of where they came from."""
     if args.pcap:
         p = read_capture(args.pcap, mmap=False)   # a mapped file truncated meanwhile: SIGBUS
+        try:                # a packet the pipeline refuses (past 4 MiB): bad input, status 2
+            check_packets(p)
+        except InvalidArgumentError as e:
+            raise CaptureError(str(e)) from None
         return p, f"{args.pcap} (linktype {p.linktype})"
     return generate_traffic(args.packets, args.seed), f"generated traffic (seed {args.seed})"
 

@@ -325,3 +325,17 @@ def test_write_pcap_refuses_a_linktype_past_32_bits(small, tmp_path, linktype):
     with pytest.raises(InvalidArgumentError, match=f"linktype {linktype} does not fit"):
         write_pcap(tmp_path / "x.pcap", small._replace(linktype=linktype))
     assert not (tmp_path / "x.pcap").exists()
+
+
+def test_cli_a_capture_holding_a_packet_past_4_mib_is_bad_input(small, tmp_path, capsys):
+    # the pipeline's refusal was a failure of the run (status 1, "InvalidArgumentError: ...")
+    # naming no file, where unreadable input is status 2
+    data = np.zeros(5 << 20, np.uint8)
+    huge = small._replace(data=data, offset=np.array([0, 64]),
+                          caplen=np.array([60, (5 << 20) - 64]),
+                          wirelen=np.array([60, 5 << 20]), ts_ns=np.array([0, 1]))
+    write_pcap(tmp_path / "huge.pcap", huge)
+    assert cli.main(["--pcap", str(tmp_path / "huge.pcap"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"packet_pipeline: error: {tmp_path / 'huge.pcap'}: packet 1 "
+                          "(record data at byte 116) has a captured length of 5242816 bytes")

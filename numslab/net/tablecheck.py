@@ -73,3 +73,17 @@ def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
                                    f"captured length of {int(cap[i])} bytes, above kmalloc's "
                                    f"4 MiB limit")
     return (data, *cols)
+
+
+def check_packets(packets: Packets) -> None:
+    """Refuse a packet table :func:`numslab.net.run_pipeline` would refuse, as it would.
+
+    Raises
+    ------
+    numslab.InvalidArgumentError
+        A packet outside ``data``, a wire length past 32 bits, timestamps more than
+        2**63-1 ns apart, or a packet above kmalloc's 4 MiB.
+    numslab.WrongTypeError
+        A column that is not an integer array.
+    """
+    _columns(packets)
