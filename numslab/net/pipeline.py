@@ -552,12 +552,24 @@ def _release_stash(h, mode, flow_cid, st, ws):
 
 
 @jit
-def _release_flows(h, mode, flow_cid, fv, table, st, ws):
-    """Free every flow still in the table and the stash of spare entries (end of run)."""
+def _release_flows(h, mode, flow_cid, fv, st, ws):
+    """Free every flow still on the idle list and the stash of spare entries (end of run, or
+    after an error). The flow table, dropped with the run, is not read: after a Ctrl-C it
+    may be older than the flows (a chunk grew it and the interrupt came before the new one
+    was kept), and deleting a newer flow from it probed for ever."""
     dead = ws[_W_DEAD]
     nd = 0
     while st[S_HEAD]:
-        nd = _drop_flow(h, mode, flow_cid, fv, table, st, st[S_HEAD], dead, nd)
+        e = st[S_HEAD]
+        _lru_unlink(fv, st, e)
+        st[S_ACTIVE] -= 1
+        if mode == _SINGLE:
+            nsj.kmem_cache_free(h, flow_cid, e, _CPU)
+            continue
+        dead[nd], nd = e, nd + 1
+        if nd == dead.size:
+            _free_objs(h, mode, flow_cid, nd, dead)
+            nd = 0
     _free_objs(h, mode, flow_cid, nd, dead)
     _release_stash(h, mode, flow_cid, st, ws)
 
@@ -705,7 +717,7 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
     st = np.zeros(S_NCOUNTERS, np.int64)
     st[S_NOW] = np.iinfo(np.int64).min
     ws = np.zeros((_W_ROWS, max(1, min(batch, n))), np.int64)   # no batch holds more
-    table = [np.zeros(1024, np.int64)]      # the flow table, grown by the run
+    table = np.zeros(1024, np.int64)        # the flow table, grown by the run
     skb = sa.kmem_cache_create(_unique_name(sa, "skbuff_head_cache"), 0, dtype=SKB_DTYPE)
     flow = None
     try:
@@ -716,7 +728,7 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
         # out of memory, an error of ``progress`` (Ctrl-C): the caller's allocator gets
         # back what the run holds (each batch freed its own; the flows and spares here)
         if flow is not None:
-            _release_flows(sa.handle, m, flow.id, flow.view, table[0], st, ws)
+            _release_flows(sa.handle, m, flow.id, flow.view, st, ws)
         for c in (skb, flow):
             if c is not None and not c.live_objects:
                 sa.kmem_cache_destroy(c)
@@ -724,12 +736,9 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
 
 
 def _run(sa, skb, flow, m, mode, batch, link, timeout, data, offset, caplen, wirelen, ts, st,
-         ws, box, progress, chunk, check_leaks) -> PipelineResult:
-    """:func:`run_pipeline` once its caches are made.
-
-    ``box[0]`` is the flow table (kept there as it grows, for the clean-up after an error)."""
+         ws, table, progress, chunk, check_leaks) -> PipelineResult:
+    """:func:`run_pipeline` once its caches are made (``table``: the empty flow table)."""
     n = offset.size
-    table = box[0]
     km = np.array([sa.find_cache(kmalloc_cache_name(s)).id for s in KMALLOC_SIZES], np.int64)
     kmalloc_before = {c.name: c.live_objects - c.sheaf_objects for c in sa.kmalloc_caches}
     stats_before = {c.name: c.stats for c in sa.kmalloc_caches}
@@ -740,12 +749,12 @@ def _run(sa, skb, flow, m, mode, batch, link, timeout, data, offset, caplen, wir
     # no batch holds more than the input's packets: a ``batch`` past int64 (2**63, which
     # Python accepts) reached the compiled loop as an OverflowError / a Numba typing error
     kb = min(batch, max(1, n))
-    table = box[0] = _rx_chunk(*args, 0, 0, kb, link, timeout, table, st, ws)  # compile
+    table = _rx_chunk(*args, 0, 0, kb, link, timeout, table, st, ws)  # compile
     step = max(1, chunk // kb) * kb
     t0 = time.perf_counter()
     for start in range(0, n, step):
         stop = min(n, start + step)
-        table = box[0] = _rx_chunk(*args, start, stop, kb, link, timeout, table, st, ws)
+        table = _rx_chunk(*args, start, stop, kb, link, timeout, table, st, ws)
         if st[S_ERR]:
             raise OutOfMemoryError(f"the allocator ran out of memory for "
                                    f"{_ERRORS[int(st[S_ERR])]} after {int(st[S_PACKETS])} "
@@ -759,7 +768,7 @@ def _run(sa, skb, flow, m, mode, batch, link, timeout, data, offset, caplen, wir
               for c in (skb, flow, *sa.kmalloc_caches)}
     caches = {k: v for k, v in caches.items() if v["stats"] or k in (skb.name, flow.name)}
     counters = {name: int(st[i]) for i, name in enumerate(_COUNTER_NAMES)}
-    _release_flows(h, m, flow.id, fv, table, st, ws)
+    _release_flows(h, m, flow.id, fv, st, ws)
     if check_leaks:
         _check_leaks(sa, (skb, flow), kmalloc_before, large_before)
         sa.kmem_cache_destroy(skb)
