@@ -336,14 +336,14 @@ _GROWN_THEN_INTERRUPTED = """
 import numslab.net.pipeline as pl
 from numslab import SlabAllocator
 from numslab.net import generate_traffic
-real = pl._rx_chunk
+real = pl._with_room
 
-def rx(*a):                     # a Ctrl-C as a chunk that grew the flow table returns
-    table = real(*a)
-    if table.size != a[-3].size:
+def room(table, *a):            # a Ctrl-C as the flow table grows
+    new = real(table, *a)
+    if new is not table:
         raise KeyboardInterrupt
-    return table
-pl._rx_chunk = rx
+    return new
+pl._with_room = room
 sa = SlabAllocator()
 held = lambda: {c.name: c.live_objects - c.sheaf_objects for c in sa.caches}
 before = held()
@@ -362,6 +362,17 @@ def test_a_ctrl_c_as_a_chunk_grows_the_flow_table_does_not_hang(mode):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert p.stdout.split() == ["interrupted", "True"], p.stderr
+
+
+def test_the_compiled_rx_loop_returns_no_array(traffic, monkeypatch):
+    # it returned the flow table (grown when needed): boxing an array calls back into
+    # Python (numba's _numba_unpickle), where a Ctrl-C raised, and the run ended in
+    # "SystemError: EngineDispatcher(_rx_chunk) returned a result with an exception set"
+    rx, returned = pl._rx_chunk, []
+    monkeypatch.setattr(pl, "_rx_chunk", lambda *a: returned.append(rx(*a)) or returned[-1])
+    r = run_pipeline(traffic[0], "bulk", idle_timeout=float("inf"), chunk=512)
+    assert r.counters["max_active_flows"] > 512       # the table (1024 slots) grew meanwhile
+    assert returned and not any(isinstance(x, np.ndarray) for x in returned)
 
 
 def test_out_of_memory_is_reported():

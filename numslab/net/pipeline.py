@@ -273,9 +273,8 @@ def _table_delete(table, fv, e):
 
 
 @jit
-def _table_grow(table, fv):
-    """A table twice as large holding the same entries."""
-    new = np.zeros(table.size * 2, np.int64)
+def _table_rehash(new, table, fv):
+    """Put the entries of ``table`` into the empty, larger table ``new``."""
     mask = new.size - 1
     for e in table:
         if e:
@@ -283,6 +282,14 @@ def _table_grow(table, fv):
             while new[i]:
                 i = (i + 1) & mask
             new[i] = e
+
+
+def _with_room(table: np.ndarray, fv: np.ndarray, flows: int) -> np.ndarray:
+    """``table``, or a larger one with its entries, at most half full with ``flows``."""
+    if 2 * flows <= table.size:
+        return table
+    new = np.zeros(1 << (2 * flows - 1).bit_length(), np.int64)
+    _table_rehash(new, table, fv)
     return new
 
 
@@ -430,8 +437,10 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
 
     Per batch: allocate the records and buffers, copy each packet into its buffer, fill its
     record from the parsed headers, meter its flow (expiring idle flows first), then free
-    the buffers, records and dropped flows. Returns the flow table (grown if needed); on
-    running out of memory stops with an error code in ``st[S_ERR]``.
+    the buffers, records and dropped flows; on running out of memory stops with an error
+    code in ``st[S_ERR]``. ``table`` must hold ``stop - start`` more flows at most half full
+    (:func:`_with_room`, between two calls): a returned array is boxed through a call into
+    Python, where a Ctrl-C raised SystemError ("returned a result with an exception set").
     """
     m8 = nsj.arena(h)
     skbs, bufs, grp, perm = ws[_W_SKB], ws[_W_BUF], ws[_W_GRP], ws[_W_PERM]
@@ -445,14 +454,14 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
         if got != nb:
             _free_objs(h, mode, skb_cid, got, skbs)
             st[S_ERR] = _E_OOM_SKB
-            return table
+            return 0
         nbuf = _alloc_buffers(h, mode, aflags, km, cls_of, caplen, i0, nb, bufs, grp, perm,
                               kcls, cnt)
         if nbuf < 0:
             _free_buffers(h, mode, -1 - nbuf, grp)
             _free_objs(h, mode, skb_cid, nb, skbs)
             st[S_ERR] = _E_OOM_BUF
-            return table
+            return 0
         if mode != _SINGLE:              # top the flow stash up to one entry per packet
             ns = st[S_STASH]             # of this batch (not ``batch``: 3e6 of 3000 packets)
             if ns < nb:
@@ -462,7 +471,7 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
                     _free_buffers(h, mode, nbuf, grp)
                     _free_objs(h, mode, skb_cid, nb, skbs)
                     st[S_ERR] = _E_OOM_FLOW
-                    return table
+                    return 0
         nd = 0
         for k in range(nb):
             i = i0 + k
@@ -509,7 +518,7 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
                         _free_buffers(h, mode, nbuf, grp)
                         _free_objs(h, mode, skb_cid, nb, skbs)
                         st[S_ERR] = _E_OOM_FLOW
-                        return table
+                        return 0
                 else:
                     st[S_STASH] -= 1
                     e = stash[st[S_STASH]]
@@ -524,8 +533,6 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
                 st[S_MAX_ACTIVE] = max(st[S_MAX_ACTIVE], st[S_ACTIVE])
                 table[-1 - slot] = e
                 _lru_append(fv, st, e)
-                if 2 * st[S_ACTIVE] > table.size:
-                    table = _table_grow(table, fv)
             f = fv[e]
             f.last_ts, f.tcp_flags = now, f.tcp_flags | flags
             f.packets += 1
@@ -539,7 +546,7 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
         _free_objs(h, mode, flow_cid, nd, dead)
         st[S_BATCHES] += 1
         i0 += nb
-    return table
+    return 0
 
 
 @jit
@@ -749,12 +756,13 @@ def _run(sa, skb, flow, m, mode, batch, link, timeout, data, offset, caplen, wir
     # no batch holds more than the input's packets: a ``batch`` past int64 (2**63, which
     # Python accepts) reached the compiled loop as an OverflowError / a Numba typing error
     kb = min(batch, max(1, n))
-    table = _rx_chunk(*args, 0, 0, kb, link, timeout, table, st, ws)  # compile
+    _rx_chunk(*args, 0, 0, kb, link, timeout, table, st, ws)  # compile
     step = max(1, chunk // kb) * kb
     t0 = time.perf_counter()
     for start in range(0, n, step):
         stop = min(n, start + step)
-        table = _rx_chunk(*args, start, stop, kb, link, timeout, table, st, ws)
+        table = _with_room(table, fv, int(st[S_ACTIVE]) + stop - start)
+        _rx_chunk(*args, start, stop, kb, link, timeout, table, st, ws)
         if st[S_ERR]:
             raise OutOfMemoryError(f"the allocator ran out of memory for "
                                    f"{_ERRORS[int(st[S_ERR])]} after {int(st[S_PACKETS])} "
