@@ -1,5 +1,7 @@
-"""The packet-batch pipeline from the command line: a thin front end over
-:mod:`numslab.net.pipeline` (input, progress bar, summary, JSON and the mode comparison).
+"""The packet-batch pipeline from the command line.
+
+A thin front end over :mod:`numslab.net.pipeline`: input, progress bar, summary, JSON and the
+mode comparison.
 
 Examples::
 
@@ -48,9 +50,10 @@ def compare_modes(packets: Packets, modes: Sequence[str] = MODES, *, repeat: int
                   warmup: int = WARMUP, kernels: Sequence[str] | None = None,
                   progress: Callable[[str], Callable[[int], Any] | None] | None = None,
                   **kwargs: Any) -> dict[str, PipelineResult]:
-    """Run every mode on the same packets: mode name to its fastest result (with several
-    ``kernels``, ``"mode@kernel"`` for each SLUB generation, generations in the order
-    given).
+    """Run every mode on the same packets: mode name to its fastest result.
+
+    With several ``kernels``, ``"mode@kernel"`` for each SLUB generation, generations in the
+    order given.
 
     Each run first runs untimed on the first ``warmup`` packets (so JIT compilation and
     loading are not timed); then ``repeat`` rounds run every mode in turn (so noise hits
@@ -88,8 +91,9 @@ def compare_modes(packets: Packets, modes: Sequence[str] = MODES, *, repeat: int
 
 
 def top_caches(slabinfo: str, k: int = 5) -> list[str]:
-    """The header and the ``k`` lines of ``slabinfo`` text with the most memory in slabs
-    (``num_objs * objsize``), largest first; caches with no slab are left out."""
+    """The header and the ``k`` lines of ``slabinfo`` text with the most memory in slabs.
+
+    Memory is ``num_objs * objsize``, largest first; caches with no slab are left out."""
     lines = slabinfo.splitlines()
     head_ = [ln for ln in lines if ln.startswith(("slabinfo", "#"))]
     size = lambda ln: int(ln.split()[2]) * int(ln.split()[3])   # noqa: E731
@@ -98,8 +102,9 @@ def top_caches(slabinfo: str, k: int = 5) -> list[str]:
 
 
 def kernels(text: str) -> list[str]:
-    """An argparse type: comma-separated SLUB generations (``numslab.KERNELS``), each
-    named once."""
+    """An argparse type: comma-separated SLUB generations (``numslab.KERNELS``).
+
+    Each is named once."""
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names or any(n not in numslab.KERNELS for n in names):
         raise argparse.ArgumentTypeError(f"{text!r}: generations are "
@@ -187,9 +192,10 @@ def load(args: argparse.Namespace) -> tuple[Packets, str]:
 
 
 def progress_bar(args: argparse.Namespace, total: int) -> Callable[[str], Any]:
-    """``bar(mode)``: a progress callback for one run, or None when bars are off (with
-    --quiet or when stdout is not a terminal, or closed: ``>&-``). Bars appear only after
-    0.5 s."""
+    """``bar(mode)``: a progress callback for one run, or None when bars are off.
+
+    Bars are off with --quiet or when stdout is not a terminal, or closed (``>&-``). Bars
+    appear only after 0.5 s."""
     if args.quiet or sys.stdout is None or not sys.stdout.isatty():
         return lambda mode: None
     from tqdm import tqdm
@@ -207,8 +213,9 @@ def progress_bar(args: argparse.Namespace, total: int) -> Callable[[str], Any]:
 
 @contextlib.contextmanager
 def compiling_notice(args: argparse.Namespace) -> Iterator[None]:
-    """Say on a terminal's stderr, if the untimed first run takes over a second, that Numba
-    is compiling (a first run on a fresh machine was silent for half a minute)."""
+    """Say on a terminal's stderr that Numba is compiling, if the untimed first run is slow.
+
+    Slow: over a second (a first run on a fresh machine was silent for half a minute)."""
     timer = None
     if not args.quiet and sys.stderr is not None and sys.stderr.isatty():   # (`2>&-`: None)
         timer = threading.Timer(1.0, print, ("compiling numslab's engine and the pipeline: the "
@@ -247,8 +254,9 @@ def summary(r: PipelineResult, source: str, top: int) -> str:
 
 
 def compare_table(res: dict[str, PipelineResult], source: str) -> str:
-    """Modes side by side with the speed-up over ``single`` (of the same generation), and
-    with several generations each run's time against the first generation's same mode."""
+    """Modes side by side with the speed-up over ``single`` (of the same generation).
+
+    With several generations, also each run's time against the first generation's same mode."""
     r = next(iter(res.values()))
     first = r.kernel
     multi = any(x.kernel != first for x in res.values())
@@ -286,15 +294,17 @@ def compare_json(res: dict[str, PipelineResult], source: str) -> dict[str, Any]:
 
 def warning_line(message: Any, category: type, filename: str, lineno: int,
                  file: Any = None, line: str | None = None) -> None:
-    """Print a warning as the CLI's other messages, ``packet_pipeline: warning: ...`` (Python's
-    own format echoed the source line that warned, ``p = read_capture(args.pcap)``)."""
+    """Print a warning as the CLI's other messages: ``packet_pipeline: warning: ...``.
+
+    Python's own format echoed the source line that warned, ``p = read_capture(args.pcap)``."""
     print(f"{PROG}: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; the exit status (0 ok, 1 leak or failure, 2 bad input, 130 a Ctrl-C, as a
-    shell reports it). Output cut short by its reader (``| head``) ends the command quietly,
-    as ``numslab`` does."""
+    """Run the CLI; the exit status.
+
+    0 ok, 1 leak or failure, 2 bad input, 130 a Ctrl-C, as a shell reports it. Output cut short
+    by its reader (``| head``) ends the command quietly, as ``numslab`` does."""
     try:
         try:
             with warnings.catch_warnings():
@@ -317,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    """:func:`main`, its warnings printed by :func:`warning_line`; on an empty Numba cache a
-    second process compiles the engine's units meanwhile (:mod:`numslab.tools.prewarm`)."""
+    """:func:`main`, its warnings printed by :func:`warning_line`.
+
+    On an empty Numba cache a second process compiles the engine's units meanwhile
+    (:mod:`numslab.tools.prewarm`)."""
     args = parse_args(argv)
     with prewarm(MAIN_JOB_UNITS):
         return _run(args)

@@ -205,12 +205,14 @@ def test_every_docstring_opens_with_a_one_line_summary(name):
     assert not bad, f"{name}: the summary of {', '.join(bad)} runs over one line"
 
 
-BENCHMARKS = sorted((PACKAGE.parent / "asv_bench" / "benchmarks").glob("*.py"))
+BENCHMARKS = sorted((PACKAGE.parent / "asv_bench" / "benchmarks").glob("*.py")) + \
+    sorted((PACKAGE.parent / "examples").glob("*.py"))
 
 
 @pytest.mark.parametrize("bench", BENCHMARKS, ids=[f.name for f in BENCHMARKS])
 def test_every_benchmark_docstring_opens_with_a_one_line_summary(bench):
-    """The asv suite keeps the package's rule: a one-line summary, then a blank line."""
+    """The asv suite and the examples keep the package's rule: a one-line summary, then a
+    blank line."""
     bad = _multi_line_summaries(bench.read_text())
     assert not bad, f"{bench.name}: the summary of {', '.join(bad)} runs over one line"
 

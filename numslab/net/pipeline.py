@@ -560,10 +560,11 @@ def _release_stash(h, mode, flow_cid, st, ws):
 
 @jit
 def _release_flows(h, mode, flow_cid, fv, st, ws):
-    """Free every flow still on the idle list and the stash of spare entries (end of run, or
-    after an error). The flow table, dropped with the run, is not read: after a Ctrl-C it
-    may be older than the flows (a chunk grew it and the interrupt came before the new one
-    was kept), and deleting a newer flow from it probed for ever."""
+    """Free every flow still on the idle list and the stash of spare entries.
+
+    At the end of a run, or after an error. The flow table, dropped with the run, is not read:
+    after a Ctrl-C it may be older than the flows (a chunk grew it and the interrupt came before
+    the new one was kept), and deleting a newer flow from it probed for ever."""
     dead = ws[_W_DEAD]
     nd = 0
     while st[S_HEAD]:
