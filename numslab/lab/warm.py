@@ -139,8 +139,12 @@ def _refit(want: tuple[np.ndarray, np.ndarray, np.ndarray], theirs: int,
     and partial slabs with the same objects in use, as far as they hold them; the full slabs as
     many as the rest fills, one partial slab more for a remainder. (Kept as the snapshot's, the
     slabs filled with another number of objects made 4 CPUs' replay of a 2-CPU kernel's caches hold
-    twice its live objects.)"""
+    twice its live objects.) Slabs of one object are never partial with one in use: one slab per
+    object, none partial (the seeding frees nothing in them, so the partial slabs kept were seeded
+    full: a live object each that no trace event holds)."""
     slabs, partial, objects = (np.array(x, np.int64) for x in want)
+    if ours == 1:
+        return objects.copy(), np.zeros_like(partial), objects
     if ours == theirs or ours < 1:
         return slabs, partial, objects
     for n in range(len(slabs)):
