@@ -571,3 +571,29 @@ def test_the_waiting_slabs_pages_serve_an_allocation_of_another_order_at_once():
     assert sa.state.g[L.G_NRCU_SLABS] >= 8 and sa.free_pages_count() == 0
     assert sa.alloc_pages(3, gfp=nw)
     sa.validate()
+
+
+def test_get_partial_node_moves_half_the_cpu_partial_slabs_not_half_the_objects():
+    """6.18's ``get_partial_node`` takes the first node partial slab for the CPU and moves
+    more to the CPU's partial list until ``++partial_slabs > slub_get_cpu_partial(s) / 2``,
+    where ``slub_get_cpu_partial`` is ``s->cpu_partial_slabs`` (a count of slabs). Bounded
+    by ``cpu_partial / 2`` (objects: 60 for a 32-byte cache) it moved every node partial
+    slab: a warm replay's kmalloc-32 had 21 CPU partial slabs after its first slow
+    allocation on a CPU (``slabs_cpu_partial`` 1344(21)), the kernel keeps 2."""
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="8M")
+    c = sa.kmem_cache_create("s32", 32)                  # 128 objects per slab
+    per = c.objs_per_slab
+    assert (c.cpu_partial, per) == (120, 128)
+    limit = -(-2 * c.cpu_partial // per)                 # cpu_partial_slabs: 2
+    slabs = [[sa.kmem_cache_alloc(c) for _ in range(per)] for _ in range(23)]
+    sa.kmem_cache_shrink(c)
+    for s in slabs[:-1]:                                 # 22 slabs with a free object each,
+        sa.kmem_cache_free(c, s[0], cpu=0)               # CPU 0's list draining to the node
+    sa.kmem_cache_shrink(c)                              # all of them on the node list
+    assert c.partial == 22 and c.cpu_slabs == 0
+    before = c.stats["cpu_partial_node"]
+    sa.kmem_cache_alloc(c, cpu=1)                        # CPU 1: the node partial list
+    moved = c.stats["cpu_partial_node"] - before
+    assert moved == limit // 2 + 1 == 2
+    assert c.partial == 22 - 1 - moved and c.cpu_slabs == 1 + moved
+    sa.validate()

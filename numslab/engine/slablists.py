@@ -12,7 +12,7 @@ from ..flags import (ALLOC_FROM_PARTIAL, ALLOC_REMOTE_PARTIAL, CPU_PARTIAL_DRAIN
                      CPU_PARTIAL_FREE, CPU_PARTIAL_NODE, DEACTIVATE_EMPTY, FREE_ADD_PARTIAL,
                      FREE_FROZEN, FREE_REMOVE_PARTIAL, FREE_SLAB, ORDER_FALLBACK,
                      SLAB_TYPESAFE_BY_RCU)
-from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_CTOR,
+from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL_SLABS, CA_CTOR,
                      CA_DEFRAG_RATIO, CA_FP_KEY, CA_HAS_CPU_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
                      CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, CA_FLAGS,
                      CA_RED_LEFT, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NLOST,
@@ -473,12 +473,12 @@ def _put_cpu_partial(st, cache, cpu, slab, drain):
 def _get_partial_node(st, cache, cpu, node):
     """``get_partial_node``: take the first slab of ``node``'s partial list for the CPU, or NIL.
 
-    The slab is frozen by the caller; up to ``cpu_partial / 2`` more move to the CPU's partial
-    list."""
+    The slab is frozen by the caller; ``cpu_partial_slabs / 2 + 1`` more at most move to the
+    CPU's partial list (``slub_get_cpu_partial``: slabs, not objects)."""
     nd = st.node
     nxt = st.pg_next
     r = _node_row(st, cache, node)
-    cpu_partial = _ca(st, cache, CA_CPU_PARTIAL)
+    cpu_partial = _ca(st, cache, CA_CPU_PARTIAL_SLABS)
     partial = NIL
     partial_slabs = 0
     slab = nd[r + N_PARTIAL_HEAD]
