@@ -445,3 +445,38 @@ def test_random_prefill_calls_under_next_keep_every_invariant(calls):
     sa.kmem_cache_shrink(c)
     assert len(c) == 0 and barn(sa, c) == (0, 0, 0)
     sa.validate()
+
+
+@pytest.mark.parametrize("how", ["return", "prefill"])
+def test_a_sheaf_refilled_on_its_way_back_or_out_keeps_its_objects_held_618(how):
+    """6.18: ``kmem_cache_return_sheaf``'s slow path refills the sheaf (the spare taken)
+    before the barn gets it, and ``kmem_cache_prefill_sheaf`` refills a spare too small for
+    the request. A refill that exhausts the CPU slab gives it back (``deactivate_slab``),
+    which records as lost the objects of the slab held by no sheaf: the sheaf being
+    refilled, no longer (or not yet) the user's, held 11 of them, which went on counting in
+    use for nobody (``live_objects`` -10, ``validate`` failing: the hypothesis model of
+    tests/test_bulk.py found it)."""
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, nr_nodes=1, memory="8M", seed=5)
+    c = sa.kmem_cache_create("m", 192, sheaf_capacity=13)      # 21 objects a slab
+    s1 = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 1)
+    live = [sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s1) for _ in range(2)]
+    s2 = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 1)
+    sa.kmem_cache_free(c, live.pop())
+    sa.kmem_cache_shrink(c)             # no CPU slab; the slab of s1's objects partial
+    if how == "return":
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s2)          # the spare
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s1)          # slow: refilled, to the barn
+        held = []
+    else:
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s1)          # the spare, 11 objects
+        s3 = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 13)    # takes it, refills it
+        assert s3 == s1 and sa.kmem_cache_sheaf_size(s3) == 13
+        held = [s2, s3]
+    assert c.lost_objects == 0
+    assert c.live_objects == len(live)
+    sa.validate()
+    for s in held:
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s)
+    sa.kmem_cache_free(c, live.pop())
+    assert c.live_objects == 0 and c.lost_objects == 0
+    sa.validate()

@@ -177,12 +177,13 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
         sheaf = _alloc_empty_sheaf(st, cache, cpu, cap, gfp)
         if not sheaf:
             return 0
-    if mem[_w(sheaf, SH_SIZE)] < size:
-        if _prefill_refill(st, cache, cpu, sheaf, gfp):
+    _user_sheaf_link(st, cache, sheaf)      # held while it refills (6.18: a CPU slab the
+    if mem[_w(sheaf, SH_SIZE)] < size:      # refill gives back counts as lost the objects
+        if _prefill_refill(st, cache, cpu, sheaf, gfp):         # no sheaf holds)
+            user_sheaf_unlink(st, cache, sheaf)
             sheaf_flush_unused(st, cache, cpu, sheaf)
             _free_empty_sheaf(st, cache, cpu, sheaf)
             return 0
-    _user_sheaf_link(st, cache, sheaf)
     return sheaf
 
 
@@ -251,6 +252,13 @@ def return_user_sheaf(st, cache, cpu, gfp, sheaf):
     """The user's ``kmem_cache_return_sheaf``: forget the sheaf as the user's and return it. 0.
 
     Forget the sheaf as the user's and :func:`return_sheaf` it, in one call (two left its objects
-    held by nothing a ``validate`` in another thread could see)."""
+    held by nothing a ``validate`` in another thread could see). Under 6.18 a sheaf that
+    :func:`return_sheaf`'s slow path refills is refilled first, still the user's: a CPU slab the
+    refill gives back (``deactivate_slab``) counts as lost the objects no sheaf holds."""
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    if st.kernel < KERNEL_7_0 and cap and st.mem[_w(sheaf, SH_CAPACITY)] == cap \
+            and st.cpu[_cpu_row(st, cache, cpu) + C_SPARE] \
+            and st.node[_barn(st, cache, cpu) + N_NR_FULL] < MAX_FULL_SHEAVES:
+        refill_sheaf(st, cache, cpu, sheaf, gfp)        # (return_sheaf's then finds it full)
     user_sheaf_unlink(st, cache, sheaf)
     return return_sheaf(st, cache, cpu, gfp, sheaf)
