@@ -2,10 +2,14 @@
 
 ``SlabAllocator`` is one simulated machine; the kernel-named functions at module level act
 on a default allocator (created on first use) so that ``numslab.kfree(numslab.kmalloc(64))``
-just works.
+just works. ``numslab.jit`` is the same API for your own ``@njit`` code (``help(numslab.jit)``);
+``numslab.replay`` replays a kernel's ``kmem`` trace through any SLUB generation (the
+laboratory; ``python -m numslab --help`` for its command line). Errors are subclasses of
+``SlabError``. The README has the guide, ARCHITECTURE.md how it is built.
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any
 
@@ -63,8 +67,7 @@ def set_default_allocator(sa: SlabAllocator | None) -> None:
     Raises
     ------
     WrongTypeError
-        If ``sa`` is neither a ``SlabAllocator`` nor None (it failed later, at the next
-        module-level call, with an ``AttributeError``).
+        If ``sa`` is neither a ``SlabAllocator`` nor None.
     """
     global _default
     if sa is not None and not isinstance(sa, SlabAllocator):
@@ -73,10 +76,20 @@ def set_default_allocator(sa: SlabAllocator | None) -> None:
 
 
 def _forward(name: str):
+    """The module-level ``name``: ``SlabAllocator.name`` on the default allocator.
+
+    It shows the method's parameters (less ``self``) and documentation to ``help()``."""
     def call(*args: Any, **kwargs: Any) -> Any:
         return getattr(default_allocator(), name)(*args, **kwargs)
+    method = getattr(SlabAllocator, name)
     call.__name__ = call.__qualname__ = name
-    call.__doc__ = f"``SlabAllocator.{name}`` on the default allocator."
+    call.__doc__ = f"``SlabAllocator.{name}`` on the default allocator.\n\n" + \
+        (inspect.getdoc(method) or "")
+    try:
+        sig = inspect.signature(method)
+        call.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
+    except (TypeError, ValueError):     # pragma: no cover - a method with no signature
+        pass
     return call
 
 

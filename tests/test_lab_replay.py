@@ -722,3 +722,13 @@ def test_configuration_words_of_the_slab_orders_boot_parameters():
     assert max(c.order for c in lean.caches if c.object_size <= 4096) == 0
     assert max(c.order for c in r.configs["7.0:cpus=2"].allocator.caches) > 0
     lean.validate()
+
+
+@pytest.mark.parametrize("text", [b"", b"# tracer: nop\n#\n", b"  t-1 [000] ..... 1.000001: "
+                                  b"mm_page_alloc: page=0x1 pfn=0x1 order=0 migratetype=0\n"])
+def test_a_trace_with_no_kmem_event_says_there_is_nothing_to_replay(text):
+    """``perf script | numslab replay -`` with no perf.data replayed nothing and reported an
+    empty machine (%Ef 100.0) with no word said."""
+    with pytest.warns(UserWarning, match="is a kmem allocation or free .*: nothing to replay"):
+        r = numslab.replay(text, progress=False)
+    assert r.replayed == 0

@@ -17,7 +17,7 @@ inlines into your loop (the CPU's main sheaf, every check of a free), and calls 
 engine's compiled slow paths through the unit table otherwise: your function's
 machine code holds no slow path and your loop touches no reference count. Errors raise
 numslab exceptions whose message names the address, the cache id and the batch element
-(recorded in :data:`ERROR_DETAIL` as the exception is raised, read when Python makes it).
+(recorded per thread as the exception is raised in compiled code, read when Python makes it).
 Caches with a constructor, whose objects must be built by Python-side code, are refused
 here.
 

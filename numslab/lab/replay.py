@@ -35,7 +35,7 @@ from .parse import ROW_LARGE
 from .result import Configs, ReplayResult, Series
 from .snapshot import (SnapshotFormatError, _aliases, _align_ok, _geometry, load_snapshot,
                        merge_aliases)
-from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_KMALLOC, EV_LOST, EV_OTHER, EV_OWN, Trace,
+from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_KFREE, EV_KMALLOC, EV_LOST, EV_OTHER, EV_OWN, Trace,
                     TraceFormatError, check_trace, large_kmalloc_twice, read_trace)
 
 __all__ = ["Config", "parse_config", "load_snapshot", "merge_aliases", "prepare", "replay",
@@ -292,6 +292,17 @@ def _warn_time_order(tr: Trace) -> None:
                       stacklevel=3)
 
 
+def _warn_no_events(tr: Trace) -> None:
+    """Warn if the trace holds no allocation or free event of the ``kmem`` tracepoints.
+
+    An empty ``perf script`` (no perf.data), a file of other events: the replay then reports an
+    empty machine as if it had replayed something."""
+    if not (tr.kind <= EV_KFREE).any():
+        warnings.warn(f"trace: none of its {len(tr)} event line(s) is a kmem allocation or "
+                      f"free (kmem_cache_alloc, kmalloc, kmem_cache_free, kfree): nothing to "
+                      f"replay", UserWarning, stacklevel=3)
+
+
 def replay_prepared(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None = None,
                     samples: int = SAMPLES, progress: bool | None = None,
                     memory: int | None = None) -> ReplayResult:
@@ -469,6 +480,7 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
                                    "recording (snapshot=, --snapshot)")
     p = prepare(merge_aliases(tr, snap) if snap else tr)
     _warn_time_order(tr)
+    _warn_no_events(tr)
     prep = time.perf_counter() - t0
     out = []
     for cfg in configs:
