@@ -35,8 +35,9 @@ from .parse import ROW_LARGE
 from .result import Configs, ReplayResult, Series
 from .snapshot import (SnapshotFormatError, _aliases, _align_ok, _geometry, load_snapshot,
                        merge_aliases)
-from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_KFREE, EV_KMALLOC, EV_LOST, EV_OTHER, EV_OWN, Trace,
-                    TraceFormatError, check_trace, large_kmalloc_twice, read_trace)
+from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
+                    EV_OTHER, EV_OWN, Trace, TraceFormatError, check_trace, large_kmalloc_twice,
+                    read_trace)
 
 __all__ = ["Config", "parse_config", "load_snapshot", "merge_aliases", "prepare", "replay",
            "replay_trace", "sample_seconds",
@@ -297,7 +298,7 @@ def _warn_no_events(tr: Trace) -> None:
 
     An empty ``perf script`` (no perf.data), a file of other events: the replay then reports an
     empty machine as if it had replayed something."""
-    if not (tr.kind <= EV_KFREE).any():
+    if not np.isin(tr.kind, (EV_CACHE_ALLOC, EV_KMALLOC, EV_KFREE, EV_CACHE_FREE)).any():
         warnings.warn(f"trace: none of its {len(tr)} event line(s) is a kmem allocation or "
                       f"free (kmem_cache_alloc, kmalloc, kmem_cache_free, kfree): nothing to "
                       f"replay", UserWarning, stacklevel=3)
