@@ -1074,7 +1074,7 @@ def test_an_object_a_sheaf_names_twice_is_handed_out_and_freed_once(gen, how):
 @pytest.mark.parametrize("how", ["bulk", "jit-bulk"])
 def test_a_stale_entry_in_a_batch_across_main_and_spare_is_never_handed_out(gen, how):
     """A bulk allocation the main sheaf begins and the spare ends is taken in one step
-    (``pcsbulk._take_main_spare``, inline in a user's function for ``numslab.jit``); when
+    (``pcsbulk._take_main_spare``, in the unit a user's ``numslab.jit`` call reaches); when
     the main holds an object the slab layer handed out meanwhile (a rewritten free pointer
     named it), the step changes nothing and the engine's loop drops the entry: no address
     comes out twice, the slab is isolated and the machine stays valid."""
