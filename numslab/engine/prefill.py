@@ -188,37 +188,6 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
 
 
 @unit
-def return_sheaf(st, cache, cpu, gfp, sheaf):
-    """``kmem_cache_return_sheaf``: free an oversize sheaf, keep or flush a normal one. 0.
-
-    An oversize sheaf (every sheaf of a cache without sheaves, 6.18's of size 0 included: never its
-    spare) is flushed and freed; a normal one becomes the CPU's spare, or is topped up into the
-    barn, or flushed and freed."""
-    mem = st.mem
-    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
-    if mem[_w(sheaf, SH_CAPACITY)] != cap or cap == 0:
-        sheaf_flush_unused(st, cache, cpu, sheaf)
-        _oversize_sheaf_free(st, cache, cpu, sheaf)
-        return 0
-    cpt = st.cpu
-    c = _cpu_row(st, cache, cpu)
-    if not cpt[c + C_SPARE]:
-        cpt[c + C_SPARE] = sheaf
-        _stat(st, cache, cpu, SHEAF_RETURN_FAST, 1)
-        return 0
-    _stat(st, cache, cpu, SHEAF_RETURN_SLOW, 1)
-    r = _barn(st, cache, cpu)
-    if st.node[r + N_NR_FULL] >= MAX_FULL_SHEAVES or \
-            refill_sheaf(st, cache, cpu, sheaf, gfp):
-        sheaf_flush_unused(st, cache, cpu, sheaf)
-        _free_empty_sheaf(st, cache, cpu, sheaf)
-        return 0
-    _barn_push(st, r, N_BARN_FULL, N_NR_FULL, sheaf)
-    _stat(st, cache, cpu, BARN_PUT, 1)
-    return 0
-
-
-@unit
 def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
     """``kmem_cache_refill_sheaf``: make ``sheaf`` hold at least ``size`` objects.
 
@@ -249,16 +218,37 @@ def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
 
 @unit
 def return_user_sheaf(st, cache, cpu, gfp, sheaf):
-    """The user's ``kmem_cache_return_sheaf``: forget the sheaf as the user's and return it. 0.
+    """The user's ``kmem_cache_return_sheaf``: free an oversize sheaf, keep or flush others. 0.
 
-    Forget the sheaf as the user's and :func:`return_sheaf` it, in one call (two left its objects
-    held by nothing a ``validate`` in another thread could see). Under 6.18 a sheaf that
-    :func:`return_sheaf`'s slow path refills is refilled first, still the user's: a CPU slab the
-    refill gives back (``deactivate_slab``) counts as lost the objects no sheaf holds."""
+    An oversize sheaf (every sheaf of a cache without sheaves, 6.18's of size 0 included: never its
+    spare) is flushed and freed; a normal one becomes the CPU's spare, or is topped up into the
+    barn, or flushed and freed. The sheaf is forgotten as the user's in the same call (two left its
+    objects held by nothing a ``validate`` in another thread could see), and only after the slow
+    path's refill: under 6.18 a CPU slab the refill gives back (``deactivate_slab``) counts as lost
+    the objects no sheaf holds."""
+    mem = st.mem
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
-    if st.kernel < KERNEL_7_0 and cap and st.mem[_w(sheaf, SH_CAPACITY)] == cap \
-            and st.cpu[_cpu_row(st, cache, cpu) + C_SPARE] \
-            and st.node[_barn(st, cache, cpu) + N_NR_FULL] < MAX_FULL_SHEAVES:
-        refill_sheaf(st, cache, cpu, sheaf, gfp)        # (return_sheaf's then finds it full)
+    if mem[_w(sheaf, SH_CAPACITY)] != cap or cap == 0:
+        user_sheaf_unlink(st, cache, sheaf)
+        sheaf_flush_unused(st, cache, cpu, sheaf)
+        _oversize_sheaf_free(st, cache, cpu, sheaf)
+        return 0
+    cpt = st.cpu
+    c = _cpu_row(st, cache, cpu)
+    if not cpt[c + C_SPARE]:
+        user_sheaf_unlink(st, cache, sheaf)
+        cpt[c + C_SPARE] = sheaf
+        _stat(st, cache, cpu, SHEAF_RETURN_FAST, 1)
+        return 0
+    _stat(st, cache, cpu, SHEAF_RETURN_SLOW, 1)
+    r = _barn(st, cache, cpu)
+    failed = st.node[r + N_NR_FULL] >= MAX_FULL_SHEAVES or \
+        refill_sheaf(st, cache, cpu, sheaf, gfp) != 0
     user_sheaf_unlink(st, cache, sheaf)
-    return return_sheaf(st, cache, cpu, gfp, sheaf)
+    if failed:
+        sheaf_flush_unused(st, cache, cpu, sheaf)
+        _free_empty_sheaf(st, cache, cpu, sheaf)
+        return 0
+    _barn_push(st, r, N_BARN_FULL, N_NR_FULL, sheaf)
+    _stat(st, cache, cpu, BARN_PUT, 1)
+    return 0
