@@ -27,7 +27,7 @@ from numba.core.typing.typeof import Purpose
 from numba.extending import (NativeValue, box, intrinsic, models, register_model,
                              typeof_impl, unbox)
 
-from ..engine.gilguard import typing_frames
+from ..engine.gilguard import _PACKAGE, typing_frames
 from ..engine.layout import HEADER
 from ..engine.native import ABI, State, invariant_load, table_address
 from ..errors import AllocatorGoneError, NotPicklableError
@@ -291,8 +291,7 @@ def _python_caller() -> str:
 
     The innermost Python frame on the stack outside numslab and Numba; ``""`` if none."""
     import numba
-    skip = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-            os.path.dirname(os.path.abspath(numba.__file__)))
+    skip = (_PACKAGE, os.path.dirname(os.path.abspath(numba.__file__)))
     f = sys._getframe(2)
     while f is not None:
         name = os.path.abspath(f.f_code.co_filename)

@@ -412,11 +412,17 @@ def _free_buffers(h, mode, n, grp):
 
 @jit
 def _drop_flow(h, mode, flow_cid, fv, table, st, e, dead, nd):
-    """Take flow ``e`` out of the table and idle list and free or queue it; return the new ``nd``.
+    """Take flow ``e`` out of the table and :func:`_retire_flow` it; return the new ``nd``."""
+    _table_delete(table, fv, e)
+    return _retire_flow(h, mode, flow_cid, fv, st, e, dead, nd)
+
+
+@jit
+def _retire_flow(h, mode, flow_cid, fv, st, e, dead, nd):
+    """Take flow ``e`` off the idle list and free or queue it; return the new ``nd``.
 
     Freed at once (``single``) or queued in ``dead`` (freed in a batch when full or at the end of
     the batch)."""
-    _table_delete(table, fv, e)
     _lru_unlink(fv, st, e)
     st[S_ACTIVE] -= 1
     if mode == _SINGLE:
@@ -568,16 +574,7 @@ def _release_flows(h, mode, flow_cid, fv, st, ws):
     dead = ws[_W_DEAD]
     nd = 0
     while st[S_HEAD]:
-        e = st[S_HEAD]
-        _lru_unlink(fv, st, e)
-        st[S_ACTIVE] -= 1
-        if mode == _SINGLE:
-            nsj.kmem_cache_free(h, flow_cid, e, _CPU)
-            continue
-        dead[nd], nd = e, nd + 1
-        if nd == dead.size:
-            _free_objs(h, mode, flow_cid, nd, dead)
-            nd = 0
+        nd = _retire_flow(h, mode, flow_cid, fv, st, st[S_HEAD], dead, nd)
     _free_objs(h, mode, flow_cid, nd, dead)
     _release_stash(h, mode, flow_cid, st, ws)
 
