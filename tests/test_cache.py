@@ -246,3 +246,19 @@ def test_len_leaves_out_objects_waiting_for_kfree_rcu_in_every_generation(gen, d
         sa.kmem_cache_free(c, x)
     assert len(c) == 0
     sa.validate()
+
+
+@pytest.mark.parametrize("gen", KERNELS)
+def test_a_cache_is_true_whether_or_not_it_holds_objects(gen):
+    """``if cache:`` asks whether there is a cache, as for a kernel pointer: an empty cache (and
+    a destroyed one, whose name remains) is true, and ``len`` still counts the objects held."""
+    sa = numslab.SlabAllocator(kernel=gen)
+    c = sa.kmem_cache_create("truth", 128)
+    assert len(c) == 0 and bool(c) is True
+    a = c.alloc()
+    assert len(c) == 1 and bool(c) is True
+    c.free(a)
+    sa.kmem_cache_destroy(c)
+    assert bool(c) is True
+    with pytest.raises(WrongCacheError, match="'truth' was destroyed"):
+        len(c)

@@ -81,6 +81,12 @@ class KmemCache(MovableCache, RecordAccess):
             n = self.live_objects - self.sheaf_objects  # in between made it negative
             return n - sa._rcu_listed_objects(self._id) if sa._rcu_pending else n
 
+    def __bool__(self) -> bool:
+        """True: a cache is a handle, whether or not users hold its objects (``len`` counts them).
+
+        Without it an empty cache would be false, and ``if cache:`` would mean "holds objects"."""
+        return True
+
     def __reduce__(self) -> tuple:
         """Refuse pickling and copying (``NotPicklableError``): use ``save``/``load``."""
         raise NotPicklableError(f"cache {self.name!r} cannot be pickled or copied: its objects "
