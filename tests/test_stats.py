@@ -123,3 +123,18 @@ def test_objects_lost_before_a_slab_is_a_cpu_slab_again_are_counted_once():
     assert len(c) == c.live_objects == len(c.live_addresses()) == 4
     assert c.lost_objects == 3 and c.lost_slabs().tolist() == [[slab, 3]]
     sa.validate()
+
+
+def test_slabinfo_lists_the_kmalloc_caches_in_the_kernels_order():
+    """``create_kmalloc_caches`` makes kmalloc-96 and kmalloc-192 before the powers of two, and
+    /proc/slabinfo lists the newest first: ... kmalloc-16, kmalloc-8, kmalloc-192, kmalloc-96
+    (this machine's file). numslab listed them by size (kmalloc-256, kmalloc-192, kmalloc-128,
+    kmalloc-96, kmalloc-64, ...)."""
+    kmalloc = re.compile(r"kmalloc-\d+k? ")
+    real = [l.split()[0] for l in REAL if kmalloc.match(l)]
+    for kernel in ("6.18", "7.0"):
+        sa = numslab.SlabAllocator(kernel=kernel, nr_cpus=2, memory="8M")
+        sa.kmem_cache_create("mine", 100)
+        names = [l.split()[0] for l in sa.slabinfo().splitlines()[2:]]
+        assert names[0] == "mine"                       # newest first
+        assert [n for n in names if kmalloc.match(n + " ")] == real

@@ -690,7 +690,11 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         """``/proc/slabinfo`` (version 2.1) for every cache, newest first as the kernel lists."""
         lines = [SLABINFO_HEADER]
         with self._slab_mutex:                  # slab_start: no cache created or destroyed
-            for c in reversed(self.caches):     # get_slabinfo: count_partial_free_approx
+            # create_kmalloc_caches makes kmalloc-96 and -192 first, then 8 .. 8k
+            first = [self._kmalloc_ids[i] for i, s in enumerate(KMALLOC_SIZES) if s in (96, 192)]
+            kernel_order = [self._caches[cid] for cid in first] \
+                + [c for c in self.caches if c._id not in first]
+            for c in reversed(kernel_order):    # get_slabinfo: count_partial_free_approx
                 total = c.total_objects
                 active = total - int(c.partial_free_approx().sum())
                 lines.append(slabinfo_line(c.name, active, total, c.slab_size,
