@@ -307,9 +307,14 @@ class KmemCache(MovableCache, RecordAccess):
     def cpu_slabs(self) -> int:
         """CPU slabs plus slabs on CPU partial lists (every CPU's).
 
-        sysfs ``cpu_slabs`` counts a CPU's list only when the CPU has a slab, as the kernel does.
-        """
+        sysfs ``cpu_slabs`` (:attr:`sysfs_cpu_slabs`) counts a CPU's list only when the CPU has
+        a slab, as the kernel does."""
         return int(self._cpus().sum())
+
+    @property
+    def sysfs_cpu_slabs(self) -> int:
+        """sysfs ``cpu_slabs``: CPU slabs, and a CPU's partial slabs only if it has a CPU slab."""
+        return int(self._cpu_slabs_per_node().sum())
 
     def _cpu_slabs_per_node(self) -> np.ndarray:
         """sysfs ``cpu_slabs`` per node, int64[nr_nodes], as ``show_slab_objects(SO_CPU)`` counts.

@@ -414,6 +414,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     start = 0
     s = 0
     objects = np.zeros(Kn, np.int64)
+    sys_cpu = np.zeros(Kn, np.int64)
     try:
         for stop in stops:
             if K.replay_chunk(h, start, stop, tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node,
@@ -426,6 +427,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
                 K.sample(h, cids, live[s], slabs[s], partial[s], cpus[s], sheaves)
                 if s == S - 1:                      # sysfs objects beside the last sample
                     objects = np.array([c.objects for c in objs], np.int64)
+                    sys_cpu = np.array([c.sysfs_cpu_slabs for c in objs], np.int64)
                 structs[s] = sheaves[cids]
                 large[s] = counts[K.K_LARGE_BYTES]
                 s += 1
@@ -463,7 +465,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
                         compile_seconds=clock.seconds,
                         stats=stats, memory_per_node=mem,
                         flags=np.array([c.flags for c in objs], np.int64),
-                        objects=objects,
+                        objects=objects, sysfs_cpu_slabs=sys_cpu,
                         aliases=_aliases(p.names, snapshot), allocator=sa,
                         work_runs=nwork + int(counts[K.K_WORK]),
                         objects_moved=int(counts[K.K_MOVED]),

@@ -133,6 +133,10 @@ class ReplayResult:
     #: objects of the cache's slabs less the free ones on node partial lists: objects cached
     #: in sheaves and CPU slabs count as in use), the column ``tools/mm/slabinfo`` prints
     objects: np.ndarray | None = None
+    #: per cache at the last sample, int64[K]: sysfs ``cpu_slabs`` (a CPU's slab and, if it
+    #: has one, its CPU partial slabs; ``series.cpu_slabs`` counts every CPU partial list),
+    #: what ``tools/mm/slabinfo``'s ``Slabs/Part/Cpu`` prints
+    sysfs_cpu_slabs: np.ndarray | None = None
     #: per cache, int64[K]: the untraced frees of its objects (a traced allocation returned
     #: a pointer still live there; large kmallocs' in ``untraced_frees`` only)
     untraced_per_cache: np.ndarray | None = None
@@ -306,20 +310,22 @@ class ReplayResult:
         left out unless ``all_caches``.
 
         As slabinfo prints it: ``Objects`` is sysfs ``objects`` (:attr:`objects`: objects in
-        sheaves and CPU slabs count as in use) and ``%Ef`` is that many objects' bytes over
-        the slab bytes, truncated. The live objects the trace holds, and the ``%Ef`` of
+        sheaves and CPU slabs count as in use), ``Cpu`` sysfs ``cpu_slabs``
+        (:attr:`sysfs_cpu_slabs`) and ``%Ef`` is that many objects' bytes over the slab bytes,
+        truncated. The live objects the trace holds, and the ``%Ef`` of
         :attr:`caches` and :meth:`compare_table`, leave the cached ones out."""
         c = self.caches
         if not isinstance(sort, str) or sort not in c:      # (a KeyError before)
             raise InvalidArgumentError(f"table: sort {sort!r} is not one of {', '.join(c)}")
         keys = np.argsort(-c[sort], kind="stable")
         objects = self.objects if self.objects is not None else c["live_objects"]
+        cpus = self.sysfs_cpu_slabs if self.sysfs_cpu_slabs is not None else c["cpu_slabs"]
         lines = ["Name                   Objects Objsize           Space Slabs/Part/Cpu  O/S O "
                  "%Fr %Ef Flg"]
         for k in keys.tolist():
             if not all_caches and c["slabs"][k] == 0 and c["live_objects"][k] == 0:
                 continue
-            slabs, cpu = int(c["slabs"][k]), int(c["cpu_slabs"][k])
+            slabs, cpu = int(c["slabs"][k]), int(cpus[k])
             dist = f"{max(slabs - cpu, 0)}/{int(c['partial'][k])}/{cpu}"
             fr = int(c["partial"][k] * 100 // slabs) if slabs else 100
             slab_bytes = int(c["slab_bytes"][k])
