@@ -232,13 +232,6 @@ def _do_slab_free_chain(st, cache, cpu, slab, head, tail, cnt):
             _stat(st, cache, cpu, FREE_SLOWPATH, 1)
 
 
-@jit(inline=True)
-def _do_slab_free(st, cache, cpu, slab, addr):
-    """Free one allocated object through the CPU slab layer (no sheaves)."""
-    _take_back(st, cache, cpu, addr)
-    _do_slab_free_chain(st, cache, cpu, slab, addr, addr, 1)
-
-
 @unit
 def flush_cpu(st, cache, cpu):
     """``__flush_cpu_slab``: deactivate the CPU slab and unfreeze the CPU partial list. 0."""

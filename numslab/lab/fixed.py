@@ -62,22 +62,6 @@ def prefetch(typingctx, arr, idx):
 
 
 @intrinsic
-def load8(typingctx, arr, idx):
-    """``arr[idx:idx + 8]`` (``arr`` 1-d C-contiguous uint8) as one little-endian uint64.
-
-    An unaligned load of the 8 bytes; no bounds check: the caller keeps slack."""
-    if not isinstance(arr, types.Array) or not isinstance(idx, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        ptr = _item_pointer(context, builder, sig, args)
-        i64 = ir.IntType(64)
-        val = builder.load(builder.bitcast(ptr, i64.as_pointer()), align=1)
-        return val
-    return types.uint64(arr, idx), codegen
-
-
-@intrinsic
 def data_address(typingctx, arr):
     """The address of a C-contiguous array's first element, as an int64.
 
@@ -236,28 +220,12 @@ def after_last_colon(bp, a, b):
     return res
 
 
-@lab_jit(nogil=True, inline=True)
-def _fixed_digits(bp, a, b):
-    """The decimal number in bytes ``a:b``, every byte a digit; -1 if one is not."""
-    v = 0
-    for i in range(a, b):
-        d = np.int64(load1p(bp + i)) - 48
-        if d < 0 or d > 9:
-            return -1
-        v = v * 10 + d
-    return v
-
-
-
-
-
 _SPACES = np.uint64(0x2020202020202020)
 _NIB = np.uint64(0x0F0F0F0F0F0F0F0F)
-_ZEROS = np.uint64(0x3030303030303030)
 
 
 def _word(text: bytes) -> np.uint64:
-    """``text`` (at most 8 bytes) as the little-endian word :func:`load8` reads."""
+    """``text`` (at most 8 bytes) as the little-endian word :func:`load8p` reads."""
     return np.uint64(int.from_bytes(text, "little"))
 
 

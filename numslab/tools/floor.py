@@ -42,8 +42,6 @@ beside the jitted stack and numslab.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numba as nb
 import numpy as np
 
@@ -390,10 +388,3 @@ class FloorRound:
                          self.rseq, self.bulk, rounds, self.out, self.limit, self.runs)
         if r:
             raise RuntimeError(f"floor round failed: {r}")
-
-
-def make_floor_round(bulk: int) -> Callable[[int], None]:
-    """``run(rounds)`` of a fresh :class:`FloorRound`, warmed up once (as ``make_round``)."""
-    fr = FloorRound(bulk)
-    fr.run(2)
-    return fr.run
