@@ -91,6 +91,7 @@ FORBIDDEN = {
     "drivers": {"facade", "tools", "net", "lab"},
     "facade": {"tools", "net", "lab"},
     "lab": {"tools", "net"},
+    "net": {"tools", "lab"},        # apart: engine, facade and numslab.jit only
 }
 LEAVES = {"numslab.errors", "numslab.flags", "numslab.geometry"}
 
