@@ -239,7 +239,19 @@ native.HEADER_ATTRS["mem_size"] = H_MEMSIZE
 def view(buf: np.ndarray, field: int) -> np.ndarray:
     """The 1-D view of one field of a state buffer (Python side).
 
-    Strided for a column of the row table."""
+    Parameters
+    ----------
+    buf : numpy.ndarray
+        int64[H_WORDS], 1-D: a state buffer made by :func:`new_state`.
+    field : int
+        The field's number, ``F_*``.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64[length], a view into ``buf`` (the length is the header's): strided by ``ROW``
+        words for a column of the row table (``ROW_COLS``), contiguous for any other field.
+    """
     off, n = buf[H_FIELDS + 2 * field], buf[H_FIELDS + 2 * field + 1]
     if field in ROW_COLS:
         return buf[off:off + n * ROW:ROW]
@@ -250,7 +262,23 @@ def new_state(npages: int, nnodes: int, ncpus: int, max_caches: int, seed: int,
               mem_address: int, mem_size: int, kernel: int = KERNEL_7_0) -> np.ndarray:
     """Allocate and initialise the state buffer (int64, 1-D) for a fresh machine.
 
-    Its arena of ``mem_size`` bytes is at ``mem_address``; it models SLUB generation ``kernel``."""
+    Parameters
+    ----------
+    npages, nnodes, ncpus, max_caches : int
+        Page frames (``P``), NUMA nodes (``N``), CPUs (``U``) and cache slots (``C``).
+    seed : int
+        Seeds the generators ``G_RNG`` and ``G_FRNG``.
+    mem_address, mem_size : int
+        The arena's address in this process and its size in bytes (``H_MEM``, ``H_MEMSIZE``).
+    kernel : int, optional
+        The SLUB generation modelled, one of :data:`KERNELS`' values.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64[HEADER + sum(field_lengths(...))], 1-D, its row table on a 64-byte line: the
+        header, then every field at its fresh value (``FIELDS``; ARCHITECTURE.md, "The state").
+    """
     lengths = field_lengths(npages, nnodes, ncpus, max_caches)
     total = HEADER + sum(lengths)
     first = min(ROW_COLS)                           # the table sits where its first field

@@ -316,7 +316,18 @@ def cpu_partial_slabs(st, cache, outaddr):
 
 
 def per_node(values: np.ndarray) -> str:
-    """Format a per-node counter as sysfs does: ``"total N0=a N1=b"``."""
+    """Format a per-node counter as sysfs does: ``"total N0=a N1=b"``.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        int64[N]: the counter on each node.
+
+    Returns
+    -------
+    str
+        The total, then ``N<i>=<value>`` for each node whose value is not 0.
+    """
     parts = [str(int(values.sum()))]
     parts += [f"N{i}={int(v)}" for i, v in enumerate(values) if v]
     return " ".join(parts)

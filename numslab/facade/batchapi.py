@@ -579,7 +579,10 @@ class BatchAPI:
     @cache_op
     def kmem_cache_free_array(self: "SlabAllocator", cache: KmemCache, nr: int,
                               objs: np.ndarray, cpu: int | None = None) -> None:
-        """Free an array of objects (the RFC's counterpart; detached freelists as bulk)."""
+        """Free an array of objects (the RFC's counterpart; detached freelists as bulk).
+
+        ``objs``: int64[n], ``n >= nr``, 1-D, C-contiguous and writable, as
+        :meth:`kmem_cache_free_bulk`'s (reordered as there)."""
         self.kmem_cache_free_bulk(cache, nr, objs, cpu)
 
     # ---- prefilled sheaves (6.18) -----------------------------------------------------------

@@ -50,7 +50,19 @@ def made_with(sa: "SlabAllocator") -> dict[str, np.ndarray]:
     """What a new machine ``sa`` is made with that its state never changes, for :class:`Structure`.
 
     Copies, taken before a loaded state overwrites it: the kmalloc table, the CPUs' nodes, the pcp
-    sizes and the reserved frames."""
+    sizes and the reserved frames.
+
+    Parameters
+    ----------
+    sa : SlabAllocator
+        The machine just made, before the loaded state is copied into it.
+
+    Returns
+    -------
+    dict of str to numpy.ndarray
+        ``kmalloc`` int64[13]; ``cpu_node`` int64[U]; ``pcp[..., P_HIGH]`` and
+        ``pcp[..., P_BATCH]`` int64[U * N] (CPU-major); ``reserved`` bool[P].
+    """
     st = sa.state
     return {"kmalloc": st.kmalloc.copy(), "cpu_node": st.cpu_node.copy(),
             "pcp[..., P_HIGH]": st.pcp[:, :, P_HIGH].flatten(),
@@ -139,7 +151,19 @@ class Structure:
               index: np.ndarray | None = None) -> None:
         """:meth:`fail` at the first of ``values`` that is not ``ok``.
 
-        Named ``name[i]``, ``i`` from ``index`` if given."""
+        Parameters
+        ----------
+        name : str
+            The field, named ``name[i]`` in the refusal.
+        values : numpy.ndarray
+            1-D, any dtype: the words checked.
+        ok : numpy.ndarray
+            bool[len(values)] (or anything ``np.asarray`` makes one of): which pass.
+        expect : str
+            What the failing word should be, for the message.
+        index : numpy.ndarray, optional
+            int64[len(values)]: the ``i`` to name for each element (default: its position).
+        """
         bad = np.flatnonzero(~np.asarray(ok, bool))
         if len(bad):
             i = int(bad[0])

@@ -104,7 +104,19 @@ class WarmStart:
                             for k, nm in enumerate(self.names) if self.seeded[k]})
 
     def kernel_seed(self, name: np.ndarray) -> tuple:
-        """``replay_chunk``'s ``seed`` for a trace whose events name cache rows ``name``."""
+        """``replay_chunk``'s ``seed`` for a trace whose events name cache rows ``name``.
+
+        Parameters
+        ----------
+        name : numpy.ndarray
+            int32[events]: the trace's ``name`` column.
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(name, pool_of, lo, left, pids)``: ``name`` as given, ``pool_of`` int64[K],
+            ``lo`` and ``left`` int64[pools], ``pids`` int64[n] (the fields of that name).
+        """
         return (name, self.pool_of, self.lo, self.left, self.pids)
 
     def count_frees(self) -> None:
@@ -263,8 +275,9 @@ def seed(sa: Any, names: list[str], cids: np.ndarray, objs: list[Any],
          order: str = "slab") -> WarmStart:
     """Seed each cache row the snapshot has with its objects, slabs and partial slabs.
 
-    Rows: ``names``, numslab ids ``cids``, KmemCache ``objs``; seeded by :func:`_seed_cache`; its
-    pools' pointer ids start at ``npid``. Raises ``InvalidArgumentError`` without a snapshot."""
+    Rows: ``names``, numslab ids ``cids`` (int64[K]), KmemCache ``objs``; seeded by
+    :func:`_seed_cache`; its pools' pointer ids start at ``npid``. Raises
+    ``InvalidArgumentError`` without a snapshot."""
     if not snap:
         raise InvalidArgumentError("a warm start needs the snapshot taken before the "
                                    "recording (--snapshot)")

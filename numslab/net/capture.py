@@ -65,7 +65,18 @@ class Packets(NamedTuple):
     linktype: int
 
     def packet(self, i: int) -> np.ndarray:
-        """Return the captured bytes of packet ``i`` as a ``uint8`` view."""
+        """Return the captured bytes of packet ``i`` as a ``uint8`` view.
+
+        Parameters
+        ----------
+        i : int
+            The packet's index, ``0 <= i < len(offset)``.
+
+        Returns
+        -------
+        numpy.ndarray
+            uint8[caplen[i]], a view of ``data`` from ``offset[i]``.
+        """
         o = int(self.offset[i])
         return self.data[o:o + int(self.caplen[i])]
 

@@ -4,7 +4,7 @@ Per-packet header fields are drawn with NumPy; one Numba kernel writes the frame
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from ..engine.native import jit_rt as jit   # this code creates arrays: Numba runtime on
@@ -245,7 +245,7 @@ def count_flow_sessions(flow_id: np.ndarray, ts_ns: np.ndarray, idle_timeout_ns:
     return int(new.sum())
 
 
-def generate_traffic(n_packets: int, seed: int = 0, **kwargs) -> Packets:
+def generate_traffic(n_packets: int, seed: int = 0, **kwargs: Any) -> Packets:
     """Generate seeded synthetic Ethernet traffic; see :func:`generate_traffic_with_truth`.
 
     Returns
