@@ -75,6 +75,7 @@ class NumpyStack:
         self.top = capacity
 
     def alloc_bulk(self, n: int, out: np.ndarray) -> int:
+        """``n`` indices into ``out`` (int64[>= n]): ``n``, or 0 when fewer are free."""
         t = self.top - n
         if t < 0:
             return 0
@@ -83,6 +84,7 @@ class NumpyStack:
         return n
 
     def free_bulk(self, n: int, objs: np.ndarray) -> None:
+        """Push ``objs[:n]`` (int64[>= n]) back, unchecked."""
         t = self.top
         self.stack[t:t + n] = objs[:n]
         self.top = t + n
@@ -159,9 +161,11 @@ class JitStack:
         self.top = np.array([capacity], dtype=np.int64)
 
     def alloc_bulk(self, n: int, out: np.ndarray) -> int:
+        """``n`` indices into ``out`` (int64[>= n]): ``n``, or 0 when fewer are free."""
         return jit_stack_alloc_bulk(self.stack, self.top, n, out)
 
     def free_bulk(self, n: int, objs: np.ndarray) -> None:
+        """Push ``objs[:n]`` (int64[>= n]) back, unchecked."""
         jit_stack_free_bulk(self.stack, self.top, n, objs)
 
     def alloc(self) -> int:
@@ -330,8 +334,14 @@ def floor_round_at(st, bulk, out):
 def floor_state(fr: FloorRound) -> np.ndarray:
     """The words :func:`floor_round_at` reads: ``fr``'s array addresses, arena limit, scratch.
 
-    The addresses of ``fr``'s arrays (sd, mem, live, g, sheaf, pool, rseq), its arena limit and its
-    scratch's address. ``fr`` must outlive them."""
+    ``fr`` must outlive them.
+
+    Returns
+    -------
+    numpy.ndarray
+        int64[9]: the addresses of ``fr``'s arrays (sd, mem, live, g, sheaf, pool, rseq), its
+        arena limit and its scratch's (``runs``) address.
+    """
     return np.array([fr.sd.ctypes.data, fr.mem.ctypes.data, fr.live.ctypes.data,
                      fr.g.ctypes.data, fr.sheaf.ctypes.data, fr.pool.ctypes.data,
                      fr.rseq.ctypes.data, fr.limit, fr.runs.ctypes.data], np.int64)
@@ -491,7 +501,8 @@ def time_per_object(run: Callable[[int], None], bulk: int, objects: int = 1 << 1
     return best / (rounds * bulk) * 1e9
 
 
-def bulk_table(sizes=BULK_SIZES, impls=PY_IMPLS, inside_jit: bool = False,
+def bulk_table(sizes: tuple[int, ...] = BULK_SIZES, impls: tuple[str, ...] = PY_IMPLS,
+               inside_jit: bool = False,
                objects: int = 1 << 15, repeat: int = 5,
                kernel: str = KERNEL) -> dict[str, dict[int, float]]:
     """ns per alloc+free pair for every implementation and bulk size.
@@ -519,8 +530,9 @@ RATIO_FLOORS = ("floor-7.0", "floor-checks")
 RATIO_PEERS = ("deque", "numpy-stack", "jit-stack")
 
 
-def bulk_ratio_table(sizes=RATIO_SIZES, repeat: int = RATIO_REPEAT, pairs: int = RATIO_PAIRS,
-                     where=("jit", "python")) -> dict[str, dict[int, dict]]:
+def bulk_ratio_table(sizes: tuple[int, ...] = RATIO_SIZES, repeat: int = RATIO_REPEAT,
+                     pairs: int = RATIO_PAIRS, where: tuple[str, ...] = ("jit", "python"),
+                     ) -> dict[str, dict[int, dict]]:
     """The bulk figures as ratios a user can reproduce, timed in this one process.
 
     For each bulk size, every implementation of :data:`RATIO_JIT` (inside @njit) and

@@ -160,10 +160,13 @@ class CheckedStack:
         return checked_alloc_bulk(self.stack, self.pos, self.top, n, out)
 
     def free_bulk(self, n: int, objs: np.ndarray) -> int:
-        """Free ``objs[:n]`` (int64): -1, or the index of the first refused object."""
+        """Free ``objs[:n]`` (int64[>= n]): -1, or the index of the first refused object."""
         return checked_free_bulk(self.stack, self.pos, self.top, n, objs)
 
     def run(self, bulk: int, rounds: int, out: np.ndarray) -> None:
-        """``rounds`` alloc+free rounds of ``bulk`` objects in one compiled loop."""
+        """``rounds`` alloc+free rounds of ``bulk`` objects in one compiled loop.
+
+        ``out``: int64[>= bulk], the round's batch.
+        """
         if rounds_checked(self.stack, self.pos, self.top, bulk, rounds, out):
             raise RuntimeError("checked stack: a round's free was refused")

@@ -154,7 +154,8 @@ def make_single_pair(impl: str, live: int = SINGLE_LIVE,
 
 
 def single_pair_table(rounds: int = SINGLE_ROUNDS, repeat: int = 5,
-                      impls=SINGLE_IMPLS, kernel: str = KERNEL) -> dict[str, float]:
+                      impls: tuple[str, ...] = SINGLE_IMPLS,
+                      kernel: str = KERNEL) -> dict[str, float]:
     """ns per round of the single-pair loop for every implementation (best of ``repeat``).
 
     The set-up and release of the live set are in the timing, 2 * SINGLE_LIVE operations against
@@ -261,7 +262,8 @@ def call_cost(impl: str, bulk: int = CALL_BULK, calls: int = CALL_CALLS,
 
 
 def call_cost_table(bulk: int = CALL_BULK, calls: int = CALL_CALLS, repeat: int = 50,
-                    impls=CALL_IMPLS, kernel: str = KERNEL) -> dict[str, dict[str, float]]:
+                    impls: tuple[str, ...] = CALL_IMPLS,
+                    kernel: str = KERNEL) -> dict[str, dict[str, float]]:
     """:func:`call_cost` of every implementation, samples interleaved."""
     made = {impl: make_calls(impl, bulk, calls, kernel)[:2] for impl in impls}
     clock = timeit.default_timer
