@@ -210,8 +210,10 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
         try:
             with np.load(f, allow_pickle=False) as z:
                 meta: dict[str, Any] = json.loads(str(z["meta"]))
-                state, arena = z["state"], z["arena"]
-                used, shadow = z["shadow_pages"], z["shadow"]   # (older formats have none)
+                ours = isinstance(meta, dict) and meta.get("format") == FORMAT
+                if ours:            # (an older format may lack an array: said below)
+                    state, arena = z["state"], z["arena"]
+                    used, shadow = z["shadow_pages"], z["shadow"]
         except Exception as e:
             # not an .npz of ours (NumPy takes a text file for pickled data, says so, and
             # asks for allow_pickle), or a damaged one: a flipped bit in a member raises
@@ -220,7 +222,7 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
             # the file's start) once the file is open
             raise MachineFileError(f"load: {path} is not a numslab machine ({type(e).__name__}: "
                                    f"{str(e)[:80]})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    if not ours:
         was = meta.get("format") if isinstance(meta, dict) else None
         older = (f" (it is format {was}, written by an older numslab: run the version that "
                  f"wrote it, or make the machine again)") if isinstance(was, int) and \
