@@ -253,8 +253,12 @@ class KmemCache(MovableCache, RecordAccess):
         return out
 
     def _cpus(self) -> np.ndarray:
+        """Per CPU, int64[nr_cpus, 2]: whether it has a CPU slab (0/1), its CPU partial slabs.
+
+        Zeros under 7.x, which has neither, without compiling the unit that reads them."""
         out = np.zeros((self._sa.nr_cpus, 2), np.int64)
-        cpu_partial_slabs(self._sa._st, self._id, out.ctypes.data)
+        if not self._sa._gen7:
+            cpu_partial_slabs(self._sa._st, self._id, out.ctypes.data)
         return out
 
     @property
