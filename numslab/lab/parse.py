@@ -10,6 +10,8 @@ next. The byte loops index a ``uint8`` array directly: no Python runs per line.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from .compiled import lab_jit
@@ -55,6 +57,115 @@ HEX[65:71] = np.arange(10, 16)
 NAME_MAX_ROWS = 4096
 #: rows ahead whose pointer-table slot :func:`intern_rows` prefetches
 PREFETCH = 8
+
+
+class ChunkRows(NamedTuple):
+    """The rows :func:`scan_chunk` makes of one chunk of text: a struct of arrays of ``cap`` rows.
+
+    One row per line that is not blank, a ``#`` comment or trace-cmd's ``cpus=``; rows
+    ``[:sv[SV_ROWS]]`` are filled, the rest is room (``trace._Chunk`` doubles every array when
+    :func:`scan_chunk` returns ``ST_ROWS``). :func:`intern_rows` reads ``kind``, ``ptr``,
+    ``alloc``, ``gfp`` and the name's ``nm0``, ``nm1``, ``nh``.
+
+    Attributes
+    ----------
+    kind : numpy.ndarray
+        int8[cap], ``EV_*`` (``EV_BAD``: a malformed line kept under ``skip_bad``).
+    line : numpy.ndarray
+        int32[cap], the 1-based line number within the chunk.
+    cpu : numpy.ndarray
+        int32[cap], the traced CPU (-1: none, as on a lost-events line or a bad one).
+    ts : numpy.ndarray
+        float64[cap], the timestamp in seconds (0.0: none).
+    ptr : numpy.ndarray
+        uint64[cap], the ``ptr`` field (0: none, or NULL).
+    req, alloc : numpy.ndarray
+        int32[cap], ``bytes_req`` and ``bytes_alloc`` (-1: absent).
+    gfp : numpy.ndarray
+        int32[cap], ``gfp_flags`` as numslab's ``__GFP_*`` bits (0: absent).
+    node : numpy.ndarray
+        int32[cap], the ``node`` field (-1: any, or absent).
+    nm0, nm1 : numpy.ndarray
+        int32[cap], the ``name=`` value's span ``nm0:nm1`` in the chunk's text (-1: none).
+    nh : numpy.ndarray
+        uint64[cap], the name's hash (:func:`~numslab.lab.fixed.word_hash`; 0: none).
+    """
+
+    kind: np.ndarray
+    line: np.ndarray
+    cpu: np.ndarray
+    ts: np.ndarray
+    ptr: np.ndarray
+    req: np.ndarray
+    alloc: np.ndarray
+    gfp: np.ndarray
+    node: np.ndarray
+    nm0: np.ndarray
+    nm1: np.ndarray
+    nh: np.ndarray
+
+
+class GfpTables(NamedTuple):
+    """How :func:`scan_chunk` turns a symbolic ``gfp_flags`` value into bits.
+
+    Attributes
+    ----------
+    keys, bits : numpy.ndarray
+        uint64[G] and int64[G]: the sorted FNV-1a hashes of the flag names and their
+        ``__GFP_*`` bits (``trace.GFP_HASH``, ``trace.GFP_VALUE``; read only).
+    cache_keys, cache_vals : numpy.ndarray
+        uint64[GFP_CACHE] and int64[GFP_CACHE]: the chunk's own cache of whole values, by
+        their hash in slot ``fixed.gfp_slot(hash)`` (0: an empty slot).
+    """
+
+    keys: np.ndarray
+    bits: np.ndarray
+    cache_keys: np.ndarray
+    cache_vals: np.ndarray
+
+
+class InternTables(NamedTuple):
+    """The open-addressing tables of one parse that :func:`intern_rows` keeps from chunk to chunk.
+
+    The name table gives each cache name or kmalloc class a row, in order of first appearance
+    (``sv[SV_NNAMES]`` rows, ``sv[SV_NAMEBYTES]`` bytes of names); the pointer table a dense
+    id to each pointer (``sv[SV_NPIDS]`` ids). ``trace._Reader`` owns them and doubles the
+    pointer table when :func:`intern_rows` returns ``ST_PIDS``.
+
+    Attributes
+    ----------
+    nt_keys, nt_vals : numpy.ndarray
+        uint64[T] and int32[T], ``T`` a power of two: a name's hash and its row (key 0:
+        an empty slot).
+    name_bytes : numpy.ndarray
+        uint8[B], the names' bytes one after another.
+    name_off : numpy.ndarray
+        int64[NAME_MAX_ROWS + 1]: row ``v``'s name is ``name_bytes[name_off[v]:name_off[v+1]]``.
+    name_kind : numpy.ndarray
+        int32[NAME_MAX_ROWS]: 0 for a named cache, ``1 + key`` for a kmalloc row
+        (:func:`_kmalloc_key`).
+    name_size : numpy.ndarray
+        int64[NAME_MAX_ROWS], the largest ``bytes_alloc`` of a named cache's allocations (0:
+        none yet).
+    km_row : numpy.ndarray
+        int32[64], the row of each kmalloc key (-1: not seen yet).
+    ptab : numpy.ndarray
+        uint64[2 * P], ``P`` a power of two: (pointer, id) pairs side by side (pointer 0:
+        an empty slot), filled to at most 3/4.
+    pid_zero : numpy.ndarray
+        uint8[3 * P // 4 + 1], per pointer id: 1 if it was last a ``kmalloc(0)``'s
+        ``ZERO_SIZE_PTR``, else 0.
+    """
+
+    nt_keys: np.ndarray
+    nt_vals: np.ndarray
+    name_bytes: np.ndarray
+    name_off: np.ndarray
+    name_kind: np.ndarray
+    name_size: np.ndarray
+    km_row: np.ndarray
+    ptab: np.ndarray
+    pid_zero: np.ndarray
 
 
 
@@ -206,22 +317,22 @@ def _own_site(bp, v):
 
 
 @lab_jit(nogil=True)
-def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, kind, line, cpu,
-               ts, ptr, req, alloc, gfp, node, nm0s, nm1s, nhs):
-    """Stage one: parse the lines of ``buf[:n]`` into the chunk's row arrays.
+def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
+    """Stage one: parse the lines of ``buf[:n]`` into the chunk's row arrays ``rows``.
 
     No shared state: chunks are scanned in parallel. ``buf[n - 1]`` must be a newline, so that no
-    scan inside a line needs a bound; the buffer keeps 64 bytes of slack after it. Rows go from row
-    ``sv[SV_ROWS]``, line numbers counted from ``sv[SV_LINE]``, each kmem event's ``name=`` as its
-    span ``nm0s:nm1s`` (int32, -1: none) in ``buf`` and hash ``nhs`` (uint64); whole symbolic
-    ``gfp_flags`` values are cached by hash in ``gc_keys``, ``gc_vals`` (uint64[GFP_CACHE],
-    int64[GFP_CACHE], the chunk's own; zeros: empty); :func:`intern_rows` then gives the cache rows
-    and pointer ids. With ``fast_path`` a kmem event line in tracefs's layout is read at fixed
-    places (:func:`~numslab.lab.fixed.tracefs_event`, :func:`~numslab.lab.fixed.fixed_fields`), any
+    scan inside a line needs a bound; the buffer keeps 64 bytes of slack after it. ``rows``
+    (:class:`ChunkRows`) is filled from row ``sv[SV_ROWS]``, line numbers counted from
+    ``sv[SV_LINE]``; symbolic ``gfp_flags`` values are read and cached by ``gfpt``
+    (:class:`GfpTables`); :func:`intern_rows` then gives the cache rows and pointer ids. With
+    ``fast_path`` a kmem event line in tracefs's layout is read at fixed places
+    (:func:`~numslab.lab.fixed.tracefs_event`, :func:`~numslab.lab.fixed.fixed_fields`), any
     other line by the general token walk (``sv[SV_FAST]`` counts the former); without it (tests)
     every line is walked: both give the same rows. Returns ``(consumed bytes, status)``:
     ``ST_DONE``, ``ST_ROWS`` (grow the arrays and call again on the rest), or ``ST_ERROR``
     (``sv[SV_BADLINE]``, ``sv[SV_ERR]``: the line and its ``ERR_*``)."""
+    kind, line, cpu, ts, ptr, req, alloc, gfp, node, nm0s, nm1s, nhs = rows
+    gkeys, gvals, gc_keys, gc_vals = gfpt
     bp = data_address(buf)
     pos = 0
     cap = kind.shape[0]
@@ -534,20 +645,22 @@ def scan_chunk(buf, n, skip_bad, fast_path, gkeys, gvals, gc_keys, gc_vals, sv, 
 
 
 @lab_jit(nogil=True)
-def intern_rows(buf, i0, m, ckind, cptr, calloc, cgfp, nm0s, nm1s, nhs, sv, name, row, pid,
-                nt_keys, nt_vals, name_bytes, name_off, name_kind, name_size, km_row, ptab,
-                pid_zero):
+def intern_rows(buf, i0, m, rows, sv, name, row, pid, tables):
     """Stage two (in trace order, one chunk after another): each row's cache row and pointer id.
 
-    For rows ``i0:m`` of a chunk :func:`scan_chunk` filled from ``buf`` (its other columns copied
-    by the caller), the trace's ``name``, ``row`` and ``pid`` from row ``sv[SV_ROWS]``: each
-    event's cache row (names and kmalloc classes interned in order of first appearance: open
-    addressing by the name's hash, ``nt_keys``/``nt_vals``) and dense pointer id (``ptab``:
-    uint64[2 * cap], (pointer, id) pairs side by side so that a probe touches one cache line; home
-    slots prefetched a few rows ahead). The probes are plain loops in line; a new name or kmalloc
+    For rows ``i0:m`` of the :class:`ChunkRows` ``rows`` that :func:`scan_chunk` filled from
+    ``buf`` (its other columns copied by the caller), the trace's ``name``, ``row`` and ``pid``
+    (``Trace``'s columns, int32) from row ``sv[SV_ROWS]``: each event's cache row (names and
+    kmalloc classes interned in order of first appearance: open addressing by the name's hash in
+    ``tables``, :class:`InternTables`) and dense pointer id (its ``ptab``, (pointer, id) pairs
+    side by side so that a probe touches one cache line; home slots prefetched a few rows
+    ahead). The probes are plain loops in line; a new name or kmalloc
     class is added out of line. Returns ``(next chunk row, status)``: ``ST_DONE``, or
     ``ST_ROWS``/``ST_PIDS`` (grow that and call again from there), ``ST_NAMES`` (the name table is
     full)."""
+    ckind, cptr, calloc, cgfp = rows.kind, rows.ptr, rows.alloc, rows.gfp
+    nm0s, nm1s, nhs = rows.nm0, rows.nm1, rows.nh
+    nt_keys, nt_vals, name_bytes, name_off, name_kind, name_size, km_row, ptab, pid_zero = tables
     cap = name.shape[0]
     ptcap = ptab.shape[0] >> 1
     pmask = ptcap - 1

@@ -227,8 +227,8 @@ class _Chunk:
         self.text = self.buf                    # what is scanned: buf or a view of a mapping
         self.cols = {k: np.empty(size // 128 + 1024, t) for k, t in self.COLS}
         self.sv = np.zeros(P.SV_NCOLS, np.int64)
-        self.gc_keys = np.zeros(GFP_CACHE, np.uint64)
-        self.gc_vals = np.zeros(GFP_CACHE, np.int64)
+        self.gfpt = P.GfpTables(GFP_HASH, GFP_VALUE, np.zeros(GFP_CACHE, np.uint64),
+                                np.zeros(GFP_CACHE, np.int64))
         self.end = self.used = self.status = 0
 
     def scan(self, skip_bad: bool) -> None:
@@ -243,11 +243,8 @@ class _Chunk:
             buf = self.text[start:]
             r0 = int(self.sv[P.SV_ROWS])
             c = self.cols
-            used, status = P.scan_chunk(buf, n, skip_bad, self.fast, GFP_HASH, GFP_VALUE,
-                                        self.gc_keys, self.gc_vals, self.sv,
-                                        c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"],
-                                        c["req"], c["alloc"], c["gfp"], c["node"], c["nm0"],
-                                        c["nm1"], c["nh"])
+            used, status = P.scan_chunk(buf, n, skip_bad, self.fast, self.gfpt, self.sv,
+                                        P.ChunkRows(**c))
             if start:                           # name spans from the buffer's start
                 r1 = int(self.sv[P.SV_ROWS])
                 for k in ("nm0", "nm1"):
@@ -308,11 +305,11 @@ class _Reader:
             c[k][r0:r0 + m] = s[k][:m]
         np.add(s["line"][:m], self.lines, out=c["line"][r0:r0 + m])
         while True:
-            i, status = P.intern_rows(
-                ch.text, i, m, s["kind"], s["ptr"], s["alloc"], s["gfp"], s["nm0"], s["nm1"],
-                s["nh"], self.sv, c["name"], c["row"], c["pid"], self.nt_keys, self.nt_vals,
-                self.name_bytes, self.name_off, self.name_kind, self.name_size, self.km_row,
-                self.ptab, self.pid_zero)
+            tables = P.InternTables(self.nt_keys, self.nt_vals, self.name_bytes, self.name_off,
+                                    self.name_kind, self.name_size, self.km_row, self.ptab,
+                                    self.pid_zero)
+            i, status = P.intern_rows(ch.text, i, m, P.ChunkRows(**s), self.sv, c["name"],
+                                      c["row"], c["pid"], tables)
             if status == P.ST_DONE:
                 break
             if status == P.ST_NAMES:
