@@ -143,6 +143,7 @@ def _naive_every_free(kernel: str, ratio: int):
     lbytes, counts = np.zeros(npid, np.int64), np.zeros(K.K_NCOUNTS, np.int64)
     caches = [sa.find_cache(nm) for nm in p.names]
     work = P.free_work(sa, caches, cfg.policy, False, npid)     # the bookkeeping, no trigger
+    ev, ptrs = tuple(K.Events.of(tr)), tuple(K.Pointers(addr, owner, lbytes))   # as replay's
     floor: dict[int, int] = {}
     runs = moved = 0
     points = R._sample_points(len(tr), R.SAMPLES)     # where the replay's chunks end: a grace
@@ -151,8 +152,7 @@ def _naive_every_free(kernel: str, ratio: int):
         if i in ends and sa.state.g[G_NRCU_SLABS]:
             sa.synchronize_rcu()
         done = counts[K.K_REPLAYED]
-        K.replay_chunk(sa.handle, i, i + 1, tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node,
-                       tr.bytes_alloc, 2, 1, cids, addr, owner, lbytes, counts, work)
+        K.replay_chunk(sa.handle, i, i + 1, ev, 2, 1, cids, ptrs, counts, work)
         pid = int(tr.pid[i])
         if tr.kind[i] not in (K.EV_KFREE, K.EV_CACHE_FREE) or counts[K.K_REPLAYED] == done \
                 or owner[pid] == K.ROW_LARGE:

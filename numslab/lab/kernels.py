@@ -7,6 +7,8 @@ Compiled once per process (module-level ``@njit``, cached); no per-event Python.
 """
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import numpy as np
 
 from .. import jit as nj
@@ -36,6 +38,62 @@ SKIP_REASONS = {K_UNTRACED_ALLOC: "untraced_alloc", K_NULL: "null_free",
                 K_FAILED: "failed_alloc"}
 
 
+class Events(NamedTuple):
+    """The columns of a parsed trace that :func:`replay_chunk` reads, one entry per event line.
+
+    Views of a :class:`~numslab.lab.trace.Trace`'s own arrays (:meth:`of`), length ``n``.
+
+    Attributes
+    ----------
+    kind : numpy.ndarray
+        int8[n], ``EV_*``: allocations and frees are replayed, other lines skipped.
+    cpu : numpy.ndarray
+        int32[n], the traced CPU (-1: none; the replay runs on CPU ``cpu % ncpus``, 0 for none).
+    row : numpy.ndarray
+        int32[n], the cache row, or ``ROW_*``.
+    pid : numpy.ndarray
+        int32[n], the dense pointer id (-1: none).
+    gfp : numpy.ndarray
+        int32[n], the gfp bits (a ``gfp_t``: read as unsigned 32 bits).
+    node : numpy.ndarray
+        int32[n], the node asked for (-1: any; else node ``node % nnodes``).
+    nbytes : numpy.ndarray
+        int32[n], ``bytes_alloc`` (-1: absent): the size of a large kmalloc.
+    """
+
+    kind: np.ndarray
+    cpu: np.ndarray
+    row: np.ndarray
+    pid: np.ndarray
+    gfp: np.ndarray
+    node: np.ndarray
+    nbytes: np.ndarray
+
+    @classmethod
+    def of(cls, tr: Any) -> Events:
+        """The columns of the trace ``tr`` the replay reads (no copies)."""
+        return cls(tr.kind, tr.cpu, tr.row, tr.pid, tr.gfp, tr.node, tr.bytes_alloc)
+
+
+class Pointers(NamedTuple):
+    """The replay's live pointers, by dense pointer id (``npid``: the trace's and any seeded).
+
+    Attributes
+    ----------
+    addr : numpy.ndarray
+        int64[npid], the numslab address the pointer holds (0: not live).
+    owner : numpy.ndarray
+        int32[npid], the cache row of the object it holds last (``ROW_LARGE``: a large
+        kmalloc); meaningful while ``addr`` is not 0.
+    lbytes : numpy.ndarray
+        int64[npid], the bytes of the large kmalloc it holds last (``owner == ROW_LARGE``).
+    """
+
+    addr: np.ndarray
+    owner: np.ndarray
+    lbytes: np.ndarray
+
+
 @lab_jit(nogil=True)
 def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
     """The replay's peak of live bytes, with the replay's rules; ``kind`` is the trace's ``EV_*``.
@@ -62,18 +120,16 @@ def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
 
 
 @lab_jit()        # holds the GIL: numslab.jit refuses nogil callers
-def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, nnodes, cids,
-                 addr, owner, lbytes, counts, work, seed=None):
-    """Replay events ``start:stop`` on the allocator of handle ``h``.
+def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, seed=None):
+    """Replay events ``start:stop`` of ``ev`` (:class:`Events`) on the allocator of handle ``h``.
 
-    Per event, as the trace holds them: ``kind`` (``EV_*``: allocations and frees are
-    replayed, other lines skipped), ``row`` (cache row, or ``ROW_*``), ``pid`` (dense
-    pointer id, -1 none), ``cpu`` (the traced CPU, -1 none: run on CPU ``cpu % ncpus``, 0
-    for none), ``node`` (-1 any, else node ``node % nnodes``), ``gfp`` (``__GFP_NO_OBJ_EXT``
-    left out: the replay's caller is no sheaf), ``nbytes`` (``bytes_alloc``: the size of a
-    large kmalloc). ``cids`` maps a cache row to its numslab cache id; ``addr`` and
-    ``owner`` (int64[npid], int32[npid]) hold each live pointer's numslab address and cache
-    row, ``lbytes`` (int64[npid]) the bytes of each live large kmalloc.
+    Each event as the trace holds it, on ``ncpus`` CPUs and ``nnodes`` nodes, its gfp without
+    ``__GFP_NO_OBJ_EXT`` (the replay's caller is no sheaf). ``cids`` (int64[K]) maps a cache
+    row to its numslab cache id; ``ptrs`` (:class:`Pointers`) holds each live pointer's numslab
+    address, cache row and large kmalloc's bytes, kept here. ``ev`` and ``ptrs`` come as plain
+    tuples of their fields (``tuple(Events.of(tr))``): called at every sample point, the kernel
+    would otherwise have Numba's dispatcher type a named tuple in Python at each call (1.3 µs
+    more a call than the separate arrays; a plain tuple is typed in C, 0.1 µs).
 
     ``work`` is None (no policy work in the loop: then it compiles to the bare replay) or
     a policy's tuple ``(mem, nlive, floor, per_slab, old, new, ratio, lean)``: ``nlive``
@@ -97,6 +153,8 @@ def replay_chunk(h, start, stop, kind, cpu, row, pid, gfp, node, nbytes, ncpus, 
     beyond the trace's) as a replayed free, counted in ``counts[K_SEEDED_FREE]``.
     Returns 0, or 1 when the arena ran out (``counts[K_OOM_AT]`` is the event).
     """
+    kind, cpu, row, pid, gfp, node, nbytes = ev           # (by position: plain tuples)
+    addr, owner, lbytes = ptrs
     for i in range(start, stop):
         o = kind[i]
         if o > EV_CACHE_FREE:
