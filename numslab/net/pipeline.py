@@ -34,6 +34,7 @@ from ..flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_L
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, kmalloc_cache_size
 from .capture import Packets, _integer
+from .rxrun import PacketColumns, RxRun
 from .tablecheck import _columns, _timeout_ns
 
 __all__ = ["FLOW_DTYPE", "MODES", "SKB_DTYPE", "LeakError", "PipelineResult", "run_pipeline"]
@@ -350,13 +351,15 @@ def _free_objs(h, mode, cid, nr, objs):
 
 
 @jit
-def _alloc_buffers(h, mode, aflags, km, cls_of, caplen, i0, nb, bufs, grp, perm, kcls, cnt):
+def _alloc_buffers(h, run, caplen, i0, nb, bufs, grp, perm, kcls, cnt):
     """A kmalloc buffer of ``caplen`` bytes for packets ``i0..i0+nb`` into ``bufs[:nb]``.
 
-    0 for an empty packet. Beyond ``single``, packets are grouped by kmalloc size class and each
+    0 for an empty packet. By ``run``'s mode (:class:`~.rxrun.RxRun`); beyond ``single``,
+    packets are grouped by kmalloc size class (``perm``, ``kcls``, ``cnt``: scratch) and each
     class is allocated with one batch call into ``grp``. Returns the buffers allocated (all in
     ``grp[:n]`` for a batch free), or ``-1 - n`` when memory ran out after ``n`` buffers (in
     ``grp[:n]``, to be freed)."""
+    mode, aflags, km, cls_of = run.mode, run.aflags, run.km, run.cls_of
     if mode == _SINGLE:
         n = 0
         for k in range(nb):
@@ -437,17 +440,22 @@ def _retire_flow(h, mode, flow_cid, fv, st, e, dead, nd):
 
 # --------------------------------------------------------------------------- the RX loop
 @jit
-def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, offset, caplen,
-              wirelen, ts, start, stop, batch, link, timeout, table, st, ws):
-    """Run the RX loop over packets ``start..stop`` in batches of ``batch``.
+def _rx_chunk(h, run, pk, start, stop, table):
+    """Run the RX loop of ``run`` (:class:`~.rxrun.RxRun`) over packets ``start..stop`` of ``pk``.
 
-    Per batch: allocate the records and buffers, copy each packet into its buffer, fill its
-    record from the parsed headers, meter its flow (expiring idle flows first), then free
-    the buffers, records and dropped flows; on running out of memory stops with an error
-    code in ``st[S_ERR]``. ``table`` must hold ``stop - start`` more flows at most half full
-    (:func:`_with_room`, between two calls): a returned array is boxed through a call into
-    Python, where a Ctrl-C raised SystemError ("returned a result with an exception set").
+    ``pk`` (:class:`~.rxrun.PacketColumns`) in batches of ``run.batch``. Per batch: allocate the
+    records and buffers, copy each packet into its buffer, fill its record from the parsed
+    headers, meter its flow (expiring idle flows first), then free the buffers, records and
+    dropped flows; on running out of memory stops with an error code in ``run.st[S_ERR]``.
+    ``table`` (int64[2**k], flow entry addresses, 0: empty) must hold ``stop - start`` more
+    flows at most half full (:func:`_with_room`, between two calls): a returned array is boxed
+    through a call into Python, where a Ctrl-C raised SystemError ("returned a result with an
+    exception set").
     """
+    mode, aflags, skb_cid, flow_cid = run.mode, run.aflags, run.skb_cid, run.flow_cid
+    skv, fv, batch, link, timeout, st, ws = run.skv, run.fv, run.batch, run.link, \
+        run.timeout, run.st, run.ws
+    data, offset, caplen, wirelen, ts = pk
     m8 = nsj.arena(h)
     skbs, bufs, grp, perm = ws[_W_SKB], ws[_W_BUF], ws[_W_GRP], ws[_W_PERM]
     kcls, stash, dead = ws[_W_CLS], ws[_W_STASH], ws[_W_DEAD]
@@ -461,8 +469,7 @@ def _rx_chunk(h, mode, aflags, skb_cid, flow_cid, km, cls_of, skv, fv, data, off
             _free_objs(h, mode, skb_cid, got, skbs)
             st[S_ERR] = _E_OOM_SKB
             return 0
-        nbuf = _alloc_buffers(h, mode, aflags, km, cls_of, caplen, i0, nb, bufs, grp, perm,
-                              kcls, cnt)
+        nbuf = _alloc_buffers(h, run, caplen, i0, nb, bufs, grp, perm, kcls, cnt)
         if nbuf < 0:
             _free_buffers(h, mode, -1 - nbuf, grp)
             _free_objs(h, mode, skb_cid, nb, skbs)
@@ -710,8 +717,8 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise InvalidArgumentError(f"batch must be a positive integer, not {batch!r}")
     batch, timeout = int(batch), _timeout_ns(idle_timeout)
-    data, offset, caplen, wirelen, ts = _columns(packets)
-    n = offset.size
+    pk = _columns(packets)
+    n = pk.offset.size
     _integer("the packet table's linktype", packets.linktype)
     link = _LINKS.get(int(packets.linktype), _LINK_NONE)
     if link == _LINK_NONE and n:
@@ -722,13 +729,17 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
     st = np.zeros(S_NCOUNTERS, np.int64)
     st[S_NOW] = np.iinfo(np.int64).min
     ws = np.zeros((_W_ROWS, max(1, min(batch, n))), np.int64)   # no batch holds more
-    table = np.zeros(1024, np.int64)        # the flow table, grown by the run
     skb = sa.kmem_cache_create(_unique_name(sa, "skbuff_head_cache"), 0, dtype=SKB_DTYPE)
     flow = None
     try:
         flow = sa.kmem_cache_create(_unique_name(sa, "flow_cache"), 0, dtype=FLOW_DTYPE)
-        return _run(sa, skb, flow, m, mode, batch, link, timeout, data, offset, caplen,
-                    wirelen, ts, st, ws, table, progress, chunk, check_leaks)
+        km = np.array([sa.find_cache(kmalloc_cache_name(s)).id for s in KMALLOC_SIZES], np.int64)
+        # no batch holds more than the input's packets: a ``batch`` past int64 (2**63, which
+        # Python accepts) reached the compiled loop as an OverflowError / a Numba typing error
+        run = RxRun(m, _ARRAY_FLAGS.get(mode, 0) | SLAB_ARRAY_ALLOC_FULL_COUNT, skb.id,
+                    flow.id, km, _CLS_OF, skb.view, flow.view, min(batch, max(1, n)), link,
+                    timeout, st, ws)
+        return _run(sa, skb, flow, mode, batch, run, pk, progress, chunk, check_leaks)
     except BaseException:
         # out of memory, an error of ``progress`` (Ctrl-C): the caller's allocator gets
         # back what the run holds (each batch freed its own; the flows and spares here)
@@ -740,27 +751,23 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
         raise
 
 
-def _run(sa, skb, flow, m, mode, batch, link, timeout, data, offset, caplen, wirelen, ts, st,
-         ws, table, progress, chunk, check_leaks) -> PipelineResult:
-    """:func:`run_pipeline` once its caches are made (``table``: the empty flow table)."""
-    n = offset.size
-    km = np.array([sa.find_cache(kmalloc_cache_name(s)).id for s in KMALLOC_SIZES], np.int64)
+def _run(sa: SlabAllocator, skb: Any, flow: Any, mode: str, batch: int, run: RxRun,
+         pk: PacketColumns, progress: Callable[[int], Any] | None, chunk: int,
+         check_leaks: bool) -> PipelineResult:
+    """:func:`run_pipeline` once its caches are made and its ``run`` set up."""
+    n = pk.offset.size
     kmalloc_before = {c.name: c.live_objects - c.sheaf_objects for c in sa.kmalloc_caches}
     stats_before = {c.name: c.stats for c in sa.kmalloc_caches}
     large_before = _large_blocks(sa)
-    h, fv = sa.handle, flow.view
-    args = (h, m, _ARRAY_FLAGS.get(mode, 0) | SLAB_ARRAY_ALLOC_FULL_COUNT, skb.id, flow.id,
-            km, _CLS_OF, skb.view, fv, data, offset, caplen, wirelen, ts)
-    # no batch holds more than the input's packets: a ``batch`` past int64 (2**63, which
-    # Python accepts) reached the compiled loop as an OverflowError / a Numba typing error
-    kb = min(batch, max(1, n))
-    _rx_chunk(*args, 0, 0, kb, link, timeout, table, st, ws)  # compile
-    step = max(1, chunk // kb) * kb
+    h, fv, st, ws, m = sa.handle, run.fv, run.st, run.ws, run.mode
+    table = np.zeros(1024, np.int64)        # the flow table, grown by the run
+    _rx_chunk(h, run, pk, 0, 0, table)      # compile
+    step = max(1, chunk // run.batch) * run.batch
     t0 = time.perf_counter()
     for start in range(0, n, step):
         stop = min(n, start + step)
         table = _with_room(table, fv, int(st[S_ACTIVE]) + stop - start)
-        _rx_chunk(*args, start, stop, kb, link, timeout, table, st, ws)
+        _rx_chunk(h, run, pk, start, stop, table)
         if st[S_ERR]:
             raise OutOfMemoryError(f"the allocator ran out of memory for "
                                    f"{_ERRORS[int(st[S_ERR])]} after {int(st[S_PACKETS])} "

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, WrongTypeError
 from .capture import Packets, _outside_data, _real
+from .rxrun import PacketColumns
 
 
 def _timeout_ns(seconds: float) -> int:
@@ -42,7 +43,7 @@ def _int_column(name: str, column: Any) -> np.ndarray:
     return np.require(a, np.int64, ["C", "W"])
 
 
-def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
+def _columns(packets: Packets) -> PacketColumns:
     """The packet table as the kernel's types, checked so that the kernel stays inside ``data``.
 
     Read-only bytes, so pcap and generated input share one compiled signature; writable int64
@@ -72,7 +73,7 @@ def _columns(packets: Packets) -> tuple[np.ndarray, ...]:
         raise InvalidArgumentError(f"packet {i} (record data at byte {int(off[i])}) has a "
                                    f"captured length of {int(cap[i])} bytes, above kmalloc's "
                                    f"4 MiB limit")
-    return (data, *cols)
+    return PacketColumns(data, *cols)
 
 
 def check_packets(packets: Packets) -> None:
