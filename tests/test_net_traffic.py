@@ -187,7 +187,7 @@ def test_frames_are_written_a_chunk_per_compiled_call(monkeypatch):
     sizes, emit = [], traffic._emit_frames
     monkeypatch.setattr(traffic, "_EMIT_CHUNK", 1000)
     monkeypatch.setattr(traffic, "_emit_frames",
-                        lambda out, offset, *a: sizes.append(offset.size) or emit(out, offset, *a))
+                        lambda out, fr, *a: sizes.append(fr.offset.size) or emit(out, fr, *a))
     part = generate_traffic(3000, 5)
     assert sizes == [1000, 1000, 1000]
     assert np.array_equal(part.data, whole.data) and np.array_equal(part.offset, whole.offset)

@@ -32,6 +32,58 @@ _UDP_DNS, _UDP_QUIC, _UDP_NTP, _UDP_MEDIA = 0, 1, 2, 3
 _UDP_KIND_P = np.array([0.30, 0.45, 0.05, 0.20])
 
 
+class FrameColumns(NamedTuple):
+    """The header fields of ``n`` frames that :func:`_emit_frames` writes, in time order.
+
+    Every column is int64[n] unless said; a client is the flow's initiator, its server the far
+    side.
+
+    Attributes
+    ----------
+    offset : numpy.ndarray
+        Where each frame starts in the output bytes.
+    vlan : numpy.ndarray
+        The 802.1Q VLAN id (-1: untagged).
+    v6, udp, c2s : numpy.ndarray
+        bool[n]: IPv6 (else IPv4), UDP (else TCP), client to server (else server to client).
+    ckey, skey : numpy.ndarray
+        The client's and the server's address number (the client's MAC is derived from its number).
+    cport, sport : numpy.ndarray
+        The client's and the server's port.
+    seq, ack : numpy.ndarray
+        TCP sequence and acknowledgement numbers, 0..2**32-1 (``ack`` 0 without ACK).
+    flags : numpy.ndarray
+        TCP flags (0 for UDP).
+    thl : numpy.ndarray
+        TCP header bytes: 32 with a SYN's options, else 20 (unread for UDP).
+    win, ttl, ipid, label : numpy.ndarray
+        The sender's TCP window, IP TTL or hop limit, IPv4 identification (0..65535) and IPv6
+        flow label (0..2**20-1).
+    plen, poff : numpy.ndarray
+        The payload's bytes and its even start in the payload pattern.
+    """
+
+    offset: np.ndarray
+    vlan: np.ndarray
+    v6: np.ndarray
+    udp: np.ndarray
+    c2s: np.ndarray
+    ckey: np.ndarray
+    skey: np.ndarray
+    cport: np.ndarray
+    sport: np.ndarray
+    seq: np.ndarray
+    ack: np.ndarray
+    flags: np.ndarray
+    thl: np.ndarray
+    win: np.ndarray
+    ttl: np.ndarray
+    ipid: np.ndarray
+    label: np.ndarray
+    plen: np.ndarray
+    poff: np.ndarray
+
+
 class TrafficTruth(NamedTuple):
     """Ground truth of generated traffic, for checking parsers and flow meters.
 
@@ -116,9 +168,13 @@ def _put_addr(out, p, v6, server, key):
 
 
 @jit
-def _emit_frames(out, offset, vlan, v6, udp, c2s, ckey, skey, cport, sport, seq, ack,
-                 flags, thl, win, ttl, ipid, label, plen, poff, pattern, pattern_sum):
-    """Write every frame into ``out`` (pre-zeroed, so Ethernet padding is zero)."""
+def _emit_frames(out, fr, pattern, pattern_sum):
+    """Write every frame of ``fr`` (:class:`FrameColumns`) into ``out`` (uint8, pre-zeroed).
+
+    Ethernet padding is left zero. Payloads are copied from ``pattern`` (uint8), their checksum
+    taken from ``pattern_sum`` (int64, prefix sums of its big-endian 16-bit words)."""
+    (offset, vlan, v6, udp, c2s, ckey, skey, cport, sport, seq, ack, flags, thl, win, ttl, ipid,
+     label, plen, poff) = fr
     for i in range(offset.size):
         p = offset[i]
         # Ethernet: the client MAC is derived from its address key, the far side is a gateway
@@ -461,13 +517,14 @@ def generate_traffic_with_truth(
     poff = 2 * rng.integers(0, (_PATTERN - _MTU) // 2, n)
     c2s_o = c2s[order]
     fo = f[order]
-    cols = (offset, vid[fo], is6[order], ~tcp[order], c2s_o, ckey[fo], skey[fo],
+    cols = FrameColumns(offset, vid[fo], is6[order], ~tcp[order], c2s_o, ckey[fo], skey[fo],
             cport[fo], sport[fo], seq[order], ack[order], fl[order], thl[order],
             np.where(c2s_o, win_c[fo], win_s[fo]), np.where(c2s_o, ttl_c[fo], ttl_s[fo]),
             (np.where(c2s_o, id_c[fo], id_s[fo]) + k[order]) & 0xFFFF,
             np.where(c2s_o, lab_c[fo], lab_s[fo]), pay[order], poff)
     for a in range(0, n, _EMIT_CHUNK):
-        _emit_frames(data, *(c[a:a + _EMIT_CHUNK] for c in cols), pattern, pattern_sum)
+        _emit_frames(data, FrameColumns(*(c[a:a + _EMIT_CHUNK] for c in cols)), pattern,
+                     pattern_sum)
 
     pos = np.empty(n, np.int64)
     pos[order] = ramp
