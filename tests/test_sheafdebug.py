@@ -310,3 +310,36 @@ def test_free_slowpath_counts_as_each_generation_does(kernel, call):
         assert got == len(chains)
     else:
         assert got == (len(arr) if call == "kmem_cache_free_bulk" else 0)
+
+
+@pytest.mark.parametrize("debug", ["FZPU", "FZPUT"])
+@pytest.mark.parametrize("how", ["return", "refill"])
+def test_a_sheaf_whose_flush_a_check_refuses_says_which_objects_stay_held(kernel, how, debug):
+    """A prefilled sheaf of a debug cache given back (or replaced by a larger one in a refill)
+    with a red zone overwritten: the refused chain stays allocated, and the call says so
+    (``SlabDebugError`` with those objects) instead of leaking them silently, held by no
+    user (a later destroy then refused with ``CacheLeakError``)."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel, slab_debug=debug)
+    c = sa.kmem_cache_create("d", 96)
+    sheaf = sa.kmem_cache_prefill_sheaf(c, GFP, 5)
+    objs = sa._sheaf_objects(sheaf, 0)
+    sa.memory[objs[2] + 96] = 1             # a write past an object the sheaf holds
+    with pytest.raises(numslab.SlabDebugError, match=rf"{objs[2]:#x}") as e:
+        if how == "return":
+            sa.kmem_cache_return_sheaf(c, GFP, sheaf)
+        else:
+            sa.kmem_cache_refill_sheaf(c, GFP, sheaf, 300)
+    held = e.value.objects.tolist()
+    assert objs[2] in held and set(held) <= set(objs)
+    assert sorted(held) == sorted(c.live_addresses().tolist())
+    assert not sa.state.ca[c.id, numslab.engine.layout.CA_USER_SHEAVES]   # no sheaf left
+    for a in held:                          # the first free restores, the second frees
+        for _ in range(2):
+            try:
+                sa.kmem_cache_free(c, a)
+                break
+            except numslab.SlabDebugError:
+                pass
+    assert len(c) == 0
+    sa.kmem_cache_destroy(c)
+    sa.validate()

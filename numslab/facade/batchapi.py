@@ -720,12 +720,20 @@ class BatchAPI:
             # T: the unit's growth, in two calls so that each traces what it did: a new
             # sheaf (kmem_cache_prefill_sheaf), then the old one given back
             new = self.kmem_cache_prefill_sheaf(cache, gfp, size, cpu)
-            if new:
-                self.kmem_cache_return_sheaf(cache, gfp, sheaf, cpu)
+            try:
+                if new:
+                    self.kmem_cache_return_sheaf(cache, gfp, sheaf, cpu)
+            except SlabDebugError as e:     # a refused flush: the new sheaf goes back too
+                if getattr(e, "objects", None) is not None:
+                    self.kmem_cache_return_sheaf(cache, gfp, new, cpu)
+                raise
             return new
+        objs = self._sheaf_objects(sheaf, 0) if self._debug_on else []
         with self._ctor_lock if cache.ctor is not None else _NO_LOCK:
             new = self._sheaf_unit("kmem_cache_refill_sheaf", refill_user_sheaf, cid,
                                    self._cpu_of(cpu), gfp, sheaf, size)
+            if new and new != sheaf:        # grown: the old one was flushed
+                self._refused_flush(cache, "kmem_cache_refill_sheaf", sheaf, objs, new, gfp)
             if new and cid in self._trace_ids and have < size:
                 self._trace_allocs(cid, self._sheaf_objects(new, have))
             if self._g[G_NPENDING]:
@@ -755,9 +763,11 @@ class BatchAPI:
         if cid in self._trace_ids:          # T: the flush's detached freelists
             plan = self._free_plan(cid, self._sheaf_objects(sheaf, 0))
             seen = int(self._g[G_NREPORTS])
+        objs = self._sheaf_objects(sheaf, 0) if self._debug_on else []
         self._sheaf_unit("kmem_cache_return_sheaf", return_user_sheaf, cid, cpu, gfp, sheaf)
         if plan is not None:
             self._trace_frees(plan, self._not_freed_since(seen))
+        self._refused_flush(cache, "kmem_cache_return_sheaf", sheaf, objs)
 
     def _any_user_sheaf(self: "SlabAllocator", sheaf: Any, fn: str) -> int:
         """``sheaf`` after checking it is a prefilled sheaf of some cache."""

@@ -600,6 +600,35 @@ class DebugAPI:
             raw ^= key ^ int.from_bytes(where.to_bytes(8, "little"), "big")
         return raw - (1 << 64) if raw >> 63 else raw
 
+    def _refused_flush(self: "SlabAllocator", cache: "KmemCache", fn: str, sheaf: int,
+                       objs: list[int], new: int = 0, gfp: int = 0) -> None:
+        """Raise ``SlabDebugError`` if a check refused objects of the flushed ``sheaf``.
+
+        ``objs``: what the prefilled sheaf held before ``fn`` flushed it (given back, or replaced
+        by the larger sheaf ``new`` in a refill). A refused chain stays allocated, as in the
+        kernel, but no user holds it: the error names those objects (its ``objects``) so that
+        the caller frees them. A refill's new sheaf goes back to the cache first (the caller
+        holds no sheaf then, as after a constructor's error)."""
+        if not objs:
+            return
+        taken = set(self._sheaf_objects(new, 0)) if new else set()
+        kept = [o for o in objs if o not in taken and self._locate(o, cache._id)[0] == 0]
+        if not kept:
+            return
+        refused = sorted(self._not_freed_since(0) & set(kept)) or kept
+        e = self._debug_error(fn, refused[0])   # (its reports, before the next call's)
+        if new:
+            self.kmem_cache_return_sheaf(cache, gfp, new)
+        shown = ", ".join(f"{o:#x}" for o in kept[:8]) + ", ..." * (len(kept) > 8)
+        grown = (f"; the sheaf had been replaced by a larger one at {new:#x}, given back "
+                 f"to the cache: neither handle is a sheaf any more" if new else "")
+        err = SlabDebugError(f"{e}\n{fn}: the flush of the sheaf at {sheaf:#x} left {len(kept)}"
+                             f" object(s) allocated ({shown}), held by no sheaf: yours to free "
+                             f"with kmem_cache_free (the first free of the refused object "
+                             f"restores it, the second frees it){grown}", e.reports)
+        err.objects = np.array(kept, np.int64)
+        raise err
+
     def _debug_error(self: "SlabAllocator", fn: str, addr: int,
                      slab: int = 0) -> SlabDebugError:
         """The exception for a call a slab_debug check refused, with its reports.
