@@ -1155,7 +1155,7 @@ def test_load_of_a_damaged_machine_file_is_a_slab_error(kernel, tmp_path):
     for k, change in enumerate(damaged):
         d = {key: v for key, v in {**z, **change}.items() if v is not None}
         _save_signed(tmp_path / f"bad{k}.npz", d)       # the checks behind the digest
-        with pytest.raises(numslab.SlabError, match="load: "):
+        with pytest.raises(numslab.MachineFileError, match="load: "):
             numslab.SlabAllocator.load(tmp_path / f"bad{k}.npz")
     assert len(numslab.SlabAllocator.load(tmp_path / "good.npz").find_cache("damaged")) == 1
     sa.validate()
@@ -2027,7 +2027,8 @@ def test_threads_lose_no_kfree_rcu_to_a_grace_period_that_runs_meanwhile(kernel)
 def test_ksize_of_a_large_kmalloc_waiting_for_kfree_rcu_is_a_bad_address(sa, tmp_path):
     """``ksize`` of a large kmalloc on the ``kfree_rcu`` list let a KeyError escape (its head
     names no cache), and so did ``load`` of a file listing it twice (its digest recomputed:
-    a fuzzing helper's case); both are a BadAddressError now."""
+    a fuzzing helper's case); a BadAddressError now, and for ``load`` a MachineFileError
+    (its cause that BadAddressError)."""
     p = sa.kmalloc(20000)
     sa.kfree_rcu(p)
     with pytest.raises(numslab.BadAddressError, match="waiting for an RCU grace period"):
@@ -2037,7 +2038,7 @@ def test_ksize_of_a_large_kmalloc_waiting_for_kfree_rcu_is_a_bad_address(sa, tmp
     meta = json.loads(str(z["meta"]))
     meta["rcu_pending"] *= 2
     _save_signed(tmp_path / "bad.npz", {**z, "meta": np.array(json.dumps(meta))})
-    with pytest.raises(numslab.BadAddressError, match="load: .* waiting for an RCU grace"):
+    with pytest.raises(numslab.MachineFileError, match="load: .* waiting for an RCU grace"):
         numslab.SlabAllocator.load(tmp_path / "bad.npz")
     sa.synchronize_rcu()
 
@@ -2473,3 +2474,22 @@ def test_a_kernel_given_as_a_number_is_told_to_be_a_str():
     with pytest.raises(numslab.InvalidArgumentError) as e:
         numslab.SlabAllocator(kernel="7.2")
     assert "'7.2' is not one of" in str(e.value) and "each a str" not in str(e.value)
+
+
+@pytest.mark.parametrize("change", [{"max_caches": -1}, {"kernel": 0}, {"nr_nodes": 2 ** 70},
+                                    {"freelist_random": 1.5}, {"seed": {}}, {"memory": []},
+                                    {"partial_order": None}, {"slab_debug": 5}])
+def test_load_refuses_a_machine_its_file_cannot_make_as_a_machine_file_error(tmp_path, change):
+    """A file whose meta (its digest recomputed: a fuzzing helper's case) holds a value the
+    machine cannot be made with raised the constructor's InvalidArgumentError or
+    InvalidSizeError, not the ``MachineFileError`` that ``load`` promises for a file it
+    cannot read as a machine."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M")
+    sa.save(tmp_path / "m.npz")
+    z = dict(np.load(tmp_path / "m.npz"))
+    meta = {**json.loads(str(z["meta"])), **change}
+    _save_signed(tmp_path / "bad.npz", {**z, "meta": np.array(json.dumps(meta))})
+    key = next(iter(change))
+    with pytest.raises(numslab.MachineFileError,
+                       match=f"load: .*bad.npz: its meta makes no machine: .*{key}"):
+        numslab.SlabAllocator.load(tmp_path / "bad.npz")

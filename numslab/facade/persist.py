@@ -204,8 +204,21 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
     """A new machine of class ``cls`` exactly as :func:`save` wrote it.
 
     The same state, bytes and caches, so that it then behaves as the saved one would have (its
-    handle is new)."""
+    handle is new). A file it cannot make into that machine raises ``MachineFileError``, the
+    refusals of the checks behind the digest too (a ``BadAddressError`` of its ``kfree_rcu``
+    list, a dtype ``kmem_cache_create`` would refuse)."""
     _check_path(path, "load")
+    try:
+        return _load(cls, path)
+    except SlabError as e:
+        if isinstance(e, MachineFileError):
+            raise
+        text = str(e) if str(e).startswith("load: ") else f"load: {path}: {e}"
+        raise MachineFileError(text) from e
+
+
+def _load(cls: type, path: str | Path) -> "SlabAllocator":
+    """:func:`load`'s work, its path checked."""
     with open(path, "rb") as f:         # a missing or unreadable file stays its OSError
         try:
             with np.load(f, allow_pickle=False) as z:
@@ -241,6 +254,10 @@ def load(cls: type, path: str | Path) -> "SlabAllocator":
                             _orders(meta.get("slab_orders", [0, 3, 0]), path))))
     except KeyError as e:
         raise MachineFileError(f"load: {path} lacks the machine's {e}") from None
+    except SlabError as e:          # a value the constructor refuses (a digest recomputed)
+        if isinstance(e, MachineFileError):
+            raise
+        raise MachineFileError(f"load: {path}: its meta makes no machine: {e}") from None
     pages = _shadow_pages(sa)
     if state.shape != sa._buf.shape or state.dtype != sa._buf.dtype or \
             arena.shape != sa.memory.shape or arena.dtype != sa.memory.dtype or \
