@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import numslab
 from numslab import GFP_KERNEL
+from numslab.engine.layout import CA_USER_SHEAVES
 
 from conftest import assert_unchanged, snapshot
 
@@ -112,4 +113,52 @@ def test_random_sheaf_calls_agree_with_a_model(ops, kernel):
     for a in live:
         c.free(a)
     assert len(c) == 0 and len(d) == 0
+    sa.validate()
+
+
+
+@pytest.mark.parametrize("debug", [None, "F"])
+@pytest.mark.parametrize("how", ["prefill", "refill", "grow"])
+def test_a_sheaf_filled_past_a_corrupted_free_pointer_raises_and_hands_out_nothing(
+        kernel, how, debug):
+    """A prefill (or a refill) that met a corrupted free pointer isolated the slab, went on
+    with other slabs and returned the sheaf without a word, leaving the fault register set:
+    a later call then raised it (an empty prefilled sheaf's ``alloc_from_sheaf`` raised a
+    SlabCorruptionError instead of returning 0). Now the call raises it, having handed out
+    nothing: a new sheaf goes back, one refilled in place stays the caller's."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=kernel, slab_debug=debug,
+                               freelist_random=False)
+    c = sa.kmem_cache_create("s", 96, sheaf_capacity=8)
+    held = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 1) if how != "prefill" else 0
+    while held and sa.kmem_cache_sheaf_size(held):      # (emptied: a refill in place)
+        sa.kmem_cache_free(c, sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, held))
+    target = 40 if how == "grow" else 6
+    if held and sa.sheaf_capacity_of(held) >= target and how == "grow" or \
+            held and sa.sheaf_capacity_of(held) < target and how == "refill":
+        pytest.skip("a slab_debug cache's sheaves are all oversize: its refill grows them")
+    objs = [sa.kmem_cache_alloc(c) for _ in range(6)]
+    sa.kmem_cache_shrink(c)
+    slab = objs[0] >> 12
+    mine = [a for a in objs if a >> 12 == slab]
+    for a in mine[1:4]:
+        sa.kmem_cache_free(c, a)
+    sa.kmem_cache_shrink(c)                 # on the slab's free list, not in a sheaf
+    bad = mine[2]
+    sa.memory[bad + c.offset:bad + c.offset + 8] = 0x77     # a write into freed memory
+    before = len(c)
+    with pytest.raises(numslab.SlabCorruptionError, match="Freepointer corrupt") as e:
+        if how == "prefill":
+            sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 6)
+        else:
+            sa.kmem_cache_refill_sheaf(c, GFP_KERNEL, held, target)
+    assert sa.isolated_slabs().tolist() == [slab << 12]
+    assert len(c) == before
+    if how == "refill" or "stays yours" in str(e.value):   # (a grow that got no new one)
+        assert f"the sheaf at {held:#x} stays yours" in str(e.value)
+        sa.kmem_cache_return_sheaf(c, GFP_KERNEL, held)
+    assert not sa.state.ca[c.id, CA_USER_SHEAVES]   # a new sheaf went back
+    s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 1)  # no stale fault raised later
+    while sa.kmem_cache_sheaf_size(s):
+        assert sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s)
+    assert sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, s) == 0
     sa.validate()

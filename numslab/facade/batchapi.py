@@ -16,9 +16,8 @@ import numpy as np
 from ..drivers.calls import bound
 from ..engine import checks, ops
 from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAULT_CACHE,
-                             G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING, G_NREPORTS, G_SITE,
-                             NIL, PENDING_FRAME, PENDING_SHIFT, SH_CAPACITY, SH_OBJECTS,
-                             SH_SIZE)
+                             G_NPENDING, G_NREPORTS, G_SITE, NIL, PENDING_FRAME,
+                             PENDING_SHIFT, SH_CAPACITY, SH_OBJECTS, SH_SIZE)
 from ..engine.native import jit
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
@@ -604,9 +603,12 @@ class BatchAPI:
 
         The caller's site recorded for U's tracks, the reports the unit wrote collected, and a
         refill that a slab_debug check stopped raised as ``SlabDebugError``."""
-        if not self._debug_on:
-            return int(u(self._st, *args))
         g = self._g
+        if not self._debug_on:
+            r = int(u(self._st, *args))
+            if g[G_FAULT_CACHE]:
+                self._sheaf_fault(fn, r, *args)
+            return r
         if self._debug_user:
             g[G_SITE] = self._site_id()
         try:
@@ -617,10 +619,8 @@ class BatchAPI:
             self._last_reports = self._drain_reports()
         elif self._last_reports:
             self._last_reports = []
-        if r == 0 and g[G_FAULT_CACHE] and self._last_reports:
-            slab = int(g[G_FAULT_SLAB])
-            g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
-            raise self._debug_error(fn, 0, slab)
+        if g[G_FAULT_CACHE]:
+            self._sheaf_fault(fn, r, *args)
         return r
 
     def _is_user_sheaf(self: "SlabAllocator", cid: int, sheaf: int) -> bool:
@@ -764,7 +764,11 @@ class BatchAPI:
             plan = self._free_plan(cid, self._sheaf_objects(sheaf, 0))
             seen = int(self._g[G_NREPORTS])
         objs = self._sheaf_objects(sheaf, 0) if self._debug_on else []
-        self._sheaf_unit("kmem_cache_return_sheaf", return_user_sheaf, cid, cpu, gfp, sheaf)
+        try:
+            self._sheaf_unit("kmem_cache_return_sheaf", return_user_sheaf, cid, cpu, gfp, sheaf)
+        except SlabDebugError:              # (a fault the flush met: what it left held too)
+            self._refused_flush(cache, "kmem_cache_return_sheaf", sheaf, objs)
+            raise
         if plan is not None:
             self._trace_frees(plan, self._not_freed_since(seen))
         self._refused_flush(cache, "kmem_cache_return_sheaf", sheaf, objs)

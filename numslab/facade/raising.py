@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine import checks, debug
+from ..engine.prefill import return_user_sheaf
 from ..engine.layout import (AT_CACHE, AT_COUNT, AT_CPU, AT_FRAME, AT_NODE, AT_OBJECT,
                              AT_SHEAF, AT_SHIFT, AT_SLAB, G_FAULT_CACHE, G_FAULT_SLAB,
-                             G_FAULT_VALUE, NIL, PG_HEAD, PG_RCU, PG_RESERVED, PG_TAIL)
+                             G_FAULT_VALUE, NIL, PG_HEAD, PG_RCU, PG_RESERVED, PG_TAIL, SH_SIZE)
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError,
                       SlabCorruptionError, SlabError, WrongCacheError)
 from ..geometry import PAGE_SIZE
@@ -87,6 +88,41 @@ class RaiseAPI:
             f"that slab, or leads to one a sheaf holds (a write into freed memory?); the slab "
             f"is isolated and no longer "
             f"allocated from, nothing was allocated")
+
+    def _sheaf_fault(self: "SlabAllocator", fn: str, r: int, cid: int, cpu: int, gfp: int,
+                     sheaf: int = 0, size: int = 0) -> None:
+        """Raise the corrupted free pointer that prefilled-sheaf call ``fn`` met (unit's ``r``).
+
+        The slab is isolated and the call went on with other slabs; as an allocation, it then
+        raises having handed out nothing new: a prefill's sheaf, or the larger one a refill
+        replaced ``sheaf`` with (the old one already flushed), goes back to the cache; a sheaf
+        refilled in place stays the caller's with what it holds. A return's top-up that met one
+        raises nothing (it allocated nothing for the caller: the rule of the engine's flushes)
+        unless a slab_debug check reported it."""
+        g = self._g
+        sheaf = 0 if fn == "kmem_cache_prefill_sheaf" else sheaf     # (its args: size)
+        if fn == "kmem_cache_return_sheaf" and not self._last_reports:
+            g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
+            return
+        note = ""
+        if r and r != sheaf and fn != "kmem_cache_return_sheaf":     # a new sheaf: back
+            saved = (int(g[G_FAULT_CACHE]), int(g[G_FAULT_SLAB]), int(g[G_FAULT_VALUE]))
+            return_user_sheaf(self._st, cid, cpu, gfp, r)
+            g[G_FAULT_CACHE], g[G_FAULT_SLAB], g[G_FAULT_VALUE] = saved
+            note = f"; the sheaf it filled ({r:#x}) went back to the cache" + (
+                f", and the one it replaced ({sheaf:#x}) is no sheaf any more" * bool(sheaf))
+        elif sheaf and fn != "kmem_cache_return_sheaf":
+            note = (f"; the sheaf at {sheaf:#x} stays yours, holding "
+                    f"{int(self._mem[(sheaf >> 3) + SH_SIZE])} objects")
+        try:
+            if self._last_reports:              # a slab_debug check failed on the way
+                slab = int(g[G_FAULT_SLAB])
+                g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
+                raise self._debug_error(fn, 0, slab)
+            self._raise_fault()
+        except SlabCorruptionError as e:
+            e.args = (f"{fn}: {e.args[0]}{note}",)
+            raise
 
     def _refuse_array(self: "SlabAllocator", fn: str, array: np.ndarray | None) -> None:
         """Raise for a batch call whose address array lies in the arena outside a live allocation.
