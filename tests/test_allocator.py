@@ -2493,3 +2493,28 @@ def test_load_refuses_a_machine_its_file_cannot_make_as_a_machine_file_error(tmp
     with pytest.raises(numslab.MachineFileError,
                        match=f"load: .*bad.npz: its meta makes no machine: .*{key}"):
         numslab.SlabAllocator.load(tmp_path / "bad.npz")
+
+
+def test_find_names_no_object_outside_the_slab_s_objects(kernel):
+    """``find`` of an address in a debug slab's first left red zone named object -1, an
+    address on the page before the slab (a fuzzing helper's write through it hit another
+    cache's slab), and one in the slab's tail padding object ``objs_per_slab``, past the
+    last: both "free object". Now an object's left red zone is its own (a negative offset),
+    and the tail is "slab padding"."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=kernel, slab_debug="FZPU")
+    c = sa.kmem_cache_create("d", 192)
+    a = c.alloc()
+    slab = sa.find(a)["slab"]
+    first = slab + c.red_left_pad
+    got = sa.find(slab)
+    assert (got["kind"], got["index"], got["object"], got["offset"]) == \
+        (sa.find(first)["kind"], 0, first, -c.red_left_pad)
+    got = sa.find(a - 1)
+    assert (got["kind"], got["object"], got["offset"]) == ("object", a, -1)
+    end = slab + c.objs_per_slab * c.slab_size
+    assert end < slab + (4096 << c.order)
+    for x in (end, slab + (4096 << c.order) - 1):
+        got = sa.find(x)
+        assert (got["kind"], got["cache"], got["slab"]) == ("slab padding", c, slab)
+        assert "object" not in got
+    c.free(a)

@@ -377,8 +377,9 @@ class DebugAPI:
         ``kind``: "object", "free object", "kfree_rcu" (waiting for its grace period), "lost"
         (:attr:`KmemCache.lost_objects`), "sheaf" (the allocator's own), "large kmalloc", "rcu
         slab" (a SLAB_TYPESAFE_BY_RCU slab discarded, its pages waiting for their grace period),
-        "pages", "free page", "reserved" or "outside". Where it applies, ``cache`` (a KmemCache),
-        ``slab`` (its address), ``index`` and ``offset`` inside the object."""
+        "pages", "free page", "reserved", "slab padding" (a slab's bytes past its last object) or
+        "outside". Where it applies, ``cache`` (a KmemCache), ``slab`` (its address), ``index``
+        and ``offset`` inside the object (negative in its left red zone)."""
         if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) \
                 and not 0 <= addr < self.nr_pages * PAGE_SIZE:
             return {"kind": "outside"}          # (any integer: -5 and 2**70 alike)
@@ -397,9 +398,14 @@ class DebugAPI:
         if cache is None:               # its cache destroyed by another thread meanwhile (a
             return {"kind": "pages", "block": head << 12,   # bare KeyError)
                     "order": int(st.pg_order[head])}
-        off = addr - (head << 12) - cache.red_left_pad
-        index, inside = divmod(off, cache.slab_size)
+        # its slot, the object's left red zone first (as the kernel lays it out): the first
+        # one's was object -1, an address on the page before the slab, and the tail an object
+        # past the last
+        index = (addr - (head << 12)) // cache.slab_size
+        if index >= int(st.sl_objects[head]):
+            return {"kind": "slab padding", "cache": cache, "slab": head << 12}
         obj = (head << 12) + cache.red_left_pad + index * cache.slab_size
+        inside = addr - obj
         err, _ = self._locate(obj)
         kind = {0: "object", checks.E_ALLOCATORS: "sheaf"}.get(err, "free object")
         if kind == "free object" and self._rcu_note(obj):
