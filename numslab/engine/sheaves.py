@@ -28,11 +28,11 @@ from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
 from .layout import (CA_DEBUG, C_MAIN, C_RCU_FREE, C_SLAB, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
-                     G_NRCU, G_RCU_HEAD, G_RCU_TAIL, KERNEL_7_0, KERNEL_7_1, KERNEL_7_3,
-                     RCU_CB_NOBARN, MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL, N_NR_EMPTY,
-                     N_NR_FULL, NR_KMALLOC, PG_FROZEN, PG_ISOLATED, PG_LARGE, SH_CACHE,
-                     SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, _ca, _cpu_row,
-                     _shadow, _head_frame, _node_index, _node_row, _slab_nid, _stat)
+                     G_FAULT_CACHE, G_NRCU, G_RCU_HEAD, G_RCU_TAIL, KERNEL_7_0, KERNEL_7_1,
+                     KERNEL_7_3, RCU_CB_NOBARN, MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL,
+                     N_NR_EMPTY, N_NR_FULL, NR_KMALLOC, PG_FROZEN, PG_ISOLATED, PG_LARGE,
+                     SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, _ca,
+                     _cpu_row, _shadow, _head_frame, _node_index, _node_row, _slab_nid, _stat)
 from .native import address, jit, unit
 from .nocpu import refill_objects
 from .pages import free_block_checked
@@ -65,7 +65,25 @@ def kmalloc_internal(st, cpu, size, gfp):
     A kmalloc cache with sheaves (7.0) serves it from them first, with ``gfp`` as given: a sheaf
     for a kmalloc cache comes with __GFP_NO_OBJ_EXT (``_alloc_empty_sheaf`` adds it), so that cache
     makes no new sheaf on the way; a sheaf for any other cache does not, so a request that may
-    block refills the kmalloc cache's sheaves as any allocation would."""
+    block refills the kmalloc cache's sheaves as any allocation would. A corrupted free pointer
+    it meets isolates its slab and is no fault of the call that needed the object (it stayed
+    set, and the next call that checks it raised it as its own): cleared, and another slab
+    tried (a flush's rule: ``isolated_slabs()`` lists it)."""
+    fault = st.g[G_FAULT_CACHE]
+    obj = 0
+    for _ in range(8):                  # (each try isolates a slab: bounded all the same)
+        obj = _kmalloc_internal(st, cpu, size, gfp)
+        if fault or st.g[G_FAULT_CACHE] == 0:
+            break
+        st.g[G_FAULT_CACHE] = 0
+        if obj:
+            break
+    return obj
+
+
+@jit
+def _kmalloc_internal(st, cpu, size, gfp):
+    """:func:`kmalloc_internal`'s one try."""
     obj = 0
     if size <= 8192:
         km = st.kmalloc
