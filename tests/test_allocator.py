@@ -2518,3 +2518,13 @@ def test_find_names_no_object_outside_the_slab_s_objects(kernel):
         assert (got["kind"], got["cache"], got["slab"]) == ("slab padding", c, slab)
         assert "object" not in got
     c.free(a)
+
+
+@pytest.mark.parametrize("kw", [{"kernel": {}}, {"kernel": []}, {"nr_cpus": True},
+                                {"nr_nodes": True}, {"nr_cpus": np.True_}])
+def test_a_machine_of_unhashable_kernel_or_bool_counts_is_refused_as_an_argument(kw):
+    """``kernel={}`` raised the TypeError of a dict lookup (unhashable type), ``nr_cpus=True``
+    a TypeError from the state's allocation (found by a fuzzing helper through ``load`` of an
+    edited meta): both an ``InvalidArgumentError`` naming the argument now."""
+    with pytest.raises(numslab.InvalidArgumentError, match=next(iter(kw))):
+        numslab.SlabAllocator(memory="4M", **kw)

@@ -162,11 +162,13 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                  slab_min_objects: int | None = None) -> None:
         nr_cpus = (os.cpu_count() or 1) if nr_cpus is None else nr_cpus
         nr_cpus, nr_nodes, max_caches = as_int(nr_cpus), as_int(nr_nodes), as_int(max_caches)
-        if not (isinstance(nr_cpus, int) and 1 <= nr_cpus <= 4096):
+        if not (isinstance(nr_cpus, int) and not isinstance(nr_cpus, bool)    # (True: a
+                and 1 <= nr_cpus <= 4096):                                  # TypeError)
             raise BadArg(f"nr_cpus {nr_cpus!r} is not in 1..4096")
-        if not (isinstance(nr_nodes, int) and 1 <= nr_nodes <= min(nr_cpus, 64)):
+        if not (isinstance(nr_nodes, int) and not isinstance(nr_nodes, bool)
+                and 1 <= nr_nodes <= min(nr_cpus, 64)):
             raise BadArg(f"nr_nodes {nr_nodes!r} must be in 1..min(nr_cpus, 64)")
-        if kernel not in KERNELS:
+        if not isinstance(kernel, str) or kernel not in KERNELS:    # ({}: unhashable)
             raise BadArg(f"kernel {kernel!r} is not one of {sorted(KERNELS)}"   # (7.0: a str)
                          f"{'' if isinstance(kernel, str) else ', each a str'}")
         check_max_caches(max_caches, len(KMALLOC_SIZES))
