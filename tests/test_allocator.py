@@ -2528,3 +2528,22 @@ def test_a_machine_of_unhashable_kernel_or_bool_counts_is_refused_as_an_argument
     edited meta): both an ``InvalidArgumentError`` naming the argument now."""
     with pytest.raises(numslab.InvalidArgumentError, match=next(iter(kw))):
         numslab.SlabAllocator(memory="4M", **kw)
+
+
+def test_load_refuses_a_machine_that_breaks_an_invariant(kernel, tmp_path):
+    """A file whose state marks a free object as waiting for ``kfree_rcu`` (one word of field
+    ``rcu`` edited, its digest recomputed: a fuzzing helper's case) passed the checks behind
+    the digest and loaded a machine whose ``validate()`` failed; ``load`` validates it now."""
+    from numslab.engine.layout import F_RCU, view
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)
+    c = sa.kmem_cache_create("c", 64)
+    a = c.alloc()
+    c.free(a)
+    sa.save(tmp_path / "m.npz")
+    z = dict(np.load(tmp_path / "m.npz"))
+    state = z["state"].copy()
+    view(state, F_RCU)[a >> 9] |= 1 << ((a >> 3) & 63)
+    _save_signed(tmp_path / "bad.npz", {**z, "state": state})
+    with pytest.raises(numslab.MachineFileError, match=rf"load: .*bad.npz: .*{a:#x}"):
+        numslab.SlabAllocator.load(tmp_path / "bad.npz")
+    numslab.SlabAllocator.load(tmp_path / "m.npz").validate()

@@ -316,5 +316,10 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
     for addr, cpu in pending:                   # (checked again: live objects)
         sa._ksize(addr, "load")                 # on the list again, not into a sheaf: the
         sa._rcu_list_add(addr, cpu, "load")     # rcu_free sheaves are in the state
+    try:                # what the checks behind the digest do not cover (the rcu marks)
+        sa.validate()
+    except SlabError as e:
+        raise MachineFileError(f"load: {path}: the machine it holds breaks an invariant: "
+                               f"{e}") from e
     return sa
 
