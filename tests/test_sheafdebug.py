@@ -343,3 +343,29 @@ def test_a_sheaf_whose_flush_a_check_refuses_says_which_objects_stay_held(kernel
     assert len(c) == 0
     sa.kmem_cache_destroy(c)
     sa.validate()
+
+
+def test_a_refill_that_meets_a_corrupted_free_pointer_and_a_refused_flush_leaks_nothing(
+        kernel):
+    """A refill that grew a debug cache's sheaf met a corrupted free pointer filling the new
+    one (the fault: the new sheaf goes back, the call raises) after the old one's flush had
+    a chain refused (a red zone overwritten): the error did not name the refused objects,
+    left allocated and held by no sheaf. It names them now (its ``objects``)."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=kernel, slab_debug="FZ",
+                               freelist_random=False)
+    c = sa.kmem_cache_create("d", 96)
+    sheaf = sa.kmem_cache_prefill_sheaf(c, GFP, 3)
+    held = sa._sheaf_objects(sheaf, 0)
+    objs = [c.alloc() for _ in range(60)]
+    slab = objs[-20] >> 12
+    mine = [a for a in objs if a >> 12 == slab]
+    for a in mine[1:4]:
+        c.free(a)
+    sa.memory[mine[2] + c.offset:mine[2] + c.offset + 8] = 0x77    # into freed memory
+    sa.memory[held[1] + 96] = 1             # past an object the sheaf holds
+    with pytest.raises(numslab.SlabDebugError, match="Freepointer corrupt") as e:
+        sa.kmem_cache_refill_sheaf(c, GFP, sheaf, 40)
+    left = e.value.objects.tolist()
+    assert sorted(left) == sorted(held)
+    assert sorted(c.live_addresses().tolist()) == sorted(set(objs) - set(mine[1:4]) | set(left))
+    assert not sa.state.ca[c.id, numslab.engine.layout.CA_USER_SHEAVES]

@@ -23,7 +23,8 @@ from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..engine.slablists import pending_put, pending_take
 from ..errors import (BadAddressError, CacheLeakError, ConstructorError, DoubleFreeError,
-                      InvalidArgumentError, InvalidSizeError, SlabDebugError, SlabError)
+                      InvalidArgumentError, InvalidSizeError, SlabCorruptionError,
+                      SlabDebugError, SlabError)
 from ..flags import GFP_KERNEL, GFP_NAMES, SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN, __GFP_ZERO
 from .args import cache_op, check_gfp
 from .cache import KmemCache
@@ -730,8 +731,13 @@ class BatchAPI:
             return new
         objs = self._sheaf_objects(sheaf, 0) if self._debug_on else []
         with self._ctor_lock if cache.ctor is not None else _NO_LOCK:
-            new = self._sheaf_unit("kmem_cache_refill_sheaf", refill_user_sheaf, cid,
-                                   self._cpu_of(cpu), gfp, sheaf, size)
+            try:
+                new = self._sheaf_unit("kmem_cache_refill_sheaf", refill_user_sheaf, cid,
+                                       self._cpu_of(cpu), gfp, sheaf, size)
+            except SlabCorruptionError:     # a fault: the old sheaf flushed on the way too?
+                if objs and not self._is_user_sheaf(cid, sheaf):
+                    self._refused_flush(cache, "kmem_cache_refill_sheaf", sheaf, objs)
+                raise
             if new and new != sheaf:        # grown: the old one was flushed
                 self._refused_flush(cache, "kmem_cache_refill_sheaf", sheaf, objs, new, gfp)
             if new and cid in self._trace_ids and have < size:
@@ -766,7 +772,7 @@ class BatchAPI:
         objs = self._sheaf_objects(sheaf, 0) if self._debug_on else []
         try:
             self._sheaf_unit("kmem_cache_return_sheaf", return_user_sheaf, cid, cpu, gfp, sheaf)
-        except SlabDebugError:              # (a fault the flush met: what it left held too)
+        except SlabCorruptionError:         # (a fault the flush met: what it left held too)
             self._refused_flush(cache, "kmem_cache_return_sheaf", sheaf, objs)
             raise
         if plan is not None:

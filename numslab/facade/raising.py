@@ -114,11 +114,13 @@ class RaiseAPI:
         elif sheaf and fn != "kmem_cache_return_sheaf":
             note = (f"; the sheaf at {sheaf:#x} stays yours, holding "
                     f"{int(self._mem[(sheaf >> 3) + SH_SIZE])} objects")
+        if self._last_reports:                  # a slab_debug check failed on the way
+            slab = int(g[G_FAULT_SLAB])
+            g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
+            e = self._debug_error(fn, 0, slab)
+            e.args = (f"{e.args[0]}{note}",)
+            raise e
         try:
-            if self._last_reports:              # a slab_debug check failed on the way
-                slab = int(g[G_FAULT_SLAB])
-                g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
-                raise self._debug_error(fn, 0, slab)
             self._raise_fault()
         except SlabCorruptionError as e:
             e.args = (f"{fn}: {e.args[0]}{note}",)
