@@ -2547,3 +2547,30 @@ def test_load_refuses_a_machine_that_breaks_an_invariant(kernel, tmp_path):
     with pytest.raises(numslab.MachineFileError, match=rf"load: .*bad.npz: .*{a:#x}"):
         numslab.SlabAllocator.load(tmp_path / "bad.npz")
     numslab.SlabAllocator.load(tmp_path / "m.npz").validate()
+
+
+def test_a_machine_saved_after_a_write_into_freed_memory_loads_and_goes_on_alike(kernel,
+                                                                                 tmp_path):
+    """A free pointer overwritten in the arena is the user's stray write, not a damaged file:
+    the loaded machine holds it as the saved one did, and its next allocation from that slab
+    isolates it alike (``load``'s validation allows what such a write breaks)."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=kernel, freelist_random=False)
+    c = sa.kmem_cache_create("c", 96)
+    objs = [c.alloc() for _ in range(6)]
+    sa.kmem_cache_shrink(c)
+    for a in objs[1:4]:
+        c.free(a)
+    sa.kmem_cache_shrink(c)
+    sa.memory[objs[2] + c.offset:objs[2] + c.offset + 8] = 0x77
+    with pytest.raises(numslab.SlabCorruptionError, match="free list leaves its slab"):
+        sa.validate()
+    sa.save(tmp_path / "m.npz")
+    back = numslab.SlabAllocator.load(tmp_path / "m.npz")
+    a, b = snapshot(sa), snapshot(back)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    for m in (sa, back):
+        with pytest.raises(numslab.SlabCorruptionError, match="Freepointer corrupt"):
+            for _ in range(4):
+                m.kmem_cache_alloc(m.find_cache("c"))
+        assert m.isolated_slabs().tolist() == [objs[0] >> 12 << 12]
+        m.validate()

@@ -26,7 +26,7 @@ from . import threads
 from .args import check_cache_name, check_dtype
 from .cache import KmemCache
 from .kmallocapi import _RCU_LOCK
-from .loadcheck import Structure, check_links, made_with
+from .loadcheck import Structure, check_invariants, check_links, made_with
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -316,10 +316,6 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
     for addr, cpu in pending:                   # (checked again: live objects)
         sa._ksize(addr, "load")                 # on the list again, not into a sheaf: the
         sa._rcu_list_add(addr, cpu, "load")     # rcu_free sheaves are in the state
-    try:                # what the checks behind the digest do not cover (the rcu marks)
-        sa.validate()
-    except SlabError as e:
-        raise MachineFileError(f"load: {path}: the machine it holds breaks an invariant: "
-                               f"{e}") from e
+    check_invariants(sa, path)      # what the checks behind the digest leave (rcu marks)
     return sa
 
