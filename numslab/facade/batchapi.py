@@ -607,7 +607,7 @@ class BatchAPI:
         g = self._g
         if not self._debug_on:
             r = int(u(self._st, *args))
-            if g[G_FAULT_CACHE]:
+            if g[G_FAULT_CACHE] == args[0] + 1:     # (its cache's: not another thread's)
                 self._sheaf_fault(fn, r, *args)
             return r
         if self._debug_user:
@@ -620,7 +620,7 @@ class BatchAPI:
             self._last_reports = self._drain_reports()
         elif self._last_reports:
             self._last_reports = []
-        if g[G_FAULT_CACHE]:
+        if g[G_FAULT_CACHE] == args[0] + 1:
             self._sheaf_fault(fn, r, *args)
         return r
 
