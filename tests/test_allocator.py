@@ -2533,20 +2533,28 @@ def test_a_machine_of_unhashable_kernel_or_bool_counts_is_refused_as_an_argument
 def test_load_refuses_a_machine_that_breaks_an_invariant(kernel, tmp_path):
     """A file whose state marks a free object as waiting for ``kfree_rcu`` (one word of field
     ``rcu`` edited, its digest recomputed: a fuzzing helper's case) passed the checks behind
-    the digest and loaded a machine whose ``validate()`` failed; ``load`` validates it now."""
+    the digest and loaded a machine whose ``validate()`` failed; ``load`` checks the marks now
+    (``loadcheck.check_rcu_marks``), and refuses as well an object waiting in an RCU sheaf
+    whose mark is cleared."""
     from numslab.engine.layout import F_RCU, view
     sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)
-    c = sa.kmem_cache_create("c", 64)
-    a = c.alloc()
+    c = sa.kmem_cache_create("c", 64, sheaf_capacity=8)
+    a, w = c.alloc(), c.alloc()
     c.free(a)
+    sa.kfree_rcu(w, cpu=0)          # into CPU 0's rcu_free sheaf: marked, waiting
     sa.save(tmp_path / "m.npz")
     z = dict(np.load(tmp_path / "m.npz"))
-    state = z["state"].copy()
-    view(state, F_RCU)[a >> 9] |= 1 << ((a >> 3) & 63)
-    _save_signed(tmp_path / "bad.npz", {**z, "state": state})
-    with pytest.raises(numslab.MachineFileError, match=rf"load: .*bad.npz: .*{a:#x}"):
-        numslab.SlabAllocator.load(tmp_path / "bad.npz")
-    numslab.SlabAllocator.load(tmp_path / "m.npz").validate()
+    for addr, how in ((a, "marks the object at {:#x} as waiting"),
+                      (w, "has no mark for the object at {:#x}")):
+        state = z["state"].copy()
+        view(state, F_RCU)[addr >> 9] ^= 1 << ((addr >> 3) & 63)
+        _save_signed(tmp_path / "bad.npz", {**z, "state": state})
+        with pytest.raises(numslab.MachineFileError,
+                           match=rf"load: .*bad.npz: .*field rcu {how.format(addr)}"):
+            numslab.SlabAllocator.load(tmp_path / "bad.npz")
+    back = numslab.SlabAllocator.load(tmp_path / "m.npz")
+    back.validate()
+    assert back.find_cache("c").live_objects == c.live_objects
 
 
 def test_a_machine_saved_after_a_write_into_freed_memory_loads_and_goes_on_alike(kernel,

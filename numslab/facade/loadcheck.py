@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine import layout
-from ..engine.checks import CORRUPTION
-from ..engine.layout import (AT_SHIFT, B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARKED, C_PARTIAL,
+from ..engine.layout import (B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARKED, C_PARTIAL,
                              C_RCU_FREE, C_SLAB, C_SPARE, CA_ACTIVE, CA_ALIGN, CA_CTOR,
-                             CA_DEBUG, CA_FLAGS, G_ERR0,
+                             CA_DEBUG, CA_FLAGS,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECT_SIZE, CA_OBJECTS,
                              CA_OFFSET, CA_ORDER, CA_ORIG, CA_PARTIAL_ORDER, CA_RECIP, CA_RED_LEFT,
                              CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY, CA_SIZE, CA_TRACK,
@@ -48,28 +47,40 @@ _COLS = {p: {getattr(layout, k): k for k in dir(layout) if k.startswith(p) and k
          for p in ("CA_", "C_", "N_")}
 
 
-#: ``validate``'s findings (indices in ``checks.CORRUPTION``) that a write into freed memory
-#: makes, which a running machine meets and isolates: a loaded machine may hold them.
-_STRAY = tuple(CORRUPTION.index(t) for t in (
-    "free list leaves its slab or the object grid", "free list holds a live object",
-    "free list is longer than the slab", "inuse + free objects != objects",
-    "sheaf holds a live object, a foreign object or too many objects"))
+def check_rcu_marks(sa: "SlabAllocator", path: str | Path, waiting: np.ndarray) -> None:
+    """Refuse a loaded machine whose RCU marks are not exactly the objects waiting for one.
 
+    Field ``rcu`` marks each object waiting for a grace period: those on the ``kfree_rcu`` list
+    (listed again by ``load``; a large kmalloc's waits by its page flag) and those in RCU sheaves (``waiting``, int64[n], from
+    :meth:`Structure.sheaf`). The checks behind the digest leave the marks, and a mark on a free
+    object made ``validate`` fail and that object's later free a refusal.
 
-def check_invariants(sa: "SlabAllocator", path: str | Path) -> None:
-    """Refuse (``MachineFileError``) a loaded machine breaking an invariant of ``validate``.
-
-    What a write into freed memory breaks (a free list, a sheaf's entry: :data:`_STRAY`) is
-    allowed, as the saved machine held it: such a finding checks each cache alone instead."""
-    for cache in [None, *sa.caches]:
-        try:
-            sa.validate(cache)
-            if cache is None:
-                return
-        except SlabError as e:
-            if int(sa._g[G_ERR0]) & ((1 << AT_SHIFT) - 1) not in _STRAY:
-                raise MachineFileError(f"load: {path}: the machine it holds breaks an "
-                                       f"invariant: {e}") from e
+    Parameters
+    ----------
+    sa : SlabAllocator
+        The loaded machine, its ``kfree_rcu`` list listed again.
+    path : str or Path
+        The file, for the refusal.
+    waiting : numpy.ndarray
+        int64[n]: the objects of the CPUs' ``rcu_free`` sheaves and of the RCU list's sheaves.
+    """
+    words = np.ascontiguousarray(sa.state.rcu).view(np.uint64)
+    nz = np.flatnonzero(words)
+    bits = np.unpackbits(words[nz].view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+    k, b = np.nonzero(bits)
+    marked = np.unique((nz[k].astype(np.int64) << 9) | (b.astype(np.int64) << 3))
+    listed, st = sa._rcu_listed(), sa.state     # (a large kmalloc waits by PG_RCU, unmarked)
+    pfn = listed >> 12
+    head = np.where(st.pg_flags[pfn] & PG_TAIL, st.pg_head[pfn], pfn)
+    listed = listed[(st.pg_flags[head] & PG_SLAB) != 0]
+    want = np.unique(np.concatenate([waiting.astype(np.int64), listed]))
+    if np.array_equal(marked, want):
+        return
+    extra, missing = np.setdiff1d(marked, want), np.setdiff1d(want, marked)
+    what = (f"marks the object at {int(extra[0]):#x} as waiting for kfree_rcu, on no "
+            f"kfree_rcu list nor RCU sheaf" if len(extra) else
+            f"has no mark for the object at {int(missing[0]):#x}, which waits for kfree_rcu")
+    raise MachineFileError(f"load: {path}: its state is corrupt: its field rcu {what}")
 
 
 def made_with(sa: "SlabAllocator") -> dict[str, np.ndarray]:
@@ -164,6 +175,7 @@ class Structure:
         self.on_list = np.zeros(self.npages, bool)      # frames met on a page or slab list
         self.frozen = np.zeros(self.npages, bool)       # CPU slabs met
         self.sheaves: set[int] = set()
+        self.waiting: list[np.ndarray] = []             # objects of the RCU sheaves met
         self.flags, self.nxt, self.prv = (a.tolist() for a in (self.st.pg_flags,
                                                                  self.st.pg_next,
                                                                  self.st.pg_prev))
@@ -560,7 +572,8 @@ class Structure:
                         self.fail(f"cpu[{c}, {cpu}, C_MAIN]", h, "not a sheaf: every CPU "
                                   "of a cache with sheaves has a main sheaf")
                     if h:
-                        self.sheaf(f"cpu[{c}, {cpu}, {_COLS['C_'][col]}]", h, c, cap)
+                        self.sheaf(f"cpu[{c}, {cpu}, {_COLS['C_'][col]}]", h, c, cap,
+                                   waits=col == C_RCU_FREE)
             for node in range(self.sa.nr_nodes):
                 for col, count in ((N_BARN_FULL, N_NR_FULL), (N_BARN_EMPTY, N_NR_EMPTY)):
                     word, h, n = f"node[{c}, {node}, {_COLS['N_'][col]}]", \
@@ -613,12 +626,14 @@ class Structure:
             self.fail("g[G_NRCU]", g[G_NRCU], f"not the {n} sheaves of the RCU list ending at "
                       f"{last} (g[G_RCU_TAIL] {int(g[G_RCU_TAIL])}, the last link {h})")
 
-    def sheaf(self, word: str, h: int, c: int, cap: int | None, rcu: bool = False) -> None:
+    def sheaf(self, word: str, h: int, c: int, cap: int | None, rcu: bool = False,
+              waits: bool = False) -> None:
         """The sheaf ``h`` named by ``word``, of cache ``c``, reached once.
 
         An allocator's own kmalloc object with room for ``cap`` objects (None: its own capacity
         word, a user's sheaf); its cache word ``c``, its size within its capacity, its objects
-        those of cache ``c``."""
+        those of cache ``c``. The objects of a sheaf waiting for a grace period (``rcu``: on the
+        RCU list; ``waits``: a CPU's ``rcu_free``) are kept in :attr:`waiting`."""
         obj = h - self.shadow
         room = self.room(word, h)
         self.sheaves.add(h)
@@ -650,6 +665,8 @@ class Structure:
         if len(bad):
             self.fail(f"objects[{int(bad[0])}] of {at}", objs[bad[0]],
                       f"not an object of cache {c}")
+        if rcu or waits:
+            self.waiting.append(objs.astype(np.int64))
 
     def room(self, word: str, h: int) -> int:
         """The bytes of the kmalloc object of sheaf handle ``h`` (word ``word``'s value).

@@ -26,7 +26,7 @@ from . import threads
 from .args import check_cache_name, check_dtype
 from .cache import KmemCache
 from .kmallocapi import _RCU_LOCK
-from .loadcheck import Structure, check_invariants, check_links, made_with
+from .loadcheck import Structure, check_links, check_rcu_marks, made_with
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -277,7 +277,8 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
     sa.memory[:] = arena
     pages[used] = shadow
     check_links(sa, path)
-    Structure(sa, made, path).run()
+    structure = Structure(sa, made, path)
+    structure.run()
     threads.register(sa)                        # NO_SHEAF's size word, whatever was saved
     kmalloc = {c.id for c in sa.kmalloc_caches}
     try:
@@ -316,6 +317,6 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
     for addr, cpu in pending:                   # (checked again: live objects)
         sa._ksize(addr, "load")                 # on the list again, not into a sheaf: the
         sa._rcu_list_add(addr, cpu, "load")     # rcu_free sheaves are in the state
-    check_invariants(sa, path)      # what the checks behind the digest leave (rcu marks)
+    check_rcu_marks(sa, path, np.concatenate([np.zeros(0, np.int64), *structure.waiting]))
     return sa
 
