@@ -51,9 +51,9 @@ def check_rcu_marks(sa: "SlabAllocator", path: str | Path, waiting: np.ndarray) 
     """Refuse a loaded machine whose RCU marks are not exactly the objects waiting for one.
 
     Field ``rcu`` marks each object waiting for a grace period: those on the ``kfree_rcu`` list
-    (listed again by ``load``; a large kmalloc's waits by its page flag) and those in RCU sheaves (``waiting``, int64[n], from
-    :meth:`Structure.sheaf`). The checks behind the digest leave the marks, and a mark on a free
-    object made ``validate`` fail and that object's later free a refusal.
+    (listed again by ``load``; a large kmalloc waits by its page flag) and those in RCU sheaves
+    (``waiting``, int64[n], from :meth:`Structure.sheaf`). The checks behind the digest leave
+    the marks, and a mark on a free object made ``validate`` fail and its later free a refusal.
 
     Parameters
     ----------
