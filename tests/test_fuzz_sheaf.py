@@ -129,13 +129,14 @@ def test_a_sheaf_filled_past_a_corrupted_free_pointer_raises_and_hands_out_nothi
     sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=kernel, slab_debug=debug,
                                freelist_random=False)
     c = sa.kmem_cache_create("s", 96, sheaf_capacity=8)
-    held = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 1) if how != "prefill" else 0
+    # (a slab_debug cache's prefilled sheaves are oversize, as large as asked: prefilled with 6,
+    # a refill to 6 is in place; a grow asks for more than the sheaf holds, whatever its size)
+    held = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 6 if how == "refill" else 1) \
+        if how != "prefill" else 0
     while held and sa.kmem_cache_sheaf_size(held):      # (emptied: a refill in place)
         sa.kmem_cache_free(c, sa.kmem_cache_alloc_from_sheaf(c, GFP_KERNEL, held))
-    target = 40 if how == "grow" else 6
-    if held and sa.sheaf_capacity_of(held) >= target and how == "grow" or \
-            held and sa.sheaf_capacity_of(held) < target and how == "refill":
-        pytest.skip("a slab_debug cache's sheaves are all oversize: its refill grows them")
+    target = sa.sheaf_capacity_of(held) + 8 if how == "grow" else 6
+    assert how != "refill" or sa.sheaf_capacity_of(held) >= target
     objs = [sa.kmem_cache_alloc(c) for _ in range(6)]
     sa.kmem_cache_shrink(c)
     slab = objs[0] >> 12
