@@ -733,6 +733,9 @@ def test_a_wait_cut_short_waits_again(sa):
 
 _COMPILE_CHILD = """
 import os, signal, sys, numba, numslab
+# Ctrl-C as a program on a terminal has it: a job started in the background (nohup, `&`,
+# a CI runner) inherits SIGINT ignored, where Python installs no handler of its own
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from numslab import jit as nj
 from numslab.engine import ops
 sa = numslab.SlabAllocator(nr_cpus=1, memory="16M")
