@@ -7,5 +7,6 @@ from .drivers.jitapi import __all__  # noqa: F401
 
 from .drivers import jitapi as _jitapi
 
-__doc__ = __doc__ + "\n\n" + (_jitapi.__doc__ or "")
+# help(numslab.jit) opens with the usage; where it is implemented comes last
+__doc__ = (_jitapi.__doc__ or "") + "\n\n" + __doc__.split("\n\n", 1)[1]
 del _jitapi

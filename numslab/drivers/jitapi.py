@@ -664,8 +664,8 @@ def kfree_bulk(h, nr, objs, cpu=0):
 def is_live(h, cache, addr):
     """True if ``addr`` is an allocated object of ``cache`` (NIL: of any cache).
 
-    A ``cache`` that is neither NIL nor a live cache's id raises, as every call's (it answered
-    False)."""
+    A ``cache`` that is neither NIL nor a live cache's id raises ``WrongCacheError``, as every
+    call does."""
     cache, addr = _cache_arg(cache), _addr_arg(addr)
     st = _state(h, 0, J_IS_LIVE)
     wait_for_turn()             # (not in the middle of another thread's operation)

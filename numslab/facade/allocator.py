@@ -657,7 +657,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return self._after_alloc(None, addr, gfp, node, cpu, size)
 
     def kzalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None) -> int:
-        """``kmalloc`` with ``__GFP_ZERO`` (its ``gfp`` checked first: ``|`` took True)."""
+        """``kmalloc`` with ``__GFP_ZERO``: the bytes come zeroed.
+
+        ``gfp`` is checked as ``kmalloc`` checks it before ``__GFP_ZERO`` is added."""
         return self.kmalloc(size, check_gfp(gfp, "kzalloc") | _ZERO, cpu)
 
     def kfree(self, addr: int, cpu: int | None = None) -> None:
