@@ -294,6 +294,10 @@ def test_plot_without_matplotlib_fails_before_measuring(monkeypatch, capsys):
         cli.main(["bench", "--plot", "x.png"])
     assert e.value.code == 2 and not measured
     assert "--plot needs matplotlib" in capsys.readouterr().err
+    # the replay's --plot names the extras as well
+    assert cli.main(["replay", "x.txt", "--plot", "x.png"]) == 2
+    assert "pip install matplotlib (or numslab's examples, bench or test extra)" in \
+        capsys.readouterr().err
 
 
 def test_a_plot_file_that_cannot_be_written_fails_before_measuring(tmp_path, monkeypatch,

@@ -259,8 +259,7 @@ def _main(argv: list[str] | None) -> int:
         try:
             written = labcli.check_plot(args.plot)
         except SlabError as e:
-            b.error(f"{e} (or numslab's examples, bench or test extra)"
-                    if "needs matplotlib" in str(e) else str(e))
+            b.error(str(e))
     sizes = tuple(args.sizes)
     twice = sorted({n for n in sizes if sizes.count(n) > 1})
     if twice:                           # (measured twice, printed as two rows)

@@ -207,7 +207,8 @@ def check_plot(path: str) -> str:
         import matplotlib  # noqa: F401
         from matplotlib.figure import Figure
     except ImportError:
-        raise BadArg("--plot needs matplotlib: pip install matplotlib") from None
+        raise BadArg("--plot needs matplotlib: pip install matplotlib (or numslab's examples, "
+                     "bench or test extra)") from None
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise BadArg(f"--plot {path}: the folder {folder} does not exist")
