@@ -22,7 +22,7 @@ import numslab
 from numslab import GFP_KERNEL, SlabCorruptionError, SlabDebugError
 from numslab.engine.layout import CA_FP_KEY, G_FAULT_CACHE
 
-#: What a write into freed memory breaks (``load`` allows the same: ``loadcheck._STRAY``).
+#: What a write into freed memory breaks, which `validate` then reports (`load` keeps it as saved).
 STRAY = ("free list leaves its slab", "free list holds a live object",
          "free list is longer than the slab", "inuse + free objects != objects",
          "sheaf holds a live object")
