@@ -30,7 +30,7 @@ from ..engine.layout import (C_MAIN, C_PARKED, C_PARTIAL, C_SLAB, C_SPARE, N_BAR
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
                              CA_DEBUG, CA_ORIG, CA_RED_LEFT, CA_TRACK, D_OBJECT_POISON,
                              G_NDEBUG,
-                             G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NPENDING,
+                             G_ERR2, G_FAULT_CACHE, G_NPENDING,
                              KERNEL_7_0, KERNELS, NIL, PG_ISOLATED, PG_TAIL, PG_SLAB, RSEQ_MAX,
                              ZERO_SIZE_PTR, SlabState, new_state, view)
 from ..engine.pages import init_buddy
@@ -566,10 +566,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         fail at once may swap their reports)."""
         if addr <= 0 and self._g[G_FAULT_CACHE]:
             if self._last_reports:              # a slab_debug check failed
-                g = self._g
-                slab = int(g[G_FAULT_SLAB])
-                g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
-                raise self._debug_error("allocation", addr, slab)
+                raise self._debug_error("allocation", addr, self._take_fault()[1])
             self._raise_fault()
         made = self._ctor_slabs
         if self._g[G_NPENDING]:

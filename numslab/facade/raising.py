@@ -73,13 +73,19 @@ class RaiseAPI:
         return SlabCorruptionError(f"validate: {text}" +
                                    (f" ({', '.join(places)})" if places else ""))
 
+    def _take_fault(self: "SlabAllocator") -> tuple[int, int, int]:
+        """The fault register, cleared: (cache id + 1, slab frame, the bad free pointer)."""
+        g = self._g
+        fault = int(g[G_FAULT_CACHE]), int(g[G_FAULT_SLAB]), int(g[G_FAULT_VALUE])
+        g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
+        return fault
+
     def _raise_fault(self: "SlabAllocator") -> None:
         """Raise ``SlabCorruptionError`` for the corrupted free pointer the engine found.
 
         Its report is cleared. The slab it was in is isolated: never allocated from again."""
-        g = self._g
-        cid, slab, bad = int(g[G_FAULT_CACHE]) - 1, int(g[G_FAULT_SLAB]), int(g[G_FAULT_VALUE])
-        g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
+        cache1, slab, bad = self._take_fault()
+        cid = cache1 - 1
         cache = self._caches.get(cid)
         name = cache.name if cache is not None else f"cache {cid}"
         raise SlabCorruptionError(
@@ -102,10 +108,11 @@ class RaiseAPI:
         g = self._g
         sheaf = 0 if fn == "kmem_cache_prefill_sheaf" else sheaf     # (its args: size)
         if fn == "kmem_cache_return_sheaf" and not self._last_reports:
-            g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
+            self._take_fault()
             return
         note = ""
         if r and r != sheaf and fn != "kmem_cache_return_sheaf":     # a new sheaf: back
+            # (with the fault still set, as the unit met it: kmalloc_internal keeps a set one)
             saved = (int(g[G_FAULT_CACHE]), int(g[G_FAULT_SLAB]), int(g[G_FAULT_VALUE]))
             return_user_sheaf(self._st, cid, cpu, gfp, r)
             g[G_FAULT_CACHE], g[G_FAULT_SLAB], g[G_FAULT_VALUE] = saved
@@ -115,9 +122,7 @@ class RaiseAPI:
             note = (f"; the sheaf at {sheaf:#x} stays yours, holding "
                     f"{int(self._mem[(sheaf >> 3) + SH_SIZE])} objects")
         if self._last_reports:                  # a slab_debug check failed on the way
-            slab = int(g[G_FAULT_SLAB])
-            g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
-            e = self._debug_error(fn, 0, slab)
+            e = self._debug_error(fn, 0, self._take_fault()[1])
             e.args = (f"{e.args[0]}{note}",)
             raise e
         try:
