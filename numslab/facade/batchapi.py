@@ -765,11 +765,11 @@ class BatchAPI:
         sheaf = self._user_sheaf(cid, sheaf, "kmem_cache_return_sheaf")
         gfp = check_gfp(gfp, "kmem_cache_return_sheaf")
         cpu = self._cpu_of(cpu)             # every argument checked before anything changes
+        objs = self._sheaf_objects(sheaf, 0) if self._debug_on else []     # (T: a debug flag)
         plan = None
         if cid in self._trace_ids:          # T: the flush's detached freelists
-            plan = self._free_plan(cid, self._sheaf_objects(sheaf, 0))
+            plan = self._free_plan(cid, objs)
             seen = int(self._g[G_NREPORTS])
-        objs = self._sheaf_objects(sheaf, 0) if self._debug_on else []
         try:
             self._sheaf_unit("kmem_cache_return_sheaf", return_user_sheaf, cid, cpu, gfp, sheaf)
         except SlabCorruptionError:         # (a fault the flush met: what it left held too)
