@@ -379,6 +379,13 @@ class SlabState:
         self.barn_partial = self.barn_partial.reshape(ncaches, nnodes)
         self.rseq = self.rseq.reshape(ncaches, RSEQ_MAX)
 
+    def heads(self, addrs: np.ndarray) -> np.ndarray:
+        """The head frame of the block holding each address (``compound_head``), int64[n].
+
+        ``addrs``: int64[n], addresses in the arena; :func:`_head_frame`'s Python twin."""
+        pfn = addrs >> 12
+        return np.where(self.pg_flags[pfn] & PG_TAIL, self.pg_head[pfn], pfn)
+
 
 # ---- kernel-side helpers ------------------------------------------------------------------
 @native.jit(inline=True)

@@ -15,7 +15,7 @@ from ..engine.layout import (CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS, CA_
                              CA_MIN_PARTIAL, CA_OBJECTS, CA_OBJECT_SIZE, CA_OFFSET, CA_ORDER,
                              CA_RED_LEFT, CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY, CA_SIZE,
                              C_PARTIAL, C_SLAB, N_NR_PARTIAL, N_NR_SLABS,
-                             N_TOTAL_OBJECTS, PG_SLAB, PG_TAIL)
+                             N_TOTAL_OBJECTS, PG_SLAB)
 from ..flags import (GFP_KERNEL, SLAB_CACHE_DMA, SLAB_CONSISTENCY_CHECKS, SLAB_DEBUG_FLAGS,
                     SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
                     SLAB_KMALLOC, SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0,
@@ -398,9 +398,7 @@ class KmemCache(MovableCache, RecordAccess):
         if not len(addrs):
             return 0
         st = self._sa.state
-        pfn = addrs >> 12
-        head = np.where(st.pg_flags[pfn] & PG_TAIL, st.pg_head[pfn], pfn)
-        return int(np.count_nonzero(st.sl_cache[head] == self._id))
+        return int(np.count_nonzero(st.sl_cache[st.heads(addrs)] == self._id))
 
     def sysfs(self) -> dict[str, str]:
         """The cache's attributes as ``/sys/kernel/slab/<name>/`` files would print them."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from ..engine import ops
-from ..engine.layout import PG_SLAB, PG_TAIL
+from ..engine.layout import PG_SLAB
 from ..errors import InvalidArgumentError, WrongCacheError, WrongTypeError
 from .defragapi import _check_ratio
 from .args import cache_op
@@ -133,9 +133,8 @@ class EvictAPI:
             return 0
         live = cache.live_addresses()
         st = self.state
-        frames = live >> 12                 # each object's slab: its head frame (an object in
-        frames = np.where(st.pg_flags[frames] & PG_TAIL, st.pg_head[frames], frames)  # a
-        # later page of an order >= 1 slab made the slab look held in a prefilled sheaf:
+        frames = st.heads(live)             # each object's slab: its head frame (an object in
+        # a later page of an order >= 1 slab made the slab look held in a prefilled sheaf:
         # never evicted); objects held in prefilled sheaves: not evictable
         tried = []
         sparse = [slab for slab, used in sparse if np.count_nonzero(frames == slab) == used]

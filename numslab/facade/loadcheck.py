@@ -70,9 +70,7 @@ def check_rcu_marks(sa: "SlabAllocator", path: str | Path, waiting: np.ndarray) 
     k, b = np.nonzero(bits)
     marked = np.unique((nz[k].astype(np.int64) << 9) | (b.astype(np.int64) << 3))
     listed, st = sa._rcu_listed(), sa.state     # (a large kmalloc waits by PG_RCU, unmarked)
-    pfn = listed >> 12
-    head = np.where(st.pg_flags[pfn] & PG_TAIL, st.pg_head[pfn], pfn)
-    listed = listed[(st.pg_flags[head] & PG_SLAB) != 0]
+    listed = listed[(st.pg_flags[st.heads(listed)] & PG_SLAB) != 0]
     want = np.unique(np.concatenate([waiting.astype(np.int64), listed]))
     if np.array_equal(marked, want):
         return
@@ -655,8 +653,7 @@ class Structure:
         ok = (objs > 0) & (objs < self.shadow)
         if ok.all():
             st = self.st
-            pfn = objs >> 12
-            head = np.where(st.pg_flags[pfn] & PG_TAIL, st.pg_head[pfn], pfn)
+            head = st.heads(objs)
             ca = st.ca[c]
             off = objs - (head << 12) - ca[CA_RED_LEFT]
             ok = ((st.pg_flags[head] & PG_SLAB) != 0) & (st.sl_cache[head] == c) & \

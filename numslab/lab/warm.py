@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from ..engine.layout import PG_TAIL
 from ..engine.ops import flush_all
 from ..errors import InvalidArgumentError
 from ..flags import GFP_KERNEL
@@ -185,13 +184,6 @@ def seed_bytes(names: list[str], snap: dict[str, dict[str, Any]]) -> int:
     return n
 
 
-def _heads(sa: Any, addrs: np.ndarray) -> np.ndarray:
-    """The head frame of the slab of each address."""
-    st = sa.state
-    pfn = addrs >> 12
-    return np.where(st.pg_flags[pfn] & PG_TAIL, st.pg_head[pfn], pfn)
-
-
 def _in_use(c: Any, node: int) -> int:
     """Objects of cache ``c`` in use on ``node`` as sysfs counts them."""
     return int(c.total_objects_per_node()[node] - c.partial_free_approx()[node])
@@ -227,7 +219,7 @@ def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray]
         free = int(slabs[node]) * ops - int(objects[node])     # on the partial slabs
         lo, hi = p, p * ops             # (a node keeps min_partial slabs, empty ones too)
         free = min(max(free, lo), hi)
-        head = _heads(sa, out)
+        head = sa.state.heads(out)
         slab, inv, per = np.unique(head, return_inverse=True, return_counts=True)
         whole = np.flatnonzero(per == ops)          # slabs of seeded objects only
         if len(whole) < p:
@@ -264,7 +256,7 @@ def _pool(sa: Any, left: np.ndarray, rng: np.random.Generator, order: str) -> np
     in a random order, each one's objects shuffled), so that they empty one slab after another."""
     if order == "random":
         return rng.permutation(left)
-    slab, inv = np.unique(_heads(sa, left), return_inverse=True)
+    slab, inv = np.unique(sa.state.heads(left), return_inverse=True)
     key = rng.permutation(len(slab))[inv]
     shuffled = rng.permutation(len(left))
     return left[shuffled[np.argsort(key[shuffled], kind="stable")]]
