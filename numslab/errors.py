@@ -5,7 +5,10 @@ call, the cache and the address, in the spirit of the kernel's own reports.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Set by ``numslab.drivers.jitapi``: returns the address, cache id and batch element that
 #: compiled code recorded as it raised (-1: not known), the argument it refused
@@ -199,7 +202,10 @@ class SlabDebugError(SlabCorruptionError):
 
     ``alloc_debug_processing`` / ``free_debug_processing``: the message holds the kernel's report
     (cache, object, first bad byte), also kept in ``SlabAllocator.slab_reports()``. A refused free
-    leaves the object allocated; a failed allocation isolated the slab and allocated nothing."""
+    leaves the object allocated; a failed allocation isolated the slab and allocated nothing.
+    ``objects`` (int64[n], or None): where a refusal leaves several objects allocated that no
+    one holds (a batch free's refused detached freelists, a prefilled sheaf's refused flush),
+    those objects, for the caller to free again."""
 
     def __init__(self, message: str, reports: list[str] | int | None = None) -> None:
         if type(reports) is int and reports == JIT_RAISE:       # a compiled raise
@@ -208,3 +214,4 @@ class SlabDebugError(SlabCorruptionError):
         else:
             super().__init__(message)
         self.reports = list(reports or [])
+        self.objects: np.ndarray | None = None

@@ -114,6 +114,42 @@ def test_a_refused_chain_stays_allocated_and_the_others_are_freed(kernel):
     sa.validate()
 
 
+@pytest.mark.parametrize("call", ["kmem_cache_free_bulk", "kfree_bulk"])
+def test_a_batch_with_refused_chains_names_every_object_left_allocated(kernel, call):
+    """Two chains refused (a red zone overwritten in each): the error named only the first
+    refused object, though both chains stay allocated, held by no one. Its ``objects`` now
+    lists them all, and freeing them as its text says (one by one, again where a check
+    refuses the first free: the objects marked free ahead of the failing ones) frees every
+    one."""
+    sa, c, out = setup(kernel)
+    arr = batch(out, np.random.default_rng(11))
+    chains, _ = kernel_chains(sa, arr)
+    picked = [ch for _, ch in chains if len(ch) >= 3][:2]
+    assert len(picked) == 2
+    for ch in picked:
+        sa.memory[ch[1] + 200] = 7              # past the chain's second object
+    with pytest.raises(numslab.SlabDebugError, match=r"2 objects stay allocated|"
+                       rf"{sum(map(len, picked))} of the batch's {len(arr)} objects") as e:
+        if call == "kfree_bulk":
+            sa.kfree_bulk(len(arr), arr)
+        else:
+            sa.kmem_cache_free_bulk(c, len(arr), arr)
+    held = e.value.objects.tolist()
+    assert sorted(held) == sorted(a for ch in picked for a in ch)
+    live = set(c.live_addresses().tolist())
+    assert live == set(held) | set(np.setdiff1d(out, arr).tolist())
+    twice = []
+    for a in held:
+        try:
+            sa.kmem_cache_free(c, a)
+        except numslab.SlabDebugError:
+            twice.append(a)
+            sa.kmem_cache_free(c, a)
+    assert sorted(twice) == sorted(ch[0] for ch in picked)
+    assert set(c.live_addresses().tolist()) == set(np.setdiff1d(out, arr).tolist())
+    sa.validate()
+
+
 def test_a_bad_address_refuses_the_whole_batch(kernel):
     from conftest import assert_unchanged, snapshot
     sa, c, out = setup(kernel)

@@ -508,7 +508,8 @@ class BatchAPI:
         and the error names the element. As in the kernel, ``objs[:nr]`` is reordered. On a
         slab_debug cache a failed debug check refuses only that object's detached freelist
         (it stays allocated, as the kernel's "Object at .. not freed"), the others are
-        freed, and then ``SlabDebugError`` names the first refused object.
+        freed, and then ``SlabDebugError`` names the first refused object (its ``objects``:
+        every object of the batch left allocated).
 
         Parameters
         ----------
@@ -538,13 +539,6 @@ class BatchAPI:
         err = self._k_free_bulk(NIL, cpu, nr, objs)
         if err:
             self._batch_error(err, "kfree_bulk", nr, objs, None)
-
-    def _batch_error(self: "SlabAllocator", err: int, fn: str, nr: int, objs: np.ndarray,
-                     cache: KmemCache | None) -> None:
-        if err == checks.E_ARRAY_PLACE:         # the array, not an element
-            self._refuse_array(fn, objs)
-        err, i = checks.batch_error(err)
-        self._raise(err, f"{fn}: element {i}", int(objs[i]), cache, objs[:i + 1])
 
     # ---- the seed's array API ---------------------------------------------------------------
     @cache_op

@@ -30,6 +30,7 @@ from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_S
                      SLAB_TRACE, gfp_names)
 from .args import cache_op, check_bool
 from .kmallocapi import _RCU_LOCK
+from .raising import FREE_AGAIN
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -629,9 +630,8 @@ class DebugAPI:
         grown = (f"; the sheaf had been replaced by a larger one at {new:#x}, given back "
                  f"to the cache: neither handle is a sheaf any more" if new else "")
         err = SlabDebugError(f"{e}\n{fn}: the flush of the sheaf at {sheaf:#x} left {len(kept)}"
-                             f" object(s) allocated ({shown}), held by no sheaf: yours to free "
-                             f"with kmem_cache_free (the first free of the refused object "
-                             f"restores it, the second frees it){grown}", e.reports)
+                             f" object(s) allocated ({shown}; this error's .objects), held "
+                             f"by no sheaf: {FREE_AGAIN}{grown}", e.reports)
         err.objects = np.array(kept, np.int64)
         raise err
 

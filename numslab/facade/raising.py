@@ -14,12 +14,21 @@ from ..engine.layout import (AT_CACHE, AT_COUNT, AT_CPU, AT_FRAME, AT_NODE, AT_O
                              AT_SHEAF, AT_SHIFT, AT_SLAB, G_FAULT_CACHE, G_FAULT_SLAB,
                              G_FAULT_VALUE, NIL, PG_HEAD, PG_RCU, PG_RESERVED, PG_TAIL, SH_SIZE)
 from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError,
-                      SlabCorruptionError, SlabError, WrongCacheError)
+                      SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..geometry import PAGE_SIZE
 from .cache import KmemCache
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
+
+
+#: How to free what a refused detached freelist left allocated: ``free_debug_processing`` had
+#: already marked the chain's objects before the failing one free (``init_object``: red
+#: zones inactive, poisoned), so a check refuses, and repairs, their next free (the failing
+#: one's bytes were restored: its next free goes through).
+FREE_AGAIN = ("yours to free one by one with kmem_cache_free, twice for each whose first free "
+              "a check refuses (those the check had marked free ahead of the failing one: "
+              "that free repairs them)")
 
 
 class RaiseAPI:
@@ -130,6 +139,27 @@ class RaiseAPI:
         except SlabCorruptionError as e:
             e.args = (f"{fn}: {e.args[0]}{note}",)
             raise
+
+    def _batch_error(self: "SlabAllocator", err: int, fn: str, nr: int, objs: np.ndarray,
+                     cache: KmemCache | None) -> None:
+        """Raise for a batch free's error code ``err`` (element encoded), batch ``objs[:nr]``.
+
+        A slab_debug check's refusal leaves the refused detached freelists allocated (the
+        kernel's "Object at .. not freed"), the others freed: the error's ``objects`` lists
+        what of the batch stays allocated, held by no one now, for the caller to free."""
+        if err == checks.E_ARRAY_PLACE:         # the array, not an element
+            self._refuse_array(fn, objs)
+        err, i = checks.batch_error(err)
+        if err != debug.E_DEBUG:
+            self._raise(err, f"{fn}: element {i}", int(objs[i]), cache, objs[:i + 1])
+        held = [a for a in objs[:nr].tolist() if self._locate(a)[0] == 0]
+        e = self._debug_error(f"{fn}: element {i}", int(objs[i]))
+        shown = ", ".join(f"{a:#x}" for a in held[:8]) + ", ..." * (len(held) > 8)
+        err_ = SlabDebugError(f"{e}\n{fn}: {len(held)} of the batch's {nr} objects stay "
+                              f"allocated ({shown}; this error's .objects): the detached "
+                              f"freelists a check refused, {FREE_AGAIN}", e.reports)
+        err_.objects = np.array(held, np.int64)
+        raise err_
 
     def _refuse_array(self: "SlabAllocator", fn: str, array: np.ndarray | None) -> None:
         """Raise for a batch call whose address array lies in the arena outside a live allocation.
