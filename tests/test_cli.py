@@ -338,13 +338,13 @@ def test_replay_warnings_are_one_line_and_an_error_under_w_error(tmp_path, capsy
     trace.write_text("".join(lines))
     assert cli.main(["replay", str(trace), "--no-progress"]) == 0
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [e for e in err if e.startswith("numslab: warning: trace, line 31: its "
+    assert err == [e for e in err if e.startswith(f"numslab: warning: {trace}, line 31: its "
                                                   "timestamp 99.000000 is earlier")] and err
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert cli.main(["replay", str(trace), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("numslab: error: UserWarning: trace, line 31")
+    assert len(err) == 1 and err[0].startswith(f"numslab: error: UserWarning: {trace}, line 31")
 
 
 def test_output_the_system_refuses_is_one_line_and_status_1(tmp_path):

@@ -475,12 +475,12 @@ def test_a_trace_changed_by_hand_is_refused_not_replayed_out_of_bounds(kind, cha
 
 
 def test_a_cache_the_replay_cannot_make_named_only_by_frees_is_a_trace_error():
-    """A cache name ``kmem_cache_create`` refuses (the empty one) seen only in free events:
-    the error's line came from its largest allocation, and with none NumPy's argmax of an
-    empty sequence raised instead."""
+    """A cache name ``kmem_cache_create`` refuses (one with a '/'; an empty one is a malformed
+    line) seen only in free events: the error's line came from its largest allocation, and
+    with none NumPy's argmax of an empty sequence raised instead."""
     for ptr in (0x1000, 0):             # (a free of NULL carries no cache row)
-        trace = _line("kmem_cache_free", ptr, name="").encode()
-        with pytest.raises(TraceFormatError, match="trace, line 1: cache ''"):
+        trace = _line("kmem_cache_free", ptr, name="a/b").encode()
+        with pytest.raises(TraceFormatError, match="trace, line 1: cache 'a/b'"):
             numslab.replay(trace, progress=False)
 
 

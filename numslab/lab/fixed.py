@@ -528,7 +528,7 @@ def fixed_fields(bp, q, has_name, has_sizes):
         nm0 = q + 6
         q, nh = token_hash(bp, nm0)
         t = load1p(bp + q)
-        if not (t == 32 or t == 10):
+        if not (t == 32 or t == 10) or q == nm0:        # (an empty name: the general walk's)
             return bad
         nm1 = q
     if not has_sizes:

@@ -38,7 +38,8 @@ ST_DONE, ST_ROWS, ST_PIDS, ST_NAMES, ST_ERROR = 0, 1, 2, 3, 4
 ERR_NONE, ERR_NO_TIMESTAMP, ERR_NO_CPU, ERR_FIELD, ERR_MISSING, ERR_LONG = 0, 1, 2, 3, 4, 5
 ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an event name",
             ERR_NO_CPU: "no '[cpu]' field", ERR_FIELD: "a field's value does not parse",
-            ERR_MISSING: "a kmem event without its ptr, name or bytes_alloc field",
+            ERR_MISSING: "a kmem event without its ptr, name or bytes_alloc field (or with "
+                         "an empty name)",
             ERR_LONG: "a line longer than the read buffer"}
 
 #: the kmalloc size classes (bytes_alloc of a kmalloc event is one of them, or pages)
@@ -615,8 +616,8 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
             if err == ERR_NONE:
                 if not have_ptr:
                     err = ERR_MISSING
-                elif (ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE) and nm0 < 0:
-                    err = ERR_MISSING
+                elif (ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE) and nm1 <= nm0:
+                    err = ERR_MISSING                   # (no name=, or an empty one)
                 elif (ev == EV_CACHE_ALLOC or ev == EV_KMALLOC) and alloc[r] < 0:
                     err = ERR_MISSING
         # the rest of the line

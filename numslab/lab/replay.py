@@ -76,7 +76,7 @@ def prepare(tr: Trace) -> Prepared:
                          & (tr.bytes_alloc > KMALLOC_MAX_SIZE))
     if len(big):                # the kernel's kmalloc returns NULL past KMALLOC_MAX_SIZE
         i = int(big[0])
-        raise TraceFormatError(f"trace, line {int(tr.line[i])}: a kmalloc of "
+        raise TraceFormatError(f"{tr.source}, line {int(tr.line[i])}: a kmalloc of "
                                f"{int(tr.bytes_alloc[i]):,} bytes (bytes_alloc) returned an "
                                f"object, past KMALLOC_MAX_SIZE ({KMALLOC_MAX_SIZE >> 20} MiB, "
                                f"the largest block of the page allocator)")
@@ -194,9 +194,9 @@ def _create(sa: SlabAllocator, tr: Trace, k: int, name: str, args: dict[str, Any
         if not len(at):                 # a cache only freed to: the line of its first event
             at = np.flatnonzero((tr.row == k) | (tr.name == k))     # (a NULL free: no row)
             where = f", line {int(tr.line[at[0]])}" if len(at) else ""
-            raise TraceFormatError(f"trace{where}: cache {name!r}: {e}") from None
+            raise TraceFormatError(f"{tr.source}{where}: cache {name!r}: {e}") from None
         i = int(at[np.argmax(tr.bytes_alloc[at])])      # the first of the largest
-        raise TraceFormatError(f"trace, line {int(tr.line[i])}: cache {name!r} of "
+        raise TraceFormatError(f"{tr.source}, line {int(tr.line[i])}: cache {name!r} of "
                                f"{int(tr.bytes_alloc[i]):,} bytes (bytes_alloc): {e}") from None
 
 
@@ -286,7 +286,8 @@ def _warn_time_order(tr: Trace) -> None:
     back = np.flatnonzero(ts[1:] < np.maximum.accumulate(ts)[:-1])
     if len(back):
         i = int(timed[back[0] + 1])
-        warnings.warn(f"trace, line {int(tr.line[i])}: its timestamp {float(tr.ts[i]):.6f} is "
+        warnings.warn(f"{tr.source}, line {int(tr.line[i])}: its timestamp "
+                      f"{float(tr.ts[i]):.6f} is "
                       f"earlier than one before it ({float(ts[:back[0] + 1].max()):.6f}; "
                       f"{len(back)} such line(s)): the kernel prints its events in time "
                       f"order, so the trace-time means are not to be trusted", UserWarning,
@@ -607,8 +608,8 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
         cpus = int(tr.cpu.max()) + 1 if len(tr) and tr.cpu.max() >= 0 else 1
         if cpus > MAX_CPUS:             # the machine is sized from the trace: name its line
             i = int(np.argmax(tr.cpu))
-            raise TraceFormatError(f"trace, line {int(tr.line[i])}: CPU {cpus - 1} is past "
-                                   f"the {MAX_CPUS} CPUs a machine may have (give cpus= to "
+            raise TraceFormatError(f"{tr.source}, line {int(tr.line[i])}: CPU {cpus - 1} is "
+                                   f"past the {MAX_CPUS} CPUs a machine may have (give cpus= to "
                                    f"fold the trace's CPUs onto fewer)")
     configs = _configs(kernel, cpus, nodes, policy, every, compare, warm)
     results = replay_trace(tr, configs, snapshot, samples, progress, parse)

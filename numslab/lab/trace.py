@@ -123,6 +123,8 @@ class Trace:
         int64[K]: the class size of a kmalloc row, 0 for other caches.
     npid : int
         Distinct pointers.
+    source : str
+        What errors and warnings name: the path read, or ``trace`` (bytes, a file object).
     """
 
     kind: np.ndarray
@@ -141,6 +143,7 @@ class Trace:
     sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     kmalloc: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     npid: int = 0
+    source: str = "trace"
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
@@ -458,7 +461,9 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
             pipe.close()
     except _BROKEN as e:
         raise _broken(source, e) from None
-    return rd.trace()
+    tr = rd.trace()
+    tr.source = where
+    return tr
 
 
 class _Pipeline:
@@ -573,7 +578,9 @@ def _buffered(f: BinaryIO, chunk: int, pipe: _Pipeline) -> None:
 def parse_bytes(data: bytes, skip_bad: bool = False, where: str = "trace") -> Trace:
     """Parse trace text held in memory (see :func:`read_trace`)."""
     try:
-        return read_trace(data, skip_bad)
+        tr = read_trace(data, skip_bad)
+        tr.source = where
+        return tr
     except TraceFormatError as e:
         if where != "trace":
             raise TraceFormatError(str(e).replace("trace,", f"{where},", 1)) from None
