@@ -26,6 +26,7 @@ from numba.core.targetconfig import _FlagsStack
 from numba.extending import intrinsic
 
 from ..errors import ConcurrentUseError
+from . import interrupts
 from .native import (_I64, ENGINE_BUSY, ENGINE_OWNER, ENGINE_WAIT, ENGINE_WAITERS, UNIT_SYMBOL,
                      UNIT_TABLE, HelperDispatcher, State, _wait_while_busy, table_load,
                      take_engine)
@@ -179,6 +180,7 @@ def wait_for_engine() -> int:
     return 0
 
 
+interrupts.CALLBACKS.add(wait_for_engine.__code__)      # (a deferred Ctrl-C waits there)
 _WAIT = ctypes.CFUNCTYPE(ctypes.c_int64)(wait_for_engine)      # kept alive: the table has it
 UNIT_TABLE[ENGINE_WAIT] = ctypes.cast(_WAIT, ctypes.c_void_p).value
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import signal
 import sys
 import threading
 import traceback
@@ -51,7 +50,7 @@ from numba.extending import (
     register_model,
 )
 
-from . import linkonly
+from . import interrupts, linkonly
 from .words import (_I64, _P64, Words, WordsType, address, byte_array,  # noqa: F401 - the
                     copy_bytes, fill_bytes, fixed, invariant_load, shift,  # engine's kernels
                     swab, words_at, words_of, zero_bytes)                # import them here
@@ -356,22 +355,21 @@ class Unit:
 
         A compiled caller is :func:`_guarded_call`, which owns the engine and calls the unit
         itself. Nothing can raise here (a ctypes callback's exception is dropped, its result
-        undefined): a Ctrl-C is ignored (the operation it interrupted must finish): on the main
-        thread the SIGINT handler is swapped for one that says so while the compile runs (a
-        KeyboardInterrupt raised inside llvmlite's own callbacks was dropped there, and the compile
-        then failed: the exit below), elsewhere a KeyboardInterrupt restarts the compile; any other
-        failure exits with its traceback (the operation can neither finish nor be undone)."""
-        swap = threading.current_thread() is threading.main_thread() \
-            and callable(signal.getsignal(signal.SIGINT))
-        if swap:
-            before = signal.signal(signal.SIGINT, self._interrupt_ignored)
+        undefined) and the operation it interrupted must finish: on the main thread a Ctrl-C is
+        deferred (:mod:`.interrupts`: said at once, raised as ``KeyboardInterrupt`` once the
+        operation has returned to Python; it had been ignored, and a KeyboardInterrupt raised
+        inside llvmlite's own callbacks was dropped there and failed the compile), elsewhere a
+        KeyboardInterrupt restarts the compile; any other failure exits with its traceback (the
+        operation can neither finish nor be undone)."""
+        swap = interrupts.defer_sigint()
         try:
             while True:
                 try:
                     run = self.compile()
                     break
-                except KeyboardInterrupt:
-                    self._interrupt_ignored()
+                except KeyboardInterrupt:       # (raised, not signalled: noted all the same)
+                    if swap:
+                        interrupts.note_interrupt(self.name)
                 except BaseException:           # noqa: BLE001 - reported, then the exit
                     traceback.print_exc()
                     sys.stderr.write(f"numslab: {self.name} failed to compile in the middle "
@@ -380,17 +378,10 @@ class Unit:
                     os._exit(70)
         finally:
             if swap:
-                signal.signal(signal.SIGINT, before)
+                interrupts.end_defer()
         if UNIT_TABLE[ENGINE_BUSY] != 0 and UNIT_TABLE[ENGINE_OWNER] == threading.get_ident():
             return 0
         return run(*args)
-
-    def _interrupt_ignored(self, *signal_args: Any) -> None:
-        """Say that a Ctrl-C met :meth:`_first_call`'s compile and was ignored.
-
-        Also the SIGINT handler while it runs."""
-        sys.stderr.write(f"numslab: KeyboardInterrupt ignored: {self.name} is being "
-                         f"compiled in the middle of an engine operation\n")
 
     def compile(self) -> Callable[..., int]:
         """Compile (or load from the cache) and install in the table; the ctypes function."""
@@ -427,6 +418,9 @@ class Unit:
         if len(args) != self.nargs:
             raise TypeError(f"{self.name} takes {self.nargs} arguments, not {len(args)}")
         return self.compile()(*args)
+
+
+interrupts.CALLBACKS.add(Unit._first_call.__code__)
 
 
 class _UnitCompiler(_CFuncCompiler):
