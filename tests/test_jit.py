@@ -39,7 +39,7 @@ def scenario(h, cid, other, n):
         singles[i] = nj.kmem_cache_alloc(h, cid)
     arr = np.empty(40, np.int64)
     na = nj.kmem_cache_alloc_array(h, cid, 40, arr, 0)
-    nd = nj.kmem_cache_alloc_node(h, cid, 0)
+    nd = nj.kmem_cache_alloc_node(h, cid, node=0)
     k = np.empty(4, np.int64)
     k[0] = nj.kmalloc(h, 24)
     k[1] = nj.kmalloc(h, 700)
@@ -645,6 +645,53 @@ def test_njit_refuses_the_allocator_in_place_of_its_handle(world):
         numba.njit(lambda allocator: 0)(sa)
     assert_unchanged(sa, snap)
 
+@numba.njit
+def alloc_cpu_node(h, cid, cpu, node):
+    """A sibling's order, ``kmem_cache_alloc(h, cid, cpu)``, with the node put after."""
+    return nj.kmem_cache_alloc_node(h, cid, cpu, node)
+
+
+@numba.njit
+def alloc_gfp_node(h, cid, gfp, node):
+    """The kernel's and the Python API's order: the gfp, then the node."""
+    return nj.kmem_cache_alloc_node(h, cid, gfp, node)
+
+
+@numba.njit
+def alloc_named(h, cid, cpu, node):
+    return nj.kmem_cache_alloc_node(h, cid, cpu=cpu, node=node)
+
+
+def test_kmem_cache_alloc_node_takes_its_node_by_keyword_only(sa2):
+    """``numslab.jit.kmem_cache_alloc_node(h, cache, node, cpu, gfp)`` put the node where its
+    siblings put the cpu and where the kernel and the Python API put the gfp: a call in a
+    sibling's order, ``(h, cid, cpu, node)``, allocated on node ``cpu`` from CPU ``node``
+    without a word, and ``(h, cid, 0, 1)`` in the kernel's order (gfp 0, node 1) allocated
+    from node 0 on CPU 1. A node in place is now refused as the caller compiles, and from
+    Python; named, it cannot be misplaced."""
+    c = sa2.kmem_cache_create("nodes", 64)
+    before = sa2.kmem_cache_alloc(c)            # (the cache's first slab: no count below moves)
+    for f in (alloc_cpu_node, alloc_gfp_node):
+        with pytest.raises(numslab.WrongTypeError,
+                           match=r"^numslab.jit.kmem_cache_alloc_node: pass node by keyword "
+                                 rf"\(kmem_cache_alloc_node\(h, cache, node=...\)\), called "
+                                 rf"in {f.__name__} at test_jit.py:\d+: the kernel \(s, gfp, "
+                                 r"node\)"):
+            f(sa2.handle, c.id, 0, 1)
+    for args in ((sa2.handle, c.id, 1), (sa2.handle, c.id, 1, 0, numslab.GFP_KERNEL)):
+        with pytest.raises(numslab.WrongTypeError, match="pass node by keyword"):
+            nj.kmem_cache_alloc_node(*args)
+    assert c.live_objects == 1
+    for cpu, node in ((0, 1), (3, 0), (2, 1)):      # CPUs 0-1 on node 0, 2-3 on node 1
+        a = alloc_named(sa2.handle, c.id, cpu, node)
+        assert sa2.page_to_nid(a) == node
+        sa2.kmem_cache_free(c, a)
+        b = nj.kmem_cache_alloc_node(sa2.handle, c.id, node=node, cpu=cpu)
+        assert sa2.page_to_nid(b) == node
+        sa2.kmem_cache_free(c, b)
+    sa2.kmem_cache_free(c, before)
+
+
 def test_njit_refuses_caches_with_a_constructor(sa):
     @numba.njit
     def ctor(mem, addr):
@@ -765,7 +812,7 @@ def alloc_gfp(h, cid, gfp):
 
 @numba.njit
 def alloc_node_gfp(h, cid, gfp):
-    return nj.kmem_cache_alloc_node(h, cid, -1, 0, gfp)
+    return nj.kmem_cache_alloc_node(h, cid, node=-1, cpu=0, gfp=gfp)
 
 
 @numba.njit

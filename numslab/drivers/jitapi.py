@@ -75,6 +75,10 @@ E_GONE = -23          #: the handle's allocator is gone
 E_BAD_NODE = -24      #: node out of range
 E_BAD_GFP = -25       #: gfp not in 0..2**32-1 (gfp_t is a 32-bit unsigned int)
 E_BAD_FLAGS = -26     #: array flags other than SLAB_ARRAY_ALLOC_*
+#: Why ``kmem_cache_alloc_node`` takes ``node`` by keyword only.
+NODE_BY_KEYWORD = ("the kernel (s, gfp, node), the Python API (cache, gfp, node, cpu) and "
+                   "numslab.jit's other allocations (h, cache, cpu, gfp) each put it elsewhere, "
+                   "and a node in place was silently taken for a cpu or a gfp (or they for it)")
 #: The largest ``gfp``: the Python API's ``check_gfp`` takes 0..2**32-1, and so does this.
 GFP_MAX = (1 << 32) - 1
 
@@ -518,9 +522,14 @@ def kmem_cache_alloc(h, cache, cpu=0, gfp=GFP_KERNEL):
     return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, -1, gfp), J_ALLOC)
 
 
-@jit(inline=True, api=True)
+@jit(inline=True, api=True, keywords={"node": NODE_BY_KEYWORD})
 def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
-    """One object from NUMA ``node`` (-1: any); its address or 0."""
+    """One object from NUMA ``node`` (-1: any), passed by keyword; its address or 0.
+
+    ``kmem_cache_alloc_node(h, cache, node=n)``, with ``cpu=`` and ``gfp=`` by keyword too if
+    given: a call that passes ``node`` in place is refused (``numslab.WrongTypeError``), since
+    the kernel (``s, gfp, node``), the Python API (``cache, gfp, node, cpu``) and the siblings
+    here (``cache, cpu, gfp``) put it in different places."""
     cache, node, cpu, gfp = _cache_arg(cache), _int_arg(node), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp, J_ALLOC_NODE)
     if node < -1 or node >= st.nnodes:

@@ -50,6 +50,7 @@ from numba.extending import (
     register_model,
 )
 
+from ..errors import WrongTypeError
 from . import interrupts, linkonly
 from .words import (_I64, _P64, Words, WordsType, address, byte_array,  # noqa: F401 - the
                     copy_bytes, fill_bytes, fixed, invariant_load, shift,  # engine's kernels
@@ -127,9 +128,38 @@ class EngineDispatcher(CompiledDispatcher):
     not once per constant: Numba would otherwise compile ``_stat(st, c, cpu, 6, n)`` and
     ``_stat(st, c, cpu, 7, n)`` as two functions, and the engine passes constants everywhere."""
 
+    #: Arguments every call must name (``node=n``), each with why (``jit(keywords=...)``).
+    numslab_keywords: dict[str, str] = {}
+
     def get_call_template(self, args: tuple, kws: dict) -> Any:
+        if self.numslab_keywords:
+            self._refuse_in_place(kws)
         return super().get_call_template(tuple(types.unliteral(a) for a in args),
                                          {k: types.unliteral(v) for k, v in kws.items()})
+
+    def _refuse_in_place(self, kws: dict) -> None:
+        """Refuse a call leaving out a keyword of :attr:`numslab_keywords` (``WrongTypeError``).
+
+        As a jitted caller compiles, or as Python calls (:class:`KeywordDispatcher`)."""
+        for k, why in self.numslab_keywords.items():
+            if k not in kws:
+                from .gilguard import typing_frames        # (it imports this module)
+                _, user, at = typing_frames()
+                name = self.py_func.__name__
+                raise WrongTypeError(f"numslab.jit.{name}: pass {k} by keyword ({name}(h, "
+                                     f"cache, {k}=...)){f', called in {user}{at}' if user else ''}"
+                                     f": {why}")
+
+
+class KeywordDispatcher(EngineDispatcher):
+    """:class:`EngineDispatcher` of a function some of whose arguments must be named.
+
+    Checked as a jitted caller compiles and on every call from Python
+    (:attr:`numslab_keywords`)."""
+
+    def __call__(self, *args: Any, **kws: Any) -> Any:
+        self._refuse_in_place(kws)
+        return super().__call__(*args, **kws)
 
 
 class HelperDispatcher(EngineDispatcher):
@@ -150,7 +180,8 @@ class HelperDispatcher(EngineDispatcher):
 
 
 def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = False,
-        api: bool = False, helper: bool | None = None, **overrides: Any) -> Any:
+        api: bool = False, helper: bool | None = None, keywords: dict[str, str] | None = None,
+        **overrides: Any) -> Any:
     """Compile ``func`` with the engine's options (a decorator, usable with arguments).
 
     ``inline=True`` makes LLVM inline the function into every jitted caller (Numba's
@@ -164,7 +195,9 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
     that only compiled code calls (units, ``numslab.jit`` functions) a helper: compiled
     link-only (:class:`HelperDispatcher`) and not cached, since no caller loaded from the
     cache needs it again; every function of the engine tier (``numslab/engine``, not a unit)
-    is one unless it says ``helper=False``. Every jitted function of numslab is made here."""
+    is one unless it says ``helper=False``. ``keywords`` names the arguments every call must pass
+    by keyword, each with why (:class:`KeywordDispatcher`). Every jitted function of numslab is
+    made here."""
     if "nrt" in overrides:
         overrides["_nrt"] = overrides.pop("nrt")
     options = {**OPTIONS, "forceinline": bool(inline), **overrides}
@@ -175,8 +208,11 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
         # global name", and numslab.jit in a user's plain-Python @njit function raised
         # "<intrinsic _cache_arg> is not usable in pure-python")
         link_only = f.__module__.startswith(__package__ + ".") if helper is None else helper
-        d = (HelperDispatcher if link_only else EngineDispatcher)(f, targetoptions=options)
+        d = (HelperDispatcher if link_only else KeywordDispatcher if keywords else
+             EngineDispatcher)(f, targetoptions=options)
         d.numslab_api = api
+        if keywords:
+            d.numslab_keywords = dict(keywords)
         if cache and not link_only:
             d._cache = EngineCache(f)
         return d

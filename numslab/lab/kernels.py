@@ -195,7 +195,7 @@ def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, se
             elif nd >= 0:
                 if nd >= nnodes:
                     nd %= nnodes
-                a = nj.kmem_cache_alloc_node(h, cids[r], nd, c, g)
+                a = nj.kmem_cache_alloc_node(h, cids[r], node=nd, cpu=c, gfp=g)
             else:
                 if work is not None:
                     if work[7]:

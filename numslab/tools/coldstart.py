@@ -44,7 +44,7 @@ def jit_api_round(h, cid, out):
     Everything allocated is freed. Returns the number of checks that held (7)."""
     ok = 0
     a = sjit.kmem_cache_alloc(h, cid)
-    b = sjit.kmem_cache_alloc_node(h, cid, -1)
+    b = sjit.kmem_cache_alloc_node(h, cid, node=-1)
     mem = sjit.arena(h)
     mem[a] = 1
     if sjit.is_live(h, cid, a) and sjit.is_live(h, cid, b) and mem[a] == 1:
