@@ -408,3 +408,24 @@ def test_a_handle_in_a_jitclass_outliving_its_allocator_says_what_to_keep():
         pool.get()
     with pytest.raises(numslab.SlabError, match=r"^numslab.jit: " + hint):
         pool.h
+
+
+def test_help_shows_what_a_handle_is_not_ints_methods(sa):
+    """``help(numslab.jit)`` gave ``SlabHandle`` some 280 lines, nearly all ``int``'s
+    inherited methods, and opened with ``SlabHandle(value, owner)`` as if users made one.
+    ``help`` now shows what a handle is, how to get one and how long it lasts, and the
+    handle is still an ``int`` to Python and the same type to Numba."""
+    import pydoc
+    own = pydoc.render_doc(SlabHandle, renderer=pydoc.plaintext)
+    module = pydoc.render_doc(nj, renderer=pydoc.plaintext)
+    section = module[module.index("    class SlabHandle"):module.index("FUNCTIONS")]
+    for text in (own, section):
+        assert "inherited from builtins.int" not in text and "__add__" not in text
+        assert "SlabHandle(value" not in text and "__new__" not in text
+        for said in ("What it is:", "How to get one: ``sa.handle``", "Lifetime:",
+                     "keeps its allocator alive", "numslab.AllocatorGoneError", "value"):
+            assert said in text, said
+    assert len(section.splitlines()) < 60
+    h = sa.handle
+    assert isinstance(h, int) and "bit_length" in dir(h) and h + 0 == h.value
+    assert numba.typeof(h) is handles.slab_handle and repr(h).startswith("<SlabHandle slot ")

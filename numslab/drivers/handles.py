@@ -11,6 +11,7 @@ has another signature and is compiled again rather than loaded.
 """
 from __future__ import annotations
 
+import inspect
 import operator
 import os
 import sys
@@ -104,12 +105,43 @@ def describe(state_address: int, cache: int, addr: int) -> tuple[str | None, str
     return (None, None) if namer is None else namer(cache, addr)
 
 
-class SlabHandle(int):
-    """What a jitted function needs to reach one allocator (``SlabAllocator.handle``).
+class _HandleClass(type):
+    """The class of :class:`SlabHandle`: ``dir()`` and so ``help()`` name its own attributes.
 
-    Pass it into your ``@njit`` function; inside, it is a plain integer (its value: it is an
-    ``int``, so that compiled code reads it without a Python attribute lookup). It keeps its
-    allocator alive while Python holds it."""
+    Not ``int``'s sixty-odd methods, which ``help(numslab.jit)`` listed for pages after the few
+    lines saying what a handle is. Its instances, their ``dir()`` and their Numba type are an
+    ``int``'s as before."""
+
+    def __dir__(cls) -> list[str]:
+        return sorted(k for c in cls.__mro__ if c not in (int, object) for k in vars(c)
+                      if k not in ("__new__", "__dict__"))
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        """None shown (``help`` showed ``SlabHandle(value, owner)``): a handle is ``sa.handle``."""
+        return inspect.Signature()
+
+
+class SlabHandle(int, metaclass=_HandleClass):
+    """An allocator's handle: what your ``@njit`` function takes to reach that allocator.
+
+    What it is: an ``int`` naming the allocator's slot in numslab's process-wide table and the
+    slot's generation (:attr:`value`). Inside compiled code it is that integer, one machine word
+    with no reference count (Numba types it ``numslab.SlabHandle[...]``, named after numslab's
+    build), so passing it costs nothing.
+
+    How to get one: ``sa.handle`` of a ``numslab.SlabAllocator``; you never make one. Pass it as
+    an argument of your function, with ``cache.id`` (a handle in a global or closure variable is
+    refused as the function compiles), and call ``numslab.jit``'s functions with it. A handle
+    that compiled code returns (alone, in a tuple, a jitclass or a typed List) comes back to
+    Python as its allocator's ``sa.handle``.
+
+    Lifetime: this object keeps its allocator alive while Python holds it. Kept inside compiled
+    values (a jitclass field, a typed List or Dict) it is only the integer and keeps nothing
+    alive: a call through it once the allocator is gone raises ``numslab.AllocatorGoneError``
+    (never touches freed memory), so keep ``sa`` or ``sa.handle`` in a Python name while they
+    use it. It names an allocator of this process only: pickling or copying it raises
+    ``numslab.NotPicklableError``."""
 
     def __new__(cls, value: int, owner: Any) -> "SlabHandle":
         self = super().__new__(cls, operator.index(value))     # an integer, not a float
@@ -127,6 +159,7 @@ class SlabHandle(int):
                                 "of this process (pass sa.handle to compiled code here)")
 
     def __repr__(self) -> str:
+        """``<SlabHandle slot N>``: its slot in the table of allocators."""
         return f"<SlabHandle slot {int(self) & 0xFFFF}>"
 
 
