@@ -53,3 +53,47 @@ def test_a_ctrl_c_during_a_first_kmalloc_raises_keyboard_interrupt(where):
     assert p.stdout.split() == ["interrupted", "False", "1", "True"], (p.stdout, p.stderr)
     assert ("KeyboardInterrupt deferred" in p.stderr) == (where == "mid"), p.stderr
     assert "Exception ignored" not in p.stderr
+
+
+_BEFORE_CHILD = """
+import ctypes, signal, time, numba, numslab
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from numslab import jit as nj
+from numslab.engine import ops
+libc = ctypes.CDLL(None)
+kill, getpid = libc.kill, libc.getpid
+kill.argtypes, kill.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+getpid.argtypes, getpid.restype = [], ctypes.c_int
+sa = numslab.SlabAllocator(nr_cpus=1, memory="16M")
+c = sa.kmem_cache_create("c", 64)
+assert ops.kmem_cache_alloc_node.address == 0   # its first call: from compiled code
+
+@numba.njit
+def ctrl_c_then_alloc(h, cid):
+    kill(getpid(), 2)           # a Ctrl-C while the user's code runs, before its first unit
+    return nj.kmem_cache_alloc(h, cid)
+
+try:
+    ctrl_c_then_alloc(sa.handle, c.id)
+    time.sleep(5)               # (the KeyboardInterrupt comes here at the latest)
+    outcome = "finished"
+except KeyboardInterrupt:
+    outcome = "interrupted"
+sa.validate()
+print(outcome, c.live_objects, signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+"""
+
+
+def test_a_ctrl_c_before_a_stub_raises_once_the_operation_returns():
+    """A Ctrl-C that came while a user's compiled code ran, before its call reached a unit not
+    yet compiled: Python handles it on the stub's first line, where the program's handler raised
+    KeyboardInterrupt inside a ctypes callback, which printed "Exception ignored" and dropped
+    it (the call went on as if nothing had happened). It is now raised once the operation
+    returns."""
+    p = subprocess.run([sys.executable, "-c", _BEFORE_CHILD], capture_output=True, text=True,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == ["interrupted", "1", "True"], (p.stdout, p.stderr)
+    assert "KeyboardInterrupt deferred: compiling numslab.engine.ops.kmem_cache_alloc_node" \
+        in p.stderr
+    assert "Exception ignored" not in p.stderr

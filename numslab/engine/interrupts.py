@@ -8,6 +8,9 @@ While a stub compiles on the main thread, :func:`_sigint_in_engine` stands in fo
 SIGINT handler: a Ctrl-C is noted and said, the compile and the operation go on, and a thread
 (:func:`_redeliver`) signals again until the main thread runs Python outside every callback,
 where the program's handler gets it (``KeyboardInterrupt`` once the operation has returned).
+One the program's handler raised in a callback before ours stood in (a Ctrl-C that came while
+compiled code ran, handled on a stub's first line) reaches ``sys.unraisablehook``
+(:func:`_unraisable`), which defers it the same way.
 """
 from __future__ import annotations
 
@@ -67,8 +70,8 @@ def note_interrupt(where: str) -> None:
     if _Deferred.pending:
         return
     _Deferred.pending = True
-    sys.stderr.write(f"numslab: KeyboardInterrupt deferred: {where} is being compiled in the "
-                     f"middle of an engine operation; raised once the operation returns\n")
+    sys.stderr.write(f"numslab: KeyboardInterrupt deferred: {where} in the middle of an "
+                     f"engine operation; raised once the operation returns\n")
     sys.stderr.flush()
     threading.Thread(target=_redeliver, name="numslab-sigint", daemon=True).start()
 
@@ -77,10 +80,36 @@ def _inside_callback(frame: FrameType | None) -> str | None:
     """The unit (or wait) whose callback ``frame`` runs in, or None outside every callback."""
     while frame is not None:
         if frame.f_code in CALLBACKS:
-            unit = frame.f_locals.get("self")
-            return getattr(unit, "name", frame.f_code.co_name)
+            return _callback_name(frame.f_code, frame.f_locals.get("self"))
         frame = frame.f_back
     return None
+
+
+def _callback_name(code: CodeType, unit: Any) -> str:
+    """What the callback of ``code`` (a stub if ``unit`` is its unit) was doing, for the note."""
+    name = getattr(unit, "name", None)
+    return f"compiling {name}" if name else f"{code.co_name} waiting for another thread"
+
+
+def _unraisable(u: Any) -> None:
+    """``sys.unraisablehook``: a KeyboardInterrupt a callback of compiled code dropped is deferred.
+
+    A Ctrl-C that came while compiled code ran is handled as the main thread next runs Python:
+    when that is a stub's first line (or ``wait_for_engine``'s sleep) the program's handler
+    raised it there, outside :func:`defer_sigint`'s reach, and ctypes printed "Exception ignored"
+    and dropped it. It is now noted and raised once the operation returns, as one during the
+    compile is. Anything else goes to the hook this one replaced."""
+    func = getattr(u.object, "__func__", u.object)
+    if u.exc_type is KeyboardInterrupt and getattr(func, "__code__", None) in CALLBACKS and \
+            threading.current_thread() is threading.main_thread() and defer_sigint():
+        note_interrupt(_callback_name(func.__code__, getattr(u.object, "__self__", None)))
+        end_defer()                         # (the stub's second call compiles and runs it)
+        return
+    _previous_hook(u)
+
+
+_previous_hook = sys.unraisablehook
+sys.unraisablehook = _unraisable
 
 
 def _sigint_in_engine(signum: int, frame: FrameType | None) -> Any:
