@@ -14,10 +14,13 @@ import numpy as np
 from .. import jit as nj
 from ..drivers.handles import state_of
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_ACTIVE,
-                             CA_NCOLS, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_NR_PARTIAL,
-                             N_NR_SLABS, NIL, PG_TAIL, SH_NEXT, _cpu_row, _node_index,
-                             _node_row, _rcu_next, _shadow)
+                             CA_NCOLS, CA_SHEAF_CAPACITY, G_RCU_HEAD, N_BARN_EMPTY,
+                             N_BARN_FULL, N_NCOLS, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL,
+                             SH_NEXT,
+                             SHEAF_HEADER, _cpu_row, _node_index, _node_row, _rcu_next,
+                             _shadow)
 from ..engine.leansheaves import flush_main_lean, refill_main_lean
+from ..engine.sheaves import KMALLOC_CLASS
 from ..engine.stats import live_objects
 from ..flags import __GFP_NO_OBJ_EXT
 from .compiled import lab_jit
@@ -119,8 +122,87 @@ def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
     return peak
 
 
+# ---- the peaks' table (``replay_chunk``'s ``peaks``): a row per numslab cache -------------
+#: the objects users hold (the replay's allocations less its frees, a warm start's seeded ones
+#: included; the allocator's own sheaf structs are not theirs) and the most; the slabs (all
+#: nodes) as last counted and the most; the bytes one more object, or slab, of the cache adds
+#: to the machine's figures (the trace's rows' sizes, a cache two rows share counted for each,
+#: as the sampled series sum them); then ``PK_CHAIN`` on, the caches (rows of the trace)
+#: counted again after each of its events besides its own, -1 after the last: the kmalloc
+#: cache its sheaf structs come from (``_alloc_empty_sheaf``), that cache's own, and so on.
+#: The last row is the machine's: live bytes now, the most; slab bytes now, the most.
+PK_LIVE, PK_PEAK_LIVE, PK_SLABS, PK_PEAK_SLABS, PK_BYTES, PK_SLAB_BYTES, PK_CHAIN = range(7)
+
+
+def new_peaks(sa: Any, cids: np.ndarray, row_bytes: np.ndarray, row_slab_bytes: np.ndarray,
+              live: np.ndarray) -> np.ndarray:
+    """The peaks' table of allocator ``sa`` before the first event (``PK_*``), slabs counted.
+
+    Parameters
+    ----------
+    sa : SlabAllocator
+        The allocator replayed on.
+    cids : numpy.ndarray
+        int64[K], each cache row's numslab cache id.
+    row_bytes, row_slab_bytes : numpy.ndarray
+        int64[K], each row's object size and slab bytes.
+    live : numpy.ndarray
+        int64[K], each row's objects users hold now (a warm start's seeded ones).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64[max_caches + 1, PK_CHAIN + M], a row per numslab cache and the machine's.
+    """
+    n = sa.state.ca.shape[0]
+    ca = sa.state.ca
+    cap = np.where(ca[:, CA_ACTIVE] != 0, ca[:, CA_SHEAF_CAPACITY], 0)
+    home = np.full(n + 1, -1, np.int64)         # the kmalloc cache of each cache's sheaf
+    size = SHEAF_HEADER + 8 * cap               # structs (_alloc_empty_sheaf), -1: none
+    ok = (cap > 0) & (size <= KMALLOC_CLASS[-1])
+    home[:n][ok] = sa.state.kmalloc[np.searchsorted(KMALLOC_CLASS, size[ok])]
+    rows = set(cids.tolist())
+    chain = []
+    for c in range(n):
+        seen, x = [], int(home[c])
+        while x >= 0 and x != c and x not in seen:
+            seen.append(x)
+            x = int(home[x])
+        chain.append([x for x in seen if x in rows])
+    pk = np.zeros((n + 1, PK_CHAIN + max([len(w) for w in chain] + [1])), np.int64)
+    pk[:, PK_CHAIN:] = -1
+    for c, w in enumerate(chain):
+        pk[c, PK_CHAIN:PK_CHAIN + len(w)] = w
+    np.add.at(pk[:, PK_BYTES], cids, row_bytes)
+    np.add.at(pk[:, PK_SLAB_BYTES], cids, row_slab_bytes)
+    pk[cids, PK_LIVE] = live
+    pk[:, PK_PEAK_LIVE] = pk[:, PK_LIVE]
+    pk[n, :2] = int((live * row_bytes).sum())
+    recount_peaks(sa.handle, pk)
+    return pk
+
+
+@lab_jit()
+def recount_peaks(h, pk):
+    """Count every cache's slabs again into the peaks' table ``pk`` (``PK_*``), peaks included.
+
+    After what the replay runs between events (a policy's work, a warm start's seeding)."""
+    st = state_of(h)
+    m = pk.shape[0] - 1
+    for cache in range(st.max_caches):
+        if st.ca[cache * CA_NCOLS + CA_ACTIVE]:
+            s = 0
+            for node in range(st.nnodes):
+                s += st.node[_node_row(st, cache, node) + N_NR_SLABS]
+            pk[m, 2] += (s - pk[cache, PK_SLABS]) * pk[cache, PK_SLAB_BYTES]
+            pk[cache, PK_SLABS] = s
+            pk[cache, PK_PEAK_SLABS] = max(pk[cache, PK_PEAK_SLABS], s)
+    pk[m, 3] = max(pk[m, 3], pk[m, 2])
+
+
 @lab_jit()        # holds the GIL: numslab.jit refuses nogil callers
-def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, seed=None):
+def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, seed=None,
+                 peaks=None):
     """Replay events ``start:stop`` of ``ev`` (:class:`Events`) on the allocator of handle ``h``.
 
     Each event as the trace holds it, on ``ncpus`` CPUs and ``nnodes`` nodes, its gfp without
@@ -151,14 +233,24 @@ def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, se
     (``pool_of[name[i]] >= 0``) holding seeded objects (``left`` of them, at
     ``pids[lo:lo + left]``, shuffled), frees the last of them (pointer id ``pids[...]``,
     beyond the trace's) as a replayed free, counted in ``counts[K_SEEDED_FREE]``.
+
+    ``peaks`` is None or the peaks' table (``PK_*``, :func:`new_peaks`), kept after every
+    replayed event.
     Returns 0, or 1 when the arena ran out (``counts[K_OOM_AT]`` is the event).
     """
     kind, cpu, row, pid, gfp, node, nbytes = ev           # (by position: plain tuples)
     addr, owner, lbytes = ptrs
+    if peaks is not None:
+        stnode = state_of(h).node
+        mc = peaks.shape[0] - 1                 # the machine's row
+        width = peaks.shape[1]
     for i in range(start, stop):
         o = kind[i]
         if o > EV_CACHE_FREE:
             continue
+        touched = -1            # the peaks' bookkeeping after the event: the cache whose
+        other = -1              # objects changed (by grow), one an untraced free gave back
+        grow = 0
         r = row[i]
         c = cpu[i]
         if c < 0:
@@ -185,6 +277,10 @@ def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, se
                 counts[K_UNTRACED_FREE] += 1
                 if w >= 0 and K_NCOUNTS + w < len(counts):     # per cache row, if asked
                     counts[K_NCOUNTS + w] += 1
+                if peaks is not None and w != ROW_LARGE:
+                    other = cids[w]
+                    peaks[other, PK_LIVE] -= 1
+                    peaks[mc, 0] -= peaks[other, PK_BYTES]
             g = (np.int64(gfp[i]) & 0xFFFFFFFF) & ~NO_OBJ_EXT   # the column's int32 is a gfp_t
             nd = node[i]
             if r == ROW_LARGE:
@@ -210,6 +306,12 @@ def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, se
             addr[p] = a
             owner[p] = r
             counts[K_REPLAYED] += 1
+            if r != ROW_LARGE:
+                touched = cids[r]
+                grow = 1
+            elif other >= 0:
+                touched = other
+                other = -1
         else:
             if r == ROW_NULL:
                 counts[K_NULL] += 1
@@ -237,6 +339,42 @@ def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, se
             if work is not None:
                 _count_free(work, cids, owner[p])
                 _free_trigger(h, work, cids, owner[p], c, addr, counts)
+            if w != ROW_LARGE:
+                touched = cids[w]
+                grow = -1
+        if peaks is not None and touched >= 0:      # (in line, as the frees above)
+            if grow > 0:
+                n = peaks[touched, PK_LIVE] + 1
+                peaks[touched, PK_LIVE] = n
+                if n > peaks[touched, PK_PEAK_LIVE]:
+                    peaks[touched, PK_PEAK_LIVE] = n
+                b = peaks[mc, 0] + peaks[touched, PK_BYTES]
+                peaks[mc, 0] = b
+                if b > peaks[mc, 1]:
+                    peaks[mc, 1] = b
+            elif grow < 0:
+                peaks[touched, PK_LIVE] -= 1
+                peaks[mc, 0] -= peaks[touched, PK_BYTES]
+            y = touched                 # its slabs, and those of the caches its sheaf
+            for _ in range(2):          # structs come from (then other's, if any)
+                for j in range(PK_CHAIN - 1, width):
+                    x = y if j < PK_CHAIN else peaks[y, j]
+                    if x < 0:
+                        break
+                    ns = 0
+                    for nd in range(nnodes):
+                        ns += stnode[(x * nnodes + nd) * N_NCOLS + N_NR_SLABS]
+                    d = ns - peaks[x, PK_SLABS]
+                    if d:
+                        peaks[x, PK_SLABS] = ns
+                        peaks[mc, 2] += d * peaks[x, PK_SLAB_BYTES]
+                        if ns > peaks[x, PK_PEAK_SLABS]:
+                            peaks[x, PK_PEAK_SLABS] = ns
+                y = other
+                if y < 0:
+                    break
+            if peaks[mc, 2] > peaks[mc, 3]:
+                peaks[mc, 3] = peaks[mc, 2]
     return 0
 
 

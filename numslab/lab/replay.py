@@ -32,7 +32,7 @@ from . import warm as W
 from .config import (BOOT_WORDS, EVERY_FREE, KERNELS, MAX_CPUS, MAX_NODES, POLICIES, Config,
                      _check_every_free, _policy, _warm, parse_config)
 from .parse import ROW_LARGE
-from .result import Configs, ReplayResult, Series
+from .result import PAGE_SIZE, Configs, ReplayResult, Series
 from .snapshot import (SnapshotFormatError, _aliases, _align_ok, _geometry, load_snapshot,
                        merge_aliases)
 from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
@@ -400,6 +400,10 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
             np.add.at(work[1], cids[warm.rows], 1)
             if work[0].shape[0]:
                 work[0][warm.addrs >> 3] = warm.pids
+    order = np.array([c.order for c in objs], np.int64)
+    first = [np.zeros(Kn, np.int64) for _ in range(4)]      # the state the trace starts in
+    K.sample(h, cids, *first, sheaves)
+    pk = K.new_peaks(sa, cids, osize, PAGE_SIZE << order, first[0])
     nwork = 0
     bar = None
     if progress or (progress is None and len(tr) >= 2_000_000):
@@ -421,7 +425,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     try:
         for stop in stops:
             if K.replay_chunk(h, start, stop, ev, cfg.cpus, cfg.nodes, cids, ptrs, counts, work,
-                              seed):
+                              seed, pk):
                 return None
             if g[G_NRCU_SLABS]:     # a grace period ends at each chunk's end: the pages of
                 sa.synchronize_rcu()    # SLAB_TYPESAFE_BY_RCU slabs discarded in it go back
@@ -435,7 +439,9 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
                 s += 1
             if stop in is_work:
                 counts[K.K_MOVED] += policies.at_sample(caches, cfg.policy, addr, work)
-                nwork += len(caches) if policies.work_ratio(cfg.policy) != K.NO_TRIGGER else 0
+                if policies.work_ratio(cfg.policy) != K.NO_TRIGGER:
+                    nwork += len(caches)
+                    K.recount_peaks(h, pk)          # (its slabs, counted again)
             if bar is not None:
                 bar.update(stop - start)
             start = stop
@@ -457,7 +463,7 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
                     partial=partial, cpu_slabs=cpus, large_bytes=large,
                     dt=sample_seconds(tr, points), sheaf_structs=structs)
     return ReplayResult(config=cfg, names=list(p.names), object_size=osize,
-                        order=np.array([c.order for c in objs], np.int64),
+                        order=order,
                         objs_per_slab=np.array([c.objs_per_slab for c in objs], np.int64),
                         slab_size=np.array([c.slab_size for c in objs], np.int64),
                         geometry=source, series=series, lines=len(tr),
@@ -471,7 +477,9 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
                         aliases=_aliases(p.names, snapshot), allocator=sa,
                         work_runs=nwork + int(counts[K.K_WORK]),
                         objects_moved=int(counts[K.K_MOVED]),
-                        seeded_frees=int(counts[K.K_SEEDED_FREE]), warm=warm)
+                        seeded_frees=int(counts[K.K_SEEDED_FREE]), warm=warm,
+                        peak_live=pk[cids, K.PK_PEAK_LIVE], peak_slabs=pk[cids, K.PK_PEAK_SLABS],
+                        peak_bytes=(int(pk[-1, 1]), int(pk[-1, 3])))
 
 
 def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | dict | None = None,

@@ -159,6 +159,13 @@ class ReplayResult:
     seeded_frees: int = 0
     #: what a warm start seeded (``numslab.lab.warm.WarmStart``), None for a cold start
     warm: Any = None
+    #: per cache, int64[K]: the most objects users held, and the most slabs, at any event
+    #: (and before the first), kept as the replay ran (``kernels.Peaks``); None: the
+    #: series' maxima stand in
+    peak_live: np.ndarray | None = None
+    peak_slabs: np.ndarray | None = None
+    #: the machine's most live bytes and most slab bytes at any event (None: the series')
+    peak_bytes: tuple[int, int] | None = None
     configs: dict[str, "ReplayResult"] = field(default_factory=Configs)
 
     @property
@@ -174,15 +181,20 @@ class ReplayResult:
     # ---- the table ------------------------------------------------------------------------
     @property
     def caches(self) -> dict[str, np.ndarray]:
-        """Per cache, at the end of the trace: counts, bytes, percentages, peaks over the samples.
+        """Per cache, at the end of the trace: counts, bytes, percentages, peaks at any event.
 
         Arrays over ``names``: ``live_objects``, ``live_bytes``, ``slabs``, ``slab_bytes``,
         ``partial``, ``cpu_slabs``, ``frac_partial`` (``%Fr``), ``efficiency`` (``%Ef``), ``loss``
-        (slab bytes less live bytes), the peaks over the samples, ``slabs_allocated``,
+        (slab bytes less live bytes), the peaks (``peak_live_objects``, ``peak_live_bytes``,
+        ``peak_slabs``, ``peak_slab_bytes``: the most at any event, or before the first, kept
+        as the replay ran; the series' maxima for a result made without them),
+        ``slabs_allocated``,
         ``slabs_freed`` (the kernel's FREE_SLAB counter, which ``kmem_cache_shrink`` and a
         compaction's shrink do not count) and ``untraced_frees`` (its objects freed where the trace
         shows no free); int64[K] except the two percentages (float64[K])."""
         s = self.series
+        peak_live = s.live_objects.max(axis=0) if self.peak_live is None else self.peak_live
+        peak_slabs = s.slabs.max(axis=0) if self.peak_slabs is None else self.peak_slabs
         slabs = s.slabs[-1]
         slab_bytes = s.slab_bytes[-1]
         live_bytes = s.live_bytes[-1]
@@ -194,9 +206,9 @@ class ReplayResult:
             "live_objects": s.live_objects[-1], "live_bytes": live_bytes, "slabs": slabs,
             "slab_bytes": slab_bytes, "partial": s.partial[-1], "cpu_slabs": s.cpu_slabs[-1],
             "frac_partial": fr, "efficiency": ef, "loss": slab_bytes - live_bytes,
-            "peak_live_objects": s.live_objects.max(axis=0),
-            "peak_live_bytes": s.live_bytes.max(axis=0),
-            "peak_slabs": s.slabs.max(axis=0), "peak_slab_bytes": s.slab_bytes.max(axis=0),
+            "peak_live_objects": peak_live, "peak_live_bytes": peak_live * self.object_size,
+            "peak_slabs": peak_slabs,
+            "peak_slab_bytes": peak_slabs * (PAGE_SIZE << self.order),
             "slabs_allocated": np.array([st.get("alloc_slab", 0) for st in self.stats],
                                         np.int64),
             "slabs_freed": np.array([st.get("free_slab", 0) for st in self.stats], np.int64),
@@ -218,6 +230,8 @@ class ReplayResult:
         """The whole machine at the end and at its peak, and its utilisation's means.
 
         Live and slab bytes, slabs, partial slabs, ``%Ef``, and the large kmallocs' pages; the
+        peaks of live and of slab bytes (``peak_live_bytes``, ``peak_slab_bytes``) at any event,
+        kept as the replay ran; the
         utilisation (``%Ef``, live bytes over slab bytes) averaged over the samples
         (``mean_efficiency``: each sample alike, so weighted by events) and over trace time
         (``time_mean_efficiency``: each sample weighted by the seconds it stands for); and both
@@ -238,11 +252,12 @@ class ReplayResult:
         if s.sheaf_structs.shape == s.live_objects.shape:
             own = (s.sheaf_structs * self.object_size[None, :]).sum(axis=1)
         ef_own = (lb + own) * 100.0 / np.maximum(sb, 1)
+        peak = self.peak_bytes or (int(lb.max()), int(sb.max()))
         return {"live_bytes": int(lb[-1]), "slab_bytes": int(sb[-1]),
                 "slabs": int(s.slabs[-1].sum()), "partial": int(s.partial[-1].sum()),
                 "efficiency": float(lb[-1] * 100.0 / sb[-1]) if sb[-1] else 100.0,
                 "loss": int(sb[-1] - lb[-1]),
-                "peak_live_bytes": int(lb.max()), "peak_slab_bytes": int(sb.max()),
+                "peak_live_bytes": peak[0], "peak_slab_bytes": peak[1],
                 "mean_efficiency": float(np.mean(ef)),
                 "time_mean_efficiency": s.time_mean(ef),
                 "packed_mean_efficiency": float(np.mean(packed)),
