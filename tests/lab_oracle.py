@@ -26,7 +26,8 @@ def text(name: str) -> str:
 
 
 def _kmalloc_cache(nbytes: int, gfp: str) -> str | None:
-    """The kmalloc cache of a kmalloc event, None for whole pages or kmalloc(0)."""
+    """The kmalloc cache of a kmalloc event of ``nbytes`` requested (``bytes_req``, as the
+    kernel's ``kmalloc_slab`` picks it), None for whole pages or kmalloc(0)."""
     if nbytes == 0 or nbytes > 8192:
         return None
     size = next(s for s in KMALLOC if s >= nbytes)
@@ -96,11 +97,12 @@ class Oracle:
                 self.skipped["failed_alloc"] += 1
                 return
             nbytes = int(f["bytes_alloc"])
-            if ev == "kmalloc" and nbytes == 0:
+            req = int(f.get("bytes_req", nbytes))
+            if ev == "kmalloc" and (nbytes == 0 or req == 0):
                 self.zero_ptrs.add(ptr)
                 self.skipped["zero_size_alloc"] += 1
                 return
-            if ev == "kmalloc" and nbytes > 8192 and ptr in self.large_at \
+            if ev == "kmalloc" and req > 8192 and ptr in self.large_at \
                     and last == self.cpu_last[cpu] and self.large_at[ptr] == cpu:
                 self.skipped["large_kmalloc_twice"] += 1    # __do_kmalloc_node traces
                 return                                      # it twice
@@ -110,7 +112,7 @@ class Oracle:
                 self._free(ptr)
                 self.untraced_frees += 1
             cache = f["name"] if ev == "kmem_cache_alloc" else \
-                _kmalloc_cache(nbytes, f.get("gfp_flags", ""))
+                _kmalloc_cache(req, f.get("gfp_flags", ""))
             self.live_ptr[ptr] = cache
             if cache is not None:
                 self.live[cache] += 1

@@ -42,7 +42,9 @@ ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an eve
                          "an empty name)",
             ERR_LONG: "a line longer than the read buffer"}
 
-#: the kmalloc size classes (bytes_alloc of a kmalloc event is one of them, or pages)
+#: the kmalloc size classes (a kmalloc event's cache is the first that holds its bytes_req, as
+#: the kernel's ``kmalloc_slab`` picks it; bytes_alloc is that class on a kernel without
+#: slab_debug, the cache's larger ``s->size`` with it, or pages)
 KM_SIZES = np.array([8, 16, 32, 64, 96, 128, 192, 256, 512, 1024, 2048, 4096, 8192], np.int64)
 KM_MAX = 8192
 #: the kmalloc class (index into KM_SIZES) of ``1 <= nbytes <= KM_MAX``, by ``(nbytes + 7) >> 3``
@@ -66,7 +68,7 @@ class ChunkRows(NamedTuple):
     One row per line that is not blank, a ``#`` comment or trace-cmd's ``cpus=``; rows
     ``[:sv[SV_ROWS]]`` are filled, the rest is room (``trace._Chunk`` doubles every array when
     :func:`scan_chunk` returns ``ST_ROWS``). :func:`intern_rows` reads ``kind``, ``ptr``,
-    ``alloc``, ``gfp`` and the name's ``nm0``, ``nm1``, ``nh``.
+    ``req``, ``alloc``, ``gfp`` and the name's ``nm0``, ``nm1``, ``nh``.
 
     Attributes
     ----------
@@ -659,7 +661,7 @@ def intern_rows(buf, i0, m, rows, sv, name, row, pid, tables):
     class is added out of line. Returns ``(next chunk row, status)``: ``ST_DONE``, or
     ``ST_ROWS``/``ST_PIDS`` (grow that and call again from there), ``ST_NAMES`` (the name table is
     full)."""
-    ckind, cptr, calloc, cgfp = rows.kind, rows.ptr, rows.alloc, rows.gfp
+    ckind, cptr, calloc, creq, cgfp = rows.kind, rows.ptr, rows.alloc, rows.req, rows.gfp
     nm0s, nm1s, nhs = rows.nm0, rows.nm1, rows.nh
     nt_keys, nt_vals, name_bytes, name_off, name_kind, name_size, km_row, ptab, pid_zero = tables
     cap = name.shape[0]
@@ -714,13 +716,16 @@ def intern_rows(buf, i0, m, rows, sv, name, row, pid, tables):
                 if p == 0:
                     rw = ROW_FAILED
                 elif ev == EV_KMALLOC:
-                    if ba == 0:
+                    rq = creq[i]        # the kernel's pick (kmalloc_slab): by bytes_req;
+                    if rq < 0:          # bytes_alloc is the cache's s->size, past the
+                        rq = ba         # class under slab_debug (red zones, tracking)
+                    if ba == 0 or rq == 0:
                         rw = ROW_ZERO
                         pid_zero[d] = 1
-                    elif ba > KM_MAX:
+                    elif rq > KM_MAX:
                         rw = ROW_LARGE
                     else:
-                        key = _kmalloc_key(ba, cgfp[i])
+                        key = _kmalloc_key(rq, cgfp[i])
                         rw = km_row[key]
                         if rw < 0:
                             rw = _kmalloc_add(key, km_row, name_off, name_kind, sv)
