@@ -255,3 +255,38 @@ def test_a_warm_start_with_one_object_a_slab_keeps_the_snapshots_objects(gen):
     for k in one:                               # one object a slab: as many slabs, none partial
         assert (w.slabs[k], w.partial[k]) == (w.objects[k], 0), r.names[k]
     r.allocator.validate()
+
+
+@pytest.mark.parametrize("gen", ("6.18", "7.0", "next"))
+def test_a_kmalloc_cache_s_seeded_objects_count_the_allocator_s_own_sheaf_structs(gen):
+    # a kernel's /sys/kernel/slab/kmalloc-*/objects counts its own sheaf structs (kmalloc'd
+    # there) and the free objects its sheaves and CPU slabs hold; the seeding fills each
+    # cache to the snapshot's objects counting numslab's the same way: its users' objects
+    # (the pool the trace's untraced frees take) are the rest
+    from numslab.lab import kernels as K
+    from numslab.lab import replay as R
+    from numslab.lab.trace import read_trace
+    snap = R.load_snapshot(SNAP)
+    p = R.prepare(R.merge_aliases(read_trace(TRACE), snap))
+    cfg = Config(gen, 2, 1, "default", 0, "slab")
+    sa, cids, _, _ = R._build(p, cfg, snap, R._memory(p, cfg, W.seed_bytes(p.names, snap)))
+    objs = [sa.find_cache(n) for n in p.names]
+    w = W.seed(sa, p.names, cids, objs, snap, 1, max(p.npid, 1))
+    own = np.zeros(sa.state.ca.shape[0], np.int64)
+    users = [np.zeros(len(p.names), np.int64) for _ in range(4)]
+    K.sample(sa.handle, cids, *users, own)              # (users[0]: live less the structs)
+    pool = np.bincount(w.rows, minlength=len(p.names))
+    kmalloc = [k for k, nm in enumerate(p.names) if w.seeded[k] and nm.startswith("kmalloc-")]
+    assert len(kmalloc) >= 10
+    for k in kmalloc:
+        c = objs[k]
+        cached = c.objects - c.live_objects     # free in sheaves and CPU slabs, in use
+        assert w.objects[k] == w.want_objects[k] == c.objects, p.names[k]
+        assert w.structs[k] == own[cids[k]]
+        assert pool[k] == users[0][k] == w.objects[k] - w.structs[k] - cached, p.names[k]
+    k512 = p.names.index("kmalloc-512")
+    # 6.18: the sheaves of the snapshot's maple_node and vm_area_struct (capacity 32: 288
+    # bytes), one main sheaf per CPU, as the kernel it was taken on holds; 7.x: a sheaf for
+    # every cache
+    assert w.structs[k512] == 4 if gen == "6.18" else w.structs[k512] > 40
+    assert w.to_json()["caches"]["kmalloc-512"]["structs"] == w.structs[k512]

@@ -26,6 +26,7 @@ import numpy as np
 from ..engine.ops import flush_all
 from ..errors import InvalidArgumentError
 from ..flags import GFP_KERNEL
+from .kernels import sample
 
 __all__ = ["SEED", "ORDERS", "WarmStart", "counts", "seed", "seed_bytes"]
 
@@ -85,6 +86,11 @@ class WarmStart:
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     #: each cache's counters after the seeding (subtracted from the result's ``stats``)
     stats: list[dict[str, int]] = field(default_factory=list)
+    #: per row, int64[K]: the allocator's own sheaf structs among ``objects`` after the seeding
+    #: (a kmalloc cache's: numslab's sheaves of every cache, kmalloc'd there, as a kernel's
+    #: ``/sys/kernel/slab/kmalloc-*/objects`` counts its own; the seeding fills the cache to
+    #: the snapshot's objects with them, so its users' objects are the rest)
+    structs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
     def total(self) -> dict[str, int]:
@@ -99,6 +105,7 @@ class WarmStart:
                     caches={nm: {"slabs": int(self.slabs[k]),
                                  "partial": int(self.partial[k]),
                                  "objects": int(self.objects[k]),
+                                 "structs": int(self.structs[k]) if len(self.structs) else 0,
                                  "seeded_frees": int(self.frees[k])}
                             for k, nm in enumerate(self.names) if self.seeded[k]})
 
@@ -318,5 +325,9 @@ def seed(sa: Any, names: list[str], cids: np.ndarray, objs: list[Any],
     w.addrs = np.concatenate(pools) if pools else np.zeros(0, np.int64)
     w.rows = np.repeat(np.array(rows, np.int64), sizes)
     w.stats = [c.stats for c in objs]
+    own = np.zeros(sa.state.ca.shape[0], np.int64)
+    scratch = [np.zeros(K, np.int64) for _ in range(4)]
+    sample(sa.handle, np.asarray(cids, np.int64), *scratch, own)
+    w.structs = np.where(w.seeded, own[cids], 0).astype(np.int64)
     w.seconds = time.perf_counter() - t0
     return w
