@@ -16,9 +16,8 @@ from ..drivers.handles import state_of
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_ACTIVE,
                              CA_NCOLS, CA_SHEAF_CAPACITY, G_RCU_HEAD, N_BARN_EMPTY,
                              N_BARN_FULL, N_NCOLS, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL,
-                             SH_NEXT,
-                             SHEAF_HEADER, _cpu_row, _node_index, _node_row, _rcu_next,
-                             _shadow)
+                             SH_NEXT, SHEAF_HEADER, _cpu_row, _node_index, _node_row,
+                             _rcu_next, _shadow)
 from ..engine.leansheaves import flush_main_lean, refill_main_lean
 from ..engine.sheaves import KMALLOC_CLASS
 from ..engine.stats import live_objects
@@ -158,7 +157,7 @@ def new_peaks(sa: Any, cids: np.ndarray, row_bytes: np.ndarray, row_slab_bytes: 
     ca = sa.state.ca
     cap = np.where(ca[:, CA_ACTIVE] != 0, ca[:, CA_SHEAF_CAPACITY], 0)
     home = np.full(n + 1, -1, np.int64)         # the kmalloc cache of each cache's sheaf
-    size = SHEAF_HEADER + 8 * cap               # structs (_alloc_empty_sheaf), -1: none
+    size = SHEAF_HEADER + 8 * cap               # structs (_alloc_empty_sheaf; -1: none)
     ok = (cap > 0) & (size <= KMALLOC_CLASS[-1])
     home[:n][ok] = sa.state.kmalloc[np.searchsorted(KMALLOC_CLASS, size[ok])]
     rows = set(cids.tolist())
