@@ -1302,3 +1302,29 @@ def test_help_of_numslab_jit_says_how_to_call_it_threads_and_handles():
     doc = numslab.jit.__doc__
     for said in ("sa.handle", "ConcurrentUseError", "nogil=True", "AllocatorGoneError"):
         assert said in doc, said
+
+
+@numba.njit
+def _jit_free_bulk(h, cid, n, objs):
+    nj.kmem_cache_free_bulk(h, cid, n, objs)
+
+
+def test_a_debug_refusal_of_a_batch_free_says_a_chain_stays_and_how_to_free_it():
+    # it said "the object stays allocated" while a whole detached freelist (34 objects) stayed,
+    # and its objects is None: the text must say which stay and how to free them
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="FZ")
+    c = sa.kmem_cache_create("flow", 96)
+    out = c.alloc_bulk(40)
+    sa.memory[out[3] + 96] = 1                          # a right red zone overwritten
+    with pytest.raises(numslab.SlabDebugError, match="refused a detached freelist of the "
+                       "batch: its objects stay allocated") as e:
+        _jit_free_bulk(sa.handle, c.id, 40, out)
+    assert e.value.objects is None and "is_live" in str(e.value)
+    assert "element" in str(e.value) and 1 < len(c) < 40
+    for a in [int(a) for a in out if nj.is_live(sa.handle, c.id, a)]:
+        try:
+            sa.kmem_cache_free(c, a)
+        except numslab.SlabDebugError:                  # marked free ahead of the failing one
+            sa.kmem_cache_free(c, a)
+    assert len(c) == 0
+    sa.validate()

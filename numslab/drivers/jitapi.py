@@ -207,6 +207,13 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
         raise BadAddressError("numslab.jit: address is not the start of an object", JIT_RAISE)
     if err == E_OUTSIDE or err == E_NOT_SLAB or err == E_LARGE:
         raise BadAddressError("numslab.jit: address is not an allocated slab object", JIT_RAISE)
+    if err == E_DEBUG and (call == J_FREE_BULK or call == J_FREE_ARRAY or call == J_KFREE_BULK):
+        raise SlabDebugError("numslab.jit: a slab_debug check refused a detached freelist of "
+                             "the batch: its objects stay allocated, the others were freed "
+                             "(this error's objects is None: those of objs[:nr] that is_live "
+                             "finds are yours to free one by one, twice for each whose first "
+                             "free a check refuses); see SlabAllocator.slab_reports()",
+                             JIT_RAISE)
     if err == E_DEBUG:
         raise SlabDebugError("numslab.jit: a slab_debug check refused the free (the object "
                              "stays allocated); see SlabAllocator.slab_reports()", JIT_RAISE)
