@@ -229,6 +229,20 @@ def test_a_malformed_line_is_an_error_naming_it_unless_skipped(bad):
     assert r.replayed + sum(r.skipped.values()) == r.lines
 
 
+def test_a_malformed_line_of_an_open_file_or_standard_input_names_it(tmp_path):
+    """A file object's malformed line was named "trace", standard input's too."""
+    path = tmp_path / "rec.txt"
+    path.write_text(LINE + "\ngarbage\n")
+    with open(path, "rb") as f, pytest.raises(TraceFormatError,
+                                              match=rf"^{re.escape(str(path))}, line 2: "):
+        numslab.replay(f, kernel="7.0")
+    with pytest.raises(TraceFormatError, match=r"^trace, line 2: "):      # bytes: no name
+        numslab.replay(path.read_bytes(), kernel="7.0")
+    r = subprocess.run([sys.executable, "-m", "numslab.tools.cli", "replay", "-"],
+                       input=path.read_bytes(), capture_output=True, timeout=300)
+    assert r.returncode == 2 and b"standard input, line 2: " in r.stderr, r.stderr.decode()
+
+
 def test_the_replay_s_errors_and_warnings_name_the_file_read(tmp_path):
     """A replay's own refusals of a trace read from a file named it "trace": the file's
     path now, as the parser's errors name it."""

@@ -382,7 +382,7 @@ def _open(source: str | Path | BinaryIO | bytes,
         if not isinstance(data, (bytes, bytearray, memoryview)):  # (a text file's str was
             raise WrongTypeError(f"trace {source!r}: a file object in text mode; open it "
                                  f"in binary mode ('rb')")      # then taken for a path)
-        return _open(data, name)
+        return _open(data, _name(source, name))
     if not isinstance(source, (str, os.PathLike)):     # (5 was a plain TypeError)
         raise WrongTypeError(f"trace {source!r} is not a path, bytes or a binary file")
     if isinstance(source, str) and "\n" in source:    # (taken for a path, the whole text
@@ -390,7 +390,7 @@ def _open(source: str | Path | BinaryIO | bytes,
         raise WrongTypeError(f"trace {source[:40]!r}...: a str is a path, and this one holds "
                              f"line breaks: pass trace text as bytes (text.encode())")
     if str(source) == "-":
-        return _open(sys.stdin.buffer.read())
+        return _open(sys.stdin.buffer.read(), "standard input")
     path = Path(source)
     try:
         f = open(path, "rb")
@@ -411,13 +411,21 @@ def _open(source: str | Path | BinaryIO | bytes,
     return f, size // 150, str(source)
 
 
+def _name(source: Any, name: str) -> str:
+    """What errors call ``source``: a path, a file object's path (``name`` for bytes)."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    got = getattr(source, "name", None)
+    return got if isinstance(got, str) and got else name
+
+
 #: what gzip and lzma raise on a cut or corrupt stream (gzip's BadGzipFile is an OSError)
 _BROKEN = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 
 
 def _broken(source: Any, e: Exception) -> TraceFormatError:
     """The error of a compressed ``source`` that is cut short or corrupt."""
-    name = str(source) if isinstance(source, (str, Path)) else "trace"
+    name = "standard input" if str(source) == "-" else _name(source, "trace")
     return TraceFormatError(f"{name}: the compressed text is cut short or corrupt "
                             f"({type(e).__name__}: {e})")
 
