@@ -692,6 +692,26 @@ def test_kmem_cache_alloc_node_takes_its_node_by_keyword_only(sa2):
     sa2.kmem_cache_free(c, before)
 
 
+@numba.njit
+def alloc_no_node(h, cid, cpu):
+    return nj.kmem_cache_alloc_node(h, cid, cpu=cpu)
+
+
+def test_kmem_cache_alloc_node_with_no_node_says_it_is_missing(sa2):
+    """With no node at all it said "pass node by keyword ...: a node in place was silently
+    taken for a cpu or a gfp", of a call that passed none in place."""
+    c = sa2.kmem_cache_create("nonode", 64)
+    with pytest.raises(numslab.WrongTypeError,
+                       match=r"^numslab.jit.kmem_cache_alloc_node: node is missing: pass it by "
+                             r"keyword \(kmem_cache_alloc_node\(h, cache, node=...\)\), called "
+                             r"in alloc_no_node at test_jit.py:\d+$"):
+        alloc_no_node(sa2.handle, c.id, 1)
+    for args, kws in (((sa2.handle, c.id), {}), ((sa2.handle, c.id), {"cpu": 1})):
+        with pytest.raises(numslab.WrongTypeError, match="node is missing"):
+            nj.kmem_cache_alloc_node(*args, **kws)
+    assert c.live_objects == 0
+
+
 def test_njit_refuses_caches_with_a_constructor(sa):
     @numba.njit
     def ctor(mem, addr):

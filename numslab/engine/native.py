@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import inspect
 import os
 import sys
 import threading
@@ -133,22 +134,27 @@ class EngineDispatcher(CompiledDispatcher):
 
     def get_call_template(self, args: tuple, kws: dict) -> Any:
         if self.numslab_keywords:
-            self._refuse_in_place(kws)
+            self._refuse_in_place(args, kws)
         return super().get_call_template(tuple(types.unliteral(a) for a in args),
                                          {k: types.unliteral(v) for k, v in kws.items()})
 
-    def _refuse_in_place(self, kws: dict) -> None:
+    def _refuse_in_place(self, args: tuple, kws: dict) -> None:
         """Refuse a call leaving out a keyword of :attr:`numslab_keywords` (``WrongTypeError``).
 
-        As a jitted caller compiles, or as Python calls (:class:`KeywordDispatcher`)."""
+        As a jitted caller compiles, or as Python calls (:class:`KeywordDispatcher`). A call
+        that passes no such argument at all is told it is missing, not that it is in place."""
+        params = list(inspect.signature(self.py_func).parameters)
         for k, why in self.numslab_keywords.items():
             if k not in kws:
                 from .gilguard import typing_frames        # (it imports this module)
                 _, user, at = typing_frames()
                 name = self.py_func.__name__
+                site = f", called in {user}{at}" if user else ""
+                if len(args) <= params.index(k):        # (it said "a node in place was taken")
+                    raise WrongTypeError(f"numslab.jit.{name}: {k} is missing: pass it by "
+                                         f"keyword ({name}(h, cache, {k}=...)){site}")
                 raise WrongTypeError(f"numslab.jit.{name}: pass {k} by keyword ({name}(h, "
-                                     f"cache, {k}=...)){f', called in {user}{at}' if user else ''}"
-                                     f": {why}")
+                                     f"cache, {k}=...)){site}: {why}")
 
 
 class KeywordDispatcher(EngineDispatcher):
@@ -158,7 +164,7 @@ class KeywordDispatcher(EngineDispatcher):
     (:attr:`numslab_keywords`)."""
 
     def __call__(self, *args: Any, **kws: Any) -> Any:
-        self._refuse_in_place(kws)
+        self._refuse_in_place(args, kws)
         return super().__call__(*args, **kws)
 
 
