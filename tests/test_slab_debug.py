@@ -411,6 +411,23 @@ def test_batches_and_arrays_take_the_checked_path(kernel):
     sa.validate()
 
 
+def test_a_refused_kfree_bulk_says_to_free_the_rest_with_kfree():
+    """A refused kfree_bulk said to free what it left "with kmem_cache_free": kmalloc
+    objects, of caches the caller never named, go back with kfree."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", slab_debug="FZU")
+    objs = np.array([sa.kmalloc(100) for _ in range(10)], np.int64)
+    sa.memory[objs[2] + 100] = 1                    # past the size asked for: red-zoned
+    with pytest.raises(numslab.SlabDebugError, match="one by one with kfree, twice") as e:
+        sa.kfree_bulk(10, objs)
+    for a in e.value.objects.tolist():
+        try:
+            sa.kfree(a)
+        except numslab.SlabDebugError:
+            sa.kfree(a)
+    assert not any(sa.find(int(a))["kind"] == "object" for a in objs)
+    sa.validate()
+
+
 def test_njit_calls_on_a_debug_cache_are_checked(kernel):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
     c = sa.kmem_cache_create("j", 64, flags=F | Z | U)

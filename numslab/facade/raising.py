@@ -155,9 +155,10 @@ class RaiseAPI:
         held = [a for a in objs[:nr].tolist() if self._locate(a)[0] == 0]
         e = self._debug_error(f"{fn}: element {i}", int(objs[i]))
         shown = ", ".join(f"{a:#x}" for a in held[:8]) + ", ..." * (len(held) > 8)
+        again = FREE_AGAIN.replace("kmem_cache_free", "kfree") if cache is None else FREE_AGAIN
         err_ = SlabDebugError(f"{e}\n{fn}: {len(held)} of the batch's {nr} objects stay "
                               f"allocated ({shown}; this error's .objects): the detached "
-                              f"freelists a check refused, {FREE_AGAIN}", e.reports)
+                              f"freelists a check refused, {again}", e.reports)
         err_.objects = np.array(held, np.int64)
         raise err_
 
