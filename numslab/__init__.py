@@ -101,12 +101,14 @@ for _name in _API:
     globals()[_name] = _forward(_name)
 del _name
 
-__all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError", "WrongCacheError",
+__all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError",
+           "WrongCacheError",
            "DoubleFreeError", "InvalidSizeError", "InvalidArgumentError", "CacheLeakError",
            "LostObjectsError", "SlabCorruptionError", "SlabDebugError", "ConcurrentUseError",
            "NotPicklableError", "WrongTypeError", "FixedAttributeError", "OutOfMemoryError",
            "AllocatorGoneError", "ConstructorError", "MachineFileError", "Geometry",
            "calculate_geometry", "default_allocator", "set_default_allocator",
-           "parse_size", "kmalloc_size_roundup", "flags", "jit", "KERNELS", "NIL", "NULL", "ZERO_SIZE_PTR",
+           "parse_size", "kmalloc_size_roundup", "flags", "jit", "KERNELS", "NIL", "NULL",
+           "ZERO_SIZE_PTR",
            *_API, *flags.__all__]
 __all__.append("replay")                # (made on first use: the module's __getattr__)

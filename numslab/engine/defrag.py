@@ -4,8 +4,9 @@ Tobin Harding's Slab Movable Objects, 2019, as units over a checked cache id and
 
 ``compact`` first flushes the cache as ``kmem_cache_shrink`` does, then on each node sorts the
 partial slabs by free objects (fewest first), takes the emptiest slabs used at most the ratio
-(percent of their objects) as sources and moves each of their live objects into a free object of the fullest
-slabs (never into a source), copying its bytes; emptied sources go back to the page allocator.
+(percent of their objects) as sources and moves each of their live objects into a free object
+of the fullest slabs (never into a source), copying its bytes; emptied sources go back to the
+page allocator.
 """
 from __future__ import annotations
 

@@ -422,7 +422,7 @@ def _holder_of_array(st, nr, paddr, off):
     return 0
 
 
-# ---- the seed's array API -------------------------------------------------------------------------
+# ---- the seed's array API -----------------------------------------------------------------------
 @unit
 def alloc_local(st, cache, cpu, gfp, nr, paddr):
     """SLAB_ARRAY_ALLOC_LOCAL: objects the CPU holds, into the words at ``paddr``; how many.
@@ -509,7 +509,7 @@ def alloc_from_sheaf(st, cache, cpu, gfp, sheaf):
     return obj
 
 
-# ---- whole-cache operations -------------------------------------------------------------------------
+# ---- whole-cache operations ---------------------------------------------------------------------
 @unit
 def kmem_cache_shrink(st, cache, cpu):
     """``__kmem_cache_shrink`` run on ``cpu``: flush every CPU, then shrink each node; slabs freed.
@@ -627,7 +627,7 @@ def cache_release(st, cache, cpu, force):
     return 0
 
 
-# ---- typed records ------------------------------------------------------------------------------------
+# ---- typed records ------------------------------------------------------------------------------
 @jit
 def _first_not_live(st, cache, n, a):
     """Index of the first of ``n`` addresses (Words ``a``) not live in ``cache``, or -1."""

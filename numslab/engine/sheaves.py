@@ -502,7 +502,7 @@ def _alloc_from_pcs(st, cache, cpu, gfp, node):
     return obj
 
 
-# ---- free ----------------------------------------------------------------------------------------
+# ---- free ---------------------------------------------------------------------------------------
 @unit
 def replace_full_main(st, cache, cpu):
     """``__pcs_replace_full_main``: make room in the CPU's main sheaf. 1 (main now has room).
@@ -574,7 +574,7 @@ def _free_to_pcs(st, cache, cpu, obj):
     return True
 
 
-# ---- flushing --------------------------------------------------------------------------------------
+# ---- flushing -----------------------------------------------------------------------------------
 @jit
 def _call_rcu(st, sheaf, callback, cpu):
     """``call_rcu(&sheaf->rcu_head, callback)`` on ``cpu``: the sheaf waits for its grace period.

@@ -175,7 +175,7 @@ class JitStack:
         jit_stack_free(self.stack, self.top, i)
 
 
-# ---- the jitted stack inside @njit: what a competent Numba user writes ---------------------------
+# ---- the jitted stack inside @njit: what a competent Numba user writes --------------------------
 # The stack's operations are written in the loop, its top kept in a local: the loop passes no
 # array to another function, so Numba adds no reference-count traffic (a call of
 # ``jit_stack_alloc(stack, top)`` from a loop increfs and decrefs both arrays, ~20 ns a pair).
@@ -258,7 +258,7 @@ def slab_loop_array(h, cid, bulk, rounds, out, flags):
         sjit.kmem_cache_free_array(h, cid, n, out, 0)
 
 
-# ---- the slab_bulk_test01 table ------------------------------------------------------------------
+# ---- the slab_bulk_test01 table -----------------------------------------------------------------
 #: Bulk sizes of the kernel's slab_bulk_test01.
 BULK_SIZES = (1, 2, 3, 4, 8, 16, 30, 32, 34, 48, 64, 128, 158, 250)
 #: The largest bulk size a round takes: the peers' pools hold this many objects.

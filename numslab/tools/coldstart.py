@@ -364,7 +364,8 @@ USER_SIM_VARIANTS = ("single", "bulk", "kmalloc")
 USER_SIM_IMPLS = ("numslab", "stack")
 USER_SIMS = {("single", "numslab"): user_sim_single, ("single", "stack"): user_sim_single_stack,
              ("bulk", "numslab"): user_sim_bulk, ("bulk", "stack"): user_sim_bulk_stack,
-             ("kmalloc", "numslab"): user_sim_kmalloc, ("kmalloc", "stack"): user_sim_kmalloc_stack}
+             ("kmalloc", "numslab"): user_sim_kmalloc,
+             ("kmalloc", "stack"): user_sim_kmalloc_stack}
 #: Sizes of the kmalloc simulation (one of every kmalloc class up to 8 KiB).
 USER_SIM_SIZES = (8, 16, 24, 60, 100, 200, 256, 500, 1000, 2048, 4000, 8192)
 
