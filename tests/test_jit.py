@@ -1348,3 +1348,15 @@ def test_a_debug_refusal_of_a_batch_free_says_a_chain_stays_and_how_to_free_it()
             sa.kmem_cache_free(c, a)
     assert len(c) == 0
     sa.validate()
+
+
+def test_help_shows_gfp_by_name_and_the_node_keyword_only():
+    """``help(numslab.jit)`` showed ``gfp=3264`` and ``kmem_cache_alloc_node(h, cache, node,
+    cpu=0, gfp=3264)``, a node in place that the call refuses."""
+    import inspect
+    assert str(inspect.signature(nj.kmem_cache_alloc_node)) == \
+        "(h, cache, *, node, cpu=0, gfp=GFP_KERNEL)"
+    assert str(inspect.signature(nj.kmalloc)) == "(h, size, cpu=0, gfp=GFP_KERNEL)"
+    assert str(inspect.signature(nj.kfree)) == "(h, addr, cpu=0)"
+    import pydoc
+    assert "3264" not in pydoc.render_doc(numslab.jit, renderer=pydoc.plaintext)
