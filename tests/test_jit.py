@@ -1360,3 +1360,34 @@ def test_help_shows_gfp_by_name_and_the_node_keyword_only():
     assert str(inspect.signature(nj.kfree)) == "(h, addr, cpu=0)"
     import pydoc
     assert "3264" not in pydoc.render_doc(numslab.jit, renderer=pydoc.plaintext)
+
+
+def test_a_wrong_type_refused_as_the_caller_compiles_is_a_slab_error(sa):
+    """An int32 array, a float count, a handle in a global and an int for the handle were
+    refused with a bare TypeError, which ``except numslab.SlabError`` missed (the node in
+    place was already ``WrongTypeError``)."""
+    c = sa.kmem_cache_create("types", 64)
+    h = sa.handle
+
+    @numba.njit
+    def int32_out(h, cid):
+        out = np.empty(4, np.int32)
+        return nj.kmem_cache_alloc_bulk(h, cid, 4, out)
+
+    @numba.njit
+    def float_count(h, cid):
+        out = np.empty(4, np.int64)
+        return nj.kmem_cache_alloc_bulk(h, cid, 4.0, out)
+
+    @numba.njit
+    def frozen(cid):
+        return nj.kmem_cache_alloc(h, cid)
+
+    for f, args, said in ((int32_out, (h, c.id), "must be a writable contiguous"),
+                          (float_count, (h, c.id), "must be an integer"),
+                          (frozen, (c.id,), "global or closure variable"),
+                          (int32_out, (int(h), c.id), "the first argument must be")):
+        with pytest.raises(numslab.WrongTypeError, match=said) as e:
+            f(*args)
+        assert isinstance(e.value, SlabError) and isinstance(e.value, TypeError)
+    assert len(c) == 0

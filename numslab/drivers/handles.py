@@ -31,7 +31,7 @@ from numba.extending import (NativeValue, box, intrinsic, models, register_model
 from ..engine.gilguard import _PACKAGE, typing_frames
 from ..engine.layout import HEADER
 from ..engine.native import ABI, State, invariant_load, table_address
-from ..errors import AllocatorGoneError, NotPicklableError
+from ..errors import AllocatorGoneError, NotPicklableError, WrongTypeError
 
 #: An allocator's describer for error texts: ``(cache id, address) -> (cache name, note)``.
 Describer = Callable[[int, int], "tuple[str | None, str | None]"]
@@ -182,9 +182,9 @@ def _typeof_handle(val: SlabHandle, c: Any) -> SlabHandleType:
         # a global or closure variable of compiled code is frozen into its machine code (and
         # into Numba's cache): it would not keep its allocator alive, and in another process
         # would name whichever allocator holds its slot and generation there
-        raise TypeError(f"numslab.jit: {val!r} is a global or closure variable of compiled "
-                        f"code; pass sa.handle to the function as an argument"
-                        f"{_reading_function()}")
+        raise WrongTypeError(f"numslab.jit: {val!r} is a global or closure variable of "
+                             f"compiled code; pass sa.handle to the function as an argument"
+                             f"{_reading_function()}")
     return slab_handle
 
 
@@ -341,9 +341,10 @@ def _check_handle(h: Any) -> None:
     id in its place would otherwise fail in Numba's typing of numslab's own helpers, far from the
     user's call."""
     if not isinstance(h, SlabHandleType):
-        raise TypeError(f"numslab.jit: the first argument must be an allocator's handle "
-                        f"(pass sa.handle itself, a SlabHandle), not "
-                        f"{'the allocator' if h is allocator_object else h}{typing_site()}")
+        raise WrongTypeError(f"numslab.jit: the first argument must be an allocator's "
+                             f"handle (pass sa.handle itself, a SlabHandle), not "
+                             f"{'the allocator' if h is allocator_object else h}"
+                             f"{typing_site()}")
 
 
 # The slot cannot change while a caller runs (the SlabHandle passed in keeps its allocator

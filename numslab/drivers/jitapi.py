@@ -57,7 +57,8 @@ from ..engine.pcsbulk import _sheaf_copy_top
 from ..engine.sheaves import KMALLOC_CLASS
 from .. import errors
 from ..errors import (AllocatorGoneError, BadAddressError, DoubleFreeError, InvalidArgumentError,
-                      InvalidSizeError, SlabCorruptionError, SlabDebugError, WrongCacheError)
+                      InvalidSizeError, SlabCorruptionError, SlabDebugError, WrongCacheError,
+                      WrongTypeError)
 from ..flags import (__GFP_ZERO, ALLOC_PCS, FREE_PCS, GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
 from . import handles
 from .handles import (GONE, CacheObjectType, SlabHandle, SlabHandleType, handle_live,
@@ -355,8 +356,8 @@ def _as_array(arr: Any, what: str) -> Any:
             ary = context.make_array(sig.args[0])(context, builder, args[0])
             return builder.ptrtoint(ary.data, ir.IntType(64))
         return types.int64(arr), codegen
-    raise TypeError(f"numslab.jit: {what} must be a writable contiguous 1-D int64 array (an "
-                    f"object array), not {arr}{typing_site()}")
+    raise WrongTypeError(f"numslab.jit: {what} must be a writable contiguous 1-D int64 array "
+                         f"(an object array), not {arr}{typing_site()}")
 
 
 @intrinsic
@@ -405,8 +406,8 @@ def _as_int64(x: Any, what: str) -> Any:
         return types.int64(x), codegen
     swapped = " (sa.handle is the first argument)" if isinstance(x, SlabHandleType) else \
         ": pass its id, c.id" if isinstance(x, CacheObjectType) else ""
-    raise TypeError(f"numslab.jit: {what} must be an integer, not {x}{swapped}"
-                    f"{typing_site()}")
+    raise WrongTypeError(f"numslab.jit: {what} must be an integer, not {x}{swapped}"
+                         f"{typing_site()}")
 
 
 @intrinsic
