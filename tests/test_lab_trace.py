@@ -243,6 +243,31 @@ def test_a_malformed_line_of_an_open_file_or_standard_input_names_it(tmp_path):
     assert r.returncode == 2 and b"standard input, line 2: " in r.stderr, r.stderr.decode()
 
 
+@pytest.mark.parametrize("bad, field", [
+    ("  bash-1 [001] ..... 10.000001: kfree: call_site=f ptr=zz00000000000001", "ptr="),
+    ("  bash-1 [4294967296] ..... 10.000001: kfree: call_site=f ptr=0000000000000001",
+     "'[cpu]' is past"),
+    ("  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=-5 "
+     "bytes_alloc=64 gfp_flags=GFP_KERNEL node=-1", "bytes_req="),
+    ("  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=64 "
+     "bytes_alloc=4294967360 gfp_flags=GFP_KERNEL node=-1", "bytes_alloc="),
+    ("  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=64 "
+     "bytes_alloc=64 gfp_flags=0x1000000cc0 node=-1", "gfp_flags="),
+    ("  bash-1 [001] ..... 10.000001: kmem_cache_alloc: call_site=f ptr=1 name=x "
+     "bytes_req=64 bytes_alloc=64 gfp_flags=GFP_KERNEL node=99999999999999999999", "node="),
+    ("  bash-1 [001] ..... 10.000001: kfree: call_site=f", "without its ptr="),
+    ("  bash-1 [001] ..... 10.000001: kmem_cache_free: call_site=f ptr=1 name=",
+     "without its name="),
+    ("  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 gfp_flags=GFP_KERNEL",
+     "without its bytes_alloc="),
+])
+def test_a_malformed_line_s_error_names_the_field_to_blame(bad, field):
+    """The error said "a field's value does not parse" (or "without its ptr, name or
+    bytes_alloc field") of every bad value, leaving the reader to find which: it names it."""
+    with pytest.raises(TraceFormatError, match=rf"line 2: [^:]*{re.escape(field)}"):
+        parse_bytes((LINE + "\n" + bad + "\n").encode())
+
+
 def test_the_replay_s_errors_and_warnings_name_the_file_read(tmp_path):
     """A replay's own refusals of a trace read from a file named it "trace": the file's
     path now, as the parser's errors name it."""

@@ -34,13 +34,22 @@ ROW_NONE = -6         #: not an allocation or free
  SV_NCOLS) = range(9)
 # statuses of scan_chunk and intern_rows
 ST_DONE, ST_ROWS, ST_PIDS, ST_NAMES, ST_ERROR = 0, 1, 2, 3, 4
-# error codes
-ERR_NONE, ERR_NO_TIMESTAMP, ERR_NO_CPU, ERR_FIELD, ERR_MISSING, ERR_LONG = 0, 1, 2, 3, 4, 5
+# error codes (a field's own where one is to blame)
+(ERR_NONE, ERR_NO_TIMESTAMP, ERR_NO_CPU, ERR_LONG, ERR_BAD_CPU, ERR_BAD_PTR, ERR_BAD_REQ,
+ ERR_BAD_ALLOC, ERR_BAD_GFP, ERR_BAD_NODE, ERR_NO_PTR, ERR_NO_NAME, ERR_NO_ALLOC) = range(13)
+_UNSIGNED = "not a number, negative or past its int32 column"
 ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an event name",
-            ERR_NO_CPU: "no '[cpu]' field", ERR_FIELD: "a field's value does not parse",
-            ERR_MISSING: "a kmem event without its ptr, name or bytes_alloc field (or with "
-                         "an empty name)",
-            ERR_LONG: "a line longer than the read buffer"}
+            ERR_NO_CPU: "no '[cpu]' field",
+            ERR_LONG: "a line longer than the read buffer",
+            ERR_BAD_CPU: "its '[cpu]' is past an int32",
+            ERR_BAD_PTR: "its ptr= is not at most 16 hex digits or (null)",
+            ERR_BAD_REQ: f"its bytes_req= is {_UNSIGNED}",
+            ERR_BAD_ALLOC: f"its bytes_alloc= is {_UNSIGNED}",
+            ERR_BAD_GFP: "its gfp_flags= is not a number of 32 bits or known flag names",
+            ERR_BAD_NODE: "its node= is not a number of an int32",
+            ERR_NO_PTR: "a kmem event without its ptr= field",
+            ERR_NO_NAME: "a kmem_cache event without its name= field, or with an empty one",
+            ERR_NO_ALLOC: "an allocation without its bytes_alloc= field"}
 
 #: the kmalloc size classes (a kmalloc event's cache is the first that holds its bytes_req, as
 #: the kernel's ``kmalloc_slab`` picks it; bytes_alloc is that class on a kernel without
@@ -478,7 +487,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                     if buf[q] == 10:
                         break
             if c < 0:
-                err = ERR_FIELD if cbig else ERR_NO_CPU
+                err = ERR_BAD_CPU if cbig else ERR_NO_CPU
             elif not found or evs < 0:
                 err = ERR_NO_TIMESTAMP
             else:
@@ -533,7 +542,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                         v = np.uint64(0)
                         q = delim(bp, q)
                         if not (buf[v0] == 40 and 5 <= q - v0 <= 6):              # (nil)
-                            err = ERR_FIELD
+                            err = ERR_BAD_PTR
                     ptr[r] = v
                     have_ptr = True
                 elif ch == 110 and buf[q + 1] == 97 and buf[q + 4] == 61:         # name=
@@ -603,7 +612,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                         v2 = 0x7FFFFFFF
                     if q == a0 or big or not (t == 32 or t == 10 or t == 13) or \
                             (neg and which != 4):       # sizes and gfp are unsigned
-                        err = ERR_FIELD
+                        err = ERR_BAD_REQ + which - 1
                         q = delim(bp, q)
                     if neg:
                         v2 = -v2
@@ -617,11 +626,11 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                         node[r] = v2
             if err == ERR_NONE:
                 if not have_ptr:
-                    err = ERR_MISSING
+                    err = ERR_NO_PTR
                 elif (ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE) and nm1 <= nm0:
-                    err = ERR_MISSING                   # (no name=, or an empty one)
+                    err = ERR_NO_NAME                   # (no name=, or an empty one)
                 elif (ev == EV_CACHE_ALLOC or ev == EV_KMALLOC) and alloc[r] < 0:
-                    err = ERR_MISSING
+                    err = ERR_NO_ALLOC
         # the rest of the line
         while buf[q] != 10:
             q = delim(bp, q + 1)
