@@ -97,3 +97,29 @@ def test_a_ctrl_c_before_a_stub_raises_once_the_operation_returns():
     assert "KeyboardInterrupt deferred: compiling numslab.engine.ops.kmem_cache_alloc_node" \
         in p.stderr
     assert "Exception ignored" not in p.stderr
+
+
+
+_OWN_HANDLER_CHILD = _BEFORE_CHILD.replace("""sa = numslab""", """calls = []
+def own(signum, frame):             # the program's own handler: counts, raises (argv[1])
+    calls.append(signum)
+    raise {"ValueError": ValueError("stop"), "KeyboardInterrupt": KeyboardInterrupt}[sys.argv[1]]
+signal.signal(signal.SIGINT, own)
+sa = numslab""").replace("except KeyboardInterrupt:", "except (ValueError, KeyboardInterrupt):")
+_OWN_HANDLER_CHILD = _OWN_HANDLER_CHILD.replace("is signal.default_int_handler)",
+                                                "is own, len(calls))")
+_OWN_HANDLER_CHILD = _OWN_HANDLER_CHILD.replace("import ctypes,", "import sys, ctypes,")
+
+
+@pytest.mark.parametrize("error", ["ValueError", "KeyboardInterrupt"])
+def test_a_program_handler_raising_before_a_stub_runs_once_and_its_error_is_raised(error):
+    """The program's own SIGINT handler raising on a stub's first line: an error of its own was
+    printed as "Exception ignored" and dropped (only a KeyboardInterrupt was deferred), and a
+    KeyboardInterrupt was deferred by calling the handler again (twice for one Ctrl-C). What it
+    raised is now raised once the operation returns, the handler called once."""
+    p = subprocess.run([sys.executable, "-c", _OWN_HANDLER_CHILD, error], capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == ["interrupted", "1", "True", "1"], (p.stdout, p.stderr)
+    assert f"{error} deferred: compiling numslab.engine.ops.kmem_cache_alloc_node" in p.stderr
+    assert "Exception ignored" not in p.stderr

@@ -8,9 +8,9 @@ While a stub compiles on the main thread, :func:`_sigint_in_engine` stands in fo
 SIGINT handler: a Ctrl-C is noted and said, the compile and the operation go on, and a thread
 (:func:`_redeliver`) signals again until the main thread runs Python outside every callback,
 where the program's handler gets it (``KeyboardInterrupt`` once the operation has returned).
-One the program's handler raised in a callback before ours stood in (a Ctrl-C that came while
+What the program's handler raised in a callback before ours stood in (a Ctrl-C that came while
 compiled code ran, handled on a stub's first line) reaches ``sys.unraisablehook``
-(:func:`_unraisable`), which defers it the same way.
+(:func:`_unraisable`), which defers it the same way and raises that exception itself.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class _Deferred:
 
     program: Any = None
     pending = False
+    raised: BaseException | None = None     #: what the program's handler raised in a callback
     left = threading.Event()            #: set when a stub ends with a Ctrl-C pending
     depth = 0                           #: stubs compiling on the main thread
 
@@ -65,12 +66,12 @@ def end_defer() -> None:
         _Deferred.program = None
 
 
-def note_interrupt(where: str) -> None:
+def note_interrupt(where: str, what: str = "KeyboardInterrupt") -> None:
     """Note a Ctrl-C met inside an engine operation at ``where``, to raise when it returns."""
     if _Deferred.pending:
         return
     _Deferred.pending = True
-    sys.stderr.write(f"numslab: KeyboardInterrupt deferred: {where} in the middle of an "
+    sys.stderr.write(f"numslab: {what} deferred: {where} in the middle of an "
                      f"engine operation; raised once the operation returns\n")
     sys.stderr.flush()
     threading.Thread(target=_redeliver, name="numslab-sigint", daemon=True).start()
@@ -92,17 +93,24 @@ def _callback_name(code: CodeType, unit: Any) -> str:
 
 
 def _unraisable(u: Any) -> None:
-    """``sys.unraisablehook``: a KeyboardInterrupt a callback of compiled code dropped is deferred.
+    """``sys.unraisablehook``: what the program's handler raised in a callback is deferred.
 
     A Ctrl-C that came while compiled code ran is handled as the main thread next runs Python:
     when that is a stub's first line (or ``wait_for_engine``'s sleep) the program's handler
     raised it there, outside :func:`defer_sigint`'s reach, and ctypes printed "Exception ignored"
     and dropped it. It is now noted and raised once the operation returns, as one during the
-    compile is. Anything else goes to the hook this one replaced."""
+    compile is: that exception itself, the program's handler not called again (a handler of its
+    own that raised another exception saw it dropped, one that counted Ctrl-Cs counted it twice).
+    Only a signal's handler raises there (a stub's compile fails by exiting). Anything else goes
+    to the hook this one replaced."""
     func = getattr(u.object, "__func__", u.object)
-    if u.exc_type is KeyboardInterrupt and getattr(func, "__code__", None) in CALLBACKS and \
+    if isinstance(u.exc_value, BaseException) and \
+            getattr(func, "__code__", None) in CALLBACKS and \
             threading.current_thread() is threading.main_thread() and defer_sigint():
-        note_interrupt(_callback_name(func.__code__, getattr(u.object, "__self__", None)))
+        if not _Deferred.pending:
+            _Deferred.raised = u.exc_value
+        note_interrupt(_callback_name(func.__code__, getattr(u.object, "__self__", None)),
+                       type(u.exc_value).__name__)
         end_defer()                         # (the stub's second call compiles and runs it)
         return
     _previous_hook(u)
@@ -122,8 +130,11 @@ def _sigint_in_engine(signum: int, frame: FrameType | None) -> Any:
         note_interrupt(where)
         return None
     program = _Deferred.program or signal.default_int_handler
-    _Deferred.pending, _Deferred.program = False, None
+    raised = _Deferred.raised
+    _Deferred.pending, _Deferred.program, _Deferred.raised = False, None, None
     signal.signal(signal.SIGINT, program)
+    if raised is not None:                  # (the program's handler ran for it already)
+        raise raised
     return program(signum, frame)
 
 
@@ -138,7 +149,7 @@ def _redeliver() -> None:
         _Deferred.left.wait(RETRY)
         _Deferred.left.clear()
         if signal.getsignal(signal.SIGINT) is not _sigint_in_engine:
-            _Deferred.pending = False           # (the program set a handler of its own)
+            _Deferred.pending, _Deferred.raised = False, None   # (the program set its own)
             return
         if _Deferred.depth:                     # (a stub compiling: it says when it ends)
             continue
