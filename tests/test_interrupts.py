@@ -123,3 +123,26 @@ def test_a_program_handler_raising_before_a_stub_runs_once_and_its_error_is_rais
     assert p.stdout.split() == ["interrupted", "1", "True", "1"], (p.stdout, p.stderr)
     assert f"{error} deferred: compiling numslab.engine.ops.kmem_cache_alloc_node" in p.stderr
     assert "Exception ignored" not in p.stderr
+
+
+_ALARM_CHILD = _CHILD.replace("from numslab.engine import native\n", """\
+from numslab.engine import native
+def too_slow(signum, frame):        # a program's time limit: SIGALRM's handler raises
+    raise TimeoutError("too slow")
+signal.signal(signal.SIGALRM, too_slow)
+""").replace(
+    "os.kill(os.getpid(), signal.SIGINT)", "os.kill(os.getpid(), signal.SIGALRM)").replace(
+    "except KeyboardInterrupt:", "except TimeoutError:")
+
+
+def test_an_alarm_handler_raising_during_a_compile_mid_operation_is_deferred():
+    """SIGALRM's handler raising (a program's time limit) while a unit compiles in the middle
+    of an operation: the compile failed and the process exited (status 70). What it raised is
+    now deferred as a Ctrl-C is, the compile started again, and raised once the operation
+    returns."""
+    p = subprocess.run([sys.executable, "-c", _ALARM_CHILD, "mid"], capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == ["interrupted", "False", "1", "True"], (p.stdout, p.stderr)
+    assert "TimeoutError deferred: compiling numslab.engine." in p.stderr, p.stderr
+    assert "Exception ignored" not in p.stderr and "Traceback" not in p.stderr

@@ -77,6 +77,34 @@ def note_interrupt(where: str, what: str = "KeyboardInterrupt") -> None:
     threading.Thread(target=_redeliver, name="numslab-sigint", daemon=True).start()
 
 
+def from_signal_handler(exc: BaseException) -> bool:
+    """True if ``exc`` was raised in a Python signal handler of the program's (its traceback)."""
+    codes = set()
+    for signum in signal.valid_signals():
+        try:
+            handler = signal.getsignal(signum)
+        except (OSError, ValueError):
+            continue
+        code = getattr(getattr(handler, "__func__", handler), "__code__", None)
+        if code is not None:
+            codes.add(code)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code in codes:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def defer_raised(exc: BaseException, where: str) -> None:
+    """After :func:`defer_sigint`: what a signal's handler raised at ``where``, raised later.
+
+    As a Ctrl-C is (:func:`note_interrupt`), once the operation returns."""
+    if not _Deferred.pending:
+        _Deferred.raised = exc
+    note_interrupt(where, type(exc).__name__)
+
+
 def _inside_callback(frame: FrameType | None) -> str | None:
     """The unit (or wait) whose callback ``frame`` runs in, or None outside every callback."""
     while frame is not None:
@@ -107,10 +135,8 @@ def _unraisable(u: Any) -> None:
     if isinstance(u.exc_value, BaseException) and \
             getattr(func, "__code__", None) in CALLBACKS and \
             threading.current_thread() is threading.main_thread() and defer_sigint():
-        if not _Deferred.pending:
-            _Deferred.raised = u.exc_value
-        note_interrupt(_callback_name(func.__code__, getattr(u.object, "__self__", None)),
-                       type(u.exc_value).__name__)
+        defer_raised(u.exc_value,
+                     _callback_name(func.__code__, getattr(u.object, "__self__", None)))
         end_defer()                         # (the stub's second call compiles and runs it)
         return
     _previous_hook(u)

@@ -400,9 +400,10 @@ class Unit:
         undefined) and the operation it interrupted must finish: on the main thread a Ctrl-C is
         deferred (:mod:`.interrupts`: said at once, raised as ``KeyboardInterrupt`` once the
         operation has returned to Python; it had been ignored, and a KeyboardInterrupt raised
-        inside llvmlite's own callbacks was dropped there and failed the compile), elsewhere a
-        KeyboardInterrupt restarts the compile; any other failure exits with its traceback (the
-        operation can neither finish nor be undone)."""
+        inside llvmlite's own callbacks was dropped there and failed the compile), as is what
+        another signal's Python handler raised (it exited); elsewhere a KeyboardInterrupt
+        restarts the compile; any other failure exits with its traceback (the operation can
+        neither finish nor be undone)."""
         swap = interrupts.defer_sigint()
         try:
             while True:
@@ -412,7 +413,10 @@ class Unit:
                 except KeyboardInterrupt:       # (raised, not signalled: noted all the same)
                     if swap:
                         interrupts.note_interrupt(self.name)
-                except BaseException:           # noqa: BLE001 - reported, then the exit
+                except BaseException as e:      # noqa: BLE001 - reported, then the exit
+                    if swap and interrupts.from_signal_handler(e):
+                        interrupts.defer_raised(e, f"compiling {self.name}")  # (an alarm)
+                        continue
                     traceback.print_exc()
                     sys.stderr.write(f"numslab: {self.name} failed to compile in the middle "
                                      f"of an engine operation, which cannot go on: exiting\n")
