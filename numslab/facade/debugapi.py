@@ -30,7 +30,7 @@ from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_S
                      SLAB_TRACE, gfp_names)
 from .args import cache_op, check_bool
 from .kmallocapi import _RCU_LOCK
-from .raising import FREE_AGAIN
+from .raising import free_again, held_by_no_one
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -626,14 +626,11 @@ class DebugAPI:
         e = self._debug_error(fn, refused[0])   # (its reports, before the next call's)
         if new:
             self.kmem_cache_return_sheaf(cache, gfp, new)
-        shown = ", ".join(f"{o:#x}" for o in kept[:8]) + ", ..." * (len(kept) > 8)
         grown = (f"; the sheaf had been replaced by a larger one at {new:#x}, given back "
                  f"to the cache: neither handle is a sheaf any more" if new else "")
-        err = SlabDebugError(f"{e}\n{fn}: the flush of the sheaf at {sheaf:#x} left {len(kept)}"
-                             f" object(s) allocated ({shown}; this error's .objects), held "
-                             f"by no sheaf: {FREE_AGAIN}{grown}", e.reports)
-        err.objects = np.array(kept, np.int64)
-        raise err
+        raise held_by_no_one(e, f"{fn}: the flush of the sheaf at {sheaf:#x} left {len(kept)} "
+                             f"object(s) allocated", kept,
+                             f", held by no sheaf: {free_again()}{grown}")
 
     def _debug_error(self: "SlabAllocator", fn: str, addr: int,
                      slab: int = 0) -> SlabDebugError:

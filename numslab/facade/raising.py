@@ -22,13 +22,26 @@ if TYPE_CHECKING:
     from .allocator import SlabAllocator
 
 
-#: How to free what a refused detached freelist left allocated: ``free_debug_processing`` had
-#: already marked the chain's objects before the failing one free (``init_object``: red
-#: zones inactive, poisoned), so a check refuses, and repairs, their next free (the failing
-#: one's bytes were restored: its next free goes through).
-FREE_AGAIN = ("yours to free one by one with kmem_cache_free, twice for each whose first free "
-              "a check refuses (those the check had marked free ahead of the failing one: "
-              "that free repairs them)")
+def held_by_no_one(e: SlabDebugError, what: str, held: list[int], how: str) -> SlabDebugError:
+    """``e`` with the objects a refused flush or batch free left allocated, held by no one.
+
+    Named in the text after ``what`` (the first eight) and in the error's ``objects``
+    (int64[n]), ``how`` closing the text."""
+    shown = ", ".join(f"{a:#x}" for a in held[:8]) + ", ..." * (len(held) > 8)
+    err = SlabDebugError(f"{e}\n{what} ({shown}; this error's .objects){how}", e.reports)
+    err.objects = np.array(held, np.int64)
+    return err
+
+
+def free_again(call: str = "kmem_cache_free") -> str:
+    """How to free what a refused detached freelist left allocated, with ``call``.
+
+    ``free_debug_processing`` had already marked the chain's objects before the failing one
+    free (``init_object``: red zones inactive, poisoned), so a check refuses, and repairs, their
+    next free (the failing one's bytes were restored: its next free goes through)."""
+    return (f"yours to free one by one with {call}, twice for each whose first free a check "
+            f"refuses (those the check had marked free ahead of the failing one: that free "
+            f"repairs them)")
 
 
 class RaiseAPI:
@@ -154,13 +167,9 @@ class RaiseAPI:
             self._raise(err, f"{fn}: element {i}", int(objs[i]), cache, objs[:i + 1])
         held = [a for a in objs[:nr].tolist() if self._locate(a)[0] == 0]
         e = self._debug_error(f"{fn}: element {i}", int(objs[i]))
-        shown = ", ".join(f"{a:#x}" for a in held[:8]) + ", ..." * (len(held) > 8)
-        again = FREE_AGAIN.replace("kmem_cache_free", "kfree") if cache is None else FREE_AGAIN
-        err_ = SlabDebugError(f"{e}\n{fn}: {len(held)} of the batch's {nr} objects stay "
-                              f"allocated ({shown}; this error's .objects): the detached "
-                              f"freelists a check refused, {again}", e.reports)
-        err_.objects = np.array(held, np.int64)
-        raise err_
+        raise held_by_no_one(e, f"{fn}: {len(held)} of the batch's {nr} objects stay allocated",
+                             held, f": the detached freelists a check refused, "
+                             f"{free_again('kfree' if cache is None else 'kmem_cache_free')}")
 
     def _refuse_array(self: "SlabAllocator", fn: str, array: np.ndarray | None) -> None:
         """Raise for a batch call whose address array lies in the arena outside a live allocation.
