@@ -71,6 +71,16 @@ def test_the_largest_need_runs_on_the_default_memory():
             assert r["live"] == 16
 
 
+def test_many_cpus_run_on_the_default_memory():
+    """The default memory counted the trees and a write's sheaf, not what each CPU keeps (its
+    sheaves and a slab): ``numslab maple --cpus 2048`` (the option takes up to 4096) failed at
+    write 1,247, "64M ran out (give more memory)", which the command has no option for."""
+    r = maple_churn("7.0", ops=2000, cpus=2048)
+    assert r["live"] == 4096 and r["objects"] >= 4096
+    with pytest.raises(numslab.InvalidArgumentError, match="cpus '4'"):
+        maple_churn("7.0", ops=1, cpus="4")
+
+
 def test_a_machine_too_small_for_the_trees_or_the_writes_is_refused():
     """With a fixed 64 MiB machine, more nodes than fit made the trees hold NULLs and then
     failed on "0x0 is not a prefilled sheaf"; the default memory now grows with ``live``."""

@@ -32,6 +32,10 @@ NODE_SIZE, NODE_SHEAF = 256, 32
 #: ``kmem_cache_prefill_sheaf`` returns NULL past it, as the kernel's, so a ``need`` between
 #: this and the 2**20 once allowed failed every run, "give more memory").
 MAX_NEED = (KMALLOC_MAX_SIZE - 8 * SH_OBJECTS) // 8
+#: Bytes a CPU may keep besides the trees: its main, spare and RCU sheaves of nodes and a slab
+#: of order 3 (the default memory counted the trees only: 2,048 CPUs ran out at write 1,247,
+#: "give more memory", which ``numslab maple`` has no option for).
+PER_CPU = 3 * NODE_SHEAF * NODE_SIZE + (32 << 10)
 #: The counters reported (the patch's table, but for the list_lock and cmpxchg ones).
 COUNTERS = ("alloc_slab", "free_slab", "barn_get", "barn_get_fail", "barn_put",
             "barn_put_fail", "free_add_partial", "sheaf_flush", "sheaf_refill",
@@ -64,8 +68,8 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
         Seed of the writes' node counts and of which nodes they replace.
     memory : str, optional
         Memory per node of the machine (default: three times the bytes of the trees and of
-        a write's prefilled sheaf, at least 64 MiB). A machine that runs out raises
-        ``InvalidSizeError``.
+        a write's prefilled sheaf, and :data:`PER_CPU` per CPU, at least 64 MiB). A machine
+        that runs out raises ``InvalidSizeError``.
 
     Returns
     -------
@@ -77,7 +81,8 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
         end); ``slabs_after_shrink`` (after ``kmem_cache_shrink``, as the patch's
         ``echo 1 > shrink``); ``live`` (nodes in the trees, the same in every run).
     """
-    for name, n in (("ops", ops), ("live", live), ("need", need), ("grace", grace)):
+    for name, n in (("ops", ops), ("cpus", cpus), ("live", live), ("need", need),
+                    ("grace", grace)):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise numslab.InvalidArgumentError(f"maple_churn: {name} {n!r} is not an integer "
                                                f"of at least 1")
@@ -91,7 +96,8 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
         # the trees and a write's sheaf (with the trees' only, a need of 2**18 ran out at
         # once, "give more memory", which ``numslab maple`` has no option for), in whole
         # 4 MiB blocks (another size was rounded up with a warning)
-        memory = f"{max(64, -(-3 * (live + need) * NODE_SIZE // (4 << 20)) * 4)}M"
+        need_bytes = 3 * (live + need) * NODE_SIZE + cpus * PER_CPU
+        memory = f"{max(64, -(-need_bytes // (4 << 20)) * 4)}M"
     sa = numslab.SlabAllocator(nr_cpus=cpus, memory=memory, kernel=kernel, seed=seed)
     c = sa.kmem_cache_create("maple_node", NODE_SIZE, align=NODE_SIZE,
                              flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=NODE_SHEAF)
