@@ -434,6 +434,15 @@ def test_the_arena_estimate_holds_the_replay_without_a_second_run(policy):
                  {"name": "dentry", "object_size": "64"}]}, "'dentry' is listed twice"),
     ({"caches": [{"name": "d", "object_size": "192"}, {"name": "d", "alias_of": "d"}]},
      "'d' is listed twice"),
+    # a count past int64: an OverflowError of the warm start; a negative one or a list
+    # seeded nothing, silently
+    ({"caches": [{"name": "dentry", "object_size": "192",
+                  "objects": "99999999999999999999 N0=99999999999999999999"}]},
+     "objects '9+ N0=9+ is not a count as sysfs prints it"),
+    ({"caches": [{"name": "dentry", "object_size": "192", "slabs": "-5 N0=-5"}]},
+     "slabs '-5 N0=-5' is not a count"),
+    ({"caches": [{"name": "dentry", "object_size": "192", "partial": [1]}]},
+     r"partial \[1\] is not a count"),
 ])
 def test_a_snapshot_the_replay_cannot_read_is_refused_naming_the_cache(snap, says):
     # ValueError, KeyError and TypeError tracebacks from the geometry; a slab_size below
@@ -442,7 +451,8 @@ def test_a_snapshot_the_replay_cannot_read_is_refused_naming_the_cache(snap, say
                   gfp_flags="GFP_KERNEL", node=-1).encode()
     with pytest.raises(numslab.SlabError, match=says):
         numslab.replay(trace, snapshot=snap)
-    ok = {"caches": [{"name": "dentry", "object_size": 192, "align": "", "sheaf_capacity": None}]}
+    ok = {"caches": [{"name": "dentry", "object_size": 192, "align": "", "sheaf_capacity": None,
+                      "slabs": 9, "partial": "", "objects": "21 N0=7 N1=14"}]}
     assert numslab.replay(trace, snapshot=ok).geometry == ["snapshot"]
 
 

@@ -5,6 +5,7 @@ Read and checked (:func:`load_snapshot`), aliases merged into one cache row
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -67,12 +68,19 @@ _NUMBERS = ("object_size", "slab_size", "align", "hwcache_align", "reclaim_accou
             "destroy_by_rcu", "sheaf_capacity")
 
 
+#: the sysfs counts a warm start seeds from, as ``show_slab_objects`` prints them
+_COUNTS = ("slabs", "partial", "objects")
+_COUNT = re.compile(r"[0-9]+( N[0-9]+=[0-9]+)*")
+
+
 def _check_snapshot_entry(c: Any, source: Any) -> None:
     """Refuse a snapshot entry the replay cannot read.
 
     Not a dict named by a string, an ``alias_of`` that is not a string, a number attribute that is
     not a whole number, a constructor's cache without its ``slab_size``, a ``slab_size`` below the
-    ``object_size``."""
+    ``object_size``, a count (``slabs``, ``partial``, ``objects``) not as sysfs prints it
+    (``'896 N0=896'``) or past 2**62 (an OverflowError of the warm start's arrays; a negative
+    one seeded nothing, silently)."""
     if not isinstance(c, dict) or not isinstance(c.get("name"), str):
         raise SnapshotFormatError(f"snapshot {source}: entry {c!r:.60} is not a cache (a dict "
                                   f"with a 'name')")
@@ -91,6 +99,15 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
             raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: {a} {v!r} is not "
                                       f"a whole number")
         num[a] = int(t)
+    for a in _COUNTS:
+        v = c.get(a)
+        if v is None or v == "":
+            continue
+        t = str(v).strip() if isinstance(v, (str, int)) and not isinstance(v, bool) else ""
+        if not _COUNT.fullmatch(t) or any(int(x) >= 1 << 62 for x in re.findall("[0-9]+", t)):
+            raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: {a} {v!r:.40} "
+                                      f"is not a count as sysfs prints it ('896 N0=896', "
+                                      f"below 2**62)")
     if c.get("ctor") and "object_size" in num and "slab_size" not in num:
         raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r} has a constructor and "
                                   f"no slab_size")
