@@ -443,6 +443,13 @@ def test_the_arena_estimate_holds_the_replay_without_a_second_run(policy):
      "slabs '-5 N0=-5' is not a count"),
     ({"caches": [{"name": "dentry", "object_size": "192", "partial": [1]}]},
      r"partial \[1\] is not a count"),
+    # an alias of no cache (or of itself, or of another alias): the cache was left out,
+    # silently, replayed with the trace's sizes and not seeded warm
+    ({"caches": [{"name": "d", "object_size": "192"}, {"name": "dentry", "alias_of": "x"}]},
+     "'dentry': alias_of 'x' is not a cache of the snapshot"),
+    ({"caches": [{"name": "dentry", "alias_of": "dentry"}]}, "alias_of 'dentry' is not a"),
+    ({"caches": [{"name": "d", "object_size": "192"}, {"name": "e", "alias_of": "d"},
+                 {"name": "dentry", "alias_of": "e"}]}, "alias_of 'e' is not a cache"),
 ])
 def test_a_snapshot_the_replay_cannot_read_is_refused_naming_the_cache(snap, says):
     # ValueError, KeyError and TypeError tracebacks from the geometry; a slab_size below

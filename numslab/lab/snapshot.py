@@ -49,8 +49,8 @@ def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
     if not isinstance(caches, list):
         raise SnapshotFormatError(f"snapshot {source}: no 'caches' list")
     seen: set[str] = set()
+    where = "(a dict)" if isinstance(source, dict) else source
     for c in caches:
-        where = "(a dict)" if isinstance(source, dict) else source
         _check_snapshot_entry(c, where)
         if c["name"] in seen:           # (one directory a cache in /sys/kernel/slab)
             raise SnapshotFormatError(f"snapshot {where}: cache {c['name']!r} is listed twice")
@@ -58,8 +58,14 @@ def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
     by_name = {c["name"]: c for c in caches if "alias_of" not in c}
     out = dict(by_name)
     for c in caches:
-        if "alias_of" in c and c["alias_of"] in by_name:
-            out[c["name"]] = by_name[c["alias_of"]]
+        if "alias_of" not in c:
+            continue
+        if c["alias_of"] not in by_name:    # (the cache was left out, silently: replayed
+            #                                 with the trace's sizes, not seeded warm)
+            raise SnapshotFormatError(f"snapshot {where}: cache {c['name']!r}: alias_of "
+                                      f"{c['alias_of']!r:.40} is not a cache of the snapshot "
+                                      f"(an alias is a link to one)")
+        out[c["name"]] = by_name[c["alias_of"]]
     return out
 
 
