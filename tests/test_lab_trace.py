@@ -243,6 +243,21 @@ def test_a_malformed_line_of_an_open_file_or_standard_input_names_it(tmp_path):
     assert r.returncode == 2 and b"standard input, line 2: " in r.stderr, r.stderr.decode()
 
 
+def test_a_closed_standard_input_is_refused(monkeypatch, capsys):
+    """``numslab replay - <&-`` (sys.stdin None) ended in an AttributeError traceback, the
+    trace's and the snapshot's ``-`` alike."""
+    from numslab.tools.cli import main
+    monkeypatch.setattr(sys, "stdin", None)
+    with pytest.raises(TraceFormatError, match="^cannot read trace -: standard input is closed$"):
+        numslab.replay("-", kernel="7.0")
+    with pytest.raises(numslab.SlabError,
+                       match=r"^snapshot -: cannot read it \(standard input is closed\)$"):
+        numslab.replay(LINE.encode(), kernel="7.0", snapshot="-")
+    assert main(["replay", "-", "--no-progress"]) == 2
+    assert capsys.readouterr().err == \
+        "numslab replay: cannot read trace -: standard input is closed\n"
+
+
 @pytest.mark.parametrize("bad, field", [
     ("  bash-1 [001] ..... 10.000001: kfree: call_site=f ptr=zz00000000000001", "ptr="),
     ("  bash-1 [4294967296] ..... 10.000001: kfree: call_site=f ptr=0000000000000001",

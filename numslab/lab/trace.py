@@ -390,7 +390,10 @@ def _open(source: str | Path | BinaryIO | bytes,
         raise WrongTypeError(f"trace {source[:40]!r}...: a str is a path, and this one holds "
                              f"line breaks: pass trace text as bytes (text.encode())")
     if str(source) == "-":
-        return _open(sys.stdin.buffer.read(), "standard input")
+        stdin = sys.stdin if sys.stdin is not None and not sys.stdin.closed else None
+        if getattr(stdin, "buffer", None) is None:      # (`<&-`: an AttributeError traceback)
+            raise TraceFormatError("cannot read trace -: standard input is closed")
+        return _open(stdin.buffer.read(), "standard input")     # type: ignore[union-attr]
     path = Path(source)
     try:
         f = open(path, "rb")
