@@ -605,6 +605,11 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     if snapshot is None and any(c.warm for c in early):
         raise InvalidArgumentError("a warm start needs the snapshot taken before the "
                                    "recording (snapshot=, --snapshot)")
+    if all(isinstance(s, (str, Path)) and str(s) == "-" for s in (trace, snapshot)):
+        raise InvalidArgumentError("the trace and the snapshot cannot both be standard input "
+                                   "('-')")
+    # read before the trace (a missing or malformed one was found after the whole parse)
+    snapshot = load_snapshot(snapshot) if snapshot is not None else None
     t0 = time.perf_counter()
     clock = CompileClock()
     with numba_event.install_listener("numba:compiler_lock", clock):

@@ -23,10 +23,17 @@ class SnapshotFormatError(SlabError, ValueError):
     The error names the file and the entry."""
 
 
-def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
+class Snapshot(dict):
+    """A snapshot :func:`load_snapshot` read and checked: cache name -> its attributes."""
+
+
+def load_snapshot(source: str | Path | dict) -> Snapshot:
     """A ``/sys/kernel/slab`` snapshot (``numslab snapshot`` JSON) as cache name -> its attributes.
 
-    Plain, gz or xz; an alias gets the attributes of the cache it is an alias of."""
+    Plain, gz or xz; an alias gets the attributes of the cache it is an alias of. A
+    :class:`Snapshot` (read already) is returned as it is."""
+    if isinstance(source, Snapshot):
+        return source
     if isinstance(source, dict):
         data = source
     elif not isinstance(source, (str, Path)):
@@ -66,7 +73,7 @@ def load_snapshot(source: str | Path | dict) -> dict[str, dict[str, Any]]:
                                       f"{c['alias_of']!r:.40} is not a cache of the snapshot "
                                       f"(an alias is a link to one)")
         out[c["name"]] = by_name[c["alias_of"]]
-    return out
+    return Snapshot(out)
 
 
 #: the attributes :func:`_geometry` reads as numbers
