@@ -88,6 +88,34 @@ def test_the_fake_tracefs_is_restored_after_the_command_fails(tmp_path):
     assert _state(root) == before
 
 
+def test_the_output_options_and_clock_are_the_readers_while_recording(tmp_path):
+    """A tracefs set to print otherwise than its defaults (``options/latency-format``,
+    ``context-info`` off, ``raw``, a ``trace_clock`` of counts) made ``numslab record`` write
+    a trace ``numslab replay`` refused ("no '[cpu]' field", "no 'seconds.micros:'
+    timestamp", as this machine's kernel printed them); a clock that prints seconds is
+    kept. Each is restored after."""
+    root = _fake_tracefs(tmp_path)
+    names = [f for f, _ in rec.FORMAT]
+    for f, default in rec.FORMAT:
+        (root / f).parent.mkdir(exist_ok=True)
+        (root / f).write_text(f"{1 - int(default)}\n")
+    (root / "options" / "fields").unlink()          # (an option this kernel lacks)
+    names.remove("options/fields")
+    for clock, during in (("x86-tsc", "local"), ("mono", "mono")):
+        (root / "trace_clock").write_text(f"local global counter [{clock}] mono\n")
+        before = {f: (root / f).read_text() for f in [*names, "trace_clock"]}
+        cmd = ["sh", "-c", "cat " + " ".join(str(root / f) for f in [*names, "trace_clock"])
+               + f" > {tmp_path}/during"]
+        rec.record(tmp_path / "out.txt", cmd, root=root, buffer_kb=512)
+        want = [v for f, v in rec.FORMAT if f in names]
+        assert (tmp_path / "during").read_text().split()[:len(want)] == want
+        assert (tmp_path / "during").read_text().split()[len(want):] == (
+            [during] if during == "local" else before["trace_clock"].split())
+        assert {f: (root / f).read_text() for f in before} == {
+            **before, "trace_clock": f"{clock}\n" if during == "local" else
+            before["trace_clock"]}
+
+
 def test_a_buffer_size_tracefs_prints_in_another_form_is_restored_as_it_takes_it(tmp_path):
     # before its first use the kernel prints "7 (expanded: 1408)", and "X" when CPUs differ;
     # writing either back is refused (EINVAL), so the buffer kept the recording's size:

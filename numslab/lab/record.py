@@ -3,8 +3,9 @@
 The ``kmem`` tracepoints through tracefs (``numslab record``) and ``/sys/kernel/slab`` as JSON
 (``numslab snapshot``).
 
-Every change to tracefs is undone in a ``finally``: the events' enables, ``tracing_on`` and
-the buffer size are put back as they were, however the recording ends.
+Every change to tracefs is undone in a ``finally``: the events' enables, ``tracing_on``, the
+buffer size, and the output options and trace clock a recording sets to what the reader reads
+(:data:`FORMAT`, :data:`SECONDS_CLOCKS`) are put back as they were, however the recording ends.
 """
 from __future__ import annotations
 
@@ -32,6 +33,16 @@ SLAB_ATTRS = ("object_size", "slab_size", "align", "order", "objs_per_slab", "mi
               "cpu_partial", "hwcache_align", "destroy_by_rcu", "reclaim_account",
               "sheaf_capacity", "ctor", "aliases", "objects", "slabs", "partial", "cpu_slabs",
               "total_objects", "objects_partial", "slabs_cpu_partial")
+
+#: the output options of tracefs the reader needs as the kernel's defaults, set for a recording
+#: where tracefs has them (a trace printed otherwise was refused by ``numslab replay``: no
+#: '[cpu]' field without context-info, in the latency format, raw, hex or bin; fields= too)
+FORMAT = (("options/context-info", "1"), ("options/latency-format", "0"),
+          ("options/fields", "0"), ("options/raw", "0"), ("options/hex", "0"),
+          ("options/bin", "0"))
+#: the trace clocks that print seconds.microseconds (counter, uptime and x86-tsc print counts,
+#: which the reader refuses: the recording then takes ``local``, the kernel's default)
+SECONDS_CLOCKS = ("local", "global", "perf", "mono", "mono_raw", "boot", "tai")
 
 
 class RecordError(SlabError, OSError):
@@ -150,8 +161,14 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
     try:
         saved = {"on": _read(root / "tracing_on"), "buf": _buffer_sizes(root),
                  "ev": [_read(p) for p in ev]}
+        fmt = [(root / f, v) for f, v in FORMAT if (root / f).exists()]
+        saved["fmt"] = [(p, _read(p)) for p, _ in fmt]
+        clock = _clock(root)
     except OSError as e:
         raise RecordError(f"record: cannot read {root}: {e.strerror}") from None
+    if clock and clock not in SECONDS_CLOCKS:
+        fmt.append((root / "trace_clock", "local"))
+        saved["fmt"].append((root / "trace_clock", clock))
     rc = None
     interrupted = False
     t0 = time.monotonic()
@@ -159,7 +176,7 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
         writing = root / "tracing_on"   # the file named in an error (e.filename is None
         try:                            # when the write, not the open, fails: ERANGE for a
             for writing, text in ((root / "tracing_on", "0"),          # --buffer-kb too big)
-                                  (root / "buffer_size_kb", str(int(buffer_kb))),
+                                  *fmt, (root / "buffer_size_kb", str(int(buffer_kb))),
                                   (root / "trace", ""), *((p, "1") for p in ev),
                                   (root / "tracing_on", "1")):
                 _write(writing, text)
@@ -188,6 +205,8 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
         _try_write(root / "trace", "")
         for p, v in saved["buf"]:
             _try_write(p, v)
+        for p, v in saved["fmt"]:
+            _try_write(p, v)
         _try_write(root / "tracing_on", saved["on"])
     data = text.encode()
     if out.suffix == ".xz":
@@ -206,6 +225,15 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
                                              if ln.startswith("CPU:")),
             "overwritten": int(kept.group(2)) - int(kept.group(1)) if kept else 0,
             "returncode": rc, "seconds": time.monotonic() - t0, "interrupted": interrupted}
+
+
+def _clock(root: Path) -> str:
+    """The trace clock in use (``trace_clock`` lists them all, the one in use in brackets)."""
+    if not (root / "trace_clock").exists():
+        return ""
+    text = _read(root / "trace_clock")
+    m = re.search(r"\[(\S+)\]", text)
+    return m.group(1) if m else text
 
 
 def _try_write(path: Path, text: str) -> None:
