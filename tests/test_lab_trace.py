@@ -243,6 +243,26 @@ def test_a_malformed_line_of_an_open_file_or_standard_input_names_it(tmp_path):
     assert r.returncode == 2 and b"standard input, line 2: " in r.stderr, r.stderr.decode()
 
 
+@pytest.mark.parametrize("head, says", [
+    (b"PERFILE2h\x00\x00\x00", "perf's binary perf.data: give its text, perf script"),
+    (b"\x17\x08\x44tracing6\x00", "trace-cmd's binary trace.dat: give its text, trace-cmd"),
+    (b"\x28\xb5\x2f\xfd\x24\x00", "zstd-compressed: plain, gz or xz are read"),
+    (b"BZh91AY&SY\x00", "bzip2-compressed"), (b"\x04\x22\x4d\x18\x64", "lz4-compressed")])
+def test_a_binary_file_taken_for_a_trace_is_named(tmp_path, head, says):
+    """``numslab replay perf.data`` (or trace.dat, or a zstd, bzip2, lz4 file) said "line 1:
+    no '[cpu]' field: 'PERFILE2h\\x00...'" (200 bytes of binary); what it is, now, and what
+    to give instead."""
+    path = tmp_path / "rec"
+    path.write_bytes(head + bytes(range(256)))
+    for src, name in ((path, str(path)), (path.read_bytes(), "trace"),
+                      (gzip.compress(path.read_bytes()), "trace")):
+        with pytest.raises(TraceFormatError, match=f"^{re.escape(name)}: {re.escape(says)}"):
+            read_trace(src)
+    # a task named like the start of a magic is still a line
+    tr = read_trace(("BZh9-1 " + LINE[9:] + "\nPERF-1 " + LINE[9:] + "\n").encode())
+    assert tr.kind.tolist() == [EV_KMALLOC, EV_KMALLOC]
+
+
 def test_a_closed_standard_input_is_refused(monkeypatch, capsys):
     """``numslab replay - <&-`` (sys.stdin None) ended in an AttributeError traceback, the
     trace's and the snapshot's ``-`` alike."""

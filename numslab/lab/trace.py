@@ -365,6 +365,29 @@ class _Reader:
                      int(self.sv[P.SV_NPIDS]))
 
 
+#: binary files a trace is mistaken for, by their first bytes (``?``: any one, bzip2's block
+#: size): what to give instead
+_NOT_TEXT = ((b"PERFILE2", "perf's binary perf.data: give its text, perf script -i FILE"),
+             (b"PERFFILE", "perf's binary perf.data: give its text, perf script -i FILE"),
+             (b"\x17\x08\x44tracing", "trace-cmd's binary trace.dat: give its text, "
+                                     "trace-cmd report -i FILE"),
+             (b"\x28\xb5\x2f\xfd", "zstd-compressed: plain, gz or xz are read (zstdcat FILE "
+                                 "| numslab replay -)"),
+             (b"BZh?1AY&SY", "bzip2-compressed: plain, gz or xz are read (bzcat FILE | "
+                             "numslab replay -)"),
+             (b"\x04\x22\x4d\x18", "lz4-compressed: plain, gz or xz are read (lz4cat FILE | "
+                                 "numslab replay -)"))
+
+
+def _check_text(head: bytes, name: str) -> None:
+    """Refuse a binary file a trace is mistaken for, by its first bytes ``head``.
+
+    perf.data, trace.dat, zstd, bzip2, lz4 (their first line was named malformed, bytes shown)."""
+    for magic, what in _NOT_TEXT:
+        if len(head) >= len(magic) and all(m in (63, h) for m, h in zip(magic, head)):
+            raise TraceFormatError(f"{name}: {what}")
+
+
 def _open(source: str | Path | BinaryIO | bytes,
           name: str = "trace") -> tuple[BinaryIO, int, str]:
     """A binary stream of the decompressed text, a row-count guess, and a name for errors.
@@ -376,6 +399,7 @@ def _open(source: str | Path | BinaryIO | bytes,
             data = gzip.decompress(data)
         elif data[:6] == b"\xfd7zXZ\x00":
             data = lzma.decompress(data)
+        _check_text(data[:16], name)
         return io.BytesIO(data), len(data) // 150, name
     if hasattr(source, "read"):
         data = source.read()                        # type: ignore[union-attr]
@@ -403,14 +427,19 @@ def _open(source: str | Path | BinaryIO | bytes,
     if not f.seekable():            # a pipe (<(xzcat t.xz), /dev/stdin): read as stdin is
         with f:
             return _open(f.read(), str(source))
-    magic = f.read(6)
+    magic = f.read(16)
     f.seek(0)
     if magic[:2] == b"\x1f\x8b":       # opened by name: closing the reader closes the file
         f.close()
         return gzip.GzipFile(path, "rb"), size // 20, str(source)
-    if magic == b"\xfd7zXZ\x00":
+    if magic[:6] == b"\xfd7zXZ\x00":
         f.close()
         return lzma.LZMAFile(path, "rb"), size // 15, str(source)
+    try:
+        _check_text(magic, str(source))
+    except TraceFormatError:
+        f.close()
+        raise
     return f, size // 150, str(source)
 
 
