@@ -3,6 +3,7 @@ at every sampled point, every line accounted for, the snapshot's geometry, JSON,
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import numpy as np
@@ -762,6 +763,15 @@ def test_a_trace_with_no_kmem_event_says_there_is_nothing_to_replay(text):
     with pytest.warns(UserWarning, match="is a kmem allocation or free .*: nothing to replay"):
         r = numslab.replay(text, progress=False)
     assert r.replayed == 0
+
+
+def test_a_file_with_no_kmem_event_is_named_in_the_warning(tmp_path):
+    """The warning named every trace "trace": ``numslab replay empty.txt`` said "numslab:
+    warning: trace: none of its 0 event line(s) ...", the time-order warning the file."""
+    path = tmp_path / "empty.txt"
+    path.write_bytes(b"")
+    with pytest.warns(UserWarning, match=f"^{re.escape(str(path))}: none of its 0 event"):
+        numslab.replay(path, progress=False)
 
 
 def test_the_table_s_cpu_slabs_are_sysfs_cpu_slabs():

@@ -300,9 +300,9 @@ def _warn_no_events(tr: Trace) -> None:
     An empty ``perf script`` (no perf.data), a file of other events: the replay then reports an
     empty machine as if it had replayed something."""
     if not np.isin(tr.kind, (EV_CACHE_ALLOC, EV_KMALLOC, EV_KFREE, EV_CACHE_FREE)).any():
-        warnings.warn(f"trace: none of its {len(tr)} event line(s) is a kmem allocation or "
-                      f"free (kmem_cache_alloc, kmalloc, kmem_cache_free, kfree): nothing to "
-                      f"replay", UserWarning, stacklevel=3)
+        warnings.warn(f"{tr.source}: none of its {len(tr)} event line(s) is a kmem allocation "
+                      f"or free (kmem_cache_alloc, kmalloc, kmem_cache_free, kfree): nothing "
+                      f"to replay", UserWarning, stacklevel=3)
 
 
 def replay_prepared(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | None = None,
