@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,26 @@ def test_the_output_options_and_clock_are_the_readers_while_recording(tmp_path):
         assert {f: (root / f).read_text() for f in before} == {
             **before, "trace_clock": f"{clock}\n" if during == "local" else
             before["trace_clock"]}
+
+
+def test_settings_that_leave_events_out_are_named(tmp_path):
+    """An event filter, ``set_event_pid`` or a ``tracing_cpumask`` left from other work made
+    a recording of some of the events only, with no word said."""
+    root = _fake_tracefs(tmp_path)
+    (root / "events" / "kmem" / "kmalloc" / "filter").write_text("bytes_req > 1000\n")
+    (root / "events" / "kmem" / "kfree" / "filter").write_text("none\n")
+    (root / "set_event_pid").write_text("123\n")
+    (root / "tracing_cpumask").write_text("0\n")
+    with pytest.warns(UserWarning, match=r"^record: events/kmem/kmalloc/filter 'bytes_req > "
+                      r"1000'; set_event_pid '123'; tracing_cpumask 0 \(of CPUs [0-9a-f]+\): "
+                      r"the recording holds only"):
+        rec.record(tmp_path / "out.txt", ["true"], root=root, buffer_kb=512)
+    (root / "events" / "kmem" / "kmalloc" / "filter").write_text("none\n")
+    (root / "set_event_pid").write_text("")
+    (root / "tracing_cpumask").write_text(f"{(1 << os.cpu_count()) - 1:x}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec.record(tmp_path / "out.txt", ["true"], root=root, buffer_kb=512)
 
 
 def test_a_buffer_size_tracefs_prints_in_another_form_is_restored_as_it_takes_it(tmp_path):

@@ -17,6 +17,7 @@ import platform
 import re
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -157,6 +158,7 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
                           f"directory {where}, or it is a directory); nothing was "
                           f"recorded") from None
     root = ensure_tracefs(root)
+    _warn_partial(root)
     ev = [root / "events" / "kmem" / e / "enable" for e in EVENTS]
     try:
         saved = {"on": _read(root / "tracing_on"), "buf": _buffer_sizes(root),
@@ -234,6 +236,35 @@ def _clock(root: Path) -> str:
     text = _read(root / "trace_clock")
     m = re.search(r"\[(\S+)\]", text)
     return m.group(1) if m else text
+
+
+def _warn_partial(root: Path) -> None:
+    """Warn of the tracefs settings that leave events out of a recording, naming each.
+
+    An event's ``filter``, ``set_event_pid`` or ``set_event_notrace_pid``, a ``tracing_cpumask``
+    without every CPU: a kernel engineer's, left from other work, made a recording of some of the
+    events only, with no word said (frees of objects whose allocation was left out, objects
+    whose free was)."""
+    found = []
+    for name in [f"events/kmem/{e}/filter" for e in EVENTS] + ["set_event_pid",
+                                                                "set_event_notrace_pid"]:
+        try:
+            text = _read(root / name)
+        except OSError:
+            continue
+        if text not in ("", "none"):
+            found.append(f"{name} {' '.join(text.split())[:60]!r}")
+    try:
+        mask = int(_read(root / "tracing_cpumask").replace(",", ""), 16)
+    except (OSError, ValueError):
+        mask = -1
+    every = (1 << (os.cpu_count() or 1)) - 1
+    if mask & every != every:
+        found.append(f"tracing_cpumask {mask:x} (of CPUs {every:x})")
+    if found:
+        warnings.warn(f"record: {'; '.join(found)}: the recording holds only the events these "
+                      f"let through (the replay needs every allocation and free)", UserWarning,
+                      stacklevel=3)
 
 
 def _try_write(path: Path, text: str) -> None:
