@@ -259,7 +259,9 @@ def test_plot_keeps_one_colour_per_implementation(tmp_path):
                                   # an int64 of the compiled loops: Numba's OverflowError
                                   ["bench", "--objects", str(1 << 63)],
                                   # no bulk table to draw: nothing was written, nothing said
-                                  ["bench", "--where", "none", "--plot", "x.png"]])
+                                  ["bench", "--where", "none", "--plot", "x.png"],
+                                  # nothing to measure: it printed nothing and exited 0
+                                  ["bench", "--where", "none"]])
 def test_main_rejects_bad_arguments(argv, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(argv)

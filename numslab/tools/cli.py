@@ -253,6 +253,9 @@ def _main(argv: list[str] | None) -> int:
     args = ap.parse_args(argv)
     if args.cmd != "bench":
         return labcli.run(args)
+    if args.where == "none" and not (args.single or args.calls or args.ratios or args.compile):
+        b.error("--where none and none of --single, --calls, --ratios, --compile: nothing "
+                "to measure")               # (it printed nothing and exited 0)
     if args.plot:                       # before minutes of measuring, not after
         if args.where == "none":
             b.error("--plot draws the bulk tables, which --where none leaves out")
