@@ -263,6 +263,20 @@ def test_a_binary_file_taken_for_a_trace_is_named(tmp_path, head, says):
     assert tr.kind.tolist() == [EV_KMALLOC, EV_KMALLOC]
 
 
+def test_a_text_with_no_line_break_is_refused_at_the_longest_line(tmp_path, monkeypatch):
+    """``numslab replay /dev/zero`` doubled its buffer until the memory ran out (a
+    MemoryError traceback under a limit, the machine's memory without one)."""
+    from numslab.lab import trace as T
+    monkeypatch.setattr(T, "MAX_LINE", 1 << 16, raising=False)
+    path = tmp_path / "zeros"
+    path.write_bytes(bytes(1 << 17))
+    for src, name in ((path, str(path)), (path.read_bytes(), "trace")):
+        with pytest.raises(TraceFormatError, match=f"^{re.escape(name)}: a line of more than"):
+            read_trace(src, chunk=4096)
+    line = LINE.replace("f+0x1/0x2", "f" * 40_000) + "\n"     # longer than the chunk: read
+    assert read_trace(line.encode(), chunk=4096).kind.tolist() == [EV_KMALLOC]
+
+
 def test_a_closed_standard_input_is_refused(monkeypatch, capsys):
     """``numslab replay - <&-`` (sys.stdin None) ended in an AttributeError traceback, the
     trace's and the snapshot's ``-`` alike."""

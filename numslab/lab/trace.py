@@ -193,6 +193,9 @@ def check_trace(tr: Trace) -> None:
 
 _KM_PREFIX = ("kmalloc-", "kmalloc-cg-", "kmalloc-rcl-", "dma-kmalloc-")
 CHUNK = 4 << 20
+#: the longest line read (a kmem event's is a few hundred bytes): past it the text is no trace
+#: (/dev/zero doubled its buffer until the machine's memory ran out)
+MAX_LINE = 64 << 20
 
 
 def _km_name(key: int) -> tuple[str, int]:
@@ -596,6 +599,10 @@ def _buffered(f: BinaryIO, chunk: int, pipe: _Pipeline) -> None:
         else:
             end = P.last_newline(buf, n)
             if end == 0:                     # a line longer than the buffer
+                if n >= MAX_LINE:
+                    raise TraceFormatError(f"{pipe.where}: a line of more than "
+                                           f"{MAX_LINE >> 20} MiB (no line break): not trace "
+                                           f"text")
                 nb = np.zeros(2 * len(buf), np.uint8)
                 nb[:n] = buf[:n]
                 cur.buf = cur.text = nb
