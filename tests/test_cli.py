@@ -5,6 +5,7 @@ finite and positive."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import struct
 import subprocess
@@ -389,3 +390,19 @@ def test_no_command_names_the_commands(capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2
     assert err.rstrip().endswith("required: {bench,replay,record,snapshot,maple}"), err
+
+
+def test_a_replay_out_of_memory_is_one_line():
+    """``numslab replay - < /dev/zero`` under a memory limit (or a trace past the machine's
+    memory) ended in a MemoryError traceback."""
+    import resource
+    limit = 2 << 30
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    with open("/dev/zero", "rb") as zero:
+        p = subprocess.run([sys.executable, "-m", "numslab", "replay", "-", "--no-progress"],
+                           stdin=zero, capture_output=True, text=True, timeout=300,
+                           preexec_fn=cap, env={**os.environ, "NUMSLAB_PREWARM": "0"})
+    assert p.returncode == 1 and p.stderr.startswith("numslab replay: out of memory"), p.stderr
+    assert "Traceback" not in p.stderr and len(p.stderr.splitlines()) == 1

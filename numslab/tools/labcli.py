@@ -185,6 +185,10 @@ def run(args: argparse.Namespace) -> int:
         n = rec.write_snapshot(args.output, args.slab_root)
         print(f"{n} cache entries written to {args.output}")
         return 0
+    except MemoryError as e:            # (a traceback: an endless standard input, a trace
+        detail = f": {e}" if str(e) else ""     # or a run past the machine's memory)
+        print(f"numslab {args.cmd}: out of memory (MemoryError{detail})", file=sys.stderr)
+        return 1
     except InvalidArgumentError as e:   # an argument no run can take: a usage error
         print(f"numslab {args.cmd}: error: {e}", file=sys.stderr)
         return 2
