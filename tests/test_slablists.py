@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 import numslab
 from numslab.engine import layout as L
 from numslab.engine.layout import P_COUNT
+from numslab.flags import GFP_KERNEL
 
 from conftest import free_total
 
@@ -596,4 +597,55 @@ def test_get_partial_node_moves_half_the_cpu_partial_slabs_not_half_the_objects(
     moved = c.stats["cpu_partial_node"] - before
     assert moved == limit // 2 + 1 == 2
     assert c.partial == 22 - 1 - moved and c.cpu_slabs == 1 + moved
+    sa.validate()
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+def test_g_slab_gen_moves_whenever_a_cache_s_slab_count_does(gen):
+    """``G_SLAB_GEN`` counts every slab made and discarded: after each call, of single and
+    bulk allocations and frees of two caches (one's sheaf structs kmalloc'd from the other's
+    class), kmalloc and ``kmem_cache_shrink``, it moved by at least the slabs any cache
+    gained or lost, and by nothing when none did (the replay's peaks count slabs only when
+    it moved)."""
+    sa = numslab.SlabAllocator(kernel=gen, nr_cpus=2, memory="16M")
+    a, b = sa.kmem_cache_create("ga", 192), sa.kmem_cache_create("gb", 512)
+    rng = np.random.default_rng(7)
+    live: dict = {a: [], b: []}
+    made = discarded = 0
+
+    def counts() -> np.ndarray:
+        return sa.state.node[:, :, L.N_NR_SLABS].sum(axis=1).copy()
+
+    for step in range(600):
+        before, g0 = counts(), int(sa.state.g[L.G_SLAB_GEN])
+        c = a if rng.random() < 0.6 else b
+        op = rng.integers(5)
+        cpu = int(rng.integers(2))
+        if op == 0 or not live[c]:
+            live[c].append(sa.kmem_cache_alloc(c, cpu=cpu))
+        elif op == 1:
+            out = np.zeros(int(rng.integers(1, 40)), np.int64)
+            assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, len(out), out, cpu=cpu) == len(out)
+            live[c] += out.tolist()
+        elif op == 2:
+            k = int(rng.integers(1, 60))
+            for x in live[c][:k]:
+                sa.kmem_cache_free(c, x, cpu=cpu)
+            del live[c][:k]
+        elif op == 3:
+            k = int(rng.integers(1, len(live[c]) + 1))
+            sa.kmem_cache_free_bulk(c, k, np.array(live[c][:k], np.int64), cpu=cpu)
+            del live[c][:k]
+        else:
+            sa.kfree(sa.kmalloc(int(rng.integers(8, 1024)), cpu=cpu), cpu=cpu)
+            if step % 20 == 0:
+                sa.kmem_cache_shrink(c)
+        d = counts() - before
+        moved = int(sa.state.g[L.G_SLAB_GEN]) - g0
+        made += int(d[d > 0].sum())
+        discarded -= int(d[d < 0].sum())
+        assert moved >= int(np.abs(d).sum()), (step, op)
+        if not d.any():                 # (or as many made as discarded in the call)
+            assert moved % 2 == 0, (step, op)
+    assert made > 20 and discarded > 10
     sa.validate()

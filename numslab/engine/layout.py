@@ -71,10 +71,13 @@ PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list
 #: (``rcu_free_slab``), oldest first, linked through ``pg_next`` (NIL ends it); each head
 #: PG_HEAD | PG_RCU, ``sl_freelist`` the CPU that discarded it (whose pcp lists get the
 #: pages).
+#: ``G_SLAB_GEN`` counts the slabs ever made and discarded, of every cache (``_init_slab``,
+#: ``_discard_slab``: where ``N_NR_SLABS`` moves): while it stays the same, no cache's slab
+#: count changed (the lab's replay recounts its peaks only then).
 (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL, G_RNG, G_NPENDING,
  G_ERR0, G_ERR1, G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED,
  G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_FRNG, G_RCU_HEAD, G_RCU_TAIL, G_NRCU,
- G_NLOST, G_RCU_SLABS, G_RCU_SLABS_TAIL, G_NRCU_SLABS, G_NSCALARS) = range(28)
+ G_NLOST, G_RCU_SLABS, G_RCU_SLABS_TAIL, G_NRCU_SLABS, G_SLAB_GEN, G_NSCALARS) = range(29)
 KERNEL_6_18, KERNEL_7_0, KERNEL_7_1, KERNEL_7_3, KERNEL_NEXT = 618, 700, 710, 730, 790
 #: the generations, by release name ("7.3": the mm tree on 7.3-rc5; "next": 7.3 with the slab
 #: tree's barn refill of prefilled sheaves; ARCHITECTURE.md, "The generations")

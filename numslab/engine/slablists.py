@@ -16,10 +16,10 @@ from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_CPU_PARTIAL_SLABS, CA_CTO
                      CA_DEFRAG_RATIO, CA_FP_KEY, CA_HAS_CPU_PARTIAL, CA_MIN_OBJECTS, CA_MIN_ORDER,
                      CA_MIN_PARTIAL, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_SIZE, CA_FLAGS,
                      CA_RED_LEFT, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED, G_NLOST,
-                     G_NPENDING, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL,
-                     N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED,
-                     PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER, PENDING_FRAME, _ca,
-                     _cpu_row, _node_row, _rand, _slab_nid, _stat)
+                     G_NPENDING, G_SLAB_GEN, N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD,
+                     N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD,
+                     PG_ISOLATED, PG_NODE_PARTIAL, PG_SLAB, PG_SORTED, CA_PARTIAL_ORDER,
+                     PENDING_FRAME, _ca, _cpu_row, _node_row, _rand, _slab_nid, _stat)
 from .freelist import _build_freelist, _fp_mask, _set_fp
 from .freelist import _get_fp  # noqa: F401 (slablists._get_fp: the helper tests name)
 from .native import jit, unit, words_at
@@ -239,6 +239,7 @@ def _init_slab(st, cache, slab, objects):
     r = _node_row(st, cache, _slab_nid(st, slab))
     nd[r + N_NR_SLABS] += 1
     nd[r + N_TOTAL_OBJECTS] += objects
+    st.g[G_SLAB_GEN] += 1
     if _ca(st, cache, CA_CTOR):
         g = st.g
         n = g[G_NPENDING]
@@ -376,6 +377,7 @@ def _discard_slab(st, cache, cpu, slab):
     r = _node_row(st, cache, _slab_nid(st, slab))
     nd[r + N_NR_SLABS] -= 1
     nd[r + N_TOTAL_OBJECTS] -= st.sl_objects[slab]
+    st.g[G_SLAB_GEN] += 1
     st.sl_cache[slab] = NIL
     st.sl_objects[slab] = 0
     st.sl_inuse[slab] = 0
