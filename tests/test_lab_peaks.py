@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import numslab
+from numslab.engine.layout import N_NR_SLABS
 from lab_oracle import Oracle
 
 KERNELS = ("7.0", "6.18", "next")
@@ -87,6 +88,62 @@ def test_a_burst_between_two_samples_is_the_peak(kernel):
     assert r.to_json()["caches"]["burst"]["peak_live_objects"] == 500
     # the sampled series are as they were
     assert r.series.slabs.tolist() == full.series.slabs[[999, 1999]].tolist()
+
+
+def test_slabs_a_free_discards_are_not_counted_in_a_later_peak(kernel):
+    """600 objects of ``first`` allocated and freed (its slabs discarded past min_partial),
+    then 600 of ``second``: the machine's peak of slab bytes is the most held at any one
+    event, as a replay sampled at every event sees it, not the two bursts' slabs summed."""
+    lines, t = [], 0
+    for name, base in (("first", 0x10000), ("second", 0x800000)):
+        for op in ("kmem_cache_alloc", "kmem_cache_free"):
+            for i in range(600):
+                f = dict(name=name)
+                if op == "kmem_cache_alloc":
+                    f.update(bytes_req=256, bytes_alloc=256, gfp_flags="GFP_KERNEL", node=-1)
+                lines.append(_line(op, base + 0x100 * i, t, **f))
+                t += 1
+    text = "".join(lines).encode()
+    r = numslab.replay(text, kernel=kernel, cpus=2, samples=2)
+    full = _every_event(r, text)
+    k = r.names.index("first")
+    held = full.series.slabs[:, k]
+    assert held[1199] < held[599]                       # first's frees discarded slabs
+    assert r.caches["peak_slabs"].tolist() == full.series.slabs.max(axis=0).tolist()
+    assert r.totals["peak_slab_bytes"] == int(full.series.total_slab_bytes.max())
+    assert r.totals["peak_slab_bytes"] < int(full.series.slab_bytes.max(axis=0).sum())
+
+
+def test_slabs_moved_between_two_chunks_are_counted_by_the_next(kernel):
+    """A shrink between two chunks of the replay's loop (no event of the shrunk cache in the
+    second) discards slabs: the second chunk counts every cache again first, so its table
+    holds the slabs as the nodes count them, and the machine's slab bytes their sum."""
+    from numslab.lab import kernels as K
+    from numslab.lab import replay as R
+    from numslab.lab.trace import read_trace
+    text = _burst_trace().encode()
+    p = R.prepare(read_trace(text))
+    sa, cids, osize, _ = R._build(p, R.Config(kernel, 2, 1, "default", 0), None, 64 << 20)
+    node = sa.state.node
+    slab_bytes = 4096 << np.array([sa.find_cache(n).order for n in p.names], np.int64)
+    npid = max(p.npid, 1)
+    ptrs = (np.zeros(npid, np.int64), np.zeros(npid, np.int32), np.zeros(npid, np.int64))
+    counts = np.zeros(K.K_NCOUNTS, np.int64)
+    ev = tuple(K.Events.of(p.trace))
+    pk = K.new_peaks(sa, cids, osize, slab_bytes, np.zeros(len(cids), np.int64))
+    k = p.names.index("burst")
+    assert K.replay_chunk(sa.handle, 0, 1000, ev, 2, 1, cids, ptrs, counts, None, None,
+                          pk) == 0
+    held = int(node[cids[k], :, N_NR_SLABS].sum())
+    most = pk[cids, K.PK_PEAK_SLABS].copy()
+    sa.kmem_cache_shrink(sa.find_cache("burst"))
+    assert int(node[cids[k], :, N_NR_SLABS].sum()) < held
+    assert K.replay_chunk(sa.handle, 1000, 2000, ev, 2, 1, cids, ptrs, counts, None, None,
+                          pk) == 0
+    now = node[cids, :, N_NR_SLABS].sum(axis=1)
+    assert pk[cids, K.PK_SLABS].tolist() == now.tolist()
+    assert pk[-1, 2] == int((now * slab_bytes).sum())
+    assert pk[cids[k], K.PK_PEAK_SLABS] == most[k]      # (the shrink raised no peak)
 
 
 @pytest.mark.parametrize("policy, warm", [("default", False), ("mobility=100", False),

@@ -14,7 +14,7 @@ import numpy as np
 from .. import jit as nj
 from ..drivers.handles import state_of
 from ..engine.layout import (C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_ACTIVE,
-                             CA_NCOLS, CA_SHEAF_CAPACITY, G_RCU_HEAD, N_BARN_EMPTY,
+                             CA_NCOLS, CA_SHEAF_CAPACITY, G_RCU_HEAD, G_SLAB_GEN, N_BARN_EMPTY,
                              N_BARN_FULL, N_NCOLS, N_NR_PARTIAL, N_NR_SLABS, NIL, PG_TAIL,
                              SH_NEXT, SHEAF_HEADER, _cpu_row, _node_index, _node_row,
                              _rcu_next, _shadow)
@@ -129,8 +129,11 @@ def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
 #: as the sampled series sum them); then ``PK_CHAIN`` on, the caches (rows of the trace)
 #: counted again after each of its events besides its own, -1 after the last: the kmalloc
 #: cache its sheaf structs come from (``_alloc_empty_sheaf``), that cache's own, and so on.
-#: The last row is the machine's: live bytes now, the most; slab bytes now, the most.
+#: The last row is the machine's: live bytes now, the most; slab bytes now, the most; then
+#: (``PK_GEN``) the engine's ``G_SLAB_GEN`` when the slabs were counted: while it stays, no
+#: slab count moved, and the replay counts none again.
 PK_LIVE, PK_PEAK_LIVE, PK_SLABS, PK_PEAK_SLABS, PK_BYTES, PK_SLAB_BYTES, PK_CHAIN = range(7)
+PK_GEN = 4
 
 
 def new_peaks(sa: Any, cids: np.ndarray, row_bytes: np.ndarray, row_slab_bytes: np.ndarray,
@@ -197,6 +200,7 @@ def recount_peaks(h, pk):
             pk[cache, PK_SLABS] = s
             pk[cache, PK_PEAK_SLABS] = max(pk[cache, PK_PEAK_SLABS], s)
     pk[m, 3] = max(pk[m, 3], pk[m, 2])
+    pk[m, PK_GEN] = st.g[G_SLAB_GEN]
 
 
 @lab_jit()        # holds the GIL: numslab.jit refuses nogil callers
@@ -234,15 +238,22 @@ def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, se
     beyond the trace's) as a replayed free, counted in ``counts[K_SEEDED_FREE]``.
 
     ``peaks`` is None or the peaks' table (``PK_*``, :func:`new_peaks`), kept after every
-    replayed event.
+    replayed event: the live counts at each, the slabs only when the engine's ``G_SLAB_GEN``
+    moved (all of them counted again first if it moved before the chunk); the machine's row
+    kept in registers and written back on return.
     Returns 0, or 1 when the arena ran out (``counts[K_OOM_AT]`` is the event).
     """
     kind, cpu, row, pid, gfp, node, nbytes = ev           # (by position: plain tuples)
     addr, owner, lbytes = ptrs
     if peaks is not None:
         stnode = state_of(h).node
+        sg = state_of(h).g
         mc = peaks.shape[0] - 1                 # the machine's row
         width = peaks.shape[1]
+        if sg[G_SLAB_GEN] != peaks[mc, PK_GEN]:     # slabs made or discarded between chunks
+            recount_peaks(h, peaks)
+        seen = peaks[mc, PK_GEN]
+        lb, lbp, sb, sbp = peaks[mc, 0], peaks[mc, 1], peaks[mc, 2], peaks[mc, 3]
     for i in range(start, stop):
         o = kind[i]
         if o > EV_CACHE_FREE:
@@ -279,7 +290,7 @@ def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, se
                 if peaks is not None and w != ROW_LARGE:
                     other = cids[w]
                     peaks[other, PK_LIVE] -= 1
-                    peaks[mc, 0] -= peaks[other, PK_BYTES]
+                    lb -= peaks[other, PK_BYTES]
             g = (np.int64(gfp[i]) & 0xFFFFFFFF) & ~NO_OBJ_EXT   # the column's int32 is a gfp_t
             nd = node[i]
             if r == ROW_LARGE:
@@ -299,6 +310,8 @@ def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, se
             if a == 0:
                 addr[p] = 0
                 counts[K_OOM_AT] = i
+                if peaks is not None:
+                    peaks[mc, 0], peaks[mc, 1], peaks[mc, 2], peaks[mc, 3] = lb, lbp, sb, sbp
                 return 1
             if work is not None:
                 _count_alloc(work, cids, r, a, p)
@@ -341,39 +354,51 @@ def replay_chunk(h, start, stop, ev, ncpus, nnodes, cids, ptrs, counts, work, se
             if w != ROW_LARGE:
                 touched = cids[w]
                 grow = -1
-        if peaks is not None and touched >= 0:      # (in line, as the frees above)
+        if peaks is None:
+            continue
+        if touched >= 0:                            # (in line, as the frees above)
             if grow > 0:
                 n = peaks[touched, PK_LIVE] + 1
                 peaks[touched, PK_LIVE] = n
                 if n > peaks[touched, PK_PEAK_LIVE]:
                     peaks[touched, PK_PEAK_LIVE] = n
-                b = peaks[mc, 0] + peaks[touched, PK_BYTES]
-                peaks[mc, 0] = b
-                if b > peaks[mc, 1]:
-                    peaks[mc, 1] = b
+                lb += peaks[touched, PK_BYTES]
+                if lb > lbp:
+                    lbp = lb
             elif grow < 0:
                 peaks[touched, PK_LIVE] -= 1
-                peaks[mc, 0] -= peaks[touched, PK_BYTES]
-            y = touched                 # its slabs, and those of the caches its sheaf
-            for _ in range(2):          # structs come from (then other's, if any)
-                for j in range(PK_CHAIN - 1, width):
-                    x = y if j < PK_CHAIN else peaks[y, j]
-                    if x < 0:
-                        break
-                    ns = 0
-                    for nd in range(nnodes):
-                        ns += stnode[(x * nnodes + nd) * N_NCOLS + N_NR_SLABS]
-                    d = ns - peaks[x, PK_SLABS]
-                    if d:
-                        peaks[x, PK_SLABS] = ns
-                        peaks[mc, 2] += d * peaks[x, PK_SLAB_BYTES]
-                        if ns > peaks[x, PK_PEAK_SLABS]:
-                            peaks[x, PK_PEAK_SLABS] = ns
-                y = other
-                if y < 0:
+                lb -= peaks[touched, PK_BYTES]
+        if sg[G_SLAB_GEN] == seen:                  # no slab made or discarded: none to count
+            continue
+        seen = sg[G_SLAB_GEN]
+        if touched < 0:                 # (no event that names no slab cache moves slabs:
+            peaks[mc, 2], peaks[mc, 3] = sb, sbp    # every cache counted, all the same)
+            recount_peaks(h, peaks)
+            sb, sbp = peaks[mc, 2], peaks[mc, 3]
+            continue
+        y = touched                     # its slabs, and those of the caches its sheaf
+        for _ in range(2):              # structs come from (then other's, if any)
+            for j in range(PK_CHAIN - 1, width):
+                x = y if j < PK_CHAIN else peaks[y, j]
+                if x < 0:
                     break
-            if peaks[mc, 2] > peaks[mc, 3]:
-                peaks[mc, 3] = peaks[mc, 2]
+                ns = 0
+                for nd in range(nnodes):
+                    ns += stnode[(x * nnodes + nd) * N_NCOLS + N_NR_SLABS]
+                d = ns - peaks[x, PK_SLABS]
+                if d:
+                    peaks[x, PK_SLABS] = ns
+                    sb += d * peaks[x, PK_SLAB_BYTES]
+                    if ns > peaks[x, PK_PEAK_SLABS]:
+                        peaks[x, PK_PEAK_SLABS] = ns
+            y = other
+            if y < 0:
+                break
+        if sb > sbp:
+            sbp = sb
+    if peaks is not None:
+        peaks[mc, 0], peaks[mc, 1], peaks[mc, 2], peaks[mc, 3] = lb, lbp, sb, sbp
+        peaks[mc, PK_GEN] = seen
     return 0
 
 
