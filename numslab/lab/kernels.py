@@ -23,8 +23,8 @@ from ..engine.sheaves import KMALLOC_CLASS
 from ..engine.stats import live_objects
 from ..flags import __GFP_NO_OBJ_EXT
 from .compiled import lab_jit
-from .parse import (EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, ROW_FAILED, ROW_LARGE, ROW_NULL,
-                    ROW_ZERO, ROW_ZERO_PTR)
+from .parse import (EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_OTHER, ROW_FAILED, ROW_LARGE,
+                    ROW_NULL, ROW_ZERO, ROW_ZERO_PTR)
 
 #: ``replay_chunk``'s ``ratio`` when no work follows a free (-1: the cache's own ratio)
 NO_TRIGGER = -2
@@ -119,6 +119,50 @@ def peak_live_bytes(kind, row, pid, sizes, nbytes, npid):
             cur -= live[p]
             live[p] = 0
     return peak
+
+
+@lab_jit(nogil=True)
+def alloc_cpu_rows(kind, row, cpu, nrows, ncpus):
+    """Which cache rows allocate on which of ``ncpus`` simulated CPUs; ``kind`` is ``EV_*``.
+
+    uint8[nrows * ncpus], 1 at ``r * ncpus + c`` where an allocation of row ``r`` runs on CPU
+    ``c`` (the event's ``max(cpu, 0) % ncpus``, as the replay runs it)."""
+    seen = np.zeros(nrows * ncpus, np.uint8)
+    for i in range(kind.shape[0]):
+        r = row[i]
+        if kind[i] <= EV_KMALLOC and r >= 0:
+            seen[r * ncpus + max(cpu[i], 0) % ncpus] = 1
+    return seen
+
+
+@lab_jit(nogil=True)
+def time_steps_back(kind, ts):
+    """The first timed line (``kind`` at most ``EV_OTHER``) whose ``ts`` is below an earlier one's.
+
+    Returns ``(i, before, n)``: its index (-1: none), the largest ``ts`` before it and how many
+    timed lines do so; the running maximum as ``numpy.maximum.accumulate`` takes it (a NaN
+    holds it at NaN, below which nothing is)."""
+    first = -1
+    before = 0.0
+    n = 0
+    top = 0.0
+    started = False
+    for i in range(kind.shape[0]):
+        if kind[i] > EV_OTHER:
+            continue
+        t = ts[i]
+        if not started:
+            started = True
+            top = t
+            continue
+        if t < top:
+            if first < 0:
+                first = i
+                before = top
+            n += 1
+        elif top == top and (t != t or t > top):
+            top = t
+    return first, before, n
 
 
 # ---- the peaks' table (``replay_chunk``'s ``peaks``): a row per numslab cache -------------

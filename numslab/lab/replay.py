@@ -35,7 +35,7 @@ from .parse import ROW_LARGE
 from .result import PAGE_SIZE, Configs, ReplayResult, Series
 from .snapshot import (SnapshotFormatError, _aliases, _align_ok, _geometry, load_snapshot,
                        merge_aliases)
-from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
+from .trace import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KMALLOC, EV_LOST,
                     EV_OTHER, EV_OWN, Trace, TraceFormatError, check_trace, large_kmalloc_twice,
                     read_trace)
 
@@ -213,9 +213,7 @@ def _memory(p: Prepared, cfg: Config, extra: int = 0) -> int:
     sizes = np.asarray(p.sizes + [0], np.int64)
     peak = int(K.peak_live_bytes(tr.kind, tr.row, tr.pid, sizes, tr.bytes_alloc,
                                  max(p.npid, 1)))
-    at = (tr.kind <= EV_KMALLOC) & (tr.row >= 0)
-    pairs = np.unique(tr.row[at].astype(np.int64) * cfg.cpus
-                      + np.maximum(tr.cpu[at], 0) % cfg.cpus)
+    pairs = np.flatnonzero(K.alloc_cpu_rows(tr.kind, tr.row, tr.cpu, len(p.names), cfg.cpus))
     cap = int(cfg.policy.split("=")[1]) if cfg.policy.startswith("sheaves=") else 0
     held = np.minimum((256 + 2 * cap) * np.maximum(sizes[pairs // cfg.cpus], 8) + (32 << 10),
                       (1 << 20) + 16 * cap * 4096)
@@ -279,17 +277,12 @@ def _warn_time_order(tr: Trace) -> None:
     trace-time means weigh each sample by a running maximum of the timestamps
     (:func:`sample_seconds`), which such a trace makes meaningless (they fell from 63 to 23 for a
     trace whose last events were moved to the front, with no word said)."""
-    timed = np.flatnonzero(tr.kind <= EV_OTHER)
-    if len(timed) < 2:
-        return
-    ts = tr.ts[timed]
-    back = np.flatnonzero(ts[1:] < np.maximum.accumulate(ts)[:-1])
-    if len(back):
-        i = int(timed[back[0] + 1])
+    i, before, n = K.time_steps_back(tr.kind, tr.ts)      # (one pass, in line order)
+    if i >= 0:
         warnings.warn(f"{tr.source}, line {int(tr.line[i])}: its timestamp "
                       f"{float(tr.ts[i]):.6f} is "
-                      f"earlier than one before it ({float(ts[:back[0] + 1].max()):.6f}; "
-                      f"{len(back)} such line(s)): the kernel prints its events in time "
+                      f"earlier than one before it ({float(before):.6f}; "
+                      f"{n} such line(s)): the kernel prints its events in time "
                       f"order, so the trace-time means are not to be trusted", UserWarning,
                       stacklevel=3)
 
@@ -299,7 +292,7 @@ def _warn_no_events(tr: Trace) -> None:
 
     An empty ``perf script`` (no perf.data), a file of other events: the replay then reports an
     empty machine as if it had replayed something."""
-    if not np.isin(tr.kind, (EV_CACHE_ALLOC, EV_KMALLOC, EV_KFREE, EV_CACHE_FREE)).any():
+    if not (tr.kind <= EV_CACHE_FREE).any():       # (EV_CACHE_ALLOC, EV_KMALLOC, EV_KFREE)
         warnings.warn(f"{tr.source}: none of its {len(tr)} event line(s) is a kmem allocation "
                       f"or free (kmem_cache_alloc, kmalloc, kmem_cache_free, kfree): nothing "
                       f"to replay", UserWarning, stacklevel=3)
