@@ -354,6 +354,7 @@ class BatchAPI:
                 self._give_back_batch(cache, addrs)
                 raise _nested_too_deep(cache.name)
             self._ctor_depth += 1
+            was_out = addr in self._ctor_out
             try:
                 cache.ctor(self.memory, addr)
             except BaseException as e:
@@ -365,6 +366,10 @@ class BatchAPI:
                                        f"was allocated") from e
             finally:
                 self._ctor_depth -= 1
+            # the constructor freed it (and an allocation it made may have been handed it)
+            if self._locate(addr, cache._id)[0] or (not was_out and addr in self._ctor_out):
+                self._give_back_batch(cache, addrs, lost=[addr])
+                raise self._ctor_took(cache, [addr])
         self._ctor_out.update(addrs)
         return addrs
 
