@@ -312,9 +312,9 @@ def test_lean_sheaves_from_the_command(capsys):
 
 
 def test_the_figure_with_sheaf_structs_counts_the_allocators_own_kmallocs():
-    # a second, labelled figure: the allocator's sheaf structs (kmalloc objects) counted as
+    # a second, labelled figure: the allocator's sheaf and barn structs (kmalloc objects) as
     # in use with the live bytes; the count per cache row at the last sample against a
-    # plain-Python walk of every cache's sheaves to the slab that holds each struct
+    # plain-Python walk of every cache's sheaves and barns to the slab that holds each struct
     from numslab.engine.layout import PG_TAIL
     name = "git_tar"        # (its kmalloc-512 and -64 rows hold the structs; the network
     # trace's rows of their classes were the kernel's own kmallocs, now skipped)
@@ -330,6 +330,9 @@ def test_the_figure_with_sheaf_structs_counts_the_allocators_own_kmallocs():
                 pfn = int(st.pg_head[pfn])
             owner = int(st.sl_cache[pfn])
             structs[owner] = structs.get(owner, 0) + 1
+    for b in sa.barn_addresses().tolist():          # and its barns, kmalloc-64 objects
+        owner = int(st.sl_cache[b >> 12])
+        structs[owner] = structs.get(owner, 0) + 1
     ids = [sa.find_cache(nm).id for nm in r.names]
     want = [structs.get(i, 0) for i in ids]
     assert r.series.sheaf_structs[-1].tolist() == want and sum(want) > 0

@@ -122,10 +122,14 @@ def test_untraced_frees_in_slab_order_empty_slabs_in_random_order_scatter(gen):
 
 
 @pytest.mark.parametrize("gen, figures", [
-    ("6.18", (25490, 4628, 0, 3623, 104, 0, 104, 3607)),
-    ("7.0", (25490, 5771, 2047, 0, 123, 42, 123, 3607))])
+    ("6.18", (25490, 4633, 0, 3628, 104, 0, 104, 3607)),
+    ("7.0", (25490, 5773, 1990, 0, 123, 41, 123, 3607))])
 def test_a_cold_replay_is_as_before_the_warm_start(gen, figures):
-    # the figures the replay gave before warm starts existed (main at de3eaf8)
+    # the figures the replay gave before warm starts existed (main at de3eaf8), but for the
+    # barns the caches with sheaves kmalloc (kmalloc-64, a row of the trace, holds them: its
+    # slabs summed over the samples 112 -> 117 under 6.18, CPU slabs all; under 7.0 126 -> 128,
+    # and kmalloc-64's one more sheaf, a kmalloc-512 object, leaves kmalloc-512's slab full
+    # rather than partial: its partial slabs over the samples 64 -> 5)
     r = _replay(gen)
     s = r.series
     assert (int(s.live_objects.sum()), int(s.slabs.sum()), int(s.partial.sum()),

@@ -64,10 +64,11 @@ def test_every_cache_has_sheaves_and_sysfs_says_so():
     assert all(k.sheaf_capacity == calculate_sheaf_capacity(k.slab_size)
                for k in sa.kmalloc_caches)
     # every CPU has a main sheaf from the start, kmalloc'ed from the kmalloc caches; the
-    # kzalloc of c's (GFP_KERNEL) refilled a sheaf of kmalloc-256's own (one more sheaf)
+    # kzalloc of c's (GFP_KERNEL) refilled a sheaf of kmalloc-256's own (one more sheaf), and
+    # the boot's barns one of kmalloc-64's (another)
     assert (sa.state.cpu[c.id, :, numslab.engine.layout.C_MAIN] != 0).all()
     assert sum(k.sheaf_objects for k in sa.kmalloc_caches) == \
-        len(sa.sheaf_addresses()) == sa.nr_cpus * (len(sa.kmalloc_caches) + 1) + 1
+        len(sa.sheaf_addresses()) == sa.nr_cpus * (len(sa.kmalloc_caches) + 1) + 2
     fs = c.sysfs()
     assert fs["sheaf_capacity"] == "28"
     assert (fs["cpu_partial"], fs["slabs_cpu_partial"], fs["cpu_slabs"]) == ("0", "0(0)", "0")
@@ -395,14 +396,15 @@ def test_a_failed_bulk_alloc_takes_nothing():
 # ---- the kmalloc caches' own sheaves ---------------------------------------------------------
 def test_kmalloc_caches_sheaves_do_not_recurse_and_are_accounted():
     sa = fresh(nr_cpus=1)
-    held = {k.name: k.live_objects - k.sheaf_objects for k in sa.kmalloc_caches}
+    held = {k.name: k.live_objects - k.sheaf_objects - k.barn_objects
+            for k in sa.kmalloc_caches}
     assert all(v == 0 for v in held.values())
     addrs = [sa.kmalloc(s) for s in (8, 100, 500, 1000, 3000, 8000) for _ in range(200)]
     assert all(addrs) and len(set(addrs)) == len(addrs)
     sa.validate()
     for a in addrs:
         sa.kfree(a)
-    assert all(k.live_objects == k.sheaf_objects for k in sa.kmalloc_caches)
+    assert all(k.live_objects == k.sheaf_objects + k.barn_objects for k in sa.kmalloc_caches)
     for k in sa.kmalloc_caches:
         k.shrink()
     # after shrinking only the main sheaves remain, one per CPU and cache

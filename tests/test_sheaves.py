@@ -12,6 +12,7 @@ from numslab import GFP_ATOMIC, GFP_KERNEL, SLAB_ARRAY_ALLOC_LOCAL, SLAB_HWCACHE
 from numslab.engine.layout import (C_MAIN, C_SPARE, CA_USER_SHEAVES, N_BARN_FULL, N_NR_EMPTY,
                              N_NR_FULL, SH_NEXT, SH_OBJECTS, SH_SIZE)
 
+from numslab.lab.warm import counts
 from conftest import assert_unchanged, free_total, new_slab_order, snapshot
 
 CAP = 4
@@ -112,14 +113,16 @@ def test_sheaves_are_kmalloc_objects(sa, cap, kmalloc, nbytes):
     k = km(sa, kmalloc)
     base = k.live_objects
     c = sa.kmem_cache_create("s", 256, sheaf_capacity=cap)   # 32 + 8 * cap bytes each
-    assert k.live_objects == base + sa.nr_cpus                # an empty main per CPU
+    barns = sa.nr_nodes if kmalloc == "kmalloc-64" else 0     # 48 bytes each, one per node
+    assert k.live_objects == base + sa.nr_cpus + barns        # an empty main per CPU
+    assert k.barn_objects == barns
     assert c.stats["sheaf_alloc"] == sa.nr_cpus
     for cpu in range(sa.nr_cpus):
         assert sa.ksize(object_of(sa, main_of(sa, c, cpu))) == nbytes
         assert pcs(sa, c, cpu) == (0, None)
     assert barn(sa, c) == (0, 0)
     a = sa.kmem_cache_alloc(c, cpu=0)                         # a full sheaf is made
-    assert k.live_objects == base + sa.nr_cpus + 1
+    assert k.live_objects == base + sa.nr_cpus + barns + 1
     assert pcs(sa, c) == (cap - 1, None)                      # refilled to capacity
     sa.validate()
     sa.kmem_cache_free(c, a, cpu=0)
@@ -132,9 +135,11 @@ def test_large_sheaves_are_large_kmallocs(sa):
     pages = free_total(sa)
     c = sa.kmem_cache_create("big", 64, sheaf_capacity=2000)  # 16032 bytes: order 2
     assert sa.ksize(object_of(sa, main_of(sa, c))) == 16384
-    assert free_total(sa) == pages - 2 * 4
+    # and its barn, kmalloc-64's first object: a slab of 6.18's kmalloc-64, whose CPU slab
+    # it stays when the barn is freed
+    assert free_total(sa) == pages - 2 * 4 - 1 and km(sa, "kmalloc-64").barn_objects == 1
     sa.kmem_cache_destroy(c)
-    assert free_total(sa) == pages
+    assert free_total(sa) == pages - 1 and km(sa, "kmalloc-64").live_objects == 0
     sa.validate()
 
 
@@ -493,7 +498,7 @@ def test_destroy_frees_every_sheaf(sa):
     base = k.live_objects
     c = sa.kmem_cache_create("d", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=CAP)
     fill_barn(sa, c)
-    assert k.live_objects == base + 2 + 11
+    assert k.live_objects == base + 2 + 11 + 1                # and the barn (one node)
     sa.kmem_cache_destroy(c)
     assert k.live_objects == base
     sa.kmem_cache_create("d", 256, sheaf_capacity=CAP)   # the name is free again
@@ -655,7 +660,7 @@ def test_prefill_sheaf_objects_can_be_zeroed(sa, sc):
 
 def test_destroy_with_an_outstanding_prefilled_sheaf(sa, sc):
     k = km(sa, "kmalloc-64")
-    before_cache = k.live_objects - sa.nr_cpus       # the fixture made the two mains
+    before_cache = k.live_objects - sa.nr_cpus - 1   # the fixture made two mains, a barn
     s = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 2)
     with pytest.raises(numslab.CacheLeakError, match="prefilled"):
         sa.kmem_cache_destroy(sc)
@@ -674,7 +679,7 @@ def test_a_forced_destroy_returns_the_outstanding_prefilled_sheaves(sa, sc):
     sheaves too (it refused them as it refused without ``force``); their handles are then
     no sheaf's."""
     k = km(sa, "kmalloc-64")
-    before_cache = k.live_objects - sa.nr_cpus
+    before_cache = k.live_objects - sa.nr_cpus - 1   # two mains, a barn
     sheaves = [sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, n) for n in (2, 3)]
     a = sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, sheaves[0])
     sa.kmem_cache_destroy(sc, force=True)
@@ -1149,3 +1154,58 @@ def test_a_sheaf_kmalloc_that_meets_a_corrupted_free_pointer_leaves_no_fault_beh
     for a in first + [a for a in held if a not in mine[1:4]]:
         sa.kfree(a)
     sa.validate()
+
+
+# ---- barns are kmalloc objects ------------------------------------------------------------
+def _sysfs_counts(k):
+    """kmalloc cache ``k``'s sysfs ``objects`` and ``slabs`` per node."""
+    return tuple(counts(k.sysfs()[a]) for a in ("objects", "slabs"))
+
+
+@pytest.mark.parametrize("gen", ["7.0", "7.1", "7.3", "next"])
+def test_a_cache_with_sheaves_kmallocs_a_barn_per_node(gen):
+    """init_kmem_cache_nodes: ``barn = kmalloc_node(sizeof(*barn), GFP_KERNEL, node)`` on every
+    node for a cache with sheaves (``struct node_barn``, 48 bytes on x86-64: kmalloc-64);
+    free_kmem_cache_nodes: ``kfree(barn)``. numslab made none: a 7.x machine's kmalloc-64 held
+    one object per cache and node fewer than a kernel's."""
+    sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory="8M", kernel=gen)
+    k = km(sa, "kmalloc-64")
+    barns = sa.barn_addresses()
+    # bootstrap_kmalloc_sheaves: each kmalloc cache's barns (kmalloc_caches[] order: 96 and
+    # 192, then 8 .. 8k); those of 96, 192, 8, 16, 32 and 64 from kmalloc-64's slabs (it has
+    # no sheaves yet), kmalloc-128's node-0 barn refills a sheaf of 60 (__pcs_replace_empty_main)
+    # that serves the node-0 barns after it and the 64-byte sheaves of kmalloc-4k and -8k;
+    # node 1's barns from its slabs (alloc_from_pcs: node != numa_mem_id(), ___slab_alloc)
+    assert k.barn_objects == len(barns) == 13 * 2
+    assert [sa.page_to_nid(int(a)) for a in barns] == [0, 1] * 13
+    assert _sysfs_counts(k) == ({0: 6 + 60, 1: 13}, {0: 2, 1: 1})
+    boot, mismatch = _sysfs_counts(k), k.stats["alloc_node_mismatch"]
+    c = sa.kmem_cache_create("b", 100)
+    found = sa.find(int(sa.barn_addresses()[-1]))
+    assert k.barn_objects == 28 and found["cache"] is k and found["kind"] == "barn"
+    # node 0's from the CPU's sheaf (counted in use already), node 1's from its slabs
+    assert _sysfs_counts(k) == ({0: 66, 1: 14}, {0: 2, 1: 1})
+    assert k.stats["alloc_node_mismatch"] == mismatch + 1
+    sa.kmem_cache_destroy(c)                        # node 0's to the sheaf, node 1's to its slab
+    assert k.barn_objects == 26 and _sysfs_counts(k) == boot
+    d = sa.kmem_cache_create("d", 100, flags=numslab.SLAB_RED_ZONE)    # no sheaves: no barn
+    assert k.barn_objects == 26 and len(k) == 0
+    sa.kmem_cache_destroy(d)
+    sa.validate()
+
+
+def test_618_barns_only_for_caches_with_sheaves(sa2):
+    """6.18's init_kmem_cache_nodes: a barn per node only ``if (s->cpu_sheaves)``, a cache
+    created with ``sheaf_capacity``; its kmalloc caches have none (so neither barns)."""
+    if sa2.kernel != "6.18":
+        pytest.skip("6.18's rule")
+    k = km(sa2, "kmalloc-64")
+    assert k.barn_objects == 0 and k.live_objects == 0
+    plain = sa2.kmem_cache_create("plain", 100)
+    assert k.barn_objects == 0 and k.live_objects == 0
+    c = sa2.kmem_cache_create("sh", 100, sheaf_capacity=8)
+    assert k.barn_objects == 2 and len(k) == 0
+    assert sorted(sa2.page_to_nid(int(a)) for a in sa2.barn_addresses()) == [0, 1]
+    sa2.kmem_cache_destroy(c)
+    sa2.kmem_cache_destroy(plain)
+    assert k.barn_objects == 0 and k.live_objects == 0

@@ -35,7 +35,7 @@ threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
 for t in threads: t.start()
 for t in threads: t.join()
 sa.validate()
-print(sum(c.live_objects - c.sheaf_objects for c in sa.caches))
+print(sum(len(c) for c in sa.caches))
 """
 
 

@@ -146,6 +146,10 @@ SHEAF_HEADER = 32                                                 #: bytes befor
 MAX_FULL_SHEAVES = 10
 MAX_EMPTY_SHEAVES = 10
 NR_KMALLOC = 13
+#: ``sizeof(struct node_barn)`` on x86-64 (no lock debugging): ``spinlock_t lock`` (4, then 4
+#: of padding), ``struct list_head sheaves_full, sheaves_empty`` (16 each), ``unsigned int
+#: nr_full, nr_empty`` (4 each): 48 bytes, a kmalloc-64 object.
+BARN_SIZE = 48
 
 # ---- buddy free-area columns (field BUDDY, shape [nnodes * (MAX_ORDER+1), B_NCOLS]) -------
 B_HEAD, B_COUNT, B_NCOLS = range(3)
@@ -161,11 +165,18 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 (F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
  F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
  F_PENDING, F_LIVE, F_KMALLOC, F_PCP, F_SCRATCH, F_REPORTS, F_SL_BUCKET, F_PBUCKETS,
- F_RSEQ, F_RCU, F_BARN_PARTIAL, F_SL_LOST, NFIELDS) = range(30)
+ F_RSEQ, F_RCU, F_BARN_PARTIAL, F_SL_LOST, F_BARN, NFIELDS) = range(31)
 #: Field ``barn_partial`` (int64, shape [max_caches * nnodes], 0: none) is
 #: ``barn->sheaf_partial`` of (cache, node), element ``cache * nnodes + node``
 #: (:func:`_node_index`), KERNEL_NEXT only: a sheaf holding what a prefilled sheaf's refill left
 #: of the barn sheaf it took from (1 to capacity - 1 objects, ``SH_NEXT`` 0).
+#: Field ``barn`` (int64, shape [max_caches * nnodes], 0: none) is the address of the
+#: ``struct node_barn`` of (cache, node) (element :func:`_node_index`): a cache with sheaves
+#: has one per node, ``kmalloc_node(sizeof(*barn), GFP_KERNEL, node)`` in
+#: ``init_kmem_cache_nodes`` (``bootstrap_cache_sheaves`` for a kmalloc cache), an
+#: allocator's own kmalloc object of ``BARN_SIZE`` bytes, ``kfree``d by
+#: ``free_kmem_cache_nodes`` at the cache's release. Its words stay unused (the barn's lists
+#: are the node row's columns).
 #: Field ``sl_lost`` (int64, shape [npages], 0 but at a slab head) counts the objects of a
 #: slab that slab_debug's repair of its free list cut off (``debug.on_freelist``: "Freechain
 #: corrupt", "Wrong object count"): counted in ``sl_inuse`` as the kernel counts them, never
@@ -198,7 +209,7 @@ FIELDS = (
     ("sl_objects", 0), ("sl_slabs", 0), ("ca", 0), ("cpu", 0), ("node", 0), ("stats", 0),
     ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0), ("kmalloc", NIL),
     ("pcp", 0), ("scratch", 0), ("reports", 0), ("sl_bucket", NIL), ("pbuckets", NIL),
-    ("rseq", 0), ("rcu", 0), ("barn_partial", 0), ("sl_lost", 0),
+    ("rseq", 0), ("rcu", 0), ("barn_partial", 0), ("sl_lost", 0), ("barn", 0),
 )
 
 
@@ -222,7 +233,7 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
         max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
         npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS, max(npages, 64),
         R_MAX * R_NCOLS, npages, max_caches * nnodes * NR_PBUCKETS, max_caches * RSEQ_MAX,
-        npages * 4096 // 512, max_caches * nnodes, npages]
+        npages * 4096 // 512, max_caches * nnodes, npages, max_caches * nnodes]
 
 
 # Kernels read the fields as ``st.<name>``, the fixed scalars as ``st.npages`` and so on, and
@@ -380,6 +391,7 @@ class SlabState:
         self.reports = self.reports.reshape(R_MAX, R_NCOLS)
         self.pbuckets = self.pbuckets.reshape(ncaches, nnodes, NR_PBUCKETS)
         self.barn_partial = self.barn_partial.reshape(ncaches, nnodes)
+        self.barn = self.barn.reshape(ncaches, nnodes)
         self.rseq = self.rseq.reshape(ncaches, RSEQ_MAX)
 
     def heads(self, addrs: np.ndarray) -> np.ndarray:

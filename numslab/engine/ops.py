@@ -31,7 +31,8 @@ from .stats import live_objects, lost_objects
 from .pcsbulk import (_alloc_from_pcs_bulk, _free_to_pcs_bulk, _put_main_spare, _sheaf_put,
                       _sheaf_take, _take_main_spare)
 from .sheaves import (_alloc_from_pcs, _any_stale, _free_empty_sheaf, _free_to_pcs,
-                      _node_requested_off, _sheaf_purge, _w, barn_shrink, pcs_flush_all)
+                      _node_requested_off, _sheaf_purge, _w, barn_shrink, free_barns,
+                      pcs_flush_all)
 from .slablists import _cpu_pop, _discard_slab, _remove_partial, shrink_node
 
 
@@ -605,6 +606,7 @@ def cache_release(st, cache, cpu, force):
             if cpt[c + C_MAIN]:
                 _free_empty_sheaf(st, cache, cpu, cpt[c + C_MAIN])
                 cpt[c + C_MAIN] = 0
+    free_barns(st, cache, cpu)          # __kmem_cache_release: pcs_destroy, then the barns
     for other in range(st.ncpus):       # barn flushes may have refilled CPU lists
         flush_cpu(st, cache, other)
     for node in range(st.nnodes):

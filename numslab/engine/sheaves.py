@@ -27,8 +27,9 @@ from .checks import E_LARGE, _locate
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
 from .kmalloc import kmalloc
-from .layout import (CA_DEBUG, C_MAIN, C_RCU_FREE, C_SLAB, C_SPARE, CA_FLAGS, CA_SHEAF_CAPACITY,
-                     G_FAULT_CACHE, G_NRCU, G_RCU_HEAD, G_RCU_TAIL, KERNEL_7_0, KERNEL_7_1,
+from .layout import (BARN_SIZE, CA_DEBUG, C_MAIN, C_RCU_FREE, C_SLAB, C_SPARE, CA_FLAGS,
+                     CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_NRCU, G_RCU_HEAD, G_RCU_TAIL, KERNEL_7_0,
+                     KERNEL_7_1,
                      KERNEL_7_3, RCU_CB_NOBARN, MAX_FULL_SHEAVES, N_BARN_EMPTY, N_BARN_FULL,
                      N_NR_EMPTY, N_NR_FULL, NR_KMALLOC, PG_FROZEN, PG_ISOLATED, PG_LARGE,
                      SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER, _ca,
@@ -69,10 +70,16 @@ def kmalloc_internal(st, cpu, size, gfp):
     it meets isolates its slab and is no fault of the call that needed the object (it stayed
     set, and the next call that checks it raised it as its own): cleared, and another slab
     tried (a flush's rule: ``isolated_slabs()`` lists it)."""
+    return _kmalloc_retry(st, cpu, size, gfp, -1)
+
+
+@jit
+def _kmalloc_retry(st, cpu, size, gfp, node):
+    """:func:`kmalloc_internal` on ``node`` (-1: any), a try per slab a fault isolates."""
     fault = st.g[G_FAULT_CACHE]
     obj = 0
     for _ in range(8):                  # (each try isolates a slab: bounded all the same)
-        obj = _kmalloc_internal(st, cpu, size, gfp)
+        obj = _kmalloc_internal(st, cpu, size, gfp, node)
         if fault or st.g[G_FAULT_CACHE] == 0:
             break
         st.g[G_FAULT_CACHE] = 0
@@ -82,8 +89,8 @@ def kmalloc_internal(st, cpu, size, gfp):
 
 
 @jit
-def _kmalloc_internal(st, cpu, size, gfp):
-    """:func:`kmalloc_internal`'s one try."""
+def _kmalloc_internal(st, cpu, size, gfp, node):
+    """:func:`kmalloc_internal`'s one try (``kmalloc_node`` when ``node`` >= 0)."""
     obj = 0
     if size <= 8192:
         km = st.kmalloc
@@ -91,17 +98,17 @@ def _kmalloc_internal(st, cpu, size, gfp):
             if size <= KMALLOC_CLASS[i]:
                 cache = km[i]
                 if _ca(st, cache, CA_SHEAF_CAPACITY):
-                    obj = _alloc_from_pcs(st, cache, cpu, gfp, -1)
+                    obj = _alloc_from_pcs(st, cache, cpu, gfp, node)
                     if obj:
                         _hand_out(st, cache, cpu, obj, gfp)
                 if not obj:
-                    obj = kmalloc(st, cache, cpu, -1, gfp, size, 0)
+                    obj = kmalloc(st, cache, cpu, node, gfp, size, 0)
                 break
     else:
         order = 0
         while (4096 << order) < size:
             order += 1
-        obj = kmalloc(st, -1, cpu, -1, gfp, size, order)
+        obj = kmalloc(st, -1, cpu, node, gfp, size, order)
     if obj:
         _own_set(st, obj)               # the allocator's own: no user free may take it
     return obj
@@ -646,6 +653,35 @@ def barn_shrink(st, cache, node, cpu):
         if not sheaf:
             break
         _free_empty_sheaf(st, cache, cpu, sheaf)
+    return 0
+
+
+@unit
+def init_barns(st, cache, cpu):
+    """The cache's barns, as ``init_kmem_cache_nodes`` (``bootstrap_cache_sheaves``) makes them.
+
+    ``barn = kmalloc_node(sizeof(*barn), GFP_KERNEL, node)`` for every node, on ``cpu``, the
+    CPU creating the cache; a barn on another node than ``cpu``'s is a node request the
+    sheaves do not serve (``alloc_from_pcs``: ALLOC_NODE_MISMATCH, then ``___slab_alloc``).
+    0, or -1 out of memory (the barns made so far stay for :func:`free_barns`)."""
+    barn = st.barn
+    for node in range(st.nnodes):
+        obj = _kmalloc_retry(st, cpu, BARN_SIZE, GFP_KERNEL, node)
+        if not obj:
+            return -1
+        barn[_node_index(st, cache, node)] = obj
+    return 0
+
+
+@unit
+def free_barns(st, cache, cpu):
+    """``free_kmem_cache_nodes``' ``kfree(barn)`` of every node's barn, on ``cpu``. 0."""
+    barn = st.barn
+    for node in range(st.nnodes):
+        i = _node_index(st, cache, node)
+        if barn[i]:
+            kfree_internal(st, cpu, barn[i])
+            barn[i] = 0
     return 0
 
 

@@ -34,7 +34,7 @@ from ..engine.layout import (C_MAIN, C_PARKED, C_PARTIAL, C_SLAB, C_SPARE, N_BAR
                              KERNEL_7_0, KERNELS, NIL, PG_ISOLATED, PG_TAIL, PG_SLAB, RSEQ_MAX,
                              ZERO_SIZE_PTR, SlabState, new_state, view)
 from ..engine.pages import init_buddy
-from ..engine.sheaves import init_percpu_sheaves
+from ..engine.sheaves import init_barns, init_percpu_sheaves
 from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as BadArg,
                       InvalidSizeError, NotPicklableError, OutOfMemoryError,
                       SlabCorruptionError, WrongTypeError)
@@ -247,9 +247,14 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                                                     flags=SLAB_KMALLOC)._id
                              for s in KMALLOC_SIZES]
         self.state.kmalloc[:] = self._kmalloc_ids
-        for c in self.kmalloc_caches:           # bootstrap_kmalloc_sheaves: kmalloc works now
-            if self.state.ca[c._id, CA_SHEAF_CAPACITY] and init_percpu_sheaves(self._st, c._id,
-                                                                               self._cpu()):
+        # bootstrap_kmalloc_sheaves: kmalloc works now. In the order of kmalloc_caches[] (96
+        # and 192 at indices 1 and 2, then 8 .. 8k), each cache's barns, then its sheaves
+        # (bootstrap_cache_sheaves); the barns of those before kmalloc-64 come from its slabs
+        bootstrap = [self._kmalloc_ids[KMALLOC_SIZES.index(s)] for s in (96, 192)]
+        for cid in bootstrap + [c for c in self._kmalloc_ids if c not in bootstrap]:
+            if self.state.ca[cid, CA_SHEAF_CAPACITY] and (
+                    init_barns(self._st, cid, self._cpu()) or
+                    init_percpu_sheaves(self._st, cid, self._cpu())):
                 raise OutOfMemoryError("SlabAllocator: no memory for the kmalloc caches' sheaves")
         self._gate = None
         if not self._debug_on:
@@ -401,6 +406,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self.state.node[cid] = 0
             self.state.node[cid, :, 0:2] = NIL
             self.state.barn_partial[cid] = 0
+            self.state.barn[cid] = 0
             self.state.cpu[cid] = 0
             self.state.cpu[cid, :, C_SLAB] = NIL
             self.state.cpu[cid, :, C_PARTIAL] = NIL
@@ -419,8 +425,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             if debug:
                 self._debug_cache_created(cid)
             booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
-            if sheaf_capacity and not booting and \
-                    init_percpu_sheaves(self._st, cid, self._cpu()) < 0:
+            if sheaf_capacity and not booting and (     # init_kmem_cache_nodes' barns first
+                    init_barns(self._st, cid, self._cpu()) < 0 or
+                    init_percpu_sheaves(self._st, cid, self._cpu()) < 0):
                 self._cache_release(cid, False)
                 ca[cid] = 0
                 del self._caches[cid]
@@ -726,6 +733,14 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 sheaf = int(words[(sheaf >> 3) + SH_NEXT])
             out.append(np.array(chain, np.int64))
         return np.concatenate(out).astype(np.int64) - self.memory.size
+
+    def barn_addresses(self) -> np.ndarray:
+        """Addresses of every cache's barns, int64[n], in (cache, node) order.
+
+        A cache with sheaves has a ``struct node_barn`` per node, a kmalloc object of the
+        allocator's own (``init_kmem_cache_nodes``), freed when the cache is destroyed."""
+        b = self.state.barn.ravel()
+        return b[b != 0].astype(np.int64)
 
     def validate(self, cache: KmemCache | None = None) -> None:
         """Check every invariant of one cache, or of all caches and the page allocator.

@@ -73,12 +73,13 @@ class KmemCache(MovableCache, RecordAccess):
     def __len__(self) -> int:
         """Objects of this cache that users hold.
 
-        ``live_objects`` less the allocator's own sheaves, which only kmalloc caches hold, and less
-        the objects given to ``kfree_rcu`` that wait on its list: allocated to the kernel until
-        their grace period ends, as those in an ``rcu_free`` sheaf are not, but no user's."""
+        ``live_objects`` less the allocator's own sheaves and barns, which only kmalloc caches
+        hold, and less the objects given to ``kfree_rcu`` that wait on its list: allocated to
+        the kernel until their grace period ends, as those in an ``rcu_free`` sheaf are not,
+        but no user's."""
         sa = self._sa
         with _RCU_LOCK:         # the count and the list at one moment: a grace period ending
-            n = self.live_objects - self.sheaf_objects  # in between made it negative
+            n = self.live_objects - self.sheaf_objects - self.barn_objects    # in between
             return n - sa._rcu_listed_objects(self._id) if sa._rcu_pending else n
 
     def __bool__(self) -> bool:
@@ -101,7 +102,7 @@ class KmemCache(MovableCache, RecordAccess):
     def live_addresses(self) -> np.ndarray:
         """Addresses of the objects users hold, int64[n], in address order.
 
-        The allocator's own sheaves are left out."""
+        The allocator's own sheaves and barns are left out."""
         st = self._sa.state
         f = st.pg_flags
         return self._live_in(np.flatnonzero(((f & PG_SLAB) != 0) & (st.sl_cache == self._id)))
@@ -395,6 +396,18 @@ class KmemCache(MovableCache, RecordAccess):
         CPU, barn and prefilled sheaves: a sheaf is a kmalloc object, as in the kernel, and under
         7.0 every cache has them. ``live_objects - sheaf_objects`` is what users hold."""
         addrs = self._sa.sheaf_addresses()
+        if not len(addrs):
+            return 0
+        st = self._sa.state
+        return int(np.count_nonzero(st.sl_cache[st.heads(addrs)] == self._id))
+
+    @property
+    def barn_objects(self) -> int:
+        """How many of this cache's live objects are the allocator's own barns.
+
+        Every cache with sheaves has a ``struct node_barn`` per node, kmalloc'ed (48 bytes:
+        kmalloc-64) when it is created and freed when it is destroyed, as in the kernel."""
+        addrs = self._sa.barn_addresses()
         if not len(addrs):
             return 0
         st = self._sa.state

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..engine import layout
-from ..engine.layout import (B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARKED, C_PARTIAL,
-                             C_RCU_FREE, C_SLAB, C_SPARE, CA_ACTIVE, CA_ALIGN, CA_CTOR,
+from ..engine.layout import (BARN_SIZE, B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_PARKED,
+                             C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_ACTIVE, CA_ALIGN, CA_CTOR,
                              CA_DEBUG, CA_FLAGS,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECT_SIZE, CA_OBJECTS,
                              CA_OFFSET, CA_ORDER, CA_ORIG, CA_PARTIAL_ORDER, CA_RECIP, CA_RED_LEFT,
@@ -592,12 +592,31 @@ class Structure:
                         self.fail(f"barn_partial[{c}, {node}]", h, "not 0 (a generation "
                                   "before next)")
                     self.sheaf(f"barn_partial[{c}, {node}]", h, c, cap)
+                self.barn(f"barn[{c}, {node}]", int(st.barn[c, node]), cap)
             word, h = f"ca[{c}, CA_USER_SHEAVES]", int(st.ca[c, CA_USER_SHEAVES])
             while h:
                 self.sheaf(word, h, c, None)
                 word, h = f"the link of the sheaf at {h - self.shadow}", \
                     int(words[(h >> 3) + SH_NEXT])
+        idle = st.ca[:, CA_ACTIVE] == 0
+        self.first("barn", st.barn.ravel(), ~np.repeat(idle, self.sa.nr_nodes)
+                   | (st.barn.ravel() == 0), "not 0: no cache is in that slot")
         self.rcu_list()
+
+    def barn(self, word: str, b: int, cap: int) -> None:
+        """A cache's barn ``b`` (word ``word``'s value): one for a cache with sheaves, else 0.
+
+        An allocator's own kmalloc object of at least ``BARN_SIZE`` bytes, met once (no sheaf
+        nor other barn at it)."""
+        if not cap:
+            if b:
+                self.fail(word, b, "not 0: its cache has no sheaves")
+            return
+        room = self.kmalloc_room(b) if 0 < b <= self.shadow - 64 and not b & 7 else 0
+        if room < BARN_SIZE or b + self.shadow in self.sheaves:
+            self.fail(word, b, "not a barn (a kmalloc object the allocator holds for itself, "
+                      "met once)")
+        self.sheaves.add(b + self.shadow)
 
     def rcu_list(self) -> None:
         """The sheaves waiting for their grace period: ``G_NRCU`` of them, each well-formed.

@@ -86,10 +86,11 @@ class WarmStart:
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     #: each cache's counters after the seeding (subtracted from the result's ``stats``)
     stats: list[dict[str, int]] = field(default_factory=list)
-    #: per row, int64[K]: the allocator's own sheaf structs among ``objects`` after the seeding
-    #: (a kmalloc cache's: numslab's sheaves of every cache, kmalloc'd there, as a kernel's
-    #: ``/sys/kernel/slab/kmalloc-*/objects`` counts its own; the seeding fills the cache to
-    #: the snapshot's objects with them, so its users' objects are the rest)
+    #: per row, int64[K]: the allocator's own structs among ``objects`` after the seeding (a
+    #: kmalloc cache's: numslab's sheaves of every cache, and in kmalloc-64 the barns, a
+    #: node's each, kmalloc'd there, as a kernel's ``/sys/kernel/slab/kmalloc-*/objects``
+    #: counts its own; the seeding fills the cache to the snapshot's objects with them, so its
+    #: users' objects are the rest)
     structs: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     @property
@@ -191,6 +192,25 @@ def seed_bytes(names: list[str], snap: dict[str, dict[str, Any]]) -> int:
     return n
 
 
+def _apart(c: Any, plan: tuple[np.ndarray, np.ndarray, np.ndarray]
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``plan`` less what ``c`` holds already (its CPUs flushed) on the nodes it does not seed.
+
+    A cache with sheaves has a barn on every node (``init_kmem_cache_nodes``' ``kmalloc_node``),
+    so kmalloc-64 holds objects on each node of the machine, where a snapshot of fewer nodes
+    lists none. Those slabs stay as they are; the first node the plan seeds takes that many
+    slabs, partial slabs and objects less, so that the totals are the snapshot's."""
+    slabs, partial, objects = (np.array(x, np.int64) for x in plan)
+    seeded = np.flatnonzero(slabs)
+    if not len(seeded):
+        return slabs, partial, objects
+    fs, empty = c.sysfs(), slabs == 0
+    for arr, attr in ((slabs, "slabs"), (partial, "partial"), (objects, "objects")):
+        held = sum(v for n, v in counts(fs[attr]).items() if n < len(empty) and empty[n])
+        arr[seeded[0]] = max(int(arr[seeded[0]]) - held, 0)
+    return slabs, partial, objects
+
+
 def _in_use(c: Any, node: int) -> int:
     """Objects of cache ``c`` in use on ``node`` as sysfs counts them."""
     return int(c.total_objects_per_node()[node] - c.partial_free_approx()[node])
@@ -206,9 +226,9 @@ def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray]
     objects of them, the in-use objects spread evenly; flush the CPUs (sheaves, CPU slabs), so that
     the freed objects are on the slabs. Returns the seeded objects still live (where the figures
     cannot be met, the nearest state: :func:`seed` compares it with them)."""
-    slabs, partial, objects = want
     ops = c.objs_per_slab
     flush_all(sa._st, c.id)             # (a CPU slab's free objects sysfs counts in use)
+    slabs, partial, objects = _apart(c, want)
     got = []
     for node in np.flatnonzero(slabs).tolist():
         n = int(slabs[node]) * ops - _in_use(c, node)

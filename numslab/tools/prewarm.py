@@ -33,28 +33,29 @@ from ..engine import native
 #: The main job's units (``examples/packet_pipeline.py``, bulk mode on 7.0, its default), in
 #: the order it first calls them (tests/test_prewarm.py checks the list against a run).
 MAIN_JOB_UNITS = (
-    "pages.init_buddy", "sheaves.init_percpu_sheaves", "sheaves.kmalloc_internal",
-    "kmalloc.kmalloc", "nocpu.slab_alloc_single", "slablists.new_slab",
-    "slablists.allocate_slab", "pages.alloc_pages", "sheaves.replace_empty_main",
+    "pages.init_buddy", "sheaves.init_barns", "kmalloc.kmalloc", "nocpu.slab_alloc_single",
+    "slablists.new_slab", "slablists.allocate_slab", "pages.alloc_pages",
+    "sheaves.init_percpu_sheaves", "sheaves.kmalloc_internal", "sheaves.replace_empty_main",
     "sheaves.refill_sheaf", "nocpu.refill_objects", "nocpu.refill_new_slabs",
     "stats.live_objects", "ops.alloc_bulk", "slablists.slab_free", "ops.free_bulk",
     "bulk.free_bulk_raw", "stats.partial_counts", "stats.lost_objects",
     "rcusheaves.flush_rcu_sheaves", "ops.cache_release", "ops.kmem_cache_shrink",
     "sheaves.pcs_flush_all", "sheaves.sheaf_flush_main", "cpucache.flush_cpu",
     "sheaves.barn_shrink", "slablists.shrink_node", "slablists.discard_slab",
-    "sheaves.kfree_internal", "pages.free_pages")
+    "sheaves.kfree_internal", "sheaves.free_barns", "pages.free_pages")
 
 #: ``numslab replay``'s units (7.0, its default; a trace of ``kmem_cache_*`` and ``kmalloc``
 #: events), in the order it first calls them.
 REPLAY_UNITS = (
-    "pages.init_buddy", "sheaves.init_percpu_sheaves", "sheaves.kmalloc_internal",
-    "kmalloc.kmalloc", "nocpu.slab_alloc_single", "slablists.new_slab",
-    "slablists.allocate_slab", "pages.alloc_pages", "sheaves.replace_empty_main",
+    "pages.init_buddy", "sheaves.init_barns", "kmalloc.kmalloc", "nocpu.slab_alloc_single",
+    "slablists.new_slab", "slablists.allocate_slab", "pages.alloc_pages",
+    "sheaves.init_percpu_sheaves", "sheaves.kmalloc_internal", "sheaves.replace_empty_main",
     "sheaves.refill_sheaf", "nocpu.refill_objects", "nocpu.refill_new_slabs",
     "stats.live_objects", "stats.lost_objects", "rcusheaves.flush_rcu_sheaves",
     "ops.cache_release", "ops.kmem_cache_shrink", "sheaves.pcs_flush_all",
     "sheaves.sheaf_flush_main", "cpucache.flush_cpu", "sheaves.barn_shrink",
-    "slablists.shrink_node", "sheaves.kfree_internal", "rcusheaves.rcu_run_callbacks",
+    "slablists.shrink_node", "sheaves.kfree_internal", "sheaves.free_barns",
+    "rcusheaves.rcu_run_callbacks",
     "ops.kmem_cache_alloc_node", "slablists.slab_free", "ops.kmem_cache_free",
     "sheaves.replace_full_main", "slablists.build_freelist", "stats.partial_counts")
 
