@@ -394,6 +394,21 @@ def test_a_failed_bulk_alloc_takes_nothing():
 
 
 # ---- the kmalloc caches' own sheaves ---------------------------------------------------------
+@pytest.mark.parametrize("gen", ["7.0", "7.3"])
+def test_a_kmalloc_cache_has_no_sheaves_until_bootstrap_gave_every_cpu_one(gen):
+    """bootstrap_cache_sheaves sets ``s->sheaf_capacity = capacity`` after every CPU's main
+    sheaf: until then ``__pcs_replace_empty_main`` backs off uncounted ("Bootstrap or debug
+    cache, back off"). kmalloc-256's own sheaves are kmalloc-256 objects (28 pointers: 256
+    bytes); the second CPU's on counted BARN_GET_FAIL, as if it had sheaves. Its only
+    BARN_GET_FAILs are kmalloc-512's sheaves', one a CPU (kmalloc'ed __GFP_NO_OBJ_EXT: no
+    sheaf made on the way, one object from the slabs)."""
+    sa = fresh(gen, nr_cpus=4)
+    k = next(c for c in sa.kmalloc_caches if c.name == "kmalloc-256")
+    assert k.sheaf_capacity == 28
+    assert k.stats["barn_get_fail"] == sa.nr_cpus
+    assert k.stats["alloc_slowpath"] == 2 * sa.nr_cpus and k.stats["sheaf_alloc"] == sa.nr_cpus
+
+
 def test_kmalloc_caches_sheaves_do_not_recurse_and_are_accounted():
     sa = fresh(nr_cpus=1)
     held = {k.name: k.live_objects - k.sheaf_objects - k.barn_objects

@@ -686,16 +686,26 @@ def free_barns(st, cache, cpu):
 
 
 @unit
-def init_percpu_sheaves(st, cache, cpu):
+def init_percpu_sheaves(st, cache, cpu, bootstrap):
     """``init_percpu_sheaves``: an empty main sheaf for every CPU; 0, or -1 out of memory.
 
     Each kzalloc'ed with GFP_KERNEL on ``cpu``, the CPU creating the cache (its kmalloc sheaves
-    serve them and it counts SHEAF_ALLOC)."""
+    serve them and it counts SHEAF_ALLOC). A kmalloc cache's (``bootstrap``:
+    ``bootstrap_cache_sheaves``) become its mains once every CPU has one: the kernel sets
+    ``s->sheaf_capacity`` last, and until then the cache's own allocations (kmalloc-256's
+    sheaves are its objects) back off from the sheaves uncounted (a main of 0 here); they are
+    parked in the rows' ``C_SPARE`` meanwhile, which nothing reads while the main is 0."""
     cpt = st.cpu
+    col = C_SPARE if bootstrap else C_MAIN
     for c in range(st.ncpus):
         sheaf = _alloc_empty_sheaf(st, cache, cpu, _ca(st, cache, CA_SHEAF_CAPACITY),
                                    GFP_KERNEL)
         if not sheaf:
             return -1
-        cpt[_cpu_row(st, cache, c) + C_MAIN] = sheaf
+        cpt[_cpu_row(st, cache, c) + col] = sheaf
+    if bootstrap:
+        for c in range(st.ncpus):
+            r = _cpu_row(st, cache, c)
+            cpt[r + C_MAIN] = cpt[r + C_SPARE]
+            cpt[r + C_SPARE] = 0
     return 0

@@ -254,7 +254,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         for cid in bootstrap + [c for c in self._kmalloc_ids if c not in bootstrap]:
             if self.state.ca[cid, CA_SHEAF_CAPACITY] and (
                     init_barns(self._st, cid, self._cpu()) or
-                    init_percpu_sheaves(self._st, cid, self._cpu())):
+                    init_percpu_sheaves(self._st, cid, self._cpu(), 1)):
                 raise OutOfMemoryError("SlabAllocator: no memory for the kmalloc caches' sheaves")
         self._gate = None
         if not self._debug_on:
@@ -427,7 +427,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
             if sheaf_capacity and not booting and (     # init_kmem_cache_nodes' barns first
                     init_barns(self._st, cid, self._cpu()) < 0 or
-                    init_percpu_sheaves(self._st, cid, self._cpu()) < 0):
+                    init_percpu_sheaves(self._st, cid, self._cpu(), 0) < 0):
                 self._cache_release(cid, False)
                 ca[cid] = 0
                 del self._caches[cid]
