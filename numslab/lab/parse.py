@@ -302,6 +302,7 @@ def _word(text: bytes) -> np.uint64:
 _W_ALLOC_SL, _W_AB_OBJ_E = _word(b"alloc_sl"), _word(b"ab_obj_e")      # alloc_slab_obj_exts
 _W_ALLOC_EM, _W_PTY_SHEA = _word(b"alloc_em"), _word(b"pty_shea")      # alloc_empty_sheaf
 _W___ALLOC, _W_EMPTY_SH = _word(b"__alloc_"), _word(b"empty_sh")       # __alloc_empty_sheaf
+_W_INIT_KME, _W_M_CACHE_ = _word(b"init_kme"), _word(b"m_cache_")      # init_kmem_cache_nodes
 
 
 @lab_jit(nogil=True, inline=True)
@@ -325,6 +326,10 @@ def _own_site(bp, v):
     if w0 == _W___ALLOC and w1 == _W_EMPTY_SH:
         return load1p(bp + v + 16) == 101 and load1p(bp + v + 17) == 97 and \
             load1p(bp + v + 18) == 102 and not _ident(load1p(bp + v + 19))     # "eaf"
+    if w0 == _W_INIT_KME and w1 == _W_M_CACHE_:         # a new cache's barns (kmalloc_node)
+        return load1p(bp + v + 16) == 110 and load1p(bp + v + 17) == 111 and \
+            load1p(bp + v + 18) == 100 and load1p(bp + v + 19) == 101 and \
+            load1p(bp + v + 20) == 115 and not _ident(load1p(bp + v + 21))     # "nodes"
     return False
 
 
