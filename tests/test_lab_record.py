@@ -415,3 +415,25 @@ def test_tracefs_is_mounted_only_on_an_empty_mount_point(tmp_path):
         rec.ensure_tracefs(tmp_path)
     assert (tmp_path / "mine.txt").read_text() == "keep"
     assert str(tmp_path) not in Path("/proc/mounts").read_text()
+
+
+def test_a_snapshot_to_dash_goes_to_standard_output(tmp_path, capsys, monkeypatch):
+    # -o - wrote a file named '-' in the current folder
+    slab = tmp_path / "slab"
+    (slab / "dentry").mkdir(parents=True)
+    (slab / "dentry" / "object_size").write_text("192\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["snapshot", "-o", "-", "--slab-root", str(slab)]) == 0
+    out, err = capsys.readouterr()
+    caches = json.loads(out)["caches"]
+    assert [(c["name"], int(c["object_size"])) for c in caches] == [("dentry", 192)]
+    assert "1 cache entries written to standard output" in err
+    assert not (tmp_path / "-").exists()
+
+
+def test_a_recording_to_dash_is_refused(tmp_path, capsys, monkeypatch):
+    # the trace went to a file named '-'; standard output is the recorded command's
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["record", "-o", "-", "--tracefs", str(tmp_path), "--seconds", "1"]) == 2
+    assert "record writes its trace to a file" in capsys.readouterr().err
+    assert not (tmp_path / "-").exists()

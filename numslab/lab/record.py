@@ -16,6 +16,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -311,10 +312,14 @@ def snapshot(root: str | Path = SLAB_ROOT) -> dict[str, Any]:
 
 
 def write_snapshot(out: str | Path, root: str | Path = SLAB_ROOT) -> int:
-    """Write :func:`snapshot` as JSON to ``out``; the number of cache entries."""
+    """Write :func:`snapshot` as JSON to ``out`` (``-``: standard output); the cache entries."""
     snap = snapshot(root)
     try:
-        Path(out).write_text(json.dumps(snap, indent=1))
+        if str(out) == "-":                 # (it wrote a file named '-')
+            sys.stdout.write(json.dumps(snap, indent=1) + "\n")
+            sys.stdout.flush()
+        else:
+            Path(out).write_text(json.dumps(snap, indent=1))
     except OSError as e:
         raise RecordError(f"snapshot: cannot write {out}: {e.strerror or e}") from None
     return len(snap["caches"])

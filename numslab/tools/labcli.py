@@ -82,7 +82,8 @@ def add_commands(sub: Any) -> None:
     c.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...: record while "
                                                              "it runs")
     s = sub.add_parser("snapshot", help="the live kernel's /sys/kernel/slab as JSON")
-    s.add_argument("-o", "--output", required=True, metavar="FILE", help="the JSON file")
+    s.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help="the JSON file ('-': standard output)")
     s.add_argument("--slab-root", default=rec.SLAB_ROOT, help=argparse.SUPPRESS)
     m = sub.add_parser("maple", help="the maple tree's prefilled sheaves (will-it-scale "
                                      "mmap1 on maple_node) on SLUB generations side by side",
@@ -165,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(runs) if args.json else format_maple(runs))
             return 0
         if args.cmd == "record":
+            if args.output == "-":                  # (it wrote a file named '-')
+                raise InvalidArgumentError("-o -: record writes its trace to a file (the "
+                                           "command it runs prints to standard output)")
             cmd = list(args.command or [])
             if cmd[:1] == ["--"]:                   # the separator, not the command's own
                 cmd = cmd[1:]
@@ -183,7 +187,9 @@ def run(args: argparse.Namespace) -> int:
             return 128 - rc if rc < 0 else rc       # exit statuses made 256 - N (247 for
             #                                         SIGKILL): 128 + N, as a shell says
         n = rec.write_snapshot(args.output, args.slab_root)
-        print(f"{n} cache entries written to {args.output}")
+        print(f"{n} cache entries written to "
+              + ("standard output" if args.output == "-" else args.output),
+              file=sys.stderr if args.output == "-" else sys.stdout)
         return 0
     except MemoryError as e:            # (a traceback: an endless standard input, a trace
         detail = f": {e}" if str(e) else ""     # or a run past the machine's memory)
