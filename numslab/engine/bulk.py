@@ -41,7 +41,7 @@ def _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
             p = words_at(paddr)
             for j in range(got):
                 _live_clear(st, p[j])
-            _free_bulk_raw(st, cache, cpu, got, paddr)
+            free_bulk_raw(st, cache, cpu, got, paddr)     # (the unit: a failure's path)
             return 0
         _stat(st, cache, cpu, ALLOC_SLOWPATH, nr)
         return nr
@@ -87,7 +87,7 @@ def _alloc_bulk_fail(st, cache, cpu, i, paddr, fast):
     for j in range(i):
         _live_clear(st, p[j])
     _stat(st, cache, cpu, ALLOC_FASTPATH, fast)
-    _free_bulk_raw(st, cache, cpu, i, paddr)
+    free_bulk_raw(st, cache, cpu, i, paddr)
     return 0
 
 

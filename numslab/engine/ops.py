@@ -9,7 +9,7 @@ from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE
                      SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
-                   _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs)
+                   _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs, free_bulk_raw)
 from .live import _live_clear, _live_set, _live_set_run, _live_test, _own_test
 from .checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE,
                      _array_home, _array_misplaced, _in_arena, _locate, _rcu_list_mark)
@@ -79,23 +79,40 @@ def kmem_cache_alloc_node(st, cache, cpu, node, gfp):
                                                                       gfp))
 
 
-@jit
+@jit(inline=True)
 def _give_back_on_fault(st, cache, cpu, obj):
     """``obj`` if no corrupted free pointer was met, else 0 after freeing ``obj`` again.
 
     No corrupted free pointer: G_FAULT_CACHE clear. Else the call then raises, and must have taken
-    nothing."""
+    nothing. The free is the unit :func:`give_back_on_fault`: inline, every allocation unit
+    carried the whole free path for a fault (a first ``kmalloc`` compiled it twice)."""
     if st.g[G_FAULT_CACHE] == 0 or obj == 0:
         return obj
+    return give_back_on_fault(st, cache, cpu, obj)
+
+
+@unit
+def give_back_on_fault(st, cache, cpu, obj):
+    """Free ``obj`` again after a fault (:func:`_give_back_on_fault`). 0."""
     _slab_free_one(st, cache, cpu, _head_frame(st, obj >> 12), obj)
     return 0
 
 
-@jit
+@jit(inline=True)
 def _give_back_many_on_fault(st, cache, cpu, n, paddr):
-    """The bulk form of :func:`_give_back_on_fault`: ``n``, or -1 after freeing them."""
+    """The bulk form of :func:`_give_back_on_fault`: ``n``, or -1 after freeing them.
+
+    The frees are the unit :func:`give_back_many_on_fault`."""
     if st.g[G_FAULT_CACHE] == 0 or n <= 0:
         return n
+    return give_back_many_on_fault(st, cache, cpu, n, paddr)
+
+
+@unit
+def give_back_many_on_fault(st, cache, cpu, n, paddr):
+    """Free the ``n`` objects at ``paddr`` again after a fault (:func:`_give_back_many_on_fault`).
+
+    -1."""
     if _ca(st, cache, CA_DEBUG):            # checked frees, per detached freelist
         free_bulk_debug(st, cache, cpu, n, paddr)
     else:
@@ -200,11 +217,11 @@ def _slab_owner(st, addr):
     return st.sl_cache[head] if st.pg_flags[head] & PG_SLAB else NIL
 
 
-@jit
-def _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr):
+@unit
+def alloc_one_by_one(st, cache, cpu, gfp, nr, paddr):
     """A debug cache's bulk allocation: ``nr`` single allocations (each checked), all or nothing.
 
-    ``nr`` or 0."""
+    ``nr`` or 0. A unit: only a slab_debug cache's bulk allocation compiles it."""
     p = words_at(paddr)
     got = 0
     while got < nr:
@@ -234,7 +251,7 @@ def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
         for j in range(i):
             _live_clear(st, p[j])
         if i:
-            _free_bulk_raw(st, cache, cpu, i, paddr)
+            free_bulk_raw(st, cache, cpu, i, paddr)     # (the unit: a failure's path)
         return 0
     if gfp & __GFP_ZERO:
         size = _ca(st, cache, CA_OBJECT_SIZE)
@@ -348,7 +365,7 @@ def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     if _array_misplaced(st, nr, paddr):
         return E_ARRAY_PLACE
     if _ca(st, cache, CA_DEBUG):
-        return _alloc_one_by_one(st, cache, cpu, gfp, nr, paddr)
+        return alloc_one_by_one(st, cache, cpu, gfp, nr, paddr)
     n = _alloc_bulk_fast(st, cache, cpu, gfp, nr, words_at(paddr))
     if n >= 0:
         return n
