@@ -3,6 +3,7 @@ code, no wrappers and no cache entry of their own, and never callable from Pytho
 import numba
 import pytest
 from numba import types
+from numba.core.compiler_lock import global_compiler_lock
 from test_native import run_python
 
 from numslab.engine import layout, linkonly, native, pages, slablists
@@ -77,3 +78,40 @@ def test_a_link_only_helper_keeps_numba_typing_errors():
                                      targetoptions=dict(native.OPTIONS))
     with pytest.raises(numba.core.errors.TypingError):
         helper.compile((types.int64,))
+
+
+@native.jit(helper=True, cache=False)
+def _lo_inner(x):
+    return x * 3 + 1
+
+
+@native.jit(helper=True, cache=False)
+def _lo_outer(x):
+    return _lo_inner(x) + _lo_inner(x + 1)
+
+
+@native.jit(helper=True, cache=False, inline=True)
+def _lo_outer_inline(x):
+    return _lo_inner(x) + _lo_inner(x + 1)
+
+
+def test_only_an_inline_helper_is_optimised_alone():
+    """A helper not marked ``inline=True`` keeps its calls: it is optimised with its unit only.
+
+    Optimised alone too, LLVM's module pipeline ran twice on every such helper."""
+    sig = (types.int64,)
+    _lo_outer.compile(sig)
+    _lo_outer_inline.compile(sig)
+    (inner,) = _lo_inner.overloads.values()
+    name = inner.fndesc.llvm_func_name
+
+    def calls_inner(helper) -> bool:
+        (cres,) = helper.overloads.values()
+        assert isinstance(cres.library, linkonly.LinkOnlyLibrary)
+        with global_compiler_lock:              # (as when a unit first links it)
+            cres.library._ensure_finalized()
+        return any(line.lstrip().startswith(("%", "call")) and "call" in line and name in line
+                   for line in cres.library.get_llvm_str().splitlines())
+
+    assert calls_inner(_lo_outer)               # function passes only: the calls stay
+    assert not calls_inner(_lo_outer_inline)    # optimised alone: inlined

@@ -9,6 +9,15 @@ cache. An engine helper is only ever linked into the units and ``numslab.jit`` f
 call it (where it is optimised again with its caller), so all of that was thrown away: on a
 cold first ``kmalloc`` it was 40% of the compile (ARCHITECTURE.md, "What is compiled when").
 Here a helper's library is optimised as Numba optimises any library, but stops there.
+
+Only a helper marked ``inline=True`` (the fast paths' helpers) has its module optimised alone,
+its callees linked in; any other keeps Numba's function passes only and is optimised once, in
+the unit or ``numslab.jit`` function that links it (with everything else it calls). Optimised
+alone too, every such helper ran LLVM's whole module pipeline twice: a tenth of a cold first
+``kmalloc``'s CPU time, and nothing the compiled units gained (measured in docs/PERFORMANCE.md,
+"First calls on an empty Numba cache"); a fast-path helper optimised alone is what makes the
+fast paths' inlined code as tight as it is (without it the sheaves' bulk 16 inside ``@njit``
+was 6-10% slower).
 """
 from __future__ import annotations
 
@@ -34,7 +43,16 @@ NO_WRAPPERS = {"no_cpython_wrapper": True, "no_cfunc_wrapper": True}
 class LinkOnlyLibrary(JITCodeLibrary):
     """A helper's code library: optimised like any other, then only linked into callers.
 
-    It is never added to the JIT engine, so LLVM never makes machine code of it alone."""
+    It is never added to the JIT engine, so LLVM never makes machine code of it alone. Its module
+    is optimised alone only if :attr:`optimise_alone` (the helper is ``inline=True``): else
+    only by the callers that link it."""
+
+    #: Whether :meth:`_optimize_final_module` runs LLVM's module passes on this library.
+    optimise_alone = True
+
+    def _optimize_final_module(self) -> None:
+        if self.optimise_alone:
+            super()._optimize_final_module()
 
     def _finalize_final_module(self) -> None:
         self._finalize_dynamic_globals()
@@ -56,6 +74,7 @@ class LinkOnlyLowering(NativeLowering):
     def run_pass(self, state: Any) -> bool:
         ctx = state.targetctx
         library = state.library = LinkOnlyLibrary(ctx.codegen(), state.func_id.func_qualname)
+        library.optimise_alone = bool(state.flags.forceinline)
         outer = ctx.__dict__.get("get_executable")         # a link-only lowering around this
         made = outer or type(ctx).get_executable.__get__(ctx)
 
