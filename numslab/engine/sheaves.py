@@ -60,22 +60,17 @@ def _objs_at(st, sheaf):
 
 
 @unit
-def kmalloc_internal(st, cpu, size, gfp):
-    """kmalloc from inside a kernel (sizes up to 4 MiB); address or 0.
+def kmalloc_internal(st, cpu, size, gfp, node):
+    """kmalloc from inside a kernel (sizes up to 4 MiB), ``kmalloc_node`` when ``node`` >= 0.
 
-    A kmalloc cache with sheaves (7.0) serves it from them first, with ``gfp`` as given: a sheaf
-    for a kmalloc cache comes with __GFP_NO_OBJ_EXT (``_alloc_empty_sheaf`` adds it), so that cache
-    makes no new sheaf on the way; a sheaf for any other cache does not, so a request that may
-    block refills the kmalloc cache's sheaves as any allocation would. A corrupted free pointer
-    it meets isolates its slab and is no fault of the call that needed the object (it stayed
-    set, and the next call that checks it raised it as its own): cleared, and another slab
-    tried (a flush's rule: ``isolated_slabs()`` lists it)."""
-    return _kmalloc_retry(st, cpu, size, gfp, -1)
-
-
-@jit
-def _kmalloc_retry(st, cpu, size, gfp, node):
-    """:func:`kmalloc_internal` on ``node`` (-1: any), a try per slab a fault isolates."""
+    The address, or 0. A kmalloc cache with sheaves (7.0) serves it from them first, with
+    ``gfp`` as given: a sheaf for a kmalloc cache comes with __GFP_NO_OBJ_EXT
+    (``_alloc_empty_sheaf`` adds it), so that cache makes no new sheaf on the way; a sheaf for
+    any other cache does not, so a request that may block refills the kmalloc cache's sheaves
+    as any allocation would. A corrupted free pointer it meets isolates its slab and is no
+    fault of the call that needed the object (it stayed set, and the next call that checks it
+    raised it as its own): cleared, and another slab tried (a flush's rule:
+    ``isolated_slabs()`` lists it)."""
     fault = st.g[G_FAULT_CACHE]
     obj = 0
     for _ in range(8):                  # (each try isolates a slab: bounded all the same)
@@ -160,7 +155,7 @@ def _sheaf_kmalloc(st, cpu, capacity, gfp):
 
     The sheaf is a kmalloc object in the arena, its words zeroed in the shadow half; the handle is
     the object's address plus ``_shadow``."""
-    obj = kmalloc_internal(st, cpu, SHEAF_HEADER + 8 * capacity, gfp | __GFP_ZERO)
+    obj = kmalloc_internal(st, cpu, SHEAF_HEADER + 8 * capacity, gfp | __GFP_ZERO, -1)
     if not obj:
         return 0
     sheaf = obj + _shadow(st)
@@ -666,7 +661,7 @@ def init_barns(st, cache, cpu):
     0, or -1 out of memory (the barns made so far stay for :func:`free_barns`)."""
     barn = st.barn
     for node in range(st.nnodes):
-        obj = _kmalloc_retry(st, cpu, BARN_SIZE, GFP_KERNEL, node)
+        obj = kmalloc_internal(st, cpu, BARN_SIZE, GFP_KERNEL, node)   # (a unit call)
         if not obj:
             return -1
         barn[_node_index(st, cache, node)] = obj

@@ -33,9 +33,9 @@ from ..engine import native
 #: The main job's units (``examples/packet_pipeline.py``, bulk mode on 7.0, its default), in
 #: the order it first calls them (tests/test_prewarm.py checks the list against a run).
 MAIN_JOB_UNITS = (
-    "pages.init_buddy", "sheaves.init_barns", "kmalloc.kmalloc", "nocpu.slab_alloc_single",
-    "slablists.new_slab", "slablists.allocate_slab", "pages.alloc_pages",
-    "sheaves.init_percpu_sheaves", "sheaves.kmalloc_internal", "sheaves.replace_empty_main",
+    "pages.init_buddy", "sheaves.init_barns", "sheaves.kmalloc_internal", "kmalloc.kmalloc",
+    "nocpu.slab_alloc_single", "slablists.new_slab", "slablists.allocate_slab",
+    "pages.alloc_pages", "sheaves.init_percpu_sheaves", "sheaves.replace_empty_main",
     "sheaves.refill_sheaf", "nocpu.refill_objects", "nocpu.refill_new_slabs",
     "stats.live_objects", "ops.alloc_bulk", "slablists.slab_free", "ops.free_bulk",
     "bulk.free_bulk_raw", "stats.partial_counts", "stats.lost_objects",
@@ -47,9 +47,9 @@ MAIN_JOB_UNITS = (
 #: ``numslab replay``'s units (7.0, its default; a trace of ``kmem_cache_*`` and ``kmalloc``
 #: events), in the order it first calls them.
 REPLAY_UNITS = (
-    "pages.init_buddy", "sheaves.init_barns", "kmalloc.kmalloc", "nocpu.slab_alloc_single",
-    "slablists.new_slab", "slablists.allocate_slab", "pages.alloc_pages",
-    "sheaves.init_percpu_sheaves", "sheaves.kmalloc_internal", "sheaves.replace_empty_main",
+    "pages.init_buddy", "sheaves.init_barns", "sheaves.kmalloc_internal", "kmalloc.kmalloc",
+    "nocpu.slab_alloc_single", "slablists.new_slab", "slablists.allocate_slab",
+    "pages.alloc_pages", "sheaves.init_percpu_sheaves", "sheaves.replace_empty_main",
     "sheaves.refill_sheaf", "nocpu.refill_objects", "nocpu.refill_new_slabs",
     "stats.live_objects", "stats.lost_objects", "rcusheaves.flush_rcu_sheaves",
     "ops.cache_release", "ops.kmem_cache_shrink", "sheaves.pcs_flush_all",
