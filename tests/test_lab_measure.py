@@ -231,3 +231,20 @@ def test_the_plot_legend_hides_no_curve_and_no_bar(tmp_path):
         inside = ax.get_window_extent(renderer)
         assert not box.overlaps(inside)      # below the axes: nothing drawn under it
         assert inside.height > 100           # and the axes were not squeezed away
+
+
+def test_a_sample_with_no_slab_memory_counts_as_the_end_figure_does():
+    # the means counted a sample with no slab bytes as 0% (%Ef mean 0.0 beside %Ef at the
+    # end 100.0): frees of pointers the trace never allocated leave every sample empty, then
+    # one cache's objects fill the last samples
+    text = "".join(_line("kfree", 0x1000 + 64 * i, i * 0.001) for i in range(60))
+    empty = numslab.replay(text.encode(), kernel="7.0", cpus=1, samples=8)
+    assert not empty.series.total_slab_bytes.any()
+    effs = {k: v for k, v in empty.totals.items() if "efficiency" in k}
+    assert len(effs) == 7 and effs == pytest.approx({k: 100.0 for k in effs}, rel=1e-12)
+    text += "".join(_alloc("obj", 0x100000 + i, 1 + i * 0.001) for i in range(60))
+    r = numslab.replay(text.encode(), kernel="7.0", cpus=1, samples=8)
+    lb, sb = r.series.total_live_bytes, r.series.total_slab_bytes
+    assert (sb == 0).any() and (sb > 0).any()
+    want = [100.0 if s == 0 else 100.0 * b / s for b, s in zip(lb.tolist(), sb.tolist())]
+    assert r.totals["mean_efficiency"] == pytest.approx(sum(want) / len(want), rel=1e-12)
