@@ -247,7 +247,11 @@ def test_a_malformed_line_of_an_open_file_or_standard_input_names_it(tmp_path):
     (b"PERFILE2h\x00\x00\x00", "perf's binary perf.data: give its text, perf script"),
     (b"\x17\x08\x44tracing6\x00", "trace-cmd's binary trace.dat: give its text, trace-cmd"),
     (b"\x28\xb5\x2f\xfd\x24\x00", "zstd-compressed: plain, gz or xz are read"),
-    (b"BZh91AY&SY\x00", "bzip2-compressed"), (b"\x04\x22\x4d\x18\x64", "lz4-compressed")])
+    (b"BZh91AY&SY\x00", "bzip2-compressed"), (b"\x04\x22\x4d\x18\x64", "lz4-compressed"),
+    (b"\xd4\xc3\xb2\xa1\x02\x00", "a packet capture (pcap): the packet pipeline reads it"),
+    (b"\xa1\xb2\x3c\x4d\x00\x02", "a packet capture (pcap)"),
+    (b"\x0a\x0d\x0d\x0a\x1c\x00", "a packet capture (pcapng)"),
+    (b"\x7fELF\x02\x01", "an ELF executable or object")])
 def test_a_binary_file_taken_for_a_trace_is_named(tmp_path, head, says):
     """``numslab replay perf.data`` (or trace.dat, or a zstd, bzip2, lz4 file) said "line 1:
     no '[cpu]' field: 'PERFILE2h\\x00...'" (200 bytes of binary); what it is, now, and what

@@ -379,13 +379,22 @@ _NOT_TEXT = ((b"PERFILE2", "perf's binary perf.data: give its text, perf script 
              (b"BZh?1AY&SY", "bzip2-compressed: plain, gz or xz are read (bzcat FILE | "
                              "numslab replay -)"),
              (b"\x04\x22\x4d\x18", "lz4-compressed: plain, gz or xz are read (lz4cat FILE | "
-                                 "numslab replay -)"))
+                                 "numslab replay -)"),
+             *((m, "a packet capture (pcap): the packet pipeline reads it "
+                   "(examples/packet_pipeline.py --pcap FILE); a trace is kmem event text")
+               for m in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4", b"\x4d\x3c\xb2\xa1",
+                         b"\xa1\xb2\x3c\x4d")),
+             (b"\x0a\x0d\x0d\x0a", "a packet capture (pcapng): the packet pipeline reads it "
+                                 "(examples/packet_pipeline.py --pcap FILE); a trace is kmem "
+                                 "event text"),
+             (b"\x7fELF", "an ELF executable or object: a trace is kmem event text"))
 
 
 def _check_text(head: bytes, name: str) -> None:
     """Refuse a binary file a trace is mistaken for, by its first bytes ``head``.
 
-    perf.data, trace.dat, zstd, bzip2, lz4 (their first line was named malformed, bytes shown)."""
+    perf.data, trace.dat, zstd, bzip2, lz4, pcap, pcapng, ELF (their first line was named
+    malformed, bytes shown)."""
     for magic, what in _NOT_TEXT:
         if len(head) >= len(magic) and all(m in (63, h) for m, h in zip(magic, head)):
             raise TraceFormatError(f"{name}: {what}")
