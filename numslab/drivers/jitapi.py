@@ -203,7 +203,8 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
         raise DoubleFreeError("numslab.jit: double free within the batch (two elements name "
                               "one object; nothing freed)", JIT_RAISE)
     if err == E_WRONG_CACHE:
-        raise WrongCacheError("numslab.jit: the object belongs to another cache", JIT_RAISE)
+        raise WrongCacheError("numslab.jit: the object belongs to another cache than the one "
+                              "passed", JIT_RAISE)
     if err == E_MISALIGNED or err == E_NOT_HEAD:
         raise BadAddressError("numslab.jit: address is not the start of an object", JIT_RAISE)
     if err == E_OUTSIDE or err == E_NOT_SLAB or err == E_LARGE:
