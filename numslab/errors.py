@@ -76,8 +76,11 @@ class SlabError(Exception):
         addr, cache, index = getattr(self, "detail", (-1, -1, -1))
         value = getattr(self, "value", None)
         name = getattr(self, "_cache_name", None)
-        where = [f"got {value}"] if value is not None else []
-        where += [f"address {addr:#x}"] if getattr(self, "_named", False) else []
+        fp = type(self) is SlabCorruptionError      # (a free pointer and its slab, in hex)
+        where = [f"free pointer {value:#x}" if fp else f"got {value}"] \
+            if value is not None else []
+        where += [f"{'slab' if fp else 'address'} {addr:#x}"] \
+            if getattr(self, "_named", False) else []
         where += [f"cache id {cache}" + (f" {name!r}" if name else "")] if cache >= 0 else []
         earlier = getattr(self, "_earlier", -1)
         twin = f" names the same object as element {earlier}" if earlier >= 0 else ""
@@ -194,7 +197,10 @@ class MachineFileError(SlabError, ValueError):
 
 
 class SlabCorruptionError(SlabError):
-    """``validate`` found a slab, list or counter that breaks an invariant."""
+    """``validate`` found a slab, list or counter that breaks an invariant.
+
+    Or an allocation met a corrupted free pointer (a write into freed memory?). Raised from
+    compiled code, its ``detail`` holds the slab's address and ``value`` the pointer found."""
 
 
 class SlabDebugError(SlabCorruptionError):

@@ -212,11 +212,16 @@ def _alloc_many(h, cid, n, out):
 
 def test_numslab_jit_raises_on_a_corrupted_free_pointer():
     sa, c, keep, free = fragmented()
-    c.view[int(free[7])]["key"] = 99
+    c.view[int(free[7])]["key"] = 0x4141414141414141
     out = np.zeros(len(free), np.int64)
-    with pytest.raises(numslab.SlabCorruptionError, match="Freepointer corrupt"):
+    slab = int(free[7]) >> 12 << 12
+    with pytest.raises(numslab.SlabCorruptionError, match="Freepointer corrupt") as e:
         _alloc_many(sa.handle, c.id, len(free), out)
-    assert sa.isolated_slabs().size == 1
+    # the slab and the pointer named, as from Python (the text named neither)
+    assert str(e.value).endswith(f"(free pointer 0x4141414141414141, slab {slab:#x}, "
+                                 f"cache id {c.id} 'rec')"), str(e.value)
+    assert e.value.detail == (slab, c.id, -1) and e.value.value == 0x4141414141414141
+    assert sa.isolated_slabs().tolist() == [slab]
     _alloc_many(sa.handle, c.id, 100, out)                 # it goes on serving
     assert all(valid(sa, c, int(a)) for a in out[:100])
     sa.validate()

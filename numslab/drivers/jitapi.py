@@ -246,17 +246,22 @@ def _fault(st, call):
     reported = n > 0 and \
         st.reports[((n - 1) % R_MAX) * R_NCOLS + R_SLAB] == g[G_FAULT_SLAB]
     cache = g[G_FAULT_CACHE] - 1
+    slab, bad = g[G_FAULT_SLAB], g[G_FAULT_VALUE]
     g[G_FAULT_CACHE] = 0
     g[G_FAULT_SLAB] = 0
     g[G_FAULT_VALUE] = 0
-    _record_error(address(st), NO_ADDR, cache, -1, errors.NO_VALUE, -1, call)
     if reported:
+        _record_error(address(st), NO_ADDR, cache, -1, errors.NO_VALUE, -1, call)
         raise SlabDebugError("numslab.jit: a slab_debug check failed on allocation: the slab "
                              "is isolated, nothing was allocated; see "
                              "SlabAllocator.slab_reports()", JIT_RAISE)
+    _record_error(address(st), slab << 12, cache, -1, bad, -1, call)
     raise SlabCorruptionError("numslab.jit: Freepointer corrupt (a write into freed memory?): "
-                              "the slab is isolated, nothing was allocated; see "
-                              "SlabAllocator.isolated_slabs()", JIT_RAISE)
+                              "a free object of the slab named holds the free pointer named, "
+                              "which does not lead to a free object of that slab; the slab is "
+                              "isolated (and any other the call found corrupt: "
+                              "SlabAllocator.isolated_slabs() lists them), nothing was "
+                              "allocated", JIT_RAISE)
 
 
 @jit(inline=False, helper=True)

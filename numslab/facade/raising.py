@@ -114,8 +114,8 @@ class RaiseAPI:
             f"{name}: Freepointer corrupt: a free object of the slab at {slab << 12:#x} holds "
             f"{bad:#x} where its free pointer belongs, which does not lead to a free object of "
             f"that slab, or leads to one a sheaf holds (a write into freed memory?); the slab "
-            f"is isolated and no longer "
-            f"allocated from, nothing was allocated")
+            f"is isolated and no longer allocated from (and any other the call found corrupt: "
+            f"isolated_slabs() lists them), nothing was allocated")
 
     def _sheaf_fault(self: "SlabAllocator", fn: str, r: int, cid: int, cpu: int, gfp: int,
                      sheaf: int = 0, size: int = 0) -> None:
