@@ -1733,6 +1733,29 @@ def test_krealloc_and_kfree_rcu_refuse_a_sheaf_before_anything_changes(kernel):
     sa.validate()
 
 
+def test_every_free_of_a_barn_is_refused_naming_a_barn():
+    # a 7.x cache's struct node_barn is a kmalloc-64 object the allocator holds: each free
+    # path refuses it with nothing changed, and the error says what it is (it said "a sheaf")
+    sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory="8M", kernel="7.0")
+    k = sa.find_cache("kmalloc-64")
+    b = int(sa.barn_addresses()[-1])
+    assert sa.find(b)["kind"] == "barn"
+    one = np.array([b], np.int64)
+    snap = snapshot(sa)
+    for fn, call in (("kfree", lambda: sa.kfree(b)),
+                     ("kmem_cache_free(kmalloc-64)", lambda: sa.kmem_cache_free(k, b)),
+                     ("kfree_bulk", lambda: sa.kfree_bulk(1, one)),
+                     ("kmem_cache_free_bulk(kmalloc-64)",
+                      lambda: sa.kmem_cache_free_bulk(k, 1, one)),
+                     ("kfree_rcu", lambda: sa.kfree_rcu(b)),
+                     ("krealloc", lambda: sa.krealloc(b, 100))):
+        with pytest.raises(numslab.BadAddressError, match=r"^" + re.escape(fn) + r": (element "
+                           rf"0: )?{b:#x} is a node barn \(struct node_barn\) the allocator"):
+            call()
+        assert_unchanged(sa, snap)
+    sa.validate()
+
+
 def test_kfree_rcu_of_a_free_object_is_a_double_free(kernel):
     # kfree_rcu frees: of an object already free (freed, or held by a prefilled sheaf) it
     # raised BadAddressError ("a free object ..., not an allocation", ksize's words) where
