@@ -1393,3 +1393,20 @@ def test_a_wrong_type_refused_as_the_caller_compiles_is_a_slab_error(sa):
             f(*args)
         assert isinstance(e.value, SlabError) and isinstance(e.value, TypeError)
     assert len(c) == 0
+
+
+def test_njit_frees_of_a_barn_are_refused_naming_a_barn():
+    """A 7.x cache's struct node_barn is a kmalloc-64 object the allocator holds: each
+    ``numslab.jit`` free refuses it with nothing changed, saying it may be a barn (the text
+    said "a sheaf" only)."""
+    sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory="8M", kernel="7.0")
+    k = sa.find_cache("kmalloc-64")
+    b = int(sa.barn_addresses()[3])
+    snap = snapshot(sa)
+    for call, args in ((kfree_one, (sa.handle, b)),
+                       (kfree_many, (sa.handle, 1, np.array([b], np.int64))),
+                       (free_one, (sa.handle, k.id, b))):
+        with pytest.raises(numslab.BadAddressError, match=f"a sheaf or a node barn the "
+                                                          f"allocator uses.*{b:#x}"):
+            call(*args)
+        assert_unchanged(sa, snap)
