@@ -468,6 +468,40 @@ def test_refusals_of_cache_creation_lookup_and_destruction_are_slab_error_subcla
         sa.kmem_cache_destroy(c)
 
 
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_cache_creation_out_of_memory_names_the_barns_or_the_sheaves(nodes):
+    """A 7.x cache's creation kmallocs its barns (48 bytes a node, kmalloc-64) before its
+    CPUs' sheaves; out of memory it named the sheaves either way. Each refusal gives back
+    what it took (the failed kmallocs count in the statistics, as the kernel's do)."""
+    sa = numslab.SlabAllocator(memory="4M", nr_nodes=nodes, nr_cpus=2)
+    held = []
+    for size in (8192, 4096, 2048, 1024, 512, 256, 192, 128, 96, 64):
+        while (a := sa.kmalloc(size)) != 0:    # every page, then every object of each
+            held.append(a)                      # kmalloc cache a sheaf or a barn comes from
+
+    def counts():
+        return ([c.live_objects for c in sa.kmalloc_caches], free_total(sa),
+                sa.barn_addresses().tolist(), len(sa.caches))
+
+    before = counts()
+    with pytest.raises(numslab.OutOfMemoryError, match=r"kmem_cache_create\(x\): no memory "
+                       r"for its barns \(a struct node_barn per node, kmalloc-64\)"):
+        sa.kmem_cache_create("x", 100)
+    assert counts() == before
+    for a in held[-nodes:]:                     # room for the barns, none for the sheaves
+        sa.kfree(a)
+    before = counts()
+    with pytest.raises(numslab.OutOfMemoryError, match=r"kmem_cache_create\(x\): no memory "
+                       r"for the per-CPU sheaves"):
+        sa.kmem_cache_create("x", 100)
+    assert counts() == before
+    sa.validate()
+    for a in held[:-nodes]:
+        sa.kfree(a)
+    sa.kmem_cache_destroy(sa.kmem_cache_create("x", 100))
+    sa.check_invariants()
+
+
 @pytest.mark.parametrize("arg, value", [("size", True), ("size", 64.0), ("size", "64"),
                                         ("align", True), ("sheaf_capacity", True),
                                         ("sheaf_capacity", 8.0), ("freeptr_offset", 8.0)])

@@ -425,14 +425,16 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             if debug:
                 self._debug_cache_created(cid)
             booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
-            if sheaf_capacity and not booting and (     # init_kmem_cache_nodes' barns first
-                    init_barns(self._st, cid, self._cpu()) < 0 or
-                    init_percpu_sheaves(self._st, cid, self._cpu(), 0) < 0):
-                self._cache_release(cid, False)
-                ca[cid] = 0
-                del self._caches[cid]
-                raise OutOfMemoryError(f"kmem_cache_create({name}): no memory for the per-CPU "
-                                       f"sheaves")
+            if sheaf_capacity and not booting:     # init_kmem_cache_nodes' barns first
+                what = ("its barns (a struct node_barn per node, kmalloc-64)"
+                        if init_barns(self._st, cid, self._cpu()) < 0 else "the per-CPU "
+                        "sheaves" if init_percpu_sheaves(self._st, cid, self._cpu(), 0) < 0
+                        else "")
+                if what:
+                    self._cache_release(cid, False)
+                    ca[cid] = 0
+                    del self._caches[cid]
+                    raise OutOfMemoryError(f"kmem_cache_create({name}): no memory for {what}")
             return cache
 
     def save(self, path: str) -> None:
