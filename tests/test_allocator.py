@@ -40,11 +40,13 @@ def test_module_level_api_just_works():
                                         (65, "kmalloc-96"), (150, "kmalloc-192"),
                                         (1000, "kmalloc-1k"), (8192, "kmalloc-8k")])
 def test_kmalloc_size_classes(sa, size, cache):
-    a = sa.kmalloc(size)
     c = sa.find_cache(cache)
-    assert c.live_objects == 1 and sa.ksize(a) == c.object_size
+    own = c.random_seq_objects          # a kmalloc cache's random sequence, in another's
+    assert c.live_objects == own
+    a = sa.kmalloc(size)
+    assert c.live_objects == own + 1 and len(c) == 1 and sa.ksize(a) == c.object_size
     sa.kfree(a)
-    assert c.live_objects == 0
+    assert c.live_objects == own
 
 
 def test_ksize_is_slab_ksize(sa):
@@ -581,7 +583,8 @@ def test_a_destroyed_cache_says_so(sa):
 
 def test_kmalloc_caches_len_leaves_out_the_allocators_sheaves(sa):
     k = sa.kmalloc_caches[8]                  # kmalloc-512: 7.0 kmallocs 60-object sheaves
-    assert len(k) == 0 and k.live_objects == k.sheaf_objects
+    assert len(k) == 0 and k.live_objects == k.sheaf_objects + k.random_seq_objects
+    assert k.random_seq_objects == 1                # kmalloc-32's random sequence
     a = sa.kmalloc(300)
     assert len(k) == 1
     sa.kfree(a)
@@ -891,7 +894,9 @@ def test_a_constructor_s_own_allocation_is_a_constructed_object_and_never_its_ow
     sa, c, held, wrong = _own_cache_allocator(kernel, take)
     holder["sa"] = sa
     objs = [sa.kmem_cache_alloc(c) for _ in range(4)]
-    assert len(held) >= 60 and len(set(held)) == len(held) and not set(held) & set(objs)
+    # (how many depends on the random order of the slabs' objects: 51 to 320; 6.18's bulk
+    # took 69 before the kmalloc caches' random sequences moved its draws, 51 since)
+    assert len(held) >= 45 and len(set(held)) == len(held) and not set(held) & set(objs)
     assert wrong == []
     assert all((sa.memory[x:x + 64] == 0xCD).all() for x in held)   # left as written
     assert len(c) == len(held) + len(objs)              # the objects held back were freed
@@ -1235,7 +1240,12 @@ def test_load_refuses_links_to_frames_and_caches_the_machine_has_not(kernel, tmp
              "node objects": (at(L.F_NODE, c.id * L.N_NCOLS + L.N_TOTAL_OBJECTS), 12345),
              # the cache's barn (7.x: a kmalloc object kfree'd at its destroy; 6.18: none)
              "barn": (at(L.F_BARN, c.id * sa.nr_nodes), 4096 * 3 + 8),
-             "barn ": (at(L.F_BARN, (sa.state.ca.shape[0] - 1) * sa.nr_nodes), 64)}
+             "barn ": (at(L.F_BARN, (sa.state.ca.shape[0] - 1) * sa.nr_nodes), 64),
+             # the cache's s->random_seq (a kmalloc object kfree'd at its destroy): not
+             # one, another's (kmalloc-8's), one in a slot no cache is in
+             "random_seq": (at(L.F_RANDOM_SEQ, c.id), 4096 * 3 + 8),
+             "random_seq ": (at(L.F_RANDOM_SEQ, c.id), int(sa.state.random_seq[0])),
+             "random_seq  ": (at(L.F_RANDOM_SEQ, sa.state.ca.shape[0] - 1), 64)}
     for what, (i, value) in edits.items():
         bad = state.copy()
         bad[i] = value

@@ -246,9 +246,10 @@ def fill_memory(sa, c, step=160):
     """Bulk-allocate until the page allocator is nearly dry; each object holds its address."""
     got = []
     out = np.empty(step, np.int64)
-    while free_total(sa) > 5:
-        assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, step, out) == step
-        got.extend(out.tolist())
+    while free_total(sa) > 5:           # (the last batch no more than the pages left hold)
+        n = min(step, (free_total(sa) - 5) * c.objs_per_slab)
+        assert sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, n, out) == n
+        got.extend(out[:n].tolist())
     for a in got:
         sa.memory[a:a + 8] = np.frombuffer(int(a).to_bytes(8, "little"), np.uint8)
         sa.memory[a + 8:a + c.object_size] = a & 0xFF

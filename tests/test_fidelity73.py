@@ -189,7 +189,8 @@ def test_a_kmalloc_cache_s_oversize_sheaf_does_not_refill_its_own_sheaves_from_7
     for an oversize prefill too: kmalloc-1k's own 100-object sheaf (an 832-byte kmalloc-1k
     object), met by an empty main sheaf, comes from the slab layer; 7.1 kmalloc'ed it as any
     request, which refilled kmalloc-1k's main sheaf first."""
-    sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=kernel)
+    # (no random sequences: boot's kcalloc of kmalloc-16's, 1 KiB, refills that main sheaf)
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=kernel, freelist_random=False)
     k = sa.find_cache("kmalloc-1k")
     st = k.stats
     sheaf = sa.kmem_cache_prefill_sheaf(k, GFP_KERNEL, 100)

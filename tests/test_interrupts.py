@@ -12,9 +12,10 @@ import os, signal, sys, time, numslab
 # a CI runner) inherits SIGINT ignored, where Python installs no handler of its own
 signal.signal(signal.SIGINT, signal.default_int_handler)
 from numslab.engine import native
-# (6.18: its boot kmallocs nothing, so a first kmalloc compiles units in its middle; a 7.x
-# boot's sheaves and barns compile every unit a kmalloc calls)
-sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel="6.18")
+# (6.18 without CONFIG_SLAB_FREELIST_RANDOM: its boot kmallocs nothing, so a first kmalloc
+# compiles units in its middle; a 7.x boot's sheaves and barns, and every boot's kmalloc
+# caches' random sequences, compile every unit a kmalloc calls)
+sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel="6.18", freelist_random=False)
 real, hit, compiled = native.Unit.compile, [], [time.monotonic()]
 def compile_interrupted(self):
     mid = sys._getframe(1).f_code is native.Unit._first_call.__code__

@@ -312,9 +312,10 @@ def test_lean_sheaves_from_the_command(capsys):
 
 
 def test_the_figure_with_sheaf_structs_counts_the_allocators_own_kmallocs():
-    # a second, labelled figure: the allocator's sheaf and barn structs (kmalloc objects) as
-    # in use with the live bytes; the count per cache row at the last sample against a
-    # plain-Python walk of every cache's sheaves and barns to the slab that holds each struct
+    # a second, labelled figure: the allocator's sheaf, barn and random-sequence structs
+    # (kmalloc objects) as in use with the live bytes; the count per cache row at the last
+    # sample against a plain-Python walk of every cache's sheaves, barns and s->random_seq to
+    # the slab that holds each struct
     from numslab.engine.layout import PG_TAIL
     name = "git_tar"        # (its kmalloc-512 and -64 rows hold the structs; the network
     # trace's rows of their classes were the kernel's own kmallocs, now skipped)
@@ -332,6 +333,10 @@ def test_the_figure_with_sheaf_structs_counts_the_allocators_own_kmallocs():
             structs[owner] = structs.get(owner, 0) + 1
     for b in sa.barn_addresses().tolist():          # and its barns, kmalloc-64 objects
         owner = int(st.sl_cache[b >> 12])
+        structs[owner] = structs.get(owner, 0) + 1
+    for q in sa.random_seq_addresses().tolist():    # and every cache's s->random_seq
+        pfn = q >> 12                               # (in slabs of up to order 3)
+        owner = int(st.sl_cache[st.pg_head[pfn] if st.pg_flags[pfn] & PG_TAIL else pfn])
         structs[owner] = structs.get(owner, 0) + 1
     ids = [sa.find_cache(nm).id for nm in r.names]
     want = [structs.get(i, 0) for i in ids]

@@ -64,11 +64,13 @@ def test_every_cache_has_sheaves_and_sysfs_says_so():
     assert all(k.sheaf_capacity == calculate_sheaf_capacity(k.slab_size)
                for k in sa.kmalloc_caches)
     # every CPU has a main sheaf from the start, kmalloc'ed from the kmalloc caches; the
-    # kzalloc of c's (GFP_KERNEL) refilled a sheaf of kmalloc-256's own (one more sheaf), and
-    # the boot's barns one of kmalloc-64's (another)
+    # boot's barns refilled a sheaf of kmalloc-64's own (one more sheaf), and the kcallocs of
+    # the kmalloc caches' random sequences (GFP_KERNEL, on CPU 0, after the sheaves) one in
+    # each other cache that holds one (nine more: 16 .. 2k but 64); c's (GFP_KERNEL) find
+    # kmalloc-256's and kmalloc-64's refilled
     assert (sa.state.cpu[c.id, :, numslab.engine.layout.C_MAIN] != 0).all()
     assert sum(k.sheaf_objects for k in sa.kmalloc_caches) == \
-        len(sa.sheaf_addresses()) == sa.nr_cpus * (len(sa.kmalloc_caches) + 1) + 2
+        len(sa.sheaf_addresses()) == sa.nr_cpus * (len(sa.kmalloc_caches) + 1) + 1 + 9
     fs = c.sysfs()
     assert fs["sheaf_capacity"] == "28"
     assert (fs["cpu_partial"], fs["slabs_cpu_partial"], fs["cpu_slabs"]) == ("0", "0(0)", "0")
@@ -93,12 +95,13 @@ def test_a_sheaf_kzalloc_may_refill_the_kmalloc_caches_sheaves(gen):
     c = sa.kmem_cache_create("c", 300)          # sheaves of 28: 32 + 8 * 28 bytes each
     assert c.sheaf_capacity == 28 and c.sysfs()["sheaf_alloc"] == "2 C1=2"
     moved = {s: k.stats[s] - before[s] for s in k.stats if k.stats[s] != before[s]}
-    # outer alloc: BARN_GET_FAIL, refill: its own sheaf (SHEAF_ALLOC) kmalloc'ed from a new
-    # slab (BARN_GET_FAIL again, ALLOC_SLOWPATH), 28 objects in (SHEAF_REFILL: that slab's
-    # other 15, then a second new slab); two pops
+    # outer alloc: BARN_GET_FAIL, refill: its own sheaf (SHEAF_ALLOC) kmalloc'ed from the
+    # slabs (BARN_GET_FAIL again, ALLOC_SLOWPATH), 28 objects in (SHEAF_REFILL: the free
+    # objects of the slabs CPU 0's refill at boot left partial, for kmalloc-64's random
+    # sequence, then one new slab; before the sequences, two new slabs); two pops
     assert moved == {"alloc_fastpath": 2, "alloc_slowpath": 1, "barn_get_fail": 2,
-                     "sheaf_alloc": 1, "sheaf_refill": 28, "alloc_slab": 2}, moved
-    assert k.sysfs()["sheaf_refill"] == "28 C1=28"
+                     "sheaf_alloc": 1, "sheaf_refill": 28, "alloc_slab": 1}, moved
+    assert k.sysfs()["sheaf_refill"] == "56 C0=28 C1=28"      # (CPU 0's at boot)
     x = sa.kmalloc(200, GFP_KERNEL)                # served by that sheaf now
     assert k.stats["alloc_fastpath"] == before["alloc_fastpath"] + 3
     sa.kfree(x)
@@ -401,17 +404,21 @@ def test_a_kmalloc_cache_has_no_sheaves_until_bootstrap_gave_every_cpu_one(gen):
     cache, back off"). kmalloc-256's own sheaves are kmalloc-256 objects (28 pointers: 256
     bytes); the second CPU's on counted BARN_GET_FAIL, as if it had sheaves. Its only
     BARN_GET_FAILs are kmalloc-512's sheaves', one a CPU (kmalloc'ed __GFP_NO_OBJ_EXT: no
-    sheaf made on the way, one object from the slabs)."""
+    sheaf made on the way, one object from the slabs). After them, the kcalloc of
+    kmalloc-64's random sequence (``init_freelist_randomization``, 256 bytes, on CPU 0) finds
+    CPU 0's main sheaf empty: BARN_GET_FAIL, and the refill's own sheaf (SHEAF_ALLOC, one
+    object from the slabs) BARN_GET_FAIL again."""
     sa = fresh(gen, nr_cpus=4)
     k = next(c for c in sa.kmalloc_caches if c.name == "kmalloc-256")
     assert k.sheaf_capacity == 28
-    assert k.stats["barn_get_fail"] == sa.nr_cpus
-    assert k.stats["alloc_slowpath"] == 2 * sa.nr_cpus and k.stats["sheaf_alloc"] == sa.nr_cpus
+    assert k.stats["barn_get_fail"] == sa.nr_cpus + 2
+    assert k.stats["alloc_slowpath"] == 2 * sa.nr_cpus + 1
+    assert k.stats["sheaf_alloc"] == sa.nr_cpus + 1 and k.stats["sheaf_refill"] == 28
 
 
 def test_kmalloc_caches_sheaves_do_not_recurse_and_are_accounted():
     sa = fresh(nr_cpus=1)
-    held = {k.name: k.live_objects - k.sheaf_objects - k.barn_objects
+    held = {k.name: k.live_objects - k.sheaf_objects - k.barn_objects - k.random_seq_objects
             for k in sa.kmalloc_caches}
     assert all(v == 0 for v in held.values())
     addrs = [sa.kmalloc(s) for s in (8, 100, 500, 1000, 3000, 8000) for _ in range(200)]
@@ -419,7 +426,8 @@ def test_kmalloc_caches_sheaves_do_not_recurse_and_are_accounted():
     sa.validate()
     for a in addrs:
         sa.kfree(a)
-    assert all(k.live_objects == k.sheaf_objects + k.barn_objects for k in sa.kmalloc_caches)
+    assert all(k.live_objects == k.sheaf_objects + k.barn_objects + k.random_seq_objects
+               for k in sa.kmalloc_caches)
     for k in sa.kmalloc_caches:
         k.shrink()
     # after shrinking only the main sheaves remain, one per CPU and cache

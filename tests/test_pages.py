@@ -14,16 +14,20 @@ from numslab.geometry import PAGE_SIZE
 
 from conftest import assert_unchanged, snapshot
 
+#: A machine whose boot takes no page: 6.18 (no sheaves, no barns) without
+#: CONFIG_SLAB_FREELIST_RANDOM (the kmalloc caches' random sequences take ten slabs).
+BARE = {"kernel": "6.18", "freelist_random": False}
+
 
 def test_fresh_machine_has_all_pages_but_frame_zero():
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="8M")
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=1, memory="8M")
     assert sa.nr_pages == 2048
     assert sa.free_pages_count() == 2047
     assert sa.buddyinfo().splitlines()[0].split()[4:] == ["1"] * 10 + ["1"]
 
 
 def test_split_and_merge_restore_the_free_lists():
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="8M")
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=1, memory="8M")
     before = sa.buddyinfo()
     a = sa.alloc_pages(0)
     b = sa.alloc_pages(3)
@@ -41,7 +45,7 @@ def test_split_and_merge_restore_the_free_lists():
 
 
 def test_exhaustion_returns_null_and_nothing_is_lost():
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=1, memory="4M")
     blocks = []
     while (addr := sa.alloc_pages(0)):
         blocks.append(addr)
@@ -56,7 +60,7 @@ def test_exhaustion_returns_null_and_nothing_is_lost():
 
 
 def test_nodes_own_contiguous_frames_and_fall_back():
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, nr_nodes=2, memory="4M")
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=2, nr_nodes=2, memory="4M")
     a = sa.alloc_pages(10, node=1)
     assert a // PAGE_SIZE // sa.pages_per_node == 1
     assert sa.alloc_pages(10, node=1, gfp=numslab.GFP_KERNEL | numslab.__GFP_THISNODE) == 0
@@ -77,7 +81,7 @@ def test_nodes_own_contiguous_frames_and_fall_back():
     lambda sa, a: sa.alloc_pages(0, node=3),
 ])
 def test_misuse_raises_and_changes_nothing(call):
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=1, memory="4M")
     a = sa.alloc_pages(0)
     sa._obj = sa.kmalloc(64)
     snap = snapshot(sa)
@@ -90,7 +94,7 @@ def test_misuse_raises_and_changes_nothing(call):
 @given(st.lists(st.tuples(st.booleans(), st.integers(0, 6), st.integers(0, 10 ** 6)),
                 max_size=60))
 def test_random_alloc_free_keeps_blocks_disjoint(ops):
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=1, memory="4M")
     live: dict[int, int] = {}
     for is_alloc, order, pick in ops:
         if is_alloc or not live:
@@ -113,7 +117,7 @@ def pcp_row(sa, cpu=0, node=0):
 
 
 def test_pcp_geometry_follows_the_kernel_formulas():
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="256M")     # 65536 pages, one zone
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=2, memory="256M")     # 65536 pages, one zone
     row = pcp_row(sa)
     assert row[L.P_BATCH] == 15                              # (65536 >> 10) / 4 -> 24 -> 16 - 1
     # min_free_kbytes = sqrt(262144 * 16) = 2048 KiB = 512 pages; low = 512 + 512 / 4 = 640
@@ -143,7 +147,7 @@ def test_pcp_batch_matches_this_machines_kernel():
 
 
 def test_a_freed_page_is_the_next_one_handed_out():
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="64M")      # batch 3
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=1, memory="64M")      # batch 3
     a = sa.alloc_pages(0)
     assert sa.pcp_pages_count() == 2                         # a batch of 3 came, 1 went
     b = sa.alloc_pages(0)
@@ -155,7 +159,7 @@ def test_a_freed_page_is_the_next_one_handed_out():
 
 
 def test_higher_orders_refill_smaller_batches_and_skip_the_pcp_above_order_3():
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="64M")
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=1, memory="64M")
     a = sa.alloc_pages(1)                                    # max(3 >> 1, 2) = 2 blocks
     assert sa.pcp_pages_count() == 2
     free = sa.free_pages_count()
@@ -168,7 +172,7 @@ def test_higher_orders_refill_smaller_batches_and_skip_the_pcp_above_order_3():
 
 
 def test_a_full_pcp_list_gives_its_oldest_pages_back():
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="64M")
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=1, memory="64M")
     high, batch = pcp_row(sa)[L.P_HIGH], pcp_row(sa)[L.P_BATCH]
     pages = [sa.alloc_pages(0) for _ in range(high + 10)]
     sa.drain_all_pages()
@@ -195,7 +199,7 @@ def pcp_frames(sa, cpu=0, node=0, order=0):
 
 
 def test_exhaustion_drains_the_other_cpus_lists():
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="4M")
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=2, memory="4M")
     mine = []
     while (addr := sa.alloc_pages(0)):
         mine.append(addr)
@@ -246,7 +250,7 @@ def test_watermarks_match_this_machines_kernel():
 
 
 def test_zoneinfo_shows_watermarks_and_every_cpus_pcp():
-    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="64M")
+    sa = numslab.SlabAllocator(**BARE, nr_cpus=2, memory="64M")
     a = sa.alloc_pages(0)
     text = sa.zoneinfo()
     z = zoneinfo_fields(text)[(0, "Normal")]

@@ -114,15 +114,17 @@ def test_sheaves_are_kmalloc_objects(sa, cap, kmalloc, nbytes):
     base = k.live_objects
     c = sa.kmem_cache_create("s", 256, sheaf_capacity=cap)   # 32 + 8 * cap bytes each
     barns = sa.nr_nodes if kmalloc == "kmalloc-64" else 0     # 48 bytes each, one per node
-    assert k.live_objects == base + sa.nr_cpus + barns        # an empty main per CPU
-    assert k.barn_objects == barns
+    seq = kmalloc == "kmalloc-64"           # its random sequence: 16 objects, 64 bytes
+    assert k.live_objects == base + sa.nr_cpus + barns + seq  # an empty main per CPU
+    assert k.barn_objects == barns and sa.find(int(sa.state.random_seq[c.id]))["kind"] == \
+        "random_seq"
     assert c.stats["sheaf_alloc"] == sa.nr_cpus
     for cpu in range(sa.nr_cpus):
         assert sa.ksize(object_of(sa, main_of(sa, c, cpu))) == nbytes
         assert pcs(sa, c, cpu) == (0, None)
     assert barn(sa, c) == (0, 0)
     a = sa.kmem_cache_alloc(c, cpu=0)                         # a full sheaf is made
-    assert k.live_objects == base + sa.nr_cpus + barns + 1
+    assert k.live_objects == base + sa.nr_cpus + barns + seq + 1
     assert pcs(sa, c) == (cap - 1, None)                      # refilled to capacity
     sa.validate()
     sa.kmem_cache_free(c, a, cpu=0)
@@ -135,11 +137,13 @@ def test_large_sheaves_are_large_kmallocs(sa):
     pages = free_total(sa)
     c = sa.kmem_cache_create("big", 64, sheaf_capacity=2000)  # 16032 bytes: order 2
     assert sa.ksize(object_of(sa, main_of(sa, c))) == 16384
-    # and its barn, kmalloc-64's first object: a slab of 6.18's kmalloc-64, whose CPU slab
-    # it stays when the barn is freed
-    assert free_total(sa) == pages - 2 * 4 - 1 and km(sa, "kmalloc-64").barn_objects == 1
+    # and its barn, in kmalloc-64's CPU slab, and its random sequence (64 objects, 256
+    # bytes) in kmalloc-256's, both slabs of boot's random sequences: no new page
+    assert free_total(sa) == pages - 2 * 4 and km(sa, "kmalloc-64").barn_objects == 1
+    assert km(sa, "kmalloc-256").random_seq_objects == 2      # kmalloc-64's and its own
     sa.kmem_cache_destroy(c)
-    assert free_total(sa) == pages - 1 and km(sa, "kmalloc-64").live_objects == 0
+    assert free_total(sa) == pages and len(km(sa, "kmalloc-64")) == 0
+    assert km(sa, "kmalloc-64").live_objects == 4             # boot's: 256, 512, 1k, 2k's
     sa.validate()
 
 
@@ -498,7 +502,7 @@ def test_destroy_frees_every_sheaf(sa):
     base = k.live_objects
     c = sa.kmem_cache_create("d", 256, flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=CAP)
     fill_barn(sa, c)
-    assert k.live_objects == base + 2 + 11 + 1                # and the barn (one node)
+    assert k.live_objects == base + 2 + 11 + 1 + 1     # the barn (one node), random_seq
     sa.kmem_cache_destroy(c)
     assert k.live_objects == base
     sa.kmem_cache_create("d", 256, sheaf_capacity=CAP)   # the name is free again
@@ -660,7 +664,7 @@ def test_prefill_sheaf_objects_can_be_zeroed(sa, sc):
 
 def test_destroy_with_an_outstanding_prefilled_sheaf(sa, sc):
     k = km(sa, "kmalloc-64")
-    before_cache = k.live_objects - sa.nr_cpus - 1   # the fixture made two mains, a barn
+    before_cache = k.live_objects - sa.nr_cpus - 2   # two mains, a barn, a random_seq
     s = sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, 2)
     with pytest.raises(numslab.CacheLeakError, match="prefilled"):
         sa.kmem_cache_destroy(sc)
@@ -679,7 +683,7 @@ def test_a_forced_destroy_returns_the_outstanding_prefilled_sheaves(sa, sc):
     sheaves too (it refused them as it refused without ``force``); their handles are then
     no sheaf's."""
     k = km(sa, "kmalloc-64")
-    before_cache = k.live_objects - sa.nr_cpus - 1   # two mains, a barn
+    before_cache = k.live_objects - sa.nr_cpus - 2   # two mains, a barn, a random_seq
     sheaves = [sa.kmem_cache_prefill_sheaf(sc, GFP_KERNEL, n) for n in (2, 3)]
     a = sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, sheaves[0])
     sa.kmem_cache_destroy(sc, force=True)
@@ -1199,12 +1203,13 @@ def test_618_barns_only_for_caches_with_sheaves(sa2):
     created with ``sheaf_capacity``; its kmalloc caches have none (so neither barns)."""
     assert sa2.kernel == "6.18"         # (the module's kernels: conftest's default)
     k = km(sa2, "kmalloc-64")
-    assert k.barn_objects == 0 and k.live_objects == 0
-    plain = sa2.kmem_cache_create("plain", 100)
-    assert k.barn_objects == 0 and k.live_objects == 0
+    boot = 4                            # random sequences: kmalloc-256, -512, -1k, -2k's
+    assert k.barn_objects == 0 and k.live_objects == boot
+    plain = sa2.kmem_cache_create("plain", 100)     # (39 objects: its sequence in -192)
+    assert k.barn_objects == 0 and k.live_objects == boot
     c = sa2.kmem_cache_create("sh", 100, sheaf_capacity=8)
     assert k.barn_objects == 2 and len(k) == 0
     assert sorted(sa2.page_to_nid(int(a)) for a in sa2.barn_addresses()) == [0, 1]
     sa2.kmem_cache_destroy(c)
     sa2.kmem_cache_destroy(plain)
-    assert k.barn_objects == 0 and k.live_objects == 0
+    assert k.barn_objects == 0 and k.live_objects == boot

@@ -229,8 +229,9 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
                                    "frees (freeing it would write into the array): nothing "
                                    "was freed", JIT_RAISE)
     if err == E_ALLOCATORS:
-        raise BadAddressError("numslab.jit: address is a sheaf or a node barn the allocator "
-                              "uses, not an object of yours", JIT_RAISE)
+        raise BadAddressError("numslab.jit: address is a sheaf, a node barn or a random "
+                              "sequence (s->random_seq) the allocator uses, not an object of "
+                              "yours", JIT_RAISE)
     raise InvalidArgumentError("numslab.jit: invalid argument", JIT_RAISE)
 
 

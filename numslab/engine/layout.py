@@ -150,6 +150,8 @@ NR_KMALLOC = 13
 #: of padding), ``struct list_head sheaves_full, sheaves_empty`` (16 each), ``unsigned int
 #: nr_full, nr_empty`` (4 each): 48 bytes, a kmalloc-64 object.
 BARN_SIZE = 48
+#: ``sizeof(unsigned int)``: bytes of an entry of ``s->random_seq``, kcalloc'ed per cache.
+RANDOM_SEQ_ENTRY = 4
 
 # ---- buddy free-area columns (field BUDDY, shape [nnodes * (MAX_ORDER+1), B_NCOLS]) -------
 B_HEAD, B_COUNT, B_NCOLS = range(3)
@@ -165,7 +167,7 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 (F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
  F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
  F_PENDING, F_LIVE, F_KMALLOC, F_PCP, F_SCRATCH, F_REPORTS, F_SL_BUCKET, F_PBUCKETS,
- F_RSEQ, F_RCU, F_BARN_PARTIAL, F_SL_LOST, F_BARN, NFIELDS) = range(31)
+ F_RSEQ, F_RCU, F_BARN_PARTIAL, F_SL_LOST, F_BARN, F_RANDOM_SEQ, NFIELDS) = range(32)
 #: Field ``barn_partial`` (int64, shape [max_caches * nnodes], 0: none) is
 #: ``barn->sheaf_partial`` of (cache, node), element ``cache * nnodes + node``
 #: (:func:`_node_index`), KERNEL_NEXT only: a sheaf holding what a prefilled sheaf's refill left
@@ -177,6 +179,12 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 #: allocator's own kmalloc object of ``BARN_SIZE`` bytes, ``kfree``d by
 #: ``free_kmem_cache_nodes`` at the cache's release. Its words stay unused (the barn's lists
 #: are the node row's columns).
+#: Field ``random_seq`` (int64, shape [max_caches], 0: none) is the address of the cache's
+#: ``s->random_seq`` array (CONFIG_SLAB_FREELIST_RANDOM): ``kcalloc(count, sizeof(unsigned
+#: int), GFP_KERNEL)`` in ``cache_random_seq_create``, ``count`` its ``CA_RSEQ_LEN`` (2 or more;
+#: a cache of fewer objects per slab has none), an allocator's own kmalloc object holding the
+#: sequence as ``unsigned int`` entries, ``kfree``d by ``cache_random_seq_destroy`` at the
+#: cache's release. The engine reads the sequence from field ``rseq``.
 #: Field ``sl_lost`` (int64, shape [npages], 0 but at a slab head) counts the objects of a
 #: slab that slab_debug's repair of its free list cut off (``debug.on_freelist``: "Freechain
 #: corrupt", "Wrong object count"): counted in ``sl_inuse`` as the kernel counts them, never
@@ -210,6 +218,7 @@ FIELDS = (
     ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0), ("kmalloc", NIL),
     ("pcp", 0), ("scratch", 0), ("reports", 0), ("sl_bucket", NIL), ("pbuckets", NIL),
     ("rseq", 0), ("rcu", 0), ("barn_partial", 0), ("sl_lost", 0), ("barn", 0),
+    ("random_seq", 0),
 )
 
 
@@ -233,7 +242,7 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
         max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
         npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS, max(npages, 64),
         R_MAX * R_NCOLS, npages, max_caches * nnodes * NR_PBUCKETS, max_caches * RSEQ_MAX,
-        npages * 4096 // 512, max_caches * nnodes, npages, max_caches * nnodes]
+        npages * 4096 // 512, max_caches * nnodes, npages, max_caches * nnodes, max_caches]
 
 
 # Kernels read the fields as ``st.<name>``, the fixed scalars as ``st.npages`` and so on, and

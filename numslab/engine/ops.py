@@ -32,7 +32,7 @@ from .pcsbulk import (_alloc_from_pcs_bulk, _free_to_pcs_bulk, _put_main_spare, 
                       _sheaf_take, _take_main_spare)
 from .sheaves import (_alloc_from_pcs, _any_stale, _free_empty_sheaf, _free_to_pcs,
                       _node_requested_off, _sheaf_purge, _w, barn_shrink, free_barns,
-                      pcs_flush_all)
+                      kfree_internal, pcs_flush_all)
 from .slablists import _cpu_pop, _discard_slab, _remove_partial, shrink_node
 
 
@@ -600,7 +600,7 @@ RELEASE_LATER = 2
 
 @unit
 def cache_release(st, cache, cpu, force):
-    """Last step of destroy: shrink, free every CPU's main sheaf and the slabs of lost objects.
+    """Last step of destroy: shrink, free ``s->random_seq``, the main sheaves, barns, lost slabs.
 
     Lost objects: :func:`stats.lost_objects`, a corrupted free list's, which no shrink frees; a
     flush's checked walk may isolate a 6.18 CPU slab here. 1 with nothing changed if an object or a
@@ -616,6 +616,9 @@ def cache_release(st, cache, cpu, force):
         return 1
     st.ca[cache * CA_NCOLS + CA_ACTIVE] = 0
     kmem_cache_shrink(st, cache, cpu)
+    if st.random_seq[cache]:            # __kmem_cache_release: cache_random_seq_destroy first
+        kfree_internal(st, cpu, st.random_seq[cache])
+        st.random_seq[cache] = 0
     cpt = st.cpu
     if _ca(st, cache, CA_SHEAF_CAPACITY):
         for other in range(st.ncpus):

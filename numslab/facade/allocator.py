@@ -26,7 +26,7 @@ from ..engine.layout import (C_MAIN, C_PARKED, C_PARTIAL, C_SLAB, C_SPARE, N_BAR
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_PARTIAL_ORDER,
-                             CA_RECIP, C_RCU_FREE, G_RCU_HEAD,
+                             CA_RECIP, CA_RSEQ_LEN, C_RCU_FREE, G_RCU_HEAD, RANDOM_SEQ_ENTRY,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
                              CA_DEBUG, CA_ORIG, CA_RED_LEFT, CA_TRACK, D_OBJECT_POISON,
                              G_NDEBUG,
@@ -53,7 +53,7 @@ from .debugapi import DebugAPI
 from .defragapi import DefragAPI, check_partial_order
 from .evictapi import EvictAPI
 from .pagesapi import PagesAPI
-from .hardening import init_cache_random_seq
+from .hardening import MIN_OWN_KMALLOC, cache_random_seq_create, init_cache_random_seq
 from .raising import RaiseAPI
 from .kmallocapi import _RCU_LOCK, KmallocAPI
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
@@ -256,6 +256,12 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                     init_barns(self._st, cid, self._cpu()) or
                     init_percpu_sheaves(self._st, cid, self._cpu(), 1)):
                 raise OutOfMemoryError("SlabAllocator: no memory for the kmalloc caches' sheaves")
+        # init_freelist_randomization: the caches made while slab_state < UP get their
+        # s->random_seq now, in slab_caches' order (list_add: the last made first, 8k .. 8, 192,
+        # 96); a kcalloc that fails leaves its cache unrandomised (its return is not checked)
+        for cid in reversed(bootstrap + [c for c in self._kmalloc_ids if c not in bootstrap]):
+            if cache_random_seq_create(self, cid):
+                self.state.ca[cid, CA_RSEQ_LEN] = 0
         self._gate = None
         if not self._debug_on:
             gate.install(self, SlabAllocator, KmemCache)    # hot calls through the C gate
@@ -407,6 +413,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self.state.node[cid, :, 0:2] = NIL
             self.state.barn_partial[cid] = 0
             self.state.barn[cid] = 0
+            self.state.random_seq[cid] = 0
             self.state.cpu[cid] = 0
             self.state.cpu[cid, :, C_SLAB] = NIL
             self.state.cpu[cid, :, C_PARTIAL] = NIL
@@ -424,18 +431,34 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
             self._caches.add(cache)
             if debug:
                 self._debug_cache_created(cid)
-            booting = not hasattr(self, "_kmalloc_ids")    # sheaves are kmalloc'ed: see __init__
-            if sheaf_capacity and not booting:     # init_kmem_cache_nodes' barns first
-                what = ("its barns (a struct node_barn per node, kmalloc-64)"
-                        if init_barns(self._st, cid, self._cpu()) < 0 else "the per-CPU "
-                        "sheaves" if init_percpu_sheaves(self._st, cid, self._cpu(), 0) < 0
-                        else "")
-                if what:
-                    self._cache_release(cid, False)
-                    ca[cid] = 0
-                    del self._caches[cid]
-                    raise OutOfMemoryError(f"kmem_cache_create({name}): no memory for {what}")
+            if hasattr(self, "_kmalloc_ids"):   # slab_state >= UP (see __init__)
+                self._open_cache(cid, name, sheaf_capacity)
             return cache
+
+    def _open_cache(self, cid: int, name: str, sheaf_capacity: int) -> None:
+        """What ``do_kmem_cache_create`` kmallocs for a new cache, in its order.
+
+        ``init_cache_random_seq`` (``s->random_seq``), then ``init_kmem_cache_nodes``' barns,
+        then ``init_percpu_sheaves``; on a failure ``__kmem_cache_release`` (the sequence
+        first) and ``OutOfMemoryError``, the slot and the name free again."""
+        what = None
+        if cache_random_seq_create(self, cid):
+            n = int(self.state.ca[cid, CA_RSEQ_LEN])
+            km = kmalloc_cache_name(next(k for k in KMALLOC_SIZES
+                                         if k >= max(RANDOM_SEQ_ENTRY * n, MIN_OWN_KMALLOC)))
+            what = (f"its random free-list sequence (s->random_seq: kcalloc of {n} x "
+                    f"{RANDOM_SEQ_ENTRY} bytes, {km})")
+        elif sheaf_capacity and init_barns(self._st, cid, self._cpu()) < 0:
+            what = "its node barns (struct node_barn, kmalloc-64)"
+        elif sheaf_capacity and init_percpu_sheaves(self._st, cid, self._cpu(), 0) < 0:
+            what = "the per-CPU sheaves"
+        if what is None:
+            return
+        self._cache_release(cid, False)
+        self.state.ca[cid] = 0
+        del self._caches[cid]
+        raise OutOfMemoryError(f"kmem_cache_create({name}): no memory for {what}; no cache "
+                               f"made")
 
     def save(self, path: str) -> None:
         """Write the whole machine to ``path`` (``SlabAllocator.load`` restores it exactly)."""
@@ -743,6 +766,15 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         allocator's own (``init_kmem_cache_nodes``), freed when the cache is destroyed."""
         b = self.state.barn.ravel()
         return b[b != 0].astype(np.int64)
+
+    def random_seq_addresses(self) -> np.ndarray:
+        """Addresses of every cache's ``s->random_seq`` array, int64[n], in slot order.
+
+        CONFIG_SLAB_FREELIST_RANDOM: a cache of two or more objects per slab kcallocs its
+        sequence (``cache_random_seq_create``: ``4 * objs_per_slab`` bytes, the allocator's
+        own kmalloc object) when it is created, freed when it is destroyed."""
+        r = self.state.random_seq
+        return r[r != 0].astype(np.int64)
 
     def validate(self, cache: KmemCache | None = None) -> None:
         """Check every invariant of one cache, or of all caches and the page allocator.

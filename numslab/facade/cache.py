@@ -73,13 +73,14 @@ class KmemCache(MovableCache, RecordAccess):
     def __len__(self) -> int:
         """Objects of this cache that users hold.
 
-        ``live_objects`` less the allocator's own sheaves and barns, which only kmalloc caches
-        hold, and less the objects given to ``kfree_rcu`` that wait on its list: allocated to
-        the kernel until their grace period ends, as those in an ``rcu_free`` sheaf are not,
-        but no user's."""
+        ``live_objects`` less the allocator's own sheaves, barns and random sequences, which
+        only kmalloc caches hold, and less the objects given to ``kfree_rcu`` that wait on its
+        list: allocated to the kernel until their grace period ends, as those in an
+        ``rcu_free`` sheaf are not, but no user's."""
         sa = self._sa
         with _RCU_LOCK:         # the count and the list at one moment: a grace period ending
-            n = self.live_objects - self.sheaf_objects - self.barn_objects    # in between
+            n = self.live_objects - self.sheaf_objects - self.barn_objects \
+                - self.random_seq_objects                                   # in between
             return n - sa._rcu_listed_objects(self._id) if sa._rcu_pending else n
 
     def __bool__(self) -> bool:
@@ -102,7 +103,7 @@ class KmemCache(MovableCache, RecordAccess):
     def live_addresses(self) -> np.ndarray:
         """Addresses of the objects users hold, int64[n], in address order.
 
-        The allocator's own sheaves and barns are left out."""
+        The allocator's own sheaves, barns and random sequences are left out."""
         st = self._sa.state
         f = st.pg_flags
         return self._live_in(np.flatnonzero(((f & PG_SLAB) != 0) & (st.sl_cache == self._id)))
@@ -408,6 +409,19 @@ class KmemCache(MovableCache, RecordAccess):
         Every cache with sheaves has a ``struct node_barn`` per node, kmalloc'ed (48 bytes:
         kmalloc-64) when it is created and freed when it is destroyed, as in the kernel."""
         addrs = self._sa.barn_addresses()
+        if not len(addrs):
+            return 0
+        st = self._sa.state
+        return int(np.count_nonzero(st.sl_cache[st.heads(addrs)] == self._id))
+
+    @property
+    def random_seq_objects(self) -> int:
+        """How many of this cache's live objects are the allocator's own random sequences.
+
+        CONFIG_SLAB_FREELIST_RANDOM: every cache of two or more objects per slab has its
+        ``s->random_seq``, kcalloc'ed (``4 * objs_per_slab`` bytes) when it is created (the
+        kmalloc caches' at the end of boot) and freed when it is destroyed, as in the kernel."""
+        addrs = self._sa.random_seq_addresses()
         if not len(addrs):
             return 0
         st = self._sa.state

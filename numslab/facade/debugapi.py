@@ -376,10 +376,11 @@ class DebugAPI:
         """What ``addr`` is, as a dict: its ``kind`` and, where it applies, where it is.
 
         ``kind``: "object", "free object", "kfree_rcu" (waiting for its grace period), "lost"
-        (:attr:`KmemCache.lost_objects`), "sheaf" or "barn" (the allocator's own), "large
-        kmalloc", "rcu slab" (a SLAB_TYPESAFE_BY_RCU slab discarded, its pages waiting for their
-        grace period), "pages", "free page", "reserved", "slab padding" (a slab's bytes past its
-        last object) or "outside". Where it applies, ``cache`` (a KmemCache), ``slab`` (its
+        (:attr:`KmemCache.lost_objects`), "sheaf", "barn" or "random_seq" (the allocator's own:
+        a ``struct node_barn``, a cache's ``s->random_seq``), "large kmalloc", "rcu slab" (a
+        SLAB_TYPESAFE_BY_RCU slab discarded, its pages waiting for their grace period),
+        "pages", "free page", "reserved", "slab padding" (a slab's bytes past its last object)
+        or "outside". Where it applies, ``cache`` (a KmemCache), ``slab`` (its
         address), ``index`` and ``offset`` inside the object (negative in its left red zone)."""
         if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) \
                 and not 0 <= addr < self.nr_pages * PAGE_SIZE:
@@ -411,6 +412,8 @@ class DebugAPI:
         kind = {0: "object", checks.E_ALLOCATORS: "sheaf"}.get(err, "free object")
         if kind == "sheaf" and (st.barn == obj).any():      # the allocator's own, not a sheaf
             kind = "barn"
+        elif kind == "sheaf" and (st.random_seq == obj).any():
+            kind = "random_seq"
         elif kind == "free object" and self._rcu_note(obj):
             kind = "kfree_rcu"
         elif kind == "free object" and self._is_lost(cache, head, obj):

@@ -28,8 +28,8 @@ from ..engine.layout import (BARN_SIZE, B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_P
                              P_FREE_FACTOR, P_HIGH, P_LISTS, PCP_MAX_ORDER, PG_BUDDY,
                              PG_CPU_PARTIAL, PG_FROZEN, PG_HEAD, PG_ISOLATED, PG_LARGE,
                              PG_NODE_PARTIAL, PG_PCP, PG_RCU, PG_RESERVED, PG_SLAB, PG_SORTED,
-                             PG_TAIL, RSEQ_MAX, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS,
-                             SH_SIZE, SHEAF_HEADER)
+                             PG_TAIL, RANDOM_SEQ_ENTRY, RSEQ_MAX, SH_CACHE, SH_CAPACITY,
+                             SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER)
 from ..errors import MachineFileError, SlabError
 from ..flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE, SLAB_TYPESAFE_BY_RCU
 from ..geometry import MAX_OBJS_PER_PAGE, calculate_geometry, calculate_sheaf_capacity
@@ -593,6 +593,7 @@ class Structure:
                                   "before next)")
                     self.sheaf(f"barn_partial[{c}, {node}]", h, c, cap)
                 self.barn(f"barn[{c}, {node}]", int(st.barn[c, node]), cap)
+            self.random_seq(c)
             word, h = f"ca[{c}, CA_USER_SHEAVES]", int(st.ca[c, CA_USER_SHEAVES])
             while h:
                 self.sheaf(word, h, c, None)
@@ -601,6 +602,8 @@ class Structure:
         idle = st.ca[:, CA_ACTIVE] == 0
         self.first("barn", st.barn.ravel(), ~np.repeat(idle, self.sa.nr_nodes)
                    | (st.barn.ravel() == 0), "not 0: no cache is in that slot")
+        self.first("random_seq", st.random_seq, ~idle | (st.random_seq == 0),
+                   "not 0: no cache is in that slot")
         self.rcu_list()
 
     def barn(self, word: str, b: int, cap: int) -> None:
@@ -617,6 +620,22 @@ class Structure:
             self.fail(word, b, "not a barn (a kmalloc object the allocator holds for itself, "
                       "met once)")
         self.sheaves.add(b + self.shadow)
+
+    def random_seq(self, c: int) -> None:
+        """Cache ``c``'s ``s->random_seq`` object: one for a cache with a sequence, else 0.
+
+        An allocator's own kmalloc object of at least ``4 * CA_RSEQ_LEN`` bytes, met once."""
+        n, r = int(self.st.ca[c, CA_RSEQ_LEN]), int(self.st.random_seq[c])
+        word = f"random_seq[{c}]"
+        if not n:
+            if r:
+                self.fail(word, r, "not 0: its cache has no random sequence")
+            return
+        room = self.kmalloc_room(r) if 0 < r <= self.shadow - 64 and not r & 7 else 0
+        if room < RANDOM_SEQ_ENTRY * n or r + self.shadow in self.sheaves:
+            self.fail(word, r, f"not the cache's random sequence (a kmalloc object of {n} "
+                      f"entries the allocator holds for itself, met once)")
+        self.sheaves.add(r + self.shadow)
 
     def rcu_list(self) -> None:
         """The sheaves waiting for their grace period: ``G_NRCU`` of them, each well-formed.

@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 #: ``G_NLOST``, the objects a repaired free list cut off; 9: a CPU row's eighth column,
 #: ``C_PARKED``; 10: scalars ``G_RCU_SLABS``, ``G_RCU_SLABS_TAIL`` and ``G_NRCU_SLABS``, the
 #: SLAB_TYPESAFE_BY_RCU slabs waiting for their grace period; 11: scalar ``G_SLAB_GEN``, the
-#: slabs ever made and discarded, and field ``barn``, the barns' kmalloc objects).
-FORMAT = 11
+#: slabs ever made and discarded, and field ``barn``, the barns' kmalloc objects; 12: field
+#: ``random_seq``, the caches' ``s->random_seq`` kmalloc objects).
+FORMAT = 12
 #: The words of field ``g`` fixed when a machine is made (``layout.new_state``).
 _FIXED = (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL)
 

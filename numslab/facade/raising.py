@@ -262,9 +262,10 @@ class RaiseAPI:
                                   f"{where} is a large kmalloc block, not a slab object")
         if err == debug.E_DEBUG:
             raise self._debug_error(fn, addr)
-        if err == checks.E_ALLOCATORS:     # a sheaf, or a cache's struct node_barn
+        if err == checks.E_ALLOCATORS:     # a sheaf, a struct node_barn or an s->random_seq
             what = ("a node barn (struct node_barn)" if (self.state.barn == addr).any()
-                    else "a sheaf")
+                    else "a cache's random free-list sequence (s->random_seq)"
+                    if (self.state.random_seq == addr).any() else "a sheaf")
             raise BadAddressError(f"{where} is {what} the allocator itself uses (a kmalloc "
                                   f"object it holds), not an object of yours")
         if err == checks.E_HOLDS_ARRAY:

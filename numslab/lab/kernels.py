@@ -559,9 +559,10 @@ def _sheaf_owner(st, sheaf, sheaves):
 def sample(h, cids, live, slabs, partial, cpu_slabs, sheaves):
     """Per cache row ``k`` (numslab id ``cids[k]``): live objects, slabs, partial and CPU slabs.
 
-    The live objects users hold (the engine's exact count less the allocator's own sheaves and
-    barns), slabs, partial slabs (node lists) and CPU slabs (CPU slab and CPU partial slabs),
-    into the int64[K] outputs; ``sheaves`` is int64[max_caches] scratch (the own structs)."""
+    The live objects users hold (the engine's exact count less the allocator's own sheaves,
+    barns and random sequences), slabs, partial slabs (node lists) and CPU slabs (CPU slab and
+    CPU partial slabs), into the int64[K] outputs; ``sheaves`` is int64[max_caches] scratch
+    (the own structs)."""
     st = state_of(h)
     sheaves[:] = 0
     for cache in range(st.max_caches):
@@ -583,6 +584,8 @@ def sample(h, cids, live, slabs, partial, cpu_slabs, sheaves):
             barn = st.barn[_node_index(st, cache, node)]        # its struct node_barn
             if barn:
                 _sheaf_owner(st, barn + _shadow(st), sheaves)
+        if st.random_seq[cache]:                                # its s->random_seq
+            _sheaf_owner(st, st.random_seq[cache] + _shadow(st), sheaves)
     sh = st.g[G_RCU_HEAD]                       # waiting for their grace period
     k = 0
     while sh:

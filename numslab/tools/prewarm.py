@@ -55,8 +55,8 @@ REPLAY_UNITS = (
     "ops.cache_release", "ops.kmem_cache_shrink", "sheaves.pcs_flush_all",
     "sheaves.sheaf_flush_main", "cpucache.flush_cpu", "sheaves.barn_shrink",
     "slablists.shrink_node", "sheaves.kfree_internal", "sheaves.free_barns",
-    "rcusheaves.rcu_run_callbacks",
-    "ops.kmem_cache_alloc_node", "slablists.slab_free", "ops.kmem_cache_free",
+    "rcusheaves.rcu_run_callbacks", "slablists.slab_free",
+    "ops.kmem_cache_alloc_node", "ops.kmem_cache_free",
     "sheaves.replace_full_main", "slablists.build_freelist", "stats.partial_counts")
 
 
