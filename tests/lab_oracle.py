@@ -43,8 +43,8 @@ def _kmalloc_cache(nbytes: int, gfp: str) -> str | None:
 
 
 #: ``call_site`` of the slab allocator's own kmallocs, the name whole
-_OWN_SITE = re.compile(r"(alloc_slab_obj_exts|alloc_empty_sheaf|__alloc_empty_sheaf)"
-                       r"(?![A-Za-z0-9_])")
+_OWN_SITE = re.compile(r"(alloc_slab_obj_exts|alloc_empty_sheaf|__alloc_empty_sheaf"
+                       r"|init_kmem_cache_nodes|cache_random_seq_create)(?![A-Za-z0-9_])")
 
 
 class Oracle:

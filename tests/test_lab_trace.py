@@ -587,18 +587,21 @@ def test_the_slab_allocator_s_own_kmallocs_are_their_own_kind(fast, monkeypatch)
     fast path and the walk alike."""
     from numslab.lab import trace as T
     monkeypatch.setattr(T._Chunk, "fast", fast)     # (False: every line by the walk)
-    # (and a 7.x cache's barns, kmalloc_node'd in init_kmem_cache_nodes, which numslab makes
-    # itself too: a trace taken while a cache was created holds them)
+    # (and a 7.x cache's barns, kmalloc_node'd in init_kmem_cache_nodes, and every cache's
+    # s->random_seq, kcalloc'ed in cache_random_seq_create, which numslab makes itself too:
+    # a trace taken while a cache was created holds them)
     sites = ["alloc_slab_obj_exts+0x58/0x110", "alloc_empty_sheaf+0x2a/0x80",
              "__alloc_empty_sheaf+0x1/0x2", "alloc_slab_obj_exts",
-             "init_kmem_cache_nodes+0x9c/0x1a0", "alloc_slab_obj_exts_x+0x1",
-             "alloc_empty_sheafs+0x1", "init_kmem_cache_nodes_x+0x1", "f+0x1/0x2"]
+             "init_kmem_cache_nodes+0x9c/0x1a0", "cache_random_seq_create+0x3f/0x120",
+             "cache_random_seq_create", "alloc_slab_obj_exts_x+0x1",
+             "alloc_empty_sheafs+0x1", "init_kmem_cache_nodes_x+0x1",
+             "cache_random_seq_create_x+0x1", "cache_random_seq_creat+0x1", "f+0x1/0x2"]
     lines = [LINE.replace("call_site=f+0x1/0x2", f"call_site={s}") for s in sites]
     lines.append(LINE.replace("kmalloc:", "kmem_cache_alloc:").replace(
         "call_site=f+0x1/0x2", "call_site=alloc_empty_sheaf+0x2a/0x80")
         .replace(" bytes_req", " name=dentry bytes_req"))
     tr = parse_bytes(("\n".join(lines) + "\n").encode())
-    assert tr.kind.tolist() == [EV_OWN] * 5 + [EV_KMALLOC] * 4 + [EV_CACHE_ALLOC]
+    assert tr.kind.tolist() == [EV_OWN] * 7 + [EV_KMALLOC] * 6 + [EV_CACHE_ALLOC]
 
 
 def test_a_replay_skips_the_slab_allocator_s_own_kmallocs():

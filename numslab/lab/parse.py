@@ -303,6 +303,7 @@ _W_ALLOC_SL, _W_AB_OBJ_E = _word(b"alloc_sl"), _word(b"ab_obj_e")      # alloc_s
 _W_ALLOC_EM, _W_PTY_SHEA = _word(b"alloc_em"), _word(b"pty_shea")      # alloc_empty_sheaf
 _W___ALLOC, _W_EMPTY_SH = _word(b"__alloc_"), _word(b"empty_sh")       # __alloc_empty_sheaf
 _W_INIT_KME, _W_M_CACHE_ = _word(b"init_kme"), _word(b"m_cache_")      # init_kmem_cache_nodes
+_W_CACHE_RA, _W_NDOM_SEQ = _word(b"cache_ra"), _word(b"ndom_seq")      # cache_random_seq_create
 
 
 @lab_jit(nogil=True, inline=True)
@@ -330,6 +331,11 @@ def _own_site(bp, v):
         return load1p(bp + v + 16) == 110 and load1p(bp + v + 17) == 111 and \
             load1p(bp + v + 18) == 100 and load1p(bp + v + 19) == 101 and \
             load1p(bp + v + 20) == 115 and not _ident(load1p(bp + v + 21))     # "nodes"
+    if w0 == _W_CACHE_RA and w1 == _W_NDOM_SEQ:         # a new cache's s->random_seq
+        return load1p(bp + v + 16) == 95 and load1p(bp + v + 17) == 99 and \
+            load1p(bp + v + 18) == 114 and load1p(bp + v + 19) == 101 and \
+            load1p(bp + v + 20) == 97 and load1p(bp + v + 21) == 116 and \
+            load1p(bp + v + 22) == 101 and not _ident(load1p(bp + v + 23))     # "_create"
     return False
 
 
