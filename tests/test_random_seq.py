@@ -214,3 +214,45 @@ def test_no_memory_after_the_sequence_frees_it_again(gen):
     assert [c.name for c in sa.caches] == names and counts(sa) == before
     assert not sa.state.random_seq[sa.state.ca[:, 0] == 0].any()
     sa.validate()
+
+
+def test_the_caches_of_a_real_snapshot_kcalloc_their_sequences_where_its_geometry_says():
+    """The shared /sys/kernel/slab snapshot (a 6.18 kernel, 2 CPUs, 222 caches besides the
+    kmalloc caches once aliases are merged), its caches made on a like machine: each kmalloc
+    class holds the sequences the snapshot's own objects per slab put there (``4 * count``
+    bytes), but for the 5 caches numslab lays out otherwise (a constructor or flags sysfs
+    does not show), and fewer than the objects the snapshot shows in use there. sysfs cannot
+    tell a sequence from other objects, so this bounds and cannot say whether that kernel had
+    CONFIG_SLAB_FREELIST_RANDOM."""
+    import json
+    import lzma
+    import warnings
+    from collections import Counter
+    from pathlib import Path
+    snap = json.loads(lzma.decompress(
+        (Path(__file__).parent / "data" / "kmem_snapshot_git_tar.json.xz").read_bytes()))
+    caches = [c for c in snap["caches"] if not c.get("alias_of")]
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=2, memory="64M", max_caches=512)
+    ours = {k.name: k for k in sa.kmalloc_caches}
+    flags = {"hwcache_align": numslab.SLAB_HWCACHE_ALIGN,
+             "reclaim_account": numslab.SLAB_RECLAIM_ACCOUNT,
+             "destroy_by_rcu": numslab.SLAB_TYPESAFE_BY_RCU}
+    want, other = Counter(), 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for c in caches:
+            made = ours.get(c["name"]) or sa.kmem_cache_create(
+                c["name"], int(c["object_size"]),
+                0 if c["hwcache_align"] == "1" else int(c["align"]),
+                flags=sum(f for k, f in flags.items() if c[k] == "1"))
+            n = int(c["objs_per_slab"])
+            if made.objs_per_slab != n:
+                other, n = other + 1, made.objs_per_slab
+            want[seq_home(n)] += 1
+    assert len(caches) == 13 + 222 and other == 5
+    got = {k.name: k.random_seq_objects for k in sa.kmalloc_caches}
+    assert {k: v for k, v in got.items() if v} == {k: v for k, v in want.items() if k}
+    assert got["kmalloc-64"] == 81 and got["kmalloc-96"] == 56 and got["kmalloc-2k"] == 6
+    shown = {c["name"]: int(c["objects"].split()[0]) for c in caches}
+    assert all(n < shown[k] for k, n in got.items() if n), (got, shown)
+    sa.validate()
