@@ -282,3 +282,23 @@ def test_the_caches_of_a_real_snapshot_kcalloc_their_sequences_where_its_geometr
     shown = {c["name"]: int(c["objects"].split()[0]) for c in caches}
     assert all(n < shown[k] for k, n in got.items() if n), (got, shown)
     sa.validate()
+
+
+@pytest.mark.parametrize("gen", ["7.0", "next"])
+def test_no_memory_for_the_sheaves_frees_the_sequence_and_the_barn(gen):
+    """The sequence and the barn made, ``init_percpu_sheaves`` finds no memory for a 7.x
+    cache's 60-object sheaves (512 bytes each): ``__kmem_cache_release`` kfrees the
+    sequence, then the barn; every kmalloc cache's counts are as before."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=gen)
+    held = _exhaust(sa, 2048)
+    sa.kfree(held.pop())                            # one kmalloc-2k object: the sequence's
+    held += [a for a in iter(lambda: sa.kmalloc(512, GFP_KERNEL | __GFP_NOWARN), 0)]
+    small = [a for a in iter(lambda: sa.kmalloc(64, GFP_KERNEL | __GFP_NOWARN), 0)]
+    sa.kfree(small.pop())                           # one kmalloc-64 object: the barn's
+    names, before, barns = [c.name for c in sa.caches], counts(sa), len(sa.barn_addresses())
+    with pytest.raises(numslab.OutOfMemoryError, match=r"kmem_cache_create\(x\): no memory "
+                                                       r"for the per-CPU sheaves; no cache"):
+        sa.kmem_cache_create("x", 8)
+    assert [c.name for c in sa.caches] == names and counts(sa) == before
+    assert len(sa.barn_addresses()) == barns and len(sa.random_seq_addresses()) == 13
+    sa.validate()
