@@ -392,9 +392,12 @@ def test_no_command_names_the_commands(capsys):
     assert err.rstrip().endswith("required: {bench,replay,record,snapshot,maple}"), err
 
 
-def test_a_replay_out_of_memory_is_one_line():
+def test_a_replay_out_of_memory_is_one_line(monkeypatch, capsys):
     """``numslab replay - < /dev/zero`` under a memory limit (or a trace past the machine's
-    memory) ended in a MemoryError traceback."""
+    memory) ended in a MemoryError traceback.
+
+    Standard input is read a chunk at a time now: /dev/zero is refused at its 64 MiB "line",
+    in memory below the limit; a run past the memory is one line, status 1."""
     import resource
     limit = 2 << 30
 
@@ -404,5 +407,12 @@ def test_a_replay_out_of_memory_is_one_line():
         p = subprocess.run([sys.executable, "-m", "numslab", "replay", "-", "--no-progress"],
                            stdin=zero, capture_output=True, text=True, timeout=300,
                            preexec_fn=cap, env={**os.environ, "NUMSLAB_PREWARM": "0"})
-    assert p.returncode == 1 and p.stderr.startswith("numslab replay: out of memory"), p.stderr
-    assert "Traceback" not in p.stderr and len(p.stderr.splitlines()) == 1
+    assert p.returncode == 2 and p.stderr == (
+        "numslab replay: standard input: a line of more than 64 MiB (no line break): not "
+        "trace text\n"), p.stderr
+
+    def short(*a, **k):
+        raise MemoryError
+    monkeypatch.setattr(cli.labcli, "replay", short)
+    assert cli.main(["replay", "-", "--no-progress"]) == 1
+    assert capsys.readouterr().err == "numslab replay: out of memory (MemoryError)\n"

@@ -640,3 +640,64 @@ def test_the_kmalloc_class_is_the_kernel_s_pick_from_bytes_req(debug):
     for ln in lines:
         o.line(ln)
     assert dict(o.live) == dict.fromkeys(want, 1)
+
+
+
+def test_standard_input_and_a_fifo_are_parsed_as_they_come(tmp_path, monkeypatch):
+    """``numslab replay -`` and a FIFO read the whole stream into memory before parsing (a
+    trace piped in held its text, then a copy); now a chunk at a time.
+
+    The writer writes the second half of the stream only once the reader has parsed a chunk
+    of the first (or 60 s have passed): a reader that takes the whole stream first waits."""
+    import threading
+    from numslab.lab import trace as T
+    data = text("git_tar").encode() * 40          # ~14 MB: more than a pipe and chunks hold
+    ref = parse_bytes(data)
+    parsed = threading.Event()
+    take = T._Reader.take
+
+    def spy(self, ch, where):
+        take(self, ch, where)
+        parsed.set()
+    monkeypatch.setattr(T._Reader, "take", spy)
+    for kind in ("stdin", "fifo", "stdin-xz", "file object"):
+        parsed.clear()
+        half = len(data) // 2                   # (xz: two streams, as xz -c a b > t.xz)
+        parts = (data[:half], data[half:])
+        if kind == "stdin-xz":
+            parts = tuple(map(lzma.compress, parts))
+        waited = []
+        if kind == "fifo":
+            src = fifo = tmp_path / "fifo"
+            os.mkfifo(fifo)
+
+            def out(fifo=fifo):
+                return open(fifo, "wb")
+        else:
+            r, w = os.pipe()
+            src = "-" if kind != "file object" else os.fdopen(r, "rb")
+            if src == "-":
+                monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(os.fdopen(r, "rb")))
+
+            def out(w=w):
+                return os.fdopen(w, "wb")
+
+        def writer(parts=parts, out=out, waited=waited):
+            with out() as f:
+                f.write(parts[0])
+                f.flush()
+                waited.append(not parsed.wait(60))
+                f.write(parts[1])
+        t = threading.Thread(target=writer)
+        t.start()
+        tr = read_trace(src, chunk=1 << 20)
+        t.join()
+        assert waited == [False], f"{kind}: the reader took the whole stream before parsing"
+        assert np.array_equal(tr.ptr, ref.ptr) and tr.names == ref.names
+        if kind == "fifo":
+            fifo.unlink()
+        elif kind == "stdin":
+            assert tr.source == "standard input"
+            sys.stdin.close()
+        else:
+            (sys.stdin if src == "-" else src).close()

@@ -4,7 +4,8 @@ The text is tracefs ``trace`` and ``trace_pipe``, ``trace-cmd report`` or ``perf
 gz or xz.
 
 The text is taken a few MiB at a time (a plain file's as views of memory mappings, other
-sources read into reused ``uint8`` buffers), each chunk scanned by compiled code
+sources, standard input and pipes too, read as they come into reused ``uint8`` buffers: never
+whole), each chunk scanned by compiled code
 (:func:`~numslab.lab.parse.scan_chunk`, two worker threads) and appended in order
 (:func:`~numslab.lab.parse.intern_rows`) to a struct of arrays, one row per
 event line, cache names and pointers interned on the way; no Python runs per line.
@@ -413,12 +414,8 @@ def _open(source: str | Path | BinaryIO | bytes,
             data = lzma.decompress(data)
         _check_text(data[:16], name)
         return io.BytesIO(data), len(data) // 150, name
-    if hasattr(source, "read"):
-        data = source.read()                        # type: ignore[union-attr]
-        if not isinstance(data, (bytes, bytearray, memoryview)):  # (a text file's str was
-            raise WrongTypeError(f"trace {source!r}: a file object in text mode; open it "
-                                 f"in binary mode ('rb')")      # then taken for a path)
-        return _open(data, _name(source, name))
+    if hasattr(source, "read"):                 # read as it comes, not whole
+        return _stream(source, _name(source, name), False)
     if not isinstance(source, (str, os.PathLike)):     # (5 was a plain TypeError)
         raise WrongTypeError(f"trace {source!r} is not a path, bytes or a binary file")
     if isinstance(source, str) and "\n" in source:    # (taken for a path, the whole text
@@ -429,7 +426,7 @@ def _open(source: str | Path | BinaryIO | bytes,
         stdin = sys.stdin if sys.stdin is not None and not sys.stdin.closed else None
         if getattr(stdin, "buffer", None) is None:      # (`<&-`: an AttributeError traceback)
             raise TraceFormatError("cannot read trace -: standard input is closed")
-        return _open(stdin.buffer.read(), "standard input")     # type: ignore[union-attr]
+        return _stream(stdin.buffer, "standard input", False)  # type: ignore[union-attr]
     path = Path(source)
     try:
         f = open(path, "rb")
@@ -437,8 +434,11 @@ def _open(source: str | Path | BinaryIO | bytes,
     except OSError as e:
         raise TraceFormatError(f"cannot read trace {source}: {e.strerror}") from None
     if not f.seekable():            # a pipe (<(xzcat t.xz), /dev/stdin): read as stdin is
-        with f:
-            return _open(f.read(), str(source))
+        try:
+            return _stream(f, str(source), True)
+        except BaseException:
+            f.close()
+            raise
     magic = f.read(16)
     f.seek(0)
     if magic[:2] == b"\x1f\x8b":       # opened by name: closing the reader closes the file
@@ -453,6 +453,85 @@ def _open(source: str | Path | BinaryIO | bytes,
         f.close()
         raise
     return f, size // 150, str(source)
+
+
+class _Stream(io.RawIOBase):
+    """A stream read as it comes (standard input, a pipe, a file object), its first bytes first.
+
+    The first bytes (``head``) were read to tell the format; :meth:`readinto` fills the whole
+    buffer it is given unless the stream ends, so that the reader's chunks are whole. Closing
+    it closes the objects of ``closes`` (a FIFO the reader opened, a decompressor), not
+    standard input or the caller's file object.
+    """
+
+    def __init__(self, head: bytes, src: Any, closes: tuple[Any, ...] = ()) -> None:
+        super().__init__()
+        self.head, self.src, self.closes = head, src, closes
+        self._into = getattr(src, "readinto", None)
+
+    def readable(self) -> bool:
+        """Yes."""
+        return True
+
+    def readinto(self, b: Any) -> int:
+        """Fill ``b`` from the head, then from the source, until it is full or the source ends."""
+        mv = memoryview(b).cast("B")
+        n = min(len(mv), len(self.head))
+        mv[:n] = self.head[:n]
+        self.head = self.head[n:]
+        while n < len(mv):
+            if self._into is not None:
+                got = self._into(mv[n:]) or 0
+            else:
+                data = self.src.read(len(mv) - n)
+                got = len(data) if data else 0
+                mv[n:n + got] = data
+            if got == 0:
+                break
+            n += got
+        return n
+
+    def close(self) -> None:
+        """Close what the stream owns."""
+        if not self.closed:
+            for c in self.closes:
+                c.close()
+        super().close()
+
+
+def _head(src: Any, where: str) -> bytes:
+    """The first 16 bytes of a stream (fewer at its end): enough to tell its format."""
+    head = b""
+    while len(head) < 16:
+        data = src.read(16 - len(head))
+        if isinstance(data, str):       # (a text file's str was then taken for a path)
+            raise WrongTypeError(f"trace {where}: a file object in text mode; open it in "
+                                 f"binary mode ('rb')")
+        if not data:
+            break
+        head += bytes(data)
+    return head
+
+
+def _stream(src: Any, where: str, owns: bool) -> tuple[BinaryIO, int, str]:
+    """:func:`_open` of a stream that cannot be mapped or sought: read a chunk at a time.
+
+    Standard input, a FIFO, a file object (plain, gz or xz, told by its first bytes). Its text
+    was read whole before the parse (a trace piped in took its size in memory, and more);
+    ``owns``: close ``src`` with the reader (a FIFO opened here)."""
+    head = _head(src, where)
+    raw = _Stream(head, src, (src,) if owns else ())
+    if head[:2] == b"\x1f\x8b":
+        dec: Any = gzip.GzipFile(fileobj=raw, mode="rb")
+    elif head[:6] == b"\xfd7zXZ\x00":
+        dec = lzma.LZMAFile(raw, "rb")
+    else:
+        _check_text(head, where)
+        return raw, 0, where                            # type: ignore[return-value]
+    # (the first bytes of the text: read as the decompressor gives them)
+    inner = dec.read(16)
+    _check_text(inner, where)
+    return _Stream(inner, dec, (dec, raw)), 0, where    # type: ignore[return-value]
 
 
 def _name(source: Any, name: str) -> str:
