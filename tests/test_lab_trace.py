@@ -701,3 +701,29 @@ def test_standard_input_and_a_fifo_are_parsed_as_they_come(tmp_path, monkeypatch
             sys.stdin.close()
         else:
             (sys.stdin if src == "-" else src).close()
+
+
+@pytest.mark.parametrize("blob, line, what", [
+    (b"SQLite format 3\x00\x00\x00\x01\x02", 1, "NUL bytes"),
+    (bytes(np.random.default_rng(5).integers(0, 256, 4000, np.uint8)), 1, "control bytes"),
+    (b"\xff\xfe\xa0\xc3\x28\xa0\xa1\xe2\x28\xa1 \xf0\x28\x8c\xbc\n", 1,
+     "bytes that are not UTF-8"),
+    ((LINE + "\n") * 2 + "\0" * 5000, 3, "NUL bytes")])     # a file cut short, zero-filled
+def test_a_binary_file_of_no_known_format_is_named_binary_without_its_bytes(
+        tmp_path, blob, line, what):
+    """A binary file no magic names (a database, random bytes, a log zero-filled after a
+    crash) was refused with ~200 bytes of it in the message ('SQLite format 3\\x00...')."""
+    path = tmp_path / "blob"
+    path.write_bytes(blob.encode() if isinstance(blob, str) else blob)
+    want = (rf"^{re.escape(str(path))}, line {line}: binary data, not trace text \({what}\); "
+            rf"a trace is the kmem events' text$")
+    with pytest.raises(TraceFormatError, match=want) as e:
+        read_trace(path)
+    assert "\\x" not in str(e.value) and "SQLite" not in str(e.value)
+    r = subprocess.run([sys.executable, "-m", "numslab", "replay", "-", "--no-progress"],
+                       input=path.read_bytes(), capture_output=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.decode() == (
+        f"numslab replay: standard input, line {line}: binary data, not trace text ({what}); "
+        f"a trace is the kmem events' text\n")
+    with pytest.raises(TraceFormatError, match=r"line 1: no '\[cpu\]' field: 'caf. au lait'$"):
+        read_trace("café au lait\n".encode("latin-1"))       # (a Latin-1 line is shown)

@@ -54,6 +54,30 @@ def check_text(head: bytes, name: str) -> None:
             raise TraceFormatError(f"{name}: {what}")
 
 
+#: bytes no text line holds: C0 controls but tab, line feed, vertical tab, form feed and
+#: carriage return, and DEL
+_CONTROL = bytes([*range(0, 9), *range(14, 32), 127])
+
+
+def binary_bytes(line: bytes) -> str:
+    """What makes a malformed ``line`` binary data rather than text, or ``''`` if it is text.
+
+    NUL bytes, other control bytes, or bytes that are not UTF-8, a quarter of them or more
+    past ASCII (a Latin-1 line is text); its bytes were shown in the error: ~200 of garbage
+    for a binary file no magic of :func:`check_text` names."""
+    if b"\0" in line:
+        return "NUL bytes"
+    if line.translate(None, _CONTROL) != line:
+        return "control bytes"
+    try:
+        line.decode()
+    except UnicodeDecodeError:
+        high = len(line) - len(line.translate(None, bytes(range(128, 256))))
+        if 4 * high >= len(line):
+            return "bytes that are not UTF-8"
+    return ""
+
+
 def open_source(source: str | Path | BinaryIO | bytes,
           name: str = "trace") -> tuple[BinaryIO, int, str]:
     """A binary stream of the decompressed text, a row-count guess, and a name for errors.

@@ -30,7 +30,7 @@ from . import parse as P
 from .fixed import GFP_CACHE
 from .parse import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
                     EV_OTHER, EV_OWN)
-from .source import BROKEN, TraceFormatError, broken, open_source
+from .source import BROKEN, TraceFormatError, binary_bytes, broken, open_source
 
 __all__ = ["TraceFormatError", "Trace", "check_trace", "read_trace", "parse_bytes", "load_bytes",
            "repeat_trace", "large_kmalloc_twice", "EV_CACHE_ALLOC", "EV_KMALLOC", "EV_KFREE",
@@ -320,9 +320,15 @@ class _Reader:
             stop = ch.used
             while ch.text[stop] != 10:
                 stop += 1
-            text = bytes(ch.text[ch.used:stop]).decode(errors="replace")
-            raise TraceFormatError(f"{where}, line {self.lines + int(ch.sv[P.SV_BADLINE])}: "
-                                   f"{P.ERR_TEXT[int(ch.sv[P.SV_ERR])]}: {text[:200]!r}")
+            line = bytes(ch.text[ch.used:min(stop, ch.used + 4096)])
+            at = f"{where}, line {self.lines + int(ch.sv[P.SV_BADLINE])}"
+            what = binary_bytes(line)
+            if what:                    # (its bytes were shown: 200 of garbage)
+                raise TraceFormatError(f"{at}: binary data, not trace text ({what}); a trace "
+                                       f"is the kmem events' text")
+            text = line.decode(errors="replace")
+            raise TraceFormatError(f"{at}: {P.ERR_TEXT[int(ch.sv[P.SV_ERR])]}: "
+                                   f"{text[:200]!r}")
         self.lines += int(ch.sv[P.SV_LINE])
 
     def trace(self) -> Trace:
