@@ -444,6 +444,17 @@ def test_the_arena_estimate_holds_the_replay_without_a_second_run(policy):
      "slabs '-5 N0=-5' is not a count"),
     ({"caches": [{"name": "dentry", "object_size": "192", "partial": [1]}]},
      r"partial \[1\] is not a count"),
+    # an impossible order: a warm start's arena of 2**111 bytes, refused as memory (no
+    # cache or field named); a negative or non-number one was taken silently
+    ({"caches": [{"name": "dentry", "object_size": "192", "order": "99"}]},
+     r"^snapshot \(a dict\): cache 'dentry': order '99' is not a slab order: 0\.\.10 "
+     r"\(MAX_PAGE_ORDER\)$"),
+    ({"caches": [{"name": "dentry", "object_size": "192", "order": "-1"}]},
+     "cache 'dentry': order '-1' is not a slab order: 0..10"),
+    ({"caches": [{"name": "dentry", "object_size": "192", "order": 11}]},
+     "cache 'dentry': order 11 is not a slab order: 0..10"),
+    ({"caches": [{"name": "dentry", "object_size": "192", "order": "2.5"}]},
+     "cache 'dentry': order '2.5' is not a slab order"),
     # an alias of no cache (or of itself, or of another alias): the cache was left out,
     # silently, replayed with the trace's sizes and not seeded warm
     ({"caches": [{"name": "d", "object_size": "192"}, {"name": "dentry", "alias_of": "x"}]},
@@ -460,7 +471,7 @@ def test_a_snapshot_the_replay_cannot_read_is_refused_naming_the_cache(snap, say
     with pytest.raises(numslab.SlabError, match=says):
         numslab.replay(trace, snapshot=snap)
     ok = {"caches": [{"name": "dentry", "object_size": 192, "align": "", "sheaf_capacity": None,
-                      "slabs": 9, "partial": "", "objects": "21 N0=7 N1=14"}]}
+                      "slabs": 9, "partial": "", "objects": "21 N0=7 N1=14", "order": " 10"}]}
     assert numslab.replay(trace, snapshot=ok).geometry == ["snapshot"]
 
 

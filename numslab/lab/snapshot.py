@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import flags as F
 from ..errors import SlabError, WrongTypeError
+from ..geometry import MAX_PAGE_ORDER
 from .trace import Trace, load_bytes
 
 
@@ -90,7 +91,8 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
     """Refuse a snapshot entry the replay cannot read.
 
     Not a dict named by a string, an ``alias_of`` that is not a string, a number attribute that is
-    not a whole number, a constructor's cache without its ``slab_size``, a ``slab_size`` below the
+    not a whole number, an ``order`` past ``MAX_PAGE_ORDER`` (or negative, or not a number), a
+    constructor's cache without its ``slab_size``, a ``slab_size`` below the
     ``object_size``, a count (``slabs``, ``partial``, ``objects``) not as sysfs prints it
     (``'896 N0=896'``) or past 2**62 (an OverflowError of the warm start's arrays; a negative
     one seeded nothing, silently)."""
@@ -112,6 +114,15 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
             raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: {a} {v!r} is not "
                                       f"a whole number")
         num[a] = int(t)
+    o = c.get("order")
+    if o is not None and o != "":       # (99: a warm start's arena of 2**111 bytes, refused
+        t = o.strip() if isinstance(o, str) else o      # as memory it cannot reserve)
+        ok = isinstance(t, str) and t.isdecimal() and len(t) < 4 and int(t) <= MAX_PAGE_ORDER \
+            or type(t) is int and 0 <= t <= MAX_PAGE_ORDER
+        if not ok:
+            raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: order {o!r:.40} "
+                                      f"is not a slab order: 0..{MAX_PAGE_ORDER} "
+                                      f"(MAX_PAGE_ORDER)")
     for a in _COUNTS:
         v = c.get(a)
         if v is None or v == "":
