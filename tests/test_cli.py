@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+import numslab
+
 from numslab.tools import bench, cli, coldstart, labcli, singlebench
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -155,6 +157,25 @@ def test_format_compile():
     no_floor = cli.format_compile({"first-kmalloc": 4.0}, {})
     assert no_floor.splitlines()[-1].split() == ["first-kmalloc", "4.00", "10"]
     assert cli.format_compile({}, user).startswith("seconds to compile")
+
+
+@pytest.mark.parametrize("error, says", [
+    (MemoryError(), "out of memory (MemoryError)"),
+    (MemoryError("cannot allocate 8 EiB"), "out of memory (MemoryError: cannot allocate 8 EiB)"),
+    (numslab.OutOfMemoryError("the allocator ran out"),
+     "out of memory (OutOfMemoryError: the allocator ran out)"),
+    (numslab.InvalidSizeError("memory '1T': cannot reserve"), "memory '1T': cannot reserve")])
+def test_main_bench_out_of_memory_is_one_line(capsys, monkeypatch, error, says):
+    """A MemoryError in ``numslab bench`` (a measurement past the machine's memory or
+    under a limit) was a Python traceback; now one line and status 1, as the lab
+    commands'; the allocator's own errors too."""
+    def short(*a, **k):
+        raise error
+    for fn in ("bulk_table", "bulk_ratio_table"):
+        monkeypatch.setattr(bench, fn, short)
+    for argv in (["--sizes", "1", "--where", "python"], ["--where", "none", "--ratios"]):
+        assert cli.main(["bench", *argv]) == 1
+        assert capsys.readouterr().err == f"numslab bench: {says}\n"
 
 
 def test_main_bench_every_kernel(capsys):

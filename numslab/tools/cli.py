@@ -267,6 +267,19 @@ def _main(argv: list[str] | None) -> int:
     twice = sorted({n for n in sizes if sizes.count(n) > 1})
     if twice:                           # (measured twice, printed as two rows)
         b.error(f"--sizes: {', '.join(map(str, twice))} given twice")
+    try:
+        return _bench(args, sizes, written if args.plot else "")
+    except MemoryError as e:            # (a traceback; the lab commands' line, status 1)
+        detail = f": {e}" if str(e) else ""
+        print(f"numslab bench: out of memory ({type(e).__name__}{detail})", file=sys.stderr)
+        return 1
+    except SlabError as e:              # (the allocator's own error: one line, as the lab's)
+        print(f"numslab bench: {e}", file=sys.stderr)
+        return 1
+
+
+def _bench(args: argparse.Namespace, sizes: tuple[int, ...], written: str) -> int:
+    """``numslab bench`` once its arguments are checked: the tables; its exit status."""
     tables = {}
     for kernel in args.kernel:
         if args.where in ("python", "both"):
