@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import mmap
 import os
 import sys
 import threading
@@ -24,6 +25,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numslab
 from numslab import parse_size
 from numslab.errors import InvalidArgumentError, SlabError
+from numslab.geometry import MAX_PAGE_ORDER, PAGE_SIZE
 from numslab.tools.prewarm import MAIN_JOB_UNITS, prewarm
 from numslab.net import (MODES, CaptureError, LeakError, Packets, PipelineResult,
                          generate_traffic, read_capture, run_pipeline)
@@ -174,9 +176,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ap.error(f"--memory {args.memory}: must be positive")
     except SlabError as e:
         ap.error(f"--memory: {e}")
+    why = unreservable(args.memory)
+    if why:                             # (every run's allocator refused it: status 1)
+        ap.error(f"--memory {args.memory}: {why}")
     if len(args.kernel) > 1 and not args.compare:
         ap.error(f"--kernel {','.join(args.kernel)}: several generations need --compare")
     return args
+
+
+def unreservable(memory: str) -> str:
+    """Why no run can take ``memory``: its arena cannot be mapped here; ``''`` if it can.
+
+    The allocator maps twice the arena (its sheaves' shadow half), as
+    :class:`numslab.SlabAllocator` does; the mapping is undone at once (no page is touched).
+    ``--memory 1T`` was refused by every run's allocator, after the traffic was made, with
+    status 1 (a failure, not the bad argument it is)."""
+    block = PAGE_SIZE << MAX_PAGE_ORDER
+    arena = -(-parse_size(memory) // block) * block
+    try:
+        mmap.mmap(-1, 2 * arena, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                  | getattr(mmap, "MAP_NORESERVE", 0)).close()
+    except (OSError, OverflowError, ValueError, MemoryError) as e:
+        reason = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        return f"cannot reserve {arena:,} bytes of arena here ({reason})"
+    return ""
 
 
 def load(args: argparse.Namespace) -> tuple[Packets, str]:

@@ -406,13 +406,38 @@ def test_bad_arguments():
 
 @pytest.mark.parametrize("bad", [["--cpus", "0"], ["--cpus", "5000"], ["--memory", "abc"],
                                  ["--memory", "0"], ["--seed", "-1"], ["--batch", "0"],
-                                 ["--kernel", "7.0,7.0", "--compare"]])
+                                 ["--kernel", "7.0,7.0", "--compare"],
+                                 ["--memory", "100000T"]])     # past any address space
 def test_cli_bad_cpus_or_memory_exit_2_before_any_work(bad, capsys):
     # they exited 1 (a SlabError from the allocator) after the traffic was generated; the
     # epilog promises 2 for bad arguments
     with pytest.raises(SystemExit) as e:
         cli.main(bad)
     assert e.value.code == 2 and bad[0] in capsys.readouterr().err
+
+
+def test_cli_a_memory_no_run_can_map_is_a_usage_error(capsys, monkeypatch):
+    """``--memory 1T`` on a machine that cannot map it was refused by the allocator of the
+    run, after the traffic was made: 'error: InvalidSizeError: ...', status 1. A usage error
+    now, status 2, as argparse's; a memory it can map runs."""
+    import mmap
+
+    class Refused:
+        def __init__(self, fd, size, **kw):
+            if size >= 1 << 40:
+                raise OSError(12, "Cannot allocate memory")
+
+        def close(self):
+            pass
+    monkeypatch.setattr(mmap, "mmap", Refused)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--memory", "1T", "--packets", "10", "--quiet"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.splitlines()[-1] == (
+        "packet_pipeline: error: --memory 1T: cannot reserve 1,099,511,627,776 bytes of "
+        "arena here (Cannot allocate memory)")
+    assert err.startswith("usage: ")
+    assert cli.parse_args(["--memory", "64M"]).memory == "64M"
 
 
 def test_cli_a_ctrl_c_is_one_line_and_status_130(capsys, monkeypatch):
