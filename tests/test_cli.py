@@ -437,3 +437,26 @@ def test_a_replay_out_of_memory_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli.labcli, "replay", short)
     assert cli.main(["replay", "-", "--no-progress"]) == 1
     assert capsys.readouterr().err == "numslab replay: out of memory (MemoryError)\n"
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["replay", "", "--no-progress"],
+     "numslab replay: error: trace: an empty file name (give a file, or - for standard "
+     "input)"),
+    (["replay", "-", "--snapshot", "", "--no-progress"],
+     "numslab replay: error: --snapshot: an empty file name (give a file, or - for standard "
+     "input)"),
+    (["snapshot", "-o", ""],
+     "numslab snapshot: error: -o: an empty file name (give a file, or - for standard "
+     "output)"),
+    (["record", "-o", "", "--seconds", "0"],
+     "numslab record: error: -o: an empty file name (give a file)")])
+def test_an_empty_file_name_is_a_usage_error(argv, says, capsys):
+    """An empty file name opened the current folder: "cannot read trace : Is a directory",
+    "cannot write : Is a directory" (status 1 for the snapshot's)."""
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == says + "\n"
+    with pytest.raises(numslab.SlabError, match="^cannot read trace '': an empty file name$"):
+        numslab.replay("")
+    with pytest.raises(numslab.SlabError, match="^snapshot '': an empty file name$"):
+        numslab.replay(b"", snapshot="")

@@ -43,6 +43,8 @@ def load_snapshot(source: str | Path | dict) -> Snapshot:
     elif isinstance(source, str) and "\n" in source:      # (its whole text was named)
         raise WrongTypeError(f"snapshot {source[:40]!r}...: a str is a path, and this one holds "
                              f"line breaks: pass the snapshot's JSON as a dict (json.loads)")
+    elif isinstance(source, str) and not source:      # (Path('') is the current folder)
+        raise SnapshotFormatError("snapshot '': an empty file name")
     else:
         try:
             raw = load_bytes(source)

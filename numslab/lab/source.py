@@ -99,6 +99,8 @@ def open_source(source: str | Path | BinaryIO | bytes,
         # was named in "cannot read trace ...: File name too long": 890 kB for 5,000 lines)
         raise WrongTypeError(f"trace {source[:40]!r}...: a str is a path, and this one holds "
                              f"line breaks: pass trace text as bytes (text.encode())")
+    if isinstance(source, str) and not source:   # (Path('') is the current folder: "Is a
+        raise TraceFormatError("cannot read trace '': an empty file name")     # directory")
     if str(source) == "-":
         stdin = sys.stdin if sys.stdin is not None and not sys.stdin.closed else None
         if getattr(stdin, "buffer", None) is None:      # (`<&-`: an AttributeError traceback)

@@ -156,6 +156,12 @@ def cpu_count(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run a lab subcommand; its exit status (errors print one line and give 1)."""
     try:
+        for opt, attr in (("trace", "trace"), ("--snapshot", "snapshot"), ("-o", "output")):
+            if getattr(args, attr, None) == "":     # (the current folder was opened: "cannot
+                raise InvalidArgumentError(           # read trace : Is a directory")
+                    f"{opt}: an empty file name (give a file"
+                    + {"record": ")", "snapshot": ", or - for standard output)"}.get(
+                        args.cmd, ", or - for standard input)"))
         if args.cmd == "replay":
             with prewarm(REPLAY_UNITS):         # on an empty cache: a second compiler
                 return _replay(args)
