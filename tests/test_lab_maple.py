@@ -107,3 +107,17 @@ def test_the_command_prints_the_generations_side_by_side(capsys):
     for bad in (["--ops", "0"], ["--cpus", "4097"]):
         with pytest.raises(SystemExit):
             cli.main(["maple", *bad])
+
+
+def test_more_nodes_than_a_machine_can_map_are_a_usage_error(capsys):
+    """``numslab maple --live 999999999999`` said the allocator's "memory '732422100M' x 1
+    node(s): cannot reserve ..." (no option of that name), status 1; now it names --live's
+    nodes, status 2; a memory given (the function's ``memory``) is still the allocator's
+    error."""
+    assert cli.main(["maple", "--live", str(10 ** 15), "--ops", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("numslab maple: error: maple_churn: live 1,000,000,000,000,000 "
+                          "nodes on 4 CPUs need ") and "more than can be reserved here (" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(numslab.InvalidSizeError, match="cannot reserve"):
+        maple_churn("next", ops=1, live=10 ** 15, memory="100000T")

@@ -69,7 +69,8 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
     memory : str, optional
         Memory per node of the machine (default: three times the bytes of the trees and of
         a write's prefilled sheaf, and :data:`PER_CPU` per CPU, at least 64 MiB). A machine
-        that runs out raises ``InvalidSizeError``.
+        that runs out raises ``InvalidSizeError``; a default one that cannot be reserved
+        here, ``InvalidArgumentError`` naming ``live`` and ``cpus``.
 
     Returns
     -------
@@ -92,13 +93,23 @@ def maple_churn(kernel: str = "next", ops: int = 20000, cpus: int = 4, live: int
     lo, hi = used
     if not 1 <= lo <= hi <= need:
         raise numslab.InvalidArgumentError(f"maple_churn: used {used!r} must lie in 1..need")
+    sized = memory is None
     if memory is None:
         # the trees and a write's sheaf (with the trees' only, a need of 2**18 ran out at
         # once, "give more memory", which ``numslab maple`` has no option for), in whole
         # 4 MiB blocks (another size was rounded up with a warning)
         need_bytes = 3 * (live + need) * NODE_SIZE + cpus * PER_CPU
         memory = f"{max(64, -(-need_bytes // (4 << 20)) * 4)}M"
-    sa = numslab.SlabAllocator(nr_cpus=cpus, memory=memory, kernel=kernel, seed=seed)
+    try:
+        sa = numslab.SlabAllocator(nr_cpus=cpus, memory=memory, kernel=kernel, seed=seed)
+    except numslab.InvalidSizeError as e:
+        if not sized:
+            raise
+        # (the allocator's "memory '732422100M' ... cannot reserve": no option of that name)
+        raise numslab.InvalidArgumentError(
+            f"maple_churn: live {live:,} nodes on {cpus} CPUs need {memory} of machine, "
+            f"more than can be reserved here {str(e).rpartition(' here ')[2]}"
+        ) from None
     c = sa.kmem_cache_create("maple_node", NODE_SIZE, align=NODE_SIZE,
                              flags=SLAB_HWCACHE_ALIGN, sheaf_capacity=NODE_SHEAF)
     rng = random.Random(seed)
