@@ -369,8 +369,9 @@ def _run(args: argparse.Namespace) -> int:
     except SlabError as e:              # generated traffic it cannot make: --packets 10**15
         print(f"{PROG}: error: --packets {args.packets}: {e}", file=sys.stderr)   # (its
         return 2                        # timestamps pass int64 ns: it was a traceback)
-    except OSError as e:                # (not the output's: main reports those)
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+    except OSError as e:                # (not the output's: main reports those; it said
+        where = e.filename if e.filename is not None else args.pcap  # "[Errno 21] Is a
+        print(f"{PROG}: error: {where}: {e.strerror or e}", file=sys.stderr)   # directory: 'x'")
         return 2
     except MemoryError as e:            # --packets 10000000000000, or a capture past RAM
         what = args.pcap if args.pcap else f"{args.packets:,} packets of generated traffic"

@@ -339,3 +339,12 @@ def test_cli_a_capture_holding_a_packet_past_4_mib_is_bad_input(small, tmp_path,
     err = capsys.readouterr().err
     assert err.startswith(f"packet_pipeline: error: {tmp_path / 'huge.pcap'}: packet 1 "
                           "(record data at byte 116) has a captured length of 5242816 bytes")
+
+
+def test_cli_an_unreadable_capture_is_named_as_the_other_errors(tmp_path, capsys):
+    """A capture that cannot be opened said Python's "error: [Errno 21] Is a directory:
+    '/tmp/x'"; now "error: FILE: reason", as every other input error."""
+    for path, reason in ((tmp_path, "Is a directory"),
+                         (tmp_path / "missing.pcap", "No such file or directory")):
+        assert cli.main(["--pcap", str(path), "--quiet"]) == 2
+        assert capsys.readouterr().err == f"packet_pipeline: error: {path}: {reason}\n"
