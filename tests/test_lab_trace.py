@@ -727,3 +727,26 @@ def test_a_binary_file_of_no_known_format_is_named_binary_without_its_bytes(
         f"a trace is the kmem events' text\n")
     with pytest.raises(TraceFormatError, match=r"line 1: no '\[cpu\]' field: 'caf. au lait'$"):
         read_trace("café au lait\n".encode("latin-1"))       # (a Latin-1 line is shown)
+
+
+def test_a_byte_order_mark_before_the_text_is_passed_over(tmp_path):
+    """A trace saved by an editor that writes a UTF-8 byte order mark was refused at line 1:
+    "no '[cpu]' field: '\\ufeff# tracer: nop'"; plain, gz, xz, bytes, standard input."""
+    raw = text("git_tar").encode()
+    ref = parse_bytes(raw)
+    marked = b"\xef\xbb\xbf" + raw
+    (tmp_path / "t.txt").write_bytes(marked)
+    (tmp_path / "t.gz").write_bytes(gzip.compress(marked))
+    (tmp_path / "t.xz").write_bytes(lzma.compress(marked))
+    srcs = [tmp_path / "t.txt", tmp_path / "t.gz", tmp_path / "t.xz", marked,
+            gzip.compress(marked), io.BytesIO(marked), io.BytesIO(lzma.compress(marked))]
+    for src in srcs:
+        for chunk in (4096, 1 << 22):             # (mapped in chunks, or read whole)
+            if isinstance(src, io.BytesIO):
+                src.seek(0)
+            tr = read_trace(src, chunk=chunk)
+            assert np.array_equal(tr.ptr, ref.ptr) and np.array_equal(tr.line, ref.line)
+            assert tr.names == ref.names
+    r = subprocess.run([sys.executable, "-m", "numslab", "replay", "-", "--no-progress",
+                        "--json"], input=marked, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()

@@ -79,16 +79,18 @@ def binary_bytes(line: bytes) -> str:
 
 
 def open_source(source: str | Path | BinaryIO | bytes,
-          name: str = "trace") -> tuple[BinaryIO, int, str]:
+                name: str = "trace") -> tuple[BinaryIO, int, str]:
     """A binary stream of the decompressed text, a row-count guess, and a name for errors.
 
-    The name is ``name`` for bytes and file objects."""
+    The name is ``name`` for bytes and file objects. A UTF-8 byte order mark at the start of
+    the text is passed over (an editor's: line 1 was "no '[cpu]' field: '\\ufeff# tracer")."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
         elif data[:6] == b"\xfd7zXZ\x00":
             data = lzma.decompress(data)
+        data = data[3:] if data[:3] == BOM else data
         check_text(data[:16], name)
         return io.BytesIO(data), len(data) // 150, name
     if hasattr(source, "read"):                 # read as it comes, not whole
@@ -119,15 +121,15 @@ def open_source(source: str | Path | BinaryIO | bytes,
             f.close()
             raise
     magic = f.read(16)
-    f.seek(0)
+    f.seek(3 if magic[:3] == BOM else 0)        # (the reader maps the file from here)
     if magic[:2] == b"\x1f\x8b":       # opened by name: closing the reader closes the file
         f.close()
-        return gzip.GzipFile(path, "rb"), size // 20, str(source)
+        return _past_bom(gzip.GzipFile(path, "rb")), size // 20, str(source)
     if magic[:6] == b"\xfd7zXZ\x00":
         f.close()
-        return lzma.LZMAFile(path, "rb"), size // 15, str(source)
+        return _past_bom(lzma.LZMAFile(path, "rb")), size // 15, str(source)
     try:
-        check_text(magic, str(source))
+        check_text(magic.removeprefix(BOM), str(source))
     except TraceFormatError:
         f.close()
         raise
@@ -205,12 +207,24 @@ def _stream(src: Any, where: str, owns: bool) -> tuple[BinaryIO, int, str]:
     elif head[:6] == b"\xfd7zXZ\x00":
         dec = lzma.LZMAFile(raw, "rb")
     else:
-        check_text(head, where)
+        raw.head = head.removeprefix(BOM)
+        check_text(raw.head, where)
         return raw, 0, where                            # type: ignore[return-value]
     # (the first bytes of the text: read as the decompressor gives them)
-    inner = dec.read(16)
+    inner = dec.read(16).removeprefix(BOM)
     check_text(inner, where)
     return _Stream(inner, dec, (dec, raw)), 0, where    # type: ignore[return-value]
+
+
+#: a UTF-8 byte order mark: some editors write one at the start of a text they save
+BOM = b"\xef\xbb\xbf"
+
+
+def _past_bom(f: Any) -> Any:
+    """A decompressing reader ``f`` past a byte order mark at the start of its text."""
+    if f.peek(3)[:3] == BOM:
+        f.read(3)
+    return f
 
 
 def _name(source: Any, name: str) -> str:

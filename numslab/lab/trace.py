@@ -468,7 +468,7 @@ def _mapped(f: BinaryIO, chunk: int, pipe: _Pipeline) -> int:
         size = os.fstat(fd).st_size
     except (OSError, ValueError, io.UnsupportedOperation):
         return 0
-    start = 0
+    start = f.tell()                            # (past a byte order mark)
     while start + chunk + 65 <= size:
         base = start - start % mmap.ALLOCATIONGRANULARITY
         try:
