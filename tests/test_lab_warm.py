@@ -302,3 +302,20 @@ def test_a_kmalloc_cache_s_seeded_objects_count_the_allocator_s_own_sheaf_struct
     assert seqs >= 1
     assert w.structs[k512] == 4 + seqs if gen == "6.18" else w.structs[k512] > 40 + seqs
     assert w.to_json()["caches"]["kmalloc-512"]["structs"] == w.structs[k512]
+
+
+def test_a_warm_start_past_the_machine_names_the_snapshot_cache_and_its_slabs(capsys):
+    """A snapshot whose slabs no machine holds (10**15 slabs of kmalloc-96) was refused as the
+    allocator's "memory 4096000000000067108864 x 1 node(s): cannot reserve ...", naming no
+    snapshot, cache or field; a cold replay of it runs."""
+    line = ("  bash-1 [001] ..... 10.000001: kmalloc: call_site=f+0x1/0x2 ptr=00000000deadbeef "
+            "bytes_req=72 bytes_alloc=96 gfp_flags=GFP_KERNEL node=-1 accounted=false\n")
+    snap = {"caches": [{"name": "kmalloc-96", "object_size": "96", "slab_size": "96",
+                        "order": "0", "slabs": f"{10 ** 15} N0={10 ** 15}", "partial": "0",
+                        "objects": "1 N0=1"}]}
+    with pytest.raises(numslab.SlabError, match=(
+            r"^snapshot: a warm start \(7\.0:cpus=2:warm\) seeds 4,096,000,000,000,000,000 "
+            r"bytes of slabs, more than can be reserved here; the most: cache 'kmalloc-96', "
+            r"slabs 1,000,000,000,000,000 of order 0 \(4,096,000,000,000,000,000 bytes\)$")):
+        numslab.replay(line.encode(), snapshot=snap, warm="slab", cpus=2, kernel="7.0")
+    assert numslab.replay(line.encode(), snapshot=snap, cpus=2, kernel="7.0").replayed == 1

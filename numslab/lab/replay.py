@@ -22,7 +22,7 @@ from numba.core import event as numba_event
 
 from .. import flags as F
 from ..engine.layout import G_NRCU_SLABS
-from ..errors import InvalidArgumentError, OutOfMemoryError, SlabError
+from ..errors import InvalidArgumentError, InvalidSizeError, OutOfMemoryError, SlabError
 from ..errors import InvalidArgumentError as BadArg
 from ..facade.allocator import SlabAllocator
 from ..geometry import KMALLOC_MAX_SIZE
@@ -306,7 +306,16 @@ def replay_prepared(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]
     seeded = W.seed_bytes(p.names, snapshot) if cfg.warm and snapshot else 0
     mem = memory or _memory(p, cfg, seeded)
     for _ in range(4):
-        res = _run(p, cfg, snapshot, samples, progress, mem)
+        try:
+            res = _run(p, cfg, snapshot, samples, progress, mem)
+        except InvalidSizeError as e:
+            if 4 * seeded < mem or memory:     # (the warm start's slabs not most of it)
+                raise
+            size, nm, slabs, order = W.largest_seed(p.names, snapshot or {})
+            raise SnapshotFormatError(        # (it named the allocator's memory, no field)
+                f"snapshot: a warm start ({cfg.name}) seeds {seeded:,} bytes of slabs, more "
+                f"than can be reserved here; the most: cache {nm!r}, slabs {slabs:,} of order "
+                f"{order} ({size:,} bytes)") from e
         if res is not None:
             return res
         mem *= 2                                    # the arena ran out: twice as large

@@ -182,14 +182,25 @@ def seed_bytes(names: list[str], snap: dict[str, dict[str, Any]]) -> int:
     """Bytes of the slabs a warm start seeds, for the arena's size.
 
     The snapshot's ``slabs`` at its ``order``."""
-    n = 0
+    return sum(b for b, _, _, _ in _seeds(names, snap))
+
+
+def largest_seed(names: list[str], snap: dict[str, dict[str, Any]]) -> tuple[int, str, int, int]:
+    """The cache whose seeded slabs take the most bytes: ``(bytes, name, slabs, order)``."""
+    return max(_seeds(names, snap), default=(0, "", 0, 0))
+
+
+def _seeds(names: list[str], snap: dict[str, dict[str, Any]]) -> list[tuple[int, str, int, int]]:
+    """``(bytes, name, slabs, order)`` of each trace cache the snapshot lists."""
+    out = []
     for nm in dict.fromkeys(names):
         s = snap.get(nm)
         if s is not None:
             o = str(s.get("order", "0")).strip()
-            n += sum(counts(s.get("slabs")).values()) * (4096 << (int(o) if o.isdecimal()
-                                                                  else 0))
-    return n
+            order = int(o) if o.isdecimal() else 0
+            slabs = sum(counts(s.get("slabs")).values())
+            out.append((slabs * (4096 << order), nm, slabs, order))
+    return out
 
 
 def _apart(c: Any, plan: tuple[np.ndarray, np.ndarray, np.ndarray]
