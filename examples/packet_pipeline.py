@@ -363,8 +363,10 @@ def _run(args: argparse.Namespace) -> int:
     """Load the packets and run the pipeline as ``args`` say; the exit status."""
     try:
         packets, source = load(args)
-    except CaptureError as e:
-        print(f"{PROG}: error: {args.pcap}: {e}", file=sys.stderr)
+    except CaptureError as e:           # (standard input was "-: unknown magic ...")
+        where = "standard input" if args.pcap == "-" else args.pcap
+        text = str(e) if str(e).startswith(where) else f"{where}: {e}"
+        print(f"{PROG}: error: {text}", file=sys.stderr)
         return 2
     except SlabError as e:              # generated traffic it cannot make: --packets 10**15
         print(f"{PROG}: error: --packets {args.packets}: {e}", file=sys.stderr)   # (its

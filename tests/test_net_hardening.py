@@ -348,3 +348,18 @@ def test_cli_an_unreadable_capture_is_named_as_the_other_errors(tmp_path, capsys
                          (tmp_path / "missing.pcap", "No such file or directory")):
         assert cli.main(["--pcap", str(path), "--quiet"]) == 2
         assert capsys.readouterr().err == f"packet_pipeline: error: {path}: {reason}\n"
+
+
+def test_cli_standard_input_is_named_so(capsys, monkeypatch):
+    """A capture on standard input that is not one was named "-": "error: -: unknown magic
+    0x23207472 at byte 0"."""
+    import io
+    for data, says in ((b"# tracer: nop\n", "standard input: unknown magic 0x23207472 at byte 0"),
+                       (b"", "standard input: empty capture file")):
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        assert cli.main(["--pcap", "-", "--quiet"]) == 2
+        assert capsys.readouterr().err.startswith(f"packet_pipeline: error: {says}")
+    monkeypatch.setattr(sys, "stdin", None)
+    assert cli.main(["--pcap", "-", "--quiet"]) == 2
+    assert capsys.readouterr().err == ("packet_pipeline: error: standard input is closed: no "
+                                       "capture to read\n")
