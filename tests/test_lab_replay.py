@@ -475,6 +475,20 @@ def test_a_snapshot_the_replay_cannot_read_is_refused_naming_the_cache(snap, say
     assert numslab.replay(trace, snapshot=ok).geometry == ["snapshot"]
 
 
+def test_a_snapshot_nested_too_deeply_is_refused_in_one_line(tmp_path, capsys):
+    """JSON nested 200,000 deep (a file that is no snapshot) was a RecursionError traceback
+    of the json module, status 1."""
+    from numslab.tools.cli import main
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 200_000 + "]" * 200_000)
+    trace = tmp_path / "t.txt"
+    trace.write_bytes(_line("kfree", 0x100).encode())
+    assert main(["replay", str(trace), "--snapshot", str(path), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"numslab replay: snapshot {path}: not numslab's snapshot JSON (its arrays or objects "
+        f"nest too deeply to read)\n")
+
+
 def test_the_snapshot_is_read_before_the_trace(tmp_path):
     """A missing or malformed snapshot was found after the whole trace was read and parsed
     (2.4 s for a recorded 670,000-line trace; a first parse on an empty Numba cache

@@ -55,6 +55,9 @@ def load_snapshot(source: str | Path | dict) -> Snapshot:
             data = json.loads(raw)
         except ValueError as e:
             raise SnapshotFormatError(f"snapshot {source}: not JSON ({e})") from None
+        except RecursionError:              # (a traceback: '[' * 200000)
+            raise SnapshotFormatError(f"snapshot {source}: not numslab's snapshot JSON (its "
+                                      f"arrays or objects nest too deeply to read)") from None
     caches = data.get("caches") if isinstance(data, dict) else None
     if not isinstance(caches, list):
         raise SnapshotFormatError(f"snapshot {source}: no 'caches' list")
