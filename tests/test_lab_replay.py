@@ -477,7 +477,8 @@ def test_a_snapshot_the_replay_cannot_read_is_refused_naming_the_cache(snap, say
 
 def test_a_snapshot_nested_too_deeply_is_refused_in_one_line(tmp_path, capsys):
     """JSON nested 200,000 deep (a file that is no snapshot) was a RecursionError traceback
-    of the json module, status 1."""
+    of the json module, status 1; a number past Python's digits told the user to call
+    sys.set_int_max_str_digits()."""
     from numslab.tools.cli import main
     path = tmp_path / "deep.json"
     path.write_text("[" * 200_000 + "]" * 200_000)
@@ -487,6 +488,13 @@ def test_a_snapshot_nested_too_deeply_is_refused_in_one_line(tmp_path, capsys):
     assert capsys.readouterr().err == (
         f"numslab replay: snapshot {path}: not numslab's snapshot JSON (its arrays or objects "
         f"nest too deeply to read)\n")
+    # a number of 5,000 digits: "not JSON (Exceeds the limit (4300 digits) ...; use
+    # sys.set_int_max_str_digits() to increase the limit)", Python's hint to a command's user
+    path.write_text('{"caches": [{"name": "d", "object_size": ' + "9" * 5000 + "}]}")
+    assert main(["replay", str(trace), "--snapshot", str(path), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"numslab replay: snapshot {path}: a number of more than 4300 digits: not numslab's "
+        f"snapshot JSON\n")
 
 
 def test_the_snapshot_is_read_before_the_trace(tmp_path):

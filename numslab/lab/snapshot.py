@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,10 @@ def load_snapshot(source: str | Path | dict) -> Snapshot:
         try:
             data = json.loads(raw)
         except ValueError as e:
+            if "integer string conversion" in str(e):   # (Python's hint: set_int_max_str_digits)
+                raise SnapshotFormatError(f"snapshot {source}: a number of more than "
+                                          f"{sys.get_int_max_str_digits()} digits: not "
+                                          f"numslab's snapshot JSON") from None
             raise SnapshotFormatError(f"snapshot {source}: not JSON ({e})") from None
         except RecursionError:              # (a traceback: '[' * 200000)
             raise SnapshotFormatError(f"snapshot {source}: not numslab's snapshot JSON (its "
