@@ -750,3 +750,35 @@ def test_a_byte_order_mark_before_the_text_is_passed_over(tmp_path):
     r = subprocess.run([sys.executable, "-m", "numslab", "replay", "-", "--no-progress",
                         "--json"], input=marked, capture_output=True, timeout=300)
     assert r.returncode == 0, r.stderr.decode()
+
+
+def test_a_read_error_part_way_names_the_trace_not_the_output(monkeypatch, capsys):
+    """A read that failed part-way (EIO on standard input or a file object) reached the
+    ``numslab`` command's handler of output errors: "numslab: error: cannot write the
+    output: Input/output error", status 1."""
+    from numslab.tools.cli import main
+
+    class Failing(io.RawIOBase):
+        name = "disk.txt"
+
+        def __init__(self):
+            self.left = (LINE + "\n").encode() * 3
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            if not self.left:
+                raise OSError(5, "Input/output error")
+            n = min(len(b), len(self.left))
+            b[:n] = self.left[:n]
+            self.left = self.left[n:]
+            return n
+    with pytest.raises(TraceFormatError, match="^cannot read trace disk.txt: Input/output "
+                                               "error$"):
+        read_trace(Failing())
+    stdin = io.TextIOWrapper(io.BufferedReader(Failing()))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    assert main(["replay", "-", "--no-progress"]) == 2
+    assert capsys.readouterr().err == ("numslab replay: cannot read trace standard input: "
+                                       "Input/output error\n")

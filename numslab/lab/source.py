@@ -239,6 +239,14 @@ def _name(source: Any, name: str) -> str:
 BROKEN = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 
 
+def unreadable(source: Any, e: OSError) -> TraceFormatError:
+    """The error of a ``source`` whose reading failed part-way (EIO, a file object's error).
+
+    It reached ``numslab``'s handler of output errors: "cannot write the output"."""
+    name = "standard input" if str(source) == "-" else _name(source, "trace")
+    return TraceFormatError(f"cannot read trace {name}: {e.strerror or e}")
+
+
 def broken(source: Any, e: Exception) -> TraceFormatError:
     """The error of a compressed ``source`` that is cut short or corrupt."""
     name = "standard input" if str(source) == "-" else _name(source, "trace")

@@ -30,7 +30,8 @@ from . import parse as P
 from .fixed import GFP_CACHE
 from .parse import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
                     EV_OTHER, EV_OWN)
-from .source import BROKEN, TraceFormatError, binary_bytes, broken, open_source
+from .source import (BROKEN, TraceFormatError, binary_bytes, broken, open_source,
+                     unreadable)
 
 __all__ = ["TraceFormatError", "Trace", "check_trace", "read_trace", "parse_bytes", "load_bytes",
            "repeat_trace", "large_kmalloc_twice", "EV_CACHE_ALLOC", "EV_KMALLOC", "EV_KFREE",
@@ -407,6 +408,8 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
             pipe.close()
     except BROKEN as e:
         raise broken(source, e) from None
+    except OSError as e:
+        raise unreadable(source, e) from None
     tr = rd.trace()
     tr.source = where
     return tr
@@ -545,6 +548,8 @@ def load_bytes(source: str | Path | BinaryIO | bytes) -> bytes:
             return f.read()
     except BROKEN as e:
         raise broken(source, e) from None
+    except OSError as e:
+        raise unreadable(source, e) from None
 
 
 _PTR = re.compile(rb"ptr=(0x)?([0-9a-fA-F]{1,16})")
