@@ -439,3 +439,19 @@ def test_a_recording_to_dash_is_refused(tmp_path, capsys, monkeypatch):
                      "1"]) == 2
     assert "record writes its trace to a file" in capsys.readouterr().err
     assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("content", ["nothing", "files", "folders"])
+def test_a_snapshot_of_a_folder_holding_no_cache_is_refused(tmp_path, capsys, content):
+    # an empty --slab-root (or any other folder) wrote "0 cache entries", status 0
+    root = tmp_path / "slab"
+    root.mkdir()
+    if content == "files":
+        (root / "notes.txt").write_text("x")
+    elif content == "folders":
+        (root / "a" / "b").mkdir(parents=True)
+    out = tmp_path / "s.json"
+    assert cli.main(["snapshot", "-o", str(out), "--slab-root", str(root)]) == 1
+    err = capsys.readouterr().err
+    assert f"{root} holds no slab cache" in err and "not a /sys/kernel/slab" in err, err
+    assert not out.exists()

@@ -286,7 +286,7 @@ def snapshot(root: str | Path = SLAB_ROOT) -> dict[str, Any]:
     Raises
     ------
     RecordError
-        When the slab directory is missing or unreadable.
+        When the slab directory is missing, unreadable or holds no cache.
     """
     root = Path(root)
     try:
@@ -306,6 +306,9 @@ def snapshot(root: str | Path = SLAB_ROOT) -> dict[str, Any]:
             except OSError:
                 pass
         caches.append(entry)
+    if not any("object_size" in c for c in caches):   # (an empty or other folder: 0 cache
+        raise RecordError(f"snapshot: {root} holds no slab cache (no {root}/<cache>/"
+                          f"object_size): not a /sys/kernel/slab")     # entries, status 0)
     nodes = len([d for d in Path("/sys/devices/system/node").glob("node[0-9]*")]) or 1
     return {"kernel": platform.release(), "nr_cpus": os.cpu_count() or 1, "nr_nodes": nodes,
             "caches": caches}
