@@ -86,3 +86,6 @@ def test_a_file_that_is_no_machine_is_a_machine_file_error(tmp_path):
     with pytest.raises(numslab.MachineFileError, match="is not a numslab machine") as e:
         numslab.SlabAllocator.load(tmp_path / "x.npz")
     assert isinstance(e.value, ValueError)
+    # NumPy's own hint for a file of no known magic ("If you trust the file you can load
+    # it ...", cut at 80 characters) asked a user to unpickle what load never does
+    assert "not a NumPy .npz file" in str(e.value) and "trust" not in str(e.value)

@@ -235,8 +235,10 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
             # zlib.error, in an array's header tokenize.TokenError, SyntaxError or
             # NotImplementedError, in the zip directory's offsets OSError (a seek before
             # the file's start) once the file is open
-            raise MachineFileError(f"load: {path} is not a numslab machine ({type(e).__name__}: "
-                                   f"{str(e)[:80]})") from None
+            why = ("not a NumPy .npz file: NumPy reads such a file only as pickled data, "
+                   "which load never unpickles"
+                   if "allow_pickle" in str(e) else f"{type(e).__name__}: {str(e)[:80]}")
+            raise MachineFileError(f"load: {path} is not a numslab machine ({why})") from None
     if not ours:
         was = meta.get("format") if isinstance(meta, dict) else None
         older = (f" (it is format {was}, written by an older numslab: run the version that "
