@@ -80,7 +80,13 @@ def _forward(name: str):
 
     It shows the method's parameters (less ``self``) and documentation to ``help()``."""
     def call(*args: Any, **kwargs: Any) -> Any:
-        return getattr(default_allocator(), name)(*args, **kwargs)
+        try:
+            return getattr(default_allocator(), name)(*args, **kwargs)
+        except (BadAddressError, WrongCacheError, DoubleFreeError) as e:   # (an address of
+            e.add_note(f"numslab.{name} acts on the default allocator "   # another allocator
+                       f"(numslab.default_allocator()); an address of another SlabAllocator "
+                       f"goes to its own sa.{name}")          # read as one of the default's)
+            raise
     method = getattr(SlabAllocator, name)
     call.__name__ = call.__qualname__ = name
     call.__doc__ = f"``SlabAllocator.{name}`` on the default allocator.\n\n" + \

@@ -36,6 +36,21 @@ def test_module_level_api_just_works():
     numslab.default_allocator().validate()
 
 
+def test_a_module_level_free_of_another_allocator_s_address_says_which_allocator(sa):
+    """``numslab.kfree`` of an address ``sa.kmalloc`` gave named a kmalloc cache of the
+    default allocator, with nothing to say that the module-level functions act on it."""
+    a = sa.kmalloc(2048)
+    numslab.default_allocator()
+    for free in (numslab.kfree, numslab.ksize):
+        with pytest.raises(numslab.SlabError) as e:
+            free(a + 8)
+        assert any("acts on the default allocator" in n for n in e.value.__notes__)
+    with pytest.raises(numslab.InvalidSizeError) as e:          # (no address: no note)
+        numslab.kmalloc(-1)
+    assert not getattr(e.value, "__notes__", None)
+    sa.kfree(a)
+
+
 @pytest.mark.parametrize("size,cache", [(1, "kmalloc-8"), (13, "kmalloc-16"),
                                         (65, "kmalloc-96"), (150, "kmalloc-192"),
                                         (1000, "kmalloc-1k"), (8192, "kmalloc-8k")])
