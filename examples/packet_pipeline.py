@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numslab
 from numslab import parse_size
-from numslab.errors import InvalidArgumentError, SlabError
+from numslab.errors import InvalidArgumentError, OutOfMemoryError, SlabError
 from numslab.geometry import MAX_PAGE_ORDER, PAGE_SIZE
 from numslab.tools.prewarm import MAIN_JOB_UNITS, prewarm
 from numslab.net import (MODES, CaptureError, LeakError, Packets, PipelineResult,
@@ -210,7 +210,8 @@ def load(args: argparse.Namespace) -> tuple[Packets, str]:
             check_packets(p)
         except InvalidArgumentError as e:
             raise CaptureError(str(e)) from None
-        return p, f"{args.pcap} (linktype {p.linktype})"
+        where = "standard input" if args.pcap == "-" else args.pcap   # (as errors name it)
+        return p, f"{where} (linktype {p.linktype})"
     return generate_traffic(args.packets, args.seed), f"generated traffic (seed {args.seed})"
 
 
@@ -271,8 +272,8 @@ def summary(r: PipelineResult, source: str, top: int) -> str:
          else "speed      none measured (no packets)"),
         "leaks      none: every cache is back to its live objects of before the run "
         "(checked)",
-        "caches     (slabinfo after the last batch, most memory first)"]
-    lines += ["  " + ln for ln in top_caches(r.slabinfo, top)]
+        "caches     (slabinfo after the last batch, most memory first)"][:None if top else -1]
+    lines += ["  " + ln for ln in top_caches(r.slabinfo, top)]     # (--top 0: no header)
     return "\n".join(lines)
 
 
@@ -406,6 +407,10 @@ def _run(args: argparse.Namespace) -> int:
                   else summary(r, source, args.top))
     except LeakError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    except OutOfMemoryError as e:      # ("give it more memory": the option that does it)
+        print(f"{PROG}: error: {type(e).__name__}: {e} (--memory, now {args.memory})",
+              file=sys.stderr)
         return 1
     except (MemoryError, RuntimeError, ValueError, SlabError) as e:
         print(f"{PROG}: error: {type(e).__name__}: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 with known answers in every mode, flow semantics against reference meters, leak checks, CLI."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -591,3 +592,27 @@ def test_a_slow_first_run_says_it_is_compiling(monkeypatch, capsys, tty, quiet, 
     time.sleep(0.1)
     err = capsys.readouterr().err
     assert ("compiling numslab's engine" in err) == says
+
+
+def test_cli_out_of_memory_names_the_option(capsys, monkeypatch):
+    # "the allocator ran out of memory ...; give it more memory" named no option to do it
+    many, _ = generate_traffic_with_truth(50_000, seed=2, n_flows=50_000, idle_fraction=0)
+    monkeypatch.setattr(cli, "generate_traffic", lambda n, seed: many)
+    assert cli.main(["--memory", "4M", "--idle-timeout", "inf", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("packet_pipeline: error: OutOfMemoryError: the allocator ran out of "
+                          "memory for flow entries") and err.endswith("(--memory, now 4M)\n")
+
+
+def test_cli_names_standard_input_and_top_0_prints_no_cache_header(tmp_path, monkeypatch):
+    # the summary said "input - (linktype 1)" where errors say "standard input"; --top 0
+    # printed the caches' header over nothing
+    pkts, _ = known_frames()
+    wrpcap(str(tmp_path / "k.pcap"), pkts, linktype=1)
+    data = (tmp_path / "k.pcap").read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    p, source = cli.load(cli.parse_args(["--pcap", "-"]))
+    assert source == "standard input (linktype 1)"
+    r = run_pipeline(p, "bulk")
+    assert "caches" not in cli.summary(r, source, 0)
+    assert "caches     (slabinfo" in cli.summary(r, source, 2)
