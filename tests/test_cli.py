@@ -4,6 +4,7 @@
 finite and positive."""
 from __future__ import annotations
 
+import io
 import math
 import os
 import shutil
@@ -411,6 +412,25 @@ def test_no_command_names_the_commands(capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2
     assert err.rstrip().endswith("required: {bench,replay,record,snapshot,maple}"), err
+
+
+def test_a_replay_s_plot_is_written_when_its_reader_stops_early(tmp_path, monkeypatch):
+    """``numslab replay t --compare ... --plot p.png | head`` wrote no plot, and said nothing:
+    the text came first and the closed pipe ended the command."""
+    lines = [f"  t-1 [000] ..... 100.{1 + i:06d}: kmem_cache_alloc: call_site=x+0x1/0x2 "
+             f"ptr={0x3000 + 256 * i:016x} name=dentry bytes_req=192 bytes_alloc=192 "
+             f"gfp_flags=GFP_KERNEL node=-1\n" for i in range(40)]
+    trace, png = tmp_path / "t.txt", tmp_path / "p.png"
+    trace.write_text("".join(lines))
+
+    class Closed(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(sys, "stdout", Closed())
+    monkeypatch.setattr(cli, "_drop_stdout", lambda: None)
+    assert cli.main(["replay", str(trace), "--compare", "7.0,6.18", "--no-progress",
+                     "--plot", str(png)]) == 1
+    assert png.stat().st_size > 0
 
 
 def test_a_replay_out_of_memory_is_one_line(monkeypatch, capsys):

@@ -255,6 +255,8 @@ def _replay(args: argparse.Namespace) -> int:
                  warm=args.warm,
                  progress=False if args.no_progress or args.json else None)
     results = list(res.configs.values()) if res.configs else [res]
+    if args.plot:                           # before the text: a reader that stops early
+        plot_results(results, args.plot)    # (| head) ended the command before the plot
     if args.json:
         print(json.dumps(res.to_json()))
     else:
@@ -264,8 +266,6 @@ def _replay(args: argparse.Namespace) -> int:
             print()
         if len(results) > 1:
             print(format_compare(results))
-    if args.plot:
-        plot_results(results, args.plot)
-        if not args.json:
-            print(f"plot written to {written}")
+    if args.plot and not args.json:
+        print(f"plot written to {written}")
     return 0
