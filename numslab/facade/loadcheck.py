@@ -214,6 +214,7 @@ class Structure:
         self.partial_lists()
         self.cpu_slabs()
         self.all_sheaves()
+        self.live_bits()
         st, g = self.st, self.sa._g
         for mark, seen, what in ((PG_NODE_PARTIAL | PG_CPU_PARTIAL | PG_SORTED, self.on_list,
                                   "on no partial list"), (PG_FROZEN, self.frozen,
@@ -605,6 +606,37 @@ class Structure:
         self.first("random_seq", st.random_seq, ~idle | (st.random_seq == 0),
                    "not 0: no cache is in that slot")
         self.rcu_list()
+
+    def live_bits(self) -> None:
+        """Every bit of the live bitmap at an object's start or as the mark of an own object met.
+
+        A bit is set where a slab's object starts, and on the granule after an allocator's own
+        kmalloc object (``live._own_set``) that a sheaf, barn or ``random_seq`` word reached: a
+        mark on a user's or a free object made its free refused ever after ("a sheaf the
+        allocator itself uses"), a mark no word reaches an object no one frees, and neither
+        ``validate`` saw."""
+        st = self.st
+        live = st.live.view(np.uint64)
+        w = np.flatnonzero(live)
+        bits = np.unpackbits(live[w].view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
+        i, j = np.nonzero(bits)
+        addr = (w[i].astype(np.int64) << 9) + (j.astype(np.int64) << 3)
+        pfn = addr >> 12
+        flags = st.pg_flags[pfn]
+        head = np.where(flags & PG_TAIL, st.pg_head[pfn], pfn)
+        slab = (st.pg_flags[head] & PG_SLAB) != 0
+        c = np.where(slab, st.sl_cache[head], 0)
+        off = addr - (head << 12) - st.ca[c, CA_RED_LEFT]
+        size = st.ca[c, CA_SIZE]
+        ok = slab & (off >= 0) & (off % np.maximum(size, 1) == 0) & \
+            (off // np.maximum(size, 1) < st.sl_objects[head])
+        own = np.fromiter(self.sheaves, np.int64, len(self.sheaves)) - self.shadow + 8
+        bad = np.flatnonzero(~(ok | np.isin(addr, own)))
+        if len(bad):
+            a = int(addr[bad[0]])
+            self.fail(f"live[{a >> 9}]", st.live[a >> 9], f"its bit {(a >> 3) & 63} (address "
+                      f"{a}) neither an object's start in a slab nor the mark of a sheaf, barn "
+                      f"or random sequence the allocator holds")
 
     def barn(self, word: str, b: int, cap: int) -> None:
         """A cache's barn ``b`` (word ``word``'s value): one for a cache with sheaves, else 0.
