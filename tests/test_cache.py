@@ -262,3 +262,32 @@ def test_a_cache_is_true_whether_or_not_it_holds_objects(gen):
     assert bool(c) is True
     with pytest.raises(WrongCacheError, match="'truth' was destroyed"):
         len(c)
+
+
+
+def test_len_of_a_kmalloc_cache_is_one_moment_while_another_thread_makes_a_cache(kernel,
+                                                                                monkeypatch):
+    """``len`` of a kmalloc cache is its live objects less the allocator's sheaves, barns and
+    random sequences, read one after another: a thread making a cache between the reads (it
+    kmallocs a sequence, barns and sheaves) made it count objects no user holds, or raise
+    ``ValueError: __len__() should return >= 0`` (a thread making and destroying caches while
+    another read ``len`` met it). The reads are one moment now: the other thread waits."""
+    sa = numslab.SlabAllocator(nr_cpus=2, nr_nodes=2, memory="8M", kernel=kernel)
+    k = sa.find_cache("kmalloc-192")        # where a 100-byte cache's sequence goes
+    reads = type(sa).random_seq_addresses
+    made = []
+
+    def between(self):      # (the last read of len: another thread makes a cache first)
+        t = threading.Thread(target=lambda: made.append(sa.kmem_cache_create("new", 100)))
+        t.start()
+        t.join(timeout=1)   # (it waits for len now: at most a second)
+        monkeypatch.setattr(type(sa), "random_seq_addresses", reads)
+        return reads(self)
+    monkeypatch.setattr(type(sa), "random_seq_addresses", between)
+    assert len(k) == 0
+    for _ in range(100):
+        if made:
+            break
+        threading.Event().wait(0.05)
+    assert made and len(k) == 0 and k.random_seq_objects == 2
+    sa.validate()

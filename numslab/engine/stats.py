@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import (C_FREELIST, C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_FP_KEY,
-                     CA_OFFSET, CA_SIZE, CA_RED_LEFT, SH_CACHE, CA_USER_SHEAVES, G_NISOLATED,
-                     G_NLOST, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL, N_PARTIAL_HEAD,
-                     N_TOTAL_OBJECTS, NIL, PG_FROZEN, PG_HEAD, PG_ISOLATED, PG_SLAB, PG_TAIL,
-                     SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _node_index, _node_row,
-                     _rcu_next)
+from .layout import (C_FREELIST, C_MAIN, C_PARKED, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE,
+                     CA_FP_KEY, CA_OFFSET, CA_SIZE, CA_RED_LEFT, SH_CACHE, CA_USER_SHEAVES,
+                     G_NISOLATED, G_NLOST, G_RCU_HEAD, N_BARN_EMPTY, N_BARN_FULL,
+                     N_PARTIAL_HEAD, N_TOTAL_OBJECTS, NIL, NO_SHEAF, PG_FROZEN, PG_HEAD,
+                     PG_ISOLATED, PG_SLAB, PG_TAIL, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row,
+                     _node_index, _node_row, _rcu_next, _shadow)
 from .native import jit, unit, words_at
 from .freelist import _get_fp
 
@@ -32,6 +32,7 @@ def live_objects(st, cache):
     cpt = st.cpu
     mem = st.mem
     live = 0
+    parked = _shadow(st) + NO_SHEAF
     for node in range(st.nnodes):
         r = _node_row(st, cache, node)
         live += nd[r + N_TOTAL_OBJECTS]
@@ -58,8 +59,10 @@ def live_objects(st, cache):
         while slab != NIL:
             live -= objects[slab] - inuse[slab]
             slab = nxt[slab]
-        for col in (C_MAIN, C_SPARE, C_RCU_FREE):
-            if cpt[c + col]:
+        # (a row parked while this thread holds the engine points at NO_SHEAF, size -1, and
+        # keeps its main sheaf in C_PARKED)
+        for col in (C_MAIN, C_PARKED, C_SPARE, C_RCU_FREE):
+            if cpt[c + col] and cpt[c + col] != parked:
                 live -= mem[(cpt[c + col] >> 3) + SH_SIZE]
     sheaf = _ca(st, cache, CA_USER_SHEAVES)
     while sheaf:
@@ -231,14 +234,15 @@ def _sheaf_on(st, sheaf, slab):
 def _in_sheaves(st, cache, slab):
     """Objects of ``slab`` (NIL: every isolated slab) in ``cache``'s sheaves but the RCU ones.
 
-    The RCU ones' objects carry the ``rcu`` mark. The sheaves are the CPUs' main and spare, the
-    barns' and the user's."""
+    The RCU ones' objects carry the ``rcu`` mark. The sheaves are the CPUs' main (parked
+    too: ``NO_SHEAF``'s size is -1) and spare, the barns' and the user's."""
     mem = st.mem
     cpt = st.cpu
     n = 0
     for cpu in range(st.ncpus):
         c = _cpu_row(st, cache, cpu)
-        n += _sheaf_on(st, cpt[c + C_MAIN], slab) + _sheaf_on(st, cpt[c + C_SPARE], slab)
+        n += _sheaf_on(st, cpt[c + C_MAIN], slab) + _sheaf_on(st, cpt[c + C_SPARE], slab) \
+            + _sheaf_on(st, cpt[c + C_PARKED], slab)    # (main, while this thread holds)
     nd = st.node
     for node in range(st.nnodes):
         r = _node_row(st, cache, node)

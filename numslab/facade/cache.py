@@ -20,7 +20,7 @@ from ..flags import (GFP_KERNEL, SLAB_CACHE_DMA, SLAB_CONSISTENCY_CHECKS, SLAB_D
                     SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
                     SLAB_KMALLOC, SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0,
                     STAT_NAMES, STAT_NAMES_6_18, STAT_NAMES_NUMSLAB, gfp_names)
-from ..engine.ops import flush_all
+from ..engine.ops import engine_hold, flush_all
 from ..engine.stats import (cpu_partial_slabs, live_objects, lost_objects, lost_slabs,
                             partial_counts, partial_list, per_node)
 from ..drivers.handles import type_cache_objects
@@ -76,7 +76,24 @@ class KmemCache(MovableCache, RecordAccess):
         ``live_objects`` less the allocator's own sheaves, barns and random sequences, which
         only kmalloc caches hold, and less the objects given to ``kfree_rcu`` that wait on its
         list: allocated to the kernel until their grace period ends, as those in an
-        ``rcu_free`` sheaf are not, but no user's."""
+        ``rcu_free`` sheaf are not, but no user's. Read at one moment: no cache is made or
+        destroyed, no grace period ends and no other thread's engine call runs meanwhile (a
+        cache made between the reads counted its sequence, barns and sheaves as a user's
+        objects, or made the count negative)."""
+        sa = self._sa
+        with sa._slab_mutex, _RCU_LOCK:         # (destroy's and save's order)
+            engine_hold(sa._st, 1)
+            try:
+                return self._held()
+            finally:
+                engine_hold(sa._st, 0)
+
+    def _held(self) -> int:
+        """``len`` as the state reads now, taking no lock but ``_RCU_LOCK``.
+
+        For ``repr``, which error messages make while holding that lock (``_own``: "a cache of
+        another allocator"): taking the allocator's ``_slab_mutex`` after it inverts the order
+        of ``kmem_cache_destroy``'s."""
         sa = self._sa
         with _RCU_LOCK:         # the count and the list at one moment: a grace period ending
             n = self.live_objects - self.sheaf_objects - self.barn_objects \
@@ -98,7 +115,7 @@ class KmemCache(MovableCache, RecordAccess):
     def __repr__(self) -> str:
         return (f"<KmemCache {self.name!r} object_size={self.object_size} "
                 f"slab_size={self.slab_size} order={self.order} objs={self.objs_per_slab} "
-                f"slabs={self.slabs} held={len(self)}>")
+                f"slabs={self.slabs} held={self._held()}>")
 
     def live_addresses(self) -> np.ndarray:
         """Addresses of the objects users hold, int64[n], in address order.
