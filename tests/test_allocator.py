@@ -2668,3 +2668,25 @@ def test_a_machine_saved_after_a_write_into_freed_memory_loads_and_goes_on_alike
                 m.kmem_cache_alloc(m.find_cache("c"))
         assert m.isolated_slabs().tolist() == [objs[0] >> 12 << 12]
         m.validate()
+
+
+def test_a_debug_cache_that_finds_no_memory_leaves_no_debug_count(kernel, tmp_path):
+    """A slab_debug cache (F, T) whose ``s->random_seq`` kcalloc finds no memory: the create
+    fails and releases the slot, but the debug caches' count ``G_NDEBUG`` and the traced
+    slots kept it, so that a ``save`` afterwards wrote a file ``load`` refused ("g[G_NDEBUG]
+    is 1, not 0, the debug caches") and the slot's next cache, no T asked, was traced."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)
+    nowarn = GFP_KERNEL | numslab.__GFP_NOWARN
+    while sa.alloc_pages(0, -1, nowarn):
+        pass
+    held = list(iter(lambda: sa.kmalloc(2048, nowarn), 0))     # a sequence of 512 entries
+    with pytest.raises(numslab.OutOfMemoryError, match=r"kmem_cache_create\(x\): no memory "
+                                                       r"for its random free-list sequence"):
+        sa.kmem_cache_create("x", 8, flags=numslab.SLAB_CONSISTENCY_CHECKS | numslab.SLAB_TRACE)
+    sa.save(tmp_path / "m.npz")
+    numslab.SlabAllocator.load(tmp_path / "m.npz").validate()
+    sa.kfree(held.pop())
+    c = sa.kmem_cache_create("y", 8)
+    from numslab.engine.layout import G_NDEBUG
+    assert c.id not in sa._trace_ids and sa._g[G_NDEBUG] == 0
+    sa.validate()

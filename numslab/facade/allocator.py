@@ -455,6 +455,9 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         if what is None:
             return
         self._cache_release(cid, False)
+        if self.state.ca[cid, CA_DEBUG]:       # as a destroy: a debug cache no longer
+            self._g[G_NDEBUG] -= 1             # (load refused the machine's saved file; the
+            self._trace_ids.discard(cid)       # slot's next cache was traced)
         self.state.ca[cid] = 0
         del self._caches[cid]
         raise OutOfMemoryError(f"kmem_cache_create({name}): no memory for {what}; no cache "
