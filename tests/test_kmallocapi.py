@@ -177,3 +177,25 @@ def test_krealloc_arrays_errors_name_it(sa):
         sa.krealloc_array(a, 1, (4 << 20) + 1)
     assert_unchanged(sa, before)
     sa.kfree(a)
+
+
+def test_krealloc_of_an_oversize_sheaf_is_refused_as_its_kfree(kernel):
+    """A prefilled sheaf past the largest kmalloc class is a large kmalloc block of the
+    allocator's own: ``kfree``, ``kfree_rcu`` and a growing ``krealloc`` refuse it, but a
+    ``krealloc`` within its ``ksize`` returned it to the user as resized (with ``__GFP_ZERO``
+    zeroing its bytes): ``ksize``'s large-block answer did not look at the mark. Refused now,
+    nothing changed; ``ksize`` still answers."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel)
+    c = sa.kmem_cache_create("p", 64, sheaf_capacity=8)
+    sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 3000)
+    addr = sheaf - sa.memory.size
+    assert sa.find(addr)["kind"] == "large kmalloc"
+    snap = snapshot(sa)
+    for size, gfp in ((100, GFP_KERNEL), (8, GFP_KERNEL | numslab.__GFP_ZERO), (1 << 20, 0)):
+        with pytest.raises(numslab.BadAddressError, match=rf"krealloc: {addr:#x} is a sheaf "
+                                                          rf"the allocator itself uses"):
+            sa.krealloc(addr, size, gfp)
+        assert_unchanged(sa, snap)
+    assert sa.ksize(addr) == 4096 << int(sa.state.pg_order[addr >> 12])
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, sheaf)
+    sa.validate()

@@ -227,8 +227,12 @@ class KmallocAPI:
         if 0 <= addr <= ZERO_SIZE_PTR:          # ZERO_OR_NULL_PTR
             return 0
         err, slab = self._locate(addr)
-        if err == checks.E_LARGE:
+        mark = addr + 8                         # an oversize sheaf: a large block, marked
+        if err == checks.E_LARGE and (fn == "ksize" or not (
+                int(self.state.live[mark >> 9]) >> ((mark >> 3) & 63)) & 1):
             return PAGE_SIZE << int(self.state.pg_order[addr >> 12])
+        if err == checks.E_LARGE:               # (krealloc returned it resized in place)
+            err = checks.E_ALLOCATORS
         if err == checks.E_ALLOCATORS and fn == "ksize":
             return self._slab_owner(self._slab_head(addr), f"{fn}: {addr:#x}").object_size
         if err == checks.E_DOUBLE_FREE:
