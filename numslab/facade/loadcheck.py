@@ -621,17 +621,19 @@ class Structure:
         bits = np.unpackbits(live[w].view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
         i, j = np.nonzero(bits)
         addr = (w[i].astype(np.int64) << 9) + (j.astype(np.int64) << 3)
-        pfn = addr >> 12
-        flags = st.pg_flags[pfn]
-        head = np.where(flags & PG_TAIL, st.pg_head[pfn], pfn)
+        frames = np.arange(self.npages)         # per frame first (the bits are millions)
+        head = np.where(st.pg_flags & PG_TAIL, st.pg_head, frames)
         slab = (st.pg_flags[head] & PG_SLAB) != 0
         c = np.where(slab, st.sl_cache[head], 0)
-        off = addr - (head << 12) - st.ca[c, CA_RED_LEFT]
-        size = st.ca[c, CA_SIZE]
-        ok = slab & (off >= 0) & (off % np.maximum(size, 1) == 0) & \
-            (off // np.maximum(size, 1) < st.sl_objects[head])
+        base = (head << 12) + st.ca[c, CA_RED_LEFT]
+        size = np.maximum(st.ca[c, CA_SIZE], 1)
+        end = np.where(slab, st.sl_objects[head] * size, 0)
+        pfn = addr >> 12
+        off = addr - base[pfn]
+        ok = (off >= 0) & (off < end[pfn]) & (off % size[pfn] == 0)
         own = np.fromiter(self.sheaves, np.int64, len(self.sheaves)) - self.shadow + 8
-        bad = np.flatnonzero(~(ok | np.isin(addr, own)))
+        bad = np.flatnonzero(~ok)               # (the few: marks, and any bit set wrong)
+        bad = bad[~np.isin(addr[bad], own)]
         if len(bad):
             a = int(addr[bad[0]])
             self.fail(f"live[{a >> 9}]", st.live[a >> 9], f"its bit {(a >> 3) & 63} (address "
