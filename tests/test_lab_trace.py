@@ -782,3 +782,33 @@ def test_a_read_error_part_way_names_the_trace_not_the_output(monkeypatch, capsy
     assert main(["replay", "-", "--no-progress"]) == 2
     assert capsys.readouterr().err == ("numslab replay: cannot read trace standard input: "
                                        "Input/output error\n")
+
+
+def test_a_closed_file_object_is_refused_naming_the_trace():
+    """A file object closed before or while the trace is read raised its read's bare
+    ``ValueError`` ("read of closed file", "I/O operation on closed file.")."""
+    class Closing(io.RawIOBase):
+        name = "closing.txt"
+
+        def __init__(self):
+            self.left = (LINE + "\n").encode() * 3000
+
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            if len(self.left) < 100000:     # part-way: another thread closes it
+                self.close()
+                raise ValueError("I/O operation on closed file.")
+            n = min(len(b), len(self.left))
+            b[:n] = self.left[:n]
+            self.left = self.left[n:]
+            return n
+    done = io.BytesIO((LINE + "\n").encode())
+    done.close()
+    with pytest.raises(TraceFormatError, match="^cannot read trace trace: the file object is "
+                                               "closed$"):
+        read_trace(done)
+    with pytest.raises(TraceFormatError, match="^cannot read trace closing.txt: the file "
+                                               "object is closed$"):
+        read_trace(Closing(), chunk=4096)

@@ -94,6 +94,9 @@ def open_source(source: str | Path | BinaryIO | bytes,
         check_text(data[:16], name)
         return io.BytesIO(data), len(data) // 150, name
     if hasattr(source, "read"):                 # read as it comes, not whole
+        if getattr(source, "closed", False) is True:    # (its read's ValueError, bare)
+            raise TraceFormatError(f"cannot read trace {_name(source, name)}: the file "
+                                   f"object is closed")
         return _stream(source, _name(source, name), False)
     if not isinstance(source, (str, os.PathLike)):     # (5 was a plain TypeError)
         raise WrongTypeError(f"trace {source!r} is not a path, bytes or a binary file")
@@ -239,12 +242,15 @@ def _name(source: Any, name: str) -> str:
 BROKEN = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 
 
-def unreadable(source: Any, e: OSError) -> TraceFormatError:
+def unreadable(source: Any, e: OSError | ValueError) -> TraceFormatError:
     """The error of a ``source`` whose reading failed part-way (EIO, a file object's error).
 
-    It reached ``numslab``'s handler of output errors: "cannot write the output"."""
+    It reached ``numslab``'s handler of output errors: "cannot write the output". A file object
+    closed part-way (by another thread) raises ValueError: "the file object is closed"."""
     name = "standard input" if str(source) == "-" else _name(source, "trace")
-    return TraceFormatError(f"cannot read trace {name}: {e.strerror or e}")
+    why = (getattr(e, "strerror", None) or str(e)) if isinstance(e, OSError) else \
+        "the file object is closed"
+    return TraceFormatError(f"cannot read trace {name}: {why}")
 
 
 def broken(source: Any, e: Exception) -> TraceFormatError:

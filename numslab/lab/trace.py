@@ -410,6 +410,10 @@ def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,
         raise broken(source, e) from None
     except OSError as e:
         raise unreadable(source, e) from None
+    except ValueError as e:             # a file object closed part-way ("read of closed file")
+        if getattr(source, "closed", False) is not True:
+            raise
+        raise unreadable(source, e) from None
     tr = rd.trace()
     tr.source = where
     return tr
