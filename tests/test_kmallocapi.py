@@ -199,3 +199,23 @@ def test_krealloc_of_an_oversize_sheaf_is_refused_as_its_kfree(kernel):
     assert sa.ksize(addr) == 4096 << int(sa.state.pg_order[addr >> 12])
     sa.kmem_cache_return_sheaf(c, GFP_KERNEL, sheaf)
     sa.validate()
+
+
+def test_ksize_of_the_allocators_own_object_changes_nothing(kernel):
+    """``ksize`` answers for a random sequence, a barn or a sheaf (the allocator's own kmalloc
+    objects), but under slab_debug U it also stored their size as the whole object
+    (``set_orig_size``): a user's call unguarded the red zone past the sequence's bytes.
+    Nothing changes now; a user's object still has its size stored."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel, slab_debug="FZPU")
+    c = sa.kmem_cache_create("x", 100)
+    seq = int(sa.state.random_seq[c.id])
+    snap = snapshot(sa)
+    assert sa.ksize(seq) == sa.find(seq)["cache"].slab_ksize
+    assert_unchanged(sa, snap)
+    a = sa.kmalloc(100)
+    k = sa.find(a)["cache"]
+    assert sa._orig_size(k.id, a) == 100
+    sa.ksize(a)
+    assert sa._orig_size(k.id, a) == k.object_size
+    sa.kfree(a)
+    sa.validate()

@@ -214,8 +214,8 @@ class KmallocAPI:
         size = self._ksize(addr)
         addr = int(addr)
         cid = self._cache_of(addr)
-        if self._orig_size(cid, addr):
-            self._set_orig_size(cid, addr, size)
+        if self._orig_size(cid, addr) and self._locate(addr)[0] != checks.E_ALLOCATORS:
+            self._set_orig_size(cid, addr, size)    # (not the allocator's own: its red zone)
         cache = self._caches.get(cid)          # (another thread may destroy it meanwhile)
         return size if cache is None else cache.slab_ksize
 
