@@ -2690,3 +2690,42 @@ def test_a_debug_cache_that_finds_no_memory_leaves_no_debug_count(kernel, tmp_pa
     from numslab.engine.layout import G_NDEBUG
     assert c.id not in sa._trace_ids and sa._g[G_NDEBUG] == 0
     sa.validate()
+
+
+@numba.njit
+def _jit_alloc(h, cid):
+    return numslab.jit.kmem_cache_alloc(h, cid)
+
+
+def test_a_cache_being_made_is_no_live_cache_until_its_sheaves_are(kernel, monkeypatch):
+    """``kmem_cache_create`` made the slot live (``CA_ACTIVE``, its sheaf capacity) before it
+    kmalloc'ed the sequence, barns and sheaves: meanwhile ``numslab.jit``'s inlined fast path
+    (a stale id of a destroyed cache, or another thread's) took handle 0 for the CPU's main
+    sheaf, the arena's frame 0, which a stray write can make look like a sheaf holding any
+    address (a live object of another cache was handed out), and ``validate`` in another
+    thread found "a CPU of a cache with sheaves has no main sheaf". The slot is live only
+    once made now."""
+    from numslab.engine.layout import SH_OBJECTS, SH_SIZE
+    from numslab.facade import allocator
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel)
+    victim = sa.kmalloc(64)
+    frame0 = sa.memory[:4096].view(np.int64)
+    frame0[SH_SIZE], frame0[SH_OBJECTS] = 1, victim        # a stray write into frame 0
+    seen = []
+    made = allocator.cache_random_seq_create
+
+    def meanwhile(sa_, cid):
+        for call in (lambda: _jit_alloc(sa_.handle, cid), sa_.validate):
+            try:
+                seen.append(call())
+            except numslab.SlabError as e:
+                seen.append(type(e).__name__)
+        return made(sa_, cid)
+    _jit_alloc(sa.handle, sa.kmalloc_caches[0].id)              # (compiled before)
+    monkeypatch.setattr(allocator, "cache_random_seq_create", meanwhile)
+    c = sa.kmem_cache_create("x", 100, sheaf_capacity=8)
+    assert seen == ["WrongCacheError", None]
+    a = _jit_alloc(sa.handle, c.id)
+    assert a != victim and sa.find(a)["cache"] is c
+    c.free(a)
+    sa.validate()

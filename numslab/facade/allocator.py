@@ -426,13 +426,16 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 init_cache_random_seq(self.state.rseq, row, cid, geo.objs_per_slab, geo.slab_size,
                                       [self._seed, cid, ncaches, 1])
             row[CA_PARTIAL_ORDER] = order == "sorted"
-            ca[cid] = row
+            opening = hasattr(self, "_kmalloc_ids")     # slab_state >= UP (see __init__)
+            row[CA_ACTIVE] = not opening    # (live once its sheaves are: numslab.jit's fast
+            ca[cid] = row                   # paths took a missing main sheaf for frame 0)
             cache = KmemCache(self, cid, name, ctor, dtype)
             self._caches.add(cache)
             if debug:
                 self._debug_cache_created(cid)
-            if hasattr(self, "_kmalloc_ids"):   # slab_state >= UP (see __init__)
+            if opening:
                 self._open_cache(cid, name, sheaf_capacity)
+                ca[cid, CA_ACTIVE] = 1
             return cache
 
     def _open_cache(self, cid: int, name: str, sheaf_capacity: int) -> None:
