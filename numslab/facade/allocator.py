@@ -20,13 +20,12 @@ from ..drivers.calls import bind_lazily
 from ..engine import checks, ops
 from ..engine.gilguard import wait_for_engine
 from ..engine.kmalloc import kmalloc_cache_name, kmalloc_index_table
-from ..engine.layout import (C_MAIN, C_PARKED, C_PARTIAL, C_SLAB, C_SPARE, N_BARN_EMPTY,
-                             N_BARN_FULL, N_NR_SLABS,
-                             SH_NEXT, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL, CA_CPU_PARTIAL_SLABS,
+from ..engine.layout import (C_PARTIAL, C_SLAB, N_NR_SLABS, CA_ACTIVE, CA_ALIGN, CA_CPU_PARTIAL,
+                             CA_CPU_PARTIAL_SLABS,
                              CA_CTOR, CA_DEFRAG_RATIO, CA_FLAGS, CA_FP_KEY, CA_HAS_CPU_PARTIAL,
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_MIN_PARTIAL, CA_NCOLS,
                              CA_OBJECT_SIZE, CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_PARTIAL_ORDER,
-                             CA_RECIP, CA_RSEQ_LEN, C_RCU_FREE, G_RCU_HEAD, RANDOM_SEQ_ENTRY,
+                             CA_RECIP, CA_RSEQ_LEN, RANDOM_SEQ_ENTRY,
                              CA_SHEAF_CAPACITY, CA_SIZE, CA_USER_SHEAVES, F_G, G_ERR0, G_ERR1,
                              CA_DEBUG, CA_ORIG, CA_RED_LEFT, CA_TRACK, D_OBJECT_POISON,
                              G_NDEBUG,
@@ -739,48 +738,6 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                 lines.append(slabinfo_line(c.name, active, total, c.slab_size,
                                            c.objs_per_slab, c.order, c.slabs))
         return "".join(lines)
-
-    def sheaf_addresses(self) -> np.ndarray:
-        """Addresses of every sheaf the allocator holds, int64[n].
-
-        The CPUs' main, spare and rcu_free sheaves of every cache, the barns' full, empty and
-        partial sheaves, the prefilled sheaves handed to users and those waiting for a grace period
-        (their kmalloc objects in the arena; a sheaf's handle is that address plus the arena's
-        size)."""
-        st = self.state
-        cpu = st.cpu[:, :, [C_MAIN, C_PARKED, C_SPARE, C_RCU_FREE]]
-        # (while a unit compiles mid-operation the main sheaves are parked: kept in C_PARKED,
-        # the rows pointing at NO_SHEAF, the allocator's placeholder in frame 0)
-        out = [cpu[(cpu != 0) & (cpu != threads.no_sheaf(self))]]
-        words = self._mem
-        heads = np.concatenate([st.node[:, :, [N_BARN_FULL, N_BARN_EMPTY]].ravel(),
-                                st.barn_partial.ravel(),
-                                st.ca[:, CA_USER_SHEAVES], self._g[G_RCU_HEAD:G_RCU_HEAD + 1]])
-        for sheaf in heads[heads != 0].tolist():
-            chain = []                  # (a link a stray write left is not followed)
-            while self.memory.size < sheaf < 8 * words.size and not sheaf & 7 \
-                    and len(chain) < words.size:
-                chain.append(sheaf)
-                sheaf = int(words[(sheaf >> 3) + SH_NEXT])
-            out.append(np.array(chain, np.int64))
-        return np.concatenate(out).astype(np.int64) - self.memory.size
-
-    def barn_addresses(self) -> np.ndarray:
-        """Addresses of every cache's barns, int64[n], in (cache, node) order.
-
-        A cache with sheaves has a ``struct node_barn`` per node, a kmalloc object of the
-        allocator's own (``init_kmem_cache_nodes``), freed when the cache is destroyed."""
-        b = self.state.barn.ravel()
-        return b[b != 0].astype(np.int64)
-
-    def random_seq_addresses(self) -> np.ndarray:
-        """Addresses of every cache's ``s->random_seq`` array, int64[n], in slot order.
-
-        CONFIG_SLAB_FREELIST_RANDOM: a cache of two or more objects per slab kcallocs its
-        sequence (``cache_random_seq_create``: ``4 * objs_per_slab`` bytes, the allocator's
-        own kmalloc object) when it is created, freed when it is destroyed."""
-        r = self.state.random_seq
-        return r[r != 0].astype(np.int64)
 
     def validate(self, cache: KmemCache | None = None) -> None:
         """Check every invariant of one cache, or of all caches and the page allocator.

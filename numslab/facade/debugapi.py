@@ -17,17 +17,19 @@ import numpy as np
 from ..drivers import gate
 from ..drivers.calls import bound
 from ..engine import checks, debug, ops
-from ..engine.layout import (C_FREELIST, C_SLAB, CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK,
-                             CA_USER_SHEAVES, G_NDEBUG, G_NREPORTS, G_SITE, G_TICKS, NIL,
-                             PG_HEAD, PG_LARGE, PG_RCU, PG_RESERVED, PG_SLAB, PG_TAIL, R_A, R_B,
-                             R_C, R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT, R_SLAB, SH_OBJECTS,
-                             SH_SIZE)
+from ..engine.layout import (C_FREELIST, C_MAIN, C_PARKED, C_RCU_FREE, C_SLAB, C_SPARE,
+                             CA_DEBUG, CA_FP_KEY, CA_OFFSET, CA_TRACK, CA_USER_SHEAVES,
+                             G_NDEBUG, G_NREPORTS, G_RCU_HEAD, G_SITE, G_TICKS, N_BARN_EMPTY,
+                             N_BARN_FULL, NIL, PG_HEAD, PG_LARGE, PG_RCU, PG_RESERVED, PG_SLAB,
+                             PG_TAIL, R_A, R_B, R_C, R_CACHE, R_D, R_KIND, R_MAX, R_OBJECT,
+                             R_SLAB, SH_NEXT, SH_OBJECTS, SH_SIZE)
 from ..engine import redzone as rz
 from ..errors import (AllocatorGoneError, CacheLeakError, InvalidArgumentError,
                       LostObjectsError, SlabDebugError)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, PAGE_SIZE, get_order
 from ..flags import (SLAB_CONSISTENCY_CHECKS, SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER,
                      SLAB_TRACE, gfp_names)
+from . import threads
 from .args import cache_op, check_bool
 from .kmallocapi import _RCU_LOCK
 from .raising import free_again, held_by_no_one
@@ -420,6 +422,48 @@ class DebugAPI:
             kind = "lost"
         return {"kind": kind, "cache": cache, "slab": head << 12, "index": index,
                 "object": obj, "offset": inside}
+
+    def sheaf_addresses(self: "SlabAllocator") -> np.ndarray:
+        """Addresses of every sheaf the allocator holds, int64[n].
+
+        The CPUs' main, spare and rcu_free sheaves of every cache, the barns' full, empty and
+        partial sheaves, the prefilled sheaves handed to users and those waiting for a grace period
+        (their kmalloc objects in the arena; a sheaf's handle is that address plus the arena's
+        size)."""
+        st = self.state
+        cpu = st.cpu[:, :, [C_MAIN, C_PARKED, C_SPARE, C_RCU_FREE]]
+        # (while a unit compiles mid-operation the main sheaves are parked: kept in C_PARKED,
+        # the rows pointing at NO_SHEAF, the allocator's placeholder in frame 0)
+        out = [cpu[(cpu != 0) & (cpu != threads.no_sheaf(self))]]
+        words = self._mem
+        heads = np.concatenate([st.node[:, :, [N_BARN_FULL, N_BARN_EMPTY]].ravel(),
+                                st.barn_partial.ravel(),
+                                st.ca[:, CA_USER_SHEAVES], self._g[G_RCU_HEAD:G_RCU_HEAD + 1]])
+        for sheaf in heads[heads != 0].tolist():
+            chain = []                  # (a link a stray write left is not followed)
+            while self.memory.size < sheaf < 8 * words.size and not sheaf & 7 \
+                    and len(chain) < words.size:
+                chain.append(sheaf)
+                sheaf = int(words[(sheaf >> 3) + SH_NEXT])
+            out.append(np.array(chain, np.int64))
+        return np.concatenate(out).astype(np.int64) - self.memory.size
+
+    def barn_addresses(self: "SlabAllocator") -> np.ndarray:
+        """Addresses of every cache's barns, int64[n], in (cache, node) order.
+
+        A cache with sheaves has a ``struct node_barn`` per node, a kmalloc object of the
+        allocator's own (``init_kmem_cache_nodes``), freed when the cache is destroyed."""
+        b = self.state.barn.ravel()
+        return b[b != 0].astype(np.int64)
+
+    def random_seq_addresses(self: "SlabAllocator") -> np.ndarray:
+        """Addresses of every cache's ``s->random_seq`` array, int64[n], in slot order.
+
+        CONFIG_SLAB_FREELIST_RANDOM: a cache of two or more objects per slab kcallocs its
+        sequence (``cache_random_seq_create``: ``4 * objs_per_slab`` bytes, the allocator's
+        own kmalloc object) when it is created, freed when it is destroyed."""
+        r = self.state.random_seq
+        return r[r != 0].astype(np.int64)
 
     def _is_lost(self: "SlabAllocator", cache: KmemCache, head: int, obj: int) -> bool:
         """Whether ``obj``, an object nobody holds of ``cache``'s slab at frame ``head``, is lost.
