@@ -408,6 +408,18 @@ def test_a_snapshot_that_cannot_be_written_is_one_line(tmp_path, capsys):
         assert "cannot write" in capsys.readouterr().err
 
 
+def test_no_other_empty_folder_than_the_kernel_s_is_mounted_as_tracefs(tmp_path):
+    # --tracefs naming an empty folder mounted tracefs over it and left it mounted
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    try:
+        with pytest.raises(rec.RecordError, match=f"no tracefs at {empty}"):
+            rec.ensure_tracefs(empty)
+    finally:
+        if str(empty) in Path("/proc/mounts").read_text():
+            subprocess.run(["umount", str(empty)], check=True)
+
+
 def test_tracefs_is_mounted_only_on_an_empty_mount_point(tmp_path):
     # a folder with files in it was mounted over (and never unmounted)
     (tmp_path / "mine.txt").write_text("keep")

@@ -73,7 +73,10 @@ def check_writable(path: str | Path) -> None:
 
 
 def ensure_tracefs(root: str | Path = TRACEFS) -> Path:
-    """``root`` as a usable tracefs (mounted here if it is the empty mount point).
+    """``root`` as a usable tracefs (mounted if it is the kernel's empty mount point).
+
+    Only ``/sys/kernel/tracing`` is mounted: another empty folder named by ``--tracefs`` was
+    mounted over and left so.
 
     Raises
     ------
@@ -82,8 +85,8 @@ def ensure_tracefs(root: str | Path = TRACEFS) -> Path:
     """
     root = Path(root)
     if not (root / "events").is_dir():
-        if root.is_dir() and os.geteuid() == 0 and not any(root.iterdir()):   # (a folder
-            #                                       with files in it was mounted over)
+        if root == Path(TRACEFS) and root.is_dir() and os.geteuid() == 0 and \
+                not any(root.iterdir()):    # (a folder with files in it was mounted over)
             r = subprocess.run(["mount", "-t", "tracefs", "nodev", str(root)],
                                capture_output=True, text=True)
             if r.returncode != 0:
