@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -467,3 +470,60 @@ def test_a_snapshot_of_a_folder_holding_no_cache_is_refused(tmp_path, capsys, co
     err = capsys.readouterr().err
     assert f"{root} holds no slab cache" in err and "not a /sys/kernel/slab" in err, err
     assert not out.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="recording needs root")
+def test_a_warm_replay_of_real_files_changes_their_caches_as_the_kernel_did(tmp_path):
+    """Files kept in a tmpfs, recorded between two snapshots: the 6.18 replay warm-started from
+    the first changes ``dentry`` and ``shmem_inode_cache`` as the second shows.
+
+    Each file holds one dentry and one shmem inode, so the replay's live objects grow by
+    ``N`` (the trace's own count; other processes' in the window add a few: 0-7 of 20,000 in
+    docs/PERFORMANCE.md's runs). Sysfs ``objects`` is the live objects plus the free ones of
+    the slabs CPUs hold (``cpu_slabs``: CPU slabs and CPU partial slabs), and the warm start
+    seeds those slabs full: the kernel fills their free objects without its count moving,
+    the replay makes new slabs for them. So the replay's change of ``objects`` is above the
+    kernel's by at most the objects of the slabs CPUs held before (real kernel) and after
+    (the replay), and below it by at most those the kernel's CPUs held after; its slabs
+    likewise, by those numbers of slabs; ``N // 100`` more for the gaps between the snapshots
+    and the recording (a first snapshot's own sysfs dentries and inodes fall in one: one is
+    taken first). A replay that lost the workload, or gave these caches another
+    ``objs_per_slab``, is off by hundreds of objects and tens of slabs (docs/PERFORMANCE.md:
+    0-147 objects, 0-7 slabs at N = 5,000, in four runs, each under its bound)."""
+    n = 5000
+    mounted = (TRACEFS / "events").is_dir()
+    rec.ensure_tracefs(TRACEFS)
+    files = Path(tempfile.mkdtemp(prefix="numslab-test-", dir="/dev/shm"))
+    try:
+        rec.snapshot()              # (the sysfs files' dentries and inodes made before)
+        before = load_snapshot(rec.snapshot())
+        out = tmp_path / "files.txt"
+        make = (f"import os\nfor i in range({n}):\n"
+                f"    os.close(os.open('{files}/f%d' % i, os.O_CREAT | os.O_WRONLY, 0o600))\n")
+        info = rec.record(out, [sys.executable, "-c", make], buffer_kb=16384)
+        after = load_snapshot(rec.snapshot())
+    finally:
+        shutil.rmtree(files)
+        if not mounted:
+            subprocess.run(["umount", str(TRACEFS)], check=True)
+    assert (TRACEFS / "events").is_dir() == mounted
+    assert info["returncode"] == 0 and info["lost"] == 0 and info["overwritten"] == 0
+    r = numslab.replay(out, snapshot=before, kernel="6.18", cpus=os.cpu_count(), warm=True)
+    c, w = r.caches, r.warm
+    assert w.names == r.names
+    gap = n // 100
+    for name in ("dentry", "shmem_inode_cache"):
+        k = r.names.index(name)
+        ops = int(before[name]["objs_per_slab"])
+        held_before, held_after = (int(str(s[name]["cpu_slabs"]).split()[0])
+                                   for s in (before, after))
+        real = [int(str(after[name][f]).split()[0]) - int(str(before[name][f]).split()[0])
+                for f in ("objects", "slabs")]
+        live = int(c["live_objects"][k]) - int(w.objects[k])
+        got = [int(r.objects[k]) - int(w.objects[k]), int(c["slabs"][k]) - int(w.slabs[k])]
+        above, below = held_before + int(c["cpu_slabs"][k]), held_after
+        why = (name, "replay", got, "real", real, "CPU-held", above, below)
+        assert int(r.objs_per_slab[k]) == ops, why
+        assert abs(live - n) <= gap, (name, live)
+        assert -below * ops - gap <= got[0] - real[0] <= above * ops + gap, why
+        assert -below - gap // ops - 1 <= got[1] - real[1] <= above + gap // ops + 1, why
