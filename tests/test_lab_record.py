@@ -477,28 +477,45 @@ def test_a_warm_replay_of_real_files_changes_their_caches_as_the_kernel_did(tmp_
     """Files kept in a tmpfs, recorded between two snapshots: the 6.18 replay warm-started from
     the first changes ``dentry`` and ``shmem_inode_cache`` as the second shows.
 
-    Each file holds one dentry and one shmem inode, so the replay's live objects grow by
-    ``N`` (the trace's own count; other processes' in the window add a few: 0-7 of 20,000 in
-    docs/PERFORMANCE.md's runs). Sysfs ``objects`` is the live objects plus the free ones of
-    the slabs CPUs hold (``cpu_slabs``: CPU slabs and CPU partial slabs), and the warm start
-    seeds those slabs full: the kernel fills their free objects without its count moving,
-    the replay makes new slabs for them. So the replay's change of ``objects`` is above the
-    kernel's by at most the objects of the slabs CPUs held before (real kernel) and after
-    (the replay), and below it by at most those the kernel's CPUs held after; its slabs
+    Each file holds one dentry and one shmem inode: the workload's own ``kmem_cache_alloc``
+    events (its pid's) are ``N`` of each. Sysfs ``objects`` is the live objects plus the free
+    ones of the slabs CPUs hold (``cpu_slabs``: CPU slabs and CPU partial slabs), and the warm
+    start seeds those slabs full: the kernel fills their free objects without its count
+    moving, the replay makes new slabs for them. So the replay's change of ``objects`` is
+    above the kernel's by at most the objects of the slabs CPUs held before (the kernel) and
+    after (the replay), and below it by at most those the kernel's CPUs held after; its slabs
     likewise, by those numbers of slabs; ``N // 100`` more for the gaps between the snapshots
-    and the recording (a first snapshot's own sysfs dentries and inodes fall in one: one is
-    taken first). A replay that lost the workload, or gave these caches another
-    ``objs_per_slab``, is off by hundreds of objects and tens of slabs (docs/PERFORMANCE.md:
-    0-147 objects, 0-7 slabs at N = 5,000, in four runs, each under its bound)."""
-    n = 5000
+    and the recording, which no trace sees (a first snapshot's own sysfs dentries and inodes
+    fall in one: one is taken first). An object allocated in the first gap and freed in the
+    trace takes a seeded object in the replay (``warm.frees``; none on a quiet machine) where
+    the kernel's count did not move: the replay may be below by that many more.
+    docs/PERFORMANCE.md: 0-147 objects and 0-7 slabs at N = 5,000 in four runs, each under its
+    bound. Other processes' dentries and inodes in the second gap, or a ring buffer they fill,
+    spoil an attempt (another process creating and removing files as fast as it can spoiled
+    every one), so there are three: a replay that lost the workload, or gave these caches
+    another ``objs_per_slab``, fails each by hundreds of objects and tens of slabs."""
+    tried = []
+    for attempt in range(3):
+        tried.append(_files_against_the_kernel(tmp_path / str(attempt), 5000))
+        if not tried[-1]:
+            break
+    assert not tried[-1], tried
+
+
+def _files_against_the_kernel(tmp_path: Path, n: int) -> list:
+    """What disagrees (empty: nothing) between the kernel and the warm 6.18 replay of ``n``
+    files made in ``/dev/shm`` while recording, for ``dentry`` and ``shmem_inode_cache``."""
+    tmp_path.mkdir()
     mounted = (TRACEFS / "events").is_dir()
     rec.ensure_tracefs(TRACEFS)
     files = Path(tempfile.mkdtemp(prefix="numslab-test-", dir="/dev/shm"))
+    pid = tmp_path / "pid"
     try:
         rec.snapshot()              # (the sysfs files' dentries and inodes made before)
         before = load_snapshot(rec.snapshot())
         out = tmp_path / "files.txt"
-        make = (f"import os\nfor i in range({n}):\n"
+        make = (f"import os\nopen('{pid}', 'w').write(str(os.getpid()))\n"
+                f"for i in range({n}):\n"
                 f"    os.close(os.open('{files}/f%d' % i, os.O_CREAT | os.O_WRONLY, 0o600))\n")
         info = rec.record(out, [sys.executable, "-c", make], buffer_kb=16384)
         after = load_snapshot(rec.snapshot())
@@ -507,7 +524,17 @@ def test_a_warm_replay_of_real_files_changes_their_caches_as_the_kernel_did(tmp_
         if not mounted:
             subprocess.run(["umount", str(TRACEFS)], check=True)
     assert (TRACEFS / "events").is_dir() == mounted
-    assert info["returncode"] == 0 and info["lost"] == 0 and info["overwritten"] == 0
+    assert info["returncode"] == 0
+    own = re.compile(rf"^\s*\S+-{pid.read_text()}\s.*kmem_cache_alloc: .* name=(\S+) ")
+    made = {"dentry": 0, "shmem_inode_cache": 0}
+    for line in out.read_text().splitlines():
+        m = own.match(line)
+        if m and m.group(1) in made:
+            made[m.group(1)] += 1
+    wrong = [("lost", info["lost"], "overwritten", info["overwritten"])
+             ] if info["lost"] or info["overwritten"] else []
+    if made["shmem_inode_cache"] != n or made["dentry"] < n:
+        wrong.append(("the workload's own allocations", made))
     r = numslab.replay(out, snapshot=before, kernel="6.18", cpus=os.cpu_count(), warm=True)
     c, w = r.caches, r.warm
     assert w.names == r.names
@@ -519,11 +546,13 @@ def test_a_warm_replay_of_real_files_changes_their_caches_as_the_kernel_did(tmp_
                                    for s in (before, after))
         real = [int(str(after[name][f]).split()[0]) - int(str(before[name][f]).split()[0])
                 for f in ("objects", "slabs")]
-        live = int(c["live_objects"][k]) - int(w.objects[k])
         got = [int(r.objects[k]) - int(w.objects[k]), int(c["slabs"][k]) - int(w.slabs[k])]
         above, below = held_before + int(c["cpu_slabs"][k]), held_after
-        why = (name, "replay", got, "real", real, "CPU-held", above, below)
-        assert int(r.objs_per_slab[k]) == ops, why
-        assert abs(live - n) <= gap, (name, live)
-        assert -below * ops - gap <= got[0] - real[0] <= above * ops + gap, why
-        assert -below - gap // ops - 1 <= got[1] - real[1] <= above + gap // ops + 1, why
+        taken = int(w.frees[k])     # (0 on a quiet machine; see the docstring)
+        if not (int(r.objs_per_slab[k]) == ops
+                and -below * ops - gap - taken <= got[0] - real[0] <= above * ops + gap
+                and -below - (gap + taken) // ops - 1 <= got[1] - real[1]
+                <= above + gap // ops + 1):
+            wrong.append((name, "replay", got, "real", real, "CPU-held", above, below,
+                          "objects per slab", int(r.objs_per_slab[k]), ops))
+    return wrong
