@@ -827,6 +827,20 @@ def test_array_errors(sa, cache):
     assert_unchanged(sa, snap)
 
 
+def test_array_flags_may_be_numpy_integers(sa, cache):
+    """A NumPy integer is a flag as every other argument's integer is (it was "unknown flags")."""
+    out = np.empty(8, np.int64)
+    for t in (np.int64, np.uint64, np.int32, np.uint32):
+        got = sa.kmem_cache_alloc_array(cache, GFP_KERNEL, 8, out, t(NEW | FULL))
+        assert got == 8 and cache.live_objects == 8
+        sa.kmem_cache_free_array(cache, got, out)
+    snap = snapshot(sa)
+    for flags in (np.int64(1), np.uint64(1 << 40), np.bool_(True), True):
+        with pytest.raises(numslab.InvalidArgumentError, match="unknown flags"):
+            sa.kmem_cache_alloc_array(cache, GFP_KERNEL, 4, out, flags)
+    assert_unchanged(sa, snap)
+
+
 def test_array_new_when_memory_runs_out_returns_what_it_got():
     sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=1, memory="4M")
     c = sa.kmem_cache_create("x", 256, flags=SLAB_HWCACHE_ALIGN)

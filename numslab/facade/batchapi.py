@@ -26,7 +26,7 @@ from ..errors import (BadAddressError, CacheLeakError, ConstructorError, DoubleF
                       InvalidArgumentError, InvalidSizeError, SlabCorruptionError,
                       SlabDebugError, SlabError)
 from ..flags import GFP_KERNEL, GFP_NAMES, SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN, __GFP_ZERO
-from .args import cache_op, check_gfp
+from .args import as_int, cache_op, check_gfp
 from .cache import KmemCache
 
 if TYPE_CHECKING:
@@ -562,7 +562,7 @@ class BatchAPI:
             self._own(cache, "kmem_cache_alloc_array")
         cpu = self._cpu_of(cpu)
         gfp = check_gfp(gfp, "kmem_cache_alloc_array")
-        if type(flags) is not int or flags & ~SLAB_ARRAY_ALLOC_ALL:
+        if type(flags := as_int(flags)) is not int or flags & ~SLAB_ARRAY_ALLOC_ALL:
             raise InvalidArgumentError(f"kmem_cache_alloc_array: unknown flags {flags!r}")
         nr = self._array(out, nr, "kmem_cache_alloc_array")
         if cache.ctor is not None:
