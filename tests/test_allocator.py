@@ -2729,3 +2729,21 @@ def test_a_cache_being_made_is_no_live_cache_until_its_sheaves_are(kernel, monke
     assert a != victim and sa.find(a)["cache"] is c
     c.free(a)
     sa.validate()
+
+
+@pytest.mark.parametrize("seed", [7, -1, 2**63 + 5])
+def test_a_numpy_integer_seed_makes_the_machine_its_int_makes(seed):
+    """A signed NumPy seed reached the state's generators unconverted: their arithmetic overflowed
+    int64 and the allocator refused to build, blaming the memory ("cannot reserve")."""
+    def draws(s):
+        sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", seed=s)
+        c = sa.kmem_cache_create("t", 64)
+        out = np.zeros(100, np.int64)
+        sa.kmem_cache_alloc_bulk(c, GFP_KERNEL, 100, out)
+        return out.tolist(), c.random_seq.tolist(), sa.state.g.tolist()
+    want = draws(seed)
+    for t in (np.int64, np.int32, np.uint64):
+        if t(0).dtype.kind == "i" and not -2**63 <= seed < 2**63 or \
+                t(0).dtype.kind == "u" and seed < 0 or t is np.int32 and abs(seed) > 2**31:
+            continue
+        assert draws(t(seed)) == want

@@ -206,7 +206,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
                                    | getattr(mmap, "MAP_NORESERVE", 0))
             self._mem = np.frombuffer(self._mmap, dtype=np.int64)
             self._memory = self._mem.view(np.uint8)[:arena]
-            self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, seed,
+            self._buf = new_state(self.nr_pages, nr_nodes, nr_cpus, max_caches, self._seed,
                                   self.memory.ctypes.data, self.memory.size, KERNELS[kernel])
         except (OSError, MemoryError, OverflowError) as e:     # (past ssize_t: Overflow)
             raise InvalidSizeError(f"SlabAllocator: memory {memory!r} x {nr_nodes} node(s): "
