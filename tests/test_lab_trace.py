@@ -299,7 +299,9 @@ def test_a_closed_standard_input_is_refused(monkeypatch, capsys):
 @pytest.mark.parametrize("bad, field", [
     ("  bash-1 [001] ..... 10.000001: kfree: call_site=f ptr=zz00000000000001", "ptr="),
     ("  bash-1 [4294967296] ..... 10.000001: kfree: call_site=f ptr=0000000000000001",
-     "'[cpu]' is past"),
+     "'[cpu]' has more than 9 digits"),
+    ("  bash-1 [1000000000] ..... 10.000001: kfree: call_site=f ptr=0000000000000001",
+     "'[cpu]' has more than 9 digits"),     # (it fits an int32: "past an int32" it said)
     ("  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=-5 "
      "bytes_alloc=64 gfp_flags=GFP_KERNEL node=-1", "bytes_req="),
     ("  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=64 "

@@ -41,7 +41,7 @@ _UNSIGNED = "not a number, negative or past its int32 column"
 ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an event name",
             ERR_NO_CPU: "no '[cpu]' field",
             ERR_LONG: "a line longer than the read buffer",
-            ERR_BAD_CPU: "its '[cpu]' is past an int32",
+            ERR_BAD_CPU: "its '[cpu]' has more than 9 digits (no CPU number has)",
             ERR_BAD_PTR: "its ptr= is not at most 16 hex digits or (null)",
             ERR_BAD_REQ: f"its bytes_req= is {_UNSIGNED}",
             ERR_BAD_ALLOC: f"its bytes_alloc= is {_UNSIGNED}",
@@ -436,7 +436,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
         else:
             c, tsv, evs, e = tracefs_header(bp, pos)
             found = c >= 0
-            cbig = False                                  # a "[cpu]" past int32
+            cbig = False                                  # a "[cpu]" of 10 digits +
             if found:                                     # tracefs's layout: no walk
                 ts[r] = tsv
                 evs = after_last_colon(bp, evs, e - 1)
@@ -456,7 +456,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                                 if d < 0 or d > 9:
                                     ok = False
                                 v = v * 10 + d
-                            if ok and e - q - 2 > 9:      # past int32: no wrap to a CPU
+                            if ok and e - q - 2 > 9:      # 10 digits or more: no wrap
                                 ok = False
                                 cbig = True
                             if ok:
