@@ -42,7 +42,7 @@ from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRAC
                      __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         MAX_PAGE_ORDER, PAGE_SIZE, boot_orders, calculate_geometry,
-                        calculate_sheaf_capacity, get_order)
+                        calculate_sheaf_capacity, get_order, kmalloc_size_roundup)
 from . import persist, threads
 from .args import (cache_op, as_int, check_bool, check_cache_name, check_dtype, check_gfp,
                    check_max_caches, fixed, public_caller)
@@ -446,8 +446,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         what = None
         if cache_random_seq_create(self, cid):
             n = int(self.state.ca[cid, CA_RSEQ_LEN])
-            km = kmalloc_cache_name(next(k for k in KMALLOC_SIZES
-                                         if k >= max(RANDOM_SEQ_ENTRY * n, MIN_OWN_KMALLOC)))
+            km = kmalloc_cache_name(kmalloc_size_roundup(max(RANDOM_SEQ_ENTRY * n,
+                                                             MIN_OWN_KMALLOC)))
             what = (f"its random free-list sequence (s->random_seq: kcalloc of {n} x "
                     f"{RANDOM_SEQ_ENTRY} bytes, {km})")
         elif sheaf_capacity and init_barns(self._st, cid, self._cpu()) < 0:
