@@ -407,17 +407,20 @@ class KmemCache(MovableCache, RecordAccess):
         n = int(lost_slabs(self._sa._st, self._id, len(out), out.ctypes.data))
         return out[:min(n, len(out))].copy()
 
+    def _in_slabs(self, addrs: np.ndarray) -> int:
+        """How many of ``addrs`` (int64[n], objects of the arena) lie in this cache's slabs."""
+        if not len(addrs):
+            return 0
+        st = self._sa.state
+        return int(np.count_nonzero(st.sl_cache[st.heads(addrs)] == self._id))
+
     @property
     def sheaf_objects(self) -> int:
         """How many of this cache's live objects are the allocator's own sheaves.
 
         CPU, barn and prefilled sheaves: a sheaf is a kmalloc object, as in the kernel, and under
         7.0 every cache has them. ``live_objects - sheaf_objects`` is what users hold."""
-        addrs = self._sa.sheaf_addresses()
-        if not len(addrs):
-            return 0
-        st = self._sa.state
-        return int(np.count_nonzero(st.sl_cache[st.heads(addrs)] == self._id))
+        return self._in_slabs(self._sa.sheaf_addresses())
 
     @property
     def barn_objects(self) -> int:
@@ -425,11 +428,7 @@ class KmemCache(MovableCache, RecordAccess):
 
         Every cache with sheaves has a ``struct node_barn`` per node, kmalloc'ed (48 bytes:
         kmalloc-64) when it is created and freed when it is destroyed, as in the kernel."""
-        addrs = self._sa.barn_addresses()
-        if not len(addrs):
-            return 0
-        st = self._sa.state
-        return int(np.count_nonzero(st.sl_cache[st.heads(addrs)] == self._id))
+        return self._in_slabs(self._sa.barn_addresses())
 
     @property
     def random_seq_objects(self) -> int:
@@ -438,11 +437,7 @@ class KmemCache(MovableCache, RecordAccess):
         CONFIG_SLAB_FREELIST_RANDOM: every cache of two or more objects per slab has its
         ``s->random_seq``, kcalloc'ed (``4 * objs_per_slab`` bytes) when it is created (the
         kmalloc caches' at the end of boot) and freed when it is destroyed, as in the kernel."""
-        addrs = self._sa.random_seq_addresses()
-        if not len(addrs):
-            return 0
-        st = self._sa.state
-        return int(np.count_nonzero(st.sl_cache[st.heads(addrs)] == self._id))
+        return self._in_slabs(self._sa.random_seq_addresses())
 
     def sysfs(self) -> dict[str, str]:
         """The cache's attributes as ``/sys/kernel/slab/<name>/`` files would print them."""
