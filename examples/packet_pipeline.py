@@ -202,6 +202,11 @@ def unreservable(memory: str) -> str:
     return ""
 
 
+def capture_name(args: argparse.Namespace) -> str:
+    """The capture ``--pcap`` names, as messages call it (``-``: standard input)."""
+    return "standard input" if args.pcap == "-" else args.pcap
+
+
 def load(args: argparse.Namespace) -> tuple[Packets, str]:
     """The input packets and a description of where they came from."""
     if args.pcap:
@@ -210,8 +215,7 @@ def load(args: argparse.Namespace) -> tuple[Packets, str]:
             check_packets(p)
         except InvalidArgumentError as e:
             raise CaptureError(str(e)) from None
-        where = "standard input" if args.pcap == "-" else args.pcap   # (as errors name it)
-        return p, f"{where} (linktype {p.linktype})"
+        return p, f"{capture_name(args)} (linktype {p.linktype})"
     return generate_traffic(args.packets, args.seed), f"generated traffic (seed {args.seed})"
 
 
@@ -365,7 +369,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         packets, source = load(args)
     except CaptureError as e:           # (standard input was "-: unknown magic ...")
-        where = "standard input" if args.pcap == "-" else args.pcap
+        where = capture_name(args)
         text = str(e) if str(e).startswith(where) else f"{where}: {e}"
         print(f"{PROG}: error: {text}", file=sys.stderr)
         return 2

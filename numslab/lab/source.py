@@ -242,12 +242,17 @@ def _name(source: Any, name: str) -> str:
 BROKEN = (EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile)
 
 
+def _shown(source: Any) -> str:
+    """What an error of reading ``source`` calls it (``-``: standard input)."""
+    return "standard input" if str(source) == "-" else _name(source, "trace")
+
+
 def unreadable(source: Any, e: OSError | ValueError) -> TraceFormatError:
     """The error of a ``source`` whose reading failed part-way (EIO, a file object's error).
 
     It reached ``numslab``'s handler of output errors: "cannot write the output". A file object
     closed part-way (by another thread) raises ValueError: "the file object is closed"."""
-    name = "standard input" if str(source) == "-" else _name(source, "trace")
+    name = _shown(source)
     why = (getattr(e, "strerror", None) or str(e)) if isinstance(e, OSError) else \
         "the file object is closed"
     return TraceFormatError(f"cannot read trace {name}: {why}")
@@ -255,6 +260,6 @@ def unreadable(source: Any, e: OSError | ValueError) -> TraceFormatError:
 
 def broken(source: Any, e: Exception) -> TraceFormatError:
     """The error of a compressed ``source`` that is cut short or corrupt."""
-    name = "standard input" if str(source) == "-" else _name(source, "trace")
+    name = _shown(source)
     return TraceFormatError(f"{name}: the compressed text is cut short or corrupt "
                             f"({type(e).__name__}: {e})")
