@@ -250,7 +250,8 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         # and 192 at indices 1 and 2, then 8 .. 8k), each cache's barns, then its sheaves
         # (bootstrap_cache_sheaves); the barns of those before kmalloc-64 come from its slabs
         bootstrap = [self._kmalloc_ids[KMALLOC_SIZES.index(s)] for s in (96, 192)]
-        for cid in bootstrap + [c for c in self._kmalloc_ids if c not in bootstrap]:
+        in_order = bootstrap + [c for c in self._kmalloc_ids if c not in bootstrap]
+        for cid in in_order:
             if self.state.ca[cid, CA_SHEAF_CAPACITY] and (
                     init_barns(self._st, cid, self._cpu()) or
                     init_percpu_sheaves(self._st, cid, self._cpu(), 1)):
@@ -258,7 +259,7 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         # init_freelist_randomization: the caches made while slab_state < UP get their
         # s->random_seq now, in slab_caches' order (list_add: the last made first, 8k .. 8, 192,
         # 96); a kcalloc that fails leaves its cache unrandomised (its return is not checked)
-        for cid in reversed(bootstrap + [c for c in self._kmalloc_ids if c not in bootstrap]):
+        for cid in reversed(in_order):
             if cache_random_seq_create(self, cid):
                 self.state.ca[cid, CA_RSEQ_LEN] = 0
         self._gate = None
