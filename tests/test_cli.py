@@ -480,3 +480,24 @@ def test_an_empty_file_name_is_a_usage_error(argv, says, capsys):
         numslab.replay("")
     with pytest.raises(numslab.SlabError, match="^snapshot '': an empty file name$"):
         numslab.replay(b"", snapshot="")
+
+
+def test_a_replay_compare_prints_the_side_by_side_not_every_table(tmp_path, capsys):
+    """``numslab replay t --compare 6.18,7.0`` printed each configuration's whole slabinfo
+    table before the side-by-side one (176 lines for three on the shared trace); each
+    configuration's own table comes with ``--all`` now."""
+    lines = [f"  t-1 [000] ..... 100.{1 + i:06d}: kmem_cache_alloc: call_site=x+0x1/0x2 "
+             f"ptr={0x3000 + 256 * i:016x} name=dentry bytes_req=192 bytes_alloc=192 "
+             f"gfp_flags=GFP_KERNEL node=-1\n" for i in range(40)]
+    trace = tmp_path / "t.txt"
+    trace.write_text("".join(lines))
+    head = "Name                   Objects Objsize"
+    assert cli.main(["replay", str(trace), "--compare", "7.0,6.18", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(head) == 0 and out.count(": 40 lines, 40 replayed") == 2, out
+    assert "cache (slab bytes %Ef)" in out and "dentry" in out
+    assert cli.main(["replay", str(trace), "--compare", "7.0,6.18", "--no-progress",
+                     "--all"]) == 0
+    assert capsys.readouterr().out.count(head) == 2
+    assert cli.main(["replay", str(trace), "--no-progress"]) == 0      # one: its table
+    assert capsys.readouterr().out.count(head) == 1

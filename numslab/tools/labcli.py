@@ -69,7 +69,8 @@ def add_commands(sub: Any) -> None:
                         "live objects, slabs and partial slabs per cache; a kmem_cache_free of "
                         "an object allocated before the recording frees one of them, slab by "
                         "slab (the default) or at random")
-    r.add_argument("--all", action="store_true", help="every cache in the table")
+    r.add_argument("--all", action="store_true", help="every cache in the table (with "
+                   "--compare: each configuration's own table too)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     c = sub.add_parser("record", help="record the live kernel's kmem events (root)")
     c.add_argument("-o", "--output", required=True, metavar="FILE",
@@ -260,9 +261,10 @@ def _replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(res.to_json()))
     else:
-        for r in results:
-            print(r.summary())
-            print(r.table(all_caches=args.all))
+        for r in results:                   # compared: each one's summary, then the side
+            print(r.summary())              # by side; its own slabinfo table only with --all
+            if len(results) == 1 or args.all:
+                print(r.table(all_caches=args.all))
             print()
         if len(results) > 1:
             print(format_compare(results))
