@@ -216,6 +216,13 @@ def test_an_event_is_a_kmem_event_only_by_its_whole_name(event):
     "ptr=00000000deadbeef name= bytes_req=64 bytes_alloc=64 gfp_flags=GFP_KERNEL node=-1 "
     "accounted=false",
     "  bash-1 [001] ..... 10.000001: kmem_cache_free: call_site=f ptr=1 name=",
+    # more bytes asked for than allocated (the kernel's bytes_alloc is s->size or the pages,
+    # never less), in tracefs's layout (the fast path) and the walk's
+    "  bash-1 [001] ..... 10.000001: kmem_cache_alloc: call_site=f+0x1/0x2 "
+    "ptr=00000000deadbeef name=x bytes_req=4096 bytes_alloc=64 gfp_flags=GFP_KERNEL node=-1 "
+    "accounted=false",
+    "  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 bytes_req=65 "
+    "bytes_alloc=64 gfp_flags=GFP_KERNEL node=-1",
 ])
 def test_a_malformed_line_is_an_error_naming_it_unless_skipped(bad):
     text_ = "# header\n" + LINE + "\n\n" + bad + "\n" + LINE + "\n"
@@ -315,6 +322,9 @@ def test_a_closed_standard_input_is_refused(monkeypatch, capsys):
      "without its name="),
     ("  bash-1 [001] ..... 10.000001: kmalloc: call_site=f ptr=1 gfp_flags=GFP_KERNEL",
      "without its bytes_alloc="),
+    ("  bash-1 [001] ..... 10.000001: kmalloc: call_site=f+0x1/0x2 ptr=00000000deadbeef "
+     "bytes_req=9000 bytes_alloc=8192 gfp_flags=GFP_KERNEL node=-1 accounted=false",
+     "bytes_req= is larger than its bytes_alloc="),
 ])
 def test_a_malformed_line_s_error_names_the_field_to_blame(bad, field):
     """The error said "a field's value does not parse" (or "without its ptr, name or

@@ -502,7 +502,7 @@ def fixed_fields(bp, q, has_name, has_sizes):
     `` call_site=S ptr=<16 hex digits>``, then `` name=N`` if ``has_name``, then if ``has_sizes``
     `` bytes_req=D bytes_alloc=D gfp_flags=G node=D`` and optionally `` accounted=W``, then the
     newline (S, N, G, W: no byte below ``!``, G not starting with a digit; D: 1 to 7 digits,
-    ``node`` also ``-1``). Returns ``(ok, newline, ptr, bytes_req, bytes_alloc, gfp start, gfp end,
+    ``node`` also ``-1``; bytes_req at most bytes_alloc). Returns ``(ok, newline, ptr, bytes_req, bytes_alloc, gfp start, gfp end,
     gfp hash, node, name start, name end, name hash)`` (gfp start -1: none; the caller turns the
     gfp token into bits); ``ok`` False (the rest meaningless) when the line deviates in any byte,
     and then the general walk reads the fields."""
@@ -541,7 +541,7 @@ def fixed_fields(bp, q, has_name, has_sizes):
     if q < 0 or load8p(bp + q) != _K_ALLOC or (load8p(bp + q + 8) & _M5) != _K_ALLOC2:
         return bad
     alloc, q = _decimal_field(bp, q + 13)
-    if q < 0 or load8p(bp + q) != _K_GFP or (load8p(bp + q + 8) & _M3) != _K_GFP2:
+    if q < 0 or req > alloc or load8p(bp + q) != _K_GFP or (load8p(bp + q + 8) & _M3) != _K_GFP2:
         return bad
     g0 = q + 11
     if 48 <= load1p(bp + g0) <= 57:                           # a number: the walk reads it

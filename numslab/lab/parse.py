@@ -36,7 +36,8 @@ ROW_NONE = -6         #: not an allocation or free
 ST_DONE, ST_ROWS, ST_PIDS, ST_NAMES, ST_ERROR = 0, 1, 2, 3, 4
 # error codes (a field's own where one is to blame)
 (ERR_NONE, ERR_NO_TIMESTAMP, ERR_NO_CPU, ERR_LONG, ERR_BAD_CPU, ERR_BAD_PTR, ERR_BAD_REQ,
- ERR_BAD_ALLOC, ERR_BAD_GFP, ERR_BAD_NODE, ERR_NO_PTR, ERR_NO_NAME, ERR_NO_ALLOC) = range(13)
+ ERR_BAD_ALLOC, ERR_BAD_GFP, ERR_BAD_NODE, ERR_NO_PTR, ERR_NO_NAME, ERR_NO_ALLOC,
+ ERR_REQ_PAST_ALLOC) = range(14)
 _UNSIGNED = "not a number, negative or past its int32 column"
 ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an event name",
             ERR_NO_CPU: "no '[cpu]' field",
@@ -49,7 +50,9 @@ ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an eve
             ERR_BAD_NODE: "its node= is not a number of an int32",
             ERR_NO_PTR: "a kmem event without its ptr= field",
             ERR_NO_NAME: "a kmem_cache event without its name= field, or with an empty one",
-            ERR_NO_ALLOC: "an allocation without its bytes_alloc= field"}
+            ERR_NO_ALLOC: "an allocation without its bytes_alloc= field",
+            ERR_REQ_PAST_ALLOC: "its bytes_req= is larger than its bytes_alloc= (no kernel "
+                                "allocates fewer bytes than were asked for)"}
 
 #: the kmalloc size classes (a kmalloc event's cache is the first that holds its bytes_req, as
 #: the kernel's ``kmalloc_slab`` picks it; bytes_alloc is that class on a kernel without
@@ -642,6 +645,8 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                     err = ERR_NO_NAME                   # (no name=, or an empty one)
                 elif (ev == EV_CACHE_ALLOC or ev == EV_KMALLOC) and alloc[r] < 0:
                     err = ERR_NO_ALLOC
+                elif req[r] > alloc[r] and ptr[r] != 0:     # (a failed one's: never used)
+                    err = ERR_REQ_PAST_ALLOC
         # the rest of the line
         while buf[q] != 10:
             q = delim(bp, q + 1)
