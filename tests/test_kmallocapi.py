@@ -189,7 +189,10 @@ def test_krealloc_of_an_oversize_sheaf_is_refused_as_its_kfree(kernel):
     c = sa.kmem_cache_create("p", 64, sheaf_capacity=8)
     sheaf = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 3000)
     addr = sheaf - sa.memory.size
-    assert sa.find(addr)["kind"] == "large kmalloc"
+    assert sa.find(addr)["kind"] == "sheaf"         # (find called it "large kmalloc")
+    a = sa.kmalloc(3 << 20)                             # a user's large block is one
+    assert sa.find(a)["kind"] == "large kmalloc"
+    sa.kfree(a)
     snap = snapshot(sa)
     for size, gfp in ((100, GFP_KERNEL), (8, GFP_KERNEL | numslab.__GFP_ZERO), (1 << 20, 0)):
         with pytest.raises(numslab.BadAddressError, match=rf"krealloc: {addr:#x} is a sheaf "

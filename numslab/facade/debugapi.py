@@ -379,7 +379,8 @@ class DebugAPI:
 
         ``kind``: "object", "free object", "kfree_rcu" (waiting for its grace period), "lost"
         (:attr:`KmemCache.lost_objects`), "sheaf", "barn" or "random_seq" (the allocator's own:
-        a ``struct node_barn``, a cache's ``s->random_seq``), "large kmalloc", "rcu slab" (a
+        a ``struct node_barn``, a cache's ``s->random_seq``; an oversize prefilled sheaf, a
+        large block, is a "sheaf" too), "large kmalloc", "rcu slab" (a
         SLAB_TYPESAFE_BY_RCU slab discarded, its pages waiting for their grace period),
         "pages", "free page", "reserved", "slab padding" (a slab's bytes past its last object)
         or "outside". Where it applies, ``cache`` (a KmemCache), ``slab`` (its
@@ -397,6 +398,9 @@ class DebugAPI:
         if not f & PG_SLAB:
             kind = ("kfree_rcu" if f & PG_LARGE and f & PG_RCU else "large kmalloc"
                     if f & PG_LARGE else "rcu slab" if f & PG_RCU else "pages")
+            mark = (head << 12) + 8             # an oversize sheaf: a large block, marked
+            if kind == "large kmalloc" and int(st.live[mark >> 9]) >> ((mark >> 3) & 63) & 1:
+                kind = "sheaf"
             return {"kind": kind, "block": head << 12, "order": int(st.pg_order[head])}
         cache = self._caches.get(int(st.sl_cache[head]))
         if cache is None:               # its cache destroyed by another thread meanwhile (a
