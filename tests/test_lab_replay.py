@@ -859,3 +859,25 @@ def test_the_table_s_cpu_slabs_are_sysfs_cpu_slabs():
         assert rows[nm] == f"{slabs - cpu}/{int(s['partial'].split()[0])}/{cpu}", nm
         differ += cpu != r.caches["cpu_slabs"][k]
     assert differ                   # the series count every CPU partial list
+
+
+def test_table_breaks_ties_by_name_as_slabinfo_sorts():
+    """``tools/mm/slabinfo.c``'s ``sort_slabs`` (linux-mm 09ce6b32): with ``-S``, equal
+    ``slab_size(s)`` fall to ``strcasecmp(s1->name, s2->name)``, then ``result > 0`` swaps,
+    so ties come in case-blind name order (``-P`` likewise on equal ``partial``). The table
+    kept the caches' row order for ties: a cache first met in the trace came first, and the
+    many caches of one 4 KiB slab were listed in trace order."""
+    line = ("  cat-1 [000] ..... 1.{:06d}: kmem_cache_alloc: call_site=f+0x1/0x9 "
+            "ptr=00000000{:08x} name={} bytes_req=64 bytes_alloc=64 gfp_flags=GFP_KERNEL "
+            "node=-1 accounted=false\n")
+    names = ["zeta", "Beta", "alpha", "Gamma"]
+    trace = "".join(line.format(i, 0x1000 + 0x10000 * i, nm)
+                    for i, nm in enumerate(names)).encode()
+    r = numslab.replay(trace, kernel="7.0")
+    assert [r.names.index(n) for n in names] == sorted(r.names.index(n) for n in names)
+    c = r.caches
+    assert len({int(c["slab_bytes"][r.names.index(n)]) for n in names}) == 1
+    rows = [ln.split()[0] for ln in r.table().splitlines()[1:]]
+    assert rows == ["alpha", "Beta", "Gamma", "zeta"]
+    rows = [ln.split()[0] for ln in r.table(sort="partial").splitlines()[1:]]
+    assert rows == ["alpha", "Beta", "Gamma", "zeta"]

@@ -335,16 +335,19 @@ class ReplayResult:
         sheaves and CPU slabs count as in use), ``Cpu`` sysfs ``cpu_slabs``
         (:attr:`sysfs_cpu_slabs`) and ``%Ef`` is that many objects' bytes over the slab bytes,
         truncated. The live objects the trace holds, and the ``%Ef`` of
-        :attr:`caches` and :meth:`compare_table`, leave the cached ones out."""
+        :attr:`caches` and :meth:`compare_table`, leave the cached ones out. Ties come in
+        case-blind name order, as slabinfo's ``sort_slabs`` breaks them (``-S``, ``-P``)."""
         c = self.caches
         if not isinstance(sort, str) or sort not in c:      # (a KeyError before)
             raise InvalidArgumentError(f"table: sort {sort!r} is not one of {', '.join(c)}")
-        keys = np.argsort(-c[sort], kind="stable")
+        # slabinfo.c's sort_slabs: ties fall to strcasecmp of the names (ASCII, case-blind)
+        keys = sorted(range(len(self.names)),
+                      key=lambda k: (-c[sort][k], self.names[k].encode().lower()))
         objects = self.objects if self.objects is not None else c["live_objects"]
         cpus = self.sysfs_cpu_slabs if self.sysfs_cpu_slabs is not None else c["cpu_slabs"]
         lines = ["Name                   Objects Objsize           Space Slabs/Part/Cpu  O/S O "
                  "%Fr %Ef Flg"]
-        for k in keys.tolist():
+        for k in keys:
             if not all_caches and c["slabs"][k] == 0 and c["live_objects"][k] == 0:
                 continue
             slabs, cpu = int(c["slabs"][k]), int(cpus[k])
