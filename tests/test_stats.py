@@ -138,3 +138,103 @@ def test_slabinfo_lists_the_kmalloc_caches_in_the_kernels_order():
         names = [l.split()[0] for l in sa.slabinfo().splitlines()[2:]]
         assert names[0] == "mine"                       # newest first
         assert [n for n in names if kmalloc.match(n + " ")] == real
+
+
+#: The static attributes a /sys/kernel/slab/<cache>/ directory shows, as numslab's ``sysfs()``
+#: must print them for a cache made with the same arguments (``aliases`` apart: numslab
+#: merges no cache; ``ctor`` apart: the kernel prints ``%pS``, numslab the callable's name).
+STATIC = ("object_size", "slab_size", "align", "order", "objs_per_slab", "min_partial",
+          "cpu_partial", "hwcache_align", "destroy_by_rcu", "reclaim_account", "sheaf_capacity")
+#: caches passing ``kmem_cache_args.freeptr_offset`` in 6.18 (fs/file_table.c, mm/vma_init.c)
+FREEPTR_OFFSET = {"filp": 8, "bfilp": 8, "vm_area_struct": 8}
+
+
+def _snapshot() -> dict:
+    import json
+    import lzma
+    # the same file as the shared /work/shared/data/sys_kernel_slab_snapshot.json
+    return json.loads(lzma.decompress(
+        (Path(__file__).parent / "data" / "kmem_snapshot_git_tar.json.xz").read_bytes()))
+
+
+def _like(sa, c: dict):
+    """numslab's cache made as the snapshot's cache ``c`` was: size, align, flags, ctor."""
+    flags = {"hwcache_align": numslab.SLAB_HWCACHE_ALIGN,
+             "reclaim_account": numslab.SLAB_RECLAIM_ACCOUNT,
+             "destroy_by_rcu": numslab.SLAB_TYPESAFE_BY_RCU}
+    ctor = None
+    if c["ctor"]:
+        def ctor(mem, addr):
+            pass
+        ctor.__name__ = c["ctor"].split("+")[0]
+    return sa.kmem_cache_create(c["name"], int(c["object_size"]),
+                                0 if c["hwcache_align"] == "1" else int(c["align"]),
+                                flags=sum(f for k, f in flags.items() if c[k] == "1"),
+                                ctor=ctor, freeptr_offset=FREEPTR_OFFSET.get(c["name"]),
+                                sheaf_capacity=int(c["sheaf_capacity"]))
+
+
+def test_sysfs_prints_a_6_18_kernels_files_for_each_cache_of_the_shared_snapshot():
+    """Every real cache of the shared 6.18 snapshot (2 CPUs, 235 caches), made with its
+    arguments on a 2-CPU 6.18 allocator: each static file prints what the kernel's does
+    (``slab_size_show`` .. ``sheaf_capacity_show``: ``"%u\\n"``/``"%lu\\n"``, the flags
+    ``"%d\\n"`` of ``!!(s->flags & ...)``), ``ctor`` names the same symbol (the kernel's
+    ``"%pS"`` adds ``+0x0/<size>``), and the per-node files print as ``show_slab_objects``
+    does: the total, then `` N<node>=<count>`` for each node whose count is not 0."""
+    import warnings
+    snap = _snapshot()
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=snap["nr_cpus"], memory="64M",
+                               max_caches=512)
+    ours = {k.name: k for k in sa.kmalloc_caches}
+    caches = [c for c in snap["caches"] if "alias_of" not in c]
+    per_node = re.compile(r"^\d+( N0=[1-9]\d*)?$")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        made = [(c, ours.get(c["name"]) or _like(sa, c)) for c in caches]
+    assert len(made) == 235
+    for c, k in made:
+        fs = k.sysfs()
+        assert {a: fs[a] for a in STATIC} == {a: c[a] for a in STATIC}, c["name"]
+        assert fs["ctor"] == c["ctor"].split("+")[0], c["name"]
+        assert fs["aliases"] == "0" and fs["ctor"] == (k.ctor.__name__ if k.ctor else "")
+        for a in ("objects", "slabs", "partial", "cpu_slabs"):
+            assert per_node.match(c[a]) and per_node.match(fs[a]), (c["name"], a)
+    objs = [sa.kmem_cache_alloc(ours["kmalloc-64"]) for _ in range(100)]
+    fs = ours["kmalloc-64"].sysfs()
+    assert fs["objects"] == f"{ours['kmalloc-64'].objects} N0={ours['kmalloc-64'].objects}"
+    for a in objs:
+        sa.kmem_cache_free(ours["kmalloc-64"], a)
+
+
+def test_sysfs_has_the_files_of_the_running_kernel_when_it_is_6_18():
+    """The files of a 6.18 kmalloc cache (``slab_attrs[]``: 30 without CONFIG_SLUB_STATS, a
+    ``show_stat`` file per ``enum stat_item`` with it; ``failslab`` and ``skip_kfence`` are
+    CONFIG_FAILSLAB's and CONFIG_KFENCE's, which numslab does not model), and their values for
+    the geometry this machine's present CPUs give. Checked against the live
+    /sys/kernel/slab only on a 6.18 kernel; elsewhere against the shared snapshot's file."""
+    import os
+    import platform
+    root = Path("/sys/kernel/slab/kmalloc-256")
+    live = platform.release().startswith("6.18.") and (root / "order").is_file()
+    if live:
+        present = Path("/sys/devices/system/cpu/present").read_text().strip()
+        ncpu = sum(int(b) - int(a) + 1 if "-" in r else 1
+                   for r in present.split(",") for a, _, b in [r.partition("-")])
+        files = set(os.listdir(root))
+        real = {f: (root / f).read_text().rstrip("\n") for f in STATIC + ("usersize",
+                                                                            "cache_dma")}
+    else:
+        snap = _snapshot()
+        ncpu = snap["nr_cpus"]
+        real = next(c for c in snap["caches"] if c["name"] == "kmalloc-256")
+        files = None
+    sa = numslab.SlabAllocator(kernel="6.18", nr_cpus=ncpu, memory="16M")
+    fs = next(k for k in sa.kmalloc_caches if k.name == "kmalloc-256").sysfs()
+    stats = set(numslab.flags.STAT_NAMES_6_18)
+    assert len(set(fs) - stats) == 30 and stats <= set(fs)
+    if files is not None:
+        assert set(fs) - stats <= files
+        assert files - set(fs) <= {"failslab", "skip_kfence"}
+        assert not files & stats or stats <= files      # CONFIG_SLUB_STATS: all or none
+    assert {a: fs[a] for a in real if a in fs and a in STATIC + ("usersize", "cache_dma")} == \
+        {a: v for a, v in real.items() if a in STATIC + ("usersize", "cache_dma")}
