@@ -238,3 +238,37 @@ def test_sysfs_has_the_files_of_the_running_kernel_when_it_is_6_18():
         assert not files & stats or stats <= files      # CONFIG_SLUB_STATS: all or none
     assert {a: fs[a] for a in real if a in fs and a in STATIC + ("usersize", "cache_dma")} == \
         {a: v for a, v in real.items() if a in STATIC + ("usersize", "cache_dma")}
+
+
+#: 7.3's ``slab_attrs[]`` (linux-mm ``mm/slub.c`` 0349fd01, SLAB_SUPPORTS_SYSFS), with
+#: CONFIG_SLUB_DEBUG, CONFIG_ZONE_DMA, CONFIG_NUMA and CONFIG_HARDENED_USERCOPY (``usersize``);
+#: not CONFIG_FAILSLAB's ``failslab`` nor CONFIG_KFENCE's ``skip_kfence``
+SLAB_ATTRS_7_3 = (
+    "slab_size", "object_size", "objs_per_slab", "order", "sheaf_capacity", "min_partial",
+    "cpu_partial", "objects_partial", "partial", "cpu_slabs", "ctor", "aliases", "align",
+    "hwcache_align", "reclaim_account", "destroy_by_rcu", "shrink", "slabs_cpu_partial",
+    "total_objects", "objects", "slabs", "sanity_checks", "trace", "red_zone", "poison",
+    "store_user", "validate", "cache_dma", "remote_node_defrag_ratio", "usersize")
+#: its CONFIG_SLUB_STATS files, ``STAT_ATTR(ALLOC_FASTPATH, alloc_fastpath)`` ..
+#: ``STAT_ATTR(SHEAF_RETURN_SLOW, sheaf_return_slow)``, in ``enum stat_item`` order
+STAT_ATTRS_7_3 = (
+    "alloc_fastpath", "alloc_slowpath", "free_rcu_sheaf", "free_rcu_sheaf_fail",
+    "free_fastpath", "free_slowpath", "free_add_partial", "free_remove_partial", "alloc_slab",
+    "alloc_node_mismatch", "free_slab", "order_fallback", "cmpxchg_double_fail", "sheaf_flush",
+    "sheaf_refill", "sheaf_alloc", "sheaf_free", "barn_get", "barn_get_fail", "barn_put",
+    "barn_put_fail", "sheaf_prefill_fast", "sheaf_prefill_slow", "sheaf_prefill_oversize",
+    "sheaf_return_fast", "sheaf_return_slow")
+
+
+def test_the_7_x_sysfs_files_are_7_3s_slab_attrs():
+    """Every 7.x generation prints 7.3's files, the counters last in ``enum stat_item``
+    order, and its constant files as 7.3's shows print them: ``cpu_partial_show`` "0",
+    ``cpu_slabs_show`` "0", ``slabs_cpu_partial_show`` "0(0)", ``remote_node_defrag_ratio``
+    the 1000 ``do_kmem_cache_create`` sets, shown ``/ 10``."""
+    for kernel in ("7.0", "7.1", "7.3", "next"):
+        sa = numslab.SlabAllocator(kernel=kernel, nr_cpus=2, memory="8M")
+        fs = sa.kmem_cache_create("x", 100).sysfs()
+        assert set(fs) == set(SLAB_ATTRS_7_3 + STAT_ATTRS_7_3), kernel
+        assert tuple(fs)[-len(STAT_ATTRS_7_3):] == STAT_ATTRS_7_3
+        assert (fs["cpu_partial"], fs["cpu_slabs"], fs["slabs_cpu_partial"],
+                fs["remote_node_defrag_ratio"]) == ("0", "0", "0(0)", "100")
