@@ -22,10 +22,28 @@ def _bad_batch(rng, live: set, cap: int, n: int) -> tuple[list, int]:
 
 def _check_state(cs: C.CheckedStack, live: set, cap: int) -> None:
     """The module's invariant: the stack's free indices are the oracle's, each at the
-    position it remembers."""
+    position it remembers; the run above the top live, no index twice, each at the position
+    it remembers."""
     free = cs.free_set()
     assert sorted(free) == sorted(set(range(cap)) - live)
     assert all(cs.pos[x] == i for i, x in enumerate(free))
+    t, hi = int(cs.top[0]), int(cs.top[1])
+    assert t <= hi <= cap
+    run = cs.stack[t:hi].tolist()
+    assert set(run) <= live and len(set(run)) == len(run)
+    assert all(cs.pos[x] == t + i for i, x in enumerate(run))
+
+
+def _run_made_bad(rng, run: list, live: set, cap: int) -> tuple[list, int]:
+    """The batch the last allocations took, in its order, one index made bad: out of the pool,
+    free, or a copy of an earlier one; the batch and that index."""
+    at = int(rng.integers(len(run)))
+    kind = rng.integers(3) if at else rng.integers(2)
+    free = sorted(set(range(cap)) - live)
+    run = list(run)
+    run[at] = [int(rng.choice([-1, cap, cap + 7, -(1 << 40)])),
+               int(rng.choice(free)) if free else cap, run[int(rng.integers(at or 1))]][kind]
+    return run, at
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -58,6 +76,76 @@ def test_batches_against_a_plain_python_pool(seed):
             assert cs.free_bulk(len(objs), objs.astype(np.int64)) == -1
             live -= set(objs.tolist())
         _check_state(cs, live, cap)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_frees_of_the_run_against_a_plain_python_pool(seed):
+    """Frees of the run's start (the indices the last allocations took, in their order: one
+    vector compare, no check an index at a time), good or with one bad index, among other
+    frees and allocations: each refused at its first bad index with the free set and its
+    order as they were, each good one taken whole."""
+    rng = np.random.default_rng(100 + seed)
+    cap = 64
+    cs = C.CheckedStack(cap)
+    live: set[int] = set()
+    for _ in range(600):
+        t, hi = int(cs.top[0]), int(cs.top[1])
+        run = cs.stack[t:hi].tolist()
+        r = rng.random()
+        if r < 0.35 or not live:
+            n = int(rng.integers(1, 12))
+            out = np.zeros(n, np.int64)
+            if cs.alloc_bulk(n, out) == n:
+                live |= set(out.tolist())
+        elif run and r < 0.8:
+            k = int(rng.integers(1, len(run) + 1))
+            good = rng.random() < 0.5
+            objs, at = (run[:k], -1) if good else _run_made_bad(rng, run[:k], live, cap)
+            if rng.random() < 0.1:                  # one past the run: a free or out of pool
+                objs, at = run[:k] + [int(cs.stack[t - 1]) if t else cap], k
+            before = cs.free_set()
+            assert cs.free_bulk(len(objs), np.array(objs, np.int64)) == at
+            if at < 0:
+                live -= set(objs)
+                assert cs.free_set() == before + objs
+            else:
+                assert cs.free_set() == before
+        else:
+            objs = rng.choice(sorted(live), size=min(int(rng.integers(1, 12)), len(live)),
+                              replace=False).tolist()
+            before = cs.free_set()
+            assert cs.free_bulk(len(objs), np.array(objs, np.int64)) == -1
+            live -= set(objs)
+            assert cs.free_set() == before + objs
+        _check_state(cs, live, cap)
+
+
+def test_a_stale_index_above_the_top_is_no_run():
+    """An index freed since it was allocated, its old place above the top still holding it, is
+    refused: a free that is not the run's start ends the run."""
+    cs = C.CheckedStack(8)
+    a, b = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    assert cs.alloc_bulk(1, b) == 1 and cs.alloc_bulk(1, a) == 1      # b = 7, a = 6
+    assert cs.free_bulk(1, b) == -1                     # not the run's start: pushed at 6
+    assert cs.stack[7] == b[0]                          # b's old place still holds it
+    before = cs.free_set()
+    assert cs.free_bulk(1, b) == 0 and cs.free_set() == before        # b again: double free
+    assert cs.free_bulk(2, np.array([a[0], b[0]])) == 1 and cs.free_set() == before
+    assert cs.free_bulk(1, a) == -1 and cs.free_set() == before + [int(a[0])]
+    _check_state(cs, set(), 8)
+
+
+def test_the_run_stops_at_the_pool_end():
+    """A batch that matches the stack past the run's end (the word after the pool's stack
+    holding the index asked for) is checked an index at a time: refused there."""
+    cs = C.CheckedStack(8)
+    past = np.arange(9, dtype=np.int64)                 # the word past the pool holds 8
+    cs.stack = past[:8]
+    out = np.zeros(2, np.int64)
+    assert cs.alloc_bulk(2, out) == 2 and out.tolist() == [6, 7]
+    assert cs.free_bulk(3, np.array([6, 7, 8])) == 2 and cs.free_set() == list(range(6))
+    assert cs.free_bulk(2, np.array([6, 7])) == -1
+    _check_state(cs, set(), 8)
 
 
 @pytest.mark.parametrize("form", ["push", "copy"])
@@ -105,11 +193,27 @@ def test_the_loop_does_what_the_calls_do(bulk):
 
 
 def test_the_loop_reports_a_refused_round():
-    """A broken pool (an index free twice on the stack) is caught at the round's free."""
+    """A round with a bulk above the pool pops nothing and gives back its batch (free
+    indices): refused at the round's free, the free set as it was."""
     cs = C.CheckedStack(8)
-    cs.stack[:] = 3
     with pytest.raises(RuntimeError, match="refused"):
-        cs.run(2, 1, np.zeros(2, np.int64))
+        cs.run(9, 1, np.zeros(9, np.int64))
+    assert cs.free_set() == list(range(8))
+
+
+def test_a_refused_round_ends_the_run():
+    """A refused round's check may have written the positions of the run's indices: the run
+    ends there, and the indices are freed by the check an index at a time."""
+    cs = C.CheckedStack(8)
+    out = np.zeros(6, np.int64)
+    assert cs.alloc_bulk(6, out) == 6                   # the run: 2..7, the top at 2
+    batch = np.array([3, 2, 0, 0], np.int64)            # 0 is free: refused at index 2
+    with pytest.raises(RuntimeError, match="refused"):
+        cs.run(4, 1, batch)
+    assert cs.free_set() == [0, 1]
+    _check_state(cs, set(range(2, 8)), 8)
+    assert cs.free_bulk(2, np.array([2, 3])) == -1 and cs.free_set() == [0, 1, 2, 3]
+    _check_state(cs, set(range(4, 8)), 8)
 
 
 @pytest.mark.parametrize("inside_jit", [False, True])
