@@ -573,6 +573,47 @@ def test_njit_refuses_read_only_object_arrays(world):
 
 
 
+def test_njit_object_array_typed_layout_a_says_how_to_type_it(world):
+    """A jitclass field (or a signature) typed ``int64[:]`` is layout 'A', which the calls
+    refuse: the refusal said only "not array(int64, 1d, A)", which does not tell a user what
+    to change. It now says to type the array ``int64[::1]``, and that one goes through."""
+    from numba.experimental import jitclass
+    sa, c, other, objs, gone = world
+
+    def pool_class(array_type):
+        @jitclass([("h", numba.typeof(sa.handle)), ("cid", numba.int64),
+                   ("live", array_type)])
+        class Pool:
+            def __init__(self, h, cid, n):
+                self.h, self.cid = h, cid
+                self.live = np.empty(n, np.int64)
+
+            def fill(self):
+                return nj.kmem_cache_alloc_bulk(self.h, self.cid, self.live.size, self.live)
+
+            def drain(self):
+                nj.kmem_cache_free_bulk(self.h, self.cid, self.live.size, self.live)
+        return Pool
+
+    snap = snapshot(sa)
+    loose = pool_class(numba.int64[:])(sa.handle, c.id, 4)
+    with pytest.raises(numslab.WrongTypeError,
+                       match=r"^numslab.jit: out, the array the call fills, must be a writable "
+                             r"contiguous 1-D int64 array \(an object array\), not "
+                             r"array\(int64, 1d, A\): an array Numba does not know to be "
+                             r"contiguous \(a jitclass field or a signature typed int64\[:\] is "
+                             r"one: type it int64\[::1\]\) \(numslab.jit.kmem_cache_alloc_bulk, "
+                             r"called in \S*Pool.fill at test_jit.py:\d+\)$"):
+        loose.fill()
+    assert_unchanged(sa, snap)
+    pool = pool_class(numba.int64[::1])(sa.handle, c.id, 4)
+    assert pool.fill() == 4
+    assert len(c) == len(objs) + 4
+    pool.drain()
+    assert len(c) == len(objs)
+    sa.validate()
+
+
 def test_njit_scalar_arguments_must_be_integers(world):
     # a float address, count, cache id or cpu failed deep in Numba's typing of numslab's
     # helpers (after object-mode fallback warnings); a uint64 address, which Numba mixes with

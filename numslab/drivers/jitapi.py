@@ -363,8 +363,15 @@ def _as_array(arr: Any, what: str) -> Any:
             ary = context.make_array(sig.args[0])(context, builder, args[0])
             return builder.ptrtoint(ary.data, ir.IntType(64))
         return types.int64(arr), codegen
+    hint = ""
+    if isinstance(arr, types.Array) and arr.dtype == types.int64 and arr.ndim == 1 \
+            and arr.layout == "A":
+        # what a jitclass field or an explicit signature typed ``int64[:]`` gives, slices of
+        # it included: Numba cannot know it is contiguous
+        hint = (": an array Numba does not know to be contiguous (a jitclass field or a "
+                "signature typed int64[:] is one: type it int64[::1])")
     raise WrongTypeError(f"numslab.jit: {what} must be a writable contiguous 1-D int64 array "
-                         f"(an object array), not {arr}{typing_site()}")
+                         f"(an object array), not {arr}{hint}{typing_site()}")
 
 
 @intrinsic
