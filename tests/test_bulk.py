@@ -516,6 +516,8 @@ def test_free_bulk_array_checks(sa, cache, world):
     for arr, fault in ((objs.astype(np.int32), "not an int32 ndarray of shape (40,)"),
                        (objs.astype(np.uint64), "not a uint64 ndarray"),
                        (objs.tolist(), "not a list"),
+                       (5, "not an int"),          # (was "not a int")
+                       (None, "not None"),         # (was "not a NoneType")
                        (np.repeat(objs, 2)[::2], "not a non-contiguous ndarray"),
                        (objs.reshape(5, 8), "not a 2-D ndarray of shape (5, 8)"),
                        (objs.astype(np.float64), "not a float64 ndarray")):
