@@ -67,11 +67,9 @@ def _run_ctor(ctor, mem8, base, size, n):
 
 def _array_faults(arr: Any) -> str:
     """What is wrong with ``arr`` as an object array, in words ("a read-only ndarray")."""
-    if arr is None:
-        return "None"
-    if type(arr) is not np.ndarray:
+    if arr is None or type(arr) is not np.ndarray:
         name = type(arr).__name__
-        return f"{'an' if name[:1] in set('aeiou') else 'a'} {name}"
+        return "None" if arr is None else f"{'an' if name[:1] in 'aeiou' else 'a'} {name}"
     faults = [w for w, bad in (("read-only", not arr.flags.writeable),
                                ("non-contiguous", not arr.flags.c_contiguous),
                                (f"{arr.ndim}-D", arr.ndim != 1),

@@ -502,10 +502,11 @@ def fixed_fields(bp, q, has_name, has_sizes):
     `` call_site=S ptr=<16 hex digits>``, then `` name=N`` if ``has_name``, then if ``has_sizes``
     `` bytes_req=D bytes_alloc=D gfp_flags=G node=D`` and optionally `` accounted=W``, then the
     newline (S, N, G, W: no byte below ``!``, G not starting with a digit; D: 1 to 7 digits,
-    ``node`` also ``-1``; bytes_req at most bytes_alloc). Returns ``(ok, newline, ptr, bytes_req, bytes_alloc, gfp start, gfp end,
-    gfp hash, node, name start, name end, name hash)`` (gfp start -1: none; the caller turns the
-    gfp token into bits); ``ok`` False (the rest meaningless) when the line deviates in any byte,
-    and then the general walk reads the fields."""
+    ``node`` also ``-1``; bytes_req at most bytes_alloc). Returns ``(ok, newline, ptr,
+    bytes_req, bytes_alloc, gfp start, gfp end, gfp hash, node, name start, name end, name
+    hash)`` (gfp start -1: none; the caller turns the gfp token into bits); ``ok`` False (the
+    rest meaningless) when the line deviates in any byte, and then the general walk reads the
+    fields."""
     bad = (False, q, np.uint64(0), -1, -1, -1, -1, np.uint64(0), -1, -1, -1, np.uint64(0))
     if load8p(bp + q) != _K_CALL or (load8p(bp + q + 8) & _M3) != _K_CALL2:
         return bad
