@@ -339,9 +339,10 @@ def test_replay_command_tables_json_compare_and_plot(tmp_path, capsys):
     png = tmp_path / "p.png"
     assert cli.main(["replay", str(DATA / TRACES["git_tar"]), "--snapshot",
                      str(DATA / SNAPSHOTS["git_tar"]), "--compare", "6.18,7.0",
-                     "--plot", str(png)]) == 0
-    out = capsys.readouterr().out
-    assert "Slabs/Part/Cpu" in out and "6.18:cpus=2" in out and "%Ef at the end" in out
+                     "--plot", str(png), "--all"]) == 0
+    out = capsys.readouterr().out       # (each configuration's own table: --all)
+    assert out.count("Slabs/Part/Cpu") == 2 and "6.18:cpus=2" in out \
+        and "%Ef at the end" in out
     assert png.stat().st_size > 10_000
     assert cli.main(["replay", str(DATA / TRACES["net"]), "--json", "--compare",
                      "7.0,7.0:cpus=4"]) == 0
