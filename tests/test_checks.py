@@ -123,6 +123,17 @@ def lose_a_pcp_block(sa, c, objs):
     st.pcp[cpu, 0, L.P_COUNT] -= 1
 
 
+def name_a_cache_on_a_free_frame(sa, c, objs):
+    st = sa.state                                         # a free block's frame names the cache
+    free = int(np.flatnonzero(st.pg_flags & L.PG_BUDDY)[-1])
+    st.sl_cache[free] = c._id
+
+
+def name_a_cache_on_a_tail(sa, c, objs):
+    a = sa.kmalloc(20000)                                 # a large kmalloc: 8 pages, no slab
+    sa.state.sl_cache[(a >> 12) + 2] = c._id
+
+
 def give_a_7x_cpu_a_cpu_slab(sa, c, objs):
     st = sa.state                                         # a full slab, on no list, frozen
     for _ in range(2 * c.objs_per_slab):
@@ -152,6 +163,8 @@ def give_a_7x_cpu_a_cpu_slab(sa, c, objs):
     (lose_a_free_block, "buddy free list is broken"),
     (lose_a_pcp_block, "buddy free list is broken"),
     (give_a_7x_cpu_a_cpu_slab, "or a CPU has one under 7.x"),
+    (name_a_cache_on_a_free_frame, "a frame's owner (sl_cache) is wrong"),
+    (name_a_cache_on_a_tail, "a frame's owner (sl_cache) is wrong"),
 ])
 def test_validate_finds_corruption(world, damage, what):
     sa, c, objs = world
@@ -168,6 +181,7 @@ def test_validate_finds_corruption(world, damage, what):
     (corrupt_buddy, "node 0"),
     (corrupt_head_of_slab, "page frame {frame} at {frame_addr:#x}"),
     (corrupt_lost_frame, "page frame {free} at {free_addr:#x}"),
+    (name_a_cache_on_a_free_frame, "page frame {free} at {free_addr:#x}"),
 ])
 def test_validate_names_the_place_by_its_kind(world, damage, place):
     """validate named every place as a bare number ("(cache v, at 1)" for a slab's frame,

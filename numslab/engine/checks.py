@@ -76,6 +76,8 @@ CORRUPTION = (
     "the list of SLAB_TYPESAFE_BY_RCU slabs waiting for their grace period (link, mark, "
     "CPU, count or tail) is broken, or a frame so marked is not on it",
     "a CPU of a cache with sheaves has no main sheaf",
+    "a frame's owner (sl_cache) is wrong: a cache named by a frame that is no slab's head, or "
+    "no active cache named by a slab's head",
 )
 
 
@@ -674,7 +676,30 @@ def _validate(st, cache):
     if what:
         st.g[G_ERR0] = what
         return E_CORRUPT
+    err = _validate_owners(st)
+    if err:
+        return err
     return _validate_lost(st)
+
+
+@jit
+def _validate_owners(st):
+    """Check field ``sl_cache``: 0 or E_CORRUPT (G_ERR1: the frame).
+
+    It names an active cache at the head of a slab and is NIL on every other frame: a free's check
+    (:func:`_slab_of`, inlined in users' loops) reads it alone, taking the frame that names the
+    cache for the slab's head."""
+    flags = st.pg_flags
+    owner = st.sl_cache
+    for pfn in range(st.npages):
+        c = owner[pfn]
+        f = flags[pfn]
+        if f & PG_HEAD and f & PG_SLAB:
+            if not 0 <= c < st.max_caches or not _ca(st, c, CA_ACTIVE):
+                return _corrupt(st, 25, AT_FRAME, pfn)
+        elif c != NIL:
+            return _corrupt(st, 25, AT_FRAME, pfn)
+    return 0
 
 
 @jit
