@@ -134,6 +134,11 @@ def name_a_cache_on_a_tail(sa, c, objs):
     sa.state.sl_cache[(a >> 12) + 2] = c._id
 
 
+def grow_a_main_sheaf(sa, c, objs):
+    main = int(sa.state.cpu[c._id, 0, L.C_MAIN])          # its capacity word past the cache's
+    sa._mem[(main >> 3) + L.SH_CAPACITY] += 1
+
+
 def give_a_7x_cpu_a_cpu_slab(sa, c, objs):
     st = sa.state                                         # a full slab, on no list, frozen
     for _ in range(2 * c.objs_per_slab):
@@ -165,6 +170,7 @@ def give_a_7x_cpu_a_cpu_slab(sa, c, objs):
     (give_a_7x_cpu_a_cpu_slab, "or a CPU has one under 7.x"),
     (name_a_cache_on_a_free_frame, "a frame's owner (sl_cache) is wrong"),
     (name_a_cache_on_a_tail, "a frame's owner (sl_cache) is wrong"),
+    (grow_a_main_sheaf, "a capacity other than its cache's"),
 ])
 def test_validate_finds_corruption(world, damage, what):
     sa, c, objs = world

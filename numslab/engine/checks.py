@@ -61,7 +61,8 @@ CORRUPTION = (
     "live objects differ from the live bitmap's count",
     "buddy free list is broken",
     "full slab on a node partial list",
-    "sheaf holds a live object, a foreign object or too many objects",
+    "sheaf holds a live object, a foreign object or too many objects, or a CPU's or barn's "
+    "sheaf has a capacity other than its cache's",
     "sorted node partial list is out of order or its bucket heads are wrong",
     "RCU sheaf list (link, count, tail or callback word) or a CPU's rcu_free sheaf is broken",
     "an object marked as waiting for kfree_rcu is not on the kfree_rcu list nor in an RCU "
@@ -323,6 +324,15 @@ def _count_objects(st, cache, sheaf, cap):
     return 0
 
 
+@jit(inline=True)
+def _not_of_cache(st, cache, sheaf):
+    """Whether ``sheaf`` (0: none; its words in reach) has a capacity other than its cache's.
+
+    A CPU's and a barn's sheaves are of the cache's capacity: ``numslab.jit``'s inlined free
+    pushes onto the main sheaf up to the cache's ``CA_SHEAF_CAPACITY``, not its word."""
+    return sheaf != 0 and st.mem[(sheaf >> 3) + SH_CAPACITY] != _ca(st, cache, CA_SHEAF_CAPACITY)
+
+
 @jit
 def _slab_fits(st, cache, slab):
     """Whether the objects of ``slab`` lie in its block and its block in the machine.
@@ -389,7 +399,7 @@ def _validate_cache(st, cache):
         if cpt[c + C_MAIN] == 0 and _ca(st, cache, CA_SHEAF_CAPACITY):   # (numslab.jit's
             return _corrupt(st, 24, AT_CPU, cpu)        # inlined pops take it unchecked)
         for col in (C_MAIN, C_SPARE, C_RCU_FREE):
-            if _count_sheaf(st, cache, cpt[c + col]):
+            if _count_sheaf(st, cache, cpt[c + col]) or _not_of_cache(st, cache, cpt[c + col]):
                 return _corrupt(st, 14, AT_SHEAF, cpt[c + col])
         rcu = cpt[c + C_RCU_FREE]       # never full: a full one went to call_rcu
         if rcu and mem[(rcu >> 3) + SH_SIZE] >= _ca(st, cache, CA_SHEAF_CAPACITY):
@@ -413,7 +423,7 @@ def _validate_cache(st, cache):
                 k += 1
                 if k > nd[r + col + N_NR_FULL - N_BARN_FULL]:
                     return _corrupt(st, 21, AT_NODE, node)
-                if _count_sheaf(st, cache, sheaf):
+                if _count_sheaf(st, cache, sheaf) or _not_of_cache(st, cache, sheaf):
                     return _corrupt(st, 14, AT_SHEAF, sheaf)
                 sheaf = mem[(sheaf >> 3) + SH_NEXT]
             if k != nd[r + col + N_NR_FULL - N_BARN_FULL]:
@@ -423,7 +433,7 @@ def _validate_cache(st, cache):
                       or mem[(sheaf >> 3) + SH_NEXT] or not 0 < mem[(sheaf >> 3) + SH_SIZE]
                       < _ca(st, cache, CA_SHEAF_CAPACITY)):
             return _corrupt(st, 20, AT_SHEAF, sheaf)
-        if _count_sheaf(st, cache, sheaf):
+        if _count_sheaf(st, cache, sheaf) or _not_of_cache(st, cache, sheaf):
             return _corrupt(st, 14, AT_SHEAF, sheaf)
     sheaf = _ca(st, cache, CA_USER_SHEAVES)
     k = 0
