@@ -111,7 +111,7 @@ AT_SHIFT = 8
  CA_USED_RATIO, CA_MOVED, CA_MOVE_FREED, CA_PARTIAL_ORDER, CA_RSEQ, CA_RSEQ_LEN,
  CA_NCOLS) = range(32)
 D_OBJECT_POISON = 1 << 40      #: ``__OBJECT_POISON`` in ``CA_DEBUG``: poison the object
-#: ``CA_USED_RATIO`` is the movable-objects ``defrag_used_ratio`` (0: the default, 30);
+#: ``CA_USED_RATIO`` is the movable-objects ``defrag_used_ratio`` (0: the default, 30; -1: 0);
 #: ``CA_MOVED``/``CA_MOVE_FREED`` count objects moved and slabs freed by compaction
 #: (``engine/defrag.py``); ``CA_PARTIAL_ORDER`` is 1 when the node partial lists are kept
 #: sorted by free objects (``engine/partialorder.py``), 0 for the kernel's order.

@@ -741,7 +741,10 @@ class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAP
         return "".join(lines)
 
     def validate(self, cache: KmemCache | None = None) -> None:
-        """Check every invariant of one cache, or of all caches and the page allocator.
+        """Check every invariant of one cache, or of every cache and the whole machine.
+
+        The whole machine's: the page allocator's lists, the RCU lists and marks, the lost
+        objects' counts and the frames' owners (ARCHITECTURE.md, "Invariants").
 
         Raises
         ------
