@@ -474,7 +474,7 @@ def _cpu_row(st, cache, cpu):
 
 @native.jit(inline=True)
 def _node_index(st, cache, node):
-    """Index of (cache, node) in the per-node fields of one word (``barn_partial``)."""
+    """Index of (cache, node) in the per-node fields of one word (``barn_partial``, ``barn``)."""
     return cache * st.nnodes + node
 
 

@@ -1,7 +1,8 @@
-"""Linux 7.0's slab layer, with no ``kmem_cache_cpu``.
+"""The slab layer of Linux 7.0 and later (7.1, 7.3, ``next``), with no ``kmem_cache_cpu``.
 
 Single objects straight from partial or new slabs (``___slab_alloc``) and ``refill_objects`` for
-sheaf refills and bulk allocation.
+sheaf refills and bulk allocation. The single-object path also serves every generation's debug
+caches, 6.18's too (``debug.slab_alloc_debug``), and the lab's lean sheaves.
 
 Under 7.0 nothing is frozen and no CPU owns a slab: a slab is on its node's partial list (it
 has free objects), or full and on no list, or taken off the list for the moment of a refill.

@@ -1,6 +1,7 @@
 """The public operations as units (sheaves first, then the CPU slab).
 
-They are shared by the Python facade's call gate and by ``numslab.jit`` in users' own @njit code.
+They are shared by the facade (its Python methods through the trampolines of ``drivers.calls``,
+and the C call gate) and by ``numslab.jit`` in users' own @njit code.
 Each takes a checked cache id and CPU; addresses are checked here, arrays arrive as byte
 addresses."""
 from __future__ import annotations
