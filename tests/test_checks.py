@@ -139,6 +139,12 @@ def grow_a_main_sheaf(sa, c, objs):
     sa._mem[(main >> 3) + L.SH_CAPACITY] += 1
 
 
+def share_a_main_sheaf(sa, c, objs):
+    st = sa.state                                         # CPU 0's (empty) main, CPU 1's spare too
+    assert sa._mem[(int(st.cpu[c._id, 0, L.C_MAIN]) >> 3) + L.SH_SIZE] == 0
+    st.cpu[c._id, 1, L.C_SPARE] = st.cpu[c._id, 0, L.C_MAIN]
+
+
 def give_a_7x_cpu_a_cpu_slab(sa, c, objs):
     st = sa.state                                         # a full slab, on no list, frozen
     for _ in range(2 * c.objs_per_slab):
@@ -171,6 +177,7 @@ def give_a_7x_cpu_a_cpu_slab(sa, c, objs):
     (name_a_cache_on_a_free_frame, "a frame's owner (sl_cache) is wrong"),
     (name_a_cache_on_a_tail, "a frame's owner (sl_cache) is wrong"),
     (grow_a_main_sheaf, "a capacity other than its cache's"),
+    (share_a_main_sheaf, "a sheaf is reached twice"),
 ])
 def test_validate_finds_corruption(world, damage, what):
     sa, c, objs = world
@@ -203,3 +210,24 @@ def test_validate_names_the_place_by_its_kind(world, damage, place):
                         free_addr=free << 12)
     with pytest.raises(numslab.SlabCorruptionError, match=rf"^validate: .* \({text}\)$"):
         sa.validate()
+
+
+def test_validate_puts_back_the_sheaves_marks_it_lifts(world):
+    """The check that each sheaf is reached once lifts each sheaf's own mark as it meets it: every
+    mark is back after a validate that passes and after one that fails, so no user free takes a
+    sheaf and the next validate passes."""
+    sa, c, objs = world
+    st = sa.state
+    main = int(st.cpu[c._id, 0, L.C_MAIN]) - sa.memory.size
+    marks = st.live.copy()
+    sa.validate()
+    assert (st.live == marks).all()
+    spare = int(st.cpu[c._id, 1, L.C_SPARE])
+    share_a_main_sheaf(sa, c, objs)
+    with pytest.raises(numslab.SlabCorruptionError, match="a sheaf is reached twice"):
+        sa.validate()
+    assert (st.live == marks).all()
+    st.cpu[c._id, 1, L.C_SPARE] = spare
+    sa.validate()
+    with pytest.raises(numslab.SlabError, match="allocator"):
+        sa.kfree(main)

@@ -3,17 +3,15 @@
 ``validate`` walks every slab and list and checks the invariants written in ARCHITECTURE.md."""
 from __future__ import annotations
 
-from .layout import (AT_CACHE, AT_COUNT, AT_CPU, AT_FRAME, AT_NODE, AT_OBJECT, AT_SHEAF,
-                     AT_SHIFT, AT_SLAB, G_NLOST, PG_ISOLATED, C_FREELIST, C_MAIN, C_PARTIAL,
-                     C_RCU_FREE, C_SLAB, C_SPARE, CA_SHEAF_CAPACITY, G_NRCU, G_RCU_HEAD,
-                     G_RCU_TAIL, CA_ACTIVE, CA_FLAGS, CA_FP_KEY, CA_OFFSET, CA_RECIP,
-                     CA_OBJECT_SIZE, CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1,
-                     G_ERR2, KERNEL_7_0, KERNEL_NEXT, N_BARN_EMPTY, N_BARN_FULL, N_NR_FULL,
-                     N_NR_PARTIAL, N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS,
-                     NIL, NR_ORDERS, PG_CPU_PARTIAL, PG_FROZEN,
-                     PG_BUDDY, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL, PG_PCP, PG_RCU, PG_SLAB,
-                     PG_TAIL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
-                     _cpu_row, _geo, _node_index, _node_row, _slab_nid, _rcu_next, _shadow,
+from .layout import (AT_CACHE, AT_CPU, AT_NODE, AT_OBJECT, AT_SHEAF, AT_SLAB, PG_ISOLATED,
+                     C_FREELIST, C_MAIN, C_PARTIAL, C_RCU_FREE, C_SLAB, C_SPARE, CA_SHEAF_CAPACITY,
+                     G_RCU_HEAD, CA_ACTIVE, CA_FLAGS, CA_FP_KEY, CA_OFFSET, CA_RECIP,
+                     CA_OBJECT_SIZE, CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1, G_ERR2,
+                     KERNEL_7_0, KERNEL_NEXT, N_BARN_EMPTY, N_BARN_FULL, N_NR_FULL, N_NR_PARTIAL,
+                     N_NR_SLABS, N_PARTIAL_HEAD, N_PARTIAL_TAIL, N_TOTAL_OBJECTS, NIL, NR_ORDERS,
+                     PG_CPU_PARTIAL, PG_FROZEN, PG_BUDDY, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL,
+                     PG_PCP, PG_RCU, PG_SLAB, PG_TAIL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS,
+                     SH_SIZE, _ca, _cpu_row, _geo, _node_index, _node_row, _slab_nid, _rcu_next,
                      _sheaf_in_reach)
 from ..flags import SLAB_KMALLOC
 from .partialorder import _check_order
@@ -21,6 +19,9 @@ from .native import address, jit, unit, words_at
 from .pages import _page_block, _validate_pages
 from .freelist import _get_fp
 from .live import _NOT_SIGN, _live_clear, _live_set, _live_test, _own_test
+from .machinecheck import (E_CORRUPT, _corrupt, _rcu_clear, _rcu_set, _validate_lost,
+                           _validate_owners, _validate_rcu_list, _validate_rcu_marks,
+                           _validate_sheaves_once)
 from .stats import live_objects
 
 # ---- error codes returned by kernels (negative; 0 is success / NULL) -----------------------
@@ -31,7 +32,7 @@ E_MISALIGNED = -4     #: not on the object grid of its slab (G_ERR0 = slab frame
 E_DOUBLE_FREE = -5    #: object already free
 E_LARGE = -6          #: start of a large kmalloc block (G_ERR0 = head frame, G_ERR1 = order)
 E_NOT_HEAD = -7       #: inside an allocated block but not at its start
-E_CORRUPT = -8        #: ``validate`` found a broken invariant (G_ERR0 = what, G_ERR1 = where)
+#: E_CORRUPT = -8 (``machinecheck``): ``validate`` found a broken invariant
 E_ALLOCATORS = -9     #: a live object the allocator holds for itself (a sheaf), not the user's
 E_HOLDS_ARRAY = -11   #: a batch free's element whose object holds the batch's own address array
 E_ARRAY_PLACE = -12   #: a batch's address array in the arena but not in one live block of yours
@@ -79,6 +80,8 @@ CORRUPTION = (
     "a CPU of a cache with sheaves has no main sheaf",
     "a frame's owner (sl_cache) is wrong: a cache named by a frame that is no slab's head, or "
     "no active cache named by a slab's head",
+    "a sheaf is reached twice (from two places, or twice on one list) or is no object the "
+    "allocator holds for itself",
 )
 
 
@@ -249,14 +252,6 @@ def batch_error(ret: int) -> tuple[int, int]:
 
 
 # ---- validate ----------------------------------------------------------------------------------
-@jit
-def _corrupt(st, what, kind, where):
-    """Record a broken invariant and where it is; returns E_CORRUPT.
-
-    ``what`` is an index of :data:`CORRUPTION`, ``where`` of kind ``AT_*``."""
-    st.g[G_ERR0] = what | kind << AT_SHIFT
-    st.g[G_ERR1] = where
-    return E_CORRUPT
 
 
 @jit
@@ -533,18 +528,6 @@ def _rcu_list_marks(st, n, p, on):
 
 
 @jit(inline=True)
-def _rcu_set(st, a):
-    """Mark the object at ``a`` as waiting for an RCU grace period (field ``rcu``)."""
-    st.rcu[a >> 9] |= 1 << ((a >> 3) & 63)
-
-
-@jit(inline=True)
-def _rcu_clear(st, a):
-    """Lift the RCU mark of the object at ``a``."""
-    st.rcu[a >> 9] &= ~(1 << ((a >> 3) & 63))
-
-
-@jit(inline=True)
 def _rcu_list_mark(st, a, on):
     """:func:`_rcu_list_marks` of the one object at ``a``."""
     flags = st.pg_flags
@@ -605,68 +588,6 @@ def validate(st, cache, n, paddr):
 
 
 @jit
-def _rcu_marks_of(st, sheaf, mode):
-    """:func:`_rcu_sheaf_marks` of one sheaf (0: none)."""
-    if sheaf == 0:
-        return -1
-    mem = st.mem
-    for i in range(mem[(sheaf >> 3) + SH_SIZE]):
-        a = mem[(sheaf >> 3) + SH_OBJECTS + i]
-        if mode == 0:
-            if not (st.rcu[a >> 9] >> ((a >> 3) & 63)) & 1:
-                return a
-        elif mode == 1:
-            _rcu_clear(st, a)
-        else:
-            _rcu_set(st, a)
-    return -1
-
-
-@jit
-def _rcu_sheaf_marks(st, mode):
-    """Visit the RCU sheaves' objects: find one without an RCU mark, lift or put back the marks.
-
-    The RCU sheaves are the CPUs' ``rcu_free`` sheaves and those waiting for their grace period,
-    whose words the other invariants checked. ``mode`` 0 finds the first without an RCU mark (-1:
-    none), 1 lifts their marks, 2 puts them back (-1)."""
-    for c in range(st.max_caches):
-        if _ca(st, c, CA_ACTIVE) and _ca(st, c, CA_SHEAF_CAPACITY):
-            for cpu in range(st.ncpus):
-                a = _rcu_marks_of(st, st.cpu[_cpu_row(st, c, cpu) + C_RCU_FREE], mode)
-                if a != -1:
-                    return a
-    sheaf = st.g[G_RCU_HEAD]
-    for _ in range(st.g[G_NRCU]):
-        a = _rcu_marks_of(st, sheaf, mode)
-        if a != -1:
-            return a
-        sheaf = st.mem[(sheaf >> 3) + SH_NEXT]
-    return -1
-
-
-@jit
-def _validate_rcu_marks(st):
-    """Invariant 9, with the list's marks lifted: 0 or E_CORRUPT (G_ERR1: the object).
-
-    Field ``rcu`` marks exactly the objects of the RCU sheaves."""
-    missing = _rcu_sheaf_marks(st, 0)
-    if missing != -1:
-        return _corrupt(st, 18, AT_OBJECT, missing)
-    _rcu_sheaf_marks(st, 1)                 # lifted for the scan, put back after it
-    err = 0
-    rcu = st.rcu
-    for w in range(st.npages * 8):
-        if rcu[w]:
-            bit = 0
-            while not (rcu[w] >> bit) & 1:
-                bit += 1
-            err = _corrupt(st, 17, AT_OBJECT, (w << 9) + bit * 8)
-            break
-    _rcu_sheaf_marks(st, 2)
-    return err
-
-
-@jit
 def _validate(st, cache):
     """:func:`validate` of the state as it stands."""
     st.g[G_ERR2] = cache                # (NIL while no cache's invariant is checked)
@@ -689,74 +610,9 @@ def _validate(st, cache):
     err = _validate_owners(st)
     if err:
         return err
+    err = _validate_sheaves_once(st)
+    if err:
+        return err
     return _validate_lost(st)
 
 
-@jit
-def _validate_owners(st):
-    """Check field ``sl_cache``: 0 or E_CORRUPT (G_ERR1: the frame).
-
-    It names an active cache at the head of a slab and is NIL on every other frame: a free's check
-    (:func:`_slab_of`, inlined in users' loops) reads it alone, taking the frame that names the
-    cache for the slab's head."""
-    flags = st.pg_flags
-    owner = st.sl_cache
-    for pfn in range(st.npages):
-        c = owner[pfn]
-        f = flags[pfn]
-        if f & PG_HEAD and f & PG_SLAB:
-            if not 0 <= c < st.max_caches or not _ca(st, c, CA_ACTIVE):
-                return _corrupt(st, 25, AT_FRAME, pfn)
-        elif c != NIL:
-            return _corrupt(st, 25, AT_FRAME, pfn)
-    return 0
-
-
-@jit
-def _validate_lost(st):
-    """Check field ``sl_lost``: 0 or E_CORRUPT.
-
-    It is 0 but at the head of a slab that is not isolated, there at most the slab's objects in
-    use; its sum is ``G_NLOST``."""
-    flags = st.pg_flags
-    total = 0
-    for pfn in range(st.npages):
-        n = st.sl_lost[pfn]
-        if n:
-            f = flags[pfn]
-            if n < 0 or not (f & PG_HEAD and f & PG_SLAB) or f & PG_ISOLATED \
-                    or n > st.sl_inuse[pfn]:
-                return _corrupt(st, 22, AT_FRAME, pfn)
-            total += n
-    if total != st.g[G_NLOST]:
-        return _corrupt(st, 22, AT_COUNT, total)
-    return 0
-
-
-@jit
-def _validate_rcu_list(st):
-    """Check the list of sheaves waiting for their grace period (``engine/rcusheaves.py``).
-
-    It checks links, count and tail, and each sheaf's callback word (a CPU) and cache (active, with
-    sheaves). 0 or E_CORRUPT (checked before any cache walks it)."""
-    mem = st.mem
-    g = st.g
-    sheaf = g[G_RCU_HEAD]
-    last = 0
-    n = 0
-    while sheaf:
-        n += 1
-        if n > g[G_NRCU] or sheaf <= _shadow(st) or sheaf >= 2 * _shadow(st) - 8 * SH_OBJECTS \
-                or sheaf & 7:
-            return _corrupt(st, 16, AT_SHEAF, sheaf)
-        w = sheaf >> 3
-        info = -1 - mem[w + SH_CAPACITY]
-        cache = mem[w + SH_CACHE]
-        if info < 0 or info >> 1 >= st.ncpus or cache < 0 or cache >= st.max_caches \
-                or not _ca(st, cache, CA_ACTIVE) or not _ca(st, cache, CA_SHEAF_CAPACITY):
-            return _corrupt(st, 16, AT_SHEAF, sheaf)
-        last = sheaf
-        sheaf = mem[w + SH_NEXT]
-    if n != g[G_NRCU] or g[G_RCU_TAIL] != last:
-        return _corrupt(st, 16, AT_COUNT, n)
-    return 0
