@@ -702,6 +702,7 @@ def test_unsigned_stack_bulk_calls_match_the_signed_form(cap, ns):
 def test_floor_round_at_does_what_rounds_floor_does(bulk):
     """The from-Python entry (an int state address and the batch) leaves the prototype's
     state and batch as its twelve-array loop does, round by round."""
+    from numslab.tools import floor as F
     from numslab.tools.floor import FloorRound, rounds_floor
     a, b = FloorRound(bulk, pages=2048), FloorRound(bulk, pages=2048)
     packed = bench.floor_state(a)
@@ -709,8 +710,9 @@ def test_floor_round_at_does_what_rounds_floor_does(bulk):
         assert bench.floor_round_at(int(packed.ctypes.data), bulk, a.out) == 0
         assert rounds_floor(b.sd, b.mem, b.live, b.g, b.sheaf, b.pool, b.rseq, bulk, 1, b.out,
                             b.limit, b.runs) == 0
-        for name in ("sd", "mem", "live", "g", "sheaf", "pool", "out", "runs"):
+        for name in ("sd", "mem", "live", "sheaf", "pool", "out", "runs", "rec"):
             assert np.array_equal(getattr(a, name), getattr(b, name)), name
+        assert np.array_equal(a.g[:F.REC], b.g[:F.REC])         # (g[REC]: rec's address)
     assert (a.out > 0).all() and len(np.unique(a.out)) == bulk
 
 

@@ -8,9 +8,25 @@ from numslab.tools import bench
 from numslab.tools import floor as F
 
 
+def live_set(fr: F.FloorRound) -> set:
+    """The live objects: the written live bits and the pending run (the record's sheaf part
+    while its bits are not written; those bits must be clear)."""
+    live = set()
+    for w in np.flatnonzero(fr.live):
+        assert w % 8 == 0, "a live bit outside a page's first word"
+        word = int(fr.live[w])
+        live |= {(w // 8 << 12) | (b << F.LSHIFT) for b in range(64) if word >> b & 1}
+    if fr.g[F.RN] and not fr.g[F.RMK]:
+        ss = int(fr.g[F.SS])
+        pending = set(fr.sheaf[ss:ss + int(fr.g[F.RT])].tolist())
+        assert not pending & live and len(pending) == fr.g[F.RT]
+        live |= pending
+    return live
+
+
 def walk_state(fr: F.FloorRound) -> dict:
     """Plain Python over the prototype's arrays: every slab's free list decoded and counted,
-    the partial list in order, the live bits."""
+    the partial list in order, the live objects."""
     sd = fr.sd.reshape(-1, 8)
     slabs = np.flatnonzero(sd[:, F.FLAGS] & F.F_SLAB)
     key = int(fr.g[F.KEY])
@@ -30,8 +46,19 @@ def walk_state(fr: F.FloorRound) -> dict:
     while s != F.NIL:
         partial.append(s)
         s = int(sd[s, F.NEXT])
+    live = live_set(fr)
     return {"slabs": [int(s) for s in slabs], "free_of": free_of, "partial": partial,
-            "live": int(np.unpackbits(fr.live.view(np.uint8)).sum())}
+            "live": len(live), "live_set": live}
+
+
+def arrays(fr: F.FloorRound) -> list:
+    """Copies of every array of the prototype's state, the record's included."""
+    return [a.copy() for a in (fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool, fr.rec)]
+
+
+def unchanged(fr: F.FloorRound, before: list) -> bool:
+    """Whether every array is as in ``before`` (:func:`arrays`)."""
+    return all(np.array_equal(a, b) for a, b in zip(before, arrays(fr)))
 
 
 @pytest.mark.parametrize("bulk", [1, 16, 29, 64, 250, 4096])
@@ -91,11 +118,10 @@ def test_a_bad_address_is_refused_at_free(bad):
         assert fr.out[5] > 0
     else:
         fr.out[5] = 4096 * 200                                      # a page with no slab
-    before = [a.copy() for a in (fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool)]
+    before = arrays(fr)
     r = fr.free()
     assert r > 0 and (bad != "page" or r == 6)
-    for a, b in zip(before, (fr.sd, fr.mem, fr.live, fr.g, fr.sheaf, fr.pool)):
-        assert np.array_equal(a, b)                                 # nothing changed
+    assert unchanged(fr, before)                                    # nothing changed
 
 
 @pytest.mark.parametrize("where", ["same run", "two runs", "sheaf and run"])
@@ -117,9 +143,9 @@ def test_an_object_given_twice_is_refused(where):
     else:
         k, j = 0, 47
     fr.out[j] = fr.out[k]
-    live = fr.live.copy()
+    before = arrays(fr)
     assert fr.free() > 0
-    assert np.array_equal(live, fr.live)
+    assert unchanged(fr, before)
 
 
 @pytest.mark.parametrize("bulk", [64, 250])
@@ -143,3 +169,119 @@ def test_the_same_slab_traffic_as_numslab(bulk):
     assert int(fr.g[F.PTOP]) == pool0
     assert c.stats["free_slab"] - s0["free_slab"] == c.stats["alloc_slab"] - s0["alloc_slab"]
     assert int(fr.g[F.NRP]) == c.partial
+
+
+# ---- the recorded batch: a free of the last allocation's batch, checked by one compare ------
+def settled_view(fr: F.FloorRound) -> tuple:
+    """The prototype's state as the checked path sees it: everything but where the live bits
+    of the pending run are written and the record (which :meth:`FloorRound.settle` drops)."""
+    ss = int(fr.g[F.SS])
+    return (fr.sd.tolist(), fr.mem.tolist(), fr.pool[:int(fr.g[F.PTOP])].tolist(),
+            fr.g[:8].tolist(), fr.sheaf[:ss].tolist(), sorted(live_set(fr)))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_recorded_batch_frees_as_the_checked_path(seed):
+    """A random sequence of bulk allocations and frees (the last batch as it was, reordered,
+    one element swapped for another live object, any live objects, and bad batches: a double
+    free, a free object, an address inside an object) on two prototypes of one seed: one as it
+    is, one settled before every call (every free then takes the per-object check, as the
+    prototype did before the record). Same results, same state after every call, and a refused
+    batch leaves every array as it was."""
+    rng = np.random.default_rng(seed)
+    a, b = F.FloorRound(64, pages=512, seed=seed), F.FloorRound(64, pages=512, seed=seed)
+    live: list[int] = []
+    last: list[int] = []
+    fast = 0
+    for step in range(400):
+        if not live or rng.random() < 0.45:
+            n = int(rng.choice([1, 5, 16, 28, 29, 40, 64]))
+            oa, ob = np.zeros(64, np.int64), np.zeros(64, np.int64)
+            b.settle()
+            assert a.alloc(n, oa) == b.alloc(n, ob) == n
+            assert oa[:n].tolist() == ob[:n].tolist()
+            last = oa[:n].tolist()
+            live += last
+        else:
+            kind = rng.integers(8)
+            if kind <= 2 and last:                                  # the last batch
+                batch = list(last)
+            elif kind == 3 and len(last) > 1:                       # reordered
+                batch = list(last)
+                batch[0], batch[-1] = batch[-1], batch[0]
+            elif kind == 4 and last and len(live) > len(last):      # one swapped
+                batch = list(last)
+                batch[int(rng.integers(len(batch)))] = next(x for x in live if x not in last)
+            elif kind == 5 and last:                                # a double free
+                batch = list(last) + [last[0]] if len(last) < 64 else last[:-1] + [last[0]]
+            elif kind == 6 and last:                                # a free object, inside
+                batch = list(last)
+                batch[-1] = batch[-1] + 8 if rng.random() < 0.5 else \
+                    next(x for x in a.sheaf[:int(a.g[F.SS])].tolist() + [4096 * 300]
+                         if x not in live)
+            else:                                                   # any live objects
+                k = int(rng.integers(1, min(64, len(live)) + 1))
+                batch = [live[i] for i in rng.permutation(len(live))[:k]]
+            p = np.array(batch, np.int64)
+            before = arrays(a)
+            was_fast = int(a.g[F.RN]) == len(batch) and batch == last
+            b.settle()
+            ra, rb = a.free(len(batch), p.copy()), b.free(len(batch), p.copy())
+            assert ra == rb, (step, kind)
+            if ra:
+                assert unchanged(a, before)
+            else:
+                fast += was_fast
+                gone = set(batch)
+                live = [x for x in live if x not in gone]
+                last = []
+        assert settled_view(a) == settled_view(b), step
+        assert len(live_set(a)) == len(live)
+    assert fast > 20                                                # the recorded path ran
+
+
+def test_a_free_after_another_call_is_checked():
+    """The record is the last call's: a batch freed after another allocation, or freed twice,
+    goes through the per-object check (a second free of a batch is refused, nothing changed)."""
+    fr = F.FloorRound(16, pages=256)
+    fr.run(2)                                         # 16 objects in the sheaf
+    x, y = np.zeros(16, np.int64), np.zeros(16, np.int64)
+    assert fr.alloc(8, x) == 8 and fr.g[F.RN] == 8 and fr.g[F.RMK] == 0
+    assert fr.alloc(8, y) == 8 and fr.g[F.RN] == 8      # x's marks written, y's pending
+    assert set(x[:8].tolist()) <= live_set(fr) and not fr.g[F.RMK]
+    assert fr.free(8, x) == 0                            # checked, y still recorded
+    assert fr.g[F.RN] == 0 and len(live_set(fr)) == 8
+    before = arrays(fr)
+    assert fr.free(8, x) > 0 and unchanged(fr, before)   # twice: refused
+    assert fr.free(8, y) == 0 and not live_set(fr)
+    assert fr.alloc(8, x) == 8 and fr.free(8, x) == 0
+    before = arrays(fr)
+    assert fr.free(8, x) > 0 and unchanged(fr, before)   # the recorded batch, twice
+
+
+@pytest.mark.parametrize("bulk", [16, 64])
+@pytest.mark.parametrize("change", ["one element", "reordered", "a free one"])
+def test_a_batch_near_the_record(bulk, change):
+    """A batch that is the recorded one but for one element, or reordered: checked object by
+    object (a live batch freed, a bad one refused with every array as it was, the pending run's
+    bits unwritten)."""
+    fr = F.FloorRound(bulk, pages=512)
+    fr.run(3)
+    other = np.zeros(bulk, np.int64)
+    assert fr.alloc(1, other) == 1                       # one more live object
+    assert fr.alloc() == bulk
+    p = fr.out.copy()
+    if change == "one element":
+        p[bulk // 2] = other[0]                          # live, but not the record's
+    elif change == "reordered":
+        p[[1, bulk - 2]] = p[[bulk - 2, 1]]
+    else:
+        p[bulk // 2] = fr.sheaf[0] if fr.g[F.SS] else other[0] + 4096 * 8
+    before = arrays(fr)
+    r = fr.free(bulk, p)
+    if change == "a free one":
+        assert r > 0 and unchanged(fr, before)
+    else:
+        assert r == 0
+        left = {int(fr.out[bulk // 2])} if change == "one element" else {int(other[0])}
+        assert live_set(fr) == left

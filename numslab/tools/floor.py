@@ -31,6 +31,31 @@ before it cleared. (The first floor, until December 2026, used numslab's 8-byte 
 objects to a word, and a read-modify-write of the word per object: 3.4x the stack at 4096
 where this layout takes 2.3-2.8x, and 4.3-4.6x against 3.3-3.8x at 64 and 250.)
 
+The round's batch is recorded (December 7, 2026), as :mod:`numslab.tools.checkfloor`'s run: a
+bulk allocation keeps its size, its sheaf part and, for its slab part, a copy of the objects and
+each slab run's end and live mask (``g[RN:REC]``, ``rec``); an allocation taken whole from the
+main sheaf writes no live bit (its objects stay in the sheaf's words above its size, the pending
+run). A free whose batch is the recorded one in its order, the main sheaf taking exactly its
+sheaf part, with nothing done in between, is checked by one vector compare (its objects are
+then live objects of the cache, none twice): the sheaf part is freed by raising the sheaf's
+size, the slab runs by the slab layer's work as before (detached free lists spliced, emptied
+slabs back to the pages), each run's recorded live bits cleared in one store. Any other call
+writes the pending bits first and drops the record (:func:`settle`); a batch not the record's
+takes the per-object check (:func:`free_checked`), and if it is refused the bits written are
+taken back and the record kept, every array as it was (``tests/test_floor.py`` runs random
+sequences against a prototype settled before every call: same results and state). An
+allocation with a slab part writes its sheaf part's bits at once, as the free-list walk's
+check (a free pointer naming a live object) needs them.
+
+Measured (December 7, 2026; ns a pair inside @njit at 16, 64, 250 and 4096, best of 7 samples
+of 65,536 pairs): five ``numslab bench --where none --ratios`` runs 0.80-1.02, 2.72-2.87,
+2.38-2.55, 1.75-1.95 (1.95-2.58x, 6.3-17.3x, 12.5-15.8x, 5.3-5.9x the jitted stack, at 0.38-0.41,
+0.16-0.46, 0.16-0.19, 0.31-0.36 ns); five processes of the prototype before the record beside
+it and the stack, interleaved: before 2.28-2.43, 3.34-3.55, 3.09-3.11, 2.46-2.57, with the
+record 0.74-0.75, 2.68-2.91, 2.27-2.33, 1.68-1.73 (the stack there 1.08-1.11 at 16, its slow
+mode, 0.38-0.44, 0.15-0.24, 0.29-0.32). At 16 the round is the sheaf alone; from 64 on the
+slab layer's traffic (free pointers read and written, slabs carved and given back) is most of it.
+
 What it leaves out, each in the floor's favour: the SLUB statistics counters, NUMA nodes, the
 per-CPU page lists and buddy merging (a stack of free pages), sorted lists and isolation of a
 corrupted slab (a corrupted pointer stops the round), and the lookahead of
@@ -62,9 +87,15 @@ LIVEMASK = (1 << OBJS) - 1
 FREELIST, INUSE, NEXT, PREV, FLAGS = 0, 1, 2, 3, 4
 F_SLAB, F_PARTIAL = 1, 2
 NIL = -1
-#: Words of ``g`` (int64, shape (8,)): partial list head, its length, objects in the main
-#: sheaf, free pages on the pool stack, the free-pointer key, the random state.
+#: Words of ``g`` (int64, shape (16,)): partial list head, its length, objects in the main
+#: sheaf, free pages on the pool stack, the free-pointer key, the random state; the record of
+#: the last allocation while none of its objects was freed and nothing else was done (the
+#: round's pending batch): its size (0: no record), how many of its objects came from the main
+#: sheaf (the pending run, ``sheaf[ss:ss + RT]``), whether their live bits are written (1) or
+#: pending (0), how many slab runs it recorded, and the address of ``rec`` (int64[>= 3n + 2]:
+#: the batch's slab part at its own indices, then per slab run its end and live mask).
 HEAD, NRP, SS, PTOP, KEY, RND = 0, 1, 2, 3, 4, 5
+RN, RT, RMK, RNR, REC = 8, 9, 10, 11, 12
 
 
 @nb.njit(inline="always", cache=True)
@@ -113,32 +144,59 @@ def remove_partial(sd, g, s):
     g[NRP] -= 1
 
 
+@nb.njit(inline="always", cache=True)
+def mark_run(live, words, lo, hi, on):
+    """Set (``on``) or clear the live bits of ``words[lo:hi]``'s objects, one store a page run."""
+    cp = 0
+    m = 0
+    for k in range(lo, hi):
+        a = words[k]
+        pg = a >> 12
+        if pg != cp:
+            if on:
+                live[cp << 3] |= m                   # (page 0 is reserved: m is 0 there)
+            else:
+                live[cp << 3] &= ~m
+            cp = pg
+            m = 0
+        m |= 1 << ((a & 4095) >> LSHIFT)
+    if on:
+        live[cp << 3] |= m
+    else:
+        live[cp << 3] &= ~m
+
+
 @nb.njit(cache=True)
 def alloc_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, a_rseq, n, a_out):
     """``kmem_cache_alloc_bulk`` of ``n`` objects into the words at ``a_out``: ``n``, -1 or -2.
 
     Every argument is an address or an int. -1 on a corrupted free pointer, -2 with no free
-    page."""
+    page. A batch taken whole from the main sheaf writes no live bit (the pending run); one
+    with a slab part marks the sheaf's objects first, as the free-list walk's checks need. A
+    successful allocation records its batch (``g[RN:REC]``, ``rec``); a record left by the
+    allocation before (its batch not freed) is dropped first, its pending bits written."""
     sd, mem, live, g = words_at(a_sd), words_at(a_mem), words_at(a_live), words_at(a_g)
     sheaf, pool, rseq, out = words_at(a_sheaf), words_at(a_pool), words_at(a_rseq), words_at(a_out)
     ss = g[SS]
+    if g[RN] != 0:                                   # the last batch is live: its marks now
+        if g[RMK] == 0:
+            mark_run(live, sheaf, ss, ss + g[RT], True)
+        g[RN] = 0
     take = min(n, ss)
-    cp = 0
-    m = 0
-    for k in range(take):                            # the sheaf's top, marked run by run
-        a = sheaf[ss - take + k]
-        out[k] = a
-        pg = a >> 12
-        if pg != cp:
-            live[cp << 3] |= m                       # (page 0 is reserved: m is 0 there)
-            cp = pg
-            m = 0
-        m |= 1 << ((a & 4095) >> LSHIFT)
-    live[cp << 3] |= m
+    for k in range(take):                            # the sheaf's top
+        out[k] = sheaf[ss - take + k]
     g[SS] = ss - take
     i = take
-    if i == n:
+    if i == n:                                       # the pending run: no mark written
+        g[RN] = n
+        g[RT] = take
+        g[RMK] = 0
+        g[RNR] = 0
         return n
+    mark_run(live, out, 0, take, True)
+    rec = words_at(g[REC])
+    rr = n                                           # the record's runs: rec[n + 2r], end, mask
+    nr = 0
     key = g[KEY]
     lo = n - i
     # get_partial_node_bulk
@@ -165,9 +223,13 @@ def alloc_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, a_rseq, n, a_out):
         sd[s * 8 + INUSE] = OBJS
         base = s << 12
         lm = live[s << 3]
+        seg = 0
         while obj > 0 and i < n:
             out[i] = obj
-            lm |= 1 << ((obj - base) >> LSHIFT)
+            rec[i] = obj
+            bit = 1 << ((obj - base) >> LSHIFT)
+            lm |= bit
+            seg |= bit
             i += 1
             where = obj + OFF
             nxt = mem[where >> 3] ^ (key ^ swab(where))
@@ -179,6 +241,10 @@ def alloc_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, a_rseq, n, a_out):
                 return -1                           # corrupted (the prototype stops)
             obj = nxt
         live[s << 3] = lm
+        if seg:
+            rec[rr + 2 * nr] = i
+            rec[rr + 2 * nr + 1] = seg
+            nr += 1
         if obj > 0:                                 # the rest back: __slab_free
             head = obj
             cnt = 0
@@ -211,19 +277,27 @@ def alloc_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, a_rseq, n, a_out):
         pos = (g[RND] >> 33) % OBJS
         if n - i >= OBJS:                            # whole: no free list
             for j in range(OBJS - pos):
-                out[i + j] = base + rseq[pos + j]
+                a = base + rseq[pos + j]
+                out[i + j] = a
+                rec[i + j] = a
             for j in range(pos):
-                out[i + OBJS - pos + j] = base + rseq[j]
+                a = base + rseq[j]
+                out[i + OBJS - pos + j] = a
+                rec[i + OBJS - pos + j] = a
             live[s << 3] = LIVEMASK
             sd[s * 8 + INUSE] = OBJS
             sd[s * 8 + FREELIST] = 0
             i += OBJS
+            rec[rr + 2 * nr] = i
+            rec[rr + 2 * nr + 1] = LIVEMASK
+            nr += 1
         else:
             m = n - i
             lm = 0
             for j in range(m):
                 r = rseq[(pos + j) % OBJS]
                 out[i + j] = base + r
+                rec[i + j] = base + r
                 lm |= 1 << (r >> LSHIFT)
             live[s << 3] = lm
             prev = 0
@@ -235,13 +309,51 @@ def alloc_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, a_rseq, n, a_out):
             sd[s * 8 + FREELIST] = prev
             sd[s * 8 + INUSE] = m
             i = n
+            rec[rr + 2 * nr] = i
+            rec[rr + 2 * nr + 1] = lm
+            nr += 1
             add_partial_tail(sd, g, s)
+    g[RN] = n
+    g[RT] = take
+    g[RMK] = 1
+    g[RNR] = nr
     return n
 
 
+@nb.njit(inline="always", cache=True)
+def free_slab_run(sd, mem, g, pool, p, lo, size, key):
+    """Free ``p[lo:size]``, the objects of one slab, to it.
+
+    A detached free list spliced, or the slab back to the page pool when they empty it and the
+    node keeps ``min_partial``."""
+    s = p[size - 1] >> 12
+    cnt = size - lo
+    inuse = sd[s * 8 + INUSE]
+    if inuse == cnt and g[NRP] >= MINP:              # empties: straight back to the pages
+        if sd[s * 8 + FLAGS] & F_PARTIAL:
+            remove_partial(sd, g, s)
+        sd[s * 8 + FLAGS] = 0
+        pool[g[PTOP]] = s
+        g[PTOP] += 1
+    else:
+        prior = sd[s * 8 + FREELIST]
+        obj = p[lo]
+        for k in range(lo + 1, size):
+            nxt = p[k]
+            where = obj + OFF
+            mem[where >> 3] = nxt ^ (key ^ swab(where))
+            obj = nxt
+        where = obj + OFF
+        mem[where >> 3] = prior ^ (key ^ swab(where))
+        sd[s * 8 + FREELIST] = p[lo]
+        sd[s * 8 + INUSE] = inuse - cnt
+        if prior == 0:
+            add_partial_tail(sd, g, s)
+
+
 @nb.njit(cache=True)
-def free_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, n, a_p, limit, a_runs):
-    """``kmem_cache_free_bulk`` of the ``n`` objects at ``a_p``: 0, or 1 + a bad run's index.
+def free_checked(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, n, a_p, limit, a_runs):
+    """:func:`free_bulk` of any batch, each object checked: 0, or 1 + a bad run's index.
 
     ``limit``: the arena's end; ``a_runs``: scratch of ``2 * n`` words. Else 1 + the index of the
     last object of the first run (from the end) that is not live objects of the cache, with nothing
@@ -301,30 +413,75 @@ def free_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, n, a_p, limit, a_runs):
         if size <= take:
             break
         lo = max(runs[2 * r + 2] if r + 1 < nr else 0, take)
-        s = p[size - 1] >> 12
-        cnt = size - lo
-        inuse = sd[s * 8 + INUSE]
-        if inuse == cnt and g[NRP] >= MINP:          # empties: straight back to the pages
-            if sd[s * 8 + FLAGS] & F_PARTIAL:
-                remove_partial(sd, g, s)
-            sd[s * 8 + FLAGS] = 0
-            pool[g[PTOP]] = s
-            g[PTOP] += 1
-        else:
-            prior = sd[s * 8 + FREELIST]
-            obj = p[lo]
-            for k in range(lo + 1, size):
-                nxt = p[k]
-                where = obj + OFF
-                mem[where >> 3] = nxt ^ (key ^ swab(where))
-                obj = nxt
-            where = obj + OFF
-            mem[where >> 3] = prior ^ (key ^ swab(where))
-            sd[s * 8 + FREELIST] = p[lo]
-            sd[s * 8 + INUSE] = inuse - cnt
-            if prior == 0:
-                add_partial_tail(sd, g, s)
+        free_slab_run(sd, mem, g, pool, p, lo, size, key)
     return 0
+
+
+@nb.njit(cache=True)
+def free_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, n, a_p, limit, a_runs):
+    """``kmem_cache_free_bulk`` of the ``n`` objects at ``a_p``: 0, or 1 + a bad run's index.
+
+    ``limit``: the arena's end; ``a_runs``: scratch of ``2 * n`` words. Else 1 + the index of the
+    last object of the first run (from the end) that is not live objects of the cache, with nothing
+    changed.
+
+    The recorded batch (``g[RN]``: the last allocation's, nothing done since), given back in
+    its order with the main sheaf taking exactly its sheaf part, is checked by one vector
+    compare (the sheaf part with the sheaf's words above its size, the rest with ``rec``): its
+    objects are live, none twice. Its sheaf part is freed by raising the sheaf's size (live bits
+    cleared only if written), its slab runs as :func:`free_checked` frees them, the recorded
+    live masks cleared. Any other batch writes the pending marks and goes to
+    :func:`free_checked`; if refused, the marks are taken back and the record kept."""
+    g = words_at(a_g)
+    ss = g[SS]
+    rn = g[RN]
+    take = min(n, CAP - ss)
+    if rn == n and g[RT] == take:
+        sheaf, p, rec = words_at(a_sheaf), words_at(a_p), words_at(g[REC])
+        d = 0
+        for k in range(take):
+            d |= p[k] ^ sheaf[ss + k]
+        for k in range(take, n):
+            d |= p[k] ^ rec[k]
+        if d == 0:
+            g[RN] = 0
+            if g[RMK]:
+                mark_run(words_at(a_live), p, 0, take, False)
+            g[SS] = ss + take
+            nr = g[RNR]
+            if nr:
+                sd, mem, live = words_at(a_sd), words_at(a_mem), words_at(a_live)
+                pool = words_at(a_pool)
+                key = g[KEY]
+                for r in range(nr - 1, -1, -1):     # from the end, as the check's runs
+                    size = rec[n + 2 * r]
+                    lo = rec[n + 2 * r - 2] if r else take
+                    s = p[size - 1] >> 12
+                    live[s << 3] &= ~rec[n + 2 * r + 1]
+                    free_slab_run(sd, mem, g, pool, p, lo, size, key)
+            return 0
+    mat = rn != 0 and g[RMK] == 0
+    rt = g[RT]
+    if mat:
+        mark_run(words_at(a_live), words_at(a_sheaf), ss, ss + rt, True)
+    g[RN] = 0
+    r = free_checked(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, n, a_p, limit, a_runs)
+    if r:
+        if mat:
+            mark_run(words_at(a_live), words_at(a_sheaf), ss, ss + rt, False)
+        g[RN] = rn
+    return r
+
+
+@nb.njit(cache=True)
+def settle(a_live, a_g, a_sheaf):
+    """Drop the record, its pending live bits written: what any other entry point does first.
+
+    After it every live object's bit is set and the next free takes :func:`free_checked`."""
+    g = words_at(a_g)
+    if g[RN] != 0 and g[RMK] == 0:
+        mark_run(words_at(a_live), words_at(a_sheaf), g[SS], g[SS] + g[RT], True)
+    g[RN] = 0
 
 
 @nb.njit(cache=True)
@@ -355,7 +512,7 @@ class FloorRound:
         self.sd[NEXT::8] = NIL
         self.mem = np.zeros(pages * 512, np.int64)
         self.live = np.zeros(pages * 8, np.int64)
-        self.g = np.zeros(8, np.int64)
+        self.g = np.zeros(16, np.int64)
         self.g[HEAD] = NIL
         rng = np.random.default_rng(seed)
         self.g[KEY] = int(rng.integers(1, 1 << 62))
@@ -366,21 +523,41 @@ class FloorRound:
         self.rseq = (rng.permutation(OBJS) * SIZE).astype(np.int64)
         self.out = np.zeros(bulk, np.int64)
         self.runs = np.zeros(2 * bulk + 2, np.int64)
+        self.rec = np.zeros(3 * bulk + 2, np.int64)
+        self.g[REC] = self.rec.ctypes.data
         self.limit = pages << 12
 
-    def alloc(self) -> int:
-        """One ``kmem_cache_alloc_bulk`` of ``bulk`` objects into ``out``.
+    def alloc(self, n: int | None = None, out: np.ndarray | None = None) -> int:
+        """One ``kmem_cache_alloc_bulk`` of ``n`` (default ``bulk``) objects into ``out``.
 
-        ``bulk``, or -1 (a corrupted free pointer) or -2 (no free page)."""
+        ``out``: int64[>= n], default ``self.out``; ``n`` at most ``bulk``. ``n``, or -1 (a
+        corrupted free pointer) or -2 (no free page)."""
+        n, out = self._batch(n, out)
         return alloc_bulk(self.sd.ctypes.data, self.mem.ctypes.data, self.live.ctypes.data,
                           self.g.ctypes.data, self.sheaf.ctypes.data, self.pool.ctypes.data,
-                          self.rseq.ctypes.data, self.bulk, self.out.ctypes.data)
+                          self.rseq.ctypes.data, n, out.ctypes.data)
 
-    def free(self) -> int:
-        """One ``kmem_cache_free_bulk`` of ``out``: 0, or 1 + the index of a bad object."""
+    def free(self, n: int | None = None, objs: np.ndarray | None = None) -> int:
+        """One ``kmem_cache_free_bulk`` of ``objs[:n]`` (default ``out``, ``bulk``).
+
+        0, or 1 + the index of a bad object."""
+        n, objs = self._batch(n, objs)
         return free_bulk(self.sd.ctypes.data, self.mem.ctypes.data, self.live.ctypes.data,
                          self.g.ctypes.data, self.sheaf.ctypes.data, self.pool.ctypes.data,
-                         self.bulk, self.out.ctypes.data, self.limit, self.runs.ctypes.data)
+                         n, objs.ctypes.data, self.limit, self.runs.ctypes.data)
+
+    def _batch(self, n: int | None, a: np.ndarray | None) -> tuple[int, np.ndarray]:
+        """``n`` and the array, defaults filled in and checked (the scratch is for ``bulk``)."""
+        n = self.bulk if n is None else int(n)
+        a = self.out if a is None else a
+        if not 1 <= n <= self.bulk or a.dtype != np.int64 or a.size < n or \
+                not a.flags.c_contiguous:
+            raise ValueError("a batch of 1..bulk objects in a contiguous int64 array")
+        return n, a
+
+    def settle(self) -> None:
+        """:func:`settle`: the pending live bits written, the record dropped."""
+        settle(self.live.ctypes.data, self.g.ctypes.data, self.sheaf.ctypes.data)
 
     def run(self, rounds: int) -> None:
         """``rounds`` alloc+free rounds in one compiled loop."""
