@@ -53,8 +53,10 @@ of 65,536 pairs): five ``numslab bench --where none --ratios`` runs 0.80-1.02, 2
 0.16-0.46, 0.16-0.19, 0.31-0.36 ns); five processes of the prototype before the record beside
 it and the stack, interleaved: before 2.28-2.43, 3.34-3.55, 3.09-3.11, 2.46-2.57, with the
 record 0.74-0.75, 2.68-2.91, 2.27-2.33, 1.68-1.73 (the stack there 1.08-1.11 at 16, its slow
-mode, 0.38-0.44, 0.15-0.24, 0.29-0.32). At 16 the round is the sheaf alone; from 64 on the
-slab layer's traffic (free pointers read and written, slabs carved and given back) is most of it.
+mode, 0.38-0.44, 0.15-0.24, 0.29-0.32); at 16 against the stack's fast mode in eleven more
+processes 2.05-2.72x, once 3.98x (0.75 ns in most processes, 0.90-1.44 in others). At 16 the
+round is the sheaf alone; from 64 on the slab layer's traffic (free pointers read and written,
+slabs carved and given back) is most of it.
 
 What it leaves out, each in the floor's favour: the SLUB statistics counters, NUMA nodes, the
 per-CPU page lists and buddy merging (a stack of free pages), sorted lists and isolation of a
