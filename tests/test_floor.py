@@ -285,3 +285,25 @@ def test_a_batch_near_the_record(bulk, change):
         assert r == 0
         left = {int(fr.out[bulk // 2])} if change == "one element" else {int(other[0])}
         assert live_set(fr) == left
+
+
+def test_a_whole_slab_is_handed_out_in_a_rotation_of_its_random_sequence():
+    """A new slab carved whole gives its objects in the random sequence from a random start,
+    wrapping (``shuffle_freelist``): the sequence is kept twice, so the carve reads no further
+    than its second copy. A fresh prototype's first 64 objects are four new slabs."""
+    starts = set()
+    for seed in range(4):
+        fr = F.FloorRound(64, pages=256, seed=seed)
+        assert fr.rseq.size == 2 * F.OBJS and (fr.rseq[:F.OBJS] == fr.rseq[F.OBJS:]).all()
+        seq = fr.rseq[:F.OBJS].tolist()
+        rotations = {tuple(seq[k:] + seq[:k]) for k in range(F.OBJS)}
+        assert fr.alloc() == 64
+        out = fr.out.tolist()
+        for k in range(0, 64, F.OBJS):
+            run = out[k:k + F.OBJS]
+            base = run[0] >> 12 << 12
+            offs = tuple(a - base for a in run)
+            assert offs in rotations and len({a >> 12 for a in run}) == 1
+            starts.add(seq.index(offs[0]))
+        assert fr.free() == 0
+    assert len(starts) > 1                           # the start is drawn

@@ -47,16 +47,23 @@ sequences against a prototype settled before every call: same results and state)
 allocation with a slab part writes its sheaf part's bits at once, as the free-list walk's
 check (a free pointer naming a live object) needs them.
 
+A whole slab is carved from the random sequence kept twice (``rseq``, 2 * OBJS offsets), as
+numslab keeps it: one copy loop from ``pos``, no wrap (the two loops of a wrapped copy cost
+the round 14-16% at 250 and 18-30% at 4096).
+
 Measured (December 7, 2026; ns a pair inside @njit at 16, 64, 250 and 4096, best of 7 samples
-of 65,536 pairs): five ``numslab bench --where none --ratios`` runs 0.80-1.02, 2.72-2.87,
-2.38-2.55, 1.75-1.95 (1.95-2.58x, 6.3-17.3x, 12.5-15.8x, 5.3-5.9x the jitted stack, at 0.38-0.41,
-0.16-0.46, 0.16-0.19, 0.31-0.36 ns); five processes of the prototype before the record beside
-it and the stack, interleaved: before 2.28-2.43, 3.34-3.55, 3.09-3.11, 2.46-2.57, with the
-record 0.74-0.75, 2.68-2.91, 2.27-2.33, 1.68-1.73 (the stack there 1.08-1.11 at 16, its slow
-mode, 0.38-0.44, 0.15-0.24, 0.29-0.32); at 16 against the stack's fast mode in eleven more
-processes 2.05-2.72x, once 3.98x (0.75 ns in most processes, 0.90-1.44 in others). At 16 the
-round is the sheaf alone; from 64 on the slab layer's traffic (free pointers read and written,
-slabs carved and given back) is most of it.
+of 65,536 pairs): five ``numslab bench --where none --ratios`` runs 0.82-0.95, 2.72-2.79,
+2.01-2.17, 1.39-1.55 (2.20-2.52x, 6.7-17.8x, 10.1-13.6x, 3.9-4.6x the jitted stack, at 0.37-0.40,
+0.16-0.42, 0.15-0.20, 0.31-0.36 ns); from Python (the floor plus numslab's call cost) 1.02-1.19x
+the best peer at 250, 2.95-3.63x the jitted stack and 8.9-10.7x faster than the deque at 4096.
+Same processes, interleaved with the stack: the prototype before the record 2.28-2.43,
+3.34-3.55, 3.09-3.11, 2.46-2.57 (five processes); with the record 0.74-0.75, 2.68-2.91,
+2.27-2.33, 1.68-1.73 (the same five); with the sequence kept twice too 0.73-0.88, 2.71-2.90,
+1.95-2.05, 1.16-1.41 (five more, against 0.74-0.90, 2.68-2.83, 2.29-2.38, 1.64-1.72 for the
+record alone). At 16 against the stack's fast mode, eleven more processes 2.05-2.72x, once
+3.98x (0.75 ns in most processes, 0.90-1.44 in others). At 16 the round is the sheaf alone;
+from 64 on the slab layer's traffic (free pointers read and written, slabs carved and given
+back) is most of it.
 
 What it leaves out, each in the floor's favour: the SLUB statistics counters, NUMA nodes, the
 per-CPU page lists and buddy merging (a stack of free pages), sorted lists and isolation of a
@@ -278,14 +285,10 @@ def alloc_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, a_rseq, n, a_out):
         g[RND] = (g[RND] * 6364136223846793005 + 1442695040888963407) & 0x7FFFFFFFFFFFFFFF
         pos = (g[RND] >> 33) % OBJS
         if n - i >= OBJS:                            # whole: no free list
-            for j in range(OBJS - pos):
+            for j in range(OBJS):                    # (the sequence twice: no wrap)
                 a = base + rseq[pos + j]
                 out[i + j] = a
                 rec[i + j] = a
-            for j in range(pos):
-                a = base + rseq[j]
-                out[i + OBJS - pos + j] = a
-                rec[i + OBJS - pos + j] = a
             live[s << 3] = LIVEMASK
             sd[s * 8 + INUSE] = OBJS
             sd[s * 8 + FREELIST] = 0
@@ -297,14 +300,14 @@ def alloc_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, a_rseq, n, a_out):
             m = n - i
             lm = 0
             for j in range(m):
-                r = rseq[(pos + j) % OBJS]
+                r = rseq[pos + j]
                 out[i + j] = base + r
                 rec[i + j] = base + r
                 lm |= 1 << (r >> LSHIFT)
             live[s << 3] = lm
             prev = 0
             for j in range(OBJS - 1, m - 1, -1):     # the rest linked, in order
-                a = base + rseq[(pos + j) % OBJS]
+                a = base + rseq[pos + j]
                 where = a + OFF
                 mem[where >> 3] = prev ^ (key ^ swab(where))
                 prev = a
@@ -522,7 +525,8 @@ class FloorRound:
         self.sheaf = np.zeros(CAP, np.int64)
         self.pool = np.arange(pages - 1, 0, -1, dtype=np.int64)
         self.g[PTOP] = pages - 1
-        self.rseq = (rng.permutation(OBJS) * SIZE).astype(np.int64)
+        seq = (rng.permutation(OBJS) * SIZE).astype(np.int64)
+        self.rseq = np.concatenate([seq, seq])      # twice, as numslab keeps it: no wrap
         self.out = np.zeros(bulk, np.int64)
         self.runs = np.zeros(2 * bulk + 2, np.int64)
         self.rec = np.zeros(3 * bulk + 2, np.int64)
