@@ -25,7 +25,6 @@ from itertools import islice, repeat, starmap
 from pathlib import Path
 from typing import Callable
 
-import numba as nb
 import numpy as np
 
 import numslab
@@ -38,6 +37,7 @@ from numslab.tools.floor import alloc_bulk as floor_alloc_bulk
 from numslab.tools.floor import free_bulk as floor_free_bulk
 from numslab.flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                            SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL, SLAB_HWCACHE_ALIGN)
+from numslab.tools.toolsjit import tools_jit
 
 
 class DequePool:
@@ -110,7 +110,7 @@ class NumpyStack:
 # differs between processes running the same cached code (0.36-0.39 ns in some, 1.07-1.10 in
 # others, whatever the arrays' addresses), never above the signed form's 0.99-1.06.
 # ``range`` stays signed (a negative count is an empty loop, as before).
-@nb.njit(cache=True)
+@tools_jit()
 def jit_stack_alloc_bulk(stack, top, n, out):
     """Pop ``n`` indices into ``out``; all or nothing."""
     t = top[0]
@@ -123,7 +123,7 @@ def jit_stack_alloc_bulk(stack, top, n, out):
     return n
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def jit_stack_free_bulk(stack, top, n, objs):
     """Push ``objs[:n]`` back."""
     t = top[0]
@@ -133,7 +133,7 @@ def jit_stack_free_bulk(stack, top, n, objs):
     top[0] = t + n
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def jit_stack_alloc(stack, top):
     """Pop one index (-1 if empty)."""
     t = top[0]
@@ -143,7 +143,7 @@ def jit_stack_alloc(stack, top):
     return stack[t - 1]
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def jit_stack_free(stack, top, i):
     """Push one index."""
     stack[top[0]] = i
@@ -180,7 +180,7 @@ class JitStack:
 # array to another function, so Numba adds no reference-count traffic (a call of
 # ``jit_stack_alloc(stack, top)`` from a loop increfs and decrefs both arrays, ~20 ns a pair).
 # ``tests/test_bench.py`` checks in the LLVM IR that these loops call no NRT_incref/decref.
-@nb.njit(cache=True)
+@tools_jit()
 def jit_stack_loop_bulk(stack, top, bulk, rounds, out):
     """Inside @njit: ``rounds`` times, alloc ``bulk`` then free them (slab_bulk_test01).
 
@@ -199,7 +199,7 @@ def jit_stack_loop_bulk(stack, top, bulk, rounds, out):
     top[0] = np.int64(t)
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def jit_stack_loop_single(stack, top, bulk, rounds, out):
     """Inside @njit: ``rounds`` times, ``bulk`` single allocs then ``bulk`` single frees.
 
@@ -221,7 +221,7 @@ def jit_stack_loop_single(stack, top, bulk, rounds, out):
 
 
 # ---- numslab inside @njit (users' code) ------------------------------------------------------
-@nb.njit(cache=True)
+@tools_jit()
 def slab_loop_bulk(h, cid, bulk, rounds, out):
     """Inside @njit: ``rounds`` times ``kmem_cache_alloc_bulk`` + ``kmem_cache_free_bulk``."""
     for _ in range(rounds):
@@ -229,7 +229,7 @@ def slab_loop_bulk(h, cid, bulk, rounds, out):
         sjit.kmem_cache_free_bulk(h, cid, bulk, out, 0)
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def slab_loop_single(h, cid, bulk, rounds, out):
     """Inside @njit: ``rounds`` times ``bulk`` single allocations, then ``bulk`` frees."""
     for _ in range(rounds):
@@ -239,7 +239,7 @@ def slab_loop_single(h, cid, bulk, rounds, out):
             sjit.kmem_cache_free(h, cid, out[i], 0)
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def slab_warm_up(h, cid, n, tmp):
     """Inside @njit: ``n`` single allocations, then their frees, in order.
 
@@ -250,7 +250,7 @@ def slab_warm_up(h, cid, n, tmp):
         sjit.kmem_cache_free(h, cid, tmp[i], 0)
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def slab_loop_array(h, cid, bulk, rounds, out, flags):
     """Inside @njit: ``rounds`` times ``kmem_cache_alloc_array`` + ``kmem_cache_free_array``."""
     for _ in range(rounds):
@@ -316,7 +316,7 @@ WARM_OBJECTS = 400
 # :func:`bulk_ratio_table` reports the floor from Python as the floor inside @njit plus
 # numslab's own per-pair call cost measured in the same run: the floor of an implementation
 # with numslab's entry.
-@nb.njit(cache=True)
+@tools_jit()
 def floor_round_at(st, bulk, out):
     """One round of :mod:`numslab.tools.floor`'s prototype: ``bulk`` objects allocated and freed.
 
@@ -608,7 +608,7 @@ def format_ratio_table(table: dict[str, dict[int, dict]]) -> str:
 
 
 # ---- a stream of large batches: NEW against PARTIAL (the seed's claim) -----------------------
-@nb.njit(cache=True)
+@tools_jit()
 def slab_stream_array(h, cid, n, outs, flags):
     """Inside @njit: one ``kmem_cache_alloc_array`` of ``n`` objects into each row of ``outs``.
 

@@ -63,14 +63,15 @@ as it is.
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
+
+from numslab.tools.toolsjit import tools_jit
 
 #: The smallest batch the timed loop frees with :func:`_free_push` (below it, _free_copy).
 PUSH_FROM = 64
 
 
-@nb.njit(inline="always", cache=True)
+@tools_jit(inline="always")
 def _pop(stack, t, n, out):
     """Pop ``n`` indices below ``t`` (a uint64 top, at least ``n``) into ``out``.
 
@@ -81,7 +82,7 @@ def _pop(stack, t, n, out):
     return t
 
 
-@nb.njit(inline="always", cache=True)
+@tools_jit(inline="always")
 def _is_run(stack, t, hi, n, objs):
     """Whether ``objs[:n]`` is ``stack[t:t + n]`` and within the run (``n <= hi - t``).
 
@@ -95,7 +96,7 @@ def _is_run(stack, t, hi, n, objs):
     return d == 0
 
 
-@nb.njit(inline="always", cache=True)
+@tools_jit(inline="always")
 def _free_push(stack, pos, t, n, objs):
     """Check and push ``objs[:n]`` one by one on the stack of top ``t``.
 
@@ -115,7 +116,7 @@ def _free_push(stack, pos, t, n, objs):
     return np.int64(t)
 
 
-@nb.njit(inline="always", cache=True)
+@tools_jit(inline="always")
 def _free_copy(stack, pos, t, n, objs):
     """Check all of ``objs[:n]``, then push them in one copy: as :func:`_free_push`.
 
@@ -138,7 +139,7 @@ def _free_copy(stack, pos, t, n, objs):
     return np.int64(t + np.uint64(n))
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def checked_alloc_bulk(stack, pos, top, n, out):
     """Pop ``n`` indices into ``out``: ``n``, or 0 (nothing changed) when fewer are free.
 
@@ -150,7 +151,7 @@ def checked_alloc_bulk(stack, pos, top, n, out):
     return n
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def checked_free_bulk(stack, pos, top, n, objs):
     """Free ``objs[:n]``: -1, or the index of the first refused object, nothing changed.
 
@@ -170,7 +171,7 @@ def checked_free_bulk(stack, pos, top, n, objs):
     return -1
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def rounds_checked(stack, pos, top, bulk, rounds, out):
     """Inside @njit: ``rounds`` times, allocate ``bulk`` then free them; the rounds refused.
 

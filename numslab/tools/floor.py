@@ -76,10 +76,10 @@ beside the jitted stack and numslab.
 """
 from __future__ import annotations
 
-import numba as nb
 import numpy as np
 
 from numslab.engine.native import words_at
+from numslab.tools.toolsjit import tools_jit
 
 #: The cache: object size, objects per order-0 slab, free-pointer offset (the middle of the
 #: object, as the kernel puts it), sheaf capacity (``calculate_sheaf_capacity``), min_partial.
@@ -107,7 +107,7 @@ HEAD, NRP, SS, PTOP, KEY, RND = 0, 1, 2, 3, 4, 5
 RN, RT, RMK, RNR, REC = 8, 9, 10, 11, 12
 
 
-@nb.njit(inline="always", cache=True)
+@tools_jit(inline="always")
 def swab(x):
     """``swab64``: the bytes of ``x`` reversed (the hardened pointer's address term)."""
     x = ((x & 0x00FF00FF00FF00FF) << 8) | ((x >> 8) & 0x00FF00FF00FF00FF)
@@ -115,7 +115,7 @@ def swab(x):
     return (x << 32) | ((x >> 32) & 0xFFFFFFFF)
 
 
-@nb.njit(inline="always", cache=True)
+@tools_jit(inline="always")
 def add_partial_tail(sd, g, s):
     """``add_partial(n, slab, DEACTIVATE_TO_TAIL)``."""
     h = g[HEAD]
@@ -133,7 +133,7 @@ def add_partial_tail(sd, g, s):
     g[NRP] += 1
 
 
-@nb.njit(inline="always", cache=True)
+@tools_jit(inline="always")
 def remove_partial(sd, g, s):
     """``remove_partial``."""
     h = g[HEAD]
@@ -153,7 +153,7 @@ def remove_partial(sd, g, s):
     g[NRP] -= 1
 
 
-@nb.njit(inline="always", cache=True)
+@tools_jit(inline="always")
 def mark_run(live, words, lo, hi, on):
     """Set (``on``) or clear the live bits of ``words[lo:hi]``'s objects, one store a page run."""
     cp = 0
@@ -175,7 +175,7 @@ def mark_run(live, words, lo, hi, on):
         live[cp << 3] &= ~m
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def alloc_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, a_rseq, n, a_out):
     """``kmem_cache_alloc_bulk`` of ``n`` objects into the words at ``a_out``: ``n``, -1 or -2.
 
@@ -325,7 +325,7 @@ def alloc_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, a_rseq, n, a_out):
     return n
 
 
-@nb.njit(inline="always", cache=True)
+@tools_jit(inline="always")
 def free_slab_run(sd, mem, g, pool, p, lo, size, key):
     """Free ``p[lo:size]``, the objects of one slab, to it.
 
@@ -356,7 +356,7 @@ def free_slab_run(sd, mem, g, pool, p, lo, size, key):
             add_partial_tail(sd, g, s)
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def free_checked(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, n, a_p, limit, a_runs):
     """:func:`free_bulk` of any batch, each object checked: 0, or 1 + a bad run's index.
 
@@ -422,7 +422,7 @@ def free_checked(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, n, a_p, limit, a_run
     return 0
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def free_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, n, a_p, limit, a_runs):
     """``kmem_cache_free_bulk`` of the ``n`` objects at ``a_p``: 0, or 1 + a bad run's index.
 
@@ -478,7 +478,7 @@ def free_bulk(a_sd, a_mem, a_live, a_g, a_sheaf, a_pool, n, a_p, limit, a_runs):
     return r
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def settle(a_live, a_g, a_sheaf):
     """Drop the record, its pending live bits written: what any other entry point does first.
 
@@ -489,7 +489,7 @@ def settle(a_live, a_g, a_sheaf):
     g[RN] = 0
 
 
-@nb.njit(cache=True)
+@tools_jit()
 def rounds_floor(sd, mem, live, g, sheaf, pool, rseq, bulk, rounds, out, limit, runs):
     """``rounds`` times :func:`alloc_bulk` then :func:`free_bulk` of ``bulk`` objects: 0, -1 or -2.
 
