@@ -90,10 +90,25 @@ OPTIONS: dict[str, Any] = {"nopython": True, "boundscheck": False, "_nrt": False
 class EngineCache(FunctionCache):
     """Numba's on-disk function cache, keyed also on :data:`ABI` and the unit table's layout.
 
-    So a function is never loaded from a cache that another numslab wrote."""
+    So a function is never loaded from a cache that another numslab wrote. ``key``: more to key
+    on (a hash of the caller's own sources: ``numslab.net``'s, :func:`source_hash`)."""
+
+    def __init__(self, py_func: Callable, key: str = "") -> None:
+        super().__init__(py_func)
+        self._key = key
 
     def _index_key(self, sig: Any, codegen: Any) -> tuple:
-        return (*super()._index_key(sig, codegen), ABI, unit_table_hash())
+        key = (*super()._index_key(sig, codegen), ABI, unit_table_hash())
+        return (*key, self._key) if self._key else key
+
+
+def source_hash(folder: Path) -> str:
+    """Hash of the ``.py`` sources of ``folder`` (an :class:`EngineCache` ``key``)."""
+    h = hashlib.sha256()
+    for f in sorted(folder.glob("*.py")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 class JitOn:
@@ -187,7 +202,7 @@ class HelperDispatcher(EngineDispatcher):
 
 def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = False,
         api: bool = False, helper: bool | None = None, keywords: dict[str, str] | None = None,
-        **overrides: Any) -> Any:
+        cache_key: str = "", **overrides: Any) -> Any:
     """Compile ``func`` with the engine's options (a decorator, usable with arguments).
 
     ``inline=True`` makes LLVM inline the function into every jitted caller (Numba's
@@ -202,8 +217,8 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
     link-only (:class:`HelperDispatcher`) and not cached, since no caller loaded from the
     cache needs it again; every function of the engine tier (``numslab/engine``, not a unit)
     is one unless it says ``helper=False``. ``keywords`` names the arguments every call must pass
-    by keyword, each with why (:class:`KeywordDispatcher`). Every jitted function of numslab is
-    made here."""
+    by keyword, each with why (:class:`KeywordDispatcher`). ``cache_key``: more for the cache to
+    key on than the ABI (:class:`EngineCache`). Every jitted function of numslab is made here."""
     if "nrt" in overrides:
         overrides["_nrt"] = overrides.pop("nrt")
     options = {**OPTIONS, "forceinline": bool(inline), **overrides}
@@ -220,7 +235,7 @@ def jit(func: Callable | None = None, *, cache: bool = True, inline: bool = Fals
         if keywords:
             d.numslab_keywords = dict(keywords)
         if cache and not link_only:
-            d._cache = EngineCache(f)
+            d._cache = EngineCache(f, cache_key)
         return d
     return wrap if func is None else wrap(func)
 

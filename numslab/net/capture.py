@@ -9,11 +9,23 @@ import stat
 import sys
 import warnings
 import struct
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
-from ..engine.native import jit_rt as jit   # this code creates arrays: Numba runtime on
+from ..engine.native import jit_rt, source_hash
 from ..errors import InvalidArgumentError, SlabError, WrongTypeError
+
+#: net's sources, a key of its kernels' cache beside the ABI: a kernel calls another module's
+#: (``traffic`` calls ``pipeline._memcpy``), which Numba's check of the loaded function's file
+#: missed
+NET_HASH = source_hash(Path(__file__).parent)
+
+
+def jit(func: Any = None, **overrides: Any) -> Any:
+    """``native.jit_rt`` (this code creates arrays: Numba runtime on), cached under NET_HASH."""
+    return jit_rt(func, cache_key=NET_HASH, **overrides)
+
 
 __all__ = ["CaptureError", "Packets", "read_capture", "write_pcap"]
 

@@ -25,7 +25,6 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 import numslab.jit as nsj
-from ..engine.native import jit_rt as jit   # this code creates arrays: Numba runtime on
 from ..engine.layout import PG_LARGE
 from ..engine.kmalloc import kmalloc_cache_name
 from ..facade.allocator import SlabAllocator
@@ -33,7 +32,7 @@ from ..errors import CacheLeakError, InvalidArgumentError, OutOfMemoryError
 from ..flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, kmalloc_cache_size
-from .capture import Packets, _integer
+from .capture import Packets, _integer, jit
 from .rxrun import PacketColumns, RxRun
 from .tablecheck import _columns, _timeout_ns
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import numpy as np
-from ..engine.native import jit_rt as jit   # this code creates arrays: Numba runtime on
 
 from ..errors import InvalidArgumentError
-from .capture import Packets, _integer, _real
+from .capture import Packets, _integer, _real, jit
 from .pipeline import _memcpy
 
 __all__ = ["TrafficTruth", "count_flow_sessions", "generate_traffic",
