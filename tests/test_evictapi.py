@@ -333,3 +333,39 @@ def test_a_kick_that_compacts_counts_the_moved_objects_as_moved_not_kicked(sa, k
     assert sa.defrag_stats(c)["objects_kicked"] == len(frees)
     assert sorted(held) == c.live_addresses().tolist()
     sa.validate()
+
+
+
+@pytest.mark.parametrize("remake", [False, True])
+def test_defrag_of_every_cache_skips_one_a_kick_destroyed(sa, kernel, remake):
+    """``kmem_cache_defrag(None)``: the kick of the first cache destroys the second, which has
+    callbacks too. The second is skipped (its turn raised KeyError from the table of callbacks),
+    and so is a cache the kick made in its slot with callbacks of its own (it was evicted as if
+    listed)."""
+    def sparse(name):
+        c = sa.kmem_cache_create(name, 256)
+        objs = c.alloc_bulk(c.objs_per_slab * 8)
+        keep = np.arange(len(objs)) % c.objs_per_slab == 0
+        c.free_bulk(objs[~keep])
+        return c, objs[keep]
+    (x, _), (y, ys) = sparse("X"), sparse("Y")
+    yid, made, evicted = y.id, [], []
+
+    def kick_x(objs, private):
+        x.free_bulk(objs)
+        if not made:
+            y.free_bulk(ys)
+            sa.kmem_cache_destroy(y)
+            made.append(None)
+            if remake:
+                z, _ = sparse("Z")
+                sa.kmem_cache_setup_defrag(z, evicted.append, lambda o, p: None)
+                made[0] = z
+    sa.kmem_cache_setup_defrag(x, lambda objs: None, kick_x)
+    sa.kmem_cache_setup_defrag(y, evicted.append, lambda o, p: None)
+    assert sa.kmem_cache_defrag(None, 100) == 8
+    assert not evicted
+    assert sa.defrag_stats(x)["slabs_freed"] == 8
+    if remake:
+        assert made[0].id == yid and made[0].slabs == 8     # Z took Y's slot, untouched
+    sa.validate()

@@ -79,8 +79,10 @@ class EvictAPI:
         r = _check_ratio(ratio, "kmem_cache_defrag")
         r = DEFRAG_RATIO if r < 0 else r
         table = self._per_cache("_evict_callbacks")
-        if cache is None:
-            return sum(self._evict(cid, r) for cid in list(table))
+        if cache is None:       # each cache listed now, unless a callback destroyed it
+            listed = {cid: v[0] for cid, v in table.items()}    # (its slot: its token)
+            return sum(self._evict(cid, r) for cid, token in listed.items()
+                       if self._per_cache("_evict_callbacks").get(cid, (None,))[0] is token)
         cid = self._own(cache, "kmem_cache_defrag")
         if cid not in table:
             raise InvalidArgumentError(f"kmem_cache_defrag: {cache.name} has no get/kick "
