@@ -2,6 +2,9 @@
 with ``kmem_cache_setup_mobility`` callbacks, and ``numslab.jit.kmem_cache_compact``."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numba
 import numpy as np
 import pytest
@@ -630,3 +633,61 @@ def test_remap_passes_uint64_values_through():
     assert got.tolist() == [2**63 + 5, 12288, 2**64 - 1, 16384]
     assert numslab.remap(refs, np.array([], np.int64), np.array([], np.int64)).tolist() \
         == refs.tolist()
+
+
+_DESTROY_MIDWAY = r"""
+import sys, threading
+import numslab
+sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=sys.argv[1])
+calls = {"compact": lambda c: c.compact(100),
+         "partial_order": lambda c: setattr(c, "partial_order", "sorted"),
+         "cpu_partial": lambda c: setattr(c, "cpu_partial", 0)}
+done = {}
+for name, call in calls.items():
+    lines, at, refused = None, 0, 0
+    while lines is None or at < lines:
+        c = sa.kmem_cache_create("gone", 64)
+        seen, killer = [0], []
+
+        def destroy_at(frame, event, arg):
+            if "numslab" in frame.f_code.co_filename and event == "line":
+                seen[0] += 1
+                if lines is not None and seen[0] == at + 1:
+                    killer.append(threading.Thread(target=sa.kmem_cache_destroy, args=(c,)))
+                    killer[0].start()
+                    killer[0].join(0.2)     # (it waits for the slab_mutex, if held)
+            return destroy_at
+        sys.settrace(destroy_at)
+        try:
+            call(c)
+        except numslab.WrongCacheError:
+            refused += 1
+        finally:
+            sys.settrace(None)
+        if lines is None:
+            lines = seen[0]
+            sa.kmem_cache_destroy(c)
+            continue
+        if killer:
+            killer[0].join()
+        else:                           # (a call of fewer lines than the first)
+            sa.kmem_cache_destroy(c)
+        at += 1
+    done[name] = (lines, refused)
+sa.validate()
+print(all(lines > 3 and refused < lines for lines, refused in done.values()), len(sa.caches))
+"""
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+def test_a_destroy_in_another_thread_never_meets_the_cache_s_own_engine_calls(gen):
+    """``cache.compact``, and the ``partial_order`` and ``cpu_partial`` setters, call the engine
+    with the cache's id themselves: another thread's ``kmem_cache_destroy`` between their check
+    and the call (here at each of their lines in turn) gave the engine the id -1, and it wrote
+    before the state's fields (a segmentation fault), or a new cache's slot. They now hold the
+    ``slab_mutex`` as every ``cache_op`` does: the destroy waits, or they refuse a destroyed
+    cache."""
+    p = subprocess.run([sys.executable, "-c", _DESTROY_MIDWAY, gen], capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split()[0] == "True", p.stdout

@@ -190,12 +190,15 @@ class KmemCache(MovableCache, RecordAccess):
             raise InvalidArgumentError(f"{self.name}: cpu_partial {n}: {why} (-EINVAL)")
         if sa._gen7:
             return
-        row[CA_CPU_PARTIAL] = n
-        # slub_set_cpu_partial: the slabs allowed, taking them as half full, in unsigned int
-        # arithmetic as the kernel's (DIV_ROUND_UP(nr_objects * 2, oo_objects(s->oo)) wraps)
-        objs = int(row[CA_OBJECTS])
-        row[CA_CPU_PARTIAL_SLABS] = ((2 * int(n) & 0xFFFFFFFF) + objs - 1 & 0xFFFFFFFF) // objs
-        flush_all(sa._st, self._id)
+        with self._locked(f"{self.name}.cpu_partial") as cid:     # (its row: this cache's)
+            row[CA_CPU_PARTIAL] = n
+            # slub_set_cpu_partial: the slabs allowed, taking them as half full, in unsigned
+            # int arithmetic as the kernel's (DIV_ROUND_UP(nr_objects * 2,
+            # oo_objects(s->oo)) wraps)
+            objs = int(row[CA_OBJECTS])
+            row[CA_CPU_PARTIAL_SLABS] = ((2 * int(n) & 0xFFFFFFFF) + objs - 1
+                                         & 0xFFFFFFFF) // objs
+            flush_all(sa._st, cid)
 
     sheaf_capacity = fixed("sheaf_capacity", "Objects per per-CPU sheaf (0: the cache has none).",
                            read=lambda self: int(self._row[CA_SHEAF_CAPACITY]))

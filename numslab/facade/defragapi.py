@@ -7,8 +7,9 @@ Mixed into :class:`SlabAllocator` (``DefragAPI``) and :class:`KmemCache` (``Mova
 """
 from __future__ import annotations
 
+import contextlib
 import mmap
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
@@ -127,6 +128,18 @@ class MovableCache:
 
     __slots__ = ()
 
+    @contextlib.contextmanager
+    def _locked(self: "KmemCache", fn: str) -> Iterator[int]:
+        """The cache's id, checked and kept under its allocator's ``slab_mutex`` (``cache_op``).
+
+        For the cache's own methods that change it through the engine: another thread's
+        ``kmem_cache_destroy`` can then neither end it nor give its slot to another cache before
+        their engine call (``compact`` read the id after such a destroy, -1, and the engine
+        wrote before the state's fields: a segmentation fault)."""
+        sa = self._sa                   # (a destroyed cache's: refuses the mutex)
+        with sa._slab_mutex:
+            yield sa._own(self, fn)
+
     @property
     def partial_order(self: "KmemCache") -> str:
         """The order of the node partial lists: ``"kernel"`` or ``"sorted"``; settable.
@@ -140,7 +153,8 @@ class MovableCache:
     @partial_order.setter
     def partial_order(self: "KmemCache", order: str) -> None:
         order = check_partial_order(order, f"{self.name}.partial_order")
-        set_partial_order(self._sa._st, self._id, int(order == "sorted"))
+        with self._locked(f"{self.name}.partial_order") as cid:
+            set_partial_order(self._sa._st, cid, int(order == "sorted"))
 
     @property
     def defrag_used_ratio(self: "KmemCache") -> int:
@@ -187,9 +201,10 @@ class MovableCache:
             (every moved object once, nothing else).
         """
         r = _check_ratio(ratio, f"{self.name}.compact")
-        old, new, fault = _run_compact(self, r, self._sa._cpu(), False)
-        if fault:
-            _fault(self._sa, old, new)
+        with self._locked(f"{self.name}.compact"):
+            old, new, fault = _run_compact(self, r, self._sa._cpu(), False)
+            if fault:
+                _fault(self._sa, old, new)
         return old, new
 
 
