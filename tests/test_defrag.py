@@ -691,3 +691,52 @@ def test_a_destroy_in_another_thread_never_meets_the_cache_s_own_engine_calls(ge
                        text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.split()[0] == "True", p.stdout
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+@pytest.mark.parametrize("how", ["cache.compact", "kmem_cache_compact", "shrink"])
+def test_a_constructor_compacting_its_own_cache_moves_nothing_into_its_new_slab(gen, how):
+    """A constructor (the third object of a bulk's new slab) frees most of the owner's objects
+    and compacts its cache: the moves filled the free objects of the slab being constructed,
+    and the constructor loop then constructed over the moved objects (4 objects of the owner
+    rewritten). The compaction is now refused while the cache's constructor builds a slab
+    (a shrink's compaction pass is left out), and no object of the owner changes."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=gen, freelist_random=False)
+    calls, user, refused = [-10 ** 9], {}, []
+
+    def ctor(mem, addr):
+        calls[0] += 1
+        mem[addr:addr + 64] = 0xAA
+        if calls[0] == 3:
+            for a in sorted(user)[:-4]:
+                sa.kmem_cache_free(c, a)
+                del user[a]
+            try:
+                if how == "shrink":
+                    sa.kmem_cache_shrink(c)
+                    return
+                old, new = c.compact(100) if how == "cache.compact" else \
+                    sa.kmem_cache_compact(c, 100)
+            except numslab.ConstructorError as e:
+                refused.append(str(e))
+                return
+            for o, n in zip(old.tolist(), new.tolist()):
+                user[n] = user.pop(o)
+    c = sa.kmem_cache_create("k", 64, ctor=ctor)
+    if how == "shrink":
+        sa.kmem_cache_setup_mobility(c, None, lambda old, new, private: [
+            user.__setitem__(n, user.pop(o)) for o, n in zip(old.tolist(), new.tolist())])
+    k = c.objs_per_slab
+    mem = sa.memory
+    for a in c.alloc_bulk(2 * k).tolist():
+        user[a] = 1
+        mem[a:a + 64] = 0x55
+    calls[0] = 0
+    out = np.zeros(k, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, k - 8, out) == k - 8
+    assert len(user) == 4
+    assert [a for a in user if (mem[a:a + 64] != 0x55).any()] == []
+    assert set(user) | set(out[:k - 8].tolist()) == set(c.live_addresses().tolist())
+    assert bool(refused) == (how != "shrink")
+    assert all("called by the cache's own constructor" in r for r in refused)
+    sa.validate()

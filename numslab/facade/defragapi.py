@@ -18,7 +18,8 @@ from ..engine.defrag import DEFRAG_USED_RATIO, compact, set_partial_order
 from ..engine.layout import (CA_MOVE_FREED, CA_MOVED, CA_PARTIAL_ORDER, CA_USED_RATIO,
                              N_NR_SLABS)
 from ..engine.pages import drain_all_pages, release_free_blocks
-from ..errors import InvalidArgumentError, InvalidSizeError, SlabError, WrongTypeError
+from ..errors import (ConstructorError, InvalidArgumentError, InvalidSizeError, SlabError,
+                      WrongTypeError)
 from .args import cache_op
 
 if TYPE_CHECKING:
@@ -109,6 +110,24 @@ def _run_compact(cache: "KmemCache", ratio: int, cpu: int, plan: bool
     if not plan and got and sa.__dict__.get("_evict_depth", 0):   # an eviction's kick moved
         sa._evict_moved.update(zip(old[:got].tolist(), new[:got].tolist()))   # them: not kicked
     return old[:got].copy(), new[:got].copy(), fault
+
+
+def _building(sa: "SlabAllocator", cid: int) -> bool:
+    """True if a constructor of cache ``cid`` is running on one of its new slabs.
+
+    numslab runs constructors after the slab is listed (the kernel's, before): its objects not
+    constructed yet are free objects a compaction fills, and the constructor loop then wrote over
+    the moved objects; and the objects being allocated, live, moved away."""
+    return any(b[4] == cid for b in sa._building.values())
+
+
+def _refuse_building(sa: "SlabAllocator", cache: "KmemCache", fn: str) -> None:
+    """Raise ``ConstructorError`` for a compaction of a cache its own constructor is building."""
+    if _building(sa, cache._id):
+        raise ConstructorError(f"{fn}({cache.name}): called by the cache's own constructor while "
+                               f"it constructs a new slab, whose objects not constructed yet a "
+                               f"move would fill (and then construct over), and whose objects "
+                               f"being allocated it would move: nothing was done")
 
 
 def _fault(sa: "SlabAllocator", old: np.ndarray, new: np.ndarray) -> None:
@@ -202,6 +221,7 @@ class MovableCache:
         """
         r = _check_ratio(ratio, f"{self.name}.compact")
         with self._locked(f"{self.name}.compact"):
+            _refuse_building(self._sa, self, "compact")
             old, new, fault = _run_compact(self, r, self._sa._cpu(), False)
             if fault:
                 _fault(self._sa, old, new)
@@ -334,6 +354,7 @@ class DefragAPI:
         new)``, int64[n] each, as :meth:`KmemCache.compact`."""
         cid = self._own(cache, "kmem_cache_compact")
         r = _check_ratio(ratio, "kmem_cache_compact")
+        _refuse_building(self, cache, "kmem_cache_compact")
         return self._move_objects(cid, r)
 
     def _move_objects(self: "SlabAllocator", cid: int, ratio: int
@@ -399,7 +420,8 @@ class DefragAPI:
         freed = 0
         if cid in self._per_cache("_evict_callbacks"):      # every partial slab (2007)
             freed += self._evict(cid, 100)
-        if cid in self._per_cache("_mobility"):         # ratio 100, as Harding's shrink
+        if cid in self._per_cache("_mobility") and not _building(self, cid):  # ratio 100, as
+            # Harding's shrink (not from the cache's constructor: see _refuse_building)
             before = int(self.state.ca[cid, CA_MOVE_FREED])
             self._move_objects(cid, 100)
             freed += int(self.state.ca[cid, CA_MOVE_FREED]) - before
