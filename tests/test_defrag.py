@@ -740,3 +740,50 @@ def test_a_constructor_compacting_its_own_cache_moves_nothing_into_its_new_slab(
     assert bool(refused) == (how != "shrink")
     assert all("called by the cache's own constructor" in r for r in refused)
     sa.validate()
+
+
+@numba.njit
+def _jit_compact_all(h, cid, old, new):
+    return numslab.jit.kmem_cache_compact(h, cid, 100, old, new)
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+def test_numslab_jit_compaction_from_the_cache_s_constructor_is_refused(gen):
+    """The same constructor as above compacting through ``numslab.jit`` (an ``@njit`` function
+    it calls): the engine's compaction filled the new slab's objects not constructed yet and the
+    constructor loop rewrote them. It is refused (``ConstructorError``) while the facade
+    constructs the cache's slabs (``CA_CTOR`` above 1), and allowed again afterwards."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=gen, freelist_random=False)
+    calls, user, refused = [-10 ** 9], {}, []
+    old, new = np.zeros(200, np.int64), np.zeros(200, np.int64)
+
+    def ctor(mem, addr):
+        calls[0] += 1
+        mem[addr:addr + 64] = 0xAA
+        if calls[0] == 3:
+            for a in sorted(user)[:-4]:
+                sa.kmem_cache_free(c, a)
+                del user[a]
+            try:
+                n = _jit_compact_all(sa.handle, c.id, old, new)
+            except numslab.ConstructorError as e:
+                refused.append(str(e))
+                return
+            for o, n in zip(old[:n].tolist(), new[:n].tolist()):
+                user[n] = user.pop(o)
+    c = sa.kmem_cache_create("k", 64, ctor=ctor)
+    k = c.objs_per_slab
+    mem = sa.memory
+    for a in c.alloc_bulk(2 * k).tolist():
+        user[a] = 1
+        mem[a:a + 64] = 0x55
+    calls[0] = 0
+    out = np.zeros(k, np.int64)
+    assert sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, k - 8, out) == k - 8
+    assert [a for a in user if (mem[a:a + 64] != 0x55).any()] == []
+    assert len(refused) == 1 and "called by the cache's own constructor" in refused[0]
+    assert "kmem_cache_compact" in refused[0]
+    assert int(sa.state.ca[c.id, numslab.engine.layout.CA_CTOR]) == 1
+    n = _jit_compact_all(sa.handle, c.id, old, new)     # outside the constructor: moves
+    assert n == 4
+    sa.validate()

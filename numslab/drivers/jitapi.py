@@ -56,9 +56,9 @@ from ..engine.native import (_MACHINE, address, jit, table_address, thread_point
 from ..engine.pcsbulk import _sheaf_copy_top
 from ..engine.sheaves import KMALLOC_CLASS
 from .. import errors
-from ..errors import (AllocatorGoneError, BadAddressError, DoubleFreeError, InvalidArgumentError,
-                      InvalidSizeError, SlabCorruptionError, SlabDebugError, WrongCacheError,
-                      WrongTypeError)
+from ..errors import (AllocatorGoneError, BadAddressError, ConstructorError, DoubleFreeError,
+                      InvalidArgumentError, InvalidSizeError, SlabCorruptionError,
+                      SlabDebugError, WrongCacheError, WrongTypeError)
 from ..flags import (__GFP_ZERO, ALLOC_PCS, FREE_PCS, GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
 from . import handles
 from .handles import (GONE, CacheObjectType, SlabHandle, SlabHandleType, handle_live,
@@ -76,6 +76,7 @@ E_GONE = -23          #: the handle's allocator is gone
 E_BAD_NODE = -24      #: node out of range
 E_BAD_GFP = -25       #: gfp not in 0..2**32-1 (gfp_t is a 32-bit unsigned int)
 E_BAD_FLAGS = -26     #: array flags other than SLAB_ARRAY_ALLOC_*
+E_BUILDING = -27      #: a compaction from the cache's constructor while it builds a slab
 #: Why ``kmem_cache_alloc_node`` takes ``node`` by keyword only.
 NODE_BY_KEYWORD = ("the kernel (s, gfp, node), the Python API (cache, gfp, node, cpu) and "
                    "numslab.jit's other allocations (h, cache, cpu, gfp) each put it elsewhere, "
@@ -190,6 +191,10 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
     if err == E_CTOR:
         raise InvalidArgumentError("numslab.jit: caches with a constructor are allocated from "
                                    "Python", JIT_RAISE)
+    if err == E_BUILDING:
+        raise ConstructorError("numslab.jit: called by the cache's own constructor while it "
+                               "constructs a new slab, whose objects not constructed yet a move "
+                               "would fill: nothing was done", JIT_RAISE)
     if err == E_BAD_GFP:
         raise InvalidArgumentError("numslab.jit: gfp is not a set of GFP flags (an int in "
                                    "0..2**32-1)", JIT_RAISE)
@@ -736,6 +741,8 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     """
     cache, ratio, cpu = _cache_arg(cache), _int_arg(ratio), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0, J_COMPACT)
+    if _geo(st, cache, CA_CTOR) > 1:        # (the facade's count of slabs it constructs)
+        _raise(E_BUILDING, NO_ADDR, cache, -1, errors.NO_VALUE, address(st), -1, J_COMPACT)
     if ratio > 100 or ratio < -1:
         _record_error(address(st), NO_ADDR, cache, -1, ratio, -1, J_COMPACT)
         raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "

@@ -461,8 +461,9 @@ def _geo(st, cache, col):
     """Column ``col`` of cache ``cache`` as an invariant load, for columns fixed while code runs.
 
     Fixed while compiled code runs: its geometry, ``CA_ACTIVE``, ``CA_CTOR``, ``CA_SHEAF_CAPACITY``
-    (set by Python at create and destroy). The invariant load is for the fast paths users' loops
-    inline."""
+    (set by Python at create and destroy; ``CA_CTOR`` also counts up and back down around the
+    facade's constructor loops, Python between compiled calls). The invariant load is for the
+    fast paths users' loops inline."""
     return native.fixed(st.ca, cache * CA_NCOLS + col)
 
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from ..drivers.calls import bound
 from ..engine import checks, ops
-from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAULT_CACHE,
-                             G_NPENDING, G_NREPORTS, G_SITE, NIL, PENDING_FRAME,
+from ..engine.layout import (CA_CTOR, CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES,
+                             G_FAULT_CACHE, G_NPENDING, G_NREPORTS, G_SITE, NIL, PENDING_FRAME,
                              PENDING_SHIFT, SH_CAPACITY, SH_OBJECTS, SH_SIZE)
 from ..engine.native import jit
 from ..engine.ops import alloc_from_sheaf
@@ -112,19 +112,19 @@ class BatchAPI:
         """:meth:`_run_ctors` under the constructor lock.
 
         The due entries are taken off the list, and a failure's put back, by the engine
-        (``slablists.pending_take``, ``pending_put``): its discards change the list in any thread.
-        """
-        room = int(self._g[G_NPENDING])
+        (``slablists.pending_take``, ``pending_put``): its discards change it in any thread."""
+        room, cache = int(self._g[G_NPENDING]), self._caches[cid]
         buf = np.empty(max(room, 1), np.int64)
         due = buf[:pending_take(self._st, cid, room, buf.ctypes.data)].tolist()
         self._ctor_slabs += len(due)
-        cache = self._caches[cid]
         name = cache.name
-        if not isinstance(cache.ctor, nb.core.registry.CPUDispatcher):  # every slab due:
-            for entry in due:           # a constructor's allocation may take from any
-                slab = entry & PENDING_FRAME
+        python = not isinstance(cache.ctor, nb.core.registry.CPUDispatcher)
+        if python:                      # every slab due (a constructor's allocation may take
+            for entry in due:           # from any); CA_CTOR > 1 meanwhile: numslab.jit's
+                slab = entry & PENDING_FRAME    # compaction refuses it (_refuse_building)
                 self._building[slab] = [(slab << 12) + cache.red_left_pad, cache.slab_size,
                                         entry >> PENDING_SHIFT, set(), cid]
+            self.state.ca[cid, CA_CTOR] += len(due) > 0
         try:
             for k, entry in enumerate(due):
                 if type(cache) is not KmemCache:    # a constructor destroyed it (force): what
@@ -169,6 +169,8 @@ class BatchAPI:
                 self._put_back_free_pointers(cache, kept)
         finally:                        # (the loop ended, or a constructor raised)
             self._inobj_building.discard(cid)
+            if python and due and self._caches.get(cid) is cache:   # (not a new cache's slot)
+                self.state.ca[cid, CA_CTOR] -= 1
             for entry in due:
                 self._building.pop(entry & PENDING_FRAME, None)
 
