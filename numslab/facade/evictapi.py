@@ -139,7 +139,9 @@ class EvictAPI:
         # a later page of an order >= 1 slab made the slab look held in a prefilled sheaf:
         # never evicted); objects held in prefilled sheaves: not evictable
         tried = []
-        sparse = [slab for slab, used in sparse if np.count_nonzero(frames == slab) == used]
+        sparse = [slab for slab, used in sparse if np.count_nonzero(frames == slab) == used
+                  and slab not in self._building]   # (its constructor's call: its objects are
+        # being allocated, no owner's yet; numslab constructs listed slabs, the kernel unlisted)
         try:
             for slab in sparse:
                 # the slab's objects as they are now, as the kernel reads them under the
