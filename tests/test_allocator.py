@@ -1434,6 +1434,8 @@ def test_load_refuses_a_word_compiled_code_follows_without_a_bound(kernel, tmp_p
         ({at(L.F_CA, a * L.CA_NCOLS + L.CA_SHEAF_CAPACITY): 1 << 24}, {},
          r"ca\[\d+, CA_SHEAF_CAPACITY\] is 16777216, not a sheaf capacity"),
         ({at(L.F_CA, s * L.CA_NCOLS + L.CA_SIZE): 256}, {}, r"ca\[\d+, CA_SIZE\] is 256, not"),
+        ({at(L.F_CA, s * L.CA_NCOLS + L.CA_USED_RATIO): 5000}, {},    # (defrag_used_ratio
+         r"ca\[\d+, CA_USED_RATIO\] is 5000, not a defrag_used_ratio"),     # read 5000)
         ({at(L.F_RSEQ, s * L.RSEQ_MAX): 8}, {}, r"rseq\[\d+\] \(its first word\) is 8, not"),
         ({at(L.F_SL_FREELIST, part): -2 ** 63}, {},
          rf"sl_freelist\[{part}\] is -9223372036854775808, not 0 nor an object of its slab"),

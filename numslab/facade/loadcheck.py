@@ -19,7 +19,8 @@ from ..engine.layout import (BARN_SIZE, B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_P
                              CA_INUSE, CA_MIN_OBJECTS, CA_MIN_ORDER, CA_OBJECT_SIZE, CA_OBJECTS,
                              CA_OFFSET, CA_ORDER, CA_ORIG, CA_PARTIAL_ORDER, CA_RECIP, CA_RED_LEFT,
                              CA_RSEQ, CA_RSEQ_LEN, CA_SHEAF_CAPACITY, CA_SIZE, CA_TRACK,
-                             CA_USER_SHEAVES, D_OBJECT_POISON, G_NDEBUG, G_NLOST, G_NPENDING,
+                             CA_USED_RATIO, CA_USER_SHEAVES, D_OBJECT_POISON, G_NDEBUG,
+                             G_NLOST, G_NPENDING,
                              PENDING_FRAME, G_NRCU, G_NRCU_SLABS, G_RCU_HEAD, G_RCU_SLABS,
                              G_RCU_SLABS_TAIL, G_RCU_TAIL, N_BARN_EMPTY,
                              N_BARN_FULL, N_NR_EMPTY, N_NR_FULL, N_NR_PARTIAL, N_NR_SLABS,
@@ -291,6 +292,9 @@ class Structure:
                                                                               cap) == cap)
         if not ok:
             self.fail(f"ca[{c}, CA_SHEAF_CAPACITY]", cap, "not a sheaf capacity of its cache")
+        if not -1 <= row[CA_USED_RATIO] <= 100:    # (defrag_used_ratio then read 5000)
+            self.fail(f"ca[{c}, CA_USED_RATIO]", row[CA_USED_RATIO], "not a defrag_used_ratio "
+                      "(-1: 0 set, 0: the default, 1..100)")
         n = int(row[CA_RSEQ_LEN])
         if n not in (0, geo.objs_per_slab) or n == 1:
             self.fail(f"ca[{c}, CA_RSEQ_LEN]", n, f"not 0 nor {geo.objs_per_slab}, its objects")
