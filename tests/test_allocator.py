@@ -1653,9 +1653,9 @@ def test_load_refuses_a_file_with_one_word_changed_anywhere(kernel, tmp_path):
     refused(meta=np.array(json.dumps(lacking)))
     from numslab.facade.persist import FORMAT
     _save_signed(bad, {**z, "meta": np.array(json.dumps({**lacking, "format": FORMAT - 1}))})
-    with pytest.raises(numslab.MachineFileError, match=f"is not a numslab machine of format {FORMAT} "
-                                                 rf"\(it is format {FORMAT - 1}, written by an "
-                                                 "older numslab"):
+    with pytest.raises(numslab.MachineFileError,
+                       match=f"is not a numslab machine of format {FORMAT} "
+                             rf"\(it is format {FORMAT - 1}, written by an older numslab"):
         numslab.SlabAllocator.load(bad)
     older = {k: v for k, v in z.items() if k not in ("shadow_pages", "shadow")}
     _save_signed(bad, {**older, "meta": np.array(json.dumps({**lacking, "format": FORMAT - 1}))})

@@ -114,10 +114,9 @@ class BatchAPI:
         The due entries are taken off the list, and a failure's put back, by the engine
         (``slablists.pending_take``, ``pending_put``): its discards change it in any thread."""
         room, cache = int(self._g[G_NPENDING]), self._caches[cid]
-        buf = np.empty(max(room, 1), np.int64)
+        name, buf = cache.name, np.empty(max(room, 1), np.int64)
         due = buf[:pending_take(self._st, cid, room, buf.ctypes.data)].tolist()
         self._ctor_slabs += len(due)
-        name = cache.name
         python = not isinstance(cache.ctor, nb.core.registry.CPUDispatcher)
         if python:                      # every slab due (a constructor's allocation may take
             for entry in due:           # from any); CA_CTOR > 1 meanwhile: numslab.jit's
