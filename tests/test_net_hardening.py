@@ -363,3 +363,28 @@ def test_cli_standard_input_is_named_so(capsys, monkeypatch):
     assert cli.main(["--pcap", "-", "--quiet"]) == 2
     assert capsys.readouterr().err == ("packet_pipeline: error: standard input is closed: no "
                                        "capture to read\n")
+
+
+def test_run_pipeline_wrong_packets_sa_progress_chunk_data_are_slab_errors(small):
+    # a list or None as packets, a str as sa were AttributeErrors; a progress that cannot be
+    # called a TypeError after the first chunk; chunk "x" a TypeError, 2.0 and -5 were taken;
+    # data None a TypeError, float data (3.7 read as byte 3) and 256 (read as 0) converted
+    # silently, 2-D data compiled the loop once more
+    cases = [((None,), {}, WrongTypeError, "packets must be a numslab.net.Packets table"),
+             (([1, 2],), {}, WrongTypeError, "not list"),
+             ((small,), {"sa": "x"}, WrongTypeError, "sa must be a SlabAllocator"),
+             ((small,), {"progress": 3}, WrongTypeError, "progress must be callable"),
+             ((small,), {"chunk": "x"}, InvalidArgumentError, "chunk must be a positive"),
+             ((small,), {"chunk": 2.0}, InvalidArgumentError, "chunk must be a positive"),
+             ((small,), {"chunk": -5}, InvalidArgumentError, "chunk must be a positive"),
+             ((small._replace(data=None),), {}, WrongTypeError, "data must be a uint8 array"),
+             ((small._replace(data=small.data + 0.5),), {}, WrongTypeError, "not float64"),
+             ((small._replace(data=small.data.astype(np.int64) + 256),), {},
+              InvalidArgumentError, r"data\[0\] is 2\d\d: not a byte"),
+             ((small._replace(data=small.data.reshape(1, -1)),), {}, InvalidArgumentError,
+              "data must be 1-D")]
+    for args, kw, err, match in cases:
+        with pytest.raises(err, match=match):
+            run_pipeline(*args, **kw)
+    ok = small._replace(data=small.data.astype(np.int64))     # bytes in a wider integer type
+    assert run_pipeline(ok, chunk=np.int64(3)).packets == run_pipeline(small).packets == 10

@@ -34,7 +34,7 @@ from ..flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_L
 from ..geometry import KMALLOC_MAX_CACHE_SIZE, KMALLOC_SIZES, kmalloc_cache_size
 from .capture import Packets, _integer, jit
 from .rxrun import PacketColumns, RxRun
-from .tablecheck import _columns, _timeout_ns
+from .tablecheck import _check_run, _columns, _timeout_ns
 
 __all__ = ["FLOW_DTYPE", "MODES", "SKB_DTYPE", "LeakError", "PipelineResult", "run_pipeline"]
 
@@ -704,18 +704,23 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
         run makes its two caches in it and, with ``check_leaks``, destroys them at the end.
     progress : callable, optional
         Called after every ``chunk`` packets (one jitted call) with the packets processed.
+    chunk : int
+        Packets per jitted call (at least one batch), a positive integer.
     check_leaks : bool
         Raise :class:`LeakError` if a cache is not back to its live objects before the run.
 
     Raises
     ------
     LeakError, MemoryError (the arena ran out; the run is abandoned), ValueError
+    numslab.WrongTypeError
+        No packet table, a non-integer column, an ``sa`` or ``progress`` of a wrong type.
     """
     if mode not in MODES:
         raise InvalidArgumentError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise InvalidArgumentError(f"batch must be a positive integer, not {batch!r}")
     batch, timeout = int(batch), _timeout_ns(idle_timeout)
+    _check_run(sa, progress, chunk)
     pk = _columns(packets)
     n = pk.offset.size
     _integer("the packet table's linktype", packets.linktype)

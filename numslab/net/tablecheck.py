@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError, WrongTypeError
+from ..facade.allocator import SlabAllocator
 from .capture import Packets, _outside_data, _real
 from .rxrun import PacketColumns
 
@@ -19,6 +20,20 @@ def _timeout_ns(seconds: float) -> int:
         raise InvalidArgumentError(f"idle timeout must be >= 0 seconds, not {seconds!r}")
     ns = seconds * 1e9                  # past int64's nanoseconds (1e308 s is inf ns): never
     return np.iinfo(np.int64).max if ns >= 2.0 ** 63 else int(round(ns))
+
+
+def _check_run(sa: Any, progress: Any, chunk: Any) -> None:
+    """Refuse :func:`~numslab.net.run_pipeline`'s ``sa``, ``progress`` or ``chunk`` if wrong.
+
+    A wrong ``sa`` was an AttributeError, a ``progress`` that cannot be called a TypeError after
+    the first chunk, a ``chunk`` of ``"x"`` a TypeError (``2.0`` and ``-5`` were taken)."""
+    if sa is not None and not isinstance(sa, SlabAllocator):
+        raise WrongTypeError(f"sa must be a SlabAllocator or None, not {sa!r}")
+    if progress is not None and not callable(progress):
+        raise WrongTypeError(f"progress must be callable or None, not {progress!r}")
+    if isinstance(chunk, (bool, np.bool_)) or not isinstance(chunk, (int, np.integer)) \
+            or chunk < 1:
+        raise InvalidArgumentError(f"chunk must be a positive integer, not {chunk!r}")
 
 
 _COLUMNS = ("offset", "caplen", "wirelen", "ts_ns")
@@ -43,13 +58,34 @@ def _int_column(name: str, column: Any) -> np.ndarray:
     return np.require(a, np.int64, ["C", "W"])
 
 
+def _byte_column(column: Any) -> np.ndarray:
+    """The packet bytes as a read-only C ``uint8[m]``, refusing what would convert wrongly.
+
+    ``None`` was a TypeError from NumPy; floats (3.7 read as byte 3) and values past a byte
+    (256 read as 0) were converted silently, a 2-D array compiled the loop once more."""
+    a = np.asarray(column)
+    if a.dtype.kind not in "iu":
+        raise WrongTypeError(f"data must be a uint8 array of the packets' bytes, not {a.dtype}")
+    if a.ndim != 1:
+        raise InvalidArgumentError(f"data must be 1-D (uint8[m]), not {a.ndim}-D")
+    if a.dtype != np.uint8 and a.size and (a.min() < 0 or a.max() > 255):
+        i = int(np.argmax((a < 0) | (a > 255)))
+        raise InvalidArgumentError(f"data[{i}] is {int(a[i])}: not a byte (0..255)")
+    data = np.require(a, np.uint8, ["C"]).view()
+    data.flags.writeable = False
+    return data
+
+
 def _columns(packets: Packets) -> PacketColumns:
     """The packet table as the kernel's types, checked so that the kernel stays inside ``data``.
 
     Read-only bytes, so pcap and generated input share one compiled signature; writable int64
     columns."""
-    data = np.require(packets.data, np.uint8, ["C"]).view()
-    data.flags.writeable = False
+    missing = [a for a in ("data", *_COLUMNS, "linktype") if not hasattr(packets, a)]
+    if missing:                         # (a list or None: an AttributeError on ``data``)
+        raise WrongTypeError(f"packets must be a numslab.net.Packets table, not "
+                             f"{type(packets).__name__} (it has no {missing[0]!r})")
+    data = _byte_column(packets.data)
     cols = tuple(_int_column(name, getattr(packets, name)) for name in _COLUMNS)
     off, cap, wire, ts = cols
     if any(c.ndim != 1 or c.size != off.size for c in cols):
@@ -85,6 +121,6 @@ def check_packets(packets: Packets) -> None:
         A packet outside ``data``, a wire length past 32 bits, timestamps more than
         2**63-1 ns apart, or a packet above kmalloc's 4 MiB.
     numslab.WrongTypeError
-        A column that is not an integer array.
+        ``packets`` is no packet table, or a column (``data`` too) is not an integer array.
     """
     _columns(packets)
