@@ -22,16 +22,19 @@ import threading
 import warnings
 from typing import Any, Callable, Iterator, Sequence
 
-import numslab
-from numslab import parse_size
-from numslab.errors import InvalidArgumentError, OutOfMemoryError, SlabError
-from numslab.geometry import MAX_PAGE_ORDER, PAGE_SIZE
-from numslab.tools.prewarm import MAIN_JOB_UNITS, prewarm
-from numslab.net import (MODES, CaptureError, LeakError, Packets, PipelineResult,
-                         generate_traffic, read_capture, run_pipeline)
-from numslab.net.tablecheck import check_packets
-
 PROG = "packet_pipeline"
+try:                    # (loading numslab takes 0.4-1.5 s: a Ctrl-C then was a traceback of it)
+    import numslab
+    from numslab import parse_size
+    from numslab.errors import InvalidArgumentError, OutOfMemoryError, SlabError
+    from numslab.geometry import MAX_PAGE_ORDER, PAGE_SIZE
+    from numslab.tools.prewarm import MAIN_JOB_UNITS, prewarm
+    from numslab.net import (MODES, CaptureError, LeakError, Packets, PipelineResult,
+                             generate_traffic, read_capture, run_pipeline)
+    from numslab.net.tablecheck import check_packets
+except KeyboardInterrupt:
+    print(f"{PROG}: interrupted", file=sys.stderr)
+    sys.exit(130)
 #: Packets of the untimed first run (compilation and loading).
 WARMUP = 4096
 EPILOG = """Flows are bidirectional TCP/UDP 5-tuples (VLAN tags are not part of the key).

@@ -388,3 +388,19 @@ def test_run_pipeline_wrong_packets_sa_progress_chunk_data_are_slab_errors(small
             run_pipeline(*args, **kw)
     ok = small._replace(data=small.data.astype(np.int64))     # bytes in a wider integer type
     assert run_pipeline(ok, chunk=np.int64(3)).packets == run_pipeline(small).packets == 10
+
+
+def test_cli_ctrl_c_while_numslab_loads_is_one_line_and_130(tmp_path):
+    # a Ctrl-C in the first 0.4-1.5 s (the script's imports) was a traceback of numslab's
+    # import and death by SIGINT; the import is made to raise as a Ctrl-C there would
+    code = ("import runpy, sys\n"
+            "class Stop:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'numslab.net':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Stop())\n"
+            f"sys.argv = [{str(CLI)!r}, '--packets', '10']\n"
+            f"runpy.run_path({str(CLI)!r}, run_name='__main__')\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert (p.returncode, p.stderr) == (130, "packet_pipeline: interrupted\n"), p.stderr
