@@ -404,3 +404,23 @@ def test_cli_ctrl_c_while_numslab_loads_is_one_line_and_130(tmp_path):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=300)
     assert (p.returncode, p.stderr) == (130, "packet_pipeline: interrupted\n"), p.stderr
+
+
+def test_read_and_write_capture_refuse_what_is_no_path_or_no_table(small, tmp_path):
+    # read_capture(None) was a TypeError of os.stat, read_capture(3) read and closed file
+    # descriptor 3; write_pcap of None or a list an AttributeError on ``data``
+    r, w = os.pipe()
+    try:
+        for bad in (None, r, 2.5):
+            with pytest.raises(WrongTypeError, match="path must be a file name"):
+                read_capture(bad)
+        os.fstat(r)                                  # still open
+    finally:
+        os.close(r)
+        os.close(w)
+    for bad in (None, [1, 2]):
+        with pytest.raises(WrongTypeError, match="packets must be a numslab.net.Packets"):
+            write_pcap(tmp_path / "w.pcap", bad)
+    assert not (tmp_path / "w.pcap").exists()
+    write_pcap(tmp_path / "w.pcap", small)
+    assert len(read_capture(str(tmp_path / "w.pcap").encode()).offset) == 10   # bytes: a path

@@ -508,6 +508,8 @@ def read_capture(path: str | os.PathLike, *, mmap: bool = True) -> Packets:
         The file is empty, not a capture, truncated or corrupt (the message names the byte
         offset), a pcap record's caplen exceeds the file's snaplen, or pcapng packets come
         from interfaces with different linktypes.
+    numslab.WrongTypeError
+        ``path`` is no file name (an int was taken as a file descriptor, read and closed).
 
     Notes
     -----
@@ -517,6 +519,8 @@ def read_capture(path: str | os.PathLike, *, mmap: bool = True) -> Packets:
     length instead, and an interface's snaplen only truncates simple packet blocks.
     ``caplen > wirelen`` is passed through unchecked.
     """
+    if not isinstance(path, (str, bytes, os.PathLike)):  # (3 read and closed descriptor 3)
+        raise WrongTypeError(f"path must be a file name (str or os.PathLike), not {path!r}")
     if str(path) == "-":                # standard input, read whole
         if sys.stdin is None or sys.stdin.closed:
             raise CaptureError("standard input is closed: no capture to read")
@@ -579,8 +583,9 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
         that does not fit 32 bits or exceeds ``snaplen``, a ``snaplen`` or ``linktype``
         outside 0..2**32-1, or a timestamp before 1970 or after 2106.
     numslab.WrongTypeError
-        A ``snaplen`` or ``linktype`` that is not an integer.
+        ``packets`` is no packet table, a ``snaplen`` or ``linktype`` is not an integer.
     """
+    _check_table(packets)
     data = np.ascontiguousarray(packets.data, dtype=np.uint8)
     cols = [np.ascontiguousarray(c, dtype=np.int64)
             for c in (packets.offset, packets.caplen, packets.wirelen, packets.ts_ns)]
@@ -621,6 +626,15 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
 
 
 # ---- argument checks shared with the pipeline and the traffic generator ----------------------
+def _check_table(packets: object) -> None:
+    """``WrongTypeError`` unless ``packets`` has a packet table's fields (None, a list: it was
+    an AttributeError on ``data``)."""
+    missing = [a for a in Packets._fields if not hasattr(packets, a)]
+    if missing:
+        raise WrongTypeError(f"packets must be a numslab.net.Packets table, not "
+                             f"{type(packets).__name__} (it has no {missing[0]!r})")
+
+
 def _integer(name: str, v: object) -> int:
     """``v`` as an int, or ``WrongTypeError`` naming ``name`` (a bool is no integer)."""
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, WrongTypeError
 from ..facade.allocator import SlabAllocator
-from .capture import Packets, _outside_data, _real
+from .capture import Packets, _check_table, _outside_data, _real
 from .rxrun import PacketColumns
 
 
@@ -81,10 +81,7 @@ def _columns(packets: Packets) -> PacketColumns:
 
     Read-only bytes, so pcap and generated input share one compiled signature; writable int64
     columns."""
-    missing = [a for a in ("data", *_COLUMNS, "linktype") if not hasattr(packets, a)]
-    if missing:                         # (a list or None: an AttributeError on ``data``)
-        raise WrongTypeError(f"packets must be a numslab.net.Packets table, not "
-                             f"{type(packets).__name__} (it has no {missing[0]!r})")
+    _check_table(packets)
     data = _byte_column(packets.data)
     cols = tuple(_int_column(name, getattr(packets, name)) for name in _COLUMNS)
     off, cap, wire, ts = cols
