@@ -627,8 +627,9 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
 
 # ---- argument checks shared with the pipeline and the traffic generator ----------------------
 def _check_table(packets: object) -> None:
-    """``WrongTypeError`` unless ``packets`` has a packet table's fields (None, a list: it was
-    an AttributeError on ``data``)."""
+    """Raise ``WrongTypeError`` unless ``packets`` has a packet table's fields.
+
+    None or a list was an AttributeError on ``data``."""
     missing = [a for a in Packets._fields if not hasattr(packets, a)]
     if missing:
         raise WrongTypeError(f"packets must be a numslab.net.Packets table, not "
