@@ -62,8 +62,9 @@ def compare_modes(packets: Packets, modes: Sequence[str] = MODES, *, repeat: int
 
     Each run first runs untimed on the first ``warmup`` packets (so JIT compilation and
     loading are not timed); then ``repeat`` rounds run every mode in turn (so noise hits
-    all modes alike), each run on a fresh allocator. ``progress(mode)`` gives the progress
-    callback of a timed run; ``kwargs`` go to :func:`run_pipeline`.
+    all modes alike), each run on a fresh allocator. ``progress(name)`` gives the progress
+    callback of a timed run, ``name`` as the result is keyed (with several generations the bars
+    said "bulk" for each); ``kwargs`` go to :func:`run_pipeline`.
 
     Raises
     ------
@@ -81,7 +82,7 @@ def compare_modes(packets: Packets, modes: Sequence[str] = MODES, *, repeat: int
     for _ in range(max(1, repeat)):
         for name, kw in runs:
             mode = name.split("@")[0]
-            r = run_pipeline(packets, mode, progress=progress(mode) if progress else None,
+            r = run_pipeline(packets, mode, progress=progress(name) if progress else None,
                              **kwargs, **kw)
             if name not in out or r.elapsed_s < out[name].elapsed_s:
                 out[name] = r
@@ -223,16 +224,16 @@ def load(args: argparse.Namespace) -> tuple[Packets, str]:
 
 
 def progress_bar(args: argparse.Namespace, total: int) -> Callable[[str], Any]:
-    """``bar(mode)``: a progress callback for one run, or None when bars are off.
+    """``bar(name)``: a progress callback for one run, or None when bars are off.
 
-    Bars are off with --quiet or when stdout is not a terminal, or closed (``>&-``). Bars
+    ``name`` is the run's mode (``mode@kernel`` with several generations). Bars are off with --quiet or when stdout is not a terminal, or closed (``>&-``). Bars
     appear only after 0.5 s."""
     if args.quiet or sys.stdout is None or not sys.stdout.isatty():
         return lambda mode: None
     from tqdm import tqdm
 
-    def bar(mode: str) -> Callable[[int], Any]:
-        t = tqdm(total=total, desc=mode, unit="pkt", unit_scale=True, delay=0.5,
+    def bar(name: str) -> Callable[[int], Any]:
+        t = tqdm(total=total, desc=name, unit="pkt", unit_scale=True, delay=0.5,
                  leave=False, file=sys.stderr)
         def update(n: int) -> None:
             t.update(n)

@@ -424,3 +424,14 @@ def test_read_and_write_capture_refuse_what_is_no_path_or_no_table(small, tmp_pa
     assert not (tmp_path / "w.pcap").exists()
     write_pcap(tmp_path / "w.pcap", small)
     assert len(read_capture(str(tmp_path / "w.pcap").encode()).offset) == 10   # bytes: a path
+
+
+def test_compare_progress_names_each_generations_run(small):
+    # with several generations every bar was named by its mode alone ("bulk" twice)
+    names = []
+    res = cli.compare_modes(small, ("single", "bulk"), kernels=["7.0", "6.18"],
+                            progress=lambda name: names.append(name) or None)
+    assert names == list(res) == ["single@7.0", "bulk@7.0", "single@6.18", "bulk@6.18"]
+    names.clear()
+    res = cli.compare_modes(small, ("single", "bulk"), progress=lambda name: names.append(name))
+    assert names == list(res) == ["single", "bulk"]
