@@ -616,3 +616,22 @@ def test_cli_names_standard_input_and_top_0_prints_no_cache_header(tmp_path, mon
     r = run_pipeline(p, "bulk")
     assert "caches" not in cli.summary(r, source, 0)
     assert "caches     (slabinfo" in cli.summary(r, source, 2)
+
+
+@pytest.mark.parametrize("linktype", [113, 276])
+def test_vlan_tags_in_linux_cooked_captures_are_read(tmp_path, linktype):
+    # libpcap puts a frame's VLAN tag back into a Linux cooked (SLL) capture after the
+    # header's protocol field, 0x8100; tshark reads on to IP and UDP, the pipeline counted
+    # the frame non-IP and made no flow
+    from scapy.layers.l2 import CookedLinux, CookedLinuxV2
+    cooked = CookedLinux if linktype == 113 else CookedLinuxV2
+    frames = [cooked(proto=0x8100) / Dot1Q(vlan=7) / IP(src="10.0.0.1", dst="10.0.0.2")
+              / UDP(sport=1, dport=2) / (b"x" * 10),
+              cooked(proto=0x8100) / Dot1AD(vlan=3) / Dot1Q(vlan=7)
+              / IPv6(src="::1", dst="::2") / TCP(sport=3, dport=4, flags="S"),
+              cooked(proto=0x8100) / Dot1Q(vlan=7) / ARP()]
+    path = tmp_path / "sll.pcap"
+    wrpcap(str(path), frames, linktype=linktype)
+    c = run_pipeline(read_capture(path), "bulk").counters
+    assert {k: c[k] for k in ("ipv4", "ipv6", "udp", "tcp", "vlan", "non_ip", "flows")} == \
+        {"ipv4": 1, "ipv6": 1, "udp": 1, "tcp": 1, "vlan": 3, "non_ip": 1, "flows": 2}

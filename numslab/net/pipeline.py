@@ -142,10 +142,11 @@ def _parse(m, p, n, link):
     shi = slo = dhi = dlo = sport = dport = flags = 0
     trunc = (ST_TRUNC, eth, tci, tagged, l3, l4, ver, proto, shi, slo, dhi, dlo, sport,
              dport, flags)
-    if link == _LINK_ETH:
-        if n < 14:
-            return trunc
-        eth, l3 = _be16(m, p + 12), 14
+    if link == _LINK_ETH or link == _LINK_SLL or link == _LINK_SLL2:   # type at 12 / 14 / 0;
+        l3 = 14 if link == _LINK_ETH else (16 if link == _LINK_SLL else 20)  # a cooked frame's
+        if n < l3:                      # VLAN tags follow it as Ethernet's (libpcap puts them
+            return trunc                # back in Linux cooked captures; tshark reads them)
+        eth = _be16(m, p + (12 if link == _LINK_ETH else (14 if link == _LINK_SLL else 0)))
         while eth == 0x8100 or eth == 0x88A8 or eth == 0x9100:   # 802.1Q / QinQ tags
             if not tagged:              # a tagged frame, however short (tcpdump's "vlan")
                 tagged = 1
@@ -160,11 +161,6 @@ def _parse(m, p, n, link):
             return trunc
         v = m[p] >> 4
         eth = 0x0800 if v == 4 else (0x86DD if v == 6 else 0)
-    elif link == _LINK_SLL or link == _LINK_SLL2:      # protocol at byte 14 / byte 0
-        l3 = 16 if link == _LINK_SLL else 20
-        if n < l3:
-            return trunc
-        eth = _be16(m, p + (14 if link == _LINK_SLL else 0))
     elif link == _LINK_NULL:
         if n < 4:
             return trunc
@@ -685,8 +681,9 @@ def run_pipeline(packets: Packets, mode: str = "bulk", batch: int = 64,
     ----------
     packets : Packets
         From :func:`numslab.net.read_capture` or :func:`numslab.net.generate_traffic`.
-        Linktypes Ethernet (1), raw IP (12, 14, 101, 228, 229), Linux cooked (113, 276)
-        and BSD loopback (0, 108) are parsed; with any other every packet is non-IP.
+        Linktypes Ethernet (1), raw IP (12, 14, 101, 228, 229), Linux cooked (113, 276; VLAN
+        tags after its header read as Ethernet's) and BSD loopback (0, 108) are parsed; with
+        any other every packet is non-IP.
     mode : {'single', 'bulk', 'local', 'partial', 'new'}
         ``single``: one ``kmem_cache_alloc``/``kmalloc``/``kmem_cache_free``/``kfree``
         per object. ``bulk``: ``kmem_cache_alloc_bulk``/``kmem_cache_free_bulk`` for
