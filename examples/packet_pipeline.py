@@ -281,8 +281,8 @@ def summary(r: PipelineResult, source: str, top: int) -> str:
         "leaks      none: every cache is back to its live objects of before the run "
         "(checked)",
         "caches     (slabinfo after the last batch, most memory first)"][:None if top else -1]
-    lines += ["  " + ln for ln in top_caches(r.slabinfo, top)]     # (--top 0: no header)
-    return "\n".join(lines)
+    lines += ["  " + ln for ln in top_caches(r.slabinfo, top) if top]   # (--top 0: neither
+    return "\n".join(lines)                     # the caches' line nor slabinfo's header lines)
 
 
 def compare_table(res: dict[str, PipelineResult], source: str) -> str:

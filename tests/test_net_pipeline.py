@@ -616,6 +616,8 @@ def test_cli_names_standard_input_and_top_0_prints_no_cache_header(tmp_path, mon
     r = run_pipeline(p, "bulk")
     assert "caches" not in cli.summary(r, source, 0)
     assert "caches     (slabinfo" in cli.summary(r, source, 2)
+    # nor slabinfo's own two header lines (they were still printed over nothing)
+    assert cli.summary(r, source, 0).splitlines()[-1].startswith("leaks ")
 
 
 @pytest.mark.parametrize("linktype", [113, 276])
