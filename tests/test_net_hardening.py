@@ -2,6 +2,7 @@
 no hang, no silently wrong numbers."""
 from __future__ import annotations
 
+import json
 import mmap
 import os
 import struct
@@ -435,3 +436,15 @@ def test_compare_progress_names_each_generations_run(small):
     names.clear()
     res = cli.compare_modes(small, ("single", "bulk"), progress=lambda name: names.append(name))
     assert names == list(res) == ["single", "bulk"]
+
+
+def test_cli_warns_that_compare_ignores_mode(small, tmp_path, capsys):
+    # --compare --mode single ran every mode and dropped --mode without a word
+    write_pcap(tmp_path / "a.pcap", small)
+    assert cli.main(["--pcap", str(tmp_path / "a.pcap"), "--compare", "--mode", "single",
+                     "--repeat", "1", "--quiet", "--json"]) == 0
+    out = capsys.readouterr()
+    assert out.err == ("packet_pipeline: warning: --mode single ignored with --compare (it runs "
+                       "every mode)\n")
+    assert len(json.loads(out.out)["modes"]) == 5
+    assert cli.parse_args([]).mode == "bulk" and cli.parse_args(["--compare"]).mode == "bulk"
