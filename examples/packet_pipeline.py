@@ -154,8 +154,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     out = ap.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="print one JSON object")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
-    out.add_argument("--top", type=int, default=5, metavar="K",
-                     help="caches listed in the summary (default 5)")
+    out.add_argument("--top", type=int, metavar="K",
+                     help="caches listed in the summary (default 5; not with --json or "
+                          "--compare)")
     args = ap.parse_args(argv)
     if args.pcap == "":
         ap.error("--pcap: an empty file name (give a capture, or - for standard input)")
@@ -169,7 +170,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.mode is not None and args.compare:      # (it was dropped without a word)
         print(f"{PROG}: warning: --mode {args.mode} ignored with --compare (it runs every "
               "mode)", file=sys.stderr)
-    for name, default in (("packets", 200_000), ("seed", 0), ("repeat", 3), ("mode", "bulk")):
+    if args.top is not None and (args.json or args.compare):     # (so was --top)
+        print(f"{PROG}: warning: --top ignored with {'--json' if args.json else '--compare'} "
+              "(caches listed in the summary)", file=sys.stderr)
+    for name, default in (("packets", 200_000), ("seed", 0), ("repeat", 3), ("mode", "bulk"),
+                          ("top", 5)):
         if getattr(args, name) is None:
             setattr(args, name, default)
     for name, low in (("packets", 0), ("seed", 0), ("top", 0), ("batch", 1), ("repeat", 1),
@@ -229,8 +234,9 @@ def load(args: argparse.Namespace) -> tuple[Packets, str]:
 def progress_bar(args: argparse.Namespace, total: int) -> Callable[[str], Any]:
     """``bar(name)``: a progress callback for one run, or None when bars are off.
 
-    ``name`` is the run's mode (``mode@kernel`` with several generations). Bars are off with --quiet or when stdout is not a terminal, or closed (``>&-``). Bars
-    appear only after 0.5 s."""
+    ``name`` is the run's mode (``mode@kernel`` with several generations). Bars are off with
+    --quiet or when stdout is not a terminal, or closed (``>&-``). Bars appear only after
+    0.5 s."""
     if args.quiet or sys.stdout is None or not sys.stdout.isatty():
         return lambda mode: None
     from tqdm import tqdm

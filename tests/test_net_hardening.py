@@ -438,8 +438,9 @@ def test_compare_progress_names_each_generations_run(small):
     assert names == list(res) == ["single", "bulk"]
 
 
-def test_cli_warns_that_compare_ignores_mode(small, tmp_path, capsys):
-    # --compare --mode single ran every mode and dropped --mode without a word
+def test_cli_warns_that_compare_ignores_mode_and_json_top(small, tmp_path, capsys):
+    # --compare --mode single ran every mode and dropped --mode without a word; --top with
+    # --json or --compare was dropped too
     write_pcap(tmp_path / "a.pcap", small)
     assert cli.main(["--pcap", str(tmp_path / "a.pcap"), "--compare", "--mode", "single",
                      "--repeat", "1", "--quiet", "--json"]) == 0
@@ -448,3 +449,10 @@ def test_cli_warns_that_compare_ignores_mode(small, tmp_path, capsys):
                        "every mode)\n")
     assert len(json.loads(out.out)["modes"]) == 5
     assert cli.parse_args([]).mode == "bulk" and cli.parse_args(["--compare"]).mode == "bulk"
+    # and --top, which only the summary reads
+    for extra in (["--json"], ["--compare", "--repeat", "1"]):
+        assert cli.main(["--pcap", str(tmp_path / "a.pcap"), "--top", "2", "--quiet",
+                         *extra]) == 0
+        assert capsys.readouterr().err == (f"packet_pipeline: warning: --top ignored with "
+                                           f"{extra[0]} (caches listed in the summary)\n")
+    assert cli.parse_args([]).top == 5
