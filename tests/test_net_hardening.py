@@ -389,6 +389,9 @@ def test_run_pipeline_wrong_packets_sa_progress_chunk_data_are_slab_errors(small
             run_pipeline(*args, **kw)
     ok = small._replace(data=small.data.astype(np.int64))     # bytes in a wider integer type
     assert run_pipeline(ok, chunk=np.int64(3)).packets == run_pipeline(small).packets == 10
+    signed = small._replace(data=small.data.view(np.int8))   # bytes read as signed: the same
+    assert (small.data > 127).any() and \
+        run_pipeline(signed).counters == run_pipeline(small).counters
 
 
 def test_cli_ctrl_c_while_numslab_loads_is_one_line_and_130(tmp_path):

@@ -64,6 +64,8 @@ def _byte_column(column: Any) -> np.ndarray:
     ``None`` was a TypeError from NumPy; floats (3.7 read as byte 3) and values past a byte
     (256 read as 0) were converted silently, a 2-D array compiled the loop once more."""
     a = np.asarray(column)
+    if a.dtype == np.int8:              # bytes read as signed (np.frombuffer(b, np.int8))
+        a = a.view(np.uint8)
     if a.dtype.kind not in "iu":
         raise WrongTypeError(f"data must be a uint8 array of the packets' bytes, not {a.dtype}")
     if a.ndim != 1:
