@@ -881,3 +881,18 @@ def test_table_breaks_ties_by_name_as_slabinfo_sorts():
     assert rows == ["alpha", "Beta", "Gamma", "zeta"]
     rows = [ln.split()[0] for ln in r.table(sort="partial").splitlines()[1:]]
     assert rows == ["alpha", "Beta", "Gamma", "zeta"]
+
+
+def test_the_compare_table_prints_slab_counts_exactly():
+    """``slabs`` and ``partial slabs`` are counts: the side-by-side table printed them with
+    ``store_size``, the byte formatter, as ``3.7K`` for both 3,752 and 3,799 slabs (two
+    generations on a recorded trace), so it could not tell apart what the summary lines did;
+    they are now exact integers, as ``slabs allocated`` and the summary lines print them."""
+    trace = "".join(f"  t-1 [000] ..... 1.{i:06d}: kmem_cache_alloc: call_site=x+0x1/0x2 "
+                    f"ptr={0x100000 + 4096 * i:016x} name=obj bytes_req=4096 bytes_alloc=4096 "
+                    "gfp_flags=GFP_KERNEL node=-1\n" for i in range(9000)).encode()
+    r = numslab.replay(trace, compare="7.0,6.18")
+    assert all(c.totals["slabs"] > 1000 for c in r.configs.values())
+    rows = {line[:22].strip(): line[22:].split() for line in r.compare_table().splitlines()}
+    for label, key in (("slabs", "slabs"), ("partial slabs", "partial")):
+        assert rows[label] == [str(c.totals[key]) for c in r.configs.values()], label

@@ -457,9 +457,10 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
             ("slabs", "slabs"), ("partial slabs", "partial"),
             ("peak slab bytes", "peak_slab_bytes"), ("peak live bytes", "peak_live_bytes")]
     out.append(f"{'machine':<22}" + "".join(f"{n:>{w + 1}}" for n in names))
-    for label, key in rows:
-        out.append(f"{label:<22}" + "".join(f"{store_size(r.totals[key]):>{w + 1}}"
-                                             for r in results))
+    for label, key in rows:         # bytes as slabinfo's store_size, counts exactly
+        cells = [r.totals[key] if key in ("slabs", "partial") else store_size(r.totals[key])
+                 for r in results]
+        out.append(f"{label:<22}" + "".join(f"{c:>{w + 1}}" for c in cells))
     out.append(f"{'%Ef at the end':<22}" + "".join(f"{r.totals['efficiency']:>{w + 1}.1f}"
                                                    for r in results))
     out.append(f"{'%Ef mean, per sample':<22}" + "".join(
