@@ -461,6 +461,10 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
         cells = [r.totals[key] if key in ("slabs", "partial") else store_size(r.totals[key])
                  for r in results]
         out.append(f"{label:<22}" + "".join(f"{c:>{w + 1}}" for c in cells))
+    # objects sysfs counts in use that no user holds: cached in sheaves and barns (7.x), on
+    # 6.18's CPU slabs, and the allocator's own structs (the last sample's, as ``objects``)
+    out.append(f"{'cached objects':<22}" + "".join(
+        f"{_cached(r):>{w + 1}}" for r in results))
     out.append(f"{'%Ef at the end':<22}" + "".join(f"{r.totals['efficiency']:>{w + 1}.1f}"
                                                    for r in results))
     out.append(f"{'%Ef mean, per sample':<22}" + "".join(
@@ -486,6 +490,15 @@ def format_compare(results: list[ReplayResult], top: int = 12) -> str:
                  if r.caches["slab_bytes"][k] else "0    -" for r in results]
         out.append(f"{first.names[k][:22]:<22}" + "".join(f"{c:>{w + 1}}" for c in cells))
     return "\n".join(out)
+
+
+def _cached(r: ReplayResult) -> str:
+    """Sysfs ``objects`` less the live objects over every cache, at the last sample.
+
+    ``-`` for a result made without ``objects``."""
+    if r.objects is None:
+        return "-"
+    return str(int(np.sum(r.objects - r.series.live_objects[-1])))
 
 
 def _ef(caches: dict, k: int) -> int:
