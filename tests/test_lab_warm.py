@@ -228,6 +228,29 @@ def test_a_cache_whose_seeded_state_differs_from_the_snapshots_is_unmet(gen):
 
 
 @pytest.mark.parametrize("gen", GEN)
+def test_partial_slabs_with_empty_ones_among_them_are_seeded_as_the_snapshot_lists(gen):
+    """Six partial slabs holding two objects between them, beside eight full slabs (a
+    recorded ``bio-184``: 14 slabs, 6 partial, 170 objects): four of the six are empty, which a
+    node keeps listed when they emptied before it had ``min_partial`` partial slabs. The
+    seeding freed all the chosen objects in one bulk call; 7.0's sheaves flushed the two
+    slabs that stay partial first, so the fourth empty one found five partial slabs and was
+    discarded (13 slabs, 5 partial, "not met exactly"). The slabs to empty are freed first."""
+    data = json.loads(lzma.decompress(SNAP.read_bytes()))
+    for c in data["caches"]:
+        if c["name"] == "maple_node":           # 16 objects a slab
+            c.update(objects="130 N0=130", slabs="14 N0=14", partial="6 N0=6")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = numslab.replay(TRACE, snapshot=data, kernel=gen, cpus=2, samples=16, warm=True)
+    w = r.warm
+    k = r.names.index("maple_node")
+    assert int(r.objs_per_slab[k]) == 16
+    assert (w.slabs[k], w.partial[k], w.objects[k]) == (14, 6, 130)
+    assert "maple_node" not in w.unmet
+    r.allocator.validate()
+
+
+@pytest.mark.parametrize("gen", GEN)
 def test_a_warm_start_on_another_cpu_count_keeps_the_snapshots_objects(gen):
     """On 4 CPUs numslab's slabs of some caches hold twice the objects of the 2-CPU
     kernel's (``calculate_order``'s min_objects follows the CPUs): the seeding keeps each

@@ -277,9 +277,15 @@ def _seed_cache(sa: Any, c: Any, want: tuple[np.ndarray, np.ndarray, np.ndarray]
         start = np.searchsorted(pick[order], np.arange(p))
         rank = np.arange(len(order)) - start[pick[order]]
         gone = order[rank < nfree[pick[order]]]
-        if len(gone):
-            objs = out[gone].copy()
-            sa.kmem_cache_free_bulk(c, len(objs), objs, cpu=cpu)
+        # the slabs to be emptied first, flushed to them before the others turn partial: an
+        # emptied slab stays listed only while its node has fewer than min_partial partial
+        # slabs (7.x's sheaves flushed the others' objects first and discarded one)
+        whole_gone = nfree[pick[gone]] == ops
+        for part in (gone[whole_gone], gone[~whole_gone]):
+            if len(part):
+                objs = out[part].copy()
+                sa.kmem_cache_free_bulk(c, len(objs), objs, cpu=cpu)
+                flush_all(sa._st, c.id)
         keep = np.ones(len(out), bool)
         keep[gone] = False
         freed.append(out[keep])
