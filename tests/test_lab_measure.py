@@ -248,3 +248,22 @@ def test_a_sample_with_no_slab_memory_counts_as_the_end_figure_does():
     assert (sb == 0).any() and (sb > 0).any()
     want = [100.0 if s == 0 else 100.0 * b / s for b, s in zip(lb.tolist(), sb.tolist())]
     assert r.totals["mean_efficiency"] == pytest.approx(sum(want) / len(want), rel=1e-12)
+
+
+def test_the_plot_gives_each_of_more_than_ten_configurations_its_own_colour(tmp_path):
+    """The colours came from ``tab10`` by ``i % 10``: the 11th and 12th configurations of a
+    comparison of remedies (``--compare`` of 12 on a recorded trace) were drawn in the 1st's
+    and 2nd's colours, so neither the legend nor the curves told them apart."""
+    from matplotlib.colors import to_hex
+
+    from numslab.lab.result import plot_results
+    text = "".join(_alloc("obj", 0x100000 + 64 * i, 1 + i * 0.001) for i in range(100))
+    configs = [f"7.0:cpus={n}" for n in range(1, 13)]
+    r = numslab.replay(text.encode(), compare=configs, samples=8)
+    fig = plot_results(list(r.configs.values()), str(tmp_path / "p.png"))
+    lines, bars = fig.axes[0].get_lines(), fig.axes[1].containers
+    assert len(lines) == 24 and len(bars) == 12
+    curve = [to_hex(ln.get_color()) for ln in lines[::2]]          # (slab, live) per config
+    assert curve == [to_hex(ln.get_color()) for ln in lines[1::2]]
+    assert len(set(curve)) == 12
+    assert [to_hex(b.patches[0].get_facecolor()) for b in bars] == curve

@@ -519,11 +519,16 @@ def plot_results(results: list[ReplayResult], path: str, top: int = 15) -> "Figu
     from matplotlib.figure import Figure
     fig = Figure(figsize=(13, 5))
     ax1, ax2 = fig.subplots(1, 2)
-    colours = colormaps["tab10"]
+    n = len(results)        # a colour per configuration: tab10's, tab20's past 10, then a ramp
+    cmap = colormaps["tab10" if n <= 10 else "tab20" if n <= 20 else "turbo"]
+
+    def colours(i: int) -> tuple:
+        """Configuration ``i``'s colour."""
+        return cmap(i) if n <= 20 else cmap(i / (n - 1))
     t0 = results[0].series.t[0] if len(results[0].series.t) else 0.0
     for i, r in enumerate(results):
         s = r.series
-        col = colours(i % 10)
+        col = colours(i)
         ax1.plot(s.t - t0, s.total_slab_bytes / 2**20, color=col)
         ax1.plot(s.t - t0, s.total_live_bytes / 2**20, color=col, ls="--")
     ax1.set_xlabel("seconds into the trace")
@@ -534,7 +539,7 @@ def plot_results(results: list[ReplayResult], path: str, top: int = 15) -> "Figu
     width = 0.8 / len(results)
     for i, r in enumerate(results):
         ax2.barh(np.arange(len(big)) + i * width, r.caches["efficiency"][big], height=width,
-                 color=colours(i % 10), label=r.config.name)
+                 color=colours(i), label=r.config.name)
     ax2.set_yticks(np.arange(len(big)) + 0.4 - width / 2)
     ax2.set_yticklabels([results[0].names[k] for k in big.tolist()], fontsize=7)
     ax2.invert_yaxis()
