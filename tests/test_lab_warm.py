@@ -342,3 +342,26 @@ def test_a_warm_start_past_the_machine_names_the_snapshot_cache_and_its_slabs(ca
             r"slabs 1,000,000,000,000,000 of order 0 \(4,096,000,000,000,000,000 bytes\)$")):
         numslab.replay(line.encode(), snapshot=snap, warm="slab", cpus=2, kernel="7.0")
     assert numslab.replay(line.encode(), snapshot=snap, cpus=2, kernel="7.0").replayed == 1
+
+
+def test_the_json_of_a_cache_carries_every_column_of_its_table_row():
+    """``--json`` had no figure for the table's ``Cpu`` (sysfs ``cpu_slabs``: a CPU's partial
+    slabs only beside its CPU slab) nor its ``Flg``; its ``cpu_slabs`` counts every CPU
+    partial list, which on the warm 6.18 network excerpt is one more than the table's for
+    ``TCP``, ``task_struct``, ... Now ``sysfs_cpu_slabs`` and ``flags`` give them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = numslab.replay(DATA / TRACES["net"], snapshot=DATA / SNAPSHOTS["net"],
+                           kernel="6.18", cpus=2, samples=16, warm=True)
+    j = r.to_json()["caches"]
+    rows = {line.split()[0]: line.split()[1:]
+            for line in r.table(all_caches=True).splitlines()[1:]}
+    differ = 0
+    for name, row in rows.items():
+        c = j[name]
+        flg = row[8] if len(row) > 8 else ""
+        assert row[0] == str(c["objects"]) and row[3] == (
+            f"{c['slabs'] - c['sysfs_cpu_slabs']}/{c['partial']}/{c['sysfs_cpu_slabs']}")
+        assert flg == c["flags"], name
+        differ += c["sysfs_cpu_slabs"] != c["cpu_slabs"]
+    assert differ > 0 and any(c["flags"] for c in j.values())

@@ -305,6 +305,9 @@ class ReplayResult:
                             "slabs": int(c["slabs"][k]), "slab_bytes": int(c["slab_bytes"][k]),
                             "partial": int(c["partial"][k]),
                             "cpu_slabs": int(c["cpu_slabs"][k]),
+                            "sysfs_cpu_slabs": int(self.sysfs_cpu_slabs[k])
+                            if self.sysfs_cpu_slabs is not None else int(c["cpu_slabs"][k]),
+                            "flags": self._flags(k),
                             "object_size": int(self.object_size[k]),
                             "slab_size": int(self.slab_size[k]),
                             "order": int(self.order[k]),
