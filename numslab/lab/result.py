@@ -528,7 +528,9 @@ def plot_results(results: list[ReplayResult], path: str, top: int = 15) -> "Figu
     def colours(i: int) -> tuple:
         """Configuration ``i``'s colour."""
         return cmap(i) if n <= 20 else cmap(i / (n - 1))
-    t0 = results[0].series.t[0] if len(results[0].series.t) else 0.0
+    # 0 at the trace's first event: the first point's time less the seconds it stands for
+    first = results[0].series
+    t0 = first.t[0] - (first.dt[0] if len(first.dt) else 0.0) if len(first.t) else 0.0
     for i, r in enumerate(results):
         s = r.series
         col = colours(i)
