@@ -78,6 +78,32 @@ def _record_and_replay(tmp_path):
     assert r.replayed + sum(r.skipped.values()) == r.lines == info["lines"]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="recording needs root")
+def test_a_recording_leaves_the_top_level_buffer_to_its_other_users(tmp_path):
+    """``record`` traced in the top-level ring buffer and emptied it before and after: what
+    another user had traced there (another session's ``numslab record`` on a shared machine)
+    was gone, with no ``LOST`` line. It now records in an instance of its own, removed after."""
+    mounted = (TRACEFS / "events").is_dir()
+    rec.ensure_tracefs(TRACEFS)
+    try:
+        on = (TRACEFS / "tracing_on").read_text().strip()
+        mark = f"numslab-test-mark-{os.getpid()}-{os.urandom(4).hex()}"
+        (TRACEFS / "tracing_on").write_text("1\n")
+        try:
+            (TRACEFS / "trace_marker").write_text(mark)
+        finally:
+            (TRACEFS / "tracing_on").write_text(on + "\n")
+        out = tmp_path / "r.txt"
+        info = rec.record(out, [sys.executable, "-c", "open('/dev/null').close()"],
+                          buffer_kb=1024)
+        assert mark in (TRACEFS / "trace").read_text(errors="replace")
+        assert info["lines"] > 0 and mark not in out.read_text()
+        assert not (TRACEFS / "instances" / f"numslab-{os.getpid()}").exists()
+    finally:
+        if not mounted:
+            subprocess.run(["umount", str(TRACEFS)], check=True)
+
+
 def test_the_fake_tracefs_is_restored_after_the_command_fails(tmp_path):
     root = _fake_tracefs(tmp_path)
     before = _state(root)

@@ -3,9 +3,12 @@
 The ``kmem`` tracepoints through tracefs (``numslab record``) and ``/sys/kernel/slab`` as JSON
 (``numslab snapshot``).
 
-Every change to tracefs is undone in a ``finally``: the events' enables, ``tracing_on``, the
-buffer size, and the output options and trace clock a recording sets to what the reader reads
-(:data:`FORMAT`, :data:`SECONDS_CLOCKS`) are put back as they were, however the recording ends.
+A recording traces in an instance of its own (``instances/numslab-<pid>``, removed after),
+where tracefs has instances, so the top-level ring buffer's other users keep their events.
+Every change to the tracefs it uses is undone in a ``finally``: the events' enables,
+``tracing_on``, the buffer size, and the output options and trace clock a recording sets to
+what the reader reads (:data:`FORMAT`, :data:`SECONDS_CLOCKS`) are put back as they were,
+however the recording ends.
 """
 from __future__ import annotations
 
@@ -162,6 +165,41 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
                           f"directory {where}, or it is a directory); nothing was "
                           f"recorded") from None
     root = ensure_tracefs(root)
+    inst = _instance(root)          # its own ring buffer, where the kernel has instances
+    t0 = time.monotonic()
+    try:
+        text, rc, interrupted = _trace(inst or root, command, seconds, buffer_kb)
+    finally:
+        if inst is not None:
+            try:
+                inst.rmdir()
+            except OSError:
+                pass
+    data = text.encode()
+    if out.suffix == ".xz":
+        data = lzma.compress(data)
+    elif out.suffix == ".gz":
+        data = gzip.compress(data)
+    try:
+        out.write_bytes(data)
+    except OSError as e:
+        raise RecordError(f"record: cannot write {out}: {e.strerror or e}") from None
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    # a full ring buffer overwrites its oldest events (options/overwrite, the default) and
+    # no line marks them: the header's "entries-in-buffer/entries-written: A/B" counts them
+    kept = re.search(r"^# entries-in-buffer/entries-written: (\d+)/(\d+)", text, re.M)
+    return {"lines": len(lines), "lost": sum("LOST" in ln for ln in lines
+                                             if ln.startswith("CPU:")),
+            "overwritten": int(kept.group(2)) - int(kept.group(1)) if kept else 0,
+            "returncode": rc, "seconds": time.monotonic() - t0, "interrupted": interrupted}
+
+
+def _trace(root: Path, command: Sequence[str] | None, seconds: float | None,
+           buffer_kb: int) -> tuple[str, int | None, bool]:
+    """Set ``root`` (tracefs or an instance of it) up, trace, read the text, restore ``root``.
+
+    Returns the ``trace`` text, the command's return code and whether a Ctrl-C ended the
+    wait."""
     _warn_partial(root)
     ev = [root / "events" / "kmem" / e / "enable" for e in EVENTS]
     try:
@@ -177,7 +215,6 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
         saved["fmt"].append((root / "trace_clock", clock))
     rc = None
     interrupted = False
-    t0 = time.monotonic()
     try:
         writing = root / "tracing_on"   # the file named in an error (e.filename is None
         try:                            # when the write, not the open, fails: ERANGE for a
@@ -214,23 +251,32 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
         for p, v in saved["fmt"]:
             _try_write(p, v)
         _try_write(root / "tracing_on", saved["on"])
-    data = text.encode()
-    if out.suffix == ".xz":
-        data = lzma.compress(data)
-    elif out.suffix == ".gz":
-        data = gzip.compress(data)
+    return text, rc, interrupted
+
+
+def _instance(root: Path) -> Path | None:
+    """A tracing instance of numslab's own, ``instances/numslab-<pid>``, made under ``root``.
+
+    Its ring buffer, event enables and settings are its own, so a recording neither empties
+    nor mixes with the top-level buffer another user traces into (a second ``numslab
+    record``, ``trace-cmd record``). None where ``root`` has no ``instances`` (a kernel
+    without them, a folder named by ``--tracefs``) or the new one lacks the kmem events:
+    the recording then uses ``root`` itself, and leaves its buffer empty."""
+    if not (root / "instances").is_dir():
+        return None
+    inst = root / "instances" / f"numslab-{os.getpid()}"
     try:
-        out.write_bytes(data)
-    except OSError as e:
-        raise RecordError(f"record: cannot write {out}: {e.strerror or e}") from None
-    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
-    # a full ring buffer overwrites its oldest events (options/overwrite, the default) and
-    # no line marks them: the header's "entries-in-buffer/entries-written: A/B" counts them
-    kept = re.search(r"^# entries-in-buffer/entries-written: (\d+)/(\d+)", text, re.M)
-    return {"lines": len(lines), "lost": sum("LOST" in ln for ln in lines
-                                             if ln.startswith("CPU:")),
-            "overwritten": int(kept.group(2)) - int(kept.group(1)) if kept else 0,
-            "returncode": rc, "seconds": time.monotonic() - t0, "interrupted": interrupted}
+        inst.mkdir()
+    except OSError:
+        return None
+    if (inst / "trace").exists() and all(
+            (inst / "events" / "kmem" / e / "enable").exists() for e in EVENTS):
+        return inst
+    try:
+        inst.rmdir()
+    except OSError:
+        pass
+    return None
 
 
 def _clock(root: Path) -> str:
@@ -268,7 +314,7 @@ def _warn_partial(root: Path) -> None:
     if found:
         warnings.warn(f"record: {'; '.join(found)}: the recording holds only the events these "
                       f"let through (the replay needs every allocation and free)", UserWarning,
-                      stacklevel=3)
+                      stacklevel=4)
 
 
 def _try_write(path: Path, text: str) -> None:
