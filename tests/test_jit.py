@@ -1257,17 +1257,26 @@ def test_each_thread_reads_its_own_raise_s_detail(sa):
         free_one(sa.handle, c.id, mine)
     me = jitapi._error_row(threading.get_ident())
 
+    go, chosen = threading.Event(), []
+
     def other():
-        try:
-            free_one(sa.handle, c.id, theirs)
-        except SlabError:
-            pass
-    for _ in range(20):                             # another thread on another row
-        t = threading.Thread(target=other)
+        go.wait()
+        if chosen and chosen[0] == threading.get_ident():
+            try:
+                free_one(sa.handle, c.id, theirs)
+            except SlabError:
+                pass
+    # another thread on another row: alive together, so that their idents differ (a thread
+    # started after another's join may take its ident, and so its row: 1 run in about 256
+    # failed when that row was this thread's)
+    threads = [threading.Thread(target=other) for _ in range(20)]
+    for t in threads:
         t.start()
+    chosen += [t.ident for t in threads if jitapi._error_row(t.ident) != me][:1]
+    go.set()
+    for t in threads:
         t.join()
-        if jitapi._error_row(t.ident) != me:
-            break
+    assert chosen
     again = SlabError("numslab.jit: as Python makes this thread's exception again",
                       numslab.errors.JIT_RAISE)
     assert again.detail[0] == mine and f"address {mine:#x}" in str(again)
