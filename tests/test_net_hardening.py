@@ -428,6 +428,16 @@ def test_read_and_write_capture_refuse_what_is_no_path_or_no_table(small, tmp_pa
     assert not (tmp_path / "w.pcap").exists()
     write_pcap(tmp_path / "w.pcap", small)
     assert len(read_capture(str(tmp_path / "w.pcap").encode()).offset) == 10   # bytes: a path
+    # data of floats (3.7 written as byte 3) or past a byte (256 as 0) was written converted
+    # without a word, as run_pipeline refused to read it
+    for data, err, what in ((small.data + 0.7, WrongTypeError, "not float64"),
+                            (small.data.astype(np.int64) + 256, InvalidArgumentError,
+                             "not a byte")):
+        with pytest.raises(err, match=what):
+            write_pcap(tmp_path / "x.pcap", small._replace(data=data))
+        assert not (tmp_path / "x.pcap").exists()
+    write_pcap(tmp_path / "s.pcap", small._replace(data=small.data.view(np.int8)))
+    assert (tmp_path / "s.pcap").read_bytes() == (tmp_path / "w.pcap").read_bytes()
 
 
 def test_compare_progress_names_each_generations_run(small):

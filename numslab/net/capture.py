@@ -581,12 +581,14 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
     numslab.InvalidArgumentError
         (A ValueError.) Columns of different lengths, a packet outside ``data``, a length
         that does not fit 32 bits or exceeds ``snaplen``, a ``snaplen`` or ``linktype``
-        outside 0..2**32-1, or a timestamp before 1970 or after 2106.
+        outside 0..2**32-1, a timestamp before 1970 or after 2106, ``data`` not 1-D or holding
+        a value outside 0..255.
     numslab.WrongTypeError
-        ``packets`` is no packet table, a ``snaplen`` or ``linktype`` is not an integer.
+        ``packets`` is no packet table, its ``data`` not integers, a ``snaplen`` or
+        ``linktype`` is not an integer.
     """
     _check_table(packets)
-    data = np.ascontiguousarray(packets.data, dtype=np.uint8)
+    data = _byte_column(packets.data)   # (floats and values past a byte converted silently)
     cols = [np.ascontiguousarray(c, dtype=np.int64)
             for c in (packets.offset, packets.caplen, packets.wirelen, packets.ts_ns)]
     offset, caplen, wirelen, ts_ns = cols
@@ -626,6 +628,26 @@ def write_pcap(path: str | os.PathLike, packets: Packets, nanosecond: bool = Fal
 
 
 # ---- argument checks shared with the pipeline and the traffic generator ----------------------
+def _byte_column(column: Any) -> np.ndarray:
+    """The packet bytes as a read-only C ``uint8[m]``, refusing what would convert wrongly.
+
+    ``None`` was a TypeError from NumPy; floats (3.7 read as byte 3) and values past a byte
+    (256 read as 0) were converted silently, a 2-D array compiled the loop once more."""
+    a = np.asarray(column)
+    if a.dtype == np.int8:              # bytes read as signed (np.frombuffer(b, np.int8))
+        a = a.view(np.uint8)
+    if a.dtype.kind not in "iu":
+        raise WrongTypeError(f"data must be a uint8 array of the packets' bytes, not {a.dtype}")
+    if a.ndim != 1:
+        raise InvalidArgumentError(f"data must be 1-D (uint8[m]), not {a.ndim}-D")
+    if a.dtype != np.uint8 and a.size and (a.min() < 0 or a.max() > 255):
+        i = int(np.argmax((a < 0) | (a > 255)))
+        raise InvalidArgumentError(f"data[{i}] is {int(a[i])}: not a byte (0..255)")
+    data = np.require(a, np.uint8, ["C"]).view()
+    data.flags.writeable = False
+    return data
+
+
 def _check_table(packets: object) -> None:
     """Raise ``WrongTypeError`` unless ``packets`` has a packet table's fields.
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError, WrongTypeError
 from ..facade.allocator import SlabAllocator
-from .capture import Packets, _check_table, _outside_data, _real
+from .capture import Packets, _byte_column, _check_table, _outside_data, _real
 from .rxrun import PacketColumns
 
 
@@ -56,26 +56,6 @@ def _int_column(name: str, column: Any) -> np.ndarray:
     elif kind not in "iuf":
         raise WrongTypeError(f"{name} must be an integer array, not {a.dtype}")
     return np.require(a, np.int64, ["C", "W"])
-
-
-def _byte_column(column: Any) -> np.ndarray:
-    """The packet bytes as a read-only C ``uint8[m]``, refusing what would convert wrongly.
-
-    ``None`` was a TypeError from NumPy; floats (3.7 read as byte 3) and values past a byte
-    (256 read as 0) were converted silently, a 2-D array compiled the loop once more."""
-    a = np.asarray(column)
-    if a.dtype == np.int8:              # bytes read as signed (np.frombuffer(b, np.int8))
-        a = a.view(np.uint8)
-    if a.dtype.kind not in "iu":
-        raise WrongTypeError(f"data must be a uint8 array of the packets' bytes, not {a.dtype}")
-    if a.ndim != 1:
-        raise InvalidArgumentError(f"data must be 1-D (uint8[m]), not {a.ndim}-D")
-    if a.dtype != np.uint8 and a.size and (a.min() < 0 or a.max() > 255):
-        i = int(np.argmax((a < 0) | (a > 255)))
-        raise InvalidArgumentError(f"data[{i}] is {int(a[i])}: not a byte (0..255)")
-    data = np.require(a, np.uint8, ["C"]).view()
-    data.flags.writeable = False
-    return data
 
 
 def _columns(packets: Packets) -> PacketColumns:
