@@ -102,9 +102,12 @@ class EngineCache(FunctionCache):
         return (*key, self._key) if self._key else key
 
 
-def source_hash(folder: Path) -> str:
-    """Hash of the ``.py`` sources of ``folder`` (an :class:`EngineCache` ``key``)."""
-    h = hashlib.sha256()
+def source_hash(folder: Path, salt: str = "") -> str:
+    """Hash of ``salt`` and the ``.py`` sources of ``folder``: a key of a disk cache.
+
+    :class:`EngineCache`'s ``key`` (net's), and the lab's and the tools' caches' with the
+    :data:`ABI` as ``salt``."""
+    h = hashlib.sha256(salt.encode())
     for f in sorted(folder.glob("*.py")):
         h.update(f.name.encode())
         h.update(f.read_bytes())

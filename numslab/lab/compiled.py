@@ -12,22 +12,18 @@ same speed. They are compiled link-only, as the engine's helpers are (``engine/l
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
 from numba.core.caching import FunctionCache
 
-from ..engine.native import ABI, CompiledDispatcher, HelperDispatcher, unit_table_hash
+from ..engine.native import (ABI, CompiledDispatcher, HelperDispatcher, source_hash,
+                             unit_table_hash)
 
 
 def _lab_hash(folder: Path = Path(__file__).parent) -> str:
     """Hash of the lab's sources (the ``.py`` files of ``folder``) and the engine's ABI."""
-    h = hashlib.sha256(ABI.encode())
-    for f in sorted(folder.glob("*.py")):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    return source_hash(folder, ABI)
 
 
 #: Part of every lab kernel's cache key.

@@ -12,23 +12,18 @@ named after the ABI.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
 import numba as nb
 from numba.core.caching import FunctionCache
 
-from ..engine.native import ABI
+from ..engine.native import ABI, source_hash
 
 
 def _tools_hash(folder: Path = Path(__file__).parent) -> str:
     """Hash of the tools' sources (the ``.py`` files of ``folder``) and the engine's ABI."""
-    h = hashlib.sha256(ABI.encode())
-    for f in sorted(folder.glob("*.py")):
-        h.update(f.name.encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    return source_hash(folder, ABI)
 
 
 #: Part of every tool function's cache key.
