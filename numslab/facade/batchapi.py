@@ -143,7 +143,7 @@ class BatchAPI:
                         if inside:
                             self._inobj_building.add(cid)
                         building = self._building[slab]
-                        while i < nobj:     # each object's word kept just before its constructor
+                        while i < nobj and type(cache) is KmemCache:    # (unless destroyed)
                             if i not in building[3]:    # (not constructed early: _construct_early)
                                 building[2] = i + 1
                                 kept = self._free_pointers(cache, base, size, i, i + 1)
