@@ -696,14 +696,14 @@ def test_a_destroy_in_another_thread_never_meets_the_cache_s_own_engine_calls(ge
     assert p.stdout.split()[0] == "True", p.stdout
 
 
-@pytest.mark.parametrize("gen", ["7.0", "6.18"])
-@pytest.mark.parametrize("how", ["cache.compact", "kmem_cache_compact", "shrink"])
-def test_a_constructor_compacting_its_own_cache_moves_nothing_into_its_new_slab(gen, how):
-    """A constructor (the third object of a bulk's new slab) frees most of the owner's objects
-    and compacts its cache: the moves filled the free objects of the slab being constructed,
-    and the constructor loop then constructed over the moved objects (4 objects of the owner
-    rewritten). The compaction is now refused while the cache's constructor builds a slab
-    (a shrink's compaction pass is left out), and no object of the owner changes."""
+def _ctor_compacting(gen, compact, mobility=False):
+    """A cache of 64-byte objects whose constructor, at the third object of a bulk's new slab,
+    frees all but four of the owner's objects and calls ``compact(sa, c)`` (``(old, new)``, or
+    None: nothing to remap; a ``ConstructorError`` is recorded as a refusal).
+
+    The owner first holds two slabs' objects, each filled with 0x55, then a bulk of ``k - 8``
+    is allocated. Returns the allocator, the cache, the owner's objects (address: 1), the
+    refusals' texts and the bulk's objects."""
     sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=gen, freelist_random=False)
     calls, user, refused = [-10 ** 9], {}, []
 
@@ -715,31 +715,41 @@ def test_a_constructor_compacting_its_own_cache_moves_nothing_into_its_new_slab(
                 sa.kmem_cache_free(c, a)
                 del user[a]
             try:
-                if how == "shrink":
-                    sa.kmem_cache_shrink(c)
-                    return
-                old, new = c.compact(100) if how == "cache.compact" else \
-                    sa.kmem_cache_compact(c, 100)
+                moved = compact(sa, c)
             except numslab.ConstructorError as e:
                 refused.append(str(e))
                 return
-            for o, n in zip(old.tolist(), new.tolist()):
+            for o, n in zip(*(m.tolist() for m in moved)) if moved is not None else ():
                 user[n] = user.pop(o)
     c = sa.kmem_cache_create("k", 64, ctor=ctor)
-    if how == "shrink":
+    if mobility:
         sa.kmem_cache_setup_mobility(c, None, lambda old, new, private: [
             user.__setitem__(n, user.pop(o)) for o, n in zip(old.tolist(), new.tolist())])
     k = c.objs_per_slab
-    mem = sa.memory
     for a in c.alloc_bulk(2 * k).tolist():
         user[a] = 1
-        mem[a:a + 64] = 0x55
+        sa.memory[a:a + 64] = 0x55
     calls[0] = 0
     out = np.zeros(k, np.int64)
     assert sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, k - 8, out) == k - 8
+    assert [a for a in user if (sa.memory[a:a + 64] != 0x55).any()] == []
+    return sa, c, user, refused, out[:k - 8]
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+@pytest.mark.parametrize("how", ["cache.compact", "kmem_cache_compact", "shrink"])
+def test_a_constructor_compacting_its_own_cache_moves_nothing_into_its_new_slab(gen, how):
+    """A constructor (the third object of a bulk's new slab) frees most of the owner's objects
+    and compacts its cache: the moves filled the free objects of the slab being constructed,
+    and the constructor loop then constructed over the moved objects (4 objects of the owner
+    rewritten). The compaction is now refused while the cache's constructor builds a slab
+    (a shrink's compaction pass is left out), and no object of the owner changes."""
+    compact = {"cache.compact": lambda sa, c: c.compact(100),
+               "kmem_cache_compact": lambda sa, c: sa.kmem_cache_compact(c, 100),
+               "shrink": lambda sa, c: sa.kmem_cache_shrink(c) and None}[how]
+    sa, c, user, refused, out = _ctor_compacting(gen, compact, mobility=how == "shrink")
     assert len(user) == 4
-    assert [a for a in user if (mem[a:a + 64] != 0x55).any()] == []
-    assert set(user) | set(out[:k - 8].tolist()) == set(c.live_addresses().tolist())
+    assert set(user) | set(out.tolist()) == set(c.live_addresses().tolist())
     assert bool(refused) == (how != "shrink")
     assert all("called by the cache's own constructor" in r for r in refused)
     sa.validate()
@@ -756,34 +766,12 @@ def test_numslab_jit_compaction_from_the_cache_s_constructor_is_refused(gen):
     it calls): the engine's compaction filled the new slab's objects not constructed yet and the
     constructor loop rewrote them. It is refused (``ConstructorError``) while the facade
     constructs the cache's slabs (``CA_CTOR`` above 1), and allowed again afterwards."""
-    sa = numslab.SlabAllocator(nr_cpus=1, memory="16M", kernel=gen, freelist_random=False)
-    calls, user, refused = [-10 ** 9], {}, []
     old, new = np.zeros(200, np.int64), np.zeros(200, np.int64)
 
-    def ctor(mem, addr):
-        calls[0] += 1
-        mem[addr:addr + 64] = 0xAA
-        if calls[0] == 3:
-            for a in sorted(user)[:-4]:
-                sa.kmem_cache_free(c, a)
-                del user[a]
-            try:
-                n = _jit_compact_all(sa.handle, c.id, old, new)
-            except numslab.ConstructorError as e:
-                refused.append(str(e))
-                return
-            for o, n in zip(old[:n].tolist(), new[:n].tolist()):
-                user[n] = user.pop(o)
-    c = sa.kmem_cache_create("k", 64, ctor=ctor)
-    k = c.objs_per_slab
-    mem = sa.memory
-    for a in c.alloc_bulk(2 * k).tolist():
-        user[a] = 1
-        mem[a:a + 64] = 0x55
-    calls[0] = 0
-    out = np.zeros(k, np.int64)
-    assert sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, k - 8, out) == k - 8
-    assert [a for a in user if (mem[a:a + 64] != 0x55).any()] == []
+    def compact(sa, c):
+        n = _jit_compact_all(sa.handle, c.id, old, new)
+        return old[:n], new[:n]
+    sa, c, user, refused, _ = _ctor_compacting(gen, compact)
     assert len(refused) == 1 and "called by the cache's own constructor" in refused[0]
     assert "kmem_cache_compact" in refused[0]
     assert int(sa.state.ca[c.id, numslab.engine.layout.CA_CTOR]) == 1
