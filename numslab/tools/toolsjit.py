@@ -18,7 +18,7 @@ from typing import Any, Callable
 import numba as nb
 from numba.core.caching import FunctionCache
 
-from ..engine.native import ABI, source_hash
+from ..engine.native import ABI, source_hash, unit_table_hash
 
 
 def _tools_hash(folder: Path = Path(__file__).parent) -> str:
@@ -31,10 +31,12 @@ TOOLS_HASH = _tools_hash()
 
 
 class ToolsCache(FunctionCache):
-    """Numba's function cache, keyed also on :data:`TOOLS_HASH`."""
+    """Numba's function cache, keyed also on :data:`TOOLS_HASH` and the unit table's layout.
+
+    As the lab's ``LabCache``: the benchmarks' loops call the engine's units through the table."""
 
     def _index_key(self, sig: Any, codegen: Any) -> tuple:
-        return (*super()._index_key(sig, codegen), TOOLS_HASH)
+        return (*super()._index_key(sig, codegen), TOOLS_HASH, unit_table_hash())
 
 
 def tools_jit(**options: Any) -> Callable:
