@@ -398,9 +398,8 @@ class DebugAPI:
         if not f & PG_SLAB:
             kind = ("kfree_rcu" if f & PG_LARGE and f & PG_RCU else "large kmalloc"
                     if f & PG_LARGE else "rcu slab" if f & PG_RCU else "pages")
-            mark = (head << 12) + 8             # an oversize sheaf: a large block, marked
-            if kind == "large kmalloc" and int(st.live[mark >> 9]) >> ((mark >> 3) & 63) & 1:
-                kind = "sheaf"
+            if kind == "large kmalloc" and self._own_block(head << 12):
+                kind = "sheaf"                  # an oversize sheaf
             return {"kind": kind, "block": head << 12, "order": int(st.pg_order[head])}
         cache = self._caches.get(int(st.sl_cache[head]))
         if cache is None:               # its cache destroyed by another thread meanwhile (a

@@ -219,6 +219,13 @@ class KmallocAPI:
         cache = self._caches.get(cid)          # (another thread may destroy it meanwhile)
         return size if cache is None else cache.slab_ksize
 
+    def _own_block(self: "SlabAllocator", block: int) -> bool:
+        """Whether the large block at ``block`` is the allocator's own (an oversize sheaf).
+
+        Marked as a kmalloc object of its own is: the live bit of its second 8-byte granule."""
+        mark = block + 8
+        return bool(int(self.state.live[mark >> 9]) >> ((mark >> 3) & 63) & 1)
+
     def _ksize(self: "SlabAllocator", addr: int, fn: str = "ksize") -> int:
         """``ksize`` without touching the object (checks naming the call ``fn``).
 
@@ -227,9 +234,7 @@ class KmallocAPI:
         if 0 <= addr <= ZERO_SIZE_PTR:          # ZERO_OR_NULL_PTR
             return 0
         err, slab = self._locate(addr)
-        mark = addr + 8                         # an oversize sheaf: a large block, marked
-        if err == checks.E_LARGE and (fn == "ksize" or not (
-                int(self.state.live[mark >> 9]) >> ((mark >> 3) & 63)) & 1):
+        if err == checks.E_LARGE and (fn == "ksize" or not self._own_block(addr)):
             return PAGE_SIZE << int(self.state.pg_order[addr >> 12])
         if err == checks.E_LARGE:               # (krealloc returned it resized in place)
             err = checks.E_ALLOCATORS
