@@ -14,15 +14,25 @@ if TYPE_CHECKING:
 #: compiled code recorded as it raised (-1: not known), the argument it refused
 #: (:data:`NO_VALUE`: none), the earlier batch element naming the same object (-1: none),
 #: the cache's name and the allocator's note on the address, which its compiled code cannot
-#: know, and the call that raised (None: not known).
+#: know, the call that raised (None: not known) and the bound the argument broke (an array's
+#: entries, the machine's CPUs or nodes; :data:`NO_VALUE`: none).
 _jit_error_detail: Callable[[], tuple[int, int, int, int, int, str | None, str | None,
-                                      str | None]] | None = None
+                                      str | None, int]] | None = None
 #: "No refused argument" in the compiled error detail (an int64 no argument check refuses).
 NO_VALUE = -(1 << 63)
 #: The second argument ``numslab.jit``'s compiled raises give their exception ("numslabj" in
 #: ASCII): only such an exception reads the thread's compiled error detail, and drops it from
 #: its ``args`` (one a user makes with the same text reads nothing).
 JIT_RAISE = 0x6E756D736C61626A
+
+
+def _with_bound(text: str, bound: int | None) -> str:
+    """A compiled raise's text with the bound its argument broke filled in.
+
+    ``{bound}`` is the bound (an array's entries), ``{last}`` the last value in range (the last
+    CPU or node); "?" where the thread's detail was taken by another thread's raise."""
+    return text.replace("{bound}", "?" if bound is None else str(bound)) \
+        .replace("{last}", "?" if bound is None else str(bound - 1))
 
 
 def _rebuilt(cls: type, args: tuple, state: dict) -> "SlabError":
@@ -42,7 +52,8 @@ class SlabError(Exception):
     naming the call, ``numslab.jit.kmem_cache_free:``), the
     address, the cache id and the batch element concerned are in ``detail`` (-1 where not
     known), the argument refused in ``value`` (None: none), and all of them named in the
-    text (an address however wrong, negative ones too, -1 among them), with the cache's
+    text (an address however wrong, negative ones too, -1 among them; the bound a refused
+    argument broke: the array's entries, the machine's CPUs or nodes), with the cache's
     name when the cache is one of a live allocator and the earlier element of a batch that
     names the same object as the element refused. Where the allocator knows more of a double
     free than its compiled code (the object waits for an RCU grace period), that note takes
@@ -59,9 +70,12 @@ class SlabError(Exception):
         self._note: str | None = None
         self._earlier = -1
         self._call: str | None = None
+        self._bound: int | None = None
+        self._compiled = compiled
         if compiled and _jit_error_detail is not None:
             addr, cache, index, value, self._earlier, self._cache_name, self._note, \
-                self._call = _jit_error_detail()
+                self._call, bound = _jit_error_detail()
+            self._bound = None if bound == NO_VALUE else bound
             self._named = addr != NO_VALUE          # (an address of -1 is named too)
             self.detail = (-1 if addr == NO_VALUE else addr, cache, index)
             self.value = None if value == NO_VALUE else value
@@ -86,6 +100,8 @@ class SlabError(Exception):
         twin = f" names the same object as element {earlier}" if earlier >= 0 else ""
         where += [f"element {index} of the batch{twin}"] if index >= 0 else []
         text = super().__str__()
+        if getattr(self, "_compiled", False):
+            text = _with_bound(text, getattr(self, "_bound", None))
         call = getattr(self, "_call", None)
         if call:                        # the numslab.jit call that raised
             text = text.replace("numslab.jit:", f"numslab.jit.{call}:", 1)

@@ -725,6 +725,11 @@ def test_kmem_cache_alloc_node_takes_its_node_by_keyword_only(sa2):
         with pytest.raises(numslab.WrongTypeError, match="pass node by keyword"):
             nj.kmem_cache_alloc_node(*args)
     assert c.live_objects == 1
+    for node in (2, -2):                            # the machine's nodes named
+        with pytest.raises(numslab.InvalidArgumentError,
+                           match=rf"kmem_cache_alloc_node: node is neither -1 nor one of this "
+                                 rf"machine's nodes 0..1 \(got {node}, cache id"):
+            alloc_named(sa2.handle, c.id, 0, node)
     for cpu, node in ((0, 1), (3, 0), (2, 1)):      # CPUs 0-1 on node 0, 2-3 on node 1
         a = alloc_named(sa2.handle, c.id, cpu, node)
         assert sa2.page_to_nid(a) == node
@@ -850,12 +855,12 @@ def test_njit_refuses_a_cpu_out_of_range(kernel):
     k = sa.kmalloc(100)
     h = sa.handle
     snap = snapshot(sa)
-    for cpu in (2, -1, 1000):
+    for cpu in (2, -1, 1000):                           # the range named, as from Python
         with pytest.raises(numslab.InvalidArgumentError,
-                           match=f"cpu out of range \\(got {cpu}, {named(c)}\\)$"):
+                           match=f": cpu not in 0..1 \\(got {cpu}, {named(c)}\\)$"):
             alloc_on(h, c.id, cpu)
-        alone = f"cpu out of range \\(got {cpu}\\)$"       # kmalloc and kfree: no cache
-        with pytest.raises(numslab.InvalidArgumentError, match=f"cpu out of range \\(got {cpu}"):
+        alone = f": cpu not in 0..1 \\(got {cpu}\\)$"       # kmalloc and kfree: no cache
+        with pytest.raises(numslab.InvalidArgumentError, match=f"cpu not in 0..1 \\(got {cpu}"):
             free_on(h, c.id, a, cpu)
         with pytest.raises(numslab.InvalidArgumentError, match=alone):
             kmalloc_on(h, 64, cpu)
@@ -1297,6 +1302,8 @@ def test_an_error_made_by_hand_reads_no_compiled_detail(sa):
         mine = cls("numslab.jit: my own message")
         assert mine.detail == (-1, -1, -1) and str(mine) == "numslab.jit: my own message"
         assert mine.args == ("numslab.jit: my own message",)
+    text = "numslab.jit: count larger than the array's {bound} entries"   # a compiled raise's
+    assert str(numslab.InvalidSizeError(text)) == text      # placeholder, in a user's: kept
     assert numslab.SlabDebugError("x", ["r1"]).reports == ["r1"]
 
 
@@ -1340,7 +1347,8 @@ def test_kmem_cache_free_array_s_errors_name_it(sa):
                                                       r"double free within the batch"):
         _free_array(sa.handle, c.id, 2, arr)
     with pytest.raises(numslab.InvalidSizeError, match=r"^numslab\.jit\.kmem_cache_free_array: "
-                                                       r"count negative or larger"):
+                                                       r"count negative or larger than the "
+                                                       r"array's 2 entries \(got 5\)$"):
         _free_array(sa.handle, c.id, 5, arr)
     sa.kmem_cache_free(c, int(arr[0]))
     sa.validate()

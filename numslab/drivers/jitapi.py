@@ -87,20 +87,22 @@ GFP_MAX = (1 << 32) - 1
 
 #: The address (:data:`NO_ADDR`: not known), cache id and batch element (-1: not known) of
 #: the error being raised by compiled code, the argument refused (:data:`NO_VALUE`: none)
-#: and the earlier batch element naming the same object (-1: none), read by ``SlabError``
+#: the earlier batch element naming the same object (-1: none) and the bound the argument
+#: broke (:data:`NO_VALUE`: none; an array's entries, the machine's CPUs or nodes), read by
+#: ``SlabError``
 #: when Python makes the exception: Numba's exceptions with
 #: runtime arguments need its runtime (an allocation in every user's loop that could raise),
 #: so the arguments go here and the exceptions stay constant. One row of :data:`ERROR_WORDS`
 #: per thread (hashed from the thread's pointer, its first word): two threads raising at once
 #: named each other's address when there was one record for the process.
-ERROR_ROWS, ERROR_WORDS = 256, 8
+ERROR_ROWS, ERROR_WORDS = 256, 16
 #: "No address" in the error detail: an address of -1 is the user's, and is named.
 NO_ADDR = errors.NO_VALUE
 #: The second argument of every exception compiled code raises (``errors.JIT_RAISE``): how
 #: an exception tells a compiled raise, whose detail it reads, from one a user makes.
 JIT_RAISE = errors.JIT_RAISE
-ERROR_DETAIL = np.tile(np.array([0, 0, errors.NO_VALUE, -1, -1, errors.NO_VALUE, -1, 0],
-                                np.int64), ERROR_ROWS)
+ERROR_DETAIL = np.tile(np.array([0, 0, errors.NO_VALUE, -1, -1, errors.NO_VALUE, -1, 0,
+                                 errors.NO_VALUE, 0, 0, 0, 0, 0, 0, 0], np.int64), ERROR_ROWS)
 #: The calls an error names (``numslab.jit.kmem_cache_free: ...``), by the code each passes
 #: down to its raise (0: none known).
 JIT_CALLS = ("", "kmem_cache_alloc", "kmem_cache_alloc_node", "kmem_cache_free",
@@ -123,7 +125,7 @@ def _error_row(tid: int) -> int:
 
 
 def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | None,
-                                  str | None]:
+                                  str | None, int]:
     """The detail of this thread's last compiled raise, or nothing if another thread took the row.
 
     Address, cache id, batch element, refused argument, the earlier batch element naming the same
@@ -134,10 +136,10 @@ def _read_error_detail() -> tuple[int, int, int, int, int, str | None, str | Non
     tid = threading.get_ident() if _MACHINE == "x86_64" else -1     # (thread_pointer's)
     row = ERROR_DETAIL[_error_row(tid) * ERROR_WORDS:][:ERROR_WORDS].copy()    # (at once:
     if int(row[0]) != tid:      # a thread sharing the row wrote it between a test and a read)
-        return NO_ADDR, -1, -1, errors.NO_VALUE, -1, None, None, None
-    where, addr, cache, index, value, earlier, call = (int(x) for x in row[1:])
+        return NO_ADDR, -1, -1, errors.NO_VALUE, -1, None, None, None, errors.NO_VALUE
+    where, addr, cache, index, value, earlier, call, bound = (int(x) for x in row[1:9])
     return (addr, cache, index, value, earlier, *handles.describe(where, cache, addr),
-            JIT_CALLS[call] if 0 < call < len(JIT_CALLS) else None)
+            JIT_CALLS[call] if 0 < call < len(JIT_CALLS) else None, bound)
 
 
 errors._jit_error_detail = _read_error_detail
@@ -146,11 +148,12 @@ errors._jit_error_detail = _read_error_detail
 
 @intrinsic
 def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
-                  value: Any, earlier: Any, call: Any) -> Any:
+                  value: Any, earlier: Any, call: Any, bound: Any) -> Any:
     """Store the calling thread's pointer and an error's detail in its row of :data:`ERROR_DETAIL`.
 
     After the pointer: ``where`` (the allocator's state address, 0: not known), ``addr``,
-    ``cache``, ``index``, ``value``, ``earlier`` and ``call`` (its :data:`JIT_CALLS` code)."""
+    ``cache``, ``index``, ``value``, ``earlier``, ``call`` (its :data:`JIT_CALLS` code) and
+    ``bound``."""
     def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
         i64 = ir.IntType(64)
         tid = thread_pointer(builder)
@@ -163,31 +166,31 @@ def _record_error(typingctx: Any, where: Any, addr: Any, cache: Any, index: Any,
             builder.store(v, builder.gep(base, [ir.Constant(i64, k)]))
         return context.get_dummy_value()
     return types.none(types.int64, types.int64, types.int64, types.int64, types.int64,
-                      types.int64, types.int64), codegen
+                      types.int64, types.int64, types.int64), codegen
 
 
 @jit(inline=False, helper=True)
 def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0, earlier=-1,
-           call=0):
+           call=0, bound=errors.NO_VALUE):
     """Raise the numslab exception for error code ``err``, its detail in :data:`ERROR_DETAIL`.
 
     Out of line: the hot paths only test and branch here; a batch call's code carries the bad
     element's index too. The address, cache id and batch element (-1: not known), the refused
     argument ``value``, the allocator's state address ``where`` (0: not known; the cache's name is
     looked up from it), for ``E_TWICE`` the ``earlier`` element naming the same object, and the
-    ``call`` raising (:data:`JIT_CALLS`) go to :data:`ERROR_DETAIL`, which the exception's text
-    names."""
+    ``call`` raising (:data:`JIT_CALLS`) and the ``bound`` the argument broke (the number of CPUs
+    or nodes) go to :data:`ERROR_DETAIL`, which the exception's text names."""
     err = -(-err % E_AT)
-    _record_error(where, addr, cache, index, value, earlier, call)
+    _record_error(where, addr, cache, index, value, earlier, call, bound)
     if err == E_GONE:
         raise AllocatorGoneError(GONE, JIT_RAISE)
     if err == E_DEAD_CACHE:
         raise WrongCacheError("numslab.jit: not the id of a live cache", JIT_RAISE)
     if err == E_BAD_CPU:
-        raise InvalidArgumentError("numslab.jit: cpu out of range", JIT_RAISE)
+        raise InvalidArgumentError("numslab.jit: cpu not in 0..{last}", JIT_RAISE)
     if err == E_BAD_NODE:
-        raise InvalidArgumentError("numslab.jit: node is not -1 or a node of this machine",
-                                   JIT_RAISE)
+        raise InvalidArgumentError("numslab.jit: node is neither -1 nor one of this machine's "
+                                   "nodes 0..{last}", JIT_RAISE)
     if err == E_CTOR:
         raise InvalidArgumentError("numslab.jit: caches with a constructor are allocated from "
                                    "Python", JIT_RAISE)
@@ -257,11 +260,12 @@ def _fault(st, call):
     g[G_FAULT_SLAB] = 0
     g[G_FAULT_VALUE] = 0
     if reported:
-        _record_error(address(st), NO_ADDR, cache, -1, errors.NO_VALUE, -1, call)
+        _record_error(address(st), NO_ADDR, cache, -1, errors.NO_VALUE, -1, call,
+                      errors.NO_VALUE)
         raise SlabDebugError("numslab.jit: a slab_debug check failed on allocation: the slab "
                              "is isolated, nothing was allocated; see "
                              "SlabAllocator.slab_reports()", JIT_RAISE)
-    _record_error(address(st), slab << 12, cache, -1, bad, -1, call)
+    _record_error(address(st), slab << 12, cache, -1, bad, -1, call, errors.NO_VALUE)
     raise SlabCorruptionError("numslab.jit: Freepointer corrupt (a write into freed memory?): "
                               "a free object of the slab named holds the free pointer named, "
                               "which does not lead to a free object of that slab; the slab is "
@@ -317,7 +321,7 @@ def _state(h, cpu, call):
     if not handle_live(h) or address(st) == 0:
         _raise(E_GONE, NO_ADDR, -1, -1, errors.NO_VALUE, 0, -1, call)
     if cpu < 0 or cpu >= st.ncpus:
-        _raise(E_BAD_CPU, NO_ADDR, -1, -1, cpu, 0, -1, call)
+        _raise(E_BAD_CPU, NO_ADDR, -1, -1, cpu, 0, -1, call, st.ncpus)
     return st
 
 
@@ -327,7 +331,7 @@ def _refuse_args(st, cache, cpu, gfp, call):
 
     Out of line: which one it is, worked out in the hot path, cost the single pair 3-5%."""
     if cpu < 0 or cpu >= st.ncpus:
-        _raise(E_BAD_CPU, NO_ADDR, cache, -1, cpu, address(st), -1, call)
+        _raise(E_BAD_CPU, NO_ADDR, cache, -1, cpu, address(st), -1, call, st.ncpus)
     if gfp < 0 or gfp > GFP_MAX:
         _raise(E_BAD_GFP, NO_ADDR, cache, -1, gfp, address(st), -1, call)
     _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st), -1, call)  # (-1: the id refused)
@@ -407,8 +411,9 @@ def _new_array(typingctx: Any, arr: Any) -> Any:
 def _checked_count(nr, length, call):
     """Raise unless ``nr`` is in ``0..length`` (the array's entries)."""
     if nr < 0 or nr > length:
-        _record_error(0, NO_ADDR, -1, -1, nr, -1, call)
-        raise InvalidSizeError("numslab.jit: count negative or larger than the array", JIT_RAISE)
+        _record_error(0, NO_ADDR, -1, -1, nr, -1, call, length)
+        raise InvalidSizeError("numslab.jit: count negative or larger than the array's {bound} "
+                               "entries", JIT_RAISE)
 
 
 def _as_int64(x: Any, what: str) -> Any:
@@ -560,7 +565,7 @@ def kmem_cache_alloc_node(h, cache, node, cpu=0, gfp=GFP_KERNEL):
     cache, node, cpu, gfp = _cache_arg(cache), _int_arg(node), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp, J_ALLOC_NODE)
     if node < -1 or node >= st.nnodes:
-        _raise(E_BAD_NODE, NO_ADDR, cache, -1, node, address(st), -1, J_ALLOC_NODE)
+        _raise(E_BAD_NODE, NO_ADDR, cache, -1, node, address(st), -1, J_ALLOC_NODE, st.nnodes)
     return _checked(st, ops.kmem_cache_alloc_node(st, cache, cpu, node, gfp), J_ALLOC_NODE)
 
 
@@ -646,7 +651,7 @@ def kmalloc(h, size, cpu=0, gfp=GFP_KERNEL):
     if size == 0:
         return ZERO_SIZE_PTR
     if size < 0 or size > 4 << 20:
-        _record_error(0, NO_ADDR, -1, -1, size, -1, J_KMALLOC)
+        _record_error(0, NO_ADDR, -1, -1, size, -1, J_KMALLOC, errors.NO_VALUE)
         raise InvalidSizeError("numslab.jit: kmalloc size not in 0..4 MiB", JIT_RAISE)
     if size <= 8192:
         for i in range(NR_KMALLOC):
@@ -744,7 +749,7 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
     if _geo(st, cache, CA_CTOR) > 1:        # (the facade's count of slabs it constructs)
         _raise(E_BUILDING, NO_ADDR, cache, -1, errors.NO_VALUE, address(st), -1, J_COMPACT)
     if ratio > 100 or ratio < -1:
-        _record_error(address(st), NO_ADDR, cache, -1, ratio, -1, J_COMPACT)
+        _record_error(address(st), NO_ADDR, cache, -1, ratio, -1, J_COMPACT, errors.NO_VALUE)
         raise InvalidSizeError("numslab.jit: ratio not in 0..100 (or -1: the cache's "
                                "defrag_used_ratio)", JIT_RAISE)
     room = min(old.shape[0], new.shape[0])
