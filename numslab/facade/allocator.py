@@ -54,6 +54,7 @@ from .evictapi import EvictAPI
 from .pagesapi import PagesAPI
 from .hardening import MIN_OWN_KMALLOC, cache_random_seq_create, init_cache_random_seq
 from .raising import RaiseAPI
+from .sheafapi import SheafAPI
 from .kmallocapi import _RCU_LOCK, KmallocAPI
 from ..engine.stats import SLABINFO_HEADER, slabinfo_line
 
@@ -79,7 +80,8 @@ def parse_size(memory: int | str) -> int:
     return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
-class SlabAllocator(BatchAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAPI, PagesAPI):
+class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAPI, EvictAPI,
+                    PagesAPI):
     """A simulated machine running SLUB: CPUs, NUMA nodes, page frames and slab caches.
 
     Parameters
