@@ -19,8 +19,8 @@ import numslab
 from numslab.facade.batchapi import MAX_CTOR_DEPTH
 from numslab import (GFP_KERNEL, SLAB_HWCACHE_ALIGN, SLAB_TYPESAFE_BY_RCU, ZERO_SIZE_PTR,
                      __GFP_ZERO)
-from numslab.engine.layout import (C_RCU_FREE, CA_USER_SHEAVES, G_NRCU, N_NR_EMPTY, N_NR_FULL,
-                                   N_NR_PARTIAL, PG_CPU_PARTIAL, PG_FROZEN, PG_SORTED,
+from numslab.engine.layout import (C_RCU_FREE, CA_CTOR, CA_USER_SHEAVES, G_NRCU, N_NR_EMPTY,
+                                   N_NR_FULL, N_NR_PARTIAL, PG_CPU_PARTIAL, PG_FROZEN, PG_SORTED,
                                    SH_OBJECTS)
 
 from conftest import assert_unchanged, free_total, snapshot
@@ -723,6 +723,34 @@ def test_a_ctrl_c_in_a_constructor_hands_nothing_out_and_resumes(sa, call):
     assert c.live_objects == 0
     got = c.alloc_bulk(300)
     assert all(sa.memory[a] == 1 for a in got)
+    c.free_bulk(got)
+    sa.validate()
+
+
+@pytest.mark.parametrize("python", [True, False])
+def test_a_ctrl_c_just_after_the_due_slabs_are_taken_puts_them_back(sa, monkeypatch, python):
+    # between the engine's pending_take (the due slabs taken off the list) and the loop's
+    # try, a KeyboardInterrupt left them off the list: their objects were handed out later
+    # never constructed
+    from numslab.facade import batchapi
+
+    def ctor(mem, addr):
+        mem[addr] = 1
+
+    c = sa.kmem_cache_create("taken", 200, ctor=ctor if python else _jit_ctor)
+    real = batchapi.pending_take
+
+    def interrupted(*args):
+        real(*args)                     # (the due slabs taken, then the Ctrl-C)
+        monkeypatch.setattr(batchapi, "pending_take", real)        # (once)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batchapi, "pending_take", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        c.alloc()
+    assert c.live_objects == 0 and sa.state.ca[c.id, CA_CTOR] == 1   # (no loop running)
+    got = c.alloc_bulk(3 * c.objs_per_slab)
+    assert all(sa.memory[a] == (1 if python else 0x5A) for a in got)
     c.free_bulk(got)
     sa.validate()
 

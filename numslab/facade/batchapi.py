@@ -110,16 +110,29 @@ class BatchAPI:
         The due entries are taken off the list, and a failure's put back, by the engine
         (``slablists.pending_take``, ``pending_put``): its discards change it in any thread."""
         room, cache = int(self._g[G_NPENDING]), self._caches[cid]
-        name, buf = cache.name, np.empty(max(room, 1), np.int64)
-        due = buf[:pending_take(self._st, cid, room, buf.ctypes.data)].tolist()
-        self._ctor_slabs += len(due)
+        name, buf = cache.name, np.full(max(room, 1), -1, np.int64)   # (-1: not taken)
         python = not isinstance(cache.ctor, nb.core.registry.CPUDispatcher)
-        if python:                      # every slab due (a constructor's allocation may take
-            for entry in due:           # from any); CA_CTOR > 1 meanwhile: numslab.jit's
-                slab = entry & PENDING_FRAME    # compaction refuses it (_refuse_building)
-                self._building[slab] = [(slab << 12) + cache.red_left_pad, cache.slab_size,
-                                        entry >> PENDING_SHIFT, set(), cid]
-            self.state.ca[cid, CA_CTOR] += len(due) > 0
+        n, due, marked = 0, [], False
+        try:            # (a Ctrl-C before the loop puts what was taken back on the list)
+            n = pending_take(self._st, cid, room, buf.ctypes.data)
+            due = buf[:n].tolist()
+            if python:                  # every slab due (a constructor's allocation may take
+                for entry in due:       # from any); CA_CTOR > 1 meanwhile: numslab.jit's
+                    slab = entry & PENDING_FRAME    # compaction refuses it (_refuse_building)
+                    self._building[slab] = [(slab << 12) + cache.red_left_pad,
+                                            cache.slab_size, entry >> PENDING_SHIFT, set(), cid]
+                marked = n > 0
+                self.state.ca[cid, CA_CTOR] += marked
+        except BaseException:       # (n is 0 if it came as the engine's call returned)
+            n = n or int(np.count_nonzero(buf >= 0))
+            if n:
+                pending_put(self._st, cid, n, buf.ctypes.data)
+            if marked:
+                self.state.ca[cid, CA_CTOR] -= 1
+            for entry in due:
+                self._building.pop(entry & PENDING_FRAME, None)
+            raise
+        self._ctor_slabs += len(due)
         try:
             for k, entry in enumerate(due):
                 if type(cache) is not KmemCache:    # a constructor destroyed it (force): what
