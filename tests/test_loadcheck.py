@@ -10,6 +10,7 @@ import pytest
 import numslab
 from numslab.engine import layout as L
 
+from conftest import snapshot
 from test_allocator import _save_signed
 
 KERNELS = ("7.0", "6.18")
@@ -63,3 +64,89 @@ def test_load_refuses_live_bits_that_are_no_object_nor_own_mark(kernel, tmp_path
     again.kfree(user)
     again.kfree(big)
     assert again.find(seq)["kind"] == "random_seq"
+
+
+def _flip_live(state: np.ndarray, addr: int) -> np.ndarray:
+    """A copy of saved state buffer ``state`` with the live bit of ``addr`` set."""
+    bad = state.copy()
+    i = _at(state, L.F_LIVE, addr >> 9)
+    bad[i:i + 1].view(np.uint64)[0] |= np.uint64(1 << ((addr >> 3) & 63))
+    return bad
+
+
+def test_load_refuses_a_free_object_marked_live(kernel, tmp_path):
+    """A live bit set on a free object (on its slab's free list, in a CPU's sheaf, in a barn's
+    sheaf) loaded: the live-bit check took any object's start. The loaded machine took a kfree
+    of that object no one held (then free twice: ``validate`` failed, "free list is longer
+    than the slab" under 6.18), and dropped a sheaf's entry as stale, isolating its slab.
+    Refused now, naming the bitmap
+    word, the object and where it is: the slab counts it free (``sl_inuse``)."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)
+    c = sa.kmem_cache_create("c", 64, sheaf_capacity=8)
+    objs = [sa.kmem_cache_alloc(c, cpu=0) for _ in range(300)]
+    for a in objs[:9:-1]:             # (the last ones first: CPU 0 holds the last slab)
+        sa.kmem_cache_free(c, a, cpu=0)
+    d = sa.kmem_cache_create("d", 96)
+    kept = [sa.kmem_cache_alloc(d, cpu=0) for _ in range(3)]
+    sa.kmem_cache_shrink(d)             # its slab partial, its free objects on its free list
+    st = sa.state
+    slab = kept[0] >> 12
+    listed = int(st.sl_freelist[slab])
+    assert listed and not st.pg_flags[slab] & (L.PG_FROZEN | L.PG_ISOLATED)
+    main = int(st.cpu[c.id, 0, L.C_MAIN])
+    barn = int(st.node[c.id, 0, L.N_BARN_FULL])
+    assert main and barn
+
+    def top(h: int) -> int:         # (of a slab no CPU holds: 6.18's are left out)
+        w = (h >> 3) + L.SH_OBJECTS
+        held = sa._mem[w:w + sa._mem[(h >> 3) + L.SH_SIZE]]
+        return int(held[(st.pg_flags[held >> 12] & L.PG_FROZEN) == 0][-1])
+    sa.save(tmp_path / "good.npz")
+    z = dict(np.load(tmp_path / "good.npz"))
+    for a, where in ((listed, r"on its slab's free list"),
+                     (top(main), rf"in the sheaf at \d+ \(cpu\[{c.id}, 0, C_MAIN\] leads there\)"),
+                     (top(barn), rf"in the sheaf at \d+ \(node\[{c.id}, 0, N_BARN_FULL\] leads "
+                                 rf"there\)")):
+        assert sa.find(a)["kind"] == "free object"
+        _save_signed(tmp_path / "bad.npz", {**z, "state": _flip_live(z["state"], a)})
+        with pytest.raises(numslab.MachineFileError,
+                           match=rf"its state is corrupt: live\[{a >> 9}\] is -?\d+, its bit "
+                                 rf"{(a >> 3) & 63} marks the free object at {a} \({where}\) "
+                                 rf"live: its slab at {a >> 12 << 12} counts (\d+) objects in "
+                                 rf"use, not the \d+ live, in sheaves or lost"):
+            numslab.SlabAllocator.load(tmp_path / "bad.npz")
+    again = numslab.SlabAllocator.load(tmp_path / "good.npz")
+    again.validate()
+    assert len(again.find_cache("c")) == 10 and len(again.find_cache("d")) == 3
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+def test_load_takes_a_live_object_a_sheaf_still_names(gen, tmp_path):
+    """A stray write's state: a free pointer rewritten to name an object CPU 1's main sheaf
+    holds, the slab layer handed it out (live, and in the sheaf: its slab counts it twice). It
+    is a state ``save`` writes, and ``load`` takes it: the machines go on alike."""
+    from test_sheaves import _half_freed_on_cpu1, _point_a_free_list_at, sheaf_objs
+    for seed in range(40):
+        sa, c = _half_freed_on_cpu1(gen, seed)
+        main = int(sa.state.cpu[c.id, 1, L.C_MAIN])
+        x = _point_a_free_list_at(sa, c, sheaf_objs(sa, main)[:-1])
+        if x is None:
+            continue
+        for _ in range(3000):
+            try:
+                a = sa.kmem_cache_alloc(c, cpu=0)
+            except numslab.SlabCorruptionError:
+                continue
+            if a in (0, x):
+                break
+        if a == x:
+            break
+    assert a == x and x in sheaf_objs(sa, main) and sa.find(x)["kind"] == "object"
+    sa.save(tmp_path / "m.npz")
+    back = numslab.SlabAllocator.load(tmp_path / "m.npz")
+    for m in (sa, back):
+        with pytest.raises(numslab.SlabCorruptionError):
+            for _ in range(20):
+                m.kmem_cache_alloc(m.find_cache("x"), cpu=1)
+    a, b = snapshot(sa), snapshot(back)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])

@@ -34,6 +34,7 @@ from ..engine.layout import (BARN_SIZE, B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_P
 from ..errors import MachineFileError, SlabError
 from ..flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE, SLAB_TYPESAFE_BY_RCU
 from ..geometry import MAX_OBJS_PER_PAGE, calculate_geometry, calculate_sheaf_capacity
+from .loadbits import check_live_bits
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -46,40 +47,6 @@ _SLAB_FLAGS = (PG_HEAD | PG_SLAB | PG_FROZEN | PG_NODE_PARTIAL | PG_CPU_PARTIAL 
 _LARGE_FLAGS = PG_HEAD | PG_LARGE | PG_RCU
 _COLS = {p: {getattr(layout, k): k for k in dir(layout) if k.startswith(p) and k[-5:] != "NCOLS"}
          for p in ("CA_", "C_", "N_")}
-
-
-def check_rcu_marks(sa: "SlabAllocator", path: str | Path, waiting: np.ndarray) -> None:
-    """Refuse a loaded machine whose RCU marks are not exactly the objects waiting for one.
-
-    Field ``rcu`` marks each object waiting for a grace period: those on the ``kfree_rcu`` list
-    (listed again by ``load``; a large kmalloc waits by its page flag) and those in RCU sheaves
-    (``waiting``, int64[n], from :meth:`Structure.sheaf`). The checks behind the digest leave
-    the marks, and a mark on a free object made ``validate`` fail and its later free a refusal.
-
-    Parameters
-    ----------
-    sa : SlabAllocator
-        The loaded machine, its ``kfree_rcu`` list listed again.
-    path : str or Path
-        The file, for the refusal.
-    waiting : numpy.ndarray
-        int64[n]: the objects of the CPUs' ``rcu_free`` sheaves and of the RCU list's sheaves.
-    """
-    words = np.ascontiguousarray(sa.state.rcu).view(np.uint64)
-    nz = np.flatnonzero(words)
-    bits = np.unpackbits(words[nz].view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
-    k, b = np.nonzero(bits)
-    marked = np.unique((nz[k].astype(np.int64) << 9) | (b.astype(np.int64) << 3))
-    listed, st = sa._rcu_listed(), sa.state     # (a large kmalloc waits by PG_RCU, unmarked)
-    listed = listed[(st.pg_flags[st.heads(listed)] & PG_SLAB) != 0]
-    want = np.unique(np.concatenate([waiting.astype(np.int64), listed]))
-    if np.array_equal(marked, want):
-        return
-    extra, missing = np.setdiff1d(marked, want), np.setdiff1d(want, marked)
-    what = (f"marks the object at {int(extra[0]):#x} as waiting for kfree_rcu, on no "
-            f"kfree_rcu list nor RCU sheaf" if len(extra) else
-            f"has no mark for the object at {int(missing[0]):#x}, which waits for kfree_rcu")
-    raise MachineFileError(f"load: {path}: its state is corrupt: its field rcu {what}")
 
 
 def made_with(sa: "SlabAllocator") -> dict[str, np.ndarray]:
@@ -175,6 +142,7 @@ class Structure:
         self.frozen = np.zeros(self.npages, bool)       # CPU slabs met
         self.sheaves: set[int] = set()
         self.waiting: list[np.ndarray] = []             # objects of the RCU sheaves met
+        self.entries: list[tuple[str, np.ndarray]] = []     # every sheaf met: its objects
         self.flags, self.nxt, self.prv = (a.tolist() for a in (self.st.pg_flags,
                                                                  self.st.pg_next,
                                                                  self.st.pg_prev))
@@ -215,7 +183,7 @@ class Structure:
         self.partial_lists()
         self.cpu_slabs()
         self.all_sheaves()
-        self.live_bits()
+        check_live_bits(self)
         st, g = self.st, self.sa._g
         for mark, seen, what in ((PG_NODE_PARTIAL | PG_CPU_PARTIAL | PG_SORTED, self.on_list,
                                   "on no partial list"), (PG_FROZEN, self.frozen,
@@ -611,39 +579,6 @@ class Structure:
                    "not 0: no cache is in that slot")
         self.rcu_list()
 
-    def live_bits(self) -> None:
-        """Every bit of the live bitmap at an object's start or as the mark of an own object met.
-
-        A bit is set where a slab's object starts, and on the granule after an allocator's own
-        kmalloc object (``live._own_set``) that a sheaf, barn or ``random_seq`` word reached: a
-        mark on a user's or a free object made its free refused ever after ("a sheaf the
-        allocator itself uses"), a mark no word reaches an object no one frees, and neither
-        ``validate`` saw."""
-        st = self.st
-        live = st.live.view(np.uint64)
-        w = np.flatnonzero(live)
-        bits = np.unpackbits(live[w].view(np.uint8).reshape(-1, 8), axis=1, bitorder="little")
-        i, j = np.nonzero(bits)
-        addr = (w[i].astype(np.int64) << 9) + (j.astype(np.int64) << 3)
-        frames = np.arange(self.npages)         # per frame first (the bits are millions)
-        head = np.where(st.pg_flags & PG_TAIL, st.pg_head, frames)
-        slab = (st.pg_flags[head] & PG_SLAB) != 0
-        c = np.where(slab, st.sl_cache[head], 0)
-        base = (head << 12) + st.ca[c, CA_RED_LEFT]
-        size = np.maximum(st.ca[c, CA_SIZE], 1)
-        end = np.where(slab, st.sl_objects[head] * size, 0)
-        pfn = addr >> 12
-        off = addr - base[pfn]
-        ok = (off >= 0) & (off < end[pfn]) & (off % size[pfn] == 0)
-        own = np.fromiter(self.sheaves, np.int64, len(self.sheaves)) - self.shadow + 8
-        bad = np.flatnonzero(~ok)               # (the few: marks, and any bit set wrong)
-        bad = bad[~np.isin(addr[bad], own)]
-        if len(bad):
-            a = int(addr[bad[0]])
-            self.fail(f"live[{a >> 9}]", st.live[a >> 9], f"its bit {(a >> 3) & 63} (address "
-                      f"{a}) neither an object's start in a slab nor the mark of a sheaf, barn "
-                      f"or random sequence the allocator holds")
-
     def barn(self, word: str, b: int, cap: int) -> None:
         """A cache's barn ``b`` (word ``word``'s value): one for a cache with sheaves, else 0.
 
@@ -738,6 +673,7 @@ class Structure:
         if len(bad):
             self.fail(f"objects[{int(bad[0])}] of {at}", objs[bad[0]],
                       f"not an object of cache {c}")
+        self.entries.append((at, objs.astype(np.int64)))
         if rcu or waits:
             self.waiting.append(objs.astype(np.int64))
 

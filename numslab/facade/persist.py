@@ -26,7 +26,8 @@ from . import threads
 from .args import check_cache_name, check_dtype
 from .cache import KmemCache
 from .kmallocapi import _RCU_LOCK
-from .loadcheck import Structure, check_links, check_rcu_marks, made_with
+from .loadbits import check_rcu_marks
+from .loadcheck import Structure, check_links, made_with
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
