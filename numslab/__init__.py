@@ -22,8 +22,9 @@ from .facade.kmallocapi import size_roundup as kmalloc_size_roundup
 from .errors import (AllocatorGoneError, BadAddressError, CacheLeakError, ConcurrentUseError,
                      ConstructorError, DoubleFreeError, MachineFileError,
                      FixedAttributeError, InvalidArgumentError, InvalidSizeError,
-                     LostObjectsError, NotPicklableError, OutOfMemoryError, SlabCorruptionError,
-                     SlabDebugError, SlabError, WrongCacheError, WrongTypeError)
+                     LostObjectsError, NotPicklableError, OutOfMemoryError, SizeTypeError,
+                     SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError,
+                     WrongTypeError)
 from .flags import *  # noqa: F401,F403  (GFP_*, SLAB_*, stat names)
 from .geometry import Geometry, calculate_geometry
 
@@ -111,7 +112,8 @@ __all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError"
            "WrongCacheError",
            "DoubleFreeError", "InvalidSizeError", "InvalidArgumentError", "CacheLeakError",
            "LostObjectsError", "SlabCorruptionError", "SlabDebugError", "ConcurrentUseError",
-           "NotPicklableError", "WrongTypeError", "FixedAttributeError", "OutOfMemoryError",
+           "NotPicklableError", "WrongTypeError", "SizeTypeError", "FixedAttributeError",
+           "OutOfMemoryError",
            "AllocatorGoneError", "ConstructorError", "MachineFileError", "Geometry",
            "calculate_geometry", "default_allocator", "set_default_allocator",
            "parse_size", "kmalloc_size_roundup", "flags", "jit", "KERNELS", "NIL", "NULL",

@@ -172,6 +172,13 @@ class WrongTypeError(SlabError, TypeError):
     cache's ``dtype``."""
 
 
+class SizeTypeError(WrongTypeError, InvalidSizeError):
+    """A size, count, order or ratio that is not an integer (a str, a float, a bool, None).
+
+    A ``WrongTypeError`` (a ``TypeError``), as ``numslab.jit`` refuses one in ``@njit`` code, and
+    an ``InvalidSizeError`` (a ``ValueError``), which numslab raised for it from Python before."""
+
+
 class FixedAttributeError(SlabError, AttributeError):
     """A write of what an allocator or a cache is made with: the state would no longer match it.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InvalidSizeError, WrongTypeError
+from .errors import InvalidSizeError, SizeTypeError
 from .flags import (SLAB_DEBUG_FLAGS, SLAB_HWCACHE_ALIGN, SLAB_KMALLOC, SLAB_POISON,
                     SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TYPESAFE_BY_RCU)
 
@@ -91,8 +91,8 @@ def boot_orders(min_order: int | None = None, max_order: int | None = None,
 
     Raises
     ------
-    WrongTypeError
-        A value that is not an int.
+    SizeTypeError
+        A value that is not an int (a ``WrongTypeError`` and an ``InvalidSizeError``).
     InvalidSizeError
         A negative value (the kernel reads an unsigned int), or a minimum order above
         ``MAX_PAGE_ORDER`` (no slab could be allocated: the kernel fails at boot).
@@ -101,7 +101,7 @@ def boot_orders(min_order: int | None = None, max_order: int | None = None,
     for name, v in (("slab_min_order", min_order), ("slab_max_order", max_order),
                     ("slab_min_objects", min_objects)):
         if v is not None and type(v) is not int:
-            raise WrongTypeError(f"{name}={v!r} is not an int")
+            raise SizeTypeError(f"{name}={v!r} is not an int")
         if v is not None and v < 0:
             raise InvalidSizeError(f"{name}={v} is not a count (an int >= 0)")
     if min_order is not None:
@@ -193,10 +193,12 @@ def calculate_geometry(object_size: int, align: int, flags: int, has_ctor: bool,
     InvalidSizeError
         For a size, alignment or free-pointer offset the kernel refuses.
     """
-    if not isinstance(object_size, int) or object_size <= 0 or object_size > KMALLOC_MAX_SIZE:
-        raise InvalidSizeError(f"object size {object_size!r} is not in 1..{KMALLOC_MAX_SIZE}")
-    if not isinstance(align, int) or align < 0 or (align & (align - 1)):
-        raise InvalidSizeError(f"align {align!r} is not zero or a power of two")
+    if type(object_size) is not int or object_size <= 0 or object_size > KMALLOC_MAX_SIZE:
+        raise (InvalidSizeError if type(object_size) is int else SizeTypeError)(
+            f"object size {object_size!r} is not in 1..{KMALLOC_MAX_SIZE}")
+    if type(align) is not int or align < 0 or (align & (align - 1)):
+        raise (InvalidSizeError if type(align) is int else SizeTypeError)(
+            f"align {align!r} is not zero or a power of two")
     if flags & SLAB_KMALLOC:
         align = max(align, kmalloc_align(object_size))
     size = align_up(object_size, 8)

@@ -7,6 +7,7 @@ import gc
 import weakref
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
@@ -89,3 +90,53 @@ def test_a_file_that_is_no_machine_is_a_machine_file_error(tmp_path):
     # NumPy's own hint for a file of no known magic ("If you trust the file you can load
     # it ...", cut at 80 characters) asked a user to unpickle what load never does
     assert "not a NumPy .npz file" in str(e.value) and "trust" not in str(e.value)
+
+
+@numba.njit
+def _jit_kmalloc(h, size):
+    return numslab.jit.kmalloc(h, size)
+
+
+@numba.njit
+def _jit_bulk(h, cid, nr, out):
+    return numslab.jit.kmem_cache_alloc_bulk(h, cid, nr, out)
+
+
+def test_a_size_of_the_wrong_type_is_one_class_from_python_and_njit():
+    """A size, count or order that is no integer raised ``InvalidSizeError`` from Python
+    (``sa.kmalloc("64")``, ``kmalloc(64.0)``) but ``WrongTypeError`` through ``numslab.jit`` in
+    ``@njit`` code, and ``kmem_cache_create``'s size ``WrongTypeError`` from Python: both raise
+    ``SizeTypeError`` now, a ``WrongTypeError`` (a ``TypeError``) and an ``InvalidSizeError``
+    (a ``ValueError``), so that a handler of either catches it. A value out of range stays an
+    ``InvalidSizeError`` alone."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("c", 64)
+    a, out = sa.kmalloc(64), np.zeros(4, np.int64)
+    G = numslab.GFP_KERNEL
+    wrong = [("kmalloc", lambda v: sa.kmalloc(v)),
+             ("kmem_cache_create", lambda v: sa.kmem_cache_create("x", v)),
+             ("kmalloc_array", lambda v: sa.kmalloc_array(v, 8)),
+             ("krealloc", lambda v: sa.krealloc(a, v)),
+             ("kmem_cache_alloc_bulk", lambda v: sa.kmem_cache_alloc_bulk(c, G, v, out)),
+             ("kmem_cache_prefill_sheaf", lambda v: sa.kmem_cache_prefill_sheaf(c, G, v)),
+             ("alloc_bulk", lambda v: c.alloc_bulk(v)),
+             ("alloc_pages", lambda v: sa.alloc_pages(v)),
+             ("release_memory", lambda v: sa.release_memory(v)),
+             ("calculate_geometry", lambda v: numslab.calculate_geometry(v, 8, 0, False, 1)),
+             ("SlabAllocator", lambda v: numslab.SlabAllocator(memory="4M", slab_min_order=v)),
+             ("numslab.jit.kmalloc", lambda v: _jit_kmalloc(sa.handle, v)),
+             ("numslab.jit.kmem_cache_alloc_bulk", lambda v: _jit_bulk(sa.handle, c.id, v, out))]
+    assert issubclass(numslab.SizeTypeError, numslab.WrongTypeError) and \
+        issubclass(numslab.SizeTypeError, numslab.InvalidSizeError)
+    for name, call in wrong:
+        for v in ("64", 2.0, True, None):
+            if v is None and name == "SlabAllocator":
+                continue                # (an order of None: the default)
+            with pytest.raises(numslab.SizeTypeError, match=repr(v) if name[0] != "n" else
+                               "must be an integer, not"):
+                call(v)
+        if not name.startswith("numslab.jit"):
+            with pytest.raises(numslab.InvalidSizeError) as e:
+                call(-1)
+            assert not isinstance(e.value, numslab.WrongTypeError), name
+    assert len(c) == 0 and sa.ksize(a) == 64

@@ -695,8 +695,10 @@ def test_arrays_changed_in_place_are_refused_on_every_call():
     assert ("read-only", "InvalidArgumentError") in kinds
     assert ("count past the end", "InvalidSizeError") in kinds
     assert ("negative count", "InvalidSizeError") in kinds
+    assert ("bool count", "SizeTypeError") in kinds      # (no integer: an InvalidSizeError too)
     # the class's methods refuse them with the same errors
-    assert all(r[3] in ("InvalidArgumentError", "InvalidSizeError") for r in refusals)
+    assert all(r[3] in ("InvalidArgumentError", "InvalidSizeError", "SizeTypeError")
+               for r in refusals)
 
 
 NO_GATE = r"""

@@ -58,7 +58,7 @@ from ..engine.sheaves import KMALLOC_CLASS
 from .. import errors
 from ..errors import (AllocatorGoneError, BadAddressError, ConstructorError, DoubleFreeError,
                       InvalidArgumentError, InvalidSizeError, SlabCorruptionError,
-                      SlabDebugError, WrongCacheError, WrongTypeError)
+                      SizeTypeError, SlabDebugError, WrongCacheError, WrongTypeError)
 from ..flags import (__GFP_ZERO, ALLOC_PCS, FREE_PCS, GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL)
 from . import handles
 from .handles import (GONE, CacheObjectType, SlabHandle, SlabHandleType, handle_live,
@@ -416,22 +416,22 @@ def _checked_count(nr, length, call):
                                "entries", JIT_RAISE)
 
 
-def _as_int64(x: Any, what: str) -> Any:
+def _as_int64(x: Any, what: str, refusal: type = WrongTypeError) -> Any:
     """Typing guard of a scalar argument: an integer type becomes int64, anything else is refused.
 
     No instruction for an int64; a uint64 address above 2**63 - 1 turns negative and is refused as
-    an address. Anything else is refused at compile time with a ``TypeError`` naming the argument
-    (a float address otherwise failed deep in the typing of numslab's helpers, or a uint64 one,
-    which Numba mixes with int64 into float64; a bool, which the Python API refuses too, allocated
-    ``kmalloc(True)`` bytes from cache id ``True``)."""
+    an address. Anything else is refused at compile time with ``refusal`` (a ``WrongTypeError``,
+    a ``TypeError`` too) naming the argument (a float address otherwise failed deep in the typing
+    of numslab's helpers, or a uint64 one, which Numba mixes with int64 into float64; a bool,
+    which the Python API refuses too, allocated ``kmalloc(True)`` bytes from cache id
+    ``True``)."""
     if isinstance(x, types.Integer):
         def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
             return context.cast(builder, args[0], sig.args[0], types.int64)
         return types.int64(x), codegen
     swapped = " (sa.handle is the first argument)" if isinstance(x, SlabHandleType) else \
         ": pass its id, c.id" if isinstance(x, CacheObjectType) else ""
-    raise WrongTypeError(f"numslab.jit: {what} must be an integer, not {x}{swapped}"
-                         f"{typing_site()}")
+    raise refusal(f"numslab.jit: {what} must be an integer, not {x}{swapped}{typing_site()}")
 
 
 @intrinsic
@@ -448,8 +448,8 @@ def _cache_arg(typingctx: Any, x: Any) -> Any:
 
 @intrinsic
 def _count_arg(typingctx: Any, x: Any) -> Any:
-    """A count or size argument as int64 (:func:`_as_int64`)."""
-    return _as_int64(x, "a count or size")
+    """A count or size argument as int64 (:func:`_as_int64`; ``SizeTypeError``, as Python's)."""
+    return _as_int64(x, "a count or size", SizeTypeError)
 
 
 @intrinsic

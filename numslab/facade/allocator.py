@@ -36,7 +36,7 @@ from ..engine.pages import init_buddy
 from ..engine.sheaves import init_barns, init_percpu_sheaves
 from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as BadArg,
                       InvalidSizeError, NotPicklableError, OutOfMemoryError,
-                      SlabCorruptionError, WrongTypeError)
+                      SizeTypeError, SlabCorruptionError, WrongTypeError)
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE,
                      SLAB_TYPESAFE_BY_RCU, SLAB_VALID_FLAGS, __GFP_NOWARN, __GFP_THISNODE,
                      __GFP_ZERO)
@@ -363,7 +363,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
             for what, v in (("size", size), ("align", align), ("sheaf_capacity", sheaf_capacity),
                             ("freeptr_offset", 0 if freeptr_offset is None else freeptr_offset)):
                 if type(v) is not int:          # (True was a size of 1; 64.0 "not in 1..")
-                    raise WrongTypeError(f"kmem_cache_create({name}): {what} {v!r} is not an int")
+                    raise SizeTypeError(f"kmem_cache_create({name}): {what} {v!r} is not an int")
             if not isinstance(flags, int) or flags & ~SLAB_VALID_FLAGS:
                 raise BadArg(f"kmem_cache_create({name}): unknown flags {flags!r:}")
             flags = self._slab_debug_of(name, flags)
@@ -672,7 +672,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
 
     def _kmalloc_other(self, size: Any, gfp: int, cpu: int | None, node: int) -> int:
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-            raise InvalidSizeError(f"kmalloc: size {size!r} is not an integer")
+            raise SizeTypeError(f"kmalloc: size {size!r} is not an integer")
         size = int(size)
         if size == 0:                           # the arguments checked as for any size
             check_gfp(gfp, "kmalloc")

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import (ConstructorError, FixedAttributeError, InvalidArgumentError,
-                      InvalidSizeError, WrongTypeError)
+                      InvalidSizeError, SizeTypeError, WrongTypeError)
 from ..geometry import MAX_PAGE_ORDER
 
 
@@ -43,6 +43,17 @@ def as_int(value: Any) -> Any:
     return int(value) if isinstance(value, np.integer) else value
 
 
+def size_error(value: Any) -> type[InvalidSizeError]:
+    """The class that refuses ``value`` where a size, count, order or ratio goes.
+
+    :class:`SizeTypeError` (a ``WrongTypeError``, as ``numslab.jit`` refuses it in ``@njit``
+    code) if it is no integer (an int or a NumPy integer, not a bool), else
+    :class:`InvalidSizeError` (its value refused)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        return InvalidSizeError
+    return SizeTypeError
+
+
 def check_order(order: Any, fn: str) -> int:
     """``order`` if it is a page order, an int in 0..MAX_PAGE_ORDER.
 
@@ -50,7 +61,7 @@ def check_order(order: Any, fn: str) -> int:
     if isinstance(order, (int, np.integer)) and not isinstance(order, (bool, np.bool_)) \
             and 0 <= order <= MAX_PAGE_ORDER:
         return int(order)
-    raise InvalidSizeError(f"{fn}: order {order!r} is not an integer in 0..{MAX_PAGE_ORDER}")
+    raise size_error(order)(f"{fn}: order {order!r} is not an integer in 0..{MAX_PAGE_ORDER}")
 
 
 def check_cache_name(name: Any, taken: Any) -> str:

@@ -22,7 +22,7 @@ from ..engine.slablists import pending_put, pending_take
 from ..errors import (BadAddressError, CacheLeakError, ConstructorError, DoubleFreeError,
                       InvalidArgumentError, InvalidSizeError, SlabDebugError, SlabError)
 from ..flags import GFP_NAMES, SLAB_ARRAY_ALLOC_ALL, __GFP_NOWARN, __GFP_ZERO
-from .args import as_int, cache_op, check_gfp
+from .args import as_int, cache_op, check_gfp, size_error
 from .cache import KmemCache
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def _check_sheaf_size(size: Any, fn: str) -> None:
     """A sheaf's object count must be an int (not a bool) in 0..2**20."""
     if type(size) is not int and not (isinstance(size, np.integer) and
                                       not isinstance(size, np.bool_)) or not 0 <= size <= 1 << 20:
-        raise InvalidSizeError(f"{fn}: size {size!r} is not an object count in 0..{1 << 20}")
+        raise size_error(size)(f"{fn}: size {size!r} is not an object count in 0..{1 << 20}")
 
 
 @jit(cache=False)
@@ -219,7 +219,7 @@ class BatchAPI:
                                        f"int64 ndarray, not {_array_faults(arr)}")
         if type(nr) is not int and (isinstance(nr, bool) or not isinstance(nr, np.integer)) \
                 or nr < 0:
-            raise InvalidSizeError(f"{fn}: count {nr!r} is not a non-negative int")
+            raise size_error(nr)(f"{fn}: count {nr!r} is not a non-negative int")
         if nr > arr.shape[0]:
             named = [n for v, n in GFP_NAMES if v == nr and n.startswith("GFP_")]
             swap = f" (it is {named[0]}: the arguments are cache, gfp, count, array)" \

@@ -25,9 +25,9 @@ from ..engine.stats import (cpu_partial_slabs, live_objects, lost_objects, lost_
                             partial_counts, partial_list, per_node)
 from ..drivers.handles import type_cache_objects
 from ..geometry import get_order
-from ..errors import (InvalidArgumentError, InvalidSizeError, NotPicklableError,
-                      OutOfMemoryError, WrongCacheError)
-from .args import check_gfp, fixed
+from ..errors import (InvalidArgumentError, NotPicklableError, OutOfMemoryError,
+                      WrongCacheError)
+from .args import check_gfp, fixed, size_error
 from .kmallocapi import _RCU_LOCK
 from .defragapi import MovableCache
 from .records import RecordAccess
@@ -575,7 +575,7 @@ class KmemCache(MovableCache, RecordAccess):
         """
         if type(n) is not int and not isinstance(n, np.integer) or isinstance(n, bool) \
                 or n < 0:
-            raise InvalidSizeError(f"{self.name}.alloc_bulk: {n!r} is not a count of objects")
+            raise size_error(n)(f"{self.name}.alloc_bulk: {n!r} is not a count of objects")
         gfp = check_gfp(gfp, f"{self.name}.alloc_bulk")    # (n == 0 too, as the kernel's API)
         most = self._sa.nr_pages * 4096 // self.slab_size
         if n > most:

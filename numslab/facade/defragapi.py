@@ -20,7 +20,7 @@ from ..engine.layout import (CA_MOVE_FREED, CA_MOVED, CA_PARTIAL_ORDER, CA_USED_
 from ..engine.pages import drain_all_pages, release_free_blocks
 from ..errors import (ConstructorError, InvalidArgumentError, InvalidSizeError, SlabError,
                       WrongTypeError)
-from .args import cache_op
+from .args import cache_op, size_error
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -48,7 +48,7 @@ def _check_ratio(ratio: Any, fn: str) -> int:
         return -1
     if isinstance(ratio, bool) or not isinstance(ratio, (int, np.integer)) \
             or not 0 <= ratio <= 100:
-        raise InvalidSizeError(f"{fn}: ratio {ratio!r} is not a percentage 0..100")
+        raise size_error(ratio)(f"{fn}: ratio {ratio!r} is not a percentage 0..100")
     return int(ratio)
 
 
@@ -276,7 +276,7 @@ class DefragAPI:
         # checked here: a bad value set for later failed inside a shrink, after its work
         if order is not None and (isinstance(order, bool) or not isinstance(
                 order, (int, np.integer)) or not 0 <= order <= 10):
-            raise InvalidSizeError(f"release_order {order!r} is not None or an order 0..10")
+            raise size_error(order)(f"release_order {order!r} is not None or an order 0..10")
         self._release_order = None if order is None else int(order)
 
     def release_memory(self: "SlabAllocator", min_order: int = 0) -> int:
@@ -287,7 +287,8 @@ class DefragAPI:
         in the process's resident memory)."""
         if isinstance(min_order, bool) or not isinstance(min_order, (int, np.integer)) \
                 or not 0 <= min_order <= 10:
-            raise InvalidSizeError(f"release_memory: min_order {min_order!r} is not in 0..10")
+            raise size_error(min_order)(f"release_memory: min_order {min_order!r} is not in "
+                                        f"0..10")
         drain_all_pages(self._st)
         return self._release_free_blocks(int(min_order))
 

@@ -26,7 +26,7 @@ from ..errors import (BadAddressError, DoubleFreeError, InvalidSizeError, SlabCo
                       SlabError)
 from ..flags import GFP_KERNEL, SLAB_RED_ZONE, __GFP_ZERO
 from ..geometry import KMALLOC_MAX_SIZE, PAGE_SIZE, kmalloc_size_roundup
-from .args import as_int, check_gfp
+from .args import as_int, check_gfp, size_error
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -54,7 +54,7 @@ def _size_t(value: object, what: str, fn: str) -> int:
     In 0..SIZE_MAX, else InvalidSizeError naming it ``what``."""
     value = as_int(value)
     if type(value) is not int or not 0 <= value <= SIZE_MAX:
-        raise InvalidSizeError(f"{fn}: {what} {value!r} is not a size (an int in "
+        raise size_error(value)(f"{fn}: {what} {value!r} is not a size (an int in "
                                f"0..2**64-1)")
     return value
 
@@ -152,7 +152,7 @@ class KmallocAPI:
         """:meth:`krealloc`, its errors naming ``fn``."""
         new_size = as_int(new_size)             # (np.int64(10) was refused as out of range)
         if type(new_size) is not int or not 0 <= new_size <= KMALLOC_MAX_SIZE:
-            raise InvalidSizeError(f"{fn}: size {new_size!r} is not in "
+            raise size_error(new_size)(f"{fn}: size {new_size!r} is not in "
                                    f"0..{KMALLOC_MAX_SIZE}")
         gfp = check_gfp(gfp, fn)                # checked before anything changes: an in-place
         if cpu is not None:                     # resize took any gfp and cpu, and zeroed the
