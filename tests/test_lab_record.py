@@ -352,7 +352,10 @@ def test_the_snapshot_of_this_kernel_reads_back(tmp_path):
     out = tmp_path / "snap.json"
     assert cli.main(["snapshot", "-o", str(out)]) == 0
     j = json.loads(out.read_text())
-    assert j["kernel"] == os.uname().release and j["nr_cpus"] == os.cpu_count()
+    present = Path("/sys/devices/system/cpu/present").read_text().strip()    # e.g. 0-1
+    assert j["kernel"] == os.uname().release and j["nr_cpus"] == sum(
+        int(b) - int(a) + 1 if b else 1 for a, _, b in (r.partition("-") for r in
+                                                        present.split(",")))
     snap = load_snapshot(out)
     k = snap["kmalloc-64"]
     assert int(k["object_size"]) == 64 and int(k["objs_per_slab"]) >= 1
@@ -471,6 +474,26 @@ def test_a_snapshot_to_dash_goes_to_standard_output(tmp_path, capsys, monkeypatc
     assert [(c["name"], int(c["object_size"])) for c in caches] == [("dentry", 192)]
     assert "1 cache entries written to standard output" in err
     assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize("present, online, want", [("0-3,6\n", 2, 5), ("0\n", 1, 1),
+                                                  ("0-63", 64, 64), (None, 3, 3), ("x", 3, 3)])
+def test_a_snapshot_records_the_cpus_present(tmp_path, monkeypatch, present, online, want):
+    """``nr_cpus`` was ``os.cpu_count()``, the CPUs online: with CPUs offline (present 0-3 and
+    6, two online) it said 2 where the kernel's slab orders follow the 5 present
+    (``calculate_order``'s ``num_present_cpus()``), and a replay given that count
+    (``cpus=``, which its warning asks for) computed other orders than the snapshot's. It
+    counts the CPUs in ``/sys/devices/system/cpu/present`` now; ``os.cpu_count()`` only when
+    that list cannot be read."""
+    slab = tmp_path / "slab"
+    (slab / "dentry").mkdir(parents=True)
+    (slab / "dentry" / "object_size").write_text("192\n")
+    cpus = tmp_path / "present"
+    if present is not None:
+        cpus.write_text(present)
+    monkeypatch.setattr(rec, "CPU_PRESENT", str(cpus), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: online)
+    assert rec.snapshot(slab)["nr_cpus"] == want
 
 
 def test_a_recording_to_dash_is_refused(tmp_path, capsys, monkeypatch):

@@ -31,6 +31,9 @@ __all__ = ["RecordError", "EVENTS", "TRACEFS", "record", "snapshot", "ensure_tra
 
 TRACEFS = "/sys/kernel/tracing"
 SLAB_ROOT = "/sys/kernel/slab"
+#: the CPUs present (``cpu_present_mask`` as a list, ``0-3,6``): ``num_present_cpus()``, the
+#: count SLUB's ``calculate_order`` sizes slabs by
+CPU_PRESENT = "/sys/devices/system/cpu/present"
 #: the kmem events a replay reads
 EVENTS = ("kmalloc", "kfree", "kmem_cache_alloc", "kmem_cache_free")
 #: the attributes of each /sys/kernel/slab/<cache>/ a snapshot keeps
@@ -325,12 +328,29 @@ def _try_write(path: Path, text: str) -> None:
         pass
 
 
+def present_cpus(path: str | Path = CPU_PRESENT) -> int:
+    """The CPUs present (``num_present_cpus()``), read from the CPU list at ``path``.
+
+    What SLUB's ``calculate_order`` counts (``os.cpu_count()`` counts the CPUs online, fewer
+    when some are offline, and the slabs' order does not follow them). ``os.cpu_count()``
+    when the list cannot be read."""
+    try:
+        n = 0
+        for r in Path(path).read_text().strip().split(","):
+            first, _, last = r.partition("-")
+            n += int(last or first) - int(first) + 1
+        return max(n, 1)
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
+
+
 def snapshot(root: str | Path = SLAB_ROOT) -> dict[str, Any]:
     """The live kernel's ``/sys/kernel/slab`` as a JSON-ready dict.
 
-    ``kernel`` release, ``nr_cpus``, ``nr_nodes`` and ``caches`` (each cache's attributes as text,
-    an alias as ``{"name", "alias_of"}``), the format :func:`~numslab.lab.replay.load_snapshot`
-    reads.
+    ``kernel`` release, ``nr_cpus`` (the CPUs present, :func:`present_cpus`: what the kernel's
+    slab orders follow, so ``cpus=`` for a replay with the snapshot's geometry), ``nr_nodes``
+    and ``caches`` (each cache's attributes as text, an alias as ``{"name", "alias_of"}``), the
+    format :func:`~numslab.lab.replay.load_snapshot` reads.
 
     Raises
     ------
@@ -359,8 +379,8 @@ def snapshot(root: str | Path = SLAB_ROOT) -> dict[str, Any]:
         raise RecordError(f"snapshot: {root} holds no slab cache (no {root}/<cache>/"
                           f"object_size): not a /sys/kernel/slab")     # entries, status 0)
     nodes = len([d for d in Path("/sys/devices/system/node").glob("node[0-9]*")]) or 1
-    return {"kernel": platform.release(), "nr_cpus": os.cpu_count() or 1, "nr_nodes": nodes,
-            "caches": caches}
+    return {"kernel": platform.release(), "nr_cpus": present_cpus(CPU_PRESENT),
+            "nr_nodes": nodes, "caches": caches}
 
 
 def write_snapshot(out: str | Path, root: str | Path = SLAB_ROOT) -> int:
