@@ -38,8 +38,9 @@ except KeyboardInterrupt:
 #: Packets of the untimed first run (compilation and loading).
 WARMUP = 4096
 EPILOG = """Flows are bidirectional TCP/UDP 5-tuples (VLAN tags are not part of the key).
-Non-IP frames, other IP protocols, non-first fragments and truncated headers are counted
-in packets and bytes but make no flow. A flow entry is freed on a TCP FIN or RST, or after
+Non-IP frames, other IP protocols, non-first fragments, truncated headers and bad IP
+headers (a version that is not the link's, an IPv4 header length below 20) are counted in
+packets and bytes but make no flow. A flow entry is freed on a TCP FIN or RST, or after
 --idle-timeout seconds without a packet (by packet timestamps); a later packet of the same
 5-tuple creates a new entry, and 'flows' counts every entry created. Exit status: 0 ok,
 1 leak or failure, 2 unreadable input or bad arguments."""
@@ -284,7 +285,8 @@ def summary(r: PipelineResult, source: str, top: int) -> str:
         f"at most {c['max_active_flows']:,} at once)",
         f"traffic    IPv4 {c['ipv4']:,}, IPv6 {c['ipv6']:,}, TCP {c['tcp']:,}, "
         f"UDP {c['udp']:,}, VLAN {c['vlan']:,}, other IP {c['other_ip']:,}, "
-        f"non-IP {c['non_ip']:,}, truncated {c['truncated']:,}",
+        f"non-IP {c['non_ip']:,}, truncated {c['truncated']:,}, "
+        f"bad IP header {c['bad_header']:,}",
         (f"speed      {r.ns_per_packet:,.1f} ns/packet, {r.pps:,.0f} packets/s" if r.packets
          else "speed      none measured (no packets)"),
         "leaks      none: every cache is back to its live objects of before the run "

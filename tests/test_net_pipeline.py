@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scapy.all import (ARP, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, IPv6,
-                       IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, Raw, raw)
+                       IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, Raw, raw)
 from scapy.utils import PcapNgWriter, RawPcapNgReader, RawPcapReader, wrpcap
 
 import numslab.jit as nsj
@@ -218,6 +218,65 @@ def test_an_ipv6_packet_cut_in_an_extension_header_is_ipv6_and_truncated(tmp_pat
     out = subprocess.run(["tshark", "-r", str(path), "-Y", "ipv6.dst", "-T", "fields", "-e",
                           "frame.number"], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "2", "3"]        # (its "ipv6" takes the 4th's 30 bytes)
+
+
+def _tshark_fields(path: Path, *fields: str) -> list[list[str]]:
+    """Each frame's ``fields`` as tshark dissects the capture at ``path``."""
+    require_tool("tshark")
+    args = ["tshark", "-r", str(path), "-T", "fields"] + [x for f in fields for x in ("-e", f)]
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def test_an_ip_header_of_the_wrong_version_is_a_bad_header_not_truncated(tmp_path):
+    """An IPv6 header under ethertype 0x0800 (whole, its UDP too) was counted as a truncated
+    packet, as were an IPv4 header of length 16 and an IPv4 header under 0x86DD; none is cut.
+    The kernel drops each as a header error (``ip_rcv``: ``iph->ihl < 5 || iph->version !=
+    4``; ``ipv6_rcv``: ``hdr->version != 6``; ``IpInHdrErrors``, not ``InTruncatedPkts``),
+    tshark flags each "Bogus" (tcpdump: "IP6, wrong link-layer encapsulation"): counted as
+    ``bad_header`` now, not IPv4 nor IPv6, no flow. A frame cut in its IPv4 header stays
+    truncated."""
+    ip4, ip6 = IP(src="10.0.0.1", dst="10.0.0.2"), IPv6(src="fd00::1", dst="fd00::2")
+    mac = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    whole = [Ether(type=0x0800, **mac) / ip6 / UDP(sport=1, dport=2) / b"x",
+             Ether(**mac) / IP(src="10.0.0.1", dst="10.0.0.2", ihl=4) / UDP(sport=1, dport=2),
+             Ether(type=0x86DD, **mac) / ip4 / UDP(sport=1, dport=2) / (b"x" * 30),
+             Ether(**mac) / ip4 / UDP(sport=1, dport=2)]
+    cuts = [len(raw(p)) for p in whole[:3]] + [14 + 12]
+    path = write_cut(tmp_path / "bad.pcap", whole, cuts)
+    r = all_modes(read_capture(path))
+    c = r.counters
+    assert (r.packets, c["bad_header"], c["truncated"], c["ipv4"], c["ipv6"], r.flows) == \
+        (4, 3, 1, 0, 0, 0)
+    assert c["other_ip"] == c["non_ip"] == 0
+    seen = _tshark_fields(path, "frame.number", "_ws.expert.message")
+    assert [f[0] for f in seen if "Bogus" in f[1]] == ["1", "2", "3"]
+
+
+def test_ipv6_extension_headers_are_walked_however_many(tmp_path):
+    """A UDP or TCP packet behind more than 8 IPv6 extension headers was counted as other IP
+    (the walk stopped after 8 and took the ninth header's number for the L4 protocol): it
+    makes its flow now, as tshark dissects its UDP or TCP header and as Linux walks them
+    (RFC 8200 sets no limit); one cut in its tenth extension header is truncated, as one cut
+    in its first is."""
+    ip6 = IPv6(src="fd00::1", dst="fd00::2")
+    mac = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+
+    def chain(k: int):                  # a hop-by-hop header, then k - 1 destination options
+        p = Ether(**mac) / ip6 / IPv6ExtHdrHopByHop()
+        for _ in range(k - 1):
+            p = p / IPv6ExtHdrDestOpt()
+        return p
+    whole = [chain(8) / UDP(sport=3, dport=4), chain(9) / UDP(sport=5, dport=6),
+             chain(12) / TCP(sport=7, dport=8, flags="S"), chain(12) / UDP(sport=9, dport=9)]
+    cuts = [len(raw(p)) for p in whole[:3]] + [14 + 40 + 9 * 8 + 1]
+    path = write_cut(tmp_path / "ext.pcap", whole, cuts)
+    r = all_modes(read_capture(path))
+    c = r.counters
+    assert (r.packets, r.flows, c["ipv6"], c["udp"], c["tcp"], c["other_ip"], c["truncated"]) \
+        == (4, 3, 4, 2, 1, 0, 1)
+    seen = _tshark_fields(path, "frame.number", "udp.srcport", "tcp.srcport")
+    assert [f[1] or f[2] for f in seen] == ["3", "5", "7", ""]
 
 
 @pytest.mark.parametrize("timeout", [30.0, 0.002, float("inf")])

@@ -7,7 +7,8 @@ All per-batch work runs in one jitted call per chunk of batches (:func:`_rx_chun
 the mode picks the numslab calls that allocate and free. Flows are bidirectional 5-tuples
 (IP version, L4 protocol, both (address, port) endpoints; VLAN tags are not in the key).
 Only TCP/UDP packets with a whole TCP/UDP header make flows; non-IP frames, other IP
-protocols, non-first fragments and truncated headers are counted but make none. An entry is
+protocols, non-first fragments, truncated headers and bad IP headers (the kernel's header
+errors: a version not the link's, an IPv4 header below 20 bytes) count but make none. An entry is
 freed after a TCP packet with FIN or RST, or when idle for longer than the timeout (the
 clock is the running maximum of packet timestamps; idle flows expire before each lookup).
 A packet arriving after its flow was freed (the peer's FIN, the last ACK, a packet after a
@@ -68,7 +69,7 @@ FLOW_DTYPE = np.dtype([
     ("vlan", "<u2"), ("proto", "u1"), ("ip_version", "u1"), ("tcp_flags", "u1"),
 ], align=True)
 
-ST_NONIP, ST_OTHER, ST_FLOW, ST_TRUNC = 0, 1, 2, 3
+ST_NONIP, ST_OTHER, ST_FLOW, ST_TRUNC, ST_BADHDR = 0, 1, 2, 3, 4
 _LINK_ETH, _LINK_RAW, _LINK_SLL, _LINK_SLL2, _LINK_NULL, _LINK_NONE = range(6)
 _LINKS = {1: _LINK_ETH, 12: _LINK_RAW, 14: _LINK_RAW, 101: _LINK_RAW, 228: _LINK_RAW,
           229: _LINK_RAW, 113: _LINK_SLL, 276: _LINK_SLL2, 0: _LINK_NULL,
@@ -83,12 +84,12 @@ _GFP = GFP_ATOMIC
 
 # counters and registers of one run (int64 array ``st``)
 (S_PACKETS, S_BYTES, S_CAPBYTES, S_FLOWS, S_ACTIVE, S_MAX_ACTIVE, S_CLOSED, S_EXPIRED,
- S_IPV4, S_IPV6, S_TCP, S_UDP, S_VLAN, S_NONIP, S_OTHER, S_TRUNC, S_LARGE, S_BATCHES,
- S_HEAD, S_TAIL, S_NOW, S_STASH, S_ERR, S_NCOUNTERS) = range(24)
+ S_IPV4, S_IPV6, S_TCP, S_UDP, S_VLAN, S_NONIP, S_OTHER, S_TRUNC, S_BADHDR, S_LARGE,
+ S_BATCHES, S_HEAD, S_TAIL, S_NOW, S_STASH, S_ERR, S_NCOUNTERS) = range(25)
 _COUNTER_NAMES = ("packets", "bytes", "captured_bytes", "flows", "active_flows",
                   "max_active_flows", "closed_flows", "expired_flows", "ipv4", "ipv6", "tcp",
-                  "udp", "vlan", "non_ip", "other_ip", "truncated", "large_buffers",
-                  "batches")
+                  "udp", "vlan", "non_ip", "other_ip", "truncated", "bad_header",
+                  "large_buffers", "batches")
 # workspace rows (int64 array ``ws[_W_ROWS, batch]``)
 _W_SKB, _W_BUF, _W_GRP, _W_PERM, _W_CLS, _W_STASH, _W_DEAD, _W_ROWS = range(8)
 _NCLS = len(KMALLOC_SIZES)
@@ -167,12 +168,14 @@ def _parse(m, p, n, link):
         fam, l3 = np.int64(m[p]) | np.int64(m[p + 3]), 4   # host byte order: one end is 0
         eth = 0x0800 if fam == 2 else (0x86DD if fam == 24 or fam == 28 or fam == 30 else 0)
     q = p + l3
+    # no cut: a version not the link's (IPv6 under 0x0800), an IPv4 header below 20 bytes
+    bad = (ST_BADHDR, eth, tci, tagged, l3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)  # (ip_rcv's drop)
     if eth == 0x0800:
         if n < l3 + 20:
             return trunc
         ihl = (m[q] & 15) * 4
         if m[q] >> 4 != 4 or ihl < 20 or n < l3 + ihl:
-            return trunc
+            return bad if m[q] >> 4 != 4 or ihl < 20 else trunc
         ver, proto = 4, np.int64(m[q + 9])
         shi, slo = 0, 0xFFFF00000000 | _be32(m, q + 12)
         dhi, dlo = 0, 0xFFFF00000000 | _be32(m, q + 16)
@@ -181,12 +184,12 @@ def _parse(m, p, n, link):
             proto = -1
     elif eth == 0x86DD:
         if n < l3 + 40 or m[q] >> 4 != 6:
-            return trunc
+            return trunc if n < l3 + 40 else bad
         ver, proto = 6, np.int64(m[q + 6])
         shi, slo, dhi, dlo = _be64(m, q + 8), _be64(m, q + 16), _be64(m, q + 24), \
             _be64(m, q + 32)
         l4 = l3 + 40
-        for _ in range(8):                           # extension headers
+        while True:     # extension headers, all (RFC 8200: no limit; 8 bytes each at least)
             if proto == 0 or proto == 43 or proto == 60 or proto == 51:
                 if n < l4 + 2:          # (the IPv6 header is whole: an IPv6 packet, cut)
                     proto = -2
@@ -503,8 +506,8 @@ def _rx_chunk(h, run, pk, start, stop, table):
             r.ip_version, r.ip_proto, r.tcp_flags, r.status = ver, proto, flags, status
             r.sport, r.dport, r.flow, r.hash = sport, dport, 0, 0
             if status != ST_FLOW:
-                st[S_NONIP if status == ST_NONIP else
-                   (S_OTHER if status == ST_OTHER else S_TRUNC)] += 1
+                st[S_NONIP if status == ST_NONIP else (S_OTHER if status == ST_OTHER else
+                   (S_TRUNC if status == ST_TRUNC else S_BADHDR))] += 1
                 continue
             st[S_TCP] += proto == 6
             st[S_UDP] += proto == 17
