@@ -166,6 +166,23 @@ def test_settings_that_leave_events_out_are_named(tmp_path):
         rec.record(tmp_path / "out.txt", ["true"], root=root, buffer_kb=512)
 
 
+def test_the_cpumask_is_checked_against_the_cpus_online(tmp_path, monkeypatch):
+    """``tracing_cpumask`` was checked against the first ``os.cpu_count()`` CPUs: with CPUs 0
+    and 2 online (1 offline) a mask of both was named as leaving events out, and a mask of 0
+    and 1, which leaves CPU 2's out, was not."""
+    root = _fake_tracefs(tmp_path)
+    (tmp_path / "online").write_text("0,2\n")
+    monkeypatch.setattr(rec, "CPU_ONLINE", str(tmp_path / "online"))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    (root / "tracing_cpumask").write_text("5\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rec.record(tmp_path / "out.txt", ["true"], root=root, buffer_kb=512)
+    (root / "tracing_cpumask").write_text("3\n")
+    with pytest.warns(UserWarning, match=r"tracing_cpumask 3 \(of CPUs 5\)"):
+        rec.record(tmp_path / "out.txt", ["true"], root=root, buffer_kb=512)
+
+
 def test_a_buffer_size_tracefs_prints_in_another_form_is_restored_as_it_takes_it(tmp_path):
     # before its first use the kernel prints "7 (expanded: 1408)", and "X" when CPUs differ;
     # writing either back is refused (EINVAL), so the buffer kept the recording's size:

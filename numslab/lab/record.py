@@ -34,6 +34,9 @@ SLAB_ROOT = "/sys/kernel/slab"
 #: the CPUs present (``cpu_present_mask`` as a list, ``0-3,6``): ``num_present_cpus()``, the
 #: count SLUB's ``calculate_order`` sizes slabs by
 CPU_PRESENT = "/sys/devices/system/cpu/present"
+#: the CPUs online (a list as ``CPU_PRESENT``): those whose events a recording needs, so
+#: ``tracing_cpumask`` must take them all
+CPU_ONLINE = "/sys/devices/system/cpu/online"
 #: the kmem events a replay reads
 EVENTS = ("kmalloc", "kfree", "kmem_cache_alloc", "kmem_cache_free")
 #: the attributes of each /sys/kernel/slab/<cache>/ a snapshot keeps
@@ -311,7 +314,7 @@ def _warn_partial(root: Path) -> None:
         mask = int(_read(root / "tracing_cpumask").replace(",", ""), 16)
     except (OSError, ValueError):
         mask = -1
-    every = (1 << (os.cpu_count() or 1)) - 1
+    every = sum(1 << c for c in cpu_list(CPU_ONLINE)) or (1 << (os.cpu_count() or 1)) - 1
     if mask & every != every:
         found.append(f"tracing_cpumask {mask:x} (of CPUs {every:x})")
     if found:
@@ -328,20 +331,25 @@ def _try_write(path: Path, text: str) -> None:
         pass
 
 
+def cpu_list(path: str | Path) -> list[int]:
+    """The CPUs of a sysfs CPU list (``0-3,6``) at ``path``; [] when it cannot be read."""
+    try:
+        cpus: list[int] = []
+        for r in Path(path).read_text().strip().split(","):
+            first, _, last = r.partition("-")
+            cpus += range(int(first), int(last or first) + 1)
+        return cpus
+    except (OSError, ValueError):
+        return []
+
+
 def present_cpus(path: str | Path = CPU_PRESENT) -> int:
     """The CPUs present (``num_present_cpus()``), read from the CPU list at ``path``.
 
     What SLUB's ``calculate_order`` counts (``os.cpu_count()`` counts the CPUs online, fewer
     when some are offline, and the slabs' order does not follow them). ``os.cpu_count()``
     when the list cannot be read."""
-    try:
-        n = 0
-        for r in Path(path).read_text().strip().split(","):
-            first, _, last = r.partition("-")
-            n += int(last or first) - int(first) + 1
-        return max(n, 1)
-    except (OSError, ValueError):
-        return os.cpu_count() or 1
+    return len(cpu_list(path)) or os.cpu_count() or 1
 
 
 def snapshot(root: str | Path = SLAB_ROOT) -> dict[str, Any]:
