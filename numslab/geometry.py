@@ -120,7 +120,9 @@ def boot_orders(min_order: int | None = None, max_order: int | None = None,
 def calculate_order(size: int, nr_cpus: int, orders: SlabOrders = SlabOrders()) -> int:
     """Slab order for objects of ``size`` bytes on a machine of ``nr_cpus`` present CPUs.
 
-    Under the boot parameters ``orders``."""
+    Under the boot parameters ``orders``. (The kernel takes ``nr_cpu_ids`` when at most one CPU
+    is present: a simulated machine's CPUs are all present and possible, and a snapshot
+    records that count as its ``nr_cpus``.)"""
     min_objects = orders.min_objects or 4 * (fls(nr_cpus) + 1)
     max_objects = max(order_objects(orders.max_order, size), 1)
     min_objects = min(min_objects, max_objects)

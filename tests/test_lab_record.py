@@ -494,7 +494,8 @@ def test_a_snapshot_to_dash_goes_to_standard_output(tmp_path, capsys, monkeypatc
 
 
 @pytest.mark.parametrize("present, online, want", [("0-3,6\n", 2, 5), ("0\n", 1, 1),
-                                                  ("0-63", 64, 64), (None, 3, 3), ("x", 3, 3)])
+                                                  ("0-63", 64, 64), (None, 3, 3), ("x", 3, 3),
+                                                  ("0\n", 1, "possible")])
 def test_a_snapshot_records_the_cpus_present(tmp_path, monkeypatch, present, online, want):
     """``nr_cpus`` was ``os.cpu_count()``, the CPUs online: with CPUs offline (present 0-3 and
     6, two online) it said 2 where the kernel's slab orders follow the 5 present
@@ -510,7 +511,10 @@ def test_a_snapshot_records_the_cpus_present(tmp_path, monkeypatch, present, onl
         cpus.write_text(present)
     monkeypatch.setattr(rec, "CPU_PRESENT", str(cpus), raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: online)
-    assert rec.snapshot(slab)["nr_cpus"] == want
+    (tmp_path / "possible").write_text("0-7\n" if want == "possible" else "0\n")
+    monkeypatch.setattr(rec, "CPU_POSSIBLE", str(tmp_path / "possible"), raising=False)
+    # one CPU present: calculate_order takes nr_cpu_ids (here 8) instead
+    assert rec.snapshot(slab)["nr_cpus"] == (8 if want == "possible" else want)
 
 
 def test_a_recording_to_dash_is_refused(tmp_path, capsys, monkeypatch):

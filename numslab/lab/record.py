@@ -34,6 +34,9 @@ SLAB_ROOT = "/sys/kernel/slab"
 #: the CPUs present (``cpu_present_mask`` as a list, ``0-3,6``): ``num_present_cpus()``, the
 #: count SLUB's ``calculate_order`` sizes slabs by
 CPU_PRESENT = "/sys/devices/system/cpu/present"
+#: the CPUs possible (a list as ``CPU_PRESENT``): ``nr_cpu_ids``, the last one's number plus
+#: one, is what ``calculate_order`` takes when at most one CPU is present
+CPU_POSSIBLE = "/sys/devices/system/cpu/possible"
 #: the CPUs online (a list as ``CPU_PRESENT``): those whose events a recording needs, so
 #: ``tracing_cpumask`` must take them all
 CPU_ONLINE = "/sys/devices/system/cpu/online"
@@ -343,19 +346,22 @@ def cpu_list(path: str | Path) -> list[int]:
         return []
 
 
-def present_cpus(path: str | Path = CPU_PRESENT) -> int:
-    """The CPUs present (``num_present_cpus()``), read from the CPU list at ``path``.
+def present_cpus(path: str | Path = CPU_PRESENT, possible: str | Path = CPU_POSSIBLE) -> int:
+    """The CPU count SLUB's ``calculate_order`` sizes slabs by, from the sysfs CPU lists.
 
-    What SLUB's ``calculate_order`` counts (``os.cpu_count()`` counts the CPUs online, fewer
-    when some are offline, and the slabs' order does not follow them). ``os.cpu_count()``
+    ``num_present_cpus()`` (the list at ``path``), or ``nr_cpu_ids`` (the last possible CPU's
+    number plus one, from ``possible``) when at most one is present, as ``calculate_order``
+    takes it. Not ``os.cpu_count()``, the CPUs online, fewer when some are offline: that only
     when the list cannot be read."""
-    return len(cpu_list(path)) or os.cpu_count() or 1
+    n = len(cpu_list(path)) or os.cpu_count() or 1
+    return max(n, max(cpu_list(possible), default=0) + 1) if n <= 1 else n
 
 
 def snapshot(root: str | Path = SLAB_ROOT) -> dict[str, Any]:
     """The live kernel's ``/sys/kernel/slab`` as a JSON-ready dict.
 
-    ``kernel`` release, ``nr_cpus`` (the CPUs present, :func:`present_cpus`: what the kernel's
+    ``kernel`` release, ``nr_cpus`` (the CPUs present, or ``nr_cpu_ids`` when one is,
+    :func:`present_cpus`: what the kernel's
     slab orders follow, so ``cpus=`` for a replay with the snapshot's geometry), ``nr_nodes``
     and ``caches`` (each cache's attributes as text, an alias as ``{"name", "alias_of"}``), the
     format :func:`~numslab.lab.replay.load_snapshot` reads.
@@ -387,7 +393,7 @@ def snapshot(root: str | Path = SLAB_ROOT) -> dict[str, Any]:
         raise RecordError(f"snapshot: {root} holds no slab cache (no {root}/<cache>/"
                           f"object_size): not a /sys/kernel/slab")     # entries, status 0)
     nodes = len([d for d in Path("/sys/devices/system/node").glob("node[0-9]*")]) or 1
-    return {"kernel": platform.release(), "nr_cpus": present_cpus(CPU_PRESENT),
+    return {"kernel": platform.release(), "nr_cpus": present_cpus(CPU_PRESENT, CPU_POSSIBLE),
             "nr_nodes": nodes, "caches": caches}
 
 
