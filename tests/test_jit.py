@@ -1255,12 +1255,12 @@ def test_each_thread_reads_its_own_raise_s_detail(sa):
     its exception named the other thread's address (0.05-0.2% of errors in a stress run).
     Each thread has its own row now."""
     import threading
-    from numslab.drivers import jitapi
+    from numslab.drivers import jiterrors
     c = sa.kmem_cache_create("mine", 64)
     mine, theirs = 0x1000 + 8, 0x2000 + 8           # not objects: each free raises
     with pytest.raises(SlabError):
         free_one(sa.handle, c.id, mine)
-    me = jitapi._error_row(threading.get_ident())
+    me = jiterrors._error_row(threading.get_ident())
 
     go, chosen = threading.Event(), []
 
@@ -1277,7 +1277,7 @@ def test_each_thread_reads_its_own_raise_s_detail(sa):
     threads = [threading.Thread(target=other) for _ in range(20)]
     for t in threads:
         t.start()
-    chosen += [t.ident for t in threads if jitapi._error_row(t.ident) != me][:1]
+    chosen += [t.ident for t in threads if jiterrors._error_row(t.ident) != me][:1]
     go.set()
     for t in threads:
         t.join()
@@ -1311,9 +1311,9 @@ def test_threads_a_page_apart_get_rows_of_their_own():
     """glibc puts threads 0x801000 apart; the row was hashed from the pointer itself, and
     every third thread shared a row: the second to raise there took the first's detail away
     (0.3% of errors bare in a helper's stress run). The page number is hashed now."""
-    from numslab.drivers import jitapi
+    from numslab.drivers import jiterrors
     for base in (0x7F0000000640, 0x7F1234567640, 0x7FFFF7D8A640):
-        rows = {jitapi._error_row(base + k * 0x801000) for k in range(16)}
+        rows = {jiterrors._error_row(base + k * 0x801000) for k in range(16)}
         assert len(rows) == 16
 
 
