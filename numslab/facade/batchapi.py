@@ -4,7 +4,6 @@ The bulk API as merged (4.3/4.4), the seed's array API and the constructors' run
 6.18 prefilled-sheaf API is ``sheafapi``'s)."""
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time
@@ -47,13 +46,6 @@ def _warn_zero_ctor(cache: KmemCache, fn: str) -> None:
                   RuntimeWarning, stacklevel=level)
 
 
-def _check_sheaf_size(size: Any, fn: str) -> None:
-    """A sheaf's object count must be an int (not a bool) in 0..2**20."""
-    if type(size) is not int and not (isinstance(size, np.integer) and
-                                      not isinstance(size, np.bool_)) or not 0 <= size <= 1 << 20:
-        raise size_error(size)(f"{fn}: size {size!r} is not an object count in 0..{1 << 20}")
-
-
 @jit(cache=False)
 def _run_ctor(ctor, mem8, base, size, n):
     """Call a jitted constructor on the ``n`` objects of a new slab at ``base``."""
@@ -74,8 +66,6 @@ def _array_faults(arr: Any) -> str:
     return f"{'an' if words[:1] in set('aeio8') else 'a'} {words} ndarray of shape {arr.shape}"
 
 
-#: No lock: the ``with`` of a call on a cache without a constructor.
-_NO_LOCK = contextlib.nullcontext()
 #: How deep constructors may nest (a constructor allocating from a cache with a constructor).
 MAX_CTOR_DEPTH = 32
 

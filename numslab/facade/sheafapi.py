@@ -4,6 +4,7 @@ Each call checks its arguments and calls one unit of ``engine/prefill.py``; cons
 the new slabs run as an allocation's (``batchapi``)."""
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,14 +16,23 @@ from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..errors import (BadAddressError, InvalidArgumentError, SlabCorruptionError,
                       SlabDebugError, SlabError)
 from ..flags import GFP_KERNEL, __GFP_ZERO
-from .args import cache_op, check_gfp
-from .batchapi import _NO_LOCK, _check_sheaf_size, _warn_zero_ctor
+from .args import cache_op, check_gfp, size_error
+from .batchapi import _warn_zero_ctor
 from .cache import KmemCache
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
 
 _ZERO = __GFP_ZERO     # a __GFP name in a class body is name-mangled
+#: No lock: the ``with`` of a call on a cache without a constructor.
+_NO_LOCK = contextlib.nullcontext()
+
+
+def _check_sheaf_size(size: Any, fn: str) -> None:
+    """A sheaf's object count must be an int (not a bool) in 0..2**20."""
+    if type(size) is not int and not (isinstance(size, np.integer) and
+                                      not isinstance(size, np.bool_)) or not 0 <= size <= 1 << 20:
+        raise size_error(size)(f"{fn}: size {size!r} is not an object count in 0..{1 << 20}")
 
 
 class SheafAPI:
