@@ -45,7 +45,7 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         calculate_sheaf_capacity, get_order, kmalloc_size_roundup)
 from . import persist, threads
 from .args import (cache_op, as_int, check_bool, check_cache_name, check_dtype, check_gfp,
-                   check_max_caches, fixed, public_caller)
+                   check_max_caches, fixed, is_integer, public_caller)
 from .batchapi import BatchAPI
 from .cache import NO_ALLOCATOR, CacheTable, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
@@ -72,7 +72,7 @@ _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 def parse_size(memory: int | str) -> int:
     """Bytes from an int or a string such as ``"256M"``, ``"1G"``, ``"64KiB"``."""
-    if isinstance(memory, (int, np.integer)) and not isinstance(memory, (bool, np.bool_)):
+    if is_integer(memory):
         return int(memory)
     m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B)?\s*", str(memory), re.IGNORECASE)
     if not m:
@@ -671,7 +671,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
         return addr
 
     def _kmalloc_other(self, size: Any, gfp: int, cpu: int | None, node: int) -> int:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        if not is_integer(size):
             raise SizeTypeError(f"kmalloc: size {size!r} is not an integer")
         size = int(size)
         if size == 0:                           # the arguments checked as for any size

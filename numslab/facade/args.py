@@ -43,23 +43,25 @@ def as_int(value: Any) -> Any:
     return int(value) if isinstance(value, np.integer) else value
 
 
+def is_integer(value: Any) -> bool:
+    """Whether ``value`` is an integer: an int or a NumPy integer, not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def size_error(value: Any) -> type[InvalidSizeError]:
     """The class that refuses ``value`` where a size, count, order or ratio goes.
 
     :class:`SizeTypeError` (a ``WrongTypeError``, as ``numslab.jit`` refuses it in ``@njit``
-    code) if it is no integer (an int or a NumPy integer, not a bool), else
-    :class:`InvalidSizeError` (its value refused)."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        return InvalidSizeError
-    return SizeTypeError
+    code) if it is no integer (:func:`is_integer`), else :class:`InvalidSizeError` (its value
+    refused)."""
+    return InvalidSizeError if is_integer(value) else SizeTypeError
 
 
 def check_order(order: Any, fn: str) -> int:
     """``order`` if it is a page order, an int in 0..MAX_PAGE_ORDER.
 
     An int or a NumPy integer (not a bool): np.int64(0) was refused as "not in 0..10"."""
-    if isinstance(order, (int, np.integer)) and not isinstance(order, (bool, np.bool_)) \
-            and 0 <= order <= MAX_PAGE_ORDER:
+    if is_integer(order) and 0 <= order <= MAX_PAGE_ORDER:
         return int(order)
     raise size_error(order)(f"{fn}: order {order!r} is not an integer in 0..{MAX_PAGE_ORDER}")
 

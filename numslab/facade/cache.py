@@ -27,7 +27,7 @@ from ..drivers.handles import type_cache_objects
 from ..geometry import get_order
 from ..errors import (InvalidArgumentError, NotPicklableError, OutOfMemoryError,
                       WrongCacheError)
-from .args import check_gfp, fixed, size_error
+from .args import check_gfp, fixed, is_integer, size_error
 from .kmallocapi import _RCU_LOCK
 from .defragapi import MovableCache
 from .records import RecordAccess
@@ -163,7 +163,7 @@ class KmemCache(MovableCache, RecordAccess):
     @min_partial.setter
     def min_partial(self, n: int) -> None:
         # sysfs's min_partial_store: kstrtoul, any unsigned long (0: every emptied slab goes)
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < 1 << 63:
+        if not is_integer(n) or not 0 <= n < 1 << 63:
             raise InvalidArgumentError(f"{self.name}: min_partial {n!r} is not an unsigned "
                                        f"integer")
         self._row[CA_MIN_PARTIAL] = n
@@ -180,7 +180,7 @@ class KmemCache(MovableCache, RecordAccess):
         # 7.x keeps the file for compatibility: 0 is accepted and changes nothing, any other
         # value is -EINVAL
         row = self._row                 # (a destroyed cache's refusal comes first)
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 <= n < 1 << 32:
+        if not is_integer(n) or not 0 <= n < 1 << 32:
             raise InvalidArgumentError(f"{self.name}: cpu_partial {n!r} is not an unsigned "
                                        f"32-bit integer")
         sa = self._sa
@@ -259,8 +259,7 @@ class KmemCache(MovableCache, RecordAccess):
     def remote_node_defrag_ratio(self, ratio: int) -> None:
         # an integer, as sysfs's kstrtouint takes (50.5 was stored as 505 // 10, "50" raised
         # TypeError)
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, np.integer)) \
-                or not 0 <= ratio <= 100:
+        if not is_integer(ratio) or not 0 <= ratio <= 100:
             raise InvalidArgumentError(f"{self.name}: remote_node_defrag_ratio {ratio!r} not in "
                                        "0..100")
         self._row[CA_DEFRAG_RATIO] = int(ratio) * 10     # (np.uint8(50) * 10 wrapped to 244)

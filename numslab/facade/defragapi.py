@@ -20,7 +20,7 @@ from ..engine.layout import (CA_MOVE_FREED, CA_MOVED, CA_PARTIAL_ORDER, CA_USED_
 from ..engine.pages import drain_all_pages, release_free_blocks
 from ..errors import (ConstructorError, InvalidArgumentError, InvalidSizeError, SlabError,
                       WrongTypeError)
-from .args import cache_op, size_error
+from .args import cache_op, is_integer, size_error
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -46,8 +46,7 @@ def _check_ratio(ratio: Any, fn: str) -> int:
     """``ratio`` as a percentage 0..100 (``None``: -1, the cache's own ratio)."""
     if ratio is None:
         return -1
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, np.integer)) \
-            or not 0 <= ratio <= 100:
+    if not is_integer(ratio) or not 0 <= ratio <= 100:
         raise size_error(ratio)(f"{fn}: ratio {ratio!r} is not a percentage 0..100")
     return int(ratio)
 
@@ -285,8 +284,7 @@ class DefragAPI:
         Drain the pcp lists to the buddy lists, then ``madvise(MADV_DONTNEED)`` every free block of
         order ``min_order`` and above (its pages read as zeros when next touched, and stop counting
         in the process's resident memory)."""
-        if isinstance(min_order, bool) or not isinstance(min_order, (int, np.integer)) \
-                or not 0 <= min_order <= 10:
+        if not is_integer(min_order) or not 0 <= min_order <= 10:
             raise size_error(min_order)(f"release_memory: min_order {min_order!r} is not in "
                                         f"0..10")
         drain_all_pages(self._st)
