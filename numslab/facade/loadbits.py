@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..engine.layout import (CA_FP_KEY, CA_OFFSET, CA_RED_LEFT, CA_SIZE, PG_FROZEN,
-                             PG_ISOLATED, PG_SLAB, PG_TAIL)
+from ..engine.layout import CA_RED_LEFT, CA_SIZE, PG_FROZEN, PG_ISOLATED, PG_SLAB, PG_TAIL
 from ..errors import MachineFileError
 
 if TYPE_CHECKING:
@@ -127,15 +126,12 @@ def _free_list(s: Any, slab: int) -> list[int]:
     st = s.st
     c = int(st.sl_cache[slab])
     size, red = int(st.ca[c, CA_SIZE]), int(st.ca[c, CA_RED_LEFT])
-    offset, key = int(st.ca[c, CA_OFFSET]), int(st.ca[c, CA_FP_KEY])
     lo, n = (slab << 12) + red, int(st.sl_objects[slab])
     out: list[int] = []
     a = int(st.sl_freelist[slab])
     while a and len(out) < n and 0 <= a - lo < n * size and (a - lo) % size == 0:
         out.append(a)
-        where = a + offset
-        mask = key ^ int(np.int64(where).byteswap()) if key else 0
-        a = int(s.words[where >> 3]) ^ mask
+        a = s.sa._get_freepointer(c, a)
     return out
 
 
