@@ -15,10 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from numba.core.caching import FunctionCache
-
-from ..engine.native import (ABI, CompiledDispatcher, HelperDispatcher, source_hash,
-                             unit_table_hash)
+from ..engine.native import ABI, CompiledDispatcher, EngineCache, HelperDispatcher, source_hash
 
 
 def _lab_hash(folder: Path = Path(__file__).parent) -> str:
@@ -30,11 +27,11 @@ def _lab_hash(folder: Path = Path(__file__).parent) -> str:
 LAB_HASH = _lab_hash()
 
 
-class LabCache(FunctionCache):
-    """Numba's function cache, keyed also on :data:`LAB_HASH` and the unit table's layout."""
+class LabCache(EngineCache):
+    """``native.EngineCache`` (the ABI, the unit table's layout) keyed on :data:`LAB_HASH` too."""
 
-    def _index_key(self, sig: Any, codegen: Any) -> tuple:
-        return (*super()._index_key(sig, codegen), LAB_HASH, unit_table_hash())
+    def __init__(self, py_func: Callable) -> None:
+        super().__init__(py_func, LAB_HASH)
 
 
 def lab_jit(*, inline: bool = False, nogil: bool = False, **options: Any) -> Callable:

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numba as nb
-from numba.core.caching import FunctionCache
 
-from ..engine.native import ABI, source_hash, unit_table_hash
+from ..engine.native import ABI, EngineCache, source_hash
 
 
 def _tools_hash(folder: Path = Path(__file__).parent) -> str:
@@ -30,13 +29,13 @@ def _tools_hash(folder: Path = Path(__file__).parent) -> str:
 TOOLS_HASH = _tools_hash()
 
 
-class ToolsCache(FunctionCache):
-    """Numba's function cache, keyed also on :data:`TOOLS_HASH` and the unit table's layout.
+class ToolsCache(EngineCache):
+    """``native.EngineCache``, its key holding :data:`TOOLS_HASH` too.
 
     As the lab's ``LabCache``: the benchmarks' loops call the engine's units through the table."""
 
-    def _index_key(self, sig: Any, codegen: Any) -> tuple:
-        return (*super()._index_key(sig, codegen), TOOLS_HASH, unit_table_hash())
+    def __init__(self, py_func: Callable) -> None:
+        super().__init__(py_func, TOOLS_HASH)
 
 
 def tools_jit(**options: Any) -> Callable:
