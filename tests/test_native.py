@@ -241,17 +241,18 @@ def test_a_unit_call_from_jitted_code_needs_a_state():
 # ---- the cache: keyed on the ABI and on the unit table -------------------------------------------
 def test_net_s_kernels_are_keyed_on_net_s_sources(tmp_path):
     """net's kernels are compiled with the engine's cache, keyed on the ABI, which leaves net
-    out (below), and one calls another module's (``traffic`` calls ``pipeline._memcpy``): an
-    edit of net left them loading stale code. Their key has net's sources too now."""
+    out (below), and one calls another module's (``traffic`` and ``pipeline`` call
+    ``headers._memcpy``): an edit of net left them loading stale code. Their key has net's
+    sources too now."""
     import shutil
-    from numslab.net import capture, pipeline, traffic
+    from numslab.net import capture, headers, pipeline, traffic
     src = tmp_path / "net"
     shutil.copytree(Path(capture.__file__).parent, src,
                     ignore=shutil.ignore_patterns("__pycache__"))
     assert native.source_hash(src) == capture.NET_HASH
-    (src / "pipeline.py").write_text((src / "pipeline.py").read_text() + "\n# an edit\n")
+    (src / "headers.py").write_text((src / "headers.py").read_text() + "\n# an edit\n")
     assert native.source_hash(src) != capture.NET_HASH
-    kernels = [f for m in (capture, pipeline, traffic) for f in vars(m).values()
+    kernels = [f for m in (capture, headers, pipeline, traffic) for f in vars(m).values()
                if getattr(f, "_cache", None).__class__ is EngineCache
                and f.py_func.__module__ == m.__name__]
     assert len(kernels) >= 10

@@ -17,8 +17,8 @@ from ..engine.native import jit_rt, source_hash
 from ..errors import InvalidArgumentError, SlabError, WrongTypeError
 
 #: net's sources, a key of its kernels' cache beside the ABI: a kernel calls another module's
-#: (``traffic`` calls ``pipeline._memcpy``), which Numba's check of the loaded function's file
-#: missed
+#: (``traffic`` and ``pipeline`` call ``headers._memcpy``), which Numba's check of the loaded
+#: function's file missed
 NET_HASH = source_hash(Path(__file__).parent)
 
 

@@ -64,7 +64,7 @@ class RxRun(NamedTuple):
     batch : int
         Packets per batch, 1 to ``n`` (the caller's ``batch`` capped at the packets).
     link : int
-        How a frame's headers begin (``pipeline._LINK_*``; ``_LINK_NONE``: not parsed).
+        How a frame's headers begin (``headers._LINK_*``; ``_LINK_NONE``: not parsed).
     timeout : int
         Idle nanoseconds after which a flow is freed (int64's maximum: never).
     st : numpy.ndarray

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from .capture import Packets, _integer, _real, jit
-from .pipeline import _memcpy
+from .headers import _memcpy
 
 __all__ = ["TrafficTruth", "count_flow_sessions", "generate_traffic",
            "generate_traffic_with_truth"]
