@@ -1389,11 +1389,12 @@ def test_load_takes_every_state_save_writes(gen, nodes, tmp_path):
 
 
 @pytest.mark.parametrize("gen", ["7.0", "6.18"])
-def test_load_takes_a_sheaf_naming_an_object_twice(gen, tmp_path):
-    """A state a stray write left (a sheaf naming one free object twice: ``_stale_twice`` of
-    test_sheaves) is a state ``save`` writes, and ``load`` takes it."""
-    from test_sheaves import _stale_twice
-    sa, c, x, out = _stale_twice(gen)
+def test_load_takes_a_slab_isolated_for_naming_a_sheaf_object(gen, tmp_path):
+    """A state a stray write left (a free pointer naming an object a sheaf holds, refused and
+    its slab isolated: ``_held_named`` of test_sheaves) is a state ``save`` writes, and
+    ``load`` takes it."""
+    from test_sheaves import _held_named
+    sa, c, x, out, _ = next(r for r in (_held_named(gen, s) for s in range(40)) if r)
     sa.save(tmp_path / "m.npz")
     back = numslab.SlabAllocator.load(tmp_path / "m.npz")
     a, b = snapshot(sa), snapshot(back)

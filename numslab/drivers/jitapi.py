@@ -37,16 +37,17 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from ..engine import defrag, ops
+from ..engine import checks, defrag, ops
 from ..engine.gilguard import wait_for_turn
 from ..engine.checks import (E_ARRAY_PLACE, _array_misplaced, _in_arena, _live_clear, _live_set,
                              _live_test, _locate, _slab_of)
 from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZE,
-                             CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, NIL,
-                             NR_KMALLOC, SH_OBJECTS, SH_SIZE, ZERO_SIZE_PTR, _ca, _cpu_row, _geo,
-                             _slab_nid, _stat)
+                             CA_SHEAF_CAPACITY, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE,
+                             G_PEND, NIL, NR_KMALLOC, PEND_MAX, SH_OBJECTS, SH_SIZE,
+                             ZERO_SIZE_PTR, _ca, _cpu_row, _geo, _slab_nid, _stat)
 from ..engine.native import address, jit, words_at, zero_bytes
-from ..engine.pcsbulk import _sheaf_copy_top
+from ..engine.live import _record_take
+from ..engine.pcsbulk import _free_pending, _sheaf_copy_top
 from ..engine.sheaves import KMALLOC_CLASS
 from .. import errors
 from ..errors import InvalidSizeError, SizeTypeError, WrongTypeError
@@ -263,16 +264,13 @@ def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
     """The common case of a bulk allocation: take the whole batch from the CPU's main sheaf.
 
     The case: the CPU's main sheaf holds the whole batch and no zeroing is asked. Take its top
-    ``nr`` objects into the Words ``p`` (their order kept, as ``alloc_from_pcs_bulk``) and mark
-    them live. ``nr``; or -1 when the case does not apply (a debug cache, no sheaves, too few
-    objects, ``__GFP_ZERO``, an array in the arena: :func:`checks._array_home`'s to judge) or an
-    entry is live already (a stale one: the marks are taken back and the engine's take purges and
-    reports it). Inline in users' functions: it saves the unit call (bulk 16 inside ``@njit`` 6-9%
-    faster) for a small loop. A batch the main sheaf begins and the spare ends goes to the unit
-    (``ops.alloc_bulk`` takes it in one step, ``pcsbulk._take_main_spare``): inline, that step
-    took a user's bulk loop to 1.63-1.69x the free stack's compile time, past issue 11's 1.5x,
-    for 0.4 ns a pair on a warmed cache's bulk 16. The free's batch check stays in the unit
-    (inline, it took a user's bulk loop to 1.7x the jitted stack's compile time)."""
+    ``nr`` objects into the Words ``p`` (their order kept, as ``alloc_from_pcs_bulk``): up to
+    ``PEND_MAX`` of a cache keeping ``held``, the pending record (no mark written); else marked
+    live. ``nr``; or -1 when the case does not apply (a debug cache, no sheaves, too few objects,
+    ``__GFP_ZERO``, an array in the arena) or an entry is live already (the engine's take purges
+    it). Inline in users' functions. Main and spare: the unit (``_take_main_spare``: inline, it
+    took a user's bulk loop to 1.63-1.69x the free stack's compile time, past issue 11's 1.5x);
+    the free's batch check too (inline 1.7x)."""
     if (gfp & __GFP_ZERO) | (_ca(st, cache, CA_DEBUG) != 0) | \
             (_geo(st, cache, CA_SHEAF_CAPACITY) == 0) | _in_arena(st, nr, address(p)):
         return -1                       # (an array in the arena: the unit checks where)
@@ -283,7 +281,11 @@ def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
     size = mem[(main >> 3) + SH_SIZE] - nr
     if size < 0:
         return -1                       # (main and spare: the unit, one step there)
-    if not _sheaf_copy_top(st, main, nr, p, 0):
+    if (_geo(st, cache, CA_ACTIVE) & 2) and 0 < nr <= PEND_MAX:     # pending: no mark
+        if st.g[G_PEND]:
+            ops.settle_pending(st)
+        _record_take(st, _cpu_row(st, cache, cpu), mem, (main >> 3) + SH_OBJECTS + size, nr, p)
+    elif not _sheaf_copy_top(st, main, nr, p, 0):
         return -1                                   # (a stale entry: left to the engine)
     mem[(main >> 3) + SH_SIZE] = size
     _stat(st, cache, cpu, ALLOC_PCS, nr)
@@ -384,6 +386,9 @@ def _free_bulk(h, cache, nr, objs, cpu, call):
     st = _cache_state(h, cache, cpu, False, 0, call)
     _checked_count(nr, objs.shape[0], call)
     pa = _objs_array(objs)
+    if st.g[G_PEND] == nr and not _in_arena(st, nr, pa) and \
+            _free_pending(st, cache, cpu, nr, words_at(pa)):
+        return
     err = ops.free_bulk(st, cache, cpu, nr, pa)
     if err == E_ARRAY_PLACE:                    # the array, not an element
         _raise(err, NO_ADDR, cache, -1, errors.NO_VALUE, address(st), -1, call)
@@ -487,6 +492,8 @@ def is_live(h, cache, addr):
     if cache != NIL and ((cache < 0) | (cache >= st.max_caches)
                          or _geo(st, cache, CA_ACTIVE) == 0):     # (in range first)
         _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st), -1, J_IS_LIVE)
+    if st.g[G_PEND]:            # (read with the pending record settled, then put back)
+        return checks.locate(st, addr, cache) >= 0
     err, _ = _locate(st, addr, cache)
     return err == 0
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                      ALLOC_SLOWPATH, FREE_REMOVE_PARTIAL, FREE_SLAB, SLAB_KMALLOC)
-from .live import _live_clear, _live_set, _own_test
+from .live import _aux, _held_run, _live_clear, _live_set, _own_test, _to_cached, _uncache_run
 from .checks import E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_TWICE, _locate, _twin
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_PARTIAL,
@@ -75,6 +75,7 @@ def _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
         p[i] = obj
         obj = nxt
         fast += 1
+    _held_run(st, _aux(st, cache), p, 0, nr)   # off their slabs
     cpt[c + C_FREELIST] = obj
     _stat(st, cache, cpu, ALLOC_FASTPATH, fast)
     return nr
@@ -95,11 +96,12 @@ def _alloc_bulk_fail(st, cache, cpu, i, paddr, fast):
 def alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr):
     """:func:`_alloc_bulk_slab` for callers outside a bulk call (sheaf refills).
 
-    The objects go into a sheaf, so they come back not marked allocated."""
+    The objects go into a sheaf, so they come back cached (not marked allocated)."""
     got = _alloc_bulk_slab(st, cache, cpu, gfp, nr, paddr)
     p = words_at(paddr)
+    aux = _aux(st, cache)
     for i in range(got):
-        _live_clear(st, p[i])
+        _to_cached(st, p[i], aux)
     return got
 
 
@@ -183,12 +185,17 @@ def _free_run(st, cache, cpu, slab, p, lo, hi):
     objects' free pointers in one pass and spliced (:func:`_do_slab_free_chain`)."""
     cnt = hi - lo
     if _discards(st, cache, slab, cnt):
+        if _aux(st, cache):             # its objects all free: no longer held
+            held = st.held
+            for w in range(slab << 3, (slab << 3) + (8 << _ca(st, cache, CA_ORDER))):
+                held[w] = 0
         if st.sl_freelist[slab] != 0:
             _remove_partial(st, cache, slab)
             _stat(st, cache, cpu, FREE_REMOVE_PARTIAL, 1)
         _stat(st, cache, cpu, FREE_SLAB, 1)
         _discard_slab(st, cache, cpu, slab)
         return
+    _uncache_run(st, _aux(st, cache), p, lo, hi)    # back on a slab: no longer held
     mem = st.mem
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)

@@ -18,7 +18,8 @@ from .partialorder import _check_order
 from .native import address, jit, unit, words_at
 from .pages import _page_block, _validate_pages
 from .freelist import _get_fp
-from .live import _NOT_SIGN, _live_clear, _live_set, _live_test, _own_test
+from .live import (_NOT_SIGN, _live_clear, _live_set, _live_test, _own_test, _pending,
+                   _repend, _settled)
 from .machinecheck import (E_CORRUPT, _corrupt, _rcu_clear, _rcu_set, _validate_lost,
                            _validate_owners, _validate_rcu_list, _validate_rcu_marks,
                            _validate_sheaves_once)
@@ -218,12 +219,25 @@ def _array_misplaced(st, nr, paddr):
     0 when none of the array lies in the arena (out of line: an array outside it costs one test
     here)."""
     if _in_arena(st, nr, paddr):
+        _settled(st)
         return _array_home(st, nr, paddr - address(st.mem))
     return 0
 
 
 @unit
 def locate(st, addr, cache):
+    """:func:`_locate` for the facade; read with the pending record settled.
+
+    :func:`_locate_body`, the record put back after (``live._repend``)."""
+    pend = _pending(st)
+    _settled(st)
+    r = _locate_body(st, addr, cache)
+    _repend(st, pend)
+    return r
+
+
+@jit
+def _locate_body(st, addr, cache):
     """:func:`_locate` for the facade.
 
     The slab's head frame (>= 0) if ``addr`` is a live object (of ``cache`` unless NIL), else the
@@ -545,6 +559,7 @@ def _rcu_list_mark(st, a, on):
 @unit
 def rcu_list_mark(st, n, paddr, on):
     """:func:`_rcu_list_marks` of the ``n`` objects at ``paddr``. 0."""
+    _settled(st)
     _rcu_list_marks(st, n, words_at(paddr), on)
     return 0
 
@@ -568,6 +583,18 @@ def _rcu_list_unmarked(st, n, p):
 
 @unit
 def validate(st, cache, n, paddr):
+    """Validate one cache, or every cache and the page allocator (NIL), read settled.
+
+    :func:`_validate_body`, the record put back after (``live._repend``)."""
+    pend = _pending(st)
+    _settled(st)
+    r = _validate_body(st, cache, n, paddr)
+    _repend(st, pend)
+    return r
+
+
+@jit
+def _validate_body(st, cache, n, paddr):
     """Validate one cache, or every active cache and the page allocator if ``cache`` is NIL.
 
     0 or E_CORRUPT (what in G_ERR0, where in G_ERR1, the cache in G_ERR2). The ``n`` objects at

@@ -10,7 +10,7 @@ from ..flags import (__GFP_THISNODE, __GFP_ZERO, ALLOC_FASTPATH, ALLOC_NODE_MISM
                      CPUSLAB_FLUSH, DEACTIVATE_BYPASS, DEACTIVATE_EMPTY, DEACTIVATE_FULL,
                      DEACTIVATE_REMOTE_FREES, DEACTIVATE_TO_HEAD, DEACTIVATE_TO_TAIL,
                      FREE_FASTPATH, FREE_SLAB, FREE_SLOWPATH)
-from .live import _live_clear, _live_set, _live_set_run
+from .live import _aux, _held_run, _live_clear, _live_set, _live_set_run
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECT_SIZE,
                      CA_OFFSET, G_NLOST, KERNEL_7_0, N_NR_PARTIAL, NIL, PG_CPU_PARTIAL,
                      PG_FROZEN, _ca,
@@ -176,6 +176,7 @@ def _hand_out(st, cache, cpu, obj, gfp):
     if gfp & __GFP_ZERO:
         zero_bytes(st.mem, obj, _ca(st, cache, CA_OBJECT_SIZE))
     _live_set(st, obj)
+    st.held[obj >> 9] |= (_aux(st, cache) >> 1) << ((obj >> 3) & 63)     # (off its slab)
 
 
 @jit(inline=True)
@@ -187,6 +188,7 @@ def _hand_out_run(st, cache, cpu, gfp, p, start, n):
         for k in range(start, start + n):
             zero_bytes(mem, p[k], nbytes)
     _live_set_run(st, p, start, n)
+    _held_run(st, _aux(st, cache), p, start, start + n)
 
 
 @jit(inline=True)

@@ -11,7 +11,7 @@ page allocator.
 from __future__ import annotations
 
 from ..flags import SLAB_STORE_USER
-from .live import _live_clear, _live_set, _own_test
+from .live import _aux, _live_clear, _live_set, _own_test
 from .layout import (CA_DEBUG, CA_FP_KEY, CA_INUSE, CA_MOVE_FREED, CA_MOVED, CA_NCOLS,
                      CA_OFFSET, CA_PARTIAL_ORDER, CA_RED_LEFT, CA_SIZE, CA_USED_RATIO,
                      N_PARTIAL_HEAD, NIL, PG_ISOLATED, _ca, _node_row)
@@ -179,6 +179,9 @@ def _move_node(st, cache, a, n, old, new, done):
                     mem[(obj + offset) >> 3] = fpw
                 _live_set(st, obj)
                 _live_clear(st, addr)
+                h = _aux(st, cache) >> 1    # held: the new slot off its slab, the old on it
+                st.held[obj >> 9] |= h << ((obj >> 3) & 63)
+                st.held[addr >> 9] &= ~(h << ((addr >> 3) & 63))
                 if debug:               # the old slot becomes a free object, as a free makes it
                     if debug & SLAB_STORE_USER:
                         set_track(st, cache, addr, TRACK_FREE, 0)

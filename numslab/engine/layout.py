@@ -71,13 +71,15 @@ PG_RCU = 4096          #: (large kmalloc head) waiting on the ``kfree_rcu`` list
 #: (``rcu_free_slab``), oldest first, linked through ``pg_next`` (NIL ends it); each head
 #: PG_HEAD | PG_RCU, ``sl_freelist`` the CPU that discarded it (whose pcp lists get the
 #: pages).
+#: ``G_PEND`` is the number of objects of the pending record (field ``pend``), 0: none.
 #: ``G_SLAB_GEN`` counts the slabs ever made and discarded, of every cache (``_init_slab``,
 #: ``_discard_slab``: where ``N_NR_SLABS`` moves): while it stays the same, no cache's slab
 #: count changed (the lab's replay recounts its peaks only then).
 (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL, G_RNG, G_NPENDING,
  G_ERR0, G_ERR1, G_ERR2, G_FAULT_CACHE, G_FAULT_SLAB, G_FAULT_VALUE, G_NISOLATED,
  G_SITE, G_TICKS, G_NREPORTS, G_NDEBUG, G_FRNG, G_RCU_HEAD, G_RCU_TAIL, G_NRCU,
- G_NLOST, G_RCU_SLABS, G_RCU_SLABS_TAIL, G_NRCU_SLABS, G_SLAB_GEN, G_NSCALARS) = range(29)
+ G_NLOST, G_RCU_SLABS, G_RCU_SLABS_TAIL, G_NRCU_SLABS, G_SLAB_GEN, G_PEND,
+ G_NSCALARS) = range(30)
 KERNEL_6_18, KERNEL_7_0, KERNEL_7_1, KERNEL_7_3, KERNEL_NEXT = 618, 700, 710, 730, 790
 #: the generations, by release name ("7.3": the mm tree on 7.3-rc5; "next": 7.3 with the slab
 #: tree's barn refill of prefilled sheaves; ARCHITECTURE.md, "The generations")
@@ -167,7 +169,17 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 (F_G, F_PG_FLAGS, F_PG_ORDER, F_PG_HEAD, F_PG_NEXT, F_PG_PREV, F_SL_CACHE, F_SL_FREELIST,
  F_SL_INUSE, F_SL_OBJECTS, F_SL_SLABS, F_CA, F_CPU, F_NODE, F_STATS, F_BUDDY, F_CPU_NODE,
  F_PENDING, F_LIVE, F_KMALLOC, F_PCP, F_SCRATCH, F_REPORTS, F_SL_BUCKET, F_PBUCKETS,
- F_RSEQ, F_RCU, F_BARN_PARTIAL, F_SL_LOST, F_BARN, F_RANDOM_SEQ, NFIELDS) = range(32)
+ F_RSEQ, F_RCU, F_BARN_PARTIAL, F_SL_LOST, F_BARN, F_RANDOM_SEQ, F_HELD, F_PEND,
+ NFIELDS) = range(34)
+#: Field ``held`` (a bitmap as ``live``: one bit per 8-byte granule, at an object's start) marks
+#: the objects of a cache that keeps it (``CA_ACTIVE`` 3: every cache but slab_debug's) that are
+#: off their slab's free list: handed to a user, the allocator's own, or cached (in a sheaf, or
+#: pending: live bit clear). A free pointer naming a held object is refused as corrupted.
+#: Field ``pend`` (int64, ``PEND_MAX + 2`` words) is the pending record of a bulk allocation
+#: taken whole from a CPU's main sheaf with its objects' marks not written: word 0 the CPU
+#: row (``_cpu_row``), word 1 the count (``G_PEND`` too), then a copy of the objects' addresses.
+PEND_MAX = 64
+PD_ROW, PD_COUNT, PD_OBJS = range(3)
 #: Field ``barn_partial`` (int64, shape [max_caches * nnodes], 0: none) is
 #: ``barn->sheaf_partial`` of (cache, node), element ``cache * nnodes + node``
 #: (:func:`_node_index`), KERNEL_NEXT only: a sheaf holding what a prefilled sheaf's refill left
@@ -218,7 +230,7 @@ FIELDS = (
     ("buddy", 0), ("cpu_node", 0), ("pending", NIL), ("live", 0), ("kmalloc", NIL),
     ("pcp", 0), ("scratch", 0), ("reports", 0), ("sl_bucket", NIL), ("pbuckets", NIL),
     ("rseq", 0), ("rcu", 0), ("barn_partial", 0), ("sl_lost", 0), ("barn", 0),
-    ("random_seq", 0),
+    ("random_seq", 0), ("held", 0), ("pend", 0),
 )
 
 
@@ -242,7 +254,8 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
         max_caches * ncpus * NR_STATS, nnodes * NR_ORDERS * B_NCOLS, ncpus, npages,
         npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS, max(npages, 64),
         R_MAX * R_NCOLS, npages, max_caches * nnodes * NR_PBUCKETS, max_caches * RSEQ_MAX,
-        npages * 4096 // 512, max_caches * nnodes, npages, max_caches * nnodes, max_caches]
+        npages * 4096 // 512, max_caches * nnodes, npages, max_caches * nnodes, max_caches,
+        npages * 4096 // 512, PEND_MAX + 2]
 
 
 # Kernels read the fields as ``st.<name>``, the fixed scalars as ``st.npages`` and so on, and

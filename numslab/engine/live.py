@@ -5,7 +5,7 @@ them back; the allocator's own objects (sheaves) carry a second bit.
 """
 from __future__ import annotations
 
-from .layout import CA_RED_LEFT, CA_SIZE, _ca
+from .layout import CA_ACTIVE, CA_RED_LEFT, CA_SIZE, G_PEND, PD_COUNT, PD_OBJS, PD_ROW, _ca
 from .native import jit
 
 
@@ -61,7 +61,12 @@ def _live_set_slab(st, cache, slab):
 
     Neighbours share a bitmap word, which stays in a register while they do (fewer word changes
     than the slab's random allocation order makes)."""
-    live = st.live
+    _grid_set_slab(st.live, st, cache, slab)
+
+
+@jit(inline=True)
+def _grid_set_slab(live, st, cache, slab):
+    """:func:`_live_set_slab` on the bitmap ``live`` (``st.live`` or ``st.held``)."""
     size = _ca(st, cache, CA_SIZE)
     a = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
     cw = a >> 9
@@ -107,3 +112,142 @@ def _live_set_run(st, p, start, n, note=False):
         cval |= bit
     live[cw] = cval
     return bad
+
+
+# ---- object states: the live bit, and the held bit (field ``held``) -----------------------------
+# In a cache that keeps the held bitmap (``_aux``: every cache but slab_debug's), (live, held) is
+# (1, 1) handed to a user or the allocator's own, (0, 1) cached (held by a sheaf or by the
+# pending record: no free list may name it), (0, 0) free on a slab. The single alloc and free
+# between a sheaf and a user flip the live bit alone, as before; held changes where objects
+# leave and enter the slabs. slab_debug's caches keep the live bit alone (held stays 0).
+@jit(inline=True)
+def _aux(st, cache):
+    """2 if ``cache`` keeps the held bitmap, else 0.
+
+    Bit 1 of ``CA_ACTIVE``, the cache's state mask (3 or 1 while it is active), set by
+    ``kmem_cache_create``."""
+    return _ca(st, cache, CA_ACTIVE) & 2
+
+
+@jit(inline=True)
+def _to_cached(st, addr, aux):
+    """(live, held) -> (0, 1): the object at ``addr`` goes into a sheaf (``aux`` from _aux)."""
+    sh = (addr >> 3) & 63
+    st.live[addr >> 9] &= ~(1 << sh)
+    st.held[addr >> 9] |= (aux >> 1) << sh
+
+
+@jit(inline=True)
+def _uncache(st, addr, aux):
+    """held -> 0: the (free) object at ``addr`` goes back to its slab."""
+    st.held[addr >> 9] &= ~((aux >> 1) << ((addr >> 3) & 63))
+
+
+@jit(inline=True)
+def _held_bits(held, p, lo, hi, on):
+    """Set (``on``, a constant) or clear the held bits of the objects ``p[lo:hi]`` (Words).
+
+    The bitmap word stays in a register while neighbours share it (as :func:`_live_set_run`:
+    a store and a reload of one word in consecutive iterations stall on store forwarding)."""
+    cw = p[lo] >> 9
+    cval = held[cw]
+    for k in range(lo, hi):
+        a = p[k]
+        w = a >> 9
+        if w != cw:
+            held[cw] = cval
+            cw = w
+            cval = held[w]
+        if on:
+            cval |= 1 << ((a >> 3) & 63)
+        else:
+            cval &= ~(1 << ((a >> 3) & 63))
+    held[cw] = cval
+
+
+@jit(inline=True)
+def _uncache_run(st, aux, p, lo, hi):
+    """:func:`_uncache` of the objects ``p[lo:hi]`` (Words)."""
+    if aux and hi > lo:
+        _held_bits(st.held, p, lo, hi, False)
+
+
+@jit(inline=True)
+def _held_run(st, aux, p, lo, hi):
+    """Mark the objects ``p[lo:hi]`` (Words) held: off their slabs (``aux`` from _aux)."""
+    if aux and hi > lo:
+        _held_bits(st.held, p, lo, hi, True)
+
+
+# ---- the pending record: a bulk allocation's objects left cached, their marks not written ------
+@jit
+def _settle(st):
+    """Write the pending record's marks: each of its objects (0, 1) -> (1, 1); the record cleared.
+
+    Every path that reads or changes object states other than the bulk round's calls this first
+    while ``G_PEND`` is not 0."""
+    pd = st.pend
+    live = st.live
+    n = pd[PD_COUNT]
+    for k in range(n):
+        a = pd[PD_OBJS + k]
+        live[a >> 9] |= 1 << ((a >> 3) & 63)
+    pd[PD_COUNT] = 0                # (the row and the copy stay: ops._unsettled)
+    st.g[G_PEND] = 0
+
+
+@jit(inline=True)
+def _settled(st):
+    """:func:`_settle` if a record is pending (one load and a branch otherwise)."""
+    if st.g[G_PEND]:
+        _settle(st)
+
+
+@jit(inline=True)
+def _pending(st):
+    """The objects of the pending record (``G_PEND``), 0: none."""
+    return st.g[G_PEND]
+
+
+@jit(inline=True)
+def _repend(st, pend):
+    """Put back a pending record of ``pend`` objects that this call settled (``pend`` 0: none).
+
+    For a call that only reads, or that refused and changed nothing: the record's objects are
+    (1, 1) again after :func:`_settle`, and back to pending (0, 1) here."""
+    if pend and st.g[G_PEND] == 0:
+        pd = st.pend
+        live = st.live
+        for k in range(pend):
+            a = pd[PD_OBJS + k]
+            live[a >> 9] &= ~(1 << ((a >> 3) & 63))
+        pd[PD_COUNT] = pend
+        st.g[G_PEND] = pend
+
+
+@jit(inline=True)
+def _record_take(st, row, src, o, nr, p):
+    """The pending take: copy ``src[o:o+nr]`` into ``p[:nr]`` and into the record of ``row``.
+
+    Any earlier record is the caller's to settle first. No mark is written: the objects stay
+    cached."""
+    pd = st.pend
+    for k in range(nr):
+        a = src[o + k]
+        p[k] = a
+        pd[PD_OBJS + k] = a
+    pd[PD_ROW] = row
+    pd[PD_COUNT] = nr
+    st.g[G_PEND] = nr
+
+
+@jit(inline=True)
+def _record_matches(st, row, nr, p):
+    """Whether ``p[:nr]`` is exactly the pending record of ``row``, in its order."""
+    pd = st.pend
+    if pd[PD_COUNT] != nr or pd[PD_ROW] != row:
+        return False
+    d = 0
+    for k in range(nr):
+        d |= p[k] ^ pd[PD_OBJS + k]
+    return d == 0

@@ -19,7 +19,8 @@ from .layout import (CA_DEBUG, CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OB
                      CA_RSEQ_LEN, CA_SIZE, KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD,
                      NIL, PG_SORTED, RSEQ_MAX, _ca, _node_row,
                      _rand, _stat)
-from .live import _live_clear, _live_set_run, _live_set_slab
+from .live import (_aux, _grid_set_slab, _held_run, _live_set_run, _live_set_slab,
+                   _to_cached)
 from .native import address, jit, unit, words_at
 from .partialorder import sorted_refile
 from .freelist import _below, _fp_mask, _get_fp, _link_in_address_order, _new_slab_objects, _set_fp
@@ -48,7 +49,8 @@ def _get_from_partial_node(st, cache, node):
     if slab == NIL:
         return 0
     obj = st.sl_freelist[slab]
-    if (st.live[obj >> 9] >> ((obj >> 3) & 63)) & 1:     # a loop back to a live object
+    # a loop back to a live object, or to a held one (a sheaf's)
+    if ((st.live[obj >> 9] | st.held[obj >> 9]) >> ((obj >> 3) & 63)) & 1:
         _isolate(st, cache, slab, obj)
         return 0
     nxt = _fp_next(st, cache, slab, obj)
@@ -172,6 +174,7 @@ def _walk_taken_any(st, cache, slab, obj, p, at, got, hi):
     tested with the reciprocal, as :func:`_fp_next` does."""
     mem, live, rcu, offset, key, size, recip, base = _walk_geometry(st, cache, slab)
     limit = st.sl_objects[slab] * size
+    held = st.held                      # a held object (a sheaf's) is no free one
     live[obj >> 9] |= 1 << ((obj >> 3) & 63)
     while True:
         p[at + got] = obj
@@ -187,7 +190,7 @@ def _walk_taken_any(st, cache, slab, obj, p, at, got, hi):
         w = nxt >> 9
         bit = 1 << ((nxt >> 3) & 63)
         v = live[w]
-        if ((off * recip) >> 32) * size != off or nxt == obj or (v | rcu[w]) & bit:
+        if ((off * recip) >> 32) * size != off or nxt == obj or (v | rcu[w] | held[w]) & bit:
             break
         obj = nxt
         if got >= hi:
@@ -220,6 +223,7 @@ def _walk_taken(st, cache, slab, obj, p, at, got, hi):
     fpb = address(mem) + offset         # object a's free pointer: the word at fpb + a
     smask = size - 1
     exact = recip * size == 1 << 32     # then ((off * recip) >> 32) * size == off iff
+    held = st.held                      # a held object (a sheaf's) is no free one
     live[obj >> 9] |= 1 << ((obj >> 3) & 63)        # off & smask == 0
     while True:
         p[at + got] = obj
@@ -239,7 +243,7 @@ def _walk_taken(st, cache, slab, obj, p, at, got, hi):
         w = nxt >> 9
         bit = 1 << ((nxt >> 3) & 63)
         v = live[w]
-        if nxt == obj or (v | rcu[w]) & bit:
+        if nxt == obj or (v | rcu[w] | held[w]) & bit:
             break
         obj = nxt
         if got >= hi:
@@ -403,10 +407,13 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark):
                     _refill_objects_node(st, cache, cpu, p, got, lo - got, hi - got, n))
             if got >= lo:
                 break
-    if not mark:                        # the walks' marks off: these go into a sheaf
+    aux = _aux(st, cache)
+    if not mark:                        # the walks' marks off: these go into a sheaf, cached
         for k in range(got):
-            _live_clear(st, p[k])
-    if got < lo:
+            _to_cached(st, p[k], aux)
+    else:                               # handed to a user: held as well
+        _held_run(st, aux, p, 0, got)
+    if got < lo:                        # (new slabs' objects come held)
         got = refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark,
                                (gfp & __GFP_THISNODE) != 0)
     return got
@@ -427,6 +434,7 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
     objects = _ca(st, cache, CA_OBJECTS)
     nw = 8 << _ca(st, cache, CA_ORDER)
     live = st.live
+    aux = _aux(st, cache)
     first = -1                  # the first whole slab's live words, copied to every later
     while got < lo:
         start = got
@@ -440,6 +448,8 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
             n = _new_slab_objects(st, cache, slab, p, got)
             st.sl_inuse[slab] = n
             got += n
+            if aux:                     # every object off the slab: held
+                _grid_set_slab(st.held, st, cache, slab)
             if mark:            # (a slab of the fallback order has fewer objects)
                 if n != objects:
                     _live_set_slab(st, cache, slab)
@@ -467,6 +477,7 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
                 got += _alloc_from_new_slab(st, cache, slab, p, got, hi - got)
             if mark:
                 _live_set_run(st, p, start, got - start)
+            _held_run(st, aux, p, start, got)
     return got
 
 

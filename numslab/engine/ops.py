@@ -6,12 +6,14 @@ Each takes a checked cache id and CPU; addresses are checked here, arrays arrive
 addresses."""
 from __future__ import annotations
 
-from ..flags import (__GFP_ZERO, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL, FREE_SLOWPATH,
+from ..flags import (__GFP_ZERO, ALLOC_PCS, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_LOCAL,
+                     FREE_SLOWPATH,
                      SLAB_ARRAY_ALLOC_ALL, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs, free_bulk_raw)
-from .live import _live_clear, _live_set, _live_set_run, _live_test, _own_test
+from .live import (_aux, _live_clear, _live_set, _live_set_run, _live_test, _own_test,
+                   _record_take, _repend, _settle, _settled, _uncache)
 from .checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE,
                      _array_home, _array_misplaced, _in_arena, _locate, _rcu_list_mark)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
@@ -20,7 +22,8 @@ from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_allo
                        _take_back, flush_cpu)
 from .layout import (CA_ACTIVE, CA_DEBUG, CA_NCOLS, CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES,
                      G_NDEBUG, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
-                     G_FAULT_CACHE, G_NISOLATED, G_NLOST, KERNEL_7_0, KERNEL_7_1, NIL,
+                     G_FAULT_CACHE, G_NISOLATED, G_NLOST, G_PEND, KERNEL_7_0, KERNEL_7_1, NIL,
+                     PEND_MAX,
                      PG_HEAD, PG_ISOLATED, PG_LARGE, PG_NODE_PARTIAL, PG_SLAB, SH_OBJECTS,
                      SH_SIZE, N_NR_SLABS, _ca, _cpu_row, _head_frame, _node_row, _slab_nid,
                      _stat)
@@ -29,8 +32,8 @@ from .native import address, copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
 from .stats import live_objects, lost_objects
-from .pcsbulk import (_alloc_from_pcs_bulk, _free_to_pcs_bulk, _put_main_spare, _sheaf_put,
-                      _sheaf_take, _take_main_spare)
+from .pcsbulk import (_alloc_from_pcs_bulk, _free_pending, _free_to_pcs_bulk, _put_main_spare,
+                      _sheaf_put, _sheaf_take, _take_main_spare)
 from .sheaves import (_alloc_from_pcs, _any_stale, _free_empty_sheaf, _free_to_pcs,
                       _node_requested_off, _sheaf_purge, _w, barn_shrink, free_barns,
                       kfree_internal, pcs_flush_all)
@@ -60,6 +63,7 @@ def kmalloc(st, cache, cpu, node, gfp, size, order):
 
     From the cache as ``kmem_cache_alloc_node`` (its sheaves first under 7.0); the large block when
     ``cache`` is NIL."""
+    _settled(st)
     if cache != NIL:
         if _ca(st, cache, CA_DEBUG):        # slab_debug keeps the size asked for
             _node_requested_off(st, cache, cpu, node)     # alloc_from_pcs's test, back-off
@@ -76,6 +80,7 @@ def kmem_cache_alloc_node(st, cache, cpu, node, gfp):
 
     Address or 0 (also when a corrupted free pointer was met: G_FAULT_* say so and the caller
     raises)."""
+    _settled(st)
     return _give_back_on_fault(st, cache, cpu, _kmem_cache_alloc_node(st, cache, cpu, node,
                                                                       gfp))
 
@@ -136,6 +141,7 @@ def _slab_free_one(st, cache, cpu, slab, addr, sheaves=True):
             _slab_nid(st, slab) == st.cpu_node[cpu]:
         if _free_to_pcs(st, cache, cpu, addr):
             return 0
+    _uncache(st, addr, _aux(st, cache))
     _do_slab_free_chain(st, cache, cpu, slab, addr, addr, 1)
     if st.kernel >= KERNEL_7_0:
         _stat(st, cache, cpu, FREE_SLOWPATH, 1)
@@ -147,6 +153,14 @@ def kmem_cache_free(st, cache, cpu, addr):
     """``kmem_cache_free``: 0, or a negative error code with nothing changed.
 
     A double free in a cache with slab_debug F is also reported; E_DEBUG: a check refused it."""
+    pend = st.g[G_PEND]
+    _settled(st)
+    return _unsettled(st, pend, _kmem_cache_free(st, cache, cpu, addr))
+
+
+@jit(inline=True)
+def _kmem_cache_free(st, cache, cpu, addr):
+    """:func:`kmem_cache_free`'s work, the pending record settled."""
     err, slab = _locate(st, addr, cache)
     if err == E_DOUBLE_FREE:
         return report_double_free(st, cache, addr)
@@ -160,6 +174,14 @@ def kfree(st, cpu, addr):
     """``kfree``: find the slab (or large block) from the address alone and free it.
 
     0, or a negative code with nothing changed."""
+    pend = st.g[G_PEND]
+    _settled(st)
+    return _unsettled(st, pend, _kfree(st, cpu, addr))
+
+
+@jit(inline=True)
+def _kfree(st, cpu, addr):
+    """:func:`kfree`'s work, the pending record settled."""
     err, slab = _kfree_target(st, addr)
     if err == E_DOUBLE_FREE:
         return report_double_free(st, _slab_owner(st, addr), addr)
@@ -177,6 +199,7 @@ def kfree_rcu_list(st, addr):
     :func:`kfree`'s checks of ``addr`` and its mark set (``checks._rcu_list_mark``) are one engine
     call, so that no other thread frees it between the check and the mark (the list would then free
     it again, or free its next owner). 0, or :func:`kfree`'s error code with nothing changed."""
+    _settled(st)
     err, _ = _kfree_target(st, addr)
     if err:
         return err
@@ -204,6 +227,7 @@ def kfree_rcu_release(st, cpu, addr):
     The mark is lifted (``checks._rcu_list_mark``) and :func:`kfree` run in one engine call, so
     that no other thread's free (``numslab.jit``'s does not go through the facade) finds it
     unmarked before this kfree. 0 or :func:`kfree`'s error code (the mark stays lifted)."""
+    _settled(st)
     _rcu_list_mark(st, addr, False)
     return kfree(st, cpu, addr)
 
@@ -223,6 +247,7 @@ def alloc_one_by_one(st, cache, cpu, gfp, nr, paddr):
     """A debug cache's bulk allocation: ``nr`` single allocations (each checked), all or nothing.
 
     ``nr`` or 0. A unit: only a slab_debug cache's bulk allocation compiles it."""
+    _settled(st)
     p = words_at(paddr)
     got = 0
     while got < nr:
@@ -303,10 +328,20 @@ def _alloc_bulk_fast(st, cache, cpu, gfp, nr, p):
     The CPU's main sheaf holds ``nr`` objects, or the main and the spare together
     (``alloc_from_pcs_bulk`` in one batch, or in two with the sheaves swapped). Take them and hand
     them out. Returns ``nr``, or -1 if the case does not apply."""
-    main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
+    c = _cpu_row(st, cache, cpu)
+    main = st.cpu[c + C_MAIN]
     if main == 0:
         return -1
-    if st.mem[_w(main, SH_SIZE)] >= nr:
+    size = st.mem[_w(main, SH_SIZE)] - nr
+    if size >= 0 and 0 < nr <= PEND_MAX and not gfp & __GFP_ZERO and \
+            _aux(st, cache):       # pending: copied, no mark written
+        _settled(st)
+        _record_take(st, c, st.mem, _w(main, SH_OBJECTS) + size, nr, p)
+        st.mem[_w(main, SH_SIZE)] = size
+        _stat(st, cache, cpu, ALLOC_PCS, nr)
+        return nr
+    _settled(st)
+    if size >= 0:
         if not _sheaf_take(st, cache, cpu, main, nr, p, 0):
             return -1
     elif not _take_main_spare(st, cache, cpu, nr, p):
@@ -328,9 +363,13 @@ def _free_bulk_fast(st, cache, cpu, nr, p):
     * E_AT``), nothing freed."""
     c = _cpu_row(st, cache, cpu)
     main = st.cpu[c + C_MAIN]
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    if st.g[G_PEND]:
+        if st.g[G_PEND] == nr and _free_pending(st, cache, cpu, nr, p):
+            return 0                    # the pending batch: back, still cached
+        _settle(st)
     if main == 0 or st.nnodes != 1:
         return 1
-    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     over = st.mem[_w(main, SH_SIZE)] + nr - cap
     if over > 0:
         spare = st.cpu[c + C_SPARE]
@@ -370,6 +409,7 @@ def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     n = _alloc_bulk_fast(st, cache, cpu, gfp, nr, words_at(paddr))
     if n >= 0:
         return n
+    _settled(st)
     return _give_back_many_on_fault(st, cache, cpu,
                                     _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr),
                                     paddr)
@@ -379,21 +419,41 @@ def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
 def free_bulk(st, cache, cpu, nr, paddr):
     """The facade's ``kmem_cache_free_bulk``/``kfree_bulk`` (``cache`` NIL).
 
+    :func:`_free_bulk`; a refusal leaves the pending record as it was (:func:`_unsettled`)."""
+    pend = st.g[G_PEND]
+    return _unsettled(st, pend, _free_bulk(st, cache, cpu, nr, paddr))
+
+
+@jit(inline=True)
+def _unsettled(st, pend, err):
+    """``err``; a refusal (``err`` < 0) puts back the pending record it settled (``_repend``)."""
+    if err < 0:
+        _repend(st, pend)
+    return err
+
+
+@jit(inline=True)
+def _free_bulk(st, cache, cpu, nr, paddr):
+    """The facade's ``kmem_cache_free_bulk``/``kfree_bulk`` (``cache`` NIL).
+
     The common sheaf case inline, else the unit. 0 or an error code. While debug caches exist a
     ``kfree_bulk``, and always a debug cache's batch, go to ``sheafdebug.free_bulk_checked``
     (detached freelists, a debug cache's through ``free_debug_processing``). An array that lies in
     the arena is first checked by :func:`checks._array_home` and :func:`_holder_of_array`."""
     if _in_arena(st, nr, paddr):
+        _settled(st)
         off = paddr - address(st.mem)
         err = _array_home(st, nr, off) or _holder_of_array(st, nr, paddr, off)
         if err:
             return err
     if (cache == NIL and st.g[G_NDEBUG]) or (cache != NIL and _ca(st, cache, CA_DEBUG)):
+        _settled(st)
         return free_bulk_checked(st, cache, cpu, nr, paddr)
     if cache != NIL:
-        err = _free_bulk_fast(st, cache, cpu, nr, words_at(paddr))
+        err = _free_bulk_fast(st, cache, cpu, nr, words_at(paddr))     # (it settles)
         if err <= 0:
             return err
+    _settled(st)
     return _kmem_cache_free_bulk(st, cache, cpu, nr, paddr)
 
 
@@ -486,6 +546,7 @@ def kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, paddr):
     PARTIAL, then NEW while more than a slab's worth is wanted, then LOCAL, then FULL_COUNT one by
     one; no flags means all. Returns the objects allocated (may be short without FULL_COUNT), -1
     after a fault, or ``E_ARRAY_PLACE`` (:func:`checks._array_home`)."""
+    _settled(st)
     if _array_misplaced(st, nr, paddr):
         return E_ARRAY_PLACE
     if flags & SLAB_ARRAY_ALLOC_ALL == 0:
@@ -515,6 +576,7 @@ def kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, paddr):
 @unit
 def alloc_from_sheaf(st, cache, cpu, gfp, sheaf):
     """``kmem_cache_alloc_from_sheaf``: pop the user's prefilled sheaf; 0 if it is empty."""
+    _settled(st)
     mem = st.mem
     size = mem[_w(sheaf, SH_SIZE)]
     if size == 0:
@@ -528,6 +590,13 @@ def alloc_from_sheaf(st, cache, cpu, gfp, sheaf):
     return obj
 
 
+@unit
+def settle_pending(st):
+    """Write the pending record's marks (``live._settle``), for callers reading states. 0."""
+    _settled(st)
+    return 0
+
+
 # ---- whole-cache operations ---------------------------------------------------------------------
 @unit
 def kmem_cache_shrink(st, cache, cpu):
@@ -539,6 +608,7 @@ def kmem_cache_shrink(st, cache, cpu):
     (``__kmem_cache_do_shrink``: a barn sheaf holding another node's objects then empties its slabs
     before that node's list is shrunk). Slabs freed: by the flushes (slabs they empty past
     ``min_partial`` go at once) as well as by the list shrinks."""
+    _settled(st)
     sheaves = _ca(st, cache, CA_SHEAF_CAPACITY) != 0
     before = _nr_slabs(st, cache)
     _flush_all(st, cache)
@@ -572,6 +642,7 @@ def _flush_all(st, cache):
 @unit
 def flush_all(st, cache):
     """:func:`_flush_all` for the facade (a sysfs write that flushes: ``cpu_partial``). 0."""
+    _settled(st)
     _flush_all(st, cache)
     return 0
 
@@ -610,6 +681,7 @@ def cache_release(st, cache, cpu, force):
     one engine call); ``RELEASE_LATER`` with nothing changed while threads wait to enter the engine
     (:func:`gilguard.engine_waiters`: each may hold this cache's id, checked before it waited);
     else the cache is marked dead first (``numslab.jit`` refuses it), 0."""
+    _settled(st)
     if engine_waiters():
         return RELEASE_LATER
     if live_objects(st, cache) or _ca(st, cache, CA_USER_SHEAVES) or \
@@ -667,6 +739,7 @@ def gather(st, cache, n, itemsize, outaddr, addrs):
 
     Each record is ``itemsize`` bytes, address i to row i. Returns -1, or the index of the first
     address that is not a live object of ``cache`` (nothing is copied then)."""
+    _settled(st)
     a = words_at(addrs)
     bad = _first_not_live(st, cache, n, a)
     if bad >= 0:
@@ -684,6 +757,7 @@ def scatter(st, cache, n, itemsize, one, rowsaddr, addrs):
 
     Row i goes to the i-th address (row 0 for all if ``one``), after checking every address; -1 or
     the first bad index."""
+    _settled(st)
     a = words_at(addrs)
     bad = _first_not_live(st, cache, n, a)
     if bad >= 0:

@@ -12,7 +12,8 @@ from ..flags import (ALLOC_PCS, BARN_GET, BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL
                      FREE_SLOWPATH)
 from .bulk import free_bulk_raw
 from .live import _live_set_run
-from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, KERNEL_7_0, KERNEL_7_3,
+from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, G_PEND, KERNEL_7_0, KERNEL_7_3,
+                     PD_COUNT, PD_OBJS, PD_ROW,
                      MAX_FULL_SHEAVES, N_BARN_EMPTY, N_NR_EMPTY, N_NR_FULL, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _slab_nid, _stat)
 from .native import address, jit, unit, words_at
@@ -22,7 +23,7 @@ from .sheaves import PCS_BATCH_MAX, _barn, _barn_pop, _barn_trade, _sheaf_purge,
 # ---- allocation ------------------------------------------------------------------------------
 @jit(inline=True)
 def _mark_taken(st, p, at, n):
-    """Mark the objects ``p[at:at+n]`` live, as handed out.
+    """Mark the objects ``p[at:at+n]`` live, as handed out (cached -> live: held stays).
 
     True; or False with the marks taken back when one of them was live already (a stale entry,
     whose mark is not ours: it stays)."""
@@ -102,17 +103,53 @@ def _sheaf_take(st, cache, cpu, sheaf, n, p, at):
 
 
 @jit(inline=True)
+def _free_pending(st, cache, cpu, nr, p):
+    """The free of exactly the pending batch: back on the CPU's main sheaf, still cached.
+
+    ``p[:nr]`` equal to the pending record of this CPU row (one compare), the main sheaf with
+    room: the words pushed, FREE_PCS += nr, the record cleared. True; False with nothing changed
+    otherwise (the caller settles and frees). Inline in users' functions too."""
+    c = _cpu_row(st, cache, cpu)
+    pd = st.pend
+    main = st.cpu[c + C_MAIN]
+    mem = st.mem
+    size = mem[(main >> 3) + SH_SIZE]
+    if (pd[PD_ROW] != c) | (main == 0) | (size + nr > _ca(st, cache, CA_SHEAF_CAPACITY)):
+        return False
+    d = 0
+    for k in range(nr):
+        d |= p[k] ^ pd[PD_OBJS + k]
+    if d:
+        return False
+    o = (main >> 3) + SH_OBJECTS + size
+    for k in range(nr):
+        mem[o + k] = p[k]
+    mem[(main >> 3) + SH_SIZE] = size + nr
+    _stat(st, cache, cpu, FREE_PCS, nr)
+    pd[PD_COUNT] = 0
+    st.g[G_PEND] = 0
+    return True
+
+
+@jit(inline=True)
 def _sheaf_put(st, cache, cpu, sheaf, n, p, at):
     """Push ``p[at:at+n]`` on top of ``sheaf``, their order kept (``free_to_pcs_bulk``'s memcpy).
 
-    FREE_PCS += n."""
+    The objects (taken back: live bit clear) stay held (cached). FREE_PCS += n."""
+    _sheaf_push(st, sheaf, n, p, at)
+    _stat(st, cache, cpu, FREE_PCS, n)
+
+
+@jit(inline=True)
+def _sheaf_push(st, sheaf, n, p, at):
+    """Copy ``p[at:at+n]`` on top of ``sheaf`` and raise its size; nothing else."""
     mem = st.mem
     size = mem[_w(sheaf, SH_SIZE)]
     o = _w(sheaf, SH_OBJECTS) + size
     for k in range(n):
         mem[o + k] = p[at + k]
     mem[_w(sheaf, SH_SIZE)] = size + n
-    _stat(st, cache, cpu, FREE_PCS, n)
+
 
 
 @jit(inline=True)

@@ -8,12 +8,12 @@ A sheaf is a kmalloc'ed object in the arena, as in the kernel, but its int64 wor
 ``objects[]`` live in the shadow half of the mapping (``layout._shadow`` bytes past the
 object), and the sheaf is known by that address, its handle: a user's stray write into the
 arena cannot reach a sheaf's words, so no sheaf path trusts anything a user could write.
-Objects in sheaves are allocated from their slabs but not handed out (live bit clear).
-Every path that gives a sheaf's objects out (to a caller, or back to the slabs) first makes
-sure none of them is live: a free pointer rewritten to name an object a sheaf holds passes the
-free-pointer checks (in the slab, on the grid, not live), so the slab layer can hand it out
-while the sheaf still holds it; the sheaf then drops that entry (:func:`_sheaf_purge`) instead
-of handing the object out a second time.
+Objects in sheaves are allocated from their slabs but not handed out (live bit clear) and held
+(field ``held``, ``live.py``): a free pointer rewritten to name one is refused by the slab
+layer's checks, so a sheaf never names a live object or one twice. slab_debug's caches keep no
+``held`` bits: for their sheaves every path that gives objects out (to a caller, or back to the
+slabs) still first makes sure none of them is live, dropping such an entry
+(:func:`_sheaf_purge`) instead of handing the object out a second time.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_NOWARN, __GFP
                      FREE_SLOWPATH, SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL, BARN_PUT,
                      BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE, SHEAF_REFILL)
 from .bulk import alloc_bulk_slab, free_bulk_raw
-from .live import _live_test, _own_clear, _own_set
+from .live import _aux, _live_test, _own_clear, _own_set, _uncache
 from .checks import E_LARGE, _locate
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
@@ -124,6 +124,7 @@ def kfree_internal(st, cpu, addr):
         _take_back(st, cache, cpu, addr)
         if not (_ca(st, cache, CA_SHEAF_CAPACITY) and _slab_nid(st, slab) == st.cpu_node[cpu]
                 and _free_to_pcs(st, cache, cpu, addr)):
+            _uncache(st, addr, _aux(st, cache))
             _do_slab_free_chain(st, cache, cpu, slab, addr, addr, 1)
             if st.kernel >= KERNEL_7_0:
                 _stat(st, cache, cpu, FREE_SLOWPATH, 1)

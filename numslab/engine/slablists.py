@@ -79,7 +79,7 @@ def _fp_next(st, cache, slab, obj):
     if 0 <= off < st.sl_objects[slab] * size:
         w = nxt >> 9
         if ((off * _ca(st, cache, CA_RECIP)) >> 32) * size == off and nxt != obj and \
-                not ((st.live[w] | st.rcu[w]) >> ((nxt >> 3) & 63)) & 1:
+                not ((st.live[w] | st.rcu[w] | st.held[w]) >> ((nxt >> 3) & 63)) & 1:
             return nxt
     _isolate(st, cache, slab, raw)
     return -1
@@ -232,6 +232,9 @@ def _init_slab(st, cache, slab, objects):
     st.pg_flags[slab] = PG_HEAD | PG_SLAB
     st.sl_cache[slab] = cache
     st.sl_objects[slab] = objects
+    held = st.held                      # no object of a new slab is held (whatever a path
+    for w in range(slab << 3, (slab + (1 << st.pg_order[slab])) << 3):     # left there)
+        held[w] = 0
     st.sl_inuse[slab] = 0
     st.sl_freelist[slab] = 0
     st.sl_slabs[slab] = 0

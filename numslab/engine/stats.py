@@ -13,11 +13,24 @@ from .layout import (C_FREELIST, C_MAIN, C_PARKED, C_PARTIAL, C_RCU_FREE, C_SLAB
                      PG_ISOLATED, PG_SLAB, PG_TAIL, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row,
                      _node_index, _node_row, _rcu_next, _shadow)
 from .native import jit, unit, words_at
+from .live import _pending, _repend, _settled
 from .freelist import _get_fp
 
 
 @unit
 def live_objects(st, cache):
+    """Objects of ``cache`` handed out and not yet freed; read with the pending record settled.
+
+    :func:`_live_objects_body`, the record put back after (``live._repend``)."""
+    pend = _pending(st)
+    _settled(st)
+    r = _live_objects_body(st, cache)
+    _repend(st, pend)
+    return r
+
+
+@jit
+def _live_objects_body(st, cache):
     """Objects of ``cache`` handed out and not yet freed.
 
     As the kernel counts ``objects`` (all objects less the free ones on partial slabs), less also
@@ -84,6 +97,18 @@ def live_objects(st, cache):
 
 @unit
 def lost_objects(st, cache):
+    """Objects of ``cache`` lost to a corrupted free list; read with the pending record settled.
+
+    :func:`_lost_objects_body`, the record put back after (``live._repend``)."""
+    pend = _pending(st)
+    _settled(st)
+    r = _lost_objects_body(st, cache)
+    _repend(st, pend)
+    return r
+
+
+@jit
+def _lost_objects_body(st, cache):
     """Objects of ``cache`` lost to a corrupted free list.
 
     Counted in use by their slabs (``inuse``, as the kernel leaks them), held by no user, never
@@ -108,6 +133,18 @@ def lost_objects(st, cache):
 
 @unit
 def lost_slabs(st, cache, rows, outaddr):
+    """The slabs that lost objects and how many (int64[rows, 2] at ``outaddr``), read settled.
+
+    :func:`_lost_slabs_body`, the record put back after (``live._repend``)."""
+    pend = _pending(st)
+    _settled(st)
+    r = _lost_slabs_body(st, cache, rows, outaddr)
+    _repend(st, pend)
+    return r
+
+
+@jit
+def _lost_slabs_body(st, cache, rows, outaddr):
     """Fill the int64[rows, 2] at ``outaddr`` with (slab address, objects lost); how many slabs.
 
     One row for each slab of ``cache`` holding lost objects (:func:`lost_objects`), in address

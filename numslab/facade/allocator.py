@@ -429,15 +429,19 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
                                       [self._seed, cid, ncaches, 1])
             row[CA_PARTIAL_ORDER] = order == "sorted"
             opening = hasattr(self, "_kmalloc_ids")     # slab_state >= UP (see __init__)
-            row[CA_ACTIVE] = not opening    # (live once its sheaves are: numslab.jit's fast
-            ca[cid] = row                   # paths took a missing main sheaf for frame 0)
+            # CA_ACTIVE is the cache's state mask (live.py): 3 when it keeps the held
+            # bitmap (every cache but slab_debug's), else 1
+            mask = 1 | (0 if debug else 2)
+            row[CA_ACTIVE] = 0 if opening else mask     # (live once its sheaves are:
+            ca[cid] = row                   # numslab.jit's fast paths took a missing main
+            #                                 sheaf for frame 0)
             cache = KmemCache(self, cid, name, ctor, dtype)
             self._caches.add(cache)
             if debug:
                 self._debug_cache_created(cid)
             if opening:
                 self._open_cache(cid, name, sheaf_capacity)
-                ca[cid, CA_ACTIVE] = 1
+                ca[cid, CA_ACTIVE] = mask
             return cache
 
     def _open_cache(self, cid: int, name: str, sheaf_capacity: int) -> None:

@@ -20,7 +20,7 @@ from ..flags import (GFP_KERNEL, SLAB_CACHE_DMA, SLAB_CONSISTENCY_CHECKS, SLAB_D
                     SLAB_POISON, SLAB_RED_ZONE, SLAB_STORE_USER, SLAB_TRACE, SLAB_HWCACHE_ALIGN,
                     SLAB_KMALLOC, SLAB_RECLAIM_ACCOUNT, SLAB_TYPESAFE_BY_RCU, STAT_ITEMS_7_0,
                     STAT_NAMES, STAT_NAMES_6_18, STAT_NAMES_NUMSLAB, gfp_names)
-from ..engine.ops import engine_hold, flush_all
+from ..engine.ops import engine_hold, flush_all, settle_pending
 from ..engine.stats import (cpu_partial_slabs, live_objects, lost_objects, lost_slabs,
                             partial_counts, partial_list, per_node)
 from ..drivers.handles import type_cache_objects
@@ -127,6 +127,7 @@ class KmemCache(MovableCache, RecordAccess):
 
     def _live_in(self, heads: np.ndarray) -> np.ndarray:
         """The objects users hold in the cache's slabs at page frames ``heads``, int64[n]."""
+        settle_pending(self._sa._st)        # (a pending bulk allocation's marks written)
         st = self._sa.state
         if not len(heads):
             return np.zeros(0, np.int64)

@@ -389,6 +389,7 @@ class DebugAPI:
                 and not 0 <= addr < self.nr_pages * PAGE_SIZE:
             return {"kind": "outside"}          # (any integer: -5 and 2**70 alike)
         addr = self._as_addr(addr, "find")      # in the arena here, or not an integer: raises
+        ops.settle_pending(self._st)            # (a pending bulk allocation's marks written)
         st = self.state
         pfn = addr >> 12
         head = self._slab_head(addr)

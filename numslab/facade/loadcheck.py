@@ -203,7 +203,7 @@ class Structure:
         st, made = self.st, self.made
         ca = st.ca
         self.first("ca[:, CA_ACTIVE]", ca[:, CA_ACTIVE], (ca[:, CA_ACTIVE] == 0) |
-                   (ca[:, CA_ACTIVE] == 1), "not 0 nor 1")
+                   (ca[:, CA_ACTIVE] == 1) | (ca[:, CA_ACTIVE] == 3), "not 0, 1 nor 3")
         for name, a in (("kmalloc", st.kmalloc), ("cpu_node", st.cpu_node),
                         ("pcp[..., P_HIGH]", st.pcp[:, :, P_HIGH].ravel()),
                         ("pcp[..., P_BATCH]", st.pcp[:, :, P_BATCH].ravel())):

@@ -129,6 +129,7 @@ def save(sa: "SlabAllocator", path: str | Path) -> None:
     with sa._slab_mutex, _RCU_LOCK:     # no cache made, unmade or changed; no grace period
         ops.engine_hold(sa._st, 1)      # and no engine call in another thread (they wait):
         try:                            # the file is one moment of the machine
+            ops.settle_pending(sa._st)  # (a pending bulk allocation's marks written)
             _save_held(sa, path)
         finally:
             ops.engine_hold(sa._st, 0)

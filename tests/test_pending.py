@@ -1,0 +1,156 @@
+"""The pending record: a bulk allocation taken whole from a CPU's main sheaf leaves its
+objects' marks unwritten (field ``pend``, ``G_PEND``) until a free of exactly that batch puts
+them back, or another call settles them (ARCHITECTURE.md: fields ``held`` and ``pend``)."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import numslab
+from numslab.engine.layout import G_PEND
+
+from conftest import snapshot
+
+N = 16
+
+
+@numba.njit
+def jit_alloc_bulk(h, cid, n, out):
+    """``numslab.jit.kmem_cache_alloc_bulk`` from a user's function."""
+    return numslab.jit.kmem_cache_alloc_bulk(h, cid, n, out)
+
+
+@numba.njit
+def jit_free_bulk(h, cid, n, objs):
+    """``numslab.jit.kmem_cache_free_bulk`` from a user's function."""
+    numslab.jit.kmem_cache_free_bulk(h, cid, n, objs)
+
+
+@numba.njit
+def jit_free(h, cid, addr):
+    """``numslab.jit.kmem_cache_free`` from a user's function."""
+    numslab.jit.kmem_cache_free(h, cid, addr)
+
+
+@numba.njit
+def jit_is_live(h, cid, addr):
+    """``numslab.jit.is_live`` from a user's function."""
+    return numslab.jit.is_live(h, cid, addr)
+
+
+def _pending_batch(kernel, other=False):
+    """A machine, a 64-byte cache and a batch of ``N`` taken whole from its main sheaf inside
+    ``@njit``, pending (``other``: first a second 64-byte cache and an object of it)."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=kernel)
+    if other:
+        sa.other = sa.kmem_cache_create("other", 64)
+        sa.other_obj = sa.other.alloc()
+    c = sa.kmem_cache_create("p64", 64)
+    warm = c.alloc_bulk(N)                  # the main sheaf filled, then given back
+    c.free_bulk(warm)
+    out = np.zeros(N, np.int64)
+    assert jit_alloc_bulk(sa.handle, c.id, N, out) == N
+    assert sa.state.g[G_PEND] == N, "the batch is not pending"
+    return sa, c, out
+
+
+@pytest.mark.parametrize("gen", ["7.0", "7.1", "7.3", "next"])
+def test_a_pending_batch_reads_as_allocated_and_frees_back_in_one_compare(gen):
+    """While pending, every read sees the objects allocated (``is_live``, ``len``, validate)
+    and the raw state comes back as it was; the free of exactly the batch clears the record."""
+    sa, c, out = _pending_batch(gen)
+    snap = snapshot(sa)
+    assert all(jit_is_live(sa.handle, c.id, int(a)) for a in out)
+    assert len(c) == N
+    sa.validate()
+    after = snapshot(sa)
+    assert np.array_equal(after[0], snap[0]), "a read left the record settled"
+    assert all(sa.find(int(a))["kind"] == "object" for a in out)        # (settles)
+    jit_free_bulk(sa.handle, c.id, N, out.copy())
+    assert sa.state.g[G_PEND] == 0 and len(c) == 0
+    sa.validate()
+    sa.check_invariants()
+
+
+@pytest.mark.parametrize("how", ["jit", "python"])
+def test_a_single_free_of_one_pending_object_settles_the_batch(how):
+    """A free of one object of a pending batch takes the slow path, which settles the batch
+    first: that object is freed, the rest stay allocated, and a later batch free of the rest
+    checks them as any batch."""
+    sa, c, out = _pending_batch("7.0")
+    x = int(out[3])
+    if how == "jit":
+        jit_free(sa.handle, c.id, x)
+    else:
+        sa.kmem_cache_free(c, x)
+    assert sa.state.g[G_PEND] == 0
+    assert sa.find(x)["kind"] == "free object"
+    rest = np.array([a for a in out if a != x], np.int64)
+    assert all(sa.find(int(a))["kind"] == "object" for a in rest) and len(c) == N - 1
+    with pytest.raises(numslab.DoubleFreeError):
+        jit_free(sa.handle, c.id, x)
+    jit_free_bulk(sa.handle, c.id, len(rest), rest.copy())
+    assert len(c) == 0
+    sa.validate()
+
+
+def _bad(kind, out, other):
+    bad = out.copy()
+    if kind == "duplicate":
+        bad[5] = bad[2]
+    elif kind == "swapped":
+        bad[[0, 1]] = bad[[1, 0]]
+        bad[7] = bad[6]
+    elif kind == "foreign":
+        bad[9] = other
+    elif kind == "inside":
+        bad[4] += 8
+    return bad
+
+
+@pytest.mark.parametrize("kind", ["duplicate", "swapped", "foreign", "inside"])
+def test_a_bad_free_of_a_pending_batch_changes_nothing(kind):
+    """A batch free that is not exactly the pending batch is refused as it is without the
+    record (the same error), and leaves every word as it was, the record pending."""
+    sa, c, out = _pending_batch("7.0", True)
+    d, other = sa.other, sa.other_obj
+    snap = snapshot(sa)
+    bad = _bad(kind, out, other)
+    with pytest.raises(numslab.SlabError) as e:
+        jit_free_bulk(sa.handle, c.id, N, bad.copy())
+    want = {"duplicate": numslab.DoubleFreeError, "swapped": numslab.DoubleFreeError,
+            "foreign": numslab.WrongCacheError, "inside": numslab.BadAddressError}[kind]
+    assert isinstance(e.value, want), e.value
+    after = snapshot(sa)
+    assert np.array_equal(after[0], snap[0]) and np.array_equal(after[1], snap[1])
+    assert sa.state.g[G_PEND] == N
+    jit_free_bulk(sa.handle, c.id, N, out.copy())
+    d.free(other)
+    assert len(c) == 0
+    sa.validate()
+
+
+def test_a_freed_object_in_a_batch_free_of_a_pending_batch_is_a_double_free():
+    """One object of the pending batch freed alone, then the whole batch: the double free is
+    found (the single free settled the batch)."""
+    sa, c, out = _pending_batch("7.0")
+    jit_free(sa.handle, c.id, int(out[0]))
+    snap = snapshot(sa)
+    with pytest.raises(numslab.DoubleFreeError):
+        jit_free_bulk(sa.handle, c.id, N, out.copy())
+    after = snapshot(sa)
+    assert np.array_equal(after[0], snap[0])
+    jit_free_bulk(sa.handle, c.id, N - 1, out[1:].copy())
+    sa.validate()
+
+
+def test_save_settles_a_pending_batch(tmp_path):
+    """``save`` writes the batch's marks: the loaded machine holds the objects allocated."""
+    sa, c, out = _pending_batch("7.0")
+    sa.save(tmp_path / "m.npz")
+    back = numslab.SlabAllocator.load(tmp_path / "m.npz")
+    bc = back.find_cache("p64")
+    assert all(back.find(int(a))["kind"] == "object" for a in out) and len(bc) == N
+    back.kmem_cache_free_bulk(bc, N, out.copy())
+    back.validate()
