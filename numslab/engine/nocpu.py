@@ -19,8 +19,7 @@ from .layout import (CA_DEBUG, CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OB
                      CA_RSEQ_LEN, CA_SIZE, KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD,
                      NIL, PG_SORTED, RSEQ_MAX, _ca, _node_row,
                      _rand, _stat)
-from .live import (_aux, _grid_set_slab, _held_run, _live_set_run, _live_set_slab,
-                   _to_cached)
+from .live import (_aux, _grid_set_slab, _held_run, _live_set_run, _live_set_slab)
 from .native import address, jit, unit, words_at
 from .partialorder import sorted_refile
 from .freelist import _below, _fp_mask, _get_fp, _link_in_address_order, _new_slab_objects, _set_fp
@@ -174,8 +173,10 @@ def _walk_taken_any(st, cache, slab, obj, p, at, got, hi):
     tested with the reciprocal, as :func:`_fp_next` does."""
     mem, live, rcu, offset, key, size, recip, base = _walk_geometry(st, cache, slab)
     limit = st.sl_objects[slab] * size
-    held = st.held                      # a held object (a sheaf's) is no free one
+    held = st.held                      # a held object (a sheaf's) is no free one; each
+    hm = -(_aux(st, cache) >> 1)        # taken is held (a cache that keeps the bitmap)
     live[obj >> 9] |= 1 << ((obj >> 3) & 63)
+    held[obj >> 9] |= (1 << ((obj >> 3) & 63)) & hm
     while True:
         p[at + got] = obj
         got += 1
@@ -190,12 +191,14 @@ def _walk_taken_any(st, cache, slab, obj, p, at, got, hi):
         w = nxt >> 9
         bit = 1 << ((nxt >> 3) & 63)
         v = live[w]
-        if ((off * recip) >> 32) * size != off or nxt == obj or (v | rcu[w] | held[w]) & bit:
+        h = held[w]
+        if ((off * recip) >> 32) * size != off or nxt == obj or (v | rcu[w] | h) & bit:
             break
         obj = nxt
         if got >= hi:
             return got, obj
         live[w] = v | bit
+        held[w] = h | (bit & hm)
     _isolate(st, cache, slab, raw)
     return got, -1
 
@@ -223,8 +226,10 @@ def _walk_taken(st, cache, slab, obj, p, at, got, hi):
     fpb = address(mem) + offset         # object a's free pointer: the word at fpb + a
     smask = size - 1
     exact = recip * size == 1 << 32     # then ((off * recip) >> 32) * size == off iff
-    held = st.held                      # a held object (a sheaf's) is no free one
+    held = st.held                      # a held object (a sheaf's) is no free one; each
+    hm = -(_aux(st, cache) >> 1)        # taken is held (a cache that keeps the bitmap)
     live[obj >> 9] |= 1 << ((obj >> 3) & 63)        # off & smask == 0
+    held[obj >> 9] |= (1 << ((obj >> 3) & 63)) & hm
     while True:
         p[at + got] = obj
         got += 1
@@ -243,12 +248,14 @@ def _walk_taken(st, cache, slab, obj, p, at, got, hi):
         w = nxt >> 9
         bit = 1 << ((nxt >> 3) & 63)
         v = live[w]
-        if nxt == obj or (v | rcu[w] | held[w]) & bit:
+        h = held[w]
+        if nxt == obj or (v | rcu[w] | h) & bit:
             break
         obj = nxt
         if got >= hi:
             return got, obj
         live[w] = v | bit
+        held[w] = h | (bit & hm)
     _isolate(st, cache, slab, raw)
     return got, -1
 
@@ -333,6 +340,7 @@ def _refill_node_rule(in_order: bool):
                 for k in range(at + start, at + got):       # this slab gives none: unmarked
                     a = p[k]
                     live[a >> 9] &= ~(1 << ((a >> 3) & 63))
+                    st.held[a >> 9] &= ~(1 << ((a >> 3) & 63))
                 if obj >= 0:
                     _isolate(st, cache, slab, obj)         # a loop, or a list cut short
                 got = start                                # (a bad pointer: isolated already)
@@ -407,12 +415,11 @@ def refill_objects(st, cache, cpu, gfp, lo, hi, paddr, mark):
                     _refill_objects_node(st, cache, cpu, p, got, lo - got, hi - got, n))
             if got >= lo:
                 break
-    aux = _aux(st, cache)
-    if not mark:                        # the walks' marks off: these go into a sheaf, cached
+    if not mark:                        # the walks' live marks off: into a sheaf, held (the
+        live = st.live                  # walk marked them so)
         for k in range(got):
-            _to_cached(st, p[k], aux)
-    else:                               # handed to a user: held as well
-        _held_run(st, aux, p, 0, got)
+            a = p[k]
+            live[a >> 9] &= ~(1 << ((a >> 3) & 63))
     if got < lo:                        # (new slabs' objects come held)
         got = refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark,
                                (gfp & __GFP_THISNODE) != 0)
@@ -448,8 +455,6 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
             n = _new_slab_objects(st, cache, slab, p, got)
             st.sl_inuse[slab] = n
             got += n
-            if aux:                     # every object off the slab: held
-                _grid_set_slab(st.held, st, cache, slab)
             if mark:            # (a slab of the fallback order has fewer objects)
                 if n != objects:
                     _live_set_slab(st, cache, slab)
@@ -462,6 +467,14 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
                     w0 = slab << 3
                     for j in range(nw):
                         live[w0 + j] = live[first + j]
+            if aux:                     # every object off the slab: held (a whole slab's
+                held = st.held          # marks are the live ones, when just written)
+                w0 = slab << 3
+                if mark and n == objects:
+                    for j in range(nw):
+                        held[w0 + j] = live[w0 + j]
+                else:
+                    _grid_set_slab(held, st, cache, slab)
         else:
             slab = _allocate_slab(st, cache, cpu, local, thisnode)     # new_slab: the
             if slab == NIL:                                             # pages, then the
