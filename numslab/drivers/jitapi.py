@@ -47,7 +47,7 @@ from ..engine.layout import (C_MAIN, CA_ACTIVE, CA_CTOR, CA_DEBUG, CA_OBJECT_SIZ
                              ZERO_SIZE_PTR, _ca, _cpu_row, _geo, _slab_nid, _stat)
 from ..engine.native import address, jit, words_at, zero_bytes
 from ..engine.live import _record_take
-from ..engine.pcsbulk import _free_pending, _sheaf_copy_top
+from ..engine.pcsbulk import _free_pending
 from ..engine.sheaves import KMALLOC_CLASS
 from .. import errors
 from ..errors import InvalidSizeError, SizeTypeError, WrongTypeError
@@ -281,12 +281,13 @@ def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
     size = mem[(main >> 3) + SH_SIZE] - nr
     if size < 0:
         return -1                       # (main and spare: the unit, one step there)
-    if (_geo(st, cache, CA_ACTIVE) & 2) and 0 < nr <= PEND_MAX:     # pending: no mark
-        if st.g[G_PEND]:
-            ops.settle_pending(st)
-        _record_take(st, _cpu_row(st, cache, cpu), mem, (main >> 3) + SH_OBJECTS + size, nr, p)
-    elif not _sheaf_copy_top(st, main, nr, p, 0):
-        return -1                                   # (a stale entry: left to the engine)
+    if nr == 0:
+        return 0
+    if not ((_geo(st, cache, CA_ACTIVE) & 2) and nr <= PEND_MAX):
+        return -1                       # (marks to write: the unit, a larger batch's cost)
+    if st.g[G_PEND]:                    # pending: copied, no mark written
+        ops.settle_pending(st)
+    _record_take(st, _cpu_row(st, cache, cpu), mem, (main >> 3) + SH_OBJECTS + size, nr, p)
     mem[(main >> 3) + SH_SIZE] = size
     _stat(st, cache, cpu, ALLOC_PCS, nr)
     return nr

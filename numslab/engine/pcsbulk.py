@@ -107,8 +107,9 @@ def _free_pending(st, cache, cpu, nr, p):
     """The free of exactly the pending batch: back on the CPU's main sheaf, still cached.
 
     ``p[:nr]`` equal to the pending record of this CPU row (one compare), the main sheaf with
-    room: the words pushed, FREE_PCS += nr, the record cleared. True; False with nothing changed
-    otherwise (the caller settles and frees). Inline in users' functions too."""
+    room: the words pushed, FREE_PCS += nr, the record cleared. True; False otherwise (the caller
+    settles and frees), nothing changed but the sheaf's words above its size, which it does not
+    hold. Inline in users' functions too."""
     c = _cpu_row(st, cache, cpu)
     pd = st.pend
     main = st.cpu[c + C_MAIN]
@@ -116,14 +117,14 @@ def _free_pending(st, cache, cpu, nr, p):
     size = mem[(main >> 3) + SH_SIZE]
     if (pd[PD_ROW] != c) | (main == 0) | (size + nr > _ca(st, cache, CA_SHEAF_CAPACITY)):
         return False
+    o = (main >> 3) + SH_OBJECTS + size
     d = 0
-    for k in range(nr):
-        d |= p[k] ^ pd[PD_OBJS + k]
+    for k in range(nr):                 # compared and pushed in one pass: the words above the
+        a = p[k]                        # sheaf's size are its to overwrite until it grows
+        d |= a ^ pd[PD_OBJS + k]
+        mem[o + k] = a
     if d:
         return False
-    o = (main >> 3) + SH_OBJECTS + size
-    for k in range(nr):
-        mem[o + k] = p[k]
     mem[(main >> 3) + SH_SIZE] = size + nr
     _stat(st, cache, cpu, FREE_PCS, nr)
     pd[PD_COUNT] = 0
