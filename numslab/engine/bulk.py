@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..flags import (ALLOC_ARRAY_NEW, ALLOC_ARRAY_PARTIAL, ALLOC_FASTPATH, ALLOC_SLAB,
                      ALLOC_SLOWPATH, FREE_REMOVE_PARTIAL, FREE_SLAB, SLAB_KMALLOC)
-from .live import _aux, _held_run, _live_clear, _live_set, _own_test, _to_cached, _uncache_run
+from .live import _aux, _held_run, _live_clear, _live_set, _own_test, _to_cached
 from .checks import E_ALLOCATORS, E_AT, E_DOUBLE_FREE, E_LARGE, E_TWICE, _locate, _twin
 from .cpucache import _do_slab_free_chain, _hand_out_run, slab_alloc_slow
 from .layout import (C_FREELIST, C_PARTIAL, C_SLAB, CA_FLAGS, CA_FP_KEY, CA_MIN_PARTIAL,
@@ -195,15 +195,28 @@ def _free_run(st, cache, cpu, slab, p, lo, hi):
         _stat(st, cache, cpu, FREE_SLAB, 1)
         _discard_slab(st, cache, cpu, slab)
         return
-    _uncache_run(st, _aux(st, cache), p, lo, hi)    # back on a slab: no longer held
     mem = st.mem
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
+    # back on a slab: no longer held, each held bit cleared in the loop that links the chain
+    # (the held word in a register while neighbours share it; a cache without the held
+    # bitmap clears nothing: hm 0)
+    held = st.held
+    hm = -(_aux(st, cache) >> 1)
     obj = p[lo]
+    cw = obj >> 9
+    cval = held[cw] & ~((1 << ((obj >> 3) & 63)) & hm)
     for k in range(lo + 1, hi):
         nxt = p[k]
         _set_fp(mem, offset, key, obj, nxt)
+        w = nxt >> 9
+        if w != cw:
+            held[cw] = cval
+            cw = w
+            cval = held[w]
+        cval &= ~((1 << ((nxt >> 3) & 63)) & hm)
         obj = nxt
+    held[cw] = cval
     if st.kernel >= KERNEL_7_0 and _slab_free_fast(st, cache, cpu, slab, p[lo], obj, cnt, True):
         return                          # (the slab stays, even emptied: _discards said so)
     _do_slab_free_chain(st, cache, cpu, slab, p[lo], obj, cnt)
