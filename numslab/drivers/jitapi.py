@@ -129,8 +129,8 @@ def _cache_state(h, cache, cpu, allocating, gfp, call):
     gfp_bad = gfp | (GFP_MAX - gfp)
     if (cpu_bad | gfp_bad | cache | (st.max_caches - 1 - cache)) < 0:
         _refuse_args(st, cache, cpu, gfp, call)
-    if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
-        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, NO_ADDR, cache,
+    if ((_geo(st, cache, CA_ACTIVE) & 1) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
+        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) & 1 == 0 else E_CTOR, NO_ADDR, cache,
                -1, errors.NO_VALUE, address(st), -1, call)
     return st
 
@@ -491,7 +491,7 @@ def is_live(h, cache, addr):
     st = _state(h, 0, J_IS_LIVE)
     wait_for_turn()             # (not in the middle of another thread's operation)
     if cache != NIL and ((cache < 0) | (cache >= st.max_caches)
-                         or _geo(st, cache, CA_ACTIVE) == 0):     # (in range first)
+                         or _geo(st, cache, CA_ACTIVE) & 1 == 0):     # (in range first)
         _raise(E_DEAD_CACHE, NO_ADDR, -1, -1, cache, address(st), -1, J_IS_LIVE)
     if st.g[G_PEND]:            # (read with the pending record settled, then put back)
         return checks.locate(st, addr, cache) >= 0

@@ -187,7 +187,8 @@ def _free_run(st, cache, cpu, slab, p, lo, hi):
     if _discards(st, cache, slab, cnt):
         if _aux(st, cache):             # its objects all free: no longer held
             held = st.held
-            for w in range(slab << 3, (slab << 3) + (8 << _ca(st, cache, CA_ORDER))):
+            for w in range(slab << 3, (slab + (1 << st.pg_order[slab])) << 3):    # (its
+                #                     order: a slab of the fallback order is smaller)
                 held[w] = 0
         if st.sl_freelist[slab] != 0:
             _remove_partial(st, cache, slab)

@@ -20,7 +20,8 @@ from .pages import _page_block, _validate_pages
 from .freelist import _get_fp
 from .live import (_NOT_SIGN, _live_clear, _live_set, _live_test, _own_test, _pending,
                    _repend, _settled)
-from .machinecheck import (E_CORRUPT, _corrupt, _rcu_clear, _rcu_set, _validate_lost,
+from .machinecheck import (E_CORRUPT, _corrupt, _held_free_list, _held_slab_bad, _rcu_clear,
+                           _rcu_set, _validate_held_frames, _validate_lost,
                            _validate_owners, _validate_rcu_list, _validate_rcu_marks,
                            _validate_sheaves_once)
 from .stats import live_objects
@@ -83,6 +84,8 @@ CORRUPTION = (
     "no active cache named by a slab's head",
     "a sheaf is reached twice (from two places, or twice on one list) or is no object the "
     "allocator holds for itself",
+    "a held bit is wrong: set on a free object (on a free list), on no object's start, on a slab "
+    "of a cache that keeps none or outside the slabs, or missing on an object off the free lists",
 )
 
 
@@ -292,8 +295,10 @@ def _walk_freelist(st, cache, slab, obj):
 
 
 #: In validate's scratch (one word per page frame), the bit marking a CPU slab; the low bits
-#: count the objects the CPUs hold of each slab (on CPU freelists and in sheaves).
+#: count the objects the sheaves hold of each slab, the bits from ``_CPU_FREE`` up those on its
+#: CPU's freelist.
 _CPU_SLAB = 1 << 40
+_CPU_FREE = 20
 
 
 @jit
@@ -388,7 +393,9 @@ def _validate_cache(st, cache):
             n = _walk_freelist(st, cache, slab, cpt[c + C_FREELIST])
             if n < 0:
                 return _corrupt(st, -n - 1, AT_SLAB, slab)
-            scratch[slab] = n | _CPU_SLAB
+            if _held_free_list(st, cache, cpt[c + C_FREELIST], n):
+                return _corrupt(st, 27, AT_SLAB, slab)
+            scratch[slab] = (n << _CPU_FREE) | _CPU_SLAB
         elif cpt[c + C_FREELIST] != 0:
             return _corrupt(st, 0, AT_CPU, cpu)
         slab = cpt[c + C_PARTIAL]
@@ -504,9 +511,13 @@ def _validate_cache(st, cache):
             lost = st.sl_lost[slab]         # (cut off by a repair: in use, no one's)
             if lost < 0 or lost > inuse[slab] or lost and f & PG_ISOLATED:
                 return _corrupt(st, 22, AT_SLAB, slab)
-            if live != objects[slab] - n - (scratch[slab] & (_CPU_SLAB - 1)) - lost \
+            cpu_free = (scratch[slab] & (_CPU_SLAB - 1)) >> _CPU_FREE
+            cached = scratch[slab] & ((1 << _CPU_FREE) - 1)
+            if live != objects[slab] - n - cpu_free - cached - lost \
                     and not f & PG_ISOLATED:        # an isolated slab's free list leaked
                 return _corrupt(st, 7, AT_SLAB, slab)
+            if _held_slab_bad(st, cache, slab, objects[slab] - n - cpu_free - lost):
+                return _corrupt(st, 27, AT_SLAB, slab)
             live_total += live
         if nslabs != nd[r + N_NR_SLABS] or nobjs != nd[r + N_TOTAL_OBJECTS]:
             return _corrupt(st, 10, AT_NODE, node)
@@ -638,6 +649,9 @@ def _validate(st, cache):
     if err:
         return err
     err = _validate_sheaves_once(st)
+    if err:
+        return err
+    err = _validate_held_frames(st)
     if err:
         return err
     return _validate_lost(st)

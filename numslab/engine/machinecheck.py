@@ -1,18 +1,21 @@
 """``validate``'s whole-machine invariants, and the error record every invariant check writes.
 
 The RCU list and marks (invariants 9 and 8's waiting list), the lost objects' counts (10), the
-frames' owners (12) and each sheaf reached once as an object of the allocator's own (8), which
-``checks.validate`` checks after every cache's; ``_corrupt`` records what broke and where for
-each (``checks.CORRUPTION``). ARCHITECTURE.md, "Invariants"."""
+frames' owners (12), each sheaf reached once as an object of the allocator's own (8) and the
+held bits outside the slabs of active caches (13), which ``checks.validate`` checks after
+every cache's (each slab's held bits, 13 too, are its cache's check: :func:`_held_slab_bad`);
+``_corrupt`` records what broke and where for each (``checks.CORRUPTION``). ARCHITECTURE.md,
+"Invariants"."""
 from __future__ import annotations
 
 from .layout import (AT_COUNT, AT_FRAME, AT_OBJECT, AT_SHEAF, AT_SHIFT, C_MAIN, C_RCU_FREE,
-                     C_SPARE, CA_ACTIVE, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_ERR0, G_ERR1,
-                     G_NLOST, G_NRCU, G_RCU_HEAD, G_RCU_TAIL, N_BARN_EMPTY, N_BARN_FULL,
-                     N_NR_FULL, NIL, PG_HEAD, PG_ISOLATED, PG_SLAB, SH_CACHE, SH_CAPACITY,
-                     SH_NEXT, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _node_index, _node_row,
-                     _shadow)
-from .live import _own_clear, _own_set, _own_test
+                     C_SPARE, CA_ACTIVE, CA_FP_KEY, CA_OFFSET, CA_RED_LEFT, CA_SHEAF_CAPACITY,
+                     CA_SIZE, CA_USER_SHEAVES, G_ERR0, G_ERR1, G_NLOST, G_NRCU, G_RCU_HEAD,
+                     G_RCU_TAIL, N_BARN_EMPTY, N_BARN_FULL, N_NR_FULL, NIL, PG_HEAD,
+                     PG_ISOLATED, PG_SLAB, PG_TAIL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS,
+                     SH_SIZE, _ca, _cpu_row, _node_index, _node_row, _shadow)
+from .freelist import _get_fp
+from .live import _aux, _own_clear, _own_set, _own_test
 from .native import jit
 
 E_CORRUPT = -8        #: ``validate`` found a broken invariant (G_ERR0 = what, G_ERR1 = where)
@@ -251,4 +254,70 @@ def _validate_rcu_list(st):
         sheaf = mem[w + SH_NEXT]
     if n != g[G_NRCU] or g[G_RCU_TAIL] != last:
         return _corrupt(st, 16, AT_COUNT, n)
+    return 0
+
+
+# ---- the held bitmap (invariant 13) -------------------------------------------------------------
+@jit
+def _held_free_list(st, cache, obj, nobj):
+    """Whether an object of the free list from ``obj`` (at most ``nobj``, checked) is held."""
+    held = st.held
+    offset = _ca(st, cache, CA_OFFSET)
+    key = _ca(st, cache, CA_FP_KEY)
+    k = 0
+    while obj != 0 and k < nobj:
+        if (held[obj >> 9] >> ((obj >> 3) & 63)) & 1:
+            return True
+        obj = _get_fp(st.mem, offset, key, obj)
+        k += 1
+    return False
+
+
+@jit
+def _held_slab_bad(st, cache, slab, off_lists):
+    """Whether the held bits of ``slab`` (a checked slab of ``cache``) are wrong.
+
+    A cache that keeps the bitmap (``live._aux``): set only at its objects' starts, on no object
+    of its free list, and (the slab not isolated: its free list leaked) on exactly ``off_lists``
+    objects: those on neither its free list nor a CPU's, less the lost ones (``sl_lost``: free
+    objects a stray write made a list skip, never taken off it), so in use or cached. Any other
+    cache: none set."""
+    held = st.held
+    total = 0
+    for w in range(slab << 3, (slab + (1 << st.pg_order[slab])) << 3):
+        v = held[w]
+        while v:
+            v &= v - 1
+            total += 1
+    if not _aux(st, cache):
+        return total != 0
+    size = _ca(st, cache, CA_SIZE)
+    base = (slab << 12) + _ca(st, cache, CA_RED_LEFT)
+    nobj = st.sl_objects[slab]
+    on = 0
+    for i in range(nobj):
+        a = base + i * size
+        on += (held[a >> 9] >> ((a >> 3) & 63)) & 1
+    if on != total or _held_free_list(st, cache, st.sl_freelist[slab], nobj):
+        return True
+    return on != off_lists and not st.pg_flags[slab] & PG_ISOLATED
+
+
+@jit
+def _validate_held_frames(st):
+    """Check that no held bit is set outside the slabs of active caches: 0 or E_CORRUPT.
+
+    Each slab's own bits are its cache's check (:func:`_held_slab_bad`); every other frame (free,
+    a large kmalloc's, a discarded slab waiting for its grace period) has none."""
+    flags = st.pg_flags
+    held = st.held
+    for pfn in range(st.npages):
+        head = st.pg_head[pfn] if flags[pfn] & PG_TAIL else pfn
+        f = flags[head] if 0 <= head < st.npages else 0
+        c = st.sl_cache[head] if 0 <= head < st.npages else NIL
+        if f & PG_HEAD and f & PG_SLAB and 0 <= c < st.max_caches and _ca(st, c, CA_ACTIVE):
+            continue
+        for w in range(pfn << 3, (pfn + 1) << 3):
+            if held[w]:
+                return _corrupt(st, 27, AT_FRAME, pfn)
     return 0

@@ -680,14 +680,16 @@ def cache_release(st, cache, cpu, force):
     caller checked, but another thread may have changed that since: the check and the release are
     one engine call); ``RELEASE_LATER`` with nothing changed while threads wait to enter the engine
     (:func:`gilguard.engine_waiters`: each may hold this cache's id, checked before it waited);
-    else the cache is marked dead first (``numslab.jit`` refuses it), 0."""
+    else the cache is marked dead first (``numslab.jit`` refuses it: ``CA_ACTIVE``'s bit 0 off,
+    its held bit kept while the release frees its sheaves' objects to their slabs, so that they
+    leave the held bitmap as every free to the slabs makes them; 0 at the end), 0."""
     _settled(st)
     if engine_waiters():
         return RELEASE_LATER
     if live_objects(st, cache) or _ca(st, cache, CA_USER_SHEAVES) or \
             not force and lost_objects(st, cache):
         return 1
-    st.ca[cache * CA_NCOLS + CA_ACTIVE] = 0
+    st.ca[cache * CA_NCOLS + CA_ACTIVE] &= ~1     # dead; _aux still reads its held bit
     kmem_cache_shrink(st, cache, cpu)
     if st.random_seq[cache]:            # __kmem_cache_release: cache_random_seq_destroy first
         kfree_internal(st, cpu, st.random_seq[cache])
@@ -719,6 +721,7 @@ def cache_release(st, cache, cpu, force):
                 _discard_slab(st, cache, cpu, pfn)
     if g[G_FAULT_CACHE] == cache + 1:   # (a flush that isolated: no call to raise it)
         g[G_FAULT_CACHE] = 0
+    st.ca[cache * CA_NCOLS + CA_ACTIVE] = 0
     return 0
 
 

@@ -99,7 +99,7 @@ def flush_rcu_sheaves(st, cache):
     for s in range(st.max_caches):
         if cache != NIL and s != cache:
             continue
-        if not (_ca(st, s, CA_ACTIVE) and _ca(st, s, CA_SHEAF_CAPACITY)):
+        if not (_ca(st, s, CA_ACTIVE) & 1 and _ca(st, s, CA_SHEAF_CAPACITY)):
             continue
         for cpu in range(st.ncpus):
             c = _cpu_row(st, s, cpu)
@@ -159,7 +159,7 @@ def _rcu_sheaf_ok(st, sheaf):
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     size = mem[w + SH_SIZE]
     room = _ca(st, st.sl_cache[_head_frame(st, obj >> 12)], CA_OBJECT_SIZE) // 8
-    if not _ca(st, cache, CA_ACTIVE) or not 0 <= size <= cap or SH_OBJECTS + size > room:
+    if not _ca(st, cache, CA_ACTIVE) & 1 or not 0 <= size <= cap or SH_OBJECTS + size > room:
         return False
     for i in range(size):
         err = _locate(st, mem[w + SH_OBJECTS + i], cache)[0]

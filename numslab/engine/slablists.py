@@ -232,9 +232,6 @@ def _init_slab(st, cache, slab, objects):
     st.pg_flags[slab] = PG_HEAD | PG_SLAB
     st.sl_cache[slab] = cache
     st.sl_objects[slab] = objects
-    held = st.held                      # no object of a new slab is held (whatever a path
-    for w in range(slab << 3, (slab + (1 << st.pg_order[slab])) << 3):     # left there)
-        held[w] = 0
     st.sl_inuse[slab] = 0
     st.sl_freelist[slab] = 0
     st.sl_slabs[slab] = 0
