@@ -265,12 +265,12 @@ def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
 
     The case: the CPU's main sheaf holds the whole batch and no zeroing is asked. Take its top
     ``nr`` objects into the Words ``p`` (their order kept, as ``alloc_from_pcs_bulk``): up to
-    ``PEND_MAX`` of a cache keeping ``held``, the pending record (no mark written); else marked
-    live. ``nr``; or -1 when the case does not apply (a debug cache, no sheaves, too few objects,
-    ``__GFP_ZERO``, an array in the arena) or an entry is live already (the engine's take purges
-    it). Inline in users' functions. Main and spare: the unit (``_take_main_spare``: inline, it
-    took a user's bulk loop to 1.63-1.69x the free stack's compile time, past issue 11's 1.5x);
-    the free's batch check too (inline 1.7x)."""
+    ``PEND_MAX`` of a cache taking them pending (``live._pends``), the record (no mark); else
+    marked live. ``nr``; or -1 when the case does not apply (a debug cache, no sheaves, too few
+    objects, ``__GFP_ZERO``, an array in the arena) or an entry is live already (the engine's
+    take purges it). Inline in users' functions. Main and spare: the unit
+    (``_take_main_spare``: inline, it took a user's bulk loop to 1.63-1.69x the free stack's
+    compile time, past issue 11's 1.5x); the free's batch check too (inline 1.7x)."""
     if (gfp & __GFP_ZERO) | (_ca(st, cache, CA_DEBUG) != 0) | \
             (_geo(st, cache, CA_SHEAF_CAPACITY) == 0) | _in_arena(st, nr, address(p)):
         return -1                       # (an array in the arena: the unit checks where)
@@ -283,7 +283,7 @@ def _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, p):
         return -1                       # (main and spare: the unit, one step there)
     if nr == 0:
         return 0
-    if not ((_geo(st, cache, CA_ACTIVE) & 2) and nr <= PEND_MAX):
+    if not ((_geo(st, cache, CA_ACTIVE) & 4) and nr <= PEND_MAX):
         return -1                       # (marks to write: the unit, a larger batch's cost)
     if st.g[G_PEND]:                    # pending: copied, no mark written
         ops.settle_pending(st)

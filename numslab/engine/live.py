@@ -124,9 +124,18 @@ def _live_set_run(st, p, start, n, note=False):
 def _aux(st, cache):
     """2 if ``cache`` keeps the held bitmap, else 0.
 
-    Bit 1 of ``CA_ACTIVE``, the cache's state mask (3 or 1 while it is active), set by
-    ``kmem_cache_create``."""
+    Bit 1 of ``CA_ACTIVE``, the cache's state mask (7, 3 or 1 while it is active; bit 0 off
+    while ``ops.cache_release`` frees what it holds), set by ``kmem_cache_create``."""
     return _ca(st, cache, CA_ACTIVE) & 2
+
+
+@jit(inline=True)
+def _pends(st, cache):
+    """4 if ``cache`` takes bulk batches pending (the record, field ``pend``), else 0.
+
+    Bit 2 of ``CA_ACTIVE``: set with bit 1 unless the machine was made with
+    ``pending_takes=False`` (tests and benchmarks compare the two)."""
+    return _ca(st, cache, CA_ACTIVE) & 4
 
 
 @jit(inline=True)

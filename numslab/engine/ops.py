@@ -12,7 +12,7 @@ from ..flags import (__GFP_ZERO, ALLOC_PCS, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_
                      SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL)
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs, free_bulk_raw)
-from .live import (_aux, _live_clear, _live_set, _live_set_run, _live_test, _own_test,
+from .live import (_aux, _live_clear, _pends, _live_set, _live_set_run, _live_test, _own_test,
                    _record_take, _repend, _settle, _settled, _uncache)
 from .checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE,
                      _array_home, _array_misplaced, _in_arena, _locate, _rcu_list_mark)
@@ -334,7 +334,7 @@ def _alloc_bulk_fast(st, cache, cpu, gfp, nr, p):
         return -1
     size = st.mem[_w(main, SH_SIZE)] - nr
     if size >= 0 and 0 < nr <= PEND_MAX and not gfp & __GFP_ZERO and \
-            _aux(st, cache):       # pending: copied, no mark written
+            _pends(st, cache):     # pending: copied, no mark written
         _settled(st)
         _record_take(st, c, st.mem, _w(main, SH_OBJECTS) + size, nr, p)
         st.mem[_w(main, SH_SIZE)] = size

@@ -123,6 +123,12 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
         its calls through the Python methods (no C gate).
     partial_order : {"kernel", "sorted"}
         Default order of the node partial lists (``KmemCache.partial_order``).
+    pending_takes : bool
+        numslab's pending bulk takes (on; in no kernel): a bulk allocation of at most 64
+        objects taken whole from a CPU's main sheaf writes no mark until another call needs it,
+        and a free of exactly that batch puts it back with one compare (ARCHITECTURE.md, field
+        ``pend``). Off, the take marks its objects at once: every call returns the same and
+        leaves the same state (``tests/test_fuzz_pending.py``); for tests and benchmarks.
     slab_min_order, slab_max_order, slab_min_objects : int, optional
         The kernel's boot parameters of the slab order (``calculate_order``; defaults 0, 3
         and the CPUs' own), as ``geometry.boot_orders`` applies them (``slab_orders``).
@@ -137,8 +143,9 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
         The generation modelled: ``"7.0"``, ``"7.1"``, ``"7.3"``, ``"next"`` or ``"6.18"``.
 
     These, and ``nr_cpus``, ``nr_nodes``, ``pages_per_node``, ``nr_pages``,
-    ``freelist_hardened``, ``freelist_random``, ``slab_orders`` and ``kmalloc_caches``, are
-    fixed when the machine is made: a write raises ``FixedAttributeError``.
+    ``freelist_hardened``, ``freelist_random``, ``pending_takes``, ``slab_orders`` and
+    ``kmalloc_caches``, are fixed when the machine is made: a write raises
+    ``FixedAttributeError``.
     """
 
     kernel = fixed("kernel", "The generation modelled: ``\"7.0\"``, ``\"7.1\"``, "
@@ -151,6 +158,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
     state = fixed("state", "Named views of every state array (``SlabState``).")
     freelist_hardened = fixed("freelist_hardened", "CONFIG_SLAB_FREELIST_HARDENED.")
     freelist_random = fixed("freelist_random", "CONFIG_SLAB_FREELIST_RANDOM.")
+    pending_takes = fixed("pending_takes", "numslab's pending bulk takes (field ``pend``).")
     slab_orders = fixed("slab_orders", "The slab order's boot parameters (``SlabOrders``).")
     kmalloc_caches = fixed("kmalloc_caches", "The kmalloc caches, smallest first (a new list).",
                            read=lambda sa: [sa._caches[cid] for cid in sa._kmalloc_ids])
@@ -160,7 +168,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
                  freelist_hardened: bool = True, freelist_random: bool = True,
                  slab_debug: str | None = None, partial_order: str = "kernel",
                  slab_min_order: int | None = None, slab_max_order: int | None = None,
-                 slab_min_objects: int | None = None) -> None:
+                 slab_min_objects: int | None = None, pending_takes: bool = True) -> None:
         nr_cpus = (os.cpu_count() or 1) if nr_cpus is None else nr_cpus
         nr_cpus, nr_nodes, max_caches = as_int(nr_cpus), as_int(nr_nodes), as_int(max_caches)
         if not (isinstance(nr_cpus, int) and not isinstance(nr_cpus, bool)    # (True: a
@@ -184,6 +192,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
             raise type(e)(f"SlabAllocator: {e}") from None
         self._freelist_hardened = check_bool(freelist_hardened, "SlabAllocator: freelist_hardened")
         self._freelist_random = check_bool(freelist_random, "SlabAllocator: freelist_random")
+        self._pending_takes = check_bool(pending_takes, "SlabAllocator: pending_takes")
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
             raise BadArg(f"seed {seed!r} is not an integer")
         self._seed = int(seed) % (1 << 64)      # the generators take unsigned seeds
@@ -429,9 +438,10 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
                                       [self._seed, cid, ncaches, 1])
             row[CA_PARTIAL_ORDER] = order == "sorted"
             opening = hasattr(self, "_kmalloc_ids")     # slab_state >= UP (see __init__)
-            # CA_ACTIVE is the cache's state mask (live.py): 3 when it keeps the held
-            # bitmap (every cache but slab_debug's), else 1
-            mask = 1 | (0 if debug else 2)
+            # CA_ACTIVE is the cache's state mask (live.py): bit 0 active, bit 1 the held
+            # bitmap kept (every cache but slab_debug's), bit 2 pending bulk takes (those,
+            # unless pending_takes is off): 7, 3 or 1
+            mask = 1 if debug else 3 | (4 if self._pending_takes else 0)
             row[CA_ACTIVE] = 0 if opening else mask     # (live once its sheaves are:
             ca[cid] = row                   # numslab.jit's fast paths took a missing main
             #                                 sheaf for frame 0)

@@ -202,8 +202,11 @@ class Structure:
         pcp sizes as the machine was made; no bucket head on a cache whose lists are not sorted."""
         st, made = self.st, self.made
         ca = st.ca
-        self.first("ca[:, CA_ACTIVE]", ca[:, CA_ACTIVE], (ca[:, CA_ACTIVE] == 0) |
-                   (ca[:, CA_ACTIVE] == 1) | (ca[:, CA_ACTIVE] == 3), "not 0, 1 nor 3")
+        act = ca[:, CA_ACTIVE]          # the state mask: 1 a slab_debug cache, else 7 (3 with
+        mask = 7 if self.sa.pending_takes else 3        # pending takes off)
+        self.first("ca[:, CA_ACTIVE]", act, (act == 0) | (act == np.where(ca[:, CA_DEBUG] != 0,
+                                                                         1, mask)),
+                   f"not 0, nor 1 for a slab_debug cache, {mask} for any other")
         for name, a in (("kmalloc", st.kmalloc), ("cpu_node", st.cpu_node),
                         ("pcp[..., P_HIGH]", st.pcp[:, :, P_HIGH].ravel()),
                         ("pcp[..., P_BATCH]", st.pcp[:, :, P_BATCH].ravel())):

@@ -151,7 +151,7 @@ def _save_held(sa: "SlabAllocator", path: str | Path) -> None:
     meta = {"format": FORMAT, "nr_cpus": sa.nr_cpus, "nr_nodes": sa.nr_nodes,
             "memory": sa.pages_per_node * 4096, "max_caches": int(sa.state.ca.shape[0]),
             "seed": sa._seed, "kernel": sa.kernel, "freelist_hardened": sa.freelist_hardened,
-            "freelist_random": sa.freelist_random,
+            "freelist_random": sa.freelist_random, "pending_takes": sa.pending_takes,
             "slab_orders": list(dataclasses.astuple(sa.slab_orders)),
             "slab_debug": sa._slab_debug_spec, "sites": sa._site_names,
             "partial_order": sa.partial_order, "release_order": sa.release_order,
@@ -256,6 +256,7 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
                  freelist_hardened=meta["freelist_hardened"],
                  freelist_random=meta.get("freelist_random", False),
                  slab_debug=meta["slab_debug"], partial_order=meta.get("partial_order", "kernel"),
+                 pending_takes=meta.get("pending_takes", True),
                  **dict(zip(("slab_min_order", "slab_max_order", "slab_min_objects"),
                             _orders(meta.get("slab_orders", [0, 3, 0]), path))))
     except KeyError as e:

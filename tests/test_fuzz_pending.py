@@ -1,0 +1,260 @@
+"""A differential fuzzer of pending bulk takes: one random sequence of single and bulk
+allocations and frees (from Python and inside ``@njit``), good and refused (double, foreign,
+misaligned and wrong-cache frees, a batch with one bad element), run on two machines made
+alike but for ``pending_takes``. Every call must return the same addresses or raise the same
+error, and after every call the machine with the takes on, its pending record settled (in a
+copy: the record is not disturbed), must be word for word the machine without them."""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import numslab
+from numslab.engine.layout import (CA_ACTIVE, CA_NCOLS, F_CA, F_G, F_LIVE, F_PEND, G_PEND,
+                                   PD_OBJS, view)
+
+from conftest import snapshot
+
+KERNELS = ("7.0", "7.1", "7.3", "next", "6.18")
+
+
+@numba.njit
+def _jit_alloc_bulk(h, cid, n, out):
+    return numslab.jit.kmem_cache_alloc_bulk(h, cid, n, out)
+
+
+@numba.njit
+def _jit_free_bulk(h, cid, n, objs):
+    numslab.jit.kmem_cache_free_bulk(h, cid, n, objs)
+
+
+@numba.njit
+def _jit_free(h, cid, addr):
+    numslab.jit.kmem_cache_free(h, cid, addr)
+
+
+@numba.njit
+def _jit_alloc(h, cid):
+    return numslab.jit.kmem_cache_alloc(h, cid)
+
+
+@numba.njit
+def _jit_is_live(h, cid, addr):
+    return numslab.jit.is_live(h, cid, addr)
+
+
+OPS = st.lists(st.tuples(st.sampled_from(["alloc", "jalloc", "bulk", "jbulk", "bulk", "jbulk",
+                                           "free_last", "free_last", "jfree_last", "reversed",
+                                           "part", "one", "jone", "double", "foreign",
+                                           "misaligned", "wrong_cache", "bad_batch", "is_live",
+                                           "validate", "shrink", "find"]),
+                         st.integers(0, 10 ** 6)),
+               min_size=10, max_size=60)
+
+
+#: the calls that must be refused (and change nothing)
+BAD = ("double", "foreign", "misaligned", "wrong_cache", "bad_batch")
+
+
+def _settled(sa):
+    """Copies of the state words and the arena of ``sa`` as they are with its pending record
+    settled (each object's live bit set), the record itself (field ``pend``, ``G_PEND``) left
+    out; the machine is not touched."""
+    buf, mem = snapshot(sa)
+    g, pend = view(buf, F_G), view(buf, F_PEND)
+    live = view(buf, F_LIVE).view(np.uint64)
+    for a in pend[PD_OBJS:PD_OBJS + int(g[G_PEND])].tolist():
+        live[a >> 9] |= np.uint64(1) << np.uint64((a >> 3) & 63)
+    g[G_PEND] = 0
+    pend[:] = 0
+    return _masks_alike(buf), mem
+
+
+def _masks_alike(buf):
+    """``buf`` with each cache's pending-take bit (``CA_ACTIVE``'s bit 2) cleared."""
+    view(buf, F_CA).reshape(-1, CA_NCOLS)[:, CA_ACTIVE] &= ~4
+    return buf
+
+
+class _Run:
+    """One machine of the pair and what its calls returned."""
+
+    def __init__(self, kernel, seed, pending):
+        self.sa = numslab.SlabAllocator(nr_cpus=2, memory="8M", kernel=kernel, seed=seed,
+                                        pending_takes=pending)
+        self.c = self.sa.kmem_cache_create("f", 64, sheaf_capacity=32)    # (6.18: asked)
+        self.d = self.sa.kmem_cache_create("g", 64, sheaf_capacity=32)
+        self.other = self.d.alloc()
+
+    def call(self, f):
+        """``f(self)``'s value, or the class and text of the SlabError it raised."""
+        try:
+            v = f(self)
+        except numslab.SlabError as e:
+            return ("raised", type(e).__name__, str(e))
+        return ("returned", v.tolist() if isinstance(v, np.ndarray) else v)
+
+
+def _step(op, n, live, freed, last):
+    """The call of ``op`` as a function of a run, from the shared model (``live``: addresses
+    held, in allocation order; ``freed``: addresses freed; ``last``: the last bulk batch)."""
+    k = 1 + n % 70                      # (above 64: no pending take)
+    pick = live[n % len(live)] if live else None
+    if op == "alloc":
+        return lambda r: r.c.alloc()
+    if op == "jalloc":
+        return lambda r: _jit_alloc(r.sa.handle, r.c.id)
+    if op == "bulk":
+        return lambda r: r.c.alloc_bulk(k)
+    if op == "jbulk":
+        def f(r):
+            out = np.zeros(k, np.int64)
+            _jit_alloc_bulk(r.sa.handle, r.c.id, k, out)
+            return out
+        return f
+    if op in ("free_last", "jfree_last", "reversed") and last:
+        b = np.array(last[::-1] if op == "reversed" else last, np.int64)
+        if op == "jfree_last":
+            return lambda r: _jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
+        return lambda r: r.c.free_bulk(b)
+    if op == "part" and live:
+        b = np.array(live[n % len(live):][:1 + n % 20], np.int64)
+        return lambda r: r.c.free_bulk(b)
+    if op in ("one", "jone") and pick is not None:
+        if op == "jone":
+            return lambda r: _jit_free(r.sa.handle, r.c.id, pick)
+        return lambda r: r.c.free(pick)
+    gone = [x for x in freed if x not in live]      # (not handed out again since)
+    if op == "double" and gone:
+        x = gone[n % len(gone)]
+        b = np.array((last or [])[:3] + [x], np.int64)
+        if n % 2:
+            return lambda r: _jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
+        return lambda r: r.c.free(x)
+    if op == "foreign":
+        b = np.array((last or [])[:5] + [-1], np.int64)
+
+        def f(r):
+            b[-1] = r.other
+            return _jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy()) if n % 2 \
+                else r.c.free(r.other)
+        return f
+    if op == "misaligned" and pick is not None:
+        b = np.array((last or [])[:2] + [pick + 8], np.int64)
+        if n % 2:
+            return lambda r: r.c.free_bulk(b)
+        return lambda r: _jit_free(r.sa.handle, r.c.id, pick + 8)
+    if op == "wrong_cache" and pick is not None:
+        b = np.array([pick], np.int64)
+        return lambda r: r.d.free_bulk(b) if n % 2 else _jit_free(r.sa.handle, r.d.id, pick)
+    if op == "bad_batch" and last and len(last) > 1:
+        b = np.array(last, np.int64)
+        b[n % len(b)] = b[(n + 1) % len(b)]         # one element twice
+        return lambda r: _jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
+    if op == "is_live":
+        a = pick if pick is not None and n % 3 else (freed[n % len(freed)] if freed else 64)
+        return lambda r: _jit_is_live(r.sa.handle, r.c.id, a)
+    if op == "validate":
+        return lambda r: r.sa.validate()
+    if op == "shrink":
+        return lambda r: r.c.shrink()
+    if op == "find" and pick is not None:
+        return lambda r: r.sa.find(pick)["kind"]
+    return None
+
+
+def _differential(ops, gen, seed):
+    """Run ``ops`` on the pair; (batches taken pending, pending batches freed back whole)."""
+    on, off = _Run(gen, seed, True), _Run(gen, seed, False)
+    live: list[int] = []
+    freed: list[int] = []
+    last: list[int] = []
+    pended = back = 0
+    for op, n in ops:
+        f = _step(op, n, live, freed, last)
+        if f is None:
+            continue
+        before = int(on.sa.state.g[G_PEND])
+        got = on.call(f)
+        assert got == off.call(f), (op, got)
+        after = int(on.sa.state.g[G_PEND])
+        pended += op in ("bulk", "jbulk") and after > 0
+        back += op in ("free_last", "jfree_last") and before > 0 and after == 0
+        assert off.sa.state.g[G_PEND] == 0
+        a, b = _settled(on.sa), snapshot(off.sa)
+        b = (_masks_alike(b[0]), b[1])
+        assert np.array_equal(a[0], b[0]), f"{op}: the settled states differ"
+        assert np.array_equal(a[1], b[1]), f"{op}: the arenas differ"
+        if op in BAD:
+            assert got[0] == "raised", (op, got)
+        if got[0] == "raised":
+            continue
+        v = got[1]
+        if op in ("alloc", "jalloc"):
+            live.append(v)
+        elif op in ("bulk", "jbulk"):
+            live.extend(v)
+            last = list(v)
+        elif op in ("free_last", "jfree_last", "reversed", "part", "one", "jone"):
+            gone = last if op in ("free_last", "jfree_last", "reversed") else \
+                live[n % len(live):][:1 + n % 20] if op == "part" else [live[n % len(live)]]
+            gone = list(gone)
+            for x in gone:
+                live.remove(x)
+            freed.extend(gone)
+            if set(gone) & set(last):
+                last = []
+    for r in (on, off):
+        r.sa.validate()
+        assert sorted(r.c.live_addresses().tolist()) == sorted(live)
+    assert on.sa.slabinfo() == off.sa.slabinfo()
+    return pended, back
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=OPS, gen=st.sampled_from(KERNELS), seed=st.integers(0, 3))
+def test_pending_takes_change_no_result_and_no_settled_word(ops, gen, seed):
+    _differential(ops, gen, seed)
+
+
+@pytest.mark.parametrize("gen", KERNELS)
+def test_a_long_seeded_sequence_with_many_pending_batches(gen):
+    """400 calls drawn from one seed, weighted to bulk rounds: the pending take and the free
+    of exactly the pending batch are met many times, and the machines stay alike."""
+    rng = np.random.default_rng(12)
+    names = ["bulk", "jbulk", "free_last", "jfree_last", "reversed", "part", "one", "jone",
+             "alloc", "jalloc", "double", "foreign", "misaligned", "wrong_cache", "bad_batch",
+             "is_live", "find", "shrink", "validate"]
+    ops: list[tuple[str, int]] = []
+    while len(ops) < 400:
+        op, n = names[int(rng.integers(len(names)))], int(rng.integers(10 ** 6))
+        if op in ("bulk", "jbulk") and rng.random() < 0.8:
+            n = int(rng.integers(16))                           # (a batch of 1 to 16)
+        ops.append((op, n))
+        if op in ("bulk", "jbulk") and rng.random() < 0.6:      # the round's free at once
+            ops.append((("free_last", "jfree_last")[int(rng.integers(2))], 0))
+    pended, back = _differential(ops, gen, 1)
+    assert pended >= 10 and back >= 5, (pended, back)
+
+
+@pytest.mark.parametrize("gen", ["7.0", "6.18"])
+def test_the_switch_turns_the_pending_take_off(gen):
+    """``pending_takes=False``: a bulk allocation taken whole from the main sheaf writes its
+    marks at once (no record); with it on (the default) the same call leaves a record."""
+    for pending in (True, False):
+        sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=gen,
+                                   pending_takes=pending)
+        c = sa.kmem_cache_create("p", 64, sheaf_capacity=32)
+        c.free_bulk(c.alloc_bulk(16))
+        out = np.zeros(16, np.int64)
+        assert _jit_alloc_bulk(sa.handle, c.id, 16, out) == 16
+        assert sa.state.g[G_PEND] == (16 if pending else 0)
+        c.free_bulk(out)
+        got = c.alloc_bulk(8)
+        assert sa.state.g[G_PEND] == (8 if pending else 0)
+        c.free_bulk(got)
+        sa.validate()
+        assert len(c) == 0
