@@ -153,3 +153,101 @@ def test_load_takes_the_state_a_free_pointer_naming_a_sheaf_object_leaves(gen, t
         m.validate()
     a, b = snapshot(sa), snapshot(back)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+def _held_word(state: np.ndarray, addr: int, on: bool) -> np.ndarray:
+    """A copy of saved state buffer ``state`` with the held bit of ``addr`` set or cleared."""
+    bad = state.copy()
+    i = _at(state, L.F_HELD, addr >> 9)
+    bit = np.uint64(1 << ((addr >> 3) & 63))
+    w = bad[i:i + 1].view(np.uint64)
+    w[0] = w[0] | bit if on else w[0] & ~bit
+    return bad
+
+
+def test_load_refuses_a_held_bitmap_that_is_not_the_objects_off_the_free_lists(kernel,
+                                                                                 tmp_path):
+    """Field ``held`` was taken as saved: a held bit cleared on an object a sheaf holds let
+    a free pointer name it and the slab layer hand it out while the sheaf held it; one cleared
+    on a user's object, the same once it was freed into a sheaf; one set on a free object of
+    a free list made its slab refuse its own list as corrupted; one set off an object's start
+    or on a free page passed; a pending record (which no save writes) passed too, and so did
+    an object live and in a sheaf (its slab counting it twice: the state a stray write left
+    before the held bits). Each is refused at ``load`` now, naming the word."""
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)
+    c = sa.kmem_cache_create("c", 64, sheaf_capacity=8)
+    objs = [sa.kmem_cache_alloc(c, cpu=0) for _ in range(300)]
+    for a in objs[:9:-1]:
+        sa.kmem_cache_free(c, a, cpu=0)
+    d = sa.kmem_cache_create("d", 96)
+    kept = [sa.kmem_cache_alloc(d, cpu=0) for _ in range(3)]
+    sa.kmem_cache_shrink(d)             # its slab partial, its free objects on its free list
+    st = sa.state
+    listed = int(st.sl_freelist[kept[0] >> 12])
+    main = int(st.cpu[c.id, 0, L.C_MAIN])
+    cached = int(sa._mem[(main >> 3) + L.SH_OBJECTS])
+    page = int(np.flatnonzero(st.pg_flags & L.PG_BUDDY)[-1]) << 12
+    assert sa.find(listed)["kind"] == "free object" and listed
+    sa.save(tmp_path / "good.npz")
+    z = dict(np.load(tmp_path / "good.npz"))
+    state = z["state"]
+    for a, on, what in (
+            (cached, False, rf"its bit {(cached >> 3) & 63} is clear, but the object at "
+                            rf"{cached} is in the sheaf at \d+"),
+            (objs[0], False, rf"its bit {(objs[0] >> 3) & 63} is clear, but the object at "
+                             rf"{objs[0]} is live"),
+            (listed, True, rf"its bit {(listed >> 3) & 63} marks the free object at {listed} "
+                           rf"held: it is neither live nor in a sheaf"),
+            (kept[0] + 8, True, rf"its bit {((kept[0] + 8) >> 3) & 63} \(address "
+                                rf"{kept[0] + 8}\) is no object's start"),
+            (page, True, rf"its bit 0 \(address {page}\) is no object's start")):
+        _save_signed(tmp_path / "bad.npz", {**z, "state": _held_word(state, a, on)})
+        with pytest.raises(numslab.MachineFileError,
+                           match=rf"its state is corrupt: held\[{a >> 9}\] is -?\d+, {what}"):
+            numslab.SlabAllocator.load(tmp_path / "bad.npz")
+    sheaves = [int(h) for h in (*st.cpu[c.id, :, L.C_MAIN], *st.cpu[c.id, :, L.C_SPARE],
+                                st.node[c.id, 0, L.N_BARN_FULL]) if h]
+    x = next(int(o) for h in sheaves                            # (in a slab with room)
+             for o in sa._mem[(h >> 3) + L.SH_OBJECTS:(h >> 3) + L.SH_OBJECTS
+                              + sa._mem[(h >> 3) + L.SH_SIZE]]
+             if st.sl_inuse[o >> 12] < st.sl_objects[o >> 12])
+    bad = _flip_live(state, x)              # (its slab counting it twice: the sum holds)
+    bad[_at(state, L.F_SL_INUSE, x >> 12)] += 1
+    _save_signed(tmp_path / "bad.npz", {**z, "state": bad})
+    with pytest.raises(numslab.MachineFileError, match=rf"held\[{x >> 9}\] is -?\d+, the "
+                                                       rf"object at {x} is in the sheaf at "
+                                                       rf"\d+ .*and live or in a sheaf again"):
+        numslab.SlabAllocator.load(tmp_path / "bad.npz")
+    for field, i in ((L.F_G, L.G_PEND), (L.F_PEND, L.PD_COUNT)):
+        bad = state.copy()
+        bad[_at(state, field, i)] = 4
+        _save_signed(tmp_path / "bad.npz", {**z, "state": bad})
+        with pytest.raises(numslab.MachineFileError, match=r"is 4, not 0: save settles the "
+                                                           r"pending bulk allocation"):
+            numslab.SlabAllocator.load(tmp_path / "bad.npz")
+    again = numslab.SlabAllocator.load(tmp_path / "good.npz")
+    again.validate()
+
+
+def test_load_refuses_a_file_of_the_format_before_held(tmp_path):
+    """A file of format 12 (no fields ``held`` and ``pend``: its state is shorter) was refused
+    only as one that "does not fit the machine it describes"; the format is 13 now, and such
+    a file is refused as an older numslab's, as the format said."""
+    import json
+    from numslab.facade.persist import FORMAT
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    sa.kmem_cache_create("c", 64).alloc()
+    sa.save(tmp_path / "m.npz")
+    z = dict(np.load(tmp_path / "m.npz"))
+    meta = json.loads(str(z["meta"]))
+    held = sa.state.held.size + sa.state.pend.size
+    old = {**z, "state": z["state"][:-held],
+           "meta": np.array(json.dumps({**{k: v for k, v in meta.items()
+                                           if k not in ("digest", "pending_takes")},
+                                        "format": 12}))}
+    _save_signed(tmp_path / "old.npz", old)
+    assert FORMAT == 13
+    with pytest.raises(numslab.MachineFileError, match=r"is not a numslab machine of format 13 "
+                                                       r"\(it is format 12, written by an "
+                                                       r"older numslab"):
+        numslab.SlabAllocator.load(tmp_path / "old.npz")

@@ -34,7 +34,7 @@ from ..engine.layout import (BARN_SIZE, B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_P
 from ..errors import MachineFileError, SlabError
 from ..flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE, SLAB_TYPESAFE_BY_RCU
 from ..geometry import MAX_OBJS_PER_PAGE, calculate_geometry, calculate_sheaf_capacity
-from .loadbits import check_live_bits
+from .loadbits import check_held_bits, check_live_bits
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
@@ -184,6 +184,7 @@ class Structure:
         self.cpu_slabs()
         self.all_sheaves()
         check_live_bits(self)
+        check_held_bits(self)
         st, g = self.st, self.sa._g
         for mark, seen, what in ((PG_NODE_PARTIAL | PG_CPU_PARTIAL | PG_SORTED, self.on_list,
                                   "on no partial list"), (PG_FROZEN, self.frozen,

@@ -41,8 +41,11 @@ if TYPE_CHECKING:
 #: ``C_PARKED``; 10: scalars ``G_RCU_SLABS``, ``G_RCU_SLABS_TAIL`` and ``G_NRCU_SLABS``, the
 #: SLAB_TYPESAFE_BY_RCU slabs waiting for their grace period; 11: scalar ``G_SLAB_GEN``, the
 #: slabs ever made and discarded, and field ``barn``, the barns' kmalloc objects; 12: field
-#: ``random_seq``, the caches' ``s->random_seq`` kmalloc objects).
-FORMAT = 12
+#: ``random_seq``, the caches' ``s->random_seq`` kmalloc objects; 13: fields ``held``, the objects
+#: off their slabs' free lists, and ``pend``, the pending bulk allocation (none in a file: save
+#: settles it), scalar ``G_PEND``, ``CA_ACTIVE`` the cache's state mask (7, 3 or 1) and the
+#: meta's ``pending_takes``).
+FORMAT = 13
 #: The words of field ``g`` fixed when a machine is made (``layout.new_state``).
 _FIXED = (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL)
 
