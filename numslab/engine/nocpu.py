@@ -455,25 +455,29 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
             n = _new_slab_objects(st, cache, slab, p, got)
             st.sl_inuse[slab] = n
             got += n
-            if mark:            # (a slab of the fallback order has fewer objects)
-                if n != objects:
-                    _live_set_slab(st, cache, slab)
-                elif first < 0:
-                    first = slab << 3
+            held = st.held              # every object off the slab: held, if aux (a whole
+            w0 = slab << 3              # slab's held words are its live ones when marked)
+            if mark and n == objects:   # (a slab of the fallback order has fewer objects)
+                if first < 0:
+                    first = w0
                     for j in range(nw):
                         live[first + j] = 0
                     _live_set_slab(st, cache, slab)
+                    if aux:
+                        for j in range(nw):
+                            held[w0 + j] = live[w0 + j]
+                elif aux:               # both from the first's words in one pass (not the
+                    for j in range(nw):  # held words loaded back from the live just stored)
+                        v = live[first + j]
+                        live[w0 + j] = v
+                        held[w0 + j] = v
                 else:
-                    w0 = slab << 3
                     for j in range(nw):
                         live[w0 + j] = live[first + j]
-            if aux:                     # every object off the slab: held (a whole slab's
-                held = st.held          # marks are the live ones, when just written)
-                w0 = slab << 3
-                if mark and n == objects:
-                    for j in range(nw):
-                        held[w0 + j] = live[w0 + j]
-                else:
+            else:
+                if mark:
+                    _live_set_slab(st, cache, slab)
+                if aux:
                     _grid_set_slab(held, st, cache, slab)
         else:
             slab = _allocate_slab(st, cache, cpu, local, thisnode)     # new_slab: the
