@@ -200,24 +200,18 @@ def _free_run(st, cache, cpu, slab, p, lo, hi):
     offset = _ca(st, cache, CA_OFFSET)
     key = _ca(st, cache, CA_FP_KEY)
     # back on a slab: no longer held, each held bit cleared in the loop that links the chain
-    # (the held word in a register while neighbours share it; a cache without the held
-    # bitmap clears nothing: hm 0)
+    # (a read-modify-write per object with no branch: a randomised free list gives the chain
+    # in no order, so a branch on whether the next object shares the word mispredicts; a
+    # cache without the held bitmap clears nothing: hm 0)
     held = st.held
     hm = -(_aux(st, cache) >> 1)
     obj = p[lo]
-    cw = obj >> 9
-    cval = held[cw] & ~((1 << ((obj >> 3) & 63)) & hm)
+    held[obj >> 9] &= ~((1 << ((obj >> 3) & 63)) & hm)
     for k in range(lo + 1, hi):
         nxt = p[k]
         _set_fp(mem, offset, key, obj, nxt)
-        w = nxt >> 9
-        if w != cw:
-            held[cw] = cval
-            cw = w
-            cval = held[w]
-        cval &= ~((1 << ((nxt >> 3) & 63)) & hm)
+        held[nxt >> 9] &= ~((1 << ((nxt >> 3) & 63)) & hm)
         obj = nxt
-    held[cw] = cval
     if st.kernel >= KERNEL_7_0 and _slab_free_fast(st, cache, cpu, slab, p[lo], obj, cnt, True):
         return                          # (the slab stays, even emptied: _discards said so)
     _do_slab_free_chain(st, cache, cpu, slab, p[lo], obj, cnt)
