@@ -185,11 +185,15 @@ def _free_run(st, cache, cpu, slab, p, lo, hi):
     objects' free pointers in one pass and spliced (:func:`_do_slab_free_chain`)."""
     cnt = hi - lo
     if _discards(st, cache, slab, cnt):
-        if _aux(st, cache):             # its objects all free: no longer held
-            held = st.held
-            for w in range(slab << 3, (slab + (1 << st.pg_order[slab])) << 3):    # (its
-                #                     order: a slab of the fallback order is smaller)
-                held[w] = 0
+        if _aux(st, cache):             # its objects all free: no longer held (the chain
+            held = st.held              # is not linked, so the loop below does not clear it)
+            w0, order = slab << 3, st.pg_order[slab]    # (its order: a slab of the fallback
+            if order == 0:                              # order is smaller)
+                for j in range(8):      # a constant count: eight stores, not a memset call
+                    held[w0 + j] = 0    # (2% of bulk 4096's samples)
+            else:
+                for w in range(w0, w0 + (8 << order)):
+                    held[w] = 0
         if st.sl_freelist[slab] != 0:
             _remove_partial(st, cache, slab)
             _stat(st, cache, cpu, FREE_REMOVE_PARTIAL, 1)
