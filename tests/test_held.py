@@ -153,3 +153,21 @@ def test_a_fallback_order_slab_emptied_by_a_bulk_free_clears_its_own_held_words(
     sa.validate()
     sa.kmem_cache_shrink(c)
     sa.validate()
+
+
+@pytest.mark.parametrize("gen", ["7.0", "7.3"])
+def test_a_lean_refill_of_one_object_marks_it_held(gen):
+    """The lab's lean sheaves (``leansheaves.refill_main_lean``) fill an empty main sheaf with
+    one object of ``___slab_alloc`` when no partial slab is there: that object went into the
+    sheaf without its held bit (every other path into a sheaf marks it), so a free pointer
+    naming it would pass; ``validate`` found it (the lab's leansheaves replays failed)."""
+    from numslab.engine import leansheaves
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=gen)
+    c = sa.kmem_cache_create("lean", 128)
+    assert leansheaves.refill_main_lean(sa._st, c.id, 0, GFP_KERNEL) == 1
+    main = int(sa.state.cpu[c.id, 0, L.C_MAIN])
+    x = int(sa._mem[(main >> 3) + L.SH_OBJECTS])
+    assert _bit(sa, x) and sa.find(x)["kind"] == "free object"
+    sa.validate()
+    assert c.alloc() == x
+    sa.validate()

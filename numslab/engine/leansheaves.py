@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..flags import SHEAF_REFILL
 from .layout import (C_MAIN, C_SPARE, CA_OBJECTS, CA_SHEAF_CAPACITY, KERNEL_7_0, N_NR_FULL,
                      N_NR_PARTIAL, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _stat)
+from .live import _aux, _to_cached
 from .native import jit, unit
 from .nocpu import refill_objects, slab_alloc_single
 from .sheaves import _barn, _may_refill, _objs_at, _w, sheaf_flush_main
@@ -52,6 +53,8 @@ def refill_main_lean(st, cache, cpu, gfp):
         obj = slab_alloc_single(st, cache, cpu, -1, gfp)
         mem[_w(main, SH_OBJECTS)] = obj
         filled = 1 if obj else 0
+        if obj:                         # off its slab, into a sheaf: held
+            _to_cached(st, obj, _aux(st, cache))
     else:
         filled = refill_objects(st, cache, cpu, gfp, 1, lean_limit(st, cache),
                                 _objs_at(st, main), 0)
