@@ -129,8 +129,10 @@ def _cache_state(h, cache, cpu, allocating, gfp, call):
     gfp_bad = gfp | (GFP_MAX - gfp)
     if (cpu_bad | gfp_bad | cache | (st.max_caches - 1 - cache)) < 0:
         _refuse_args(st, cache, cpu, gfp, call)
-    if ((_geo(st, cache, CA_ACTIVE) & 1) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
-        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) & 1 == 0 else E_CTOR, NO_ADDR, cache,
+    # (CA_ACTIVE is 0 for a dead cache whenever this runs: the release's dead-but-held 2 or 6
+    # lives inside one engine call. Testing bit 0 here made the inlined single pair 4% slower)
+    if (_geo(st, cache, CA_ACTIVE) == 0) | (allocating & (_geo(st, cache, CA_CTOR) != 0)):
+        _raise(E_DEAD_CACHE if _geo(st, cache, CA_ACTIVE) == 0 else E_CTOR, NO_ADDR, cache,
                -1, errors.NO_VALUE, address(st), -1, call)
     return st
 
