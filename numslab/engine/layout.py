@@ -172,9 +172,10 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
  F_RSEQ, F_RCU, F_BARN_PARTIAL, F_SL_LOST, F_BARN, F_RANDOM_SEQ, F_HELD, F_PEND,
  NFIELDS) = range(34)
 #: Field ``held`` (a bitmap as ``live``: one bit per 8-byte granule, at an object's start) marks
-#: the objects of a cache that keeps it (``CA_ACTIVE`` 3: every cache but slab_debug's) that are
-#: off their slab's free list: handed to a user, the allocator's own, or cached (in a sheaf, or
-#: pending: live bit clear). A free pointer naming a held object is refused as corrupted.
+#: the objects of a cache that keeps it (``CA_ACTIVE``'s bit 1: every cache with sheaves but
+#: slab_debug's) that are off their slab's free list: handed to a user, the allocator's own, or
+#: cached (in a sheaf, or pending: live bit clear). A free pointer naming a held object is
+#: refused as corrupted.
 #: Field ``pend`` (int64, ``PEND_MAX + 2`` words) is the pending record of a bulk allocation
 #: taken whole from a CPU's main sheaf with its objects' marks not written: word 0 the CPU
 #: row (``_cpu_row``), word 1 the count (``G_PEND`` too), then a copy of the objects' addresses.

@@ -115,11 +115,12 @@ def _live_set_run(st, p, start, n, note=False):
 
 
 # ---- object states: the live bit, and the held bit (field ``held``) -----------------------------
-# In a cache that keeps the held bitmap (``_aux``: every cache but slab_debug's), (live, held) is
-# (1, 1) handed to a user or the allocator's own, (0, 1) cached (held by a sheaf or by the
-# pending record: no free list may name it), (0, 0) free on a slab. The single alloc and free
-# between a sheaf and a user flip the live bit alone, as before; held changes where objects
-# leave and enter the slabs. slab_debug's caches keep the live bit alone (held stays 0).
+# In a cache that keeps the held bitmap (``_aux``: every cache with sheaves but slab_debug's),
+# (live, held) is (1, 1) handed to a user or the allocator's own, (0, 1) cached (held by a sheaf
+# or by the pending record: no free list may name it), (0, 0) free on a slab. The single alloc
+# and free between a sheaf and a user flip the live bit alone, as before; held changes where
+# objects leave and enter the slabs. slab_debug's caches and caches without sheaves keep the
+# live bit alone (held stays 0).
 @jit(inline=True)
 def _aux(st, cache):
     """2 if ``cache`` keeps the held bitmap, else 0.

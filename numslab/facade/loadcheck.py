@@ -203,11 +203,12 @@ class Structure:
         pcp sizes as the machine was made; no bucket head on a cache whose lists are not sorted."""
         st, made = self.st, self.made
         ca = st.ca
-        act = ca[:, CA_ACTIVE]          # the state mask: 1 a slab_debug cache, else 7 (3 with
-        mask = 7 if self.sa.pending_takes else 3        # pending takes off)
-        self.first("ca[:, CA_ACTIVE]", act, (act == 0) | (act == np.where(ca[:, CA_DEBUG] != 0,
-                                                                         1, mask)),
-                   f"not 0, nor 1 for a slab_debug cache, {mask} for any other")
+        act = ca[:, CA_ACTIVE]          # the state mask: 1 a slab_debug cache or one without
+        mask = 7 if self.sa.pending_takes else 3        # sheaves, else 7 (3 with pending takes
+        plain = (ca[:, CA_DEBUG] != 0) | (ca[:, CA_SHEAF_CAPACITY] == 0)         # off)
+        self.first("ca[:, CA_ACTIVE]", act, (act == 0) | (act == np.where(plain, 1, mask)),
+                   f"not 0, nor 1 for a slab_debug cache or one without sheaves, {mask} for "
+                   f"any other")
         for name, a in (("kmalloc", st.kmalloc), ("cpu_node", st.cpu_node),
                         ("pcp[..., P_HIGH]", st.pcp[:, :, P_HIGH].ravel()),
                         ("pcp[..., P_BATCH]", st.pcp[:, :, P_BATCH].ravel())):
