@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ..flags import (__GFP_ZERO, FREE_SLOWPATH, SLAB_CONSISTENCY_CHECKS, SLAB_POISON,
                      SLAB_RED_ZONE, SLAB_STORE_USER)
-from .live import _live_clear, _live_set, _live_test
+from .live import _live_clear, _live_set, _live_test, _settled
 from .checks import E_DOUBLE_FREE, _rcu_list_marks
 from .layout import (CA_DEBUG, CA_FP_KEY, CA_INUSE, CA_OBJECT_SIZE, CA_OFFSET, CA_ORIG,
                      CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES, D_OBJECT_POISON, G_FAULT_CACHE,
@@ -448,6 +448,7 @@ def report_leaks(st, cache):
     is off the lists): one report for the slab and one per object not free, live or lost, in
     address order. The kernel returns at the first node that still has slabs, so the later nodes
     are not listed. Returns the reports written."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     before = st.g[G_NREPORTS]
     flags = st.pg_flags
     size = _ca(st, cache, CA_SIZE)

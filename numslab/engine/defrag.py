@@ -11,7 +11,7 @@ page allocator.
 from __future__ import annotations
 
 from ..flags import SLAB_STORE_USER
-from .live import _aux, _live_clear, _live_set, _own_test
+from .live import _aux, _live_clear, _live_set, _own_test, _settled
 from .layout import (CA_DEBUG, CA_FP_KEY, CA_INUSE, CA_MOVE_FREED, CA_MOVED, CA_NCOLS,
                      CA_OFFSET, CA_PARTIAL_ORDER, CA_RED_LEFT, CA_SIZE, CA_USED_RATIO,
                      N_PARTIAL_HEAD, NIL, PG_ISOLATED, _ca, _node_row)
@@ -229,6 +229,7 @@ def compact(st, cache, cpu, ratio, room, old, new):
     ``new`` 0 nothing moves: the old addresses that would move are written (if ``old`` is not 0)
     and counted. Entries written, or ``-1 - entries`` if a corrupted free pointer stopped the moves
     (G_FAULT_* say where)."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     kmem_cache_shrink(st, cache, cpu)
     # 6.18: the shrink's barn_shrink flushes full sheaves after flush_all, and __slab_free
     # puts a full slab that gets a free object on the running CPU's partial list, out of

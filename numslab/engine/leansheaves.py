@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..flags import SHEAF_REFILL
 from .layout import (C_MAIN, C_SPARE, CA_OBJECTS, CA_SHEAF_CAPACITY, KERNEL_7_0, N_NR_FULL,
                      N_NR_PARTIAL, SH_OBJECTS, SH_SIZE, _ca, _cpu_row, _stat)
-from .live import _aux, _to_cached
+from .live import _aux, _to_cached, _settled
 from .native import jit, unit
 from .nocpu import refill_objects, slab_alloc_single
 from .sheaves import _barn, _may_refill, _objs_at, _w, sheaf_flush_main
@@ -39,6 +39,7 @@ def refill_main_lean(st, cache, cpu, gfp):
     gives it when sheaves cannot serve (a new slab's other objects stay free in it). No sheaf
     struct is made and free objects never fill a slab of their own. Objects put in main (the
     caller's allocation pops one), 0 when it did nothing."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     if st.kernel < KERNEL_7_0 or not _may_refill(st, gfp):
         return 0
     mem = st.mem
@@ -71,6 +72,7 @@ def flush_main_lean(st, cache, cpu):
     (:func:`sheaf_flush_main`), where the kernel fills it to capacity and then takes a spare or
     barn sheaf (a new sheaf struct, more free objects held out of their slabs). 1 if it flushed,
     else 0."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     if st.kernel < KERNEL_7_0:
         return 0
     main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]

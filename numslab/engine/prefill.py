@@ -18,6 +18,7 @@ from .layout import (C_SPARE, CA_NCOLS, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, KERN
                      N_NR_EMPTY, N_NR_FULL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE,
                      _ca, _cpu_row, _node_index, _stat)
 from .native import jit, unit
+from .live import _settled
 from .sheaves import (_alloc_empty_sheaf, _barn, _barn_pop, _barn_push, _fill_oversize,
                       _free_empty_sheaf, _objs_at, _sheaf_kfree, _sheaf_kmalloc, _w,
                       refill_sheaf, sheaf_flush_unused)
@@ -34,6 +35,7 @@ def _user_sheaf_link(st, cache, sheaf):
 @unit
 def user_sheaf_unlink(st, cache, sheaf):
     """Forget a user sheaf; 0 if ``sheaf`` is not one of this cache's, else 1."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     ca = st.ca
     mem = st.mem
     i = cache * CA_NCOLS + CA_USER_SHEAVES
@@ -140,6 +142,7 @@ def prefill_sheaf(st, cache, cpu, gfp, size):
     6.18's kernel would take the per-CPU path for a size of 0 there, through ``s->cpu_sheaves``
     that such a cache does not have. 0 when memory runs out or (7.0, which returns NULL for it)
     ``size`` is 0."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     if size == 0 and st.kernel >= KERNEL_7_0:
         return 0
     mem = st.mem
@@ -194,6 +197,7 @@ def refill_user_sheaf(st, cache, cpu, gfp, sheaf, size):
     Returns the sheaf to use from now on (a new one if it had to grow), or 0 on -ENOMEM (the old
     sheaf then stays the user's, as it was but for what a 7.x ``refill_sheaf``, and under ``next``
     the barn before it, put in)."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     mem = st.mem
     have = mem[_w(sheaf, SH_SIZE)]
     if have >= size:
@@ -226,6 +230,7 @@ def return_user_sheaf(st, cache, cpu, gfp, sheaf):
     objects held by nothing a ``validate`` in another thread could see), and only after the slow
     path's refill: under 6.18 a CPU slab the refill gives back (``deactivate_slab``) counts as lost
     the objects no sheaf holds."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     mem = st.mem
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     if mem[_w(sheaf, SH_CAPACITY)] != cap or cap == 0:

@@ -28,6 +28,7 @@ from .layout import (C_RCU_FREE, C_SPARE, CA_ACTIVE, CA_FLAGS, CA_OBJECT_SIZE, C
                      RCU_CB_NOBARN, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS, SH_SIZE, _ca,
                      _cpu_row, _head_frame, _shadow, _slab_nid, _stat)
 from .native import jit, unit
+from .live import _settled
 from .pages import rcu_free_slabs
 from .sheaves import (_alloc_empty_sheaf, _any_stale, _barn, _barn_pop, _barn_push, _call_rcu,
                       _free_empty_sheaf, _free_path_gfp, _rcu_append, _sheaf_purge, _w,
@@ -43,6 +44,7 @@ def kfree_rcu_sheaf(st, cpu, addr):
     ``s->cpu_sheaves`` NULL, nothing counted), a remote-node slab (nothing counted), or
     (FREE_RCU_SHEAF_FAIL) a 7.0 cache without sheaves (debug) or no empty sheaf to be had (spare,
     barn, ``alloc_empty_sheaf(GFP_NOWAIT)``, from 7.3 with ``__GFP_NOWARN``)."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     err, slab = _locate(st, addr, NIL)
     if err:
         return 0
@@ -95,6 +97,7 @@ def flush_rcu_sheaves(st, cache):
     ``flush_rcu_sheaves_on_cache`` (``cache``), or ``flush_all_rcu_sheaves``'s walk of every cache
     with sheaves (``cache`` NIL): ``flush_rcu_sheaf`` on every CPU hands its ``rcu_free`` sheaf, if
     any, to ``call_rcu`` with ``rcu_free_sheaf_nobarn``. Returns the sheaves handed over."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     n = 0
     for s in range(st.max_caches):
         if cache != NIL and s != cache:
@@ -211,6 +214,7 @@ def rcu_run_callbacks(st):
     First the SLAB_TYPESAFE_BY_RCU slabs discarded before it give their pages back
     (``rcu_free_slab``, :func:`pages.rcu_free_slabs`); those the callbacks discard wait
     for the next grace period, as a ``call_rcu`` from a callback does."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     mem = st.mem
     g = st.g
     if g[G_NRCU_SLABS]:

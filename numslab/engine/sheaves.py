@@ -22,7 +22,7 @@ from ..flags import (__GFP_DIRECT_RECLAIM, __GFP_NO_OBJ_EXT, __GFP_NOWARN, __GFP
                      FREE_SLOWPATH, SLAB_KMALLOC, BARN_GET, BARN_GET_FAIL, BARN_PUT,
                      BARN_PUT_FAIL, FREE_PCS, SHEAF_ALLOC, SHEAF_FLUSH, SHEAF_FREE, SHEAF_REFILL)
 from .bulk import alloc_bulk_slab, free_bulk_raw
-from .live import _aux, _live_test, _own_clear, _own_set, _uncache
+from .live import _aux, _live_test, _own_clear, _own_set, _uncache, _settled
 from .checks import E_LARGE, _locate
 from .cpucache import _do_slab_free_chain, _hand_out, _take_back
 from .debug import slab_free_debug
@@ -71,6 +71,7 @@ def kmalloc_internal(st, cpu, size, gfp, node):
     fault of the call that needed the object (it stayed set, and the next call that checks it
     raised it as its own): cleared, and another slab tried (a flush's rule:
     ``isolated_slabs()`` lists it)."""
+    _settled(st)                        # (a pending bulk allocation's marks written)
     fault = st.g[G_FAULT_CACHE]
     obj = 0
     for _ in range(8):                  # (each try isolates a slab: bounded all the same)
