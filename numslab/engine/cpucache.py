@@ -176,7 +176,8 @@ def _hand_out(st, cache, cpu, obj, gfp):
     if gfp & __GFP_ZERO:
         zero_bytes(st.mem, obj, _ca(st, cache, CA_OBJECT_SIZE))
     _live_set(st, obj)
-    st.held[obj >> 9] |= (_aux(st, cache) >> 1) << ((obj >> 3) & 63)     # (off its slab)
+    if _aux(st, cache):                 # (off its slab)
+        st.held[obj >> 9] |= 1 << ((obj >> 3) & 63)
 
 
 @jit(inline=True)
