@@ -5,6 +5,7 @@ import math
 import os
 import shutil
 
+import numba
 import numpy as np
 import pytest
 
@@ -126,3 +127,33 @@ def is_finite_positive(x) -> bool:
 def cell(fn, name: str):
     """The value ``fn`` closes over under ``name`` (the allocator hidden in a closure)."""
     return fn.__closure__[fn.__code__.co_freevars.index(name)].cell_contents
+
+
+# ---- numslab.jit from users' functions (tests of the pending takes) ----
+@numba.njit
+def jit_alloc_bulk(h, cid, n, out):
+    """``numslab.jit.kmem_cache_alloc_bulk`` from a user's function."""
+    return numslab.jit.kmem_cache_alloc_bulk(h, cid, n, out)
+
+
+@numba.njit
+def jit_free_bulk(h, cid, n, objs):
+    """``numslab.jit.kmem_cache_free_bulk`` from a user's function."""
+    numslab.jit.kmem_cache_free_bulk(h, cid, n, objs)
+
+
+@numba.njit
+def jit_free(h, cid, addr):
+    """``numslab.jit.kmem_cache_free`` from a user's function."""
+    numslab.jit.kmem_cache_free(h, cid, addr)
+
+
+@numba.njit
+def jit_is_live(h, cid, addr):
+    """``numslab.jit.is_live`` from a user's function."""
+    return numslab.jit.is_live(h, cid, addr)
+
+@numba.njit
+def jit_alloc(h, cid):
+    """``numslab.jit.kmem_cache_alloc`` from a user's function."""
+    return numslab.jit.kmem_cache_alloc(h, cid)

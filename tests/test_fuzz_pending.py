@@ -6,7 +6,6 @@ error, and after every call the machine with the takes on, its pending record se
 copy: the record is not disturbed), must be word for word the machine without them."""
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -16,34 +15,9 @@ import numslab
 from numslab.engine.layout import (CA_ACTIVE, CA_NCOLS, F_CA, F_G, F_LIVE, F_PEND, G_PEND,
                                    PD_OBJS, view)
 
-from conftest import snapshot
+from conftest import jit_alloc, jit_alloc_bulk, jit_free, jit_free_bulk, jit_is_live, snapshot
 
 KERNELS = ("7.0", "7.1", "7.3", "next", "6.18")
-
-
-@numba.njit
-def _jit_alloc_bulk(h, cid, n, out):
-    return numslab.jit.kmem_cache_alloc_bulk(h, cid, n, out)
-
-
-@numba.njit
-def _jit_free_bulk(h, cid, n, objs):
-    numslab.jit.kmem_cache_free_bulk(h, cid, n, objs)
-
-
-@numba.njit
-def _jit_free(h, cid, addr):
-    numslab.jit.kmem_cache_free(h, cid, addr)
-
-
-@numba.njit
-def _jit_alloc(h, cid):
-    return numslab.jit.kmem_cache_alloc(h, cid)
-
-
-@numba.njit
-def _jit_is_live(h, cid, addr):
-    return numslab.jit.is_live(h, cid, addr)
 
 
 OPS = st.lists(st.tuples(st.sampled_from(["alloc", "jalloc", "bulk", "jbulk", "bulk", "jbulk",
@@ -106,57 +80,57 @@ def _step(op, n, live, freed, last):
     if op == "alloc":
         return lambda r: r.c.alloc()
     if op == "jalloc":
-        return lambda r: _jit_alloc(r.sa.handle, r.c.id)
+        return lambda r: jit_alloc(r.sa.handle, r.c.id)
     if op == "bulk":
         return lambda r: r.c.alloc_bulk(k)
     if op == "jbulk":
         def f(r):
             out = np.zeros(k, np.int64)
-            _jit_alloc_bulk(r.sa.handle, r.c.id, k, out)
+            jit_alloc_bulk(r.sa.handle, r.c.id, k, out)
             return out
         return f
     if op in ("free_last", "jfree_last", "reversed") and last:
         b = np.array(last[::-1] if op == "reversed" else last, np.int64)
         if op == "jfree_last":
-            return lambda r: _jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
+            return lambda r: jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
         return lambda r: r.c.free_bulk(b)
     if op == "part" and live:
         b = np.array(live[n % len(live):][:1 + n % 20], np.int64)
         return lambda r: r.c.free_bulk(b)
     if op in ("one", "jone") and pick is not None:
         if op == "jone":
-            return lambda r: _jit_free(r.sa.handle, r.c.id, pick)
+            return lambda r: jit_free(r.sa.handle, r.c.id, pick)
         return lambda r: r.c.free(pick)
     gone = [x for x in freed if x not in live]      # (not handed out again since)
     if op == "double" and gone:
         x = gone[n % len(gone)]
         b = np.array((last or [])[:3] + [x], np.int64)
         if n % 2:
-            return lambda r: _jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
+            return lambda r: jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
         return lambda r: r.c.free(x)
     if op == "foreign":
         b = np.array((last or [])[:5] + [-1], np.int64)
 
         def f(r):
             b[-1] = r.other
-            return _jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy()) if n % 2 \
+            return jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy()) if n % 2 \
                 else r.c.free(r.other)
         return f
     if op == "misaligned" and pick is not None:
         b = np.array((last or [])[:2] + [pick + 8], np.int64)
         if n % 2:
             return lambda r: r.c.free_bulk(b)
-        return lambda r: _jit_free(r.sa.handle, r.c.id, pick + 8)
+        return lambda r: jit_free(r.sa.handle, r.c.id, pick + 8)
     if op == "wrong_cache" and pick is not None:
         b = np.array([pick], np.int64)
-        return lambda r: r.d.free_bulk(b) if n % 2 else _jit_free(r.sa.handle, r.d.id, pick)
+        return lambda r: r.d.free_bulk(b) if n % 2 else jit_free(r.sa.handle, r.d.id, pick)
     if op == "bad_batch" and last and len(last) > 1:
         b = np.array(last, np.int64)
         b[n % len(b)] = b[(n + 1) % len(b)]         # one element twice
-        return lambda r: _jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
+        return lambda r: jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
     if op == "is_live":
         a = pick if pick is not None and n % 3 else (freed[n % len(freed)] if freed else 64)
-        return lambda r: _jit_is_live(r.sa.handle, r.c.id, a)
+        return lambda r: jit_is_live(r.sa.handle, r.c.id, a)
     if op == "validate":
         return lambda r: r.sa.validate()
     if op == "shrink":
@@ -250,7 +224,7 @@ def test_the_switch_turns_the_pending_take_off(gen):
         c = sa.kmem_cache_create("p", 64, sheaf_capacity=32)
         c.free_bulk(c.alloc_bulk(16))
         out = np.zeros(16, np.int64)
-        assert _jit_alloc_bulk(sa.handle, c.id, 16, out) == 16
+        assert jit_alloc_bulk(sa.handle, c.id, 16, out) == 16
         assert sa.state.g[G_PEND] == (16 if pending else 0)
         c.free_bulk(out)
         got = c.alloc_bulk(8)

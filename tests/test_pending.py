@@ -3,40 +3,15 @@ objects' marks unwritten (field ``pend``, ``G_PEND``) until a free of exactly th
 them back, or another call settles them (ARCHITECTURE.md: fields ``held`` and ``pend``)."""
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 
 import numslab
 from numslab.engine.layout import G_PEND
 
-from conftest import snapshot
+from conftest import jit_alloc_bulk, jit_free, jit_free_bulk, jit_is_live, snapshot
 
 N = 16
-
-
-@numba.njit
-def jit_alloc_bulk(h, cid, n, out):
-    """``numslab.jit.kmem_cache_alloc_bulk`` from a user's function."""
-    return numslab.jit.kmem_cache_alloc_bulk(h, cid, n, out)
-
-
-@numba.njit
-def jit_free_bulk(h, cid, n, objs):
-    """``numslab.jit.kmem_cache_free_bulk`` from a user's function."""
-    numslab.jit.kmem_cache_free_bulk(h, cid, n, objs)
-
-
-@numba.njit
-def jit_free(h, cid, addr):
-    """``numslab.jit.kmem_cache_free`` from a user's function."""
-    numslab.jit.kmem_cache_free(h, cid, addr)
-
-
-@numba.njit
-def jit_is_live(h, cid, addr):
-    """``numslab.jit.is_live`` from a user's function."""
-    return numslab.jit.is_live(h, cid, addr)
 
 
 def _pending_batch(kernel, other=False):
