@@ -84,7 +84,13 @@ def _grid_set_slab(live, st, cache, slab):
 
 @jit(inline=True)
 def _live_set_run(st, p, start, n, note=False):
-    """Mark the objects ``p[start:start+n]`` (Words) allocated.
+    """Mark the objects ``p[start:start+n]`` (Words) allocated (:func:`_grid_set_run`)."""
+    return _grid_set_run(st.live, p, start, n, note)
+
+
+@jit(inline=True)
+def _grid_set_run(live, p, start, n, note):
+    """Set the bits of the objects ``p[start:start+n]`` (Words) in bitmap ``live`` (or ``held``).
 
     Neighbouring objects share a bitmap word, so the word stays in a register while they do: a
     store and a reload of the same word in consecutive iterations would stall on store forwarding
@@ -94,7 +100,6 @@ def _live_set_run(st, p, start, n, note=False):
     marks what it takes) and the result is False."""
     if n <= 0:
         return False
-    live = st.live
     cw = p[start] >> 9
     cval = live[cw]
     bad = False
@@ -154,39 +159,10 @@ def _uncache(st, addr, aux):
 
 
 @jit(inline=True)
-def _held_bits(held, p, lo, hi, on):
-    """Set (``on``, a constant) or clear the held bits of the objects ``p[lo:hi]`` (Words).
-
-    The bitmap word stays in a register while neighbours share it (as :func:`_live_set_run`:
-    a store and a reload of one word in consecutive iterations stall on store forwarding)."""
-    cw = p[lo] >> 9
-    cval = held[cw]
-    for k in range(lo, hi):
-        a = p[k]
-        w = a >> 9
-        if w != cw:
-            held[cw] = cval
-            cw = w
-            cval = held[w]
-        if on:
-            cval |= 1 << ((a >> 3) & 63)
-        else:
-            cval &= ~(1 << ((a >> 3) & 63))
-    held[cw] = cval
-
-
-@jit(inline=True)
-def _uncache_run(st, aux, p, lo, hi):
-    """:func:`_uncache` of the objects ``p[lo:hi]`` (Words)."""
-    if aux and hi > lo:
-        _held_bits(st.held, p, lo, hi, False)
-
-
-@jit(inline=True)
 def _held_run(st, aux, p, lo, hi):
     """Mark the objects ``p[lo:hi]`` (Words) held: off their slabs (``aux`` from _aux)."""
-    if aux and hi > lo:
-        _held_bits(st.held, p, lo, hi, True)
+    if aux:
+        _grid_set_run(st.held, p, lo, hi - lo, False)
 
 
 # ---- the pending record: a bulk allocation's objects left cached, their marks not written ------
@@ -249,15 +225,3 @@ def _record_take(st, row, src, o, nr, p):
     pd[PD_ROW] = row
     pd[PD_COUNT] = nr
     st.g[G_PEND] = nr
-
-
-@jit(inline=True)
-def _record_matches(st, row, nr, p):
-    """Whether ``p[:nr]`` is exactly the pending record of ``row``, in its order."""
-    pd = st.pend
-    if pd[PD_COUNT] != nr or pd[PD_ROW] != row:
-        return False
-    d = 0
-    for k in range(nr):
-        d |= p[k] ^ pd[PD_OBJS + k]
-    return d == 0
