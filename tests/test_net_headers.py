@@ -23,8 +23,9 @@ def ipv4(proto: int, l4: bytes, ihl: int = 5, frag: int = 0, version: int = 4) -
 
 
 def ipv6(nxt: int, payload: bytes) -> bytes:
-    """An IPv6 header (source ::1, destination ::2) and its payload."""
-    return struct.pack(">IHBB16s16s", 6 << 28, len(payload), nxt, 64,
+    """An IPv6 header (source ::1, destination ::2) and its payload (over 64 KiB: length 0)."""
+    size = len(payload) if len(payload) <= 0xFFFF else 0
+    return struct.pack(">IHBB16s16s", 6 << 28, size, nxt, 64,
                        bytes(15) + b"\x01", bytes(15) + b"\x02") + payload
 
 
@@ -68,6 +69,40 @@ def test_ipv6_extension_headers_are_walked_however_many():
     assert (r[0], r[6], r[7], r[5]) == (h.ST_FLOW, 6, 17, 14 + 40 + 12 * 8)
     assert (r[12], r[13]) == (7, 9)
     assert (r[9], r[11]) == (1, 2)
+
+
+def ext_chain(count: int, last: bytes, last_proto: int) -> tuple:
+    """``count`` destination-options headers of 2048 bytes (the most one can say) before
+    ``last``: (payload, first next-header)."""
+    payload, nxt = last, last_proto
+    for _ in range(count):
+        payload, nxt = bytes([nxt, 255]) + bytes(2046) + payload, 60
+    return payload, nxt
+
+
+@pytest.mark.parametrize("count", [31, 32])
+def test_headers_past_the_records_16_bit_offsets_are_a_bad_header(count):
+    # 31 headers end at 14 + 40 + 31 * 2048 = 63542: a flow whose offset fits the record;
+    # 32 at 65590, which network/transport_header (u16, as sk_buff's) cannot hold
+    assert h.HEADER_MAX == np.iinfo(h.SKB_DTYPE["transport_header"]).max
+    payload, nxt = ext_chain(count, tcp(5, 6, 0x02), 6)
+    r = parse(eth(0x86DD, ipv6(nxt, payload)))
+    end = 14 + 40 + count * 2048
+    if count == 31:
+        assert (r[0], r[5], r[7], r[12], r[13]) == (h.ST_FLOW, end, 6, 5, 6)
+    else:
+        assert (r[0], r[5], r[7], r[12], r[13]) == (h.ST_BADHDR, 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("tags, l3, l4", [(16370, 65494, 65514), (16380, 65534, 0),
+                                          (16381, 0, 0)])
+def test_a_vlan_stack_past_the_records_offsets_is_a_bad_header(tags, l3, l4):
+    # 16370 tags: the IPv4 header at 14 + 4 * 16370 = 65494, UDP at 65514, both fit; 16380:
+    # UDP at 65554 does not; 16381: the IPv4 header at 65538 does not either
+    frame = eth(0x0800, ipv4(17, udp(1, 2)), tags=((0x8100, 7),) * tags)
+    r = parse(frame)
+    assert (r[2], r[3], r[4], r[5]) == (7, 1, l3, l4)
+    assert r[0] == (h.ST_FLOW if l4 else h.ST_BADHDR)
 
 
 @pytest.mark.parametrize("frame, why", [

@@ -26,13 +26,16 @@ SKB_DTYPE = np.dtype([
 ], align=True)
 
 #: What :func:`_parse` found: not IP, an IP protocol without flows (or a non-first
-#: fragment), a TCP/UDP flow, a header cut short, a bad IP header (``ip_rcv``'s drop).
+#: fragment), a TCP/UDP flow, a header cut short, a bad IP header (``ip_rcv``'s drop; also a
+#: header starting past :data:`HEADER_MAX`, which the record's 16-bit offsets cannot name).
 ST_NONIP, ST_OTHER, ST_FLOW, ST_TRUNC, ST_BADHDR = 0, 1, 2, 3, 4
 _LINK_ETH, _LINK_RAW, _LINK_SLL, _LINK_SLL2, _LINK_NULL, _LINK_NONE = range(6)
 _LINKS = {1: _LINK_ETH, 12: _LINK_RAW, 14: _LINK_RAW, 101: _LINK_RAW, 228: _LINK_RAW,
           229: _LINK_RAW, 113: _LINK_SLL, 276: _LINK_SLL2, 0: _LINK_NULL,
           108: _LINK_NULL}
 _FIN, _RST = 0x01, 0x04
+#: The last offset ``network_header`` and ``transport_header`` hold (``sk_buff``'s are u16 too).
+HEADER_MAX = 0xFFFF
 
 
 @intrinsic
@@ -101,6 +104,8 @@ def _parse(m, p, n, link):
             return trunc
         fam, l3 = np.int64(m[p]) | np.int64(m[p + 3]), 4   # host byte order: one end is 0
         eth = 0x0800 if fam == 2 else (0x86DD if fam == 24 or fam == 28 or fam == 30 else 0)
+    if l3 > HEADER_MAX:                 # (a stack of some 16,000 VLAN tags)
+        return (ST_BADHDR, eth, tci, tagged, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     q = p + l3
     # no cut: a version not the link's (IPv6 under 0x0800), an IPv4 header below 20 bytes
     bad = (ST_BADHDR, eth, tci, tagged, l3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)  # (ip_rcv's drop)
@@ -146,7 +151,9 @@ def _parse(m, p, n, link):
     else:
         return (ST_NONIP, eth, tci, tagged, l3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     r, status = p + l4, ST_FLOW
-    if proto == -2:                                 # cut in an IPv6 extension header
+    if l4 > HEADER_MAX:                             # (thousands of extension headers)
+        status, proto, l4 = ST_BADHDR, 0, 0
+    elif proto == -2:                               # cut in an IPv6 extension header
         status, proto, l4 = ST_TRUNC, 0, 0
     elif proto != 6 and proto != 17:
         status, proto, l4 = ST_OTHER, max(proto, 0), 0

@@ -8,7 +8,8 @@ the mode picks the numslab calls that allocate and free. Flows are bidirectional
 (IP version, L4 protocol, both (address, port) endpoints; VLAN tags are not in the key).
 Only TCP/UDP packets with a whole TCP/UDP header make flows; non-IP frames, other IP
 protocols, non-first fragments, truncated headers and bad IP headers (the kernel's header
-errors: a version not the link's, an IPv4 header below 20 bytes) count but make none. An entry is
+errors: a version not the link's, an IPv4 header below 20 bytes; and a header starting past
+the record's 16-bit offsets, 64 KiB in) count but make none. An entry is
 freed after a TCP packet with FIN or RST, or when idle for longer than the timeout (the
 clock is the running maximum of packet timestamps; idle flows expire before each lookup).
 A packet arriving after its flow was freed (the peer's FIN, the last ACK, a packet after a
