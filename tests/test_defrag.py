@@ -167,6 +167,30 @@ def test_mobility_callbacks_keep_a_reference_table_valid(sa, kernel):
     assert sorted(table.values()) == c.live_addresses().tolist()
 
 
+def test_cache_compact_calls_the_mobility_callbacks_as_kmem_cache_compact_does(sa, kernel):
+    # cache.compact moved a movable cache's objects without isolate or migrate: an owner
+    # that registered them to keep its references right was never told, and its table
+    # pointed at free objects
+    c = sa.kmem_cache_create("node", 96)
+    objs = c.alloc_bulk(1500)
+    c.free_bulk(objs[np.random.default_rng(5).random(len(objs)) < 0.8])
+    table = c.live_addresses().tolist()
+    calls = []
+
+    def migrate(old, new, private):
+        calls.append((old.copy(), new.copy(), private))
+        where = dict(zip(old.tolist(), new.tolist()))
+        table[:] = [where.get(a, a) for a in table]
+
+    sa.kmem_cache_setup_mobility(c, lambda o: len(o), migrate)
+    old, new = c.compact(100)
+    assert len(old) > 0 and len(calls) == 1
+    assert np.array_equal(calls[0][0], old) and np.array_equal(calls[0][1], new)
+    assert calls[0][2] == len(old)                  # isolate's private, of the planned moves
+    assert sorted(table) == c.live_addresses().tolist()
+    sa.validate()
+
+
 def test_a_migrate_that_raises_leaves_the_moves_on_its_exception(sa, kernel):
     # the objects have moved when migrate runs: an owner whose callback failed had no way
     # to learn where they went

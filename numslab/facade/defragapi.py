@@ -203,7 +203,9 @@ class MovableCache:
                 ) -> tuple[np.ndarray, np.ndarray]:
         """Move the objects of sparse slabs into the fullest slabs and free the emptied ones.
 
-        With no callbacks: the caller remaps its references with the result.
+        The caller remaps its references with the result; a cache given ``isolate`` and
+        ``migrate`` (:meth:`SlabAllocator.kmem_cache_setup_mobility`) has them called too, as
+        :meth:`SlabAllocator.kmem_cache_compact` calls them.
 
         Parameters
         ----------
@@ -219,12 +221,9 @@ class MovableCache:
             (every moved object once, nothing else).
         """
         r = _check_ratio(ratio, f"{self.name}.compact")
-        with self._locked(f"{self.name}.compact"):
+        with self._locked(f"{self.name}.compact") as cid:
             _refuse_building(self._sa, self, "compact")
-            old, new, fault = _run_compact(self, r, self._sa._cpu(), False)
-            if fault:
-                _fault(self._sa, old, new)
-        return old, new
+            return self._sa._move_objects(cid, r)     # (the callbacks, if the cache has them)
 
 
 #: Free blocks of at least this order (64 KiB) are returned to the OS after a shrink: the
