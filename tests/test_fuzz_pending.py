@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import numslab
-from numslab.engine.layout import (CA_ACTIVE, CA_NCOLS, F_CA, F_G, F_LIVE, F_PEND, G_PEND,
-                                   PD_OBJS, view)
+from numslab.engine.layout import (C_MAIN, C_NCOLS, C_SPARE, CA_ACTIVE, CA_NCOLS, F_CA,
+                                   F_CPU, F_G, F_LIVE, F_PEND, G_PEND, PD_OBJS, SH_SIZE, view)
 
 from conftest import jit_alloc, jit_alloc_bulk, jit_free, jit_free_bulk, jit_is_live, snapshot
 
@@ -232,3 +232,54 @@ def test_the_switch_turns_the_pending_take_off(gen):
         c.free_bulk(got)
         sa.validate()
         assert len(c) == 0
+
+
+def _main_spare(sa, c):
+    """The sizes of CPU 0's main and spare sheaves of cache ``c``."""
+    cpu, mem = view(sa.state.buf, F_CPU), sa._mem.view(np.int64)
+    r = c.id * sa.nr_cpus * C_NCOLS
+    return tuple(int(mem[(int(cpu[r + k]) >> 3) + SH_SIZE]) for k in (C_MAIN, C_SPARE))
+
+
+@pytest.mark.parametrize("gen", ["7.0", "7.3", "6.18"])
+@pytest.mark.parametrize("free", ["python", "jit"])
+def test_a_batch_the_main_sheaf_begins_and_the_spare_ends_is_taken_pending(gen, free):
+    """The main sheaf holds 8 objects, the spare is full: a bulk allocation of 16 takes the
+    main's 8 and the spare's top 8 (the sheaves swapped) and leaves them pending; its free
+    fills the main (the old spare), swaps, and puts the rest in the old main. Every word,
+    the SLUB counters among them, is as with the pending takes off, after each step."""
+    runs = []
+    for pending in (True, False):
+        sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=gen, pending_takes=pending)
+        c = sa.kmem_cache_create("w", 64, sheaf_capacity=32)
+        xs = [c.alloc() for _ in range(128)]
+        for x in xs:
+            c.free(x)                       # main and spare full
+        main, spare = _main_spare(sa, c)
+        assert spare >= 16
+        for _ in range(main - 8):
+            c.alloc()                       # the main at 8
+        assert _main_spare(sa, c)[0] == 8
+        runs.append((sa, c))
+    (on, c_on), (off, c_off) = runs
+    outs = []
+    for sa, c in runs:
+        out = np.zeros(16, np.int64)
+        assert jit_alloc_bulk(sa.handle, c.id, 16, out) == 16
+        outs.append(out)
+    assert np.array_equal(outs[0], outs[1])
+    assert on.state.g[G_PEND] == 16, "the main-and-spare batch is not pending"
+    a, b = _settled(on), snapshot(off)
+    assert np.array_equal(a[0], _masks_alike(b[0])) and np.array_equal(a[1], b[1])
+    for (sa, c), out in zip(runs, outs):
+        if free == "jit":
+            jit_free_bulk(sa.handle, c.id, 16, out.copy())
+        else:
+            c.free_bulk(out)
+    assert on.state.g[G_PEND] == 0
+    a, b = _settled(on), _settled(off)      # (the record's stale copy left out)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert c_on.stats == c_off.stats and c_on.stats["alloc_fastpath"] >= 40
+    on.validate()
+    on.check_invariants()
+    assert len(c_on) == len(c_off) > 0

@@ -32,7 +32,8 @@ from .native import address, copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
 from .stats import live_objects, lost_objects
-from .pcsbulk import (_alloc_from_pcs_bulk, _free_pending, _free_to_pcs_bulk, _put_main_spare,
+from .pcsbulk import (_alloc_from_pcs_bulk, _free_pending, _free_pending_two,
+                      _free_to_pcs_bulk, _put_main_spare,
                       _sheaf_put, _sheaf_take, _take_main_spare)
 from .sheaves import (_alloc_from_pcs, _any_stale, _free_empty_sheaf, _free_to_pcs,
                       _node_requested_off, _sheaf_purge, _w, barn_shrink, free_barns,
@@ -344,7 +345,8 @@ def _alloc_bulk_fast(st, cache, cpu, gfp, nr, p):
     if size >= 0:
         if not _sheaf_take(st, cache, cpu, main, nr, p, 0):
             return -1
-    elif not _take_main_spare(st, cache, cpu, nr, p):
+    elif not _take_main_spare(st, cache, cpu, nr, p, nr <= PEND_MAX and not gfp & __GFP_ZERO
+                              and _pends(st, cache) != 0):
         return -1
     if gfp & __GFP_ZERO:                    # (marked live by the take)
         nbytes = _ca(st, cache, CA_OBJECT_SIZE)
@@ -365,7 +367,8 @@ def _free_bulk_fast(st, cache, cpu, nr, p):
     main = st.cpu[c + C_MAIN]
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     if st.g[G_PEND]:
-        if st.g[G_PEND] == nr and _free_pending(st, cache, cpu, nr, p):
+        if st.g[G_PEND] == nr and (_free_pending(st, cache, cpu, nr, p) or
+                                   _free_pending_two(st, cache, cpu, nr, p)):
             return 0                    # the pending batch: back, still cached
         _settle(st)
     if main == 0 or st.nnodes != 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..flags import (ALLOC_PCS, BARN_GET, BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS,
                      FREE_SLOWPATH)
 from .bulk import free_bulk_raw
-from .live import _live_set_run
+from .live import _live_set_run, _record_take
 from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, G_PEND, KERNEL_7_0, KERNEL_7_3,
                      PD_COUNT, PD_OBJS, PD_ROW,
                      MAX_FULL_SHEAVES, N_BARN_EMPTY, N_NR_EMPTY, N_NR_FULL, SH_OBJECTS,
@@ -52,11 +52,13 @@ def _sheaf_copy_top(st, sheaf, n, p, at):
 
 
 @jit(inline=True)
-def _take_main_spare(st, cache, cpu, nr, p):
+def _take_main_spare(st, cache, cpu, nr, p, pend):
     """``alloc_from_pcs_bulk`` when the main sheaf holds part of the batch and the spare the rest.
 
     The main's ``m`` objects into ``p[:m]``, main and spare swapped (the main now empty), the new
-    main's top ``nr - m`` into ``p[m:nr]``, all marked live; ALLOC_PCS += nr. True; or False with
+    main's top ``nr - m`` into ``p[m:nr]``, all marked live, or with ``pend`` (a batch the cache
+    may take pending, the record settled) left cached and recorded as the main sheaf's pending
+    take is (``live._record_take``: no mark written); ALLOC_PCS += nr. True; or False with
     nothing changed when the case does not apply (a parked main sheaf too) or an entry is stale
     (the engine's loop then takes them)."""
     mem = st.mem
@@ -77,7 +79,9 @@ def _take_main_spare(st, cache, cpu, nr, p):
     o = _w(spare, SH_OBJECTS) + s - rest
     for k in range(rest):
         p[m + k] = mem[o + k]
-    if not _mark_taken(st, p, 0, nr):
+    if pend:
+        _record_take(st, c, p, 0, nr, p)
+    elif not _mark_taken(st, p, 0, nr):
         return False
     mem[_w(main, SH_SIZE)] = 0
     mem[_w(spare, SH_SIZE)] = s - rest
@@ -127,6 +131,36 @@ def _free_pending(st, cache, cpu, nr, p):
         return False
     mem[(main >> 3) + SH_SIZE] = size + nr
     _stat(st, cache, cpu, FREE_PCS, nr)
+    pd[PD_COUNT] = 0
+    st.g[G_PEND] = 0
+    return True
+
+
+@jit
+def _free_pending_two(st, cache, cpu, nr, p):
+    """The free of exactly the pending batch when the main sheaf has room for part of it only.
+
+    ``p[:nr]`` equal to the pending record of this CPU row and the spare with room for the
+    rest: :func:`_put_main_spare` (``free_to_pcs_bulk``'s two batches, the sheaves swapped
+    between them), the record cleared. True; False with nothing changed otherwise (the caller
+    settles and frees)."""
+    c = _cpu_row(st, cache, cpu)
+    pd = st.pend
+    mem = st.mem
+    main = st.cpu[c + C_MAIN]
+    spare = st.cpu[c + C_SPARE]
+    if (pd[PD_ROW] != c) | (main == 0) | (spare == 0):
+        return False
+    cap = _ca(st, cache, CA_SHEAF_CAPACITY)
+    over = mem[(main >> 3) + SH_SIZE] + nr - cap
+    if (over <= 0) | (mem[(spare >> 3) + SH_SIZE] + over > cap):
+        return False
+    d = 0
+    for k in range(nr):
+        d |= p[k] ^ pd[PD_OBJS + k]
+    if d:
+        return False
+    _put_main_spare(st, cache, cpu, nr, p)
     pd[PD_COUNT] = 0
     st.g[G_PEND] = 0
     return True
