@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import numslab
 from numslab.engine.layout import (C_MAIN, C_NCOLS, C_SPARE, CA_ACTIVE, CA_NCOLS, F_CA,
-                                   F_CPU, F_G, F_LIVE, F_PEND, G_PEND, PD_OBJS, SH_SIZE, view)
+                                   F_CPU, F_G, F_LIVE, F_PEND, G_PEND, PD_NPEND, PD_OBJS, SH_SIZE,
+                                   view)
 
 from conftest import jit_alloc, jit_alloc_bulk, jit_free, jit_free_bulk, jit_is_live, snapshot
 
@@ -24,7 +25,9 @@ OPS = st.lists(st.tuples(st.sampled_from(["alloc", "jalloc", "bulk", "jbulk", "b
                                            "free_last", "free_last", "jfree_last", "reversed",
                                            "part", "one", "jone", "double", "foreign",
                                            "misaligned", "wrong_cache", "bad_batch", "is_live",
-                                           "validate", "shrink", "find"]),
+                                           "validate", "shrink", "find", "big", "jbig",
+                                           "free_prev", "jfree_prev", "reordered",
+                                           "other_in"]),
                          st.integers(0, 10 ** 6)),
                min_size=10, max_size=60)
 
@@ -40,7 +43,8 @@ def _settled(sa):
     buf, mem = snapshot(sa)
     g, pend = view(buf, F_G), view(buf, F_PEND)
     live = view(buf, F_LIVE).view(np.uint64)
-    for a in pend[PD_OBJS:PD_OBJS + int(g[G_PEND])].tolist():
+    n = int(pend[PD_NPEND]) if g[G_PEND] else 0        # (a checked record's are marked)
+    for a in pend[PD_OBJS:PD_OBJS + n].tolist():
         live[a >> 9] |= np.uint64(1) << np.uint64((a >> 3) & 63)
     g[G_PEND] = 0
     pend[:] = 0
@@ -72,10 +76,28 @@ class _Run:
         return ("returned", v.tolist() if isinstance(v, np.ndarray) else v)
 
 
-def _step(op, n, live, freed, last):
+#: the sizes of the ``big`` batches: past the pending take (64) and the sheaf (32), one slab
+#: (64 objects of 64 bytes), many, and the checked record's limit (4096)
+BIG = (16, 33, 65, 250, 1000, 4096, 4097)
+
+
+def _others(n, live, freed, last):
+    """What ``other_in`` puts in the batch: freed objects (every third ``n``), else the live
+    objects not in it (or the freed, or no object at all)."""
+    if n % 3 == 0 and freed:
+        return freed
+    out = set(last)
+    return [x for x in live if x not in out] or freed or [64]
+
+
+def _step(op, n, live, freed, last, prev=()):
     """The call of ``op`` as a function of a run, from the shared model (``live``: addresses
-    held, in allocation order; ``freed``: addresses freed; ``last``: the last bulk batch)."""
+    held, in allocation order; ``freed``: addresses freed; ``last``: the last bulk batch while
+    none of it was freed; ``prev``: the last bulk batch, whatever was freed since)."""
     k = 1 + n % 70                      # (above 64: no pending take)
+    if op in ("big", "jbig"):
+        k = BIG[n % len(BIG)]
+        op = op[:-3] + "bulk"
     pick = live[n % len(live)] if live else None
     if op == "alloc":
         return lambda r: r.c.alloc()
@@ -94,6 +116,22 @@ def _step(op, n, live, freed, last):
         if op == "jfree_last":
             return lambda r: jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
         return lambda r: r.c.free_bulk(b)
+    if op in ("free_prev", "jfree_prev") and prev:
+        b = np.array(prev, np.int64)    # (some freed since, some handed out again: refused,
+        if op == "jfree_prev":          # or freed as any batch)
+            return lambda r: jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
+        return lambda r: r.c.free_bulk(b)
+    if op == "reordered" and last and len(last) > 1:
+        b = np.array(last, np.int64)    # the record's objects, two of them swapped
+        i, j = n % len(b), (n // 7) % len(b)
+        b[[i, j]] = b[[j, i]]
+        return lambda r: jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
+    if op == "other_in" and last:
+        b = np.array(last, np.int64)    # one element another live object (or a freed one)
+        rest = _others(n, live, freed, last)
+        b[n % len(b)] = rest[n % len(rest)]
+        return lambda r: r.c.free_bulk(b) if n % 2 else \
+            jit_free_bulk(r.sa.handle, r.c.id, len(b), b.copy())
     if op == "part" and live:
         b = np.array(live[n % len(live):][:1 + n % 20], np.int64)
         return lambda r: r.c.free_bulk(b)
@@ -141,22 +179,30 @@ def _step(op, n, live, freed, last):
 
 
 def _differential(ops, gen, seed):
-    """Run ``ops`` on the pair; (batches taken pending, pending batches freed back whole)."""
+    """Run ``ops`` on the pair; (batches taken pending, pending batches freed back whole,
+    batches recorded checked (their marks written), checked records freed back whole)."""
     on, off = _Run(gen, seed, True), _Run(gen, seed, False)
     live: list[int] = []
     freed: list[int] = []
     last: list[int] = []
-    pended = back = 0
+    prev: list[int] = []
+    pended = back = checked = unchecked = 0
     for op, n in ops:
-        f = _step(op, n, live, freed, last)
+        f = _step(op, n, live, freed, last, prev)
         if f is None:
             continue
         before = int(on.sa.state.g[G_PEND])
+        kind = int(on.sa.state.pend[PD_NPEND])
         got = on.call(f)
         assert got == off.call(f), (op, got)
         after = int(on.sa.state.g[G_PEND])
-        pended += op in ("bulk", "jbulk") and after > 0
-        back += op in ("free_last", "jfree_last") and before > 0 and after == 0
+        bulk = op in ("bulk", "jbulk", "big", "jbig")
+        pended += bulk and after > 0 and on.sa.state.pend[PD_NPEND] > 0
+        checked += bulk and after > 0 and on.sa.state.pend[PD_NPEND] == 0
+        whole = op in ("free_last", "jfree_last") and before > 0 and after == 0 and \
+            got[0] == "returned"
+        back += whole and kind > 0
+        unchecked += whole and kind == 0
         assert off.sa.state.g[G_PEND] == 0
         a, b = _settled(on.sa), snapshot(off.sa)
         b = (_masks_alike(b[0]), b[1])
@@ -169,15 +215,24 @@ def _differential(ops, gen, seed):
         v = got[1]
         if op in ("alloc", "jalloc"):
             live.append(v)
-        elif op in ("bulk", "jbulk"):
+        elif op in ("bulk", "jbulk", "big", "jbig"):
             live.extend(v)
             last = list(v)
-        elif op in ("free_last", "jfree_last", "reversed", "part", "one", "jone"):
-            gone = last if op in ("free_last", "jfree_last", "reversed") else \
-                live[n % len(live):][:1 + n % 20] if op == "part" else [live[n % len(live)]]
+            prev = list(v)
+        elif op in ("free_last", "jfree_last", "reversed", "part", "one", "jone", "free_prev",
+                    "jfree_prev", "reordered", "other_in"):
+            if op == "other_in":
+                gone = list(last)
+                rest = _others(n, live, freed, last)
+                gone[n % len(gone)] = rest[n % len(rest)]
+            else:
+                gone = last if op in ("free_last", "jfree_last", "reversed", "reordered") \
+                    else prev if op in ("free_prev", "jfree_prev") else \
+                    live[n % len(live):][:1 + n % 20] if op == "part" else \
+                    [live[n % len(live)]]
             gone = list(gone)
-            for x in gone:
-                live.remove(x)
+            drop = set(gone)            # (each object is in live once)
+            live[:] = [x for x in live if x not in drop]
             freed.extend(gone)
             if set(gone) & set(last):
                 last = []
@@ -185,7 +240,7 @@ def _differential(ops, gen, seed):
         r.sa.validate()
         assert sorted(r.c.live_addresses().tolist()) == sorted(live)
     assert on.sa.slabinfo() == off.sa.slabinfo()
-    return pended, back
+    return pended, back, checked, unchecked
 
 
 @settings(max_examples=40, deadline=None)
@@ -210,8 +265,34 @@ def test_a_long_seeded_sequence_with_many_pending_batches(gen):
         ops.append((op, n))
         if op in ("bulk", "jbulk") and rng.random() < 0.6:      # the round's free at once
             ops.append((("free_last", "jfree_last")[int(rng.integers(2))], 0))
-    pended, back = _differential(ops, gen, 1)
+    pended, back, _, _ = _differential(ops, gen, 1)
     assert pended >= 10 and back >= 5, (pended, back)
+
+
+@pytest.mark.parametrize("gen", ["7.0", "7.3", "6.18"])
+def test_a_long_seeded_sequence_of_batches_through_the_slabs(gen):
+    """About 150 calls drawn from one seed, weighted to bulk rounds of 16 to 4097 objects, each
+    followed by its free whole (the checked record), or a free of the batch with the array
+    changed (two elements swapped, one another object's, a freed one's or one element twice),
+    or a single free of one of its objects from ``@njit`` (inline: the record's stamp moves)
+    with the batch's free after it: the machines stay alike, and each kind of record is met and
+    freed whole many times."""
+    rng = np.random.default_rng(13)
+    names = ["big", "jbig", "big", "jbig", "jone", "jalloc", "alloc", "one", "double",
+             "is_live", "shrink", "validate", "bulk", "foreign"]
+    after = [("free_last",), ("jfree_last",), ("reordered",), ("other_in",), ("other_in",),
+             ("bad_batch",), ("bad_batch",), ("jone", "jfree_prev"), ("jone", "jalloc",
+             "free_prev"), ("is_live", "free_last"), ("double", "jfree_last"), ("misaligned",
+             "free_last"), ("foreign", "jfree_last"), ()]
+    ops: list[tuple[str, int]] = []
+    while len(ops) < 150:
+        op, n = names[int(rng.integers(len(names)))], int(rng.integers(10 ** 6))
+        ops.append((op, n))
+        if op in ("big", "jbig", "bulk"):
+            for o in after[int(rng.integers(len(after)))]:
+                ops.append((o, int(rng.integers(10 ** 6)) if o != "jone" else -1))  # -1: its last
+    pended, back, checked, unchecked = _differential(ops, gen, 2)
+    assert checked >= 12 and unchecked >= 5, (checked, unchecked)
 
 
 @pytest.mark.parametrize("gen", ["7.0", "6.18"])

@@ -177,14 +177,26 @@ def _discards(st, cache, slab, cnt):
 
 
 @jit(inline=True)
-def _free_run(st, cache, cpu, slab, p, lo, hi):
+def _free_run(st, cache, cpu, slab, p, lo, hi, clear):
     """``do_slab_free`` of the detached chain ``p[lo:hi]`` (all of ``slab``).
 
     If it empties a slab that goes back to the page allocator, ``__slab_free``'s discard (its
     counters, its list change) without writing the chain; else the chain is linked through the
-    objects' free pointers in one pass and spliced (:func:`_do_slab_free_chain`)."""
+    objects' free pointers in one pass and spliced (:func:`_do_slab_free_chain`). With ``clear``
+    (a constant: the free of a checked record, ``pcsbulk._free_recorded``) the objects' live
+    bits are cleared here too, in the linking loop, or for a discarded slab by zeroing its
+    live words (every object it still counts is in the chain)."""
     cnt = hi - lo
     if _discards(st, cache, slab, cnt):
+        if clear:
+            live = st.live
+            w0, order = slab << 3, st.pg_order[slab]
+            if order == 0:
+                for j in range(8):
+                    live[w0 + j] = 0
+            else:
+                for w in range(w0, w0 + (8 << order)):
+                    live[w] = 0
         if _aux(st, cache):             # its objects all free: no longer held (the chain
             held = st.held              # is not linked, so the loop below does not clear it)
             w0, order = slab << 3, st.pg_order[slab]    # (its order: a slab of the fallback
@@ -210,7 +222,19 @@ def _free_run(st, cache, cpu, slab, p, lo, hi):
     # store an object for nothing, 6.18's default cache's bulk rounds were 4-20% slower)
     held = st.held
     obj = p[lo]
-    if _aux(st, cache):
+    if clear:                           # (a checked record's objects: live, held)
+        live = st.live
+        w, bit = obj >> 9, ~(1 << ((obj >> 3) & 63))
+        live[w] &= bit
+        held[w] &= bit
+        for k in range(lo + 1, hi):
+            nxt = p[k]
+            _set_fp(mem, offset, key, obj, nxt)
+            w, bit = nxt >> 9, ~(1 << ((nxt >> 3) & 63))
+            live[w] &= bit
+            held[w] &= bit
+            obj = nxt
+    elif _aux(st, cache):
         held[obj >> 9] &= ~(1 << ((obj >> 3) & 63))
         for k in range(lo + 1, hi):
             nxt = p[k]
@@ -228,15 +252,16 @@ def _free_run(st, cache, cpu, slab, p, lo, hi):
 
 
 @jit(inline=True)
-def _free_bulk_raw(st, cache, cpu, size, paddr):
+def _free_bulk_raw(st, cache, cpu, size, paddr, clear=False):
     """``__kmem_cache_free_bulk``: give the ``size`` objects at ``paddr`` back to their slabs. 0.
 
-    One detached freelist at a time (no checks, no live-bit changes; the array is permuted)."""
+    One detached freelist at a time (no checks, no live-bit changes but with ``clear``, a
+    constant: :func:`_free_run`'s; the array is permuted)."""
     p = words_at(paddr)
     while size:
         same, slab, owner = _detach_run(st, cache, cpu, size, p)
         if slab != NIL:
-            _free_run(st, owner, cpu, slab, p, same, size)
+            _free_run(st, owner, cpu, slab, p, same, size, clear)
         size = same
     return 0
 
@@ -245,6 +270,14 @@ def _free_bulk_raw(st, cache, cpu, size, paddr):
 def free_bulk_raw(st, cache, cpu, size, paddr):
     """:func:`_free_bulk_raw` for callers outside a bulk call (sheaf flushes). 0."""
     return _free_bulk_raw(st, cache, cpu, size, paddr)
+
+
+@jit
+def free_bulk_raw_cleared(st, cache, cpu, size, paddr):
+    """:func:`_free_bulk_raw` of a checked record's objects, their live bits cleared on the way.
+
+    One cache's objects on one node (``pcsbulk._free_recorded``). 0."""
+    return _free_bulk_raw(st, cache, cpu, size, paddr, True)
 
 
 @jit(inline=True)

@@ -12,14 +12,15 @@ from .layout import (AT_CACHE, AT_CPU, AT_NODE, AT_OBJECT, AT_SHEAF, AT_SLAB, PG
                      PG_CPU_PARTIAL, PG_FROZEN, PG_BUDDY, PG_HEAD, PG_LARGE, PG_NODE_PARTIAL,
                      PG_PCP, PG_RCU, PG_SLAB, PG_TAIL, SH_CACHE, SH_CAPACITY, SH_NEXT, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _geo, _node_index, _node_row, _slab_nid, _rcu_next,
-                     _sheaf_in_reach)
+                     _sheaf_in_reach, G_PEND, PD_COUNT, PD_NPEND, PD_OBJS, PD_ROW, PD_STAMP,
+                     PEND_MAX, REC_MAX, C_NCOLS)
 from ..flags import SLAB_KMALLOC
 from .partialorder import _check_order
 from .native import address, jit, unit, words_at
 from .pages import _page_block, _validate_pages
 from .freelist import _get_fp
-from .live import (_NOT_SIGN, _live_clear, _live_set, _live_test, _own_test, _pending,
-                   _repend, _settled)
+from .live import (_NOT_SIGN, _free_stamp, _live_clear, _live_set, _live_test, _own_test,
+                   _pending, _repend, _settled)
 from .machinecheck import (E_CORRUPT, _corrupt, _held_free_list, _held_slab_bad, _rcu_clear,
                            _rcu_set, _validate_held_frames, _validate_lost,
                            _validate_owners, _validate_rcu_list, _validate_rcu_marks,
@@ -86,6 +87,10 @@ CORRUPTION = (
     "allocator holds for itself",
     "a held bit is wrong: set on a free object (on a free list), on no object's start, on a slab "
     "of a cache that keeps none or outside the slabs, or missing on an object off the free lists",
+    "the record of the last bulk allocation (field pend) is broken: its count is not G_PEND or "
+    "past its limit, its pending part neither all nor none, its CPU row no active cache's, a "
+    "pending object marked live or not held, or an object of a checked record (its stamp "
+    "unmoved) no live object of the cache or there twice",
 )
 
 
@@ -597,11 +602,63 @@ def validate(st, cache, n, paddr):
     """Validate one cache, or every cache and the page allocator (NIL), read settled.
 
     :func:`_validate_body`, the record put back after (``live._repend``)."""
+    bad = _record_bad(st)
+    if bad != -1:
+        st.g[G_ERR2] = NIL
+        return _corrupt(st, 28, AT_OBJECT, bad)
     pend = _pending(st)
     _settled(st)
     r = _validate_body(st, cache, n, paddr)
     _repend(st, pend)
     return r
+
+
+@jit
+def _record_bad(st):
+    """-1 if the record of the last bulk allocation (field ``pend``) is sound, else a where.
+
+    The count is ``G_PEND`` (0: none) and at most ``REC_MAX``; the pending part all of it (at
+    most ``PEND_MAX``, each object (live, held) (0, 1) in a cache keeping held bits) or none (a
+    checked record); its CPU row an active cache's. A checked record whose stamp has not moved
+    (no object of the cache freed by a user's inlined code since) names distinct live objects
+    of that cache (each bit cleared as it is tested, then all put back). The where: the first
+    bad object, else the count."""
+    pd = st.pend
+    n = st.g[G_PEND]
+    if n == 0:
+        return -1
+    row = pd[PD_ROW]
+    npend = pd[PD_NPEND]
+    per = st.ncpus * C_NCOLS
+    if (pd[PD_COUNT] != n) | (n < 0) | (n > REC_MAX) | (row < 0) | (row % C_NCOLS != 0) | \
+            (row >= st.max_caches * per) | ((npend != 0) & ((npend != n) | (n > PEND_MAX))):
+        return n
+    cache = row // per
+    if _ca(st, cache, CA_ACTIVE) == 0:
+        return n
+    aux = (_ca(st, cache, CA_ACTIVE) & 2) >> 1
+    limit = st.npages << 12
+    for k in range(npend):
+        a = pd[PD_OBJS + k]
+        if (a <= 0) | (a >= limit) | (a & 7 != 0):
+            return a
+        sh = (a >> 3) & 63
+        if (st.live[a >> 9] >> sh) & 1 or ((st.held[a >> 9] >> sh) & 1) != aux:
+            return a
+    if npend or _free_stamp(st, cache) != pd[PD_STAMP]:
+        return -1
+    bad = -1
+    k = 0
+    while k < n:
+        a = pd[PD_OBJS + k]
+        if (a <= 0) | (a >= limit) or _slab_of(st, a, cache) == NIL:
+            bad = a
+            break
+        _live_clear(st, a)              # (a second copy of it then fails _slab_of)
+        k += 1
+    for j in range(k):
+        _live_set(st, pd[PD_OBJS + j])
+    return bad
 
 
 @jit

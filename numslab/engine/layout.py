@@ -176,11 +176,16 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 #: slab_debug's) that are off their slab's free list: handed to a user, the allocator's own, or
 #: cached (in a sheaf, or pending: live bit clear). A free pointer naming a held object is
 #: refused as corrupted.
-#: Field ``pend`` (int64, ``PEND_MAX + 2`` words) is the pending record of a bulk allocation
-#: taken whole from a CPU's main sheaf with its objects' marks not written: word 0 the CPU
-#: row (``_cpu_row``), word 1 the count (``G_PEND`` too), then a copy of the objects' addresses.
+#: Field ``pend`` (int64, ``REC_MAX + PD_OBJS`` words) is the record of the last bulk
+#: allocation: word ``PD_ROW`` the CPU row (``_cpu_row``: cache and CPU), ``PD_COUNT`` the
+#: count (``G_PEND`` too), ``PD_NPEND`` how many of its first objects are pending (their marks
+#: not written: a batch of at most ``PEND_MAX`` taken whole from a CPU's main sheaf, or from
+#: the main and the spare; 0: a checked record, every object marked live), ``PD_STAMP`` the
+#: cache's FREE_PCS summed over its CPUs when a checked record was written, then a copy of the
+#: objects' addresses.
 PEND_MAX = 64
-PD_ROW, PD_COUNT, PD_OBJS = range(3)
+REC_MAX = 4096
+PD_ROW, PD_COUNT, PD_NPEND, PD_STAMP, PD_OBJS = range(5)
 #: Field ``barn_partial`` (int64, shape [max_caches * nnodes], 0: none) is
 #: ``barn->sheaf_partial`` of (cache, node), element ``cache * nnodes + node``
 #: (:func:`_node_index`), KERNEL_NEXT only: a sheaf holding what a prefilled sheaf's refill left
@@ -256,7 +261,7 @@ def field_lengths(npages: int, nnodes: int, ncpus: int, max_caches: int) -> list
         npages * 4096 // 512, NR_KMALLOC, ncpus * nnodes * P_NCOLS, max(npages, 64),
         R_MAX * R_NCOLS, npages, max_caches * nnodes * NR_PBUCKETS, max_caches * RSEQ_MAX,
         npages * 4096 // 512, max_caches * nnodes, npages, max_caches * nnodes, max_caches,
-        npages * 4096 // 512, PEND_MAX + 2]
+        npages * 4096 // 512, REC_MAX + PD_OBJS]
 
 
 # Kernels read the fields as ``st.<name>``, the fixed scalars as ``st.npages`` and so on, and

@@ -5,7 +5,9 @@ them back; the allocator's own objects (sheaves) carry a second bit.
 """
 from __future__ import annotations
 
-from .layout import CA_ACTIVE, CA_RED_LEFT, CA_SIZE, G_PEND, PD_COUNT, PD_OBJS, PD_ROW, _ca
+from ..flags import FREE_PCS, NR_STATS
+from .layout import (CA_ACTIVE, CA_RED_LEFT, CA_SIZE, G_PEND, PD_COUNT, PD_NPEND, PD_OBJS, PD_ROW,
+                     PD_STAMP, _ca)
 from .native import jit
 
 
@@ -171,10 +173,11 @@ def _settle(st):
     """Write the pending record's marks: each of its objects (0, 1) -> (1, 1); the record cleared.
 
     Every path that reads or changes object states other than the bulk round's calls this first
-    while ``G_PEND`` is not 0."""
+    while ``G_PEND`` is not 0. A checked record (``PD_NPEND`` 0: its marks written at the
+    allocation) is only dropped."""
     pd = st.pend
     live = st.live
-    n = pd[PD_COUNT]
+    n = pd[PD_NPEND]
     for k in range(n):
         a = pd[PD_OBJS + k]
         live[a >> 9] |= 1 << ((a >> 3) & 63)
@@ -204,7 +207,7 @@ def _repend(st, pend):
     if pend and st.g[G_PEND] == 0:
         pd = st.pend
         live = st.live
-        for k in range(pend):
+        for k in range(pd[PD_NPEND]):          # (0 for a checked record: only dropped)
             a = pd[PD_OBJS + k]
             live[a >> 9] &= ~(1 << ((a >> 3) & 63))
         pd[PD_COUNT] = pend
@@ -224,4 +227,36 @@ def _record_take(st, row, src, o, nr, p):
         pd[PD_OBJS + k] = a
     pd[PD_ROW] = row
     pd[PD_COUNT] = nr
+    pd[PD_NPEND] = nr
+    st.g[G_PEND] = nr
+
+
+@jit(inline=True)
+def _free_stamp(st, cache):
+    """``cache``'s FREE_PCS summed over the CPUs: every free a user's inlined code makes counts.
+
+    ``numslab.jit``'s inline single free (``jitapi._free_fast``) is the one path that frees an
+    object without an engine unit (which settles or drops the record first), and it counts
+    FREE_PCS on its CPU: while the sum is unmoved, no object of a checked record was freed."""
+    base = cache * st.ncpus * NR_STATS + FREE_PCS
+    s = 0
+    for c in range(st.ncpus):
+        s += st.stats[base + c * NR_STATS]
+    return s
+
+
+@jit
+def _record_checked(st, cache, row, nr, p):
+    """The checked record of a bulk allocation: ``p[:nr]``, every object marked live, copied.
+
+    Any earlier record is the caller's to settle first. A free of exactly ``p[:nr]`` by the same
+    cache and CPU, nothing else done in between (the settle rule; the stamp for users' inlined
+    single frees), skips the batch check (``pcsbulk._free_recorded``)."""
+    pd = st.pend
+    for k in range(nr):
+        pd[PD_OBJS + k] = p[k]
+    pd[PD_ROW] = row
+    pd[PD_COUNT] = nr
+    pd[PD_NPEND] = 0
+    pd[PD_STAMP] = _free_stamp(st, cache)
     st.g[G_PEND] = nr

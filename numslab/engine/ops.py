@@ -13,7 +13,7 @@ from ..flags import (__GFP_ZERO, ALLOC_PCS, ALLOC_ARRAY_FULL_COUNT, ALLOC_ARRAY_
 from .bulk import (_alloc_bulk_slab, _batch_fail, _check_batch, _check_objects,
                    _free_bulk_raw, alloc_new_slabs, alloc_partial_slabs, free_bulk_raw)
 from .live import (_aux, _live_clear, _pends, _live_set, _live_set_run, _live_test, _own_test,
-                   _record_take, _repend, _settle, _settled, _uncache)
+                   _record_checked, _record_take, _repend, _settle, _settled, _uncache)
 from .checks import (E_ALLOCATORS, E_ARRAY_PLACE, E_AT, E_DOUBLE_FREE, E_HOLDS_ARRAY, E_LARGE,
                      _array_home, _array_misplaced, _in_arena, _locate, _rcu_list_mark)
 from .debug import report_double_free, slab_alloc_debug, slab_free_debug
@@ -23,7 +23,7 @@ from .cpucache import (_do_slab_free_chain, _hand_out, _hand_out_run, _slab_allo
 from .layout import (CA_ACTIVE, CA_DEBUG, CA_NCOLS, CA_RED_LEFT, CA_SIZE, CA_USER_SHEAVES,
                      G_NDEBUG, C_MAIN, C_SPARE, CA_OBJECT_SIZE, CA_OBJECTS, CA_SHEAF_CAPACITY,
                      G_FAULT_CACHE, G_NISOLATED, G_NLOST, G_PEND, KERNEL_7_0, KERNEL_7_1, NIL,
-                     PEND_MAX,
+                     PEND_MAX, REC_MAX,
                      PG_HEAD, PG_ISOLATED, PG_LARGE, PG_NODE_PARTIAL, PG_SLAB, SH_OBJECTS,
                      SH_SIZE, N_NR_SLABS, _ca, _cpu_row, _head_frame, _node_row, _slab_nid,
                      _stat)
@@ -32,7 +32,7 @@ from .native import address, copy_bytes, jit, unit, words_at, zero_bytes
 from .kmalloc import kmalloc as kmalloc_large
 from .pages import free_block_checked
 from .stats import live_objects, lost_objects
-from .pcsbulk import (_alloc_from_pcs_bulk, _free_pending, _free_pending_two,
+from .pcsbulk import (_alloc_from_pcs_bulk, _free_pending, _free_pending_two, _free_recorded,
                       _free_to_pcs_bulk, _put_main_spare,
                       _sheaf_put, _sheaf_take, _take_main_spare)
 from .sheaves import (_alloc_from_pcs, _any_stale, _free_empty_sheaf, _free_to_pcs,
@@ -368,8 +368,10 @@ def _free_bulk_fast(st, cache, cpu, nr, p):
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     if st.g[G_PEND]:
         if st.g[G_PEND] == nr and (_free_pending(st, cache, cpu, nr, p) or
-                                   _free_pending_two(st, cache, cpu, nr, p)):
-            return 0                    # the pending batch: back, still cached
+                                   _free_pending_two(st, cache, cpu, nr, p) or
+                                   _free_recorded(st, cache, cpu, nr, p)):
+            return 0                    # the pending batch back, still cached; or the checked
+                                        # record freed without the batch check
         _settle(st)
     if main == 0 or st.nnodes != 1:
         return 1
@@ -410,12 +412,14 @@ def alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     if _ca(st, cache, CA_DEBUG):
         return alloc_one_by_one(st, cache, cpu, gfp, nr, paddr)
     n = _alloc_bulk_fast(st, cache, cpu, gfp, nr, words_at(paddr))
-    if n >= 0:
-        return n
-    _settled(st)
-    return _give_back_many_on_fault(st, cache, cpu,
-                                    _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr),
-                                    paddr)
+    if n < 0:
+        _settled(st)
+        n = _give_back_many_on_fault(st, cache, cpu,
+                                     _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr),
+                                     paddr)
+    if n == nr and 0 < nr <= REC_MAX and st.g[G_PEND] == 0 and _pends(st, cache):
+        _record_checked(st, cache, _cpu_row(st, cache, cpu), nr, words_at(paddr))
+    return n
 
 
 @unit

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from ..flags import (ALLOC_PCS, BARN_GET, BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS,
                      FREE_SLOWPATH)
-from .bulk import free_bulk_raw
-from .live import _live_set_run, _record_take
+from .bulk import free_bulk_raw, free_bulk_raw_cleared
+from .live import _free_stamp, _live_set_run, _record_take
 from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, G_PEND, KERNEL_7_0, KERNEL_7_3,
-                     PD_COUNT, PD_OBJS, PD_ROW,
+                     PD_COUNT, PD_NPEND, PD_OBJS, PD_ROW, PD_STAMP,
                      MAX_FULL_SHEAVES, N_BARN_EMPTY, N_NR_EMPTY, N_NR_FULL, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _slab_nid, _stat)
 from .native import address, jit, unit, words_at
@@ -119,7 +119,8 @@ def _free_pending(st, cache, cpu, nr, p):
     main = st.cpu[c + C_MAIN]
     mem = st.mem
     size = mem[(main >> 3) + SH_SIZE]
-    if (pd[PD_ROW] != c) | (main == 0) | (size + nr > _ca(st, cache, CA_SHEAF_CAPACITY)):
+    if (pd[PD_ROW] != c) | (main == 0) | (size + nr > _ca(st, cache, CA_SHEAF_CAPACITY)) | \
+            (pd[PD_NPEND] != nr):
         return False
     o = (main >> 3) + SH_OBJECTS + size
     d = 0
@@ -149,7 +150,7 @@ def _free_pending_two(st, cache, cpu, nr, p):
     mem = st.mem
     main = st.cpu[c + C_MAIN]
     spare = st.cpu[c + C_SPARE]
-    if (pd[PD_ROW] != c) | (main == 0) | (spare == 0):
+    if (pd[PD_ROW] != c) | (main == 0) | (spare == 0) | (pd[PD_NPEND] != nr):
         return False
     cap = _ca(st, cache, CA_SHEAF_CAPACITY)
     over = mem[(main >> 3) + SH_SIZE] + nr - cap
@@ -163,6 +164,35 @@ def _free_pending_two(st, cache, cpu, nr, p):
     _put_main_spare(st, cache, cpu, nr, p)
     pd[PD_COUNT] = 0
     st.g[G_PEND] = 0
+    return True
+
+
+@jit
+def _free_recorded(st, cache, cpu, nr, p):
+    """The free of exactly the checked record (the last bulk allocation, its marks written).
+
+    ``p[:nr]`` equal to the record of this cache and CPU, on a machine of one node, no object of
+    the cache freed by a user's inlined code since (``live._free_stamp`` unmoved): the objects
+    are distinct live objects of the cache, so the batch check is skipped and the free is
+    ``kmem_cache_free_bulk``'s after it (``free_to_pcs_bulk``, or ``__kmem_cache_free_bulk``
+    without sheaves), each object's live bit cleared where the free touches it; the record
+    cleared. True; False with nothing changed otherwise (the caller settles and frees)."""
+    pd = st.pend
+    if (pd[PD_ROW] != _cpu_row(st, cache, cpu)) | (pd[PD_NPEND] != 0) | (st.nnodes != 1):
+        return False
+    d = 0
+    for k in range(nr):
+        d |= p[k] ^ pd[PD_OBJS + k]
+    if d or _free_stamp(st, cache) != pd[PD_STAMP]:
+        return False
+    pd[PD_COUNT] = 0
+    st.g[G_PEND] = 0
+    if _ca(st, cache, CA_SHEAF_CAPACITY):
+        _free_to_pcs_batches(st, cache, cpu, nr, p, True)
+    else:
+        if st.kernel >= KERNEL_7_0:
+            _stat(st, cache, cpu, FREE_SLOWPATH, nr)
+        free_bulk_raw_cleared(st, cache, cpu, nr, address(p))
     return True
 
 
@@ -282,7 +312,7 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
     if st.kernel >= KERNEL_7_3 and st.nnodes > 1:
         free_to_pcs_bulk_split(st, cache, cpu, nr, address(p))
     else:
-        _free_to_pcs_batches(st, cache, cpu, nr, p)
+        _free_to_pcs_batches(st, cache, cpu, nr, p, False)
 
 
 @unit
@@ -299,7 +329,7 @@ def free_to_pcs_bulk_split(st, cache, cpu, nr, paddr):
         if _slab_nid(st, p[i] >> 12) != local:
             p[i], p[base] = p[base], p[i]
             base += 1
-    _free_to_pcs_batches(st, cache, cpu, nr - base, words_at(paddr + 8 * base))
+    _free_to_pcs_batches(st, cache, cpu, nr - base, words_at(paddr + 8 * base), False)
     if base:
         _stat(st, cache, cpu, FREE_SLOWPATH, base)
         free_bulk_raw(st, cache, cpu, base, paddr)
@@ -307,7 +337,7 @@ def free_to_pcs_bulk_split(st, cache, cpu, nr, paddr):
 
 
 @jit
-def _free_to_pcs_batches(st, cache, cpu, nr, p):
+def _free_to_pcs_batches(st, cache, cpu, nr, p, clear):
     """``free_to_pcs_bulk`` before 7.3: local objects into sheaves, remote ones to the slabs.
 
     The local-node objects of ``p[:nr]`` into sheaves (swapping with the spare or trading a full
@@ -316,7 +346,8 @@ def _free_to_pcs_batches(st, cache, cpu, nr, p):
     the local objects. The scan removes an object as the kernel does (``p[i] = p[--size]``, a
     removed one kept in the slot that frees: ``p`` is permuted). Where the kernel, its 32nd remote
     object the last scanned, returns without freeing the local objects (a leak), numslab frees them
-    (ARCHITECTURE: deliberate deviations)."""
+    (ARCHITECTURE: deliberate deviations). With ``clear`` (the free of a checked record, on one
+    node: no remote object) the objects' live bits are cleared where they go, unchecked."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
@@ -361,11 +392,19 @@ def _free_to_pcs_batches(st, cache, cpu, nr, p):
                 break
             main = cpt[c + C_MAIN]
         batch = min(size - done, cap - mem[_w(main, SH_SIZE)])
+        if clear:
+            live = st.live
+            for k in range(done, done + batch):
+                a = p[k]
+                live[a >> 9] &= ~(1 << ((a >> 3) & 63))
         _sheaf_put(st, cache, cpu, main, batch, p, done)
         done += batch
     if done < size:                             # no_empty / fallback
         if st.kernel >= KERNEL_7_0:
             _stat(st, cache, cpu, FREE_SLOWPATH, size - done)
-        free_bulk_raw(st, cache, cpu, size - done, address(p) + 8 * done)
+        if clear:
+            free_bulk_raw_cleared(st, cache, cpu, size - done, address(p) + 8 * done)
+        else:
+            free_bulk_raw(st, cache, cpu, size - done, address(p) + 8 * done)
     if remote:                                  # flush_remote: the last batch
         _flush_remote(st, cache, cpu, p, size, remote)

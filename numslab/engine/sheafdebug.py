@@ -57,7 +57,7 @@ def free_bulk_checked(st, cache, cpu, nr, paddr):
             else:
                 if st.kernel >= KERNEL_7_0:
                     _stat(st, owner, cpu, FREE_SLOWPATH, size - same)
-                _free_run(st, owner, cpu, slab, p, same, size)
+                _free_run(st, owner, cpu, slab, p, same, size, False)
         size = same
     if first >= 0:
         return E_DEBUG - first * E_AT

@@ -44,8 +44,10 @@ if TYPE_CHECKING:
 #: ``random_seq``, the caches' ``s->random_seq`` kmalloc objects; 13: fields ``held``, the objects
 #: off their slabs' free lists, and ``pend``, the pending bulk allocation (none in a file: save
 #: settles it), scalar ``G_PEND``, ``CA_ACTIVE`` the cache's state mask (7, 3 or 1) and the
-#: meta's ``pending_takes``).
-FORMAT = 13
+#: meta's ``pending_takes``); 14: field ``pend`` holds the record of any bulk allocation of up
+#: to ``REC_MAX`` objects (``REC_MAX + PD_OBJS`` words: its pending part's count and the free
+#: stamp added; still none in a file).
+FORMAT = 14
 #: The words of field ``g`` fixed when a machine is made (``layout.new_state``).
 _FIXED = (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL)
 
