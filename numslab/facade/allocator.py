@@ -125,10 +125,13 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
         Default order of the node partial lists (``KmemCache.partial_order``).
     pending_takes : bool
         numslab's pending bulk takes (on; in no kernel): a bulk allocation of at most 64
-        objects taken whole from a CPU's main sheaf writes no mark until another call needs it,
-        and a free of exactly that batch puts it back with one compare (ARCHITECTURE.md, field
-        ``pend``). Off, the take marks its objects at once: every call returns the same and
-        leaves the same state (``tests/test_fuzz_pending.py``); for tests and benchmarks.
+        objects taken whole from a CPU's main sheaf (or begun by the main and ended by the
+        spare) writes no mark until another call needs it, and a free of exactly that batch
+        puts it back with one compare; any other bulk allocation of at most 4096 objects keeps
+        a checked record, whose free skips the batch check (ARCHITECTURE.md, field ``pend``).
+        Off, the take marks its objects at once and no record is kept: every call returns the
+        same and leaves the same state (``tests/test_fuzz_pending.py``); for tests and
+        benchmarks.
     slab_min_order, slab_max_order, slab_min_objects : int, optional
         The kernel's boot parameters of the slab order (``calculate_order``; defaults 0, 3
         and the CPUs' own), as ``geometry.boot_orders`` applies them (``slab_orders``).
