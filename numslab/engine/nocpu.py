@@ -14,13 +14,15 @@ refill).
 from __future__ import annotations
 
 from ..flags import __GFP_RECLAIM, __GFP_THISNODE, ALLOC_SLAB, ALLOC_SLOWPATH
-from .layout import (CA_DEBUG, CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL, CA_OBJECTS,
-                     CA_OFFSET, CA_ORDER, CA_RECIP, CA_RED_LEFT, CA_RSEQ,
-                     CA_RSEQ_LEN, CA_SIZE, KERNEL_7_3, N_NR_PARTIAL, N_PARTIAL_HEAD,
-                     NIL, PG_SORTED, RSEQ_MAX, _ca, _node_row,
-                     _rand, _stat)
+from .layout import (CA_CTOR, CA_DEBUG, CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTIAL,
+                     CA_OBJECTS, CA_OFFSET, CA_ORDER, CA_RECIP, CA_RED_LEFT, CA_RSEQ,
+                     CA_RSEQ_LEN, CA_SIZE, G_FRNG, G_SLAB_GEN, KERNEL_7_3, N_NR_PARTIAL,
+                     N_NR_SLABS, N_PARTIAL_HEAD, N_TOTAL_OBJECTS, NIL, P_COUNT, P_FREE_FACTOR,
+                     P_LISTS, PCP_MAX_ORDER, PG_HEAD, PG_SLAB, PG_SORTED, PG_TAIL, RSEQ_MAX, _ca,
+                     _node_row, _rand, _stat)
 from .live import (_aux, _grid_set_slab, _held_run, _live_set_run, _live_set_slab)
 from .native import address, jit, unit, words_at
+from .pages import _pcp_row
 from .partialorder import sorted_refile
 from .freelist import _below, _fp_mask, _get_fp, _link_in_address_order, _new_slab_objects, _set_fp
 from .slablists import (_add_partial, _add_partial_inline, _allocate_slab, _count_disagrees,
@@ -443,7 +445,14 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
     live = st.live
     aux = _aux(st, cache)
     first = -1                  # the first whole slab's live words, copied to every later
+    n = _ca(st, cache, CA_RSEQ_LEN)
+    fast = mark and _ca(st, cache, CA_ORDER) <= PCP_MAX_ORDER and not _ca(st, cache, CA_CTOR) \
+        and (n == 0 or objects < 2 or n == objects and 2 * n <= RSEQ_MAX)
     while got < lo:
+        if fast and hi - got >= objects:
+            got, first = _carve_whole_slabs(st, cache, cpu, local, p, got, lo, hi, first)
+            if got >= lo:
+                break
         start = got
         if hi - got >= objects:
             # every object of the slab goes out: no free list is built only to be walked
@@ -496,6 +505,121 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
                 _live_set_run(st, p, start, got - start)
             _held_run(st, aux, p, start, got)
     return got
+
+
+@jit(inline=True)
+def _carve_whole_slabs(st, cache, cpu, node, p, got, lo, hi, first):
+    """Whole new slabs off the CPU's pcp list, every object marked, into ``p[got:]``; (got, first).
+
+    ``refill_new_slabs``' common case (a cache of a pcp order, no constructor, its objects in
+    address order or in a random sequence stored twice, ``mark``), leaving the state each slab's
+    ``_pcp_take``, ``_init_slab``, ``ALLOC_SLAB``, ``_new_slab_objects`` and marks leave: every
+    array's address held in a register across the loop (each call of those re-reads them after
+    every store), each page's row written once, the counters of the pcp row, ``G_SLAB_GEN``, the
+    generator and the statistic summed and stored at the end. Stops below ``lo`` only when the
+    pcp list is empty or fewer than a slab's objects fit (the caller's loop goes on)."""
+    objects = _ca(st, cache, CA_OBJECTS)
+    order = _ca(st, cache, CA_ORDER)
+    nw = 8 << order
+    rlen = _ca(st, cache, CA_RSEQ_LEN)
+    seq = _ca(st, cache, CA_RSEQ)
+    red = _ca(st, cache, CA_RED_LEFT)
+    size = _ca(st, cache, CA_SIZE)
+    aux = _aux(st, cache)
+    pcp = st.pcp
+    nxt = st.pg_next
+    prv = st.pg_prev
+    flags = st.pg_flags
+    head = st.pg_head
+    pord = st.pg_order
+    sl_cache = st.sl_cache
+    sl_objects = st.sl_objects
+    sl_inuse = st.sl_inuse
+    sl_freelist = st.sl_freelist
+    sl_slabs = st.sl_slabs
+    nd = st.node
+    live = st.live
+    held = st.held
+    rseq = st.rseq
+    g = st.g
+    one = st.nnodes == 1
+    ppn = st.pages_per_node
+    r = _node_row(st, cache, 0)
+    row = _pcp_row(st, cpu, node)
+    h = row + P_LISTS + 2 * order
+    frng = g[G_FRNG]
+    took = 0
+    pfn = pcp[h]
+    while got < lo and hi - got >= objects and pfn != NIL:
+        nx = nxt[pfn]                   # _pcp_del
+        pv = prv[pfn]
+        if pv != NIL:
+            nxt[pv] = nx
+        else:
+            pcp[h] = nx
+        if nx != NIL:
+            prv[nx] = pv
+        else:
+            pcp[h + 1] = pv
+        nxt[pfn] = NIL
+        prv[pfn] = NIL
+        pord[pfn] = order               # _mark_allocated, _init_slab
+        flags[pfn] = PG_HEAD | PG_SLAB
+        head[pfn] = pfn
+        for t in range(pfn + 1, pfn + (1 << order)):
+            flags[t] = PG_TAIL
+            head[t] = pfn
+        sl_cache[pfn] = cache
+        sl_objects[pfn] = objects
+        sl_inuse[pfn] = objects         # (every object goes out)
+        sl_freelist[pfn] = 0
+        sl_slabs[pfn] = 0
+        if not one:
+            r = _node_row(st, cache, pfn // ppn)
+        nd[r + N_NR_SLABS] += 1
+        nd[r + N_TOTAL_OBJECTS] += objects
+        base = (pfn << 12) + red
+        if rlen == objects and objects >= 2:    # _new_slab_objects: from _below's position
+            frng ^= frng >> 12
+            frng ^= (frng << 25) & 0x7FFFFFFFFFFFFFFF
+            frng ^= frng >> 27
+            frng &= 0x7FFFFFFFFFFFFFFF
+            if frng == 0:
+                frng = 1
+            o = seq + (((frng >> 31) * rlen) >> 32)
+            for j in range(objects):
+                p[got + j] = base + rseq[o + j]
+        else:
+            for j in range(objects):
+                p[got + j] = base + j * size
+        w0 = pfn << 3
+        if first < 0:
+            first = w0
+            for j in range(nw):
+                live[w0 + j] = 0
+            _grid_set_slab(live, st, cache, pfn)
+            if aux:
+                for j in range(nw):
+                    held[w0 + j] = live[w0 + j]
+        elif aux:
+            for j in range(nw):
+                v = live[first + j]
+                live[w0 + j] = v
+                held[w0 + j] = v
+        else:
+            for j in range(nw):
+                live[w0 + j] = live[first + j]
+        got += objects
+        took += 1
+        pfn = pcp[h] if pv != NIL else nx
+    if took:
+        pcp[row + P_FREE_FACTOR] >>= min(took, 63)
+        pcp[row + P_COUNT] -= took << order
+        g[G_SLAB_GEN] += took
+        if rlen == objects and objects >= 2:
+            g[G_FRNG] = frng
+        _stat(st, cache, cpu, ALLOC_SLAB, took)
+    return got, first
 
 
 @jit(inline=True)
