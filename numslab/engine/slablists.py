@@ -284,8 +284,10 @@ def new_slab(st, cache, cpu, node, thisnode):
     """``new_slab``: a new slab, its free list through every object; its head frame, or NIL.
 
     The free list is in the order of :func:`_next_obj` (``shuffle_freelist`` when the cache's free
-    lists are randomised); the slab is accounted to its node. NIL when out of memory."""
-    slab = allocate_slab(st, cache, cpu, node, thisnode)
+    lists are randomised); the slab is accounted to its node. NIL when out of memory. The pages
+    come inline on a pcp hit (:func:`_allocate_slab`: no unit calls, 6.18's bulk rounds made
+    every slab through here)."""
+    slab = _allocate_slab(st, cache, cpu, node, thisnode)
     if slab == NIL:
         return NIL
     _build_freelist(st, cache, slab)
