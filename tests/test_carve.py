@@ -1,4 +1,4 @@
-"""Whole new slabs carved for a bulk allocation (``nocpu._carve_whole_slabs``): the pages in
+"""Whole new slabs carved for a bulk allocation (``nocpu.carve_whole_slabs``): the pages in
 the pcp list's order (and on from the buddy lists once it runs dry), each slab's objects a
 rotation of the cache's random sequence (or in address order), and the counters the kernel
 moves once a slab (the node's slabs and objects, ``alloc_slab``, the pcp count, the slab
