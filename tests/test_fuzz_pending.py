@@ -139,7 +139,8 @@ def _step(op, n, live, freed, last, prev=()):
         if op == "jone":
             return lambda r: jit_free(r.sa.handle, r.c.id, pick)
         return lambda r: r.c.free(pick)
-    gone = [x for x in freed if x not in live]      # (not handed out again since)
+    held = set(live)
+    gone = [x for x in freed if x not in held]      # (not handed out again since)
     if op == "double" and gone:
         x = gone[n % len(gone)]
         b = np.array((last or [])[:3] + [x], np.int64)
