@@ -432,17 +432,23 @@ class SlabState:
 
 # ---- kernel-side helpers ------------------------------------------------------------------
 @native.jit(inline=True)
-def _xorshift(g, item):
-    """Step the xorshift64 generator whose state is word ``item`` of ``g``.
-
-    The new state, in 1..2**63-1."""
-    x = g[item]
+def _xorshift_next(x):
+    """The xorshift64 state after ``x``, in 1..2**63-1 (a loop keeps it in a register)."""
     x ^= x >> 12
     x ^= (x << 25) & 0x7FFFFFFFFFFFFFFF
     x ^= x >> 27
     x &= 0x7FFFFFFFFFFFFFFF
     if x == 0:
         x = 1
+    return x
+
+
+@native.jit(inline=True)
+def _xorshift(g, item):
+    """Step the xorshift64 generator whose state is word ``item`` of ``g``.
+
+    The new state, in 1..2**63-1."""
+    x = _xorshift_next(g[item])
     g[item] = x
     return x
 

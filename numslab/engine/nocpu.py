@@ -19,10 +19,10 @@ from .layout import (CA_CTOR, CA_DEBUG, CA_DEFRAG_RATIO, CA_FP_KEY, CA_MIN_PARTI
                      CA_RSEQ_LEN, CA_SIZE, G_FRNG, G_SLAB_GEN, KERNEL_7_3, N_NR_PARTIAL,
                      N_NR_SLABS, N_PARTIAL_HEAD, N_TOTAL_OBJECTS, NIL, P_COUNT, P_FREE_FACTOR,
                      P_LISTS, PCP_MAX_ORDER, PG_HEAD, PG_SLAB, PG_SORTED, PG_TAIL, RSEQ_MAX, _ca,
-                     _node_row, _rand, _stat)
+                     _node_row, _rand, _stat, _xorshift_next)
 from .live import (_aux, _grid_set_slab, _held_run, _live_set_run, _live_set_slab)
 from .native import address, jit, unit, words_at
-from .pages import _pcp_row
+from .pages import _pcp_row, _unlink
 from .partialorder import sorted_refile
 from .freelist import _below, _fp_mask, _get_fp, _link_in_address_order, _new_slab_objects, _set_fp
 from .slablists import (_add_partial, _add_partial_inline, _allocate_slab, _count_disagrees,
@@ -465,25 +465,9 @@ def refill_new_slabs(st, cache, cpu, lo, hi, paddr, got, mark, thisnode):
             st.sl_inuse[slab] = n
             got += n
             held = st.held              # every object off the slab: held, if aux (a whole
-            w0 = slab << 3              # slab's held words are its live ones when marked)
-            if mark and n == objects:   # (a slab of the fallback order has fewer objects)
-                if first < 0:
-                    first = w0
-                    for j in range(nw):
-                        live[first + j] = 0
-                    _live_set_slab(st, cache, slab)
-                    if aux:
-                        for j in range(nw):
-                            held[w0 + j] = live[w0 + j]
-                elif aux:               # both from the first's words in one pass (not the
-                    for j in range(nw):  # held words loaded back from the live just stored)
-                        v = live[first + j]
-                        live[w0 + j] = v
-                        held[w0 + j] = v
-                else:
-                    for j in range(nw):
-                        live[w0 + j] = live[first + j]
-            else:
+            if mark and n == objects:   # slab's held words are its live ones when marked;
+                first = _mark_whole_slab(st, cache, slab, live, held, first, nw, aux)
+            else:                       # a slab of the fallback order has fewer objects)
                 if mark:
                     _live_set_slab(st, cache, slab)
                 if aux:
@@ -557,18 +541,7 @@ def carve_whole_slabs(st, cache, cpu, node, paddr, got, lo, hi):
     took = 0
     pfn = pcp[h]
     while got < lo and hi - got >= objects and pfn != NIL:
-        nx = nxt[pfn]                   # _pcp_del
-        pv = prv[pfn]
-        if pv != NIL:
-            nxt[pv] = nx
-        else:
-            pcp[h] = nx
-        if nx != NIL:
-            prv[nx] = pv
-        else:
-            pcp[h + 1] = pv
-        nxt[pfn] = NIL
-        prv[pfn] = NIL
+        nx, pv = _unlink(nxt, prv, pcp, h, pfn)     # _pcp_del
         pord[pfn] = order               # _mark_allocated, _init_slab
         flags[pfn] = PG_HEAD | PG_SLAB
         head[pfn] = pfn
@@ -586,35 +559,14 @@ def carve_whole_slabs(st, cache, cpu, node, paddr, got, lo, hi):
         nd[r + N_TOTAL_OBJECTS] += objects
         base = (pfn << 12) + red
         if rlen == objects and objects >= 2:    # _new_slab_objects: from _below's position
-            frng ^= frng >> 12
-            frng ^= (frng << 25) & 0x7FFFFFFFFFFFFFFF
-            frng ^= frng >> 27
-            frng &= 0x7FFFFFFFFFFFFFFF
-            if frng == 0:
-                frng = 1
+            frng = _xorshift_next(frng)
             o = seq + (((frng >> 31) * rlen) >> 32)
             for j in range(objects):
                 p[got + j] = base + rseq[o + j]
         else:
             for j in range(objects):
                 p[got + j] = base + j * size
-        w0 = pfn << 3
-        if first < 0:
-            first = w0
-            for j in range(nw):
-                live[w0 + j] = 0
-            _grid_set_slab(live, st, cache, pfn)
-            if aux:
-                for j in range(nw):
-                    held[w0 + j] = live[w0 + j]
-        elif aux:
-            for j in range(nw):
-                v = live[first + j]
-                live[w0 + j] = v
-                held[w0 + j] = v
-        else:
-            for j in range(nw):
-                live[w0 + j] = live[first + j]
+        first = _mark_whole_slab(st, cache, pfn, live, held, first, nw, aux)
         got += objects
         took += 1
         pfn = pcp[h] if pv != NIL else nx
@@ -626,6 +578,33 @@ def carve_whole_slabs(st, cache, cpu, node, paddr, got, lo, hi):
             g[G_FRNG] = frng
         _stat(st, cache, cpu, ALLOC_SLAB, took)
     return got
+
+
+@jit(inline=True)
+def _mark_whole_slab(st, cache, slab, live, held, first, nw, aux):
+    """Mark every object of a new ``slab`` handed out: live, and held too with ``aux``.
+
+    ``nw`` bitmap words a slab; ``first``, the words of a refill's first such slab (-1: this is
+    it, its grid written), which every later one copies (both bitmaps from them in one pass, not
+    the held words loaded back from the live just stored). Returns ``first``."""
+    w0 = slab << 3
+    if first < 0:
+        for j in range(nw):
+            live[w0 + j] = 0
+        _grid_set_slab(live, st, cache, slab)
+        if aux:
+            for j in range(nw):
+                held[w0 + j] = live[w0 + j]
+        return w0
+    if aux:
+        for j in range(nw):
+            v = live[first + j]
+            live[w0 + j] = v
+            held[w0 + j] = v
+    else:
+        for j in range(nw):
+            live[w0 + j] = live[first + j]
+    return first
 
 
 @jit(inline=True)

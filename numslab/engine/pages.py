@@ -161,25 +161,32 @@ def _pcp_add(st, row, order, pfn, at_head):
     pcp[row + P_COUNT] += 1 << order
 
 
-@jit
-def _pcp_del(st, row, order, pfn):
-    """Unlink the block at ``pfn`` from pcp list ``order`` of ``row`` (marks cleared)."""
-    pcp = st.pcp
-    nxt = st.pg_next
-    prv = st.pg_prev
-    h = row + P_LISTS + 2 * order
+@jit(inline=True)
+def _unlink(nxt, prv, heads, h, pfn):
+    """Unlink frame ``pfn`` from the list whose head and tail are ``heads[h]``, ``heads[h + 1]``.
+
+    ``nxt``/``prv``: the frames' links (``pg_next``, ``pg_prev``), ``pfn``'s set to NIL. Returns
+    its (next, previous) before."""
     n = nxt[pfn]
     p = prv[pfn]
     if p != NIL:
         nxt[p] = n
     else:
-        pcp[h] = n
+        heads[h] = n
     if n != NIL:
         prv[n] = p
     else:
-        pcp[h + 1] = p
+        heads[h + 1] = p
     nxt[pfn] = NIL
     prv[pfn] = NIL
+    return n, p
+
+
+@jit
+def _pcp_del(st, row, order, pfn):
+    """Unlink the block at ``pfn`` from pcp list ``order`` of ``row`` (marks cleared)."""
+    pcp = st.pcp
+    _unlink(st.pg_next, st.pg_prev, pcp, row + P_LISTS + 2 * order, pfn)
     st.pg_flags[pfn] = 0
     st.pg_order[pfn] = NIL
     pcp[row + P_COUNT] -= 1 << order
