@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import numslab
-from numslab.engine.layout import G_PEND, PD_COUNT, PD_NPEND, PD_OBJS, PD_ROW
+from numslab.engine.layout import C_MAIN, G_PEND, PD_COUNT, PD_NPEND, PD_OBJS, PD_ROW, SH_SIZE
 
 from conftest import jit_alloc_bulk, jit_free, jit_free_bulk, jit_is_live, snapshot
 
@@ -273,6 +273,26 @@ def test_validate_checks_the_record_of_the_last_bulk_allocation(gen):
     with pytest.raises(numslab.SlabCorruptionError, match=RECORD_BROKEN):
         sa.validate()
     live[a >> 9] |= bit
+    sa.validate()
+    c.free_bulk(out)
+    assert st.g[G_PEND] == 0 and len(c) == 0
+    sa.validate()
+    sa.check_invariants()
+    # The round again: the main sheaf's whole content begins the batch, left pending (no mark:
+    # PD_NPEND says how many), the rest through the slabs marked; each kind of break refused.
+    m = int(sa._mem[(int(st.cpu[c._id, 0, C_MAIN]) >> 3) + SH_SIZE])
+    assert 0 < m < 250
+    out = c.alloc_bulk(250)
+    assert st.g[G_PEND] == 250 and st.pend[PD_NPEND] == m and len(c) == 250
+    sa.validate()
+    for k in (0, m - 1, m):                 # a pending object marked, a slab object unmarked
+        a = int(out[k])
+        bit = np.uint64(1) << np.uint64((a >> 3) & 63)
+        assert bool(live[a >> 9] & bit) == (k >= m)
+        live[a >> 9] ^= bit
+        with pytest.raises(numslab.SlabCorruptionError, match=RECORD_BROKEN):
+            sa.validate()
+        live[a >> 9] ^= bit
     sa.validate()
     c.free_bulk(out)
     assert st.g[G_PEND] == 0 and len(c) == 0

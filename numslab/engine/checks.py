@@ -617,12 +617,13 @@ def validate(st, cache, n, paddr):
 def _record_bad(st):
     """-1 if the record of the last bulk allocation (field ``pend``) is sound, else a where.
 
-    The count is ``G_PEND`` (0: none) and at most ``REC_MAX``; the pending part all of it (at
-    most ``PEND_MAX``, each object (live, held) (0, 1) in a cache keeping held bits) or none (a
-    checked record); its CPU row an active cache's. A checked record whose stamp has not moved
-    (no object of the cache freed by a user's inlined code since) names distinct live objects
-    of that cache (each bit cleared as it is tested, then all put back). The where: the first
-    bad object, else the count."""
+    The count is ``G_PEND`` (0: none) and at most ``REC_MAX``; the pending part (at most
+    ``PEND_MAX``, each object (live, held) (0, 1) in a cache keeping held bits) all of it, or
+    the head of a checked record (none, or its main sheaf's part); its CPU row an active
+    cache's. A checked record whose stamp has not moved (no object of the cache freed by a
+    user's inlined code since) names past its pending part distinct live objects of that cache
+    (each bit cleared as it is tested, then all put back). The where: the first bad object,
+    else the count."""
     pd = st.pend
     n = st.g[G_PEND]
     if n == 0:
@@ -631,7 +632,7 @@ def _record_bad(st):
     npend = pd[PD_NPEND]
     per = st.ncpus * C_NCOLS
     if (pd[PD_COUNT] != n) | (n < 0) | (n > REC_MAX) | (row < 0) | (row % C_NCOLS != 0) | \
-            (row >= st.max_caches * per) | ((npend != 0) & ((npend != n) | (n > PEND_MAX))):
+            (row >= st.max_caches * per) | (npend < 0) | (npend > n) | (npend > PEND_MAX):
         return n
     cache = row // per
     if _ca(st, cache, CA_ACTIVE) == 0:
@@ -645,10 +646,10 @@ def _record_bad(st):
         sh = (a >> 3) & 63
         if (st.live[a >> 9] >> sh) & 1 or ((st.held[a >> 9] >> sh) & 1) != aux:
             return a
-    if npend or _free_stamp(st, cache) != pd[PD_STAMP]:
+    if npend == n or _free_stamp(st, cache) != pd[PD_STAMP]:
         return -1
     bad = -1
-    k = 0
+    k = npend
     while k < n:
         a = pd[PD_OBJS + k]
         if (a <= 0) | (a >= limit) or _slab_of(st, a, cache) == NIL:
@@ -656,7 +657,7 @@ def _record_bad(st):
             break
         _live_clear(st, a)              # (a second copy of it then fails _slab_of)
         k += 1
-    for j in range(k):
+    for j in range(npend, k):
         _live_set(st, pd[PD_OBJS + j])
     return bad
 

@@ -173,8 +173,8 @@ def _settle(st):
     """Write the pending record's marks: each of its objects (0, 1) -> (1, 1); the record cleared.
 
     Every path that reads or changes object states other than the bulk round's calls this first
-    while ``G_PEND`` is not 0. A checked record (``PD_NPEND`` 0: its marks written at the
-    allocation) is only dropped."""
+    while ``G_PEND`` is not 0. A checked record's marks past its pending part (``PD_NPEND``: 0,
+    or its main sheaf's part) were written at the allocation: it is only dropped then."""
     pd = st.pend
     live = st.live
     n = pd[PD_NPEND]
@@ -207,7 +207,7 @@ def _repend(st, pend):
     if pend and st.g[G_PEND] == 0:
         pd = st.pend
         live = st.live
-        for k in range(pd[PD_NPEND]):          # (0 for a checked record: only dropped)
+        for k in range(pd[PD_NPEND]):          # (a checked record's pending part alone)
             a = pd[PD_OBJS + k]
             live[a >> 9] &= ~(1 << ((a >> 3) & 63))
         pd[PD_COUNT] = pend
@@ -247,16 +247,24 @@ def _free_stamp(st, cache):
 
 @jit
 def _record_checked(st, cache, row, nr, p):
-    """The checked record of a bulk allocation: ``p[:nr]``, every object marked live, copied.
+    """The checked record of a bulk allocation: ``p[:nr]`` copied, its pending head counted.
 
-    Any earlier record is the caller's to settle first. A free of exactly ``p[:nr]`` by the same
+    The objects before the first one marked live (none, or the CPU's main sheaf's whole content
+    at the start of the batch, ``pcsbulk._main_pending``: at most ``PEND_MAX``, fewer than
+    ``nr``) are left cached as a pending take is (no mark written: ``PD_NPEND`` says how many,
+    and :func:`_settle` writes their marks); the rest were marked live by their take. Any
+    earlier record is the caller's to settle first. A free of exactly ``p[:nr]`` by the same
     cache and CPU, nothing else done in between (the settle rule; the stamp for users' inlined
     single frees), skips the batch check (``pcsbulk._free_recorded``)."""
     pd = st.pend
+    live = st.live
+    npend = 0
+    while npend < nr and not (live[p[npend] >> 9] >> ((p[npend] >> 3) & 63)) & 1:
+        npend += 1
     for k in range(nr):
         pd[PD_OBJS + k] = p[k]
     pd[PD_ROW] = row
     pd[PD_COUNT] = nr
-    pd[PD_NPEND] = 0
+    pd[PD_NPEND] = npend
     pd[PD_STAMP] = _free_stamp(st, cache)
     st.g[G_PEND] = nr

@@ -11,9 +11,9 @@ from __future__ import annotations
 from ..flags import (ALLOC_PCS, BARN_GET, BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS,
                      FREE_SLOWPATH)
 from .bulk import free_bulk_raw, free_bulk_raw_cleared
-from .live import _free_stamp, _live_set_run, _record_take
+from .live import _free_stamp, _live_set_run, _pends, _record_take
 from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, G_PEND, KERNEL_7_0, KERNEL_7_3,
-                     PD_COUNT, PD_NPEND, PD_OBJS, PD_ROW, PD_STAMP,
+                     PD_COUNT, PD_NPEND, PD_OBJS, PD_ROW, PD_STAMP, PEND_MAX, REC_MAX,
                      MAX_FULL_SHEAVES, N_BARN_EMPTY, N_NR_EMPTY, N_NR_FULL, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _slab_nid, _stat)
 from .native import address, jit, unit, words_at
@@ -89,6 +89,42 @@ def _take_main_spare(st, cache, cpu, nr, p, pend):
     cpt[c + C_SPARE] = main
     _stat(st, cache, cpu, ALLOC_PCS, nr)
     return True
+
+
+@jit(inline=True)
+def _main_pending(st, cache, cpu, nr):
+    """How many objects a bulk allocation through the slabs takes pending from the main sheaf.
+
+    The main's whole content ``m`` when it is the start of a batch of ``nr`` that the main cannot
+    hold (``0 < m < nr``) on a cache taking batches pending, ``m`` at most ``PEND_MAX``, ``nr``
+    at most ``REC_MAX`` (the checked record then keeps them: ``live._record_checked`` finds
+    them unmarked at the head of the batch), from 7.0 on (6.18's CPU slab leaving counts the
+    objects of its slab that no one holds as lost, ``cpucache._note_lost``: the live marks say
+    who holds them); else 0 (the take marks them)."""
+    if st.kernel < KERNEL_7_0 or not _pends(st, cache) or nr > REC_MAX:
+        return 0
+    main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
+    if main == 0:
+        return 0
+    m = st.mem[_w(main, SH_SIZE)]
+    if 0 < m < nr and m <= PEND_MAX:
+        return m
+    return 0
+
+
+@jit(inline=True)
+def _take_main_pending(st, cache, cpu, m, p):
+    """Copy the main sheaf's ``m`` objects (its whole content) into ``p[:m]``, no mark written.
+
+    :func:`_main_pending`'s take: the objects stay cached (held: a free pointer naming one is
+    refused while the slab walk takes the rest); ALLOC_PCS += m."""
+    mem = st.mem
+    main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
+    o = _w(main, SH_OBJECTS)
+    for k in range(m):
+        p[k] = mem[o + k]
+    mem[_w(main, SH_SIZE)] = 0
+    _stat(st, cache, cpu, ALLOC_PCS, m)
 
 
 @jit(inline=True)
@@ -175,10 +211,12 @@ def _free_recorded(st, cache, cpu, nr, p):
     the cache freed by a user's inlined code since (``live._free_stamp`` unmoved): the objects
     are distinct live objects of the cache, so the batch check is skipped and the free is
     ``kmem_cache_free_bulk``'s after it (``free_to_pcs_bulk``, or ``__kmem_cache_free_bulk``
-    without sheaves), each object's live bit cleared where the free touches it; the record
-    cleared. True; False with nothing changed otherwise (the caller settles and frees)."""
+    without sheaves), each object's live bit cleared where the free touches it (those of its
+    pending part, ``PD_NPEND``, are clear: they go back still cached); the record cleared. True;
+    False with nothing changed otherwise (the caller settles and frees)."""
     pd = st.pend
-    if (pd[PD_ROW] != _cpu_row(st, cache, cpu)) | (pd[PD_NPEND] != 0) | (st.nnodes != 1):
+    npend = pd[PD_NPEND]
+    if (pd[PD_ROW] != _cpu_row(st, cache, cpu)) | (npend >= nr) | (st.nnodes != 1):
         return False
     d = 0
     for k in range(nr):
@@ -188,7 +226,7 @@ def _free_recorded(st, cache, cpu, nr, p):
     pd[PD_COUNT] = 0
     st.g[G_PEND] = 0
     if _ca(st, cache, CA_SHEAF_CAPACITY):
-        _free_to_pcs_batches(st, cache, cpu, nr, p, True)
+        _free_to_pcs_batches(st, cache, cpu, nr, p, True, npend)
     else:
         if st.kernel >= KERNEL_7_0:
             _stat(st, cache, cpu, FREE_SLOWPATH, nr)
@@ -250,11 +288,16 @@ def _alloc_from_pcs_bulk(st, cache, cpu, nr, p, start):
     """``alloc_from_pcs_bulk``: objects from the sheaves into ``p[start:start+nr]``, marked live.
 
     From main, spare and full barn sheaves (array order kept); stops when the barn has no full
-    sheaf."""
+    sheaf. The main's whole content taken first without marks when :func:`_main_pending` says
+    so (``kmem_cache_alloc_bulk``'s call, ``start`` 0: the record is settled)."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     got = 0
+    m = _main_pending(st, cache, cpu, nr)
+    if m:
+        _take_main_pending(st, cache, cpu, m, p)
+        got = m
     stale = 0
     while got < nr:
         main = cpt[c + C_MAIN]
@@ -312,7 +355,7 @@ def _free_to_pcs_bulk(st, cache, cpu, nr, p):
     if st.kernel >= KERNEL_7_3 and st.nnodes > 1:
         free_to_pcs_bulk_split(st, cache, cpu, nr, address(p))
     else:
-        _free_to_pcs_batches(st, cache, cpu, nr, p, False)
+        _free_to_pcs_batches(st, cache, cpu, nr, p, False, 0)
 
 
 @unit
@@ -329,7 +372,8 @@ def free_to_pcs_bulk_split(st, cache, cpu, nr, paddr):
         if _slab_nid(st, p[i] >> 12) != local:
             p[i], p[base] = p[base], p[i]
             base += 1
-    _free_to_pcs_batches(st, cache, cpu, nr - base, words_at(paddr + 8 * base), False)
+    _free_to_pcs_batches(st, cache, cpu, nr - base, words_at(paddr + 8 * base), False,
+                         0)
     if base:
         _stat(st, cache, cpu, FREE_SLOWPATH, base)
         free_bulk_raw(st, cache, cpu, base, paddr)
@@ -337,7 +381,7 @@ def free_to_pcs_bulk_split(st, cache, cpu, nr, paddr):
 
 
 @jit
-def _free_to_pcs_batches(st, cache, cpu, nr, p, clear):
+def _free_to_pcs_batches(st, cache, cpu, nr, p, clear, lo):
     """``free_to_pcs_bulk`` before 7.3: local objects into sheaves, remote ones to the slabs.
 
     The local-node objects of ``p[:nr]`` into sheaves (swapping with the spare or trading a full
@@ -347,7 +391,8 @@ def _free_to_pcs_batches(st, cache, cpu, nr, p, clear):
     removed one kept in the slot that frees: ``p`` is permuted). Where the kernel, its 32nd remote
     object the last scanned, returns without freeing the local objects (a leak), numslab frees them
     (ARCHITECTURE: deliberate deviations). With ``clear`` (the free of a checked record, on one
-    node: no remote object) the objects' live bits are cleared where they go, unchecked."""
+    node: no remote object) the objects' live bits from ``p[lo]`` on are cleared where they go,
+    unchecked (``p[:lo]``: the record's pending part, not marked)."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
@@ -394,7 +439,7 @@ def _free_to_pcs_batches(st, cache, cpu, nr, p, clear):
         batch = min(size - done, cap - mem[_w(main, SH_SIZE)])
         if clear:
             live = st.live
-            for k in range(done, done + batch):
+            for k in range(max(done, lo), done + batch):
                 a = p[k]
                 live[a >> 9] &= ~(1 << ((a >> 3) & 63))
         _sheaf_put(st, cache, cpu, main, batch, p, done)
