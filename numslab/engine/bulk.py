@@ -177,6 +177,20 @@ def _discards(st, cache, slab, cnt):
 
 
 @jit(inline=True)
+def _zero_slab_words(bitmap, w0, order):
+    """Zero the bitmap words of a slab of ``order`` whose first word is ``w0``.
+
+    An order-0 slab's eight words with a constant count: eight stores, not a memset call (2% of
+    bulk 4096's samples)."""
+    if order == 0:
+        for j in range(8):
+            bitmap[w0 + j] = 0
+    else:
+        for w in range(w0, w0 + (8 << order)):
+            bitmap[w] = 0
+
+
+@jit(inline=True)
 def _free_run(st, cache, cpu, slab, p, lo, hi, clear):
     """``do_slab_free`` of the detached chain ``p[lo:hi]`` (all of ``slab``).
 
@@ -188,24 +202,14 @@ def _free_run(st, cache, cpu, slab, p, lo, hi, clear):
     live words (every object it still counts is in the chain)."""
     cnt = hi - lo
     if _discards(st, cache, slab, cnt):
+        # its objects all free: no live bit (a checked record's) and no held bit left (the
+        # chain is not linked, so the loop below does not clear them); its order, as a slab of
+        # the fallback order is smaller
+        w0, order = slab << 3, st.pg_order[slab]
         if clear:
-            live = st.live
-            w0, order = slab << 3, st.pg_order[slab]
-            if order == 0:
-                for j in range(8):
-                    live[w0 + j] = 0
-            else:
-                for w in range(w0, w0 + (8 << order)):
-                    live[w] = 0
-        if _aux(st, cache):             # its objects all free: no longer held (the chain
-            held = st.held              # is not linked, so the loop below does not clear it)
-            w0, order = slab << 3, st.pg_order[slab]    # (its order: a slab of the fallback
-            if order == 0:                              # order is smaller)
-                for j in range(8):      # a constant count: eight stores, not a memset call
-                    held[w0 + j] = 0    # (2% of bulk 4096's samples)
-            else:
-                for w in range(w0, w0 + (8 << order)):
-                    held[w] = 0
+            _zero_slab_words(st.live, w0, order)
+        if _aux(st, cache):
+            _zero_slab_words(st.held, w0, order)
         if st.sl_freelist[slab] != 0:
             _remove_partial(st, cache, slab)
             _stat(st, cache, cpu, FREE_REMOVE_PARTIAL, 1)

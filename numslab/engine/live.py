@@ -232,6 +232,15 @@ def _record_take(st, row, src, o, nr, p):
 
 
 @jit(inline=True)
+def _record_equals(pd, nr, p):
+    """Whether ``p[:nr]`` is the record's copy of the addresses, in its order (one pass)."""
+    d = 0
+    for k in range(nr):
+        d |= p[k] ^ pd[PD_OBJS + k]
+    return d == 0
+
+
+@jit(inline=True)
 def _free_stamp(st, cache):
     """``cache``'s FREE_PCS summed over the CPUs: every free a user's inlined code makes counts.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..flags import (ALLOC_PCS, BARN_GET, BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS,
                      FREE_SLOWPATH)
 from .bulk import free_bulk_raw, free_bulk_raw_cleared
-from .live import _free_stamp, _live_set_run, _pends, _record_take
+from .live import _free_stamp, _live_set_run, _pends, _record_equals, _record_take
 from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, G_PEND, KERNEL_7_0, KERNEL_7_3,
                      PD_COUNT, PD_NPEND, PD_OBJS, PD_ROW, PD_STAMP, PEND_MAX, REC_MAX,
                      MAX_FULL_SHEAVES, N_BARN_EMPTY, N_NR_EMPTY, N_NR_FULL, SH_OBJECTS,
@@ -192,10 +192,7 @@ def _free_pending_two(st, cache, cpu, nr, p):
     over = mem[(main >> 3) + SH_SIZE] + nr - cap
     if (over <= 0) | (mem[(spare >> 3) + SH_SIZE] + over > cap):
         return False
-    d = 0
-    for k in range(nr):
-        d |= p[k] ^ pd[PD_OBJS + k]
-    if d:
+    if not _record_equals(pd, nr, p):
         return False
     _put_main_spare(st, cache, cpu, nr, p)
     pd[PD_COUNT] = 0
@@ -218,10 +215,7 @@ def _free_recorded(st, cache, cpu, nr, p):
     npend = pd[PD_NPEND]
     if (pd[PD_ROW] != _cpu_row(st, cache, cpu)) | (npend >= nr) | (st.nnodes != 1):
         return False
-    d = 0
-    for k in range(nr):
-        d |= p[k] ^ pd[PD_OBJS + k]
-    if d or _free_stamp(st, cache) != pd[PD_STAMP]:
+    if not _record_equals(pd, nr, p) or _free_stamp(st, cache) != pd[PD_STAMP]:
         return False
     pd[PD_COUNT] = 0
     st.g[G_PEND] = 0
@@ -372,8 +366,7 @@ def free_to_pcs_bulk_split(st, cache, cpu, nr, paddr):
         if _slab_nid(st, p[i] >> 12) != local:
             p[i], p[base] = p[base], p[i]
             base += 1
-    _free_to_pcs_batches(st, cache, cpu, nr - base, words_at(paddr + 8 * base), False,
-                         0)
+    _free_to_pcs_batches(st, cache, cpu, nr - base, words_at(paddr + 8 * base), False, 0)
     if base:
         _stat(st, cache, cpu, FREE_SLOWPATH, base)
         free_bulk_raw(st, cache, cpu, base, paddr)
