@@ -1188,12 +1188,11 @@ def test_load_of_a_file_that_is_not_a_machine_is_a_slab_error(sa, tmp_path):
 def _save_signed(path, arrays):
     """Write ``arrays`` as a machine file whose digest fits them: a file edited on purpose,
     which passes the digest and meets the checks behind it."""
-    from numslab.facade.persist import digest
+    from numslab.facade.persist import ARRAYS, digest
     meta = json.loads(str(arrays["meta"]))
     rest = {k: v for k, v in arrays.items() if k != "meta"}
     if isinstance(meta, dict):
-        meta["digest"] = digest(meta, {k: rest[k] for k in ("state", "arena", "shadow_pages",
-                                                           "shadow") if k in rest})
+        meta["digest"] = digest(meta, {k: rest[k] for k in ARRAYS if k in rest})
     np.savez(path, meta=np.array(json.dumps(meta)), **rest)
 
 
@@ -1238,6 +1237,10 @@ def test_load_of_a_damaged_machine_file_is_a_slab_error(kernel, tmp_path):
                with_meta(rcu_pending=5), with_meta(rcu_pending=[[a]]),
                {"shadow": None, "shadow_pages": None},            # UnboundLocalError
                {"shadow_pages": z["shadow_pages"].astype(float)},  # IndexError
+               # the arena's frames out of range, or one twice (two contents for it)
+               {"arena_pages": z["arena_pages"] + len(sa.memory) // 4096},
+               {"arena_pages": np.repeat(z["arena_pages"], 2),
+                "arena": np.repeat(z["arena"], 2, axis=0)},
                {"state": np.array(["a"] * len(z["state"]))}]       # ValueError
     for k, change in enumerate(damaged):
         d = {key: v for key, v in {**z, **change}.items() if v is not None}
@@ -1595,7 +1598,7 @@ def test_load_of_a_file_with_a_bit_flipped_anywhere_is_a_slab_error(tmp_path):
         words.append(range(entry + 42, entry + 46))     # its member's local header offset
         entry += 46 + sum(int.from_bytes(raw[entry + k:entry + k + 2], "little")
                           for k in (28, 30, 32))        # name, extra and comment lengths
-    assert len(words) == 1 + 5              # meta, state, arena, shadow_pages and shadow
+    assert len(words) == 1 + 5 + 1  # meta, state, arena_pages, arena, shadow_pages, shadow
     flips += [(pos, bit) for word in words for pos in word for bit in range(8)]
     for pos, bit in flips:
         b = bytearray(raw)
@@ -1662,7 +1665,7 @@ def test_load_refuses_a_file_with_one_word_changed_anywhere(kernel, tmp_path):
                            match=re.escape(f"load: {bad} is damaged: its content does not "
                                            "match its digest")):
             numslab.SlabAllocator.load(bad)
-    for name in ("state", "arena", "shadow_pages", "shadow"):
+    for name in ("state", "arena_pages", "arena", "shadow_pages", "shadow"):
         for seed in range(4):
             rng = np.random.default_rng(seed)
             a = z[name].copy()
@@ -1722,8 +1725,13 @@ def test_save_and_load_restore_the_whole_machine_exactly(sa, tmp_path):
     recs = t.alloc_bulk(50)
     t.store(recs, np.array([(i, i / 2) for i in range(50)], rec))
     ks = [sa.kmalloc(s) for s in (10, 100, 1000, 20000)]
+    sa.memory[-5] = 7                           # a stray byte in the arena's last frame
     path = tmp_path / "machine.npz"
     sa.save(path)
+    with np.load(path) as z:                    # the arena's frames written, and those only
+        frames = sa.memory.reshape(-1, 4096)
+        assert z["arena_pages"].tolist() == np.flatnonzero(frames.any(axis=1)).tolist()
+        assert len(z["arena_pages"]) < len(frames) // 8 and z["arena_pages"][-1] == len(frames) - 1
     back = numslab.SlabAllocator.load(path)
     assert back.kernel == sa.kernel and back.nr_cpus == sa.nr_cpus
     assert [x.name for x in back.caches] == [x.name for x in sa.caches]

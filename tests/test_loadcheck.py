@@ -231,9 +231,9 @@ def test_load_refuses_a_held_bitmap_that_is_not_the_objects_off_the_free_lists(k
 
 def test_load_refuses_a_file_of_the_format_before_held(tmp_path):
     """A file of format 12 (no fields ``held`` and ``pend``: its state is shorter) was refused
-    only as one that "does not fit the machine it describes"; the format is 14 now (13 added
-    them, 14 grew ``pend`` to the checked record's size), and such a file is refused as an
-    older numslab's, as the format said."""
+    only as one that "does not fit the machine it describes"; the format is later now (13 added
+    them, 14 grew ``pend`` to the checked record's size, 15 saves the arena's written frames
+    only), and such a file is refused as an older numslab's, as the format said."""
     import json
     from numslab.facade.persist import FORMAT
     sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
@@ -247,8 +247,8 @@ def test_load_refuses_a_file_of_the_format_before_held(tmp_path):
                                            if k not in ("digest", "pending_takes")},
                                         "format": 12}))}
     _save_signed(tmp_path / "old.npz", old)
-    assert FORMAT == 14
-    with pytest.raises(numslab.MachineFileError, match=r"is not a numslab machine of format 14 "
+    assert FORMAT == 15
+    with pytest.raises(numslab.MachineFileError, match=r"is not a numslab machine of format 15 "
                                                        r"\(it is format 12, written by an "
                                                        r"older numslab"):
         numslab.SlabAllocator.load(tmp_path / "old.npz")

@@ -46,8 +46,12 @@ if TYPE_CHECKING:
 #: settles it), scalar ``G_PEND``, ``CA_ACTIVE`` the cache's state mask (7, 3 or 1) and the
 #: meta's ``pending_takes``); 14: field ``pend`` holds the record of any bulk allocation of up
 #: to ``REC_MAX`` objects (``REC_MAX + PD_OBJS`` words: its pending part's count and the free
-#: stamp added; still none in a file).
-FORMAT = 14
+#: stamp added; still none in a file); 15: the arena saved as the shadow half is, its pages that
+#: are not all zero (``arena_pages``, ``arena``): a machine's file and its save and load took
+#: time in proportion to the memory it was given, not to the memory it used.
+FORMAT = 15
+#: The saved arrays, in the digest's order: see ARCHITECTURE.md ("A saved machine").
+ARRAYS = ("state", "arena_pages", "arena", "shadow_pages", "shadow")
 #: The words of field ``g`` fixed when a machine is made (``layout.new_state``).
 _FIXED = (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL)
 
@@ -167,6 +171,8 @@ def _save_held(sa: "SlabAllocator", path: str | Path) -> None:
                        for c in sa.caches]}
     pages = _shadow_pages(sa)
     used = np.flatnonzero(pages.any(axis=1))
+    frames = sa.memory.reshape(-1, 4096)
+    written = np.flatnonzero(frames.any(axis=1))
     state = sa._buf.copy()
     rows = view(state, F_CPU).reshape(-1, C_NCOLS)     # the rows as they are when not held
     held = rows[:, C_PARKED] != 0
@@ -174,7 +180,8 @@ def _save_held(sa: "SlabAllocator", path: str | Path) -> None:
     listed = sa._rcu_listed()           # the kfree_rcu list as allocated objects (load marks
     #                                     it again): lifted in the copy, not in the machine
     rcu_list_mark(state.ctypes.data, len(listed), listed.ctypes.data, 0)
-    arrays = {"state": state, "arena": sa.memory, "shadow_pages": used, "shadow": pages[used]}
+    arrays = {"state": state, "arena_pages": written, "arena": frames[written],
+              "shadow_pages": used, "shadow": pages[used]}
     meta["digest"] = digest(meta, arrays)
     with open(path, "wb") as f:
         np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
@@ -200,6 +207,17 @@ def digest(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
 def _shadow_pages(sa: "SlabAllocator") -> np.ndarray:
     """The shadow half of ``sa``'s mapping (the sheaves' words), uint8[pages, 4096]."""
     return sa._mem.view(np.uint8)[sa.memory.size:].reshape(-1, 4096)
+
+
+def _fit(which: np.ndarray, content: np.ndarray, pages: np.ndarray) -> bool:
+    """Whether ``which`` and ``content`` are pages of ``pages`` as :func:`save` writes them.
+
+    ``which`` (int[k]) names k distinct pages of ``pages`` (uint8[n, 4096]) in ascending order
+    and ``content`` (uint8[k, 4096]) holds their bytes."""
+    return which.ndim == 1 and which.dtype.kind in "iu" and content.dtype == pages.dtype and \
+        content.shape == (len(which), 4096) and \
+        (not len(which) or 0 <= which[0] and which[-1] < len(pages) and
+         bool(np.all(np.diff(which) > 0)))
 
 
 def _orders(value: Any, path: str | Path) -> list[int]:
@@ -234,8 +252,7 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
                 meta: dict[str, Any] = json.loads(str(z["meta"]))
                 ours = isinstance(meta, dict) and meta.get("format") == FORMAT
                 if ours:            # (an older format may lack an array: said below)
-                    state, arena = z["state"], z["arena"]
-                    used, shadow = z["shadow_pages"], z["shadow"]
+                    arrays = {name: z[name] for name in ARRAYS}
         except Exception as e:
             # not an .npz of ours (NumPy takes a text file for pickled data, says so, and
             # asks for allow_pickle), or a damaged one: a flipped bit in a member raises
@@ -252,7 +269,8 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
                  f"wrote it, or make the machine again)") if isinstance(was, int) and \
             0 < was < FORMAT else ""
         raise MachineFileError(f"load: {path} is not a numslab machine of format {FORMAT}{older}")
-    arrays = {"state": state, "arena": arena, "shadow_pages": used, "shadow": shadow}
+    state, written, arena = arrays["state"], arrays["arena_pages"], arrays["arena"]
+    used, shadow = arrays["shadow_pages"], arrays["shadow"]
     if meta.get("digest") != digest(meta, arrays):      # before anything trusts a word
         raise MachineFileError(f"load: {path} is damaged: its content does not match its digest")
     try:
@@ -271,11 +289,9 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
             raise
         raise MachineFileError(f"load: {path}: its meta makes no machine: {e}") from None
     pages = _shadow_pages(sa)
+    frames = sa.memory.reshape(-1, 4096)
     if state.shape != sa._buf.shape or state.dtype != sa._buf.dtype or \
-            arena.shape != sa.memory.shape or arena.dtype != sa.memory.dtype or \
-            shadow.shape != (len(used), 4096) or shadow.dtype != pages.dtype or \
-            used.ndim != 1 or used.dtype.kind not in "iu" or \
-            (len(used) and not 0 <= used.min() <= used.max() < len(pages)):
+            not _fit(written, arena, frames) or not _fit(used, shadow, pages):
         raise MachineFileError(f"load: {path} does not fit the machine it describes")
     g0 = int(sa._buf[H_FIELDS + 2 * F_G])          # the header and fixed scalars: the kernels'
     fixed = np.r_[H_MAGIC, H_MEMSIZE:HEADER, g0 + np.array(_FIXED)]     # offsets and bounds
@@ -286,7 +302,9 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
     made = made_with(sa)                        # (before the loaded state overwrites it)
     sa._buf[:] = state                          # in place: the gate and units hold pointers
     sa._buf[H_MEM] = address
-    sa.memory[:] = arena
+    frames[np.flatnonzero(frames.any(axis=1))] = 0     # (what the new machine wrote: its
+    frames[written] = arena                             # frame 0's sentinel sheaf)
+    pages[np.flatnonzero(pages.any(axis=1))] = 0
     pages[used] = shadow
     check_links(sa, path)
     structure = Structure(sa, made, path)
