@@ -25,7 +25,11 @@ from numslab.engine.layout import (C_RCU_FREE, CA_CTOR, CA_USER_SHEAVES, G_NRCU,
 
 from conftest import assert_unchanged, free_total, snapshot
 
-KERNELS = ("7.0", "7.1", "6.18")       #: the behaviour tested here is both generations
+#: The behaviour tested here is both generations'. 7.1 differs from 7.0 in two rules (an empty
+#: CPU's refill for GFP_ATOMIC, the shrink's order: test_nocpu.py), which no test here meets;
+#: the fuzzers and the generation-bound modules run 7.1 (running all of this file on it too
+#: was a tenth of the suite's time).
+KERNELS = ("7.0", "6.18")
 
 
 def test_module_level_api_just_works():
