@@ -1,6 +1,6 @@
 """The README's examples: every ```python block runs as written, alone in a fresh interpreter.
-The suite runs this file last (``conftest.LAST``), so that those interpreters load the
-engine's units the other tests compiled instead of compiling them again."""
+The suite runs this file after the large ones (``conftest.FRESH``), so that those interpreters
+load the engine's units the other tests compiled instead of compiling them again."""
 from __future__ import annotations
 
 import re
