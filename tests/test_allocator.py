@@ -1619,6 +1619,35 @@ def test_load_of_a_file_with_a_bit_flipped_anywhere_is_a_slab_error(tmp_path):
         numslab.SlabAllocator.load(tmp_path / "missing.npz")
 
 
+def test_a_file_of_format_14_with_its_whole_arena_loads_as_the_machine_it_saved(kernel,
+                                                                               tmp_path):
+    """Format 15 saves the arena's written frames only; a file saved before, with the whole
+    arena, loads as the same machine (its state's layout is 15's), and one word changed in it
+    is still refused by the digest."""
+    good = tmp_path / "good.npz"
+    sa = _saved_machine(kernel, good)
+    z = dict(np.load(good))
+    whole = np.zeros(sa.memory.shape, np.uint8)
+    whole.reshape(-1, 4096)[z["arena_pages"]] = z["arena"]
+    meta = json.loads(str(z["meta"]))
+    old = {"meta": np.array(json.dumps({**meta, "format": 14})), "state": z["state"],
+           "arena": whole, "shadow_pages": z["shadow_pages"], "shadow": z["shadow"]}
+    _save_signed(tmp_path / "old.npz", old)
+    back, now = (numslab.SlabAllocator.load(tmp_path / f) for f in ("old.npz", "good.npz"))
+    a, b = snapshot(back), snapshot(now)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert np.array_equal(back.memory, sa.memory)
+    back.validate()
+    whole[int(z["arena_pages"][0]) * 4096] ^= 1
+    np.savez(tmp_path / "bad.npz", **old)
+    with pytest.raises(numslab.MachineFileError, match="does not match its digest"):
+        numslab.SlabAllocator.load(tmp_path / "bad.npz")
+    for cut in (whole[:-1], whole[:-4096]):         # not whole frames; not the whole arena
+        _save_signed(tmp_path / "bad.npz", {**old, "arena": cut})
+        with pytest.raises(numslab.MachineFileError, match="does not fit the machine"):
+            numslab.SlabAllocator.load(tmp_path / "bad.npz")
+
+
 def test_load_refuses_a_state_whose_header_is_not_the_machines(kernel, tmp_path):
     from numslab.engine.layout import F_LIVE, G_NCPUS, G_NPAGES, H_FIELDS, H_MEMSIZE
     sa = numslab.SlabAllocator(nr_cpus=2, memory="4M", kernel=kernel)    # small: quick loads
@@ -1692,14 +1721,14 @@ def test_load_refuses_a_file_with_one_word_changed_anywhere(kernel, tmp_path):
     lacking = {k: v for k, v in meta.items() if k != "digest"}
     refused(meta=np.array(json.dumps(lacking)))
     from numslab.facade.persist import FORMAT
-    _save_signed(bad, {**z, "meta": np.array(json.dumps({**lacking, "format": FORMAT - 1}))})
+    _save_signed(bad, {**z, "meta": np.array(json.dumps({**lacking, "format": FORMAT - 2}))})
     with pytest.raises(numslab.MachineFileError,
                        match=f"is not a numslab machine of format {FORMAT} "
-                             rf"\(it is format {FORMAT - 1}, written by an older numslab"):
+                             rf"\(it is format {FORMAT - 2}, written by an older numslab"):
         numslab.SlabAllocator.load(bad)
     older = {k: v for k, v in z.items() if k not in ("shadow_pages", "shadow")}
-    _save_signed(bad, {**older, "meta": np.array(json.dumps({**lacking, "format": FORMAT - 1}))})
-    with pytest.raises(numslab.MachineFileError, match=rf"\(it is format {FORMAT - 1}, "
+    _save_signed(bad, {**older, "meta": np.array(json.dumps({**lacking, "format": FORMAT - 2}))})
+    with pytest.raises(numslab.MachineFileError, match=rf"\(it is format {FORMAT - 2}, "
                                                  "written by an older numslab"):
         numslab.SlabAllocator.load(bad)      # (an older format without the shadow arrays)
     # the file as saved loads, and the machine goes on exactly as the saved one

@@ -48,10 +48,14 @@ if TYPE_CHECKING:
 #: to ``REC_MAX`` objects (``REC_MAX + PD_OBJS`` words: its pending part's count and the free
 #: stamp added; still none in a file); 15: the arena saved as the shadow half is, its pages that
 #: are not all zero (``arena_pages``, ``arena``): a machine's file and its save and load took
-#: time in proportion to the memory it was given, not to the memory it used.
+#: time in proportion to the memory it was given, not to the memory it used (a file of format
+#: 14 still loads: :data:`ARRAYS_14`).
 FORMAT = 15
 #: The saved arrays, in the digest's order: see ARCHITECTURE.md ("A saved machine").
 ARRAYS = ("state", "arena_pages", "arena", "shadow_pages", "shadow")
+#: Format 14's arrays (the whole arena), which :func:`load` still reads: its state's layout is
+#: format 15's.
+ARRAYS_14 = ("state", "arena", "shadow_pages", "shadow")
 #: The words of field ``g`` fixed when a machine is made (``layout.new_state``).
 _FIXED = (G_NPAGES, G_NNODES, G_NCPUS, G_PAGES_PER_NODE, G_MAX_CACHES, G_KERNEL)
 
@@ -250,9 +254,10 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
         try:
             with np.load(f, allow_pickle=False) as z:
                 meta: dict[str, Any] = json.loads(str(z["meta"]))
-                ours = isinstance(meta, dict) and meta.get("format") == FORMAT
+                was = meta.get("format") if isinstance(meta, dict) else None
+                ours = was in (FORMAT, 14)
                 if ours:            # (an older format may lack an array: said below)
-                    arrays = {name: z[name] for name in ARRAYS}
+                    arrays = {name: z[name] for name in (ARRAYS if was == FORMAT else ARRAYS_14)}
         except Exception as e:
             # not an .npz of ours (NumPy takes a text file for pickled data, says so, and
             # asks for allow_pickle), or a damaged one: a flipped bit in a member raises
@@ -264,15 +269,21 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
                    if "allow_pickle" in str(e) else f"{type(e).__name__}: {str(e)[:80]}")
             raise MachineFileError(f"load: {path} is not a numslab machine ({why})") from None
     if not ours:
-        was = meta.get("format") if isinstance(meta, dict) else None
         older = (f" (it is format {was}, written by an older numslab: run the version that "
                  f"wrote it, or make the machine again)") if isinstance(was, int) and \
             0 < was < FORMAT else ""
         raise MachineFileError(f"load: {path} is not a numslab machine of format {FORMAT}{older}")
-    state, written, arena = arrays["state"], arrays["arena_pages"], arrays["arena"]
-    used, shadow = arrays["shadow_pages"], arrays["shadow"]
     if meta.get("digest") != digest(meta, arrays):      # before anything trusts a word
         raise MachineFileError(f"load: {path} is damaged: its content does not match its digest")
+    whole = None
+    if was != FORMAT:                                   # 14: the whole arena, made its frames
+        whole = arrays["arena"]
+        if whole.ndim != 1 or whole.dtype != np.uint8 or whole.size % 4096:
+            raise MachineFileError(f"load: {path} does not fit the machine it describes")
+        arrays["arena_pages"] = np.flatnonzero(whole.reshape(-1, 4096).any(axis=1))
+        arrays["arena"] = whole.reshape(-1, 4096)[arrays["arena_pages"]]
+    state, written, arena = arrays["state"], arrays["arena_pages"], arrays["arena"]
+    used, shadow = arrays["shadow_pages"], arrays["shadow"]
     try:
         sa = cls(nr_cpus=meta["nr_cpus"], nr_nodes=meta["nr_nodes"], memory=meta["memory"],
                  max_caches=meta["max_caches"], seed=meta["seed"], kernel=meta["kernel"],
@@ -291,6 +302,7 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
     pages = _shadow_pages(sa)
     frames = sa.memory.reshape(-1, 4096)
     if state.shape != sa._buf.shape or state.dtype != sa._buf.dtype or \
+            (whole is not None and whole.size != sa.memory.size) or \
             not _fit(written, arena, frames) or not _fit(used, shadow, pages):
         raise MachineFileError(f"load: {path} does not fit the machine it describes")
     g0 = int(sa._buf[H_FIELDS + 2 * F_G])          # the header and fixed scalars: the kernels'
