@@ -314,8 +314,8 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
     made = made_with(sa)                        # (before the loaded state overwrites it)
     sa._buf[:] = state                          # in place: the gate and units hold pointers
     sa._buf[H_MEM] = address
-    frames[np.flatnonzero(frames.any(axis=1))] = 0     # (what the new machine wrote: its
-    frames[written] = arena                             # frame 0's sentinel sheaf)
+    frames[np.flatnonzero(frames.any(axis=1))] = 0     # (what the new machine's boot wrote:
+    frames[written] = arena                             # its sheaves, barns and sequences)
     pages[np.flatnonzero(pages.any(axis=1))] = 0
     pages[used] = shadow
     check_links(sa, path)
