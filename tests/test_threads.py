@@ -16,6 +16,8 @@ from numslab.engine import native
 from numslab.engine.layout import C_MAIN, C_PARKED, SH_SIZE
 from numslab.facade.threads import no_sheaf
 
+from conftest import assert_unchanged, snapshot
+
 KERNELS = ("7.0", "6.18")     #: the behaviour tested here is both generations'
 
 
@@ -481,6 +483,48 @@ def test_destroys_in_one_thread_and_constructors_in_another_keep_the_due_list(ke
             sa.kmem_cache_shrink(c)
         return bad
     assert _racing(destroyer, constructing) == 0 and not failures
+    sa.validate()
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["object", "large"])
+def test_a_free_by_another_thread_inside_kfree_rcu_s_checks_is_refused_as_alone(
+        kernel, large, monkeypatch):
+    """Another thread's ``kfree`` of the object in the middle of ``kfree_rcu``'s checks (frees
+    take no lock, the C gate's neither; here run at that point): ``kfree_rcu`` is refused as
+    it would be after the free (``DoubleFreeError``; a large kmalloc's freed pages:
+    ``BadAddressError``, as a second ``kfree``), nothing changed. Before, it read the freed
+    block's order (``ValueError: negative shift count``), or called the freed object no
+    allocation (``BadAddressError``)."""
+    from numslab.facade.kmallocapi import KmallocAPI
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="64M", kernel=kernel)
+    c = sa.kmem_cache_create("c", 64)
+    if large:       # the upper half of a buddy pair: freed, it merges and is no block's head
+        blocks = [sa.kmalloc(20000) for _ in range(16)]
+        x = next(b for b in blocks if b & (8 << 12) and b - (8 << 12) in blocks)
+        for b in blocks:
+            if b != x:
+                sa.kfree(b)
+    else:
+        x = c.alloc()
+    hook, hooked = ("_own_block", KmallocAPI._own_block) if large else \
+        ("_ksize", KmallocAPI._ksize)
+
+    def other_thread_frees_first(self, *args, **kw):
+        monkeypatch.setattr(KmallocAPI, hook, hooked)       # (once)
+        if large:
+            sa.kfree(x)
+            sa.drain_all_pages()        # (its pages merged in the buddy lists: not a head)
+        else:
+            c.free(x)
+        after_free.append(snapshot(sa))
+        return hooked(self, *args, **kw)
+    after_free: list = []
+    monkeypatch.setattr(KmallocAPI, hook, other_thread_frees_first)
+    with pytest.raises(numslab.BadAddressError if large else numslab.DoubleFreeError,
+                       match=r"kfree_rcu: .*(already freed|double free)"):
+        sa.kfree_rcu(x)
+    assert_unchanged(sa, after_free[0])             # as the other thread's free left it
+    assert sa.kvfree_rcu_barrier() == 0 and len(c) == 0
     sa.validate()
 
 

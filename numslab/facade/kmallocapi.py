@@ -233,9 +233,15 @@ class KmallocAPI:
         addr = self._as_addr(addr, fn)
         if 0 <= addr <= ZERO_SIZE_PTR:          # ZERO_OR_NULL_PTR
             return 0
-        err, slab = self._locate(addr)
-        if err == checks.E_LARGE and (fn == "ksize" or not self._own_block(addr)):
-            return PAGE_SIZE << int(self.state.pg_order[addr >> 12])
+        for _ in range(3):
+            err, slab = self._locate(addr)
+            if err != checks.E_LARGE or not (fn == "ksize" or not self._own_block(addr)):
+                break
+            order = int(self.state.pg_order[addr >> 12])
+            if order >= 0:
+                return PAGE_SIZE << order
+            # freed by another thread's kfree since the engine located it (a freed block's
+            # order is -1): located again, it is refused as what it is now
         if err == checks.E_LARGE:               # (krealloc returned it resized in place)
             err = checks.E_ALLOCATORS
         if err == checks.E_ALLOCATORS and fn == "ksize":
@@ -288,17 +294,27 @@ class KmallocAPI:
                     self._check_cpu(cpu)
                 return
             if addr in self._rcu_pending or self._locate(addr)[0] == E_DOUBLE_FREE:
-                where = f"kfree_rcu: {addr:#x}{self._page_cache(addr)}"     # (on refusal)
-                if addr in self._rcu_pending:
-                    raise DoubleFreeError(f"{where} is already waiting for a grace period "
-                                          f"(double free)")
-                self._rcu_refuse_sheaved(addr, where)
-                raise DoubleFreeError(f"{where}: double free, the object is already free")
-            self._ksize(addr, "kfree_rcu")          # the checks of kfree, nothing changed yet
+                self._kfree_rcu_double(addr)
+            try:
+                self._ksize(addr, "kfree_rcu")      # the checks of kfree, nothing changed yet
+            except BadAddressError:
+                # another thread's kfree of it since the check above (frees take no lock:
+                # the C gate's neither): a double free, as that check would have said
+                if self._locate(addr)[0] == E_DOUBLE_FREE:
+                    self._kfree_rcu_double(addr)
+                raise
             if kfree_rcu_sheaf(self._st, self._cpu() if cpu is None else self._check_cpu(cpu),
                                addr):           # (checked again inside: 0 if freed since)
                 return
             self._rcu_list_add(addr, cpu, "kfree_rcu")
+
+    def _kfree_rcu_double(self: "SlabAllocator", addr: int) -> None:
+        """Refuse ``kfree_rcu`` of ``addr``, already free or waiting (``DoubleFreeError``)."""
+        where = f"kfree_rcu: {addr:#x}{self._page_cache(addr)}"
+        if addr in self._rcu_pending:
+            raise DoubleFreeError(f"{where} is already waiting for a grace period (double free)")
+        self._rcu_refuse_sheaved(addr, where)
+        raise DoubleFreeError(f"{where}: double free, the object is already free")
 
     def _rcu_list_add(self: "SlabAllocator", addr: int, cpu: int | None, fn: str) -> None:
         """Put a live object on the list of ``kfree_rcu`` frees, out of every free's reach.
