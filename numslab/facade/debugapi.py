@@ -485,11 +485,12 @@ class DebugAPI:
                 return False
         cpus = st.cpu[cache.id]
         starts = [int(st.sl_freelist[head])] + cpus[cpus[:, C_SLAB] == head, C_FREELIST].tolist()
-        for a in starts:
+        frames = range(1 << max(int(st.pg_order[head]), 0))    # (-1: freed by another thread
+        for a in starts:                                        # since: 1 << -1 raised)
             for _ in range(int(st.sl_objects[head])):   # (a list a stray write looped: bounded)
                 if a == obj:
                     return False
-                if a <= 0 or (a >> 12) - head not in range(1 << int(st.pg_order[head])):
+                if a <= 0 or (a >> 12) - head not in frames:
                     break
                 a = self._get_freepointer(cache.id, a)
         return True
