@@ -176,6 +176,9 @@ MISUSE = {
                 numslab.BadAddressError, "outside the arena"),
     "null": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(c, 0),
              numslab.BadAddressError, "outside"),
+    "past int64": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(c, 1 << 64),
+                   numslab.BadAddressError,
+                   r"kmem_cache_free: 0x10000000000000000 is outside the arena \[0x1000, 0x"),
     "free page": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(
         c, (sa.nr_pages - 1) * 4096), numslab.BadAddressError, "not on a slab page"),
     "misaligned": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(c, live[0] + 8),

@@ -439,8 +439,12 @@ def test_numslab_jit_compact_refuses_a_ratio_outside_0_to_100_or_minus_1(sa, ker
 def test_numslab_jit_compact_stops_at_the_room_given(kernel):
     sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel=kernel)
     c = sa.kmem_cache_create("obj192", 192)
-    objs = c.alloc_bulk(5000)
-    c.free_bulk(objs[::2])
+    objs = c.alloc_bulk(21 * 238)                  # whole slabs of 21
+    c.free_bulk(objs[::2])                          # each keeps 10 or 11 of its objects
+    # whole slabs only: room for fewer objects than the sparsest slab holds moves none
+    assert c.objs_per_slab == 21
+    assert _jit_compact(sa.handle, c.id, np.zeros(9, np.int64), np.zeros(9, np.int64)) == 0
+    assert c.objects_moved == 0
     old = np.zeros(10, np.int64)
     new = np.zeros(50, np.int64)
     n = _jit_compact(sa.handle, c.id, old, new)

@@ -516,9 +516,11 @@ def kmem_cache_compact(h, cache, ratio, old, new, cpu=0):
         cache's ``defrag_used_ratio``.
     old, new : numpy.ndarray
         int64[n], 1-D: the moves' pairs are written to them, at most
-        ``min(len(old), len(new))`` moves (pass arrays as long as the live objects to move them
-        all). In the arena, only inside an allocation of yours, as every batch call's array,
-        and not in an object of ``cache``.
+        ``min(len(old), len(new))`` moves. Whole slabs are emptied, each only while the arrays
+        have room for all its objects, so arrays shorter than the sparsest slab's objects in use
+        move nothing (pass arrays as long as the live objects to move them all). In the arena,
+        only inside an allocation of yours, as every batch call's array, and not in an object
+        of ``cache``.
     cpu : int
         The simulated CPU calling.
 

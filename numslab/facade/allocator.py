@@ -662,12 +662,12 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
         if err:
             self._raise(err, f"kmem_cache_free({cache.name})", addr, cache)
 
-    @staticmethod
-    def _as_addr(addr: Any, fn: str) -> int:
+    def _as_addr(self, addr: Any, fn: str) -> int:
         if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool):
             if -(1 << 63) <= addr < 1 << 63:
                 return int(addr)
-            raise BadAddressError(f"{fn}: address {addr!r} is outside the arena")
+            raise BadAddressError(f"{fn}: {int(addr):#x} is outside the arena [0x1000, "
+                                  f"{self.nr_pages * PAGE_SIZE:#x})")
         raise BadAddressError(f"{fn}: address {addr!r} is not an integer")
 
     # ---- kmalloc ------------------------------------------------------------------------------
