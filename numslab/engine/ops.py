@@ -466,6 +466,17 @@ def _free_bulk(st, cache, cpu, nr, paddr):
         err = _free_bulk_fast(st, cache, cpu, nr, words_at(paddr))     # (it settles)
         if err <= 0:
             return err
+    return free_bulk_general(st, cache, cpu, nr, paddr)
+
+
+@unit
+def free_bulk_general(st, cache, cpu, nr, paddr):
+    """:func:`free_bulk`'s general case: every element checked, then freed.
+
+    ``_kmem_cache_free_bulk``, the pending record settled first. A unit of its own, so that a
+    first free of exactly the batch just allocated (the pending batch, the checked record), or
+    of one the CPU's sheaves take whole, does not compile the batch check: ``free_bulk`` then
+    compiles in 4.0 s, not 6.5 s (a user's first bulk round, December 7)."""
     _settled(st)
     return _kmem_cache_free_bulk(st, cache, cpu, nr, paddr)
 
