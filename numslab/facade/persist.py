@@ -174,9 +174,9 @@ def _save_held(sa: "SlabAllocator", path: str | Path) -> None:
                         dtype_json(c.dtype, f"save: cache {c.name}")}  # file is opened)
                        for c in sa.caches]}
     pages = _shadow_pages(sa)
-    used = np.flatnonzero(pages.any(axis=1))
-    frames = sa.memory.reshape(-1, 4096)
-    written = np.flatnonzero(frames.any(axis=1))
+    used = _written(pages)
+    frames = _arena_frames(sa)
+    written = _written(frames)
     state = sa._buf.copy()
     rows = view(state, F_CPU).reshape(-1, C_NCOLS)     # the rows as they are when not held
     held = rows[:, C_PARKED] != 0
@@ -211,6 +211,16 @@ def digest(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
 def _shadow_pages(sa: "SlabAllocator") -> np.ndarray:
     """The shadow half of ``sa``'s mapping (the sheaves' words), uint8[pages, 4096]."""
     return sa._mem.view(np.uint8)[sa.memory.size:].reshape(-1, 4096)
+
+
+def _arena_frames(sa: "SlabAllocator") -> np.ndarray:
+    """``sa``'s arena as its 4 KiB frames, uint8[frames, 4096] (a view)."""
+    return sa.memory.reshape(-1, 4096)
+
+
+def _written(pages: np.ndarray) -> np.ndarray:
+    """The pages of ``pages`` (uint8[n, 4096]) that are not all zero, int64[k] ascending."""
+    return np.flatnonzero(pages.any(axis=1))
 
 
 def _fit(which: np.ndarray, content: np.ndarray, pages: np.ndarray) -> bool:
@@ -280,8 +290,9 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
         whole = arrays["arena"]
         if whole.ndim != 1 or whole.dtype != np.uint8 or whole.size % 4096:
             raise MachineFileError(f"load: {path} does not fit the machine it describes")
-        arrays["arena_pages"] = np.flatnonzero(whole.reshape(-1, 4096).any(axis=1))
-        arrays["arena"] = whole.reshape(-1, 4096)[arrays["arena_pages"]]
+        pages_14 = whole.reshape(-1, 4096)
+        arrays["arena_pages"] = _written(pages_14)
+        arrays["arena"] = pages_14[arrays["arena_pages"]]
     state, written, arena = arrays["state"], arrays["arena_pages"], arrays["arena"]
     used, shadow = arrays["shadow_pages"], arrays["shadow"]
     try:
@@ -300,7 +311,7 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
             raise
         raise MachineFileError(f"load: {path}: its meta makes no machine: {e}") from None
     pages = _shadow_pages(sa)
-    frames = sa.memory.reshape(-1, 4096)
+    frames = _arena_frames(sa)
     if state.shape != sa._buf.shape or state.dtype != sa._buf.dtype or \
             (whole is not None and whole.size != sa.memory.size) or \
             not _fit(written, arena, frames) or not _fit(used, shadow, pages):
@@ -314,9 +325,9 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
     made = made_with(sa)                        # (before the loaded state overwrites it)
     sa._buf[:] = state                          # in place: the gate and units hold pointers
     sa._buf[H_MEM] = address
-    frames[np.flatnonzero(frames.any(axis=1))] = 0     # (what the new machine's boot wrote:
-    frames[written] = arena                             # its sheaves, barns and sequences)
-    pages[np.flatnonzero(pages.any(axis=1))] = 0
+    frames[_written(frames)] = 0                # (what the new machine's boot wrote: its
+    frames[written] = arena                     # sheaves, barns and sequences)
+    pages[_written(pages)] = 0
     pages[used] = shadow
     check_links(sa, path)
     structure = Structure(sa, made, path)
