@@ -181,7 +181,15 @@ def _settle(st):
     for k in range(n):
         a = pd[PD_OBJS + k]
         live[a >> 9] |= 1 << ((a >> 3) & 63)
-    pd[PD_COUNT] = 0                # (the row and the copy stay: ops._unsettled)
+    _record_drop(st)
+
+
+@jit(inline=True)
+def _record_drop(st):
+    """Drop the pending record: its count and ``G_PEND`` cleared together.
+
+    The row and the copy stay (``ops._unsettled`` puts a refused call's record back)."""
+    st.pend[PD_COUNT] = 0
     st.g[G_PEND] = 0
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from ..flags import (ALLOC_PCS, BARN_GET, BARN_GET_FAIL, BARN_PUT, BARN_PUT_FAIL, FREE_PCS,
                      FREE_SLOWPATH)
 from .bulk import free_bulk_raw, free_bulk_raw_cleared
-from .live import _free_stamp, _live_set_run, _pends, _record_equals, _record_take
-from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, G_PEND, KERNEL_7_0, KERNEL_7_3,
-                     PD_COUNT, PD_NPEND, PD_OBJS, PD_ROW, PD_STAMP, PEND_MAX, REC_MAX,
+from .live import (_free_stamp, _live_set_run, _pends, _record_drop, _record_equals,
+                   _record_take)
+from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, KERNEL_7_0, KERNEL_7_3, PD_NPEND,
+                     PD_OBJS, PD_ROW, PD_STAMP, PEND_MAX, REC_MAX,
                      MAX_FULL_SHEAVES, N_BARN_EMPTY, N_NR_EMPTY, N_NR_FULL, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _slab_nid, _stat)
 from .native import address, jit, unit, words_at
@@ -168,8 +169,7 @@ def _free_pending(st, cache, cpu, nr, p):
         return False
     mem[(main >> 3) + SH_SIZE] = size + nr
     _stat(st, cache, cpu, FREE_PCS, nr)
-    pd[PD_COUNT] = 0
-    st.g[G_PEND] = 0
+    _record_drop(st)
     return True
 
 
@@ -195,8 +195,7 @@ def _free_pending_two(st, cache, cpu, nr, p):
     if not _record_equals(pd, nr, p):
         return False
     _put_main_spare(st, cache, cpu, nr, p)
-    pd[PD_COUNT] = 0
-    st.g[G_PEND] = 0
+    _record_drop(st)
     return True
 
 
@@ -217,8 +216,7 @@ def _free_recorded(st, cache, cpu, nr, p):
         return False
     if not _record_equals(pd, nr, p) or _free_stamp(st, cache) != pd[PD_STAMP]:
         return False
-    pd[PD_COUNT] = 0
-    st.g[G_PEND] = 0
+    _record_drop(st)
     if _ca(st, cache, CA_SHEAF_CAPACITY):
         _free_to_pcs_batches(st, cache, cpu, nr, p, True, npend)
     else:
