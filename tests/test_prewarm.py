@@ -1,6 +1,8 @@
-"""The second process that compiles engine units on an empty cache (``tools/prewarm.py``)."""
+"""The second process that compiles engine units on an empty cache (``drivers/prewarm.py``, and
+the commands' lists in ``tools/prewarm.py``)."""
 from __future__ import annotations
 
+import fcntl
 import gc
 import os
 import subprocess
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+import numslab
+from numslab.drivers import prewarm as dprewarm
 from numslab.engine import native
 from numslab.tools import prewarm
 
@@ -43,12 +47,127 @@ def _env(cache: Path | None = None) -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def no_child(monkeypatch):
+    """This process with no child and nothing asked for yet (both put back after the test)."""
+    monkeypatch.setattr(dprewarm, "_child", None)
+    monkeypatch.setattr(dprewarm, "_asked", set())
+
+
 def test_every_listed_unit_is_one_of_the_engines():
     units = prewarm.units_by_name()
-    for listed in (prewarm.MAIN_JOB_UNITS, prewarm.REPLAY_UNITS):
+    for listed in (prewarm.MAIN_JOB_UNITS, prewarm.REPLAY_UNITS, *dprewarm.BOOT_UNITS.values(),
+                   dprewarm.FIRST_CALLS, *dprewarm.FOLLOWERS.values(), tuple(dprewarm.FOLLOWERS)):
         assert set(listed) <= set(units)
         assert len(set(listed)) == len(listed)
     assert all(isinstance(u, native.Unit) for u in units.values())
+    assert set(dprewarm.BOOT_UNITS) == set(numslab.KERNELS)
+
+
+#: Boots an allocator of generation ``argv[1]`` and prints the units its boot and first kmalloc
+#: and kfree called first, in order, then what it asked the child for (``request``, recorded: the
+#: boot's list, then a first bulk allocation's followers, asked at its unit's first load).
+_BOOT_ORDER = """
+import sys
+import numpy as np
+from numslab.drivers import prewarm
+from numslab.engine import native
+order, asked = [], []
+compile = native.Unit.compile
+def first(self):
+    if self._ctypes is None:
+        order.append(prewarm.short_name(self))
+    return compile(self)
+native.Unit.compile = first
+prewarm.request = lambda names: asked.append(list(names))
+import numslab
+sa = numslab.SlabAllocator(memory="16M", kernel=sys.argv[1])
+sa.kfree(sa.kmalloc(64))
+print("ORDER", *order)
+c = sa.kmem_cache_create("c", 64)
+out = np.zeros(8, np.int64)
+sa.kmem_cache_free_bulk(c, sa.kmem_cache_alloc_bulk(c, numslab.GFP_KERNEL, 8, out), out)
+for a in asked:
+    print("ASKED", *a)
+"""
+
+
+def test_the_boot_lists_are_each_generations_units_in_the_order_it_calls_them():
+    """A fresh interpreter's allocator of each generation calls these units first, in this
+    order (a stale list makes the child compile what the allocator needs last, or nothing it
+    needs), and asks for them once, then for a first bulk allocation's free (the hooks in
+    ``native``: a unit's first load, on a warm cache)."""
+    procs = {k: subprocess.Popen([sys.executable, "-c", _BOOT_ORDER, k], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
+             for k in sorted(dprewarm.BOOT_UNITS)}
+    for kernel, p in procs.items():
+        out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        lines = [ln.split() for ln in out.splitlines()]
+        boot = dprewarm.BOOT_UNITS[kernel]
+        assert tuple(next(ln for ln in lines if ln[0] == "ORDER")[1:]) == \
+            (*boot, *dprewarm.FIRST_CALLS), kernel
+        assert [ln[1:] for ln in lines if ln[0] == "ASKED"] == [
+            [*reversed(boot), *reversed(dprewarm.FIRST_CALLS)],    # (from the end)
+            [*dprewarm.FOLLOWERS["ops.alloc_bulk"]]], kernel
+
+
+def test_an_allocator_asks_for_its_boot_units_once_a_process(monkeypatch, no_child):
+    asked = []
+    monkeypatch.setattr(dprewarm, "request", lambda names: asked.append(tuple(names)))
+    numslab.SlabAllocator(memory="8M", kernel="6.18")
+    numslab.SlabAllocator(memory="8M", kernel="6.18")          # (once)
+    numslab.SlabAllocator(memory="8M", slab_debug="FZ")         # (a debug boot: other units)
+    numslab.SlabAllocator(memory="8M")
+    assert asked == [(*reversed(dprewarm.BOOT_UNITS[k]), *reversed(dprewarm.FIRST_CALLS))
+                     for k in ("6.18", "7.0")]
+
+
+def test_a_unit_the_child_is_compiling_is_waited_for(no_child):
+    """The hook before this process compiles a unit waits while the child says it compiles that
+    unit (its ``+NAME`` line, until ``-NAME``), so the unit is then loaded, not compiled twice; a
+    call of it compiled into a caller, or another unit, does not wait."""
+    talk = ("import sys, time; print('+stats.live_objects', flush=True); "
+            "sys.stdin.readline(); time.sleep(0.5); print('-stats.live_objects', flush=True)")
+    popen = subprocess.Popen([sys.executable, "-c", talk], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)
+    child = dprewarm._child = dprewarm.Child(popen, ["stats.live_objects"])
+    deadline = time.monotonic() + 60
+    while child.busy is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    units = dprewarm.units_by_name()
+    t0 = time.monotonic()
+    dprewarm._before_compile(units["stats.live_objects"], True)         # a call: no wait
+    dprewarm._before_compile(units["stats.partial_counts"], False)      # another unit
+    assert time.monotonic() - t0 < 0.4 and child.busy == "stats.live_objects"
+    dprewarm.stop(popen)                                                # (it ends in 0.5 s)
+    dprewarm._before_compile(units["stats.live_objects"], False)
+    assert time.monotonic() - t0 >= 0.45 and child.busy is None
+    assert child.started == ["stats.live_objects"]
+    assert popen.wait(timeout=60) == 0
+    assert native.COMPILE_HOOK is dprewarm._before_compile
+
+
+def test_a_first_bulk_allocation_asks_for_its_free_once(monkeypatch, no_child):
+    asked = []
+    monkeypatch.setattr(dprewarm, "request", lambda names: asked.append(tuple(names)))
+    units = dprewarm.units_by_name()
+    dprewarm._before_compile(units["ops.alloc_bulk"], True)    # a user's @njit function's call
+    dprewarm._before_compile(units["ops.alloc_bulk"], False)   # its first call
+    dprewarm._before_compile(units["ops.free_bulk"], False)
+    dprewarm._before_compile(units["ops.kmem_cache_alloc_node"], False)
+    assert asked == [dprewarm.FOLLOWERS["ops.alloc_bulk"],
+                     dprewarm.FOLLOWERS["ops.kmem_cache_alloc_node"]]
+
+
+def test_a_forked_process_forgets_its_parents_child(monkeypatch):
+    """No thread of a forked process reads the child's lines: its hook must not wait on it."""
+    monkeypatch.setattr(dprewarm, "_child", object())
+    pid = os.fork()
+    if pid == 0:                                    # (the forked process: its verdict, no more)
+        os._exit(0 if dprewarm._child is None else 1)
+    assert os.waitpid(pid, 0)[1] == 0
 
 
 def test_the_list_is_the_main_jobs_units_in_the_order_it_calls_them():
@@ -80,23 +199,6 @@ def test_the_replay_list_is_the_replays_units_in_the_order_it_calls_them():
     assert tuple(order) == prewarm.REPLAY_UNITS
 
 
-def test_the_child_compiles_into_the_cache_and_pending_sees_it(tmp_path):
-    names = ["stats.partial_counts", "stats.live_objects"]
-    check = ("from numslab.tools import prewarm; "
-             f"print(prewarm.pending({names!r}))")
-    before = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
-                            env=_env(tmp_path), timeout=300)
-    assert before.stdout.strip() == repr(names)          # an empty cache: both to compile
-    child = subprocess.Popen([sys.executable, "-m", "numslab.tools.prewarm", names[1]],
-                             stdin=subprocess.PIPE, env=_env(tmp_path))
-    assert child.wait(timeout=600) == 0                   # stdin open: it compiles, then ends
-    child.stdin.close()
-    after = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
-                           env=_env(tmp_path), timeout=300)
-    assert after.stdout.strip() == repr(names[:1])
-    assert any(tmp_path.rglob("stats.live_objects-*.nbi"))
-
-
 def test_a_closed_stdin_stops_the_child_before_its_next_unit(tmp_path):
     child = subprocess.Popen([sys.executable, "-m", "numslab.tools.prewarm",
                               *prewarm.MAIN_JOB_UNITS], stdin=subprocess.PIPE,
@@ -109,35 +211,75 @@ def test_a_closed_stdin_stops_the_child_before_its_next_unit(tmp_path):
 
 
 def test_start_makes_no_child_where_it_cannot_help(monkeypatch):
-    monkeypatch.setattr(prewarm, "pending", lambda names: list(names))
+    monkeypatch.setattr(dprewarm, "pending", lambda names: list(names))
     monkeypatch.setenv("NUMSLAB_PREWARM", "1")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})   # taskset -c 0
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
-    assert prewarm.start(prewarm.MAIN_JOB_UNITS) is None             # one CPU to run on
+    assert dprewarm.start(prewarm.MAIN_JOB_UNITS) is None             # one CPU to run on
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
-    monkeypatch.setattr(prewarm, "pending", lambda names: list(names)[:1])
-    assert prewarm.start(prewarm.MAIN_JOB_UNITS) is None             # one unit to compile
-    monkeypatch.setattr(prewarm, "pending", lambda names: [])
-    with prewarm.prewarm(prewarm.MAIN_JOB_UNITS) as child:           # all cached
+    monkeypatch.setattr(dprewarm, "pending", lambda names: list(names)[:1])
+    assert dprewarm.start(prewarm.MAIN_JOB_UNITS) is None             # one unit to compile
+    monkeypatch.setattr(dprewarm, "pending", lambda names: [])
+    with dprewarm.prewarm(prewarm.MAIN_JOB_UNITS) as child:           # all cached
         assert child is None
-    monkeypatch.setattr(prewarm, "pending", lambda names: list(names))
+    monkeypatch.setattr(dprewarm, "pending", lambda names: list(names))
     monkeypatch.setenv("NUMSLAB_PREWARM", "0")
-    assert prewarm.start(prewarm.MAIN_JOB_UNITS) is None             # turned off
+    assert dprewarm.start(prewarm.MAIN_JOB_UNITS) is None             # turned off
 
 
-def test_start_makes_a_child_that_the_context_stops(monkeypatch, tmp_path):
-    """On an empty cache the command's child starts, compiles from the end of the list, and
-    ends once the command is done (between two units: the test above)."""
+def test_start_makes_a_child_that_compiles_what_it_is_sent_first(monkeypatch, tmp_path,
+                                                                 no_child):
+    """On an empty cache the command's child starts and compiles from the end of its list; a
+    request while it runs is sent to it (not a second child) and compiled first; with nothing
+    left it waits ``LINGER`` seconds for more, then ends (told to stop, it ends between two
+    units: the test above)."""
     monkeypatch.setenv("NUMSLAB_PREWARM", "1")
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(prewarm, "pending", lambda names: list(names))
-    with prewarm.prewarm(["stats.live_objects", "stats.partial_counts"]) as child:
-        assert child is not None and child.poll() is None
-        deadline = time.monotonic() + 300
-        while not any(tmp_path.rglob("stats.partial_counts-*.nbi")):     # the last first
-            assert time.monotonic() < deadline and child.poll() is None
-            time.sleep(0.1)
-    assert child.wait(timeout=300) == 0
+    monkeypatch.setattr(dprewarm, "_cpus", lambda: 2)
+    monkeypatch.setattr(dprewarm, "pending", lambda names: list(names))
+    monkeypatch.setattr(dprewarm, "LINGER", 1.0)
+    popen = dprewarm.start(["stats.live_objects", "stats.partial_counts"])
+    assert popen is not None and popen.poll() is None
+    dprewarm.request(["stats.lost_objects"])                   # (while it imports numslab)
+    child = dprewarm._child
+    assert child.popen is popen
+    deadline = time.monotonic() + 300
+    while len(child.started) < 3 or child.busy is not None:      # all three compiled
+        assert time.monotonic() < deadline and popen.poll() is None
+        time.sleep(0.02)
+    dprewarm.request(["sheaves.init_barns"])                   # (within its LINGER)
+    assert popen.wait(timeout=300) == 0
+    assert child.started == ["stats.lost_objects", "stats.partial_counts", "stats.live_objects",
+                             "sheaves.init_barns"]
+    for name in child.started:
+        assert any(tmp_path.rglob(f"{name}-*.nbi"))
+    assert dprewarm._child is child                             # (no second child)
+    names = [*child.started, "stats.lost_slabs"]             # (one it did not compile)
+    check = f"from numslab.drivers import prewarm; print(prewarm.pending({names!r}))"
+    after = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                           env=_env(tmp_path), timeout=300)
+    assert after.stdout.strip() == repr(names[-1:])            # the cache seen as it is
+
+
+def test_one_child_at_a_time_on_a_cache(monkeypatch, tmp_path, no_child):
+    """A child finding the cache's lock held (another process's child) past ``LOCK_WAIT`` ends
+    with nothing compiled; once it is free, the next one compiles."""
+    monkeypatch.setenv("NUMSLAB_PREWARM", "1")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(dprewarm, "_cpus", lambda: 2)
+    monkeypatch.setattr(dprewarm, "pending", lambda names: list(names))
+    monkeypatch.setattr(dprewarm, "LOCK_WAIT", 0.3)
+    monkeypatch.setattr(dprewarm, "LINGER", 0.0)
+    path = dprewarm.lock_path("sheaves.init_barns")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        popen = dprewarm.start(["sheaves.init_barns"], last_first=False)
+        assert popen.wait(timeout=60) == 0
+        assert dprewarm._child.started == []
+    popen = dprewarm.start(["sheaves.init_barns"], last_first=False)
+    assert popen.wait(timeout=300) == 0
+    assert dprewarm._child.started == ["sheaves.init_barns"]
 
 
 def test_a_child_still_running_when_the_command_ends_is_dropped_without_a_warning(
@@ -146,10 +288,10 @@ def test_a_child_still_running_when_the_command_ends_is_dropped_without_a_warnin
     printed "subprocess N is still running" (a ResourceWarning) wherever warnings show."""
     monkeypatch.setenv("NUMSLAB_PREWARM", "1")
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(prewarm, "pending", lambda names: list(names))
+    monkeypatch.setattr(dprewarm, "pending", lambda names: list(names))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with prewarm.prewarm(prewarm.MAIN_JOB_UNITS) as child:
+        with dprewarm.prewarm(prewarm.MAIN_JOB_UNITS) as child:
             assert child is not None
             pid = child.pid
         assert child.poll() is None                 # (still importing numslab)
@@ -181,9 +323,9 @@ def test_the_context_manager_closes_the_childs_stdin(monkeypatch):
             def close(cls):
                 cls.closed = True
 
-    monkeypatch.setattr(prewarm, "start", lambda names: started.append(names) or Child)
+    monkeypatch.setattr(dprewarm, "start", lambda names: started.append(names) or Child)
     with pytest.raises(RuntimeError):
-        with prewarm.prewarm(("a.b",)) as child:
+        with dprewarm.prewarm(("a.b",)) as child:
             assert child is Child
             raise RuntimeError("the command failed")
     assert started == [("a.b",)] and Child.stdin.closed

@@ -375,6 +375,12 @@ def table_load(builder: Any, symbol: str, index: Any) -> Any:
     return builder.load(builder.gep(table_address(builder, symbol), [index]))
 
 
+#: Called as ``hook(unit, False)`` before this process first compiles or loads a unit, and as
+#: ``hook(unit, True)`` when a call of it is compiled into a caller (``drivers.prewarm``: a second
+#: process compiling units); None: nothing.
+COMPILE_HOOK: Callable[["Unit", bool], None] | None = None
+
+
 class Unit:
     """An engine operation ``f(st, a, b, ...) -> int``, compiled once as a C function.
 
@@ -448,8 +454,13 @@ class Unit:
         return run(*args)
 
     def compile(self) -> Callable[..., int]:
-        """Compile (or load from the cache) and install in the table; the ctypes function."""
+        """Compile (or load from the cache) and install in the table; the ctypes function.
+
+        :data:`COMPILE_HOOK` is told first (``drivers.prewarm``: the second process)."""
         if self._ctypes is None:
+            hook = COMPILE_HOOK
+            if hook is not None:
+                hook(self, False)
             with JitOn():
                 self._compile()
         return self._ctypes
@@ -702,6 +713,9 @@ def _register_unit_call(u: Unit) -> None:
 
     @lower_builtin(key, *u.sig.args)
     def _lower(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+        hook = COMPILE_HOOK
+        if hook is not None:                    # (a first call of it may follow soon)
+            hook(u, True)
         return _call_unit(builder, ir.Constant(_I64, u.slot), list(args))
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..drivers import gate, handles
+from ..drivers import gate, handles, prewarm
 from ..drivers.calls import bind_lazily
 from ..engine import checks, ops
 from ..engine.gilguard import wait_for_engine
@@ -229,6 +229,8 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
         self._st = self._buf.ctypes.data          #: the state's address: units take it
         threads.register(self)
         self._state = SlabState(self._buf)
+        if not self._debug_on:                  # an empty cache: a second compiler
+            prewarm.boot(kernel)
         init_buddy(self._st, 1)
         self._g = view(self._buf, F_G)
         self._handle = handles.register(self._st, self.memory, self._describe)
