@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 #: entries, the machine's CPUs or nodes; :data:`NO_VALUE`: none).
 _jit_error_detail: Callable[[], tuple[int, int, int, int, int, str | None, str | None,
                                       str | None, int]] | None = None
+#: How an allocator's note on an address on no slab begins (a bad address's: what its page is).
+PAGE_NOTE = "not on a slab page: "
 #: "No refused argument" in the compiled error detail (an int64 no argument check refuses).
 NO_VALUE = -(1 << 63)
 #: The second argument ``numslab.jit``'s compiled raises give their exception ("numslabj" in
@@ -58,7 +60,8 @@ class SlabError(Exception):
     names the same object as the element refused. Where the allocator knows more of a double
     free than its compiled code (the object waits for an RCU grace period), that note takes
     the place of the text's reason (in brackets); a wrong cache's text names the cache the
-    object is from."""
+    object is from, and a bad address's what its page is when it is on no slab (a free page:
+    already freed?)."""
 
     def __init__(self, *args: object) -> None:
         compiled = len(args) == 2 and type(args[1]) is int and args[1] == JIT_RAISE \
@@ -106,9 +109,11 @@ class SlabError(Exception):
         if call:                        # the numslab.jit call that raised
             text = text.replace("numslab.jit:", f"numslab.jit.{call}:", 1)
         note = getattr(self, "_note", None)
-        if note and isinstance(self, DoubleFreeError):
+        page = note is not None and note.startswith(PAGE_NOTE)
+        if note and not page and isinstance(self, DoubleFreeError):
             text = f"{text.split(' (', 1)[0]}, {note}"
-        elif note and isinstance(self, WrongCacheError):
+        elif note and page == isinstance(self, BadAddressError) and \
+                isinstance(self, (WrongCacheError, BadAddressError)):
             text = f"{text}: {note}"
         return text + (f" ({', '.join(where)})" if where else "")
 

@@ -13,6 +13,7 @@ import pytest
 
 import numslab
 from numslab import GFP_KERNEL, SLAB_HWCACHE_ALIGN, SlabError
+from numslab.errors import PAGE_NOTE
 from numslab import jit as nj
 from numslab.geometry import get_order, kmalloc_cache_size
 
@@ -384,8 +385,12 @@ def test_njit_wrong_cache_and_bad_addresses_raise(world):
         kfree_many(sa.handle, 2, np.array([large, large]))
     assert_unchanged(sa, snap)
     kfree_one(sa.handle, large)
-    with pytest.raises(numslab.BadAddressError):       # its pages are free now
+    with pytest.raises(numslab.BadAddressError,        # its pages are free now, as Python says
+                       match=f"not an allocated slab object: not on a slab page: page frame "
+                             f"{large >> 12} is free: already freed, .*\\(address {large:#x}\\)$"):
         kfree_one(sa.handle, large)
+    with pytest.raises(numslab.BadAddressError, match=f"page frame {large >> 12} is free"):
+        sa.kfree(large)
     sa.validate()
 
 
@@ -496,7 +501,9 @@ def test_njit_errors_name_the_cache_of_their_own_allocator(kernel):
     a.free(y)
     assert not live_one(one.handle, a.id, y)
     state = two._st
-    assert handles.describe(state, a.id, x) == (None, None)     # a name of its, no longer
+    assert handles.describe(state, a.id, x) == \
+        (None, f"{PAGE_NOTE}page frame {x >> 12} is free: already freed, or an address of "
+               f"another allocator?")                # a name of its, no longer; its page free
     assert handles.describe(one._st, a.id, x) == ("flows", None)
     del two, h, sa          # (the loop's last allocator)
     gc.collect()
@@ -525,7 +532,9 @@ def test_kfree_errors_name_the_cache_the_page_belongs_to(kernel):
         kfree_many(sa.handle, 2, np.array([y, x], np.int64))
     assert_unchanged(sa, snap)
     page = sa.alloc_pages(0)
-    with pytest.raises(numslab.BadAddressError, match=f"\\(address {page:#x}\\)$"):
+    with pytest.raises(numslab.BadAddressError, match=f"is part of a block from alloc_pages: "
+                                                      f"free it with free_pages \\(address "
+                                                      f"{page:#x}\\)$"):
         kfree_one(sa.handle, page)
     sa.validate()
 

@@ -12,8 +12,9 @@ from ..engine import checks, debug
 from ..engine.prefill import return_user_sheaf
 from ..engine.layout import (AT_CACHE, AT_COUNT, AT_CPU, AT_FRAME, AT_NODE, AT_OBJECT,
                              AT_SHEAF, AT_SHIFT, AT_SLAB, G_FAULT_CACHE, G_FAULT_SLAB,
-                             G_FAULT_VALUE, NIL, PG_HEAD, PG_RCU, PG_RESERVED, PG_TAIL, SH_SIZE)
-from ..errors import (BadAddressError, DoubleFreeError, InvalidArgumentError,
+                             G_FAULT_VALUE, NIL, PG_HEAD, PG_LARGE, PG_RCU, PG_RESERVED, PG_SLAB,
+                             PG_TAIL, SH_SIZE)
+from ..errors import (PAGE_NOTE, BadAddressError, DoubleFreeError, InvalidArgumentError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..geometry import PAGE_SIZE
 from .cache import KmemCache
@@ -66,13 +67,33 @@ class RaiseAPI:
 
         The cache the object is from when its slab is another's (a wrong cache, named as the
         kernel's "Wrong slab cache" names both), else, for an object waiting for an RCU grace
-        period, a note saying so. numslab.jit's errors name the cache, and the note tells what
-        compiled code cannot know."""
+        period, a note saying so, and for an address on no slab and no large kmalloc block what
+        its page is (a free page: already freed?). numslab.jit's errors name the cache, and the
+        note tells what compiled code cannot know."""
         cache = self._caches.get(cid)
         owner = self._caches.get(self._cache_of(addr))
         if cache is not None and owner is not None and owner is not cache:
             return cache.name, f"it is from {owner.name!r}"
-        return None if cache is None else cache.name, self._rcu_note(addr)
+        note = self._rcu_note(addr)
+        if note is None and 0 <= addr < self.nr_pages * PAGE_SIZE and \
+                not self.state.pg_flags[self._slab_head(addr)] & (PG_SLAB | PG_LARGE):
+            note = PAGE_NOTE + self._page_state(addr)         # (a bad address's)
+        return None if cache is None else cache.name, note
+
+    def _page_state(self: "SlabAllocator", addr: int) -> str:
+        """What the page frame holding ``addr`` (in the arena, on no slab) is: an error's text."""
+        pfn = addr >> 12
+        f = int(self.state.pg_flags[pfn])
+        if f & PG_TAIL:
+            f = int(self.state.pg_flags[self.state.pg_head[pfn]])
+        state = ("is reserved" if f & PG_RESERVED else
+                 "is a SLAB_TYPESAFE_BY_RCU slab discarded with every object free, its "
+                 "pages waiting for an RCU grace period: already freed?"
+                 if f == PG_HEAD | PG_RCU else
+                 "is part of a block from alloc_pages: free it with free_pages"
+                 if f & (PG_HEAD | PG_TAIL) else "is free: already freed, or an "
+                 "address of another allocator?")
+        return f"page frame {pfn} {state}"
 
     def _corruption(self: "SlabAllocator", cid: int, word: int,
                     where: int) -> SlabCorruptionError:
@@ -216,19 +237,7 @@ class RaiseAPI:
             raise BadAddressError(f"{where} is outside the arena [0x1000, "
                                   f"{self.nr_pages * PAGE_SIZE:#x})")
         if err == checks.E_NOT_SLAB:
-            pfn = addr >> 12
-            f = int(self.state.pg_flags[pfn])
-            if f & PG_TAIL:
-                f = int(self.state.pg_flags[self.state.pg_head[pfn]])
-            state = ("is reserved" if f & PG_RESERVED else
-                     "is a SLAB_TYPESAFE_BY_RCU slab discarded with every object free, its "
-                     "pages waiting for an RCU grace period: already freed?"
-                     if f == PG_HEAD | PG_RCU else
-                     "is part of a block from alloc_pages: free it with free_pages"
-                     if f & (PG_HEAD | PG_TAIL) else "is free: already freed, or an "
-                     "address of another allocator?")
-            raise BadAddressError(f"{where} is not on a slab page (page frame {addr >> 12} "
-                                  f"{state})")
+            raise BadAddressError(f"{where} is not on a slab page ({self._page_state(addr)})")
         if err == checks.E_WRONG_CACHE:
             name = cache.name if cache is not None else "?"     # (a cache has a len)
             raise WrongCacheError(f"{where}: Wrong slab cache. {name} but object is from "
