@@ -304,6 +304,31 @@ def test_a_child_still_running_when_the_command_ends_is_dropped_without_a_warnin
     assert not Path(f"/proc/{pid}").exists()
 
 
+@pytest.mark.parametrize("wait", [True, False], ids=["child-ended", "child-running"])
+def test_a_process_ending_after_or_before_its_child_warns_of_nothing(tmp_path, wait):
+    """A child's pipes are closed when it ends, or at this process's end (a script whose child
+    ended before it warned "unclosed file" twice under ``-X dev``: a new user's trial); a child
+    outliving its process stops by itself."""
+    script = ("import time; from numslab.drivers import prewarm; prewarm.LINGER = 0; "
+              "p = prewarm.start(['sheaves.init_barns', 'slablists.allocate_slab']); "
+              f"print(p.pid, flush=True); {wait} and (p.wait(), time.sleep(0.5))")
+    p = subprocess.run([sys.executable, "-X", "dev", "-c", script], capture_output=True,
+                       text=True, env=dict(_env(tmp_path), NUMSLAB_PREWARM="1"), timeout=300)
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    pid = int(p.stdout)
+    deadline = time.monotonic() + 120
+    while _running_prewarm(pid):                   # (a zombie left to init has no cmdline)
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def _running_prewarm(pid: int) -> bool:
+    try:
+        return b"prewarm" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def test_pending_leaves_out_unknown_names_and_units_compiled_here():
     u = prewarm.units_by_name()["stats.live_objects"]
     u.compile()

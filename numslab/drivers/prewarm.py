@@ -27,6 +27,7 @@ writing each file whole through a rename, allows.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import select
@@ -122,25 +123,40 @@ class Child:
         self.started: list[str] = []
         self.ended = False
         self._cond = threading.Condition()
+        self._out = os.dup(popen.stdout.fileno())
+        popen.stdout.close()
         threading.Thread(target=self._read, name="numslab-prewarm", daemon=True).start()
 
     def _read(self) -> None:
-        """Follow the child's lines until it ends, then reap it."""
-        with contextlib.suppress(OSError, ValueError):
-            for line in self.popen.stdout:
-                text = line.decode(errors="replace").strip()
-                with self._cond:
-                    self.busy = text[1:] if text.startswith("+") else None
-                    if self.busy:
-                        self.started.append(self.busy)
-                    self._cond.notify_all()
+        """Follow the child's lines until it ends, then reap it and close its pipes.
+
+        Its output is read from a file descriptor of this thread's own (a file object left open
+        by a process ending meanwhile warned "unclosed file" under ``-X dev``)."""
+        buf = b""
+        try:
+            while data := os.read(self._out, 4096):
+                *lines, buf = (buf + data).split(b"\n")
+                for line in lines:
+                    text = line.decode(errors="replace").strip()
+                    with self._cond:
+                        self.busy = text[1:] if text.startswith("+") else None
+                        if self.busy:
+                            self.started.append(self.busy)
+                        self._cond.notify_all()
+        except OSError:
+            pass
+        finally:
+            os.close(self._out)
         self.popen.wait()
         with self._cond:
             self.busy, self.ended = None, True
             self._cond.notify_all()
+        told = self.popen.stdin.closed
+        with contextlib.suppress(OSError, ValueError):
+            self.popen.stdin.close()
         missed = [n for n in self.sent if n not in self.started]
-        if missed and self.started and not self.popen.stdin.closed:   # (not told to stop;
-            with contextlib.suppress(Exception):                     # a child that ran)
+        if missed and self.started and not told:    # (names sent as it ended; a child that
+            with contextlib.suppress(Exception):    # ran and was not told to stop)
                 request(missed)
 
     def send(self, names: Sequence[str]) -> bool:
@@ -225,6 +241,16 @@ def _before_compile(unit: native.Unit, lowered: bool) -> None:
         pass
 
 
+def _at_exit() -> None:
+    """At this process's end: tell the child to stop.
+
+    Its standard input closed here, not left to the garbage collector (which warned "unclosed
+    file" under ``-X dev``)."""
+    child = _child
+    if child is not None:
+        stop(child.popen)
+
+
 def _forget_child() -> None:
     """In a forked process: the child is its parent's (no thread here reads its lines)."""
     global _child
@@ -232,6 +258,7 @@ def _forget_child() -> None:
 
 
 native.COMPILE_HOOK = _before_compile
+atexit.register(_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_child)
 
