@@ -161,13 +161,27 @@ def test_a_first_bulk_allocation_asks_for_its_free_once(monkeypatch, no_child):
                      dprewarm.FOLLOWERS["ops.kmem_cache_alloc_node"]]
 
 
-def test_a_forked_process_forgets_its_parents_child(monkeypatch):
-    """No thread of a forked process reads the child's lines: its hook must not wait on it."""
-    monkeypatch.setattr(dprewarm, "_child", object())
+def test_a_forked_process_forgets_its_parents_child(monkeypatch, no_child):
+    """No thread of a forked process reads the child's lines: its hook must not wait on it;
+    and its copy of the child's input is closed, so the parent's end still stops the child."""
+    talk = "import sys; sys.stdin.read(); print('-stats.live_objects', flush=True)"
+    popen = subprocess.Popen([sys.executable, "-c", talk], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE)
+    dprewarm._child = dprewarm.Child(popen, ["stats.live_objects"])
+    r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:                                    # (the forked process: its verdict, no more)
-        os._exit(0 if dprewarm._child is None else 1)
-    assert os.waitpid(pid, 0)[1] == 0
+    if pid == 0:                        # (the forked process: alive until told, then its verdict)
+        forgot = dprewarm._child is None
+        os.close(w)
+        os.read(r, 1)
+        os._exit(0 if forgot else 1)
+    os.close(r)
+    try:
+        dprewarm.stop(popen)                        # (the parent's end, the fork still alive)
+        assert popen.wait(timeout=30) == 0          # its input's last copy closed: it ends
+    finally:
+        os.close(w)
+        assert os.waitpid(pid, 0)[1] == 0
 
 
 def test_the_list_is_the_main_jobs_units_in_the_order_it_calls_them():

@@ -252,9 +252,17 @@ def _at_exit() -> None:
 
 
 def _forget_child() -> None:
-    """In a forked process: the child is its parent's (no thread here reads its lines)."""
+    """In a forked process: the child is its parent's (no thread here reads its lines).
+
+    Its pipes' copies are closed here, so that the parent's end still tells it to stop (a
+    forked process outliving its parent kept the child compiling its whole list)."""
     global _child
-    _child = None
+    child, _child = _child, None
+    if isinstance(child, Child):
+        with contextlib.suppress(OSError, ValueError):
+            child.popen.stdin.close()
+        with contextlib.suppress(OSError):
+            os.close(child._out)
 
 
 native.COMPILE_HOOK = _before_compile
