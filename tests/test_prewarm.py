@@ -349,6 +349,42 @@ def test_pending_leaves_out_unknown_names_and_units_compiled_here():
     assert prewarm.pending(["no.such_unit", "stats.live_objects"]) == []
 
 
+#: Runs the child's loop on one small unit in a fresh interpreter (its input a pipe held open),
+#: around it printing whether the unit is pending and whether its index is current; ``age``
+#: then dates the index a minute before the engine's newest source.
+_STALE = """
+import os, sys
+from numslab.drivers import prewarm as p
+name = "stats.lost_slabs"
+index = p._index_of(p.units_by_name()[name])
+print("PENDING", p.pending([name]))
+sys.stdin = os.fdopen(os.pipe()[0])
+p.main([name])
+print("CURRENT", p._current(index))
+if sys.argv[1] == "age":
+    old = p._sources_time() - 60
+    os.utime(index, (old, old))
+    print("CURRENT", p._current(index))
+"""
+
+
+def test_an_index_older_than_the_engines_sources_is_pending_until_the_child_dates_it():
+    """An index another numslab wrote (older than the engine's sources: an upgrade, an edit)
+    counts as not cached, so a child is started for it; the child, loading the unit from the
+    cache, dates it, and the next process counts it as cached."""
+    def run(mode):
+        out = subprocess.run([sys.executable, "-c", _STALE, mode], capture_output=True,
+                             text=True, env=_env(), timeout=300)
+        assert out.returncode == 0, out.stderr
+        return [line for line in out.stdout.splitlines() if line.split()[0] in
+                ("PENDING", "CURRENT")]
+
+    first = run("age")                          # (compiled or loaded, then dated back)
+    assert first[1:] == ["CURRENT True", "CURRENT False"]
+    assert run("keep") == ["PENDING ['stats.lost_slabs']", "CURRENT True"]
+    assert run("keep")[0] == "PENDING []"
+
+
 def test_the_context_manager_closes_the_childs_stdin(monkeypatch):
     started = []
 

@@ -34,6 +34,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -227,13 +228,16 @@ def _before_compile(unit: native.Unit, lowered: bool) -> None:
 
     If the child is compiling it, wait for it (the unit is then loaded from the cache); if it is
     one of :data:`FOLLOWERS`, have the child compile what comes next (from a compiled call of it,
-    as a user's ``@njit`` function on ``numslab.jit`` compiles: before its first call). Never
-    raises."""
+    as a user's ``@njit`` function on ``numslab.jit`` compiles: before its first call). Its index
+    older than the engine's sources is dated now (loaded or compiled here, it is current: no
+    later process starts a child for it). Never raises."""
     try:
         name = short_name(unit)
         child = _child
         if not lowered and child is not None and child.busy == name:
             child.wait_for(name)
+        if not lowered and not _current(index := _index_of(unit)):
+            _date(index)
         follow = FOLLOWERS.get(name)
         if follow and _ask_once(name):
             request(follow)
@@ -290,19 +294,55 @@ def units_by_name() -> dict[str, native.Unit]:
 def pending(names: Sequence[str]) -> list[str]:
     """The units of ``names`` (short names, unknown ones left out) not in Numba's cache.
 
-    Not cached: no index file of theirs. A stat each: a unit whose index exists but holds no
-    entry for this numslab (another version's) is taken as cached, and then compiled by this
-    process alone, as without a child (reading each index would cost every warm start)."""
+    Not cached: no index file of theirs, or one older than the newest of the sources the
+    engine's ABI hashes (:func:`_current`: written by another numslab, as after an upgrade or an
+    edit of the engine). A stat each, not a read of the index (which would cost every warm
+    start): an index a source's new date alone made older is taken as stale, once (the child
+    loads that unit from the cache and dates the index anew, :func:`main`)."""
     units = units_by_name()
     out = []
     for name in names:
         u = units.get(name)
         if u is None or u.address:              # unknown, or compiled in this process
             continue
-        cache = native.EngineCache(u.py_func)
-        if not Path(cache._cache_file._index_path).exists():
+        if not _current(_index_of(u)):
             out.append(name)
     return out
+
+
+def _index_of(unit: native.Unit) -> Path:
+    """The path of ``unit``'s index file in Numba's cache."""
+    return Path(native.EngineCache(unit.py_func)._cache_file._index_path)
+
+
+#: The newest modification time of ``native.ABI_SOURCES`` (:func:`_sources_time`), read once.
+_newest: float | None = None
+
+
+def _sources_time() -> float:
+    """The newest modification time of the sources the engine's ABI hashes (read once)."""
+    global _newest
+    if _newest is None:
+        _newest = max((f.stat().st_mtime for f in native.ABI_SOURCES), default=0.0)
+    return _newest
+
+
+def _current(index: Path) -> bool:
+    """Whether the index file ``index`` exists and is not older than the engine's sources."""
+    try:
+        return index.stat().st_mtime >= _sources_time()
+    except OSError:
+        return False
+
+
+def _date(index: Path) -> None:
+    """Date the index file ``index`` now (or at the sources' date, if later): it is current.
+
+    After the child compiled or loaded its unit: an index that only a source's new date made
+    stale (a file touched, the ABI the same) counts as cached again."""
+    t = max(time.time(), _sources_time())
+    with contextlib.suppress(OSError):
+        os.utime(index, (t, t))
 
 
 def start(names: Sequence[str], last_first: bool = True) -> subprocess.Popen | None:
@@ -421,6 +461,7 @@ def main(argv: Sequence[str] | None = None, linger: float = 0.0) -> int:
         if not _say("+" + name):
             break
         u.compile()
+        _date(_index_of(u))
         if not _say("-" + name):
             break
     return 0
