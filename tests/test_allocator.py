@@ -2660,6 +2660,30 @@ def test_load_refuses_a_machine_its_file_cannot_make_as_a_machine_file_error(tmp
         numslab.SlabAllocator.load(tmp_path / "bad.npz")
 
 
+@pytest.mark.parametrize("gen", ["7.0", "7.3"])
+def test_a_write_into_an_object_waiting_in_a_sheaf_is_written_over_by_its_flush(gen):
+    """README's "Stray writes": a write into a freed object that waits in a sheaf clobbers
+    nothing the allocator reads; ``find`` says it is ``cached``, and the shrink's flush writes
+    its free pointer anew over the write, so ``validate`` finds nothing before or after and
+    the objects are handed out again, whole."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=gen)
+    c = sa.kmem_cache_create("w", 64)
+    objs = c.alloc_bulk(8)
+    c.free_bulk(objs.copy())
+    for a in objs.tolist():
+        assert sa.find(a)["kind"] == "free object" and sa.find(a)["cached"]
+        sa.memory[a:a + 64] = 0xAB                  # (the user's stray write, every byte)
+    sa.validate()
+    sa.kmem_cache_shrink(c)
+    sa.validate()
+    assert len(sa.isolated_slabs()) == 0 and c.lost_objects == 0
+    assert not any(sa.find(a).get("cached") for a in objs.tolist())     # (or its page freed)
+    again = c.alloc_bulk(300)
+    assert len(set(again.tolist())) == 300 and set(objs.tolist()) <= set(again.tolist())
+    c.free_bulk(again)
+    sa.validate()
+
+
 def test_find_names_no_object_outside_the_slab_s_objects(kernel):
     """``find`` of an address in a debug slab's first left red zone named object -1, an
     address on the page before the slab (a fuzzing helper's write through it hit another

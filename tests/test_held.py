@@ -108,6 +108,7 @@ def test_held_marks_exactly_the_objects_off_the_free_lists(gen):
             kind = sa.find(a)["kind"]
             inside = kind == "free object" and _in_sheaf(sa, a)
             cached += inside
+            assert sa.find(a).get("cached") == (inside if kind == "free object" else None)
             assert _bit(sa, a) == (kind != "free object" or inside), (a, kind)
     assert cached
 

@@ -835,6 +835,35 @@ def test_a_trace_with_no_kmem_event_says_there_is_nothing_to_replay(text):
     assert r.replayed == 0
 
 
+def test_a_trace_whose_ring_buffer_overwrote_events_is_named_in_a_warning(tmp_path):
+    """A tracefs file recorded with too small a buffer (its header: 735 of 119,992 events kept)
+    replayed with no word said, where ``numslab record`` had warned when it wrote it (h21's
+    trial); ``read_trace`` reads the counts, and a file whose buffer kept every event, or with
+    no header, warns of nothing."""
+    from numslab.lab.trace import read_trace
+
+    def alloc(k):
+        return (f"  t-1 [000] ..... 10.{k + 1:06d}: kmem_cache_alloc: call_site=x+0x1/0x2 "
+                f"ptr={0x3000 + 256 * k:016x} name=dentry bytes_req=192 bytes_alloc=192 "
+                f"gfp_flags=GFP_KERNEL node=-1\n")
+    head = ("# tracer: nop\n#\n# entries-in-buffer/entries-written: 735/119992   #P:2\n#\n"
+            "##### CPU 0 buffer started ####\n")
+    path = tmp_path / "small.txt"
+    path.write_text(head + "".join(alloc(k) for k in range(40)))
+    tr = read_trace(path)
+    assert (tr.written, tr.overwritten, len(tr)) == (119992, 119257, 40)
+    with pytest.warns(UserWarning, match=f"^{re.escape(str(path))}: its header says the ring "
+                                         r"buffer overwrote the oldest 119257 of 119992 "
+                                         r"events \(99%\)"):
+        numslab.replay(path, samples=20, progress=False)
+    for top in (head.replace("735/119992", "40/40"), ""):
+        path.write_text(top + "".join(alloc(k) for k in range(40)))
+        assert read_trace(path).overwritten == 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            numslab.replay(path, samples=20, progress=False)
+
+
 def test_a_file_with_no_kmem_event_is_named_in_the_warning(tmp_path):
     """The warning named every trace "trace": ``numslab replay empty.txt`` said "numslab:
     warning: trace: none of its 0 event line(s) ...", the time-order warning the file."""

@@ -315,7 +315,7 @@ def _index_of(unit: native.Unit) -> Path:
     return Path(native.EngineCache(unit.py_func)._cache_file._index_path)
 
 
-#: The newest modification time of ``native.ABI_SOURCES`` (:func:`_sources_time`), read once.
+#: The newest modification time of ``native.abi_sources()`` (:func:`_sources_time`), read once.
 _newest: float | None = None
 
 
@@ -323,7 +323,7 @@ def _sources_time() -> float:
     """The newest modification time of the sources the engine's ABI hashes (read once)."""
     global _newest
     if _newest is None:
-        _newest = max((f.stat().st_mtime for f in native.ABI_SOURCES), default=0.0)
+        _newest = max((f.stat().st_mtime for f in native.abi_sources()), default=0.0)
     return _newest
 
 

@@ -63,16 +63,16 @@ if _MACHINE == "x86_64":
     ll.initialize_native_asmparser()    # Numba's LLVM reads no inline assembly without it
 
 
-#: Every source whose code is compiled into engine or driver functions (what :data:`ABI` hashes).
-ABI_SOURCES: list[Path] = sorted([
-    *_PACKAGE.glob("engine/*.py"), *_PACKAGE.glob("drivers/*.py"),
-    *(_PACKAGE / name for name in ("flags.py", "errors.py", "geometry.py"))])
+def abi_sources() -> list[Path]:
+    """Every source whose code is compiled into engine or driver functions (:data:`ABI`'s)."""
+    return sorted([*_PACKAGE.glob("engine/*.py"), *_PACKAGE.glob("drivers/*.py"),
+                   *(_PACKAGE / name for name in ("flags.py", "errors.py", "geometry.py"))])
 
 
 def _source_hash() -> str:
-    """Hash of Numba's version and of :data:`ABI_SOURCES`."""
+    """Hash of Numba's version and of :func:`abi_sources`."""
     h = hashlib.sha256(nb.__version__.encode())
-    for f in ABI_SOURCES:
+    for f in abi_sources():
         h.update(f.name.encode())
         h.update(f.read_bytes())
     return h.hexdigest()[:16]

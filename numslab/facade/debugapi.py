@@ -384,7 +384,10 @@ class DebugAPI:
         SLAB_TYPESAFE_BY_RCU slab discarded, its pages waiting for their grace period),
         "pages", "free page", "reserved", "slab padding" (a slab's bytes past its last object)
         or "outside". Where it applies, ``cache`` (a KmemCache), ``slab`` (its
-        address), ``index`` and ``offset`` inside the object (negative in its left red zone)."""
+        address), ``index`` and ``offset`` inside the object (negative in its left red zone);
+        for a "free object", ``cached``: whether it waits in a sheaf (a CPU's, a barn's, a
+        prefilled one) rather than on its slab's free list (a write into it clobbers nothing the
+        allocator reads, and a flush of the sheaf writes its free pointer over it)."""
         if isinstance(addr, (int, np.integer)) and not isinstance(addr, bool) \
                 and not 0 <= addr < self.nr_pages * PAGE_SIZE:
             return {"kind": "outside"}          # (any integer: -5 and 2**70 alike)
@@ -424,8 +427,11 @@ class DebugAPI:
             kind = "kfree_rcu"
         elif kind == "free object" and self._is_lost(cache, head, obj):
             kind = "lost"
-        return {"kind": kind, "cache": cache, "slab": head << 12, "index": index,
-                "object": obj, "offset": inside}
+        found = {"kind": kind, "cache": cache, "slab": head << 12, "index": index,
+                 "object": obj, "offset": inside}
+        if kind == "free object":
+            found["cached"] = self._in_a_sheaf(obj)
+        return found
 
     def sheaf_addresses(self: "SlabAllocator") -> np.ndarray:
         """Addresses of every sheaf the allocator holds, int64[n].
@@ -469,6 +475,16 @@ class DebugAPI:
         r = self.state.random_seq
         return r[r != 0].astype(np.int64)
 
+    def _in_a_sheaf(self: "SlabAllocator", obj: int) -> bool:
+        """Whether a sheaf of the allocator (:meth:`sheaf_addresses`) names the object ``obj``."""
+        words = self._mem
+        for sheaf in (self.sheaf_addresses() + self.memory.size).tolist():
+            n = min(max(int(words[(sheaf >> 3) + SH_SIZE]), 0), words.size)
+            o = (sheaf >> 3) + SH_OBJECTS
+            if obj in words[o:o + n]:
+                return True
+        return False
+
     def _is_lost(self: "SlabAllocator", cache: KmemCache, head: int, obj: int) -> bool:
         """Whether ``obj``, an object nobody holds of ``cache``'s slab at frame ``head``, is lost.
 
@@ -477,12 +493,9 @@ class DebugAPI:
         rows = cache.lost_slabs()
         if not (rows[:, 0] == head << 12).any():
             return False
-        st, words = self.state, self._mem
-        for sheaf in (self.sheaf_addresses() + self.memory.size).tolist():
-            n = min(max(int(words[(sheaf >> 3) + SH_SIZE]), 0), words.size)
-            o = (sheaf >> 3) + SH_OBJECTS
-            if obj in words[o:o + n]:
-                return False
+        if self._in_a_sheaf(obj):
+            return False
+        st = self.state
         cpus = st.cpu[cache.id]
         starts = [int(st.sl_freelist[head])] + cpus[cpus[:, C_SLAB] == head, C_FREELIST].tolist()
         frames = range(1 << max(int(st.pg_order[head]), 0))    # (-1: freed by another thread

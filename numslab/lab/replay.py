@@ -287,6 +287,21 @@ def _warn_time_order(tr: Trace) -> None:
                       stacklevel=3)
 
 
+def _warn_overwritten(tr: Trace) -> None:
+    """Warn if the trace's header says a full ring buffer overwrote its oldest events.
+
+    A tracefs ``trace`` file of a buffer too small for the recording starts mid-way, with no
+    line marking it (``numslab record`` says so when it writes one; a file replayed later, or
+    another's, said nothing): its frees of objects allocated before are skipped, and what was
+    live then is missing from every figure."""
+    if tr.overwritten:
+        warnings.warn(f"{tr.source}: its header says the ring buffer overwrote the oldest "
+                      f"{tr.overwritten} of {tr.written} events "
+                      f"({100 * tr.overwritten / tr.written:.0f}%) before it was read: the "
+                      f"replay starts mid-way (record with a larger --buffer-kb)", UserWarning,
+                      stacklevel=3)
+
+
 def _warn_no_events(tr: Trace) -> None:
     """Warn if the trace holds no allocation or free event of the ``kmem`` tracepoints.
 
@@ -495,6 +510,7 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
                                    "recording (snapshot=, --snapshot)")
     p = prepare(merge_aliases(tr, snap) if snap else tr)
     _warn_time_order(tr)
+    _warn_overwritten(tr)
     _warn_no_events(tr)
     prep = time.perf_counter() - t0
     out = []

@@ -120,6 +120,12 @@ class Trace:
         Distinct pointers.
     source : str
         What errors and warnings name: the path read, or ``trace`` (bytes, a file object).
+    written : int
+        Events the kernel wrote in all, from a tracefs ``trace`` file's header
+        (``entries-in-buffer/entries-written``); 0 when the text has no such header.
+    overwritten : int
+        Of those, the oldest a full ring buffer overwrote before the file was read (no line
+        marks them: the header's entries-written less entries-in-buffer).
     """
 
     kind: np.ndarray
@@ -139,10 +145,17 @@ class Trace:
     kmalloc: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     npid: int = 0
     source: str = "trace"
+    written: int = 0
+    overwritten: int = 0
 
     def __len__(self) -> int:
         return int(self.kind.shape[0])
 
+
+#: A tracefs ``trace`` file's header line counting the events kept and written, and how far
+#: into the text it is looked for (the header's dozen lines).
+_ENTRIES = re.compile(rb"^# entries-in-buffer/entries-written: (\d+)/(\d+)", re.M)
+HEADER_BYTES = 4096
 
 #: the columns of a :class:`Trace` and their dtypes, as :func:`read_trace` makes them
 _COLUMNS = (("kind", np.int8), ("line", np.int32), ("cpu", np.int32), ("ts", np.float64),
@@ -292,6 +305,7 @@ class _Reader:
         self.name_size = np.zeros(P.NAME_MAX_ROWS, np.int64)
         self.km_row = np.full(64, -1, np.int32)
         self.lines = 0
+        self.written = self.overwritten = 0
         # more than rows/4 slots, filled to 3/4: no rehash below 3/16 as many pointers as rows
         self._pids(max(1 << 16, 1 << (max(rows, 1) // 4).bit_length()))
 
@@ -306,6 +320,12 @@ class _Reader:
 
     def take(self, ch: _Chunk, where: str) -> None:
         """Append a scanned chunk's rows (interning names and pointers); raise its error."""
+        if self.lines == 0:                     # (the first chunk: a tracefs file's header)
+            head = bytes(ch.text[:min(ch.end, HEADER_BYTES)])
+            got = _ENTRIES.search(head)
+            if got:
+                kept, self.written = int(got[1]), int(got[2])
+                self.overwritten = max(self.written - kept, 0)
         i, m = 0, int(ch.sv[P.SV_ROWS])
         c, s = self.cols, ch.cols
         r0 = int(self.sv[P.SV_ROWS])
@@ -378,7 +398,8 @@ class _Reader:
             names, sizes, kmalloc = list(first), sz, km
         return Trace(c["kind"], c["line"], c["cpu"], c["ts"], c["ptr"], name, c["req"],
                      c["alloc"], c["gfp"], c["node"], row, c["pid"], names, sizes, kmalloc,
-                     int(self.sv[P.SV_NPIDS]))
+                     int(self.sv[P.SV_NPIDS]), written=self.written,
+                     overwritten=self.overwritten)
 
 
 def read_trace(source: str | Path | BinaryIO | bytes, skip_bad: bool = False,

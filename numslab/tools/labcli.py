@@ -77,7 +77,9 @@ def add_commands(sub: Any) -> None:
                    help="trace text (.xz or .gz compressed by suffix)")
     c.add_argument("--seconds", type=_seconds,
                    help="record this long (without a command; default 1 second)")
-    c.add_argument("--tracefs", default=rec.TRACEFS, help=argparse.SUPPRESS)
+    c.add_argument("--tracefs", default=rec.TRACEFS, metavar="DIR",
+                   help=f"tracefs folder (default {rec.TRACEFS}, mounted if needed; another "
+                        "one must be mounted already)")
     c.add_argument("--buffer-kb", type=positive_int, default=65536,
                    help="ring buffer per CPU, KiB (default 65536)")
     c.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND ...: record while "
