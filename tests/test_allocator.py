@@ -281,6 +281,38 @@ def test_destroy_after_a_stray_write_on_a_cpu_freelist(force):
     sa.validate()
 
 
+def test_a_shrink_that_isolates_a_slab_says_so_on_the_logger(caplog):
+    """6.18: a write past a record over the next free object's free pointer makes
+    ``validate()`` fail; ``kmem_cache_shrink``'s flush of the CPU slab isolated the slab with
+    no word said, and ``validate()`` passed after it (h21's trial). Now the shrink says so on
+    the ``numslab`` logger (it raises nothing: it took nothing), and says nothing when it
+    isolates nothing; so does a write of ``cpu_partial``, which flushes too."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel="6.18")
+    c = sa.kmem_cache_create("rec", 32)
+    a = c.alloc()
+    b = a + 32 if (a + 32) >> 12 == a >> 12 else a - 32
+    sa.memory[b:b + 32] = 0xAB                       # (over its free pointer)
+    with pytest.raises(numslab.SlabCorruptionError):
+        sa.validate()
+    with caplog.at_level("WARNING", logger="numslab"):
+        sa.kmem_cache_shrink(c)
+    assert (sa.isolated_slabs() >> 12).tolist() == [a >> 12] and c.lost_objects > 0
+    assert "kmem_cache_shrink(rec): a corrupted free list (a write into freed memory?): " \
+        "1 slab(s) isolated" in caplog.text
+    sa.validate()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="numslab"):
+        sa.kmem_cache_shrink(c)
+        d = sa.kmem_cache_create("rec2", 32)
+        e = d.alloc()
+        f = e + 32 if (e + 32) >> 12 == e >> 12 else e - 32
+        sa.memory[f:f + 32] = 0xAB
+        assert caplog.text == ""
+        d.cpu_partial = 0
+    assert "cpu_partial(rec2): a corrupted free list" in caplog.text
+    assert len(sa.isolated_slabs()) == 2
+
+
 def test_destroy_after_a_slab_was_isolated_names_its_lost_objects(kernel):
     """A stray write over a free pointer: the allocation that meets it isolates the slab,
     whose free objects (and the frees into it since) are lost. The destroy then discarded

@@ -193,6 +193,42 @@ def test_sysfs_of_6_18_has_sheaf_capacity():
 USERSIZE = Path(__file__).parent / "data" / "kernel_slab_usersize.csv"
 
 
+def test_a_usercopy_region_is_sysfs_usersize_as_the_kernel_prints_it(tmp_path):
+    """A cache made with a usercopy region (``kmem_cache_create_usercopy``: dentry, task_struct,
+    skbuff_head_cache) printed ``usersize`` 0 where the kernel prints the region's size (h21's
+    trial, against this machine's ``/sys/kernel/slab``): every cache of the real kernel's file
+    with one, made with its object size and region, prints the kernel's text, keeps it through
+    save and load, and a region the kernel's ``__kmem_cache_create_args`` refuses is refused
+    with nothing made."""
+    lines = USERSIZE.read_text().splitlines()[2:]
+    real = [(name, int(size), int(user)) for name, size, user in (ln.split(",") for ln in lines)
+            if int(user) and "kmalloc" not in name]
+    assert len(real) >= 10 and ("dentry", 192, 40) in real
+    sa = numslab.SlabAllocator(nr_cpus=2, memory="16M", kernel="7.0")
+    for name, size, user in real:
+        c = sa.kmem_cache_create(name, size, usersize=user)
+        assert (c.usersize, c.useroffset, c.sysfs()["usersize"]) == (user, 0, str(user)), name
+    d = sa.kmem_cache_create("d", 192, useroffset=152, usersize=40)
+    assert (d.useroffset, d.usersize) == (152, 40)
+    names = [c.name for c in sa.caches]
+    for kw, err in ((dict(useroffset=8), "offset with no size"),
+                    (dict(usersize=65), "not inside the 64-byte object"),
+                    (dict(useroffset=40, usersize=32), "not inside"),
+                    (dict(usersize=-1), "not inside")):
+        with pytest.raises(numslab.InvalidSizeError, match=err):
+            sa.kmem_cache_create("bad", 64, **kw)
+    with pytest.raises(numslab.SizeTypeError, match="usersize 8.0 is not an int"):
+        sa.kmem_cache_create("bad", 64, usersize=8.0)
+    assert [c.name for c in sa.caches] == names
+    with pytest.raises(numslab.FixedAttributeError):
+        d.usersize = 8
+    sa.save(tmp_path / "m.npz")
+    back = numslab.SlabAllocator.load(tmp_path / "m.npz")
+    assert back.find_cache("d").sysfs()["usersize"] == "40"
+    assert (back.find_cache("d").useroffset, back.find_cache("dentry").usersize) == (152, 40)
+    assert back.find_cache("kmalloc-64").usersize == 64
+
+
 @pytest.mark.parametrize("gen", ["6.18", "7.0"])
 def test_sysfs_has_a_real_kernels_files_and_usersize(gen):
     """``usersize`` (CONFIG_HARDENED_USERCOPY, which this project's 6.18 kernel has) was

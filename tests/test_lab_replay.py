@@ -246,6 +246,29 @@ def test_series_bytes_and_table():
     assert r.to_json()["caches"][r.names[k]]["objects"] == r.objects[k]
 
 
+@pytest.mark.parametrize("gen", ["6.18", "7.0"])
+def test_a_snapshots_usersize_is_the_replayed_caches(gen):
+    """``numslab snapshot`` keeps each cache's ``usersize`` and the replay makes its caches with
+    that usercopy region, so their sysfs prints the kernel's (dentry's 40 read 0: h21's trial);
+    a cache with a constructor (made at its slab size) keeps it too, and a snapshot without the
+    file (the shared ones) makes none."""
+    line = ("  cat-1 [000] ..... 1.{:06d}: kmem_cache_alloc: call_site=f+0x1/0x9 "
+            "ptr=00000000{:08x} name={} bytes_req=192 bytes_alloc=192 gfp_flags=GFP_KERNEL "
+            "node=-1 accounted=false\n")
+    names = ["dentry", "inode_cache", "plain"]
+    trace = "".join(line.format(i, 0x1000 + 1024 * i, names[i % 3]) for i in range(9)).encode()
+    snap = {"caches": [
+        {"name": "dentry", "object_size": "192", "slab_size": "192", "usersize": "40"},
+        {"name": "inode_cache", "object_size": "616", "slab_size": "624", "ctor": "init_once",
+         "usersize": "24"},
+        {"name": "plain", "object_size": "192", "slab_size": "192"}]}
+    r = numslab.replay(trace, kernel=gen, snapshot=snap)
+    got = {nm: r.allocator.find_cache(nm).sysfs()["usersize"] for nm in names}
+    assert got == {"dentry": "40", "inode_cache": "24", "plain": "0"}
+    from numslab.lab.record import SLAB_ATTRS
+    assert "usersize" in SLAB_ATTRS
+
+
 def test_table_flags_as_slabinfo_prints_them():
     """slabinfo's Flg: ``*`` for a kernel cache with aliases (the snapshot's ``aliases``),
     then ``d``, ``A``, ``P``, ``a``, ``Z``, ``F``, ``U``, ``T`` in that order."""

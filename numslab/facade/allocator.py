@@ -45,7 +45,7 @@ from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
                         calculate_sheaf_capacity, get_order, kmalloc_size_roundup)
 from . import persist, threads
 from .args import (cache_op, as_int, check_bool, check_cache_name, check_dtype, check_gfp,
-                   check_max_caches, fixed, is_integer, public_caller)
+                   check_max_caches, check_usercopy, fixed, is_integer, public_caller)
 from .batchapi import BatchAPI
 from .cache import NO_ALLOCATOR, CacheTable, DestroyedCache, KmemCache
 from .debugapi import DebugAPI
@@ -334,7 +334,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
                           ctor: Callable[[np.ndarray, int], Any] | None = None,
                           freeptr_offset: int | None = None, sheaf_capacity: int = 0,
                           dtype: Any = None, partial_order: str | None = None,
-                          **kwargs: Any) -> KmemCache:
+                          useroffset: int = 0, usersize: int = 0, **kwargs: Any) -> KmemCache:
         """Create a slab cache with SLUB's geometry for this machine.
 
         Parameters
@@ -366,6 +366,8 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
             Order of its node partial lists (default: the allocator's).
         dtype : numpy.dtype, optional
             A record type; ``size`` may then be omitted (pass 0) and is ``dtype.itemsize``.
+        useroffset, usersize : int
+            The usercopy region (``kmem_cache_create_usercopy``): sysfs ``usersize``.
         """
         with self._slab_mutex:         # slab_mutex: a name and a slot, taken once
             wait_for_engine()           # not while another thread's compile parks the rows
@@ -400,6 +402,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
                         f"lifts it)")
             except InvalidSizeError as e:       # the call and the cache named, as above
                 raise InvalidSizeError(f"kmem_cache_create({name}): {e}") from None
+            usercopy = check_usercopy(f"kmem_cache_create({name})", size, useroffset, usersize)
             debug = flags & SLAB_DEBUG_FLAGS
             if debug or (self._gen7 and flags & SLAB_NOLEAKTRACE):   # calculate_sheaf_capacity: 0
                 sheaf_capacity = 0
@@ -452,7 +455,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
             row[CA_ACTIVE] = 0 if opening else mask     # (live once its sheaves are:
             ca[cid] = row                   # numslab.jit's fast paths took a missing main
             #                                 sheaf for frame 0)
-            cache = KmemCache(self, cid, name, ctor, dtype)
+            cache = KmemCache(self, cid, name, ctor, dtype, usercopy)
             self._caches.add(cache)
             if debug:
                 self._debug_cache_created(cid)

@@ -84,6 +84,25 @@ def check_cache_name(name: Any, taken: Any) -> str:
     return name
 
 
+def check_usercopy(where: str, size: int, useroffset: Any, usersize: Any) -> tuple[int, int]:
+    """``(useroffset, usersize)``, the usercopy region of a cache of ``size``-byte objects.
+
+    CONFIG_HARDENED_USERCOPY's whitelist (``kmem_cache_create_usercopy``, ``struct
+    kmem_cache_args``): ``usersize`` bytes from ``useroffset`` inside the object, ``0, 0`` for
+    none. Refused as ``__kmem_cache_create_args`` refuses it (it warns and whitelists nothing):
+    not whole numbers, an offset without a size, or a region past the object."""
+    for what, v in (("useroffset", useroffset), ("usersize", usersize)):
+        if type(v) is not int and not isinstance(v, np.integer):
+            raise SizeTypeError(f"{where}: {what} {v!r} is not an int")
+    useroffset, usersize = int(useroffset), int(usersize)
+    if useroffset < 0 or usersize < 0 or (usersize == 0 and useroffset != 0) or \
+            usersize > size or size - usersize < useroffset:
+        raise InvalidSizeError(f"{where}: usercopy region of {usersize} bytes at offset "
+                               f"{useroffset} is not inside the {size}-byte object (or an "
+                               f"offset with no size)")
+    return useroffset, usersize
+
+
 def check_dtype(dtype: Any, size: int, where: str) -> tuple[np.dtype, int]:
     """``dtype`` as a NumPy dtype whose records fit a cache's objects, and the object size.
 

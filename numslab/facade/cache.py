@@ -54,20 +54,28 @@ class KmemCache(MovableCache, RecordAccess):
     """
 
     # Slots: the call gate reads ``_sa`` and ``_id`` at their fixed offsets.
-    __slots__ = ("_sa", "_id", "_name", "_ctor", "_dtype", "_row", "__weakref__")
+    __slots__ = ("_sa", "_id", "_name", "_ctor", "_dtype", "_usercopy", "_row", "__weakref__")
 
     name = fixed("name", "The cache's name (its ``/sys/kernel/slab`` directory).")
     ctor = fixed("ctor", "The constructor, ``ctor(memory, addr)``, or None.")
     dtype = fixed("dtype", "The records' NumPy dtype, or None.")
 
+    useroffset = fixed("useroffset", "The usercopy region's offset in the object (bytes).",
+                       read=lambda self: self._usercopy[0])
+    usersize = fixed("usersize", "The usercopy region's size (bytes; 0: none): sysfs "
+                     "``usersize``, the whole object for a kmalloc cache.",
+                     read=lambda self: self.object_size if self.flags & SLAB_KMALLOC
+                     else self._usercopy[1])
+
     def __init__(self, sa: "SlabAllocator", cid: int, name: str,
                  ctor: Callable[[np.ndarray, int], Any] | None,
-                 dtype: np.dtype | None = None) -> None:
+                 dtype: np.dtype | None = None, usercopy: tuple[int, int] = (0, 0)) -> None:
         self._sa = sa
         self._id = cid
         self._name = name
         self._ctor = ctor
         self._dtype = dtype
+        self._usercopy = usercopy
         self._row = sa.state.ca[cid]
 
     def __len__(self) -> int:
@@ -199,7 +207,9 @@ class KmemCache(MovableCache, RecordAccess):
             objs = int(row[CA_OBJECTS])
             row[CA_CPU_PARTIAL_SLABS] = ((2 * int(n) & 0xFFFFFFFF) + objs - 1
                                          & 0xFFFFFFFF) // objs
+            before = sa._isolations()
             flush_all(sa._st, cid)
+            sa._log_isolated("cpu_partial", self, before)
 
     sheaf_capacity = fixed("sheaf_capacity", "Objects per per-CPU sheaf (0: the cache has none).",
                            read=lambda self: int(self._row[CA_SHEAF_CAPACITY]))
@@ -466,8 +476,8 @@ class KmemCache(MovableCache, RecordAccess):
             out[name] = str(int(bool(self.flags & flag)))
         out["cache_dma"] = str(int(bool(self.flags & SLAB_CACHE_DMA)))    # CONFIG_ZONE_DMA's
         # CONFIG_HARDENED_USERCOPY's: the usercopy region's size. create_kmalloc_cache
-        # whitelists the whole object; kmem_cache_create, which numslab models, none
-        out["usersize"] = str(self.object_size if self.flags & SLAB_KMALLOC else 0)
+        # whitelists the whole object; kmem_cache_create the region it was given
+        out["usersize"] = str(self.usersize)
         out["aliases"] = "0"            # refcount - 1: numslab merges no cache
         out["shrink"] = out["validate"] = ""        # write-only: their show prints nothing
         out.update(self._stat_files())
@@ -646,16 +656,16 @@ class DestroyedCache(KmemCache):
 
 
 class _Record:
-    """What a cache's handle is made from: its name, constructor and dtype.
+    """What a cache's handle is made from: its name, constructor, dtype and usercopy region.
 
     One per cache made, so its identity tells a cache from a later one in the same slot
     (``CacheTable.token``)."""
 
-    __slots__ = ("name", "ctor", "dtype")
+    __slots__ = ("name", "ctor", "dtype", "usercopy")
 
     def __init__(self, name: str, ctor: Callable[[np.ndarray, int], Any] | None,
-                 dtype: np.dtype | None) -> None:
-        self.name, self.ctor, self.dtype = name, ctor, dtype
+                 dtype: np.dtype | None, usercopy: tuple[int, int]) -> None:
+        self.name, self.ctor, self.dtype, self.usercopy = name, ctor, dtype, usercopy
 
 
 class CacheTable:
@@ -682,7 +692,7 @@ class CacheTable:
     def add(self, cache: KmemCache) -> None:
         """Enter a new cache (its id and name are free)."""
         cid = cache._id
-        self._records[cid] = _Record(cache._name, cache._ctor, cache._dtype)
+        self._records[cid] = _Record(cache._name, cache._ctor, cache._dtype, cache._usercopy)
         self._handles[cid] = cache
         self._ids[cache._name] = cid
 
@@ -693,7 +703,7 @@ class CacheTable:
                 cache = self._handles.get(cid)
                 if cache is None:
                     r = self._records[cid]
-                    cache = KmemCache(self._sa(), cid, r.name, r.ctor, r.dtype)
+                    cache = KmemCache(self._sa(), cid, r.name, r.ctor, r.dtype, r.usercopy)
                     self._handles[cid] = cache
         return cache
 

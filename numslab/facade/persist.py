@@ -23,7 +23,7 @@ from ..engine.layout import (C_MAIN, C_NCOLS, C_PARKED, CA_ACTIVE, CA_DEBUG, CA_
                              H_MEMSIZE, HEADER, view)
 from ..errors import MachineFileError, SlabError, WrongTypeError
 from . import threads
-from .args import check_cache_name, check_dtype
+from .args import check_cache_name, check_dtype, check_usercopy
 from .cache import KmemCache
 from .kmallocapi import _RCU_LOCK
 from .loadbits import check_rcu_marks
@@ -171,7 +171,8 @@ def _save_held(sa: "SlabAllocator", path: str | Path) -> None:
             "rcu_pending": [[int(a), cpu] for a, cpu in sa._rcu_pending.items()],
             "caches": [{"id": c.id, "name": c.name,
                         "dtype": None if c.dtype is None else      # (refused before the
-                        dtype_json(c.dtype, f"save: cache {c.name}")}  # file is opened)
+                        dtype_json(c.dtype, f"save: cache {c.name}"),  # file is opened)
+                        "usercopy": list(c._usercopy)}
                        for c in sa.caches]}
     pages = _shadow_pages(sa)
     used = _written(pages)
@@ -344,7 +345,10 @@ def _load(cls: type, path: str | Path) -> "SlabAllocator":
             dtype = None if c["dtype"] is None else check_dtype(   # (as kmem_cache_create:
                 dtype_from_json(c["dtype"]), int(sa.state.ca[c["id"], CA_OBJECT_SIZE]),
                 f"load: {path}: cache {name}")[0]                  # no Python objects)
-            sa._caches.add(KmemCache(sa, c["id"], name, None, dtype))
+            usercopy = check_usercopy(f"load: {path}: cache {name}",           # (none in
+                                      int(sa.state.ca[c["id"], CA_OBJECT_SIZE]),  # files of
+                                      *c.get("usercopy", (0, 0)))                 # before)
+            sa._caches.add(KmemCache(sa, c["id"], name, None, dtype, usercopy))
         sa._site_names = [str(site) for site in meta["sites"]]  # slab_debug U's call sites
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, SlabError) and str(e).startswith("load: "):    # (check_dtype's)

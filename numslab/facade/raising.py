@@ -4,6 +4,7 @@ The engine's negative error codes and fault registers, turned into exceptions wh
 the call, the cache and the address."""
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -12,8 +13,8 @@ from ..engine import checks, debug
 from ..engine.prefill import return_user_sheaf
 from ..engine.layout import (AT_CACHE, AT_COUNT, AT_CPU, AT_FRAME, AT_NODE, AT_OBJECT,
                              AT_SHEAF, AT_SHIFT, AT_SLAB, G_FAULT_CACHE, G_FAULT_SLAB,
-                             G_FAULT_VALUE, NIL, PG_HEAD, PG_LARGE, PG_RCU, PG_RESERVED, PG_SLAB,
-                             PG_TAIL, SH_SIZE)
+                             G_FAULT_VALUE, G_NISOLATED, NIL, PG_HEAD, PG_LARGE, PG_RCU,
+                             PG_RESERVED, PG_SLAB, PG_TAIL, SH_SIZE)
 from ..errors import (PAGE_NOTE, BadAddressError, DoubleFreeError, InvalidArgumentError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..geometry import PAGE_SIZE
@@ -21,6 +22,8 @@ from .cache import KmemCache
 
 if TYPE_CHECKING:
     from .allocator import SlabAllocator
+
+log = logging.getLogger("numslab")
 
 
 def held_by_no_one(e: SlabDebugError, what: str, held: list[int], how: str) -> SlabDebugError:
@@ -122,6 +125,23 @@ class RaiseAPI:
         fault = int(g[G_FAULT_CACHE]), int(g[G_FAULT_SLAB]), int(g[G_FAULT_VALUE])
         g[G_FAULT_CACHE] = g[G_FAULT_SLAB] = g[G_FAULT_VALUE] = 0
         return fault
+
+    def _isolations(self: "SlabAllocator") -> int:
+        """The slabs ever isolated on this machine (``G_NISOLATED``): before a flushing call."""
+        return int(self._g[G_NISOLATED])
+
+    def _log_isolated(self: "SlabAllocator", call: str, cache: KmemCache, before: int) -> None:
+        """Warn on the ``numslab`` logger of the slabs ``call`` isolated, raising nothing.
+
+        A flush (6.18's CPU slab leaving, a CPU partial list unfrozen) that meets a corrupted free
+        list isolates the slab and goes on: it raises nothing (it is no allocation that took
+        nothing), but a slab that ``validate()`` refused before the call no longer fails it
+        after, so the call says so (``before``: :meth:`_isolations` before it)."""
+        n = self._isolations() - before
+        if n > 0:
+            log.warning("%s(%s): a corrupted free list (a write into freed memory?): %d slab(s) "
+                        "isolated, their free objects lost (isolated_slabs(), lost_objects)",
+                        call, cache.name, n)
 
     def _raise_fault(self: "SlabAllocator") -> None:
         """Raise ``SlabCorruptionError`` for the corrupted free pointer the engine found.

@@ -46,7 +46,7 @@ EVENTS = ("kmalloc", "kfree", "kmem_cache_alloc", "kmem_cache_free")
 SLAB_ATTRS = ("object_size", "slab_size", "align", "order", "objs_per_slab", "min_partial",
               "cpu_partial", "hwcache_align", "destroy_by_rcu", "reclaim_account",
               "sheaf_capacity", "ctor", "aliases", "objects", "slabs", "partial", "cpu_slabs",
-              "total_objects", "objects_partial", "slabs_cpu_partial")
+              "total_objects", "objects_partial", "slabs_cpu_partial", "usersize")
 
 #: the output options of tracefs the reader needs as the kernel's defaults, set for a recording
 #: where tracefs has them (a trace printed otherwise was refused by ``numslab replay``: no

@@ -89,7 +89,7 @@ def load_snapshot(source: str | Path | dict) -> Snapshot:
 
 #: the attributes :func:`_geometry` reads as numbers
 _NUMBERS = ("object_size", "slab_size", "align", "hwcache_align", "reclaim_account",
-            "destroy_by_rcu", "sheaf_capacity")
+            "destroy_by_rcu", "sheaf_capacity", "usersize")
 
 
 #: the sysfs counts a warm start seeds from, as ``show_slab_objects`` prints them
@@ -115,7 +115,7 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
     num = {}
     for a in _NUMBERS:
         v = c.get(a)
-        if a not in c or v in (None, "") and a in ("align", "sheaf_capacity"):  # read as 0
+        if a not in c or v in (None, "") and a in ("align", "sheaf_capacity", "usersize"):
             continue
         t = v.strip() if isinstance(v, str) else v
         ok = isinstance(t, str) and t.removeprefix("-").isdecimal() or \
@@ -210,9 +210,12 @@ def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
         sheaf = 0 if policy == "nosheaves" else snap_sheaf
     args = {"size": int(s["object_size"]), "align": int(s.get("align", 0) or 0),
             "flags": flags, "sheaf_capacity": sheaf}
+    user = int(s.get("usersize", 0) or 0)      # (the region's offset is in no sysfs file:
+    if 0 < user <= args["size"]:                # 0, which sysfs cannot tell apart)
+        args["usersize"] = user
     if s.get("ctor"):           # a typesafe one keeps its flag, its free pointer inside
         ctor = {"size": int(s["slab_size"]), "align": args["align"], "flags": flags,
-                "sheaf_capacity": sheaf}
+                "sheaf_capacity": sheaf, **({"usersize": user} if "usersize" in args else {})}
         if flags & F.SLAB_TYPESAFE_BY_RCU:
             ctor["freeptr_offset"] = 0
         return ctor, int(s["object_size"]), "snapshot-size"
