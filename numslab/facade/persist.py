@@ -1,8 +1,8 @@
 """Saving a whole simulated machine to a file and loading it back exactly.
 
-The state buffer, the arena's bytes and the caches' Python side (names, dtypes), as
-``SlabAllocator.save`` and ``SlabAllocator.load`` offer them, with a digest of the content that
-``load`` checks first."""
+The state buffer, the arena's bytes and the caches' Python side (names, dtypes, usercopy
+regions), as ``SlabAllocator.save`` and ``SlabAllocator.load`` offer them, with a digest of the
+content that ``load`` checks first."""
 from __future__ import annotations
 
 import dataclasses
