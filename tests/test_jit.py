@@ -542,14 +542,15 @@ def test_kfree_errors_name_the_cache_the_page_belongs_to(kernel):
 def test_njit_count_checks(world):
     sa, c, other, objs, gone = world
     snap = snapshot(sa)
+    named = f", cache id {c.id} '{c.name}'"              # (a cache's call names it too)
     for nr in (21, -1):                                 # the message names the count
-        with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {nr}\\)$"):
+        with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {nr}{named}\\)$"):
             free_many(sa.handle, c.id, nr, objs.copy())
         with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {nr}\\)$"):
             kfree_many(sa.handle, nr, objs.copy())
-        with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {nr}\\)$"):
+        with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {nr}{named}\\)$"):
             alloc_many(sa.handle, c.id, nr, np.empty(20, np.int64))
-        with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {nr}\\)$"):
+        with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {nr}{named}\\)$"):
             alloc_arr(sa.handle, c.id, nr, np.empty(20, np.int64), 0)
     for size in (-1, (4 << 20) + 1):
         with pytest.raises(numslab.InvalidSizeError, match=f"\\(got {size}\\)$"):
@@ -1358,8 +1359,9 @@ def test_kmem_cache_free_array_s_errors_name_it(sa):
         _free_array(sa.handle, c.id, 2, arr)
     with pytest.raises(numslab.InvalidSizeError, match=r"^numslab\.jit\.kmem_cache_free_array: "
                                                        r"count negative or larger than the "
-                                                       r"array's 2 entries \(got 5\)$"):
-        _free_array(sa.handle, c.id, 5, arr)
+                                                       r"array's 2 entries \(got 5, cache id "
+                                                       rf"{c.id} 'arrays'\)$"):
+        _free_array(sa.handle, c.id, 5, arr)      # (the cache named: h21's trial)
     sa.kmem_cache_free(c, int(arr[0]))
     sa.validate()
 

@@ -185,10 +185,10 @@ def _new_array(typingctx: Any, arr: Any) -> Any:
 
 
 @jit(inline=True, helper=True)
-def _checked_count(nr, length, call):
-    """Raise unless ``nr`` is in ``0..length`` (the array's entries)."""
+def _checked_count(st, cache, nr, length, call):
+    """Raise unless ``nr`` is in ``0..length`` (the array's entries), naming ``cache`` (or NIL)."""
     if nr < 0 or nr > length:
-        _record_error(0, NO_ADDR, -1, -1, nr, -1, call, length)
+        _record_error(address(st), NO_ADDR, cache, -1, nr, -1, call, length)
         raise InvalidSizeError("numslab.jit: count negative or larger than the array's {bound} "
                                "entries", JIT_RAISE)
 
@@ -366,7 +366,7 @@ def kmem_cache_alloc_bulk(h, cache, nr, out, cpu=0, gfp=GFP_KERNEL):
     ``out``: int64[n], ``n >= nr``, 1-D, C-contiguous and writable."""
     cache, nr, cpu, gfp = _cache_arg(cache), _count_arg(nr), _int_arg(cpu), _int_arg(gfp)
     st = _cache_state(h, cache, cpu, True, gfp, J_ALLOC_BULK)
-    _checked_count(nr, out.shape[0], J_ALLOC_BULK)
+    _checked_count(st, cache, nr, out.shape[0], J_ALLOC_BULK)
     pa = _out_array(out)
     n = _alloc_bulk_sheaf(st, cache, cpu, gfp, nr, words_at(pa))
     if n >= 0:
@@ -387,7 +387,7 @@ def _free_bulk(h, cache, nr, objs, cpu, call):
     """``kmem_cache_free_bulk`` or ``kmem_cache_free_array`` (``call``: which raises)."""
     cache, nr, cpu = _cache_arg(cache), _count_arg(nr), _int_arg(cpu)
     st = _cache_state(h, cache, cpu, False, 0, call)
-    _checked_count(nr, objs.shape[0], call)
+    _checked_count(st, cache, nr, objs.shape[0], call)
     pa = _objs_array(objs)
     if st.g[G_PEND] == nr and not _in_arena(st, nr, pa) and \
             _free_pending(st, cache, cpu, nr, words_at(pa)):
@@ -409,7 +409,7 @@ def kmem_cache_alloc_array(h, cache, nr, out, flags=0, cpu=0, gfp=GFP_KERNEL):
     st = _cache_state(h, cache, cpu, True, gfp, J_ALLOC_ARRAY)
     if flags & ~SLAB_ARRAY_ALLOC_ALL:
         _raise(E_BAD_FLAGS, NO_ADDR, cache, -1, flags, address(st), -1, J_ALLOC_ARRAY)
-    _checked_count(nr, out.shape[0], J_ALLOC_ARRAY)
+    _checked_count(st, cache, nr, out.shape[0], J_ALLOC_ARRAY)
     pa = _out_array(out)
     return _checked(st, ops.kmem_cache_alloc_array(st, cache, cpu, gfp, flags, nr, pa),
                     J_ALLOC_ARRAY)
@@ -474,7 +474,7 @@ def kfree_bulk(h, nr, objs, cpu=0):
     ``objs``: int64[n], ``n >= nr``, 1-D, C-contiguous and writable."""
     nr, cpu = _count_arg(nr), _int_arg(cpu)
     st = _state(h, cpu, J_KFREE_BULK)
-    _checked_count(nr, objs.shape[0], J_KFREE_BULK)
+    _checked_count(st, NIL, nr, objs.shape[0], J_KFREE_BULK)
     pa = _objs_array(objs)
     err = ops.free_bulk(st, NIL, cpu, nr, pa)
     if err == E_ARRAY_PLACE:
