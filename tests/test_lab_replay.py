@@ -878,13 +878,14 @@ def test_a_trace_whose_ring_buffer_overwrote_events_is_named_in_a_warning(tmp_pa
     with pytest.warns(UserWarning, match=f"^{re.escape(str(path))}: its header says the ring "
                                          r"buffer overwrote the oldest 119257 of 119992 "
                                          r"events \(99%\)"):
-        numslab.replay(path, samples=20, progress=False)
+        r = numslab.replay(path, samples=20, progress=False)
+    assert r.overwritten_events == r.to_json()["overwritten_events"] == 119257
     for top in (head.replace("735/119992", "40/40"), ""):
         path.write_text(top + "".join(alloc(k) for k in range(40)))
         assert read_trace(path).overwritten == 0
         with warnings.catch_warnings():
             warnings.simplefilter("error")
-            numslab.replay(path, samples=20, progress=False)
+            assert numslab.replay(path, samples=20, progress=False).overwritten_events == 0
 
 
 def test_a_file_with_no_kmem_event_is_named_in_the_warning(tmp_path):

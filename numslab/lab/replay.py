@@ -517,6 +517,7 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
     for cfg in configs:
         r = replay_prepared(p, cfg, snap, samples, progress)
         r.parse_seconds = parse_seconds + prep
+        r.overwritten_events = tr.overwritten
         out.append(r)
     return out
 

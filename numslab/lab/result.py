@@ -153,6 +153,10 @@ class ReplayResult:
     aliases: np.ndarray | None = None
     allocator: Any = None
     parse_seconds: float = 0.0
+    #: events the trace's ring buffer overwrote before it was read (its tracefs header's
+    #: entries-written less entries-in-buffer; 0: none, or no such header): the replay
+    #: started that far into the recording
+    overwritten_events: int = 0
     #: times the policy's work (a shrink or compaction of one cache) ran: per cache at each
     #: work point, or after the frees that triggered it (``every=free``)
     work_runs: int = 0
@@ -294,6 +298,7 @@ class ReplayResult:
             "events_per_second": round(self.events_per_second, 1),
             "seconds": round(self.seconds, 4), "parse_seconds": round(self.parse_seconds, 4),
             "compile_seconds": round(self.compile_seconds, 4),
+            "overwritten_events": self.overwritten_events,
             "memory_per_node": self.memory_per_node, "samples": int(len(self.series.t)),
             "work_runs": self.work_runs, "objects_moved": self.objects_moved,
             "totals": self.totals, "counters": self.counters,
