@@ -1,4 +1,4 @@
-"""``numslab.tools.bench``: the peers numslab is measured against (DequePool, NumpyStack,
+"""``numslab.tools.bench``: the peers numslab is measured against (DequePool, ListStack, NumpyStack,
 JitStack, the jitted stack loops, the FIFO ring) checked against plain-Python oracles, the
 numslab kernels of the benchmark loops checked for leaks, the loops' LLVM IR checked for
 reference-count traffic and for the engine's slow paths, and the timing helpers checked for
@@ -22,21 +22,23 @@ from conftest import cell, is_finite_positive, sheaf_counts
 
 KERNELS = ("7.0", "6.18")       #: the benchmark loops run on both generations
 SENTINEL = -7
-PEERS = (bench.DequePool, bench.NumpyStack, bench.JitStack)
+PEERS = (bench.DequePool, bench.ListStack, bench.NumpyStack, bench.JitStack)
+LISTS = (bench.DequePool, bench.ListStack)     #: the pure-Python peers: lists in, lists out
 
 
 # ---- helpers ------------------------------------------------------------------------------
 def free_indices(peer) -> list[int]:
     """The peer's free indices, bottom of its stack first (the next to go is last)."""
-    if isinstance(peer, bench.DequePool):
+    if isinstance(peer, LISTS):
         return [int(i) for i in peer.free_list]
     top = int(peer.top[0]) if isinstance(peer, bench.JitStack) else peer.top
     return [int(i) for i in peer.stack[:top]]
 
 
 def buffer(peer, n: int):
-    """An output buffer of ``n`` sentinels of the kind the peer takes (a list for the deque)."""
-    if isinstance(peer, bench.DequePool):
+    """An output buffer of ``n`` sentinels of the kind the peer takes (a list for the
+    pure-Python ones)."""
+    if isinstance(peer, LISTS):
         return [SENTINEL] * n
     return np.full(n, SENTINEL, np.int64)
 
@@ -118,8 +120,7 @@ def test_peer_single_and_bulk_agree(Peer):
     assert free_indices(one) == free_indices(many)
     for i in singles:
         one.free(i)
-    many.free_bulk(9, singles if isinstance(many, bench.DequePool)
-                   else np.array(singles, np.int64))
+    many.free_bulk(9, singles if isinstance(many, LISTS) else np.array(singles, np.int64))
     assert free_indices(one) == free_indices(many) == free_indices(Peer(20))[:11] + singles
 
 
@@ -137,10 +138,10 @@ def test_numpy_stack_alloc_on_empty_returns_minus_one():
 
 
 def test_deque_alloc_on_empty_raises_and_jit_stack_returns_minus_one():
-    d = bench.DequePool(1)
-    d.alloc()
-    with pytest.raises(IndexError):
+    for d in (bench.DequePool(1), bench.ListStack(1)):
         d.alloc()
+        with pytest.raises(IndexError):
+            d.alloc()
     j = bench.JitStack(1)
     assert j.alloc() == 0
     assert j.alloc() == -1
@@ -346,7 +347,7 @@ def test_slab_warm_runs_on_a_warmed_cache_a_batch_spans_main_and_spare():
 
 @pytest.mark.parametrize("bulk", [16, 250, 4096])
 def test_make_round_stack_peers_give_everything_back(bulk):
-    for impl in ("deque", "numpy-stack", "jit-stack"):
+    for impl in ("deque", "list-stack", "numpy-stack", "jit-stack"):
         run = bench.make_round(impl, bulk)
         run(3)
         if impl == "jit-stack":                     # the jitted functions, called directly
@@ -358,7 +359,7 @@ def test_make_round_stack_peers_give_everything_back(bulk):
             # the last round took the top ``bulk`` in stack order, and gave them back
             assert cell(run, "out").tolist() == stack[(1 << 16) - bulk:].tolist()
         else:
-            pool = cell(run, "pool" if impl == "deque" else "st")
+            pool = cell(run, "st" if impl == "numpy-stack" else "pool")
             assert sorted(free_indices(pool)) == list(range(1 << 16)), impl
 
 

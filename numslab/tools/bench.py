@@ -67,6 +67,35 @@ class DequePool:
         self.free_list.append(i)
 
 
+class ListStack:
+    """Pure Python: free indices in a list used as a stack, a batch one slice each way.
+
+    The pool a competent Python user writes when nothing asks for a deque: ``alloc_bulk``
+    copies the top ``n`` (in stack order, as the array stacks) with one slice and deletes
+    them, ``free_bulk`` extends; 4-5x faster than :class:`DequePool` per object from bulk 250
+    on (h22's trial: the deque pops one object at a time)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.free_list = list(range(capacity))
+
+    def alloc_bulk(self, n: int, out: list) -> int:
+        fl = self.free_list
+        if len(fl) < n or n <= 0:               # (fl[-0:] is the whole list)
+            return 0
+        out[:n] = fl[-n:]
+        del fl[-n:]
+        return n
+
+    def free_bulk(self, n: int, objs: list) -> None:
+        self.free_list.extend(objs if n == len(objs) else objs[:n])
+
+    def alloc(self) -> int:
+        return self.free_list.pop()
+
+    def free(self, i: int) -> None:
+        self.free_list.append(i)
+
+
 class NumpyStack:
     """NumPy: a stack of free indices moved by slices."""
 
@@ -294,9 +323,9 @@ ARRAY_MODES = {"local": SLAB_ARRAY_ALLOC_LOCAL, "partial": SLAB_ARRAY_ALLOC_PART
 #: a time: sheaves in the barn, the CPU's main and spare sheaves part full, so a batch
 #: spans both (``slab-bulk``'s fresh cache has no spare: its main sheaf goes from empty to
 #: the batch and back at 16, and the rest of a larger batch goes to and from the slabs).
-PY_IMPLS = ("deque", "numpy-stack", "jit-stack", "slab-single", "slab-bulk", "slab-warm",
-            "slab-sheaves", "slab-local", "slab-partial", "slab-new", "slab-jit-round",
-            "floor-7.0", "floor-checks")
+PY_IMPLS = ("deque", "list-stack", "numpy-stack", "jit-stack", "slab-single", "slab-bulk",
+            "slab-warm", "slab-sheaves", "slab-local", "slab-partial", "slab-new",
+            "slab-jit-round", "floor-7.0", "floor-checks")
 JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-warm",
              "slab-sheaves", "slab-local", "slab-partial", "slab-new", "floor-7.0",
              "floor-checks")
@@ -406,8 +435,8 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False,
                 for _ in range(rounds):
                     a(stack, pos, top, bulk, out)
                     f(stack, pos, top, bulk, out)
-    elif impl == "deque":
-        pool = DequePool(cap)
+    elif impl in ("deque", "list-stack"):
+        pool = (DequePool if impl == "deque" else ListStack)(cap)
         buf = [0] * bulk
 
         def run(rounds: int) -> None:
@@ -522,12 +551,12 @@ RATIO_PAIRS = 1 << 16
 #: stack) and from Python (the reference: the fastest of :data:`RATIO_PEERS` in the row).
 RATIO_JIT = ("slab-bulk", "slab-warm", "slab-bulk-6.18", "floor-7.0", "floor-checks",
              "slab-sheaves", "jit-stack")
-RATIO_PY = ("slab-bulk", "slab-warm", "floor-7.0", "floor-checks", "deque", "numpy-stack",
-            "jit-stack")
+RATIO_PY = ("slab-bulk", "slab-warm", "floor-7.0", "floor-checks", "deque", "list-stack",
+            "numpy-stack", "jit-stack")
 #: The floors, which :func:`bulk_ratio_table` reports from Python as the floor inside @njit
 #: plus numslab's own call cost.
 RATIO_FLOORS = ("floor-7.0", "floor-checks")
-RATIO_PEERS = ("deque", "numpy-stack", "jit-stack")
+RATIO_PEERS = ("deque", "list-stack", "numpy-stack", "jit-stack")
 
 
 def bulk_ratio_table(sizes: tuple[int, ...] = RATIO_SIZES, repeat: int = RATIO_REPEAT,
