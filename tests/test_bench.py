@@ -455,6 +455,15 @@ def test_bulk_ratio_table_times_every_cell_interleaved(monkeypatch):
                     ("jit", "slab-bulk", "6.18"), ("jit", "floor-7.0", "7.0"),
                     ("jit", "floor-checks", "7.0"), ("jit", "slab-sheaves", "7.0"),
                     ("jit", "jit-stack", "7.0")]
+    # other generations beside 7.0's, in the same run (h22's trial: --ratios had 6.18 only)
+    made.clear()
+    table = bench.bulk_ratio_table(sizes=(16,), repeat=1, pairs=16, where=("jit",),
+                                   generations=("7.1", "next", "7.0"))
+    assert made[2:4] == [("jit", "slab-bulk", "7.1"), ("jit", "slab-bulk", "next")]
+    assert tuple(table["jit"][16]["ns"]) == bench.ratio_jit(("7.1", "next")) == \
+        ("slab-bulk", "slab-warm", "slab-bulk-7.1", "slab-bulk-next", "floor-7.0",
+         "floor-checks", "slab-sheaves", "jit-stack")
+    assert bench.ratio_jit(("6.18",)) == bench.RATIO_JIT
 
 
 def test_cli_bench_ratios_prints_the_ratio_table(capsys, monkeypatch):
@@ -463,9 +472,11 @@ def test_cli_bench_ratios_prints_the_ratio_table(capsys, monkeypatch):
     asked = []
     monkeypatch.setattr(bench, "bulk_ratio_table", lambda *a, **k: asked.append((a, k)) or small)
     assert cli.main(["bench", "--where", "none", "--ratios"]) == 0
-    assert asked == [((), {})]                      # its own sizes, repeat and pairs
+    assert asked == [((), {"generations": ("6.18",)})]     # its own sizes, repeat and pairs
     out = capsys.readouterr().out
     assert bench.format_ratio_table(small) in out
+    assert cli.main(["bench", "--where", "none", "--ratios", "--kernel", "7.0,7.1,6.18"]) == 0
+    assert asked[-1] == ((), {"generations": ("7.1", "6.18")})
 
 
 # ---- the array stream ---------------------------------------------------------------------------

@@ -553,6 +553,12 @@ RATIO_JIT = ("slab-bulk", "slab-warm", "slab-bulk-6.18", "floor-7.0", "floor-che
              "slab-sheaves", "jit-stack")
 RATIO_PY = ("slab-bulk", "slab-warm", "floor-7.0", "floor-checks", "deque", "list-stack",
             "numpy-stack", "jit-stack")
+def ratio_jit(generations: tuple[str, ...]) -> tuple[str, ...]:
+    """:data:`RATIO_JIT` with ``slab-bulk-<g>`` for each of ``generations`` (not 7.0)."""
+    extra = tuple(f"slab-bulk-{g}" for g in generations if g != KERNEL)
+    return RATIO_JIT[:2] + extra + RATIO_JIT[3:]
+
+
 #: The floors, which :func:`bulk_ratio_table` reports from Python as the floor inside @njit
 #: plus numslab's own call cost.
 RATIO_FLOORS = ("floor-7.0", "floor-checks")
@@ -561,13 +567,14 @@ RATIO_PEERS = ("deque", "list-stack", "numpy-stack", "jit-stack")
 
 def bulk_ratio_table(sizes: tuple[int, ...] = RATIO_SIZES, repeat: int = RATIO_REPEAT,
                      pairs: int = RATIO_PAIRS, where: tuple[str, ...] = ("jit", "python"),
-                     ) -> dict[str, dict[int, dict]]:
+                     generations: tuple[str, ...] = ("6.18",)) -> dict[str, dict[int, dict]]:
     """The bulk figures as ratios a user can reproduce, timed in this one process.
 
     For each bulk size, every implementation of :data:`RATIO_JIT` (inside @njit) and
     :data:`RATIO_PY` (from Python) built and timed in this one process, interleaved, best of
     ``repeat`` samples of ``ceil(pairs / bulk)`` rounds (at least ``pairs`` alloc+free pairs).
-    numslab runs on 7.0, its default, but for ``slab-bulk-6.18``.
+    numslab runs on 7.0, its default, but for ``slab-bulk-<g>``: ``slab-bulk`` inside @njit
+    under each of ``generations`` (default 6.18: :data:`RATIO_JIT`), in the same process.
 
     From Python, each of :data:`RATIO_FLOORS` is the floor inside @njit plus numslab's own
     call cost per pair in the same run (``slab-bulk`` from Python minus inside @njit): the
@@ -580,10 +587,11 @@ def bulk_ratio_table(sizes: tuple[int, ...] = RATIO_SIZES, repeat: int = RATIO_R
     out: dict[str, dict[int, dict]] = {w: {} for w in where}
     for bulk in sizes:
         runs: dict[tuple[str, str], Callable[[int], None]] = {}
-        jit_impls = RATIO_JIT if "jit" in where else ("slab-bulk",) + RATIO_FLOORS
+        jit_impls = ratio_jit(generations) if "jit" in where else ("slab-bulk",) + RATIO_FLOORS
         for impl in jit_impls:
-            kernel = "6.18" if impl == "slab-bulk-6.18" else "7.0"
-            runs["jit", impl] = make_round(impl.removesuffix("-6.18"), bulk, True, kernel)
+            base, _, kernel = impl.partition("-bulk-")
+            runs["jit", impl] = make_round(f"{base}-bulk" if kernel else impl, bulk, True,
+                                           kernel or "7.0")
         if "python" in where:
             for impl in RATIO_PY:
                 if impl not in RATIO_FLOORS:
@@ -598,7 +606,7 @@ def bulk_ratio_table(sizes: tuple[int, ...] = RATIO_SIZES, repeat: int = RATIO_R
                 best[key] = min(best[key], clock() - t0)
         ns = {key: t / (rounds * bulk) * 1e9 for key, t in best.items()}
         if "jit" in where:
-            row = {impl: ns["jit", impl] for impl in RATIO_JIT}
+            row = {impl: ns["jit", impl] for impl in jit_impls}
             out["jit"][bulk] = {"ns": row, "ref": "jit-stack",
                                 "ratio": {k: v / row["jit-stack"] for k, v in row.items()}}
         if "python" in where:

@@ -240,7 +240,8 @@ def _main(argv: list[str] | None) -> int:
                    help="also the same-run ratio table: numslab, the floor and the peers at "
                         "bulk 16, 64, 250 and 4096 timed in one process, interleaved, best of "
                         f"{bench.RATIO_REPEAT} samples of {bench.RATIO_PAIRS} pairs (its own "
-                        "sizes, repeat and generations)")
+                        "sizes and repeat; inside @njit slab-bulk under each --kernel "
+                        "generation beside 7.0's, 6.18 if none)")
     b.add_argument("--kernel", type=_kernels, default=[bench.KERNEL],
                    metavar="7.0,7.1,7.3,next,6.18",
                    help="the SLUB generations to run numslab on, comma-separated "
@@ -299,8 +300,9 @@ def _bench(args: argparse.Namespace, sizes: tuple[int, ...], written: str) -> in
         print(format_calls(singlebench.call_cost_table(repeat=10 * args.repeat, kernel=kernel),
                            kernel))
         print()
-    if args.ratios:
-        print(bench.format_ratio_table(bench.bulk_ratio_table()))
+    if args.ratios:                     # (other generations than 7.0 beside it, same run)
+        others = tuple(k for k in args.kernel if k != bench.KERNEL) or ("6.18",)
+        print(bench.format_ratio_table(bench.bulk_ratio_table(generations=others)))
         print()
     if args.compile:
         cold = {case: coldstart.cold_start(case) for case in coldstart.COLD_CASES
