@@ -86,18 +86,28 @@ def replay(path: str, kernel: str):
 WARM_LINES = 200
 
 
-class TraceReplay:
+class _OnTheTrace:
+    """Benchmarks on the benchmark trace, written once for the class (asv's ``setup_cache``)."""
+
+    timeout = 600
+    number = 1
+    repeat = 3
+    trace_file = "kmem_bench_trace.txt"
+
+    def setup_cache(self):
+        path = os.path.abspath(self.trace_file)
+        make_trace(path)
+        return path
+
+
+class TraceReplay(_OnTheTrace):
     """Parse + replay of a 1.1M-event trace against the split loop, same run."""
 
     params = (["7.0", "6.18"],)
     param_names = ["kernel"]
-    timeout = 600
-    number = 1
-    repeat = 3
 
     def setup_cache(self):
-        path = os.path.abspath("kmem_bench_trace.txt")
-        make_trace(path)
+        path = super().setup_cache()
         replay(path, "7.0")             # compile (Numba's cache) outside the timings
         replay(path, "6.18")
         return path
@@ -142,19 +152,12 @@ class TraceReplay:
     track_events_per_second.unit = "lines/s"
 
 
-class SplitLoop:
+class SplitLoop(_OnTheTrace):
     """The peer alone: the loop that reads the benchmark trace and splits each line.
 
     (Once, not per kernel: it was a method of :class:`TraceReplay`, run twice for nothing.)"""
 
-    timeout = 600
-    number = 1
-    repeat = 3
-
-    def setup_cache(self):
-        path = os.path.abspath("kmem_split_trace.txt")
-        make_trace(path)
-        return path
+    trace_file = "kmem_split_trace.txt"
 
     def time_split_loop(self, path):
         split_loop(path)
