@@ -215,7 +215,9 @@ def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
         args["usersize"] = user
     if s.get("ctor"):           # a typesafe one keeps its flag, its free pointer inside
         ctor = {"size": int(s["slab_size"]), "align": args["align"], "flags": flags,
-                "sheaf_capacity": sheaf, **({"usersize": user} if "usersize" in args else {})}
+                "sheaf_capacity": sheaf}
+        if "usersize" in args:
+            ctor["usersize"] = user
         if flags & F.SLAB_TYPESAFE_BY_RCU:
             ctor["freeptr_offset"] = 0
         return ctor, int(s["object_size"]), "snapshot-size"

@@ -557,7 +557,8 @@ RATIO_PY = ("slab-bulk", "slab-warm", "floor-7.0", "floor-checks", "deque", "lis
 def ratio_jit(generations: tuple[str, ...]) -> tuple[str, ...]:
     """:data:`RATIO_JIT` with ``slab-bulk-<g>`` for each of ``generations`` (not 7.0)."""
     extra = tuple(f"slab-bulk-{g}" for g in generations if g != KERNEL)
-    return RATIO_JIT[:2] + extra + RATIO_JIT[3:]
+    at = RATIO_JIT.index("slab-bulk-6.18")      # (the default's place, taken by the others)
+    return RATIO_JIT[:at] + extra + RATIO_JIT[at + 1:]
 
 
 #: The floors, which :func:`bulk_ratio_table` reports from Python as the floor inside @njit
