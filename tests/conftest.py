@@ -33,14 +33,16 @@ from numslab.engine.layout import (F_G, F_REPORTS, F_SCRATCH, G_ERR0,  # noqa: E
 #: 30 tests and more, largest first, and the files of fewer tests that take long
 #: (:data:`SLOW`); then the files whose tests start fresh interpreters (:data:`FRESH`), which
 #: load the engine's units from the cache the other tests filled instead of compiling them
-#: again (the README's blocks took 49 s of a cold suite, 10 s once the units are cached);
+#: again (the README's blocks took 49 s of a cold suite, 10 s once the units are cached; the
+#: packet pipeline's command-line tests, next to ``test_net_pipeline.py`` in the order, had
+#: both workers compile the pipeline's kernels at once, 11 s of CPU);
 #: last the small files, so that neither worker is left alone with a long one at the end.
 FIRST = ("test_allocator.py", "test_lab_trace.py", "test_package.py", "test_net_capture.py",
          "test_net_headers.py", "test_fuzz_capture.py", "test_architecture.py",
          "test_lab_fixed.py", "test_flags.py", "test_toolsjit.py")
 SLOW = ("test_lab_peaks.py", "test_fuzz_pending.py", "test_pending_nodes.py")
-FRESH = ("test_readme.py", "test_prewarm.py", "test_linkonly.py", "test_coldstart.py",
-         "test_interrupts.py", "test_ops.py")
+FRESH = ("test_net_hardening.py", "test_readme.py", "test_prewarm.py", "test_linkonly.py",
+         "test_coldstart.py", "test_interrupts.py", "test_ops.py")
 
 #: No second compiling process (``numslab.tools.prewarm``) for the commands the tests run:
 #: the suite's two workers keep both cores busy (``test_prewarm.py`` turns it on where it

@@ -5,6 +5,8 @@ finite and positive."""
 from __future__ import annotations
 
 import io
+import json
+import lzma
 import math
 import os
 import shutil
@@ -436,6 +438,30 @@ def test_a_replay_s_plot_is_written_when_its_reader_stops_early(tmp_path, monkey
     assert cli.main(["replay", str(trace), "--compare", "7.0,6.18", "--no-progress",
                      "--plot", str(png)]) == 1
     assert png.stat().st_size > 0
+
+
+def test_a_trace_on_standard_input_through_the_command(tmp_path):
+    """``numslab replay -``: the trace read from standard input, in a fresh interpreter.
+
+    (Here rather than in ``test_lab_trace.py``, which runs first on a cold suite: its child
+    compiled the engine while the other worker did.)"""
+    from lab_oracle import DATA, TRACES
+    from numslab.lab.trace import parse_bytes
+    raw = lzma.decompress((DATA / TRACES["net"]).read_bytes())
+    r = subprocess.run([sys.executable, "-m", "numslab.tools.cli", "replay", "-", "--json",
+                        "--kernel", "6.18"], input=raw, capture_output=True, timeout=300)
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    j = json.loads(r.stdout)
+    assert j["lines"] == len(parse_bytes(raw))
+    # its reader gone (``| head -1``), the command ended in a BrokenPipeError traceback
+    # (the JSON, 18 kB, is more than the stdout buffer holds)
+    gone, w = os.pipe()
+    os.close(gone)
+    r = subprocess.run([sys.executable, "-m", "numslab.tools.cli", "replay", "-", "--json",
+                        "--kernel", "6.18"], input=raw, stdout=w, stderr=subprocess.PIPE,
+                       timeout=300)
+    os.close(w)
+    assert r.returncode == 1 and b"Traceback" not in r.stderr, r.stderr.decode()[-2000:]
 
 
 def test_a_replay_out_of_memory_is_one_line(monkeypatch, capsys):

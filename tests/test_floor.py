@@ -1,6 +1,7 @@
 """The fused 7.0 round prototype (``numslab.tools.floor``): it must do the kernel's work, or its
 figure is no floor. Checked against a plain-Python walk of its state after every round, and
 against numslab itself: the same SLUB counts of slabs taken and given back."""
+import numba
 import numpy as np
 import pytest
 
@@ -307,3 +308,18 @@ def test_a_whole_slab_is_handed_out_in_a_rotation_of_its_random_sequence():
             starts.add(seq.index(offs[0]))
         assert fr.free() == 0
     assert len(starts) > 1                           # the start is drawn
+
+
+def test_the_kernels_are_compiled_once_whoever_calls_them():
+    """From Python, from the compiled rounds and from the bench's one-call entry the kernels get
+    int64 addresses: one compiled version each (three, about 6 s of a cold start each, when the
+    rounds passed ``ctypes.data``'s uint64)."""
+    fr = F.FloorRound(20)
+    fr.run(3)
+    assert fr.alloc() == 20 and fr.free() == 0
+    bench.make_round("floor-7.0", 20)(3)
+    # the compiled callers typed again (loaded from the cache, they compiled no callee here)
+    for caller in (F.rounds_floor, bench.floor_round_at):
+        numba.njit(caller.py_func).compile(caller.signatures[0])
+    for kernel in (F.alloc_bulk, F.free_bulk):
+        assert len(kernel.signatures) == 1, kernel.signatures

@@ -137,6 +137,26 @@ def test_scapy_pcap_matches_dpkt(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(p[1:5], q[1:5])) and q.linktype == 1
 
 
+@pytest.mark.parametrize("suffix", ["pcap", "pcapng"])
+def test_a_mapped_file_and_one_read_into_memory_take_one_compiled_scan(tmp_path, suffix):
+    """The scans see every file as read-only bytes: a mapping is, a file read is not, and each
+    kind compiled a scan of its own (about 2 s of a first read)."""
+    from numslab.net import capture
+    pkts = scapy_packets(5, seed=3)
+    path = tmp_path / f"a.{suffix}"
+    if suffix == "pcap":
+        wrpcap(str(path), pkts)
+    else:
+        with PcapNgWriter(str(path)) as w:
+            for x in pkts:
+                w.write(x)
+    p, q = read_capture(path), read_capture(path, mmap=False)
+    assert as_bytes(p) == as_bytes(q) == [bytes(x) for x in pkts]
+    assert q.data.flags.writeable                   # the table's bytes are as they were read
+    scan = capture._scan_pcap if suffix == "pcap" else capture._scan_pcapng
+    assert len(scan.signatures) == 1, scan.signatures
+
+
 def test_snaplen_truncation(tmp_path):
     pkts = scapy_packets(8, seed=3)
     snap = 96

@@ -12,8 +12,7 @@ import numslab
 from numslab import GFP_KERNEL
 from numslab.engine.layout import G_PEND, PD_NPEND
 
-from conftest import snapshot
-from test_fuzz_pending import _masks_alike, _settled
+from test_fuzz_pending import _masks_alike, _settled, _state_and_arena
 
 GENS = ("7.0", "7.3", "next", "6.18")
 
@@ -23,7 +22,7 @@ class _Pair:
     off, each with a 64-byte cache of 16-object sheaves; every call is made on both."""
 
     def __init__(self, gen):
-        self.runs = [numslab.SlabAllocator(nr_cpus=4, nr_nodes=2, memory="8M", kernel=gen,
+        self.runs = [numslab.SlabAllocator(nr_cpus=4, nr_nodes=2, memory="4M", kernel=gen,
                                            pending_takes=p) for p in (True, False)]
         self.caches = [sa.kmem_cache_create("n", 64, sheaf_capacity=16) for sa in self.runs]
         self.pended = self.split = 0
@@ -41,7 +40,7 @@ class _Pair:
         assert got[0] == got[1]
         on, off = self.runs
         self.pended += int(on.state.g[G_PEND] != 0 and on.state.pend[PD_NPEND] != 0)
-        a, b = _settled(on), snapshot(off)
+        a, b = _settled(on), _state_and_arena(off)
         assert np.array_equal(a[0], _masks_alike(b[0])), "the settled states differ"
         assert np.array_equal(a[1], b[1]), "the arenas differ"
         for sa in self.runs:

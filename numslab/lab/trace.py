@@ -540,7 +540,7 @@ def _buffered(f: BinaryIO, chunk: int, pipe: _Pipeline) -> None:
             buf[n] = 10
             end = n + 1
         else:
-            end = P.last_newline(buf, n)
+            end = P.last_newline(_read_only(buf), n)
             if end == 0:                     # a line longer than the buffer
                 if n >= MAX_LINE:
                     raise TraceFormatError(f"{pipe.where}: a line of more than "

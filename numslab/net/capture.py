@@ -438,7 +438,8 @@ def _read_pcap(buf: np.ndarray, be: bool, nano: bool, hdrlen: int) -> Packets:
     snaplen, network = struct.unpack(order + "II", bytes(buf[16:24]))
     limit = snaplen if snaplen > 0 else _MAX_SNAPLEN
     dummy = _empty_columns(0)
-    n, err, pos, a, b = _scan_pcap(buf, 24, be, nano, hdrlen, limit, False, *dummy)
+    scan = _read_only(buf)
+    n, err, pos, a, b = _scan_pcap(scan, 24, be, nano, hdrlen, limit, False, *dummy)
     if err == _E_CAPLEN_SNAPLEN and snaplen == 0:
         raise CaptureError(f"record at byte {pos} claims caplen {a} > maximum {b} "
                            "(file header snaplen is 0)")
@@ -447,14 +448,15 @@ def _read_pcap(buf: np.ndarray, be: bool, nano: bool, hdrlen: int) -> Packets:
     elif err != _E_OK:
         raise _fail(err, pos, a, b)
     cols = _empty_columns(n)
-    _scan_pcap(buf, 24, be, nano, hdrlen, limit, True, *cols)
+    _scan_pcap(scan, 24, be, nano, hdrlen, limit, True, *cols)
     return Packets(buf, *cols, int(network & _LINKTYPE_MASK))
 
 
 def _read_pcapng(buf: np.ndarray) -> Packets:
     dummy = _empty_columns(0)
     ifc = np.empty(0, np.int32)
-    n, err, pos, a, b, n_if, if_link = _scan_pcapng(buf, False, *dummy, ifc)
+    scan = _read_only(buf)
+    n, err, pos, a, b, n_if, if_link = _scan_pcapng(scan, False, *dummy, ifc)
     if err in _CUT and pos == 0:        # no section header at all: not a cut capture
         raise CaptureError("the file ends inside its pcapng section header: "
                            + _MESSAGES[err].format(pos=pos, a=a, b=b))
@@ -464,7 +466,7 @@ def _read_pcapng(buf: np.ndarray) -> Packets:
         raise _fail(err, pos, a, b)
     cols = _empty_columns(n)
     ifc = np.empty(n, np.int32)
-    _scan_pcapng(buf, True, *cols, ifc)
+    _scan_pcapng(scan, True, *cols, ifc)
     if_link = if_link[:n_if]
     used = np.unique(ifc)
     links = np.unique(if_link[used])
@@ -538,6 +540,18 @@ def read_capture(path: str | os.PathLike, *, mmap: bool = True) -> Packets:
     if head == _PCAPNG_SHB:
         return _read_pcapng(buf)
     return _read_pcap(buf, *_PCAP_MAGICS[head])
+
+
+def _read_only(buf: np.ndarray) -> np.ndarray:
+    """A read-only view of ``buf``, as the scans take every file: one compiled version each.
+
+    A mapped file and a stream's bytes are read-only, a file read into memory is not; each kind
+    compiled a scan of its own (about 2 s of a first read)."""
+    if not buf.flags.writeable:
+        return buf
+    view = buf.view()
+    view.flags.writeable = False
+    return view
 
 
 def _check_magic(head: bytes) -> bytes:

@@ -33,6 +33,7 @@ from numslab.drivers.calls import fastcall
 from numslab.engine.native import words_at
 from numslab.tools.checkfloor import CheckedStack, checked_alloc_bulk, checked_free_bulk
 from numslab.tools.floor import FloorRound
+from numslab.tools.floor import addr as floor_addr
 from numslab.tools.floor import alloc_bulk as floor_alloc_bulk
 from numslab.tools.floor import free_bulk as floor_free_bulk
 from numslab.flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
@@ -352,7 +353,7 @@ def floor_round_at(st, bulk, out):
     The objects are allocated into ``out`` and freed; ``st`` is the address of
     :func:`floor_state`'s words. 0, or -1/-2 when a round failed (as ``rounds_floor``)."""
     w = words_at(st)
-    o = out.ctypes.data
+    o = floor_addr(out)
     if floor_alloc_bulk(w[0], w[1], w[2], w[3], w[4], w[5], w[6], bulk, o) != bulk:
         return -1
     if floor_free_bulk(w[0], w[1], w[2], w[3], w[4], w[5], bulk, o, w[7], w[8]) != 0:

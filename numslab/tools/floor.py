@@ -489,14 +489,23 @@ def settle(a_live, a_g, a_sheaf):
     g[RN] = 0
 
 
+@tools_jit(inline="always")
+def addr(a):
+    """The address of array ``a``'s data as an int64 (``ctypes.data`` is a ``uint64``)."""
+    return np.int64(a.ctypes.data)
+
+
 @tools_jit()
 def rounds_floor(sd, mem, live, g, sheaf, pool, rseq, bulk, rounds, out, limit, runs):
     """``rounds`` times :func:`alloc_bulk` then :func:`free_bulk` of ``bulk`` objects: 0, -1 or -2.
 
-    The arrays as :class:`FloorRound` holds them; -1/-2 when a round failed."""
-    sd, mem, live, g = sd.ctypes.data, mem.ctypes.data, live.ctypes.data, g.ctypes.data
-    sheaf, pool, rseq, out = sheaf.ctypes.data, pool.ctypes.data, rseq.ctypes.data, out.ctypes.data
-    runs = runs.ctypes.data
+    The arrays as :class:`FloorRound` holds them; -1/-2 when a round failed. The addresses go
+    to the kernels as int64, as from Python and :func:`numslab.tools.bench.floor_round_at`:
+    one compiled version of each (as ``uint64`` here they were compiled a second and third
+    time, about 6 s of a cold start each)."""
+    sd, mem, live, g = addr(sd), addr(mem), addr(live), addr(g)
+    sheaf, pool, rseq, out = addr(sheaf), addr(pool), addr(rseq), addr(out)
+    runs = addr(runs)
     for _ in range(rounds):
         if alloc_bulk(sd, mem, live, g, sheaf, pool, rseq, bulk, out) != bulk:
             return -1
