@@ -763,7 +763,11 @@ def _loop_cases():
     }
 
 
-LOOPS = list(_loop_cases())
+#: :func:`_loop_cases`' names, written out: collecting them from it made an allocator when the
+#: module was imported, so each worker of a cold suite compiled an allocator's boot at once
+#: before its first test (9 s of CPU twice).
+LOOPS = ("jit_stack_loop_bulk", "jit_stack_loop_single", "ring_single_pair", "slab_loop_bulk",
+         "slab_loop_single", "slab_loop_array", "slab_single_pair")
 
 
 @pytest.mark.parametrize("name", LOOPS)
@@ -771,7 +775,9 @@ def test_benchmark_loops_make_no_refcount_calls(name):
     """Every peer's and every numslab loop calls no NRT_incref/decref (or any other Numba
     runtime function) in its loops; the numslab loops reach the engine only through the
     unit table (indirect calls) and define none of its units."""
-    func, args = _loop_cases()[name]
+    cases = _loop_cases()
+    assert tuple(cases) == LOOPS
+    func, args = cases[name]
     ir, fname = coldstart.fresh_llvm(func, *args)
     calls = coldstart.loop_calls(ir, fname)
     assert [c for c in calls if c.startswith("NRT_")] == []
