@@ -16,7 +16,8 @@ from numslab.engine.layout import (C_MAIN, C_NCOLS, C_SPARE, CA_ACTIVE, CA_NCOLS
                                    F_CPU, F_G, F_LIVE, F_PEND, G_PEND, PD_NPEND, PD_OBJS, SH_SIZE,
                                    view)
 
-from conftest import jit_alloc, jit_alloc_bulk, jit_free, jit_free_bulk, jit_is_live, snapshot_state
+from conftest import (jit_alloc, jit_alloc_bulk, jit_free, jit_free_bulk, jit_is_live,
+                      snapshot_state)
 
 KERNELS = ("7.0", "7.1", "7.3", "next", "6.18")
 
