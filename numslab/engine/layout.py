@@ -182,9 +182,13 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 #: not written: a batch of at most ``PEND_MAX`` taken whole from a CPU's main sheaf, or from
 #: the main and the spare; 0: a checked record, every object marked live), ``PD_STAMP`` the
 #: cache's FREE_PCS summed over its CPUs when a checked record was written, then a copy of the
-#: objects' addresses.
-PEND_MAX = 64
+#: objects' addresses. A pending take is bounded by the record alone (``PEND_MAX`` is
+#: ``REC_MAX``): its marks cost the same written at the take or by the settle that another
+#: call makes, once. (Until December 7, 2026 it was 64: a batch of 65 to 4096 taken from a
+#: cache asking for sheaves that large wrote a mark per object at the take and cleared it at
+#: the free, 4-10x the pending round's time.)
 REC_MAX = 4096
+PEND_MAX = REC_MAX
 PD_ROW, PD_COUNT, PD_NPEND, PD_STAMP, PD_OBJS = range(5)
 #: Field ``barn_partial`` (int64, shape [max_caches * nnodes], 0: none) is
 #: ``barn->sheaf_partial`` of (cache, node), element ``cache * nnodes + node``

@@ -124,7 +124,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
     partial_order : {"kernel", "sorted"}
         Default order of the node partial lists (``KmemCache.partial_order``).
     pending_takes : bool
-        numslab's pending bulk takes (on; in no kernel): a bulk allocation of at most 64
+        numslab's pending bulk takes (on; in no kernel): a bulk allocation of at most 4096
         objects taken whole from a CPU's main sheaf (or begun by the main and ended by the
         spare) writes no mark until another call needs it, and a free of exactly that batch
         puts it back with one compare; any other bulk allocation of at most 4096 objects keeps
