@@ -19,7 +19,8 @@ from .facade.allocator import SlabAllocator, parse_size
 from .facade.cache import KmemCache
 from .facade.defragapi import remap
 from .facade.kmallocapi import size_roundup as kmalloc_size_roundup
-from .errors import (AllocatorGoneError, BadAddressError, CacheLeakError, ConcurrentUseError,
+from .errors import (AddressTypeError, AllocatorGoneError, BadAddressError, CacheLeakError,
+                     ConcurrentUseError,
                      ConstructorError, DoubleFreeError, MachineFileError,
                      FixedAttributeError, InvalidArgumentError, InvalidSizeError,
                      LostObjectsError, NotPicklableError, OutOfMemoryError, SizeTypeError,
@@ -112,7 +113,8 @@ __all__ = ["SlabAllocator", "KmemCache", "remap", "SlabError", "BadAddressError"
            "WrongCacheError",
            "DoubleFreeError", "InvalidSizeError", "InvalidArgumentError", "CacheLeakError",
            "LostObjectsError", "SlabCorruptionError", "SlabDebugError", "ConcurrentUseError",
-           "NotPicklableError", "WrongTypeError", "SizeTypeError", "FixedAttributeError",
+           "NotPicklableError", "WrongTypeError", "SizeTypeError", "AddressTypeError",
+           "FixedAttributeError",
            "OutOfMemoryError",
            "AllocatorGoneError", "ConstructorError", "MachineFileError", "Geometry",
            "calculate_geometry", "default_allocator", "set_default_allocator",

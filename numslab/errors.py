@@ -184,6 +184,13 @@ class SizeTypeError(WrongTypeError, InvalidSizeError):
     an ``InvalidSizeError`` (a ``ValueError``), which numslab raised for it from Python before."""
 
 
+class AddressTypeError(WrongTypeError, BadAddressError):
+    """An address that is not an integer (a float, a str, a bool, None), or addresses that are not.
+
+    A ``WrongTypeError`` (a ``TypeError``), as ``numslab.jit`` refuses one in ``@njit`` code, and
+    a ``BadAddressError`` (a ``ValueError``), which numslab raised for it from Python before."""
+
+
 class FixedAttributeError(SlabError, AttributeError):
     """A write of what an allocator or a cache is made with: the state would no longer match it.
 

@@ -196,7 +196,7 @@ MISUSE = {
     "free large to cache": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(c, big),
                             numslab.BadAddressError, "large kmalloc"),
     "not an int": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(c, 4096.0),
-                   numslab.BadAddressError, "not an integer"),
+                   numslab.AddressTypeError, "not an integer"),
     "foreign cache": (lambda sa, c, d, live, dead, other, big: sa.kmem_cache_free(
         numslab.SlabAllocator(nr_cpus=1, memory="4M").kmalloc_caches[0], live[0]),
         numslab.WrongCacheError, "is a cache of another allocator"),

@@ -140,3 +140,74 @@ def test_a_size_of_the_wrong_type_is_one_class_from_python_and_njit():
                 call(-1)
             assert not isinstance(e.value, numslab.WrongTypeError), name
     assert len(c) == 0 and sa.ksize(a) == 64
+
+
+@numba.njit
+def _jit_kfree(h, addr):
+    numslab.jit.kfree(h, addr)
+
+
+@numba.njit
+def _jit_free(h, cid, addr):
+    numslab.jit.kmem_cache_free(h, cid, addr)
+
+
+def test_an_address_of_the_wrong_type_is_one_class_from_python_and_njit():
+    """An address that is no integer was a ``BadAddressError`` from Python (not a ``TypeError``:
+    ``except TypeError`` missed it) and a ``WrongTypeError`` in ``@njit`` code (not a
+    ``BadAddressError``): both raise ``AddressTypeError`` now, a ``WrongTypeError`` and a
+    ``BadAddressError``, and free nothing (a new user's trial found the split)."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("c", 64)
+    a, b = sa.kmalloc(64), c.alloc()
+    wrong = [("kfree", lambda v: sa.kfree(v)),
+             ("kmem_cache_free", lambda v: sa.kmem_cache_free(c, v)),
+             ("free", lambda v: c.free(v)),
+             ("free_bulk", lambda v: c.free_bulk([v])),
+             ("numslab.jit.kfree", lambda v: _jit_kfree(sa.handle, v)),
+             ("numslab.jit.kmem_cache_free", lambda v: _jit_free(sa.handle, c.id, v))]
+    assert issubclass(numslab.AddressTypeError, numslab.WrongTypeError) and \
+        issubclass(numslab.AddressTypeError, numslab.BadAddressError)
+    for name, call in wrong:
+        for v in (float(b), str(b), True):
+            if name == "free_bulk" and v is True:
+                continue                # (an array of bools: refused as such below)
+            with pytest.raises(numslab.AddressTypeError):
+                call(v)
+    with pytest.raises(numslab.AddressTypeError, match="must be integers, not bool"):
+        c.free_bulk(np.array([True]))
+    with pytest.raises(numslab.BadAddressError) as e:
+        sa.kfree(b + 8)                 # a wrong integer: a BadAddressError alone
+    assert not isinstance(e.value, TypeError)
+    assert len(c) == 1 and sa.ksize(a) == 64
+    c.free(b)
+    sa.kfree(a)
+    sa.validate()
+
+
+@numba.njit
+def _jit_kfree_bulk(h, n, objs):
+    numslab.jit.kfree_bulk(h, n, objs)
+
+
+def test_zero_size_ptr_in_a_batch_free_is_named_and_an_address_outside_the_arena_too():
+    """``kfree`` ignores ZERO_SIZE_PTR, what ``kmalloc(0)`` returns; a batch free refuses it, and
+    the error said only that page frame 0 is reserved (a new user's trial): it names it now,
+    from Python and ``@njit`` alike, and frees nothing. ``@njit``'s free of an address outside
+    the arena says so, as Python's does."""
+    sa = numslab.SlabAllocator(nr_cpus=1, memory="4M")
+    c = sa.kmem_cache_create("c", 64)
+    x, z = sa.kmalloc(64), sa.kmalloc(0)
+    assert z == numslab.ZERO_SIZE_PTR
+    batch = np.array([x, z], np.int64)
+    for call in (lambda: sa.kfree_bulk(2, batch.copy()),
+                 lambda: _jit_kfree_bulk(sa.handle, 2, batch.copy())):
+        with pytest.raises(numslab.BadAddressError, match="0x10 is ZERO_SIZE_PTR, what "
+                           "kmalloc\\(0\\) returns, which kfree alone ignores") as e:
+            call()
+        assert "element 1" in str(e.value) and sa.ksize(x) == 64
+    with pytest.raises(numslab.BadAddressError, match="outside the arena.*address 0x40000000"):
+        _jit_free(sa.handle, c.id, 1 << 30)
+    sa.kfree(z)
+    sa.kfree(x)
+    sa.validate()

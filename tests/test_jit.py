@@ -642,8 +642,10 @@ def test_njit_scalar_arguments_must_be_integers(world):
                        ("each of cpu, node, gfp, flags and ratio",
                         lambda: alloc_arr(sa.handle, c.id, 2, np.zeros(4, np.int64), 0.5))):
         with pytest.raises(TypeError, match=f"^numslab.jit: {what} must be an integer, not "
-                                            f"float64{SITE}"):   # (the call and its place)
+                                            f"float64{SITE}") as e:   # (the call, its place)
             call()
+        # an address is refused as the Python API refuses it: a TypeError and a BadAddressError
+        assert isinstance(e.value, numslab.AddressTypeError) == (what == "an address")
     assert_unchanged(sa, snap)
     free_one(sa.handle, c.id, np.uint64(a))         # other integer types are taken
     free_one(sa.handle, np.int32(c.id), np.int64(objs[1]))

@@ -177,7 +177,7 @@ def test_free_bulk_convenience_leaves_its_argument_alone(sa, pc):
 def test_free_bulk_convenience_refuses_addresses_that_are_not_integers(sa, pc, bad):
     addrs = pc.alloc_bulk(4)
     snap = snapshot(sa)
-    with pytest.raises(numslab.BadAddressError, match="free_bulk: addresses must be integers"):
+    with pytest.raises(numslab.AddressTypeError, match="free_bulk: addresses must be integers"):
         pc.free_bulk(bad(addrs))                     # never truncated to another object
     assert_unchanged(sa, snap)
     pc.free_bulk(addrs.astype(np.uint32))            # unsigned integers are addresses

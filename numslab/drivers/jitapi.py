@@ -50,7 +50,7 @@ from ..engine.live import _record_take
 from ..engine.pcsbulk import _free_pending
 from ..engine.sheaves import KMALLOC_CLASS
 from .. import errors
-from ..errors import InvalidSizeError, SizeTypeError, WrongTypeError
+from ..errors import AddressTypeError, InvalidSizeError, SizeTypeError, WrongTypeError
 from ..flags import __GFP_ZERO, ALLOC_PCS, FREE_PCS, GFP_KERNEL, SLAB_ARRAY_ALLOC_ALL
 from .handles import (CacheObjectType, SlabHandle, SlabHandleType, handle_live,
                       owned_arena, state_of, typing_site)
@@ -214,7 +214,7 @@ def _as_int64(x: Any, what: str, refusal: type = WrongTypeError) -> Any:
 @intrinsic
 def _addr_arg(typingctx: Any, x: Any) -> Any:
     """An address argument as int64 (:func:`_as_int64`)."""
-    return _as_int64(x, "an address")
+    return _as_int64(x, "an address", AddressTypeError)
 
 
 @intrinsic

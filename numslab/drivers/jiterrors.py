@@ -172,7 +172,10 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
                               "passed", JIT_RAISE)
     if err == E_MISALIGNED or err == E_NOT_HEAD:
         raise BadAddressError("numslab.jit: address is not the start of an object", JIT_RAISE)
-    if err == E_OUTSIDE or err == E_NOT_SLAB or err == E_LARGE:
+    if err == E_OUTSIDE:
+        raise BadAddressError("numslab.jit: address is outside the arena, not an allocated slab "
+                              "object", JIT_RAISE)
+    if err == E_NOT_SLAB or err == E_LARGE:
         raise BadAddressError("numslab.jit: address is not an allocated slab object", JIT_RAISE)
     if err == E_DEBUG and (call == J_FREE_BULK or call == J_FREE_ARRAY or call == J_KFREE_BULK):
         raise SlabDebugError("numslab.jit: a slab_debug check refused a detached freelist of "

@@ -34,7 +34,8 @@ from ..engine.layout import (C_PARTIAL, C_SLAB, N_NR_SLABS, CA_ACTIVE, CA_ALIGN,
                              ZERO_SIZE_PTR, SlabState, new_state, view)
 from ..engine.pages import init_buddy
 from ..engine.sheaves import init_barns, init_percpu_sheaves
-from ..errors import (BadAddressError, CacheLeakError, InvalidArgumentError as BadArg,
+from ..errors import (AddressTypeError, BadAddressError, CacheLeakError,
+                      InvalidArgumentError as BadArg,
                       InvalidSizeError, NotPicklableError, OutOfMemoryError,
                       SizeTypeError, SlabCorruptionError, WrongTypeError)
 from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE,
@@ -673,7 +674,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
                 return int(addr)
             raise BadAddressError(f"{fn}: {int(addr):#x} is outside the arena [0x1000, "
                                   f"{self.nr_pages * PAGE_SIZE:#x})")
-        raise BadAddressError(f"{fn}: address {addr!r} is not an integer")
+        raise AddressTypeError(f"{fn}: address {addr!r} is not an integer")
 
     # ---- kmalloc ------------------------------------------------------------------------------
     def kmalloc(self, size: int, gfp: int = GFP_KERNEL, cpu: int | None = None,

@@ -14,7 +14,7 @@ from ..engine.prefill import return_user_sheaf
 from ..engine.layout import (AT_CACHE, AT_COUNT, AT_CPU, AT_FRAME, AT_NODE, AT_OBJECT,
                              AT_SHEAF, AT_SHIFT, AT_SLAB, G_FAULT_CACHE, G_FAULT_SLAB,
                              G_FAULT_VALUE, G_NISOLATED, NIL, PG_HEAD, PG_LARGE, PG_RCU,
-                             PG_RESERVED, PG_SLAB, PG_TAIL, SH_SIZE)
+                             PG_RESERVED, PG_SLAB, PG_TAIL, SH_SIZE, ZERO_SIZE_PTR)
 from ..errors import (PAGE_NOTE, BadAddressError, DoubleFreeError, InvalidArgumentError,
                       SlabCorruptionError, SlabDebugError, SlabError, WrongCacheError)
 from ..geometry import PAGE_SIZE
@@ -89,6 +89,9 @@ class RaiseAPI:
         f = int(self.state.pg_flags[pfn])
         if f & PG_TAIL:
             f = int(self.state.pg_flags[self.state.pg_head[pfn]])
+        if addr == ZERO_SIZE_PTR:
+            return (f"page frame 0 is reserved: {ZERO_SIZE_PTR:#x} is ZERO_SIZE_PTR, what "
+                    "kmalloc(0) returns, which kfree alone ignores, as the kernel's does")
         state = ("is reserved" if f & PG_RESERVED else
                  "is a SLAB_TYPESAFE_BY_RCU slab discarded with every object free, its "
                  "pages waiting for an RCU grace period: already freed?"

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 from ..engine.ops import gather, scatter
-from ..errors import BadAddressError, InvalidSizeError, WrongTypeError
+from ..errors import AddressTypeError, BadAddressError, InvalidSizeError, WrongTypeError
 
 if TYPE_CHECKING:
     from .cache import KmemCache
@@ -128,7 +128,7 @@ class RecordAccess:
             raise WrongTypeError(f"{self.name}.{fn}: addresses must be an array or a sequence "
                                  f"of integers, not a {type(addrs).__name__}")
         if a.size and (a.dtype.kind not in "iu" or a.dtype == np.uint64 and a.max() >= 1 << 63):
-            raise BadAddressError(f"{self.name}.{fn}: addresses must be integers, not "
+            raise AddressTypeError(f"{self.name}.{fn}: addresses must be integers, not "
                                   f"{a.dtype}")
         out = np.ascontiguousarray(a, dtype=np.int64).ravel()
         return out.copy() if np.may_share_memory(out, self._sa.memory) else out
