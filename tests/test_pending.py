@@ -89,7 +89,7 @@ def _bad(kind, out, other):
 def test_a_batch_as_large_as_a_large_main_sheaf_is_taken_pending(gen, where):
     """A cache asking for sheaves of 256 objects: a batch of 250 that its main sheaf holds is
     taken pending, no mark written (until December 2026 only a batch of at most 64 was: a larger
-    one wrote and cleared a mark per object, 4-11x the round's time), reads as allocated, a bad
+    one wrote and cleared a mark per object, 5-8x the round's time), reads as allocated, a bad
     free of it changes no word, and the free of exactly it puts it back."""
     sa = numslab.SlabAllocator(nr_cpus=1, memory="4M", kernel=gen)
     c = sa.kmem_cache_create("big", 64, sheaf_capacity=256)

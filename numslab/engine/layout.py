@@ -186,7 +186,7 @@ P_NCOLS = P_LISTS + 2 * (PCP_MAX_ORDER + 1)
 #: ``REC_MAX``): its marks cost the same written at the take or by the settle that another
 #: call makes, once. (Until December 7, 2026 it was 64: a batch of 65 to 4096 taken from a
 #: cache asking for sheaves that large wrote a mark per object at the take and cleared it at
-#: the free, 4-10x the pending round's time.)
+#: the free: 5-8x the pending round's time, by medians.)
 REC_MAX = 4096
 PEND_MAX = REC_MAX
 PD_ROW, PD_COUNT, PD_NPEND, PD_STAMP, PD_OBJS = range(5)
