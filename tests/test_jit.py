@@ -367,7 +367,8 @@ def test_njit_wrong_cache_and_bad_addresses_raise(world):
     large = sa.kmalloc(20000)
     snap = snapshot(sa)
     with pytest.raises(numslab.WrongCacheError,
-                       match=f"another cache than the one passed: it is from '{other.name}' "
+                       match=f"another cache than the one passed, named last: it is from "
+                             f"'{other.name}' "
                              f"\\(address {theirs:#x}, {named(c)}\\)"):
         free_one(sa.handle, c.id, theirs)       # (the owner was not named: issue 12 trial)
     with pytest.raises(numslab.WrongCacheError, match=f"it is from '{other.name}' .*element 1"):

@@ -169,7 +169,7 @@ def _raise(err, addr=NO_ADDR, cache=-1, index=-1, value=errors.NO_VALUE, where=0
                               "one object; nothing freed)", JIT_RAISE)
     if err == E_WRONG_CACHE:
         raise WrongCacheError("numslab.jit: the object belongs to another cache than the one "
-                              "passed", JIT_RAISE)
+                              "passed, named last", JIT_RAISE)
     if err == E_MISALIGNED or err == E_NOT_HEAD:
         raise BadAddressError("numslab.jit: address is not the start of an object", JIT_RAISE)
     if err == E_OUTSIDE:
