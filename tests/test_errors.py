@@ -14,6 +14,8 @@ import pytest
 import numslab
 from numslab import errors
 
+from conftest import jit_free
+
 PACKAGE = Path(numslab.__file__).parent
 #: Where a bare ``SlabError`` may still be raised: an error code no kernel returns.
 BASE_ALLOWED = {("facade/raising.py", "error")}
@@ -147,11 +149,6 @@ def _jit_kfree(h, addr):
     numslab.jit.kfree(h, addr)
 
 
-@numba.njit
-def _jit_free(h, cid, addr):
-    numslab.jit.kmem_cache_free(h, cid, addr)
-
-
 def test_an_address_of_the_wrong_type_is_one_class_from_python_and_njit():
     """An address that is no integer was a ``BadAddressError`` from Python (not a ``TypeError``:
     ``except TypeError`` missed it) and a ``WrongTypeError`` in ``@njit`` code (not a
@@ -165,7 +162,7 @@ def test_an_address_of_the_wrong_type_is_one_class_from_python_and_njit():
              ("free", lambda v: c.free(v)),
              ("free_bulk", lambda v: c.free_bulk([v])),
              ("numslab.jit.kfree", lambda v: _jit_kfree(sa.handle, v)),
-             ("numslab.jit.kmem_cache_free", lambda v: _jit_free(sa.handle, c.id, v))]
+             ("numslab.jit.kmem_cache_free", lambda v: jit_free(sa.handle, c.id, v))]
     assert issubclass(numslab.AddressTypeError, numslab.WrongTypeError) and \
         issubclass(numslab.AddressTypeError, numslab.BadAddressError)
     for name, call in wrong:
@@ -207,7 +204,7 @@ def test_zero_size_ptr_in_a_batch_free_is_named_and_an_address_outside_the_arena
             call()
         assert "element 1" in str(e.value) and sa.ksize(x) == 64
     with pytest.raises(numslab.BadAddressError, match="outside the arena.*address 0x40000000"):
-        _jit_free(sa.handle, c.id, 1 << 30)
+        jit_free(sa.handle, c.id, 1 << 30)
     sa.kfree(z)
     sa.kfree(x)
     sa.validate()
