@@ -97,14 +97,21 @@ SLAB_NOLEAKTRACE = 1 << 23
 SLAB_NO_MERGE = 1 << 24
 SLAB_ACCOUNT = 1 << 26
 SLAB_RECLAIM_ACCOUNT = 1 << 28
+#: ``create_boot_cache``'s flag of the bootstrap caches, ``kmem_cache`` and ``kmem_cache_node``:
+#: under 7.x they get no sheaves (``calculate_sheaf_capacity``: "bootstrap caches can't have
+#: sheaves for now"). The replay gives it to the caches of those names.
+SLAB_NO_OBJ_EXT = 1 << 29
 
 #: Flags that turn on SLUB debugging (``kmem_cache_debug``): no cpu partial lists then.
 SLAB_DEBUG_FLAGS = (SLAB_CONSISTENCY_CHECKS | SLAB_RED_ZONE | SLAB_POISON | SLAB_STORE_USER
                     | SLAB_TRACE)
+#: The flags under which 7.x's ``calculate_sheaf_capacity`` gives a cache no sheaves, whatever
+#: ``sheaf_capacity`` asks (besides the debug flags).
+SLAB_NO_SHEAVES = SLAB_NOLEAKTRACE | SLAB_NO_OBJ_EXT
 #: Every flag ``kmem_cache_create`` accepts.
 SLAB_VALID_FLAGS = (SLAB_DEBUG_FLAGS | SLAB_KMALLOC | SLAB_HWCACHE_ALIGN | SLAB_CACHE_DMA
                     | SLAB_CACHE_DMA32 | SLAB_PANIC | SLAB_TYPESAFE_BY_RCU | SLAB_NOLEAKTRACE
-                    | SLAB_NO_MERGE | SLAB_ACCOUNT | SLAB_RECLAIM_ACCOUNT)
+                    | SLAB_NO_MERGE | SLAB_ACCOUNT | SLAB_RECLAIM_ACCOUNT | SLAB_NO_OBJ_EXT)
 
 # --- The seed's array-allocation modes (Lameter's RFC "Slab allocator array operations",
 # January 2015, where they were the gfp bits GFP_SLAB_ARRAY_*; values as in the RFC) ------

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import numslab
-from numslab import GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT
+from numslab import GFP_ATOMIC, GFP_KERNEL, GFP_NOWAIT, SLAB_HWCACHE_ALIGN
 from numslab.flags import __GFP_THISNODE
 from numslab.geometry import calculate_sheaf_capacity
 
@@ -192,6 +192,34 @@ def test_a_noleaktrace_cache_gets_no_sheaves_under_7_0_only():
     sa.check_invariants()
     assert fresh("6.18").kmem_cache_create("k", 300, flags=SLAB_NOLEAKTRACE,
                                            sheaf_capacity=8).sheaf_capacity == 8
+
+
+@pytest.mark.parametrize("gen", ["7.0", "7.1", "7.3", "next", "6.18"])
+def test_a_bootstrap_cache_gets_no_sheaves_from_7_0_on(gen):
+    """``calculate_sheaf_capacity`` returns 0 for SLAB_NO_OBJ_EXT (``create_boot_cache``'s caches,
+    ``kmem_cache`` and ``kmem_cache_node``) from 7.0 on, before it reads ``sheaf_capacity``; the
+    cache works from its slabs, and the prefilled-sheaf API refuses it naming the flag. 6.18
+    gives it the sheaves it asks for."""
+    from numslab.flags import SLAB_NO_OBJ_EXT
+    sa = fresh(gen)
+    c = sa.kmem_cache_create("kmem_cache_node", 64, flags=SLAB_NO_OBJ_EXT | SLAB_HWCACHE_ALIGN,
+                             sheaf_capacity=8)
+    if gen == "6.18":
+        assert c.sheaf_capacity == 8
+        return
+    assert c.sheaf_capacity == 0 and c.sysfs()["sheaf_capacity"] == "0"
+    assert (sa.state.cpu[c.id, :, numslab.engine.layout.C_MAIN] == 0).all()
+    objs = c.alloc_bulk(40)
+    a = c.alloc()
+    c.free_bulk(objs)
+    c.free(a)
+    assert c.stats["alloc_fastpath"] == 0 and c.stats["free_fastpath"] == 0
+    with pytest.raises(numslab.SlabError, match="no sheaves .SLAB_NOLEAKTRACE or SLAB_NO_OBJ_EXT"):
+        sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 4)
+    assert sa.kmem_cache_create("kmem_cache", 256).sheaf_capacity == 28   # (no flag: sheaves)
+    assert len(c) == 0
+    sa.validate()
+    sa.check_invariants()
 
 
 def test_a_remote_node_request_counts_a_mismatch_on_caches_without_sheaves_too():

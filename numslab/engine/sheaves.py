@@ -466,8 +466,8 @@ def _node_requested_off(st, cache, cpu, node):
     """``alloc_from_pcs``'s first test: whether the request names a node other than ``cpu``'s.
 
     The sheaves hold local objects; counted ALLOC_NODE_MISMATCH under 7.0. 7.0 makes it for every
-    cache, before it backs off from one without sheaves (debug, SLAB_NOLEAKTRACE); 6.18 only for a
-    cache with sheaves."""
+    cache, before it backs off from one without sheaves (debug, SLAB_NOLEAKTRACE, bootstrap);
+    6.18 only for a cache with sheaves."""
     if node >= 0 and node != st.cpu_node[cpu]:
         if st.kernel >= KERNEL_7_0:
             _stat(st, cache, cpu, ALLOC_NODE_MISMATCH, 1)

@@ -38,7 +38,7 @@ from ..errors import (AddressTypeError, BadAddressError, CacheLeakError,
                       InvalidArgumentError as BadArg,
                       InvalidSizeError, NotPicklableError, OutOfMemoryError,
                       SizeTypeError, SlabCorruptionError, WrongTypeError)
-from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE,
+from ..flags import (GFP_KERNEL, SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NO_SHEAVES,
                      SLAB_TYPESAFE_BY_RCU, SLAB_VALID_FLAGS, __GFP_NOWARN, __GFP_THISNODE,
                      __GFP_ZERO)
 from ..geometry import (KMALLOC_MAX_CACHE_SIZE, KMALLOC_MAX_SIZE, KMALLOC_SIZES,
@@ -361,8 +361,9 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
             its own free pointer as the zone overwritten and restores the zone over it).
         sheaf_capacity : int
             Per-CPU sheaves of this many objects. Under ``kernel="6.18"`` only caches asking
-            for them have sheaves (0: none); under ``"7.0"`` every cache but a debug or
-            SLAB_NOLEAKTRACE one has them and this is the minimum capacity.
+            for them have sheaves (0: none); under ``"7.0"`` every cache but a debug,
+            SLAB_NOLEAKTRACE or SLAB_NO_OBJ_EXT (bootstrap) one has them and this is the
+            minimum capacity.
         partial_order : {"kernel", "sorted"}, optional
             Order of its node partial lists (default: the allocator's).
         dtype : numpy.dtype, optional
@@ -405,7 +406,7 @@ class SlabAllocator(BatchAPI, SheafAPI, KmallocAPI, DebugAPI, RaiseAPI, DefragAP
                 raise InvalidSizeError(f"kmem_cache_create({name}): {e}") from None
             usercopy = check_usercopy(f"kmem_cache_create({name})", size, useroffset, usersize)
             debug = flags & SLAB_DEBUG_FLAGS
-            if debug or (self._gen7 and flags & SLAB_NOLEAKTRACE):   # calculate_sheaf_capacity: 0
+            if debug or (self._gen7 and flags & SLAB_NO_SHEAVES):    # calculate_sheaf_capacity: 0
                 sheaf_capacity = 0
             elif self._gen7:
                 sheaf_capacity = calculate_sheaf_capacity(geo.slab_size, sheaf_capacity)

@@ -32,7 +32,7 @@ from ..engine.layout import (BARN_SIZE, B_COUNT, B_HEAD, C_FREELIST, C_MAIN, C_P
                              PG_TAIL, RANDOM_SEQ_ENTRY, RSEQ_MAX, SH_CACHE, SH_CAPACITY,
                              SH_NEXT, SH_OBJECTS, SH_SIZE, SHEAF_HEADER)
 from ..errors import MachineFileError, SlabError
-from ..flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NOLEAKTRACE, SLAB_TYPESAFE_BY_RCU
+from ..flags import SLAB_DEBUG_FLAGS, SLAB_KMALLOC, SLAB_NO_SHEAVES, SLAB_TYPESAFE_BY_RCU
 from ..geometry import MAX_OBJS_PER_PAGE, calculate_geometry, calculate_sheaf_capacity
 from .loadbits import check_held_bits, check_live_bits
 
@@ -258,7 +258,7 @@ class Structure:
                           f"kmem_cache_create gives cache {c}'s geometry")
         cap = int(row[CA_SHEAF_CAPACITY])
         gen7 = self.sa._gen7
-        if debug or (gen7 and flags & SLAB_NOLEAKTRACE):
+        if debug or (gen7 and flags & SLAB_NO_SHEAVES):
             ok = cap == 0
         else:
             ok = 0 <= cap <= 4096 and (not gen7 or calculate_sheaf_capacity(geo.slab_size,

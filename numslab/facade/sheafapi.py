@@ -43,11 +43,12 @@ class SheafAPI:
 
         A debug cache has none and gets oversize ones (``kmem_cache_prefill_sheaf`` of both
         generations). Any other cache without sheaves (6.18, no ``sheaf_capacity``; 7.0, a
-        SLAB_NOLEAKTRACE cache) is refused: the kernel gives it oversize sheaves too, but after a
-        WARN_ON_ONCE, as a caller's bug."""
+        SLAB_NOLEAKTRACE or bootstrap cache) is refused: the kernel gives it oversize sheaves
+        too, but after a WARN_ON_ONCE, as a caller's bug."""
         cid = self._own(cache, fn)
         if not self.state.ca[cid, CA_SHEAF_CAPACITY] and not self.state.ca[cid, CA_DEBUG]:
-            why = "SLAB_NOLEAKTRACE" if self._gen7 else "create it with sheaf_capacity"
+            why = "SLAB_NOLEAKTRACE or SLAB_NO_OBJ_EXT" if self._gen7 else \
+                "create it with sheaf_capacity"
             raise InvalidArgumentError(f"{fn}({cache.name}): the cache has no sheaves ({why})")
         return cid
 

@@ -184,6 +184,11 @@ def merge_aliases(tr: Trace, snap: dict[str, dict[str, Any]]) -> Trace:
     return replace(tr, row=row, name=name, names=names, sizes=sizes, kmalloc=kmalloc)
 
 
+#: The caches the kernel makes with ``create_boot_cache``, and so with SLAB_NO_OBJ_EXT: under 7.x
+#: they have no sheaves (``calculate_sheaf_capacity``), whatever the replay's policy asks.
+BOOT_CACHES = ("kmem_cache", "kmem_cache_node")
+
+
 def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
               policy: str, kernel: str) -> tuple[dict[str, Any], int, str]:
     """``kmem_cache_create`` arguments for a trace cache, its object size, its geometry's source.
@@ -196,9 +201,11 @@ def _geometry(name: str, size: int, snap: dict[str, dict[str, Any]] | None,
     sheaf = 0
     if policy.startswith("sheaves="):
         sheaf = int(policy.split("=")[1])
+    boot = F.SLAB_NO_OBJ_EXT if name in BOOT_CACHES else 0
     if s is None or "object_size" not in s:
-        return {"size": max(8, size), "sheaf_capacity": sheaf}, max(8, size), "trace"
-    flags = 0
+        return {"size": max(8, size), "flags": boot, "sheaf_capacity": sheaf}, max(8, size), \
+            "trace"
+    flags = boot
     if int(s.get("hwcache_align", 0)):
         flags |= F.SLAB_HWCACHE_ALIGN
     if int(s.get("reclaim_account", 0)):
