@@ -213,6 +213,24 @@ def test_the_replay_list_is_the_replays_units_in_the_order_it_calls_them():
     assert tuple(order) == prewarm.REPLAY_UNITS
 
 
+@pytest.mark.parametrize("how", ["python", "command"])
+def test_a_replay_from_python_or_the_command_starts_one_child_on_its_units(monkeypatch, how):
+    """``numslab.replay`` from Python compiled the replay's units on one core (47 s cold in a
+    kernel engineer's trial, the command 28-40 s): it starts the child itself now, once, and
+    the command, which calls it, starts none of its own."""
+    seen: list = []
+    monkeypatch.setattr(dprewarm, "start", lambda names, last_first=True: seen.append(
+        tuple(names)))
+    monkeypatch.setattr(dprewarm, "stop", lambda child: seen.append("stop"))
+    trace = ROOT / "tests" / "data" / "kmem_git_tar.txt.xz"
+    if how == "python":
+        assert numslab.replay(trace, kernel="7.0", progress=False).replayed > 0
+    else:
+        from numslab.tools.cli import main
+        assert main(["replay", str(trace), "--no-progress"]) == 0
+    assert seen == [prewarm.REPLAY_UNITS, "stop"]
+
+
 def test_a_closed_stdin_stops_the_child_before_its_next_unit(tmp_path):
     child = subprocess.Popen([sys.executable, "-m", "numslab.tools.prewarm",
                               *prewarm.MAIN_JOB_UNITS], stdin=subprocess.PIPE,

@@ -233,3 +233,20 @@ def _check_every_free(policy: str, every: int, text: str, kernel: str = "7.0") -
         what = "every=free" if every == EVERY_FREE else f"every={every}"
         raise BadArg(f"configuration {text!r}: {what} needs a policy with work to run "
                      f"(shrink, mobility, mobility=R), not {policy!r}")
+
+
+#: The engine units a replay calls (7.0, the default; a trace of ``kmem_cache_*`` and ``kmalloc``
+#: events), in the order it first calls them: on an empty Numba cache :func:`replay.replay`
+#: has a second process compile them from the end of the list (``drivers.prewarm``).
+REPLAY_UNITS = (
+    "pages.init_buddy", "sheaves.init_barns", "sheaves.kmalloc_internal", "kmalloc.kmalloc",
+    "nocpu.slab_alloc_single", "slablists.new_slab", "slablists.allocate_slab",
+    "pages.alloc_pages", "sheaves.init_percpu_sheaves", "sheaves.replace_empty_main",
+    "sheaves.refill_sheaf", "nocpu.refill_objects", "nocpu.refill_new_slabs",
+    "stats.live_objects", "stats.lost_objects", "rcusheaves.flush_rcu_sheaves",
+    "ops.cache_release", "ops.kmem_cache_shrink", "sheaves.pcs_flush_all",
+    "sheaves.sheaf_flush_main", "cpucache.flush_cpu", "sheaves.barn_shrink",
+    "slablists.shrink_node", "sheaves.kfree_internal", "sheaves.free_barns",
+    "rcusheaves.rcu_run_callbacks", "slablists.slab_free",
+    "ops.kmem_cache_alloc_node", "ops.kmem_cache_free",
+    "sheaves.replace_full_main", "slablists.build_freelist", "stats.partial_counts")

@@ -184,11 +184,33 @@ def fnv(bp, a, b):
 
 @lab_jit(nogil=True, inline=True)
 def gfp_lookup(keys, values, h):
-    """``values[k]`` where ``keys[k] == h`` (``keys`` sorted), or 0."""
+    """``values[k]`` where ``keys[k] == h`` (``keys`` sorted), or -1 (no such name)."""
     k = np.searchsorted(keys, h)
     if k < keys.shape[0] and keys[k] == h:
         return values[k]
-    return 0
+    return -1
+
+
+@lab_jit(nogil=True, inline=True)
+def gfp_hex(bp, s0, q):
+    """The bits of a ``0x...`` flag of a symbolic value at bytes ``s0:q``, or -1.
+
+    The kernel's ``__print_flags`` ends a list with the bits it names none of; -1 unless 1 to 8
+    hex digits follow the ``0x``."""
+    if q - s0 < 3 or q - s0 > 10 or load1p(bp + s0) != 48 or load1p(bp + s0 + 1) != 120:
+        return -1
+    v = 0
+    for k in range(s0 + 2, q):
+        c = np.int64(load1p(bp + k))
+        if 48 <= c <= 57:
+            v = v * 16 + c - 48
+        elif 97 <= c <= 102:
+            v = v * 16 + c - 87
+        elif 65 <= c <= 70:
+            v = v * 16 + c - 55
+        else:
+            return -1
+    return v
 
 _M7F = np.uint64(0x7F7F7F7F7F7F7F7F)
 _COLONS = np.uint64(0x3A3A3A3A3A3A3A3A)
@@ -330,22 +352,30 @@ def gfp_symbolic(bp, q, ge, gh, cr, gkeys, gvals, gc_keys, gc_vals):
     ``ge`` is the token's end; ``gh``, ``cr``: its :func:`word_hash`. The whole value comes from
     the chunk's cache ``gc_keys``, ``gc_vals`` (by its hash; slot ``gfp_slot(gh)``), else flag by
     flag (``|``-separated, up to a space, newline or carriage return) from the sorted FNV hashes
-    ``gkeys`` and bits ``gvals``, then cached. Not inlined: callers look the cache up themselves
-    first."""
+    ``gkeys`` and bits ``gvals``, or a ``0x`` number (the bits no name covers, as the kernel's
+    ``__print_flags`` ends the list), then cached. Bits -1 if a flag is neither (a name
+    numslab does not know, or an empty one: ``GFP_KER``, ``GFP_KERNEL|``), which callers refuse
+    as the line's bad ``gfp_flags``. Not inlined: callers look the cache up themselves first."""
     gs = gfp_slot(gh)
     if not cr and gc_keys[gs] == gh:                  # seen in this chunk
         return gc_vals[gs], ge
     v2 = 0
+    bad = False
     s0 = q
     while True:
         t = load1p(bp + q)
         if t == 124 or t == 32 or t == 10 or t == 13:
-            if q > s0:
-                v2 |= gfp_lookup(gkeys, gvals, fnv(bp, s0, q))
+            f = gfp_hex(bp, s0, q) if q - s0 > 2 and load1p(bp + s0) == 48 else \
+                gfp_lookup(gkeys, gvals, fnv(bp, s0, q)) if q > s0 else -1
+            if f < 0:
+                bad = True
+            v2 |= f
             if t != 124:
                 break
             s0 = q + 1
         q += 1
+    if bad:
+        v2 = -1
     if not cr:
         gc_keys[gs] = gh
         gc_vals[gs] = v2

@@ -46,7 +46,9 @@ ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an eve
             ERR_BAD_PTR: "its ptr= is not at most 16 hex digits or (null)",
             ERR_BAD_REQ: f"its bytes_req= is {_UNSIGNED}",
             ERR_BAD_ALLOC: f"its bytes_alloc= is {_UNSIGNED}",
-            ERR_BAD_GFP: "its gfp_flags= is not a number of 32 bits or known flag names",
+            ERR_BAD_GFP: "its gfp_flags= is not a number of 32 bits or known flag names "
+                         "('|'-separated as the kernel prints them; a name numslab does not "
+                         "know: numslab.lab.trace.GFP_NAMES)",
             ERR_BAD_NODE: "its node= is not a number of an int32",
             ERR_NO_PTR: "a kmem event without its ptr= field",
             ERR_NO_NAME: "a kmem_cache event without its name= field, or with an empty one",
@@ -391,15 +393,15 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
             if c >= 0:
                 fast, qf, pv, rq, al, g0, ge, gh, nd, n0, n1, h = fixed_fields(
                     bp, e, ev == EV_CACHE_ALLOC or ev == EV_CACHE_FREE, ev <= EV_KMALLOC)
-                if fast:
-                    gf = 0
-                    if g0 >= 0:                                   # the chunk's gfp cache
-                        gs = gfp_slot(gh)
-                        if gc_keys[gs] == gh:
-                            gf = gc_vals[gs]
-                        else:
-                            gf, _ = gfp_symbolic(bp, g0, ge, gh, False, gkeys, gvals, gc_keys,
-                                                 gc_vals)
+                gf = 0
+                if fast and g0 >= 0:                              # the chunk's gfp cache
+                    gs = gfp_slot(gh)
+                    if gc_keys[gs] == gh:
+                        gf = gc_vals[gs]
+                    else:
+                        gf, _ = gfp_symbolic(bp, g0, ge, gh, False, gkeys, gvals, gc_keys,
+                                             gc_vals)
+                if fast and gf >= 0:                  # (a flag not known: the walk refuses it)
                     line[r] = ln
                     cpu[r] = c
                     ts[r] = tsv
@@ -515,6 +517,9 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                 gf = 0
                 if g0 >= 0:
                     gf, _ = gfp_symbolic(bp, g0, ge, gh, False, gkeys, gvals, gc_keys, gc_vals)
+                if gf < 0:
+                    err = ERR_BAD_GFP
+                    gf = 0
                 ptr[r] = pv
                 req[r] = rq
                 alloc[r] = al
@@ -577,6 +582,9 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                     gh, cr = word_hash(bp, q, ge)
                     v2, q = gfp_symbolic(bp, q, ge, gh, cr, gkeys, gvals, gc_keys,
                                          gc_vals)
+                    if v2 < 0:
+                        err = ERR_BAD_GFP
+                        v2 = 0
                     gfp[r] = v2
                 else:
                     which = 0

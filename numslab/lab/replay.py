@@ -11,16 +11,18 @@ configuration a ``SlabAllocator`` with the trace's caches, then
 """
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 
 import numpy as np
 from numba.core import event as numba_event
 
 from .. import flags as F
+from ..drivers.prewarm import prewarm
 from ..engine.layout import G_NRCU_SLABS
 from ..errors import InvalidArgumentError, InvalidSizeError, OutOfMemoryError, SlabError
 from ..errors import InvalidArgumentError as BadArg
@@ -29,8 +31,8 @@ from ..geometry import KMALLOC_MAX_SIZE
 from . import kernels as K
 from . import policies
 from . import warm as W
-from .config import (BOOT_WORDS, EVERY_FREE, KERNELS, MAX_CPUS, MAX_NODES, POLICIES, Config,
-                     _check_every_free, _policy, _warm, parse_config)
+from .config import (BOOT_WORDS, EVERY_FREE, KERNELS, MAX_CPUS, MAX_NODES, POLICIES,
+                     REPLAY_UNITS, Config, _check_every_free, _policy, _warm, parse_config)
 from .parse import ROW_LARGE
 from .result import PAGE_SIZE, Configs, ReplayResult, Series
 from .snapshot import (SnapshotFormatError, _aliases, _align_ok, _geometry, load_snapshot,
@@ -561,6 +563,20 @@ def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
     return configs
 
 
+def _compiling_beside(func: Callable[..., ReplayResult]) -> Callable[..., ReplayResult]:
+    """``func`` run with a second process compiling the replay's units on an empty Numba cache.
+
+    ``drivers.prewarm`` on :data:`config.REPLAY_UNITS`: ``numslab.replay`` from Python compiled
+    them on one core (47 s cold in a kernel engineer's trial, where ``numslab replay``, which
+    started the child itself, took 28-40 s); nothing is started once they are cached."""
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> ReplayResult:
+        with prewarm(REPLAY_UNITS):
+            return func(*args, **kwargs)
+    return run
+
+
+@_compiling_beside
 def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path | dict | None
            = None, kernel: str = "7.0", cpus: int | None = None, nodes: int = 1,
            policy: str = "default", compare: Sequence[str] | str | None = None,

@@ -67,6 +67,12 @@ GFP_NAMES: dict[str, int] = {
     "__GFP_KSWAPD_RECLAIM": F.__GFP_KSWAPD_RECLAIM, "__GFP_DMA": F.__GFP_DMA,
     "__GFP_HIGHMEM": F.__GFP_HIGHMEM, "__GFP_DMA32": F.__GFP_DMA32,
     "__GFP_NO_OBJ_EXT": F.__GFP_NO_OBJ_EXT,
+    # what the kernel prints for no flag, and names of bits no SLUB rule reads (KASAN's and
+    # lockdep's, and earlier kernels'): known, no bit (a name known to no table is a bad line)
+    "none": 0, "__GFP_ZEROTAGS": 0, "__GFP_SKIP_ZERO": 0, "__GFP_SKIP_KASAN": 0,
+    "__GFP_SKIP_KASAN_POISON": 0, "__GFP_SKIP_KASAN_UNPOISON": 0, "__GFP_KASAN_SAMPLE": 0,
+    "__GFP_NOLOCKDEP": 0, "__GFP_ATOMIC": 0, "__GFP_NOTRACK": 0, "__GFP_OTHER_NODE": 0,
+    "__GFP_COLD": 0, "__GFP_REPEAT": 0, "__GFP_NOACCOUNT": 0,
 }
 
 def _fnv(text: str) -> int:

@@ -19,7 +19,6 @@ from ..lab.replay import KERNELS, POLICIES, replay
 from ..lab.result import format_compare, plot_results
 from ..lab.snapshot import SnapshotFormatError
 from ..lab.trace import TraceFormatError
-from .prewarm import REPLAY_UNITS, prewarm
 
 
 def _every(text: str) -> int | str:
@@ -130,7 +129,7 @@ def _seconds(text: str) -> float:
     try:
         t = float(text)
     except ValueError:
-        t = 0.0
+        t = -1.0                        # (0.0 recorded nothing, status 0: a trial found it)
     if not 0 <= t < 1e9:                # (record's own range)
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (0 or more)")
     return t
@@ -166,8 +165,7 @@ def run(args: argparse.Namespace) -> int:
                     + {"record": ")", "snapshot": ", or - for standard output)"}.get(
                         args.cmd, ", or - for standard input)"))
         if args.cmd == "replay":
-            with prewarm(REPLAY_UNITS):         # on an empty cache: a second compiler
-                return _replay(args)
+            return _replay(args)                # (numslab.replay starts a second compiler)
         if args.cmd == "maple":
             runs = [maple_churn(k, ops=args.ops, cpus=args.cpus, live=args.live,
                                 need=args.need, used=(1, min(4, args.need)), grace=args.grace)

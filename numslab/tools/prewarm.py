@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 from ..drivers.prewarm import main, pending, prewarm, start, stop, units_by_name  # noqa: F401
+from ..lab.config import REPLAY_UNITS as _REPLAY_UNITS
 
 #: The main job's units (``examples/packet_pipeline.py``, bulk mode on 7.0, its default), in
 #: the order it first calls them (tests/test_prewarm.py checks the list against a run).
@@ -24,20 +25,8 @@ MAIN_JOB_UNITS = (
     "sheaves.barn_shrink", "slablists.shrink_node", "slablists.discard_slab",
     "sheaves.kfree_internal", "sheaves.free_barns", "pages.free_pages")
 
-#: ``numslab replay``'s units (7.0, its default; a trace of ``kmem_cache_*`` and ``kmalloc``
-#: events), in the order it first calls them.
-REPLAY_UNITS = (
-    "pages.init_buddy", "sheaves.init_barns", "sheaves.kmalloc_internal", "kmalloc.kmalloc",
-    "nocpu.slab_alloc_single", "slablists.new_slab", "slablists.allocate_slab",
-    "pages.alloc_pages", "sheaves.init_percpu_sheaves", "sheaves.replace_empty_main",
-    "sheaves.refill_sheaf", "nocpu.refill_objects", "nocpu.refill_new_slabs",
-    "stats.live_objects", "stats.lost_objects", "rcusheaves.flush_rcu_sheaves",
-    "ops.cache_release", "ops.kmem_cache_shrink", "sheaves.pcs_flush_all",
-    "sheaves.sheaf_flush_main", "cpucache.flush_cpu", "sheaves.barn_shrink",
-    "slablists.shrink_node", "sheaves.kfree_internal", "sheaves.free_barns",
-    "rcusheaves.rcu_run_callbacks", "slablists.slab_free",
-    "ops.kmem_cache_alloc_node", "ops.kmem_cache_free",
-    "sheaves.replace_full_main", "slablists.build_freelist", "stats.partial_counts")
+#: ``numslab replay``'s units: the lab's (``numslab.replay`` starts the child on them itself).
+REPLAY_UNITS = _REPLAY_UNITS
 
 if __name__ == "__main__":
     sys.exit(main())
