@@ -886,6 +886,24 @@ def test_a_trace_with_no_kmem_event_says_there_is_nothing_to_replay(text):
     assert r.replayed == 0
 
 
+def test_a_trace_whose_ring_buffer_lost_events_is_named_in_a_warning():
+    """``trace_pipe``'s ``CPU:1 [LOST 37 EVENTS]`` lines were counted as skipped lines with no
+    word said (a kernel engineer's trial), though the replay misses those events: a warning
+    names how many such lines and the first; a trace with none warns of nothing."""
+    lines = [_line("kmem_cache_alloc", 0x1000 + 0x40 * i, name="obj", bytes_req=64,
+                   bytes_alloc=64, gfp_flags="GFP_KERNEL", node=-1) for i in range(20)]
+    lines = [ln.replace(ln.split()[3], f"1.{i:06d}:") for i, ln in enumerate(lines)]
+    lost = lines[:5] + ["CPU:1 [LOST 37 EVENTS]\n"] + lines[5:12] + ["CPU:0 [LOST 2 EVENTS]\n"] \
+        + lines[12:]
+    with pytest.warns(UserWarning, match=r"2 line\(s\) say the ring buffer lost events "
+                                         r"\(first: line 6\)"):
+        r = numslab.replay("".join(lost).encode(), kernel="7.0", samples=5, progress=False)
+    assert r.skipped["lost_events_line"] == 2 and r.replayed == 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        numslab.replay("".join(lines).encode(), kernel="7.0", samples=5, progress=False)
+
+
 def test_a_trace_whose_ring_buffer_overwrote_events_is_named_in_a_warning(tmp_path):
     """A tracefs file recorded with too small a buffer (its header: 735 of 119,992 events kept)
     replayed with no word said, where ``numslab record`` had warned when it wrote it (h21's

@@ -304,6 +304,19 @@ def _warn_overwritten(tr: Trace) -> None:
                       stacklevel=3)
 
 
+def _warn_lost(tr: Trace) -> None:
+    """Warn if lines of the trace say the ring buffer lost events (``CPU:n [LOST m EVENTS]``).
+
+    ``trace_pipe`` and ``trace-cmd`` print one where a full buffer dropped events: the replay
+    misses them (a free of an object it never saw allocated is skipped, an object whose free
+    was lost stays live), and said nothing but ``skipped["lost_events_line"]``."""
+    at = np.flatnonzero(tr.kind == EV_LOST)
+    if len(at):
+        warnings.warn(f"{tr.source}: {len(at)} line(s) say the ring buffer lost events "
+                      f"(first: line {int(tr.line[at[0]])}): the replay misses them (record "
+                      f"with a larger --buffer-kb)", UserWarning, stacklevel=3)
+
+
 def _warn_no_events(tr: Trace) -> None:
     """Warn if the trace holds no allocation or free event of the ``kmem`` tracepoints.
 
@@ -513,6 +526,7 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
     p = prepare(merge_aliases(tr, snap) if snap else tr)
     _warn_time_order(tr)
     _warn_overwritten(tr)
+    _warn_lost(tr)
     _warn_no_events(tr)
     prep = time.perf_counter() - t0
     out = []
