@@ -305,6 +305,8 @@ def test_no_tracefs_is_a_clear_error(tmp_path):
     (dict(out="/proc/numslab-record-test.txt"), "cannot write .*proc"),
     # both: the seconds were ignored silently
     (dict(command=["true"], seconds=0.1), "0.1 seconds and a command: .* give one"),
+    # a compression it does not write: plain text under that name (a kernel engineer's trial)
+    (dict(out="t.txt.zst"), "writes a trace plain, .xz or .gz, not .zst"),
 ])
 def test_bad_arguments_are_refused_before_tracefs_is_touched(tmp_path, args, match):
     root = _fake_tracefs(tmp_path)

@@ -134,6 +134,10 @@ def _buffer_sizes(root: Path) -> list[tuple[Path, str]]:
     return [(root / "buffer_size_kb", text)]
 
 
+#: Suffixes of compressions ``record`` does not write (the replay reads none of them either).
+_OTHER_COMPRESSION = (".zst", ".zstd", ".bz2", ".lz4", ".lzma", ".z", ".zip", ".7z")
+
+
 def record(out: str | Path, command: Sequence[str] | None = None, seconds: float | None = None,
            root: str | Path = TRACEFS, buffer_kb: int = 65536) -> dict[str, Any]:
     """Record the kmem events while ``command`` runs (or for ``seconds``) and write them out.
@@ -166,6 +170,9 @@ def record(out: str | Path, command: Sequence[str] | None = None, seconds: float
     if type(buffer_kb) is not int or buffer_kb < 1:
         raise RecordError(f"record: buffer size {buffer_kb!r} KiB is not a positive int")
     out = Path(out)
+    if out.suffix.lower() in _OTHER_COMPRESSION:    # (written as plain text under that name)
+        raise RecordError(f"record: {out}: numslab writes a trace plain, .xz or .gz, not "
+                          f"{out.suffix}; nothing was recorded")
     where = out.parent if str(out.parent) else Path(".")
     try:                        # (os.access passed root for a read-only place such as
         check_writable(out)     # /sys: the recording was then lost)
