@@ -37,7 +37,7 @@ ST_DONE, ST_ROWS, ST_PIDS, ST_NAMES, ST_ERROR = 0, 1, 2, 3, 4
 # error codes (a field's own where one is to blame)
 (ERR_NONE, ERR_NO_TIMESTAMP, ERR_NO_CPU, ERR_LONG, ERR_BAD_CPU, ERR_BAD_PTR, ERR_BAD_REQ,
  ERR_BAD_ALLOC, ERR_BAD_GFP, ERR_BAD_NODE, ERR_NO_PTR, ERR_NO_NAME, ERR_NO_ALLOC,
- ERR_REQ_PAST_ALLOC) = range(14)
+ ERR_REQ_PAST_ALLOC, ERR_NO_GFP) = range(15)
 _UNSIGNED = "not a number, negative or past its int32 column"
 ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an event name",
             ERR_NO_CPU: "no '[cpu]' field",
@@ -46,15 +46,15 @@ ERR_TEXT = {ERR_NO_TIMESTAMP: "no 'seconds.micros:' timestamp followed by an eve
             ERR_BAD_PTR: "its ptr= is not at most 16 hex digits or (null)",
             ERR_BAD_REQ: f"its bytes_req= is {_UNSIGNED}",
             ERR_BAD_ALLOC: f"its bytes_alloc= is {_UNSIGNED}",
-            ERR_BAD_GFP: "its gfp_flags= is not a number of 32 bits or known flag names "
-                         "('|'-separated as the kernel prints them; a name numslab does not "
-                         "know: numslab.lab.trace.GFP_NAMES)",
+            ERR_BAD_GFP: "its gfp_flags= is not a number of 32 bits or '|'-separated flag names "
+                         "the kernel prints (numslab.lab.trace.GFP_NAMES)",
             ERR_BAD_NODE: "its node= is not a number of an int32",
             ERR_NO_PTR: "a kmem event without its ptr= field",
             ERR_NO_NAME: "a kmem_cache event without its name= field, or with an empty one",
             ERR_NO_ALLOC: "an allocation without its bytes_alloc= field",
             ERR_REQ_PAST_ALLOC: "its bytes_req= is larger than its bytes_alloc= (no kernel "
-                                "allocates fewer bytes than were asked for)"}
+                                "allocates fewer bytes than were asked for)",
+            ERR_NO_GFP: "an allocation without its gfp_flags= field (a line cut short?)"}
 
 #: the kmalloc size classes (a kmalloc event's cache is the first that holds its bytes_req, as
 #: the kernel's ``kmalloc_slab`` picks it; bytes_alloc is that class on a kernel without
@@ -531,6 +531,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                 q = qf
         if err == ERR_NONE and ev <= EV_CACHE_FREE and not fast:   # any other: the walk
             have_ptr = False
+            have_gfp = False                # (read as no flag, a 7.x refill's decision)
             # fields "key=value", told by a few bytes of the key (the buffer has 64 bytes of
             # slack past n, so looking ahead of a short last token reads no foreign memory)
             while err == ERR_NONE:
@@ -582,6 +583,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                     gh, cr = word_hash(bp, q, ge)
                     v2, q = gfp_symbolic(bp, q, ge, gh, cr, gkeys, gvals, gc_keys,
                                          gc_vals)
+                    have_gfp = True
                     if v2 < 0:
                         err = ERR_BAD_GFP
                         v2 = 0
@@ -596,6 +598,7 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                         q += 12
                     elif ch == 103 and buf[q + 3] == 95 and buf[q + 9] == 61:     # gfp_flags=0x
                         which = 3
+                        have_gfp = True
                         q += 10
                     elif ch == 110 and buf[q + 1] == 111 and buf[q + 4] == 61:    # node=
                         which = 4
@@ -653,6 +656,8 @@ def scan_chunk(buf, n, skip_bad, fast_path, gfpt, sv, rows):
                     err = ERR_NO_NAME                   # (no name=, or an empty one)
                 elif (ev == EV_CACHE_ALLOC or ev == EV_KMALLOC) and alloc[r] < 0:
                     err = ERR_NO_ALLOC
+                elif (ev == EV_CACHE_ALLOC or ev == EV_KMALLOC) and not have_gfp:
+                    err = ERR_NO_GFP
                 elif req[r] > alloc[r] and ptr[r] != 0:     # (a failed one's: never used)
                     err = ERR_REQ_PAST_ALLOC
         # the rest of the line
