@@ -191,6 +191,13 @@ def gfp_lookup(keys, values, h):
     return -1
 
 
+#: hex digit values by byte (-1: not a hex digit)
+HEX = np.full(256, -1, np.int8)
+HEX[48:58] = np.arange(10)
+HEX[97:103] = np.arange(10, 16)
+HEX[65:71] = np.arange(10, 16)
+
+
 @lab_jit(nogil=True, inline=True)
 def gfp_hex(bp, s0, q):
     """The bits of a ``0x...`` flag of a symbolic value at bytes ``s0:q``, or -1.
@@ -201,15 +208,10 @@ def gfp_hex(bp, s0, q):
         return -1
     v = 0
     for k in range(s0 + 2, q):
-        c = np.int64(load1p(bp + k))
-        if 48 <= c <= 57:
-            v = v * 16 + c - 48
-        elif 97 <= c <= 102:
-            v = v * 16 + c - 87
-        elif 65 <= c <= 70:
-            v = v * 16 + c - 55
-        else:
+        d = HEX[load1p(bp + k)]
+        if d < 0:
             return -1
+        v = v * 16 + d
     return v
 
 _M7F = np.uint64(0x7F7F7F7F7F7F7F7F)

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .compiled import lab_jit
-from .fixed import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST,
+from .fixed import (EV_BAD, EV_CACHE_ALLOC, EV_CACHE_FREE, EV_KFREE, EV_KMALLOC, EV_LOST, HEX,
                     EV_OTHER, EV_OWN, after_last_colon, data_address, delim, fixed_fields,
                     gfp_slot, gfp_symbolic, load1p, load8p, prefetch, skip_spaces,
                     tracefs_event, tracefs_header, word_hash)
@@ -66,11 +66,6 @@ KM_CLASS = np.searchsorted(KM_SIZES, 8 * np.arange(KM_MAX // 8 + 1)).astype(np.i
 # gfp bits deciding the kmalloc type (numslab's values, as include/linux/gfp_types.h)
 _DMA, _RECLAIMABLE, _ACCOUNT = 0x01, 0x10, 0x400000
 ZERO_SIZE_PTR = 16
-#: hex digit values by byte (-1: not a hex digit)
-HEX = np.full(256, -1, np.int8)
-HEX[48:58] = np.arange(10)
-HEX[97:103] = np.arange(10, 16)
-HEX[65:71] = np.arange(10, 16)
 NAME_MAX_ROWS = 4096
 #: rows ahead whose pointer-table slot :func:`intern_rows` prefetches
 PREFETCH = 8
