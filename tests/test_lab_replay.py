@@ -474,6 +474,10 @@ def test_the_arena_estimate_holds_the_replay_without_a_second_run(policy):
     ({"caches": [{"name": "dentry", "object_size": "99999999999999999999"}]},
      "object_size 99999999999999999999 is not a size"),
     ({"caches": [{"name": "dentry", "slab_size": "-1"}]}, "slab_size -1 is not a size"),
+    # an entry with no geometry: replayed with the trace's sizes, silently (a kernel
+    # engineer's trial)
+    ({"caches": [{"name": "dentry"}]}, "cache 'dentry' has no object_size"),
+    ({"caches": [{"name": "dentry", "slabs": "3 N0=3"}]}, "cache 'dentry' has no object_size"),
     # a superscript digit passed str.isdigit and int() raised ValueError (isdecimal now)
     ({"caches": [{"name": "dentry", "object_size": "19\u00b2"}]}, "is not a whole"),
     # two minus signs passed the check (every leading '-' stripped) and int() raised

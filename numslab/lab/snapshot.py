@@ -105,7 +105,8 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
     constructor's cache without its ``slab_size``, a ``slab_size`` below the
     ``object_size``, a count (``slabs``, ``partial``, ``objects``) not as sysfs prints it
     (``'896 N0=896'``) or past 2**62 (an OverflowError of the warm start's arrays; a negative
-    one seeded nothing, silently)."""
+    one seeded nothing, silently), a cache with no ``object_size`` (replayed with the trace's
+    sizes, silently)."""
     if not isinstance(c, dict) or not isinstance(c.get("name"), str):
         raise SnapshotFormatError(f"snapshot {source}: entry {c!r:.60} is not a cache (a dict "
                                   f"with a 'name')")
@@ -153,6 +154,10 @@ def _check_snapshot_entry(c: Any, source: Any) -> None:
         raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r}: slab_size "
                                   f"{num['slab_size']} is below its object_size "
                                   f"{num['object_size']}")
+    if "alias_of" not in c and "object_size" not in num:    # (replayed with the trace's
+        raise SnapshotFormatError(f"snapshot {source}: cache {c['name']!r} has no "  # sizes)
+                                  f"object_size (numslab snapshot writes one for every cache; "
+                                  f"leave the cache out to take its geometry from the trace)")
 
 
 def merge_aliases(tr: Trace, snap: dict[str, dict[str, Any]]) -> Trace:
