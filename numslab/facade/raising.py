@@ -85,13 +85,13 @@ class RaiseAPI:
 
     def _page_state(self: "SlabAllocator", addr: int) -> str:
         """What the page frame holding ``addr`` (in the arena, on no slab) is: an error's text."""
+        if addr == ZERO_SIZE_PTR:
+            return (f"page frame 0 is reserved: {ZERO_SIZE_PTR:#x} is ZERO_SIZE_PTR, what "
+                    "kmalloc(0) returns, which kfree alone ignores, as the kernel's does")
         pfn = addr >> 12
         f = int(self.state.pg_flags[pfn])
         if f & PG_TAIL:
             f = int(self.state.pg_flags[self.state.pg_head[pfn]])
-        if addr == ZERO_SIZE_PTR:
-            return (f"page frame 0 is reserved: {ZERO_SIZE_PTR:#x} is ZERO_SIZE_PTR, what "
-                    "kmalloc(0) returns, which kfree alone ignores, as the kernel's does")
         state = ("is reserved" if f & PG_RESERVED else
                  "is a SLAB_TYPESAFE_BY_RCU slab discarded with every object free, its "
                  "pages waiting for an RCU grace period: already freed?"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 
 from ..drivers.prewarm import main, pending, prewarm, start, stop, units_by_name  # noqa: F401
-from ..lab.config import REPLAY_UNITS as _REPLAY_UNITS
+from ..lab.config import REPLAY_UNITS  # noqa: F401  (numslab replay's: the lab's own)
 
 #: The main job's units (``examples/packet_pipeline.py``, bulk mode on 7.0, its default), in
 #: the order it first calls them (tests/test_prewarm.py checks the list against a run).
@@ -25,8 +25,6 @@ MAIN_JOB_UNITS = (
     "sheaves.barn_shrink", "slablists.shrink_node", "slablists.discard_slab",
     "sheaves.kfree_internal", "sheaves.free_barns", "pages.free_pages")
 
-#: ``numslab replay``'s units: the lab's (``numslab.replay`` starts the child on them itself).
-REPLAY_UNITS = _REPLAY_UNITS
 
 if __name__ == "__main__":
     sys.exit(main())
