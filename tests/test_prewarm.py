@@ -231,6 +231,18 @@ def test_a_replay_from_python_or_the_command_starts_one_child_on_its_units(monke
     assert seen == [prewarm.REPLAY_UNITS, "stop"]
 
 
+@pytest.mark.parametrize("bad", [{"kernel": "8.0"}, {"policy": "no-such-policy"},
+                                 {"samples": 0}, {"warm": True}])
+def test_a_replay_refused_for_its_arguments_starts_no_child(monkeypatch, bad):
+    """The arguments are checked before the child is started (it compiled for nothing)."""
+    seen: list = []
+    monkeypatch.setattr(dprewarm, "start", lambda names, last_first=True: seen.append(
+        tuple(names)))
+    with pytest.raises(numslab.InvalidArgumentError):
+        numslab.replay(ROOT / "tests" / "data" / "kmem_git_tar.txt.xz", progress=False, **bad)
+    assert seen == []
+
+
 def test_a_closed_stdin_stops_the_child_before_its_next_unit(tmp_path):
     child = subprocess.Popen([sys.executable, "-m", "numslab.tools.prewarm",
                               *prewarm.MAIN_JOB_UNITS], stdin=subprocess.PIPE,

@@ -20,14 +20,16 @@ Why it is built this way (measured in ARCHITECTURE.md, "What is compiled when"):
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import inspect
 import os
 import sys
 import threading
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ import numpy as np
 from llvmlite import binding as ll
 from llvmlite import ir
 from numba import types
-from numba.core import cgutils
+from numba.core import cgutils, sigutils
 from numba.core.caching import FunctionCache
 from numba.core.ccallback import CFunc, _CFuncCompiler
 from numba.core.compiler_lock import global_compiler_lock
@@ -141,7 +143,12 @@ class CompiledDispatcher(CPUDispatcher):
 
     def compile(self, sig: Any) -> Any:
         with JitOn():
-            return super().compile(sig)
+            path = getattr(self._cache, "_cache_path", None)    # (a disk cache: its folder)
+            args, _ = sigutils.normalize_signature(sig)
+            if path is None or tuple(args) in self.overloads:
+                return super().compile(sig)
+            with _compile_lock(path, f"{self.py_func.__module__}.{self.py_func.__qualname__}"):
+                return super().compile(sig)
 
 
 class EngineDispatcher(CompiledDispatcher):
@@ -474,7 +481,8 @@ class Unit:
         cf = _UnitCFunc(self.py_func, (self.sig.args, self.sig.return_type), {},
                         dict(OPTIONS))
         cf._cache = EngineCache(self.py_func)
-        cf.compile()
+        with _compile_lock(cf._cache._cache_path, self.name):
+            cf.compile()
         self._cfunc = cf
         self.address = cf.address
         UNIT_TABLE[self.slot] = cf.address
@@ -500,6 +508,51 @@ class Unit:
 
 
 interrupts.CALLBACKS.add(Unit._first_call.__code__)
+
+#: How long a process waits for another's compile of a unit before compiling it itself (s).
+LOCK_WAIT = 120.0
+
+
+#: The lock files this process holds (:func:`_compile_lock`; a compile that reaches its own
+#: function again, as a recursive one does, takes none the second time).
+_HELD: set[str] = set()
+
+
+@contextlib.contextmanager
+def _compile_lock(folder: str, name: str) -> Iterator[None]:
+    """Hold ``name``'s lock file in the disk cache's ``folder`` while it compiles or loads.
+
+    A unit, or a cached function of the lab, the tools or ``net``. Two processes on one empty
+    cache (a user's pool of workers, the test suite's, the prewarm child) each compiled what
+    both needed at once; the second now waits for the first's compile and loads it from the
+    cache. Taken inside Numba's compiler lock (so no two threads of this process meet on it),
+    in the order of the calls between the functions (a caller's before its callee's, so two
+    processes cannot wait for each other), the wait bounded by :data:`LOCK_WAIT`; none where
+    the folder cannot hold one, or off POSIX."""
+    path = os.path.join(folder, f"{name}.lock")
+    try:
+        import fcntl
+        if path in _HELD:
+            raise OSError
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    _HELD.add(path)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
+        yield
+    finally:
+        _HELD.discard(path)
+        os.close(fd)                                # (which releases the lock)
 
 
 class _UnitCompiler(_CFuncCompiler):

@@ -11,12 +11,11 @@ configuration a ``SlabAllocator`` with the trace's caches, then
 """
 from __future__ import annotations
 
-import functools
 import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 from numba.core import event as numba_event
@@ -577,20 +576,6 @@ def _configs(kernel: str, cpus: int, nodes: int, policy: str, every: int | str,
     return configs
 
 
-def _compiling_beside(func: Callable[..., ReplayResult]) -> Callable[..., ReplayResult]:
-    """``func`` run with a second process compiling the replay's units on an empty Numba cache.
-
-    ``drivers.prewarm`` on :data:`config.REPLAY_UNITS`: ``numslab.replay`` from Python compiled
-    them on one core (47 s cold in a kernel engineer's trial, where ``numslab replay``, which
-    started the child itself, took 28-40 s); nothing is started once they are cached."""
-    @functools.wraps(func)
-    def run(*args: Any, **kwargs: Any) -> ReplayResult:
-        with prewarm(REPLAY_UNITS):
-            return func(*args, **kwargs)
-    return run
-
-
-@_compiling_beside
 def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path | dict | None
            = None, kernel: str = "7.0", cpus: int | None = None, nodes: int = 1,
            policy: str = "default", compare: Sequence[str] | str | None = None,
@@ -659,6 +644,19 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
                                    "('-')")
     # read before the trace (a missing or malformed one was found after the whole parse)
     snapshot = load_snapshot(snapshot) if snapshot is not None else None
+    # a second process compiles the replay's units on an empty Numba cache once the arguments
+    # are known good (from Python they compiled on one core: 47 s cold in a kernel engineer's
+    # trial, the command 28-40 s); nothing is started once they are cached
+    with prewarm(REPLAY_UNITS):
+        return _replay(trace, snapshot, kernel, cpus, nodes, policy, compare, skip_bad,
+                       samples, progress, every, warm)
+
+
+def _replay(trace: str | Path | BinaryIO | bytes | Trace, snapshot: dict | None, kernel: str,
+            cpus: int | None, nodes: int, policy: str, compare: Sequence[str] | str | None,
+            skip_bad: bool, samples: int, progress: bool | None, every: int | str,
+            warm: bool | str) -> ReplayResult:
+    """:func:`replay`'s work, its arguments checked: parse, then replay each configuration."""
     t0 = time.perf_counter()
     clock = CompileClock()
     with numba_event.install_listener("numba:compiler_lock", clock):
