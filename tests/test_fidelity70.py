@@ -135,6 +135,28 @@ def test_a_last_full_remote_batch_does_not_leak_the_local_objects(sa2):
 
 
 # ---- kmem_cache_prefill_sheaf ------------------------------------------------------------------
+def test_another_cache_s_prefilled_sheaf_is_a_wrong_cache_error_naming_both(sa):
+    """A prefilled sheaf used with another cache was a ``BadAddressError``, "not a prefilled
+    sheaf of this cache" (a new user's trial): it is a ``WrongCacheError`` naming the cache it
+    belongs to, and changes nothing; a sheaf returned already stays a ``BadAddressError``."""
+    c, d = sa.kmem_cache_create("mine", 64), sa.kmem_cache_create("other", 64)
+    s = sa.kmem_cache_prefill_sheaf(c, GFP_KERNEL, 10, cpu=0)
+    snap = snapshot(sa)
+    says = rf"{s:#x} is a prefilled sheaf of cache 'mine', not of 'other'"
+    with pytest.raises(numslab.WrongCacheError, match=says):
+        sa.kmem_cache_alloc_from_sheaf(d, GFP_KERNEL, s)
+    with pytest.raises(numslab.WrongCacheError, match=says):
+        sa.kmem_cache_return_sheaf(d, GFP_KERNEL, s)
+    with pytest.raises(numslab.WrongCacheError, match=says):
+        sa.kmem_cache_refill_sheaf(d, GFP_KERNEL, s, 20)
+    assert_unchanged(sa, snap)
+    sa.kmem_cache_return_sheaf(c, GFP_KERNEL, s, cpu=0)
+    for other in (c, d):
+        with pytest.raises(numslab.BadAddressError, match="returned already") as e:
+            sa.kmem_cache_alloc_from_sheaf(other, GFP_KERNEL, s)
+        assert not isinstance(e.value, numslab.WrongCacheError)
+
+
 def test_a_prefill_of_no_objects_returns_null_and_changes_nothing(sa):
     """``kmem_cache_prefill_sheaf`` (7.0): ``if (unlikely(!size)) return NULL;`` before
     anything else (no stat counted, no sheaf taken or made)."""

@@ -213,6 +213,32 @@ def test_remote_node_objects_and_caches_without_sheaves_take_the_list(kernel):
     sa.validate()
 
 
+def test_a_double_free_says_which_rcu_sheaf_holds_the_object(kernel):
+    """An object in a CPU's part-full rcu_free sheaf was "waiting for an RCU grace period, in
+    an rcu_free sheaf" even after ``synchronize_rcu()``, which reads as a grace period that did
+    not end (a new user's trial): it names the CPU's sheaf and what hands it to RCU; an object
+    of a sheaf handed to ``call_rcu`` keeps the plain text."""
+    sa = machine(kernel)
+    c = sheafed(sa)
+    cap = c.sheaf_capacity
+    objs = [c.alloc() for _ in range(cap + 1)]
+    for a in objs:
+        sa.kfree_rcu(a, 1)                      # one full sheaf handed over, one on CPU 1
+    assert waiting(sa) == 1 and rcu_size(sa, c, 1) == 1
+    on_cpu = r"in CPU 1's rcu_free sheaf: .* kvfree_rcu_barrier\(\) .* not at synchronize_rcu"
+    for free in (c.free, sa.kfree, sa.kfree_rcu):
+        with pytest.raises(numslab.DoubleFreeError, match=on_cpu):
+            free(objs[cap])
+        with pytest.raises(numslab.DoubleFreeError, match=r"grace period \(kfree_rcu, in an "
+                                                            r"rcu_free sheaf\)$"):
+            free(objs[0])
+    assert sa.synchronize_rcu() == cap          # the handed sheaf's objects: free again
+    with pytest.raises(numslab.DoubleFreeError, match=on_cpu):
+        sa.kfree(objs[cap])                     # still on its CPU
+    assert sa.kvfree_rcu_barrier() == 1
+    sa.validate()
+
+
 def test_save_and_load_keep_the_rcu_sheaves(kernel, tmp_path):
     sa = machine(kernel)
     c = sheafed(sa)
@@ -337,7 +363,7 @@ def test_an_object_an_rcu_sheaf_holds_is_never_handed_out_while_it_waits(kernel)
         for x in order[:c.sheaf_capacity + 3]:  # a full sheaf waiting, a part-full one
             sa.kfree_rcu(x, 1)
         assert waiting(sa) == 1 and rcu_size(sa, c, 1) == 3
-        waits = sa._rcu_sheaf_objects()
+        waits = set(sa._rcu_sheaf_objects())
         named = _point_a_free_list_at(sa, c, waits)
         if named is not None:
             break

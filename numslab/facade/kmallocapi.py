@@ -44,6 +44,11 @@ _RCU_LOCK = threading.RLock()
 #: ``call_rcu``).
 RCU_LISTED = "the object is waiting for an RCU grace period (kfree_rcu)"
 RCU_SHEAVED = "the object is waiting for an RCU grace period (kfree_rcu, in an rcu_free sheaf)"
+#: ... or in a CPU's ``rcu_free`` sheaf not yet full, handed to no grace period (a new user's
+#: trial read the text above after ``synchronize_rcu()`` as the grace period not ending).
+RCU_ON_CPU = ("the object is waiting for an RCU grace period (kfree_rcu), in CPU {cpu}'s "
+              "rcu_free sheaf: the sheaf's begins once it is full, or at kvfree_rcu_barrier() "
+              "or kmem_cache_shrink(), not at synchronize_rcu()")
 #: ``SIZE_MAX``: an array's byte count past it is ``check_mul_overflow``'s overflow.
 SIZE_MAX = (1 << 64) - 1
 
@@ -362,28 +367,35 @@ class KmallocAPI:
         free's text, from Python and from ``numslab.jit``)."""
         if addr in self._rcu_pending:
             return RCU_LISTED
-        if (self._g[G_RCU_HEAD] or self.state.cpu[:, :, C_RCU_FREE].any()) \
-                and addr in self._rcu_sheaf_objects():
-            return RCU_SHEAVED
+        if self._g[G_RCU_HEAD] or self.state.cpu[:, :, C_RCU_FREE].any():
+            return self._rcu_sheaf_objects().get(addr)
         return None
 
-    def _rcu_sheaf_objects(self: "SlabAllocator") -> set[int]:
-        """Addresses of the objects in the RCU sheaves.
+    def _rcu_sheaf_objects(self: "SlabAllocator") -> dict[int, str]:
+        """The objects in the RCU sheaves, each with why it is not free.
 
-        The CPUs' ``rcu_free`` sheaves and the sheaves waiting for their grace period."""
+        The CPUs' ``rcu_free`` sheaves (:data:`RCU_ON_CPU`) and the sheaves waiting for their
+        grace period (:data:`RCU_SHEAVED`)."""
         words = self._mem
         heads = self.state.cpu[:, :, C_RCU_FREE]
-        sheaves = heads[heads != 0].tolist()
+        out: dict[int, str] = {}
+        for cpu, s in zip(np.nonzero(heads)[1].tolist(), heads[heads != 0].tolist()):
+            why = RCU_ON_CPU.format(cpu=cpu)
+            o = (s >> 3) + SH_OBJECTS
+            out.update(dict.fromkeys(
+                words[o:o + max(0, min(int(words[(s >> 3) + SH_SIZE]), 4096))].tolist(), why))
+        sheaves = []
         s = int(self._g[G_RCU_HEAD])
         for _ in range(int(self._g[G_NRCU])):  # (a link outside the shadow half, as
             if not self.memory.size < s < len(words) * 8 - 8 * SH_OBJECTS or s & 7:  # _rcu_next)
                 break
             sheaves.append(s)
             s = int(words[(s >> 3) + SH_NEXT])
-        out: set[int] = set()
         for s in sheaves:
             o = (s >> 3) + SH_OBJECTS
-            out.update(words[o:o + max(0, min(int(words[(s >> 3) + SH_SIZE]), 4096))].tolist())
+            out.update(dict.fromkeys(
+                words[o:o + max(0, min(int(words[(s >> 3) + SH_SIZE]), 4096))].tolist(),
+                RCU_SHEAVED))
         return out
 
     def _rcu_refuse_sheaved(self: "SlabAllocator", addr: int, where: str) -> None:
@@ -391,8 +403,10 @@ class KmallocAPI:
 
         An object the engine finds free; ``kfree_rcu`` and ``krealloc`` would otherwise call it a
         free object. ``where`` names the call and the address."""
-        if self._locate(addr)[0] == E_DOUBLE_FREE and addr in self._rcu_sheaf_objects():
-            raise DoubleFreeError(f"{where}: double free, {RCU_SHEAVED}")
+        why = self._rcu_sheaf_objects().get(addr) \
+            if self._locate(addr)[0] == E_DOUBLE_FREE else None
+        if why is not None:
+            raise DoubleFreeError(f"{where}: double free, {why}")
 
     def synchronize_rcu(self: "SlabAllocator") -> int:
         """End the grace period: run the sheaves' RCU callbacks and free the ``kfree_rcu`` list.

@@ -14,7 +14,7 @@ from ..engine.layout import (CA_DEBUG, CA_SHEAF_CAPACITY, CA_USER_SHEAVES, G_FAU
 from ..engine.ops import alloc_from_sheaf
 from ..engine.prefill import prefill_sheaf, refill_user_sheaf, return_user_sheaf
 from ..errors import (BadAddressError, InvalidArgumentError, SlabCorruptionError,
-                      SlabDebugError, SlabError)
+                      SlabDebugError, SlabError, WrongCacheError)
 from ..flags import GFP_KERNEL, __GFP_ZERO
 from .args import cache_op, check_gfp, size_error
 from .batchapi import _warn_zero_ctor
@@ -85,9 +85,20 @@ class SheafAPI:
         return s != 0
 
     def _user_sheaf(self: "SlabAllocator", cid: int, sheaf: Any, fn: str) -> int:
+        """``sheaf`` after checking it is one of cache ``cid``'s prefilled sheaves.
+
+        Another cache's is a ``WrongCacheError`` naming both (it was a ``BadAddressError``,
+        "not a prefilled sheaf of this cache", a new user's trial); an address that is no
+        prefilled sheaf, one returned already among them, a ``BadAddressError``."""
         sheaf = self._as_addr(sheaf, fn)
         if not self._is_user_sheaf(cid, sheaf):
-            raise BadAddressError(f"{fn}: {sheaf:#x} is not a prefilled sheaf of this cache")
+            for other in np.flatnonzero(self.state.ca[:, CA_USER_SHEAVES]).tolist():
+                if self._is_user_sheaf(other, sheaf):
+                    raise WrongCacheError(f"{fn}: {sheaf:#x} is a prefilled sheaf of cache "
+                                          f"{self._caches[other].name!r}, not of "
+                                          f"{self._caches[cid].name!r}")
+            raise BadAddressError(f"{fn}: {sheaf:#x} is not a prefilled sheaf of this cache "
+                                  f"(never prefilled, or returned already)")
         return sheaf
 
     @cache_op
