@@ -701,7 +701,11 @@ def test_bad_sheaf_handles_are_refused(sa, sc):
     sa.kmem_cache_return_sheaf(sc, GFP_KERNEL, returned)
     obj = sa.kmalloc(64)
     snap = snapshot(sa)
-    for bad in (0, 8, 12345 * 8, obj, theirs, main_of(sa, sc), returned, -8, 1 << 40):
+    for call, *args in ((sa.kmem_cache_alloc_from_sheaf, ), (sa.kmem_cache_refill_sheaf, 3),
+                        (sa.kmem_cache_return_sheaf, )):
+        with pytest.raises(numslab.WrongCacheError, match="of cache 'other', not of"):
+            call(sc, GFP_KERNEL, theirs, *args)     # another cache's: named
+    for bad in (0, 8, 12345 * 8, obj, main_of(sa, sc), returned, -8, 1 << 40):
         with pytest.raises(numslab.BadAddressError):
             sa.kmem_cache_alloc_from_sheaf(sc, GFP_KERNEL, bad)
         with pytest.raises(numslab.BadAddressError):
