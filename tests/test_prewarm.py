@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import json
 import os
 import subprocess
 import sys
@@ -241,6 +242,33 @@ def test_a_replay_refused_for_its_arguments_starts_no_child(monkeypatch, bad):
     with pytest.raises(numslab.InvalidArgumentError):
         numslab.replay(ROOT / "tests" / "data" / "kmem_git_tar.txt.xz", progress=False, **bad)
     assert seen == []
+
+
+PASS_OVER = r"""
+import fcntl, json, os
+from numslab.drivers import prewarm
+u = prewarm.units_by_name()["pages.alloc_block"]
+fd = os.open(prewarm._index_of(u).parent / f"{u.name}.lock", os.O_CREAT | os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)          # as another process compiling it would
+prewarm.main(["pages.alloc_block"])
+held = u.address
+os.close(fd)
+prewarm.main(["pages.alloc_block"])
+print(json.dumps([held, u.address != 0]))
+"""
+
+
+def test_the_child_passes_over_a_unit_another_process_is_compiling(tmp_path):
+    """It waited for the other process's lock (``native._compile_lock``), its core idle; that
+    process caches the unit, so the child goes on to its next one."""
+    p = subprocess.Popen([sys.executable, "-c", PASS_OVER], env=_env(tmp_path),
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)                 # (its stdin open: the parent is there)
+    assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+    lines = p.stdout.read().strip().splitlines()
+    p.stdin.close()
+    assert json.loads(lines[-1]) == [0, True]           # passed over, then compiled
+    assert lines[:-1] == ["+pages.alloc_block", "-pages.alloc_block"]
 
 
 def test_a_closed_stdin_stops_the_child_before_its_next_unit(tmp_path):
