@@ -247,8 +247,9 @@ def test_a_replay_refused_for_its_arguments_starts_no_child(monkeypatch, bad):
 PASS_OVER = r"""
 import fcntl, json, os
 from numslab.drivers import prewarm
+from numslab.engine.compilelock import lock_path
 u = prewarm.units_by_name()["pages.alloc_block"]
-fd = os.open(prewarm._index_of(u).parent / f"{u.name}.lock", os.O_CREAT | os.O_RDWR)
+fd = os.open(lock_path(prewarm._index_of(u).parent, u.name), os.O_CREAT | os.O_RDWR)
 fcntl.flock(fd, fcntl.LOCK_EX)          # as another process compiling it would
 prewarm.main(["pages.alloc_block"])
 held = u.address
@@ -259,7 +260,7 @@ print(json.dumps([held, u.address != 0]))
 
 
 def test_the_child_passes_over_a_unit_another_process_is_compiling(tmp_path):
-    """It waited for the other process's lock (``native._compile_lock``), its core idle; that
+    """It waited for the other process's lock (``compilelock.compile_lock``), its core idle; that
     process caches the unit, so the child goes on to its next one."""
     p = subprocess.Popen([sys.executable, "-c", PASS_OVER], env=_env(tmp_path),
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -42,6 +42,7 @@ from pathlib import Path
 import numba as nb
 
 from ..engine import native
+from ..engine.compilelock import held_elsewhere
 
 #: The units a ``SlabAllocator`` of each generation calls first in its boot, in order: the buddy
 #: allocator, the kmalloc caches' barns and sheaves (which under 7.x refill kmalloc-64's sheaves
@@ -418,26 +419,6 @@ def prewarm(names: Sequence[str]) -> Iterator[subprocess.Popen | None]:
 
 
 # ---- the child ----------------------------------------------------------------------------------
-def _compiling_elsewhere(unit: native.Unit) -> bool:
-    """Whether another process holds ``unit``'s lock file (``native._compile_lock``) now.
-
-    The child passes over such a unit: the process compiling it caches it, and the child,
-    waiting for the lock, had left its core idle."""
-    import fcntl
-    try:
-        fd = os.open(_index_of(unit).parent / f"{unit.name}.lock", os.O_CREAT | os.O_RDWR,
-                     0o644)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-
-
 def _read_names(buf: bytearray, wait: float = 0.0) -> tuple[list[str], bool]:
     """The names the parent sent since (complete lines), and whether its pipe closed.
 
@@ -488,8 +469,8 @@ def main(argv: Sequence[str] | None = None, linger: float = 0.0) -> int:
         if name not in units or not pending([name]):   # (the parent compiled it meanwhile:
             continue                                    # not even loaded)
         u = units[name]
-        if _compiling_elsewhere(u):             # (that process caches it: no wait for it)
-            continue
+        if held_elsewhere(_index_of(u).parent, u.name):  # (another process compiles it and
+            continue                                    # caches it: no wait for its lock)
         if not _say("+" + name):
             break
         u.compile()

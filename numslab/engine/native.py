@@ -20,16 +20,14 @@ Why it is built this way (measured in ARCHITECTURE.md, "What is compiled when"):
 """
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import inspect
 import os
 import sys
 import threading
-import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +53,7 @@ from numba.extending import (
 
 from ..errors import WrongTypeError
 from . import interrupts, linkonly
+from .compilelock import compile_lock
 from .words import (_I64, _P64, Words, WordsType, address, byte_array,  # noqa: F401 - the
                     copy_bytes, fill_bytes, fixed, invariant_load, shift,  # engine's kernels
                     swab, words_at, words_of, zero_bytes)                # import them here
@@ -147,7 +146,7 @@ class CompiledDispatcher(CPUDispatcher):
             args, _ = sigutils.normalize_signature(sig)
             if path is None or tuple(args) in self.overloads:
                 return super().compile(sig)
-            with _compile_lock(path, f"{self.py_func.__module__}.{self.py_func.__qualname__}"):
+            with compile_lock(path, f"{self.py_func.__module__}.{self.py_func.__qualname__}"):
                 return super().compile(sig)
 
 
@@ -481,7 +480,7 @@ class Unit:
         cf = _UnitCFunc(self.py_func, (self.sig.args, self.sig.return_type), {},
                         dict(OPTIONS))
         cf._cache = EngineCache(self.py_func)
-        with _compile_lock(cf._cache._cache_path, self.name):
+        with compile_lock(cf._cache._cache_path, self.name):
             cf.compile()
         self._cfunc = cf
         self.address = cf.address
@@ -508,52 +507,6 @@ class Unit:
 
 
 interrupts.CALLBACKS.add(Unit._first_call.__code__)
-
-#: How long a process waits for another's compile of a unit before compiling it itself (s).
-LOCK_WAIT = 120.0
-
-
-#: The lock files this process holds (:func:`_compile_lock`; a compile that reaches its own
-#: function again, as a recursive one does, takes none the second time).
-_HELD: set[str] = set()
-
-
-@contextlib.contextmanager
-def _compile_lock(folder: str, name: str) -> Iterator[None]:
-    """Hold ``name``'s lock file in the disk cache's ``folder`` while it compiles or loads.
-
-    A unit, or a cached function of the lab, the tools or ``net``. Two processes on one empty
-    cache (a user's pool of workers, the test suite's, the prewarm child) each compiled what
-    both needed at once; the second now waits for the first's compile and loads it from the
-    cache. Taken inside Numba's compiler lock (so no two threads of this process meet on it),
-    in the order of the calls between the functions (a caller's before its callee's, so two
-    processes cannot wait for each other), the wait bounded by :data:`LOCK_WAIT`; none where
-    the folder cannot hold one, or off POSIX."""
-    path = os.path.join(folder, f"{name}.lock")
-    try:
-        import fcntl
-        if path in _HELD:
-            raise OSError
-        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
-    except (ImportError, OSError):
-        yield
-        return
-    _HELD.add(path)
-    try:
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(0.02)
-        yield
-    finally:
-        _HELD.discard(path)
-        os.close(fd)                                # (which releases the lock)
-
 
 class _UnitCompiler(_CFuncCompiler):
     """Numba's C-callback compiler, the function marked ``alwaysinline`` and no C wrapper made.
