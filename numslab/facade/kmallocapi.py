@@ -378,24 +378,19 @@ class KmallocAPI:
         grace period (:data:`RCU_SHEAVED`)."""
         words = self._mem
         heads = self.state.cpu[:, :, C_RCU_FREE]
-        out: dict[int, str] = {}
-        for cpu, s in zip(np.nonzero(heads)[1].tolist(), heads[heads != 0].tolist()):
-            why = RCU_ON_CPU.format(cpu=cpu)
-            o = (s >> 3) + SH_OBJECTS
-            out.update(dict.fromkeys(
-                words[o:o + max(0, min(int(words[(s >> 3) + SH_SIZE]), 4096))].tolist(), why))
-        sheaves = []
+        sheaves = [(s, RCU_ON_CPU.format(cpu=cpu)) for cpu, s in
+                   zip(np.nonzero(heads)[1].tolist(), heads[heads != 0].tolist())]
         s = int(self._g[G_RCU_HEAD])
         for _ in range(int(self._g[G_NRCU])):  # (a link outside the shadow half, as
             if not self.memory.size < s < len(words) * 8 - 8 * SH_OBJECTS or s & 7:  # _rcu_next)
                 break
-            sheaves.append(s)
+            sheaves.append((s, RCU_SHEAVED))
             s = int(words[(s >> 3) + SH_NEXT])
-        for s in sheaves:
+        out: dict[int, str] = {}
+        for s, why in sheaves:
             o = (s >> 3) + SH_OBJECTS
             out.update(dict.fromkeys(
-                words[o:o + max(0, min(int(words[(s >> 3) + SH_SIZE]), 4096))].tolist(),
-                RCU_SHEAVED))
+                words[o:o + max(0, min(int(words[(s >> 3) + SH_SIZE]), 4096))].tolist(), why))
         return out
 
     def _rcu_refuse_sheaved(self: "SlabAllocator", addr: int, where: str) -> None:

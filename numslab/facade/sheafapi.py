@@ -92,14 +92,21 @@ class SheafAPI:
         prefilled sheaf, one returned already among them, a ``BadAddressError``."""
         sheaf = self._as_addr(sheaf, fn)
         if not self._is_user_sheaf(cid, sheaf):
-            for other in np.flatnonzero(self.state.ca[:, CA_USER_SHEAVES]).tolist():
-                if self._is_user_sheaf(other, sheaf):
-                    raise WrongCacheError(f"{fn}: {sheaf:#x} is a prefilled sheaf of cache "
-                                          f"{self._caches[other].name!r}, not of "
-                                          f"{self._caches[cid].name!r}")
+            other = self._sheaf_owner(sheaf)
+            if other is not None:
+                raise WrongCacheError(f"{fn}: {sheaf:#x} is a prefilled sheaf of cache "
+                                      f"{self._caches[other].name!r}, not of "
+                                      f"{self._caches[cid].name!r}")
             raise BadAddressError(f"{fn}: {sheaf:#x} is not a prefilled sheaf of this cache "
                                   f"(never prefilled, or returned already)")
         return sheaf
+
+    def _sheaf_owner(self: "SlabAllocator", sheaf: int) -> int | None:
+        """The cache whose list of prefilled sheaves holds ``sheaf``; None if none does."""
+        for c in np.flatnonzero(self.state.ca[:, CA_USER_SHEAVES]).tolist():
+            if self._is_user_sheaf(c, sheaf):
+                return c
+        return None
 
     @cache_op
     def kmem_cache_prefill_sheaf(self: "SlabAllocator", cache: KmemCache, gfp: int,
@@ -246,8 +253,7 @@ class SheafAPI:
     def _any_user_sheaf(self: "SlabAllocator", sheaf: Any, fn: str) -> int:
         """``sheaf`` after checking it is a prefilled sheaf of some cache."""
         sheaf = self._as_addr(sheaf, fn)
-        owners = [int(c) for c in np.flatnonzero(self.state.ca[:, CA_USER_SHEAVES])]
-        if not any(self._is_user_sheaf(c, sheaf) for c in owners):
+        if self._sheaf_owner(sheaf) is None:
             raise BadAddressError(f"{fn}: {sheaf:#x} is not a prefilled sheaf")
         return sheaf
 
