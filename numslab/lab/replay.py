@@ -22,7 +22,7 @@ from numba.core import event as numba_event
 
 from .. import flags as F
 from ..drivers.prewarm import prewarm
-from ..engine.layout import G_NRCU_SLABS
+from ..engine.layout import G_NRCU_SLABS, G_SLAB_GEN
 from ..errors import InvalidArgumentError, InvalidSizeError, OutOfMemoryError, SlabError
 from ..errors import InvalidArgumentError as BadArg
 from ..facade.allocator import SlabAllocator
@@ -453,10 +453,14 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     sys_cpu = np.zeros(Kn, np.int64)
     # plain tuples: replay_chunk's dispatch types them in C (named ones in Python: 1.3 µs a call)
     ev, ptrs = tuple(K.Events.of(tr)), tuple(K.Pointers(addr, owner, lbytes))
+    any_ev = bool((tr.kind <= EV_CACHE_FREE).any())     # (replay_chunk skips other kinds)
     try:
         for stop in stops:
-            if K.replay_chunk(h, start, stop, ev, cfg.cpus, cfg.nodes, cids, ptrs, counts, work,
-                              seed, pk):
+            if stop == start or not any_ev:     # replay_chunk's prologue alone (a trace with
+                if pk[-1, K.PK_GEN] != g[G_SLAB_GEN]:   # no kmem event compiled it, 40 s, to
+                    K.recount_peaks(h, pk)              # print an empty table)
+            elif K.replay_chunk(h, start, stop, ev, cfg.cpus, cfg.nodes, cids, ptrs, counts,
+                                work, seed, pk):
                 return None
             if g[G_NRCU_SLABS]:     # a grace period ends at each chunk's end: the pages of
                 sa.synchronize_rcu()    # SLAB_TYPESAFE_BY_RCU slabs discarded in it go back
@@ -648,11 +652,12 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     # are known good (from Python they compiled on one core: 47 s cold in a kernel engineer's
     # trial, the command 28-40 s); nothing is started once they are cached
     with prewarm(REPLAY_UNITS):
-        return _replay(trace, snapshot, kernel, cpus, nodes, policy, compare, skip_bad,
-                       samples, progress, every, warm)
+        return _replay(trace, snapshot, kernel=kernel, cpus=cpus, nodes=nodes, policy=policy,
+                       compare=compare, skip_bad=skip_bad, samples=samples, progress=progress,
+                       every=every, warm=warm)
 
 
-def _replay(trace: str | Path | BinaryIO | bytes | Trace, snapshot: dict | None, kernel: str,
+def _replay(trace: str | Path | BinaryIO | bytes | Trace, snapshot: dict | None, *, kernel: str,
             cpus: int | None, nodes: int, policy: str, compare: Sequence[str] | str | None,
             skip_bad: bool, samples: int, progress: bool | None, every: int | str,
             warm: bool | str) -> ReplayResult:
