@@ -619,7 +619,7 @@ def _record_bad(st):
 
     The count is ``G_PEND`` (0: none) and at most ``REC_MAX``; the pending part (at most
     ``PEND_MAX``, each object (live, held) (0, 1) in a cache keeping held bits) all of it, or
-    the head of a checked record (none, or its main sheaf's part); its CPU row an active
+    the head of a checked record (none, or its sheaves' part); its CPU row an active
     cache's. A checked record whose stamp has not moved (no object of the cache freed by a
     user's inlined code since) names past its pending part distinct live objects of that cache
     (each bit cleared as it is tested, then all put back). The where: the first bad object,

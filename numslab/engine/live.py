@@ -174,7 +174,7 @@ def _settle(st):
 
     Every path that reads or changes object states other than the bulk round's calls this first
     while ``G_PEND`` is not 0. A checked record's marks past its pending part (``PD_NPEND``: 0,
-    or its main sheaf's part) were written at the allocation: it is only dropped then."""
+    or its sheaves' part) were written at the allocation: it is only dropped then."""
     pd = st.pend
     live = st.live
     n = pd[PD_NPEND]
@@ -266,10 +266,10 @@ def _free_stamp(st, cache):
 def _record_checked(st, cache, row, nr, p):
     """The checked record of a bulk allocation: ``p[:nr]`` copied, its pending head counted.
 
-    The objects before the first one marked live (none, or the CPU's main sheaf's whole content
-    at the start of the batch, ``pcsbulk._main_pending``: at most ``PEND_MAX``, fewer than
-    ``nr``) are left cached as a pending take is (no mark written: ``PD_NPEND`` says how many,
-    and :func:`_settle` writes their marks); the rest were marked live by their take. Any
+    The objects before the first one marked live (none, or what the CPU's sheaves gave at the
+    start of the batch, ``pcsbulk._takes_pending``: all of it when they gave it whole) are left
+    cached as a pending take is (no mark written: ``PD_NPEND`` says how many, and
+    :func:`_settle` writes their marks); the rest were marked live by their take. Any
     earlier record is the caller's to settle first. A free of exactly ``p[:nr]`` by the same
     cache and CPU, nothing else done in between (the settle rule; the stamp for users' inlined
     single frees), skips the batch check (``pcsbulk._free_recorded``)."""

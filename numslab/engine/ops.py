@@ -119,7 +119,7 @@ def _give_back_many_on_fault(st, cache, cpu, n, paddr):
 def give_back_many_on_fault(st, cache, cpu, n, paddr):
     """Free the ``n`` objects at ``paddr`` again after a fault (:func:`_give_back_many_on_fault`).
 
-    -1. A bulk allocation's pending head (``pcsbulk._main_pending``: its first objects, not
+    -1. A bulk allocation's pending head (``pcsbulk._takes_pending``: its first objects, not
     marked; all the others are) is marked first, for the checks."""
     p = words_at(paddr)
     k = 0
@@ -278,8 +278,8 @@ def _kmem_cache_alloc_bulk(st, cache, cpu, gfp, nr, paddr):
     i = 0
     if _ca(st, cache, CA_SHEAF_CAPACITY):
         i = _alloc_from_pcs_bulk(st, cache, cpu, nr, p, 0)
-    # The sheaves' objects come marked live, or held (a pending head: pcsbulk._main_pending), so
-    # while the slab layer walks, a free pointer naming one of them is refused.
+    # The sheaves' objects come marked live, or held (a pending head: pcsbulk._takes_pending),
+    # so while the slab layer walks, a free pointer naming one of them is refused.
     if i < nr and _alloc_bulk_slab(st, cache, cpu, gfp, nr - i, paddr + 8 * i) == 0:
         for j in range(i):
             _live_clear(st, p[j])

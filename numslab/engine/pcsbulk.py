@@ -14,7 +14,7 @@ from .bulk import free_bulk_raw, free_bulk_raw_cleared
 from .live import (_free_stamp, _live_set_run, _pends, _record_drop, _record_equals,
                    _record_take)
 from .layout import (C_MAIN, C_SPARE, CA_SHEAF_CAPACITY, KERNEL_7_0, KERNEL_7_3, PD_NPEND,
-                     PD_OBJS, PD_ROW, PD_STAMP, PEND_MAX, REC_MAX,
+                     PD_OBJS, PD_ROW, PD_STAMP, REC_MAX,
                      MAX_FULL_SHEAVES, N_BARN_EMPTY, N_NR_EMPTY, N_NR_FULL, SH_OBJECTS,
                      SH_SIZE, _ca, _cpu_row, _slab_nid, _stat)
 from .native import address, jit, unit, words_at
@@ -93,39 +93,32 @@ def _take_main_spare(st, cache, cpu, nr, p, pend):
 
 
 @jit(inline=True)
-def _main_pending(st, cache, cpu, nr):
-    """How many objects a bulk allocation through the slabs takes pending from the main sheaf.
+def _takes_pending(st, cache, nr):
+    """Whether a bulk allocation of ``nr`` that the fast cases left takes its sheaf part pending.
 
-    The main's whole content ``m`` when it is the start of a batch of ``nr`` that the main cannot
-    hold (``0 < m < nr``) on a cache taking batches pending, ``m`` at most ``PEND_MAX``, ``nr``
-    at most ``REC_MAX`` (the checked record then keeps them: ``live._record_checked`` finds
-    them unmarked at the head of the batch), from 7.0 on (6.18's CPU slab leaving counts the
-    objects of its slab that no one holds as lost, ``cpucache._note_lost``: the live marks say
-    who holds them); else 0 (the take marks them)."""
-    if st.kernel < KERNEL_7_0 or not _pends(st, cache) or nr > REC_MAX:
-        return 0
-    main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
-    if main == 0:
-        return 0
-    m = st.mem[_w(main, SH_SIZE)]
-    if 0 < m < nr and m <= PEND_MAX:
-        return m
-    return 0
+    On a cache taking batches pending, ``nr`` at most ``REC_MAX`` (the checked record then keeps
+    them: ``live._record_checked`` finds them unmarked at the head of the batch), from 7.0 on
+    (6.18's CPU slab leaving counts the objects of its slab that no one holds as lost,
+    ``cpucache._note_lost``: the live marks say who holds them). Every object the main, the spare
+    and the barn's full sheaves give is then copied out unmarked (:func:`_sheaf_take_pending`);
+    else each is marked at its take."""
+    return st.kernel >= KERNEL_7_0 and _pends(st, cache) != 0 and nr <= REC_MAX
 
 
 @jit(inline=True)
-def _take_main_pending(st, cache, cpu, m, p):
-    """Copy the main sheaf's ``m`` objects (its whole content) into ``p[:m]``, no mark written.
+def _sheaf_take_pending(st, cache, cpu, sheaf, n, p, at):
+    """Pop the top ``n`` objects of ``sheaf`` into ``p[at:at+n]``, no mark written.
 
-    :func:`_main_pending`'s take: the objects stay cached (held: a free pointer naming one is
-    refused while the slab walk takes the rest); ALLOC_PCS += m."""
+    :func:`_takes_pending`'s take (``alloc_from_pcs_bulk``'s memcpy, their order kept): the
+    objects stay cached (held: a free pointer naming one is refused while the slab walk takes
+    the rest of the batch; a cache keeping held bits has no stale entry); ALLOC_PCS += n."""
     mem = st.mem
-    main = st.cpu[_cpu_row(st, cache, cpu) + C_MAIN]
-    o = _w(main, SH_OBJECTS)
-    for k in range(m):
-        p[k] = mem[o + k]
-    mem[_w(main, SH_SIZE)] = 0
-    _stat(st, cache, cpu, ALLOC_PCS, m)
+    size = mem[_w(sheaf, SH_SIZE)] - n
+    o = _w(sheaf, SH_OBJECTS) + size
+    for k in range(n):
+        p[at + k] = mem[o + k]
+    mem[_w(sheaf, SH_SIZE)] = size
+    _stat(st, cache, cpu, ALLOC_PCS, n)
 
 
 @jit(inline=True)
@@ -208,11 +201,12 @@ def _free_recorded(st, cache, cpu, nr, p):
     are distinct live objects of the cache, so the batch check is skipped and the free is
     ``kmem_cache_free_bulk``'s after it (``free_to_pcs_bulk``, or ``__kmem_cache_free_bulk``
     without sheaves), each object's live bit cleared where the free touches it (those of its
-    pending part, ``PD_NPEND``, are clear: they go back still cached); the record cleared. True;
-    False with nothing changed otherwise (the caller settles and frees)."""
+    pending part, ``PD_NPEND``, are clear: they go back still cached; all of it for a batch the
+    sheaves gave whole, :func:`_takes_pending`); the record cleared. True; False with nothing
+    changed otherwise (the caller settles and frees)."""
     pd = st.pend
     npend = pd[PD_NPEND]
-    if (pd[PD_ROW] != _cpu_row(st, cache, cpu)) | (npend >= nr) | (st.nnodes != 1):
+    if (pd[PD_ROW] != _cpu_row(st, cache, cpu)) | (npend > nr) | (st.nnodes != 1):
         return False
     if not _record_equals(pd, nr, p) or _free_stamp(st, cache) != pd[PD_STAMP]:
         return False
@@ -280,16 +274,13 @@ def _alloc_from_pcs_bulk(st, cache, cpu, nr, p, start):
     """``alloc_from_pcs_bulk``: objects from the sheaves into ``p[start:start+nr]``, marked live.
 
     From main, spare and full barn sheaves (array order kept); stops when the barn has no full
-    sheaf. The main's whole content taken first without marks when :func:`_main_pending` says
-    so (``kmem_cache_alloc_bulk``'s call, ``start`` 0: the record is settled)."""
+    sheaf. Taken without marks when :func:`_takes_pending` says so (``kmem_cache_alloc_bulk``'s
+    call, ``start`` 0: the record is settled)."""
     mem = st.mem
     cpt = st.cpu
     c = _cpu_row(st, cache, cpu)
     got = 0
-    m = _main_pending(st, cache, cpu, nr)
-    if m:
-        _take_main_pending(st, cache, cpu, m, p)
-        got = m
+    pend = _takes_pending(st, cache, nr)
     stale = 0
     while got < nr:
         main = cpt[c + C_MAIN]
@@ -307,7 +298,10 @@ def _alloc_from_pcs_bulk(st, cache, cpu, nr, p, start):
                 _stat(st, cache, cpu, BARN_GET, 1)
             main = cpt[c + C_MAIN]
         batch = min(nr - got, mem[_w(main, SH_SIZE)])
-        if _sheaf_take(st, cache, cpu, main, batch, p, start + got):
+        if pend:
+            _sheaf_take_pending(st, cache, cpu, main, batch, p, start + got)
+            got += batch
+        elif _sheaf_take(st, cache, cpu, main, batch, p, start + got):
             got += batch
             stale = 0
         else:                               # purged: the retake finds no live or repeated
