@@ -320,7 +320,10 @@ def test_make_round_from_python(impl, bulk):
 def test_make_round_inside_jit(impl, bulk):
     run = bench.make_round(impl, bulk, inside_jit=True)
     assert run(3) is None
-    if impl.startswith("jit-stack"):
+    if impl == "jit-stack-lag":                     # every index free or in a batch in flight
+        st_ = cell(run, "pool")
+        assert sorted(free_indices(st_) + run.outs.ravel().tolist()) == list(range(1 << 16))
+    elif impl.startswith("jit-stack"):
         st_ = cell(run, "st")
         assert int(st_.top[0]) == 1 << 16
         assert sorted(free_indices(st_)) == list(range(1 << 16))
@@ -454,7 +457,8 @@ def test_bulk_ratio_table_times_every_cell_interleaved(monkeypatch):
     assert made == [("jit", "slab-bulk", "7.0"), ("jit", "slab-warm", "7.0"),
                     ("jit", "slab-bulk", "6.18"), ("jit", "floor-7.0", "7.0"),
                     ("jit", "floor-checks", "7.0"), ("jit", "slab-sheaves", "7.0"),
-                    ("jit", "jit-stack", "7.0")]
+                    ("jit", "jit-stack", "7.0"), ("jit", "slab-lag", "7.0"),
+                    ("jit", "jit-stack-lag", "7.0")]
     # other generations beside 7.0's, in the same run (h22's trial: --ratios had 6.18 only)
     made.clear()
     table = bench.bulk_ratio_table(sizes=(16,), repeat=1, pairs=16, where=("jit",),
@@ -462,7 +466,7 @@ def test_bulk_ratio_table_times_every_cell_interleaved(monkeypatch):
     assert made[2:4] == [("jit", "slab-bulk", "7.1"), ("jit", "slab-bulk", "next")]
     assert tuple(table["jit"][16]["ns"]) == bench.ratio_jit(("7.1", "next")) == \
         ("slab-bulk", "slab-warm", "slab-bulk-7.1", "slab-bulk-next", "floor-7.0",
-         "floor-checks", "slab-sheaves", "jit-stack")
+         "floor-checks", "slab-sheaves", "jit-stack", "slab-lag", "jit-stack-lag")
     assert bench.ratio_jit(("6.18",)) == bench.RATIO_JIT
 
 

@@ -36,6 +36,7 @@ from numslab.tools.floor import FloorRound
 from numslab.tools.floor import addr as floor_addr
 from numslab.tools.floor import alloc_bulk as floor_alloc_bulk
 from numslab.tools.floor import free_bulk as floor_free_bulk
+from numslab.tools.lagbench import LAG, LAG_IMPLS, lag_memory, make_lag_round
 from numslab.flags import (GFP_ATOMIC, SLAB_ARRAY_ALLOC_FULL_COUNT, SLAB_ARRAY_ALLOC_LOCAL,
                            SLAB_ARRAY_ALLOC_NEW, SLAB_ARRAY_ALLOC_PARTIAL, SLAB_HWCACHE_ALIGN)
 from numslab.tools.toolsjit import tools_jit
@@ -329,7 +330,7 @@ PY_IMPLS = ("deque", "list-stack", "numpy-stack", "jit-stack", "slab-single", "s
             "slab-jit-round", "floor-7.0", "floor-checks")
 JIT_IMPLS = ("jit-stack", "jit-stack-single", "slab-single", "slab-bulk", "slab-warm",
              "slab-sheaves", "slab-local", "slab-partial", "slab-new", "floor-7.0",
-             "floor-checks")
+             "floor-checks") + LAG_IMPLS
 #: Objects ``slab-warm``'s cache is warmed with (on 7.0's 28-object sheaves: the main
 #: sheaf keeps 8, the spare 28, the barn the rest).
 WARM_OBJECTS = 400
@@ -410,6 +411,10 @@ def make_round(impl: str, bulk: int, inside_jit: bool = False,
     if not 1 <= bulk <= MAX_BULK:
         raise ValueError(f"bulk {bulk} is not in 1..{MAX_BULK} (the peers' pools)")
     cap = MAX_BULK
+    if impl in LAG_IMPLS:               # (an older batch freed: inside @njit only)
+        pool = JitStack(max(cap, LAG * bulk)) if impl == "jit-stack-lag" else \
+            new_bench_cache(memory=lag_memory(bulk, OBJECT_SIZE), kernel=kernel)
+        return make_lag_round(impl, bulk, pool)
     if impl == "floor-7.0":
         fr = FloorRound(bulk)
         if inside_jit:
@@ -552,7 +557,7 @@ RATIO_PAIRS = 1 << 16
 #: Its rows inside @njit (``slab-bulk-6.18``: slab-bulk on 6.18; the reference: the jitted
 #: stack) and from Python (the reference: the fastest of :data:`RATIO_PEERS` in the row).
 RATIO_JIT = ("slab-bulk", "slab-warm", "slab-bulk-6.18", "floor-7.0", "floor-checks",
-             "slab-sheaves", "jit-stack")
+             "slab-sheaves", "jit-stack") + LAG_IMPLS
 RATIO_PY = ("slab-bulk", "slab-warm", "floor-7.0", "floor-checks", "deque", "list-stack",
             "numpy-stack", "jit-stack")
 def ratio_jit(generations: tuple[str, ...]) -> tuple[str, ...]:
