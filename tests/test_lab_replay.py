@@ -305,6 +305,18 @@ def test_configurations_parse_and_refuse():
         numslab.replay(DATA / TRACES["net"], kernel="9.9")
 
 
+@pytest.mark.parametrize("kwargs, says", [
+    ({"kernel": 7.0}, r"kernel 7\.0 is not one of 6\.18, 7\.0, .*, each a str"),
+    ({"kernel": "7"}, r"kernel '7' is not one of 6\.18, 7\.0, [^,]*, [^,]*, next$"),
+    ({"skip_bad": "no"}, r"skip_bad='no': True or False"),
+    ({"progress": 1}, r"progress=1: True or False")])
+def test_a_replay_names_an_argument_of_the_wrong_type(kwargs, says):
+    """A kernel engineer's trial: ``kernel=7.0`` (a float) was refused as "kernel 7.0 is not one
+    of 6.18, 7.0, ...", and ``skip_bad="no"`` was taken as true (737 lines skipped)."""
+    with pytest.raises(numslab.InvalidArgumentError, match=says):
+        numslab.replay(b"", **kwargs)
+
+
 def _line(ev: str, ptr: int, cpu: int = 0, **f: object) -> str:
     fields = " ".join(f"{k}={v}" for k, v in f.items())
     return (f"  t-1 [{cpu:03d}] ..... 1.{ptr % 999999:06d}: {ev}: call_site=x+0x1/0x2 "

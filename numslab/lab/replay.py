@@ -624,8 +624,13 @@ def replay(trace: str | Path | BinaryIO | bytes | Trace, *, snapshot: str | Path
     -------
     ReplayResult
     """
-    if kernel not in KERNELS:                   # the arguments before the parse's work
-        raise InvalidArgumentError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+    if not isinstance(kernel, str) or kernel not in KERNELS:   # (before the parse's work)
+        each = "" if isinstance(kernel, str) else ", each a str"
+        raise InvalidArgumentError(f"kernel {kernel!r} is not one of {', '.join(KERNELS)}"
+                                   f"{each}")
+    for what, v in (("skip_bad", skip_bad), ("progress", progress)):
+        if v is not None and not isinstance(v, (bool, np.bool_)):
+            raise InvalidArgumentError(f"{what}={v!r}: True or False")
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise InvalidArgumentError(f"samples={samples!r}: the time series needs at least 1 "
                                    f"point")
