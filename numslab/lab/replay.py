@@ -681,6 +681,13 @@ def _replay(trace: str | Path | BinaryIO | bytes | Trace, snapshot: dict | None,
             raise TraceFormatError(f"{tr.source}, line {int(tr.line[i])}: CPU {cpus - 1} is "
                                    f"past the {MAX_CPUS} CPUs a machine may have (give cpus= to "
                                    f"fold the trace's CPUs onto fewer)")
+        named = len(np.unique(tr.cpu[tr.cpu >= 0]))
+        if cpus > max(8, 2 * named):    # (a kernel engineer's trial: one line's CPU 4095
+            i = int(np.argmax(tr.cpu))  # made a machine of 4096 CPUs, %Ef 0.6, unsaid)
+            warnings.warn(f"{tr.source}: its events name {named} CPU(s), the highest CPU "
+                          f"{cpus - 1} (line {int(tr.line[i])}): the machine gets {cpus} CPUs, "
+                          f"each with its own sheaves or CPU slabs (give cpus= to fold the "
+                          f"trace's CPUs onto fewer)", UserWarning, stacklevel=3)
     configs = _configs(kernel, cpus, nodes, policy, every, compare, warm)
     results = replay_trace(tr, configs, snapshot, samples, progress, parse)
     first = results[0]
