@@ -33,7 +33,7 @@ def test_the_slab_round_frees_the_oldest_batch_and_allocates_one_there(kernel, b
     for j in (0, 3, L.LAG - 1):
         sa, c = bench.new_bench_cache(memory="16M", kernel=kernel)
         outs = np.zeros((L.LAG, bulk), np.int64)
-        assert L.slab_fill_lag(sa.handle, c.id, bulk, outs) == L.LAG * bulk
+        assert L.fill_lag(sa, c, bulk, outs) == L.LAG * bulk
         L.slab_loop_lag(sa.handle, c.id, bulk, 2 * L.LAG, outs)     # every row round twice
         assert sorted(c.live_addresses().tolist()) == sorted(outs.ravel().tolist())
         assert len(np.unique(outs)) == L.LAG * bulk

@@ -63,13 +63,12 @@ def slab_loop_lag(h, cid, bulk, rounds, outs):
         sjit.kmem_cache_alloc_bulk(h, cid, bulk, o, 0, GFP_ATOMIC)
 
 
-@tools_jit()
-def slab_fill_lag(h, cid, bulk, outs):
-    """Allocate each row of ``outs`` (int64[LAG, >= bulk]), the batches in flight; the total."""
-    got = 0
-    for s in range(outs.shape[0]):
-        got += sjit.kmem_cache_alloc_bulk(h, cid, bulk, outs[s], 0, GFP_ATOMIC)
-    return got
+def fill_lag(sa: Any, c: Any, bulk: int, outs: np.ndarray) -> int:
+    """Allocate each row of ``outs`` (int64[LAG, >= bulk]) from Python: the batches in flight.
+
+    ``kmem_cache_alloc_bulk`` of ``bulk`` objects of cache ``c`` into each row (through the
+    facade: no function of its own to compile); the total."""
+    return sum(sa.kmem_cache_alloc_bulk(c, GFP_ATOMIC, bulk, row) for row in outs)
 
 
 def make_lag_round(impl: str, bulk: int, pool: Any) -> Callable[[int], None]:
@@ -89,7 +88,7 @@ def make_lag_round(impl: str, bulk: int, pool: Any) -> Callable[[int], None]:
     else:
         sa, c = pool
         h, cid = sa.handle, c.id
-        if slab_fill_lag(h, cid, bulk, outs) != LAG * bulk:
+        if fill_lag(sa, c, bulk, outs) != LAG * bulk:
             raise MemoryError(f"slab-lag: {LAG} batches of {bulk} do not fit the cache")
 
         def run(rounds: int) -> None:
