@@ -332,6 +332,12 @@ def test_the_record_command_reports_a_bad_output_in_one_line(tmp_path, capsys):
             cli.main(["record", "-o", str(tmp_path / "t.txt"), *bad, "--tracefs", str(root)])
         assert e.value.code == 2 and "numslab record: error: argument" in \
             capsys.readouterr().err
+    # seconds and a command: a usage error too (status 1 until a kernel engineer's trial)
+    assert cli.main(["record", "-o", str(tmp_path / "t.txt"), "--seconds", "0.5",
+                     "--tracefs", str(root), "--", "true"]) == 2
+    assert capsys.readouterr().err == ("numslab record: error: --seconds 0.5 and a command: "
+                                       "the recording lasts as long as the command runs; give "
+                                       "one of the two\n")
 
 
 def test_a_command_a_signal_ends_gives_the_shells_status(tmp_path):

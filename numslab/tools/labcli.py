@@ -179,6 +179,10 @@ def run(args: argparse.Namespace) -> int:
             cmd = list(args.command or [])
             if cmd[:1] == ["--"]:                   # the separator, not the command's own
                 cmd = cmd[1:]
+            if cmd and args.seconds is not None:    # (a usage error: it was status 1)
+                raise InvalidArgumentError(f"--seconds {args.seconds:g} and a command: the "
+                                           f"recording lasts as long as the command runs; "
+                                           f"give one of the two")
             info = rec.record(args.output, cmd or None, args.seconds, args.tracefs,
                               args.buffer_kb)
             print(f"{info['lines']} lines written to {args.output}"
