@@ -8,9 +8,9 @@ Each round frees the oldest of :data:`LAG` batches in flight and allocates a new
 place: numslab through ``numslab.jit`` on :mod:`numslab.tools.bench`'s default cache
 (``slab-lag``), and the jitted free-index stack written in the loop (``jit-stack-lag``, its
 batches rows of one 2-D array, so it passes no array view to any call, as a competent user
-writes it). numslab's calls take a row (a view, its reference count moved once a round; about
-0.5 ns a pair at bulk 16, less beyond). Inside @njit only: from Python a batch is a call either
-way and the per-object check is the same.
+writes it). numslab's calls take a row (a view: its reference count moves once a round, a cost
+the stack's loop does not pay, spread over the batch). Inside @njit only: from Python a batch
+is a call either way and the per-object check is the same.
 """
 from __future__ import annotations
 
