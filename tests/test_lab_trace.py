@@ -759,7 +759,9 @@ def test_a_binary_file_of_no_known_format_is_named_binary_without_its_bytes(
     assert r.returncode == 2 and r.stderr.decode() == (
         f"numslab replay: standard input, line {line}: binary data, not trace text ({what}); "
         f"a trace is the kmem events' text\n")
-    with pytest.raises(TraceFormatError, match=r"line 1: no '\[cpu\]' field: 'caf. au lait'$"):
+    with pytest.raises(TraceFormatError, match=r"line 1: no '\[cpu\]' field: 'caf. au lait' "
+                                               r"\(skip_bad=True, --skip-bad: count malformed "
+                                               r"lines and go on\)$"):
         read_trace("café au lait\n".encode("latin-1"))       # (a Latin-1 line is shown)
 
 

@@ -367,7 +367,8 @@ class _Reader:
                                        f"is the kmem events' text")
             text = line.decode(errors="replace")
             raise TraceFormatError(f"{at}: {P.ERR_TEXT[int(ch.sv[P.SV_ERR])]}: "
-                                   f"{text[:200]!r}")
+                                   f"{text[:200]!r} (skip_bad=True, --skip-bad: count "
+                                   f"malformed lines and go on)")
         self.lines += int(ch.sv[P.SV_LINE])
 
     def trace(self) -> Trace:
