@@ -58,7 +58,8 @@ class Prepared:
     The replay kernel reads the trace's ``kind``, ``row``, ``pid``, ``cpu``, ``node``, ``gfp`` and
     ``bytes_alloc`` as they are; cache rows ``names`` with ``sizes`` (bytes_alloc seen) and
     ``kmalloc`` (the kmalloc class size, or 0); ``npid`` pointers; the counts of skipped lines by
-    reason that need no replay."""
+    reason that need no replay; ``replays``: whether any line is an allocation or free (the
+    replay loop skips every other kind)."""
 
     trace: Trace
     names: list[str]
@@ -66,6 +67,7 @@ class Prepared:
     kmalloc: list[int]
     npid: int
     skipped: dict[str, int]
+    replays: bool
 
 
 def prepare(tr: Trace) -> Prepared:
@@ -89,7 +91,7 @@ def prepare(tr: Trace) -> Prepared:
     if skipped["large_kmalloc_twice"]:
         tr = replace(tr, kind=np.where(twice, EV_OTHER, tr.kind).astype(np.int8))
     return Prepared(tr, list(tr.names), tr.sizes.tolist(), tr.kmalloc.tolist(), tr.npid,
-                    skipped)
+                    skipped, bool((tr.kind <= EV_CACHE_FREE).any()))
 
 
 def _build(p: Prepared, cfg: Config, snap: dict[str, dict[str, Any]] | None,
@@ -316,12 +318,13 @@ def _warn_lost(tr: Trace) -> None:
                       f"with a larger --buffer-kb)", UserWarning, stacklevel=3)
 
 
-def _warn_no_events(tr: Trace) -> None:
+def _warn_no_events(p: Prepared) -> None:
     """Warn if the trace holds no allocation or free event of the ``kmem`` tracepoints.
 
     An empty ``perf script`` (no perf.data), a file of other events: the replay then reports an
     empty machine as if it had replayed something."""
-    if not (tr.kind <= EV_CACHE_FREE).any():       # (EV_CACHE_ALLOC, EV_KMALLOC, EV_KFREE)
+    tr = p.trace
+    if not p.replays:
         warnings.warn(f"{tr.source}: none of its {len(tr)} event line(s) is a kmem allocation "
                       f"or free (kmem_cache_alloc, kmalloc, kmem_cache_free, kfree): nothing "
                       f"to replay", UserWarning, stacklevel=3)
@@ -453,10 +456,9 @@ def _run_timed(p: Prepared, cfg: Config, snapshot: dict[str, dict[str, Any]] | N
     sys_cpu = np.zeros(Kn, np.int64)
     # plain tuples: replay_chunk's dispatch types them in C (named ones in Python: 1.3 µs a call)
     ev, ptrs = tuple(K.Events.of(tr)), tuple(K.Pointers(addr, owner, lbytes))
-    any_ev = bool((tr.kind <= EV_CACHE_FREE).any())     # (replay_chunk skips other kinds)
     try:
         for stop in stops:
-            if stop == start or not any_ev:     # replay_chunk's prologue alone (a trace with
+            if stop == start or not p.replays:  # replay_chunk's prologue alone (a trace with
                 if pk[-1, K.PK_GEN] != g[G_SLAB_GEN]:   # no kmem event compiled it, 40 s, to
                     K.recount_peaks(h, pk)              # print an empty table)
             elif K.replay_chunk(h, start, stop, ev, cfg.cpus, cfg.nodes, cids, ptrs, counts,
@@ -530,7 +532,7 @@ def replay_trace(tr: Trace, configs: Sequence[Config], snapshot: str | Path | di
     _warn_time_order(tr)
     _warn_overwritten(tr)
     _warn_lost(tr)
-    _warn_no_events(tr)
+    _warn_no_events(p)
     prep = time.perf_counter() - t0
     out = []
     for cfg in configs:

@@ -36,17 +36,13 @@ def jit_stack_loop_lag(stack, top, bulk, rounds, outs):
     round ``r``; the stack (int64[capacity]) and its top (int64[1]) as
     :func:`numslab.tools.bench.jit_stack_loop_bulk`'s, unsigned indices."""
     t = np.uint64(top[0])
-    b = np.uint64(bulk)
     lag = outs.shape[0]
     for r in range(rounds):
         s = r % lag
-        for i in range(bulk):                       # the free: a push
+        for i in range(bulk):                       # the free: a push above the top
             stack[t + np.uint64(i)] = outs[s, np.uint64(i)]
-        t += b
-        t -= b                                      # the allocation: a pop (LIFO: the same)
-        for i in range(bulk):
-            outs[s, np.uint64(i)] = stack[t + np.uint64(i)]
-    top[0] = np.int64(t)
+        for i in range(bulk):                       # the allocation: a pop of the same
+            outs[s, np.uint64(i)] = stack[t + np.uint64(i)]     # (the top is back where it was)
 
 
 @tools_jit()
